@@ -1,0 +1,100 @@
+"""Command line: ``prefpipe run STAGE``, ``prefpipe inspect PATH``.
+
+``dvc.yaml`` calls ``python -m pipeline.cli run STAGE``, the same entry as ``prefpipe run STAGE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+STAGES = ["ingest", "wildfeedback", "pugc", "selfie", "curry", "dove", "export"]
+
+
+def _available_stages() -> list[str]:
+    import stages
+
+    here = Path(stages.__file__).parent
+    return [s for s in STAGES if (here / f"{s}.py").exists()]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_params
+
+    available = _available_stages()
+    if args.stage not in available:
+        print(f"prefpipe: unknown stage {args.stage!r}; available: {', '.join(available)}", file=sys.stderr)
+        return 2
+    params = load_params(args.params)  # fails before any work on a bad params.yaml
+    module = importlib.import_module(f"stages.{args.stage}")
+    module.main(params)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    from pipeline.io import read_manifest, shard_files
+
+    path = Path(args.path)
+    if not path.exists():
+        print(f"prefpipe: {path}: not found", file=sys.stderr)
+        return 2
+    files = shard_files(path)
+    if not files:
+        print(f"prefpipe: {path}: no Parquet files", file=sys.stderr)
+        return 2
+    manifest = read_manifest(path) if path.is_dir() else None
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    print(f"path:   {path}")
+    print(f"files:  {len(files)}")
+    print(f"rows:   {rows}")
+    print("schema:")
+    for field in pq.read_schema(files[0]):
+        print(f"  {field.name}: {field.type}{'' if field.nullable else ' not null'}")
+    if manifest:
+        shown = {k: v for k, v in manifest.items() if k not in ("files", "schema")}
+        print("manifest:", json.dumps(shown, sort_keys=True))
+    head = pq.ParquetFile(files[0]).read_row_group(0).slice(0, args.rows).to_pylist() if rows else []
+    for i, row in enumerate(head):
+        text = json.dumps(row, ensure_ascii=False, default=str)
+        print(f"[{i}] {text[:args.width]}{'...' if len(text) > args.width else ''}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="prefpipe", description="Build preference data for LLM alignment.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run one pipeline stage (what dvc.yaml calls)")
+    run.add_argument("stage", help=f"one of: {', '.join(STAGES)}")
+    run.add_argument("--params", default="params.yaml")
+    run.set_defaults(func=cmd_run)
+
+    ins = sub.add_parser("inspect", help="schema, row count, manifest and a few rows of a shard set or Parquet file")
+    ins.add_argument("path")
+    ins.add_argument("-n", "--rows", type=int, default=3)
+    ins.add_argument("--width", type=int, default=400)
+    ins.set_defaults(func=cmd_inspect)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.config import ParamsError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ParamsError as e:
+        print(f"prefpipe: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""params.yaml as pydantic models: one model per section, unknown keys are errors.
+
+Everything is validated before any work starts; an error names the file, the key path and what
+was expected::
+
+    params.yaml: ingest.max_reject_fraction: Input should be a valid number (got 'lots')
+
+Stage sections are registered in ``Params``; every knob lives in params.yaml (no hidden defaults),
+except the optional per-role engine overrides, where a missing key means "inherit from ``llm``".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- shared sections -----------------------------------------------------------------------------
+
+
+class Execution(Section):
+    backend: Literal["local", "ray"]
+    batch_size: int = Field(gt=0)
+    # Rows per resumable chunk: a killed stage restarts from its last finished chunk.
+    checkpoint_rows: int = Field(gt=0)
+    max_reject_fraction: float = Field(ge=0, le=1)
+    ray_address: str | None  # None: honour RAY_ADDRESS, else start a local Ray instance
+    num_cpus_per_task: float = Field(gt=0)
+    target_shard_bytes: int = Field(gt=0)
+    row_group_bytes: int = Field(gt=0)
+
+
+class Sampling(Section):
+    temperature: float = Field(ge=0)
+    top_p: float = Field(gt=0, le=1)
+    max_new_tokens: int = Field(gt=0)
+    stop: list[str]
+    seed: int
+
+
+class LLM(Section):
+    backend: Literal["transformers", "vllm"]
+    model: str  # "tiny", a Hugging Face model id, or a local folder
+    dtype: Literal["auto", "float32", "float16", "bfloat16"]
+    batch_size: int = Field(gt=0)
+    replicas: int = Field(gt=0)
+    gpus_per_replica: float = Field(ge=0)
+    tensor_parallel_size: int = Field(gt=0)
+    max_model_len: int = Field(gt=0)
+    gpu_memory_utilization: float = Field(gt=0, le=1)
+    enable_prefix_caching: bool
+    structured_retries: int = Field(ge=0)
+    sampling: Sampling
+
+
+class SamplingOverride(Section):
+    temperature: float | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_new_tokens: int | None = Field(default=None, gt=0)
+    stop: list[str] | None = None
+    seed: int | None = None
+
+
+class LLMOverride(Section):
+    """A model role (policy, reference, judge, expert): keys left out inherit from ``llm``."""
+
+    backend: Literal["transformers", "vllm"] | None = None
+    model: str | None = None
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = None
+    batch_size: int | None = Field(default=None, gt=0)
+    replicas: int | None = Field(default=None, gt=0)
+    gpus_per_replica: float | None = Field(default=None, ge=0)
+    tensor_parallel_size: int | None = Field(default=None, gt=0)
+    max_model_len: int | None = Field(default=None, gt=0)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    enable_prefix_caching: bool | None = None
+    structured_retries: int | None = Field(default=None, ge=0)
+    sampling: SamplingOverride | None = None
+
+
+def resolve_role(base: LLM, override: LLMOverride | None) -> LLM:
+    """The ``llm`` section with a role's overrides applied.
+
+    >>> base = load_params("params.yaml").llm  # doctest: +SKIP
+    >>> resolve_role(base, LLMOverride(model="gpt2")).model  # doctest: +SKIP
+    'gpt2'
+    """
+    if override is None:
+        return base
+    data = base.model_dump()
+    for key, value in override.model_dump(exclude_none=True).items():
+        if key == "sampling":
+            data["sampling"] = {**data["sampling"], **value}
+        else:
+            data[key] = value
+    return LLM.model_validate(data)
+
+
+# --- ingest --------------------------------------------------------------------------------------
+
+SourceKind = Literal["conversations", "documents", "prompts", "rated", "pairs"]
+SourceFormat = Literal[
+    "wildchat",  # WildChat / LMSYS: `conversation` (or `messages`) of {role, content}
+    "sharegpt",  # `conversations` of {from, value}
+    "oasst",  # OpenAssistant message trees
+    "hh_rlhf",  # "\n\nHuman: ... \n\nAssistant: ..." transcripts (chosen/rejected)
+    "ultrafeedback",  # prompt/chosen/rejected pairs with scores, or prompt + completions with ratings
+    "documents",  # plain documents: text/title fields
+    "prompts",  # plain prompts: a text field, or a list of turns
+    "stackexchange",  # Posts.xml
+    "wildfeedback",  # released WildFeedback pairs: conversations + chosen/rejected in from/value form
+    "arena_answers",  # arena-hard model answers: several models' answers to the same uid
+]
+
+
+class Source(Section):
+    name: str
+    kind: SourceKind
+    path: str  # a file, a glob, a folder, or "hf://<dataset id>[:split]"
+    format: SourceFormat
+    mapping: dict[str, str] = Field(default_factory=dict)  # canonical field -> source field
+    limit: int | None = Field(default=None, gt=0)
+
+
+class Ingest(Section):
+    sources: list[Source]
+    max_reject_fraction: float = Field(ge=0, le=1)
+    max_record_bytes: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Ingest:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique, repeated: {dupes}")
+        return self
+
+
+# --- root ----------------------------------------------------------------------------------------
+
+
+class Params(Section):
+    execution: Execution
+    llm: LLM
+    ingest: Ingest
+
+
+class ParamsError(ValueError):
+    """params.yaml is invalid; the message names the file and every bad key path."""
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<root>"
+
+
+def format_validation_error(err: ValidationError, file: str | Path) -> str:
+    lines = []
+    for e in err.errors():
+        path = _key_path(tuple(p for p in e["loc"] if not str(p).startswith("function-")))
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (remove it or check its spelling)"
+        elif e["type"] == "missing":
+            msg = "missing required key"
+        else:
+            msg = e["msg"]
+            if "input" in e and not isinstance(e["input"], dict | list):
+                msg += f" (got {e['input']!r})"
+        lines.append(f"{file}: {path}: {msg}")
+    return "invalid parameters:\n  " + "\n  ".join(lines)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: no such file; run from the project root or pass --params")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as e:
+        raise ParamsError(format_validation_error(e, path)) from None
+
+
+def fingerprint(*sections: BaseModel | dict[str, Any]) -> str:
+    """A short stable hash of parameter sections, recorded in manifests and lineage."""
+    payload = [s.model_dump(mode="json") if isinstance(s, BaseModel) else s for s in sections]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
