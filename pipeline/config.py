@@ -145,6 +145,50 @@ class Ingest(Section):
         return self
 
 
+# --- pugc ----------------------------------------------------------------------------------------
+
+
+class PugcRoles(Section):
+    generator: LLMOverride  # writes one reader query per document
+    policy: LLMOverride  # samples the K responses per query
+    judge: LLMOverride  # query filter (True/False) and reference-guided 1-5 scores
+
+
+class Pugc(Section):
+    """PUGC (METHODS.md §2): documents -> queries -> K responses -> reference-guided scores -> pairs."""
+
+    sources: list[str] = Field(min_length=1)  # ingest source names whose documents are used
+    min_words: int = Field(ge=1)
+    max_words: int = Field(ge=1)
+    min_english_stopword_ratio: float = Field(ge=0, le=1)
+    min_ascii_letter_ratio: float = Field(ge=0, le=1)
+    shingle_words: int = Field(ge=1)
+    minhash_perms: int = Field(ge=1)
+    minhash_bands: int = Field(ge=1)
+    near_duplicate_threshold: float = Field(gt=0, le=1)
+    queries_per_document: int = Field(ge=1)
+    leak_patterns: list[str]
+    query_filter_threshold: float = Field(ge=0, le=1)
+    responses_per_query: int = Field(ge=2)
+    temperature: float = Field(ge=0)
+    top_p: float = Field(gt=0, le=1)
+    scoring: Literal["expected", "sampled"]
+    n_judgments: int = Field(ge=1)
+    min_margin: float = Field(gt=0)
+    roles: PugcRoles
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Pugc:
+        if self.max_words < self.min_words:
+            raise ValueError(f"max_words ({self.max_words}) is below min_words ({self.min_words})")
+        if self.minhash_perms % self.minhash_bands:
+            raise ValueError(f"minhash_bands ({self.minhash_bands}) must divide minhash_perms ({self.minhash_perms})")
+        sampling = self.roles.policy.sampling
+        if sampling is not None and (sampling.temperature is not None or sampling.top_p is not None):
+            raise ValueError("set the policy's temperature/top_p as pugc.temperature/pugc.top_p, not in roles.policy")
+        return self
+
+
 # --- root ----------------------------------------------------------------------------------------
 
 
@@ -152,6 +196,7 @@ class Params(Section):
     execution: Execution
     llm: LLM
     ingest: Ingest
+    pugc: Pugc
 
 
 class ParamsError(ValueError):
