@@ -180,3 +180,26 @@ def test_inspect_an_ingest_output(params, at_root, tmp_path, capsys):
     assert out.count('"conversation_id"') == 2
     manifest = read_manifest(tmp_path / "ingest" / "conversations")
     assert manifest["rows"] == pq.read_table(tmp_path / "ingest" / "conversations").num_rows == 44
+
+
+def test_oversized_records_are_caught_in_every_file_type(params, tmp_path):
+    (tmp_path / "arr.json").write_text(json.dumps([{"id": "a", "text": "short"}, {"id": "b", "text": "y" * 3000}]))
+    p = with_ingest(params, [{"name": "arr", "kind": "documents", "path": str(tmp_path / "arr.json"),
+                              "format": "documents"}], max_record_bytes=1000)
+    metrics = run(p, tmp_path / "out")
+    assert (metrics["sources"]["arr"]["accepted"], metrics["sources"]["arr"]["rejected"]) == (1, 1)
+    assert metrics["sources"]["arr"]["top_reasons"] == [["record is over max_record_bytes=N", 1]]
+
+
+def test_guard_changes_leave_the_tables_byte_identical(params, at_root, tmp_path):
+    """max_reject_fraction and max_record_bytes only quarantine or fail: the data tables keep their bytes."""
+    run(params, tmp_path / "a")
+    data = params.model_dump()
+    data["ingest"]["max_record_bytes"] += 1
+    data["ingest"]["max_reject_fraction"] = 0.9
+    run(Params.model_validate(data), tmp_path / "b")
+    for table in TABLES:
+        assert read_manifest(tmp_path / "a" / table) == read_manifest(tmp_path / "b" / table)
+    data["ingest"]["sources"][1]["limit"] = 5  # a source change is a different fingerprint
+    run(Params.model_validate(data), tmp_path / "c")
+    assert read_manifest(tmp_path / "c" / "documents")["fingerprint"] != read_manifest(tmp_path / "a" / "documents")["fingerprint"]
