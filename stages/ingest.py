@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from pipeline.adapters import Adapted, BadRecord, Ctx, adapt, finish
 from pipeline.config import Params, Source, fingerprint
-from pipeline.io import HF_PREFIX, expand_paths, iter_records, write_json_atomic, write_shards
+from pipeline.io import HF_PREFIX, StageError, expand_paths, iter_records, write_json_atomic, write_shards
 from pipeline.records import ID_COLUMNS, MODELS, SCHEMAS
 
 TABLES = ("conversations", "documents", "prompts", "responses", "pairs")
@@ -39,7 +39,7 @@ OUT_DIR = Path("data/ingest")
 TOP_REASONS = 5
 
 
-class IngestError(RuntimeError):
+class IngestError(StageError):
     """A source rejected too much of its input; the message names it and its top reasons."""
 
 

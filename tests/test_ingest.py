@@ -203,3 +203,18 @@ def test_guard_changes_leave_the_tables_byte_identical(params, at_root, tmp_path
     data["ingest"]["sources"][1]["limit"] = 5  # a source change is a different fingerprint
     run(Params.model_validate(data), tmp_path / "c")
     assert read_manifest(tmp_path / "c" / "documents")["fingerprint"] != read_manifest(tmp_path / "a" / "documents")["fingerprint"]
+
+
+def test_cli_reports_a_failing_source_without_a_traceback(params, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    _bad_chats(tmp_path / "bad.jsonl")
+    p = with_ingest(params, [{"name": "bad_chats", "kind": "conversations", "path": "bad.jsonl",
+                              "format": "wildchat"}], max_reject_fraction=0.1, max_record_bytes=2000)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json")))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "ingest"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("prefpipe: ingest: 1 source(s) rejected more than max_reject_fraction=0.1")
+    assert "source 'bad_chats': 9 of 10 rows rejected" in err and "Traceback" not in err
+    assert (tmp_path / "data" / "ingest" / "rejects" / "_manifest.json").exists()
