@@ -40,12 +40,12 @@ SAMPLING = LLM.model_validate(yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
 def make_params(**pugc_overrides) -> Params:
-    """The project's params.yaml sections that the stage reads, with pugc knobs overridden."""
+    """The project's params.yaml sections that the stage reads; documents come from source "posts"."""
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     return Params.model_construct(
         execution=Execution.model_validate({**data["execution"], "checkpoint_rows": 8}),
         llm=LLM.model_validate(data["llm"]),
-        pugc=Pugc.model_validate({**data["pugc"], **pugc_overrides}),
+        pugc=Pugc.model_validate({**data["pugc"], "sources": ["posts"], **pugc_overrides}),
     )
 
 
