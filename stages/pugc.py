@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from pipeline.config import LLM, Params, Pugc, Sampling, fingerprint, resolve_role
 from pipeline.dedup import exact_duplicate_mask, minhash_signatures, near_duplicate_groups, normalise
 from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
-from pipeline.io import read_table, write_json_atomic, write_shards
+from pipeline.io import StageError, read_table, write_json_atomic, write_shards
 from pipeline.llm.base import GenerationFailure
 from pipeline.records import MESSAGES_TYPE, stable_id
 
@@ -334,7 +334,7 @@ def load_documents(path: Path, sources: list[str]) -> tuple[pl.DataFrame, dict]:
     present = sorted(docs["source"].unique().to_list())
     missing = [s for s in sources if s not in present]
     if len(missing) == len(sources):
-        raise ValueError(f"{path}: no documents from pugc.sources {sources}; sources present: {present}. "
+        raise StageError(f"{path}: no documents from pugc.sources {sources}; sources present: {present}. "
                          "Fix pugc.sources in params.yaml or add the source to ingest.sources.")
     chosen = docs.filter(pl.col("source").is_in(sources))
     return chosen, {"rows": docs.height, "selected": chosen.height, "sources": sources, "missing_sources": missing}

@@ -6,7 +6,6 @@ template a prompt came from and answers as scripted, recording every call.
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from pathlib import Path
@@ -17,11 +16,12 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from pipeline.config import LLM, Execution, Params, Pugc
-from pipeline.io import iter_records, read_table, verify_shards, write_shards
+from pipeline.config import LLM, Execution, Params, Pugc, Source
+from pipeline.io import StageError, read_table, verify_shards, write_shards
 from pipeline.llm.base import GenerationFailure
-from pipeline.records import stable_id, to_table
+from pipeline.records import to_table
 from stages import pugc
+from stages.ingest import ingest_source
 from stages.pugc import (
     Query,
     Vote,
@@ -367,36 +367,27 @@ def test_stage_runs_end_to_end_and_accounts_for_every_row(tmp_path, monkeypatch,
 
 def test_unknown_sources_are_an_error_that_names_them(tmp_path):
     write_documents(tmp_path / "docs", [{"doc_id": "d", "text": ENGLISH, "source": "reddit"}])
-    with pytest.raises(ValueError, match=r"no documents from pugc.sources \['posts'\]; sources present: \['reddit'\]"):
+    with pytest.raises(StageError, match=r"no documents from pugc.sources \['posts'\]; sources present: \['reddit'\]"):
         pugc.main(make_params(), documents=tmp_path / "docs", out=tmp_path / "out")
 
 
 # --- real posts ----------------------------------------------------------------------------------
 
 
-def real_documents(real, n_tldr: int, n_se: int) -> list[dict]:
-    """A slice of Reddit TL;DR posts and Stack Exchange questions mapped to the documents contract."""
-    docs = []
-    for raw in iter_records(str(real / "dove" / "data" / "tldr" / "test.json")):
-        if len(docs) == n_tldr:
-            break
-        r = raw.value
-        docs.append({"doc_id": stable_id("tldr", r["instruction_id"]), "title": r["title"], "text": r["instruction"],
-                     "source": "tldr"})
-    for raw in iter_records(str(real / "stackexchange_coffee" / "Posts.xml")):
-        if len(docs) == n_tldr + n_se:
-            break
-        r = raw.value
-        if r.get("PostTypeId") == "1":
-            text = html.unescape(re.sub(r"<[^>]+>", " ", r["Body"])).strip()
-            docs.append({"doc_id": stable_id("coffee", r["Id"]), "title": html.unescape(r["Title"]), "text": text,
-                         "source": "coffee"})
-    return docs
+def real_documents(real, n_tldr: int, n_se_rows: int) -> list[dict]:
+    """Reddit TL;DR posts and Stack Exchange questions through the ingest adapters (the first N records)."""
+    sources = [
+        Source(name="tldr", kind="documents", path=str(real / "dove" / "data" / "tldr" / "test.json"), format="documents",
+               mapping={"text": "instruction", "id": "instruction_id"}, limit=n_tldr),
+        Source(name="coffee", kind="documents", path=str(real / "stackexchange_coffee" / "Posts.xml"),
+               format="stackexchange", mapping={}, limit=n_se_rows),
+    ]
+    return [row for src in sources for row in ingest_source(src, 1 << 22).rows["documents"]]
 
 
 def test_real_posts_flow_through_every_step(tmp_path, monkeypatch, real, fake_engine):
     monkeypatch.chdir(tmp_path)
-    docs = real_documents(real, 40, 40)
+    docs = real_documents(real, 40, 80)  # 40 posts + the questions among the first 80 Posts.xml rows
     docs.append({**docs[0], "doc_id": "zz-repost"})  # a verbatim repost
     write_documents(tmp_path / "docs", docs)
     params = make_params(sources=["tldr", "coffee"])
