@@ -426,6 +426,9 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     write_json_atomic(metrics, out / "metrics.json")
     for step in ("minhash", "queries", "query_filter", "sampling", "scoring"):
         Checkpoint(CHECKPOINT_ROOT / "pugc" / step, "").clear()
+    print(f"pugc: {metrics['input']['selected']} documents -> {metrics['prefilter']['kept']} kept -> "
+          f"{metrics['query_filter']['kept']} queries -> {metrics['scoring']['kept']} scored responses -> "
+          f"{metrics['pairs']['kept']} pairs (drops by reason in {out / 'metrics.json'})")
     return metrics
 
 
