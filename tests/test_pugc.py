@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from pipeline.config import LLM, Execution, Params, Pugc, Source
+from pipeline.execute import map_batches
 from pipeline.io import StageError, read_table, verify_shards, write_shards
 from pipeline.llm.base import GenerationFailure
 from pipeline.records import to_table
@@ -397,3 +398,14 @@ def test_real_posts_flow_through_every_step(tmp_path, monkeypatch, real, fake_en
     assert m["prefilter"]["dropped"]["too_short"] >= 1  # some coffee questions are one-liners
     assert "not_english" not in m["prefilter"]["dropped"]  # both sources are English
     assert m["pairs"]["kept"] == m["query_filter"]["kept"] > 30
+
+
+@pytest.mark.ray
+def test_minhash_signatures_are_identical_on_ray_workers(ray_cluster, real):
+    # Word hashes must not depend on the process (a per-process hash seed would break dedup on a cluster).
+    docs = pl.DataFrame(real_documents(real, 24, 1)).to_arrow()  # 24 posts + question 1
+    local = make_params().execution.model_copy(update={"batch_size": 8})
+    kwargs = {"shingle_words": CFG.shingle_words, "num_perm": CFG.minhash_perms}
+    here = map_batches(docs, minhash_step, execution=local, fn_kwargs=kwargs)
+    there = map_batches(docs, minhash_step, execution=local.model_copy(update={"backend": "ray"}), fn_kwargs=kwargs)
+    assert here["signature"].equals(there["signature"]) and here.num_rows == 25
