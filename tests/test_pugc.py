@@ -409,3 +409,45 @@ def test_minhash_signatures_are_identical_on_ray_workers(ray_cluster, real):
     here = map_batches(docs, minhash_step, execution=local, fn_kwargs=kwargs)
     there = map_batches(docs, minhash_step, execution=local.model_copy(update={"backend": "ray"}), fn_kwargs=kwargs)
     assert here["signature"].equals(there["signature"]) and here.num_rows == 25
+
+
+# --- the real engine -----------------------------------------------------------------------------
+
+
+# Shorter generations keep these tests fast on a CPU; prompts are the real ones.
+SHORT_OUTPUTS = {"generator": {"sampling": {"max_new_tokens": 24}}, "policy": {"sampling": {"max_new_tokens": 16}},
+                 "judge": {"sampling": {"max_new_tokens": 12}}}
+
+
+def test_real_posts_with_the_tiny_model(tmp_path, monkeypatch, real):
+    """Reddit and Stack Exchange posts through every step with the real (random-weights) engine: nothing faked."""
+    monkeypatch.chdir(tmp_path)
+    docs = real_documents(real, 1, 6)  # 1 TL;DR post + the questions among the first 6 Posts.xml rows
+    docs.append({**docs[0], "doc_id": "zz-repost"})  # a verbatim repost
+    write_documents(tmp_path / "docs", docs)
+    params = make_params(sources=["tldr", "coffee"], responses_per_query=2, roles=SHORT_OUTPUTS)
+    m = pugc.main(params, documents=tmp_path / "docs", out=tmp_path / "out")
+
+    check_accounting(m, params.pugc)
+    assert m["input"]["selected"] == len(docs) and m["prefilter"]["dropped"]["exact_duplicate"] == 1
+    assert m["query_filter"]["kept"] > 0 and 0 < m["query_filter"]["p_true_mean"] < 1
+    responses = read_table(tmp_path / "out" / "responses", "responses").to_pylist()
+    assert len(responses) == m["scoring"]["kept"] > 0
+    for r in responses:
+        dist = json.loads(r["detail"])["distribution"]
+        assert sum(dist.values()) == pytest.approx(1, abs=1e-5) and 1 <= r["score"] <= 5
+        assert r["score"] == pytest.approx(sum(int(k) * p for k, p in dist.items()), abs=1e-4)
+    pairs = read_table(tmp_path / "out" / "pairs", "pairs").to_pylist()
+    assert len(pairs) == m["pairs"]["kept"]
+    assert all(p["score_chosen"] - p["score_rejected"] >= params.pugc.min_margin for p in pairs)
+
+
+def test_sampled_scoring_with_the_tiny_model(tmp_path, monkeypatch, real):
+    monkeypatch.chdir(tmp_path)
+    write_documents(tmp_path / "docs", real_documents(real, 1, 1))
+    params = make_params(sources=["tldr", "coffee"], responses_per_query=2, scoring="sampled", n_judgments=2,
+                         roles=SHORT_OUTPUTS)
+    m = pugc.main(params, documents=tmp_path / "docs", out=tmp_path / "out")
+    check_accounting(m, params.pugc)
+    details = [json.loads(r["detail"]) for r in read_table(tmp_path / "out" / "responses", "responses").to_pylist()]
+    assert details and all(len(d["votes"]) + d["failures"] == 2 and d["votes"] for d in details)
