@@ -54,7 +54,7 @@ def _shingle_hashes(texts: pl.Series, shingle_words: int, seed: int) -> tuple[np
     acc = np.zeros(n, np.uint64)
     for j in range(shingle_words):  # rolling combination of k consecutive word hashes
         acc = acc * _ROLL + h[j : j + n]
-    same_doc = doc[: n] == doc[shingle_words - 1 :]  # the n-gram does not straddle two documents
+    same_doc = doc[:n] == doc[shingle_words - 1 :]  # the n-gram does not straddle two documents
     return doc[:n][same_doc], acc[same_doc]
 
 

@@ -88,7 +88,11 @@ def first_reason(*conditions: tuple[pl.Expr, str]) -> pl.Expr:
 def document_view(frame: pl.DataFrame) -> pl.Expr:
     """What the models read: the title (when there is one), a blank line, the text."""
     title = pl.col("title").fill_null("").str.strip_chars()
-    return pl.when(title != "").then(pl.concat_str([title, pl.lit("\n\n"), pl.col("text")])).otherwise(pl.col("text"))
+    return (
+        pl.when(title != "")
+        .then(pl.concat_str([title, pl.lit("\n\n"), pl.col("text")]))
+        .otherwise(pl.col("text"))
+    )
 
 
 def quality_filter(docs: pl.DataFrame, cfg: Pugc) -> pl.DataFrame:
@@ -100,7 +104,9 @@ def quality_filter(docs: pl.DataFrame, cfg: Pugc) -> pl.DataFrame:
         stop_ratio=words.list.eval(pl.element().is_in(STOPWORDS)).list.mean().fill_null(0.0),
         ascii_ratio=(
             pl.col("text").str.count_matches(r"[A-Za-z]") / pl.col("text").str.count_matches(r"\p{L}")
-        ).fill_nan(0.0).fill_null(0.0),
+        )
+        .fill_nan(0.0)
+        .fill_null(0.0),
     )
     marked = stats.with_columns(
         drop=first_reason(
@@ -114,7 +120,9 @@ def quality_filter(docs: pl.DataFrame, cfg: Pugc) -> pl.DataFrame:
     passed = marked.filter(pl.col("drop").is_null())
     dup_ids = passed.filter(exact_duplicate_mask(passed.select(document_view(passed)).to_series()))["doc_id"]
     return marked.with_columns(
-        drop=pl.when(pl.col("doc_id").is_in(dup_ids.implode())).then(pl.lit("exact_duplicate")).otherwise(pl.col("drop"))
+        drop=pl.when(pl.col("doc_id").is_in(dup_ids.implode()))
+        .then(pl.lit("exact_duplicate"))
+        .otherwise(pl.col("drop"))
     ).drop("n_words", "stop_ratio", "ascii_ratio")
 
 
@@ -122,9 +130,14 @@ def minhash_step(batch: pa.Table, *, shingle_words: int, num_perm: int) -> pa.Ta
     """CPU step: a ``signature`` column (MinHash of word shingles of title + text)."""
     frame = pl.from_arrow(batch)
     sig = minhash_signatures(
-        frame.select(document_view(frame)).to_series(), shingle_words=shingle_words, num_perm=num_perm, seed=MINHASH_SEED
+        frame.select(document_view(frame)).to_series(),
+        shingle_words=shingle_words,
+        num_perm=num_perm,
+        seed=MINHASH_SEED,
     )
-    return batch.append_column("signature", pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), num_perm))
+    return batch.append_column(
+        "signature", pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), num_perm)
+    )
 
 
 def near_duplicate_filter(docs: pl.DataFrame, cfg: Pugc) -> pl.DataFrame:
@@ -137,7 +150,9 @@ def near_duplicate_filter(docs: pl.DataFrame, cfg: Pugc) -> pl.DataFrame:
     group = near_duplicate_groups(sig, bands=cfg.minhash_bands, threshold=cfg.near_duplicate_threshold)
     dup_ids = live["doc_id"].filter(pl.Series(group != np.arange(live.height)))
     return docs.with_columns(
-        drop=pl.when(pl.col("doc_id").is_in(dup_ids.implode())).then(pl.lit("near_duplicate")).otherwise(pl.col("drop"))
+        drop=pl.when(pl.col("doc_id").is_in(dup_ids.implode()))
+        .then(pl.lit("near_duplicate"))
+        .otherwise(pl.col("drop"))
     ).drop("signature")
 
 
@@ -152,7 +167,9 @@ def generate_queries(batch: pa.Table, engine, *, prompt: str, n: int, sampling: 
     """Engine step: ``n`` reader queries per document; failures kept with their error."""
     frame = pl.from_arrow(batch)
     views = frame.select(document_view(frame)).to_series().to_list()
-    outs = engine.generate([chat(prompt.format(document=unfence(v))) for v in views], n=n, sampling=sampling, schema=Query)
+    outs = engine.generate(
+        [chat(prompt.format(document=unfence(v))) for v in views], n=n, sampling=sampling, schema=Query
+    )
     rows = {"doc_id": [], "query_index": [], "query": [], "error": []}
     for doc_id, samples in zip(frame["doc_id"], outs, strict=True):
         for i, out in enumerate(samples):
@@ -161,8 +178,17 @@ def generate_queries(batch: pa.Table, engine, *, prompt: str, n: int, sampling: 
             rows["query_index"].append(i)
             rows["query"].append(None if failed else out.query.strip())
             rows["error"].append(out.error if failed else None)
-    return pa.table(rows, schema=pa.schema([("doc_id", pa.string()), ("query_index", pa.int64()),
-                                            ("query", pa.string()), ("error", pa.string())]))
+    return pa.table(
+        rows,
+        schema=pa.schema(
+            [
+                ("doc_id", pa.string()),
+                ("query_index", pa.int64()),
+                ("query", pa.string()),
+                ("error", pa.string()),
+            ]
+        ),
+    )
 
 
 def clean_queries(queries: pl.DataFrame, leak_patterns: list[str]) -> pl.DataFrame:
@@ -186,15 +212,19 @@ def clean_queries(queries: pl.DataFrame, leak_patterns: list[str]) -> pl.DataFra
 
 def judge_answerable(batch: pa.Table, engine, *, prompt: str) -> pa.Table:
     """Engine step: ``p_true`` = the judge's probability that the document answers the query."""
-    prompts = [chat(prompt.format(query=unfence(q), document=unfence(d)))
-               for q, d in zip(batch["query"].to_pylist(), batch["reference"].to_pylist(), strict=True)]
+    prompts = [
+        chat(prompt.format(query=unfence(q), document=unfence(d)))
+        for q, d in zip(batch["query"].to_pylist(), batch["reference"].to_pylist(), strict=True)
+    ]
     probs = np.asarray(engine.choose(prompts, ["True", "False"]), dtype=np.float64).reshape(len(prompts), 2)
     return batch.append_column("p_true", pa.array(probs[:, 0] / probs.sum(axis=1)))
 
 
 def query_filter(queries: pl.DataFrame, threshold: float) -> pl.DataFrame:
     return queries.with_columns(
-        drop=pl.when(pl.col("p_true") >= threshold).then(pl.lit(None, pl.String)).otherwise(pl.lit("not_answerable"))
+        drop=pl.when(pl.col("p_true") >= threshold)
+        .then(pl.lit(None, pl.String))
+        .otherwise(pl.lit("not_answerable"))
     )
 
 
@@ -210,12 +240,19 @@ def sample_responses(batch: pa.Table, engine, *, k: int, sampling: Sampling) -> 
             ids.append(prompt_id)
             index.append(i)
             texts.append(text)
-    return pa.table({"prompt_id": pa.array(ids, pa.string()), "sample_index": pa.array(index, pa.int64()),
-                     "text": pa.array(texts, pa.string())})
+    return pa.table(
+        {
+            "prompt_id": pa.array(ids, pa.string()),
+            "sample_index": pa.array(index, pa.int64()),
+            "text": pa.array(texts, pa.string()),
+        }
+    )
 
 
 def empty_response_filter(responses: pl.DataFrame) -> pl.DataFrame:
-    return responses.with_columns(drop=first_reason((pl.col("text").str.strip_chars() == "", "empty_response")))
+    return responses.with_columns(
+        drop=first_reason((pl.col("text").str.strip_chars() == "", "empty_response"))
+    )
 
 
 # --- 5. reference-guided scoring -----------------------------------------------------------------
@@ -241,12 +278,22 @@ def expected_score(probs: np.ndarray) -> np.ndarray:
     return probs @ np.arange(1, 6) / probs.sum(axis=1)
 
 
-def score_responses(batch: pa.Table, engine, *, prompt: str, scoring: str, n_judgments: int,
-                    sampling: Sampling) -> pa.Table:
+def score_responses(
+    batch: pa.Table, engine, *, prompt: str, scoring: str, n_judgments: int, sampling: Sampling
+) -> pa.Table:
     """Engine step: ``score`` (null when every sampled vote failed) and ``detail`` JSON per response."""
     prompts = [
-        chat(prompt.format(query=unfence(q), document=unfence(d), response=unfence(r), answer_format=ANSWER_FORMAT[scoring]))
-        for q, d, r in zip(batch["query"].to_pylist(), batch["reference"].to_pylist(), batch["text"].to_pylist(), strict=True)
+        chat(
+            prompt.format(
+                query=unfence(q),
+                document=unfence(d),
+                response=unfence(r),
+                answer_format=ANSWER_FORMAT[scoring],
+            )
+        )
+        for q, d, r in zip(
+            batch["query"].to_pylist(), batch["reference"].to_pylist(), batch["text"].to_pylist(), strict=True
+        )
     ]
     scores: list[float | None] = []
     details: list[str] = []
@@ -255,39 +302,75 @@ def score_responses(batch: pa.Table, engine, *, prompt: str, scoring: str, n_jud
         probs = probs / probs.sum(axis=1, keepdims=True)
         for p, s in zip(probs, expected_score(probs), strict=True):
             scores.append(float(s))
-            details.append(json.dumps({"scoring": "expected", "distribution": dict(zip(SCORES, p.round(6).tolist(), strict=True))}))
+            details.append(
+                json.dumps(
+                    {
+                        "scoring": "expected",
+                        "distribution": dict(zip(SCORES, p.round(6).tolist(), strict=True)),
+                    }
+                )
+            )
     else:
         for samples in engine.generate(prompts, n=n_judgments, sampling=sampling, schema=Vote):
             votes = [v.score for v in samples if not isinstance(v, GenerationFailure)]
             hist = {s: (votes.count(int(s)) / len(votes) if votes else 0.0) for s in SCORES}
             scores.append(float(np.mean(votes)) if votes else None)
-            details.append(json.dumps({"scoring": "sampled", "votes": votes, "failures": len(samples) - len(votes),
-                                       "distribution": hist}))
-    return pa.table({"response_id": batch["response_id"], "score": pa.array(scores, pa.float64()),
-                     "detail": pa.array(details, pa.string())})
+            details.append(
+                json.dumps(
+                    {
+                        "scoring": "sampled",
+                        "votes": votes,
+                        "failures": len(samples) - len(votes),
+                        "distribution": hist,
+                    }
+                )
+            )
+    return pa.table(
+        {
+            "response_id": batch["response_id"],
+            "score": pa.array(scores, pa.float64()),
+            "detail": pa.array(details, pa.string()),
+        }
+    )
 
 
 # --- 6. pairs ------------------------------------------------------------------------------------
 
 
 def pick_pairs(prompt_ids: pl.Series, responses: pl.DataFrame, min_margin: float) -> pl.DataFrame:
-    """One row per query in ``prompt_ids``: best vs worst scored response, and a ``drop`` reason when no pair is made.
+    """One row per query in ``prompt_ids``: best vs worst scored response, ``drop`` = why no pair is made.
 
     Ties are broken by response_id (smallest wins) on both ends, so the result is deterministic;
     a query whose responses all tie has margin 0 and is dropped as below_min_margin.
     """
     scored = responses.filter(pl.col("score").is_not_null())
-    best = scored.sort(["prompt_id", "score", "response_id"], descending=[False, True, False]).group_by(
-        "prompt_id", maintain_order=True).first()
-    worst = scored.sort(["prompt_id", "score", "response_id"]).group_by("prompt_id", maintain_order=True).first()
+    best = (
+        scored.sort(["prompt_id", "score", "response_id"], descending=[False, True, False])
+        .group_by("prompt_id", maintain_order=True)
+        .first()
+    )
+    worst = (
+        scored.sort(["prompt_id", "score", "response_id"]).group_by("prompt_id", maintain_order=True).first()
+    )
     n = scored.group_by("prompt_id").len("n_scored")
     cols = ["response_id", "text", "score"]
     out = (
-        pl.DataFrame({"prompt_id": prompt_ids.unique()}, schema={"prompt_id": pl.String}).join(n, on="prompt_id", how="left")
-        .join(best.select("prompt_id", *[pl.col(c).alias(f"chosen_{c}") for c in cols]), on="prompt_id", how="left")
-        .join(worst.select("prompt_id", *[pl.col(c).alias(f"rejected_{c}") for c in cols]), on="prompt_id", how="left")
-        .with_columns(n_scored=pl.col("n_scored").fill_null(0),
-                      margin=(pl.col("chosen_score") - pl.col("rejected_score")).round(9))
+        pl.DataFrame({"prompt_id": prompt_ids.unique()}, schema={"prompt_id": pl.String})
+        .join(n, on="prompt_id", how="left")
+        .join(
+            best.select("prompt_id", *[pl.col(c).alias(f"chosen_{c}") for c in cols]),
+            on="prompt_id",
+            how="left",
+        )
+        .join(
+            worst.select("prompt_id", *[pl.col(c).alias(f"rejected_{c}") for c in cols]),
+            on="prompt_id",
+            how="left",
+        )
+        .with_columns(
+            n_scored=pl.col("n_scored").fill_null(0),
+            margin=(pl.col("chosen_score") - pl.col("rejected_score")).round(9),
+        )
     )
     return out.with_columns(
         drop=first_reason(
@@ -300,19 +383,38 @@ def pick_pairs(prompt_ids: pl.Series, responses: pl.DataFrame, min_margin: float
 
 def pairs_table(picked: pl.DataFrame, queries: pl.DataFrame, lineage: dict) -> pa.Table:
     """Kept picks as rows of the ``pairs`` contract."""
-    rows = picked.filter(pl.col("drop").is_null()).join(queries.select("prompt_id", "query", "origin_id", "source"),
-                                                        on="prompt_id")
+    rows = picked.filter(pl.col("drop").is_null()).join(
+        queries.select("prompt_id", "query", "origin_id", "source"), on="prompt_id"
+    )
     pair_ids, lineages = [], []
     for r in rows.iter_rows(named=True):
         pair_ids.append(stable_id("pugc", r["prompt_id"], r["chosen_response_id"], r["rejected_response_id"]))
-        lineages.append(json.dumps({**lineage, "doc_id": r["origin_id"], "prompt_id": r["prompt_id"],
-                                    "chosen_id": r["chosen_response_id"], "rejected_id": r["rejected_response_id"]},
-                                   sort_keys=True))
+        lineages.append(
+            json.dumps(
+                {
+                    **lineage,
+                    "doc_id": r["origin_id"],
+                    "prompt_id": r["prompt_id"],
+                    "chosen_id": r["chosen_response_id"],
+                    "rejected_id": r["rejected_response_id"],
+                },
+                sort_keys=True,
+            )
+        )
     msg = lambda role, col: pl.concat_list(pl.struct(role=pl.lit(role), content=pl.col(col)))  # noqa: E731
     table = rows.select(
-        pair_id=pl.Series(pair_ids, dtype=pl.String), prompt=msg("user", "query"), chosen=msg("assistant", "chosen_text"),
-        rejected=msg("assistant", "rejected_text"), score_chosen="chosen_score", score_rejected="rejected_score",
-        margin="margin", label_smoothing=pl.lit(0.0), noisy=pl.lit(False), method=pl.lit("pugc"), source="source", lineage=pl.Series(lineages, dtype=pl.String),
+        pair_id=pl.Series(pair_ids, dtype=pl.String),
+        prompt=msg("user", "query"),
+        chosen=msg("assistant", "chosen_text"),
+        rejected=msg("assistant", "rejected_text"),
+        score_chosen="chosen_score",
+        score_rejected="rejected_score",
+        margin="margin",
+        label_smoothing=pl.lit(0.0),
+        noisy=pl.lit(False),
+        method=pl.lit("pugc"),
+        source="source",
+        lineage=pl.Series(lineages, dtype=pl.String),
     ).to_arrow()
     for name in ("prompt", "chosen", "rejected"):
         table = table.set_column(table.schema.get_field_index(name), name, table[name].cast(MESSAGES_TYPE))
@@ -322,10 +424,19 @@ def pairs_table(picked: pl.DataFrame, queries: pl.DataFrame, lineage: dict) -> p
 # --- stage ---------------------------------------------------------------------------------------
 
 
-def _run(table: pl.DataFrame, fn, params: Params, step: str, *, engine: LLM | None = None, **kwargs) -> pl.DataFrame | None:
+def _run(
+    table: pl.DataFrame, fn, params: Params, step: str, *, engine: LLM | None = None, **kwargs
+) -> pl.DataFrame | None:
     fp = fingerprint(params.pugc, engine or params.execution, {"step": step})
-    out = map_batches(table.to_arrow(), fn, execution=params.execution, engine=engine, fn_kwargs=kwargs, desc=f"pugc {step}",
-                      checkpoint=Checkpoint(CHECKPOINT_ROOT / "pugc" / step, fp))
+    out = map_batches(
+        table.to_arrow(),
+        fn,
+        execution=params.execution,
+        engine=engine,
+        fn_kwargs=kwargs,
+        desc=f"pugc {step}",
+        checkpoint=Checkpoint(CHECKPOINT_ROOT / "pugc" / step, fp),
+    )
     return None if out is None else pl.from_arrow(out)
 
 
@@ -334,15 +445,24 @@ def load_documents(path: Path, sources: list[str]) -> tuple[pl.DataFrame, dict]:
     present = sorted(docs["source"].unique().to_list())
     missing = [s for s in sources if s not in present]
     if len(missing) == len(sources):
-        raise StageError(f"{path}: no documents from pugc.sources {sources}; sources present: {present}. "
-                         "Fix pugc.sources in params.yaml or add the source to ingest.sources.")
+        raise StageError(
+            f"{path}: no documents from pugc.sources {sources}; sources present: {present}. "
+            "Fix pugc.sources in params.yaml or add the source to ingest.sources."
+        )
     chosen = docs.filter(pl.col("source").is_in(sources))
-    return chosen, {"rows": docs.height, "selected": chosen.height, "sources": sources, "missing_sources": missing}
+    return chosen, {
+        "rows": docs.height,
+        "selected": chosen.height,
+        "sources": sources,
+        "missing_sources": missing,
+    }
 
 
 def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     cfg = params.pugc
-    role = {name: resolve_role(params.llm, getattr(cfg.roles, name)) for name in ("generator", "policy", "judge")}
+    role = {
+        name: resolve_role(params.llm, getattr(cfg.roles, name)) for name in ("generator", "policy", "judge")
+    }
     metrics: dict = {"timings_s": {}}
     clock = time.perf_counter()
 
@@ -355,10 +475,14 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     docs, metrics["input"] = load_documents(documents, cfg.sources)
     docs = quality_filter(docs, cfg)
     live = docs.filter(pl.col("drop").is_null())
-    signed = _run(live, minhash_step, params, "minhash", shingle_words=cfg.shingle_words, num_perm=cfg.minhash_perms)
+    signed = _run(
+        live, minhash_step, params, "minhash", shingle_words=cfg.shingle_words, num_perm=cfg.minhash_perms
+    )
     if signed is not None:
-        docs = pl.concat([docs.filter(pl.col("drop").is_not_null()).with_columns(signature=pl.lit(None)), signed],
-                         how="diagonal_relaxed")
+        docs = pl.concat(
+            [docs.filter(pl.col("drop").is_not_null()).with_columns(signature=pl.lit(None)), signed],
+            how="diagonal_relaxed",
+        )
         docs = near_duplicate_filter(docs, cfg)
     metrics["prefilter"] = account(docs)
     docs = docs.filter(pl.col("drop").is_null()).with_columns(reference=document_view(docs))
@@ -366,59 +490,122 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
 
     # 2. query generation + leakage / duplicate filter
     gen = role["generator"]
-    queries = _run(docs.select("doc_id", "title", "text"), generate_queries, params, "queries", engine=gen,
-                   prompt=template("query"), n=cfg.queries_per_document, sampling=gen.sampling)
+    queries = _run(
+        docs.select("doc_id", "title", "text"),
+        generate_queries,
+        params,
+        "queries",
+        engine=gen,
+        prompt=template("query"),
+        n=cfg.queries_per_document,
+        sampling=gen.sampling,
+    )
     queries = clean_queries(queries if queries is not None else _empty_queries(), cfg.leak_patterns)
     metrics["queries"] = account(queries)
     queries = (
         queries.filter(pl.col("drop").is_null())
         .join(docs.select("doc_id", "reference", "source"), on="doc_id")
-        .with_columns(prompt_id=pl.struct("doc_id", "query").map_elements(
-            lambda r: stable_id("pugc", r["doc_id"], r["query"]), return_dtype=pl.String))
+        .with_columns(
+            prompt_id=pl.struct("doc_id", "query").map_elements(
+                lambda r: stable_id("pugc", r["doc_id"], r["query"]), return_dtype=pl.String
+            )
+        )
         .rename({"doc_id": "origin_id"})
     )
     tick("queries")
 
     # 3. query filter
     judge = role["judge"]
-    scored_q = _run(queries.select("prompt_id", "query", "reference"), judge_answerable, params, "query_filter",
-                    engine=judge, prompt=template("query_filter"))
-    filtered = query_filter(queries.join(scored_q.select("prompt_id", "p_true"), on="prompt_id") if scored_q is not None
-                            else queries.with_columns(p_true=pl.lit(None, pl.Float64)), cfg.query_filter_threshold)
-    metrics["query_filter"] = {**account(filtered), "threshold": cfg.query_filter_threshold,
-                               "p_true_mean": filtered["p_true"].mean()}
+    scored_q = _run(
+        queries.select("prompt_id", "query", "reference"),
+        judge_answerable,
+        params,
+        "query_filter",
+        engine=judge,
+        prompt=template("query_filter"),
+    )
+    filtered = query_filter(
+        queries.join(scored_q.select("prompt_id", "p_true"), on="prompt_id")
+        if scored_q is not None
+        else queries.with_columns(p_true=pl.lit(None, pl.Float64)),
+        cfg.query_filter_threshold,
+    )
+    metrics["query_filter"] = {
+        **account(filtered),
+        "threshold": cfg.query_filter_threshold,
+        "p_true_mean": filtered["p_true"].mean(),
+    }
     queries = filtered.filter(pl.col("drop").is_null()).drop("drop", "p_true")
     tick("query_filter")
 
     # 4. sampling
     policy = role["policy"]
     sampling = policy.sampling.model_copy(update={"temperature": cfg.temperature, "top_p": cfg.top_p})
-    samples = _run(queries.select("prompt_id", "query"), sample_responses, params, "sampling", engine=policy,
-                   k=cfg.responses_per_query, sampling=sampling)
+    samples = _run(
+        queries.select("prompt_id", "query"),
+        sample_responses,
+        params,
+        "sampling",
+        engine=policy,
+        k=cfg.responses_per_query,
+        sampling=sampling,
+    )
     samples = empty_response_filter(samples if samples is not None else _empty_samples())
-    metrics["sampling"] = {**account(samples), "queries": queries.height, "responses_per_query": cfg.responses_per_query}
-    samples = samples.filter(pl.col("drop").is_null()).drop("drop").with_columns(
-        response_id=pl.struct("prompt_id", "sample_index", "text").map_elements(
-            lambda r: stable_id("pugc", r["prompt_id"], r["sample_index"], r["text"]), return_dtype=pl.String))
+    metrics["sampling"] = {
+        **account(samples),
+        "queries": queries.height,
+        "responses_per_query": cfg.responses_per_query,
+    }
+    samples = (
+        samples.filter(pl.col("drop").is_null())
+        .drop("drop")
+        .with_columns(
+            response_id=pl.struct("prompt_id", "sample_index", "text").map_elements(
+                lambda r: stable_id("pugc", r["prompt_id"], r["sample_index"], r["text"]),
+                return_dtype=pl.String,
+            )
+        )
+    )
     tick("sampling")
 
     # 5. reference-guided scoring
     to_score = samples.join(queries.select("prompt_id", "query", "reference"), on="prompt_id")
-    scores = _run(to_score.select("response_id", "query", "reference", "text"), score_responses, params, "scoring",
-                  engine=judge, prompt=template("judge"), scoring=cfg.scoring, n_judgments=cfg.n_judgments,
-                  sampling=judge.sampling)
-    responses = samples.join(scores, on="response_id", how="left") if scores is not None else samples.with_columns(
-        score=pl.lit(None, pl.Float64), detail=pl.lit(None, pl.String))
+    scores = _run(
+        to_score.select("response_id", "query", "reference", "text"),
+        score_responses,
+        params,
+        "scoring",
+        engine=judge,
+        prompt=template("judge"),
+        scoring=cfg.scoring,
+        n_judgments=cfg.n_judgments,
+        sampling=judge.sampling,
+    )
+    responses = (
+        samples.join(scores, on="response_id", how="left")
+        if scores is not None
+        else samples.with_columns(score=pl.lit(None, pl.Float64), detail=pl.lit(None, pl.String))
+    )
     responses = responses.with_columns(drop=first_reason((pl.col("score").is_null(), "judge_failed")))
-    metrics["scoring"] = {**account(responses), "scoring": cfg.scoring, "score_mean": responses["score"].mean()}
+    metrics["scoring"] = {
+        **account(responses),
+        "scoring": cfg.scoring,
+        "score_mean": responses["score"].mean(),
+    }
     responses = responses.filter(pl.col("drop").is_null()).drop("drop")
     tick("scoring")
 
     # 6. pairs
     picked = pick_pairs(queries["prompt_id"], responses, cfg.min_margin)
     metrics["pairs"] = {**account(picked), "queries": queries.height, "min_margin": cfg.min_margin}
-    lineage = {"stage": "pugc", "generator": gen.model, "policy": policy.model, "judge": judge.model,
-               "scoring": cfg.scoring, "fingerprint": fingerprint(cfg, params.llm)}
+    lineage = {
+        "stage": "pugc",
+        "generator": gen.model,
+        "policy": policy.model,
+        "judge": judge.model,
+        "scoring": cfg.scoring,
+        "fingerprint": fingerprint(cfg, params.llm),
+    }
     pairs = pairs_table(picked, queries, lineage)
     tick("pairs")
 
@@ -426,31 +613,56 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     write_json_atomic(metrics, out / "metrics.json")
     for step in ("minhash", "queries", "query_filter", "sampling", "scoring"):
         Checkpoint(CHECKPOINT_ROOT / "pugc" / step, "").clear()
-    print(f"pugc: {metrics['input']['selected']} documents -> {metrics['prefilter']['kept']} kept -> "
-          f"{metrics['query_filter']['kept']} queries -> {metrics['scoring']['kept']} scored responses -> "
-          f"{metrics['pairs']['kept']} pairs (drops by reason in {out / 'metrics.json'})")
+    print(
+        f"pugc: {metrics['input']['selected']} documents -> {metrics['prefilter']['kept']} kept -> "
+        f"{metrics['query_filter']['kept']} queries -> {metrics['scoring']['kept']} scored responses -> "
+        f"{metrics['pairs']['kept']} pairs (drops by reason in {out / 'metrics.json'})"
+    )
     return metrics
 
 
-def _write(params: Params, queries: pl.DataFrame, responses: pl.DataFrame, pairs: pa.Table, judge: LLM,
-           policy: LLM, out: Path) -> None:
+def _write(
+    params: Params,
+    queries: pl.DataFrame,
+    responses: pl.DataFrame,
+    pairs: pa.Table,
+    judge: LLM,
+    policy: LLM,
+    out: Path,
+) -> None:
     fp = fingerprint(params.pugc, params.llm)
     ex = params.execution
-    kw = {"fingerprint": fp, "target_shard_bytes": ex.target_shard_bytes, "row_group_bytes": ex.row_group_bytes}
+    kw = {
+        "fingerprint": fp,
+        "target_shard_bytes": ex.target_shard_bytes,
+        "row_group_bytes": ex.row_group_bytes,
+    }
     prompts = queries.select(
-        "prompt_id", messages=pl.concat_list(pl.struct(role=pl.lit("user"), content=pl.col("query"))),
-        source="source", origin_id="origin_id", reference="reference",
+        "prompt_id",
+        messages=pl.concat_list(pl.struct(role=pl.lit("user"), content=pl.col("query"))),
+        source="source",
+        origin_id="origin_id",
+        reference="reference",
     ).to_arrow()
     prompts = prompts.set_column(1, "messages", prompts["messages"].cast(MESSAGES_TYPE))
     write_shards(prompts, out / "queries", name="prompts", **kw)
-    scored = responses.select("prompt_id", "response_id", "text", generator=pl.lit(policy.model), score="score",
-                              scorer=pl.lit(f"pugc:{judge.model}"), detail="detail")
+    scored = responses.select(
+        "prompt_id",
+        "response_id",
+        "text",
+        generator=pl.lit(policy.model),
+        score="score",
+        scorer=pl.lit(f"pugc:{judge.model}"),
+        detail="detail",
+    )
     write_shards(scored.to_arrow(), out / "responses", name="responses", **kw)
     write_shards(pairs, out / "pairs", name="pairs", **kw)
 
 
 def _empty_queries() -> pl.DataFrame:
-    return pl.DataFrame(schema={"doc_id": pl.String, "query_index": pl.Int64, "query": pl.String, "error": pl.String})
+    return pl.DataFrame(
+        schema={"doc_id": pl.String, "query_index": pl.Int64, "query": pl.String, "error": pl.String}
+    )
 
 
 def _empty_samples() -> pl.DataFrame:
