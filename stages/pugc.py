@@ -28,7 +28,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from pipeline.config import LLM, Params, Pugc, Sampling, fingerprint, resolve_role
-from pipeline.dedup import exact_duplicate_mask, minhash_signatures, near_duplicate_groups, normalise
+from pipeline.dedup import minhash_signatures, near_duplicate_groups, normalise
 from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
 from pipeline.io import StageError, read_table, write_json_atomic, write_shards
 from pipeline.llm.base import GenerationFailure
@@ -85,7 +85,7 @@ def first_reason(*conditions: tuple[pl.Expr, str]) -> pl.Expr:
 # --- 1. pre-filter -------------------------------------------------------------------------------
 
 
-def document_view(frame: pl.DataFrame) -> pl.Expr:
+def document_view() -> pl.Expr:
     """What the models read: the title (when there is one), a blank line, the text."""
     title = pl.col("title").fill_null("").str.strip_chars()
     return (
@@ -117,12 +117,10 @@ def quality_filter(docs: pl.DataFrame, cfg: Pugc) -> pl.DataFrame:
         )
     )
     # Exact duplicates are judged among the documents that passed, so a dropped one cannot shadow a kept one.
-    passed = marked.filter(pl.col("drop").is_null())
-    dup_ids = passed.filter(exact_duplicate_mask(passed.select(document_view(passed)).to_series()))["doc_id"]
+    live = pl.col("drop").is_null()
+    repeat = live & ~normalise(document_view()).is_first_distinct().over(live)
     return marked.with_columns(
-        drop=pl.when(pl.col("doc_id").is_in(dup_ids.implode()))
-        .then(pl.lit("exact_duplicate"))
-        .otherwise(pl.col("drop"))
+        drop=pl.when(repeat).then(pl.lit("exact_duplicate")).otherwise(pl.col("drop"))
     ).drop("n_words", "stop_ratio", "ascii_ratio")
 
 
@@ -130,7 +128,7 @@ def minhash_step(batch: pa.Table, *, shingle_words: int, num_perm: int) -> pa.Ta
     """CPU step: a ``signature`` column (MinHash of word shingles of title + text)."""
     frame = pl.from_arrow(batch)
     sig = minhash_signatures(
-        frame.select(document_view(frame)).to_series(),
+        frame.select(document_view()).to_series(),
         shingle_words=shingle_words,
         num_perm=num_perm,
         seed=MINHASH_SEED,
@@ -142,18 +140,18 @@ def minhash_step(batch: pa.Table, *, shingle_words: int, num_perm: int) -> pa.Ta
 
 def near_duplicate_filter(docs: pl.DataFrame, cfg: Pugc) -> pl.DataFrame:
     """Mark near_duplicate among rows with no drop yet: all but the first (by doc_id) of each group."""
-    docs = docs.sort("doc_id")
+    docs = docs.sort("doc_id").with_row_index("_row")
     live = docs.filter(pl.col("drop").is_null())
     if live.height == 0:
-        return docs.drop("signature")
+        return docs.drop("signature", "_row")
     sig = live["signature"].to_numpy().astype(np.uint64).reshape(live.height, cfg.minhash_perms)
     group = near_duplicate_groups(sig, bands=cfg.minhash_bands, threshold=cfg.near_duplicate_threshold)
-    dup_ids = live["doc_id"].filter(pl.Series(group != np.arange(live.height)))
+    repeats = live["_row"].filter(pl.Series(group != np.arange(live.height)))
     return docs.with_columns(
-        drop=pl.when(pl.col("doc_id").is_in(dup_ids.implode()))
+        drop=pl.when(pl.col("_row").is_in(repeats.implode()))
         .then(pl.lit("near_duplicate"))
         .otherwise(pl.col("drop"))
-    ).drop("signature")
+    ).drop("signature", "_row")
 
 
 # --- 2. query generation -------------------------------------------------------------------------
@@ -166,7 +164,7 @@ class Query(BaseModel):
 def generate_queries(batch: pa.Table, engine, *, prompt: str, n: int, sampling: Sampling) -> pa.Table:
     """Engine step: ``n`` reader queries per document; failures kept with their error."""
     frame = pl.from_arrow(batch)
-    views = frame.select(document_view(frame)).to_series().to_list()
+    views = frame.select(document_view()).to_series().to_list()
     outs = engine.generate(
         [chat(prompt.format(document=unfence(v))) for v in views], n=n, sampling=sampling, schema=Query
     )
@@ -485,7 +483,7 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
         )
         docs = near_duplicate_filter(docs, cfg)
     metrics["prefilter"] = account(docs)
-    docs = docs.filter(pl.col("drop").is_null()).with_columns(reference=document_view(docs))
+    docs = docs.filter(pl.col("drop").is_null()).with_columns(reference=document_view())
     tick("prefilter")
 
     # 2. query generation + leakage / duplicate filter
