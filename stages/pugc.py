@@ -499,7 +499,14 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
         sampling=gen.sampling,
     )
     queries = clean_queries(queries if queries is not None else _empty_queries(), cfg.leak_patterns)
-    metrics["queries"] = account(queries)
+    errors = (
+        queries["error"]
+        .drop_nulls()
+        .value_counts()
+        .sort(["count", "error"], descending=[True, False])
+        .head(3)
+    )
+    metrics["queries"] = {**account(queries), "top_errors": [[e, int(n)] for e, n in errors.iter_rows()]}
     queries = (
         queries.filter(pl.col("drop").is_null())
         .join(docs.select("doc_id", "reference", "source"), on="doc_id")

@@ -466,6 +466,7 @@ def test_stage_runs_end_to_end_and_accounts_for_every_row(tmp_path, monkeypatch,
     assert m["input"] == {"rows": 9, "selected": 8, "sources": ["posts"], "missing_sources": []}
     assert m["prefilter"]["dropped"] == {"not_english": 1, "too_short": 1}
     assert m["queries"]["dropped"] == {"generation_failed": 1, "leaks_source": 1}
+    assert m["queries"]["top_errors"] == [["schema: missing 'query'", 1]]
     assert m["query_filter"]["dropped"] == {"not_answerable": 1}
     assert m["sampling"]["dropped"] == {"empty_response": 1}
     assert m["pairs"] == {**m["pairs"], "in": 3, "kept": 3, "dropped": {}}
