@@ -145,6 +145,77 @@ class Ingest(Section):
         return self
 
 
+# --- selfie (METHODS.md §3) ---------------------------------------------------------------------
+
+SplitSize = int | float  # like scikit-learn's train_test_split: an int counts prompts, a float in (0, 1) is a fraction
+
+
+def _check_size(v: SplitSize, key: str) -> SplitSize:
+    if isinstance(v, bool):
+        raise ValueError(f"{key}: expected a count or a fraction, got {v!r}")
+    if isinstance(v, float) and not 0 < v < 1:
+        raise ValueError(f"{key}: a fraction must lie in (0, 1), got {v!r}; write a whole number for a count")
+    if isinstance(v, int) and v < 0:
+        raise ValueError(f"{key}: a count must be >= 0, got {v!r}")
+    return v
+
+
+class SelfieSplit(Section):
+    """Prompt counts (int) or fractions (float in (0, 1)) of the source; see stages/selfie.py ``plan_split``."""
+
+    seed: SplitSize  # labelled prompts kept with their gold pairs (fraction of the labelled prompts)
+    pools: list[SplitSize] = Field(min_length=1)  # unlabelled prompt pools, one per iteration (fraction of all)
+    test: SplitSize  # held-out labelled prompts (fraction of the labelled prompts)
+    shuffle_seed: int
+
+    @model_validator(mode="after")
+    def _sizes(self) -> SelfieSplit:
+        _check_size(self.seed, "seed")
+        _check_size(self.test, "test")
+        for i, v in enumerate(self.pools):
+            _check_size(v, f"pools[{i}]")
+        return self
+
+
+class SelfieRoles(Section):
+    policy: LLMOverride  # the model is set by selfie.policy_model, not here
+    reference: LLMOverride  # the model is set by selfie.reference_model, not here
+
+
+class Selfie(Section):
+    pair_sources: list[str] = Field(min_length=1)  # ingest pair sources (UltraFeedback-style, labelled)
+    prompt_sources: list[str]  # ingest prompt sources added to the pools as unlabelled prompts
+    iteration: int = Field(ge=1)
+    policy_model: str
+    reference_model: str
+    roles: SelfieRoles
+    samples_per_prompt: int = Field(ge=2)
+    sampling: Sampling
+    beta: float = Field(gt=0)
+    length_normalize: bool
+    refine_fraction: float = Field(ge=0, le=1)
+    alpha: float = Field(ge=0, le=0.5)
+    drop_noisy: bool
+    split: SelfieSplit
+
+    @model_validator(mode="after")
+    def _check(self) -> Selfie:
+        if self.iteration > len(self.split.pools):
+            raise ValueError(
+                f"iteration {self.iteration} has no prompt pool: split.pools lists {len(self.split.pools)}; "
+                "add a pool size or lower iteration"
+            )
+        for role in ("policy", "reference"):
+            if getattr(self.roles, role).model is not None:
+                raise ValueError(f"set the {role} model with selfie.{role}_model, not selfie.roles.{role}.model")
+        return self
+
+    def role(self, base: LLM, name: Literal["policy", "reference"]) -> LLM:
+        """The resolved engine config of a role, with its model from ``policy_model``/``reference_model``."""
+        override = getattr(self.roles, name).model_copy(update={"model": getattr(self, f"{name}_model")})
+        return resolve_role(base, override)
+
+
 # --- root ----------------------------------------------------------------------------------------
 
 
@@ -152,6 +223,7 @@ class Params(Section):
     execution: Execution
     llm: LLM
     ingest: Ingest
+    selfie: Selfie
 
 
 class ParamsError(ValueError):
