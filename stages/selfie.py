@@ -28,7 +28,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from pipeline.config import LLM, Params, Sampling, Selfie, SelfieSplit, SplitSize, fingerprint
+from pipeline.config import LLM, Execution, Params, Sampling, Selfie, SelfieSplit, SplitSize, fingerprint
 from pipeline.execute import Checkpoint, map_batches
 from pipeline.io import SourceError, read_table, write_json_atomic, write_shards
 from pipeline.records import check_table, empty_table, stable_id
@@ -420,9 +420,9 @@ def read_inputs(sel: Selfie, root: Path = INGEST) -> tuple[pa.Table, pa.Table]:
 # --- the stage --------------------------------------------------------------------------------------
 
 
-def annotate(prompts: pa.Table, sel: Selfie, params: Params, policy: LLM, reference: LLM) -> pl.DataFrame:
-    """Sample, then teacher-force with both roles: one row per response with its reward."""
-    ex = params.execution
+def annotate(prompts: pa.Table, sel: Selfie, ex: Execution, policy: LLM, reference: LLM) -> pl.DataFrame:
+    """Sample, then teacher-force with both roles: one row per response with its reward
+    (two engine steps through ``map_batches``, each resumable from its checkpoint)."""
 
     def ck(step: str, *parts: Any) -> Checkpoint:
         return Checkpoint(CHECKPOINTS / step, fingerprint(*parts, {"step": step}))
@@ -464,7 +464,7 @@ def main(params: Params) -> None:
     test = export_labelled(pairs_in, assignment, "test", fp)
     pool = pool_prompts(pairs_in, prompts_in, assignment, sel.iteration)
 
-    scored = annotate(pool, sel, params, policy, reference) if pool.num_rows else pl.DataFrame()
+    scored = annotate(pool, sel, params.execution, policy, reference) if pool.num_rows else pl.DataFrame()
     if scored.is_empty():
         picked, ties, flagged = pl.DataFrame(), 0, pl.DataFrame()
         responses, new_pairs = empty_table("responses"), empty_table("pairs")
