@@ -66,7 +66,7 @@ def real_pairs(real) -> pa.Table:
 
 
 class FakeEngine:
-    """Scripted engine: sample j of a prompt is ``"<prompt> #j"`` (or a fixed script), and the log-prob
+    """Scripted engine: sample j of a prompt is ``"<prompt> #j"`` + j "!" (or a fixed script), and the log-prob
     of a response is ``-scale * len(text) + offset``, ``n_tokens`` = number of words."""
 
     def __init__(self, name: str, scale: float = 1.0, offset: float = 0.0, script: dict[str, list[str]] | None = None):
@@ -75,7 +75,8 @@ class FakeEngine:
 
     def generate(self, prompts, n=1, sampling=None, schema=None):
         self.calls.append(("generate", len(prompts)))
-        return [self.script.get(p[-1]["content"], [f"{p[-1]['content']} #{j}" for j in range(n)])[:n] for p in prompts]
+        return [self.script.get(p[-1]["content"], [f"{p[-1]['content']} #{j}{'!' * j}" for j in range(n)])[:n]
+                for p in prompts]
 
     def logprobs(self, prompts, responses):
         self.calls.append(("logprobs", len(prompts)))
@@ -230,7 +231,7 @@ def test_sample_asks_n_per_prompt_and_ids_are_stable():
     batch = _prompt_batch(["a", "b", "c"])
     out = selfie.sample(batch, eng, k=2, sampling=SAMPLING, iteration=1)
     assert eng.calls == [("generate", 3)]
-    assert out.num_rows == 6 and out.column("text").to_pylist()[:2] == ["a #0", "a #1"]
+    assert out.num_rows == 6 and out.column("text").to_pylist()[:2] == ["a #0", "a #1!"]
     assert out.column("response_id").to_pylist() == selfie.sample(batch, eng, k=2, sampling=SAMPLING,
                                                                   iteration=1).column("response_id").to_pylist()
     assert len(set(out.column("response_id").to_pylist())) == 6
@@ -351,3 +352,97 @@ def test_pair_report_histogram_and_lengths():
     assert rep["noisy"] == 2 and rep["noisy_fraction"] == 0.5
     assert rep["mean_chars_chosen"] == len("p1 answer ") and rep["mean_chars_rejected"] == len("p1 answer x")
     assert rep["mean_tokens_chosen"] == 2 and rep["mean_tokens_rejected"] == 3
+
+
+# --- the stage end to end (scripted engines) --------------------------------------------------------
+
+
+def _project(tmp_path, monkeypatch, engines: dict[str, FakeEngine], **selfie_over):
+    """A tmp project with ingest-like inputs (10 labelled pairs, 30 prompts, plus an unselected source)
+    and ``get_engine`` answering with the scripted engines by model name."""
+    import pipeline.llm
+    from pipeline.config import Params
+    from pipeline.io import write_shards
+    from tests.conftest import ROOT
+
+    monkeypatch.setattr(pipeline.llm, "get_engine", lambda cfg: engines[cfg.model], raising=False)
+    monkeypatch.chdir(tmp_path)
+    pairs = pa.concat_tables([
+        make_pairs([(f"seed question {i}", f"good {i}", f"bad {i}") for i in range(10)], source="sample_seed_pairs"),
+        make_pairs([("unselected", "a", "b")], source="elsewhere"),
+    ])
+    write_shards(pairs, tmp_path / "data/ingest/pairs", name="pairs")
+    write_shards(make_prompts([f"pool question {i}" for i in range(30)], source="sample_prompts"),
+                 tmp_path / "data/ingest/prompts", name="prompts")
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["ingest"] = {"sources": [], "max_reject_fraction": 0.5, "max_record_bytes": 1 << 20}
+    data["selfie"].update(selfie_over)
+    data["selfie"]["sampling"]["max_new_tokens"] = 8
+    return Params.model_validate({k: data[k] for k in ("execution", "llm", "ingest", "selfie")})
+
+
+def _out(tmp_path, name: str, contract: str):
+    from pipeline.io import read_table
+
+    return read_table(tmp_path / "data/selfie" / name, contract)
+
+
+def test_stage_writes_seed_and_iteration_pairs_responses_and_metrics(tmp_path, monkeypatch):
+    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
+    params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref",
+                      refine_fraction=0.5)
+    selfie.main(params)
+    metrics = json.loads((tmp_path / "data/selfie/metrics.json").read_text())
+    split = metrics["split"]
+    assert split["prompts"] == 40 and split["labelled_prompts"] == 10
+    assert split["assigned"] == {"seed": 1, "test": 1, "pool_1": 5, "pool_2": 13, "pool_3": 20}
+    prompts = _out(tmp_path, "prompts", "prompts")
+    responses = _out(tmp_path, "responses", "responses")
+    pairs = pl.from_arrow(_out(tmp_path, "pairs", "pairs"))
+    assert prompts.num_rows == 5 and responses.num_rows == 10
+    assert set(responses.column("prompt_id").to_pylist()) == set(prompts.column("prompt_id").to_pylist())
+    # r = logprob_pol - logprob_ref = -len + 2 len = len(text): the longer sample wins
+    for r in responses.to_pylist():
+        assert r["score"] == len(r["text"])
+        d = json.loads(r["detail"])
+        assert (d["logprob_policy"], d["logprob_reference"]) == (-len(r["text"]), -2.0 * len(r["text"]))
+    assert pairs.group_by("source").len().sort("source").rows() == [("iteration_1", 5), ("seed", 1)]
+    it = pairs.filter(pl.col("source") == "iteration_1")
+    assert all(c[0]["content"].endswith("#1!") for c in it.get_column("chosen").to_list())
+    assert int(it.get_column("noisy").sum()) == 2 == metrics["pairs"]["noisy"]  # floor(0.5 * 5)
+    assert metrics["rewards"]["all_zero"] is False and metrics["dropped"] == {"tie": 0, "noisy": 0}
+    assert _out(tmp_path, "test", "pairs").column("source").to_pylist() == ["test"]
+    assert not (tmp_path / ".prefpipe/checkpoints/selfie/sample").exists()  # cleared on success
+
+    # the same inputs and params give byte-identical shards
+    before = {p.name: p.read_bytes() for p in (tmp_path / "data/selfie/pairs").glob("*.parquet")}
+    selfie.main(params)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "data/selfie/pairs").glob("*.parquet")} == before
+
+
+def test_stage_drops_noisy_pairs_when_asked(tmp_path, monkeypatch):
+    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
+    params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref",
+                      refine_fraction=0.5, drop_noisy=True)
+    selfie.main(params)
+    metrics = json.loads((tmp_path / "data/selfie/metrics.json").read_text())
+    pairs = pl.from_arrow(_out(tmp_path, "pairs", "pairs")).filter(pl.col("source") == "iteration_1")
+    assert pairs.height == 3 and not pairs.get_column("noisy").any()
+    assert metrics["dropped"]["noisy"] == 2 and metrics["pairs"]["written"] == 3
+
+
+def test_stage_with_policy_equal_reference_reports_all_zero(tmp_path, monkeypatch):
+    params = _project(tmp_path, monkeypatch, {"same": FakeEngine("same")}, policy_model="same",
+                      reference_model="same")
+    selfie.main(params)
+    metrics = json.loads((tmp_path / "data/selfie/metrics.json").read_text())
+    assert metrics["rewards"]["all_zero"] is True and "identical log-probabilities" in metrics["rewards"]["warning"]
+    assert metrics["dropped"]["tie"] == 5 and metrics["pairs"]["written"] == 0
+    assert _out(tmp_path, "responses", "responses").num_rows == 10
+    assert _out(tmp_path, "pairs", "pairs").column("source").to_pylist() == ["seed"]
+
+
+def test_stage_names_a_misspelt_source(tmp_path, monkeypatch):
+    params = _project(tmp_path, monkeypatch, {}, pair_sources=["sample_seed_pair"])
+    with pytest.raises(selfie.SourceError, match="sample_seed_pair"):
+        selfie.main(params)
