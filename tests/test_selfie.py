@@ -446,3 +446,14 @@ def test_stage_names_a_misspelt_source(tmp_path, monkeypatch):
     params = _project(tmp_path, monkeypatch, {}, pair_sources=["sample_seed_pair"])
     with pytest.raises(selfie.SourceError, match="sample_seed_pair"):
         selfie.main(params)
+
+
+def test_stage_with_an_empty_pool_writes_seed_pairs_and_empty_tables(tmp_path, monkeypatch):
+    split = {"seed": 2, "pools": [0, 30], "test": 1, "shuffle_seed": 0}
+    params = _project(tmp_path, monkeypatch, {}, split=split)  # no engine is ever built
+    selfie.main(params)
+    metrics = json.loads((tmp_path / "data/selfie/metrics.json").read_text())
+    assert metrics["sample"] == {"prompts": 0, "responses": 0, "empty_responses": 0}
+    assert metrics["split"]["assigned"] == {"seed": 2, "test": 1, "pool_2": 30, "rest": 7}
+    assert _out(tmp_path, "responses", "responses").num_rows == 0
+    assert _out(tmp_path, "pairs", "pairs").column("source").to_pylist() == ["seed", "seed"]
