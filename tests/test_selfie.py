@@ -457,3 +457,97 @@ def test_stage_with_an_empty_pool_writes_seed_pairs_and_empty_tables(tmp_path, m
     assert metrics["split"]["assigned"] == {"seed": 2, "test": 1, "pool_2": 30, "rest": 7}
     assert _out(tmp_path, "responses", "responses").num_rows == 0
     assert _out(tmp_path, "pairs", "pairs").column("source").to_pylist() == ["seed", "seed"]
+
+
+# --- the real tiny engine: implicit rewards vs direct teacher forcing --------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_tiny_models(tmp_path_factory) -> tuple[str, str]:
+    """The built-in tiny model and a different one: a copy with every weight perturbed (seed 1)."""
+    import shutil
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.llm.tiny import resolve_model
+
+    base = Path(resolve_model("tiny"))
+    other = tmp_path_factory.mktemp("models") / "tiny-perturbed"
+    shutil.copytree(base, other)
+    model = AutoModelForCausalLM.from_pretrained(other, dtype=torch.float32)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(1)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(other)
+    return str(base), str(other)
+
+
+def direct_logprobs(folder: str, prompts: list, responses: list[str]) -> list[tuple[float, int]]:
+    """Teacher forcing with plain transformers, one sequence at a time: the response's tokens plus the
+    end-of-turn token, after the templated prompt (generation prompt on)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    out = []
+    for prompt, response in zip(prompts, responses, strict=True):
+        p_ids = tok(tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True),
+                    add_special_tokens=False)["input_ids"]
+        full = tok.apply_chat_template([*prompt, {"role": "assistant", "content": response}], tokenize=False)
+        ids = tok(full, add_special_tokens=False)["input_ids"]
+        assert ids[: len(p_ids)] == p_ids
+        end = ids.index(tok.eos_token_id, len(p_ids)) + 1
+        with torch.no_grad():
+            logits = model(torch.tensor([ids[:end]])).logits[0].double()
+        lp = torch.log_softmax(logits[len(p_ids) - 1 : end - 1], dim=-1)
+        target = torch.tensor(ids[len(p_ids) : end]).unsqueeze(-1)
+        out.append((float(lp.gather(-1, target).sum()), end - len(p_ids)))
+    return out
+
+
+def test_implicit_rewards_with_two_tiny_models_match_direct_teacher_forcing(two_tiny_models, tmp_path, monkeypatch):
+    from pipeline.config import LLM, Execution, LLMOverride, resolve_role
+    from tests.conftest import ROOT
+
+    monkeypatch.chdir(tmp_path)  # the step checkpoints live under ./.prefpipe
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    base, execution = LLM.model_validate(data["llm"]), Execution.model_validate(data["execution"])
+
+    policy_path, reference_path = two_tiny_models
+    sel = selfie_params(policy_model=policy_path, reference_model=reference_path,
+                        sampling={**SAMPLING.model_dump(), "max_new_tokens": 12})
+    policy, reference = sel.role(base, "policy"), sel.role(base, "reference")
+    assert policy == resolve_role(base, LLMOverride(model=policy_path))
+    prompts = selfie.check_table(pa.table({
+        "prompt_id": ["p1", "p2", "p3"],
+        "messages": pa.array([user("Write a haiku about rain."), user("What is 2 + 2?"),
+                              [{"role": "system", "content": "Be brief."}, *user("Name a colour.")]], MESSAGES_TYPE),
+        "source": ["t"] * 3, "origin_id": ["1", "2", "3"],
+    }), "prompts")
+    scored = selfie.annotate(prompts, sel, execution, policy, reference)
+    assert scored.height == 6 and set(scored.get_column("generator")) == {policy_path}
+    msgs = {r["prompt_id"]: r["messages"] for r in prompts.to_pylist()}
+    convs = [msgs[p] for p in scored.get_column("prompt_id")]
+    texts = scored.get_column("text").to_list()
+    pol = direct_logprobs(policy_path, convs, texts)
+    ref = direct_logprobs(reference_path, convs, texts)
+    for row, (lp_p, n_p), (lp_r, n_r) in zip(scored.to_dicts(), pol, ref, strict=True):
+        assert (row["n_tokens_policy"], row["n_tokens_reference"]) == (n_p, n_r)
+        assert row["logprob_policy"] == pytest.approx(lp_p, abs=1e-3)
+        assert row["logprob_reference"] == pytest.approx(lp_r, abs=1e-3)
+        assert row["reward"] == pytest.approx(lp_p - lp_r, abs=1e-3)
+    assert scored.get_column("reward").abs().min() > 1e-3  # two different models: non-zero rewards
+    normed = selfie.implicit_reward(scored, length_normalize=True).get_column("reward").to_list()
+    for r, (lp_p, n_p), (lp_r, n_r) in zip(normed, pol, ref, strict=True):
+        assert r == pytest.approx(lp_p / n_p - lp_r / n_r, abs=1e-4)
+
+    # the same model in both roles: every reward is exactly 0, reported, and no pair survives
+    same = selfie.annotate(prompts, sel, execution, policy, policy)
+    assert same.get_column("reward").to_list() == [0.0] * 6
+    assert selfie.reward_report(same)["all_zero"] is True
+    assert selfie.pick_pairs(same, iteration=1)[0].height == 0
