@@ -170,7 +170,8 @@ class Ingest(Section):
 
 # --- selfie (METHODS.md §3) ---------------------------------------------------------------------
 
-SplitSize = int | float  # like scikit-learn's train_test_split: an int counts prompts, a float in (0, 1) is a fraction
+# Like scikit-learn's train_test_split: an int counts prompts, a float in (0, 1) is a fraction.
+SplitSize = int | float
 
 
 def _check_size(v: SplitSize, key: str) -> SplitSize:
@@ -184,10 +185,10 @@ def _check_size(v: SplitSize, key: str) -> SplitSize:
 
 
 class SelfieSplit(Section):
-    """Prompt counts (int) or fractions (float in (0, 1)) of the source; see stages/selfie.py ``plan_split``."""
+    """Prompt counts (int) or fractions (float in (0, 1)); see ``plan_split`` in stages/selfie.py."""
 
     seed: SplitSize  # labelled prompts kept with their gold pairs (fraction of the labelled prompts)
-    pools: list[SplitSize] = Field(min_length=1)  # unlabelled prompt pools, one per iteration (fraction of all)
+    pools: list[SplitSize] = Field(min_length=1)  # prompt pools, one per iteration (fraction of all prompts)
     test: SplitSize  # held-out labelled prompts (fraction of the labelled prompts)
     shuffle_seed: int
 
@@ -230,7 +231,9 @@ class Selfie(Section):
             )
         for role in ("policy", "reference"):
             if getattr(self.roles, role).model is not None:
-                raise ValueError(f"set the {role} model with selfie.{role}_model, not selfie.roles.{role}.model")
+                raise ValueError(
+                    f"set the {role} model with selfie.{role}_model, not selfie.roles.{role}.model"
+                )
         return self
 
     def role(self, base: LLM, name: Literal["policy", "reference"]) -> LLM:

@@ -122,19 +122,31 @@ def assign_split(pairs: pa.Table, prompts: pa.Table, split: SelfieSplit) -> pl.D
     labelled and all unlabelled prompts, in that order, fill pool_1, pool_2, ...; what is left is
     ``rest`` (reported). Every prompt lands in exactly one part.
     """
-    labelled = pl.DataFrame({"prompt_id": prompt_keys(pairs.column("prompt"))}, schema={"prompt_id": pl.String})
-    unlabelled = pl.DataFrame({"prompt_id": prompt_keys(prompts.column("messages"))}, schema={"prompt_id": pl.String})
-    units = pl.concat(
-        [labelled.with_columns(labelled=pl.lit(True)), unlabelled.with_columns(labelled=pl.lit(False))]
-    ).group_by("prompt_id").agg(pl.col("labelled").any())
+    labelled = pl.DataFrame(
+        {"prompt_id": prompt_keys(pairs.column("prompt"))}, schema={"prompt_id": pl.String}
+    )
+    unlabelled = pl.DataFrame(
+        {"prompt_id": prompt_keys(prompts.column("messages"))}, schema={"prompt_id": pl.String}
+    )
+    units = (
+        pl.concat(
+            [labelled.with_columns(labelled=pl.lit(True)), unlabelled.with_columns(labelled=pl.lit(False))]
+        )
+        .group_by("prompt_id")
+        .agg(pl.col("labelled").any())
+    )
     ids = units.get_column("prompt_id").to_list()
-    units = units.with_columns(order=pl.Series([stable_id(split.shuffle_seed, p) for p in ids], dtype=pl.String))
+    units = units.with_columns(
+        order=pl.Series([stable_id(split.shuffle_seed, p) for p in ids], dtype=pl.String)
+    )
     plan = plan_split(int(units.get_column("labelled").sum()), units.height, split)
 
     lab = units.filter(pl.col("labelled")).sort("order").with_row_index("i")
     lab = lab.with_columns(
-        part=pl.when(pl.col("i") < plan["seed"]).then(pl.lit("seed"))
-        .when(pl.col("i") < plan["seed"] + plan["test"]).then(pl.lit("test"))
+        part=pl.when(pl.col("i") < plan["seed"])
+        .then(pl.lit("seed"))
+        .when(pl.col("i") < plan["seed"] + plan["test"])
+        .then(pl.lit("test"))
         .otherwise(pl.lit(None, pl.String))
     ).drop("i")
     pool = pl.concat([lab.filter(pl.col("part").is_null()).drop("part"), units.filter(~pl.col("labelled"))])
@@ -160,8 +172,11 @@ def export_labelled(pairs: pa.Table, assignment: pl.DataFrame, part: str, fp: st
     new_ids = [stable_id(STAGE, part, p) for p in df.get_column("pair_id").to_list()]
     df = df.with_columns(
         lineage=_lineage(
-            stage=pl.lit(STAGE), split=pl.lit(part), input_pair_id=pl.col("pair_id"),
-            input_source=pl.col("source"), fingerprint=pl.lit(fp),
+            stage=pl.lit(STAGE),
+            split=pl.lit(part),
+            input_pair_id=pl.col("pair_id"),
+            input_source=pl.col("source"),
+            fingerprint=pl.lit(fp),
         ),
         pair_id=pl.Series(new_ids, dtype=pl.String),
         method=pl.lit(STAGE),
@@ -179,11 +194,22 @@ def pool_prompts(pairs: pa.Table, prompts: pa.Table, assignment: pl.DataFrame, i
     A prompt found in several inputs keeps the first by (source, origin_id).
     """
     from_pairs = pl.from_arrow(
-        pa.table({"messages": pairs.column("prompt"), "source": pairs.column("source"), "origin_id": pairs.column("pair_id")})
+        pa.table(
+            {
+                "messages": pairs.column("prompt"),
+                "source": pairs.column("source"),
+                "origin_id": pairs.column("pair_id"),
+            }
+        )
     )
     from_prompts = pl.from_arrow(
-        pa.table({"messages": prompts.column("messages"), "source": prompts.column("source"),
-                  "origin_id": prompts.column("prompt_id")})
+        pa.table(
+            {
+                "messages": prompts.column("messages"),
+                "source": prompts.column("source"),
+                "origin_id": prompts.column("prompt_id"),
+            }
+        )
     )
     both = pl.concat([from_pairs, from_prompts], how="vertical_relaxed")
     both = both.with_columns(
@@ -206,18 +232,22 @@ def sample(batch: pa.Table, engine, *, k: int, sampling: Sampling, iteration: in
     outs = engine.generate(batch.column("messages").to_pylist(), n=k, sampling=sampling)
     if len(outs) != batch.num_rows or any(len(o) != k for o in outs):
         raise RuntimeError(
-            f"engine {engine.name!r} returned {[len(o) for o in outs]} responses for {batch.num_rows} prompts "
-            f"with n={k}; expected {k} each"
+            f"engine {engine.name!r} returned {[len(o) for o in outs]} responses for "
+            f"{batch.num_rows} prompts with n={k}; expected {k} each"
         )
     ids = batch.column("prompt_id").to_pylist()
     prompt_ids = [p for p in ids for _ in range(k)]
     texts = [t for o in outs for t in o]
-    return pa.table({
-        "prompt_id": prompt_ids,
-        "response_id": [stable_id(STAGE, iteration, p, engine.name, j % k) for j, p in enumerate(prompt_ids)],
-        "text": pa.array(texts, pa.string()),
-        "generator": [engine.name] * len(texts),
-    })
+    return pa.table(
+        {
+            "prompt_id": prompt_ids,
+            "response_id": [
+                stable_id(STAGE, iteration, p, engine.name, j % k) for j, p in enumerate(prompt_ids)
+            ],
+            "text": pa.array(texts, pa.string()),
+            "generator": [engine.name] * len(texts),
+        }
+    )
 
 
 # --- step 3: judge from logits ----------------------------------------------------------------------
@@ -226,11 +256,13 @@ def sample(batch: pa.Table, engine, *, k: int, sampling: Sampling, iteration: in
 def teacher_force(batch: pa.Table, engine, *, role: str) -> pa.Table:
     """Summed log-probability and token count of each response under ``engine`` (one role)."""
     lps = engine.logprobs(batch.column("messages").to_pylist(), batch.column("text").to_pylist())
-    return pa.table({
-        "response_id": batch.column("response_id"),
-        f"logprob_{role}": pa.array([lp.logprob for lp in lps], pa.float64()),
-        f"n_tokens_{role}": pa.array([lp.n_tokens for lp in lps], pa.int64()),
-    })
+    return pa.table(
+        {
+            "response_id": batch.column("response_id"),
+            f"logprob_{role}": pa.array([lp.logprob for lp in lps], pa.float64()),
+            f"n_tokens_{role}": pa.array([lp.n_tokens for lp in lps], pa.int64()),
+        }
+    )
 
 
 def implicit_reward(scored: pl.DataFrame, *, length_normalize: bool) -> pl.DataFrame:
@@ -238,10 +270,13 @@ def implicit_reward(scored: pl.DataFrame, *, length_normalize: bool) -> pl.DataF
 
     >>> df = pl.DataFrame({"logprob_policy": [-4.0], "n_tokens_policy": [2],
     ...                    "logprob_reference": [-9.0], "n_tokens_reference": [3]})
-    >>> implicit_reward(df, length_normalize=False)["reward"][0], implicit_reward(df, length_normalize=True)["reward"][0]
-    (5.0, 1.0)
+    >>> implicit_reward(df, length_normalize=False)["reward"][0]
+    5.0
+    >>> implicit_reward(df, length_normalize=True)["reward"][0]
+    1.0
     """
     if length_normalize:
+
         def mean(role: str) -> pl.Expr:  # 0 for an empty response, like LogProb.mean
             n = pl.col(f"n_tokens_{role}")
             return pl.when(n > 0).then(pl.col(f"logprob_{role}") / n).otherwise(0.0)
@@ -276,9 +311,15 @@ def pick_pairs(scored: pl.DataFrame, *, iteration: int) -> tuple[pl.DataFrame, i
     best = scored.sort(["prompt_id", "reward", "response_id"], descending=[False, True, False])
     worst = scored.sort(["prompt_id", "reward", "response_id"], descending=[False, False, True])
     first = {"maintain_order": True}
-    chosen = best.group_by("prompt_id", **first).first().select("prompt_id", *[pl.col(c).alias(f"chosen_{c}") for c in cols])
-    rejected = worst.group_by("prompt_id", **first).first().select(
-        "prompt_id", *[pl.col(c).alias(f"rejected_{c}") for c in cols]
+    chosen = (
+        best.group_by("prompt_id", **first)
+        .first()
+        .select("prompt_id", *[pl.col(c).alias(f"chosen_{c}") for c in cols])
+    )
+    rejected = (
+        worst.group_by("prompt_id", **first)
+        .first()
+        .select("prompt_id", *[pl.col(c).alias(f"rejected_{c}") for c in cols])
     )
     pairs = chosen.join(rejected, on="prompt_id").with_columns(
         margin=pl.col("chosen_reward") - pl.col("rejected_reward")
@@ -287,8 +328,13 @@ def pick_pairs(scored: pl.DataFrame, *, iteration: int) -> tuple[pl.DataFrame, i
     pairs = pairs.filter(pl.col("margin") != 0)
     ids = [
         stable_id(STAGE, iteration, p, c, r)
-        for p, c, r in zip(*(pairs.get_column(c).to_list() for c in ("prompt_id", "chosen_response_id",
-                                                                        "rejected_response_id")), strict=True)
+        for p, c, r in zip(
+            *(
+                pairs.get_column(c).to_list()
+                for c in ("prompt_id", "chosen_response_id", "rejected_response_id")
+            ),
+            strict=True,
+        )
     ]
     return pairs.with_columns(pair_id=pl.Series(ids, dtype=pl.String)).sort("pair_id"), ties
 
@@ -297,16 +343,32 @@ def flag_noise(pairs: pl.DataFrame, *, beta: float, refine_fraction: float, alph
     """Adds ``confidence``, ``noisy`` (exactly ``noisy_count`` least confident pairs; equal
     confidences broken by pair_id) and ``label_smoothing`` (alpha on noisy pairs, 0 elsewhere)."""
     k = noisy_count(pairs.height, refine_fraction)
-    ranked = pairs.with_columns(confidence=confidence(pl.col("margin"), beta=beta)).sort(["confidence", "pair_id"])
-    return ranked.with_row_index("_rank").with_columns(
-        noisy=pl.col("_rank") < k,
-    ).with_columns(
-        label_smoothing=pl.when(pl.col("noisy")).then(pl.lit(alpha)).otherwise(0.0),
-    ).drop("_rank").sort("pair_id")
+    ranked = pairs.with_columns(confidence=confidence(pl.col("margin"), beta=beta)).sort(
+        ["confidence", "pair_id"]
+    )
+    return (
+        ranked.with_row_index("_rank")
+        .with_columns(
+            noisy=pl.col("_rank") < k,
+        )
+        .with_columns(
+            label_smoothing=pl.when(pl.col("noisy")).then(pl.lit(alpha)).otherwise(0.0),
+        )
+        .drop("_rank")
+        .sort("pair_id")
+    )
 
 
-def to_pairs(pairs: pl.DataFrame, prompts: pa.Table, *, iteration: int, policy: str, reference: str,
-             length_normalize: bool, fp: str) -> pa.Table:
+def to_pairs(
+    pairs: pl.DataFrame,
+    prompts: pa.Table,
+    *,
+    iteration: int,
+    policy: str,
+    reference: str,
+    length_normalize: bool,
+    fp: str,
+) -> pa.Table:
     """The pairs contract: prompt messages joined back, one assistant message per side."""
     msgs = pl.from_arrow(prompts.select(["prompt_id", "messages"]))
 
@@ -320,13 +382,21 @@ def to_pairs(pairs: pl.DataFrame, prompts: pa.Table, *, iteration: int, policy: 
         turn("rejected_text").alias("rejected"),
         pl.col("chosen_reward").alias("score_chosen"),
         pl.col("rejected_reward").alias("score_rejected"),
-        "margin", "confidence", "label_smoothing", "noisy",
+        "margin",
+        "confidence",
+        "label_smoothing",
+        "noisy",
         method=pl.lit(STAGE),
         source=pl.lit(f"iteration_{iteration}"),
         lineage=_lineage(
-            stage=pl.lit(STAGE), iteration=pl.lit(iteration), prompt_id=pl.col("prompt_id"),
-            chosen_response_id=pl.col("chosen_response_id"), rejected_response_id=pl.col("rejected_response_id"),
-            policy=pl.lit(policy), reference=pl.lit(reference), length_normalize=pl.lit(length_normalize),
+            stage=pl.lit(STAGE),
+            iteration=pl.lit(iteration),
+            prompt_id=pl.col("prompt_id"),
+            chosen_response_id=pl.col("chosen_response_id"),
+            rejected_response_id=pl.col("rejected_response_id"),
+            policy=pl.lit(policy),
+            reference=pl.lit(reference),
+            length_normalize=pl.lit(length_normalize),
             fingerprint=pl.lit(fp),
         ),
     )
@@ -337,13 +407,21 @@ def to_responses(scored: pl.DataFrame, *, iteration: int, reference: str, length
     """Scored responses (score = r), log-probs and token counts of both models in ``detail``."""
     detail = _lineage(
         iteration=pl.lit(iteration),
-        logprob_policy=pl.col("logprob_policy"), n_tokens_policy=pl.col("n_tokens_policy"),
-        logprob_reference=pl.col("logprob_reference"), n_tokens_reference=pl.col("n_tokens_reference"),
-        reference=pl.lit(reference), length_normalize=pl.lit(length_normalize),
+        logprob_policy=pl.col("logprob_policy"),
+        n_tokens_policy=pl.col("n_tokens_policy"),
+        logprob_reference=pl.col("logprob_reference"),
+        n_tokens_reference=pl.col("n_tokens_reference"),
+        reference=pl.lit(reference),
+        length_normalize=pl.lit(length_normalize),
     )
     df = scored.select(
-        "prompt_id", "response_id", "text", "generator",
-        score=pl.col("reward"), scorer=pl.lit(SCORER), detail=detail,
+        "prompt_id",
+        "response_id",
+        "text",
+        "generator",
+        score=pl.col("reward"),
+        scorer=pl.lit(SCORER),
+        detail=detail,
     )
     return check_table(df.to_arrow(), "responses")
 
@@ -357,7 +435,13 @@ def reward_report(scored: pl.DataFrame) -> dict[str, Any]:
         return {"responses": 0, "all_zero": False}
     r = scored.get_column("reward")
     all_zero = bool((r == 0).all())
-    report = {"responses": scored.height, "min": r.min(), "max": r.max(), "mean": r.mean(), "all_zero": all_zero}
+    report = {
+        "responses": scored.height,
+        "min": r.min(),
+        "max": r.max(),
+        "mean": r.mean(),
+        "all_zero": all_zero,
+    }
     if all_zero:
         report["warning"] = (
             "every implicit reward is 0: the policy and reference models give identical log-probabilities, "
@@ -371,8 +455,12 @@ def pair_report(pairs: pl.DataFrame) -> dict[str, Any]:
     """Confidence histogram (10 equal bins over [0, 1]), noisy fraction, chosen vs rejected length."""
     edges = [i / HIST_BINS for i in range(HIST_BINS + 1)]
     if pairs.is_empty():
-        return {"pairs": 0, "noisy": 0, "noisy_fraction": 0.0,
-                "confidence_histogram": {"edges": edges, "counts": [0] * HIST_BINS}}
+        return {
+            "pairs": 0,
+            "noisy": 0,
+            "noisy_fraction": 0.0,
+            "confidence_histogram": {"edges": edges, "counts": [0] * HIST_BINS},
+        }
     conf = pairs.get_column("confidence")
     bins = (conf * HIST_BINS).floor().clip(0, HIST_BINS - 1).cast(pl.Int64)
     counts = [int((bins == i).sum()) for i in range(HIST_BINS)]
@@ -408,7 +496,9 @@ def select_sources(table: pa.Table, names: list[str], where: Path, key: str) -> 
 
 
 def read_inputs(sel: Selfie, root: Path = INGEST) -> tuple[pa.Table, pa.Table]:
-    pairs = select_sources(read_table(root / "pairs", "pairs"), sel.pair_sources, root / "pairs", "pair_sources")
+    pairs = select_sources(
+        read_table(root / "pairs", "pairs"), sel.pair_sources, root / "pairs", "pair_sources"
+    )
     if sel.prompt_sources:
         prompts = read_table(root / "prompts", "prompts")
         prompts = select_sources(prompts, sel.prompt_sources, root / "prompts", "prompt_sources")
@@ -433,7 +523,11 @@ def annotate(prompts: pa.Table, sel: Selfie, ex: Execution, policy: LLM, referen
         ck("logprob_reference", reference),
     ]
     responses = map_batches(
-        prompts.select(["prompt_id", "messages"]), sample, execution=ex, engine=policy, checkpoint=cks[0],
+        prompts.select(["prompt_id", "messages"]),
+        sample,
+        execution=ex,
+        engine=policy,
+        checkpoint=cks[0],
         fn_kwargs={"k": sel.samples_per_prompt, "sampling": sel.sampling, "iteration": sel.iteration},
         desc="selfie sample",
     )
@@ -443,8 +537,15 @@ def annotate(prompts: pa.Table, sel: Selfie, ex: Execution, policy: LLM, referen
     joined = pl.from_arrow(responses).join(msgs, on="prompt_id", how="left").to_arrow()
     scored = pl.from_arrow(responses)
     for role, cfg, c in (("policy", policy, cks[1]), ("reference", reference, cks[2])):
-        lp = map_batches(joined.select(["response_id", "messages", "text"]), teacher_force, execution=ex,
-                         engine=cfg, checkpoint=c, fn_kwargs={"role": role}, desc=f"selfie logprobs {role}")
+        lp = map_batches(
+            joined.select(["response_id", "messages", "text"]),
+            teacher_force,
+            execution=ex,
+            engine=cfg,
+            checkpoint=c,
+            fn_kwargs={"role": role},
+            desc=f"selfie logprobs {role}",
+        )
         scored = scored.join(pl.from_arrow(lp), on="response_id", how="left")
     for c in cks:
         c.clear()
@@ -471,14 +572,30 @@ def main(params: Params) -> None:
     else:
         picked, ties = pick_pairs(scored, iteration=sel.iteration)
         flagged = flag_noise(picked, beta=sel.beta, refine_fraction=sel.refine_fraction, alpha=sel.alpha)
-        responses = to_responses(scored, iteration=sel.iteration, reference=reference.model,
-                                 length_normalize=sel.length_normalize)
+        responses = to_responses(
+            scored, iteration=sel.iteration, reference=reference.model, length_normalize=sel.length_normalize
+        )
         kept = flagged.filter(~pl.col("noisy")) if sel.drop_noisy else flagged
-        new_pairs = to_pairs(kept, pool, iteration=sel.iteration, policy=policy.model, reference=reference.model,
-                             length_normalize=sel.length_normalize, fp=fp) if kept.height else empty_table("pairs")
+        new_pairs = (
+            to_pairs(
+                kept,
+                pool,
+                iteration=sel.iteration,
+                policy=policy.model,
+                reference=reference.model,
+                length_normalize=sel.length_normalize,
+                fp=fp,
+            )
+            if kept.height
+            else empty_table("pairs")
+        )
 
     ex = params.execution
-    shard = {"fingerprint": fp, "target_shard_bytes": ex.target_shard_bytes, "row_group_bytes": ex.row_group_bytes}
+    shard = {
+        "fingerprint": fp,
+        "target_shard_bytes": ex.target_shard_bytes,
+        "row_group_bytes": ex.row_group_bytes,
+    }
     write_shards(pool, OUT / "prompts", name="prompts", **shard)
     write_shards(responses, OUT / "responses", name="responses", **shard)
     write_shards(pa.concat_tables([seed, new_pairs]), OUT / "pairs", name="pairs", **shard)
@@ -486,22 +603,34 @@ def main(params: Params) -> None:
 
     parts = assignment.group_by("part").len().sort("part")
     pair_stats = pair_report(flagged)
-    write_json_atomic({
-        "iteration": sel.iteration,
-        "policy": policy.model,
-        "reference": reference.model,
-        "split": {
-            "prompts": assignment.height,
-            "labelled_prompts": int(assignment.get_column("labelled").sum()),
-            "planned": plan_split(int(assignment.get_column("labelled").sum()), assignment.height, sel.split),
-            "assigned": dict(zip(parts.get_column("part").to_list(), parts.get_column("len").to_list(), strict=True)),
-            "seed_pairs": seed.num_rows,
-            "test_pairs": test.num_rows,
+    write_json_atomic(
+        {
+            "iteration": sel.iteration,
+            "policy": policy.model,
+            "reference": reference.model,
+            "split": {
+                "prompts": assignment.height,
+                "labelled_prompts": int(assignment.get_column("labelled").sum()),
+                "planned": plan_split(
+                    int(assignment.get_column("labelled").sum()), assignment.height, sel.split
+                ),
+                "assigned": dict(
+                    zip(parts.get_column("part").to_list(), parts.get_column("len").to_list(), strict=True)
+                ),
+                "seed_pairs": seed.num_rows,
+                "test_pairs": test.num_rows,
+            },
+            "sample": {
+                "prompts": pool.num_rows,
+                "responses": responses.num_rows,
+                "empty_responses": int(
+                    (pl.from_arrow(responses.select(["text"])).get_column("text") == "").sum()
+                ),
+            },
+            "rewards": reward_report(scored),
+            "pairs": {**pair_stats, "candidates": picked.height + ties, "written": new_pairs.num_rows},
+            "dropped": {"tie": ties, "noisy": pair_stats["noisy"] if sel.drop_noisy else 0},
         },
-        "sample": {"prompts": pool.num_rows, "responses": responses.num_rows,
-                   "empty_responses": int((pl.from_arrow(responses.select(["text"])).get_column("text") == "").sum())},
-        "rewards": reward_report(scored),
-        "pairs": {**pair_stats, "candidates": picked.height + ties, "written": new_pairs.num_rows},
-        "dropped": {"tie": ties, "noisy": pair_stats["noisy"] if sel.drop_noisy else 0},
-    }, OUT / "metrics.json")
+        OUT / "metrics.json",
+    )
     log.info("selfie: %d seed pairs, %d iteration-%d pairs", seed.num_rows, new_pairs.num_rows, sel.iteration)

@@ -32,9 +32,18 @@ def assistant(text: str) -> list[dict[str, str]]:
 def make_pairs(rows: list[tuple[str, str, str]], source: str = "uf") -> pa.Table:
     return to_table(
         [
-            {"pair_id": stable_id(source, i), "prompt": user(p), "chosen": assistant(c), "rejected": assistant(r),
-             "score_chosen": 9.0, "score_rejected": 2.0, "margin": 7.0, "method": "ingest", "source": source,
-             "lineage": "{}"}
+            {
+                "pair_id": stable_id(source, i),
+                "prompt": user(p),
+                "chosen": assistant(c),
+                "rejected": assistant(r),
+                "score_chosen": 9.0,
+                "score_rejected": 2.0,
+                "margin": 7.0,
+                "method": "ingest",
+                "source": source,
+                "lineage": "{}",
+            }
             for i, (p, c, r) in enumerate(rows)
         ],
         "pairs",
@@ -43,8 +52,10 @@ def make_pairs(rows: list[tuple[str, str, str]], source: str = "uf") -> pa.Table
 
 def make_prompts(texts: list[str], source: str = "extra") -> pa.Table:
     return to_table(
-        [{"prompt_id": f"{source}-{i}", "messages": user(t), "source": source, "origin_id": str(i)}
-         for i, t in enumerate(texts)],
+        [
+            {"prompt_id": f"{source}-{i}", "messages": user(t), "source": source, "origin_id": str(i)}
+            for i, t in enumerate(texts)
+        ],
         "prompts",
     )
 
@@ -55,10 +66,17 @@ def real_pairs(real) -> pa.Table:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     return to_table(
         [
-            {"pair_id": stable_id("uf", r["source_index"]), "prompt": user(r["prompt"]),
-             "chosen": assistant(r["chosen"]), "rejected": assistant(r["rejected"]),
-             "score_chosen": r["metadata"]["score_chosen"], "score_rejected": r["metadata"]["score_rejected"],
-             "method": "ingest", "source": "ultrafeedback", "lineage": "{}"}
+            {
+                "pair_id": stable_id("uf", r["source_index"]),
+                "prompt": user(r["prompt"]),
+                "chosen": assistant(r["chosen"]),
+                "rejected": assistant(r["rejected"]),
+                "score_chosen": r["metadata"]["score_chosen"],
+                "score_rejected": r["metadata"]["score_rejected"],
+                "method": "ingest",
+                "source": "ultrafeedback",
+                "lineage": "{}",
+            }
             for r in rows
         ],
         "pairs",
@@ -66,17 +84,21 @@ def real_pairs(real) -> pa.Table:
 
 
 class FakeEngine:
-    """Scripted engine: sample j of a prompt is ``"<prompt> #j"`` + j "!" (or a fixed script), and the log-prob
+    """Scripted engine: sample j of a prompt is ``"<prompt> #j"`` + j "!" (or a fixed script), the log-prob
     of a response is ``-scale * len(text) + offset``, ``n_tokens`` = number of words."""
 
-    def __init__(self, name: str, scale: float = 1.0, offset: float = 0.0, script: dict[str, list[str]] | None = None):
+    def __init__(
+        self, name: str, scale: float = 1.0, offset: float = 0.0, script: dict[str, list[str]] | None = None
+    ):
         self.name, self.scale, self.offset, self.script = name, scale, offset, script or {}
         self.calls: list[tuple[str, int]] = []
 
     def generate(self, prompts, n=1, sampling=None, schema=None):
         self.calls.append(("generate", len(prompts)))
-        return [self.script.get(p[-1]["content"], [f"{p[-1]['content']} #{j}{'!' * j}" for j in range(n)])[:n]
-                for p in prompts]
+        return [
+            self.script.get(p[-1]["content"], [f"{p[-1]['content']} #{j}{'!' * j}" for j in range(n)])[:n]
+            for p in prompts
+        ]
 
     def logprobs(self, prompts, responses):
         self.calls.append(("logprobs", len(prompts)))
@@ -111,15 +133,25 @@ def test_shrink_keeps_proportions_and_fills_every_part():
 def test_plan_split_counts_fractions_and_small_sources():
     paper = SelfieSplit(seed=2000, pools=[8000, 20000, 30000], test=1000, shuffle_seed=0)
     # a big source: counts as asked, the rest left over
-    assert selfie.plan_split(61135, 61135, paper) == {"seed": 2000, "pool_1": 8000, "pool_2": 20000,
-                                                      "pool_3": 30000, "test": 1000}
+    assert selfie.plan_split(61135, 61135, paper) == {
+        "seed": 2000,
+        "pool_1": 8000,
+        "pool_2": 20000,
+        "pool_3": 30000,
+        "test": 1000,
+    }
     # the samples: 10 labelled pairs + 30 prompts still give a seed, a test prompt and a first pool
     assert selfie.plan_split(10, 40, paper) == {"seed": 1, "pool_1": 5, "pool_2": 13, "pool_3": 20, "test": 1}
     assert selfie.plan_split(10, 10, paper) == {"seed": 1, "pool_1": 1, "pool_2": 3, "pool_3": 4, "test": 1}
     # few labelled, many unlabelled: seed + test capped by the labelled prompts
     # (and the pools share the other 49997 prompts in proportion)
-    assert selfie.plan_split(3, 50000, paper) == {"seed": 2, "pool_1": 6896, "pool_2": 17240, "pool_3": 25861,
-                                                  "test": 1}
+    assert selfie.plan_split(3, 50000, paper) == {
+        "seed": 2,
+        "pool_1": 6896,
+        "pool_2": 17240,
+        "pool_3": 25861,
+        "test": 1,
+    }
     fractions = SelfieSplit(seed=0.1, pools=[0.25, 0.5], test=0.05, shuffle_seed=0)
     assert selfie.plan_split(200, 300, fractions) == {"seed": 20, "pool_1": 75, "pool_2": 150, "test": 10}
     # a fraction of a tiny source is still one prompt
@@ -143,8 +175,10 @@ def _parts(assignment: pl.DataFrame) -> dict[str, set[str]]:
 
 @pytest.mark.parametrize(
     "split",
-    [SelfieSplit(seed=2000, pools=[8000, 20000, 30000], test=1000, shuffle_seed=0),
-     SelfieSplit(seed=0.1, pools=[0.3, 0.3], test=0.1, shuffle_seed=7)],
+    [
+        SelfieSplit(seed=2000, pools=[8000, 20000, 30000], test=1000, shuffle_seed=0),
+        SelfieSplit(seed=0.1, pools=[0.3, 0.3], test=0.1, shuffle_seed=7),
+    ],
 )
 def test_split_on_real_ultrafeedback_is_deterministic_disjoint_and_covering(real, split):
     pairs = real_pairs(real)
@@ -158,7 +192,7 @@ def test_split_on_real_ultrafeedback_is_deterministic_disjoint_and_covering(real
     assert set().union(*parts.values()) == keys | set(selfie.prompt_keys(extra.column("messages")))
     names = list(parts)
     for i, x in enumerate(names):
-        for y in names[i + 1:]:
+        for y in names[i + 1 :]:
             assert not parts[x] & parts[y], (x, y)
     # sizes follow the plan; seed and test hold labelled prompts only
     plan = selfie.plan_split(len(keys), len(keys) + 20, split)
@@ -185,7 +219,9 @@ def test_seed_and_test_export_gold_pairs(real):
     test = selfie.export_labelled(pairs, a, "test", "fp")
     parts = _parts(a)
     assert seed.num_rows == len(parts["seed"]) == 20 and test.num_rows == len(parts["test"]) == 10
-    assert set(seed.column("source").to_pylist()) == {"seed"} and set(seed.column("method").to_pylist()) == {"selfie"}
+    assert set(seed.column("source").to_pylist()) == {"seed"} and set(seed.column("method").to_pylist()) == {
+        "selfie"
+    }
     assert set(test.column("source").to_pylist()) == {"test"}
     assert set(selfie.prompt_keys(seed.column("prompt"))) == parts["seed"]
     # gold labels are carried over untouched
@@ -193,9 +229,16 @@ def test_seed_and_test_export_gold_pairs(real):
     for row in seed.to_pylist():
         lineage = json.loads(row["lineage"])
         src = by_id[lineage["input_pair_id"]]
-        assert (row["chosen"], row["rejected"], row["score_chosen"]) == (src["chosen"], src["rejected"],
-                                                                         src["score_chosen"])
-        assert lineage["input_source"] == "ultrafeedback" and row["noisy"] is False and row["label_smoothing"] == 0
+        assert (row["chosen"], row["rejected"], row["score_chosen"]) == (
+            src["chosen"],
+            src["rejected"],
+            src["score_chosen"],
+        )
+        assert (
+            lineage["input_source"] == "ultrafeedback"
+            and row["noisy"] is False
+            and row["label_smoothing"] == 0
+        )
     # pool prompts: the pool_1 prompts in the prompts contract
     pool = selfie.pool_prompts(pairs, selfie.empty_table("prompts"), a, 1)
     assert set(pool.column("prompt_id").to_pylist()) == parts["pool_1"]
@@ -222,8 +265,9 @@ def test_select_sources_names_a_missing_source():
 
 def _prompt_batch(texts: list[str]) -> pa.Table:
     msgs = [user(t) for t in texts]
-    return pa.table({"prompt_id": [stable_id("prompt", m) for m in msgs],
-                     "messages": pa.array(msgs, MESSAGES_TYPE)})
+    return pa.table(
+        {"prompt_id": [stable_id("prompt", m) for m in msgs], "messages": pa.array(msgs, MESSAGES_TYPE)}
+    )
 
 
 def test_sample_asks_n_per_prompt_and_ids_are_stable():
@@ -232,8 +276,10 @@ def test_sample_asks_n_per_prompt_and_ids_are_stable():
     out = selfie.sample(batch, eng, k=2, sampling=SAMPLING, iteration=1)
     assert eng.calls == [("generate", 3)]
     assert out.num_rows == 6 and out.column("text").to_pylist()[:2] == ["a #0", "a #1!"]
-    assert out.column("response_id").to_pylist() == selfie.sample(batch, eng, k=2, sampling=SAMPLING,
-                                                                  iteration=1).column("response_id").to_pylist()
+    assert (
+        out.column("response_id").to_pylist()
+        == selfie.sample(batch, eng, k=2, sampling=SAMPLING, iteration=1).column("response_id").to_pylist()
+    )
     assert len(set(out.column("response_id").to_pylist())) == 6
     bad = FakeEngine("pol", script={"a": ["only one"]})
     with pytest.raises(RuntimeError, match="expected 2 each"):
@@ -241,7 +287,9 @@ def test_sample_asks_n_per_prompt_and_ids_are_stable():
 
 
 def test_implicit_reward_is_policy_minus_reference():
-    batch = pa.table({"response_id": ["r1", "r2"], "messages": [user("q"), user("q")], "text": ["ab", "abc d"]})
+    batch = pa.table(
+        {"response_id": ["r1", "r2"], "messages": [user("q"), user("q")], "text": ["ab", "abc d"]}
+    )
     pol = selfie.teacher_force(batch, FakeEngine("pol", scale=1.0), role="policy")
     ref = selfie.teacher_force(batch, FakeEngine("ref", scale=2.0, offset=1.0), role="reference")
     df = pl.from_arrow(pol).join(pl.from_arrow(ref), on="response_id")
@@ -256,9 +304,15 @@ def test_implicit_reward_is_policy_minus_reference():
 
 def _scored(rewards: dict[str, list[float]]) -> pl.DataFrame:
     rows = [
-        {"prompt_id": p, "response_id": f"{p}-{j}", "text": f"{p} answer {'x' * j}", "reward": r,
-         "n_tokens_policy": 2 + j}
-        for p, rs in rewards.items() for j, r in enumerate(rs)
+        {
+            "prompt_id": p,
+            "response_id": f"{p}-{j}",
+            "text": f"{p} answer {'x' * j}",
+            "reward": r,
+            "n_tokens_policy": 2 + j,
+        }
+        for p, rs in rewards.items()
+        for j, r in enumerate(rs)
     ]
     return pl.DataFrame(rows)
 
@@ -266,7 +320,10 @@ def _scored(rewards: dict[str, list[float]]) -> pl.DataFrame:
 def test_pick_pairs_chooses_argmax_rejects_argmin_and_drops_ties():
     scored = _scored({"p1": [0.5, 2.0, -1.0], "p2": [3.0, 3.0], "p3": [1.0, 1.0, 0.0], "p4": [-2.0, 4.0]})
     pairs, ties = selfie.pick_pairs(scored, iteration=1)
-    got = {r["prompt_id"]: (r["chosen_response_id"], r["rejected_response_id"], r["margin"]) for r in pairs.to_dicts()}
+    got = {
+        r["prompt_id"]: (r["chosen_response_id"], r["rejected_response_id"], r["margin"])
+        for r in pairs.to_dicts()
+    }
     assert ties == 1  # p2
     assert got == {"p1": ("p1-1", "p1-2", 3.0), "p3": ("p3-0", "p3-2", 1.0), "p4": ("p4-1", "p4-0", 6.0)}
     assert pairs.get_column("pair_id").to_list() == sorted(pairs.get_column("pair_id").to_list())
@@ -294,24 +351,35 @@ def test_noisy_ties_are_broken_by_pair_id_and_count_is_floor():
     expected = set(sorted(flagged.get_column("pair_id").to_list())[:3])
     assert set(flagged.filter(pl.col("noisy")).get_column("pair_id")) == expected
     # the same pairs in another input order give the same flags
-    again = selfie.flag_noise(selfie.pick_pairs(scored.reverse(), iteration=3)[0], beta=0.1,
-                              refine_fraction=0.25, alpha=0.2)
+    again = selfie.flag_noise(
+        selfie.pick_pairs(scored.reverse(), iteration=3)[0], beta=0.1, refine_fraction=0.25, alpha=0.2
+    )
     assert again.equals(flagged)
-    assert selfie.noisy_count(9, 0.1) == 0 and selfie.noisy_count(10, 0.1) == 1 and selfie.noisy_count(100, 0.29) == 29
+    assert (
+        selfie.noisy_count(9, 0.1) == 0
+        and selfie.noisy_count(10, 0.1) == 1
+        and selfie.noisy_count(100, 0.29) == 29
+    )
     assert selfie.noisy_count(7, 1.0) == 7 and selfie.noisy_count(7, 0.0) == 0
 
 
 def test_to_pairs_and_to_responses_meet_the_contracts():
-    prompts = check_table(pa.table({"prompt_id": ["p1"], "messages": [user("q")], "source": ["s"],
-                                    "origin_id": ["o"]}), "prompts")
+    prompts = check_table(
+        pa.table({"prompt_id": ["p1"], "messages": [user("q")], "source": ["s"], "origin_id": ["o"]}),
+        "prompts",
+    )
     scored = _scored({"p1": [2.0, -1.0]}).with_columns(
-        logprob_policy=pl.lit(-3.0), n_tokens_policy=pl.lit(2, pl.Int64), logprob_reference=pl.lit(-4.0),
-        n_tokens_reference=pl.lit(2, pl.Int64), generator=pl.lit("pol"),
+        logprob_policy=pl.lit(-3.0),
+        n_tokens_policy=pl.lit(2, pl.Int64),
+        logprob_reference=pl.lit(-4.0),
+        n_tokens_reference=pl.lit(2, pl.Int64),
+        generator=pl.lit("pol"),
     )
     pairs, _ = selfie.pick_pairs(scored, iteration=2)
     flagged = selfie.flag_noise(pairs, beta=0.1, refine_fraction=1.0, alpha=0.1)
-    out = selfie.to_pairs(flagged, prompts, iteration=2, policy="pol", reference="ref", length_normalize=False,
-                          fp="fp").to_pylist()[0]
+    out = selfie.to_pairs(
+        flagged, prompts, iteration=2, policy="pol", reference="ref", length_normalize=False, fp="fp"
+    ).to_pylist()[0]
     assert out["prompt"] == user("q") and out["chosen"] == assistant("p1 answer ")
     assert out["rejected"] == assistant("p1 answer x") and out["margin"] == 3.0
     assert out["source"] == "iteration_2" and out["method"] == "selfie" and out["noisy"] is True
@@ -325,8 +393,14 @@ def test_to_pairs_and_to_responses_meet_the_contracts():
 
 
 def test_policy_equal_reference_gives_zero_rewards_no_pairs_and_a_report():
-    batch = pa.table({"response_id": ["a", "b", "c", "d"], "messages": [user("q")] * 2 + [user("r")] * 2,
-                      "text": ["x", "yy", "z", "wwww"], "prompt_id": ["q", "q", "r", "r"]})
+    batch = pa.table(
+        {
+            "response_id": ["a", "b", "c", "d"],
+            "messages": [user("q")] * 2 + [user("r")] * 2,
+            "text": ["x", "yy", "z", "wwww"],
+            "prompt_id": ["q", "q", "r", "r"],
+        }
+    )
     same = FakeEngine("m")
     df = pl.from_arrow(batch.select(["prompt_id", "response_id", "text"]))
     for role in ("policy", "reference"):
@@ -367,13 +441,21 @@ def _project(tmp_path, monkeypatch, engines: dict[str, FakeEngine], **selfie_ove
 
     monkeypatch.setattr(pipeline.llm, "get_engine", lambda cfg: engines[cfg.model], raising=False)
     monkeypatch.chdir(tmp_path)
-    pairs = pa.concat_tables([
-        make_pairs([(f"seed question {i}", f"good {i}", f"bad {i}") for i in range(10)], source="sample_seed_pairs"),
-        make_pairs([("unselected", "a", "b")], source="elsewhere"),
-    ])
+    pairs = pa.concat_tables(
+        [
+            make_pairs(
+                [(f"seed question {i}", f"good {i}", f"bad {i}") for i in range(10)],
+                source="sample_seed_pairs",
+            ),
+            make_pairs([("unselected", "a", "b")], source="elsewhere"),
+        ]
+    )
     write_shards(pairs, tmp_path / "data/ingest/pairs", name="pairs")
-    write_shards(make_prompts([f"pool question {i}" for i in range(30)], source="sample_prompts"),
-                 tmp_path / "data/ingest/prompts", name="prompts")
+    write_shards(
+        make_prompts([f"pool question {i}" for i in range(30)], source="sample_prompts"),
+        tmp_path / "data/ingest/prompts",
+        name="prompts",
+    )
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     data["ingest"] = {"sources": [], "max_reject_fraction": 0.5, "max_record_bytes": 1 << 20}
     data["selfie"].update(selfie_over)
@@ -389,8 +471,9 @@ def _out(tmp_path, name: str, contract: str):
 
 def test_stage_writes_seed_and_iteration_pairs_responses_and_metrics(tmp_path, monkeypatch):
     engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
-    params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref",
-                      refine_fraction=0.5)
+    params = _project(
+        tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", refine_fraction=0.5
+    )
     selfie.main(params)
     metrics = json.loads((tmp_path / "data/selfie/metrics.json").read_text())
     split = metrics["split"]
@@ -422,8 +505,15 @@ def test_stage_writes_seed_and_iteration_pairs_responses_and_metrics(tmp_path, m
 
 def test_stage_drops_noisy_pairs_when_asked(tmp_path, monkeypatch):
     engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
-    params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref",
-                      refine_fraction=0.5, drop_noisy=True)
+    params = _project(
+        tmp_path,
+        monkeypatch,
+        engines,
+        policy_model="pol",
+        reference_model="ref",
+        refine_fraction=0.5,
+        drop_noisy=True,
+    )
     selfie.main(params)
     metrics = json.loads((tmp_path / "data/selfie/metrics.json").read_text())
     pairs = pl.from_arrow(_out(tmp_path, "pairs", "pairs")).filter(pl.col("source") == "iteration_1")
@@ -432,11 +522,15 @@ def test_stage_drops_noisy_pairs_when_asked(tmp_path, monkeypatch):
 
 
 def test_stage_with_policy_equal_reference_reports_all_zero(tmp_path, monkeypatch):
-    params = _project(tmp_path, monkeypatch, {"same": FakeEngine("same")}, policy_model="same",
-                      reference_model="same")
+    params = _project(
+        tmp_path, monkeypatch, {"same": FakeEngine("same")}, policy_model="same", reference_model="same"
+    )
     selfie.main(params)
     metrics = json.loads((tmp_path / "data/selfie/metrics.json").read_text())
-    assert metrics["rewards"]["all_zero"] is True and "identical log-probabilities" in metrics["rewards"]["warning"]
+    assert (
+        metrics["rewards"]["all_zero"] is True
+        and "identical log-probabilities" in metrics["rewards"]["warning"]
+    )
     assert metrics["dropped"]["tie"] == 5 and metrics["pairs"]["written"] == 0
     assert _out(tmp_path, "responses", "responses").num_rows == 10
     assert _out(tmp_path, "pairs", "pairs").column("source").to_pylist() == ["seed"]
@@ -495,8 +589,10 @@ def direct_logprobs(folder: str, prompts: list, responses: list[str]) -> list[tu
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     out = []
     for prompt, response in zip(prompts, responses, strict=True):
-        p_ids = tok(tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True),
-                    add_special_tokens=False)["input_ids"]
+        p_ids = tok(
+            tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True),
+            add_special_tokens=False,
+        )["input_ids"]
         full = tok.apply_chat_template([*prompt, {"role": "assistant", "content": response}], tokenize=False)
         ids = tok(full, add_special_tokens=False)["input_ids"]
         assert ids[: len(p_ids)] == p_ids
@@ -509,7 +605,9 @@ def direct_logprobs(folder: str, prompts: list, responses: list[str]) -> list[tu
     return out
 
 
-def test_implicit_rewards_with_two_tiny_models_match_direct_teacher_forcing(two_tiny_models, tmp_path, monkeypatch):
+def test_implicit_rewards_with_two_tiny_models_match_direct_teacher_forcing(
+    two_tiny_models, tmp_path, monkeypatch
+):
     from pipeline.config import LLM, Execution, LLMOverride, resolve_role
     from tests.conftest import ROOT
 
@@ -519,16 +617,31 @@ def test_implicit_rewards_with_two_tiny_models_match_direct_teacher_forcing(two_
     base, execution = LLM.model_validate(data["llm"]), Execution.model_validate(data["execution"])
 
     policy_path, reference_path = two_tiny_models
-    sel = selfie_params(policy_model=policy_path, reference_model=reference_path,
-                        sampling={**SAMPLING.model_dump(), "max_new_tokens": 12})
+    sel = selfie_params(
+        policy_model=policy_path,
+        reference_model=reference_path,
+        sampling={**SAMPLING.model_dump(), "max_new_tokens": 12},
+    )
     policy, reference = sel.role(base, "policy"), sel.role(base, "reference")
     assert policy == resolve_role(base, LLMOverride(model=policy_path))
-    prompts = selfie.check_table(pa.table({
-        "prompt_id": ["p1", "p2", "p3"],
-        "messages": pa.array([user("Write a haiku about rain."), user("What is 2 + 2?"),
-                              [{"role": "system", "content": "Be brief."}, *user("Name a colour.")]], MESSAGES_TYPE),
-        "source": ["t"] * 3, "origin_id": ["1", "2", "3"],
-    }), "prompts")
+    prompts = selfie.check_table(
+        pa.table(
+            {
+                "prompt_id": ["p1", "p2", "p3"],
+                "messages": pa.array(
+                    [
+                        user("Write a haiku about rain."),
+                        user("What is 2 + 2?"),
+                        [{"role": "system", "content": "Be brief."}, *user("Name a colour.")],
+                    ],
+                    MESSAGES_TYPE,
+                ),
+                "source": ["t"] * 3,
+                "origin_id": ["1", "2", "3"],
+            }
+        ),
+        "prompts",
+    )
     scored = selfie.annotate(prompts, sel, execution, policy, reference)
     assert scored.height == 6 and set(scored.get_column("generator")) == {policy_path}
     msgs = {r["prompt_id"]: r["messages"] for r in prompts.to_pylist()}
