@@ -203,6 +203,7 @@ class Export(Section):
     row_group_bytes: int = Field(gt=0)
     shard_bytes: int = Field(gt=0)
     histogram_bins: int = Field(gt=0)
+    summary_png: bool  # a matplotlib summary figure for the card (skipped with a note if matplotlib is absent)
     card: Card
 
 

@@ -123,7 +123,8 @@ for level in sorted(set(curry["level"])):
 ```'''
 
 
-def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, list[str]]], repo: str = "ORG/NAME") -> str:
+def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, list[str]]], *, png: bool,
+                repo: str = "ORG/NAME") -> str:
     """The release's README.md: YAML front matter + a body describing configs, provenance, training, limits."""
     fm = yaml.safe_dump(front_matter(cfg, stats), sort_keys=False, allow_unicode=True)
     rows = [[f"`{c}`", CONFIG_DOC.get(c, ""), sp.get("train", 0), sp.get("test", 0)] for c, sp in stats["rows"].items() if sp]
@@ -137,7 +138,7 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
     parts = [
         f"---\n{fm}---\n",
         f"# {cfg.card.pretty_name}\n\n{cfg.card.description}\n",
-        "![summary](summary.png)\n",
+        "![summary](summary.png)\n" if png else "",
         "## Configs\n",
         "Each config has a `train` and a `test` split (split by a hash of the normalised prompt: no prompt is in "
         "both).\n",

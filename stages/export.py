@@ -122,7 +122,7 @@ def redact_messages(df: pl.DataFrame, columns: list[str], kinds: list[str]) -> t
     """Redact the ``content`` of every message in the message-list ``columns`` in one vectorised pass."""
     if df.height == 0 or not kinds:
         return df, dict.fromkeys(kinds, 0)
-    lists = [df[c].to_arrow().combine_chunks() for c in columns]
+    lists = [df[c].rechunk().to_arrow() for c in columns]
     flats = [arr.flatten() for arr in lists]
     contents = pl.Series(pa.chunked_array([f.field("content") for f in flats], type=pa.large_string()))
     redacted, counts = redact(contents, kinds)
@@ -182,8 +182,7 @@ def dedup_pairs(df: pl.DataFrame, methods: list[str], shingle: int, num_perm: in
     order = [pl.col("_c"), pl.col("_rank"), pl.col("pair_id")]
     ranked = df.sort(order, descending=[True, False, False])
     pair_key = ["_config", "_key", text_of("chosen"), text_of("rejected")]
-    first = ranked.select(pl.int_range(pl.len()).first().over(pair_key).alias("f"), pl.int_range(pl.len()).alias("i"))
-    is_first = (first["f"] == first["i"]).to_numpy()
+    is_first = ranked.select(pl.struct(pair_key).is_first_distinct())[:, 0]
     kept, dup_pairs = ranked.filter(is_first), _drops(ranked.filter(~is_first), "duplicate_pair")
 
     # prompt clusters: one node per distinct prompt; MinHash + LSH join near-duplicate nodes
@@ -203,7 +202,7 @@ def dedup_pairs(df: pl.DataFrame, methods: list[str], shingle: int, num_perm: in
     kept = kept.join(cluster, on="_key").join(winners, on="_cluster")
     win = (pl.col("_config") == pl.col("_win_config")) & (pl.col("_key") == pl.col("_win_key"))
     lost = kept.filter(~win)
-    detail = pl.format('{"kept_method": "{}", "kept_prompt_key": "{}"}', "_win_config", pl.col("_win_key").cast(pl.String))
+    detail = pl.struct(kept_method=pl.col("_win_config"), kept_prompt_key=pl.col("_win_key").cast(pl.String)).struct.json_encode()
     drops = pl.concat([
         dup_pairs,
         _drops(lost.filter(pl.col("_key") == pl.col("_win_key")), "duplicate_prompt_exact", detail),
@@ -218,7 +217,7 @@ def dedup_joint(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
         return df, _drops(df, "duplicate_pair")
     key = [text_of(c) for c in ("chosen_prompt", "chosen", "rejected_prompt", "rejected")]
     ranked = df.sort([pl.col("confidence").fill_null(float("-inf")), "pair_id"], descending=[True, False])
-    f = ranked.select(pl.int_range(pl.len()).first().over(key) == pl.int_range(pl.len()))[:, 0].to_numpy()
+    f = ranked.select(pl.struct(key).is_first_distinct())[:, 0]
     return ranked.filter(f), _drops(ranked.filter(~f), "duplicate_pair")
 
 
@@ -304,8 +303,8 @@ def decontaminate(df: pl.DataFrame, key_cols: list[str], hits: pl.DataFrame) -> 
     """Drop rows whose prompt key(s) appear in ``hits``; the drop detail names the eval set and prompt id."""
     if df.height == 0 or hits.height == 0:
         return df, _drops(df.clear(), "contaminated")
-    info = hits.select("_key", pl.format('{"eval_set": "{}", "eval_id": "{}", "overlap": {}}', "eval_set", "eval_id",
-                                         pl.col("overlap").round(3)).alias("_hit"))
+    hit = pl.struct("eval_set", "eval_id", pl.col("overlap").round(3)).struct.json_encode()
+    info = hits.select("_key", hit.alias("_hit"))
     tagged = df
     for i, k in enumerate(key_cols):
         tagged = tagged.join(info.rename({"_key": k, "_hit": f"_hit{i}"}), on=k, how="left")
@@ -365,7 +364,7 @@ def to_contract(df: pl.DataFrame, name: str) -> pa.Table:
 def release_tables(pairs: pl.DataFrame, joint: pl.DataFrame, methods: list[str]) -> dict[str, dict[str, pa.Table]]:
     """config -> split -> table (only splits with rows); ``all`` holds every conditional pair."""
     out: dict[str, dict[str, pa.Table]] = {}
-    for config in [m for m in methods if m in CONDITIONAL] + ["all"] + [m for m in methods if m in JOINT]:
+    for config in ["all"] + [m for m in methods if m in CONDITIONAL] + [m for m in methods if m in JOINT]:
         name = "joint_pairs" if config in JOINT else "pairs"
         src = joint if config in JOINT else pairs
         if config != "all":
@@ -544,11 +543,15 @@ def publish_folder(cfg: Export, root: Path, out_dir: Path, tables: dict, stats: 
         for split, table in tables.get(config, {}).items():
             files += write_split(table, tmp / config, split, cfg)
     plots = write_plots(tmp / "plots", pairs, stats, cfg.histogram_bins, signal_categories(root))
-    write_png(tmp / "summary.png", stats, plots)
+    if cfg.summary_png:
+        try:
+            write_png(tmp / "summary.png", stats, plots)
+        except ImportError as e:
+            stats["notes"] = {"summary_png": f"not written: {e} (pip install matplotlib)"}
     drops.write_ndjson(tmp / "removed.jsonl")
     write_json_atomic(stats, tmp / "stats.json")
     lineage = hub.lineage_summary(pairs)
-    (tmp / "README.md").write_text(hub.render_card(cfg, stats, lineage), encoding="utf-8")
+    (tmp / "README.md").write_text(hub.render_card(cfg, stats, lineage, png=(tmp / "summary.png").exists()), encoding="utf-8")
     others = sorted(p for p in tmp.rglob("*") if p.is_file() and p.suffix != ".parquet")
     manifest = {
         "table": "release",
