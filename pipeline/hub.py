@@ -138,7 +138,7 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
     parts = [
         f"---\n{fm}---\n",
         f"# {cfg.card.pretty_name}\n\n{cfg.card.description}\n",
-        "![summary](summary.png)\n" if png else "",
+        "![summary](plots/summary.png)\n" if png else "",
         "## Configs\n",
         "Each config has a `train` and a `test` split (split by a hash of the normalised prompt: no prompt is in "
         "both).\n",

@@ -15,7 +15,7 @@
    row whose two prompts fall in different splits is dropped).
 7. write ``data/release/<config>/<split>-0000i-of-0000N.parquet`` (configs: each method, plus ``all``
    for the conditional pairs), ``_manifest.json``, the card ``README.md``, ``stats.json`` (DVC metrics),
-   ``plots/*.csv`` (DVC plots), ``summary.png`` and ``removed.jsonl`` (every dropped pair and why).
+   ``plots/`` (CSV for DVC plots, ``summary.png``) and ``removed.jsonl`` (every dropped pair and why).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from pipeline.config import Export, Params, fingerprint
 from pipeline.io import (
     MANIFEST,
     SourceError,
+    StageError,
     _file_sha256,
     iter_records,
     package_version,
@@ -58,7 +59,7 @@ SIGNALS_DIR = Path("data/wildfeedback/signals")
 _LEVEL_DIR = re.compile(r"^level=(\d+)$")
 
 
-class ExportError(RuntimeError):
+class ExportError(StageError):
     """The release cannot be built; the message names the input and what to do."""
 
 
@@ -545,13 +546,13 @@ def publish_folder(cfg: Export, root: Path, out_dir: Path, tables: dict, stats: 
     plots = write_plots(tmp / "plots", pairs, stats, cfg.histogram_bins, signal_categories(root))
     if cfg.summary_png:
         try:
-            write_png(tmp / "summary.png", stats, plots)
+            write_png(tmp / "plots" / "summary.png", stats, plots)
         except ImportError as e:
             stats["notes"] = {"summary_png": f"not written: {e} (pip install matplotlib)"}
     drops.write_ndjson(tmp / "removed.jsonl")
     write_json_atomic(stats, tmp / "stats.json")
     lineage = hub.lineage_summary(pairs)
-    (tmp / "README.md").write_text(hub.render_card(cfg, stats, lineage, png=(tmp / "summary.png").exists()), encoding="utf-8")
+    (tmp / "README.md").write_text(hub.render_card(cfg, stats, lineage, png=(tmp / "plots" / "summary.png").exists()), encoding="utf-8")
     others = sorted(p for p in tmp.rglob("*") if p.is_file() and p.suffix != ".parquet")
     manifest = {
         "table": "release",

@@ -128,7 +128,7 @@ def test_stats_and_plot_data(tmp_path):
     assert set(conf.columns) == {"bin", "all", "pugc", "selfie", "curry"}
     levels = pl.read_csv(release / "plots" / "levels.csv")
     assert levels.rows() == [(0, 12), (1, 12)]
-    assert (release / "summary.png").read_bytes()[:4] == b"\x89PNG"
+    assert (release / "plots" / "summary.png").read_bytes()[:4] == b"\x89PNG"
 
 
 # --- cleaning rules ------------------------------------------------------------------------------
