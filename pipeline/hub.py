@@ -225,10 +225,10 @@ def publish(path: str | Path, repo_id: str, *, private: bool = False, revision: 
             dry_run: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Verify ``path`` against its manifest and upload it as dataset ``repo_id``. Returns what was done."""
     path = Path(path)
-    if not path.is_dir() or not (path / MANIFEST).exists():
-        raise PublishError(f"{path}: no release here (no {MANIFEST}); build it with `dvc repro export` first")
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise PublishError(f"--repo-id must look like ORG/NAME, got {repo_id!r}")
+    if not path.is_dir() or not (path / MANIFEST).exists():
+        raise PublishError(f"{path}: no release here (no {MANIFEST}); build it with `dvc repro export` first")
     problems = verify_release(path)
     if problems:
         raise PublishError("the release does not match its manifest; rebuild it (`dvc repro export`):\n  "
