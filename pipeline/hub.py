@@ -150,7 +150,7 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "models, params fingerprint). The `dove` config has `chosen_prompt`, `chosen`, `rejected_prompt`, "
         "`rejected`, `confidence`, `lineage`.\n",
         "## How it was built\n",
-        "Built by [prefpipe](https://github.com/) (`dvc repro`): per-method stages produce pairs, then `export` "
+        "Built by prefpipe (`dvc repro`): per-method stages produce pairs, then `export` "
         "merges them, redacts PII, drops pairs whose chosen equals rejected, removes duplicate pairs and exact or "
         f"near-duplicate prompts (MinHash, Jaccard >= {cfg.dedup.near_threshold}; the most confident method keeps "
         f"the prompt), removes prompts overlapping evaluation sets ({cfg.decontamination.ngram}-gram overlap >= "

@@ -543,7 +543,10 @@ def publish_folder(cfg: Export, root: Path, out_dir: Path, tables: dict, stats: 
         (tmp / config).mkdir()
         for split, table in tables.get(config, {}).items():
             files += write_split(table, tmp / config, split, cfg)
-    plots = write_plots(tmp / "plots", pairs, stats, cfg.histogram_bins, signal_categories(root))
+    categories = signal_categories(root)
+    if categories:
+        stats["categories"] = {r["category"]: r["count"] for r in categories}
+    plots = write_plots(tmp / "plots", pairs, stats, cfg.histogram_bins, categories)
     if cfg.summary_png:
         try:
             write_png(tmp / "plots" / "summary.png", stats, plots)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pipeline.hub import verify_release
+from pipeline.io import write_shards
 from pipeline.pii import KINDS, luhn_valid, redact
 from pipeline.records import to_table
 from pipeline.text import normalise
@@ -119,7 +120,14 @@ def test_identical_output_for_identical_input(tmp_path):
 
 def test_stats_and_plot_data(tmp_path):
     standard_methods(tmp_path)
+    sig = [{"conversation_id": f"c{i}", "user_turn": 2, "target_turn": 1, "sat": i == 0, "dsat": i > 0,
+            "sat_categories": ["Gratitude"] if i == 0 else [], "dsat_categories": ["Revision", "Style"][: i],
+            "detector": "rules"} for i in range(3)]
+    write_shards(to_table(sig, "signals"), tmp_path / "data" / "wildfeedback" / "signals", name="signals")
     release, stats = build(tmp_path, summary_png=True)
+    assert stats["categories"] == {"SAT:Gratitude": 1, "DSAT:Revision": 2, "DSAT:Style": 1}
+    assert pl.read_csv(release / "plots" / "categories.csv").rows() == [
+        ("SAT:Gratitude", 1), ("DSAT:Revision", 2), ("DSAT:Style", 1)]
     on_disk = json.loads((release / "stats.json").read_text())
     assert on_disk["methods"]["curry"] == {"input": 24, "output": 24}
     assert on_disk["levels"]["curry"] == {"0": 12, "1": 12}
