@@ -97,6 +97,9 @@ def read_pairs_tree(path: Path, name: str) -> pa.Table:
 def merge(root: Path, methods: list[str]) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, str], dict[str, int]]:
     """(conditional pairs, joint pairs, skipped method -> reason, input rows per method)."""
     pairs, joint, skipped, inputs = [], [], {}, {}
+    for method in CONDITIONAL + JOINT:
+        if method not in methods and method_dir(root, method).is_dir():
+            skipped[method] = "present but not listed in export.methods"
     for method in methods:
         path = method_dir(root, method)
         if not path.is_dir():
@@ -171,7 +174,7 @@ def with_prompt_key(df: pl.DataFrame, col: str, key: str) -> pl.DataFrame:
 
 def _best_first(methods: list[str]) -> list[pl.Expr]:
     rank = pl.col("_config").replace_strict(methods, list(range(len(methods))), default=len(methods))
-    return [pl.col("confidence").fill_null(float("-inf")).alias("_c"), rank.alias("_rank")]
+    return [pl.col("confidence").fill_nan(None).fill_null(float("-inf")).alias("_c"), rank.alias("_rank")]
 
 
 def dedup_pairs(df: pl.DataFrame, methods: list[str], shingle: int, num_perm: int, bands: int,
@@ -217,7 +220,7 @@ def dedup_joint(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     if df.height == 0:
         return df, _drops(df, "duplicate_pair")
     key = [text_of(c) for c in ("chosen_prompt", "chosen", "rejected_prompt", "rejected")]
-    ranked = df.sort([pl.col("confidence").fill_null(float("-inf")), "pair_id"], descending=[True, False])
+    ranked = df.sort([pl.col("confidence").fill_nan(None).fill_null(float("-inf")), "pair_id"], descending=[True, False])
     f = ranked.select(pl.struct(key).is_first_distinct())[:, 0]
     return ranked.filter(f), _drops(ranked.filter(~f), "duplicate_pair")
 

@@ -93,8 +93,10 @@ def test_curry_levels_read_recursively_in_level_order(tmp_path):
     table = read_pairs_tree(tmp_path / "data" / "curry" / "pairs", "pairs")
     assert table.column("pair_id").to_pylist() == ["c0", "c2", "c10"]
     assert table.column("level").to_pylist() == [0, 2, 10]  # filled from the folder name
+    write_method(tmp_path, "pugc", [pair("p", "some other question", "pugc")])
     release, stats = build(tmp_path, methods=["curry"])
     assert stats["levels"] == {"curry": {"0": 1, "2": 1, "10": 1}}
+    assert stats["skipped"]["pugc"] == "present but not listed in export.methods" and "pugc" not in stats["methods"]
     for shard in sorted((release / "curry").glob("*.parquet")):  # rows are written in curriculum order
         levels = pl.read_parquet(shard)["level"].to_list()
         assert levels == sorted(levels), shard.name
