@@ -140,8 +140,9 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         f"# {cfg.card.pretty_name}\n\n{cfg.card.description}\n",
         "![summary](plots/summary.png)\n" if png else "",
         "## Configs\n",
-        "Each config has a `train` and a `test` split (split by a hash of the normalised prompt: no prompt is in "
-        "both).\n",
+        "Splits are made by a hash of the normalised prompt, so no prompt is in both `train` and `test`; a config "
+        "lists a `test` split when prompts fell there. A `dove` row is in `test` only when both of its prompts "
+        "are test prompts (rows whose prompts straddle the splits are dropped).\n",
         _table(["config", "holds", "train", "test"], rows) + "\n",
         "Conditional configs follow TRL's conversational preference format: `prompt`, `chosen`, `rejected` are "
         "lists of `{role, content}` messages. Every row also carries `pair_id`, `method`, `source`, `level` "

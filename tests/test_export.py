@@ -237,8 +237,12 @@ def test_missing_eval_set_fails_unless_optional(tmp_path):
     with pytest.raises(ExportError, match="'gone'.*nope.jsonl.*optional: true"):
         build(tmp_path, methods=["pugc"], decontamination={"sets": sets})
     sets[0]["optional"] = True
+    # a Hub id read through pipeline.io (the suite runs with HF_HUB_OFFLINE=1, so it cannot be fetched)
+    sets.append({"name": "hub", "path": "hf://HuggingFaceH4/mt_bench_prompts:train", "text_field": "prompt",
+                 "id_field": "prompt_id", "optional": True})
     release, stats = build(tmp_path, methods=["pugc"], decontamination={"sets": sets})
     assert stats["decontamination"]["gone"]["status"].startswith("unavailable")
+    assert "OfflineModeIsEnabled" in stats["decontamination"]["hub"]["status"]
     assert "unavailable" in (release / "README.md").read_text()
 
 
