@@ -59,7 +59,7 @@ def size_category(n: int) -> str:
 
 
 def lineage_summary(pairs: pl.DataFrame) -> dict[str, dict[str, list[str]]]:
-    """Per method: the distinct models and params fingerprints named in its rows' ``lineage`` JSON."""
+    """Per method (``_config``): the distinct models and params fingerprints named in its ``lineage`` JSON."""
     out: dict[str, dict[str, list[str]]] = {}
     if pairs.height == 0:
         return out

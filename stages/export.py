@@ -528,11 +528,11 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str) -> dict[str, 
     tables = release_tables(pairs, joint, [m for m in cfg.methods if m in inputs])
     stats = build_stats(pairs, joint, tables, drops_df, pii, inputs, skipped, eval_status)
     stats["fingerprint"] = fp
-    return publish_folder(cfg, root, out_dir, tables, stats, pairs, drops_df, fp)
+    return publish_folder(cfg, root, out_dir, tables, stats, pairs, joint, drops_df, fp)
 
 
 def publish_folder(cfg: Export, root: Path, out_dir: Path, tables: dict, stats: dict, pairs: pl.DataFrame,
-                   drops: pl.DataFrame, fp: str) -> dict[str, Any]:
+                   joint: pl.DataFrame, drops: pl.DataFrame, fp: str) -> dict[str, Any]:
     """Write everything into a temporary folder beside ``out_dir`` and rename it into place."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
@@ -557,7 +557,7 @@ def publish_folder(cfg: Export, root: Path, out_dir: Path, tables: dict, stats: 
             stats["notes"] = {"summary_png": f"not written: {e} (pip install matplotlib)"}
     drops.write_ndjson(tmp / "removed.jsonl")
     write_json_atomic(stats, tmp / "stats.json")
-    lineage = hub.lineage_summary(pairs)
+    lineage = hub.lineage_summary(pl.concat([pairs.select("_config", "lineage"), joint.select("_config", "lineage")]))
     (tmp / "README.md").write_text(hub.render_card(cfg, stats, lineage, png=(tmp / "plots" / "summary.png").exists()), encoding="utf-8")
     others = sorted(p for p in tmp.rglob("*") if p.is_file() and p.suffix != ".parquet")
     manifest = {

@@ -146,6 +146,6 @@ def test_card_front_matter(release):
         {"split": "train", "path": "all/train-*.parquet"}, {"split": "test", "path": "all/test-*.parquet"}]}
     body = card.split("---\n", 2)[2]
     for needle in ("## Configs", "## How it was built", "## Training on it with TRL", "DPOTrainer", "Curry-DPO",
-                   "chosen_prompt", "## Limitations", "fp-hub", "tiny-curry", "fp-curry"):
+                   "chosen_prompt", "## Limitations", "fp-hub", "tiny-curry", "fp-curry", "tiny-judge", "fp-dove"):
         assert needle in body, needle
     assert size_category(10_000) == "10K<n<100K" and size_category(10**9) == "n>1B"
