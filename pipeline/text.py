@@ -20,6 +20,7 @@ import pyarrow as pa
 from xxhash import xxh3_64_intdigest
 
 _P = np.uint64(0x100000001B3)  # FNV-64 prime: odd, so multiplication is a bijection mod 2^64
+_P_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
 
 
 def normalise(texts: pl.Series | pl.Expr) -> pl.Series | pl.Expr:
@@ -89,14 +90,15 @@ def ngram_hashes(texts: pl.Series, n: int) -> pl.DataFrame:
     first = np.zeros(size, dtype=bool)
     first[starts_of_row] = True
     idx = np.arange(size)
-    g = np.zeros(size, dtype=np.uint64)
+    # gram(i) = sum_k wh[i+k] * P^k over the words of i's row, from prefix sums H[j] = sum_{m<j} wh[m] * P^m:
+    # gram(i) = (H[stop] - H[i]) * P^-i (mod 2^64; P is odd, so it has an inverse). O(words), not O(words * n).
     with np.errstate(over="ignore"):
-        power = np.uint64(1)
-        for k in range(n):
-            j = idx + k
-            inside = j < end
-            g += np.where(inside, wh[np.minimum(j, size - 1)] * power, np.uint64(0))
-            power *= _P
+        pw = np.cumprod(np.r_[np.uint64(1), np.full(size - 1, _P, dtype=np.uint64)], dtype=np.uint64)
+        ipw = np.cumprod(np.r_[np.uint64(1), np.full(size - 1, _P_INV, dtype=np.uint64)], dtype=np.uint64)
+        prefix = np.zeros(size + 1, dtype=np.uint64)
+        prefix[1:] = np.cumsum(wh * pw, dtype=np.uint64)
+        stop = np.minimum(idx + n, end)
+        g = (prefix[stop] - prefix[idx]) * ipw
     full = idx + n <= end
     short = first & (np.repeat(lengths, lengths) < n)
     keep = full | short
@@ -117,9 +119,12 @@ def minhash(grams: pl.DataFrame, n_rows: int, num_perm: int, seed: int = 0) -> n
     h = g["h"].to_numpy()
     starts = np.r_[0, np.flatnonzero(np.diff(row)) + 1]
     rows = row[starts]
-    salts = mix64(np.arange(1, num_perm + 1, dtype=np.uint64) + np.uint64(seed) * np.uint64(1_000_003))
-    for j in range(num_perm):
-        sig[rows, j] = np.minimum.reduceat(mix64(h ^ salts[j]), starts)
+    # permutation j: multiply-shift hashing (a_j * h + b_j mod 2^64) >> 32, a_j odd; h is already well mixed
+    a = mix64(np.arange(1, num_perm + 1, dtype=np.uint64) + np.uint64(seed) * np.uint64(1_000_003)) | np.uint64(1)
+    b = mix64(a)
+    with np.errstate(over="ignore"):
+        for j in range(num_perm):
+            sig[rows, j] = np.minimum.reduceat((h * a[j] + b[j]) >> np.uint64(32), starts)
     return sig
 
 
