@@ -322,7 +322,7 @@ def decontaminate(df: pl.DataFrame, key_cols: list[str], hits: pl.DataFrame) -> 
 # --- 6. split ------------------------------------------------------------------------------------
 
 
-def test_mask(keys: pl.Series, fraction: float, salt: str) -> np.ndarray:
+def in_test_split(keys: pl.Series, fraction: float, salt: str) -> np.ndarray:
     """True where a prompt key falls in the test split: a salted hash mapped to [0, 1) below ``fraction``."""
     salted = keys.cast(pl.String).to_frame("k").select(pl.lit(salt + "\x1f") + pl.col("k"))[:, 0]
     u = (stable_hash64(salted) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
@@ -331,8 +331,8 @@ def test_mask(keys: pl.Series, fraction: float, salt: str) -> np.ndarray:
 
 def split_joint(df: pl.DataFrame, fraction: float, salt: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Add ``_split``; rows whose two prompts fall in different splits are dropped (``split_straddle``)."""
-    a = test_mask(df["_key_c"], fraction, salt) if df.height else np.zeros(0, bool)
-    b = test_mask(df["_key_r"], fraction, salt) if df.height else np.zeros(0, bool)
+    a = in_test_split(df["_key_c"], fraction, salt) if df.height else np.zeros(0, bool)
+    b = in_test_split(df["_key_r"], fraction, salt) if df.height else np.zeros(0, bool)
     tagged = df.with_columns(pl.Series("_split", np.where(a, "test", "train")))
     same = a == b
     return tagged.filter(same), _drops(tagged.filter(~same), "split_straddle")
@@ -519,7 +519,7 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str) -> dict[str, 
     joint, d = decontaminate(joint, ["_key_c", "_key_r"], hits)
     drops.append(d)
 
-    test = test_mask(pairs["_key"], cfg.test_fraction, cfg.split_salt) if pairs.height else np.zeros(0, bool)
+    test = in_test_split(pairs["_key"], cfg.test_fraction, cfg.split_salt) if pairs.height else np.zeros(0, bool)
     pairs = pairs.with_columns(pl.Series("_split", np.where(test, "test", "train"), dtype=pl.String))
     joint, d = split_joint(joint, cfg.test_fraction, cfg.split_salt)
     drops.append(d)
