@@ -460,7 +460,7 @@ def _project(tmp_path, monkeypatch, engines: dict[str, FakeEngine], **selfie_ove
     data["ingest"] = {"sources": [], "max_reject_fraction": 0.5, "max_record_bytes": 1 << 20}
     data["selfie"].update(selfie_over)
     data["selfie"]["sampling"]["max_new_tokens"] = 8
-    return Params.model_validate({k: data[k] for k in ("execution", "llm", "ingest", "selfie")})
+    return Params.model_validate(data)
 
 
 def _out(tmp_path, name: str, contract: str):
