@@ -41,6 +41,8 @@ OPTIONS = ["a", "b"]
 DIST_TOLERANCE = 1e-3  # how far from 1 a `choose` distribution may sum before it counts as invalid
 
 ITEM_COLUMNS = ["item_id", "instruction", "instruction_text", "response", "origin"]
+JUDGE_INPUT = ["comparison_id", "conditional", "instruction_text_1", "response_1", "instruction_text_2", "response_2"]
+JUDGED_SCHEMA = {"comparison_id": pl.String, "p_first_ab": pl.Float64, "p_first_ba": pl.Float64, "failure": pl.String}
 
 
 # --- 1. items ------------------------------------------------------------------------------------
@@ -55,8 +57,9 @@ def render_instruction(messages: pl.Expr) -> pl.Expr:
     return pl.when(messages.list.len() == 1).then(lone).otherwise(transcript)
 
 
-def items_from_scored(prompts: pa.Table, responses: pa.Table) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(items, rejects): responses joined to their prompts on prompt_id; unmatched responses are rejects."""
+def items_from_scored(prompts: pa.Table, responses: pa.Table, where: str = "responses") -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(items, rejects): responses joined to their prompts on prompt_id; unmatched responses are rejects
+    (source = ``where``, the responses folder; row = the response's row there)."""
     p = pl.from_arrow(prompts).select("prompt_id", pl.col("messages").alias("instruction"), pl.col("source").alias("origin"))
     r = pl.from_arrow(responses).with_row_index("row").select("row", "prompt_id", "response_id", pl.col("text").alias("response"))
     joined = r.join(p, on="prompt_id", how="left")
@@ -65,7 +68,7 @@ def items_from_scored(prompts: pa.Table, responses: pa.Table) -> tuple[pl.DataFr
         item_id=pl.col("prompt_id") + ":" + pl.col("response_id")
     )
     rejects = orphans.select(
-        pl.lit("dove/items").alias("source"),
+        pl.lit(where).alias("source"),
         pl.col("row").cast(pl.Int64),
         pl.lit("response without a prompt (prompt_id not in the prompts folder)").alias("reason"),
         pl.struct("prompt_id", "response_id").struct.json_encode().alias("raw"),
@@ -267,8 +270,7 @@ def judge(batch: pa.Table, engine, *, joint_template: str, conditional_template:
     orders of a whole batch go to the engine in one ``choose`` call; if that call raises, each
     comparison is retried alone so one bad row does not fail its neighbours.
     """
-    rows = batch.select(["comparison_id", "conditional", "instruction_text_1", "response_1",
-                         "instruction_text_2", "response_2"]).to_pylist()
+    rows = batch.select(JUDGE_INPUT).to_pylist()
     failure: list[str | None] = [None] * len(rows)
     prompts_ab, prompts_ba = [], []
     for i, r in enumerate(rows):
@@ -403,10 +405,26 @@ def judgment_metrics(decided: pl.DataFrame) -> dict[str, Any]:
 # --- main ----------------------------------------------------------------------------------------
 
 
+class DoveError(RuntimeError):
+    """Too much of the stage's input was rejected or failed to judge."""
+
+
+def check_fraction(what: str, failed: int, total: int, reasons: dict[str, int], max_fraction: float) -> None:
+    """Raise when ``failed / total`` exceeds ``max_fraction``, naming the top reasons."""
+    if total and failed / total > max_fraction:
+        top = ", ".join(f"{k} ({v})" for k, v in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:3])
+        raise DoveError(
+            f"dove: {failed} of {total} {what} failed ({failed / total:.0%} > execution.max_reject_fraction="
+            f"{max_fraction}); top reasons: {top}. Details per row in {OUT / 'rejects'}; fix the inputs or the "
+            "judge model (roles.judge / llm), or raise max_reject_fraction."
+        )
+
+
 def load_items(cfg: Dove) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     frames, rejects, per_input = [], [], {}
     for spec in cfg.inputs:
-        items, orphans = items_from_scored(read_table(spec.prompts, "prompts"), read_table(spec.responses, "responses"))
+        items, orphans = items_from_scored(
+            read_table(spec.prompts, "prompts"), read_table(spec.responses, "responses"), spec.responses)
         frames.append(items)
         rejects.append(orphans)
         per_input[spec.responses] = {"items": items.height, "responses_without_prompt": orphans.height}
@@ -422,6 +440,8 @@ def load_items(cfg: Dove) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
         frames.append(items_from_pairs(picked.to_arrow()))
         per_input[cfg.pairs] = {"pairs": picked.height, "items": 2 * picked.height}
     items, empty, counts = normalise_items(frames)
+    orphans = sum(r.height for r in rejects)
+    counts = {"rows_in": counts["items_in"] + orphans, "responses_without_prompt": orphans, **counts}
     return items, pl.concat([*rejects, empty]), {"inputs": per_input, **counts}
 
 
@@ -443,37 +463,40 @@ def build_comparisons(items: pl.DataFrame, cfg: Dove) -> tuple[pl.DataFrame, dic
 
 
 def main(params: Params) -> None:
-    cfg = params.dove
+    cfg, ex = params.dove, params.execution
     judge_cfg = resolve_role(params.llm, cfg.roles.judge)
     templates = {"joint_template": (PROMPTS / "dove_judge.txt").read_text(encoding="utf-8"),
                  "conditional_template": (PROMPTS / "dove_judge_conditional.txt").read_text(encoding="utf-8")}
     fp = fingerprint(cfg, judge_cfg, templates)
-    items, rejects, item_metrics = load_items(cfg)
+
+    items, item_rejects, item_metrics = load_items(cfg)
     comps, pair_metrics = build_comparisons(items, cfg)
     checkpoint = Checkpoint(CHECKPOINT_ROOT / "dove" / "judge", fp)
     judged = map_batches(
-        comps.select("comparison_id", "conditional", "instruction_text_1", "response_1",
-                     "instruction_text_2", "response_2").to_arrow(),
-        judge, execution=params.execution, engine=judge_cfg, checkpoint=checkpoint, desc="dove judge",
-        fn_kwargs={**templates, "max_prompt_chars": cfg.max_prompt_chars},
+        comps.select(JUDGE_INPUT).to_arrow(), judge, execution=ex, engine=judge_cfg, checkpoint=checkpoint,
+        desc="dove judge", fn_kwargs={**templates, "max_prompt_chars": cfg.max_prompt_chars},
     )
-    judged_df = pl.from_arrow(judged) if judged is not None else pl.DataFrame(
-        schema={"comparison_id": pl.String, "p_first_ab": pl.Float64, "p_first_ba": pl.Float64, "failure": pl.String})
+    judged_df = pl.from_arrow(judged) if judged is not None else pl.DataFrame(schema=JUDGED_SCHEMA)
     decided = verdicts(comps.join(judged_df, on="comparison_id", how="left", maintain_order="left"))
     table = joint_pairs(decided, pairing=cfg.pairing, judge_model=judge_cfg.model, fp=fp)
-    ex = params.execution
+
     write_shards(table, OUT / "pairs", name="joint_pairs", fingerprint=fp,
                  target_shard_bytes=ex.target_shard_bytes, row_group_bytes=ex.row_group_bytes)
-    all_rejects = pl.concat([rejects, failure_rejects(decided)], how="vertical_relaxed")
-    write_shards(all_rejects.to_arrow(), OUT / "rejects", name="rejects", fingerprint=fp)
+    rejects = pl.concat([item_rejects, failure_rejects(decided)], how="vertical_relaxed")
+    write_shards(rejects.to_arrow(), OUT / "rejects", name="rejects", fingerprint=fp)
+    judgment = judgment_metrics(decided)
     written = decided.filter(pl.col("outcome").is_in(["first", "second"]))
     write_json_atomic({
         "items": item_metrics,
         **pair_metrics,
-        **judgment_metrics(decided),
+        **judgment,
         "pairs_written": table.num_rows,
         "conditional_pairs_written": written.filter(pl.col("conditional")).height,
         "judge": judge_cfg.model,
         "fingerprint": fp,
     }, OUT / "metrics.json")
     checkpoint.clear()
+    item_reasons = {r["reason"]: r["count"] for r in item_rejects["reason"].value_counts().to_dicts()}
+    check_fraction("input items", item_rejects.height, item_metrics["rows_in"], item_reasons, ex.max_reject_fraction)
+    check_fraction("judgments", judgment["failures"], judgment["comparisons"], judgment["failures_by_reason"],
+                   ex.max_reject_fraction)

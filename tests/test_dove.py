@@ -201,6 +201,7 @@ def test_items_join_dedupe_and_reject():
                        "lineage": "{}"}], "pairs")
     scored, orphans = D.items_from_scored(prompts, responses)
     assert orphans["row"].to_list() == [3] and "without a prompt" in orphans["reason"][0]
+    assert orphans["source"].to_list() == ["responses"]
     items, rejects, counts = D.normalise_items([scored, D.items_from_pairs(pairs)])
     assert counts == {"items_in": 5, "empty_response": 1, "duplicate_items": 1, "items": 3}
     assert rejects["reason"].to_list() == ["empty response"]
@@ -373,3 +374,17 @@ def test_main_rejects_unknown_pair_source(params, tmp_path, monkeypatch):
         write_shards(table, tmp_path / "data" / "ingest" / name, name=name)
     with pytest.raises(ValueError, match=r"dove.pair_sources: no pairs with source \['hh_cond'\]"):
         D.main(_stage_params(params))
+
+
+def test_main_fails_loudly_when_the_judge_fails_everything(helpful, params, tmp_path, monkeypatch):
+    sft, cond = helpful
+    monkeypatch.chdir(tmp_path)
+    prompts, responses, pairs = helpful_tables(sft[:10], cond[:5])
+    for name, table in (("prompts", prompts), ("responses", responses), ("pairs", pairs)):
+        write_shards(table, tmp_path / "data" / "ingest" / name, name=name)
+    monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: ScriptedJudge(boom=" "), raising=False)
+    with pytest.raises(D.DoveError, match=r"dove: (\d+) of \1 judgments failed \(100% .*top reasons: engine error \(\1\)"):
+        D.main(_stage_params(params))
+    metrics = json.loads((tmp_path / "data/dove/metrics.json").read_text())  # written first, for inspection
+    assert metrics["failures"] == metrics["comparisons"] >= 10 and metrics["pairs_written"] == 0
+    assert read_table(tmp_path / "data/dove/rejects", "rejects").num_rows == metrics["failures"]
