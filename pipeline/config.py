@@ -172,6 +172,8 @@ class Dove(Section):
     hash_features: int = Field(gt=0)
     max_partner_similarity: float = Field(gt=0, le=1)
     include_conditional: bool
+    # "median": remove the judge's median log-odds for position a before the AB/BA agreement rule (ours).
+    position_calibration: Literal["none", "median"]
     conditional_pairs_per_instruction: int = Field(gt=0)
     max_prompt_chars: int = Field(gt=0)
     seed: int

@@ -12,6 +12,7 @@ The steps, as in METHODS.md §5:
    (b)/Output (b) and ``choose``s "a" or "b", once in each position order. Both orders agreeing
    gives the label, with confidence = the winner's mean probability over the two orders; a
    disagreement is a tie and dropped; a batch the engine cannot judge is recorded as a failure.
+   Optionally (ours) the judge's measured preference for position a is removed first.
 4. **Rows**: ``chosen_prompt, chosen, rejected_prompt, rejected`` (the joint_pairs contract).
 
 >>> verdicts(pl.DataFrame({"comparison_id": ["x", "y", "z"], "p_first_ab": [0.9, 0.8, 0.7],
@@ -310,11 +311,38 @@ def judge(batch: pa.Table, engine, *, joint_template: str, conditional_template:
     })
 
 
-def verdicts(judged: pl.DataFrame) -> pl.DataFrame:
+def _logit(p: pl.Expr) -> pl.Expr:
+    p = p.clip(1e-9, 1 - 1e-9)
+    return (p / (1 - p)).log()
+
+
+def position_bias(judged: pl.DataFrame) -> float:
+    """The judge's log-odds for position a over b, median over judged comparisons (0: unbiased).
+
+    Order AB puts item 1 at a, order BA puts item 2 at a; the mean of the two orders' log-odds for a
+    cancels the items' own merit and leaves the judge's preference for the position.
+    """
+    ok = judged.filter(pl.col("failure").is_null() & pl.col("p_first_ab").is_not_null())
+    if ok.height == 0:
+        return 0.0
+    return float(ok.select(((_logit(pl.col("p_first_ab")) - _logit(pl.col("p_first_ba"))) / 2).median()).item())
+
+
+def verdicts(judged: pl.DataFrame, bias: float = 0.0) -> pl.DataFrame:
     """outcome per comparison: `first`/`second` when both orders prefer that item, `tie` when they
     disagree (or either is exactly 0.5), `failure` when judging failed; confidence = the winner's
-    mean probability over both orders."""
-    ab, ba = pl.col("p_first_ab"), pl.col("p_first_ba")
+    mean probability over both orders.
+
+    ``bias`` (log-odds, see ``position_bias``) is removed from both orders first (`q_first_*`):
+    with ``dove.position_calibration: median`` (ours); 0 applies the paper's rule to the raw
+    probabilities.
+    """
+    sigmoid = lambda x: 1 / (1 + (-x).exp())  # noqa: E731
+    q = judged.with_columns(
+        q_first_ab=sigmoid(_logit(pl.col("p_first_ab")) - bias) if bias else pl.col("p_first_ab"),
+        q_first_ba=sigmoid(_logit(pl.col("p_first_ba")) + bias) if bias else pl.col("p_first_ba"),
+    )
+    ab, ba = pl.col("q_first_ab"), pl.col("q_first_ba")
     outcome = (
         pl.when(pl.col("failure").is_not_null()).then(pl.lit("failure"))
         .when((ab > 0.5) & (ba > 0.5)).then(pl.lit("first"))
@@ -322,7 +350,7 @@ def verdicts(judged: pl.DataFrame) -> pl.DataFrame:
         .otherwise(pl.lit("tie"))
     )
     mean_first = (ab + ba) / 2
-    return judged.with_columns(outcome=outcome).with_columns(
+    return q.with_columns(outcome=outcome).with_columns(
         confidence=pl.when(pl.col("outcome") == "first").then(mean_first)
         .when(pl.col("outcome") == "second").then(1 - mean_first)
         .otherwise(None)
@@ -361,6 +389,8 @@ def joint_pairs(decided: pl.DataFrame, *, pairing: str, judge_model: str, fp: st
             side(False, "origin").alias("rejected_source"),
             pl.col("p_first_ab"),
             pl.col("p_first_ba"),
+            pl.col("q_first_ab"),
+            pl.col("q_first_ba"),
             pl.lit(judge_model).alias("judge"),
             pl.lit(fp).alias("fingerprint"),
         ).struct.json_encode(),
@@ -380,15 +410,17 @@ def failure_rejects(decided: pl.DataFrame) -> pl.DataFrame:
 
 
 def judgment_metrics(decided: pl.DataFrame) -> dict[str, Any]:
-    counts = decided["outcome"].value_counts().to_dicts()
-    by = {r["outcome"]: r["count"] for r in counts}
+    """Counts by outcome, failure kinds, and the judge's position behaviour (raw and as applied)."""
+    by = {r["outcome"]: r["count"] for r in decided["outcome"].value_counts().to_dicts()}
     decided_n = by.get("first", 0) + by.get("second", 0)
     judged = decided_n + by.get("tie", 0)
+    raw = verdicts(decided.select("comparison_id", "p_first_ab", "p_first_ba", "failure"))
+    raw_n = raw.filter(pl.col("outcome").is_in(["first", "second"])).height
     ok = decided.filter(pl.col("failure").is_null())
-    # Share of single-order verdicts that picked position a: 0.5 is an unbiased judge.
+    # Share of single-order verdicts (raw) that picked position a: 0.5 is an unbiased judge.
     a_votes = ((ok["p_first_ab"] > 0.5).sum() + (ok["p_first_ba"] < 0.5).sum()) if ok.height else 0
     # A reason reads "<kind>: <detail>"; metrics count kinds, the rejects table keeps the details.
-    reasons = decided.filter(pl.col("outcome") == "failure")["failure"].str.replace(r"(?s):.*", "").value_counts()
+    reasons = decided.filter(pl.col("outcome") == "failure")["failure"].cast(pl.String).str.replace(r"(?s):.*", "").value_counts()
     return {
         "comparisons": decided.height,
         "judged": judged,
@@ -397,7 +429,9 @@ def judgment_metrics(decided: pl.DataFrame) -> dict[str, Any]:
         "failures": by.get("failure", 0),
         "failures_by_reason": {r["failure"]: r["count"] for r in reasons.sort("failure").to_dicts()},
         "position_consistency_rate": decided_n / judged if judged else None,
+        "raw_position_consistency_rate": raw_n / judged if judged else None,
         "position_a_rate": a_votes / (2 * ok.height) if ok.height else None,
+        "position_bias_logit": position_bias(decided),
         "mean_confidence": decided.filter(pl.col("confidence").is_not_null())["confidence"].mean(),
     }
 
@@ -477,7 +511,9 @@ def main(params: Params) -> None:
         desc="dove judge", fn_kwargs={**templates, "max_prompt_chars": cfg.max_prompt_chars},
     )
     judged_df = pl.from_arrow(judged) if judged is not None else pl.DataFrame(schema=JUDGED_SCHEMA)
-    decided = verdicts(comps.join(judged_df, on="comparison_id", how="left", maintain_order="left"))
+    judged_df = comps.join(judged_df, on="comparison_id", how="left", maintain_order="left")
+    bias = position_bias(judged_df) if cfg.position_calibration == "median" else 0.0
+    decided = verdicts(judged_df, bias)
     table = joint_pairs(decided, pairing=cfg.pairing, judge_model=judge_cfg.model, fp=fp)
 
     write_shards(table, OUT / "pairs", name="joint_pairs", fingerprint=fp,
@@ -492,6 +528,7 @@ def main(params: Params) -> None:
         **judgment,
         "pairs_written": table.num_rows,
         "conditional_pairs_written": written.filter(pl.col("conditional")).height,
+        "position_calibration": cfg.position_calibration,
         "judge": judge_cfg.model,
         "fingerprint": fp,
     }, OUT / "metrics.json")

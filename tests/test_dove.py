@@ -27,6 +27,7 @@ def dove_cfg(**over) -> Dove:
         roles={"judge": {}}, inputs=[], pairs="data/ingest/pairs", pair_sources=[], pairing="similar",
         pairs_per_instruction=1, embedding_model=None, ngram_min=3, ngram_max=5, hash_features=1 << 18,
         max_partner_similarity=0.95, include_conditional=True, conditional_pairs_per_instruction=1,
+        position_calibration="none",
         max_prompt_chars=6000, seed=0,
     )
     return Dove.model_validate({**base, **over})
@@ -248,6 +249,23 @@ def test_verdict_rules_pinned():
     assert out["outcome"].to_list() == ["first", "second", "tie", "tie", "first", "failure"]
     assert out["confidence"].to_list()[:2] == pytest.approx([0.8, 0.8])
     assert out["confidence"].to_list()[2:4] == [None, None]
+
+
+def test_median_calibration_removes_a_constant_position_preference():
+    # A judge with log-odds 1.0 for position a on top of item merit d: logit P(a) = 1 + d in order AB
+    # (item 1 at a) and 1 - d in order BA (item 2 at a).
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    d = [0.5, -0.3, 0.2, 0.0]
+    judged = pl.DataFrame({"comparison_id": list("wxyz"), "p_first_ab": [sig(1 + x) for x in d],
+                           "p_first_ba": [1 - sig(1 - x) for x in d], "failure": [None] * 4})
+    assert D.verdicts(judged)["outcome"].to_list() == ["tie"] * 4  # raw: position a always wins
+    assert D.position_bias(judged) == pytest.approx(1.0)
+    out = D.verdicts(judged, D.position_bias(judged))
+    assert out["outcome"].to_list() == ["first", "second", "first", "tie"]
+    assert out["confidence"].to_list()[:3] == pytest.approx([sig(0.5), sig(0.3), sig(0.2)])
+    m = D.judgment_metrics(out)
+    assert m["raw_position_consistency_rate"] == 0 and m["position_consistency_rate"] == 0.75
+    assert m["position_bias_logit"] == pytest.approx(1.0) and m["position_a_rate"] == 1.0
 
 
 def test_position_biased_judge_gives_only_ties_which_are_dropped():
