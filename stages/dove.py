@@ -100,12 +100,13 @@ def normalise_items(frames: list[pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFr
     """
     df = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame(schema=_item_schema())
     df = df.with_columns(instruction_text=render_instruction(pl.col("instruction")).str.strip_chars())
+    df = df.with_row_index("row")  # position in the concatenated inputs, for the rejects table
     empty = df.filter(pl.col("response").str.strip_chars().str.len_chars() == 0)
     df = df.filter(pl.col("response").str.strip_chars().str.len_chars() > 0)
     # Identical (instruction, response) from two sources is one item; the lowest item_id is kept.
     deduped = df.sort("item_id").unique(["instruction_text", "response"], keep="first", maintain_order=True)
     deduped = deduped.sort("instruction_text", "item_id").select(ITEM_COLUMNS)
-    rejects = empty.with_row_index("row").select(
+    rejects = empty.select(
         pl.lit("dove/items").alias("source"),
         pl.col("row").cast(pl.Int64),
         pl.lit("empty response").alias("reason"),
@@ -166,9 +167,11 @@ def pair_instructions(texts: list[str], cfg: Dove, space=None) -> tuple[pl.DataF
     not given, except for `random` with an embedding model, where it stays null to spare the model run).
     """
     n = len(texts)
-    if space is None and (cfg.pairing == "similar" or not cfg.embedding_model):
-        space = instruction_space(texts, cfg) if n else None
-    if cfg.pairing == "similar":
+    if space is None and n >= 2 and (cfg.pairing == "similar" or not cfg.embedding_model):
+        space = instruction_space(texts, cfg)
+    if n < 2:
+        partners = np.zeros((n, 0), dtype=np.int64)
+    elif cfg.pairing == "similar":
         partners, _ = nearest_partners(space, cfg.pairs_per_instruction, cfg.max_partner_similarity)
     else:
         partners = random_partners(n, cfg.pairs_per_instruction, cfg.seed)

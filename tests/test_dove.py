@@ -205,7 +205,7 @@ def test_items_join_dedupe_and_reject():
     assert orphans["source"].to_list() == ["responses"]
     items, rejects, counts = D.normalise_items([scored, D.items_from_pairs(pairs)])
     assert counts == {"items_in": 5, "empty_response": 1, "duplicate_items": 1, "items": 3}
-    assert rejects["reason"].to_list() == ["empty response"]
+    assert rejects["reason"].to_list() == ["empty response"] and rejects["row"].to_list() == [1]
     assert sorted(items["response"].to_list()) == ["Apple.", "Blue.", "Rock."]
     assert "p1:r1" in items["item_id"].to_list()  # the pair's identical item merged into the lower id
     texts = dict(zip(items["response"], items["instruction_text"], strict=True))
@@ -406,3 +406,16 @@ def test_main_fails_loudly_when_the_judge_fails_everything(helpful, params, tmp_
     metrics = json.loads((tmp_path / "data/dove/metrics.json").read_text())  # written first, for inspection
     assert metrics["failures"] == metrics["comparisons"] >= 10 and metrics["pairs_written"] == 0
     assert read_table(tmp_path / "data/dove/rejects", "rejects").num_rows == metrics["failures"]
+
+
+def test_main_with_no_items_writes_empty_outputs(params, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    prompts, responses, pairs = helpful_tables([], [])
+    for name, table in (("prompts", prompts), ("responses", responses), ("pairs", pairs)):
+        write_shards(table, tmp_path / "data" / "ingest" / name, name=name)
+    monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: ScriptedJudge(), raising=False)
+    D.main(_stage_params(params, pairing="similar").model_copy(update={"dove": dove_cfg(
+        inputs=[{"prompts": "data/ingest/prompts", "responses": "data/ingest/responses"}], pairing="similar")}))
+    metrics = json.loads((tmp_path / "data/dove/metrics.json").read_text())
+    assert (metrics["items"]["items"], metrics["comparisons"], metrics["pairs_written"]) == (0, 0, 0)
+    assert read_table(tmp_path / "data/dove/pairs", "joint_pairs").num_rows == 0
