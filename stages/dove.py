@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from pipeline.config import Dove, Params, fingerprint, resolve_role
 from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
-from pipeline.io import SourceError, read_table, write_json_atomic, write_shards
+from pipeline.io import SourceError, StageError, read_table, write_json_atomic, write_shards
 from pipeline.records import SCHEMAS, stable_id
 from stages.dove_similarity import embed_texts, nearest_partners, row_cosine, tfidf_matrix
 
@@ -442,7 +442,7 @@ def judgment_metrics(decided: pl.DataFrame) -> dict[str, Any]:
 # --- main ----------------------------------------------------------------------------------------
 
 
-class DoveError(RuntimeError):
+class DoveError(StageError):
     """Too much of the stage's input was rejected or failed to judge."""
 
 
