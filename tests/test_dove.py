@@ -181,6 +181,42 @@ def test_pair_instructions_with_one_instruction_yields_nothing():
     assert pairs.height == 0
 
 
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    """A random-weights BERT saved as a local folder: the embedding path runs offline."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("encoder")
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *[f"##{c}" for c in letters]]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    return str(folder)
+
+
+def test_embedding_model_space(tiny_encoder):
+    from stages.dove_similarity import embed_texts
+
+    texts = ["bake bread", "bake bread", "file taxes", "walk the dog", "bake a cake"]
+    e = embed_texts(texts, tiny_encoder, batch_size=2)
+    assert e.shape == (5, 16) and np.allclose(np.linalg.norm(e, axis=1), 1, atol=1e-5)
+    assert np.allclose(e[0], e[1], atol=1e-5)  # same text, same vector, across batches
+    # A random encoder maps everything close together (cosine > 0.95): keep only exact duplicates out.
+    cfg = dove_cfg(pairing="similar", embedding_model=tiny_encoder, pairs_per_instruction=2, max_partner_similarity=1.0)
+    uniq = sorted(set(texts))
+    pairs, counts = D.pair_instructions(uniq, cfg)
+    assert (pairs["inst_a"] != pairs["inst_b"]).all() and counts["no_partner"] == 0
+    assert pairs["similarity"].to_numpy() == pytest.approx(row_cosine(
+        embed_texts(uniq, tiny_encoder), pairs["inst_a"].to_numpy(), pairs["inst_b"].to_numpy()), abs=1e-5)
+    random_pairs, _ = D.pair_instructions(uniq, dove_cfg(pairing="random", embedding_model=tiny_encoder))
+    assert random_pairs["similarity"].null_count() == random_pairs.height  # the model is not loaded for `random`
+
+
 # --- items and comparisons -----------------------------------------------------------------------
 
 
