@@ -73,10 +73,14 @@ def _l2_rows(x: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def embed_texts(texts: list[str], model_id: str, batch_size: int = 32, max_length: int = 512) -> np.ndarray:
-    """Unit-norm mean-pooled embeddings from a Hugging Face encoder (downloads ``model_id`` if not cached)."""
+    """Unit-norm mean-pooled embeddings from a Hugging Face model: a hub id (downloaded unless cached),
+    a local folder, or ``tiny`` (the built-in offline model, meaningless vectors, for wiring checks)."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
+    from pipeline.llm import resolve_model
+
+    model_id = resolve_model(model_id)
     tok = AutoTokenizer.from_pretrained(model_id)
     if tok.pad_token is None:  # decoder-only models have none; padding is masked out anyway
         tok.pad_token = tok.eos_token

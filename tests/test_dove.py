@@ -455,3 +455,27 @@ def test_main_with_no_items_writes_empty_outputs(params, tmp_path, monkeypatch):
     metrics = json.loads((tmp_path / "data/dove/metrics.json").read_text())
     assert (metrics["items"]["items"], metrics["comparisons"], metrics["pairs_written"]) == (0, 0, 0)
     assert read_table(tmp_path / "data/dove/pairs", "joint_pairs").num_rows == 0
+
+
+def test_tiny_judge_on_real_helpful_slice(helpful, params, tmp_path, monkeypatch):
+    """The real engine path: the built-in tiny model judges a slice of Anthropic-helpful through map_batches."""
+    sft, cond = helpful
+    monkeypatch.chdir(tmp_path)
+    prompts, responses, pairs = helpful_tables(sft[:6], cond[:3])
+    for name, table in (("prompts", prompts), ("responses", responses), ("pairs", pairs)):
+        write_shards(table, tmp_path / "data" / "ingest" / name, name=name)
+    p = _stage_params(params, position_calibration="median")
+    D.main(p)
+    metrics = json.loads((tmp_path / "data/dove/metrics.json").read_text())
+    assert metrics["judge"] == params.llm.model == "tiny"
+    assert metrics["failures"] == 0 and metrics["comparisons"] == metrics["joint_comparisons"] + 3
+    assert metrics["judged"] == metrics["consistent"] + metrics["ties"] == metrics["comparisons"]
+    assert 0.0 <= metrics["position_a_rate"] <= 1.0 and math.isfinite(metrics["position_bias_logit"])
+    out = read_table(tmp_path / "data/dove/pairs", "joint_pairs").to_pylist()
+    assert len(out) == metrics["pairs_written"]
+    for row in out:
+        lineage = json.loads(row["lineage"])
+        assert lineage["judge"] == "tiny" and 0.5 < row["confidence"] <= 1.0
+        assert {lineage["chosen_item"], lineage["rejected_item"]} <= {*{f"{r['prompt_id']}:sft" for r in responses.to_pylist()},
+                                                                     *{f"{q['pair_id']}:{s}" for q in pairs.to_pylist()
+                                                                       for s in ("chosen", "rejected")}}
