@@ -479,3 +479,22 @@ def test_tiny_judge_on_real_helpful_slice(helpful, params, tmp_path, monkeypatch
         assert {lineage["chosen_item"], lineage["rejected_item"]} <= {*{f"{r['prompt_id']}:sft" for r in responses.to_pylist()},
                                                                      *{f"{q['pair_id']}:{s}" for q in pairs.to_pylist()
                                                                        for s in ("chosen", "rejected")}}
+
+
+@pytest.mark.ray
+def test_ray_backend_gives_the_same_pairs_as_local(helpful, params, tmp_path, monkeypatch, ray_cluster):
+    sft, cond = helpful
+    prompts, responses, pairs = helpful_tables(sft[:3], cond[:1])
+    outputs_by_backend = {}
+    for backend in ("local", "ray"):
+        work = tmp_path / backend
+        monkeypatch.chdir(work.mkdir() or work)
+        for name, table in (("prompts", prompts), ("responses", responses), ("pairs", pairs)):
+            write_shards(table, work / "data" / "ingest" / name, name=name)
+        p = _stage_params(params, position_calibration="median")
+        D.main(p.model_copy(update={"execution": p.execution.model_copy(update={"backend": backend})}))
+        metrics = json.loads((work / "data/dove/metrics.json").read_text())
+        outputs_by_backend[backend] = (read_table(work / "data/dove/pairs", "joint_pairs").to_pylist(),
+                                       {k: metrics[k] for k in ("comparisons", "consistent", "ties", "failures")})
+    assert outputs_by_backend["ray"] == outputs_by_backend["local"]
+    assert outputs_by_backend["local"][1]["failures"] == 0
