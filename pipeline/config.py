@@ -208,6 +208,68 @@ class Dove(Section):
         return self
 
 
+# --- export --------------------------------------------------------------------------------------
+
+ExportMethod = Literal["wildfeedback", "pugc", "selfie", "curry", "dove"]
+PiiKind = Literal[
+    "email", "phone", "ipv4", "ipv6", "credit_card", "openai_key", "hf_token", "aws_access_key", "github_token",
+    "bearer_token",
+]
+
+
+class EvalSet(Section):
+    """An evaluation prompt set the release must not overlap with."""
+
+    name: str
+    path: str  # file/folder/glob read by pipeline.io.iter_records, or "hf://org/name[:split]"
+    text_field: str  # a string, a list of strings (MT-Bench `turns`) or a list of {content} messages
+    id_field: str
+    optional: bool  # true: an unreadable set is reported in stats.json and the card instead of failing
+
+
+class Decontamination(Section):
+    ngram: int = Field(gt=0)  # words per n-gram (13: GPT-3 / Llama 2 practice)
+    threshold: float = Field(gt=0, le=1)  # shared n-grams / n-grams of the shorter text
+    sets: list[EvalSet]
+
+
+class Dedup(Section):
+    near_threshold: float = Field(gt=0, le=1)  # estimated Jaccard of word shingles
+    shingle: int = Field(gt=0)
+    num_perm: int = Field(gt=0)
+    bands: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _bands_divide(self) -> Dedup:
+        if self.num_perm % self.bands:
+            raise ValueError(f"num_perm ({self.num_perm}) must be a multiple of bands ({self.bands})")
+        return self
+
+
+class Card(Section):
+    pretty_name: str
+    description: str
+    language: list[str]
+    task_categories: list[str]
+    tags: list[str]
+
+
+class Export(Section):
+    methods: list[ExportMethod] = Field(min_length=1)
+    license: str = Field(min_length=1)
+    dedup: Dedup
+    decontamination: Decontamination
+    pii_kinds: list[PiiKind]
+    test_fraction: float = Field(ge=0, lt=1)
+    split_salt: str
+    row_group_rows: int = Field(gt=0)
+    row_group_bytes: int = Field(gt=0)
+    shard_bytes: int = Field(gt=0)
+    histogram_bins: int = Field(gt=0)
+    summary_png: bool  # a matplotlib summary figure for the card (skipped with a note if matplotlib is absent)
+    card: Card
+
+
 # --- root ----------------------------------------------------------------------------------------
 
 
@@ -216,6 +278,7 @@ class Params(Section):
     llm: LLM
     ingest: Ingest
     dove: Dove
+    export: Export
 
 
 class ParamsError(ValueError):
