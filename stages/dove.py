@@ -214,7 +214,7 @@ def conditional_comparisons(items: pl.DataFrame, instructions: pl.DataFrame, k: 
     x = np.floor(rng.random(first.size) * count).astype(np.int64)
     y = (x + 1 + np.floor(rng.random(first.size) * (count - 1)).astype(np.int64)) % count  # y != x
     a, b = first + np.minimum(x, y), first + np.maximum(x, y)
-    keep = pl.DataFrame({"a": a, "b": b}).with_row_index().unique(["a", "b"], keep="first", maintain_order=True)
+    keep = pl.DataFrame({"a": a, "b": b}).unique(["a", "b"], keep="first", maintain_order=True)  # k > pairs left
     a, b = keep["a"].to_numpy(), keep["b"].to_numpy()
     return _comparisons(items, a, b, conditional=True, similarity=pl.Series([None] * a.size, dtype=pl.Float64))
 
