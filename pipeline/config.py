@@ -242,6 +242,46 @@ class Selfie(Section):
         return resolve_role(base, override)
 
 
+# --- dove ----------------------------------------------------------------------------------------
+
+
+class DoveRoles(Section):
+    judge: LLMOverride
+
+
+class DoveInput(Section):
+    """One scored-response input set: a prompts folder and the responses folder that joins it on prompt_id."""
+
+    prompts: str
+    responses: str
+
+
+class Dove(Section):
+    roles: DoveRoles
+    inputs: list[DoveInput]
+    pairs: str  # folder of labelled pairs (pairs contract) whose prompt+chosen / prompt+rejected become items
+    pair_sources: list[str]  # source names selected from ``pairs``; [] reads none
+    pairing: Literal["random", "similar"]
+    pairs_per_instruction: int = Field(gt=0)
+    embedding_model: str | None  # None: hashed char-n-gram TF-IDF; else a HF / sentence-transformers model id
+    ngram_min: int = Field(gt=0)
+    ngram_max: int = Field(gt=0)
+    hash_features: int = Field(gt=0)
+    max_partner_similarity: float = Field(gt=0, le=1)
+    include_conditional: bool
+    # "median": remove the judge's median log-odds for position a before the AB/BA agreement rule (ours).
+    position_calibration: Literal["none", "median"]
+    conditional_pairs_per_instruction: int = Field(gt=0)
+    max_prompt_chars: int = Field(gt=0)
+    seed: int
+
+    @model_validator(mode="after")
+    def _ngram_range(self) -> Dove:
+        if self.ngram_min > self.ngram_max:
+            raise ValueError(f"ngram_min ({self.ngram_min}) must not exceed ngram_max ({self.ngram_max})")
+        return self
+
+
 # --- export --------------------------------------------------------------------------------------
 
 ExportMethod = Literal["wildfeedback", "pugc", "selfie", "curry", "dove"]
@@ -312,6 +352,7 @@ class Params(Section):
     llm: LLM
     ingest: Ingest
     selfie: Selfie
+    dove: Dove
     export: Export
 
 
