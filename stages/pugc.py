@@ -28,11 +28,11 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from pipeline.config import LLM, Params, Pugc, Sampling, fingerprint, resolve_role
-from pipeline.dedup import minhash_signatures, near_duplicate_groups, normalise
 from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
 from pipeline.io import StageError, read_table, write_json_atomic, write_shards
 from pipeline.llm.base import GenerationFailure
 from pipeline.records import MESSAGES_TYPE, stable_id
+from pipeline.text import minhash, near_duplicate_groups, ngram_hashes, normalise
 
 DOCUMENTS = Path("data/ingest/documents")
 OUT = Path("data/pugc")
@@ -125,14 +125,14 @@ def quality_filter(docs: pl.DataFrame, cfg: Pugc) -> pl.DataFrame:
 
 
 def minhash_step(batch: pa.Table, *, shingle_words: int, num_perm: int) -> pa.Table:
-    """CPU step: a ``signature`` column (MinHash of word shingles of title + text)."""
+    """CPU step: a ``signature`` column (MinHash of word shingles of title + text).
+
+    ``pipeline.text`` hashes whole columns at once (xxh3, stable across machines and versions); a library
+    such as ``datasketch`` would update one shingle at a time from Python.
+    """
     frame = pl.from_arrow(batch)
-    sig = minhash_signatures(
-        frame.select(document_view()).to_series(),
-        shingle_words=shingle_words,
-        num_perm=num_perm,
-        seed=MINHASH_SEED,
-    )
+    views = normalise(frame.select(document_view()).to_series())
+    sig = minhash(ngram_hashes(views, shingle_words), len(views), num_perm, seed=MINHASH_SEED)
     return batch.append_column(
         "signature", pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), num_perm)
     )
