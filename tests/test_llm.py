@@ -246,6 +246,12 @@ def test_get_engine_is_cached_per_config():
     assert get_engine(CFG) is not get_engine(CFG.model_copy(update={"batch_size": 3}))
 
 
+def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as if the extra were not installed
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[vllm\]"'):
+        get_engine(CFG.model_copy(update={"backend": "vllm"}))
+
+
 def score_batch(batch: pa.Table, engine) -> pa.Table:
     prompts = [[{"role": "user", "content": t}] for t in batch.column("text").to_pylist()]
     lps = engine.logprobs(prompts, ["Yes."] * len(prompts))
