@@ -241,9 +241,14 @@ def test_structured_failure_is_retried_then_returned_as_a_failure_row(engine, ge
 # --- engines in processes ------------------------------------------------------------------------
 
 
-def test_get_engine_is_cached_per_config():
-    assert get_engine(CFG) is get_engine(CFG)
-    assert get_engine(CFG) is not get_engine(CFG.model_copy(update={"batch_size": 3}))
+def test_get_engine_is_cached_per_config_and_shares_loaded_models():
+    a = get_engine(CFG)
+    assert get_engine(CFG) is a
+    b = get_engine(CFG.model_copy(update={"batch_size": 3, "structured_retries": 0}))
+    assert b is not a and b.cfg.batch_size == 3 and a.cfg.batch_size == 8
+    assert b.model is a.model  # another role on the same model does not load it again
+    c = get_engine(CFG.model_copy(update={"dtype": "bfloat16"}))
+    assert c.model is not a.model and c.model.dtype == torch.bfloat16
 
 
 def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch):
