@@ -71,7 +71,7 @@ def test_sampling_params_structured_outputs_current_api():
     assert isinstance(p.structured_outputs, StructuredOutputsParams)
     assert p.structured_outputs.json == Verdict.model_json_schema()
     assert p.structured_outputs.disable_any_whitespace is True
-    assert p.stop is None and p.max_tokens == 200  # stop strings would cut the JSON
+    assert not p.stop and p.max_tokens == 200  # stop strings would cut the JSON
 
 
 def test_logprob_requests_are_prompt_logprob_only():
