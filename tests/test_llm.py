@@ -14,7 +14,7 @@ from pydantic import BaseModel, field_validator
 
 from pipeline.config import LLM, Execution, Sampling
 from pipeline.llm import GenerationFailure, LogProb, get_engine
-from pipeline.llm.chat import ChatCodec, TemplateError
+from pipeline.llm.chat import ChatCodec, InputTooLong, TemplateError
 from pipeline.llm.hf import TransformersEngine
 from pipeline.llm.tiny import build_tiny, resolve_model, tiny_path
 
@@ -126,6 +126,16 @@ def test_boundary_falls_back_when_tokens_merge_and_rejects_unstable_templates(en
     unstable = with_template(engine, "{% if messages[-1]['role'] == 'assistant' %}DONE {% endif %}" + PLAIN)
     with pytest.raises(TemplateError, match="not a prefix"):
         unstable.logprobs(PROMPTS[:1], ["hi"])
+
+
+def test_inputs_longer_than_max_model_len_are_refused_with_a_clear_error(engine):
+    short = copy.copy(engine)
+    short.codec = ChatCodec(engine.tokenizer, name="tiny", max_len=20)
+    long_prompt = [{"role": "user", "content": "Write a haiku about autumn. " * 5}]
+    with pytest.raises(InputTooLong, match=r"prompt of \d+ tokens does not fit llm.max_model_len=20"):
+        short.generate([long_prompt])
+    with pytest.raises(InputTooLong, match="prompt \\+ response"):
+        short.logprobs([[{"role": "user", "content": "Hi"}]], ["Red leaves drift and fall. " * 4])
 
 
 def test_logprobs_batched_equals_one_by_one(engine):

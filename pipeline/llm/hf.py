@@ -49,7 +49,7 @@ class TransformersEngine:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
-        self.codec = ChatCodec(self.tokenizer, name=cfg.model)
+        self.codec = ChatCodec(self.tokenizer, name=cfg.model, max_len=cfg.max_model_len)
         self.eos_ids = self._eos_ids()
         self._grammars: dict[str, object] = {}
         self._xgr_info = None

@@ -142,7 +142,7 @@ class VLLMEngine:
         path = self.path = resolve_model(cfg.model)
         self.llm = vllm.LLM(**llm_kwargs(cfg, path))
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.codec = ChatCodec(self.tokenizer, name=cfg.model)
+        self.codec = ChatCodec(self.tokenizer, name=cfg.model, max_len=cfg.max_model_len)
         self._shortest: dict[str, int] = {}
 
     def _run(self, prompts, params):
