@@ -6,7 +6,7 @@ Prompts and responses are real (DOVE's Anthropic-helpful ``val_sft.jsonl``: inst
 read from ``../shared/data/real``), cut to ``--max-chars`` characters. ``generate`` draws ``--n``
 samples per prompt: batched = one ``engine.generate`` call over all rows (the engine cuts it into
 ``--batch-size`` batches, n samples per request); per-row = one call per prompt. ``logprobs``
-scores each (prompt, response) pair the same two ways.
+scores each (prompt, response) pair the same two ways, and ``choose`` picks among "1".."5".
 """
 
 from __future__ import annotations
@@ -64,6 +64,11 @@ def main() -> None:
     single, t = timed(lambda: [engine.logprobs([p], [r])[0] for p, r in zip(prompts, responses, strict=True)])
     results.append(("logprobs", "one request per row", t))
     worst = max(abs(a.logprob - b.logprob) for a, b in zip(batched, single, strict=True))
+    options = ["1", "2", "3", "4", "5"]
+    _, t = timed(lambda: engine.choose(prompts, options))
+    results.append(("choose", "batched", t))
+    _, t = timed(lambda: [engine.choose([p], options) for p in prompts])
+    results.append(("choose", "one request per row", t))
 
     tokens = sum(x.n_tokens for x in batched)
     print(f"tiny model, {rows} rows, batch_size {args.batch_size}, generate n={args.n} x "

@@ -156,7 +156,7 @@ def test_choose_is_a_distribution_matching_direct_scores(engine, monkeypatch):
     forward = engine.model.forward
     monkeypatch.setattr(engine.model, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
     probs = engine.choose(PROMPTS, options)
-    assert len(calls) == 1  # all prompts x options in one forward pass
+    assert len(calls) == 2  # the prompts once (KV cache kept), then all prompts x options at once
     for messages, dist in zip(PROMPTS, probs, strict=True):
         assert sum(dist) == pytest.approx(1.0, abs=1e-9) and all(p > 0 for p in dist)
         direct = torch.tensor(
