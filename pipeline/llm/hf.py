@@ -10,7 +10,10 @@ for scoring; attention masks hide the padding. ``n`` samples per prompt come fro
 ``model.generate`` call per batch (``num_return_sequences``), so each prompt is tokenised once.
 Sampling is seeded per call (``sampling.seed``) in a forked RNG: the same call gives the same
 samples, and the caller's random state is untouched. Stop strings end a sample and are not part of
-it (as in vLLM). Scoring and ``choose`` use the exact boundary from ``pipeline.llm.chat``.
+it (as in vLLM). Scoring and ``choose`` use the exact boundary from ``pipeline.llm.chat``; scoring
+computes vocabulary logits only where a scored token is predicted, and ``choose`` encodes each
+prompt once and scores all its options on the prompt's KV cache (two forward passes per batch,
+not one per option).
 """
 
 from __future__ import annotations
