@@ -112,7 +112,7 @@ def rules_signals(turns: pl.DataFrame, cfg: Wildfeedback) -> pl.DataFrame:
 def recall_sample(turns: pl.DataFrame, fraction: float, seed: int) -> pl.Series:
     """A seeded, batch-independent random choice of turns: a hash of (conversation_id, user_turn)."""
     if fraction <= 0:
-        return pl.Series([False] * turns.height)
+        return pl.Series([False] * turns.height, dtype=pl.Boolean)
     key = pl.concat_str(pl.col("conversation_id"), pl.col("user_turn").cast(pl.String), separator="\x1f")
     return turns.select((key.hash(seed=seed) % 1_000_003 < int(fraction * 1_000_003)).alias("s"))["s"]
 
@@ -126,9 +126,9 @@ def scan(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.DataFrame, pl.DataFr
     selected, counts = select_conversations(conv, cfg)
     turns = rules_signals(feedback_turns(selected), cfg)
     if cfg.detector == "rules":
-        to_model = pl.Series([False] * turns.height)
+        to_model = pl.Series([False] * turns.height, dtype=pl.Boolean)
     elif cfg.detector == "llm":
-        to_model = pl.Series([True] * turns.height)
+        to_model = pl.Series([True] * turns.height, dtype=pl.Boolean)
     else:
         to_model = (turns["sat"] | turns["dsat"]) | recall_sample(turns, cfg.recall_sample, cfg.seed)
     turns = turns.with_columns(to_model.alias("to_model"))

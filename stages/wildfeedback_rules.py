@@ -272,9 +272,9 @@ def detect(
     polars expression over the whole column.
     """
     if turns.height == 0:
-        return turns.with_columns(
-            sat=pl.lit(False), dsat=pl.lit(False), sat_categories=pl.lit([], dtype=pl.List(pl.String)),
-            dsat_categories=pl.lit([], dtype=pl.List(pl.String)), rationale=pl.lit(None, dtype=pl.String),
+        return turns.with_columns(  # same columns, same order as the non-empty path
+            sat_categories=pl.lit([], dtype=pl.List(pl.String)), dsat_categories=pl.lit([], dtype=pl.List(pl.String)),
+            sat=pl.lit(False), dsat=pl.lit(False), rationale=pl.lit(None, dtype=pl.String),
         )
     work = turns.with_row_index("_row").with_columns(
         _norm(pl.col(text).fill_null("")).alias("_raw"), _norm(pl.col(prev).fill_null("")).alias("_prev")
