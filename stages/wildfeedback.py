@@ -62,7 +62,9 @@ def select_conversations(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.Data
     """
     conv = conv.filter(pl.col("source").is_in(cfg.sources))
     lang = pl.col("language").str.to_lowercase().str.strip_chars()
-    n_user = pl.col("messages").list.eval(pl.element().struct.field("role") == "user").list.sum()
+    # The contract guarantees user/assistant alternation after an optional system message.
+    has_system = (pl.col("messages").list.first().struct.field("role") == "system").cast(pl.Int64)
+    n_user = (pl.col("messages").list.len() - has_system + 1) // 2
     bad_lang = lang.is_in([x.lower() for x in cfg.languages]).not_()
     bad_lang = (lang.is_null() & (not cfg.keep_unknown_language)) | (lang.is_not_null() & bad_lang)
     flagged = pl.col("flags").list.eval(pl.element().is_in(cfg.drop_flags)).list.any().fill_null(False)

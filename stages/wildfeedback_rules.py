@@ -215,8 +215,25 @@ _NEGATIONS: list[tuple[str, str]] = [
 ]
 
 
-def _norm(col: pl.Expr) -> pl.Expr:
-    return col.str.to_lowercase().str.replace_all(r"[’‘`´]", "'").str.replace_all(r"[“”„]", '"')
+_QUOTED = r"(?s:'''.*?''')|(?m:^[ \t]*>[^\n]*$)|\"[^\"\n]{0,400}\""
+
+
+def _clean(text: pl.Expr) -> pl.Expr:
+    """Lower case, straight quotes, quoted material cut out, whitespace collapsed."""
+    t = text.str.to_lowercase().str.replace_many(["’", "‘", "`", "´", "“", "”", "„"], ["'", "'", "'", "'", '"', '"', '"'])
+    # Code fences (backticks are now '), e-mail style "> " lines and double-quoted spans: not the user's voice.
+    t = t.str.replace_all(_QUOTED, ' "q" ')
+    return t.str.replace_all(r"\s+", " ").str.strip_chars()
+
+
+def _negate(text: pl.Expr) -> pl.Expr:
+    for pattern, repl in _NEGATIONS:
+        text = text.str.replace_all(pattern, repl)
+    return text
+
+
+# Rows without any of these words need no negation rewrite (checked once instead of once per rewrite).
+_NEGATION_CUE = r"\b(?:not|no|never|hardly|nothing|thanks|thank|if|whether|far|doesn'?t|didn'?t|won'?t|isn'?t|wasn'?t|aren'?t|weren'?t|ain'?t)\b"
 
 
 def normalise(text: pl.Expr) -> pl.Expr:
@@ -224,15 +241,9 @@ def normalise(text: pl.Expr) -> pl.Expr:
 
     >>> df = pl.DataFrame({"t": ['> You said "great"\\nThat is not bad at all']})
     >>> df.select(normalise(pl.col("t"))).item()
-    ' \\nthat is neg_bad at all'
+    '"q" that is neg_bad at all'
     """
-    t = _norm(text)
-    t = t.str.replace_all(r"(?s)'''.*?'''", " ")  # code fences (backticks were mapped to ')
-    t = t.str.replace_all(r"(?m)^[ \t]*>.*$", " ")  # e-mail style quoting
-    t = t.str.replace_all(r"\"[^\"\n]{0,400}\"", ' "q" ')
-    for pattern, repl in _NEGATIONS:
-        t = t.str.replace_all(pattern, repl)
-    return t.str.replace_all(r"[ \t]+", " ")
+    return _negate(_clean(text))
 
 
 def _drop_pasted(frame: pl.DataFrame, min_chars: int) -> pl.DataFrame:
@@ -240,25 +251,50 @@ def _drop_pasted(frame: pl.DataFrame, min_chars: int) -> pl.DataFrame:
 
     Sentences are split on end punctuation and newlines; only sentences of at least ``min_chars``
     characters are checked, so short common phrases ("thank you.") are never treated as pasted.
+    Only turns long enough to hold such a sentence are exploded.
     """
+    long = pl.col("_raw").str.len_chars() >= min_chars
     sentences = (
-        frame.select(
-            "_row",
-            pl.col("_raw").str.replace_all(r"([.!?])\s+", "${1}\n").str.split("\n").alias("_sent"),
-            "_prev",
-        )
-        .explode("_sent")
-        .with_columns(pl.col("_sent").str.strip_chars())
+        frame.filter(long)
+        .select("_row", pl.col("_raw").str.replace_all(r"([.!?])\s+", "${1}\n").str.split("\n").alias("_s"), "_prev")
+        .explode("_s")
+        .with_columns(pl.col("_s").str.strip_chars())
     )
     sentences = sentences.filter(
-        (pl.col("_sent").str.len_chars() < min_chars) | ~pl.col("_prev").str.contains(pl.col("_sent"), literal=True)
+        (pl.col("_s").str.len_chars() < min_chars) | ~pl.col("_prev").str.contains(pl.col("_s"), literal=True)
     )
-    kept = sentences.group_by("_row").agg(pl.col("_sent").str.join(" ").alias("_kept"))
-    return frame.join(kept, on="_row", how="left").with_columns(pl.col("_kept").fill_null(""))
+    kept = sentences.group_by("_row").agg(pl.col("_s").str.join(" ").alias("_joined"))
+    return frame.join(kept, on="_row", how="left").with_columns(
+        pl.when(long).then(pl.col("_joined").fill_null("")).otherwise(pl.col("_raw")).alias("_kept")
+    ).drop("_joined")
 
 
 def _category_regex(category: str) -> str:
     return "|".join(f"(?:{p})" for p in PATTERNS[category].values())
+
+
+_ANY_CUE = "|".join(f"(?:{_category_regex(c)})" for c in PATTERNS)
+
+
+def _names(columns: dict[str, pl.Expr], separator: str) -> pl.Expr:
+    """The names whose boolean expression holds, joined by ``separator`` (null when none holds)."""
+    parts = [pl.when(cond).then(pl.lit(name)) for name, cond in columns.items()]
+    joined = pl.concat_str(parts, separator=separator, ignore_nulls=True)
+    return pl.when(joined.str.len_chars() > 0).then(joined)
+
+
+def _fired(cand: pl.DataFrame, categories: list[str]) -> pl.DataFrame:
+    """``_row`` + ``rationale``: "Category:pattern" names that fired, each category scanned only on its own rows."""
+    parts = []
+    for i, c in enumerate(categories):
+        rows = cand.filter(pl.col(f"_c_{c}"))
+        if rows.height:
+            fired = _names({f"{c}:{n}": pl.col("_t").str.contains(p) for n, p in PATTERNS[c].items()}, "; ")
+            parts.append(rows.select("_row", pl.lit(i).alias("_cat"), fired.alias("rationale")))
+    if not parts:
+        return pl.DataFrame(schema={"_row": pl.UInt32, "rationale": pl.String})
+    return pl.concat(parts).sort("_row", "_cat").group_by("_row", maintain_order=True).agg(
+        pl.col("rationale").drop_nulls().str.join("; "))
 
 
 def detect(
@@ -267,44 +303,47 @@ def detect(
     """Add sat, dsat, sat_categories, dsat_categories, rationale to a frame of user turns.
 
     ``text`` is the user turn, ``prev`` the assistant turn it answers. Patterns see the first
-    ``window_chars`` characters of the cleaned turn: feedback opens a turn, while long turns are mostly
-    pasted material whose words would otherwise fire cues. No Python loop per row: every step is a
-    polars expression over the whole column.
+    ``window_chars`` characters of the turn: feedback opens a turn, while long turns are mostly pasted
+    material whose words would otherwise fire cues. Pasted text is matched verbatim (case-sensitive).
+    No Python loop per row: every step is a polars expression over the whole column.
     """
+    empty_list = pl.lit([], dtype=pl.List(pl.String))
     if turns.height == 0:
         return turns.with_columns(  # same columns, same order as the non-empty path
-            sat_categories=pl.lit([], dtype=pl.List(pl.String)), dsat_categories=pl.lit([], dtype=pl.List(pl.String)),
+            sat_categories=empty_list, dsat_categories=empty_list,
             sat=pl.lit(False), dsat=pl.lit(False), rationale=pl.lit(None, dtype=pl.String),
         )
     work = turns.with_row_index("_row").with_columns(
-        _norm(pl.col(text).fill_null("")).alias("_raw"), _norm(pl.col(prev).fill_null("")).alias("_prev")
+        pl.col(text).fill_null("").str.slice(0, window_chars).alias("_raw"), pl.col(prev).fill_null("").alias("_prev")
     )
     work = _drop_pasted(work, paste_min_chars)
-    work = work.with_columns(normalise(pl.col("_kept")).str.strip_chars().str.slice(0, window_chars).alias("_t"))
+    work = work.with_columns(_clean(pl.col("_kept")).alias("_t"))
+    neg = pl.col("_t").str.contains(_NEGATION_CUE)
+    work = pl.concat([work.filter(~neg), work.filter(neg).with_columns(_negate(pl.col("_t")))]).sort("_row")
     categories = SAT_CATEGORIES + DSAT_CATEGORIES
-    work = work.with_columns([pl.col("_t").str.contains(_category_regex(c)).alias(f"_c_{c}") for c in categories])
-
+    # One pass of the union of all patterns (a single automaton) picks the rows with some cue; most
+    # turns of a real log start a new task and carry none, so the per-category passes see few rows.
+    cand = work.filter(pl.col("_t").str.contains(_ANY_CUE))
+    cand = cand.with_columns([pl.col("_t").str.contains(_category_regex(c)).alias(f"_c_{c}") for c in categories])
     thanked_new_task = pl.col("_t").str.contains(_OPENS_POSITIVE) & ~pl.col("_t").str.contains(_CONTRAST)
     sarcastic = pl.col("_c_Negative_Feedback") & pl.col("_c_Gratitude") & ~pl.col("_t").str.contains(_CONTRAST)
-    work = work.with_columns(
+    cand = cand.with_columns(
         [(pl.col(f"_c_{c}") & ~thanked_new_task).alias(f"_c_{c}") for c in _REQUEST_DSAT]
     ).with_columns([(pl.col(f"_c_{c}") & ~sarcastic).alias(f"_c_{c}") for c in SAT_CATEGORIES])
-
-    def names(cats: list[str]) -> pl.Expr:
-        return pl.concat_list([pl.when(pl.col(f"_c_{c}")).then(pl.lit(c)) for c in cats]).list.drop_nulls()
-
-    work = work.with_columns(
-        sat_categories=names(SAT_CATEGORIES), dsat_categories=names(DSAT_CATEGORIES)
-    ).with_columns(sat=pl.col("sat_categories").list.len() > 0, dsat=pl.col("dsat_categories").list.len() > 0)
-
-    # Name the patterns that fired, re-scanning only the flagged rows (a small fraction on real logs).
-    flagged = work.filter(pl.col("sat") | pl.col("dsat"))
-    fired = [
-        pl.when(pl.col(f"_c_{c}") & pl.col("_t").str.contains(p)).then(pl.lit(f"{c}:{n}"))
-        for c in categories
-        for n, p in PATTERNS[c].items()
-    ]
-    flagged = flagged.select("_row", pl.concat_list(fired).list.drop_nulls().list.join("; ").alias("rationale"))
-    work = work.join(flagged, on="_row", how="left").sort("_row")
-    helper = [c for c in work.columns if c.startswith("_")]
-    return work.drop(helper)
+    cand = cand.with_columns(
+        sat=pl.any_horizontal([f"_c_{c}" for c in SAT_CATEGORIES]),
+        dsat=pl.any_horizontal([f"_c_{c}" for c in DSAT_CATEGORIES]),
+    ).filter(pl.col("sat") | pl.col("dsat"))
+    flagged = cand.select(
+        "_row", "sat", "dsat",
+        *[
+            _names({c: pl.col(f"_c_{c}") for c in cats}, ",").str.split(",").fill_null(empty_list).alias(col)
+            for col, cats in (("sat_categories", SAT_CATEGORIES), ("dsat_categories", DSAT_CATEGORIES))
+        ],
+    ).join(_fired(cand, categories), on="_row", how="left")
+    work = work.select(*turns.columns, "_row").join(flagged, on="_row", how="left").sort("_row").with_columns(
+        pl.col("sat").fill_null(False), pl.col("dsat").fill_null(False),
+        pl.col("sat_categories").fill_null(empty_list), pl.col("dsat_categories").fill_null(empty_list),
+    )
+    out = work.select(*turns.columns, "sat_categories", "dsat_categories", "sat", "dsat", "rationale")
+    return out
