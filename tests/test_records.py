@@ -6,7 +6,17 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from pipeline.records import MESSAGE_TYPE, SCHEMAS, Conversation, Message, Pair, SchemaError, check_table, stable_id, to_table
+from pipeline.records import (
+    MESSAGE_TYPE,
+    SCHEMAS,
+    Conversation,
+    Message,
+    Pair,
+    SchemaError,
+    check_table,
+    stable_id,
+    to_table,
+)
 
 
 def test_message_is_exactly_role_and_content():
