@@ -73,7 +73,7 @@ PATTERNS: dict[str, dict[str, str]] = {
         "that_is_great": rf"\b{_REF} (?:a |an )?{_INT}{_POS}\b",
         "very_good": r"\b(?:very|really|so|pretty|all) good (?:stuff|answer|job|work|idea|point|points|suggestion)\b|^(?:very|really|pretty) good\b|\bgood (?:job|answer|work|one|idea|point|points|suggestion|clarification)\b",
         "great_points": rf"\b{_POS} (?:job|work|answer|response|idea|ideas|point|points|suggestion|suggestions|explanation|list|question)\b",
-        "like_it": r"\bi (?:really |absolutely )?(?:like|love) (?:it|that|this|these|those|your|the (?:idea|answer|story|poem|list|way))\b|\blove it\b",
+        "like_it": r"\bi (?:really |absolutely )?(?:like|love) (?:it|that|this|these|those|your|the (?:idea|answer|story|poem|list|way))\b|\bi (?:really )?(?:like|love) \"q\"|\blove it\b",
         "helped": r"\b(?:that|this|it|you) (?:really |truly )?(?:helped|helps|has helped)\b",
         "you_are_great": r"\byou(?:'re| are) (?:the best|a genius|a lifesaver|a star|awesome|amazing|great)\b",
         "not_bad": r"\bneg_bad\b",
@@ -90,7 +90,7 @@ PATTERNS: dict[str, dict[str, str]] = {
         "funny": r"\b(?:that|this|it)(?:'s| is| was| might be| would be) (?:so |really |very |pretty )?(?:funny|hilarious)\b|\b(?:nice|good|great) (?:joke|one)\b",
     },
     "Acknowledgment": {
-        "ok": r"^(?:ok(?:ay)?|k|kk|alright|all right|got it|gotcha|understood|noted|fair enough|i see|roger|good)(?:[.!,]|$)",
+        "ok": r"^(?:ok(?:ay)?|k|kk|alright|all right|got it|gotcha|understood|noted|fair enough|i see|roger|good)(?:[.!,]|$)|^(?:ok(?:ay)?|alright)[.!,]? (?:got it|i see|understood|cool|great|sure|noted)\b",
         "thats_ok": r"^(?:that'?s|thats|it'?s) (?:ok(?:ay)?|fine|alright|all right)(?:[.!,]|$)",
         "no_problem": r"\bneg_problem\b|\bneg_worries\b",
         "agree": r"^(?:right|true|true that|i agree|i thought so|you'?re right|good point)\b|\byou(?:'re| are) right\b",
@@ -100,7 +100,7 @@ PATTERNS: dict[str, dict[str, str]] = {
         "all_set": r"\bthat'?s all (?:i need(?:ed)?|for (?:now|today))\b|\bi'?m all set\b",
     },
     "Getting_There": {
-        "better": r"\b(?:that'?s|thats|this is|this one is|much|a bit|a little|slightly|way) better\b|\bbetter,? but\b",
+        "better": r"\b(?:that'?s|thats|this is|this one is|much|a bit|a little|slightly|way) better\b|\bbetter,? but\b|^(?:\W*)better\b",
         "closer": r"\b(?:getting|much|a bit|a little) (?:there|closer)\b|\balmost (?:there|perfect|right|done)\b|\bnearly (?:there|perfect)\b",
         "right_track": r"\b(?:on the right track|more like it|we'?re getting somewhere)\b",
     },
@@ -141,7 +141,9 @@ PATTERNS: dict[str, dict[str, str]] = {
         "doesnt_work": r"\bneg_work\b|\b(?:it|that|this|the code) (?:doesn'?t|does not|didn'?t|did not|won'?t) (?:work|run|compile)\b",
         "dont_believe": r"\bi (?:don'?t|do not) (?:think|believe) (?:that|this|it|\"q\")(?:'s| is| was)? (?:is |was |are )?(?:correct|right|true|accurate)\b",
         "contradiction": r"\bhow can (?:it|that|this|they|he|she) be\b|\bcontradict\w*\b|\binconsistent\b|\bdoesn'?t add up\b",
-        "actually": r"^(?:no,? )?actually,? (?:it|that|the|he|she|they|there|you)\b",
+        "actually": r"^(?:no,? )?actually,? (?:it|that|the|he|she|they|there|you)\b|^(?:that'?s )?(?:wrong|incorrect)\b",
+        "got_wrong": r"\byou got (?:\w+ ){0,4}(?:wrong|mixed up|backwards)\b|\b(?:half|partly|partially|mostly) (?:wrong|incorrect)\b",
+        "check_facts": r"\b(?:double[- ]check|fact[- ]check|check (?:your|the) facts)\b",
         "surely": r"\bsurely (?:it|that|they|he|she|you) (?:would|will|is|are|can|should)\b",
         "are_you_sure": r"\bare you sure\b|^(?:is|was) that (?:really )?(?:right|true|correct)\s*\?",
         "why_did_you": r"\bwhy (?:did|would) you (?:assume|say|think|suggest|recommend|claim|write|call)\b",
@@ -159,6 +161,7 @@ PATTERNS: dict[str, dict[str, str]] = {
     },
     "Ignored": {
         "not_what_i": r"\b(?:that'?s|thats|this is|that is|it'?s)? ?not what i (?:asked|wanted|meant|said|was looking for|need(?:ed)?)\b",
+        "you_forgot": r"\byou (?:forgot|ignored|missed|overlooked) (?:that|about|i|my|what|the)\b|\bi (?:specifically )?asked (?:for|you to)\b",
         "you_didnt": r"\byou (?:did not|didn'?t|have not|haven'?t|never|forgot to|failed to) (?:provide|answer|explain|include|mention|address|give|tell|respond|list|cite|show|read)\b",
         "i_said": r"\b(?:like|as) i (?:said|mentioned|asked|told you)\b|\bi (?:just|already) (?:asked|told|said|mentioned)\b|\bthat'?s (?:exactly )?what i(?:'m| am| was)? (?:just )?(?:said|asked|asking|saying)\b",
         "only_wanted": r"\bi (?:just|only) (?:wanted|asked|need(?:ed)?) (?:some|a|an|the|to|you to)\b",
@@ -169,11 +172,12 @@ PATTERNS: dict[str, dict[str, str]] = {
     },
     "Lower_Quality": {
         "worse": r"\b(?:(?:this|that|it|the answer|your answer|the new one)(?:'s| is| was)? (?:even |much |a lot )?worse|worse than (?:before|the (?:first|last|previous|original|other))|not as good|got worse|previous (?:one|answer|version) was better|(?:first|earlier|original|last) (?:one|answer|version) was better)\b",
+        "unchanged": r"\b(?:barely|hardly|not even|basically not) changed\b|\b(?:same|identical) as (?:before|the last one)\b",
         "nothing_new": r"\bnothing new\b|\b(?:too )?generic\b|\byou(?:'re| are) repeating\b|\byou already said\b|\bsame (?:answer|thing|response) (?:again|as before)\b",
     },
     "Insufficient_Detail": {
         "more_detail": r"\bmore (?:detail|details|detailed|depth|in-depth|thorough|specific|comprehensive|complete)(?:\s*[.!?]|$| (?:on|about|for|in|of|to) (?:it|that|this|the|your|those|these|each)\b| (?:please|example|examples|explanation|answer|response|information|info))|\bgo into (?:more )?detail\b",
-        "too_short": r"\btoo (?:short|brief|vague|general|shallow|superficial)\b|\bnot (?:detailed|specific|complete) enough\b",
+        "too_short": r"\btoo (?:short|brief|vague|general|shallow|superficial|abstract)\b|\bnot (?:detailed|specific|complete) enough\b",
         "unfinished": r"\b(?:finish|complete|continue) (?:your|the|that) (?:last )?(?:sentence|answer|response|thought|list|code)\b|\b(?:you|it) (?:stopped|got cut off|cut off)\b",
         "dont_get_it": r"\bi (?:still )?(?:don'?t|do not) (?:get|understand) (?:it|this|that|what you mean|how|why|the)\b|\bnot (?:quite )?sure what you mean\b|\bwhat do you mean\b|\bi'?m (?:confused|lost)\b",
         "explain_it": r"\bexplain (?:it|that|this)(?: (?:again|better|properly|to me))?\s*[!?.:(]*$",
@@ -182,7 +186,7 @@ PATTERNS: dict[str, dict[str, str]] = {
     },
     "Style": {
         "too_x": r"\b(?:too|way too|a bit|a little|bit|rather|overly) (?:long|wordy|verbose|formal|informal|casual|technical|complicated|complex|modern|simple|repetitive|redundant|offensive|artificial|dry|stiff|robotic|much text)\b",
-        "more_x": r"\b(?:less|more) (?:formal|casual|wordy|verbose|redundant|technical|concise|friendly|professional|markdown|shakespearean|readable|natural|human)\b|\bmore simply\b|\bsimpler (?:terms|words|language|explanation|version|way)\b|\bsimplistic\b|\blayman'?s\b|\bin (?:simple|plain) (?:terms|words|english|language)\b",
+        "more_x": r"\b(?:less|more) (?:formal|casual|wordy|verbose|redundant|technical|concise|friendly|professional|markdown|shakespearean|readable|natural|human)\b|\bmore (?:fun|playful|engaging|lively|creative|personal)\b|\bproperly (?:formal|casual|professional)\b|\btoo many (?:emojis|words|bullet points|bullets|hashtags|caveats|disclaimers|details|questions)\b|\bmore simply\b|\bsimpler (?:terms|words|language|explanation|version|way)\b|\bsimplistic\b|\blayman'?s\b|\bin (?:simple|plain) (?:terms|words|english|language)\b",
         "overdoing": r"\boverd(?:oing|id|one|o)\b|\b(?:a bit|way|far|little|bit) too much\b",
         "shorter": r"\b(?:shorter|more concise|summari[sz]e it|tl;?dr)\b",
         "format": rf"\b(?:put|write|format|present|rewrite|give|show|make) (?:it|that|this|them|these|those|the \w+|your \w+)(?: \w+)? (?:in|as|into) (?:an? )?(?:well[- ]?formatted |nice |proper |python |\w+ )?{_FORMAT}\b|\b(?:use|with|add) (?:more|less|some|no) (?:markdown|formatting|bullet|headings|emojis)\b",

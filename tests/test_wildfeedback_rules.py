@@ -31,7 +31,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "Praise": (
         ["Perfect, that's exactly what I needed.", "That's a great idea.", "Not bad at all!", "You're a genius.",
-         "Great points! Which one matters most?", "I love it."],
+         "Great points! Which one matters most?", "I love it.",
+         'I like "Flour Power" best.'],
         ["Is it good to drink coffee at night?", "Write a great opening line for my novel.",
          "Could you adjust it so I can see if I like it?", "The neighbours were very helpful, what should I get them?",
          "That's not great."],
@@ -46,7 +47,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["Tell me a funny joke about cats.", "Why is this funny to some people?", "Explain the joke in that sentence."],
     ),
     "Acknowledgment": (
-        ["Ok.", "Okay, got it.", "Got it, next question: what is a monad?", "No problem.", "That's fine."],
+        ["Ok.", "Okay, got it.", "ok got it", "Got it, next question: what is a monad?", "No problem.", "That's fine."],
         ["Ok so how do magnets work when the poles are reversed", "That's fine print nobody reads, what does it say?",
          "Is it okay to eat raw eggs?"],
     ),
@@ -55,7 +56,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["Write a goodbye letter to my team.", "How do I say good night in French?", "What day is it?"],
     ),
     "Getting_There": (
-        ["That's better, but still a bit long.", "Almost there, just fix the last line.", "We're getting closer."],
+        ["That's better, but still a bit long.", "Better!", "Almost there, just fix the last line.", "We're getting closer."],
         ["Which is better, tea or coffee?", "It's better to ask a doctor, right?", "Almost 6 million people live there?"],
     ),
     "Negative_Feedback": (
@@ -72,8 +73,9 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "Factual_Error": (
         ["That's wrong, Paris is the capital.", "This is not true.", "The code doesn't work.",
-         "How can it be both free and paid?", "Are you sure about that?", "Actually, the war ended in 1945."],
-        ["What's wrong with my code?", "Is it true that cats sleep a lot?", "That's not wrong.",
+         "How can it be both free and paid?", "Are you sure about that?", "Actually, the war ended in 1945.",
+         "Wrong. It fell in 1989.", "You got the DNS part half wrong.", "Please double-check your facts."],
+        ["What's wrong with my code?", "What went wrong in the French revolution?", "Is it true that cats sleep a lot?", "That's not wrong.",
          "Nothing wrong with that."],
     ),
     "Unrealistic_Expectation": (
@@ -87,11 +89,12 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "Ignored": (
         ["That's not what I asked.", "You didn't answer my question.", "Like I said, I need it in Python.",
-         "No, you misunderstood me.", "I just wanted a short list."],
-        ["What did I ask yesterday?", "Answer my question about tides.", "I wanted to visit Rome, any tips?"],
+         "No, you misunderstood me.", "I just wanted a short list.",
+         "You forgot that I'm vegetarian.", "I asked for both columns."],
+        ["What did I ask yesterday?", "I forgot my password, what now?", "Answer my question about tides.", "I wanted to visit Rome, any tips?"],
     ),
     "Lower_Quality": (
-        ["This is even worse than before.", "The first version was better.", "Nothing new here, you're repeating yourself."],
+        ["This is even worse than before.", "That's barely changed.", "The first version was better.", "Nothing new here, you're repeating yourself."],
         ["Is smoking worse than vaping?", "Which version of Python is better?", "I feel worse today, any advice?"],
     ),
     "Insufficient_Detail": (
@@ -101,7 +104,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     ),
     "Style": (
         ["Too long, make it shorter.", "Please make it less formal.", "Put it in a table.",
-         "Explain it in simpler terms.", "Way too wordy."],
+         "Explain it in simpler terms.", "Way too wordy.",
+         "Too many emojis, and make it more fun."],
         ["Write a long story about dragons.", "What is a formal language?", "How do I make a table in Excel?"],
     ),
 }
