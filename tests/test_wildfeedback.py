@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def make_params(**wf_overrides) -> Params:
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     data.setdefault("ingest", {"sources": [], "max_reject_fraction": 0.5, "max_record_bytes": 1 << 20})
-    data["wildfeedback"] = {**data["wildfeedback"], "sources": ["logs"], **wf_overrides}
+    # The model paths are what these tests pin: rules+llm unless a test says otherwise.
+    data["wildfeedback"] = {**data["wildfeedback"], "sources": ["logs"], "detector": "rules+llm", **wf_overrides}
     data["execution"] = {**data["execution"], "backend": "local", "batch_size": 3, "checkpoint_rows": 4}
     return Params.model_validate(data)
 
@@ -227,3 +228,38 @@ def test_sat_pairs_use_the_liked_answer_as_chosen(tmp_path, monkeypatch):
     assert sat and all(r["rejected"][0]["content"] == "policy sample" for r in sat)
     assert {r["chosen"][0]["content"] for r in sat} <= {"Canberra.", "Leaves fall softly.", "Sure.", "Hello!"}
     assert pa.types.is_string(pairs.schema.field("lineage").type) and m["pairs"]["sat_attempted"] == len(sat)
+
+
+def test_tiny_engine_detector_summaries_and_judge_are_schema_valid():
+    """The real built-in tiny model through the real prompts: every answer parses against the schemas."""
+    from pipeline.config import resolve_role
+    from pipeline.llm import get_engine
+    from stages.wildfeedback_pairs import judge, summarize
+
+    params = make_params(detector="rules+llm", recall_sample=0.0)
+    cfg = params.wildfeedback
+    detector = resolve_role(params.llm, cfg.roles.detector)
+    engine = get_engine(detector)
+    turns, convs, _ = wf.scan(frame(CONVS[:3]), cfg)
+    send = wf.with_context(turns.filter(pl.col("to_model")), convs, cfg.context_messages).head(3)
+    out = pl.from_arrow(wf.llm_detect(send.select("conversation_id", "user_turn", "text", "prev", "context").to_arrow(),
+                                      engine, sampling=detector.sampling, prompt=wf.template("detect"), max_chars=300))
+    assert out.height == 3 and out["ok"].all(), out["error"].to_list()
+    for row in out.to_dicts():
+        wf.FeedbackJudgment.model_validate({k: row[k] for k in wf.FeedbackJudgment.model_fields})
+
+    summarizer = resolve_role(params.llm, cfg.roles.summarizer)
+    from stages.wildfeedback_pairs import summary_candidates
+    cands = summary_candidates(turns, convs, ["dsat"]).head(2)
+    summ = pl.from_arrow(summarize(cands.to_arrow(), get_engine(summarizer), sampling=summarizer.sampling,
+                                   prompt=wf.template("summarize"), context_messages=4, max_chars=300))
+    for row in summ.to_dicts():
+        if row["error"] is None:
+            PreferenceSummary.model_validate({k: row[k] for k in ("preference", "reasonable", "safe")})
+        else:
+            assert row["preference"] is None
+    table = cands.select("prompt", pl.col("answer").alias("chosen"), pl.col("feedback").alias("rejected"),
+                         pl.lit("Be concise. Use Python").alias("preference")).to_arrow()
+    judged = judge(table, get_engine(params.llm), prompt=wf.template("judge"), context_messages=4, max_chars=300)
+    for a, b in zip(judged["p_chosen_first"].to_pylist(), judged["p_chosen_second"].to_pylist(), strict=True):
+        assert 0 <= a <= 1 and 0 <= b <= 1
