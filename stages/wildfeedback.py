@@ -133,7 +133,9 @@ def scan(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.DataFrame, pl.DataFr
         to_model = pl.Series([True] * turns.height, dtype=pl.Boolean)
     else:
         to_model = (turns["sat"] | turns["dsat"]) | recall_sample(turns, cfg.recall_sample, cfg.seed)
-    turns = turns.with_columns(to_model.alias("to_model"))
+    # Texts are dropped here and read back from the kept conversations when needed, so what a batch
+    # leaves in memory is one small row per judged turn plus the conversations worth keeping.
+    turns = turns.with_columns(to_model.alias("to_model")).drop("text", "prev")
     counts["turns"] += turns.height
     keep_ids = turns.filter(pl.col("sat") | pl.col("dsat") | pl.col("to_model"))["conversation_id"].unique()
     return turns, selected.filter(pl.col("conversation_id").is_in(keep_ids.implode())), counts
@@ -163,10 +165,15 @@ def render(messages: list[dict], max_chars: int) -> str:
 
 
 def with_context(turns: pl.DataFrame, conv: pl.DataFrame, n_messages: int) -> pl.DataFrame:
-    """Add ``context``: up to ``n_messages`` messages before the judged assistant turn."""
+    """Add ``text`` (the user turn), ``prev`` (the judged assistant turn) and ``context`` (up to
+    ``n_messages`` messages before the judged turn) from the conversations."""
     start = pl.max_horizontal(pl.col("target_turn") - n_messages, pl.lit(0))
-    return turns.join(conv.select("conversation_id", "messages"), on="conversation_id", how="left").with_columns(
-        pl.col("messages").list.slice(start, pl.col("target_turn") - start).alias("context")
+    content = lambda i: pl.col("messages").list.get(i).struct.field("content")  # noqa: E731
+    return turns.drop("text", "prev", strict=False).join(
+        conv.select("conversation_id", "messages"), on="conversation_id", how="left"
+    ).with_columns(
+        content(pl.col("user_turn")).alias("text"), content(pl.col("target_turn")).alias("prev"),
+        pl.col("messages").list.slice(start, pl.col("target_turn") - start).alias("context"),
     ).drop("messages")
 
 
