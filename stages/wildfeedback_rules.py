@@ -72,7 +72,8 @@ PATTERNS: dict[str, dict[str, str]] = {
         "opening_praise": r"^(?:\W*)(?:great|awesome|perfect|excellent|amazing|brilliant|fantastic|wonderful|nice|cool|superb|neat|sweet)\b",
         "that_is_great": rf"\b{_REF} (?:a |an )?{_INT}{_POS}\b",
         "very_good": r"\b(?:very|really|so|pretty|all) good (?:stuff|answer|job|work|idea|point|points|suggestion)\b|^(?:very|really|pretty) good\b|\bgood (?:job|answer|work|one|idea|point|points|suggestion|clarification)\b",
-        "great_points": rf"\b{_POS} (?:job|work|answer|response|idea|ideas|point|points|suggestion|suggestions|explanation|list|question)\b",
+        "great_points": rf"\b{_POS} (?:job|work|answer|response|idea|ideas|point|points|suggestion|suggestions|explanation|list|question|advice)\b",
+        "your_x_is_good": rf"\byour (?:idea|answer|suggestion|advice|explanation|response|list|plan)s? (?:is|was|are|were|sounds|seems|looks) {_INT}{_POS}\b|^(?:those|these) (?:are|were|look|sound) {_INT}{_POS}\b",
         "like_it": r"\bi (?:really |absolutely )?(?:like|love) (?:it|that|this|these|those|your|the (?:idea|answer|story|poem|list|way))\b|\bi (?:really )?(?:like|love) \"q\"|\blove it\b",
         "helped": r"\b(?:that|this|it|you) (?:really |truly )?(?:helped|helps|has helped)\b",
         "you_are_great": r"\byou(?:'re| are) (?:the best|a genius|a lifesaver|a star|awesome|amazing|great)\b",
@@ -90,10 +91,10 @@ PATTERNS: dict[str, dict[str, str]] = {
         "funny": r"\b(?:that|this|it)(?:'s| is| was| might be| would be) (?:so |really |very |pretty )?(?:funny|hilarious)\b|\b(?:nice|good|great) (?:joke|one)\b",
     },
     "Acknowledgment": {
-        "ok": r"^(?:ok(?:ay)?|k|kk|alright|all right|got it|gotcha|understood|noted|fair enough|i see|roger|good)(?:[.!,]|$)|^(?:ok(?:ay)?|alright)[.!,]? (?:got it|i see|understood|cool|great|sure|noted)\b",
-        "thats_ok": r"^(?:that'?s|thats|it'?s) (?:ok(?:ay)?|fine|alright|all right)(?:[.!,]|$)",
+        "ok": r"^(?:ok(?:ay)?|k|kk|alright|all right|got it|gotcha|understood|noted|fair enough|i see|roger|good)(?:[.!,]|$)|^(?:ok(?:ay)?|alright|all right)\b",
+        "thats_ok": r"^(?:(?:yes|yeah|sure),? )?(?:that'?s|thats|it'?s) (?:ok(?:ay)?|fine|alright|all right)(?:[.!,]|$)",
         "no_problem": r"\bneg_problem\b|\bneg_worries\b",
-        "agree": r"^(?:right|true|true that|i agree|i thought so|you'?re right|good point)\b|\byou(?:'re| are) right\b",
+        "agree": r"^(?:right|true|true that|i agree|i thought so|you'?re right|good point|exactly)\b|\byou(?:'re| are) right\b",
     },
     "Positive_Closure": {
         "bye": r"\b(?:bye|goodbye|bye bye|good night|see you|talk (?:to you )?later)(?:\s*[.!,]|$)|\bhave a (?:nice|good|great) (?:day|night|one|evening|weekend)\b",
@@ -106,6 +107,9 @@ PATTERNS: dict[str, dict[str, str]] = {
     },
     # --- DSAT ------------------------------------------------------------------------------------
     "Negative_Feedback": {
+        "insult_noun": r"\byou(?:'re| are| were)? (?:a |an )?(?:real |total |complete |fucking |stupid |such an? )?(?:dumb ?ass|idiot|moron|asshole|jerk|liar|joke)\b|\byou(?:'re| are) (?:not|neg_\w+) (?:very |that |even )?(?:intelligent|smart|listening)\b",
+        "of_course_you": r"\bof course you (?:don'?t|can'?t|won'?t|wouldn'?t)\b|\byou can'?t even\b|\b\w+ my ass\b",
+        "dont_listen": r"\byou (?:really |just )?(?:don'?t|do not|never) listen\b|\b(?:so |totally |very )?dismissive\b|\bthat'?s why i(?:'m| am) asking you\b",
         "insult_you": r"\byou(?:'re| are)? (?:so |really |very |just |such an? )?(?:suck|stupid|dumb|useless|an idiot|idiotic|pathetic|worthless|incompetent|terrible|awful|ugly)\b",
         "that_is_bad": r"\b(?:that'?s|thats|this is|that is|that was|it'?s|what an?) (?:so |really |just |pretty |a )?(?:bad|terrible|awful|horrible|dumb|stupid|useless|ridiculous|pathetic|garbage|trash|rubbish|disappointing|nonsense|lame)\b",
         "disappointed": r"^(?:\W*)(?:well,? )?(?:disappointing|ridiculous|useless|pathetic|terrible|awful|wtf)\b|\bi(?:'m| am) (?:so |really |very )?(?:disappointed|frustrated|annoyed)\b",
@@ -128,7 +132,7 @@ PATTERNS: dict[str, dict[str, str]] = {
         "dont_like": r"\bi (?:don'?t|do not|didn'?t|did not) (?:really )?(?:like|want|love) (?:it|that|this|using|the|your|them|these|those)\b",
         "too_costly": r"\b(?:too expensive|too pricey|too costly|out of my budget|can'?t afford)\b",
         "no_just": r"^no,? (?:you just|just|please|i (?:said|meant|want|wanted|asked|need))\b",
-        "yes_but": r"^(?:yeah|yes|ok(?:ay)?|sure|well),? but\b|^but i (?:would like|want|need|wanted|asked)\b",
+        "yes_but": r"^(?:yeah|yes|ok(?:ay)?|sure|well|i know|i understand),? but\b|^but i (?:would like|want|need|wanted|asked)\b",
         "instead": r"\binstead of (?:a|an|the|that|this|your|what|giving|writing)\b",
         "rather": r"\bi(?:'d| would) (?:rather|prefer)\b",
         "but_i_want": r"\bbut i(?:'d| would)? (?:like|want|wanted|need|was hoping)\b",
@@ -148,6 +152,7 @@ PATTERNS: dict[str, dict[str, str]] = {
         "are_you_sure": r"\bare you sure\b|^(?:is|was) that (?:really )?(?:right|true|correct)\s*\?",
         "why_did_you": r"\bwhy (?:did|would) you (?:assume|say|think|suggest|recommend|claim|write|call)\b",
         "really_can": r"\bcan (?:it|that|the \w+|this) really\b",
+        "cant_open": r"\bi can'?t (?:see|open|access|find|load) (?:it|that|this|the (?:link|page|file|site|image))\b|\b(?:link|url|page) (?:is broken|doesn'?t work|neg_work)\b",
     },
     "Unrealistic_Expectation": {
         "why_cant_you": r"\bwhy can'?t you\b|\byou should (?:be able to|know)\b|\byou must know\b",

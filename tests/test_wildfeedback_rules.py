@@ -32,7 +32,7 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
     "Praise": (
         ["Perfect, that's exactly what I needed.", "That's a great idea.", "Not bad at all!", "You're a genius.",
          "Great points! Which one matters most?", "I love it.",
-         'I like "Flour Power" best.'],
+         'I like "Flour Power" best.', "Your advice was really helpful.", "those are great", "That's good advice."],
         ["Is it good to drink coffee at night?", "Write a great opening line for my novel.",
          "Could you adjust it so I can see if I like it?", "The neighbours were very helpful, what should I get them?",
          "That's not great."],
@@ -47,8 +47,8 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["Tell me a funny joke about cats.", "Why is this funny to some people?", "Explain the joke in that sentence."],
     ),
     "Acknowledgment": (
-        ["Ok.", "Okay, got it.", "ok got it", "Got it, next question: what is a monad?", "No problem.", "That's fine."],
-        ["Ok so how do magnets work when the poles are reversed", "That's fine print nobody reads, what does it say?",
+        ["Ok.", "Okay, got it.", "ok got it", "Okay so what next?", "Yes, that's fine.", "Exactly.", "Got it, next question: what is a monad?", "No problem.", "That's fine."],
+        ["Oklahoma or Texas, which is bigger?", "That's fine print nobody reads, what does it say?",
          "Is it okay to eat raw eggs?"],
     ),
     "Positive_Closure": (
@@ -60,21 +60,23 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["Which is better, tea or coffee?", "It's better to ask a doctor, right?", "Almost 6 million people live there?"],
     ),
     "Negative_Feedback": (
-        ["This is useless.", "You're so stupid.", "That's not helpful at all.", "What are you even talking about?",
+        ["This is useless.", "You're so stupid.", "You're a total idiot.", "Of course you don't know.",
+         "You really don't listen.", "You're not very smart.", "Helpful my ass.", "That's not helpful at all.", "What are you even talking about?",
          "Are you going to help me or not?", "Well that's disappointing :("],
         ["Not bad!", "My neighbour is stupid, how do I deal with him?", "Is this a bad time to buy a house?",
          "Write a horror story where the villain is useless."],
     ),
     "Revision": (
         ["Try again.", "Can you do it again, but shorter?", "I don't like it, give me another one.",
-         "That's too expensive for me.", "No, just the code please.", "Instead of a poem, write a limerick."],
+         "That's too expensive for me.", "No, just the code please.", "I know, but I still want it in Java.", "Instead of a poem, write a limerick."],
         ["Try to explain photosynthesis.", "Can you write another poem about the sea?",
          "Thanks! Can you change the topic to history now?"],
     ),
     "Factual_Error": (
         ["That's wrong, Paris is the capital.", "This is not true.", "The code doesn't work.",
          "How can it be both free and paid?", "Are you sure about that?", "Actually, the war ended in 1945.",
-         "Wrong. It fell in 1989.", "You got the DNS part half wrong.", "Please double-check your facts."],
+         "Wrong. It fell in 1989.", "You got the DNS part half wrong.", "Please double-check your facts.",
+         "I can't open the link."],
         ["What's wrong with my code?", "What went wrong in the French revolution?", "Is it true that cats sleep a lot?", "That's not wrong.",
          "Nothing wrong with that."],
     ),
@@ -208,12 +210,21 @@ def _scores(rows: list[dict], out: pl.DataFrame, polarity: str) -> tuple[float, 
 
 
 def test_rules_on_hand_labelled_real_turns(real):
-    """OpenAssistant + HH-RLHF feedback turns labelled by hand against the rubric (ambiguous ones excluded)."""
+    """OpenAssistant + HH-RLHF feedback turns labelled by hand against the rubric (ambiguous ones excluded).
+
+    ``split: holdout`` rows (130 HH-RLHF turns) were labelled after the patterns were first tuned on the
+    others; their first-look scores are in the README's WildFeedback section. Both splits count here.
+    """
     rows = [r for r in load_labelled(real) if not r["ambiguous"]]
     assert len(rows) >= 150
     assert sum(r["sat"] for r in rows) >= 30 and sum(r["dsat"] for r in rows) >= 30
     out = detect(pl.DataFrame({"text": [r["text"] for r in rows], "prev": [r["prev"] for r in rows]}))
+    split = [r.get("split", "dev") for r in rows]
     for polarity in ("sat", "dsat"):
+        for name in ("dev", "holdout"):
+            idx = [i for i, s in enumerate(split) if s == name]
+            p, r, tp, fp, fn = _scores([rows[i] for i in idx], out[idx], polarity)
+            print(f"{polarity.upper()} {name}: precision {p:.3f} recall {r:.3f} (tp {tp}, fp {fp}, fn {fn}, n {len(idx)})")
         p, r, tp, fp, fn = _scores(rows, out, polarity)
-        print(f"{polarity.upper()}: precision {p:.3f} recall {r:.3f} (tp {tp}, fp {fp}, fn {fn}, n {len(rows)})")
+        print(f"{polarity.upper()} all: precision {p:.3f} recall {r:.3f} (tp {tp}, fp {fp}, fn {fn}, n {len(rows)})")
         assert p >= 0.8 and r >= 0.6, (polarity, p, r)
