@@ -112,7 +112,10 @@ def rules_signals(turns: pl.DataFrame, cfg: Wildfeedback) -> pl.DataFrame:
 
 
 def recall_sample(turns: pl.DataFrame, fraction: float, seed: int) -> pl.Series:
-    """A seeded, batch-independent random choice of turns: a hash of (conversation_id, user_turn)."""
+    """A seeded, batch-independent random choice of turns: a hash of (conversation_id, user_turn).
+
+    polars' hash is stable for a given polars version, which pins the sample across reruns.
+    """
     if fraction <= 0:
         return pl.Series([False] * turns.height, dtype=pl.Boolean)
     key = pl.concat_str(pl.col("conversation_id"), pl.col("user_turn").cast(pl.String), separator="\x1f")
@@ -221,7 +224,10 @@ def merge_verdicts(turns: pl.DataFrame, judged: pl.DataFrame | None, detector: s
     j = judged.rename({c: f"m_{c}" for c in judged.columns if c not in ("conversation_id", "user_turn")})
     t = turns.join(j, on=["conversation_id", "user_turn"], how="left")
     ok = pl.col("m_ok").fill_null(False)
-    both = lambda a, b: pl.when(ok).then(pl.col(a)).otherwise(pl.col(b))  # noqa: E731
+
+    def both(model_col: str, rules_col: str) -> pl.Expr:
+        return pl.when(ok).then(pl.col(model_col)).otherwise(pl.col(rules_col))
+
     rules_note = pl.when(pl.col("rationale").is_not_null()).then(pl.lit(" [rules: ") + pl.col("rationale") + "]")
     signals = t.with_columns(
         both("m_sat", "sat").alias("sat"), both("m_dsat", "dsat").alias("dsat"),
