@@ -241,16 +241,16 @@ def test_tiny_engine_detector_summaries_and_judge_are_schema_valid():
     detector = resolve_role(params.llm, cfg.roles.detector)
     engine = get_engine(detector)
     turns, convs, _ = wf.scan(frame(CONVS[:3]), cfg)
-    send = wf.with_context(turns.filter(pl.col("to_model")), convs, cfg.context_messages).head(3)
+    send = wf.with_context(turns.filter(pl.col("to_model")), convs, cfg.context_messages).head(2)
     out = pl.from_arrow(wf.llm_detect(send.select("conversation_id", "user_turn", "text", "prev", "context").to_arrow(),
                                       engine, sampling=detector.sampling, prompt=wf.template("detect"), max_chars=300))
-    assert out.height == 3 and out["ok"].all(), out["error"].to_list()
+    assert out.height == 2 and out["ok"].all(), out["error"].to_list()
     for row in out.to_dicts():
         wf.FeedbackJudgment.model_validate({k: row[k] for k in wf.FeedbackJudgment.model_fields})
 
     summarizer = resolve_role(params.llm, cfg.roles.summarizer)
     from stages.wildfeedback_pairs import summary_candidates
-    cands = summary_candidates(turns, convs, ["dsat"]).head(2)
+    cands = summary_candidates(turns, convs, ["dsat"]).head(1)
     summ = pl.from_arrow(summarize(cands.to_arrow(), get_engine(summarizer), sampling=summarizer.sampling,
                                    prompt=wf.template("summarize"), context_messages=4, max_chars=300))
     for row in summ.to_dicts():
