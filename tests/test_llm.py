@@ -293,3 +293,12 @@ def test_engine_inside_ray_actors(ray_cluster):
     assert out.column("text").to_pylist() == table.column("text").to_pylist()
     assert out.column("logprob").to_pylist() == pytest.approx(local.column("logprob").to_pylist(), abs=1e-4)
     assert out.column("p_a").to_pylist() == pytest.approx(local.column("p_a").to_pylist(), abs=1e-6)
+
+
+def test_the_projects_llm_section_builds_a_working_engine(params):
+    engine = get_engine(params.llm)
+    assert engine.name == params.llm.model
+    [[a, b]] = engine.generate(PROMPTS[:1], n=2)
+    assert isinstance(a, str) and isinstance(b, str)
+    [[v]] = engine.generate(PROMPTS[:1], schema=Verdict)
+    assert isinstance(v, Verdict)
