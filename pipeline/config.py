@@ -145,6 +145,26 @@ class Ingest(Section):
         return self
 
 
+# --- curry ---------------------------------------------------------------------------------------
+
+
+class CurryInput(Section):
+    """One input set: a prompts shard set and a responses shard set with scores, joined on prompt_id."""
+
+    prompts: str
+    responses: str
+
+
+class Curry(Section):
+    inputs: list[CurryInput] = Field(min_length=1)
+    pairing: Literal["best_vs_rest", "all"]
+    min_gap: float = Field(ge=0)
+    levels: Literal["per_prompt", "quantile"]
+    n_levels: int = Field(gt=0)
+    seed: int
+    histogram_bins: int = Field(gt=0)
+
+
 # --- root ----------------------------------------------------------------------------------------
 
 
@@ -152,6 +172,7 @@ class Params(Section):
     execution: Execution
     llm: LLM
     ingest: Ingest
+    curry: Curry
 
 
 class ParamsError(ValueError):
