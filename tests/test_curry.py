@@ -10,8 +10,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
-import pytest
 
 from pipeline.config import Curry, Execution
 from pipeline.io import read_manifest, read_table, verify_shards, write_shards
