@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.config import ParamsError
+    from pipeline.io import SourceError, StageError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as e:
         print(f"prefpipe: {e}", file=sys.stderr)
         return 2
+    except (SourceError, StageError) as e:  # bad input or too many rejects: a message, not a traceback
+        print(f"prefpipe: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

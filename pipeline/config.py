@@ -122,13 +122,36 @@ SourceFormat = Literal[
 ]
 
 
+# Which tables each format can feed (the adapters in pipeline/adapters.py implement these).
+FORMAT_KINDS: dict[str, tuple[str, ...]] = {
+    "wildchat": ("conversations", "prompts"),
+    "sharegpt": ("conversations", "prompts"),
+    "oasst": ("conversations", "rated"),
+    "hh_rlhf": ("conversations", "pairs"),
+    "ultrafeedback": ("pairs", "rated"),
+    "documents": ("documents",),
+    "prompts": ("prompts",),
+    "stackexchange": ("documents", "prompts", "rated"),
+    "wildfeedback": ("pairs",),
+    "arena_answers": ("rated",),
+}
+
+
 class Source(Section):
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     kind: SourceKind
     path: str  # a file, a glob, a folder, or "hf://<dataset id>[:split]"
     format: SourceFormat
     mapping: dict[str, str] = Field(default_factory=dict)  # canonical field -> source field
     limit: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _format_feeds_kind(self) -> Source:
+        if self.kind not in FORMAT_KINDS[self.format]:
+            raise ValueError(
+                f"format {self.format!r} cannot feed kind {self.kind!r}; it feeds {list(FORMAT_KINDS[self.format])}"
+            )
+        return self
 
 
 class Ingest(Section):

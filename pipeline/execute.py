@@ -123,6 +123,8 @@ def _run_ray(table, fn, *, engine, batch_size, fn_kwargs, execution: Execution) 
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
     # One block per batch keeps rows in input order through the map.
+    # Ray Data retries tasks and restarts actors lost with a node by default, so a dead worker
+    # costs time, not output.
     ds = ray.data.from_arrow([b for b in _batches(table, batch_size)] or [table])
     if engine is not None:
         ds = ds.map_batches(
@@ -132,8 +134,6 @@ def _run_ray(table, fn, *, engine, batch_size, fn_kwargs, execution: Execution) 
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=engine.replicas),
             num_gpus=engine.gpus_per_replica or None,
-            max_restarts=2,
-            max_task_retries=3,
         )
     else:
         ds = ds.map_batches(
@@ -142,7 +142,6 @@ def _run_ray(table, fn, *, engine, batch_size, fn_kwargs, execution: Execution) 
             batch_format="pyarrow",
             batch_size=batch_size,
             num_cpus=execution.num_cpus_per_task,
-            max_retries=3,
         )
     return [ray.get(ref) for ref in ds.to_arrow_refs()]
 

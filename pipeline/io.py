@@ -43,6 +43,10 @@ class SourceError(ValueError):
     """A source cannot be read at all (missing file, unknown format); names the path and what to do."""
 
 
+class StageError(RuntimeError):
+    """A stage cannot finish (e.g. too many rejected rows); the message says where and what to do."""
+
+
 @dataclass(frozen=True)
 class RawRow:
     """One input record, or the reason it could not be parsed."""

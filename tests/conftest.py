@@ -44,3 +44,44 @@ def ray_cluster():
     ray_init(None, num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+def copy_project(dest: Path) -> Path:
+    """A fresh checkout of the project's tracked files (plus untracked, not ignored ones) in ``dest``,
+    as its own git repository, so `dvc repro` there starts from nothing."""
+    import shutil
+    import subprocess
+
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    (dest.parent / "shared").exists() or (dest.parent / "shared").symlink_to(ROOT.parent / "shared")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dest, check=True, env=env)
+    return dest
+
+
+def dvc(cwd: Path, *args: str, check: bool = True):
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(cwd), "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def built_repo(tmp_path_factory) -> Path:
+    """A copy of the project on which `dvc repro` has run once (shared by the end-to-end tests)."""
+    dest = copy_project(tmp_path_factory.mktemp("e2e") / "prefpipe")
+    dvc(dest, "repro")
+    return dest

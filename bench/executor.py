@@ -1,0 +1,58 @@
+"""Executor overhead: rows/s of a trivial batch function through `local` and `ray`, against a naive
+per-row Python loop over the same rows, side by side in one run.
+
+    python bench/executor.py --rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.config import Execution
+from pipeline.execute import map_batches
+
+
+def add_one(batch: pa.Table) -> pa.Table:
+    return batch.set_column(1, "x", pc.add(batch["x"], 1))
+
+
+def naive(table: pa.Table) -> list[dict]:
+    return [{"id": r["id"], "x": r["x"] + 1} for r in table.to_pylist()]
+
+
+def timed(fn, *args, **kwargs):
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--batch-size", type=int, default=65_536)
+    args = ap.parse_args()
+
+    table = pa.table({"id": pa.array(range(args.rows), pa.int64()), "x": pa.array(range(args.rows), pa.int64())})
+    base = dict(batch_size=args.batch_size, checkpoint_rows=10**9, max_reject_fraction=0.5, ray_address=None,
+                num_cpus_per_task=1, target_shard_bytes=1 << 28, row_group_bytes=1 << 27)
+    _, t_naive = timed(naive, table)
+    local, t_local = timed(map_batches, table, add_one, execution=Execution(backend="local", **base))
+    from pipeline.execute import ray_init
+
+    ray_init(None)
+    map_batches(table.slice(0, 10), add_one, execution=Execution(backend="ray", **base))  # warm the workers
+    remote, t_ray = timed(map_batches, table, add_one, execution=Execution(backend="ray", **base))
+    assert local.equals(remote)
+
+    print(f"rows: {args.rows:,}  batch_size: {args.batch_size:,}")
+    print(f"{'runner':<28}{'seconds':>10}{'rows/s':>16}{'vs naive':>10}")
+    for name, t in [("naive per-row Python loop", t_naive), ("map_batches local", t_local), ("map_batches ray", t_ray)]:
+        print(f"{name:<28}{t:>10.3f}{args.rows / t:>16,.0f}{t_naive / t:>9.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""params.yaml validation: bad files fail before any work, naming the file and the key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import cli
+from pipeline.config import FORMAT_KINDS, ParamsError, fingerprint, load_params
+
+
+@pytest.fixture
+def good(root) -> dict:
+    return yaml.safe_load((root / "params.yaml").read_text())
+
+
+def write(tmp_path: Path, data) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def error_of(tmp_path: Path, data) -> str:
+    with pytest.raises(ParamsError) as err:
+        load_params(write(tmp_path, data))
+    return str(err.value)
+
+
+def test_the_shipped_params_load(root):
+    p = load_params(root / "params.yaml")
+    assert [s.name for s in p.ingest.sources] == ["sample_conversations", "sample_posts", "sample_prompts",
+                                                  "sample_seed_pairs", "sample_rated"]
+    assert all(s.path.startswith("data/samples/") for s in p.ingest.sources)
+
+
+def test_unknown_key_is_named(tmp_path, good):
+    good["ingest"]["sources"][1]["formt"] = "documents"
+    msg = error_of(tmp_path, good)
+    assert f"{tmp_path / 'params.yaml'}: ingest.sources[1].formt: unknown key" in msg
+
+
+def test_unknown_section_is_named(tmp_path, good):
+    good["ingset"] = {}
+    assert "params.yaml: ingset: unknown key" in error_of(tmp_path, good)
+
+
+def test_wrong_type_is_named_with_the_value(tmp_path, good):
+    good["ingest"]["max_reject_fraction"] = "lots"
+    msg = error_of(tmp_path, good)
+    assert "ingest.max_reject_fraction: Input should be a valid number" in msg and "(got 'lots')" in msg
+
+
+def test_out_of_range_and_bad_literal(tmp_path, good):
+    good["ingest"]["max_reject_fraction"] = 1.5
+    good["ingest"]["sources"][0]["kind"] = "chats"
+    msg = error_of(tmp_path, good)
+    assert "ingest.max_reject_fraction: Input should be less than or equal to 1 (got 1.5)" in msg
+    assert "ingest.sources[0].kind: Input should be 'conversations', 'documents', 'prompts', 'rated' or 'pairs'" in msg
+
+
+def test_missing_key_is_named(tmp_path, good):
+    del good["ingest"]["max_record_bytes"]
+    assert "ingest.max_record_bytes: missing required key" in error_of(tmp_path, good)
+
+
+def test_format_must_feed_the_kind(tmp_path, good):
+    good["ingest"]["sources"][2]["kind"] = "pairs"  # the prompts format feeds prompts only
+    msg = error_of(tmp_path, good)
+    assert "ingest.sources[2]: Value error, format 'prompts' cannot feed kind 'pairs'; it feeds ['prompts']" in msg
+
+
+def test_source_names_are_unique_and_simple(tmp_path, good):
+    good["ingest"]["sources"][1]["name"] = "sample_conversations"
+    assert "source names must be unique, repeated: ['sample_conversations']" in error_of(tmp_path, good)
+    good["ingest"]["sources"][1]["name"] = "has space"
+    assert "ingest.sources[1].name: String should match pattern" in error_of(tmp_path, good)
+
+
+def test_not_yaml_not_a_mapping_missing_file(tmp_path):
+    assert "not valid YAML" in error_of(tmp_path, "ingest: [unclosed")
+    assert "expected a mapping of sections" in error_of(tmp_path, "- a\n- b\n")
+    with pytest.raises(ParamsError, match="no such file"):
+        load_params(tmp_path / "absent.yaml")
+
+
+def test_every_format_feeds_something():
+    from pipeline.adapters import ADAPTERS
+
+    assert set(FORMAT_KINDS) == set(ADAPTERS)
+    assert all(FORMAT_KINDS.values())
+
+
+def test_fingerprint_follows_the_section(root):
+    p = load_params(root / "params.yaml")
+    data = p.ingest.model_dump()
+    data["max_record_bytes"] += 1
+    assert fingerprint(p.ingest) == fingerprint(p.ingest)
+    assert fingerprint(p.ingest) != fingerprint(data)
+
+
+def test_cli_fails_before_any_work(tmp_path, good, monkeypatch, capsys):
+    good["ingest"]["sources"][0]["path"] = 12  # a path must be a string
+    good["ingest"]["bogus"] = True
+    bad = write(tmp_path, good)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "ingest", "--params", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "ingest.bogus: unknown key" in err and "ingest.sources[0].path: Input should be a valid string" in err
+    assert not (tmp_path / "data").exists()  # nothing was written
+
+
+def test_cli_unknown_stage(capsys):
+    assert cli.main(["run", "nosuchstage"]) == 2
+    assert "unknown stage 'nosuchstage'" in capsys.readouterr().err

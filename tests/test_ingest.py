@@ -1,0 +1,220 @@
+"""The ingest stage: samples end to end, bad input quarantined and counted, threshold failure, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import cli
+from pipeline.config import Params
+from pipeline.io import SourceError, read_manifest, read_table, verify_shards
+from stages.ingest import TABLES, IngestError, reason_key, run
+
+
+def with_ingest(params: Params, sources: list[dict], max_reject_fraction: float = 1.0,
+                max_record_bytes: int = 4 << 20) -> Params:
+    data = params.model_dump()
+    data["ingest"] = {"sources": [{"mapping": {}, "limit": None, **s} for s in sources],
+                      "max_reject_fraction": max_reject_fraction, "max_record_bytes": max_record_bytes}
+    return Params.model_validate(data)
+
+
+@pytest.fixture
+def at_root(root, monkeypatch):
+    monkeypatch.chdir(root)  # sample source paths in params.yaml are relative to the project root
+    return root
+
+
+def test_samples_build_every_table(params, at_root, tmp_path):
+    metrics = run(params, tmp_path / "ingest")
+    totals = metrics["totals"]
+    assert {k: totals[k] for k in TABLES} == {"conversations": 44, "documents": 30, "prompts": 40,
+                                              "responses": 40, "pairs": 10}
+    assert totals["rows_in"] == totals["accepted"] == 124 and totals["rejected"] == 0
+    for table in (*TABLES, "rejects"):
+        assert verify_shards(tmp_path / "ingest" / table) == []
+    assert read_table(tmp_path / "ingest" / "rejects", "rejects").num_rows == 0
+    convs = read_table(tmp_path / "ingest" / "conversations", "conversations").to_pylist()
+    assert sum("toxic" in c["flags"] for c in convs) == 1 and sum("redacted" in c["flags"] for c in convs) == 1
+    assert {c["language"] for c in convs} == {"English", "Spanish", "French"}
+    assert sum(len(c["messages"]) >= 6 for c in convs) >= 30  # most have three user turns
+    assert json.loads((tmp_path / "ingest" / "metrics.json").read_text()) == metrics
+    # rated: one prompt per rated record, its 4 responses joined on prompt_id, scorer = the source name
+    prompts = read_table(tmp_path / "ingest" / "prompts", "prompts").to_pylist()
+    responses = read_table(tmp_path / "ingest" / "responses", "responses").to_pylist()
+    rated_ids = {p["prompt_id"] for p in prompts if p["source"] == "sample_rated"}
+    assert len(rated_ids) == 10 and {r["prompt_id"] for r in responses} == rated_ids
+    assert {r["scorer"] for r in responses} == {"sample_rated"}
+
+
+def test_same_input_gives_byte_identical_output(params, at_root, tmp_path):
+    run(params, tmp_path / "a")
+    run(params, tmp_path / "b")
+    for table in (*TABLES, "rejects"):
+        files_a = sorted(p.name for p in (tmp_path / "a" / table).iterdir())
+        assert files_a == sorted(p.name for p in (tmp_path / "b" / table).iterdir())
+        for name in files_a:
+            assert (tmp_path / "a" / table / name).read_bytes() == (tmp_path / "b" / table / name).read_bytes()
+
+
+def _bad_chats(path: Path) -> dict[int, str]:
+    """A file of one good and many bad lines; returns line number -> expected reason fragment."""
+    good = {"conversation_id": "ok", "conversation": [{"role": "user", "content": "hi"},
+                                                      {"role": "assistant", "content": "hello"}]}
+    lines: list[bytes] = [
+        json.dumps(good).encode(),
+        b'{"conversation_id": "t", "conversation": [{"role": "user", "content": "cut off',
+        json.dumps({"conversation_id": "w", "conversation": "not a list"}).encode(),
+        json.dumps({"conversation_id": "w2", "conversation": [{"role": "user", "content": 42}]}).encode(),
+        json.dumps({"conversation_id": "e", "conversation": []}).encode(),
+        json.dumps({"conversation_id": "m"}).encode(),
+        json.dumps({"conversation_id": "o", "conversation": [{"role": "assistant", "content": "a"},
+                                                            {"role": "user", "content": "q"}]}).encode(),
+        b'{"conversation_id": "u", "conversation": [{"role": "user", "content": "caf\xe9"}]}',
+        json.dumps({"conversation_id": "big", "conversation": [{"role": "user", "content": "x" * 5000}]}).encode(),
+        b"[1, 2, 3]",
+        b"",  # blank lines are not records
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return {
+        2: "invalid JSON",
+        3: "conversation is str, expected a list of messages",
+        4: "conversation[0].content is int, expected a string",
+        5: "conversation is empty",
+        6: "missing field 'messages' or 'conversation'",
+        7: "roles out of order at message 0",
+        8: "invalid UTF-8",
+        9: "over max_record_bytes=2000",
+        10: "record is list, expected a JSON object",
+    }
+
+
+def test_bad_input_is_quarantined_and_counted(params, tmp_path):
+    expected = _bad_chats(tmp_path / "bad.jsonl")
+    p = with_ingest(params, [{"name": "bad_chats", "kind": "conversations", "path": str(tmp_path / "bad.jsonl"),
+                              "format": "wildchat"}], max_reject_fraction=1.0, max_record_bytes=2000)
+    metrics = run(p, tmp_path / "out")
+    m = metrics["sources"]["bad_chats"]
+    assert (m["rows_in"], m["accepted"], m["rejected"]) == (10, 1, 9)
+    rejects = read_table(tmp_path / "out" / "rejects", "rejects").to_pylist()
+    assert [r["row"] for r in rejects] == sorted(expected)
+    for r in rejects:
+        assert r["source"] == "bad_chats"
+        assert r["reason"].startswith(f"bad.jsonl:{r['row']}: ")
+        assert expected[r["row"]] in r["reason"], r["reason"]
+    assert read_table(tmp_path / "out" / "conversations", "conversations").num_rows == 1
+    assert sum(n for _, n in m["top_reasons"]) <= 9 and m["top_reasons"]
+
+
+def test_too_many_rejects_fail_naming_the_source(params, tmp_path):
+    _bad_chats(tmp_path / "bad.jsonl")
+    p = with_ingest(params, [{"name": "bad_chats", "kind": "conversations", "path": str(tmp_path / "bad.jsonl"),
+                              "format": "wildchat"}], max_reject_fraction=0.5, max_record_bytes=2000)
+    with pytest.raises(IngestError) as err:
+        run(p, tmp_path / "out")
+    msg = str(err.value)
+    assert "source 'bad_chats': 9 of 10 rows rejected" in msg
+    assert "max_reject_fraction=0.5" in msg and "invalid JSON" in msg
+    # What went wrong is on disk for inspection.
+    assert read_table(tmp_path / "out" / "rejects", "rejects").num_rows == 9
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["sources"]["bad_chats"]["rejected"] == 9
+
+
+def test_missing_source_fails_before_any_work(params, tmp_path):
+    p = with_ingest(params, [{"name": "gone", "kind": "prompts", "path": str(tmp_path / "nope.jsonl"),
+                              "format": "prompts"}])
+    with pytest.raises(SourceError, match="nope.jsonl: no such file"):
+        run(p, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_duplicates_and_orphans(params, tmp_path):
+    (tmp_path / "answers").mkdir()
+    ans = {"uid": "q1", "model": "m1", "messages": [{"role": "user", "content": "Q?"},
+                                                    {"role": "assistant", "content": {"answer": "A1"}}]}
+    clash = {**ans, "model": "m2", "messages": [{"role": "user", "content": "Another question"},
+                                                {"role": "assistant", "content": {"answer": "A2"}}]}
+    (tmp_path / "answers" / "m1.jsonl").write_text(json.dumps(ans) + "\n")
+    (tmp_path / "answers" / "m2.jsonl").write_text(json.dumps({**ans, "model": "m2"}) + "\n" + json.dumps(clash) + "\n")
+    xml = ('<?xml version="1.0" encoding="utf-8"?>\n<posts>\n'
+           '  <row Id="1" PostTypeId="1" Score="3" Title="Grind?" Body="&lt;p&gt;How fine?&lt;/p&gt;" />\n'
+           '  <row Id="2" PostTypeId="2" ParentId="1" Score="5" Body="&lt;p&gt;Medium.&lt;/p&gt;" />\n'
+           '  <row Id="3" PostTypeId="2" ParentId="99" Score="1" Body="&lt;p&gt;Orphan.&lt;/p&gt;" />\n</posts>\n')
+    (tmp_path / "Posts.xml").write_text(xml)
+    p = with_ingest(params, [
+        {"name": "arena", "kind": "rated", "path": str(tmp_path / "answers"), "format": "arena_answers"},
+        {"name": "se", "kind": "rated", "path": str(tmp_path / "Posts.xml"), "format": "stackexchange"},
+    ])
+    metrics = run(p, tmp_path / "out")
+    arena, se = metrics["sources"]["arena"], metrics["sources"]["se"]
+    assert (arena["rows_in"], arena["accepted"], arena["rejected"]) == (3, 2, 1)
+    assert arena["skipped"] == {"prompts row identical to an earlier one": 1}
+    assert (se["rows_in"], se["accepted"], se["rejected"]) == (3, 2, 1)
+    rejects = {r["source"]: r for r in read_table(tmp_path / "out" / "rejects", "rejects").to_pylist()}
+    assert rejects["arena"]["row"] == 3 and "m2.jsonl:2: duplicate: prompts id" in rejects["arena"]["reason"]
+    assert rejects["se"]["row"] == 3 and "response to a prompt not in this source" in rejects["se"]["reason"]
+    responses = read_table(tmp_path / "out" / "responses", "responses").to_pylist()
+    assert sorted((r["generator"], r["text"]) for r in responses) == [("human", "Medium."), ("m1", "A1"), ("m2", "A1")]
+
+
+def test_limit_reads_only_the_first_rows(params, at_root, tmp_path):
+    p = with_ingest(params, [{"name": "few", "kind": "prompts", "path": "data/samples/prompts.jsonl",
+                              "format": "prompts", "limit": 7}])
+    assert run(p, tmp_path / "out")["sources"]["few"]["rows_in"] == 7
+
+
+def test_reason_key_groups_alike_reasons():
+    assert reason_key("a/b.jsonl:7: invalid JSON: Expecting value at column 12") == "invalid JSON: Expecting value at column N"
+
+
+def test_inspect_an_ingest_output(params, at_root, tmp_path, capsys):
+    run(params, tmp_path / "ingest")
+    assert cli.main(["inspect", str(tmp_path / "ingest" / "conversations"), "-n", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "rows:   44" in out and "files:  1" in out
+    assert "messages: list<element: struct<role: string not null, content: string not null>> not null" in out
+    assert '"table": "conversations"' in out
+    assert out.count('"conversation_id"') == 2
+    manifest = read_manifest(tmp_path / "ingest" / "conversations")
+    assert manifest["rows"] == pq.read_table(tmp_path / "ingest" / "conversations").num_rows == 44
+
+
+def test_oversized_records_are_caught_in_every_file_type(params, tmp_path):
+    (tmp_path / "arr.json").write_text(json.dumps([{"id": "a", "text": "short"}, {"id": "b", "text": "y" * 3000}]))
+    p = with_ingest(params, [{"name": "arr", "kind": "documents", "path": str(tmp_path / "arr.json"),
+                              "format": "documents"}], max_record_bytes=1000)
+    metrics = run(p, tmp_path / "out")
+    assert (metrics["sources"]["arr"]["accepted"], metrics["sources"]["arr"]["rejected"]) == (1, 1)
+    assert metrics["sources"]["arr"]["top_reasons"] == [["record is over max_record_bytes=N", 1]]
+
+
+def test_guard_changes_leave_the_tables_byte_identical(params, at_root, tmp_path):
+    """max_reject_fraction and max_record_bytes only quarantine or fail: the data tables keep their bytes."""
+    run(params, tmp_path / "a")
+    data = params.model_dump()
+    data["ingest"]["max_record_bytes"] += 1
+    data["ingest"]["max_reject_fraction"] = 0.9
+    run(Params.model_validate(data), tmp_path / "b")
+    for table in TABLES:
+        assert read_manifest(tmp_path / "a" / table) == read_manifest(tmp_path / "b" / table)
+    data["ingest"]["sources"][1]["limit"] = 5  # a source change is a different fingerprint
+    run(Params.model_validate(data), tmp_path / "c")
+    assert read_manifest(tmp_path / "c" / "documents")["fingerprint"] != read_manifest(tmp_path / "a" / "documents")["fingerprint"]
+
+
+def test_cli_reports_a_failing_source_without_a_traceback(params, tmp_path, monkeypatch, capsys):
+    import yaml
+
+    _bad_chats(tmp_path / "bad.jsonl")
+    p = with_ingest(params, [{"name": "bad_chats", "kind": "conversations", "path": "bad.jsonl",
+                              "format": "wildchat"}], max_reject_fraction=0.1, max_record_bytes=2000)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json")))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "ingest"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("prefpipe: ingest: 1 source(s) rejected more than max_reject_fraction=0.1")
+    assert "source 'bad_chats': 9 of 10 rows rejected" in err and "Traceback" not in err
+    assert (tmp_path / "data" / "ingest" / "rejects" / "_manifest.json").exists()

@@ -1,0 +1,168 @@
+"""Readers and the shard writer: deterministic, sorted, manifest-checked, atomic."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import io as pio
+from pipeline.io import SourceError, iter_records, read_manifest, read_table, verify_shards, write_shards
+from pipeline.records import SchemaError, to_table
+
+
+def docs(n: int, *, reverse: bool = True) -> pa.Table:
+    ids = range(n - 1, -1, -1) if reverse else range(n)
+    return to_table([{"doc_id": f"d{i:05d}", "text": f"text number {i} " * 20, "source": "s", "score": float(i)}
+                     for i in ids], "documents")
+
+
+# --- shard writer --------------------------------------------------------------------------------
+
+
+def test_names_bytes_and_order_are_deterministic(tmp_path):
+    table = docs(300)
+    m1 = write_shards(table, tmp_path / "a", name="documents", fingerprint="fp", target_shard_bytes=20_000)
+    m2 = write_shards(docs(300, reverse=False), tmp_path / "b", name="documents", fingerprint="fp",
+                      target_shard_bytes=20_000)
+    names = [f["path"] for f in m1["files"]]
+    n = len(names)
+    assert n > 1 and names == [f"part-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
+    assert m1 == m2  # input order does not matter: rows are sorted by id before writing
+    for name in [*names, "_manifest.json"]:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    ids = read_table(tmp_path / "a", "documents").column("doc_id").to_pylist()
+    assert ids == sorted(ids) and len(ids) == 300
+
+
+def test_manifest_records_rows_checksums_schema_fingerprint(tmp_path):
+    m = write_shards(docs(50), tmp_path / "out", name="documents", fingerprint="abc123", target_shard_bytes=10_000)
+    assert read_manifest(tmp_path / "out") == m
+    assert m["rows"] == 50 == sum(f["rows"] for f in m["files"])
+    for f in m["files"]:
+        data = (tmp_path / "out" / f["path"]).read_bytes()
+        assert f["sha256"] == hashlib.sha256(data).hexdigest()
+        assert pq.ParquetFile(tmp_path / "out" / f["path"]).metadata.num_rows == f["rows"]
+    assert m["fingerprint"] == "abc123" and m["table"] == "documents" and m["prefpipe_version"]
+    assert [c["name"] for c in m["schema"]] == ["doc_id", "text", "title", "source", "score"]
+    assert pq.ParquetFile(tmp_path / "out" / m["files"][0]["path"]).metadata.row_group(0).column(0).compression == "ZSTD"
+    assert verify_shards(tmp_path / "out") == []
+    victim = tmp_path / "out" / m["files"][0]["path"]
+    victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")
+    assert verify_shards(tmp_path / "out") == [f"{victim}: sha256 differs from the manifest"]
+
+
+def test_replace_is_atomic_and_a_failed_write_keeps_the_old_set(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    write_shards(docs(10), out, name="documents")
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+    write_shards(docs(20), out, name="documents")
+    assert read_table(out, "documents").num_rows == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary or old folders left
+
+    real_write = pio.write_parquet
+    calls = []
+
+    def dies_on_second_file(table, path, row_group_bytes=0):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        real_write(table, path, row_group_bytes)
+
+    monkeypatch.setattr(pio, "write_parquet", dies_on_second_file)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(OSError, match="disk full"):
+        write_shards(docs(300), out, name="documents", target_shard_bytes=20_000)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before != old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_empty_tables_still_make_a_shard_set(tmp_path):
+    m = write_shards(docs(0), tmp_path / "empty", name="documents")
+    assert m["rows"] == 0 and len(m["files"]) == 1
+    assert read_table(tmp_path / "empty", "documents").num_rows == 0
+
+
+def test_contract_violations_are_named(tmp_path):
+    bad = pa.table({"doc_id": ["a"], "source": ["s"]})
+    with pytest.raises(SchemaError, match="documents: missing required column 'text'"):
+        write_shards(bad, tmp_path / "x", name="documents")
+    assert not (tmp_path / "x").exists()
+
+
+# --- readers -------------------------------------------------------------------------------------
+
+
+def values(path: str | Path, **kw) -> list:
+    return [r.value for r in iter_records(str(path), **kw)]
+
+
+def test_jsonl_splits_on_newline_only(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"t": "one\u2028still one"}\n\n{"t": "two\u2029"}\r\n', encoding="utf-8")
+    rows = list(iter_records(str(path)))
+    assert [r.value for r in rows] == [{"t": "one\u2028still one"}, {"t": "two\u2029"}]
+    assert [r.row for r in rows] == [1, 3]  # row = line number; blank lines are not records
+
+
+def test_jsonl_bad_lines_become_errors_not_crashes(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": \n\xff\xfe\n' + b'{"a": "' + b"x" * 100 + b'"}\n')
+    rows = list(iter_records(str(path), max_record_bytes=50))
+    assert rows[0].value == {"a": 1} and rows[0].error is None
+    assert rows[1].error.startswith("invalid JSON")
+    assert rows[2].error == "invalid UTF-8 at byte 0"
+    assert rows[3].error == "record is 109 bytes, over max_record_bytes=50"
+
+
+def test_json_array_data_key_and_jsonl_fallback(tmp_path):
+    (tmp_path / "arr.json").write_text(json.dumps([{"i": 1}, {"i": 2}]))
+    (tmp_path / "wrapped.json").write_text(json.dumps({"data": [{"i": 3}]}))
+    (tmp_path / "lines.json").write_text('{"i": 4}\n{"i": 5}\n')
+    assert values(tmp_path / "arr.json") == [{"i": 1}, {"i": 2}]
+    assert values(tmp_path / "wrapped.json") == [{"i": 3}]
+    assert values(tmp_path / "lines.json") == [{"i": 4}, {"i": 5}]
+
+
+def test_csv_parquet_gzip(tmp_path):
+    (tmp_path / "t.csv").write_text('id,text\n1,"hello, world"\n2,"two\nlines"\n')
+    assert values(tmp_path / "t.csv") == [{"id": "1", "text": "hello, world"}, {"id": "2", "text": "two\nlines"}]
+    pq.write_table(pa.table({"id": [1, 2], "text": ["a", "b"]}), tmp_path / "t.parquet")
+    assert values(tmp_path / "t.parquet") == [{"id": 1, "text": "a"}, {"id": 2, "text": "b"}]
+    (tmp_path / "t.jsonl.gz").write_bytes(gzip.compress(b'{"z": 1}\n'))
+    assert values(tmp_path / "t.jsonl.gz") == [{"z": 1}]
+
+
+def test_glob_and_folder_in_sorted_order(tmp_path):
+    d = tmp_path / "src"
+    (d / "sub").mkdir(parents=True)
+    (d / "b.jsonl").write_text('{"f": "b"}\n')
+    (d / "a.jsonl").write_text('{"f": "a"}\n')
+    (d / "sub" / "c.jsonl").write_text('{"f": "c"}\n')
+    (d / "_manifest.json").write_text("{}")  # bookkeeping files are not data
+    (d / ".hidden.jsonl").write_text('{"f": "h"}\n')
+    assert values(d) == [{"f": "a"}, {"f": "b"}, {"f": "c"}]
+    assert values(f"{d}/*.jsonl") == [{"f": "a"}, {"f": "b"}]
+    assert values(f"{d}/**/*.jsonl") == [{"f": "a"}, {"f": "b"}, {"f": "c"}]
+
+
+def test_missing_and_unknown_sources_say_what_to_do(tmp_path):
+    with pytest.raises(SourceError, match="no such file, folder or matching glob"):
+        values(tmp_path / "nothing.jsonl")
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(SourceError, match=r"unknown file type '\.txt'"):
+        values(tmp_path / "x.txt")
+
+
+def test_hub_id_fails_clearly_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SourceError) as err:
+        values("hf://prefpipe-tests/no-such-dataset:train")
+    msg = str(err.value)
+    assert msg.startswith("hf://prefpipe-tests/no-such-dataset:train: could not load from the Hugging Face Hub")
+    assert "point `path` at the local files" in msg
