@@ -217,52 +217,48 @@ def test_run_writes_one_shard_set_per_level_in_curriculum_order(tmp_path):
 
 
 # --- real data -----------------------------------------------------------------------------------------
-# Small readers following the ingest adapters' conventions (pipeline/adapters.py on the ingest branch):
-# OpenAssistant: a prompter message with >= 2 ranked assistant replies is a prompt (the path down to it);
-# its ranked replies score 1 - position / (n - 1) (best 1.0, worst 0.0); deleted or failed-review messages
-# are pruned with their replies. Here unranked replies of such a group are kept with a null score, so the
-# stage's skip is exercised. Stack Exchange: a question is a prompt (title + body), answers are responses
-# scored by their vote Score.
+# The stage's input comes from the real ingest adapters (stages/ingest.py, pipeline/adapters.py). The
+# expected counts come from small independent readers of the raw files that follow the adapters'
+# documented conventions: OpenAssistant: a prompter message with >= 2 ranked assistant replies is a
+# prompt (the path down to it); its ranked replies score 1 - position / (n - 1) (best 1.0, worst 0.0);
+# deleted or failed-review messages are pruned with their replies. Stack Exchange: a question is a
+# prompt, its answers are responses scored by their vote Score.
 
 
-def oasst_tables(path: Path) -> tuple[list[dict], list[dict]]:
-    prompts, responses = [], []
+def ingested(path: Path, fmt: str) -> tuple[list[dict], list[dict]]:
+    from pipeline.config import Source
+    from stages.ingest import ingest_source
+
+    result = ingest_source(Source(name=fmt, kind="rated", path=str(path), format=fmt), 4 << 20)
+    return result.rows["prompts"], result.rows["responses"]
+
+
+def oasst_scores(path: Path) -> list[dict]:
+    responses = []
 
     def usable(m):
         return m.get("deleted") is not True and m.get("review_result") is not False
 
-    def walk(m, path):
-        path = [*path, {"role": "user" if m["role"] == "prompter" else "assistant", "content": m["text"]}]
+    def walk(m):
         kept = [r for r in m.get("replies") or [] if usable(r)]
         ranked = sorted((r for r in kept if isinstance(r.get("rank"), int)), key=lambda r: r["rank"])
         if m["role"] == "prompter" and len(ranked) >= 2:
-            pid = m["message_id"]
-            prompts.append({"prompt_id": pid, "messages": path, "source": "oasst", "origin_id": pid})
-            for pos, r in enumerate(ranked):
-                responses.append(resp(pid, r["message_id"], 1 - pos / (len(ranked) - 1), r["text"], "oasst"))
-            responses.extend(resp(pid, r["message_id"], None, r["text"], "oasst") for r in kept if r not in ranked)
+            responses.extend({"prompt_id": m["message_id"], "response_id": r["message_id"],
+                              "score": 1 - pos / (len(ranked) - 1)} for pos, r in enumerate(ranked))
         for r in kept:
-            walk(r, path)
+            walk(r)
 
     for line in path.read_bytes().split(b"\n"):
         if line.strip():
             root = json.loads(line)["prompt"]
             if usable(root):
-                walk(root, [])
-    return prompts, responses
+                walk(root)
+    return responses
 
 
-def stackexchange_tables(path: Path) -> tuple[list[dict], list[dict]]:
-    prompts, responses = [], []
-    for _, el in ET.iterparse(path):
-        if el.tag != "row":
-            continue
-        a = el.attrib
-        if a["PostTypeId"] == "1":
-            prompts.append(prompt(a["Id"], f"{a.get('Title', '')}\n\n{a['Body']}", "stackexchange"))
-        elif a["PostTypeId"] == "2":
-            responses.append(resp(a["ParentId"], a["Id"], float(a["Score"]), a["Body"], "stackexchange"))
-    return prompts, responses
+def stackexchange_scores(path: Path) -> list[dict]:
+    return [{"prompt_id": el.get("ParentId"), "response_id": el.get("Id"), "score": float(el.get("Score"))}
+            for _, el in ET.iterparse(path) if el.tag == "row" and el.get("PostTypeId") == "2"]
 
 
 def expected(responses: list[dict], pairing: str, n_levels: int = 3) -> dict[str, int]:
@@ -270,14 +266,13 @@ def expected(responses: list[dict], pairing: str, n_levels: int = 3) -> dict[str
     groups = defaultdict(list)
     for r in responses:
         if r["score"] is not None:
-            groups[r["prompt_id"]].append(r)
+            groups[r["prompt_id"]].append(r["score"])
     counts: dict[str, int] = defaultdict(int)
-    for rs in groups.values():
-        rs.sort(key=lambda r: (-r["score"], r["response_id"]))
-        idx = [(0, k) for k in range(1, len(rs))] if pairing == "best_vs_rest" else \
-            [(i, k) for i in range(len(rs)) for k in range(i + 1, len(rs))]
-        gaps = [rs[i]["score"] - rs[k]["score"] for i, k in idx]
-        gaps = [g for g in gaps if g > 0]
+    for scores in groups.values():
+        scores.sort(reverse=True)
+        idx = [(0, k) for k in range(1, len(scores))] if pairing == "best_vs_rest" else \
+            [(i, k) for i in range(len(scores)) for k in range(i + 1, len(scores))]
+        gaps = [scores[i] - scores[k] for i, k in idx if scores[i] - scores[k] > 0]
         distinct = sorted(set(gaps), reverse=True)
         for g in gaps:
             counts[str(distinct.index(g) * n_levels // max(len(distinct), n_levels))] += 1
@@ -285,32 +280,32 @@ def expected(responses: list[dict], pairing: str, n_levels: int = 3) -> dict[str
 
 
 def test_real_openassistant_ranked_replies(real):
-    prompts, responses = oasst_tables(real / OASST)
-    assert (len(prompts), len(responses)) == (212, 642)  # SOURCES.md: 641 ranked sibling replies, + 1 unranked
+    prompts, responses = ingested(real / OASST, "oasst")
+    raw = oasst_scores(real / OASST)
+    assert (len(prompts), len(responses), len(raw)) == (212, 641, 641)  # SOURCES.md: 641 ranked sibling replies
     rows, m = build(prompts, responses)
-    want = expected(responses, "best_vs_rest")
+    want = expected(raw, "best_vs_rest")
     assert {k: v for k, v in m["pairs"]["per_level"].items() if v} == want
     # 641 ranked - 212 prompts = 429 pairs; prompts with 6+ ranked replies put two gaps in a level.
     assert want == {"0": 225, "1": 164, "2": 40}
-    assert m["responses"]["dropped"] == {"missing_score": 1}
-    assert m["pairs"]["dropped"] == {"gap_le_min_gap": 0}
+    assert m["responses"]["dropped"] == {} and m["pairs"]["dropped"] == {"gap_le_min_gap": 0}
     # Each prompt's best-vs-worst pair has gap 1.0 on the 0..1 rank scale and is in level 0.
     assert sorted(r["level"] for r in rows if r["margin"] == 1.0) == [0] * 212
     assert [r["level"] for r in rows] == sorted(r["level"] for r in rows)
-    assert all(r["prompt"][-1]["role"] == "user" for r in rows)
+    assert all(r["prompt"][-1]["role"] == "user" and r["source"] == "oasst" for r in rows)
     rows_all, m_all = build(prompts, responses, pairing="all")
-    assert m_all["pairs"]["per_level"] == {**{"0": 0, "1": 0, "2": 0}, **expected(responses, "all")}
+    assert m_all["pairs"]["per_level"] == {**{"0": 0, "1": 0, "2": 0}, **expected(raw, "all")}
     assert m_all["pairs"]["written"] == len(rows_all) == 754
 
 
 def test_real_stackexchange_answers_by_score(real):
-    prompts, responses = stackexchange_tables(real / POSTS)
-    assert (len(prompts), len(responses)) == (225, 327)
+    prompts, responses = ingested(real / POSTS, "stackexchange")
+    raw = stackexchange_scores(real / POSTS)
+    assert (len(prompts), len(responses), len(raw)) == (225, 327, 327)
     rows, m = build(prompts, responses)
-    want = expected(responses, "best_vs_rest")
+    want = expected(raw, "best_vs_rest")
     assert {k: v for k, v in m["pairs"]["per_level"].items() if v} == want
-    assert sum(want.values()) == len(rows) == 108
-    assert want == {"0": 87, "1": 16, "2": 5}
+    assert want == {"0": 87, "1": 16, "2": 5} and len(rows) == 108
     # 82 questions have >= 2 answers: 327 answers - 212 answered questions = 115 candidate (R1, Rk)
     # pairs, 7 of them ties on Score.
     assert m["pairs"]["candidates"] == 115 and m["pairs"]["dropped"] == {"gap_le_min_gap": 7}
