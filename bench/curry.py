@@ -30,8 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import psutil  # noqa: E402
+import pyarrow as pa  # noqa: E402
 
 from pipeline.config import Curry  # noqa: E402
+from pipeline.records import SCHEMAS, check_table  # noqa: E402
 
 CFG = Curry(inputs=[{"prompts": "-", "responses": "-"}], pairing="best_vs_rest", min_gap=0.0,
             levels="per_prompt", n_levels=3, seed=0, histogram_bins=10)
@@ -57,6 +59,15 @@ def make_data(n_prompts: int, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame
         generator=pl.lit("bench"), scorer=pl.lit("bench"), detail=pl.lit(None, pl.String), input=pl.lit(0, pl.Int32),
     ).drop("k")
     return prompts, responses
+
+
+def as_contract_tables(prompts: pl.DataFrame, responses: pl.DataFrame) -> tuple[pa.Table, pa.Table]:
+    inp = pa.array(np.zeros(prompts.height, np.int32))
+    p = pa.Table.from_arrays(
+        [prompts[c].to_arrow().cast(SCHEMAS["prompts"].field(c).type) for c in ("prompt_id", "messages", "source")],
+        names=["prompt_id", "messages", "source"]).append_column("input", inp)
+    r = check_table(responses.drop("input").to_arrow(), "responses")
+    return p, r.append_column("input", pa.array(np.zeros(r.num_rows, np.int32)))
 
 
 # --- the naive implementation: a dict of prompts, a Python loop per prompt ---------------------------
@@ -132,9 +143,11 @@ def child(impl: str, n_prompts: int) -> dict:
             dt = time.perf_counter() - t
         n_pairs = len(pairs)
     else:
+        p_tbl, r_tbl = as_contract_tables(prompts, responses)  # what load_inputs gives: Arrow contract tables
+        del prompts, responses
         with PeakRSS() as mem:
             t = time.perf_counter()
-            table, _ = build_pairs(prompts, responses, CFG)
+            table, _ = build_pairs(p_tbl, r_tbl, CFG)
             dt = time.perf_counter() - t
         n_pairs = table.num_rows
     return {"impl": impl, "prompts": n_prompts, "pairs": n_pairs, "seconds": dt,

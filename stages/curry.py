@@ -110,44 +110,49 @@ def _hash(*cols: str, seed: int) -> pl.Expr:
 # once, at the end, in ``to_pairs_table``.
 
 
-def load_inputs(inputs: Sequence[dict[str, str]]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Read each input set's prompts and responses; ``input`` = the set's position in the params list."""
+def load_inputs(inputs: Sequence[dict[str, str]]) -> tuple[pa.Table, pa.Table]:
+    """Read each input set's prompts and responses (contract tables) with ``input`` = the set's position."""
     prompts, responses = [], []
     for i, spec in enumerate(inputs):
-        p = pl.from_arrow(read_table(spec["prompts"], "prompts").select(["prompt_id", "messages", "source"]))
-        r = pl.from_arrow(read_table(spec["responses"], "responses"))
-        prompts.append(p.with_columns(input=pl.lit(i, pl.Int32)))
-        responses.append(r.with_columns(input=pl.lit(i, pl.Int32)))
-    return pl.concat(prompts, how="vertical_relaxed"), pl.concat(responses, how="vertical_relaxed")
+        p = read_table(spec["prompts"], "prompts").select(["prompt_id", "messages", "source"])
+        r = read_table(spec["responses"], "responses")
+        prompts.append(p.append_column("input", pa.array(np.full(p.num_rows, i, np.int32))))
+        responses.append(r.append_column("input", pa.array(np.full(r.num_rows, i, np.int32))))
+    return pa.concat_tables(prompts), pa.concat_tables(responses)
 
 
-def index_prompts(prompts: pl.DataFrame) -> pl.DataFrame:
-    """One row per (input, prompt_id) (the first), with ``pkey``, the hash responses look it up by."""
-    return prompts.unique(["input", "prompt_id"], keep="first", maintain_order=True).with_columns(
+def index_prompts(prompts: pa.Table) -> pl.DataFrame:
+    """One row per (input, prompt_id) (the first; ``prow`` = its row in ``prompts``) with ``pkey``,
+    the hash responses look it up by."""
+    df = pl.from_arrow(prompts.select(["input", "prompt_id"])).with_columns(prow=pl.int_range(pl.len(), dtype=pl.Int64))
+    return df.unique(["input", "prompt_id"], keep="first", maintain_order=True).with_columns(
         pkey=_hash("input", "prompt_id", seed=1))
 
 
-def scored_responses(responses: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
+def scored_responses(responses: pa.Table) -> tuple[pl.DataFrame, dict[str, int]]:
     """Responses that can be ranked, and how many were dropped per reason.
 
     Reasons: ``missing_score`` (null or NaN: unrated, skipped), ``nonfinite_score`` (+-inf),
     ``blank_text``, ``duplicate`` (a repeated (input, prompt_id, scorer, response_id); the first is
     kept). A group = (input, prompt_id, scorer): the responses ranked together, so two scorers'
-    scales never mix.
+    scales never mix. Returns a frame without texts; ``row`` = the response's row in ``responses``.
     """
-    df = responses.with_columns(pl.col("scorer").fill_null(""), pl.col("score").cast(pl.Float64))
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(responses.column("text"))), 0)
+    df = pl.from_arrow(responses.select(["input", "prompt_id", "scorer", "response_id", "score"])).with_columns(
+        pl.col("scorer").fill_null(""), pl.col("score").cast(pl.Float64), row=pl.int_range(pl.len(), dtype=pl.Int64),
+        _blank=pl.from_arrow(blank))
     df = df.with_columns(group=_hash("input", "prompt_id", "scorer", seed=2), rh=_hash("response_id", seed=3))
     first = pl.Series(combine(df.get_column("group").to_numpy(), df.get_column("rh").to_numpy())).is_first_distinct()
     reason = (
         pl.when(pl.col("score").is_null() | pl.col("score").is_nan()).then(pl.lit("missing_score"))
         .when(pl.col("score").is_infinite()).then(pl.lit("nonfinite_score"))
-        .when(pl.col("text").str.strip_chars().str.len_bytes() == 0).then(pl.lit("blank_text"))
+        .when(pl.col("_blank")).then(pl.lit("blank_text"))
         .when(~pl.lit(first)).then(pl.lit("duplicate"))
     )
     df = df.with_columns(_drop=reason)
     drops = dict(df.filter(pl.col("_drop").is_not_null()).group_by("_drop").len().iter_rows())
     kept = df.filter(pl.col("_drop").is_null()).select(
-        "input", "prompt_id", "scorer", "response_id", "text", "score", "group", "rh")
+        "input", "prompt_id", "scorer", "response_id", "score", "group", "rh", "row")
     return kept, {k: int(v) for k, v in sorted(drops.items())}
 
 
@@ -272,72 +277,100 @@ def order_pairs(pairs: pl.DataFrame, seed: int) -> pl.DataFrame:
     return pairs[np.argsort(key, kind="stable")]
 
 
-_JSON_UNSAFE = r'["\\\x00-\x1f]'
-_LINEAGE = {"stage": None, "input": "input", "prompt_id": "prompt_id", "scorer": "scorer", "chosen_id": "chosen_id",
-            "rejected_id": "rejected_id", "rank_chosen": "rank_c", "rank_rejected": "rank_r", "fingerprint": None}
+def _needs_escaping(*cols: pa.Array) -> bool:
+    """Whether any string holds a byte JSON must escape (quote, backslash, control), by a scan of the
+    arrays' data buffers (a regex per value is ~20x slower)."""
+    for col in cols:
+        col = col.cast(pa.large_string())
+        offsets = np.frombuffer(col.buffers()[1], dtype=np.int64)[col.offset : col.offset + len(col) + 1]
+        if len(col) == 0 or col.buffers()[2] is None:
+            continue
+        data = np.frombuffer(col.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+        if ((data < 0x20) | (data == ord('"')) | (data == ord("\\"))).any():
+            return True
+    return False
 
 
-def _lineage_json(df: pl.DataFrame, fp: str) -> pl.Expr:
-    """The lineage JSON per pair. Built by string concatenation (``struct.json_encode`` is ~10x
-    slower) when no id needs escaping, else by ``json_encode``; both give the same text."""
-    strings = ["prompt_id", "scorer", "chosen_id", "rejected_id"]
-    if df.select(pl.any_horizontal(pl.col(c).str.contains(_JSON_UNSAFE).any() for c in strings)).item():
-        fields = {k: (pl.lit(STAGE) if k == "stage" else pl.lit(fp) if k == "fingerprint" else pl.col(v))
-                  for k, v in _LINEAGE.items()}
-        return pl.struct(**fields).struct.json_encode()
-    parts: list[pl.Expr] = []
-    for i, (k, v) in enumerate(_LINEAGE.items()):
-        head = ("{" if i == 0 else ",") + json.dumps(k) + ":"
-        if v is None:
-            parts.append(pl.lit(head + json.dumps(STAGE if k == "stage" else fp)))
-        elif v in strings:
-            parts += [pl.lit(head + '"'), pl.col(v), pl.lit('"')]
-        else:
-            parts += [pl.lit(head), pl.col(v).cast(pl.String)]
-    return pl.concat_str([*parts, pl.lit("}")])
+def _repeat(value: str, n: int) -> pa.Array:
+    """A string array holding ``value`` n times, built from buffers (no Python list)."""
+    data = value.encode()
+    offsets = np.arange(0, len(data) * n + 1, len(data), dtype=np.int64)
+    return pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)]).cast(pa.string())
 
 
-def to_pairs_table(pairs: pl.DataFrame, scored: pl.DataFrame, prompts: pl.DataFrame, fp: str) -> pa.Table:
-    """The ``pairs`` contract, in the order of ``pairs``: texts, ids, messages and source gathered by row number."""
-    c, r, p = pairs.get_column("ridx_c"), pairs.get_column("ridx_r"), pairs.get_column("pidx")
-    df = pl.DataFrame([
-        scored["input"].gather(c), scored["prompt_id"].gather(c), scored["scorer"].gather(c),
-        scored["response_id"].gather(c).alias("chosen_id"), scored["text"].gather(c).alias("text_c"),
-        scored["response_id"].gather(r).alias("rejected_id"), scored["text"].gather(r).alias("text_r"),
-        prompts["messages"].gather(p), prompts["source"].gather(p),
-    ]).with_columns(pairs.select("rank_c", "rank_r", "score_c", "score_r", "gap", "level"))
-    lineage = _lineage_json(df, fp)
-    assistant = pl.lit("assistant")
-    out = df.select(
-        pair_id=pl.Series(hex_ids(pairs.get_column("_h").to_numpy())),
-        prompt="messages",
-        chosen=pl.concat_list(pl.struct(role=assistant, content="text_c")),
-        rejected=pl.concat_list(pl.struct(role=assistant, content="text_r")),
-        score_chosen="score_c",
-        score_rejected="score_r",
-        margin="gap",
-        confidence=pl.lit(None, pl.Float64),
-        label_smoothing=pl.lit(0.0),
-        noisy=pl.lit(False),
-        level="level",
-        method=pl.lit(STAGE),
-        source="source",
-        lineage=lineage,
-    )
-    return check_table(out.to_arrow(), "pairs")
+def _lineage(cols: dict[str, pa.Array], fp: str, escape: bool) -> pa.Array:
+    """``{"stage":"curry","prompt_id":"..","scorer":"..","chosen_id":"..","rejected_id":"..","fingerprint":".."}``.
+
+    Joined with Arrow string kernels; ``json.dumps`` per row only when an id needs escaping.
+    """
+    names = ["prompt_id", "scorer", "chosen_id", "rejected_id"]
+    if escape:
+        rows = zip(*(cols[k].to_pylist() for k in names), strict=True)
+        return pa.array([json.dumps({"stage": STAGE, **dict(zip(names, r, strict=True)), "fingerprint": fp},
+                                    separators=(",", ":"), ensure_ascii=False) for r in rows], pa.string())
+    parts: list[Any] = [f'{{"stage":{json.dumps(STAGE)}']
+    for k in names:
+        parts += [f',"{k}":"', cols[k], '"']
+    parts.append(f',"fingerprint":{json.dumps(fp)}}}')
+    return pc.binary_join_element_wise(*parts, "")
 
 
-def build_pairs(prompts: pl.DataFrame, responses: pl.DataFrame, cfg: Curry) -> tuple[pa.Table, dict[str, Any]]:
-    """All steps: prompts + scored responses -> the ordered pairs table (+ the counts for metrics.json)."""
-    prompts = index_prompts(prompts)
+def _single_turn(role: pa.Array, content: pa.Array) -> pa.Array:
+    """``[{role, content}]`` per row as a list<struct> array, from the two string arrays (no copy)."""
+    struct = pa.StructArray.from_arrays([role, content], fields=list(SCHEMAS["pairs"].field("chosen").type.value_type))
+    return pa.ListArray.from_arrays(pa.array(np.arange(len(content) + 1, dtype=np.int32)), struct)
+
+
+def to_pairs_table(pairs: pl.DataFrame, scored: pl.DataFrame, prompts_idx: pl.DataFrame,
+                   prompts: pa.Table, responses: pa.Table, fp: str) -> pa.Table:
+    """The ``pairs`` contract, in the order of ``pairs``: texts, ids, messages and source taken from
+    the input tables by row number (Arrow ``take``: one contiguous copy, no per-row Python)."""
+    rows = scored.get_column("row").to_numpy()
+    rc = pa.array(rows[pairs.get_column("ridx_c").to_numpy()])
+    rr = pa.array(rows[pairs.get_column("ridx_r").to_numpy()])
+    pr = pa.array(prompts_idx.get_column("prow").to_numpy()[pairs.get_column("pidx").to_numpy()])
+    n = pairs.height
+
+    def take(table: pa.Table, col: str, idx: pa.Array) -> pa.Array:
+        # One chunk first: Arrow's take across many chunks is several times slower.
+        return table.column(col).combine_chunks().take(idx)
+
+    num = pairs.select("score_c", "score_r", "gap", "level").to_arrow()
+    ids = {"prompt_id": take(responses, "prompt_id", rc), "scorer": pc.fill_null(take(responses, "scorer", rc), ""),
+           "chosen_id": take(responses, "response_id", rc), "rejected_id": take(responses, "response_id", rr)}
+    escape = _needs_escaping(ids["prompt_id"], ids["scorer"], ids["chosen_id"], ids["rejected_id"])
+    assistant = _repeat("assistant", n)
+    columns = {
+        "pair_id": hex_ids(pairs.get_column("_h").to_numpy()),
+        "prompt": take(prompts, "messages", pr),
+        "chosen": _single_turn(assistant, take(responses, "text", rc)),
+        "rejected": _single_turn(assistant, take(responses, "text", rr)),
+        "score_chosen": num.column("score_c"),
+        "score_rejected": num.column("score_r"),
+        "margin": num.column("gap"),
+        "confidence": pa.nulls(n, pa.float64()),
+        "label_smoothing": pa.array(np.zeros(n)),
+        "noisy": pa.array(np.zeros(n, dtype=bool)),
+        "level": num.column("level"),
+        "method": _repeat(STAGE, n),
+        "source": take(prompts, "source", pr),
+        "lineage": _lineage(ids, fp, escape),
+    }
+    return check_table(pa.table(columns), "pairs")
+
+
+def build_pairs(prompts: pa.Table, responses: pa.Table, cfg: Curry) -> tuple[pa.Table, dict[str, Any]]:
+    """All steps: prompts + scored responses (contract tables with ``input``) -> the ordered pairs
+    table (+ the counts for metrics.json)."""
+    prompts_idx = index_prompts(prompts)
     scored, response_drops = scored_responses(responses)
-    ranked, orphans = attach_prompts(rank_responses(scored), scored, prompts)
+    ranked, orphans = attach_prompts(rank_responses(scored), scored, prompts_idx)
     if orphans:
         response_drops = dict(sorted({**response_drops, "orphan": orphans}.items()))
     pairs, ties = make_pairs(ranked, cfg.pairing, cfg.min_gap)
     pairs = order_pairs(pair_ids(assign_levels(pairs, cfg.levels, cfg.n_levels), scored), cfg.seed)
-    table = to_pairs_table(pairs, scored, prompts, fingerprint(cfg))
-    return table, metrics(responses.height, ranked, pairs, ties, response_drops, cfg)
+    table = to_pairs_table(pairs, scored, prompts_idx, prompts, responses, fingerprint(cfg))
+    return table, metrics(responses.num_rows, ranked, pairs, ties, response_drops, cfg)
 
 
 # --- metrics ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 
 from pipeline.config import Curry, Execution
 from pipeline.io import read_manifest, read_table, verify_shards, write_shards
@@ -41,13 +42,13 @@ def resp(pid: str, rid: str, score: float | None, text: str | None = None, score
             "generator": "human", "score": score, "scorer": scorer, "detail": None}
 
 
-def frames(prompts: list[dict], responses: list[dict], input_set: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Contract-checked tables as the stage reads them (``input`` = the input set's position)."""
-    p = pl.from_arrow(to_table(prompts, "prompts").select(["prompt_id", "messages", "source"]))
-    r = pl.from_arrow(check_table(pl.DataFrame(responses, schema_overrides={"score": pl.Float64,
-                                                                             "detail": pl.String}).to_arrow(),
-                                  "responses"))
-    return p.with_columns(input=pl.lit(input_set, pl.Int32)), r.with_columns(input=pl.lit(input_set, pl.Int32))
+def frames(prompts: list[dict], responses: list[dict], input_set: int = 0) -> tuple[pa.Table, pa.Table]:
+    """Contract tables as ``load_inputs`` gives them (``input`` = the input set's position)."""
+    p = to_table(prompts, "prompts").select(["prompt_id", "messages", "source"])
+    r = check_table(pl.DataFrame(responses, schema_overrides={"score": pl.Float64, "detail": pl.String}).to_arrow(),
+                    "responses")
+    return (p.append_column("input", pa.array([input_set] * p.num_rows, pa.int32())),
+            r.append_column("input", pa.array([input_set] * r.num_rows, pa.int32())))
 
 
 def build(prompts: list[dict], responses: list[dict], **kw):
@@ -80,7 +81,8 @@ def test_best_vs_rest_paper_levels_and_row_contents():
     assert (first["score_chosen"], first["score_rejected"], first["margin"]) == (9.0, 1.0, 8.0)
     assert (first["method"], first["source"], first["noisy"], first["label_smoothing"]) == ("curry", "hand", False, 0.0)
     lin = json.loads(first["lineage"])
-    assert lin["stage"] == "curry" and lin["prompt_id"] == "p1" and (lin["rank_chosen"], lin["rank_rejected"]) == (1, 4)
+    assert lin == {"stage": "curry", "prompt_id": "p1", "scorer": "hand", "chosen_id": "a", "rejected_id": "d",
+                   "fingerprint": lin["fingerprint"]} and len(lin["fingerprint"]) == 16
     assert len({r["pair_id"] for r in rows}) == 3 and all(len(r["pair_id"]) == 16 for r in rows)
     assert m["pairs"]["per_level"] == {"0": 1, "1": 1, "2": 1}
     assert m["gap"]["min"] == 2.0 and m["gap"]["max"] == 8.0 and sum(m["gap"]["histogram"]["counts"]) == 3
@@ -174,9 +176,9 @@ def test_scorers_and_input_sets_are_ranked_separately():
     p, r = frames([prompt("p1")], [resp("p1", "a", 9, scorer="x"), resp("p1", "b", 1, scorer="x"),
                                    resp("p1", "c", 100, scorer="y"), resp("p1", "d", 50, scorer="y")])
     p2, r2 = frames([prompt("p1", source="other")], [resp("p1", "a", 1), resp("p1", "b", 2)], input_set=1)
-    table, m = build_pairs(pl.concat([p, p2]), pl.concat([r, r2]), cfg())
-    got = sorted((json.loads(x["lineage"])["input"], x["source"], *ids([x])[0][:2], x["margin"]) for x in table.to_pylist())
-    assert got == [(0, "hand", "a", "b", 8.0), (0, "hand", "c", "d", 50.0), (1, "other", "b", "a", 1.0)]
+    table, m = build_pairs(pa.concat_tables([p, p2]), pa.concat_tables([r, r2]), cfg())
+    got = sorted((x["source"], json.loads(x["lineage"])["scorer"], *ids([x])[0][:2], x["margin"]) for x in table.to_pylist())
+    assert got == [("hand", "x", "a", "b", 8.0), ("hand", "y", "c", "d", 50.0), ("other", "hand", "b", "a", 1.0)]
     assert m["prompts"]["paired"] == 3
 
 
