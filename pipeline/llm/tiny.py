@@ -1,0 +1,160 @@
+"""The built-in offline model ``tiny``: random weights, a real tokenizer and chat template.
+
+It produces meaningless text but exercises every engine code path (chat templating, batching,
+sampling, grammar-constrained decoding, teacher-forced scoring) without a download::
+
+    >>> from pipeline.llm.tiny import resolve_model
+    >>> path = resolve_model("tiny")        # doctest: +SKIP  (built on first use, ~1-2 s)
+    >>> resolve_model("Qwen/Qwen2.5-0.5B-Instruct")
+    'Qwen/Qwen2.5-0.5B-Instruct'
+
+What it is: a byte-level BPE tokenizer trained with ``tokenizers`` on ``tiny_corpus.txt`` (a fixed
+text shipped in the package, so the tokenizer never changes when the sample data does), a
+ChatML-style chat template, and a ``LlamaForCausalLM`` (hidden 128, 2 heads -> head dim 64, which
+GPU attention kernels, vLLM's included, accept; 2 layers) initialised from a fixed seed. It is
+written with ``save_pretrained`` into ``$PREFPIPE_CACHE/tiny-<hash>`` (default cache root
+``~/.cache/prefpipe``), where the hash covers the corpus, the template and the build settings.
+The folder is built in a temporary folder and renamed into place, so concurrent first uses (Ray
+actors) are safe. Both engines, and any Hugging Face tool, load that folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+TINY_NAME = "tiny"
+# Bump when the build below changes in a way the hash does not see (e.g. a new init scheme).
+_BUILD_VERSION = 1
+_CORPUS = Path(__file__).with_name("tiny_corpus.txt")
+
+BOS, EOS, PAD = "<|bos|>", "<|im_end|>", "<|pad|>"
+SPECIAL_TOKENS = [PAD, BOS, EOS, "<|im_start|>", "<|endoftext|>"]
+
+# ChatML: every turn is "<|im_start|>{role}\n{content}<|im_end|>\n". The assistant's answer ends
+# with <|im_end|> (the eos token), so generation stops there and scoring includes it.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_TOKENIZER = {"vocab_size": 2048, "min_frequency": 1}
+_MODEL = {
+    "hidden_size": 128,
+    "intermediate_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "max_position_embeddings": 4096,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+    "seed": 0,
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("PREFPIPE_CACHE") or Path.home() / ".cache" / "prefpipe")
+
+
+def tiny_hash() -> str:
+    """Content hash of everything that determines the tiny model."""
+    h = hashlib.sha256()
+    h.update(_CORPUS.read_bytes())
+    spec = {"v": _BUILD_VERSION, "template": CHAT_TEMPLATE, "specials": SPECIAL_TOKENS,
+            "tokenizer": _TOKENIZER, "model": _MODEL}
+    h.update(json.dumps(spec, sort_keys=True).encode())
+    return h.hexdigest()[:12]
+
+
+def tiny_path() -> Path:
+    return cache_root() / f"tiny-{tiny_hash()}"
+
+
+def resolve_model(name: str) -> str:
+    """``"tiny"`` -> the built folder (built on first use); anything else (hub id, folder) unchanged."""
+    if name != TINY_NAME:
+        return name
+    path = tiny_path()
+    if not (path / "config.json").exists():
+        build_tiny(path)
+    return str(path)
+
+
+def _train_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=_TOKENIZER["vocab_size"],
+        min_frequency=_TOKENIZER["min_frequency"],
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    lines = _CORPUS.read_text(encoding="utf-8").splitlines(keepends=True)
+    tok.train_from_iterator(lines, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=_MODEL["max_position_embeddings"],
+    )
+
+
+def _init_model(tokenizer):
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    spec = {k: v for k, v in _MODEL.items() if k != "seed"}
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **spec,
+    )
+    # Seeded in a forked RNG so building the model never disturbs the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_MODEL["seed"])
+        model = LlamaForCausalLM(config).to(torch.float32).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return model
+
+
+def build_tiny(path: Path) -> Path:
+    """Build the tiny model into ``path`` atomically (temp folder + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        tokenizer = _train_tokenizer()
+        model = _init_model(tokenizer)
+        tokenizer.save_pretrained(tmp)
+        model.save_pretrained(tmp)
+        (tmp / "prefpipe_tiny.json").write_text(json.dumps({"hash": tiny_hash(), "version": _BUILD_VERSION}))
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            # Another process finished first; its folder is identical, keep it.
+            if not (path / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path

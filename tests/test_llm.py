@@ -1,0 +1,274 @@
+"""The engine layer on the built-in tiny model: templating boundary, scoring, choosing, sampling,
+structured output, and an engine inside a Ray actor."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Literal
+
+import pyarrow as pa
+import pytest
+import torch
+from pydantic import BaseModel, field_validator
+
+from pipeline.config import LLM, Execution, Sampling
+from pipeline.llm import GenerationFailure, LogProb, get_engine
+from pipeline.llm.chat import ChatCodec, TemplateError
+from pipeline.llm.hf import TransformersEngine
+from pipeline.llm.tiny import build_tiny, resolve_model, tiny_path
+
+SAMPLING = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=24, stop=[], seed=7)
+CFG = LLM(
+    backend="transformers", model="tiny", dtype="auto", batch_size=8, replicas=1, gpus_per_replica=0,
+    tensor_parallel_size=1, max_model_len=2048, gpu_memory_utilization=0.9, enable_prefix_caching=True,
+    structured_retries=2, sampling=SAMPLING,
+)
+
+PROMPTS = [
+    [{"role": "user", "content": "Hello there! Can you help me?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 12 times 12?"}],
+    [
+        {"role": "user", "content": "Write a haiku about autumn."},
+        {"role": "assistant", "content": "Red leaves drift and fall."},
+        {"role": "user", "content": "That is wrong, try again."},
+    ],
+]
+RESPONSES = ["Of course, what do you need?", "144.", "  Quiet afternoon; the river carries them far.  "]
+
+# A Llama-3-like layout: header, blank line, trimmed content, end-of-turn token, no trailing text.
+LLAMA3_LIKE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{{ '<|im_start|>' + m['role'] + '<|endoftext|>\n\n' + (m['content'] | trim) + eos_token }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant<|endoftext|>\n\n' }}{% endif %}"
+)
+# Plain text turns; the space between "Assistant:" and the answer belongs to the answer.
+PLAIN = (
+    "{% for m in messages %}{% if m['role'] == 'assistant' %}{{ 'Assistant: ' + m['content'] + eos_token + '\n' }}"
+    "{% else %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def engine() -> TransformersEngine:
+    return TransformersEngine(CFG)
+
+
+def with_template(engine: TransformersEngine, template: str | None) -> TransformersEngine:
+    """A shallow copy of the engine whose tokenizer (a copy) uses another chat template."""
+    if template is None:
+        return engine
+    other = copy.copy(engine)
+    other.tokenizer = copy.deepcopy(engine.tokenizer)
+    other.tokenizer.chat_template = template
+    other.codec = ChatCodec(other.tokenizer)
+    return other
+
+
+def expected_response_ids(tok, template: str | None, response: str) -> list[int]:
+    """What the engine must score, written out per template by hand."""
+    text = {None: response, "llama3": response.strip(), "plain": " " + response}[template]
+    return tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+
+
+def direct_logprob(model, tok, messages, response_ids) -> float:
+    """Teacher forcing on one unpadded sequence, straight from the model's logits."""
+    prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([p_ids + response_ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), dim=-1)
+    return sum(float(logp[len(p_ids) + k - 1, t]) for k, t in enumerate(response_ids))
+
+
+# --- the tiny model ------------------------------------------------------------------------------
+
+
+def test_tiny_builds_deterministically(tmp_path):
+    a, b = build_tiny(tmp_path / "a"), build_tiny(tmp_path / "b")
+    for name in ["tokenizer.json", "model.safetensors", "config.json", "chat_template.jinja"]:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert resolve_model("tiny") == str(tiny_path())
+    assert resolve_model("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def test_tiny_model_shape_and_special_tokens(engine):
+    cfg, tok = engine.model.config, engine.tokenizer
+    assert cfg.hidden_size // cfg.num_attention_heads == 64 and cfg.head_dim == 64
+    assert cfg.vocab_size == len(tok) and 1000 < len(tok) <= 4096
+    assert {tok.eos_token, tok.pad_token, tok.bos_token} == {"<|im_end|>", "<|pad|>", "<|bos|>"}
+    text = tok.apply_chat_template(PROMPTS[0], tokenize=False, add_generation_prompt=True)
+    assert text == "<|bos|><|im_start|>user\nHello there! Can you help me?<|im_end|>\n<|im_start|>assistant\n"
+
+
+# --- logprobs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("template", [None, "llama3", "plain"])
+def test_logprobs_match_direct_teacher_forcing(engine, template):
+    eng = with_template(engine, {None: None, "llama3": LLAMA3_LIKE, "plain": PLAIN}[template])
+    got = eng.logprobs(PROMPTS, RESPONSES)
+    for messages, response, lp in zip(PROMPTS, RESPONSES, got, strict=True):
+        want_ids = expected_response_ids(eng.tokenizer, template, response)
+        ids, start, end = eng.codec.response_span(messages, response)
+        assert ids[start:end] == want_ids  # the boundary is exact, end-of-turn token included
+        assert isinstance(lp, LogProb) and lp.n_tokens == len(want_ids)
+        assert lp.logprob == pytest.approx(direct_logprob(eng.model, eng.tokenizer, messages, want_ids), abs=1e-4)
+
+
+def test_boundary_falls_back_when_tokens_merge_and_rejects_unstable_templates(engine):
+    eng = with_template(engine, PLAIN)
+    # "Assistant:" followed by ":)" is tokenised as one "::)" run: no token prefix, but a text prefix.
+    ids, start, end = eng.codec.response_span(PROMPTS[0], ":)")
+    p_ids = eng.codec.prompt_ids(PROMPTS[0])
+    assert ids[:start] == p_ids and ids[start:end] == eng.codec.encode(" :)") + [eng.tokenizer.eos_token_id]
+    unstable = with_template(engine, "{% if messages[-1]['role'] == 'assistant' %}DONE {% endif %}" + PLAIN)
+    with pytest.raises(TemplateError, match="not a prefix"):
+        unstable.logprobs(PROMPTS[:1], ["hi"])
+
+
+def test_logprobs_batched_equals_one_by_one(engine):
+    batched = engine.logprobs(PROMPTS, RESPONSES)
+    single = [engine.logprobs([p], [r])[0] for p, r in zip(PROMPTS, RESPONSES, strict=True)]
+    for a, b in zip(batched, single, strict=True):
+        assert a.n_tokens == b.n_tokens and a.logprob == pytest.approx(b.logprob, abs=1e-4)
+
+
+# --- choose --------------------------------------------------------------------------------------
+
+
+def test_choose_is_a_distribution_matching_direct_scores(engine, monkeypatch):
+    options = ["SAT", "DSAT", "Thank you very much"]
+    tok = engine.tokenizer
+    assert len(tok("Thank you very much", add_special_tokens=False)["input_ids"]) > 1  # multi-token option
+    calls = []
+    forward = engine.model.forward
+    monkeypatch.setattr(engine.model, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+    probs = engine.choose(PROMPTS, options)
+    assert len(calls) == 1  # all prompts x options in one forward pass
+    for messages, dist in zip(PROMPTS, probs, strict=True):
+        assert sum(dist) == pytest.approx(1.0, abs=1e-9) and all(p > 0 for p in dist)
+        direct = torch.tensor(
+            [direct_logprob(engine.model, tok, messages, expected_response_ids(tok, None, o)) for o in options]
+        )
+        assert dist == pytest.approx(torch.softmax(direct, 0).tolist(), abs=1e-4)
+
+
+def test_choose_separates_an_option_from_its_prefix(engine):
+    # "1" vs "12": the end-of-turn token makes "1" a finished answer, not the start of "12".
+    [[p1, p12]] = engine.choose(PROMPTS[:1], ["1", "12"])
+    assert p1 != pytest.approx(p12) and p1 + p12 == pytest.approx(1.0)
+
+
+# --- generate ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def generate_calls(engine, monkeypatch):
+    calls = []
+    generate = engine.model.generate
+    monkeypatch.setattr(engine.model, "generate", lambda *a, **k: calls.append(k) or generate(*a, **k))
+    return calls
+
+
+def test_generate_n_samples_in_one_request_and_reproducible(engine, generate_calls):
+    out = engine.generate(PROMPTS, n=4, sampling=SAMPLING)
+    assert len(generate_calls) == 1 and generate_calls[0]["generation_config"].num_return_sequences == 4
+    assert [len(row) for row in out] == [4, 4, 4] and all(isinstance(t, str) for row in out for t in row)
+    assert len({t for row in out for t in row}) == 12  # sampled, not copies
+    assert engine.generate(PROMPTS, n=4, sampling=SAMPLING) == out
+    assert engine.generate(PROMPTS, n=4, sampling=SAMPLING.model_copy(update={"seed": 8})) != out
+    rng = torch.get_rng_state()
+    engine.generate(PROMPTS[:1], n=1, sampling=SAMPLING)
+    assert torch.equal(rng, torch.get_rng_state())  # the caller's RNG is untouched
+
+
+def test_generate_batches_by_batch_size(engine, generate_calls):
+    small = copy.copy(engine)
+    small.cfg = CFG.model_copy(update={"batch_size": 2})
+    out = small.generate(PROMPTS, n=2, sampling=SAMPLING)
+    assert len(generate_calls) == 2 and [len(r) for r in out] == [2, 2, 2]
+
+
+def test_generate_honours_stop_strings(engine):
+    free = engine.generate(PROMPTS, n=1, sampling=SAMPLING)
+    text = free[0][0]
+    stop = text[4:6]
+    assert len(stop) == 2 and stop in text
+    stopped = engine.generate(PROMPTS, n=1, sampling=SAMPLING.model_copy(update={"stop": [stop]}))
+    assert stopped[0][0] == text[: text.find(stop)]
+    greedy = SAMPLING.model_copy(update={"temperature": 0.0})
+    assert engine.generate(PROMPTS[:1], n=2, sampling=greedy)[0][0] == engine.generate(PROMPTS[:1], sampling=greedy)[0][0]
+
+
+# --- structured output ---------------------------------------------------------------------------
+
+
+class Verdict(BaseModel):
+    label: Literal["SAT", "DSAT"]
+    reason: str
+    score: int
+    tags: list[str]
+
+
+class AlwaysInvalid(BaseModel):
+    label: Literal["SAT", "DSAT"]
+
+    @field_validator("label")
+    @classmethod
+    def _never(cls, v: str) -> str:
+        raise ValueError("rejected on purpose")
+
+
+def test_structured_output_is_always_schema_valid(engine):
+    prompts = PROMPTS * 3
+    out = engine.generate(prompts, n=2, sampling=SAMPLING, schema=Verdict)
+    rows = [x for row in out for x in row]
+    assert len(rows) == 18 and all(isinstance(x, Verdict) for x in rows), rows
+    assert len({x.model_dump_json() for x in rows}) > 1
+
+
+def test_structured_failure_is_retried_then_returned_as_a_failure_row(engine, generate_calls):
+    out = engine.generate(PROMPTS[:2], n=2, sampling=SAMPLING, schema=AlwaysInvalid)
+    assert len(generate_calls) == 1 + CFG.structured_retries
+    assert [len(r) for r in out] == [2, 2]
+    for f in (x for row in out for x in row):
+        assert isinstance(f, GenerationFailure) and f.attempts == 3 and "rejected on purpose" in f.error
+        assert AlwaysInvalid.model_json_schema() and f.raw.startswith('{"label":')
+
+
+# --- engines in processes ------------------------------------------------------------------------
+
+
+def test_get_engine_is_cached_per_config():
+    assert get_engine(CFG) is get_engine(CFG)
+    assert get_engine(CFG) is not get_engine(CFG.model_copy(update={"batch_size": 3}))
+
+
+def score_batch(batch: pa.Table, engine) -> pa.Table:
+    prompts = [[{"role": "user", "content": t}] for t in batch.column("text").to_pylist()]
+    lps = engine.logprobs(prompts, ["Yes."] * len(prompts))
+    probs = engine.choose(prompts, ["a", "b"])
+    return batch.append_column("logprob", pa.array([x.logprob for x in lps])).append_column(
+        "p_a", pa.array([p[0] for p in probs])
+    )
+
+
+@pytest.mark.ray
+def test_engine_inside_ray_actors(ray_cluster):
+    from ray import cloudpickle
+
+    from pipeline.execute import map_batches
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests folder
+    table = pa.table({"text": [f"question {i}" for i in range(10)]})
+    execution = Execution(
+        backend="ray", batch_size=4, checkpoint_rows=100, max_reject_fraction=0.1, ray_address=None,
+        num_cpus_per_task=1, target_shard_bytes=1 << 20, row_group_bytes=1 << 20,
+    )
+    out = map_batches(table, score_batch, execution=execution, engine=CFG.model_copy(update={"batch_size": 4}))
+    local = score_batch(table, get_engine(CFG))
+    assert out.column("text").to_pylist() == table.column("text").to_pylist()
+    assert out.column("logprob").to_pylist() == pytest.approx(local.column("logprob").to_pylist(), abs=1e-4)
+    assert out.column("p_a").to_pylist() == pytest.approx(local.column("p_a").to_pylist(), abs=1e-6)
