@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pytest
 
 from pipeline.config import Curry, Execution
 from pipeline.io import read_manifest, read_table, verify_shards, write_shards
@@ -321,3 +322,59 @@ def test_real_stackexchange_answers_by_score(real):
     for r in quantile:
         got_q[r["level"]] += 1
     assert got_q == want_q == {0: 44, 1: 37, 2: 27}
+
+
+# --- a trainer reads the curriculum in order ---------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_trl_dpo_trainer_gets_batches_level_by_level(tmp_path):
+    """The release order, loaded with ``datasets`` and trained with TRL's DPOTrainer and sequential
+    sampling on the tiny model: every batch holds one level, and levels arrive 0, 1, 2."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from pipeline.llm.tiny import resolve_model
+
+    prompts = [prompt(f"p{i}", f"How do I brew coffee method {i}?") for i in range(8)]
+    responses = [resp(f"p{i}", f"p{i}-{k}", float(s), f"Answer {k} for method {i}.")
+                 for i in range(8) for k, s in enumerate([9, 6, 4, 1])]
+    write_shards(to_table(prompts, "prompts"), tmp_path / "in" / "prompts", name="prompts")
+    write_shards(check_table(pl.DataFrame(responses, schema_overrides={"detail": pl.String}).to_arrow(), "responses"),
+                 tmp_path / "in" / "responses", name="responses")
+    c = cfg(inputs=[{"prompts": str(tmp_path / "in" / "prompts"), "responses": str(tmp_path / "in" / "responses")}])
+    run(c, execution(), tmp_path / "curry")
+    pairs = tmp_path / "curry" / "pairs"
+    files = [str(pairs / f["path"]) for f in read_manifest(pairs)["files"]]
+    assert [Path(f).parent.name for f in files] == ["level=0", "level=1", "level=2"]
+    ds = Dataset.from_parquet(files, cache_dir=str(tmp_path / "hf"))
+    assert ds["level"] == [0] * 8 + [1] * 8 + [2] * 8
+
+    class LevelProbe(DPOTrainer):
+        """Keeps ``level`` through TRL's column pruning so the collator can record it."""
+
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            if "level" not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, "level"]
+
+    path = resolve_model("tiny")
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), per_device_train_batch_size=4, max_steps=6,
+                     train_sampling_strategy="sequential", learning_rate=1e-4, max_length=128,
+                     logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0,
+                     dataloader_num_workers=0)
+    trainer = LevelProbe(model=AutoModelForCausalLM.from_pretrained(path), args=args, train_dataset=ds,
+                         processing_class=AutoTokenizer.from_pretrained(path))
+    seen: list[list[int]] = []
+    collate = trainer.data_collator
+
+    def recording(examples):
+        seen.append([e.pop("level") for e in examples])
+        return collate(examples)
+
+    trainer.data_collator = recording
+    trainer.train()
+    assert trainer.state.global_step == 6
+    assert seen[:6] == [[0] * 4, [0] * 4, [1] * 4, [1] * 4, [2] * 4, [2] * 4]
+    assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
