@@ -331,9 +331,15 @@ def to_pairs_table(pairs: pl.DataFrame, scored: pl.DataFrame, prompts_idx: pl.Da
     pr = pa.array(prompts_idx.get_column("prow").to_numpy()[pairs.get_column("pidx").to_numpy()])
     n = pairs.height
 
+    whole: dict[tuple[int, str], pa.Array] = {}
+
     def take(table: pa.Table, col: str, idx: pa.Array) -> pa.Array:
-        # One chunk first: Arrow's take across many chunks is several times slower.
-        return table.column(col).combine_chunks().take(idx)
+        # One chunk first (once per column): Arrow's take across many chunks is several times slower.
+        key = (id(table), col)
+        if key not in whole:
+            column = table.column(col)
+            whole[key] = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+        return whole[key].take(idx)
 
     num = pairs.select("score_c", "score_r", "gap", "level").to_arrow()
     ids = {"prompt_id": take(responses, "prompt_id", rc), "scorer": pc.fill_null(take(responses, "scorer", rc), ""),
