@@ -1,8 +1,8 @@
 """Curry-DPO: several preference pairs per prompt from ranked responses, ordered easy to hard.
 
 Paper: Pattnaik et al., 2024, "Curry-DPO: Enhancing Alignment using Curriculum Learning & Ranked
-Preferences" (arXiv 2403.07230). METHODS.md section 4. The steps, each a pure function over polars
-frames:
+Preferences" (arXiv 2403.07230). METHODS.md section 4; docs/curry.md. The steps, each a pure
+function over polars frames / Arrow tables:
 
 1. ``scored_responses``  keep responses with a finite score and non-blank text (drops counted by reason).
 2. ``rank_responses``    R1 > R2 > ... > Rn per prompt by score; ties broken by ``response_id`` so the
@@ -14,6 +14,7 @@ frames:
                          within the prompt (``levels: per_prompt``, the paper) or by global quantile bins of
                          the gap (``levels: quantile``, ours).
 5. ``order_pairs``       by level, then a seeded shuffle within the level.
+6. ``to_pairs_table``    the pairs contract: texts, messages and ids taken from the input tables.
 
 ``main`` writes ``data/curry/pairs/level=<k>/`` (one shard set per level, order kept) plus a top-level
 manifest listing every level's files in curriculum order, so ``read_table("data/curry/pairs")`` reads
@@ -27,10 +28,11 @@ Example, one prompt with four rated responses (scores 9, 7, 4, 1), paper setting
 
 Scores: any responses table with ``score`` set works (ingest's rated sources, PUGC, Selfie). Scores
 are compared only within one group = (input set, prompt_id, scorer), so two scorers' scales never mix.
-OpenAssistant ranks (0 = best among siblings) must arrive as scores where higher is better; the
-convention expected from the ingest adapter is ``score = -rank`` (so a gap is a rank difference); see
-docs/curry.md. The whole table is processed at once (grouping and quantiles need every row), in
-vectorised polars; no Python loop per prompt.
+Higher is better. OpenAssistant ranks (0 = best among siblings) arrive from the ingest adapter as
+``1 - position / (n - 1)`` over the n ranked siblings (best 1.0, worst 0.0; pipeline/adapters.py),
+Stack Exchange answers as their vote Score; see docs/curry.md. The whole table is processed at once
+(grouping and quantiles need every row, so there is no ``map_batches`` here), vectorised; no Python
+loop per prompt or per pair.
 """
 
 from __future__ import annotations
