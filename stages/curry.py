@@ -143,7 +143,8 @@ def scored_responses(responses: pa.Table) -> tuple[pl.DataFrame, dict[str, int]]
     df = pl.from_arrow(responses.select(["input", "prompt_id", "scorer", "response_id", "score"])).with_columns(
         pl.col("scorer").fill_null(""), pl.col("score").cast(pl.Float64), row=pl.int_range(pl.len(), dtype=pl.Int64),
         _blank=pl.from_arrow(blank))
-    df = df.with_columns(group=_hash("input", "prompt_id", "scorer", seed=2), rh=_hash("response_id", seed=3))
+    df = df.with_columns(group=_hash("input", "prompt_id", "scorer", seed=2), rh=_hash("response_id", seed=3),
+                         check=_hash("input", "prompt_id", "scorer", seed=5))
     first = pl.Series(combine(df.get_column("group").to_numpy(), df.get_column("rh").to_numpy())).is_first_distinct()
     reason = (
         pl.when(pl.col("score").is_null() | pl.col("score").is_nan()).then(pl.lit("missing_score"))
@@ -154,7 +155,7 @@ def scored_responses(responses: pa.Table) -> tuple[pl.DataFrame, dict[str, int]]
     df = df.with_columns(_drop=reason)
     drops = dict(df.filter(pl.col("_drop").is_not_null()).group_by("_drop").len().iter_rows())
     kept = df.filter(pl.col("_drop").is_null()).select(
-        "input", "prompt_id", "scorer", "response_id", "score", "group", "rh", "row")
+        "input", "prompt_id", "scorer", "response_id", "score", "group", "check", "rh", "row")
     return kept, {k: int(v) for k, v in sorted(drops.items())}
 
 
@@ -178,12 +179,10 @@ def rank_responses(scored: pl.DataFrame) -> pl.DataFrame:
     start = pl.when(_starts("group")).then(idx).forward_fill()
     end = pl.when(_ends("group")).then(idx).backward_fill()
     df = df.with_columns(rank=(idx - start + 1).cast(pl.Int32), n=(end - start + 1).cast(pl.Int32))
-    # A 64-bit collision would merge two groups: compare each row's group strings with its neighbour's.
-    same = ~df.select(_starts("group")).to_series()
-    rows = scored.select("input", "prompt_id", "scorer")[df.get_column("ridx")]
-    prev = rows.shift(1)
-    clash = same & ((rows["prompt_id"] != prev["prompt_id"]) | (rows["scorer"] != prev["scorer"])
-                    | (rows["input"] != prev["input"]))
+    # A 64-bit collision would merge two groups: a second, independently seeded hash of the same key
+    # must then differ between neighbours of one group (both colliding: ~2^-128 per pair of groups).
+    check = scored.get_column("check").gather(df.get_column("ridx"))
+    clash = (~df.select(_starts("group")).to_series()) & (check != check.shift(1))
     if clash.any():
         raise RuntimeError("curry: two (prompt_id, scorer) groups hash alike; change the seeds in stages/curry.py")
     return df
@@ -283,8 +282,8 @@ def _needs_escaping(*cols: pa.Array) -> bool:
     """Whether any string holds a byte JSON must escape (quote, backslash, control), by a scan of the
     arrays' data buffers (a regex per value is ~20x slower)."""
     for col in cols:
-        col = col.cast(pa.large_string())
-        offsets = np.frombuffer(col.buffers()[1], dtype=np.int64)[col.offset : col.offset + len(col) + 1]
+        width = np.int64 if pa.types.is_large_string(col.type) else np.int32
+        offsets = np.frombuffer(col.buffers()[1], dtype=width)[col.offset : col.offset + len(col) + 1]
         if len(col) == 0 or col.buffers()[2] is None:
             continue
         data = np.frombuffer(col.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
