@@ -139,7 +139,9 @@ def scored_responses(responses: pa.Table) -> tuple[pl.DataFrame, dict[str, int]]
     kept). A group = (input, prompt_id, scorer): the responses ranked together, so two scorers'
     scales never mix. Returns a frame without texts; ``row`` = the response's row in ``responses``.
     """
-    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(responses.column("text"))), 0)
+    text = responses.column("text")
+    # Empty, or whitespace only (utf8_is_space is false on ""); no trimmed copy of every text.
+    blank = pc.or_(pc.equal(pc.binary_length(text), 0), pc.utf8_is_space(text))
     df = pl.from_arrow(responses.select(["input", "prompt_id", "scorer", "response_id", "score"])).with_columns(
         pl.col("scorer").fill_null(""), pl.col("score").cast(pl.Float64), row=pl.int_range(pl.len(), dtype=pl.Int64),
         _blank=pl.from_arrow(blank))
