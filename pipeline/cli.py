@@ -1,4 +1,4 @@
-"""Command line: ``prefpipe run STAGE``, ``prefpipe inspect PATH``.
+"""Command line: ``prefpipe run STAGE``, ``prefpipe inspect PATH``, ``prefpipe publish --repo-id ORG/NAME``.
 
 ``dvc.yaml`` calls ``python -m pipeline.cli run STAGE``, the same entry as ``prefpipe run STAGE``.
 """
@@ -66,6 +66,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from pipeline.hub import PublishError, publish
+
+    try:
+        publish(args.path, args.repo_id, private=args.private, revision=args.revision, dry_run=args.dry_run)
+    except PublishError as e:
+        print(f"prefpipe publish: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prefpipe", description="Build preference data for LLM alignment.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -81,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("-n", "--rows", type=int, default=3)
     ins.add_argument("--width", type=int, default=400)
     ins.set_defaults(func=cmd_inspect)
+
+    pub = sub.add_parser("publish", help="verify the release against its manifest and upload it to the Hugging Face Hub")
+    pub.add_argument("--repo-id", required=True, help="dataset repo, ORG/NAME (created if missing)")
+    pub.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its visibility)")
+    pub.add_argument("--revision", default=None, help="branch to commit to (created if missing; default main)")
+    pub.add_argument("--dry-run", action="store_true", help="print what would be uploaded; no network, no token needed")
+    pub.add_argument("--path", default="data/release", help="the release folder (default data/release)")
+    pub.set_defaults(func=cmd_publish)
     return p
 
 

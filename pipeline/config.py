@@ -168,6 +168,182 @@ class Ingest(Section):
         return self
 
 
+# --- selfie (METHODS.md §3) ---------------------------------------------------------------------
+
+# Like scikit-learn's train_test_split: an int counts prompts, a float in (0, 1) is a fraction.
+SplitSize = int | float
+
+
+def _check_size(v: SplitSize, key: str) -> SplitSize:
+    if isinstance(v, bool):
+        raise ValueError(f"{key}: expected a count or a fraction, got {v!r}")
+    if isinstance(v, float) and not 0 < v < 1:
+        raise ValueError(f"{key}: a fraction must lie in (0, 1), got {v!r}; write a whole number for a count")
+    if isinstance(v, int) and v < 0:
+        raise ValueError(f"{key}: a count must be >= 0, got {v!r}")
+    return v
+
+
+class SelfieSplit(Section):
+    """Prompt counts (int) or fractions (float in (0, 1)); see ``plan_split`` in stages/selfie.py."""
+
+    seed: SplitSize  # labelled prompts kept with their gold pairs (fraction of the labelled prompts)
+    pools: list[SplitSize] = Field(min_length=1)  # prompt pools, one per iteration (fraction of all prompts)
+    test: SplitSize  # held-out labelled prompts (fraction of the labelled prompts)
+    shuffle_seed: int
+
+    @model_validator(mode="after")
+    def _sizes(self) -> SelfieSplit:
+        _check_size(self.seed, "seed")
+        _check_size(self.test, "test")
+        for i, v in enumerate(self.pools):
+            _check_size(v, f"pools[{i}]")
+        return self
+
+
+class SelfieRoles(Section):
+    policy: LLMOverride  # the model is set by selfie.policy_model, not here
+    reference: LLMOverride  # the model is set by selfie.reference_model, not here
+
+
+class Selfie(Section):
+    pair_sources: list[str] = Field(min_length=1)  # ingest pair sources (UltraFeedback-style, labelled)
+    prompt_sources: list[str]  # ingest prompt sources added to the pools as unlabelled prompts
+    iteration: int = Field(ge=1)
+    policy_model: str
+    reference_model: str
+    roles: SelfieRoles
+    samples_per_prompt: int = Field(ge=2)
+    sampling: Sampling
+    beta: float = Field(gt=0)
+    length_normalize: bool
+    refine_fraction: float = Field(ge=0, le=1)
+    alpha: float = Field(ge=0, le=0.5)
+    drop_noisy: bool
+    split: SelfieSplit
+
+    @model_validator(mode="after")
+    def _check(self) -> Selfie:
+        if self.iteration > len(self.split.pools):
+            raise ValueError(
+                f"iteration {self.iteration} has no prompt pool: split.pools lists {len(self.split.pools)}; "
+                "add a pool size or lower iteration"
+            )
+        for role in ("policy", "reference"):
+            if getattr(self.roles, role).model is not None:
+                raise ValueError(
+                    f"set the {role} model with selfie.{role}_model, not selfie.roles.{role}.model"
+                )
+        return self
+
+    def role(self, base: LLM, name: Literal["policy", "reference"]) -> LLM:
+        """The resolved engine config of a role, with its model from ``policy_model``/``reference_model``."""
+        override = getattr(self.roles, name).model_copy(update={"model": getattr(self, f"{name}_model")})
+        return resolve_role(base, override)
+
+
+# --- dove ----------------------------------------------------------------------------------------
+
+
+class DoveRoles(Section):
+    judge: LLMOverride
+
+
+class DoveInput(Section):
+    """One scored-response input set: a prompts folder and the responses folder that joins it on prompt_id."""
+
+    prompts: str
+    responses: str
+
+
+class Dove(Section):
+    roles: DoveRoles
+    inputs: list[DoveInput]
+    pairs: str  # folder of labelled pairs (pairs contract) whose prompt+chosen / prompt+rejected become items
+    pair_sources: list[str]  # source names selected from ``pairs``; [] reads none
+    pairing: Literal["random", "similar"]
+    pairs_per_instruction: int = Field(gt=0)
+    embedding_model: str | None  # None: hashed char-n-gram TF-IDF; else a HF / sentence-transformers model id
+    ngram_min: int = Field(gt=0)
+    ngram_max: int = Field(gt=0)
+    hash_features: int = Field(gt=0)
+    max_partner_similarity: float = Field(gt=0, le=1)
+    include_conditional: bool
+    # "median": remove the judge's median log-odds for position a before the AB/BA agreement rule (ours).
+    position_calibration: Literal["none", "median"]
+    conditional_pairs_per_instruction: int = Field(gt=0)
+    max_prompt_chars: int = Field(gt=0)
+    seed: int
+
+    @model_validator(mode="after")
+    def _ngram_range(self) -> Dove:
+        if self.ngram_min > self.ngram_max:
+            raise ValueError(f"ngram_min ({self.ngram_min}) must not exceed ngram_max ({self.ngram_max})")
+        return self
+
+
+# --- export --------------------------------------------------------------------------------------
+
+ExportMethod = Literal["wildfeedback", "pugc", "selfie", "curry", "dove"]
+PiiKind = Literal[
+    "email", "phone", "ipv4", "ipv6", "credit_card", "openai_key", "hf_token", "aws_access_key", "github_token",
+    "bearer_token",
+]
+
+
+class EvalSet(Section):
+    """An evaluation prompt set the release must not overlap with."""
+
+    name: str
+    path: str  # file/folder/glob read by pipeline.io.iter_records, or "hf://org/name[:split]"
+    text_field: str  # a string, a list of strings (MT-Bench `turns`) or a list of {content} messages
+    id_field: str
+    optional: bool  # true: an unreadable set is reported in stats.json and the card instead of failing
+
+
+class Decontamination(Section):
+    ngram: int = Field(gt=0)  # words per n-gram (13: GPT-3 / Llama 2 practice)
+    threshold: float = Field(gt=0, le=1)  # shared n-grams / n-grams of the shorter text
+    sets: list[EvalSet]
+
+
+class Dedup(Section):
+    near_threshold: float = Field(gt=0, le=1)  # estimated Jaccard of word shingles
+    shingle: int = Field(gt=0)
+    num_perm: int = Field(gt=0)
+    bands: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _bands_divide(self) -> Dedup:
+        if self.num_perm % self.bands:
+            raise ValueError(f"num_perm ({self.num_perm}) must be a multiple of bands ({self.bands})")
+        return self
+
+
+class Card(Section):
+    pretty_name: str
+    description: str
+    language: list[str]
+    task_categories: list[str]
+    tags: list[str]
+
+
+class Export(Section):
+    methods: list[ExportMethod] = Field(min_length=1)
+    license: str = Field(min_length=1)
+    dedup: Dedup
+    decontamination: Decontamination
+    pii_kinds: list[PiiKind]
+    test_fraction: float = Field(ge=0, lt=1)
+    split_salt: str
+    row_group_rows: int = Field(gt=0)
+    row_group_bytes: int = Field(gt=0)
+    shard_bytes: int = Field(gt=0)
+    histogram_bins: int = Field(gt=0)
+    summary_png: bool  # a matplotlib summary figure for the card (skipped with a note if matplotlib is absent)
+    card: Card
+
+
 # --- curry ---------------------------------------------------------------------------------------
 
 
@@ -195,6 +371,9 @@ class Params(Section):
     execution: Execution
     llm: LLM
     ingest: Ingest
+    selfie: Selfie
+    dove: Dove
+    export: Export
     curry: Curry
 
 

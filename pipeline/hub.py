@@ -1,0 +1,280 @@
+"""The dataset card of a release, and publishing a release to the Hugging Face Hub.
+
+``render_card`` writes the ``README.md`` that the Hub and ``datasets`` read (YAML front matter with one
+``configs`` entry per config and ``data_files`` per split). ``publish`` uploads a release folder::
+
+    prefpipe publish --repo-id my-org/my-prefs --dry-run      # what would be uploaded, no network
+    prefpipe publish --repo-id my-org/my-prefs --private      # verify, create the repo, upload
+
+It refuses a release that differs from its ``_manifest.json`` (naming the file), needs a token from
+``HF_TOKEN`` or ``hf auth login`` (never from params, never printed), and uploads with
+``HfApi.upload_folder``: in huggingface_hub 2.x with ``hf_xet`` (installed with it on x86-64 and arm64) it
+streams files in several commits when needed and resumes when re-run — files already committed are
+skipped and uploaded chunks are deduplicated. ``upload_large_folder`` no longer exists in 2.x.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from pipeline.io import MANIFEST, _file_sha256, read_manifest, verify_shards
+
+CONFIG_DOC = {
+    "all": "every conditional pair (WildFeedback, PUGC, Selfie/SPA, Curry-DPO) in one table",
+    "wildfeedback": "pairs mined from dissatisfaction signals in real conversations (WildFeedback)",
+    "pugc": "queries written from user-generated documents, responses judged against the document (PUGC)",
+    "selfie": "pairs the policy labelled itself from its implicit DPO reward (Selfie/SPA)",
+    "curry": "several pairs per prompt ranked by score gap, `level` 0 = easiest (Curry-DPO)",
+    "dove": "joint pairs: two different instructions, each with a response (DOVE/JPO)",
+}
+
+
+class PublishError(RuntimeError):
+    """Publishing cannot go on; the message says what is wrong and what to do."""
+
+
+# --- card ----------------------------------------------------------------------------------------
+
+
+def size_category(n: int) -> str:
+    """The Hub's size bucket for ``n`` rows.
+
+    >>> size_category(999), size_category(1000), size_category(2_500_000)
+    ('n<1K', '1K<n<10K', '1M<n<10M')
+    """
+    names = ["1K", "10K", "100K", "1M", "10M", "100M", "1B"]
+    if n < 1000:
+        return "n<1K"
+    for lo, hi in zip(names, names[1:], strict=False):
+        if n < 10 ** (3 + names.index(hi)):
+            return f"{lo}<n<{hi}"
+    return "n>1B"
+
+
+def lineage_summary(pairs: pl.DataFrame) -> dict[str, dict[str, list[str]]]:
+    """Per method (``_config``): the distinct models and params fingerprints named in its ``lineage`` JSON."""
+    out: dict[str, dict[str, list[str]]] = {}
+    if pairs.height == 0:
+        return out
+    fields = {"models": ["$.model", "$.models"], "fingerprints": ["$.fingerprint", "$.params_fingerprint"]}
+    for method in sorted(set(pairs["_config"])):
+        lin = pairs.filter(pl.col("_config") == method)["lineage"]
+        out[method] = {}
+        for name, paths in fields.items():
+            found = pl.concat([lin.str.json_path_match(p) for p in paths]).drop_nulls().unique().sort()
+            out[method][name] = found.to_list()
+    return out
+
+
+def front_matter(cfg: Any, stats: dict[str, Any]) -> dict[str, Any]:
+    configs = []
+    for i, (config, splits) in enumerate(stats["rows"].items()):
+        if not splits:
+            continue
+        entry: dict[str, Any] = {"config_name": config}
+        if config == "all" or (i == 0 and "all" not in stats["rows"]):
+            entry["default"] = True
+        entry["data_files"] = [{"split": s, "path": f"{config}/{s}-*.parquet"} for s in splits]
+        configs.append(entry)
+    return {
+        "license": cfg.license,
+        "pretty_name": cfg.card.pretty_name,
+        "language": list(cfg.card.language),
+        "task_categories": list(cfg.card.task_categories),
+        "tags": list(dict.fromkeys(["trl", "dpo", *cfg.card.tags])),
+        "size_categories": [size_category(stats["total"])],
+        "configs": configs,
+    }
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+TRAIN_SNIPPET = '''```python
+from datasets import load_dataset
+from trl import DPOConfig, DPOTrainer
+
+REPO = "{repo}"  # the Hub repo id this card belongs to, or the local release folder
+train = load_dataset(REPO, "all", split="train")   # prompt / chosen / rejected message lists
+trainer = DPOTrainer(model="your/sft-model", args=DPOConfig(output_dir="dpo"), train_dataset=train)
+trainer.train()
+```'''
+
+CURRY_SNIPPET = '''```python
+# Curry-DPO: one DPO run per level, easiest (0) first; each run starts from, and uses as reference,
+# the previous level's model.
+curry = load_dataset(REPO, "curry", split="train")
+model = "your/sft-model"
+for level in sorted(set(curry["level"])):
+    stage = curry.filter(lambda r: r["level"] == level)
+    trainer = DPOTrainer(model=model, args=DPOConfig(output_dir=f"curry-{level}"), train_dataset=stage)
+    trainer.train()
+    model = trainer.model
+```'''
+
+
+def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, list[str]]], *, png: bool,
+                repo: str = "ORG/NAME") -> str:
+    """The release's README.md: YAML front matter + a body describing configs, provenance, training, limits."""
+    fm = yaml.safe_dump(front_matter(cfg, stats), sort_keys=False, allow_unicode=True)
+    rows = [[f"`{c}`", CONFIG_DOC.get(c, ""), sp.get("train", 0), sp.get("test", 0)] for c, sp in stats["rows"].items() if sp]
+    methods = [[m, v["input"], v["output"], ", ".join(lineage.get(m, {}).get("models", [])) or "—",
+                ", ".join(lineage.get(m, {}).get("fingerprints", [])) or "—"] for m, v in stats["methods"].items()]
+    drops = [[r, n] for r, n in stats["drops"].items()] or [["(none)", 0]]
+    decon = [[s, v["prompts"], v["removed"], v["status"]] for s, v in stats["decontamination"].items()]
+    pii = [[k, n] for k, n in stats["pii"].items()]
+    skipped = "".join(f"\n- `{m}`: {why}" for m, why in stats["skipped"].items())
+    levels = ", ".join(f"level {lv}: {n}" for m in stats["levels"] for lv, n in stats["levels"][m].items())
+    parts = [
+        f"---\n{fm}---\n",
+        f"# {cfg.card.pretty_name}\n\n{cfg.card.description}\n",
+        "![summary](plots/summary.png)\n" if png else "",
+        "## Configs\n",
+        "Splits are made by a hash of the normalised prompt, so no prompt is in both `train` and `test`; a config "
+        "lists a `test` split when prompts fell there. A `dove` row is in `test` only when both of its prompts "
+        "are test prompts (rows whose prompts straddle the splits are dropped).\n",
+        _table(["config", "holds", "train", "test"], rows) + "\n",
+        "Conditional configs follow TRL's conversational preference format: `prompt`, `chosen`, `rejected` are "
+        "lists of `{role, content}` messages. Every row also carries `pair_id`, `method`, `source`, `level` "
+        "(Curry-DPO curriculum level, 0 = easiest), `score_chosen`, `score_rejected`, `margin`, `confidence`, "
+        "`label_smoothing`, `noisy` (Selfie/SPA's low-confidence flag) and `lineage` (JSON: input ids, stage, "
+        "models, params fingerprint). The `dove` config has `chosen_prompt`, `chosen`, `rejected_prompt`, "
+        "`rejected`, `confidence`, `lineage`.\n",
+        "## How it was built\n",
+        "Built by prefpipe (`dvc repro`): per-method stages produce pairs, then `export` "
+        "merges them, redacts PII, drops pairs whose chosen equals rejected, removes duplicate pairs and exact or "
+        f"near-duplicate prompts (MinHash, Jaccard >= {cfg.dedup.near_threshold}; the most confident method keeps "
+        f"the prompt), removes prompts overlapping evaluation sets ({cfg.decontamination.ngram}-gram overlap >= "
+        f"{cfg.decontamination.threshold}) and splits train/test ({cfg.test_fraction:.0%} of prompts to test). "
+        f"Export params fingerprint: `{stats['fingerprint']}`.\n",
+        _table(["method", "input pairs", "released", "models", "params fingerprints"], methods) + "\n",
+        (f"Methods not in this release:{skipped}\n" if skipped else ""),
+        "Removed pairs, by reason (each one is listed in `removed.jsonl` with its details):\n",
+        _table(["reason", "pairs"], drops) + "\n",
+        "Decontamination sets:\n",
+        _table(["set", "prompts", "pairs removed", "status"], decon or [["(none configured)", 0, 0, "—"]]) + "\n",
+        "PII replaced (by `[REDACTED_<KIND>]` markers):\n",
+        _table(["kind", "replacements"], pii or [["(redaction off)", 0]]) + "\n",
+        "## Training on it with TRL\n",
+        TRAIN_SNIPPET.format(repo=repo) + "\n",
+        "`label_smoothing` and `noisy` come from Selfie/SPA: a trainer that supports per-example label "
+        "smoothing can use them (TRL's `DPOConfig.label_smoothing` is one value for the whole run; filter "
+        "`noisy` rows out, or train them in a separate run with `label_smoothing=0.1`).\n",
+        "**Curry-DPO** pairs must be seen in curriculum order" + (f" ({levels})" if levels else "") + ":\n",
+        CURRY_SNIPPET + "\n",
+        "**DOVE** rows compare two *different* instructions; their loss is DPO on joint log-probabilities "
+        "log pi(x, y) = log pi(x) + log pi(y | x), with prompt tokens not masked. TRL's `DPOTrainer` assumes a "
+        "shared prompt, so train the `dove` config with a JPO/DOVE trainer (github.com/Hritikbansal/dove) that "
+        "reads `chosen_prompt`, `chosen`, `rejected_prompt`, `rejected`. Rows with "
+        "`chosen_prompt == rejected_prompt` are ordinary conditional pairs.\n",
+        "## Limitations\n",
+        "- Responses are generated and judged by models; labels are noisy (see `confidence`, `noisy`).\n"
+        "- PII redaction is pattern based: names, addresses and unusual formats can remain; IP-like version "
+        "strings may be redacted.\n"
+        "- Decontamination checks word n-gram overlap with the listed sets only; paraphrases are not caught.\n"
+        "- Near-duplicate removal is approximate (MinHash); the train/test split is by prompt, not by topic.\n"
+        "- The license applies to this compilation; inputs keep their own terms.\n",
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+# --- publish -------------------------------------------------------------------------------------
+
+
+def verify_release(path: Path) -> list[str]:
+    """Problems found comparing the release folder with its manifest; an empty list means intact."""
+    manifest = read_manifest(path)
+    if manifest is None:
+        return [f"{path / MANIFEST}: missing"]
+    problems = verify_shards(path)
+    for f in manifest.get("other_files", []):
+        p = path / f["path"]
+        if not p.is_file():
+            problems.append(f"{p}: missing")
+        elif _file_sha256(p) != f["sha256"]:
+            problems.append(f"{p}: sha256 differs from the manifest")
+    listed = {f["path"] for f in manifest["files"]} | {f["path"] for f in manifest.get("other_files", [])} | {MANIFEST}
+    for p in sorted(path.rglob("*")):
+        rel = p.relative_to(path).as_posix()
+        if p.is_file() and rel not in listed and not rel.startswith(".cache/"):
+            problems.append(f"{p}: not in the manifest")
+    return problems
+
+
+def _offline() -> bool:
+    # read at call time (huggingface_hub reads its constant once, at import)
+    return any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _token() -> str | None:
+    from huggingface_hub import get_token
+
+    return get_token()  # HF_TOKEN, then the token saved by `hf auth login`
+
+
+def publish(path: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+            dry_run: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Verify ``path`` against its manifest and upload it as dataset ``repo_id``. Returns what was done."""
+    path = Path(path)
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise PublishError(f"--repo-id must look like ORG/NAME, got {repo_id!r}")
+    if not path.is_dir() or not (path / MANIFEST).exists():
+        raise PublishError(f"{path}: no release here (no {MANIFEST}); build it with `dvc repro export` first")
+    problems = verify_release(path)
+    if problems:
+        raise PublishError("the release does not match its manifest; rebuild it (`dvc repro export`):\n  "
+                           + "\n  ".join(problems))
+    manifest = json.loads((path / MANIFEST).read_text())
+    files = [f["path"] for f in manifest["files"]] + [f["path"] for f in manifest.get("other_files", [])] + [MANIFEST]
+    rows = {f["path"]: f["rows"] for f in manifest["files"]}
+    plan = {"repo_id": repo_id, "repo_type": "dataset", "private": private, "revision": revision or "main",
+            "files": files}
+    if dry_run:
+        echo(f"dry run: would upload {len(files)} files from {path} to dataset {repo_id} "
+             f"(revision {plan['revision']}, {'private' if private else 'public'} if created):")
+        for f in files:
+            size = (path / f).stat().st_size
+            echo(f"  {f}  {size} bytes" + (f"  {rows[f]} rows" if f in rows else ""))
+        echo("token: " + ("found" if _token() else "none found (set HF_TOKEN or run `hf auth login` before a real run)"))
+        return plan | {"uploaded": False}
+    if _offline():
+        raise PublishError("HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: publishing needs the network. "
+                           "Unset it for this command, e.g. `HF_HUB_OFFLINE=0 prefpipe publish ...`.")
+    token = _token()
+    if not token:
+        raise PublishError("no Hugging Face token: set HF_TOKEN in the environment or run `hf auth login` "
+                           "(tokens are never read from params.yaml)")
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
+    except Exception as e:  # auth, permissions, network: one readable message
+        raise PublishError(f"could not create or open dataset repo {repo_id}: {type(e).__name__}: {e}. "
+                           "Check the token's write access to the organisation and the repo id.") from e
+    echo(f"uploading {len(files)} files to {url} (revision {plan['revision']})")
+    try:
+        commit = api.upload_folder(
+            repo_id=repo_id, repo_type="dataset", folder_path=str(path), revision=revision,
+            allow_patterns=files,
+            # shards of an earlier, larger release would otherwise linger and be read by the card's globs
+            delete_patterns=["*.parquet", "plots/*"],
+            commit_message=f"prefpipe release {manifest.get('fingerprint', '')}".strip(),
+        )
+    except Exception as e:
+        raise PublishError(f"upload to {repo_id} failed part-way: {type(e).__name__}: {e}. Nothing local is lost: "
+                           "re-run the same command to resume (files already committed are skipped).") from e
+    echo(f"published: {getattr(commit, 'commit_url', commit)}")
+    return plan | {"uploaded": True, "url": str(url), "commit": str(getattr(commit, "commit_url", commit))}

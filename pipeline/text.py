@@ -1,0 +1,190 @@
+"""Vectorised text keys: normalisation, stable 64-bit hashes, word n-grams, MinHash near-duplicates.
+
+Everything works on whole columns (numpy arrays, polars expressions); the one Python-level step is
+one xxhash call per *distinct* string. Hashes are xxh3-64, not polars' ``hash`` (which may change
+between polars versions), so a train/test assignment or a duplicate decision is the same on every
+machine and release::
+
+    >>> import polars as pl
+    >>> s = pl.Series(["Hello,  World!", "hello world"])
+    >>> keys = stable_hash64(normalise(s))
+    >>> bool(keys[0] == keys[1])
+    True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+from xxhash import xxh3_64_intdigest
+
+_P = np.uint64(0x100000001B3)  # FNV-64 prime: odd, so multiplication is a bijection mod 2^64
+_P_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
+
+
+def normalise(texts: pl.Series | pl.Expr) -> pl.Series | pl.Expr:
+    """Lower case, every run of non-letters/digits becomes one space, trimmed."""
+    return texts.str.to_lowercase().str.replace_all(r"[^\p{L}\p{N}]+", " ").str.strip_chars()
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: spreads every input bit over the output (uint64 in, uint64 out)."""
+    with np.errstate(over="ignore"):
+        x = x.astype(np.uint64, copy=True)
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def stable_hash64(texts: pl.Series | pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A uint64 per string (xxh3-64 of its UTF-8), identical across runs, machines and versions; null = "".
+
+    Each *distinct* string is hashed once by one C call (xxhash) and the hashes are joined back:
+    on 100k prompts this takes ~0.2 s where a per-byte numpy hash took 4-11 s, and repeated strings
+    (words, duplicated prompts) cost nothing extra.
+
+    >>> h = stable_hash64(pl.Series(["a", "b", "a"]))
+    >>> bool(h[0] == h[2]) and bool(h[0] != h[1])
+    True
+    """
+    s = texts if isinstance(texts, pl.Series) else pl.Series(pa.chunked_array([texts]) if isinstance(texts, pa.Array) else texts)
+    s = s.cast(pl.String).fill_null("").rename("t")
+    if s.len() == 0:
+        return np.zeros(0, dtype=np.uint64)
+    uniq = s.unique()
+    hashes = np.fromiter((xxh3_64_intdigest(t.encode()) for t in uniq.to_list()), dtype=np.uint64, count=uniq.len())
+    table = pl.DataFrame({"t": uniq, "h": pl.Series(hashes, dtype=pl.UInt64)})
+    return s.to_frame().join(table, on="t", how="left", maintain_order="left")["h"].to_numpy()
+
+
+def ngram_hashes(texts: pl.Series, n: int) -> pl.DataFrame:
+    """Distinct word n-gram hashes per text: columns ``row`` (position in ``texts``) and ``h`` (uint64).
+
+    ``texts`` should already be normalised (words separated by single spaces). A text with fewer than
+    ``n`` words yields one n-gram made of all its words, so short texts still match each other exactly.
+    Empty texts yield nothing.
+
+    >>> ngram_hashes(pl.Series(["a b c", "a b c d"]), 3).group_by("row").len().sort("row")["len"].to_list()
+    [1, 2]
+    """
+    words = (
+        pl.DataFrame({"t": texts})
+        .with_row_index("row")
+        .select("row", pl.col("t").str.split(" ").alias("w"))
+        .explode("w")
+        .filter(pl.col("w").is_not_null() & (pl.col("w") != ""))
+    )
+    if words.height == 0:
+        return pl.DataFrame({"row": [], "h": []}, schema={"row": pl.UInt32, "h": pl.UInt64})
+    row = words["row"].to_numpy()
+    wh = stable_hash64(words["w"])
+    size = len(row)
+    starts_of_row = np.r_[0, np.flatnonzero(np.diff(row)) + 1]
+    ends_of_row = np.r_[starts_of_row[1:], size]
+    lengths = ends_of_row - starts_of_row
+    end = np.repeat(ends_of_row, lengths)  # exclusive end of each word's row
+    first = np.zeros(size, dtype=bool)
+    first[starts_of_row] = True
+    idx = np.arange(size)
+    # gram(i) = sum_k wh[i+k] * P^k over the words of i's row, from prefix sums H[j] = sum_{m<j} wh[m] * P^m:
+    # gram(i) = (H[stop] - H[i]) * P^-i (mod 2^64; P is odd, so it has an inverse). O(words), not O(words * n).
+    with np.errstate(over="ignore"):
+        pw = np.cumprod(np.r_[np.uint64(1), np.full(size - 1, _P, dtype=np.uint64)], dtype=np.uint64)
+        ipw = np.cumprod(np.r_[np.uint64(1), np.full(size - 1, _P_INV, dtype=np.uint64)], dtype=np.uint64)
+        prefix = np.zeros(size + 1, dtype=np.uint64)
+        prefix[1:] = np.cumsum(wh * pw, dtype=np.uint64)
+        stop = np.minimum(idx + n, end)
+        g = (prefix[stop] - prefix[idx]) * ipw
+    full = idx + n <= end
+    short = first & (np.repeat(lengths, lengths) < n)
+    keep = full | short
+    out = pl.DataFrame({"row": row[keep], "h": mix64(g[keep])})
+    return out.unique(maintain_order=True)
+
+
+def minhash(grams: pl.DataFrame, n_rows: int, num_perm: int, seed: int = 0) -> np.ndarray:
+    """MinHash signatures (``n_rows`` x ``num_perm`` uint64) from ``ngram_hashes`` output.
+
+    Rows without any n-gram get all-max signatures (they never collide with a real text).
+    """
+    sig = np.full((n_rows, num_perm), np.iinfo(np.uint64).max, dtype=np.uint64)
+    if grams.height == 0:
+        return sig
+    g = grams.sort("row")
+    row = g["row"].to_numpy()
+    h = g["h"].to_numpy()
+    starts = np.r_[0, np.flatnonzero(np.diff(row)) + 1]
+    rows = row[starts]
+    # permutation j: multiply-shift hashing (a_j * h + b_j mod 2^64) >> 32, a_j odd; h is already well mixed
+    a = mix64(np.arange(1, num_perm + 1, dtype=np.uint64) + np.uint64(seed) * np.uint64(1_000_003)) | np.uint64(1)
+    b = mix64(a)
+    with np.errstate(over="ignore"):
+        for j in range(num_perm):
+            sig[rows, j] = np.minimum.reduceat((h * a[j] + b[j]) >> np.uint64(32), starts)
+    return sig
+
+
+def connected_components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Component label (the smallest member index) of each of ``n`` nodes given edges ``a[i]-b[i]``."""
+    labels = np.arange(n)
+    if len(a) == 0:
+        return labels
+    while True:
+        m = np.minimum(labels[a], labels[b])
+        new = labels.copy()
+        np.minimum.at(new, a, m)
+        np.minimum.at(new, b, m)
+        new = new[new]  # pointer jumping: follow labels to their root
+        if np.array_equal(new, labels):
+            return labels
+        labels = new
+
+
+def near_duplicate_groups(sig: np.ndarray, bands: int, threshold: float) -> np.ndarray:
+    """Group rows whose estimated Jaccard similarity reaches ``threshold`` (LSH banding, then verified).
+
+    Returns a group label per row (the smallest row index in its group); unique rows label themselves.
+    """
+    n, num_perm = sig.shape
+    r = num_perm // bands
+    if n < 2:
+        return np.arange(n)
+    band_keys = []
+    for band in range(bands):
+        part = sig[:, band * r : (band + 1) * r]
+        key = np.zeros(n, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for c in range(r):
+                key = mix64(key * _P + part[:, c])
+        band_keys.append(key)
+    keys = pl.DataFrame(
+        {"row": np.tile(np.arange(n, dtype=np.int64), bands), "band": np.repeat(np.arange(bands), n),
+         "key": np.concatenate(band_keys)}
+    )
+    empty = np.iinfo(np.uint64).max
+    keys = keys.filter(pl.col("row").is_in(np.flatnonzero(sig[:, 0] != empty)))
+    # Candidate edges per bucket: each member to the bucket's first member and to its predecessor.
+    # That is 2(m-1) edges for m members instead of m(m-1)/2, so a template shared by 100k prompts
+    # cannot blow up memory; a genuine cluster is still connected through its verified edges.
+    keys = keys.filter(pl.len().over("band", "key") > 1).sort("band", "key", "row")
+    grouped = keys.with_columns(
+        pl.col("row").first().over("band", "key").alias("first"),
+        pl.col("row").shift(1).over("band", "key").alias("prev"),
+    )
+    cand = (
+        pl.concat([
+            grouped.select(pl.col("first").alias("row"), pl.col("row").alias("row_b")),
+            grouped.select(pl.col("prev").alias("row"), pl.col("row").alias("row_b")),
+        ])
+        .filter(pl.col("row").is_not_null() & (pl.col("row") < pl.col("row_b")))
+        .unique()
+    )
+    if cand.height == 0:
+        return np.arange(n)
+    a, b = cand["row"].to_numpy(), cand["row_b"].to_numpy()
+    similar = (sig[a] == sig[b]).mean(axis=1) >= threshold
+    return connected_components(n, a[similar], b[similar])

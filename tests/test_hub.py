@@ -1,0 +1,151 @@
+"""Publishing: manifest verification, the huggingface_hub calls and their arguments, clear errors; the card."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from huggingface_hub import HfApi
+
+from pipeline.cli import main as cli
+from pipeline.hub import PublishError, publish, size_category, verify_release
+from stages.export import build_release
+from tests.export_fixtures import export_cfg, standard_methods
+
+TOKEN = "hf_" + "x" * 34
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hub")
+    standard_methods(root)
+    build_release(export_cfg(test_fraction=0.3), root, root / "data" / "release", "fp-hub")
+    return root / "data" / "release"
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """Replace the HfApi methods publish uses; record every call with its arguments."""
+    calls: list[tuple[str, tuple, dict]] = []
+
+    def recorder(name, result=None):
+        def method(self, *args, **kwargs):
+            calls.append((name, args, kwargs | {"token": self.token}))
+            if isinstance(result, Exception):
+                raise result
+            return result
+        return method
+
+    monkeypatch.setattr(HfApi, "create_repo", recorder("create_repo", "https://huggingface.co/datasets/org/prefs"))
+    monkeypatch.setattr(HfApi, "create_branch", recorder("create_branch"))
+    monkeypatch.setattr(HfApi, "upload_folder", recorder("upload_folder", "https://huggingface.co/datasets/org/prefs/commit/abc"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.delenv("HF_OIDC_RESOURCE", raising=False)
+
+    class Hub:
+        def __init__(self):
+            self.calls = calls
+
+        def fail_upload(self, exc):
+            monkeypatch.setattr(HfApi, "upload_folder", recorder("upload_folder", exc))
+
+    return Hub()
+
+
+def test_publish_creates_the_repo_and_uploads_the_manifest_files(release, hub):
+    lines: list[str] = []
+    done = publish(release, "org/prefs", private=True, revision="v1", echo=lines.append)
+    names = [c[0] for c in hub.calls]
+    assert names == ["create_repo", "create_branch", "upload_folder"]
+    _, args, kw = hub.calls[0]
+    assert args == ("org/prefs",) and kw == {"repo_type": "dataset", "private": True, "exist_ok": True, "token": TOKEN}
+    assert hub.calls[1][2] == {"branch": "v1", "repo_type": "dataset", "exist_ok": True, "token": TOKEN}
+    up = hub.calls[2][2]
+    manifest = json.loads((release / "_manifest.json").read_text())
+    expected = [f["path"] for f in manifest["files"]] + [f["path"] for f in manifest["other_files"]] + ["_manifest.json"]
+    assert up["repo_id"] == "org/prefs" and up["repo_type"] == "dataset" and up["revision"] == "v1"
+    assert up["folder_path"] == str(release) and up["allow_patterns"] == expected
+    assert "all/train-00000-of-00001.parquet" in expected and "README.md" in expected and "stats.json" in expected
+    assert up["delete_patterns"] == ["*.parquet", "plots/*"]  # stale shards of an older release must not linger
+    assert up["commit_message"] == "prefpipe release fp-hub"
+    assert done["uploaded"] and done["commit"].endswith("/commit/abc")
+    assert not any(TOKEN in line for line in lines)  # the token is never printed
+
+
+def test_main_revision_creates_no_branch(release, hub):
+    publish(release, "org/prefs", echo=lambda _: None)
+    assert [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
+    assert hub.calls[0][2]["private"] is False and hub.calls[1][2]["revision"] is None
+
+
+def test_failure_mid_upload_is_reported_with_how_to_resume(release, hub):
+    hub.fail_upload(ConnectionError("connection reset by peer after 3 of 9 files"))
+    with pytest.raises(PublishError, match=r"upload to org/prefs failed part-way: ConnectionError: connection reset.*re-run"):
+        publish(release, "org/prefs", echo=lambda _: None)
+    assert [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
+
+
+def test_dry_run_lists_files_and_touches_nothing(release, hub, capsys):
+    assert cli(["publish", "--repo-id", "org/prefs", "--dry-run", "--path", str(release)]) == 0
+    out = capsys.readouterr().out
+    assert hub.calls == []
+    assert "dry run: would upload" in out and "all/train-00000-of-00001.parquet" in out and "rows" in out
+    assert "README.md" in out and "token: found" in out and TOKEN not in out
+
+
+def test_offline_mode_is_a_clear_error(release, hub, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(PublishError, match="HF_HUB_OFFLINE.*needs the network"):
+        publish(release, "org/prefs", echo=lambda _: None)
+    assert hub.calls == []
+
+
+def test_no_token_is_a_clear_error(release, hub, monkeypatch, tmp_path, capsys):
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "token"))  # no saved login
+    assert cli(["publish", "--repo-id", "org/prefs", "--path", str(release)]) == 1
+    assert "no Hugging Face token: set HF_TOKEN" in capsys.readouterr().err
+    assert hub.calls == []
+
+
+def test_missing_release_and_bad_repo_id(tmp_path, hub):
+    with pytest.raises(PublishError, match="no release here.*dvc repro export"):
+        publish(tmp_path / "data" / "release", "org/prefs")
+    with pytest.raises(PublishError, match="ORG/NAME"):
+        publish(tmp_path, "prefs")
+
+
+def test_a_tampered_or_extra_file_is_refused_by_name(tmp_path, hub):
+    root = tmp_path
+    standard_methods(root)
+    release = root / "data" / "release"
+    build_release(export_cfg(), root, release, "fp")
+    assert verify_release(release) == []
+    shard = release / "pugc" / "train-00000-of-00001.parquet"
+    shard.write_bytes(shard.read_bytes()[:-8] + b"00000000")
+    (release / "notes.txt").write_text("scratch")
+    (release / "stats.json").unlink()
+    with pytest.raises(PublishError) as e:
+        publish(release, "org/prefs", echo=lambda _: None)
+    msg = str(e.value)
+    assert f"{shard}: sha256 differs from the manifest" in msg
+    assert f"{release / 'notes.txt'}: not in the manifest" in msg and f"{release / 'stats.json'}: missing" in msg
+    assert hub.calls == []
+
+
+def test_card_front_matter(release):
+    card = (release / "README.md").read_text()
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert list(front) == ["license", "pretty_name", "language", "task_categories", "tags", "size_categories", "configs"]
+    assert front["configs"][0] == {"config_name": "all", "default": True, "data_files": [
+        {"split": "train", "path": "all/train-*.parquet"}, {"split": "test", "path": "all/test-*.parquet"}]}
+    body = card.split("---\n", 2)[2]
+    for needle in ("## Configs", "## How it was built", "## Training on it with TRL", "DPOTrainer", "Curry-DPO",
+                   "chosen_prompt", "## Limitations", "fp-hub", "tiny-curry", "fp-curry", "tiny-judge", "fp-dove"):
+        assert needle in body, needle
+    assert size_category(10_000) == "10K<n<100K" and size_category(10**9) == "n>1B"

@@ -1,0 +1,666 @@
+"""Selfie / SPA stage: split, sampling, implicit reward, noise-aware pairs (METHODS.md §3)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import polars as pl
+import pyarrow as pa
+import pytest
+import yaml
+
+from pipeline.config import Sampling, Selfie, SelfieSplit
+from pipeline.llm.base import LogProb
+from pipeline.records import MESSAGES_TYPE, check_table, stable_id, to_table
+from stages import selfie
+
+SAMPLING = Sampling(temperature=0.7, top_p=1.0, max_new_tokens=8, stop=[], seed=0)
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def make_pairs(rows: list[tuple[str, str, str]], source: str = "uf") -> pa.Table:
+    return to_table(
+        [
+            {
+                "pair_id": stable_id(source, i),
+                "prompt": user(p),
+                "chosen": assistant(c),
+                "rejected": assistant(r),
+                "score_chosen": 9.0,
+                "score_rejected": 2.0,
+                "margin": 7.0,
+                "method": "ingest",
+                "source": source,
+                "lineage": "{}",
+            }
+            for i, (p, c, r) in enumerate(rows)
+        ],
+        "pairs",
+    )
+
+
+def make_prompts(texts: list[str], source: str = "extra") -> pa.Table:
+    return to_table(
+        [
+            {"prompt_id": f"{source}-{i}", "messages": user(t), "source": source, "origin_id": str(i)}
+            for i, t in enumerate(texts)
+        ],
+        "prompts",
+    )
+
+
+def real_pairs(real) -> pa.Table:
+    """The 200 real UltraFeedback pairs in the pairs contract (what ingest makes of them)."""
+    path = real / "ultrafeedback_binarized" / "data" / "processed" / "eval_clean.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return to_table(
+        [
+            {
+                "pair_id": stable_id("uf", r["source_index"]),
+                "prompt": user(r["prompt"]),
+                "chosen": assistant(r["chosen"]),
+                "rejected": assistant(r["rejected"]),
+                "score_chosen": r["metadata"]["score_chosen"],
+                "score_rejected": r["metadata"]["score_rejected"],
+                "method": "ingest",
+                "source": "ultrafeedback",
+                "lineage": "{}",
+            }
+            for r in rows
+        ],
+        "pairs",
+    )
+
+
+class FakeEngine:
+    """Scripted engine: sample j of a prompt is ``"<prompt> #j"`` + j "!" (or a fixed script), the log-prob
+    of a response is ``-scale * len(text) + offset``, ``n_tokens`` = number of words."""
+
+    def __init__(
+        self, name: str, scale: float = 1.0, offset: float = 0.0, script: dict[str, list[str]] | None = None
+    ):
+        self.name, self.scale, self.offset, self.script = name, scale, offset, script or {}
+        self.calls: list[tuple[str, int]] = []
+
+    def generate(self, prompts, n=1, sampling=None, schema=None):
+        self.calls.append(("generate", len(prompts)))
+        return [
+            self.script.get(p[-1]["content"], [f"{p[-1]['content']} #{j}{'!' * j}" for j in range(n)])[:n]
+            for p in prompts
+        ]
+
+    def logprobs(self, prompts, responses):
+        self.calls.append(("logprobs", len(prompts)))
+        return [LogProb(-self.scale * len(r) + self.offset, len(r.split())) for r in responses]
+
+    def choose(self, prompts, options):
+        raise NotImplementedError
+
+
+def selfie_params(**over) -> Selfie:
+    from tests.conftest import ROOT
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())["selfie"]
+    data.update(over)
+    return Selfie.model_validate(data)
+
+
+# --- step 1: split ----------------------------------------------------------------------------------
+
+
+def test_shrink_keeps_proportions_and_fills_every_part():
+    assert selfie.shrink([10, 20], 100) == [10, 20]
+    assert selfie.shrink([2000, 8000, 20000, 30000, 1000], 61) == [2, 8, 20, 30, 1]
+    assert selfie.shrink([1, 4], 2) == [1, 1]  # the small part keeps one
+    assert selfie.shrink([3, 3, 3], 1) == [1, 0, 0]
+    assert selfie.shrink([0, 5], 3) == [0, 3]
+    for cap in range(0, 70):
+        out = selfie.shrink([2000, 8000, 20000, 30000, 1000], cap)
+        assert sum(out) == cap
+
+
+def test_plan_split_counts_fractions_and_small_sources():
+    paper = SelfieSplit(seed=2000, pools=[8000, 20000, 30000], test=1000, shuffle_seed=0)
+    # a big source: counts as asked, the rest left over
+    assert selfie.plan_split(61135, 61135, paper) == {
+        "seed": 2000,
+        "pool_1": 8000,
+        "pool_2": 20000,
+        "pool_3": 30000,
+        "test": 1000,
+    }
+    # the samples: 10 labelled pairs + 30 prompts still give a seed, a test prompt and a first pool
+    assert selfie.plan_split(10, 40, paper) == {"seed": 1, "pool_1": 5, "pool_2": 13, "pool_3": 20, "test": 1}
+    assert selfie.plan_split(10, 10, paper) == {"seed": 1, "pool_1": 1, "pool_2": 3, "pool_3": 4, "test": 1}
+    # few labelled, many unlabelled: seed + test capped by the labelled prompts
+    # (and the pools share the other 49997 prompts in proportion)
+    assert selfie.plan_split(3, 50000, paper) == {
+        "seed": 2,
+        "pool_1": 6896,
+        "pool_2": 17240,
+        "pool_3": 25861,
+        "test": 1,
+    }
+    fractions = SelfieSplit(seed=0.1, pools=[0.25, 0.5], test=0.05, shuffle_seed=0)
+    assert selfie.plan_split(200, 300, fractions) == {"seed": 20, "pool_1": 75, "pool_2": 150, "test": 10}
+    # a fraction of a tiny source is still one prompt
+    assert selfie.plan_split(5, 5, fractions)["seed"] == 1
+
+
+def test_split_sizes_are_validated():
+    with pytest.raises(ValueError, match="fraction must lie in"):
+        SelfieSplit(seed=1.5, pools=[10], test=0, shuffle_seed=0)
+    with pytest.raises(ValueError, match="count must be >= 0"):
+        SelfieSplit(seed=10, pools=[-1], test=0, shuffle_seed=0)
+    with pytest.raises(ValueError, match="iteration 4 has no prompt pool"):
+        selfie_params(iteration=4)
+    with pytest.raises(ValueError, match="selfie.policy_model"):
+        selfie_params(roles={"policy": {"model": "gpt2"}, "reference": {}})
+
+
+def _parts(assignment: pl.DataFrame) -> dict[str, set[str]]:
+    return {p: set(g.get_column("prompt_id")) for (p,), g in assignment.group_by("part")}
+
+
+@pytest.mark.parametrize(
+    "split",
+    [
+        SelfieSplit(seed=2000, pools=[8000, 20000, 30000], test=1000, shuffle_seed=0),
+        SelfieSplit(seed=0.1, pools=[0.3, 0.3], test=0.1, shuffle_seed=7),
+    ],
+)
+def test_split_on_real_ultrafeedback_is_deterministic_disjoint_and_covering(real, split):
+    pairs = real_pairs(real)
+    keys = set(selfie.prompt_keys(pairs.column("prompt")))
+    extra = make_prompts([f"extra prompt {i}" for i in range(20)])
+    a = selfie.assign_split(pairs, extra, split)
+
+    # covering and disjoint: every distinct prompt exactly once
+    assert a.get_column("prompt_id").n_unique() == a.height == len(keys) + 20
+    parts = _parts(a)
+    assert set().union(*parts.values()) == keys | set(selfie.prompt_keys(extra.column("messages")))
+    names = list(parts)
+    for i, x in enumerate(names):
+        for y in names[i + 1 :]:
+            assert not parts[x] & parts[y], (x, y)
+    # sizes follow the plan; seed and test hold labelled prompts only
+    plan = selfie.plan_split(len(keys), len(keys) + 20, split)
+    for name, n in plan.items():
+        assert len(parts.get(name, set())) == n, name
+    assert parts["seed"] | parts["test"] <= keys
+    assert plan["seed"] > 0 and plan["pool_1"] > 0 and plan["test"] > 0
+
+    # deterministic and independent of the input order
+    shuffled = pairs.take(pa.array(list(reversed(range(pairs.num_rows)))))
+    b = selfie.assign_split(shuffled, extra.take(pa.array(list(reversed(range(20))))), split)
+    assert b.equals(a)
+    # another shuffle seed gives another split of the same sizes
+    c = selfie.assign_split(pairs, extra, split.model_copy(update={"shuffle_seed": split.shuffle_seed + 1}))
+    assert _parts(c)["seed"] != parts["seed"]
+    assert {k: len(v) for k, v in _parts(c).items()} == {k: len(v) for k, v in parts.items()}
+
+
+def test_seed_and_test_export_gold_pairs(real):
+    pairs = real_pairs(real)
+    split = SelfieSplit(seed=0.1, pools=[0.5], test=0.05, shuffle_seed=0)
+    a = selfie.assign_split(pairs, selfie.empty_table("prompts"), split)
+    seed = selfie.export_labelled(pairs, a, "seed", "fp")
+    test = selfie.export_labelled(pairs, a, "test", "fp")
+    parts = _parts(a)
+    assert seed.num_rows == len(parts["seed"]) == 20 and test.num_rows == len(parts["test"]) == 10
+    assert set(seed.column("source").to_pylist()) == {"seed"} and set(seed.column("method").to_pylist()) == {
+        "selfie"
+    }
+    assert set(test.column("source").to_pylist()) == {"test"}
+    assert set(selfie.prompt_keys(seed.column("prompt"))) == parts["seed"]
+    # gold labels are carried over untouched
+    by_id = {r["pair_id"]: r for r in pairs.to_pylist()}
+    for row in seed.to_pylist():
+        lineage = json.loads(row["lineage"])
+        src = by_id[lineage["input_pair_id"]]
+        assert (row["chosen"], row["rejected"], row["score_chosen"]) == (
+            src["chosen"],
+            src["rejected"],
+            src["score_chosen"],
+        )
+        assert (
+            lineage["input_source"] == "ultrafeedback"
+            and row["noisy"] is False
+            and row["label_smoothing"] == 0
+        )
+    # pool prompts: the pool_1 prompts in the prompts contract
+    pool = selfie.pool_prompts(pairs, selfie.empty_table("prompts"), a, 1)
+    assert set(pool.column("prompt_id").to_pylist()) == parts["pool_1"]
+
+
+def test_pool_prompts_merge_duplicates_across_sources():
+    pairs = make_pairs([("same question", "good", "bad"), ("other", "a", "b")])
+    prompts = make_prompts(["same question", "new one"])
+    a = selfie.assign_split(pairs, prompts, SelfieSplit(seed=1, pools=[10], test=0, shuffle_seed=0))
+    assert a.height == 3  # "same question" is one unit
+    pool = selfie.pool_prompts(pairs, prompts, a, 1)
+    assert pool.num_rows == 2 and len(set(pool.column("prompt_id").to_pylist())) == 2
+
+
+def test_select_sources_names_a_missing_source():
+    pairs = make_pairs([("q", "a", "b")], source="sample_seed_pairs")
+    assert selfie.select_sources(pairs, ["sample_seed_pairs"], selfie.INGEST, "pair_sources").num_rows == 1
+    with pytest.raises(selfie.SourceError, match=r"selfie.pair_sources: no rows with source \['typo'\]"):
+        selfie.select_sources(pairs, ["typo"], selfie.INGEST, "pair_sources")
+
+
+# --- steps 2-3: sampling and implicit reward --------------------------------------------------------
+
+
+def _prompt_batch(texts: list[str]) -> pa.Table:
+    msgs = [user(t) for t in texts]
+    return pa.table(
+        {"prompt_id": [stable_id("prompt", m) for m in msgs], "messages": pa.array(msgs, MESSAGES_TYPE)}
+    )
+
+
+def test_sample_asks_n_per_prompt_and_ids_are_stable():
+    eng = FakeEngine("pol")
+    batch = _prompt_batch(["a", "b", "c"])
+    out = selfie.sample(batch, eng, k=2, sampling=SAMPLING, iteration=1)
+    assert eng.calls == [("generate", 3)]
+    assert out.num_rows == 6 and out.column("text").to_pylist()[:2] == ["a #0", "a #1!"]
+    assert (
+        out.column("response_id").to_pylist()
+        == selfie.sample(batch, eng, k=2, sampling=SAMPLING, iteration=1).column("response_id").to_pylist()
+    )
+    assert len(set(out.column("response_id").to_pylist())) == 6
+    bad = FakeEngine("pol", script={"a": ["only one"]})
+    with pytest.raises(RuntimeError, match="expected 2 each"):
+        selfie.sample(batch, bad, k=2, sampling=SAMPLING, iteration=1)
+
+
+def test_implicit_reward_is_policy_minus_reference():
+    batch = pa.table(
+        {"response_id": ["r1", "r2"], "messages": [user("q"), user("q")], "text": ["ab", "abc d"]}
+    )
+    pol = selfie.teacher_force(batch, FakeEngine("pol", scale=1.0), role="policy")
+    ref = selfie.teacher_force(batch, FakeEngine("ref", scale=2.0, offset=1.0), role="reference")
+    df = pl.from_arrow(pol).join(pl.from_arrow(ref), on="response_id")
+    summed = selfie.implicit_reward(df, length_normalize=False).get_column("reward").to_list()
+    assert summed == [(-2.0) - (-4.0 + 1.0), (-5.0) - (-10.0 + 1.0)]
+    mean = selfie.implicit_reward(df, length_normalize=True).get_column("reward").to_list()
+    assert mean == [(-2.0 / 1) - (-3.0 / 1), (-5.0 / 2) - (-9.0 / 2)]
+
+
+# --- step 4: pairs, confidence, noise ---------------------------------------------------------------
+
+
+def _scored(rewards: dict[str, list[float]]) -> pl.DataFrame:
+    rows = [
+        {
+            "prompt_id": p,
+            "response_id": f"{p}-{j}",
+            "text": f"{p} answer {'x' * j}",
+            "reward": r,
+            "n_tokens_policy": 2 + j,
+        }
+        for p, rs in rewards.items()
+        for j, r in enumerate(rs)
+    ]
+    return pl.DataFrame(rows)
+
+
+def test_pick_pairs_chooses_argmax_rejects_argmin_and_drops_ties():
+    scored = _scored({"p1": [0.5, 2.0, -1.0], "p2": [3.0, 3.0], "p3": [1.0, 1.0, 0.0], "p4": [-2.0, 4.0]})
+    pairs, ties = selfie.pick_pairs(scored, iteration=1)
+    got = {
+        r["prompt_id"]: (r["chosen_response_id"], r["rejected_response_id"], r["margin"])
+        for r in pairs.to_dicts()
+    }
+    assert ties == 1  # p2
+    assert got == {"p1": ("p1-1", "p1-2", 3.0), "p3": ("p3-0", "p3-2", 1.0), "p4": ("p4-1", "p4-0", 6.0)}
+    assert pairs.get_column("pair_id").to_list() == sorted(pairs.get_column("pair_id").to_list())
+
+
+def test_confidence_noisy_bottom_fraction_and_label_smoothing_are_pinned():
+    # 20 prompts with margins 1..20 -> confidences sigmoid(0.1 * m); floor(0.15 * 20) = 3 noisy
+    scored = _scored({f"p{i:02d}": [float(i), 0.0] for i in range(1, 21)})
+    pairs, _ = selfie.pick_pairs(scored, iteration=1)
+    flagged = selfie.flag_noise(pairs, beta=0.1, refine_fraction=0.15, alpha=0.1)
+    conf = dict(zip(flagged.get_column("prompt_id"), flagged.get_column("confidence"), strict=True))
+    for i in range(1, 21):
+        assert conf[f"p{i:02d}"] == pytest.approx(1 / (1 + math.exp(-0.1 * i)), abs=1e-15)
+    noisy = set(flagged.filter(pl.col("noisy")).get_column("prompt_id"))
+    assert noisy == {"p01", "p02", "p03"}
+    ls = dict(zip(flagged.get_column("prompt_id"), flagged.get_column("label_smoothing"), strict=True))
+    assert all(ls[p] == (0.1 if p in noisy else 0.0) for p in ls)
+
+
+def test_noisy_ties_are_broken_by_pair_id_and_count_is_floor():
+    # 12 pairs, all the same margin: floor(0.25 * 12) = 3 noisy, the 3 smallest pair_ids
+    scored = _scored({f"p{i:02d}": [1.0, 0.0] for i in range(12)})
+    pairs, _ = selfie.pick_pairs(scored, iteration=3)
+    flagged = selfie.flag_noise(pairs, beta=0.1, refine_fraction=0.25, alpha=0.2)
+    expected = set(sorted(flagged.get_column("pair_id").to_list())[:3])
+    assert set(flagged.filter(pl.col("noisy")).get_column("pair_id")) == expected
+    # the same pairs in another input order give the same flags
+    again = selfie.flag_noise(
+        selfie.pick_pairs(scored.reverse(), iteration=3)[0], beta=0.1, refine_fraction=0.25, alpha=0.2
+    )
+    assert again.equals(flagged)
+    assert (
+        selfie.noisy_count(9, 0.1) == 0
+        and selfie.noisy_count(10, 0.1) == 1
+        and selfie.noisy_count(100, 0.29) == 29
+    )
+    assert selfie.noisy_count(7, 1.0) == 7 and selfie.noisy_count(7, 0.0) == 0
+
+
+def test_to_pairs_and_to_responses_meet_the_contracts():
+    prompts = check_table(
+        pa.table({"prompt_id": ["p1"], "messages": [user("q")], "source": ["s"], "origin_id": ["o"]}),
+        "prompts",
+    )
+    scored = _scored({"p1": [2.0, -1.0]}).with_columns(
+        logprob_policy=pl.lit(-3.0),
+        n_tokens_policy=pl.lit(2, pl.Int64),
+        logprob_reference=pl.lit(-4.0),
+        n_tokens_reference=pl.lit(2, pl.Int64),
+        generator=pl.lit("pol"),
+    )
+    pairs, _ = selfie.pick_pairs(scored, iteration=2)
+    flagged = selfie.flag_noise(pairs, beta=0.1, refine_fraction=1.0, alpha=0.1)
+    out = selfie.to_pairs(
+        flagged, prompts, iteration=2, policy="pol", reference="ref", length_normalize=False, fp="fp"
+    ).to_pylist()[0]
+    assert out["prompt"] == user("q") and out["chosen"] == assistant("p1 answer ")
+    assert out["rejected"] == assistant("p1 answer x") and out["margin"] == 3.0
+    assert out["source"] == "iteration_2" and out["method"] == "selfie" and out["noisy"] is True
+    assert out["label_smoothing"] == 0.1 and out["confidence"] == pytest.approx(1 / (1 + math.exp(-0.3)))
+    lineage = json.loads(out["lineage"])
+    assert lineage["policy"] == "pol" and lineage["reference"] == "ref" and lineage["iteration"] == 2
+    resp = selfie.to_responses(scored, iteration=2, reference="ref", length_normalize=False).to_pylist()
+    assert [r["score"] for r in resp] == [2.0, -1.0] and resp[0]["scorer"] == selfie.SCORER
+    detail = json.loads(resp[0]["detail"])
+    assert detail["logprob_policy"] == -3.0 and detail["n_tokens_reference"] == 2
+
+
+def test_policy_equal_reference_gives_zero_rewards_no_pairs_and_a_report():
+    batch = pa.table(
+        {
+            "response_id": ["a", "b", "c", "d"],
+            "messages": [user("q")] * 2 + [user("r")] * 2,
+            "text": ["x", "yy", "z", "wwww"],
+            "prompt_id": ["q", "q", "r", "r"],
+        }
+    )
+    same = FakeEngine("m")
+    df = pl.from_arrow(batch.select(["prompt_id", "response_id", "text"]))
+    for role in ("policy", "reference"):
+        df = df.join(pl.from_arrow(selfie.teacher_force(batch, same, role=role)), on="response_id")
+    scored = selfie.implicit_reward(df, length_normalize=False)
+    assert scored.get_column("reward").to_list() == [0.0] * 4
+    pairs, ties = selfie.pick_pairs(scored, iteration=1)
+    assert pairs.height == 0 and ties == 2
+    flagged = selfie.flag_noise(pairs, beta=0.1, refine_fraction=0.1, alpha=0.1)
+    assert flagged.height == 0
+    report = selfie.reward_report(scored)
+    assert report["all_zero"] is True and "policy_model" in report["warning"]
+    assert selfie.pair_report(flagged)["pairs"] == 0
+
+
+def test_pair_report_histogram_and_lengths():
+    scored = _scored({f"p{i}": [float(10 * i), 0.0] for i in range(1, 5)})
+    pairs, _ = selfie.pick_pairs(scored, iteration=1)
+    flagged = selfie.flag_noise(pairs, beta=0.1, refine_fraction=0.5, alpha=0.1)
+    rep = selfie.pair_report(flagged)
+    # confidences sigmoid(1), sigmoid(2), sigmoid(3), sigmoid(4) = .73, .88, .95, .98
+    assert rep["confidence_histogram"]["counts"] == [0] * 7 + [1, 1, 2]
+    assert rep["noisy"] == 2 and rep["noisy_fraction"] == 0.5
+    assert rep["mean_chars_chosen"] == len("p1 answer ") and rep["mean_chars_rejected"] == len("p1 answer x")
+    assert rep["mean_tokens_chosen"] == 2 and rep["mean_tokens_rejected"] == 3
+
+
+# --- the stage end to end (scripted engines) --------------------------------------------------------
+
+
+def _project(tmp_path, monkeypatch, engines: dict[str, FakeEngine], **selfie_over):
+    """A tmp project with ingest-like inputs (10 labelled pairs, 30 prompts, plus an unselected source)
+    and ``get_engine`` answering with the scripted engines by model name."""
+    import pipeline.llm
+    from pipeline.config import Params
+    from pipeline.io import write_shards
+    from tests.conftest import ROOT
+
+    monkeypatch.setattr(pipeline.llm, "get_engine", lambda cfg: engines[cfg.model], raising=False)
+    monkeypatch.chdir(tmp_path)
+    pairs = pa.concat_tables(
+        [
+            make_pairs(
+                [(f"seed question {i}", f"good {i}", f"bad {i}") for i in range(10)],
+                source="sample_seed_pairs",
+            ),
+            make_pairs([("unselected", "a", "b")], source="elsewhere"),
+        ]
+    )
+    write_shards(pairs, tmp_path / "data/ingest/pairs", name="pairs")
+    write_shards(
+        make_prompts([f"pool question {i}" for i in range(30)], source="sample_prompts"),
+        tmp_path / "data/ingest/prompts",
+        name="prompts",
+    )
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["ingest"] = {"sources": [], "max_reject_fraction": 0.5, "max_record_bytes": 1 << 20}
+    data["selfie"].update(selfie_over)
+    data["selfie"]["sampling"]["max_new_tokens"] = 8
+    return Params.model_validate(data)
+
+
+def _out(tmp_path, name: str, contract: str):
+    from pipeline.io import read_table
+
+    return read_table(tmp_path / "data/selfie" / name, contract)
+
+
+def test_stage_writes_seed_and_iteration_pairs_responses_and_metrics(tmp_path, monkeypatch):
+    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
+    params = _project(
+        tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", refine_fraction=0.5
+    )
+    selfie.main(params)
+    metrics = json.loads((tmp_path / "data/selfie/metrics.json").read_text())
+    split = metrics["split"]
+    assert split["prompts"] == 40 and split["labelled_prompts"] == 10
+    assert split["assigned"] == {"seed": 1, "test": 1, "pool_1": 5, "pool_2": 13, "pool_3": 20}
+    prompts = _out(tmp_path, "prompts", "prompts")
+    responses = _out(tmp_path, "responses", "responses")
+    pairs = pl.from_arrow(_out(tmp_path, "pairs", "pairs"))
+    assert prompts.num_rows == 5 and responses.num_rows == 10
+    assert set(responses.column("prompt_id").to_pylist()) == set(prompts.column("prompt_id").to_pylist())
+    # r = logprob_pol - logprob_ref = -len + 2 len = len(text): the longer sample wins
+    for r in responses.to_pylist():
+        assert r["score"] == len(r["text"])
+        d = json.loads(r["detail"])
+        assert (d["logprob_policy"], d["logprob_reference"]) == (-len(r["text"]), -2.0 * len(r["text"]))
+    assert pairs.group_by("source").len().sort("source").rows() == [("iteration_1", 5), ("seed", 1)]
+    it = pairs.filter(pl.col("source") == "iteration_1")
+    assert all(c[0]["content"].endswith("#1!") for c in it.get_column("chosen").to_list())
+    assert int(it.get_column("noisy").sum()) == 2 == metrics["pairs"]["noisy"]  # floor(0.5 * 5)
+    assert metrics["rewards"]["all_zero"] is False and metrics["dropped"] == {"tie": 0, "noisy": 0}
+    assert _out(tmp_path, "test", "pairs").column("source").to_pylist() == ["test"]
+    assert not (tmp_path / ".prefpipe/checkpoints/selfie/sample").exists()  # cleared on success
+
+    # the same inputs and params give byte-identical shards
+    before = {p.name: p.read_bytes() for p in (tmp_path / "data/selfie/pairs").glob("*.parquet")}
+    selfie.main(params)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "data/selfie/pairs").glob("*.parquet")} == before
+
+
+def test_stage_drops_noisy_pairs_when_asked(tmp_path, monkeypatch):
+    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
+    params = _project(
+        tmp_path,
+        monkeypatch,
+        engines,
+        policy_model="pol",
+        reference_model="ref",
+        refine_fraction=0.5,
+        drop_noisy=True,
+    )
+    selfie.main(params)
+    metrics = json.loads((tmp_path / "data/selfie/metrics.json").read_text())
+    pairs = pl.from_arrow(_out(tmp_path, "pairs", "pairs")).filter(pl.col("source") == "iteration_1")
+    assert pairs.height == 3 and not pairs.get_column("noisy").any()
+    assert metrics["dropped"]["noisy"] == 2 and metrics["pairs"]["written"] == 3
+
+
+def test_stage_with_policy_equal_reference_reports_all_zero(tmp_path, monkeypatch):
+    params = _project(
+        tmp_path, monkeypatch, {"same": FakeEngine("same")}, policy_model="same", reference_model="same"
+    )
+    selfie.main(params)
+    metrics = json.loads((tmp_path / "data/selfie/metrics.json").read_text())
+    assert (
+        metrics["rewards"]["all_zero"] is True
+        and "identical log-probabilities" in metrics["rewards"]["warning"]
+    )
+    assert metrics["dropped"]["tie"] == 5 and metrics["pairs"]["written"] == 0
+    assert _out(tmp_path, "responses", "responses").num_rows == 10
+    assert _out(tmp_path, "pairs", "pairs").column("source").to_pylist() == ["seed"]
+
+
+def test_stage_names_a_misspelt_source(tmp_path, monkeypatch):
+    params = _project(tmp_path, monkeypatch, {}, pair_sources=["sample_seed_pair"])
+    with pytest.raises(selfie.SourceError, match="sample_seed_pair"):
+        selfie.main(params)
+
+
+def test_stage_with_an_empty_pool_writes_seed_pairs_and_empty_tables(tmp_path, monkeypatch):
+    split = {"seed": 2, "pools": [0, 30], "test": 1, "shuffle_seed": 0}
+    params = _project(tmp_path, monkeypatch, {}, split=split)  # no engine is ever built
+    selfie.main(params)
+    metrics = json.loads((tmp_path / "data/selfie/metrics.json").read_text())
+    assert metrics["sample"] == {"prompts": 0, "responses": 0, "empty_responses": 0}
+    assert metrics["split"]["assigned"] == {"seed": 2, "test": 1, "pool_2": 30, "rest": 7}
+    assert _out(tmp_path, "responses", "responses").num_rows == 0
+    assert _out(tmp_path, "pairs", "pairs").column("source").to_pylist() == ["seed", "seed"]
+
+
+# --- the real tiny engine: implicit rewards vs direct teacher forcing --------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_tiny_models(tmp_path_factory) -> tuple[str, str]:
+    """The built-in tiny model and a different one: a copy with every weight perturbed (seed 1)."""
+    import shutil
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.llm.tiny import resolve_model
+
+    base = Path(resolve_model("tiny"))
+    other = tmp_path_factory.mktemp("models") / "tiny-perturbed"
+    shutil.copytree(base, other)
+    model = AutoModelForCausalLM.from_pretrained(other, dtype=torch.float32)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(1)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(other)
+    return str(base), str(other)
+
+
+def direct_logprobs(folder: str, prompts: list, responses: list[str]) -> list[tuple[float, int]]:
+    """Teacher forcing with plain transformers, one sequence at a time: the response's tokens plus the
+    end-of-turn token, after the templated prompt (generation prompt on)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    out = []
+    for prompt, response in zip(prompts, responses, strict=True):
+        p_ids = tok(
+            tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True),
+            add_special_tokens=False,
+        )["input_ids"]
+        full = tok.apply_chat_template([*prompt, {"role": "assistant", "content": response}], tokenize=False)
+        ids = tok(full, add_special_tokens=False)["input_ids"]
+        assert ids[: len(p_ids)] == p_ids
+        end = ids.index(tok.eos_token_id, len(p_ids)) + 1
+        with torch.no_grad():
+            logits = model(torch.tensor([ids[:end]])).logits[0].double()
+        lp = torch.log_softmax(logits[len(p_ids) - 1 : end - 1], dim=-1)
+        target = torch.tensor(ids[len(p_ids) : end]).unsqueeze(-1)
+        out.append((float(lp.gather(-1, target).sum()), end - len(p_ids)))
+    return out
+
+
+def test_implicit_rewards_with_two_tiny_models_match_direct_teacher_forcing(
+    two_tiny_models, tmp_path, monkeypatch
+):
+    from pipeline.config import LLM, Execution, LLMOverride, resolve_role
+    from tests.conftest import ROOT
+
+    monkeypatch.chdir(tmp_path)  # the step checkpoints live under ./.prefpipe
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    base, execution = LLM.model_validate(data["llm"]), Execution.model_validate(data["execution"])
+
+    policy_path, reference_path = two_tiny_models
+    sel = selfie_params(
+        policy_model=policy_path,
+        reference_model=reference_path,
+        sampling={**SAMPLING.model_dump(), "max_new_tokens": 12},
+    )
+    policy, reference = sel.role(base, "policy"), sel.role(base, "reference")
+    assert policy == resolve_role(base, LLMOverride(model=policy_path))
+    prompts = selfie.check_table(
+        pa.table(
+            {
+                "prompt_id": ["p1", "p2", "p3"],
+                "messages": pa.array(
+                    [
+                        user("Write a haiku about rain."),
+                        user("What is 2 + 2?"),
+                        [{"role": "system", "content": "Be brief."}, *user("Name a colour.")],
+                    ],
+                    MESSAGES_TYPE,
+                ),
+                "source": ["t"] * 3,
+                "origin_id": ["1", "2", "3"],
+            }
+        ),
+        "prompts",
+    )
+    scored = selfie.annotate(prompts, sel, execution, policy, reference)
+    assert scored.height == 6 and set(scored.get_column("generator")) == {policy_path}
+    msgs = {r["prompt_id"]: r["messages"] for r in prompts.to_pylist()}
+    convs = [msgs[p] for p in scored.get_column("prompt_id")]
+    texts = scored.get_column("text").to_list()
+    pol = direct_logprobs(policy_path, convs, texts)
+    ref = direct_logprobs(reference_path, convs, texts)
+    for row, (lp_p, n_p), (lp_r, n_r) in zip(scored.to_dicts(), pol, ref, strict=True):
+        assert (row["n_tokens_policy"], row["n_tokens_reference"]) == (n_p, n_r)
+        assert row["logprob_policy"] == pytest.approx(lp_p, abs=1e-3)
+        assert row["logprob_reference"] == pytest.approx(lp_r, abs=1e-3)
+        assert row["reward"] == pytest.approx(lp_p - lp_r, abs=1e-3)
+    assert scored.get_column("reward").abs().min() > 1e-3  # two different models: non-zero rewards
+    normed = selfie.implicit_reward(scored, length_normalize=True).get_column("reward").to_list()
+    for r, (lp_p, n_p), (lp_r, n_r) in zip(normed, pol, ref, strict=True):
+        assert r == pytest.approx(lp_p / n_p - lp_r / n_r, abs=1e-4)
+
+    # the same model in both roles: every reward is exactly 0, reported, and no pair survives
+    same = selfie.annotate(prompts, sel, execution, policy, policy)
+    assert same.get_column("reward").to_list() == [0.0] * 6
+    assert selfie.reward_report(same)["all_zero"] is True
+    assert selfie.pick_pairs(same, iteration=1)[0].height == 0
