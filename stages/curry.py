@@ -16,9 +16,11 @@ function over polars frames / Arrow tables:
 5. ``order_pairs``       by level, then a seeded shuffle within the level.
 6. ``to_pairs_table``    the pairs contract: texts, messages and ids taken from the input tables.
 
-``main`` writes ``data/curry/pairs/level=<k>/`` (one shard set per level, order kept) plus a top-level
-manifest listing every level's files in curriculum order, so ``read_table("data/curry/pairs")`` reads
-the whole curriculum in order, and a trainer can also run one DPO stage per level folder.
+``main`` writes ``data/curry/pairs/level=<k>/`` (one shard set per level, order kept) plus
+``data/curry/pairs/_levels.json`` listing every level's files in curriculum order
+(``curriculum_files``), so a trainer can read the whole curriculum in order or run one DPO stage per
+level folder. The index is deliberately not a ``_manifest.json``: readers that walk the level folders
+(stages/export.py) must not also read the files a second time through a top-level manifest.
 
 Example, one prompt with four rated responses (scores 9, 7, 4, 1), paper settings::
 
@@ -51,13 +53,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import Curry, Execution, Params, fingerprint
-from pipeline.io import MANIFEST, package_version, read_table, replace_dir, write_json_atomic, write_shards
+from pipeline.io import package_version, read_table, replace_dir, write_json_atomic, write_shards
 from pipeline.records import SCHEMAS, check_table
 
 log = logging.getLogger(__name__)
 
 STAGE = "curry"
 OUT = Path("data/curry")
+LEVELS_INDEX = "_levels.json"
 
 
 # --- hashing, vectorised ---------------------------------------------------------------------------
@@ -437,7 +440,7 @@ def metrics(n_read: int, ranked: pl.DataFrame, pairs: pl.DataFrame, ties: int,
 
 
 def write_levels(table: pa.Table, out_dir: Path, fp: str, target_shard_bytes: int, row_group_bytes: int) -> dict[str, Any]:
-    """One shard set per level (``level=<k>/``, order kept) and a top manifest listing all files in order.
+    """One shard set per level (``level=<k>/``, order kept) and ``_levels.json`` listing all files in order.
 
     Everything is written into a temporary folder and renamed into place, so a reader never sees a
     mix of two runs' levels.
@@ -456,7 +459,7 @@ def write_levels(table: pa.Table, out_dir: Path, fp: str, target_shard_bytes: in
                          extra={"level": int(lv)})
         files += [{**f, "path": f"{sub}/{f['path']}"} for f in m["files"]]
         summary.append({"level": int(lv), "path": sub, "rows": m["rows"]})
-    manifest = {
+    index = {
         "table": "pairs",
         "rows": table.num_rows,
         "files": files,
@@ -467,12 +470,25 @@ def write_levels(table: pa.Table, out_dir: Path, fp: str, target_shard_bytes: in
         "prefpipe_version": package_version(),
     }
     try:
-        write_json_atomic(manifest, tmp / MANIFEST)
+        write_json_atomic(index, tmp / LEVELS_INDEX)
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return manifest
+    return index
+
+
+def curriculum_files(pairs_dir: str | Path) -> list[Path]:
+    """The Parquet files of ``data/curry/pairs`` in curriculum order (level 0 first, order within kept).
+
+    >>> from datasets import Dataset  # doctest: +SKIP
+    >>> Dataset.from_parquet([str(f) for f in curriculum_files("data/curry/pairs")])  # doctest: +SKIP
+    """
+    pairs_dir = Path(pairs_dir)
+    index = pairs_dir / LEVELS_INDEX
+    if not index.exists():
+        raise FileNotFoundError(f"{index}: not found; run the curry stage first (`dvc repro curry`)")
+    return [pairs_dir / f["path"] for f in json.loads(index.read_text())["files"]]
 
 
 def main(params: Params) -> None:

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import Curry, Execution
-from pipeline.io import read_manifest, read_table, verify_shards, write_shards
+from pipeline.io import read_table, verify_shards, write_shards
 from pipeline.records import check_table, to_table
-from stages.curry import build_pairs, run
+from stages.curry import build_pairs, curriculum_files, run
 
 OASST = Path("oasst_en100/model/model_eval/manual/data/en_100_tree.jsonl")
 POSTS = Path("stackexchange_coffee/Posts.xml")
@@ -205,17 +206,21 @@ def test_run_writes_one_shard_set_per_level_in_curriculum_order(tmp_path):
     out = tmp_path / "curry"
     m = run(c, execution(), out)
     pairs = out / "pairs"
-    assert sorted(p.name for p in pairs.iterdir()) == ["_manifest.json", "level=0", "level=1"]
-    manifest = read_manifest(pairs)
-    assert manifest["rows"] == 15 and [lv["rows"] for lv in manifest["levels"]] == [10, 5]
+    assert sorted(p.name for p in pairs.iterdir()) == ["_levels.json", "level=0", "level=1"]
+    index = json.loads((pairs / "_levels.json").read_text())
+    assert index["rows"] == 15 and [lv["rows"] for lv in index["levels"]] == [10, 5]
     for sub in ("level=0", "level=1"):
         assert verify_shards(pairs / sub) == []
         assert set(read_table(pairs / sub, "pairs").column("level").to_pylist()) == {int(sub[-1])}
-    whole = read_table(pairs, "pairs")  # the top manifest lists every level's files in order
+    files = curriculum_files(pairs)
+    assert [f.parent.name for f in files] == ["level=0", "level=1"]
+    whole = pa.concat_tables(pq.read_table(f) for f in files)
     assert whole.column("level").to_pylist() == [0] * 10 + [1] * 5
+    # Readers that walk the level folders (export) see each pair once: no top-level shard set.
+    assert read_table(pairs, "pairs").num_rows == 0
     assert json.loads((out / "metrics.json").read_text()) == m
     assert m["pairs"]["per_source"] == {"hand": 15} and m["pairs"]["per_level"] == {"0": 10, "1": 5, "2": 0}
-    before = {f: (pairs / f).read_bytes() for f in [x["path"] for x in manifest["files"]]}
+    before = {f: (pairs / f).read_bytes() for f in [x["path"] for x in index["files"]]}
     run(c, execution(), out)
     assert {f: (pairs / f).read_bytes() for f in before} == before  # byte-identical rerun
 
@@ -347,7 +352,7 @@ def test_trl_dpo_trainer_gets_batches_level_by_level(tmp_path):
     c = cfg(inputs=[{"prompts": str(tmp_path / "in" / "prompts"), "responses": str(tmp_path / "in" / "responses")}])
     run(c, execution(), tmp_path / "curry")
     pairs = tmp_path / "curry" / "pairs"
-    files = [str(pairs / f["path"]) for f in read_manifest(pairs)["files"]]
+    files = [str(f) for f in curriculum_files(pairs)]
     assert [Path(f).parent.name for f in files] == ["level=0", "level=1", "level=2"]
     ds = Dataset.from_parquet(files, cache_dir=str(tmp_path / "hf"))
     assert ds["level"] == [0] * 8 + [1] * 8 + [2] * 8
