@@ -377,6 +377,26 @@ class Wildfeedback(Section):
     roles: WildfeedbackRoles
 
 
+# --- curry ---------------------------------------------------------------------------------------
+
+
+class CurryInput(Section):
+    """One input set: a prompts shard set and a responses shard set with scores, joined on prompt_id."""
+
+    prompts: str
+    responses: str
+
+
+class Curry(Section):
+    inputs: list[CurryInput] = Field(min_length=1)
+    pairing: Literal["best_vs_rest", "all"]
+    min_gap: float = Field(ge=0)
+    levels: Literal["per_prompt", "quantile"]
+    n_levels: int = Field(gt=0)
+    seed: int
+    histogram_bins: int = Field(gt=0)
+
+
 # --- root ----------------------------------------------------------------------------------------
 
 
@@ -388,6 +408,7 @@ class Params(Section):
     dove: Dove
     export: Export
     wildfeedback: Wildfeedback
+    curry: Curry
 
 
 class ParamsError(ValueError):
