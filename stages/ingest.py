@@ -256,7 +256,7 @@ def run(params: Params, out_dir: str | Path = OUT_DIR) -> dict[str, Any]:
     fp = fingerprint({"sources": [s.model_dump(mode="json") for s in cfg.sources]})
     sizes = {"target_shard_bytes": ex.target_shard_bytes, "row_group_bytes": ex.row_group_bytes}
     for table in TABLES:
-        feeding = [(s, r) for s, r in zip(cfg.sources, results) if r.rows[table]]
+        feeding = [(s, r) for s, r in zip(cfg.sources, results, strict=True) if r.rows[table]]
         rows = [row for _, r in feeding for row in r.rows[table]]
         table_fp = fingerprint({"sources": [s.model_dump(mode="json") for s, _ in feeding]})
         write_shards(pa.Table.from_pylist(rows, schema=SCHEMAS[table]), out_dir / table, name=table,
