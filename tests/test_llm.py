@@ -302,3 +302,20 @@ def test_the_projects_llm_section_builds_a_working_engine(params):
     assert isinstance(a, str) and isinstance(b, str)
     [[v]] = engine.generate(PROMPTS[:1], schema=Verdict)
     assert isinstance(v, Verdict)
+
+
+def test_tiny_at_seed_is_a_different_model_with_the_same_tokenizer():
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.llm.tiny import resolve_model, tiny_seed
+
+    a, b = resolve_model("tiny"), resolve_model("tiny@1")
+    assert a != b and resolve_model("tiny@0") == a
+    assert AutoTokenizer.from_pretrained(a).get_vocab() == AutoTokenizer.from_pretrained(b).get_vocab()
+    wa = AutoModelForCausalLM.from_pretrained(a).model.embed_tokens.weight
+    wb = AutoModelForCausalLM.from_pretrained(b).model.embed_tokens.weight
+    assert wa.shape == wb.shape and not torch.equal(wa, wb)
+    assert tiny_seed("org/tiny-model") is None
+    with pytest.raises(ValueError, match="tiny@<non-negative integer seed>"):
+        tiny_seed("tiny@x")
