@@ -388,6 +388,59 @@ class Export(Section):
     card: Card
 
 
+# --- wildfeedback --------------------------------------------------------------------------------
+
+
+class WildfeedbackRoles(Section):
+    detector: LLMOverride  # the `llm` feedback detector
+    summarizer: LLMOverride  # writes the preference summary from the feedback turn(s)
+    expert: LLMOverride  # writes chosen responses when chosen_by == "expert"
+    policy: LLMOverride  # writes chosen responses when chosen_by == "policy" (on-policy), rejected for SAT pairs
+    judge: LLMOverride  # checklist judge (choose A/B)
+
+
+class Wildfeedback(Section):
+    sources: list[str]  # ingest source names (conversations) to mine
+    languages: list[str]  # kept languages, compared case-insensitively ("en", "English")
+    keep_unknown_language: bool  # conversations without a language tag
+    min_user_turns: int = Field(ge=1)
+    drop_flags: list[str]  # conversations carrying any of these flags are dropped
+    detector: Literal["rules", "llm", "rules+llm"]
+    recall_sample: float = Field(ge=0, le=1)  # rules+llm: share of rule-unflagged turns also sent to the model
+    seed: int
+    paste_min_chars: int = Field(ge=1)  # rules: shortest sentence checked for being pasted from the assistant
+    window_chars: int = Field(ge=1)  # rules: chars of the cleaned turn the patterns see
+    context_messages: int = Field(ge=1)  # model prompts: dialogue messages shown before the judged turn
+    max_message_chars: int = Field(ge=1)  # model prompts: each shown message is cut to this many chars
+    summarize: list[Literal["dsat", "sat"]]  # which signals get a preference summary
+    chosen_by: Literal["expert", "policy"]
+    natural_revisions: bool  # DSAT turn whose revised answer earns SAT -> (revision, original) pair
+    sat_pairs: bool  # SAT turn as chosen vs a policy sample the judge finds worse
+    checklist_judge: bool  # generated pairs must win the checklist judge in both orders
+    judge_natural_revisions: bool  # also put natural revision pairs through the judge
+    roles: WildfeedbackRoles
+
+
+# --- curry ---------------------------------------------------------------------------------------
+
+
+class CurryInput(Section):
+    """One input set: a prompts shard set and a responses shard set with scores, joined on prompt_id."""
+
+    prompts: str
+    responses: str
+
+
+class Curry(Section):
+    inputs: list[CurryInput] = Field(min_length=1)
+    pairing: Literal["best_vs_rest", "all"]
+    min_gap: float = Field(ge=0)
+    levels: Literal["per_prompt", "quantile"]
+    n_levels: int = Field(gt=0)
+    seed: int
+    histogram_bins: int = Field(gt=0)
+
+
 # --- root ----------------------------------------------------------------------------------------
 
 
@@ -399,6 +452,8 @@ class Params(Section):
     selfie: Selfie
     dove: Dove
     export: Export
+    wildfeedback: Wildfeedback
+    curry: Curry
 
 
 class ParamsError(ValueError):

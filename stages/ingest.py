@@ -250,13 +250,17 @@ def run(params: Params, out_dir: str | Path = OUT_DIR) -> dict[str, Any]:
     out_dir = Path(out_dir)
     check_sources_exist(cfg.sources)
     results = [ingest_source(src, cfg.max_record_bytes) for src in cfg.sources]
-    # The tables depend on the sources alone; the two guards only quarantine or fail, which rejects/ and
-    # metrics.json record. So a guard change leaves the tables byte-identical and DVC reruns nothing below.
+    # A table depends on the sources that feed it alone; the two guards only quarantine or fail, which
+    # rejects/ and metrics.json record. So a guard change, or a change to a source of another table, leaves
+    # a table byte-identical and DVC reruns nothing that reads only it.
     fp = fingerprint({"sources": [s.model_dump(mode="json") for s in cfg.sources]})
     sizes = {"target_shard_bytes": ex.target_shard_bytes, "row_group_bytes": ex.row_group_bytes}
     for table in TABLES:
-        rows = [row for r in results for row in r.rows[table]]
-        write_shards(pa.Table.from_pylist(rows, schema=SCHEMAS[table]), out_dir / table, name=table, fingerprint=fp, **sizes)
+        feeding = [(s, r) for s, r in zip(cfg.sources, results, strict=True) if r.rows[table]]
+        rows = [row for _, r in feeding for row in r.rows[table]]
+        table_fp = fingerprint({"sources": [s.model_dump(mode="json") for s, _ in feeding]})
+        write_shards(pa.Table.from_pylist(rows, schema=SCHEMAS[table]), out_dir / table, name=table,
+                     fingerprint=table_fp, **sizes)
     rejects = [row for r in results for row in r.rejects]
     write_shards(pa.Table.from_pylist(rejects, schema=SCHEMAS["rejects"]), out_dir / "rejects", name="rejects",
                  fingerprint=fp, **sizes)

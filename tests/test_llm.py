@@ -14,7 +14,7 @@ from pydantic import BaseModel, field_validator
 
 from pipeline.config import LLM, Execution, Sampling
 from pipeline.llm import GenerationFailure, LogProb, get_engine
-from pipeline.llm.chat import ChatCodec, TemplateError
+from pipeline.llm.chat import ChatCodec, InputTooLong, TemplateError
 from pipeline.llm.hf import TransformersEngine
 from pipeline.llm.tiny import build_tiny, resolve_model, tiny_path
 
@@ -128,6 +128,16 @@ def test_boundary_falls_back_when_tokens_merge_and_rejects_unstable_templates(en
         unstable.logprobs(PROMPTS[:1], ["hi"])
 
 
+def test_inputs_longer_than_max_model_len_are_refused_with_a_clear_error(engine):
+    short = copy.copy(engine)
+    short.codec = ChatCodec(engine.tokenizer, name="tiny", max_len=20)
+    long_prompt = [{"role": "user", "content": "Write a haiku about autumn. " * 5}]
+    with pytest.raises(InputTooLong, match=r"prompt of \d+ tokens does not fit llm.max_model_len=20"):
+        short.generate([long_prompt])
+    with pytest.raises(InputTooLong, match="prompt \\+ response"):
+        short.logprobs([[{"role": "user", "content": "Hi"}]], ["Red leaves drift and fall. " * 4])
+
+
 def test_logprobs_batched_equals_one_by_one(engine):
     batched = engine.logprobs(PROMPTS, RESPONSES)
     single = [engine.logprobs([p], [r])[0] for p, r in zip(PROMPTS, RESPONSES, strict=True)]
@@ -146,7 +156,7 @@ def test_choose_is_a_distribution_matching_direct_scores(engine, monkeypatch):
     forward = engine.model.forward
     monkeypatch.setattr(engine.model, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
     probs = engine.choose(PROMPTS, options)
-    assert len(calls) == 1  # all prompts x options in one forward pass
+    assert len(calls) == 2  # the prompts once (KV cache kept), then all prompts x options at once
     for messages, dist in zip(PROMPTS, probs, strict=True):
         assert sum(dist) == pytest.approx(1.0, abs=1e-9) and all(p > 0 for p in dist)
         direct = torch.tensor(
@@ -241,9 +251,20 @@ def test_structured_failure_is_retried_then_returned_as_a_failure_row(engine, ge
 # --- engines in processes ------------------------------------------------------------------------
 
 
-def test_get_engine_is_cached_per_config():
-    assert get_engine(CFG) is get_engine(CFG)
-    assert get_engine(CFG) is not get_engine(CFG.model_copy(update={"batch_size": 3}))
+def test_get_engine_is_cached_per_config_and_shares_loaded_models():
+    a = get_engine(CFG)
+    assert get_engine(CFG) is a
+    b = get_engine(CFG.model_copy(update={"batch_size": 3, "structured_retries": 0}))
+    assert b is not a and b.cfg.batch_size == 3 and a.cfg.batch_size == 8
+    assert b.model is a.model  # another role on the same model does not load it again
+    c = get_engine(CFG.model_copy(update={"dtype": "bfloat16"}))
+    assert c.model is not a.model and c.model.dtype == torch.bfloat16
+
+
+def test_vllm_backend_without_vllm_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as if the extra were not installed
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[vllm\]"'):
+        get_engine(CFG.model_copy(update={"backend": "vllm"}))
 
 
 def score_batch(batch: pa.Table, engine) -> pa.Table:
@@ -272,3 +293,29 @@ def test_engine_inside_ray_actors(ray_cluster):
     assert out.column("text").to_pylist() == table.column("text").to_pylist()
     assert out.column("logprob").to_pylist() == pytest.approx(local.column("logprob").to_pylist(), abs=1e-4)
     assert out.column("p_a").to_pylist() == pytest.approx(local.column("p_a").to_pylist(), abs=1e-6)
+
+
+def test_the_projects_llm_section_builds_a_working_engine(params):
+    engine = get_engine(params.llm)
+    assert engine.name == params.llm.model
+    [[a, b]] = engine.generate(PROMPTS[:1], n=2)
+    assert isinstance(a, str) and isinstance(b, str)
+    [[v]] = engine.generate(PROMPTS[:1], schema=Verdict)
+    assert isinstance(v, Verdict)
+
+
+def test_tiny_at_seed_is_a_different_model_with_the_same_tokenizer():
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.llm.tiny import resolve_model, tiny_seed
+
+    a, b = resolve_model("tiny"), resolve_model("tiny@1")
+    assert a != b and resolve_model("tiny@0") == a
+    assert AutoTokenizer.from_pretrained(a).get_vocab() == AutoTokenizer.from_pretrained(b).get_vocab()
+    wa = AutoModelForCausalLM.from_pretrained(a).model.embed_tokens.weight
+    wb = AutoModelForCausalLM.from_pretrained(b).model.embed_tokens.weight
+    assert wa.shape == wb.shape and not torch.equal(wa, wb)
+    assert tiny_seed("org/tiny-model") is None
+    with pytest.raises(ValueError, match="tiny@<non-negative integer seed>"):
+        tiny_seed("tiny@x")

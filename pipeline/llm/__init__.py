@@ -4,13 +4,17 @@
     >>> engine = get_engine(params.llm)            # doctest: +SKIP  (built once per process)
     >>> engine.generate(prompts, n=2)              # doctest: +SKIP
 
-``get_engine`` builds one engine per process (or Ray actor) and resolved config and reuses it:
+``get_engine`` builds one engine per process (or Ray actor) and resolved config and reuses it;
+configs that differ only in how calls are made (sampling defaults, batch size, retries) share the
+loaded model, so two roles on one model never load it twice:
 ``backend: transformers`` -> ``TransformersEngine`` (CPU or GPU), ``backend: vllm`` ->
 ``VLLMEngine`` (needs ``pip install -e ".[vllm]"`` and a GPU). ``model: tiny`` is the built-in
 offline model (``pipeline.llm.tiny``).
 """
 
 from __future__ import annotations
+
+import copy
 
 from pipeline.config import LLM
 from pipeline.llm.base import ChatPrompt, Engine, GenerationFailure, LogProb
@@ -19,18 +23,28 @@ from pipeline.llm.tiny import resolve_model
 __all__ = ["ChatPrompt", "Engine", "GenerationFailure", "LogProb", "get_engine", "resolve_model"]
 
 _ENGINES: dict[str, Engine] = {}
+_LOADED: dict[str, Engine] = {}
+# What loading a model depends on; the other LLM fields only shape calls.
+_LOAD_FIELDS = ("backend", "model", "dtype", "tensor_parallel_size", "max_model_len",
+                "gpu_memory_utilization", "enable_prefix_caching")
 
 
 def get_engine(cfg: LLM) -> Engine:
     """The engine for ``cfg``, built on first use in this process and cached."""
     key = cfg.model_dump_json()
-    if key not in _ENGINES:
-        if cfg.backend == "vllm":
-            from pipeline.llm.vllm_engine import VLLMEngine
+    if key in _ENGINES:
+        return _ENGINES[key]
+    load_key = cfg.model_dump_json(include=set(_LOAD_FIELDS))
+    if load_key in _LOADED:
+        engine = copy.copy(_LOADED[load_key])  # shares the model, tokenizer and grammar caches
+        engine.cfg = cfg
+    elif cfg.backend == "vllm":
+        from pipeline.llm.vllm_engine import VLLMEngine
 
-            _ENGINES[key] = VLLMEngine(cfg)
-        else:
-            from pipeline.llm.hf import TransformersEngine
+        engine = _LOADED[load_key] = VLLMEngine(cfg)
+    else:
+        from pipeline.llm.hf import TransformersEngine
 
-            _ENGINES[key] = TransformersEngine(cfg)
-    return _ENGINES[key]
+        engine = _LOADED[load_key] = TransformersEngine(cfg)
+    _ENGINES[key] = engine
+    return engine

@@ -32,8 +32,12 @@ class TemplateError(ValueError):
     """The model's chat template cannot give an exact prompt/response boundary."""
 
 
+class InputTooLong(ValueError):
+    """A templated prompt (or prompt + response) does not fit the engine's ``max_model_len``."""
+
+
 class ChatCodec:
-    def __init__(self, tokenizer, name: str = ""):
+    def __init__(self, tokenizer, name: str = "", max_len: int | None = None):
         if getattr(tokenizer, "chat_template", None) is None:
             raise TemplateError(
                 f"model {name or tokenizer.name_or_path!r} has no chat template; use an instruct/chat model "
@@ -41,6 +45,7 @@ class ChatCodec:
             )
         self.tok = tokenizer
         self.name = name or tokenizer.name_or_path
+        self.max_len = max_len
         self._tail: list[int] | None = None
 
     def encode(self, text: str) -> list[int]:
@@ -51,7 +56,19 @@ class ChatCodec:
         return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        return self.encode(self.prompt_text(messages))
+        ids = self.encode(self.prompt_text(messages))
+        # Generation needs room for at least one new token.
+        self._check(len(ids) + 1, messages, "prompt")
+        return ids
+
+    def _check(self, n: int, messages: list[dict[str, str]], what: str) -> None:
+        if self.max_len is not None and n > self.max_len:
+            first = (messages[0].get("content") or "")[:60] if messages else ""
+            raise InputTooLong(
+                f"model {self.name!r}: {what} of {n} tokens does not fit llm.max_model_len={self.max_len} "
+                f"(conversation starting {first!r}); drop or shorten such rows before the engine step, "
+                "or raise max_model_len"
+            )
 
     def _conversation_text(self, messages: list[dict[str, str]], response: str) -> str:
         convo = [*messages, {"role": "assistant", "content": response}]
@@ -90,4 +107,5 @@ class ChatCodec:
             end = end - len(tail) + 1  # keep the end-of-turn token, drop the template's trailing text
         if start == 0:
             raise TemplateError(f"model {self.name!r}: the templated prompt is empty; nothing to condition on")
+        self._check(end, messages, "prompt + response")
         return ids, start, end

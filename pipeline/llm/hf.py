@@ -10,11 +10,15 @@ for scoring; attention masks hide the padding. ``n`` samples per prompt come fro
 ``model.generate`` call per batch (``num_return_sequences``), so each prompt is tokenised once.
 Sampling is seeded per call (``sampling.seed``) in a forked RNG: the same call gives the same
 samples, and the caller's random state is untouched. Stop strings end a sample and are not part of
-it (as in vLLM). Scoring and ``choose`` use the exact boundary from ``pipeline.llm.chat``.
+it (as in vLLM). Scoring and ``choose`` use the exact boundary from ``pipeline.llm.chat``; scoring
+computes vocabulary logits only where a scored token is predicted, and ``choose`` encodes each
+prompt once and scores all its options on the prompt's KV cache (two forward passes per batch,
+not one per option).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 from contextlib import contextmanager
 
@@ -49,12 +53,16 @@ class TransformersEngine:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
-        self.codec = ChatCodec(self.tokenizer, name=cfg.model)
+        self.codec = ChatCodec(self.tokenizer, name=cfg.model, max_len=cfg.max_model_len)
         self.eos_ids = self._eos_ids()
         self._grammars: dict[str, object] = {}
         self._xgr_info = None
         self._policy: ClosingPolicy | None = None
         self._single_thread = self.device.type == "cpu" and self.model.config.hidden_size <= 256
+        params = inspect.signature(self.model.forward).parameters
+        self._keeps_logits = "logits_to_keep" in params
+        # transformers >= 5.2x calls the KV cache `cache`; earlier versions `past_key_values`.
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id
@@ -208,14 +216,42 @@ class TransformersEngine:
         if not options:
             raise ValueError("choose: at least one option is needed")
         k = len(options)
-        spans = [self.codec.response_span(p, o) for p in prompts for o in options]
-        # All options of a batch of prompts go through the model in one forward pass.
-        scores = self._score(spans, self.cfg.batch_size * k)
         out = []
-        for i in range(len(prompts)):
-            lp = torch.tensor([scores[i * k + j].logprob for j in range(k)], dtype=torch.float64)
-            out.append(torch.softmax(lp, dim=0).tolist())
+        with torch.inference_mode(), self._threads():
+            for b in range(0, len(prompts), self.cfg.batch_size):
+                chunk = prompts[b : b + self.cfg.batch_size]
+                spans = [self.codec.response_span(p, o) for p in chunk for o in options]
+                lp = self._score_options(spans, k).view(len(chunk), k)
+                out.extend(torch.softmax(lp, dim=1).tolist())
         return out
+
+    def _score_options(self, spans: list[tuple[list[int], int, int]], k: int) -> torch.Tensor:
+        """Log-probabilities of k answers per prompt, the prompt encoded once: one forward pass
+        over the prompts (keeping their KV cache), one over all the answers of all the prompts."""
+        pad = self.tokenizer.pad_token_id
+        prompts = [spans[i][0][: spans[i][1]] for i in range(0, len(spans), k)]
+        ids, mask = self._left_pad(prompts)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        first = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                           **({"logits_to_keep": 1} if self._keeps_logits else {}))
+        head = torch.log_softmax(first.logits[:, -1].double(), dim=-1).repeat_interleave(k, dim=0)
+        cache = first[self._cache_arg]
+        cache.batch_repeat_interleave(k)
+        answers = [ids_[start:end] for ids_, start, end in spans]
+        width = max(len(a) for a in answers)
+        a_ids = torch.tensor([a + [pad] * (width - len(a)) for a in answers], device=self.device)
+        a_mask = torch.tensor([[1] * len(a) + [0] * (width - len(a)) for a in answers], device=self.device)
+        full_mask = torch.cat([mask.repeat_interleave(k, dim=0), a_mask], dim=1)
+        a_pos = pos[:, -1:].repeat_interleave(k, dim=0) + 1 + torch.arange(width, device=self.device)
+        logits = self.model(input_ids=a_ids, attention_mask=full_mask, position_ids=a_pos,
+                            **{self._cache_arg: cache}).logits
+        lp = torch.log_softmax(logits.double(), dim=-1)
+        scores = []
+        for r, a in enumerate(answers):
+            # The first answer token is predicted by the prompt's last position, the rest by the answer.
+            total = head[r, a[0]] + lp[r, torch.arange(len(a) - 1), a_ids[r, 1 : len(a)]].sum()
+            scores.append(total)
+        return torch.stack(scores)
 
     def _score(self, spans: list[tuple[list[int], int, int]], chunk: int) -> list[LogProb]:
         """Teacher-forced sum of log p(ids[t] | ids[:t]) over each span's [start, end)."""
@@ -230,10 +266,16 @@ class TransformersEngine:
                 width = max(len(r) for r in rows)
                 ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
                 mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device)
-                logits = self.model(input_ids=ids, attention_mask=mask).logits
+                # Logits only where a scored token is predicted: the vocabulary projection of prompt
+                # positions is most of the work (and, for large vocabularies, of the memory).
+                lo = min(spans[i][1] for i in idx) - 1
+                hi = max(spans[i][2] for i in idx) - 1
+                kw = {"logits_to_keep": torch.arange(lo, hi, device=self.device)} if self._keeps_logits else {}
+                logits = self.model(input_ids=ids, attention_mask=mask, **kw).logits
+                offset = lo if self._keeps_logits else 0
                 for row, i in enumerate(idx):
                     _, start, end = spans[i]
-                    lp = torch.log_softmax(logits[row, start - 1 : end - 1].float(), dim=-1)
+                    lp = torch.log_softmax(logits[row, start - 1 - offset : end - 1 - offset].float(), dim=-1)
                     target = ids[row, start:end].unsqueeze(-1)
                     out[i] = LogProb(float(lp.gather(-1, target).sum()), end - start)
         return out  # type: ignore[return-value]

@@ -8,6 +8,10 @@ sampling, grammar-constrained decoding, teacher-forced scoring) without a downlo
     >>> resolve_model("Qwen/Qwen2.5-0.5B-Instruct")
     'Qwen/Qwen2.5-0.5B-Instruct'
 
+``tiny@N`` is the same model with weights drawn from seed ``N`` (``tiny`` is ``tiny@0``): a second,
+different model with the same tokenizer, which the samples run uses as Selfie's "trained" policy so
+that implicit rewards are not all zero.
+
 What it is: a byte-level BPE tokenizer trained with ``tokenizers`` on ``tiny_corpus.txt`` (a fixed
 text shipped in the package, so the tokenizer never changes when the sample data does), a
 ChatML-style chat template, and a ``LlamaForCausalLM`` (hidden 128, 2 heads -> head dim 64, which
@@ -64,27 +68,40 @@ def cache_root() -> Path:
     return Path(os.environ.get("PREFPIPE_CACHE") or Path.home() / ".cache" / "prefpipe")
 
 
-def tiny_hash() -> str:
-    """Content hash of everything that determines the tiny model."""
+def tiny_hash(seed: int = 0) -> str:
+    """Content hash of everything that determines the tiny model (with weight seed ``seed``)."""
     h = hashlib.sha256()
     h.update(_CORPUS.read_bytes())
     spec = {"v": _BUILD_VERSION, "template": CHAT_TEMPLATE, "specials": SPECIAL_TOKENS,
-            "tokenizer": _TOKENIZER, "model": _MODEL}
+            "tokenizer": _TOKENIZER, "model": {**_MODEL, "seed": seed}}
     h.update(json.dumps(spec, sort_keys=True).encode())
     return h.hexdigest()[:12]
 
 
-def tiny_path() -> Path:
-    return cache_root() / f"tiny-{tiny_hash()}"
+def tiny_path(seed: int = 0) -> Path:
+    return cache_root() / f"tiny-{tiny_hash(seed)}"
+
+
+def tiny_seed(name: str) -> int | None:
+    """The weight seed a tiny model name asks for (``tiny`` -> 0, ``tiny@3`` -> 3), or None if not tiny."""
+    if name == TINY_NAME:
+        return 0
+    base, sep, seed = name.partition("@")
+    if base == TINY_NAME and sep:
+        if not seed.isdigit():
+            raise ValueError(f"model {name!r}: expected tiny@<non-negative integer seed>, e.g. tiny@1")
+        return int(seed)
+    return None
 
 
 def resolve_model(name: str) -> str:
-    """``"tiny"`` -> the built folder (built on first use); anything else (hub id, folder) unchanged."""
-    if name != TINY_NAME:
+    """``"tiny"``/``"tiny@N"`` -> the built folder (built on first use); anything else unchanged."""
+    seed = tiny_seed(name)
+    if seed is None:
         return name
-    path = tiny_path()
+    path = tiny_path(seed)
     if not (path / "config.json").exists():
-        build_tiny(path)
+        build_tiny(path, seed)
     return str(path)
 
 
@@ -115,7 +132,7 @@ def _train_tokenizer():
     )
 
 
-def _init_model(tokenizer):
+def _init_model(tokenizer, seed: int = 0):
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -129,7 +146,7 @@ def _init_model(tokenizer):
     )
     # Seeded in a forked RNG so building the model never disturbs the caller's random state.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_MODEL["seed"])
+        torch.manual_seed(seed)
         model = LlamaForCausalLM(config).to(torch.float32).eval()
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
@@ -139,16 +156,16 @@ def _init_model(tokenizer):
     return model
 
 
-def build_tiny(path: Path) -> Path:
-    """Build the tiny model into ``path`` atomically (temp folder + rename)."""
+def build_tiny(path: Path, seed: int = 0) -> Path:
+    """Build the tiny model (weights from ``seed``) into ``path`` atomically (temp folder + rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         tokenizer = _train_tokenizer()
-        model = _init_model(tokenizer)
+        model = _init_model(tokenizer, seed)
         tokenizer.save_pretrained(tmp)
         model.save_pretrained(tmp)
-        (tmp / "prefpipe_tiny.json").write_text(json.dumps({"hash": tiny_hash(), "version": _BUILD_VERSION}))
+        (tmp / "prefpipe_tiny.json").write_text(json.dumps({"hash": tiny_hash(seed), "seed": seed, "version": _BUILD_VERSION}))
         try:
             os.rename(tmp, path)
         except OSError:

@@ -1,0 +1,212 @@
+"""WildFeedback `rules` detector throughput: a synthetic log of N conversations, streamed shard by
+shard through the stage's own select + feedback-turn + rules path, against a naive per-message
+Python ``re`` loop (same normalisation, same combined regex per category) in the same run.
+
+    python bench/wildfeedback_signals.py --n 1000000
+    python bench/wildfeedback_signals.py --n 100000 --naive-n 20000 --shard 100000
+
+The naive loop runs on the first ``--naive-n`` conversations and is extrapolated to N (the output
+says so). Peak memory is the process RSS high-water mark sampled every 50 ms by psutil during the
+streaming pass, and its growth over the RSS before it; generation happens before, in shards on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, not an installed copy
+
+from pipeline.config import Wildfeedback  # noqa: E402
+from pipeline.io import iter_batches, write_parquet  # noqa: E402
+from stages.wildfeedback import scan  # noqa: E402
+from stages.wildfeedback_rules import (  # noqa: E402
+    _CONTRAST,
+    _NEGATIONS,
+    _OPENS_POSITIVE,
+    _QUOTED,
+    PATTERNS,
+    SAT_CATEGORIES,
+)
+
+FIRST = [
+    "How do I reverse a list in Python?", "Write a short poem about the sea.", "What is the capital of Peru?",
+    "Explain how vaccines work.", "Give me a recipe for banana bread.", "Summarise the plot of Hamlet.",
+    "How can I improve my sleep?", "Translate 'good morning' into German.", "What's a good name for a cat?",
+    "Help me write a cover letter for a data analyst job.",
+]
+ANSWERS = [
+    "You can use slicing: my_list[::-1] returns a reversed copy, or call my_list.reverse() in place.",
+    "The sea rolls in with silver light,\nit hums of salt and endless night.",
+    "Lima is the capital of Peru. It sits on the Pacific coast and is the country's largest city.",
+    "Vaccines train the immune system by showing it a harmless piece or copy of a pathogen. " * 3,
+    "Mash three ripe bananas, mix with melted butter, sugar, an egg, flour and baking soda, bake 60 min.",
+    "Prince Hamlet seeks revenge on his uncle Claudius, who murdered Hamlet's father to take the throne.",
+    "Keep a regular schedule, avoid screens before bed, and keep your room cool and dark. " * 2,
+    "Guten Morgen.", "How about Whiskers, Luna or Miso?", "Dear hiring manager, I am excited to apply... " * 4,
+]
+NEW_TASK = [
+    "Now tell me about the history of Rome.", "What time zone is Lima in?", "Can you list five fruits?",
+    "How long should I bake it?", "Who wrote Macbeth?", "What is a good stretching routine?",
+    "And how do I sort a dictionary by value?", "Make a shopping list for the recipe.", "Is coffee bad for sleep?",
+    "Write another poem, this time about mountains.",
+]
+FEEDBACK = [
+    "Thanks, that's perfect!", "That's wrong, Lima is not on the coast. Try again.", "ok", "Way too long.",
+    "I don't get it, can you explain it more simply?", "Great answer, thank you!", "That's not what I asked.",
+    "Not bad, but can you make it shorter?", "You didn't answer my question.", "haha nice one",
+]
+
+
+def synth(n: int, seed: int) -> pl.DataFrame:
+    """n conversations of 2-4 user turns; about 15% of later user turns carry a feedback phrase."""
+    rng = np.random.default_rng(seed)
+    pick = lambda pool, k: pl.Series(pool).gather(rng.integers(0, len(pool), k))  # noqa: E731
+    cols = {"u0": pick(FIRST, n)}
+    for i in range(4):
+        cols[f"a{i}"] = pick(ANSWERS, n)
+        if i < 3:
+            fb = rng.random(n) < 0.15
+            cols[f"u{i + 1}"] = pl.select(pl.when(pl.Series(fb)).then(pick(FEEDBACK, n)).otherwise(pick(NEW_TASK, n))).to_series()
+    cols["n_msgs"] = pl.Series(rng.integers(2, 5, n) * 2)
+    msgs = []
+    for i in range(4):
+        msgs += [pl.struct(role=pl.lit("user"), content=pl.col(f"u{i}")),
+                 pl.struct(role=pl.lit("assistant"), content=pl.col(f"a{i}"))]
+    return pl.DataFrame(cols).select(
+        pl.format("syn-{}-{}", pl.lit(seed), pl.int_range(0, n)).alias("conversation_id"),
+        pl.concat_list(msgs).list.head(pl.col("n_msgs")).alias("messages"),
+        pl.lit("synthetic").alias("source"), pl.lit("en").alias("language"),
+        pl.lit(None, dtype=pl.String).alias("model"), pl.lit([], dtype=pl.List(pl.String)).alias("flags"),
+    )
+
+
+def generate(n: int, shard: int, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for i, start in enumerate(range(0, n, shard)):
+        write_parquet(synth(min(shard, n - start), seed=i).to_arrow(), out / f"part-{i:05d}.parquet")
+
+
+class PeakRSS:
+    """Samples the process RSS every ``interval`` seconds in a thread; ``peak`` is the high-water mark."""
+
+    def __init__(self, interval: float = 0.05):
+        self.proc, self.interval, self.peak, self._stop = psutil.Process(), interval, 0, threading.Event()
+
+    def __enter__(self):
+        self.start = self.peak = self.proc.memory_info().rss
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+
+def _py(regex: str) -> str:
+    return regex.replace("${1}", r"\1")
+
+
+def naive(conversations: list[dict], cfg: Wildfeedback) -> int:
+    """Per message, in Python: the same normalisation and one combined ``re`` per category."""
+    quoted, space = re.compile(_QUOTED), re.compile(r"\s+")
+    chars = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'", "“": '"', "”": '"', "„": '"'})
+    negs = [(re.compile(p), _py(r)) for p, r in _NEGATIONS]
+    cats = {c: re.compile("|".join(f"(?:{p})" for p in pats.values())) for c, pats in PATTERNS.items()}
+    opens, contrast = re.compile(_OPENS_POSITIVE), re.compile(_CONTRAST)
+    flagged = 0
+    for conv in conversations:
+        msgs = conv["messages"]
+        if sum(m["role"] == "user" for m in msgs) < cfg.min_user_turns:
+            continue
+        for i in range(1, len(msgs)):
+            if msgs[i]["role"] != "user" or msgs[i - 1]["role"] != "assistant":
+                continue
+            prev, raw = msgs[i - 1]["content"], msgs[i]["content"][: cfg.window_chars]
+            sents = [x.strip() for x in re.sub(r"([.!?])\s+", "\\1\n", raw).split("\n")]
+            t = " ".join(x for x in sents if len(x) < cfg.paste_min_chars or x not in prev)
+            t = space.sub(" ", quoted.sub(' "q" ', t.lower().translate(chars))).strip()
+            for rx, rep in negs:
+                t = rx.sub(rep, t)
+            hits = {c for c, rx in cats.items() if rx.search(t)}
+            no_contrast = not contrast.search(t)
+            if opens.search(t) and no_contrast:
+                hits -= {"Revision", "Insufficient_Detail", "Style"}
+            if no_contrast and {"Negative_Feedback", "Gratitude"} <= hits:
+                hits -= set(SAT_CATEGORIES)
+            flagged += bool(hits)
+    return flagged
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000, help="conversations in the synthetic log")
+    ap.add_argument("--shard", type=int, default=100_000, help="conversations per shard file")
+    ap.add_argument("--batch", type=int, default=100_000, help="conversations per streamed batch")
+    ap.add_argument("--naive-n", type=int, default=20_000, help="conversations the naive loop runs on")
+    ap.add_argument("--min-user-turns", type=int, default=3)
+    args = ap.parse_args()
+    cfg = Wildfeedback.model_validate({
+        "sources": ["synthetic"], "languages": ["en"], "keep_unknown_language": True,
+        "min_user_turns": args.min_user_turns, "drop_flags": ["toxic"], "detector": "rules", "recall_sample": 0.0,
+        "seed": 0, "paste_min_chars": 24, "window_chars": 400, "context_messages": 6, "max_message_chars": 1500,
+        "summarize": ["dsat"], "chosen_by": "expert", "natural_revisions": True, "sat_pairs": False,
+        "checklist_judge": True, "judge_natural_revisions": False,
+        "roles": {"detector": {}, "summarizer": {}, "expert": {}, "policy": {}, "judge": {}},
+    })
+    tmp = Path(tempfile.mkdtemp(prefix="wf-bench-"))
+    try:
+        t0 = time.perf_counter()
+        generate(args.n, args.shard, tmp / "log")
+        print(f"generated {args.n:,} conversations in {time.perf_counter() - t0:.1f} s "
+              f"({sum(f.stat().st_size for f in (tmp / 'log').iterdir()) / 2**20:.0f} MiB Parquet)")
+
+        turns = flagged = 0
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            for batch in iter_batches(tmp / "log", batch_size=args.batch):
+                t, _, counts = scan(pl.from_arrow(batch), cfg)
+                turns += counts["turns"]
+                flagged += t.filter(pl.col("sat") | pl.col("dsat")).height
+            fast = time.perf_counter() - t0
+        print(f"rules (polars, streamed): {args.n:,} conversations, {turns:,} judged turns, {flagged:,} flagged "
+              f"in {fast:.1f} s = {args.n / fast:,.0f} conversations/s; peak RSS {mem.peak / 2**20:.0f} MiB "
+              f"(+{(mem.peak - mem.start) / 2**20:.0f} MiB over the {mem.start / 2**20:.0f} MiB before)")
+
+        sample = pl.from_arrow(next(iter_batches(tmp / "log", batch_size=args.naive_n))).head(args.naive_n)
+        rows = sample.to_dicts()
+        t0 = time.perf_counter()
+        n_flag = naive(rows, cfg)
+        slow = time.perf_counter() - t0
+        rate = len(rows) / slow
+        sub_t, _, _ = scan(sample, cfg)
+        same = sub_t.filter(pl.col("sat") | pl.col("dsat")).height
+        print(f"naive (python re per message): {len(rows):,} conversations in {slow:.1f} s = {rate:,.0f} "
+              f"conversations/s; EXTRAPOLATED to {args.n:,}: {args.n / rate:.0f} s "
+              f"(flagged {n_flag:,} vs polars {same:,} on the same subsample)")
+        print(f"speed-up: {(args.n / fast) / rate:.1f}x   cores: {psutil.cpu_count()} "
+              f"(POLARS_MAX_THREADS={os.environ.get('POLARS_MAX_THREADS', 'default')}, polars {pl.__version__})")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""The ``vllm`` engine: offline ``vllm.LLM`` on GPUs, same contract as the transformers engine.
+
+    llm:
+      backend: vllm
+      model: meta-llama/Llama-3.1-8B-Instruct
+      dtype: bfloat16
+      tensor_parallel_size: 1
+
+Needs the ``vllm`` extra (``pip install -e ".[vllm]"``) and a GPU; ``vllm`` is imported only when
+this engine is built. The engine is thin: templating and the prompt/response boundary come from
+``pipeline.llm.chat`` (the same token ids the transformers engine uses, sent as
+``TokensPrompt``), validation and retries from ``pipeline.llm.structured``, and every vLLM request
+is built by a pure function below that the contract tests check against the real package:
+
+- ``llm_kwargs``: ``vllm.LLM(model, dtype, tensor_parallel_size, max_model_len,
+  gpu_memory_utilization, seed, enable_prefix_caching)``.
+- ``build_sampling_params``: ``SamplingParams(n=...)`` per prompt (the prompt is prefilled once and
+  its n samples share the KV cache), with ``structured_outputs=StructuredOutputsParams(json=...)``
+  for a schema (the API since vLLM 0.10; ``GuidedDecodingParams`` / ``guided_decoding=`` before,
+  removed in 0.12; the old name is used only when the new one is missing).
+- ``build_logprob_requests``: templated prompt + response token ids with ``prompt_logprobs=0``
+  and ``max_tokens=1``: vLLM returns, per prompt position, the log-probability of the token that is
+  there; ``sum_prompt_logprobs`` adds the response span. ``choose`` scores each option the same way.
+
+vLLM constrains with xgrammar too, but without the transformers engine's closing policy; the
+token budget of a structured call is raised to four times the schema's shortest completion, and
+output cut at ``max_tokens`` is retried like invalid output.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel
+
+from pipeline.config import LLM, Sampling
+from pipeline.llm.base import ChatPrompt, LogProb
+from pipeline.llm.chat import ChatCodec
+from pipeline.llm.structured import ClosingPolicy, generate_validated, shortest_completion
+from pipeline.llm.tiny import resolve_model
+
+MISSING = 'the vllm backend needs the vllm package: pip install -e ".[vllm]" (on a machine with a GPU)'
+
+
+def import_vllm():
+    try:
+        import vllm
+    except ImportError as e:
+        raise ImportError(f"{MISSING} ({e})") from e
+    return vllm
+
+
+# --- pure request builders -----------------------------------------------------------------------
+
+
+def llm_kwargs(cfg: LLM, model_path: str) -> dict[str, Any]:
+    """Arguments for ``vllm.LLM``."""
+    return {
+        "model": model_path,
+        "tokenizer": model_path,
+        "dtype": cfg.dtype,
+        "tensor_parallel_size": cfg.tensor_parallel_size,
+        "max_model_len": cfg.max_model_len,
+        "gpu_memory_utilization": cfg.gpu_memory_utilization,
+        "seed": cfg.sampling.seed,
+        "enable_prefix_caching": cfg.enable_prefix_caching,
+    }
+
+
+def structured_outputs_params(schema: type[BaseModel]):
+    """``(field name, params)`` constraining output to ``schema``'s JSON schema (compact JSON)."""
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+    except ImportError:  # vLLM < 0.10
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return "guided_decoding", GuidedDecodingParams(json=schema.model_json_schema())
+    params = StructuredOutputsParams(
+        json=schema.model_json_schema(), disable_any_whitespace=True, disable_additional_properties=True
+    )
+    return "structured_outputs", params
+
+
+def build_sampling_params(s: Sampling, n: int, seed: int, schema: type[BaseModel] | None = None,
+                          max_tokens: int | None = None):
+    """``SamplingParams`` for ``n`` samples of one prompt. Stop strings are not returned (as in the
+    transformers engine); structured calls ignore them, as they would cut the JSON."""
+    vllm = import_vllm()
+    kw: dict[str, Any] = {
+        "n": n,
+        "temperature": s.temperature,
+        "top_p": s.top_p if s.temperature > 0 else 1.0,
+        "max_tokens": max_tokens or s.max_new_tokens,
+        "seed": seed,
+        "stop": list(s.stop) if (s.stop and schema is None) else None,
+        "include_stop_str_in_output": False,
+    }
+    if schema is not None:
+        field, params = structured_outputs_params(schema)
+        kw[field] = params
+    return vllm.SamplingParams(**kw)
+
+
+def build_logprob_requests(spans: list[tuple[list[int], int, int]]):
+    """One scoring request per span: prompt = ids up to the span's end, one prompt log-prob each."""
+    vllm = import_vllm()
+    prompts = [vllm.TokensPrompt(prompt_token_ids=list(ids[:end])) for ids, _, end in spans]
+    params = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
+    return prompts, params
+
+
+def sum_prompt_logprobs(prompt_logprobs, ids: list[int], start: int, end: int) -> LogProb:
+    """Sum the log-probabilities vLLM reports for ``ids[start:end]`` (entry ``t`` holds the
+    distribution of position ``t`` given ``ids[:t]``, keyed by token id; entry 0 is None)."""
+    total = 0.0
+    for t in range(start, end):
+        entry = prompt_logprobs[t]
+        if entry is None or ids[t] not in entry:
+            raise ValueError(f"vLLM returned no log-probability for prompt position {t} (token {ids[t]})")
+        total += entry[ids[t]].logprob
+    return LogProb(total, end - start)
+
+
+def softmax(xs: list[float]) -> list[float]:
+    m = max(xs)
+    e = [math.exp(x - m) for x in xs]
+    z = sum(e)
+    return [v / z for v in e]
+
+
+# --- engine --------------------------------------------------------------------------------------
+
+
+class VLLMEngine:
+    def __init__(self, cfg: LLM):
+        from transformers import AutoTokenizer
+
+        vllm = import_vllm()
+        self.cfg = cfg
+        self.name = cfg.model
+        path = self.path = resolve_model(cfg.model)
+        self.llm = vllm.LLM(**llm_kwargs(cfg, path))
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.codec = ChatCodec(self.tokenizer, name=cfg.model, max_len=cfg.max_model_len)
+        self._shortest: dict[str, int] = {}
+
+    def _run(self, prompts, params):
+        return self.llm.generate(prompts, params, use_tqdm=False)
+
+    def generate(self, prompts: list[ChatPrompt], n: int = 1, sampling: Sampling | None = None,
+                 schema: type[BaseModel] | None = None) -> list[list]:
+        vllm = import_vllm()
+        s = sampling or self.cfg.sampling
+        token_prompts = [vllm.TokensPrompt(prompt_token_ids=self.codec.prompt_ids(p)) for p in prompts]
+        if schema is None:
+            return [[text for text, _ in row] for row in self._sample(token_prompts, n, s, None, 0)]
+        budget = max(s.max_new_tokens, 4 * self._shortest_completion(schema) + 16)
+
+        def sample(ps, k, attempt):
+            return self._sample(ps, k, s, schema, attempt, budget)
+
+        return generate_validated(sample, token_prompts, n, schema, self.cfg.structured_retries)
+
+    def _sample(self, token_prompts, n, s, schema, attempt, max_tokens=None):
+        base = s.seed + 1_000_003 * attempt
+        # A seed per request: identical prompts in one call still get different samples.
+        params = [build_sampling_params(s, n, base + i, schema, max_tokens) for i in range(len(token_prompts))]
+        outs = self._run(token_prompts, params)
+        return [[(o.text, o.finish_reason == "length") for o in out.outputs] for out in outs]
+
+    def _shortest_completion(self, schema: type[BaseModel]) -> int:
+        import json
+
+        import xgrammar as xgr
+        from transformers import AutoConfig
+
+        key = json.dumps(schema.model_json_schema(), sort_keys=True)
+        if key not in self._shortest:
+            config = AutoConfig.from_pretrained(self.path)
+            # The model's vocabulary can be padded beyond the tokenizer's.
+            vocab = max(len(self.tokenizer), getattr(config.get_text_config(), "vocab_size", 0) or 0)
+            eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+            info = xgr.TokenizerInfo.from_huggingface(self.tokenizer, vocab_size=vocab, stop_token_ids=eos or None)
+            compiled = xgr.GrammarCompiler(info).compile_json_schema(key, any_whitespace=False)
+            self._shortest[key] = shortest_completion(compiled, vocab, ClosingPolicy(self.tokenizer, vocab, eos))
+        return self._shortest[key]
+
+    def logprobs(self, prompts: list[ChatPrompt], responses: list[str]) -> list[LogProb]:
+        if len(prompts) != len(responses):
+            raise ValueError(f"logprobs: {len(prompts)} prompts but {len(responses)} responses")
+        spans = [self.codec.response_span(p, r) for p, r in zip(prompts, responses, strict=True)]
+        return self._score(spans)
+
+    def _score(self, spans):
+        requests, params = build_logprob_requests(spans)
+        outs = self._run(requests, params)
+        return [sum_prompt_logprobs(o.prompt_logprobs, *span) for o, span in zip(outs, spans, strict=True)]
+
+    def choose(self, prompts: list[ChatPrompt], options: list[str]) -> list[list[float]]:
+        if not options:
+            raise ValueError("choose: at least one option is needed")
+        k = len(options)
+        scores = self._score([self.codec.response_span(p, o) for p in prompts for o in options])
+        return [softmax([scores[i * k + j].logprob for j in range(k)]) for i in range(len(prompts))]

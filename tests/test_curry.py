@@ -1,0 +1,386 @@
+"""Curry-DPO (stages/curry.py): pairing, tie dropping, both level schemes, output order, and counts on
+real OpenAssistant and Stack Exchange data."""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import Curry, Execution
+from pipeline.io import read_table, verify_shards, write_shards
+from pipeline.records import check_table, to_table
+from stages.curry import build_pairs, curriculum_files, run
+
+OASST = Path("oasst_en100/model/model_eval/manual/data/en_100_tree.jsonl")
+POSTS = Path("stackexchange_coffee/Posts.xml")
+
+
+def cfg(**kw) -> Curry:
+    base = dict(inputs=[{"prompts": "p", "responses": "r"}], pairing="best_vs_rest", min_gap=0.0,
+                levels="per_prompt", n_levels=3, seed=0, histogram_bins=4)
+    return Curry(**{**base, **kw})
+
+
+def execution() -> Execution:
+    return Execution(backend="local", batch_size=4096, checkpoint_rows=2048, max_reject_fraction=0.5,
+                     ray_address=None, num_cpus_per_task=1, target_shard_bytes=1 << 28, row_group_bytes=1 << 26)
+
+
+def prompt(pid: str, text: str | None = None, source: str = "hand") -> dict:
+    return {"prompt_id": pid, "messages": [{"role": "user", "content": text or f"question {pid}"}],
+            "source": source, "origin_id": pid}
+
+
+def resp(pid: str, rid: str, score: float | None, text: str | None = None, scorer: str = "hand") -> dict:
+    return {"prompt_id": pid, "response_id": rid, "text": text if text is not None else f"answer {rid}",
+            "generator": "human", "score": score, "scorer": scorer, "detail": None}
+
+
+def frames(prompts: list[dict], responses: list[dict], input_set: int = 0) -> tuple[pa.Table, pa.Table]:
+    """Contract tables as ``load_inputs`` gives them (``input`` = the input set's position)."""
+    p = to_table(prompts, "prompts").select(["prompt_id", "messages", "source"])
+    r = check_table(pl.DataFrame(responses, schema_overrides={"score": pl.Float64, "detail": pl.String}).to_arrow(),
+                    "responses")
+    return (p.append_column("input", pa.array([input_set] * p.num_rows, pa.int32())),
+            r.append_column("input", pa.array([input_set] * r.num_rows, pa.int32())))
+
+
+def build(prompts: list[dict], responses: list[dict], **kw):
+    table, metrics = build_pairs(*frames(prompts, responses), cfg(**kw))
+    return table.to_pylist(), metrics
+
+
+def ids(rows: list[dict]) -> list[tuple[str, str, int]]:
+    """(chosen response, rejected response, level) per pair, from the lineage."""
+    out = []
+    for r in rows:
+        lin = json.loads(r["lineage"])
+        out.append((lin["chosen_id"], lin["rejected_id"], r["level"]))
+    return out
+
+
+# --- hand-written cases ------------------------------------------------------------------------------
+
+PAPER = [resp("p1", "a", 9), resp("p1", "b", 7), resp("p1", "c", 4), resp("p1", "d", 1)]
+
+
+def test_best_vs_rest_paper_levels_and_row_contents():
+    rows, m = build([prompt("p1")], PAPER)
+    # The paper: (R1,R4) easy, (R1,R3) medium, (R1,R2) hard, written in that order.
+    assert ids(rows) == [("a", "d", 0), ("a", "c", 1), ("a", "b", 2)]
+    first = rows[0]
+    assert first["prompt"] == [{"role": "user", "content": "question p1"}]
+    assert first["chosen"] == [{"role": "assistant", "content": "answer a"}]
+    assert first["rejected"] == [{"role": "assistant", "content": "answer d"}]
+    assert (first["score_chosen"], first["score_rejected"], first["margin"]) == (9.0, 1.0, 8.0)
+    assert (first["method"], first["source"], first["noisy"], first["label_smoothing"]) == ("curry", "hand", False, 0.0)
+    lin = json.loads(first["lineage"])
+    assert lin == {"stage": "curry", "prompt_id": "p1", "scorer": "hand", "chosen_id": "a", "rejected_id": "d",
+                   "fingerprint": lin["fingerprint"]} and len(lin["fingerprint"]) == 16
+    # Pinned: a change here means pair ids changed (e.g. a polars upgrade changed its hash); see docs/curry.md.
+    assert [r["pair_id"] for r in rows] == ["24e3e4b02555ca77", "1906c459ac03eefc", "39da2afdec2a5500"]
+    assert m["pairs"]["per_level"] == {"0": 1, "1": 1, "2": 1}
+    assert m["gap"]["min"] == 2.0 and m["gap"]["max"] == 8.0 and sum(m["gap"]["histogram"]["counts"]) == 3
+
+
+def test_all_pairing_uses_every_positive_gap():
+    rows, m = build([prompt("p1")], PAPER, pairing="all")
+    got = sorted(ids(rows))
+    # Gaps: a-d 8, b-d 6, a-c 5, b-c 3, c-d 3, a-b 2 -> 5 distinct gaps over 3 levels: r * 3 // 5.
+    assert got == sorted([("a", "d", 0), ("b", "d", 0), ("a", "c", 1), ("b", "c", 1), ("c", "d", 1), ("a", "b", 2)])
+    assert all(r["score_chosen"] > r["score_rejected"] for r in rows)
+    assert [r["level"] for r in rows] == sorted(r["level"] for r in rows)
+    assert m["pairs"]["candidates"] == 6 and m["pairs"]["written"] == 6
+
+
+def test_ties_are_dropped_never_paired():
+    responses = [resp("p1", "b", 5), resp("p1", "a", 5), resp("p1", "c", 3), resp("p1", "d", 3)]
+    rows, m = build([prompt("p1")], responses)
+    # Equal best scores: the smaller response_id is R1; (R1, R2) has gap 0 and is dropped. (R1,R3) and
+    # (R1,R4) have the same gap: one distinct gap, so both are level 0.
+    assert ids(rows) == [("a", "c", 0), ("a", "d", 0)] or ids(rows) == [("a", "d", 0), ("a", "c", 0)]
+    assert m["pairs"]["dropped"] == {"gap_le_min_gap": 1}
+    rows, m = build([prompt("p1")], responses, pairing="all")
+    assert sorted(ids(rows)) == [("a", "c", 0), ("a", "d", 0), ("b", "c", 0), ("b", "d", 0)]
+    assert m["pairs"]["dropped"] == {"gap_le_min_gap": 2}
+    rows, m = build([prompt("p1")], responses, min_gap=2.0)
+    assert rows == [] and m["prompts"]["dropped"]["all_pairs_tied"] == 1 and m["pairs"]["dropped"] == {"gap_le_min_gap": 3}
+
+
+def test_unusable_responses_are_counted_by_reason():
+    responses = [
+        resp("p1", "a", 9), resp("p1", "b", None), resp("p1", "c", math.nan), resp("p1", "d", math.inf),
+        resp("p1", "e", 3, text="   "), resp("p1", "a", 1), resp("p1", "f", 2),
+        resp("p2", "g", 5), resp("p2", "h", None),  # one scored response: no pair
+        resp("p9", "i", 5), resp("p9", "j", 1),  # no prompt row
+    ]
+    rows, m = build([prompt("p1"), prompt("p2")], responses)
+    assert ids(rows) == [("a", "f", 0)]
+    assert m["responses"]["dropped"] == {"blank_text": 1, "duplicate": 1, "missing_score": 3,
+                                         "nonfinite_score": 1, "orphan": 2}
+    assert m["responses"]["read"] == 11 and m["responses"]["ranked"] == 3
+    assert m["prompts"]["dropped"]["fewer_than_2_scored"] == 1 and m["prompts"]["paired"] == 1
+
+
+def test_quantile_levels_bin_the_gap_across_the_dataset():
+    responses = [
+        resp("p1", "a", 10), resp("p1", "b", 9),  # gap 1
+        resp("p2", "c", 10), resp("p2", "d", 6),  # gap 4
+        resp("p3", "e", 10), resp("p3", "f", 2), resp("p3", "g", 8),  # gaps 8, 2
+        resp("p4", "h", 10), resp("p4", "i", 0),  # gap 10
+        resp("p5", "j", 3), resp("p5", "k", 1),  # gap 2 (ties the p3 gap: same level)
+    ]
+    prompts = [prompt(f"p{i}") for i in range(1, 6)]
+    rows, m = build(prompts, responses, levels="quantile")
+    gap_level = sorted((r["margin"], r["level"]) for r in rows)
+    # 6 gaps, descending 10 8 4 2 2 1 -> ranks 0 1 2 3 3 5 -> r * 3 // 6 = 0 0 1 1 1 2.
+    assert gap_level == [(1.0, 2), (2.0, 1), (2.0, 1), (4.0, 1), (8.0, 0), (10.0, 0)]
+    assert m["pairs"]["per_level"] == {"0": 2, "1": 3, "2": 1}
+    assert m["levels"]["gap_range"] == {"0": [8.0, 10.0], "1": [2.0, 4.0], "2": [1.0, 1.0]}
+    # per_prompt on the same data: p3 has two gaps (levels 0, 1); every other prompt one (level 0).
+    rows, _ = build(prompts, responses)
+    assert sorted((r["margin"], r["level"]) for r in rows) == [(1.0, 0), (2.0, 0), (2.0, 1), (4.0, 0), (8.0, 0), (10.0, 0)]
+
+
+def test_per_prompt_spreads_many_gaps_over_the_levels():
+    responses = [resp("p1", f"r{i}", float(10 - i)) for i in range(7)]  # 6 gaps 1..6
+    rows, _ = build([prompt("p1")], responses)
+    assert sorted((r["margin"], r["level"]) for r in rows) == [
+        (1.0, 2), (2.0, 2), (3.0, 1), (4.0, 1), (5.0, 0), (6.0, 0)]
+
+
+def test_order_is_by_level_then_a_seeded_shuffle_independent_of_input_order():
+    prompts = [prompt(f"p{i:03d}") for i in range(60)]
+    responses = [resp(f"p{i:03d}", f"p{i:03d}-{k}", float(s)) for i in range(60) for k, s in enumerate([4, 3, 2, 1])]
+    rows, _ = build(prompts, responses)
+    levels = [r["level"] for r in rows]
+    assert levels == [0] * 60 + [1] * 60 + [2] * 60
+    again, _ = build(prompts[::-1], responses[::-1])
+    assert [r["pair_id"] for r in again] == [r["pair_id"] for r in rows]
+    other, _ = build(prompts, responses, seed=1)
+    assert [r["level"] for r in other] == levels
+    assert [r["pair_id"] for r in other] != [r["pair_id"] for r in rows]
+    for lv in range(3):
+        assert sorted(r["pair_id"] for r in other if r["level"] == lv) == sorted(r["pair_id"] for r in rows if r["level"] == lv)
+    # Shuffled, not left in prompt order.
+    first = [json.loads(r["lineage"])["prompt_id"] for r in rows[:60]]
+    assert first != sorted(first)
+
+
+def test_scorers_and_input_sets_are_ranked_separately():
+    p, r = frames([prompt("p1")], [resp("p1", "a", 9, scorer="x"), resp("p1", "b", 1, scorer="x"),
+                                   resp("p1", "c", 100, scorer="y"), resp("p1", "d", 50, scorer="y")])
+    p2, r2 = frames([prompt("p1", source="other")], [resp("p1", "a", 1), resp("p1", "b", 2)], input_set=1)
+    table, m = build_pairs(pa.concat_tables([p, p2]), pa.concat_tables([r, r2]), cfg())
+    got = sorted((x["source"], json.loads(x["lineage"])["scorer"], *ids([x])[0][:2], x["margin"]) for x in table.to_pylist())
+    assert got == [("hand", "x", "a", "b", 8.0), ("hand", "y", "c", "d", 50.0), ("other", "hand", "b", "a", 1.0)]
+    assert m["prompts"]["paired"] == 3
+
+
+def test_lineage_is_valid_json_when_ids_need_escaping():
+    rows, _ = build([prompt('p"1')], [resp('p"1', "a\\b", 2), resp('p"1', "c\nd", 1)])
+    lin = json.loads(rows[0]["lineage"])
+    assert (lin["prompt_id"], lin["chosen_id"], lin["rejected_id"]) == ('p"1', "a\\b", "c\nd")
+
+
+def test_empty_input_gives_no_pairs():
+    rows, m = build([prompt("p1")], [resp("p1", "a", None)])
+    assert rows == [] and m["pairs"]["written"] == 0 and m["gap"]["histogram"] == {"edges": [], "counts": []}
+
+
+def test_run_writes_one_shard_set_per_level_in_curriculum_order(tmp_path):
+    prompts = [prompt(f"p{i}") for i in range(5)]
+    responses = [resp(f"p{i}", f"p{i}-{k}", float(s)) for i in range(5) for k, s in enumerate([5, 3, 2, 2])]
+    write_shards(to_table(prompts, "prompts"), tmp_path / "in" / "prompts", name="prompts")
+    write_shards(check_table(pl.DataFrame(responses, schema_overrides={"detail": pl.String}).to_arrow(), "responses"),
+                 tmp_path / "in" / "responses", name="responses")
+    c = cfg(inputs=[{"prompts": str(tmp_path / "in" / "prompts"), "responses": str(tmp_path / "in" / "responses")}])
+    out = tmp_path / "curry"
+    m = run(c, execution(), out)
+    pairs = out / "pairs"
+    assert sorted(p.name for p in pairs.iterdir()) == ["_levels.json", "level=0", "level=1"]
+    index = json.loads((pairs / "_levels.json").read_text())
+    assert index["rows"] == 15 and [lv["rows"] for lv in index["levels"]] == [10, 5]
+    for sub in ("level=0", "level=1"):
+        assert verify_shards(pairs / sub) == []
+        assert set(read_table(pairs / sub, "pairs").column("level").to_pylist()) == {int(sub[-1])}
+    files = curriculum_files(pairs)
+    assert [f.parent.name for f in files] == ["level=0", "level=1"]
+    whole = pa.concat_tables(pq.read_table(f) for f in files)
+    assert whole.column("level").to_pylist() == [0] * 10 + [1] * 5
+    # Readers that walk the level folders (export) see each pair once: no top-level shard set.
+    assert read_table(pairs, "pairs").num_rows == 0
+    assert json.loads((out / "metrics.json").read_text()) == m
+    assert m["pairs"]["per_source"] == {"hand": 15} and m["pairs"]["per_level"] == {"0": 10, "1": 5, "2": 0}
+    before = {f: (pairs / f).read_bytes() for f in [x["path"] for x in index["files"]]}
+    run(c, execution(), out)
+    assert {f: (pairs / f).read_bytes() for f in before} == before  # byte-identical rerun
+
+
+# --- real data -----------------------------------------------------------------------------------------
+# The stage's input comes from the real ingest adapters (stages/ingest.py, pipeline/adapters.py). The
+# expected counts come from small independent readers of the raw files that follow the adapters'
+# documented conventions: OpenAssistant: a prompter message with >= 2 ranked assistant replies is a
+# prompt (the path down to it); its ranked replies score 1 - position / (n - 1) (best 1.0, worst 0.0);
+# deleted or failed-review messages are pruned with their replies. Stack Exchange: a question is a
+# prompt, its answers are responses scored by their vote Score.
+
+
+def ingested(path: Path, fmt: str) -> tuple[list[dict], list[dict]]:
+    from pipeline.config import Source
+    from stages.ingest import ingest_source
+
+    result = ingest_source(Source(name=fmt, kind="rated", path=str(path), format=fmt), 4 << 20)
+    return result.rows["prompts"], result.rows["responses"]
+
+
+def oasst_scores(path: Path) -> list[dict]:
+    responses = []
+
+    def usable(m):
+        return m.get("deleted") is not True and m.get("review_result") is not False
+
+    def walk(m):
+        kept = [r for r in m.get("replies") or [] if usable(r)]
+        ranked = sorted((r for r in kept if isinstance(r.get("rank"), int)), key=lambda r: r["rank"])
+        if m["role"] == "prompter" and len(ranked) >= 2:
+            responses.extend({"prompt_id": m["message_id"], "response_id": r["message_id"],
+                              "score": 1 - pos / (len(ranked) - 1)} for pos, r in enumerate(ranked))
+        for r in kept:
+            walk(r)
+
+    for line in path.read_bytes().split(b"\n"):
+        if line.strip():
+            root = json.loads(line)["prompt"]
+            if usable(root):
+                walk(root)
+    return responses
+
+
+def stackexchange_scores(path: Path) -> list[dict]:
+    return [{"prompt_id": el.get("ParentId"), "response_id": el.get("Id"), "score": float(el.get("Score"))}
+            for _, el in ET.iterparse(path) if el.tag == "row" and el.get("PostTypeId") == "2"]
+
+
+def expected(responses: list[dict], pairing: str, n_levels: int = 3) -> dict[str, int]:
+    """Pairs per level by a plain per-prompt loop (an independent implementation of the rules)."""
+    groups = defaultdict(list)
+    for r in responses:
+        if r["score"] is not None:
+            groups[r["prompt_id"]].append(r["score"])
+    counts: dict[str, int] = defaultdict(int)
+    for scores in groups.values():
+        scores.sort(reverse=True)
+        idx = [(0, k) for k in range(1, len(scores))] if pairing == "best_vs_rest" else \
+            [(i, k) for i in range(len(scores)) for k in range(i + 1, len(scores))]
+        gaps = [scores[i] - scores[k] for i, k in idx if scores[i] - scores[k] > 0]
+        distinct = sorted(set(gaps), reverse=True)
+        for g in gaps:
+            counts[str(distinct.index(g) * n_levels // max(len(distinct), n_levels))] += 1
+    return dict(counts)
+
+
+def test_real_openassistant_ranked_replies(real):
+    prompts, responses = ingested(real / OASST, "oasst")
+    raw = oasst_scores(real / OASST)
+    assert (len(prompts), len(responses), len(raw)) == (212, 641, 641)  # SOURCES.md: 641 ranked sibling replies
+    rows, m = build(prompts, responses)
+    want = expected(raw, "best_vs_rest")
+    assert {k: v for k, v in m["pairs"]["per_level"].items() if v} == want
+    # 641 ranked - 212 prompts = 429 pairs; prompts with 6+ ranked replies put two gaps in a level.
+    assert want == {"0": 225, "1": 164, "2": 40}
+    assert m["responses"]["dropped"] == {} and m["pairs"]["dropped"] == {"gap_le_min_gap": 0}
+    # Each prompt's best-vs-worst pair has gap 1.0 on the 0..1 rank scale and is in level 0.
+    assert sorted(r["level"] for r in rows if r["margin"] == 1.0) == [0] * 212
+    assert [r["level"] for r in rows] == sorted(r["level"] for r in rows)
+    assert all(r["prompt"][-1]["role"] == "user" and r["source"] == "oasst" for r in rows)
+    rows_all, m_all = build(prompts, responses, pairing="all")
+    assert m_all["pairs"]["per_level"] == {**{"0": 0, "1": 0, "2": 0}, **expected(raw, "all")}
+    assert m_all["pairs"]["written"] == len(rows_all) == 754
+
+
+def test_real_stackexchange_answers_by_score(real):
+    prompts, responses = ingested(real / POSTS, "stackexchange")
+    raw = stackexchange_scores(real / POSTS)
+    assert (len(prompts), len(responses), len(raw)) == (225, 327, 327)
+    rows, m = build(prompts, responses)
+    want = expected(raw, "best_vs_rest")
+    assert {k: v for k, v in m["pairs"]["per_level"].items() if v} == want
+    assert want == {"0": 87, "1": 16, "2": 5} and len(rows) == 108
+    # 82 questions have >= 2 answers: 327 answers - 212 answered questions = 115 candidate (R1, Rk)
+    # pairs, 7 of them ties on Score.
+    assert m["pairs"]["candidates"] == 115 and m["pairs"]["dropped"] == {"gap_le_min_gap": 7}
+    assert m["prompts"]["dropped"]["fewer_than_2_scored"] == 130
+    quantile = build(prompts, responses, levels="quantile")[0]
+    gaps = sorted((r["margin"] for r in rows), reverse=True)
+    want_q = defaultdict(int)
+    for g in gaps:  # rank = how many gaps are strictly larger
+        want_q[sum(x > g for x in gaps) * 3 // len(gaps)] += 1
+    got_q = defaultdict(int)
+    for r in quantile:
+        got_q[r["level"]] += 1
+    assert got_q == want_q == {0: 44, 1: 37, 2: 27}
+
+
+# --- a trainer reads the curriculum in order ---------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_trl_dpo_trainer_gets_batches_level_by_level(tmp_path):
+    """The release order, loaded with ``datasets`` and trained with TRL's DPOTrainer and sequential
+    sampling on the tiny model: every batch holds one level, and levels arrive 0, 1, 2."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from pipeline.llm.tiny import resolve_model
+
+    prompts = [prompt(f"p{i}", f"How do I brew coffee method {i}?") for i in range(8)]
+    responses = [resp(f"p{i}", f"p{i}-{k}", float(s), f"Answer {k} for method {i}.")
+                 for i in range(8) for k, s in enumerate([9, 6, 4, 1])]
+    write_shards(to_table(prompts, "prompts"), tmp_path / "in" / "prompts", name="prompts")
+    write_shards(check_table(pl.DataFrame(responses, schema_overrides={"detail": pl.String}).to_arrow(), "responses"),
+                 tmp_path / "in" / "responses", name="responses")
+    c = cfg(inputs=[{"prompts": str(tmp_path / "in" / "prompts"), "responses": str(tmp_path / "in" / "responses")}])
+    run(c, execution(), tmp_path / "curry")
+    pairs = tmp_path / "curry" / "pairs"
+    files = [str(f) for f in curriculum_files(pairs)]
+    assert [Path(f).parent.name for f in files] == ["level=0", "level=1", "level=2"]
+    ds = Dataset.from_parquet(files, cache_dir=str(tmp_path / "hf"))
+    assert ds["level"] == [0] * 8 + [1] * 8 + [2] * 8
+
+    class LevelProbe(DPOTrainer):
+        """Keeps ``level`` through TRL's column pruning so the collator can record it."""
+
+        def _set_signature_columns_if_needed(self):
+            super()._set_signature_columns_if_needed()
+            if "level" not in self._signature_columns:
+                self._signature_columns = [*self._signature_columns, "level"]
+
+    path = resolve_model("tiny")
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), per_device_train_batch_size=4, max_steps=6,
+                     train_sampling_strategy="sequential", learning_rate=1e-4, max_length=128,
+                     logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=0,
+                     dataloader_num_workers=0)
+    trainer = LevelProbe(model=AutoModelForCausalLM.from_pretrained(path), args=args, train_dataset=ds,
+                         processing_class=AutoTokenizer.from_pretrained(path))
+    seen: list[list[int]] = []
+    collate = trainer.data_collator
+
+    def recording(examples):
+        seen.append([e.pop("level") for e in examples])
+        return collate(examples)
+
+    trainer.data_collator = recording
+    trainer.train()
+    assert trainer.state.global_step == 6
+    assert seen[:6] == [[0] * 4, [0] * 4, [1] * 4, [1] * 4, [2] * 4, [2] * 4]
+    assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)

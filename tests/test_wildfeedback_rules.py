@@ -1,0 +1,230 @@
+"""The `rules` detector: every category pinned by hand-written positives and hard negatives, plus quoting,
+negation and thanked-new-task handling, and the hand-labelled real-data fixture (precision/recall)."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from stages.wildfeedback_rules import DSAT_CATEGORIES, PATTERNS, SAT_CATEGORIES, detect
+from tests.wildfeedback_fixture import load_labelled
+
+PREV = "Here is a short overview of the topic you asked about, with three options to choose from."
+
+# category -> (turns that must fire it, hard negatives that must NOT fire it)
+CASES: dict[str, tuple[list[str], list[str]]] = {
+    "Gratitude": (
+        ["Thanks!", "thank you so much, that's it", "Much appreciated.", "thx", "I really appreciate your help."],
+        ["Thanks to the rain the match was cancelled. What sports can I play indoors?",
+         "Write a thank-you note for my aunt", "How do I say thanks in Japanese?"],
+    ),
+    "Learning": (
+        ["Oh wow, I didn't know that.", "That makes sense now.", "Interesting! So the moon causes tides?",
+         "Now I understand how it works.", "Hmm, that's fascinating."],
+        ["Write an interesting story about a cat.", "It makes sense to buy a car?", "Wow me with a poem about tea."],
+    ),
+    "Compliance": (
+        ["I'll try that tonight.", "Let's go with the second option.", "I did that and it worked.", "Go ahead.",
+         "Please do."],
+        ["Go ahead and write me a poem about rain, please make it rhyme.", "I will try to run a marathon, tips?",
+         "Let's talk about dinosaurs."],
+    ),
+    "Praise": (
+        ["Perfect, that's exactly what I needed.", "That's a great idea.", "Not bad at all!", "You're a genius.",
+         "Great points! Which one matters most?", "I love it.",
+         'I like "Flour Power" best.', "Your advice was really helpful.", "those are great", "That's good advice."],
+        ["Is it good to drink coffee at night?", "Write a great opening line for my novel.",
+         "Could you adjust it so I can see if I like it?", "The neighbours were very helpful, what should I get them?",
+         "That's not great."],
+    ),
+    "Personal_Details": (
+        ["I'm so glad, my daughter will love this.", "That reminds me of my grandmother's recipe!",
+         "By the way, I'm a nurse, so this is useful at work."],
+        ["Are you glad to help people?", "Remind me to buy milk.", "My wife asked me about taxes."],
+    ),
+    "Humor": (
+        ["Haha, nice one!", "lol that's hilarious", "That's funny, tell me another.", "😂"],
+        ["Tell me a funny joke about cats.", "Why is this funny to some people?", "Explain the joke in that sentence."],
+    ),
+    "Acknowledgment": (
+        ["Ok.", "Okay, got it.", "ok got it", "Okay so what next?", "Yes, that's fine.", "Exactly.", "Got it, next question: what is a monad?", "No problem.", "That's fine."],
+        ["Oklahoma or Texas, which is bigger?", "That's fine print nobody reads, what does it say?",
+         "Is it okay to eat raw eggs?"],
+    ),
+    "Positive_Closure": (
+        ["Thanks, have a nice day!", "That's all I needed, bye!", "Great, talk to you later."],
+        ["Write a goodbye letter to my team.", "How do I say good night in French?", "What day is it?"],
+    ),
+    "Getting_There": (
+        ["That's better, but still a bit long.", "Better!", "Almost there, just fix the last line.", "We're getting closer."],
+        ["Which is better, tea or coffee?", "It's better to ask a doctor, right?", "Almost 6 million people live there?"],
+    ),
+    "Negative_Feedback": (
+        ["This is useless.", "You're so stupid.", "You're a total idiot.", "Of course you don't know.",
+         "You really don't listen.", "You're not very smart.", "Helpful my ass.", "That's not helpful at all.", "What are you even talking about?",
+         "Are you going to help me or not?", "Well that's disappointing :("],
+        ["Not bad!", "My neighbour is stupid, how do I deal with him?", "Is this a bad time to buy a house?",
+         "Write a horror story where the villain is useless."],
+    ),
+    "Revision": (
+        ["Try again.", "Can you do it again, but shorter?", "I don't like it, give me another one.",
+         "That's too expensive for me.", "No, just the code please.", "I know, but I still want it in Java.", "Instead of a poem, write a limerick."],
+        ["Try to explain photosynthesis.", "Can you write another poem about the sea?",
+         "Thanks! Can you change the topic to history now?"],
+    ),
+    "Factual_Error": (
+        ["That's wrong, Paris is the capital.", "This is not true.", "The code doesn't work.",
+         "How can it be both free and paid?", "Are you sure about that?", "Actually, the war ended in 1945.",
+         "Wrong. It fell in 1989.", "You got the DNS part half wrong.", "Please double-check your facts.",
+         "I can't open the link."],
+        ["What's wrong with my code?", "What went wrong in the French revolution?", "Is it true that cats sleep a lot?", "That's not wrong.",
+         "Nothing wrong with that."],
+    ),
+    "Unrealistic_Expectation": (
+        ["Why can't you just look it up?", "I need you to promise you'll remember this.",
+         "You should know what I mean."],
+        ["Why can't birds swim?", "Promise to write in English.", "Should I know the answer already?"],
+    ),
+    "No_Engagement": (
+        ["Never mind.", "Whatever, just give me the code.", "Stop asking questions and answer."],
+        ["Don't mind me asking, what's a good laptop?", "I asked my boss and he said yes.", "Whatever happened to Pluto?"],
+    ),
+    "Ignored": (
+        ["That's not what I asked.", "You didn't answer my question.", "Like I said, I need it in Python.",
+         "No, you misunderstood me.", "I just wanted a short list.",
+         "You forgot that I'm vegetarian.", "I asked for both columns."],
+        ["What did I ask yesterday?", "I forgot my password, what now?", "Answer my question about tides.", "I wanted to visit Rome, any tips?"],
+    ),
+    "Lower_Quality": (
+        ["This is even worse than before.", "That's barely changed.", "The first version was better.", "Nothing new here, you're repeating yourself."],
+        ["Is smoking worse than vaping?", "Which version of Python is better?", "I feel worse today, any advice?"],
+    ),
+    "Insufficient_Detail": (
+        ["Can you go into more detail?", "That's too vague.", "Could you finish your last sentence?",
+         "I still don't get it.", "Is that all?"],
+        ["Give me more details on hiking in Peru.", "Keep it vague on purpose: write a riddle.", "Finish the race report."],
+    ),
+    "Style": (
+        ["Too long, make it shorter.", "Please make it less formal.", "Put it in a table.",
+         "Explain it in simpler terms.", "Way too wordy.",
+         "Too many emojis, and make it more fun."],
+        ["Write a long story about dragons.", "What is a formal language?", "How do I make a table in Excel?"],
+    ),
+}
+
+
+def run(texts: list[str], prev: str = PREV) -> pl.DataFrame:
+    return detect(pl.DataFrame({"text": texts, "prev": [prev] * len(texts)}))
+
+
+def cats(row: dict) -> set[str]:
+    return set(row["sat_categories"]) | set(row["dsat_categories"])
+
+
+def test_every_category_has_cases_and_patterns():
+    assert set(CASES) == set(SAT_CATEGORIES) | set(DSAT_CATEGORIES) == set(PATTERNS)
+    assert len(SAT_CATEGORIES) == len(DSAT_CATEGORIES) == 9
+
+
+@pytest.mark.parametrize("category", list(CASES))
+def test_category_positives_and_hard_negatives(category):
+    positives, negatives = CASES[category]
+    out = run(positives + negatives).to_dicts()
+    for text, row in zip(positives, out[: len(positives)], strict=True):
+        assert category in cats(row), f"{category} missed: {text!r} -> {row['rationale']}"
+        polarity = "sat" if category in SAT_CATEGORIES else "dsat"
+        assert row[polarity]
+        assert any(r.startswith(f"{category}:") for r in row["rationale"].split("; ")), row["rationale"]
+    for text, row in zip(negatives, out[len(positives):], strict=True):
+        assert category not in cats(row), f"{category} false alarm: {text!r} -> {row['rationale']}"
+
+
+def test_rationale_names_each_pattern_that_fired():
+    row = run(["Thanks, but that's wrong. Try again."]).row(0, named=True)
+    assert row["rationale"].split("; ") == ["Gratitude:thanks", "Revision:try_again", "Factual_Error:that_is_wrong"]
+    assert run(["What is the capital of Peru?"]).row(0, named=True)["rationale"] is None
+
+
+def test_negation_per_category():
+    rows = run(["not bad", "no problem", "not what I asked", "not helpful", "not a problem, thanks",
+                "That didn't help.", "This is not wrong."]).to_dicts()
+    assert rows[0]["sat_categories"] == ["Praise"] and not rows[0]["dsat"]
+    assert rows[1]["sat_categories"] == ["Acknowledgment"] and not rows[1]["dsat"]
+    assert rows[2]["dsat_categories"] == ["Ignored"] and not rows[2]["sat"]
+    assert rows[3]["dsat_categories"] == ["Negative_Feedback"] and not rows[3]["sat"]
+    assert set(rows[4]["sat_categories"]) == {"Gratitude", "Acknowledgment"} and not rows[4]["dsat"]
+    assert rows[5]["dsat_categories"] == ["Negative_Feedback"] and not rows[5]["sat"]
+    assert not rows[6]["sat"] and not rows[6]["dsat"]
+
+
+def test_quoted_and_pasted_text_is_not_feedback():
+    prev = "Sure. This is wrong in most textbooks, but the answer is 42. Let me know if you need more detail."
+    rows = run([
+        "> This is wrong in most textbooks\nWhy do textbooks say otherwise?",
+        'My teacher wrote "this is useless, try again" on my essay. How do I reply?',
+        "This is wrong in most textbooks, but the answer is 42. Where does 42 come from?",
+        "```python\n# that's wrong, try again\nprint(1)\n```\nWhat does this code print?",
+        "Thanks! That is wrong in my textbook too.",
+    ], prev=prev).to_dicts()
+    for row in rows[:4]:
+        assert not row["sat"] and not row["dsat"], row
+    assert rows[4]["sat"] and rows[4]["dsat"]  # own words, not pasted: both signals count
+
+
+def test_thanks_then_new_task_is_gratitude_without_dsat():
+    rows = run([
+        "Thanks! Can you now rewrite my cover letter to be more formal?",
+        "Thank you. Now give me more detail on the history of Rome, in a table.",
+        "Thanks, but can you make it shorter?",
+        "Can you make it shorter? Thanks!",
+    ]).to_dicts()
+    for row in rows[:2]:
+        assert row["sat_categories"] == ["Gratitude"] and not row["dsat"], row
+    assert rows[2]["sat"] and rows[2]["dsat_categories"] == ["Style"]  # contrast keeps the complaint
+    assert rows[3]["dsat_categories"] == ["Style"]  # a complaint closed by thanks is still a complaint
+
+
+def test_sarcastic_thanks_is_not_satisfaction():
+    row = run(["You're useless. Thanks for nothing."]).row(0, named=True)
+    assert not row["sat"] and row["dsat_categories"] == ["Negative_Feedback"]
+
+
+def test_long_pasted_documents_only_their_opening_counts():
+    doc = "Please proofread this. " + "The weather was fine. " * 30 + "That's wrong, try again, you are useless."
+    row = run([doc]).row(0, named=True)
+    assert not row["dsat"]
+
+
+def test_empty_input_keeps_columns():
+    out = detect(pl.DataFrame({"text": [], "prev": []}, schema={"text": pl.String, "prev": pl.String}))
+    assert out.height == 0 and {"sat", "dsat", "sat_categories", "dsat_categories", "rationale"} <= set(out.columns)
+
+
+def _scores(rows: list[dict], out: pl.DataFrame, polarity: str) -> tuple[float, float, int, int, int]:
+    gold = [r[polarity] for r in rows]
+    pred = out[polarity].to_list()
+    tp = sum(g and p for g, p in zip(gold, pred, strict=True))
+    fp = sum(p and not g for g, p in zip(gold, pred, strict=True))
+    fn = sum(g and not p for g, p in zip(gold, pred, strict=True))
+    return tp / max(1, tp + fp), tp / max(1, tp + fn), tp, fp, fn
+
+
+def test_rules_on_hand_labelled_real_turns(real):
+    """OpenAssistant + HH-RLHF feedback turns labelled by hand against the rubric (ambiguous ones excluded).
+
+    ``split: holdout`` rows (130 HH-RLHF turns) were labelled after the patterns were first tuned on the
+    others; their first-look scores are in the README's WildFeedback section. Both splits count here.
+    """
+    rows = [r for r in load_labelled(real) if not r["ambiguous"]]
+    assert len(rows) >= 150
+    assert sum(r["sat"] for r in rows) >= 30 and sum(r["dsat"] for r in rows) >= 30
+    out = detect(pl.DataFrame({"text": [r["text"] for r in rows], "prev": [r["prev"] for r in rows]}))
+    split = [r.get("split", "dev") for r in rows]
+    for polarity in ("sat", "dsat"):
+        for name in ("dev", "holdout"):
+            idx = [i for i, s in enumerate(split) if s == name]
+            p, r, tp, fp, fn = _scores([rows[i] for i in idx], out[idx], polarity)
+            print(f"{polarity.upper()} {name}: precision {p:.3f} recall {r:.3f} (tp {tp}, fp {fp}, fn {fn}, n {len(idx)})")
+        p, r, tp, fp, fn = _scores(rows, out, polarity)
+        print(f"{polarity.upper()} all: precision {p:.3f} recall {r:.3f} (tp {tp}, fp {fp}, fn {fn}, n {len(rows)})")
+        assert p >= 0.8 and r >= 0.6, (polarity, p, r)
