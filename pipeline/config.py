@@ -293,8 +293,9 @@ class DoveRoles(Section):
     judge: LLMOverride
 
 
-class DoveInput(Section):
-    """One scored-response input set: a prompts folder and the responses folder that joins it on prompt_id."""
+class ResponseSet(Section):
+    """A scored-response input set: a prompts shard set and the responses that join it on prompt_id
+    (ingest's rated sources, PUGC's queries + responses, Selfie's prompts + responses)."""
 
     prompts: str
     responses: str
@@ -302,7 +303,7 @@ class DoveInput(Section):
 
 class Dove(Section):
     roles: DoveRoles
-    inputs: list[DoveInput]
+    inputs: list[ResponseSet]
     pairs: str  # folder of labelled pairs (pairs contract) whose prompt+chosen / prompt+rejected become items
     pair_sources: list[str]  # source names selected from ``pairs``; [] reads none
     pairing: Literal["random", "similar"]
@@ -424,15 +425,8 @@ class Wildfeedback(Section):
 # --- curry ---------------------------------------------------------------------------------------
 
 
-class CurryInput(Section):
-    """One input set: a prompts shard set and a responses shard set with scores, joined on prompt_id."""
-
-    prompts: str
-    responses: str
-
-
 class Curry(Section):
-    inputs: list[CurryInput] = Field(min_length=1)
+    inputs: list[ResponseSet] = Field(min_length=1)
     pairing: Literal["best_vs_rest", "all"]
     min_gap: float = Field(ge=0)
     levels: Literal["per_prompt", "quantile"]

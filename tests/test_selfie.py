@@ -105,7 +105,7 @@ class FakeEngine:
         return [LogProb(-self.scale * len(r) + self.offset, len(r.split())) for r in responses]
 
     def choose(self, prompts, options):
-        raise NotImplementedError
+        raise AssertionError("Selfie judges from logprobs, never with choose")
 
 
 def selfie_params(**over) -> Selfie:

@@ -103,7 +103,7 @@ class FakeEngine:
         return out
 
     def logprobs(self, prompts, responses):
-        raise NotImplementedError
+        raise AssertionError("WildFeedback never scores given text with logprobs")
 
 
 def test_select_counts_every_drop_reason():
