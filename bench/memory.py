@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from repro import copy_project  # noqa: E402  (the sibling bench script's fresh-copy helper)
+
 USER = ["How do I {x}?", "Thanks, that worked!", "No, that's wrong, {x} is not right.", "Can you make it shorter?",
         "ok got it", "Now write a poem about {x}."]
 TOPICS = ["sort a list", "bake bread", "tune a guitar", "learn polars", "fix a bike", "plan a trip"]
@@ -41,11 +43,7 @@ def synth(path: Path, n: int, seed: int = 0) -> None:
 
 
 def run_ingest(n: int, tmp: Path) -> tuple[float, float]:
-    repo = tmp / f"p{n}"
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode()
-    for rel in filter(None, files.split("\0")):
-        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, repo / rel)
+    repo = copy_project(tmp / f"p{n}")
     synth(repo / "log.jsonl", n)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["ingest"]["sources"] = [{"name": "log", "kind": "conversations", "path": "log.jsonl", "format": "wildchat",
