@@ -82,30 +82,63 @@ def _open_text(path: Path) -> bytes:
     return data
 
 
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
 def _suffix(path: Path) -> str:
     suffixes = [s for s in path.suffixes if s != ".gz"]
     return suffixes[-1].lower() if suffixes else ""
 
 
+def _lines(f, limit: int | None) -> Iterator[tuple[bytes, int]]:
+    """(line, its length) for every b"\\n"-terminated line of ``f``, newline removed.
+
+    A line longer than ``limit`` is never held whole: its first ``limit + 1`` bytes come back with
+    the full length, and the rest is skipped in 1 MiB steps.
+    """
+    while True:
+        line = f.readline(limit + 1) if limit else f.readline()
+        if not line:
+            return
+        if line.endswith(b"\n"):
+            yield line[:-1], len(line) - 1
+            continue
+        n = len(line)
+        while limit:  # an over-long line (or the file's last line, which has no newline)
+            more = f.readline(1 << 20)
+            if not more:
+                break
+            if more.endswith(b"\n"):
+                n += len(more) - 1
+                break
+            n += len(more)
+        yield line, n
+
+
 def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
-    """JSON lines split on b"\\n" only (U+2028 inside strings is content, not a line break)."""
-    data = _open_text(path)
-    for i, line in enumerate(data.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        preview = line[:500].decode("utf-8", errors="replace")
-        if max_record_bytes and len(line) > max_record_bytes:
-            yield RawRow(str(path), i, error=f"record is {len(line)} bytes, over max_record_bytes={max_record_bytes}", raw=preview)
-            continue
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as e:
-            yield RawRow(str(path), i, error=f"invalid UTF-8 at byte {e.start}", raw=preview)
-            continue
-        try:
-            yield RawRow(str(path), i, value=json.loads(text), raw=preview)
-        except json.JSONDecodeError as e:
-            yield RawRow(str(path), i, error=f"invalid JSON: {e.msg} at column {e.colno}", raw=preview)
+    """JSON lines split on b"\\n" only (U+2028 inside strings is content, not a line break).
+
+    Streams the file: memory holds one line at a time, and never more than ``max_record_bytes`` of it.
+    """
+    with _open_binary(path) as f:
+        for i, (line, size) in enumerate(_lines(f, max_record_bytes), start=1):
+            if not line.strip():
+                continue
+            preview = line[:500].decode("utf-8", errors="replace")
+            if max_record_bytes and size > max_record_bytes:
+                yield RawRow(str(path), i, error=f"record is {size} bytes, over max_record_bytes={max_record_bytes}",
+                             raw=preview)
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield RawRow(str(path), i, error=f"invalid UTF-8 at byte {e.start}", raw=preview)
+                continue
+            try:
+                yield RawRow(str(path), i, value=json.loads(text), raw=preview)
+            except json.JSONDecodeError as e:
+                yield RawRow(str(path), i, error=f"invalid JSON: {e.msg} at column {e.colno}", raw=preview)
 
 
 def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
@@ -125,9 +158,10 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
 
 
 def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
-    text = _open_text(path).decode("utf-8", errors="replace")
-    for i, rec in enumerate(csv.DictReader(_io.StringIO(text, newline="")), start=1):
-        yield RawRow(str(path), i, value=dict(rec), raw=json.dumps(rec, ensure_ascii=False)[:500])
+    """CSV with a header row, streamed record by record (quoted fields may span lines)."""
+    with _open_binary(path) as raw, _io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as f:
+        for i, rec in enumerate(csv.DictReader(f), start=1):
+            yield RawRow(str(path), i, value=dict(rec), raw=json.dumps(rec, ensure_ascii=False)[:500])
 
 
 def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
@@ -208,13 +242,6 @@ def sort_by_id(table: pa.Table, name: str) -> pa.Table:
     return table.take(pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys]))
 
 
-def _rows_per_group(table: pa.Table, target_bytes: int) -> int:
-    if table.num_rows == 0:
-        return 1
-    per_row = max(1, table.nbytes // table.num_rows)
-    return max(1, min(table.num_rows, target_bytes // per_row))
-
-
 def _file_sha256(path: Path) -> str:
     h = sha256()
     with open(path, "rb") as f:
@@ -232,68 +259,241 @@ def package_version() -> str:
         return "0+unknown"
 
 
+PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": True, "write_statistics": True, "store_schema": True}
+
+
 def write_parquet(table: pa.Table, path: Path, row_group_bytes: int = 100 << 20) -> None:
-    pq.write_table(
-        table,
-        path,
-        compression="zstd",
-        row_group_size=_rows_per_group(table, row_group_bytes),
-        use_dictionary=True,
-        write_statistics=True,
-        store_schema=True,
-    )
+    """One Parquet file with the shard options (row groups of about ``row_group_bytes``)."""
+    per_row = max(1, table.nbytes // max(1, table.num_rows))
+    pq.write_table(table, path, row_group_size=max(1, min(table.num_rows, row_group_bytes // per_row)),
+                   **PARQUET_OPTIONS)
 
 
-def write_shards(
-    table: pa.Table,
-    out_dir: str | Path,
-    *,
-    name: str | None = None,
-    fingerprint: str = "",
-    target_shard_bytes: int = 256 << 20,
-    row_group_bytes: int = 100 << 20,
-    prefix: str = "part",
-    sort: bool = True,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+def write_shards(table: pa.Table, out_dir: str | Path, **kwargs: Any) -> dict[str, Any]:
     """Write ``table`` as a deterministic shard set and publish it atomically. Returns the manifest.
 
     ``name`` is a contract in ``records.SCHEMAS``: the table is checked against it and sorted by
     its id columns. Shard count follows the table's in-memory size (``target_shard_bytes``).
+    Keyword arguments are those of ``ShardWriter``.
     """
-    out_dir = Path(out_dir)
-    if name is not None:
-        table = check_table(table, name)
-        if sort:
-            table = sort_by_id(table, name)
-    n_shards = max(1, -(-table.nbytes // target_shard_bytes)) if table.num_rows else 1
-    n_shards = min(n_shards, max(1, table.num_rows))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        files = []
-        bounds = [round(i * table.num_rows / n_shards) for i in range(n_shards + 1)]
-        for i in range(n_shards):
-            fname = f"{prefix}-{i:05d}-of-{n_shards:05d}.parquet"
-            part = table.slice(bounds[i], bounds[i + 1] - bounds[i])
-            write_parquet(part, tmp / fname, row_group_bytes)
-            files.append({"path": fname, "rows": part.num_rows, "sha256": _file_sha256(tmp / fname)})
-        manifest = {
-            "table": name,
-            "rows": table.num_rows,
-            "files": files,
-            "schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in table.schema],
-            "fingerprint": fingerprint,
-            "prefpipe_version": package_version(),
-            **(extra or {}),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return manifest
+    with ShardWriter(out_dir, **kwargs) as writer:
+        writer.write(table)
+    return writer.manifest
+
+
+class ShardWriter:
+    """A shard set written from a stream of tables, in bounded memory, published atomically on close.
+
+    Tables given to ``write`` are checked against the ``name`` contract and buffered; whenever the
+    buffer passes ``spill_bytes`` it is sorted by id and spilled to a temporary run file. ``close``
+    merges the sorted runs (a batched k-way merge that holds a slice of each run) into
+    ``part-i-of-n.parquet`` files and the manifest. The bytes written do not depend on
+    ``spill_bytes``: spilled or not, the output equals a stable sort of everything written, cut into
+    the same shards and row groups, so DVC sees no change when only memory settings change.
+
+        >>> with ShardWriter(out, name="documents", fingerprint=fp) as w:   # doctest: +SKIP
+        ...     for batch in batches:
+        ...         w.write(batch)
+    """
+
+    def __init__(self, out_dir: str | Path, *, name: str | None = None, fingerprint: str = "",
+                 target_shard_bytes: int = 256 << 20, row_group_bytes: int = 100 << 20, prefix: str = "part",
+                 sort: bool = True, extra: dict[str, Any] | None = None, spill_bytes: int = 64 << 20) -> None:
+        self.out_dir = Path(out_dir)
+        self.name, self.fingerprint, self.prefix, self.extra = name, fingerprint, prefix, extra
+        self.target_shard_bytes, self.row_group_bytes, self.spill_bytes = target_shard_bytes, row_group_bytes, spill_bytes
+        self.keys = [k for k in ID_COLUMNS.get(name, [])] if (name is not None and sort) else []
+        self.schema: pa.Schema | None = SCHEMAS[name] if name is not None else None
+        self.rows = self.nbytes = 0
+        self.manifest: dict[str, Any] | None = None
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
+        self._runs: list[Path] = []
+        self._tmp: Path | None = None
+
+    # -- input --
+
+    def write(self, table: pa.Table) -> None:
+        if self.manifest is not None:
+            raise RuntimeError(f"{self.out_dir}: shard set already closed")
+        if self.name is not None:
+            table = check_table(table, self.name)
+        elif self.schema is None:
+            self.schema = table.schema
+        if not table.num_rows:
+            return
+        self.rows += table.num_rows
+        self.nbytes += table.nbytes
+        self._buffer.append(table)
+        self._buffered += table.nbytes
+        if self._buffered >= self.spill_bytes:
+            self._spill()
+
+    def _workdir(self) -> Path:
+        if self._tmp is None:
+            self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = self.out_dir.parent / f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+            (self._tmp / "_runs").mkdir(parents=True)
+        return self._tmp
+
+    def _sorted_buffer(self) -> pa.Table:
+        table = pa.concat_tables(self._buffer) if self._buffer else self.schema.empty_table()
+        self._buffer, self._buffered = [], 0
+        if self.keys and table.num_rows:
+            table = table.take(pc.sort_indices(table, sort_keys=[(k, "ascending") for k in self.keys]))
+        return table
+
+    def _spill(self) -> None:
+        run = self._sorted_buffer()
+        path = self._workdir() / "_runs" / f"run-{len(self._runs):05d}.parquet"
+        per_row = max(1, run.nbytes // max(1, run.num_rows))
+        pq.write_table(run, path, compression="lz4", row_group_size=max(1, (2 << 20) // per_row))
+        self._runs.append(path)
+
+    def _sorted_chunks(self) -> Iterator[pa.Table]:
+        if not self._runs:
+            yield self._sorted_buffer()
+            return
+        if self._buffer:
+            self._spill()
+        if not self.keys:
+            for path in self._runs:
+                yield from (pa.Table.from_batches([b]) for b in pq.ParquetFile(path).iter_batches(batch_size=65_536))
+            return
+        per_row = max(1, self.nbytes // max(1, self.rows))
+        batch_rows = max(64, self.spill_bytes // per_row // len(self._runs))
+        yield from merge_sorted_runs(self._runs, self.keys, batch_rows)
+
+    # -- output --
+
+    def close(self) -> dict[str, Any]:
+        """Write the shards and manifest, rename them into place, and return the manifest."""
+        if self.manifest is not None:
+            return self.manifest
+        if self.schema is None:
+            raise ValueError(f"{self.out_dir}: no rows and no contract name, so the schema is unknown")
+        tmp = self._workdir()
+        try:
+            n_shards = max(1, -(-self.nbytes // self.target_shard_bytes)) if self.rows else 1
+            n_shards = min(n_shards, max(1, self.rows))
+            per_row = max(1, self.nbytes // max(1, self.rows))
+            group_rows = max(1, min(max(1, self.rows), self.row_group_bytes // per_row))
+            bounds = [round(i * self.rows / n_shards) for i in range(n_shards + 1)]
+            names = [f"{self.prefix}-{i:05d}-of-{n_shards:05d}.parquet" for i in range(n_shards)]
+            groups = _regroup(self._sorted_chunks(), bounds, group_rows)
+            files = [_write_shard(tmp / fname, self.schema, groups, bounds[i + 1] - bounds[i], group_rows)
+                     for i, fname in enumerate(names)]
+            shutil.rmtree(tmp / "_runs")
+            self.manifest = {
+                "table": self.name,
+                "rows": self.rows,
+                "files": [{"path": fname, **f} for fname, f in zip(names, files, strict=True)],
+                "schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in self.schema],
+                "fingerprint": self.fingerprint,
+                "prefpipe_version": package_version(),
+                **(self.extra or {}),
+            }
+            (tmp / MANIFEST).write_text(json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
+            replace_dir(tmp, self.out_dir)
+        except BaseException:
+            self.abort()
+            raise
+        return self.manifest
+
+    def abort(self) -> None:
+        """Drop everything written so far; the previous shard set, if any, stays in place."""
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        self._buffer, self._runs = [], []
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _regroup(chunks: Iterator[pa.Table], bounds: list[int], group_rows: int) -> Iterator[pa.Table]:
+    """Re-cut a stream of tables into row groups of ``group_rows`` that never straddle a shard bound."""
+    cuts = sorted({*bounds, *(b for lo, hi in zip(bounds, bounds[1:], strict=False) for b in range(lo, hi, group_rows))})
+    pending: list[pa.Table] = []
+    have, done, i = 0, 0, 1
+    for chunk in chunks:
+        pending.append(chunk)
+        have += chunk.num_rows
+        while i < len(cuts) and done + have >= cuts[i]:
+            table = pa.concat_tables(pending)
+            n = cuts[i] - done
+            yield table.slice(0, n)
+            rest = table.slice(n)
+            pending, have, done, i = [rest], rest.num_rows, cuts[i], i + 1
+
+
+def _write_shard(path: Path, schema: pa.Schema, groups: Iterator[pa.Table], rows: int, group_rows: int) -> dict:
+    written = 0
+    with pq.ParquetWriter(path, schema, **PARQUET_OPTIONS) as w:
+        if rows == 0:
+            w.write_table(schema.empty_table(), row_group_size=1)
+        while written < rows:
+            group = next(groups)
+            w.write_table(group.combine_chunks(), row_group_size=group_rows)
+            written += group.num_rows
+    return {"rows": rows, "sha256": _file_sha256(path)}
+
+
+def merge_sorted_runs(paths: list[Path], keys: list[str], batch_rows: int) -> Iterator[pa.Table]:
+    """Stable k-way merge of Parquet runs, each sorted by ``keys``; memory ~ ``batch_rows`` per run.
+
+    Each step takes the smallest of the runs' last buffered keys as a bound, emits every buffered
+    row up to it (sorted together), and refills the runs it drained. Ties are broken by run, then
+    by position, so the result equals a stable sort of the runs concatenated in order.
+    """
+    tie = ["__run", "__pos"]
+    order = [(k, "ascending") for k in [*keys, *tie]]
+    readers = [pq.ParquetFile(p).iter_batches(batch_size=batch_rows) for p in paths]
+    offsets = [0] * len(paths)
+    buffers: dict[int, pa.Table] = {}
+
+    def refill(i: int) -> None:
+        for batch in readers[i]:
+            if batch.num_rows:
+                n = batch.num_rows
+                buffers[i] = pa.Table.from_batches([batch]).append_column(
+                    "__run", pa.array([i] * n, pa.int64())).append_column(
+                    "__pos", pa.array(range(offsets[i], offsets[i] + n), pa.int64()))
+                offsets[i] += n
+                return
+        buffers.pop(i, None)
+
+    for i in range(len(paths)):
+        refill(i)
+    cols = [*keys, *tie]
+    while buffers:
+        bound = min(tuple(t.column(c)[t.num_rows - 1].as_py() for c in cols) for t in buffers.values())
+        parts = []
+        for i in sorted(buffers):
+            t = buffers[i]
+            n = _count_at_most(t, cols, bound)
+            if n:
+                parts.append(t.slice(0, n))
+            if n == t.num_rows:
+                refill(i)
+            else:
+                buffers[i] = t.slice(n)
+        merged = pa.concat_tables(parts)
+        yield merged.take(pc.sort_indices(merged, sort_keys=order)).drop_columns(tie)
+
+
+def _count_at_most(table: pa.Table, cols: list[str], bound: tuple) -> int:
+    """Rows of ``table`` whose ``cols`` are lexicographically <= ``bound`` (a prefix: the table is sorted)."""
+    mask = pc.less_equal(table.column(cols[-1]), pa.scalar(bound[-1]))
+    for c, b in zip(reversed(cols[:-1]), reversed(bound[:-1]), strict=True):
+        col, value = table.column(c), pa.scalar(b, table.schema.field(c).type)
+        mask = pc.or_(pc.less(col, value), pc.and_(pc.equal(col, value), mask))
+    return pc.sum(mask).as_py() or 0
 
 
 def replace_dir(src: Path, dst: Path) -> None:

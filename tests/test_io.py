@@ -65,16 +65,16 @@ def test_replace_is_atomic_and_a_failed_write_keeps_the_old_set(tmp_path, monkey
     assert read_table(out, "documents").num_rows == 20
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary or old folders left
 
-    real_write = pio.write_parquet
+    real_write = pio._write_shard
     calls = []
 
-    def dies_on_second_file(table, path, row_group_bytes=0):
+    def dies_on_second_file(path, *args):
         calls.append(path)
         if len(calls) == 2:
             raise OSError("disk full")
-        real_write(table, path, row_group_bytes)
+        return real_write(path, *args)
 
-    monkeypatch.setattr(pio, "write_parquet", dies_on_second_file)
+    monkeypatch.setattr(pio, "_write_shard", dies_on_second_file)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(OSError, match="disk full"):
         write_shards(docs(300), out, name="documents", target_shard_bytes=20_000)
@@ -93,6 +93,63 @@ def test_contract_violations_are_named(tmp_path):
     with pytest.raises(SchemaError, match="documents: missing required column 'text'"):
         write_shards(bad, tmp_path / "x", name="documents")
     assert not (tmp_path / "x").exists()
+
+
+def shuffled_docs(n: int, seed: int = 0) -> pa.Table:
+    """Documents in random order, some ids repeated with different text (ties must keep input order)."""
+    import random
+
+    rng = random.Random(seed)
+    ids = [f"d{rng.randrange(n // 2):05d}" for _ in range(n)]
+    return to_table([{"doc_id": d, "text": f"text {i} " * rng.randint(1, 30), "source": "s", "score": float(i)}
+                     for i, d in enumerate(ids)], "documents")
+
+
+@pytest.mark.parametrize("spill_bytes", [1, 5_000, 60_000])
+def test_streamed_writer_spills_and_merges_to_the_same_bytes(tmp_path, spill_bytes):
+    table = shuffled_docs(2000)
+    kw = dict(name="documents", fingerprint="fp", target_shard_bytes=40_000, row_group_bytes=3_000)
+    expected = write_shards(table, tmp_path / "whole", **kw)
+    with pio.ShardWriter(tmp_path / "streamed", spill_bytes=spill_bytes, **kw) as w:
+        for batch in table.to_batches(max_chunksize=97):
+            w.write(pa.Table.from_batches([batch]))
+        assert len(w._runs) > 1  # it really spilled
+    assert w.manifest == expected and len(expected["files"]) > 1
+    for f in [*expected["files"], {"path": "_manifest.json"}]:
+        assert (tmp_path / "streamed" / f["path"]).read_bytes() == (tmp_path / "whole" / f["path"]).read_bytes()
+    assert pq.ParquetFile(tmp_path / "whole" / expected["files"][0]["path"]).metadata.num_row_groups > 1
+    out = read_table(tmp_path / "streamed", "documents").to_pylist()
+    # a stable sort by id: equal ids keep the order they were written in
+    assert out == sorted(table.to_pylist(), key=lambda r: r["doc_id"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["streamed", "whole"]  # runs removed
+
+
+def test_streamed_writer_merges_multi_column_keys(tmp_path):
+    rows = [{"source": s, "row": r, "reason": f"{s}:{r}", "raw": ""} for r in range(300, 0, -1) for s in ("b", "a")]
+    with pio.ShardWriter(tmp_path / "rej", name="rejects", spill_bytes=2_000) as w:
+        for i in range(0, len(rows), 50):
+            w.write(pa.Table.from_pylist(rows[i:i + 50], schema=pio.SCHEMAS["rejects"]))
+    got = [(r["source"], r["row"]) for r in read_table(tmp_path / "rej", "rejects").to_pylist()]
+    assert got == sorted((r["source"], r["row"]) for r in rows)
+
+
+def test_streamed_writer_without_sort_keeps_write_order(tmp_path):
+    table = shuffled_docs(500)
+    with pio.ShardWriter(tmp_path / "o", name="documents", sort=False, spill_bytes=3_000) as w:
+        for batch in table.to_batches(max_chunksize=40):
+            w.write(pa.Table.from_batches([batch]))
+    assert read_table(tmp_path / "o", "documents").to_pylist() == table.to_pylist()
+
+
+def test_a_failure_while_streaming_leaves_the_old_set_and_no_temporaries(tmp_path):
+    write_shards(docs(10), tmp_path / "out", name="documents")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    with pytest.raises(RuntimeError, match="source died"):
+        with pio.ShardWriter(tmp_path / "out", name="documents", spill_bytes=1) as w:
+            w.write(docs(50))
+            raise RuntimeError("source died")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 # --- readers -------------------------------------------------------------------------------------
@@ -118,6 +175,16 @@ def test_jsonl_bad_lines_become_errors_not_crashes(tmp_path):
     assert rows[1].error.startswith("invalid JSON")
     assert rows[2].error == "invalid UTF-8 at byte 0"
     assert rows[3].error == "record is 109 bytes, over max_record_bytes=50"
+
+
+def test_jsonl_streams_long_lines_gzip_and_a_last_line_without_newline(tmp_path):
+    body = b'{"a": 1}\n{"big": "' + b"x" * 5000 + b'"}\n{"a": 2}\n{"a": 3}'
+    for name, data in (("p.jsonl", body), ("p.jsonl.gz", gzip.compress(body))):
+        (tmp_path / name).write_bytes(data)
+        rows = list(iter_records(str(tmp_path / name), max_record_bytes=100))
+        assert [r.value for r in rows] == [{"a": 1}, None, {"a": 2}, {"a": 3}]
+        assert rows[1].error == "record is 5011 bytes, over max_record_bytes=100" and len(rows[1].raw) <= 500
+        assert [r.row for r in rows] == [1, 2, 3, 4]
 
 
 def test_json_array_data_key_and_jsonl_fallback(tmp_path):
