@@ -37,6 +37,9 @@ class Execution(Section):
     num_cpus_per_task: float = Field(gt=0)
     target_shard_bytes: int = Field(gt=0)
     row_group_bytes: int = Field(gt=0)
+    # Rows a streaming shard writer holds before it spills a sorted run to disk: bounds memory
+    # and never changes a byte of output (tested), so ingest does not list it as a DVC parameter.
+    spill_bytes: int = Field(gt=0)
 
 
 class Sampling(Section):

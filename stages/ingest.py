@@ -22,21 +22,25 @@ import json
 import os
 import re
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import xxhash
 from pydantic import ValidationError
 
 from pipeline.adapters import Adapted, BadRecord, Ctx, adapt, finish
 from pipeline.config import Params, Source, fingerprint
-from pipeline.io import HF_PREFIX, StageError, expand_paths, iter_records, write_json_atomic, write_shards
+from pipeline.io import HF_PREFIX, ShardWriter, StageError, expand_paths, iter_records, write_json_atomic
 from pipeline.records import ID_COLUMNS, MODELS, SCHEMAS
 
 TABLES = ("conversations", "documents", "prompts", "responses", "pairs")
 OUT_DIR = Path("data/ingest")
 TOP_REASONS = 5
+CHUNK_ROWS = 2048  # rows per table gathered before they go to the shard writer as one Arrow table
 
 
 class IngestError(StageError):
@@ -45,6 +49,8 @@ class IngestError(StageError):
 
 @dataclass
 class SourceResult:
+    """One source ingested in memory (``ingest_source``): its rows, rejects and metrics."""
+
     name: str
     rows: dict[str, list[dict[str, Any]]]
     rejects: list[dict[str, Any]]
@@ -53,10 +59,14 @@ class SourceResult:
 
 @dataclass
 class _Kept:
+    """One adapted, validated record: its canonical rows by table."""
+
+    n: int
     where: str
     raw: str
     rows: dict[str, list[dict[str, Any]]]
     skipped: Counter = field(default_factory=Counter)
+    facts: dict[str, set[str]] = field(default_factory=dict)
 
 
 # --- steps ---------------------------------------------------------------------------------------
@@ -94,12 +104,13 @@ def validate_rows(adapted: Adapted) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def adapt_source(src: Source, max_record_bytes: int) -> tuple[dict[int, _Kept], list[dict[str, Any]], dict[str, set[str]], int]:
-    """Read and adapt every record of ``src``: (kept records by row, rejects, facts, rows read)."""
+def _reject(src: str, n: int, reason: str, raw: str) -> dict[str, Any]:
+    return {"source": src, "row": n, "reason": reason, "raw": raw}
+
+
+def read_source(src: Source, max_record_bytes: int) -> Iterator[_Kept | dict[str, Any]]:
+    """Every record of ``src`` in input order: adapted and validated (``_Kept``), or a reject row."""
     base = _base_dir(src.path) if not src.path.startswith(HF_PREFIX) else None
-    kept: dict[int, _Kept] = {}
-    rejects: list[dict[str, Any]] = []
-    facts: dict[str, set[str]] = {}
     n = 0
     for raw in iter_records(src.path, max_record_bytes):
         if src.limit is not None and n >= src.limit:
@@ -117,68 +128,132 @@ def adapt_source(src: Source, max_record_bytes: int) -> tuple[dict[int, _Kept], 
             adapted = adapt(raw.value, Ctx.for_source(src, file_rel, raw.row))
             rows = validate_rows(adapted)
         except BadRecord as e:
-            rejects.append({"source": src.name, "row": n, "reason": f"{where}: {e}", "raw": preview})
+            yield _reject(src.name, n, f"{where}: {e}", preview)
             continue
         except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
             # A shape no adapter rule foresaw: quarantine it rather than stop the whole stage.
-            rejects.append({"source": src.name, "row": n, "reason": f"{where}: unexpected record shape "
-                            f"({type(e).__name__}: {e})", "raw": preview})
+            yield _reject(src.name, n, f"{where}: unexpected record shape ({type(e).__name__}: {e})", preview)
             continue
-        for key, values in adapted.facts.items():
-            facts.setdefault(key, set()).update(values)
-        kept[n] = _Kept(where, preview, rows, adapted.skipped)
-    return kept, rejects, facts, n
+        yield _Kept(n, where, preview, rows, adapted.skipped, adapted.facts)
 
 
-def _row_key(table: str, row: dict[str, Any]) -> tuple:
-    return (table, *(row[c] for c in ID_COLUMNS[table]))
+class Duplicates:
+    """Ids seen so far in one source, kept compact so a long log fits: 64-bit hashes of the id and content.
 
+    ``admit`` drops a record's rows that repeat an earlier row exactly (Arena-Hard repeats the question
+    in every model's answer file) and returns a reason when a row reuses an earlier id with other
+    content (the record is then rejected and its rows are not remembered). Two different ids or
+    contents sharing a 64-bit hash is about a 1-in-10^7 event at 10^6 rows.
+    """
 
-def drop_duplicates(src: str, kept: dict[int, _Kept]) -> tuple[list[dict[str, Any]], Counter]:
-    """Drop repeated identical rows; reject a record whose row reuses an earlier id with other content."""
-    seen: dict[tuple, tuple[int, dict[str, Any]]] = {}
-    rejects, skipped = [], Counter()
-    for n in sorted(kept):
-        rec = kept[n]
-        clash = None
-        for table, rows in rec.rows.items():
-            for row in rows:
-                prior = seen.get(_row_key(table, row))
-                if prior is not None and prior[1] != row:
-                    clash = f"{table} id {_row_key(table, row)[1:]} already produced by row {prior[0]} with different content"
-                    break
-            if clash:
-                break
-        if clash:
-            rejects.append({"source": src, "row": n, "reason": f"{rec.where}: duplicate: {clash}", "raw": rec.raw})
-            del kept[n]
-            continue
-        for table in list(rec.rows):
+    def __init__(self) -> None:
+        self.seen: dict[int, int] = {}  # hash(table, id) -> hash(content) << 40 | record number
+
+    @staticmethod
+    def _key(table: str, row: dict[str, Any]) -> int:
+        return xxhash.xxh64_intdigest("\x1f".join([table, *(str(row[c]) for c in ID_COLUMNS[table])]).encode())
+
+    @staticmethod
+    def _content(row: dict[str, Any]) -> int:
+        return xxhash.xxh64_intdigest(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode())
+
+    def admit(self, rec: _Kept) -> str | None:
+        hashed = {t: [(self._key(t, r), self._content(r)) for r in rows] for t, rows in rec.rows.items()}
+        for table, pairs in hashed.items():
+            for row, (key, content) in zip(rec.rows[table], pairs, strict=True):
+                prior = self.seen.get(key)
+                if prior is not None and prior >> 40 != content:
+                    ids = tuple(row[c] for c in ID_COLUMNS[table])
+                    return f"{table} id {ids} already produced by row {prior & ((1 << 40) - 1)} with different content"
+        for table, pairs in hashed.items():
             unique = []
-            for row in rec.rows[table]:
-                key = _row_key(table, row)
-                if key in seen:
-                    skipped[f"{table} row identical to an earlier one"] += 1
+            for row, (key, content) in zip(rec.rows[table], pairs, strict=True):
+                if key in self.seen:
+                    rec.skipped[f"{table} row identical to an earlier one"] += 1
                 else:
-                    seen[key] = (n, row)
+                    self.seen[key] = content << 40 | rec.n
                     unique.append(row)
             rec.rows[table] = unique
-    return rejects, skipped
+        return None
 
 
-def drop_orphans(src: str, kept: dict[int, _Kept]) -> list[dict[str, Any]]:
-    """Reject records whose responses answer a prompt this source does not contain."""
-    prompt_ids = {r["prompt_id"] for rec in kept.values() for r in rec.rows.get("prompts", [])}
-    rejects = []
-    for n in sorted(kept):
-        rec = kept[n]
-        missing = sorted({r["prompt_id"] for r in rec.rows.get("responses", [])} - prompt_ids)
-        if missing:
-            rejects.append({"source": src, "row": n, "raw": rec.raw,
-                            "reason": f"{rec.where}: response to a prompt not in this source (prompt_id {missing[0]}; "
-                                      "e.g. an answer whose question is missing)"})
-            del kept[n]
-    return rejects
+def survey_rated(src: Source, max_record_bytes: int) -> tuple[set[str], dict[str, set[str]]]:
+    """First pass over a ``rated`` source: the prompt ids its records provide, and cross-record facts.
+
+    A response may come before its prompt (OASST trees, Stack Exchange answers), so orphans and the
+    accepted answer are only known once the whole source is read; reading it twice keeps memory to
+    these id sets instead of every row.
+    """
+    dups, prompt_ids, facts = Duplicates(), set(), {}
+    for rec in read_source(src, max_record_bytes):
+        if isinstance(rec, _Kept):
+            for key, values in rec.facts.items():
+                facts.setdefault(key, set()).update(values)
+            if dups.admit(rec) is None:
+                prompt_ids.update(r["prompt_id"] for r in rec.rows.get("prompts", []))
+    return prompt_ids, facts
+
+
+def orphan_reason(rec: _Kept, prompt_ids: set[str]) -> str | None:
+    """Why a record answers a prompt this source does not contain, or None."""
+    missing = sorted({r["prompt_id"] for r in rec.rows.get("responses", [])} - prompt_ids)
+    if missing:
+        return (f"response to a prompt not in this source (prompt_id {missing[0]}; "
+                "e.g. an answer whose question is missing)")
+    return None
+
+
+RowSink = Callable[[str, list[dict[str, Any]]], None]
+
+
+def stream_source(src: Source, max_record_bytes: int, emit: RowSink) -> dict[str, Any]:
+    """Ingest one source record by record, handing canonical rows (and ``"rejects"`` rows) to ``emit``.
+
+    1. duplicates (``Duplicates``); 2. orphans (kind ``rated``); 3. cross-record facts (the accepted
+    Stack Exchange answer). Returns the source's metrics; memory holds the id hashes, not the rows.
+    """
+    prompt_ids, facts = survey_rated(src, max_record_bytes) if src.kind == "rated" else (None, {})
+    dups = Duplicates()
+    n_in = accepted = 0
+    outputs, skipped, reasons = Counter(), Counter(), Counter()
+    for rec in read_source(src, max_record_bytes):
+        n_in += 1
+        if isinstance(rec, _Kept):
+            clash = dups.admit(rec)
+            reason = f"duplicate: {clash}" if clash else (orphan_reason(rec, prompt_ids) if prompt_ids is not None else None)
+            if reason is None:
+                finish(src.format, rec.rows, facts)
+                for table, rows in rec.rows.items():
+                    if rows:
+                        emit(table, rows)
+                        outputs[table] += len(rows)
+                skipped.update(rec.skipped)
+                accepted += 1
+                continue
+            rec = _reject(src.name, rec.n, f"{rec.where}: {reason}", rec.raw)
+        emit("rejects", [rec])
+        reasons[reason_key(rec["reason"])] += 1
+    rejected = n_in - accepted
+    return {
+        "kind": src.kind,
+        "format": src.format,
+        "rows_in": n_in,
+        "accepted": accepted,
+        "rejected": rejected,
+        "reject_fraction": round(rejected / n_in, 6) if n_in else 0.0,
+        "outputs": {t: outputs[t] for t in TABLES if outputs[t]},
+        "skipped": dict(sorted(skipped.items())),
+        "top_reasons": [[r, c] for r, c in sorted(reasons.items(), key=lambda x: (-x[1], x[0]))[:TOP_REASONS]],
+    }
+
+
+def ingest_source(src: Source, max_record_bytes: int) -> SourceResult:
+    """One source ingested in memory: what ``stream_source`` emits, collected (for tests and notebooks)."""
+    rows: dict[str, list[dict[str, Any]]] = {t: [] for t in (*TABLES, "rejects")}
+    metrics = stream_source(src, max_record_bytes, lambda table, batch: rows[table].extend(batch))
+    rejects = sorted(rows.pop("rejects"), key=lambda r: r["row"])
+    assert metrics["rejected"] == len(rejects), metrics
+    return SourceResult(src.name, rows, rejects, metrics)
 
 
 def reason_key(reason: str) -> str:
@@ -191,35 +266,6 @@ def reason_key(reason: str) -> str:
     return re.sub(r"\d+", "N", reason)
 
 
-def ingest_source(src: Source, max_record_bytes: int) -> SourceResult:
-    kept, rejects, facts, n_in = adapt_source(src, max_record_bytes)
-    dup_rejects, skipped = drop_duplicates(src.name, kept)
-    rejects += dup_rejects
-    if src.kind == "rated":
-        rejects += drop_orphans(src.name, kept)
-    rows: dict[str, list[dict[str, Any]]] = {t: [] for t in TABLES}
-    for n in sorted(kept):
-        for table, table_rows in kept[n].rows.items():
-            rows[table].extend(table_rows)
-        skipped.update(kept[n].skipped)
-    finish(src.format, rows, facts)
-    rejects.sort(key=lambda r: r["row"])
-    reasons = Counter(reason_key(r["reason"]) for r in rejects)
-    metrics = {
-        "kind": src.kind,
-        "format": src.format,
-        "rows_in": n_in,
-        "accepted": len(kept),
-        "rejected": len(rejects),
-        "reject_fraction": round(len(rejects) / n_in, 6) if n_in else 0.0,
-        "outputs": {t: len(r) for t, r in rows.items() if r},
-        "skipped": dict(sorted(skipped.items())),
-        "top_reasons": [[reason, count] for reason, count in sorted(reasons.items(), key=lambda x: (-x[1], x[0]))[:TOP_REASONS]],
-    }
-    assert metrics["rows_in"] == metrics["accepted"] + metrics["rejected"], metrics
-    return SourceResult(src.name, rows, rejects, metrics)
-
-
 def check_sources_exist(sources: list[Source]) -> None:
     """Fail before any work when a local source path matches nothing."""
     for src in sources:
@@ -227,15 +273,14 @@ def check_sources_exist(sources: list[Source]) -> None:
             expand_paths(src.path)
 
 
-def over_threshold(results: list[SourceResult], max_fraction: float) -> str | None:
-    bad = [r for r in results if r.metrics["reject_fraction"] > max_fraction]
+def over_threshold(metrics: dict[str, dict[str, Any]], max_fraction: float) -> str | None:
+    bad = {name: m for name, m in metrics.items() if m["reject_fraction"] > max_fraction}
     if not bad:
         return None
     lines = [f"ingest: {len(bad)} source(s) rejected more than max_reject_fraction={max_fraction} of their rows "
              "(see data/ingest/rejects and data/ingest/metrics.json):"]
-    for r in bad:
-        m = r.metrics
-        lines.append(f"  source {r.name!r}: {m['rejected']} of {m['rows_in']} rows rejected; top reasons:")
+    for name, m in bad.items():
+        lines.append(f"  source {name!r}: {m['rejected']} of {m['rows_in']} rows rejected; top reasons:")
         lines += [f"    {count} x {reason}" for reason, count in m["top_reasons"]]
     lines.append("Fix the input or its `format`/`mapping` in params.yaml, or raise ingest.max_reject_fraction.")
     return "\n".join(lines)
@@ -244,37 +289,57 @@ def over_threshold(results: list[SourceResult], max_fraction: float) -> str | No
 # --- stage ---------------------------------------------------------------------------------------
 
 
+class _Tables:
+    """One streaming shard writer per output table; rows arrive in small batches and are flushed in chunks."""
+
+    def __init__(self, out_dir: Path, stack: ExitStack, **sizes: int) -> None:
+        self.writers = {t: stack.enter_context(ShardWriter(out_dir / t, name=t, **sizes)) for t in (*TABLES, "rejects")}
+        self.pending: dict[str, list[dict[str, Any]]] = {t: [] for t in self.writers}
+
+    def __call__(self, table: str, rows: list[dict[str, Any]]) -> None:
+        self.pending[table].extend(rows)
+        if len(self.pending[table]) >= CHUNK_ROWS:
+            self.flush(table)
+
+    def flush(self, table: str) -> None:
+        if self.pending[table]:
+            self.writers[table].write(pa.Table.from_pylist(self.pending[table], schema=SCHEMAS[table]))
+            self.pending[table] = []
+
+
 def run(params: Params, out_dir: str | Path = OUT_DIR) -> dict[str, Any]:
-    """Ingest every source into ``out_dir``; returns the metrics written to ``metrics.json``."""
+    """Ingest every source into ``out_dir``; returns the metrics written to ``metrics.json``.
+
+    Sources are streamed record by record into one ``ShardWriter`` per table, which spills sorted
+    runs past ``execution.spill_bytes``: memory stays bounded by that and the id hashes of one source.
+    """
     cfg, ex = params.ingest, params.execution
     out_dir = Path(out_dir)
     check_sources_exist(cfg.sources)
-    results = [ingest_source(src, cfg.max_record_bytes) for src in cfg.sources]
-    # A table depends on the sources that feed it alone; the two guards only quarantine or fail, which
-    # rejects/ and metrics.json record. So a guard change, or a change to a source of another table, leaves
-    # a table byte-identical and DVC reruns nothing that reads only it.
-    fp = fingerprint({"sources": [s.model_dump(mode="json") for s in cfg.sources]})
-    sizes = {"target_shard_bytes": ex.target_shard_bytes, "row_group_bytes": ex.row_group_bytes}
-    for table in TABLES:
-        feeding = [(s, r) for s, r in zip(cfg.sources, results, strict=True) if r.rows[table]]
-        rows = [row for _, r in feeding for row in r.rows[table]]
-        table_fp = fingerprint({"sources": [s.model_dump(mode="json") for s, _ in feeding]})
-        write_shards(pa.Table.from_pylist(rows, schema=SCHEMAS[table]), out_dir / table, name=table,
-                     fingerprint=table_fp, **sizes)
-    rejects = [row for r in results for row in r.rejects]
-    write_shards(pa.Table.from_pylist(rejects, schema=SCHEMAS["rejects"]), out_dir / "rejects", name="rejects",
-                 fingerprint=fp, **sizes)
+    sizes = {"target_shard_bytes": ex.target_shard_bytes, "row_group_bytes": ex.row_group_bytes,
+             "spill_bytes": ex.spill_bytes}
+    with ExitStack() as stack:
+        tables = _Tables(out_dir, stack, **sizes)
+        per_source = {src.name: stream_source(src, cfg.max_record_bytes, tables) for src in cfg.sources}
+        # A table depends on the sources that feed it alone; the two guards only quarantine or fail, which
+        # rejects/ and metrics.json record. So a guard change, or a change to a source of another table,
+        # leaves a table byte-identical and DVC reruns nothing that reads only it.
+        for table, writer in tables.writers.items():
+            tables.flush(table)
+            feeding = cfg.sources if table == "rejects" else [
+                s for s in cfg.sources if per_source[s.name]["outputs"].get(table)]
+            writer.fingerprint = fingerprint({"sources": [s.model_dump(mode="json") for s in feeding]})
     metrics = {
-        "sources": {r.name: r.metrics for r in results},
+        "sources": per_source,
         "totals": {
-            "rows_in": sum(r.metrics["rows_in"] for r in results),
-            "accepted": sum(r.metrics["accepted"] for r in results),
-            "rejected": sum(r.metrics["rejected"] for r in results),
-            **{t: sum(len(r.rows[t]) for r in results) for t in TABLES},
+            "rows_in": sum(m["rows_in"] for m in per_source.values()),
+            "accepted": sum(m["accepted"] for m in per_source.values()),
+            "rejected": sum(m["rejected"] for m in per_source.values()),
+            **{t: sum(m["outputs"].get(t, 0) for m in per_source.values()) for t in TABLES},
         },
     }
     write_json_atomic(metrics, out_dir / "metrics.json")
-    failure = over_threshold(results, cfg.max_reject_fraction)
+    failure = over_threshold(per_source, cfg.max_reject_fraction)
     if failure:
         raise IngestError(failure)
     return metrics

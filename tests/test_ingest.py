@@ -60,6 +60,19 @@ def test_same_input_gives_byte_identical_output(params, at_root, tmp_path):
             assert (tmp_path / "a" / table / name).read_bytes() == (tmp_path / "b" / table / name).read_bytes()
 
 
+def test_spilling_to_disk_changes_no_byte(params, at_root, tmp_path):
+    """A tiny spill_bytes forces every table through sorted runs and the k-way merge."""
+    run(params, tmp_path / "memory")
+    data = params.model_dump()
+    data["execution"]["spill_bytes"] = 1
+    run(Params.model_validate(data), tmp_path / "spilled")
+    for table in (*TABLES, "rejects", "metrics.json"):
+        a, b = tmp_path / "memory" / table, tmp_path / "spilled" / table
+        files = sorted(p.name for p in a.iterdir()) if a.is_dir() else [""]
+        for name in files:
+            assert (a / name).read_bytes() == (b / name).read_bytes(), (table, name)
+
+
 def _bad_chats(path: Path) -> dict[int, str]:
     """A file of one good and many bad lines; returns line number -> expected reason fragment."""
     good = {"conversation_id": "ok", "conversation": [{"role": "user", "content": "hi"},

@@ -286,7 +286,7 @@ def test_engine_inside_ray_actors(ray_cluster):
     table = pa.table({"text": [f"question {i}" for i in range(10)]})
     execution = Execution(
         backend="ray", batch_size=4, checkpoint_rows=100, max_reject_fraction=0.1, ray_address=None,
-        num_cpus_per_task=1, target_shard_bytes=1 << 20, row_group_bytes=1 << 20,
+        num_cpus_per_task=1, target_shard_bytes=1 << 20, row_group_bytes=1 << 20, spill_bytes=1 << 20,
     )
     out = map_batches(table, score_batch, execution=execution, engine=CFG.model_copy(update={"batch_size": 4}))
     local = score_batch(table, get_engine(CFG))
