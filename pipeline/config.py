@@ -422,6 +422,9 @@ class Wildfeedback(Section):
     sat_pairs: bool  # SAT turn as chosen vs a policy sample the judge finds worse
     checklist_judge: bool  # generated pairs must win the checklist judge in both orders
     judge_natural_revisions: bool  # also put natural revision pairs through the judge
+    # Conversations per partition: every step runs on one partition at a time, so memory is bounded
+    # by a partition, not the log. Rule signals and natural revisions do not depend on it.
+    partition_conversations: int = Field(gt=0)
     roles: WildfeedbackRoles
 
 

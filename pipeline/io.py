@@ -346,8 +346,10 @@ class ShardWriter:
     def _spill(self) -> None:
         run = self._sorted_buffer()
         path = self._workdir() / "_runs" / f"run-{len(self._runs):05d}.parquet"
+        # Small row groups: the merge holds one decoded group per run, so this bounds its read buffers.
         per_row = max(1, run.nbytes // max(1, run.num_rows))
-        pq.write_table(run, path, compression="lz4", row_group_size=max(1, (2 << 20) // per_row))
+        group = max(64 << 10, self.spill_bytes // 64)
+        pq.write_table(run, path, compression="lz4", row_group_size=max(1, group // per_row))
         self._runs.append(path)
 
     def _sorted_chunks(self) -> Iterator[pa.Table]:

@@ -3,8 +3,10 @@
     select -> feedback turns -> signals (rules | llm | rules+llm) -> preference summaries -> pairs -> checklist judge
 
 Steps are small pure functions over polars frames / Arrow tables; the model steps take an ``engine``
-and run through ``map_batches``. The cheap path (select + rules) streams the input shard set batch by
-batch, so memory stays bounded by one batch plus the conversations that carry a signal::
+and run through ``map_batches``. The input shard set is streamed batch by batch (select + rules drop
+every conversation without a signal at once) and processed in partitions of
+``partition_conversations``: every step works per conversation, so memory is bounded by one
+partition, and the outputs stream into their shard sets::
 
     >>> import polars as pl
     >>> conv = pl.DataFrame({"conversation_id": ["c1"], "source": ["s"], "messages": [[
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -34,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 import pipeline
 from pipeline.config import Params, Sampling, Wildfeedback, fingerprint, resolve_role
 from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
-from pipeline.io import iter_batches, write_json_atomic, write_shards
+from pipeline.io import ShardWriter, iter_batches, write_json_atomic
 from pipeline.llm.base import GenerationFailure
 from pipeline.records import SCHEMAS, check_table
 from stages.wildfeedback_rules import DSAT_CATEGORIES, SAT_CATEGORIES, detect
@@ -45,6 +48,13 @@ IN = Path("data/ingest/conversations")
 OUT = Path("data/wildfeedback")
 CHECKPOINTS = CHECKPOINT_ROOT / "wildfeedback"
 PROMPTS = Path(pipeline.__file__).parent / "prompts"
+
+
+def output_fingerprint(params: Params) -> str:
+    """The params the outputs depend on (in lineage and manifests), less the partition size: rule
+    signals and natural revisions do not depend on it (tested), nor do model answers from an engine
+    that answers each prompt on its own (greedy, or vLLM's per-request seeds). Checkpoints include it."""
+    return fingerprint(params.wildfeedback.model_dump(mode="json", exclude={"partition_conversations"}), params.llm)
 
 
 def template(name: str) -> str:
@@ -253,22 +263,33 @@ def category_counts(signals: pl.DataFrame) -> dict[str, dict[str, int]]:
 # --- driver ---------------------------------------------------------------------------------------
 
 
-def read_scanned(cfg: Wildfeedback, batch_rows: int) -> tuple[pl.DataFrame, pl.DataFrame, Counter]:
-    """Stream the conversations shard set: rule verdicts for every turn, conversations worth keeping."""
-    turns, convs, counts = [], [], Counter()
-    for batch in iter_batches(IN, batch_size=batch_rows):
-        t, c, n = scan(pl.from_arrow(pa.Table.from_batches([batch])), cfg)
+def scanned_partitions(path: Path, cfg: Wildfeedback, batch_rows: int,
+                       size: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame, Counter]]:
+    """Stream the conversations shard set, scanning batch by batch, in partitions of about ``size``
+    conversations: (turns with rule verdicts, conversations worth keeping, counts) per partition.
+
+    The shard set is sorted by conversation_id, so a partition is an id range and the same input
+    always splits the same way; an empty input still gives one (empty) partition.
+    """
+    turns, convs, counts, n, done = [], [], Counter(), 0, False
+    for batch in iter_batches(path, batch_size=min(batch_rows, size)):
+        t, c, k = scan(pl.from_arrow(pa.Table.from_batches([batch])), cfg)
         turns.append(t)
         convs.append(c)
-        counts.update(n)
-    if not turns:
-        empty = pl.from_arrow(SCHEMAS["conversations"].empty_table())
-        t, c, _ = scan(empty, cfg)
-        return t, c, counts
-    return pl.concat(turns), pl.concat(convs), counts
+        counts.update(k)
+        n += batch.num_rows
+        if n >= size:
+            yield pl.concat(turns), pl.concat(convs), counts
+            turns, convs, counts, n, done = [], [], Counter(), 0, True
+    if turns:
+        yield pl.concat(turns), pl.concat(convs), counts
+    elif not done:
+        t, c, _ = scan(pl.from_arrow(SCHEMAS["conversations"].empty_table()), cfg)
+        yield t, c, Counter()
 
 
-def run_detector(turns: pl.DataFrame, convs: pl.DataFrame, params: Params) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+def run_detector(turns: pl.DataFrame, convs: pl.DataFrame, params: Params,
+                 ckpt_root: Path = CHECKPOINTS) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     cfg = params.wildfeedback
     role = resolve_role(params.llm, cfg.roles.detector)
     send = turns.filter(pl.col("to_model"))
@@ -276,7 +297,7 @@ def run_detector(turns: pl.DataFrame, convs: pl.DataFrame, params: Params) -> tu
     if send.height:
         table = with_context(send, convs, cfg.context_messages).select(
             "conversation_id", "user_turn", "text", "prev", "context").to_arrow()
-        ck = Checkpoint(CHECKPOINTS / "detect", fingerprint(cfg, role, {"step": "detect"}))
+        ck = Checkpoint(ckpt_root / "detect", fingerprint(cfg, role, {"step": "detect"}))
         out = map_batches(table, llm_detect, execution=params.execution, engine=role, checkpoint=ck, desc="detect",
                           fn_kwargs={"sampling": role.sampling, "prompt": template("detect"),
                                      "max_chars": cfg.max_message_chars})
@@ -299,23 +320,14 @@ def run_detector(turns: pl.DataFrame, convs: pl.DataFrame, params: Params) -> tu
     return signals, failed, stats
 
 
-def main(params: Params) -> None:
+def run_partition(turns: pl.DataFrame, convs: pl.DataFrame, counts: Counter, params: Params, ckpt_root: Path):
+    """Every step after the scan on one partition of conversations: (signals, pairs, rejects, metrics)."""
     from stages.wildfeedback_pairs import build_pairs
 
     cfg = params.wildfeedback
-    turns, convs, counts = read_scanned(cfg, params.execution.batch_size)
-    signals, failed, det_stats = run_detector(turns, convs, params)
+    signals, failed, det_stats = run_detector(turns, convs, params, ckpt_root)
     rules_only = turns.filter(pl.col("sat") | pl.col("dsat"))
-    signals_table = check_table(signals.to_arrow(), "signals")
-    fp = fingerprint(cfg, params.llm)
-    write_shards(signals_table, OUT / "signals", name="signals", fingerprint=fp,
-                 target_shard_bytes=params.execution.target_shard_bytes, row_group_bytes=params.execution.row_group_bytes)
-
-    pairs, rejects, pair_stats = build_pairs(signals, convs, params, failed)
-    write_shards(pairs, OUT / "pairs", name="pairs", fingerprint=fp,
-                 target_shard_bytes=params.execution.target_shard_bytes, row_group_bytes=params.execution.row_group_bytes)
-    write_shards(rejects, OUT / "rejects", name="rejects", fingerprint=fp)
-
+    pairs, rejects, pair_stats = build_pairs(signals, convs, params, failed, ckpt_root)
     positive = signals.filter(pl.col("sat") | pl.col("dsat"))
     metrics = {
         "detector": cfg.detector,
@@ -334,6 +346,51 @@ def main(params: Params) -> None:
         "model_detector": det_stats,
         **pair_stats,
     }
+    return check_table(signals.to_arrow(), "signals"), pairs, rejects, metrics
+
+
+def add_metrics(a: dict, b: dict) -> dict:
+    """Two partitions' metrics as one: counts add up, keys from either side are kept.
+
+    >>> add_metrics({"n": 1, "by": {"x": 2}, "detector": "rules"}, {"n": 2, "by": {"y": 1}, "detector": "rules"})
+    {'n': 3, 'by': {'x': 2, 'y': 1}, 'detector': 'rules'}
+    """
+    out = dict(a)
+    for key, value in b.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict):
+            out[key] = add_metrics(out[key], value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = out[key] + value
+    return out
+
+
+def main(params: Params) -> None:
+    """Partition by partition (``wildfeedback.partition_conversations``), streamed into the shard sets.
+
+    Every step works per conversation, so a partition holds everything its pairs need; memory is
+    bounded by one partition whatever the log's size.
+    """
+    cfg, ex = params.wildfeedback, params.execution
+    fp = output_fingerprint(params)
+    sizes = {"target_shard_bytes": ex.target_shard_bytes, "row_group_bytes": ex.row_group_bytes,
+             "spill_bytes": ex.spill_bytes, "fingerprint": fp}
+    metrics: dict = {}
+    with (ShardWriter(OUT / "signals", name="signals", **sizes) as signals_out,
+          ShardWriter(OUT / "pairs", name="pairs", **sizes) as pairs_out,
+          ShardWriter(OUT / "rejects", name="rejects", **sizes) as rejects_out):
+        parts = scanned_partitions(IN, cfg, ex.batch_size, cfg.partition_conversations)
+        for i, (turns, convs, counts) in enumerate(parts):
+            signals, pairs, rejects, part = run_partition(turns, convs, counts, params, CHECKPOINTS / f"part-{i:05d}")
+            signals_out.write(signals)
+            pairs_out.write(pairs)
+            rejects_out.write(rejects)
+            metrics = add_metrics(metrics, part)
+            log.info("wildfeedback: partition %d: %d conversations, %d pairs", i, part["conversations"]["in"],
+                     pairs.num_rows)
+    metrics["partitions"] = i + 1
     write_json_atomic(metrics, OUT / "metrics.json")
-    log.info("wildfeedback: %d signals, %d pairs", positive.height, pairs.num_rows)
-    print(json.dumps({"signals": positive.height, "pairs": pairs.num_rows}))
+    n_signals, n_pairs = metrics["signals"]["turns_with_signal"], metrics["pairs"]["out"]
+    log.info("wildfeedback: %d signals, %d pairs", n_signals, n_pairs)
+    print(json.dumps({"signals": n_signals, "pairs": n_pairs}))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -34,7 +35,7 @@ from pipeline.config import LLM, Params, Sampling, fingerprint, resolve_role
 from pipeline.execute import Checkpoint, map_batches
 from pipeline.llm.base import GenerationFailure
 from pipeline.records import Pair, empty_table, stable_id, to_table
-from stages.wildfeedback import CHECKPOINTS, render, template
+from stages.wildfeedback import CHECKPOINTS, output_fingerprint, render, template
 
 METHOD = "wildfeedback"
 
@@ -161,8 +162,8 @@ def natural_revisions(signals: pl.DataFrame, convs: pl.DataFrame) -> pl.DataFram
 # --- driver ---------------------------------------------------------------------------------------
 
 
-def _run(table: pa.Table, fn, params: Params, role: LLM, step: str, **kwargs) -> pl.DataFrame:
-    ck = Checkpoint(CHECKPOINTS / step, fingerprint(params.wildfeedback, role, {"step": step}))
+def _run(table: pa.Table, fn, params: Params, role: LLM, step: str, ckpt_root: Path, **kwargs) -> pl.DataFrame:
+    ck = Checkpoint(ckpt_root / step, fingerprint(params.wildfeedback, role, {"step": step}))
     out = map_batches(table, fn, execution=params.execution, engine=role, checkpoint=ck, desc=step, fn_kwargs=kwargs)
     ck.clear()
     return pl.from_arrow(out)
@@ -192,11 +193,13 @@ def _reject(source: str, turn: int, conversation_id: str, reason: str) -> dict:
 
 
 def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params,
-                failed_turns: pl.DataFrame) -> tuple[pa.Table, pa.Table, dict]:
-    """All pair kinds, validated; returns (pairs table, rejects table, metrics)."""
+                failed_turns: pl.DataFrame, ckpt_root: Path = CHECKPOINTS) -> tuple[pa.Table, pa.Table, dict]:
+    """All pair kinds, validated; returns (pairs table, rejects table, metrics).
+
+    Model steps keep resumable checkpoints under ``ckpt_root`` (one folder per partition)."""
     cfg = params.wildfeedback
     roles = {k: resolve_role(params.llm, getattr(cfg.roles, k)) for k in ("summarizer", "expert", "policy", "judge")}
-    fp = fingerprint(cfg, params.llm)
+    fp = output_fingerprint(params)
     drops, counts = Counter(), Counter()
     rejects = [_reject(r["source"], r["user_turn"], r["conversation_id"], f"detect: {r['m_error']}")
                for r in failed_turns.to_dicts()]
@@ -207,7 +210,7 @@ def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params,
         counts["natural_revision"] = nat.height
         if cfg.judge_natural_revisions and cfg.checklist_judge and nat.height:
             counts["judged"] += nat.height
-            nat, lost = _judged(nat, params, roles["judge"])
+            nat, lost = _judged(nat, params, roles["judge"], ckpt_root)
             drops["natural_revision_lost_in_judge"] += lost
         pair_rows += _pair_rows(nat, "natural_revision", {}, fp)
 
@@ -215,7 +218,7 @@ def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params,
     counts["summaries_attempted"] = cands.height
     if cands.height:
         s = roles["summarizer"]
-        summ = _run(cands.to_arrow(), summarize, params, s, "summarize", sampling=s.sampling,
+        summ = _run(cands.to_arrow(), summarize, params, s, "summarize", ckpt_root, sampling=s.sampling,
                     prompt=template("summarize"), context_messages=cfg.context_messages,
                     max_chars=cfg.max_message_chars)
         summ = summ.with_columns(drop_reason().alias("_drop"))
@@ -225,9 +228,10 @@ def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params,
                     for r in summ.filter(pl.col("_drop") == "summary_failed").to_dicts()]
         kept = summ.filter(pl.col("_drop").is_null()).drop("_drop", "error", "reasonable", "safe")
         counts["summaries_kept"] = kept.height
-        pair_rows += _generated(kept.filter(pl.col("polarity") == "dsat"), "generated", params, roles, drops, counts, fp)
-        if cfg.sat_pairs:
-            pair_rows += _generated(kept.filter(pl.col("polarity") == "sat"), "sat", params, roles, drops, counts, fp)
+        for kind, polarity in (("generated", "dsat"), ("sat", "sat")):
+            if kind == "generated" or cfg.sat_pairs:
+                pair_rows += _generated(kept.filter(pl.col("polarity") == polarity), kind, params, roles, drops,
+                                        counts, fp, ckpt_root)
 
     valid = []
     for row in pair_rows:
@@ -250,11 +254,11 @@ def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params,
     return pairs, to_table(rejects, "rejects") if rejects else empty_table("rejects"), stats
 
 
-def _judged(df: pl.DataFrame, params: Params, role: LLM) -> tuple[pl.DataFrame, int]:
+def _judged(df: pl.DataFrame, params: Params, role: LLM, ckpt_root: Path) -> tuple[pl.DataFrame, int]:
     """Keep rows whose chosen wins the checklist judge in both orders; confidence = mean P(chosen)."""
     cfg = params.wildfeedback
     table = df.select("prompt", "chosen", "rejected", "preference").to_arrow()
-    out = _run(table, judge, params, role, "judge", prompt=template("judge"),
+    out = _run(table, judge, params, role, "judge", ckpt_root, prompt=template("judge"),
                context_messages=cfg.context_messages, max_chars=cfg.max_message_chars)
     df = df.with_columns(out["p_chosen_first"], out["p_chosen_second"]).with_columns(
         ((pl.col("p_chosen_first") + pl.col("p_chosen_second")) / 2).alias("confidence"))
@@ -263,7 +267,7 @@ def _judged(df: pl.DataFrame, params: Params, role: LLM) -> tuple[pl.DataFrame, 
 
 
 def _generated(kept: pl.DataFrame, kind: str, params: Params, roles: dict[str, LLM], drops: Counter,
-               counts: Counter, fp: str) -> list[dict]:
+               counts: Counter, fp: str, ckpt_root: Path) -> list[dict]:
     """DSAT: chosen generated with the preference. SAT: rejected sampled from the policy without it."""
     cfg = params.wildfeedback
     if kept.height == 0:
@@ -271,7 +275,7 @@ def _generated(kept: pl.DataFrame, kind: str, params: Params, roles: dict[str, L
     counts[kind] += kept.height
     role_name, system = (cfg.chosen_by, template("chosen_system")) if kind == "generated" else ("policy", None)
     role = roles[role_name]
-    gen = _run(kept.select("prompt", "preference").to_arrow(), respond, params, role, f"respond_{kind}",
+    gen = _run(kept.select("prompt", "preference").to_arrow(), respond, params, role, f"respond_{kind}", ckpt_root,
                sampling=role.sampling, system=system)
     df = kept.with_columns(gen["generated"])
     if kind == "generated":
@@ -283,7 +287,7 @@ def _generated(kept: pl.DataFrame, kind: str, params: Params, roles: dict[str, L
     df = df.filter(~empty).with_columns(confidence=pl.lit(None, dtype=pl.Float64))
     if cfg.checklist_judge and df.height:
         counts["judged"] += df.height
-        df, lost = _judged(df, params, roles["judge"])
+        df, lost = _judged(df, params, roles["judge"], ckpt_root)
         drops[f"{kind}_lost_in_judge"] += lost
     models = {role_name: role.model, "summarizer": roles["summarizer"].model}
     if cfg.checklist_judge:

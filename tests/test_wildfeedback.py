@@ -206,6 +206,22 @@ def test_stage_end_to_end_with_a_fair_judge(tmp_path, monkeypatch):
     assert m["signals"]["dsat_categories"]["Factual_Error"] == 2
 
 
+def test_partitions_bound_memory_without_changing_the_output(tmp_path, monkeypatch):
+    """Two conversations per partition (4 partitions, each through every model step) = one partition."""
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "parts").mkdir()
+    whole = _run_stage(tmp_path / "whole", monkeypatch, FakeEngine(), recall_sample=0.3)
+    parts = _run_stage(tmp_path / "parts", monkeypatch, FakeEngine(), recall_sample=0.3, partition_conversations=2)
+    assert (whole[3].pop("partitions"), parts[3].pop("partitions")) == (1, 4)
+    assert parts[3] == whole[3] and whole[3]["pairs"]["out"] == 3
+    for a, b in zip(whole[:3], parts[:3], strict=True):
+        assert a.equals(b)
+    for table in ("signals", "pairs", "rejects"):
+        out = Path("data/wildfeedback") / table
+        for f in sorted((tmp_path / "whole" / out).iterdir()):
+            assert f.read_bytes() == (tmp_path / "parts" / out / f.name).read_bytes(), f
+
+
 def test_position_biased_judge_keeps_no_generated_pair(tmp_path, monkeypatch):
     _, pairs, _, m = _run_stage(tmp_path, monkeypatch, FakeEngine(judge_bias="always_a"), detector="rules")
     kinds = [json.loads(r)["kind"] for r in pairs.column("lineage").to_pylist()]
