@@ -298,11 +298,19 @@ class ShardWriter:
 
     def __init__(self, out_dir: str | Path, *, name: str | None = None, fingerprint: str = "",
                  target_shard_bytes: int = 256 << 20, row_group_bytes: int = 100 << 20, prefix: str = "part",
-                 sort: bool = True, extra: dict[str, Any] | None = None, spill_bytes: int = 64 << 20) -> None:
+                 sort: bool = True, extra: dict[str, Any] | None = None, spill_bytes: int = 64 << 20,
+                 order_column: str | None = None, row_group_rows: int | None = None,
+                 write_manifest: bool = True) -> None:
+        """``order_column``: an integer column, not part of the contract, that rows are sorted by instead
+        of their ids and that is left out of the files. ``row_group_rows`` caps rows per row group.
+        ``write_manifest=False`` leaves ``_manifest.json`` out of the folder (the caller records it)."""
         self.out_dir = Path(out_dir)
         self.name, self.fingerprint, self.prefix, self.extra = name, fingerprint, prefix, extra
         self.target_shard_bytes, self.row_group_bytes, self.spill_bytes = target_shard_bytes, row_group_bytes, spill_bytes
+        self.order_column, self.row_group_rows, self.write_manifest = order_column, row_group_rows, write_manifest
         self.keys = [k for k in ID_COLUMNS.get(name, [])] if (name is not None and sort) else []
+        if order_column is not None:
+            self.keys = [order_column]
         self.schema: pa.Schema | None = SCHEMAS[name] if name is not None else None
         self.rows = self.nbytes = 0
         self.manifest: dict[str, Any] | None = None
@@ -316,6 +324,10 @@ class ShardWriter:
     def write(self, table: pa.Table) -> None:
         if self.manifest is not None:
             raise RuntimeError(f"{self.out_dir}: shard set already closed")
+        order = None
+        if self.order_column is not None:
+            order = table.column(self.order_column).cast(pa.int64())
+            table = table.drop_columns([self.order_column])
         if self.name is not None:
             table = check_table(table, self.name)
         elif self.schema is None:
@@ -323,7 +335,9 @@ class ShardWriter:
         if not table.num_rows:
             return
         self.rows += table.num_rows
-        self.nbytes += table.nbytes
+        self.nbytes += table.nbytes  # of the rows as written: the order column is not
+        if order is not None:
+            table = table.append_column(self.order_column, order)
         self._buffer.append(table)
         self._buffered += table.nbytes
         if self._buffered >= self.spill_bytes:
@@ -337,10 +351,16 @@ class ShardWriter:
         return self._tmp
 
     def _sorted_buffer(self) -> pa.Table:
-        table = pa.concat_tables(self._buffer) if self._buffer else self.schema.empty_table()
+        table = pa.concat_tables(self._buffer) if self._buffer else self._empty()
         self._buffer, self._buffered = [], 0
         if self.keys and table.num_rows:
             table = table.take(pc.sort_indices(table, sort_keys=[(k, "ascending") for k in self.keys]))
+        return table
+
+    def _empty(self) -> pa.Table:
+        table = self.schema.empty_table()
+        if self.order_column is not None:
+            table = table.append_column(self.order_column, pa.array([], pa.int64()))
         return table
 
     def _spill(self) -> None:
@@ -379,10 +399,13 @@ class ShardWriter:
             n_shards = max(1, -(-self.nbytes // self.target_shard_bytes)) if self.rows else 1
             n_shards = min(n_shards, max(1, self.rows))
             per_row = max(1, self.nbytes // max(1, self.rows))
-            group_rows = max(1, min(max(1, self.rows), self.row_group_bytes // per_row))
+            group_rows = max(1, min(max(1, self.rows), self.row_group_bytes // per_row, self.row_group_rows or self.rows))
             bounds = [round(i * self.rows / n_shards) for i in range(n_shards + 1)]
             names = [f"{self.prefix}-{i:05d}-of-{n_shards:05d}.parquet" for i in range(n_shards)]
-            groups = _regroup(self._sorted_chunks(), bounds, group_rows)
+            chunks = self._sorted_chunks()
+            if self.order_column is not None:
+                chunks = (c.drop_columns([self.order_column]) for c in chunks)
+            groups = _regroup(chunks, bounds, group_rows)
             files = [_write_shard(tmp / fname, self.schema, groups, bounds[i + 1] - bounds[i], group_rows)
                      for i, fname in enumerate(names)]
             shutil.rmtree(tmp / "_runs")
@@ -395,7 +418,8 @@ class ShardWriter:
                 "prefpipe_version": package_version(),
                 **(self.extra or {}),
             }
-            (tmp / MANIFEST).write_text(json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
+            if self.write_manifest:
+                (tmp / MANIFEST).write_text(json.dumps(self.manifest, indent=2, sort_keys=True) + "\n")
             replace_dir(tmp, self.out_dir)
         except BaseException:
             self.abort()

@@ -16,13 +16,21 @@
 7. write ``data/release/<config>/<split>-0000i-of-0000N.parquet`` (configs: each method, plus ``all``
    for the conditional pairs), ``_manifest.json``, the card ``README.md``, ``stats.json`` (DVC metrics),
    ``plots/`` (CSV for DVC plots, ``summary.png``) and ``removed.jsonl`` (every dropped pair and why).
+
+Memory stays bounded by streaming in two passes (``build_release``): the first reads every method's
+pairs batch by batch, redacts them and keeps only ids, scores, lineage, prompt keys, text hashes and one
+MinHash signature per distinct prompt; steps 3-6 decide on those; the second pass reads and redacts
+the pairs again and streams the kept ones into one ``ShardWriter`` per config and split.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +44,7 @@ from pipeline import hub
 from pipeline.config import Export, Params, fingerprint
 from pipeline.io import (
     MANIFEST,
+    ShardWriter,
     SourceError,
     StageError,
     _file_sha256,
@@ -75,48 +84,54 @@ def _level_order(p: Path) -> tuple[int, int, str]:
     return (0, int(m.group(1)), "") if m else (1, 0, p.name)
 
 
-def read_pairs_tree(path: Path, name: str) -> pa.Table:
-    """A shard set, or a folder of shard sets (``level=0/``, ``level=1/``...) read recursively in level order.
-
-    A ``level=N`` folder fills ``level`` where its rows leave it null.
-    """
-    tables = [read_table(path, name)] if shard_files(path) else []
+def iter_pairs_tree(path: Path, name: str, batch_rows: int = 65_536) -> Iterator[pa.Table]:
+    """A shard set, or a folder of shard sets (``level=0/``, ``level=1/``...) streamed in level order,
+    each batch checked against the ``name`` contract. A ``level=N`` folder fills ``level`` where its
+    rows leave it null."""
+    if not path.exists():
+        raise SourceError(f"{path}: not found; run the stage that writes it first (`dvc repro`)")
+    for f in shard_files(path):
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
+            yield check_table(pa.Table.from_batches([batch]), name)
     subdirs = sorted((d for d in path.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))), key=_level_order)
     for sub in subdirs:
-        t = read_pairs_tree(sub, name)
         m = _LEVEL_DIR.match(sub.name)
-        if m and "level" in t.column_names and t.num_rows:
-            level = pc.fill_null(t.column("level"), int(m.group(1)))
-            t = t.set_column(t.schema.get_field_index("level"), "level", level)
-        tables.append(t)
-    if not tables:
-        return SCHEMAS[name].empty_table()
-    return pa.concat_tables(tables)
+        for t in iter_pairs_tree(sub, name, batch_rows):
+            if m and "level" in t.column_names and t.num_rows:
+                level = pc.fill_null(t.column("level"), int(m.group(1)))
+                t = t.set_column(t.schema.get_field_index("level"), "level", level)
+            yield t
 
 
-def merge(root: Path, methods: list[str]) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, str], dict[str, int]]:
-    """(conditional pairs, joint pairs, skipped method -> reason, input rows per method)."""
-    pairs, joint, skipped, inputs = [], [], {}, {}
+def read_pairs_tree(path: Path, name: str) -> pa.Table:
+    """``iter_pairs_tree`` as one table."""
+    tables = list(iter_pairs_tree(path, name))
+    return pa.concat_tables(tables) if tables else SCHEMAS[name].empty_table()
+
+
+def method_inputs(root: Path, methods: list[str]) -> tuple[dict[str, Path], dict[str, str]]:
+    """(method -> its pairs folder, for those present; skipped method -> reason)."""
+    found, skipped = {}, {}
     for method in CONDITIONAL + JOINT:
         if method not in methods and method_dir(root, method).is_dir():
             skipped[method] = "present but not listed in export.methods"
     for method in methods:
         path = method_dir(root, method)
-        if not path.is_dir():
+        if path.is_dir():
+            found[method] = path
+        else:
             skipped[method] = f"{path.relative_to(root)} not found (stage not run or not merged yet)"
-            continue
-        name = "joint_pairs" if method in JOINT else "pairs"
-        try:
-            table = read_pairs_tree(path, name)
-        except (SourceError, ValueError) as e:
-            raise ExportError(f"{path}: cannot read the {method} pairs ({e}); rerun `dvc repro {method}`") from e
-        inputs[method] = table.num_rows
-        df = pl.from_arrow(table).with_columns(pl.lit(method).alias("_config"))
-        (joint if method in JOINT else pairs).append(df)
-    empty = {n: pl.from_arrow(SCHEMAS[n].empty_table()).with_columns(pl.lit("").alias("_config")) for n in SCHEMAS}
-    p = pl.concat(pairs, how="vertical_relaxed") if pairs else empty["pairs"]
-    j = pl.concat(joint, how="vertical_relaxed") if joint else empty["joint_pairs"]
-    return p, j, skipped, inputs
+    return found, skipped
+
+
+def method_batches(method: str, path: Path, batch_rows: int) -> Iterator[pl.DataFrame]:
+    """A method's pairs, batch by batch, with ``_config``; an unreadable folder names itself and the fix."""
+    name = "joint_pairs" if method in JOINT else "pairs"
+    try:
+        for table in iter_pairs_tree(path, name, batch_rows):
+            yield pl.from_arrow(table).with_columns(pl.lit(method).alias("_config"))
+    except (SourceError, ValueError) as e:
+        raise ExportError(f"{path}: cannot read the {method} pairs ({e}); rerun `dvc repro {method}`") from e
 
 
 # --- 2. redact -----------------------------------------------------------------------------------
@@ -157,10 +172,14 @@ def _drops(df: pl.DataFrame, reason: str, detail: pl.Expr | None = None) -> pl.D
     )
 
 
-def drop_identical(df: pl.DataFrame, sides: list[tuple[str, str]]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Rows whose chosen side equals the rejected side on every (chosen, rejected) column pair go."""
-    same = pl.all_horizontal([text_of(a).str.strip_chars() == text_of(b).str.strip_chars() for a, b in sides])
-    return df.filter(~same), _drops(df.filter(same), "identical")
+def identical(sides: list[tuple[str, str]]) -> pl.Expr:
+    """True where the chosen side equals the rejected side on every (chosen, rejected) column pair."""
+    return pl.all_horizontal([text_of(a).str.strip_chars() == text_of(b).str.strip_chars() for a, b in sides])
+
+
+def drop_identical(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows flagged ``_same`` (``identical``, computed while scanning) go."""
+    return df.filter(~pl.col("_same")).drop("_same"), _drops(df.filter(pl.col("_same")), "identical")
 
 
 # --- 4. de-duplicate -----------------------------------------------------------------------------
@@ -172,26 +191,61 @@ def with_prompt_key(df: pl.DataFrame, col: str, key: str) -> pl.DataFrame:
     return df.with_columns(pl.Series(key, stable_hash64(norm), dtype=pl.UInt64))
 
 
+def text_hash(col: str) -> pl.Expr:
+    """A uint64 per row standing for the text of a message-list column (for equality tests)."""
+    return text_of(col).map_batches(lambda s: pl.Series(stable_hash64(s), dtype=pl.UInt64), return_dtype=pl.UInt64)
+
+
+class Signatures:
+    """MinHash signatures of distinct normalised prompts, computed once per prompt key while scanning.
+
+    Memory is ``num_perm`` x 8 bytes per distinct prompt, not the prompt texts.
+    """
+
+    def __init__(self, shingle: int, num_perm: int) -> None:
+        self.shingle, self.num_perm = shingle, num_perm
+        self.index: dict[int, int] = {}
+        self.blocks: list[np.ndarray] = []
+
+    def add(self, keys: pl.Series, texts: pl.Series) -> None:
+        new = pl.DataFrame({"k": keys, "t": texts}).unique("k", keep="first", maintain_order=True)
+        new = new.filter(~pl.col("k").is_in(list(self.index)) if self.index else pl.lit(True))
+        if new.height == 0:
+            return
+        start = len(self.index)
+        self.index.update((int(k), start + i) for i, k in enumerate(new["k"]))
+        self.blocks.append(minhash(ngram_hashes(new["t"], self.shingle), new.height, self.num_perm))
+
+    def matrix(self, keys: pl.Series) -> np.ndarray:
+        if len(self.blocks) > 1:
+            self.blocks = [np.concatenate(self.blocks)]
+        if not self.blocks:
+            return np.zeros((0, self.num_perm), dtype=np.uint64)
+        return self.blocks[0][[self.index[int(k)] for k in keys]]
+
+
 def _best_first(methods: list[str]) -> list[pl.Expr]:
     rank = pl.col("_config").replace_strict(methods, list(range(len(methods))), default=len(methods))
     return [pl.col("confidence").fill_nan(None).fill_null(float("-inf")).alias("_c"), rank.alias("_rank")]
 
 
-def dedup_pairs(df: pl.DataFrame, methods: list[str], shingle: int, num_perm: int, bands: int,
+def dedup_pairs(df: pl.DataFrame, methods: list[str], signatures: Signatures, bands: int,
                 near_threshold: float) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Drop identical pairs, then keep one (method, prompt) per exact/near-duplicate prompt cluster."""
+    """Drop identical pairs, then keep one (method, prompt) per exact/near-duplicate prompt cluster.
+
+    ``df`` holds ``_key`` (prompt) and ``_ch``/``_rh`` (chosen/rejected text hashes), not the texts."""
     if df.height == 0:
         return df, _drops(df, "duplicate_pair")
     df = df.with_columns(*_best_first(methods))
     order = [pl.col("_c"), pl.col("_rank"), pl.col("pair_id")]
     ranked = df.sort(order, descending=[True, False, False])
-    pair_key = ["_config", "_key", text_of("chosen"), text_of("rejected")]
+    pair_key = ["_config", "_key", "_ch", "_rh"]
     is_first = ranked.select(pl.struct(pair_key).is_first_distinct())[:, 0]
     kept, dup_pairs = ranked.filter(is_first), _drops(ranked.filter(~is_first), "duplicate_pair")
 
     # prompt clusters: one node per distinct prompt; MinHash + LSH join near-duplicate nodes
-    nodes = kept.group_by("_key").agg(pl.col("_text").first()).sort("_key")
-    sig = minhash(ngram_hashes(nodes["_text"], shingle), nodes.height, num_perm)
+    nodes = kept.select(pl.col("_key").unique().sort())
+    sig = signatures.matrix(nodes["_key"])
     labels = near_duplicate_groups(sig, bands, near_threshold)
     cluster = nodes.select("_key", pl.Series("_cluster", nodes["_key"].to_numpy()[labels]))
     units = (
@@ -212,14 +266,14 @@ def dedup_pairs(df: pl.DataFrame, methods: list[str], shingle: int, num_perm: in
         _drops(lost.filter(pl.col("_key") == pl.col("_win_key")), "duplicate_prompt_exact", detail),
         _drops(lost.filter(pl.col("_key") != pl.col("_win_key")), "duplicate_prompt_near", detail),
     ])
-    return kept.filter(win).drop("_c", "_rank", "_cluster", "_win_config", "_win_key"), drops
+    return kept.filter(win).drop("_c", "_rank", "_cluster", "_win_config", "_win_key", "_ch", "_rh"), drops
 
 
 def dedup_joint(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """DOVE rows repeating all four columns: keep the most confident (then the smallest pair_id)."""
     if df.height == 0:
         return df, _drops(df, "duplicate_pair")
-    key = [text_of(c) for c in ("chosen_prompt", "chosen", "rejected_prompt", "rejected")]
+    key = ["_key_c", "_ch", "_key_r", "_rh", "_cph", "_rph"]
     ranked = df.sort([pl.col("confidence").fill_nan(None).fill_null(float("-inf")), "pair_id"], descending=[True, False])
     f = ranked.select(pl.struct(key).is_first_distinct())[:, 0]
     return ranked.filter(f), _drops(ranked.filter(~f), "duplicate_pair")
@@ -341,43 +395,78 @@ def split_joint(df: pl.DataFrame, fraction: float, salt: str) -> tuple[pl.DataFr
 # --- 7. write ------------------------------------------------------------------------------------
 
 
-def write_split(table: pa.Table, folder: Path, split: str, cfg: Export) -> list[dict[str, Any]]:
-    """``<split>-0000i-of-0000N.parquet`` files, row groups capped by rows and bytes for the Hub viewer."""
-    n_shards = max(1, -(-table.nbytes // cfg.shard_bytes))
-    n_shards = min(n_shards, max(1, table.num_rows))
-    bounds = [round(i * table.num_rows / n_shards) for i in range(n_shards + 1)]
-    per_row = max(1, table.nbytes // max(1, table.num_rows))
-    group_rows = max(1, min(cfg.row_group_rows, cfg.row_group_bytes // per_row))
-    files = []
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n_shards):
-        name = f"{split}-{i:05d}-of-{n_shards:05d}.parquet"
-        part = table.slice(bounds[i], bounds[i + 1] - bounds[i])
-        pq.write_table(part, folder / name, compression="zstd", row_group_size=group_rows, use_dictionary=True,
-                       write_statistics=True, store_schema=True)
-        files.append({"path": f"{folder.name}/{name}", "rows": part.num_rows, "sha256": _file_sha256(folder / name)})
-    return files
+SORT = {"pairs": ["level", "pair_id"], "joint_pairs": ["pair_id"]}
 
 
-def to_contract(df: pl.DataFrame, name: str) -> pa.Table:
-    cols = SCHEMAS[name].names
-    sort = ["level", "pair_id"] if name == "pairs" else ["pair_id"]
-    return check_table(df.sort(sort, nulls_last=True).select(cols).to_arrow(), name)
+def release_order(kept: pl.DataFrame, name: str, configs: list[str]) -> pl.DataFrame:
+    """Each kept row's position in every file set it goes to: ``_order_<config>`` per config it is in.
 
-
-def release_tables(pairs: pl.DataFrame, joint: pl.DataFrame, methods: list[str]) -> dict[str, dict[str, pa.Table]]:
-    """config -> split -> table (only splits with rows); ``all`` holds every conditional pair."""
-    out: dict[str, dict[str, pa.Table]] = {}
-    for config in ["all"] + [m for m in methods if m in CONDITIONAL] + [m for m in methods if m in JOINT]:
-        name = "joint_pairs" if config in JOINT else "pairs"
-        src = joint if config in JOINT else pairs
-        if config != "all":
-            src = src.filter(pl.col("_config") == config)
-        elif not any(m in CONDITIONAL for m in methods):
-            continue
-        splits = {s: to_contract(src.filter(pl.col("_split") == s), name) for s in ("train", "test")}
-        out[config] = {s: t for s, t in splits.items() if t.num_rows}
+    A file set is sorted like the contract's ids (pairs: ``level`` then ``pair_id``, nulls last) within
+    its split; ``all`` holds every conditional pair.
+    """
+    out = kept.select("pair_id", "_config", "_split", *(["level"] if name == "pairs" else []))
+    for config in configs:
+        rows = out.filter(pl.lit(True) if config == "all" else pl.col("_config") == config)
+        ranked = rows.sort(["_split", *SORT[name]], nulls_last=True).with_columns(
+            pl.int_range(pl.len()).over("_split").alias(f"_order_{config}"))
+        out = out.join(ranked.select("pair_id", "_config", f"_order_{config}"), on=["pair_id", "_config"], how="left")
     return out
+
+
+def row_counts(order: pl.DataFrame, configs: list[str]) -> dict[str, dict[str, int]]:
+    """config -> split -> rows (only splits with rows)."""
+    out = {}
+    for c in configs:
+        n = order.filter(pl.col(f"_order_{c}").is_not_null()).group_by("_split").len()
+        counts = dict(n.iter_rows())
+        out[c] = {s: int(counts[s]) for s in ("train", "test") if counts.get(s)}
+    return out
+
+
+class ReleaseWriter:
+    """One streaming ``ShardWriter`` per (config, split) with rows; files ``<split>-0000i-of-0000N.parquet``
+    with row groups capped by rows and bytes for the Hub viewer, no per-folder manifest."""
+
+    def __init__(self, tmp: Path, cfg: Export, counts: dict[str, dict[str, int]], spill_bytes: int) -> None:
+        self.tmp = tmp
+        self.writers: dict[tuple[str, str], ShardWriter] = {}
+        for config, splits in counts.items():
+            name = "joint_pairs" if config in JOINT else "pairs"
+            for split in splits:
+                self.writers[config, split] = ShardWriter(
+                    tmp / f".{config}-{split}", name=name, prefix=split, order_column="_order",
+                    target_shard_bytes=cfg.shard_bytes, row_group_bytes=cfg.row_group_bytes,
+                    row_group_rows=cfg.row_group_rows, spill_bytes=spill_bytes, write_manifest=False)
+
+    def write(self, df: pl.DataFrame, name: str) -> None:
+        """Route one redacted batch (with ``_split`` and ``_order_<config>`` columns) to its writers."""
+        for (config, split), writer in self.writers.items():
+            col = f"_order_{config}"
+            if col not in df.columns:
+                continue
+            rows = df.filter((pl.col("_split") == split) & pl.col(col).is_not_null())
+            if rows.height:
+                writer.write(rows.select(*SCHEMAS[name].names, pl.col(col).alias("_order")).to_arrow())
+
+    def close(self) -> list[dict[str, Any]]:
+        """Close every writer, move its files into ``<config>/`` and return the manifest's file entries."""
+        files = []
+        for config in CONDITIONAL + ["all"] + JOINT:  # every config folder exists (DVC outs), empty when unused
+            (self.tmp / config).mkdir()
+            for split in ("train", "test"):
+                writer = self.writers.get((config, split))
+                if writer is None:
+                    continue
+                manifest = writer.close()
+                for f in manifest["files"]:
+                    os.rename(writer.out_dir / f["path"], self.tmp / config / f["path"])
+                    files.append({**f, "path": f"{config}/{f['path']}"})
+                writer.out_dir.rmdir()
+        return files
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            writer.abort()
 
 
 # --- stats and plots -----------------------------------------------------------------------------
@@ -400,8 +489,9 @@ def _histogram(df: pl.DataFrame, col: str, bins: int, lo: float | None, hi: floa
     return rows
 
 
-def build_stats(pairs: pl.DataFrame, joint: pl.DataFrame, tables: dict, drops: pl.DataFrame, pii: dict[str, int],
-                inputs: dict[str, int], skipped: dict[str, str], evals: dict[str, dict]) -> dict[str, Any]:
+def build_stats(pairs: pl.DataFrame, joint: pl.DataFrame, rows: dict[str, dict[str, int]], drops: pl.DataFrame,
+                pii: dict[str, int], inputs: dict[str, int], skipped: dict[str, str],
+                evals: dict[str, dict]) -> dict[str, Any]:
     levels = (pairs.filter(pl.col("level").is_not_null()).group_by("_config", "level").len().sort("_config", "level"))
     by_level: dict[str, dict[str, int]] = {}
     for r in levels.iter_rows(named=True):
@@ -413,8 +503,8 @@ def build_stats(pairs: pl.DataFrame, joint: pl.DataFrame, tables: dict, drops: p
     decon = drops.filter(pl.col("reason") == "contaminated").with_columns(
         pl.col("detail").str.json_path_match("$.eval_set").alias("eval_set")).group_by("eval_set").len()
     return {
-        "rows": {c: {s: t.num_rows for s, t in splits.items()} for c, splits in tables.items()},
-        "total": sum(t.num_rows for c, splits in tables.items() if c != "all" for t in splits.values()),
+        "rows": rows,
+        "total": sum(n for c, splits in rows.items() if c != "all" for n in splits.values()),
         "methods": {m: {"input": inputs[m], "output": out_rows.get(m, 0)} for m in inputs},
         "levels": by_level,
         "drops": {r["reason"]: r["len"] for r in dropped.iter_rows(named=True)},
@@ -432,7 +522,7 @@ def signal_categories(root: Path) -> list[dict[str, Any]]:
     path = root / SIGNALS_DIR
     if not path.is_dir():
         return []
-    s = pl.from_arrow(read_table(path, "signals"))
+    s = pl.from_arrow(read_table(path, columns=["sat_categories", "dsat_categories"]))  # not the texts
     rows = []
     for kind, col in (("SAT", "sat_categories"), ("DSAT", "dsat_categories")):
         counts = s.select(pl.col(col).explode().drop_nulls()).group_by(col).len().sort(col)
@@ -484,68 +574,135 @@ def write_png(path: Path, stats: dict, plots: dict[str, list]) -> None:
 # --- the stage -----------------------------------------------------------------------------------
 
 
-def build_release(cfg: Export, root: Path, out_dir: Path, fp: str) -> dict[str, Any]:
-    """Run every step and publish ``out_dir`` atomically. Returns stats.json's content."""
-    pairs, joint, skipped, inputs = merge(root, cfg.methods)
-    for m, why in skipped.items():
-        log.warning("export: skipping %s: %s", m, why)
-    pairs, pii_p = redact_messages(pairs, ["prompt", "chosen", "rejected"], cfg.pii_kinds)
-    joint, pii_j = redact_messages(joint, ["chosen_prompt", "chosen", "rejected_prompt", "rejected"], cfg.pii_kinds)
-    pii = {k: pii_p.get(k, 0) + pii_j.get(k, 0) for k in cfg.pii_kinds}
+PAIR_SIDES = ["prompt", "chosen", "rejected"]
+JOINT_SIDES = ["chosen_prompt", "chosen", "rejected_prompt", "rejected"]
+LIGHT = ["pair_id", "_config", "confidence", "lineage"]
 
+
+def redacted(df: pl.DataFrame, method: str, kinds: list[str]) -> tuple[pl.DataFrame, dict[str, int]]:
+    return redact_messages(df, JOINT_SIDES if method in JOINT else PAIR_SIDES, kinds)
+
+
+def light_pairs(df: pl.DataFrame) -> pl.DataFrame:
+    """What the decisions need of a redacted batch of pairs: ids, scores, prompt key, text hashes."""
+    df = with_prompt_key(df, "prompt", "_key")
+    return df.select(*LIGHT, "level", "margin", identical([("chosen", "rejected")]).alias("_same"),
+                     "_key", text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"))
+
+
+def light_joint(df: pl.DataFrame) -> pl.DataFrame:
+    df = with_prompt_key(with_prompt_key(df, "chosen_prompt", "_key_c"), "rejected_prompt", "_key_r")
+    same = identical([("chosen_prompt", "rejected_prompt"), ("chosen", "rejected")])
+    return df.select(*LIGHT, same.alias("_same"), "_key_c", "_key_r",
+                     text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"),
+                     text_hash("chosen_prompt").alias("_cph"), text_hash("rejected_prompt").alias("_rph"))
+
+
+def prompt_texts(df: pl.DataFrame, col: str, keys: pl.Series) -> pl.DataFrame:
+    """``_key``, ``_text`` (normalised prompt) of one prompt column."""
+    return pl.DataFrame({"_key": keys, "_text": df.select(normalise(text_of(col)))[:, 0]},
+                        schema={"_key": pl.UInt64, "_text": pl.String})
+
+
+def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: int):
+    """Pass 1: every method's pairs streamed once, redacted, reduced to the light frames the
+    decisions need; prompt signatures and contamination hits are computed batch by batch."""
+    sigs = Signatures(cfg.dedup.shingle, cfg.dedup.num_perm)
+    pairs, joint, hits, counts = [], [], [], {}
+    pii = dict.fromkeys(cfg.pii_kinds, 0)
+    for method, path in inputs.items():
+        counts[method] = 0
+        for df in method_batches(method, path, batch_rows):
+            counts[method] += df.height
+            df, found = redacted(df, method, cfg.pii_kinds)
+            pii = {k: pii[k] + found.get(k, 0) for k in pii}
+            if method in JOINT:
+                light = light_joint(df)
+                prompts = pl.concat([prompt_texts(df, "chosen_prompt", light["_key_c"]),
+                                     prompt_texts(df, "rejected_prompt", light["_key_r"])])
+                joint.append(light)
+            else:
+                light = light_pairs(df)
+                prompts = prompt_texts(df, "prompt", light["_key"])
+                sigs.add(light["_key"], prompts["_text"])
+                pairs.append(light)
+            prompts = prompts.select("_key", "_text").unique("_key", keep="first", maintain_order=True).sort("_key")
+            hits.append(contamination(prompts, evals, cfg.decontamination.ngram, cfg.decontamination.threshold))
+    empty_p = light_pairs(pl.from_arrow(SCHEMAS["pairs"].empty_table()).with_columns(pl.lit("").alias("_config")))
+    empty_j = light_joint(pl.from_arrow(SCHEMAS["joint_pairs"].empty_table()).with_columns(pl.lit("").alias("_config")))
+    hits_df = pl.concat(hits).unique("_key", keep="first").sort("_key") if hits else contamination(
+        pl.DataFrame(schema={"_key": pl.UInt64, "_text": pl.String}), evals, 1, 1.0)
+    return (pl.concat(pairs) if pairs else empty_p, pl.concat(joint) if joint else empty_j, sigs, hits_df, pii, counts)
+
+
+def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatures, hits: pl.DataFrame):
+    """Identical, duplicate, contaminated and split decisions on the light frames: (kept pairs, kept joint, drops)."""
     drops = []
-    pairs, d = drop_identical(pairs, [("chosen", "rejected")])
+    pairs, d = drop_identical(pairs)
     drops.append(d)
-    joint, d = drop_identical(joint, [("chosen_prompt", "rejected_prompt"), ("chosen", "rejected")])
+    joint, d = drop_identical(joint)
     drops.append(d)
-
-    pairs = with_prompt_key(pairs, "prompt", "_key").with_columns(normalise(text_of("prompt")).alias("_text"))
-    dd = cfg.dedup
-    pairs, d = dedup_pairs(pairs, cfg.methods, dd.shingle, dd.num_perm, dd.bands, dd.near_threshold)
+    pairs, d = dedup_pairs(pairs, cfg.methods, sigs, cfg.dedup.bands, cfg.dedup.near_threshold)
     drops.append(d)
-    joint = with_prompt_key(with_prompt_key(joint, "chosen_prompt", "_key_c"), "rejected_prompt", "_key_r")
     joint, d = dedup_joint(joint)
     drops.append(d)
-
-    evals, eval_status = load_eval_sets(cfg.decontamination.sets)
-    prompts = pl.concat([
-        pairs.select("_key", "_text"),
-        joint.select(pl.col("_key_c").alias("_key"), normalise(text_of("chosen_prompt")).alias("_text")),
-        joint.select(pl.col("_key_r").alias("_key"), normalise(text_of("rejected_prompt")).alias("_text")),
-    ]).unique("_key", keep="first", maintain_order=True).sort("_key")
-    hits = contamination(prompts, evals, cfg.decontamination.ngram, cfg.decontamination.threshold)
     pairs, d = decontaminate(pairs, ["_key"], hits)
     drops.append(d)
     joint, d = decontaminate(joint, ["_key_c", "_key_r"], hits)
     drops.append(d)
-
     test = in_test_split(pairs["_key"], cfg.test_fraction, cfg.split_salt) if pairs.height else np.zeros(0, bool)
     pairs = pairs.with_columns(pl.Series("_split", np.where(test, "test", "train"), dtype=pl.String))
     joint, d = split_joint(joint, cfg.test_fraction, cfg.split_salt)
     drops.append(d)
-    drops_df = pl.concat(drops).sort("reason", "method", "pair_id")
+    return pairs, joint, pl.concat(drops).sort("reason", "method", "pair_id")
 
-    tables = release_tables(pairs, joint, [m for m in cfg.methods if m in inputs])
-    stats = build_stats(pairs, joint, tables, drops_df, pii, inputs, skipped, eval_status)
+
+def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows: int = 65_536,
+                  spill_bytes: int = 64 << 20) -> dict[str, Any]:
+    """Run every step and publish ``out_dir`` atomically. Returns stats.json's content.
+
+    Two passes over the methods' pairs: the first keeps only ids, scores, prompt keys, text hashes and
+    MinHash signatures (so memory grows by ~1 KB per distinct prompt, not by the texts); the decisions
+    run on those; the second streams the pairs again, redacts them and routes the kept ones to
+    streaming shard writers per config and split.
+    """
+    inputs, skipped = method_inputs(root, cfg.methods)
+    for m, why in skipped.items():
+        log.warning("export: skipping %s: %s", m, why)
+    evals, eval_status = load_eval_sets(cfg.decontamination.sets)
+    pairs, joint, sigs, hits, pii, in_rows = scan(cfg, inputs, evals, batch_rows)
+    pairs, joint, drops = decide(cfg, pairs, joint, sigs, hits)
+    present = [m for m in cfg.methods if m in inputs]
+    configs = (["all"] if any(m in CONDITIONAL for m in present) else []) + [m for m in present if m in CONDITIONAL]
+    order_p = release_order(pairs, "pairs", configs)
+    order_j = release_order(joint, "joint_pairs", [m for m in present if m in JOINT])
+    rows = row_counts(order_p, configs) | row_counts(order_j, [m for m in present if m in JOINT])
+    stats = build_stats(pairs, joint, rows, drops, pii, in_rows, skipped, eval_status)
     stats["fingerprint"] = fp
-    return publish_folder(cfg, root, out_dir, tables, stats, pairs, joint, drops_df, fp)
 
-
-def publish_folder(cfg: Export, root: Path, out_dir: Path, tables: dict, stats: dict, pairs: pl.DataFrame,
-                   joint: pl.DataFrame, drops: pl.DataFrame, fp: str) -> dict[str, Any]:
-    """Write everything into a temporary folder beside ``out_dir`` and rename it into place."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
-    tmp.mkdir()
-    files = []
-    for config in CONDITIONAL + ["all"] + JOINT:  # every config folder exists (DVC outs), empty when unused
-        (tmp / config).mkdir()
-        for split, table in tables.get(config, {}).items():
-            files += write_split(table, tmp / config, split, cfg)
+    tmp.mkdir(parents=True)
+    writer = ReleaseWriter(tmp, cfg, rows, spill_bytes)
+    try:
+        for method, path in inputs.items():  # pass 2
+            order = order_j if method in JOINT else order_p
+            for df in method_batches(method, path, batch_rows):
+                df, _ = redacted(df, method, cfg.pii_kinds)
+                df = df.join(order.drop("level", strict=False), on=["pair_id", "_config"], how="inner")
+                writer.write(df, "joint_pairs" if method in JOINT else "pairs")
+        files = writer.close()
+    except BaseException:
+        writer.abort()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return publish_folder(cfg, root, tmp, out_dir, files, stats, pairs, joint, drops, fp)
+
+
+def publish_folder(cfg: Export, root: Path, tmp: Path, out_dir: Path, files: list[dict], stats: dict,
+                   pairs: pl.DataFrame, joint: pl.DataFrame, drops: pl.DataFrame, fp: str) -> dict[str, Any]:
+    """Add card, stats, plots and manifest to the temporary folder beside ``out_dir``; rename it into place."""
     categories = signal_categories(root)
     if categories:
         stats["categories"] = {r["category"]: r["count"] for r in categories}
@@ -577,5 +734,6 @@ def publish_folder(cfg: Export, root: Path, out_dir: Path, tables: dict, stats: 
 def main(params: Params) -> None:
     cfg = params.export
     fp = fingerprint(cfg)
-    stats = build_release(cfg, Path("."), OUT_DIR, fp)
+    ex = params.execution
+    stats = build_release(cfg, Path("."), OUT_DIR, fp, batch_rows=ex.batch_size * 16, spill_bytes=ex.spill_bytes)
     log.info("export: %s pairs written to %s", stats["total"], OUT_DIR)
