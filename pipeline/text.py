@@ -153,38 +153,29 @@ def near_duplicate_groups(sig: np.ndarray, bands: int, threshold: float) -> np.n
     r = num_perm // bands
     if n < 2:
         return np.arange(n)
-    band_keys = []
-    for band in range(bands):
-        part = sig[:, band * r : (band + 1) * r]
-        key = np.zeros(n, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            for c in range(r):
-                key = mix64(key * _P + part[:, c])
-        band_keys.append(key)
-    keys = pl.DataFrame(
-        {"row": np.tile(np.arange(n, dtype=np.int64), bands), "band": np.repeat(np.arange(bands), n),
-         "key": np.concatenate(band_keys)}
-    )
     empty = np.iinfo(np.uint64).max
-    keys = keys.filter(pl.col("row").is_in(np.flatnonzero(sig[:, 0] != empty)))
+    live = np.flatnonzero(sig[:, 0] != empty)
     # Candidate edges per bucket: each member to the bucket's first member and to its predecessor.
     # That is 2(m-1) edges for m members instead of m(m-1)/2, so a template shared by 100k prompts
-    # cannot blow up memory; a genuine cluster is still connected through its verified edges.
-    keys = keys.filter(pl.len().over("band", "key") > 1).sort("band", "key", "row")
-    grouped = keys.with_columns(
-        pl.col("row").first().over("band", "key").alias("first"),
-        pl.col("row").shift(1).over("band", "key").alias("prev"),
-    )
-    cand = (
-        pl.concat([
-            grouped.select(pl.col("first").alias("row"), pl.col("row").alias("row_b")),
-            grouped.select(pl.col("prev").alias("row"), pl.col("row").alias("row_b")),
-        ])
-        .filter(pl.col("row").is_not_null() & (pl.col("row") < pl.col("row_b")))
-        .unique()
-    )
-    if cand.height == 0:
+    # cannot blow up memory; a genuine cluster is still connected through its verified edges. One
+    # band at a time, in numpy: memory is a few arrays of n, not n x bands rows.
+    found = []
+    for band in range(bands):
+        key = np.zeros(len(live), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for c in range(band * r, (band + 1) * r):
+                key = mix64(key * _P + sig[live, c])
+        order = np.lexsort((live, key))
+        k, row = key[order], live[order]
+        member = np.r_[False, k[1:] == k[:-1]]  # not the first of its bucket
+        if not member.any():
+            continue
+        first = row[np.maximum.accumulate(np.where(member, 0, np.arange(len(k))))]
+        at = np.flatnonzero(member)
+        found += [first[at] * n + row[at], row[at - 1] * n + row[at]]
+    if not found:
         return np.arange(n)
-    a, b = cand["row"].to_numpy(), cand["row_b"].to_numpy()
+    cand = np.unique(np.concatenate(found).astype(np.int64))
+    a, b = cand // n, cand % n
     similar = (sig[a] == sig[b]).mean(axis=1) >= threshold
     return connected_components(n, a[similar], b[similar])

@@ -205,23 +205,23 @@ class Signatures:
     def __init__(self, shingle: int, num_perm: int) -> None:
         self.shingle, self.num_perm = shingle, num_perm
         self.index: dict[int, int] = {}
-        self.blocks: list[np.ndarray] = []
+        self.sig = np.zeros((0, num_perm), dtype=np.uint64)  # grows by doubling; rows [0, len(index)) used
 
     def add(self, keys: pl.Series, texts: pl.Series) -> None:
         new = pl.DataFrame({"k": keys, "t": texts}).unique("k", keep="first", maintain_order=True)
-        new = new.filter(~pl.col("k").is_in(list(self.index)) if self.index else pl.lit(True))
+        new = new.filter(pl.Series([k not in self.index for k in new["k"].to_list()], dtype=pl.Boolean))
         if new.height == 0:
             return
-        start = len(self.index)
-        self.index.update((int(k), start + i) for i, k in enumerate(new["k"]))
-        self.blocks.append(minhash(ngram_hashes(new["t"], self.shingle), new.height, self.num_perm))
+        start, end = len(self.index), len(self.index) + new.height
+        if end > len(self.sig):
+            grown = np.zeros((max(end, 2 * len(self.sig)), self.num_perm), dtype=np.uint64)
+            grown[:start] = self.sig[:start]
+            self.sig = grown
+        self.sig[start:end] = minhash(ngram_hashes(new["t"], self.shingle), new.height, self.num_perm)
+        self.index.update((k, start + i) for i, k in enumerate(new["k"].to_list()))
 
     def matrix(self, keys: pl.Series) -> np.ndarray:
-        if len(self.blocks) > 1:
-            self.blocks = [np.concatenate(self.blocks)]
-        if not self.blocks:
-            return np.zeros((0, self.num_perm), dtype=np.uint64)
-        return self.blocks[0][[self.index[int(k)] for k in keys]]
+        return self.sig[[self.index[k] for k in keys.to_list()]]
 
 
 def _best_first(methods: list[str]) -> list[pl.Expr]:
@@ -330,17 +330,23 @@ def load_eval_sets(sets: list) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]
     return pl.DataFrame(rows, schema={"eval_set": pl.String, "eval_id": pl.String, "text": pl.String}), status
 
 
-def contamination(prompts: pl.DataFrame, evals: pl.DataFrame, n: int, threshold: float) -> pl.DataFrame:
+def eval_grams(evals: pl.DataFrame, n: int) -> pl.DataFrame:
+    """The evaluation prompts' word n-gram hashes (``row``, ``h``), computed once for every batch."""
+    return ngram_hashes(evals.select(normalise(pl.col("text")))[:, 0], n)
+
+
+def contamination(prompts: pl.DataFrame, evals: pl.DataFrame, n: int, threshold: float,
+                  eg: pl.DataFrame | None = None) -> pl.DataFrame:
     """Prompts (``_key``, ``_text``) that overlap an eval prompt: ``_key, eval_set, eval_id, overlap``.
 
     overlap = distinct shared n-grams / distinct n-grams of the shorter of the two texts; the best
-    match per prompt is reported.
+    match per prompt is reported. ``eg``: ``eval_grams(evals, n)``, when already computed.
     """
     schema = {"_key": pl.UInt64, "eval_set": pl.String, "eval_id": pl.String, "overlap": pl.Float64}
     if prompts.height == 0 or evals.height == 0:
         return pl.DataFrame(schema=schema)
     tg = ngram_hashes(prompts["_text"], n)
-    eg = ngram_hashes(evals.select(normalise(pl.col("text")))[:, 0], n)
+    eg = eval_grams(evals, n) if eg is None else eg
     t_n = tg.group_by("row").len().rename({"len": "t_n"})
     e_n = eg.group_by("row").len().rename({"len": "e_n"})
     shared = (
@@ -608,6 +614,7 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
     """Pass 1: every method's pairs streamed once, redacted, reduced to the light frames the
     decisions need; prompt signatures and contamination hits are computed batch by batch."""
     sigs = Signatures(cfg.dedup.shingle, cfg.dedup.num_perm)
+    eg = eval_grams(evals, cfg.decontamination.ngram) if evals.height else None
     pairs, joint, hits, counts = [], [], [], {}
     pii = dict.fromkeys(cfg.pii_kinds, 0)
     for method, path in inputs.items():
@@ -627,7 +634,7 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
                 sigs.add(light["_key"], prompts["_text"])
                 pairs.append(light)
             prompts = prompts.select("_key", "_text").unique("_key", keep="first", maintain_order=True).sort("_key")
-            hits.append(contamination(prompts, evals, cfg.decontamination.ngram, cfg.decontamination.threshold))
+            hits.append(contamination(prompts, evals, cfg.decontamination.ngram, cfg.decontamination.threshold, eg))
     empty_p = light_pairs(pl.from_arrow(SCHEMAS["pairs"].empty_table()).with_columns(pl.lit("").alias("_config")))
     empty_j = light_joint(pl.from_arrow(SCHEMAS["joint_pairs"].empty_table()).with_columns(pl.lit("").alias("_config")))
     hits_df = pl.concat(hits).unique("_key", keep="first").sort("_key") if hits else contamination(
@@ -735,5 +742,5 @@ def main(params: Params) -> None:
     cfg = params.export
     fp = fingerprint(cfg)
     ex = params.execution
-    stats = build_release(cfg, Path("."), OUT_DIR, fp, batch_rows=ex.batch_size * 16, spill_bytes=ex.spill_bytes)
+    stats = build_release(cfg, Path("."), OUT_DIR, fp, batch_rows=ex.batch_size, spill_bytes=ex.spill_bytes)
     log.info("export: %s pairs written to %s", stats["total"], OUT_DIR)
