@@ -177,5 +177,9 @@ def near_duplicate_groups(sig: np.ndarray, bands: int, threshold: float) -> np.n
         return np.arange(n)
     cand = np.unique(np.concatenate(found).astype(np.int64))
     a, b = cand // n, cand % n
-    similar = (sig[a] == sig[b]).mean(axis=1) >= threshold
+    # Verified in chunks: a crowded bucket can yield millions of candidates, and gathering both
+    # signatures of all of them at once would take candidates x num_perm x 16 bytes.
+    step = max(1, (32 << 20) // (16 * num_perm))
+    similar = np.concatenate([(sig[a[i:i + step]] == sig[b[i:i + step]]).mean(axis=1) >= threshold
+                              for i in range(0, len(a), step)])
     return connected_components(n, a[similar], b[similar])
