@@ -10,7 +10,9 @@ instead of crashing the stage. Writing produces a deterministic shard set::
 
 Rows are sorted by the table's id columns, files are zstd Parquet with byte-sized row groups, and
 the whole folder is written next to its destination and renamed into place, so a reader never sees
-half a shard set and identical inputs give byte-identical files.
+half a shard set and identical inputs give byte-identical files. ``ShardWriter`` builds a shard set
+from a stream of tables in bounded memory (sorted runs spilled to disk, then merged); ``write_shards``
+is the same writer given one table, so both paths give the same bytes.
 """
 
 from __future__ import annotations
@@ -233,13 +235,6 @@ def iter_records(path: str, max_record_bytes: int | None = None) -> Iterator[Raw
 
 
 # --- shard sets ----------------------------------------------------------------------------------
-
-
-def sort_by_id(table: pa.Table, name: str) -> pa.Table:
-    keys = [k for k in ID_COLUMNS.get(name, []) if k in table.column_names]
-    if not keys or table.num_rows == 0:
-        return table
-    return table.take(pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys]))
 
 
 def _file_sha256(path: Path) -> str:
