@@ -185,10 +185,10 @@ def drop_identical(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 # --- 4. de-duplicate -----------------------------------------------------------------------------
 
 
-def with_prompt_key(df: pl.DataFrame, col: str, key: str) -> pl.DataFrame:
-    """Add ``key`` (uint64): the stable hash of the normalised prompt text of ``col``."""
-    norm = df.select(normalise(text_of(col)))[:, 0] if df.height else pl.Series([], dtype=pl.String)
-    return df.with_columns(pl.Series(key, stable_hash64(norm), dtype=pl.UInt64))
+def prompt_keys(df: pl.DataFrame, col: str) -> pl.DataFrame:
+    """Per row: ``_text`` (the normalised prompt text of ``col``) and ``_key`` (its stable uint64 hash)."""
+    text = df.select(normalise(text_of(col)))[:, 0] if df.height else pl.Series([], dtype=pl.String)
+    return pl.DataFrame({"_key": stable_hash64(text), "_text": text}, schema={"_key": pl.UInt64, "_text": pl.String})
 
 
 def text_hash(col: str) -> pl.Expr:
@@ -589,25 +589,17 @@ def redacted(df: pl.DataFrame, method: str, kinds: list[str]) -> tuple[pl.DataFr
     return redact_messages(df, JOINT_SIDES if method in JOINT else PAIR_SIDES, kinds)
 
 
-def light_pairs(df: pl.DataFrame) -> pl.DataFrame:
-    """What the decisions need of a redacted batch of pairs: ids, scores, prompt key, text hashes."""
-    df = with_prompt_key(df, "prompt", "_key")
+def light_pairs(df: pl.DataFrame, key: pl.Series) -> pl.DataFrame:
+    """What the decisions need of a redacted batch of pairs: ids, scores, prompt ``key``, text hashes."""
     return df.select(*LIGHT, "level", "margin", identical([("chosen", "rejected")]).alias("_same"),
-                     "_key", text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"))
+                     key.alias("_key"), text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"))
 
 
-def light_joint(df: pl.DataFrame) -> pl.DataFrame:
-    df = with_prompt_key(with_prompt_key(df, "chosen_prompt", "_key_c"), "rejected_prompt", "_key_r")
+def light_joint(df: pl.DataFrame, key_c: pl.Series, key_r: pl.Series) -> pl.DataFrame:
     same = identical([("chosen_prompt", "rejected_prompt"), ("chosen", "rejected")])
-    return df.select(*LIGHT, same.alias("_same"), "_key_c", "_key_r",
+    return df.select(*LIGHT, same.alias("_same"), key_c.alias("_key_c"), key_r.alias("_key_r"),
                      text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"),
                      text_hash("chosen_prompt").alias("_cph"), text_hash("rejected_prompt").alias("_rph"))
-
-
-def prompt_texts(df: pl.DataFrame, col: str, keys: pl.Series) -> pl.DataFrame:
-    """``_key``, ``_text`` (normalised prompt) of one prompt column."""
-    return pl.DataFrame({"_key": keys, "_text": df.select(normalise(text_of(col)))[:, 0]},
-                        schema={"_key": pl.UInt64, "_text": pl.String})
 
 
 def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: int):
@@ -624,19 +616,19 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
             df, found = redacted(df, method, cfg.pii_kinds)
             pii = {k: pii[k] + found.get(k, 0) for k in pii}
             if method in JOINT:
-                light = light_joint(df)
-                prompts = pl.concat([prompt_texts(df, "chosen_prompt", light["_key_c"]),
-                                     prompt_texts(df, "rejected_prompt", light["_key_r"])])
-                joint.append(light)
+                pc, pr = prompt_keys(df, "chosen_prompt"), prompt_keys(df, "rejected_prompt")
+                joint.append(light_joint(df, pc["_key"], pr["_key"]))
+                prompts = pl.concat([pc, pr])
             else:
-                light = light_pairs(df)
-                prompts = prompt_texts(df, "prompt", light["_key"])
-                sigs.add(light["_key"], prompts["_text"])
-                pairs.append(light)
+                prompts = prompt_keys(df, "prompt")
+                pairs.append(light_pairs(df, prompts["_key"]))
+                sigs.add(prompts["_key"], prompts["_text"])
             prompts = prompts.select("_key", "_text").unique("_key", keep="first", maintain_order=True).sort("_key")
             hits.append(contamination(prompts, evals, cfg.decontamination.ngram, cfg.decontamination.threshold, eg))
-    empty_p = light_pairs(pl.from_arrow(SCHEMAS["pairs"].empty_table()).with_columns(pl.lit("").alias("_config")))
-    empty_j = light_joint(pl.from_arrow(SCHEMAS["joint_pairs"].empty_table()).with_columns(pl.lit("").alias("_config")))
+    no_key = pl.Series([], dtype=pl.UInt64)
+    empty_p = light_pairs(pl.from_arrow(SCHEMAS["pairs"].empty_table()).with_columns(pl.lit("").alias("_config")), no_key)
+    empty_j = light_joint(pl.from_arrow(SCHEMAS["joint_pairs"].empty_table()).with_columns(pl.lit("").alias("_config")),
+                          no_key, no_key)
     hits_df = pl.concat(hits).unique("_key", keep="first").sort("_key") if hits else contamination(
         pl.DataFrame(schema={"_key": pl.UInt64, "_text": pl.String}), evals, 1, 1.0)
     return (pl.concat(pairs) if pairs else empty_p, pl.concat(joint) if joint else empty_j, sigs, hits_df, pii, counts)

@@ -19,6 +19,7 @@ from stages.export import (
     build_release,
     dedup_pairs,
     light_pairs,
+    prompt_keys,
     read_pairs_tree,
     redact_messages,
     text_of,
@@ -195,9 +196,11 @@ def test_identical_pairs_within_a_method_keep_one():
     rows = [pair("a", TOPICS[0], "pugc", confidence=0.2, rejected="x"),
             pair("b", TOPICS[0], "pugc", confidence=0.9, rejected="x"),
             pair("c", TOPICS[0], "pugc", confidence=0.1, rejected="y")]
-    df = light_pairs(pl.from_arrow(to_table(rows, "pairs")).with_columns(pl.lit("pugc").alias("_config")))
+    df = pl.from_arrow(to_table(rows, "pairs")).with_columns(pl.lit("pugc").alias("_config"))
+    prompts = prompt_keys(df, "prompt")
+    df = light_pairs(df, prompts["_key"])
     sigs = Signatures(shingle=5, num_perm=64)
-    sigs.add(df["_key"], pl.Series([TOPICS[0].lower()] * 3))
+    sigs.add(prompts["_key"], prompts["_text"])
     kept, drops = dedup_pairs(df.drop("_same"), ["pugc"], sigs, 16, 0.8)
     assert sorted(kept["pair_id"]) == ["b", "c"]
     assert drops.select("pair_id", "reason").rows() == [("a", "duplicate_pair")]
