@@ -14,14 +14,19 @@ import argparse
 import json
 import random
 import re
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import polars as pl
 
 from pipeline.pii import KINDS, PATTERNS, luhn_valid, redact
 from pipeline.text import minhash, near_duplicate_groups, ngram_hashes, normalise
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from executor import timed  # noqa: E402  (the sibling bench script's timer)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 WORDS = ("alpha beta gamma delta model data train test prompt answer pair level method judge score "
          "python river mountain recipe travel history physics music garden code").split()
@@ -72,12 +77,6 @@ def naive_near_dups(texts: list[str], shingle: int, threshold: float) -> int:
     return found
 
 
-def timed(fn, *args, **kwargs):
-    t = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=100_000)
@@ -105,6 +104,7 @@ def main() -> None:
           f"for {args.rows:,})   agreement on the first {n:,}: LSH {found_lsh} vs exact {found_naive}")
 
     from stages.export import build_release
+    sys.path.insert(0, str(ROOT))  # tests/ is not an installed package
     from tests.export_fixtures import export_cfg, pair, write_method
 
     with tempfile.TemporaryDirectory() as tmp:
