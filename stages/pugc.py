@@ -237,7 +237,7 @@ def sample_responses(batch: pa.Table, engine, *, k: int, sampling: Sampling) -> 
         for i, text in enumerate(samples):
             ids.append(prompt_id)
             index.append(i)
-            texts.append(text)
+            texts.append(text.text)
     return pa.table(
         {
             "prompt_id": pa.array(ids, pa.string()),

@@ -237,7 +237,7 @@ def sample(batch: pa.Table, engine, *, k: int, sampling: Sampling, iteration: in
         )
     ids = batch.column("prompt_id").to_pylist()
     prompt_ids = [p for p in ids for _ in range(k)]
-    texts = [t for o in outs for t in o]
+    texts = [c.text for o in outs for c in o]
     return pa.table(
         {
             "prompt_id": prompt_ids,

@@ -19,7 +19,7 @@ import yaml
 from pipeline.config import LLM, Execution, Params, Pugc, Source
 from pipeline.execute import map_batches
 from pipeline.io import StageError, read_table, verify_shards, write_shards
-from pipeline.llm.base import GenerationFailure
+from pipeline.llm.base import Completion, GenerationFailure
 from pipeline.records import to_table
 from stages import pugc
 from stages.ingest import ingest_source
@@ -41,8 +41,10 @@ SAMPLING = LLM.model_validate(yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
 def make_params(**pugc_overrides) -> Params:
-    """The project's params.yaml sections that the stage reads; documents come from source "posts"."""
+    """The project's params.yaml sections that the stage reads, with the tiny model's overrides (every test
+    here runs the tiny model or a fake); documents come from source "posts"."""
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["pugc"].update(data["tiny_overrides"]["pugc"])
     return Params.model_construct(
         execution=Execution.model_validate({**data["execution"], "checkpoint_rows": 8}),
         llm=LLM.model_validate(data["llm"]),
@@ -243,7 +245,7 @@ class FakeEngine:
                 i = int(self._fenced(c, "RESPONSE").split(":")[0].split()[-1])
                 out.append([Vote(score=i + 1) for _ in range(n - 1)] + [GenerationFailure("bad", "x", 1)])
             else:
-                out.append(["" if i == 2 and "EMPTYREPLY" in c else f"answer {i}: {c}" for i in range(n)])
+                out.append([Completion("" if i == 2 and "EMPTYREPLY" in c else f"answer {i}: {c}") for i in range(n)])
         return out
 
     def choose(self, prompts, options):

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipeline.config import Sampling, Selfie, SelfieSplit
-from pipeline.llm.base import LogProb
+from pipeline.llm.base import Completion, LogProb
 from pipeline.records import MESSAGES_TYPE, check_table, stable_id, to_table
 from stages import selfie
 
@@ -96,7 +96,8 @@ class FakeEngine:
     def generate(self, prompts, n=1, sampling=None, schema=None):
         self.calls.append(("generate", len(prompts)))
         return [
-            self.script.get(p[-1]["content"], [f"{p[-1]['content']} #{j}{'!' * j}" for j in range(n)])[:n]
+            [Completion(t) for t in
+             self.script.get(p[-1]["content"], [f"{p[-1]['content']} #{j}{'!' * j}" for j in range(n)])[:n]]
             for p in prompts
         ]
 
