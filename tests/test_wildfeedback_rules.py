@@ -180,8 +180,8 @@ def test_thanks_then_new_task_is_gratitude_without_dsat():
     ]).to_dicts()
     for row in rows[:2]:
         assert row["sat_categories"] == ["Gratitude"] and not row["dsat"], row
-    assert rows[2]["sat"] and rows[2]["dsat_categories"] == ["Style"]  # contrast keeps the complaint
-    assert rows[3]["dsat_categories"] == ["Style"]  # a complaint closed by thanks is still a complaint
+    assert rows[2]["sat"] and "Style" in rows[2]["dsat_categories"]  # contrast keeps the complaint
+    assert "Style" in rows[3]["dsat_categories"]  # a complaint closed by thanks is still a complaint
 
 
 def test_sarcastic_thanks_is_not_satisfaction():

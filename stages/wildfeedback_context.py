@@ -1,0 +1,133 @@
+"""Context features of the `rules` feedback detector: the user turn against the turns around it, in polars.
+
+Most dissatisfaction in real chatbot logs carries no complaint words: the user re-sends the request,
+narrows it, or asks again after a refusal. These features compare the judged turn (``text``) with the
+user turn before it (``prev_user``) and with the assistant turn it answers (``prev``)::
+
+    >>> import polars as pl
+    >>> f = pl.DataFrame({"text": ["Why is the sky blue? Explain for a 5 year old", "What is 3 to the 4th power?"],
+    ...                   "prev_user": ["Why is the sky blue?", "What is 2 to the 4th power?"],
+    ...                   "prev": ["Rayleigh scattering.", "16."]})
+    >>> context(f, text="text", prev="prev", prev_user="prev_user").select("resend", "overlap").rows()
+    [(True, False), (False, True)]
+
+- ``resend``: the earlier request again, as is (same words), narrowed (every earlier word kept, some
+  added: "... for a 5 year old") or, for a long request (>= `LONG_REQUEST` words), lightly edited
+  (word-set Jaccard >= `NEAR_JACCARD`, no number changed). A templated series that swaps a word or a
+  number ("2 to the 4th" -> "3 to the 4th") is a new task, not a resend.
+- ``overlap``: the turn shares much with the earlier request (Jaccard >= 0.3 or half of its words)
+  without being a resend: a rephrased request or a follow-up on the same subject; the rules cannot
+  tell them apart, so such turns are marked uncertain (see `uncertain`).
+- ``refusal`` (of ``prev``): the answer declines ("I'm sorry, but I can't", "As an AI language model,
+  I cannot", and the same in zh, ru, fr, es, de, pt): a turn after it that re-sends the request
+  insists (DSAT); any other turn after it is uncertain.
+- ``error_report``: a short turn (<= 300 characters) that pastes an error message, asks nothing, and
+  answers an assistant turn that held code: the code failed (Factual_Error). A longer one, or one with
+  a question, is ``error_after_code``: often a new question about the user's own code; uncertain.
+- ``non_english``: the opening of the turn holds none of the commonest English words (a turn in another
+  script, or in French, Spanish...): the cue lists of other languages are short, so a turn without a cue
+  is less certain.
+
+Words are runs of letters/digits, CJK characters one by one; a long turn is compared by its first and
+last `EDGE_CHARS` characters (a resent long paste starts and ends the same; a new one shares only the
+instruction at its head).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+LONG_REQUEST = 20
+NEAR_JACCARD = 0.9
+EDGE_CHARS = 600
+_TOKEN = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]|[^\W_]+"
+# A continuation command is never a resend ("continue", then "continue" again).
+_CONTINUE = r"^\W*(?:please |pls )?(?:continue|go on|keep going|next|more|продолж\w*|继续|continúa|continua|weiter|continuer)\b"
+
+_REFUSAL = "|".join([
+    r"\bi'?m (?:really |very )?sorry,? (?:but )?(?:i|as an)\b", r"\bi apologi[sz]e,? but\b",
+    r"\bi (?:can ?not|can'?t|am unable to|'m unable to|am not able to|'m not able to|won'?t be able to)\b",
+    r"\bas an ai(?: language model| text-based model| model)?,? i (?:can ?not|can'?t|don'?t|do not|am not|'m not|am unable)\b",
+    r"\bi (?:don'?t|do not) have (?:the ability|access|real-time|the capability)\b",
+    r"к сожалению,? (?:я|но|мы|это)|я не могу|не могу (?:предоставить|помочь|выполнить)", r"我无法|我不能|无法(?:提供|回答|完成|生成)",
+    r"\bje ne (?:peux|suis pas en mesure)\b", r"\blo siento,? (?:pero|no)\b|\bno puedo\b",
+    r"\bich kann (?:leider )?(?:nicht|keine)\b", r"\bnão posso\b|\bnão consigo\b",
+])
+_ERROR = (r"\berror\b|\bexception\b|\btraceback\b|\bfailed\b|\bnot defined\b|\bundefined\b|\bcannot be\b|\bnot found\b|"
+          r"\bis not a function\b|\bunexpected\b|报错|错误|ошибк|erreur|\bfehler\b")
+# After a refusal: a reason why the request is fine after all ("it's just fiction", "it's an AI image").
+_PRETEXT = (r"^\W*(?:but |no,? |yes,? )?(?:it'?s|it is|this is|its|i'?m|i am) (?:just |only |all |a )?(?:an? )?"
+            r"(?:ai|fiction\w*|fake|fictional|hypothetical\w*|a story|for (?:research|educational|a story|fun|school|a game)|"
+            r"legal|not real|made up|public|allowed|the (?:owner|author)|consensual|a game)\b|\byou can do it\b|\bdo it anyway\b")
+# A refusal for want of an ability, and a turn that asks for that very thing again (images, live data).
+_CANT_DO = (r"\b(?:images?|pictures?|visual|draw|real[- ]time|internet|brows\w+|access to|up-to-date|current (?:events|data)|"
+            r"text-based)\b")
+_ASKS_IT = (r"\b(?:images?|pictures?|painting|drawing|photo|draw|paint|sketch|search|look (?:it )?up|browse|google|link|url|"
+            r"latest|current|today|right now|real[- ]time)\b")
+_QUESTION = r"\?|^\W*(?:what|why|how|что|почему|как|为什么|怎么|什么|pourquoi|comment|por qué|cómo|warum|wie|por que|como)\b"
+_CODE = r"```|\n\s*(?:def |class |import |#include|public |function |const |let |var |for |if )|[;{}]\s*\n"
+_ENGLISH = (r"\b(?:the|is|are|you|your|it|to|and|of|a|an|in|what|how|why|can|please|me|my|i|this|that|write|give|make|"
+            r"with|for|not|no|yes|ok|okay|thanks|thank|do|does|more|again|about|on|be|explain|tell|use|try)\b")
+
+
+def _edges(text: pl.Expr) -> pl.Expr:
+    """A text's first and last `EDGE_CHARS` characters (all of it when short), lower case."""
+    t = text.fill_null("")
+    long = t.str.len_chars() > 2 * EDGE_CHARS
+    return pl.when(long).then(t.str.head(EDGE_CHARS) + " " + t.str.tail(EDGE_CHARS)).otherwise(t).str.to_lowercase()
+
+
+def _repeats(frame: pl.DataFrame, t: pl.Expr, p: pl.Expr) -> pl.DataFrame:
+    """``resend`` and ``overlap`` of lower-cased texts ``t`` (the turn) and ``p`` (the request before it)."""
+    w = frame.select("_i", t.str.extract_all(_TOKEN).list.unique().alias("_tw"),
+                     p.str.extract_all(_TOKEN).list.unique().alias("_pw"), p.str.len_chars().alias("_pn"))
+    w = w.with_columns(
+        _nt=pl.col("_tw").list.len(), _np=pl.col("_pw").list.len(),
+        _common=pl.col("_tw").list.set_intersection("_pw").list.len(),
+        _removed=pl.col("_pw").list.set_difference("_tw"),
+    )
+    jaccard = pl.col("_common") / (pl.col("_nt") + pl.col("_np") - pl.col("_common")).clip(1)
+    numbers_changed = pl.col("_removed").list.join(" ").str.contains(r"\d")
+    kept_all = (pl.col("_removed").list.len() == 0) & (pl.col("_np") >= 4) & (pl.col("_pn") >= 12)
+    edited = (pl.col("_np") >= LONG_REQUEST) & (jaccard >= NEAR_JACCARD) & ~numbers_changed
+    resend = kept_all | edited
+    overlap = ~resend & (pl.col("_np") >= 2) & ((jaccard >= 0.3) | (pl.col("_common") >= 0.5 * pl.col("_np")))
+    return w.select("_i", resend.alias("resend"), overlap.alias("overlap"))
+
+
+def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None, window_chars: int = 400) -> pl.DataFrame:
+    """The features of the module doc, one boolean column each, in ``frame``'s row order.
+
+    Cue-like checks see the turn's first ``window_chars`` characters and the answer's first 400. Columns
+    a turn needs only sometimes are computed on the rows that can have them: the word sets only where
+    the earlier request's first long word (4+ letters, or 2 Han characters) recurs in the turn, the code
+    check only after an error message, the pretext check only after a refusal.
+    """
+    f = frame.select(
+        pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"),
+        pl.col(text).fill_null("").str.head(window_chars).str.to_lowercase().alias("_lo"),
+        pl.col(prev).fill_null("").str.head(400).str.to_lowercase().alias("_ans"),
+        (pl.col(prev_user) if prev_user else pl.lit(None, dtype=pl.String)).alias("_pu"),
+    )
+    key = pl.col("_pu").str.head(200).str.to_lowercase().str.extract(r"(\p{L}{4,}|\p{Han}{2})")
+    f = f.with_columns(
+        refusal=pl.col("_ans").str.head(300).str.contains(_REFUSAL),
+        non_english=~pl.col("_lo").str.head(300).str.contains(_ENGLISH) & (pl.col("_lo").str.len_bytes() > 0),
+        _err=pl.col("_lo").str.contains(_ERROR),
+        _related=(pl.col("_lo").str.contains(key, literal=True).fill_null(False) & ~pl.col("_lo").str.contains(_CONTINUE)),
+    )
+    rows = frame.select(text, prev).with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"))
+    rep = _repeats(f.filter("_related").join(rows, on="_i"), _edges(pl.col(text)), _edges(pl.col("_pu")))
+    code = pl.col(prev).fill_null("").str.contains(_CODE)
+    err = f.filter("_err").join(rows, on="_i").select(
+        "_i", code.alias("_code"),
+        (code & ~pl.col("_lo").str.contains(_QUESTION) & (pl.col(text).str.len_chars() <= 300)).alias("_report"))
+    asks = pl.col("_lo").str.contains(_PRETEXT) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
+    ins = f.filter("refusal").select("_i", asks.alias("insisting"))
+    f = f.join(rep, on="_i", how="left").join(err, on="_i", how="left").join(ins, on="_i", how="left").sort("_i")
+    report = pl.col("_report").fill_null(False)
+    return f.select(
+        pl.col("resend").fill_null(False), pl.col("overlap").fill_null(False), "refusal",
+        pl.col("insisting").fill_null(False), report.alias("error_report"),
+        (pl.col("_code").fill_null(False) & ~report).alias("error_after_code"), "non_english",
+    )
