@@ -12,7 +12,8 @@ user turn before it (``prev_user``) and with the assistant turn it answers (``pr
     [(True, False), (False, True)]
 
 - ``resend``: the earlier request again, as is (same words), narrowed (every earlier word kept, some
-  added: "... for a 5 year old") or, for a long request (>= `LONG_REQUEST` words), lightly edited
+  added: "... for a 5 year old"; more than 10 added words, and more than the request had, only when the
+  request recurs as a phrase) or, for a long request (>= `LONG_REQUEST` words), lightly edited
   (word-set Jaccard >= `NEAR_JACCARD`, no number changed). A templated series that swaps a word or a
   number ("2 to the 4th" -> "3 to the 4th") is a new task, not a resend.
 - ``overlap``: the turn shares much with the earlier request (Jaccard >= 0.3 or half of its words)
@@ -79,8 +80,10 @@ def _edges(text: pl.Expr) -> pl.Expr:
 
 def _repeats(frame: pl.DataFrame, t: pl.Expr, p: pl.Expr) -> pl.DataFrame:
     """``resend`` and ``overlap`` of lower-cased texts ``t`` (the turn) and ``p`` (the request before it)."""
+    squash = lambda e: e.str.replace_all(r"\s+", " ").str.strip_chars(" .?!")  # noqa: E731
     w = frame.select("_i", t.str.extract_all(_TOKEN).list.unique().alias("_tw"),
-                     p.str.extract_all(_TOKEN).list.unique().alias("_pw"), p.str.len_chars().alias("_pn"))
+                     p.str.extract_all(_TOKEN).list.unique().alias("_pw"), p.str.len_chars().alias("_pn"),
+                     squash(t).str.contains(squash(p), literal=True).alias("_phrase"))
     w = w.with_columns(
         _nt=pl.col("_tw").list.len(), _np=pl.col("_pw").list.len(),
         _common=pl.col("_tw").list.set_intersection("_pw").list.len(),
@@ -88,7 +91,11 @@ def _repeats(frame: pl.DataFrame, t: pl.Expr, p: pl.Expr) -> pl.DataFrame:
     )
     jaccard = pl.col("_common") / (pl.col("_nt") + pl.col("_np") - pl.col("_common")).clip(1)
     numbers_changed = pl.col("_removed").list.join(" ").str.contains(r"\d")
-    kept_all = (pl.col("_removed").list.len() == 0) & (pl.col("_np") >= 4) & (pl.col("_pn") >= 12)
+    added = pl.col("_nt") - pl.col("_common")
+    # Every earlier word kept; many words added only if the earlier request recurs as a phrase (else a
+    # long new text that happens to contain a short question's words).
+    kept_all = ((pl.col("_removed").list.len() == 0) & (pl.col("_np") >= 4) & (pl.col("_pn") >= 12)
+                & ((added <= pl.max_horizontal(pl.lit(10), pl.col("_np"))) | pl.col("_phrase")))
     edited = (pl.col("_np") >= LONG_REQUEST) & (jaccard >= NEAR_JACCARD) & ~numbers_changed
     resend = kept_all | edited
     overlap = ~resend & (pl.col("_np") >= 2) & ((jaccard >= 0.3) | (pl.col("_common") >= 0.5 * pl.col("_np")))

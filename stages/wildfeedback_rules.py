@@ -40,7 +40,12 @@ _OPENING = r"^((?:[^.!?]{0,20}[.!?]+\s*)?[^.!?]*[.!?]*)"
 # words are instructions, not feedback (context rules still apply: a re-sent template is a resend).
 _TASK_PROMPT = (r"^\W*(?:i want you to (?:act|be|pretend|play|take|roleplay|role-play)|you are (?:a|an|now|my|going to)\b|"
                 r"you will (?:act|be|play)\b|act as\b|pretend (?:to be|you)|imagine (?:you|that)\b|from now on\b|"
-                r"let'?s (?:play|roleplay|role-play)\b|(?:role-?play|roleplay) as\b)")
+                r"let'?s (?:play|roleplay|role-play)\b|(?:role-?play|roleplay) as\b|"
+                r"你现在是|现在你是|你是一[个名位]|假如你是|假设你是|你的角色是|请你扮演|扮演|представь,? что ты|ты (?:—|-) )")
+# A turn that opens with a task verb asks for something new: praise words in it describe the task ("write a
+# story where he does a great job"), so SAT cues do not count.
+_TASK_OPENING = (r"^\W*(?:please |pls |now |and )?(?:write|create|generate|make|give|tell|list|describe|translate|compose|"
+                 r"draft|design|build|produce|suggest|provide|imagine|continue|rewrite|add|find|show|explain)\b")
 _CONTRAST = r"\b(?:but|however|though|although|except|yet)\b"
 _OPENS_POSITIVE = (
     r"^\W*(?:ok(?:ay)?,? |oh,? |wow,? )?(?:thanks?|thank you|thx|great|perfect|awesome|nice|cool|excellent|"
@@ -210,8 +215,12 @@ def detect(
         )
     ctx = [f"_x_{n}" for n in CONTEXT_RULES]
     work = _context(turns, text, prev, prev_user if prev_user in turns.columns else None, window_chars)
-    work = work.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"),
-                             turns[text].fill_null("").str.slice(0, window_chars).alias("_raw"))
+    # A cut turn ends in "…", so patterns anchored at the end ("make it shorter$") never match a cut.
+    full = turns[text].fill_null("")
+    raw = pl.when(full.str.len_chars() > window_chars).then(full.str.slice(0, window_chars) + " …").otherwise(full)
+    first_line = full.str.strip_chars_start().str.extract(r"^([^\n]*)\n")
+    raw = pl.when((full.str.len_chars() > 300) & first_line.is_not_null()).then(first_line + " …").otherwise(raw)
+    work = work.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), raw.alias("_raw"))
     # One pass of a few pattern unions picks the rows with some cue (or a context rule); most turns of
     # a real log start a new task and carry none, so everything below runs on few rows.
     cue = work.select(_clean(pl.col("_raw")).alias("_c")).select(
@@ -223,9 +232,10 @@ def detect(
     cand = pl.concat([cand.filter(~neg), cand.filter(neg).with_columns(_negate(pl.col("_t")))])
     cand = cand.with_columns(pl.col("_t").str.extract(_OPENING).alias("_s"),
                              pl.col("_t").str.contains(_TASK_PROMPT).alias("_prompt"))
+    task = pl.col("_t").str.contains(_TASK_OPENING)
     cand = cand.with_columns([
-        (pl.col("_s" if c in SAT_CATEGORIES else "_t").str.contains(_category_regex(c)) & ~pl.col("_prompt"))
-        .alias(f"_c_{c}") for c in _CATEGORIES
+        (pl.col("_s" if c in SAT_CATEGORIES else "_t").str.contains(_category_regex(c)) & ~pl.col("_prompt")
+         & (~task if c in SAT_CATEGORIES else True)).alias(f"_c_{c}") for c in _CATEGORIES
     ])
     by_context = {c: [f"_x_{n}" for n, (cat, _) in CONTEXT_RULES.items() if cat == c] for c, _ in CONTEXT_RULES.values()}
     cand = cand.with_columns([(pl.col(f"_c_{c}") | pl.any_horizontal(cols)).alias(f"_c_{c}") for c, cols in by_context.items()])
