@@ -25,6 +25,8 @@ user turn before it (``prev_user``) and with the assistant turn it answers (``pr
 - ``error_report``: a short turn (<= 300 characters) that pastes an error message, asks nothing, and
   answers an assistant turn that held code: the code failed (Factual_Error). A longer one, or one with
   a question, is ``error_after_code``: often a new question about the user's own code; uncertain.
+- ``accepts_offer``: a bare "go on" / "continue" after an answer that ended with a question (it offered
+  more): Compliance. After any other answer (cut off or not) it is neither, as the rubric says.
 - ``non_english``: the opening of the turn holds none of the commonest English words (a turn in another
   script, or in French, Spanish...): the cue lists of other languages are short, so a turn without a cue
   is less certain.
@@ -54,8 +56,12 @@ _REFUSAL = "|".join([
     r"\bje ne (?:peux|suis pas en mesure)\b", r"\blo siento,? (?:pero|no)\b|\bno puedo\b",
     r"\bich kann (?:leider )?(?:nicht|keine)\b", r"\bnão posso\b|\bnão consigo\b",
 ])
-_ERROR = (r"\berror\b|\bexception\b|\btraceback\b|\bfailed\b|\bnot defined\b|\bundefined\b|\bcannot be\b|\bnot found\b|"
-          r"\bis not a function\b|\bunexpected\b|报错|错误|ошибк|erreur|\bfehler\b")
+# An error message or a report of one ("TypeError: ...", "x is not defined", "got this error"), not the word
+# in a request ("add error handling").
+_ERROR = (r"\b\w*(?:error|exception)\s*[:(]|\btraceback\b|\bnot defined\b|\bis undefined\b|\bcannot be (?:applied|resolved|"
+          r"found|converted|cast|used)\b|\bnot found\b|\bis not a function\b|\bunexpected (?:token|end|indent|character)\b|"
+          r"\bfailed to\b|\bsyntax ?error\b|\berror (?:on|at|in) line\b|\b(?:same|this|an|the|got|get|gives?|giving|getting|still|shows?) (?:\w+ )?errors?\b|"
+          r"报错|错误[:：]|ошибк\w*|\berreur\b|\bfehler\b")
 # After a refusal: a reason why the request is fine after all ("it's just fiction", "it's an AI image").
 _PRETEXT = (r"^\W*(?:but |no,? |yes,? )?(?:it'?s|it is|this is|its|i'?m|i am) (?:just |only |all |a )?(?:an? )?"
             r"(?:ai|fiction\w*|fake|fictional|hypothetical\w*|a story|for (?:research|educational|a story|fun|school|a game)|"
@@ -65,6 +71,7 @@ _CANT_DO = (r"\b(?:images?|pictures?|visual|draw|real[- ]time|internet|brows\w+|
             r"text-based)\b")
 _ASKS_IT = (r"\b(?:images?|pictures?|painting|drawing|photo|draw|paint|sketch|search|look (?:it )?up|browse|google|link|url|"
             r"latest|current|today|right now|real[- ]time)\b")
+_GO_ON = r"^\W*(?:yes,? |sure,? |ok(?:ay)?,? )?(?:please )?(?:go on|continue|keep going|go ahead)(?: please)?\W*$"
 _QUESTION = r"\?|^\W*(?:what|why|how|что|почему|как|为什么|怎么|什么|pourquoi|comment|por qué|cómo|warum|wie|por que|como)\b"
 _CODE = r"```|\n\s*(?:def |class |import |#include|public |function |const |let |var |for |if )|[;{}]\s*\n"
 _ENGLISH = (r"\b(?:the|is|are|you|your|it|to|and|of|a|an|in|what|how|why|can|please|me|my|i|this|that|write|give|make|"
@@ -131,10 +138,16 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
         (code & ~pl.col("_lo").str.contains(_QUESTION) & (pl.col(text).str.len_chars() <= 300)).alias("_report"))
     asks = pl.col("_lo").str.contains(_PRETEXT) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
     ins = f.filter("refusal").select("_i", asks.alias("insisting"))
-    f = f.join(rep, on="_i", how="left").join(err, on="_i", how="left").join(ins, on="_i", how="left").sort("_i")
+    # "go on" after an answer that offered more ("Shall I continue?") accepts the offer; else it is neither.
+    go_on = f.filter(pl.col("_lo").str.contains(_GO_ON)).join(rows, on="_i").select(
+        "_i", pl.col(prev).fill_null("").str.tail(200).str.contains(r"\?").alias("accepts_offer"))
+    for part in (rep, err, ins, go_on):
+        f = f.join(part, on="_i", how="left")
+    f = f.sort("_i")
     report = pl.col("_report").fill_null(False)
     return f.select(
         pl.col("resend").fill_null(False), pl.col("overlap").fill_null(False), "refusal",
         pl.col("insisting").fill_null(False), report.alias("error_report"),
         (pl.col("_code").fill_null(False) & ~report).alias("error_after_code"), "non_english",
+        pl.col("accepts_offer").fill_null(False),
     )

@@ -32,6 +32,7 @@ OASST = "oasst_en100/model/model_eval/manual/data/en_100_tree.jsonl"
 HH = "hh_rlhf/harmless-base/test.jsonl.gz"
 WILDCHAT_FIXTURE = Path(__file__).parent / "fixtures" / "wildchat_labels.jsonl"
 WILDCHAT = "wildchat_sample/conversations.jsonl"
+ROUTE_BELOW = 0.8  # README: rules+llm can send the turns whose rule confidence is below this to the model
 
 
 def wildchat_split(conversation_id: str) -> str:
@@ -112,4 +113,59 @@ def load_wildchat(real: Path) -> pl.DataFrame:
     if missing.height:
         raise KeyError(f"{WILDCHAT_FIXTURE}: {missing.height} labelled turns not found in {real / WILDCHAT}, "
                        f"first {missing.row(0, named=True)['conversation_id']}; is ../shared up to date?")
+    return out
+
+
+def detect_wildchat(real: Path) -> pl.DataFrame:
+    """The WildChat fixture with the rules' verdicts: ``p_sat``, ``p_dsat``, ``p_sat_categories``,
+    ``p_dsat_categories``, ``rationale`` and ``confidence`` beside the hand labels."""
+    from stages.wildfeedback_rules import detect
+
+    rows = load_wildchat(real)
+    out = detect(rows.select("text", "prev", "prev_user"))
+    return rows.hstack(out.select(
+        p_sat="sat", p_dsat="dsat", p_sat_categories="sat_categories", p_dsat_categories="dsat_categories",
+        rationale="rationale", confidence="confidence"))
+
+
+def _prf(gold: pl.Series, pred: pl.Series) -> dict:
+    tp, fp, fn = int((gold & pred).sum()), int((~gold & pred).sum()), int((gold & ~pred).sum())
+    return {"precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None,
+            "tp": tp, "fp": fp, "fn": fn}
+
+
+def wildchat_scores(frame: pl.DataFrame) -> dict:
+    """Scores of the rules on labelled turns (a `detect_wildchat` frame, or a part of it).
+
+    ``sat`` / ``dsat``: precision, recall, tp, fp, fn per polarity; ``categories``: the same per category
+    (a turn counts for each category it carries); ``kinds``: gold DSAT turns per kind and how many the rules
+    flag as DSAT; ``languages``: DSAT scores on English and on other turns; ``confidence``: per band of
+    the rules' confidence, turns and the share whose verdict (sat, dsat) is right.
+    """
+    out: dict = {"turns": frame.height}
+    for pol in ("sat", "dsat"):
+        out[pol] = _prf(frame[pol], frame[f"p_{pol}"])
+    cats = {}
+    for pol in ("sat", "dsat"):
+        gold, pred = frame[f"{pol}_categories"], frame[f"p_{pol}_categories"]
+        for c in sorted({c for lst in gold.to_list() + pred.to_list() for c in lst}):
+            cats[c] = _prf(gold.list.contains(c), pred.list.contains(c))
+    out["categories"] = cats
+    kinds = frame.filter(pl.col("dsat")).group_by(pl.col("kind").fill_null("unmarked")).agg(
+        pl.len().alias("n"), pl.col("p_dsat").sum().alias("found")).sort("n", "kind", descending=[True, False])
+    out["kinds"] = {k: {"n": n, "found": f, "recall": f / n} for k, n, f in kinds.iter_rows()}
+    english = frame["language"] == "en"
+    out["languages"] = {"en": _prf(frame.filter(english)["dsat"], frame.filter(english)["p_dsat"]),
+                        "other": _prf(frame.filter(~english)["dsat"], frame.filter(~english)["p_dsat"])}
+    right = (frame["sat"] == frame["p_sat"]) & (frame["dsat"] == frame["p_dsat"])
+    labels = ["< 0.7", "0.7-0.8", "0.8-0.9", ">= 0.9"]
+    bands = frame.select(pl.col("confidence").cut([0.7, 0.8, 0.9], labels=labels, left_closed=True).alias("band"),
+                         right.alias("right"))
+    counts = {b: (n, r) for b, n, r in bands.group_by("band").agg(pl.len(), pl.col("right").mean()).iter_rows()}
+    out["confidence"] = {b: {"turns": counts[b][0], "right": counts[b][1]} for b in labels if b in counts}
+    unsure = frame["confidence"] < ROUTE_BELOW
+    missed, false = frame["dsat"] & ~frame["p_dsat"], ~frame["dsat"] & frame["p_dsat"]
+    out["routing"] = {"below": ROUTE_BELOW, "turns": int(unsure.sum()), "dsat_missed": int(missed.sum()),
+                      "dsat_missed_below": int((missed & unsure).sum()), "dsat_false": int(false.sum()),
+                      "dsat_false_below": int((false & unsure).sum())}
     return out
