@@ -246,7 +246,7 @@ PATTERNS: dict[str, dict[str, str]] = {
         "tone": r"\b(?:change|fix|adjust) (?:the|your) (?:tone|style|format|formatting|wording)\b",
         "zh_style": r"简短(?:一点|一些|点)|(?:更|再)(?:简洁|简短|短)|太长了?|(?:短|长|简单|通俗|正式|口语化|专业)一(?:点|些)",
         "ru_style": r"\b(?:короче|покороче|слишком длинно|проще)\b",
-        "fr_es_de_pt_style": r"\b(?:plus court|plus courte|trop long|más corto|más largo|demasiado largo|kürzer|länger|zu lang|mais curto|mais longo|muito longo)\b",
+        "fr_es_de_pt_style": r"^\W*(?:(?:c'est|es|ist|é|está|mach es|hazlo|fais-le|faça) )?(?:plus court|plus courte|trop long|más corto|más largo|demasiado largo|kürzer|länger|zu lang|mais curto|mais longo|muito longo)\b",
     },
 }
 

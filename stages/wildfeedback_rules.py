@@ -31,7 +31,7 @@ import polars as pl
 from stages.wildfeedback_context import context
 from stages.wildfeedback_cues import CONFIDENCE, DEFAULT_CONFIDENCE, DSAT_CATEGORIES, PATTERNS, SAT_CATEGORIES
 
-__all__ = ["DSAT_CATEGORIES", "PATTERNS", "SAT_CATEGORIES", "detect", "normalise"]
+__all__ = ["DSAT_CATEGORIES", "PATTERNS", "ROUTE_BELOW", "SAT_CATEGORIES", "detect", "normalise"]
 
 _REQUEST_DSAT = ["Revision", "Insufficient_Detail", "Style"]
 # Where SAT cues count: the first sentence, after a short opening one ("Thanks! That really helped.").
@@ -143,6 +143,10 @@ CONTEXT_RULES = {"resend": ("Revision", 0.9), "insist_after_refusal": ("Revision
 # are short, so their silence says less (the README's language table shows the gap).
 UNCERTAIN = {"overlap": 0.75, "refusal": 0.7, "error_after_code": 0.7, "non_english": 0.75}
 NO_SIGNAL_CONFIDENCE = 0.9
+# The verdicts a rules+llm detector should send to the model: confidence below this. Cue-less turns after
+# a refusal, in another language, rephrasing the request or reporting an error after code fall below
+# it, and so do the weak cues (a bare "ok" before a new request, "include ...").
+ROUTE_BELOW = 0.8
 
 
 def _names(columns: dict[str, pl.Expr], separator: str) -> pl.Expr:

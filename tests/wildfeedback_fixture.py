@@ -27,12 +27,13 @@ from pathlib import Path
 
 import polars as pl
 
+from stages.wildfeedback_rules import ROUTE_BELOW
+
 FIXTURE = Path(__file__).parent / "fixtures" / "wildfeedback_labels.jsonl"
 OASST = "oasst_en100/model/model_eval/manual/data/en_100_tree.jsonl"
 HH = "hh_rlhf/harmless-base/test.jsonl.gz"
 WILDCHAT_FIXTURE = Path(__file__).parent / "fixtures" / "wildchat_labels.jsonl"
 WILDCHAT = "wildchat_sample/conversations.jsonl"
-ROUTE_BELOW = 0.8  # README: rules+llm can send the turns whose rule confidence is below this to the model
 
 
 def wildchat_split(conversation_id: str) -> str:
