@@ -10,7 +10,13 @@ import polars as pl
 import pytest
 
 from stages.wildfeedback_rules import ROUTE_BELOW, detect
-from tests.wildfeedback_fixture import WILDCHAT_FIXTURE, detect_wildchat, load_wildchat, wildchat_scores, wildchat_split
+from tests.wildfeedback_fixture import (
+    WILDCHAT_FIXTURE,
+    detect_wildchat,
+    load_wildchat,
+    wildchat_scores,
+    wildchat_split,
+)
 
 REFUSAL = "I'm sorry, but I can't help with that request."
 CODE_ANSWER = "Try this:\n```python\nnames = load()\nprint(names[0])\n```\nIt prints the first name."
