@@ -27,9 +27,9 @@ user turn before it (``prev_user``) and with the assistant turn it answers (``pr
   a question, is ``error_after_code``: often a new question about the user's own code; uncertain.
 - ``accepts_offer``: a bare "go on" / "continue" after an answer that ended with a question (it offered
   more): Compliance. After any other answer (cut off or not) it is neither, as the rubric says.
-- ``non_english``: the opening of the turn holds none of the commonest English words (a turn in another
-  script, or in French, Spanish...): the cue lists of other languages are short, so a turn without a cue
-  is less certain.
+- ``non_english``: the opening of the turn is mostly in a non-Latin script, or holds French, Spanish,
+  German or Portuguese function words and no English ones: the cue lists of other languages are short,
+  so a turn there without a cue is less certain.
 
 Words are runs of letters/digits, CJK characters one by one; a long turn is compared by its first and
 last `EDGE_CHARS` characters (a resent long paste starts and ends the same; a new one shares only the
@@ -74,6 +74,11 @@ _ASKS_IT = (r"\b(?:images?|pictures?|painting|drawing|photo|draw|paint|sketch|se
 _GO_ON = r"^\W*(?:yes,? |sure,? |ok(?:ay)?,? )?(?:please )?(?:go on|continue|keep going|go ahead)(?: please)?\W*$"
 _QUESTION = r"\?|^\W*(?:what|why|how|что|почему|как|为什么|怎么|什么|pourquoi|comment|por qué|cómo|warum|wie|por que|como)\b"
 _CODE = r"```|\n\s*(?:def |class |import |#include|public |function |const |let |var |for |if )|[;{}]\s*\n"
+_NON_LATIN = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Cyrillic}\p{Arabic}\p{Hebrew}\p{Thai}\p{Devanagari}\p{Greek}]"
+# Function words of French, Spanish, German and Portuguese (and none of _ENGLISH): a Latin-script turn
+# in another language.
+_EUROPEAN = (r"\b(?:le|la|les|des|est|une|et|pour|dans|qui|el|los|las|una|y|para|por|con|que|der|die|das|und|ist|ein|"
+             r"eine|nicht|mit|os|um|uma|com|não|é|je|tu|ich|du|yo|eu|você|vous)\b")
 _ENGLISH = (r"\b(?:the|is|are|you|your|it|to|and|of|a|an|in|what|how|why|can|please|me|my|i|this|that|write|give|make|"
             r"with|for|not|no|yes|ok|okay|thanks|thank|do|does|more|again|about|on|be|explain|tell|use|try)\b")
 
@@ -121,12 +126,13 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
         pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"),
         pl.col(text).fill_null("").str.head(window_chars).str.to_lowercase().alias("_lo"),
         pl.col(prev).fill_null("").str.head(400).str.to_lowercase().alias("_ans"),
-        (pl.col(prev_user) if prev_user else pl.lit(None, dtype=pl.String)).alias("_pu"),
+        (pl.col(prev_user).cast(pl.String) if prev_user else pl.lit(None, dtype=pl.String)).alias("_pu"),
     )
     key = pl.col("_pu").str.head(200).str.to_lowercase().str.extract(r"(\p{L}{4,}|\p{Han}{2})")
     f = f.with_columns(
         refusal=pl.col("_ans").str.head(300).str.contains(_REFUSAL),
-        non_english=~pl.col("_lo").str.head(300).str.contains(_ENGLISH) & (pl.col("_lo").str.len_bytes() > 0),
+        non_english=(3 * pl.col("_lo").str.count_matches(_NON_LATIN) > pl.col("_lo").str.count_matches(r"\p{L}"))
+        | (pl.col("_lo").str.contains(_EUROPEAN) & ~pl.col("_lo").str.contains(_ENGLISH)),
         _err=pl.col("_lo").str.contains(_ERROR),
         _related=(pl.col("_lo").str.contains(key, literal=True).fill_null(False) & ~pl.col("_lo").str.contains(_CONTINUE)),
     )
