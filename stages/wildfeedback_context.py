@@ -93,25 +93,21 @@ def _edges(text: pl.Expr) -> pl.Expr:
 def _repeats(frame: pl.DataFrame, t: pl.Expr, p: pl.Expr) -> pl.DataFrame:
     """``resend`` and ``overlap`` of lower-cased texts ``t`` (the turn) and ``p`` (the request before it)."""
     squash = lambda e: e.str.replace_all(r"\s+", " ").str.strip_chars(" .?!")  # noqa: E731
-    w = frame.select("_i", t.str.extract_all(_TOKEN).list.unique().alias("_tw"),
-                     p.str.extract_all(_TOKEN).list.unique().alias("_pw"), p.str.len_chars().alias("_pn"),
-                     squash(t).str.contains(squash(p), literal=True).alias("_phrase"))
-    w = w.with_columns(
-        _nt=pl.col("_tw").list.len(), _np=pl.col("_pw").list.len(),
-        _common=pl.col("_tw").list.set_intersection("_pw").list.len(),
-        _removed=pl.col("_pw").list.set_difference("_tw"),
-    )
-    jaccard = pl.col("_common") / (pl.col("_nt") + pl.col("_np") - pl.col("_common")).clip(1)
-    numbers_changed = pl.col("_removed").list.join(" ").str.contains(r"\d")
-    added = pl.col("_nt") - pl.col("_common")
+    w = frame.select(t.str.extract_all(_TOKEN).list.unique().alias("_tw"), p.str.extract_all(_TOKEN).list.unique().alias("_pw"),
+                     p.str.len_chars().alias("_pn"), squash(t).str.contains(squash(p), literal=True).alias("_phrase"))
+    w = w.with_columns(_nt=pl.col("_tw").list.len(), _np=pl.col("_pw").list.len(),
+                       _common=pl.col("_tw").list.set_intersection("_pw").list.len(),
+                       _removed=pl.col("_pw").list.set_difference("_tw"))
+    n_t, n_p, common = pl.col("_nt"), pl.col("_np"), pl.col("_common")
+    jaccard = common / (n_t + n_p - common).clip(1)
     # Every earlier word kept; many words added only if the earlier request recurs as a phrase (else a
     # long new text that happens to contain a short question's words).
-    kept_all = ((pl.col("_removed").list.len() == 0) & (pl.col("_np") >= 4) & (pl.col("_pn") >= 12)
-                & ((added <= pl.max_horizontal(pl.lit(10), pl.col("_np"))) | pl.col("_phrase")))
-    edited = (pl.col("_np") >= LONG_REQUEST) & (jaccard >= NEAR_JACCARD) & ~numbers_changed
+    kept_all = ((pl.col("_removed").list.len() == 0) & (n_p >= 4) & (pl.col("_pn") >= 12)
+                & (((n_t - common) <= pl.max_horizontal(pl.lit(10), n_p)) | pl.col("_phrase")))
+    edited = (n_p >= LONG_REQUEST) & (jaccard >= NEAR_JACCARD) & ~pl.col("_removed").list.join(" ").str.contains(r"\d")
     resend = kept_all | edited
-    overlap = ~resend & (pl.col("_np") >= 2) & ((jaccard >= 0.3) | (pl.col("_common") >= 0.5 * pl.col("_np")))
-    return w.select("_i", resend.alias("resend"), overlap.alias("overlap"))
+    return w.select(resend.alias("resend"),
+                    (~resend & (n_p >= 2) & ((jaccard >= 0.3) | (common >= 0.5 * n_p))).alias("overlap"))
 
 
 def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None, window_chars: int = 400) -> pl.DataFrame:
@@ -136,24 +132,24 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
         _err=pl.col("_lo").str.contains(_ERROR),
         _related=(pl.col("_lo").str.contains(key, literal=True).fill_null(False) & ~pl.col("_lo").str.contains(_CONTINUE)),
     )
-    rows = frame.select(text, prev).with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"))
-    rep = _repeats(f.filter("_related").join(rows, on="_i"), _edges(pl.col(text)), _edges(pl.col("_pu")))
+    n = frame.height
+
+    def on(mask: str, cols) -> pl.DataFrame:
+        """``cols`` (expressions, or a function of the rows) computed on the rows where ``mask`` holds,
+        scattered back to every row (False elsewhere)."""
+        idx = f[mask].arg_true()
+        rows = f[idx].hstack(frame.select(text, prev)[idx])
+        part = cols(rows) if callable(cols) else rows.select(**cols)
+        return pl.DataFrame([pl.Series(k, [False] * n, pl.Boolean).scatter(idx, part[k]) for k in part.columns])
+
     code = pl.col(prev).fill_null("").str.contains(_CODE)
-    err = f.filter("_err").join(rows, on="_i").select(
-        "_i", code.alias("_code"),
-        (code & ~pl.col("_lo").str.contains(_QUESTION) & (pl.col(text).str.len_chars() <= 300)).alias("_report"))
     asks = pl.col("_lo").str.contains(_PRETEXT) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
-    ins = f.filter("refusal").select("_i", asks.alias("insisting"))
+    f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON))
+    rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
+    err = on("_err", {"code": code, "report": code & ~pl.col("_lo").str.contains(_QUESTION) & (pl.col(text).str.len_chars() <= 300)})
+    ins = on("refusal", {"insisting": asks})
     # "go on" after an answer that offered more ("Shall I continue?") accepts the offer; else it is neither.
-    go_on = f.filter(pl.col("_lo").str.contains(_GO_ON)).join(rows, on="_i").select(
-        "_i", pl.col(prev).fill_null("").str.tail(200).str.contains(r"\?").alias("accepts_offer"))
-    for part in (rep, err, ins, go_on):
-        f = f.join(part, on="_i", how="left")
-    f = f.sort("_i")
-    report = pl.col("_report").fill_null(False)
-    return f.select(
-        pl.col("resend").fill_null(False), pl.col("overlap").fill_null(False), "refusal",
-        pl.col("insisting").fill_null(False), report.alias("error_report"),
-        (pl.col("_code").fill_null(False) & ~report).alias("error_after_code"), "non_english",
-        pl.col("accepts_offer").fill_null(False),
-    )
+    go_on = on("_go_on", {"accepts_offer": pl.col(prev).fill_null("").str.tail(200).str.contains(r"\?")})
+    return pl.DataFrame([rep["resend"], rep["overlap"], f["refusal"], ins["insisting"],
+                         err["report"].alias("error_report"), (err["code"] & ~err["report"]).alias("error_after_code"),
+                         f["non_english"], go_on["accepts_offer"]])

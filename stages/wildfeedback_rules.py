@@ -132,8 +132,11 @@ def _category_regex(category: str) -> str:
 # The union of all patterns as one regex outgrows the regex engine's fast automaton (it then runs
 # hundreds of times slower), so the candidate pass runs a few smaller unions, and the negations
 # (whose rewrite makes cues such as "neg_bad").
+# (Revision's anchored edit patterns are big: it gets a pass of its own; bench/wildfeedback_signals.py
+# shows when a union has outgrown the automaton.)
 _CUE_GROUPS = ["|".join(f"(?:{_category_regex(c)})" for c in group) for group in (
-    SAT_CATEGORIES, DSAT_CATEGORIES[:4], DSAT_CATEGORIES[4:])] + ["|".join(f"(?:{p})" for p, _ in _NEGATIONS)]
+    SAT_CATEGORIES, ["Revision"], ["Negative_Feedback", "Factual_Error", "Unrealistic_Expectation", "No_Engagement"],
+    ["Ignored", "Lower_Quality", "Insufficient_Detail", "Style"])] + ["|".join(f"(?:{p})" for p, _ in _NEGATIONS)]
 _CATEGORIES = SAT_CATEGORIES + DSAT_CATEGORIES
 # Context rules: name -> (category, confidence). See stages/wildfeedback_context.py.
 CONTEXT_RULES = {"resend": ("Revision", 0.9), "insist_after_refusal": ("Revision", 0.85),
