@@ -2,6 +2,7 @@
 
     python bench/signals_eval.py            # print the tables
     python bench/signals_eval.py --write    # ...and rewrite them in README.md and bench/README.md
+    python bench/signals_eval.py --smoke    # the same tables, printed (it takes seconds)
 
 The labels are tests/fixtures/wildchat_labels.jsonl: 1,001 user turns of 340 real WildChat conversations
 (texts read from ../shared/data/real/wildchat_sample), split by conversation into dev (the rules were
@@ -166,10 +167,11 @@ def current_block(path: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--write", action="store_true", help="rewrite the tables in README.md and bench/README.md")
+    ap.add_argument("--smoke", action="store_true", help="print the tables only (the default; for the bench smoke test)")
     args = ap.parse_args()
     s, old = scores(), old_fixture()
     print(bench_block(s) + "\n\n" + old)
-    if args.write:
+    if args.write and not args.smoke:
         for path, block in ((ROOT / "README.md", readme_block(s, old)), (ROOT / "bench" / "README.md", bench_block(s))):
             path.write_text(replace_block(path.read_text(encoding="utf-8"), block, path), encoding="utf-8")
             print(f"wrote {path.relative_to(ROOT)}")

@@ -1,6 +1,7 @@
 """Agreement of the WildFeedback `llm` detector with the hand labels, on a sample of the WildChat test part.
 
     python bench/signals_llm.py --model smollm2 --n 120
+    python bench/signals_llm.py --smoke     # 2 turns with the built-in tiny model: the path runs end to end
 
 Runs the stage's own `llm` detector (stages.wildfeedback: ``with_context`` -> ``llm_detect`` with the
 ``wildfeedback_detect`` prompt, ``roles.detector`` sampling, ``context_messages`` and
@@ -48,7 +49,10 @@ def main() -> None:
                     help="llm.max_model_len (the detect prompt with 6 context messages of 1,500 chars needs ~3k tokens)")
     ap.add_argument("--context-messages", type=int, help="dialogue messages shown (default: params.yaml)")
     ap.add_argument("--max-chars", type=int, help="each shown message cut to this (default: params.yaml)")
+    ap.add_argument("--smoke", action="store_true", help="2 turns, the built-in tiny model, short context")
     args = ap.parse_args()
+    if args.smoke:
+        args.model, args.n, args.context_messages, args.max_chars = "tiny", 2, 1, 200
     params = load_params(ROOT / "params.yaml")
     cfg = params.wildfeedback.model_copy(update={
         k: v for k, v in (("context_messages", args.context_messages), ("max_message_chars", args.max_chars)) if v})
@@ -66,11 +70,13 @@ def main() -> None:
 
     engine = get_engine(role)
     t0 = time.perf_counter()
-    judged = pl.concat([
-        pl.from_arrow(llm_detect(table.slice(i, role.batch_size), engine, sampling=role.sampling,
-                                 prompt=template("detect"), max_chars=cfg.max_message_chars))
-        for i in range(0, table.num_rows, role.batch_size)
-    ])
+    parts = []
+    for i in range(0, table.num_rows, role.batch_size):
+        parts.append(pl.from_arrow(llm_detect(table.slice(i, role.batch_size), engine, sampling=role.sampling,
+                                              prompt=template("detect"), max_chars=cfg.max_message_chars)))
+        print(f"  judged {min(i + role.batch_size, table.num_rows)} / {table.num_rows} "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    judged = pl.concat(parts)
     seconds = time.perf_counter() - t0
     rows = sample.join(judged.select("conversation_id", "user_turn", "ok", m_sat="sat", m_dsat="dsat"),
                        on=["conversation_id", "user_turn"], how="left")
