@@ -221,28 +221,30 @@ def main() -> None:
 
         turns = flagged = 0
         with PeakRSS() as mem:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for batch in iter_batches(tmp / "log", batch_size=args.batch):
                 t, n_turns = scan(pl.from_arrow(batch), cfg)
                 turns += n_turns
                 flagged += t.filter(pl.col("sat") | pl.col("dsat")).height
-            fast = time.perf_counter() - t0
+            fast, fast_cpu = time.perf_counter() - t0, time.process_time() - c0
         print(f"rules (polars, streamed): {args.n:,} conversations, {turns:,} judged turns, {flagged:,} flagged "
-              f"in {fast:.1f} s = {args.n / fast:,.0f} conversations/s; peak RSS {mem.peak / 2**20:.0f} MiB "
+              f"in {fast:.1f} s = {args.n / fast:,.0f} conversations/s ({fast_cpu:.1f} s CPU, all threads); "
+              f"peak RSS {mem.peak / 2**20:.0f} MiB "
               f"(+{(mem.peak - mem.start) / 2**20:.0f} MiB over the {mem.start / 2**20:.0f} MiB before)")
 
         sample = pl.from_arrow(next(iter_batches(tmp / "log", batch_size=args.naive_n))).head(args.naive_n)
         rows = sample.to_dicts()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n_flag = naive(rows, cfg)
-        slow = time.perf_counter() - t0
+        slow, slow_cpu = time.perf_counter() - t0, time.process_time() - c0
         rate = len(rows) / slow
         sub_t, _ = scan(sample, cfg)
         same = sub_t.filter(pl.col("sat") | pl.col("dsat")).height
-        print(f"naive (python re per message): {len(rows):,} conversations in {slow:.1f} s = {rate:,.0f} "
+        print(f"naive (python re per message): {len(rows):,} conversations in {slow:.1f} s ({slow_cpu:.1f} s CPU) = {rate:,.0f} "
               f"conversations/s; EXTRAPOLATED to {args.n:,}: {args.n / rate:.0f} s "
               f"(flagged {n_flag:,} by text cues vs polars {same:,} by text cues + context on the same subsample)")
-        print(f"speed-up: {(args.n / fast) / rate:.1f}x   cores: {psutil.cpu_count()} "
+        print(f"speed-up: {(args.n / fast) / rate:.1f}x wall, {(slow_cpu * args.n / len(rows)) / fast_cpu:.1f}x CPU   "
+              f"load average {os.getloadavg()[0]:.1f}   cores: {psutil.cpu_count()} "
               f"(POLARS_MAX_THREADS={os.environ.get('POLARS_MAX_THREADS', 'default')}, polars {pl.__version__})")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
