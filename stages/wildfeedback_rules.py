@@ -1,12 +1,17 @@
-"""The `rules` feedback detector of WildFeedback: per-category patterns over user turns, in polars.
+"""The `rules` feedback detector of WildFeedback: cues and context rules over user turns, in polars.
 
-Every user turn after the first is judged against the assistant turn just before it. The text is
-normalised once (lower case, straight quotes), quoted material is cut out (``>`` lines, code
-fences, text in double quotes or backticks, sentences pasted back from the previous assistant turn),
-negations are rewritten into tokens (``not bad`` -> ``neg_bad``, ``no problem`` -> ``neg_problem``)
-so that the category patterns never see a negated cue as a plain one, and then one combined regex per
-category runs over the whole column. Only flagged rows are re-scanned per pattern to name the
-patterns that fired::
+Every user turn after the first is judged against the assistant turn just before it (``prev``) and,
+when given, the user turn before that (``prev_user``). Two kinds of evidence, both vectorised:
+
+- context rules (`stages.wildfeedback_context`): the request re-sent, narrowed or lightly edited
+  (Revision), re-sent or excused after a refusal (insisting: Revision), a short error message after an
+  answer with code (Factual_Error), "go on" after an answer that offered more (Compliance);
+- text cues (`stages.wildfeedback_cues`), one regex per category over the opening of the turn: lower
+  case, straight quotes, quoted material cut out (``>`` lines, code fences, text in double quotes or
+  backticks, announced task material, sentences pasted back from ``prev``), negations rewritten into
+  tokens (``not bad`` -> ``neg_bad``) so that no pattern sees a negated cue as a plain one. A few pattern
+  unions pick the turns with some cue first; only those are cleaned further, scanned per category, and
+  re-scanned per pattern to name the patterns that fired::
 
     >>> import polars as pl
     >>> turns = pl.DataFrame({"text": ["Thanks! That really helped.", "That's wrong, try again."],
@@ -16,12 +21,16 @@ patterns that fired::
     [(True, False, ['Gratitude', 'Praise'], []), (False, True, [], ['Revision', 'Factual_Error'])]
     >>> out["rationale"][1]
     'Revision:try_again; Factual_Error:that_is_wrong; Factual_Error:actually'
+    >>> out["confidence"].to_list()
+    [0.85, 0.85]
 
-Three rules run after the patterns (all vectorised):
-- a turn that opens with thanks/praise and carries no contrast word ("but", "however") is a thanked
-  new task: request-shaped DSAT cues in it (Revision, Insufficient_Detail, Style) are cleared;
-- sarcasm: an insult (Negative_Feedback) with thanks and no contrast word clears the SAT side;
-- a signal needs the previous turn to be an assistant turn (the caller only passes those).
+Rules on the cues: a prompt template ("I want you to act as...") carries none; a turn opening with a
+task verb ("Write a story where...") carries no SAT cue; a turn that opens with thanks/praise and no
+contrast word ("but", "however") is a thanked new task, so request-shaped DSAT cues in it (Revision,
+Insufficient_Detail, Style) are cleared; an insult with thanks and no contrast word is sarcasm, so the
+SAT side is cleared. ``confidence`` is the surest rule that fired (`CONFIDENCE`, `CONTEXT_RULES`), or
+for a turn without a signal how sure that is (`UNCERTAIN`, `NO_SIGNAL_CONFIDENCE`); a rules+llm
+detector sends the verdicts below `ROUTE_BELOW` to the model.
 """
 
 from __future__ import annotations
