@@ -6,8 +6,9 @@ A person's post already holds a good answer to some reader's question. So::
     --4 K policy responses per query--> --5 judge scores each 1-5 with the document as reference-->
     --6 pairs: best vs worst response, kept when the margin reaches min_margin
 
-Before step 2 the judge proves, on built-in probes, that both its uses (3 and 5) discriminate
-(``stages/pugc_gates.py``); below ``pugc.gates`` the stage fails or withholds those labels. Each step is a
+Before step 2 the judge proves, on built-in probes, that both its uses (3 and 5) discriminate; below
+``pugc.gates`` the stage fails or withholds those labels (the judge's steps and gates: ``stages/pugc_judge.py``;
+pre-filter: ``stages/pugc_prefilter.py``; plumbing and outputs: ``stages/pugc_io.py``). Each step is a
 small function over a polars frame / Arrow batch; model steps take an ``engine`` and run through
 ``map_batches``. A row that leaves the flow gets a ``drop`` reason, and metrics count every row at every
 step (``in == kept + sum(dropped)``). Every prompt is a template filled by ``pipeline.prompt.fill``.
@@ -18,25 +19,20 @@ Outputs: ``data/pugc/queries`` (prompts, ``reference`` = the document), ``data/p
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Literal
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 from pydantic import BaseModel
 
 from pipeline.checks import same_text
-from pipeline.config import LLM, Params, Sampling, fingerprint, resolve_role
+from pipeline.config import Params, Sampling, fingerprint, resolve_role
 from pipeline.drops import account, first_reason
-from pipeline.gates import check_gate
 from pipeline.io import write_json_atomic
 from pipeline.llm.base import GenerationFailure
 from pipeline.prompt import copies_template, fill, template, template_phrases
 from pipeline.text import normalise
-from stages import pugc_gates
 from stages.pugc_io import (
     clear_checkpoints,
     empty_queries,
@@ -48,46 +44,18 @@ from stages.pugc_io import (
     with_response_ids,
     write_outputs,
 )
+from stages.pugc_judge import chat, judge_answerable, judge_gates, query_filter, score_responses
 from stages.pugc_prefilter import document_view, prefilter
 
 DOCUMENTS = Path("data/ingest/documents")
 OUT = Path("data/pugc")
-SCORES = ["1", "2", "3", "4", "5"]
 
 
-def chat(content: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": content}]
-
-
-# --- prompts: user and model text is fenced data -------------------------------------------------
-
-ANSWER_FORMAT = {
-    "expected": "Answer with a single digit from 1 to 5.",
-    "sampled": 'Answer in JSON: {"score": <a digit from 1 to 5>}',
-}
+# --- 2. query generation -------------------------------------------------------------------------
 
 
 def query_prompt(document: str) -> list[dict[str, str]]:
     return chat(fill(template("pugc_query"), document=document))
-
-
-def filter_prompt(query: str, document: str) -> list[dict[str, str]]:
-    return chat(fill(template("pugc_query_filter"), query=query, document=document))
-
-
-def judge_prompt(query: str, document: str, response: str, scoring: str) -> list[dict[str, str]]:
-    return chat(
-        fill(
-            template("pugc_judge"),
-            literal={"answer_format": ANSWER_FORMAT[scoring]},
-            query=query,
-            document=document,
-            response=response,
-        )
-    )
-
-
-# --- 2. query generation -------------------------------------------------------------------------
 
 
 class Query(BaseModel):
@@ -129,26 +97,7 @@ def clean_queries(queries: pl.DataFrame, leak_patterns: list[str]) -> pl.DataFra
     return marked.with_columns(drop=pl.when(dup).then(pl.lit("duplicate_query")).otherwise(pl.col("drop")))
 
 
-# --- 3. query filter -----------------------------------------------------------------------------
-
-
-def judge_answerable(batch: pa.Table, engine) -> pa.Table:
-    """Engine step: ``p_true`` = the judge's probability that the document answers the query."""
-    prompts = [
-        filter_prompt(q, d)
-        for q, d in zip(batch["query"].to_pylist(), batch["reference"].to_pylist(), strict=True)
-    ]
-    probs = np.asarray(engine.choose(prompts, ["True", "False"]), dtype=np.float64).reshape(len(prompts), 2)
-    return batch.append_column("p_true", pa.array(probs[:, 0] / probs.sum(axis=1)))
-
-
-def query_filter(queries: pl.DataFrame, threshold: float) -> pl.DataFrame:
-    return queries.with_columns(
-        drop=pl.when(pl.col("p_true") >= threshold)
-        .then(pl.lit(None, pl.String))
-        .otherwise(pl.lit("not_answerable"))
-    )
-
+# --- 3. query filter: stages/pugc_judge.py -----------------------------------------------------------
 
 # --- 4. sampling ---------------------------------------------------------------------------------
 
@@ -175,57 +124,7 @@ def response_filter(responses: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-# --- 5. reference-guided scoring -----------------------------------------------------------------
-
-
-class Vote(BaseModel):
-    score: Literal[1, 2, 3, 4, 5]
-
-
-def expected_score(probs: np.ndarray) -> np.ndarray:
-    """E[score] under each row's probabilities for "1".."5" (renormalised).
-
-    >>> expected_score(np.array([[0.1, 0.2, 0.3, 0.2, 0.2]])).round(6).tolist()
-    [3.2]
-    """
-    probs = np.asarray(probs, dtype=np.float64)
-    return probs @ np.arange(1, 6) / probs.sum(axis=1)
-
-
-def score_responses(batch: pa.Table, engine, *, scoring: str, n_judgments: int, sampling: Sampling) -> pa.Table:
-    """Engine step: ``score`` (null when every sampled vote failed) and ``detail`` JSON per response."""
-    prompts = [
-        judge_prompt(q, d, r, scoring)
-        for q, d, r in zip(
-            batch["query"].to_pylist(), batch["reference"].to_pylist(), batch["text"].to_pylist(), strict=True
-        )
-    ]
-    scores: list[float | None] = []
-    details: list[str] = []
-    if scoring == "expected":
-        probs = np.asarray(engine.choose(prompts, SCORES), dtype=np.float64).reshape(len(prompts), 5)
-        probs = probs / probs.sum(axis=1, keepdims=True)
-        for p, s in zip(probs, expected_score(probs), strict=True):
-            scores.append(float(s))
-            dist = dict(zip(SCORES, p.round(6).tolist(), strict=True))
-            details.append(json.dumps({"scoring": "expected", "distribution": dist}))
-    else:
-        for samples in engine.generate(prompts, n=n_judgments, sampling=sampling, schema=Vote):
-            votes = [v.score for v in samples if not isinstance(v, GenerationFailure)]
-            hist = {s: (votes.count(int(s)) / len(votes) if votes else 0.0) for s in SCORES}
-            scores.append(float(np.mean(votes)) if votes else None)
-            failures = len(samples) - len(votes)
-            details.append(
-                json.dumps({"scoring": "sampled", "votes": votes, "failures": failures, "distribution": hist})
-            )
-    return pa.table(
-        {
-            "response_id": batch["response_id"],
-            "score": pa.array(scores, pa.float64()),
-            "detail": pa.array(details, pa.string()),
-        }
-    )
-
+# --- 5. reference-guided scoring: stages/pugc_judge.py -----------------------------------------------
 
 # --- 6. pairs ------------------------------------------------------------------------------------
 
@@ -239,7 +138,9 @@ def pick_pairs(prompt_ids: pl.Series, responses: pl.DataFrame, min_margin: float
     """
     scored = responses.filter(pl.col("score").is_not_null())
     order = ["prompt_id", "score", "response_id"]
-    best = scored.sort(order, descending=[False, True, False]).group_by("prompt_id", maintain_order=True).first()
+    best = (
+        scored.sort(order, descending=[False, True, False]).group_by("prompt_id", maintain_order=True).first()
+    )
     worst = scored.sort(order).group_by("prompt_id", maintain_order=True).first()
     n = scored.group_by("prompt_id").len("n_scored")
     cols = ["response_id", "text", "score", "finish_reason"]
@@ -266,41 +167,14 @@ def pick_pairs(prompt_ids: pl.Series, responses: pl.DataFrame, min_margin: float
     ).sort("prompt_id")
 
 
-# --- judge gates ---------------------------------------------------------------------------------
-
-
-def judge_gates(params: Params, judge: LLM) -> dict[str, dict]:
-    """Run both judge uses on their probes (same steps as the real rows) and check them against
-    ``pugc.gates``; a failing gate raises ``JudgeGateError`` (or, with on_gate_failure: withhold,
-    reports ``passed: false`` and the stage emits none of that use's labels)."""
-    cfg = params.pugc
-    gate = {"on_failure": params.execution.on_gate_failure}
-    probes = pugc_gates.query_filter_probes()
-    judged = run_step(probes.select("prompt_id", "query", "reference"), judge_answerable, params,
-                      "gate_query_filter", engine=judge)
-    correct, detail = pugc_gates.grade_query_filter(
-        probes.join(judged.select("prompt_id", "p_true"), on="prompt_id"), cfg.query_filter_threshold
-    )
-    reports = {"query_filter": check_gate("pugc", "query_filter", judge.model, correct, detail=detail,
-                                          min_accuracy=cfg.gates.query_filter, key="pugc.gates.query_filter",
-                                          **gate)}
-    probes = pugc_gates.scorer_probes()
-    scored = run_step(probes.select("response_id", "query", "reference", "text"), score_responses, params,
-                      "gate_scorer", engine=judge, scoring=cfg.scoring, n_judgments=cfg.n_judgments,
-                      sampling=judge.sampling)
-    correct, detail = pugc_gates.grade_scorer(probes.join(scored.select("response_id", "score"), on="response_id"),
-                                              cfg.min_margin)
-    reports["scorer"] = check_gate("pugc", "scorer", judge.model, correct, detail=detail,
-                                   min_accuracy=cfg.gates.scorer, key="pugc.gates.scorer", **gate)
-    return reports
-
-
 # --- stage ---------------------------------------------------------------------------------------
 
 
 def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     cfg = params.pugc
-    gen, policy, judge = (resolve_role(params.llm, getattr(cfg.roles, r)) for r in ("generator", "policy", "judge"))
+    gen, policy, judge = (
+        resolve_role(params.llm, getattr(cfg.roles, r)) for r in ("generator", "policy", "judge")
+    )
     # Timings go to the log, not to metrics.json: metrics are a DVC output and stay byte-identical
     # for identical inputs and params.
     metrics: dict = {"tiny_overrides": params.applied_overrides("pugc")}
@@ -325,18 +199,33 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     tick("gates")
 
     # 2. query generation + failure / leakage / template-copy / duplicate filter
-    queries = run_step(docs.select("doc_id", "title", "text"), generate_queries, params, "queries", engine=gen,
-                       n=cfg.queries_per_document, sampling=gen.sampling)
+    queries = run_step(
+        docs.select("doc_id", "title", "text"),
+        generate_queries,
+        params,
+        "queries",
+        engine=gen,
+        n=cfg.queries_per_document,
+        sampling=gen.sampling,
+    )
     queries = clean_queries(queries if queries is not None else empty_queries(), cfg.leak_patterns)
     errors = queries["error"].drop_nulls().value_counts().sort(["count", "error"], descending=[True, False])
-    metrics["queries"] = {**account(queries), "top_errors": [[e, int(n)] for e, n in errors.head(3).iter_rows()]}
+    metrics["queries"] = {
+        **account(queries),
+        "top_errors": [[e, int(n)] for e, n in errors.head(3).iter_rows()],
+    }
     queries = with_prompt_ids(queries.filter(pl.col("drop").is_null()), docs)
     tick("queries")
 
     # 3. query filter (withheld gate: no query is kept on the judge's word)
     if use["query_filter"]:
-        judged = run_step(queries.select("prompt_id", "query", "reference"), judge_answerable, params,
-                          "query_filter", engine=judge)
+        judged = run_step(
+            queries.select("prompt_id", "query", "reference"),
+            judge_answerable,
+            params,
+            "query_filter",
+            engine=judge,
+        )
         filtered = query_filter(
             queries.join(judged.select("prompt_id", "p_true"), on="prompt_id")
             if judged is not None
@@ -345,33 +234,58 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
         )
     else:
         filtered = queries.with_columns(p_true=pl.lit(None, pl.Float64), drop=pl.lit("gate_withheld"))
-    metrics["query_filter"] = {**account(filtered), "threshold": cfg.query_filter_threshold,
-                               "p_true_mean": filtered["p_true"].mean()}
+    metrics["query_filter"] = {
+        **account(filtered),
+        "threshold": cfg.query_filter_threshold,
+        "p_true_mean": filtered["p_true"].mean(),
+    }
     queries = filtered.filter(pl.col("drop").is_null()).drop("drop", "p_true")
     tick("query_filter")
 
     # 4. sampling (withheld scorer gate: nothing to score, so nothing is sampled)
     to_sample = queries if use["scorer"] else queries.clear()
     sampling = policy.sampling.model_copy(update={"temperature": cfg.temperature, "top_p": cfg.top_p})
-    samples = run_step(to_sample.select("prompt_id", "query"), sample_responses, params, "sampling",
-                       engine=policy, k=cfg.responses_per_query, sampling=sampling)
+    samples = run_step(
+        to_sample.select("prompt_id", "query"),
+        sample_responses,
+        params,
+        "sampling",
+        engine=policy,
+        k=cfg.responses_per_query,
+        sampling=sampling,
+    )
     samples = response_filter(samples if samples is not None else empty_samples())
-    metrics["sampling"] = {**account(samples), "queries": to_sample.height, "responses_per_query": cfg.responses_per_query}
+    metrics["sampling"] = {
+        **account(samples),
+        "queries": to_sample.height,
+        "responses_per_query": cfg.responses_per_query,
+    }
     samples = with_response_ids(samples.filter(pl.col("drop").is_null()).drop("drop"))
     tick("sampling")
 
     # 5. reference-guided scoring
     to_score = samples.join(queries.select("prompt_id", "query", "reference"), on="prompt_id")
-    scores = run_step(to_score.select("response_id", "query", "reference", "text"), score_responses, params,
-                      "scoring", engine=judge, scoring=cfg.scoring, n_judgments=cfg.n_judgments,
-                      sampling=judge.sampling)
+    scores = run_step(
+        to_score.select("response_id", "query", "reference", "text"),
+        score_responses,
+        params,
+        "scoring",
+        engine=judge,
+        scoring=cfg.scoring,
+        n_judgments=cfg.n_judgments,
+        sampling=judge.sampling,
+    )
     responses = (
         samples.join(scores, on="response_id", how="left")
         if scores is not None
         else samples.with_columns(score=pl.lit(None, pl.Float64), detail=pl.lit(None, pl.String))
     )
     responses = responses.with_columns(drop=first_reason((pl.col("score").is_null(), "judge_failed")))
-    metrics["scoring"] = {**account(responses), "scoring": cfg.scoring, "score_mean": responses["score"].mean()}
+    metrics["scoring"] = {
+        **account(responses),
+        "scoring": cfg.scoring,
+        "score_mean": responses["score"].mean(),
+    }
     responses = responses.filter(pl.col("drop").is_null()).drop("drop")
     tick("scoring")
 
@@ -380,8 +294,14 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     if not use["scorer"]:
         picked = picked.with_columns(drop=pl.lit("gate_withheld"))
     metrics["pairs"] = {**account(picked), "queries": queries.height, "min_margin": cfg.min_margin}
-    lineage = {"stage": "pugc", "generator": gen.model, "policy": policy.model, "judge": judge.model,
-               "scoring": cfg.scoring, "fingerprint": fingerprint(cfg, params.llm)}
+    lineage = {
+        "stage": "pugc",
+        "generator": gen.model,
+        "policy": policy.model,
+        "judge": judge.model,
+        "scoring": cfg.scoring,
+        "fingerprint": fingerprint(cfg, params.llm),
+    }
     pairs = pairs_table(picked, queries, lineage)
     tick("pairs")
 
