@@ -27,12 +27,6 @@ def first_reason(*conditions: tuple[pl.Expr, str]) -> pl.Expr:
     return expr
 
 
-def mark(frame: pl.DataFrame, cond: pl.Expr, reason: str) -> pl.DataFrame:
-    """``frame`` with ``drop = reason`` where ``cond`` holds on a row not dropped yet (earlier reasons stay)."""
-    live = pl.col("drop").is_null()
-    return frame.with_columns(drop=pl.when(live & cond).then(pl.lit(reason)).otherwise(pl.col("drop")))
-
-
 def drop_counts(frame: pl.DataFrame) -> dict[str, int]:
     """{reason: rows} of the dropped rows, reasons sorted."""
     counts = frame.filter(pl.col("drop").is_not_null())["drop"].value_counts(sort=True)
