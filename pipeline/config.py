@@ -182,6 +182,13 @@ class PugcRoles(Section):
     judge: LLMOverride  # query filter (True/False) and reference-guided 1-5 scores
 
 
+class PugcGates(Section):
+    """Minimum probe accuracy of each PUGC judge use (pipeline/gates.py; chance is 0.5)."""
+
+    query_filter: float = Field(ge=0, le=1)  # p(True) "the document answers the query" vs the threshold
+    scorer: float = Field(ge=0, le=1)  # reference-guided 1-5 scores: a good answer beats a bad one
+
+
 class Pugc(Section):
     """PUGC (METHODS.md §2): documents -> queries -> K responses -> reference-guided scores -> pairs."""
 
@@ -203,6 +210,7 @@ class Pugc(Section):
     scoring: Literal["expected", "sampled"]
     n_judgments: int = Field(ge=1)
     min_margin: float = Field(gt=0)
+    gates: PugcGates
     roles: PugcRoles
 
     @model_validator(mode="after")
@@ -255,6 +263,12 @@ class SelfieRoles(Section):
     reference: LLMOverride  # the model is set by selfie.reference_model, not here
 
 
+class SelfieGates(Section):
+    """Minimum probe accuracy of the implicit reward (pipeline/gates.py; chance is 0.5)."""
+
+    reward: float = Field(ge=0, le=1)  # r(good) > r(bad) on pipeline/probes/selfie_reward.jsonl
+
+
 class Selfie(Section):
     pair_sources: list[str] = Field(min_length=1)  # ingest pair sources (UltraFeedback-style, labelled)
     prompt_sources: list[str]  # ingest prompt sources added to the pools as unlabelled prompts
@@ -269,6 +283,7 @@ class Selfie(Section):
     refine_fraction: float = Field(ge=0, le=1)
     alpha: float = Field(ge=0, le=0.5)
     drop_noisy: bool
+    gates: SelfieGates
     split: SelfieSplit
 
     @model_validator(mode="after")
