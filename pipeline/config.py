@@ -420,6 +420,13 @@ class WildfeedbackRoles(Section):
     judge: LLMOverride  # checklist judge (choose A/B)
 
 
+class WildfeedbackGates(Section):
+    """Min probe accuracy per judge role (pipeline/gates.py); chance is 0.5."""
+
+    detector: float = Field(ge=0, le=1)  # the `llm` detector (only when detector is llm or rules+llm)
+    judge: float = Field(ge=0, le=1)  # the checklist judge (only when checklist_judge is on)
+
+
 class Wildfeedback(Section):
     sources: list[str]  # ingest source names (conversations) to mine
     languages: list[str]  # kept languages, compared case-insensitively ("en", "English")
@@ -427,11 +434,17 @@ class Wildfeedback(Section):
     min_user_turns: int = Field(ge=1)
     drop_flags: list[str]  # conversations carrying any of these flags are dropped
     detector: Literal["rules", "llm", "rules+llm"]
+    # rules+llm: add_recall (confident rule verdicts stand; the model decides uncertain turns and the
+    # recall sample) | llm_overrides (the model's verdict replaces the rules' on every turn it sees) |
+    # agree (a rule signal is kept only where the model agrees)
+    combine: Literal["add_recall", "llm_overrides", "agree"]
+    rule_confidence: float = Field(ge=0, le=1)  # add_recall: rule verdicts at least this confident stand
     recall_sample: float = Field(ge=0, le=1)  # rules+llm: share of rule-unflagged turns also sent to the model
     seed: int
     paste_min_chars: int = Field(ge=1)  # rules: shortest sentence checked for being pasted from the assistant
     window_chars: int = Field(ge=1)  # rules: chars of the cleaned turn the patterns see
-    context_messages: int = Field(ge=1)  # model prompts: dialogue messages shown before the judged turn
+    # model prompts: dialogue messages shown before the judged turn; None = all of them (the paper)
+    context_messages: int | None = Field(ge=1)
     max_message_chars: int = Field(ge=1)  # model prompts: each shown message is cut to this many chars
     summarize: list[Literal["dsat", "sat"]]  # which signals get a preference summary
     chosen_by: Literal["expert", "policy"]
@@ -442,6 +455,9 @@ class Wildfeedback(Section):
     # Conversations per partition: every step runs on one partition at a time, so memory is bounded
     # by a partition, not the log. Rule signals and natural revisions do not depend on it.
     partition_conversations: int = Field(gt=0)
+    # Warn (console + metrics) when model steps leave less than this share of what the rules alone found.
+    collapse_fraction: float = Field(ge=0, le=1)
+    gates: WildfeedbackGates
     roles: WildfeedbackRoles
 
 
