@@ -195,7 +195,7 @@ DETECTORS: list[Detector] = [
     Detector("hf_token", r"\bhf_[A-Za-z0-9]{30,}\b", "[REDACTED_HF_TOKEN]"),
     Detector("aws_access_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", "[REDACTED_AWS_KEY]"),
     # 40 base64 characters after a word such as "secret", "key" or "credentials" on the same line
-    Detector("aws_secret_key", r"(?i:secret|key|cred|token|passw|aws)[^\n]{0,40}?[^A-Za-z0-9/+=]"
+    Detector("aws_secret_key", r"(?i:secret|key|cred|token|passw|aws)[^\n]{0,40}?[^A-Za-z0-9/+]"
              r"(?P<pii>[A-Za-z0-9/+]{40})(?:$|[^A-Za-z0-9/+=])", "[REDACTED_AWS_SECRET]", _aws_secret),
     Detector("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})\b",
              "[REDACTED_GITHUB_TOKEN]"),
