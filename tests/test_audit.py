@@ -13,7 +13,15 @@ from pipeline.hub import verify_release
 from pipeline.io import write_parquet, write_shards
 from pipeline.records import to_table
 from stages.export import ExportError, build_release
-from tests.export_fixtures import TOPICS, export_cfg, joint, pair, standard_methods, write_held_out, write_method
+from tests.export_fixtures import (
+    TOPICS,
+    export_cfg,
+    joint,
+    pair,
+    standard_methods,
+    write_held_out,
+    write_method,
+)
 
 
 def put(release, config, split, rows, name="pairs"):

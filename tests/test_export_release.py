@@ -15,7 +15,15 @@ from pipeline.records import check_table, to_table
 from stages.curry import curriculum_files
 from stages.curry import run as run_curry
 from stages.export import build_release
-from tests.export_fixtures import TOPICS, export_cfg, joint, pair, standard_methods, write_held_out, write_method
+from tests.export_fixtures import (
+    TOPICS,
+    export_cfg,
+    joint,
+    pair,
+    standard_methods,
+    write_held_out,
+    write_method,
+)
 
 
 def build(root, **overrides):
