@@ -44,6 +44,8 @@ from functools import cache, partial
 import numpy as np
 import phonenumbers
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import regex
 
 # Regions whose national phone formats (without +country code) are recognised; numbers written
@@ -357,3 +359,25 @@ def _redact_json(docs: pl.Series, kinds: list[str], phone_regions: tuple[str, ..
     out = [red[t.i] if isinstance(t, _Leaf) else json.dumps(_fill(t, red), ensure_ascii=False) for t in trees]
     changed = changed.scatter(pl.Series(hit, dtype=pl.Int64), True) if len(hit) else changed
     return s.scatter(pl.Series(idx), pl.Series(out, dtype=pl.String)), counts, changed
+
+
+def redact_messages(df: pl.DataFrame, columns: list[str], kinds: list[str],
+                    regions: tuple[str, ...] = PHONE_REGIONS) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Redact the ``content`` of every message in the message-list ``columns`` in one vectorised pass."""
+    if df.height == 0 or not kinds:
+        return df, dict.fromkeys(kinds, 0)
+    lists = [df[c].rechunk().to_arrow() for c in columns]
+    flats = [arr.flatten() for arr in lists]
+    contents = pl.Series(pa.chunked_array([f.field("content") for f in flats], type=pa.large_string()))
+    redacted_, counts = redact(contents, kinds, regions)
+    redacted_ = redacted_.to_arrow()
+    start, out = 0, {}
+    for c, arr, flat in zip(columns, lists, flats, strict=True):
+        n = len(flat)
+        content = redacted_.slice(start, n)
+        content = content.combine_chunks() if isinstance(content, pa.ChunkedArray) else content
+        start += n
+        offsets = pc.subtract(arr.offsets, arr.offsets[0])
+        values = pa.StructArray.from_arrays([flat.field("role"), content], names=["role", "content"])
+        out[c] = pl.Series(c, pa.LargeListArray.from_arrays(offsets, values))
+    return df.with_columns(**out), counts

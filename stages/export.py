@@ -73,7 +73,7 @@ from pipeline.io import (
     shard_files,
     write_json_atomic,
 )
-from pipeline.pii import redact, redact_json
+from pipeline.pii import redact, redact_json, redact_messages
 from pipeline.records import SCHEMAS, check_table
 from pipeline.text import stable_hash64
 from stages.export_write import (
@@ -173,28 +173,6 @@ def method_batches(inputs: dict[str, Path], batch_rows: int) -> Iterator[tuple[s
 
 PAIR_SIDES = ["prompt", "chosen", "rejected"]
 JOINT_SIDES = ["chosen_prompt", "chosen", "rejected_prompt", "rejected"]
-
-
-def redact_messages(df: pl.DataFrame, columns: list[str], kinds: list[str],
-                    regions: tuple[str, ...] = ()) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Redact the ``content`` of every message in the message-list ``columns`` in one vectorised pass."""
-    if df.height == 0 or not kinds:
-        return df, dict.fromkeys(kinds, 0)
-    lists = [df[c].rechunk().to_arrow() for c in columns]
-    flats = [arr.flatten() for arr in lists]
-    contents = pl.Series(pa.chunked_array([f.field("content") for f in flats], type=pa.large_string()))
-    redacted_, counts = redact(contents, kinds, *((regions,) if regions else ()))
-    redacted_ = redacted_.to_arrow()
-    start, out = 0, {}
-    for c, arr, flat in zip(columns, lists, flats, strict=True):
-        n = len(flat)
-        content = redacted_.slice(start, n)
-        content = content.combine_chunks() if isinstance(content, pa.ChunkedArray) else content
-        start += n
-        offsets = pc.subtract(arr.offsets, arr.offsets[0])
-        values = pa.StructArray.from_arrays([flat.field("role"), content], names=["role", "content"])
-        out[c] = pl.Series(c, pa.LargeListArray.from_arrays(offsets, values))
-    return df.with_columns(**out), counts
 
 
 def redacted(df: pl.DataFrame, method: str, cfg: Export) -> tuple[pl.DataFrame, dict[str, int]]:

@@ -9,9 +9,8 @@ import polars as pl
 import pytest
 
 from pipeline.dedup import text_of
-from pipeline.pii import DETECTORS, KINDS, find, find_json, luhn_valid, redact, redact_json
+from pipeline.pii import DETECTORS, KINDS, find, find_json, luhn_valid, redact, redact_json, redact_messages
 from pipeline.records import to_table
-from stages.export import redact_messages
 from tests.export_fixtures import pair
 from tests.pii_cases import NEAR_MISSES, POSITIVES
 
