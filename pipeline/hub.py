@@ -27,7 +27,7 @@ import yaml
 from pipeline.io import MANIFEST, _file_sha256, read_manifest, verify_shards
 
 CONFIG_DOC = {
-    "all": "every conditional pair (WildFeedback, PUGC, Selfie/SPA, Curry-DPO) in one table",
+    "all": "the conditional pairs (WildFeedback, PUGC, Selfie/SPA, Curry-DPO) in one table, each prompt from one method",
     "wildfeedback": "pairs mined from dissatisfaction signals in real conversations (WildFeedback)",
     "pugc": "queries written from user-generated documents, responses judged against the document (PUGC)",
     "selfie": "pairs the policy labelled itself from its implicit DPO reward (Selfie/SPA)",
