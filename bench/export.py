@@ -23,13 +23,13 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.pii import KINDS, luhn_valid, redact
-from pipeline.text import minhash, near_duplicate_groups, ngram_hashes, normalise
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # this checkout's code (not an installed copy) and tests/
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from executor import timed  # noqa: E402  (the sibling bench script's timer)
 
-ROOT = Path(__file__).resolve().parents[1]
+from pipeline.pii import KINDS, luhn_valid, redact  # noqa: E402
+from pipeline.text import minhash, near_duplicate_groups, ngram_hashes, normalise  # noqa: E402
 
 WORDS = ("alpha beta gamma delta model data train test prompt answer pair level method judge score "
          "python river mountain recipe travel history physics music garden code").split()
@@ -112,7 +112,6 @@ def main() -> None:
     texts = synthetic_prompts(args.rows)
     series = pl.Series(texts)
 
-    sys.path.insert(0, str(ROOT))  # tests/ is not an installed package
     (_, counts), t_new = timed(redact, series, KINDS)
     _, t_old = timed(old_redact, series)
     (new_recall, new_fp), (old_recall, old_fp) = fixture_scores(lambda s: redact(s, KINDS)[0]), fixture_scores(old_redact)

@@ -39,7 +39,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import cache, lru_cache, partial
 
 import numpy as np
 import phonenumbers
@@ -133,9 +133,9 @@ FILE_EXTENSIONS = {"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "pd
 
 
 def _email(m: regex.Match) -> tuple[int, int] | None:
-    domain = regex.split(rf"@|{_AT}", m.group("pii").lower(), maxsplit=1)[-1]
-    labels = regex.split(_DOT, domain)
-    if labels[-1] in FILE_EXTENSIONS or regex.fullmatch(r"\d+x", labels[0]):
+    domain = _compiled(rf"@|{_AT}").split(m.group("pii").lower(), maxsplit=1)[-1]
+    labels = _compiled(_DOT).split(domain)
+    if labels[-1] in FILE_EXTENSIONS or (labels[0][:-1].isdigit() and labels[0].endswith("x")):
         return None
     return _span(m)
 
@@ -158,6 +158,7 @@ _DATE = regex.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d
 _NANP = regex.compile(r"(?:\(\d{3}\)\s?|\d{3}[ .\-])\d{3}[ .\-]\d{4}")
 
 
+@lru_cache(maxsize=1 << 16)  # export redacts every batch twice (two passes): validate once
 def _phone_ok(text: str, regions: tuple[str, ...]) -> bool:
     """A number written internationally (+ or 00) valid in its country; or a national number written as
     people write them: North American ``(415) 555-2671`` / ``415-555-2671``, or with the trunk prefix 0
@@ -231,35 +232,69 @@ def _replace_plain(s: pl.Series, d: Detector) -> tuple[pl.Series, int]:
     return s.str.replace_all(d.pattern, repl), n
 
 
+def _replacement(m: regex.Match, marker: str, validate: Callable) -> str | None:
+    """The text that replaces match ``m`` (the ``pii`` span narrowed by ``validate`` becomes ``marker``),
+    or None when the candidate is not PII."""
+    span = validate(m)
+    if span is None:
+        return None
+    text, off = m.group(0), m.start("pii") - m.start() if "pii" in m.re.groupindex else 0
+    end = off + span[1] if "pii" in m.re.groupindex else len(text)
+    return text[: off + span[0]] + marker + text[end:]
+
+
+def _rewrite(row: str, cands: list[str], repl: dict[str, str], rx: regex.Pattern) -> tuple[str, int]:
+    """``row`` with its candidates (the Rust engine's matches, in order) replaced where ``repl`` has them.
+    Each one is located with ``str.find`` and confirmed by an anchored match at that position, so a
+    look-alike substring that did not match (e.g. followed by a letter) is never replaced."""
+    out, pos, n = [], 0, 0
+    for c in cands:
+        p = row.find(c, pos)
+        while p >= 0 and not ((m := rx.match(row, p)) is not None and m.group(0) == c):
+            p = row.find(c, p + 1)
+        if p < 0:  # the engines disagree on this row: let the Python engine scan all of it
+            return _rewrite_scan(row, repl, rx)
+        out.append(row[pos:p])
+        out.append(repl.get(c, c))
+        n += c in repl
+        pos = p + len(c)
+    out.append(row[pos:])
+    return "".join(out), n
+
+
+def _rewrite_scan(row: str, repl: dict[str, str], rx: regex.Pattern) -> tuple[str, int]:
+    n = 0
+
+    def sub(m: regex.Match) -> str:
+        nonlocal n
+        n += m.group(0) in repl
+        return repl.get(m.group(0), m.group(0))
+
+    return rx.sub(sub, row), n
+
+
 def _replace_validated(s: pl.Series, d: Detector, validate: Callable) -> tuple[pl.Series, int]:
     found = s.str.extract_all(d.pattern)
     candidates = found.explode().drop_nulls().unique().to_list()
     if not candidates:
         return s, 0
     rx = _compiled(d.pattern)
-    good = set()
+    repl = {}
     for c in candidates:  # once per distinct candidate
-        m = rx.fullmatch(c) or rx.search(c)
-        if m is not None and validate(m) is not None:
-            good.add(c)
-    if not good:
+        m = rx.fullmatch(c)
+        r = _replacement(m, d.marker, validate) if m is not None else None
+        if r is not None:
+            repl[c] = r
+    if not repl:
         return s, 0
-    hit = found.list.eval(pl.element().is_in(list(good))).list.any().fill_null(False)
-    rows = s.filter(hit).to_list()
-    count = 0
-
-    def sub(m: regex.Match) -> str:
-        nonlocal count
-        span = validate(m)
-        if span is None:
-            return m.group(0)
-        count += 1
-        text, off = m.group(0), m.start("pii") - m.start()
-        return text[: off + span[0]] + d.marker + text[off + span[1]:]
-
-    new = pl.Series([rx.sub(sub, t) for t in rows], dtype=pl.String)
+    hit = found.list.eval(pl.element().is_in(list(repl))).list.any().fill_null(False)
+    count, new = 0, []
+    for row, cands in zip(s.filter(hit).to_list(), found.filter(hit).to_list(), strict=True):
+        text, n = _rewrite(row, cands, repl, rx)
+        new.append(text)
+        count += n
     idx = pl.Series(np.flatnonzero(hit.to_numpy()))
-    return s.scatter(idx, new), count
+    return s.scatter(idx, pl.Series(new, dtype=pl.String)), count
 
 
 def redact(texts: pl.Series, kinds: list[str], phone_regions: tuple[str, ...] = PHONE_REGIONS
