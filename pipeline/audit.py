@@ -61,7 +61,8 @@ class _Found:
     def add(self, config: str, ids: list[str]) -> None:
         if ids:
             self.by_config[config] = self.by_config.get(config, 0) + len(ids)
-            self.examples += ids[: EXAMPLES - len(self.examples)]
+            new = [i for i in dict.fromkeys(ids) if i not in self.examples]  # a pair is in its config and in `all`
+            self.examples += new[: EXAMPLES - len(self.examples)]
 
     def report(self, description: str) -> dict[str, Any]:
         return {"description": description, "violations": sum(self.by_config.values()),
