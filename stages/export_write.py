@@ -22,11 +22,6 @@ JOINT = ["dove"]
 SIGNALS_DIR = Path("data/wildfeedback/signals")
 
 
-def method_configs(config: str) -> list[str]:
-    """The configs a pair of this method is in before any removal: its own, plus ``all`` if conditional."""
-    return [config] if config in JOINT else [config, "all"]
-
-
 # --- order ---------------------------------------------------------------------------------------
 
 
