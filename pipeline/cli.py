@@ -1,4 +1,5 @@
-"""Command line: ``prefpipe run STAGE``, ``prefpipe inspect PATH``, ``prefpipe publish --repo-id ORG/NAME``.
+"""Command line: ``prefpipe run STAGE``, ``prefpipe inspect PATH``, ``prefpipe audit RELEASE``,
+``prefpipe publish --repo-id ORG/NAME``.
 
 ``dvc.yaml`` calls ``python -m pipeline.cli run STAGE``, the same entry as ``prefpipe run STAGE``.
 """
@@ -66,6 +67,31 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from pipeline.audit import audit_release, summary_lines
+    from pipeline.config import load_params
+
+    release = Path(args.path)
+    if not release.is_dir():
+        print(f"prefpipe audit: {release}: not a folder; build the release with `dvc repro export`", file=sys.stderr)
+        return 2
+    cfg = root = None
+    params = Path(args.params)
+    if params.exists():
+        cfg, root = load_params(params).export, Path(args.root)
+    elif args.params != "params.yaml":
+        print(f"prefpipe audit: {params}: not found", file=sys.stderr)
+        return 2
+    report = audit_release(release, root=root, cfg=cfg)
+    print(f"audit of {release}: {report['rows']} rows in {report['files']} files: "
+          + ("passed" if report["passed"] else "FAILED"))
+    for line in summary_lines(report):
+        print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return 0 if report["passed"] else 1
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     from pipeline.hub import PublishError, publish
 
@@ -92,6 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("-n", "--rows", type=int, default=3)
     ins.add_argument("--width", type=int, default=400)
     ins.set_defaults(func=cmd_inspect)
+
+    aud = sub.add_parser("audit", help="check a release folder: identical sides, empty configs, PII, split and "
+                         "held-out leaks, cut-off or off-context chosen answers (exit 1 on any violation)")
+    aud.add_argument("path", nargs="?", default="data/release", help="the release folder (default data/release)")
+    aud.add_argument("--params", default="params.yaml",
+                     help="project params (export.methods, held_out, pii_kinds); checks needing them are skipped "
+                     "when the default params.yaml is absent")
+    aud.add_argument("--root", default=".", help="project root holding data/<method>/pairs (default .)")
+    aud.add_argument("--json", default=None, help="also write the report to this file")
+    aud.set_defaults(func=cmd_audit)
 
     pub = sub.add_parser("publish", help="verify the release against its manifest and upload it to the Hugging Face Hub")
     pub.add_argument("--repo-id", required=True, help="dataset repo, ORG/NAME (created if missing)")

@@ -350,9 +350,9 @@ class Dove(Section):
 # --- export --------------------------------------------------------------------------------------
 
 ExportMethod = Literal["wildfeedback", "pugc", "selfie", "curry", "dove"]
-PiiKind = Literal[
-    "email", "phone", "ipv4", "ipv6", "credit_card", "openai_key", "hf_token", "aws_access_key", "github_token",
-    "bearer_token",
+PiiKind = Literal[  # pipeline/pii.py DETECTORS
+    "email", "phone", "ipv4", "ipv6", "credit_card", "openai_key", "hf_token", "aws_access_key", "aws_secret_key",
+    "github_token", "bearer_token", "jwt", "slack_token", "google_api_key", "stripe_key", "private_key",
 ]
 
 
@@ -377,11 +377,15 @@ class Dedup(Section):
     shingle: int = Field(gt=0)
     num_perm: int = Field(gt=0)
     bands: int = Field(gt=0)
+    # `all` config: a prompt several methods share goes to the first of these (no score is compared)
+    priority: list[ExportMethod] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _bands_divide(self) -> Dedup:
         if self.num_perm % self.bands:
             raise ValueError(f"num_perm ({self.num_perm}) must be a multiple of bands ({self.bands})")
+        if len(set(self.priority)) != len(self.priority):
+            raise ValueError(f"priority lists a method twice: {self.priority}")
         return self
 
 
@@ -399,6 +403,9 @@ class Export(Section):
     dedup: Dedup
     decontamination: Decontamination
     pii_kinds: list[PiiKind]
+    pii_phone_regions: list[str]  # ISO 3166 regions whose national phone formats are recognised
+    # shard sets (pairs, joint pairs or prompts) whose prompts never reach a train split
+    held_out: list[str]
     test_fraction: float = Field(ge=0, lt=1)
     split_salt: str
     row_group_rows: int = Field(gt=0)
@@ -407,6 +414,18 @@ class Export(Section):
     histogram_bins: int = Field(gt=0)
     summary_png: bool  # a matplotlib summary figure for the card (skipped with a note if matplotlib is absent)
     card: Card
+
+    @model_validator(mode="after")
+    def _priority_and_regions(self) -> Export:
+        missing = [m for m in self.methods if m != "dove" and m not in self.dedup.priority]
+        if missing:
+            raise ValueError(f"dedup.priority must list every conditional method in methods; add {missing}")
+        import phonenumbers
+
+        unknown = [r for r in self.pii_phone_regions if r not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"pii_phone_regions: unknown region code(s) {unknown} (ISO 3166 alpha-2, e.g. US, GB, DE)")
+        return self
 
 
 # --- wildfeedback --------------------------------------------------------------------------------
