@@ -5,14 +5,23 @@ was expected::
 
     params.yaml: ingest.max_reject_fraction: Input should be a valid number (got 'lots')
 
+Validation is strict: nothing is coerced (``checkpoint_rows: true``, ``'2048'`` or ``'yes'`` where a
+number or a boolean belongs are errors, not 1, 2048 and True); a whole number is accepted where a
+float belongs. The file is read with YAML 1.2's booleans and floats, as DVC reads it (``yes``/``no``/
+``on``/``off`` are strings, ``1e-5`` is a float), and a key repeated in one mapping is an error naming
+the key and both lines. ``load_params`` also checks that every source name a stage selects
+(``SOURCE_KEYS``) is an ``ingest.sources`` name, with a did-you-mean.
+
 Stage sections are registered in ``Params``; every knob lives in params.yaml (no hidden defaults),
 except the optional per-role engine overrides, where a missing key means "inherit from ``llm``".
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 # --- shared sections -----------------------------------------------------------------------------
@@ -483,20 +492,85 @@ def format_validation_error(err: ValidationError, file: str | Path) -> str:
     return "invalid parameters:\n  " + "\n  ".join(lines)
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(f"line {line}: duplicate key {key!r} (first at line {first}); keep one of them")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans and floats, and duplicate keys as errors."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, line, seen[key])
+                seen[key] = line
+            except TypeError:  # an unhashable key: the base constructor reports it
+                pass
+        return super().construct_mapping(node, deep=deep)
+
+
+_BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Loader.add_implicit_resolver(  # after the int resolver, so "2048" stays an int
+    _FLOAT, re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+# Params keys that name ingest sources, as (section, field): each is checked against ingest.sources.
+# A stage that selects sources by name adds its key here.
+SOURCE_KEYS = [("wildfeedback", "sources"), ("pugc", "sources"), ("selfie", "pair_sources"),
+               ("selfie", "prompt_sources"), ("dove", "pair_sources")]
+INGEST_PAIRS = "data/ingest/pairs"  # dove.pair_sources name ingest sources only when dove.pairs reads these
+
+
+def source_name_errors(params: Params) -> list[str]:
+    """``key[i]: 'name' is not an ingest source; did you mean ...`` for every unknown source name."""
+    names = [s.name for s in params.ingest.sources]
+    errors = []
+    for section, field in SOURCE_KEYS:
+        cfg = getattr(params, section, None)
+        if cfg is None or (section == "dove" and Path(cfg.pairs).as_posix().rstrip("/") != INGEST_PAIRS):
+            continue
+        for i, name in enumerate(getattr(cfg, field)):
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                errors.append(f"{section}.{field}[{i}]: {name!r} is not an ingest source{hint} "
+                              f"(ingest.sources: {', '.join(names) or 'none'})")
+    return errors
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: no such file; run from the project root or pass --params")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # _Loader is a SafeLoader
+    except _DuplicateKey as e:
+        raise ParamsError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
     try:
-        return Params.model_validate(data)
+        params = Params.model_validate(data)
     except ValidationError as e:
         raise ParamsError(format_validation_error(e, path)) from None
+    errors = source_name_errors(params)
+    if errors:
+        raise ParamsError("invalid parameters:\n  " + "\n  ".join(f"{path}: {e}" for e in errors))
+    return params
 
 
 def fingerprint(*sections: BaseModel | dict[str, Any]) -> str:

@@ -1,7 +1,13 @@
 """Read sources record by record: every record comes back as a value or as the reason it is unusable.
 
 Reading yields raw records with their row numbers, so a bad row can be quarantined by position
-instead of crashing the stage.
+instead of crashing the stage. Whatever the bytes, a reader does not raise for a bad record: JSON
+that Python cannot hold (an integer literal over 4,300 digits, nesting deeper than
+``MAX_JSON_DEPTH``, a lone UTF-16 surrogate escape such as ``"\\ud800"``) is an error row; a
+compressed file that breaks off, a Parquet row group that cannot be decoded or a malformed XML
+``<row>`` is an error row and reading goes on with what can still be read. Only a source that
+cannot be opened at all (no such file, unknown type, an unreachable ``hf://`` set) raises
+``SourceError``, with one line naming it.
 """
 
 from __future__ import annotations
@@ -11,16 +17,28 @@ import glob
 import gzip
 import io as _io
 import json
+import os
+import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import SourceError
+from pipeline.xmlrows import xml_rows
 
 HF_PREFIX = "hf://"
+BOM = b"\xef\xbb\xbf"
+# Far deeper than any real record (OpenAssistant trees are ~15 levels) and far below Python's
+# recursion limit, so a record parses, or is rejected, the same way wherever it is read from.
+MAX_JSON_DEPTH = 200
+# What reading a damaged file raises: a truncated gzip stream (EOFError), a corrupt one
+# (zlib.error, gzip.BadGzipFile, an OSError), an I/O error.
+UNREADABLE = (EOFError, zlib.error, OSError)
 
 
 @dataclass(frozen=True)
@@ -34,7 +52,104 @@ class RawRow:
     raw: str = ""
 
 
-# --- readers -------------------------------------------------------------------------------------
+def unreadable_rest(e: BaseException, after: str) -> str:
+    """The error row for the part of a file that cannot be read."""
+    return f"the file cannot be read after {after} ({type(e).__name__}: {e}); the rest of it is lost"
+
+
+# --- JSON ----------------------------------------------------------------------------------------
+
+
+def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        children = v.values() if isinstance(v, dict) else v
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def check_value(value: Any, text: str | None = None) -> str | None:
+    """Why a parsed JSON value cannot go on (too deep, a lone surrogate), or None.
+
+    With ``text`` (the JSON it came from), cheap tests on the text skip the walk when it cannot fail.
+    """
+    if isinstance(value, dict | list) and (text is None or text.count("[") + text.count("{") > MAX_JSON_DEPTH):
+        if _too_deep(value):
+            return f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
+    if text is None or "\\ud" in text or "\\uD" in text:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            return (f"invalid JSON: lone surrogate \\u{ord(e.object[e.start]):04x} in a string "
+                    "(half of a UTF-16 pair, not a character)")
+        except (ValueError, RecursionError) as e:
+            return f"invalid JSON: {e}"
+    return None
+
+
+def parse_json(text: str) -> tuple[Any, str | None]:
+    """``json.loads`` that never raises: ``(value, None)``, or ``(None, reason)``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, f"invalid JSON: {e.msg} at column {e.colno}"
+    except RecursionError:
+        return None, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
+    except ValueError as e:  # an integer literal over 4,300 digits
+        return None, f"invalid JSON: {str(e).split(';')[0]}"
+    error = check_value(value, text)
+    return (None, error) if error else (value, None)
+
+
+# A string (to skip: brackets inside it are text; an unterminated one runs to the end) or one of [ ] { } ,
+_ARRAY_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\Z)|[\[\]{},]', re.S)
+_DATA_WRAPPER = re.compile(r'\A\s*\{\s*"data"\s*:\s*\[')
+
+
+def array_elements(text: str) -> Iterator[tuple[str | None, str | None]]:
+    """The raw text of each element of a JSON array (or ``{"data": [...]}``), in linear time, without
+    parsing them; ``(None, reason)`` where the array breaks off or is not an array."""
+    wrapper = _DATA_WRAPPER.match(text)
+    start = wrapper.end() - 1 if wrapper else len(text) - len(text.lstrip())
+    if text[start:start + 1] != "[":
+        yield None, "invalid JSON: the file is neither an array of records nor JSON lines"
+        return
+    depth, begin = 0, start + 1
+    for m in _ARRAY_TOKENS.finditer(text, start + 1):
+        c = text[m.start()]
+        if c in "[{":
+            depth += 1
+        elif c in "]}" and depth:
+            depth -= 1
+        elif c == "]":
+            if text[begin:m.start()].strip():
+                yield text[begin:m.start()], None
+            rest = text[m.end():].strip()
+            if rest != ("}" if wrapper else ""):
+                yield None, f"invalid JSON: unexpected text after the array: {rest[:40]!r}"
+            return
+        elif c in ",}" and not depth:
+            if c == "}":
+                yield None, "invalid JSON: unbalanced '}' in the array; the rest of the file is lost"
+                return
+            yield text[begin:m.start()], None
+            begin = m.end()
+    yield None, "invalid JSON: the file ends inside the array (truncated?)"
+
+
+def preview_of(value: Any) -> str:
+    """The first 500 characters of a value as JSON, always encodable (for the rejects table)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)[:500]
+    except (ValueError, RecursionError):
+        text = repr(value)[:500]
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+# --- files ---------------------------------------------------------------------------------------
 
 
 def expand_paths(path: str) -> list[Path]:
@@ -96,9 +211,23 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
     """JSON lines split on b"\\n" only (U+2028 inside strings is content, not a line break).
 
     Streams the file: memory holds one line at a time, and never more than ``max_record_bytes`` of it.
+    A UTF-8 byte order mark before the first line is skipped.
     """
     with _open_binary(path) as f:
-        for i, (line, size) in enumerate(_lines(f, max_record_bytes), start=1):
+        lines = _lines(f, max_record_bytes)
+        i = 0
+        while True:
+            try:
+                item = next(lines, None)
+            except UNREADABLE as e:
+                yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"line {i}"))
+                return
+            if item is None:
+                return
+            line, size = item
+            i += 1
+            if i == 1 and line.startswith(BOM):
+                line, size = line[len(BOM):], size - len(BOM)
             if not line.strip():
                 continue
             preview = line[:500].decode("utf-8", errors="replace")
@@ -111,56 +240,118 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
             except UnicodeDecodeError as e:
                 yield RawRow(str(path), i, error=f"invalid UTF-8 at byte {e.start}", raw=preview)
                 continue
-            try:
-                yield RawRow(str(path), i, value=json.loads(text), raw=preview)
-            except json.JSONDecodeError as e:
-                yield RawRow(str(path), i, error=f"invalid JSON: {e.msg} at column {e.colno}", raw=preview)
+            value, error = parse_json(text)
+            yield RawRow(str(path), i, value=value, error=error, raw=preview)
 
 
 def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
-    """A JSON array (or {"data": [...]}) of records; falls back to JSON lines (files named .json often are)."""
-    data = _open_text(path)
+    """A JSON array (or {"data": [...]}) of records; falls back to JSON lines (files named .json often are).
+
+    An array holding a value Python cannot take (a huge integer, deep nesting, a lone surrogate) is
+    read element by element, so only that element is an error row.
+    """
     try:
-        value = json.loads(data.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = _open_text(path)
+    except UNREADABLE as e:
+        yield RawRow(str(path), 1, error=unreadable_rest(e, "its start"))
+        return
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
         yield from iter_jsonl(path, max_record_bytes)
         return
-    if isinstance(value, dict) and isinstance(value.get("data"), list):
-        value = value["data"]
-    if not isinstance(value, list):
-        value = [value]
-    for i, rec in enumerate(value, start=1):
-        yield RawRow(str(path), i, value=rec, raw=json.dumps(rec, ensure_ascii=False)[:500])
+    del data
+    try:
+        value, syntax_ok = json.loads(text), True
+    except json.JSONDecodeError:
+        value, syntax_ok = None, False
+    except (ValueError, RecursionError):  # valid syntax, a value Python cannot hold: element by element
+        value, syntax_ok = None, None
+    if syntax_ok is False:
+        yield from iter_jsonl(path, max_record_bytes)
+        return
+    if syntax_ok:
+        if isinstance(value, dict) and isinstance(value.get("data"), list):
+            value = value["data"]
+        for i, rec in enumerate(value if isinstance(value, list) else [value], start=1):
+            error = check_value(rec, text)
+            yield RawRow(str(path), i, value=None if error else rec, error=error, raw=preview_of(rec))
+        return
+    for i, (element, error) in enumerate(array_elements(text), start=1):
+        value, error = (None, error) if element is None else parse_json(element)
+        yield RawRow(str(path), i, value=value, error=error, raw=(element or "")[:500])
 
 
 def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
-    """CSV with a header row, streamed record by record (quoted fields may span lines)."""
-    with _open_binary(path) as raw, _io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as f:
-        for i, rec in enumerate(csv.DictReader(f), start=1):
-            yield RawRow(str(path), i, value=dict(rec), raw=json.dumps(rec, ensure_ascii=False)[:500])
+    """CSV with a header row, streamed record by record (quoted fields may span lines).
+
+    A field may be as long as ``max_record_bytes``; a row the csv module cannot read is an error row.
+    """
+    csv.field_size_limit(max(csv.field_size_limit(), max_record_bytes or 0))
+    with _open_binary(path) as raw, _io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as f:
+        reader = csv.DictReader(f)
+        i = 0
+        while True:
+            line = reader.line_num
+            try:
+                rec = next(reader, None)
+            except csv.Error as e:
+                i += 1
+                yield RawRow(str(path), i, error=f"invalid CSV at line {reader.line_num}: {e}")
+                if reader.line_num == line:  # no progress: the reader cannot go on
+                    return
+                continue
+            except UNREADABLE as e:
+                yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"record {i}"))
+                return
+            if rec is None:
+                return
+            i += 1
+            yield RawRow(str(path), i, value=dict(rec), raw=preview_of(rec))
 
 
 def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
-    i = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
-        for rec in batch.to_pylist():
-            i += 1
-            yield RawRow(str(path), i, value=rec, raw="")
+    """Rows of a Parquet file, one row group at a time. A row group that cannot be decoded is one
+    error row naming how many of its rows are lost, and reading goes on with the next; a file whose
+    footer cannot be read is one error row."""
+    try:
+        pf = pq.ParquetFile(path)
+        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+    except (pa.ArrowException, OSError) as e:
+        yield RawRow(str(path), 1, error=f"not a readable Parquet file ({type(e).__name__}: {e})")
+        return
+    first = 1  # row number of the group's first row
+    for g, size in enumerate(sizes):
+        i = first - 1
+        try:
+            for batch in pf.iter_batches(batch_size=10_000, row_groups=[g]):
+                for rec in batch.to_pylist():
+                    i += 1
+                    yield RawRow(str(path), i, value=rec, raw="")
+        except (pa.ArrowException, OSError, ValueError) as e:
+            lost = first + size - 1 - i
+            yield RawRow(str(path), i + 1, error=f"Parquet row group {g} cannot be decoded ({lost} of its {size} "
+                                                 f"rows lost; {type(e).__name__}: {e})")
+        first += size
 
 
 def iter_xml_rows(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
-    """``<row .../>`` elements (Stack Exchange dumps) as attribute dicts; parsed as data, no entities."""
-    import xml.etree.ElementTree as ET
-
-    i = 0
-    try:
-        for _event, elem in ET.iterparse(str(path), events=("end",)):
-            if elem.tag == "row":
-                i += 1
-                yield RawRow(str(path), i, value=dict(elem.attrib), raw="")
-                elem.clear()
-    except ET.ParseError as e:
-        yield RawRow(str(path), i + 1, error=f"invalid XML: {e}", raw="")
+    """``<row .../>`` elements (Stack Exchange dumps) as attribute dicts (``pipeline.xmlrows``): a malformed
+    row is an error row and reading goes on at the next ``<row``."""
+    with _open_binary(path) as f:
+        rows = xml_rows(f, max_record_bytes or 64 << 20)
+        i = 0
+        while True:
+            try:
+                item = next(rows, None)
+            except UNREADABLE as e:
+                yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"row {i}"))
+                return
+            if item is None:
+                return
+            i += 1
+            value, error, preview = item
+            yield RawRow(str(path), i, value=value, error=error, raw=preview)
 
 
 READERS = {
@@ -173,6 +364,44 @@ READERS = {
 }
 
 
+# --- the Hugging Face Hub ------------------------------------------------------------------------
+
+
+def _hub_spec(dataset_id: str) -> tuple[str, str | None, str]:
+    spec, _, split = dataset_id[len(HF_PREFIX):].partition(":")
+    parts = spec.split("/")
+    return "/".join(parts[:2]), ("/".join(parts[2:]) or None), split or "train"
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def check_hub(dataset_id: str, key: str = "") -> None:
+    """Fail fast, in one line, when ``hf://`` set ``dataset_id`` cannot be reached: one request, no retries.
+
+    Skipped when offline (HF_HUB_OFFLINE=1): ``datasets`` then reads the local cache and fails at
+    once on a miss. ``key`` names the params key that holds the id (``ingest.sources[2].path``).
+    """
+    if _offline():
+        return
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    where = f"{key}: " if key else ""
+    name, _, _ = _hub_spec(dataset_id)
+    try:
+        HfApi().dataset_info(name, timeout=10)
+    except (RepositoryNotFoundError, GatedRepoError) as e:
+        raise SourceError(f"{where}{dataset_id}: no such dataset on the Hugging Face Hub, or it is private or gated "
+                          f"({type(e).__name__}); check the id, and log in (`hf auth login`) for gated sets") from None
+    except Exception as e:  # network down, DNS, proxy: one line instead of minutes of retries
+        raise SourceError(f"{where}{dataset_id}: the Hugging Face Hub cannot be reached ({type(e).__name__}: {e}); "
+                          "check your network, or set HF_HUB_OFFLINE=1 to use a cached copy, or download the set and "
+                          "point the path at the local files") from None
+
+
 def iter_hub(dataset_id: str, max_record_bytes: int | None = None) -> Iterator[RawRow]:
     """``hf://org/name[:split]`` (or ``hf://org/name/config:split``) through ``datasets.load_dataset``.
 
@@ -180,12 +409,10 @@ def iter_hub(dataset_id: str, max_record_bytes: int | None = None) -> Iterator[R
     """
     import datasets
 
-    spec = dataset_id[len(HF_PREFIX):]
-    spec, _, split = spec.partition(":")
-    parts = spec.split("/")
-    name, config = "/".join(parts[:2]), ("/".join(parts[2:]) or None)
+    check_hub(dataset_id)
+    name, config, split = _hub_spec(dataset_id)
     try:
-        ds = datasets.load_dataset(name, config, split=split or "train", streaming=True)
+        ds = datasets.load_dataset(name, config, split=split, streaming=True)
     except Exception as e:  # network, auth, missing dataset: all surface as one readable error
         raise SourceError(
             f"{dataset_id}: could not load from the Hugging Face Hub ({type(e).__name__}: {e}). "
@@ -196,8 +423,12 @@ def iter_hub(dataset_id: str, max_record_bytes: int | None = None) -> Iterator[R
         yield RawRow(dataset_id, i, value=rec, raw="")
 
 
-def iter_records(path: str, max_record_bytes: int | None = None) -> Iterator[RawRow]:
-    """Every record of a source, in a deterministic order, with its file and row number."""
+def iter_records(path: str, max_record_bytes: int | None = None,
+                 empty_files: list[str] | None = None) -> Iterator[RawRow]:
+    """Every record of a source, in a deterministic order, with its file and row number.
+
+    Files that hold no record at all (empty, or only blank lines) are appended to ``empty_files``.
+    """
     if path.startswith(HF_PREFIX):
         yield from iter_hub(path, max_record_bytes)
         return
@@ -205,4 +436,9 @@ def iter_records(path: str, max_record_bytes: int | None = None) -> Iterator[Raw
         reader = READERS.get(_suffix(file))
         if reader is None:
             raise SourceError(f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} (optionally .gz)")
-        yield from reader(file, max_record_bytes)
+        n = 0
+        for row in reader(file, max_record_bytes):
+            n += 1
+            yield row
+        if n == 0 and empty_files is not None:
+            empty_files.append(str(file))

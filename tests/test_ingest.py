@@ -218,12 +218,14 @@ def test_guard_changes_leave_the_tables_byte_identical(params, at_root, tmp_path
     assert read_manifest(tmp_path / "c" / "documents")["fingerprint"] != read_manifest(tmp_path / "a" / "documents")["fingerprint"]
 
 
-def test_cli_reports_a_failing_source_without_a_traceback(params, tmp_path, monkeypatch, capsys):
+def test_cli_reports_a_failing_source_without_a_traceback(params, root, tmp_path, monkeypatch, capsys):
     import yaml
 
     _bad_chats(tmp_path / "bad.jsonl")
-    p = with_ingest(params, [{"name": "bad_chats", "kind": "conversations", "path": "bad.jsonl",
-                              "format": "wildchat"}], max_reject_fraction=0.1, max_record_bytes=2000)
+    # the sample sources stay (other stages name them: load_params checks every name), read from the checkout
+    samples = [{**s.model_dump(mode="json"), "path": str(root / s.path)} for s in params.ingest.sources]
+    p = with_ingest(params, [*samples, {"name": "bad_chats", "kind": "conversations", "path": "bad.jsonl",
+                                        "format": "wildchat"}], max_reject_fraction=0.1, max_record_bytes=2000)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json")))
     monkeypatch.chdir(tmp_path)
     assert cli.main(["run", "ingest"]) == 1

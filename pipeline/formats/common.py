@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -129,15 +130,27 @@ def _as_turns(value: Any, role: str, what: str) -> list[dict[str, str]]:
     return to_messages(value, what)
 
 
+def _shown(value: Any, width: int = 60) -> str:
+    """``repr(value)``, cut to ``width`` characters (a reject reason quotes the value, not a megabyte of it)."""
+    if isinstance(value, int) and value.bit_length() > 3 * width:  # repr of a huge int is slow, or refused
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    text = repr(value)
+    return text if len(text) <= width else text[:width] + "..."
+
+
 def _number(value: Any, what: str) -> float | None:
+    """A score: a finite number (or a string of one), None when absent; NaN and infinities are rejects."""
     if value is None or value == "":
         return None
     if isinstance(value, bool):
         raise BadRecord(f"{what} is a boolean, expected a number")
     try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise BadRecord(f"{what} is {value!r}, expected a number") from None
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise BadRecord(f"{what} is {_shown(value)}, expected a number") from None
+    if not math.isfinite(number):
+        raise BadRecord(f"{what} is {_shown(value)}, expected a finite number")
+    return number
 
 
 def _lineage(ctx: Ctx, origin: str, **extra: Any) -> str:
