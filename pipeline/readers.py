@@ -52,9 +52,10 @@ class RawRow:
     raw: str = ""
 
 
-def unreadable_rest(e: BaseException, after: str) -> str:
-    """The error row for the part of a file that cannot be read."""
-    return f"the file cannot be read after {after} ({type(e).__name__}: {e}); the rest of it is lost"
+def unreadable_rest(e: BaseException, after: str | None) -> str:
+    """The error row for the part of a file that cannot be read (after ``after``, or at all)."""
+    where = f" after {after}" if after else ""
+    return f"the file cannot be read{where} ({type(e).__name__}: {e}); the rest of it is lost"
 
 
 # --- JSON ----------------------------------------------------------------------------------------
@@ -220,7 +221,7 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
             try:
                 item = next(lines, None)
             except UNREADABLE as e:
-                yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"line {i}"))
+                yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"line {i}" if i else None))
                 return
             if item is None:
                 return
@@ -247,30 +248,32 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
 def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
     """A JSON array (or {"data": [...]}) of records; falls back to JSON lines (files named .json often are).
 
-    An array holding a value Python cannot take (a huge integer, deep nesting, a lone surrogate) is
-    read element by element, so only that element is an error row.
+    An array that does not parse whole (an element Python cannot hold, such as a huge integer or
+    deep nesting, a syntax error, a file cut short) is split into its elements without parsing them
+    and each is parsed on its own: only the bad ones are error rows.
     """
     try:
         data = _open_text(path)
     except UNREADABLE as e:
-        yield RawRow(str(path), 1, error=unreadable_rest(e, "its start"))
+        yield RawRow(str(path), 1, error=unreadable_rest(e, None))
         return
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        yield from iter_jsonl(path, max_record_bytes)
-        return
+        text, utf8 = data.decode("utf-8-sig"), True
+    except UnicodeDecodeError:  # bad bytes are kept as lone surrogates, so the elements around them still parse
+        text, utf8 = data.decode("utf-8-sig", "surrogateescape"), False
     del data
-    try:
-        value, syntax_ok = json.loads(text), True
-    except json.JSONDecodeError:
-        value, syntax_ok = None, False
-    except (ValueError, RecursionError):  # valid syntax, a value Python cannot hold: element by element
-        value, syntax_ok = None, None
-    if syntax_ok is False:
+    whole, broken = False, not utf8
+    if utf8:
+        try:
+            value, whole = json.loads(text), True
+        except json.JSONDecodeError:
+            broken = True
+        except (ValueError, RecursionError):  # a value Python cannot hold (huge integer, deep nesting)
+            pass
+    if broken and not text.lstrip().startswith("["):  # not an array: JSON lines
         yield from iter_jsonl(path, max_record_bytes)
         return
-    if syntax_ok:
+    if whole:
         if isinstance(value, dict) and isinstance(value.get("data"), list):
             value = value["data"]
         for i, rec in enumerate(value if isinstance(value, list) else [value], start=1):
@@ -278,8 +281,14 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
             yield RawRow(str(path), i, value=None if error else rec, error=error, raw=preview_of(rec))
         return
     for i, (element, error) in enumerate(array_elements(text), start=1):
+        preview = (element or "")[:500].encode("utf-8", "replace").decode("utf-8")
+        if element is not None and not utf8:
+            try:
+                element.encode("utf-8")
+            except UnicodeEncodeError as e:
+                element, error = None, f"invalid UTF-8 at byte {len(element[:e.start].encode('utf-8', 'replace'))}"
         value, error = (None, error) if element is None else parse_json(element)
-        yield RawRow(str(path), i, value=value, error=error, raw=(element or "")[:500])
+        yield RawRow(str(path), i, value=value, error=error, raw=preview)
 
 
 def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
@@ -287,7 +296,7 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
 
     A field may be as long as ``max_record_bytes``; a row the csv module cannot read is an error row.
     """
-    csv.field_size_limit(max(csv.field_size_limit(), max_record_bytes or 0))
+    csv.field_size_limit(max_record_bytes or 1 << 30)  # the module's limit is global: set for each file
     with _open_binary(path) as raw, _io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as f:
         reader = csv.DictReader(f)
         i = 0
@@ -297,12 +306,12 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                 rec = next(reader, None)
             except csv.Error as e:
                 i += 1
-                yield RawRow(str(path), i, error=f"invalid CSV at line {reader.line_num}: {e}")
+                yield RawRow(str(path), i, error=f"invalid CSV: {e}")
                 if reader.line_num == line:  # no progress: the reader cannot go on
                     return
                 continue
             except UNREADABLE as e:
-                yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"record {i}"))
+                yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"record {i}" if i else None))
                 return
             if rec is None:
                 return
@@ -315,7 +324,7 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
     error row naming how many of its rows are lost, and reading goes on with the next; a file whose
     footer cannot be read is one error row."""
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path, page_checksum_verification=True)  # where the writer stored page CRCs
         sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
     except (pa.ArrowException, OSError) as e:
         yield RawRow(str(path), 1, error=f"not a readable Parquet file ({type(e).__name__}: {e})")
@@ -345,7 +354,7 @@ def iter_xml_rows(path: Path, max_record_bytes: int | None = None) -> Iterator[R
             try:
                 item = next(rows, None)
             except UNREADABLE as e:
-                yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"row {i}"))
+                yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"row {i}" if i else None))
                 return
             if item is None:
                 return
