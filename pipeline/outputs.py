@@ -21,8 +21,8 @@ interrupted run leaves (``.<name>.tmp-*`` of a ``ShardWriter`` spill or ``write_
 ``.<name>.old-*`` of ``replace_dir``); ``stage_outputs`` and ``pipeline.cli`` call it when a stage
 starts. It assumes one run of a stage at a time (``dvc repro`` holds a repository lock).
 
-An ``OSError`` raised in the block (disk full, read-only file system, no permission) without a file
-name is given ``OUT`` as its file name, so ``os_error_line`` can say where; ``pipeline.cli`` prints
+An ``OSError`` raised in the block (disk full, read-only file system, no permission) that names no
+file (a failed write does not) is given ``OUT`` as its file name, so ``os_error_line`` can say where; ``pipeline.cli`` prints
 that one line instead of a traceback. ``check_writable`` tries a write before a stage spends hours
 on model steps.
 """
@@ -62,15 +62,24 @@ class OutputError(StageError):
     """A stage cannot write its outputs; the message names the path and what to do."""
 
 
-def os_error_line(e: OSError, where: str | Path | None = None) -> str | None:
-    """One line for an OSError a user can fix (disk full, read-only, no permission), else None.
+def _errno(e: OSError) -> int | None:
+    """The error number; Arrow may give it only inside its message ("... [errno 28] No space left on device")."""
+    if e.errno is not None:
+        return e.errno
+    found = re.search(r"\[errno (\d+)\]", " ".join(map(str, e.args)), re.I)
+    return int(found.group(1)) if found else None
 
-    Arrow reports the errno only inside its message ("... [errno 28] No space left on device").
-    """
-    code = e.errno
-    if code is None:
-        found = re.search(r"\[errno (\d+)\]", str(e), re.I)
-        code = int(found.group(1)) if found else None
+
+def _name_path(e: OSError, path: Path) -> None:
+    """Give an OSError that names no file ``path`` (writes fail without one), keeping its message readable."""
+    code = _errno(e)
+    if e.filename is None and code is not None:
+        e.errno, e.strerror, e.filename = code, e.strerror or os.strerror(code), str(path)
+
+
+def os_error_line(e: OSError, where: str | Path | None = None) -> str | None:
+    """One line for an OSError a user can fix (disk full, read-only, no permission), else None."""
+    code = _errno(e)
     if code not in ADVICE:
         return None
     path = e.filename or where or "(unknown path)"
@@ -185,14 +194,13 @@ def stage_outputs(out_dir: str | Path) -> Iterator[Path]:
         yield staging
     except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(e, OSError) and e.filename is None:
-            e.filename = str(out_dir)
+        if isinstance(e, OSError):
+            _name_path(e, out_dir)
         raise
     try:
         commit(out_dir)
     except OSError as e:
         if not (out_dir / JOURNAL).exists():  # nothing was swapped: roll back now
             shutil.rmtree(staging, ignore_errors=True)
-        if e.filename is None:
-            e.filename = str(out_dir)
+        _name_path(e, out_dir)
         raise
