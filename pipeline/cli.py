@@ -25,6 +25,7 @@ def _available_stages() -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
+    from pipeline.outputs import name_path
 
     available = _available_stages()
     if args.stage not in available:
@@ -32,12 +33,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     params = load_params(args.params)  # fails before any work on a bad params.yaml
     module = importlib.import_module(f"stages.{args.stage}")
-    prepare_outputs(args.stage, module)
-    module.main(params)
+    out = prepare_outputs(args.stage, module)
+    try:
+        module.main(params)
+    except OSError as e:  # a failed write names no file: name the stage's output folder
+        if out is not None:
+            name_path(e, out)
+        raise
     return 0
 
 
-def prepare_outputs(stage: str, module) -> None:
+def prepare_outputs(stage: str, module) -> Path | None:
     """Before any work: finish or discard what an interrupted run left in the stage's output folder,
     remove its stale temporaries, and check that folder (and the checkpoints of model stages) can be
     written, so a read-only or full disk is found before hours of model steps, not after."""
@@ -50,6 +56,7 @@ def prepare_outputs(stage: str, module) -> None:
         check_writable(out)
     if stage in MODEL_STAGES:
         check_writable(CHECKPOINT_ROOT)
+    return out
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

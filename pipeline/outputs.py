@@ -9,6 +9,9 @@ place when the block ends without an exception::
         write_json_atomic(metrics, out / "metrics.json")
     # every output is in place, or (the block raised) none of them changed
 
+A stage whose writes are spread over its ``main`` uses the same protocol without re-indenting them:
+``out = begin_outputs(OUT)``, write under ``out``, then ``commit_outputs(OUT)``.
+
 How: ``out`` is ``OUT/.staging`` (inside ``OUT``, so every rename stays on one file system). When
 the block ends, a commit journal ``OUT/.commit.json`` naming the staged entries is written
 atomically; from then on the new outputs are the truth. Each entry is then swapped in: the old one
@@ -70,7 +73,7 @@ def _errno(e: OSError) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def _name_path(e: OSError, path: Path) -> None:
+def name_path(e: OSError, path: Path) -> None:
     """Give an OSError that names no file ``path`` (writes fail without one), keeping its message readable."""
     code = _errno(e)
     if e.filename is None and code is not None:
@@ -144,7 +147,7 @@ def _roll_forward(out_dir: Path, names: list[str]) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def commit(out_dir: str | Path) -> list[str]:
+def commit_outputs(out_dir: str | Path) -> list[str]:
     """Swap everything in ``out_dir/.staging`` into ``out_dir`` (see the module docstring); returns the names."""
     out_dir = Path(out_dir)
     names = _order(out_dir / STAGING)
@@ -179,6 +182,17 @@ def recover(out_dir: str | Path) -> None:
             _remove(p)
 
 
+def begin_outputs(out_dir: str | Path) -> Path:
+    """The staging folder of a stage that writes its outputs without a ``with`` block: write there, then
+    call ``commit_outputs(out_dir)``. If the stage fails in between, nothing in ``out_dir`` changed and
+    the next start discards the staging folder (``recover``)."""
+    out_dir = Path(out_dir)
+    recover(out_dir)
+    staging = out_dir / STAGING
+    staging.mkdir(parents=True)
+    return staging
+
+
 @contextmanager
 def stage_outputs(out_dir: str | Path) -> Iterator[Path]:
     """A staging folder for every output of a stage, swapped into ``out_dir`` together when the block ends.
@@ -187,20 +201,18 @@ def stage_outputs(out_dir: str | Path) -> Iterator[Path]:
     docstring for the commit protocol and its crash guarantees.
     """
     out_dir = Path(out_dir)
-    recover(out_dir)
-    staging = out_dir / STAGING
+    staging = begin_outputs(out_dir)
     try:
-        staging.mkdir(parents=True)
         yield staging
     except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(e, OSError):
-            _name_path(e, out_dir)
+            name_path(e, out_dir)
         raise
     try:
-        commit(out_dir)
+        commit_outputs(out_dir)
     except OSError as e:
         if not (out_dir / JOURNAL).exists():  # nothing was swapped: roll back now
             shutil.rmtree(staging, ignore_errors=True)
-        _name_path(e, out_dir)
+        name_path(e, out_dir)
         raise

@@ -3,7 +3,7 @@
 Reading yields raw records with their row numbers, so a bad row can be quarantined by position
 instead of crashing the stage. Whatever the bytes, a reader does not raise for a bad record: JSON
 that Python cannot hold (an integer literal over 4,300 digits, nesting deeper than
-``MAX_JSON_DEPTH``, a lone UTF-16 surrogate escape such as ``"\\ud800"``) is an error row; a
+``pipeline.jsontext.MAX_JSON_DEPTH``, a lone UTF-16 surrogate escape such as ``"\\ud800"``) is an error row; a
 compressed file that breaks off, a Parquet row group that cannot be decoded or a malformed XML
 ``<row>`` is an error row and reading goes on with what can still be read. Only a source that
 cannot be opened at all (no such file, unknown type, an unreachable ``hf://`` set) raises
@@ -18,7 +18,6 @@ import gzip
 import io as _io
 import json
 import os
-import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,13 +28,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import SourceError
+from pipeline.jsontext import array_elements, check_value, parse_json, preview_of
 from pipeline.xmlrows import xml_rows
 
 HF_PREFIX = "hf://"
 BOM = b"\xef\xbb\xbf"
-# Far deeper than any real record (OpenAssistant trees are ~15 levels) and far below Python's
-# recursion limit, so a record parses, or is rejected, the same way wherever it is read from.
-MAX_JSON_DEPTH = 200
 # What reading a damaged file raises: a truncated gzip stream (EOFError), a corrupt one
 # (zlib.error, gzip.BadGzipFile, an OSError), an I/O error.
 UNREADABLE = (EOFError, zlib.error, OSError)
@@ -56,98 +53,6 @@ def unreadable_rest(e: BaseException, after: str | None) -> str:
     """The error row for the part of a file that cannot be read (after ``after``, or at all)."""
     where = f" after {after}" if after else ""
     return f"the file cannot be read{where} ({type(e).__name__}: {e}); the rest of it is lost"
-
-
-# --- JSON ----------------------------------------------------------------------------------------
-
-
-def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        v, depth = stack.pop()
-        children = v.values() if isinstance(v, dict) else v
-        if depth > limit:
-            return True
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return False
-
-
-def check_value(value: Any, text: str | None = None) -> str | None:
-    """Why a parsed JSON value cannot go on (too deep, a lone surrogate), or None.
-
-    With ``text`` (the JSON it came from), cheap tests on the text skip the walk when it cannot fail.
-    """
-    if isinstance(value, dict | list) and (text is None or text.count("[") + text.count("{") > MAX_JSON_DEPTH):
-        if _too_deep(value):
-            return f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
-    if text is None or "\\ud" in text or "\\uD" in text:
-        try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError as e:
-            return (f"invalid JSON: lone surrogate \\u{ord(e.object[e.start]):04x} in a string "
-                    "(half of a UTF-16 pair, not a character)")
-        except (ValueError, RecursionError) as e:
-            return f"invalid JSON: {e}"
-    return None
-
-
-def parse_json(text: str) -> tuple[Any, str | None]:
-    """``json.loads`` that never raises: ``(value, None)``, or ``(None, reason)``."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        return None, f"invalid JSON: {e.msg} at column {e.colno}"
-    except RecursionError:
-        return None, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
-    except ValueError as e:  # an integer literal over 4,300 digits
-        return None, f"invalid JSON: {str(e).split(';')[0]}"
-    error = check_value(value, text)
-    return (None, error) if error else (value, None)
-
-
-# A string (to skip: brackets inside it are text; an unterminated one runs to the end) or one of [ ] { } ,
-_ARRAY_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\Z)|[\[\]{},]', re.S)
-_DATA_WRAPPER = re.compile(r'\A\s*\{\s*"data"\s*:\s*\[')
-
-
-def array_elements(text: str) -> Iterator[tuple[str | None, str | None]]:
-    """The raw text of each element of a JSON array (or ``{"data": [...]}``), in linear time, without
-    parsing them; ``(None, reason)`` where the array breaks off or is not an array."""
-    wrapper = _DATA_WRAPPER.match(text)
-    start = wrapper.end() - 1 if wrapper else len(text) - len(text.lstrip())
-    if text[start:start + 1] != "[":
-        yield None, "invalid JSON: the file is neither an array of records nor JSON lines"
-        return
-    depth, begin = 0, start + 1
-    for m in _ARRAY_TOKENS.finditer(text, start + 1):
-        c = text[m.start()]
-        if c in "[{":
-            depth += 1
-        elif c in "]}" and depth:
-            depth -= 1
-        elif c == "]":
-            if text[begin:m.start()].strip():
-                yield text[begin:m.start()], None
-            rest = text[m.end():].strip()
-            if rest != ("}" if wrapper else ""):
-                yield None, f"invalid JSON: unexpected text after the array: {rest[:40]!r}"
-            return
-        elif c in ",}" and not depth:
-            if c == "}":
-                yield None, "invalid JSON: unbalanced '}' in the array; the rest of the file is lost"
-                return
-            yield text[begin:m.start()], None
-            begin = m.end()
-    yield None, "invalid JSON: the file ends inside the array (truncated?)"
-
-
-def preview_of(value: Any) -> str:
-    """The first 500 characters of a value as JSON, always encodable (for the rejects table)."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, default=str)[:500]
-    except (ValueError, RecursionError):
-        text = repr(value)[:500]
-    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 # --- files ---------------------------------------------------------------------------------------

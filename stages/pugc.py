@@ -31,6 +31,7 @@ from pipeline.config import LLM, Params, Pugc, Sampling, fingerprint, resolve_ro
 from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
 from pipeline.io import StageError, read_table, write_json_atomic, write_shards
 from pipeline.llm.base import GenerationFailure
+from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import MESSAGES_TYPE, stable_id
 from pipeline.text import minhash, near_duplicate_groups, ngram_hashes, normalise
 
@@ -617,8 +618,10 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     pairs = pairs_table(picked, queries, lineage)
     tick("pairs")
 
-    _write(params, queries, responses, pairs, judge, policy, out)
-    write_json_atomic(metrics, out / "metrics.json")
+    staged = begin_outputs(out)  # queries, responses, pairs and metrics change together (pipeline/outputs.py)
+    _write(params, queries, responses, pairs, judge, policy, staged)
+    write_json_atomic(metrics, staged / "metrics.json")
+    commit_outputs(out)
     for step in ("minhash", "queries", "query_filter", "sampling", "scoring"):
         Checkpoint(CHECKPOINT_ROOT / "pugc" / step, "").clear()
     print(

@@ -31,6 +31,7 @@ import pyarrow as pa
 from pipeline.config import LLM, Execution, Params, Sampling, Selfie, SelfieSplit, SplitSize, fingerprint
 from pipeline.execute import Checkpoint, map_batches
 from pipeline.io import SourceError, read_table, write_json_atomic, write_shards
+from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import check_table, empty_table, stable_id
 
 log = logging.getLogger(__name__)
@@ -596,10 +597,11 @@ def main(params: Params) -> None:
         "target_shard_bytes": ex.target_shard_bytes,
         "row_group_bytes": ex.row_group_bytes,
     }
-    write_shards(pool, OUT / "prompts", name="prompts", **shard)
-    write_shards(responses, OUT / "responses", name="responses", **shard)
-    write_shards(pa.concat_tables([seed, new_pairs]), OUT / "pairs", name="pairs", **shard)
-    write_shards(test, OUT / "test", name="pairs", **shard)
+    out = begin_outputs(OUT)  # every output changes together (pipeline/outputs.py)
+    write_shards(pool, out / "prompts", name="prompts", **shard)
+    write_shards(responses, out / "responses", name="responses", **shard)
+    write_shards(pa.concat_tables([seed, new_pairs]), out / "pairs", name="pairs", **shard)
+    write_shards(test, out / "test", name="pairs", **shard)
 
     parts = assignment.group_by("part").len().sort("part")
     pair_stats = pair_report(flagged)
@@ -631,6 +633,7 @@ def main(params: Params) -> None:
             "pairs": {**pair_stats, "candidates": picked.height + ties, "written": new_pairs.num_rows},
             "dropped": {"tie": ties, "noisy": pair_stats["noisy"] if sel.drop_noisy else 0},
         },
-        OUT / "metrics.json",
+        out / "metrics.json",
     )
+    commit_outputs(OUT)
     log.info("selfie: %d seed pairs, %d iteration-%d pairs", seed.num_rows, new_pairs.num_rows, sel.iteration)

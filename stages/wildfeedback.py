@@ -39,6 +39,7 @@ from pipeline.config import Params, Sampling, Wildfeedback, fingerprint, resolve
 from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
 from pipeline.io import ShardWriter, iter_batches, write_json_atomic
 from pipeline.llm.base import GenerationFailure
+from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import SCHEMAS, check_table
 from stages.wildfeedback_rules import DSAT_CATEGORIES, SAT_CATEGORIES, detect
 
@@ -377,9 +378,10 @@ def main(params: Params) -> None:
     sizes = {"target_shard_bytes": ex.target_shard_bytes, "row_group_bytes": ex.row_group_bytes,
              "spill_bytes": ex.spill_bytes, "fingerprint": fp}
     metrics: dict = {}
-    with (ShardWriter(OUT / "signals", name="signals", **sizes) as signals_out,
-          ShardWriter(OUT / "pairs", name="pairs", **sizes) as pairs_out,
-          ShardWriter(OUT / "rejects", name="rejects", **sizes) as rejects_out):
+    out = begin_outputs(OUT)  # signals, pairs, rejects and metrics change together (pipeline/outputs.py)
+    with (ShardWriter(out / "signals", name="signals", **sizes) as signals_out,
+          ShardWriter(out / "pairs", name="pairs", **sizes) as pairs_out,
+          ShardWriter(out / "rejects", name="rejects", **sizes) as rejects_out):
         parts = scanned_partitions(IN, cfg, ex.batch_size, cfg.partition_conversations)
         for i, (turns, convs, counts) in enumerate(parts):
             signals, pairs, rejects, part = run_partition(turns, convs, counts, params, CHECKPOINTS / f"part-{i:05d}")
@@ -390,7 +392,8 @@ def main(params: Params) -> None:
             log.info("wildfeedback: partition %d: %d conversations, %d pairs", i, part["conversations"]["in"],
                      pairs.num_rows)
     metrics["partitions"] = i + 1
-    write_json_atomic(metrics, OUT / "metrics.json")
+    write_json_atomic(metrics, out / "metrics.json")
+    commit_outputs(OUT)
     n_signals, n_pairs = metrics["signals"]["turns_with_signal"], metrics["pairs"]["out"]
     log.info("wildfeedback: %d signals, %d pairs", n_signals, n_pairs)
     print(json.dumps({"signals": n_signals, "pairs": n_pairs}))

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from pipeline.adapters import ADAPTERS
 from pipeline.config import FORMAT_KINDS, Source
-from pipeline.readers import BOM, MAX_JSON_DEPTH, iter_records
+from pipeline.jsontext import MAX_JSON_DEPTH
+from pipeline.readers import BOM, iter_records
 from pipeline.records import to_table
 from stages.ingest import ingest_source
 

@@ -90,7 +90,7 @@ def test_a_crash_mid_swap_is_rolled_forward_at_the_next_start(old, monkeypatch):
 
 def test_a_crash_before_the_journal_is_rolled_back_at_the_next_start(old, monkeypatch):
     before = snapshot(old)
-    monkeypatch.setattr(po, "commit", lambda out: (_ for _ in ()).throw(Killed))
+    monkeypatch.setattr(po, "commit_outputs", lambda out: (_ for _ in ()).throw(Killed))
     with pytest.raises(Killed):
         with stage_outputs(old) as staged:
             write_set(staged, "new")
