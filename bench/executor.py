@@ -38,7 +38,8 @@ def main() -> None:
 
     table = pa.table({"id": pa.array(range(args.rows), pa.int64()), "x": pa.array(range(args.rows), pa.int64())})
     base = dict(batch_size=args.batch_size, checkpoint_rows=10**9, max_reject_fraction=0.5, ray_address=None,
-                num_cpus_per_task=1, target_shard_bytes=1 << 28, row_group_bytes=1 << 27, spill_bytes=1 << 25)
+                num_cpus_per_task=1, target_shard_bytes=1 << 28, row_group_bytes=1 << 27, spill_bytes=1 << 25,
+                on_gate_failure="error")
     _, t_naive = timed(naive, table)
     local, t_local = timed(map_batches, table, add_one, execution=Execution(backend="local", **base))
     from pipeline.execute import ray_init

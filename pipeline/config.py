@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from pipeline.yaml12 import DuplicateKey, load_yaml
 
@@ -50,6 +50,8 @@ class Execution(Section):
     # Rows a streaming shard writer holds before it spills a sorted run to disk: bounds memory
     # and never changes a byte of output (tested), so ingest does not list it as a DVC parameter.
     spill_bytes: int = Field(gt=0)
+    # A judge below its gate (pipeline/gates.py): fail the stage, or withhold that judge's labels.
+    on_gate_failure: Literal["error", "withhold"]
 
 
 class Sampling(Section):
@@ -190,6 +192,13 @@ class PugcRoles(Section):
     judge: LLMOverride  # query filter (True/False) and reference-guided 1-5 scores
 
 
+class PugcGates(Section):
+    """Minimum probe accuracy of each PUGC judge use (pipeline/gates.py; chance is 0.5)."""
+
+    query_filter: float = Field(ge=0, le=1)  # p(True) "the document answers the query" vs the threshold
+    scorer: float = Field(ge=0, le=1)  # reference-guided 1-5 scores: a good answer beats a bad one
+
+
 class Pugc(Section):
     """PUGC (METHODS.md §2): documents -> queries -> K responses -> reference-guided scores -> pairs."""
 
@@ -211,6 +220,7 @@ class Pugc(Section):
     scoring: Literal["expected", "sampled"]
     n_judgments: int = Field(ge=1)
     min_margin: float = Field(gt=0)
+    gates: PugcGates
     roles: PugcRoles
 
     @model_validator(mode="after")
@@ -263,6 +273,12 @@ class SelfieRoles(Section):
     reference: LLMOverride  # the model is set by selfie.reference_model, not here
 
 
+class SelfieGates(Section):
+    """Minimum probe accuracy of the implicit reward (pipeline/gates.py; chance is 0.5)."""
+
+    reward: float = Field(ge=0, le=1)  # r(good) > r(bad) on pipeline/probes/selfie_reward.jsonl
+
+
 class Selfie(Section):
     pair_sources: list[str] = Field(min_length=1)  # ingest pair sources (UltraFeedback-style, labelled)
     prompt_sources: list[str]  # ingest prompt sources added to the pools as unlabelled prompts
@@ -277,6 +293,7 @@ class Selfie(Section):
     refine_fraction: float = Field(ge=0, le=1)
     alpha: float = Field(ge=0, le=0.5)
     drop_noisy: bool
+    gates: SelfieGates
     split: SelfieSplit
 
     @model_validator(mode="after")
@@ -464,6 +481,65 @@ class Params(Section):
     export: Export
     wildfeedback: Wildfeedback
     curry: Curry
+    # Settings that exist only so the random-weights `tiny` model produces output on the samples:
+    # {section: {key: value}}, applied by ``resolve_params`` to a section whose models are all tiny.
+    tiny_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    _applied: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _override_sections(self) -> Params:
+        unknown = sorted(set(self.tiny_overrides) - set(_MODEL_SECTIONS))
+        if unknown:
+            raise ValueError(f"tiny_overrides: {unknown} are not stage sections with models; use {list(_MODEL_SECTIONS)}")
+        return self
+
+    def applied_overrides(self, section: str) -> dict[str, Any]:
+        """The ``tiny_overrides`` applied to ``section`` ({dotted key: value}), for metrics and the console."""
+        return dict(self._applied.get(section, {}))
+
+
+# Sections that run models, and so may carry tiny_overrides.
+_MODEL_SECTIONS = ("wildfeedback", "pugc", "selfie", "dove")
+
+
+def section_models(params: Params, name: str) -> list[str]:
+    """Every model a stage section's roles resolve to."""
+    section = getattr(params, name)
+    roles = type(section.roles).model_fields
+    if isinstance(section, Selfie):
+        return [section.role(params.llm, r).model for r in roles]
+    return [resolve_role(params.llm, getattr(section.roles, r)).model for r in roles]
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any], prefix: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """(``over`` merged into ``base``: nested mappings merge, other values replace; {dotted key: value} set)."""
+    out, applied = dict(base), {}
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key], sub = _merge(out[key], value, f"{prefix}{key}.")
+            applied.update(sub)
+        else:
+            out[key] = value
+            applied[f"{prefix}{key}"] = value
+    return out, applied
+
+
+def resolve_params(data: dict[str, Any]) -> Params:
+    """Validate params, then apply ``tiny_overrides[section]`` to each section whose models are all the
+    built-in tiny model (``tiny`` / ``tiny@N``): a user who points a stage at a real model gets the
+    papers' defaults, the samples run keeps working with random weights, and both say which applied."""
+    from pipeline.llm.tiny import tiny_seed
+
+    params = Params.model_validate(data)
+    merged, applied = dict(data), {}
+    for name, over in params.tiny_overrides.items():
+        if all(tiny_seed(m) is not None for m in section_models(params, name)):
+            merged[name], applied[name] = _merge(data[name], over)
+    if not applied:
+        return params
+    params = Params.model_validate(merged)
+    params._applied = applied
+    return params
 
 
 class ParamsError(ValueError):
@@ -530,7 +606,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
     try:
-        params = Params.model_validate(data)
+        params = resolve_params(data)
     except ValidationError as e:
         raise ParamsError(format_validation_error(e, path)) from None
     errors = source_name_errors(params)

@@ -118,7 +118,7 @@ def respond(batch: pa.Table, engine, *, sampling: Sampling, system: str | None) 
                 sys_text += "\n\n" + msgs.pop(0)["content"]
             msgs = [{"role": "system", "content": sys_text}, *msgs]
         prompts.append(msgs)
-    texts = [outs[0] for outs in engine.generate(prompts, n=1, sampling=sampling)]
+    texts = [outs[0].text for outs in engine.generate(prompts, n=1, sampling=sampling)]
     return batch.append_column("generated", pa.array(texts, pa.string()))
 
 

@@ -20,6 +20,7 @@ def _execution(**over) -> Execution:
     base = dict(
         backend="local", batch_size=7, checkpoint_rows=20, max_reject_fraction=0.5, ray_address=None,
         num_cpus_per_task=1, target_shard_bytes=1 << 20, row_group_bytes=1 << 20, spill_bytes=1 << 20,
+        on_gate_failure="error",
     )
     return Execution(**{**base, **over})
 

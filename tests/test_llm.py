@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, field_validator
 
 from pipeline.config import LLM, Execution, Sampling
-from pipeline.llm import GenerationFailure, LogProb, get_engine
+from pipeline.llm import Completion, GenerationFailure, LogProb, get_engine
 from pipeline.llm.chat import ChatCodec, InputTooLong, TemplateError
 from pipeline.llm.hf import TransformersEngine
 from pipeline.llm.tiny import build_tiny, resolve_model, tiny_path
@@ -185,8 +185,9 @@ def generate_calls(engine, monkeypatch):
 def test_generate_n_samples_in_one_request_and_reproducible(engine, generate_calls):
     out = engine.generate(PROMPTS, n=4, sampling=SAMPLING)
     assert len(generate_calls) == 1 and generate_calls[0]["generation_config"].num_return_sequences == 4
-    assert [len(row) for row in out] == [4, 4, 4] and all(isinstance(t, str) for row in out for t in row)
-    assert len({t for row in out for t in row}) == 12  # sampled, not copies
+    assert [len(row) for row in out] == [4, 4, 4] and all(isinstance(c, Completion) for row in out for c in row)
+    assert all(c.finish_reason in ("stop", "length") for row in out for c in row)
+    assert len({c.text for row in out for c in row}) == 12  # sampled, not copies
     assert engine.generate(PROMPTS, n=4, sampling=SAMPLING) == out
     assert engine.generate(PROMPTS, n=4, sampling=SAMPLING.model_copy(update={"seed": 8})) != out
     rng = torch.get_rng_state()
@@ -203,11 +204,11 @@ def test_generate_batches_by_batch_size(engine, generate_calls):
 
 def test_generate_honours_stop_strings(engine):
     free = engine.generate(PROMPTS, n=1, sampling=SAMPLING)
-    text = free[0][0]
+    text = free[0][0].text
     stop = text[4:6]
     assert len(stop) == 2 and stop in text
     stopped = engine.generate(PROMPTS, n=1, sampling=SAMPLING.model_copy(update={"stop": [stop]}))
-    assert stopped[0][0] == text[: text.find(stop)]
+    assert stopped[0][0] == Completion(text[: text.find(stop)], "stop")  # a stop string ends the answer
     greedy = SAMPLING.model_copy(update={"temperature": 0.0})
     assert engine.generate(PROMPTS[:1], n=2, sampling=greedy)[0][0] == engine.generate(PROMPTS[:1], sampling=greedy)[0][0]
 
@@ -287,6 +288,7 @@ def test_engine_inside_ray_actors(ray_cluster):
     execution = Execution(
         backend="ray", batch_size=4, checkpoint_rows=100, max_reject_fraction=0.1, ray_address=None,
         num_cpus_per_task=1, target_shard_bytes=1 << 20, row_group_bytes=1 << 20, spill_bytes=1 << 20,
+        on_gate_failure="error",
     )
     out = map_batches(table, score_batch, execution=execution, engine=CFG.model_copy(update={"batch_size": 4}))
     local = score_batch(table, get_engine(CFG))
@@ -299,7 +301,7 @@ def test_the_projects_llm_section_builds_a_working_engine(params):
     engine = get_engine(params.llm)
     assert engine.name == params.llm.model
     [[a, b]] = engine.generate(PROMPTS[:1], n=2)
-    assert isinstance(a, str) and isinstance(b, str)
+    assert isinstance(a.text, str) and isinstance(b.text, str)
     [[v]] = engine.generate(PROMPTS[:1], schema=Verdict)
     assert isinstance(v, Verdict)
 

@@ -13,7 +13,7 @@ import yaml
 import pipeline.llm
 from pipeline.config import Params
 from pipeline.io import read_table, write_shards
-from pipeline.llm.base import GenerationFailure
+from pipeline.llm.base import Completion, GenerationFailure
 from pipeline.records import to_table
 from stages import wildfeedback as wf
 from stages.wildfeedback_pairs import PreferenceSummary, checklist, natural_revisions
@@ -87,7 +87,7 @@ class FakeEngine:
                                               safe=not unsafe)])
             else:
                 system = p[0]["content"] if p[0]["role"] == "system" else ""
-                out.append(["PREFERRED short answer." if "Be concise" in system else "policy sample"] * n)
+                out.append([Completion("PREFERRED short answer." if "Be concise" in system else "policy sample")] * n)
         return out
 
     def choose(self, prompts, options):

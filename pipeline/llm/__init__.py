@@ -17,10 +17,11 @@ from __future__ import annotations
 import copy
 
 from pipeline.config import LLM
-from pipeline.llm.base import ChatPrompt, Engine, GenerationFailure, LogProb
+from pipeline.llm.base import ChatPrompt, Completion, Engine, GenerationFailure, LogProb, sample_seed
 from pipeline.llm.tiny import resolve_model
 
-__all__ = ["ChatPrompt", "Engine", "GenerationFailure", "LogProb", "get_engine", "resolve_model"]
+__all__ = ["ChatPrompt", "Completion", "Engine", "GenerationFailure", "LogProb", "get_engine", "resolve_model",
+           "sample_seed"]
 
 _ENGINES: dict[str, Engine] = {}
 _LOADED: dict[str, Engine] = {}

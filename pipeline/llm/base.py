@@ -1,6 +1,6 @@
 """The engine interface every method codes against: three batched operations.
 
-    engine.generate(prompts, n=4, sampling=s)              -> list[list[str]]
+    engine.generate(prompts, n=4, sampling=s)              -> list[list[Completion]]  (text, finish_reason)
     engine.generate(prompts, n=1, sampling=s, schema=M)    -> list[list[M | GenerationFailure]]
     engine.logprobs(prompts, responses)                    -> list[LogProb]   (sum, n_tokens)
     engine.choose(prompts, ["1", "2", "3", "4", "5"])      -> list[list[float]]  (sums to 1)
@@ -9,13 +9,21 @@ A prompt is a list of ``{"role", "content"}`` dicts, rendered with the model's c
 Calls take whole batches; the engine schedules them. Nothing here raises mid-batch for a bad
 model output: structured generation that stays invalid after retries comes back as a
 ``GenerationFailure`` for the caller to record.
+
+Every sample says why it ended (``Completion.finish_reason``: ``"stop"`` for the end-of-turn token or a
+stop string, ``"length"`` when it was cut at ``max_new_tokens``), so a stage never pairs a cut-off
+answer unknowingly. Sample ``j`` of a prompt is drawn with the seed ``sample_seed(sampling.seed, prompt,
+j)``: the same prompt gets the same samples whatever the batch size, partitioning, Ray replica or
+backend that serves it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
+import xxhash
 from pydantic import BaseModel
 
 from pipeline.config import Sampling
@@ -33,6 +41,33 @@ class LogProb:
     @property
     def mean(self) -> float:
         return self.logprob / self.n_tokens if self.n_tokens else 0.0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled answer and why decoding stopped: ``stop`` (end of turn or a stop string) or
+    ``length`` (cut at ``max_new_tokens``: the answer is unfinished)."""
+
+    text: str
+    finish_reason: Literal["stop", "length"] = "stop"
+
+    @property
+    def cut_off(self) -> bool:
+        return self.finish_reason == "length"
+
+
+def sample_seed(seed: int, prompt: ChatPrompt, index: int, attempt: int = 0) -> int:
+    """The seed of sample ``index`` of ``prompt`` (63 bits): a stable hash of the sampling seed, the
+    prompt's messages, the sample index and the retry attempt, so a sample never depends on which
+    other prompts shared its batch.
+
+    >>> sample_seed(0, [{"role": "user", "content": "hi"}], 1) == sample_seed(0, [{"role": "user", "content": "hi"}], 1)
+    True
+    >>> sample_seed(0, [{"role": "user", "content": "hi"}], 0) != sample_seed(0, [{"role": "user", "content": "hi"}], 1)
+    True
+    """
+    key = json.dumps([seed, index, attempt, prompt], ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return xxhash.xxh3_64_intdigest(key.encode("utf-8", "surrogatepass")) >> 1
 
 
 @dataclass(frozen=True)
@@ -54,7 +89,7 @@ class Engine(Protocol):
         n: int = 1,
         sampling: Sampling | None = None,
         schema: type[BaseModel] | None = None,
-    ) -> list[list]: ...
+    ) -> list[list]: ...  # Completion per sample; with a schema, the model or a GenerationFailure
 
     def logprobs(self, prompts: list[ChatPrompt], responses: list[str]) -> list[LogProb]: ...
 

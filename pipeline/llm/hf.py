@@ -26,7 +26,7 @@ import torch
 from pydantic import BaseModel
 
 from pipeline.config import LLM, Sampling
-from pipeline.llm.base import ChatPrompt, LogProb
+from pipeline.llm.base import ChatPrompt, Completion, LogProb
 from pipeline.llm.chat import ChatCodec
 from pipeline.llm.structured import ClosingPolicy, generate_validated, schema_json, shortest_completion
 from pipeline.llm.tiny import resolve_model
@@ -82,7 +82,8 @@ class TransformersEngine:
     ) -> list[list]:
         s = sampling or self.cfg.sampling
         if schema is None:
-            return [[text for text, _ in row] for row in self._sample(prompts, n, s)]
+            return [[Completion(text, "length" if cut else "stop") for text, cut in row]
+                    for row in self._sample(prompts, n, s)]
         retries = self.cfg.structured_retries
 
         shortest = self._grammar(schema)[1]

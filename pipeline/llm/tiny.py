@@ -33,7 +33,7 @@ from pathlib import Path
 
 TINY_NAME = "tiny"
 # Bump when the build below changes in a way the hash does not see (e.g. a new init scheme).
-_BUILD_VERSION = 1
+_BUILD_VERSION = 2
 _CORPUS = Path(__file__).with_name("tiny_corpus.txt")
 
 BOS, EOS, PAD = "<|bos|>", "<|im_end|>", "<|pad|>"
@@ -61,6 +61,11 @@ _MODEL = {
     "rope_theta": 10000.0,
     "tie_word_embeddings": False,
     "seed": 0,
+    # Answers end on their own: every token embedding carries a constant on one hidden dimension and
+    # the end-of-turn token reads it, so with random weights an answer ends after ~`eos_every` tokens at
+    # temperature 1 (~25 at 0.8, top_p 0.95): a real model's answers end, and a tiny model whose answers
+    # never did would make every sample a cut-off one.
+    "eos_every": 64,
 }
 
 
@@ -95,7 +100,12 @@ def tiny_seed(name: str) -> int | None:
 
 
 def resolve_model(name: str) -> str:
-    """``"tiny"``/``"tiny@N"`` -> the built folder (built on first use); anything else unchanged."""
+    """``"tiny"``/``"tiny@N"`` -> the built folder (built on first use); ``"smollm2"`` -> the packaged real
+    model converted to a folder (``pipeline.llm.smollm2``); anything else unchanged."""
+    if name == "smollm2":
+        from pipeline.llm.smollm2 import resolve_smollm2
+
+        return resolve_smollm2(cache_root())
     seed = tiny_seed(name)
     if seed is None:
         return name
@@ -136,7 +146,7 @@ def _init_model(tokenizer, seed: int = 0):
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    spec = {k: v for k, v in _MODEL.items() if k != "seed"}
+    spec = {k: v for k, v in _MODEL.items() if k not in ("seed", "eos_every")}
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
@@ -148,12 +158,31 @@ def _init_model(tokenizer, seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config).to(torch.float32).eval()
+        _end_answers(model, tokenizer.eos_token_id, _MODEL["eos_every"])
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     return model
+
+
+def _end_answers(model, eos_id: int, every: int) -> None:
+    """Give the end-of-turn token a steady probability of about 1/every per step: hidden dimension 0 of
+    every token embedding is set to a large constant, which survives the layers as a steady component
+    of the final hidden state, and only the end-of-turn row of the output layer reads dimension 0,
+    scaled (measured on a fixed token sequence) so its logit is about log(vocab / every)."""
+    import math
+
+    import torch
+
+    with torch.no_grad():
+        emb, head = model.model.embed_tokens.weight, model.lm_head.weight
+        emb[:, 0] = 30 * emb[:, 1:].std()
+        head[:, 0] = 0.0
+        probe = torch.arange(4, 4 + 64).unsqueeze(0) % emb.shape[0]
+        level = model.model(input_ids=probe).last_hidden_state[0, :, 0].mean()
+        head[eos_id, 0] = math.log(head.shape[0] / every) / float(level)
 
 
 def build_tiny(path: Path, seed: int = 0) -> Path:

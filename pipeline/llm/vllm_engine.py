@@ -35,7 +35,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline.config import LLM, Sampling
-from pipeline.llm.base import ChatPrompt, LogProb
+from pipeline.llm.base import ChatPrompt, Completion, LogProb
 from pipeline.llm.chat import ChatCodec
 from pipeline.llm.structured import ClosingPolicy, generate_validated, shortest_completion
 from pipeline.llm.tiny import resolve_model
@@ -154,7 +154,8 @@ class VLLMEngine:
         s = sampling or self.cfg.sampling
         token_prompts = [vllm.TokensPrompt(prompt_token_ids=self.codec.prompt_ids(p)) for p in prompts]
         if schema is None:
-            return [[text for text, _ in row] for row in self._sample(token_prompts, n, s, None, 0)]
+            return [[Completion(text, "length" if cut else "stop") for text, cut in row]
+                    for row in self._sample(token_prompts, n, s, None, 0)]
         budget = max(s.max_new_tokens, 4 * self._shortest_completion(schema) + 16)
 
         def sample(ps, k, attempt):

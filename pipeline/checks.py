@@ -1,0 +1,64 @@
+"""Checks every pair must pass, as polars expressions: shared by the stages (which drop and count) and
+by ``prefpipe audit`` (which verifies the release independently).
+
+- ``same_text(a, b)``: chosen and rejected are the same answer once whitespace is normalised.
+- ``acknowledges_feedback(text)``: an answer that reacts to a correction ("You're right, I apologize
+  for the error...", "Here is the revised version"). As a chosen answer it is only right when its
+  prompt ends with that feedback; otherwise a trainer learns to apologise for corrections nobody made.
+- ``gives_feedback(text)``: a user turn that corrects or complains about the previous answer, the
+  context in which an acknowledgement makes sense.
+
+The patterns are English plus the commonest forms in the languages of real chatbot logs; they are
+precise rather than exhaustive (tests/test_checks.py pins what they catch and what they leave alone).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+
+def squash(text: pl.Expr) -> pl.Expr:
+    """Every run of whitespace as one space, trimmed."""
+    return text.str.replace_all(r"\s+", " ").str.strip_chars()
+
+
+def same_text(a: pl.Expr, b: pl.Expr) -> pl.Expr:
+    """True where two texts are equal after whitespace normalisation."""
+    return squash(a) == squash(b)
+
+
+_ACK = "|".join([
+    r"\byou(?:'re| are) (?:absolutely |completely |totally |quite )?(?:right|correct)(?:[,.!;:]| about| that|$)",
+    r"\b(?:i )?apologi[sz]e (?:for|if)\b",
+    r"\bmy (?:apologies|mistake|bad|error)\b",
+    r"\bsorry (?:for|about) (?:the|my|any|that) (?:confusion|error|mistake|oversight|misunderstanding|inconvenience)",
+    r"\b(?:thank you|thanks) for (?:pointing|catching|noticing|the correction|correcting|clarifying|your feedback|letting me know)",
+    r"\bas you (?:pointed out|correctly|rightly|noted|mentioned|requested|asked)\b",
+    r"\bi (?:misunderstood|misread|made (?:a|an) (?:mistake|error))\b",
+    r"\b(?:here is|here's|below is) (?:a |an |the |your )?(?:revised|corrected|updated|rewritten|shorter|longer|improved|fixed|modified|new) ",
+    r"\blet me (?:correct|fix|revise|rewrite|clarify) (?:that|this|my|it)\b",
+    r"\bi (?:have|'ve) (?:revised|corrected|updated|rewritten|fixed|modified) ",
+    # other languages seen in real logs: zh, ru, fr, es, de, pt
+    r"抱歉|对不起|您说得对|你说得对|我的错误",
+    r"\bизвините\b|\bпрошу прощения\b|\bвы правы\b|\bты прав\b",
+    r"\b(?:vous avez raison|tu as raison|désolé pour|je m'excuse)\b",
+    r"\b(?:tienes razón|tiene razón|disculpa(?:s)? (?:por|la)|perdón por|lo siento por)\b",
+    r"\b(?:sie haben recht|du hast recht|entschuldigung für)\b",
+    r"\b(?:você tem razão|desculpe pelo|desculpe pela)\b",
+])
+
+_FEEDBACK = "|".join([
+    r"\b(?:wrong|incorrect|not (?:correct|right|true|what i (?:asked|wanted|meant))|mistake|error|doesn'?t work|does not work|didn'?t work)\b",
+    r"\b(?:try again|rewrite|redo|again|shorter|longer|more (?:detail|concise|formal|casual)|i meant|i asked|you (?:forgot|missed|didn'?t))\b",
+    r"\b(?:no,|nope|that'?s not|are you sure|you sure)\b",
+])
+
+
+def acknowledges_feedback(text: pl.Expr) -> pl.Expr:
+    """True where an answer reacts to a correction or complaint (in its first 300 characters)."""
+    return text.str.slice(0, 300).str.to_lowercase().str.contains(_ACK)
+
+
+def gives_feedback(text: pl.Expr) -> pl.Expr:
+    """True where a user turn corrects or complains about an answer."""
+    return text.str.to_lowercase().str.contains(_FEEDBACK)

@@ -1,0 +1,92 @@
+"""Judge gates: a model used as a judge proves it discriminates before its labels are used.
+
+A stage that lets a model label data (a feedback detector, a query filter, a scorer, a comparator)
+first runs that judge, with the same engine call and template it uses for real rows, on a small
+built-in probe set whose answers are known: a relevant vs an unrelated query for a document, a good vs
+a contradicting answer, a clear SAT vs a clear DSAT turn, each comparison in both position orders so a
+judge that always answers "a" scores exactly chance. The stage turns every probe into right or wrong
+and calls::
+
+    report = check_gate("pugc", "judge", engine.name, correct, min_accuracy=cfg.gates.judge,
+                        key="pugc.gates.judge", on_failure=params.execution.on_gate_failure, detail={...})
+    if not report["passed"]:    # only with on_gate_failure: withhold (else JudgeGateError was raised)
+        ...                     # emit none of this judge's labels, counted
+
+``report`` goes into the stage's metrics (and from there into the release card). Run the probes before
+the judge labels real rows, so a failing judge costs seconds, not the stage. Probe sets are
+balanced, so chance is 0.5; a gate at or below 0.5 no longer keeps a chance-level judge out and is
+reported as ``lowered`` (the samples run does this for the random-weights ``tiny`` model, through
+``tiny_overrides``). Probe files live in ``pipeline/probes/<stage>_<role>.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pipeline.io import StageError
+
+log = logging.getLogger(__name__)
+
+PROBES = Path(__file__).parent / "probes"
+CHANCE = 0.5
+
+
+class JudgeGateError(StageError):
+    """A judge failed its probe set; its labels are not used."""
+
+
+@cache
+def load_probes(name: str) -> tuple[dict[str, Any], ...]:
+    """The probe items of ``pipeline/probes/<name>.jsonl`` (one JSON object per line)."""
+    lines = (PROBES / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()
+    return tuple(json.loads(line) for line in lines if line.strip())
+
+
+def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, min_accuracy: float, key: str,
+               on_failure: str = "error", detail: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The gate's figures (for the stage's metrics and the card), after acting on them.
+
+    Below the gate: ``on_failure="error"`` raises ``JudgeGateError``; ``"withhold"`` returns the report
+    with ``passed`` false and the stage must then emit none of this judge's labels (it says so on the
+    console). A lowered gate (at or below chance) is announced on the console every run.
+
+    >>> r = check_gate("dove", "judge", "m", [True, False] * 8, min_accuracy=0.75, key="dove.gates.judge",
+    ...                on_failure="withhold")  # doctest: +ELLIPSIS
+    WARNING dove: the judge judge (m) does not discriminate on its probe set: 8 of 16 probes right ...
+    >>> r["accuracy"], r["passed"], r["lowered"], r["labels"]
+    (0.5, False, False, 'withheld')
+    """
+    n = len(correct)
+    right = sum(bool(c) for c in correct)
+    accuracy = right / n if n else 0.0
+    passed = accuracy >= min_accuracy
+    lowered = min_accuracy <= CHANCE
+    report = {
+        "stage": stage, "role": role, "model": model, "key": key, "probes": n, "correct": right,
+        "accuracy": round(accuracy, 4), "min_accuracy": min_accuracy, "passed": passed, "lowered": lowered,
+        "labels": "withheld" if not passed else "used, gate lowered" if lowered else "used",
+        **({"detail": detail} if detail else {}),
+    }
+    figures = f"{right} of {n} probes right (accuracy {accuracy:.2f}, chance {CHANCE})"
+    if not passed:
+        message = (f"{stage}: the {role} judge ({model}) does not discriminate on its probe set: {figures}, "
+                   f"below the gate {key}={min_accuracy}")
+        fix = (f"use a stronger model for this role, or lower the gate explicitly ({key}: 0.0) to keep its labels "
+               "anyway")
+        if on_failure == "error":
+            raise JudgeGateError(f"{message}; its labels are not used. Fix: {fix}")
+        _say(f"{message}; its labels are withheld (execution.on_gate_failure=withhold). Fix: {fix}")
+    elif lowered:
+        _say(f"{stage}: gate lowered for the {role} judge ({model}): {figures}; {key}={min_accuracy} lets a "
+             "chance-level judge label data")
+    return report
+
+
+def _say(message: str) -> None:
+    log.warning(message)
+    print(f"WARNING {message}")
