@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 STAGES = ["ingest", "wildfeedback", "pugc", "selfie", "curry", "dove", "export"]
+MODEL_STAGES = {"wildfeedback", "pugc", "selfie", "dove"}  # they keep resumable checkpoints
 
 
 def _available_stages() -> list[str]:
@@ -25,6 +26,7 @@ def _available_stages() -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
+    from pipeline.outputs import name_path
 
     available = _available_stages()
     if args.stage not in available:
@@ -32,8 +34,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     params = load_params(args.params)  # fails before any work on a bad params.yaml
     module = importlib.import_module(f"stages.{args.stage}")
-    module.main(params)
+    out = prepare_outputs(args.stage, module)
+    try:
+        module.main(params)
+    except OSError as e:  # a failed write names no file: name the stage's output folder
+        if out is not None:
+            name_path(e, out)
+        raise
     return 0
+
+
+def prepare_outputs(stage: str, module) -> Path | None:
+    """Before any work: finish or discard what an interrupted run left in the stage's output folder,
+    remove its stale temporaries, and check that folder (and the checkpoints of model stages) can be
+    written, so a read-only or full disk is found before hours of model steps, not after."""
+    from pipeline.execute import CHECKPOINT_ROOT
+    from pipeline.outputs import check_writable, recover
+
+    out = getattr(module, "OUT", None) or getattr(module, "OUT_DIR", None)
+    if out is not None:
+        recover(out)
+        check_writable(out)
+    if stage in MODEL_STAGES:
+        check_writable(CHECKPOINT_ROOT)
+    return out
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -142,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.config import ParamsError
     from pipeline.io import SourceError, StageError
+    from pipeline.outputs import os_error_line
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -152,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (SourceError, StageError) as e:  # bad input or too many rejects: a message, not a traceback
         print(f"prefpipe: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # disk full, read-only, no permission: one line naming the path and what to do
+        line = os_error_line(e)
+        if line is None:
+            raise
+        print(f"prefpipe: {line}", file=sys.stderr)
         return 1
 
 

@@ -5,12 +5,20 @@ was expected::
 
     params.yaml: ingest.max_reject_fraction: Input should be a valid number (got 'lots')
 
+Validation is strict: nothing is coerced (``checkpoint_rows: true``, ``'2048'`` or ``'yes'`` where a
+number or a boolean belongs are errors, not 1, 2048 and True); a whole number is accepted where a
+float belongs. The file is read with YAML 1.2's booleans and floats, as DVC reads it (``yes``/``no``/
+``on``/``off`` are strings, ``1e-5`` is a float), and a key repeated in one mapping is an error naming
+the key and both lines. ``load_params`` also checks that every source name a stage selects
+(``SOURCE_KEYS``) is an ``ingest.sources`` name, with a did-you-mean.
+
 Stage sections are registered in ``Params``; every knob lives in params.yaml (no hidden defaults),
 except the optional per-role engine overrides, where a missing key means "inherit from ``llm``".
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -19,9 +27,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from pipeline.yaml12 import DuplicateKey, load_yaml
+
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 # --- shared sections -----------------------------------------------------------------------------
@@ -594,20 +604,50 @@ def format_validation_error(err: ValidationError, file: str | Path) -> str:
     return "invalid parameters:\n  " + "\n  ".join(lines)
 
 
+# Params keys that name ingest sources, as (section, field): each is checked against ingest.sources.
+# A stage that selects sources by name adds its key here.
+SOURCE_KEYS = [("wildfeedback", "sources"), ("pugc", "sources"), ("selfie", "pair_sources"),
+               ("selfie", "prompt_sources"), ("dove", "pair_sources")]
+INGEST_PAIRS = "data/ingest/pairs"  # dove.pair_sources name ingest sources only when dove.pairs reads these
+
+
+def source_name_errors(params: Params) -> list[str]:
+    """``key[i]: 'name' is not an ingest source; did you mean ...`` for every unknown source name."""
+    names = [s.name for s in params.ingest.sources]
+    errors = []
+    for section, field in SOURCE_KEYS:
+        cfg = getattr(params, section, None)
+        if cfg is None or (section == "dove" and Path(cfg.pairs).as_posix().rstrip("/") != INGEST_PAIRS):
+            continue
+        for i, name in enumerate(getattr(cfg, field)):
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                errors.append(f"{section}.{field}[{i}]: {name!r} is not an ingest source{hint} "
+                              f"(ingest.sources: {', '.join(names) or 'none'})")
+    return errors
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: no such file; run from the project root or pass --params")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except DuplicateKey as e:
+        raise ParamsError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
     try:
-        return resolve_params(data)
+        params = resolve_params(data)
     except ValidationError as e:
         raise ParamsError(format_validation_error(e, path)) from None
+    errors = source_name_errors(params)
+    if errors:
+        raise ParamsError("invalid parameters:\n  " + "\n  ".join(f"{path}: {e}" for e in errors))
+    return params
 
 
 def fingerprint(*sections: BaseModel | dict[str, Any]) -> str:

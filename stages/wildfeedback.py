@@ -45,6 +45,7 @@ import pyarrow as pa
 from pipeline.config import Params, Wildfeedback, fingerprint, resolve_role
 from pipeline.execute import Checkpoint, map_batches
 from pipeline.io import ShardWriter, iter_batches, write_json_atomic
+from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import SCHEMAS, check_table
 from stages.wildfeedback_common import CHECKPOINTS, IN, OUT, output_fingerprint, prompt, say
 from stages.wildfeedback_detect import combine, detector_gate, detector_stats, llm_detect, route, with_context
@@ -304,9 +305,10 @@ def main(params: Params) -> None:
     sizes = {"target_shard_bytes": ex.target_shard_bytes, "row_group_bytes": ex.row_group_bytes,
              "spill_bytes": ex.spill_bytes, "fingerprint": fp}
     metrics: dict = {}
-    with (ShardWriter(OUT / "signals", name="signals", **sizes) as signals_out,
-          ShardWriter(OUT / "pairs", name="pairs", **sizes) as pairs_out,
-          ShardWriter(OUT / "rejects", name="rejects", **sizes) as rejects_out):
+    out = begin_outputs(OUT)  # signals, pairs, rejects and metrics change together (pipeline/outputs.py)
+    with (ShardWriter(out / "signals", name="signals", **sizes) as signals_out,
+          ShardWriter(out / "pairs", name="pairs", **sizes) as pairs_out,
+          ShardWriter(out / "rejects", name="rejects", **sizes) as rejects_out):
         parts = scanned_partitions(IN, cfg, ex.batch_size, cfg.partition_conversations)
         for i, (turns, convs, counts) in enumerate(parts):
             signals, pairs, rejects, part = run_partition(turns, convs, counts, params, CHECKPOINTS / f"part-{i:05d}",
@@ -322,7 +324,8 @@ def main(params: Params) -> None:
     warnings = collapse_warnings(metrics, cfg, cfg.detector)
     for w in warnings:
         say(f"wildfeedback: output collapsed: {w}")
-    out = headline(metrics, gates, warnings)
-    write_json_atomic(out, OUT / "metrics.json")
-    log.info("wildfeedback: %d signals, %d pairs", metrics["signals"]["turns_with_signal"], out["pairs"])
-    print(json.dumps({k: v for k, v in out.items() if k not in ("gates", "details")}))
+    summary = headline(metrics, gates, warnings)
+    write_json_atomic(summary, out / "metrics.json")
+    commit_outputs(OUT)
+    log.info("wildfeedback: %d signals, %d pairs", metrics["signals"]["turns_with_signal"], summary["pairs"])
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("gates", "details")}))
