@@ -107,8 +107,8 @@ def test_quality_filter_marks_length_language_and_exact_duplicates():
         "d1": "exact_duplicate",
         "d2": "too_short",
         "d3": "too_long",
-        "d4": "not_english",
-        "d5": "not_english",
+        "d4": "other_language",
+        "d5": "other_language",
         "d6": None,
     }
 
@@ -139,7 +139,7 @@ def test_near_duplicates_drop_all_but_the_first_of_a_group():
             (
                 "d",
                 SPANISH.replace("Compré", "I bought"),
-            ),  # dropped earlier as not_english: not a near-duplicate
+            ),  # dropped earlier as other_language: not a near-duplicate
             (
                 "e",
                 "My cat refuses to eat dry food and only wants the wet kind, so what should I do about it? "
@@ -148,11 +148,11 @@ def test_near_duplicates_drop_all_but_the_first_of_a_group():
         ]
     )
     got = _near_dup(docs, make_params(near_duplicate_threshold=0.7).pugc)
-    assert got == {"a": None, "b": "near_duplicate", "c": "near_duplicate", "d": "not_english", "e": None}
+    assert got == {"a": None, "b": "near_duplicate", "c": "near_duplicate", "d": "other_language", "e": None}
     # Word 5-gram Jaccard of b and c to a is 0.78 and 0.88: a 0.95 threshold keeps them.
     assert set(_near_dup(docs, make_params(near_duplicate_threshold=0.95).pugc).values()) == {
         None,
-        "not_english",
+        "other_language",
     }
 
 
@@ -546,7 +546,8 @@ def test_stage_runs_end_to_end_and_accounts_for_every_row(tmp_path, monkeypatch,
 
     check_accounting(m, params.pugc)
     assert m["input"] == {"rows": 10, "selected": 9, "sources": ["posts"], "missing_sources": []}
-    assert m["prefilter"]["dropped"] == {"not_english": 1, "too_short": 1}
+    assert m["prefilter"]["dropped"] == {"other_language": 1, "too_short": 1}
+    assert m["prefilter"]["languages"]["es"] == 1 and sum(m["prefilter"]["languages"].values()) == 9
     assert m["queries"]["dropped"] == {"copies_template": 1, "generation_failed": 1, "leaks_source": 1}
     assert m["queries"]["top_errors"] == [["schema: missing 'query'", 1]]
     assert m["query_filter"]["dropped"] == {"not_answerable": 1}
@@ -784,7 +785,7 @@ def test_real_posts_flow_through_every_step(tmp_path, monkeypatch, real, fake_en
     check_accounting(m, params.pugc)
     assert m["prefilter"]["dropped"]["exact_duplicate"] == 1
     assert m["prefilter"]["dropped"]["too_short"] >= 1  # some coffee questions are one-liners
-    assert "not_english" not in m["prefilter"]["dropped"]  # both sources are English
+    assert "other_language" not in m["prefilter"]["dropped"]  # both sources are English
     assert m["pairs"]["kept"] == m["query_filter"]["kept"] > 30
 
 
