@@ -31,7 +31,7 @@ from pipeline.config import Params, Sampling, fingerprint, resolve_role
 from pipeline.drops import account, first_reason
 from pipeline.io import write_json_atomic
 from pipeline.llm.base import GenerationFailure
-from pipeline.prompt import copies_template, fill, template, template_phrases
+from pipeline.prompt import copies_template, fill_rows, template, template_phrases
 from pipeline.text import normalise
 from stages.pugc_io import (
     clear_checkpoints,
@@ -44,7 +44,14 @@ from stages.pugc_io import (
     with_response_ids,
     write_outputs,
 )
-from stages.pugc_judge import chat, judge_answerable, judge_gates, query_filter, score_responses
+from stages.pugc_judge import (
+    chat,
+    judge_answerable,
+    judge_gates,
+    query_filter,
+    score_responses,
+    to_scores,
+)
 from stages.pugc_prefilter import document_view, prefilter
 
 DOCUMENTS = Path("data/ingest/documents")
@@ -54,8 +61,9 @@ OUT = Path("data/pugc")
 # --- 2. query generation -------------------------------------------------------------------------
 
 
-def query_prompt(document: str) -> list[dict[str, str]]:
-    return chat(fill(template("pugc_query"), document=document))
+def query_prompts(documents: list[str]) -> list[list[dict[str, str]]]:
+    """One chat prompt per document."""
+    return [chat(t) for t in fill_rows(template("pugc_query"), document=documents)]
 
 
 class Query(BaseModel):
@@ -66,7 +74,7 @@ def generate_queries(batch: pa.Table, engine, *, n: int, sampling: Sampling) -> 
     """Engine step: ``n`` reader queries per document; failures kept with their error."""
     frame = pl.from_arrow(batch)
     views = frame.select(document_view()).to_series().to_list()
-    outs = engine.generate([query_prompt(v) for v in views], n=n, sampling=sampling, schema=Query)
+    outs = engine.generate(query_prompts(views), n=n, sampling=sampling, schema=Query)
     rows = {"doc_id": [], "query_index": [], "query": [], "error": []}
     for doc_id, samples in zip(frame["doc_id"], outs, strict=True):
         for i, out in enumerate(samples):
@@ -106,12 +114,17 @@ def sample_responses(batch: pa.Table, engine, *, k: int, sampling: Sampling) -> 
     """Engine step: K responses per query, one request per query (``n=k``); the policy sees only the query.
     Each keeps why its generation ended (``finish_reason``: stop, or length when cut off)."""
     outs = engine.generate([chat(q) for q in batch["query"].to_pylist()], n=k, sampling=sampling)
-    rows = [
-        (prompt_id, i, c.text, c.finish_reason)
-        for prompt_id, samples in zip(batch["prompt_id"].to_pylist(), outs, strict=True)
-        for i, c in enumerate(samples)
+    completions = [
+        (p, i, c) for p, o in zip(batch["prompt_id"].to_pylist(), outs, strict=True) for i, c in enumerate(o)
     ]
-    return pl.DataFrame(rows, schema=empty_samples().schema, orient="row").to_arrow()
+    return pa.table(
+        {
+            "prompt_id": pa.array([p for p, _, _ in completions], pa.string()),
+            "sample_index": pa.array([i for _, i, _ in completions], pa.int64()),
+            "text": pa.array([c.text for _, _, c in completions], pa.string()),
+            "finish_reason": pa.array([c.finish_reason for _, _, c in completions], pa.string()),
+        }
+    )
 
 
 def response_filter(responses: pl.DataFrame) -> pl.DataFrame:
@@ -265,7 +278,7 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
 
     # 5. reference-guided scoring
     to_score = samples.join(queries.select("prompt_id", "query", "reference"), on="prompt_id")
-    scores = run_step(
+    scored = run_step(
         to_score.select("response_id", "query", "reference", "text"),
         score_responses,
         params,
@@ -276,8 +289,8 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
         sampling=judge.sampling,
     )
     responses = (
-        samples.join(scores, on="response_id", how="left")
-        if scores is not None
+        samples.join(to_scores(scored, cfg.scoring), on="response_id", how="left")
+        if scored is not None
         else samples.with_columns(score=pl.lit(None, pl.Float64), detail=pl.lit(None, pl.String))
     )
     responses = responses.with_columns(drop=first_reason((pl.col("score").is_null(), "judge_failed")))
