@@ -8,14 +8,15 @@ worst pair per query -> pairs table -> shards. Each step runs as ``stages/pugc.p
 The engine is an instant, deterministic in-process fake that follows the engine protocol the way
 tests/test_pugc.py fakes it (sample i is "answer i: <query>"; the judge's p("1".."5") peaks on i+1), so
 what is measured is prefpipe's own cost around the model. Its own time is measured and printed apart
-(``engine s``). Queries and reference documents are the real Stack Exchange coffee posts in
+(``engine``, wall seconds inside its calls). Queries and reference documents are the real Stack Exchange coffee posts in
 ``../shared/data/real`` (question titles and answer bodies), cycled to the size asked.
 
 ``before`` is the code path of main at 9a859dc (per-row prompt filling and ``json.dumps``, SHA-1 ids
 through ``map_elements``, the ``pairs_table`` loop), kept verbatim below; ``after`` is the current
-stage code. Both run in this process on the same rows, alternating, ``--repeat`` times; each step's
-best time is reported. The run checks that both give the same pairs, scores and drop counts (the ids
-differ: they are a different hash).
+stage code. Both run in this process on the same rows, after a small warm-up, ``--repeat`` rounds in
+alternating order; per step, the round with the least CPU time is reported (the machine may be shared).
+The run checks that both give the same pairs, scores, details and drop counts (the ids differ: they are a
+different hash) and exits non-zero when they do not.
 
     python bench/pugc_cpu.py                  # 10,000 queries, 3 rounds
     python bench/pugc_cpu.py --n 50000 --repeat 2
@@ -58,7 +59,7 @@ STEPS = ["sample", "filter + ids", "score", "pick pairs", "pairs table", "write 
 
 
 class FakeEngine:
-    """Instant and deterministic; ``seconds`` is the time spent inside its calls."""
+    """Instant and deterministic; ``seconds`` is the (wall) time spent inside its calls."""
 
     name = "fake"
 
@@ -66,13 +67,13 @@ class FakeEngine:
         self.seconds = 0.0
 
     def generate(self, prompts, n=1, sampling=None, schema=None):
-        start = time.process_time()
+        start = time.perf_counter()
         out = [[Completion(f"answer {i}: {p[-1]['content']}", "stop") for i in range(n)] for p in prompts]
-        self.seconds += time.process_time() - start
+        self.seconds += time.perf_counter() - start
         return out
 
     def choose(self, prompts, options):
-        start = time.process_time()
+        start = time.perf_counter()
         out = []
         for p in prompts:
             c = p[-1]["content"]
@@ -80,7 +81,7 @@ class FakeEngine:
             probs = [0.05] * len(options)
             probs[int(c[at : c.index(":", at)]) % len(options)] = 0.8
             out.append(probs)
-        self.seconds += time.process_time() - start
+        self.seconds += time.perf_counter() - start
         return out
 
     def logprobs(self, prompts, responses):
@@ -243,11 +244,11 @@ AFTER = {
 
 
 def run(code: dict, q: pl.DataFrame, params, engine: FakeEngine, out: Path) -> tuple[dict, dict]:
-    """Seconds per step (wall, CPU, the fake engine's CPU), and what the run made (for the check)."""
+    """Seconds per step (wall, CPU, inside the fake engine), and what the run made (for the check)."""
     cfg = params.pugc
     policy = judge = params.llm
     pugc_io.clear_checkpoints()  # no step may resume from the other path's chunks
-    seconds: dict[str, tuple[float, float, float]] = {}  # step: (wall, CPU, engine CPU)
+    seconds: dict[str, tuple[float, float, float]] = {}  # step: (wall, CPU, engine wall)
     clock = (time.perf_counter(), time.process_time())
     engine.seconds = 0.0
 
@@ -325,8 +326,10 @@ def main() -> None:
     made: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)  # checkpoints (.prefpipe/) and shards go here
+        for name, code in (("before", BEFORE), ("after", AFTER)):  # warm-up: imports, caches, first calls
+            run(code, q.head(100), params, engine, Path(tmp) / f"warm-{name}")
         for r in range(repeat):
-            for name, code in (("before", BEFORE), ("after", AFTER)):
+            for name, code in (("before", BEFORE), ("after", AFTER))[:: 1 if r % 2 == 0 else -1]:
                 seconds, made[name] = run(code, q, params, engine, Path(tmp) / f"{name}-{r}")
                 for step, t in seconds.items():  # best = least CPU (the machine may be shared)
                     if t[1] < best[name].get(step, (0.0, float("inf")))[1]:

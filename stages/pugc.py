@@ -10,8 +10,9 @@ Before step 2 the judge proves, on built-in probes, that both its uses (3 and 5)
 ``pugc.gates`` the stage fails or withholds those labels (the judge's steps and gates: ``stages/pugc_judge.py``;
 pre-filter: ``stages/pugc_prefilter.py``; plumbing and outputs: ``stages/pugc_io.py``). Each step is a
 small function over a polars frame / Arrow batch; model steps take an ``engine`` and run through
-``map_batches``. A row that leaves the flow gets a ``drop`` reason, and metrics count every row at every
-step (``in == kept + sum(dropped)``). Every prompt is a template filled by ``pipeline.prompt.fill``.
+``map_batches``, doing only what needs the engine (ids, scores and JSON are polars over whole columns). A
+row that leaves the flow gets a ``drop`` reason, and metrics count every row at every step (``in == kept +
+sum(dropped)``). Every prompt is a template filled by ``pipeline.prompt.fill_rows``.
 
 Outputs: ``data/pugc/queries`` (prompts, ``reference`` = the document), ``data/pugc/responses``
 (all scored responses, for Curry-DPO and DOVE), ``data/pugc/pairs``, ``data/pugc/metrics.json``.
@@ -52,7 +53,7 @@ from stages.pugc_judge import (
     score_responses,
     to_scores,
 )
-from stages.pugc_prefilter import document_view, prefilter
+from stages.pugc_prefilter import prefilter
 
 DOCUMENTS = Path("data/ingest/documents")
 OUT = Path("data/pugc")
@@ -70,20 +71,25 @@ class Query(BaseModel):
     query: str
 
 
+QUERIES = pa.schema(
+    {"doc_id": pa.string(), "query_index": pa.int64(), "query": pa.string(), "error": pa.string()}
+)
+
+
 def generate_queries(batch: pa.Table, engine, *, n: int, sampling: Sampling) -> pa.Table:
-    """Engine step: ``n`` reader queries per document; failures kept with their error."""
-    frame = pl.from_arrow(batch)
-    views = frame.select(document_view()).to_series().to_list()
-    outs = engine.generate(query_prompts(views), n=n, sampling=sampling, schema=Query)
+    """Engine step: ``n`` reader queries per document (its ``reference``: title and text); failures kept
+    with their error."""
+    prompts = query_prompts(batch["reference"].to_pylist())
+    outs = engine.generate(prompts, n=n, sampling=sampling, schema=Query)
     rows = {"doc_id": [], "query_index": [], "query": [], "error": []}
-    for doc_id, samples in zip(frame["doc_id"], outs, strict=True):
+    for doc_id, samples in zip(batch["doc_id"].to_pylist(), outs, strict=True):
         for i, out in enumerate(samples):
             failed = isinstance(out, GenerationFailure)
             rows["doc_id"].append(doc_id)
             rows["query_index"].append(i)
             rows["query"].append(None if failed else out.query.strip())
             rows["error"].append(out.error if failed else None)
-    return pl.DataFrame(rows, schema=empty_queries().schema).to_arrow()
+    return pa.table(rows, schema=QUERIES)
 
 
 def clean_queries(queries: pl.DataFrame, leak_patterns: list[str]) -> pl.DataFrame:
@@ -114,9 +120,8 @@ def sample_responses(batch: pa.Table, engine, *, k: int, sampling: Sampling) -> 
     """Engine step: K responses per query, one request per query (``n=k``); the policy sees only the query.
     Each keeps why its generation ended (``finish_reason``: stop, or length when cut off)."""
     outs = engine.generate([chat(q) for q in batch["query"].to_pylist()], n=k, sampling=sampling)
-    completions = [
-        (p, i, c) for p, o in zip(batch["prompt_id"].to_pylist(), outs, strict=True) for i, c in enumerate(o)
-    ]
+    prompt_ids = batch["prompt_id"].to_pylist()
+    completions = [(p, i, c) for p, o in zip(prompt_ids, outs, strict=True) for i, c in enumerate(o)]
     return pa.table(
         {
             "prompt_id": pa.array([p for p, _, _ in completions], pa.string()),
@@ -213,7 +218,7 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
 
     # 2. query generation + failure / leakage / template-copy / duplicate filter
     queries = run_step(
-        docs.select("doc_id", "title", "text"),
+        docs.select("doc_id", "reference"),
         generate_queries,
         params,
         "queries",

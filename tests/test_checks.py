@@ -95,9 +95,11 @@ def test_fill_rows_refuses_what_fill_would_not_do_the_same():
         fill_rows("{a!r}", a=["x"])
     with pytest.raises(TypeError, match=r"\['a'\] given both as literal and as data"):
         fill_rows("{a}", literal={"a": "x"}, a=["y"])
-    with pytest.raises(ValueError, match="shorter"):
+    with pytest.raises(ValueError, match=r"columns of different lengths \{'a': 2, 'b': 1\}"):
         fill_rows("{a}{b}", a=["x", "y"], b=["z"])
     assert fill_rows("{a}", a=[]) == []
+    assert fill_rows("no field {{}}", a=["x", "y"]) == ["no field {}"] * 2  # as fill: unused data is ignored
+    assert fill_rows("{a}{b}{a}", a=["<<<1", "2"], b=["3", ">>>>"]) == ["<<13<<1", "2>>2"]
 
 
 def test_escape_skips_the_regex_only_where_it_would_change_nothing():
