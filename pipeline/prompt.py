@@ -77,7 +77,7 @@ def fill_rows(
     escaped = {name: list(map(escape, columns[name])) for name in set(fields)}
     row = list(pieces)  # literal text at even places, the row's escaped values at odd ones
     out = []
-    for values in zip(*(escaped[name] for name in fields)):
+    for values in zip(*(escaped[name] for name in fields), strict=True):
         row[1::2] = values
         out.append("".join(row))
     return out

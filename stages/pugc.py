@@ -32,6 +32,7 @@ from pipeline.config import Params, Sampling, fingerprint, resolve_role
 from pipeline.drops import account, first_reason
 from pipeline.io import write_json_atomic
 from pipeline.llm.base import GenerationFailure
+from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.prompt import copies_template, fill_rows, template, template_phrases
 from pipeline.text import normalise
 from stages.pugc_io import (
@@ -323,8 +324,10 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     pairs = pairs_table(picked, queries, lineage)
     tick("pairs")
 
-    write_outputs(params, queries, responses, pairs, judge, policy, out)
-    write_json_atomic(metrics, out / "metrics.json")
+    staged = begin_outputs(out)  # queries, responses, pairs and metrics change together (pipeline/outputs.py)
+    write_outputs(params, queries, responses, pairs, judge, policy, staged)
+    write_json_atomic(metrics, staged / "metrics.json")
+    commit_outputs(out)
     clear_checkpoints()
     print(
         f"pugc: {metrics['input']['selected']} documents -> {metrics['prefilter']['kept']} kept -> "
