@@ -20,6 +20,7 @@ different hash) and exits non-zero when they do not.
 
     python bench/pugc_cpu.py                  # 10,000 queries, 3 rounds
     python bench/pugc_cpu.py --n 50000 --repeat 2
+    python bench/pugc_cpu.py --batch-size 256 # engine batches of 256 rows (shipped: llm.batch_size 16)
     python bench/pugc_cpu.py --smoke          # 300 queries, 1 round
 """
 
@@ -312,12 +313,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=10_000, help="queries (x4 answers each)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds, each running before and after")
+    ap.add_argument("--batch-size", type=int, default=None, help="llm.batch_size (default: params.yaml's)")
     ap.add_argument("--smoke", action="store_true", help="300 queries, 1 round: checks the bench runs")
     args = ap.parse_args()
     n, repeat = (300, 1) if args.smoke else (args.n, args.repeat)
 
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     data["pugc"]["responses_per_query"] = K
+    if args.batch_size:
+        data["llm"]["batch_size"] = args.batch_size
     params = resolve_params(data)
     engine = FakeEngine()
     pipeline.llm.get_engine = lambda cfg: engine  # the stage's engine steps get the fake
