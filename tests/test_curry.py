@@ -13,6 +13,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import xxhash
 
 from pipeline.config import Curry, Execution
 from pipeline.io import read_table, verify_shards, write_shards
@@ -24,8 +25,8 @@ POSTS = Path("stackexchange_coffee/Posts.xml")
 
 
 def cfg(**kw) -> Curry:
-    base = dict(inputs=[{"prompts": "p", "responses": "r"}], pairing="best_vs_rest", min_gap=0.0,
-                levels="per_prompt", n_levels=3, seed=0, histogram_bins=4)
+    base = dict(inputs=[{"prompts": "p", "responses": "r", "scores": "rated"}], pairing="best_vs_rest", min_gap=0.0,
+                relative_min_gap=0.05, levels="per_prompt", n_levels=3, seed=0, histogram_bins=4)
     return Curry(**{**base, **kw})
 
 
@@ -59,6 +60,12 @@ def build(prompts: list[dict], responses: list[dict], **kw):
     return table.to_pylist(), metrics
 
 
+def xxh3_hex(*values: str, seed: int = 0) -> str:
+    """pipeline.ids.hex_id of ``values``, by hand: xxh3-64 of "<UTF-8 length>:<value>" per value."""
+    key = "".join(f"{len(v.encode())}:{v}" for v in values).encode()
+    return f"{xxhash.xxh3_64_intdigest(key, seed=seed):016x}"
+
+
 def ids(rows: list[dict]) -> list[tuple[str, str, int]]:
     """(chosen response, rejected response, level) per pair, from the lineage."""
     out = []
@@ -86,8 +93,10 @@ def test_best_vs_rest_paper_levels_and_row_contents():
     lin = json.loads(first["lineage"])
     assert lin == {"stage": "curry", "prompt_id": "p1", "scorer": "hand", "chosen_id": "a", "rejected_id": "d",
                    "fingerprint": lin["fingerprint"]} and len(lin["fingerprint"]) == 16
-    # Pinned: a change here means pair ids changed (e.g. a polars upgrade changed its hash); see docs/curry.md.
-    assert [r["pair_id"] for r in rows] == ["24e3e4b02555ca77", "1906c459ac03eefc", "39da2afdec2a5500"]
+    # Pinned: pair_id = xxh3-64 of "<len>:prompt_id<len>:scorer<len>:chosen_id<len>:rejected_id" (docs/curry.md),
+    # recomputed here with the Python xxhash package, independently of polars.
+    assert [r["pair_id"] for r in rows] == ["9186f144958f659c", "f20f05b46d41871b", "cd6876ad6b4b0adf"]
+    assert [r["pair_id"] for r in rows] == [xxh3_hex("p1", "hand", "a", x) for x in "dcb"]
     assert m["pairs"]["per_level"] == {"0": 1, "1": 1, "2": 1}
     assert m["gap"]["min"] == 2.0 and m["gap"]["max"] == 8.0 and sum(m["gap"]["histogram"]["counts"]) == 3
 
@@ -180,7 +189,8 @@ def test_scorers_and_input_sets_are_ranked_separately():
     p, r = frames([prompt("p1")], [resp("p1", "a", 9, scorer="x"), resp("p1", "b", 1, scorer="x"),
                                    resp("p1", "c", 100, scorer="y"), resp("p1", "d", 50, scorer="y")])
     p2, r2 = frames([prompt("p1", source="other")], [resp("p1", "a", 1), resp("p1", "b", 2)], input_set=1)
-    table, m = build_pairs(pa.concat_tables([p, p2]), pa.concat_tables([r, r2]), cfg())
+    two = [{"prompts": "p", "responses": "r", "scores": "rated"}, {"prompts": "p2", "responses": "r2", "scores": "rated"}]
+    table, m = build_pairs(pa.concat_tables([p, p2]), pa.concat_tables([r, r2]), cfg(inputs=two))
     got = sorted((x["source"], json.loads(x["lineage"])["scorer"], *ids([x])[0][:2], x["margin"]) for x in table.to_pylist())
     assert got == [("hand", "x", "a", "b", 8.0), ("hand", "y", "c", "d", 50.0), ("other", "hand", "b", "a", 1.0)]
     assert m["prompts"]["paired"] == 3
@@ -203,7 +213,8 @@ def test_run_writes_one_shard_set_per_level_in_curriculum_order(tmp_path):
     write_shards(to_table(prompts, "prompts"), tmp_path / "in" / "prompts", name="prompts")
     write_shards(check_table(pl.DataFrame(responses, schema_overrides={"detail": pl.String}).to_arrow(), "responses"),
                  tmp_path / "in" / "responses", name="responses")
-    c = cfg(inputs=[{"prompts": str(tmp_path / "in" / "prompts"), "responses": str(tmp_path / "in" / "responses")}])
+    c = cfg(inputs=[{"prompts": str(tmp_path / "in" / "prompts"), "responses": str(tmp_path / "in" / "responses"),
+                    "scores": "rated"}])
     out = tmp_path / "curry"
     m = run(c, execution(), out)
     pairs = out / "pairs"
@@ -350,7 +361,8 @@ def test_trl_dpo_trainer_gets_batches_level_by_level(tmp_path):
     write_shards(to_table(prompts, "prompts"), tmp_path / "in" / "prompts", name="prompts")
     write_shards(check_table(pl.DataFrame(responses, schema_overrides={"detail": pl.String}).to_arrow(), "responses"),
                  tmp_path / "in" / "responses", name="responses")
-    c = cfg(inputs=[{"prompts": str(tmp_path / "in" / "prompts"), "responses": str(tmp_path / "in" / "responses")}])
+    c = cfg(inputs=[{"prompts": str(tmp_path / "in" / "prompts"), "responses": str(tmp_path / "in" / "responses"),
+                    "scores": "rated"}])
     run(c, execution(), tmp_path / "curry")
     pairs = tmp_path / "curry" / "pairs"
     files = [str(f) for f in curriculum_files(pairs)]
