@@ -196,6 +196,65 @@ def test_scorers_and_input_sets_are_ranked_separately():
     assert m["prompts"]["paired"] == 3
 
 
+def test_equal_texts_never_pair_the_best_scored_copy_stays():
+    """Curry matched duplicates by response_id only, so equal texts with different scores paired."""
+    responses = [resp("p1", "a", 9, text="Same answer."), resp("p1", "b", 7, text="Same  answer.\n"),
+                 resp("p1", "c", 4, text="Other answer."), resp("p1", "d", 1, text=" Same answer."),
+                 resp("p1", "e", 2, text="Same answer.", scorer="other"), resp("p1", "f", 1, text="Third.", scorer="other")]
+    for pairing in ("best_vs_rest", "all"):
+        rows, m = build([prompt("p1")], responses, pairing=pairing)
+        assert sorted(ids(rows)) == [("a", "c", 0), ("e", "f", 0)]  # scorer "other" is its own group
+        assert m["responses"]["dropped"] == {"same_text": 2} and m["responses"]["ranked"] == 4
+        for r in rows:
+            assert " ".join(r["chosen"][0]["content"].split()) != " ".join(r["rejected"][0]["content"].split())
+
+
+def model_input(n_sets: int, scores: str = "model") -> list[dict]:
+    return [{"prompts": "p", "responses": "r", "scores": scores}] * n_sets
+
+
+def test_model_scores_pair_only_beyond_their_noise_rated_scores_as_the_paper():
+    """A gap of 0.005 between a model's scores on a 1-5 scale became a pair; ratings keep the paper's rule."""
+    prompts = [prompt(f"p{i}") for i in range(10)]
+    # A judge's expected scores spread over 1..5; prompt p0's two answers differ by 0.005 (noise).
+    responses = [resp("p0", "a", 3.005), resp("p0", "b", 3.0)] + [
+        r for i in range(1, 10) for r in (resp(f"p{i}", f"x{i}", 1.0 + 0.44 * i), resp(f"p{i}", f"y{i}", 1.0 + 0.22 * i))]
+    p, r = frames(prompts, responses)
+    model, m = build_pairs(p, r, cfg(inputs=model_input(1)))
+    # spread = p95 - p5 of the 20 scores; tie gap = 0.05 x spread (~0.17): p0's gap of 0.005 is a tie.
+    (gap,) = m["tie_gaps"]
+    assert gap["scores"] == "model" and gap["responses"] == 20
+    assert gap["tie_gap"] == pytest.approx(0.05 * (gap["p95"] - gap["p05"])) and 0.15 < gap["tie_gap"] < 0.2
+    pairs = {json.loads(x["lineage"])["prompt_id"]: x["margin"] for x in model.to_pylist()}
+    assert "p0" not in pairs and set(pairs) == {f"p{i}" for i in range(1, 10)}  # 0.22 * i > 0.17 for i >= 1
+    assert m["pairs"]["dropped"] == {"gap_le_min_gap": 1} and m["prompts"]["dropped"]["all_pairs_tied"] == 1
+    rated, m_rated = build_pairs(p, r, cfg(inputs=model_input(1, "rated")))
+    assert rated.num_rows == 10 and m_rated["tie_gaps"][0]["tie_gap"] == 0.0  # the paper: any positive gap
+    # min_gap still applies, as a floor: gaps 0.22 * i > 0.5 for i >= 3.
+    assert build_pairs(p, r, cfg(inputs=model_input(1), min_gap=0.5))[0].num_rows == 7
+
+
+def test_pair_ids_and_curriculum_order_are_pinned():
+    """Order = level, then xxh3-64 of the pair id seeded with curry.seed, then pair id; recomputed here
+    from the rule alone (Python xxhash), and pinned, so an upgrade of polars cannot move a pair."""
+    prompts = [prompt(f"q{i}") for i in range(4)]
+    responses = [resp(f"q{i}", f"q{i}r{k}", float(s)) for i in range(4) for k, s in enumerate([8, 5, 3, 1])]
+    for seed in (0, 7):
+        rows, _ = build(prompts, responses, seed=seed)
+        want = []
+        for i in range(4):
+            for k, level in ((3, 0), (2, 1), (1, 2)):
+                pid = xxh3_hex(f"q{i}", "hand", f"q{i}r0", f"q{i}r{k}")
+                want.append((level, xxhash.xxh3_64_intdigest(f"16:{pid}".encode(), seed=seed), pid))
+        assert [r["pair_id"] for r in rows] == [pid for _, _, pid in sorted(want)]
+    rows, _ = build(prompts, responses, seed=0)
+    assert [r["pair_id"] for r in rows] == [
+        "993f3669057851bc", "470d7b3106adc792", "4eebb3b4e60e4be3", "5f13aa7d999d2bde",
+        "9594dedcffb9408b", "bb57b3b993e3f91f", "170449efb9834a8c", "2bf2c55518948268",
+        "1d0f1742f01fac8e", "003c5733afd99014", "ad1926805f8bdc07", "46e0c8d39a4b1d7a",
+    ]
+
+
 def test_lineage_is_valid_json_when_ids_need_escaping():
     rows, _ = build([prompt('p"1')], [resp('p"1', "a\\b", 2), resp('p"1', "c\nd", 1)])
     lin = json.loads(rows[0]["lineage"])
