@@ -64,7 +64,7 @@ OUT = Path("data/curry")
 
 # --- steps -----------------------------------------------------------------------------------------
 # The steps pass slim frames (keys, scores, ranks, row numbers); texts, ids and messages are gathered
-# once, at the end, in ``order_pairs`` and ``to_pairs_table``.
+# once, at the end, in ``to_pairs_table`` (stages/curry_output.py), in curriculum order.
 
 
 def load_inputs(inputs: Sequence[dict[str, str]]) -> tuple[pa.Table, pa.Table]:
@@ -90,18 +90,23 @@ def scored_responses(responses: pa.Table) -> tuple[pl.DataFrame, dict[str, int]]
     Reasons: ``missing_score`` (null or NaN: unrated, skipped), ``nonfinite_score`` (+-inf),
     ``blank_text``, ``duplicate`` (a repeated (input, prompt_id, scorer, response_id); the first is
     kept). A group = (input, prompt_id, scorer): the responses ranked together, so two scorers'
-    scales never mix. Returns a frame without texts (``text_key`` = hash of the normalised text);
-    ``row`` = the response's row in ``responses``.
+    scales never mix. Returns a frame without texts, with hashes: ``ps`` = ``ids.hash64(prompt_id,
+    scorer)``, ``rid`` = ``ids.hash64(response_id)``, ``group``/``check`` = two independent hashes of the
+    group, ``text_key`` = hash of the normalised text; ``row`` = the response's row in ``responses``.
     """
     text = responses.column("text")
     # Empty, or whitespace only (utf8_is_space is false on ""); no trimmed copy of every text.
     blank = pc.or_(pc.equal(pc.binary_length(text), 0), pc.utf8_is_space(text))
     df = pl.from_arrow(responses.select(["input", "prompt_id", "scorer", "response_id", "score", "text"])).with_columns(
         pl.col("scorer").fill_null(""), pl.col("score").cast(pl.Float64), row=pl.int_range(pl.len(), dtype=pl.Int64),
-        _blank=pl.from_arrow(blank), _key=ids.key("input", "prompt_id", "scorer"))
-    df = df.with_columns(group=pl.col("_key").nchash.xxh3_64(seed=0), check=pl.col("_key").nchash.xxh3_64(seed=1),
-                         _rid=pl.col("response_id").nchash.xxh3_64()).drop("_key")
-    first = _first_distinct(df, "group", "_rid", exact=["input", "prompt_id", "scorer", "response_id"])
+        _blank=pl.from_arrow(blank), _key=ids.key("prompt_id", "scorer"))
+    df = df.with_columns(ps=pl.col("_key").nchash.xxh3_64(seed=0), _ps1=pl.col("_key").nchash.xxh3_64(seed=1),
+                         rid=ids.hash64("response_id")).drop("_key")
+    if df.get_column("input").n_unique() > 1:  # several input sets: the set is part of the group
+        df = df.with_columns(group=ids.combine("input", "ps"), check=ids.combine("input", "_ps1"))
+    else:
+        df = df.with_columns(group=pl.col("ps"), check=pl.col("_ps1"))
+    first = _first_distinct(df, "group", "rid", exact=["input", "prompt_id", "scorer", "response_id"])
     reason = (
         pl.when(pl.col("score").is_null() | pl.col("score").is_nan()).then(pl.lit("missing_score"))
         .when(pl.col("score").is_infinite()).then(pl.lit("nonfinite_score"))
@@ -111,7 +116,7 @@ def scored_responses(responses: pa.Table) -> tuple[pl.DataFrame, dict[str, int]]
     df = df.with_columns(_drop=reason)
     drops = dict(df.filter(pl.col("_drop").is_not_null()).group_by("_drop").len().iter_rows())
     kept = df.filter(pl.col("_drop").is_null()).select(
-        "input", "prompt_id", "scorer", "response_id", "score", "row", "group", "check",
+        "input", "prompt_id", "scorer", "response_id", "score", "row", "group", "check", "ps", "rid",
         text_key=_normal_text(pl.col("text")).nchash.xxh3_64())
     return kept, {k: int(v) for k, v in sorted(drops.items())}
 
@@ -177,11 +182,16 @@ def attach_prompts(ranked: pl.DataFrame, scored: pl.DataFrame, prompts: pa.Table
     prompt_id)); responses without one are orphans (dropped, counted)."""
     index = pl.from_arrow(prompts.select(["input", "prompt_id"])).with_columns(pidx=pl.int_range(pl.len(), dtype=pl.Int64))
     index = index.unique(["input", "prompt_id"], keep="first", maintain_order=True)
-    heads = ranked.filter(pl.col("rank") == 1).select("group", "ridx")
-    heads = heads.with_columns(scored.select("input", "prompt_id")[heads.get_column("ridx")])
-    heads = heads.join(index, on=["input", "prompt_id"], how="left")
-    df = ranked.join(heads.select("group", "pidx"), on="group", how="left", maintain_order="left")
-    kept = df.filter(pl.col("pidx").is_not_null())
+    head = (ranked.get_column("rank") == 1).to_numpy()
+    at = np.flatnonzero(head)  # ``ranked`` is sorted by (group, rank): each group starts with its head
+    heads = scored.select("input", "prompt_id")[ranked.get_column("ridx").gather(at)]
+    pidx = heads.join(index, on=["input", "prompt_id"], how="left", maintain_order="left").get_column("pidx")
+    # Every row takes its group head's prompt row (a forward fill over head positions, no join of all rows).
+    owner = np.maximum.accumulate(np.where(head, np.arange(len(head)), 0))
+    per_head = np.full(len(head), -1, dtype=np.int64)
+    per_head[at] = pidx.fill_null(-1).to_numpy()
+    df = ranked.with_columns(pidx=pl.Series(per_head[owner]))
+    kept = df.filter(pl.col("pidx") >= 0)
     return kept, df.height - kept.height
 
 
@@ -257,38 +267,30 @@ def assign_levels(pairs: pl.DataFrame, scheme: str, n_levels: int) -> pl.DataFra
     raise ValueError(f"curry.levels: unknown value {scheme!r}; expected 'per_prompt' or 'quantile'")
 
 
-def order_pairs(pairs: pl.DataFrame, scored: pl.DataFrame, responses: pa.Table, seed: int) -> pl.DataFrame:
-    """Pair ids and curriculum order.
+def order_pairs(pairs: pl.DataFrame, scored: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """Pair ids and curriculum order, from the responses' hashes (no strings are built here).
 
-    ``pair_id`` = ``ids.hex_id(prompt_id, scorer, chosen response_id, rejected response_id)`` (the input
-    set's position is left out, so a pair keeps its id whichever input list holds it). Order: ``level``
-    ascending, then ``ids.hash64(pair_id, seed=curry.seed)`` ascending (a seeded shuffle that does not
-    depend on the input's row order), then ``pair_id``. Adds the response rows ``row_c``/``row_r`` and
-    the id columns the rows and lineage need.
+    ``pair_id`` = ``hex16(combine(hash64(prompt_id, scorer), hash64(chosen response_id),
+    hash64(rejected response_id)))`` (``pipeline.ids``; the input set's position is left out, so a pair
+    keeps its id whichever input list holds it). Order: ``level`` ascending, then ``combine(pair hash,
+    seed=curry.seed)`` ascending (a seeded shuffle that depends only on the pair and the seed, never on
+    the input's row order), then ``pair_id``.
     """
-    rows = scored.get_column("row")
-    row_c, row_r = rows.gather(pairs.get_column("ridx_c")), rows.gather(pairs.get_column("ridx_r"))
-    source = pl.from_arrow(responses.select(["prompt_id", "scorer", "response_id"]))
-    df = pairs.with_columns(
-        row_c=row_c, row_r=row_r,
-        prompt_id=scored.get_column("prompt_id").gather(pairs.get_column("ridx_c")),
-        scorer=scored.get_column("scorer").gather(pairs.get_column("ridx_c")),
-        chosen_id=source.get_column("response_id").gather(row_c),
-        rejected_id=source.get_column("response_id").gather(row_r))
-    df = df.with_columns(pair_id=ids.hex_id("prompt_id", "scorer", "chosen_id", "rejected_id"))
-    df = df.with_columns(_shuffle=ids.hash64("pair_id", seed=seed))
-    # Levels are few: one single-key sort of the shuffle hash per level (a two-key sort is ~5x slower).
-    level, shuffle = df.get_column("level").to_numpy(), df.get_column("_shuffle").to_numpy()
+    c, r = pairs.get_column("ridx_c"), pairs.get_column("ridx_r")
+    h = pl.DataFrame({"ps": scored.get_column("ps").gather(c), "c": scored.get_column("rid").gather(c),
+                      "r": scored.get_column("rid").gather(r)}).select(ids.combine("ps", "c", "r")).to_series()
+    shuffle = h.to_frame("h").select(ids.combine("h", seed=seed)).to_series().to_numpy()
+    # Levels are few: one single-key sort of the shuffle hashes per level (a two-key sort is ~5x slower).
+    level, hash_ = pairs.get_column("level").to_numpy(), h.to_numpy()
     parts = []
     for lv in np.unique(level):
         at = np.flatnonzero(level == lv)
         part = at[np.argsort(shuffle[at], kind="stable")]
-        if (np.diff(shuffle[part]) == 0).any():  # two pair ids, one shuffle hash (~2^-64 a pair): pair_id decides
-            part = df.select(pl.arg_sort_by("_shuffle", "pair_id")).to_series().to_numpy()
-            part = part[level[part] == lv]
+        if (np.diff(shuffle[part]) == 0).any():  # two pairs, one shuffle hash (~2^-64 a pair): the pair id decides
+            part = at[np.lexsort((hash_[at], shuffle[at]))]
         parts.append(part)
     order = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    return df.drop("_shuffle")[order]
+    return pairs.with_columns(pair_id=ids.hex16(pl.lit(h)))[order]
 
 
 def build_pairs(prompts: pa.Table, responses: pa.Table, cfg: Curry) -> tuple[pa.Table, dict[str, Any]]:
@@ -305,8 +307,8 @@ def build_pairs(prompts: pa.Table, responses: pa.Table, cfg: Curry) -> tuple[pa.
         per_row = scored.select("input", "scorer").join(thresholds, on=["input", "scorer"], how="left", maintain_order="left")
         tie_gap = per_row.get_column("tie_gap").gather(ranked.get_column("ridx"))
     pairs, ties = make_pairs(ranked, cfg.pairing, tie_gap)
-    pairs = order_pairs(assign_levels(pairs, cfg.levels, cfg.n_levels), scored, responses, cfg.seed)
-    table = to_pairs_table(pairs, prompts, responses, fingerprint(cfg))
+    pairs = order_pairs(assign_levels(pairs, cfg.levels, cfg.n_levels), scored, cfg.seed)
+    table = to_pairs_table(pairs, scored, prompts, responses, fingerprint(cfg))
     m = metrics(responses.num_rows, ranked, pairs, ties, dict(sorted(response_drops.items())), thresholds, cfg)
     return table, m
 

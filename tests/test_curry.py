@@ -60,10 +60,19 @@ def build(prompts: list[dict], responses: list[dict], **kw):
     return table.to_pylist(), metrics
 
 
-def xxh3_hex(*values: str, seed: int = 0) -> str:
-    """pipeline.ids.hex_id of ``values``, by hand: xxh3-64 of "<UTF-8 length>:<value>" per value."""
-    key = "".join(f"{len(v.encode())}:{v}" for v in values).encode()
-    return f"{xxhash.xxh3_64_intdigest(key, seed=seed):016x}"
+def xxh3_key(*values: str, seed: int = 0) -> int:
+    """pipeline.ids.hash64 of ``values``, by hand: xxh3-64 of "<UTF-8 length>:<value>" per value."""
+    return xxhash.xxh3_64_intdigest("".join(f"{len(v.encode())}:{v}" for v in values).encode(), seed=seed)
+
+
+def pair_hash(prompt_id: str, scorer: str, chosen: str, rejected: str) -> int:
+    """The documented pair hash (docs/curry.md): xxh3-64 of the three 8-byte big-endian hashes."""
+    parts = (xxh3_key(prompt_id, scorer), xxh3_key(chosen), xxh3_key(rejected))
+    return xxhash.xxh3_64_intdigest(b"".join(h.to_bytes(8, "big") for h in parts))
+
+
+def xxh3_hex(prompt_id: str, scorer: str, chosen: str, rejected: str) -> str:
+    return f"{pair_hash(prompt_id, scorer, chosen, rejected):016x}"
 
 
 def ids(rows: list[dict]) -> list[tuple[str, str, int]]:
@@ -93,9 +102,9 @@ def test_best_vs_rest_paper_levels_and_row_contents():
     lin = json.loads(first["lineage"])
     assert lin == {"stage": "curry", "prompt_id": "p1", "scorer": "hand", "chosen_id": "a", "rejected_id": "d",
                    "fingerprint": lin["fingerprint"]} and len(lin["fingerprint"]) == 16
-    # Pinned: pair_id = xxh3-64 of "<len>:prompt_id<len>:scorer<len>:chosen_id<len>:rejected_id" (docs/curry.md),
-    # recomputed here with the Python xxhash package, independently of polars.
-    assert [r["pair_id"] for r in rows] == ["9186f144958f659c", "f20f05b46d41871b", "cd6876ad6b4b0adf"]
+    # Pinned: pair_id = the documented xxh3 pair hash (docs/curry.md), recomputed here with the Python
+    # xxhash package, independently of polars.
+    assert [r["pair_id"] for r in rows] == ["b644fa090aca68bd", "a7ecf65aca68a57c", "9bc3e0e83f7b72b2"]
     assert [r["pair_id"] for r in rows] == [xxh3_hex("p1", "hand", "a", x) for x in "dcb"]
     assert m["pairs"]["per_level"] == {"0": 1, "1": 1, "2": 1}
     assert m["gap"]["min"] == 2.0 and m["gap"]["max"] == 8.0 and sum(m["gap"]["histogram"]["counts"]) == 3
@@ -235,8 +244,9 @@ def test_model_scores_pair_only_beyond_their_noise_rated_scores_as_the_paper():
 
 
 def test_pair_ids_and_curriculum_order_are_pinned():
-    """Order = level, then xxh3-64 of the pair id seeded with curry.seed, then pair id; recomputed here
-    from the rule alone (Python xxhash), and pinned, so an upgrade of polars cannot move a pair."""
+    """Order = level, then xxh3-64 of the pair hash's 8 big-endian bytes seeded with curry.seed, then pair
+    id; recomputed here from the rule alone (Python xxhash), and pinned, so an upgrade of polars cannot
+    move a pair."""
     prompts = [prompt(f"q{i}") for i in range(4)]
     responses = [resp(f"q{i}", f"q{i}r{k}", float(s)) for i in range(4) for k, s in enumerate([8, 5, 3, 1])]
     for seed in (0, 7):
@@ -244,14 +254,14 @@ def test_pair_ids_and_curriculum_order_are_pinned():
         want = []
         for i in range(4):
             for k, level in ((3, 0), (2, 1), (1, 2)):
-                pid = xxh3_hex(f"q{i}", "hand", f"q{i}r0", f"q{i}r{k}")
-                want.append((level, xxhash.xxh3_64_intdigest(f"16:{pid}".encode(), seed=seed), pid))
+                h = pair_hash(f"q{i}", "hand", f"q{i}r0", f"q{i}r{k}")
+                want.append((level, xxhash.xxh3_64_intdigest(h.to_bytes(8, "big"), seed=seed), f"{h:016x}"))
         assert [r["pair_id"] for r in rows] == [pid for _, _, pid in sorted(want)]
     rows, _ = build(prompts, responses, seed=0)
     assert [r["pair_id"] for r in rows] == [
-        "993f3669057851bc", "470d7b3106adc792", "4eebb3b4e60e4be3", "5f13aa7d999d2bde",
-        "9594dedcffb9408b", "bb57b3b993e3f91f", "170449efb9834a8c", "2bf2c55518948268",
-        "1d0f1742f01fac8e", "003c5733afd99014", "ad1926805f8bdc07", "46e0c8d39a4b1d7a",
+        "3d5e18596b8633b1", "6071363ab63c202c", "0c61f0f2ecd2e389", "aecd2df1200084af",
+        "947e944c6b2d8f9a", "2552a0257fb22618", "7cdc8b137a128c2f", "99f1ca7ee510934d",
+        "25f7c0cc46693851", "2682f31b3f1fa88d", "43ace875bbf49d41", "7258534a9e63ca07",
     ]
 
 

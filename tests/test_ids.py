@@ -42,6 +42,16 @@ def test_pinned_values():
     assert df.select(ids.hex16(pl.lit(255, pl.UInt64))).item() == "00000000000000ff"
 
 
+def test_combine_hashes_the_big_endian_bytes_in_order():
+    df = pl.DataFrame({"a": [1, 2**64 - 1], "b": [2, 0]}, schema={"a": pl.UInt64, "b": pl.UInt64})
+    for seed in (0, 9):
+        got = df.select(ids.combine("a", "b", seed=seed)).to_series().to_list()
+        assert got == [xxhash.xxh3_64_intdigest(a.to_bytes(8, "big") + b.to_bytes(8, "big"), seed=seed)
+                       for a, b in df.iter_rows()]
+    assert df.select(ids.combine("a", "b")).item(0, 0) != df.select(ids.combine("b", "a")).item(0, 0)
+    assert pl.DataFrame(schema={"a": pl.UInt64}).select(ids.combine("a")).height == 0
+
+
 def test_empty_frames_and_expressions():
     empty = pl.DataFrame(schema={"a": pl.String})
     assert empty.select(ids.hex_id("a")).height == 0
