@@ -53,6 +53,7 @@ from pipeline import ids
 from pipeline.checks import squash
 from pipeline.config import Curry, Execution, Params, fingerprint
 from pipeline.io import read_table, write_json_atomic
+from pipeline.outputs import begin_outputs, commit_outputs
 from stages.curry_output import curriculum_files, metrics, to_pairs_table, write_levels
 
 __all__ = ["build_pairs", "curriculum_files", "main", "run"]
@@ -324,7 +325,9 @@ def run(cfg: Curry, ex: Execution, out: Path) -> dict[str, Any]:
     table, m = build_pairs(prompts, responses, cfg)
     per_source = pc.value_counts(table.column("source")).to_pylist() if table.num_rows else []
     m["pairs"]["per_source"] = {d["values"]: int(d["counts"]) for d in sorted(per_source, key=lambda d: d["values"])}
-    write_levels(table, out / "pairs", fp, ex.target_shard_bytes, ex.row_group_bytes)
-    write_json_atomic(m, out / "metrics.json")
+    staged = begin_outputs(out)  # pairs and metrics change together (pipeline/outputs.py)
+    write_levels(table, staged / "pairs", fp, ex.target_shard_bytes, ex.row_group_bytes)
+    write_json_atomic(m, staged / "metrics.json")
+    commit_outputs(out)
     log.info("curry: %d pairs over %d levels", table.num_rows, len(m["levels"]["gap_range"]))
     return m

@@ -1,0 +1,114 @@
+"""PUGC step 1, the document pre-filter: length, language, exact and near duplicates.
+
+Every document gets a ``drop`` reason or none; the first document by ``doc_id`` of each duplicate group is
+kept. Near-duplicates: MinHash over word shingles of title + text with LSH banding (``pipeline.text``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from pipeline.config import Params, Pugc
+from pipeline.drops import account, first_reason
+from pipeline.text import minhash, near_duplicate_groups, ngram_hashes, normalise
+from stages.pugc_io import run_step
+
+MINHASH_SEED = 0
+
+# Frequent English function words: their share of a text's words is ~0.4 for English prose and
+# near 0 for other languages, a dependency-free language check good enough for a pre-filter.
+STOPWORDS = sorted(
+    "a about after all also am an and any are as at be because been but by can could did do does for from "
+    "get got had has have he her him his how i if in into is it its just like me my no not now of on one or "
+    "our out so some than that the their them then there they this to up us was we were what when which "
+    "who will with would you your".split()
+)
+
+
+def document_view() -> pl.Expr:
+    """What the models read: the title (when there is one), a blank line, the text."""
+    title = pl.col("title").fill_null("").str.strip_chars()
+    return (
+        pl.when(title != "")
+        .then(pl.concat_str([title, pl.lit("\n\n"), pl.col("text")]))
+        .otherwise(pl.col("text"))
+    )
+
+
+def quality_filter(docs: pl.DataFrame, cfg: Pugc) -> pl.DataFrame:
+    """Mark too_short / too_long / not_english / exact_duplicate (first by doc_id is kept)."""
+    docs = docs.sort("doc_id")
+    words = pl.col("text").str.to_lowercase().str.extract_all(r"[a-z']+")
+    stats = docs.with_columns(
+        n_words=pl.col("text").str.count_matches(r"\S+"),
+        stop_ratio=words.list.eval(pl.element().is_in(STOPWORDS)).list.mean().fill_null(0.0),
+        ascii_ratio=(
+            pl.col("text").str.count_matches(r"[A-Za-z]") / pl.col("text").str.count_matches(r"\p{L}")
+        )
+        .fill_nan(0.0)
+        .fill_null(0.0),
+    )
+    marked = stats.with_columns(
+        drop=first_reason(
+            (pl.col("n_words") < cfg.min_words, "too_short"),
+            (pl.col("n_words") > cfg.max_words, "too_long"),
+            (pl.col("ascii_ratio") < cfg.min_ascii_letter_ratio, "not_english"),
+            (pl.col("stop_ratio") < cfg.min_english_stopword_ratio, "not_english"),
+        )
+    )
+    # Exact duplicates are judged among the documents that passed, so a dropped one cannot shadow a kept one.
+    live = pl.col("drop").is_null()
+    repeat = live & ~normalise(document_view()).is_first_distinct().over(live)
+    return marked.with_columns(
+        drop=pl.when(repeat).then(pl.lit("exact_duplicate")).otherwise(pl.col("drop"))
+    ).drop("n_words", "stop_ratio", "ascii_ratio")
+
+
+def minhash_step(batch: pa.Table, *, shingle_words: int, num_perm: int) -> pa.Table:
+    """CPU step: a ``signature`` column (MinHash of word shingles of title + text).
+
+    ``pipeline.text`` hashes whole columns at once (xxh3, stable across machines and versions); a library
+    such as ``datasketch`` would update one shingle at a time from Python.
+    """
+    frame = pl.from_arrow(batch)
+    views = normalise(frame.select(document_view()).to_series())
+    sig = minhash(ngram_hashes(views, shingle_words), len(views), num_perm, seed=MINHASH_SEED)
+    return batch.append_column(
+        "signature", pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), num_perm)
+    )
+
+
+def near_duplicate_filter(docs: pl.DataFrame, cfg: Pugc) -> pl.DataFrame:
+    """Mark near_duplicate among rows with no drop yet: all but the first (by doc_id) of each group."""
+    docs = docs.sort("doc_id").with_row_index("_row")
+    live = docs.filter(pl.col("drop").is_null())
+    if live.height == 0:
+        return docs.drop("signature", "_row")
+    sig = live["signature"].to_numpy().astype(np.uint64).reshape(live.height, cfg.minhash_perms)
+    group = near_duplicate_groups(sig, bands=cfg.minhash_bands, threshold=cfg.near_duplicate_threshold)
+    repeats = live["_row"].filter(pl.Series(group != np.arange(live.height)))
+    return docs.with_columns(
+        drop=pl.when(pl.col("_row").is_in(repeats.implode()))
+        .then(pl.lit("near_duplicate"))
+        .otherwise(pl.col("drop"))
+    ).drop("signature", "_row")
+
+
+def prefilter(docs: pl.DataFrame, params: Params) -> tuple[pl.DataFrame, dict]:
+    """The kept documents with ``reference`` (title + text), and the step's accounting."""
+    cfg = params.pugc
+    docs = quality_filter(docs, cfg)
+    live = docs.filter(pl.col("drop").is_null())
+    signed = run_step(
+        live, minhash_step, params, "minhash", shingle_words=cfg.shingle_words, num_perm=cfg.minhash_perms
+    )
+    if signed is not None:
+        docs = pl.concat(
+            [docs.filter(pl.col("drop").is_not_null()).with_columns(signature=pl.lit(None)), signed],
+            how="diagonal_relaxed",
+        )
+        docs = near_duplicate_filter(docs, cfg)
+    kept = docs.filter(pl.col("drop").is_null()).with_columns(reference=document_view())
+    return kept, account(docs)
