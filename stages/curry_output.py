@@ -25,6 +25,7 @@ from pipeline.records import SCHEMAS, check_table
 
 STAGE = "curry"
 LEVELS_INDEX = "_levels.json"
+QUANTILES = (10, 25, 50, 75, 90)
 ORDER = "level, then ids.combine(pair hash, seed=curry.seed), then pair_id (docs/curry.md)"
 
 
@@ -157,7 +158,8 @@ def metrics(n_read: int, ranked: pl.DataFrame, pairs: pl.DataFrame, ties: int, r
             "min": float(gaps.min()) if len(gaps) else None,
             "max": float(gaps.max()) if len(gaps) else None,
             "mean": float(gaps.mean()) if len(gaps) else None,
-            "quantiles": {f"p{q}": float(np.quantile(gaps, q / 100)) for q in (10, 25, 50, 75, 90)} if len(gaps) else {},
+            "quantiles": dict(zip([f"p{q}" for q in QUANTILES], map(float, np.quantile(gaps, [q / 100 for q in QUANTILES])),
+                                  strict=True)) if len(gaps) else {},
             "histogram": gap_histogram(gaps, cfg.histogram_bins),
         },
         "pairing": cfg.pairing,
