@@ -205,8 +205,7 @@ class Pugc(Section):
     sources: list[str] = Field(min_length=1)  # ingest source names whose documents are used
     min_words: int = Field(ge=1)
     max_words: int = Field(ge=1)
-    min_english_stopword_ratio: float = Field(ge=0, le=1)
-    min_ascii_letter_ratio: float = Field(ge=0, le=1)
+    languages: list[str] = Field(min_length=1)  # ISO 639-1 codes kept (pipeline/langid.py identifies them)
     shingle_words: int = Field(ge=1)
     minhash_perms: int = Field(ge=1)
     minhash_bands: int = Field(ge=1)
@@ -468,7 +467,9 @@ class WildfeedbackGates(Section):
 class Wildfeedback(Section):
     sources: list[str]  # ingest source names (conversations) to mine
     languages: list[str]  # kept languages, compared case-insensitively ("en", "English")
-    keep_unknown_language: bool  # conversations without a language tag
+    # Conversations without a language tag: identify it from their user turns (pipeline/langid.py)
+    detect_language: bool
+    keep_unknown_language: bool  # conversations whose language is still unknown (no tag, nothing detected)
     min_user_turns: int = Field(ge=1)
     drop_flags: list[str]  # conversations carrying any of these flags are dropped
     detector: Literal["rules", "llm", "rules+llm"]

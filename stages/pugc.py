@@ -10,8 +10,9 @@ Before step 2 the judge proves, on built-in probes, that both its uses (3 and 5)
 ``pugc.gates`` the stage fails or withholds those labels (the judge's steps and gates: ``stages/pugc_judge.py``;
 pre-filter: ``stages/pugc_prefilter.py``; plumbing and outputs: ``stages/pugc_io.py``). Each step is a
 small function over a polars frame / Arrow batch; model steps take an ``engine`` and run through
-``map_batches``. A row that leaves the flow gets a ``drop`` reason, and metrics count every row at every
-step (``in == kept + sum(dropped)``). Every prompt is a template filled by ``pipeline.prompt.fill``.
+``map_batches``, doing only what needs the engine (ids, scores and JSON are polars over whole columns). A
+row that leaves the flow gets a ``drop`` reason, and metrics count every row at every step (``in == kept +
+sum(dropped)``). Every prompt is a template filled by ``pipeline.prompt.fill_rows``.
 
 Outputs: ``data/pugc/queries`` (prompts, ``reference`` = the document), ``data/pugc/responses``
 (all scored responses, for Curry-DPO and DOVE), ``data/pugc/pairs``, ``data/pugc/metrics.json``.
@@ -32,7 +33,7 @@ from pipeline.drops import account, first_reason
 from pipeline.io import write_json_atomic
 from pipeline.llm.base import GenerationFailure
 from pipeline.outputs import begin_outputs, commit_outputs
-from pipeline.prompt import copies_template, fill, template, template_phrases
+from pipeline.prompt import copies_template, fill_rows, template, template_phrases
 from pipeline.text import normalise
 from stages.pugc_io import (
     clear_checkpoints,
@@ -45,8 +46,15 @@ from stages.pugc_io import (
     with_response_ids,
     write_outputs,
 )
-from stages.pugc_judge import chat, judge_answerable, judge_gates, query_filter, score_responses
-from stages.pugc_prefilter import document_view, prefilter
+from stages.pugc_judge import (
+    chat,
+    judge_answerable,
+    judge_gates,
+    query_filter,
+    score_responses,
+    to_scores,
+)
+from stages.pugc_prefilter import prefilter
 
 DOCUMENTS = Path("data/ingest/documents")
 OUT = Path("data/pugc")
@@ -55,28 +63,34 @@ OUT = Path("data/pugc")
 # --- 2. query generation -------------------------------------------------------------------------
 
 
-def query_prompt(document: str) -> list[dict[str, str]]:
-    return chat(fill(template("pugc_query"), document=document))
+def query_prompts(documents: list[str]) -> list[list[dict[str, str]]]:
+    """One chat prompt per document."""
+    return [chat(t) for t in fill_rows(template("pugc_query"), document=documents)]
 
 
 class Query(BaseModel):
     query: str
 
 
+QUERIES = pa.schema(
+    {"doc_id": pa.string(), "query_index": pa.int64(), "query": pa.string(), "error": pa.string()}
+)
+
+
 def generate_queries(batch: pa.Table, engine, *, n: int, sampling: Sampling) -> pa.Table:
-    """Engine step: ``n`` reader queries per document; failures kept with their error."""
-    frame = pl.from_arrow(batch)
-    views = frame.select(document_view()).to_series().to_list()
-    outs = engine.generate([query_prompt(v) for v in views], n=n, sampling=sampling, schema=Query)
+    """Engine step: ``n`` reader queries per document (its ``reference``: title and text); failures kept
+    with their error."""
+    prompts = query_prompts(batch["reference"].to_pylist())
+    outs = engine.generate(prompts, n=n, sampling=sampling, schema=Query)
     rows = {"doc_id": [], "query_index": [], "query": [], "error": []}
-    for doc_id, samples in zip(frame["doc_id"], outs, strict=True):
+    for doc_id, samples in zip(batch["doc_id"].to_pylist(), outs, strict=True):
         for i, out in enumerate(samples):
             failed = isinstance(out, GenerationFailure)
             rows["doc_id"].append(doc_id)
             rows["query_index"].append(i)
             rows["query"].append(None if failed else out.query.strip())
             rows["error"].append(out.error if failed else None)
-    return pl.DataFrame(rows, schema=empty_queries().schema).to_arrow()
+    return pa.table(rows, schema=QUERIES)
 
 
 def clean_queries(queries: pl.DataFrame, leak_patterns: list[str]) -> pl.DataFrame:
@@ -107,12 +121,16 @@ def sample_responses(batch: pa.Table, engine, *, k: int, sampling: Sampling) -> 
     """Engine step: K responses per query, one request per query (``n=k``); the policy sees only the query.
     Each keeps why its generation ended (``finish_reason``: stop, or length when cut off)."""
     outs = engine.generate([chat(q) for q in batch["query"].to_pylist()], n=k, sampling=sampling)
-    rows = [
-        (prompt_id, i, c.text, c.finish_reason)
-        for prompt_id, samples in zip(batch["prompt_id"].to_pylist(), outs, strict=True)
-        for i, c in enumerate(samples)
-    ]
-    return pl.DataFrame(rows, schema=empty_samples().schema, orient="row").to_arrow()
+    prompt_ids = batch["prompt_id"].to_pylist()
+    completions = [(p, i, c) for p, o in zip(prompt_ids, outs, strict=True) for i, c in enumerate(o)]
+    return pa.table(
+        {
+            "prompt_id": pa.array([p for p, _, _ in completions], pa.string()),
+            "sample_index": pa.array([i for _, i, _ in completions], pa.int64()),
+            "text": pa.array([c.text for _, _, c in completions], pa.string()),
+            "finish_reason": pa.array([c.finish_reason for _, _, c in completions], pa.string()),
+        }
+    )
 
 
 def response_filter(responses: pl.DataFrame) -> pl.DataFrame:
@@ -201,7 +219,7 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
 
     # 2. query generation + failure / leakage / template-copy / duplicate filter
     queries = run_step(
-        docs.select("doc_id", "title", "text"),
+        docs.select("doc_id", "reference"),
         generate_queries,
         params,
         "queries",
@@ -266,7 +284,7 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
 
     # 5. reference-guided scoring
     to_score = samples.join(queries.select("prompt_id", "query", "reference"), on="prompt_id")
-    scores = run_step(
+    scored = run_step(
         to_score.select("response_id", "query", "reference", "text"),
         score_responses,
         params,
@@ -277,8 +295,8 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
         sampling=judge.sampling,
     )
     responses = (
-        samples.join(scores, on="response_id", how="left")
-        if scores is not None
+        samples.join(to_scores(scored, cfg.scoring), on="response_id", how="left")
+        if scored is not None
         else samples.with_columns(score=pl.lit(None, pl.Float64), detail=pl.lit(None, pl.String))
     )
     responses = responses.with_columns(drop=first_reason((pl.col("score").is_null(), "judge_failed")))

@@ -5,17 +5,18 @@ Kept apart from ``stages/pugc.py`` so that module reads as the method.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 
+from pipeline import ids
 from pipeline.config import LLM, Params, fingerprint
 from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
 from pipeline.io import StageError, read_table, write_shards
-from pipeline.records import MESSAGES_TYPE, stable_id
+from pipeline.records import MESSAGES_TYPE
 
+STAGE = pl.lit("pugc")  # the first part of every PUGC id
 STEPS = ("minhash", "gate_query_filter", "gate_scorer", "queries", "query_filter", "sampling", "scoring")
 
 
@@ -63,50 +64,34 @@ def with_prompt_ids(queries: pl.DataFrame, docs: pl.DataFrame) -> pl.DataFrame:
     """Kept queries with their document's ``reference`` and ``source``; ``prompt_id`` = id of (doc, query)."""
     return (
         queries.join(docs.select("doc_id", "reference", "source"), on="doc_id")
-        .with_columns(
-            prompt_id=pl.struct("doc_id", "query").map_elements(
-                lambda r: stable_id("pugc", r["doc_id"], r["query"]), return_dtype=pl.String
-            )
-        )
+        .with_columns(prompt_id=ids.hex_id(STAGE, "doc_id", "query"))
         .rename({"doc_id": "origin_id"})
     )
 
 
 def with_response_ids(samples: pl.DataFrame) -> pl.DataFrame:
     """``response_id`` = id of (prompt, sample index, text)."""
-    return samples.with_columns(
-        response_id=pl.struct("prompt_id", "sample_index", "text").map_elements(
-            lambda r: stable_id("pugc", r["prompt_id"], r["sample_index"], r["text"]), return_dtype=pl.String
-        )
-    )
+    return samples.with_columns(response_id=ids.hex_id(STAGE, "prompt_id", "sample_index", "text"))
 
 
 def pairs_table(picked: pl.DataFrame, queries: pl.DataFrame, lineage: dict) -> pa.Table:
-    """Kept picks as rows of the ``pairs`` contract; lineage names the document, the responses and why
-    each side's generation ended (``chosen_finish_reason`` / ``rejected_finish_reason``)."""
+    """Kept picks as rows of the ``pairs`` contract; ``pair_id`` = id of (prompt, chosen, rejected); lineage
+    (JSON, keys sorted) names the document, the responses and why each side's generation ended
+    (``chosen_finish_reason`` / ``rejected_finish_reason``), besides the stage-wide ``lineage`` fields."""
     rows = picked.filter(pl.col("drop").is_null()).join(
         queries.select("prompt_id", "query", "origin_id", "source"), on="prompt_id"
     )
-    pair_ids, lineages = [], []
-    for r in rows.iter_rows(named=True):
-        pair_ids.append(stable_id("pugc", r["prompt_id"], r["chosen_response_id"], r["rejected_response_id"]))
-        lineages.append(
-            json.dumps(
-                {
-                    **lineage,
-                    "doc_id": r["origin_id"],
-                    "prompt_id": r["prompt_id"],
-                    "chosen_id": r["chosen_response_id"],
-                    "rejected_id": r["rejected_response_id"],
-                    "chosen_finish_reason": r["chosen_finish_reason"],
-                    "rejected_finish_reason": r["rejected_finish_reason"],
-                },
-                sort_keys=True,
-            )
-        )
+    fields = {k: pl.lit(v) for k, v in lineage.items()} | {
+        "doc_id": pl.col("origin_id"),
+        "prompt_id": pl.col("prompt_id"),
+        "chosen_id": pl.col("chosen_response_id"),
+        "rejected_id": pl.col("rejected_response_id"),
+        "chosen_finish_reason": pl.col("chosen_finish_reason"),
+        "rejected_finish_reason": pl.col("rejected_finish_reason"),
+    }
     msg = lambda role, col: pl.concat_list(pl.struct(role=pl.lit(role), content=pl.col(col)))  # noqa: E731
     table = rows.select(
-        pair_id=pl.Series(pair_ids, dtype=pl.String),
+        pair_id=ids.hex_id(STAGE, "prompt_id", "chosen_response_id", "rejected_response_id"),
         prompt=msg("user", "query"),
         chosen=msg("assistant", "chosen_text"),
         rejected=msg("assistant", "rejected_text"),
@@ -117,7 +102,7 @@ def pairs_table(picked: pl.DataFrame, queries: pl.DataFrame, lineage: dict) -> p
         noisy=pl.lit(False),
         method=pl.lit("pugc"),
         source="source",
-        lineage=pl.Series(lineages, dtype=pl.String),
+        lineage=pl.struct(**{k: fields[k] for k in sorted(fields)}).struct.json_encode(),
     ).to_arrow()
     for name in ("prompt", "chosen", "rejected"):
         table = table.set_column(table.schema.get_field_index(name), name, table[name].cast(MESSAGES_TYPE))

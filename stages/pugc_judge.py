@@ -18,7 +18,7 @@ The stage runs the probes through the same step functions (templates, engine cal
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from pipeline.config import LLM, Params, Sampling
 from pipeline.gates import check_gate, load_probes
 from pipeline.llm.base import GenerationFailure
-from pipeline.prompt import fill, template
+from pipeline.prompt import fill_rows, template
 from stages.pugc_io import run_step
 
 SCORES = ["1", "2", "3", "4", "5"]
@@ -45,20 +45,20 @@ ANSWER_FORMAT = {
 }
 
 
-def filter_prompt(query: str, document: str) -> list[dict[str, str]]:
-    return chat(fill(template("pugc_query_filter"), query=query, document=document))
+def filter_prompts(queries: Sequence[str], documents: Sequence[str]) -> list[list[dict[str, str]]]:
+    """One chat prompt per (query, document) row."""
+    return [chat(t) for t in fill_rows(template("pugc_query_filter"), query=queries, document=documents)]
 
 
-def judge_prompt(query: str, document: str, response: str, scoring: str) -> list[dict[str, str]]:
-    return chat(
-        fill(
-            template("pugc_judge"),
-            literal={"answer_format": ANSWER_FORMAT[scoring]},
-            query=query,
-            document=document,
-            response=response,
-        )
+def judge_prompts(
+    queries: Sequence[str], documents: Sequence[str], responses: Sequence[str], scoring: str
+) -> list[list[dict[str, str]]]:
+    """One chat prompt per (query, document, response) row."""
+    literal = {"answer_format": ANSWER_FORMAT[scoring]}
+    filled = fill_rows(
+        template("pugc_judge"), literal=literal, query=queries, document=documents, response=responses
     )
+    return [chat(t) for t in filled]
 
 
 # --- 3. query filter -----------------------------------------------------------------------------
@@ -66,10 +66,7 @@ def judge_prompt(query: str, document: str, response: str, scoring: str) -> list
 
 def judge_answerable(batch: pa.Table, engine) -> pa.Table:
     """Engine step: ``p_true`` = the judge's probability that the document answers the query."""
-    prompts = [
-        filter_prompt(q, d)
-        for q, d in zip(batch["query"].to_pylist(), batch["reference"].to_pylist(), strict=True)
-    ]
+    prompts = filter_prompts(batch["query"].to_pylist(), batch["reference"].to_pylist())
     probs = np.asarray(engine.choose(prompts, ["True", "False"]), dtype=np.float64).reshape(len(prompts), 2)
     return batch.append_column("p_true", pa.array(probs[:, 0] / probs.sum(axis=1)))
 
@@ -102,38 +99,66 @@ def expected_score(probs: np.ndarray) -> np.ndarray:
 def score_responses(
     batch: pa.Table, engine, *, scoring: str, n_judgments: int, sampling: Sampling
 ) -> pa.Table:
-    """Engine step: ``score`` (null when every sampled vote failed) and ``detail`` JSON per response."""
-    prompts = [
-        judge_prompt(q, d, r, scoring)
-        for q, d, r in zip(
-            batch["query"].to_pylist(), batch["reference"].to_pylist(), batch["text"].to_pylist(), strict=True
-        )
-    ]
-    scores: list[float | None] = []
-    details: list[str] = []
+    """Engine step: the judge's answer for each response, as it came: ``probs`` (p("1".."5")) when
+    expected; ``votes`` (the valid ones) and ``failures`` when sampled. ``to_scores`` turns them into
+    scores over the whole column: this step runs once per engine batch, so it does only what needs the
+    engine."""
+    prompts = judge_prompts(
+        batch["query"].to_pylist(), batch["reference"].to_pylist(), batch["text"].to_pylist(), scoring
+    )
     if scoring == "expected":
         probs = np.asarray(engine.choose(prompts, SCORES), dtype=np.float64).reshape(len(prompts), 5)
-        probs = probs / probs.sum(axis=1, keepdims=True)
-        for p, s in zip(probs, expected_score(probs), strict=True):
-            scores.append(float(s))
-            dist = dict(zip(SCORES, p.round(6).tolist(), strict=True))
-            details.append(json.dumps({"scoring": "expected", "distribution": dist}))
-    else:
-        for samples in engine.generate(prompts, n=n_judgments, sampling=sampling, schema=Vote):
-            votes = [v.score for v in samples if not isinstance(v, GenerationFailure)]
-            hist = {s: (votes.count(int(s)) / len(votes) if votes else 0.0) for s in SCORES}
-            scores.append(float(np.mean(votes)) if votes else None)
-            failures = len(samples) - len(votes)
-            details.append(
-                json.dumps({"scoring": "sampled", "votes": votes, "failures": failures, "distribution": hist})
-            )
+        return pa.table(
+            {
+                "response_id": batch["response_id"],
+                "probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.ravel()), 5),
+            }
+        )
+    outs = engine.generate(prompts, n=n_judgments, sampling=sampling, schema=Vote)
+    votes = [[v.score for v in samples if not isinstance(v, GenerationFailure)] for samples in outs]
     return pa.table(
         {
             "response_id": batch["response_id"],
-            "score": pa.array(scores, pa.float64()),
-            "detail": pa.array(details, pa.string()),
+            "votes": pa.array(votes, pa.list_(pa.int64())),
+            "failures": pa.array([len(s) - len(v) for s, v in zip(outs, votes, strict=True)], pa.int64()),
         }
     )
+
+
+def to_scores(judged: pl.DataFrame, scoring: str) -> pl.DataFrame:
+    """``response_id``, ``score`` and ``detail`` (JSON) from ``score_responses``' answers:
+
+    - expected: score = E[score] under p("1".."5") renormalised (null when they are not a distribution:
+      negative, not finite, or summing to 0); detail ``{"scoring": "expected", "distribution": {"1": p, ...,
+      "5": p}}`` (6 decimals);
+    - sampled: score = mean of the valid votes, null when none is; detail ``{"scoring": "sampled",
+      "votes": [...], "failures": n, "distribution": {"1": share of the votes, ...}}`` (0.0 without votes).
+
+    >>> import json
+    >>> one = pl.DataFrame({"response_id": ["r"], "votes": [[2, 2, 3]], "failures": [1]})
+    >>> score, detail = to_scores(one, "sampled").row(0)[1:]
+    >>> score, json.loads(detail)["distribution"]
+    (2.3333333333333335, {'1': 0.0, '2': 0.6666666666666666, '3': 0.3333333333333333, '4': 0.0, '5': 0.0})
+    """
+    if scoring == "expected":
+        probs = judged["probs"].cast(pl.Array(pl.Float64, 5)).to_numpy().reshape(judged.height, 5)
+        total = probs.sum(axis=1, keepdims=True)
+        valid = np.isfinite(total[:, 0]) & (total[:, 0] > 0) & (probs >= 0).all(axis=1)
+        probs = np.divide(probs, total, out=np.full_like(probs, np.nan), where=valid[:, None])
+        dist = pl.Series(probs.round(6), dtype=pl.Array(pl.Float64, 5))
+        shares = {s: dist.arr.get(i) for i, s in enumerate(SCORES)}
+        detail = pl.struct(scoring=pl.lit("expected"), distribution=pl.struct(**shares))
+        return judged.select(
+            "response_id",
+            score=pl.Series(expected_score(probs), dtype=pl.Float64).fill_nan(None),
+            detail=detail.struct.json_encode(),
+        )
+    votes, n = pl.col("votes"), pl.col("votes").list.len()
+    shares = {s: pl.when(n > 0).then(votes.list.count_matches(int(s)) / n).otherwise(0.0) for s in SCORES}
+    detail = pl.struct(
+        scoring=pl.lit("sampled"), votes=votes, failures="failures", distribution=pl.struct(**shares)
+    )
+    return judged.select("response_id", score=votes.list.mean(), detail=detail.struct.json_encode())
 
 
 # --- probes --------------------------------------------------------------------------------------
@@ -267,7 +292,8 @@ def judge_gates(params: Params, judge: LLM) -> dict[str, dict]:
         sampling=judge.sampling,
     )
     correct, detail = grade_scorer(
-        probes.join(scored.select("response_id", "score"), on="response_id"), cfg.min_margin
+        probes.join(to_scores(scored, cfg.scoring).select("response_id", "score"), on="response_id"),
+        cfg.min_margin,
     )
     reports["scorer"] = check_gate(
         "pugc",

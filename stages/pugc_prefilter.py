@@ -1,4 +1,5 @@
-"""PUGC step 1, the document pre-filter: length, language, exact and near duplicates.
+"""PUGC step 1, the document pre-filter: length, language (py3langid, ``pipeline.langid``), exact and near
+duplicates.
 
 Every document gets a ``drop`` reason or none; the first document by ``doc_id`` of each duplicate group is
 kept. Near-duplicates: MinHash over word shingles of title + text with LSH banding (``pipeline.text``).
@@ -12,20 +13,11 @@ import pyarrow as pa
 
 from pipeline.config import Params, Pugc
 from pipeline.drops import account, first_reason
+from pipeline.langid import detect_languages
 from pipeline.text import minhash, near_duplicate_groups, ngram_hashes, normalise
 from stages.pugc_io import run_step
 
 MINHASH_SEED = 0
-
-# Frequent English function words: their share of a text's words is ~0.4 for English prose and
-# near 0 for other languages, a dependency-free language check good enough for a pre-filter.
-STOPWORDS = sorted(
-    "a about after all also am an and any are as at be because been but by can could did do does for from "
-    "get got had has have he her him his how i if in into is it its just like me my no not now of on one or "
-    "our out so some than that the their them then there they this to up us was we were what when which "
-    "who will with would you your".split()
-)
-
 
 def document_view() -> pl.Expr:
     """What the models read: the title (when there is one), a blank line, the text."""
@@ -38,24 +30,15 @@ def document_view() -> pl.Expr:
 
 
 def quality_filter(docs: pl.DataFrame, cfg: Pugc) -> pl.DataFrame:
-    """Mark too_short / too_long / not_english / exact_duplicate (first by doc_id is kept)."""
+    """Mark too_short / too_long / other_language / exact_duplicate (first by doc_id is kept); adds
+    ``language`` (ISO 639-1 code of the text, ``und`` without letters)."""
     docs = docs.sort("doc_id")
-    words = pl.col("text").str.to_lowercase().str.extract_all(r"[a-z']+")
-    stats = docs.with_columns(
-        n_words=pl.col("text").str.count_matches(r"\S+"),
-        stop_ratio=words.list.eval(pl.element().is_in(STOPWORDS)).list.mean().fill_null(0.0),
-        ascii_ratio=(
-            pl.col("text").str.count_matches(r"[A-Za-z]") / pl.col("text").str.count_matches(r"\p{L}")
-        )
-        .fill_nan(0.0)
-        .fill_null(0.0),
-    )
+    stats = docs.with_columns(n_words=pl.col("text").str.count_matches(r"\S+"), language=detect_languages(docs["text"]))
     marked = stats.with_columns(
         drop=first_reason(
             (pl.col("n_words") < cfg.min_words, "too_short"),
             (pl.col("n_words") > cfg.max_words, "too_long"),
-            (pl.col("ascii_ratio") < cfg.min_ascii_letter_ratio, "not_english"),
-            (pl.col("stop_ratio") < cfg.min_english_stopword_ratio, "not_english"),
+            (~pl.col("language").is_in(cfg.languages), "other_language"),
         )
     )
     # Exact duplicates are judged among the documents that passed, so a dropped one cannot shadow a kept one.
@@ -63,7 +46,7 @@ def quality_filter(docs: pl.DataFrame, cfg: Pugc) -> pl.DataFrame:
     repeat = live & ~normalise(document_view()).is_first_distinct().over(live)
     return marked.with_columns(
         drop=pl.when(repeat).then(pl.lit("exact_duplicate")).otherwise(pl.col("drop"))
-    ).drop("n_words", "stop_ratio", "ascii_ratio")
+    ).drop("n_words")
 
 
 def minhash_step(batch: pa.Table, *, shingle_words: int, num_perm: int) -> pa.Table:
@@ -110,5 +93,6 @@ def prefilter(docs: pl.DataFrame, params: Params) -> tuple[pl.DataFrame, dict]:
             how="diagonal_relaxed",
         )
         docs = near_duplicate_filter(docs, cfg)
-    kept = docs.filter(pl.col("drop").is_null()).with_columns(reference=document_view())
-    return kept, account(docs)
+    kept = docs.filter(pl.col("drop").is_null()).with_columns(reference=document_view()).drop("language")
+    languages = dict(sorted(docs.group_by("language").len().iter_rows()))
+    return kept, {**account(docs), "languages": languages}

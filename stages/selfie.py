@@ -30,11 +30,12 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from pipeline import ids
 from pipeline.checks import squash
 from pipeline.config import LLM, Execution, Params, Sampling, Selfie, fingerprint
 from pipeline.execute import Checkpoint, map_batches
 from pipeline.io import SourceError, write_json_atomic, write_shards
-from pipeline.records import empty_table, stable_id
+from pipeline.records import empty_table
 from stages.selfie_output import (
     kept_iterations,
     migrate_flat_layout,
@@ -71,27 +72,31 @@ CHECKPOINTS = Path(".prefpipe/checkpoints/selfie")
 # --- step 2: sample ---------------------------------------------------------------------------------
 
 
-def sample(batch: pa.Table, engine, *, k: int, sampling: Sampling, iteration: int) -> pa.Table:
+def sample(batch: pa.Table, engine, *, k: int, sampling: Sampling) -> pa.Table:
     """K responses per prompt from the policy, one ``generate(n=k)`` call per batch, each with its
-    ``finish_reason`` (``length``: cut at max_new_tokens)."""
+    ``sample_index`` and ``finish_reason`` (``length``: cut at max_new_tokens)."""
     outs = engine.generate(batch.column("messages").to_pylist(), n=k, sampling=sampling)
     if len(outs) != batch.num_rows or any(len(o) != k for o in outs):
         raise RuntimeError(
             f"engine {engine.name!r} returned {[len(o) for o in outs]} responses for "
             f"{batch.num_rows} prompts with n={k}; expected {k} each"
         )
-    ids = batch.column("prompt_id").to_pylist()
-    prompt_ids = [p for p in ids for _ in range(k)]
+    prompt_ids = [p for p in batch.column("prompt_id").to_pylist() for _ in range(k)]
     return pa.table(
         {
-            "prompt_id": prompt_ids,
-            "response_id": [
-                stable_id(STAGE, iteration, p, engine.name, j % k) for j, p in enumerate(prompt_ids)
-            ],
+            "prompt_id": pa.array(prompt_ids, pa.string()),
+            "sample_index": pa.array(list(range(k)) * batch.num_rows, pa.int64()),
             "text": pa.array([c.text for o in outs for c in o], pa.string()),
             "finish_reason": pa.array([c.finish_reason for o in outs for c in o], pa.string()),
-            "generator": [engine.name] * len(prompt_ids),
+            "generator": pa.array([engine.name] * len(prompt_ids), pa.string()),
         }
+    )
+
+
+def with_response_ids(sampled: pl.DataFrame, *, iteration: int) -> pl.DataFrame:
+    """``response_id`` = id of (stage, iteration, prompt, generator, sample index), over the whole column."""
+    return sampled.with_columns(
+        response_id=ids.hex_id(pl.lit(STAGE), pl.lit(iteration), "prompt_id", "generator", "sample_index")
     )
 
 
@@ -140,11 +145,9 @@ def pick_pairs(scored: pl.DataFrame, *, iteration: int) -> tuple[pl.DataFrame, d
     )
     dropped = {"same_text": chosen.height - pairs.height, "tie": int((pairs.get_column("margin") == 0).sum())}
     pairs = pairs.filter(pl.col("margin") != 0)
-    ids = [
-        stable_id(STAGE, iteration, p, c, r)
-        for p, c, r in pairs.select("prompt_id", "chosen_response_id", "rejected_response_id").iter_rows()
-    ]
-    return pairs.with_columns(pair_id=pl.Series(ids, dtype=pl.String)).sort("pair_id"), dropped
+    sides = ("prompt_id", "chosen_response_id", "rejected_response_id")
+    pair_id = ids.hex_id(pl.lit(STAGE), pl.lit(iteration), *sides)
+    return pairs.with_columns(pair_id=pair_id).sort("pair_id"), dropped
 
 
 def flag_noise(pairs: pl.DataFrame, *, beta: float, refine_fraction: float, alpha: float) -> pl.DataFrame:
@@ -187,12 +190,12 @@ def annotate(
         execution=ex,
         engine=policy,
         checkpoint=cks[0],
-        fn_kwargs={"k": sel.samples_per_prompt, "sampling": sel.sampling, "iteration": sel.iteration},
+        fn_kwargs={"k": sel.samples_per_prompt, "sampling": sel.sampling},
         desc="selfie sample",
     )
     if responses is None:
         return pl.DataFrame(), 0
-    sampled = pl.from_arrow(responses)
+    sampled = with_response_ids(pl.from_arrow(responses), iteration=sel.iteration)
     scored = sampled.filter(pl.col("finish_reason") != "length")
     msgs = pl.from_arrow(prompts.select(["prompt_id", "messages"]))
     joined = scored.join(msgs, on="prompt_id", how="left").to_arrow()

@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+from pipeline import ids
 from pipeline.config import Selfie, SelfieSplit, SplitSize
 from pipeline.io import SourceError, read_table
 from pipeline.records import check_table, empty_table, stable_id
@@ -150,7 +151,6 @@ def export_labelled(pairs: pa.Table, assignment: pl.DataFrame, part: str, fp: st
     keys = pl.Series("prompt_id", prompt_keys(pairs.column("prompt")), dtype=pl.String)
     df = pl.from_arrow(pairs).with_columns(keys)
     df = df.join(assignment.filter(pl.col("part") == part).select("prompt_id"), on="prompt_id", how="semi")
-    new_ids = [stable_id(STAGE, part, p) for p in df.get_column("pair_id").to_list()]
     df = df.with_columns(
         lineage=lineage_json(
             stage=pl.lit(STAGE),
@@ -159,7 +159,7 @@ def export_labelled(pairs: pa.Table, assignment: pl.DataFrame, part: str, fp: st
             input_source=pl.col("source"),
             fingerprint=pl.lit(fp),
         ),
-        pair_id=pl.Series(new_ids, dtype=pl.String),
+        pair_id=ids.hex_id(pl.lit(STAGE), pl.lit(part), "pair_id"),
         method=pl.lit(STAGE),
         source=pl.lit(part),
         confidence=pl.lit(None, pl.Float64),

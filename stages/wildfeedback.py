@@ -45,6 +45,7 @@ import pyarrow as pa
 from pipeline.config import Params, Wildfeedback, fingerprint, resolve_role
 from pipeline.execute import Checkpoint, map_batches
 from pipeline.io import ShardWriter, iter_batches, write_json_atomic
+from pipeline.langid import UNDETERMINED, detect_languages
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import SCHEMAS, check_table
 from stages.wildfeedback_common import CHECKPOINTS, IN, OUT, output_fingerprint, prompt, say
@@ -58,19 +59,37 @@ log = logging.getLogger(__name__)
 # --- step 0: select -------------------------------------------------------------------------------
 
 
+def conversation_languages(conv: pl.DataFrame, detect: bool) -> pl.Series:
+    """Each conversation's language: its source tag (lower-cased), else, with ``detect``, the language
+    py3langid identifies in its user turns (``pipeline.langid``; ``und`` when nothing is identifiable)."""
+    tagged = conv["language"].str.to_lowercase().str.strip_chars()
+    if not detect or tagged.null_count() == 0:
+        return tagged.alias("_lang")
+    untagged = conv.filter(tagged.is_null())
+    user_text = untagged.select(
+        pl.col("messages").list.eval(
+            pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content")
+        ).list.join("\n")
+    ).to_series()
+    detected = pl.Series(untagged["conversation_id"]).to_frame().with_columns(_lang=detect_languages(user_text))
+    found = conv.select("conversation_id").join(detected, on="conversation_id", how="left", maintain_order="left")
+    return tagged.fill_null(found["_lang"]).alias("_lang")
+
+
 def select_conversations(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.DataFrame, Counter]:
     """Conversations of the configured sources that pass language / flag / user-turn filters.
 
-    Returns the kept rows and a Counter: ``in`` (rows of the configured sources), ``selected`` and
-    one key per drop reason (the first failing check names the reason).
+    Returns the kept rows and a Counter: ``in`` (rows of the configured sources), ``selected``, one key
+    per drop reason (the first failing check names the reason) and ``language:<code>`` per language.
     """
     conv = conv.filter(pl.col("source").is_in(cfg.sources))
-    lang = pl.col("language").str.to_lowercase().str.strip_chars()
+    conv = conv.with_columns(conversation_languages(conv, cfg.detect_language))
+    lang = pl.col("_lang")
     # The contract guarantees user/assistant alternation after an optional system message.
     has_system = (pl.col("messages").list.first().struct.field("role") == "system").cast(pl.Int64)
     n_user = (pl.col("messages").list.len() - has_system + 1) // 2
-    bad_lang = lang.is_in([x.lower() for x in cfg.languages]).not_()
-    bad_lang = (lang.is_null() & (not cfg.keep_unknown_language)) | (lang.is_not_null() & bad_lang)
+    unknown = lang.is_null() | (lang == UNDETERMINED)
+    bad_lang = (unknown & (not cfg.keep_unknown_language)) | (~unknown & ~lang.is_in([x.lower() for x in cfg.languages]))
     flagged = pl.col("flags").list.eval(pl.element().is_in(cfg.drop_flags)).list.any().fill_null(False)
     reason = (
         pl.when(bad_lang).then(pl.lit("dropped_language"))
@@ -82,7 +101,9 @@ def select_conversations(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.Data
     counts = Counter({"in": conv.height})
     for r, n in conv.group_by("_reason").len().iter_rows():
         counts[r or "selected"] += n
-    return conv.filter(pl.col("_reason").is_null()).drop("_reason"), counts
+    for code, n in conv.group_by(lang.fill_null(UNDETERMINED)).len().iter_rows():
+        counts[f"language:{code}"] += n
+    return conv.filter(pl.col("_reason").is_null()).drop("_reason", "_lang"), counts
 
 
 # --- step 1: feedback turns and signals -----------------------------------------------------------
@@ -199,6 +220,7 @@ def run_partition(turns: pl.DataFrame, convs: pl.DataFrame, counts: Counter, par
     metrics = {
         "conversations": {k: counts.get(k, 0) for k in
                           ("in", "selected", "dropped_language", "dropped_flagged", "dropped_min_user_turns")},
+        "languages": {k.split(":", 1)[1]: n for k, n in sorted(counts.items()) if k.startswith("language:")},
         "turns_judged": counts.get("turns", 0),
         "signals": {
             "turns_sat": int(signals["sat"].sum()), "turns_dsat": int(signals["dsat"].sum()),

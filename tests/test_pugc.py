@@ -23,10 +23,10 @@ from pipeline.io import StageError, read_table, verify_shards, write_shards
 from pipeline.llm.base import Completion, GenerationFailure
 from pipeline.prompt import escape, fill, template
 from pipeline.records import to_table
-from stages import pugc, pugc_judge
+from stages import pugc, pugc_io, pugc_judge
 from stages.ingest import ingest_source
 from stages.pugc import Query, clean_queries, pick_pairs, sample_responses
-from stages.pugc_judge import Vote, expected_score, score_responses
+from stages.pugc_judge import Vote, expected_score, score_responses, to_scores
 from stages.pugc_prefilter import minhash_step, near_duplicate_filter, quality_filter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,8 +107,8 @@ def test_quality_filter_marks_length_language_and_exact_duplicates():
         "d1": "exact_duplicate",
         "d2": "too_short",
         "d3": "too_long",
-        "d4": "not_english",
-        "d5": "not_english",
+        "d4": "other_language",
+        "d5": "other_language",
         "d6": None,
     }
 
@@ -139,7 +139,7 @@ def test_near_duplicates_drop_all_but_the_first_of_a_group():
             (
                 "d",
                 SPANISH.replace("Compré", "I bought"),
-            ),  # dropped earlier as not_english: not a near-duplicate
+            ),  # dropped earlier as other_language: not a near-duplicate
             (
                 "e",
                 "My cat refuses to eat dry food and only wants the wet kind, so what should I do about it? "
@@ -148,11 +148,11 @@ def test_near_duplicates_drop_all_but_the_first_of_a_group():
         ]
     )
     got = _near_dup(docs, make_params(near_duplicate_threshold=0.7).pugc)
-    assert got == {"a": None, "b": "near_duplicate", "c": "near_duplicate", "d": "not_english", "e": None}
+    assert got == {"a": None, "b": "near_duplicate", "c": "near_duplicate", "d": "other_language", "e": None}
     # Word 5-gram Jaccard of b and c to a is 0.78 and 0.88: a 0.95 threshold keeps them.
     assert set(_near_dup(docs, make_params(near_duplicate_threshold=0.95).pugc).values()) == {
         None,
-        "not_english",
+        "other_language",
     }
 
 
@@ -323,17 +323,19 @@ def _score_batch(texts):
     )
 
 
-def test_expected_scoring_stores_score_and_distribution():
+def _scored(texts, engine, scoring, n_judgments):
+    """score_responses (the engine step) then to_scores (scores and detail JSON over the whole column)."""
     out = score_responses(
-        _score_batch(["answer 0: x", "answer 3: y"]),
-        FakeEngine(),
-        scoring="expected",
-        n_judgments=1,
-        sampling=SAMPLING,
+        _score_batch(texts), engine, scoring=scoring, n_judgments=n_judgments, sampling=SAMPLING
     )
+    return to_scores(pl.from_arrow(out), scoring)
+
+
+def test_expected_scoring_stores_score_and_distribution():
+    out = _scored(["answer 0: x", "answer 3: y"], FakeEngine(), "expected", 1)
     # p = .8 on the peak, .05 elsewhere: 0.05*(1+2+3+4+5) + 0.75*peak
-    assert out["score"].to_pylist() == pytest.approx([0.75 + 0.75 * 1, 0.75 + 0.75 * 4])
-    detail = json.loads(out["detail"][1].as_py())
+    assert out["score"].to_list() == pytest.approx([0.75 + 0.75 * 1, 0.75 + 0.75 * 4])
+    detail = json.loads(out["detail"][1])
     assert detail["scoring"] == "expected" and detail["distribution"] == {
         "1": 0.05,
         "2": 0.05,
@@ -345,18 +347,37 @@ def test_expected_scoring_stores_score_and_distribution():
 
 def test_sampled_scoring_averages_valid_votes_and_counts_failures():
     engine = FakeEngine()
-    out = score_responses(
-        _score_batch(["answer 1: x"]),
-        engine,
-        scoring="sampled",
-        n_judgments=4,
-        sampling=SAMPLING,
-    )
-    detail = json.loads(out["detail"][0].as_py())
-    assert out["score"].to_pylist() == [2.0]
-    assert detail["votes"] == [2, 2, 2] and detail["failures"] == 1 and detail["distribution"]["2"] == 1.0
+    out = _scored(["answer 1: x"], engine, "sampled", 4)
+    detail = json.loads(out["detail"][0])
+    assert out["score"].to_list() == [2.0]
+    assert detail["votes"] == [2, 2, 2] and detail["failures"] == 1
+    assert detail["distribution"] == {"1": 0.0, "2": 1.0, "3": 0.0, "4": 0.0, "5": 0.0}
     assert [(kind, n) for kind, _, n in engine.calls] == [("generate", 4)]
     assert "Answer in JSON" in engine.calls[0][1][0]
+
+
+def test_unusable_judgements_give_no_score():
+    # sampled: every vote failed -> null score (the stage drops it as judge_failed), shares 0.0
+    class Failing(FakeEngine):
+        def generate(self, prompts, n=1, sampling=None, schema=None):
+            return [[GenerationFailure("bad", "x", 1)] * n for _ in prompts]
+
+    out = _scored(["answer 1: x"], Failing(), "sampled", 3)
+    assert out["score"].to_list() == [None]
+    assert json.loads(out["detail"][0]) == {
+        "scoring": "sampled",
+        "votes": [],
+        "failures": 3,
+        "distribution": dict.fromkeys("12345", 0.0),
+    }
+
+    # expected: probabilities that are not a distribution (all 0, NaN, negative) -> null score, not NaN
+    class Broken(FakeEngine):
+        def choose(self, prompts, options):
+            return [[0.0] * 5, [float("nan"), 1, 1, 1, 1], [-1.0, 1, 1, 1, 1], [1.0, 1, 0, 0, 2]][: len(prompts)]
+
+    out = _scored(["a", "b", "c", "d"], Broken(), "expected", 1)
+    assert out["score"].to_list() == [None, None, None, 3.25]
 
 
 def test_judge_prompt_fences_user_text_as_data():
@@ -389,9 +410,9 @@ FORGERIES = [
 @pytest.mark.parametrize("payload", FORGERIES)
 def test_every_pugc_template_is_filled_with_fenced_escaped_text(payload):
     prompts = {
-        "pugc_query": pugc.query_prompt(payload),
-        "pugc_query_filter": pugc_judge.filter_prompt(payload, payload),
-        "pugc_judge": pugc_judge.judge_prompt(payload, payload, payload, "sampled"),
+        "pugc_query": pugc.query_prompts([payload])[0],
+        "pugc_query_filter": pugc_judge.filter_prompts([payload], [payload])[0],
+        "pugc_judge": pugc_judge.judge_prompts([payload], [payload], [payload], "sampled")[0],
     }
     for name, messages in prompts.items():
         text, tpl = messages[-1]["content"], template(name)
@@ -475,6 +496,52 @@ def test_pairs_take_best_and_worst_with_deterministic_ties_and_margin():
     assert shuffled.equals(picked)
 
 
+def test_ids_and_lineage_are_pinned():
+    """PUGC ids are pipeline.ids.hex_id ("pugc", parts...): xxh3-64 of "<UTF-8 length>:<value>" per part
+    (tests/test_ids.py). A change here changes every PUGC id downstream (Curry-DPO, DOVE, export)."""
+    queries = pl.DataFrame({"doc_id": ["d1"], "query_index": [0], "query": ["What?"], "error": [None]})
+    docs = pl.DataFrame({"doc_id": ["d1"], "reference": ["The doc."], "source": ["posts"]})
+    assert pugc_io.with_prompt_ids(queries, docs)["prompt_id"].to_list() == ["1d557f8b2fe9e9f4"]
+    samples = pl.DataFrame({"prompt_id": ["p1"], "sample_index": [0], "text": ["Ünïcode answer"]})
+    assert pugc_io.with_response_ids(samples)["response_id"].to_list() == ["f80ed6fe5990b61b"]
+    picked = pl.DataFrame(
+        {
+            "prompt_id": ["p1", "p2"],
+            "chosen_response_id": ["r1", "r3"],
+            "rejected_response_id": ["r2", "r4"],
+            "chosen_text": ["good", "a"],
+            "rejected_text": ["bad", "b"],
+            "chosen_score": [5.0, 3.0],
+            "rejected_score": [1.0, 3.0],
+            "margin": [4.0, 0.0],
+            "chosen_finish_reason": ["stop", "stop"],
+            "rejected_finish_reason": ["stop", "stop"],
+            "drop": [None, "below_min_margin"],
+        }
+    )
+    kept = pl.DataFrame({"prompt_id": ["p1", "p2"], "query": ["What?"] * 2, "origin_id": ["d1", "d2"],
+                         "source": ["posts"] * 2})
+    (row,) = pugc_io.pairs_table(picked, kept, {"stage": "pugc", "judge": "j"}).to_pylist()
+    assert row["pair_id"] == "998f26dacb1dab14"
+    assert json.loads(row["lineage"]) == {
+        "chosen_finish_reason": "stop",
+        "chosen_id": "r1",
+        "doc_id": "d1",
+        "judge": "j",
+        "prompt_id": "p1",
+        "rejected_finish_reason": "stop",
+        "rejected_id": "r2",
+        "stage": "pugc",
+    }
+    assert list(json.loads(row["lineage"])) == sorted(json.loads(row["lineage"]))  # keys sorted, as before
+    assert (row["prompt"], row["chosen"], row["score_chosen"], row["margin"]) == (
+        [{"role": "user", "content": "What?"}],
+        [{"role": "assistant", "content": "good"}],
+        5.0,
+        4.0,
+    )
+
+
 # --- the stage -----------------------------------------------------------------------------------
 
 
@@ -546,7 +613,8 @@ def test_stage_runs_end_to_end_and_accounts_for_every_row(tmp_path, monkeypatch,
 
     check_accounting(m, params.pugc)
     assert m["input"] == {"rows": 10, "selected": 9, "sources": ["posts"], "missing_sources": []}
-    assert m["prefilter"]["dropped"] == {"not_english": 1, "too_short": 1}
+    assert m["prefilter"]["dropped"] == {"other_language": 1, "too_short": 1}
+    assert m["prefilter"]["languages"]["es"] == 1 and sum(m["prefilter"]["languages"].values()) == 9
     assert m["queries"]["dropped"] == {"copies_template": 1, "generation_failed": 1, "leaks_source": 1}
     assert m["queries"]["top_errors"] == [["schema: missing 'query'", 1]]
     assert m["query_filter"]["dropped"] == {"not_answerable": 1}
@@ -784,7 +852,7 @@ def test_real_posts_flow_through_every_step(tmp_path, monkeypatch, real, fake_en
     check_accounting(m, params.pugc)
     assert m["prefilter"]["dropped"]["exact_duplicate"] == 1
     assert m["prefilter"]["dropped"]["too_short"] >= 1  # some coffee questions are one-liners
-    assert "not_english" not in m["prefilter"]["dropped"]  # both sources are English
+    assert "other_language" not in m["prefilter"]["dropped"]  # both sources are English
     assert m["pairs"]["kept"] == m["query_filter"]["kept"] > 30
 
 

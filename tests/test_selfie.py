@@ -9,6 +9,7 @@ import shutil
 import polars as pl
 import pyarrow as pa
 import pytest
+import xxhash
 import yaml
 
 from pipeline.config import Sampling, Selfie, SelfieSplit
@@ -279,6 +280,9 @@ def test_seed_and_test_export_gold_pairs(real):
             and row["noisy"] is False
             and row["label_smoothing"] == 0
         )
+        # pipeline.ids.hex_id("selfie", part, input pair_id)
+        key = f"6:selfie4:seed{len(lineage['input_pair_id'].encode())}:{lineage['input_pair_id']}"
+        assert row["pair_id"] == f"{xxhash.xxh3_64_intdigest(key.encode()):016x}"
     # pool prompts: the pool_1 prompts in the prompts contract
     pool = selfie_split.pool_prompts(pairs, empty_table("prompts"), a, 1)
     assert set(pool.column("prompt_id").to_pylist()) == parts["pool_1"]
@@ -320,17 +324,25 @@ def _prompt_batch(texts: list[str]) -> pa.Table:
 def test_sample_asks_n_per_prompt_and_ids_are_stable():
     eng = FakeEngine("pol")
     batch = _prompt_batch(["a", "b", "c"])
-    out = selfie.sample(batch, eng, k=2, sampling=SAMPLING, iteration=1)
+    out = selfie.sample(batch, eng, k=2, sampling=SAMPLING)
     assert eng.calls == [("generate", 3)]
     assert out.num_rows == 6 and out.column("text").to_pylist()[:2] == ["a #0", "a #1!"]
-    assert (
-        out.column("response_id").to_pylist()
-        == selfie.sample(batch, eng, k=2, sampling=SAMPLING, iteration=1).column("response_id").to_pylist()
-    )
-    assert len(set(out.column("response_id").to_pylist())) == 6
+    assert out.column("sample_index").to_pylist() == [0, 1] * 3
+    assert out.column("generator").to_pylist() == ["pol"] * 6
+
+    def response_ids(table: pa.Table, iteration: int) -> list[str]:
+        return selfie.with_response_ids(pl.from_arrow(table), iteration=iteration)["response_id"].to_list()
+
+    ids = response_ids(out, 1)
+    again = selfie.sample(batch.slice(1), eng, k=2, sampling=SAMPLING)  # another batch: same ids per row
+    assert response_ids(again, 1) == ids[2:] and len(set(ids)) == 6
+    assert not set(response_ids(out, 2)) & set(ids)  # each iteration its own ids
+    # pinned: pipeline.ids.hex_id("selfie", iteration, prompt_id, generator, sample_index)
+    one = pl.DataFrame({"prompt_id": ["p1"], "generator": ["pol"], "sample_index": [1]})
+    assert selfie.with_response_ids(one, iteration=2)["response_id"].item() == "03adead5b98faaa0"
     bad = FakeEngine("pol", script={"a": ["only one"]})
     with pytest.raises(RuntimeError, match="expected 2 each"):
-        selfie.sample(batch, bad, k=2, sampling=SAMPLING, iteration=1)
+        selfie.sample(batch, bad, k=2, sampling=SAMPLING)
 
 
 def test_implicit_reward_is_policy_minus_reference():
@@ -375,6 +387,8 @@ def test_pick_pairs_chooses_argmax_rejects_argmin_and_drops_ties():
     assert dropped == {"same_text": 0, "tie": 1}  # p2
     assert got == {"p1": ("p1-1", "p1-2", 3.0), "p3": ("p3-0", "p3-2", 1.0), "p4": ("p4-1", "p4-0", 6.0)}
     assert pairs.get_column("pair_id").to_list() == sorted(pairs.get_column("pair_id").to_list())
+    # pinned: pipeline.ids.hex_id("selfie", iteration, prompt_id, chosen_response_id, rejected_response_id)
+    assert dict(pairs.select("prompt_id", "pair_id").iter_rows())["p1"] == "06f03d6a181b20f6"
 
 
 def test_confidence_noisy_bottom_fraction_and_label_smoothing_are_pinned():

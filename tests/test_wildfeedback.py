@@ -34,10 +34,23 @@ def test_select_counts_every_drop_reason():
     cfg = make_params().wildfeedback
     kept, counts = wf.select_conversations(frame(), cfg)
     assert sorted(kept["conversation_id"]) == ["c1", "c2", "c3", "c8"]
-    assert counts == {"in": 7, "selected": 4, "dropped_language": 1, "dropped_flagged": 1, "dropped_min_user_turns": 1}
-    strict = make_params(keep_unknown_language=False, min_user_turns=2).wildfeedback
+    drops = {k: n for k, n in counts.items() if not k.startswith("language:")}
+    assert drops == {"in": 7, "selected": 4, "dropped_language": 1, "dropped_flagged": 1, "dropped_min_user_turns": 1}
+    assert sum(n for k, n in counts.items() if k.startswith("language:")) == 7 and counts["language:fr"] == 1
+    strict = make_params(keep_unknown_language=False, detect_language=False, min_user_turns=2).wildfeedback
     kept, counts = wf.select_conversations(frame(), strict)
     assert "c8" not in kept["conversation_id"].to_list() and counts["dropped_language"] == 2
+
+
+def test_untagged_conversations_get_their_language_identified():
+    english = ["How do I descale my espresso machine at home?", "Use citric acid.", "And how often should I do it?",
+               "Monthly.", "What about the milk frother, does it need the same treatment?"]
+    french = ["Comment détartrer ma machine à espresso à la maison ?", "Avec de l'acide citrique.",
+              "Et à quelle fréquence faut-il le faire ?", "Tous les mois.", "Et le mousseur à lait, pareil ?"]
+    rows = frame([conv("u-en", english, language=None), conv("u-fr", french, language=None)])
+    kept, counts = wf.select_conversations(rows, make_params(min_user_turns=2).wildfeedback)
+    assert kept["conversation_id"].to_list() == ["u-en"] and kept.columns == rows.columns
+    assert counts["language:en"] == 1 and counts["language:fr"] == 1 and counts["dropped_language"] == 1
 
 
 def test_feedback_turns_index_messages_and_skip_the_first_user_turn():
