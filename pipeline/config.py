@@ -330,6 +330,12 @@ class ResponseSet(Section):
     responses: str
 
 
+class DoveGates(Section):
+    """Minimum accuracy of each judge role on its built-in probe set (pipeline/gates.py)."""
+
+    judge: float = Field(ge=0, le=1)
+
+
 class Dove(Section):
     roles: DoveRoles
     inputs: list[ResponseSet]
@@ -346,7 +352,10 @@ class Dove(Section):
     # "median": remove the judge's median log-odds for position a before the AB/BA agreement rule (ours).
     position_calibration: Literal["none", "median"]
     conditional_pairs_per_instruction: int = Field(gt=0)
+    # Judge prompts are cut to fit this many characters (and the judge's max_model_len in tokens);
+    # the cut texts are flagged in the pair's lineage (`judge_truncated`).
     max_prompt_chars: int = Field(gt=0)
+    gates: DoveGates
     seed: int
 
     @model_validator(mode="after")
@@ -494,13 +503,22 @@ class Wildfeedback(Section):
 # --- curry ---------------------------------------------------------------------------------------
 
 
+class CurryInput(ResponseSet):
+    # rated: human ratings, ranks or votes (any positive gap is a preference, as in the paper);
+    # model: a model's continuous scores (gaps within its noise are ties, see relative_min_gap).
+    scores: Literal["rated", "model"]
+
+
 class Curry(Section):
-    inputs: list[ResponseSet] = Field(min_length=1)
+    inputs: list[CurryInput] = Field(min_length=1)
     pairing: Literal["best_vs_rest", "all"]
-    min_gap: float = Field(ge=0)
+    min_gap: float = Field(ge=0)  # every input: a gap <= this is a tie
+    # model-scored inputs: a gap <= this fraction of the scorer's score spread (5th..95th percentile of
+    # its scores in that input set) is a tie as well
+    relative_min_gap: float = Field(ge=0, lt=1)
     levels: Literal["per_prompt", "quantile"]
     n_levels: int = Field(gt=0)
-    seed: int
+    seed: int = Field(ge=0, lt=2**64)
     histogram_bins: int = Field(gt=0)
 
 

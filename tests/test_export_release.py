@@ -160,8 +160,9 @@ def test_curry_config_keeps_the_stage_order(tmp_path):
     write_shards(to_table(prompts, "prompts"), src / "prompts", name="prompts")
     write_shards(check_table(pl.DataFrame(responses, schema_overrides={"detail": pl.String}).to_arrow(), "responses"),
                  src / "responses", name="responses")
-    cfg = Curry(inputs=[{"prompts": str(src / "prompts"), "responses": str(src / "responses")}], pairing="best_vs_rest",
-                min_gap=0.0, levels="per_prompt", n_levels=3, seed=7, histogram_bins=4)
+    cfg = Curry(inputs=[{"prompts": str(src / "prompts"), "responses": str(src / "responses"), "scores": "rated"}],
+                pairing="best_vs_rest", min_gap=0.0, relative_min_gap=0.05, levels="per_prompt", n_levels=3, seed=7,
+                histogram_bins=4)
     ex = Execution(backend="local", batch_size=4096, checkpoint_rows=2048, max_reject_fraction=0.5, ray_address=None,
                    num_cpus_per_task=1, target_shard_bytes=1 << 28, row_group_bytes=1 << 26, spill_bytes=1 << 25,
                    on_gate_failure="error")
