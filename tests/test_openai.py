@@ -248,6 +248,14 @@ def test_settings_errors_fail_at_once_and_never_show_the_key(server, monkeypatch
     monkeypatch.setenv(KEY_ENV, KEY)
     with pytest.raises(ServerError, match="does not serve this model"):
         OpenAIEngine(config(server, model="tiny@7", option_scoring="first_token")).choose(PROMPTS[:1], ["a"])
+    # A hosted model name has no local tokenizer: generation-only roles work, scoring says what to do.
+    hosted = OpenAIEngine(config(server, model="hosted-judge-1"))
+    assert hosted.codec is None
+    start = len(server.log)
+    with pytest.raises(ServerError, match=r"'hosted-judge-1': choose with option_scoring: sequence .* needs the "
+                                          r"served model's tokenizer.*option_scoring: first_token"):
+        hosted.choose(PROMPTS[:1], ["a", "b"])
+    assert len(server.log) == start
 
 
 def test_requests_in_flight_are_bounded_by_concurrency_and_answers_keep_input_order(server):

@@ -37,6 +37,7 @@ failed: ..."), its neighbours unaffected. The contract has no failure slot for p
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -252,11 +253,19 @@ class OpenAIEngine:
         self.cfg = cfg
         self.name = cfg.model
         self.transport = Transport(cfg)
-        # The chat codec (tokenizer + template) when this engine scores sequences; None otherwise, so
-        # callers that budget prompts by tokens (getattr(engine, "codec", None)) fall back to characters.
+        # The chat codec (tokenizer + template) for scoring sequences. Loaded up front with
+        # option_scoring: sequence when the tokenizer is at hand; None otherwise (a generation-only role
+        # on a hosted API needs none), so callers that budget prompts by tokens
+        # (getattr(engine, "codec", None)) fall back to characters. Scoring without it is a clear error.
         self.codec: ChatCodec | None = None
         if cfg.option_scoring == "sequence":
-            self.codec = self._load_codec("choose with option_scoring: sequence")
+            with contextlib.suppress(ServerError):
+                self.codec = self._load_codec("")
+
+    def _codec(self, purpose: str) -> ChatCodec:
+        if self.codec is None:
+            self.codec = self._load_codec(purpose)
+        return self.codec
 
     def _load_codec(self, purpose: str) -> ChatCodec:
         try:
@@ -314,9 +323,8 @@ class OpenAIEngine:
         if len(prompts) != len(responses):
             raise ValueError(f"logprobs: {len(prompts)} prompts but {len(responses)} responses")
         purpose = "logprobs (teacher forcing, e.g. Selfie's rewards)"
-        if self.codec is None:
-            self.codec = self._load_codec(purpose)
-        spans = [self.codec.response_span(p, r) for p, r in zip(prompts, responses, strict=True)]
+        codec = self._codec(purpose)
+        spans = [codec.response_span(p, r) for p, r in zip(prompts, responses, strict=True)]
         answers = self.transport.run([score_request(self.cfg.model, p, [span], purpose)
                                       for p, span in zip(prompts, spans, strict=True)])
         self._raise_failed("logprobs", answers)
@@ -327,7 +335,8 @@ class OpenAIEngine:
             raise ValueError("choose: at least one option is needed")
         if self.cfg.option_scoring == "sequence":
             purpose = "choose with option_scoring: sequence (judges)"
-            requests = [score_request(self.cfg.model, p, [self.codec.response_span(p, o) for o in options], purpose)
+            codec = self._codec(purpose)
+            requests = [score_request(self.cfg.model, p, [codec.response_span(p, o) for o in options], purpose)
                         for p in prompts]
             answers = self.transport.run(requests)
             self._raise_failed("choose", answers)
