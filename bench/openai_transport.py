@@ -1,6 +1,6 @@
 """The openai backend's transport: requests in flight against one at a time, and a rerun from the cache.
 
-    python bench/openai.py --rows 32 --delay 0.25 --concurrency 16
+    python bench/openai_transport.py --rows 32 --delay 0.25 --concurrency 16
 
 A loopback OpenAI-compatible server (tests/openai_server.py, the tiny model) answers every request
 after ``--delay`` extra seconds, standing in for a remote server's latency (a real server batches what
