@@ -269,8 +269,9 @@ class OpenAIEngine:
 
     def _load_codec(self, purpose: str) -> ChatCodec:
         try:
-            tokenizer = _tokenizer(resolve_model(self.cfg.model))
-        except (OSError, ValueError) as e:
+            return ChatCodec(_tokenizer(resolve_model(self.cfg.model)), name=self.cfg.model,
+                             max_len=self.cfg.max_model_len)
+        except (OSError, ValueError) as e:  # no such tokenizer here, or one without a chat template
             raise ServerError(
                 f"model {self.cfg.model!r}: {purpose} needs the served model's tokenizer (chat template and "
                 f"token ids), loaded locally from llm.model, and it could not be loaded "
@@ -278,15 +279,14 @@ class OpenAIEngine:
                 "the server serves (vllm serve ... --served-model-name <that id>), or, for a hosted judge, "
                 "option_scoring: first_token"
             ) from None
-        return ChatCodec(tokenizer, name=self.cfg.model, max_len=self.cfg.max_model_len)
 
     def _raise_failed(self, what: str, answers: list[Any]) -> None:
         failed = [a for a in answers if isinstance(a, RequestFailed)]
         if failed:
             raise RequestsFailed(
-                f"{self.transport.where()}: {what}: {len(failed)} of {len(answers)} requests failed after "
-                f"{self.cfg.max_retries} retries (first: {failed[0].error}); the answers that came back are "
-                "cached, so a rerun resends only these"
+                f"{self.transport.where()}: {what}: {len(failed)} of {len(answers)} requests failed (first: "
+                f"{failed[0].error}; llm.max_retries={self.cfg.max_retries}); the answers that came back are "
+                "cached, so a rerun resends only the failed ones"
             )
 
     # --- generate --------------------------------------------------------------------------------
