@@ -54,6 +54,7 @@ import pyarrow.compute as pc
 
 from pipeline.config import Curry, Execution, Params, fingerprint
 from pipeline.io import package_version, read_table, replace_dir, write_json_atomic, write_shards
+from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import SCHEMAS, check_table
 
 log = logging.getLogger(__name__)
@@ -502,7 +503,9 @@ def run(cfg: Curry, ex: Execution, out: Path) -> dict[str, Any]:
     table, m = build_pairs(prompts, responses, cfg)
     per_source = pc.value_counts(table.column("source")).to_pylist() if table.num_rows else []
     m["pairs"]["per_source"] = {d["values"]: int(d["counts"]) for d in sorted(per_source, key=lambda d: d["values"])}
-    write_levels(table, out / "pairs", fp, ex.target_shard_bytes, ex.row_group_bytes)
-    write_json_atomic(m, out / "metrics.json")
+    staged = begin_outputs(out)  # pairs and metrics change together (pipeline/outputs.py)
+    write_levels(table, staged / "pairs", fp, ex.target_shard_bytes, ex.row_group_bytes)
+    write_json_atomic(m, staged / "metrics.json")
+    commit_outputs(out)
     log.info("curry: %d pairs over %d levels", table.num_rows, len(m["levels"]["gap_range"]))
     return m

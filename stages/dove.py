@@ -33,6 +33,7 @@ import pyarrow as pa
 from pipeline.config import Dove, Params, fingerprint, resolve_role
 from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
 from pipeline.io import SourceError, StageError, read_table, write_json_atomic, write_shards
+from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import SCHEMAS, stable_id
 from stages.dove_similarity import embed_texts, nearest_partners, row_cosine, tfidf_matrix
 
@@ -519,10 +520,11 @@ def main(params: Params) -> None:
     decided = verdicts(judged_df, bias)
     table = joint_pairs(decided, pairing=cfg.pairing, judge_model=judge_cfg.model, fp=fp)
 
-    write_shards(table, OUT / "pairs", name="joint_pairs", fingerprint=fp,
+    out = begin_outputs(OUT)  # pairs, rejects and metrics change together (pipeline/outputs.py)
+    write_shards(table, out / "pairs", name="joint_pairs", fingerprint=fp,
                  target_shard_bytes=ex.target_shard_bytes, row_group_bytes=ex.row_group_bytes)
     rejects = pl.concat([item_rejects, failure_rejects(decided)], how="vertical_relaxed")
-    write_shards(rejects.to_arrow(), OUT / "rejects", name="rejects", fingerprint=fp)
+    write_shards(rejects.to_arrow(), out / "rejects", name="rejects", fingerprint=fp)
     judgment = judgment_metrics(decided)
     written = decided.filter(pl.col("outcome").is_in(["first", "second"]))
     write_json_atomic({
@@ -534,7 +536,8 @@ def main(params: Params) -> None:
         "position_calibration": cfg.position_calibration,
         "judge": judge_cfg.model,
         "fingerprint": fp,
-    }, OUT / "metrics.json")
+    }, out / "metrics.json")
+    commit_outputs(OUT)
     checkpoint.clear()
     item_reasons = {r["reason"]: r["count"] for r in item_rejects["reason"].value_counts().to_dicts()}
     check_fraction("input items", item_rejects.height, item_metrics["rows_in"], item_reasons, ex.max_reject_fraction)
