@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
@@ -65,6 +65,10 @@ class LLM(Section):
     enable_prefix_caching: bool
     structured_retries: int = Field(ge=0)
     sampling: Sampling
+    # transformers engine: padded tokens per forward pass (rows sorted by length; see pipeline/llm/hf.py).
+    batch_tokens: int = Field(default=16384, gt=0)
+    # transformers engine on CPU: intra-op threads, "auto" = measured when the engine starts (pipeline/llm/cpu.py).
+    cpu_threads: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
 
 
 class SamplingOverride(Section):
@@ -90,6 +94,8 @@ class LLMOverride(Section):
     enable_prefix_caching: bool | None = None
     structured_retries: int | None = Field(default=None, ge=0)
     sampling: SamplingOverride | None = None
+    batch_tokens: int | None = Field(default=None, gt=0)
+    cpu_threads: Literal["auto"] | Annotated[int, Field(ge=1)] | None = None
 
 
 def resolve_role(base: LLM, override: LLMOverride | None) -> LLM:
