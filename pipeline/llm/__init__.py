@@ -9,7 +9,8 @@ configs that differ only in how calls are made (sampling defaults, batch size, r
 loaded model, so two roles on one model never load it twice:
 ``backend: transformers`` -> ``TransformersEngine`` (CPU or GPU), ``backend: vllm`` ->
 ``VLLMEngine`` (needs ``pip install -e ".[vllm]"`` and a GPU). ``model: tiny`` is the built-in
-offline model (``pipeline.llm.tiny``).
+offline model (``pipeline.llm.tiny``); ``model: smollm2`` the packaged real one, SmolLM2-135M-Instruct
+(``pipeline.llm.smollm2``).
 """
 
 from __future__ import annotations

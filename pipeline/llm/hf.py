@@ -86,7 +86,8 @@ class TransformersEngine:
         # transformers >= 5.2x calls the KV cache `cache`; earlier versions `past_key_values`.
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-        self._split = self._head_is_linear()
+        with threads(1):  # a few tokens; more threads could only stall on a busy machine
+            self._split = self._head_is_linear()
         self._measured: dict[str, int] = {}  # shared by the copies get_engine makes for other roles
         if self.device.type == "cpu" and cfg.cpu_threads == "auto":
             self._measured.update({k: v for k, v in measure(self.model, self._cache_arg).items() if k != "seconds"})
