@@ -107,6 +107,10 @@ class LLM(Section):
     enable_prefix_caching: bool
     structured_retries: int = Field(ge=0)
     sampling: Sampling
+    # transformers engine: padded tokens per forward pass (rows sorted by length; see pipeline/llm/hf.py).
+    batch_tokens: int = Field(default=16384, gt=0)
+    # transformers engine on CPU: intra-op threads, "auto" = measured when the engine starts (pipeline/llm/cpu.py).
+    cpu_threads: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
     # backend: openai (pipeline/llm/openai_engine.py; README "OpenAI-compatible servers"). The defaults
     # are params.yaml's, so an in-process config built in code need not spell them out.
     base_url: BaseUrl | list[BaseUrl] | None = None  # one server, or a pool (one `vllm serve` per node)
@@ -149,6 +153,8 @@ class LLMOverride(Section):
     enable_prefix_caching: bool | None = None
     structured_retries: int | None = Field(default=None, ge=0)
     sampling: SamplingOverride | None = None
+    batch_tokens: int | None = Field(default=None, gt=0)
+    cpu_threads: Literal["auto"] | Annotated[int, Field(ge=1)] | None = None
     base_url: BaseUrl | list[BaseUrl] | None = None
     api_key_env: EnvName | None = None
     concurrency: int | None = Field(default=None, gt=0)

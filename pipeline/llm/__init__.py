@@ -10,7 +10,8 @@ loaded model, so two roles on one model never load it twice:
 ``backend: transformers`` -> ``TransformersEngine`` (CPU or GPU), ``backend: vllm`` ->
 ``VLLMEngine`` (needs ``pip install -e ".[vllm]"`` and a GPU), ``backend: openai`` -> ``OpenAIEngine``
 (an OpenAI-compatible server: a ``vllm serve`` pool or a hosted API; nothing is loaded but, for
-scoring, the tokenizer). ``model: tiny`` is the built-in offline model (``pipeline.llm.tiny``).
+scoring, the tokenizer). ``model: tiny`` is the built-in offline model (``pipeline.llm.tiny``);
+``model: smollm2`` the packaged real one, SmolLM2-135M-Instruct (``pipeline.llm.smollm2``).
 """
 
 from __future__ import annotations
