@@ -43,7 +43,8 @@ DISTILABEL = ["distilabel==1.5.3", "requests", "beautifulsoup4"]
 K, SCORES = 4, ["1", "2", "3", "4", "5"]
 _SAMPLE = re.compile(r"answer (\d+):")
 
-if "--distilabel-child" not in sys.argv:  # prefpipe's side: the engine contract's Completion
+CHILD = "--distilabel-child" in sys.argv
+if not CHILD:  # prefpipe's side: the engine contract's Completion
     sys.path.insert(0, str(ROOT))  # this checkout's code, whatever is installed
     from pipeline.llm.base import Completion
 else:  # inside distilabel's venv, which has no prefpipe
@@ -155,28 +156,29 @@ def prefpipe(rows: list[dict], backend: str, work: Path, marker_dir: Path) -> tu
 # --- distilabel (runs inside its own venv) -------------------------------------------------------
 
 
-def distilabel_child(data: Path, out: Path) -> None:
+if CHILD:  # distilabel's pipeline steps must be importable from this module in its worker processes
     from distilabel.models.llms.base import LLM
     from distilabel.pipeline import Pipeline
     from distilabel.steps import FormatTextGenerationDPO, LoadDataFromDicts, StepInput, step
     from distilabel.steps.tasks import TextGeneration
 
-    rows = [json.loads(line) for line in data.read_text().splitlines()]
-    template = JUDGE_TEMPLATE.read_text(encoding="utf-8")
-    unfence = lambda t: re.sub(r">{3,}", ">>", re.sub(r"<{3,}", "<<", t))  # noqa: E731
+    TEMPLATE = JUDGE_TEMPLATE.read_text(encoding="utf-8")
+
+    def unfence(text: str) -> str:
+        return re.sub(r">{3,}", ">>", re.sub(r"<{3,}", "<<", text))
 
     class FakeLLM(LLM):
         @property
         def model_name(self) -> str:
             return "fake"
 
-        def generate(self, inputs, num_generations=1, **kwargs):
+        def generate(self, inputs, num_generations: int = 1):
             outs = FakeEngine().generate(inputs, n=num_generations)
             return [{"generations": [c.text for c in o], "statistics": {}} for o in outs]
 
-    @step(inputs=["instruction", "reference", "generations"], outputs=["ratings"])
-    def ScoreResponses(inputs: StepInput):
-        prompts = [[{"role": "user", "content": template.format(
+    def score_responses(inputs):
+        """The same judge prompt as PUGC's, the same fake `choose`, the expected score."""
+        prompts = [[{"role": "user", "content": TEMPLATE.format(
             query=unfence(r["instruction"]), document=unfence(r["reference"]), response=unfence(g),
             answer_format="Answer with a single digit from 1 to 5.")}] for r in inputs for g in r["generations"]]
         probs = FakeEngine().choose(prompts, SCORES)
@@ -185,11 +187,19 @@ def distilabel_child(data: Path, out: Path) -> None:
             r["ratings"] = expected[j * K:(j + 1) * K]
         yield inputs
 
+    score_responses.__annotations__ = {"inputs": StepInput}  # a real type: this file's annotations are strings
+    # The step class takes the function's name, so it must be this module's `score_responses` (pickled by name).
+    score_responses = step(inputs=["instruction", "reference", "generations"], outputs=["ratings"])(score_responses)
+
+
+def distilabel_child(data: Path, out: Path) -> None:
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
     start = time.perf_counter()
     with Pipeline(name="peer-best-of-4", cache_dir=str(out / "cache")) as pipeline:
         load = LoadDataFromDicts(data=[{"instruction": r["query"], "reference": r["reference"]} for r in rows])
-        gen = TextGeneration(llm=FakeLLM(), num_generations=K, group_generations=True)
-        load >> gen >> ScoreResponses() >> FormatTextGenerationDPO()
+        gen = TextGeneration(llm=FakeLLM(), num_generations=K, group_generations=True,
+                             output_mappings={"generation": "generations"})
+        load >> gen >> score_responses() >> FormatTextGenerationDPO()
     distiset = pipeline.run(use_cache=False)
     distiset.save_to_disk(out / "distiset", save_card=False, save_pipeline_config=False, save_pipeline_log=False)
     seconds = time.perf_counter() - start
@@ -203,6 +213,7 @@ def distilabel(rows: list[dict], venv: Path, work: Path) -> tuple[int, float]:
         print(f"building the distilabel venv in {venv} ({', '.join(DISTILABEL)}) ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", *DISTILABEL], check=True)
+    work.mkdir(parents=True, exist_ok=True)
     data = work / "queries.jsonl"
     data.write_text("".join(json.dumps({"query": r["query"], "reference": r["reference"]}) + "\n" for r in rows))
     env = {**os.environ, "DISTILABEL_LOG_LEVEL": "ERROR", "PYTHONPATH": ""}
@@ -236,6 +247,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="peer-") as tmp:
         tmp = Path(tmp)
         backends = ["local"] + ([] if args.skip_ray else ["ray"])
+        warm = tmp / "warm"
+        warm.mkdir()
+        prefpipe(rows[:64], "local", warm, warm)  # imports are not the workload (distilabel's are not timed either)
         for backend in backends:
             if backend == "ray":
                 from pipeline.execute import ray_init

@@ -273,8 +273,12 @@ def _approximate(x, k: int, max_similarity: float, block_cells: int) -> tuple[np
     return partners, sims
 
 
-def row_cosine(x: sp.csr_matrix | np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine between rows ``a[i]`` and ``b[i]`` of a unit-row matrix, for every i."""
-    if sp.issparse(x):
-        return np.asarray(x[a].multiply(x[b]).sum(axis=1)).ravel().astype(np.float32)
-    return np.einsum("ij,ij->i", x[a], x[b]).astype(np.float32)
+def row_cosine(x: sp.csr_matrix | np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Cosine between rows ``a[i]`` and ``b[i]`` of a unit-row matrix, for every i (``chunk`` pairs at a
+    time, so the gathered rows stay small)."""
+    out = np.empty(len(a), np.float32)
+    for lo in range(0, len(a), chunk):
+        xa, xb = x[a[lo : lo + chunk]], x[b[lo : lo + chunk]]
+        dot = xa.multiply(xb).sum(axis=1) if sp.issparse(x) else np.einsum("ij,ij->i", xa, xb)
+        out[lo : lo + chunk] = np.asarray(dot).ravel()
+    return out
