@@ -100,7 +100,12 @@ def tiny_seed(name: str) -> int | None:
 
 
 def resolve_model(name: str) -> str:
-    """``"tiny"``/``"tiny@N"`` -> the built folder (built on first use); anything else unchanged."""
+    """``"tiny"``/``"tiny@N"`` -> the built folder (built on first use); ``"smollm2"`` -> the packaged real
+    model converted to a folder (``pipeline.llm.smollm2``); anything else unchanged."""
+    if name == "smollm2":
+        from pipeline.llm.smollm2 import resolve_smollm2
+
+        return resolve_smollm2(cache_root())
     seed = tiny_seed(name)
     if seed is None:
         return name

