@@ -96,20 +96,20 @@ def queries(n: int) -> list[dict]:
 
 
 def prefpipe(rows: list[dict], backend: str, work: Path, marker_dir: Path) -> tuple[int, dict[str, float]]:
-    """PUGC steps 4-6 as stages/pugc.py main() runs them; returns (pairs, seconds per step)."""
+    """PUGC steps 4-6 as stages/pugc.py main() runs them, with its own functions; returns (pairs, seconds
+    per step)."""
     import polars as pl
     import yaml
 
-    from pipeline.config import LLM, Execution, Pugc, fingerprint
+    from pipeline.config import LLM, Execution, Params, Pugc, fingerprint
     from pipeline.execute import Checkpoint, map_batches
-    from pipeline.io import write_shards
-    from pipeline.records import stable_id
-    from stages import pugc
+    from stages import pugc, pugc_io, pugc_judge
 
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     ex = Execution.model_validate({**data["execution"], "backend": backend})
     llm = LLM.model_validate(data["llm"])
     cfg = Pugc.model_validate({**data["pugc"], "responses_per_query": K})
+    params = Params.model_construct(execution=ex, llm=llm, pugc=cfg)
     factory = functools.partial(FakeEngine, marker_dir=str(marker_dir))
     steps: dict[str, float] = {}
     clock = time.perf_counter()
@@ -119,7 +119,7 @@ def prefpipe(rows: list[dict], backend: str, work: Path, marker_dir: Path) -> tu
         steps[name] = time.perf_counter() - clock
         clock = time.perf_counter()
 
-    def run(table, fn, step, **kw):
+    def run(table, fn, step, **kw):  # pugc_io.run_step, with the fake engine and a private checkpoint folder
         ck = Checkpoint(work / "checkpoints" / step, fingerprint(cfg, llm, {"step": step}))
         out = map_batches(table.to_arrow(), fn, execution=ex, engine=llm, engine_factory=factory, checkpoint=ck,
                           fn_kwargs=kw, desc=step)
@@ -130,25 +130,19 @@ def prefpipe(rows: list[dict], backend: str, work: Path, marker_dir: Path) -> tu
     sampling = llm.sampling.model_copy(update={"temperature": cfg.temperature, "top_p": cfg.top_p})
     samples = run(q.select("prompt_id", "query"), pugc.sample_responses, "sampling", k=K, sampling=sampling)
     tick("sample (engine step)")
-    samples = pugc.empty_response_filter(samples).filter(pl.col("drop").is_null()).drop("drop").with_columns(
-        response_id=pl.struct("prompt_id", "sample_index", "text").map_elements(
-            lambda r: stable_id("pugc", r["prompt_id"], r["sample_index"], r["text"]), return_dtype=pl.String))
+    samples = pugc.response_filter(samples)
+    samples = pugc_io.with_response_ids(samples.filter(pl.col("drop").is_null()).drop("drop"))
     to_score = samples.join(q.select("prompt_id", "query", "reference"), on="prompt_id")
     tick("response ids + join")
-    scores = run(to_score.select("response_id", "query", "reference", "text"), pugc.score_responses, "scoring",
-                 prompt=pugc.template("judge"), scoring="expected", n_judgments=cfg.n_judgments,
-                 sampling=llm.sampling)
+    scored = run(to_score.select("response_id", "query", "reference", "text"), pugc_judge.score_responses,
+                 "scoring", scoring="expected", n_judgments=cfg.n_judgments, sampling=llm.sampling)
     tick("score (engine step)")
-    responses = samples.join(scores, on="response_id", how="left")
+    responses = samples.join(pugc_judge.to_scores(scored, "expected"), on="response_id", how="left")
     picked = pugc.pick_pairs(q["prompt_id"], responses, cfg.min_margin)
-    tick("pick pairs")
-    pairs = pugc.pairs_table(picked, q, {"stage": "pugc", "bench": "peer"})
+    tick("scores + pick pairs")
+    pairs = pugc_io.pairs_table(picked, q, {"stage": "pugc", "bench": "peer"})
     tick("pairs table")
-    kw = {"fingerprint": "bench", "target_shard_bytes": ex.target_shard_bytes, "row_group_bytes": ex.row_group_bytes}
-    scored = responses.select("prompt_id", "response_id", "text", generator=pl.lit("fake"), score="score",
-                              scorer=pl.lit("pugc:fake"), detail="detail")
-    write_shards(scored.to_arrow(), work / "responses", name="responses", **kw)
-    write_shards(pairs, work / "pairs", name="pairs", **kw)
+    pugc_io.write_outputs(params, q, responses, pairs, llm, llm, work / "out")
     tick("write shards")
     return pairs.num_rows, steps
 
