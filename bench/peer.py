@@ -248,7 +248,7 @@ def main() -> None:
             if backend == "ray":
                 from pipeline.execute import ray_init
 
-                ray_init(None)  # cluster start-up is not the step's cost; actor pools are
+                ray_init("local")  # a private instance; its start-up is not the step's cost, actor pools are
             markers = tmp / f"markers-{backend}"
             markers.mkdir()
             start = time.perf_counter()

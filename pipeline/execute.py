@@ -123,7 +123,8 @@ def _stream_local(table, spans, step: Callable[[], _Step], batch_size: int) -> I
 
 
 def ray_init(address: str | None = None, **kwargs: Any) -> None:
-    """Connect to Ray once per process: ``address``, else ``RAY_ADDRESS``, else a local instance.
+    """Connect to Ray once per process: ``address``, else ``RAY_ADDRESS``, else a new local instance (never
+    another job's cluster that happens to run on this machine).
 
     The ``pipeline`` and ``stages`` packages travel to the workers (``runtime_env.py_modules``), so
     a multi-node cluster runs the driver's code without a shared filesystem.
@@ -137,7 +138,7 @@ def ray_init(address: str | None = None, **kwargs: Any) -> None:
 
     runtime_env = {"py_modules": [pipeline, stages], "env_vars": {"PREFPIPE_PROGRESS": "0"}}
     ray.init(
-        address=address or os.environ.get("RAY_ADDRESS") or None,
+        address=address or os.environ.get("RAY_ADDRESS") or "local",
         runtime_env=runtime_env,
         ignore_reinit_error=True,
         log_to_driver=False,
