@@ -9,6 +9,7 @@
 - The whole stage (`build_release`) on `--rows` synthetic pairs.
 
     python bench/export.py --rows 100000
+    python bench/export.py --smoke            # 2,000 rows: checks the bench runs
 """
 
 from __future__ import annotations
@@ -108,7 +109,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--naive-rows", type=int, default=2_000)
+    ap.add_argument("--smoke", action="store_true", help="2,000 rows (checks the bench runs; figures mean nothing)")
     args = ap.parse_args()
+    if args.smoke:
+        args.rows, args.naive_rows = 2_000, 200
     texts = synthetic_prompts(args.rows)
     series = pl.Series(texts)
 

@@ -66,11 +66,13 @@ def timed(fn, body: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--max-baseline", type=int, default=4000, help="largest n the stdlib baseline runs on")
+    ap.add_argument("--smoke", action="store_true", help="small bodies and 200 real ones (checks the bench runs)")
     args = ap.parse_args()
+    sizes = (1000, 2000) if args.smoke else (1000, 2000, 4000, 8000, 100_000)
     print(f"python {sys.version.split()[0]}")
     html_to_text("<p>warm up</p>")
     print(f"{'body':<22} {'bytes':>8} {'stdlib s':>10} {'lexbor s':>10} {'ratio':>8}")
-    for n in (1000, 2000, 4000, 8000, 100_000):
+    for n in sizes:
         body = "<a " * n
         new = timed(html_to_text, body)
         old = timed(stdlib_html_to_text, body) if n <= args.max_baseline else None
@@ -79,6 +81,7 @@ def main() -> None:
         print(f"{label:<22} {len(body):>8} {'-' if old is None else f'{old:.3f}':>10} {new:>10.4f} {ratio:>8}")
     posts = ROOT.parent / "shared/data/real/stackexchange_coffee/Posts.xml"
     bodies = [e.attrib["Body"] for _, e in ET.iterparse(posts) if e.tag == "row" and "Body" in e.attrib]
+    bodies = bodies[:200] if args.smoke else bodies
     size = sum(len(b) for b in bodies)
     t_old = sum(timed(stdlib_html_to_text, b) for b in bodies)
     t_new = sum(timed(html_to_text, b) for b in bodies)

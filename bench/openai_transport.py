@@ -33,7 +33,10 @@ def main() -> None:
     ap.add_argument("--delay", type=float, default=0.25)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--max-chars", type=int, default=400)
+    ap.add_argument("--smoke", action="store_true", help="4 rows, 0.01 s delay (checks the bench runs)")
     args = ap.parse_args()
+    if args.smoke:
+        args.rows, args.delay, args.concurrency = 4, 0.01, 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     prompts, _ = load_rows(DATA, args.rows, args.max_chars)
     server = LoopbackServer().start()
