@@ -35,6 +35,7 @@ from pipeline.checks import squash
 from pipeline.config import LLM, Execution, Params, Sampling, Selfie, fingerprint
 from pipeline.execute import Checkpoint, map_batches
 from pipeline.io import SourceError, write_json_atomic, write_shards
+from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import empty_table
 from stages.selfie_output import (
     kept_iterations,
@@ -310,10 +311,11 @@ def main(params: Params) -> None:
         "target_shard_bytes": ex.target_shard_bytes,
         "row_group_bytes": ex.row_group_bytes,
     }
-    write_shards(pool, OUT / "prompts", name="prompts", **shard)
-    write_shards(responses, OUT / "responses", name="responses", **shard)
-    write_pairs(OUT / "pairs", seed, new_pairs, sel.iteration, **shard)
-    write_shards(test, OUT / "test", name="pairs", **shard)
+    out = begin_outputs(OUT)  # prompts, responses, pairs, test and metrics change together (pipeline/outputs.py)
+    write_shards(pool, out / "prompts", name="prompts", **shard)
+    write_shards(responses, out / "responses", name="responses", **shard)
+    write_pairs(out / "pairs", seed, new_pairs, sel.iteration, previous=OUT / "pairs", **shard)
+    write_shards(test, out / "test", name="pairs", **shard)
 
     parts = assignment.group_by("part").len().sort("part")
     labelled = int(assignment.get_column("labelled").sum())
@@ -351,6 +353,7 @@ def main(params: Params) -> None:
             "iterations": {**kept, f"iteration={sel.iteration}": new_pairs.num_rows},
             "migrated_from_flat_layout": migrated,
         },
-        OUT / "metrics.json",
+        out / "metrics.json",
     )
+    commit_outputs(OUT)
     log.info("selfie: %d seed pairs, %d iteration-%d pairs", seed.num_rows, new_pairs.num_rows, sel.iteration)

@@ -14,7 +14,9 @@ every sub-folder.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -154,9 +156,17 @@ def kept_iterations(root: Path, assignment: pl.DataFrame, iteration: int) -> dic
     return kept
 
 
-def write_pairs(root: Path, seed: pa.Table, pairs: pa.Table, iteration: int, **shard: Any) -> None:
-    """``seed/`` and ``iteration=<iteration>/``; the other iterations' folders are left as they are."""
+def write_pairs(root: Path, seed: pa.Table, pairs: pa.Table, iteration: int, *, previous: Path | None = None,
+                **shard: Any) -> None:
+    """``seed/`` and ``iteration=<iteration>/`` into ``root``, with the other iterations' folders of
+    ``previous`` (the pairs folder being replaced) carried over as hard links, so a staged ``root``
+    swapped into place keeps every earlier iteration without copying its bytes."""
     root.mkdir(parents=True, exist_ok=True)
+    if previous is not None and previous.is_dir():
+        for folder in previous.iterdir():
+            m = _ITERATION_DIR.match(folder.name)
+            if m and int(m.group(1)) != iteration:
+                shutil.copytree(folder, root / folder.name, copy_function=os.link)
     write_shards(seed, root / SEED_DIR, name="pairs", **shard)
     write_shards(pairs, iteration_dir(root, iteration), name="pairs", **shard)
 
