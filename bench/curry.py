@@ -5,10 +5,10 @@
 
 Synthetic input: UltraFeedback-style integer ratings 1..10 (so ties occur and are dropped), short
 texts, one user message per prompt. Both implementations do the same work: drop unscored
-responses, rank per prompt, pair (R1, Rk), drop ties, level by gap rank within the prompt, order by
-level then a seeded shuffle, and build an Arrow table of pair rows (ids, messages, scores, level,
-lineage) — the vectorised one in the full pairs contract, the naive one without its three constant
-columns.
+responses, rank per prompt, keep one response per whitespace-normalised text, pair (R1, Rk), drop
+ties, level by gap rank within the prompt, xxh3 pair ids, order by level then the seeded xxh3 shuffle,
+and build an Arrow table of pair rows (ids, messages, scores, level, lineage) — the vectorised one in
+the full pairs contract, the naive one without its three constant columns.
 The vectorised build runs on all prompts; the naive one runs on ``--naive-prompts`` of them and its
 time is extrapolated linearly to the full count (it is O(n) per prompt: no cross-prompt work except
 the final sort, which is O(n log n), so linear extrapolation slightly flatters the naive one).
@@ -18,10 +18,8 @@ Each implementation runs in its own child process, so peak memory (resident set)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import random
 import subprocess
 import sys
 import threading
@@ -34,11 +32,13 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import psutil  # noqa: E402
 import pyarrow as pa  # noqa: E402
+import xxhash  # noqa: E402
 
 from pipeline.config import Curry  # noqa: E402
 from pipeline.records import SCHEMAS, check_table  # noqa: E402
 
-CFG = Curry(inputs=[{"prompts": "-", "responses": "-"}], pairing="best_vs_rest", min_gap=0.0,
+CFG = Curry(inputs=[{"prompts": "-", "responses": "-", "scores": "rated"}], pairing="best_vs_rest", min_gap=0.0,
+            relative_min_gap=0.05,
             levels="per_prompt", n_levels=3, seed=0, histogram_bins=10)
 PER_PROMPT = 4
 
@@ -78,6 +78,12 @@ def as_contract_tables(prompts: pl.DataFrame, responses: pl.DataFrame) -> tuple[
 NAIVE_SCHEMA = pa.schema([f for f in SCHEMAS["pairs"] if f.name not in ("confidence", "label_smoothing", "noisy")])
 
 
+def _hex_id(*values: str, seed: int = 0) -> str:
+    """pipeline.ids.hex_id, one row at a time: xxh3-64 of "<UTF-8 length>:<value>" per value."""
+    key = "".join(f"{len(v.encode())}:{v}" for v in values).encode()
+    return f"{xxhash.xxh3_64_intdigest(key, seed=seed):016x}"
+
+
 def naive_build(prompts: list[dict], responses: list[dict], cfg: Curry) -> list[dict]:
     messages = {p["prompt_id"]: p for p in prompts}
     groups: dict[tuple, list[dict]] = {}
@@ -88,25 +94,32 @@ def naive_build(prompts: list[dict], responses: list[dict], cfg: Curry) -> list[
     out = []
     for (prompt_id, scorer), rs in groups.items():
         rs.sort(key=lambda r: (-r["score"], r["response_id"]))
-        best = rs[0]
-        pairs = [(best, r) for r in rs[1:] if best["score"] - r["score"] > cfg.min_gap]
+        seen: set[str] = set()
+        distinct = []  # one response per whitespace-normalised text, the best-ranked
+        for r in rs:
+            norm = " ".join(r["text"].split())
+            if norm not in seen:
+                seen.add(norm)
+                distinct.append(r)
+        best = distinct[0]
+        pairs = [(best, r) for r in distinct[1:] if best["score"] - r["score"] > cfg.min_gap]
         gaps = sorted({b["score"] - r["score"] for b, r in pairs}, reverse=True)
         m = len(gaps)
         for b, r in pairs:
             gap = b["score"] - r["score"]
             level = gaps.index(gap) * cfg.n_levels // max(m, cfg.n_levels)
-            pair_id = hashlib.sha1(f"{prompt_id}\x1f{scorer}\x1f{b['response_id']}\x1f{r['response_id']}".encode()).hexdigest()[:16]
+            pair_id = _hex_id(prompt_id, scorer, b["response_id"], r["response_id"])
             out.append({
                 "pair_id": pair_id, "prompt": messages[prompt_id]["messages"],
                 "chosen": [{"role": "assistant", "content": b["text"]}],
                 "rejected": [{"role": "assistant", "content": r["text"]}],
                 "score_chosen": b["score"], "score_rejected": r["score"], "margin": gap, "level": level,
                 "method": "curry", "source": messages[prompt_id]["source"],
-                "lineage": json.dumps({"prompt_id": prompt_id, "chosen_id": b["response_id"], "rejected_id": r["response_id"]}),
+                "lineage": json.dumps({"stage": "curry", "prompt_id": prompt_id, "scorer": scorer,
+                                       "chosen_id": b["response_id"], "rejected_id": r["response_id"]}),
             })
-    rnd = random.Random(cfg.seed)
-    keys = {p["pair_id"]: rnd.random() for p in sorted(out, key=lambda p: p["pair_id"])}
-    out.sort(key=lambda p: (p["level"], keys[p["pair_id"]]))
+    shuffle = {p["pair_id"]: xxhash.xxh3_64_intdigest(f"16:{p['pair_id']}".encode(), seed=cfg.seed) for p in out}
+    out.sort(key=lambda p: (p["level"], shuffle[p["pair_id"]], p["pair_id"]))
     return out
 
 

@@ -2,18 +2,22 @@
 per-row Python loop over the same rows, side by side in one run.
 
     python bench/executor.py --rows 1000000
+    python bench/executor.py --smoke          # 20,000 rows: checks the bench runs
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.config import Execution
-from pipeline.execute import map_batches
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, whatever is installed
+from pipeline.config import Execution  # noqa: E402
+from pipeline.execute import map_batches  # noqa: E402
 
 
 def add_one(batch: pa.Table) -> pa.Table:
@@ -34,7 +38,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--batch-size", type=int, default=65_536)
+    ap.add_argument("--smoke", action="store_true", help="20,000 rows (checks the bench runs; figures mean nothing)")
     args = ap.parse_args()
+    if args.smoke:
+        args.rows, args.batch_size = 20_000, 4_096
 
     table = pa.table({"id": pa.array(range(args.rows), pa.int64()), "x": pa.array(range(args.rows), pa.int64())})
     base = dict(batch_size=args.batch_size, checkpoint_rows=10**9, max_reject_fraction=0.5, ray_address=None,

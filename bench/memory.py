@@ -12,6 +12,7 @@ CPU; the model stages (PUGC, Selfie, DOVE) run on the samples and measure model-
 
     python bench/memory.py                          # 100k and 1M conversations (about 10 minutes)
     python bench/memory.py --sizes 20000 100000     # quicker
+    python bench/memory.py --smoke                  # 300 conversations; ingest and wildfeedback
 """
 
 from __future__ import annotations
@@ -94,8 +95,12 @@ def rows_out(repo: Path, stage: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--smoke", action="store_true",
+                    help="300 conversations through ingest and wildfeedback (checks the bench runs)")
     args = ap.parse_args()
     stages = stage_order()
+    if args.smoke:
+        args.sizes, stages = [300], ["ingest", "wildfeedback"]  # export needs every method stage (held_out)
     results: dict[int, dict[str, tuple[float, float, str]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:

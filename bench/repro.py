@@ -4,6 +4,7 @@ batched engine calls (the params as shipped) against a naive baseline (one promp
 
     python bench/repro.py            # local batched vs local naive
     python bench/repro.py --ray      # + execution.backend: ray (a local Ray instance, or RAY_ADDRESS)
+    python bench/repro.py --smoke    # ingest only, both runs: checks the bench runs (figures mean nothing)
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ def stage_order() -> list[str]:
     return list(stages)  # dvc.yaml lists stages in dependency order
 
 
-def run_dag(repo: Path, edit) -> dict[str, float]:
+def run_dag(repo: Path, edit, stages: list[str] | None = None) -> dict[str, float]:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     edit(params)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": str(repo), "PREFPIPE_PROGRESS": "0"}
     times = {}
-    for stage in stage_order():
+    for stage in stages or stage_order():
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", stage], cwd=repo, env=env,
                               capture_output=True, text=True)
@@ -54,7 +55,9 @@ def run_dag(repo: Path, edit) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--ray", action="store_true", help="also run the DAG with execution.backend: ray")
+    ap.add_argument("--smoke", action="store_true", help="the ingest stage only (checks the bench runs)")
     args = ap.parse_args()
+    stages = ["ingest"] if args.smoke else stage_order()
 
     def batched(p):
         pass
@@ -70,8 +73,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, edit in runs:
             repo = copy_project(Path(tmp) / name.split()[0])
-            results[name] = run_dag(repo, edit)
-    stages = stage_order()
+            results[name] = run_dag(repo, edit, stages)
     print(f"{'stage':<14}" + "".join(f"{name:>24}" for name in results))
     for stage in stages + ["TOTAL"]:
         row = [sum(r.values()) if stage == "TOTAL" else r[stage] for r in results.values()]

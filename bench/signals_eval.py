@@ -7,7 +7,7 @@
 The labels are tests/fixtures/wildchat_labels.jsonl: 1,001 user turns of 340 real WildChat conversations
 (texts read from ../shared/data/real/wildchat_sample), split by conversation into dev (the rules were
 tuned on it) and test (read only to report). The tables between the ``signals-eval`` markers of both
-READMEs are this script's output; tests/test_wildfeedback_rules.py checks they are current.
+READMEs are this script's output; tests/test_wildfeedback_context.py checks they are current.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Command line: ``prefpipe run STAGE``, ``prefpipe inspect PATH``, ``prefpipe publish --repo-id ORG/NAME``.
+"""Command line: ``prefpipe run STAGE``, ``prefpipe inspect PATH``, ``prefpipe audit RELEASE``,
+``prefpipe publish --repo-id ORG/NAME``.
 
 ``dvc.yaml`` calls ``python -m pipeline.cli run STAGE``, the same entry as ``prefpipe run STAGE``.
 """
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 STAGES = ["ingest", "wildfeedback", "pugc", "selfie", "curry", "dove", "export"]
+MODEL_STAGES = {"wildfeedback", "pugc", "selfie", "dove"}  # they keep resumable checkpoints
 
 
 def _available_stages() -> list[str]:
@@ -24,6 +26,7 @@ def _available_stages() -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
+    from pipeline.outputs import name_path
 
     available = _available_stages()
     if args.stage not in available:
@@ -31,8 +34,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     params = load_params(args.params)  # fails before any work on a bad params.yaml
     module = importlib.import_module(f"stages.{args.stage}")
-    module.main(params)
+    out = prepare_outputs(args.stage, module)
+    try:
+        module.main(params)
+    except OSError as e:  # a failed write names no file: name the stage's output folder
+        if out is not None:
+            name_path(e, out)
+        raise
     return 0
+
+
+def prepare_outputs(stage: str, module) -> Path | None:
+    """Before any work: finish or discard what an interrupted run left in the stage's output folder,
+    remove its stale temporaries, and check that folder (and the checkpoints of model stages) can be
+    written, so a read-only or full disk is found before hours of model steps, not after."""
+    from pipeline.execute import CHECKPOINT_ROOT
+    from pipeline.outputs import check_writable, recover
+
+    out = getattr(module, "OUT", None) or getattr(module, "OUT_DIR", None)
+    if out is not None:
+        recover(out)
+        check_writable(out)
+    if stage in MODEL_STAGES:
+        check_writable(CHECKPOINT_ROOT)
+    return out
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -66,6 +91,31 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from pipeline.audit import audit_release, summary_lines
+    from pipeline.config import load_params
+
+    release = Path(args.path)
+    if not release.is_dir():
+        print(f"prefpipe audit: {release}: not a folder; build the release with `dvc repro export`", file=sys.stderr)
+        return 2
+    cfg = root = None
+    params = Path(args.params)
+    if params.exists():
+        cfg, root = load_params(params).export, Path(args.root)
+    elif args.params != "params.yaml":
+        print(f"prefpipe audit: {params}: not found", file=sys.stderr)
+        return 2
+    report = audit_release(release, root=root, cfg=cfg)
+    print(f"audit of {release}: {report['rows']} rows in {report['files']} files: "
+          + ("passed" if report["passed"] else "FAILED"))
+    for line in summary_lines(report):
+        print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return 0 if report["passed"] else 1
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     from pipeline.hub import PublishError, publish
 
@@ -93,6 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--width", type=int, default=400)
     ins.set_defaults(func=cmd_inspect)
 
+    aud = sub.add_parser("audit", help="check a release folder: identical sides, empty configs, PII, split and "
+                         "held-out leaks, cut-off or off-context chosen answers (exit 1 on any violation)")
+    aud.add_argument("path", nargs="?", default="data/release", help="the release folder (default data/release)")
+    aud.add_argument("--params", default="params.yaml",
+                     help="project params (export.methods, held_out, pii_kinds); checks needing them are skipped "
+                     "when the default params.yaml is absent")
+    aud.add_argument("--root", default=".", help="project root holding data/<method>/pairs (default .)")
+    aud.add_argument("--json", default=None, help="also write the report to this file")
+    aud.set_defaults(func=cmd_audit)
+
     pub = sub.add_parser("publish", help="verify the release against its manifest and upload it to the Hugging Face Hub")
     pub.add_argument("--repo-id", required=True, help="dataset repo, ORG/NAME (created if missing)")
     pub.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its visibility)")
@@ -106,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.config import ParamsError
     from pipeline.io import SourceError, StageError
+    from pipeline.outputs import os_error_line
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -116,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (SourceError, StageError) as e:  # bad input or too many rejects: a message, not a traceback
         print(f"prefpipe: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # disk full, read-only, no permission: one line naming the path and what to do
+        line = os_error_line(e)
+        if line is None:
+            raise
+        print(f"prefpipe: {line}", file=sys.stderr)
         return 1
 
 

@@ -5,23 +5,43 @@ was expected::
 
     params.yaml: ingest.max_reject_fraction: Input should be a valid number (got 'lots')
 
+Validation is strict: nothing is coerced (``checkpoint_rows: true``, ``'2048'`` or ``'yes'`` where a
+number or a boolean belongs are errors, not 1, 2048 and True); a whole number is accepted where a
+float belongs. The file is read with YAML 1.2's booleans and floats, as DVC reads it (``yes``/``no``/
+``on``/``off`` are strings, ``1e-5`` is a float), and a key repeated in one mapping is an error naming
+the key and both lines. ``load_params`` also checks that every source name a stage selects
+(``SOURCE_KEYS``) is an ``ingest.sources`` name, with a did-you-mean.
+
 Stage sections are registered in ``Params``; every knob lives in params.yaml (no hidden defaults),
 except the optional per-role engine overrides, where a missing key means "inherit from ``llm``".
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
+
+from pipeline.yaml12 import DuplicateKey, load_yaml
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Inputs stay out of str(ValidationError): a key pasted into api_key_env must not reach a log.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, hide_input_in_errors=True)
 
 
 # --- shared sections -----------------------------------------------------------------------------
@@ -52,9 +72,31 @@ class Sampling(Section):
     seed: int
 
 
+def _check_api_key_env(name: str | None) -> str | None:
+    """The name of an environment variable; errors never repeat the value (it may be a pasted key)."""
+    if name is None:
+        return None
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,99}", name) or name.lower().startswith(("sk_", "hf_", "key_")):
+        raise ValueError(
+            "expected the NAME of the environment variable that holds the key (e.g. OPENAI_API_KEY), not the "
+            "key itself; if you pasted a key here, remove it from params.yaml and rotate it"
+        )
+    return name
+
+
+Backend = Literal["transformers", "vllm", "openai"]
+# An http(s) URL up to the API root, e.g. http://node1:8000/v1 (what `vllm serve` prints).
+BaseUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]
+# The NAME of an environment variable (never the key itself).
+EnvName = Annotated[str, AfterValidator(_check_api_key_env)]
+OptionScoring = Literal["sequence", "first_token"]
+
+
+
+
 class LLM(Section):
-    backend: Literal["transformers", "vllm"]
-    model: str  # "tiny", a Hugging Face model id, or a local folder
+    backend: Backend
+    model: str  # "tiny", a Hugging Face model id, or a local folder; with openai: the served model name
     dtype: Literal["auto", "float32", "float16", "bfloat16"]
     batch_size: int = Field(gt=0)
     replicas: int = Field(gt=0)
@@ -65,6 +107,27 @@ class LLM(Section):
     enable_prefix_caching: bool
     structured_retries: int = Field(ge=0)
     sampling: Sampling
+    # transformers engine: padded tokens per forward pass (rows sorted by length; see pipeline/llm/hf.py).
+    batch_tokens: int = Field(default=16384, gt=0)
+    # transformers engine on CPU: intra-op threads, "auto" = measured when the engine starts (pipeline/llm/cpu.py).
+    cpu_threads: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
+    # backend: openai (pipeline/llm/openai_engine.py; README "OpenAI-compatible servers"). The defaults
+    # are params.yaml's, so an in-process config built in code need not spell them out.
+    base_url: BaseUrl | list[BaseUrl] | None = None  # one server, or a pool (one `vllm serve` per node)
+    api_key_env: EnvName | None = None  # environment variable holding the key; null: no key
+    concurrency: int = Field(default=64, gt=0)  # requests in flight, all servers together
+    timeout_s: float = Field(default=600, gt=0)  # per request attempt
+    max_retries: int = Field(default=6, ge=0)  # more attempts on 429/5xx/timeouts/dropped connections
+    max_requests: int | None = Field(default=None, gt=0)  # cost guard: requests one engine may send
+    option_scoring: OptionScoring = "sequence"  # how `choose` scores options (see the README)
+
+    @model_validator(mode="after")
+    def _openai(self) -> LLM:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError(
+                f"backend openai needs base_url (e.g. http://localhost:8000/v1) for model {self.model!r}"
+            )
+        return self
 
 
 class SamplingOverride(Section):
@@ -78,7 +141,7 @@ class SamplingOverride(Section):
 class LLMOverride(Section):
     """A model role (policy, reference, judge, expert): keys left out inherit from ``llm``."""
 
-    backend: Literal["transformers", "vllm"] | None = None
+    backend: Backend | None = None
     model: str | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = None
     batch_size: int | None = Field(default=None, gt=0)
@@ -90,6 +153,15 @@ class LLMOverride(Section):
     enable_prefix_caching: bool | None = None
     structured_retries: int | None = Field(default=None, ge=0)
     sampling: SamplingOverride | None = None
+    batch_tokens: int | None = Field(default=None, gt=0)
+    cpu_threads: Literal["auto"] | Annotated[int, Field(ge=1)] | None = None
+    base_url: BaseUrl | list[BaseUrl] | None = None
+    api_key_env: EnvName | None = None
+    concurrency: int | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
+    max_retries: int | None = Field(default=None, ge=0)
+    max_requests: int | None = Field(default=None, gt=0)
+    option_scoring: OptionScoring | None = None
 
 
 def resolve_role(base: LLM, override: LLMOverride | None) -> LLM:
@@ -182,14 +254,20 @@ class PugcRoles(Section):
     judge: LLMOverride  # query filter (True/False) and reference-guided 1-5 scores
 
 
+class PugcGates(Section):
+    """Minimum probe accuracy of each PUGC judge use (pipeline/gates.py; chance is 0.5)."""
+
+    query_filter: float = Field(ge=0, le=1)  # p(True) "the document answers the query" vs the threshold
+    scorer: float = Field(ge=0, le=1)  # reference-guided 1-5 scores: a good answer beats a bad one
+
+
 class Pugc(Section):
     """PUGC (METHODS.md §2): documents -> queries -> K responses -> reference-guided scores -> pairs."""
 
     sources: list[str] = Field(min_length=1)  # ingest source names whose documents are used
     min_words: int = Field(ge=1)
     max_words: int = Field(ge=1)
-    min_english_stopword_ratio: float = Field(ge=0, le=1)
-    min_ascii_letter_ratio: float = Field(ge=0, le=1)
+    languages: list[str] = Field(min_length=1)  # ISO 639-1 codes kept (pipeline/langid.py identifies them)
     shingle_words: int = Field(ge=1)
     minhash_perms: int = Field(ge=1)
     minhash_bands: int = Field(ge=1)
@@ -203,6 +281,7 @@ class Pugc(Section):
     scoring: Literal["expected", "sampled"]
     n_judgments: int = Field(ge=1)
     min_margin: float = Field(gt=0)
+    gates: PugcGates
     roles: PugcRoles
 
     @model_validator(mode="after")
@@ -255,6 +334,12 @@ class SelfieRoles(Section):
     reference: LLMOverride  # the model is set by selfie.reference_model, not here
 
 
+class SelfieGates(Section):
+    """Minimum probe accuracy of the implicit reward (pipeline/gates.py; chance is 0.5)."""
+
+    reward: float = Field(ge=0, le=1)  # r(good) > r(bad) on pipeline/probes/selfie_reward.jsonl
+
+
 class Selfie(Section):
     pair_sources: list[str] = Field(min_length=1)  # ingest pair sources (UltraFeedback-style, labelled)
     prompt_sources: list[str]  # ingest prompt sources added to the pools as unlabelled prompts
@@ -269,6 +354,7 @@ class Selfie(Section):
     refine_fraction: float = Field(ge=0, le=1)
     alpha: float = Field(ge=0, le=0.5)
     drop_noisy: bool
+    gates: SelfieGates
     split: SelfieSplit
 
     @model_validator(mode="after")
@@ -306,6 +392,12 @@ class ResponseSet(Section):
     responses: str
 
 
+class DoveGates(Section):
+    """Minimum accuracy of each judge role on its built-in probe set (pipeline/gates.py)."""
+
+    judge: float = Field(ge=0, le=1)
+
+
 class Dove(Section):
     roles: DoveRoles
     inputs: list[ResponseSet]
@@ -322,7 +414,10 @@ class Dove(Section):
     # "median": remove the judge's median log-odds for position a before the AB/BA agreement rule (ours).
     position_calibration: Literal["none", "median"]
     conditional_pairs_per_instruction: int = Field(gt=0)
+    # Judge prompts are cut to fit this many characters (and the judge's max_model_len in tokens);
+    # the cut texts are flagged in the pair's lineage (`judge_truncated`).
     max_prompt_chars: int = Field(gt=0)
+    gates: DoveGates
     seed: int
 
     @model_validator(mode="after")
@@ -335,9 +430,9 @@ class Dove(Section):
 # --- export --------------------------------------------------------------------------------------
 
 ExportMethod = Literal["wildfeedback", "pugc", "selfie", "curry", "dove"]
-PiiKind = Literal[
-    "email", "phone", "ipv4", "ipv6", "credit_card", "openai_key", "hf_token", "aws_access_key", "github_token",
-    "bearer_token",
+PiiKind = Literal[  # pipeline/pii.py DETECTORS
+    "email", "phone", "ipv4", "ipv6", "credit_card", "openai_key", "hf_token", "aws_access_key", "aws_secret_key",
+    "github_token", "bearer_token", "jwt", "slack_token", "google_api_key", "stripe_key", "private_key",
 ]
 
 
@@ -362,11 +457,15 @@ class Dedup(Section):
     shingle: int = Field(gt=0)
     num_perm: int = Field(gt=0)
     bands: int = Field(gt=0)
+    # `all` config: a prompt several methods share goes to the first of these (no score is compared)
+    priority: list[ExportMethod] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _bands_divide(self) -> Dedup:
         if self.num_perm % self.bands:
             raise ValueError(f"num_perm ({self.num_perm}) must be a multiple of bands ({self.bands})")
+        if len(set(self.priority)) != len(self.priority):
+            raise ValueError(f"priority lists a method twice: {self.priority}")
         return self
 
 
@@ -384,6 +483,9 @@ class Export(Section):
     dedup: Dedup
     decontamination: Decontamination
     pii_kinds: list[PiiKind]
+    pii_phone_regions: list[str]  # ISO 3166 regions whose national phone formats are recognised
+    # shard sets (pairs, joint pairs or prompts) whose prompts never reach a train split
+    held_out: list[str]
     test_fraction: float = Field(ge=0, lt=1)
     split_salt: str
     row_group_rows: int = Field(gt=0)
@@ -392,6 +494,18 @@ class Export(Section):
     histogram_bins: int = Field(gt=0)
     summary_png: bool  # a matplotlib summary figure for the card (skipped with a note if matplotlib is absent)
     card: Card
+
+    @model_validator(mode="after")
+    def _priority_and_regions(self) -> Export:
+        missing = [m for m in self.methods if m != "dove" and m not in self.dedup.priority]
+        if missing:
+            raise ValueError(f"dedup.priority must list every conditional method in methods; add {missing}")
+        import phonenumbers
+
+        unknown = [r for r in self.pii_phone_regions if r not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"pii_phone_regions: unknown region code(s) {unknown} (ISO 3166 alpha-2, e.g. US, GB, DE)")
+        return self
 
 
 # --- wildfeedback --------------------------------------------------------------------------------
@@ -405,18 +519,33 @@ class WildfeedbackRoles(Section):
     judge: LLMOverride  # checklist judge (choose A/B)
 
 
+class WildfeedbackGates(Section):
+    """Min probe accuracy per judge role (pipeline/gates.py); chance is 0.5."""
+
+    detector: float = Field(ge=0, le=1)  # the `llm` detector (only when detector is llm or rules+llm)
+    judge: float = Field(ge=0, le=1)  # the checklist judge (only when checklist_judge is on)
+
+
 class Wildfeedback(Section):
     sources: list[str]  # ingest source names (conversations) to mine
     languages: list[str]  # kept languages, compared case-insensitively ("en", "English")
-    keep_unknown_language: bool  # conversations without a language tag
+    # Conversations without a language tag: identify it from their user turns (pipeline/langid.py)
+    detect_language: bool
+    keep_unknown_language: bool  # conversations whose language is still unknown (no tag, nothing detected)
     min_user_turns: int = Field(ge=1)
     drop_flags: list[str]  # conversations carrying any of these flags are dropped
     detector: Literal["rules", "llm", "rules+llm"]
+    # rules+llm: add_recall (confident rule verdicts stand; the model decides uncertain turns and the
+    # recall sample) | llm_overrides (the model's verdict replaces the rules' on every turn it sees) |
+    # agree (a rule signal is kept only where the model agrees)
+    combine: Literal["add_recall", "llm_overrides", "agree"]
+    rule_confidence: float = Field(ge=0, le=1)  # add_recall: rule verdicts at least this confident stand
     recall_sample: float = Field(ge=0, le=1)  # rules+llm: share of rule-unflagged turns also sent to the model
     seed: int
     paste_min_chars: int = Field(ge=1)  # rules: shortest sentence checked for being pasted from the assistant
     window_chars: int = Field(ge=1)  # rules: chars of the cleaned turn the patterns see
-    context_messages: int = Field(ge=1)  # model prompts: dialogue messages shown before the judged turn
+    # model prompts: dialogue messages shown before the judged turn; None = all of them (the paper)
+    context_messages: int | None = Field(ge=1)
     max_message_chars: int = Field(ge=1)  # model prompts: each shown message is cut to this many chars
     summarize: list[Literal["dsat", "sat"]]  # which signals get a preference summary
     chosen_by: Literal["expert", "policy"]
@@ -427,19 +556,31 @@ class Wildfeedback(Section):
     # Conversations per partition: every step runs on one partition at a time, so memory is bounded
     # by a partition, not the log. Rule signals and natural revisions do not depend on it.
     partition_conversations: int = Field(gt=0)
+    # Warn (console + metrics) when model steps leave less than this share of what the rules alone found.
+    collapse_fraction: float = Field(ge=0, le=1)
+    gates: WildfeedbackGates
     roles: WildfeedbackRoles
 
 
 # --- curry ---------------------------------------------------------------------------------------
 
 
+class CurryInput(ResponseSet):
+    # rated: human ratings, ranks or votes (any positive gap is a preference, as in the paper);
+    # model: a model's continuous scores (gaps within its noise are ties, see relative_min_gap).
+    scores: Literal["rated", "model"]
+
+
 class Curry(Section):
-    inputs: list[ResponseSet] = Field(min_length=1)
+    inputs: list[CurryInput] = Field(min_length=1)
     pairing: Literal["best_vs_rest", "all"]
-    min_gap: float = Field(ge=0)
+    min_gap: float = Field(ge=0)  # every input: a gap <= this is a tie
+    # model-scored inputs: a gap <= this fraction of the scorer's score spread (5th..95th percentile of
+    # its scores in that input set) is a tie as well
+    relative_min_gap: float = Field(ge=0, lt=1)
     levels: Literal["per_prompt", "quantile"]
     n_levels: int = Field(gt=0)
-    seed: int
+    seed: int = Field(ge=0, lt=2**64)
     histogram_bins: int = Field(gt=0)
 
 
@@ -462,6 +603,19 @@ class Params(Section):
     _applied: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
+    def _roles_resolve(self) -> Params:
+        """Every role's engine config, with ``llm`` filled in, is valid (e.g. an openai role has a base_url)."""
+        for name in _MODEL_SECTIONS:
+            section = getattr(self, name)
+            for role in type(section.roles).model_fields:
+                try:
+                    _resolve(self, section, role)
+                except ValidationError as e:
+                    why = "; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())
+                    raise ValueError(f"{name}.roles.{role}: {why}") from None
+        return self
+
+    @model_validator(mode="after")
     def _override_sections(self) -> Params:
         unknown = sorted(set(self.tiny_overrides) - set(_MODEL_SECTIONS))
         if unknown:
@@ -477,13 +631,16 @@ class Params(Section):
 _MODEL_SECTIONS = ("wildfeedback", "pugc", "selfie", "dove")
 
 
+def _resolve(params: Params, section: BaseModel, role: str) -> LLM:
+    if isinstance(section, Selfie):
+        return section.role(params.llm, role)
+    return resolve_role(params.llm, getattr(section.roles, role))
+
+
 def section_models(params: Params, name: str) -> list[str]:
     """Every model a stage section's roles resolve to."""
     section = getattr(params, name)
-    roles = type(section.roles).model_fields
-    if isinstance(section, Selfie):
-        return [section.role(params.llm, r).model for r in roles]
-    return [resolve_role(params.llm, getattr(section.roles, r)).model for r in roles]
+    return [_resolve(params, section, r).model for r in type(section.roles).model_fields]
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any], prefix: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
@@ -538,10 +695,35 @@ def format_validation_error(err: ValidationError, file: str | Path) -> str:
             msg = "missing required key"
         else:
             msg = e["msg"]
-            if "input" in e and not isinstance(e["input"], dict | list):
+            # api_key_env may hold a pasted key: never echo it.
+            if "input" in e and not isinstance(e["input"], dict | list) and "api_key_env" not in e["loc"]:
                 msg += f" (got {e['input']!r})"
         lines.append(f"{file}: {path}: {msg}")
     return "invalid parameters:\n  " + "\n  ".join(lines)
+
+
+# Params keys that name ingest sources, as (section, field): each is checked against ingest.sources.
+# A stage that selects sources by name adds its key here.
+SOURCE_KEYS = [("wildfeedback", "sources"), ("pugc", "sources"), ("selfie", "pair_sources"),
+               ("selfie", "prompt_sources"), ("dove", "pair_sources")]
+INGEST_PAIRS = "data/ingest/pairs"  # dove.pair_sources name ingest sources only when dove.pairs reads these
+
+
+def source_name_errors(params: Params) -> list[str]:
+    """``key[i]: 'name' is not an ingest source; did you mean ...`` for every unknown source name."""
+    names = [s.name for s in params.ingest.sources]
+    errors = []
+    for section, field in SOURCE_KEYS:
+        cfg = getattr(params, section, None)
+        if cfg is None or (section == "dove" and Path(cfg.pairs).as_posix().rstrip("/") != INGEST_PAIRS):
+            continue
+        for i, name in enumerate(getattr(cfg, field)):
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                errors.append(f"{section}.{field}[{i}]: {name!r} is not an ingest source{hint} "
+                              f"(ingest.sources: {', '.join(names) or 'none'})")
+    return errors
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -549,15 +731,21 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.exists():
         raise ParamsError(f"{path}: no such file; run from the project root or pass --params")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except DuplicateKey as e:
+        raise ParamsError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
     try:
-        return resolve_params(data)
+        params = resolve_params(data)
     except ValidationError as e:
         raise ParamsError(format_validation_error(e, path)) from None
+    errors = source_name_errors(params)
+    if errors:
+        raise ParamsError("invalid parameters:\n  " + "\n  ".join(f"{path}: {e}" for e in errors))
+    return params
 
 
 def fingerprint(*sections: BaseModel | dict[str, Any]) -> str:

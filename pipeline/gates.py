@@ -57,7 +57,7 @@ def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, mi
 
     >>> r = check_gate("dove", "judge", "m", [True, False] * 8, min_accuracy=0.75, key="dove.gates.judge",
     ...                on_failure="withhold")  # doctest: +ELLIPSIS
-    WARNING dove: the judge judge (m) does not discriminate on its probe set: 8 of 16 probes right ...
+    GATE FAILED dove: the judge judge (m) does not discriminate on its probe set: 8 of 16 probes right ...
     >>> r["accuracy"], r["passed"], r["lowered"], r["labels"]
     (0.5, False, False, 'withheld')
     """
@@ -80,13 +80,13 @@ def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, mi
                "anyway")
         if on_failure == "error":
             raise JudgeGateError(f"{message}; its labels are not used. Fix: {fix}")
-        _say(f"{message}; its labels are withheld (execution.on_gate_failure=withhold). Fix: {fix}")
+        _say(f"{message}; its labels are withheld (execution.on_gate_failure=withhold). Fix: {fix}", "GATE FAILED")
     elif lowered:
         _say(f"{stage}: gate lowered for the {role} judge ({model}): {figures}; {key}={min_accuracy} lets a "
              "chance-level judge label data")
     return report
 
 
-def _say(message: str) -> None:
+def _say(message: str, tag: str = "WARNING") -> None:
     log.warning(message)
-    print(f"WARNING {message}")
+    print(f"{tag} {message}")

@@ -27,7 +27,7 @@ import yaml
 from pipeline.io import MANIFEST, _file_sha256, read_manifest, verify_shards
 
 CONFIG_DOC = {
-    "all": "every conditional pair (WildFeedback, PUGC, Selfie/SPA, Curry-DPO) in one table",
+    "all": "the conditional pairs (WildFeedback, PUGC, Selfie/SPA, Curry-DPO) in one table, each prompt from one method",
     "wildfeedback": "pairs mined from dissatisfaction signals in real conversations (WildFeedback)",
     "pugc": "queries written from user-generated documents, responses judged against the document (PUGC)",
     "selfie": "pairs the policy labelled itself from its implicit DPO reward (Selfie/SPA)",
@@ -123,14 +123,41 @@ for level in sorted(set(curry["level"])):
 ```'''
 
 
+def _gate_rows(gates: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for method, roles in gates.items():
+        if not isinstance(roles, dict):
+            rows.append([method, "—", "—", "—", "—", roles])
+            continue
+        for role, r in roles.items():
+            r = r if isinstance(r, dict) else {"labels": r}
+            acc = f"{r['accuracy']:.2f} ({r.get('correct', '?')}/{r.get('probes', '?')})" if "accuracy" in r else "—"
+            rows.append([method, role, r.get("model", "—"), acc, r.get("min_accuracy", "—"),
+                         r.get("labels", "—") + ("" if r.get("passed", True) else " (failed)")])
+    return rows
+
+
+def _audit_part(audit: dict[str, Any] | None) -> str:
+    if audit is None:
+        return ""
+    from pipeline.audit import summary_lines
+
+    verdict = "passed" if audit["passed"] else "FAILED"
+    lines = "\n".join(f"    {line}" for line in summary_lines(audit))
+    return (f"## Audit\n\n`prefpipe audit` re-read every file of this release ({audit['rows']} rows, {audit['files']} "
+            f"files): **{verdict}** (details in `audit.json`).\n\n{lines}\n")
+
+
 def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, list[str]]], *, png: bool,
-                repo: str = "ORG/NAME") -> str:
+                repo: str = "ORG/NAME", audit: dict[str, Any] | None = None) -> str:
     """The release's README.md: YAML front matter + a body describing configs, provenance, training, limits."""
     fm = yaml.safe_dump(front_matter(cfg, stats), sort_keys=False, allow_unicode=True)
     rows = [[f"`{c}`", CONFIG_DOC.get(c, ""), sp.get("train", 0), sp.get("test", 0)] for c, sp in stats["rows"].items() if sp]
-    methods = [[m, v["input"], v["output"], ", ".join(lineage.get(m, {}).get("models", [])) or "—",
+    methods = [[m, v["input"], v["output"], v.get("in_all", "—"), ", ".join(lineage.get(m, {}).get("models", [])) or "—",
                 ", ".join(lineage.get(m, {}).get("fingerprints", [])) or "—"] for m, v in stats["methods"].items()]
-    drops = [[r, n] for r, n in stats["drops"].items()] or [["(none)", 0]]
+    drops = [[f"`{c}`", r, n] for c, reasons in stats.get("drops_by_config", {}).items() for r, n in reasons.items()]
+    held = [[f"`{p}`", v.get("prompts", 0), v.get("removed", 0)] for p, v in stats.get("held_out", {}).items()]
+    gates = _gate_rows(stats.get("gates", {}))
     decon = [[s, v["prompts"], v["removed"], v["status"]] for s, v in stats["decontamination"].items()]
     pii = [[k, n] for k, n in stats["pii"].items()]
     skipped = "".join(f"\n- `{m}`: {why}" for m, why in stats["skipped"].items())
@@ -152,17 +179,26 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "`rejected`, `confidence`, `lineage`.\n",
         "## How it was built\n",
         "Built by prefpipe (`dvc repro`): per-method stages produce pairs, then `export` "
-        "merges them, redacts PII, drops pairs whose chosen equals rejected, removes duplicate pairs and exact or "
-        f"near-duplicate prompts (MinHash, Jaccard >= {cfg.dedup.near_threshold}; the most confident method keeps "
-        f"the prompt), removes prompts overlapping evaluation sets ({cfg.decontamination.ngram}-gram overlap >= "
-        f"{cfg.decontamination.threshold}) and splits train/test ({cfg.test_fraction:.0%} of prompts to test). "
+        "merges them, redacts PII in every string (messages, lineage, source), drops pairs whose chosen equals "
+        "rejected (whitespace normalised), removes duplicate pairs and near-duplicate prompts within each method "
+        f"(MinHash, Jaccard >= {cfg.dedup.near_threshold}), removes prompts overlapping evaluation sets "
+        f"({cfg.decontamination.ngram}-gram overlap >= {cfg.decontamination.threshold}), splits train/test "
+        f"({cfg.test_fraction:.0%} of prompts to test) and keeps held-out prompts out of every train split. Each "
+        "method's config holds all its surviving pairs; in `all`, a prompt several methods share is kept for the "
+        f"first of {', '.join(cfg.dedup.priority)} (a fixed order; scores of different methods are never compared). "
         f"Export params fingerprint: `{stats['fingerprint']}`.\n",
-        _table(["method", "input pairs", "released", "models", "params fingerprints"], methods) + "\n",
+        _table(["method", "input pairs", "in its config", "in `all`", "models", "params fingerprints"], methods) + "\n",
         (f"Methods not in this release:{skipped}\n" if skipped else ""),
-        "Removed pairs, by reason (each one is listed in `removed.jsonl` with its details):\n",
-        _table(["reason", "pairs"], drops) + "\n",
+        "Pairs that left a config, by config and reason (each one is listed in `removed.jsonl` with its details "
+        "and the configs it left):\n",
+        _table(["config", "reason", "pairs"], drops or [["(none)", "—", 0]]) + "\n",
         "Decontamination sets:\n",
         _table(["set", "prompts", "pairs removed", "status"], decon or [["(none configured)", 0, 0, "—"]]) + "\n",
+        "Held-out prompts (kept out of every train split):\n",
+        _table(["held-out set", "prompts", "train pairs removed"], held or [["(none configured)", 0, 0]]) + "\n",
+        "Judge gates each stage recorded (a judge labels data only after it scores its probe set; a gate at or "
+        "below 0.5 is lowered and lets a chance-level judge through):\n",
+        _table(["method", "judge role", "model", "probe accuracy", "gate", "labels"], gates or [["(none)", "—", "—", "—", "—", "—"]]) + "\n",
         "PII replaced (by `[REDACTED_<KIND>]` markers):\n",
         _table(["kind", "replacements"], pii or [["(redaction off)", 0]]) + "\n",
         "## Training on it with TRL\n",
@@ -177,10 +213,11 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "shared prompt, so train the `dove` config with a JPO/DOVE trainer (github.com/Hritikbansal/dove) that "
         "reads `chosen_prompt`, `chosen`, `rejected_prompt`, `rejected`. Rows with "
         "`chosen_prompt == rejected_prompt` are ordinary conditional pairs.\n",
+        _audit_part(audit),
         "## Limitations\n",
         "- Responses are generated and judged by models; labels are noisy (see `confidence`, `noisy`).\n"
-        "- PII redaction is pattern based: names, addresses and unusual formats can remain; IP-like version "
-        "strings may be redacted.\n"
+        "- PII redaction is pattern based (phone numbers validated with libphonenumber, cards with Luhn): names, "
+        "street addresses, national ids and national phone numbers outside the configured regions can remain.\n"
         "- Decontamination checks word n-gram overlap with the listed sets only; paraphrases are not caught.\n"
         "- Near-duplicate removal is approximate (MinHash); the train/test split is by prompt, not by topic.\n"
         "- The license applies to this compilation; inputs keep their own terms.\n",

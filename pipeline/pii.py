@@ -1,48 +1,72 @@
-"""Redact personal data and secrets from text columns, counting every replacement by kind.
+"""Find and redact personal data and secrets in text columns, counting every replacement by kind.
 
-Each kind is one regular expression applied to a whole polars column (Rust regex, no Python loop per
-row); credit-card candidates are kept only when they pass the Luhn check, which runs once per
-*distinct* candidate. Kinds apply in the order of ``PATTERNS`` — secrets first, then e-mail addresses,
-cards, IP addresses, phone numbers — so a key that contains digits is not half-eaten by the phone rule::
+Each kind is a ``Detector``: a regular expression run over a whole polars column (Rust regex, no
+Python loop per row) and, for kinds where a pattern alone is not precise enough, a validator run once
+per *distinct* candidate the pattern found:
+
+- phone numbers: candidates are checked with Google's libphonenumber (``phonenumbers``): a number
+  written internationally (``+49 30 123456``, ``0049 ...``, ``+14155552671``) must be a valid number of
+  its country; a national number (``020 7946 0958``, ``(415) 555-2671``) must be written with
+  separators and be valid in one of ``PHONE_REGIONS``. Dates and plain digit runs are left alone.
+- credit cards: 13-19 digits starting like a card network (2-6) that pass the Luhn check.
+- IPv4: four octets <= 255, not a netmask (``255.255.255.0``), not part of a longer dotted number
+  (OIDs, versions such as ``10.0.19045.3803``) and not after a word like "version" or "build".
+- IPv6: whatever ``ipaddress`` accepts with at least one digit and two groups, or ``::1``
+  (``fe80::1%eth0``, ``::ffff:192.0.2.1``), so ``std::vector``, ``a::b`` and ``100::`` stay.
+- e-mails: Unicode local parts and domains (``müller@beispiel.de``), and ``name [at] domain [dot] com``;
+  not ``icon@2x.png``.
+- AWS secret keys: 40 base64 characters with upper case, lower case, digits and high entropy (a git
+  SHA-1 is lower-case hex and stays).
+
+Matched rows are rewritten in Python only when a validated candidate was found (rare: most rows have
+none), so the cost per row is the Rust regex scan::
 
     >>> import polars as pl
     >>> out, counts = redact(pl.Series(["mail me: ann@example.org"]), ["email"])
     >>> out.to_list(), counts
     (['mail me: [REDACTED_EMAIL]'], {'email': 1})
 
-What is *not* caught: names, street addresses, dates of birth, phone numbers written without
-separators, IPv6 addresses with fewer than three groups (``::1``, ``fe80::1``), keys of other providers.
-IPv4 may also match dotted version strings such as ``1.2.3.4``.
+Kinds apply in the order of ``DETECTORS`` (secrets first, then e-mails, cards, IPs, phones), so a key
+that contains digits is not half-eaten by the phone rule. What is *not* caught: names, street addresses,
+dates of birth, national ids, national phone numbers of regions outside ``PHONE_REGIONS``.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import polars as pl
+import ipaddress
+import json
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache, lru_cache, partial
 
-# kind -> (pattern, replacement); `$1` keeps the first capture group (used to keep "Bearer ")
-PATTERNS: dict[str, tuple[str, str]] = {
-    "openai_key": (r"\bsk-(?:proj-|ant-|svcacct-)?[A-Za-z0-9_\-]{20,}", "[REDACTED_API_KEY]"),
-    "hf_token": (r"\bhf_[A-Za-z0-9]{30,}\b", "[REDACTED_HF_TOKEN]"),
-    "aws_access_key": (r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", "[REDACTED_AWS_KEY]"),
-    "github_token": (r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})\b", "[REDACTED_GITHUB_TOKEN]"),
-    "bearer_token": (r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/]{16,}=*", "${1} [REDACTED_TOKEN]"),
-    "email": (r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}\b", "[REDACTED_EMAIL]"),
-    "credit_card": (r"\b\d(?:[ \-]?\d){12,18}\b", "[REDACTED_CREDIT_CARD]"),
-    "ipv6": (
-        r"(?i)\b(?:(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}"
-        r"|(?:[0-9a-f]{1,4}:){2,6}:(?:[0-9a-f]{1,4}:){0,4}[0-9a-f]{1,4}"
-        r"|(?:[0-9a-f]{1,4}:){1,5}(?::[0-9a-f]{1,4}){2,5})\b",
-        "[REDACTED_IP]",
-    ),
-    "ipv4": (r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b", "[REDACTED_IP]"),
-    # separators are required, so plain long numbers (ids, amounts) are left alone
-    "phone": (
-        r"(?:\+\d{1,3}[ .\-]?)?(?:\(\d{2,4}\)[ .\-]?|\b\d{2,4}[ .\-])\d{3,4}[ .\-]\d{3,4}\b",
-        "[REDACTED_PHONE]",
-    ),
-}
-KINDS = list(PATTERNS)
+import numpy as np
+import phonenumbers
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import regex
+
+# Regions whose national phone formats (without +country code) are recognised; numbers written
+# with + or 00 are recognised for every country.
+PHONE_REGIONS = ("US", "GB", "CA", "AU", "IN", "DE", "FR")
+MARKER_PREFIX = "[REDACTED_"
+
+
+@dataclass(frozen=True)
+class Detector:
+    """``pattern`` finds candidates; the named group ``pii`` (or the whole match) is what gets replaced.
+    ``validate(match) -> (start, end) | None`` narrows a candidate to the span inside ``pii`` to replace,
+    or rejects it; ``None`` validator = every match is PII."""
+
+    kind: str
+    pattern: str
+    marker: str
+    validate: Callable[[regex.Match], tuple[int, int] | None] | None = None
+
+
+# --- validators (one call per distinct candidate) --------------------------------------------------
 
 
 def luhn_valid(number: str) -> bool:
@@ -58,33 +82,337 @@ def luhn_valid(number: str) -> bool:
     return int(digits[0::2].sum() + (doubled - 9 * (doubled > 9)).sum()) % 10 == 0
 
 
-def _redact_cards(s: pl.Series, pattern: str, replacement: str) -> tuple[pl.Series, int]:
-    found = s.str.extract_all(pattern)
-    candidates = found.explode().drop_nulls().unique().to_list()
-    valid = [c for c in candidates if luhn_valid(c)]  # once per distinct candidate, not per row
-    if not valid:
+def _span(m: regex.Match) -> tuple[int, int]:
+    return (0, len(m.group("pii")))
+
+
+def _card(m: regex.Match) -> tuple[int, int] | None:
+    s = m.group("pii")
+    return _span(m) if s[0] in "23456" and luhn_valid(s) else None
+
+
+VERSION_WORDS = {"version", "ver", "v", "release", "build", "rev", "revision", "firmware", "update", "patch",
+                 "python", "chrome", "firefox", "windows", "android", "ios", "node", "kernel", "section", "oid",
+                 "chapter", "rule", "clause", "article", "step", "table", "figure", "fig", "paragraph"}
+
+
+def _netmask(octets: list[int]) -> bool:
+    bits = "".join(f"{o:08b}" for o in octets)
+    return octets[0] in (0, 255) and "01" not in bits
+
+
+def _ipv4(m: regex.Match) -> tuple[int, int] | None:
+    s = m.group("pii")
+    parts = s.split(".")
+    word = (m.group("word") or "").lower()
+    if len(parts) != 4 or word in VERSION_WORDS or m.group("tail"):
+        return None
+    if any(len(p) > 3 or (len(p) > 1 and p[0] == "0") for p in parts):
+        return None
+    octets = [int(p) for p in parts]
+    if max(octets) > 255 or _netmask(octets):
+        return None
+    return _span(m)
+
+
+def _ipv6(m: regex.Match) -> tuple[int, int] | None:
+    s = m.group("pii")
+    core = s.strip("[]").split("%")[0]
+    groups = [g for g in core.split(":") if g]
+    if not any(c.isdigit() for c in core) or (len(groups) < 2 and core != "::1"):
+        return None  # "a::b", "100::", "6::" are code and noise far more often than addresses
+    try:
+        ipaddress.IPv6Address(core)
+    except ValueError:
+        return None
+    return _span(m)
+
+
+FILE_EXTENSIONS = {"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "pdf", "js", "ts", "css", "py",
+                   "json", "yaml", "yml", "txt", "md", "html", "xml", "zip", "tar", "gz"}
+
+
+def _email(m: regex.Match) -> tuple[int, int] | None:
+    domain = _compiled(rf"@|{_AT}").split(m.group("pii").lower(), maxsplit=1)[-1]
+    labels = _compiled(_DOT).split(domain)
+    if labels[-1] in FILE_EXTENSIONS or (labels[0][:-1].isdigit() and labels[0].endswith("x")):
+        return None
+    return _span(m)
+
+
+def _entropy(s: str) -> float:
+    n = len(s)
+    return -sum(c / n * math.log2(c / n) for c in Counter(s).values())
+
+
+def _aws_secret(m: regex.Match) -> tuple[int, int] | None:
+    s = m.group("pii")
+    if not (any(c.isupper() for c in s) and any(c.islower() for c in s) and any(c.isdigit() for c in s)):
+        return None
+    if _entropy(s) < 4.0:
+        return None
+    return _span(m)
+
+
+_DATE = regex.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
+_NANP = regex.compile(r"(?:\(\d{3}\)\s?|\d{3}[ .\-])\d{3}[ .\-]\d{4}")
+
+
+@lru_cache(maxsize=1 << 16)  # export redacts every batch twice (two passes): validate once
+def _phone_ok(text: str, regions: tuple[str, ...]) -> bool:
+    """A number written internationally (+ or 00) valid in its country; or a national number written as
+    people write them: North American ``(415) 555-2671`` / ``415-555-2671``, or with the trunk prefix 0
+    (``020 7946 0958``, ``030/123456``), valid in one of ``PHONE_REGIONS``."""
+    if not 7 <= sum(c.isdigit() for c in text) <= 15 or _DATE.fullmatch(text):
+        return False
+    try:
+        if text.startswith(("+", "00")):
+            number = "+" + (text[2:] if text.startswith("00") else text[1:])
+            return phonenumbers.is_valid_number(phonenumbers.parse(number))
+        if _NANP.fullmatch(text):
+            return any(phonenumbers.is_valid_number(phonenumbers.parse(text, r)) for r in ("US", "CA"))
+        if text.startswith("0") and "." not in text and regex.search(r"[\s\-()/]", text):
+            return any(phonenumbers.is_valid_number(phonenumbers.parse(text, r)) for r in regions)
+    except phonenumbers.NumberParseException:
+        return False
+    return False
+
+
+def _phone(m: regex.Match, regions: tuple[str, ...] = PHONE_REGIONS) -> tuple[int, int] | None:
+    return _span(m) if _phone_ok(m.group("pii"), regions) else None
+
+
+# --- the detectors ---------------------------------------------------------------------------------
+
+_B64 = r"[A-Za-z0-9_\-]"
+_L = r"[\p{L}\p{N}._%+\-]"  # e-mail local part / domain label characters (Unicode letters and digits)
+_AT = r"\s*(?:\[\s*at\s*\]|\(\s*at\s*\)|\{\s*at\s*\}|<\s*at\s*>)\s*"
+_DOT = r"(?:\.|\s*(?:\[\s*dot\s*\]|\(\s*dot\s*\)|\{\s*dot\s*\}|<\s*dot\s*>)\s*)"
+
+DETECTORS: list[Detector] = [
+    Detector("private_key", r"(?s)-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----.*?-----END (?:[A-Z]+ )*PRIVATE KEY-----",
+             "[REDACTED_PRIVATE_KEY]"),
+    Detector("bearer_token", r"(?i)\b(?P<keep>bearer\s+)(?P<pii>[A-Za-z0-9\-._~+/]{16,}=*)", "[REDACTED_TOKEN]"),
+    Detector("jwt", rf"\beyJ{_B64}{{8,}}\.eyJ{_B64}{{8,}}\.{_B64}{{16,}}", "[REDACTED_JWT]"),
+    Detector("openai_key", r"\bsk-(?:proj-|ant-|svcacct-)?[A-Za-z0-9_\-]{20,}", "[REDACTED_API_KEY]"),
+    Detector("hf_token", r"\bhf_[A-Za-z0-9]{30,}\b", "[REDACTED_HF_TOKEN]"),
+    Detector("aws_access_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", "[REDACTED_AWS_KEY]"),
+    # 40 base64 characters after a word such as "secret", "key" or "credentials" on the same line
+    Detector("aws_secret_key", r"(?i:secret|key|cred|token|passw|aws)[^\n]{0,40}?[^A-Za-z0-9/+]"
+             r"(?P<pii>[A-Za-z0-9/+]{40})(?:$|[^A-Za-z0-9/+=])", "[REDACTED_AWS_SECRET]", _aws_secret),
+    Detector("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})\b",
+             "[REDACTED_GITHUB_TOKEN]"),
+    Detector("slack_token", r"\bxox[abposr]-[A-Za-z0-9\-]{10,}", "[REDACTED_SLACK_TOKEN]"),
+    Detector("google_api_key", r"\bAIza[0-9A-Za-z_\-]{35}", "[REDACTED_GOOGLE_KEY]"),
+    Detector("stripe_key", r"\b[sr]k_(?:live|test)_[0-9A-Za-z]{16,}", "[REDACTED_STRIPE_KEY]"),
+    Detector("email", rf"(?i)(?P<pii>{_L}+(?:@|{_AT})[\p{{L}}\p{{N}}\-]+(?:{_DOT}[\p{{L}}\p{{N}}\-]+)*{_DOT}\p{{L}}{{2,}})\b",
+             "[REDACTED_EMAIL]", _email),
+    Detector("credit_card", r"(?:^|[^\w.])(?P<pii>\d(?:[ \-]?\d){12,18})\b", "[REDACTED_CREDIT_CARD]", _card),
+    Detector("ipv6", r"(?:^|[^\w:.])(?P<pii>\[?(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f.]*(?:%[0-9A-Za-z]+)?\]?)",
+             "[REDACTED_IP]", _ipv6),
+    Detector("ipv4", r"(?:(?P<word>\p{L}+)\.?[ \t]+)?(?:^|\b)(?P<pii>\d+\.\d+\.\d+\.\d+)(?P<tail>\.\d)?\b",
+             "[REDACTED_IP]", _ipv4),
+    Detector("phone", r"(?:^|[^\w.+/\-])(?P<pii>(?:\+|\b00)?\(?\d[\d \t.\-()/]{5,24}\d\)?)", "[REDACTED_PHONE]",
+             _phone),
+]
+KINDS = [d.kind for d in DETECTORS]
+BY_KIND = {d.kind: d for d in DETECTORS}
+
+
+@cache
+def _compiled(pattern: str) -> regex.Pattern:
+    return regex.compile(pattern)
+
+
+def _replace_plain(s: pl.Series, d: Detector) -> tuple[pl.Series, int]:
+    n = int(s.str.count_matches(d.pattern).sum() or 0)
+    if not n:
         return s, 0
-    count = int(found.list.eval(pl.element().is_in(valid)).list.sum().sum())
-    # longest first, so a valid number is not partly replaced by a valid prefix
-    valid.sort(key=len, reverse=True)
-    return s.str.replace_many(valid, [replacement] * len(valid)), count
+    repl = ("${keep}" if "(?P<keep>" in d.pattern else "") + d.marker.replace("$", "$$")
+    return s.str.replace_all(d.pattern, repl), n
 
 
-def redact(texts: pl.Series, kinds: list[str]) -> tuple[pl.Series, dict[str, int]]:
-    """``texts`` with every match of the enabled ``kinds`` replaced, and the number of matches per kind."""
-    unknown = [k for k in kinds if k not in PATTERNS]
+def _replacement(m: regex.Match, marker: str, validate: Callable) -> str | None:
+    """The text that replaces match ``m`` (the ``pii`` span narrowed by ``validate`` becomes ``marker``),
+    or None when the candidate is not PII."""
+    span = validate(m)
+    if span is None:
+        return None
+    text, off = m.group(0), m.start("pii") - m.start() if "pii" in m.re.groupindex else 0
+    end = off + span[1] if "pii" in m.re.groupindex else len(text)
+    return text[: off + span[0]] + marker + text[end:]
+
+
+def _rewrite(row: str, cands: list[str], repl: dict[str, str], rx: regex.Pattern) -> tuple[str, int]:
+    """``row`` with its candidates (the Rust engine's matches, in order) replaced where ``repl`` has them.
+    Each one is located with ``str.find`` and confirmed by an anchored match at that position, so a
+    look-alike substring that did not match (e.g. followed by a letter) is never replaced."""
+    out, pos, n = [], 0, 0
+    for c in cands:
+        p = row.find(c, pos)
+        while p >= 0 and not ((m := rx.match(row, p)) is not None and m.group(0) == c):
+            p = row.find(c, p + 1)
+        if p < 0:  # the engines disagree on this row: let the Python engine scan all of it
+            return _rewrite_scan(row, repl, rx)
+        out.append(row[pos:p])
+        out.append(repl.get(c, c))
+        n += c in repl
+        pos = p + len(c)
+    out.append(row[pos:])
+    return "".join(out), n
+
+
+def _rewrite_scan(row: str, repl: dict[str, str], rx: regex.Pattern) -> tuple[str, int]:
+    n = 0
+
+    def sub(m: regex.Match) -> str:
+        nonlocal n
+        n += m.group(0) in repl
+        return repl.get(m.group(0), m.group(0))
+
+    return rx.sub(sub, row), n
+
+
+def _replace_validated(s: pl.Series, d: Detector, validate: Callable) -> tuple[pl.Series, int]:
+    found = s.str.extract_all(d.pattern)
+    candidates = found.explode().drop_nulls().unique().to_list()
+    if not candidates:
+        return s, 0
+    rx = _compiled(d.pattern)
+    repl = {}
+    for c in candidates:  # once per distinct candidate
+        m = rx.fullmatch(c)
+        r = _replacement(m, d.marker, validate) if m is not None else None
+        if r is not None:
+            repl[c] = r
+    if not repl:
+        return s, 0
+    hit = found.list.eval(pl.element().is_in(list(repl))).list.any().fill_null(False)
+    count, new = 0, []
+    for row, cands in zip(s.filter(hit).to_list(), found.filter(hit).to_list(), strict=True):
+        text, n = _rewrite(row, cands, repl, rx)
+        new.append(text)
+        count += n
+    idx = pl.Series(np.flatnonzero(hit.to_numpy()))
+    return s.scatter(idx, pl.Series(new, dtype=pl.String)), count
+
+
+def redact(texts: pl.Series, kinds: list[str], phone_regions: tuple[str, ...] = PHONE_REGIONS
+           ) -> tuple[pl.Series, dict[str, int]]:
+    """``texts`` with every match of the enabled ``kinds`` replaced, and the number of matches per kind.
+    ``phone_regions``: ISO region codes whose national phone formats are recognised."""
+    unknown = [k for k in kinds if k not in BY_KIND]
     if unknown:
         raise ValueError(f"unknown PII kind(s) {unknown}; known: {KINDS}")
     counts: dict[str, int] = {}
-    s = texts
-    for kind in KINDS:
-        if kind not in kinds:
+    s = texts.cast(pl.String)
+    for d in DETECTORS:
+        if d.kind not in kinds:
             continue
-        pattern, replacement = PATTERNS[kind]
-        if kind == "credit_card":
-            s, counts[kind] = _redact_cards(s, pattern, replacement)
-            continue
-        counts[kind] = int(s.str.count_matches(pattern).sum() or 0)
-        if counts[kind]:
-            s = s.str.replace_all(pattern, replacement)
+        if d.validate is None:
+            s, counts[d.kind] = _replace_plain(s, d)
+        else:
+            validate = partial(_phone, regions=tuple(phone_regions)) if d.kind == "phone" else d.validate
+            s, counts[d.kind] = _replace_validated(s, d, validate)
     return s, counts
+
+
+def find(texts: pl.Series, kinds: list[str], phone_regions: tuple[str, ...] = PHONE_REGIONS
+         ) -> tuple[pl.Series, dict[str, int]]:
+    """Per row, whether any enabled kind is present (after validation), and the matches per kind."""
+    out, counts = redact(texts, kinds, phone_regions)
+    return (out != texts.cast(pl.String)).fill_null(False), counts
+
+
+def _redact_value(value, texts: list[str]):
+    """``value`` with every string leaf replaced by a placeholder index into ``texts`` (collected)."""
+    if isinstance(value, str):
+        texts.append(value)
+        return _Leaf(len(texts) - 1)
+    if isinstance(value, list):
+        return [_redact_value(v, texts) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_value(v, texts) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    i: int
+
+
+def _fill(value, texts: list[str]):
+    if isinstance(value, _Leaf):
+        return texts[value.i]
+    if isinstance(value, list):
+        return [_fill(v, texts) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, texts) for k, v in value.items()}
+    return value
+
+
+def redact_json(docs: pl.Series, kinds: list[str], phone_regions: tuple[str, ...] = PHONE_REGIONS
+                ) -> tuple[pl.Series, dict[str, int]]:
+    """JSON documents (e.g. lineage) with every string value redacted; keys and structure are kept.
+
+    A pattern run over the raw JSON text would miss what JSON escapes hide (``m\\u00fcller@...``) and
+    could cut an escape in half, so a document is decoded, its strings redacted as one column and
+    re-encoded (``ensure_ascii=False``) whenever it holds an escape or a candidate; the others stay
+    byte for byte. A document that is not JSON is redacted as text."""
+    out, counts, _ = _redact_json(docs, kinds, phone_regions)
+    return out, counts
+
+
+def find_json(docs: pl.Series, kinds: list[str], phone_regions: tuple[str, ...] = PHONE_REGIONS) -> pl.Series:
+    """Per JSON document, whether any string value holds an enabled kind (what ``redact_json`` would replace)."""
+    return _redact_json(docs, kinds, phone_regions)[2]
+
+
+def _redact_json(docs: pl.Series, kinds: list[str], phone_regions: tuple[str, ...]
+                 ) -> tuple[pl.Series, dict[str, int], pl.Series]:
+    s = docs.cast(pl.String)
+    changed = pl.Series([False] * s.len(), dtype=pl.Boolean)
+    found, _ = find(s, kinds, phone_regions)
+    todo = (found | s.str.contains("\\", literal=True)).fill_null(False)
+    if not todo.any():
+        return s, dict.fromkeys(kinds, 0), changed
+    idx = np.flatnonzero(todo.to_numpy())
+    texts: list[str] = []
+    trees, owner = [], []
+    for i, doc in zip(idx, s.gather(idx).to_list(), strict=True):
+        start = len(texts)
+        try:
+            trees.append(_redact_value(json.loads(doc), texts))
+        except ValueError:
+            trees.append(_Leaf(len(texts)))
+            texts.append(doc)
+        owner += [i] * (len(texts) - start)
+    before = pl.Series(texts, dtype=pl.String)
+    red, counts = redact(before, kinds, phone_regions)
+    hit = np.unique(np.asarray(owner, dtype=np.int64)[(red != before).fill_null(False).to_numpy()])
+    red = red.to_list()
+    out = [red[t.i] if isinstance(t, _Leaf) else json.dumps(_fill(t, red), ensure_ascii=False) for t in trees]
+    changed = changed.scatter(pl.Series(hit, dtype=pl.Int64), True) if len(hit) else changed
+    return s.scatter(pl.Series(idx), pl.Series(out, dtype=pl.String)), counts, changed
+
+
+def redact_messages(df: pl.DataFrame, columns: list[str], kinds: list[str],
+                    regions: tuple[str, ...] = PHONE_REGIONS) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Redact the ``content`` of every message in the message-list ``columns`` in one vectorised pass."""
+    if df.height == 0 or not kinds:
+        return df, dict.fromkeys(kinds, 0)
+    lists = [df[c].rechunk().to_arrow() for c in columns]
+    flats = [arr.flatten() for arr in lists]
+    contents = pl.Series(pa.chunked_array([f.field("content") for f in flats], type=pa.large_string()))
+    redacted_, counts = redact(contents, kinds, regions)
+    redacted_ = redacted_.to_arrow()
+    start, out = 0, {}
+    for c, arr, flat in zip(columns, lists, flats, strict=True):
+        n = len(flat)
+        content = redacted_.slice(start, n)
+        content = content.combine_chunks() if isinstance(content, pa.ChunkedArray) else content
+        start += n
+        offsets = pc.subtract(arr.offsets, arr.offsets[0])
+        values = pa.StructArray.from_arrays([flat.field("role"), content], names=["role", "content"])
+        out[c] = pl.Series(c, pa.LargeListArray.from_arrays(offsets, values))
+    return df.with_columns(**out), counts

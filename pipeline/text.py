@@ -109,22 +109,22 @@ def ngram_hashes(texts: pl.Series, n: int) -> pl.DataFrame:
 def minhash(grams: pl.DataFrame, n_rows: int, num_perm: int, seed: int = 0) -> np.ndarray:
     """MinHash signatures (``n_rows`` x ``num_perm`` uint64) from ``ngram_hashes`` output.
 
+    The signatures come from ``rensa`` (Rust, one pass over the flat n-gram hash buffer): on the 100k-prompt
+    bench (``bench/minhash.py``) it was ~2.6x faster than our former numpy multiply-shift MinHash, with
+    higher recall at the same threshold, and both beat ``datasketch``'s per-shingle Python by ~10x.
     Rows without any n-gram get all-max signatures (they never collide with a real text).
     """
+    import rensa
+
     sig = np.full((n_rows, num_perm), np.iinfo(np.uint64).max, dtype=np.uint64)
     if grams.height == 0:
         return sig
     g = grams.sort("row")
-    row = g["row"].to_numpy()
-    h = g["h"].to_numpy()
-    starts = np.r_[0, np.flatnonzero(np.diff(row)) + 1]
-    rows = row[starts]
-    # permutation j: multiply-shift hashing (a_j * h + b_j mod 2^64) >> 32, a_j odd; h is already well mixed
-    a = mix64(np.arange(1, num_perm + 1, dtype=np.uint64) + np.uint64(seed) * np.uint64(1_000_003)) | np.uint64(1)
-    b = mix64(a)
-    with np.errstate(over="ignore"):
-        for j in range(num_perm):
-            sig[rows, j] = np.minimum.reduceat((h * a[j] + b[j]) >> np.uint64(32), starts)
+    counts = np.bincount(g["row"].to_numpy(), minlength=n_rows)
+    offsets = np.r_[0, np.cumsum(counts)].astype(np.uint64)
+    digests = rensa.RMinHash.digest_matrix_from_flat_token_hashes(g["h"].to_numpy(), offsets, num_perm, seed)
+    filled = counts > 0
+    sig[filled] = np.asarray(digests.to_rows(), dtype=np.uint64)[filled]
     return sig
 
 

@@ -7,6 +7,13 @@ Two spaces, both giving L2-normalised rows so a dot product is a cosine:
 * ``embed_texts``: mean-pooled last hidden states of a Hugging Face encoder (e.g.
   ``sentence-transformers/all-MiniLM-L6-v2``), used when ``dove.embedding_model`` names one.
 
+``nearest_partners`` searches exactly up to ``EXACT_MAX`` instructions (O(n^2), seconds). Beyond, it
+searches an HNSW index (``faiss``, built single-threaded, so the graph and the result are the same on
+every run) over a dense view of the space, a seeded sparse random projection of the TF-IDF rows to
+``ANN_DIM`` dimensions that keeps cosines close; the index's candidates are then
+re-ranked by their exact cosine in the original space. 1M instructions take minutes; recall against
+the exact search is measured by ``bench/dove_similar.py``.
+
 >>> X = tfidf_matrix(["how do I bake bread", "how do I bake a cake", "tax deadline"], 3, 5, 1 << 12)
 >>> nearest_partners(X, k=1, max_similarity=1.0)[0].tolist()
 [[1], [0], [0]]
@@ -28,12 +35,42 @@ def _normalise(texts: list[str]) -> pl.Series:
     return " " + s.str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars() + " "
 
 
-def tfidf_matrix(texts: list[str], ngram_min: int, ngram_max: int, n_features: int) -> sp.csr_matrix:
+EXACT_MAX = 5_000  # up to this many rows the search is exact
+ANN_DIM = 512  # dimensions of the dense view the index searches
+ANN_NONZEROS = 4  # nonzeros per input feature in the random projection (a sparse JL transform)
+ANN_RERANK = 15  # candidates scored by exact cosine at a time: k + ANN_RERANK per row
+ANN_CANDIDATES = 32  # candidates fetched per row; rows left short (near-duplicate clusters) fetch 4x more
+ANN_MAX_CANDIDATES = 1024  # ... up to this many; a slot still empty after that stays -1
+CHUNK_ROWS = 100_000  # texts per chunk of the TF-IDF build and the projection (bounds temporaries)
+
+
+def tfidf_matrix(
+    texts: list[str], ngram_min: int, ngram_max: int, n_features: int, chunk_rows: int = CHUNK_ROWS
+) -> sp.csr_matrix:
     """Rows = texts, columns = hashed character n-grams; sublinear tf, smoothed idf, unit L2 rows.
 
     Vectorised: all texts become one array of code points; an n-gram is a rolling polynomial hash
-    at every position, masked where it would cross into the next text.
+    at every position, masked where it would cross into the next text. Built ``chunk_rows`` texts at a
+    time (the result does not depend on it), so temporaries stay bounded at a million texts.
     """
+    n = len(texts)
+    parts = [_term_counts(texts[lo : lo + chunk_rows], ngram_min, ngram_max, n_features) for lo in range(0, n, chunk_rows)]
+    tf = sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0] if parts else sp.csr_matrix((0, n_features), dtype=np.float32)
+    del parts
+    df = np.bincount(tf.indices, minlength=n_features)
+    idf = (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)
+    for lo in range(0, n, chunk_rows):  # in place, a chunk of rows at a time
+        a, b = tf.indptr[lo], tf.indptr[min(n, lo + chunk_rows)]
+        data = tf.data[a:b]
+        np.log(data, out=data)
+        data += np.float32(1.0)
+        data *= idf[tf.indices[a:b]]
+        _l2_rows(tf, lo, min(n, lo + chunk_rows))
+    return tf
+
+
+def _term_counts(texts: list[str], ngram_min: int, ngram_max: int, n_features: int) -> sp.csr_matrix:
+    """Raw n-gram counts of ``texts`` (rows) over hashed features, indices sorted within each row."""
     norm = _normalise(texts)
     lengths = norm.str.len_chars().to_numpy().astype(np.int64)
     codes = np.frombuffer("".join(norm.to_list()).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
@@ -58,18 +95,20 @@ def tfidf_matrix(texts: list[str], ngram_min: int, ngram_max: int, n_features: i
     row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     col = np.concatenate(cols) if cols else np.zeros(0, np.int64)
     tf = sp.csr_matrix((np.ones(row.size, np.float32), (row, col)), shape=(len(texts), n_features))
-    tf.sum_duplicates()
-    tf.data = 1.0 + np.log(tf.data)
-    df = np.bincount(tf.indices, minlength=n_features)
-    idf = (np.log((1.0 + len(texts)) / (1.0 + df)) + 1.0).astype(np.float32)
-    tf.data *= idf[tf.indices]
-    return _l2_rows(tf)
+    tf.sum_duplicates()  # also sorts each row's indices
+    return tf
 
 
-def _l2_rows(x: sp.csr_matrix) -> sp.csr_matrix:
-    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+def _l2_rows(x: sp.csr_matrix, lo: int, hi: int) -> None:
+    """Scale rows [lo, hi) of ``x`` to unit L2 norm, in place (float32, as a float32 diagonal product)."""
+    lengths = np.diff(x.indptr[lo : hi + 1])
+    data = x.data[x.indptr[lo] : x.indptr[hi]]
+    starts = (x.indptr[lo:hi] - x.indptr[lo])[lengths > 0]
+    norms = np.zeros(hi - lo, np.float32)
+    if starts.size:
+        norms[lengths > 0] = np.sqrt(np.add.reduceat(data * data, starts))
     norms[norms == 0] = 1.0
-    return sp.csr_matrix(sp.diags(1.0 / norms) @ x, dtype=np.float32)
+    data *= np.repeat(np.float32(1.0) / norms, lengths)
 
 
 def embed_texts(texts: list[str], model_id: str, batch_size: int = 32, max_length: int = 512) -> np.ndarray:
@@ -98,44 +137,148 @@ def embed_texts(texts: list[str], model_id: str, batch_size: int = 32, max_lengt
 
 
 def nearest_partners(
-    x: sp.csr_matrix | np.ndarray, k: int, max_similarity: float, block_cells: int = 1 << 24
+    x: sp.csr_matrix | np.ndarray, k: int, max_similarity: float, block_cells: int = 1 << 24,
+    exact_max: int = EXACT_MAX,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each row, the ``k`` most similar OTHER rows with cosine < ``max_similarity``.
 
     Returns ``(partners, similarity)``, both ``(n, k)``; a slot without a valid partner holds -1 and
-    NaN. Among the chosen, equal scores sort by row index; the result is deterministic. Exact search: the
-    similarity matrix is computed in row blocks of at most ``block_cells`` cells (O(n^2) time).
+    NaN. Among the chosen, equal scores sort by row index; the result is deterministic. Up to
+    ``exact_max`` rows the search is exact (the similarity matrix in row blocks of at most
+    ``block_cells`` cells, O(n^2)); beyond, candidates come from an HNSW index (``_approximate``).
     """
     n = x.shape[0]
+    if n > exact_max and n > k + 1:
+        return _approximate(x, k, max_similarity, block_cells)
     partners = np.full((n, k), -1, dtype=np.int64)
     sims = np.full((n, k), np.nan, dtype=np.float32)
-    if n < 2:
-        return partners, sims
-    kk = min(k, n - 1)
-    step = max(1, block_cells // n)
-    xt = x.T.tocsc() if sp.issparse(x) else x.T
-    for lo in range(0, n, step):
-        hi = min(n, lo + step)
-        block = x[lo:hi] @ xt
-        s = (block.toarray() if sp.issparse(block) else np.asarray(block)).astype(np.float32)
-        s[np.arange(hi - lo), np.arange(lo, hi)] = -np.inf  # never the row itself
-        # Near-duplicates count as the same instruction; the epsilon makes 1.0 exclude exact
-        # duplicates despite float rounding.
-        s[s >= max_similarity - 1e-6] = -np.inf
-        # The kk best per row, then ordered by (-similarity, index) so equal scores sort the same way.
-        cand = np.argpartition(-s, kk - 1, axis=1)[:, :kk] if kk < n else np.argsort(-s, axis=1)
-        cand_s = np.take_along_axis(s, cand, axis=1)
-        rank = np.lexsort((cand, -cand_s), axis=1)
-        order = np.take_along_axis(cand, rank, axis=1)
-        top = np.take_along_axis(cand_s, rank, axis=1)
-        valid = np.isfinite(top)
-        partners[lo:hi, :kk] = np.where(valid, order, -1)
-        sims[lo:hi, :kk] = np.where(valid, top, np.nan)
+    if n >= 2:
+        _exact(x, np.arange(n), k, max_similarity, block_cells, partners, sims)
     return partners, sims
 
 
-def row_cosine(x: sp.csr_matrix | np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine between rows ``a[i]`` and ``b[i]`` of a unit-row matrix, for every i."""
-    if sp.issparse(x):
-        return np.asarray(x[a].multiply(x[b]).sum(axis=1)).ravel().astype(np.float32)
-    return np.einsum("ij,ij->i", x[a], x[b]).astype(np.float32)
+def _exact(x, rows: np.ndarray, k: int, max_similarity: float, block_cells: int, partners, sims) -> None:
+    """Exact search for ``rows`` against every row, written into ``partners`` / ``sims`` in place."""
+    n = x.shape[0]
+    kk = min(k, n - 1)
+    step = max(1, block_cells // n)
+    xt = x.T.tocsc() if sp.issparse(x) else x.T
+    for lo in range(0, rows.size, step):
+        block_rows = rows[lo : lo + step]
+        block = x[block_rows] @ xt
+        s = (block.toarray() if sp.issparse(block) else np.asarray(block)).astype(np.float32)
+        s[np.arange(block_rows.size), block_rows] = -np.inf  # never the row itself
+        cand = np.broadcast_to(np.arange(n), s.shape)
+        partners[block_rows, :kk], sims[block_rows, :kk] = _best(cand, s, kk, max_similarity)
+
+
+def _best(cand: np.ndarray, s: np.ndarray, k: int, max_similarity: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the ``k`` candidates of highest similarity below ``max_similarity``, ordered by
+    (-similarity, index); -1 / NaN where fewer are valid. ``-inf`` marks a candidate to ignore."""
+    s = s.copy()
+    # Near-duplicates count as the same instruction; the epsilon makes 1.0 exclude exact duplicates
+    # despite float rounding.
+    s[s >= max_similarity - 1e-6] = -np.inf
+    top = np.argpartition(-s, k - 1, axis=1)[:, :k] if k < s.shape[1] else np.argsort(-s, axis=1)
+    top_s = np.take_along_axis(s, top, axis=1)
+    top_c = np.take_along_axis(cand, top, axis=1)
+    rank = np.lexsort((top_c, -top_s), axis=1)
+    order = np.take_along_axis(top_c, rank, axis=1)
+    best = np.take_along_axis(top_s, rank, axis=1)
+    valid = np.isfinite(best)
+    return np.where(valid, order, -1), np.where(valid, best, np.nan).astype(np.float32)
+
+
+def dense_view(x: sp.csr_matrix | np.ndarray, seed: int = 0) -> np.ndarray:
+    """Unit rows of ``x`` as dense float32: sparse rows through a seeded sparse random projection to
+    ``ANN_DIM`` dimensions (each input feature adds to ``ANN_NONZEROS`` of them with random signs, a
+    sparse Johnson-Lindenstrauss transform that keeps cosines close), dense rows (embeddings) as they are.
+    A row's vector does not depend on the other rows, so any subset of rows can be projected alone."""
+    if not sp.issparse(x):
+        y = np.array(x, dtype=np.float32)
+    else:
+        rng = np.random.default_rng([seed, 5])
+        bucket = rng.integers(0, ANN_DIM, size=(ANN_NONZEROS, x.shape[1]))
+        sign = (rng.integers(0, 2, size=(ANN_NONZEROS, x.shape[1])) * 2 - 1).astype(np.float32)
+        part = x.tocoo()
+        y = np.zeros(part.shape[0] * ANN_DIM, np.float64)
+        for j in range(ANN_NONZEROS):
+            flat = part.row.astype(np.int64) * ANN_DIM + bucket[j, part.col]
+            y += np.bincount(flat, weights=part.data * sign[j, part.col], minlength=y.size)
+        y = y.reshape(part.shape[0], ANN_DIM).astype(np.float32)
+    norms = np.linalg.norm(y, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return y / norms
+
+
+def _dense_rows(x: sp.csr_matrix | np.ndarray, rows: np.ndarray):
+    """``(start, dense_view of rows[start:start + CHUNK_ROWS])`` chunk by chunk: never all rows at once."""
+    step = max(1, CHUNK_ROWS // 4)
+    for lo in range(0, rows.size, step):
+        yield lo, dense_view(x[rows[lo : lo + step]])
+
+
+def _approximate(x, k: int, max_similarity: float, block_cells: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest partners through an HNSW index over ``dense_view(x)``, re-ranked by exact cosine.
+
+    The index (faiss ``IndexHNSWFlat``, inner product on unit rows) is built single-threaded in row
+    order, so it is the same graph on every run; queries run on every core (each query's answer does
+    not depend on the others). Per row the index's best candidates (by projected cosine, itself
+    excluded) are scored exactly, ``k + ANN_RERANK`` at a time, until ``k`` of them are below
+    ``max_similarity``; a row whose candidates run out (a cluster of near-duplicates) asks the index
+    for four times more, and a row the index cannot serve (it returns fewer rows than asked, or
+    ``ANN_MAX_CANDIDATES`` were not enough) is searched exactly.
+    """
+    import faiss
+
+    n = x.shape[0]
+    index = faiss.IndexHNSWFlat(ANN_DIM if sp.issparse(x) else x.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = 100
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # insertion order fixed: the same graph on every run
+    try:
+        for _, y in _dense_rows(x, np.arange(n)):
+            index.add(y)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    partners = np.full((n, k), -1, dtype=np.int64)
+    sims = np.full((n, k), np.nan, dtype=np.float32)
+    rows, m, r = np.arange(n), ANN_CANDIDATES, k + ANN_RERANK
+    while rows.size:
+        m = min(max(m, r + 1), n)
+        index.hnsw.efSearch = max(64, m)
+        cand = np.empty((rows.size, m), np.int64)
+        for lo, y in _dense_rows(x, rows):
+            cand[lo : lo + len(y)] = index.search(y, m)[1]  # -1 pads a row with fewer results
+        exhausted = (cand < 0).any(axis=1)
+        cand[cand == rows[:, None]] = -1  # never the row itself
+        s = np.full(cand.shape, -np.inf, np.float32)
+        todo = np.ones(rows.size, bool)
+        for lo in range(0, m, r):  # score candidates a window at a time, only for rows still short
+            idx = np.flatnonzero(todo)
+            window = cand[idx, lo : lo + r]
+            ok = window >= 0
+            scored = np.full(window.shape, -np.inf, np.float32)
+            scored[ok] = row_cosine(x, np.broadcast_to(rows[idx, None], window.shape)[ok], window[ok])
+            s[idx, lo : lo + r] = scored
+            found = s[idx]
+            todo[idx] = (np.isfinite(found) & (found < max_similarity - 1e-6)).sum(axis=1) < k
+            if not todo.any():
+                break
+        partners[rows], sims[rows] = _best(np.where(cand >= 0, cand, 0), s, k, max_similarity)
+        more = todo & ~exhausted & (m < min(n, ANN_MAX_CANDIDATES))
+        if (todo & ~more).any():
+            _exact(x, rows[todo & ~more], k, max_similarity, block_cells, partners, sims)
+        rows, m = rows[more], m * 4
+    return partners, sims
+
+
+def row_cosine(x: sp.csr_matrix | np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Cosine between rows ``a[i]`` and ``b[i]`` of a unit-row matrix, for every i (``chunk`` pairs at a
+    time, so the gathered rows stay small)."""
+    out = np.empty(len(a), np.float32)
+    for lo in range(0, len(a), chunk):
+        xa, xb = x[a[lo : lo + chunk]], x[b[lo : lo + chunk]]
+        dot = xa.multiply(xb).sum(axis=1) if sp.issparse(x) else np.einsum("ij,ij->i", xa, xb)
+        out[lo : lo + chunk] = np.asarray(dot).ravel()
+    return out

@@ -11,14 +11,18 @@ record model, and keep the record only if all of its rows pass. Then, per source
 
 Outputs, under ``data/ingest/``: ``conversations/ documents/ prompts/ responses/ pairs/`` (all five,
 empty ones too, so every downstream dependency exists), ``rejects/`` (source, row, reason, raw) and
-``metrics.json``. Every input record is counted once: ``rows_in == accepted + rejected``. The stage
-fails, naming the source and its top reasons, when a source rejects more than
-``ingest.max_reject_fraction`` of its records (after writing rejects and metrics, for diagnosis).
+``metrics.json``. Every input record is counted once: ``rows_in == accepted + rejected``, whatever
+its bytes (a record no rule foresaw is a reject naming the exception, never a crash); a file that
+holds no record is warned about and listed in the source's ``empty_files``. The stage fails, naming
+the source and its top reasons, when a source rejects more than ``ingest.max_reject_fraction`` of
+its records (after writing rejects and metrics, for diagnosis). All outputs are written through
+``pipeline.outputs.stage_outputs``: they change together, or not at all.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections import Counter
@@ -34,8 +38,20 @@ from pydantic import ValidationError
 
 from pipeline.adapters import Adapted, BadRecord, Ctx, adapt, finish
 from pipeline.config import Params, Source, fingerprint
-from pipeline.io import HF_PREFIX, ShardWriter, StageError, expand_paths, iter_records, write_json_atomic
+from pipeline.io import (
+    HF_PREFIX,
+    ShardWriter,
+    SourceError,
+    StageError,
+    expand_paths,
+    iter_records,
+    write_json_atomic,
+)
+from pipeline.outputs import stage_outputs
+from pipeline.readers import check_hub, preview_of
 from pipeline.records import ID_COLUMNS, MODELS, SCHEMAS
+
+log = logging.getLogger(__name__)
 
 TABLES = ("conversations", "documents", "prompts", "responses", "pairs")
 OUT_DIR = Path("data/ingest")
@@ -108,18 +124,23 @@ def _reject(src: str, n: int, reason: str, raw: str) -> dict[str, Any]:
     return {"source": src, "row": n, "reason": reason, "raw": raw}
 
 
-def read_source(src: Source, max_record_bytes: int) -> Iterator[_Kept | dict[str, Any]]:
-    """Every record of ``src`` in input order: adapted and validated (``_Kept``), or a reject row."""
+def read_source(src: Source, max_record_bytes: int,
+                empty_files: list[str] | None = None) -> Iterator[_Kept | dict[str, Any]]:
+    """Every record of ``src`` in input order: adapted and validated (``_Kept``), or a reject row.
+
+    Files that hold no record are appended to ``empty_files``, relative to the source like reasons.
+    """
     base = _base_dir(src.path) if not src.path.startswith(HF_PREFIX) else None
+    empty: list[str] = []
     n = 0
-    for raw in iter_records(src.path, max_record_bytes):
+    for raw in iter_records(src.path, max_record_bytes, empty):
         if src.limit is not None and n >= src.limit:
             break
         n += 1
         file_rel = os.path.relpath(raw.file, base) if base is not None else raw.file
         is_jsonl = raw.file.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz"))  # the reader measured the line
         where = f"{file_rel}:{raw.row}"
-        preview = raw.raw or (json.dumps(raw.value, ensure_ascii=False, default=str)[:500] if raw.value is not None else "")
+        preview = raw.raw or (preview_of(raw.value) if raw.value is not None else "")
         try:
             if raw.error is not None:
                 raise BadRecord(raw.error)
@@ -130,11 +151,14 @@ def read_source(src: Source, max_record_bytes: int) -> Iterator[_Kept | dict[str
         except BadRecord as e:
             yield _reject(src.name, n, f"{where}: {e}", preview)
             continue
-        except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
+        except Exception as e:
             # A shape no adapter rule foresaw: quarantine it rather than stop the whole stage.
-            yield _reject(src.name, n, f"{where}: unexpected record shape ({type(e).__name__}: {e})", preview)
+            yield _reject(src.name, n, f"{where}: unexpected record shape ({type(e).__name__}: {str(e)[:200]})",
+                          preview)
             continue
         yield _Kept(n, where, preview, rows, adapted.skipped, adapted.facts)
+    if empty_files is not None:
+        empty_files += [os.path.relpath(f, base) if base is not None else f for f in empty]
 
 
 class Duplicates:
@@ -216,7 +240,8 @@ def stream_source(src: Source, max_record_bytes: int, emit: RowSink) -> dict[str
     dups = Duplicates()
     n_in = accepted = 0
     outputs, skipped, reasons = Counter(), Counter(), Counter()
-    for rec in read_source(src, max_record_bytes):
+    empty: list[str] = []
+    for rec in read_source(src, max_record_bytes, empty):
         n_in += 1
         if isinstance(rec, _Kept):
             clash = dups.admit(rec)
@@ -234,6 +259,8 @@ def stream_source(src: Source, max_record_bytes: int, emit: RowSink) -> dict[str
         emit("rejects", [rec])
         reasons[reason_key(rec["reason"])] += 1
     rejected = n_in - accepted
+    for file in empty:
+        log.warning("ingest: source %r: %s holds no records (an empty file?)", src.name, file)
     return {
         "kind": src.kind,
         "format": src.format,
@@ -244,6 +271,7 @@ def stream_source(src: Source, max_record_bytes: int, emit: RowSink) -> dict[str
         "outputs": {t: outputs[t] for t in TABLES if outputs[t]},
         "skipped": dict(sorted(skipped.items())),
         "top_reasons": [[r, c] for r, c in sorted(reasons.items(), key=lambda x: (-x[1], x[0]))[:TOP_REASONS]],
+        "empty_files": empty,
     }
 
 
@@ -267,10 +295,17 @@ def reason_key(reason: str) -> str:
 
 
 def check_sources_exist(sources: list[Source]) -> None:
-    """Fail before any work when a local source path matches nothing."""
-    for src in sources:
-        if not src.path.startswith(HF_PREFIX):
+    """Fail before any work, naming the params key, when a local source path matches nothing or an
+    ``hf://`` set cannot be reached (one request, no retries; skipped offline)."""
+    for i, src in enumerate(sources):
+        key = f"ingest.sources[{i}].path"
+        if src.path.startswith(HF_PREFIX):
+            check_hub(src.path, key)
+            continue
+        try:
             expand_paths(src.path)
+        except SourceError as e:
+            raise SourceError(f"{key}: {e}") from None
 
 
 def over_threshold(metrics: dict[str, dict[str, Any]], max_fraction: float) -> str | None:
@@ -312,33 +347,36 @@ def run(params: Params, out_dir: str | Path = OUT_DIR) -> dict[str, Any]:
 
     Sources are streamed record by record into one ``ShardWriter`` per table, which spills sorted
     runs past ``execution.spill_bytes``: memory stays bounded by that and the id hashes of one source.
+    Every output is staged and swapped in together (``stage_outputs``): if anything fails before the
+    end, ``out_dir`` keeps the previous run's tables and metrics, untouched.
     """
     cfg, ex = params.ingest, params.execution
     out_dir = Path(out_dir)
     check_sources_exist(cfg.sources)
     sizes = {"target_shard_bytes": ex.target_shard_bytes, "row_group_bytes": ex.row_group_bytes,
              "spill_bytes": ex.spill_bytes}
-    with ExitStack() as stack:
-        tables = _Tables(out_dir, stack, **sizes)
-        per_source = {src.name: stream_source(src, cfg.max_record_bytes, tables) for src in cfg.sources}
-        # A table depends on the sources that feed it alone; the two guards only quarantine or fail, which
-        # rejects/ and metrics.json record. So a guard change, or a change to a source of another table,
-        # leaves a table byte-identical and DVC reruns nothing that reads only it.
-        for table, writer in tables.writers.items():
-            tables.flush(table)
-            feeding = cfg.sources if table == "rejects" else [
-                s for s in cfg.sources if per_source[s.name]["outputs"].get(table)]
-            writer.fingerprint = fingerprint({"sources": [s.model_dump(mode="json") for s in feeding]})
-    metrics = {
-        "sources": per_source,
-        "totals": {
-            "rows_in": sum(m["rows_in"] for m in per_source.values()),
-            "accepted": sum(m["accepted"] for m in per_source.values()),
-            "rejected": sum(m["rejected"] for m in per_source.values()),
-            **{t: sum(m["outputs"].get(t, 0) for m in per_source.values()) for t in TABLES},
-        },
-    }
-    write_json_atomic(metrics, out_dir / "metrics.json")
+    with stage_outputs(out_dir) as staged:
+        with ExitStack() as stack:
+            tables = _Tables(staged, stack, **sizes)
+            per_source = {src.name: stream_source(src, cfg.max_record_bytes, tables) for src in cfg.sources}
+            # A table depends on the sources that feed it alone; the two guards only quarantine or fail, which
+            # rejects/ and metrics.json record. So a guard change, or a change to a source of another table,
+            # leaves a table byte-identical and DVC reruns nothing that reads only it.
+            for table, writer in tables.writers.items():
+                tables.flush(table)
+                feeding = cfg.sources if table == "rejects" else [
+                    s for s in cfg.sources if per_source[s.name]["outputs"].get(table)]
+                writer.fingerprint = fingerprint({"sources": [s.model_dump(mode="json") for s in feeding]})
+        metrics = {
+            "sources": per_source,
+            "totals": {
+                "rows_in": sum(m["rows_in"] for m in per_source.values()),
+                "accepted": sum(m["accepted"] for m in per_source.values()),
+                "rejected": sum(m["rejected"] for m in per_source.values()),
+                **{t: sum(m["outputs"].get(t, 0) for m in per_source.values()) for t in TABLES},
+            },
+        }
+        write_json_atomic(metrics, staged / "metrics.json")
     failure = over_threshold(per_source, cfg.max_reject_fraction)
     if failure:
         raise IngestError(failure)

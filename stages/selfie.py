@@ -3,17 +3,19 @@
 Kim et al., "Spread Preference Annotation" (ICLR 2025, arXiv 2406.04412). One run = one iteration::
 
     split   labelled prompts -> seed (gold pairs) | test (held out); the rest + unlabelled -> pools 1..I
-    sample  K responses per prompt of pool[iteration] from the policy (n=K per request)
+            (stages/selfie_split.py)
+    gate    the implicit reward must prefer the good response of built-in probe pairs (pipeline/gates.py)
+    sample  K responses per prompt of pool[iteration] from the policy (n=K per request); cut-off ones dropped
     judge   r(y) = log pi_policy(y|x) - log pi_reference(y|x)          (teacher-forced, summed or per-token)
-    pick    chosen = argmax r, rejected = argmin r, ties dropped
+    pick    chosen = argmax r, rejected = argmin r among the responses whose text differs from chosen's;
+            ties and prompts without two distinct texts dropped
     noise   confidence = sigmoid(beta * (r_c - r_r)); the floor(refine_fraction * n) least confident
             pairs of the iteration are `noisy` and get label_smoothing = alpha (0 elsewhere)
 
 Every step is a small pure function over Arrow tables / polars frames; ``main`` wires them with
-``map_batches`` and writes ``data/selfie/{prompts,responses,pairs,test}`` and ``metrics.json``.
+``map_batches`` and writes ``data/selfie/{prompts,responses,pairs,test}`` and ``metrics.json``;
+``data/selfie/pairs`` keeps one folder per iteration (stages/selfie_output.py).
 
->>> plan_split(10, 40, SelfieSplit(seed=2000, pools=[8000, 20000, 30000], test=1000, shuffle_seed=0))
-{'seed': 1, 'pool_1': 5, 'pool_2': 13, 'pool_3': 20, 'test': 1}
 >>> round(confidence(pl.Series([0.0, 10.0]), beta=0.1)[1], 4)
 0.7311
 """
@@ -28,269 +30,81 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from pipeline.config import LLM, Execution, Params, Sampling, Selfie, SelfieSplit, SplitSize, fingerprint
+from pipeline import ids
+from pipeline.checks import squash
+from pipeline.config import LLM, Execution, Params, Sampling, Selfie, fingerprint
 from pipeline.execute import Checkpoint, map_batches
-from pipeline.io import SourceError, read_table, write_json_atomic, write_shards
-from pipeline.records import check_table, empty_table, stable_id
+from pipeline.io import SourceError, write_json_atomic, write_shards
+from pipeline.outputs import begin_outputs, commit_outputs
+from pipeline.records import empty_table
+from stages.selfie_output import (
+    kept_iterations,
+    migrate_flat_layout,
+    pair_report,
+    reward_report,
+    to_pairs,
+    to_responses,
+    write_pairs,
+)
+from stages.selfie_reward import (
+    confidence,
+    gate_skipped,
+    implicit_reward,
+    reward_gate,
+    same_model,
+    teacher_force,
+)
+from stages.selfie_split import (
+    INGEST,
+    STAGE,
+    assign_split,
+    export_labelled,
+    plan_split,
+    pool_prompts,
+    read_inputs,
+)
 
 log = logging.getLogger(__name__)
 
-STAGE = "selfie"
-INGEST = Path("data/ingest")
 OUT = Path("data/selfie")
 CHECKPOINTS = Path(".prefpipe/checkpoints/selfie")
-SCORER = "selfie_implicit_reward"
-HIST_BINS = 10
-
-
-# --- step 1: split ----------------------------------------------------------------------------------
-
-
-def prompt_keys(messages: pa.Array | pa.ChunkedArray) -> list[str]:
-    """Content id of each prompt (its message list), so the same prompt from two sources is one unit.
-
-    >>> from pipeline.records import MESSAGES_TYPE
-    >>> prompt_keys(pa.array([[{"role": "user", "content": "hi"}]], MESSAGES_TYPE)) == [
-    ...     stable_id("prompt", [{"role": "user", "content": "hi"}])]
-    True
-    """
-    return [stable_id("prompt", m) for m in messages.to_pylist()]
-
-
-def _resolve(size: SplitSize, n: int) -> int:
-    """A count as is; a fraction of ``n`` rounded down but at least 1 while ``n`` > 0."""
-    if isinstance(size, float):
-        return max(1, math.floor(size * n + 1e-9)) if n else 0
-    return size
-
-
-def shrink(requested: list[int], capacity: int) -> list[int]:
-    """Scale ``requested`` down to sum to ``capacity`` when it does not fit, keeping the proportions.
-
-    Largest-remainder rounding (ties to the earlier part); then every non-zero request left at 0
-    takes one item from the currently largest part (in list order, while items last), so small
-    inputs still fill every part. No part exceeds its request; the result is deterministic.
-
-    >>> shrink([2, 3], 10)
-    [2, 3]
-    >>> shrink([2000, 8000, 20000, 30000, 1000], 10)
-    [1, 1, 3, 4, 1]
-    >>> shrink([5, 5, 5], 2)
-    [1, 1, 0]
-    """
-    total = sum(requested)
-    if total <= capacity:
-        return list(requested)
-    out = [r * capacity // total for r in requested]
-    by_remainder = sorted(range(len(requested)), key=lambda i: (-(requested[i] * capacity % total), i))
-    for i in by_remainder[: capacity - sum(out)]:
-        out[i] += 1
-    for i, r in enumerate(requested):
-        if r > 0 and out[i] == 0:
-            donor = max(range(len(out)), key=lambda j: (out[j], -j))
-            if out[donor] > 1:
-                out[donor] -= 1
-                out[i] = 1
-    return out
-
-
-def plan_split(n_labelled: int, n_total: int, split: SelfieSplit) -> dict[str, int]:
-    """Prompts per part. Seed and test are labelled prompts (fractions of ``n_labelled``); pools take
-    the remaining labelled prompts and the unlabelled ones (fractions of ``n_total``).
-
-    When the source holds fewer prompts than requested, all parts shrink in proportion (``shrink``,
-    priority seed, pools, test for the one-each guarantee), so a handful of sample rows still gives a
-    seed set and a non-empty first pool; seed + test never exceed the labelled prompts.
-    """
-    seed, test = _resolve(split.seed, n_labelled), _resolve(split.test, n_labelled)
-    pools = [_resolve(p, n_total) for p in split.pools]
-    sizes = shrink([seed, *pools, test], n_total)
-    seed_n, test_n = sizes[0], sizes[-1]
-    if seed_n + test_n > n_labelled:
-        seed_n, test_n = shrink([seed_n, test_n], n_labelled)
-        pools = shrink(pools, n_total - seed_n - test_n)
-    else:
-        pools = sizes[1:-1]
-    return {"seed": seed_n, **{f"pool_{i + 1}": n for i, n in enumerate(pools)}, "test": test_n}
-
-
-def assign_split(pairs: pa.Table, prompts: pa.Table, split: SelfieSplit) -> pl.DataFrame:
-    """One row per distinct prompt: ``prompt_id``, ``labelled``, ``order``, ``part``.
-
-    ``order`` = sha1(shuffle_seed, prompt_id), so the split depends on the content only, not on the
-    input order. Labelled prompts are taken in that order into seed then test; the remaining
-    labelled and all unlabelled prompts, in that order, fill pool_1, pool_2, ...; what is left is
-    ``rest`` (reported). Every prompt lands in exactly one part.
-    """
-    labelled = pl.DataFrame(
-        {"prompt_id": prompt_keys(pairs.column("prompt"))}, schema={"prompt_id": pl.String}
-    )
-    unlabelled = pl.DataFrame(
-        {"prompt_id": prompt_keys(prompts.column("messages"))}, schema={"prompt_id": pl.String}
-    )
-    units = (
-        pl.concat(
-            [labelled.with_columns(labelled=pl.lit(True)), unlabelled.with_columns(labelled=pl.lit(False))]
-        )
-        .group_by("prompt_id")
-        .agg(pl.col("labelled").any())
-    )
-    ids = units.get_column("prompt_id").to_list()
-    units = units.with_columns(
-        order=pl.Series([stable_id(split.shuffle_seed, p) for p in ids], dtype=pl.String)
-    )
-    plan = plan_split(int(units.get_column("labelled").sum()), units.height, split)
-
-    lab = units.filter(pl.col("labelled")).sort("order").with_row_index("i")
-    lab = lab.with_columns(
-        part=pl.when(pl.col("i") < plan["seed"])
-        .then(pl.lit("seed"))
-        .when(pl.col("i") < plan["seed"] + plan["test"])
-        .then(pl.lit("test"))
-        .otherwise(pl.lit(None, pl.String))
-    ).drop("i")
-    pool = pl.concat([lab.filter(pl.col("part").is_null()).drop("part"), units.filter(~pl.col("labelled"))])
-    bounds = [0]
-    for i in range(len(split.pools)):
-        bounds.append(bounds[-1] + plan[f"pool_{i + 1}"])
-    part = pl.lit("rest")
-    for i in reversed(range(len(split.pools))):
-        part = pl.when(pl.col("i") < bounds[i + 1]).then(pl.lit(f"pool_{i + 1}")).otherwise(part)
-    pool = pool.sort("order").with_row_index("i").with_columns(part=part).drop("i")
-    return pl.concat([lab.filter(pl.col("part").is_not_null()), pool]).sort("order")
-
-
-def _lineage(**fields: pl.Expr) -> pl.Expr:
-    return pl.struct(**fields).struct.json_encode()
-
-
-def export_labelled(pairs: pa.Table, assignment: pl.DataFrame, part: str, fp: str) -> pa.Table:
-    """The gold pairs of the ``seed`` (or ``test``) prompts as ``method = "selfie"``, ``source = part``."""
-    keys = pl.Series("prompt_id", prompt_keys(pairs.column("prompt")), dtype=pl.String)
-    df = pl.from_arrow(pairs).with_columns(keys)
-    df = df.join(assignment.filter(pl.col("part") == part).select("prompt_id"), on="prompt_id", how="semi")
-    new_ids = [stable_id(STAGE, part, p) for p in df.get_column("pair_id").to_list()]
-    df = df.with_columns(
-        lineage=_lineage(
-            stage=pl.lit(STAGE),
-            split=pl.lit(part),
-            input_pair_id=pl.col("pair_id"),
-            input_source=pl.col("source"),
-            fingerprint=pl.lit(fp),
-        ),
-        pair_id=pl.Series(new_ids, dtype=pl.String),
-        method=pl.lit(STAGE),
-        source=pl.lit(part),
-        confidence=pl.lit(None, pl.Float64),
-        label_smoothing=pl.lit(0.0),
-        noisy=pl.lit(False),
-    ).drop("prompt_id")
-    return check_table(df.to_arrow(), "pairs")
-
-
-def pool_prompts(pairs: pa.Table, prompts: pa.Table, assignment: pl.DataFrame, iteration: int) -> pa.Table:
-    """The prompts of ``pool_<iteration>`` in the prompts contract (``prompt_id`` = content id).
-
-    A prompt found in several inputs keeps the first by (source, origin_id).
-    """
-    from_pairs = pl.from_arrow(
-        pa.table(
-            {
-                "messages": pairs.column("prompt"),
-                "source": pairs.column("source"),
-                "origin_id": pairs.column("pair_id"),
-            }
-        )
-    )
-    from_prompts = pl.from_arrow(
-        pa.table(
-            {
-                "messages": prompts.column("messages"),
-                "source": prompts.column("source"),
-                "origin_id": prompts.column("prompt_id"),
-            }
-        )
-    )
-    both = pl.concat([from_pairs, from_prompts], how="vertical_relaxed")
-    both = both.with_columns(
-        prompt_id=pl.Series(prompt_keys(both.get_column("messages").to_arrow()), dtype=pl.String)
-    )
-    chosen = assignment.filter(pl.col("part") == f"pool_{iteration}").select("prompt_id")
-    out = (
-        both.join(chosen, on="prompt_id", how="semi")
-        .sort("prompt_id", "source", "origin_id")
-        .unique("prompt_id", keep="first", maintain_order=True)
-    )
-    return check_table(out.to_arrow(), "prompts")
 
 
 # --- step 2: sample ---------------------------------------------------------------------------------
 
 
-def sample(batch: pa.Table, engine, *, k: int, sampling: Sampling, iteration: int) -> pa.Table:
-    """K responses per prompt from the policy, one ``generate(n=k)`` call per batch."""
+def sample(batch: pa.Table, engine, *, k: int, sampling: Sampling) -> pa.Table:
+    """K responses per prompt from the policy, one ``generate(n=k)`` call per batch, each with its
+    ``sample_index`` and ``finish_reason`` (``length``: cut at max_new_tokens)."""
     outs = engine.generate(batch.column("messages").to_pylist(), n=k, sampling=sampling)
     if len(outs) != batch.num_rows or any(len(o) != k for o in outs):
         raise RuntimeError(
             f"engine {engine.name!r} returned {[len(o) for o in outs]} responses for "
             f"{batch.num_rows} prompts with n={k}; expected {k} each"
         )
-    ids = batch.column("prompt_id").to_pylist()
-    prompt_ids = [p for p in ids for _ in range(k)]
-    texts = [c.text for o in outs for c in o]
+    prompt_ids = [p for p in batch.column("prompt_id").to_pylist() for _ in range(k)]
     return pa.table(
         {
-            "prompt_id": prompt_ids,
-            "response_id": [
-                stable_id(STAGE, iteration, p, engine.name, j % k) for j, p in enumerate(prompt_ids)
-            ],
-            "text": pa.array(texts, pa.string()),
-            "generator": [engine.name] * len(texts),
+            "prompt_id": pa.array(prompt_ids, pa.string()),
+            "sample_index": pa.array(list(range(k)) * batch.num_rows, pa.int64()),
+            "text": pa.array([c.text for o in outs for c in o], pa.string()),
+            "finish_reason": pa.array([c.finish_reason for o in outs for c in o], pa.string()),
+            "generator": pa.array([engine.name] * len(prompt_ids), pa.string()),
         }
     )
 
 
-# --- step 3: judge from logits ----------------------------------------------------------------------
-
-
-def teacher_force(batch: pa.Table, engine, *, role: str) -> pa.Table:
-    """Summed log-probability and token count of each response under ``engine`` (one role)."""
-    lps = engine.logprobs(batch.column("messages").to_pylist(), batch.column("text").to_pylist())
-    return pa.table(
-        {
-            "response_id": batch.column("response_id"),
-            f"logprob_{role}": pa.array([lp.logprob for lp in lps], pa.float64()),
-            f"n_tokens_{role}": pa.array([lp.n_tokens for lp in lps], pa.int64()),
-        }
+def with_response_ids(sampled: pl.DataFrame, *, iteration: int) -> pl.DataFrame:
+    """``response_id`` = id of (stage, iteration, prompt, generator, sample index), over the whole column."""
+    return sampled.with_columns(
+        response_id=ids.hex_id(pl.lit(STAGE), pl.lit(iteration), "prompt_id", "generator", "sample_index")
     )
 
 
-def implicit_reward(scored: pl.DataFrame, *, length_normalize: bool) -> pl.DataFrame:
-    """``reward = logprob_policy - logprob_reference`` (sums), or the difference of per-token means.
-
-    >>> df = pl.DataFrame({"logprob_policy": [-4.0], "n_tokens_policy": [2],
-    ...                    "logprob_reference": [-9.0], "n_tokens_reference": [3]})
-    >>> implicit_reward(df, length_normalize=False)["reward"][0]
-    5.0
-    >>> implicit_reward(df, length_normalize=True)["reward"][0]
-    1.0
-    """
-    if length_normalize:
-
-        def mean(role: str) -> pl.Expr:  # 0 for an empty response, like LogProb.mean
-            n = pl.col(f"n_tokens_{role}")
-            return pl.when(n > 0).then(pl.col(f"logprob_{role}") / n).otherwise(0.0)
-
-        return scored.with_columns(reward=mean("policy") - mean("reference"))
-    return scored.with_columns(reward=pl.col("logprob_policy") - pl.col("logprob_reference"))
+# --- step 3: the implicit reward (stages/selfie_reward.py) ----------------------------------------
 
 
 # --- step 4: pairs with noise awareness -------------------------------------------------------------
-
-
-def confidence(margin: pl.Series | pl.Expr, *, beta: float):
-    """``sigmoid(beta * margin)``: the policy's own probability that chosen beats rejected."""
-    return 1.0 / (1.0 + (-beta * margin).exp())
 
 
 def noisy_count(n_pairs: int, refine_fraction: float) -> int:
@@ -302,41 +116,39 @@ def noisy_count(n_pairs: int, refine_fraction: float) -> int:
     return math.floor(refine_fraction * n_pairs + 1e-9)  # 1e-9: 0.29 * 100 is 28.999999999999996
 
 
-def pick_pairs(scored: pl.DataFrame, *, iteration: int) -> tuple[pl.DataFrame, int]:
-    """Per prompt: chosen = highest reward, rejected = lowest (ties between responses broken by
-    response_id); prompts whose best and worst rewards are equal are dropped. Returns the pairs
-    (prompt_id, chosen_*/rejected_* columns, margin, pair_id) and the number of tied prompts.
+def pick_pairs(scored: pl.DataFrame, *, iteration: int) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Per prompt: chosen = highest reward (ties broken by smallest response_id); rejected = lowest reward
+    among the responses whose text differs from chosen's once whitespace is normalised (ties broken by
+    largest response_id). Dropped, counted: ``same_text`` (every response says the same), ``tie`` (chosen
+    and rejected rewards are equal). Returns the pairs (prompt_id, chosen_*/rejected_* columns, margin,
+    pair_id) and the drop counts.
     """
-    cols = ["response_id", "text", "reward", "n_tokens_policy"]
-    best = scored.sort(["prompt_id", "reward", "response_id"], descending=[False, True, False])
-    worst = scored.sort(["prompt_id", "reward", "response_id"], descending=[False, False, True])
+    cols = ["response_id", "text", "reward", "n_tokens_policy", "finish_reason"]
+    scored = scored.with_columns(_key=squash(pl.col("text")))
     first = {"maintain_order": True}
     chosen = (
-        best.group_by("prompt_id", **first)
+        scored.sort(["prompt_id", "reward", "response_id"], descending=[False, True, False])
+        .group_by("prompt_id", **first)
         .first()
-        .select("prompt_id", *[pl.col(c).alias(f"chosen_{c}") for c in cols])
+    )
+    others = scored.join(chosen.select("prompt_id", _chosen_key="_key"), on="prompt_id").filter(
+        pl.col("_key") != pl.col("_chosen_key")
     )
     rejected = (
-        worst.group_by("prompt_id", **first)
+        others.sort(["prompt_id", "reward", "response_id"], descending=[False, False, True])
+        .group_by("prompt_id", **first)
         .first()
-        .select("prompt_id", *[pl.col(c).alias(f"rejected_{c}") for c in cols])
     )
-    pairs = chosen.join(rejected, on="prompt_id").with_columns(
-        margin=pl.col("chosen_reward") - pl.col("rejected_reward")
+    pairs = (
+        chosen.select("prompt_id", *[pl.col(c).alias(f"chosen_{c}") for c in cols])
+        .join(rejected.select("prompt_id", *[pl.col(c).alias(f"rejected_{c}") for c in cols]), on="prompt_id")
+        .with_columns(margin=pl.col("chosen_reward") - pl.col("rejected_reward"))
     )
-    ties = int((pairs.get_column("margin") == 0).sum())
+    dropped = {"same_text": chosen.height - pairs.height, "tie": int((pairs.get_column("margin") == 0).sum())}
     pairs = pairs.filter(pl.col("margin") != 0)
-    ids = [
-        stable_id(STAGE, iteration, p, c, r)
-        for p, c, r in zip(
-            *(
-                pairs.get_column(c).to_list()
-                for c in ("prompt_id", "chosen_response_id", "rejected_response_id")
-            ),
-            strict=True,
-        )
-    ]
-    return pairs.with_columns(pair_id=pl.Series(ids, dtype=pl.String)).sort("pair_id"), ties
+    sides = ("prompt_id", "chosen_response_id", "rejected_response_id")
+    pair_id = ids.hex_id(pl.lit(STAGE), pl.lit(iteration), *sides)
+    return pairs.with_columns(pair_id=pair_id).sort("pair_id"), dropped
 
 
 def flag_noise(pairs: pl.DataFrame, *, beta: float, refine_fraction: float, alpha: float) -> pl.DataFrame:
@@ -348,171 +160,22 @@ def flag_noise(pairs: pl.DataFrame, *, beta: float, refine_fraction: float, alph
     )
     return (
         ranked.with_row_index("_rank")
-        .with_columns(
-            noisy=pl.col("_rank") < k,
-        )
-        .with_columns(
-            label_smoothing=pl.when(pl.col("noisy")).then(pl.lit(alpha)).otherwise(0.0),
-        )
+        .with_columns(noisy=pl.col("_rank") < k)
+        .with_columns(label_smoothing=pl.when(pl.col("noisy")).then(pl.lit(alpha)).otherwise(0.0))
         .drop("_rank")
         .sort("pair_id")
     )
 
 
-def to_pairs(
-    pairs: pl.DataFrame,
-    prompts: pa.Table,
-    *,
-    iteration: int,
-    policy: str,
-    reference: str,
-    length_normalize: bool,
-    fp: str,
-) -> pa.Table:
-    """The pairs contract: prompt messages joined back, one assistant message per side."""
-    msgs = pl.from_arrow(prompts.select(["prompt_id", "messages"]))
-
-    def turn(col: str) -> pl.Expr:
-        return pl.concat_list(pl.struct(role=pl.lit("assistant"), content=pl.col(col)))
-
-    df = pairs.join(msgs, on="prompt_id", how="left").select(
-        "pair_id",
-        pl.col("messages").alias("prompt"),
-        turn("chosen_text").alias("chosen"),
-        turn("rejected_text").alias("rejected"),
-        pl.col("chosen_reward").alias("score_chosen"),
-        pl.col("rejected_reward").alias("score_rejected"),
-        "margin",
-        "confidence",
-        "label_smoothing",
-        "noisy",
-        method=pl.lit(STAGE),
-        source=pl.lit(f"iteration_{iteration}"),
-        lineage=_lineage(
-            stage=pl.lit(STAGE),
-            iteration=pl.lit(iteration),
-            prompt_id=pl.col("prompt_id"),
-            chosen_response_id=pl.col("chosen_response_id"),
-            rejected_response_id=pl.col("rejected_response_id"),
-            policy=pl.lit(policy),
-            reference=pl.lit(reference),
-            length_normalize=pl.lit(length_normalize),
-            fingerprint=pl.lit(fp),
-        ),
-    )
-    return check_table(df.to_arrow(), "pairs")
-
-
-def to_responses(scored: pl.DataFrame, *, iteration: int, reference: str, length_normalize: bool) -> pa.Table:
-    """Scored responses (score = r), log-probs and token counts of both models in ``detail``."""
-    detail = _lineage(
-        iteration=pl.lit(iteration),
-        logprob_policy=pl.col("logprob_policy"),
-        n_tokens_policy=pl.col("n_tokens_policy"),
-        logprob_reference=pl.col("logprob_reference"),
-        n_tokens_reference=pl.col("n_tokens_reference"),
-        reference=pl.lit(reference),
-        length_normalize=pl.lit(length_normalize),
-    )
-    df = scored.select(
-        "prompt_id",
-        "response_id",
-        "text",
-        "generator",
-        score=pl.col("reward"),
-        scorer=pl.lit(SCORER),
-        detail=detail,
-    )
-    return check_table(df.to_arrow(), "responses")
-
-
-# --- metrics ----------------------------------------------------------------------------------------
-
-
-def reward_report(scored: pl.DataFrame) -> dict[str, Any]:
-    """Reward range, and a plain warning when every reward is 0 (policy and reference agree)."""
-    if scored.is_empty():
-        return {"responses": 0, "all_zero": False}
-    r = scored.get_column("reward")
-    all_zero = bool((r == 0).all())
-    report = {
-        "responses": scored.height,
-        "min": r.min(),
-        "max": r.max(),
-        "mean": r.mean(),
-        "all_zero": all_zero,
-    }
-    if all_zero:
-        report["warning"] = (
-            "every implicit reward is 0: the policy and reference models give identical log-probabilities, "
-            "so every pair is a tie and none is kept; point selfie.policy_model at the model trained on the "
-            "seed pairs (or the previous iteration's output)"
-        )
-    return report
-
-
-def pair_report(pairs: pl.DataFrame) -> dict[str, Any]:
-    """Confidence histogram (10 equal bins over [0, 1]), noisy fraction, chosen vs rejected length."""
-    edges = [i / HIST_BINS for i in range(HIST_BINS + 1)]
-    if pairs.is_empty():
-        return {
-            "pairs": 0,
-            "noisy": 0,
-            "noisy_fraction": 0.0,
-            "confidence_histogram": {"edges": edges, "counts": [0] * HIST_BINS},
-        }
-    conf = pairs.get_column("confidence")
-    bins = (conf * HIST_BINS).floor().clip(0, HIST_BINS - 1).cast(pl.Int64)
-    counts = [int((bins == i).sum()) for i in range(HIST_BINS)]
-    return {
-        "pairs": pairs.height,
-        "noisy": int(pairs.get_column("noisy").sum()),
-        "noisy_fraction": float(pairs.get_column("noisy").mean()),
-        "confidence_histogram": {"edges": edges, "counts": counts},
-        "confidence_mean": float(conf.mean()),
-        "margin_mean": float(pairs.get_column("margin").mean()),
-        "mean_chars_chosen": float(pairs.get_column("chosen_text").str.len_chars().mean()),
-        "mean_chars_rejected": float(pairs.get_column("rejected_text").str.len_chars().mean()),
-        "mean_tokens_chosen": float(pairs.get_column("chosen_n_tokens_policy").mean()),
-        "mean_tokens_rejected": float(pairs.get_column("rejected_n_tokens_policy").mean()),
-    }
-
-
-# --- inputs -----------------------------------------------------------------------------------------
-
-
-def select_sources(table: pa.Table, names: list[str], where: Path, key: str) -> pa.Table:
-    """Rows whose ``source`` is listed; a listed name with no rows is an error (usually a typo)."""
-    df = pl.from_arrow(table.select(["source"]))
-    present = set(df.get_column("source").unique().to_list())
-    missing = [n for n in names if n not in present]
-    if missing:
-        raise SourceError(
-            f"selfie.{key}: no rows with source {missing} in {where} (sources there: {sorted(present)}); "
-            "fix the name in params.yaml or add the source to ingest.sources and run `dvc repro ingest`"
-        )
-    mask = df.get_column("source").is_in(names).to_arrow()
-    return table.filter(mask)
-
-
-def read_inputs(sel: Selfie, root: Path = INGEST) -> tuple[pa.Table, pa.Table]:
-    pairs = select_sources(
-        read_table(root / "pairs", "pairs"), sel.pair_sources, root / "pairs", "pair_sources"
-    )
-    if sel.prompt_sources:
-        prompts = read_table(root / "prompts", "prompts")
-        prompts = select_sources(prompts, sel.prompt_sources, root / "prompts", "prompt_sources")
-    else:
-        prompts = empty_table("prompts")
-    return pairs, prompts
-
-
 # --- the stage --------------------------------------------------------------------------------------
 
 
-def annotate(prompts: pa.Table, sel: Selfie, ex: Execution, policy: LLM, reference: LLM) -> pl.DataFrame:
-    """Sample, then teacher-force with both roles: one row per response with its reward
-    (two engine steps through ``map_batches``, each resumable from its checkpoint)."""
+def annotate(
+    prompts: pa.Table, sel: Selfie, ex: Execution, policy: LLM, reference: LLM
+) -> tuple[pl.DataFrame, int]:
+    """Sample, drop cut-off samples, then teacher-force with both roles (one pass when they are the same
+    model: the reference's log-probabilities are the policy's). Returns one row per kept response with its
+    reward, and the number of cut-off samples. Each engine step resumes from its checkpoint."""
 
     def ck(step: str, *parts: Any) -> Checkpoint:
         return Checkpoint(CHECKPOINTS / step, fingerprint(*parts, {"step": step}))
@@ -528,15 +191,19 @@ def annotate(prompts: pa.Table, sel: Selfie, ex: Execution, policy: LLM, referen
         execution=ex,
         engine=policy,
         checkpoint=cks[0],
-        fn_kwargs={"k": sel.samples_per_prompt, "sampling": sel.sampling, "iteration": sel.iteration},
+        fn_kwargs={"k": sel.samples_per_prompt, "sampling": sel.sampling},
         desc="selfie sample",
     )
     if responses is None:
-        return pl.DataFrame()
+        return pl.DataFrame(), 0
+    sampled = with_response_ids(pl.from_arrow(responses), iteration=sel.iteration)
+    scored = sampled.filter(pl.col("finish_reason") != "length")
     msgs = pl.from_arrow(prompts.select(["prompt_id", "messages"]))
-    joined = pl.from_arrow(responses).join(msgs, on="prompt_id", how="left").to_arrow()
-    scored = pl.from_arrow(responses)
-    for role, cfg, c in (("policy", policy, cks[1]), ("reference", reference, cks[2])):
+    joined = scored.join(msgs, on="prompt_id", how="left").to_arrow()
+    roles = [("policy", policy, cks[1])] + (
+        [] if same_model(policy, reference) else [("reference", reference, cks[2])]
+    )
+    for role, cfg, c in roles:
         lp = map_batches(
             joined.select(["response_id", "messages", "text"]),
             teacher_force,
@@ -546,16 +213,29 @@ def annotate(prompts: pa.Table, sel: Selfie, ex: Execution, policy: LLM, referen
             fn_kwargs={"role": role},
             desc=f"selfie logprobs {role}",
         )
-        scored = scored.join(pl.from_arrow(lp), on="response_id", how="left")
+        scored = scored.join(
+            pl.from_arrow(lp) if lp is not None else _no_logprobs(role), on="response_id", how="left"
+        )
+    if len(roles) == 1:
+        scored = scored.with_columns(logprob_reference="logprob_policy", n_tokens_reference="n_tokens_policy")
     for c in cks:
         c.clear()
-    return implicit_reward(scored, length_normalize=sel.length_normalize)
+    return implicit_reward(scored, length_normalize=sel.length_normalize), sampled.height - scored.height
+
+
+def _no_logprobs(role: str) -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={"response_id": pl.String, f"logprob_{role}": pl.Float64, f"n_tokens_{role}": pl.Int64}
+    )
 
 
 def main(params: Params) -> None:
     sel = params.selfie
     policy, reference = sel.role(params.llm, "policy"), sel.role(params.llm, "reference")
     fp = fingerprint(sel, policy, reference)
+    applied = params.applied_overrides("selfie")
+    if applied:
+        print(f"selfie: tiny model settings applied (params.yaml tiny_overrides): {applied}")
     pairs_in, prompts_in = read_inputs(sel)
     if pairs_in.num_rows == 0:
         raise SourceError(f"selfie.pair_sources {sel.pair_sources}: no labelled pairs in {INGEST / 'pairs'}")
@@ -564,21 +244,56 @@ def main(params: Params) -> None:
     seed = export_labelled(pairs_in, assignment, "seed", fp)
     test = export_labelled(pairs_in, assignment, "test", fp)
     pool = pool_prompts(pairs_in, prompts_in, assignment, sel.iteration)
+    migrated = migrate_flat_layout(OUT / "pairs")
+    kept = kept_iterations(OUT / "pairs", assignment, sel.iteration)
 
-    scored = annotate(pool, sel, params.execution, policy, reference) if pool.num_rows else pl.DataFrame()
+    same = same_model(policy, reference)
+    if same:
+        gate = gate_skipped(
+            sel,
+            policy,
+            "policy and reference are the same model: every implicit reward is 0, "
+            "so there are no labels to gate (and none are emitted)",
+        )
+        print(
+            f"selfie: policy and reference are the same model ({policy.model}): every implicit reward is 0 "
+            "and this iteration labels no pairs (the seed pairs are still written); the reference "
+            "log-probability pass is skipped. Point selfie.policy_model at the model trained on the seed pairs "
+            "or the previous iteration's pairs."
+        )
+    elif pool.num_rows == 0:
+        gate = gate_skipped(sel, policy, f"pool_{sel.iteration} is empty: nothing to label")
+    else:
+        gate = reward_gate(sel, params.execution, policy, reference)
+
+    withheld = gate["passed"] is False
+    scored, cut_off = (
+        (pl.DataFrame(), 0)
+        if withheld or not pool.num_rows
+        else annotate(pool, sel, params.execution, policy, reference)
+    )
+    dropped: dict[str, int] = {
+        "cut_off": cut_off,
+        "same_text": 0,
+        "tie": 0,
+        "noisy": 0,
+        "withheld": pool.num_rows if withheld else 0,
+    }
     if scored.is_empty():
-        picked, ties, flagged = pl.DataFrame(), 0, pl.DataFrame()
+        flagged = pl.DataFrame()
         responses, new_pairs = empty_table("responses"), empty_table("pairs")
     else:
-        picked, ties = pick_pairs(scored, iteration=sel.iteration)
+        picked, picks_dropped = pick_pairs(scored, iteration=sel.iteration)
+        dropped.update(picks_dropped)
         flagged = flag_noise(picked, beta=sel.beta, refine_fraction=sel.refine_fraction, alpha=sel.alpha)
         responses = to_responses(
             scored, iteration=sel.iteration, reference=reference.model, length_normalize=sel.length_normalize
         )
-        kept = flagged.filter(~pl.col("noisy")) if sel.drop_noisy else flagged
+        out_pairs = flagged.filter(~pl.col("noisy")) if sel.drop_noisy else flagged
+        dropped["noisy"] = flagged.height - out_pairs.height
         new_pairs = (
             to_pairs(
-                kept,
+                out_pairs,
                 pool,
                 iteration=sel.iteration,
                 policy=policy.model,
@@ -586,7 +301,7 @@ def main(params: Params) -> None:
                 length_normalize=sel.length_normalize,
                 fp=fp,
             )
-            if kept.height
+            if out_pairs.height
             else empty_table("pairs")
         )
 
@@ -596,41 +311,49 @@ def main(params: Params) -> None:
         "target_shard_bytes": ex.target_shard_bytes,
         "row_group_bytes": ex.row_group_bytes,
     }
-    write_shards(pool, OUT / "prompts", name="prompts", **shard)
-    write_shards(responses, OUT / "responses", name="responses", **shard)
-    write_shards(pa.concat_tables([seed, new_pairs]), OUT / "pairs", name="pairs", **shard)
-    write_shards(test, OUT / "test", name="pairs", **shard)
+    out = begin_outputs(OUT)  # prompts, responses, pairs, test and metrics change together (pipeline/outputs.py)
+    write_shards(pool, out / "prompts", name="prompts", **shard)
+    write_shards(responses, out / "responses", name="responses", **shard)
+    write_pairs(out / "pairs", seed, new_pairs, sel.iteration, previous=OUT / "pairs", **shard)
+    write_shards(test, out / "test", name="pairs", **shard)
 
     parts = assignment.group_by("part").len().sort("part")
+    labelled = int(assignment.get_column("labelled").sum())
     pair_stats = pair_report(flagged)
     write_json_atomic(
         {
             "iteration": sel.iteration,
             "policy": policy.model,
             "reference": reference.model,
+            "same_model": same,
+            "logprob_passes": 0 if scored.is_empty() else 1 if same else 2,
+            "tiny_overrides": applied,
+            "gates": {"reward": gate},
             "split": {
                 "prompts": assignment.height,
-                "labelled_prompts": int(assignment.get_column("labelled").sum()),
-                "planned": plan_split(
-                    int(assignment.get_column("labelled").sum()), assignment.height, sel.split
-                ),
-                "assigned": dict(
-                    zip(parts.get_column("part").to_list(), parts.get_column("len").to_list(), strict=True)
-                ),
+                "labelled_prompts": labelled,
+                "planned": plan_split(labelled, assignment.height, sel.split),
+                "assigned": dict(parts.iter_rows()),
                 "seed_pairs": seed.num_rows,
                 "test_pairs": test.num_rows,
             },
             "sample": {
                 "prompts": pool.num_rows,
                 "responses": responses.num_rows,
-                "empty_responses": int(
-                    (pl.from_arrow(responses.select(["text"])).get_column("text") == "").sum()
-                ),
+                "cut_off": cut_off,
+                "empty_responses": int((pl.from_arrow(responses.select(["text"]))["text"] == "").sum()),
             },
             "rewards": reward_report(scored),
-            "pairs": {**pair_stats, "candidates": picked.height + ties, "written": new_pairs.num_rows},
-            "dropped": {"tie": ties, "noisy": pair_stats["noisy"] if sel.drop_noisy else 0},
+            "pairs": {
+                **pair_stats,
+                "candidates": pair_stats["pairs"] + dropped["same_text"] + dropped["tie"],
+                "written": new_pairs.num_rows,
+            },
+            "dropped": dropped,
+            "iterations": {**kept, f"iteration={sel.iteration}": new_pairs.num_rows},
+            "migrated_from_flat_layout": migrated,
         },
-        OUT / "metrics.json",
+        out / "metrics.json",
     )
+    commit_outputs(OUT)
     log.info("selfie: %d seed pairs, %d iteration-%d pairs", seed.num_rows, new_pairs.num_rows, sel.iteration)

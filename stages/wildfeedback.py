@@ -1,6 +1,13 @@
 """WildFeedback (Shi et al. 2024, METHODS.md section 1): preferences mined from real conversation logs.
 
-    select -> feedback turns -> signals (rules | llm | rules+llm) -> preference summaries -> pairs -> checklist judge
+    gates -> select -> feedback turns -> signals (rules | llm | rules+llm) -> preference summaries -> pairs
+          -> checklist judge
+
+Modules: this driver; ``wildfeedback_rules`` (the rules detector), ``wildfeedback_detect`` (the model
+detector and how its verdicts combine with the rules'), ``wildfeedback_pairs`` (summaries, pairs, judge),
+``wildfeedback_fit`` (does a chosen answer fit its prompt) and ``wildfeedback_common`` (what they share).
+Before any real row is labelled, each model judge the run uses proves on built-in probes that it
+discriminates (``gates``; ``pipeline/gates.py``).
 
 Steps are small pure functions over polars frames / Arrow tables; the model steps take an ``engine``
 and run through ``map_batches``. The input shard set is streamed batch by batch (select + rules drop
@@ -17,8 +24,11 @@ partition, and the outputs stream into their shard sets::
     [(2, 1, "That's wrong, it's Canberra.", 'Sydney.')]
 
 Outputs: ``data/wildfeedback/signals`` (signals contract, one row per judged user turn),
-``data/wildfeedback/pairs`` (pairs, method "wildfeedback"), ``data/wildfeedback/rejects`` (turns and
-rows a model step failed on, with the reason) and ``data/wildfeedback/metrics.json``.
+``data/wildfeedback/pairs`` (pairs, method "wildfeedback"), ``data/wildfeedback/rejects`` (turns a model
+step failed on, and every dropped summary and pair with its texts in ``raw``, with the reason) and
+``data/wildfeedback/metrics.json`` (headline numbers, ``gates``, and every figure under ``details``).
+When the model steps leave far less than the rules alone found (``collapse_fraction``), or no pair comes
+out of DSAT signals, the stage says so on the console and in ``collapse_warnings``.
 """
 
 from __future__ import annotations
@@ -28,55 +38,58 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import polars as pl
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
 
-import pipeline
-from pipeline.config import Params, Sampling, Wildfeedback, fingerprint, resolve_role
-from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
+from pipeline.config import Params, Wildfeedback, fingerprint, resolve_role
+from pipeline.execute import Checkpoint, map_batches
 from pipeline.io import ShardWriter, iter_batches, write_json_atomic
-from pipeline.llm.base import GenerationFailure
+from pipeline.langid import UNDETERMINED, detect_languages
+from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import SCHEMAS, check_table
+from stages.wildfeedback_common import CHECKPOINTS, IN, OUT, output_fingerprint, prompt, say
+from stages.wildfeedback_detect import combine, detector_gate, detector_stats, llm_detect, route, with_context
+from stages.wildfeedback_pairs import build_pairs, judge_gate, natural_revisions
 from stages.wildfeedback_rules import DSAT_CATEGORIES, SAT_CATEGORIES, detect
 
 log = logging.getLogger(__name__)
-
-IN = Path("data/ingest/conversations")
-OUT = Path("data/wildfeedback")
-CHECKPOINTS = CHECKPOINT_ROOT / "wildfeedback"
-PROMPTS = Path(pipeline.__file__).parent / "prompts"
-
-
-def output_fingerprint(params: Params) -> str:
-    """The params the outputs depend on (in lineage and manifests), less the partition size: rule
-    signals and natural revisions do not depend on it (tested), nor do model answers from an engine
-    that answers each prompt on its own (greedy, or vLLM's per-request seeds). Checkpoints include it."""
-    return fingerprint(params.wildfeedback.model_dump(mode="json", exclude={"partition_conversations"}), params.llm)
-
-
-def template(name: str) -> str:
-    return (PROMPTS / f"wildfeedback_{name}.txt").read_text(encoding="utf-8")
 
 
 # --- step 0: select -------------------------------------------------------------------------------
 
 
+def conversation_languages(conv: pl.DataFrame, detect: bool) -> pl.Series:
+    """Each conversation's language: its source tag (lower-cased), else, with ``detect``, the language
+    py3langid identifies in its user turns (``pipeline.langid``; ``und`` when nothing is identifiable)."""
+    tagged = conv["language"].str.to_lowercase().str.strip_chars()
+    if not detect or tagged.null_count() == 0:
+        return tagged.alias("_lang")
+    untagged = conv.filter(tagged.is_null())
+    user_text = untagged.select(
+        pl.col("messages").list.eval(
+            pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content")
+        ).list.join("\n")
+    ).to_series()
+    detected = pl.Series(untagged["conversation_id"]).to_frame().with_columns(_lang=detect_languages(user_text))
+    found = conv.select("conversation_id").join(detected, on="conversation_id", how="left", maintain_order="left")
+    return tagged.fill_null(found["_lang"]).alias("_lang")
+
+
 def select_conversations(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.DataFrame, Counter]:
     """Conversations of the configured sources that pass language / flag / user-turn filters.
 
-    Returns the kept rows and a Counter: ``in`` (rows of the configured sources), ``selected`` and
-    one key per drop reason (the first failing check names the reason).
+    Returns the kept rows and a Counter: ``in`` (rows of the configured sources), ``selected``, one key
+    per drop reason (the first failing check names the reason) and ``language:<code>`` per language.
     """
     conv = conv.filter(pl.col("source").is_in(cfg.sources))
-    lang = pl.col("language").str.to_lowercase().str.strip_chars()
+    conv = conv.with_columns(conversation_languages(conv, cfg.detect_language))
+    lang = pl.col("_lang")
     # The contract guarantees user/assistant alternation after an optional system message.
     has_system = (pl.col("messages").list.first().struct.field("role") == "system").cast(pl.Int64)
     n_user = (pl.col("messages").list.len() - has_system + 1) // 2
-    bad_lang = lang.is_in([x.lower() for x in cfg.languages]).not_()
-    bad_lang = (lang.is_null() & (not cfg.keep_unknown_language)) | (lang.is_not_null() & bad_lang)
+    unknown = lang.is_null() | (lang == UNDETERMINED)
+    bad_lang = (unknown & (not cfg.keep_unknown_language)) | (~unknown & ~lang.is_in([x.lower() for x in cfg.languages]))
     flagged = pl.col("flags").list.eval(pl.element().is_in(cfg.drop_flags)).list.any().fill_null(False)
     reason = (
         pl.when(bad_lang).then(pl.lit("dropped_language"))
@@ -88,7 +101,9 @@ def select_conversations(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.Data
     counts = Counter({"in": conv.height})
     for r, n in conv.group_by("_reason").len().iter_rows():
         counts[r or "selected"] += n
-    return conv.filter(pl.col("_reason").is_null()).drop("_reason"), counts
+    for code, n in conv.group_by(lang.fill_null(UNDETERMINED)).len().iter_rows():
+        counts[f"language:{code}"] += n
+    return conv.filter(pl.col("_reason").is_null()).drop("_reason", "_lang"), counts
 
 
 # --- step 1: feedback turns and signals -----------------------------------------------------------
@@ -115,141 +130,28 @@ def feedback_turns(conv: pl.DataFrame) -> pl.DataFrame:
 
 
 def rules_signals(turns: pl.DataFrame, cfg: Wildfeedback) -> pl.DataFrame:
-    """Rule verdicts for every turn (sat, dsat, categories, rationale = the patterns that fired)."""
-    return detect(turns, paste_min_chars=cfg.paste_min_chars, window_chars=cfg.window_chars).with_columns(
-        detector=pl.lit("rules")
-    )
-
-
-def recall_sample(turns: pl.DataFrame, fraction: float, seed: int) -> pl.Series:
-    """A seeded, batch-independent random choice of turns: a hash of (conversation_id, user_turn).
-
-    polars' hash is stable for a given polars version, which pins the sample across reruns.
-    """
-    if fraction <= 0:
-        return pl.Series([False] * turns.height, dtype=pl.Boolean)
-    key = pl.concat_str(pl.col("conversation_id"), pl.col("user_turn").cast(pl.String), separator="\x1f")
-    return turns.select((key.hash(seed=seed) % 1_000_003 < int(fraction * 1_000_003)).alias("s"))["s"]
+    """Rule verdicts for every turn (sat, dsat, categories, rationale = the patterns that fired, and the
+    rules' ``confidence`` when they give one: null counts as confident)."""
+    out = detect(turns, paste_min_chars=cfg.paste_min_chars, window_chars=cfg.window_chars)
+    if "confidence" not in out.columns:
+        out = out.with_columns(confidence=pl.lit(None, dtype=pl.Float64))
+    return out.with_columns(detector=pl.lit("rules"), confidence=pl.col("confidence").cast(pl.Float64))
 
 
 def scan(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.DataFrame, pl.DataFrame, Counter]:
     """Select + rule verdicts for one batch of conversations.
 
-    Returns (turns with rule verdicts and a ``to_model`` flag, the selected conversations that have a
-    turn flagged or sent to the model, counts).
+    Returns (turns with rule verdicts and a ``to_model`` flag (``route``), the selected conversations that
+    have a turn flagged or sent to the model, counts).
     """
     selected, counts = select_conversations(conv, cfg)
     turns = rules_signals(feedback_turns(selected), cfg)
-    if cfg.detector == "rules":
-        to_model = pl.Series([False] * turns.height, dtype=pl.Boolean)
-    elif cfg.detector == "llm":
-        to_model = pl.Series([True] * turns.height, dtype=pl.Boolean)
-    else:
-        to_model = (turns["sat"] | turns["dsat"]) | recall_sample(turns, cfg.recall_sample, cfg.seed)
     # Texts are dropped here and read back from the kept conversations when needed, so what a batch
     # leaves in memory is one small row per judged turn plus the conversations worth keeping.
-    turns = turns.with_columns(to_model.alias("to_model")).drop("text", "prev")
+    turns = turns.with_columns(route(turns, cfg).alias("to_model")).drop("text", "prev")
     counts["turns"] += turns.height
     keep_ids = turns.filter(pl.col("sat") | pl.col("dsat") | pl.col("to_model"))["conversation_id"].unique()
     return turns, selected.filter(pl.col("conversation_id").is_in(keep_ids.implode())), counts
-
-
-# --- the `llm` detector -----------------------------------------------------------------------------
-
-SatCategory = Literal[tuple(SAT_CATEGORIES)]  # type: ignore[valid-type]
-DsatCategory = Literal[tuple(DSAT_CATEGORIES)]  # type: ignore[valid-type]
-
-
-class FeedbackJudgment(BaseModel):
-    """The paper's structured annotation of one user turn (validated against the category lists)."""
-
-    model_config = ConfigDict(extra="forbid")
-    sat: bool
-    sat_categories: list[SatCategory] = Field(max_length=len(SAT_CATEGORIES))
-    dsat: bool
-    dsat_categories: list[DsatCategory] = Field(max_length=len(DSAT_CATEGORIES))
-    refers_to_preceding: bool
-    rationale: str = Field(max_length=400)
-
-
-def render(messages: list[dict], max_chars: int) -> str:
-    """A dialogue as ``ROLE: text`` blocks, each message cut to ``max_chars``."""
-    return "\n\n".join(f"{m['role'].upper()}: {m['content'][:max_chars]}" for m in messages)
-
-
-def with_context(turns: pl.DataFrame, conv: pl.DataFrame, n_messages: int) -> pl.DataFrame:
-    """Add ``text`` (the user turn), ``prev`` (the judged assistant turn) and ``context`` (up to
-    ``n_messages`` messages before the judged turn) from the conversations."""
-    start = pl.max_horizontal(pl.col("target_turn") - n_messages, pl.lit(0))
-    content = lambda i: pl.col("messages").list.get(i).struct.field("content")  # noqa: E731
-    return turns.drop("text", "prev", strict=False).join(
-        conv.select("conversation_id", "messages"), on="conversation_id", how="left"
-    ).with_columns(
-        content(pl.col("user_turn")).alias("text"), content(pl.col("target_turn")).alias("prev"),
-        pl.col("messages").list.slice(start, pl.col("target_turn") - start).alias("context"),
-    ).drop("messages")
-
-
-_LLM_OUT = pa.schema([
-    ("conversation_id", pa.string()), ("user_turn", pa.int64()), ("ok", pa.bool_()), ("sat", pa.bool_()),
-    ("dsat", pa.bool_()), ("sat_categories", pa.list_(pa.string())), ("dsat_categories", pa.list_(pa.string())),
-    ("refers_to_preceding", pa.bool_()), ("rationale", pa.string()), ("error", pa.string()),
-])
-
-
-def llm_detect(batch: pa.Table, engine, *, sampling: Sampling, prompt: str, max_chars: int) -> pa.Table:
-    """Ask the model for a ``FeedbackJudgment`` per turn; failures come back as rows with ``ok`` false."""
-    rows = batch.to_pylist()
-    prompts = [
-        [{"role": "user", "content": prompt.format(
-            dialogue=render(r["context"], max_chars), assistant=r["prev"][:max_chars], user=r["text"][:max_chars])}]
-        for r in rows
-    ]
-    out = []
-    for r, (res,) in zip(rows, engine.generate(prompts, n=1, sampling=sampling, schema=FeedbackJudgment), strict=True):
-        base = {"conversation_id": r["conversation_id"], "user_turn": r["user_turn"]}
-        if isinstance(res, GenerationFailure):
-            out.append({**base, "ok": False, "sat": False, "dsat": False, "sat_categories": [], "dsat_categories": [],
-                        "refers_to_preceding": False, "rationale": None, "error": f"{res.error} (raw: {res.raw[:200]!r})"})
-            continue
-        refers = res.refers_to_preceding  # a signal is about the turn just before, by definition
-        sat_c = list(dict.fromkeys(res.sat_categories)) if res.sat and refers else []
-        dsat_c = list(dict.fromkeys(res.dsat_categories)) if res.dsat and refers else []
-        out.append({**base, "ok": True, "sat": res.sat and refers, "dsat": res.dsat and refers,
-                    "sat_categories": sat_c, "dsat_categories": dsat_c, "refers_to_preceding": refers,
-                    "rationale": res.rationale, "error": None})
-    return pa.Table.from_pylist(out, schema=_LLM_OUT)
-
-
-def merge_verdicts(turns: pl.DataFrame, judged: pl.DataFrame | None, detector: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Final signals: the model's verdict where it answered, the rules' elsewhere (``rules+llm``).
-
-    In ``llm`` mode a turn the model failed on has no verdict and goes to the failures frame only.
-    Returns (signals in the contract's columns, failures: conversation_id, source, user_turn, error).
-    """
-    cols = ["conversation_id", "user_turn", "target_turn", "sat", "dsat", "sat_categories", "dsat_categories",
-            "detector", "rationale"]
-    if judged is None or judged.height == 0:
-        judged = pl.DataFrame(schema=pl.from_arrow(_LLM_OUT.empty_table()).schema)
-    j = judged.rename({c: f"m_{c}" for c in judged.columns if c not in ("conversation_id", "user_turn")})
-    t = turns.join(j, on=["conversation_id", "user_turn"], how="left")
-    ok = pl.col("m_ok").fill_null(False)
-
-    def both(model_col: str, rules_col: str) -> pl.Expr:
-        return pl.when(ok).then(pl.col(model_col)).otherwise(pl.col(rules_col))
-
-    rules_note = pl.when(pl.col("rationale").is_not_null()).then(pl.lit(" [rules: ") + pl.col("rationale") + "]")
-    signals = t.with_columns(
-        both("m_sat", "sat").alias("sat"), both("m_dsat", "dsat").alias("dsat"),
-        both("m_sat_categories", "sat_categories").alias("sat_categories"),
-        both("m_dsat_categories", "dsat_categories").alias("dsat_categories"),
-        pl.when(ok).then(pl.lit("llm")).otherwise(pl.col("detector")).alias("detector"),
-        pl.when(ok).then(pl.col("m_rationale") + rules_note.fill_null("")).otherwise(pl.col("rationale")).alias("rationale"),
-    )
-    failed = t.filter(pl.col("m_ok").is_not_null() & ~ok).select("conversation_id", "source", "user_turn", "m_error")
-    if detector == "llm":
-        signals = signals.filter(ok)
-    return signals.select(cols).with_columns(confidence=pl.lit(None, dtype=pl.Float64)), failed
 
 
 def category_counts(signals: pl.DataFrame) -> dict[str, dict[str, int]]:
@@ -290,6 +192,7 @@ def scanned_partitions(path: Path, cfg: Wildfeedback, batch_rows: int,
 
 def run_detector(turns: pl.DataFrame, convs: pl.DataFrame, params: Params,
                  ckpt_root: Path = CHECKPOINTS) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+    """The model's verdicts on the routed turns, combined with the rules' (``combine``)."""
     cfg = params.wildfeedback
     role = resolve_role(params.llm, cfg.roles.detector)
     send = turns.filter(pl.col("to_model"))
@@ -299,40 +202,25 @@ def run_detector(turns: pl.DataFrame, convs: pl.DataFrame, params: Params,
             "conversation_id", "user_turn", "text", "prev", "context").to_arrow()
         ck = Checkpoint(ckpt_root / "detect", fingerprint(cfg, role, {"step": "detect"}))
         out = map_batches(table, llm_detect, execution=params.execution, engine=role, checkpoint=ck, desc="detect",
-                          fn_kwargs={"sampling": role.sampling, "prompt": template("detect"),
-                                     "max_chars": cfg.max_message_chars})
+                          fn_kwargs={"sampling": role.sampling, "template_text": prompt("detect"),
+                                     "max_chars": cfg.max_message_chars, "context_messages": cfg.context_messages})
         judged = pl.from_arrow(out)
         ck.clear()
-    signals, failed = merge_verdicts(turns, judged, cfg.detector)
-    sampled = send.filter(~(pl.col("sat") | pl.col("dsat")))
-    model_found = 0
-    if judged is not None and sampled.height:
-        hits = judged.join(sampled.select("conversation_id", "user_turn"), on=["conversation_id", "user_turn"])
-        model_found = hits.filter(pl.col("ok") & (pl.col("sat") | pl.col("dsat"))).height
-    stats = {
-        "sent_to_model": send.height,
-        "sent_rule_flagged": send.height - sampled.height,
-        "sent_recall_sample": sampled.height,
-        "recall_sample_model_positive": model_found,  # turns the rules missed that the model flags
-        "model_failures": failed.height,
-        "model_ok": 0 if judged is None else int(judged["ok"].sum()),
-    }
-    return signals, failed, stats
+    signals, failed = combine(turns, judged, cfg.detector, cfg.combine)
+    return signals, failed, detector_stats(turns, judged, signals)
 
 
-def run_partition(turns: pl.DataFrame, convs: pl.DataFrame, counts: Counter, params: Params, ckpt_root: Path):
+def run_partition(turns: pl.DataFrame, convs: pl.DataFrame, counts: Counter, params: Params, ckpt_root: Path,
+                  judge_usable: bool = True):
     """Every step after the scan on one partition of conversations: (signals, pairs, rejects, metrics)."""
-    from stages.wildfeedback_pairs import build_pairs
-
-    cfg = params.wildfeedback
     signals, failed, det_stats = run_detector(turns, convs, params, ckpt_root)
     rules_only = turns.filter(pl.col("sat") | pl.col("dsat"))
-    pairs, rejects, pair_stats = build_pairs(signals, convs, params, failed, ckpt_root)
+    pairs, rejects, pair_stats = build_pairs(signals, convs, params, failed, ckpt_root, judge_usable)
     positive = signals.filter(pl.col("sat") | pl.col("dsat"))
     metrics = {
-        "detector": cfg.detector,
         "conversations": {k: counts.get(k, 0) for k in
                           ("in", "selected", "dropped_language", "dropped_flagged", "dropped_min_user_turns")},
+        "languages": {k.split(":", 1)[1]: n for k, n in sorted(counts.items()) if k.startswith("language:")},
         "turns_judged": counts.get("turns", 0),
         "signals": {
             "turns_sat": int(signals["sat"].sum()), "turns_dsat": int(signals["dsat"].sum()),
@@ -342,7 +230,8 @@ def run_partition(turns: pl.DataFrame, convs: pl.DataFrame, counts: Counter, par
             **category_counts(signals),
         },
         "rules": {"turns_sat": int(rules_only["sat"].sum()), "turns_dsat": int(rules_only["dsat"].sum()),
-                  **category_counts(rules_only)},
+                  "turns_with_signal": rules_only.height,
+                  "natural_revisions": natural_revisions(rules_only, convs).height, **category_counts(rules_only)},
         "model_detector": det_stats,
         **pair_stats,
     }
@@ -366,31 +255,99 @@ def add_metrics(a: dict, b: dict) -> dict:
     return out
 
 
+def collapse_warnings(d: dict, cfg: Wildfeedback, detector: str) -> list[str]:
+    """What the model steps wiped out: signals or natural revisions under ``collapse_fraction`` of what the
+    rules alone found, or no pair at all from DSAT signals.
+
+    >>> d = {"signals": {"turns_dsat": 0, "turns_sat": 9}, "rules": {"turns_dsat": 20, "turns_sat": 10,
+    ...      "natural_revisions": 0}, "pairs": {"natural_revision_found": 0, "out": 0}}
+    >>> collapse_warnings(d, type("C", (), {"collapse_fraction": 0.1, "combine": "llm_overrides"}), "rules+llm")
+    ['DSAT signals fell from 20 (rules alone) to 0 with detector rules+llm (combine: llm_overrides)']
+    """
+    out = []
+    if detector != "rules":
+        for name, final, rules in (("DSAT signals", d["signals"]["turns_dsat"], d["rules"]["turns_dsat"]),
+                                   ("SAT signals", d["signals"]["turns_sat"], d["rules"]["turns_sat"]),
+                                   ("natural revision pairs", d["pairs"]["natural_revision_found"],
+                                    d["rules"]["natural_revisions"])):
+            if rules > 0 and final < cfg.collapse_fraction * rules:
+                out.append(f"{name} fell from {rules} (rules alone) to {final} with detector {detector} "
+                           f"(combine: {cfg.combine})")
+    if d["signals"]["turns_dsat"] > 0 and d["pairs"]["out"] == 0 and not out:
+        out.append(f"0 pairs from {d['signals']['turns_dsat']} DSAT signals (see details.dropped)")
+    return out
+
+
+def headline(details: dict, gates: dict, warnings: list[str]) -> dict:
+    """metrics.json: a few headline numbers (what ``dvc metrics show`` should print), the gate reports, and
+    every figure under ``details``."""
+    by_kind = details["pairs"]["out_by_kind"]
+    return {
+        "conversations_selected": details["conversations"]["selected"],
+        "signals_sat": details["signals"]["turns_sat"], "signals_dsat": details["signals"]["turns_dsat"],
+        "pairs": details["pairs"]["out"], "pairs_natural_revision": by_kind["natural_revision"],
+        "pairs_generated": by_kind["generated"] + by_kind["sat"],
+        "gates_run": len(gates), "gates_passed": sum(bool(g["passed"]) for g in gates.values()),
+        "collapse_warnings": len(warnings),
+        "gates": gates,
+        "details": {**details, "collapse": warnings},
+    }
+
+
+def run_gates(params: Params) -> tuple[dict, Params, bool]:
+    """The judge gates, before any real row is labelled: (reports, params to run with, judge usable).
+
+    A detector withheld by its gate (``on_gate_failure: withhold``) leaves the rules alone in charge."""
+    gates = {}
+    report = detector_gate(params)
+    if report is not None:
+        gates["detector"] = report
+        if not report["passed"]:
+            cfg = params.wildfeedback.model_copy(update={"detector": "rules"})
+            params = params.model_copy(update={"wildfeedback": cfg})
+    report = judge_gate(params)
+    if report is not None:
+        gates["judge"] = report
+    return gates, params, report is None or report["passed"]
+
+
 def main(params: Params) -> None:
     """Partition by partition (``wildfeedback.partition_conversations``), streamed into the shard sets.
 
     Every step works per conversation, so a partition holds everything its pairs need; memory is
     bounded by one partition whatever the log's size.
     """
+    configured = params.wildfeedback.detector
+    overrides = params.applied_overrides("wildfeedback")
+    if overrides:
+        print(f"wildfeedback: tiny_overrides applied (all its roles use the tiny model): {overrides}")
+    gates, params, judge_usable = run_gates(params)
     cfg, ex = params.wildfeedback, params.execution
     fp = output_fingerprint(params)
     sizes = {"target_shard_bytes": ex.target_shard_bytes, "row_group_bytes": ex.row_group_bytes,
              "spill_bytes": ex.spill_bytes, "fingerprint": fp}
     metrics: dict = {}
-    with (ShardWriter(OUT / "signals", name="signals", **sizes) as signals_out,
-          ShardWriter(OUT / "pairs", name="pairs", **sizes) as pairs_out,
-          ShardWriter(OUT / "rejects", name="rejects", **sizes) as rejects_out):
+    out = begin_outputs(OUT)  # signals, pairs, rejects and metrics change together (pipeline/outputs.py)
+    with (ShardWriter(out / "signals", name="signals", **sizes) as signals_out,
+          ShardWriter(out / "pairs", name="pairs", **sizes) as pairs_out,
+          ShardWriter(out / "rejects", name="rejects", **sizes) as rejects_out):
         parts = scanned_partitions(IN, cfg, ex.batch_size, cfg.partition_conversations)
         for i, (turns, convs, counts) in enumerate(parts):
-            signals, pairs, rejects, part = run_partition(turns, convs, counts, params, CHECKPOINTS / f"part-{i:05d}")
+            signals, pairs, rejects, part = run_partition(turns, convs, counts, params, CHECKPOINTS / f"part-{i:05d}",
+                                                          judge_usable)
             signals_out.write(signals)
             pairs_out.write(pairs)
             rejects_out.write(rejects)
             metrics = add_metrics(metrics, part)
             log.info("wildfeedback: partition %d: %d conversations, %d pairs", i, part["conversations"]["in"],
                      pairs.num_rows)
-    metrics["partitions"] = i + 1
-    write_json_atomic(metrics, OUT / "metrics.json")
-    n_signals, n_pairs = metrics["signals"]["turns_with_signal"], metrics["pairs"]["out"]
-    log.info("wildfeedback: %d signals, %d pairs", n_signals, n_pairs)
-    print(json.dumps({"signals": n_signals, "pairs": n_pairs}))
+    metrics.update(partitions=i + 1, detector=configured, detector_used=cfg.detector, combine=cfg.combine,
+                   tiny_overrides=overrides)
+    warnings = collapse_warnings(metrics, cfg, cfg.detector)
+    for w in warnings:
+        say(f"wildfeedback: output collapsed: {w}")
+    summary = headline(metrics, gates, warnings)
+    write_json_atomic(summary, out / "metrics.json")
+    commit_outputs(OUT)
+    log.info("wildfeedback: %d signals, %d pairs", metrics["signals"]["turns_with_signal"], summary["pairs"])
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("gates", "details")}))

@@ -2,27 +2,32 @@
 
 For a DSAT signal on assistant turn t: prompt = the dialogue before t, rejected = turn t, and the
 model summarises what the user wanted from the feedback turn into a preference ("be concise").
-Summaries the model marks unreasonable or unsafe are dropped with the reason counted. The chosen
-answer is generated for the same prompt with the preference and a safety instruction in the system
-message (by the ``expert`` role, or the ``policy`` role on-policy). Natural revision pairs need no
-model: a DSAT turn t whose revision t+2 earns SAT gives (t+2 chosen, t rejected). Optional SAT pairs:
-the liked turn as chosen against a policy sample. Generated pairs go through the checklist judge:
-the preference split into checklist items, chosen vs rejected judged in both orders with
-``engine.choose(prompts, ["A", "B"])``; a pair survives only if chosen wins both.
+Summaries the model marks unreasonable or unsafe, or that copy the template's example, are dropped with
+the reason counted. The chosen answer is generated for the same prompt with the preference and a safety
+instruction in the system message (by the ``expert`` role, or the ``policy`` role on-policy). Natural
+revision pairs need no model: a DSAT turn t whose revision t+2 earns SAT gives (t+2 chosen, t rejected).
+Optional SAT pairs: the liked turn as chosen against a policy sample. Generated pairs go through the
+checklist judge: the preference split into checklist items, chosen vs rejected judged in both orders
+with ``engine.choose(prompts, ["A", "B"])``; a pair survives only if chosen wins both.
 
     >>> checklist("Be concise. Keep the code in Python; no classes")
     ['Be concise', 'Keep the code in Python', 'no classes']
 
+Every pair's chosen must fit its prompt (``stages/wildfeedback_fit.py``): a revision or an expert answer
+that acknowledges, refers to or quotes feedback the prompt does not contain is dropped, and so are
+generated answers cut off at ``max_new_tokens`` and pairs whose two sides are the same text. Each drop is
+counted by reason in the metrics, and the dropped summaries and pairs are kept, with their texts, in
+``data/wildfeedback/rejects`` (``raw`` holds the JSON).
+
 With the built-in random ``tiny`` model the judge's A/B probabilities are noise, so a generated pair
 survives both orders about a quarter of the time and summaries pass the reasonable/safe flags by
-chance; ``dvc repro`` on the samples then yields mostly natural revision pairs. The metrics count
-every step (attempted, failed, dropped by reason, lost in the judge), so an empty step shows as a
-number, not as silence.
+chance; ``dvc repro`` on the samples then yields mostly natural revision pairs.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -31,13 +36,24 @@ import polars as pl
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pipeline.checks import same_text
 from pipeline.config import LLM, Params, Sampling, fingerprint, resolve_role
 from pipeline.execute import Checkpoint, map_batches
+from pipeline.gates import check_gate, load_probes
 from pipeline.llm.base import GenerationFailure
+from pipeline.prompt import copies_template, fill, template_phrases
 from pipeline.records import Pair, empty_table, stable_id, to_table
-from stages.wildfeedback import CHECKPOINTS, output_fingerprint, render, template
-
-METHOD = "wildfeedback"
+from stages.wildfeedback_common import (
+    CHECKPOINTS,
+    METHOD,
+    output_fingerprint,
+    per_prompt,
+    prompt,
+    reject,
+    render,
+    window,
+)
+from stages.wildfeedback_fit import off_context, prompt_text
 
 
 class PreferenceSummary(BaseModel):
@@ -76,15 +92,17 @@ _SUMMARY_OUT = pa.schema([("preference", pa.string()), ("reasonable", pa.bool_()
                           ("error", pa.string())])
 
 
-def summarize(batch: pa.Table, engine, *, sampling: Sampling, prompt: str, context_messages: int,
+def summarize(batch: pa.Table, engine, *, sampling: Sampling, template_text: str, context_messages: int | None,
               max_chars: int) -> pa.Table:
     """Add preference / reasonable / safe (or error) to each candidate row."""
     rows = batch.to_pylist()
-    prompts = [[{"role": "user", "content": prompt.format(
-        dialogue=render(r["prompt"][-context_messages:], max_chars), answer=r["answer"][:max_chars],
-        feedback=r["feedback"][:max_chars])}] for r in rows]
+    prompts = [[{"role": "user", "content": fill(
+        template_text, dialogue=render(window(r["prompt"], context_messages), max_chars),
+        answer=r["answer"][:max_chars], feedback=r["feedback"][:max_chars])}] for r in rows]
+    results = per_prompt(lambda ps: engine.generate(ps, n=1, sampling=sampling, schema=PreferenceSummary), prompts,
+                         lambda e: [GenerationFailure(error=f"prompt too long: {e}", raw="", attempts=0)])
     out = []
-    for (res,) in engine.generate(prompts, n=1, sampling=sampling, schema=PreferenceSummary):
+    for (res,) in results:
         if isinstance(res, GenerationFailure):
             out.append({"preference": None, "reasonable": None, "safe": None, "error": res.error})
         else:
@@ -96,43 +114,49 @@ def summarize(batch: pa.Table, engine, *, sampling: Sampling, prompt: str, conte
     return batch
 
 
-def drop_reason() -> pl.Expr:
-    """Why a summary is not used (null = keep)."""
+def summary_drop_reason(phrases: list[str]) -> pl.Expr:
+    """Why a summary is not used (null = keep); ``phrases``: the template's placeholder and examples."""
     return (
         pl.when(pl.col("error").is_not_null()).then(pl.lit("summary_failed"))
         .when(~pl.col("safe")).then(pl.lit("summary_unsafe"))
         .when(~pl.col("reasonable")).then(pl.lit("summary_unreasonable"))
         .when(pl.col("preference").str.strip_chars().str.len_chars() == 0).then(pl.lit("summary_empty"))
+        .when(copies_template(pl.col("preference"), phrases)).then(pl.lit("summary_copies_template"))
         .otherwise(pl.lit(None, dtype=pl.String))
     )
 
 
 def respond(batch: pa.Table, engine, *, sampling: Sampling, system: str | None) -> pa.Table:
-    """Add ``generated``: one answer to ``prompt``; with ``system``, the preference goes in the system message."""
+    """Add ``generated`` and its ``finish_reason``: one answer to ``prompt``; with ``system``, the preference
+    goes (fenced) in the system message. A prompt the model cannot hold gets finish_reason ``prompt_too_long``."""
     prompts = []
     for r in batch.to_pylist():
         msgs = [dict(m) for m in r["prompt"]]
         if system is not None:
-            sys_text = system.format(preference=r["preference"])
+            sys_text = fill(system, preference=r["preference"])
             if msgs and msgs[0]["role"] == "system":  # keep the conversation's own system message after ours
                 sys_text += "\n\n" + msgs.pop(0)["content"]
             msgs = [{"role": "system", "content": sys_text}, *msgs]
         prompts.append(msgs)
-    texts = [outs[0].text for outs in engine.generate(prompts, n=1, sampling=sampling)]
-    return batch.append_column("generated", pa.array(texts, pa.string()))
+    outs = per_prompt(lambda ps: engine.generate(ps, n=1, sampling=sampling), prompts, lambda e: [None])
+    texts = [None if o[0] is None else o[0].text for o in outs]
+    reasons = ["prompt_too_long" if o[0] is None else o[0].finish_reason for o in outs]
+    return batch.append_column("generated", pa.array(texts, pa.string())).append_column(
+        "finish_reason", pa.array(reasons, pa.string()))
 
 
-def judge(batch: pa.Table, engine, *, prompt: str, context_messages: int, max_chars: int) -> pa.Table:
-    """Add p_chosen_first / p_chosen_second: P(chosen) with chosen shown as A, then as B."""
+def judge(batch: pa.Table, engine, *, template_text: str, context_messages: int | None, max_chars: int) -> pa.Table:
+    """Add p_chosen_first / p_chosen_second: P(chosen) with chosen shown as A, then as B (NaN: the prompt
+    does not fit the judge)."""
     rows = batch.to_pylist()
     prompts = []
     for r in rows:
         items = "\n".join(f"- {c}" for c in checklist(r["preference"])) or "- (no explicit items)"
-        dialogue = render(r["prompt"][-context_messages:], max_chars)
+        dialogue = render(window(r["prompt"], context_messages), max_chars)
         for a, b in ((r["chosen"], r["rejected"]), (r["rejected"], r["chosen"])):
-            prompts.append([{"role": "user", "content": prompt.format(
-                dialogue=dialogue, checklist=items, answer_a=a[:max_chars], answer_b=b[:max_chars])}])
-    probs = engine.choose(prompts, ["A", "B"])
+            prompts.append([{"role": "user", "content": fill(
+                template_text, dialogue=dialogue, checklist=items, answer_a=a[:max_chars], answer_b=b[:max_chars])}])
+    probs = per_prompt(lambda ps: engine.choose(ps, ["A", "B"]), prompts, lambda e: [math.nan, math.nan])
     first = [probs[2 * i][0] for i in range(len(rows))]
     second = [probs[2 * i + 1][1] for i in range(len(rows))]
     return batch.append_column("p_chosen_first", pa.array(first, pa.float64())).append_column(
@@ -159,7 +183,63 @@ def natural_revisions(signals: pl.DataFrame, convs: pl.DataFrame) -> pl.DataFram
     ).sort("conversation_id", "target_turn")
 
 
+def pair_drop_reason(kind: str) -> pl.Expr:
+    """Why a candidate pair is not emitted (null = keep): a cut-off or missing generated answer, an empty
+    side, chosen == rejected, or a chosen that does not fit its prompt (``off_context``)."""
+    finish = [pl.col(c) for c in ("chosen_finish_reason", "rejected_finish_reason")]
+    empty = (pl.col("chosen").fill_null("").str.strip_chars() == "") | (
+        pl.col("rejected").fill_null("").str.strip_chars() == "")
+    return (
+        pl.when(pl.any_horizontal([f == "prompt_too_long" for f in finish])).then(pl.lit("prompt_too_long"))
+        .when(pl.any_horizontal([f == "length" for f in finish])).then(pl.lit("cut_off"))
+        .when(empty).then(pl.lit("empty"))
+        .when(same_text(pl.col("chosen"), pl.col("rejected"))).then(pl.lit("same_text"))
+        .otherwise(off_context("chosen", "preference", "_prompt_text") if kind != "sat" else pl.lit(None))
+        .cast(pl.String)
+    )
+
+
+def judge_gate(params: Params) -> dict | None:
+    """Run the checklist judge on ``pipeline/probes/wildfeedback_judge.jsonl`` (a preference, an answer that
+    follows it and one that does not; each shown in both orders, so a constant or position-biased judge
+    scores 0.5) through the same call and template as the real pairs. None when the judge is not used."""
+    cfg = params.wildfeedback
+    if not cfg.checklist_judge or not (cfg.summarize or (cfg.natural_revisions and cfg.judge_natural_revisions)):
+        return None
+    role = resolve_role(params.llm, cfg.roles.judge)
+    probes = load_probes("wildfeedback_judge")
+    table = pa.Table.from_pylist([{"prompt": p["prompt"], "chosen": p["follows"], "rejected": p["violates"],
+                                   "preference": p["preference"]} for p in probes])
+    out = map_batches(table, judge, execution=params.execution, engine=role, desc="judge gate",
+                      fn_kwargs={"template_text": prompt("judge"), "context_messages": cfg.context_messages,
+                                 "max_chars": cfg.max_message_chars})
+    first, second = out["p_chosen_first"].to_pylist(), out["p_chosen_second"].to_pylist()
+    correct = [x for a, b in zip(first, second, strict=True) for x in (a > 0.5, b > 0.5)]
+    return check_gate("wildfeedback", "judge", role.model, correct, min_accuracy=cfg.gates.judge,
+                      key="wildfeedback.gates.judge", on_failure=params.execution.on_gate_failure,
+                      detail={"pairs": len(probes), "orders": 2, "right_as_a": sum(a > 0.5 for a in first),
+                              "right_as_b": sum(b > 0.5 for b in second)})
+
+
 # --- driver ---------------------------------------------------------------------------------------
+
+
+class _Book:
+    """Drops by reason (metrics) and the rejects rows that keep each dropped row's texts."""
+
+    def __init__(self):
+        self.drops, self.counts, self.rejects = Counter(), Counter(), []
+
+    def drop(self, df: pl.DataFrame, prefix: str, reason: str, texts: list[str]) -> None:
+        """Count and keep every row of ``df``; the reason is ``prefix`` + the row's ``reason`` column value."""
+        for r in df.to_dicts():
+            why = f"{prefix}{r[reason]}"
+            self.drops[why] += 1
+            self.rejects.append(reject(r["source"], r["user_turn"], r["conversation_id"], why,
+                                       **{k: r.get(k) for k in texts}))
+
+
+_PAIR_TEXTS = ["prompt", "chosen", "rejected", "preference", "chosen_finish_reason", "rejected_finish_reason"]
 
 
 def _run(table: pa.Table, fn, params: Params, role: LLM, step: str, ckpt_root: Path, **kwargs) -> pl.DataFrame:
@@ -167,6 +247,128 @@ def _run(table: pa.Table, fn, params: Params, role: LLM, step: str, ckpt_root: P
     out = map_batches(table, fn, execution=params.execution, engine=role, checkpoint=ck, desc=step, fn_kwargs=kwargs)
     ck.clear()
     return pl.from_arrow(out)
+
+
+def _screen(df: pl.DataFrame, kind: str, book: _Book) -> pl.DataFrame:
+    """Drop (count, keep in rejects) the candidate pairs of ``kind`` that fail ``pair_drop_reason``."""
+    for c in ("chosen_finish_reason", "rejected_finish_reason"):
+        if c not in df.columns:
+            df = df.with_columns(pl.lit(None, dtype=pl.String).alias(c))
+    df = df.with_columns(prompt_text().alias("_prompt_text")).with_columns(pair_drop_reason(kind).alias("_drop"))
+    book.drop(df.filter(pl.col("_drop").is_not_null()), f"{kind}_", "_drop", _PAIR_TEXTS)
+    return df.filter(pl.col("_drop").is_null()).drop("_drop", "_prompt_text")
+
+
+def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params, failed_turns: pl.DataFrame,
+                ckpt_root: Path = CHECKPOINTS, judge_usable: bool = True) -> tuple[pa.Table, pa.Table, dict]:
+    """All pair kinds, validated; returns (pairs table, rejects table, metrics).
+
+    ``judge_usable`` false (the judge failed its gate under ``on_gate_failure: withhold``): every pair that
+    needs the judge is withheld, counted, and the summaries that would only feed it are not written.
+    Model steps keep resumable checkpoints under ``ckpt_root`` (one folder per partition)."""
+    cfg = params.wildfeedback
+    roles = {k: resolve_role(params.llm, getattr(cfg.roles, k)) for k in ("summarizer", "expert", "policy", "judge")}
+    fp = output_fingerprint(params)
+    book = _Book()
+    book.rejects += [reject(r["source"], r["user_turn"], r["conversation_id"], f"detect: {r['m_error']}")
+                     for r in failed_turns.to_dicts()]
+    pair_rows: list[dict] = []
+
+    if cfg.natural_revisions:
+        nat = natural_revisions(signals, convs).with_columns(confidence=pl.lit(None, dtype=pl.Float64))
+        book.counts["natural_revision"] = nat.height
+        nat = _screen(nat, "natural_revision", book)
+        if cfg.judge_natural_revisions and cfg.checklist_judge and nat.height:
+            nat = _judged(nat, "natural_revision", params, roles["judge"], ckpt_root, book, judge_usable)
+        pair_rows += _pair_rows(nat, "natural_revision", {}, fp)
+
+    cands = summary_candidates(signals, convs, cfg.summarize)
+    book.counts["summaries_attempted"] = cands.height
+    if cands.height and cfg.checklist_judge and not judge_usable:
+        book.counts["summaries_skipped_judge_withheld"] = cands.height
+    elif cands.height:
+        s = roles["summarizer"]
+        summ = _run(cands.to_arrow(), summarize, params, s, "summarize", ckpt_root, sampling=s.sampling,
+                    template_text=prompt("summarize"), context_messages=cfg.context_messages,
+                    max_chars=cfg.max_message_chars)
+        summ = summ.with_columns(summary_drop_reason(template_phrases(prompt("summarize"))).alias("_drop"))
+        book.drop(summ.filter(pl.col("_drop").is_not_null()), "", "_drop",
+                  ["feedback", "answer", "preference", "reasonable", "safe", "error"])
+        kept = summ.filter(pl.col("_drop").is_null()).drop("_drop", "error", "reasonable", "safe")
+        book.counts["summaries_kept"] = kept.height
+        for kind, polarity in (("generated", "dsat"), ("sat", "sat")):
+            if kind == "generated" or cfg.sat_pairs:
+                pair_rows += _generated(kept.filter(pl.col("polarity") == polarity), kind, params, roles, book, fp,
+                                        ckpt_root, judge_usable)
+
+    valid = []
+    for row in pair_rows:
+        try:
+            Pair.model_validate(row)
+            valid.append(row)
+        except ValidationError as e:
+            book.drops["invalid_pair"] += 1
+            lin = json.loads(row["lineage"])
+            book.rejects.append(reject(row["source"], lin["feedback_turn"], lin["conversation_id"],
+                                       f"pair invalid: {e}", chosen=row["chosen"], rejected=row["rejected"]))
+    pairs = to_table(valid, "pairs") if valid else empty_table("pairs")
+    kinds = Counter(json.loads(r["lineage"])["kind"] for r in valid)
+    c = book.counts
+    stats = {
+        "summaries": {"attempted": c["summaries_attempted"], "kept": c["summaries_kept"],
+                      "skipped_judge_withheld": c["summaries_skipped_judge_withheld"]},
+        "pairs": {"natural_revision_found": c["natural_revision"], "generated_attempted": c["generated"],
+                  "sat_attempted": c["sat"], "judged": c["judged"], "out": pairs.num_rows,
+                  "out_by_kind": {k: kinds.get(k, 0) for k in ("natural_revision", "generated", "sat")}},
+        "dropped": dict(sorted(book.drops.items())),
+    }
+    rejects = sorted(book.rejects, key=lambda r: (r["source"], r["row"], r["raw"]))
+    return pairs, to_table(rejects, "rejects") if rejects else empty_table("rejects"), stats
+
+
+def _judged(df: pl.DataFrame, kind: str, params: Params, role: LLM, ckpt_root: Path, book: _Book,
+            usable: bool) -> pl.DataFrame:
+    """Keep rows whose chosen wins the checklist judge in both orders; confidence = mean P(chosen)."""
+    if not usable:
+        book.drop(df.with_columns(pl.lit("judge_withheld").alias("_why")), f"{kind}_", "_why", _PAIR_TEXTS)
+        return df.clear()
+    cfg = params.wildfeedback
+    book.counts["judged"] += df.height
+    table = df.select("prompt", "chosen", "rejected", "preference").to_arrow()
+    out = _run(table, judge, params, role, "judge", ckpt_root, template_text=prompt("judge"),
+               context_messages=cfg.context_messages, max_chars=cfg.max_message_chars)
+    df = df.with_columns(out["p_chosen_first"], out["p_chosen_second"]).with_columns(
+        ((pl.col("p_chosen_first") + pl.col("p_chosen_second")) / 2).alias("confidence"),
+        pl.when(pl.col("p_chosen_first").is_nan()).then(pl.lit("judge_prompt_too_long"))
+        .when((pl.col("p_chosen_first") <= 0.5) | (pl.col("p_chosen_second") <= 0.5)).then(pl.lit("lost_in_judge"))
+        .alias("_why"))
+    book.drop(df.filter(pl.col("_why").is_not_null()), f"{kind}_", "_why", [*_PAIR_TEXTS, "confidence"])
+    return df.filter(pl.col("_why").is_null()).drop("p_chosen_first", "p_chosen_second", "_why")
+
+
+def _generated(kept: pl.DataFrame, kind: str, params: Params, roles: dict[str, LLM], book: _Book, fp: str,
+               ckpt_root: Path, judge_usable: bool) -> list[dict]:
+    """DSAT: chosen generated with the preference. SAT: rejected sampled from the policy without it."""
+    cfg = params.wildfeedback
+    if kept.height == 0:
+        return []
+    book.counts[kind] += kept.height
+    role_name, system = (cfg.chosen_by, prompt("chosen_system")) if kind == "generated" else ("policy", None)
+    role = roles[role_name]
+    gen = _run(kept.select("prompt", "preference").to_arrow(), respond, params, role, f"respond_{kind}", ckpt_root,
+               sampling=role.sampling, system=system)
+    df = kept.with_columns(gen["generated"], gen["finish_reason"])
+    if kind == "generated":
+        df = df.rename({"generated": "chosen", "answer": "rejected", "finish_reason": "chosen_finish_reason"})
+    else:
+        df = df.rename({"generated": "rejected", "answer": "chosen", "finish_reason": "rejected_finish_reason"})
+    df = _screen(df.with_columns(confidence=pl.lit(None, dtype=pl.Float64)), kind, book)
+    if cfg.checklist_judge and df.height:
+        df = _judged(df, kind, params, roles["judge"], ckpt_root, book, judge_usable)
+    models = {role_name: role.model, "summarizer": roles["summarizer"].model}
+    if cfg.checklist_judge:
+        models["judge"] = roles["judge"].model
+    return _pair_rows(df, kind, models, fp)
 
 
 def _pair_rows(df: pl.DataFrame, kind: str, models: dict, fp: str) -> list[dict]:
@@ -177,6 +379,9 @@ def _pair_rows(df: pl.DataFrame, kind: str, models: dict, fp: str) -> list[dict]
                    "preference": r["preference"], "models": models, "fingerprint": fp}
         if r.get("sat_turn") is not None:
             lineage.update(revision_turn=r["target_turn"] + 2, sat_turn=r["sat_turn"])
+        for side in ("chosen", "rejected"):  # only text a model of this pipeline wrote has a finish reason
+            if r.get(f"{side}_finish_reason") is not None:
+                lineage[f"{side}_finish_reason"] = r[f"{side}_finish_reason"]
         rows.append({
             "pair_id": stable_id(METHOD, kind, r["conversation_id"], r["target_turn"]),
             "prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
@@ -185,111 +390,3 @@ def _pair_rows(df: pl.DataFrame, kind: str, models: dict, fp: str) -> list[dict]
             "lineage": json.dumps(lineage, sort_keys=True, ensure_ascii=False),
         })
     return rows
-
-
-def _reject(source: str, turn: int, conversation_id: str, reason: str) -> dict:
-    return {"source": source, "row": int(turn), "reason": reason,
-            "raw": json.dumps({"conversation_id": conversation_id, "user_turn": int(turn)})}
-
-
-def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params,
-                failed_turns: pl.DataFrame, ckpt_root: Path = CHECKPOINTS) -> tuple[pa.Table, pa.Table, dict]:
-    """All pair kinds, validated; returns (pairs table, rejects table, metrics).
-
-    Model steps keep resumable checkpoints under ``ckpt_root`` (one folder per partition)."""
-    cfg = params.wildfeedback
-    roles = {k: resolve_role(params.llm, getattr(cfg.roles, k)) for k in ("summarizer", "expert", "policy", "judge")}
-    fp = output_fingerprint(params)
-    drops, counts = Counter(), Counter()
-    rejects = [_reject(r["source"], r["user_turn"], r["conversation_id"], f"detect: {r['m_error']}")
-               for r in failed_turns.to_dicts()]
-    pair_rows: list[dict] = []
-
-    if cfg.natural_revisions:
-        nat = natural_revisions(signals, convs).with_columns(confidence=pl.lit(None, dtype=pl.Float64))
-        counts["natural_revision"] = nat.height
-        if cfg.judge_natural_revisions and cfg.checklist_judge and nat.height:
-            counts["judged"] += nat.height
-            nat, lost = _judged(nat, params, roles["judge"], ckpt_root)
-            drops["natural_revision_lost_in_judge"] += lost
-        pair_rows += _pair_rows(nat, "natural_revision", {}, fp)
-
-    cands = summary_candidates(signals, convs, cfg.summarize)
-    counts["summaries_attempted"] = cands.height
-    if cands.height:
-        s = roles["summarizer"]
-        summ = _run(cands.to_arrow(), summarize, params, s, "summarize", ckpt_root, sampling=s.sampling,
-                    prompt=template("summarize"), context_messages=cfg.context_messages,
-                    max_chars=cfg.max_message_chars)
-        summ = summ.with_columns(drop_reason().alias("_drop"))
-        for reason, n in summ.filter(pl.col("_drop").is_not_null()).group_by("_drop").len().iter_rows():
-            drops[reason] += n
-        rejects += [_reject(r["source"], r["user_turn"], r["conversation_id"], f"summarize: {r['error']}")
-                    for r in summ.filter(pl.col("_drop") == "summary_failed").to_dicts()]
-        kept = summ.filter(pl.col("_drop").is_null()).drop("_drop", "error", "reasonable", "safe")
-        counts["summaries_kept"] = kept.height
-        for kind, polarity in (("generated", "dsat"), ("sat", "sat")):
-            if kind == "generated" or cfg.sat_pairs:
-                pair_rows += _generated(kept.filter(pl.col("polarity") == polarity), kind, params, roles, drops,
-                                        counts, fp, ckpt_root)
-
-    valid = []
-    for row in pair_rows:
-        try:
-            Pair.model_validate(row)
-            valid.append(row)
-        except ValidationError as e:
-            drops["invalid_pair"] += 1
-            lin = json.loads(row["lineage"])
-            rejects.append(_reject(row["source"], lin["feedback_turn"], lin["conversation_id"], f"pair invalid: {e}"))
-    pairs = to_table(valid, "pairs") if valid else empty_table("pairs")
-    kinds = Counter(json.loads(r["lineage"])["kind"] for r in valid)
-    stats = {
-        "summaries": {"attempted": counts["summaries_attempted"], "kept": counts["summaries_kept"]},
-        "pairs": {"natural_revision_found": counts["natural_revision"], "generated_attempted": counts["generated"],
-                  "sat_attempted": counts["sat"], "judged": counts["judged"], "out": pairs.num_rows,
-                  "out_by_kind": {k: kinds.get(k, 0) for k in ("natural_revision", "generated", "sat")}},
-        "dropped": dict(sorted(drops.items())),
-    }
-    return pairs, to_table(rejects, "rejects") if rejects else empty_table("rejects"), stats
-
-
-def _judged(df: pl.DataFrame, params: Params, role: LLM, ckpt_root: Path) -> tuple[pl.DataFrame, int]:
-    """Keep rows whose chosen wins the checklist judge in both orders; confidence = mean P(chosen)."""
-    cfg = params.wildfeedback
-    table = df.select("prompt", "chosen", "rejected", "preference").to_arrow()
-    out = _run(table, judge, params, role, "judge", ckpt_root, prompt=template("judge"),
-               context_messages=cfg.context_messages, max_chars=cfg.max_message_chars)
-    df = df.with_columns(out["p_chosen_first"], out["p_chosen_second"]).with_columns(
-        ((pl.col("p_chosen_first") + pl.col("p_chosen_second")) / 2).alias("confidence"))
-    kept = df.filter((pl.col("p_chosen_first") > 0.5) & (pl.col("p_chosen_second") > 0.5))
-    return kept.drop("p_chosen_first", "p_chosen_second"), df.height - kept.height
-
-
-def _generated(kept: pl.DataFrame, kind: str, params: Params, roles: dict[str, LLM], drops: Counter,
-               counts: Counter, fp: str, ckpt_root: Path) -> list[dict]:
-    """DSAT: chosen generated with the preference. SAT: rejected sampled from the policy without it."""
-    cfg = params.wildfeedback
-    if kept.height == 0:
-        return []
-    counts[kind] += kept.height
-    role_name, system = (cfg.chosen_by, template("chosen_system")) if kind == "generated" else ("policy", None)
-    role = roles[role_name]
-    gen = _run(kept.select("prompt", "preference").to_arrow(), respond, params, role, f"respond_{kind}", ckpt_root,
-               sampling=role.sampling, system=system)
-    df = kept.with_columns(gen["generated"])
-    if kind == "generated":
-        df = df.rename({"generated": "chosen", "answer": "rejected"})
-    else:
-        df = df.rename({"generated": "rejected", "answer": "chosen"})
-    empty = (pl.col("chosen").str.strip_chars() == "") | (pl.col("rejected").str.strip_chars() == "")
-    drops[f"{kind}_empty_generation"] += df.filter(empty).height
-    df = df.filter(~empty).with_columns(confidence=pl.lit(None, dtype=pl.Float64))
-    if cfg.checklist_judge and df.height:
-        counts["judged"] += df.height
-        df, lost = _judged(df, params, roles["judge"], ckpt_root)
-        drops[f"{kind}_lost_in_judge"] += lost
-    models = {role_name: role.model, "summarizer": roles["summarizer"].model}
-    if cfg.checklist_judge:
-        models["judge"] = roles["judge"].model
-    return _pair_rows(df, kind, models, fp)

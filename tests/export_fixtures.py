@@ -76,6 +76,13 @@ def write_method(root: Path, method: str, rows: list[dict], sub: str | None = No
     return out
 
 
+def write_held_out(root: Path, prompts: list[str]) -> Path:
+    """Selfie's held-out labelled prompts, as the stage writes them (``data/selfie/test``, pairs contract)."""
+    out = root / "data" / "selfie" / "test"
+    write_shards(to_table([pair(f"test{i}", p, "selfie") for i, p in enumerate(prompts)], "pairs"), out, name="pairs")
+    return out
+
+
 def export_cfg(**overrides) -> Export:
     """The project's export params, with absolute eval-set paths and ``overrides`` applied."""
     data = yaml.safe_load((ROOT / "params.yaml").read_text())["export"]
@@ -83,6 +90,7 @@ def export_cfg(**overrides) -> Export:
         s["path"] = str((ROOT / s["path"]).resolve())
         s["optional"] = False  # tests run beside shared/: a missing set is a failure here
     data["summary_png"] = False  # matplotlib costs seconds per build; one test turns it on
+    data["held_out"] = []  # the fixtures write no data/selfie/test; the held-out tests set it
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}

@@ -363,3 +363,61 @@ def test_to_messages_joins_text_parts():
 def test_adapt_rejects_non_objects():
     with pytest.raises(BadRecord, match="record is list, expected a JSON object"):
         one([1, 2], "documents", "documents")  # type: ignore[arg-type]
+
+
+# --- hostile values ------------------------------------------------------------------------------
+
+HOSTILE_HTML = {
+    "unclosed tags": "<a " * 100_000,  # the stdlib parser rescanned this from every "<": ~40 minutes
+    "deeply nested blocks": "<div>" * 100_000 + "deep",  # lexbor's tree builder is quadratic in depth here
+    "nested lists": "<ul><li>" * 20_000 + "item",
+    "unclosed comments": "<!--" * 100_000,
+    "unclosed attribute quotes": '<a b="' * 100_000,
+    "escaped once more": "&lt;p&gt;" * 60_000 + "x",
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_HTML))
+def test_html_to_text_takes_linear_time_on_large_hostile_bodies(case):
+    """A bound, not a speed claim (bench/html_to_text.py has the ratio): each body is 300-600 KB."""
+    import time
+
+    body = HOSTILE_HTML[case]
+    start = time.perf_counter()
+    html_to_text(body)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_html_to_text_keeps_the_words_of_deep_markup():
+    assert html_to_text("<div>" * 100_000 + "deep &amp; down") == "deep & down"
+    assert html_to_text("<ul>" + "<li>x</li>" * 3 + "</ul>") == "- x\n\n- x\n\n- x"
+    assert html_to_text("<p>a<br>b</p>") == "a\nb"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), "nan", "Infinity", "-inf", "1e999", 10**400],
+                         ids=["nan", "inf", "-inf", "'nan'", "'Infinity'", "'-inf'", "'1e999'", "10**400"])
+def test_scores_must_be_finite(bad):
+    shown = "an integer of about 400 digits" if bad == 10**400 else repr(bad)
+    pair = {"prompt": "Q?", "chosen": "good", "rejected": "bad", "score_chosen": bad, "score_rejected": 1}
+    with pytest.raises(BadRecord, match=re.escape(f"score_chosen is {shown}, expected a")):
+        one(pair, "ultrafeedback", "pairs")
+    rated = {"prompt": "Q?", "completions": [{"response": "a", "score": 1}, {"response": "b", "score": bad}]}
+    with pytest.raises(BadRecord, match=re.escape(f"completions[1].score is {shown}, expected a")):
+        one(rated, "ultrafeedback", "rated")
+    with pytest.raises(BadRecord, match="score is .*expected a"):
+        one({"text": "doc", "score": bad}, "documents", "documents")
+    post = {"Id": "1", "PostTypeId": "1", "Title": "t", "Body": "<p>b</p>", "Score": str(bad)}
+    with pytest.raises(BadRecord, match="Score is .*expected a"):
+        one(post, "stackexchange", "documents")
+
+
+def test_non_finite_scores_in_a_file_are_rejects_not_pairs(tmp_path):
+    """JSON's NaN, Infinity and 1e999 literals parse to floats: they become rejects, not margins of NaN."""
+    lines = [b'{"id": "%d", "prompt": "Q%d?", "chosen": "good", "rejected": "bad", "score_chosen": %s, '
+             b'"score_rejected": 1}' % (i, i, v) for i, v in enumerate([b"2", b"NaN", b"Infinity", b"-Infinity", b"1e999"])]
+    (tmp_path / "p.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    res = run_source(tmp_path / "p.jsonl", "ultrafeedback", "pairs")
+    assert_accounted(res)
+    assert [p["margin"] for p in res.rows["pairs"]] == [1.0]
+    assert [r["row"] for r in res.rejects] == [2, 3, 4, 5]
+    assert all("expected a finite number" in r["reason"] for r in res.rejects)

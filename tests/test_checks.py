@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import string
+
 import polars as pl
 import pytest
 
 from pipeline.checks import acknowledges_feedback, gives_feedback, same_text
-from pipeline.prompt import copies_template, escape, fill, template, template_phrases
+from pipeline.prompt import TEMPLATES, copies_template, escape, fill, fill_rows, template, template_phrases
 
 
 def flags(expr, texts):
@@ -71,6 +73,45 @@ def test_user_text_cannot_forge_a_fence_marker(payload):
     for marker in ("<<<", ">>>"):
         assert forged.count(marker) == plain.count(marker)
     assert escape(escape(payload)) == escape(payload)  # idempotent
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in TEMPLATES.glob("*.txt")))
+def test_fill_rows_gives_fill_row_by_row(name):
+    # every shipped template, every field filled with forgeries (markers, runs, format fields, braces)
+    body = template(name)
+    fields = sorted({f for _, f, _, _ in string.Formatter().parse(body) if f})
+    for n_literal in {0, len(fields) - 1}:
+        literal = {f: "{literal} <<<X" for f in fields[:n_literal]}  # inserted as is, braces and all
+        data = [f for f in fields if f not in literal]
+        rows = [{f: FORGERS[(i + j) % len(FORGERS)] + "{q}{{" for j, f in enumerate(data)} for i in range(5)]
+        columns = {f: [r[f] for r in rows] for f in data}
+        assert fill_rows(body, literal=literal, **columns) == [fill(body, literal=literal, **r) for r in rows]
+
+
+def test_fill_rows_refuses_what_fill_would_not_do_the_same():
+    with pytest.raises(KeyError):
+        fill_rows("{a} {b}", a=["x"])
+    with pytest.raises(ValueError, match=r"template field \{a!r\} is not a plain"):
+        fill_rows("{a!r}", a=["x"])
+    with pytest.raises(TypeError, match=r"\['a'\] given both as literal and as data"):
+        fill_rows("{a}", literal={"a": "x"}, a=["y"])
+    with pytest.raises(ValueError, match=r"columns of different lengths \{'a': 2, 'b': 1\}"):
+        fill_rows("{a}{b}", a=["x", "y"], b=["z"])
+    assert fill_rows("{a}", a=[]) == []
+    assert fill_rows("no field {{}}", a=["x", "y"]) == ["no field {}"] * 2  # as fill: unused data is ignored
+    assert fill_rows("{a}{b}{a}", a=["<<<1", "2"], b=["3", ">>>>"]) == ["<<13<<1", "2>>2"]
+
+
+def test_escape_skips_the_regex_only_where_it_would_change_nothing():
+    # escape returns text without a run of 3+ brackets untouched, without the regex: same result either way
+    import random
+    import re
+
+    rng = random.Random(0)
+    full = lambda t: re.sub(r"<{3,}|>{3,}", lambda m: m.group(0)[:2], t)  # noqa: E731
+    texts = ["".join(rng.choice("<>< x\n") for _ in range(rng.randint(0, 12))) for _ in range(5000)]
+    assert [escape(t) for t in texts] == [full(t) for t in texts]
+    assert sum(escape(t) != t for t in texts) > 100  # the sample holds runs to cut, and text without any
 
 
 def test_copies_of_template_placeholders_are_caught():

@@ -114,3 +114,63 @@ def test_cli_fails_before_any_work(tmp_path, good, monkeypatch, capsys):
 def test_cli_unknown_stage(capsys):
     assert cli.main(["run", "nosuchstage"]) == 2
     assert "unknown stage 'nosuchstage'" in capsys.readouterr().err
+
+
+# --- strictness ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    (("execution", "checkpoint_rows"), True, "execution.checkpoint_rows: Input should be a valid integer (got True)"),
+    (("execution", "checkpoint_rows"), "2048", "execution.checkpoint_rows: Input should be a valid integer (got '2048')"),
+    (("llm", "enable_prefix_caching"), "yes", "llm.enable_prefix_caching: Input should be a valid boolean (got 'yes')"),
+    (("execution", "max_reject_fraction"), "0.5", "execution.max_reject_fraction: Input should be a valid number"),
+    (("ingest", "sources", 0, "limit"), 5.0, "ingest.sources[0].limit: Input should be a valid integer (got 5.0)"),
+])
+def test_no_value_is_coerced(tmp_path, good, key, value, expected):
+    node = good
+    for k in key[:-1]:
+        node = node[k]
+    node[key[-1]] = value
+    assert expected in error_of(tmp_path, good)
+
+
+def test_a_whole_number_is_a_float_and_yaml_is_read_as_dvc_reads_it(tmp_path, root):
+    text = (root / "params.yaml").read_text()
+    text = text.replace("  num_cpus_per_task: 1\n", "  num_cpus_per_task: 2\n")
+    text = text.replace("  beta: 0.1 ", "  beta: 1e-1 ")  # YAML 1.2 float (PyYAML's 1.1 reads a string)
+    assert "num_cpus_per_task: 2\n" in text and "beta: 1e-1 " in text
+    p = load_params(write(tmp_path, text))
+    assert p.execution.num_cpus_per_task == 2.0 and p.selfie.beta == 0.1
+    unquoted = text.replace("  drop_noisy: false ", "  drop_noisy: no ")  # YAML 1.1's "no" is a string in 1.2
+    assert unquoted != text
+    assert "selfie.drop_noisy: Input should be a valid boolean (got 'no')" in error_of(tmp_path, unquoted)
+
+
+def test_a_duplicate_key_is_named_with_its_lines(tmp_path, root):
+    text = (root / "params.yaml").read_text()
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("  max_record_bytes:"))
+    first = next(i for i, line in enumerate(lines) if line.startswith("  max_reject_fraction: 0.2"))
+    lines.insert(at + 1, "  max_reject_fraction: 0.9")
+    msg = error_of(tmp_path, "\n".join(lines) + "\n")
+    assert msg == (f"{tmp_path / 'params.yaml'}: line {at + 2}: duplicate key 'max_reject_fraction' "
+                   f"(first at line {first + 1}); keep one of them")
+
+
+@pytest.mark.parametrize(("section", "field"), [("wildfeedback", "sources"), ("pugc", "sources"),
+                                                ("selfie", "pair_sources"), ("selfie", "prompt_sources"),
+                                                ("dove", "pair_sources")])
+def test_every_source_name_is_checked_with_a_did_you_mean(tmp_path, good, section, field):
+    name = good[section][field][0]
+    good[section][field][0] = name[:-1]  # a typo: one letter short
+    msg = error_of(tmp_path, good)
+    assert (f"params.yaml: {section}.{field}[0]: {name[:-1]!r} is not an ingest source; did you mean {name!r}? "
+            "(ingest.sources: sample_conversations, sample_posts, sample_prompts, sample_seed_pairs, sample_rated)") in msg
+    good[section][field][0] = "something_else"
+    assert f"{section}.{field}[0]: 'something_else' is not an ingest source (ingest.sources:" in error_of(tmp_path, good)
+
+
+def test_dove_pair_sources_of_another_pairs_folder_are_not_ingest_names(tmp_path, good):
+    good["dove"]["pairs"] = "data/wildfeedback/pairs"
+    good["dove"]["pair_sources"] = ["whatever_wildfeedback_writes"]
+    assert load_params(write(tmp_path, good)).dove.pair_sources == ["whatever_wildfeedback_writes"]

@@ -13,6 +13,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import xxhash
 
 from pipeline.config import Curry, Execution
 from pipeline.io import read_table, verify_shards, write_shards
@@ -24,8 +25,8 @@ POSTS = Path("stackexchange_coffee/Posts.xml")
 
 
 def cfg(**kw) -> Curry:
-    base = dict(inputs=[{"prompts": "p", "responses": "r"}], pairing="best_vs_rest", min_gap=0.0,
-                levels="per_prompt", n_levels=3, seed=0, histogram_bins=4)
+    base = dict(inputs=[{"prompts": "p", "responses": "r", "scores": "rated"}], pairing="best_vs_rest", min_gap=0.0,
+                relative_min_gap=0.05, levels="per_prompt", n_levels=3, seed=0, histogram_bins=4)
     return Curry(**{**base, **kw})
 
 
@@ -59,6 +60,21 @@ def build(prompts: list[dict], responses: list[dict], **kw):
     return table.to_pylist(), metrics
 
 
+def xxh3_key(*values: str, seed: int = 0) -> int:
+    """pipeline.ids.hash64 of ``values``, by hand: xxh3-64 of "<UTF-8 length>:<value>" per value."""
+    return xxhash.xxh3_64_intdigest("".join(f"{len(v.encode())}:{v}" for v in values).encode(), seed=seed)
+
+
+def pair_hash(prompt_id: str, scorer: str, chosen: str, rejected: str) -> int:
+    """The documented pair hash (docs/curry.md): xxh3-64 of the three 8-byte big-endian hashes."""
+    parts = (xxh3_key(prompt_id, scorer), xxh3_key(chosen), xxh3_key(rejected))
+    return xxhash.xxh3_64_intdigest(b"".join(h.to_bytes(8, "big") for h in parts))
+
+
+def xxh3_hex(prompt_id: str, scorer: str, chosen: str, rejected: str) -> str:
+    return f"{pair_hash(prompt_id, scorer, chosen, rejected):016x}"
+
+
 def ids(rows: list[dict]) -> list[tuple[str, str, int]]:
     """(chosen response, rejected response, level) per pair, from the lineage."""
     out = []
@@ -86,8 +102,10 @@ def test_best_vs_rest_paper_levels_and_row_contents():
     lin = json.loads(first["lineage"])
     assert lin == {"stage": "curry", "prompt_id": "p1", "scorer": "hand", "chosen_id": "a", "rejected_id": "d",
                    "fingerprint": lin["fingerprint"]} and len(lin["fingerprint"]) == 16
-    # Pinned: a change here means pair ids changed (e.g. a polars upgrade changed its hash); see docs/curry.md.
-    assert [r["pair_id"] for r in rows] == ["24e3e4b02555ca77", "1906c459ac03eefc", "39da2afdec2a5500"]
+    # Pinned: pair_id = the documented xxh3 pair hash (docs/curry.md), recomputed here with the Python
+    # xxhash package, independently of polars.
+    assert [r["pair_id"] for r in rows] == ["b644fa090aca68bd", "a7ecf65aca68a57c", "9bc3e0e83f7b72b2"]
+    assert [r["pair_id"] for r in rows] == [xxh3_hex("p1", "hand", "a", x) for x in "dcb"]
     assert m["pairs"]["per_level"] == {"0": 1, "1": 1, "2": 1}
     assert m["gap"]["min"] == 2.0 and m["gap"]["max"] == 8.0 and sum(m["gap"]["histogram"]["counts"]) == 3
 
@@ -180,10 +198,71 @@ def test_scorers_and_input_sets_are_ranked_separately():
     p, r = frames([prompt("p1")], [resp("p1", "a", 9, scorer="x"), resp("p1", "b", 1, scorer="x"),
                                    resp("p1", "c", 100, scorer="y"), resp("p1", "d", 50, scorer="y")])
     p2, r2 = frames([prompt("p1", source="other")], [resp("p1", "a", 1), resp("p1", "b", 2)], input_set=1)
-    table, m = build_pairs(pa.concat_tables([p, p2]), pa.concat_tables([r, r2]), cfg())
+    two = [{"prompts": "p", "responses": "r", "scores": "rated"}, {"prompts": "p2", "responses": "r2", "scores": "rated"}]
+    table, m = build_pairs(pa.concat_tables([p, p2]), pa.concat_tables([r, r2]), cfg(inputs=two))
     got = sorted((x["source"], json.loads(x["lineage"])["scorer"], *ids([x])[0][:2], x["margin"]) for x in table.to_pylist())
     assert got == [("hand", "x", "a", "b", 8.0), ("hand", "y", "c", "d", 50.0), ("other", "hand", "b", "a", 1.0)]
     assert m["prompts"]["paired"] == 3
+
+
+def test_equal_texts_never_pair_the_best_scored_copy_stays():
+    """Curry matched duplicates by response_id only, so equal texts with different scores paired."""
+    responses = [resp("p1", "a", 9, text="Same answer."), resp("p1", "b", 7, text="Same  answer.\n"),
+                 resp("p1", "c", 4, text="Other answer."), resp("p1", "d", 1, text=" Same answer."),
+                 resp("p1", "e", 2, text="Same answer.", scorer="other"), resp("p1", "f", 1, text="Third.", scorer="other")]
+    for pairing in ("best_vs_rest", "all"):
+        rows, m = build([prompt("p1")], responses, pairing=pairing)
+        assert sorted(ids(rows)) == [("a", "c", 0), ("e", "f", 0)]  # scorer "other" is its own group
+        assert m["responses"]["dropped"] == {"same_text": 2} and m["responses"]["ranked"] == 4
+        for r in rows:
+            assert " ".join(r["chosen"][0]["content"].split()) != " ".join(r["rejected"][0]["content"].split())
+
+
+def model_input(n_sets: int, scores: str = "model") -> list[dict]:
+    return [{"prompts": "p", "responses": "r", "scores": scores}] * n_sets
+
+
+def test_model_scores_pair_only_beyond_their_noise_rated_scores_as_the_paper():
+    """A gap of 0.005 between a model's scores on a 1-5 scale became a pair; ratings keep the paper's rule."""
+    prompts = [prompt(f"p{i}") for i in range(10)]
+    # A judge's expected scores spread over 1..5; prompt p0's two answers differ by 0.005 (noise).
+    responses = [resp("p0", "a", 3.005), resp("p0", "b", 3.0)] + [
+        r for i in range(1, 10) for r in (resp(f"p{i}", f"x{i}", 1.0 + 0.44 * i), resp(f"p{i}", f"y{i}", 1.0 + 0.22 * i))]
+    p, r = frames(prompts, responses)
+    model, m = build_pairs(p, r, cfg(inputs=model_input(1)))
+    # spread = p95 - p5 of the 20 scores; tie gap = 0.05 x spread (~0.17): p0's gap of 0.005 is a tie.
+    (gap,) = m["tie_gaps"]
+    assert gap["scores"] == "model" and gap["responses"] == 20
+    assert gap["tie_gap"] == pytest.approx(0.05 * (gap["p95"] - gap["p05"])) and 0.15 < gap["tie_gap"] < 0.2
+    pairs = {json.loads(x["lineage"])["prompt_id"]: x["margin"] for x in model.to_pylist()}
+    assert "p0" not in pairs and set(pairs) == {f"p{i}" for i in range(1, 10)}  # 0.22 * i > 0.17 for i >= 1
+    assert m["pairs"]["dropped"] == {"gap_le_min_gap": 1} and m["prompts"]["dropped"]["all_pairs_tied"] == 1
+    rated, m_rated = build_pairs(p, r, cfg(inputs=model_input(1, "rated")))
+    assert rated.num_rows == 10 and m_rated["tie_gaps"][0]["tie_gap"] == 0.0  # the paper: any positive gap
+    # min_gap still applies, as a floor: gaps 0.22 * i > 0.5 for i >= 3.
+    assert build_pairs(p, r, cfg(inputs=model_input(1), min_gap=0.5))[0].num_rows == 7
+
+
+def test_pair_ids_and_curriculum_order_are_pinned():
+    """Order = level, then xxh3-64 of the pair hash's 8 big-endian bytes seeded with curry.seed, then pair
+    id; recomputed here from the rule alone (Python xxhash), and pinned, so an upgrade of polars cannot
+    move a pair."""
+    prompts = [prompt(f"q{i}") for i in range(4)]
+    responses = [resp(f"q{i}", f"q{i}r{k}", float(s)) for i in range(4) for k, s in enumerate([8, 5, 3, 1])]
+    for seed in (0, 7):
+        rows, _ = build(prompts, responses, seed=seed)
+        want = []
+        for i in range(4):
+            for k, level in ((3, 0), (2, 1), (1, 2)):
+                h = pair_hash(f"q{i}", "hand", f"q{i}r0", f"q{i}r{k}")
+                want.append((level, xxhash.xxh3_64_intdigest(h.to_bytes(8, "big"), seed=seed), f"{h:016x}"))
+        assert [r["pair_id"] for r in rows] == [pid for _, _, pid in sorted(want)]
+    rows, _ = build(prompts, responses, seed=0)
+    assert [r["pair_id"] for r in rows] == [
+        "3d5e18596b8633b1", "6071363ab63c202c", "0c61f0f2ecd2e389", "aecd2df1200084af",
+        "947e944c6b2d8f9a", "2552a0257fb22618", "7cdc8b137a128c2f", "99f1ca7ee510934d",
+        "25f7c0cc46693851", "2682f31b3f1fa88d", "43ace875bbf49d41", "7258534a9e63ca07",
+    ]
 
 
 def test_lineage_is_valid_json_when_ids_need_escaping():
@@ -203,7 +282,8 @@ def test_run_writes_one_shard_set_per_level_in_curriculum_order(tmp_path):
     write_shards(to_table(prompts, "prompts"), tmp_path / "in" / "prompts", name="prompts")
     write_shards(check_table(pl.DataFrame(responses, schema_overrides={"detail": pl.String}).to_arrow(), "responses"),
                  tmp_path / "in" / "responses", name="responses")
-    c = cfg(inputs=[{"prompts": str(tmp_path / "in" / "prompts"), "responses": str(tmp_path / "in" / "responses")}])
+    c = cfg(inputs=[{"prompts": str(tmp_path / "in" / "prompts"), "responses": str(tmp_path / "in" / "responses"),
+                    "scores": "rated"}])
     out = tmp_path / "curry"
     m = run(c, execution(), out)
     pairs = out / "pairs"
@@ -350,7 +430,8 @@ def test_trl_dpo_trainer_gets_batches_level_by_level(tmp_path):
     write_shards(to_table(prompts, "prompts"), tmp_path / "in" / "prompts", name="prompts")
     write_shards(check_table(pl.DataFrame(responses, schema_overrides={"detail": pl.String}).to_arrow(), "responses"),
                  tmp_path / "in" / "responses", name="responses")
-    c = cfg(inputs=[{"prompts": str(tmp_path / "in" / "prompts"), "responses": str(tmp_path / "in" / "responses")}])
+    c = cfg(inputs=[{"prompts": str(tmp_path / "in" / "prompts"), "responses": str(tmp_path / "in" / "responses"),
+                    "scores": "rated"}])
     run(c, execution(), tmp_path / "curry")
     pairs = tmp_path / "curry" / "pairs"
     files = [str(f) for f in curriculum_files(pairs)]

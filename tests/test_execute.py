@@ -1,19 +1,26 @@
-"""The executor: identical results on both backends, resumable chunks, byte-identical reruns."""
+"""The executor: identical results on both backends, resumable checkpoints, byte-identical reruns, one
+engine per Ray replica for a whole step."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from pipeline.config import Execution
+from pipeline import execute
+from pipeline.config import LLM, Execution
 from pipeline.execute import Checkpoint, map_batches
+from pipeline.llm.base import Completion
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _execution(**over) -> Execution:
@@ -63,6 +70,61 @@ def test_checkpoint_resumes_and_clears_stale_chunks(tmp_path):
     assert sum(calls) == 53 and len(list((tmp_path / "ck").glob("chunk-*.parquet"))) == 3
 
 
+def _counted(calls: list[int]):
+    def counted(batch: pa.Table) -> pa.Table:
+        calls.append(batch.num_rows)
+        return shout(batch)
+
+    return counted
+
+
+def test_batches_are_cut_at_fixed_rows_whatever_the_checkpoint_size(tmp_path):
+    # 53 rows, batch 7: the same seven batches of 7 and one of 4 with or without checkpoints of 20 rows
+    # (a checkpoint covers whole batches), so a model sees the same batches on every run.
+    for ck in (None, Checkpoint(tmp_path / "ck", fingerprint="fp")):
+        calls = []
+        map_batches(_input(), _counted(calls), execution=_execution(), checkpoint=ck)
+        assert calls == [7] * 7 + [4]
+    names = sorted(p.name for p in (tmp_path / "ck").glob("chunk-*.parquet"))
+    assert [n.split("-")[1:3] for n in names] == [["000000000000", "000000000021"], ["000000000021", "000000000042"],
+                                                  ["000000000042", "000000000053"]]
+
+
+def test_slow_steps_checkpoint_by_time_and_resume_fills_only_the_gaps(tmp_path, monkeypatch):
+    plain = map_batches(_input(), shout, execution=_execution())
+    ck, ck_dir = Checkpoint(tmp_path / "ck", fingerprint="fp"), tmp_path / "ck"
+    monkeypatch.setattr(execute, "FLUSH_SECONDS", 0.0)  # a slow model: every batch outlasts the flush interval
+    calls = []
+    first = map_batches(_input(), _counted(calls), execution=_execution(), checkpoint=ck)
+    files = sorted(ck_dir.glob("chunk-*.parquet"))
+    assert len(files) == 8 and first.equals(plain)  # one file per batch, long before 20 rows are done
+    monkeypatch.setattr(execute, "FLUSH_SECONDS", 3600.0)
+    files[2].unlink()  # rows 14-20
+    files[5].unlink()  # rows 35-41
+    (ck_dir / ".chunk-000000000000-000000000021-0123456789abcdef.parquet.1a2b3c4d").write_bytes(b"half")  # killed write
+    (ck_dir / "chunk-00003-0123456789abcdef.parquet").write_bytes(b"older layout")
+    calls.clear()
+    again = map_batches(_input(), _counted(calls), execution=_execution(), checkpoint=ck)
+    assert calls == [7, 7] and again.equals(plain)
+    assert len(list(ck_dir.iterdir())) == 8  # the two gaps written back, the leftovers cleared
+
+
+def test_checkpoints_that_no_longer_match_the_input_are_recomputed(tmp_path):
+    ck = Checkpoint(tmp_path / "ck", fingerprint="fp")
+    map_batches(_input(), shout, execution=_execution(), checkpoint=ck)
+    # Row 30 edited: only the file covering rows 21-41 is stale.
+    edited = _input().set_column(1, "text", pa.array([("edited" if i == 30 else f"row {i} " * (i % 5 + 1))
+                                                      for i in range(53)]))
+    calls = []
+    out = map_batches(edited, _counted(calls), execution=_execution(), checkpoint=ck)
+    assert calls == [7, 7, 7] and out.equals(map_batches(edited, shout, execution=_execution()))
+    # Batch size 5: no file ends on a batch boundary any more (21, 42), so none is reused.
+    calls.clear()
+    out = map_batches(edited, _counted(calls), execution=_execution(batch_size=5), checkpoint=ck)
+    assert sum(calls) == 53 and set(calls) == {5, 3}
+    assert out.equals(map_batches(edited, shout, execution=_execution(batch_size=5)))
+
+
 KILLABLE = textwrap.dedent(
     """
     import os, sys
@@ -87,9 +149,8 @@ KILLABLE = textwrap.dedent(
 
 
 def _run(script: Path, out: Path, ck: Path, **env) -> int:
-    root = Path(__file__).resolve().parents[1]
     return subprocess.run(
-        [sys.executable, str(script), str(out), str(ck)], cwd=root, env={**os.environ, "PYTHONPATH": str(root), **env}
+        [sys.executable, str(script), str(out), str(ck)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env}
     ).returncode
 
 
@@ -98,9 +159,9 @@ def test_killed_stage_rerun_is_byte_identical(tmp_path):
     script.write_text(KILLABLE)
     assert _run(script, tmp_path / "clean", tmp_path / "ck_clean") == 0
 
-    assert _run(script, tmp_path / "killed", tmp_path / "ck", DIE_AT="r0027") != 0
+    assert _run(script, tmp_path / "killed", tmp_path / "ck", DIE_AT="r0028") != 0
     assert not (tmp_path / "killed").exists()  # nothing half-written was published
-    assert len(list((tmp_path / "ck").glob("chunk-*"))) == 1  # the finished chunk survived
+    assert len(list((tmp_path / "ck").glob("chunk-*"))) == 1  # rows 0-20 survived (28 starts the 2nd file)
     assert _run(script, tmp_path / "killed", tmp_path / "ck") == 0
 
     clean = sorted(p.name for p in (tmp_path / "clean").iterdir())
@@ -115,3 +176,57 @@ def test_ray_backend_matches_local(ray_cluster):
     local = map_batches(table, shout, execution=_execution(batch_size=16), fn_kwargs={"suffix": "#"})
     remote = map_batches(table, shout, execution=_execution(backend="ray", batch_size=16), fn_kwargs={"suffix": "#"})
     assert remote.equals(local)
+
+
+class CountingEngine:
+    """A test double of the engine protocol that leaves one marker file per construction (its pid),
+    so a test can count how many times each process built its engine."""
+
+    def __init__(self, marker_dir: str, cfg: LLM):
+        if "BROKEN" in marker_dir:
+            raise ValueError(f"no such model {cfg.model!r}: set llm.model to a Hub id or a local folder")
+        Path(marker_dir, f"{os.getpid()}-{uuid.uuid4().hex}").touch()
+
+    def generate(self, prompts, n=1, sampling=None, schema=None):
+        return [[Completion(f"{p[-1]['content']} #{j}") for j in range(n)] for p in prompts]
+
+
+def answer(batch: pa.Table, engine) -> pa.Table:
+    outs = engine.generate([[{"role": "user", "content": t}] for t in batch["text"].to_pylist()], n=2)
+    return pa.table({"id": batch["id"], "answer": [" | ".join(c.text for c in o) for o in outs],
+                     "pid": [os.getpid()] * batch.num_rows})
+
+
+def _llm(**over) -> LLM:
+    import yaml
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())["llm"]
+    return LLM.model_validate({**data, "batch_size": 4, **over})
+
+
+@pytest.mark.ray
+def test_ray_engine_step_builds_one_engine_per_replica_for_the_whole_step(ray_cluster, tmp_path):
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests folder
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    table = _input(600)
+    factory = functools.partial(CountingEngine, str(markers))
+    kw = dict(engine=_llm(replicas=2), engine_factory=factory)
+    local = map_batches(table, answer, execution=_execution(checkpoint_rows=16), **kw)
+    assert len(list(markers.iterdir())) == 1
+    for m in markers.iterdir():
+        m.unlink()
+
+    ck = Checkpoint(tmp_path / "ck", fingerprint="fp")
+    remote = map_batches(table, answer, execution=_execution(backend="ray", checkpoint_rows=16), checkpoint=ck, **kw)
+    loads = sorted(int(m.name.split("-")[0]) for m in markers.iterdir())
+    assert len(loads) == 2 and len(set(loads)) == 2  # two replicas, each built its engine once
+    assert set(remote["pid"].to_pylist()) <= set(loads)  # every one of the 150 batches went through them
+    assert remote.drop_columns("pid").equals(local.drop_columns("pid"))
+    assert len(list((tmp_path / "ck").glob("chunk-*.parquet"))) >= 600 // 16  # written as results arrived
+
+    with pytest.raises(Exception, match="no such model 'tiny'"):  # an engine that cannot load fails the step
+        map_batches(table.slice(0, 8), answer, execution=_execution(backend="ray"), engine=_llm(),
+                    engine_factory=functools.partial(CountingEngine, str(tmp_path / "BROKEN")))

@@ -9,22 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from pipeline.dedup import Signatures, dedup_within, prompt_keys, text_of
 from pipeline.hub import verify_release
-from pipeline.io import write_shards
-from pipeline.pii import KINDS, luhn_valid, redact
+from pipeline.io import StageError, write_shards
 from pipeline.records import to_table
-from stages.export import (
-    ExportError,
-    Signatures,
-    build_release,
-    dedup_pairs,
-    light_pairs,
-    prompt_keys,
-    read_pairs_tree,
-    redact_messages,
-    text_of,
-)
-from tests.export_fixtures import TOPICS, export_cfg, pair, standard_methods, write_method
+from stages.export import LEAVES, ExportError, build_release, light_pairs, read_pairs_tree
+from tests.export_fixtures import TOPICS, export_cfg, pair, standard_methods, write_held_out, write_method
 
 
 def build(tmp_path, **overrides):
@@ -146,7 +136,7 @@ def test_stats_and_plot_data(tmp_path):
     assert pl.read_csv(release / "plots" / "categories.csv").rows() == [
         ("SAT:Gratitude", 1), ("DSAT:Revision", 2), ("DSAT:Style", 1)]
     on_disk = json.loads((release / "stats.json").read_text())
-    assert on_disk["methods"]["curry"] == {"input": 24, "output": 24}
+    assert on_disk["methods"]["curry"] == {"input": 24, "output": 24, "in_all": 24}
     assert on_disk["levels"]["curry"] == {"0": 12, "1": 12}
     conf = pl.read_csv(release / "plots" / "confidence.csv")
     assert conf.height == 20 and conf["all"].sum() == 36  # every conditional pair has a confidence in [0, 1]
@@ -169,39 +159,76 @@ def test_identical_chosen_and_rejected_are_dropped(tmp_path):
     assert removed(release).select("pair_id", "reason").rows() == [("same", "identical")]
 
 
-def test_duplicate_prompts_across_methods_keep_the_most_confident(tmp_path):
+def test_duplicate_prompts_across_methods_leave_only_the_all_config_by_priority(tmp_path):
     # ~75 words: one changed word alters 5 of ~70 shingles (estimated Jaccard ~0.87 >= 0.8)
     long = " ".join(TOPICS[4:9]) + " Mention the estates general, the debt crisis, bread prices and enlightenment ideas."
     near = long.replace("bread prices", "grain prices")
-    write_method(tmp_path, "pugc", [pair("pugc-a", TOPICS[0], "pugc", confidence=0.9),
-                                    pair("pugc-b", long, "pugc", confidence=0.6)])
-    write_method(tmp_path, "selfie", [pair("selfie-a", TOPICS[0].upper(), "selfie", confidence=0.5),
+    write_method(tmp_path, "pugc", [pair("pugc-a", TOPICS[0], "pugc", confidence=0.1),
+                                    pair("pugc-b", long, "pugc", confidence=None)])
+    write_method(tmp_path, "selfie", [pair("selfie-a", TOPICS[0].upper(), "selfie", confidence=0.99),
                                       pair("selfie-c", TOPICS[2], "selfie", confidence=0.5)])
-    # Curry: one prompt, two levels; both survive together, and win the near-duplicate cluster
+    # Curry: one prompt, two levels; both stay together in its own config
     write_method(tmp_path, "curry", [pair("curry-0", near, "curry", confidence=0.8, level=0),
                                      pair("curry-1", near, "curry", confidence=0.7, level=1, rejected="meh")],
                  sub="level=0")
-    release, stats = build(tmp_path, methods=["pugc", "selfie", "curry"], test_fraction=0.0)
-    gone = removed(release)
-    assert dict(gone.select("pair_id", "reason").rows()) == {
-        "selfie-a": "duplicate_prompt_exact", "pugc-b": "duplicate_prompt_near"}
-    detail = json.loads(gone.filter(pl.col("pair_id") == "pugc-b")["detail"][0])
-    assert detail["kept_method"] == "curry"
-    kept = set(pl.read_parquet(release / "all" / "train-00000-of-00001.parquet")["pair_id"])
-    assert kept == {"pugc-a", "selfie-c", "curry-0", "curry-1"}
-    assert stats["drops"] == {"duplicate_prompt_exact": 1, "duplicate_prompt_near": 1}
+    release, stats = build(tmp_path, methods=["pugc", "selfie", "curry"], test_fraction=0.0,
+                           dedup={"priority": ["curry", "pugc", "selfie", "wildfeedback"]})
+
+    def ids(config):
+        return set(pl.read_parquet(release / config / "train-00000-of-00001.parquet")["pair_id"])
+
+    # every method's config holds all its pairs: nothing was compared across methods there
+    assert ids("pugc") == {"pugc-a", "pugc-b"} and ids("selfie") == {"selfie-a", "selfie-c"}
+    assert ids("curry") == {"curry-0", "curry-1"}
+    # `all`: the priority decides (selfie's confidence 0.99 does not beat pugc's 0.1); curry wins the near cluster
+    assert ids("all") == {"pugc-a", "selfie-c", "curry-0", "curry-1"}
+    gone = {r["pair_id"]: r for r in removed(release).iter_rows(named=True)}
+    assert {k: (v["reason"], v["configs"]) for k, v in gone.items()} == {
+        "selfie-a": ("duplicate_prompt_exact", ["all"]), "pugc-b": ("duplicate_prompt_near", ["all"])}
+    assert json.loads(gone["pugc-b"]["detail"]) == {"kept_method": "curry", "kept_pair_id": "curry-0"}
+    assert json.loads(gone["selfie-a"]["detail"]) == {"kept_method": "pugc", "kept_pair_id": "pugc-a"}
+    assert stats["drops_by_config"] == {"all": {"duplicate_prompt_exact": 1, "duplicate_prompt_near": 1}}
+    assert stats["methods"]["selfie"] == {"input": 2, "output": 2, "in_all": 1}
+    card = (release / "README.md").read_text()
+    assert "| `all` | duplicate_prompt_exact | 1 |" in card and "first of curry, pugc, selfie, wildfeedback" in card
+
+
+def test_each_method_config_holds_its_pairs_when_methods_share_prompts(tmp_path):
+    """#14.1: Curry-DPO re-reads PUGC's responses; today's 'highest confidence' rule emptied `pugc`."""
+    write_method(tmp_path, "pugc", [pair(f"pugc{i}", t, "pugc", confidence=None) for i, t in enumerate(TOPICS[:6])])
+    write_method(tmp_path, "curry", [pair(f"curry{i}-{lv}", t, "curry", confidence=None, level=lv, rejected=f"r{lv}")
+                                     for i, t in enumerate(TOPICS[:6]) for lv in (0, 1)], sub="level=0")
+    release, stats = build(tmp_path, methods=["pugc", "curry"], test_fraction=0.0)
+    import datasets
+
+    pugc = datasets.load_dataset(str(release), "pugc", split="train", cache_dir=str(tmp_path / "hf"))
+    assert pugc.num_rows == 6 and stats["methods"]["pugc"] == {"input": 6, "output": 6, "in_all": 6}
+    assert stats["methods"]["curry"] == {"input": 12, "output": 12, "in_all": 0}  # pugc comes first in `all`
+    assert stats["rows"]["all"] == {"train": 6}
+
+
+def test_near_duplicate_prompts_within_a_method_keep_its_most_confident():
+    long = " ".join(TOPICS[4:9]) + " Mention the estates general, the debt crisis, bread prices and enlightenment ideas."
+    rows = [pair("a", long, "pugc", confidence=0.2), pair("b", long.replace("bread", "grain"), "pugc", confidence=0.9)]
+    df = pl.from_arrow(to_table(rows, "pairs")).with_columns(pl.lit("pugc").alias("_config"), pl.int_range(2).alias("_seq"))
+    prompts = prompt_keys(df, "prompt")
+    sigs = Signatures(shingle=5, num_perm=128)
+    sigs.add(prompts["_key"], prompts["_text"])
+    kept, drops = dedup_within(light_pairs(df, prompts["_key"]).drop("_same"), sigs, 32, 0.8, LEAVES)
+    assert kept["pair_id"].to_list() == ["b"]
+    assert drops.select("pair_id", "reason", "configs").rows() == [("a", "duplicate_prompt_near", ["pugc", "all"])]
 
 
 def test_identical_pairs_within_a_method_keep_one():
     rows = [pair("a", TOPICS[0], "pugc", confidence=0.2, rejected="x"),
             pair("b", TOPICS[0], "pugc", confidence=0.9, rejected="x"),
             pair("c", TOPICS[0], "pugc", confidence=0.1, rejected="y")]
-    df = pl.from_arrow(to_table(rows, "pairs")).with_columns(pl.lit("pugc").alias("_config"))
+    df = pl.from_arrow(to_table(rows, "pairs")).with_columns(pl.lit("pugc").alias("_config"), pl.int_range(3).alias("_seq"))
     prompts = prompt_keys(df, "prompt")
     df = light_pairs(df, prompts["_key"])
     sigs = Signatures(shingle=5, num_perm=64)
     sigs.add(prompts["_key"], prompts["_text"])
-    kept, drops = dedup_pairs(df.drop("_same"), ["pugc"], sigs, 16, 0.8)
+    kept, drops = dedup_within(df.drop("_same"), sigs, 16, 0.8, LEAVES)
     assert sorted(kept["pair_id"]) == ["b", "c"]
     assert drops.select("pair_id", "reason").rows() == [("a", "duplicate_pair")]
 
@@ -252,7 +279,7 @@ def test_missing_eval_set_fails_unless_optional(tmp_path):
     write_method(tmp_path, "pugc", [pair("p", TOPICS[0], "pugc")])
     sets = [{"name": "gone", "path": str(tmp_path / "nope.jsonl"), "text_field": "prompt", "id_field": "id",
              "optional": False}]
-    with pytest.raises(ExportError, match="'gone'.*nope.jsonl.*optional: true"):
+    with pytest.raises(StageError, match="'gone'.*nope.jsonl.*optional: true"):
         build(tmp_path, methods=["pugc"], decontamination={"sets": sets})
     sets[0]["optional"] = True
     # a Hub id read through pipeline.io (the suite runs with HF_HUB_OFFLINE=1, so it cannot be fetched)
@@ -272,61 +299,11 @@ def test_unreadable_method_output_names_the_folder(tmp_path):
         build(tmp_path, methods=["pugc"])
 
 
-# --- PII -----------------------------------------------------------------------------------------
-
-PII_CASES = {
-    "email": ("write to jane.doe+test@mail.example.co.uk today", "[REDACTED_EMAIL]"),
-    "phone": ("call (555) 123-4567 or +44 20 7946 0958", "[REDACTED_PHONE]"),
-    "ipv4": ("server at 192.168.10.254 is down", "[REDACTED_IP]"),
-    "ipv6": ("ping 2001:db8:85a3::8a2e:370:7334 now", "[REDACTED_IP]"),
-    "credit_card": ("card 4111-1111-1111-1111 expires soon", "[REDACTED_CREDIT_CARD]"),
-    "openai_key": ("OPENAI_API_KEY=sk-proj-abcdefghijklmnopqrstuvwx1234", "[REDACTED_API_KEY]"),
-    "hf_token": ("token hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567 here", "[REDACTED_HF_TOKEN]"),
-    "aws_access_key": ("aws_access_key_id = AKIAIOSFODNN7EXAMPLE", "[REDACTED_AWS_KEY]"),
-    "github_token": ("git clone https://ghp_abcdefghijklmnopqrstuvwxyz0123456789@github.com/x/y", "[REDACTED_GITHUB_TOKEN]"),
-    "bearer_token": ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig", "Bearer [REDACTED_TOKEN]"),
-}
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_pii_each_kind_is_redacted_and_counted(kind):
-    text, marker = PII_CASES[kind]
-    out, counts = redact(pl.Series([text]), [kind])
-    assert marker in out[0], out[0]
-    assert counts == {kind: 2 if kind == "phone" else 1}  # the phone case holds two numbers
-    leftovers = {"email": "jane.doe", "ipv4": "192.168", "credit_card": "1111", "hf_token": "hf_AbC", "bearer_token": "eyJ"}
-    if kind in leftovers:
-        assert leftovers[kind] not in out[0]
-
-
-def test_pii_leaves_look_alikes_alone():
-    texts = ["at 12:30:45 use std::vector", "order 123456789 costs 1234.50", "sk-short and hf_short",
-             "see section 3.2.1 of the book", "email me at work"]
-    out, counts = redact(pl.Series(texts), KINDS)
-    assert out.to_list() == texts and sum(counts.values()) == 0
-    out, counts = redact(pl.Series(["card 4111 1111 1111 1112"]), ["credit_card"])  # fails the Luhn check
-    assert out[0] == "card 4111 1111 1111 1112" and counts == {"credit_card": 0}
-    assert luhn_valid("4111 1111 1111 1111") and not luhn_valid("4111 1111 1111 1112")
-
-
-def test_pii_redacted_in_every_message_column(tmp_path):
-    rows = [pair("p1", "My email is a@b.io, call 555-123-4567", "pugc", chosen="Mail a@b.io", rejected="IP 10.0.0.1")]
-    df = pl.from_arrow(to_table(rows, "pairs"))
-    out, counts = redact_messages(df, ["prompt", "chosen", "rejected"], KINDS)
-    assert counts["email"] == 2 and counts["phone"] == 1 and counts["ipv4"] == 1
-    assert out["prompt"][0][0]["content"] == "My email is [REDACTED_EMAIL], call [REDACTED_PHONE]"
-    assert out["rejected"][0][0] == {"role": "assistant", "content": "IP [REDACTED_IP]"}
-    write_method(tmp_path, "pugc", rows)
-    release, stats = build(tmp_path, methods=["pugc"], test_fraction=0.0)
-    assert stats["pii"]["email"] == 2
-    released = repr(pq.read_table(release / "pugc" / "train-00000-of-00001.parquet").to_pylist())
-    assert "a@b.io" not in released and "[REDACTED_EMAIL]" in released
-
-
 def test_cli_runs_the_stage_from_the_project_root(tmp_path, monkeypatch, root):
     from pipeline.cli import main as cli
 
     standard_methods(tmp_path)
+    write_held_out(tmp_path, ["A held-out question nobody trains on?"])
     (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
     monkeypatch.chdir(tmp_path)  # dvc runs stages from the project root; paths in params are relative to it
     assert cli(["run", "export"]) == 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from pipeline import cli
 from pipeline.config import Params
@@ -218,12 +219,12 @@ def test_guard_changes_leave_the_tables_byte_identical(params, at_root, tmp_path
     assert read_manifest(tmp_path / "c" / "documents")["fingerprint"] != read_manifest(tmp_path / "a" / "documents")["fingerprint"]
 
 
-def test_cli_reports_a_failing_source_without_a_traceback(params, tmp_path, monkeypatch, capsys):
-    import yaml
-
+def test_cli_reports_a_failing_source_without_a_traceback(params, root, tmp_path, monkeypatch, capsys):
     _bad_chats(tmp_path / "bad.jsonl")
-    p = with_ingest(params, [{"name": "bad_chats", "kind": "conversations", "path": "bad.jsonl",
-                              "format": "wildchat"}], max_reject_fraction=0.1, max_record_bytes=2000)
+    # the sample sources stay (other stages name them: load_params checks every name), read from the checkout
+    samples = [{**s.model_dump(mode="json"), "path": str(root / s.path)} for s in params.ingest.sources]
+    p = with_ingest(params, [*samples, {"name": "bad_chats", "kind": "conversations", "path": "bad.jsonl",
+                                        "format": "wildchat"}], max_reject_fraction=0.1, max_record_bytes=2000)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p.model_dump(mode="json")))
     monkeypatch.chdir(tmp_path)
     assert cli.main(["run", "ingest"]) == 1
@@ -231,3 +232,51 @@ def test_cli_reports_a_failing_source_without_a_traceback(params, tmp_path, monk
     assert err.startswith("prefpipe: ingest: 1 source(s) rejected more than max_reject_fraction=0.1")
     assert "source 'bad_chats': 9 of 10 rows rejected" in err and "Traceback" not in err
     assert (tmp_path / "data" / "ingest" / "rejects" / "_manifest.json").exists()
+
+
+def test_an_empty_input_file_is_warned_about_and_listed(params, tmp_path, caplog):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.jsonl").write_text(json.dumps({"id": "p1", "prompt": "Hi?"}) + "\n")
+    (tmp_path / "src" / "b.jsonl").write_text("")
+    (tmp_path / "src" / "c.jsonl").write_text("\n  \n")
+    p = with_ingest(params, [{"name": "some", "kind": "prompts", "path": str(tmp_path / "src"), "format": "prompts"}])
+    with caplog.at_level("WARNING"):
+        metrics = run(p, tmp_path / "out")
+    assert metrics["sources"]["some"]["empty_files"] == ["b.jsonl", "c.jsonl"]
+    assert metrics["sources"]["some"]["rows_in"] == 1
+    assert "source 'some': b.jsonl holds no records (an empty file?)" in caplog.text
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["sources"]["some"]["empty_files"] == [
+        "b.jsonl", "c.jsonl"]
+
+
+def test_a_missing_source_path_names_the_params_key(params, at_root, tmp_path):
+    p = with_ingest(params, [{"name": "ok", "kind": "prompts", "path": "data/samples/prompts.jsonl", "format": "prompts"},
+                             {"name": "gone", "kind": "prompts", "path": str(tmp_path / "nope.jsonl"), "format": "prompts"}])
+    with pytest.raises(SourceError, match=r"^ingest\.sources\[1\]\.path: .*nope\.jsonl: no such file"):
+        run(p, tmp_path / "out")
+
+
+def test_an_unreachable_hub_source_fails_at_once_in_one_line(root, tmp_path):
+    """No network (HF_HUB_OFFLINE unset): one request, one line, no minutes of retries (was 23 warnings in 27 s)."""
+    import os
+    import subprocess
+    import sys
+
+    data = yaml.safe_load((root / "params.yaml").read_text())
+    data["ingest"]["sources"][0]["path"] = "hf://prefpipe-tests/no-such-set:train"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=str(root))  # nothing listens on port 9
+    code = ("import sys; from pipeline import cli; rc = cli.main(['run', 'ingest']);"
+            "from pipeline.readers import iter_records\n"
+            "try: list(iter_records('hf://prefpipe-tests/no-such-set:train'))\n"
+            "except Exception as e: print(type(e).__name__, e, file=sys.stderr)\n"
+            "sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Retrying" not in proc.stderr, proc.stderr
+    assert lines[0].startswith("prefpipe: ingest.sources[0].path: hf://prefpipe-tests/no-such-set:train: "
+                               "the Hugging Face Hub cannot be reached (")
+    assert lines[1].startswith("SourceError hf://prefpipe-tests/no-such-set:train: the Hugging Face Hub cannot be reached")

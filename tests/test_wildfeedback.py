@@ -1,119 +1,56 @@
-"""WildFeedback stage: select, feedback turns, detectors (with a scripted fake engine), summaries, pairs, judge."""
+"""WildFeedback stage: select, feedback turns, the model detector and how it combines with the rules, judge
+gates, metrics (scripted fake engine in tests/wildfeedback_fakes.py). Pairs: tests/test_wildfeedback_pairs.py."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
 import pytest
-import yaml
 
 import pipeline.llm
-from pipeline.config import Params
-from pipeline.io import read_table, write_shards
-from pipeline.llm.base import Completion, GenerationFailure
-from pipeline.records import to_table
+from pipeline.gates import JudgeGateError, load_probes
 from stages import wildfeedback as wf
-from stages.wildfeedback_pairs import PreferenceSummary, checklist, natural_revisions
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_params(**wf_overrides) -> Params:
-    data = yaml.safe_load((ROOT / "params.yaml").read_text())
-    data.setdefault("ingest", {"sources": [], "max_reject_fraction": 0.5, "max_record_bytes": 1 << 20})
-    # The model paths are what these tests pin: rules+llm unless a test says otherwise.
-    data["wildfeedback"] = {**data["wildfeedback"], "sources": ["logs"], "detector": "rules+llm", **wf_overrides}
-    data["execution"] = {**data["execution"], "backend": "local", "batch_size": 3, "checkpoint_rows": 4}
-    return Params.model_validate(data)
-
-
-def conv(cid: str, turns: list[str], *, language="en", flags=(), source="logs", system: str | None = None) -> dict:
-    msgs = [{"role": "system", "content": system}] if system else []
-    msgs += [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
-    return {"conversation_id": cid, "messages": msgs, "source": source, "language": language, "flags": list(flags)}
-
-
-CONVS = [
-    # DSAT on turn 1, revision turn 3 earns SAT at turn 4: a natural revision pair.
-    conv("c1", ["Capital of Australia?", "Sydney.", "That's wrong, it's not Sydney.", "Canberra.", "Thanks, perfect!"]),
-    # Thanked new task only: SAT, no DSAT, no pair.
-    conv("c2", ["Write a haiku.", "Leaves fall softly.", "Thanks! Now write a limerick.", "There once was a cat.",
-                "What rhymes with cat?"]),
-    # Style complaint, never fixed: a generated pair candidate. Has a system message.
-    conv("c3", ["Explain DNS.", "DNS is a long story. " * 5, "Way too long, make it shorter.", "DNS maps names.",
-                "Who invented it?"], system="You are terse."),
-    conv("c4", ["Hi", "Hello!", "Bye"]),  # too few user turns
-    conv("c5", ["a", "b", "that's wrong", "d", "e"], language="fr"),
-    conv("c6", ["a", "b", "that's wrong", "d", "e"], flags=["toxic"]),
-    conv("c7", ["a", "b", "that's wrong", "d", "e"], source="other"),
-    conv("c8", ["Hi", "Hello!", "ok", "Sure.", "thanks"], language=None),
-]
-
-
-def frame(rows=CONVS) -> pl.DataFrame:
-    return pl.from_arrow(to_table(rows, "conversations"))
-
-
-class FakeEngine:
-    """Scripted engine: answers follow keywords in the prompt, deterministically."""
-
-    name = "fake"
-
-    def __init__(self, judge_bias: str = "fair"):
-        self.judge_bias = judge_bias
-        self.calls: list[tuple[str, int]] = []
-
-    def generate(self, prompts, n=1, sampling=None, schema=None):
-        self.calls.append((schema.__name__ if schema else "text", len(prompts)))
-        out = []
-        for p in prompts:
-            text = p[-1]["content"]
-            last = text.rsplit("<<<TURN", 1)[-1] if schema is wf.FeedbackJudgment else text
-            if schema is wf.FeedbackJudgment:
-                if "FAIL" in last:
-                    out.append([GenerationFailure(error="cut at max_new_tokens", raw='{"sat": tr', attempts=3)])
-                    continue
-                dsat = "wrong" in last or "too long" in last.lower()
-                sat = "thanks" in last.lower()
-                out.append([wf.FeedbackJudgment(
-                    sat=sat, sat_categories=["Gratitude"] if sat else [], dsat=dsat,
-                    dsat_categories=["Factual_Error"] if dsat else [], refers_to_preceding=True, rationale="scripted")])
-            elif schema is PreferenceSummary:
-                unsafe = "UNSAFE" in text
-                out.append([PreferenceSummary(preference="Be concise. Answer in one sentence", reasonable=True,
-                                              safe=not unsafe)])
-            else:
-                system = p[0]["content"] if p[0]["role"] == "system" else ""
-                out.append([Completion("PREFERRED short answer." if "Be concise" in system else "policy sample")] * n)
-        return out
-
-    def choose(self, prompts, options):
-        assert options == ["A", "B"]
-        out = []
-        for p in prompts:
-            text = p[-1]["content"]
-            if self.judge_bias == "always_a":
-                out.append([0.9, 0.1])
-            else:
-                a = text.split("<<<ANSWER A", 1)[1]
-                out.append([0.8, 0.2] if a.lstrip().startswith("PREFERRED") else [0.2, 0.8])
-        return out
-
-    def logprobs(self, prompts, responses):
-        raise AssertionError("WildFeedback never scores given text with logprobs")
+from stages import wildfeedback_detect as det
+from stages.wildfeedback_common import prompt
+from stages.wildfeedback_pairs import natural_revisions
+from tests.wildfeedback_fakes import (
+    CONVS,
+    ROOT,
+    FakeEngine,
+    conv,
+    fenced,
+    frame,
+    kinds,
+    make_params,
+    run_stage,
+)
 
 
 def test_select_counts_every_drop_reason():
     cfg = make_params().wildfeedback
     kept, counts = wf.select_conversations(frame(), cfg)
     assert sorted(kept["conversation_id"]) == ["c1", "c2", "c3", "c8"]
-    assert counts == {"in": 7, "selected": 4, "dropped_language": 1, "dropped_flagged": 1, "dropped_min_user_turns": 1}
-    strict = make_params(keep_unknown_language=False, min_user_turns=2).wildfeedback
+    drops = {k: n for k, n in counts.items() if not k.startswith("language:")}
+    assert drops == {"in": 7, "selected": 4, "dropped_language": 1, "dropped_flagged": 1, "dropped_min_user_turns": 1}
+    assert sum(n for k, n in counts.items() if k.startswith("language:")) == 7 and counts["language:fr"] == 1
+    strict = make_params(keep_unknown_language=False, detect_language=False, min_user_turns=2).wildfeedback
     kept, counts = wf.select_conversations(frame(), strict)
     assert "c8" not in kept["conversation_id"].to_list() and counts["dropped_language"] == 2
+
+
+def test_untagged_conversations_get_their_language_identified():
+    english = ["How do I descale my espresso machine at home?", "Use citric acid.", "And how often should I do it?",
+               "Monthly.", "What about the milk frother, does it need the same treatment?"]
+    french = ["Comment détartrer ma machine à espresso à la maison ?", "Avec de l'acide citrique.",
+              "Et à quelle fréquence faut-il le faire ?", "Tous les mois.", "Et le mousseur à lait, pareil ?"]
+    rows = frame([conv("u-en", english, language=None), conv("u-fr", french, language=None)])
+    kept, counts = wf.select_conversations(rows, make_params(min_user_turns=2).wildfeedback)
+    assert kept["conversation_id"].to_list() == ["u-en"] and kept.columns == rows.columns
+    assert counts["language:en"] == 1 and counts["language:fr"] == 1 and counts["dropped_language"] == 1
 
 
 def test_feedback_turns_index_messages_and_skip_the_first_user_turn():
@@ -125,69 +62,190 @@ def test_feedback_turns_index_messages_and_skip_the_first_user_turn():
 
 def test_recall_sample_is_seeded_and_batch_independent():
     turns = pl.DataFrame({"conversation_id": [f"c{i}" for i in range(4000)], "user_turn": [2] * 4000})
-    s = wf.recall_sample(turns, 0.1, seed=0)
+    s = det.recall_sample(turns, 0.1, seed=0)
     assert 300 < s.sum() < 500
-    assert s[:1000].to_list() == wf.recall_sample(turns[:1000], 0.1, seed=0).to_list()
-    assert s.to_list() != wf.recall_sample(turns, 0.1, seed=1).to_list()
-    assert wf.recall_sample(turns, 0.0, seed=0).sum() == 0
+    assert s[:1000].to_list() == det.recall_sample(turns[:1000], 0.1, seed=0).to_list()
+    assert s.to_list() != det.recall_sample(turns, 0.1, seed=1).to_list()
+    assert det.recall_sample(turns, 0.0, seed=0).sum() == 0
 
 
-def test_scan_rules_plus_llm_sends_flagged_turns_and_keeps_their_conversations():
-    turns, convs, counts = wf.scan(frame(), make_params(recall_sample=0.0).wildfeedback)
+def test_routing_per_combine_rule():
+    """llm_overrides / agree send every rule hit; add_recall sends only uncertain verdicts and the sample."""
+    turns, convs, counts = wf.scan(frame(), make_params(recall_sample=0.0, combine="llm_overrides").wildfeedback)
     sent = turns.filter(pl.col("to_model"))
     assert sent.height == turns.filter(pl.col("sat") | pl.col("dsat")).height > 0
     assert set(convs["conversation_id"]) == {"c1", "c2", "c3", "c8"}
     assert counts["turns"] == turns.height == 8
+    add = make_params(recall_sample=0.0).wildfeedback
+    assert add.combine == "add_recall" and not wf.scan(frame(), add)[0]["to_model"].any()  # no confidence: all stand
+    rated = turns.with_columns(confidence=pl.Series([0.95, 0.4, None, 0.79, 0.8, 0.1, 0.99, 1.0]))
+    assert det.route(rated, add).to_list() == [False, True, False, True, False, True, False, False]
+    assert det.route(rated, make_params(recall_sample=1.0).wildfeedback).to_list() == (
+        (pl.Series([False, True, False, True, False, True, False, False]) | ~(rated["sat"] | rated["dsat"])).to_list())
 
 
 def test_llm_detector_outputs_are_schema_valid_and_failures_are_recorded():
-    params = make_params(recall_sample=0.0)
+    params = make_params(recall_sample=0.0, combine="llm_overrides")
     turns, convs, _ = wf.scan(frame(), params.wildfeedback)
-    send = wf.with_context(turns.filter(pl.col("to_model")), convs, 6)
+    send = det.with_context(turns.filter(pl.col("to_model")), convs, 6)
     send = send.with_columns(pl.when(pl.col("conversation_id") == "c8").then(pl.lit("FAIL")).otherwise("text")
                              .alias("text"))
-    engine = FakeEngine()
-    out = wf.llm_detect(send.select("conversation_id", "user_turn", "text", "prev", "context").to_arrow(), engine,
-                        sampling=params.llm.sampling, prompt=wf.template("detect"), max_chars=100)
+    out = det.llm_detect(send.select("conversation_id", "user_turn", "text", "prev", "context").to_arrow(),
+                         FakeEngine(), sampling=params.llm.sampling, template_text=prompt("detect"), max_chars=100)
     judged = pl.from_arrow(out)
-    ok = judged.filter(pl.col("ok"))
-    for row in ok.to_dicts():  # every answer re-validates against the schema
-        wf.FeedbackJudgment.model_validate({k: row[k] for k in wf.FeedbackJudgment.model_fields})
+    for row in judged.filter(pl.col("ok")).to_dicts():  # every answer re-validates against the schema
+        det.FeedbackJudgment.model_validate({k: row[k] for k in det.FeedbackJudgment.model_fields})
     assert judged.filter(~pl.col("ok"))["conversation_id"].to_list() == ["c8", "c8"]
-    signals, failed = wf.merge_verdicts(turns, judged, "rules+llm")
+    signals, failed = det.combine(turns, judged, "rules+llm", "llm_overrides")
     assert set(signals.filter(pl.col("detector") == "llm")["conversation_id"]) == {"c1", "c2", "c3"}
     assert failed.height == 2 and signals.height == turns.height  # rules verdict kept for the failed turns
-    only_llm, _ = wf.merge_verdicts(turns, judged, "llm")
+    only_llm, _ = det.combine(turns, judged, "llm", "add_recall")
     assert "c8" not in only_llm["conversation_id"].to_list()
     assert "[rules: " in signals.filter(pl.col("detector") == "llm")["rationale"][0]
 
 
-def test_natural_revision_pair_rows():
-    turns, convs, _ = wf.scan(frame(), make_params(detector="rules").wildfeedback)
-    nat = natural_revisions(turns, convs)
-    assert nat.select("conversation_id", "target_turn", "chosen", "rejected").rows() == [
-        ("c1", 1, "Canberra.", "Sydney.")]
-    assert [m["role"] for m in nat["prompt"][0]] == ["user"]
+def test_a_silent_model_cannot_wipe_out_confident_rule_signals(tmp_path, monkeypatch, capsys):
+    """#15: rules+llm with a model that says "no signal" everywhere (as the random tiny model does)."""
+    for d in "abc":
+        (tmp_path / d).mkdir()
+    lowered = {"gates": {"detector": 0.0, "judge": 0.75}, "summarize": []}
+    rules = run_stage(tmp_path / "a", monkeypatch, FakeEngine(), detector="rules", summarize=[])
+    added = run_stage(tmp_path / "b", monkeypatch, FakeEngine(detector="silent"), recall_sample=1.0, **lowered)
+    verdicts = ["conversation_id", "user_turn", "sat", "dsat", "sat_categories", "dsat_categories"]
+    sides = ["pair_id", "prompt", "chosen", "rejected"]
+    assert added[0].select(verdicts).equals(rules[0].select(verdicts))
+    assert added[1].select(sides).equals(rules[1].select(sides))
+    assert kinds(added[1]) == ["natural_revision"]
+    rule_negatives = rules[0].num_rows - rules[3]["details"]["signals"]["turns_with_signal"]
+    assert added[3]["details"]["model_detector"]["sent_to_model"] == rule_negatives == 2
+    assert added[3]["collapse_warnings"] == 0
+    capsys.readouterr()
+    over = run_stage(tmp_path / "c", monkeypatch, FakeEngine(detector="silent"), combine="llm_overrides", **lowered)
+    assert over[1].num_rows == 0 and over[3]["details"]["model_detector"]["model_cleared"] == 6
+    assert over[3]["collapse_warnings"] == 3 and over[3]["details"]["collapse"] == [
+        "DSAT signals fell from 2 (rules alone) to 0 with detector rules+llm (combine: llm_overrides)",
+        "SAT signals fell from 4 (rules alone) to 0 with detector rules+llm (combine: llm_overrides)",
+        "natural revision pairs fell from 1 (rules alone) to 0 with detector rules+llm (combine: llm_overrides)"]
+    assert "WARNING wildfeedback: output collapsed: DSAT signals fell" in capsys.readouterr().out
 
 
-def test_checklist_items():
-    assert checklist("- Be brief\n- Use Python") == ["Be brief", "Use Python"]
-    assert checklist("") == []
+def test_add_recall_lets_the_model_decide_uncertain_rule_verdicts(tmp_path, monkeypatch):
+    """With the rules' `confidence`, add_recall sends the uncertain verdicts, and the model decides them."""
+    rules_detect = wf.detect
+    monkeypatch.setattr(wf, "detect", lambda turns, **kw: rules_detect(turns, **kw).with_columns(
+        confidence=pl.when(pl.col("text").str.contains("Thanks!")).then(0.3).otherwise(0.9)))
+    monkeypatch.setattr(pipeline.llm, "get_engine", lambda cfg: FakeEngine(detector="silent"), raising=False)
+    params = make_params(recall_sample=0.0)
+    turns, convs, _ = wf.scan(frame(), params.wildfeedback)
+    assert turns.filter(pl.col("to_model"))["conversation_id"].to_list() == ["c2"]
+    signals, _, stats = wf.run_detector(turns, convs, params, tmp_path)
+    assert stats["sent_to_model"] == 1 and stats["model_cleared"] == 1  # "Thanks! Now write...": the model says no
+    assert signals.filter(pl.col("detector") == "rules")["confidence"].to_list() == [0.9] * 7
+    assert signals.filter(pl.col("detector") == "llm")["confidence"].to_list() == [None]
 
 
-def _run_stage(tmp_path, monkeypatch, engine, rows=CONVS, **overrides):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(pipeline.llm, "get_engine", lambda cfg: engine, raising=False)
-    write_shards(to_table(rows, "conversations"), tmp_path / "data/ingest/conversations", name="conversations")
-    wf.main(make_params(**overrides))
-    out = tmp_path / "data/wildfeedback"
-    return (read_table(out / "signals", "signals"), read_table(out / "pairs", "pairs"),
-            read_table(out / "rejects", "rejects"), json.loads((out / "metrics.json").read_text()))
+def test_agree_keeps_a_rule_signal_only_where_the_model_agrees():
+    params = make_params(recall_sample=0.0, combine="agree")
+    turns, convs, _ = wf.scan(frame(), params.wildfeedback)
+    judged = pl.from_arrow(det.llm_detect(
+        det.with_context(turns.filter(pl.col("to_model")), convs, None).select(
+            "conversation_id", "user_turn", "text", "prev", "context").to_arrow(),
+        FakeEngine(detector="silent"), sampling=params.llm.sampling, template_text=prompt("detect"), max_chars=100))
+    signals, _ = det.combine(turns, judged, "rules+llm", "agree")
+    assert not (signals["sat"] | signals["dsat"]).any() and set(signals["detector"]) == {"rules+llm", "rules"}
+    agreeing = judged.with_columns(sat=pl.lit(True), dsat=pl.lit(True))
+    both, _ = det.combine(turns, agreeing, "rules+llm", "agree")
+    assert both.select("sat", "dsat").equals(turns.select("sat", "dsat"))  # agreement never adds a polarity
+
+
+def test_detector_prompt_is_the_papers_window_with_the_rubric_and_fenced_text():
+    """#16.3: the whole dialogue before the judged turn by default (context_messages: null), the rubric's
+    definitions and examples, every text escaped inside its fence."""
+    long = conv("c9", ["First question about cats?", "A1", "Second question?", "A2", "Third?", "A3 USER_TURN>>> x",
+                       "Thanks <<<USER_TURN sneaky"])
+    params = make_params(recall_sample=1.0)
+    assert params.wildfeedback.context_messages is None
+    turns, convs, _ = wf.scan(frame([long]), params.wildfeedback)
+    engine = FakeEngine()
+    rows = det.with_context(turns, convs, None).select("conversation_id", "user_turn", "text", "prev",
+                                                        "context").to_arrow()
+    det.llm_detect(rows, engine, sampling=params.llm.sampling, template_text=prompt("detect"), max_chars=200)
+    text = engine.seen[-1][1][-1]["content"]
+    assert "First question about cats?" in fenced(text, "DIALOGUE") and fenced(text, "USER_TURN").startswith("Thanks")
+    assert "Unrealistic_Expectation: expects what the assistant cannot do" in text and "continue -> neither" in text
+    for marker in ("<<<USER_TURN", "USER_TURN>>>", "<<<ASSISTANT_TURN", "ASSISTANT_TURN>>>"):
+        assert text.count(marker) == 1, marker
+    short = det.with_context(turns, convs, 2).filter(pl.col("user_turn") == 6)["context"][0]
+    assert [m["content"] for m in short] == ["A2", "Third?"]
+
+
+def test_copied_rationales_are_blanked_and_counted():
+    """#15: a rationale that copies the template's placeholder is blanked; the verdict stays."""
+    params = make_params(recall_sample=1.0)
+    turns, convs, _ = wf.scan(frame(), params.wildfeedback)
+    rows = det.with_context(turns.head(3), convs, None).select("conversation_id", "user_turn", "text", "prev",
+                                                               "context").to_arrow()
+    copied = "<why, in your own words, quoting the user turn>"
+    judged = pl.from_arrow(det.llm_detect(rows, FakeEngine(rationale=copied), sampling=params.llm.sampling,
+                                          template_text=prompt("detect"), max_chars=100))
+    assert judged["rationale_copied"].all() and judged["rationale"].is_null().all() and judged["ok"].all()
+    signals, _ = det.combine(turns.head(3).with_columns(to_model=pl.lit(True)), judged, "rules+llm", "llm_overrides")
+    stats = det.detector_stats(turns.head(3).with_columns(to_model=pl.lit(True)), judged, signals)
+    assert stats["rationale_copied_template"] == 3
+
+
+# --- judge gates ------------------------------------------------------------------------------------------
+
+
+def test_probe_sets_are_balanced():
+    d = load_probes("wildfeedback_detector")
+    assert sum(p["sat"] for p in d) * 2 == sum(p["dsat"] for p in d) * 2 == len(d) == 16
+    assert sum(p["sat"] and p["dsat"] for p in d) == sum(not p["sat"] and not p["dsat"] for p in d) == 4
+    assert all(p["follows"] != p["violates"] for p in load_probes("wildfeedback_judge"))
+
+
+def test_gates_pass_for_a_discriminating_judge_and_are_reported(tmp_path, monkeypatch):
+    _, pairs, _, m = run_stage(tmp_path, monkeypatch, FakeEngine())
+    assert set(m["gates"]) == {"detector", "judge"} and m["gates_run"] == m["gates_passed"] == 2
+    assert m["gates"]["detector"]["probes"] == 32 and m["gates"]["detector"]["accuracy"] == 1.0
+    assert m["gates"]["judge"]["probes"] == 16 and m["gates"]["judge"]["key"] == "wildfeedback.gates.judge"
+
+
+def test_a_position_biased_judge_fails_its_gate_before_any_real_row(tmp_path, monkeypatch):
+    engine = FakeEngine(judge_bias="always_a")
+    with pytest.raises(JudgeGateError, match="wildfeedback.gates.judge"):
+        run_stage(tmp_path, monkeypatch, engine, _execution={"on_gate_failure": "error"})
+    assert [k for k, _ in engine.seen].count("text") == 0  # no chosen answer was written before the gate
+
+
+def test_withheld_judge_emits_none_of_its_labels(tmp_path, monkeypatch):
+    _, pairs, rejects, m = run_stage(tmp_path, monkeypatch, FakeEngine(judge_bias="always_a"),
+                                     _execution={"on_gate_failure": "withhold"})
+    assert m["gates"]["judge"]["passed"] is False and m["gates"]["judge"]["labels"] == "withheld"
+    assert kinds(pairs) == ["natural_revision"] and m["details"]["summaries"]["skipped_judge_withheld"] == 2
+
+
+def test_detector_gate_error_and_withhold(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with pytest.raises(JudgeGateError, match="wildfeedback.gates.detector"):
+        run_stage(tmp_path / "a", monkeypatch, FakeEngine(detector="silent"), _execution={"on_gate_failure": "error"})
+    signals, _, _, m = run_stage(tmp_path / "b", monkeypatch, FakeEngine(detector="silent"), combine="llm_overrides",
+                                 _execution={"on_gate_failure": "withhold"})
+    assert m["gates"]["detector"]["accuracy"] == 0.5 and not m["gates"]["detector"]["passed"]
+    assert set(signals.column("detector").to_pylist()) == {"rules"} and m["details"]["detector_used"] == "rules"
+    assert m["details"]["model_detector"]["sent_to_model"] == 0 and m["collapse_warnings"] == 0
+    assert "detector" not in run_stage(tmp_path / "b", monkeypatch, FakeEngine(), detector="rules")[3]["gates"]
+
+
+# --- the stage -----------------------------------------------------------------------------------------------
 
 
 def test_stage_end_to_end_with_a_fair_judge(tmp_path, monkeypatch):
-    signals, pairs, rejects, m = _run_stage(tmp_path, monkeypatch, FakeEngine(), recall_sample=0.0)
-    assert signals.num_rows == 8 and m["turns_judged"] == 8
+    signals, pairs, rejects, m = run_stage(tmp_path, monkeypatch, FakeEngine(), recall_sample=0.0,
+                                           combine="llm_overrides")
+    d = m["details"]
+    assert signals.num_rows == 8 and d["turns_judged"] == 8
     by_kind = {}
     for r in pairs.to_pylist():
         by_kind.setdefault(json.loads(r["lineage"])["kind"], []).append(r)
@@ -198,22 +256,34 @@ def test_stage_end_to_end_with_a_fair_judge(tmp_path, monkeypatch):
     lin = json.loads(gen["lineage"])
     assert lin["judged_turn"] == 2 and lin["feedback_turn"] == 3 and lin["models"]["expert"] == "tiny"
     assert lin["preference"].startswith("Be concise") and gen["confidence"] == pytest.approx(0.8)
-    assert m["conversations"] == {"in": 7, "selected": 4, "dropped_language": 1, "dropped_flagged": 1,
+    assert lin["chosen_finish_reason"] == "stop" and "rejected_finish_reason" not in lin
+    nat = json.loads(by_kind["natural_revision"][0]["lineage"])
+    assert "chosen_finish_reason" not in nat and "rejected_finish_reason" not in nat  # no model wrote them
+    assert d["conversations"] == {"in": 7, "selected": 4, "dropped_language": 1, "dropped_flagged": 1,
                                   "dropped_min_user_turns": 1}
-    assert m["pairs"]["out"] == 3 and m["pairs"]["judged"] == 2 and not any(m["dropped"].values())
-    assert m["summaries"] == {"attempted": 2, "kept": 2} and m["model_detector"]["sent_to_model"] == 6
-    assert rejects.num_rows == 0
-    assert m["signals"]["dsat_categories"]["Factual_Error"] == 2
+    assert d["pairs"]["out"] == 3 and d["pairs"]["judged"] == 2 and not d["dropped"]
+    assert d["summaries"]["attempted"] == d["summaries"]["kept"] == 2 and d["model_detector"]["sent_to_model"] == 6
+    assert rejects.num_rows == 0 and d["signals"]["dsat_categories"]["Factual_Error"] == 2
+
+
+def test_metrics_top_level_is_a_few_headline_numbers(tmp_path, monkeypatch):
+    """#15: `dvc metrics show` reads the top level: headline numbers, the gate reports, details nested."""
+    _, pairs, _, m = run_stage(tmp_path, monkeypatch, FakeEngine(), detector="rules")
+    assert set(m) == {"conversations_selected", "signals_sat", "signals_dsat", "pairs", "pairs_natural_revision",
+                       "pairs_generated", "gates_run", "gates_passed", "collapse_warnings", "gates", "details"}
+    assert m["pairs"] == pairs.num_rows == m["pairs_natural_revision"] + m["pairs_generated"] == 3
+    assert (m["conversations_selected"], m["signals_dsat"]) == (4, 2) and m["details"]["detector"] == "rules"
 
 
 def test_partitions_bound_memory_without_changing_the_output(tmp_path, monkeypatch):
     """Two conversations per partition (4 partitions, each through every model step) = one partition."""
     (tmp_path / "whole").mkdir()
     (tmp_path / "parts").mkdir()
-    whole = _run_stage(tmp_path / "whole", monkeypatch, FakeEngine(), recall_sample=0.3)
-    parts = _run_stage(tmp_path / "parts", monkeypatch, FakeEngine(), recall_sample=0.3, partition_conversations=2)
-    assert (whole[3].pop("partitions"), parts[3].pop("partitions")) == (1, 4)
-    assert parts[3] == whole[3] and whole[3]["pairs"]["out"] == 3
+    kw = {"recall_sample": 0.3, "combine": "llm_overrides"}
+    whole = run_stage(tmp_path / "whole", monkeypatch, FakeEngine(), **kw)
+    parts = run_stage(tmp_path / "parts", monkeypatch, FakeEngine(), partition_conversations=2, **kw)
+    assert (whole[3]["details"].pop("partitions"), parts[3]["details"].pop("partitions")) == (1, 4)
+    assert parts[3] == whole[3] and whole[3]["pairs"] == 3
     for a, b in zip(whole[:3], parts[:3], strict=True):
         assert a.equals(b)
     for table in ("signals", "pairs", "rejects"):
@@ -222,53 +292,45 @@ def test_partitions_bound_memory_without_changing_the_output(tmp_path, monkeypat
             assert f.read_bytes() == (tmp_path / "parts" / out / f.name).read_bytes(), f
 
 
-def test_position_biased_judge_keeps_no_generated_pair(tmp_path, monkeypatch):
-    _, pairs, _, m = _run_stage(tmp_path, monkeypatch, FakeEngine(judge_bias="always_a"), detector="rules")
-    kinds = [json.loads(r)["kind"] for r in pairs.column("lineage").to_pylist()]
-    assert kinds == ["natural_revision"]
-    assert m["dropped"]["generated_lost_in_judge"] == m["pairs"]["generated_attempted"] == 2
+def test_natural_revision_pair_rows():
+    turns, convs, _ = wf.scan(frame(), make_params(detector="rules").wildfeedback)
+    nat = natural_revisions(turns, convs)
+    assert nat.select("conversation_id", "target_turn", "chosen", "rejected").rows() == [
+        ("c1", 1, "Canberra.", "Sydney.")]
+    assert [m["role"] for m in nat["prompt"][0]] == ["user"]
 
 
-def test_unsafe_summaries_are_dropped_with_their_reason(tmp_path, monkeypatch):
-    rows = [dict(c) for c in CONVS]
-    rows[2] = conv("c3", ["Explain DNS.", "Long.", "Way too long UNSAFE.", "Short.", "Who made it?"])
-    _, pairs, _, m = _run_stage(tmp_path, monkeypatch, FakeEngine(), rows, detector="rules", natural_revisions=False)
-    assert m["dropped"]["summary_unsafe"] == 1 and m["summaries"] == {"attempted": 2, "kept": 1}
-    assert [json.loads(x)["conversation_id"] for x in pairs.column("lineage").to_pylist()] == ["c1"]
-
-
-def test_sat_pairs_use_the_liked_answer_as_chosen(tmp_path, monkeypatch):
-    _, pairs, _, m = _run_stage(tmp_path, monkeypatch, FakeEngine(judge_bias="always_a"), detector="rules",
-                                summarize=["sat"], sat_pairs=True, checklist_judge=False, natural_revisions=False)
-    sat = [r for r in pairs.to_pylist() if json.loads(r["lineage"])["kind"] == "sat"]
-    assert sat and all(r["rejected"][0]["content"] == "policy sample" for r in sat)
-    assert {r["chosen"][0]["content"] for r in sat} <= {"Canberra.", "Leaves fall softly.", "Sure.", "Hello!"}
-    assert pa.types.is_string(pairs.schema.field("lineage").type) and m["pairs"]["sat_attempted"] == len(sat)
+def test_no_import_cycle_between_the_wildfeedback_modules():
+    """#8: the pair builder and the detector load without the driver."""
+    code = ("import sys, stages.wildfeedback_pairs, stages.wildfeedback_detect; "
+            "print('stages.wildfeedback' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_tiny_engine_detector_summaries_and_judge_are_schema_valid():
     """The real built-in tiny model through the real prompts: every answer parses against the schemas."""
     from pipeline.config import resolve_role
     from pipeline.llm import get_engine
-    from stages.wildfeedback_pairs import judge, summarize
+    from stages.wildfeedback_pairs import PreferenceSummary, judge, summarize, summary_candidates
 
-    params = make_params(detector="rules+llm", recall_sample=0.0)
+    params = make_params(detector="rules+llm", recall_sample=1.0)
     cfg = params.wildfeedback
     detector = resolve_role(params.llm, cfg.roles.detector)
     engine = get_engine(detector)
     turns, convs, _ = wf.scan(frame(CONVS[:3]), cfg)
-    send = wf.with_context(turns.filter(pl.col("to_model")), convs, cfg.context_messages).head(2)
-    out = pl.from_arrow(wf.llm_detect(send.select("conversation_id", "user_turn", "text", "prev", "context").to_arrow(),
-                                      engine, sampling=detector.sampling, prompt=wf.template("detect"), max_chars=300))
+    send = det.with_context(turns.filter(pl.col("to_model")), convs, cfg.context_messages).head(2)
+    out = pl.from_arrow(det.llm_detect(send.select("conversation_id", "user_turn", "text", "prev", "context")
+                                       .to_arrow(), engine, sampling=detector.sampling,
+                                       template_text=prompt("detect"), max_chars=300))
     assert out.height == 2 and out["ok"].all(), out["error"].to_list()
     for row in out.to_dicts():
-        wf.FeedbackJudgment.model_validate({k: row[k] for k in wf.FeedbackJudgment.model_fields})
-
+        row["rationale"] = row["rationale"] or ""  # blanked when it copies the template
+        det.FeedbackJudgment.model_validate({k: row[k] for k in det.FeedbackJudgment.model_fields})
     summarizer = resolve_role(params.llm, cfg.roles.summarizer)
-    from stages.wildfeedback_pairs import summary_candidates
     cands = summary_candidates(turns, convs, ["dsat"]).head(1)
     summ = pl.from_arrow(summarize(cands.to_arrow(), get_engine(summarizer), sampling=summarizer.sampling,
-                                   prompt=wf.template("summarize"), context_messages=4, max_chars=300))
+                                   template_text=prompt("summarize"), context_messages=4, max_chars=300))
     for row in summ.to_dicts():
         if row["error"] is None:
             PreferenceSummary.model_validate({k: row[k] for k in ("preference", "reasonable", "safe")})
@@ -276,6 +338,6 @@ def test_tiny_engine_detector_summaries_and_judge_are_schema_valid():
             assert row["preference"] is None
     table = cands.select("prompt", pl.col("answer").alias("chosen"), pl.col("feedback").alias("rejected"),
                          pl.lit("Be concise. Use Python").alias("preference")).to_arrow()
-    judged = judge(table, get_engine(params.llm), prompt=wf.template("judge"), context_messages=4, max_chars=300)
+    judged = judge(table, get_engine(params.llm), template_text=prompt("judge"), context_messages=4, max_chars=300)
     for a, b in zip(judged["p_chosen_first"].to_pylist(), judged["p_chosen_second"].to_pylist(), strict=True):
         assert 0 <= a <= 1 and 0 <= b <= 1

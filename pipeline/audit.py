@@ -1,0 +1,228 @@
+"""``prefpipe audit <release folder>``: an independent check of a built release, read back from its files.
+
+Export runs it on every release before publishing it (writing ``audit.json`` into the release and
+failing the stage on any violation); anyone can run it again on a release folder::
+
+    prefpipe audit data/release              # one line per check; exit 1 on any violation
+
+Hard violations (each counted per config, with a few pair ids):
+
+- ``identical``: chosen equals rejected after whitespace normalisation (DOVE: both prompts and both answers).
+- ``empty_config``: an enabled method has pairs in ``data/<method>/pairs`` but none in its config (unless
+  ``removed.jsonl`` shows every one left for a reason of its own: identical, contaminated, held out).
+- ``pii``: a PII detector (``pipeline.pii``, the kinds in ``export.pii_kinds``) fires on any string:
+  message contents, ``lineage`` values, ``source``, ``pair_id``; and on the text files (card, stats,
+  removed.jsonl, plot data).
+- ``prompt_in_both_splits``: a normalised prompt appears in a train and a test split.
+- ``held_out_in_train``: a prompt of an ``export.held_out`` set appears in a train split.
+- ``cut_off_chosen``: lineage says the chosen answer hit the token limit (``chosen_finish_reason: length``).
+- ``unprompted_acknowledgement``: chosen reacts to feedback ("You're right, I apologize...") that its
+  prompt's last user turn does not give (``pipeline.checks``).
+
+The checks needing the project (``empty_config``, ``held_out_in_train``) run when params are given
+(``--params``, default ``params.yaml`` when present) and are reported as skipped otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from pipeline.checks import acknowledges_feedback, gives_feedback, same_text
+from pipeline.decontam import load_held_out
+from pipeline.dedup import last_user_turn, prompt_keys, text_of
+from pipeline.pii import KINDS, PHONE_REGIONS, find, find_json
+
+AUDIT_FILE = "audit.json"
+TEXT_SUFFIXES = {".md", ".json", ".jsonl", ".csv", ".txt"}
+NOT_SCANNED = {AUDIT_FILE, "_manifest.json"}  # the audit itself; hashes and file names
+EXAMPLES = 5
+CHECKS = {
+    "identical": "chosen equals rejected (whitespace normalised)",
+    "empty_config": "an enabled method has pairs in data/<method>/pairs but none in its release config",
+    "pii": "personal data or a secret in a released string",
+    "prompt_in_both_splits": "a prompt is in both a train and a test split",
+    "held_out_in_train": "a held-out prompt is in a train split",
+    "cut_off_chosen": "the chosen answer was cut off at the token limit (lineage chosen_finish_reason)",
+    "unprompted_acknowledgement": "chosen acknowledges feedback its prompt does not contain",
+}
+
+
+class _Found:
+    """Violations of one check: counts per config and the first few examples."""
+
+    def __init__(self) -> None:
+        self.by_config: dict[str, int] = {}
+        self.examples: list[str] = []
+
+    def add(self, config: str, ids: list[str]) -> None:
+        if ids:
+            self.by_config[config] = self.by_config.get(config, 0) + len(ids)
+            new = [i for i in dict.fromkeys(ids) if i not in self.examples]  # a pair is in its config and in `all`
+            self.examples += new[: EXAMPLES - len(self.examples)]
+
+    def report(self, description: str) -> dict[str, Any]:
+        return {"description": description, "violations": sum(self.by_config.values()),
+                "by_config": dict(sorted(self.by_config.items())), "examples": self.examples}
+
+
+def release_files(release: Path) -> dict[str, dict[str, list[Path]]]:
+    """config -> split -> Parquet files (``<config>/<split>-*.parquet``)."""
+    out: dict[str, dict[str, list[Path]]] = {}
+    for f in sorted(release.glob("*/*.parquet")):
+        out.setdefault(f.parent.name, {}).setdefault(f.name.split("-", 1)[0], []).append(f)
+    return out
+
+
+def _string_columns(df: pl.DataFrame) -> list[tuple[str, pl.Series, bool]]:
+    """(column, one string per row, is JSON) for every string-bearing column; message lists become their
+    contents (one line per message)."""
+    out = []
+    for name, dtype in df.schema.items():
+        if dtype == pl.String:
+            out.append((name, df[name], name == "lineage"))
+        elif isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct):
+            out.append((name, df.select(text_of(name))[:, 0], False))
+    return out
+
+
+def _pii_rows(df: pl.DataFrame, kinds: list[str], regions: tuple[str, ...]) -> list[str]:
+    hits = []
+    for name, texts, is_json in _string_columns(df):
+        flags = find_json(texts, kinds, regions) if is_json else find(texts, kinds, regions)[0]
+        hits += [f"{pid}:{name}" for pid in df.filter(flags.fill_null(False))["pair_id"].to_list()]
+    return hits
+
+
+def _ids(df: pl.DataFrame, mask: pl.Expr) -> list[str]:
+    return df.filter(mask.fill_null(False))["pair_id"].to_list()
+
+
+def _prompt_cols(df: pl.DataFrame) -> list[str]:
+    return ["chosen_prompt", "rejected_prompt"] if "chosen_prompt" in df.columns else ["prompt"]
+
+
+def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
+                  batch_rows: int = 65_536) -> dict[str, Any]:
+    """Check every released file; ``cfg`` (the export params) and ``root`` (the project) enable the checks
+    that compare with the stages' outputs and the held-out sets. Returns the audit report."""
+    kinds = list(cfg.pii_kinds) if cfg is not None else KINDS
+    regions = tuple(cfg.pii_phone_regions) if cfg is not None else PHONE_REGIONS
+    found = {name: _Found() for name in CHECKS}
+    keys, rows_seen, files_seen = [], 0, 0
+    files = release_files(release)
+    for config, splits in files.items():
+        for split, paths in splits.items():
+            for path in paths:
+                files_seen += 1
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+                    df = pl.from_arrow(batch)
+                    rows_seen += df.height
+                    cols = _prompt_cols(df)
+                    same = same_text(text_of("chosen"), text_of("rejected"))
+                    if len(cols) == 2:
+                        same = same & same_text(text_of(cols[0]), text_of(cols[1]))
+                    found["identical"].add(config, _ids(df, same))
+                    if "lineage" in df.columns:
+                        reason = pl.col("lineage").str.json_path_match("$.chosen_finish_reason")
+                        found["cut_off_chosen"].add(config, _ids(df, reason == "length"))
+                    ack = acknowledges_feedback(text_of("chosen")) & ~gives_feedback(last_user_turn(cols[0]).fill_null(""))
+                    found["unprompted_acknowledgement"].add(config, _ids(df, ack))
+                    found["pii"].add(config, [f"{config}/{h}" for h in _pii_rows(df, kinds, regions)])
+                    for c in cols:
+                        keys.append(prompt_keys(df, c).select(
+                            "_key", pl.lit(split).alias("split"), pl.lit(config).alias("config"),
+                            df["pair_id"].alias("pair_id")))
+    key_df = pl.concat(keys) if keys else pl.DataFrame(
+        schema={"_key": pl.UInt64, "split": pl.String, "config": pl.String, "pair_id": pl.String})
+    both = key_df.group_by("_key").agg(pl.col("split").n_unique().alias("n")).filter(pl.col("n") > 1)
+    for (config,), g in key_df.join(both, on="_key").filter(pl.col("split") == "train").group_by(
+            "config", maintain_order=True):
+        found["prompt_in_both_splits"].add(config, g["pair_id"].unique(maintain_order=True).to_list())
+
+    skipped: dict[str, str] = {}
+    if cfg is None or root is None:
+        why = "no project params given (run from the project root, or pass --params)"
+        skipped = {"empty_config": why, "held_out_in_train": why}
+    else:
+        held, _ = load_held_out(list(cfg.held_out), root, batch_rows)
+        train = key_df.filter(pl.col("split") == "train").join(held, on="_key", how="semi")
+        for (config,), g in train.group_by("config", maintain_order=True):
+            found["held_out_in_train"].add(config, g["pair_id"].unique(maintain_order=True).to_list())
+        explained = _explained_removals(release)
+        for m in cfg.methods:
+            produced = stage_rows(root / "data" / m / "pairs")
+            released = sum(pq.ParquetFile(f).metadata.num_rows for fs in files.get(m, {}).values() for f in fs)
+            if produced and not released and explained.get(m, 0) < produced:
+                found["empty_config"].add(m, [f"{m}: {produced} pairs in data/{m}/pairs, 0 in {m}/ "
+                                                 f"({explained.get(m, 0)} removed for a reason of the pair itself)"])
+
+    for f in sorted(release.rglob("*")):
+        rel = f.relative_to(release).as_posix()
+        if f.is_file() and f.suffix in TEXT_SUFFIXES and rel not in NOT_SCANNED:
+            _scan_text(found["pii"], rel, f.read_text(encoding="utf-8", errors="replace"), kinds, regions)
+            files_seen += 1
+    checks = {name: found[name].report(desc) for name, desc in CHECKS.items() if name not in skipped}
+    return {"passed": all(c["violations"] == 0 for c in checks.values()), "files": files_seen, "rows": rows_seen,
+            "pii_kinds": kinds, "checks": checks, "skipped": skipped}
+
+
+# Reasons a pair leaves its own method's config because of the pair itself (not because another pair or
+# method was preferred): a config emptied by these alone is explained, not a violation.
+OWN_REASONS = ["identical", "contaminated", "held_out", "split_straddle"]
+
+
+def _explained_removals(release: Path) -> dict[str, int]:
+    """method -> pairs that ``removed.jsonl`` says left that method's config for one of ``OWN_REASONS``."""
+    path = release / "removed.jsonl"
+    if not path.exists() or path.stat().st_size == 0:
+        return {}
+    df = pl.read_ndjson(path)
+    if "configs" not in df.columns:
+        return {}
+    own = df.filter(pl.col("reason").is_in(OWN_REASONS) & pl.col("configs").list.contains(pl.col("method")))
+    return dict(own.group_by("method").len().iter_rows())
+
+
+def stage_rows(path: Path) -> int:
+    """Rows in a stage's pairs folder (shard sets in it and in its sub-folders); 0 when absent."""
+    if not path.is_dir():
+        return 0
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in path.rglob("*.parquet")
+               if not any(part.startswith(".") for part in f.relative_to(path).parts))
+
+
+def _scan_text(found: _Found, name: str, text: str, kinds: list[str], regions: tuple[str, ...]) -> None:
+    lines = pl.Series(text.splitlines(), dtype=pl.String)
+    flags = find(lines, kinds, regions)[0].to_numpy() if lines.len() else []
+    found.add(name, [f"{name}:line {i + 1}" for i, hit in enumerate(flags) if hit])
+
+
+def add_text_check(report: dict[str, Any], name: str, text: str, kinds: list[str],
+                   regions: tuple[str, ...] = PHONE_REGIONS) -> dict[str, Any]:
+    """``report`` with a PII scan of one more text (e.g. the card, written after the audit) added."""
+    extra = _Found()
+    _scan_text(extra, name, text, kinds, regions)
+    if not extra.by_config:
+        return report
+    pii = dict(report["checks"]["pii"])
+    pii["by_config"] = dict(sorted({**pii["by_config"], **extra.by_config}.items()))
+    pii["violations"] += sum(extra.by_config.values())
+    pii["examples"] = (pii["examples"] + extra.examples)[:EXAMPLES]
+    return {**report, "passed": False, "checks": {**report["checks"], "pii": pii}}
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """One line per check: ``ok`` or ``FAIL`` with counts per config and a few examples."""
+    lines = []
+    for name, c in report["checks"].items():
+        if not c["violations"]:
+            lines.append(f"ok    {name}")
+            continue
+        per = ", ".join(f"{k}: {n}" for k, n in c["by_config"].items())
+        lines.append(f"FAIL  {name}: {c['violations']} ({per}); {c['description']}; e.g. {', '.join(c['examples'])}")
+    lines += [f"skip  {name}: {why}" for name, why in report.get("skipped", {}).items()]
+    return lines

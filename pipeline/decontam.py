@@ -1,0 +1,184 @@
+"""Keep evaluation and held-out prompts out of a release, on prompt keys (hashes of normalised prompts).
+
+- ``contamination`` / ``decontaminate``: prompts whose word n-grams overlap an evaluation prompt
+  (overlap = shared n-grams / n-grams of the shorter text) go, naming the eval set and prompt id.
+- ``load_held_out`` / ``drop_held_out``: prompts some stage held out for testing (Selfie's
+  ``data/selfie/test``) never reach a train split; the key is the same normalised-prompt hash the
+  de-duplication uses, so a DOVE or Curry pair built from the same prompt is caught.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from pipeline.dedup import no_removals, prompt_keys, removals
+from pipeline.io import SourceError, StageError, iter_batches, iter_records, shard_files
+from pipeline.text import ngram_hashes, normalise
+
+log = logging.getLogger(__name__)
+
+KEYS = {"_key": pl.UInt64}
+
+
+class ReleaseInputError(StageError):
+    """An evaluation or held-out set the release depends on cannot be read; the message says what to do."""
+
+
+# --- evaluation sets -------------------------------------------------------------------------------
+
+
+def _field_texts(value: Any) -> list[str]:
+    """Eval prompt text(s) from a field: a string, a list of strings (turns) or a list of {content}."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        out = []
+        for v in value:
+            if isinstance(v, str):
+                out.append(v)
+            elif isinstance(v, dict) and isinstance(v.get("content"), str):
+                out.append(v["content"])
+        return out
+    return []
+
+
+def load_eval_sets(sets: list) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]:
+    """(eval_set, eval_id, text) of every evaluation prompt, and a status per set for stats and card."""
+    rows: dict[str, list[str]] = {"eval_set": [], "eval_id": [], "text": []}
+    status: dict[str, dict[str, Any]] = {}
+    for s in sets:
+        before = len(rows["text"])
+        try:
+            for raw in iter_records(s.path):
+                if raw.error or not isinstance(raw.value, dict):
+                    continue
+                texts = _field_texts(raw.value.get(s.text_field))
+                base = str(raw.value.get(s.id_field, f"row{raw.row}"))
+                for i, t in enumerate(texts):
+                    rows["eval_set"].append(s.name)
+                    rows["eval_id"].append(base if len(texts) == 1 else f"{base}#turn{i + 1}")
+                    rows["text"].append(t)
+        except (SourceError, OSError) as e:
+            del rows["eval_set"][before:], rows["eval_id"][before:], rows["text"][before:]
+            if not s.optional:
+                raise ReleaseInputError(
+                    f"decontamination set {s.name!r} ({s.path}) cannot be read: {e}. Fix the path, or set "
+                    f"`optional: true` under export.decontamination.sets to build without it."
+                ) from e
+            status[s.name] = {"prompts": 0, "status": f"unavailable: {e}"}
+            log.warning("export: decontamination set %s unavailable: %s", s.name, e)
+            continue
+        n = len(rows["text"]) - before
+        if n == 0 and not s.optional:
+            raise ReleaseInputError(f"decontamination set {s.name!r} ({s.path}): no text in field {s.text_field!r}")
+        status[s.name] = {"prompts": n, "status": "ok" if n else f"no text in field {s.text_field!r}"}
+    return pl.DataFrame(rows, schema={"eval_set": pl.String, "eval_id": pl.String, "text": pl.String}), status
+
+
+def eval_grams(evals: pl.DataFrame, n: int) -> pl.DataFrame:
+    """The evaluation prompts' word n-gram hashes (``row``, ``h``), computed once for every batch."""
+    return ngram_hashes(evals.select(normalise(pl.col("text")))[:, 0], n)
+
+
+def contamination(prompts: pl.DataFrame, evals: pl.DataFrame, n: int, threshold: float,
+                  eg: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Prompts (``_key``, ``_text``) that overlap an eval prompt: ``_key, eval_set, eval_id, overlap``.
+
+    overlap = distinct shared n-grams / distinct n-grams of the shorter of the two texts; the best
+    match per prompt is reported. ``eg``: ``eval_grams(evals, n)``, when already computed.
+    """
+    schema = {"_key": pl.UInt64, "eval_set": pl.String, "eval_id": pl.String, "overlap": pl.Float64}
+    if prompts.height == 0 or evals.height == 0:
+        return pl.DataFrame(schema=schema)
+    tg = ngram_hashes(prompts["_text"], n)
+    eg = eval_grams(evals, n) if eg is None else eg
+    t_n = tg.group_by("row").len().rename({"len": "t_n"})
+    e_n = eg.group_by("row").len().rename({"len": "e_n"})
+    shared = (
+        tg.join(eg, on="h", suffix="_e")
+        .group_by("row", "row_e").len()
+        .join(t_n, on="row").join(e_n.rename({"row": "row_e"}), on="row_e")
+        .with_columns((pl.col("len") / pl.min_horizontal("t_n", "e_n")).alias("overlap"))
+        .filter(pl.col("overlap") >= threshold)
+        .sort(["row", "overlap", "row_e"], descending=[False, True, False])
+        .group_by("row", maintain_order=True).first()
+    )
+    ev = evals.with_row_index("row_e").with_columns(pl.col("row_e").cast(pl.UInt32))
+    pk = prompts.select("_key").with_row_index("row").with_columns(pl.col("row").cast(pl.UInt32))
+    return shared.join(pk, on="row").join(ev, on="row_e").select(list(schema)).sort("_key")
+
+
+def _tag(df: pl.DataFrame, key_cols: list[str], info: pl.DataFrame) -> pl.DataFrame:
+    """``df`` with ``_hit``: the ``_hit`` of ``info`` for the first of ``key_cols`` found there."""
+    tagged = df
+    for i, k in enumerate(key_cols):
+        tagged = tagged.join(info.rename({"_key": k, "_hit": f"_hit{i}"}), on=k, how="left", maintain_order="left")
+    hit = pl.coalesce([pl.col(f"_hit{i}") for i in range(len(key_cols))])
+    return tagged.with_columns(hit.alias("_hit")).drop([f"_hit{i}" for i in range(len(key_cols))])
+
+
+def decontaminate(df: pl.DataFrame, key_cols: list[str], hits: pl.DataFrame,
+                  configs: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Drop rows whose prompt key(s) appear in ``hits``; the record names the eval set and prompt id."""
+    if df.height == 0 or hits.height == 0:
+        return df, no_removals()
+    hit = pl.struct("eval_set", "eval_id", pl.col("overlap").round(3)).struct.json_encode()
+    tagged = _tag(df, key_cols, hits.select("_key", hit.alias("_hit")))
+    bad = tagged.filter(pl.col("_hit").is_not_null())
+    return tagged.filter(pl.col("_hit").is_null()).drop("_hit"), removals(bad, "contaminated", configs, pl.col("_hit"))
+
+
+# --- held-out prompts ------------------------------------------------------------------------------
+
+
+def _prompt_columns(names: list[str]) -> list[str]:
+    for cols in (["prompt"], ["chosen_prompt", "rejected_prompt"], ["messages"]):
+        if all(c in names for c in cols):
+            return cols
+    return []
+
+
+def load_held_out(paths: list[str], root: Path, batch_rows: int = 65_536) -> tuple[pl.DataFrame, dict[str, dict]]:
+    """``_key`` -> ``held_out`` (the first set holding it) for every prompt of the held-out shard sets
+    (pairs: ``prompt``; joint pairs: both prompts; prompts: ``messages``), and a status per set."""
+    parts, status = [], {}
+    for rel in paths:
+        path = root / rel
+        files = shard_files(path) if path.exists() else []
+        if not files:
+            raise ReleaseInputError(
+                f"export.held_out lists {rel}, which holds no Parquet shards; run the stage that writes it "
+                f"(`dvc repro`), or remove it from export.held_out if that stage is not part of this release")
+        cols = _prompt_columns(pq.read_schema(files[0]).names)
+        if not cols:
+            raise ReleaseInputError(f"{rel}: no prompt column (prompt, chosen_prompt/rejected_prompt or messages); "
+                                    "export.held_out takes pairs, joint pairs or prompts shard sets")
+        n = 0
+        for batch in iter_batches(path, batch_rows, columns=cols):
+            df = pl.from_arrow(batch)
+            for c in cols:
+                parts.append(prompt_keys(df, c).select("_key", pl.lit(rel).alias("held_out")))
+            n += df.height
+        status[rel] = {"rows": n}
+    if not parts:
+        return pl.DataFrame(schema={"_key": pl.UInt64, "held_out": pl.String}), status
+    keys = pl.concat(parts).unique("_key", keep="first", maintain_order=True).sort("_key")
+    for rel in status:
+        status[rel]["prompts"] = int(keys.filter(pl.col("held_out") == rel).height)
+    return keys, status
+
+
+def drop_held_out(df: pl.DataFrame, key_cols: list[str], held: pl.DataFrame,
+                  configs: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Drop ``train`` rows (``_split``) whose prompt key(s) are held out; the record names the set."""
+    if df.height == 0 or held.height == 0:
+        return df, no_removals()
+    detail = pl.struct(pl.col("held_out").alias("set")).struct.json_encode()
+    tagged = _tag(df, key_cols, held.select("_key", detail.alias("_hit")))
+    bad = pl.col("_hit").is_not_null() & (pl.col("_split") == "train")
+    return tagged.filter(~bad).drop("_hit"), removals(tagged.filter(bad), "held_out", configs, pl.col("_hit"))

@@ -1,0 +1,167 @@
+"""De-duplication of preference pairs on light frames (ids, prompt keys, text hashes; never the texts).
+
+Rows carry ``_config`` (the group they belong to, e.g. the method that made them), ``_key`` (the
+hash of the normalised prompt) and ``_ch``/``_rh`` (hashes of the chosen/rejected texts). Three
+rules, each returning (kept rows, removal records):
+
+- ``dedup_within``: inside one group, identical pairs keep one (the most confident, then the smallest
+  id), and near-duplicate prompts (MinHash) keep one prompt with all its pairs (confidences *within*
+  a group mean the same thing, so they may be compared there).
+- ``dedup_across``: a prompt that several groups share (exactly or nearly) is kept for the group that
+  comes first in a given priority order; nothing is compared across groups but that order. It only
+  *marks* rows (``_primary``), so the caller decides what the mark removes them from.
+- ``dedup_joint``: joint rows repeating all four texts keep one.
+
+Removal records have the columns of ``REMOVED``: pair_id, method, reason, detail (JSON), configs (the
+configs the pair left).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from pipeline.text import minhash, near_duplicate_groups, ngram_hashes, normalise, stable_hash64
+
+REMOVED = {"pair_id": pl.String, "method": pl.String, "reason": pl.String, "detail": pl.String,
+           "configs": pl.List(pl.String)}
+
+
+def text_of(col: str) -> pl.Expr:
+    """All message contents of a message-list column, one per line."""
+    return pl.col(col).list.eval(pl.element().struct.field("content")).list.join("\n")
+
+
+def last_user_turn(col: str) -> pl.Expr:
+    """The content of the last user message of a message-list column (null when there is none)."""
+    users = pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content")
+    return pl.col(col).list.eval(users).list.last()
+
+
+def prompt_keys(df: pl.DataFrame, col: str) -> pl.DataFrame:
+    """Per row: ``_text`` (the normalised prompt text of ``col``) and ``_key`` (its stable uint64 hash)."""
+    text = df.select(normalise(text_of(col)))[:, 0] if df.height else pl.Series([], dtype=pl.String)
+    return pl.DataFrame({"_key": stable_hash64(text), "_text": text}, schema={"_key": pl.UInt64, "_text": pl.String})
+
+
+def text_hash(col: str) -> pl.Expr:
+    """A uint64 per row standing for the text of a message-list column (for equality tests)."""
+    return text_of(col).map_batches(lambda s: pl.Series(stable_hash64(s), dtype=pl.UInt64), return_dtype=pl.UInt64)
+
+
+def removals(df: pl.DataFrame, reason: str, configs: pl.Expr, detail: pl.Expr | None = None) -> pl.DataFrame:
+    """Removal records for the rows of ``df`` (``configs``: a list expression of the configs they left)."""
+    return df.select(
+        "pair_id", pl.col("_config").alias("method"), pl.lit(reason).alias("reason"),
+        (detail if detail is not None else pl.lit("{}")).alias("detail"),
+        configs.cast(pl.List(pl.String)).alias("configs"),
+    )
+
+
+def no_removals() -> pl.DataFrame:
+    return pl.DataFrame(schema=REMOVED)
+
+
+class Signatures:
+    """MinHash signatures of distinct normalised prompts, computed once per prompt key while scanning.
+
+    Memory is ``num_perm`` x 8 bytes per distinct prompt, not the prompt texts.
+    """
+
+    def __init__(self, shingle: int, num_perm: int) -> None:
+        self.shingle, self.num_perm = shingle, num_perm
+        self.index: dict[int, int] = {}
+        self.sig = np.zeros((0, num_perm), dtype=np.uint64)  # grows by doubling; rows [0, len(index)) used
+
+    def add(self, keys: pl.Series, texts: pl.Series) -> None:
+        new = pl.DataFrame({"k": keys, "t": texts}).unique("k", keep="first", maintain_order=True)
+        new = new.filter(pl.Series([k not in self.index for k in new["k"].to_list()], dtype=pl.Boolean))
+        if new.height == 0:
+            return
+        start, end = len(self.index), len(self.index) + new.height
+        if end > len(self.sig):
+            grown = np.zeros((max(end, 2 * len(self.sig)), self.num_perm), dtype=np.uint64)
+            grown[:start] = self.sig[:start]
+            self.sig = grown
+        self.sig[start:end] = minhash(ngram_hashes(new["t"], self.shingle), new.height, self.num_perm)
+        self.index.update((k, start + i) for i, k in enumerate(new["k"].to_list()))
+
+    def matrix(self, keys: pl.Series) -> np.ndarray:
+        return self.sig[[self.index[k] for k in keys.to_list()]]
+
+
+def _confidence() -> pl.Expr:
+    return pl.col("confidence").fill_nan(None).fill_null(float("-inf"))
+
+
+def _clusters(keys: pl.Series, signatures: Signatures, bands: int, threshold: float) -> pl.DataFrame:
+    """``_key`` -> ``_cluster`` (a member key) for distinct prompt ``keys``: exact keys are one node, MinHash +
+    LSH join near-duplicates."""
+    nodes = keys.unique().sort()
+    labels = near_duplicate_groups(signatures.matrix(nodes), bands, threshold)
+    return pl.DataFrame({"_key": nodes, "_cluster": nodes.to_numpy()[labels]})
+
+
+def dedup_within(df: pl.DataFrame, signatures: Signatures, bands: int, threshold: float,
+                 configs: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per ``_config``: identical pairs keep one; near-duplicate prompts keep the prompt with the most
+    confident pair (then the most pairs, then the smallest key), with all its pairs."""
+    if df.height == 0:
+        return df.drop("_ch", "_rh"), no_removals()
+    ranked = df.sort([_confidence(), pl.col("pair_id")], descending=[True, False])
+    first = ranked.select(pl.struct("_config", "_key", "_ch", "_rh").is_first_distinct())[:, 0]
+    kept, dropped = ranked.filter(first), [removals(ranked.filter(~first), "duplicate_pair", configs)]
+    parts = []
+    for config in sorted(set(kept["_config"])):
+        rows = kept.filter(pl.col("_config") == config)
+        cluster = _clusters(rows["_key"], signatures, bands, threshold)
+        units = (rows.sort("_seq").group_by("_key", maintain_order=True)
+                 .agg(_confidence().max().alias("_c"), pl.len().alias("_n"), pl.col("pair_id").first().alias("_win_pair"))
+                 .join(cluster, on="_key").sort(["_c", "_n", "_key"], descending=[True, True, False]))
+        winners = units.group_by("_cluster", maintain_order=True).first().select(
+            "_cluster", pl.col("_key").alias("_win"), "_win_pair")
+        rows = rows.join(cluster, on="_key").join(winners, on="_cluster")
+        lost = rows.filter(pl.col("_key") != pl.col("_win"))
+        detail = pl.struct(kept_pair_id=pl.col("_win_pair")).struct.json_encode()
+        dropped.append(removals(lost, "duplicate_prompt_near", configs, detail))
+        parts.append(rows.filter(pl.col("_key") == pl.col("_win")).drop("_cluster", "_win", "_win_pair"))
+    kept = pl.concat(parts).sort("_seq") if parts else kept.clear()
+    return kept.drop("_ch", "_rh"), pl.concat(dropped)
+
+
+def dedup_across(df: pl.DataFrame, priority: list[str], signatures: Signatures, bands: int, threshold: float,
+                 configs: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Add ``_primary``: per exact/near-duplicate prompt cluster, only the rows of the group that comes first
+    in ``priority`` (then its prompt with the most pairs, then the smallest key) are primary. Removal
+    records for the others (leaving ``configs``) name the group and prompt that were kept."""
+    if df.height == 0:
+        return df.with_columns(pl.lit(True).alias("_primary")), no_removals()
+    rank = pl.col("_config").replace_strict(priority, list(range(len(priority))), default=len(priority))
+    cluster = _clusters(df["_key"], signatures, bands, threshold)
+    units = (df.sort("_seq").group_by("_config", "_key", maintain_order=True)
+             .agg(pl.len().alias("_n"), pl.col("pair_id").first().alias("_win_pair"))
+             .with_columns(rank.alias("_rank")).join(cluster, on="_key")
+             .sort(["_rank", "_n", "_key"], descending=[False, True, False]))
+    winners = units.group_by("_cluster", maintain_order=True).first().select(
+        "_cluster", pl.col("_config").alias("_win_config"), pl.col("_key").alias("_win_key"), "_win_pair")
+    tagged = df.join(cluster, on="_key").join(winners, on="_cluster")
+    primary = (pl.col("_config") == pl.col("_win_config")) & (pl.col("_key") == pl.col("_win_key"))
+    tagged = tagged.with_columns(primary.alias("_primary"))
+    lost = tagged.filter(~pl.col("_primary"))
+    detail = pl.struct(kept_method=pl.col("_win_config"), kept_pair_id=pl.col("_win_pair")).struct.json_encode()
+    exact = pl.col("_key") == pl.col("_win_key")
+    drops = pl.concat([
+        removals(lost.filter(exact), "duplicate_prompt_exact", configs, detail),
+        removals(lost.filter(~exact), "duplicate_prompt_near", configs, detail),
+    ])
+    return tagged.drop("_cluster", "_win_config", "_win_key", "_win_pair").sort("_seq"), drops
+
+
+def dedup_joint(df: pl.DataFrame, configs: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Joint rows repeating all four texts: keep the most confident (then the smallest pair_id)."""
+    if df.height == 0:
+        return df, no_removals()
+    key = ["_config", "_key_c", "_ch", "_key_r", "_rh", "_cph", "_rph"]
+    ranked = df.sort([_confidence(), pl.col("pair_id")], descending=[True, False])
+    first = ranked.select(pl.struct(key).is_first_distinct())[:, 0]
+    return ranked.filter(first).sort("_seq"), removals(ranked.filter(~first), "duplicate_pair", configs)

@@ -1,0 +1,11 @@
+"""The errors a stage reports as one line (``pipeline.cli`` prints them without a traceback)."""
+
+from __future__ import annotations
+
+
+class SourceError(ValueError):
+    """A source cannot be read at all (missing file, unknown format); names the path and what to do."""
+
+
+class StageError(RuntimeError):
+    """A stage cannot finish (e.g. too many rejected rows); the message says where and what to do."""

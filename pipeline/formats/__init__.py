@@ -1,0 +1,1 @@
+"""Format adapters by family; ``pipeline.adapters`` is the registry the ingest stage uses."""

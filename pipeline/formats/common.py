@@ -1,0 +1,219 @@
+"""What every format adapter shares: the record context, message parsing and the canonical row builders."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.config import Source
+from pipeline.records import stable_id
+
+
+class BadRecord(ValueError):
+    """The record cannot be used; the message is the reject reason."""
+
+
+@dataclass
+class Adapted:
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    skipped: Counter = field(default_factory=Counter)
+    # Facts that only make sense across records, applied by ``finish`` once the source is read
+    # (a Stack Exchange question names its accepted answer, which is another row).
+    facts: dict[str, set[str]] = field(default_factory=dict)
+
+    def add(self, table: str, row: dict[str, Any]) -> None:
+        self.rows.setdefault(table, []).append(row)
+
+
+@dataclass(frozen=True)
+class Ctx:
+    source: str  # the ingest source name; written to every row's `source`
+    kind: str
+    format: str
+    mapping: dict[str, str]
+    where: str  # "<file relative to the source>:<row>", the id of a record that has none
+
+    @classmethod
+    def for_source(cls, src: Source, file_rel: str, row: int) -> Ctx:
+        return cls(src.name, src.kind, src.format, dict(src.mapping), f"{file_rel}:{row}")
+
+    def get(self, rec: dict[str, Any], name: str, *fallbacks: str, required: bool = False) -> Any:
+        """Field ``name`` (renamed by ``mapping``), else the first present fallback field."""
+        candidates = [self.mapping[name]] if name in self.mapping else [name, *fallbacks]
+        for cand in candidates:
+            value = _dig(rec, cand)
+            if value is not None:
+                return value
+        if required:
+            shown = " or ".join(repr(c) for c in candidates)
+            raise BadRecord(f"missing field {shown}" + ("" if name in self.mapping else " (set `mapping` to rename)"))
+        return None
+
+    def origin(self, rec: dict[str, Any], *fallbacks: str) -> str:
+        """The record's own id as a string, or its file:row position when it has none."""
+        value = self.get(rec, "id", *fallbacks)
+        return self.where if value is None or value == "" else str(value)
+
+
+def _dig(rec: dict[str, Any], dotted: str) -> Any:
+    value: Any = rec
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+# --- messages ------------------------------------------------------------------------------------
+
+# Role names seen in the wild -> the three canonical roles.
+ROLES = {
+    "user": "user", "human": "user", "prompter": "user", "customer": "user",
+    "assistant": "assistant", "gpt": "assistant", "chatgpt": "assistant", "bard": "assistant",
+    "bing": "assistant", "model": "assistant", "bot": "assistant", "ai": "assistant",
+    "system": "system",
+}
+
+
+def _text(value: Any, what: str) -> str:
+    if isinstance(value, str):
+        return value
+    # OpenAI-style multi-part content: keep the text parts.
+    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
+        parts = [p.get("text") for p in value if p.get("type", "text") == "text"]
+        if parts and all(isinstance(p, str) for p in parts):
+            return "\n".join(parts)
+    raise BadRecord(f"{what} is {type(value).__name__}, expected a string")
+
+
+def to_messages(value: Any, what: str = "messages", *, role_key: str = "role", content_key: str = "content",
+                empty_ok: bool = False) -> list[dict[str, str]]:
+    """A list of message objects -> ``[{role, content}]`` with canonical roles, or BadRecord.
+
+    Accepts role/content and from/value spellings. Order is checked later by the record models.
+    """
+    if value is None:
+        raise BadRecord(f"{what} is missing")
+    if not isinstance(value, list):
+        raise BadRecord(f"{what} is {type(value).__name__}, expected a list of messages")
+    if not value and not empty_ok:
+        raise BadRecord(f"{what} is empty")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict):
+            raise BadRecord(f"{what}[{i}] is {type(m).__name__}, expected an object with role and content")
+        role = m.get(role_key, m.get("from", m.get("role")))
+        content = m.get(content_key, m.get("value", m.get("content", m.get("text"))))
+        if not isinstance(role, str) or role.lower() not in ROLES:
+            raise BadRecord(f"{what}[{i}] has unknown role {role!r}; expected one of {sorted(set(ROLES))}")
+        if content is None:
+            raise BadRecord(f"{what}[{i}] has no content")
+        content = _text(content, f"{what}[{i}].content")
+        if not content.strip():
+            raise BadRecord(f"{what}[{i}] ({ROLES[role.lower()]}) has empty content")
+        out.append({"role": ROLES[role.lower()], "content": content})
+    return out
+
+
+def _as_turns(value: Any, role: str, what: str) -> list[dict[str, str]]:
+    """A string, one message object, or a list of messages -> messages."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise BadRecord(f"{what} is empty")
+        return [{"role": role, "content": value}]
+    if isinstance(value, dict):
+        return to_messages([value], what)
+    return to_messages(value, what)
+
+
+def _shown(value: Any, width: int = 60) -> str:
+    """``repr(value)``, cut to ``width`` characters (a reject reason quotes the value, not a megabyte of it)."""
+    if isinstance(value, int) and value.bit_length() > 3 * width:  # repr of a huge int is slow, or refused
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    text = repr(value)
+    return text if len(text) <= width else text[:width] + "..."
+
+
+def _number(value: Any, what: str) -> float | None:
+    """A score: a finite number (or a string of one), None when absent; NaN and infinities are rejects."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise BadRecord(f"{what} is a boolean, expected a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise BadRecord(f"{what} is {_shown(value)}, expected a number") from None
+    if not math.isfinite(number):
+        raise BadRecord(f"{what} is {_shown(value)}, expected a finite number")
+    return number
+
+
+def _lineage(ctx: Ctx, origin: str, **extra: Any) -> str:
+    return json.dumps({"stage": "ingest", "source": ctx.source, "origin_id": origin, "at": ctx.where, **extra},
+                      sort_keys=True, ensure_ascii=False)
+
+
+def _conversation(ctx: Ctx, origin: str, messages: list[dict[str, str]], *, language: Any = None,
+                  model: Any = None, flags: Iterable[str] = ()) -> dict[str, Any]:
+    return {
+        "conversation_id": stable_id(ctx.source, origin),
+        "messages": messages,
+        "source": ctx.source,
+        "language": language if isinstance(language, str) else None,
+        "model": model if isinstance(model, str) else None,
+        "flags": sorted(set(flags)),
+    }
+
+
+def _prompt(ctx: Ctx, origin: str, messages: list[dict[str, str]], **extra: Any) -> dict[str, Any]:
+    return {"prompt_id": stable_id(ctx.source, origin), "messages": messages, "source": ctx.source,
+            "origin_id": origin, **extra}
+
+
+def _pair(ctx: Ctx, origin: str, prompt: list[dict[str, str]], chosen: list[dict[str, str]],
+          rejected: list[dict[str, str]], score_chosen: float | None = None,
+          score_rejected: float | None = None) -> dict[str, Any]:
+    if chosen == rejected:
+        raise BadRecord("chosen and rejected are identical")
+    margin = score_chosen - score_rejected if score_chosen is not None and score_rejected is not None else None
+    return {
+        "pair_id": stable_id(ctx.source, origin), "prompt": prompt, "chosen": chosen, "rejected": rejected,
+        "score_chosen": score_chosen, "score_rejected": score_rejected, "margin": margin,
+        "method": "ingest", "source": ctx.source, "lineage": _lineage(ctx, origin),
+    }
+
+
+def _response(ctx: Ctx, prompt_origin: str, response_origin: str, text: str, generator: str,
+              score: float | None, **detail: Any) -> dict[str, Any]:
+    return {
+        "prompt_id": stable_id(ctx.source, prompt_origin),
+        "response_id": stable_id(ctx.source, prompt_origin, response_origin),
+        "text": text, "generator": generator, "score": score, "scorer": ctx.source,
+        "detail": json.dumps(detail, sort_keys=True, ensure_ascii=False) if detail else None,
+    }
+
+
+def _split_completion(prompt: list[dict[str, str]], full: list[dict[str, str]], what: str) -> list[dict[str, str]]:
+    """``full`` minus a leading copy of ``prompt`` (TRL's implicit-prompt format repeats it)."""
+    if full[: len(prompt)] == prompt:
+        full = full[len(prompt):]
+    if not full:
+        raise BadRecord(f"{what} holds no assistant reply after the prompt")
+    if any(m["role"] != "assistant" for m in full):
+        raise BadRecord(f"{what} does not start with the prompt and is not only assistant replies")
+    return full
+
+
+def _common_prompt(a: list[dict[str, str]], b: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The shared prefix of two dialogues, cut back to end on a user turn."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    while n and a[n - 1]["role"] != "user":
+        n -= 1
+    return a[:n]

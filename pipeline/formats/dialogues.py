@@ -1,0 +1,164 @@
+"""Dialogue formats: WildChat / LMSYS, ShareGPT, HH-RLHF transcripts, OpenAssistant message trees."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pipeline.formats.common import (
+    Adapted,
+    BadRecord,
+    Ctx,
+    _conversation,
+    _pair,
+    _prompt,
+    _response,
+    to_messages,
+)
+
+
+def wildchat(rec: dict[str, Any], ctx: Ctx) -> Adapted:
+    """WildChat / LMSYS-Chat: ``conversation`` (or ``messages``) of {role, content}; ``toxic``/``redacted`` become flags."""
+    messages = to_messages(ctx.get(rec, "messages", "conversation", required=True), "conversation")
+    origin = ctx.origin(rec, "conversation_id", "conversation_hash")
+    flags = [f for f in ("toxic", "redacted") if ctx.get(rec, f) is True]
+    out = Adapted()
+    if ctx.kind == "conversations":
+        out.add("conversations", _conversation(ctx, origin, messages, language=ctx.get(rec, "language"),
+                                               model=ctx.get(rec, "model"), flags=flags))
+    else:  # prompts: the first user turn (with a leading system message, if any)
+        first = 2 if messages[0]["role"] == "system" else 1
+        out.add("prompts", _prompt(ctx, origin, messages[:first]))
+    return out
+
+
+def sharegpt(rec: dict[str, Any], ctx: Ctx) -> Adapted:
+    """ShareGPT: ``conversations`` of {from, value} (from: human/gpt/system)."""
+    messages = to_messages(ctx.get(rec, "messages", "conversations", required=True), "conversations",
+                           role_key="from", content_key="value")
+    origin = ctx.origin(rec)
+    out = Adapted()
+    if ctx.kind == "conversations":
+        out.add("conversations", _conversation(ctx, origin, messages, model=ctx.get(rec, "model")))
+    else:
+        first = 2 if messages[0]["role"] == "system" else 1
+        out.add("prompts", _prompt(ctx, origin, messages[:first]))
+    return out
+
+
+# HH-RLHF: "\n\nHuman: ...\n\nAssistant: ..." with no speaker names inside turns we can trust.
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+
+def parse_hh(transcript: Any, what: str) -> list[dict[str, str]]:
+    """An HH-RLHF transcript -> messages.
+
+    Consecutive turns by the same speaker (a few transcripts repeat ``Assistant:``) are merged into
+    one turn, and whitespace around each turn is trimmed.
+    """
+    if not isinstance(transcript, str):
+        raise BadRecord(f"{what} is {type(transcript).__name__}, expected a transcript string")
+    parts = _HH_TURN.split(transcript)
+    if parts[0].strip():
+        raise BadRecord(f"{what} does not start with '\\n\\nHuman:'")
+    messages: list[dict[str, str]] = []
+    for speaker, text in zip(parts[1::2], parts[2::2], strict=True):
+        role = "user" if speaker == "Human" else "assistant"
+        text = text.strip()
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"] = (messages[-1]["content"] + "\n\n" + text).strip()
+        else:
+            messages.append({"role": role, "content": text})
+    if not messages:
+        raise BadRecord(f"{what} holds no Human/Assistant turns")
+    return messages
+
+
+def hh_rlhf(rec: dict[str, Any], ctx: Ctx) -> Adapted:
+    """HH-RLHF {chosen, rejected} transcripts.
+
+    conversations: the chosen transcript (an empty final Assistant turn is dropped and counted).
+    pairs: the dialogue both share, then the differing last Assistant turns.
+    """
+    chosen = parse_hh(ctx.get(rec, "chosen", required=True), "chosen")
+    origin = ctx.origin(rec)
+    out = Adapted()
+    if ctx.kind == "conversations":
+        if chosen[-1]["role"] == "assistant" and not chosen[-1]["content"]:
+            chosen = chosen[:-1]
+            out.skipped["empty final Assistant turn dropped"] += 1
+        if any(not m["content"] for m in chosen):
+            raise BadRecord("chosen has an empty turn")
+        out.add("conversations", _conversation(ctx, origin, chosen))
+        return out
+    rejected = parse_hh(ctx.get(rec, "rejected", required=True), "rejected")
+    if chosen[:-1] != rejected[:-1]:
+        raise BadRecord("chosen and rejected do not share the dialogue before their last turn")
+    if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
+        raise BadRecord("chosen/rejected must end with an Assistant turn")
+    if not chosen[-1]["content"] or not rejected[-1]["content"]:
+        raise BadRecord("chosen or rejected has an empty final Assistant turn")
+    out.add("pairs", _pair(ctx, origin, chosen[:-1], chosen[-1:], rejected[-1:]))
+    return out
+
+
+def oasst(rec: dict[str, Any], ctx: Ctx) -> Adapted:
+    """An OpenAssistant message tree ({message_tree_id, prompt: message with nested replies}).
+
+    Deleted messages and messages that failed review (``review_result`` false) are pruned with
+    their replies and counted. conversations: every root-to-leaf path. rated: every prompter
+    message with two or more ranked assistant replies becomes a prompt (the path down to it) and
+    its ranked replies become responses scored ``1 - position / (n - 1)`` where ``position`` is the
+    reply's place in rank order (0 = best) among the ``n`` ranked siblings: best 1.0, worst 0.0.
+    Unranked replies of a ranked group are counted as skipped.
+    """
+    root = ctx.get(rec, "prompt", "root", required=True)
+    if not isinstance(root, dict):
+        raise BadRecord("prompt is not a message object")
+    tree_id = str(ctx.get(rec, "id", "message_tree_id") or root.get("message_id") or ctx.where)
+    out = Adapted()
+
+    def usable(m: dict[str, Any]) -> bool:
+        if m.get("deleted") is True:
+            out.skipped["deleted message (and its replies)"] += 1
+            return False
+        if m.get("review_result") is False:
+            out.skipped["message failed review (and its replies)"] += 1
+            return False
+        return True
+
+    def message(m: dict[str, Any]) -> dict[str, str]:
+        if not isinstance(m, dict) or "role" not in m or "text" not in m or "message_id" not in m:
+            raise BadRecord("a tree message lacks message_id, role or text")
+        return to_messages([{"role": m["role"], "content": m["text"]}], f"message {m['message_id']}")[0]
+
+    def walk(m: dict[str, Any], path: list[dict[str, str]], synthetic: bool) -> None:
+        path = [*path, message(m)]
+        synthetic = synthetic or bool(m.get("synthetic"))
+        replies = m.get("replies") or []
+        if not isinstance(replies, list):
+            raise BadRecord(f"replies of message {m['message_id']} is not a list")
+        kept = [r for r in replies if isinstance(r, dict) and usable(r)]
+        if ctx.kind == "rated" and path[-1]["role"] == "user":
+            ranked = sorted((r for r in kept if isinstance(r.get("rank"), int)), key=lambda r: r["rank"])
+            if len(ranked) >= 2:
+                pid = str(m["message_id"])
+                out.add("prompts", _prompt(ctx, pid, path))
+                for pos, r in enumerate(ranked):
+                    text = message(r)["content"]
+                    gen = f"synthetic:{r['model_name']}" if r.get("synthetic") and r.get("model_name") else "human"
+                    out.add("responses", _response(ctx, pid, str(r["message_id"]), text, gen,
+                                                   1 - pos / (len(ranked) - 1), rank=r["rank"], n_ranked=len(ranked),
+                                                   message_id=r["message_id"]))
+                out.skipped["unranked reply in a ranked group"] += len(kept) - len(ranked)
+        if not kept and ctx.kind == "conversations":
+            out.add("conversations", _conversation(ctx, f"{tree_id}/{m['message_id']}", path,
+                                                   language=root.get("lang"),
+                                                   flags=["synthetic"] if synthetic else []))
+        for r in kept:
+            walk(r, path, synthetic)
+
+    if not usable(root):
+        return out
+    walk(root, [], False)
+    return out

@@ -1,0 +1,100 @@
+"""Scored and paired formats: UltraFeedback, released WildFeedback pairs, Arena-Hard model answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.formats.common import (
+    Adapted,
+    BadRecord,
+    Ctx,
+    _as_turns,
+    _common_prompt,
+    _number,
+    _pair,
+    _prompt,
+    _response,
+    _split_completion,
+    to_messages,
+)
+
+
+def ultrafeedback(rec: dict[str, Any], ctx: Ctx) -> Adapted:
+    """UltraFeedback-style data.
+
+    pairs: ``prompt`` (string or messages; optional when chosen/rejected repeat it) + ``chosen``/
+    ``rejected`` (strings or message lists) + ``score_chosen``/``score_rejected`` (also read from
+    ``metadata.*``). rated: ``prompt`` (or ``instruction``) + ``completions`` of {response, score}
+    (``overall_score`` and ``model`` are read too).
+    """
+    origin = ctx.origin(rec, "prompt_id", "source_index")
+    out = Adapted()
+    if ctx.kind == "rated":
+        prompt = _as_turns(ctx.get(rec, "prompt", "instruction", required=True), "user", "prompt")
+        completions = ctx.get(rec, "completions", required=True)
+        if not isinstance(completions, list) or not completions:
+            raise BadRecord("completions must be a non-empty list")
+        out.add("prompts", _prompt(ctx, origin, prompt))
+        for i, c in enumerate(completions):
+            if not isinstance(c, dict):
+                raise BadRecord(f"completions[{i}] is {type(c).__name__}, expected an object")
+            text = c.get("response", c.get("text"))
+            if not isinstance(text, str) or not text.strip():
+                raise BadRecord(f"completions[{i}].response is missing or empty")
+            score = _number(c.get("score", c.get("overall_score")), f"completions[{i}].score")
+            model = c.get("model") if isinstance(c.get("model"), str) else "unknown"
+            out.add("responses", _response(ctx, origin, str(i), text, model, score, index=i))
+        return out
+    chosen_raw = ctx.get(rec, "chosen", required=True)
+    rejected_raw = ctx.get(rec, "rejected", required=True)
+    chosen = _as_turns(chosen_raw, "assistant", "chosen")
+    rejected = _as_turns(rejected_raw, "assistant", "rejected")
+    prompt_raw = ctx.get(rec, "prompt")
+    prompt = _as_turns(prompt_raw, "user", "prompt") if prompt_raw is not None else _common_prompt(chosen, rejected)
+    if not prompt:
+        raise BadRecord("no prompt: give a `prompt` field, or chosen/rejected that start with the same user turn")
+    score_c = _number(ctx.get(rec, "score_chosen", "metadata.score_chosen"), "score_chosen")
+    score_r = _number(ctx.get(rec, "score_rejected", "metadata.score_rejected"), "score_rejected")
+    out.add("pairs", _pair(ctx, origin, prompt, _split_completion(prompt, chosen, "chosen"),
+                           _split_completion(prompt, rejected, "rejected"), score_c, score_r))
+    return out
+
+
+def wildfeedback(rec: dict[str, Any], ctx: Ctx) -> Adapted:
+    """Released WildFeedback pairs: ``conversations`` (dialogue ending on a user turn) + ``chosen``/
+    ``rejected`` as {from, value} objects (or lists of them, or strings)."""
+    prompt = to_messages(ctx.get(rec, "conversations", "messages", required=True), "conversations",
+                         role_key="from", content_key="value")
+    chosen = _as_turns(ctx.get(rec, "chosen", required=True), "assistant", "chosen")
+    rejected = _as_turns(ctx.get(rec, "rejected", required=True), "assistant", "rejected")
+    out = Adapted()
+    out.add("pairs", _pair(ctx, ctx.origin(rec), prompt, _split_completion(prompt, chosen, "chosen"),
+                           _split_completion(prompt, rejected, "rejected")))
+    return out
+
+
+def arena_answers(rec: dict[str, Any], ctx: Ctx) -> Adapted:
+    """Arena-Hard model answers ({uid, model, messages: [user, assistant {content: {answer}}]}).
+
+    Each file is one model; the answers to the same ``uid`` become unscored responses to one prompt
+    (the prompt row repeats per answer file and is de-duplicated by the stage).
+    """
+    uid = ctx.get(rec, "uid", "question_id", required=True)
+    raw = ctx.get(rec, "messages", required=True)
+    if not isinstance(raw, list) or len(raw) < 2:
+        raise BadRecord("messages must hold the question and the answer")
+    fixed = []
+    for m in raw:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, dict):
+            content = content.get("answer")
+        fixed.append({"role": m.get("role") if isinstance(m, dict) else None, "content": content})
+    messages = to_messages(fixed, "messages")
+    if messages[-1]["role"] != "assistant":
+        raise BadRecord("the last message is not the model's answer")
+    model = ctx.get(rec, "model") or "unknown"
+    out = Adapted()
+    out.add("prompts", _prompt(ctx, str(uid), messages[:-1]))
+    out.add("responses", _response(ctx, str(uid), str(model), messages[-1]["content"], str(model), None,
+                                   ans_id=ctx.get(rec, "ans_id")))
+    return out

@@ -1,0 +1,108 @@
+"""JSON text to values without ever raising: every failure is a reason a reject row can carry.
+
+``json.loads`` raises ``ValueError`` for an integer literal over 4,300 digits and ``RecursionError``
+for deep nesting, at a depth that depends on the caller's stack; and it turns a lone UTF-16
+surrogate escape (``"\\ud800"``) into a string no encoder accepts. ``parse_json`` turns each into a
+reason, and rejects nesting deeper than ``MAX_JSON_DEPTH`` whether or not Python could parse it, so a
+record is accepted or rejected the same way wherever it is read from.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+# Far deeper than any real record (OpenAssistant trees are ~15 levels) and far below Python's
+# recursion limit, so a record parses, or is rejected, the same way wherever it is read from.
+MAX_JSON_DEPTH = 200
+
+
+def _too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        children = v.values() if isinstance(v, dict) else v
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def check_value(value: Any, text: str | None = None) -> str | None:
+    """Why a parsed JSON value cannot go on (too deep, a lone surrogate), or None.
+
+    With ``text`` (the JSON it came from), cheap tests on the text skip the walk when it cannot fail.
+    """
+    if isinstance(value, dict | list) and (text is None or text.count("[") + text.count("{") > MAX_JSON_DEPTH):
+        if _too_deep(value):
+            return f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
+    if text is None or "\\ud" in text or "\\uD" in text:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            return (f"invalid JSON: lone surrogate \\u{ord(e.object[e.start]):04x} in a string "
+                    "(half of a UTF-16 pair, not a character)")
+        except (ValueError, RecursionError) as e:
+            return f"invalid JSON: {e}"
+    return None
+
+
+def parse_json(text: str) -> tuple[Any, str | None]:
+    """``json.loads`` that never raises: ``(value, None)``, or ``(None, reason)``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, f"invalid JSON: {e.msg} at column {e.colno}"
+    except RecursionError:
+        return None, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
+    except ValueError as e:  # an integer literal over 4,300 digits
+        return None, f"invalid JSON: {str(e).split(';')[0]}"
+    error = check_value(value, text)
+    return (None, error) if error else (value, None)
+
+
+# A string (to skip: brackets inside it are text; an unterminated one runs to the end) or one of [ ] { } ,
+_ARRAY_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\Z)|[\[\]{},]', re.S)
+_DATA_WRAPPER = re.compile(r'\A\s*\{\s*"data"\s*:\s*\[')
+
+
+def array_elements(text: str) -> Iterator[tuple[str | None, str | None]]:
+    """The raw text of each element of a JSON array (or ``{"data": [...]}``), in linear time, without
+    parsing them; ``(None, reason)`` where the array breaks off or is not an array."""
+    wrapper = _DATA_WRAPPER.match(text)
+    start = wrapper.end() - 1 if wrapper else len(text) - len(text.lstrip())
+    if text[start:start + 1] != "[":
+        yield None, "invalid JSON: the file is neither an array of records nor JSON lines"
+        return
+    depth, begin = 0, start + 1
+    for m in _ARRAY_TOKENS.finditer(text, start + 1):
+        c = text[m.start()]
+        if c in "[{":
+            depth += 1
+        elif c in "]}" and depth:
+            depth -= 1
+        elif c == "]":
+            if text[begin:m.start()].strip():
+                yield text[begin:m.start()], None
+            rest = text[m.end():].strip()
+            if rest != ("}" if wrapper else ""):
+                yield None, f"invalid JSON: unexpected text after the array: {rest[:40]!r}"
+            return
+        elif c in ",}" and not depth:
+            if c == "}":
+                yield None, "invalid JSON: unbalanced '}' in the array; the rest of the file is lost"
+                return
+            yield text[begin:m.start()], None
+            begin = m.end()
+    yield None, "invalid JSON: the file ends inside the array (truncated?)"
+
+
+def preview_of(value: Any) -> str:
+    """The first 500 characters of a value as JSON, always encodable (for the rejects table)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)[:500]
+    except (ValueError, RecursionError):
+        text = repr(value)[:500]
+    return text.encode("utf-8", "replace").decode("utf-8")

@@ -1,0 +1,218 @@
+"""A stage's outputs change together or not at all.
+
+A stage writes every output under one staging folder and ``stage_outputs`` swaps them all into
+place when the block ends without an exception::
+
+    with stage_outputs(OUT) as out:                  # OUT = Path("data/pugc")
+        write_shards(queries, out / "queries", ...)
+        write_shards(pairs, out / "pairs", ...)
+        write_json_atomic(metrics, out / "metrics.json")
+    # every output is in place, or (the block raised) none of them changed
+
+A stage whose writes are spread over its ``main`` uses the same protocol without re-indenting them:
+``out = begin_outputs(OUT)``, write under ``out``, then ``commit_outputs(OUT)``.
+
+How: ``out`` is ``OUT/.staging`` (inside ``OUT``, so every rename stays on one file system). When
+the block ends, a commit journal ``OUT/.commit.json`` naming the staged entries is written
+atomically; from then on the new outputs are the truth. Each entry is then swapped in: the old one
+is renamed into ``OUT/.backup/``, the new one renamed from the staging folder into its place,
+folders first and ``metrics*.json`` last; then the journal, backup and staging folder go. A crash
+(``kill -9``, power cut) at any point leaves either no journal, and the next start discards the
+staging folder (rolled back: the old outputs were never touched), or a journal, and the next start
+finishes the swap (rolled forward). ``recover`` does this, and also removes the temporaries an
+interrupted run leaves (``.<name>.tmp-*`` of a ``ShardWriter`` spill or ``write_json_atomic``,
+``.<name>.old-*`` of ``replace_dir``); ``stage_outputs`` and ``pipeline.cli`` call it when a stage
+starts. It assumes one run of a stage at a time (``dvc repro`` holds a repository lock).
+
+An ``OSError`` raised in the block (disk full, read-only file system, no permission) that names no
+file (a failed write does not) is given ``OUT`` as its file name, so ``os_error_line`` can say where; ``pipeline.cli`` prints
+that one line instead of a traceback. ``check_writable`` tries a write before a stage spends hours
+on model steps.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline.errors import StageError
+
+log = logging.getLogger(__name__)
+
+STAGING, BACKUP, JOURNAL = ".staging", ".backup", ".commit.json"
+# Left by an interrupted ShardWriter, write_json_atomic or replace_dir: ".<name>.tmp-1a2b3c4d"
+STALE = re.compile(r"^\..+\.(tmp|old)-[0-9a-f]{8}$")
+
+ADVICE = {
+    errno.ENOSPC: "the disk is full: free some space (or move data/ to a larger disk) and run the stage again",
+    errno.EDQUOT: "the disk quota is used up: free some space and run the stage again",
+    errno.EFBIG: "a file grew past the file system's or the process's size limit (`ulimit -f`)",
+    errno.EROFS: "the file system is read-only: run from a writable checkout, or remount it read-write",
+    errno.EACCES: "no permission to write there: fix the folder's owner or permissions, or run as its owner",
+    errno.EPERM: "the operation is not permitted there: fix the folder's owner or permissions",
+}
+
+
+class OutputError(StageError):
+    """A stage cannot write its outputs; the message names the path and what to do."""
+
+
+def _errno(e: OSError) -> int | None:
+    """The error number; Arrow may give it only inside its message ("... [errno 28] No space left on device")."""
+    if e.errno is not None:
+        return e.errno
+    found = re.search(r"\[errno (\d+)\]", " ".join(map(str, e.args)), re.I)
+    return int(found.group(1)) if found else None
+
+
+def name_path(e: OSError, path: Path) -> None:
+    """Give an OSError that names no file ``path`` (writes fail without one), keeping its message readable."""
+    code = _errno(e)
+    if e.filename is None and code is not None:
+        e.errno, e.strerror, e.filename = code, e.strerror or os.strerror(code), str(path)
+
+
+def os_error_line(e: OSError, where: str | Path | None = None) -> str | None:
+    """One line for an OSError a user can fix (disk full, read-only, no permission), else None."""
+    code = _errno(e)
+    if code not in ADVICE:
+        return None
+    path = e.filename or where or "(unknown path)"
+    return f"cannot write {path}: {os.strerror(code)} ({errno.errorcode[code]}); {ADVICE[code]}"
+
+
+def check_writable(*paths: str | Path) -> None:
+    """Create each folder and write (then remove) a 64 KiB probe in it, or raise ``OutputError``."""
+    for path in map(Path, paths):
+        probe = path / f".write-check.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            with open(probe, "wb") as f:
+                f.write(b"\0" * (64 << 10))
+                f.flush()
+                os.fsync(f.fileno())
+            probe.unlink()
+        except OSError as e:
+            try:
+                probe.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise OutputError(os_error_line(e, path) or f"cannot write {path}: {e}") from None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _order(staging: Path) -> list[str]:
+    """Folders, then files, then metrics files: metrics are swapped in last."""
+    entries = list(staging.iterdir())
+    return [p.name for p in sorted(entries, key=lambda p: (p.name.startswith("metrics"), not p.is_dir(), p.name))]
+
+
+def _roll_forward(out_dir: Path, names: list[str]) -> None:
+    staging, backup = out_dir / STAGING, out_dir / BACKUP
+    backup.mkdir(exist_ok=True)
+    for name in names:
+        new, dst = staging / name, out_dir / name
+        if not os.path.lexists(new):  # already in place
+            continue
+        if os.path.lexists(dst):
+            if os.path.lexists(backup / name):
+                _remove(backup / name)
+            os.rename(dst, backup / name)
+        os.rename(new, dst)
+    _fsync_dir(out_dir)
+    (out_dir / JOURNAL).unlink()
+    shutil.rmtree(backup, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def commit_outputs(out_dir: str | Path) -> list[str]:
+    """Swap everything in ``out_dir/.staging`` into ``out_dir`` (see the module docstring); returns the names."""
+    out_dir = Path(out_dir)
+    names = _order(out_dir / STAGING)
+    tmp = out_dir / f"{JOURNAL}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"names": names}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out_dir / JOURNAL)
+    _fsync_dir(out_dir)
+    _roll_forward(out_dir, names)
+    return names
+
+
+def recover(out_dir: str | Path) -> None:
+    """Finish or discard what an interrupted run left in ``out_dir``, and remove its stale temporaries."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return
+    journal = out_dir / JOURNAL
+    if journal.exists():
+        try:
+            names = json.loads(journal.read_text(encoding="utf-8"))["names"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise OutputError(f"{journal}: unreadable commit journal ({e}); remove it and {out_dir / STAGING}, "
+                              "then run the stage again") from None
+        log.warning("%s: finishing the commit an interrupted run started (%s)", out_dir, ", ".join(names))
+        _roll_forward(out_dir, names)
+    for p in sorted(out_dir.iterdir()):
+        if p.name in (STAGING, BACKUP) or STALE.match(p.name):
+            log.warning("%s: removing %s, left by an interrupted run", out_dir, p.name)
+            _remove(p)
+
+
+def begin_outputs(out_dir: str | Path) -> Path:
+    """The staging folder of a stage that writes its outputs without a ``with`` block: write there, then
+    call ``commit_outputs(out_dir)``. If the stage fails in between, nothing in ``out_dir`` changed and
+    the next start discards the staging folder (``recover``)."""
+    out_dir = Path(out_dir)
+    recover(out_dir)
+    staging = out_dir / STAGING
+    staging.mkdir(parents=True)
+    return staging
+
+
+@contextmanager
+def stage_outputs(out_dir: str | Path) -> Iterator[Path]:
+    """A staging folder for every output of a stage, swapped into ``out_dir`` together when the block ends.
+
+    On an exception nothing in ``out_dir`` changes and the staging folder is removed. See the module
+    docstring for the commit protocol and its crash guarantees.
+    """
+    out_dir = Path(out_dir)
+    staging = begin_outputs(out_dir)
+    try:
+        yield staging
+    except BaseException as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(e, OSError):
+            name_path(e, out_dir)
+        raise
+    try:
+        commit_outputs(out_dir)
+    except OSError as e:
+        if not (out_dir / JOURNAL).exists():  # nothing was swapped: roll back now
+            shutil.rmtree(staging, ignore_errors=True)
+        name_path(e, out_dir)
+        raise

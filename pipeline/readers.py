@@ -1,0 +1,358 @@
+"""Read sources record by record: every record comes back as a value or as the reason it is unusable.
+
+Reading yields raw records with their row numbers, so a bad row can be quarantined by position
+instead of crashing the stage. Whatever the bytes, a reader does not raise for a bad record: JSON
+that Python cannot hold (an integer literal over 4,300 digits, nesting deeper than
+``pipeline.jsontext.MAX_JSON_DEPTH``, a lone UTF-16 surrogate escape such as ``"\\ud800"``) is an error row; a
+compressed file that breaks off, a Parquet row group that cannot be decoded or a malformed XML
+``<row>`` is an error row and reading goes on with what can still be read. Only a source that
+cannot be opened at all (no such file, unknown type, an unreachable ``hf://`` set) raises
+``SourceError``, with one line naming it.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import gzip
+import io as _io
+import json
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import SourceError
+from pipeline.jsontext import array_elements, check_value, parse_json, preview_of
+from pipeline.xmlrows import xml_rows
+
+HF_PREFIX = "hf://"
+BOM = b"\xef\xbb\xbf"
+# What reading a damaged file raises: a truncated gzip stream (EOFError), a corrupt one
+# (zlib.error, gzip.BadGzipFile, an OSError), an I/O error.
+UNREADABLE = (EOFError, zlib.error, OSError)
+
+
+@dataclass(frozen=True)
+class RawRow:
+    """One input record, or the reason it could not be parsed."""
+
+    file: str
+    row: int  # 1-based line/record number within ``file``
+    value: Any = None
+    error: str | None = None
+    raw: str = ""
+
+
+def unreadable_rest(e: BaseException, after: str | None) -> str:
+    """The error row for the part of a file that cannot be read (after ``after``, or at all)."""
+    where = f" after {after}" if after else ""
+    return f"the file cannot be read{where} ({type(e).__name__}: {e}); the rest of it is lost"
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def expand_paths(path: str) -> list[Path]:
+    """A file, a folder (all data files below it, sorted) or a glob."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(("_", ".")))
+    elif any(ch in path for ch in "*?["):
+        files = sorted(Path(f) for f in glob.glob(path, recursive=True) if Path(f).is_file())
+    else:
+        files = [p] if p.exists() else []
+    if not files:
+        raise SourceError(f"{path}: no such file, folder or matching glob (paths are relative to the project root)")
+    return files
+
+
+def _open_text(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        data = gzip.decompress(data)
+    return data
+
+
+def _open_binary(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _suffix(path: Path) -> str:
+    suffixes = [s for s in path.suffixes if s != ".gz"]
+    return suffixes[-1].lower() if suffixes else ""
+
+
+def _lines(f, limit: int | None) -> Iterator[tuple[bytes, int]]:
+    """(line, its length) for every b"\\n"-terminated line of ``f``, newline removed.
+
+    A line longer than ``limit`` is never held whole: its first ``limit + 1`` bytes come back with
+    the full length, and the rest is skipped in 1 MiB steps.
+    """
+    while True:
+        line = f.readline(limit + 1) if limit else f.readline()
+        if not line:
+            return
+        if line.endswith(b"\n"):
+            yield line[:-1], len(line) - 1
+            continue
+        n = len(line)
+        while limit:  # an over-long line (or the file's last line, which has no newline)
+            more = f.readline(1 << 20)
+            if not more:
+                break
+            if more.endswith(b"\n"):
+                n += len(more) - 1
+                break
+            n += len(more)
+        yield line, n
+
+
+def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
+    """JSON lines split on b"\\n" only (U+2028 inside strings is content, not a line break).
+
+    Streams the file: memory holds one line at a time, and never more than ``max_record_bytes`` of it.
+    A UTF-8 byte order mark before the first line is skipped.
+    """
+    with _open_binary(path) as f:
+        lines = _lines(f, max_record_bytes)
+        i = 0
+        while True:
+            try:
+                item = next(lines, None)
+            except UNREADABLE as e:
+                yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"line {i}" if i else None))
+                return
+            if item is None:
+                return
+            line, size = item
+            i += 1
+            if i == 1 and line.startswith(BOM):
+                line, size = line[len(BOM):], size - len(BOM)
+            if not line.strip():
+                continue
+            preview = line[:500].decode("utf-8", errors="replace")
+            if max_record_bytes and size > max_record_bytes:
+                yield RawRow(str(path), i, error=f"record is {size} bytes, over max_record_bytes={max_record_bytes}",
+                             raw=preview)
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield RawRow(str(path), i, error=f"invalid UTF-8 at byte {e.start}", raw=preview)
+                continue
+            value, error = parse_json(text)
+            yield RawRow(str(path), i, value=value, error=error, raw=preview)
+
+
+def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
+    """A JSON array (or {"data": [...]}) of records; falls back to JSON lines (files named .json often are).
+
+    An array that does not parse whole (an element Python cannot hold, such as a huge integer or
+    deep nesting, a syntax error, a file cut short) is split into its elements without parsing them
+    and each is parsed on its own: only the bad ones are error rows.
+    """
+    try:
+        data = _open_text(path)
+    except UNREADABLE as e:
+        yield RawRow(str(path), 1, error=unreadable_rest(e, None))
+        return
+    try:
+        text, utf8 = data.decode("utf-8-sig"), True
+    except UnicodeDecodeError:  # bad bytes are kept as lone surrogates, so the elements around them still parse
+        text, utf8 = data.decode("utf-8-sig", "surrogateescape"), False
+    del data
+    whole, broken = False, not utf8
+    if utf8:
+        try:
+            value, whole = json.loads(text), True
+        except json.JSONDecodeError:
+            broken = True
+        except (ValueError, RecursionError):  # a value Python cannot hold (huge integer, deep nesting)
+            pass
+    if broken and not text.lstrip().startswith("["):  # not an array: JSON lines
+        yield from iter_jsonl(path, max_record_bytes)
+        return
+    if whole:
+        if isinstance(value, dict) and isinstance(value.get("data"), list):
+            value = value["data"]
+        for i, rec in enumerate(value if isinstance(value, list) else [value], start=1):
+            error = check_value(rec, text)
+            yield RawRow(str(path), i, value=None if error else rec, error=error, raw=preview_of(rec))
+        return
+    for i, (element, error) in enumerate(array_elements(text), start=1):
+        preview = (element or "")[:500].encode("utf-8", "replace").decode("utf-8")
+        if element is not None and not utf8:
+            try:
+                element.encode("utf-8")
+            except UnicodeEncodeError as e:
+                element, error = None, f"invalid UTF-8 at byte {len(element[:e.start].encode('utf-8', 'replace'))}"
+        value, error = (None, error) if element is None else parse_json(element)
+        yield RawRow(str(path), i, value=value, error=error, raw=preview)
+
+
+def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
+    """CSV with a header row, streamed record by record (quoted fields may span lines).
+
+    A field may be as long as ``max_record_bytes``; a row the csv module cannot read is an error row.
+    """
+    csv.field_size_limit(max_record_bytes or 1 << 30)  # the module's limit is global: set for each file
+    with _open_binary(path) as raw, _io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as f:
+        reader = csv.DictReader(f)
+        i = 0
+        while True:
+            line = reader.line_num
+            try:
+                rec = next(reader, None)
+            except csv.Error as e:
+                i += 1
+                yield RawRow(str(path), i, error=f"invalid CSV: {e}")
+                if reader.line_num == line:  # no progress: the reader cannot go on
+                    return
+                continue
+            except UNREADABLE as e:
+                yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"record {i}" if i else None))
+                return
+            if rec is None:
+                return
+            i += 1
+            yield RawRow(str(path), i, value=dict(rec), raw=preview_of(rec))
+
+
+def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
+    """Rows of a Parquet file, one row group at a time. A row group that cannot be decoded is one
+    error row naming how many of its rows are lost, and reading goes on with the next; a file whose
+    footer cannot be read is one error row."""
+    try:
+        pf = pq.ParquetFile(path, page_checksum_verification=True)  # where the writer stored page CRCs
+        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+    except (pa.ArrowException, OSError) as e:
+        yield RawRow(str(path), 1, error=f"not a readable Parquet file ({type(e).__name__}: {e})")
+        return
+    first = 1  # row number of the group's first row
+    for g, size in enumerate(sizes):
+        i = first - 1
+        try:
+            for batch in pf.iter_batches(batch_size=10_000, row_groups=[g]):
+                for rec in batch.to_pylist():
+                    i += 1
+                    yield RawRow(str(path), i, value=rec, raw="")
+        except (pa.ArrowException, OSError, ValueError) as e:
+            lost = first + size - 1 - i
+            yield RawRow(str(path), i + 1, error=f"Parquet row group {g} cannot be decoded ({lost} of its {size} "
+                                                 f"rows lost; {type(e).__name__}: {e})")
+        first += size
+
+
+def iter_xml_rows(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
+    """``<row .../>`` elements (Stack Exchange dumps) as attribute dicts (``pipeline.xmlrows``): a malformed
+    row is an error row and reading goes on at the next ``<row``."""
+    with _open_binary(path) as f:
+        rows = xml_rows(f, max_record_bytes or 64 << 20)
+        i = 0
+        while True:
+            try:
+                item = next(rows, None)
+            except UNREADABLE as e:
+                yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"row {i}" if i else None))
+                return
+            if item is None:
+                return
+            i += 1
+            value, error, preview = item
+            yield RawRow(str(path), i, value=value, error=error, raw=preview)
+
+
+READERS = {
+    ".jsonl": iter_jsonl,
+    ".ndjson": iter_jsonl,
+    ".json": iter_json,
+    ".csv": iter_csv,
+    ".parquet": iter_parquet,
+    ".xml": iter_xml_rows,
+}
+
+
+# --- the Hugging Face Hub ------------------------------------------------------------------------
+
+
+def _hub_spec(dataset_id: str) -> tuple[str, str | None, str]:
+    spec, _, split = dataset_id[len(HF_PREFIX):].partition(":")
+    parts = spec.split("/")
+    return "/".join(parts[:2]), ("/".join(parts[2:]) or None), split or "train"
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def check_hub(dataset_id: str, key: str = "") -> None:
+    """Fail fast, in one line, when ``hf://`` set ``dataset_id`` cannot be reached: one request, no retries.
+
+    Skipped when offline (HF_HUB_OFFLINE=1): ``datasets`` then reads the local cache and fails at
+    once on a miss. ``key`` names the params key that holds the id (``ingest.sources[2].path``).
+    """
+    if _offline():
+        return
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    where = f"{key}: " if key else ""
+    name, _, _ = _hub_spec(dataset_id)
+    try:
+        HfApi().dataset_info(name, timeout=10)
+    except (RepositoryNotFoundError, GatedRepoError) as e:
+        raise SourceError(f"{where}{dataset_id}: no such dataset on the Hugging Face Hub, or it is private or gated "
+                          f"({type(e).__name__}); check the id, and log in (`hf auth login`) for gated sets") from None
+    except Exception as e:  # network down, DNS, proxy: one line instead of minutes of retries
+        raise SourceError(f"{where}{dataset_id}: the Hugging Face Hub cannot be reached ({type(e).__name__}: {e}); "
+                          "check your network, or set HF_HUB_OFFLINE=1 to use a cached copy, or download the set and "
+                          "point the path at the local files") from None
+
+
+def iter_hub(dataset_id: str, max_record_bytes: int | None = None) -> Iterator[RawRow]:
+    """``hf://org/name[:split]`` (or ``hf://org/name/config:split``) through ``datasets.load_dataset``.
+
+    Honours HF_HUB_OFFLINE and the local cache; streaming keeps memory bounded.
+    """
+    import datasets
+
+    check_hub(dataset_id)
+    name, config, split = _hub_spec(dataset_id)
+    try:
+        ds = datasets.load_dataset(name, config, split=split, streaming=True)
+    except Exception as e:  # network, auth, missing dataset: all surface as one readable error
+        raise SourceError(
+            f"{dataset_id}: could not load from the Hugging Face Hub ({type(e).__name__}: {e}). "
+            "Check the id and split, your network, and `huggingface-cli login` for gated sets; "
+            "or download it and point `path` at the local files."
+        ) from e
+    for i, rec in enumerate(ds, start=1):
+        yield RawRow(dataset_id, i, value=rec, raw="")
+
+
+def iter_records(path: str, max_record_bytes: int | None = None,
+                 empty_files: list[str] | None = None) -> Iterator[RawRow]:
+    """Every record of a source, in a deterministic order, with its file and row number.
+
+    Files that hold no record at all (empty, or only blank lines) are appended to ``empty_files``.
+    """
+    if path.startswith(HF_PREFIX):
+        yield from iter_hub(path, max_record_bytes)
+        return
+    for file in expand_paths(path):
+        reader = READERS.get(_suffix(file))
+        if reader is None:
+            raise SourceError(f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} (optionally .gz)")
+        n = 0
+        for row in reader(file, max_record_bytes):
+            n += 1
+            yield row
+        if n == 0 and empty_files is not None:
+            empty_files.append(str(file))

@@ -1,0 +1,94 @@
+"""``<row .../>`` elements of a Stack Exchange dump, one at a time, surviving malformed rows.
+
+An XML parser stops at the first error, which silently drops every row after a bad one. Here the
+file is scanned for ``<row`` and each row is cut out (its end is the first ``>`` outside a quoted
+attribute value) and parsed on its own, so a malformed row is one error and reading goes on at
+the next ``<row``. A ``<`` inside a row (not allowed in XML attribute values) marks the row as
+malformed where it stands, which is also where a row with an unclosed quote is caught. Each row
+is parsed without a DTD: no entity beyond XML's five and character references is expanded.
+Memory holds one row (at most ``limit`` bytes) plus one read chunk.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from typing import IO, Any
+
+CHUNK = 1 << 20
+_ROW = re.compile(rb"<row(?=[\s/>])")
+_SPECIAL = re.compile(rb"[<>\"']")
+_LT, _GT, _SLASH = ord("<"), ord(">"), ord("/")
+_QUOTES = (ord('"'), ord("'"))
+
+# (end of the row, None) | (None, where a malformed row stops) | (None, None): the buffer ends first
+_End = tuple[int | None, int | None]
+
+
+def _row_end(buf: bytes, start: int) -> _End:
+    quote = None
+    for m in _SPECIAL.finditer(buf, start + 4):
+        c = buf[m.start()]
+        if quote is not None:
+            if c == quote:
+                quote = None
+            elif c == _LT:
+                return None, m.start()
+        elif c in _QUOTES:
+            quote = c
+        elif c == _LT:
+            return None, m.start()
+        elif buf[m.start() - 1] == _SLASH:
+            return m.end(), None
+        else:  # <row ...>...</row>: runs to its end tag, which must come before the next row
+            nxt = _ROW.search(buf, m.end())
+            close = buf.find(b"</row>", m.end(), nxt.start() if nxt else len(buf))
+            if close >= 0:
+                return close + len(b"</row>"), None
+            return (None, nxt.start()) if nxt else (None, None)
+    return None, None
+
+
+def _parse(chunk: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        return dict(ET.fromstring(chunk).attrib), None
+    except ET.ParseError as e:
+        return None, f"invalid XML in this <row>: {e}"
+
+
+def xml_rows(f: IO[bytes], limit: int) -> Iterator[tuple[dict[str, Any] | None, str | None, str]]:
+    """``(attributes, None, "")`` for each well-formed row of binary file ``f``, in order, and
+    ``(None, reason, preview)`` for each malformed, truncated or over-``limit`` one."""
+    buf, pos, eof = b"", 0, False
+    while True:
+        m = _ROW.search(buf, pos)
+        start = m.start() if m is not None else None
+        end, bad = _row_end(buf, start) if start is not None else (None, None)
+        if end is None and bad is None:  # no row, or one that runs past the buffer: read on
+            if start is not None and eof:
+                yield None, "the file ends inside this <row> (truncated?)", _preview(buf[start:])
+                return
+            if start is not None and len(buf) - start > limit:
+                yield None, f"<row> is over max_record_bytes={limit}", _preview(buf[start:])
+                start = len(buf)
+            if eof:
+                return
+            keep = start if start is not None else max(pos, len(buf) - 4)  # a "<row" cut by the chunk edge
+            data = f.read(CHUNK)
+            buf, pos, eof = buf[keep:] + data, 0, not data
+        elif end is None:
+            yield None, "malformed <row>: a '<' inside it before its closing '>' (an unclosed quote?)", \
+                _preview(buf[start:bad])
+            pos = bad
+        elif end - start > limit:
+            yield None, f"<row> is over max_record_bytes={limit}", _preview(buf[start:end])
+            pos = end
+        else:
+            value, error = _parse(buf[start:end])
+            yield value, error, "" if error is None else _preview(buf[start:end])
+            pos = end
+
+
+def _preview(data: bytes) -> str:
+    return data[:500].decode("utf-8", errors="replace")

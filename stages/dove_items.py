@@ -1,0 +1,124 @@
+"""DOVE step 1, items (stages/dove.py): every (instruction, response) the stage can compare.
+
+Scored responses joined to their prompts, and both sides of labelled pairs (whose labels are the gold
+relations ``gold_relations`` keeps, so the judge is never allowed to publish their reverse). One item
+per distinct (instruction text, response); ``side_key`` identifies one up to whitespace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from pipeline import ids
+from pipeline.checks import squash
+
+ITEM_COLUMNS = ["item_id", "instruction", "instruction_text", "response", "origin"]
+
+
+# --- 1. items ------------------------------------------------------------------------------------
+
+
+def render_instruction(messages: pl.Expr) -> pl.Expr:
+    """The instruction as the judge reads it: a lone user turn as is, a dialogue as 'Role: text' blocks."""
+    transcript = messages.list.eval(
+        pl.element().struct.field("role").str.to_titlecase() + ": " + pl.element().struct.field("content")
+    ).list.join("\n\n")
+    lone = messages.list.first().struct.field("content")
+    return pl.when(messages.list.len() == 1).then(lone).otherwise(transcript)
+
+
+def items_from_scored(prompts: pa.Table, responses: pa.Table, where: str = "responses") -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(items, rejects): responses joined to their prompts on prompt_id; unmatched responses are rejects
+    (source = ``where``, the responses folder; row = the response's row there)."""
+    p = pl.from_arrow(prompts).select("prompt_id", pl.col("messages").alias("instruction"), pl.col("source").alias("origin"))
+    r = pl.from_arrow(responses).with_row_index("row").select("row", "prompt_id", "response_id", pl.col("text").alias("response"))
+    joined = r.join(p, on="prompt_id", how="left")
+    orphans = joined.filter(pl.col("instruction").is_null())
+    items = joined.filter(pl.col("instruction").is_not_null()).with_columns(
+        item_id=pl.col("prompt_id") + ":" + pl.col("response_id")
+    )
+    rejects = orphans.select(
+        pl.lit(where).alias("source"),
+        pl.col("row").cast(pl.Int64),
+        pl.lit("response without a prompt (prompt_id not in the prompts folder)").alias("reason"),
+        pl.struct("prompt_id", "response_id").struct.json_encode().alias("raw"),
+    )
+    return items.select("item_id", "instruction", "response", "origin"), rejects
+
+
+def items_from_pairs(pairs: pa.Table) -> pl.DataFrame:
+    """Two items per labelled pair: prompt + chosen and prompt + rejected (assistant turns joined)."""
+    df = pl.from_arrow(pairs)
+    text = lambda col: pl.col(col).list.eval(pl.element().struct.field("content")).list.join("\n\n")  # noqa: E731
+    sides = [
+        df.select(
+            (pl.col("pair_id") + f":{side}").alias("item_id"),
+            pl.col("prompt").alias("instruction"),
+            text(side).alias("response"),
+            pl.col("source").alias("origin"),
+        )
+        for side in ("chosen", "rejected")
+    ]
+    return pl.concat(sides)
+
+
+def normalise_items(frames: list[pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
+    """One items table: instruction text rendered, empty responses rejected, duplicate (instruction, response) merged.
+
+    Returns (items sorted by instruction_text then item_id, rejects, counts).
+    """
+    df = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame(schema=_item_schema())
+    df = df.with_columns(instruction_text=render_instruction(pl.col("instruction")).str.strip_chars())
+    df = df.with_row_index("row")  # position in the concatenated inputs, for the rejects table
+    empty = df.filter(pl.col("response").str.strip_chars().str.len_chars() == 0)
+    df = df.filter(pl.col("response").str.strip_chars().str.len_chars() > 0)
+    # Identical (instruction, response) from two sources is one item; the lowest item_id is kept.
+    deduped = df.sort("item_id").unique(["instruction_text", "response"], keep="first", maintain_order=True)
+    deduped = deduped.sort("instruction_text", "item_id").select(ITEM_COLUMNS)
+    rejects = empty.select(
+        pl.lit("dove/items").alias("source"),
+        pl.col("row").cast(pl.Int64),
+        pl.lit("empty response").alias("reason"),
+        pl.struct("item_id", "origin").struct.json_encode().alias("raw"),
+    )
+    counts = {"items_in": df.height + empty.height, "empty_response": empty.height,
+              "duplicate_items": df.height - deduped.height, "items": deduped.height}
+    return deduped, rejects, counts
+
+
+def _item_schema() -> dict[str, Any]:
+    messages = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
+    return {"item_id": pl.String, "instruction": messages, "response": pl.String, "origin": pl.String}
+
+
+def index_instructions(items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(items with `inst`, instructions): `inst` numbers the distinct instruction texts in sorted order;
+    instructions holds per `inst` its text, first item row and item count (items are sorted by text)."""
+    items = items.with_columns(inst=pl.col("instruction_text").rank("dense").cast(pl.Int64) - 1)
+    items = items.with_row_index("item_row").with_columns(pl.col("item_row").cast(pl.Int64))
+    instructions = items.group_by("inst", maintain_order=True).agg(
+        pl.col("instruction_text").first().alias("text"),
+        pl.col("item_row").first().alias("first_row"),
+        pl.len().cast(pl.Int64).alias("n_items"),
+    )
+    return items, instructions
+
+
+def side_key(instruction_text: pl.Expr, response: pl.Expr) -> pl.Expr:
+    """One (instruction, response) up to whitespace: the key gold relations and labels are compared by."""
+    return ids.hash64(squash(instruction_text), squash(response))
+
+
+def gold_relations(pair_items: pl.DataFrame) -> pl.DataFrame:
+    """``(win, lose)`` side keys of the labelled pairs read as items (``items_from_pairs``' output)."""
+    df = pair_items.with_columns(instruction_text=render_instruction(pl.col("instruction")).str.strip_chars())
+    df = df.select(pl.col("item_id").str.replace(r":(chosen|rejected)$", "").alias("pair"),
+                   pl.col("item_id").str.ends_with(":chosen").alias("won"),
+                   side_key(pl.col("instruction_text"), pl.col("response")).alias("key"))
+    won, lost = df.filter(pl.col("won")), df.filter(~pl.col("won"))
+    return won.join(lost, on="pair", suffix="_l").select(win="key", lose="key_l").unique(maintain_order=True)
+
+

@@ -1,0 +1,165 @@
+"""PUGC plumbing: resumable model steps, the input documents, and the three output tables.
+
+Kept apart from ``stages/pugc.py`` so that module reads as the method.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from pipeline import ids
+from pipeline.config import LLM, Params, fingerprint
+from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
+from pipeline.io import StageError, read_table, write_shards
+from pipeline.records import MESSAGES_TYPE
+
+STAGE = pl.lit("pugc")  # the first part of every PUGC id
+STEPS = ("minhash", "gate_query_filter", "gate_scorer", "queries", "query_filter", "sampling", "scoring")
+
+
+def run_step(
+    table: pl.DataFrame, fn, params: Params, step: str, *, engine: LLM | None = None, **kwargs
+) -> pl.DataFrame | None:
+    """``fn`` over ``table`` through ``map_batches``, resumable from ``.prefpipe/checkpoints/pugc/<step>``."""
+    fp = fingerprint(params.pugc, engine or params.execution, {"step": step})
+    out = map_batches(
+        table.to_arrow(),
+        fn,
+        execution=params.execution,
+        engine=engine,
+        fn_kwargs=kwargs,
+        desc=f"pugc {step}",
+        checkpoint=Checkpoint(CHECKPOINT_ROOT / "pugc" / step, fp),
+    )
+    return None if out is None else pl.from_arrow(out)
+
+
+def clear_checkpoints() -> None:
+    for step in STEPS:
+        Checkpoint(CHECKPOINT_ROOT / "pugc" / step, "").clear()
+
+
+def load_documents(path: Path, sources: list[str]) -> tuple[pl.DataFrame, dict]:
+    docs = pl.from_arrow(read_table(path, "documents"))
+    present = sorted(docs["source"].unique().to_list())
+    missing = [s for s in sources if s not in present]
+    if len(missing) == len(sources):
+        raise StageError(
+            f"{path}: no documents from pugc.sources {sources}; sources present: {present}. "
+            "Fix pugc.sources in params.yaml or add the source to ingest.sources."
+        )
+    chosen = docs.filter(pl.col("source").is_in(sources))
+    return chosen, {
+        "rows": docs.height,
+        "selected": chosen.height,
+        "sources": sources,
+        "missing_sources": missing,
+    }
+
+
+def with_prompt_ids(queries: pl.DataFrame, docs: pl.DataFrame) -> pl.DataFrame:
+    """Kept queries with their document's ``reference`` and ``source``; ``prompt_id`` = id of (doc, query)."""
+    return (
+        queries.join(docs.select("doc_id", "reference", "source"), on="doc_id")
+        .with_columns(prompt_id=ids.hex_id(STAGE, "doc_id", "query"))
+        .rename({"doc_id": "origin_id"})
+    )
+
+
+def with_response_ids(samples: pl.DataFrame) -> pl.DataFrame:
+    """``response_id`` = id of (prompt, sample index, text)."""
+    return samples.with_columns(response_id=ids.hex_id(STAGE, "prompt_id", "sample_index", "text"))
+
+
+def pairs_table(picked: pl.DataFrame, queries: pl.DataFrame, lineage: dict) -> pa.Table:
+    """Kept picks as rows of the ``pairs`` contract; ``pair_id`` = id of (prompt, chosen, rejected); lineage
+    (JSON, keys sorted) names the document, the responses and why each side's generation ended
+    (``chosen_finish_reason`` / ``rejected_finish_reason``), besides the stage-wide ``lineage`` fields."""
+    rows = picked.filter(pl.col("drop").is_null()).join(
+        queries.select("prompt_id", "query", "origin_id", "source"), on="prompt_id"
+    )
+    fields = {k: pl.lit(v) for k, v in lineage.items()} | {
+        "doc_id": pl.col("origin_id"),
+        "prompt_id": pl.col("prompt_id"),
+        "chosen_id": pl.col("chosen_response_id"),
+        "rejected_id": pl.col("rejected_response_id"),
+        "chosen_finish_reason": pl.col("chosen_finish_reason"),
+        "rejected_finish_reason": pl.col("rejected_finish_reason"),
+    }
+    msg = lambda role, col: pl.concat_list(pl.struct(role=pl.lit(role), content=pl.col(col)))  # noqa: E731
+    table = rows.select(
+        pair_id=ids.hex_id(STAGE, "prompt_id", "chosen_response_id", "rejected_response_id"),
+        prompt=msg("user", "query"),
+        chosen=msg("assistant", "chosen_text"),
+        rejected=msg("assistant", "rejected_text"),
+        score_chosen="chosen_score",
+        score_rejected="rejected_score",
+        margin="margin",
+        label_smoothing=pl.lit(0.0),
+        noisy=pl.lit(False),
+        method=pl.lit("pugc"),
+        source="source",
+        lineage=pl.struct(**{k: fields[k] for k in sorted(fields)}).struct.json_encode(),
+    ).to_arrow()
+    for name in ("prompt", "chosen", "rejected"):
+        table = table.set_column(table.schema.get_field_index(name), name, table[name].cast(MESSAGES_TYPE))
+    return table
+
+
+def write_outputs(
+    params: Params,
+    queries: pl.DataFrame,
+    responses: pl.DataFrame,
+    pairs: pa.Table,
+    judge: LLM,
+    policy: LLM,
+    out: Path,
+) -> None:
+    """``queries`` (prompts, ``reference`` = the document), ``responses`` (scored), ``pairs``."""
+    fp = fingerprint(params.pugc, params.llm)
+    ex = params.execution
+    kw = {
+        "fingerprint": fp,
+        "target_shard_bytes": ex.target_shard_bytes,
+        "row_group_bytes": ex.row_group_bytes,
+    }
+    prompts = queries.select(
+        "prompt_id",
+        messages=pl.concat_list(pl.struct(role=pl.lit("user"), content=pl.col("query"))),
+        source="source",
+        origin_id="origin_id",
+        reference="reference",
+    ).to_arrow()
+    prompts = prompts.set_column(1, "messages", prompts["messages"].cast(MESSAGES_TYPE))
+    write_shards(prompts, out / "queries", name="prompts", **kw)
+    scored = responses.select(
+        "prompt_id",
+        "response_id",
+        "text",
+        generator=pl.lit(policy.model),
+        score="score",
+        scorer=pl.lit(f"pugc:{judge.model}"),
+        detail="detail",
+    )
+    write_shards(scored.to_arrow(), out / "responses", name="responses", **kw)
+    write_shards(pairs, out / "pairs", name="pairs", **kw)
+
+
+def empty_queries() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={"doc_id": pl.String, "query_index": pl.Int64, "query": pl.String, "error": pl.String}
+    )
+
+
+def empty_samples() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            "prompt_id": pl.String,
+            "sample_index": pl.Int64,
+            "text": pl.String,
+            "finish_reason": pl.String,
+        }
+    )

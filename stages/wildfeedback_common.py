@@ -1,0 +1,78 @@
+"""What the WildFeedback modules share: paths, the output fingerprint, prompts, dialogue rendering, reject
+rows, loud warnings and model calls that survive an over-long prompt.
+
+``stages/wildfeedback.py`` (the driver) imports the detector (``wildfeedback_detect``) and the pair
+builder (``wildfeedback_pairs``); both import only this module, so there is no import cycle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Params, fingerprint
+from pipeline.execute import CHECKPOINT_ROOT
+from pipeline.llm.chat import InputTooLong
+from pipeline.prompt import template
+
+log = logging.getLogger(__name__)
+
+IN = Path("data/ingest/conversations")
+OUT = Path("data/wildfeedback")
+CHECKPOINTS = CHECKPOINT_ROOT / "wildfeedback"
+METHOD = "wildfeedback"
+
+
+def output_fingerprint(params: Params) -> str:
+    """The params the outputs depend on (in lineage and manifests), less the partition size: rule
+    signals and natural revisions do not depend on it (tested), nor do model answers from an engine
+    that answers each prompt on its own (greedy, or vLLM's per-request seeds). Checkpoints include it."""
+    return fingerprint(params.wildfeedback.model_dump(mode="json", exclude={"partition_conversations"}), params.llm)
+
+
+def prompt(name: str) -> str:
+    """The text of ``pipeline/prompts/wildfeedback_<name>.txt`` (fill it with ``pipeline.prompt.fill``)."""
+    return template(f"wildfeedback_{name}")
+
+
+def window(messages: list[dict], n: int | None) -> list[dict]:
+    """The last ``n`` messages (all of them when ``n`` is None: the paper's window)."""
+    return list(messages) if n is None else list(messages)[-n:]
+
+
+def render(messages: list[dict], max_chars: int) -> str:
+    """A dialogue as ``ROLE: text`` blocks, each message cut to ``max_chars`` (escaped later by ``fill``)."""
+    return "\n\n".join(f"{m['role'].upper()}: {m['content'][:max_chars]}" for m in messages)
+
+
+def reject(source: str, turn: int, conversation_id: str, reason: str, **texts: Any) -> dict:
+    """A rejects row: ``raw`` holds the conversation id, the feedback turn and every text that was dropped
+    (summary, chosen, rejected...), so a user can audit what left, not only how many."""
+    raw = {"conversation_id": conversation_id, "user_turn": int(turn), **{k: v for k, v in texts.items()}}
+    return {"source": source, "row": int(turn), "reason": reason,
+            "raw": json.dumps(raw, ensure_ascii=False, default=str)}
+
+
+def say(message: str) -> None:
+    """A warning the user must see: the log and the console."""
+    log.warning(message)
+    print(f"WARNING {message}")
+
+
+def per_prompt(call: Callable[[list], list], prompts: list, too_long: Callable[[str], Any]) -> list:
+    """``call(prompts)``; when a prompt does not fit the model (``InputTooLong``), each prompt again on its
+    own, with ``too_long(error)`` as the answer of those that do not fit: one long conversation costs its
+    own row, not the stage."""
+    try:
+        return call(prompts)
+    except InputTooLong:
+        out = []
+        for p in prompts:
+            try:
+                out.extend(call([p]))
+            except InputTooLong as e:
+                out.append(too_long(str(e)))
+        return out

@@ -1,0 +1,120 @@
+"""Does a chosen answer fit its prompt? WildFeedback's chosen answers were written after feedback the
+pair's prompt does not contain.
+
+A natural revision (assistant turn t+2) answers the user's complaint at t+1, yet the pair's prompt ends
+before turn t; an expert answer is written with the preference in its system message, which the pair
+does not carry either. Such an answer must read as a first answer to the prompt: one that apologises
+for an error nobody pointed out, refers to an earlier version, or quotes the feedback teaches a trainer
+to react to corrections that never happened. ``off_context`` names the first reason a chosen answer
+fails (null = it fits), as a polars expression over three text columns::
+
+    >>> import polars as pl
+    >>> df = pl.DataFrame({"chosen": ["Sorry about that. A hash table maps keys to slots.",
+    ...                               "A hash table maps keys to slots.",
+    ...                               'Sure, here it is "without any jargon": a hash table maps keys.'],
+    ...                    "feedback": ["Too long.", "Too long.", "Explain it without any jargon please"],
+    ...                    "prompt_text": ["What is a hash table?"] * 3})
+    >>> df.select(off_context("chosen", "feedback", "prompt_text")).to_series().to_list()
+    ['acknowledges_feedback', None, 'quotes_feedback']
+
+Reasons, checked in this order:
+- ``acknowledges_feedback``: ``pipeline.checks.acknowledges_feedback`` ("You're right, I apologize...",
+  "Here is the revised version") or, WildFeedback-specific, an answer that opens with an apology or an
+  admission ("Sorry.", "Sorry about that.", "I'm sorry, I missed that.", "Oops", "Good catch") or admits
+  a slip anywhere in its opening ("I missed that", "I overlooked"). Sympathy is not an apology: "I'm
+  sorry you're feeling this way" and "Sorry to hear that" fit a first answer.
+- ``refers_to_feedback``: the opening refers to an earlier answer or to a request the prompt does not
+  hold ("my previous answer", "a shorter version", "let me try again", "as requested", "per your
+  preference").
+- ``quotes_feedback``: the answer quotes (in double quotes) words of the feedback turn (or of the
+  preference, for expert answers) that the prompt does not contain.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from pipeline.checks import acknowledges_feedback
+
+OPENING_CHARS = 300  # the opening of an answer that the reference patterns read
+
+_APOLOGY_OPENING = (
+    r"^\W*(?:(?:oh|ah|oops|okay|ok|right|yes|you'?re right)[,!.]?\s+)?(?:"
+    r"(?:i'?m|i am)\s+(?:so\s+|very\s+|really\s+|truly\s+|terribly\s+)?sorry\b"
+    r"|sorry\b|(?:my\s+)?apologies\b|oops\b|whoops\b|good (?:catch|point|eye)\b|fair (?:point|enough)\b"
+    r"|i stand corrected\b|indeed,? (?:it|that|you)\b)"
+)
+# Sympathy ("I'm sorry you're..."), condolence and declining are not reactions to a correction.
+_SYMPATHY = (
+    r"^\W*(?:(?:i'?m|i am)\s+(?:so\s+|very\s+|really\s+|truly\s+|terribly\s+)?)?sorry,?\s+"
+    r"(?:to hear|you|that you|for your|if you|but i (?:can'?t|cannot))"
+)
+_ADMITS = (
+    r"\bi (?:missed|overlooked|forgot|ignored|left out|skipped|misread|mixed up|confused) "
+    r"(?:that|this|it|your|the part|the detail|that part|what you)\b"
+    r"|\bi should have (?:mentioned|included|said|asked|used|written|made)\b"
+)
+_REFERS = "|".join([
+    r"\b(?:my|the) (?:previous|earlier|last|original|first|prior) "
+    r"(?:answer|response|reply|suggestion|message|attempt|draft|explanation)s?\b",
+    r"\bmy (?:previous|earlier|last|original|first|prior) (?:version|code|example|list|one)\b",
+    r"\b(?:a|an|the|this|my) (?:updated|revised|corrected|shorter|longer|simpler|improved|better|fixed|reworded|"
+    r"rewritten|new|different|friendlier|more \w+|less \w+) (?:version|draft|take|attempt|rewrite)\b",
+    r"\blet me (?:try|give it|have) (?:(?:that|it|this) )?(?:again|another (?:try|go|shot))\b",
+    r"\b(?:another|a second|one more) (?:try|attempt|go|shot)\b",
+    r"\bas (?:requested|asked|instructed|desired|specified|you (?:wish|wished|wanted|want|prefer|like|said|suggested))\b",
+    r"\b(?:per|following|according to|in line with|based on|as per) your "
+    r"(?:preference|preferences|request|instructions?|feedback|wishes|correction|comments?)\b",
+    r"\byour preference\b|\bthe user'?s preference\b",
+    r"^\W*instead[,:]",
+])
+_QUOTE = r'"([^"\n]{6,200})"|“([^”\n]{6,200})”'
+
+
+def _lower(col: str) -> pl.Expr:
+    return pl.col(col).fill_null("").str.to_lowercase()
+
+
+def quotes(text: str, source: str, prompt_text: str) -> pl.Expr:
+    """True where ``text`` holds a double-quoted span of two or more words that ``source`` contains and
+    ``prompt_text`` does not (case-insensitive)."""
+    spans = (
+        _lower(text).str.extract_all(_QUOTE).list.eval(
+            pl.element().str.strip_chars('"“” .,;:!?').filter(pl.element().str.contains(r"\w\W+\w")))
+    )
+    found = (
+        pl.struct(spans.alias("_spans"), _lower(source).alias("_src"), _lower(prompt_text).alias("_prompt"))
+        .map_batches(_quoted_from, return_dtype=pl.Boolean)
+    )
+    return found
+
+
+def _quoted_from(s: pl.Series) -> pl.Series:
+    """Per row: some span is in ``_src`` but not in ``_prompt`` (vectorised over the exploded spans)."""
+    df = s.struct.unnest().with_row_index("_row")
+    ex = df.explode("_spans").filter(pl.col("_spans").is_not_null() & (pl.col("_spans") != ""))
+    hit = ex.filter(pl.col("_src").str.contains(pl.col("_spans"), literal=True)
+                    & ~pl.col("_prompt").str.contains(pl.col("_spans"), literal=True))["_row"].unique()
+    return df["_row"].is_in(hit.implode()).alias("quotes")
+
+
+def off_context(chosen: str, feedback: str, prompt_text: str) -> pl.Expr:
+    """The first reason the ``chosen`` answer does not fit a prompt that lacks ``feedback`` (null = fits).
+
+    ``feedback`` is the user's feedback turn (natural revisions) or the preference the expert saw;
+    ``prompt_text`` is the pair's prompt as one string (quoted words it already holds are fine)."""
+    opening = _lower(chosen).str.slice(0, OPENING_CHARS)
+    apology = opening.str.contains(_APOLOGY_OPENING) & ~opening.str.contains(_SYMPATHY)
+    return (
+        pl.when(acknowledges_feedback(pl.col(chosen).fill_null("")) | apology | opening.str.contains(_ADMITS))
+        .then(pl.lit("acknowledges_feedback"))
+        .when(opening.str.contains(_REFERS)).then(pl.lit("refers_to_feedback"))
+        .when(quotes(chosen, feedback, prompt_text)).then(pl.lit("quotes_feedback"))
+        .otherwise(pl.lit(None, dtype=pl.String))
+        .alias("off_context")
+    )
+
+
+def prompt_text(messages: str = "prompt") -> pl.Expr:
+    """A prompt's messages as one string (for ``off_context``)."""
+    return pl.col(messages).list.eval(pl.element().struct.field("content")).list.join("\n")

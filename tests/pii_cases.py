@@ -1,0 +1,131 @@
+"""A labelled PII fixture: realistic positives (text, the secret that must disappear) and near-misses
+(text that must come out unchanged), as they appear in chat logs, code questions and forum posts.
+
+Sources of the formats: national numbering plans (ITU-T E.164, Ofcom's drama ranges), RFC 5952 (IPv6),
+RFC 6531 (internationalised e-mail), RFC 7519 (JWT), the card networks' test numbers, and the example
+credentials in AWS, GitHub, Slack, Google and Stripe documentation. Used by tests/test_pii.py and
+bench/export.py.
+"""
+
+from __future__ import annotations
+
+JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2"
+       "MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
+PEM = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM9Oi8c9Qm\nbTz2mr7SZiAMfQyuvBjM9Oi8c9"
+       "QmAbC=\n-----END RSA PRIVATE KEY-----")
+
+# (kind, text, the substring that must not survive redaction)
+POSITIVES: list[tuple[str, str, str]] = [
+    # e-mail
+    ("email", "Contact me at jane.doe@example.com for details.", "jane.doe@example.com"),
+    ("email", "my address: j.smith+newsletter@mail.co.uk (work)", "j.smith+newsletter@mail.co.uk"),
+    ("email", "Schreib mir an müller@beispiel.de, danke!", "müller@beispiel.de"),
+    ("email", "联系我: 用户@例子.广告", "用户@例子.广告"),
+    ("email", "reach me at josé.garcía@correo.es tomorrow", "josé.garcía@correo.es"),
+    ("email", "spam-safe: john [at] example [dot] com", "john [at] example [dot] com"),
+    ("email", "mail alice (at) uni-heidelberg.de if it breaks", "alice (at) uni-heidelberg.de"),
+    ("email", "CC: BOB_99@Company.ORG", "BOB_99@Company.ORG"),
+    ("email", '<a href="mailto:info@shop.example.net">shop</a>', "info@shop.example.net"),
+    ("email", "Привет, пишите на иван@почта.рф", "иван@почта.рф"),
+    # phone numbers
+    ("phone", "Ruf an: +49 30 123456", "123456"),
+    ("phone", "Mon numéro : +33 1 23 45 67 89.", "45 67 89"),
+    ("phone", "WhatsApp me on +91 98765 43210", "98765 43210"),
+    ("phone", "my number is +14155552671, text first", "4155552671"),
+    ("phone", "call (415) 555-2671 tonight", "555-2671"),
+    ("phone", "office: +44 20 7946 0958", "7946 0958"),
+    ("phone", "Tel. 020 7946 0958 (reception)", "7946 0958"),
+    ("phone", "ring me on 07700 900123 after 6", "900123"),
+    ("phone", "+1-202-555-0143 is my cell", "555-0143"),
+    ("phone", "Tokyo office +81 3-1234-5678", "1234-5678"),
+    ("phone", "bitte 0049 30 1234567 anrufen", "1234567"),
+    ("phone", "meu celular +55 11 91234-5678", "91234-5678"),
+    ("phone", "звоните +7 495 123-45-67", "123-45-67"),
+    ("phone", "电话 +86 138 0013 8000", "0013 8000"),
+    ("phone", "call me at 212-555-0187 or email", "555-0187"),
+    # IP addresses
+    ("ipv4", "server at 192.168.10.254 is down", "192.168.10.254"),
+    ("ipv4", "ssh root@203.0.113.42 -p 2222", "203.0.113.42"),
+    ("ipv4", "my home IP is 81.2.69.160.", "81.2.69.160"),
+    ("ipv4", "X-Forwarded-For: 198.51.100.7, 10.0.0.1", "198.51.100.7"),
+    ("ipv6", "connect to ::1 on port 8080", "::1"),
+    ("ipv6", "link-local fe80::1ff:fe23:4567:890a%eth0 answered", "fe80::1ff:fe23:4567:890a"),
+    ("ipv6", "host 2001:db8:85a3::8a2e:370:7334 is mine", "2001:db8:85a3::8a2e:370:7334"),
+    ("ipv6", "listening on [::1]:5432", "::1"),
+    ("ipv6", "mapped address ::ffff:192.0.2.128 in the log", "::ffff:192.0.2.128"),
+    # cards (the networks' published test numbers)
+    ("credit_card", "card 4111-1111-1111-1111 expires 04/27", "4111-1111-1111-1111"),
+    ("credit_card", "Mastercard 5500 0000 0000 0004", "5500 0000 0000 0004"),
+    ("credit_card", "amex 3782 822463 10005", "3782 822463 10005"),
+    ("credit_card", "pay with 4012888888881881 please", "4012888888881881"),
+    ("credit_card", "Discover 6011 1111 1111 1117", "6011 1111 1111 1117"),
+    # secrets
+    ("openai_key", "OPENAI_API_KEY=sk-proj-abcdefghijklmnopqrstuvwx1234", "sk-proj-abcdefghijklmnopqrstuvwx1234"),
+    ("hf_token", "token hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567 here", "hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567"),
+    ("aws_access_key", "aws_access_key_id = AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
+    ("aws_secret_key", "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+     "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+    ("aws_secret_key", 'creds = ("AKIA...", "9drTJvcXLB89EXAMPLELB8923FB892xMFI/RgHu1")',
+     "9drTJvcXLB89EXAMPLELB8923FB892xMFI/RgHu1"),
+    ("github_token", "git clone https://ghp_abcdefghijklmnopqrstuvwxyz0123456789@github.com/x/y",
+     "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+    ("github_token", "GH_TOKEN=github_pat_11ABCDEFG0abcdefghijkl_mnopqrstuvwxyz0123456789ABCDEFGHIJ",
+     "github_pat_11ABCDEFG0abcdefghijkl"),
+    ("bearer_token", "Authorization: Bearer abcDEF123456ghiJKL789.mnoPQR", "abcDEF123456ghiJKL789"),
+    ("jwt", f"my session token is {JWT} why does it expire", JWT),
+    ("jwt", f"Cookie: auth={JWT}; Path=/", JWT),
+    ("slack_token", "SLACK_BOT_TOKEN=xoxb-2210535565-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "xoxb-2210535565"),
+    ("google_api_key", "maps key AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI in the html",
+     "AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI"),
+    ("stripe_key", "stripe.api_key = 'sk_live_4eC39HqLyjWDarjtT1zdp7dc'", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
+    ("private_key", f"here is my key:\n{PEM}\nwhy won't ssh take it?", "MIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM9Oi8c9Qm"),
+]
+
+# Text that looks like PII to a careless pattern and must come out unchanged.
+NEAR_MISSES: list[str] = [
+    "upgrade to version 1.2.3.4 of the library",
+    "release 2.10.1.0 fixed the crash",
+    "netmask 255.255.255.0 on eth0",
+    "subnet mask 255.255.240.0 is a /20",
+    "the SNMP OID 1.3.6.1.4.1.311 belongs to Microsoft",
+    "Chrome 120.0.6099.109 on Windows",
+    "at 12:30:45 use std::vector",
+    "C++ namespaces like a::b::c are fine",
+    "timecode 01:02:03:04 in the edit",
+    "order 123456789 costs 1234.50",
+    "ISBN 978-3-16-148410-0",
+    "the meeting is on 2023-10-05 at 14:00",
+    "dates 05/10/2023 and 10.05.2023 both appear",
+    "see pages 357-362 of the 2020 volume",
+    "coordinates 48.8566, 2.3522 are Paris",
+    "pi is 3.14159 26535 89793 23846",
+    "invoice no. 2024-000123-77",
+    "EAN barcode 4006381333931 on the box",
+    "timestamp 1700000000000 in milliseconds",
+    "uuid 123e4567-e89b-12d3-a456-426614174000",
+    "git commit 9fceb02d0ae598e95dc970b74767f19372d61af8",
+    "sha256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    "use icon@2x.png for retina screens",
+    "the @decorator syntax in Python",
+    "mail to user@localhost works in tests",
+    "sk-short and hf_short are not keys",
+    "see section 3.2.1 of the book",
+    "email me at work",
+    "the ratio was 1:2:3:4",
+    "from 1999-2000 to 2001-2002",
+    "ZIP code 94105-1234",
+    "temperature -40.5 to 120.25 degrees",
+    "India's salary of Rs. 1,50,000 per month",
+    "card ending in 1111",
+    "card 4111 1111 1111 1112 fails the checksum",
+    "a bearer of bad news",
+    "a JWT always starts with eyJ",
+    "AKIA is the prefix of AWS access keys",
+    "doi:10.1000/182",
+    "Base64 of hello is aGVsbG8=",
+    "product code 12-345-678-90",
+    "lottery numbers 04 15 23 42 08 16",
+    "population grew from 1 234 567 to 2 345 678",
+    "the class ThisIsAVeryLongJavaClassNameForTesting42 is too long",
+    "matrix [[1, 2], [3, 4]] times 10",
+]

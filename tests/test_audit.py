@@ -1,0 +1,147 @@
+"""`prefpipe audit` (pipeline/audit.py): each hard violation is found in a release folder written by hand,
+a clean release passes, and export refuses to publish a release that fails."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.audit import audit_release, summary_lines
+from pipeline.cli import main as cli
+from pipeline.hub import verify_release
+from pipeline.io import write_parquet, write_shards
+from pipeline.records import to_table
+from stages.export import ExportError, build_release
+from tests.export_fixtures import (
+    TOPICS,
+    export_cfg,
+    joint,
+    pair,
+    standard_methods,
+    write_held_out,
+    write_method,
+)
+
+
+def put(release, config, split, rows, name="pairs"):
+    (release / config).mkdir(parents=True, exist_ok=True)
+    write_parquet(to_table(rows, name), release / config / f"{split}-00000-of-00001.parquet")
+
+
+def audit(release, **kw):
+    report = audit_release(release, **kw)
+    return report, {k: c["violations"] for k, c in report["checks"].items() if c["violations"]}
+
+
+def with_lineage(p, **fields):
+    p["lineage"] = json.dumps({**json.loads(p["lineage"]), **fields})
+    return p
+
+
+def test_each_violation_is_found_with_counts_and_pair_ids(tmp_path):
+    rel = tmp_path / "release"
+    put(rel, "pugc", "train", [
+        pair("same", TOPICS[0], "pugc", chosen="Yes.\n\nIt works.", rejected="Yes. It works."),
+        with_lineage(pair("pii", TOPICS[1], "pugc"), preference="write to ann@example.org"),
+        with_lineage(pair("cut", TOPICS[2], "pugc"), chosen_finish_reason="length"),
+        pair("sorry", TOPICS[3], "pugc", chosen="You're right, I apologize for the error. Here is the fix."),
+        pair("both", TOPICS[4], "pugc"),
+        pair("fine", TOPICS[5], "pugc"),
+    ])
+    put(rel, "pugc", "test", [pair("both-t", TOPICS[4].lower() + "?", "pugc")])
+    put(rel, "dove", "train", [joint("dsame", TOPICS[6], TOPICS[6])], name="joint_pairs")
+    (rel / "README.md").write_text("# card\n\ncontact: +44 20 7946 0958\n")
+    report, counts = audit(rel)
+    assert not report["passed"]
+    assert counts == {"identical": 1, "pii": 2, "prompt_in_both_splits": 1, "cut_off_chosen": 1,
+                      "unprompted_acknowledgement": 1}
+    c = report["checks"]
+    assert c["identical"]["examples"] == ["same"]
+    assert c["pii"]["by_config"] == {"README.md": 1, "pugc": 1}
+    assert set(c["pii"]["examples"]) == {"pugc/pii:lineage", "README.md:line 3"}
+    assert c["cut_off_chosen"]["examples"] == ["cut"] and c["unprompted_acknowledgement"]["examples"] == ["sorry"]
+    assert c["prompt_in_both_splits"]["examples"] == ["both"]
+    assert report["skipped"] == {"empty_config": report["skipped"]["empty_config"],
+                                 "held_out_in_train": report["skipped"]["held_out_in_train"]}
+    lines = summary_lines(report)
+    assert "ok    identical" not in lines and any(line.startswith("FAIL  identical: 1 (pugc: 1)") for line in lines)
+    assert any(line.startswith("skip  held_out_in_train") for line in lines)
+
+
+def test_acknowledgement_is_fine_when_the_prompt_gives_the_feedback(tmp_path):
+    rel = tmp_path / "release"
+    p = pair("ok", "Write a haiku about rain.", "wildfeedback",
+             chosen="You're right, I apologize for the error. Here is a haiku with 5-7-5 syllables.")
+    p["prompt"] = [{"role": "user", "content": "Write a haiku about rain."},
+                   {"role": "assistant", "content": "Rain falls down on me"},
+                   {"role": "user", "content": "That's wrong, a haiku has three lines. Try again."}]
+    put(rel, "wildfeedback", "train", [p])
+    assert audit(rel)[1] == {}
+
+
+def test_project_checks_empty_config_and_held_out(tmp_path):
+    root = tmp_path
+    write_method(root, "pugc", [pair(f"p{i}", t, "pugc") for i, t in enumerate(TOPICS[:3])])
+    write_method(root, "curry", [pair("c0", TOPICS[4], "curry", level=0)], sub="level=0")
+    write_held_out(root, [TOPICS[4]])
+    rel = root / "data" / "release"
+    put(rel, "curry", "train", [pair("c0", TOPICS[4], "curry", level=0)])
+    (rel / "pugc").mkdir()
+    cfg = export_cfg(methods=["pugc", "curry"], held_out=["data/selfie/test"])
+    report, counts = audit(rel, root=root, cfg=cfg)
+    assert counts == {"empty_config": 1, "held_out_in_train": 1}
+    assert report["checks"]["empty_config"]["examples"] == ["pugc: 3 pairs in data/pugc/pairs, 0 in pugc/ (0 removed for "
+                                                            "a reason of the pair itself)"]
+    assert report["checks"]["held_out_in_train"]["examples"] == ["c0"] and report["skipped"] == {}
+    # an empty config is explained when removed.jsonl shows every pair left for a reason of its own...
+    lines = [{"pair_id": f"p{i}", "method": "pugc", "reason": "contaminated", "detail": "{}", "configs": ["pugc", "all"]}
+             for i in range(3)]
+    (rel / "removed.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert "empty_config" not in audit(rel, root=root, cfg=cfg)[1]
+    # ... but not when another method was preferred (today's cross-method de-duplication, #14.1)
+    for x in lines:
+        x["reason"] = "duplicate_prompt_exact"
+    (rel / "removed.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert "empty_config" in audit(rel, root=root, cfg=cfg)[1]
+
+
+def test_a_clean_release_passes_and_lists_its_audit(tmp_path, capsys, monkeypatch, root):
+    standard_methods(tmp_path)
+    write_held_out(tmp_path, ["A held-out question nobody trains on?"])
+    (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
+    release = tmp_path / "data" / "release"
+    build_release(export_cfg(test_fraction=0.3), tmp_path, release, "fp")
+    report = json.loads((release / "audit.json").read_text())
+    assert report["passed"] and report["rows"] > 0 and set(report["checks"]) >= {"pii", "identical", "empty_config"}
+    manifest = json.loads((release / "_manifest.json").read_text())
+    assert "audit.json" in {f["path"] for f in manifest["other_files"]} and verify_release(release) == []
+    assert cli(["audit", str(release), "--params", str(tmp_path / "none.yaml")]) == 2  # a named params file must exist
+    monkeypatch.chdir(tmp_path)  # the project root: params.yaml, data/<method>/pairs and the held-out set
+    assert cli(["audit", "data/release"]) == 0
+    out = capsys.readouterr().out
+    assert "passed" in out and "ok    pii" in out
+
+
+def test_cli_exits_non_zero_on_violations(tmp_path, capsys):
+    rel = tmp_path / "release"
+    put(rel, "pugc", "train", [pair("same", TOPICS[0], "pugc", chosen="A", rejected="A ")])
+    assert cli(["audit", str(rel), "--json", str(tmp_path / "a.json")]) == 1
+    assert "FAIL  identical: 1 (pugc: 1)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "a.json").read_text())["passed"] is False
+
+
+def test_export_does_not_publish_a_release_that_fails_its_audit(tmp_path):
+    standard_methods(tmp_path)
+    release = tmp_path / "data" / "release"
+    build_release(export_cfg(), tmp_path, release, "fp")
+    before = (release / "_manifest.json").read_bytes()
+    cut = [with_lineage(pair(f"cut{i}", f"{t} (cut)", "selfie"), chosen_finish_reason="length")
+           for i, t in enumerate(TOPICS[:2])]
+    write_shards(to_table(cut, "pairs"), tmp_path / "data" / "selfie" / "pairs", name="pairs")
+    with pytest.raises(ExportError, match=r"fails its audit(.|\n)*FAIL  cut_off_chosen: [0-9]+ \(.*selfie: 2\)"):
+        build_release(export_cfg(), tmp_path, release, "fp")
+    assert (release / "_manifest.json").read_bytes() == before  # the published release is untouched
+    rejected = tmp_path / "data" / ".release.rejected"
+    assert json.loads((rejected / "audit.json").read_text())["passed"] is False
+    assert "**FAILED**" in (rejected / "README.md").read_text()

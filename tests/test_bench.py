@@ -1,0 +1,36 @@
+"""Every script in bench/ runs at its ``--smoke`` size, so a bench cannot silently break again.
+
+The figures a smoke run prints mean nothing (sizes of seconds); what is checked is that the script
+still runs against the current code and prints its result table. A new bench is picked up by itself
+and must offer ``--smoke``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHES = sorted(p.name for p in (ROOT / "bench").glob("*.py") if not p.name.startswith("_"))
+
+pytestmark = pytest.mark.bench
+
+
+def test_the_benches_are_found():
+    assert {"executor.py", "peer.py", "dove_similar.py"} <= set(BENCHES)
+
+
+@pytest.mark.parametrize("script", BENCHES)
+def test_bench_runs_at_smoke_size(script):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFPIPE_PROGRESS": "0"}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--smoke"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if "unrecognized arguments: --smoke" in proc.stderr:
+        pytest.fail(f"bench/{script} has no --smoke size: add one that runs in seconds and prints its table")
+    assert proc.returncode == 0, f"bench/{script} --smoke failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n" \
+                                 f"{proc.stderr[-3000:]}"
+    assert proc.stdout.strip(), f"bench/{script} --smoke printed nothing"

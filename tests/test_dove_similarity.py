@@ -1,0 +1,69 @@
+"""DOVE's `similar` search beyond the exact size: the HNSW path against the exact search on real
+instructions, near-duplicate clusters, determinism; the TF-IDF build independent of its chunking."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stages.dove_similarity import dense_view, nearest_partners, row_cosine, tfidf_matrix
+
+
+@pytest.fixture(scope="module")
+def instructions(real) -> list[str]:
+    path = real / "dove" / "data" / "anthropic_helpful" / "val_sft.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    return sorted({r["instruction"] for r in rows})
+
+
+def test_tfidf_does_not_depend_on_its_chunking(instructions):
+    texts = instructions + ["", "   ", "a"]
+    whole = tfidf_matrix(texts, 3, 5, 1 << 18)
+    chunked = tfidf_matrix(texts, 3, 5, 1 << 18, chunk_rows=7)
+    assert (whole != chunked).nnz == 0
+    assert np.allclose(np.sqrt(whole.multiply(whole).sum(axis=1)).A1[:-3], 1.0, atol=1e-5)
+    assert whole[-3].nnz == 0  # an empty text is a zero row, not NaN
+
+
+def test_dense_view_keeps_cosines_close(instructions):
+    x = tfidf_matrix(instructions, 3, 5, 1 << 18)
+    y = dense_view(x)
+    assert y.shape == (len(instructions), 512) and (dense_view(x) == y).all()  # seeded
+    assert np.allclose(dense_view(x[10:20]), y[10:20], atol=1e-6)  # a row's vector depends on that row only
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, len(instructions), 2000), rng.integers(0, len(instructions), 2000)
+    err = np.abs(np.einsum("ij,ij->i", y[a], y[b]) - row_cosine(x, a, b))
+    assert err.mean() < 0.05 and err.max() < 0.25, (err.mean(), err.max())
+
+
+def test_approximate_search_finds_the_exact_neighbours_on_real_instructions(instructions):
+    x = tfidf_matrix(instructions, 3, 5, 1 << 18)
+    exact, exact_s = nearest_partners(x, k=2, max_similarity=0.95)
+    approx, approx_s = nearest_partners(x, k=2, max_similarity=0.95, exact_max=0)  # force the index
+    again, _ = nearest_partners(x, k=2, max_similarity=0.95, exact_max=0)
+    assert (approx == again).all()  # the same graph and answers on every run
+    n = len(instructions)
+    assert not (approx == np.arange(n)[:, None]).any() and (approx >= 0).all()
+    assert (approx_s < 0.95).all()
+    assert np.allclose(approx_s[:, 0], row_cosine(x, np.arange(n), approx[:, 0]), atol=1e-6)  # exact cosines
+    # 500 diverse instructions whose nearest neighbour sits at cosine ~0.24: measured recall 0.87 of the
+    # exact first partner, and the partners found are 98.9% as similar (bench/dove_similar.py at scale).
+    recall = np.mean(approx[:, 0] == exact[:, 0])
+    assert recall > 0.8, recall
+    assert approx_s[:, 0].sum() / exact_s[:, 0].sum() > 0.97
+
+
+def test_approximate_search_looks_past_a_cluster_of_near_duplicates():
+    # 60 copies of one instruction (the same once case and spacing are normalised) and a few others: the
+    # index's first 16 candidates of a copy are all copies, so it must ask for more to find a valid partner.
+    base = "how do I bake sourdough bread at home"
+    copies = [base[:i] + base[i:].upper() if i % 2 else base.replace(" ", "  ", i) for i in range(60)]
+    others = ["how do I bake rye bread at home", "file my taxes online", "walk the dog in the rain"]
+    x = tfidf_matrix(copies + others, 3, 5, 1 << 18)
+    assert row_cosine(x, np.zeros(60, np.int64), np.arange(60)).min() >= 0.95
+    exact, _ = nearest_partners(x, k=1, max_similarity=0.95)
+    approx, s = nearest_partners(x, k=1, max_similarity=0.95, exact_max=0)
+    assert (approx[:60, 0] == 60).all() and (exact[:60, 0] == 60).all()  # the rye bread, not a copy
+    assert (s < 0.95).all()

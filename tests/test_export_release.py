@@ -1,0 +1,194 @@
+"""Export rules of issue #14: held-out prompts, redaction of every string, whitespace-equal sides, Curry-DPO's
+order, judge gates in the card."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from pipeline.config import Curry, Execution
+from pipeline.io import write_shards
+from pipeline.pii import KINDS, find
+from pipeline.records import check_table, to_table
+from stages.curry import curriculum_files
+from stages.curry import run as run_curry
+from stages.export import build_release
+from tests.export_fixtures import (
+    TOPICS,
+    export_cfg,
+    joint,
+    pair,
+    standard_methods,
+    write_held_out,
+    write_method,
+)
+
+
+def build(root, **overrides):
+    stats = build_release(export_cfg(**overrides), root, root / "data" / "release", "fp-test")
+    return root / "data" / "release", stats
+
+
+def removed(release) -> pl.DataFrame:
+    return pl.read_ndjson(release / "removed.jsonl") if (release / "removed.jsonl").stat().st_size else pl.DataFrame()
+
+
+def ids(release, config, split="train") -> set[str]:
+    return {r for f in sorted((release / config).glob(f"{split}-*.parquet")) for r in pl.read_parquet(f)["pair_id"]}
+
+
+# --- held-out prompts (#14.4) ---------------------------------------------------------------------
+
+
+def test_held_out_prompts_never_reach_a_train_split(tmp_path):
+    held = TOPICS[0]
+    write_held_out(tmp_path, [held, TOPICS[1]])
+    # the same prompts come back through other methods reading the same source (normalisation: case, punctuation)
+    write_method(tmp_path, "curry", [pair("curry-held", held.upper() + "!!", "curry", level=0),
+                                     pair("curry-ok", TOPICS[5], "curry", level=0)], sub="level=0")
+    write_method(tmp_path, "pugc", [pair("pugc-held", TOPICS[1], "pugc"), pair("pugc-ok", TOPICS[6], "pugc")])
+    write_method(tmp_path, "dove", [joint("dove-held", TOPICS[7], held), joint("dove-ok", TOPICS[8], TOPICS[9])])
+    release, stats = build(tmp_path, methods=["pugc", "curry", "dove"], test_fraction=0.0,
+                           held_out=["data/selfie/test"])
+    trained = ids(release, "all") | ids(release, "pugc") | ids(release, "curry") | ids(release, "dove")
+    assert trained == {"curry-ok", "pugc-ok", "dove-ok"}
+    gone = removed(release).filter(pl.col("reason") == "held_out")
+    assert dict(gone.select("pair_id", "configs").rows()) == {
+        "curry-held": ["curry", "all"], "pugc-held": ["pugc", "all"], "dove-held": ["dove"]}
+    assert {json.loads(d)["set"] for d in gone["detail"]} == {"data/selfie/test"}
+    assert stats["held_out"] == {"data/selfie/test": {"rows": 2, "prompts": 2, "removed": 3}}
+    assert stats["drops_by_config"]["all"] == {"held_out": 2}
+    assert "| `data/selfie/test` | 2 | 3 |" in (release / "README.md").read_text()
+
+
+def test_a_held_out_prompt_may_stay_in_the_test_split(tmp_path):
+    write_held_out(tmp_path, [TOPICS[2]])
+    write_method(tmp_path, "pugc", [pair("pugc-held", TOPICS[2], "pugc")])
+    # test_fraction just under 1: every prompt hashes into test
+    release, stats = build(tmp_path, methods=["pugc"], test_fraction=0.999999, held_out=["data/selfie/test"])
+    assert ids(release, "pugc", "test") == {"pugc-held"} and stats["drops"] == {}
+
+
+def test_a_missing_held_out_set_names_the_param(tmp_path):
+    import pytest
+
+    from pipeline.io import StageError
+
+    write_method(tmp_path, "pugc", [pair("p", TOPICS[0], "pugc")])
+    with pytest.raises(StageError, match="export.held_out lists data/selfie/test.*dvc repro"):
+        build(tmp_path, methods=["pugc"], held_out=["data/selfie/test"])
+
+
+# --- every string redacted (#14.5) -----------------------------------------------------------------
+
+PLANTED = {
+    "email": "ann.lee@example.org",
+    "phone": "+44 20 7946 0958",
+    "ipv4": "81.2.69.160",
+    "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    "unicode_email": "m\u00fcller@beispiel.de",
+}
+
+
+def test_every_column_of_every_released_file_is_free_of_planted_pii(tmp_path):
+    secrets = " / ".join(PLANTED.values())
+    rows = []
+    for i, t in enumerate(TOPICS[:6]):
+        p = pair(f"wf{i}", f"{t} Reach me: {secrets}", "wildfeedback", chosen=f"Sure, I will write to {PLANTED['email']}.")
+        # WildFeedback's lineage carries the user's words verbatim (json.dumps escapes the umlaut)
+        p["lineage"] = json.dumps({"stage": "wildfeedback", "preference": f"user wants replies at {secrets}",
+                                   "conversation_id": f"c{i}", "nested": [{"turn": f"call {PLANTED['phone']}"}]})
+        p["source"] = f"logs of {PLANTED['email']}"
+        rows.append(p)
+    write_method(tmp_path, "wildfeedback", rows)
+    write_method(tmp_path, "dove", [joint("d0", f"{TOPICS[7]} {secrets}", TOPICS[8])])
+    # one pair whose sides differ only by an e-mail: it becomes identical after redaction and is removed
+    write_method(tmp_path, "pugc", [pair("dup", TOPICS[9], "pugc", chosen=f"Mail {PLANTED['email']}",
+                                         rejected="Mail other@example.com")])
+    release, stats = build(tmp_path, methods=["wildfeedback", "pugc", "dove"], test_fraction=0.3)
+    files = sorted(release.rglob("*.parquet"))
+    assert files
+    for f in files:
+        table = pq.read_table(f)
+        for name in table.column_names:
+            text = json.dumps(table.column(name).to_pylist(), ensure_ascii=False)
+            for kind, value in PLANTED.items():
+                assert value not in text, (f, name, kind)
+    for f in [release / "removed.jsonl", release / "stats.json", release / "README.md", release / "audit.json"]:
+        text = f.read_text(encoding="utf-8")
+        assert not any(v in text for v in PLANTED.values()), f
+    lineage = pl.read_parquet(release / "wildfeedback").row(0, named=True)["lineage"]
+    assert json.loads(lineage)["preference"].startswith("user wants replies at [REDACTED_EMAIL]")
+    assert stats["pii"]["email"] >= 6 * 5 and stats["pii"]["phone"] >= 6 * 2  # prompt, lineage (x2), source, chosen
+    assert removed(release).filter(pl.col("reason") == "identical")["pair_id"].to_list() == ["dup"]
+    audit = json.loads((release / "audit.json").read_text())
+    assert audit["passed"] and audit["checks"]["pii"]["violations"] == 0
+
+
+def test_the_detectors_find_the_planted_pii_before_redaction():
+    """The scan above would pass trivially if the detector missed the planted values."""
+    found, counts = find(pl.Series(list(PLANTED.values())), KINDS)
+    assert found.all()
+
+
+# --- whitespace-equal sides (#14.8 backstop) -------------------------------------------------------
+
+
+def test_sides_equal_after_whitespace_normalisation_are_dropped(tmp_path):
+    write_method(tmp_path, "selfie", [
+        pair("spaces", TOPICS[0], "selfie", chosen="The answer is  42.\nDone.", rejected=" The answer is 42. Done.\n"),
+        pair("diff", TOPICS[1], "selfie", chosen="The answer is 42.", rejected="The answer is 41."),
+    ])
+    write_method(tmp_path, "dove", [joint("j", TOPICS[2], TOPICS[2])])  # same prompt, answers differ: kept
+    release, stats = build(tmp_path, methods=["selfie", "dove"], test_fraction=0.0)
+    assert stats["drops"] == {"identical": 1}
+    assert removed(release).select("pair_id", "reason", "configs").rows() == [("spaces", "identical", ["selfie", "all"])]
+    assert ids(release, "selfie") == {"diff"} and ids(release, "dove") == {"j"}
+
+
+# --- Curry-DPO's within-level shuffle (#14.11) ------------------------------------------------------
+
+
+def test_curry_config_keeps_the_stage_order(tmp_path):
+    prompts = [{"prompt_id": f"p{i:02d}", "messages": [{"role": "user", "content": f"Question number {i}: {TOPICS[i % 12]}"}],
+                "source": "hand", "origin_id": f"p{i}"} for i in range(30)]
+    responses = [{"prompt_id": f"p{i:02d}", "response_id": f"p{i:02d}-{k}", "text": f"answer {k} to {i}", "generator": "human",
+                  "score": float(s), "scorer": "hand", "detail": None} for i in range(30) for k, s in enumerate([4, 3, 2, 1])]
+    src = tmp_path / "in"
+    write_shards(to_table(prompts, "prompts"), src / "prompts", name="prompts")
+    write_shards(check_table(pl.DataFrame(responses, schema_overrides={"detail": pl.String}).to_arrow(), "responses"),
+                 src / "responses", name="responses")
+    cfg = Curry(inputs=[{"prompts": str(src / "prompts"), "responses": str(src / "responses"), "scores": "rated"}],
+                pairing="best_vs_rest", min_gap=0.0, relative_min_gap=0.05, levels="per_prompt", n_levels=3, seed=7,
+                histogram_bins=4)
+    ex = Execution(backend="local", batch_size=4096, checkpoint_rows=2048, max_reject_fraction=0.5, ray_address=None,
+                   num_cpus_per_task=1, target_shard_bytes=1 << 28, row_group_bytes=1 << 26, spill_bytes=1 << 25,
+                   on_gate_failure="error")
+    run_curry(cfg, ex, tmp_path / "data" / "curry")
+    stage_order = pl.concat([pl.read_parquet(f) for f in curriculum_files(tmp_path / "data" / "curry" / "pairs")])
+    assert stage_order["pair_id"].to_list() != stage_order.sort("level", "pair_id")["pair_id"].to_list()  # shuffled
+    # batch_rows=7: the order must not depend on how the stage output is read
+    stats = build_release(export_cfg(methods=["curry"], test_fraction=0.0), tmp_path, tmp_path / "data" / "release",
+                          "fp", batch_rows=7)
+    released = pl.read_parquet(tmp_path / "data" / "release" / "curry" / "train-00000-of-00001.parquet")
+    assert released["pair_id"].to_list() == stage_order["pair_id"].to_list()
+    assert stats["rows"]["curry"] == {"train": 90}
+
+
+# --- judge gates in the card ------------------------------------------------------------------------
+
+
+def test_card_shows_recorded_judge_gates_or_says_none(tmp_path):
+    standard_methods(tmp_path)
+    report = {"stage": "pugc", "role": "judge", "model": "tiny", "key": "pugc.gates.judge", "probes": 16, "correct": 8,
+              "accuracy": 0.5, "min_accuracy": 0.0, "passed": True, "lowered": True, "labels": "used, gate lowered"}
+    (tmp_path / "data" / "pugc" / "metrics.json").write_text(json.dumps({"gates": {"judge": report}, "pairs": 8}))
+    (tmp_path / "data" / "selfie" / "metrics.json").write_text(json.dumps({"pairs": 4}))
+    release, stats = build(tmp_path)
+    card = (release / "README.md").read_text()
+    assert "| pugc | judge | tiny | 0.50 (8/16) | 0.0 | used, gate lowered |" in card
+    assert "| selfie | — | — | — | — | no gate recorded |" in card
+    assert stats["gates"]["curry"].startswith("no gate recorded")  # no metrics.json at all
+    assert "## Audit" in card and "**passed**" in card

@@ -1,0 +1,239 @@
+"""A stage's outputs change together or not at all; interrupted runs are finished or discarded at the next
+start; OS errors are one line naming the path and what to do; outputs are checked writable first."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import cli
+from pipeline import outputs as po
+from pipeline.outputs import OutputError, check_writable, os_error_line, recover, stage_outputs
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def write_set(out: Path, tag: str) -> None:
+    """What a stage writes: two folders and its metrics."""
+    for name in ("pairs", "rejects"):
+        (out / name).mkdir(parents=True)
+        (out / name / "part-0.parquet").write_text(f"{name} {tag}")
+    (out / "metrics.json").write_text(json.dumps({"run": tag}))
+
+
+@pytest.fixture
+def old(tmp_path) -> Path:
+    out = tmp_path / "stage"
+    with stage_outputs(out) as staged:
+        write_set(staged, "old")
+    (out / ".gitignore").write_text("/pairs\n")  # DVC's: never touched
+    return out
+
+
+def test_outputs_are_swapped_in_together(old):
+    assert snapshot(old) == {".gitignore": b"/pairs\n", "metrics.json": b'{"run": "old"}',
+                             "pairs/part-0.parquet": b"pairs old", "rejects/part-0.parquet": b"rejects old"}
+    with stage_outputs(old) as staged:
+        write_set(staged, "new")
+        assert snapshot(old)["metrics.json"] == b'{"run": "old"}'  # nothing visible before the block ends
+    assert snapshot(old) == {".gitignore": b"/pairs\n", "metrics.json": b'{"run": "new"}',
+                             "pairs/part-0.parquet": b"pairs new", "rejects/part-0.parquet": b"rejects new"}
+
+
+def test_a_failing_block_changes_nothing(old):
+    before = snapshot(old)
+    with pytest.raises(RuntimeError, match="model died"):
+        with stage_outputs(old) as staged:
+            write_set(staged, "new")
+            raise RuntimeError("model died")
+    assert snapshot(old) == before and sorted(p.name for p in old.iterdir()) == [".gitignore", "metrics.json",
+                                                                                    "pairs", "rejects"]
+
+
+class Killed(BaseException):
+    """Stands for kill -9: nothing after it runs, no handler cleans up."""
+
+
+def test_a_crash_mid_swap_is_rolled_forward_at_the_next_start(old, monkeypatch):
+    renames: list[str] = []
+    real = os.rename
+
+    def dies_after_three(src, dst):
+        if len(renames) == 3:
+            raise Killed
+        renames.append(f"{Path(src).name}->{Path(dst).parent.name}/{Path(dst).name}")
+        real(src, dst)
+
+    monkeypatch.setattr(po.os, "rename", dies_after_three)
+    with pytest.raises(Killed):
+        with stage_outputs(old) as staged:
+            write_set(staged, "new")
+    monkeypatch.setattr(po.os, "rename", real)
+    # folders first, each: old one to the backup, new one into place; metrics would come last
+    assert renames == ["pairs->.backup/pairs", "pairs->stage/pairs", "rejects->.backup/rejects"]
+    assert (old / po.JOURNAL).exists() and not (old / "rejects").exists()  # mid-swap: mixed, journal says so
+    recover(old)
+    assert snapshot(old) == {".gitignore": b"/pairs\n", "metrics.json": b'{"run": "new"}',
+                             "pairs/part-0.parquet": b"pairs new", "rejects/part-0.parquet": b"rejects new"}
+
+
+def test_a_crash_before_the_journal_is_rolled_back_at_the_next_start(old, monkeypatch):
+    before = snapshot(old)
+    monkeypatch.setattr(po, "commit_outputs", lambda out: (_ for _ in ()).throw(Killed))
+    with pytest.raises(Killed):
+        with stage_outputs(old) as staged:
+            write_set(staged, "new")
+    assert (old / po.STAGING).exists() and not (old / po.JOURNAL).exists()
+    recover(old)
+    assert snapshot(old) == before and not (old / po.STAGING).exists()
+
+
+def test_stale_temporaries_are_removed_at_stage_start(old):
+    litter = [".conversations.tmp-1a2b3c4d/_runs/run-00000.parquet", ".metrics.json.tmp-deadbeef",
+              ".pairs.old-01234567/part-0.parquet", ".staging/pairs/part-0.parquet", ".backup/x"]
+    for rel in litter:
+        (old / rel).parent.mkdir(parents=True, exist_ok=True)
+        (old / rel).write_bytes(b"x" * 1000)
+    (old / "notes.tmp-1a2b3c4d").write_text("a user's file")  # not hidden: not ours
+    with stage_outputs(old) as staged:
+        write_set(staged, "new")
+    assert sorted(p.name for p in old.iterdir()) == [".gitignore", "metrics.json", "notes.tmp-1a2b3c4d", "pairs",
+                                                     "rejects"]
+
+
+def test_an_os_error_in_the_block_names_the_output_folder(old):
+    with pytest.raises(OSError) as err:
+        with stage_outputs(old):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert os_error_line(err.value) == (f"cannot write {old}: No space left on device (ENOSPC); the disk is full: "
+                                        "free some space (or move data/ to a larger disk) and run the stage again")
+
+
+def test_arrow_errors_carry_the_errno_in_their_message():
+    e = OSError("Error writing bytes to file. Detail: [errno 28] No space left on device")
+    assert os_error_line(e, "data/x").startswith("cannot write data/x: No space left on device (ENOSPC)")
+    assert os_error_line(OSError(errno.ENOENT, "No such file or directory")) is None  # not ours to explain
+
+
+def test_check_writable_creates_and_probes(tmp_path):
+    check_writable(tmp_path / "a" / "b")
+    assert (tmp_path / "a" / "b").is_dir() and list((tmp_path / "a" / "b").iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match=r"cannot write .*file/out: \[Errno 20\] Not a directory"):
+        check_writable(tmp_path / "file" / "out")
+
+
+# --- through the command line --------------------------------------------------------------------
+
+
+@pytest.fixture
+def project(root, tmp_path, monkeypatch) -> Path:
+    """A working folder whose params read the samples from the checkout."""
+    data = yaml.safe_load((root / "params.yaml").read_text())
+    for src in data["ingest"]["sources"]:
+        src["path"] = str(root / src["path"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(("code", "advice"), [
+    (errno.EROFS, "Read-only file system (EROFS); the file system is read-only"),
+    (errno.EACCES, "Permission denied (EACCES); no permission to write there"),
+    (errno.ENOSPC, "No space left on device (ENOSPC); the disk is full"),
+])
+def test_an_unwritable_output_fails_in_one_line_before_any_model_work(project, monkeypatch, capsys, code, advice):
+    import stages.pugc
+
+    def fails(fd):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(po.os, "fsync", fails)
+    monkeypatch.setattr(stages.pugc, "main", lambda params: pytest.fail("model work started"))
+    assert cli.main(["run", "pugc"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"prefpipe: cannot write data/pugc: {advice}: {po.ADVICE[code].split(': ', 1)[1]}\n"
+
+
+def test_a_full_disk_during_ingest_is_one_line_and_keeps_the_old_tables(project, monkeypatch, capsys):
+    from pipeline import io as pio
+
+    assert cli.main(["run", "ingest"]) == 0
+    before = snapshot(project / "data" / "ingest")
+    calls = []
+    real = pio._write_shard
+
+    def full_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("Error writing bytes to file. Detail: [errno 28] No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pio, "_write_shard", full_on_third)
+    assert cli.main(["run", "ingest"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["prefpipe: cannot write data/ingest: No space left on device (ENOSPC); the disk is full: "
+                                "free some space (or move data/ to a larger disk) and run the stage again"]
+    assert snapshot(project / "data" / "ingest") == before  # not documents new and conversations old
+
+
+def _run_cli(project: Path, root: Path, *prefix: str) -> subprocess.Popen:
+    code = "; ".join(["import sys", *prefix, "from pipeline import cli", "sys.exit(cli.main(['run', 'ingest']))"])
+    return subprocess.Popen([sys.executable, "-c", code], cwd=project, env={**os.environ, "PYTHONPATH": str(root)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_real_file_size_limit_is_one_line(project, root):
+    """A real fault, not a mock: RLIMIT_FSIZE makes writes past 100 kB fail with EFBIG."""
+    big = project / "big.jsonl"
+    with big.open("w") as f:
+        for i in range(400):
+            f.write(json.dumps({"id": f"d{i}", "text": " ".join(f"w{(i * 7919 + j * 104729) % 99991}" for j in range(300))}) + "\n")
+    data = yaml.safe_load((project / "params.yaml").read_text())
+    data["ingest"]["sources"][1]["path"] = str(big)  # sample_posts: documents
+    (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = _run_cli(project, root, "import resource, signal", "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)",
+                    "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    assert err.splitlines() == ["prefpipe: cannot write data/ingest: File too large (EFBIG); a file grew past the file "
+                                "system's or the process's size limit (`ulimit -f`)"], err
+    assert not (project / "data" / "ingest" / po.STAGING).exists()
+
+
+def test_kill_9_during_a_spill_leaves_the_old_tables_and_the_next_run_cleans_up(project, root):
+    convs = project / "convs.jsonl"
+    with convs.open("w") as f:
+        for i in range(4_500):  # rows reach the writer 2,048 at a time: two spills
+            f.write(json.dumps({"conversation_id": f"c{i}", "conversation": [
+                {"role": "user", "content": f"question {i} " * 5}, {"role": "assistant", "content": f"answer {i} " * 20}]}) + "\n")
+    assert cli.main(["run", "ingest"]) == 0  # the samples: the "old" tables
+    before = snapshot(project / "data" / "ingest")
+    data = yaml.safe_load((project / "params.yaml").read_text())
+    data["ingest"]["sources"][0]["path"] = str(convs)
+    data["execution"]["spill_bytes"] = 20_000
+    (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    # the process kills itself (SIGKILL: no handler, no cleanup) right after its second spilled run
+    proc = _run_cli(project, root, "import os, signal", "from pipeline import io", "real = io.ShardWriter._spill",
+                    "spill = lambda w: (real(w), len(w._runs) == 2 and os.kill(os.getpid(), signal.SIGKILL))",
+                    "io.ShardWriter._spill = spill")
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    left = snapshot(project / "data" / "ingest")
+    assert {k: v for k, v in left.items() if not k.startswith(".staging/")} == before  # the old tables, untouched
+    assert list((project / "data" / "ingest" / po.STAGING).glob(".conversations.tmp-*/_runs/run-00001.parquet"))
+    assert cli.main(["run", "ingest"]) == 0
+    assert sorted(p.name for p in (project / "data" / "ingest").iterdir()) == [
+        "conversations", "documents", "metrics.json", "pairs", "prompts", "rejects", "responses"]
+    metrics = json.loads((project / "data" / "ingest" / "metrics.json").read_text())
+    assert metrics["totals"]["conversations"] == 4_500

@@ -1,0 +1,103 @@
+"""PII detection and redaction (pipeline/pii.py): recall and false positives on a labelled fixture, each
+kind, JSON values, phone regions."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from pipeline.dedup import text_of
+from pipeline.pii import DETECTORS, KINDS, find, find_json, luhn_valid, redact, redact_json, redact_messages
+from pipeline.records import to_table
+from tests.export_fixtures import pair
+from tests.pii_cases import NEAR_MISSES, POSITIVES
+
+
+def test_fixture_is_large_and_covers_every_kind():
+    assert len(POSITIVES) >= 50 and len(NEAR_MISSES) >= 40
+    assert {k for k, _, _ in POSITIVES} == set(KINDS)
+
+
+def test_recall_at_least_95_percent_and_at_most_one_near_miss_altered():
+    out, counts = redact(pl.Series([t for _, t, _ in POSITIVES]), KINDS)
+    missed = [(k, t) for (k, t, secret), o in zip(POSITIVES, out, strict=True) if secret in o]
+    recall = 1 - len(missed) / len(POSITIVES)
+    assert recall >= 0.95, missed
+    near, _ = redact(pl.Series(NEAR_MISSES), KINDS)
+    altered = [(t, o) for t, o in zip(NEAR_MISSES, near, strict=True) if t != o]
+    assert len(altered) <= 1, altered
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_kind_is_caught_by_its_own_detector_and_counted(kind):
+    cases = [(t, s) for k, t, s in POSITIVES if k == kind]
+    out, counts = redact(pl.Series([t for t, _ in cases]), [kind])
+    marker = next(d.marker for d in DETECTORS if d.kind == kind)
+    for (text, secret), o in zip(cases, out, strict=True):
+        assert secret not in o and marker in o, (text, o)
+    assert counts == {kind: sum(o.count(marker) for o in out)} and counts[kind] >= len(cases)
+
+
+def test_the_formats_the_old_redactor_missed():
+    texts = ["+49 30 123456", "+33 1 23 45 67 89", "+91 98765 43210", "call +14155552671", "m\u00fcller@beispiel.de",
+             "bob [at] example [dot] org", "bind ::1", "aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+             "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"]
+    out, _ = redact(pl.Series(texts), KINDS)
+    assert all(o.count("[REDACTED_") == 1 for o in out), out.to_list()
+
+
+def test_versions_netmasks_oids_and_digit_groups_stay():
+    texts = ["version 1.2.3.4", "netmask 255.255.255.0", "OID 1.3.6.1.4.1", "ISBN 978-3-16-148410-0",
+             "from 1999-2000 to 2001-2002", "order 123456789", "std::vector and a::b", "icon@2x.png", "100:: 6::"]
+    out, counts = redact(pl.Series(texts), KINDS)
+    assert out.to_list() == texts and sum(counts.values()) == 0
+
+
+def test_cards_need_luhn_and_a_network_prefix():
+    assert luhn_valid("4111 1111 1111 1111") and not luhn_valid("4111 1111 1111 1112")
+    out, counts = redact(pl.Series(["card 4111 1111 1111 1112", "ts 1700000000001", "4111111111111111"]), ["credit_card"])
+    assert out.to_list() == ["card 4111 1111 1111 1112", "ts 1700000000001", "[REDACTED_CREDIT_CARD]"]
+
+
+def test_national_phone_formats_follow_the_configured_regions():
+    text = pl.Series(["ruf 030 1234567 an"])  # a Berlin number written nationally
+    assert redact(text, ["phone"], ("DE",))[0][0] == "ruf [REDACTED_PHONE] an"
+    assert redact(text, ["phone"], ("US",))[0][0] == "ruf 030 1234567 an"
+    # written internationally, every country is recognised whatever the regions
+    assert redact(pl.Series(["+49 30 1234567"]), ["phone"], ("US",))[1] == {"phone": 1}
+
+
+def test_unknown_kind_is_an_error():
+    with pytest.raises(ValueError, match="unknown PII kind"):
+        redact(pl.Series(["x"]), ["passport"])
+
+
+def test_json_values_are_redacted_and_the_json_stays_valid():
+    docs = pl.Series([
+        json.dumps({"preference": "mail m\u00fcller@beispiel.de, +49 30 123456", "turns": [1, 2]}),  # escaped by dumps
+        json.dumps({"ids": ["c1", "c2"], "model": "tiny"}),
+        json.dumps({"note": 'quote " and \\ then ann@example.org\nnext'}),
+        "not json: ann@example.org",
+        None,
+    ])
+    out, counts = redact_json(docs, KINDS)
+    first = json.loads(out[0])
+    assert first == {"preference": "mail [REDACTED_EMAIL], [REDACTED_PHONE]", "turns": [1, 2]}
+    assert out[1] == docs[1]  # untouched, byte for byte
+    assert json.loads(out[2])["note"] == 'quote " and \\ then [REDACTED_EMAIL]\nnext'
+    assert out[3] == "not json: [REDACTED_EMAIL]" and out[4] is None
+    assert counts["email"] == 3 and counts["phone"] == 1
+    assert find_json(docs, KINDS).to_list() == [True, False, True, True, False]
+    assert find_json(out, KINDS).to_list() == [False] * 5  # redaction is complete
+
+
+def test_redacted_in_every_message_column():
+    rows = [pair("p1", "My email is a@b.io, call +1 415-555-2671", "pugc", chosen="Mail a@b.io", rejected="IP 10.0.0.1")]
+    df = pl.from_arrow(to_table(rows, "pairs"))
+    out, counts = redact_messages(df, ["prompt", "chosen", "rejected"], KINDS)
+    assert counts["email"] == 2 and counts["phone"] == 1 and counts["ipv4"] == 1
+    assert out["prompt"][0][0]["content"] == "My email is [REDACTED_EMAIL], call [REDACTED_PHONE]"
+    assert out["rejected"][0][0] == {"role": "assistant", "content": "IP [REDACTED_IP]"}
+    assert not find(out.select(text_of("chosen"))[:, 0], KINDS)[0].any()
