@@ -3,8 +3,8 @@
     python bench/signals_llm.py --model smollm2 --n 120
     python bench/signals_llm.py --smoke     # 2 turns with the built-in tiny model: the path runs end to end
 
-Runs the stage's own `llm` detector (stages.wildfeedback: ``with_context`` -> ``llm_detect`` with the
-``wildfeedback_detect`` prompt, ``roles.detector`` sampling, ``context_messages`` and
+Runs the stage's own `llm` detector (stages.wildfeedback_detect: ``with_context`` -> ``llm_detect`` with
+the ``wildfeedback_detect`` prompt, ``roles.detector`` sampling, ``context_messages`` and
 ``max_message_chars`` from params.yaml) on ``--n`` test turns (a fixed sample: the first by
 sha256 of conversation id and turn), and prints precision / recall against the labels for the model, for
 the rules on the same turns, and for the rules with the model's verdict on the turns whose rule
@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.config import load_params, resolve_role  # noqa: E402
 from pipeline.llm import get_engine  # noqa: E402
-from stages.wildfeedback import llm_detect, template, with_context  # noqa: E402
+from stages.wildfeedback_common import prompt  # noqa: E402
+from stages.wildfeedback_detect import llm_detect, with_context  # noqa: E402
 from stages.wildfeedback_rules import ROUTE_BELOW  # noqa: E402
 from tests.wildfeedback_fixture import detect_wildchat, wildchat_conversations  # noqa: E402
 
@@ -73,7 +74,8 @@ def main() -> None:
     parts = []
     for i in range(0, table.num_rows, role.batch_size):
         parts.append(pl.from_arrow(llm_detect(table.slice(i, role.batch_size), engine, sampling=role.sampling,
-                                              prompt=template("detect"), max_chars=cfg.max_message_chars)))
+                                              template_text=prompt("detect"), max_chars=cfg.max_message_chars,
+                                              context_messages=cfg.context_messages)))
         print(f"  judged {min(i + role.batch_size, table.num_rows)} / {table.num_rows} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
     judged = pl.concat(parts)

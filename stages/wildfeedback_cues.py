@@ -96,8 +96,8 @@ PATTERNS: dict[str, dict[str, str]] = {
         "funny": r"\b(?:that|this|it)(?:'s| is| was| might be| would be) (?:so |really |very |pretty )?(?:funny|hilarious)\b|\b(?:nice|good|great) (?:joke|one)\b",
     },
     "Acknowledgment": {
-        "ok": r"^(?:ok(?:ay)?|k|kk|alright|all right|got it|gotcha|understood|noted|fair enough|i see|roger|good)(?:[.!,]|$)",
-        "ok_then": r"^(?:ok(?:ay)?|alright|all right)\b",  # "ok" opening a new request: less sure
+        "ok": r"^(?:ok(?:ay)?|k|kk|alright|all right|good|roger)[.!]*$|^(?:got it|gotcha|understood|noted|fair enough|i see)(?:[.!,]|$)",
+        "ok_then": r"^(?:ok(?:ay)?|alright|all right|good)\b",  # "ok" opening a new request: less sure
         "thats_ok": r"^(?:(?:yes|yeah|sure),? )?(?:that'?s|thats|it'?s) (?:ok(?:ay)?|fine|alright|all right)(?:[.!,]|$)",
         "no_problem": r"^\W*(?:neg_problem|neg_worries)\b",
         "agree": r"^(?:right|true|true that|i agree|i thought so|you'?re right|good point|exactly)\b|\byou(?:'re| are) right\b",
@@ -254,7 +254,7 @@ PATTERNS: dict[str, dict[str, str]] = {
 # patterns that also occur in neutral turns are less sure; rules+llm sends verdicts below its threshold to the model.
 DEFAULT_CONFIDENCE = {"sat": 0.85, "dsat": 0.85}
 CONFIDENCE: dict[str, float] = {
-    "ok": 0.75, "ok_then": 0.55, "thats_ok": 0.7, "agree": 0.7, "zh_ok": 0.7, "ru_ok": 0.7, "fr_es_de_pt_ok": 0.7,
+    "ok_then": 0.55, "thats_ok": 0.7, "agree": 0.7, "zh_ok": 0.7, "ru_ok": 0.7, "fr_es_de_pt_ok": 0.7,
     "interesting": 0.7, "helped": 0.75, "like_it": 0.75, "better": 0.7, "glad": 0.6, "reminds_me": 0.6,
     "opening_praise": 0.75, "go_ahead": 0.7, "funny": 0.7,
     "or_not": 0.7, "for_shame": 0.7, "sad_face": 0.7, "frustration": 0.75,

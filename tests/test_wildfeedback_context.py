@@ -104,7 +104,7 @@ def test_go_on_is_compliance_only_after_an_offer():
 def test_a_leading_ok_before_a_new_request_is_less_sure():
     bare, new_request = run([("Ok.", "Paris.", None), ("ok now write a poem about cats", "Paris.", None)])
     assert bare["sat"] and new_request["sat"]
-    assert new_request["confidence"] < bare["confidence"] < ROUTE_BELOW + 0.01
+    assert new_request["confidence"] < ROUTE_BELOW <= bare["confidence"]  # a bare "ok" is sure, "ok, now..." is not
 
 
 def test_cue_words_in_task_material_are_not_feedback():
