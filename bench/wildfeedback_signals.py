@@ -1,13 +1,17 @@
 """WildFeedback `rules` detector throughput: a synthetic log of N conversations, streamed shard by
-shard through the stage's own select + feedback-turn + rules path, against a naive per-message
-Python ``re`` loop (same normalisation, same combined regex per category) in the same run.
+shard through the stage's own select + feedback-turn + rules path (context features included: the
+previous user turn of every judged turn), against a naive per-message Python ``re`` loop of the text
+cues alone (same normalisation, same combined regex per category, no context features: it does less
+work than the polars path, so the speed-up is a lower bound) in the same run.
 
     python bench/wildfeedback_signals.py --n 1000000
     python bench/wildfeedback_signals.py --n 100000 --naive-n 20000 --shard 100000
+    python bench/wildfeedback_signals.py --smoke      # 2,000 conversations: the path runs end to end
 
 The naive loop runs on the first ``--naive-n`` conversations and is extrapolated to N (the output
 says so). Peak memory is the process RSS high-water mark sampled every 50 ms by psutil during the
 streaming pass, and its growth over the RSS before it; generation happens before, in shards on disk.
+The detector settings are params.yaml's ``wildfeedback`` section (rules detector, synthetic source).
 """
 
 from __future__ import annotations
@@ -28,17 +32,22 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, not an installed copy
 
-from pipeline.config import Wildfeedback  # noqa: E402
+from pipeline.config import Wildfeedback, load_params  # noqa: E402
 from pipeline.io import iter_batches, write_parquet  # noqa: E402
-from stages.wildfeedback import scan  # noqa: E402
+from stages import wildfeedback as stage  # noqa: E402
 from stages.wildfeedback_rules import (  # noqa: E402
     _CONTRAST,
+    _MATERIAL,
     _NEGATIONS,
+    _OPENING,
     _OPENS_POSITIVE,
     _QUOTED,
+    _TASK_PROMPT,
     PATTERNS,
     SAT_CATEGORIES,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FIRST = [
     "How do I reverse a list in Python?", "Write a short poem about the sea.", "What is the capital of Peru?",
@@ -60,7 +69,7 @@ NEW_TASK = [
     "Now tell me about the history of Rome.", "What time zone is Lima in?", "Can you list five fruits?",
     "How long should I bake it?", "Who wrote Macbeth?", "What is a good stretching routine?",
     "And how do I sort a dictionary by value?", "Make a shopping list for the recipe.", "Is coffee bad for sleep?",
-    "Write another poem, this time about mountains.",
+    "Write another poem, this time about mountains.", "Make it shorter.",
 ]
 FEEDBACK = [
     "Thanks, that's perfect!", "That's wrong, Lima is not on the coast. Try again.", "ok", "Way too long.",
@@ -70,15 +79,19 @@ FEEDBACK = [
 
 
 def synth(n: int, seed: int) -> pl.DataFrame:
-    """n conversations of 2-4 user turns; about 15% of later user turns carry a feedback phrase."""
+    """n conversations of 2-4 user turns; about 15% of later user turns carry a feedback phrase and
+    about 5% re-send the first request (some narrowed: "... Please be brief.")."""
     rng = np.random.default_rng(seed)
     pick = lambda pool, k: pl.Series(pool).gather(rng.integers(0, len(pool), k))  # noqa: E731
     cols = {"u0": pick(FIRST, n)}
     for i in range(4):
         cols[f"a{i}"] = pick(ANSWERS, n)
         if i < 3:
-            fb = rng.random(n) < 0.15
-            cols[f"u{i + 1}"] = pl.select(pl.when(pl.Series(fb)).then(pick(FEEDBACK, n)).otherwise(pick(NEW_TASK, n))).to_series()
+            r = pl.Series(rng.random(n))
+            resend = pl.col("u0") + pl.when(pl.Series(rng.random(n) < 0.5)).then(pl.lit(" Please be brief.")).otherwise(pl.lit(""))
+            cols[f"u{i + 1}"] = pl.DataFrame(cols).select(
+                pl.when(r < 0.15).then(pick(FEEDBACK, n)).when(r < 0.2).then(resend).otherwise(pick(NEW_TASK, n))
+            ).to_series()
     cols["n_msgs"] = pl.Series(rng.integers(2, 5, n) * 2)
     msgs = []
     for i in range(4):
@@ -125,9 +138,36 @@ def _py(regex: str) -> str:
     return regex.replace("${1}", r"\1")
 
 
+def feedback_turns(conv: pl.DataFrame) -> pl.DataFrame:
+    """The stage's feedback turns with ``prev_user`` (the user turn before ``prev``), the rules' context.
+
+    Uses the stage's own ``feedback_turns`` when it already emits ``prev_user``; otherwise adds it the
+    way README (WildFeedback: detector input) says the stage does: the message two before, if a user's.
+    """
+    turns = stage.feedback_turns(conv)
+    if "prev_user" in turns.columns:
+        return turns
+    ex = conv.select("conversation_id", "messages").with_columns(
+        pl.int_ranges(0, pl.col("messages").list.len(), dtype=pl.Int64).alias("user_turn")
+    ).explode(["messages", "user_turn"]).select(
+        "conversation_id", (pl.col("user_turn") + 2).alias("user_turn"),
+        pl.when(pl.col("messages").struct.field("role") == "user").then(pl.col("messages").struct.field("content"))
+        .alias("prev_user"),
+    )
+    return turns.join(ex, on=["conversation_id", "user_turn"], how="left")
+
+
+def scan(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.DataFrame, int]:
+    """The stage's select + feedback turns + rules on one batch: (rule verdicts, judged turns)."""
+    selected, _ = stage.select_conversations(conv, cfg)
+    turns = stage.rules_signals(feedback_turns(selected), cfg).drop("text", "prev", "prev_user")
+    return turns, turns.height
+
+
 def naive(conversations: list[dict], cfg: Wildfeedback) -> int:
-    """Per message, in Python: the same normalisation and one combined ``re`` per category."""
-    quoted, space = re.compile(_QUOTED), re.compile(r"\s+")
+    """Per message, in Python: the same normalisation and one combined ``re`` per category (text cues only)."""
+    quoted, material, space = re.compile(_QUOTED), re.compile(_MATERIAL), re.compile(r"\s+")
+    prompt, first = re.compile(_TASK_PROMPT), re.compile(_OPENING)
     chars = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'", "“": '"', "”": '"', "„": '"'})
     negs = [(re.compile(p), _py(r)) for p, r in _NEGATIONS]
     cats = {c: re.compile("|".join(f"(?:{p})" for p in pats.values())) for c, pats in PATTERNS.items()}
@@ -143,10 +183,11 @@ def naive(conversations: list[dict], cfg: Wildfeedback) -> int:
             prev, raw = msgs[i - 1]["content"], msgs[i]["content"][: cfg.window_chars]
             sents = [x.strip() for x in re.sub(r"([.!?])\s+", "\\1\n", raw).split("\n")]
             t = " ".join(x for x in sents if len(x) < cfg.paste_min_chars or x not in prev)
-            t = space.sub(" ", quoted.sub(' "q" ', t.lower().translate(chars))).strip()
-            for rx, rep in negs:
-                t = rx.sub(rep, t)
-            hits = {c for c, rx in cats.items() if rx.search(t)}
+            t = space.sub(" ", material.sub(' "q"', quoted.sub(' "q" ', t.lower().translate(chars)), count=1)).strip()
+            for rx, repl in negs:
+                t = rx.sub(repl, t)
+            s = first.match(t).group(1)
+            hits = set() if prompt.search(t) else {c for c, rx in cats.items() if rx.search(s if c in SAT_CATEGORIES else t)}
             no_contrast = not contrast.search(t)
             if opens.search(t) and no_contrast:
                 hits -= {"Revision", "Insufficient_Detail", "Style"}
@@ -163,14 +204,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100_000, help="conversations per streamed batch")
     ap.add_argument("--naive-n", type=int, default=20_000, help="conversations the naive loop runs on")
     ap.add_argument("--min-user-turns", type=int, default=3)
+    ap.add_argument("--smoke", action="store_true", help="2,000 conversations (naive loop on 500): runs in seconds")
     args = ap.parse_args()
-    cfg = Wildfeedback.model_validate({
-        "sources": ["synthetic"], "languages": ["en"], "keep_unknown_language": True,
-        "min_user_turns": args.min_user_turns, "drop_flags": ["toxic"], "detector": "rules", "recall_sample": 0.0,
-        "seed": 0, "paste_min_chars": 24, "window_chars": 400, "context_messages": 6, "max_message_chars": 1500,
-        "summarize": ["dsat"], "chosen_by": "expert", "natural_revisions": True, "sat_pairs": False,
-        "checklist_judge": True, "judge_natural_revisions": False,
-        "roles": {"detector": {}, "summarizer": {}, "expert": {}, "policy": {}, "judge": {}},
+    if args.smoke:
+        args.n, args.shard, args.batch, args.naive_n = 2_000, 1_000, 1_000, 500
+    section = load_params(ROOT / "params.yaml").wildfeedback.model_dump(mode="json")
+    cfg = Wildfeedback.model_validate(section | {
+        "sources": ["synthetic"], "languages": ["en"], "min_user_turns": args.min_user_turns, "detector": "rules",
     })
     tmp = Path(tempfile.mkdtemp(prefix="wf-bench-"))
     try:
@@ -181,28 +221,30 @@ def main() -> None:
 
         turns = flagged = 0
         with PeakRSS() as mem:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for batch in iter_batches(tmp / "log", batch_size=args.batch):
-                t, _, counts = scan(pl.from_arrow(batch), cfg)
-                turns += counts["turns"]
+                t, n_turns = scan(pl.from_arrow(batch), cfg)
+                turns += n_turns
                 flagged += t.filter(pl.col("sat") | pl.col("dsat")).height
-            fast = time.perf_counter() - t0
+            fast, fast_cpu = time.perf_counter() - t0, time.process_time() - c0
         print(f"rules (polars, streamed): {args.n:,} conversations, {turns:,} judged turns, {flagged:,} flagged "
-              f"in {fast:.1f} s = {args.n / fast:,.0f} conversations/s; peak RSS {mem.peak / 2**20:.0f} MiB "
+              f"in {fast:.1f} s = {args.n / fast:,.0f} conversations/s ({fast_cpu:.1f} s CPU, all threads); "
+              f"peak RSS {mem.peak / 2**20:.0f} MiB "
               f"(+{(mem.peak - mem.start) / 2**20:.0f} MiB over the {mem.start / 2**20:.0f} MiB before)")
 
         sample = pl.from_arrow(next(iter_batches(tmp / "log", batch_size=args.naive_n))).head(args.naive_n)
         rows = sample.to_dicts()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n_flag = naive(rows, cfg)
-        slow = time.perf_counter() - t0
+        slow, slow_cpu = time.perf_counter() - t0, time.process_time() - c0
         rate = len(rows) / slow
-        sub_t, _, _ = scan(sample, cfg)
+        sub_t, _ = scan(sample, cfg)
         same = sub_t.filter(pl.col("sat") | pl.col("dsat")).height
-        print(f"naive (python re per message): {len(rows):,} conversations in {slow:.1f} s = {rate:,.0f} "
+        print(f"naive (python re per message): {len(rows):,} conversations in {slow:.1f} s ({slow_cpu:.1f} s CPU) = {rate:,.0f} "
               f"conversations/s; EXTRAPOLATED to {args.n:,}: {args.n / rate:.0f} s "
-              f"(flagged {n_flag:,} vs polars {same:,} on the same subsample)")
-        print(f"speed-up: {(args.n / fast) / rate:.1f}x   cores: {psutil.cpu_count()} "
+              f"(flagged {n_flag:,} by text cues vs polars {same:,} by text cues + context on the same subsample)")
+        print(f"speed-up: {(args.n / fast) / rate:.1f}x wall, {(slow_cpu * args.n / len(rows)) / fast_cpu:.1f}x CPU   "
+              f"load average {os.getloadavg()[0]:.1f}   cores: {psutil.cpu_count()} "
               f"(POLARS_MAX_THREADS={os.environ.get('POLARS_MAX_THREADS', 'default')}, polars {pl.__version__})")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

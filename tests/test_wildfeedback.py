@@ -77,7 +77,8 @@ def test_routing_per_combine_rule():
     assert set(convs["conversation_id"]) == {"c1", "c2", "c3", "c8"}
     assert counts["turns"] == turns.height == 8
     add = make_params(recall_sample=0.0).wildfeedback
-    assert add.combine == "add_recall" and not wf.scan(frame(), add)[0]["to_model"].any()  # no confidence: all stand
+    scanned = wf.scan(frame(), add)[0]  # the rules' own confidence: only their unsure verdicts go to the model
+    assert add.combine == "add_recall" and scanned["to_model"].to_list() == (scanned["confidence"] < add.rule_confidence).to_list()
     rated = turns.with_columns(confidence=pl.Series([0.95, 0.4, None, 0.79, 0.8, 0.1, 0.99, 1.0]))
     assert det.route(rated, add).to_list() == [False, True, False, True, False, True, False, False]
     assert det.route(rated, make_params(recall_sample=1.0).wildfeedback).to_list() == (

@@ -113,6 +113,49 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
 }
 
 
+# Cues added for the miss classes of real chatbot logs (issue #16) and for the top other languages of
+# WildChat (zh, ru, fr, es, de, pt): category -> (must fire, must not fire).
+MORE_CASES: dict[str, tuple[list[str], list[str]]] = {
+    "Gratitude": (["谢谢！", "非常感谢", "Спасибо, помогло", "Merci beaucoup", "Gracias!", "Danke schön", "Obrigado!"],
+                  ["写一封感谢所有嘉宾的朋友圈文案", "Напиши благодарственное письмо", "Écris une lettre de remerciement"]),
+    "Praise": (["太棒了，谢谢", "你真厉害", "Отлично, спасибо!", "Parfait !", "¡Perfecto!", "Perfekt, danke", "Ótimo!",
+                "Great do you have the number too?"],
+               ["你现在是很厉害的演讲者，请写一篇演讲稿", "You are a useful assistant that extracts tuples.",
+                "Write a story where he does a great job at hiding it.", "Nice to meet you, can you help me?"]),
+    "Acknowledgment": (["好的。", "Понятно.", "D'accord.", "Entendido."], ["好的作文怎么写", "Понятно ли это детям?"]),
+    "Compliance": (["I tried it and it works now!", "That did the trick."],
+                   ["continue", "Go on.", 'i tried this: "model.load()" and got this: Traceback (most recent call last)']),
+    "Negative_Feedback": (["这回答没用", "Это не то.", "C'est nul.", "Ugh, seriously?", "That makes no sense."],
+                          ["Write a scene where they question everything that makes no sense."]),
+    "Revision": (
+        ["rewrite it", "enhance it", "try again", "Make it more formal.", "make it shorter please", "be more terse",
+         "Shorter.", "more simple ways?", "use metric units", "Please keep the casual terms.", "in English please",
+         "okay good but make it little short", "Combine it with the second paragraph.", "No, I mean the other one.",
+         "it should be the sum, not the product", "能再优化下不", "重新写一个", "答案换成第一人称口吻",
+         "Перепиши короче", "сделай короче", "альтернативный рассказ", "Réécris-le", "otra vez", "nochmal bitte",
+         "de novo"],
+        ["Rewrite the following paragraph in a formal tone: Our team will ship on Monday and we hope it works.",
+         "Translate in Nigerian ebo hello", "I mean, if you want to, I'd allow it.", "Make a shopping list for a party.",
+         "铁甲雄兵顺网怎么改成飞火？", "Придумай ещё один доп. слайд"]),
+    "Factual_Error": (
+        ["you sure?", "r u sure about that", "still same error", "It still doesn't work.", "you just said the opposite",
+         "You made that up.", "ok this works nice, however it has some bugs", "Why, then, does it not run?",
+         "I calculated it but it didn't add the column", "不对", "你确定吗", "还是报错", "Неправильно.", "Всё равно не работает",
+         "C'est faux.", "No funciona.", "Das ist falsch.", "Não funciona."],
+        ["If, as you said some believe, it was Rome, what then?", "Isn't this a catch 22?",
+         "A game that you can already tell doesn't work in your favor: what is the expected value?",
+         "What does this error mean?", "Что означает ошибка TypeError?"]),
+    "Ignored": (["I didn't tell you my rolls.", "我问的是价格", "Я же просил на русском", "Ce n'est pas ce que je voulais."],
+                ["I never said goodbye to her, how do I write a letter?"]),
+    "Insufficient_Detail": (["Explain more on why that works.", "Can you elaborate?", "Expand upon the most recent script.",
+                             "Are these the only ones?", "详细一点", "Расскажи подробнее", "Plus de détails, s'il te plaît",
+                             "más detalles"],
+                            ["Write an elaborate plan for my wedding.", "Expand upon the following script: INT. DAY"]),
+    "Style": (["短一点", "太长了", "короче", "Trop long.", "Demasiado largo.", "Zu lang.", "Muito longo."],
+              ["短跑一百米的世界纪录是多少", "Est-ce que le trajet est trop long pour un enfant ?"]),
+}
+
+
 def run(texts: list[str], prev: str = PREV) -> pl.DataFrame:
     return detect(pl.DataFrame({"text": texts, "prev": [prev] * len(texts)}))
 
@@ -135,6 +178,16 @@ def test_category_positives_and_hard_negatives(category):
         polarity = "sat" if category in SAT_CATEGORIES else "dsat"
         assert row[polarity]
         assert any(r.startswith(f"{category}:") for r in row["rationale"].split("; ")), row["rationale"]
+    for text, row in zip(negatives, out[len(positives):], strict=True):
+        assert category not in cats(row), f"{category} false alarm: {text!r} -> {row['rationale']}"
+
+
+@pytest.mark.parametrize("category", list(MORE_CASES))
+def test_cues_for_real_log_misses_and_other_languages(category):
+    positives, negatives = MORE_CASES[category]
+    out = run(positives + negatives).to_dicts()
+    for text, row in zip(positives, out[: len(positives)], strict=True):
+        assert category in cats(row), f"{category} missed: {text!r} -> {row['rationale']}"
     for text, row in zip(negatives, out[len(positives):], strict=True):
         assert category not in cats(row), f"{category} false alarm: {text!r} -> {row['rationale']}"
 
@@ -180,8 +233,8 @@ def test_thanks_then_new_task_is_gratitude_without_dsat():
     ]).to_dicts()
     for row in rows[:2]:
         assert row["sat_categories"] == ["Gratitude"] and not row["dsat"], row
-    assert rows[2]["sat"] and rows[2]["dsat_categories"] == ["Style"]  # contrast keeps the complaint
-    assert rows[3]["dsat_categories"] == ["Style"]  # a complaint closed by thanks is still a complaint
+    assert rows[2]["sat"] and "Style" in rows[2]["dsat_categories"]  # contrast keeps the complaint
+    assert "Style" in rows[3]["dsat_categories"]  # a complaint closed by thanks is still a complaint
 
 
 def test_sarcastic_thanks_is_not_satisfaction():

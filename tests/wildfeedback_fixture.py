@@ -1,6 +1,15 @@
-"""Load the hand-labelled real feedback turns of tests/fixtures/wildfeedback_labels.jsonl with their texts.
+"""Load the hand-labelled real feedback turns (labels only in tests/fixtures/) with their texts from ../shared.
 
-The fixture holds labels only; texts are looked up by id in the shared real data:
+``tests/fixtures/wildchat_labels.jsonl`` (the headline set): every user turn after the first in 340 real
+WildChat conversations of ``wildchat_sample/conversations.jsonl`` (the first 340 multi-turn conversations in
+sha1(id) order, no cherry-picking), 1,001 turns labelled by hand against ``SIGNALS_RUBRIC.md`` before any
+detector ran on them. Each row: ``conversation_id``, ``user_turn`` (message index), ``split`` (dev | test, see
+`wildchat_split`), sat/dsat, categories, ``ambiguous``, ``kind`` (how a DSAT shows: explicit_complaint,
+resend, insist_after_refusal, imperative_edit, factual_challenge, more_detail, misread_correction, other)
+and ``language``. Rules are tuned on ``dev`` only; ``test`` is read only to report.
+
+``tests/fixtures/wildfeedback_labels.jsonl`` (the older set, OpenAssistant / HH-RLHF turns the first
+patterns were tuned on; not representative of chatbot logs). Texts are looked up by id:
 - ``oasst_en100``: ``tree_id`` + ``message_id`` of a prompter message whose parent is an assistant message
   (``oasst_en100/model/model_eval/manual/data/en_100_tree.jsonl``); ``prev`` is that parent's text.
 - ``hh_rlhf_harmless_test``: ``transcript`` = 0-based record of ``hh_rlhf/harmless-base/test.jsonl.gz``
@@ -11,13 +20,25 @@ The fixture holds labels only; texts are looked up by id in the shared real data
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 from pathlib import Path
 
+import polars as pl
+
+from stages.wildfeedback_rules import ROUTE_BELOW
+
 FIXTURE = Path(__file__).parent / "fixtures" / "wildfeedback_labels.jsonl"
 OASST = "oasst_en100/model/model_eval/manual/data/en_100_tree.jsonl"
 HH = "hh_rlhf/harmless-base/test.jsonl.gz"
+WILDCHAT_FIXTURE = Path(__file__).parent / "fixtures" / "wildchat_labels.jsonl"
+WILDCHAT = "wildchat_sample/conversations.jsonl"
+
+
+def wildchat_split(conversation_id: str) -> str:
+    """dev or test: one bit of sha256("wildchat-split:" + id), so a conversation's turns stay together."""
+    return "test" if hashlib.sha256(f"wildchat-split:{conversation_id}".encode()).digest()[0] & 1 else "dev"
 
 
 def _oasst_turns(path: Path) -> dict[tuple[str, str], tuple[str, str]]:
@@ -60,3 +81,92 @@ def load_labelled(real: Path) -> list[dict]:
             row["text"], row["prev"] = hh[(row["transcript"], row["human_turn"])]
         rows.append(row)
     return rows
+
+
+def wildchat_conversations(real: Path, ids: set[str] | None = None) -> pl.DataFrame:
+    """The shared WildChat sample as ``conversation_id`` + ``messages`` (list of {role, content})."""
+    rows = []
+    for line in (real / WILDCHAT).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rec = json.loads(line)
+            if ids is None or rec["id"] in ids:
+                msgs = [{"role": m["role"], "content": m["content"]} for m in rec["messages"]]
+                rows.append({"conversation_id": rec["id"], "messages": msgs})
+    return pl.DataFrame(rows, schema={"conversation_id": pl.String, "messages": pl.List(
+        pl.Struct({"role": pl.String, "content": pl.String}))})
+
+
+def load_wildchat(real: Path) -> pl.DataFrame:
+    """The WildChat fixture with the texts detect() reads: ``text`` (the labelled user turn), ``prev`` (the
+    assistant turn it answers) and ``prev_user`` (the user turn before ``prev``, null for none)."""
+    labels = pl.read_ndjson(WILDCHAT_FIXTURE, schema={
+        "source": pl.String, "conversation_id": pl.String, "user_turn": pl.Int64, "split": pl.String,
+        "sat": pl.Boolean, "dsat": pl.Boolean, "sat_categories": pl.List(pl.String),
+        "dsat_categories": pl.List(pl.String), "ambiguous": pl.Boolean, "kind": pl.String, "language": pl.String})
+    conv = wildchat_conversations(real, set(labels["conversation_id"]))
+    msgs = conv.with_columns(pl.int_ranges(0, pl.col("messages").list.len()).alias("i")).explode("messages", "i")
+    msgs = msgs.select("conversation_id", pl.col("i").alias("user_turn"), pl.col("messages").struct.field("content"))
+    text = {d: msgs.with_columns(pl.col("user_turn") + d) for d in (0, 1, 2)}
+    out = labels.join(text[0].rename({"content": "text"}), on=["conversation_id", "user_turn"], how="left")
+    out = out.join(text[1].rename({"content": "prev"}), on=["conversation_id", "user_turn"], how="left")
+    out = out.join(text[2].rename({"content": "prev_user"}), on=["conversation_id", "user_turn"], how="left")
+    missing = out.filter(pl.col("text").is_null() | pl.col("prev").is_null())
+    if missing.height:
+        raise KeyError(f"{WILDCHAT_FIXTURE}: {missing.height} labelled turns not found in {real / WILDCHAT}, "
+                       f"first {missing.row(0, named=True)['conversation_id']}; is ../shared up to date?")
+    return out
+
+
+def detect_wildchat(real: Path) -> pl.DataFrame:
+    """The WildChat fixture with the rules' verdicts: ``p_sat``, ``p_dsat``, ``p_sat_categories``,
+    ``p_dsat_categories``, ``rationale`` and ``confidence`` beside the hand labels."""
+    from stages.wildfeedback_rules import detect
+
+    rows = load_wildchat(real)
+    out = detect(rows.select("text", "prev", "prev_user"))
+    return rows.hstack(out.select(
+        p_sat="sat", p_dsat="dsat", p_sat_categories="sat_categories", p_dsat_categories="dsat_categories",
+        rationale="rationale", confidence="confidence"))
+
+
+def _prf(gold: pl.Series, pred: pl.Series) -> dict:
+    tp, fp, fn = int((gold & pred).sum()), int((~gold & pred).sum()), int((gold & ~pred).sum())
+    return {"precision": tp / (tp + fp) if tp + fp else None, "recall": tp / (tp + fn) if tp + fn else None,
+            "tp": tp, "fp": fp, "fn": fn}
+
+
+def wildchat_scores(frame: pl.DataFrame) -> dict:
+    """Scores of the rules on labelled turns (a `detect_wildchat` frame, or a part of it).
+
+    ``sat`` / ``dsat``: precision, recall, tp, fp, fn per polarity; ``categories``: the same per category
+    (a turn counts for each category it carries); ``kinds``: gold DSAT turns per kind and how many the rules
+    flag as DSAT; ``languages``: DSAT scores on English and on other turns; ``confidence``: per band of
+    the rules' confidence, turns and the share whose verdict (sat, dsat) is right.
+    """
+    out: dict = {"turns": frame.height}
+    for pol in ("sat", "dsat"):
+        out[pol] = _prf(frame[pol], frame[f"p_{pol}"])
+    cats = {}
+    for pol in ("sat", "dsat"):
+        gold, pred = frame[f"{pol}_categories"], frame[f"p_{pol}_categories"]
+        for c in sorted({c for lst in gold.to_list() + pred.to_list() for c in lst}):
+            cats[c] = _prf(gold.list.contains(c), pred.list.contains(c))
+    out["categories"] = cats
+    kinds = frame.filter(pl.col("dsat")).group_by(pl.col("kind").fill_null("unmarked")).agg(
+        pl.len().alias("n"), pl.col("p_dsat").sum().alias("found")).sort("n", "kind", descending=[True, False])
+    out["kinds"] = {k: {"n": n, "found": f, "recall": f / n} for k, n, f in kinds.iter_rows()}
+    english = frame["language"] == "en"
+    out["languages"] = {"en": _prf(frame.filter(english)["dsat"], frame.filter(english)["p_dsat"]),
+                        "other": _prf(frame.filter(~english)["dsat"], frame.filter(~english)["p_dsat"])}
+    right = (frame["sat"] == frame["p_sat"]) & (frame["dsat"] == frame["p_dsat"])
+    labels = ["< 0.7", "0.7-0.8", "0.8-0.9", ">= 0.9"]
+    bands = frame.select(pl.col("confidence").cut([0.7, 0.8, 0.9], labels=labels, left_closed=True).alias("band"),
+                         right.alias("right"))
+    counts = {b: (n, r) for b, n, r in bands.group_by("band").agg(pl.len(), pl.col("right").mean()).iter_rows()}
+    out["confidence"] = {b: {"turns": counts[b][0], "right": counts[b][1]} for b in labels if b in counts}
+    unsure = frame["confidence"] < ROUTE_BELOW
+    missed, false = frame["dsat"] & ~frame["p_dsat"], ~frame["dsat"] & frame["p_dsat"]
+    out["routing"] = {"below": ROUTE_BELOW, "turns": int(unsure.sum()), "dsat_missed": int(missed.sum()),
+                      "dsat_missed_below": int((missed & unsure).sum()), "dsat_false": int(false.sum()),
+                      "dsat_false_below": int((false & unsure).sum())}
+    return out

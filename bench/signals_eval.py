@@ -1,0 +1,181 @@
+"""How well the WildFeedback `rules` detector agrees with hand labels on real chatbot logs.
+
+    python bench/signals_eval.py            # print the tables
+    python bench/signals_eval.py --write    # ...and rewrite them in README.md and bench/README.md
+    python bench/signals_eval.py --smoke    # the same tables, printed (it takes seconds)
+
+The labels are tests/fixtures/wildchat_labels.jsonl: 1,001 user turns of 340 real WildChat conversations
+(texts read from ../shared/data/real/wildchat_sample), split by conversation into dev (the rules were
+tuned on it) and test (read only to report). The tables between the ``signals-eval`` markers of both
+READMEs are this script's output; tests/test_wildfeedback_context.py checks they are current.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's code and tests/ helpers
+
+from tests.wildfeedback_fixture import detect_wildchat, load_labelled, wildchat_scores  # noqa: E402
+
+REAL = ROOT.parent / "shared" / "data" / "real"
+GOAL = {"dsat_precision": 0.85, "dsat_recall": 0.6, "sat_precision": 0.85}
+MARK = "<!-- signals-eval:{} -->"
+
+
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _pr(s: dict) -> str:
+    return f"{_f(s['precision'])} / {_f(s['recall'])}"
+
+
+def scores(real: Path = REAL) -> dict:
+    """Scores per part (dev, test) and per treatment of ambiguous turns (all, unambiguous)."""
+    frame = detect_wildchat(real)
+    out = {}
+    for part in ("test", "dev"):
+        p = frame.filter(pl.col("split") == part)
+        out[part] = {"all": wildchat_scores(p), "unambiguous": wildchat_scores(p.filter(~pl.col("ambiguous")))}
+    return out
+
+
+def headline(s: dict) -> str:
+    rows = ["| part | turns | gold DSAT / SAT | DSAT P / R | SAT P / R | without ambiguous turns: DSAT P / R | SAT P / R |",
+            "|---|---|---|---|---|---|---|"]
+    for part in ("test", "dev"):
+        a, u = s[part]["all"], s[part]["unambiguous"]
+        gold = f"{a['dsat']['tp'] + a['dsat']['fn']} / {a['sat']['tp'] + a['sat']['fn']}"
+        name = "**test** (headline)" if part == "test" else "dev (tuned on)"
+        rows.append(f"| {name} | {a['turns']} | {gold} | {_pr(a['dsat'])} | {_pr(a['sat'])} | {_pr(u['dsat'])} | "
+                    f"{_pr(u['sat'])} |")
+    t = s["test"]["all"]
+    met = [t["dsat"]["precision"] >= GOAL["dsat_precision"], t["dsat"]["recall"] >= GOAL["dsat_recall"],
+           (t["sat"]["precision"] or 0) >= GOAL["sat_precision"]]
+    rows.append("")
+    rows.append(f"Goal on test (issue #16): DSAT precision >= {GOAL['dsat_precision']} "
+                f"({'met' if met[0] else '**not met**'}), DSAT recall >= {GOAL['dsat_recall']} "
+                f"({'met' if met[1] else '**not met**'}), SAT precision >= {GOAL['sat_precision']} "
+                f"({'met' if met[2] else '**not met**'}).")
+    return "\n".join(rows)
+
+
+def gap(s: dict) -> str:
+    """The DSAT turns the rules miss on test, by class and by language, in a sentence."""
+    t = s["test"]["all"]
+    parts = [f"{k} {v['n'] - v['found']} of {v['n']}" for k, v in t["kinds"].items() if v["n"] > v["found"]]
+    other = t["languages"]["other"]
+    return (f"Missed on test (DSAT turns the rules do not flag, by `kind`): {', '.join(parts)}; "
+            f"by language: {other['fn']} of the {other['tp'] + other['fn']} DSAT turns not in English, "
+            f"{t['languages']['en']['fn']} of the {t['languages']['en']['tp'] + t['languages']['en']['fn']} in English.")
+
+
+def kinds(s: dict) -> str:
+    rows = ["| how the DSAT shows (`kind`) | test: found / gold | recall | dev: found / gold | recall |", "|---|---|---|---|---|"]
+    names = list(dict.fromkeys(list(s["test"]["all"]["kinds"]) + list(s["dev"]["all"]["kinds"])))
+    for k in names:
+        cells = []
+        for part in ("test", "dev"):
+            v = s[part]["all"]["kinds"].get(k)
+            cells += [f"{v['found']} / {v['n']}", _f(v["recall"])] if v else ["0 / 0", "-"]
+        rows.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def categories(s: dict) -> str:
+    rows = ["| category | test P / R (tp, fp, fn) | dev P / R (tp, fp, fn) |", "|---|---|---|"]
+    names = sorted(set(s["test"]["all"]["categories"]) | set(s["dev"]["all"]["categories"]))
+    for c in names:
+        cells = []
+        for part in ("test", "dev"):
+            v = s[part]["all"]["categories"].get(c)
+            cells.append(f"{_pr(v)} ({v['tp']}, {v['fp']}, {v['fn']})" if v else "-")
+        rows.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def languages(s: dict) -> str:
+    rows = ["| turns | test DSAT P / R (tp, fp, fn) | dev DSAT P / R (tp, fp, fn) |", "|---|---|---|"]
+    for lang, name in (("en", "English"), ("other", "other languages (zh, ru, ar, fr, ja, es, ...)")):
+        cells = [f"{_pr(v)} ({v['tp']}, {v['fp']}, {v['fn']})" for v in (s[p]["all"]["languages"][lang] for p in ("test", "dev"))]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def confidence(s: dict) -> str:
+    rows = ["| rule confidence | test: turns, verdict right | dev: turns, verdict right |", "|---|---|---|"]
+    for b in ("< 0.7", "0.7-0.8", "0.8-0.9", ">= 0.9"):
+        if not any(b in s[part]["all"]["confidence"] for part in ("test", "dev")):
+            continue
+        cells = []
+        for part in ("test", "dev"):
+            v = s[part]["all"]["confidence"].get(b)
+            cells.append(f"{v['turns']}, {_f(v['right'])}" if v else "0, -")
+        rows.append(f"| {b} | " + " | ".join(cells) + " |")
+    rows.append("")
+    for part in ("test", "dev"):
+        r, n = s[part]["all"]["routing"], s[part]["all"]["turns"]
+        rows.append(f"- {part}: {r['turns']} of {n} turns ({r['turns'] / n:.0%}) have confidence < {r['below']}; they hold "
+                    f"{r['dsat_missed_below']} of the {r['dsat_missed']} DSAT turns the rules miss and "
+                    f"{r['dsat_false_below']} of their {r['dsat_false']} false DSAT verdicts.")
+    return "\n".join(rows)
+
+
+def old_fixture(real: Path = REAL) -> str:
+    from stages.wildfeedback_rules import detect
+
+    rows = [r for r in load_labelled(real) if not r["ambiguous"]]
+    out = detect(pl.DataFrame({"text": [r["text"] for r in rows], "prev": [r["prev"] for r in rows]}))
+    cells = []
+    for pol in ("sat", "dsat"):
+        gold, pred = pl.Series([r[pol] for r in rows]), out[pol]
+        tp, fp, fn = int((gold & pred).sum()), int((~gold & pred).sum()), int((gold & ~pred).sum())
+        cells.append(f"{pol.upper()} {_f(tp / max(1, tp + fp))} / {_f(tp / max(1, tp + fn))}")
+    return (f"Older fixture (`tests/fixtures/wildfeedback_labels.jsonl`, {len(rows)} OpenAssistant / HH-RLHF turns the "
+            f"first patterns were tuned on; not chatbot logs, not the headline): {', '.join(cells)} (P / R).")
+
+
+def readme_block(s: dict, old: str) -> str:
+    return "\n\n".join([headline(s), gap(s), kinds(s), confidence(s), old])
+
+
+def bench_block(s: dict) -> str:
+    return "\n\n".join([headline(s), gap(s), categories(s), languages(s), kinds(s), confidence(s)])
+
+
+def replace_block(text: str, block: str, path: Path) -> str:
+    start, end = MARK.format("start"), MARK.format("end")
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{path}: no {start} ... {end} markers; add them where the tables belong")
+    return pattern.sub(lambda _: f"{start}\n{block}\n{end}", text)
+
+
+def current_block(path: Path) -> str:
+    text = path.read_text(encoding="utf-8")
+    m = re.search(re.escape(MARK.format("start")) + r"\n(.*?)\n" + re.escape(MARK.format("end")), text, re.S)
+    return m.group(1) if m else ""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--write", action="store_true", help="rewrite the tables in README.md and bench/README.md")
+    ap.add_argument("--smoke", action="store_true", help="print the tables only (the default; for the bench smoke test)")
+    args = ap.parse_args()
+    s, old = scores(), old_fixture()
+    print(bench_block(s) + "\n\n" + old)
+    if args.write and not args.smoke:
+        for path, block in ((ROOT / "README.md", readme_block(s, old)), (ROOT / "bench" / "README.md", bench_block(s))):
+            path.write_text(replace_block(path.read_text(encoding="utf-8"), block, path), encoding="utf-8")
+            print(f"wrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Context features of the `rules` feedback detector: the user turn against the turns around it, in polars.
+
+Most dissatisfaction in real chatbot logs carries no complaint words: the user re-sends the request,
+narrows it, or asks again after a refusal. These features compare the judged turn (``text``) with the
+user turn before it (``prev_user``) and with the assistant turn it answers (``prev``)::
+
+    >>> import polars as pl
+    >>> f = pl.DataFrame({"text": ["Why is the sky blue? Explain for a 5 year old", "What is 3 to the 4th power?"],
+    ...                   "prev_user": ["Why is the sky blue?", "What is 2 to the 4th power?"],
+    ...                   "prev": ["Rayleigh scattering.", "16."]})
+    >>> context(f, text="text", prev="prev", prev_user="prev_user").select("resend", "overlap").rows()
+    [(True, False), (False, True)]
+
+- ``resend``: the earlier request again, as is (same words), narrowed (every earlier word kept, some
+  added: "... for a 5 year old"; more than 10 added words, and more than the request had, only when the
+  request recurs as a phrase) or, for a long request (>= `LONG_REQUEST` words), lightly edited
+  (word-set Jaccard >= `NEAR_JACCARD`, no number changed). A templated series that swaps a word or a
+  number ("2 to the 4th" -> "3 to the 4th") is a new task, not a resend.
+- ``overlap``: the turn shares much with the earlier request (Jaccard >= 0.3 or half of its words)
+  without being a resend: a rephrased request or a follow-up on the same subject; the rules cannot
+  tell them apart, so such turns are marked uncertain (see `uncertain`).
+- ``refusal`` (of ``prev``): the answer declines ("I'm sorry, but I can't", "As an AI language model,
+  I cannot", and the same in zh, ru, fr, es, de, pt): a turn after it that re-sends the request
+  insists (DSAT); any other turn after it is uncertain.
+- ``error_report``: a short turn (<= 300 characters) that pastes an error message, asks nothing, and
+  answers an assistant turn that held code: the code failed (Factual_Error). A longer one, or one with
+  a question, is ``error_after_code``: often a new question about the user's own code; uncertain.
+- ``accepts_offer``: a bare "go on" / "continue" after an answer that ended with a question (it offered
+  more): Compliance. After any other answer (cut off or not) it is neither, as the rubric says.
+- ``non_english``: the opening of the turn is mostly in a non-Latin script, or holds French, Spanish,
+  German or Portuguese function words and no English ones: the cue lists of other languages are short,
+  so a turn there without a cue is less certain.
+
+Words are runs of letters/digits, CJK characters one by one; a long turn is compared by its first and
+last `EDGE_CHARS` characters (a resent long paste starts and ends the same; a new one shares only the
+instruction at its head).
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+LONG_REQUEST = 20
+NEAR_JACCARD = 0.9
+EDGE_CHARS = 600
+_TOKEN = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]|[^\W_]+"
+# A continuation command is never a resend ("continue", then "continue" again).
+_CONTINUE = r"^\W*(?:please |pls )?(?:continue|go on|keep going|next|more|продолж\w*|继续|continúa|continua|weiter|continuer)\b"
+
+_REFUSAL = "|".join([
+    r"\bi'?m (?:really |very )?sorry,? (?:but )?(?:i|as an)\b", r"\bi apologi[sz]e,? but\b",
+    r"\bi (?:can ?not|can'?t|am unable to|'m unable to|am not able to|'m not able to|won'?t be able to)\b",
+    r"\bas an ai(?: language model| text-based model| model)?,? i (?:can ?not|can'?t|don'?t|do not|am not|'m not|am unable)\b",
+    r"\bi (?:don'?t|do not) have (?:the ability|access|real-time|the capability)\b",
+    r"к сожалению,? (?:я|но|мы|это)|я не могу|не могу (?:предоставить|помочь|выполнить)", r"我无法|我不能|无法(?:提供|回答|完成|生成)",
+    r"\bje ne (?:peux|suis pas en mesure)\b", r"\blo siento,? (?:pero|no)\b|\bno puedo\b",
+    r"\bich kann (?:leider )?(?:nicht|keine)\b", r"\bnão posso\b|\bnão consigo\b",
+])
+# An error message or a report of one ("TypeError: ...", "x is not defined", "got this error"), not the word
+# in a request ("add error handling").
+_ERROR = (r"\b\w*(?:error|exception)\s*[:(]|\btraceback\b|\bnot defined\b|\bis undefined\b|\bcannot be (?:applied|resolved|"
+          r"found|converted|cast|used)\b|\bnot found\b|\bis not a function\b|\bunexpected (?:token|end|indent|character)\b|"
+          r"\bfailed to\b|\bsyntax ?error\b|\berror (?:on|at|in) line\b|\b(?:same|this|an|the|got|get|gives?|giving|getting|still|shows?) (?:\w+ )?errors?\b|"
+          r"报错|错误[:：]|ошибк\w*|\berreur\b|\bfehler\b")
+# After a refusal: a reason why the request is fine after all ("it's just fiction", "it's an AI image").
+_PRETEXT = (r"^\W*(?:but |no,? |yes,? )?(?:it'?s|it is|this is|its|i'?m|i am) (?:just |only |all |a )?(?:an? )?"
+            r"(?:ai|fiction\w*|fake|fictional|hypothetical\w*|a story|for (?:research|educational|a story|fun|school|a game)|"
+            r"legal|not real|made up|public|allowed|the (?:owner|author)|consensual|a game)\b|\byou can do it\b|\bdo it anyway\b")
+# A refusal for want of an ability, and a turn that asks for that very thing again (images, live data).
+_CANT_DO = (r"\b(?:images?|pictures?|visual|draw|real[- ]time|internet|brows\w+|access to|up-to-date|current (?:events|data)|"
+            r"text-based)\b")
+_ASKS_IT = (r"\b(?:images?|pictures?|painting|drawing|photo|draw|paint|sketch|search|look (?:it )?up|browse|google|link|url|"
+            r"latest|current|today|right now|real[- ]time)\b")
+_GO_ON = r"^\W*(?:yes,? |sure,? |ok(?:ay)?,? )?(?:please )?(?:go on|continue|keep going|go ahead)(?: please)?\W*$"
+_QUESTION = r"\?|^\W*(?:what|why|how|что|почему|как|为什么|怎么|什么|pourquoi|comment|por qué|cómo|warum|wie|por que|como)\b"
+_CODE = r"```|\n\s*(?:def |class |import |#include|public |function |const |let |var |for |if )|[;{}]\s*\n"
+_NON_LATIN = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Cyrillic}\p{Arabic}\p{Hebrew}\p{Thai}\p{Devanagari}\p{Greek}]"
+# Function words of French, Spanish, German and Portuguese (and none of _ENGLISH): a Latin-script turn
+# in another language.
+_EUROPEAN = (r"\b(?:le|la|les|des|est|une|et|pour|dans|qui|el|los|las|una|y|para|por|con|que|der|die|das|und|ist|ein|"
+             r"eine|nicht|mit|os|um|uma|com|não|é|je|tu|ich|du|yo|eu|você|vous)\b")
+_ENGLISH = (r"\b(?:the|is|are|you|your|it|to|and|of|a|an|in|what|how|why|can|please|me|my|i|this|that|write|give|make|"
+            r"with|for|not|no|yes|ok|okay|thanks|thank|do|does|more|again|about|on|be|explain|tell|use|try)\b")
+
+
+def _edges(text: pl.Expr) -> pl.Expr:
+    """A text's first and last `EDGE_CHARS` characters (all of it when short), lower case."""
+    t = text.fill_null("")
+    long = t.str.len_chars() > 2 * EDGE_CHARS
+    return pl.when(long).then(t.str.head(EDGE_CHARS) + " " + t.str.tail(EDGE_CHARS)).otherwise(t).str.to_lowercase()
+
+
+def _repeats(frame: pl.DataFrame, t: pl.Expr, p: pl.Expr) -> pl.DataFrame:
+    """``resend`` and ``overlap`` of lower-cased texts ``t`` (the turn) and ``p`` (the request before it)."""
+    squash = lambda e: e.str.replace_all(r"\s+", " ").str.strip_chars(" .?!")  # noqa: E731
+    w = frame.select(t.str.extract_all(_TOKEN).list.unique().alias("_tw"), p.str.extract_all(_TOKEN).list.unique().alias("_pw"),
+                     p.str.len_chars().alias("_pn"), squash(t).str.contains(squash(p), literal=True).alias("_phrase"))
+    w = w.with_columns(_nt=pl.col("_tw").list.len(), _np=pl.col("_pw").list.len(),
+                       _common=pl.col("_tw").list.set_intersection("_pw").list.len(),
+                       _removed=pl.col("_pw").list.set_difference("_tw"))
+    n_t, n_p, common = pl.col("_nt"), pl.col("_np"), pl.col("_common")
+    jaccard = common / (n_t + n_p - common).clip(1)
+    # Every earlier word kept; many words added only if the earlier request recurs as a phrase (else a
+    # long new text that happens to contain a short question's words).
+    kept_all = ((pl.col("_removed").list.len() == 0) & (n_p >= 4) & (pl.col("_pn") >= 12)
+                & (((n_t - common) <= pl.max_horizontal(pl.lit(10), n_p)) | pl.col("_phrase")))
+    edited = (n_p >= LONG_REQUEST) & (jaccard >= NEAR_JACCARD) & ~pl.col("_removed").list.join(" ").str.contains(r"\d")
+    resend = kept_all | edited
+    return w.select(resend.alias("resend"),
+                    (~resend & (n_p >= 2) & ((jaccard >= 0.3) | (common >= 0.5 * n_p))).alias("overlap"))
+
+
+def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None, window_chars: int = 400) -> pl.DataFrame:
+    """The features of the module doc, one boolean column each, in ``frame``'s row order.
+
+    Cue-like checks see the turn's first ``window_chars`` characters and the answer's first 400. Columns
+    a turn needs only sometimes are computed on the rows that can have them: the word sets only where
+    the earlier request's first long word (4+ letters, or 2 Han characters) recurs in the turn, the code
+    check only after an error message, the pretext check only after a refusal.
+    """
+    f = frame.select(
+        pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"),
+        pl.col(text).fill_null("").str.head(window_chars).str.to_lowercase().alias("_lo"),
+        pl.col(prev).fill_null("").str.head(400).str.to_lowercase().alias("_ans"),
+        (pl.col(prev_user).cast(pl.String) if prev_user else pl.lit(None, dtype=pl.String)).alias("_pu"),
+    )
+    key = pl.col("_pu").str.head(200).str.to_lowercase().str.extract(r"(\p{L}{4,}|\p{Han}{2})")
+    f = f.with_columns(
+        refusal=pl.col("_ans").str.head(300).str.contains(_REFUSAL),
+        non_english=(3 * pl.col("_lo").str.count_matches(_NON_LATIN) > pl.col("_lo").str.count_matches(r"\p{L}"))
+        | (pl.col("_lo").str.contains(_EUROPEAN) & ~pl.col("_lo").str.contains(_ENGLISH)),
+        _err=pl.col("_lo").str.contains(_ERROR),
+        _related=(pl.col("_lo").str.contains(key, literal=True).fill_null(False) & ~pl.col("_lo").str.contains(_CONTINUE)),
+    )
+    n = frame.height
+
+    def on(mask: str, cols) -> pl.DataFrame:
+        """``cols`` (expressions, or a function of the rows) computed on the rows where ``mask`` holds,
+        scattered back to every row (False elsewhere)."""
+        idx = f[mask].arg_true()
+        rows = f[idx].hstack(frame.select(text, prev)[idx])
+        part = cols(rows) if callable(cols) else rows.select(**cols)
+        return pl.DataFrame([pl.Series(k, [False] * n, pl.Boolean).scatter(idx, part[k]) for k in part.columns])
+
+    code = pl.col(prev).fill_null("").str.contains(_CODE)
+    asks = pl.col("_lo").str.contains(_PRETEXT) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
+    f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON))
+    rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
+    err = on("_err", {"code": code, "report": code & ~pl.col("_lo").str.contains(_QUESTION) & (pl.col(text).str.len_chars() <= 300)})
+    ins = on("refusal", {"insisting": asks})
+    # "go on" after an answer that offered more ("Shall I continue?") accepts the offer; else it is neither.
+    go_on = on("_go_on", {"accepts_offer": pl.col(prev).fill_null("").str.tail(200).str.contains(r"\?")})
+    return pl.DataFrame([rep["resend"], rep["overlap"], f["refusal"], ins["insisting"],
+                         err["report"].alias("error_report"), (err["code"] & ~err["report"]).alias("error_after_code"),
+                         f["non_english"], go_on["accepts_offer"]])

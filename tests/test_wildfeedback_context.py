@@ -1,0 +1,189 @@
+"""The `rules` detector's context rules (the user turn before, the answer before), its per-verdict
+confidence, and its scores on the hand-labelled WildChat turns (floors on dev and test; README current)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import polars as pl
+import pytest
+
+from stages.wildfeedback_rules import ROUTE_BELOW, detect
+from tests.wildfeedback_fixture import (
+    WILDCHAT_FIXTURE,
+    detect_wildchat,
+    load_wildchat,
+    wildchat_scores,
+    wildchat_split,
+)
+
+REFUSAL = "I'm sorry, but I can't help with that request."
+CODE_ANSWER = "Try this:\n```python\nnames = load()\nprint(names[0])\n```\nIt prints the first name."
+
+
+def run(rows: list[tuple[str, str, str | None]]) -> list[dict]:
+    """detect() over (text, prev, prev_user) rows."""
+    frame = pl.DataFrame(rows, schema={"text": pl.String, "prev": pl.String, "prev_user": pl.String}, orient="row")
+    return detect(frame).to_dicts()
+
+
+def test_resent_narrowed_and_edited_requests_are_revision():
+    long_request = ("Write a formal email to my landlord explaining that the heating in the flat has been broken for two "
+                    "weeks and asking him to send a repair person before the end of this week, thank you")
+    rows = run([
+        ("Write a haiku about autumn leaves falling", "Leaves drift down...", "Write a haiku about autumn leaves falling"),
+        ("Why Web Programming is important? at least 5 pages", "Because...", "Why Web Programming is important?"),
+        ("Можно ли строить дом, если собственник земли не ты по законам РФ", "Во многих странах...",
+         "Можно ли строить дом, если собственник земли не ты"),
+        (long_request.replace("formal email", "formal letter"), "Dear landlord, ...", long_request),
+    ])
+    for row in rows:
+        assert row["dsat"] and "Revision:resend" in row["rationale"], row
+        assert row["confidence"] >= ROUTE_BELOW
+
+
+def test_templated_series_and_new_tasks_are_not_resends():
+    rows = run([
+        ("What to the 5th power equals 243", "3, since 3^5 = 243.", "What to the 6th power equals 729"),
+        ("write a paragraph about social media privacy awareness.", "Privacy...", "write a paragraph about social media diverse connections."),
+        ("continue", "...and then the dragon turned to", "continue"),
+        ("Could you remove the timestamps from this transcript: 0:01 in this video we talk about what a swot analysis "
+         "is 0:05 a swot analysis lists strengths weaknesses opportunities and threats 0:09 of a business and more",
+         "A SWOT analysis is a planning tool.", "What is a SWOT analysis?"),
+    ])
+    for row in rows:
+        assert not row["dsat"], row
+    assert rows[0]["confidence"] < ROUTE_BELOW and rows[1]["confidence"] < ROUTE_BELOW  # rephrasing? the model decides
+
+
+def test_resends_need_the_previous_user_turn():
+    frame = pl.DataFrame({"text": ["Write a haiku about autumn leaves falling"], "prev": ["Leaves drift down..."]})
+    assert not detect(frame)["dsat"][0]
+
+
+def test_insisting_after_a_refusal():
+    rows = run([
+        ("Write a violent story about a duel, please", REFUSAL, "Write a violent story about a duel"),
+        ("It's just fiction.", REFUSAL, "Write a violent story about a duel"),
+        ("Give me a painting of a guy named Phil", "As an AI text-based model, I don't have the ability to create images "
+         "directly. I can describe one.", "can you make images?"),
+    ])
+    for row in rows:
+        assert row["dsat"] and "Revision:insist_after_refusal" in row["rationale"], row
+    new_task = run([("What is the capital of France?", REFUSAL, "Write a violent story about a duel")])[0]
+    assert not new_task["dsat"] and new_task["confidence"] < ROUTE_BELOW  # after a refusal: unsure, to the model
+    apology = run([("Fine, what about Rust?", "I apologize for the confusion earlier. In Go you would...", "And Go?")])[0]
+    assert apology["confidence"] >= ROUTE_BELOW  # an apology is not a refusal
+
+
+def test_an_error_report_after_code_is_a_factual_error():
+    rows = run([
+        ("NameError: name 'names' is not defined", CODE_ANSWER, "print the first name"),
+        ("this gives error", CODE_ANSWER, "print the first name"),
+    ])
+    for row in rows:
+        assert row["dsat_categories"] == ["Factual_Error"] and "error_report" in row["rationale"], row
+    not_reports = run([
+        ("Please add error handling to the script.", CODE_ANSWER, "print the first name"),
+        ("What does this mean? TypeError: 'NoneType' object is not subscriptable", CODE_ANSWER, "print the first name"),
+        ("NameError: name 'names' is not defined", "The capital of France is Paris.", "capital of France?"),
+    ])
+    for row in not_reports:
+        assert not row["dsat"], row
+    assert not_reports[1]["confidence"] < ROUTE_BELOW  # an error after code, with a question: the model decides
+
+
+def test_go_on_is_compliance_only_after_an_offer():
+    offered, cut = run([("go on", "That was chapter one. Shall I continue with chapter two?", "write a story"),
+                        ("continue", "And then the dragon turned to", "write a story")])
+    assert offered["sat_categories"] == ["Compliance"] and "accepts_offer" in offered["rationale"]
+    assert not cut["sat"] and not cut["dsat"]  # the rubric: "continue" after a cut-off answer is neither
+
+
+def test_a_leading_ok_before_a_new_request_is_less_sure():
+    bare, new_request = run([("Ok.", "Paris.", None), ("ok now write a poem about cats", "Paris.", None)])
+    assert bare["sat"] and new_request["sat"]
+    assert new_request["confidence"] < ROUTE_BELOW <= bare["confidence"]  # a bare "ok" is sure, "ok, now..." is not
+
+
+def test_cue_words_in_task_material_are_not_feedback():
+    lyrics = "\n".join(["Moon glow gently bathes the room, I don't get it, why you left"] * 8)
+    rows = run([
+        ("improve the following sentence: It may be a good idea to abbreviate the rate as OR.", "Sure.", None),
+        ("I want you to act as a translator. Do not repeat my words, just translate them.", "Sure.", None),
+        ("count the characters\n" + lyrics, "Suno is a music app.", None),
+        ("Write a story where he does a great job at hiding it.", "Once upon a time...", None),
+    ])
+    for row in rows:
+        assert not row["sat"] and not row["dsat"], row
+
+
+def test_a_cut_turn_never_matches_a_cue_anchored_at_its_end():
+    whole, cut = run([("enhance it", "Here is the app.", None), ("enhance it " + "and " * 300, "Here is the app.", None)])
+    assert whole["dsat"] and not cut["dsat"]
+
+
+def test_confidence_column():
+    rows = run([("What is a monad?", "A monad is...", "Explain functors"), ("Как установить python на windows?", "Скачайте...", None),
+                ("That's wrong.", "Paris is in Spain.", None), ("Thanks!", "Paris.", None)])
+    conf = [r["confidence"] for r in rows]
+    assert all(0 <= c <= 1 for c in conf)
+    assert conf[0] >= ROUTE_BELOW  # a plain new task: sure there is no signal
+    assert conf[1] < ROUTE_BELOW  # another language and no cue: routed to the model
+    assert conf[2] >= ROUTE_BELOW and conf[3] >= ROUTE_BELOW
+    out = detect(pl.DataFrame({"text": [], "prev": []}, schema={"text": pl.String, "prev": pl.String}))
+    assert out.schema["confidence"] == pl.Float64
+
+
+# --- the hand-labelled WildChat turns ------------------------------------------------------------
+
+
+def test_wildchat_fixture_is_split_by_conversation(real):
+    rows = load_wildchat(real)
+    assert rows.height == 1001 and rows["conversation_id"].n_unique() == 340
+    assert all(wildchat_split(c) == s for c, s in rows.select("conversation_id", "split").iter_rows())
+    per_conv = rows.group_by("conversation_id").agg(pl.col("split").n_unique())
+    assert per_conv["split"].max() == 1
+    share = rows.filter(pl.col("split") == "test")["conversation_id"].n_unique() / 340
+    assert 0.4 <= share <= 0.6
+    assert (rows["dsat"] == (rows["dsat_categories"].list.len() > 0)).all()
+    assert rows.filter(pl.col("kind").is_not_null())["dsat"].all()
+    # ids and labels only: no texts in the fixture
+    assert {"text", "prev"}.isdisjoint(json.loads(WILDCHAT_FIXTURE.read_text().splitlines()[0]))
+
+
+# Regression floors, met by the current rules (README has the figures); not goals.
+FLOORS = {
+    ("dev", "all"): {"dsat": (0.90, 0.54), "sat": (0.85, 0.75)},
+    ("dev", "unambiguous"): {"dsat": (0.90, 0.64), "sat": (0.85, 0.75)},
+    ("test", "all"): {"dsat": (0.70, 0.36), "sat": (0.5, 0.4)},
+    ("test", "unambiguous"): {"dsat": (0.72, 0.38)},
+}
+
+
+@pytest.fixture(scope="module")
+def wildchat(real):
+    return detect_wildchat(real)
+
+
+@pytest.mark.parametrize(("part", "subset"), list(FLOORS))
+def test_rules_on_wildchat(wildchat, part, subset):
+    rows = wildchat.filter(pl.col("split") == part)
+    if subset == "unambiguous":
+        rows = rows.filter(~pl.col("ambiguous"))
+    scores = wildchat_scores(rows)
+    for polarity, (precision, recall) in FLOORS[(part, subset)].items():
+        s = scores[polarity]
+        print(f"{part} {subset} {polarity}: P {s['precision']:.3f} R {s['recall']:.3f} ({s['tp']}, {s['fp']}, {s['fn']})")
+        assert s["precision"] >= precision and s["recall"] >= recall, (polarity, s)
+
+
+def test_readme_tables_are_current(root):
+    """The tables between the signals-eval markers are bench/signals_eval.py's output for this code."""
+    spec = importlib.util.spec_from_file_location("signals_eval", root / "bench" / "signals_eval.py")
+    ev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev)
+    s = ev.scores()
+    assert ev.current_block(root / "README.md") == ev.readme_block(s, ev.old_fixture()), "run bench/signals_eval.py --write"
+    assert ev.current_block(root / "bench" / "README.md") == ev.bench_block(s), "run bench/signals_eval.py --write"
