@@ -1,31 +1,65 @@
-"""Engine throughput on the tiny model: batched calls against one request per row, in one run.
+"""Engine throughput: the transformers engine against hand-written code on the same rows, in one run.
 
-    python bench/engine.py --rows 64 --batch-size 16 --max-new-tokens 32
+    python bench/engine.py --compare                    # CPU, a small random model, a few minutes on 2 cores
+    python bench/engine.py --compare --device cuda --shape smollm2-1.7b --rows 2000 --gen-rows 128 \\
+        --batch-size 64 --max-new-tokens 128 --max-chars 4000
+    python bench/engine.py                              # tiny model: batched calls vs one request per row
 
-Prompts and responses are real (DOVE's Anthropic-helpful ``val_sft.jsonl``: instruction, response,
-read from ``../shared/data/real``), cut to ``--max-chars`` characters. ``generate`` draws ``--n``
-samples per prompt: batched = one ``engine.generate`` call over all rows (the engine cuts it into
-``--batch-size`` batches, n samples per request); per-row = one call per prompt. ``logprobs``
-scores each (prompt, response) pair the same two ways, and ``choose`` picks among "1".."5".
+``--compare``: a Llama of ``--shape`` with random weights (built locally, no download; float32 on CPU,
+bfloat16 on GPU) and SmolLM2's real tokenizer and chat template (``../shared/bench/smollm2_tokenizer``).
+Work: UltraFeedback prompts and chosen answers (``../shared/data/real``), cut to ``--max-chars``. The
+engine gets all rows in one call, as the hand-written code does; each operation runs engine and hand-
+written in turn (alternating which goes first), ``--repeats`` times, and the best time of each counts:
+
+- ``logprobs``: engine.logprobs vs length-sorted token-budget batches, vocabulary logits only at the
+  scored positions (hidden states gathered, one projection), log-softmax in float32.
+- ``choose`` (options "1".."5" on a rating prompt): engine.choose vs the same batches: prompts prefilled
+  once, their KV cache repeated per option, options scored in one forward.
+- ``generate`` (n samples per prompt): engine.generate vs plain ``model.generate`` (num_return_sequences=n,
+  batches of ``--batch-size`` prompts in input order, left padding); tokens = the re-tokenised text of each
+  sample plus its end-of-turn token, counted the same way for both.
+
+The hand-written outputs check the engine's: scored log-probabilities and choice distributions must agree
+(max |diff| printed), and greedy decoding must give the same text. The last line is
+``engine/hand-written: logprobs R choose R generate R`` (throughput ratios; >1 = the engine is faster; on CPU by
+process CPU time, which the load of a shared machine does not inflate, on GPU by wall time; both are printed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-from pipeline.config import LLM, Sampling
-from pipeline.llm import get_engine
+import torch
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "dove" / "data" / "anthropic_helpful" / "val_sft.jsonl"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.config import LLM, Sampling  # noqa: E402
+from pipeline.llm import get_engine  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DATA = SHARED / "data" / "real" / "dove" / "data" / "anthropic_helpful" / "val_sft.jsonl"
+ULTRA = SHARED / "data" / "real" / "ultrafeedback_binarized" / "data" / "processed" / "eval_clean.jsonl"
+TOKENIZER = SHARED / "bench" / "smollm2_tokenizer"
+SHAPES = {  # Llama shapes: SmolLM2's two sizes and a small one for CPU runs
+    "small": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=64),
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, head_dim=64),
+    "smollm2-1.7b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=24, num_attention_heads=32,
+                         num_key_value_heads=32, head_dim=64),
+}
+OPTIONS = ["1", "2", "3", "4", "5"]
 
 
-def load_rows(path: Path, rows: int, max_chars: int) -> tuple[list, list[str]]:
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()][:rows]
-    prompts = [[{"role": "user", "content": r["instruction"][:max_chars]}] for r in records]
-    return prompts, [r["response"][:max_chars] for r in records]
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
 
 
 def timed(fn):
@@ -34,26 +68,263 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rows", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--n", type=int, default=2)
-    ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--max-chars", type=int, default=400)
-    ap.add_argument("--data", type=Path, default=DATA)
-    args = ap.parse_args()
+def cfg_for(model: str, batch_size: int, dtype: str, sampling: Sampling, max_len: int = 4096) -> LLM:
+    return LLM(backend="transformers", model=model, dtype=dtype, batch_size=batch_size, replicas=1,
+               gpus_per_replica=0, tensor_parallel_size=1, max_model_len=max_len, gpu_memory_utilization=0.9,
+               enable_prefix_caching=True, structured_retries=2, sampling=sampling)
 
+
+# --- the random model and the work -----------------------------------------------------------------
+
+
+def build_model(path: Path, shape: str, device: str) -> None:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(TOKENIZER)
+    config = LlamaConfig(vocab_size=len(tok), max_position_embeddings=8192, rope_theta=130000,
+                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, **SHAPES[shape])
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    with torch.device(device), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config).to(dtype)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+
+
+def load_work(rows: int, max_chars: int) -> tuple[list, list[str]]:
+    prompts, answers = [], []
+    for line in ULTRA.read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        p, a = r.get("prompt"), r.get("chosen")
+        a = a[-1]["content"] if isinstance(a, list) else a
+        if isinstance(p, str) and isinstance(a, str) and a:
+            prompts.append([{"role": "user", "content": p[:max_chars]}])
+            answers.append(a[:max_chars])
+    reps = -(-rows // len(prompts))
+    return (prompts * reps)[:rows], (answers * reps)[:rows]
+
+
+# --- hand-written fast paths ----------------------------------------------------------------------
+
+
+def budget_batches(lengths: list[int], budget: int) -> list[list[int]]:
+    """Indices sorted by length, cut so that rows x longest row stays within ``budget`` tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out, cur = [], []
+    for i in order:
+        if cur and (len(cur) + 1) * lengths[i] > budget:
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    return out + ([cur] if cur else [])
+
+
+def pad(rows: list[list[int]], value: int, device: str, left: bool = False):
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), value, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, r in enumerate(rows):
+        sl = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[k, sl] = torch.tensor(r)
+        mask[k, sl] = 1
+    return ids.to(device), mask.to(device)
+
+
+def hand_logprobs(model, tok, prompts, answers, budget: int, device: str) -> list[float]:
+    seqs, starts = [], []
+    for p, a in zip(prompts, answers, strict=True):
+        p_ids = tok(tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True), add_special_tokens=False)
+        full = tok(tok.apply_chat_template([*p, {"role": "assistant", "content": a}], tokenize=False),
+                   add_special_tokens=False)["input_ids"]
+        seqs.append(full[:-1])  # ChatML: the trailing newline after <|im_end|> is not scored
+        starts.append(len(p_ids["input_ids"]))
+    out = [0.0] * len(seqs)
+    with torch.inference_mode():
+        for idx in budget_batches([len(s) for s in seqs], budget):
+            ids, mask = pad([seqs[i] for i in idx], tok.pad_token_id, device)
+            hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+            rows = torch.cat([torch.full((len(seqs[i]) - starts[i],), k) for k, i in enumerate(idx)]).to(device)
+            pos = torch.cat([torch.arange(starts[i] - 1, len(seqs[i]) - 1) for i in idx]).to(device)
+            logits = model.lm_head(hidden[rows, pos]).float()
+            lp = torch.log_softmax(logits, -1).gather(-1, ids[rows, pos + 1].unsqueeze(-1)).squeeze(-1)
+            sums = torch.zeros(len(idx), dtype=torch.float32, device=device).index_add_(0, rows, lp)
+            for k, i in enumerate(idx):
+                out[i] = float(sums[k])
+    return out
+
+
+def hand_choose(model, tok, prompts, options, budget: int, device: str) -> list[list[float]]:
+    p_ids = [tok(tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True),
+                 add_special_tokens=False)["input_ids"] for p in prompts]
+    opt_ids = [tok(o, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for o in options]
+    k, out = len(options), [None] * len(prompts)
+    with torch.inference_mode():
+        for idx in budget_batches([len(p) for p in p_ids], budget):
+            ids, mask = pad([p_ids[i] for i in idx], tok.pad_token_id, device, left=True)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            first = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+            head = torch.log_softmax(first.logits[:, -1].float(), -1).repeat_interleave(k, 0)
+            cache = first.cache if hasattr(first, "cache") else first.past_key_values
+            cache.batch_repeat_interleave(k)
+            a_ids, a_mask = pad([o for _ in idx for o in opt_ids], tok.pad_token_id, device)
+            a_pos = pos[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(a_ids.shape[1], device=device)
+            full_mask = torch.cat([mask.repeat_interleave(k, 0), a_mask], 1)
+            kw = {"cache" if hasattr(first, "cache") else "past_key_values": cache}
+            lp = torch.log_softmax(model(input_ids=a_ids, attention_mask=full_mask, position_ids=a_pos, **kw)
+                                   .logits.float(), -1)
+            nxt = lp[:, :-1].gather(-1, a_ids[:, 1:].unsqueeze(-1)).squeeze(-1) * a_mask[:, 1:]
+            scores = (head.gather(-1, a_ids[:, :1]).squeeze(-1) + nxt.sum(-1)).view(len(idx), k)
+            for j, i in enumerate(idx):
+                out[i] = torch.softmax(scores[j].double(), 0).tolist()
+    return out
+
+
+def hand_generate(model, tok, prompts, n: int, s: Sampling, batch: int, device: str) -> list[list[tuple[str, bool]]]:
+    from transformers import GenerationConfig
+
+    kw = dict(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=0) if s.temperature > 0 else {}
+    gc = GenerationConfig(max_new_tokens=s.max_new_tokens, num_return_sequences=n, pad_token_id=tok.pad_token_id,
+                          eos_token_id=tok.eos_token_id, **kw)
+    out = []
+    with torch.inference_mode():
+        for b in range(0, len(prompts), batch):
+            rows = [tok(tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True),
+                        add_special_tokens=False)["input_ids"] for p in prompts[b:b + batch]]
+            ids, mask = pad(rows, tok.pad_token_id, device, left=True)
+            new = model.generate(input_ids=ids, attention_mask=mask, generation_config=gc)[:, ids.shape[1]:].tolist()
+            for i in range(len(rows)):
+                samples = []
+                for toks in new[i * n:(i + 1) * n]:
+                    ended = tok.eos_token_id in toks
+                    toks = toks[:toks.index(tok.eos_token_id)] if ended else toks
+                    samples.append((tok.decode(toks, skip_special_tokens=True), ended))
+                out.append(samples)
+    return out
+
+
+# --- the comparison -------------------------------------------------------------------------------
+
+
+class Clock:
+    """Best wall and process CPU time of a function over several runs. On CPU the comparison uses CPU time:
+    other jobs on a shared machine lengthen wall time by whatever they take (3-4x between runs here), not
+    the work done; both sides run on the same threads. On GPU, wall time (synchronised)."""
+
+    def __init__(self, device: str):
+        self.device, self.wall, self.cpu = device, float("inf"), float("inf")
+
+    def run(self, fn):
+        sync(self.device)
+        w, c = time.perf_counter(), time.process_time()
+        out = fn()
+        sync(self.device)
+        self.wall, self.cpu = min(self.wall, time.perf_counter() - w), min(self.cpu, time.process_time() - c)
+        return out
+
+    @property
+    def seconds(self) -> float:
+        return self.cpu if self.device == "cpu" else self.wall
+
+    def __str__(self) -> str:
+        return f"{self.wall:.2f}s wall, {self.cpu:.2f}s CPU"
+
+
+def best_of(repeats: int, device: str, *fns):
+    """Run the functions in turn ``repeats`` times, alternating which goes first; each one's last output
+    and its ``Clock``."""
+    outs, clocks = [None] * len(fns), [Clock(device) for _ in fns]
+    for r in range(repeats):
+        for k in range(len(fns)) if r % 2 == 0 else reversed(range(len(fns))):
+            outs[k] = clocks[k].run(fns[k])
+    return outs, clocks
+
+
+def compare(args) -> None:
+    device = args.device
+    tmp = Path(tempfile.mkdtemp(prefix="prefpipe-bench-"))
+    try:
+        build_model(tmp / "model", args.shape, device)
+        sampling = Sampling(temperature=0.8, top_p=0.95, max_new_tokens=args.max_new_tokens, stop=[], seed=0)
+        dtype = "bfloat16" if device == "cuda" else "float32"
+        engine = get_engine(cfg_for(str(tmp / "model"), args.batch_size, dtype, sampling))
+        model, tok = engine.model, engine.tokenizer
+        if engine.device.type != device:
+            raise SystemExit(f"--device {device}, but the engine runs on {engine.device.type} (CUDA_VISIBLE_DEVICES= for CPU)")
+        threads = engine.cpu_threads
+        if threads:  # the hand-written code runs on the engine's CPU threads (decoding count for generate)
+            torch.set_num_threads(threads["prefill"])
+        prompts, answers = load_work(args.rows, args.max_chars)
+        # A system message of our own: the engine leaves a judge call's template default out (README), and
+        # the hand-written code renders the same text.
+        judge = [[{"role": "system", "content": "You grade answers."},
+                  {"role": "user", "content": f"Rate this answer 1-5.\n\nQuestion: {p[0]['content']}\n\n"
+                   f"Answer: {a}\n\nScore:"}] for p, a in zip(prompts, answers, strict=True)]
+        gen = prompts[: args.gen_rows]
+        print(f"{args.shape} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, random weights, "
+              f"{dtype}) on {device}, torch {torch.__version__}, engine threads {threads}", flush=True)
+
+        # warm-up on a few rows
+        engine.logprobs(prompts[:4], answers[:4])
+        hand_logprobs(model, tok, prompts[:4], answers[:4], args.budget, device)
+        (eng_lp, hand_lp), (t_e, t_h) = best_of(
+            args.repeats, device, lambda: engine.logprobs(prompts, answers),
+            lambda: hand_logprobs(model, tok, prompts, answers, args.budget, device))
+        n_tok = sum(x.n_tokens for x in eng_lp)
+        diff = max(abs(a.logprob - b) for a, b in zip(eng_lp, hand_lp, strict=True))
+        r_lp = t_h.seconds / t_e.seconds
+        print(f"logprobs  {len(prompts)} rows, {n_tok} scored tokens: engine {t_e}, hand-written {t_h} "
+              f"({r_lp:.2f}x); max |diff| {diff:.1e}", flush=True)
+
+        (eng_ch, hand_ch), (t_e, t_h) = best_of(
+            args.repeats, device, lambda: engine.choose(judge, OPTIONS),
+            lambda: hand_choose(model, tok, judge, OPTIONS, args.budget, device))
+        diff = max(abs(x - y) for a, b in zip(eng_ch, hand_ch, strict=True) for x, y in zip(a, b, strict=True))
+        r_ch = t_h.seconds / t_e.seconds
+        print(f"choose    {len(judge)} rows x {len(OPTIONS)} options: engine {t_e} "
+              f"({len(judge) / t_e.seconds:.1f} rows/s), hand-written {t_h} ({r_ch:.2f}x); max |diff| {diff:.1e}",
+              flush=True)
+
+        def count(rows) -> int:
+            return sum(len(tok(text, add_special_tokens=False)["input_ids"]) + ended for row in rows for text, ended in row)
+
+        def engine_gen():
+            return [[(c.text, c.finish_reason == "stop") for c in row] for row in engine.generate(gen, n=args.n, sampling=sampling)]
+
+        def hand_gen():
+            torch.set_num_threads(threads.get("decode", torch.get_num_threads()))
+            try:
+                return hand_generate(model, tok, gen, args.n, sampling, args.batch_size, device)
+            finally:
+                torch.set_num_threads(threads.get("prefill", torch.get_num_threads()))
+
+        (eng_g, hand_g), (t_e, t_h) = best_of(args.repeats, device, engine_gen, hand_gen)
+        tok_e, tok_h = count(eng_g), count(hand_g)
+        r_gen = (tok_e / t_e.seconds) / (tok_h / t_h.seconds)
+        greedy = sampling.model_copy(update={"temperature": 0.0, "max_new_tokens": min(16, args.max_new_tokens)})
+        check = gen[:8]
+        same = sum(a[0].text == b[0][0] for a, b in zip(
+            engine.generate(check, n=1, sampling=greedy), hand_generate(model, tok, check, 1, greedy, args.batch_size, device),
+            strict=True))
+        print(f"generate  {len(gen)} prompts x n={args.n}, <= {args.max_new_tokens} new tokens: engine {tok_e} tokens in "
+              f"{t_e} ({tok_e / t_e.seconds:.0f} tok/s), model.generate {tok_h} in {t_h} "
+              f"({tok_h / t_h.seconds:.0f} tok/s) ({r_gen:.2f}x); greedy text identical {same}/{len(check)}", flush=True)
+        print(f"ratios by {'CPU' if device == 'cpu' else 'wall'} time (best of {args.repeats})")
+        print(f"engine/hand-written: logprobs {r_lp:.2f} choose {r_ch:.2f} generate {r_gen:.2f}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def batched_vs_per_row(args) -> None:
+    """The tiny model: one engine call over all rows against one call per row."""
     sampling = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=args.max_new_tokens, stop=[], seed=0)
-    cfg = LLM(backend="transformers", model="tiny", dtype="auto", batch_size=args.batch_size, replicas=1,
-              gpus_per_replica=0, tensor_parallel_size=1, max_model_len=2048, gpu_memory_utilization=0.9,
-              enable_prefix_caching=True, structured_retries=2, sampling=sampling)
-    engine = get_engine(cfg)
-    prompts, responses = load_rows(args.data, args.rows, args.max_chars)
-    rows = len(prompts)
+    engine = get_engine(cfg_for("tiny", args.batch_size, "auto", sampling, max_len=2048))
+    records = [json.loads(line) for line in args.data.read_text(encoding="utf-8").split("\n") if line.strip()]
+    records = records[: args.rows]
+    prompts = [[{"role": "user", "content": r["instruction"][: args.max_chars]}] for r in records]
+    responses = [r["response"][: args.max_chars] for r in records]
     engine.generate(prompts[:2], n=1, sampling=sampling)  # warm-up
     engine.logprobs(prompts[:2], responses[:2])
-
     results = []
     _, t = timed(lambda: engine.generate(prompts, n=args.n, sampling=sampling))
     results.append(("generate", "batched", t))
@@ -64,20 +335,41 @@ def main() -> None:
     single, t = timed(lambda: [engine.logprobs([p], [r])[0] for p, r in zip(prompts, responses, strict=True)])
     results.append(("logprobs", "one request per row", t))
     worst = max(abs(a.logprob - b.logprob) for a, b in zip(batched, single, strict=True))
-    options = ["1", "2", "3", "4", "5"]
-    _, t = timed(lambda: engine.choose(prompts, options))
+    _, t = timed(lambda: engine.choose(prompts, OPTIONS))
     results.append(("choose", "batched", t))
-    _, t = timed(lambda: [engine.choose([p], options) for p in prompts])
+    _, t = timed(lambda: [engine.choose([p], OPTIONS) for p in prompts])
     results.append(("choose", "one request per row", t))
-
     tokens = sum(x.n_tokens for x in batched)
-    print(f"tiny model, {rows} rows, batch_size {args.batch_size}, generate n={args.n} x "
+    print(f"tiny model, {len(prompts)} rows, batch_size {args.batch_size}, generate n={args.n} x "
           f"{args.max_new_tokens} new tokens, logprobs over {tokens} response tokens "
           f"(batched vs per-row max |diff| {worst:.1e})")
     print(f"{'operation':<10}{'mode':<22}{'seconds':>9}{'rows/s':>10}{'speed-up':>10}")
     base = {op: t for op, mode, t in results if mode != "batched"}
     for op, mode, t in results:
-        print(f"{op:<10}{mode:<22}{t:>9.2f}{rows / t:>10.1f}{base[op] / t:>9.1f}x")
+        print(f"{op:<10}{mode:<22}{t:>9.2f}{len(prompts) / t:>10.1f}{base[op] / t:>9.1f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compare", action="store_true", help="engine against hand-written code (see above)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--shape", default="small", choices=sorted(SHAPES))
+    ap.add_argument("--rows", type=int, default=None, help="rows scored and chosen (default 64; 64 without --compare)")
+    ap.add_argument("--gen-rows", type=int, default=16, help="--compare: prompts for generate")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--budget", type=int, default=16384, help="--compare: padded tokens per hand-written batch")
+    ap.add_argument("--n", type=int, default=None, help="samples per prompt (default 4 with --compare, else 2)")
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--max-chars", type=int, default=None, help="cut texts to this length (1000 / 400)")
+    ap.add_argument("--repeats", type=int, default=3, help="--compare: runs of each side; the best time counts")
+    ap.add_argument("--data", type=Path, default=DATA)
+    args = ap.parse_args()
+    args.rows = args.rows or 64
+    args.n = args.n or (4 if args.compare else 2)
+    args.max_chars = args.max_chars or (1000 if args.compare else 400)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device is visible to torch")
+    compare(args) if args.compare else batched_vs_per_row(args)
 
 
 if __name__ == "__main__":

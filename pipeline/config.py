@@ -21,17 +21,27 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 from pipeline.yaml12 import DuplicateKey, load_yaml
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # Inputs stay out of str(ValidationError): a key pasted into api_key_env must not reach a log.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, hide_input_in_errors=True)
 
 
 # --- shared sections -----------------------------------------------------------------------------
@@ -62,9 +72,31 @@ class Sampling(Section):
     seed: int
 
 
+def _check_api_key_env(name: str | None) -> str | None:
+    """The name of an environment variable; errors never repeat the value (it may be a pasted key)."""
+    if name is None:
+        return None
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,99}", name) or name.lower().startswith(("sk_", "hf_", "key_")):
+        raise ValueError(
+            "expected the NAME of the environment variable that holds the key (e.g. OPENAI_API_KEY), not the "
+            "key itself; if you pasted a key here, remove it from params.yaml and rotate it"
+        )
+    return name
+
+
+Backend = Literal["transformers", "vllm", "openai"]
+# An http(s) URL up to the API root, e.g. http://node1:8000/v1 (what `vllm serve` prints).
+BaseUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]
+# The NAME of an environment variable (never the key itself).
+EnvName = Annotated[str, AfterValidator(_check_api_key_env)]
+OptionScoring = Literal["sequence", "first_token"]
+
+
+
+
 class LLM(Section):
-    backend: Literal["transformers", "vllm"]
-    model: str  # "tiny", a Hugging Face model id, or a local folder
+    backend: Backend
+    model: str  # "tiny", a Hugging Face model id, or a local folder; with openai: the served model name
     dtype: Literal["auto", "float32", "float16", "bfloat16"]
     batch_size: int = Field(gt=0)
     replicas: int = Field(gt=0)
@@ -75,6 +107,27 @@ class LLM(Section):
     enable_prefix_caching: bool
     structured_retries: int = Field(ge=0)
     sampling: Sampling
+    # transformers engine: padded tokens per forward pass (rows sorted by length; see pipeline/llm/hf.py).
+    batch_tokens: int = Field(default=16384, gt=0)
+    # transformers engine on CPU: intra-op threads, "auto" = measured when the engine starts (pipeline/llm/cpu.py).
+    cpu_threads: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
+    # backend: openai (pipeline/llm/openai_engine.py; README "OpenAI-compatible servers"). The defaults
+    # are params.yaml's, so an in-process config built in code need not spell them out.
+    base_url: BaseUrl | list[BaseUrl] | None = None  # one server, or a pool (one `vllm serve` per node)
+    api_key_env: EnvName | None = None  # environment variable holding the key; null: no key
+    concurrency: int = Field(default=64, gt=0)  # requests in flight, all servers together
+    timeout_s: float = Field(default=600, gt=0)  # per request attempt
+    max_retries: int = Field(default=6, ge=0)  # more attempts on 429/5xx/timeouts/dropped connections
+    max_requests: int | None = Field(default=None, gt=0)  # cost guard: requests one engine may send
+    option_scoring: OptionScoring = "sequence"  # how `choose` scores options (see the README)
+
+    @model_validator(mode="after")
+    def _openai(self) -> LLM:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError(
+                f"backend openai needs base_url (e.g. http://localhost:8000/v1) for model {self.model!r}"
+            )
+        return self
 
 
 class SamplingOverride(Section):
@@ -88,7 +141,7 @@ class SamplingOverride(Section):
 class LLMOverride(Section):
     """A model role (policy, reference, judge, expert): keys left out inherit from ``llm``."""
 
-    backend: Literal["transformers", "vllm"] | None = None
+    backend: Backend | None = None
     model: str | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = None
     batch_size: int | None = Field(default=None, gt=0)
@@ -100,6 +153,15 @@ class LLMOverride(Section):
     enable_prefix_caching: bool | None = None
     structured_retries: int | None = Field(default=None, ge=0)
     sampling: SamplingOverride | None = None
+    batch_tokens: int | None = Field(default=None, gt=0)
+    cpu_threads: Literal["auto"] | Annotated[int, Field(ge=1)] | None = None
+    base_url: BaseUrl | list[BaseUrl] | None = None
+    api_key_env: EnvName | None = None
+    concurrency: int | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
+    max_retries: int | None = Field(default=None, ge=0)
+    max_requests: int | None = Field(default=None, gt=0)
+    option_scoring: OptionScoring | None = None
 
 
 def resolve_role(base: LLM, override: LLMOverride | None) -> LLM:
@@ -541,6 +603,19 @@ class Params(Section):
     _applied: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
+    def _roles_resolve(self) -> Params:
+        """Every role's engine config, with ``llm`` filled in, is valid (e.g. an openai role has a base_url)."""
+        for name in _MODEL_SECTIONS:
+            section = getattr(self, name)
+            for role in type(section.roles).model_fields:
+                try:
+                    _resolve(self, section, role)
+                except ValidationError as e:
+                    why = "; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())
+                    raise ValueError(f"{name}.roles.{role}: {why}") from None
+        return self
+
+    @model_validator(mode="after")
     def _override_sections(self) -> Params:
         unknown = sorted(set(self.tiny_overrides) - set(_MODEL_SECTIONS))
         if unknown:
@@ -556,13 +631,16 @@ class Params(Section):
 _MODEL_SECTIONS = ("wildfeedback", "pugc", "selfie", "dove")
 
 
+def _resolve(params: Params, section: BaseModel, role: str) -> LLM:
+    if isinstance(section, Selfie):
+        return section.role(params.llm, role)
+    return resolve_role(params.llm, getattr(section.roles, role))
+
+
 def section_models(params: Params, name: str) -> list[str]:
     """Every model a stage section's roles resolve to."""
     section = getattr(params, name)
-    roles = type(section.roles).model_fields
-    if isinstance(section, Selfie):
-        return [section.role(params.llm, r).model for r in roles]
-    return [resolve_role(params.llm, getattr(section.roles, r)).model for r in roles]
+    return [_resolve(params, section, r).model for r in type(section.roles).model_fields]
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any], prefix: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
@@ -617,7 +695,8 @@ def format_validation_error(err: ValidationError, file: str | Path) -> str:
             msg = "missing required key"
         else:
             msg = e["msg"]
-            if "input" in e and not isinstance(e["input"], dict | list):
+            # api_key_env may hold a pasted key: never echo it.
+            if "input" in e and not isinstance(e["input"], dict | list) and "api_key_env" not in e["loc"]:
                 msg += f" (got {e['input']!r})"
         lines.append(f"{file}: {path}: {msg}")
     return "invalid parameters:\n  " + "\n  ".join(lines)

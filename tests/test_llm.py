@@ -153,8 +153,9 @@ def test_choose_is_a_distribution_matching_direct_scores(engine, monkeypatch):
     tok = engine.tokenizer
     assert len(tok("Thank you very much", add_special_tokens=False)["input_ids"]) > 1  # multi-token option
     calls = []
-    forward = engine.model.forward
-    monkeypatch.setattr(engine.model, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+    assert engine._split  # a Llama: vocabulary logits only where a scored token is predicted
+    forward = engine._decoder.forward
+    monkeypatch.setattr(engine._decoder, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
     probs = engine.choose(PROMPTS, options)
     assert len(calls) == 2  # the prompts once (KV cache kept), then all prompts x options at once
     for messages, dist in zip(PROMPTS, probs, strict=True):
@@ -175,16 +176,20 @@ def test_choose_separates_an_option_from_its_prefix(engine):
 
 
 @pytest.fixture
-def generate_calls(engine, monkeypatch):
+def generate_calls(monkeypatch):
+    """(prompts, samples per prompt) of every batch the engine decodes."""
+    from pipeline.llm import hf
+
     calls = []
-    generate = engine.model.generate
-    monkeypatch.setattr(engine.model, "generate", lambda *a, **k: calls.append(k) or generate(*a, **k))
+    decode = hf.decode
+    monkeypatch.setattr(hf, "decode", lambda model, prompts, k, *a, **kw: calls.append((len(prompts), k))
+                        or decode(model, prompts, k, *a, **kw))
     return calls
 
 
 def test_generate_n_samples_in_one_request_and_reproducible(engine, generate_calls):
     out = engine.generate(PROMPTS, n=4, sampling=SAMPLING)
-    assert len(generate_calls) == 1 and generate_calls[0]["generation_config"].num_return_sequences == 4
+    assert generate_calls == [(3, 4)]  # one batch: 3 prompts prefilled once, 4 samples each
     assert [len(row) for row in out] == [4, 4, 4] and all(isinstance(c, Completion) for row in out for c in row)
     assert all(c.finish_reason in ("stop", "length") for row in out for c in row)
     assert len({c.text for row in out for c in row}) == 12  # sampled, not copies
@@ -199,7 +204,8 @@ def test_generate_batches_by_batch_size(engine, generate_calls):
     small = copy.copy(engine)
     small.cfg = CFG.model_copy(update={"batch_size": 2})
     out = small.generate(PROMPTS, n=2, sampling=SAMPLING)
-    assert len(generate_calls) == 2 and [len(r) for r in out] == [2, 2, 2]
+    assert generate_calls == [(2, 2), (1, 2)] and [len(r) for r in out] == [2, 2, 2]
+    assert out == engine.generate(PROMPTS, n=2, sampling=SAMPLING)  # the batch size changes no sample
 
 
 def test_generate_honours_stop_strings(engine):
@@ -242,7 +248,7 @@ def test_structured_output_is_always_schema_valid(engine):
 
 def test_structured_failure_is_retried_then_returned_as_a_failure_row(engine, generate_calls):
     out = engine.generate(PROMPTS[:2], n=2, sampling=SAMPLING, schema=AlwaysInvalid)
-    assert len(generate_calls) == 1 + CFG.structured_retries
+    assert generate_calls == [(2, 2), (4, 1), (4, 1)]  # then each failed slot alone, twice
     assert [len(r) for r in out] == [2, 2]
     for f in (x for row in out for x in row):
         assert isinstance(f, GenerationFailure) and f.attempts == 3 and "rejected on purpose" in f.error
@@ -321,3 +327,10 @@ def test_tiny_at_seed_is_a_different_model_with_the_same_tokenizer():
     assert tiny_seed("org/tiny-model") is None
     with pytest.raises(ValueError, match="tiny@<non-negative integer seed>"):
         tiny_seed("tiny@x")
+
+
+def test_templates_without_a_default_system_prompt_render_judge_calls_unchanged(engine):
+    assert engine.codec.default_system is None
+    assert engine.codec.messages(PROMPTS[0], judge=True) == PROMPTS[0]
+    for template in (LLAMA3_LIKE, PLAIN):
+        assert with_template(engine, template).codec.default_system is None

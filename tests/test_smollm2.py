@@ -79,3 +79,39 @@ def test_missing_gguf_reader_says_how_to_install(monkeypatch, tmp_path):
     with pytest.raises(sm.MissingModelPackage, match=r"needs the gguf package; install it with: pip install -e"):
         sm.build_smollm2(tmp_path / "smollm2-x")
     assert list(tmp_path.iterdir()) == []  # nothing half-built is left behind
+
+
+def test_judge_calls_leave_out_the_templates_default_system_prompt(monkeypatch):
+    from pydantic import BaseModel
+
+    from pipeline.llm import hf
+
+    engine = get_engine(CFG)
+    default = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    assert engine.codec.default_system == default
+    text = engine.tokenizer.decode
+    # choose (a judge): an explicit empty system turn instead of the default one
+    [spans] = [engine.codec.response_spans(CAPITAL, ["Paris"], judge=True)]
+    ids, start, _ = spans[0]
+    assert text(ids[:start]).startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user\nWhat is the capital")
+    # structured generate (a judge) too; plain generate and logprobs (a policy) keep the template as it is
+    seen = []
+    decode = hf.decode
+    monkeypatch.setattr(hf, "decode", lambda model, prompts, *a, **kw: seen.append(text(prompts[0]))
+                        or decode(model, prompts, *a, **kw))
+
+    class City(BaseModel):
+        city: str
+
+    engine.generate([CAPITAL], n=1, sampling=GREEDY, schema=City)
+    engine.generate([CAPITAL], n=1, sampling=GREEDY)
+    assert default not in seen[0] and seen[0].startswith("<|im_start|>system\n<|im_end|>")
+    assert seen[1].startswith(f"<|im_start|>system\n{default}<|im_end|>")
+    ids, start, _ = engine.codec.response_span(CAPITAL, "Paris.")
+    assert default in text(ids[:start])
+    # a system message the caller wrote is kept as it is, judge or not
+    own = [{"role": "system", "content": "Answer with one word."}, *CAPITAL]
+    assert engine.codec.messages(own, judge=True) == own
+    # the judge itself: an empty system prompt still answers the question
+    [[p_paris, _]] = engine.choose([CAPITAL], ["Paris", "London"])
+    assert p_paris > 0.8

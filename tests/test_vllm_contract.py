@@ -23,7 +23,7 @@ import torch  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 from pipeline.config import LLM, Sampling  # noqa: E402
-from pipeline.llm import GenerationFailure  # noqa: E402
+from pipeline.llm import GenerationFailure, sample_seed  # noqa: E402
 from pipeline.llm import vllm_engine as ve  # noqa: E402
 
 pytestmark = pytest.mark.vllm
@@ -54,12 +54,31 @@ def test_llm_kwargs_are_accepted_by_vllm_llm():
     assert kwargs["tensor_parallel_size"] == 1 and kwargs["max_model_len"] == 2048 and kwargs["seed"] == 3
 
 
-def test_sampling_params_n_samples_per_request():
-    p = ve.build_sampling_params(S, n=4, seed=11)
+def test_sampling_params_fields():
+    p = ve.build_sampling_params(S, n=1, seed=11)
     assert isinstance(p, vllm.SamplingParams)
-    assert (p.n, p.seed, p.temperature, p.top_p, p.max_tokens) == (4, 11, 0.7, 0.9, 32)
+    assert (p.n, p.seed, p.temperature, p.top_p, p.max_tokens) == (1, 11, 0.7, 0.9, 32)
     assert p.stop == ["\n\n"] and p.include_stop_str_in_output is False
     assert p.structured_outputs is None
+
+
+def test_one_request_per_sample_seeded_by_prompt_and_index():
+    ids = [[1, 5, 6], [1, 7]]
+    prompts, params = ve.build_sample_requests(PROMPTS, ids, [[0, 1, 2], [0, 1, 2]], S)
+    assert [p["prompt_token_ids"] for p in prompts] == [[1, 5, 6]] * 3 + [[1, 7]] * 3
+    assert all(isinstance(p, vllm.SamplingParams) and p.n == 1 for p in params)
+    want = [sample_seed(S.seed, m, j) for m in PROMPTS for j in range(3)]
+    assert [p.seed for p in params] == want and len(set(want)) == 6
+    # The same prompt, alone, reversed or later in another call: the same seeds (batch-independent).
+    _, alone = ve.build_sample_requests(PROMPTS[1:], ids[1:], [[0, 1, 2]], S)
+    _, rev = ve.build_sample_requests(PROMPTS[::-1], ids[::-1], [[0, 1, 2], [0, 1, 2]], S)
+    assert [p.seed for p in alone] == want[3:] and [p.seed for p in rev] == want[3:] + want[:3]
+    # A retry attempt gets other seeds; greedy sends one request per prompt.
+    _, retry = ve.build_sample_requests(PROMPTS, ids, [[1], [2]], S, attempt=1)
+    assert [p.seed for p in retry] == [sample_seed(S.seed, PROMPTS[0], 1, 1), sample_seed(S.seed, PROMPTS[1], 2, 1)]
+    greedy = S.model_copy(update={"temperature": 0.0})
+    prompts, params = ve.build_sample_requests(PROMPTS, ids, [[0, 1, 2], [0, 1, 2]], greedy)
+    assert len(prompts) == 2 and all(p.temperature == 0.0 and p.n == 1 for p in params)
 
 
 def test_sampling_params_structured_outputs_current_api():
@@ -137,6 +156,14 @@ def test_vllm_engine_structured_retries_and_failure_rows(engine, monkeypatch):
     assert out[0] == [Verdict(label="SAT", reason="")] * 2
     assert all(isinstance(f, GenerationFailure) and f.attempts == 2 and "max_new_tokens" in f.error for f in out[1])
     first, retry = engine.llm.calls
-    assert [p.n for p in first[1]] == [2, 2] and len({p.seed for p in first[1]}) == 2
-    assert [p.n for p in retry[1]] == [1, 1] and {p.seed for p in retry[1]}.isdisjoint({p.seed for p in first[1]})
+    assert [p.n for p in first[1]] == [1, 1, 1, 1] and len({p.seed for p in first[1]}) == 4
+    assert [p.n for p in retry[1]] == [1, 1] and len({p.seed for p in retry[1]}) == 2  # two slots, two retries
+    assert {p.seed for p in retry[1]}.isdisjoint({p.seed for p in first[1]})
     assert all(p.structured_outputs is not None and p.max_tokens >= S.max_new_tokens for p in first[1])
+
+
+def test_vllm_engine_groups_per_sample_requests_back_per_prompt(engine):
+    out = engine.generate(PROMPTS, n=3, sampling=S)
+    assert [len(row) for row in out] == [3, 3] and all(c.finish_reason == "stop" for row in out for c in row)
+    [(_, params)] = engine.llm.calls
+    assert len(params) == 6 and {p.n for p in params} == {1}

@@ -214,7 +214,7 @@ def test_gates_pass_for_a_discriminating_judge_and_are_reported(tmp_path, monkey
 def test_a_position_biased_judge_fails_its_gate_before_any_real_row(tmp_path, monkeypatch):
     engine = FakeEngine(judge_bias="always_a")
     with pytest.raises(JudgeGateError, match="wildfeedback.gates.judge"):
-        run_stage(tmp_path, monkeypatch, engine)
+        run_stage(tmp_path, monkeypatch, engine, _execution={"on_gate_failure": "error"})
     assert [k for k, _ in engine.seen].count("text") == 0  # no chosen answer was written before the gate
 
 
@@ -229,7 +229,7 @@ def test_detector_gate_error_and_withhold(tmp_path, monkeypatch):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     with pytest.raises(JudgeGateError, match="wildfeedback.gates.detector"):
-        run_stage(tmp_path / "a", monkeypatch, FakeEngine(detector="silent"))
+        run_stage(tmp_path / "a", monkeypatch, FakeEngine(detector="silent"), _execution={"on_gate_failure": "error"})
     signals, _, _, m = run_stage(tmp_path / "b", monkeypatch, FakeEngine(detector="silent"), combine="llm_overrides",
                                  _execution={"on_gate_failure": "withhold"})
     assert m["gates"]["detector"]["accuracy"] == 0.5 and not m["gates"]["detector"]["passed"]

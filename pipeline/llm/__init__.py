@@ -8,8 +8,10 @@
 configs that differ only in how calls are made (sampling defaults, batch size, retries) share the
 loaded model, so two roles on one model never load it twice:
 ``backend: transformers`` -> ``TransformersEngine`` (CPU or GPU), ``backend: vllm`` ->
-``VLLMEngine`` (needs ``pip install -e ".[vllm]"`` and a GPU). ``model: tiny`` is the built-in
-offline model (``pipeline.llm.tiny``).
+``VLLMEngine`` (needs ``pip install -e ".[vllm]"`` and a GPU), ``backend: openai`` -> ``OpenAIEngine``
+(an OpenAI-compatible server: a ``vllm serve`` pool or a hosted API; nothing is loaded but, for
+scoring, the tokenizer). ``model: tiny`` is the built-in offline model (``pipeline.llm.tiny``);
+``model: smollm2`` the packaged real one, SmolLM2-135M-Instruct (``pipeline.llm.smollm2``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ def get_engine(cfg: LLM) -> Engine:
     key = cfg.model_dump_json()
     if key in _ENGINES:
         return _ENGINES[key]
+    if cfg.backend == "openai":  # a client: every config gets its own (its own server, cost guard)
+        from pipeline.llm.openai_engine import OpenAIEngine
+
+        engine = _ENGINES[key] = OpenAIEngine(cfg)
+        return engine
     load_key = cfg.model_dump_json(include=set(_LOAD_FIELDS))
     if load_key in _LOADED:
         engine = copy.copy(_LOADED[load_key])  # shares the model, tokenizer and grammar caches

@@ -12,6 +12,14 @@ end-of-turn token, e.g. ``<|im_end|>``, ``<|eot_id|>``, ``</s>``): the model's d
 part of the answer, and it separates "1" from "10" in ``choose``. Anything the template writes
 after that token (e.g. a newline) is not scored.
 
+Judge calls: some templates add a default system prompt when a conversation has none (SmolLM2: "You are
+a helpful AI assistant named SmolLM, trained by Hugging Face"; Qwen2.5: "You are Qwen, ..."), which would
+precede every judge prompt. ``default_system`` finds that text once by rendering a probe conversation
+with and without a system message; with ``judge=True`` a conversation without a system message is
+rendered with an explicit empty one, only for such templates (others render unchanged). The engines
+use it for ``choose`` and structured ``generate`` (labels, scores, verdicts, summaries); plain
+``generate`` and ``logprobs`` (a policy answering, or scoring its own answers) keep the template as is.
+
 Fallback, for tokenisers whose merges cross the boundary (the conversation's tokens do not start
 with the prompt's tokens although its text starts with the prompt's text): the prompt's tokens
 followed by the tokens of the remaining text, as TRL does for DPO. A template whose rendered
@@ -26,6 +34,8 @@ import logging
 log = logging.getLogger(__name__)
 
 _PROBE = "prefpipe-boundary-probe"
+_SYSTEM_PROBE = "prefpipe-system-probe"
+_UNSET = object()
 
 
 class TemplateError(ValueError):
@@ -47,6 +57,32 @@ class ChatCodec:
         self.name = name or tokenizer.name_or_path
         self.max_len = max_len
         self._tail: list[int] | None = None
+        self._default_system: object = _UNSET
+
+    @property
+    def default_system(self) -> str | None:
+        """The system prompt the template adds to a conversation that has none (None: it adds nothing)."""
+        if self._default_system is _UNSET:
+            user = [{"role": "user", "content": _PROBE}]
+            try:
+                plain = self.tok.apply_chat_template(user, tokenize=False)
+                given = self.tok.apply_chat_template([{"role": "system", "content": _SYSTEM_PROBE}, *user], tokenize=False)
+            except Exception:  # noqa: BLE001 - e.g. templates that refuse a system role: nothing to remove
+                given = ""
+            found = None
+            if given.count(_SYSTEM_PROBE) == 1:
+                pre, post = given.split(_SYSTEM_PROBE)
+                if plain.startswith(pre) and plain.endswith(post) and len(plain) > len(pre) + len(post):
+                    found = plain[len(pre): len(plain) - len(post)]
+            self._default_system = found
+        return self._default_system  # type: ignore[return-value]
+
+    def messages(self, messages: list[dict[str, str]], judge: bool = False) -> list[dict[str, str]]:
+        """The conversation as rendered: for a judge call, with an explicit empty system message when the
+        template would otherwise add its default one."""
+        if not judge or self.default_system is None or (messages and messages[0].get("role") == "system"):
+            return messages
+        return [{"role": "system", "content": ""}, *messages]
 
     def encode(self, text: str) -> list[int]:
         # The template already writes bos/special tokens; adding them again would double bos.
@@ -55,8 +91,8 @@ class ChatCodec:
     def prompt_text(self, messages: list[dict[str, str]]) -> str:
         return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        ids = self.encode(self.prompt_text(messages))
+    def prompt_ids(self, messages: list[dict[str, str]], judge: bool = False) -> list[int]:
+        ids = self.encode(self.prompt_text(self.messages(messages, judge)))
         # Generation needs room for at least one new token.
         self._check(len(ids) + 1, messages, "prompt")
         return ids
@@ -84,11 +120,22 @@ class ChatCodec:
             self._tail = self.encode(text[at + len(_PROBE):])
         return self._tail
 
-    def response_span(self, messages: list[dict[str, str]], response: str) -> tuple[list[int], int, int]:
+    def response_span(self, messages: list[dict[str, str]], response: str, judge: bool = False,
+                      ) -> tuple[list[int], int, int]:
         """Token ids of prompt + response and the scored range ``[start, end)``."""
-        p_text = self.prompt_text(messages)
-        f_text = self._conversation_text(messages, response)
-        p_ids, f_ids = self.encode(p_text), self.encode(f_text)
+        return self.response_spans(messages, [response], judge)[0]
+
+    def response_spans(self, messages: list[dict[str, str]], responses: list[str], judge: bool = False,
+                       ) -> list[tuple[list[int], int, int]]:
+        """``response_span`` for several responses to one prompt (the prompt is templated and encoded once)."""
+        rendered = self.messages(messages, judge)
+        p_text = self.prompt_text(rendered)
+        p_ids = self.encode(p_text)
+        return [self._span(rendered, r, p_text, p_ids, messages) for r in responses]
+
+    def _span(self, rendered, response: str, p_text: str, p_ids: list[int], messages) -> tuple[list[int], int, int]:
+        f_text = self._conversation_text(rendered, response)
+        f_ids = self.encode(f_text)
         if f_ids[: len(p_ids)] == p_ids:
             ids = f_ids
         elif f_text.startswith(p_text):

@@ -1,39 +1,63 @@
-"""The ``transformers`` engine: CPU or GPU, batched, seeded, grammar-constrained when asked.
+"""The ``transformers`` engine: CPU or GPU, batched, seeded per sample, grammar-constrained when asked.
 
     >>> engine = TransformersEngine(llm_cfg)                                # doctest: +SKIP
-    >>> engine.generate([[{"role": "user", "content": "Hi"}]], n=4)         # 4 samples, one request
+    >>> engine.generate([[{"role": "user", "content": "Hi"}]], n=4)         # 4 samples, one prefill
     >>> engine.logprobs(prompts, responses)                                 # [LogProb(logprob, n_tokens)]
     >>> engine.choose(prompts, ["SAT", "DSAT"])                             # [[p_sat, p_dsat], ...]
 
-Batching: prompts are left-padded for generation (new tokens line up at the right) and right-padded
-for scoring; attention masks hide the padding. ``n`` samples per prompt come from one
-``model.generate`` call per batch (``num_return_sequences``), so each prompt is tokenised once.
-Sampling is seeded per call (``sampling.seed``) in a forked RNG: the same call gives the same
-samples, and the caller's random state is untouched. Stop strings end a sample and are not part of
-it (as in vLLM). Scoring and ``choose`` use the exact boundary from ``pipeline.llm.chat``; scoring
-computes vocabulary logits only where a scored token is predicted, and ``choose`` encodes each
-prompt once and scores all its options on the prompt's KV cache (two forward passes per batch,
-not one per option).
+Batching: every call sorts its rows by length and cuts them into batches of at most
+``llm.batch_tokens`` padded tokens (generation: also at most ``llm.batch_size`` prompts), so rows of
+similar lengths share a forward pass and little is spent on padding; results come back in input order.
+
+Generation runs ``pipeline.llm.decode``: each prompt is prefilled once for its ``n`` samples, and sample
+``j`` of a prompt is drawn with its own random stream seeded by ``sample_seed(sampling.seed, prompt, j)``,
+so it never depends on the batch; the caller's random state is untouched. Stop strings end a sample and
+are not part of it (as in vLLM); ``finish_reason`` says whether it ended or was cut at ``max_new_tokens``.
+
+Scoring (``logprobs``) and ``choose`` use the exact boundary from ``pipeline.llm.chat`` and compute
+vocabulary logits only where a scored token is predicted: the decoder's hidden states at those positions
+go through the output layer in one projection (for architectures whose logits are exactly that layer's
+output, checked when the engine is built; others get the model's own logits). ``choose`` encodes each
+prompt once and scores all its options on the prompt's KV cache (two forward passes per batch).
+
+CPU threads: ``llm.cpu_threads`` (``auto`` measures at start, see ``pipeline.llm.cpu``).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from contextlib import contextmanager
 
 import torch
 from pydantic import BaseModel
 
 from pipeline.config import LLM, Sampling
-from pipeline.llm.base import ChatPrompt, Completion, LogProb
+from pipeline.llm.base import ChatPrompt, Completion, LogProb, sample_seed
 from pipeline.llm.chat import ChatCodec
+from pipeline.llm.cpu import measure, threads
+from pipeline.llm.decode import GrammarProcessor, RowSampler, StopStrings, decode, greedy, left_pad
 from pipeline.llm.structured import ClosingPolicy, generate_validated, schema_json, shortest_completion
 from pipeline.llm.tiny import resolve_model
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# Config keys of architectures whose logits are not the plain output layer (soft-capping, scaling).
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+
+
+def budget_batches(lengths: list[int], tokens: int, rows: int | None = None) -> list[list[int]]:
+    """Indices sorted by length, cut so that a batch's rows x longest row stays within ``tokens``
+    (and its row count within ``rows``); a longer row gets a batch of its own."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        if cur and ((len(cur) + 1) * lengths[i] > tokens or (rows is not None and len(cur) >= rows)):
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    return out + ([cur] if cur else [])
 
 
 class TransformersEngine:
@@ -58,11 +82,15 @@ class TransformersEngine:
         self._grammars: dict[str, object] = {}
         self._xgr_info = None
         self._policy: ClosingPolicy | None = None
-        self._single_thread = self.device.type == "cpu" and self.model.config.hidden_size <= 256
         params = inspect.signature(self.model.forward).parameters
-        self._keeps_logits = "logits_to_keep" in params
         # transformers >= 5.2x calls the KV cache `cache`; earlier versions `past_key_values`.
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        with threads(1):  # a few tokens; more threads could only stall on a busy machine
+            self._split = self._head_is_linear()
+        self._measured: dict[str, int] = {}  # shared by the copies get_engine makes for other roles
+        if self.device.type == "cpu" and cfg.cpu_threads == "auto":
+            self._measured.update({k: v for k, v in measure(self.model, self._cache_arg).items() if k != "seconds"})
 
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id
@@ -70,6 +98,57 @@ class TransformersEngine:
         if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
             ids.append(self.tokenizer.eos_token_id)
         return ids
+
+    # --- threads and the model's two halves -----------------------------------------------------
+
+    @property
+    def cpu_threads(self) -> dict[str, int]:
+        """Threads per operation kind (``decode``, ``prefill``) on CPU; empty on GPU."""
+        if self.device.type != "cpu":
+            return {}
+        if isinstance(self.cfg.cpu_threads, int):
+            return {"decode": self.cfg.cpu_threads, "prefill": self.cfg.cpu_threads}
+        if not self._measured:
+            self._measured.update({k: v for k, v in measure(self.model, self._cache_arg).items() if k != "seconds"})
+        return dict(self._measured)
+
+    def _threads(self, kind: str):
+        return threads(self.cpu_threads.get(kind))
+
+    def _head_is_linear(self) -> bool:
+        """Whether logits are exactly the output layer applied to the decoder's hidden states."""
+        config = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        if any(getattr(config, key, None) not in (None, 1, 1.0) for key in _LOGIT_TRANSFORMS):
+            return False
+        try:
+            self._decoder, self._out = self.model.get_decoder(), self.model.get_output_embeddings()
+        except (AttributeError, NotImplementedError):
+            return False
+        if self._decoder is None or self._out is None:
+            return False
+        probe = torch.arange(3, 11, device=self.device).unsqueeze(0) % config.vocab_size
+        with torch.inference_mode():
+            want = self.model(input_ids=probe).logits.float()
+            got = self._out(self._decoder(input_ids=probe).last_hidden_state).float()
+        tol = 1e-4 if self.model.dtype == torch.float32 else 2e-2
+        return bool(torch.allclose(got, want, rtol=tol, atol=tol * float(want.abs().max())))
+
+    def _body(self, last_only: bool = False, **kw) -> tuple[torch.Tensor, object]:
+        """The decoder's hidden states (or the model's logits, when the output layer cannot be split
+        off: then only the last position's with ``last_only``) and the KV cache."""
+        out = self._decoder(**kw) if self._split else self.model(**kw, **(self._keep if last_only else {}))
+        return (out.last_hidden_state if self._split else out.logits), out.get(self._cache_arg)
+
+    def _logprobs_at(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """log p(target) at gathered positions (N, H) -> (N,), float32, in chunks of bounded memory."""
+        vocab = self.model.config.get_text_config().vocab_size if hasattr(self.model.config, "get_text_config") \
+            else self.model.config.vocab_size
+        step = max(64, (1 << 26) // vocab)
+        out = []
+        for a in range(0, states.shape[0], step):
+            logits = (self._out(states[a:a + step]) if self._split else states[a:a + step]).float()
+            out.append(torch.log_softmax(logits, -1).gather(-1, targets[a:a + step, None]).squeeze(-1))
+        return torch.cat(out) if out else torch.zeros(0, device=states.device)
 
     # --- generate --------------------------------------------------------------------------------
 
@@ -82,102 +161,50 @@ class TransformersEngine:
     ) -> list[list]:
         s = sampling or self.cfg.sampling
         if schema is None:
-            return [[Completion(text, "length" if cut else "stop") for text, cut in row]
-                    for row in self._sample(prompts, n, s)]
-        retries = self.cfg.structured_retries
-
+            rows = self._sample(prompts, [list(range(n))] * len(prompts), s)
+            return [[Completion(text, "length" if cut else "stop") for text, cut in row] for row in rows]
         shortest = self._grammar(schema)[1]
         budget = s.model_copy(update={"max_new_tokens": max(s.max_new_tokens, 4 * shortest + 16)})
 
-        def sample(ps, k, attempt):
-            return self._sample(ps, k, budget, schema=schema, attempt=attempt)
+        def sample(ps, indices, attempt):
+            return self._sample(ps, indices, budget, schema=schema, attempt=attempt)
 
-        return generate_validated(sample, prompts, n, schema, retries)
+        return generate_validated(sample, prompts, n, schema, self.cfg.structured_retries)
 
-    @contextmanager
-    def _seeded(self, seed: int):
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), self._threads():
-            torch.manual_seed(seed)
-            yield
-
-    @contextmanager
-    def _threads(self):
-        """One CPU thread for the tiny model: its matrices are too small to split, and on a busy
-        machine extra intra-op threads spin against each other (measured 20x slower on 2 loaded cores)."""
-        if not self._single_thread:
-            yield
-            return
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-
-    def _generation_config(self, s: Sampling, n: int, schema: bool):
-        from transformers import GenerationConfig
-
-        kw = dict(
-            max_new_tokens=s.max_new_tokens,
-            # Greedy decoding gives n identical samples: decode once, copy (see _sample).
-            num_return_sequences=n if s.temperature > 0 else 1,
-            eos_token_id=self.eos_ids,
-            pad_token_id=self.tokenizer.pad_token_id,
-            # Stop strings would cut JSON short; structured calls end when the grammar completes.
-            stop_strings=(s.stop or None) if not schema else None,
-        )
-        if s.temperature > 0:
-            kw.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=0)
-        else:
-            kw.update(do_sample=False)
-        return GenerationConfig(**kw)
-
-    def _sample(self, prompts, n, s: Sampling, schema=None, attempt: int = 0) -> list[list[tuple[str, bool]]]:
-        """Per prompt, ``n`` (text, truncated) samples; one ``model.generate`` call per batch."""
-        gen_cfg = self._generation_config(s, n, schema is not None)
-        out: list[list[tuple[str, bool]]] = []
-        # A retry must not repeat the failed sample: a different but fixed seed per attempt.
-        with self._seeded(s.seed + 1_000_003 * attempt), torch.inference_mode():
-            for start in range(0, len(prompts), self.cfg.batch_size):
-                chunk = prompts[start : start + self.cfg.batch_size]
-                ids, mask = self._left_pad([self.codec.prompt_ids(p) for p in chunk])
-                processors = []
-                if schema is not None:
-                    rows = len(chunk) * gen_cfg.num_return_sequences
-                    processors.append(self._grammar_processor(schema, rows, s.max_new_tokens, attempt))
-                seqs = self.model.generate(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    generation_config=gen_cfg,
-                    logits_processor=processors or None,
-                    tokenizer=self.tokenizer if gen_cfg.stop_strings else None,
-                )
-                new = seqs[:, ids.shape[1] :].tolist()
-                decoded = [self._finish(row, s) for row in new]
-                k = gen_cfg.num_return_sequences
-                out.extend(decoded[i * k : (i + 1) * k] * (n // k) for i in range(len(chunk)))
+    def _sample(self, prompts, indices: list[list[int]], s: Sampling, schema=None, attempt: int = 0):
+        """Per prompt, one ``(text, truncated)`` per sample index (every prompt has as many)."""
+        if not prompts:
+            return []
+        k = len(indices[0])
+        assert all(len(ix) == k for ix in indices), "every prompt asks for as many samples"
+        ids = [self.codec.prompt_ids(p, judge=schema is not None) for p in prompts]
+        width = 1 if s.temperature == 0 else k  # greedy: decode once, copy
+        stop = None if schema is not None else StopStrings(self.tokenizer, list(s.stop))
+        out: list = [None] * len(prompts)
+        with torch.inference_mode(), self._threads("decode"):
+            for idx in budget_batches([len(x) for x in ids], self.cfg.batch_tokens, self.cfg.batch_size):
+                if s.temperature == 0:
+                    pick = greedy
+                else:
+                    seeds = [sample_seed(s.seed, prompts[i], j, attempt) for i in idx for j in indices[i]]
+                    pick = RowSampler(seeds, s.max_new_tokens, s.temperature, s.top_p)
+                processor = None if schema is None else self._grammar_processor(
+                    schema, len(idx) * width, s.max_new_tokens, attempt)
+                rows = decode(self.model, [ids[i] for i in idx], width, pick, s.max_new_tokens, self.eos_ids,
+                              self.tokenizer.pad_token_id, self._cache_arg, stop=stop, processor=processor,
+                              keep=self._keep, prefill_threads=self.cpu_threads.get("prefill"))
+                for i, samples in zip(idx, rows, strict=True):
+                    done = [self._finish(toks, ended, s) for toks, ended in samples]
+                    out[i] = done * k if width == 1 else done
         return out
 
-    def _finish(self, tokens: list[int], s: Sampling) -> tuple[str, bool]:
-        """Decode up to eos, cut at the first stop string; truncated = budget used without an end."""
-        ended = False
-        for k, t in enumerate(tokens):
-            if t in self.eos_ids:
-                tokens, ended = tokens[:k], True
-                break
+    def _finish(self, tokens: list[int], ended: bool, s: Sampling) -> tuple[str, bool]:
+        """Decode, cut at the first stop string; truncated = the budget ran out before an end."""
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         cuts = [text.find(x) for x in s.stop if x and x in text]
         if cuts:
             text, ended = text[: min(cuts)], True
         return text, not ended and len(tokens) >= s.max_new_tokens
-
-    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=self.device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=self.device)
-        return ids, mask
 
     # --- grammar ---------------------------------------------------------------------------------
 
@@ -211,115 +238,70 @@ class TransformersEngine:
         if len(prompts) != len(responses):
             raise ValueError(f"logprobs: {len(prompts)} prompts but {len(responses)} responses")
         spans = [self.codec.response_span(p, r) for p, r in zip(prompts, responses, strict=True)]
-        return self._score(spans, self.cfg.batch_size)
+        out: list[LogProb | None] = [None] * len(spans)
+        with torch.inference_mode(), self._threads("prefill"):
+            for idx in budget_batches([spans[i][2] for i in range(len(spans))], self.cfg.batch_tokens):
+                sums = self._score_batch([spans[i] for i in idx])
+                for i, v in zip(idx, sums, strict=True):
+                    out[i] = LogProb(v, spans[i][2] - spans[i][1])
+        return out  # type: ignore[return-value]
+
+    def _score_batch(self, spans: list[tuple[list[int], int, int]]) -> list[float]:
+        """Teacher-forced sum of log p(ids[t] | ids[:t]) over each span's [start, end), right-padded."""
+        rows = [ids[:end] for ids, _, end in spans]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for k, r in enumerate(rows):
+            ids[k, : len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[k, : len(r)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        states, _ = self._body(input_ids=ids, attention_mask=mask)
+        row = torch.cat([torch.full((end - start,), k, dtype=torch.long) for k, (_, start, end) in enumerate(spans)])
+        pos = torch.cat([torch.arange(start - 1, end - 1) for _, start, end in spans])
+        row, pos = row.to(self.device), pos.to(self.device)
+        lp = self._logprobs_at(states[row, pos], ids[row, pos + 1])
+        return torch.zeros(len(spans), dtype=torch.float64, device=self.device).index_add_(0, row, lp.double()).tolist()
 
     def choose(self, prompts: list[ChatPrompt], options: list[str]) -> list[list[float]]:
         if not options:
             raise ValueError("choose: at least one option is needed")
         k = len(options)
-        out = []
-        with torch.inference_mode(), self._threads():
-            for b in range(0, len(prompts), self.cfg.batch_size):
-                chunk = prompts[b : b + self.cfg.batch_size]
-                spans = [self.codec.response_span(p, o) for p in chunk for o in options]
-                lp = self._score_options(spans, k).view(len(chunk), k)
-                out.extend(torch.softmax(lp, dim=1).tolist())
+        spans = [self.codec.response_spans(p, options, judge=True) for p in prompts]
+        out: list = [None] * len(prompts)
+        with torch.inference_mode(), self._threads("prefill"):
+            for idx in budget_batches([spans[i][0][1] for i in range(len(prompts))], self.cfg.batch_tokens):
+                lp = self._score_options([spans[i] for i in idx], k)
+                for i, row in zip(idx, torch.softmax(lp, dim=1).tolist(), strict=True):
+                    out[i] = row
         return out
 
-    def _score_options(self, spans: list[tuple[list[int], int, int]], k: int) -> torch.Tensor:
-        """Log-probabilities of k answers per prompt, the prompt encoded once: one forward pass
-        over the prompts (keeping their KV cache), one over all the answers of all the prompts."""
-        pad = self.tokenizer.pad_token_id
-        prompts = [spans[i][0][: spans[i][1]] for i in range(0, len(spans), k)]
-        ids, mask = self._left_pad(prompts)
+    def _score_options(self, spans: list[list[tuple[list[int], int, int]]], k: int) -> torch.Tensor:
+        """Log-probabilities of k answers per prompt (float64, rows x k), the prompt encoded once: one
+        forward pass over the prompts (keeping their KV cache), one over all the answers."""
+        ids, mask = left_pad([opts[0][0][: opts[0][1]] for opts in spans], self.tokenizer.pad_token_id, self.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        first = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                           **({"logits_to_keep": 1} if self._keeps_logits else {}))
-        head = torch.log_softmax(first.logits[:, -1].double(), dim=-1).repeat_interleave(k, dim=0)
-        cache = first[self._cache_arg]
+        states, cache = self._body(True, input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        answers = [a[start:end] for opts in spans for a, start, end in opts]
+        head = self._logprobs_at(states[:, -1].repeat_interleave(k, 0),
+                                 torch.tensor([a[0] for a in answers], device=self.device))
         cache.batch_repeat_interleave(k)
-        answers = [ids_[start:end] for ids_, start, end in spans]
         width = max(len(a) for a in answers)
-        a_ids = torch.tensor([a + [pad] * (width - len(a)) for a in answers], device=self.device)
-        a_mask = torch.tensor([[1] * len(a) + [0] * (width - len(a)) for a in answers], device=self.device)
-        full_mask = torch.cat([mask.repeat_interleave(k, dim=0), a_mask], dim=1)
-        a_pos = pos[:, -1:].repeat_interleave(k, dim=0) + 1 + torch.arange(width, device=self.device)
-        logits = self.model(input_ids=a_ids, attention_mask=full_mask, position_ids=a_pos,
-                            **{self._cache_arg: cache}).logits
-        lp = torch.log_softmax(logits.double(), dim=-1)
-        scores = []
+        a_ids = torch.full((len(answers), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        a_mask = torch.zeros((len(answers), width), dtype=torch.long)
         for r, a in enumerate(answers):
+            a_ids[r, : len(a)] = torch.tensor(a, dtype=torch.long)
+            a_mask[r, : len(a)] = 1
+        a_ids, a_mask = a_ids.to(self.device), a_mask.to(self.device)
+        total = head.double()
+        if width > 1:
+            full_mask = torch.cat([mask.repeat_interleave(k, dim=0), a_mask], dim=1)
+            a_pos = pos[:, -1:].repeat_interleave(k, dim=0) + 1 + torch.arange(width, device=self.device)
+            states, _ = self._body(input_ids=a_ids, attention_mask=full_mask, position_ids=a_pos,
+                                   **{self._cache_arg: cache})
             # The first answer token is predicted by the prompt's last position, the rest by the answer.
-            total = head[r, a[0]] + lp[r, torch.arange(len(a) - 1), a_ids[r, 1 : len(a)]].sum()
-            scores.append(total)
-        return torch.stack(scores)
-
-    def _score(self, spans: list[tuple[list[int], int, int]], chunk: int) -> list[LogProb]:
-        """Teacher-forced sum of log p(ids[t] | ids[:t]) over each span's [start, end)."""
-        out: list[LogProb | None] = [None] * len(spans)
-        # Similar lengths share a batch: less padding.
-        order = sorted(range(len(spans)), key=lambda i: spans[i][2])
-        pad = self.tokenizer.pad_token_id
-        with torch.inference_mode(), self._threads():
-            for b in range(0, len(order), chunk):
-                idx = order[b : b + chunk]
-                rows = [spans[i][0][: spans[i][2]] for i in idx]
-                width = max(len(r) for r in rows)
-                ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
-                mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device)
-                # Logits only where a scored token is predicted: the vocabulary projection of prompt
-                # positions is most of the work (and, for large vocabularies, of the memory).
-                lo = min(spans[i][1] for i in idx) - 1
-                hi = max(spans[i][2] for i in idx) - 1
-                kw = {"logits_to_keep": torch.arange(lo, hi, device=self.device)} if self._keeps_logits else {}
-                logits = self.model(input_ids=ids, attention_mask=mask, **kw).logits
-                offset = lo if self._keeps_logits else 0
-                for row, i in enumerate(idx):
-                    _, start, end = spans[i]
-                    lp = torch.log_softmax(logits[row, start - 1 - offset : end - 1 - offset].float(), dim=-1)
-                    target = ids[row, start:end].unsqueeze(-1)
-                    out[i] = LogProb(float(lp.gather(-1, target).sum()), end - start)
-        return out  # type: ignore[return-value]
-
-
-class GrammarProcessor:
-    """A ``transformers`` logits processor: one xgrammar matcher per generated row.
-
-    It masks every token the grammar forbids; in the last ``window`` steps of the budget it
-    narrows further with ``ClosingPolicy`` (see ``pipeline.llm.structured``). Rows that finished
-    (eos accepted) are left alone: ``generate`` pads them.
-    """
-
-    def __init__(self, compiled, rows: int, vocab: int, policy: ClosingPolicy, budget: int, window: int):
-        import xgrammar as xgr
-
-        self.matchers = [xgr.GrammarMatcher(compiled) for _ in range(rows)]
-        self.states = [(False, False)] * rows
-        self.bitmask = xgr.allocate_token_bitmask(rows, vocab)
-        self.vocab, self.policy, self.budget, self.window = vocab, policy, budget, window
-        self.step = -1
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        import xgrammar as xgr
-
-        self.step += 1
-        if self.step > 0:
-            for i, (m, t) in enumerate(zip(self.matchers, input_ids[:, -1].tolist(), strict=True)):
-                if not m.is_terminated():
-                    m.accept_token(t)
-                    self.states[i] = self.policy.advance(self.states[i], t)
-        active = [i for i, m in enumerate(self.matchers) if not m.is_terminated()]
-        if not active:
-            return scores
-        for i in active:
-            self.matchers[i].fill_next_token_bitmask(self.bitmask, i)
-        device = scores.device
-        if device.type not in ("cuda", "cpu"):
-            scores = scores.cpu()
-        xgr.apply_token_bitmask_inplace(scores, self.bitmask.to(scores.device), indices=active)
-        if self.budget - self.step <= self.window:
-            for i in active:
-                pick = self.policy.preferred(self.policy.unpack(self.bitmask[i], self.vocab), self.states[i][0])
-                if pick is not None:
-                    scores[i, ~pick.to(scores.device)] = float("-inf")
-        return scores.to(device)
+            row = torch.cat([torch.full((len(a) - 1,), r, dtype=torch.long) for r, a in enumerate(answers)]).to(self.device)
+            at = torch.cat([torch.arange(len(a) - 1) for a in answers]).to(self.device)
+            lp = self._logprobs_at(states[row, at], a_ids[row, at + 1])
+            total = total.index_add(0, row, lp.double())
+        return total.view(len(spans), k)

@@ -52,15 +52,17 @@ def parse(schema: type[BaseModel], text: str, truncated: bool) -> BaseModel | st
         return f"schema validation failed: {e.errors(include_url=False)}"
 
 
-# A sampler over (prompts, n, attempt) -> per prompt, n (text, truncated) samples.
-Sampler = Callable[[list, int, int], list[list[tuple[str, bool]]]]
+# A sampler over (prompts, sample indices per prompt, attempt) -> per prompt, one (text, truncated) per
+# index. The indices and the attempt pick each sample's seed (``pipeline.llm.base.sample_seed``).
+Sampler = Callable[[list, list[list[int]], int], list[list[tuple[str, bool]]]]
 
 
 def generate_validated(
     sample: Sampler, prompts: list, n: int, schema: type[BaseModel], retries: int
 ) -> list[list[BaseModel | GenerationFailure]]:
-    """Sample ``n`` per prompt, validate, re-sample only the failed slots, up to ``retries`` times."""
-    first = sample(prompts, n, 0)
+    """Sample ``n`` per prompt, validate, re-sample only the failed slots (each with its own sample index
+    and the attempt number, so two failed slots of one prompt get different retries), up to ``retries`` times."""
+    first = sample(prompts, [list(range(n))] * len(prompts), 0)
     out: list[list] = [[None] * n for _ in prompts]
     pending: list[tuple[int, int, str, str]] = []  # (row, slot, error, raw)
     for i, samples in enumerate(first):
@@ -73,7 +75,7 @@ def generate_validated(
     for attempt in range(1, retries + 1):
         if not pending:
             break
-        again = sample([prompts[i] for i, _, _, _ in pending], 1, attempt)
+        again = sample([prompts[i] for i, _, _, _ in pending], [[j] for _, j, _, _ in pending], attempt)
         still = []
         for (i, j, _, _), [(text, truncated)] in zip(pending, again, strict=True):
             res = parse(schema, text, truncated)

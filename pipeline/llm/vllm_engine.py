@@ -14,10 +14,14 @@ is built by a pure function below that the contract tests check against the real
 
 - ``llm_kwargs``: ``vllm.LLM(model, dtype, tensor_parallel_size, max_model_len,
   gpu_memory_utilization, seed, enable_prefix_caching)``.
-- ``build_sampling_params``: ``SamplingParams(n=...)`` per prompt (the prompt is prefilled once and
-  its n samples share the KV cache), with ``structured_outputs=StructuredOutputsParams(json=...)``
-  for a schema (the API since vLLM 0.10; ``GuidedDecodingParams`` / ``guided_decoding=`` before,
-  removed in 0.12; the old name is used only when the new one is missing).
+- ``build_sample_requests``: one request per sample (``SamplingParams(n=1, seed=...)``), seeded with
+  ``sample_seed(sampling.seed, prompt, j)`` (``pipeline.llm.base``), so sample ``j`` of a prompt is the
+  same whatever else is in the call, whatever the batch size or replica; the n requests of a prompt
+  share its prefill through prefix caching (``enable_prefix_caching``). Greedy calls (temperature 0)
+  send one request per prompt and copy it. ``build_sampling_params`` makes each request's params, with
+  ``structured_outputs=StructuredOutputsParams(json=...)`` for a schema (the API since vLLM 0.10;
+  ``GuidedDecodingParams`` / ``guided_decoding=`` before, removed in 0.12; the old name is used only
+  when the new one is missing).
 - ``build_logprob_requests``: templated prompt + response token ids with ``prompt_logprobs=0``
   and ``max_tokens=1``: vLLM returns, per prompt position, the log-probability of the token that is
   there; ``sum_prompt_logprobs`` adds the response span. ``choose`` scores each option the same way.
@@ -35,7 +39,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline.config import LLM, Sampling
-from pipeline.llm.base import ChatPrompt, Completion, LogProb
+from pipeline.llm.base import ChatPrompt, Completion, LogProb, sample_seed
 from pipeline.llm.chat import ChatCodec
 from pipeline.llm.structured import ClosingPolicy, generate_validated, shortest_completion
 from pipeline.llm.tiny import resolve_model
@@ -102,6 +106,21 @@ def build_sampling_params(s: Sampling, n: int, seed: int, schema: type[BaseModel
     return vllm.SamplingParams(**kw)
 
 
+def build_sample_requests(prompts: list[ChatPrompt], token_ids: list[list[int]], indices: list[list[int]],
+                          s: Sampling, attempt: int = 0, schema: type[BaseModel] | None = None,
+                          max_tokens: int | None = None):
+    """``(TokensPrompt, SamplingParams)`` lists, one request per sample: sample ``j`` of ``prompts[i]``
+    gets ``n=1`` and the seed ``sample_seed(s.seed, prompts[i], j, attempt)``; with temperature 0, one
+    request per prompt (every sample is the same greedy answer)."""
+    vllm = import_vllm()
+    requests, params = [], []
+    for messages, ids, samples in zip(prompts, token_ids, indices, strict=True):
+        for j in samples[:1] if s.temperature == 0 else samples:
+            requests.append(vllm.TokensPrompt(prompt_token_ids=list(ids)))
+            params.append(build_sampling_params(s, 1, sample_seed(s.seed, messages, j, attempt), schema, max_tokens))
+    return requests, params
+
+
 def build_logprob_requests(spans: list[tuple[list[int], int, int]]):
     """One scoring request per span: prompt = ids up to the span's end, one prompt log-prob each."""
     vllm = import_vllm()
@@ -150,25 +169,25 @@ class VLLMEngine:
 
     def generate(self, prompts: list[ChatPrompt], n: int = 1, sampling: Sampling | None = None,
                  schema: type[BaseModel] | None = None) -> list[list]:
-        vllm = import_vllm()
         s = sampling or self.cfg.sampling
-        token_prompts = [vllm.TokensPrompt(prompt_token_ids=self.codec.prompt_ids(p)) for p in prompts]
         if schema is None:
             return [[Completion(text, "length" if cut else "stop") for text, cut in row]
-                    for row in self._sample(token_prompts, n, s, None, 0)]
+                    for row in self._sample(prompts, [list(range(n))] * len(prompts), s, None, 0)]
         budget = max(s.max_new_tokens, 4 * self._shortest_completion(schema) + 16)
 
-        def sample(ps, k, attempt):
-            return self._sample(ps, k, s, schema, attempt, budget)
+        def sample(ps, indices, attempt):
+            return self._sample(ps, indices, s, schema, attempt, budget)
 
-        return generate_validated(sample, token_prompts, n, schema, self.cfg.structured_retries)
+        return generate_validated(sample, prompts, n, schema, self.cfg.structured_retries)
 
-    def _sample(self, token_prompts, n, s, schema, attempt, max_tokens=None):
-        base = s.seed + 1_000_003 * attempt
-        # A seed per request: identical prompts in one call still get different samples.
-        params = [build_sampling_params(s, n, base + i, schema, max_tokens) for i in range(len(token_prompts))]
-        outs = self._run(token_prompts, params)
-        return [[(o.text, o.finish_reason == "length") for o in out.outputs] for out in outs]
+    def _sample(self, prompts, indices, s, schema, attempt, max_tokens=None):
+        """Per prompt, one ``(text, truncated)`` per sample index."""
+        ids = [self.codec.prompt_ids(p, judge=schema is not None) for p in prompts]
+        requests, params = build_sample_requests(prompts, ids, indices, s, attempt, schema, max_tokens)
+        done = iter([(o.text, o.finish_reason == "length") for out in self._run(requests, params) for o in out.outputs])
+        if s.temperature == 0:
+            return [[first] * len(samples) for first, samples in zip(done, indices, strict=True)]
+        return [[next(done) for _ in samples] for samples in indices]
 
     def _shortest_completion(self, schema: type[BaseModel]) -> int:
         import json
@@ -202,5 +221,5 @@ class VLLMEngine:
         if not options:
             raise ValueError("choose: at least one option is needed")
         k = len(options)
-        scores = self._score([self.codec.response_span(p, o) for p in prompts for o in options])
+        scores = self._score([span for p in prompts for span in self.codec.response_spans(p, options, judge=True)])
         return [softmax([scores[i * k + j].logprob for j in range(k)]) for i in range(len(prompts))]

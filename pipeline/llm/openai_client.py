@@ -1,0 +1,267 @@
+"""Many requests in flight to OpenAI-compatible servers: bounded, retried, cached, answered in input order.
+
+    >>> transport = Transport(cfg)                                   # doctest: +SKIP  (cfg: an ``llm`` section)
+    >>> transport.run([Request("chat", body, read=parse), ...])      # answers (or RequestFailed) in input order
+
+- **In flight**: one asyncio loop per call, the official ``openai`` client (``AsyncOpenAI``, its own
+  retries off), at most ``llm.concurrency`` requests open at once across all servers.
+- **Servers**: ``llm.base_url`` is one URL or a list (one ``vllm serve`` per node). A request goes to
+  the server picked by a hash of its ``route`` (the prompt), so the samples of one prompt share a
+  server's prefix cache; each retry moves to the next server, so a dead node costs one attempt.
+- **Retries** (``tenacity``): up to ``llm.max_retries`` more attempts on 408/409/429/5xx, timeouts
+  (``llm.timeout_s``), dropped connections and unreadable answers (malformed JSON, missing fields).
+  The wait is the server's ``Retry-After`` (or ``retry-after-ms``) when it sends one, else exponential
+  backoff from ``BACKOFF_INITIAL`` seconds with up to ``BACKOFF_JITTER`` seconds of random jitter.
+- **Failures**: a request that still fails, or that the server refuses for itself (400/413/422, an
+  answer ended by a content filter), comes back as a ``RequestFailed`` value for the engine to turn
+  into a failure row; the other requests of the call are unaffected. A refusal that concerns every
+  request (401/403 key, 404 model) raises ``ServerError`` at once: rows would all fail the same way.
+- **Cache**: every answer is stored under the hash of model + request (``pipeline.llm.request_cache``)
+  before the call returns; cached requests are not sent again, identical requests of one call are
+  sent once.
+- **Cost guard**: ``llm.max_requests`` caps the requests this engine sends (cache hits are free, retries
+  of one request count once); a call that would pass it raises ``CostGuardError`` before sending any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+
+import openai
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from pipeline.config import LLM
+from pipeline.llm.request_cache import MISS, RequestCache, request_key
+
+log = logging.getLogger(__name__)
+
+BACKOFF_INITIAL = 1.0  # seconds before the first retry when the server sends no Retry-After
+BACKOFF_MAX = 60.0
+BACKOFF_JITTER = 1.0
+MAX_RETRY_AFTER = 600.0  # a longer Retry-After (a daily quota) is waited only this long per attempt
+RETRY_STATUS = {408, 409, 429}  # and every 5xx
+FATAL_STATUS = {401: "the server rejected the API key", 403: "the API key may not use this model",
+                404: "the server does not serve this model or endpoint"}
+
+
+class BadResponse(ValueError):
+    """An answer that cannot be read (malformed JSON, a missing field): retried like a 5xx."""
+
+
+class RowError(ValueError):
+    """A readable answer that is no use for this row (e.g. cut by a content filter): not retried."""
+
+
+class ServerError(RuntimeError):
+    """A problem with the server or the settings, not with a row: the whole call fails."""
+
+
+class CostGuardError(ServerError):
+    """The call would send more requests than ``llm.max_requests`` allows."""
+
+
+@dataclass(frozen=True)
+class RequestFailed:
+    """A request that failed for good; ``error`` says why in one line."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request: ``endpoint`` (``chat`` = /chat/completions, ``completions`` = /completions),
+    the OpenAI ``body``, vendor ``extra`` parameters (sent as ``extra_body``), ``read`` (the JSON answer
+    -> what is kept; raises ``BadResponse`` / ``RowError``) and ``read_key`` (what else ``read``
+    depends on, part of the cache key). ``route`` picks the server (same route, same server)."""
+
+    endpoint: Literal["chat", "completions"]
+    body: dict[str, Any]
+    read: Callable[[dict[str, Any]], Any] = field(compare=False)
+    extra: dict[str, Any] = field(default_factory=dict)
+    read_key: Any = None
+    route: str = ""
+
+    def key(self) -> str:
+        return request_key({"endpoint": self.endpoint, "body": self.body, "extra": self.extra, "read": self.read_key})
+
+
+def api_key(cfg: LLM) -> str:
+    """The key from the environment variable ``llm.api_key_env`` names (``EMPTY`` when none is named:
+    a ``vllm serve`` without ``--api-key`` takes any)."""
+    if cfg.api_key_env is None:
+        return "EMPTY"
+    value = os.environ.get(cfg.api_key_env, "")
+    if not value:
+        raise ServerError(
+            f"llm.api_key_env names {cfg.api_key_env}, which is not set in this environment: export it where "
+            "the stage runs (and on Ray workers), or set api_key_env: null for a server without a key"
+        )
+    return value
+
+
+def retry_after(exc: BaseException | None) -> float | None:
+    """Seconds the server asked us to wait (``retry-after-ms`` or ``Retry-After``: seconds or an HTTP date)."""
+    if not isinstance(exc, openai.APIStatusError):
+        return None
+    headers = exc.response.headers
+    with contextlib.suppress(TypeError, ValueError):
+        if headers.get("retry-after-ms") is not None:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    with contextlib.suppress(TypeError, ValueError):
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    return None
+
+
+def _wait(state) -> float:
+    after = retry_after(state.outcome.exception())
+    if after is not None:
+        return min(after, MAX_RETRY_AFTER) + random.uniform(0, BACKOFF_JITTER)
+    return wait_exponential_jitter(initial=BACKOFF_INITIAL, max=BACKOFF_MAX, jitter=BACKOFF_JITTER)(state)
+
+
+def retryable(exc: BaseException) -> bool:
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in RETRY_STATUS or exc.status_code >= 500
+    return isinstance(exc, openai.APIConnectionError | BadResponse)
+
+
+def describe(exc: BaseException, timeout_s: float) -> str:
+    """One line on why a request failed."""
+    if isinstance(exc, openai.APIStatusError):
+        body = exc.body if isinstance(exc.body, dict) else {}
+        message = body.get("message") or exc.message
+        return f"HTTP {exc.status_code}: {' '.join(str(message).split())[:300]}"
+    if isinstance(exc, openai.APITimeoutError):
+        return f"no answer within llm.timeout_s={timeout_s:g} s"
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return f"connection failed ({type(cause).__name__}: {' '.join(str(cause).split())[:200]})"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+
+
+def run_sync(coro):
+    """Run a coroutine to completion from sync code, also when this thread already runs a loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+class Transport:
+    def __init__(self, cfg: LLM, cache: RequestCache | None = None):
+        self.cfg = cfg
+        self.urls = [cfg.base_url] if isinstance(cfg.base_url, str) else list(cfg.base_url or [])
+        if not self.urls:
+            raise ServerError(f"model {cfg.model!r}: llm.base_url is required with backend: openai")
+        self.key = api_key(cfg)
+        self.cache = cache or RequestCache()
+        self.sent = 0  # requests sent by this engine (the cost guard's count)
+
+    def where(self) -> str:
+        return f"model {self.cfg.model!r} at {', '.join(self.urls)}"
+
+    def run(self, requests: list[Request]) -> list[Any]:
+        """The answer of every request (or ``RequestFailed``), in input order."""
+        keys = [r.key() for r in requests]
+        answers: dict[str, Any] = {}
+        todo: dict[str, Request] = {}
+        for k, r in zip(keys, requests, strict=True):
+            if k in answers or k in todo:
+                continue
+            cached = self.cache.get(k)
+            if cached is MISS:
+                todo[k] = r
+            else:
+                answers[k] = cached
+        if todo:
+            self._guard(len(todo))
+            self.sent += len(todo)
+            answers.update(run_sync(self._send_all(todo)))
+        return [answers[k] for k in keys]
+
+    def _guard(self, n: int) -> None:
+        limit = self.cfg.max_requests
+        if limit is not None and self.sent + n > limit:
+            raise CostGuardError(
+                f"{self.where()}: this call needs {n} uncached requests and {self.sent} were already sent, "
+                f"over llm.max_requests={limit}; nothing was sent. Raise max_requests (cached answers are free, "
+                "so a rerun only pays for what is missing) or shrink the input"
+            )
+
+    async def _send_all(self, todo: dict[str, Request]) -> dict[str, Any]:
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(
+                    openai.AsyncOpenAI(base_url=url, api_key=self.key, timeout=self.cfg.timeout_s, max_retries=0)
+                )
+                for url in self.urls
+            ]
+            done = await asyncio.gather(*(self._send(clients, sem, k, r) for k, r in todo.items()))
+        return dict(done)
+
+    async def _send(self, clients, sem: asyncio.Semaphore, key: str, req: Request) -> tuple[str, Any]:
+        first = int(hashlib.sha1(req.route.encode()).hexdigest(), 16) % len(clients)
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.cfg.max_retries + 1),
+                wait=_wait,
+                retry=retry_if_exception(retryable),
+                before_sleep=self._log_retry,
+                reraise=True,
+            ):
+                with attempt:
+                    client = clients[(first + attempt.retry_state.attempt_number - 1) % len(clients)]
+                    async with sem:
+                        text = await self._post(client, req)
+                    answer = req.read(_json(text))
+        except openai.APIStatusError as e:
+            if e.status_code in FATAL_STATUS:
+                raise ServerError(f"{self.where()}: {FATAL_STATUS[e.status_code]} ({describe(e, 0)}); "
+                                  "check llm.model, llm.base_url and llm.api_key_env") from None
+            return key, RequestFailed(describe(e, self.cfg.timeout_s))
+        except (openai.APIConnectionError, BadResponse, RowError) as e:
+            return key, RequestFailed(describe(e, self.cfg.timeout_s))
+        self.cache.put(key, answer)
+        return key, answer
+
+    async def _post(self, client: openai.AsyncOpenAI, req: Request) -> str:
+        api = client.chat.completions if req.endpoint == "chat" else client.completions
+        response = await api.with_raw_response.create(**req.body, extra_body=req.extra or None)
+        return response.text
+
+    def _log_retry(self, state) -> None:
+        exc = state.outcome.exception()
+        log.warning("%s: %s; retry %d of %d in %.1f s", self.where(), describe(exc, self.cfg.timeout_s),
+                    state.attempt_number, self.cfg.max_retries, state.next_action.sleep)
+
+
+def _json(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise BadResponse(f"not JSON ({e}): {text[:80]!r}") from None
+    if not isinstance(data, dict):
+        raise BadResponse(f"expected a JSON object, got {text[:80]!r}")
+    return data

@@ -1,0 +1,363 @@
+"""The ``openai`` engine: OpenAI-compatible servers (a ``vllm serve`` pool, SGLang, a hosted API), same contract.
+
+    llm:                                   # or one role, e.g. pugc.roles.judge
+      backend: openai
+      model: Qwen/Qwen2.5-7B-Instruct      # the served model name
+      base_url: [http://node1:8000/v1, http://node2:8000/v1]
+      api_key_env: null                    # or OPENAI_API_KEY: the variable's NAME, never the key
+
+Requests are built by the pure functions below and sent by ``pipeline.llm.openai_client`` (many in
+flight, retries, a disk cache, a cost guard):
+
+- ``generate``: ``/chat/completions``, one request per sample with ``n=1`` and that sample's contract
+  seed ``sample_seed(sampling.seed, prompt, j, attempt)``, so sample ``j`` of a prompt is the same
+  whichever batch, replica or rerun asks for it, and is cached on its own; a greedy call
+  (temperature 0) sends one request per prompt. ``temperature``, ``top_p``, ``max_completion_tokens``,
+  ``stop``; ``finish_reason: length`` is a cut-off sample (``Completion.finish_reason``). With a schema:
+  ``response_format`` ``json_schema`` (strict), the text validated with pydantic and failed samples
+  re-asked with the next attempt's seed (``generate_validated``), as in-process. One request per
+  sample costs a hosted API the prompt's tokens once per sample (vLLM's prefix cache makes it free).
+- ``logprobs``: ``/completions`` with the token ids of the chat-templated prompt + response and vLLM's
+  ``prompt_logprobs=0`` (the log-probability of every prompt token), summed over the response's tokens
+  and the end-of-turn token: the boundary of ``pipeline.llm.chat``, from the served model's own
+  tokenizer loaded locally from ``model`` (a Hub id in the local cache, or a folder). These are the
+  numbers the in-process engines compute.
+- ``choose``: ``option_scoring: sequence`` scores every option that way (one request per prompt, its
+  options' token ids as a batch of prompts) and normalises: the in-process engines' numbers, options of
+  any length. ``first_token`` (hosted APIs: no tokenizer, no prompt log-probs): ``/chat/completions``
+  with ``max_completion_tokens=1``, ``temperature=0``, ``logprobs``, ``top_logprobs=20``; an option's
+  probability is that of the first answer tokens equal to it (surrounding blanks ignored), normalised
+  over the options; an option outside the top 20 gets 0.
+
+Failures: a structured sample whose request failed for good is a ``GenerationFailure`` ("request
+failed: ..."), its neighbours unaffected. The contract has no failure slot for plain samples,
+``choose`` or ``logprobs``: there every request of the call is completed (and cached) first, then
+``RequestsFailed`` names how many failed and why, so a rerun resends only those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from pipeline.config import LLM, Sampling
+from pipeline.llm.base import ChatPrompt, Completion, GenerationFailure, LogProb, sample_seed
+from pipeline.llm.chat import ChatCodec
+from pipeline.llm.openai_client import BadResponse, Request, RequestFailed, RowError, ServerError, Transport
+from pipeline.llm.structured import generate_validated
+from pipeline.llm.tiny import resolve_model
+
+TOP_LOGPROBS = 20  # the most the OpenAI API returns per position (vLLM's default --max-logprobs too)
+_FAILED = "\x00prefpipe: request failed\x00"  # marks a failed request in a structured sample's text
+
+
+class RequestsFailed(RuntimeError):
+    """Some requests of a call without failure rows (plain samples, choose, logprobs) failed for good."""
+
+
+# --- response shapes (validated at the boundary; unknown fields ignored) -----------------------
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _TopLogprob(_Loose):
+    token: str
+    logprob: float
+
+
+class _TokenLogprob(_Loose):
+    top_logprobs: list[_TopLogprob] = []
+
+
+class _ChatLogprobs(_Loose):
+    content: list[_TokenLogprob] | None = None
+
+
+class _Message(_Loose):
+    content: str | None = None
+
+
+class _ChatChoice(_Loose):
+    index: int = 0
+    message: _Message
+    finish_reason: str | None = None
+    logprobs: _ChatLogprobs | None = None
+
+
+class _Chat(_Loose):
+    choices: list[_ChatChoice]
+
+
+class _PromptLogprob(_Loose):
+    logprob: float
+
+
+class _CompletionChoice(_Loose):
+    index: int = 0
+    prompt_logprobs: list[dict[str, _PromptLogprob | float] | None] | None = None
+
+
+class _Completions(_Loose):
+    choices: list[_CompletionChoice]
+
+
+def _validated(model: type[_Loose], data: dict[str, Any]):
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise BadResponse(f"unexpected answer shape: {e.errors(include_url=False)[:2]}") from None
+
+
+# --- readers: a JSON answer -> what is kept (and cached) ----------------------------------------
+
+
+def read_sample(data: dict[str, Any]) -> dict[str, str]:
+    """``{"text", "finish_reason"}`` of a one-sample chat answer; ``length`` = cut at the token budget."""
+    choices = _validated(_Chat, data).choices
+    if len(choices) != 1:
+        raise BadResponse(f"expected 1 choice, got {len(choices)}")
+    reason = choices[0].finish_reason
+    if reason in (None, "abort"):
+        raise BadResponse(f"the answer did not finish (finish_reason={reason!r})")
+    if reason not in ("stop", "length"):
+        raise RowError(f"the server ended the answer with finish_reason={reason!r}")
+    return {"text": choices[0].message.content or "", "finish_reason": reason}
+
+
+def read_top_logprobs(data: dict[str, Any], model: str) -> list[list]:
+    """``[[token, logprob], ...]`` of the first answer token's top alternatives."""
+    choice = _validated(_Chat, data).choices[0]
+    content = choice.logprobs.content if choice.logprobs else None
+    if not content or not content[0].top_logprobs:
+        raise ServerError(
+            f"model {model!r}: the server returned no logprobs/top_logprobs for the first answer token; "
+            "choose with option_scoring: first_token needs them (some APIs and reasoning models do not "
+            "return them): use a model/server that does, or option_scoring: sequence on a vLLM server"
+        )
+    return [[t.token, t.logprob] for t in content[0].top_logprobs]
+
+
+def read_prompt_logprobs(data: dict[str, Any], spans: list[list[int]], prompts: list[list[int]], model: str,
+                         purpose: str) -> list[float]:
+    """Per prompt, the sum of the log-probabilities of its tokens ``[start, end)``."""
+    choices = sorted(_validated(_Completions, data).choices, key=lambda c: c.index)
+    if len(choices) != len(prompts):
+        raise BadResponse(f"expected {len(prompts)} choices, got {len(choices)}")
+    sums = []
+    for choice, ids, (start, end) in zip(choices, prompts, spans, strict=True):
+        table = choice.prompt_logprobs
+        if table is None:
+            raise ServerError(
+                f"model {model!r}: the server returned no prompt_logprobs on /completions; {purpose} needs "
+                "them (a vLLM extension): serve the model with `vllm serve`, or run this role in-process "
+                "(backend: transformers or vllm)"
+            )
+        if len(table) != len(ids):
+            raise BadResponse(f"prompt_logprobs has {len(table)} positions for a prompt of {len(ids)} tokens")
+        total = 0.0
+        for t in range(start, end):
+            entry = (table[t] or {}).get(str(ids[t]))
+            if entry is None:
+                raise BadResponse(f"prompt_logprobs has no entry for token {ids[t]} at position {t}")
+            total += entry if isinstance(entry, float) else entry.logprob
+        sums.append(total)
+    return sums
+
+
+# --- request builders ----------------------------------------------------------------------------
+
+
+def route(prompt: ChatPrompt) -> str:
+    """Requests about one prompt go to one server (its prefix cache)."""
+    return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+def response_format(schema: type[BaseModel]) -> dict[str, Any]:
+    """``json_schema`` in the API's strict form (every object closed, every key required), as the
+    ``openai`` client converts pydantic models for structured outputs."""
+    try:
+        from openai.lib._pydantic import to_strict_json_schema
+
+        body = to_strict_json_schema(schema)
+    except ImportError:  # an openai client without the converter
+        body = schema.model_json_schema()
+    return {"type": "json_schema", "json_schema": {"name": schema.__name__, "schema": body, "strict": True}}
+
+
+def sample_request(model: str, prompt: ChatPrompt, s: Sampling, index: int, attempt: int,
+                   schema: type[BaseModel] | None = None) -> Request:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": prompt,
+        "n": 1,
+        "seed": sample_seed(s.seed, prompt, index, attempt),
+        "temperature": s.temperature,
+        "top_p": s.top_p if s.temperature > 0 else 1.0,
+        "max_completion_tokens": s.max_new_tokens,
+    }
+    if schema is None and s.stop:  # stop strings would cut JSON short
+        body["stop"] = list(s.stop)
+    if schema is not None:
+        body["response_format"] = response_format(schema)
+    return Request("chat", body, read=read_sample, route=route(prompt))
+
+
+def first_token_request(model: str, prompt: ChatPrompt) -> Request:
+    body = {"model": model, "messages": prompt, "n": 1, "temperature": 0.0, "max_completion_tokens": 1,
+            "logprobs": True, "top_logprobs": TOP_LOGPROBS}
+    return Request("chat", body, read=functools.partial(read_top_logprobs, model=model), route=route(prompt))
+
+
+def score_request(model: str, prompt: ChatPrompt, spans: list[tuple[list[int], int, int]], purpose: str) -> Request:
+    """One ``/completions`` request scoring ``ids[start:end]`` of each span (teacher forcing)."""
+    prompts = [list(ids[:end]) for ids, _, end in spans]
+    bounds = [[start, end] for _, start, end in spans]
+    body = {"model": model, "prompt": prompts, "n": 1, "max_tokens": 1, "temperature": 0.0}
+    read = functools.partial(read_prompt_logprobs, spans=bounds, prompts=prompts, model=model, purpose=purpose)
+    return Request("completions", body, read=read, extra={"prompt_logprobs": 0}, read_key=bounds,
+                   route=route(prompt))
+
+
+def option_probabilities(top: list[list], options: list[str]) -> list[float] | None:
+    """Normalised probabilities of ``options`` among the first token's top alternatives (None: none is there)."""
+    mass = [sum(math.exp(lp) for token, lp in top if token.strip() == o.strip()) for o in options]
+    total = sum(mass)
+    return [m / total for m in mass] if total > 0 else None
+
+
+def softmax(xs: list[float]) -> list[float]:
+    m = max(xs)
+    e = [math.exp(x - m) for x in xs]
+    return [v / sum(e) for v in e]
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+# --- engine --------------------------------------------------------------------------------------
+
+
+class OpenAIEngine:
+    def __init__(self, cfg: LLM):
+        self.cfg = cfg
+        self.name = cfg.model
+        self.transport = Transport(cfg)
+        # The chat codec (tokenizer + template) for scoring sequences. Loaded up front with
+        # option_scoring: sequence when the tokenizer is at hand; None otherwise (a generation-only role
+        # on a hosted API needs none), so callers that budget prompts by tokens
+        # (getattr(engine, "codec", None)) fall back to characters. Scoring without it is a clear error.
+        self.codec: ChatCodec | None = None
+        if cfg.option_scoring == "sequence":
+            with contextlib.suppress(ServerError):
+                self.codec = self._load_codec("")
+
+    def _codec(self, purpose: str) -> ChatCodec:
+        if self.codec is None:
+            self.codec = self._load_codec(purpose)
+        return self.codec
+
+    def _load_codec(self, purpose: str) -> ChatCodec:
+        try:
+            return ChatCodec(_tokenizer(resolve_model(self.cfg.model)), name=self.cfg.model,
+                             max_len=self.cfg.max_model_len)
+        except (OSError, ValueError) as e:  # no such tokenizer here, or one without a chat template
+            raise ServerError(
+                f"model {self.cfg.model!r}: {purpose} needs the served model's tokenizer (chat template and "
+                f"token ids), loaded locally from llm.model, and it could not be loaded "
+                f"({' '.join(str(e).split())[:160]}); set model to the Hub id (in the local cache) or folder "
+                "the server serves (vllm serve ... --served-model-name <that id>), or, for a hosted judge, "
+                "option_scoring: first_token"
+            ) from None
+
+    def _raise_failed(self, what: str, answers: list[Any]) -> None:
+        failed = [a for a in answers if isinstance(a, RequestFailed)]
+        if failed:
+            raise RequestsFailed(
+                f"{self.transport.where()}: {what}: {len(failed)} of {len(answers)} requests failed (first: "
+                f"{failed[0].error}; llm.max_retries={self.cfg.max_retries}); the answers that came back are "
+                "cached, so a rerun resends only the failed ones"
+            )
+
+    # --- generate --------------------------------------------------------------------------------
+
+    def generate(self, prompts: list[ChatPrompt], n: int = 1, sampling: Sampling | None = None,
+                 schema: type[BaseModel] | None = None) -> list[list]:
+        s = sampling or self.cfg.sampling
+        if schema is None:
+            rows = self._sample(prompts, [list(range(n))] * len(prompts), s, None, 0)
+            self._raise_failed("generate", [a for row in rows for a in row])
+            return [[Completion(a["text"], a["finish_reason"]) for a in row] for row in rows]
+
+        def sample(ps: list[ChatPrompt], slots, attempt: int) -> list[list[tuple[str, bool]]]:
+            # `slots`: a count per prompt, or each prompt's sample indices (structured.generate_validated).
+            slots = [list(range(slots))] * len(ps) if isinstance(slots, int) else slots
+            return [[(_FAILED + a.error, False) if isinstance(a, RequestFailed)
+                     else (a["text"], a["finish_reason"] == "length") for a in row]
+                    for row in self._sample(ps, slots, s, schema, attempt)]
+
+        out = generate_validated(sample, prompts, n, schema, self.cfg.structured_retries)
+        return [[_request_failure(x) for x in row] for row in out]
+
+    def _sample(self, prompts: list[ChatPrompt], slots: list[list[int]], s: Sampling,
+                schema: type[BaseModel] | None, attempt: int) -> list[list[Any]]:
+        """Per prompt, the answer (or RequestFailed) of each sample index in ``slots``."""
+        requests = [sample_request(self.cfg.model, p, s, j if s.temperature > 0 else 0, attempt, schema)
+                    for p, idx in zip(prompts, slots, strict=True) for j in idx]
+        answers = iter(self.transport.run(requests))
+        return [[next(answers) for _ in idx] for idx in slots]
+
+    # --- scoring ---------------------------------------------------------------------------------
+
+    def logprobs(self, prompts: list[ChatPrompt], responses: list[str]) -> list[LogProb]:
+        if len(prompts) != len(responses):
+            raise ValueError(f"logprobs: {len(prompts)} prompts but {len(responses)} responses")
+        purpose = "logprobs (teacher forcing, e.g. Selfie's rewards)"
+        codec = self._codec(purpose)
+        spans = [codec.response_span(p, r) for p, r in zip(prompts, responses, strict=True)]
+        answers = self.transport.run([score_request(self.cfg.model, p, [span], purpose)
+                                      for p, span in zip(prompts, spans, strict=True)])
+        self._raise_failed("logprobs", answers)
+        return [LogProb(a[0], end - start) for a, (_, start, end) in zip(answers, spans, strict=True)]
+
+    def choose(self, prompts: list[ChatPrompt], options: list[str]) -> list[list[float]]:
+        if not options:
+            raise ValueError("choose: at least one option is needed")
+        if self.cfg.option_scoring == "sequence":
+            purpose = "choose with option_scoring: sequence (judges)"
+            codec = self._codec(purpose)
+            requests = [score_request(self.cfg.model, p, [codec.response_span(p, o) for o in options], purpose)
+                        for p in prompts]
+            answers = self.transport.run(requests)
+            self._raise_failed("choose", answers)
+            return [softmax(a) for a in answers]
+        answers = self.transport.run([first_token_request(self.cfg.model, p) for p in prompts])
+        self._raise_failed("choose", answers)
+        probs = [option_probabilities(top, options) for top in answers]
+        missing = [i for i, p in enumerate(probs) if p is None]
+        if missing:
+            top = [t for t, _ in answers[missing[0]][:5]]
+            raise RequestsFailed(
+                f"{self.transport.where()}: choose: for {len(missing)} of {len(prompts)} prompts none of the "
+                f"options {options} is among the {TOP_LOGPROBS} most likely first answer tokens (prompt "
+                f"{missing[0]}: {top}); option_scoring: first_token needs single-token options the model "
+                "answers with; use option_scoring: sequence (vLLM) for longer options"
+            )
+        return probs  # type: ignore[return-value]
+
+
+def _request_failure(x: Any) -> Any:
+    """A structured sample whose last attempt was a failed request says so (not "invalid JSON")."""
+    if isinstance(x, GenerationFailure) and x.raw.startswith(_FAILED):
+        return GenerationFailure(error=f"request failed: {x.raw[len(_FAILED):]}", raw="", attempts=x.attempts)
+    return x

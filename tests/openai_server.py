@@ -1,0 +1,240 @@
+"""A real OpenAI-compatible HTTP server on loopback for the tests: the transformers engine with the tiny
+model behind the API the ``openai`` engine speaks, plus fault injection.
+
+    server = LoopbackServer(api_key="s3cret").start()     # aiohttp in a thread; server.url = http://127.0.0.1:<port>/v1
+    server.faults.extend(["429", "500", "hang", "malformed", "drop"])   # the next five requests fail so
+    ...
+    server.stop()
+
+Endpoints (as vLLM serves them):
+- ``POST /v1/chat/completions``: ``messages``, ``n``, ``seed``, ``temperature``, ``top_p``,
+  ``max_completion_tokens`` (or ``max_tokens``), ``stop``, ``response_format`` ``json_schema`` (decoded
+  with the engine's grammar; no server-side retries), ``finish_reason`` stop/length; with ``logprobs``
+  and ``top_logprobs``, the first answer token's top alternatives (the model's next-token distribution).
+- ``POST /v1/completions``: ``prompt`` as token ids (one list or a list of lists) with vLLM's
+  ``prompt_logprobs``: per position, ``{token id: {logprob, rank, decoded_token}}`` from one forward pass.
+
+Faults, one per request in order: ``429`` (with ``Retry-After: retry_after``), ``500``, ``hang`` (no answer
+for ``hang_s``), ``malformed`` (a 200 whose body is cut JSON), ``drop`` (the connection closed without
+an answer), ``400`` (a request the server refuses). ``supports_logprobs = False`` answers without any
+log-probabilities (a server that cannot score). Every request is logged: ``(time, endpoint, fault, body)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import torch
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter
+
+from pipeline.config import LLM, Sampling
+from pipeline.llm import GenerationFailure, get_engine
+
+logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # dropped connections are on purpose
+
+
+def server_engine(model: str = "tiny"):
+    """The in-process engine behind the server (structured_retries 0: the client re-asks)."""
+    sampling = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=16, stop=[], seed=0)
+    return get_engine(LLM(
+        backend="transformers", model=model, dtype="auto", batch_size=8, replicas=1, gpus_per_replica=0,
+        tensor_parallel_size=1, max_model_len=2048, gpu_memory_utilization=0.9, enable_prefix_caching=True,
+        structured_retries=0, sampling=sampling,
+    ))
+
+
+def schema_output(schema: dict[str, Any]) -> type[BaseModel]:
+    """A stand-in pydantic model for a JSON schema received over HTTP: the engine compiles its grammar
+    from ``model_json_schema()``; validation only checks that the text is JSON (the client validates)."""
+
+    class Output(BaseModel):
+        text: str
+
+        @classmethod
+        def model_json_schema(cls, *args, **kwargs) -> dict[str, Any]:
+            return schema
+
+        @classmethod
+        def model_validate_json(cls, data, *args, **kwargs):
+            TypeAdapter(Any).validate_json(data)
+            return cls(text=data if isinstance(data, str) else data.decode())
+
+    return Output
+
+
+class LoopbackServer:
+    def __init__(self, model: str = "tiny", api_key: str | None = None, retry_after: float = 2.0,
+                 hang_s: float = 4.0):
+        self.model = model
+        self.engine = server_engine(model)
+        self.api_key = api_key
+        self.retry_after, self.hang_s = retry_after, hang_s
+        self.faults: collections.deque[str] = collections.deque()
+        self.log: list[tuple[float, str, str | None, dict]] = []  # (time, endpoint, fault, request body)
+        self.supports_logprobs = True
+        self.delay_s = 0.0  # extra seconds per answer (to observe requests in flight)
+        self.inflight = self.max_inflight = 0
+        self._pool = ThreadPoolExecutor(1)  # one model, one thread
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> LoopbackServer:
+        ready = threading.Event()
+        app = web.Application(client_max_size=64 * 2**20)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._completions)
+
+        def serve():
+            self._loop = asyncio.new_event_loop()
+            self._runner = web.AppRunner(app)
+            self._loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            self._loop.run_until_complete(site.start())
+            self.port = self._runner.addresses[0][1]
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        ready.wait(30)
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(30)
+            self._loop = None
+        self._pool.shutdown()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def requests(self, endpoint: str | None = None) -> int:
+        return sum(1 for _, e, _, _ in self.log if endpoint in (None, e))
+
+    # --- HTTP ------------------------------------------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "chat", self._chat_answer)
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, "completions", self._completions_answer)
+
+    async def _handle(self, request: web.Request, endpoint: str, answer) -> web.StreamResponse:
+        body = await request.json()
+        fault = self.faults.popleft() if self.faults else None
+        self.log.append((time.monotonic(), endpoint, fault, body))
+        if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return _error(401, "Incorrect API key provided")
+        if fault == "429":
+            return _error(429, "Rate limit reached", {"Retry-After": f"{self.retry_after:g}"})
+        if fault == "500":
+            return _error(500, "Internal server error")
+        if fault == "400":
+            return _error(400, "This model's maximum context length is 2048 tokens")
+        if fault == "malformed":
+            return web.Response(status=200, text='{"id": "cmpl-1", "choices": [{"index": 0, "mess',
+                                content_type="application/json")
+        if fault == "drop":
+            request.transport.close()
+            raise ConnectionResetError("fault injection: connection dropped")
+        if fault == "hang":  # the client has given up by then
+            await asyncio.sleep(self.hang_s)
+            return _error(504, "answered too late")
+        if body.get("model") != self.model:
+            return _error(404, f"The model `{body.get('model')}` does not exist.")
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            await asyncio.sleep(self.delay_s)
+            data = await asyncio.get_running_loop().run_in_executor(self._pool, answer, body)
+        finally:
+            self.inflight -= 1
+        return web.json_response(data)
+
+    # --- answers (in the model thread) -----------------------------------------------------------
+
+    def _chat_answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        messages = body["messages"]
+        if body.get("logprobs") and body.get("top_logprobs"):
+            return self._first_token(messages, int(body["top_logprobs"]))
+        stop = body.get("stop") or []
+        sampling = Sampling(
+            temperature=body.get("temperature", 1.0), top_p=body.get("top_p", 1.0),
+            max_new_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 16,
+            stop=[stop] if isinstance(stop, str) else list(stop), seed=body.get("seed") or 0,
+        )
+        fmt = body.get("response_format") or {}
+        schema = schema_output(fmt["json_schema"]["schema"]) if fmt.get("type") == "json_schema" else None
+        [outs] = self.engine.generate([messages], n=body.get("n", 1), sampling=sampling, schema=schema)
+        choices = []
+        for i, out in enumerate(outs):
+            if schema is None:
+                text, reason = out.text, out.finish_reason
+            elif isinstance(out, GenerationFailure):
+                text, reason = out.raw, "length" if "max_new_tokens" in out.error else "stop"
+            else:
+                text, reason = out.text, "stop"
+            choices.append({"index": i, "message": {"role": "assistant", "content": text},
+                            "finish_reason": reason, "logprobs": None})
+        return _chat_response(self.model, choices)
+
+    def _next_token_logprobs(self, ids: list[int]) -> torch.Tensor:
+        """log p(token | ids[:t]) for every position t (row t predicts ids[t + 1])."""
+        engine = self.engine
+        with torch.inference_mode():
+            logits = engine.model(input_ids=torch.tensor([ids], device=engine.device)).logits[0]
+        return torch.log_softmax(logits.double(), dim=-1)
+
+    def _first_token(self, messages: list[dict[str, str]], k: int) -> dict[str, Any]:
+        tok = self.engine.tokenizer
+        lp = self._next_token_logprobs(self.engine.codec.prompt_ids(messages))[-1]
+        values, ids = lp.topk(k)
+        top = [{"token": tok.decode([i]), "logprob": v, "bytes": list(tok.decode([i]).encode())}
+               for v, i in zip(values.tolist(), ids.tolist(), strict=True)]
+        choice = {"index": 0, "message": {"role": "assistant", "content": top[0]["token"]},
+                  "finish_reason": "length",
+                  "logprobs": {"content": [{**top[0], "top_logprobs": top}]} if self.supports_logprobs else None}
+        return _chat_response(self.model, [choice])
+
+    def _completions_answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        prompt = body["prompt"]
+        prompts = [prompt] if prompt and isinstance(prompt[0], int) else prompt
+        tok = self.engine.tokenizer
+        choices = []
+        for i, ids in enumerate(prompts):
+            lp = self._next_token_logprobs(ids)
+            choice: dict[str, Any] = {"index": i, "text": tok.decode([int(lp[-1].argmax())]),
+                                      "finish_reason": "length", "logprobs": None}
+            if body.get("prompt_logprobs") is not None and self.supports_logprobs:
+                table: list[dict | None] = [None]
+                for t in range(1, len(ids)):
+                    row, v = lp[t - 1], lp[t - 1, ids[t]]
+                    table.append({str(ids[t]): {"logprob": float(v), "rank": int((row > v).sum()) + 1,
+                                                "decoded_token": tok.decode([ids[t]])}})
+                choice["prompt_logprobs"] = table
+            choices.append(choice)
+        return {"id": "cmpl-loopback", "object": "text_completion", "created": int(time.time()),
+                "model": self.model, "choices": choices,
+                "usage": {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": len(prompts),
+                          "total_tokens": sum(map(len, prompts)) + len(prompts)}}
+
+
+def _chat_response(model: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": choices, "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": "error", "code": status}}, status=status,
+                             headers=headers)

@@ -1,0 +1,352 @@
+"""The openai backend against a real OpenAI-compatible HTTP server on loopback (tests/openai_server.py: the
+transformers engine with the tiny model behind /v1/chat/completions and /v1/completions).
+
+Engine contract (seeds, order, finish reasons, structured output, scoring equal to in-process), the
+transport (retries on injected faults honouring Retry-After, concurrency, a server pool, the disk cache,
+the cost guard, per-row failures, one-line errors) and params validation. The end-to-end runs of PUGC and
+DOVE through the server are in tests/test_openai_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import BaseModel, field_validator
+
+from pipeline.config import LLM, ParamsError, Sampling, load_params
+from pipeline.llm import Completion, GenerationFailure, openai_client, sample_seed
+from pipeline.llm.openai_client import CostGuardError, ServerError
+from pipeline.llm.openai_engine import OpenAIEngine, RequestsFailed, option_probabilities
+from tests.openai_server import LoopbackServer
+
+pytestmark = pytest.mark.openai
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY_ENV, KEY = "PREFPIPE_TEST_OPENAI_KEY", "sk-test-4f9c2e71d0b8a6"
+SAMPLING = Sampling(temperature=0.8, top_p=0.95, max_new_tokens=24, stop=[], seed=3)
+GREEDY = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=12, stop=[], seed=0)
+PROMPTS = [
+    [{"role": "user", "content": "Hello there! Can you help me?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 12 times 12?"}],
+    [{"role": "user", "content": "Write a haiku about autumn."}],
+]
+
+
+class Query(BaseModel):
+    query: str
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = LoopbackServer(api_key=KEY, retry_after=2.0, hang_s=4.0).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def env(server, tmp_path, monkeypatch):
+    """A fresh request cache per test, the key in the environment, fast backoff, a clean server."""
+    monkeypatch.setenv("PREFPIPE_REQUEST_CACHE", str(tmp_path / "requests"))
+    monkeypatch.setenv(KEY_ENV, KEY)
+    monkeypatch.setattr(openai_client, "BACKOFF_INITIAL", 0.05)
+    monkeypatch.setattr(openai_client, "BACKOFF_JITTER", 0.05)
+    server.faults.clear()
+    server.supports_logprobs, server.delay_s = True, 0.0
+    yield
+
+
+def config(server, **kw) -> LLM:
+    base = server.engine.cfg.model_dump()
+    base.update(backend="openai", base_url=server.url, api_key_env=KEY_ENV, structured_retries=2, max_retries=3,
+                timeout_s=30, concurrency=8)
+    base.update(kw)
+    return LLM.model_validate(base)
+
+
+def sent(server, since: int) -> list[dict]:
+    return [body for _, _, _, body in server.log[since:]]
+
+
+# --- generate ------------------------------------------------------------------------------------
+
+
+def test_generate_one_request_per_sample_with_its_contract_seed_in_input_order_and_cached(server):
+    engine = OpenAIEngine(config(server))
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0]]  # a repeated prompt gets the same samples
+    start = len(server.log)
+    out = engine.generate(prompts, n=3, sampling=SAMPLING)
+    bodies = sent(server, start)
+    # 2 distinct prompts x 3 samples; the repeat asks nothing new.
+    assert len(bodies) == 6
+    assert all(b["n"] == 1 and b["temperature"] == 0.8 and b["top_p"] == 0.95 and b["max_completion_tokens"] == 24
+               for b in bodies)
+    assert sorted(b["seed"] for b in bodies) == sorted(sample_seed(3, p, j) for p in PROMPTS[:2] for j in range(3))
+    assert all(isinstance(c, Completion) for row in out for c in row) and [len(r) for r in out] == [3, 3, 3]
+    assert out[0] == out[2] and out[0] != out[1]
+    assert len({c.text for c in out[0]}) > 1  # three seeds, three samples
+    # Batch-independent: prompt 1 alone, through another engine and cache, gets the same samples.
+    assert OpenAIEngine(config(server)).generate([PROMPTS[1]], n=3, sampling=SAMPLING) == [out[1]]
+    # A rerun is served from the disk cache: nothing is sent.
+    before = len(server.log)
+    assert engine.generate(prompts, n=3, sampling=SAMPLING) == out
+    assert len(server.log) == before
+
+
+def test_greedy_generation_equals_the_in_process_engine_and_keeps_finish_reasons(server):
+    engine = OpenAIEngine(config(server))
+    start = len(server.log)
+    out = engine.generate(PROMPTS, n=2, sampling=GREEDY)
+    assert len(server.log) - start == len(PROMPTS)  # greedy: one request per prompt, copied n times
+    assert out == server.engine.generate(PROMPTS, n=2, sampling=GREEDY)
+    # Cut at max_new_tokens -> finish_reason "length" (the tiny model needs ~25 tokens to end an answer).
+    short = SAMPLING.model_copy(update={"max_new_tokens": 2})
+    cut = engine.generate(PROMPTS, n=4, sampling=short)
+    assert {c.finish_reason for row in cut for c in row} <= {"stop", "length"}
+    assert any(c.cut_off for row in cut for c in row)
+
+
+def test_structured_output_is_json_schema_validated_and_a_refused_request_is_a_failure_row(server):
+    engine = OpenAIEngine(config(server, structured_retries=0, max_retries=0))
+    start = len(server.log)
+    out = engine.generate(PROMPTS[:2], n=2, sampling=SAMPLING, schema=Query)
+    bodies = sent(server, start)
+    fmt = bodies[0]["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
+    assert fmt["json_schema"]["schema"]["required"] == ["query"]
+    assert fmt["json_schema"]["schema"]["additionalProperties"] is False
+    assert all(isinstance(q, Query) for row in out for q in row)
+    # One request of the next call is refused (400): that sample is a failure row, its neighbours are fine.
+    server.faults.append("400")
+    again = engine.generate(PROMPTS[:2], n=2, sampling=SAMPLING.model_copy(update={"seed": 4}), schema=Query)
+    flat = [x for row in again for x in row]
+    failures = [x for x in flat if isinstance(x, GenerationFailure)]
+    assert len(failures) == 1 and failures[0].error.startswith("request failed: HTTP 400: This model's maximum")
+    assert sum(isinstance(x, Query) for x in flat) == 3
+
+
+def test_invalid_structured_output_is_retried_with_the_next_attempts_seed(server):
+    """A sample the schema rejects is re-asked with sample_seed(..., attempt=1), like the other engines."""
+
+    class Never(BaseModel):
+        query: str
+
+        @field_validator("query")
+        @classmethod
+        def _never(cls, v: str) -> str:
+            raise ValueError("rejected by the test")
+
+    engine = OpenAIEngine(config(server, structured_retries=1))
+    start = len(server.log)
+    [[res]] = engine.generate([PROMPTS[0]], n=1, sampling=SAMPLING, schema=Never)
+    assert [b["seed"] for b in sent(server, start)] == [sample_seed(3, PROMPTS[0], 0, a) for a in (0, 1)]
+    assert isinstance(res, GenerationFailure) and res.attempts == 2
+    assert "schema validation failed" in res.error and "rejected by the test" in res.error
+
+
+# --- scoring -------------------------------------------------------------------------------------
+
+
+def test_choose_and_logprobs_equal_the_in_process_engine(server):
+    engine = OpenAIEngine(config(server))
+    local = server.engine
+    start = len(server.log)
+    got = engine.choose(PROMPTS, ["1", "2", "3", "4", "5"])
+    assert len(server.log) - start == len(PROMPTS)  # one /completions request per prompt, its 5 options batched
+    assert all(b["prompt_logprobs"] == 0 and len(b["prompt"]) == 5 for b in sent(server, start))
+    want = local.choose(PROMPTS, ["1", "2", "3", "4", "5"])
+    for g, w in zip(got, want, strict=True):
+        assert g == pytest.approx(w, abs=1e-6) and sum(g) == pytest.approx(1.0)
+    responses = ["Of course, what do you need?", "144.", "Leaves fall slowly."]
+    for g, w in zip(engine.logprobs(PROMPTS, responses), local.logprobs(PROMPTS, responses), strict=True):
+        assert g.n_tokens == w.n_tokens and g.logprob == pytest.approx(w.logprob, rel=1e-5)
+    # Multi-token options are scored as whole sequences (+ end of turn), like in-process.
+    long = ["the first answer", "the second one"]
+    for g, w in zip(engine.choose(PROMPTS, long), local.choose(PROMPTS, long), strict=True):
+        assert g == pytest.approx(w, abs=1e-6)
+
+
+def test_a_server_without_prompt_logprobs_is_a_clear_error(server):
+    engine = OpenAIEngine(config(server))
+    server.supports_logprobs = False
+    with pytest.raises(ServerError, match=r"model 'tiny': the server returned no prompt_logprobs.*Selfie") as e:
+        engine.logprobs(PROMPTS[:1], ["hi"])
+    assert "\n" not in str(e.value)
+    with pytest.raises(ServerError, match="option_scoring: sequence"):
+        engine.choose(PROMPTS[:1], ["a", "b"])
+    first = OpenAIEngine(config(server, option_scoring="first_token"))
+    with pytest.raises(ServerError, match="no logprobs/top_logprobs for the first answer token"):
+        first.choose(PROMPTS[:1], ["a", "b"])
+
+
+def test_choose_first_token_uses_top_logprobs_of_the_first_answer_token(server):
+    engine = OpenAIEngine(config(server, option_scoring="first_token"))
+    assert engine.codec is None  # no tokenizer needed
+    local = server.engine
+    lp = server._next_token_logprobs(local.codec.prompt_ids(PROMPTS[0]))[-1]
+    values, ids = lp.topk(3)
+    options = [local.tokenizer.decode([i]) for i in ids.tolist()[1:3]]  # the 2nd and 3rd most likely tokens
+    start = len(server.log)
+    [probs] = engine.choose(PROMPTS[:1], options)
+    body = sent(server, start)[0]
+    assert body["logprobs"] is True and body["top_logprobs"] == 20 and body["max_completion_tokens"] == 1
+    a, b = (math.exp(v) for v in values.tolist()[1:3])
+    assert probs == pytest.approx([a / (a + b), b / (a + b)], rel=1e-6)
+    # Options the model never starts its answer with (or longer than one token) cannot be scored this way.
+    with pytest.raises(RequestsFailed, match=r"none of the options \['zebra crossing', 'Q'\] is among the 20"):
+        engine.choose(PROMPTS[:1], ["zebra crossing", "Q"])
+
+
+def test_option_probabilities_sum_tokens_equal_to_an_option_and_renormalise():
+    top = [["A", math.log(0.5)], [" A", math.log(0.1)], ["B", math.log(0.2)], ["C", math.log(0.2)]]
+    assert option_probabilities(top, ["A", "B"]) == pytest.approx([0.75, 0.25])
+    assert option_probabilities(top, ["A", "D"]) == pytest.approx([1.0, 0.0])
+    assert option_probabilities(top, ["D", "E"]) is None
+
+
+# --- transport -----------------------------------------------------------------------------------
+
+
+def test_injected_faults_are_retried_honouring_retry_after_and_the_answer_is_unchanged(server):
+    clean = OpenAIEngine(config(server)).generate([PROMPTS[1]], n=1, sampling=SAMPLING)
+    engine = OpenAIEngine(config(server, max_retries=5, timeout_s=1.0))
+    engine.transport.cache.root = engine.transport.cache.root.with_name("faulty")
+    server.faults.extend(["429", "500", "hang", "malformed", "drop"])
+    start = len(server.log)
+    assert engine.generate([PROMPTS[1]], n=1, sampling=SAMPLING) == clean
+    log = server.log[start:]
+    assert [fault for _, _, fault, _ in log] == ["429", "500", "hang", "malformed", "drop", None]
+    assert log[1][0] - log[0][0] >= 2.0  # Retry-After: 2 was honoured
+    assert log[3][0] - log[2][0] >= 1.0  # the hung request was given up after timeout_s
+
+
+def test_exhausted_retries_fail_the_call_in_one_line_and_a_rerun_resends_only_the_failed(server):
+    engine = OpenAIEngine(config(server, max_retries=0))
+    server.faults.append("500")
+    start = len(server.log)
+    with pytest.raises(RequestsFailed) as e:
+        engine.generate(PROMPTS[:2], n=1, sampling=SAMPLING)
+    msg = str(e.value)
+    assert "\n" not in msg and "1 of 2 requests failed" in msg and "HTTP 500" in msg and server.url in msg
+    assert len(server.log) - start == 2
+    out = engine.generate(PROMPTS[:2], n=1, sampling=SAMPLING)
+    assert len(server.log) - start == 3 and len(out) == 2
+
+
+def test_settings_errors_fail_at_once_and_never_show_the_key(server, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "sk-wrong-key-123456")
+    with pytest.raises(ServerError, match=r"rejected the API key.*HTTP 401") as e:
+        OpenAIEngine(config(server)).generate(PROMPTS[:1], n=1, sampling=SAMPLING)
+    assert "sk-wrong" not in str(e.value)
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(ServerError, match=f"llm.api_key_env names {KEY_ENV}, which is not set"):
+        OpenAIEngine(config(server))
+    monkeypatch.setenv(KEY_ENV, KEY)
+    with pytest.raises(ServerError, match="does not serve this model"):
+        OpenAIEngine(config(server, model="tiny@7", option_scoring="first_token")).choose(PROMPTS[:1], ["a"])
+    # A hosted model name has no local tokenizer: generation-only roles work, scoring says what to do.
+    hosted = OpenAIEngine(config(server, model="hosted-judge-1"))
+    assert hosted.codec is None
+    start = len(server.log)
+    with pytest.raises(ServerError, match=r"'hosted-judge-1': choose with option_scoring: sequence .* needs the "
+                                          r"served model's tokenizer.*option_scoring: first_token"):
+        hosted.choose(PROMPTS[:1], ["a", "b"])
+    assert len(server.log) == start
+
+
+def test_requests_in_flight_are_bounded_by_concurrency_and_answers_keep_input_order(server):
+    server.delay_s = 0.3
+    engine = OpenAIEngine(config(server, concurrency=3))
+    server.max_inflight = 0
+    short = SAMPLING.model_copy(update={"max_new_tokens": 4})
+    start = len(server.log)
+    out = engine.generate(PROMPTS, n=3, sampling=short)
+    assert len(server.log) - start == 9 and 2 <= server.max_inflight <= 3
+    server.delay_s = 0.0
+    engine.transport.cache.root = engine.transport.cache.root.with_name("one-by-one")
+    assert out == [engine.generate([p], n=3, sampling=short)[0] for p in PROMPTS]
+
+
+def test_a_pool_with_a_dead_server_moves_retries_to_the_next_one(server):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"  # closed when the block ends: connection refused
+    engine = OpenAIEngine(config(server, base_url=[dead, server.url], max_retries=1))
+    start = len(server.log)
+    out = engine.generate(PROMPTS, n=2, sampling=SAMPLING)
+    assert len(server.log) - start == 6 and all(len(r) == 2 for r in out)
+    assert out == OpenAIEngine(config(server)).generate(PROMPTS, n=2, sampling=SAMPLING)
+
+
+def test_cost_guard_stops_before_sending_and_cached_answers_are_free(server):
+    engine = OpenAIEngine(config(server, max_requests=3))
+    start = len(server.log)
+    with pytest.raises(CostGuardError, match=r"needs 4 uncached requests .* llm.max_requests=3; nothing was sent"):
+        engine.generate(PROMPTS[:2], n=2, sampling=SAMPLING)
+    assert len(server.log) == start
+    engine = OpenAIEngine(config(server, max_requests=4))
+    first = engine.generate(PROMPTS[:2], n=2, sampling=SAMPLING)
+    assert engine.generate(PROMPTS[:2], n=2, sampling=SAMPLING) == first  # cached: free
+    with pytest.raises(CostGuardError):
+        engine.generate(PROMPTS[2:], n=1, sampling=SAMPLING)
+    assert len(server.log) - start == 4
+
+
+def test_the_cache_holds_answers_keyed_by_model_and_request_never_the_key(server, tmp_path):
+    engine = OpenAIEngine(config(server))
+    engine.generate(PROMPTS, n=2, sampling=SAMPLING)
+    engine.choose(PROMPTS, ["a", "b"])
+    files = list((tmp_path / "requests").rglob("*.json"))
+    assert len(files) == 3 * 2 + 3
+    assert all(KEY not in f.read_text() for f in files)
+    # A torn file reads as a miss and is rewritten.
+    files[0].write_text('{"key": "')
+    before = len(server.log)
+    engine.generate(PROMPTS, n=2, sampling=SAMPLING)
+    engine.choose(PROMPTS, ["a", "b"])
+    assert len(server.log) - before == 1
+    assert json.loads(files[0].read_text())["key"] == files[0].stem
+
+
+# --- params --------------------------------------------------------------------------------------
+
+
+def _params_with(tmp_path: Path, role: dict) -> Path:
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["pugc"]["roles"]["judge"] = role
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_params_an_openai_role_is_validated_at_load(tmp_path):
+    ok = load_params(_params_with(tmp_path, {"backend": "openai", "base_url": ["http://a:8000/v1", "http://b:8000/v1"],
+                                             "api_key_env": "OPENAI_API_KEY", "option_scoring": "first_token",
+                                             "max_requests": 1000}))
+    from pipeline.config import resolve_role
+
+    judge = resolve_role(ok.llm, ok.pugc.roles.judge)
+    assert judge.backend == "openai" and judge.base_url == ["http://a:8000/v1", "http://b:8000/v1"]
+    assert judge.model == ok.llm.model and judge.concurrency == ok.llm.concurrency
+    with pytest.raises(ParamsError, match=r"pugc.roles.judge: backend openai needs base_url"):
+        load_params(_params_with(tmp_path, {"backend": "openai"}))
+    with pytest.raises(ParamsError, match=r"pugc.roles.judge.base_url"):
+        load_params(_params_with(tmp_path, {"backend": "openai", "base_url": "localhost:8000"}))
+    for pasted in ("sk-proj-abc123secret", "sk_live_abc123secret"):
+        with pytest.raises(ParamsError, match="api_key_env: .*NAME of the environment variable") as e:
+            load_params(_params_with(tmp_path, {"backend": "openai", "base_url": "http://a/v1", "api_key_env": pasted}))
+        assert "abc123secret" not in str(e.value)
+    with pytest.raises(ParamsError, match=r"pugc.roles.judge.concurrency"):
+        load_params(_params_with(tmp_path, {"backend": "openai", "base_url": "http://a/v1", "concurrency": 0}))
+
+
+def test_get_engine_builds_an_openai_engine_per_config(server):
+    from pipeline.llm import get_engine
+
+    a, b = get_engine(config(server)), get_engine(config(server, max_requests=10))
+    assert isinstance(a, OpenAIEngine) and a is not b and a is get_engine(config(server))
+    assert a.name == "tiny" and a.transport.urls == [server.url]
