@@ -218,9 +218,11 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     use = {role: report["passed"] for role, report in metrics["gates"].items()}
     tick("gates")
 
-    # 2. query generation + failure / leakage / template-copy / duplicate filter
+    # 2. query generation + failure / leakage / template-copy / duplicate filter (withheld query filter: no
+    # query would be kept, so none is written)
+    to_query = docs if use["query_filter"] else docs.clear()
     queries = run_step(
-        docs.select("doc_id", "reference"),
+        to_query.select("doc_id", "reference"),
         generate_queries,
         params,
         "queries",
@@ -232,6 +234,7 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     errors = queries["error"].drop_nulls().value_counts().sort(["count", "error"], descending=[True, False])
     metrics["queries"] = {
         **account(queries),
+        "documents_skipped_gate_withheld": docs.height - to_query.height,
         "top_errors": [[e, int(n)] for e, n in errors.head(3).iter_rows()],
     }
     queries = with_prompt_ids(queries.filter(pl.col("drop").is_null()), docs)
