@@ -11,6 +11,7 @@ import importlib
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 STAGES = ["ingest", "wildfeedback", "pugc", "selfie", "curry", "dove", "export"]
@@ -35,12 +36,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     params = load_params(args.params)  # fails before any work on a bad params.yaml
     module = importlib.import_module(f"stages.{args.stage}")
     out = prepare_outputs(args.stage, module)
+    wall, cpu = time.perf_counter(), time.process_time()
     try:
         module.main(params)
     except OSError as e:  # a failed write names no file: name the stage's output folder
         if out is not None:
             name_path(e, out)
         raise
+    # Wall and CPU seconds (all threads of this process; not Ray workers): on a shared machine the gap
+    # between them is time spent waiting for a core.
+    print(f"{args.stage}: done in {time.perf_counter() - wall:.0f} s wall, {time.process_time() - cpu:.0f} s CPU")
     return 0
 
 

@@ -52,7 +52,8 @@ import pyarrow.compute as pc
 from pipeline import ids
 from pipeline.checks import squash
 from pipeline.config import Curry, Execution, Params, fingerprint
-from pipeline.io import read_table, write_json_atomic
+from pipeline.io import read_table
+from pipeline.metrics import write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from stages.curry_output import curriculum_files, metrics, to_pairs_table, write_levels
 
@@ -296,7 +297,7 @@ def order_pairs(pairs: pl.DataFrame, scored: pl.DataFrame, seed: int) -> pl.Data
 
 def build_pairs(prompts: pa.Table, responses: pa.Table, cfg: Curry) -> tuple[pa.Table, dict[str, Any]]:
     """All steps: prompts + scored responses (contract tables with ``input``) -> the ordered pairs
-    table (+ the counts for metrics.json)."""
+    table (+ the counts for details.json)."""
     scored, response_drops = scored_responses(responses)
     ranked, same_text = distinct_texts(rank_responses(scored), scored)
     ranked, orphans = attach_prompts(ranked, scored, prompts)
@@ -319,7 +320,8 @@ def main(params: Params) -> None:
 
 
 def run(cfg: Curry, ex: Execution, out: Path) -> dict[str, Any]:
-    """Read the input sets, build the pairs, write ``out/pairs/level=<k>/`` and ``out/metrics.json``."""
+    """Read the input sets, build the pairs, write ``out/pairs/level=<k>/``, ``out/metrics.json`` (headline) and
+    ``out/details.json`` (``m``, returned)."""
     fp = fingerprint(cfg)
     prompts, responses = load_inputs([i.model_dump() for i in cfg.inputs])
     table, m = build_pairs(prompts, responses, cfg)
@@ -327,7 +329,7 @@ def run(cfg: Curry, ex: Execution, out: Path) -> dict[str, Any]:
     m["pairs"]["per_source"] = {d["values"]: int(d["counts"]) for d in sorted(per_source, key=lambda d: d["values"])}
     staged = begin_outputs(out)  # pairs and metrics change together (pipeline/outputs.py)
     write_levels(table, staged / "pairs", fp, ex.target_shard_bytes, ex.row_group_bytes)
-    write_json_atomic(m, staged / "metrics.json")
+    write_metrics(staged, {"rows_in": m["responses"]["read"], "pairs": m["pairs"]["written"]}, m)
     commit_outputs(out)
     log.info("curry: %d pairs over %d levels", table.num_rows, len(m["levels"]["gap_range"]))
     return m

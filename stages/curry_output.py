@@ -1,4 +1,4 @@
-"""Curry-DPO output: the pairs rows, metrics.json and the level folders (stages/curry.py's last steps).
+"""Curry-DPO output: the pairs rows, the metrics and the level folders (stages/curry.py's last steps).
 
 ``write_levels`` writes ``data/curry/pairs/level=<k>/`` (one shard set per level, rows in curriculum
 order) and ``_levels.json`` listing every file in order (``curriculum_files``), so a trainer can read

@@ -36,7 +36,8 @@ import pyarrow as pa
 from pipeline.checks import same_text
 from pipeline.config import Dove, Params, fingerprint, resolve_role
 from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
-from pipeline.io import SourceError, StageError, read_table, write_json_atomic, write_shards
+from pipeline.io import SourceError, StageError, read_table, write_shards
+from pipeline.metrics import gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.prompt import template
 from pipeline.records import SCHEMAS, stable_id
@@ -369,7 +370,7 @@ def main(params: Params) -> None:
         log.warning(warning)
         print(f"WARNING {warning}")
     written = decided.filter(pl.col("outcome").is_in(["first", "second"]) & pl.col("dropped").is_null())
-    write_json_atomic({
+    details = {
         "items": item_metrics,
         **pair_metrics,
         **judgment,
@@ -383,7 +384,9 @@ def main(params: Params) -> None:
         "tiny_overrides": overrides,
         "judge": judge_cfg.model,
         "fingerprint": fp,
-    }, out / "metrics.json")
+    }
+    write_metrics(out, {"rows_in": item_metrics["rows_in"], "comparisons": judgment["comparisons"],
+                        "pairs": table.num_rows, **gate_headline({"judge": gate})}, details)
     commit_outputs(OUT)
     checkpoint.clear()
     item_reasons = {r["reason"]: r["count"] for r in item_rejects["reason"].value_counts().to_dicts()}

@@ -4,7 +4,7 @@
           -> drop held-out prompts from train -> pick one method per prompt for `all` -> write -> audit
 
 1. merge: ``data/<method>/pairs`` for every enabled method (sub-folders such as Curry-DPO's ``level=N``
-   are read in order; DOVE: the joint_pairs contract). An absent folder is skipped and noted in stats.json.
+   are read in order; DOVE: the joint_pairs contract). An absent folder is skipped and noted in details.json.
 2. redact: every string the release writes (messages, ``lineage``, ``source``) by ``pipeline.pii``.
 3. drop pairs whose chosen equals rejected after whitespace normalisation (``pipeline.checks.same_text``).
 4. de-duplicate *within* each method: identical pairs, and near-duplicate prompts (MinHash); several
@@ -16,9 +16,9 @@
 8. ``all``: a prompt several methods share (exactly or nearly) is kept there for the first method in
    ``dedup.priority``; the others keep the pair in their own config only.
 9. write ``data/release/<config>/<split>-0000i-of-0000N.parquet``, ``_manifest.json``, the card
-   ``README.md``, ``stats.json``, ``plots/``, ``removed.jsonl`` (every pair that left a config, why and
-   which configs) and ``audit.json``: ``pipeline.audit`` re-reads the release and the stage fails on any
-   hard violation, leaving the candidate in ``data/.release.rejected`` and ``data/release`` as it was.
+   ``README.md``, ``stats.json`` (headline numbers; every figure in ``details.json``), ``plots/``,
+   ``removed.jsonl`` (every pair that left a config, why and which configs) and ``audit.json``:
+   ``pipeline.audit`` re-reads the release and the stage fails on any hard violation, leaving the candidate in ``data/.release.rejected`` and ``data/release`` as it was.
 
 Memory stays bounded by streaming in two passes (``build_release``): the first reads every method's
 pairs batch by batch, redacts them and keeps only ids, scores, prompt keys, text hashes and one MinHash
@@ -73,6 +73,7 @@ from pipeline.io import (
     shard_files,
     write_json_atomic,
 )
+from pipeline.metrics import write_metrics
 from pipeline.pii import redact, redact_json, redact_messages
 from pipeline.records import SCHEMAS, check_table
 from pipeline.text import stable_hash64
@@ -82,6 +83,7 @@ from stages.export_write import (
     ReleaseWriter,
     build_stats,
     gate_reports,
+    release_headline,
     release_order,
     row_counts,
     signal_categories,
@@ -313,7 +315,7 @@ def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatur
 
 def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows: int = 65_536,
                   spill_bytes: int = 64 << 20) -> dict[str, Any]:
-    """Run every step, audit the result and publish ``out_dir`` atomically. Returns stats.json's content.
+    """Run every step, audit the result and publish ``out_dir`` atomically. Returns details.json's content.
 
     Two passes over the methods' pairs: the first keeps only ids, scores, prompt keys, text hashes and
     MinHash signatures (so memory grows by ~1 KB per distinct prompt, not by the texts); the decisions
@@ -371,7 +373,7 @@ def publish_folder(cfg: Export, root: Path, tmp: Path, out_dir: Path, files: lis
         except ImportError as e:
             stats["notes"] = {"summary_png": f"not written: {e} (pip install matplotlib)"}
     drops.write_ndjson(tmp / "removed.jsonl")
-    write_json_atomic(stats, tmp / "stats.json")
+    write_metrics(tmp, release_headline(stats), stats, name="stats.json")
     report = audit.audit_release(tmp, root=root, cfg=cfg, batch_rows=batch_rows)
     lineage = hub.lineage_summary(pl.concat([pairs.select("_config", "lineage"), joint.select("_config", "lineage")]))
     card = hub.render_card(cfg, stats, lineage, png=(tmp / "plots" / "summary.png").exists(), audit=report)

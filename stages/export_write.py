@@ -15,6 +15,7 @@ import polars as pl
 
 from pipeline.config import Export
 from pipeline.io import ShardWriter, read_table
+from pipeline.metrics import DETAILS
 from pipeline.records import SCHEMAS
 
 CONDITIONAL = ["wildfeedback", "pugc", "selfie", "curry"]
@@ -165,15 +166,26 @@ def build_stats(pairs: pl.DataFrame, joint: pl.DataFrame, rows: dict[str, dict[s
     }
 
 
+def release_headline(stats: dict[str, Any]) -> dict[str, Any]:
+    """stats.json, what ``dvc metrics show`` prints for the release: pairs read from the methods, pairs
+    released (``total``), removals (``removed.jsonl`` records), and the methods' judges whose labels were
+    withheld or whose gates were lowered. Every figure is in details.json."""
+    reports = [r for g in stats["gates"].values() if isinstance(g, dict) for r in g.values() if isinstance(r, dict)]
+    return {"rows_in": sum(m["input"] for m in stats["methods"].values()), "pairs": stats["total"],
+            "removed": sum(stats["drops"].values()),
+            "gates_withheld": sum(r.get("passed") is False for r in reports),
+            "gates_lowered": sum(bool(r.get("lowered")) for r in reports)}
+
+
 GATE_FIELDS = ["model", "probes", "correct", "accuracy", "min_accuracy", "passed", "lowered", "labels"]
 
 
 def gate_reports(root: Path, methods: list[str]) -> dict[str, Any]:
-    """Per method: the judge-gate reports its stage recorded under ``gates`` in ``data/<method>/metrics.json``,
+    """Per method: the judge-gate reports its stage recorded under ``gates`` in ``data/<method>/details.json``,
     or a sentence saying there is none."""
     out: dict[str, Any] = {}
     for m in methods:
-        path = root / "data" / m / "metrics.json"
+        path = root / "data" / m / DETAILS
         try:
             metrics = json.loads(path.read_text())
         except (OSError, ValueError):

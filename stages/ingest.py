@@ -11,7 +11,7 @@ record model, and keep the record only if all of its rows pass. Then, per source
 
 Outputs, under ``data/ingest/``: ``conversations/ documents/ prompts/ responses/ pairs/`` (all five,
 empty ones too, so every downstream dependency exists), ``rejects/`` (source, row, reason, raw) and
-``metrics.json``. Every input record is counted once: ``rows_in == accepted + rejected``, whatever
+``metrics.json`` (rows in, rejected) with every count in ``details.json``. Every input record is counted once: ``rows_in == accepted + rejected``, whatever
 its bytes (a record no rule foresaw is a reject naming the exception, never a crash); a file that
 holds no record is warned about and listed in the source's ``empty_files``. The stage fails, naming
 the source and its top reasons, when a source rejects more than ``ingest.max_reject_fraction`` of
@@ -45,8 +45,8 @@ from pipeline.io import (
     StageError,
     expand_paths,
     iter_records,
-    write_json_atomic,
 )
+from pipeline.metrics import write_metrics
 from pipeline.outputs import stage_outputs
 from pipeline.readers import check_hub, preview_of
 from pipeline.records import ID_COLUMNS, MODELS, SCHEMAS
@@ -343,7 +343,7 @@ class _Tables:
 
 
 def run(params: Params, out_dir: str | Path = OUT_DIR) -> dict[str, Any]:
-    """Ingest every source into ``out_dir``; returns the metrics written to ``metrics.json``.
+    """Ingest every source into ``out_dir``; returns the metrics written to ``details.json``.
 
     Sources are streamed record by record into one ``ShardWriter`` per table, which spills sorted
     runs past ``execution.spill_bytes``: memory stays bounded by that and the id hashes of one source.
@@ -376,7 +376,8 @@ def run(params: Params, out_dir: str | Path = OUT_DIR) -> dict[str, Any]:
                 **{t: sum(m["outputs"].get(t, 0) for m in per_source.values()) for t in TABLES},
             },
         }
-        write_json_atomic(metrics, staged / "metrics.json")
+        t = metrics["totals"]
+        write_metrics(staged, {"rows_in": t["rows_in"], "rejected": t["rejected"]}, metrics)
     failure = over_threshold(per_source, cfg.max_reject_fraction)
     if failure:
         raise IngestError(failure)

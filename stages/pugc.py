@@ -15,7 +15,8 @@ row that leaves the flow gets a ``drop`` reason, and metrics count every row at 
 sum(dropped)``). Every prompt is a template filled by ``pipeline.prompt.fill_rows``.
 
 Outputs: ``data/pugc/queries`` (prompts, ``reference`` = the document), ``data/pugc/responses``
-(all scored responses, for Curry-DPO and DOVE), ``data/pugc/pairs``, ``data/pugc/metrics.json``.
+(all scored responses, for Curry-DPO and DOVE), ``data/pugc/pairs``, ``data/pugc/metrics.json`` (headline
+numbers) and ``data/pugc/details.json`` (every count).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from pydantic import BaseModel
 from pipeline.checks import same_text
 from pipeline.config import Params, Sampling, fingerprint, resolve_role
 from pipeline.drops import account, first_reason
-from pipeline.io import write_json_atomic
 from pipeline.llm.base import GenerationFailure
+from pipeline.metrics import DETAILS, gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.prompt import copies_template, fill_rows, template, template_phrases
 from pipeline.text import normalise
@@ -194,7 +195,7 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     gen, policy, judge = (
         resolve_role(params.llm, getattr(cfg.roles, r)) for r in ("generator", "policy", "judge")
     )
-    # Timings go to the log, not to metrics.json: metrics are a DVC output and stay byte-identical
+    # Timings go to the log, not to the metrics: metrics are a DVC output and stay byte-identical
     # for identical inputs and params.
     metrics: dict = {"tiny_overrides": params.applied_overrides("pugc")}
     if metrics["tiny_overrides"]:
@@ -217,9 +218,11 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     use = {role: report["passed"] for role, report in metrics["gates"].items()}
     tick("gates")
 
-    # 2. query generation + failure / leakage / template-copy / duplicate filter
+    # 2. query generation + failure / leakage / template-copy / duplicate filter (withheld query filter: no
+    # query would be kept, so none is written)
+    to_query = docs if use["query_filter"] else docs.clear()
     queries = run_step(
-        docs.select("doc_id", "reference"),
+        to_query.select("doc_id", "reference"),
         generate_queries,
         params,
         "queries",
@@ -231,6 +234,7 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     errors = queries["error"].drop_nulls().value_counts().sort(["count", "error"], descending=[True, False])
     metrics["queries"] = {
         **account(queries),
+        "documents_skipped_gate_withheld": docs.height - to_query.height,
         "top_errors": [[e, int(n)] for e, n in errors.head(3).iter_rows()],
     }
     queries = with_prompt_ids(queries.filter(pl.col("drop").is_null()), docs)
@@ -326,12 +330,14 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
 
     staged = begin_outputs(out)  # queries, responses, pairs and metrics change together (pipeline/outputs.py)
     write_outputs(params, queries, responses, pairs, judge, policy, staged)
-    write_json_atomic(metrics, staged / "metrics.json")
+    write_metrics(staged, {"rows_in": metrics["input"]["selected"], "queries": metrics["query_filter"]["kept"],
+                           "responses": metrics["scoring"]["kept"], "pairs": metrics["pairs"]["kept"],
+                           **gate_headline(metrics["gates"])}, metrics)
     commit_outputs(out)
     clear_checkpoints()
     print(
         f"pugc: {metrics['input']['selected']} documents -> {metrics['prefilter']['kept']} kept -> "
         f"{metrics['query_filter']['kept']} queries -> {metrics['scoring']['kept']} scored responses -> "
-        f"{metrics['pairs']['kept']} pairs (drops by reason in {out / 'metrics.json'}); seconds per step: {timings}"
+        f"{metrics['pairs']['kept']} pairs (drops by reason in {out / DETAILS}); seconds per step: {timings}"
     )
     return metrics

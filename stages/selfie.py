@@ -13,7 +13,7 @@ Kim et al., "Spread Preference Annotation" (ICLR 2025, arXiv 2406.04412). One ru
             pairs of the iteration are `noisy` and get label_smoothing = alpha (0 elsewhere)
 
 Every step is a small pure function over Arrow tables / polars frames; ``main`` wires them with
-``map_batches`` and writes ``data/selfie/{prompts,responses,pairs,test}`` and ``metrics.json``;
+``map_batches`` and writes ``data/selfie/{prompts,responses,pairs,test}``, ``metrics.json`` and ``details.json``;
 ``data/selfie/pairs`` keeps one folder per iteration (stages/selfie_output.py).
 
 >>> round(confidence(pl.Series([0.0, 10.0]), beta=0.1)[1], 4)
@@ -34,7 +34,8 @@ from pipeline import ids
 from pipeline.checks import squash
 from pipeline.config import LLM, Execution, Params, Sampling, Selfie, fingerprint
 from pipeline.execute import Checkpoint, map_batches
-from pipeline.io import SourceError, write_json_atomic, write_shards
+from pipeline.io import SourceError, write_shards
+from pipeline.metrics import gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import empty_table
 from stages.selfie_output import (
@@ -320,7 +321,11 @@ def main(params: Params) -> None:
     parts = assignment.group_by("part").len().sort("part")
     labelled = int(assignment.get_column("labelled").sum())
     pair_stats = pair_report(flagged)
-    write_json_atomic(
+    headline = {"rows_in": assignment.height, "responses": responses.num_rows, "pairs": new_pairs.num_rows,
+                **gate_headline({"reward": gate})}
+    write_metrics(
+        out,
+        headline,
         {
             "iteration": sel.iteration,
             "policy": policy.model,
@@ -353,7 +358,6 @@ def main(params: Params) -> None:
             "iterations": {**kept, f"iteration={sel.iteration}": new_pairs.num_rows},
             "migrated_from_flat_layout": migrated,
         },
-        out / "metrics.json",
     )
     commit_outputs(OUT)
     log.info("selfie: %d seed pairs, %d iteration-%d pairs", seed.num_rows, new_pairs.num_rows, sel.iteration)

@@ -26,7 +26,8 @@ partition, and the outputs stream into their shard sets::
 Outputs: ``data/wildfeedback/signals`` (signals contract, one row per judged user turn),
 ``data/wildfeedback/pairs`` (pairs, method "wildfeedback"), ``data/wildfeedback/rejects`` (turns a model
 step failed on, and every dropped summary and pair with its texts in ``raw``, with the reason) and
-``data/wildfeedback/metrics.json`` (headline numbers, ``gates``, and every figure under ``details``).
+``data/wildfeedback/metrics.json`` (headline numbers) and ``details.json`` (those, ``gates`` and every figure under
+``details``).
 When the model steps leave far less than the rules alone found (``collapse_fraction``), or no pair comes
 out of DSAT signals, the stage says so on the console and in ``collapse_warnings``.
 """
@@ -44,8 +45,9 @@ import pyarrow as pa
 
 from pipeline.config import Params, Wildfeedback, fingerprint, resolve_role
 from pipeline.execute import Checkpoint, map_batches
-from pipeline.io import ShardWriter, iter_batches, write_json_atomic
+from pipeline.io import ShardWriter, iter_batches
 from pipeline.langid import UNDETERMINED, detect_languages
+from pipeline.metrics import gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import SCHEMAS, check_table
 from stages.wildfeedback_common import CHECKPOINTS, IN, OUT, output_fingerprint, prompt, say
@@ -278,11 +280,11 @@ def collapse_warnings(d: dict, cfg: Wildfeedback, detector: str) -> list[str]:
     return out
 
 
-def headline(details: dict, gates: dict, warnings: list[str]) -> dict:
-    """metrics.json: a few headline numbers (what ``dvc metrics show`` should print), the gate reports, and
-    every figure under ``details``."""
+def headline(details: dict, gates: dict, warnings: list[str]) -> tuple[dict, dict]:
+    """(metrics.json: a few headline numbers, what ``dvc metrics show`` prints; details.json: more numbers,
+    the gate reports, and every figure under ``details``)."""
     by_kind = details["pairs"]["out_by_kind"]
-    return {
+    summary = {
         "conversations_selected": details["conversations"]["selected"],
         "signals_sat": details["signals"]["turns_sat"], "signals_dsat": details["signals"]["turns_dsat"],
         "pairs": details["pairs"]["out"], "pairs_natural_revision": by_kind["natural_revision"],
@@ -292,6 +294,10 @@ def headline(details: dict, gates: dict, warnings: list[str]) -> dict:
         "gates": gates,
         "details": {**details, "collapse": warnings},
     }
+    numbers = {"rows_in": details["conversations"]["in"], "signals": details["signals"]["turns_with_signal"],
+               **{k: summary[k] for k in ("pairs", "pairs_natural_revision", "collapse_warnings")},
+               **gate_headline(gates)}
+    return numbers, summary
 
 
 def run_gates(params: Params) -> tuple[dict, Params, bool]:
@@ -346,8 +352,8 @@ def main(params: Params) -> None:
     warnings = collapse_warnings(metrics, cfg, cfg.detector)
     for w in warnings:
         say(f"wildfeedback: output collapsed: {w}")
-    summary = headline(metrics, gates, warnings)
-    write_json_atomic(summary, out / "metrics.json")
+    numbers, summary = headline(metrics, gates, warnings)
+    write_metrics(out, numbers, summary)
     commit_outputs(OUT)
     log.info("wildfeedback: %d signals, %d pairs", metrics["signals"]["turns_with_signal"], summary["pairs"])
     print(json.dumps({k: v for k, v in summary.items() if k not in ("gates", "details")}))

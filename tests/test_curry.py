@@ -299,7 +299,8 @@ def test_run_writes_one_shard_set_per_level_in_curriculum_order(tmp_path):
     assert whole.column("level").to_pylist() == [0] * 10 + [1] * 5
     # Readers that walk the level folders (export) see each pair once: no top-level shard set.
     assert read_table(pairs, "pairs").num_rows == 0
-    assert json.loads((out / "metrics.json").read_text()) == m
+    assert json.loads((out / "details.json").read_text()) == m
+    assert json.loads((out / "metrics.json").read_text()) == {"rows_in": m["responses"]["read"], "pairs": 15}
     assert m["pairs"]["per_source"] == {"hand": 15} and m["pairs"]["per_level"] == {"0": 10, "1": 5, "2": 0}
     before = {f: (pairs / f).read_bytes() for f in [x["path"] for x in index["files"]]}
     run(c, execution(), out)

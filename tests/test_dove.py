@@ -491,7 +491,7 @@ def test_main_on_real_helpful_slice_with_scripted_judge(helpful, params, tmp_pat
     monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: engine, raising=False)
     p = _stage_params(params)
     D.main(p)
-    metrics = json.loads((tmp_path / "data/dove/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "data/dove/details.json").read_text())
     out = read_table(tmp_path / "data/dove/pairs", "joint_pairs")
     assert metrics["pairs_written"] == out.num_rows == metrics["consistent"]
     assert metrics["conditional_comparisons"] == 30 and metrics["instructions"] == 60
@@ -522,7 +522,7 @@ def test_main_fails_loudly_when_the_judge_fails_everything(helpful, params, tmp_
     monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: ScriptedJudge(boom=" "), raising=False)
     with pytest.raises(D.DoveError, match=r"dove: (\d+) of \1 judgments failed \(100% .*top reasons: engine error \(\1\)"):
         D.main(_stage_params(params))
-    metrics = json.loads((tmp_path / "data/dove/metrics.json").read_text())  # written first, for inspection
+    metrics = json.loads((tmp_path / "data/dove/details.json").read_text())  # written first, for inspection
     assert metrics["failures"] == metrics["comparisons"] >= 10 and metrics["pairs_written"] == 0
     assert read_table(tmp_path / "data/dove/rejects", "rejects").num_rows == metrics["failures"]
 
@@ -535,7 +535,7 @@ def test_main_with_no_items_writes_empty_outputs(params, tmp_path, monkeypatch):
     monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: ScriptedJudge(), raising=False)
     D.main(_stage_params(params, pairing="similar").model_copy(update={"dove": dove_cfg(
         inputs=[{"prompts": "data/ingest/prompts", "responses": "data/ingest/responses"}], pairing="similar")}))
-    metrics = json.loads((tmp_path / "data/dove/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "data/dove/details.json").read_text())
     assert (metrics["items"]["items"], metrics["comparisons"], metrics["pairs_written"]) == (0, 0, 0)
     assert read_table(tmp_path / "data/dove/pairs", "joint_pairs").num_rows == 0
 
@@ -549,7 +549,7 @@ def test_tiny_judge_on_real_helpful_slice(helpful, params, tmp_path, monkeypatch
         write_shards(table, tmp_path / "data" / "ingest" / name, name=name)
     p = _stage_params(params, position_calibration="median")
     D.main(p)
-    metrics = json.loads((tmp_path / "data/dove/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "data/dove/details.json").read_text())
     assert metrics["judge"] == params.llm.model == "tiny"
     gate = metrics["gates"]["judge"]
     assert (gate["lowered"], gate["passed"], gate["labels"], gate["probes"]) == (True, True, "used, gate lowered", 48)
@@ -578,7 +578,7 @@ def test_ray_backend_gives_the_same_pairs_as_local(helpful, params, tmp_path, mo
             write_shards(table, work / "data" / "ingest" / name, name=name)
         p = _stage_params(params, position_calibration="median")
         D.main(p.model_copy(update={"execution": p.execution.model_copy(update={"backend": backend})}))
-        metrics = json.loads((work / "data/dove/metrics.json").read_text())
+        metrics = json.loads((work / "data/dove/details.json").read_text())
         outputs_by_backend[backend] = (read_table(work / "data/dove/pairs", "joint_pairs").to_pylist(),
                                        {k: metrics[k] for k in ("comparisons", "consistent", "ties", "failures")})
     assert outputs_by_backend["ray"] == outputs_by_backend["local"]
@@ -667,7 +667,7 @@ def test_main_never_publishes_a_label_that_reverses_a_gold_pair(helpful, params,
     _write_helpful(tmp_path, sft[:20], marked)
     monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: ContraryJudge(), raising=False)
     D.main(_stage_params(params))
-    metrics = json.loads((tmp_path / "data/dove/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "data/dove/details.json").read_text())
     gold = {(" ".join(c["r_chosen"].split()), " ".join(c["r_reject"].split())) for c in marked}
     rows = read_table(tmp_path / "data/dove/pairs", "joint_pairs").to_pylist()
     published = {(" ".join(r["chosen"][0]["content"].split()), " ".join(r["rejected"][0]["content"].split())) for r in rows}
@@ -736,7 +736,7 @@ def test_gate_withhold_writes_no_labels(helpful, params, tmp_path, monkeypatch, 
     engine = ScriptedJudge(bias=0.9)
     monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: engine, raising=False)
     D.main(_gate_params(params, 0.75, "withhold"))
-    metrics = json.loads((tmp_path / "data/dove/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "data/dove/details.json").read_text())
     gate = metrics["gates"]["judge"]
     assert (gate["passed"], gate["labels"], gate["accuracy"], gate["probes"]) == (False, "withheld", 0.5, 48)
     assert gate["detail"]["position_a_rate"] == 1.0 and gate["detail"]["raw_accuracy"] == 0.5
@@ -751,7 +751,7 @@ def test_gate_passes_a_judge_that_knows_the_probes(helpful, params, tmp_path, mo
     _write_helpful(tmp_path, sft[:10], [{**c, "r_chosen": c["r_chosen"] + " GOOD"} for c in cond[:5]])
     monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: OracleJudge(), raising=False)
     D.main(_gate_params(params, 0.75))
-    metrics = json.loads((tmp_path / "data/dove/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "data/dove/details.json").read_text())
     gate = metrics["gates"]["judge"]
     assert (gate["passed"], gate["lowered"], gate["labels"], gate["accuracy"]) == (True, False, "used", 1.0)
     assert gate["detail"]["joint_accuracy"] == gate["detail"]["conditional_accuracy"] == 1.0
@@ -778,12 +778,12 @@ def test_median_calibration_on_a_judge_without_raw_signal_says_so(helpful, param
     _write_helpful(tmp_path, [{**r, "response": r["response"] + " GOOD" * (i % 2)} for i, r in enumerate(sft[:30])], [])
     monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: BiasedJudge(), raising=False)
     D.main(_stage_params(params, pair_sources=[], position_calibration="median"))
-    metrics = json.loads((tmp_path / "data/dove/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "data/dove/details.json").read_text())
     assert metrics["raw_position_consistency_rate"] == 0.0 and metrics["pairs_written"] > 0
     assert metrics["calibration_warning"].startswith("dove: position_calibration=median made")
     assert "WARNING dove: position_calibration=median made" in capsys.readouterr().out
     D.main(_stage_params(params, pair_sources=[], position_calibration="none"))  # the paper: no labels, no note
-    metrics = json.loads((tmp_path / "data/dove/metrics.json").read_text())
+    metrics = json.loads((tmp_path / "data/dove/details.json").read_text())
     assert metrics["pairs_written"] == 0 and metrics["calibration_warning"] is None
 
 

@@ -60,3 +60,37 @@ def test_stage_param_change_reruns_only_that_stage_and_its_dependents(built_repo
     finally:
         (built_repo / "params.yaml").write_text(original)
         dvc(built_repo, "repro")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def test_metrics_show_prints_a_few_headline_numbers_per_stage(built_repo):
+    import json
+
+    shown = json.loads(dvc(built_repo, "metrics", "show", "--json").stdout)[""]["data"]
+    files = {path: _flat(v["data"]) for path, v in shown.items()}
+    stages = ["ingest", "wildfeedback", "pugc", "selfie", "dove", "curry"]
+    assert sorted(files) == sorted([f"data/{s}/metrics.json" for s in stages] + ["data/release/stats.json"])
+    for path, numbers in files.items():
+        assert "rows_in" in numbers and len(numbers) <= 10, (path, numbers)
+    assert len(set().union(*files.values())) <= 25  # one narrow table, not ~300 columns
+    # the model stages' gates as headline numbers; every figure, the full gate reports included, in details.json
+    pairs_in_details = {"wildfeedback": lambda d: d["pairs"], "pugc": lambda d: d["pairs"]["kept"],
+                        "selfie": lambda d: d["pairs"]["written"], "dove": lambda d: d["pairs_written"]}
+    for stage, roles in {"wildfeedback": ["judge"], "pugc": ["query_filter", "scorer"], "selfie": ["reward"],
+                         "dove": ["judge"]}.items():
+        numbers = files[f"data/{stage}/metrics.json"]
+        details = json.loads((built_repo / "data" / stage / "details.json").read_text())
+        gates = details["gates"]
+        assert sorted(k for k in numbers if k.startswith("gates.")) == [f"gates.{r}" for r in roles], (stage, numbers)
+        assert all(numbers[f"gates.{r}"] == gates[r]["accuracy"] and gates[r]["lowered"] for r in roles)
+        assert numbers["gates_withheld"] == 0 and numbers["gates_lowered"] == len(roles)  # tiny: gates lowered
+        assert numbers["pairs"] == pairs_in_details[stage](details), stage
+    release = json.loads((built_repo / "data/release/details.json").read_text())
+    assert files["data/release/stats.json"]["pairs"] == release["total"] and "pii" in release
+    assert files["data/release/stats.json"]["gates_lowered"] == 5  # the four model stages' gates, copied

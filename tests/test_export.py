@@ -135,7 +135,10 @@ def test_stats_and_plot_data(tmp_path):
     assert stats["categories"] == {"SAT:Gratitude": 1, "DSAT:Revision": 2, "DSAT:Style": 1}
     assert pl.read_csv(release / "plots" / "categories.csv").rows() == [
         ("SAT:Gratitude", 1), ("DSAT:Revision", 2), ("DSAT:Style", 1)]
-    on_disk = json.loads((release / "stats.json").read_text())
+    on_disk = json.loads((release / "details.json").read_text())
+    assert on_disk == stats and json.loads((release / "stats.json").read_text()) == {  # headline: dvc metrics show
+        "rows_in": 48, "pairs": stats["total"], "removed": sum(stats["drops"].values()), "gates_withheld": 0,
+        "gates_lowered": 0}
     assert on_disk["methods"]["curry"] == {"input": 24, "output": 24, "in_all": 24}
     assert on_disk["levels"]["curry"] == {"0": 12, "1": 12}
     conf = pl.read_csv(release / "plots" / "confidence.csv")
@@ -307,7 +310,7 @@ def test_cli_runs_the_stage_from_the_project_root(tmp_path, monkeypatch, root):
     (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
     monkeypatch.chdir(tmp_path)  # dvc runs stages from the project root; paths in params are relative to it
     assert cli(["run", "export"]) == 0
-    stats = json.loads((tmp_path / "data" / "release" / "stats.json").read_text())
+    stats = json.loads((tmp_path / "data" / "release" / "details.json").read_text())
     assert stats["rows"]["all"]["train"] > 0 and verify_release(tmp_path / "data" / "release") == []
     # ../shared is not beside this copy: the optional eval sets are reported, not fatal
     assert all(v["status"].startswith("unavailable") for v in stats["decontamination"].values())

@@ -184,11 +184,11 @@ def test_card_shows_recorded_judge_gates_or_says_none(tmp_path):
     standard_methods(tmp_path)
     report = {"stage": "pugc", "role": "judge", "model": "tiny", "key": "pugc.gates.judge", "probes": 16, "correct": 8,
               "accuracy": 0.5, "min_accuracy": 0.0, "passed": True, "lowered": True, "labels": "used, gate lowered"}
-    (tmp_path / "data" / "pugc" / "metrics.json").write_text(json.dumps({"gates": {"judge": report}, "pairs": 8}))
-    (tmp_path / "data" / "selfie" / "metrics.json").write_text(json.dumps({"pairs": 4}))
+    (tmp_path / "data" / "pugc" / "details.json").write_text(json.dumps({"gates": {"judge": report}, "pairs": 8}))
+    (tmp_path / "data" / "selfie" / "details.json").write_text(json.dumps({"pairs": 4}))
     release, stats = build(tmp_path)
     card = (release / "README.md").read_text()
     assert "| pugc | judge | tiny | 0.50 (8/16) | 0.0 | used, gate lowered |" in card
     assert "| selfie | — | — | — | — | no gate recorded |" in card
-    assert stats["gates"]["curry"].startswith("no gate recorded")  # no metrics.json at all
+    assert stats["gates"]["curry"].startswith("no gate recorded")  # no details.json at all
     assert "## Audit" in card and "**passed**" in card

@@ -42,7 +42,9 @@ def test_samples_build_every_table(params, at_root, tmp_path):
     assert sum("toxic" in c["flags"] for c in convs) == 1 and sum("redacted" in c["flags"] for c in convs) == 1
     assert {c["language"] for c in convs} == {"English", "Spanish", "French"}
     assert sum(len(c["messages"]) >= 6 for c in convs) >= 30  # most have three user turns
-    assert json.loads((tmp_path / "ingest" / "metrics.json").read_text()) == metrics
+    assert json.loads((tmp_path / "ingest" / "details.json").read_text()) == metrics
+    t = metrics["totals"]
+    assert json.loads((tmp_path / "ingest" / "metrics.json").read_text()) == {"rows_in": t["rows_in"], "rejected": 0}
     # rated: one prompt per rated record, its 4 responses joined on prompt_id, scorer = the source name
     prompts = read_table(tmp_path / "ingest" / "prompts", "prompts").to_pylist()
     responses = read_table(tmp_path / "ingest" / "responses", "responses").to_pylist()
@@ -67,7 +69,7 @@ def test_spilling_to_disk_changes_no_byte(params, at_root, tmp_path):
     data = params.model_dump()
     data["execution"]["spill_bytes"] = 1
     run(Params.model_validate(data), tmp_path / "spilled")
-    for table in (*TABLES, "rejects", "metrics.json"):
+    for table in (*TABLES, "rejects", "metrics.json", "details.json"):
         a, b = tmp_path / "memory" / table, tmp_path / "spilled" / table
         files = sorted(p.name for p in a.iterdir()) if a.is_dir() else [""]
         for name in files:
@@ -134,7 +136,7 @@ def test_too_many_rejects_fail_naming_the_source(params, tmp_path):
     assert "max_reject_fraction=0.5" in msg and "invalid JSON" in msg
     # What went wrong is on disk for inspection.
     assert read_table(tmp_path / "out" / "rejects", "rejects").num_rows == 9
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["sources"]["bad_chats"]["rejected"] == 9
+    assert json.loads((tmp_path / "out" / "details.json").read_text())["sources"]["bad_chats"]["rejected"] == 9
 
 
 def test_missing_source_fails_before_any_work(params, tmp_path):
@@ -245,7 +247,7 @@ def test_an_empty_input_file_is_warned_about_and_listed(params, tmp_path, caplog
     assert metrics["sources"]["some"]["empty_files"] == ["b.jsonl", "c.jsonl"]
     assert metrics["sources"]["some"]["rows_in"] == 1
     assert "source 'some': b.jsonl holds no records (an empty file?)" in caplog.text
-    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["sources"]["some"]["empty_files"] == [
+    assert json.loads((tmp_path / "out" / "details.json").read_text())["sources"]["some"]["empty_files"] == [
         "b.jsonl", "c.jsonl"]
 
 

@@ -234,6 +234,6 @@ def test_kill_9_during_a_spill_leaves_the_old_tables_and_the_next_run_cleans_up(
     assert list((project / "data" / "ingest" / po.STAGING).glob(".conversations.tmp-*/_runs/run-00001.parquet"))
     assert cli.main(["run", "ingest"]) == 0
     assert sorted(p.name for p in (project / "data" / "ingest").iterdir()) == [
-        "conversations", "documents", "metrics.json", "pairs", "prompts", "rejects", "responses"]
-    metrics = json.loads((project / "data" / "ingest" / "metrics.json").read_text())
+        "conversations", "details.json", "documents", "metrics.json", "pairs", "prompts", "rejects", "responses"]
+    metrics = json.loads((project / "data" / "ingest" / "details.json").read_text())
     assert metrics["totals"]["conversations"] == 4_500

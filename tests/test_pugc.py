@@ -793,11 +793,13 @@ def test_a_judge_at_chance_stops_the_stage_before_any_query_is_written(tmp_path,
 def test_withheld_gates_emit_none_of_that_judges_labels(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _gate_docs(tmp_path)
-    use_engine(monkeypatch, FakeEngine("flat"))
+    engine = use_engine(monkeypatch, FakeEngine("flat"))
     params = make_params("withhold", gates={"query_filter": 0.75, "scorer": 0.75})
     m = pugc.main(params, documents=tmp_path / "docs", out=tmp_path / "out")
     assert {g["labels"] for g in m["gates"].values()} == {"withheld"}
-    assert m["query_filter"]["dropped"] == {"gate_withheld": 3} and m["pairs"]["kept"] == 0
+    # no query would be kept on a withheld filter's word: none is generated
+    assert m["queries"]["documents_skipped_gate_withheld"] == 3 and m["query_filter"]["in"] == 0
+    assert not any(k == "generate" for k, _, _ in engine.calls) and m["pairs"]["kept"] == 0
     assert read_table(tmp_path / "out" / "queries", "prompts").num_rows == 0
 
     # the filter discriminates, the scorer does not: queries are kept, nothing is sampled or scored
@@ -811,6 +813,7 @@ def test_withheld_gates_emit_none_of_that_judges_labels(tmp_path, monkeypatch):
     m = pugc.main(params, documents=tmp_path / "docs", out=tmp_path / "out")
     assert (m["gates"]["query_filter"]["passed"], m["gates"]["scorer"]["passed"]) == (True, False)
     assert m["query_filter"]["kept"] == 3 and m["sampling"]["in"] == 0
+    assert m["queries"]["documents_skipped_gate_withheld"] == 0
     assert m["pairs"] == {**m["pairs"], "in": 3, "kept": 0, "dropped": {"gate_withheld": 3}}
     assert read_table(tmp_path / "out" / "responses", "responses").num_rows == 0
     assert not any(k == "generate" and "<<<" not in c[0] for k, c, _ in engine.calls)  # no policy call

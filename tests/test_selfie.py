@@ -544,7 +544,7 @@ def _pairs(tmp_path) -> pl.DataFrame:
 
 
 def _metrics(tmp_path) -> dict:
-    return json.loads((tmp_path / "data/selfie/metrics.json").read_text())
+    return json.loads((tmp_path / "data/selfie/details.json").read_text())
 
 
 def test_stage_writes_seed_and_iteration_pairs_responses_and_metrics(tmp_path, monkeypatch):

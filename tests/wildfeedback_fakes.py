@@ -133,14 +133,14 @@ class FakeEngine:
 
 
 def run_stage(tmp_path, monkeypatch, engine, rows=CONVS, **overrides):
-    """Run the whole stage on ``rows`` with ``engine``: (signals, pairs, rejects, metrics.json)."""
+    """Run the whole stage on ``rows`` with ``engine``: (signals, pairs, rejects, details.json)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(pipeline.llm, "get_engine", lambda cfg: engine, raising=False)
     write_shards(to_table(rows, "conversations"), tmp_path / "data/ingest/conversations", name="conversations")
     wf.main(make_params(**overrides))
     out = tmp_path / "data/wildfeedback"
     return (read_table(out / "signals", "signals"), read_table(out / "pairs", "pairs"),
-            read_table(out / "rejects", "rejects"), json.loads((out / "metrics.json").read_text()))
+            read_table(out / "rejects", "rejects"), json.loads((out / "details.json").read_text()))
 
 
 def kinds(pairs) -> list[str]:

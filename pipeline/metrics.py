@@ -1,0 +1,45 @@
+"""A stage's metrics, in two files beside its outputs.
+
+``metrics.json`` holds a few headline numbers, the ones ``dvc metrics show`` prints (dvc.yaml declares it
+under ``metrics:``), named alike across stages so the table stays narrow: ``rows_in`` (what the stage
+read), ``pairs`` (what it wrote), ``gates.<role>`` (each judge's probe accuracy), ``gates_withheld`` (judges
+whose labels were withheld) and ``gates_lowered`` (gates at or below chance), plus a stage's own one or
+two. ``details.json`` holds every figure the stage measured, headline ones included (a cached output:
+``dvc metrics show data/pugc/details.json`` or any JSON tool reads it)::
+
+    write_metrics(out, {"rows_in": 30, "pairs": 12, **gate_headline(gates)}, details)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.io import write_json_atomic
+
+METRICS, DETAILS = "metrics.json", "details.json"
+
+
+def gate_headline(gates: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The judge-gate reports (``pipeline.gates.check_gate``) as headline numbers; the reports themselves
+    stay in details.json. A gate that did not run (a report without ``accuracy``, e.g. Selfie's when policy
+    and reference are one model) has no headline.
+
+    >>> gate_headline({"judge": {"accuracy": 0.5, "passed": False, "lowered": False},
+    ...                "scorer": {"accuracy": 0.5, "passed": True, "lowered": True},
+    ...                "reward": {"passed": None, "skipped": "same model"}})
+    {'gates': {'judge': 0.5, 'scorer': 0.5}, 'gates_withheld': 1, 'gates_lowered': 1}
+    """
+    reports = {role: r for role, r in sorted(gates.items()) if isinstance(r, dict) and "accuracy" in r}
+    return {
+        "gates": {role: r["accuracy"] for role, r in reports.items()},
+        "gates_withheld": sum(r["passed"] is False for r in reports.values()),
+        "gates_lowered": sum(bool(r["lowered"]) for r in reports.values()),
+    }
+
+
+def write_metrics(out: str | Path, headline: dict[str, Any], details: dict[str, Any], name: str = METRICS) -> None:
+    """Write ``details.json``, then the headline file ``name`` (last, as ``pipeline.outputs`` swaps metrics in
+    last). Export names its headline ``stats.json``."""
+    write_json_atomic(details, Path(out) / DETAILS)
+    write_json_atomic(headline, Path(out) / name)
