@@ -37,6 +37,15 @@ def _col(c: str | pl.Expr) -> pl.Expr:
     return pl.col(c) if isinstance(c, str) else c
 
 
+def _length_prefix(n: pl.Series) -> pl.Series:
+    """``"<n>:"`` per byte length, gathered from a table of the lengths up to the largest one (writing
+    every number as a string is ~2x slower); for a very long value, each number is written instead."""
+    top = n.max()
+    if top is None or top >= 1 << 12:
+        return n.cast(pl.String) + ":"
+    return pl.Series(n.name, [f"{i}:" for i in range(top + 1)]).gather(n)
+
+
 def key(*cols: str | pl.Expr) -> pl.Expr:
     """The string the hashes are of: ``<byte length>:<value>`` per column, a null as ``-:``."""
     if not cols:
@@ -44,7 +53,8 @@ def key(*cols: str | pl.Expr) -> pl.Expr:
     parts: list[pl.Expr] = []
     for c in cols:
         text = _col(c).cast(pl.String)
-        parts += [text.str.len_bytes().cast(pl.String).fill_null("-"), pl.lit(":"), text.fill_null("")]
+        prefix = text.str.len_bytes().map_batches(_length_prefix, return_dtype=pl.String, is_elementwise=True)
+        parts += [prefix.fill_null("-:"), text.fill_null("")]
     return pl.concat_str(parts)
 
 

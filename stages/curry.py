@@ -313,14 +313,15 @@ def order_pairs(pairs: pl.DataFrame, scored: pl.DataFrame, seed: int) -> pl.Data
     response_id))`` (``pipeline.ids``; the input set's position is left out, so a pair keeps its id
     whichever input list holds it); ``pair_id`` is its ``hex16``. Order: ``level`` ascending, then
     ``combine(pair_hash, seed=curry.seed)`` ascending (a seeded shuffle that depends only on the pair and
-    the seed, never on the input's row order), then ``pair_hash``.
+    the seed, never on the input's row order), then ``pair_hash``. Returns the pairs in that order, with
+    ``pair_hash``.
     """
     c, r = pairs.get_column("ridx_c"), pairs.get_column("ridx_r")
     h = pl.DataFrame({"ps": scored.get_column("ps").gather(c), "c": scored.get_column("rid").gather(c),
                       "r": scored.get_column("rid").gather(r)}).select(ids.combine("ps", "c", "r")).to_series()
     shuffle = h.to_frame("h").select(ids.combine("h", seed=seed)).to_series().to_numpy()
     order = curriculum_order(pairs.get_column("level").to_numpy(), shuffle, h.to_numpy())
-    return pairs.with_columns(pair_hash=h)[order]
+    return pairs.drop("rank_c", "rank_r").with_columns(pair_hash=h)[order]  # ranks are no longer needed
 
 
 def build_pairs(prompts: pa.Table, responses: pa.Table, cfg: Curry) -> tuple[pa.Table, dict[str, Any]]:
