@@ -150,8 +150,9 @@ def _ranks(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(rank=(idx - start + 1).cast(pl.Int32), n=(end - start + 1).cast(pl.Int32))
 
 
-def _rank_order(df: pl.DataFrame) -> pl.DataFrame:
-    """``df`` sorted by (group, score descending, response_id).
+def _rank_order(df: pl.DataFrame, response_id: pl.Series) -> pl.DataFrame:
+    """``df`` (``group``, ``score``, ``ridx`` = row of ``response_id``) sorted by (group, score descending,
+    response_id).
 
     A stable numeric sort by (group, score), then only the runs of equal (group, score) put in
     response_id order, when they are not already (a string in the sort key makes the whole sort ~1.5x
@@ -160,7 +161,7 @@ def _rank_order(df: pl.DataFrame) -> pl.DataFrame:
     df = df.sort(["group", "score"], descending=[False, True], maintain_order=True)
     same = (pl.col("group") == pl.col("group").shift(1)) & (pl.col("score") == pl.col("score").shift(1))
     tied = np.flatnonzero(df.select(same.fill_null(False) | same.shift(-1).fill_null(False)).to_series().to_numpy())
-    ties = df[tied]
+    ties = df[tied].with_columns(response_id=response_id.gather(df.get_column("ridx").gather(tied)))
     if not ties.select(same & (pl.col("response_id") < pl.col("response_id").shift(1))).to_series().any():
         return df
     # The runs keep their places: sorting the tied rows by (group, score, response_id) only reorders each run.
@@ -176,8 +177,8 @@ def rank_responses(scored: pl.DataFrame) -> pl.DataFrame:
     Returns a slim frame (``ridx`` = row in ``scored``) sorted by (group, rank), which the later steps
     rely on: ranks and sizes are read off group boundaries instead of per-group windows.
     """
-    df = scored.select("group", "score", "response_id", ridx=pl.int_range(pl.len(), dtype=pl.Int64))
-    df = _ranks(_rank_order(df).drop("response_id"))
+    df = scored.select("group", "score", ridx=pl.int_range(pl.len(), dtype=pl.Int64))
+    df = _ranks(_rank_order(df, scored.get_column("response_id")))
     # A 64-bit collision would merge two groups: a second, independently seeded hash of the same key
     # must then differ between neighbours of one group (both colliding: ~2^-128 per pair of groups).
     check = scored.get_column("check").gather(df.get_column("ridx"))
@@ -335,13 +336,13 @@ def build_pairs(prompts: pa.Table, responses: pa.Table, cfg: Curry) -> tuple[pa.
     thresholds = gap_thresholds(scored, cfg.inputs, cfg)
     tie_gap: pl.Series | float = cfg.min_gap
     if (thresholds.get_column("tie_gap") != cfg.min_gap).any():
-        per_row = scored.select("input", "scorer").join(thresholds, on=["input", "scorer"], how="left", maintain_order="left")
-        tie_gap = per_row.get_column("tie_gap").gather(ranked.get_column("ridx"))
+        tie_gap = scored.select("input", "scorer").join(thresholds, on=["input", "scorer"], how="left",
+                                                        maintain_order="left").get_column("tie_gap").gather(ranked.get_column("ridx"))
     pairs, ties = make_pairs(ranked, cfg.pairing, tie_gap)
     pairs = order_pairs(assign_levels(pairs, cfg.levels, cfg.n_levels), scored, cfg.seed)
-    table = to_pairs_table(pairs, scored, prompts, responses, fingerprint(cfg))
     m = metrics(responses.num_rows, ranked, pairs, ties, dict(sorted(response_drops.items())), thresholds, cfg)
-    return table, m
+    del ranked, tie_gap  # the table is the largest thing built: nothing it does not need stays alive
+    return to_pairs_table(pairs, scored, prompts, responses, fingerprint(cfg)), m
 
 
 def main(params: Params) -> None:

@@ -74,10 +74,11 @@ def _lineage(scored: pl.DataFrame, c: np.ndarray, r: np.ndarray, fp: str, plain:
     escaping, the usual case): joined as strings, else encoded by polars' JSON writer.
     """
     local = np.argsort(c)
-    ids = pl.DataFrame({"prompt_id": scored.get_column("prompt_id").gather(c[local]),
-                        "scorer": scored.get_column("scorer").gather(c[local]),
-                        "chosen_id": scored.get_column("response_id").gather(c[local]),
-                        "rejected_id": scored.get_column("response_id").gather(r[local])})
+    chosen, rejected = c[local], r[local]
+    ids = pl.DataFrame({"prompt_id": scored.get_column("prompt_id").gather(chosen),
+                        "scorer": scored.get_column("scorer").gather(chosen),
+                        "chosen_id": scored.get_column("response_id").gather(chosen),
+                        "rejected_id": scored.get_column("response_id").gather(rejected)})
     if not plain:
         fields = [pl.lit(STAGE).alias("stage"), *LINEAGE_IDS, pl.lit(fp).alias("fingerprint")]
         text = ids.select(pl.struct(fields).struct.json_encode()).to_series()
@@ -98,10 +99,11 @@ def to_pairs_table(pairs: pl.DataFrame, scored: pl.DataFrame, prompts: pa.Table,
     ``{"stage","prompt_id","scorer","chosen_id","rejected_id","fingerprint"}`` JSON."""
     n = pairs.height
     c, r = pairs.get_column("ridx_c"), pairs.get_column("ridx_r")
+    plain = not any(_needs_escaping(responses.column(k)) for k in ("prompt_id", "scorer", "response_id"))
+    lineage = _lineage(scored, c.to_numpy(), r.to_numpy(), fp, plain)  # first: its working copies are the largest
     rows = scored.get_column("row")
     text = pl.from_arrow(responses.select(["text"])).get_column("text")
     prompt = pl.from_arrow(prompts.select(["messages", "source"]))[pairs.get_column("pidx")]
-    plain = not any(_needs_escaping(responses.column(k)) for k in ("prompt_id", "scorer", "response_id"))
     string = pa.string()
     assistant = _repeat("assistant", n)
     columns = {
@@ -118,7 +120,7 @@ def to_pairs_table(pairs: pl.DataFrame, scored: pl.DataFrame, prompts: pa.Table,
         "level": _arrow(pairs.get_column("level"), pa.int64()),
         "method": _repeat(STAGE, n),
         "source": _arrow(prompt.get_column("source"), string),
-        "lineage": _lineage(scored, c.to_numpy(), r.to_numpy(), fp, plain),
+        "lineage": lineage,
     }
     return check_table(pa.table(columns), "pairs")
 
