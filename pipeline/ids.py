@@ -12,9 +12,10 @@ length prefix keeps ``("ab", "c")`` and ``("a", "bc")`` apart.
     True
 
 ``hash64`` gives the number (u64; for keys, joins and shuffles), ``hex_id`` its 16 lowercase hex digits
-(for ids written to files), ``hex16`` the hex digits of any u64 expression, and ``combine`` one hash of
-several hashes (xxh3-64 of their 8-byte big-endian values, concatenated), which lets a table hash
-(column, column) pairs from per-row hashes without building strings again::
+(for ids written to files), ``hex16`` the hex digits of any u64 expression (``hex_array``: of a numpy
+array, as an Arrow array), and ``combine`` one hash of several hashes (xxh3-64 of their 8-byte
+big-endian values, concatenated), which lets a table hash (column, column) pairs from per-row hashes
+without building strings again::
 
     >>> h = xxhash.xxh3_64_intdigest
     >>> pl.DataFrame({"a": [1], "b": [2]}).select(combine("a", "b", seed=3)).item() == h(
@@ -36,6 +37,15 @@ def _col(c: str | pl.Expr) -> pl.Expr:
     return pl.col(c) if isinstance(c, str) else c
 
 
+def _length_prefix(n: pl.Series) -> pl.Series:
+    """``"<n>:"`` per byte length, gathered from a table of the lengths up to the largest one (writing
+    every number as a string is ~2x slower); for a very long value, each number is written instead."""
+    top = n.max()
+    if top is None or top >= 1 << 12:
+        return n.cast(pl.String) + ":"
+    return pl.Series(n.name, [f"{i}:" for i in range(top + 1)]).gather(n)
+
+
 def key(*cols: str | pl.Expr) -> pl.Expr:
     """The string the hashes are of: ``<byte length>:<value>`` per column, a null as ``-:``."""
     if not cols:
@@ -43,7 +53,8 @@ def key(*cols: str | pl.Expr) -> pl.Expr:
     parts: list[pl.Expr] = []
     for c in cols:
         text = _col(c).cast(pl.String)
-        parts += [text.str.len_bytes().cast(pl.String).fill_null("-"), pl.lit(":"), text.fill_null("")]
+        prefix = text.str.len_bytes().map_batches(_length_prefix, return_dtype=pl.String, is_elementwise=True)
+        parts += [prefix.fill_null("-:"), text.fill_null("")]
     return pl.concat_str(parts)
 
 
@@ -52,13 +63,18 @@ def hash64(*cols: str | pl.Expr, seed: int = 0) -> pl.Expr:
     return key(*cols).nchash.xxh3_64(seed=seed)
 
 
-def _hex(s: pl.Series) -> pl.Series:
-    h = s.cast(pl.UInt64).to_numpy()
+def hex_array(h: np.ndarray) -> pa.Array:
+    """``hex16`` of a u64 numpy array, as an Arrow ``string`` array built from buffers (no Python strings)."""
     n = len(h)
     digits = _HEX[np.ascontiguousarray(h, dtype=">u8").view(np.uint8)]
-    offsets = np.arange(0, 16 * n + 1, 16, dtype=np.int64)
-    arr = pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(digits.tobytes())])
-    return pl.Series(s.name, arr, dtype=pl.String)
+    small = 16 * n < 2**31
+    offsets = np.arange(0, 16 * n + 1, 16, dtype=np.int32 if small else np.int64)
+    type_ = pa.string() if small else pa.large_string()
+    return pa.Array.from_buffers(type_, n, [None, pa.py_buffer(offsets), pa.py_buffer(digits.tobytes())])
+
+
+def _hex(s: pl.Series) -> pl.Series:
+    return pl.Series(s.name, hex_array(s.cast(pl.UInt64).to_numpy()), dtype=pl.String)
 
 
 def hex16(h: str | pl.Expr) -> pl.Expr:

@@ -151,14 +151,35 @@ def _ranks(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(rank=(idx - start + 1).cast(pl.Int32), n=(end - start + 1).cast(pl.Int32))
 
 
+def _rank_order(df: pl.DataFrame, response_id: pl.Series) -> pl.DataFrame:
+    """``df`` (``group``, ``score``, ``ridx`` = row of ``response_id``) sorted by (group, score descending,
+    response_id).
+
+    A stable numeric sort by (group, score), then only the runs of equal (group, score) put in
+    response_id order, when they are not already (a string in the sort key makes the whole sort ~1.5x
+    slower; ties are a fraction of the rows, and their ids are often in input order already).
+    """
+    df = df.sort(["group", "score"], descending=[False, True], maintain_order=True)
+    same = (pl.col("group") == pl.col("group").shift(1)) & (pl.col("score") == pl.col("score").shift(1))
+    tied = np.flatnonzero(df.select(same.fill_null(False) | same.shift(-1).fill_null(False)).to_series().to_numpy())
+    ties = df[tied].with_columns(response_id=response_id.gather(df.get_column("ridx").gather(tied)))
+    if not ties.select(same & (pl.col("response_id") < pl.col("response_id").shift(1))).to_series().any():
+        return df
+    # The runs keep their places: sorting the tied rows by (group, score, response_id) only reorders each run.
+    by_id = ties.select(pl.arg_sort_by(["group", "score", "response_id"], descending=[False, True, False]))
+    order = np.arange(df.height)
+    order[tied] = tied[by_id.to_series().to_numpy()]
+    return df[order]
+
+
 def rank_responses(scored: pl.DataFrame) -> pl.DataFrame:
     """``rank`` 1..n within each group, best first; equal scores ordered by ``response_id``; ``n`` = group size.
 
     Returns a slim frame (``ridx`` = row in ``scored``) sorted by (group, rank), which the later steps
     rely on: ranks and sizes are read off group boundaries instead of per-group windows.
     """
-    df = scored.select("group", "score", "response_id", ridx=pl.int_range(pl.len(), dtype=pl.Int64))
-    df = _ranks(df.sort(["group", "score", "response_id"], descending=[False, True, False]).drop("response_id"))
+    df = scored.select("group", "score", ridx=pl.int_range(pl.len(), dtype=pl.Int64))
+    df = _ranks(_rank_order(df, scored.get_column("response_id")))
     # A 64-bit collision would merge two groups: a second, independently seeded hash of the same key
     # must then differ between neighbours of one group (both colliding: ~2^-128 per pair of groups).
     check = scored.get_column("check").gather(df.get_column("ridx"))
@@ -183,7 +204,8 @@ def attach_prompts(ranked: pl.DataFrame, scored: pl.DataFrame, prompts: pa.Table
     """``pidx`` = the row of each response's prompt in ``prompts`` (the first row of its (input,
     prompt_id)); responses without one are orphans (dropped, counted)."""
     index = pl.from_arrow(prompts.select(["input", "prompt_id"])).with_columns(pidx=pl.int_range(pl.len(), dtype=pl.Int64))
-    index = index.unique(["input", "prompt_id"], keep="first", maintain_order=True)
+    if index.get_column("prompt_id").n_unique() < index.height:  # a repeated id: keep its first row per set
+        index = index.unique(["input", "prompt_id"], keep="first", maintain_order=True)
     head = (ranked.get_column("rank") == 1).to_numpy()
     at = np.flatnonzero(head)  # ``ranked`` is sorted by (group, rank): each group starts with its head
     heads = scored.select("input", "prompt_id")[ranked.get_column("ridx").gather(at)]
@@ -269,30 +291,39 @@ def assign_levels(pairs: pl.DataFrame, scheme: str, n_levels: int) -> pl.DataFra
     raise ValueError(f"curry.levels: unknown value {scheme!r}; expected 'per_prompt' or 'quantile'")
 
 
-def order_pairs(pairs: pl.DataFrame, scored: pl.DataFrame, seed: int) -> pl.DataFrame:
-    """Pair ids and curriculum order, from the responses' hashes (no strings are built here).
+def curriculum_order(level: np.ndarray, shuffle: np.ndarray, pair_hash: np.ndarray) -> np.ndarray:
+    """Row order by (``level``, ``shuffle``, ``pair_hash``), all ascending."""
+    # Levels are few small integers: a stable radix sort by level, then one single-key sort of the shuffle
+    # hashes per level (a multi-key sort is ~5x slower); equal shuffle hashes (~2^-64 a pair) need the hash.
+    small = level.astype(np.uint16) if len(level) and 0 <= level.min() and level.max() < 2**16 else level
+    by_level = np.argsort(small, kind="stable")
+    bounds = np.flatnonzero(np.diff(level[by_level])) + 1
+    parts = []
+    for at in np.split(by_level, bounds) if len(level) else []:
+        keys = shuffle[at]
+        order = np.argsort(keys)
+        if (np.diff(keys[order]) == 0).any():
+            order = np.lexsort((pair_hash[at], keys))
+        parts.append(at[order])
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
-    ``pair_id`` = ``hex16(combine(hash64(prompt_id, scorer), hash64(chosen response_id),
-    hash64(rejected response_id)))`` (``pipeline.ids``; the input set's position is left out, so a pair
-    keeps its id whichever input list holds it). Order: ``level`` ascending, then ``combine(pair hash,
-    seed=curry.seed)`` ascending (a seeded shuffle that depends only on the pair and the seed, never on
-    the input's row order), then ``pair_id``.
+
+def order_pairs(pairs: pl.DataFrame, scored: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """Pair hashes and curriculum order, from the responses' hashes (no strings are built here).
+
+    ``pair_hash`` = ``combine(hash64(prompt_id, scorer), hash64(chosen response_id), hash64(rejected
+    response_id))`` (``pipeline.ids``; the input set's position is left out, so a pair keeps its id
+    whichever input list holds it); ``pair_id`` is its ``hex16``. Order: ``level`` ascending, then
+    ``combine(pair_hash, seed=curry.seed)`` ascending (a seeded shuffle that depends only on the pair and
+    the seed, never on the input's row order), then ``pair_hash``. Returns the pairs in that order, with
+    ``pair_hash``.
     """
     c, r = pairs.get_column("ridx_c"), pairs.get_column("ridx_r")
     h = pl.DataFrame({"ps": scored.get_column("ps").gather(c), "c": scored.get_column("rid").gather(c),
                       "r": scored.get_column("rid").gather(r)}).select(ids.combine("ps", "c", "r")).to_series()
     shuffle = h.to_frame("h").select(ids.combine("h", seed=seed)).to_series().to_numpy()
-    # Levels are few: one single-key sort of the shuffle hashes per level (a two-key sort is ~5x slower).
-    level, hash_ = pairs.get_column("level").to_numpy(), h.to_numpy()
-    parts = []
-    for lv in np.unique(level):
-        at = np.flatnonzero(level == lv)
-        part = at[np.argsort(shuffle[at], kind="stable")]
-        if (np.diff(shuffle[part]) == 0).any():  # two pairs, one shuffle hash (~2^-64 a pair): the pair id decides
-            part = at[np.lexsort((hash_[at], shuffle[at]))]
-        parts.append(part)
-    order = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    return pairs.with_columns(pair_id=ids.hex16(pl.lit(h)))[order]
+    order = curriculum_order(pairs.get_column("level").to_numpy(), shuffle, h.to_numpy())
+    return pairs.drop("rank_c", "rank_r").with_columns(pair_hash=h)[order]  # ranks are no longer needed
 
 
 def build_pairs(prompts: pa.Table, responses: pa.Table, cfg: Curry) -> tuple[pa.Table, dict[str, Any]]:
@@ -306,13 +337,13 @@ def build_pairs(prompts: pa.Table, responses: pa.Table, cfg: Curry) -> tuple[pa.
     thresholds = gap_thresholds(scored, cfg.inputs, cfg)
     tie_gap: pl.Series | float = cfg.min_gap
     if (thresholds.get_column("tie_gap") != cfg.min_gap).any():
-        per_row = scored.select("input", "scorer").join(thresholds, on=["input", "scorer"], how="left", maintain_order="left")
-        tie_gap = per_row.get_column("tie_gap").gather(ranked.get_column("ridx"))
+        tie_gap = scored.select("input", "scorer").join(thresholds, on=["input", "scorer"], how="left",
+                                                        maintain_order="left").get_column("tie_gap").gather(ranked.get_column("ridx"))
     pairs, ties = make_pairs(ranked, cfg.pairing, tie_gap)
     pairs = order_pairs(assign_levels(pairs, cfg.levels, cfg.n_levels), scored, cfg.seed)
-    table = to_pairs_table(pairs, scored, prompts, responses, fingerprint(cfg))
     m = metrics(responses.num_rows, ranked, pairs, ties, dict(sorted(response_drops.items())), thresholds, cfg)
-    return table, m
+    del ranked, tie_gap  # the table is the largest thing built: nothing it does not need stays alive
+    return to_pairs_table(pairs, scored, prompts, responses, fingerprint(cfg)), m
 
 
 def main(params: Params) -> None:

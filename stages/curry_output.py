@@ -20,6 +20,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.config import Curry
+from pipeline.ids import hex_array
 from pipeline.io import package_version, replace_dir, write_json_atomic, write_shards
 from pipeline.records import SCHEMAS, check_table
 
@@ -59,25 +60,37 @@ def _needs_escaping(column: pa.ChunkedArray) -> bool:
         width = np.int64 if pa.types.is_large_string(chunk.type) else np.int32
         offsets = np.frombuffer(chunk.buffers()[1], dtype=width)[chunk.offset : chunk.offset + len(chunk) + 1]
         data = np.frombuffer(chunk.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-        if ((data < 0x20) | (data == ord('"')) | (data == ord("\\"))).any():
+        if len(data) and (data.min() < 0x20 or (data == ord('"')).any() or (data == ord("\\")).any()):
             return True
     return False
 
 
-def _lineage(ids: pl.DataFrame, fp: str, plain: bool) -> pl.Series:
-    """``{"stage":"curry","prompt_id":..,"scorer":..,"chosen_id":..,"rejected_id":..,"fingerprint":..}`` per pair.
+def _lineage(scored: pl.DataFrame, c: np.ndarray, r: np.ndarray, fp: str, plain: bool) -> pa.Array:
+    """``{"stage":"curry","prompt_id":..,"scorer":..,"chosen_id":..,"rejected_id":..,"fingerprint":..}`` per
+    pair (chosen row ``c``, rejected row ``r`` of ``scored``), in the order of ``c`` and ``r``.
 
-    ``plain`` (no id in the input needs JSON escaping, the usual case): joined as strings, else encoded
-    by polars' JSON writer.
+    Built in the order of the chosen rows, where reading the ids is sequential, then put in the pairs'
+    order (~2x faster than reading four ids at random rows). ``plain`` (no id in the input needs JSON
+    escaping, the usual case): joined as strings, else encoded by polars' JSON writer.
     """
+    local = np.argsort(c)
+    chosen, rejected = c[local], r[local]
+    ids = pl.DataFrame({"prompt_id": scored.get_column("prompt_id").gather(chosen),
+                        "scorer": scored.get_column("scorer").gather(chosen),
+                        "chosen_id": scored.get_column("response_id").gather(chosen),
+                        "rejected_id": scored.get_column("response_id").gather(rejected)})
     if not plain:
         fields = [pl.lit(STAGE).alias("stage"), *LINEAGE_IDS, pl.lit(fp).alias("fingerprint")]
-        return ids.select(pl.struct(fields).struct.json_encode()).to_series()
-    parts = [pl.lit(f'{{"stage":{json.dumps(STAGE)}')]
-    for k in LINEAGE_IDS:
-        parts += [pl.lit(f',"{k}":"'), pl.col(k), pl.lit('"')]
-    parts.append(pl.lit(f',"fingerprint":{json.dumps(fp)}}}'))
-    return ids.select(pl.concat_str(parts)).to_series()
+        text = ids.select(pl.struct(fields).struct.json_encode()).to_series()
+    else:
+        parts = [pl.lit(f'{{"stage":{json.dumps(STAGE)}')]
+        for k in LINEAGE_IDS:
+            parts += [pl.lit(f',"{k}":"'), pl.col(k), pl.lit('"')]
+        parts.append(pl.lit(f',"fingerprint":{json.dumps(fp)}}}'))
+        text = ids.select(pl.concat_str(parts)).to_series()
+    back = np.empty_like(local)
+    back[local] = np.arange(len(local))
+    return _arrow(text.gather(back), pa.string())
 
 
 def to_pairs_table(pairs: pl.DataFrame, scored: pl.DataFrame, prompts: pa.Table, responses: pa.Table, fp: str) -> pa.Table:
@@ -86,18 +99,15 @@ def to_pairs_table(pairs: pl.DataFrame, scored: pl.DataFrame, prompts: pa.Table,
     ``{"stage","prompt_id","scorer","chosen_id","rejected_id","fingerprint"}`` JSON."""
     n = pairs.height
     c, r = pairs.get_column("ridx_c"), pairs.get_column("ridx_r")
+    plain = not any(_needs_escaping(responses.column(k)) for k in ("prompt_id", "scorer", "response_id"))
+    lineage = _lineage(scored, c.to_numpy(), r.to_numpy(), fp, plain)  # first: its working copies are the largest
     rows = scored.get_column("row")
     text = pl.from_arrow(responses.select(["text"])).get_column("text")
     prompt = pl.from_arrow(prompts.select(["messages", "source"]))[pairs.get_column("pidx")]
-    id_cols = pl.DataFrame({"prompt_id": scored.get_column("prompt_id").gather(c),
-                            "scorer": scored.get_column("scorer").gather(c),
-                            "chosen_id": scored.get_column("response_id").gather(c),
-                            "rejected_id": scored.get_column("response_id").gather(r)})
-    plain = not any(_needs_escaping(responses.column(k)) for k in ("prompt_id", "scorer", "response_id"))
     string = pa.string()
     assistant = _repeat("assistant", n)
     columns = {
-        "pair_id": _arrow(pairs.get_column("pair_id"), string),
+        "pair_id": hex_array(pairs.get_column("pair_hash").to_numpy()).cast(string),
         "prompt": _arrow(prompt.get_column("messages"), SCHEMAS["pairs"].field("prompt").type),
         "chosen": _single_turn(assistant, _arrow(text.gather(rows.gather(c)), string)),
         "rejected": _single_turn(assistant, _arrow(text.gather(rows.gather(r)), string)),
@@ -110,7 +120,7 @@ def to_pairs_table(pairs: pl.DataFrame, scored: pl.DataFrame, prompts: pa.Table,
         "level": _arrow(pairs.get_column("level"), pa.int64()),
         "method": _repeat(STAGE, n),
         "source": _arrow(prompt.get_column("source"), string),
-        "lineage": _arrow(_lineage(id_cols, fp, plain), string),
+        "lineage": lineage,
     }
     return check_table(pa.table(columns), "pairs")
 
