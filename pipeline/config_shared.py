@@ -1,0 +1,221 @@
+"""params.yaml's shared sections: ``execution``, ``llm`` (and the per-role overrides a stage's
+``roles`` carry), ``ingest``. Re-exported by ``pipeline.config``, which documents the validation rules."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+
+class Section(BaseModel):
+    # Inputs stay out of str(ValidationError): a key pasted into api_key_env must not reach a log.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, hide_input_in_errors=True)
+
+
+# --- shared sections -----------------------------------------------------------------------------
+
+
+class Execution(Section):
+    backend: Literal["local", "ray"]
+    batch_size: int = Field(gt=0)
+    # Rows per resumable chunk: a killed stage restarts from its last finished chunk.
+    checkpoint_rows: int = Field(gt=0)
+    max_reject_fraction: float = Field(ge=0, le=1)
+    ray_address: str | None  # None: honour RAY_ADDRESS, else start a local Ray instance
+    num_cpus_per_task: float = Field(gt=0)
+    target_shard_bytes: int = Field(gt=0)
+    row_group_bytes: int = Field(gt=0)
+    # Rows a streaming shard writer holds before it spills a sorted run to disk: bounds memory
+    # and never changes a byte of output (tested), so ingest does not list it as a DVC parameter.
+    spill_bytes: int = Field(gt=0)
+    # A judge below its gate (pipeline/gates.py): fail the stage, or withhold that judge's labels.
+    on_gate_failure: Literal["error", "withhold"]
+
+
+class Sampling(Section):
+    temperature: float = Field(ge=0)
+    top_p: float = Field(gt=0, le=1)
+    max_new_tokens: int = Field(gt=0)
+    stop: list[str]
+    seed: int
+
+
+def _check_api_key_env(name: str | None) -> str | None:
+    """The name of an environment variable; errors never repeat the value (it may be a pasted key)."""
+    if name is None:
+        return None
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,99}", name) or name.lower().startswith(("sk_", "hf_", "key_")):
+        raise ValueError(
+            "expected the NAME of the environment variable that holds the key (e.g. OPENAI_API_KEY), not the "
+            "key itself; if you pasted a key here, remove it from params.yaml and rotate it"
+        )
+    return name
+
+
+Backend = Literal["transformers", "vllm", "openai"]
+# An http(s) URL up to the API root, e.g. http://node1:8000/v1 (what `vllm serve` prints).
+BaseUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]
+# The NAME of an environment variable (never the key itself).
+EnvName = Annotated[str, AfterValidator(_check_api_key_env)]
+OptionScoring = Literal["sequence", "first_token"]
+
+
+
+
+class LLM(Section):
+    backend: Backend
+    model: str  # "tiny", a Hugging Face model id, or a local folder; with openai: the served model name
+    dtype: Literal["auto", "float32", "float16", "bfloat16"]
+    batch_size: int = Field(gt=0)
+    replicas: int = Field(gt=0)
+    gpus_per_replica: float = Field(ge=0)
+    tensor_parallel_size: int = Field(gt=0)
+    max_model_len: int = Field(gt=0)
+    gpu_memory_utilization: float = Field(gt=0, le=1)
+    enable_prefix_caching: bool
+    structured_retries: int = Field(ge=0)
+    sampling: Sampling
+    # transformers engine: padded tokens per forward pass (rows sorted by length; see pipeline/llm/hf.py).
+    batch_tokens: int = Field(default=16384, gt=0)
+    # transformers engine on CPU: intra-op threads, "auto" = measured when the engine starts (pipeline/llm/cpu.py).
+    cpu_threads: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
+    # backend: openai (pipeline/llm/openai_engine.py; README "OpenAI-compatible servers"). The defaults
+    # are params.yaml's, so an in-process config built in code need not spell them out.
+    base_url: BaseUrl | list[BaseUrl] | None = None  # one server, or a pool (one `vllm serve` per node)
+    api_key_env: EnvName | None = None  # environment variable holding the key; null: no key
+    concurrency: int = Field(default=64, gt=0)  # requests in flight, all servers together
+    timeout_s: float = Field(default=600, gt=0)  # per request attempt
+    max_retries: int = Field(default=6, ge=0)  # more attempts on 429/5xx/timeouts/dropped connections
+    max_requests: int | None = Field(default=None, gt=0)  # cost guard: requests one engine may send
+    option_scoring: OptionScoring = "sequence"  # how `choose` scores options (see the README)
+
+    @model_validator(mode="after")
+    def _openai(self) -> LLM:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError(
+                f"backend openai needs base_url (e.g. http://localhost:8000/v1) for model {self.model!r}"
+            )
+        return self
+
+
+class SamplingOverride(Section):
+    temperature: float | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_new_tokens: int | None = Field(default=None, gt=0)
+    stop: list[str] | None = None
+    seed: int | None = None
+
+
+class LLMOverride(Section):
+    """A model role (policy, reference, judge, expert): keys left out inherit from ``llm``."""
+
+    backend: Backend | None = None
+    model: str | None = None
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = None
+    batch_size: int | None = Field(default=None, gt=0)
+    replicas: int | None = Field(default=None, gt=0)
+    gpus_per_replica: float | None = Field(default=None, ge=0)
+    tensor_parallel_size: int | None = Field(default=None, gt=0)
+    max_model_len: int | None = Field(default=None, gt=0)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    enable_prefix_caching: bool | None = None
+    structured_retries: int | None = Field(default=None, ge=0)
+    sampling: SamplingOverride | None = None
+    batch_tokens: int | None = Field(default=None, gt=0)
+    cpu_threads: Literal["auto"] | Annotated[int, Field(ge=1)] | None = None
+    base_url: BaseUrl | list[BaseUrl] | None = None
+    api_key_env: EnvName | None = None
+    concurrency: int | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0)
+    max_retries: int | None = Field(default=None, ge=0)
+    max_requests: int | None = Field(default=None, gt=0)
+    option_scoring: OptionScoring | None = None
+
+
+def resolve_role(base: LLM, override: LLMOverride | None) -> LLM:
+    """The ``llm`` section with a role's overrides applied.
+
+    >>> base = load_params("params.yaml").llm  # doctest: +SKIP
+    >>> resolve_role(base, LLMOverride(model="gpt2")).model  # doctest: +SKIP
+    'gpt2'
+    """
+    if override is None:
+        return base
+    data = base.model_dump()
+    for key, value in override.model_dump(exclude_none=True).items():
+        if key == "sampling":
+            data["sampling"] = {**data["sampling"], **value}
+        else:
+            data[key] = value
+    return LLM.model_validate(data)
+
+
+# --- ingest --------------------------------------------------------------------------------------
+
+SourceKind = Literal["conversations", "documents", "prompts", "rated", "pairs"]
+SourceFormat = Literal[
+    "wildchat",  # WildChat / LMSYS: `conversation` (or `messages`) of {role, content}
+    "sharegpt",  # `conversations` of {from, value}
+    "oasst",  # OpenAssistant message trees
+    "hh_rlhf",  # "\n\nHuman: ... \n\nAssistant: ..." transcripts (chosen/rejected)
+    "ultrafeedback",  # prompt/chosen/rejected pairs with scores, or prompt + completions with ratings
+    "documents",  # plain documents: text/title fields
+    "prompts",  # plain prompts: a text field, or a list of turns
+    "stackexchange",  # Posts.xml
+    "wildfeedback",  # released WildFeedback pairs: conversations + chosen/rejected in from/value form
+    "arena_answers",  # arena-hard model answers: several models' answers to the same uid
+]
+
+
+# Which tables each format can feed (the adapters in pipeline/adapters.py implement these).
+FORMAT_KINDS: dict[str, tuple[str, ...]] = {
+    "wildchat": ("conversations", "prompts"),
+    "sharegpt": ("conversations", "prompts"),
+    "oasst": ("conversations", "rated"),
+    "hh_rlhf": ("conversations", "pairs"),
+    "ultrafeedback": ("pairs", "rated"),
+    "documents": ("documents",),
+    "prompts": ("prompts",),
+    "stackexchange": ("documents", "prompts", "rated"),
+    "wildfeedback": ("pairs",),
+    "arena_answers": ("rated",),
+}
+
+
+class Source(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: SourceKind
+    path: str  # a file, a glob, a folder, or "hf://<dataset id>[:split]"
+    format: SourceFormat
+    mapping: dict[str, str] = Field(default_factory=dict)  # canonical field -> source field
+    limit: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _format_feeds_kind(self) -> Source:
+        if self.kind not in FORMAT_KINDS[self.format]:
+            raise ValueError(
+                f"format {self.format!r} cannot feed kind {self.kind!r}; it feeds {list(FORMAT_KINDS[self.format])}"
+            )
+        return self
+
+
+class Ingest(Section):
+    sources: list[Source]
+    max_reject_fraction: float = Field(ge=0, le=1)
+    max_record_bytes: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Ingest:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique, repeated: {dupes}")
+        return self
