@@ -27,6 +27,7 @@ import polars as pl
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline import ids
 from pipeline.config import Params, Sampling, Wildfeedback, resolve_role
 from pipeline.execute import map_batches
 from pipeline.gates import check_gate, load_probes
@@ -56,14 +57,13 @@ class FeedbackJudgment(BaseModel):
 
 
 def recall_sample(turns: pl.DataFrame, fraction: float, seed: int) -> pl.Series:
-    """A seeded, batch-independent random choice of turns: a hash of (conversation_id, user_turn).
-
-    polars' hash is stable for a given polars version, which pins the sample across reruns.
+    """A seeded, batch-independent random choice of turns: ``ids.hash64`` (xxh3) of (conversation_id,
+    user_turn), stable across runs, machines and polars versions, which pins the sample across reruns.
     """
     if fraction <= 0:
         return pl.Series([False] * turns.height, dtype=pl.Boolean)
-    key = pl.concat_str(pl.col("conversation_id"), pl.col("user_turn").cast(pl.String), separator="\x1f")
-    return turns.select((key.hash(seed=seed) % 1_000_003 < int(fraction * 1_000_003)).alias("s"))["s"]
+    h = ids.hash64("conversation_id", pl.col("user_turn").cast(pl.String), seed=seed)
+    return turns.select((h % 1_000_003 < int(fraction * 1_000_003)).alias("s"))["s"]
 
 
 def route(turns: pl.DataFrame, cfg: Wildfeedback) -> pl.Series:

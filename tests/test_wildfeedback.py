@@ -69,6 +69,13 @@ def test_recall_sample_is_seeded_and_batch_independent():
     assert det.recall_sample(turns, 0.0, seed=0).sum() == 0
 
 
+def test_recall_sample_is_pinned_across_versions():
+    # xxh3 of (conversation_id, user_turn) through pipeline.ids, not polars' native hash (which may change
+    # on a polars upgrade): these exact turns are sampled on any machine and version.
+    turns = pl.DataFrame({"conversation_id": [f"c{i}" for i in range(20)], "user_turn": [i % 3 for i in range(20)]})
+    assert det.recall_sample(turns, 0.3, seed=7).arg_true().to_list() == [0, 1, 10, 16]
+
+
 def test_routing_per_combine_rule():
     """llm_overrides / agree send every rule hit; add_recall sends only uncertain verdicts and the sample."""
     turns, convs, counts = wf.scan(frame(), make_params(recall_sample=0.0, combine="llm_overrides").wildfeedback)
