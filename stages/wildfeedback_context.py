@@ -14,7 +14,8 @@ user turn before it (``prev_user``) and with the assistant turn it answers (``pr
 - ``resend``: the earlier request again, as is (same words), narrowed (every earlier word kept, some
   added: "... for a 5 year old"; more than 10 added words, and more than the request had, only when the
   request recurs as a phrase) or, for a long request (>= `LONG_REQUEST` words), lightly edited
-  (word-set Jaccard >= `NEAR_JACCARD`, no number changed). A templated series that swaps a word or a
+  (word-set Jaccard >= `NEAR_JACCARD`, no number changed) or trimmed (no word added, some dropped, at least
+  `TRIMMED_MIN_WORDS` words and Jaccard >= 0.3 left). A templated series that swaps a word or a
   number ("2 to the 4th" -> "3 to the 4th") is a new task, not a resend.
 - ``overlap``: the turn shares much with the earlier request (Jaccard >= 0.3 or half of its words)
   without being a resend: a rephrased request or a follow-up on the same subject; the rules cannot
@@ -42,6 +43,7 @@ import polars as pl
 
 LONG_REQUEST = 20
 NEAR_JACCARD = 0.9
+TRIMMED_MIN_WORDS = 5
 EDGE_CHARS = 600
 _TOKEN = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]|[^\W_]+"
 # A continuation command is never a resend ("continue", then "continue" again).
@@ -97,7 +99,8 @@ def _repeats(frame: pl.DataFrame, t: pl.Expr, p: pl.Expr) -> pl.DataFrame:
                      p.str.len_chars().alias("_pn"), squash(t).str.contains(squash(p), literal=True).alias("_phrase"))
     w = w.with_columns(_nt=pl.col("_tw").list.len(), _np=pl.col("_pw").list.len(),
                        _common=pl.col("_tw").list.set_intersection("_pw").list.len(),
-                       _removed=pl.col("_pw").list.set_difference("_tw"))
+                       _removed=pl.col("_pw").list.set_difference("_tw"),
+                       _added=pl.col("_tw").list.set_difference("_pw").list.len())
     n_t, n_p, common = pl.col("_nt"), pl.col("_np"), pl.col("_common")
     jaccard = common / (n_t + n_p - common).clip(1)
     # Every earlier word kept; many words added only if the earlier request recurs as a phrase (else a
@@ -105,7 +108,10 @@ def _repeats(frame: pl.DataFrame, t: pl.Expr, p: pl.Expr) -> pl.DataFrame:
     kept_all = ((pl.col("_removed").list.len() == 0) & (n_p >= 4) & (pl.col("_pn") >= 12)
                 & (((n_t - common) <= pl.max_horizontal(pl.lit(10), n_p)) | pl.col("_phrase")))
     edited = (n_p >= LONG_REQUEST) & (jaccard >= NEAR_JACCARD) & ~pl.col("_removed").list.join(" ").str.contains(r"\d")
-    resend = kept_all | edited
+    # Trimmed: the request again with some words dropped and none added ("... with greeting to my followers ..."
+    # -> "..."); a short remnant ("What are XML?" of "What are XML and JSON?") is a sub-question, not a resend.
+    trimmed = (pl.col("_added") == 0) & (n_t >= TRIMMED_MIN_WORDS) & (jaccard >= 0.3)
+    resend = kept_all | edited | trimmed
     return w.select(resend.alias("resend"),
                     (~resend & (n_p >= 2) & ((jaccard >= 0.3) | (common >= 0.5 * n_p))).alias("overlap"))
 

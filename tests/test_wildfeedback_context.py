@@ -43,6 +43,16 @@ def test_resent_narrowed_and_edited_requests_are_revision():
         assert row["confidence"] >= ROUTE_BELOW
 
 
+def test_a_trimmed_resend_is_revision_but_a_sub_question_is_not():
+    request = "Write 10 very short comments with greeting to my followers about the calm water this fall morning"
+    trimmed, sub_question = run([
+        ("Write 10 very short comments about the calm water this fall morning", "1. Good morning...", request),
+        ("What are XML?", "XML is a markup language; JSON is a data format.", "What are XML and JSON? Compare them."),
+    ])
+    assert trimmed["dsat"] and "Revision:resend" in trimmed["rationale"], trimmed
+    assert not sub_question["dsat"], sub_question
+
+
 def test_templated_series_and_new_tasks_are_not_resends():
     rows = run([
         ("What to the 5th power equals 243", "3, since 3^5 = 243.", "What to the 6th power equals 729"),
