@@ -26,6 +26,9 @@ user turn before it (``prev_user``) and with the assistant turn it answers (``pr
 - ``error_report``: a short turn (<= 300 characters) that pastes an error message, asks nothing, and
   answers an assistant turn that held code: the code failed (Factual_Error). A longer one, or one with
   a question, is ``error_after_code``: often a new question about the user's own code; uncertain.
+- ``edits_answer``: the answer's opening line (30+ characters) pasted back within the turn's first
+  `PASTE_AFTER_CHARS` characters, after an instruction that asks no question ("shorten the text below
+  to 200 words: <the answer>", in any language): a request to change that answer (Revision).
 - ``accepts_offer``: a bare "go on" / "continue" after an answer that ended with a question (it offered
   more): Compliance. After any other answer (cut off or not) it is neither, as the rubric says.
 - ``non_english``: the opening of the turn is mostly in a non-Latin script, or holds French, Spanish,
@@ -44,6 +47,7 @@ import polars as pl
 LONG_REQUEST = 20
 NEAR_JACCARD = 0.9
 TRIMMED_MIN_WORDS = 5
+PASTE_AFTER_CHARS = 200
 EDGE_CHARS = 600
 _TOKEN = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]|[^\W_]+"
 # A continuation command is never a resend ("continue", then "continue" again).
@@ -137,7 +141,11 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
         | (pl.col("_lo").str.contains(_EUROPEAN) & ~pl.col("_lo").str.contains(_ENGLISH)),
         _err=pl.col("_lo").str.contains(_ERROR),
         _related=(pl.col("_lo").str.contains(key, literal=True).fill_null(False) & ~pl.col("_lo").str.contains(_CONTINUE)),
+        # The answer's opening line (30+ characters) pasted back after a short instruction.
+        _paste_at=pl.col("_lo").str.find(pl.col("_ans").str.strip_chars().str.head(60).str.extract(r"^([^\n]{30,})"),
+                                         literal=True),
     )
+    f = f.with_columns(_pasted=pl.col("_paste_at").is_between(2, PASTE_AFTER_CHARS).fill_null(False))
     n = frame.height
 
     def on(mask: str, cols) -> pl.DataFrame:
@@ -154,8 +162,13 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
     err = on("_err", {"code": code, "report": code & ~pl.col("_lo").str.contains(_QUESTION) & (pl.col(text).str.len_chars() <= 300)})
     ins = on("refusal", {"insisting": asks})
+    # The answer pasted back under an instruction that asks no question ("shorten the text below: <answer>")
+    # asks to change that answer.
+    edits = on("_pasted", lambda rows: rows.select(edits_answer=pl.col("_lo").str.head(pl.col("_paste_at"))
+                                                   .str.contains(r"\p{L}") & ~pl.col("_lo").str.head(pl.col("_paste_at"))
+                                                   .str.contains(_QUESTION)))
     # "go on" after an answer that offered more ("Shall I continue?") accepts the offer; else it is neither.
     go_on = on("_go_on", {"accepts_offer": pl.col(prev).fill_null("").str.tail(200).str.contains(r"\?")})
     return pl.DataFrame([rep["resend"], rep["overlap"], f["refusal"], ins["insisting"],
                          err["report"].alias("error_report"), (err["code"] & ~err["report"]).alias("error_after_code"),
-                         f["non_english"], go_on["accepts_offer"]])
+                         f["non_english"], go_on["accepts_offer"], edits["edits_answer"]])

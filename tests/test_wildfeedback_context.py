@@ -53,6 +53,18 @@ def test_a_trimmed_resend_is_revision_but_a_sub_question_is_not():
     assert not sub_question["dsat"], sub_question
 
 
+def test_the_answer_pasted_back_under_an_instruction_is_revision():
+    answer = "The motivation that drives me to apply for this programme is my passion for computing.\nI also..."
+    edit, question, other = run([
+        ("请精简下列英文内容到100个单词以内：\n" + answer, answer, "Write my motivation letter"),
+        ("What does this sentence mean? " + answer, answer, "Write my motivation letter"),
+        ("Shorten the text below:\nMy name is Ann and I have been a nurse for ten years in a large city hospital.",
+         answer, "Write my motivation letter"),
+    ])
+    assert edit["dsat"] and "Revision:edits_answer" in edit["rationale"], edit
+    assert not question["dsat"] and not other["dsat"], (question, other)  # a question; a text that is not the answer
+
+
 def test_templated_series_and_new_tasks_are_not_resends():
     rows = run([
         ("What to the 5th power equals 243", "3, since 3^5 = 243.", "What to the 6th power equals 729"),
