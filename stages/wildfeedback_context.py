@@ -67,7 +67,7 @@ _REFUSAL = "|".join([
 _ERROR = (r"\b\w*(?:error|exception)\s*[:(]|\btraceback\b|\bnot defined\b|\bis undefined\b|\bcannot be (?:applied|resolved|"
           r"found|converted|cast|used)\b|\bnot found\b|\bis not a function\b|\bunexpected (?:token|end|indent|character)\b|"
           r"\bfailed to\b|\bsyntax ?error\b|\berror (?:on|at|in) line\b|\b(?:same|this|an|the|got|get|gives?|giving|getting|still|shows?) (?:\w+ )?errors?\b|"
-          r"报错|错误[:：]|ошибк\w*|\berreur\b|\bfehler\b")
+          r"报错|错误[:：]|(?:但是?|可是|还是|仍然|依然)(?:提示|显示|出现|报)|ошибк\w*|\berreur\b|\bfehler\b")
 # After a refusal: a reason why the request is fine after all ("it's just fiction", "it's an AI image").
 _PRETEXT = (r"^\W*(?:but |no,? |yes,? )?(?:it'?s|it is|this is|its|i'?m|i am) (?:just |only |all |a )?(?:an? )?"
             r"(?:ai|fiction\w*|fake|fictional|hypothetical\w*|a story|for (?:research|educational|a story|fun|school|a game)|"
@@ -160,7 +160,10 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     asks = pl.col("_lo").str.contains(_PRETEXT) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
     f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON))
     rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
-    err = on("_err", {"code": code, "report": code & ~pl.col("_lo").str.contains(_QUESTION) & (pl.col(text).str.len_chars() <= 300)})
+    # Short, or opening with the error (a pasted log whose first line is the error): the code failed.
+    opens = pl.col("_lo").str.strip_chars_start().str.extract(r"^([^\n]*)").str.contains(_ERROR)
+    err = on("_err", {"code": code, "report": code & ~pl.col("_lo").str.contains(_QUESTION)
+                      & ((pl.col(text).str.len_chars() <= 300) | opens)})
     ins = on("refusal", {"insisting": asks})
     # The answer pasted back under an instruction that asks no question ("shorten the text below: <answer>")
     # asks to change that answer.

@@ -166,6 +166,38 @@ PATTERNS: dict[str, dict[str, str]] = {
         "ru_edit": r"\b(?:сделай|напиши|перепиши|переведи|сформулируй)(?: (?:его|её|это|текст|ответ|их))? (?:короче|покороче|подробнее|проще|иначе|по-другому|длиннее|формальнее|по-русски|на русском|на английском)\b",
         "ru_again": r"\b(?:перепиши|переделай|исправь|переформулируй|сократи|упрости|улучши|измени\w* (?:ответ|текст|это)|ещё раз|еще раз|другой вариант|другие варианты|попробуй (?:ещё|еще|снова))\b|^\W*(?:альтернативн\w+|другой|другая|другое) \w+\W*$",
         "fr_es_de_pt_again": r"\b(?:réécris|reformule|refais|recommence|encore une fois|une autre version|reescribe|otra vez|de nuevo|otra versión|schreib (?:es|das) (?:neu|nochmal|um)|noch einmal|nochmal|andere version|reescreva|refaça|de novo|outra versão)\b",
+        # Bare edits of the answer with a free tail ("make it more emotional and add a twist", "rewrite it but in
+        # the past tense"): the object is the answer ("it", "this"), the tail says how; no question.
+        "make_it_more": _LEAD + r"make (?:it|this|that|them)(?: \w+)? (?:more|less|sound|look|feel|a bit|a little|much|"
+                        r"slightly|even|rhyme|funnier|simpler|shorter|longer|better|clearer|easier|harder|darker)\b[^?]{0,80}$",
+        "redo_it": _LEAD + r"(?:rewrite|re-write|rephrase|reword|redo|revise|regenerate|rework|reformulate|shorten|simplify) "
+                   r"(?:it|this|that|them)\b[^?]{0,80}$",
+        "without": _LEAD + r"(?:but |and )?without (?:the |any |a |an )?[^.!?]{1,40}[.!?]*$",
+        "length_limit": _LEAD + r"(?:in|under|within|less than|fewer than|max|maximum|no more than|only|just) \d+ "
+                        r"(?:words|characters|sentences|lines|paragraphs|points|bullet points)(?: please| only| max)?[.!]*$",
+        # The same bare edits in the other top languages: a short turn that is nothing but the edit (or says
+        # "it"/"this"); quoted material ("q") makes it a new task.
+        "zh_more": r"^.{0,6}(?:再|稍微|稍稍)\p{Han}{1,4}(?:一点|一些|点儿?|些)[^?？吗么\n]{0,8}$|"
+                   r"^.{0,6}(?:写得|说得|改得|变得)?更(?:加)?[^新\W]\p{Han}{0,3}(?:一点|一些|点|些)?[^?？吗么\n]{0,6}$",
+        "zh_it": r"^.{0,4}(?:把|将)(?:它|这|上面|以上|上述|刚才|你)[^?？吗么\n]{0,10}(?:改|写|换|翻译|缩|扩|删|加|变)[^?？吗么\n]{0,15}$|"
+                 r"^(?:不要|别|不用|去掉|删掉|删除)[^?？吗么\n]{1,15}$",
+        "ru_bare_edit": r"^\W*(?:а |и |теперь |ну |пожалуйста,? )?(?:добавь|убери|удали|замени|измени|сократи|дополни|исправь|"
+                        r"поменяй|переделай|расширь|упрости|улучши|перефразируй|переформулируй)\b[^?\"]{0,60}$|"
+                        r"^\W*(?:а |и |теперь |ну )?(?:сделай|напиши|перепиши|опиши|сформулируй|объясни)(?: (?:его|её|ее|это|"
+                        r"текст|ответ|их|мне))?(?: (?:ещё|еще|немного|чуть|гораздо|намного))? (?:более|менее|\w+(?:ее|ей))\b"
+                        r"[^?\"]{0,40}$",
+        "es_bare_edit": r"^\W*(?:ahora |por favor,? |puedes |podrías )?(?:hazlo|hazla|haz(?:lo|la)? más|reescr[ií]bel[oa]|"
+                        r"reescribe|mej[oó]ral[oa]|mejora|c[aá]mbial[oa]|cambia|corr[ií]gel[oa]|corrige|ac[oó]rtal[oa]|acorta|"
+                        r"res[uú]mel[oa]|agrega|añade|quita|elimina|simplif[ií]cal[oa]|simplifica)\b[^?\"]{0,60}$",
+        "fr_bare_edit": r"^\W*(?:maintenant |peux-tu |pouvez-vous |s'il te plaît,? )?(?:fais(?:-le|-la| le| la)? plus|"
+                        r"réécris(?:-le|-la)?|reformule(?:-le|-la)?|améliore(?:-le|-la)?|corrige(?:-le|-la)?|"
+                        r"raccourcis(?:-le|-la)?|ajoute|enlève|supprime|modifie|rends(?:-le|-la| le| la)?|"
+                        r"simplifie(?:-le|-la)?)\b[^?\"]{0,60}$",
+        "de_bare_edit": r"^\W*(?:jetzt |bitte |kannst du )?(?:mach(?:e)? (?:es|das|ihn|sie|den text) \w+|"
+                        r"schreib(?:e)? (?:es|das|ihn|sie) (?:\w+ )?(?:um|neu|\w+er)|verbessere|korrigiere|kürze|ändere|"
+                        r"füge|entferne|formuliere|vereinfache)\b[^?\"]{0,60}$",
+        "pt_bare_edit": r"^\W*(?:agora |por favor,? |pode )?(?:faça(?:-o|-a)? mais|reescreva|melhore|corrija|encurte|resuma|"
+                        r"adicione|acrescente|remova|mude|altere|troque|simplifique)\b[^?\"]{0,60}$",
     },
     "Factual_Error": {
         "that_is_wrong": r"\b(?:that|this|it|you|your answer|the answer)(?:'s| is| are|'re| was| were)? (?:completely |totally |simply |just |actually |clearly |still )?(?:wrong|incorrect|inaccurate|mistaken|false|untrue)\b",
@@ -189,6 +221,15 @@ PATTERNS: dict[str, dict[str, str]] = {
         "zh_wrong": r"不对|错了|不正确|不准确|瞎说|胡说|瞎猜|乱说|你确定|是真的吗|还是(?:报错|不行|不对|错|一样|没用)|(?:依然|仍然)(?:报错|不行)",
         "ru_wrong": r"\b(?:неправильно|неверно|неправда|ошибаешься|ошибаетесь|это не так)\b|\b(?:ты|вы) уверен\w*|\bвс[её] равно (?:ошибка|не работает)|\bне работает\b",
         "fr_es_de_pt_wrong": r"\b(?:c'est faux|c'est incorrect|pas correct|tu te trompes|es-tu sûr|tu es sûr|ne (?:marche|fonctionne) pas|está mal|es incorrecto|no es correcto|te equivocas|estás seguro|no funciona|das ist falsch|stimmt nicht|bist du sicher|funktioniert nicht|está errado|está incorreto|tem certeza|não funciona)\b",
+        # A counter-claim: a short statement that contradicts the answer ("It is out though", "it has 56 floors, not
+        # 60", "shouldn't it be 12?", "wasn't it Newton?").
+        "though": r"^(?:but |well,? )?(?:it|that|this|they|he|she|there|you|the \w+)(?:'s|'re| is| are| was| were| does| "
+                  r"did| has| have| can)\b[^.?!]{0,60} though[.!]*$",
+        "not_number": r"\b\d[\d.,]*(?: \w+)?,? not \d[\d.,]*\b|\bnot \d[\d.,]*(?: \w+)?,? (?:but|it'?s|it is|it was)\b",
+        "shouldnt_it": r"^(?:but |wait,? |hmm+,? |um+,? )?(?:shouldn'?t (?:it|that|this|the \w+|they) be|wasn'?t (?:it|that|he|"
+                       r"she|they)|didn'?t (?:he|she|they)|isn'?t (?:it|that) (?:actually|supposed))\b[^?]{0,60}\?",
+        "sure_other": r"^\W*(?:¿\s*)?(?:seguro|estás segur[oa]|sicher|vraiment|t'es sûr|sério|certeza)\s*[?？]|"
+                      r"^\W*(?:но |а )?разве\b|(?:不是|难道)[^?？]{1,20}吗[?？]?$|^(?:不对[，,]?)?应该是",
     },
     "Unrealistic_Expectation": {
         "why_cant_you": r"\bwhy can'?t you\b|\byou should (?:be able to|know)\b|\byou must know\b",
@@ -263,5 +304,8 @@ CONFIDENCE: dict[str, float] = {
     "contradiction": 0.7, "surely": 0.7, "really_can": 0.7, "why_did_you": 0.7, "you_said": 0.7,
     "cant_open": 0.7, "should_be": 0.7, "it_fails": 0.75, "then_why": 0.7, "i_didnt_say": 0.75, "dont_get_it": 0.7, "is_that_all": 0.65, "what_about": 0.7, "off_topic": 0.7,
     "never_mind": 0.7, "just_answer": 0.7, "why_cant_you": 0.7, "nothing_new": 0.7, "sounds_technical": 0.7,
+    "make_it_more": 0.75, "redo_it": 0.8, "without": 0.7, "length_limit": 0.7, "zh_more": 0.7, "zh_it": 0.7,
+    "ru_bare_edit": 0.7, "es_bare_edit": 0.7, "fr_bare_edit": 0.7, "de_bare_edit": 0.7, "pt_bare_edit": 0.7,
+    "though": 0.7, "not_number": 0.7, "shouldnt_it": 0.7, "sure_other": 0.7,
     "zh_again": 0.75, "edit_phrase": 0.7, "include_phrase": 0.6, "in_language": 0.75, "zh_edit": 0.7, "ru_edit": 0.75, "ru_again": 0.75, "zh_style": 0.75, "ru_style": 0.7,
 }

@@ -116,6 +116,17 @@ def test_an_error_report_after_code_is_a_factual_error():
     assert not_reports[1]["confidence"] < ROUTE_BELOW  # an error after code, with a question: the model decides
 
 
+def test_a_log_opening_with_the_error_or_a_reported_message_after_code_is_a_factual_error():
+    log = "main.hs:8:8: error:\n    Ambiguous type variable 'a0' arising from a use of 'print'\n" + "    in a line\n" * 40
+    rows = run([(log, CODE_ANSWER, "print the first name"),
+                ("但是提示：“Cannot write to a callback stream when running.”", CODE_ANSWER, "如何播放pcm")])
+    for row in rows:
+        assert row["dsat_categories"] == ["Factual_Error"] and "error_report" in row["rationale"], row
+    own_code = run([("Here is my project:\n" + "x = 1\n" * 50 + "NameError: name 'y' is not defined", CODE_ANSWER,
+                     "print the first name")])[0]
+    assert not own_code["dsat"] and own_code["confidence"] < ROUTE_BELOW  # long, the error not first: the model decides
+
+
 def test_go_on_is_compliance_only_after_an_offer():
     offered, cut = run([("go on", "That was chapter one. Shall I continue with chapter two?", "write a story"),
                         ("continue", "And then the dragon turned to", "write a story")])

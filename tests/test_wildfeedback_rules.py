@@ -192,6 +192,44 @@ def test_cues_for_real_log_misses_and_other_languages(category):
         assert category not in cats(row), f"{category} false alarm: {text!r} -> {row['rationale']}"
 
 
+# Bare edits with a free tail, the same edits in other languages, and counter-claims (issue #16's miss classes):
+# pattern -> (turns it must fire on, turns where no pattern of its category may fire).
+EDIT_AND_CHALLENGE: dict[str, tuple[str, list[str], list[str]]] = {
+    "make_it_more": ("Revision", ["Make it more emotional and add a twist at the end.", "now make it sound less robotic"],
+                     ["How do I make it more likely that my cat eats?", "Make a list of more fruits."]),
+    "redo_it": ("Revision", ["rewrite it but in the past tense", "Rephrase this so a child can follow it."],
+                ["Who can rewrite it, a lawyer?", "How do I simplify this fraction: 4/8?"]),
+    "without": ("Revision", ["without the introduction", "but without emojis please"],
+                ["What is a life without friends like?"]),
+    "length_limit": ("Revision", ["in 50 words", "under 100 words please"], ["In 1990 words were scarce."]),
+    "zh_more": ("Revision", ["再长一点", "写得更生动一些"], ["更新系统的方法", "再见"]),
+    "zh_it": ("Revision", ["把它改成第一人称", "不要用列表"], ["把门关上怎么说"]),
+    "ru_bare_edit": ("Revision", ["Добавь вывод в конце", "сделай интереснее"],
+                     ['перефразируй "Концепция развития общества согласно Максу Веберу"', "Добавь ли ты сахар?"]),
+    "es_bare_edit": ("Revision", ["hazlo más corto y formal", "Quita la última frase"], ["¿Cambia el clima en mayo?"]),
+    "fr_bare_edit": ("Revision", ["Réécris-le au passé", "ajoute une conclusion"], ["Ajoute-t-on du sel aux pâtes ?"]),
+    "de_bare_edit": ("Revision", ["Mach es kürzer", "Füge ein Fazit hinzu"], ["Füge ich hier Salz hinzu?"]),
+    "pt_bare_edit": ("Revision", ["Reescreva de forma mais simples", "Adicione uma conclusão"], ["Mude de assunto?"]),
+    "though": ("Factual_Error", ["It is out though", "but they did win the cup though."],
+               ["I like cats though, what pets suit me?"]),
+    "not_number": ("Factual_Error", ["It has 56 floors, not 60.", "not 12 but 14"], ["Give me 5 tips, not long ones."]),
+    "shouldnt_it": ("Factual_Error", ["Shouldn't it be 12?", "wait, wasn't it Newton?"],
+                    ["Isn't this a catch 22?", "Shouldn't I sleep more?"]),
+    "sure_other": ("Factual_Error", ["¿Seguro?", "Разве это не слишком жестоко?", "应该是1949年"],
+                   ["Seguro de viaje barato", "Разделите текст на абзацы"]),
+}
+
+
+@pytest.mark.parametrize("pattern", list(EDIT_AND_CHALLENGE))
+def test_bare_edits_and_counter_claims(pattern):
+    category, positives, negatives = EDIT_AND_CHALLENGE[pattern]
+    out = run(positives + negatives).to_dicts()
+    for text, row in zip(positives, out[: len(positives)], strict=True):
+        assert f"{category}:{pattern}" in (row["rationale"] or ""), f"{pattern} missed: {text!r} -> {row['rationale']}"
+    for text, row in zip(negatives, out[len(positives):], strict=True):
+        assert category not in cats(row), f"{category} false alarm: {text!r} -> {row['rationale']}"
+
+
 def test_rationale_names_each_pattern_that_fired():
     row = run(["Thanks, but that's wrong. Try again."]).row(0, named=True)
     assert row["rationale"].split("; ") == ["Gratitude:thanks", "Revision:try_again", "Factual_Error:that_is_wrong"]
