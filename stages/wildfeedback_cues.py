@@ -220,6 +220,9 @@ PATTERNS: dict[str, dict[str, str]] = {
         "cant_open": r"\bi can'?t (?:see|open|access|find|load) (?:it|that|this|the (?:link|page|file|site|image))\b|\b(?:link|url|page) (?:is broken|doesn'?t work|neg_work)\b",
         "zh_wrong": r"不对|错了|不正确|不准确|瞎说|胡说|瞎猜|乱说|你确定|是真的吗|还是(?:报错|不行|不对|错|一样|没用)|(?:依然|仍然)(?:报错|不行)",
         "ru_wrong": r"\b(?:неправильно|неверно|неправда|ошибаешься|ошибаетесь|это не так)\b|\b(?:ты|вы) уверен\w*|\bвс[её] равно (?:ошибка|не работает)|\bне работает\b",
+        "other_still": r"怎么还是|还是没(?:有)?(?:变|改|用|解决)|又错了|\b(?:опять|снова) (?:не|ошибка|то же)\b|"
+                       r"\b(?:sigue sin funcionar|sigue (?:igual|mal)|toujours pas|ça ne marche toujours pas|immer noch (?:nicht|falsch|"
+                       r"der gleiche fehler)|ainda não (?:funciona|está certo))\b",
         "fr_es_de_pt_wrong": r"\b(?:c'est faux|c'est incorrect|pas correct|tu te trompes|es-tu sûr|tu es sûr|ne (?:marche|fonctionne) pas|está mal|es incorrecto|no es correcto|te equivocas|estás seguro|no funciona|das ist falsch|stimmt nicht|bist du sicher|funktioniert nicht|está errado|está incorreto|tem certeza|não funciona)\b",
         # A counter-claim: a short statement that contradicts the answer ("It is out though", "it has 56 floors, not
         # 60", "shouldn't it be 12?", "wasn't it Newton?").
@@ -255,6 +258,11 @@ PATTERNS: dict[str, dict[str, str]] = {
         "zh_ignored": r"我(?:问|说)的是|不是这个|我的意思是|答非所问|你没(?:有)?(?:回答|理解)",
         "ru_ignored": r"\bя (?:же )?(?:просил|спрашивал|имел в виду)\b|\bне то,? что я\b|\bты не (?:ответил|понял)\b",
         "fr_es_de_pt_ignored": r"\b(?:ce n'est pas ce que|je voulais dire|tu as (?:omis|oublié)|no es lo que|quise decir|das ist nicht,? was|ich meinte|não foi isso|eu quis dizer)\b",
+        # "I told you to ...", "what I want is ...", "still not what I asked" in the other top languages.
+        "other_told_you": r"不是让你|我(?:刚才|已经)?(?:说|讲)了|我要的是|我是说|没有按照|你没有?(?:按|照|看|理解|回答)|"
+                          r"\bя же (?:сказал|говорил|писал)|\bя (?:сказал|просил|писал),? (?:что|чтобы)\b|"
+                          r"\b(?:te (?:pedí|dije)|dije que|je t'ai (?:demandé|dit)|ich habe (?:dich|dir) (?:gebeten|gesagt)|"
+                          r"eu (?:pedi|disse) (?:para|que))\b",
     },
     "Lower_Quality": {
         "worse": r"\b(?:(?:this|that|it|the answer|your answer|the new one)(?:'s| is| was)? (?:even |much |a lot )?worse|worse than (?:before|the (?:first|last|previous|original|other))|not as good|got worse|previous (?:one|answer|version) was better|(?:first|earlier|original|last) (?:one|answer|version) was better)\b",
@@ -272,6 +280,9 @@ PATTERNS: dict[str, dict[str, str]] = {
         "make_longer": r"\bmake (?:it |that |this |the \w+ )?(?:longer|larger|bigger|more detailed)\b",
         "is_that_all": r"^(?:is )?that(?:'s| is)? (?:it|all)\s*\?|\bare (?:these|those|they) (?:the only|all)\b",
         "zh_detail": r"详细(?:一点|一些|点|说|讲|解释|介绍)|具体(?:一点|一些|点|说)|展开(?:说|讲)|多(?:写|说)一些|更详细",
+        "other_not_enough": r"不够(?:详细|具体|完整|全面|深入)|太(?:简单|简略|笼统|短|少)了|"
+                            r"\b(?:недостаточно (?:подробно|полно)|слишком (?:коротко|кратко|просто|обще))\b|"
+                            r"\b(?:muy corto|demasiado corto|trop court|zu kurz|muito curto)\b",
         "ru_detail": r"\bподробнее\b|\bболее подробно\b|\bрасскажи больше\b",
         "fr_es_de_pt_detail": r"\b(?:plus de détails|plus détaillé|más detalles|más detallado|explica mejor|mehr details|ausführlicher|mais detalhes|explique melhor)\b",
     },
@@ -307,5 +318,6 @@ CONFIDENCE: dict[str, float] = {
     "make_it_more": 0.75, "redo_it": 0.8, "without": 0.7, "length_limit": 0.7, "zh_more": 0.7, "zh_it": 0.7,
     "ru_bare_edit": 0.7, "es_bare_edit": 0.7, "fr_bare_edit": 0.7, "de_bare_edit": 0.7, "pt_bare_edit": 0.7,
     "though": 0.7, "not_number": 0.7, "shouldnt_it": 0.7, "sure_other": 0.7,
+    "other_told_you": 0.75, "other_not_enough": 0.75, "other_still": 0.8,
     "zh_again": 0.75, "edit_phrase": 0.7, "include_phrase": 0.6, "in_language": 0.75, "zh_edit": 0.7, "ru_edit": 0.75, "ru_again": 0.75, "zh_style": 0.75, "ru_style": 0.7,
 }

@@ -217,6 +217,12 @@ EDIT_AND_CHALLENGE: dict[str, tuple[str, list[str], list[str]]] = {
                     ["Isn't this a catch 22?", "Shouldn't I sleep more?"]),
     "sure_other": ("Factual_Error", ["¿Seguro?", "Разве это не слишком жестоко?", "应该是1949年"],
                    ["Seguro de viaje barato", "Разделите текст на абзацы"]),
+    "other_told_you": ("Ignored", ["不是让你写诗，是写故事", "Я же сказал, без списков", "Te pedí una lista corta"],
+                       ["我要你帮我写一封信，主题是感谢", "Я сказал ему правду, что теперь?"]),
+    "other_not_enough": ("Insufficient_Detail", ["不够详细", "太简单了", "Слишком коротко", "Trop court."],
+                         ["太简单的菜谱有哪些", "Сколько коротко стриженых?"]),
+    "other_still": ("Factual_Error", ["怎么还是报这个", "Опять не то", "Sigue sin funcionar", "Immer noch nicht richtig"],
+                    ["Опять же, что такое API?", "Toujours pareil pour le pain ?"]),
 }
 
 
