@@ -134,18 +134,30 @@ def _drop_pasted(frame: pl.DataFrame, min_chars: int) -> pl.DataFrame:
     ).drop("_joined")
 
 
-def _category_regex(category: str) -> str:
-    return "|".join(f"(?:{p})" for p in PATTERNS[category].values())
+# A union of many patterns outgrows the regex engine's fast automaton (it then runs many times slower), so
+# patterns are scanned in unions of at most `UNION_SIZE` (bench/wildfeedback_signals.py shows when a union
+# has outgrown the automaton): a few per group for the candidate pass, a few per category after it.
+UNION_SIZE = 12
 
 
-# The union of all patterns as one regex outgrows the regex engine's fast automaton (it then runs
-# hundreds of times slower), so the candidate pass runs a few smaller unions, and the negations
-# (whose rewrite makes cues such as "neg_bad").
-# (Revision's anchored edit patterns are big: it gets a pass of its own; bench/wildfeedback_signals.py
-# shows when a union has outgrown the automaton.)
-_CUE_GROUPS = ["|".join(f"(?:{_category_regex(c)})" for c in group) for group in (
+def _unions(patterns: list[str]) -> list[str]:
+    return ["|".join(f"(?:{p})" for p in patterns[i:i + UNION_SIZE]) for i in range(0, len(patterns), UNION_SIZE)]
+
+
+def _category_regexes(category: str) -> list[str]:
+    return _unions(list(PATTERNS[category].values()))
+
+
+def _contains_any(text: pl.Expr, regexes: list[str]) -> pl.Expr:
+    return pl.any_horizontal([text.str.contains(r) for r in regexes])
+
+
+# The candidate pass: the patterns of a few category groups, and the negations (whose rewrite makes cues
+# such as "neg_bad").
+_CUE_GROUPS = [r for group in (
     SAT_CATEGORIES, ["Revision"], ["Negative_Feedback", "Factual_Error", "Unrealistic_Expectation", "No_Engagement"],
-    ["Ignored", "Lower_Quality", "Insufficient_Detail", "Style"])] + ["|".join(f"(?:{p})" for p, _ in _NEGATIONS)]
+    ["Ignored", "Lower_Quality", "Insufficient_Detail", "Style"]) for r in _unions(
+        [p for c in group for p in PATTERNS[c].values()])] + _unions([p for p, _ in _NEGATIONS])
 _CATEGORIES = SAT_CATEGORIES + DSAT_CATEGORIES
 # Context rules: name -> (category, confidence). See stages/wildfeedback_context.py.
 CONTEXT_RULES = {"resend": ("Revision", 0.9), "insist_after_refusal": ("Revision", 0.85),
@@ -253,7 +265,7 @@ def detect(
                              pl.col("_t").str.contains(_TASK_PROMPT).alias("_prompt"))
     task = pl.col("_t").str.contains(_TASK_OPENING)
     cand = cand.with_columns([
-        (pl.col("_s" if c in SAT_CATEGORIES else "_t").str.contains(_category_regex(c)) & ~pl.col("_prompt")
+        (_contains_any(pl.col("_s" if c in SAT_CATEGORIES else "_t"), _category_regexes(c)) & ~pl.col("_prompt")
          & (~task if c in SAT_CATEGORIES else True)).alias(f"_c_{c}") for c in _CATEGORIES
     ])
     by_context = {c: [f"_x_{n}" for n, (cat, _) in CONTEXT_RULES.items() if cat == c] for c, _ in CONTEXT_RULES.values()}
