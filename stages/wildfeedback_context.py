@@ -71,7 +71,11 @@ _ERROR = (r"\b\w*(?:error|exception)\s*[:(]|\btraceback\b|\bnot defined\b|\bis u
 # After a refusal: a reason why the request is fine after all ("it's just fiction", "it's an AI image").
 _PRETEXT = (r"^\W*(?:but |no,? |yes,? )?(?:it'?s|it is|this is|its|i'?m|i am) (?:just |only |all |a )?(?:an? )?"
             r"(?:ai|fiction\w*|fake|fictional|hypothetical\w*|a story|for (?:research|educational|a story|fun|school|a game)|"
-            r"legal|not real|made up|public|allowed|the (?:owner|author)|consensual|a game)\b|\byou can do it\b|\bdo it anyway\b")
+            r"legal|not real|made up|public|allowed|the (?:owner|author)|consensual|a game)\b|\byou can do it\b|\bdo it anyway\b|"
+            # ...who asks ("I'm a chemistry student", "just curious") or a plea ("please help me")
+            r"\b(?:i'?m|i am|m) (?:a |an )?(?:\w+ )?(?:student|researcher|doctor|nurse|teacher|professional|adult|writer|"
+            r"author|professor|scientist)\b|\bjust (?:to know|curious|asking|wondering)\b|^\W*(?:please|pls|plz),? "
+            r"(?:\w+ )?help me\W*$|\bi (?:really )?need (?:it|this|you to do it)\b")
 # A refusal for want of an ability, and a turn that asks for that very thing again (images, live data).
 _CANT_DO = (r"\b(?:images?|pictures?|visual|draw|real[- ]time|internet|brows\w+|access to|up-to-date|current (?:events|data)|"
             r"text-based)\b")
