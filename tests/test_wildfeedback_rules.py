@@ -217,6 +217,8 @@ EDIT_AND_CHALLENGE: dict[str, tuple[str, list[str], list[str]]] = {
                     ["Isn't this a catch 22?", "Shouldn't I sleep more?"]),
     "sure_other": ("Factual_Error", ["¿Seguro?", "Разве это не слишком жестоко?", "应该是1949年"],
                    ["Seguro de viaje barato", "Разделите текст на абзацы"]),
+    "no_correction": ("Revision", ["no, copy should be short, 5-6 words.", "No make it neat and detailed"],
+                      ["No thanks, that's all.", "no such file or directory", "No. Of course not."]),
     "other_told_you": ("Ignored", ["不是让你写诗，是写故事", "Я же сказал, без списков", "Te pedí una lista corta"],
                        ["我要你帮我写一封信，主题是感谢", "Я сказал ему правду, что теперь?"]),
     "other_not_enough": ("Insufficient_Detail", ["不够详细", "太简单了", "Слишком коротко", "Trop court."],
