@@ -168,6 +168,17 @@ PATTERNS: dict[str, dict[str, str]] = {
         "zh_edit": r"^[^怎如何吗?？]{0,8}(?:改成|换成|改为|写得|重写|缩短|加上|去掉|删掉|用(?:中文|英文|英语|汉语))[^怎如何吗?？\s]{0,20}$",
         "ru_edit": r"\b(?:сделай|напиши|перепиши|переведи|сформулируй)(?: (?:его|её|это|текст|ответ|их))? (?:короче|покороче|подробнее|проще|иначе|по-другому|длиннее|формальнее|по-русски|на русском|на английском)\b",
         "ru_again": r"\b(?:перепиши|переделай|исправь|переформулируй|сократи|упрости|улучши|измени\w* (?:ответ|текст|это)|ещё раз|еще раз|другой вариант|другие варианты|попробуй (?:ещё|еще|снова))\b|^\W*(?:альтернативн\w+|другой|другая|другое) \w+\W*$",
+        "again_bare": r"^\W*(?:again|once again|once more)(?: please| pls)?\W*$",
+        "change_to_be": _LEAD + r"(?:change|adjust|edit|rewrite|tweak|modify) (?:it|this|that|them|the \w+) (?:to be|to sound|so "
+                        r"(?:it|that) (?:it )?(?:is|sounds)) (?:more|less|a bit|a little|much|\w+er)\b[^?]{0,60}$",
+        "previous_one": r"^\W*(?:just |please |no,? )?(?:write|give|use|go back to|show|keep|send|bring back) (?:me )?(?:the |your )?"
+                        r"(?:previous|first|earlier|original|last|old) (?:one|version|answer|response|text)\b",
+        "other_in_language": r"^\W*(?:en (?:fran[cç]ais|anglais|ingl[eé]s|espa[nñ]ol|portugu[eê]s|alem[aá]n)|auf (?:deutsch|englisch)|"
+                             r"em (?:portugu[eê]s|ingl[eê]s)|на (?:русском|английском)|по-(?:русски|английски))(?: (?:por favor|"
+                             r"s'il (?:te|vous) pla[iî]t|bitte|please|пожалуйста))?\W*$",
+        "de_should": r"^\W*(?:es|das|der text|die antwort|das gedicht) soll(?:te|ten)? (?:sich )?(?:\w+ ){0,4}\w+\W*$|"
+                     r"^\W*(?:achte|achten sie) (?:bitte )?(?:auf|darauf)\b|^\W*schreib(?:e)? (?:den text|die antwort|das gedicht|es|das) "
+                     r"(?:\w+ )?\w+er\b",
         "fr_es_de_pt_again": r"\b(?:réécris|reformule|refais|recommence|encore une fois|une autre version|reescribe|otra vez|de nuevo|otra versión|schreib (?:es|das) (?:neu|nochmal|um)|noch einmal|nochmal|andere version|reescreva|refaça|de novo|outra versão)\b",
         # Bare edits of the answer with a free tail ("make it more emotional and add a twist", "rewrite it but in
         # the past tense"): the object is the answer ("it", "this"), the tail says how; no question.
@@ -221,6 +232,10 @@ PATTERNS: dict[str, dict[str, str]] = {
         "why_did_you": r"\bwhy (?:did|would) you (?:assume|say|think|suggest|recommend|claim|write|call)\b",
         "really_can": r"\bcan (?:it|that|the \w+|this) really\b",
         "cant_open": r"\bi can'?t (?:see|open|access|find|load) (?:it|that|this|the (?:link|page|file|site|image))\b|\b(?:link|url|page) (?:is broken|doesn'?t work|neg_work)\b",
+        "nothing_happens": r"\bnothing (?:happens|happened|changed|changes|shows up|appears|is displayed|gets? printed)\b",
+        "no_such": r"^\W*(?:but )?there(?:'s| is) no such\b|\bthere (?:is|are) no (?:\w+ )?(?:option|button|menu|setting|settings|"
+                   r"field|tab|function|method|column|property|attribute|module|command)s? (?:called|named|like|in|on)\b|"
+                   r"^\W*(?:но |а )?(?:нет|нету) (?:там |тут |здесь )?никак\w+",
         "zh_wrong": r"不对|错了|不正确|不准确|瞎说|胡说|瞎猜|乱说|你确定|是真的吗|还是(?:报错|不行|不对|错|一样|没用)|(?:依然|仍然)(?:报错|不行)",
         "ru_wrong": r"\b(?:неправильно|неверно|неправда|ошибаешься|ошибаетесь|это не так)\b|\b(?:ты|вы) уверен\w*|\bвс[её] равно (?:ошибка|не работает)|\bне работает\b",
         "other_still": r"怎么还是|还是没(?:有)?(?:变|改|用|解决)|又错了|\b(?:опять|снова) (?:не|ошибка|то же)\b|"
@@ -282,6 +297,8 @@ PATTERNS: dict[str, dict[str, str]] = {
         "go_deeper": r"\b(?:go|dig|dive) deeper\b|\bbe more (?:specific|detailed|precise|concrete)\b|\bexpand (?:on|upon) (?:it|this|that|them|these|those|each|your|the (?:most )?(?:recent|previous|last|above))\b",
         "make_longer": r"\bmake (?:it |that |this |the \w+ )?(?:longer|larger|bigger|more detailed)\b",
         "is_that_all": r"^(?:is )?that(?:'s| is)? (?:it|all)\s*\?|\bare (?:these|those|they) (?:the only|all)\b",
+        "expand_it": r"\bexpand (?:it|this|that|them|the above(?: \w+)?|the previous(?: \w+)?|your (?:\w+ )?(?:answer|response|"
+                     r"output|text))\b|\bexpand (?:further|more)\b",
         "zh_detail": r"详细(?:一点|一些|点|说|讲|解释|介绍)|具体(?:一点|一些|点|说)|展开(?:说|讲)|多(?:写|说)一些|更详细",
         "other_not_enough": r"不够(?:详细|具体|完整|全面|深入)|太(?:简单|简略|笼统|短|少)了|"
                             r"\b(?:недостаточно (?:подробно|полно)|слишком (?:коротко|кратко|просто|обще))\b|"
@@ -291,6 +308,8 @@ PATTERNS: dict[str, dict[str, str]] = {
     },
     "Style": {
         "too_x": r"\b(?:too|way too|a bit|a little|bit|rather|overly) (?:long|wordy|verbose|formal|informal|casual|technical|complicated|complex|modern|simple|repetitive|redundant|offensive|artificial|dry|stiff|robotic|much text)\b",
+        "not_that": r"^\W*(?:not (?:that|so|this|too) (?:short|long|formal|casual|simple|complicated|much))\W*$|"
+                    r"^\W*a (?:lil|tad|little bit) (?:more|less) \w+\W*$",
         "more_x": r"\b(?:less|more) (?:formal|casual|wordy|verbose|redundant|technical|concise|friendly|professional|markdown|shakespearean|readable|natural|human)\b|\bmore (?:fun|playful|engaging|lively|creative|personal)\b|\bproperly (?:formal|casual|professional)\b|\btoo many (?:emojis|words|bullet points|bullets|hashtags|caveats|disclaimers|details|questions)\b|\bmore simply\b|\bsimpler (?:terms|words|language|explanation|version|way)\b|\bsimplistic\b|\blayman'?s\b|\bin (?:simple|plain) (?:terms|words|english|language)\b",
         "overdoing": r"\boverd(?:oing|id|one|o)\b|\b(?:a bit|way|far|little|bit) too much\b",
         "shorter": r"\b(?:shorter|more concise|summari[sz]e it|tl;?dr)\b",
@@ -323,5 +342,7 @@ CONFIDENCE: dict[str, float] = {
     "though": 0.7, "not_number": 0.7, "shouldnt_it": 0.7, "sure_other": 0.7,
     "other_told_you": 0.75, "other_not_enough": 0.75, "other_still": 0.8,
     "no_correction": 0.7,
+    "again_bare": 0.8, "change_to_be": 0.8, "previous_one": 0.75, "other_in_language": 0.75, "de_should": 0.7,
+    "expand_it": 0.8, "nothing_happens": 0.7, "no_such": 0.7, "not_that": 0.75,
     "zh_again": 0.75, "edit_phrase": 0.7, "include_phrase": 0.6, "in_language": 0.75, "zh_edit": 0.7, "ru_edit": 0.75, "ru_again": 0.75, "zh_style": 0.75, "ru_style": 0.7,
 }
