@@ -29,6 +29,8 @@ user turn before it (``prev_user``) and with the assistant turn it answers (``pr
 - ``edits_answer``: the answer's opening line (30+ characters) pasted back within the turn's first
   `PASTE_AFTER_CHARS` characters, after an instruction that asks no question ("shorten the text below
   to 200 words: <the answer>", in any language): a request to change that answer (Revision).
+- ``no_correction``: "No, ..." opening a correction ("no, copy should be short") after an answer that asked
+  nothing (else "no" answers its question), and not a reassurance ("no, it's okay"): Revision.
 - ``accepts_offer``: a bare "go on" / "continue" after an answer that ended with a question (it offered
   more): Compliance. After any other answer (cut off or not) it is neither, as the rubric says.
 - ``non_english``: the opening of the turn is mostly in a non-Latin script, or holds French, Spanish,
@@ -81,6 +83,11 @@ _CANT_DO = (r"\b(?:images?|pictures?|visual|draw|real[- ]time|internet|brows\w+|
             r"text-based)\b")
 _ASKS_IT = (r"\b(?:images?|pictures?|painting|drawing|photo|draw|paint|sketch|search|look (?:it )?up|browse|google|link|url|"
             r"latest|current|today|right now|real[- ]time)\b")
+# "No, ..." opening a correction ("no, copy should be short", "no make it neat"): Revision, unless the answer
+# asked something (then "no" answers it) or the "no" is a reassurance ("no, it's okay").
+_NO_CORRECTION = (r"^\W*(?:no+|nope)[,.!]*\s+(?:i|it|its|it's|that|that's|this|the|you|your|make|use|write|give|do|not|"
+                  r"but|actually|only|should|they|he|she|we|in|on|for|too|copy|keep|less|more)\b")
+_REASSURANCE = r"^\W*no+[,.!]*\s+(?:it'?s|its|that'?s) (?:ok|okay|fine|alright|all right|good)\b"
 _GO_ON = r"^\W*(?:yes,? |sure,? |ok(?:ay)?,? )?(?:please )?(?:go on|continue|keep going|go ahead)(?: please)?\W*$"
 _QUESTION = r"\?|^\W*(?:what|why|how|что|почему|как|为什么|怎么|什么|pourquoi|comment|por qué|cómo|warum|wie|por que|como)\b"
 _CODE = r"```|\n\s*(?:def |class |import |#include|public |function |const |let |var |for |if )|[;{}]\s*\n"
@@ -162,7 +169,7 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
 
     code = pl.col(prev).fill_null("").str.contains(_CODE)
     asks = pl.col("_lo").str.contains(_PRETEXT) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
-    f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON))
+    f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON), _no=pl.col("_lo").str.contains(_NO_CORRECTION))
     rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
     # Short, or opening with the error (a pasted log whose first line is the error): the code failed.
     opens = pl.col("_lo").str.strip_chars_start().str.extract(r"^([^\n]*)").str.contains(_ERROR)
@@ -175,7 +182,9 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
                                                    .str.contains(r"\p{L}") & ~pl.col("_lo").str.head(pl.col("_paste_at"))
                                                    .str.contains(_QUESTION)))
     # "go on" after an answer that offered more ("Shall I continue?") accepts the offer; else it is neither.
+    no = on("_no", {"no_correction": ~pl.col(prev).fill_null("").str.tail(200).str.contains("?", literal=True)
+                    & ~pl.col("_lo").str.contains(_REASSURANCE)})
     go_on = on("_go_on", {"accepts_offer": pl.col(prev).fill_null("").str.tail(200).str.contains(r"\?")})
     return pl.DataFrame([rep["resend"], rep["overlap"], f["refusal"], ins["insisting"],
                          err["report"].alias("error_report"), (err["code"] & ~err["report"]).alias("error_after_code"),
-                         f["non_english"], go_on["accepts_offer"], edits["edits_answer"]])
+                         f["non_english"], go_on["accepts_offer"], edits["edits_answer"], no["no_correction"]])

@@ -155,9 +155,6 @@ PATTERNS: dict[str, dict[str, str]] = {
         "dont_like": r"\bi (?:don'?t|do not|didn'?t|did not) (?:really )?(?:like|want|love) (?:it|that|this|using|the|your|them|these|those)\b",
         "too_costly": r"\b(?:too expensive|too pricey|too costly|out of my budget|can'?t afford)\b",
         "no_just": r"^no,? (?:you just|just|please|i (?:said|meant|want|wanted|asked|need))\b",
-        # "No, ..." opening a correction of the answer ("no, copy should be short", "no make it neat").
-        "no_correction": r"^\W*(?:no+|nope)[,.!]*\s+(?:i|it|its|it's|that|that's|this|the|you|your|make|use|write|give|do|not|"
-                         r"but|actually|only|should|they|he|she|we|in|on|for|too|copy|keep|less|more)\b",
         "i_meant": r"^(?:no|nope|sorry)\W+i mean\b|^i mean \w|\bi meant\b|\bwhat i (?:mean|meant|want(?:ed)?|need(?:ed)?|asked for) (?:is|was)\b|\bi was (?:asking|talking) about\b",
         "should_be": r"^(?:no,? |but |wait,? )?(?:it|that|this|the \w+|they) (?:should|must|needs? to|is supposed to) (?:be|have|say|show|return|include|use)\b[^.!?]{0,80}[.!?]*$",
         "yes_but": r"^(?:yeah|yes|ok(?:ay)?|sure|well|i know|i understand),? but\b|^but i (?:would like|want|need|wanted|asked)\b",
@@ -341,7 +338,6 @@ CONFIDENCE: dict[str, float] = {
     "ru_bare_edit": 0.7, "es_bare_edit": 0.7, "fr_bare_edit": 0.7, "de_bare_edit": 0.7, "pt_bare_edit": 0.7,
     "though": 0.7, "not_number": 0.7, "shouldnt_it": 0.7, "sure_other": 0.7,
     "other_told_you": 0.75, "other_not_enough": 0.75, "other_still": 0.8,
-    "no_correction": 0.7,
     "again_bare": 0.8, "change_to_be": 0.8, "previous_one": 0.75, "other_in_language": 0.75, "de_should": 0.7,
     "expand_it": 0.8, "nothing_happens": 0.7, "no_such": 0.7, "not_that": 0.75,
     "zh_again": 0.75, "edit_phrase": 0.7, "include_phrase": 0.6, "in_language": 0.75, "zh_edit": 0.7, "ru_edit": 0.75, "ru_again": 0.75, "zh_style": 0.75, "ru_style": 0.7,

@@ -129,6 +129,16 @@ def test_a_log_opening_with_the_error_or_a_reported_message_after_code_is_a_fact
     assert not own_code["dsat"] and own_code["confidence"] < ROUTE_BELOW  # long, the error not first: the model decides
 
 
+def test_no_opening_a_correction_is_revision_unless_it_answers_a_question():
+    rows = run([("no, copy should be short, 5-6 words.", "Here are the posts: ...", "write social posts"),
+                ("No make it neat and detailed", "Here is the diagram.", "draw the DFD"),
+                ("No! He just came up to her at the bar", "Did she invite him over?", "tell me a story"),
+                ("No, its okay, I don't need the sources.", "Here are the facts.", "tell me about Rome"),
+                ("No thanks, that's all.", "Here are the facts.", "tell me about Rome")])
+    assert [r["dsat"] for r in rows] == [True, True, False, False, False], rows
+    assert "Revision:no_correction" in rows[0]["rationale"]
+
+
 def test_go_on_is_compliance_only_after_an_offer():
     offered, cut = run([("go on", "That was chapter one. Shall I continue with chapter two?", "write a story"),
                         ("continue", "And then the dragon turned to", "write a story")])

@@ -217,8 +217,6 @@ EDIT_AND_CHALLENGE: dict[str, tuple[str, list[str], list[str]]] = {
                     ["Isn't this a catch 22?", "Shouldn't I sleep more?"]),
     "sure_other": ("Factual_Error", ["¿Seguro?", "Разве это не слишком жестоко?", "应该是1949年"],
                    ["Seguro de viaje barato", "Разделите текст на абзацы"]),
-    "no_correction": ("Revision", ["no, copy should be short, 5-6 words.", "No make it neat and detailed"],
-                      ["No thanks, that's all.", "no such file or directory", "No. Of course not."]),
     "again_bare": ("Revision", ["Again", "once more please"], ["Again, what is a monad?"]),
     "change_to_be": ("Revision", ["Change the documentary to be more accusatory", "adjust the poem to sound happier"],
                      ["How do I change the oil to be safe?"]),
