@@ -3,9 +3,11 @@
 Every user turn after the first is judged against the assistant turn just before it (``prev``) and,
 when given, the user turn before that (``prev_user``). Two kinds of evidence, both vectorised:
 
-- context rules (`stages.wildfeedback_context`): the request re-sent, narrowed or lightly edited
-  (Revision), re-sent or excused after a refusal (insisting: Revision), a short error message after an
-  answer with code (Factual_Error), "go on" after an answer that offered more (Compliance);
+- context rules (`stages.wildfeedback_context`): the request re-sent, narrowed, trimmed or lightly edited
+  (Revision), re-sent or excused after a refusal (insisting: Revision), the answer pasted back under an
+  instruction (Revision), "No, ..." correcting an answer that asked nothing (Revision), a short error
+  message or a log opening with the error after an answer with code (Factual_Error), "go on" after an
+  answer that offered more (Compliance);
 - text cues (`stages.wildfeedback_cues`), one regex per category over the opening of the turn: lower
   case, straight quotes, quoted material cut out (``>`` lines, code fences, text in double quotes or
   backticks, announced task material, sentences pasted back from ``prev``), negations rewritten into
