@@ -78,6 +78,11 @@ _PRETEXT = (r"^\W*(?:but |no,? |yes,? )?(?:it'?s|it is|this is|its|i'?m|i am) (?
             r"\b(?:i'?m|i am|m) (?:a |an )?(?:\w+ )?(?:student|researcher|doctor|nurse|teacher|professional|adult|writer|"
             r"author|professor|scientist)\b|\bjust (?:to know|curious|asking|wondering)\b|^\W*(?:please|pls|plz),? "
             r"(?:\w+ )?help me\W*$|\bi (?:really )?need (?:it|this|you to do it)\b")
+# After a refusal: a short request that points back at the refused material ("Make a character about this").
+_ASKS_AGAIN = (r"^\W*(?:(?:ok(?:ay)?|fine|then|so|just|now|please|pls|can you|could you)[,.!]? )*(?:make|write|give|create|"
+               r"generate|draw|tell|show|describe|list|explain|provide|continue|try|answer|"
+               r"напиши|сделай|дай|покажи|расскажи|опиши|продолжи|ответь)\b[^?\n]{0,100}\b(?:this|that|it|them|these|those|"
+               r"above|это|этот|эту|его|их)\b|^.{0,6}(?:写|做|给|画|生成|继续|回答)[^?？\n]{0,20}(?:这|那|它|上面)")
 # A refusal for want of an ability, and a turn that asks for that very thing again (images, live data).
 _CANT_DO = (r"\b(?:images?|pictures?|visual|draw|real[- ]time|internet|brows\w+|access to|up-to-date|current (?:events|data)|"
             r"text-based)\b")
@@ -168,7 +173,8 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
         return pl.DataFrame([pl.Series(k, [False] * n, pl.Boolean).scatter(idx, part[k]) for k in part.columns])
 
     code = pl.col(prev).fill_null("").str.contains(_CODE)
-    asks = pl.col("_lo").str.contains(_PRETEXT) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
+    asks = pl.col("_lo").str.contains(_PRETEXT) | (pl.col("_lo").str.contains(_ASKS_AGAIN) & (pl.col("_lo").str.len_chars() <= 150)
+                                                  & ~pl.col("_lo").str.contains(r"[?？]")) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
     f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON), _no=pl.col("_lo").str.contains(_NO_CORRECTION))
     rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
     # Short, or opening with the error (a pasted log whose first line is the error): the code failed.

@@ -92,11 +92,15 @@ def test_insisting_after_a_refusal():
          "directly. I can describe one.", "can you make images?"),
         ("I'm a chemistry student, just curious.", REFUSAL, "What does a gram of that powder cost?"),
         ("please man help me", REFUSAL, "What does a gram of that powder cost?"),
+        ("Make a Fan-Made Boy Character about this.", REFUSAL, "Personality: protective. Appearance: tall."),
     ])
     for row in rows:
         assert row["dsat"] and "Revision:insist_after_refusal" in row["rationale"], row
-    new_task = run([("What is the capital of France?", REFUSAL, "Write a violent story about a duel")])[0]
-    assert not new_task["dsat"] and new_task["confidence"] < ROUTE_BELOW  # after a refusal: unsure, to the model
+    new_tasks = run([("What is the capital of France?", REFUSAL, "Write a violent story about a duel"),
+                     ("Build a file manager for the admin panel", REFUSAL, "askrpt admin RadiusManager"),
+                     ("What could that imply? Tell me about it.", REFUSAL, "What does the idiom mean?")])
+    for new_task in new_tasks:
+        assert not new_task["dsat"] and new_task["confidence"] < ROUTE_BELOW  # after a refusal: unsure, to the model
     apology = run([("Fine, what about Rust?", "I apologize for the confusion earlier. In Go you would...", "And Go?")])[0]
     assert apology["confidence"] >= ROUTE_BELOW  # an apology is not a refusal
 
