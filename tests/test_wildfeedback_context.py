@@ -204,10 +204,10 @@ def test_wildchat_fixture_is_split_by_conversation(real):
 
 # Regression floors, met by the current rules (README has the figures); not goals.
 FLOORS = {
-    ("dev", "all"): {"dsat": (0.90, 0.54), "sat": (0.85, 0.75)},
-    ("dev", "unambiguous"): {"dsat": (0.90, 0.64), "sat": (0.85, 0.75)},
-    ("test", "all"): {"dsat": (0.70, 0.36), "sat": (0.5, 0.4)},
-    ("test", "unambiguous"): {"dsat": (0.72, 0.38)},
+    ("dev", "all"): {"dsat": (0.92, 0.62), "sat": (0.85, 0.75)},
+    ("dev", "unambiguous"): {"dsat": (0.92, 0.72), "sat": (0.85, 0.75)},
+    ("test", "all"): {"dsat": (0.70, 0.39), "sat": (0.5, 0.4)},
+    ("test", "unambiguous"): {"dsat": (0.72, 0.40)},
 }
 
 
