@@ -188,8 +188,8 @@ PATTERNS: dict[str, dict[str, str]] = {
                         r"(?:words|characters|sentences|lines|paragraphs|points|bullet points)(?: please| only| max)?[.!]*$",
         # The same bare edits in the other top languages: a short turn that is nothing but the edit (or says
         # "it"/"this"); quoted material ("q") makes it a new task.
-        "zh_more": r"^.{0,6}(?:再|稍微|稍稍)\p{Han}{1,4}(?:一点|一些|点儿?|些)[^?？吗么\n]{0,8}$|"
-                   r"^.{0,6}(?:写得|说得|改得|变得)?更(?:加)?[^新\W]\p{Han}{0,3}(?:一点|一些|点|些)?[^?？吗么\n]{0,6}$",
+        "zh_more": r"^.{0,6}(?:再|稍微|稍稍)[一-鿿]{1,4}(?:一点|一些|点儿?|些)[^?？吗么\n]{0,8}$|"
+                   r"^.{0,6}(?:写得|说得|改得|变得)?更(?:加)?[^新\W][一-鿿]{0,3}(?:一点|一些|点|些)?[^?？吗么\n]{0,6}$",
         "zh_it": r"^.{0,4}(?:把|将)(?:它|这|上面|以上|上述|刚才|你)[^?？吗么\n]{0,10}(?:改|写|换|翻译|缩|扩|删|加|变)[^?？吗么\n]{0,15}$|"
                  r"^(?:不要|别|不用|去掉|删掉|删除)[^?？吗么\n]{1,15}$",
         "ru_bare_edit": r"^\W*(?:а |и |теперь |ну |пожалуйста,? )?(?:добавь|убери|удали|замени|измени|сократи|дополни|исправь|"

@@ -3,6 +3,8 @@ negation and thanked-new-task handling, and the hand-labelled real-data fixture 
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pytest
 
@@ -162,6 +164,16 @@ def run(texts: list[str], prev: str = PREV) -> pl.DataFrame:
 
 def cats(row: dict) -> set[str]:
     return set(row["sat_categories"]) | set(row["dsat_categories"])
+
+
+def test_every_pattern_compiles_with_python_re():
+    """The naive baseline of bench/wildfeedback_signals.py runs the cues with Python's re: no \\p{...} classes."""
+    for category, patterns in PATTERNS.items():
+        for name, pattern in patterns.items():
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                pytest.fail(f"{category}:{name} does not compile with Python's re: {e}")
 
 
 def test_every_category_has_cases_and_patterns():
