@@ -136,6 +136,19 @@ def _repeats(frame: pl.DataFrame, t: pl.Expr, p: pl.Expr) -> pl.DataFrame:
                     (~resend & (n_p >= 2) & ((jaccard >= 0.3) | (common >= 0.5 * n_p))).alias("overlap"))
 
 
+def _edits_answer(rows: pl.DataFrame) -> pl.DataFrame:
+    """``edits_answer`` of the module doc: the answer's opening line (30+ characters) found within the turn's
+    first `PASTE_AFTER_CHARS` characters, after an instruction with letters and no question."""
+    head = pl.col("_ans").str.strip_chars().str.head(60)
+    newline = head.str.find("\n", literal=True)
+    rows = rows.with_columns(_h=pl.when(newline.is_null()).then(head).otherwise(head.str.head(newline)))
+    rows = rows.with_columns(_at=pl.when(pl.col("_h").str.len_chars() >= 30).then(pl.col("_lo").str.find(pl.col("_h"),
+                                                                                                        literal=True)))
+    instruction = pl.col("_lo").str.head(pl.col("_at").fill_null(0))
+    return rows.select(edits_answer=(pl.col("_at").is_between(2, PASTE_AFTER_CHARS) & instruction.str.contains(r"\p{L}")
+                                     & ~instruction.str.contains(_QUESTION)).fill_null(False))
+
+
 def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None, window_chars: int = 400) -> pl.DataFrame:
     """The features of the module doc, one boolean column each, in ``frame``'s row order.
 
@@ -157,11 +170,8 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
         | (pl.col("_lo").str.contains(_EUROPEAN) & ~pl.col("_lo").str.contains(_ENGLISH)),
         _err=pl.col("_lo").str.contains(_ERROR),
         _related=(pl.col("_lo").str.contains(key, literal=True).fill_null(False) & ~pl.col("_lo").str.contains(_CONTINUE)),
-        # The answer's opening line (30+ characters) pasted back after a short instruction.
-        _paste_at=pl.col("_lo").str.find(pl.col("_ans").str.strip_chars().str.head(60).str.extract(r"^([^\n]{30,})"),
-                                         literal=True),
+        _long=pl.col("_lo").str.len_chars() >= 32,  # can hold an instruction and 30 pasted characters
     )
-    f = f.with_columns(_pasted=pl.col("_paste_at").is_between(2, PASTE_AFTER_CHARS).fill_null(False))
     n = frame.height
 
     def on(mask: str, cols) -> pl.DataFrame:
@@ -184,9 +194,7 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     ins = on("refusal", {"insisting": asks})
     # The answer pasted back under an instruction that asks no question ("shorten the text below: <answer>")
     # asks to change that answer.
-    edits = on("_pasted", lambda rows: rows.select(edits_answer=pl.col("_lo").str.head(pl.col("_paste_at"))
-                                                   .str.contains(r"\p{L}") & ~pl.col("_lo").str.head(pl.col("_paste_at"))
-                                                   .str.contains(_QUESTION)))
+    edits = on("_long", _edits_answer)
     # "go on" after an answer that offered more ("Shall I continue?") accepts the offer; else it is neither.
     no = on("_no", {"no_correction": ~pl.col(prev).fill_null("").str.tail(200).str.contains("?", literal=True)
                     & ~pl.col("_lo").str.contains(_REASSURANCE)})

@@ -139,7 +139,7 @@ def _drop_pasted(frame: pl.DataFrame, min_chars: int) -> pl.DataFrame:
 # A union of many patterns outgrows the regex engine's fast automaton (it then runs many times slower), so
 # patterns are scanned in unions of at most `UNION_SIZE` (bench/wildfeedback_signals.py shows when a union
 # has outgrown the automaton): a few per group for the candidate pass, a few per category after it.
-UNION_SIZE = 12
+UNION_SIZE = 16
 
 
 def _unions(patterns: list[str]) -> list[str]:
