@@ -3,6 +3,7 @@
     python bench/signals_eval.py            # print the tables
     python bench/signals_eval.py --write    # ...and rewrite them in README.md and bench/README.md
     python bench/signals_eval.py --smoke    # the same tables, printed (it takes seconds)
+    python bench/signals_eval.py --part dev # the dev part only (to iterate on rules without seeing test)
 
 The labels are tests/fixtures/wildchat_labels.jsonl: 1,001 user turns of 340 real WildChat conversations
 (texts read from ../shared/data/real/wildchat_sample), split by conversation into dev (the rules were
@@ -37,11 +38,14 @@ def _pr(s: dict) -> str:
     return f"{_f(s['precision'])} / {_f(s['recall'])}"
 
 
-def scores(real: Path = REAL) -> dict:
+PARTS = ("test", "dev")
+
+
+def scores(real: Path = REAL, parts: tuple[str, ...] = PARTS) -> dict:
     """Scores per part (dev, test) and per treatment of ambiguous turns (all, unambiguous)."""
     frame = detect_wildchat(real)
     out = {}
-    for part in ("test", "dev"):
+    for part in parts:
         p = frame.filter(pl.col("split") == part)
         out[part] = {"all": wildchat_scores(p), "unambiguous": wildchat_scores(p.filter(~pl.col("ambiguous")))}
     return out
@@ -164,11 +168,33 @@ def current_block(path: Path) -> str:
     return m.group(1) if m else ""
 
 
+def dev_block(s: dict) -> str:
+    """The dev part alone: overall, per category, per language and per kind (no test figure in it)."""
+    a, u = s["dev"]["all"], s["dev"]["unambiguous"]
+    gold = f"{a['dsat']['tp'] + a['dsat']['fn']} / {a['sat']['tp'] + a['sat']['fn']}"
+    rows = [f"dev: {a['turns']} turns, gold DSAT / SAT {gold}; DSAT P / R {_pr(a['dsat'])} "
+            f"(tp {a['dsat']['tp']}, fp {a['dsat']['fp']}, fn {a['dsat']['fn']}); SAT P / R {_pr(a['sat'])} "
+            f"(tp {a['sat']['tp']}, fp {a['sat']['fp']}, fn {a['sat']['fn']}); without ambiguous turns: "
+            f"DSAT {_pr(u['dsat'])}, SAT {_pr(u['sat'])}"]
+    rows.append("| category | dev P / R (tp, fp, fn) |\n|---|---|")
+    rows += [f"| {c} | {_pr(v)} ({v['tp']}, {v['fp']}, {v['fn']}) |" for c, v in sorted(a["categories"].items())]
+    for lang, v in a["languages"].items():
+        rows.append(f"DSAT {lang}: {_pr(v)} ({v['tp']}, {v['fp']}, {v['fn']})")
+    rows += [f"kind {k}: {v['found']} / {v['n']}" for k, v in a["kinds"].items()]
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--write", action="store_true", help="rewrite the tables in README.md and bench/README.md")
     ap.add_argument("--smoke", action="store_true", help="print the tables only (the default; for the bench smoke test)")
+    ap.add_argument("--part", choices=["dev"], help="score the dev part only (iterate on rules without seeing test)")
     args = ap.parse_args()
+    if args.part == "dev":
+        if args.write:
+            raise SystemExit("--write needs both parts: run it without --part")
+        print(dev_block(scores(parts=("dev",))))
+        return
     s, old = scores(), old_fixture()
     print(bench_block(s) + "\n\n" + old)
     if args.write and not args.smoke:

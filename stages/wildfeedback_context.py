@@ -14,7 +14,8 @@ user turn before it (``prev_user``) and with the assistant turn it answers (``pr
 - ``resend``: the earlier request again, as is (same words), narrowed (every earlier word kept, some
   added: "... for a 5 year old"; more than 10 added words, and more than the request had, only when the
   request recurs as a phrase) or, for a long request (>= `LONG_REQUEST` words), lightly edited
-  (word-set Jaccard >= `NEAR_JACCARD`, no number changed). A templated series that swaps a word or a
+  (word-set Jaccard >= `NEAR_JACCARD`, no number changed) or trimmed (no word added, some dropped, at least
+  `TRIMMED_MIN_WORDS` words and Jaccard >= 0.3 left). A templated series that swaps a word or a
   number ("2 to the 4th" -> "3 to the 4th") is a new task, not a resend.
 - ``overlap``: the turn shares much with the earlier request (Jaccard >= 0.3 or half of its words)
   without being a resend: a rephrased request or a follow-up on the same subject; the rules cannot
@@ -25,6 +26,11 @@ user turn before it (``prev_user``) and with the assistant turn it answers (``pr
 - ``error_report``: a short turn (<= 300 characters) that pastes an error message, asks nothing, and
   answers an assistant turn that held code: the code failed (Factual_Error). A longer one, or one with
   a question, is ``error_after_code``: often a new question about the user's own code; uncertain.
+- ``edits_answer``: the answer's opening line (30+ characters) pasted back within the turn's first
+  `PASTE_AFTER_CHARS` characters, after an instruction that asks no question ("shorten the text below
+  to 200 words: <the answer>", in any language): a request to change that answer (Revision).
+- ``no_correction``: "No, ..." opening a correction ("no, copy should be short") after an answer that asked
+  nothing (else "no" answers its question), and not a reassurance ("no, it's okay"): Revision.
 - ``accepts_offer``: a bare "go on" / "continue" after an answer that ended with a question (it offered
   more): Compliance. After any other answer (cut off or not) it is neither, as the rubric says.
 - ``non_english``: the opening of the turn is mostly in a non-Latin script, or holds French, Spanish,
@@ -42,6 +48,8 @@ import polars as pl
 
 LONG_REQUEST = 20
 NEAR_JACCARD = 0.9
+TRIMMED_MIN_WORDS = 5
+PASTE_AFTER_CHARS = 200
 EDGE_CHARS = 600
 _TOKEN = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]|[^\W_]+"
 # A continuation command is never a resend ("continue", then "continue" again).
@@ -61,16 +69,30 @@ _REFUSAL = "|".join([
 _ERROR = (r"\b\w*(?:error|exception)\s*[:(]|\btraceback\b|\bnot defined\b|\bis undefined\b|\bcannot be (?:applied|resolved|"
           r"found|converted|cast|used)\b|\bnot found\b|\bis not a function\b|\bunexpected (?:token|end|indent|character)\b|"
           r"\bfailed to\b|\bsyntax ?error\b|\berror (?:on|at|in) line\b|\b(?:same|this|an|the|got|get|gives?|giving|getting|still|shows?) (?:\w+ )?errors?\b|"
-          r"报错|错误[:：]|ошибк\w*|\berreur\b|\bfehler\b")
+          r"报错|错误[:：]|(?:但是?|可是|还是|仍然|依然)(?:提示|显示|出现|报)|ошибк\w*|\berreur\b|\bfehler\b")
 # After a refusal: a reason why the request is fine after all ("it's just fiction", "it's an AI image").
 _PRETEXT = (r"^\W*(?:but |no,? |yes,? )?(?:it'?s|it is|this is|its|i'?m|i am) (?:just |only |all |a )?(?:an? )?"
             r"(?:ai|fiction\w*|fake|fictional|hypothetical\w*|a story|for (?:research|educational|a story|fun|school|a game)|"
-            r"legal|not real|made up|public|allowed|the (?:owner|author)|consensual|a game)\b|\byou can do it\b|\bdo it anyway\b")
+            r"legal|not real|made up|public|allowed|the (?:owner|author)|consensual|a game)\b|\byou can do it\b|\bdo it anyway\b|"
+            # ...who asks ("I'm a chemistry student", "just curious") or a plea ("please help me")
+            r"\b(?:i'?m|i am|m) (?:a |an )?(?:\w+ )?(?:student|researcher|doctor|nurse|teacher|professional|adult|writer|"
+            r"author|professor|scientist)\b|\bjust (?:to know|curious|asking|wondering)\b|^\W*(?:please|pls|plz),? "
+            r"(?:\w+ )?help me\W*$|\bi (?:really )?need (?:it|this|you to do it)\b")
+# After a refusal: a short request that points back at the refused material ("Make a character about this").
+_ASKS_AGAIN = (r"^\W*(?:(?:ok(?:ay)?|fine|then|so|just|now|please|pls|can you|could you)[,.!]? )*(?:make|write|give|create|"
+               r"generate|draw|tell|show|describe|list|explain|provide|continue|try|answer|"
+               r"напиши|сделай|дай|покажи|расскажи|опиши|продолжи|ответь)\b[^?\n]{0,100}\b(?:this|that|it|them|these|those|"
+               r"above|это|этот|эту|его|их)\b|^.{0,6}(?:写|做|给|画|生成|继续|回答)[^?？\n]{0,20}(?:这|那|它|上面)")
 # A refusal for want of an ability, and a turn that asks for that very thing again (images, live data).
 _CANT_DO = (r"\b(?:images?|pictures?|visual|draw|real[- ]time|internet|brows\w+|access to|up-to-date|current (?:events|data)|"
             r"text-based)\b")
 _ASKS_IT = (r"\b(?:images?|pictures?|painting|drawing|photo|draw|paint|sketch|search|look (?:it )?up|browse|google|link|url|"
             r"latest|current|today|right now|real[- ]time)\b")
+# "No, ..." opening a correction ("no, copy should be short", "no make it neat"): Revision, unless the answer
+# asked something (then "no" answers it) or the "no" is a reassurance ("no, it's okay").
+_NO_CORRECTION = (r"^\W*(?:no+|nope)[,.!]*\s+(?:i|it|its|it's|that|that's|this|the|you|your|make|use|write|give|do|not|"
+                  r"but|actually|only|should|they|he|she|we|in|on|for|too|copy|keep|less|more)\b")
+_REASSURANCE = r"^\W*no+[,.!]*\s+(?:it'?s|its|that'?s) (?:ok|okay|fine|alright|all right|good)\b"
 _GO_ON = r"^\W*(?:yes,? |sure,? |ok(?:ay)?,? )?(?:please )?(?:go on|continue|keep going|go ahead)(?: please)?\W*$"
 _QUESTION = r"\?|^\W*(?:what|why|how|что|почему|как|为什么|怎么|什么|pourquoi|comment|por qué|cómo|warum|wie|por que|como)\b"
 _CODE = r"```|\n\s*(?:def |class |import |#include|public |function |const |let |var |for |if )|[;{}]\s*\n"
@@ -97,7 +119,8 @@ def _repeats(frame: pl.DataFrame, t: pl.Expr, p: pl.Expr) -> pl.DataFrame:
                      p.str.len_chars().alias("_pn"), squash(t).str.contains(squash(p), literal=True).alias("_phrase"))
     w = w.with_columns(_nt=pl.col("_tw").list.len(), _np=pl.col("_pw").list.len(),
                        _common=pl.col("_tw").list.set_intersection("_pw").list.len(),
-                       _removed=pl.col("_pw").list.set_difference("_tw"))
+                       _removed=pl.col("_pw").list.set_difference("_tw"),
+                       _added=pl.col("_tw").list.set_difference("_pw").list.len())
     n_t, n_p, common = pl.col("_nt"), pl.col("_np"), pl.col("_common")
     jaccard = common / (n_t + n_p - common).clip(1)
     # Every earlier word kept; many words added only if the earlier request recurs as a phrase (else a
@@ -105,9 +128,25 @@ def _repeats(frame: pl.DataFrame, t: pl.Expr, p: pl.Expr) -> pl.DataFrame:
     kept_all = ((pl.col("_removed").list.len() == 0) & (n_p >= 4) & (pl.col("_pn") >= 12)
                 & (((n_t - common) <= pl.max_horizontal(pl.lit(10), n_p)) | pl.col("_phrase")))
     edited = (n_p >= LONG_REQUEST) & (jaccard >= NEAR_JACCARD) & ~pl.col("_removed").list.join(" ").str.contains(r"\d")
-    resend = kept_all | edited
+    # Trimmed: the request again with some words dropped and none added ("... with greeting to my followers ..."
+    # -> "..."); a short remnant ("What are XML?" of "What are XML and JSON?") is a sub-question, not a resend.
+    trimmed = (pl.col("_added") == 0) & (n_t >= TRIMMED_MIN_WORDS) & (jaccard >= 0.3)
+    resend = kept_all | edited | trimmed
     return w.select(resend.alias("resend"),
                     (~resend & (n_p >= 2) & ((jaccard >= 0.3) | (common >= 0.5 * n_p))).alias("overlap"))
+
+
+def _edits_answer(rows: pl.DataFrame) -> pl.DataFrame:
+    """``edits_answer`` of the module doc: the answer's opening line (30+ characters) found within the turn's
+    first `PASTE_AFTER_CHARS` characters, after an instruction with letters and no question."""
+    head = pl.col("_ans").str.strip_chars().str.head(60)
+    newline = head.str.find("\n", literal=True)
+    rows = rows.with_columns(_h=pl.when(newline.is_null()).then(head).otherwise(head.str.head(newline)))
+    rows = rows.with_columns(_at=pl.when(pl.col("_h").str.len_chars() >= 30).then(pl.col("_lo").str.find(pl.col("_h"),
+                                                                                                        literal=True)))
+    instruction = pl.col("_lo").str.head(pl.col("_at").fill_null(0))
+    return rows.select(edits_answer=(pl.col("_at").is_between(2, PASTE_AFTER_CHARS) & instruction.str.contains(r"\p{L}")
+                                     & ~instruction.str.contains(_QUESTION)).fill_null(False))
 
 
 def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None, window_chars: int = 400) -> pl.DataFrame:
@@ -131,6 +170,7 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
         | (pl.col("_lo").str.contains(_EUROPEAN) & ~pl.col("_lo").str.contains(_ENGLISH)),
         _err=pl.col("_lo").str.contains(_ERROR),
         _related=(pl.col("_lo").str.contains(key, literal=True).fill_null(False) & ~pl.col("_lo").str.contains(_CONTINUE)),
+        _long=pl.col("_lo").str.len_chars() >= 32,  # can hold an instruction and 30 pasted characters
     )
     n = frame.height
 
@@ -143,13 +183,22 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
         return pl.DataFrame([pl.Series(k, [False] * n, pl.Boolean).scatter(idx, part[k]) for k in part.columns])
 
     code = pl.col(prev).fill_null("").str.contains(_CODE)
-    asks = pl.col("_lo").str.contains(_PRETEXT) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
-    f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON))
+    asks = pl.col("_lo").str.contains(_PRETEXT) | (pl.col("_lo").str.contains(_ASKS_AGAIN) & (pl.col("_lo").str.len_chars() <= 150)
+                                                  & ~pl.col("_lo").str.contains(r"[?？]")) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
+    f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON), _no=pl.col("_lo").str.contains(_NO_CORRECTION))
     rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
-    err = on("_err", {"code": code, "report": code & ~pl.col("_lo").str.contains(_QUESTION) & (pl.col(text).str.len_chars() <= 300)})
+    # Short, or opening with the error (a pasted log whose first line is the error): the code failed.
+    opens = pl.col("_lo").str.strip_chars_start().str.extract(r"^([^\n]*)").str.contains(_ERROR)
+    err = on("_err", {"code": code, "report": code & ~pl.col("_lo").str.contains(_QUESTION)
+                      & ((pl.col(text).str.len_chars() <= 300) | opens)})
     ins = on("refusal", {"insisting": asks})
+    # The answer pasted back under an instruction that asks no question ("shorten the text below: <answer>")
+    # asks to change that answer.
+    edits = on("_long", _edits_answer)
     # "go on" after an answer that offered more ("Shall I continue?") accepts the offer; else it is neither.
+    no = on("_no", {"no_correction": ~pl.col(prev).fill_null("").str.tail(200).str.contains("?", literal=True)
+                    & ~pl.col("_lo").str.contains(_REASSURANCE)})
     go_on = on("_go_on", {"accepts_offer": pl.col(prev).fill_null("").str.tail(200).str.contains(r"\?")})
     return pl.DataFrame([rep["resend"], rep["overlap"], f["refusal"], ins["insisting"],
                          err["report"].alias("error_report"), (err["code"] & ~err["report"]).alias("error_after_code"),
-                         f["non_english"], go_on["accepts_offer"]])
+                         f["non_english"], go_on["accepts_offer"], edits["edits_answer"], no["no_correction"]])

@@ -165,7 +165,50 @@ PATTERNS: dict[str, dict[str, str]] = {
         "zh_edit": r"^[^怎如何吗?？]{0,8}(?:改成|换成|改为|写得|重写|缩短|加上|去掉|删掉|用(?:中文|英文|英语|汉语))[^怎如何吗?？\s]{0,20}$",
         "ru_edit": r"\b(?:сделай|напиши|перепиши|переведи|сформулируй)(?: (?:его|её|это|текст|ответ|их))? (?:короче|покороче|подробнее|проще|иначе|по-другому|длиннее|формальнее|по-русски|на русском|на английском)\b",
         "ru_again": r"\b(?:перепиши|переделай|исправь|переформулируй|сократи|упрости|улучши|измени\w* (?:ответ|текст|это)|ещё раз|еще раз|другой вариант|другие варианты|попробуй (?:ещё|еще|снова))\b|^\W*(?:альтернативн\w+|другой|другая|другое) \w+\W*$",
+        "again_bare": r"^\W*(?:again|once again|once more)(?: please| pls)?\W*$",
+        "change_to_be": _LEAD + r"(?:change|adjust|edit|rewrite|tweak|modify) (?:it|this|that|them|the \w+) (?:to be|to sound|so "
+                        r"(?:it|that) (?:it )?(?:is|sounds)) (?:more|less|a bit|a little|much|\w+er)\b[^?]{0,60}$",
+        "previous_one": r"^\W*(?:just |please |no,? )?(?:write|give|use|go back to|show|keep|send|bring back) (?:me )?(?:the |your )?"
+                        r"(?:previous|first|earlier|original|last|old) (?:one|version|answer|response|text)\b",
+        "other_in_language": r"^\W*(?:en (?:fran[cç]ais|anglais|ingl[eé]s|espa[nñ]ol|portugu[eê]s|alem[aá]n)|auf (?:deutsch|englisch)|"
+                             r"em (?:portugu[eê]s|ingl[eê]s)|на (?:русском|английском)|по-(?:русски|английски))(?: (?:por favor|"
+                             r"s'il (?:te|vous) pla[iî]t|bitte|please|пожалуйста))?\W*$",
+        "de_should": r"^\W*(?:es|das|der text|die antwort|das gedicht) soll(?:te|ten)? (?:sich )?(?:\w+ ){0,4}\w+\W*$|"
+                     r"^\W*(?:achte|achten sie) (?:bitte )?(?:auf|darauf)\b|^\W*schreib(?:e)? (?:den text|die antwort|das gedicht|es|das) "
+                     r"(?:\w+ )?\w+er\b",
         "fr_es_de_pt_again": r"\b(?:réécris|reformule|refais|recommence|encore une fois|une autre version|reescribe|otra vez|de nuevo|otra versión|schreib (?:es|das) (?:neu|nochmal|um)|noch einmal|nochmal|andere version|reescreva|refaça|de novo|outra versão)\b",
+        # Bare edits of the answer with a free tail ("make it more emotional and add a twist", "rewrite it but in
+        # the past tense"): the object is the answer ("it", "this"), the tail says how; no question.
+        "make_it_more": _LEAD + r"make (?:it|this|that|them)(?: \w+)? (?:more|less|sound|look|feel|a bit|a little|much|"
+                        r"slightly|even|rhyme|funnier|simpler|shorter|longer|better|clearer|easier|harder|darker)\b[^?]{0,80}$",
+        "redo_it": _LEAD + r"(?:rewrite|re-write|rephrase|reword|redo|revise|regenerate|rework|reformulate|shorten|simplify) "
+                   r"(?:it|this|that|them)\b[^?]{0,80}$",
+        "without": _LEAD + r"(?:but |and )?without (?:the |any |a |an )?[^.!?]{1,40}[.!?]*$",
+        "length_limit": _LEAD + r"(?:in|under|within|less than|fewer than|max|maximum|no more than|only|just) \d+ "
+                        r"(?:words|characters|sentences|lines|paragraphs|points|bullet points)(?: please| only| max)?[.!]*$",
+        # The same bare edits in the other top languages: a short turn that is nothing but the edit (or says
+        # "it"/"this"); quoted material ("q") makes it a new task.
+        "zh_more": r"^.{0,6}(?:再|稍微|稍稍)[一-鿿]{1,4}(?:一点|一些|点儿?|些)[^?？吗么\n]{0,8}$|"
+                   r"^.{0,6}(?:写得|说得|改得|变得)?更(?:加)?[^新\W][一-鿿]{0,3}(?:一点|一些|点|些)?[^?？吗么\n]{0,6}$",
+        "zh_it": r"^.{0,4}(?:把|将)(?:它|这|上面|以上|上述|刚才|你)[^?？吗么\n]{0,10}(?:改|写|换|翻译|缩|扩|删|加|变)[^?？吗么\n]{0,15}$|"
+                 r"^(?:不要|别|不用|去掉|删掉|删除)[^?？吗么\n]{1,15}$",
+        "ru_bare_edit": r"^\W*(?:а |и |теперь |ну |пожалуйста,? )?(?:добавь|убери|удали|замени|измени|сократи|дополни|исправь|"
+                        r"поменяй|переделай|расширь|упрости|улучши|перефразируй|переформулируй)\b[^?\"]{0,60}$|"
+                        r"^\W*(?:а |и |теперь |ну )?(?:сделай|напиши|перепиши|опиши|сформулируй|объясни)(?: (?:его|её|ее|это|"
+                        r"текст|ответ|их|мне))?(?: (?:ещё|еще|немного|чуть|гораздо|намного))? (?:более|менее|\w+(?:ее|ей))\b"
+                        r"[^?\"]{0,40}$",
+        "es_bare_edit": r"^\W*(?:ahora |por favor,? |puedes |podrías )?(?:hazlo|hazla|haz(?:lo|la)? más|reescr[ií]bel[oa]|"
+                        r"reescribe|mej[oó]ral[oa]|mejora|c[aá]mbial[oa]|cambia|corr[ií]gel[oa]|corrige|ac[oó]rtal[oa]|acorta|"
+                        r"res[uú]mel[oa]|agrega|añade|quita|elimina|simplif[ií]cal[oa]|simplifica)\b[^?\"]{0,60}$",
+        "fr_bare_edit": r"^\W*(?:maintenant |peux-tu |pouvez-vous |s'il te plaît,? )?(?:fais(?:-le|-la| le| la)? plus|"
+                        r"réécris(?:-le|-la)?|reformule(?:-le|-la)?|améliore(?:-le|-la)?|corrige(?:-le|-la)?|"
+                        r"raccourcis(?:-le|-la)?|ajoute|enlève|supprime|modifie|rends(?:-le|-la| le| la)?|"
+                        r"simplifie(?:-le|-la)?)\b[^?\"]{0,60}$",
+        "de_bare_edit": r"^\W*(?:jetzt |bitte |kannst du )?(?:mach(?:e)? (?:es|das|ihn|sie|den text) \w+|"
+                        r"schreib(?:e)? (?:es|das|ihn|sie) (?:\w+ )?(?:um|neu|\w+er)|verbessere|korrigiere|kürze|ändere|"
+                        r"füge|entferne|formuliere|vereinfache)\b[^?\"]{0,60}$",
+        "pt_bare_edit": r"^\W*(?:agora |por favor,? |pode )?(?:faça(?:-o|-a)? mais|reescreva|melhore|corrija|encurte|resuma|"
+                        r"adicione|acrescente|remova|mude|altere|troque|simplifique)\b[^?\"]{0,60}$",
     },
     "Factual_Error": {
         "that_is_wrong": r"\b(?:that|this|it|you|your answer|the answer)(?:'s| is| are|'re| was| were)? (?:completely |totally |simply |just |actually |clearly |still )?(?:wrong|incorrect|inaccurate|mistaken|false|untrue)\b",
@@ -186,9 +229,25 @@ PATTERNS: dict[str, dict[str, str]] = {
         "why_did_you": r"\bwhy (?:did|would) you (?:assume|say|think|suggest|recommend|claim|write|call)\b",
         "really_can": r"\bcan (?:it|that|the \w+|this) really\b",
         "cant_open": r"\bi can'?t (?:see|open|access|find|load) (?:it|that|this|the (?:link|page|file|site|image))\b|\b(?:link|url|page) (?:is broken|doesn'?t work|neg_work)\b",
+        "nothing_happens": r"\bnothing (?:happens|happened|changed|changes|shows up|appears|is displayed|gets? printed)\b",
+        "no_such": r"^\W*(?:but )?there(?:'s| is) no such\b|\bthere (?:is|are) no (?:\w+ )?(?:option|button|menu|setting|settings|"
+                   r"field|tab|function|method|column|property|attribute|module|command)s? (?:called|named|like|in|on)\b|"
+                   r"^\W*(?:но |а )?(?:нет|нету) (?:там |тут |здесь )?никак\w+",
         "zh_wrong": r"不对|错了|不正确|不准确|瞎说|胡说|瞎猜|乱说|你确定|是真的吗|还是(?:报错|不行|不对|错|一样|没用)|(?:依然|仍然)(?:报错|不行)",
         "ru_wrong": r"\b(?:неправильно|неверно|неправда|ошибаешься|ошибаетесь|это не так)\b|\b(?:ты|вы) уверен\w*|\bвс[её] равно (?:ошибка|не работает)|\bне работает\b",
+        "other_still": r"怎么还是|还是没(?:有)?(?:变|改|用|解决)|又错了|\b(?:опять|снова) (?:не|ошибка|то же)\b|"
+                       r"\b(?:sigue sin funcionar|sigue (?:igual|mal)|toujours pas|ça ne marche toujours pas|immer noch (?:nicht|falsch|"
+                       r"der gleiche fehler)|ainda não (?:funciona|está certo))\b",
         "fr_es_de_pt_wrong": r"\b(?:c'est faux|c'est incorrect|pas correct|tu te trompes|es-tu sûr|tu es sûr|ne (?:marche|fonctionne) pas|está mal|es incorrecto|no es correcto|te equivocas|estás seguro|no funciona|das ist falsch|stimmt nicht|bist du sicher|funktioniert nicht|está errado|está incorreto|tem certeza|não funciona)\b",
+        # A counter-claim: a short statement that contradicts the answer ("It is out though", "it has 56 floors, not
+        # 60", "shouldn't it be 12?", "wasn't it Newton?").
+        "though": r"^(?:but |well,? )?(?:it|that|this|they|he|she|there|you|the \w+)(?:'s|'re| is| are| was| were| does| "
+                  r"did| has| have| can)\b[^.?!]{0,60} though[.!]*$",
+        "not_number": r"\b\d[\d.,]*(?: \w+)?,? not \d[\d.,]*\b|\bnot \d[\d.,]*(?: \w+)?,? (?:but|it'?s|it is|it was)\b",
+        "shouldnt_it": r"^(?:but |wait,? |hmm+,? |um+,? )?(?:shouldn'?t (?:it|that|this|the \w+|they) be|wasn'?t (?:it|that|he|"
+                       r"she|they)|didn'?t (?:he|she|they)|isn'?t (?:it|that) (?:actually|supposed))\b[^?]{0,60}\?",
+        "sure_other": r"^\W*(?:¿\s*)?(?:seguro|estás segur[oa]|sicher|vraiment|t'es sûr|sério|certeza)\s*[?？]|"
+                      r"^\W*(?:но |а )?разве\b|(?:不是|难道)[^?？]{1,20}吗[?？]?$|^(?:不对[，,]?)?应该是",
     },
     "Unrealistic_Expectation": {
         "why_cant_you": r"\bwhy can'?t you\b|\byou should (?:be able to|know)\b|\byou must know\b",
@@ -214,6 +273,11 @@ PATTERNS: dict[str, dict[str, str]] = {
         "zh_ignored": r"我(?:问|说)的是|不是这个|我的意思是|答非所问|你没(?:有)?(?:回答|理解)",
         "ru_ignored": r"\bя (?:же )?(?:просил|спрашивал|имел в виду)\b|\bне то,? что я\b|\bты не (?:ответил|понял)\b",
         "fr_es_de_pt_ignored": r"\b(?:ce n'est pas ce que|je voulais dire|tu as (?:omis|oublié)|no es lo que|quise decir|das ist nicht,? was|ich meinte|não foi isso|eu quis dizer)\b",
+        # "I told you to ...", "what I want is ...", "still not what I asked" in the other top languages.
+        "other_told_you": r"不是让你|我(?:刚才|已经)?(?:说|讲)了|我要的是|我是说|没有按照|你没有?(?:按|照|看|理解|回答)|"
+                          r"\bя же (?:сказал|говорил|писал)|\bя (?:сказал|просил|писал),? (?:что|чтобы)\b|"
+                          r"\b(?:te (?:pedí|dije)|dije que|je t'ai (?:demandé|dit)|ich habe (?:dich|dir) (?:gebeten|gesagt)|"
+                          r"eu (?:pedi|disse) (?:para|que))\b",
     },
     "Lower_Quality": {
         "worse": r"\b(?:(?:this|that|it|the answer|your answer|the new one)(?:'s| is| was)? (?:even |much |a lot )?worse|worse than (?:before|the (?:first|last|previous|original|other))|not as good|got worse|previous (?:one|answer|version) was better|(?:first|earlier|original|last) (?:one|answer|version) was better)\b",
@@ -230,12 +294,19 @@ PATTERNS: dict[str, dict[str, str]] = {
         "go_deeper": r"\b(?:go|dig|dive) deeper\b|\bbe more (?:specific|detailed|precise|concrete)\b|\bexpand (?:on|upon) (?:it|this|that|them|these|those|each|your|the (?:most )?(?:recent|previous|last|above))\b",
         "make_longer": r"\bmake (?:it |that |this |the \w+ )?(?:longer|larger|bigger|more detailed)\b",
         "is_that_all": r"^(?:is )?that(?:'s| is)? (?:it|all)\s*\?|\bare (?:these|those|they) (?:the only|all)\b",
+        "expand_it": r"\bexpand (?:it|this|that|them|the above(?: \w+)?|the previous(?: \w+)?|your (?:\w+ )?(?:answer|response|"
+                     r"output|text))\b|\bexpand (?:further|more)\b",
         "zh_detail": r"详细(?:一点|一些|点|说|讲|解释|介绍)|具体(?:一点|一些|点|说)|展开(?:说|讲)|多(?:写|说)一些|更详细",
+        "other_not_enough": r"不够(?:详细|具体|完整|全面|深入)|太(?:简单|简略|笼统|短|少)了|"
+                            r"\b(?:недостаточно (?:подробно|полно)|слишком (?:коротко|кратко|просто|обще))\b|"
+                            r"\b(?:muy corto|demasiado corto|trop court|zu kurz|muito curto)\b",
         "ru_detail": r"\bподробнее\b|\bболее подробно\b|\bрасскажи больше\b",
         "fr_es_de_pt_detail": r"\b(?:plus de détails|plus détaillé|más detalles|más detallado|explica mejor|mehr details|ausführlicher|mais detalhes|explique melhor)\b",
     },
     "Style": {
         "too_x": r"\b(?:too|way too|a bit|a little|bit|rather|overly) (?:long|wordy|verbose|formal|informal|casual|technical|complicated|complex|modern|simple|repetitive|redundant|offensive|artificial|dry|stiff|robotic|much text)\b",
+        "not_that": r"^\W*(?:not (?:that|so|this|too) (?:short|long|formal|casual|simple|complicated|much))\W*$|"
+                    r"^\W*a (?:lil|tad|little bit) (?:more|less) \w+\W*$",
         "more_x": r"\b(?:less|more) (?:formal|casual|wordy|verbose|redundant|technical|concise|friendly|professional|markdown|shakespearean|readable|natural|human)\b|\bmore (?:fun|playful|engaging|lively|creative|personal)\b|\bproperly (?:formal|casual|professional)\b|\btoo many (?:emojis|words|bullet points|bullets|hashtags|caveats|disclaimers|details|questions)\b|\bmore simply\b|\bsimpler (?:terms|words|language|explanation|version|way)\b|\bsimplistic\b|\blayman'?s\b|\bin (?:simple|plain) (?:terms|words|english|language)\b",
         "overdoing": r"\boverd(?:oing|id|one|o)\b|\b(?:a bit|way|far|little|bit) too much\b",
         "shorter": r"\b(?:shorter|more concise|summari[sz]e it|tl;?dr)\b",
@@ -263,5 +334,11 @@ CONFIDENCE: dict[str, float] = {
     "contradiction": 0.7, "surely": 0.7, "really_can": 0.7, "why_did_you": 0.7, "you_said": 0.7,
     "cant_open": 0.7, "should_be": 0.7, "it_fails": 0.75, "then_why": 0.7, "i_didnt_say": 0.75, "dont_get_it": 0.7, "is_that_all": 0.65, "what_about": 0.7, "off_topic": 0.7,
     "never_mind": 0.7, "just_answer": 0.7, "why_cant_you": 0.7, "nothing_new": 0.7, "sounds_technical": 0.7,
+    "make_it_more": 0.75, "redo_it": 0.8, "without": 0.7, "length_limit": 0.7, "zh_more": 0.7, "zh_it": 0.7,
+    "ru_bare_edit": 0.7, "es_bare_edit": 0.7, "fr_bare_edit": 0.7, "de_bare_edit": 0.7, "pt_bare_edit": 0.7,
+    "though": 0.7, "not_number": 0.7, "shouldnt_it": 0.7, "sure_other": 0.7,
+    "other_told_you": 0.75, "other_not_enough": 0.75, "other_still": 0.8,
+    "again_bare": 0.8, "change_to_be": 0.8, "previous_one": 0.75, "other_in_language": 0.75, "de_should": 0.7,
+    "expand_it": 0.8, "nothing_happens": 0.7, "no_such": 0.7, "not_that": 0.75,
     "zh_again": 0.75, "edit_phrase": 0.7, "include_phrase": 0.6, "in_language": 0.75, "zh_edit": 0.7, "ru_edit": 0.75, "ru_again": 0.75, "zh_style": 0.75, "ru_style": 0.7,
 }

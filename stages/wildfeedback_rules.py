@@ -3,9 +3,11 @@
 Every user turn after the first is judged against the assistant turn just before it (``prev``) and,
 when given, the user turn before that (``prev_user``). Two kinds of evidence, both vectorised:
 
-- context rules (`stages.wildfeedback_context`): the request re-sent, narrowed or lightly edited
-  (Revision), re-sent or excused after a refusal (insisting: Revision), a short error message after an
-  answer with code (Factual_Error), "go on" after an answer that offered more (Compliance);
+- context rules (`stages.wildfeedback_context`): the request re-sent, narrowed, trimmed or lightly edited
+  (Revision), re-sent or excused after a refusal (insisting: Revision), the answer pasted back under an
+  instruction (Revision), "No, ..." correcting an answer that asked nothing (Revision), a short error
+  message or a log opening with the error after an answer with code (Factual_Error), "go on" after an
+  answer that offered more (Compliance);
 - text cues (`stages.wildfeedback_cues`), one regex per category over the opening of the turn: lower
   case, straight quotes, quoted material cut out (``>`` lines, code fences, text in double quotes or
   backticks, announced task material, sentences pasted back from ``prev``), negations rewritten into
@@ -134,22 +136,35 @@ def _drop_pasted(frame: pl.DataFrame, min_chars: int) -> pl.DataFrame:
     ).drop("_joined")
 
 
-def _category_regex(category: str) -> str:
-    return "|".join(f"(?:{p})" for p in PATTERNS[category].values())
+# A union of many patterns outgrows the regex engine's fast automaton (it then runs many times slower), so
+# patterns are scanned in unions of at most `UNION_SIZE` (bench/wildfeedback_signals.py shows when a union
+# has outgrown the automaton): a few per group for the candidate pass, a few per category after it.
+UNION_SIZE = 16
 
 
-# The union of all patterns as one regex outgrows the regex engine's fast automaton (it then runs
-# hundreds of times slower), so the candidate pass runs a few smaller unions, and the negations
-# (whose rewrite makes cues such as "neg_bad").
-# (Revision's anchored edit patterns are big: it gets a pass of its own; bench/wildfeedback_signals.py
-# shows when a union has outgrown the automaton.)
-_CUE_GROUPS = ["|".join(f"(?:{_category_regex(c)})" for c in group) for group in (
+def _unions(patterns: list[str]) -> list[str]:
+    return ["|".join(f"(?:{p})" for p in patterns[i:i + UNION_SIZE]) for i in range(0, len(patterns), UNION_SIZE)]
+
+
+def _category_regexes(category: str) -> list[str]:
+    return _unions(list(PATTERNS[category].values()))
+
+
+def _contains_any(text: pl.Expr, regexes: list[str]) -> pl.Expr:
+    return pl.any_horizontal([text.str.contains(r) for r in regexes])
+
+
+# The candidate pass: the patterns of a few category groups, and the negations (whose rewrite makes cues
+# such as "neg_bad").
+_CUE_GROUPS = [r for group in (
     SAT_CATEGORIES, ["Revision"], ["Negative_Feedback", "Factual_Error", "Unrealistic_Expectation", "No_Engagement"],
-    ["Ignored", "Lower_Quality", "Insufficient_Detail", "Style"])] + ["|".join(f"(?:{p})" for p, _ in _NEGATIONS)]
+    ["Ignored", "Lower_Quality", "Insufficient_Detail", "Style"]) for r in _unions(
+        [p for c in group for p in PATTERNS[c].values()])] + _unions([p for p, _ in _NEGATIONS])
 _CATEGORIES = SAT_CATEGORIES + DSAT_CATEGORIES
 # Context rules: name -> (category, confidence). See stages/wildfeedback_context.py.
 CONTEXT_RULES = {"resend": ("Revision", 0.9), "insist_after_refusal": ("Revision", 0.85),
-                 "error_report": ("Factual_Error", 0.7), "accepts_offer": ("Compliance", 0.75)}
+                 "error_report": ("Factual_Error", 0.7), "accepts_offer": ("Compliance", 0.75),
+                 "edits_answer": ("Revision", 0.8), "no_correction": ("Revision", 0.7)}
 # How sure "no signal" is where the context leaves the rules unsure (else NO_SIGNAL_CONFIDENCE).
 # A turn in another language without a cue is routed to the model too: the other languages' cue lists
 # are short, so their silence says less (the README's language table shows the gap).
@@ -202,7 +217,7 @@ def _context(turns: pl.DataFrame, text: str, prev: str, prev_user: str | None, w
     return c.select(
         _x_resend=pl.col("resend") & ~pl.col("refusal"),
         _x_insist_after_refusal=pl.col("refusal") & (pl.col("resend") | pl.col("overlap") | pl.col("insisting")),
-        _x_error_report="error_report", _x_accepts_offer="accepts_offer", _u_overlap="overlap", _u_refusal="refusal",
+        _x_error_report="error_report", _x_accepts_offer="accepts_offer", _x_edits_answer="edits_answer", _x_no_correction="no_correction", _u_overlap="overlap", _u_refusal="refusal",
         _u_error_after_code="error_after_code", _u_non_english="non_english",
     )
 
@@ -252,7 +267,7 @@ def detect(
                              pl.col("_t").str.contains(_TASK_PROMPT).alias("_prompt"))
     task = pl.col("_t").str.contains(_TASK_OPENING)
     cand = cand.with_columns([
-        (pl.col("_s" if c in SAT_CATEGORIES else "_t").str.contains(_category_regex(c)) & ~pl.col("_prompt")
+        (_contains_any(pl.col("_s" if c in SAT_CATEGORIES else "_t"), _category_regexes(c)) & ~pl.col("_prompt")
          & (~task if c in SAT_CATEGORIES else True)).alias(f"_c_{c}") for c in _CATEGORIES
     ])
     by_context = {c: [f"_x_{n}" for n, (cat, _) in CONTEXT_RULES.items() if cat == c] for c, _ in CONTEXT_RULES.values()}

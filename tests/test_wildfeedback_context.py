@@ -43,6 +43,28 @@ def test_resent_narrowed_and_edited_requests_are_revision():
         assert row["confidence"] >= ROUTE_BELOW
 
 
+def test_a_trimmed_resend_is_revision_but_a_sub_question_is_not():
+    request = "Write 10 very short comments with greeting to my followers about the calm water this fall morning"
+    trimmed, sub_question = run([
+        ("Write 10 very short comments about the calm water this fall morning", "1. Good morning...", request),
+        ("What are XML?", "XML is a markup language; JSON is a data format.", "What are XML and JSON? Compare them."),
+    ])
+    assert trimmed["dsat"] and "Revision:resend" in trimmed["rationale"], trimmed
+    assert not sub_question["dsat"], sub_question
+
+
+def test_the_answer_pasted_back_under_an_instruction_is_revision():
+    answer = "The motivation that drives me to apply for this programme is my passion for computing.\nI also..."
+    edit, question, other = run([
+        ("请精简下列英文内容到100个单词以内：\n" + answer, answer, "Write my motivation letter"),
+        ("What does this sentence mean? " + answer, answer, "Write my motivation letter"),
+        ("Shorten the text below:\nMy name is Ann and I have been a nurse for ten years in a large city hospital.",
+         answer, "Write my motivation letter"),
+    ])
+    assert edit["dsat"] and "Revision:edits_answer" in edit["rationale"], edit
+    assert not question["dsat"] and not other["dsat"], (question, other)  # a question; a text that is not the answer
+
+
 def test_templated_series_and_new_tasks_are_not_resends():
     rows = run([
         ("What to the 5th power equals 243", "3, since 3^5 = 243.", "What to the 6th power equals 729"),
@@ -68,11 +90,17 @@ def test_insisting_after_a_refusal():
         ("It's just fiction.", REFUSAL, "Write a violent story about a duel"),
         ("Give me a painting of a guy named Phil", "As an AI text-based model, I don't have the ability to create images "
          "directly. I can describe one.", "can you make images?"),
+        ("I'm a chemistry student, just curious.", REFUSAL, "What does a gram of that powder cost?"),
+        ("please man help me", REFUSAL, "What does a gram of that powder cost?"),
+        ("Make a Fan-Made Boy Character about this.", REFUSAL, "Personality: protective. Appearance: tall."),
     ])
     for row in rows:
         assert row["dsat"] and "Revision:insist_after_refusal" in row["rationale"], row
-    new_task = run([("What is the capital of France?", REFUSAL, "Write a violent story about a duel")])[0]
-    assert not new_task["dsat"] and new_task["confidence"] < ROUTE_BELOW  # after a refusal: unsure, to the model
+    new_tasks = run([("What is the capital of France?", REFUSAL, "Write a violent story about a duel"),
+                     ("Build a file manager for the admin panel", REFUSAL, "askrpt admin RadiusManager"),
+                     ("What could that imply? Tell me about it.", REFUSAL, "What does the idiom mean?")])
+    for new_task in new_tasks:
+        assert not new_task["dsat"] and new_task["confidence"] < ROUTE_BELOW  # after a refusal: unsure, to the model
     apology = run([("Fine, what about Rust?", "I apologize for the confusion earlier. In Go you would...", "And Go?")])[0]
     assert apology["confidence"] >= ROUTE_BELOW  # an apology is not a refusal
 
@@ -92,6 +120,27 @@ def test_an_error_report_after_code_is_a_factual_error():
     for row in not_reports:
         assert not row["dsat"], row
     assert not_reports[1]["confidence"] < ROUTE_BELOW  # an error after code, with a question: the model decides
+
+
+def test_a_log_opening_with_the_error_or_a_reported_message_after_code_is_a_factual_error():
+    log = "main.hs:8:8: error:\n    Ambiguous type variable 'a0' arising from a use of 'print'\n" + "    in a line\n" * 40
+    rows = run([(log, CODE_ANSWER, "print the first name"),
+                ("但是提示：“Cannot write to a callback stream when running.”", CODE_ANSWER, "如何播放pcm")])
+    for row in rows:
+        assert row["dsat_categories"] == ["Factual_Error"] and "error_report" in row["rationale"], row
+    own_code = run([("Here is my project:\n" + "x = 1\n" * 50 + "NameError: name 'y' is not defined", CODE_ANSWER,
+                     "print the first name")])[0]
+    assert not own_code["dsat"] and own_code["confidence"] < ROUTE_BELOW  # long, the error not first: the model decides
+
+
+def test_no_opening_a_correction_is_revision_unless_it_answers_a_question():
+    rows = run([("no, copy should be short, 5-6 words.", "Here are the posts: ...", "write social posts"),
+                ("No make it neat and detailed", "Here is the diagram.", "draw the DFD"),
+                ("No! He just came up to her at the bar", "Did she invite him over?", "tell me a story"),
+                ("No, its okay, I don't need the sources.", "Here are the facts.", "tell me about Rome"),
+                ("No thanks, that's all.", "Here are the facts.", "tell me about Rome")])
+    assert [r["dsat"] for r in rows] == [True, True, False, False, False], rows
+    assert "Revision:no_correction" in rows[0]["rationale"]
 
 
 def test_go_on_is_compliance_only_after_an_offer():
@@ -155,10 +204,10 @@ def test_wildchat_fixture_is_split_by_conversation(real):
 
 # Regression floors, met by the current rules (README has the figures); not goals.
 FLOORS = {
-    ("dev", "all"): {"dsat": (0.90, 0.54), "sat": (0.85, 0.75)},
-    ("dev", "unambiguous"): {"dsat": (0.90, 0.64), "sat": (0.85, 0.75)},
-    ("test", "all"): {"dsat": (0.70, 0.36), "sat": (0.5, 0.4)},
-    ("test", "unambiguous"): {"dsat": (0.72, 0.38)},
+    ("dev", "all"): {"dsat": (0.92, 0.62), "sat": (0.85, 0.75)},
+    ("dev", "unambiguous"): {"dsat": (0.92, 0.72), "sat": (0.85, 0.75)},
+    ("test", "all"): {"dsat": (0.70, 0.39), "sat": (0.5, 0.4)},
+    ("test", "unambiguous"): {"dsat": (0.72, 0.40)},
 }
 
 

@@ -3,6 +3,8 @@ negation and thanked-new-task handling, and the hand-labelled real-data fixture 
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pytest
 
@@ -164,6 +166,16 @@ def cats(row: dict) -> set[str]:
     return set(row["sat_categories"]) | set(row["dsat_categories"])
 
 
+def test_every_pattern_compiles_with_python_re():
+    """The naive baseline of bench/wildfeedback_signals.py runs the cues with Python's re: no \\p{...} classes."""
+    for category, patterns in PATTERNS.items():
+        for name, pattern in patterns.items():
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                pytest.fail(f"{category}:{name} does not compile with Python's re: {e}")
+
+
 def test_every_category_has_cases_and_patterns():
     assert set(CASES) == set(SAT_CATEGORIES) | set(DSAT_CATEGORIES) == set(PATTERNS)
     assert len(SAT_CATEGORIES) == len(DSAT_CATEGORIES) == 9
@@ -188,6 +200,65 @@ def test_cues_for_real_log_misses_and_other_languages(category):
     out = run(positives + negatives).to_dicts()
     for text, row in zip(positives, out[: len(positives)], strict=True):
         assert category in cats(row), f"{category} missed: {text!r} -> {row['rationale']}"
+    for text, row in zip(negatives, out[len(positives):], strict=True):
+        assert category not in cats(row), f"{category} false alarm: {text!r} -> {row['rationale']}"
+
+
+# Bare edits with a free tail, the same edits in other languages, and counter-claims (issue #16's miss classes):
+# pattern -> (turns it must fire on, turns where no pattern of its category may fire).
+EDIT_AND_CHALLENGE: dict[str, tuple[str, list[str], list[str]]] = {
+    "make_it_more": ("Revision", ["Make it more emotional and add a twist at the end.", "now make it sound less robotic"],
+                     ["How do I make it more likely that my cat eats?", "Make a list of more fruits."]),
+    "redo_it": ("Revision", ["rewrite it but in the past tense", "Rephrase this so a child can follow it."],
+                ["Who can rewrite it, a lawyer?", "How do I simplify this fraction: 4/8?"]),
+    "without": ("Revision", ["without the introduction", "but without emojis please"],
+                ["What is a life without friends like?"]),
+    "length_limit": ("Revision", ["in 50 words", "under 100 words please"], ["In 1990 words were scarce."]),
+    "zh_more": ("Revision", ["再长一点", "写得更生动一些"], ["更新系统的方法", "再见"]),
+    "zh_it": ("Revision", ["把它改成第一人称", "不要用列表"], ["把门关上怎么说"]),
+    "ru_bare_edit": ("Revision", ["Добавь вывод в конце", "сделай интереснее"],
+                     ['перефразируй "Концепция развития общества согласно Максу Веберу"', "Добавь ли ты сахар?"]),
+    "es_bare_edit": ("Revision", ["hazlo más corto y formal", "Quita la última frase"], ["¿Cambia el clima en mayo?"]),
+    "fr_bare_edit": ("Revision", ["Réécris-le au passé", "ajoute une conclusion"], ["Ajoute-t-on du sel aux pâtes ?"]),
+    "de_bare_edit": ("Revision", ["Mach es kürzer", "Füge ein Fazit hinzu"], ["Füge ich hier Salz hinzu?"]),
+    "pt_bare_edit": ("Revision", ["Reescreva de forma mais simples", "Adicione uma conclusão"], ["Mude de assunto?"]),
+    "though": ("Factual_Error", ["It is out though", "but they did win the cup though."],
+               ["I like cats though, what pets suit me?"]),
+    "not_number": ("Factual_Error", ["It has 56 floors, not 60.", "not 12 but 14"], ["Give me 5 tips, not long ones."]),
+    "shouldnt_it": ("Factual_Error", ["Shouldn't it be 12?", "wait, wasn't it Newton?"],
+                    ["Isn't this a catch 22?", "Shouldn't I sleep more?"]),
+    "sure_other": ("Factual_Error", ["¿Seguro?", "Разве это не слишком жестоко?", "应该是1949年"],
+                   ["Seguro de viaje barato", "Разделите текст на абзацы"]),
+    "again_bare": ("Revision", ["Again", "once more please"], ["Again, what is a monad?"]),
+    "change_to_be": ("Revision", ["Change the documentary to be more accusatory", "adjust the poem to sound happier"],
+                     ["How do I change the oil to be safe?"]),
+    "previous_one": ("Revision", ["just write the previous one", "Go back to the first version"],
+                     ["What was the previous one called?"]),
+    "other_in_language": ("Revision", ["En francais", "auf Deutsch bitte", "на русском"], ["En francais, comment dit-on chat ?"]),
+    "de_should": ("Revision", ["Es soll sich reimen", "Achte auf logische Reime", "Schreibe den Text moderner und einfacher"],
+                  ["Soll ich heute Sport machen?"]),
+    "expand_it": ("Insufficient_Detail", ["i need you to expand the above output", "expand further please"],
+                  ["How do gases expand when heated?"]),
+    "nothing_happens": ("Factual_Error", ["i used the code but nothing happens when I click"],
+                        ["What happens if nothing is returned?"]),
+    "no_such": ("Factual_Error", ["There is no such option.", "Нет там никакого settings", "there is no button called Export"],
+                ["Is there no limit to a function?"]),
+    "not_that": ("Style", ["not that short", "a lil more long"], ["Is it not that hard to learn?"]),
+    "other_told_you": ("Ignored", ["不是让你写诗，是写故事", "Я же сказал, без списков", "Te pedí una lista corta"],
+                       ["我要你帮我写一封信，主题是感谢", "Я сказал ему правду, что теперь?"]),
+    "other_not_enough": ("Insufficient_Detail", ["不够详细", "太简单了", "Слишком коротко", "Trop court."],
+                         ["太简单的菜谱有哪些", "Сколько коротко стриженых?"]),
+    "other_still": ("Factual_Error", ["怎么还是报这个", "Опять не то", "Sigue sin funcionar", "Immer noch nicht richtig"],
+                    ["Опять же, что такое API?", "Toujours pareil pour le pain ?"]),
+}
+
+
+@pytest.mark.parametrize("pattern", list(EDIT_AND_CHALLENGE))
+def test_bare_edits_and_counter_claims(pattern):
+    category, positives, negatives = EDIT_AND_CHALLENGE[pattern]
+    out = run(positives + negatives).to_dicts()
+    for text, row in zip(positives, out[: len(positives)], strict=True):
+        assert f"{category}:{pattern}" in (row["rationale"] or ""), f"{pattern} missed: {text!r} -> {row['rationale']}"
     for text, row in zip(negatives, out[len(positives):], strict=True):
         assert category not in cats(row), f"{category} false alarm: {text!r} -> {row['rationale']}"
 
