@@ -182,8 +182,9 @@ _kept: dict | None = None  # inside engine_pools(): {"key": ..., "actors": [...]
 def engine_pools() -> Iterator[None]:
     """Keep a Ray engine step's actor pool alive for the next engine step with the identical engine
     config (and factory and CPUs), so each replica loads its model once for all of them; released at the
-    end of the block, or when a step needs another config (one pool at a time: GPUs are never held twice).
-    Nested blocks share the outermost one. No effect on the local backend."""
+    end of the block, when a step needs another config (one pool at a time: GPUs are never held twice),
+    when a CPU step runs on Ray (it gets the pool's CPUs back), or when a step fails. Nested blocks share
+    the outermost one. No effect on the local backend."""
     global _kept
     if _kept is not None:
         yield
@@ -232,6 +233,8 @@ def _stream_ray(table, spans, *, step_args: tuple, engine: LLM | None, batch_siz
     ray_init(execution.ray_address)
     cpus = execution.num_cpus_per_task
     fn, fn_kwargs, _, factory = step_args
+    if engine is None and _kept:
+        _release(_kept)  # a CPU step gets the kept pool's CPUs back (its tasks could otherwise never fit)
     actors = None if engine is None else _engine_pool(engine, factory, cpus)
     done = False
     try:

@@ -246,6 +246,7 @@ def broken(batch: pa.Table, engine) -> pa.Table:
 
 
 @pytest.mark.ray
+@pytest.mark.timeout(300)  # a kept pool that starves a CPU step hangs it: fail, don't wait 15 minutes
 def test_ray_engine_steps_with_one_config_share_the_replicas_of_a_stage(ray_cluster, tmp_path):
     from ray import cloudpickle
 
@@ -284,8 +285,16 @@ def test_ray_engine_steps_with_one_config_share_the_replicas_of_a_stage(ray_clus
         again = map_batches(table, answer, execution=ray_ex, **kw)
         assert len(set(loads()) - before) == 2 and set(again["pid"].to_pylist()).isdisjoint(before)
         assert again.drop_columns("pid").equals(local.drop_columns("pid"))
-    kept = set(again["pid"].to_pylist())
-    deadline = time.monotonic() + 30
-    while any(_alive(pid) for pid in kept) and time.monotonic() < deadline:
+
+        cpu = map_batches(table, shout, execution=ray_ex)  # a CPU step on Ray: the kept pool gives its CPUs back
+        assert cpu.equals(map_batches(table, shout, execution=_execution()))
+        assert _all_exit(set(again["pid"].to_pylist()))
+        last = map_batches(table, answer, execution=ray_ex, **kw)
+    assert _all_exit(set(last["pid"].to_pylist()))  # the end of the block released the pool
+
+
+def _all_exit(pids: set[int], seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not any(_alive(pid) for pid in kept)  # the end of the block released the pool
+    return not any(_alive(pid) for pid in pids)
