@@ -14,6 +14,11 @@ that scores with the same judge template and fake `choose` -> FormatTextGenerati
 saved to disk. Both sides use their shipped batch sizes (prefpipe llm.batch_size 16 with its
 checkpoints, distilabel's input_batch_size 50).
 
+prefpipe runs inside `engine_pools()` as `prefpipe run` runs a stage. Ray is measured three ways: the steps
+on a private local instance started just before them ("prefpipe ray", the issue's Ray / local), the same
+plus that instance's start ("+ ray init"), and on a cluster already running (started untimed, joined
+through its address: connect + steps), as a user with RAY_ADDRESS sees it.
+
     python bench/peer.py                      # 10,000 queries: prefpipe local, Ray, distilabel
     python bench/peer.py --n 50000 --skip-ray
     python bench/peer.py --smoke              # 300 queries, prefpipe local + Ray, no distilabel
