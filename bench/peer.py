@@ -14,6 +14,11 @@ that scores with the same judge template and fake `choose` -> FormatTextGenerati
 saved to disk. Both sides use their shipped batch sizes (prefpipe llm.batch_size 16 with its
 checkpoints, distilabel's input_batch_size 50).
 
+prefpipe runs inside `engine_pools()` as `prefpipe run` runs a stage. Ray is measured three ways: the steps
+on a private local instance started just before them ("prefpipe ray", the issue's Ray / local), the same
+plus that instance's start ("+ ray init"), and on a cluster already running (started untimed, joined
+through its address: connect + steps), as a user with RAY_ADDRESS sees it.
+
     python bench/peer.py                      # 10,000 queries: prefpipe local, Ray, distilabel
     python bench/peer.py --n 50000 --skip-ray
     python bench/peer.py --smoke              # 300 queries, prefpipe local + Ray, no distilabel
@@ -219,6 +224,43 @@ def distilabel(rows: list[dict], venv: Path, work: Path) -> tuple[int, float]:
     return result["pairs"], result["seconds"]
 
 
+# --- Ray: a private instance, then an already running cluster -----------------------------------
+
+RAY_RUNS = {"ray": "prefpipe ray", "ray-cluster": "prefpipe ray, running cluster"}
+_cluster = None
+
+
+def ray_connect(run: str) -> float:
+    """Seconds to get the driver onto Ray. ``ray``: ``ray_init`` starts a private local instance (what
+    `execution.backend: ray` with no address does). ``ray-cluster``: a cluster already running before the
+    stage (started here, untimed, with ``ray.cluster_utils.Cluster``; 2 CPUs like the private one), joined
+    through its address, the way a user with ``RAY_ADDRESS`` / ``execution.ray_address`` runs."""
+    global _cluster
+    from pipeline.execute import ray_init
+
+    if run == "ray-cluster":
+        ray_disconnect()
+        from ray.cluster_utils import Cluster
+
+        _cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    start = time.perf_counter()
+    ray_init(_cluster.address if _cluster is not None else "local")
+    return time.perf_counter() - start
+
+
+def ray_disconnect() -> None:
+    """Leave Ray, and stop the cluster this bench started (only its own processes)."""
+    global _cluster
+    if "ray" not in sys.modules:
+        return
+    import ray
+
+    ray.shutdown()
+    if _cluster is not None:
+        _cluster.shutdown()
+        _cluster = None
+
+
 # --- driver --------------------------------------------------------------------------------------
 
 
@@ -235,40 +277,51 @@ def main() -> None:
     if args.distilabel_child:
         return distilabel_child(*args.distilabel_child)
     os.environ.setdefault("PREFPIPE_PROGRESS", "0")
+    from pipeline.execute import engine_pools
+
     n = 300 if args.smoke else args.n
     rows = queries(n)
     results: dict[str, tuple[int, float]] = {}
     with tempfile.TemporaryDirectory(prefix="peer-") as tmp:
         tmp = Path(tmp)
-        backends = ["local"] + ([] if args.skip_ray else ["ray"])
         warm = tmp / "warm"
         warm.mkdir()
         prefpipe(rows[:64], "local", warm, warm)  # imports are not the workload (distilabel's are not timed either)
-        for backend in backends:
-            if backend == "ray":
-                from pipeline.execute import ray_init
-
-                ray_init("local")  # a private instance; its start-up is not the step's cost, actor pools are
-            markers = tmp / f"markers-{backend}"
-            markers.mkdir()
-            start = time.perf_counter()
-            pairs, steps = prefpipe(rows, backend, tmp / backend, markers)
-            results[f"prefpipe {backend}"] = (pairs, time.perf_counter() - start)
-            builds = len(list(markers.iterdir()))
-            print(f"prefpipe {backend}: {pairs:,} pairs; engine builds: {builds} (2 engine steps x llm.replicas 1)")
-            print("  seconds per step: " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
+        try:
+            for run in ["local"] + ([] if args.skip_ray else ["ray", "ray-cluster"]):
+                connect, label = 0.0, "prefpipe local"
+                if run != "local":
+                    connect, label = ray_connect(run), RAY_RUNS[run]
+                markers = tmp / f"markers-{run}"
+                markers.mkdir()
+                start = time.perf_counter()
+                with engine_pools():  # as `prefpipe run` runs a stage
+                    pairs, steps = prefpipe(rows, "local" if run == "local" else "ray", tmp / run, markers)
+                seconds = time.perf_counter() - start
+                if run == "ray":  # the steps alone, and (below) with the start of the private instance
+                    results["prefpipe ray"] = (pairs, seconds)
+                    label = "prefpipe ray + ray init"
+                results[label] = (pairs, seconds + connect)
+                builds = len(list(markers.iterdir()))
+                print(f"{RAY_RUNS.get(run, label)}: {pairs:,} pairs; engine builds: {builds} (2 engine steps, "
+                      f"llm.replicas 1)" + (f"; ray init / connect {connect:.2f} s" if run != "local" else ""))
+                print("  seconds per step: " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
+        finally:
+            ray_disconnect()
         if args.smoke or args.skip_distilabel:
             print("distilabel: skipped" + (" (--smoke never builds its venv)" if args.smoke else ""))
         else:
             results["distilabel 1.5.3"] = distilabel(rows, args.venv, tmp / "distilabel")
 
     print(f"\nbest-of-{K} pairs, {n:,} queries ({n * K:,} responses), instant fake engine")
-    print(f"{'runner':<20}{'pairs':>10}{'seconds':>10}{'queries/s':>12}")
+    print(f"{'runner':<30}{'pairs':>10}{'seconds':>10}{'queries/s':>12}")
     for name, (pairs, seconds) in results.items():
-        print(f"{name:<20}{pairs:>10,}{seconds:>10.2f}{n / seconds:>12,.0f}")
+        print(f"{name:<30}{pairs:>10,}{seconds:>10.2f}{n / seconds:>12,.0f}")
     local = results["prefpipe local"][1]
-    if "prefpipe ray" in results:
-        print(f"Ray / local: {local / results['prefpipe ray'][1]:.2f}x (goal >= 0.5x)")
+    for name in results:
+        if name.startswith("prefpipe ray"):
+            goal = " (goal >= 0.5x)" if name == "prefpipe ray" else ""
+            print(f"{name} / local: {local / results[name][1]:.2f}x{goal}")
     if "distilabel 1.5.3" in results:
         print(f"prefpipe local / distilabel: {results['distilabel 1.5.3'][1] / local:.1f}x (goal >= 10x)")
         if "prefpipe ray" in results:

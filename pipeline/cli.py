@@ -27,6 +27,7 @@ def _available_stages() -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
+    from pipeline.execute import engine_pools
     from pipeline.outputs import name_path
 
     available = _available_stages()
@@ -38,7 +39,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = prepare_outputs(args.stage, module)
     wall, cpu = time.perf_counter(), time.process_time()
     try:
-        module.main(params)
+        with engine_pools():  # on Ray, engine steps with the same engine config share one actor pool
+            module.main(params)
     except OSError as e:  # a failed write names no file: name the stage's output folder
         if out is not None:
             name_path(e, out)

@@ -12,9 +12,13 @@ Batches are cut at fixed rows (every ``batch_size`` rows from row 0) on both bac
 come back in input order, so outputs are byte-identical whatever the backend, the number of replicas
 or the resume point. Engine steps get one engine per process (local) or one per actor replica (ray:
 ``replicas`` actors, each with ``gpus_per_replica`` GPUs, built once for the whole step; every block
-of rows streams through the same actors). Ray tasks carry blocks of whole batches that grow until one
-holds about ``TASK_SECONDS`` of work (capped at ``checkpoint_rows``), so a fast step is not drowned in
-per-task overhead and a slow model still reports back batch by batch.
+of rows streams through the same actors). Inside ``engine_pools()`` (``prefpipe run`` opens one per
+stage) the pool outlives its step: the next engine step with the identical engine config reuses its
+actors (each replica still loads its model once), a step with another config replaces it, and the
+block's end releases it. Ray tasks carry blocks of whole batches that grow until one holds about
+``TASK_SECONDS`` of work (capped at ``checkpoint_rows``), so a fast step is not drowned in per-task
+overhead and a slow model still reports back batch by batch; a block's outputs come back as one
+Arrow buffer.
 
 With a checkpoint, the driver writes finished results as they arrive: a file per run of consecutive
 batches, once it covers ``execution.checkpoint_rows`` input rows or ``FLUSH_SECONDS`` have passed,
@@ -31,6 +35,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,31 +84,48 @@ def _from_ipc(buf: pa.Buffer | None) -> pa.Table | None:
     return None if buf is None else pa.ipc.open_stream(buf).read_all()
 
 
+def _build_engine(engine: dict | None, factory=None):
+    if engine is None:
+        return None
+    if factory is None:
+        from pipeline.llm import get_engine as factory
+    return factory(LLM.model_validate(engine))
+
+
+def _run_block(call: Callable[[pa.Table], pa.Table | None], buf: pa.Buffer,
+               batch_size: int) -> tuple[pa.Buffer | None, float]:
+    """Ray: every batch of one block through ``call``, their outputs as one buffer, and the seconds taken."""
+    table, start = _from_ipc(buf), time.perf_counter()
+    out = _concat([call(b) for b in _slices(table, 0, table.num_rows, batch_size)])
+    return _ipc(out), time.perf_counter() - start
+
+
 class _Step:
     """``fn`` with its kwargs and, for an engine step, the engine: built once when the step is made
-    (once per process locally, once per actor on Ray) by ``factory`` (default ``get_engine``)."""
+    (once per process locally) by ``factory`` (default ``get_engine``)."""
 
     def __init__(self, fn: Callable[..., pa.Table], fn_kwargs: dict[str, Any], engine: dict | None, factory=None):
-        self.fn, self.fn_kwargs, self.engine = fn, fn_kwargs, None
-        if engine is not None:
-            if factory is None:
-                from pipeline.llm import get_engine as factory
-            self.engine = factory(LLM.model_validate(engine))
+        self.fn, self.fn_kwargs, self.engine = fn, fn_kwargs, _build_engine(engine, factory)
 
     def __call__(self, batch: pa.Table) -> pa.Table | None:
         if self.engine is None:
             return self.fn(batch, **self.fn_kwargs)
         return self.fn(batch, self.engine, **self.fn_kwargs)
 
-    def block(self, buf: pa.Buffer, batch_size: int) -> tuple[list[pa.Buffer | None], float]:
-        """Ray: every batch of one block, and the seconds they took."""
-        table, start = _from_ipc(buf), time.perf_counter()
-        outs = [_ipc(self(b)) for b in _slices(table, 0, table.num_rows, batch_size)]
-        return outs, time.perf_counter() - start
+
+class _Replica:
+    """A Ray actor holding one engine, built once; it runs the blocks of every step it is given."""
+
+    def __init__(self, engine: dict, factory=None):
+        self.engine = _build_engine(engine, factory)
+
+    def block(self, step: tuple, buf: pa.Buffer, batch_size: int) -> tuple[pa.Buffer | None, float]:
+        fn, fn_kwargs = step
+        return _run_block(lambda b: fn(b, self.engine, **fn_kwargs), buf, batch_size)
 
 
-def _cpu_block(buf: pa.Buffer, batch_size: int, step: tuple) -> tuple[list[pa.Buffer | None], float]:
-    return _Step(*step).block(buf, batch_size)
+def _cpu_block(buf: pa.Buffer, batch_size: int, step: tuple) -> tuple[pa.Buffer | None, float]:
+    return _run_block(_Step(*step), buf, batch_size)
 
 
 def _slices(table: pa.Table, start: int, end: int, size: int) -> Iterator[pa.Table]:
@@ -126,8 +148,11 @@ def ray_init(address: str | None = None, **kwargs: Any) -> None:
     """Connect to Ray once per process: ``address``, else ``RAY_ADDRESS``, else a new local instance (never
     another job's cluster that happens to run on this machine).
 
-    The ``pipeline`` and ``stages`` packages travel to the workers (``runtime_env.py_modules``), so
-    a multi-node cluster runs the driver's code without a shared filesystem.
+    On a cluster the ``pipeline`` and ``stages`` packages travel to the workers (``runtime_env.py_modules``),
+    so a multi-node cluster runs the driver's code without a shared filesystem. A new local instance shares
+    the driver's filesystem: its workers import this checkout (its folder goes first on their ``sys.path``)
+    with no runtime env, so an actor starts in one of the workers Ray pre-starts (measured: 0.3-0.8 s
+    against 1.0-1.5 s for a fresh worker with a runtime env, `bench/README.md`).
     """
     import ray
 
@@ -136,44 +161,98 @@ def ray_init(address: str | None = None, **kwargs: Any) -> None:
     import pipeline
     import stages
 
-    runtime_env = {"py_modules": [pipeline, stages], "env_vars": {"PREFPIPE_PROGRESS": "0"}}
-    ray.init(
-        address=address or os.environ.get("RAY_ADDRESS") or "local",
-        runtime_env=runtime_env,
-        ignore_reinit_error=True,
-        log_to_driver=False,
-        include_dashboard=False,
-        **kwargs,
-    )
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    common = dict(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+    if address == "local":
+        from ray.job_config import JobConfig
+
+        roots = list(dict.fromkeys(str(Path(m.__file__).resolve().parents[1]) for m in (pipeline, stages)))
+        ray.init(**common, job_config=JobConfig(_py_driver_sys_path=roots), **kwargs)
+    else:
+        runtime_env = {"py_modules": [pipeline, stages], "env_vars": {"PREFPIPE_PROGRESS": "0"}}
+        ray.init(**common, runtime_env=runtime_env, **kwargs)
+
+
+# --- Ray engine pools ------------------------------------------------------------------------------
+
+_kept: dict | None = None  # inside engine_pools(): {"key": ..., "actors": [...]} of the pool kept alive
+
+
+@contextmanager
+def engine_pools() -> Iterator[None]:
+    """Keep a Ray engine step's actor pool alive for the next engine step with the identical engine
+    config (and factory and CPUs), so each replica loads its model once for all of them; released at the
+    end of the block, when a step needs another config (one pool at a time: GPUs are never held twice),
+    when a CPU step runs on Ray (it gets the pool's CPUs back), or when a step fails. Nested blocks share
+    the outermost one. No effect on the local backend."""
+    global _kept
+    if _kept is not None:
+        yield
+        return
+    _kept = {}
+    try:
+        yield
+    finally:
+        _release(_kept)
+        _kept = None
+
+
+def _release(kept: dict) -> None:
+    import ray
+
+    for a in kept.pop("actors", []):
+        ray.kill(a)
+    kept.pop("key", None)
+
+
+def _engine_pool(engine: LLM, factory, cpus: float) -> list:
+    """The actors of an engine step: the kept pool when its config matches, else a new one."""
+    import ray
+
+    key = (engine.model_dump_json(), factory, cpus)
+    if _kept and _kept["key"] == key:
+        return _kept["actors"]
+    if _kept:
+        _release(_kept)
+    replica = ray.remote(_Replica).options(num_cpus=cpus, num_gpus=engine.gpus_per_replica or None,
+                                           max_restarts=-1, max_task_retries=-1)
+    actors = [replica.remote(engine.model_dump(), factory) for _ in range(engine.replicas)]
+    if _kept is not None:
+        _kept.update(key=key, actors=actors)
+    return actors
 
 
 def _stream_ray(table, spans, *, step_args: tuple, engine: LLM | None, batch_size: int,
                 execution: Execution) -> Iterator[Block]:
-    """Blocks of whole batches to ``replicas`` long-lived actors (engine steps) or to Ray tasks (CPU
-    steps), at most ``IN_FLIGHT`` per worker; results are yielded in input order as they arrive.
-    Actors are restarted and their tasks retried when a node dies, so a lost worker costs time only."""
+    """Blocks of whole batches to the engine step's actor pool or to Ray tasks (CPU steps), at most
+    ``IN_FLIGHT`` per worker; results are yielded in input order as they arrive. Actors are restarted and
+    their tasks retried when a node dies, so a lost worker costs time only. The actors are killed at the
+    end unless ``engine_pools()`` keeps them, and always when the step fails."""
     import ray
 
     ray_init(execution.ray_address)
     cpus = execution.num_cpus_per_task
-    if engine is not None:
-        replica = ray.remote(_Step).options(num_cpus=cpus, num_gpus=engine.gpus_per_replica or None,
-                                            max_restarts=-1, max_task_retries=-1)
-        actors = [replica.remote(*step_args) for _ in range(engine.replicas)]
-        workers = [lambda buf, a=a: a.block.remote(buf, batch_size) for a in actors]
-    else:
-        actors, task, step_ref = [], ray.remote(_cpu_block).options(num_cpus=cpus), ray.put(step_args)
-        width = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
-        workers = [lambda buf: task.remote(buf, batch_size, step_ref)] * width
-    total = sum(e - s for s, e in spans)
-    cap = max(batch_size, min(execution.checkpoint_rows, total // (2 * len(workers))) // batch_size * batch_size)
-    rows = batch_size  # per task: one batch until the first results say how long a row takes
-    todo = [(s, e) for s, e in spans]
-    inflight: dict[Any, tuple[int, int, int, int]] = {}  # ref -> (seq, worker, start, end)
-    ready: dict[int, Block] = {}
-    busy = [0] * len(workers)
-    sent = emitted = 0
+    fn, fn_kwargs, _, factory = step_args
+    if engine is None and _kept:
+        _release(_kept)  # a CPU step gets the kept pool's CPUs back (its tasks could otherwise never fit)
+    actors = None if engine is None else _engine_pool(engine, factory, cpus)
+    done = False
     try:
+        if actors is not None:
+            step_ref = ray.put((fn, fn_kwargs))
+            workers = [lambda buf, a=a: a.block.remote(step_ref, buf, batch_size) for a in actors]
+        else:
+            task, step_ref = ray.remote(_cpu_block).options(num_cpus=cpus), ray.put(step_args)
+            width = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
+            workers = [lambda buf: task.remote(buf, batch_size, step_ref)] * width
+        total = sum(e - s for s, e in spans)
+        cap = max(batch_size, min(execution.checkpoint_rows, total // (2 * len(workers))) // batch_size * batch_size)
+        rows = batch_size  # per task: one batch until the first results say how long a row takes
+        todo = [(s, e) for s, e in spans]
+        inflight: dict[Any, tuple[int, int, int, int]] = {}  # ref -> (seq, worker, start, end)
+        ready: dict[int, Block] = {}
+        busy = [0] * len(workers)
+        sent = emitted = 0
         while todo or inflight or ready:
             while todo and len(inflight) + len(ready) < 2 * IN_FLIGHT * len(workers):
                 w = min(range(len(workers)), key=busy.__getitem__)
@@ -191,16 +270,20 @@ def _stream_ray(table, spans, *, step_args: tuple, engine: LLM | None, batch_siz
                 (ref,), _ = ray.wait(list(inflight), num_returns=1)
                 seq, w, s, e = inflight.pop(ref)
                 busy[w] -= 1
-                outs, seconds = ray.get(ref)
-                ready[seq] = (s, e, [_from_ipc(b) for b in outs])
+                out, seconds = ray.get(ref)
+                ready[seq] = (s, e, [_from_ipc(out)])
                 per_row = seconds / (e - s)
                 rows = int(min(cap, max(batch_size, TASK_SECONDS / max(per_row, 1e-9))) // batch_size * batch_size)
             while emitted in ready:
                 yield ready.pop(emitted)
                 emitted += 1
+        done = True
     finally:
-        for a in actors:
-            ray.kill(a)
+        if actors is not None and not (done and _kept and _kept["actors"] is actors):
+            if _kept and _kept["actors"] is actors:
+                _kept.clear()
+            for a in actors:
+                ray.kill(a)
 
 
 # --- checkpoints -----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The executor: identical results on both backends, resumable checkpoints, byte-identical reruns, one
-engine per Ray replica for a whole step."""
+engine per Ray replica for a whole step (and for all the engine steps of a stage that share a config)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 
 from pipeline import execute
 from pipeline.config import LLM, Execution
-from pipeline.execute import Checkpoint, map_batches
+from pipeline.execute import Checkpoint, engine_pools, map_batches
 from pipeline.llm.base import Completion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +131,7 @@ KILLABLE = textwrap.dedent(
     import os, sys
     import pyarrow as pa
     from pipeline.config import Execution
-    from pipeline.execute import Checkpoint, map_batches
+    from pipeline.execute import Checkpoint, engine_pools, map_batches
     from pipeline.io import write_shards
     from tests.test_execute import _execution, _input, shout
 
@@ -230,3 +231,70 @@ def test_ray_engine_step_builds_one_engine_per_replica_for_the_whole_step(ray_cl
     with pytest.raises(Exception, match="no such model 'tiny'"):  # an engine that cannot load fails the step
         map_batches(table.slice(0, 8), answer, execution=_execution(backend="ray"), engine=_llm(),
                     engine_factory=functools.partial(CountingEngine, str(tmp_path / "BROKEN")))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def broken(batch: pa.Table, engine) -> pa.Table:
+    raise ValueError("a step that fails on its first batch")
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)  # a kept pool that starves a CPU step hangs it: fail, don't wait 15 minutes
+def test_ray_engine_steps_with_one_config_share_the_replicas_of_a_stage(ray_cluster, tmp_path):
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests folder
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    loads = lambda: sorted(int(m.name.split("-")[0]) for m in markers.iterdir())  # noqa: E731
+    table = _input(300)
+    factory = functools.partial(CountingEngine, str(markers))
+    kw = dict(engine=_llm(replicas=2), engine_factory=factory)
+    local = map_batches(table, answer, execution=_execution(), **kw)
+    local2 = map_batches(local.select(["id"]).append_column("text", local["answer"]), answer, execution=_execution(),
+                         **kw)
+    for m in markers.iterdir():
+        m.unlink()
+
+    ray_ex = _execution(backend="ray")
+    with engine_pools():
+        first = map_batches(table, answer, execution=ray_ex, **kw)
+        second = map_batches(first.select(["id"]).append_column("text", first["answer"]), answer, execution=ray_ex,
+                             **kw)
+        replicas = loads()
+        assert len(replicas) == 2 and len(set(replicas)) == 2  # each replica loaded once for both steps
+        assert set(first["pid"].to_pylist()) | set(second["pid"].to_pylist()) <= set(replicas)
+        assert first.drop_columns("pid").equals(local.drop_columns("pid"))
+        assert second.drop_columns("pid").equals(local2.drop_columns("pid"))
+
+        other = map_batches(table, answer, execution=ray_ex, engine=_llm(replicas=2, batch_size=8),
+                            engine_factory=factory)  # another engine config: a new pool, the old one is released
+        assert len(loads()) == 4 and set(other["pid"].to_pylist()).isdisjoint(replicas)
+        assert other.drop_columns("pid").equals(local.drop_columns("pid"))
+
+        with pytest.raises(Exception, match="fails on its first batch"):  # a failed step never leaves its pool kept
+            map_batches(table, broken, execution=ray_ex, **kw)
+        before = set(loads())
+        again = map_batches(table, answer, execution=ray_ex, **kw)
+        assert len(set(loads()) - before) == 2 and set(again["pid"].to_pylist()).isdisjoint(before)
+        assert again.drop_columns("pid").equals(local.drop_columns("pid"))
+
+        cpu = map_batches(table, shout, execution=ray_ex)  # a CPU step on Ray: the kept pool gives its CPUs back
+        assert cpu.equals(map_batches(table, shout, execution=_execution()))
+        assert _all_exit(set(again["pid"].to_pylist()))
+        last = map_batches(table, answer, execution=ray_ex, **kw)
+    assert _all_exit(set(last["pid"].to_pylist()))  # the end of the block released the pool
+
+
+def _all_exit(pids: set[int], seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not any(_alive(pid) for pid in pids)
