@@ -12,7 +12,7 @@ searches an HNSW index (``faiss``, built single-threaded, so the graph and the r
 every run) over a dense view of the space, a seeded sparse random projection of the TF-IDF rows to
 ``ANN_DIM`` dimensions that keeps cosines close; the index's candidates are then
 re-ranked by their exact cosine in the original space. Time and recall against the exact search are
-measured by ``bench/dove_similar.py`` (1M: 38 min on a shared 2-core machine, recall 0.73; see its README).
+measured by ``bench/dove_similar.py`` (its README has the 1M figures and what they were run with).
 
 >>> X = tfidf_matrix(["how do I bake bread", "how do I bake a cake", "tax deadline"], 3, 5, 1 << 12)
 >>> nearest_partners(X, k=1, max_similarity=1.0)[0].tolist()
@@ -38,8 +38,8 @@ def _normalise(texts: list[str]) -> pl.Series:
 EXACT_MAX = 5_000  # up to this many rows the search is exact
 ANN_DIM = 512  # dimensions of the dense view the index searches (fewer cost recall on diverse sets)
 ANN_NONZEROS = 4  # nonzeros per input feature in the random projection (a sparse JL transform)
-ANN_M = 32  # HNSW links per node (faiss ``M``)
-ANN_EF_CONSTRUCTION = 40  # HNSW build beam: the build is single-threaded, so it is kept small
+ANN_M = 16  # HNSW links per node (faiss ``M``)
+ANN_EF_CONSTRUCTION = 100  # HNSW build beam (M 32 / 40 builds 2.2x faster but recall fell: bench/README.md)
 ANN_EF_SEARCH = 64  # HNSW query beam (at least the number of candidates asked for)
 ANN_RERANK = 15  # candidates scored by exact cosine at a time: k + ANN_RERANK per row
 ANN_CANDIDATES = 32  # candidates fetched per row; rows left short (near-duplicate clusters) fetch 4x more
