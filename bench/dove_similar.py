@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import sys
@@ -84,10 +85,12 @@ def main() -> None:
     if args.smoke:
         args.n, args.sample, args.exact_n = 8_000, 200, 2_000
     k, max_sim = 1, 0.95
+    load = os.getloadavg()[0]
     texts = instructions(args.n)
     x, t_tfidf = timed(S.tfidf_matrix, texts, 3, 5, 1 << 18)
     (partners, sims), t_ann = timed(S.nearest_partners, x, k, max_sim)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    load = (load, os.getloadavg()[0])
 
     rows = np.sort(np.random.default_rng(1).choice(args.n, min(args.sample, args.n), replace=False))
     exact = np.full((args.n, k), -1, np.int64)
@@ -103,7 +106,8 @@ def main() -> None:
     t_exact_full = t_exact * (args.n / m) ** 2
 
     print(f"instructions: {args.n:,} (TF-IDF {x.nnz / args.n:.0f} nonzeros per row, built in {t_tfidf:.1f} s)")
-    print(f"HNSW search (dim {S.ANN_DIM}, {S.ANN_CANDIDATES} candidates, exact re-rank): {t_ann:.1f} s; "
+    print(f"HNSW search (dim {S.ANN_DIM}, M {S.ANN_M}, efConstruction {S.ANN_EF_CONSTRUCTION}, efSearch "
+          f"{S.ANN_EF_SEARCH}, {S.ANN_CANDIDATES} candidates, exact re-rank): {t_ann:.1f} s; "
           f"peak RSS {rss:,.0f} MiB; rows without a partner: {int((partners[:, 0] < 0).sum())}")
     print(f"recall of the exact first partner on {ok.sum():,} sampled instructions: {recall:.3f}; "
           f"similarity ratio {ratio:.4f}")
@@ -111,6 +115,7 @@ def main() -> None:
     print(f"exact search on {m:,}: {t_exact:.1f} s{extrapolated}: {t_exact_full:,.0f} s "
           f"({t_exact_full / 3600:.2f} h)")
     print(f"HNSW vs exact at {args.n:,}: {t_exact_full / t_ann:,.1f}x faster")
+    print(f"load average (1 min) before / after the HNSW search: {load[0]:.1f} / {load[1]:.1f} on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ Two spaces, both giving L2-normalised rows so a dot product is a cosine:
 searches an HNSW index (``faiss``, built single-threaded, so the graph and the result are the same on
 every run) over a dense view of the space, a seeded sparse random projection of the TF-IDF rows to
 ``ANN_DIM`` dimensions that keeps cosines close; the index's candidates are then
-re-ranked by their exact cosine in the original space. 1M instructions take minutes; recall against
-the exact search is measured by ``bench/dove_similar.py``.
+re-ranked by their exact cosine in the original space. Time and recall against the exact search are
+measured by ``bench/dove_similar.py`` (its README has the 1M figures and what they were run with).
 
 >>> X = tfidf_matrix(["how do I bake bread", "how do I bake a cake", "tax deadline"], 3, 5, 1 << 12)
 >>> nearest_partners(X, k=1, max_similarity=1.0)[0].tolist()
@@ -36,8 +36,11 @@ def _normalise(texts: list[str]) -> pl.Series:
 
 
 EXACT_MAX = 5_000  # up to this many rows the search is exact
-ANN_DIM = 512  # dimensions of the dense view the index searches
+ANN_DIM = 512  # dimensions of the dense view the index searches (fewer cost recall on diverse sets)
 ANN_NONZEROS = 4  # nonzeros per input feature in the random projection (a sparse JL transform)
+ANN_M = 16  # HNSW links per node (faiss ``M``)
+ANN_EF_CONSTRUCTION = 100  # HNSW build beam (M 32 / 40 builds 2.2x faster but recall fell: bench/README.md)
+ANN_EF_SEARCH = 64  # HNSW query beam (at least the number of candidates asked for)
 ANN_RERANK = 15  # candidates scored by exact cosine at a time: k + ANN_RERANK per row
 ANN_CANDIDATES = 32  # candidates fetched per row; rows left short (near-duplicate clusters) fetch 4x more
 ANN_MAX_CANDIDATES = 1024  # ... up to this many; a slot still empty after that stays -1
@@ -162,7 +165,7 @@ def _exact(x, rows: np.ndarray, k: int, max_similarity: float, block_cells: int,
     n = x.shape[0]
     kk = min(k, n - 1)
     step = max(1, block_cells // n)
-    xt = x.T.tocsc() if sp.issparse(x) else x.T
+    xt = x.T.tocsr() if sp.issparse(x) else x.T  # CSR once: scipy would convert a CSC operand per block
     for lo in range(0, rows.size, step):
         block_rows = rows[lo : lo + step]
         block = x[block_rows] @ xt
@@ -211,13 +214,6 @@ def dense_view(x: sp.csr_matrix | np.ndarray, seed: int = 0) -> np.ndarray:
     return y / norms
 
 
-def _dense_rows(x: sp.csr_matrix | np.ndarray, rows: np.ndarray):
-    """``(start, dense_view of rows[start:start + CHUNK_ROWS])`` chunk by chunk: never all rows at once."""
-    step = max(1, CHUNK_ROWS // 4)
-    for lo in range(0, rows.size, step):
-        yield lo, dense_view(x[rows[lo : lo + step]])
-
-
 def _approximate(x, k: int, max_similarity: float, block_cells: int) -> tuple[np.ndarray, np.ndarray]:
     """Nearest partners through an HNSW index over ``dense_view(x)``, re-ranked by exact cosine.
 
@@ -232,24 +228,29 @@ def _approximate(x, k: int, max_similarity: float, block_cells: int) -> tuple[np
     import faiss
 
     n = x.shape[0]
-    index = faiss.IndexHNSWFlat(ANN_DIM if sp.issparse(x) else x.shape[1], 16, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = 100
+    y = np.empty((n, ANN_DIM if sp.issparse(x) else x.shape[1]), np.float32)
+    for lo in range(0, n, CHUNK_ROWS // 4):  # a chunk at a time: the projection's temporaries stay small
+        y[lo : lo + CHUNK_ROWS // 4] = dense_view(x[lo : lo + CHUNK_ROWS // 4])
+    index = faiss.IndexHNSWFlat(y.shape[1], ANN_M, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = ANN_EF_CONSTRUCTION
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)  # insertion order fixed: the same graph on every run
     try:
-        for _, y in _dense_rows(x, np.arange(n)):
-            index.add(y)
+        index.add(y)
     finally:
         faiss.omp_set_num_threads(threads)
+    del y  # the index holds a copy: queries read that one
+    y = faiss.rev_swig_ptr(faiss.downcast_index(index.storage).get_xb(), index.ntotal * index.d)
+    y = y.reshape(index.ntotal, index.d)
     partners = np.full((n, k), -1, dtype=np.int64)
     sims = np.full((n, k), np.nan, dtype=np.float32)
     rows, m, r = np.arange(n), ANN_CANDIDATES, k + ANN_RERANK
     while rows.size:
         m = min(max(m, r + 1), n)
-        index.hnsw.efSearch = max(64, m)
+        index.hnsw.efSearch = max(ANN_EF_SEARCH, m)
         cand = np.empty((rows.size, m), np.int64)
-        for lo, y in _dense_rows(x, rows):
-            cand[lo : lo + len(y)] = index.search(y, m)[1]  # -1 pads a row with fewer results
+        for lo in range(0, rows.size, CHUNK_ROWS):
+            cand[lo : lo + CHUNK_ROWS] = index.search(y[rows[lo : lo + CHUNK_ROWS]], m)[1]  # -1 pads short rows
         exhausted = (cand < 0).any(axis=1)
         cand[cand == rows[:, None]] = -1  # never the row itself
         s = np.full(cand.shape, -np.inf, np.float32)

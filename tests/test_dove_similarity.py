@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from stages.dove_similarity import dense_view, nearest_partners, row_cosine, tfidf_matrix
+from stages.dove_similarity import ANN_DIM, dense_view, nearest_partners, row_cosine, tfidf_matrix
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_tfidf_does_not_depend_on_its_chunking(instructions):
 def test_dense_view_keeps_cosines_close(instructions):
     x = tfidf_matrix(instructions, 3, 5, 1 << 18)
     y = dense_view(x)
-    assert y.shape == (len(instructions), 512) and (dense_view(x) == y).all()  # seeded
+    assert y.shape == (len(instructions), ANN_DIM) and (dense_view(x) == y).all()  # seeded
     assert np.allclose(dense_view(x[10:20]), y[10:20], atol=1e-6)  # a row's vector depends on that row only
     rng = np.random.default_rng(0)
     a, b = rng.integers(0, len(instructions), 2000), rng.integers(0, len(instructions), 2000)
