@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.openai, pytest.mark.e2e]
 
 KEY_ENV, KEY = "PREFPIPE_TEST_OPENAI_KEY", "sk-e2e-8d1f3a90b2c7e5"
 OUTPUTS = ["data/pugc/queries", "data/pugc/responses", "data/pugc/pairs", "data/dove/pairs", "data/dove/rejects"]
-METRICS = ["data/pugc/metrics.json", "data/dove/metrics.json"]
+METRICS = ["data/pugc/metrics.json", "data/dove/metrics.json", "data/pugc/details.json", "data/dove/details.json"]
 
 
 def _edit(repo: Path, edit) -> None:
@@ -122,7 +122,7 @@ def test_pugc_and_dove_judges_through_the_server_equal_the_in_process_run_and_re
     _without_selfie(repo)
     dvc(repo, "repro", "dove")  # ingest, pugc, dove: all in-process
     local = snapshot(repo)
-    assert local["data/pugc/responses"] and local["data/dove/metrics.json"]["judged"] > 0
+    assert local["data/pugc/responses"] and local["data/dove/details.json"]["judged"] > 0
     assert server.requests() == 0
 
     _edit(repo, _judges_on(server.url))
