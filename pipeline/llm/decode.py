@@ -106,6 +106,16 @@ def left_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, tor
     return ids.to(device), mask.to(device)
 
 
+def right_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, r in enumerate(rows):
+        ids[k, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[k, : len(r)] = 1
+    return ids.to(device), mask.to(device)
+
+
 def decode(model, prompts: list[list[int]], k: int, pick: Callable, steps: int, eos_ids: list[int], pad: int,
            cache_arg: str, stop: StopStrings | None = None, processor=None, keep: dict | None = None,
            prefill_threads: int | None = None) -> list[list[tuple[list[int], bool]]]:

@@ -35,7 +35,7 @@ from pipeline.config import LLM, Sampling
 from pipeline.llm.base import ChatPrompt, Completion, LogProb, sample_seed
 from pipeline.llm.chat import ChatCodec
 from pipeline.llm.cpu import measure, threads
-from pipeline.llm.decode import GrammarProcessor, RowSampler, StopStrings, decode, greedy, left_pad
+from pipeline.llm.decode import GrammarProcessor, RowSampler, StopStrings, decode, greedy, left_pad, right_pad
 from pipeline.llm.structured import ClosingPolicy, generate_validated, schema_json, shortest_completion
 from pipeline.llm.tiny import resolve_model
 
@@ -249,13 +249,7 @@ class TransformersEngine:
     def _score_batch(self, spans: list[tuple[list[int], int, int]]) -> list[float]:
         """Teacher-forced sum of log p(ids[t] | ids[:t]) over each span's [start, end), right-padded."""
         rows = [ids[:end] for ids, _, end in spans]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for k, r in enumerate(rows):
-            ids[k, : len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[k, : len(r)] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        ids, mask = right_pad(rows, self.tokenizer.pad_token_id, self.device)
         states, _ = self._body(input_ids=ids, attention_mask=mask)
         row = torch.cat([torch.full((end - start,), k, dtype=torch.long) for k, (_, start, end) in enumerate(spans)])
         pos = torch.cat([torch.arange(start - 1, end - 1) for _, start, end in spans])
@@ -286,13 +280,8 @@ class TransformersEngine:
         head = self._logprobs_at(states[:, -1].repeat_interleave(k, 0),
                                  torch.tensor([a[0] for a in answers], device=self.device))
         cache.batch_repeat_interleave(k)
-        width = max(len(a) for a in answers)
-        a_ids = torch.full((len(answers), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        a_mask = torch.zeros((len(answers), width), dtype=torch.long)
-        for r, a in enumerate(answers):
-            a_ids[r, : len(a)] = torch.tensor(a, dtype=torch.long)
-            a_mask[r, : len(a)] = 1
-        a_ids, a_mask = a_ids.to(self.device), a_mask.to(self.device)
+        a_ids, a_mask = right_pad(answers, self.tokenizer.pad_token_id, self.device)
+        width = a_ids.shape[1]
         total = head.double()
         if width > 1:
             full_mask = torch.cat([mask.repeat_interleave(k, dim=0), a_mask], dim=1)
