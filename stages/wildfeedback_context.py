@@ -63,6 +63,8 @@ _REFUSAL = "|".join([
     r"к сожалению,? (?:я|но|мы|это)|я не могу|не могу (?:предоставить|помочь|выполнить)", r"我无法|我不能|无法(?:提供|回答|完成|生成)",
     r"\bje ne (?:peux|suis pas en mesure)\b", r"\blo siento,? (?:pero|no)\b|\bno puedo\b",
     r"\bich kann (?:leider )?(?:nicht|keine)\b", r"\bnão posso\b|\bnão consigo\b",
+    r"(?:抱歉|对不起|很遗憾)[，,]?(?:我|但|作为)|\bизвините,? (?:но|я)\b", r"\bmi dispiace,? ma\b|\bnon posso\b",
+    r"عذرا|عذراً|لا (?:يمكنني|[أا]ستطيع)|申し訳(?:ありません|ございません)|(?:お答え|お手伝い|提供)(?:することは)?できません|죄송합니다",
 ])
 # An error message or a report of one ("TypeError: ...", "x is not defined", "got this error"), not the word
 # in a request ("add error handling").
@@ -77,7 +79,13 @@ _PRETEXT = (r"^\W*(?:but |no,? |yes,? )?(?:it'?s|it is|this is|its|i'?m|i am) (?
             # ...who asks ("I'm a chemistry student", "just curious") or a plea ("please help me")
             r"\b(?:i'?m|i am|m) (?:a |an )?(?:\w+ )?(?:student|researcher|doctor|nurse|teacher|professional|adult|writer|"
             r"author|professor|scientist)\b|\bjust (?:to know|curious|asking|wondering)\b|^\W*(?:please|pls|plz),? "
-            r"(?:\w+ )?help me\W*$|\bi (?:really )?need (?:it|this|you to do it)\b")
+            r"(?:\w+ )?help me\W*$|\bi (?:really )?need (?:it|this|you to do it)\b|\bi insist\b|\byes,? you can\b|\btry anyway\b|"
+            # ...and the same insisting in the other top languages ("it's just a story", "I insist", "do it!")
+            r"\b(?:это (?:просто|всего лишь) (?:вымысел|игра|история|шутка)|я (?:настаиваю|разрешаю)|выполняй|просто (?:сделай|"
+            r"напиши|ответь)|c'est (?:juste|seulement) (?:une histoire|fictif|un jeu)|fais-le quand même|j'insiste|es (?:solo|sólo) "
+            r"(?:una historia|ficción|un juego)|hazlo de todos modos|insisto|es ist nur (?:eine geschichte|fiktion|ein spiel)|"
+            r"mach es trotzdem|ich bestehe darauf|é (?:só|apenas) (?:uma história|ficção|um jogo)|faça mesmo assim|eu insisto)\b|"
+            r"只是(?:一个)?(?:故事|虚构|游戏|假设|玩笑)|我(?:坚持|允许你)|你(?:可以|能)的|照做|[أا]صر على|فقط (?:قصة|خيال)")
 # After a refusal: a short request that points back at the refused material ("Make a character about this").
 _ASKS_AGAIN = (r"^\W*(?:(?:ok(?:ay)?|fine|then|so|just|now|please|pls|can you|could you)[,.!]? )*(?:make|write|give|create|"
                r"generate|draw|tell|show|describe|list|explain|provide|continue|try|answer|"
@@ -91,8 +99,18 @@ _ASKS_IT = (r"\b(?:images?|pictures?|painting|drawing|photo|draw|paint|sketch|se
 # "No, ..." opening a correction ("no, copy should be short", "no make it neat"): Revision, unless the answer
 # asked something (then "no" answers it) or the "no" is a reassurance ("no, it's okay").
 _NO_CORRECTION = (r"^\W*(?:no+|nope)[,.!]*\s+(?:i|it|its|it's|that|that's|this|the|you|your|make|use|write|give|do|not|"
-                  r"but|actually|only|should|they|he|she|we|in|on|for|too|copy|keep|less|more)\b")
-_REASSURANCE = r"^\W*no+[,.!]*\s+(?:it'?s|its|that'?s) (?:ok|okay|fine|alright|all right|good)\b"
+                  r"but|actually|only|should|they|he|she|we|in|on|for|too|copy|keep|less|more)\b|"
+                  # ...and "No, ..." in the other top languages (ru, zh, fr, es, de, pt, ar, ja): a comma after the "no"
+                  # where the word also means "not" ("no me gusta", "不好").
+                  r"^\W*нет[,.!]*\s+(?:я|это|он|она|они|мне|нужно|надо|не|а|но|ты|вы|сделай|напиши|там|так|в|на|только|"
+                  r"должн\w*|просто|лучше)\b|^\W*(?:不是|不对|不)[，,。！!]\s*\S|^\W*non[,.!]*\s+(?:je|j'|c'est|ce|il|elle|tu|"
+                  r"vous|pas|mais|plutôt|fais|écris|le|la|les|en|dans|pour|seulement)\b|^\W*no[,.!]+\s+(?:yo|es|me|quiero|quise|"
+                  r"necesito|lo|la|el|los|las|eso|esto|pero|hazlo|escribe|en|para|solo|debe|te)\b|^\W*nein[,.!]*\s+\w|"
+                  r"^\W*não[,.!]+\s+(?:eu|é|isso|quero|preciso|o|a|os|as|mas|faça|escreva|em|para|só|deve)\b|^\W*لا[،,.!]+\s*\S|"
+                  r"^\W*(?:いや|いいえ|違う|ちがう)[、,。！!]")
+_REASSURANCE = (r"^\W*no+[,.!]*\s+(?:it'?s|its|that'?s) (?:ok|okay|fine|alright|all right|good)\b|^\W*no,? thanks?\b|"
+                r"^\W*нет,? (?:спасибо|вс[её] (?:хорошо|нормально|ок))|^\W*(?:不用了|不，谢谢|不,谢谢)|^\W*non,? (?:merci|c'est bon)|"
+                r"^\W*no,? (?:gracias|está bien)|^\W*nein,? (?:danke|alles gut)|^\W*não,? (?:obrigad|tudo bem)|^\W*لا[،,]? شكرا")
 _GO_ON = r"^\W*(?:yes,? |sure,? |ok(?:ay)?,? )?(?:please )?(?:go on|continue|keep going|go ahead)(?: please)?\W*$"
 _QUESTION = r"\?|^\W*(?:what|why|how|что|почему|как|为什么|怎么|什么|pourquoi|comment|por qué|cómo|warum|wie|por que|como)\b"
 _CODE = r"```|\n\s*(?:def |class |import |#include|public |function |const |let |var |for |if )|[;{}]\s*\n"
