@@ -111,6 +111,15 @@ _NO_CORRECTION = (r"^\W*(?:no+|nope)[,.!]*\s+(?:i|it|its|it's|that|that's|this|t
 _REASSURANCE = (r"^\W*no+[,.!]*\s+(?:it'?s|its|that'?s) (?:ok|okay|fine|alright|all right|good)\b|^\W*no,? thanks?\b|"
                 r"^\W*нет,? (?:спасибо|вс[её] (?:хорошо|нормально|ок))|^\W*(?:不用了|不，谢谢|不,谢谢)|^\W*non,? (?:merci|c'est bon)|"
                 r"^\W*no,? (?:gracias|está bien)|^\W*nein,? (?:danke|alles gut)|^\W*não,? (?:obrigad|tudo bem)|^\W*لا[،,]? شكرا")
+# An edit of a thing the request named ("rewrite the documentary with more detail" after "write a documentary
+# ..."): an edit verb, then "the"/"your"/"this" and a word of the earlier request or of the answer's opening.
+# Verbs that also open new tasks (write, make, give, do) count only with a tail that says how to change it.
+_LEAD = r"^\W*(?:(?:ok(?:ay)?|now|so|please|pls|then|and|but|good|great|nice|fine)[,.!]? )*(?:can you |could you |would you |just )?"
+_EDITS_NAMED = (_LEAD + r"(?:(?:rewrite|re-write|rephrase|reword|redo|revise|rework|improve|shorten|lengthen|expand|extend|simplify|"
+                r"change|modify|edit|adjust|tweak|polish|refine|reformat|restructure) (?:the|your|that|this) (\w{3,})(?: (\w{3,}))?|"
+                r"(?:write|make|give me|do) (?:the|your|that|this) (\w{3,})(?: (\w{3,}))? (?:again|with|without|in|as|but|more|less|"
+                r"shorter|longer|using|including|so (?:that|it))\b)[^\n]{0,160}$")
+_NOT_NAMES = ["following", "below", "above", "same", "whole", "entire", "first", "last", "next", "previous", "one", "this", "that"]
 _GO_ON = r"^\W*(?:yes,? |sure,? |ok(?:ay)?,? )?(?:please )?(?:go on|continue|keep going|go ahead)(?: please)?\W*$"
 _QUESTION = r"\?|^\W*(?:what|why|how|что|почему|как|为什么|怎么|什么|pourquoi|comment|por qué|cómo|warum|wie|por que|como)\b"
 _CODE = r"```|\n\s*(?:def |class |import |#include|public |function |const |let |var |for |if )|[;{}]\s*\n"
@@ -167,6 +176,15 @@ def _edits_answer(rows: pl.DataFrame) -> pl.DataFrame:
                                      & ~instruction.str.contains(_QUESTION)).fill_null(False))
 
 
+def _edits_named(rows: pl.DataFrame) -> pl.DataFrame:
+    """``edits_named`` of the module doc: a named thing of the earlier request or the answer's opening edited."""
+    words = pl.col("_lo").str.extract_groups(_EDITS_NAMED)
+    earlier = pl.col("_pu").str.head(2000).str.to_lowercase() + " " + pl.col("_ans")
+    hit = [pl.col("_w").struct.field(str(k)).is_not_null() & ~pl.col("_w").struct.field(str(k)).is_in(_NOT_NAMES)
+           & earlier.str.contains(pl.concat_str(pl.lit(r"\b"), pl.col("_w").struct.field(str(k)), pl.lit(r"\b"))) for k in (1, 2, 3, 4)]
+    return rows.with_columns(_w=words).select(edits_named=pl.any_horizontal(hit).fill_null(False))
+
+
 def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None, window_chars: int = 400) -> pl.DataFrame:
     """The features of the module doc, one boolean column each, in ``frame``'s row order.
 
@@ -203,7 +221,8 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     code = pl.col(prev).fill_null("").str.contains(_CODE)
     asks = pl.col("_lo").str.contains(_PRETEXT) | (pl.col("_lo").str.contains(_ASKS_AGAIN) & (pl.col("_lo").str.len_chars() <= 150)
                                                   & ~pl.col("_lo").str.contains(r"[?？]")) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
-    f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON), _no=pl.col("_lo").str.contains(_NO_CORRECTION))
+    f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON), _no=pl.col("_lo").str.contains(_NO_CORRECTION),
+                       _named=pl.col("_lo").str.contains(_EDITS_NAMED) & pl.col("_pu").is_not_null())
     rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
     # Short, or opening with the error (a pasted log whose first line is the error): the code failed.
     opens = pl.col("_lo").str.strip_chars_start().str.extract(r"^([^\n]*)").str.contains(_ERROR)
@@ -214,9 +233,10 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     # asks to change that answer.
     edits = on("_long", _edits_answer)
     # "go on" after an answer that offered more ("Shall I continue?") accepts the offer; else it is neither.
+    named = on("_named", _edits_named)
     no = on("_no", {"no_correction": ~pl.col(prev).fill_null("").str.tail(200).str.contains("?", literal=True)
                     & ~pl.col("_lo").str.contains(_REASSURANCE)})
     go_on = on("_go_on", {"accepts_offer": pl.col(prev).fill_null("").str.tail(200).str.contains(r"\?")})
     return pl.DataFrame([rep["resend"], rep["overlap"], f["refusal"], ins["insisting"],
                          err["report"].alias("error_report"), (err["code"] & ~err["report"]).alias("error_after_code"),
-                         f["non_english"], go_on["accepts_offer"], edits["edits_answer"], no["no_correction"]])
+                         f["non_english"], go_on["accepts_offer"], edits["edits_answer"], no["no_correction"], named["edits_named"]])

@@ -57,6 +57,13 @@ _TASK_PROMPT = (r"^\W*(?:i want you to (?:act|be|pretend|play|take|roleplay|role
 # story where he does a great job"), so SAT cues do not count.
 _TASK_OPENING = (r"^\W*(?:please |pls |now |and )?(?:write|create|generate|make|give|tell|list|describe|translate|compose|"
                  r"draft|design|build|produce|suggest|provide|imagine|continue|rewrite|add|find|show|explain)\b")
+# A question about the world ("How can I make pancakes from scratch?", "Do days get shorter in winter?") is a new
+# task: request-shaped cue words in it ("from scratch", "shorter") do not ask to change the answer.
+_WORLD_QUESTION = (r"^\W*(?:(?:and|so|ok(?:ay)?),? )?(?:how (?:do|can|should|would|does|did) (?:i|we|one|people|they|he|she|my|a|an|the)|"
+                   r"how to|what (?:is|are|was|were|does|kind|type|general|can i|should i)|why (?:is|are|does|do (?:people|we|they|"
+                   r"i))|who (?:is|was|are|were)|when (?:is|was|did|does|do|will)|where (?:is|are|can|do|does)|which|"
+                   r"(?:do|does|did) (?:\w+ )?(?:people|days|we|they|cats|dogs|children|kids|men|women|animals|plants)|"
+                   r"(?:is|are) there|is it (?:true|possible|safe|bad|good|normal|okay|ok))\b[^?]{0,200}\?")
 _CONTRAST = r"\b(?:but|however|though|although|except|yet)\b"
 _OPENS_POSITIVE = (
     r"^\W*(?:ok(?:ay)?,? |oh,? |wow,? )?(?:thanks?|thank you|thx|great|perfect|awesome|nice|cool|excellent|"
@@ -164,7 +171,8 @@ _CATEGORIES = SAT_CATEGORIES + DSAT_CATEGORIES
 # Context rules: name -> (category, confidence). See stages/wildfeedback_context.py.
 CONTEXT_RULES = {"resend": ("Revision", 0.9), "insist_after_refusal": ("Revision", 0.85),
                  "error_report": ("Factual_Error", 0.7), "accepts_offer": ("Compliance", 0.75),
-                 "edits_answer": ("Revision", 0.8), "no_correction": ("Revision", 0.7)}
+                 "edits_answer": ("Revision", 0.8), "no_correction": ("Revision", 0.7),
+                 "edits_named": ("Revision", 0.8)}
 # How sure "no signal" is where the context leaves the rules unsure (else NO_SIGNAL_CONFIDENCE).
 # A turn in another language without a cue is routed to the model too: the other languages' cue lists
 # are short, so their silence says less (the README's language table shows the gap).
@@ -217,7 +225,7 @@ def _context(turns: pl.DataFrame, text: str, prev: str, prev_user: str | None, w
     return c.select(
         _x_resend=pl.col("resend") & ~pl.col("refusal"),
         _x_insist_after_refusal=pl.col("refusal") & (pl.col("resend") | pl.col("overlap") | pl.col("insisting")),
-        _x_error_report="error_report", _x_accepts_offer="accepts_offer", _x_edits_answer="edits_answer", _x_no_correction="no_correction", _u_overlap="overlap", _u_refusal="refusal",
+        _x_error_report="error_report", _x_accepts_offer="accepts_offer", _x_edits_answer="edits_answer", _x_no_correction="no_correction", _x_edits_named="edits_named", _u_overlap="overlap", _u_refusal="refusal",
         _u_error_after_code="error_after_code", _u_non_english="non_english",
     )
 
@@ -272,7 +280,8 @@ def detect(
     ])
     by_context = {c: [f"_x_{n}" for n, (cat, _) in CONTEXT_RULES.items() if cat == c] for c, _ in CONTEXT_RULES.values()}
     cand = cand.with_columns([(pl.col(f"_c_{c}") | pl.any_horizontal(cols)).alias(f"_c_{c}") for c, cols in by_context.items()])
-    thanked_new_task = pl.col("_t").str.contains(_OPENS_POSITIVE) & ~pl.col("_t").str.contains(_CONTRAST)
+    thanked_new_task = (pl.col("_t").str.contains(_OPENS_POSITIVE) & ~pl.col("_t").str.contains(_CONTRAST)) | pl.col(
+        "_t").str.contains(_WORLD_QUESTION)
     sarcastic = pl.col("_c_Negative_Feedback") & pl.col("_c_Gratitude") & ~pl.col("_t").str.contains(_CONTRAST)
     cand = cand.with_columns(
         [(pl.col(f"_c_{c}") & ~(thanked_new_task & ~pl.any_horizontal(ctx))).alias(f"_c_{c}") for c in _REQUEST_DSAT]
