@@ -5,8 +5,8 @@
     python bench/signals_eval.py --smoke    # the same tables, printed (it takes seconds)
     python bench/signals_eval.py --part dev # the dev part only (to iterate on rules without seeing test)
 
-The labels are tests/fixtures/wildchat_labels.jsonl: 1,001 user turns of 340 real WildChat conversations
-(texts read from ../shared/data/real/wildchat_sample), split by conversation into dev (the rules were
+The labels are tests/fixtures/wildchat_labels.jsonl: 1,803 user turns of all 582 multi-turn real WildChat
+conversations (texts read from ../shared/data/real/wildchat_sample), split by conversation into dev (the rules were
 tuned on it) and test (read only to report). The tables between the ``signals-eval`` markers of both
 READMEs are this script's output; tests/test_wildfeedback_context.py checks they are current.
 """

@@ -1,9 +1,10 @@
 """Load the hand-labelled real feedback turns (labels only in tests/fixtures/) with their texts from ../shared.
 
-``tests/fixtures/wildchat_labels.jsonl`` (the headline set): every user turn after the first in 340 real
-WildChat conversations of ``wildchat_sample/conversations.jsonl`` (the first 340 multi-turn conversations in
-sha1(id) order, no cherry-picking), 1,001 turns labelled by hand against ``SIGNALS_RUBRIC.md`` before any
-detector ran on them. Each row: ``conversation_id``, ``user_turn`` (message index), ``split`` (dev | test, see
+``tests/fixtures/wildchat_labels.jsonl`` (the headline set): every user turn after the first in all 582
+multi-turn WildChat conversations of ``wildchat_sample/conversations.jsonl`` (no cherry-picking), 1,803 turns
+labelled by hand against ``SIGNALS_RUBRIC.md`` before any detector ran on them: 1,001 turns of the first 340
+conversations in sha1(id) order first, the other 802 turns (242 conversations) in a second round, after two
+rounds of rule tuning on the first round's dev part. Rows are sorted by conversation id and turn. Each row: ``conversation_id``, ``user_turn`` (message index), ``split`` (dev | test, see
 `wildchat_split`), sat/dsat, categories, ``ambiguous``, ``kind`` (how a DSAT shows: explicit_complaint,
 resend, insist_after_refusal, imperative_edit, factual_challenge, more_detail, misread_correction, other)
 and ``language``. Rules are tuned on ``dev`` only; ``test`` is read only to report.
