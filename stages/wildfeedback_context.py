@@ -63,7 +63,8 @@ _REFUSAL = "|".join([
     r"к сожалению,? (?:я|но|мы|это)|я не могу|не могу (?:предоставить|помочь|выполнить)", r"我无法|我不能|无法(?:提供|回答|完成|生成)",
     r"\bje ne (?:peux|suis pas en mesure)\b", r"\blo siento,? (?:pero|no)\b|\bno puedo\b",
     r"\bich kann (?:leider )?(?:nicht|keine)\b", r"\bnão posso\b|\bnão consigo\b",
-    r"(?:抱歉|对不起|很遗憾)[，,]?(?:我|但|作为)|\bизвините,? (?:но|я)\b", r"\bmi dispiace,? ma\b|\bnon posso\b",
+    r"(?:抱歉|对不起|很遗憾)[，,]?(?:我|但|作为)|作为(?:一个)?(?:ai|人工智能)(?:语言)?模型[^。]{0,10}(?:不能|无法)|"
+    r"\bизвините,? (?:но|я)\b|\b(?:мы|я) не (?:можем|могу)\b", r"\bmi dispiace,? ma\b|\bnon posso\b",
     r"عذرا|عذراً|لا (?:يمكنني|[أا]ستطيع)|申し訳(?:ありません|ございません)|(?:お答え|お手伝い|提供)(?:することは)?できません|죄송합니다",
 ])
 # An error message or a report of one ("TypeError: ...", "x is not defined", "got this error"), not the word
@@ -91,6 +92,8 @@ _ASKS_AGAIN = (r"^\W*(?:(?:ok(?:ay)?|fine|then|so|just|now|please|pls|can you|co
                r"generate|draw|tell|show|describe|list|explain|provide|continue|try|answer|"
                r"напиши|сделай|дай|покажи|расскажи|опиши|продолжи|ответь)\b[^?\n]{0,100}\b(?:this|that|it|them|these|those|"
                r"above|это|этот|эту|его|их)\b|^.{0,6}(?:写|做|给|画|生成|继续|回答)[^?？\n]{0,20}(?:这|那|它|上面)")
+_IMPERATIVE = (r"^\W*(?:(?:ok(?:ay)?|fine|then|so|just|now|please|pls)[,.!]? )*(?:write|give|make|tell|show|list|create|generate|"
+               r"draw|explain|describe|provide|find|state|name|напиши|дай|сделай|расскажи|покажи|опиши|придумай|выдумай|назови)\b")
 # A refusal for want of an ability, and a turn that asks for that very thing again (images, live data).
 _CANT_DO = (r"\b(?:images?|pictures?|visual|draw|real[- ]time|internet|brows\w+|access to|up-to-date|current (?:events|data)|"
             r"text-based)\b")
@@ -98,7 +101,7 @@ _ASKS_IT = (r"\b(?:images?|pictures?|painting|drawing|photo|draw|paint|sketch|se
             r"latest|current|today|right now|real[- ]time)\b")
 # "No, ..." opening a correction ("no, copy should be short", "no make it neat"): Revision, unless the answer
 # asked something (then "no" answers it) or the "no" is a reassurance ("no, it's okay").
-_NO_CORRECTION = (r"^\W*(?:no+|nope)[,.!]*\s+(?:i|it|its|it's|that|that's|this|the|you|your|make|use|write|give|do|not|"
+_NO_CORRECTION = (r"^\W*(?:no+|nope)[,.!]*\s+(?:(?:gpt|chatgpt|man|dude|bro|sir|buddy)[,.!]*\s+)?(?:i|it|its|it's|that|that's|this|the|you|your|make|use|write|give|do|not|"
                   r"but|actually|only|should|they|he|she|we|in|on|for|too|copy|keep|less|more)\b|"
                   # ...and "No, ..." in the other top languages (ru, zh, fr, es, de, pt, ar, ja): a comma after the "no"
                   # where the word also means "not" ("no me gusta", "不好").
@@ -118,7 +121,11 @@ _LEAD = r"^\W*(?:(?:ok(?:ay)?|now|so|please|pls|then|and|but|good|great|nice|fin
 _EDITS_NAMED = (_LEAD + r"(?:(?:rewrite|re-write|rephrase|reword|redo|revise|rework|improve|shorten|lengthen|expand|extend|simplify|"
                 r"change|modify|edit|adjust|tweak|polish|refine|reformat|restructure) (?:the|your|that|this) (\w{3,})(?: (\w{3,}))?|"
                 r"(?:write|make|give me|do) (?:the|your|that|this) (\w{3,})(?: (\w{3,}))? (?:again|with|without|in|as|but|more|less|"
-                r"shorter|longer|using|including|so (?:that|it))\b)[^\n]{0,160}$")
+                r"shorter|longer|using|including|so (?:that|it))\b)[^\n{};=$<>]{0,160}$")
+# ...or a phrase of the answer, quoted or named ("change \"stories untold\"", "don't say the word dream").
+_EDITS_QUOTED = (_LEAD + r"(?:change|replace|remove|delete|rewrite|rephrase|reword|fix|drop|cut|get rid of|without|"
+                 r"(?:don'?t|do not) (?:say|use|write|include|mention)|stop (?:saying|using)) (?:the (?:word|words|phrase|line|part|"
+                 r"sentence|term) )?[\"“'«]?([^\"”'»\n]{3,60}?)[\"”'»]?[.!]*$")
 _NOT_NAMES = ["following", "below", "above", "same", "whole", "entire", "first", "last", "next", "previous", "one", "this", "that"]
 _GO_ON = r"^\W*(?:yes,? |sure,? |ok(?:ay)?,? )?(?:please )?(?:go on|continue|keep going|go ahead)(?: please)?\W*$"
 _QUESTION = r"\?|^\W*(?:what|why|how|что|почему|как|为什么|怎么|什么|pourquoi|comment|por qué|cómo|warum|wie|por que|como)\b"
@@ -163,6 +170,15 @@ def _repeats(frame: pl.DataFrame, t: pl.Expr, p: pl.Expr) -> pl.DataFrame:
                     (~resend & (n_p >= 2) & ((jaccard >= 0.3) | (common >= 0.5 * n_p))).alias("overlap"))
 
 
+def _asks_for_refused() -> pl.Expr:
+    """After a refusal: a short imperative (no question) that names a word of the refusal again ("write the
+    hypotheses" after "I cannot state the hypotheses"): the refused thing asked for again."""
+    short = (pl.col("_lo").str.len_chars() <= 80) & ~pl.col("_lo").str.contains(r"[?？]") & pl.col("_lo").str.contains(_IMPERATIVE)
+    words = pl.col("_lo").str.extract_all(r"\p{L}{5,}").list.slice(1)
+    said = pl.col("_ans").str.head(300).str.extract_all(r"\p{L}{5,}")
+    return short & (words.list.set_intersection(said).list.len() > 0)
+
+
 def _edits_answer(rows: pl.DataFrame) -> pl.DataFrame:
     """``edits_answer`` of the module doc: the answer's opening line (30+ characters) found within the turn's
     first `PASTE_AFTER_CHARS` characters, after an instruction with letters and no question."""
@@ -176,13 +192,17 @@ def _edits_answer(rows: pl.DataFrame) -> pl.DataFrame:
                                      & ~instruction.str.contains(_QUESTION)).fill_null(False))
 
 
-def _edits_named(rows: pl.DataFrame) -> pl.DataFrame:
-    """``edits_named`` of the module doc: a named thing of the earlier request or the answer's opening edited."""
+def _edits_named(rows: pl.DataFrame, prev: str) -> pl.DataFrame:
+    """``edits_named`` of the module doc: a thing named by the earlier request or the answer's opening, or a
+    phrase of the answer, edited."""
+    quoted = pl.col("_lo").str.extract(_EDITS_QUOTED, 1)
+    in_answer = pl.col(prev).fill_null("").str.to_lowercase().str.contains(quoted, literal=True) & (quoted.str.len_chars() >= 3)
     words = pl.col("_lo").str.extract_groups(_EDITS_NAMED)
     earlier = pl.col("_pu").str.head(2000).str.to_lowercase() + " " + pl.col("_ans")
     hit = [pl.col("_w").struct.field(str(k)).is_not_null() & ~pl.col("_w").struct.field(str(k)).is_in(_NOT_NAMES)
            & earlier.str.contains(pl.concat_str(pl.lit(r"\b"), pl.col("_w").struct.field(str(k)), pl.lit(r"\b"))) for k in (1, 2, 3, 4)]
-    return rows.with_columns(_w=words).select(edits_named=pl.any_horizontal(hit).fill_null(False))
+    named = pl.col("_pu").is_not_null() & pl.any_horizontal(hit)
+    return rows.with_columns(_w=words).select(edits_named=(named | in_answer).fill_null(False))
 
 
 def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None, window_chars: int = 400) -> pl.DataFrame:
@@ -222,18 +242,19 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     asks = pl.col("_lo").str.contains(_PRETEXT) | (pl.col("_lo").str.contains(_ASKS_AGAIN) & (pl.col("_lo").str.len_chars() <= 150)
                                                   & ~pl.col("_lo").str.contains(r"[?？]")) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
     f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON), _no=pl.col("_lo").str.contains(_NO_CORRECTION),
-                       _named=pl.col("_lo").str.contains(_EDITS_NAMED) & pl.col("_pu").is_not_null())
+                       _named=(pl.col("_lo").str.contains(_EDITS_NAMED) & pl.col("_pu").is_not_null())
+                       | pl.col("_lo").str.contains(_EDITS_QUOTED))
     rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
     # Short, or opening with the error (a pasted log whose first line is the error): the code failed.
     opens = pl.col("_lo").str.strip_chars_start().str.extract(r"^([^\n]*)").str.contains(_ERROR)
     err = on("_err", {"code": code, "report": code & ~pl.col("_lo").str.contains(_QUESTION)
                       & ((pl.col(text).str.len_chars() <= 300) | opens)})
-    ins = on("refusal", {"insisting": asks})
+    ins = on("refusal", lambda rows: rows.select(insisting=asks | _asks_for_refused()))
     # The answer pasted back under an instruction that asks no question ("shorten the text below: <answer>")
     # asks to change that answer.
     edits = on("_long", _edits_answer)
     # "go on" after an answer that offered more ("Shall I continue?") accepts the offer; else it is neither.
-    named = on("_named", _edits_named)
+    named = on("_named", lambda rows: _edits_named(rows, prev))
     no = on("_no", {"no_correction": ~pl.col(prev).fill_null("").str.tail(200).str.contains("?", literal=True)
                     & ~pl.col("_lo").str.contains(_REASSURANCE)})
     go_on = on("_go_on", {"accepts_offer": pl.col(prev).fill_null("").str.tail(200).str.contains(r"\?")})

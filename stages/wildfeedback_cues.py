@@ -41,7 +41,7 @@ _EDIT = (r"(?:rewrite|re-write|rephrase|reword|redo|revise|improve|enhance|refin
 _HOW = r"(?: (?:with|to|into|in|for|as|using|so that|by|without) [^.!?]{0,40})?"
 # A bare request may open with "ok", "good but", "now please"...
 _LEAD = (r"^(?:(?:ok(?:ay)?|good|nice|great|thanks?|fine|hmm+)[,.!]* (?:(?:good|nice|great)[,.!]* )?(?:but |and |now |just )?)?"
-         r"(?:now,? |so,? |pls |please |can you |could you |would you |can u |just )*")
+         r"(?:now,? |so,? |pls |please |can you |could you |would you |can u |just |i (?:want|need|would like|'d like) you to )*")
 _END = r"(?: (?:again|please|pls|a bit|a little|more|further|then|now|instead|for me))*\s*[.!?]*$"
 
 PATTERNS: dict[str, dict[str, str]] = {
@@ -128,7 +128,7 @@ PATTERNS: dict[str, dict[str, str]] = {
         "frustration": r"\b(?:ugh+|argh+|ffs|smh|bruh)\b|\bare you (?:kidding|serious|joking)\b|^(?:seriously|really)\s*\?+!*$|^(?:no+|nope|wrong)\s*[.!]+$",
     },
     "Revision": {
-        "try_again": r"\b(?:try again|try it again|one more time|start over|from scratch|redo|re-do)\b",
+        "try_again": r"\b(?:try again|try (?:it|this|that) again|one more time|start over|from scratch|redo|re-do)\b",
         "do_it_again": r"\b(?:do|write|make|say|give) (?:it|that|this|me that|one|the \w+) (?:again|over)\b",
         "another": r"\b(?:another|a different) (?:way|one|version|option|suggestion|approach|attempt|try|answer|example)\b|\bsomething (?:else|different|stronger|better)\b",
         "other_ideas": r"^(?:any |some |got any |do you have (?:any )?)?(?:other|more|different|new) (?:ideas|options|suggestions|ways|alternatives|versions|names)\b[^.!?]{0,20}[.!?]*$",
@@ -159,7 +159,7 @@ PATTERNS: dict[str, dict[str, str]] = {
         # Bare edits of the answer with a free tail ("make it more emotional and add a twist", "rewrite it but in
         # the past tense"): the object is the answer ("it", "this"), the tail says how; no question.
         "make_it_more": _LEAD + r"make (?:it|this|that|them)(?: \w+)? (?:more|less|sound|look|feel|a bit|a little|much|"
-                        r"slightly|even|rhyme|funnier|simpler|shorter|longer|better|clearer|easier|harder|darker)\b[^?]{0,80}$",
+                        r"slightly|even|rhyme|funnier|simpler|shorter|longer|better|clearer|easier|harder|darker)\b[^?]{0,120}$",
         "redo_it": _LEAD + r"(?:rewrite|re-write|rephrase|reword|redo|revise|regenerate|rework|reformulate|shorten|simplify) "
                    r"(?:it|this|that|them)\b[^?]{0,80}$",
         # The answer redone another way, said of "it"/"this" ("write it as a poem", "do it in python", "say it with
@@ -170,7 +170,8 @@ PATTERNS: dict[str, dict[str, str]] = {
         "add_more": _LEAD + r"(?:add|put|use|include|give (?:it|them)) (?:some |a (?:bit|few|little) |a lot |even |way |much )?"
                     r"(?:more|less|fewer) [a-z][^.!?]{0,40}[.!]*$|"
                     + _LEAD + r"(?:add|insert|put) (?:[a-z][^.!?]{0,40}) (?:to|in|at|into) (?:it|this|that|them|the (?:end|beginning|"
-                    r"start|ending|story|poem|text|answer|list|email|letter|intro|introduction|conclusion|essay|song|speech))[.!]*$",
+                    r"start|ending|story|poem|text|answer|list|email|letter|intro|introduction|conclusion|essay|song|speech|description|summary|"
+                    r"paragraph|table|code|script|function|post|caption|lyrics|report|plan|title|article))\b[^?]{0,60}$",
         "want_it": r"^(?:no,? |but |ok(?:ay)?,? )?i (?:want|need|wanted|needed|would like|'d like) (?:it|this|that|them|the (?:story|poem|"
                    r"text|answer|email|letter|essay|list|response|title|song|names?|description)) (?:to be|to sound|to have|to rhyme|"
                    r"in|as|shorter|longer|more|less|without|with)\b[^?]{0,60}$",
@@ -242,7 +243,10 @@ PATTERNS: dict[str, dict[str, str]] = {
         "nothing_new": r"\bnothing new\b|\b(?:too )?generic\b|\byou(?:'re| are) repeating\b|\byou already said\b|\bsame (?:answer|thing|response) (?:again|as before)\b",
     },
     "Insufficient_Detail": {
-        "more_detail": r"\bmore (?:detail|details|detailed|depth|in-depth|thorough|specific|comprehensive|complete)(?:\s*[.!?]|$| (?:on|about|for|in|of|to) (?:it|that|this|the|your|those|these|each)\b| (?:please|example|examples|explanation|answer|response|information|info))|\bgo into (?:more )?detail\b",
+        "more_detail": r"\bmore (?:detail|details|detailed|depth|in-depth|thorough|specific|comprehensive|complete)(?:\s*[.!?]|$| (?:on|about|for|in|of|to) (?:it|that|this|the|your|those|these|each)\b| (?:please|example|examples|explanation|answer|response|information|info))|\bgo into (?:more )?detail\b|"
+                       r"^\W*(?:(?:can|could) you |please )?(?:describe|explain|write|tell me|go over|talk about|elaborate on|break down)\b[^.]{0,60} "
+                       r"in (?:more|greater|immense|extreme|much more|further|even more|more vivid) details?\b|"
+                       r"^\W*(?:(?:can|could) you |please )?add (?:more |some |a few |a bit more )?details? (?:about|on|to|of|for)\b",
         "too_short": r"\btoo (?:short|brief|vague|general|shallow|superficial|abstract)\b|\bnot (?:detailed|specific|complete) enough\b",
         "unfinished": r"\b(?:finish|complete) (?:your|the|that) (?:last )?(?:sentence|answer|response|thought|list|code)\b|\b(?:you|it) (?:stopped|got cut off|cut off)\b",
         "dont_get_it": r"\bi (?:still )?(?:don'?t|do not) (?:get|understand) (?:it|this|that|what you mean|how|why|the)\b|\bnot (?:quite )?sure what you mean\b|\bwhat do you mean\b|\bi'?m (?:confused|lost)\b",

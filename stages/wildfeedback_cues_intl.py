@@ -111,7 +111,7 @@ INTL_PATTERNS: dict[str, dict[str, str]] = {
         # "you're wrong", "that's not true", "still doesn't work", "where did you get that".
         "zh_challenge": r"不是这样|根本不是|并不是这样|你(?:又)?(?:说|写|算|搞|弄|理解)错|有误|没有(?:这个|这种)(?:选项|函数|方法|按钮|属性|"
                         r"模块|参数|命令|设置)|不起作用|不管用|没(?:有)?(?:效果|反应)|运行不了|跑不起来|还是(?:报|出)错|(?:依然|仍然|还是)"
-                        r"(?:没有|不能|无法)",
+                        r"(?:没有|不能|无法)|(?:拉取|下载|安装|找|装|打|运行|启动|编译|导入|加载|连接|登录|访问)不(?:到|了|上|开|起来)",
         "ru_challenge": r"\b(?:ты ошиб(?:ся|лась)|вы ошиблись|ты не прав|вы не правы|неверный ответ|не верно|откуда ты (?:это )?взял|"
                         r"ты (?:всё |это )?(?:выдумал|придумал|сочинил)|та же (?:самая )?ошибка|не сработало|ничего не (?:изменилось|"
                         r"поменялось|происходит)|вс[её] (?:ещё|еще) (?:не работает|ошибка|та же))\b|^\W*(?:нет,? )?(?:но |а )?на самом деле\b",
@@ -143,7 +143,7 @@ INTL_PATTERNS: dict[str, dict[str, str]] = {
                                r"je ne t'ai pas demandé|me refería|no me (?:entendiste|refería)|no entendiste|no te (?:pregunté|pedí)|"
                                r"nein,? ich (?:meinte|meine|wollte|habe gefragt)|du hast (?:mich )?(?:nicht|falsch) verstanden|"
                                r"das war nicht (?:die frage|gemeint)|não,? (?:eu )?(?:quero dizer|perguntei|pedi|queria)|"
-                               r"você não (?:entendeu|respondeu))\b",
+                               r"você não (?:entendeu|respondeu)|ik bedoel(?:de)?)\b",
         "ar_ja_misread": r"(?:لم|ما) (?:[أا]طلب|[أا]س[أا]ل|قلت)|ليس هذا ما|مش هذا|[أا]نا (?:س[أا]لت|طلبت|قصدت)|قصدي|(?:^|\s)[أا]قصد\b|قصدت|"
                          r"لم تفهم|そうじゃなくて|そうではなく|そういう意味(?:じゃ|では)ない|聞いているのは|質問に答えて",
     },
@@ -156,7 +156,8 @@ INTL_PATTERNS: dict[str, dict[str, str]] = {
         "fr_es_de_pt_detail": r"\b(?:plus de détails|plus détaillé|más detalles|más detallado|explica mejor|mehr details|ausführlicher|mais detalhes|explique melhor)\b",
         # More detail, said as a short turn (the same words open new tasks: "développe une application").
         "ru_more_detail": r"\b(?:поподробнее|подробней|детальнее|развёрнуто|развернуто|развёрнутее|развернутее)\b|"
-                          r"^\W*(?:мало|маловато|раскрой (?:тему|подробнее|больше))\W*$",
+                          r"^\W*(?:мало|маловато|раскрой (?:тему|подробнее|больше))\W*$|\bраспиши (?:подробн\w*|по каждому|каждый|каждую|по пунктам)|"
+                          r"\bпо каждому пункту\b|^.{0,6}扩写.{0,6}$",
         "fr_es_de_pt_more_detail": r"^\W*(?:peux-tu |pouvez-vous |puedes |podrías |kannst du |pode )?(?:développe|détaille|approfondis|"
                                    r"explique (?:mieux|davantage|plus)|sois plus (?:précis|détaillé)|plus précis|amplía|desarrolla|"
                                    r"explica más|sé más específico|más específico|profundiza|genauer|erkläre? (?:das |es )?(?:genauer|"

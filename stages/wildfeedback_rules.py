@@ -76,7 +76,7 @@ _NEGATIONS: list[tuple[str, str]] = [
      r"particularly|at all|exactly|even|entirely|completely|a|an|all)\s+){0,2}(good|great|helpful|useful|correct|right|accurate|true|"
      r"clear|funny|entertaining|perfect|bad|wrong|terrible|awful|problem|big deal|issue)\b", "neg_${1}"),
     (r"\bno (?:problem|problems|prob|worries|issue|issues)\b", "neg_problem"),
-    (r"\b(?:doesn'?t|didn'?t|does not|did not|won'?t|will not|not)\s+(?:really\s+|even\s+)?(help|work)(?:ed|s)?\b", "neg_${1}"),
+    (r"\b(?:doesn'?t|didn'?t|does not|did not|won'?t|will not|not)\s+(?:really\s+|even\s+|seems? to\s+)?(help|work)(?:ed|s)?\b", "neg_${1}"),
     (r"\bnothing (wrong|bad)\b", "neg_${1}"),
     (r"\bthanks to\b", "owing to"),  # "thanks to the rain" is not gratitude
     (r"\bthank[- ]?you (?:note|card|letter|e-?mail|message|gift|speech)s?\b", "thankyou_note"),
