@@ -260,8 +260,9 @@ def detect(
     full = turns[text].fill_null("")
     raw = pl.when(full.str.len_chars() > window_chars).then(full.str.slice(0, window_chars) + " …").otherwise(full)
     first_line = full.str.strip_chars_start().str.extract(r"^([^\n]*)\n")
-    raw = pl.when((full.str.len_chars() > 300) & first_line.is_not_null()).then(first_line + " …").otherwise(raw)
-    work = work.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), raw.alias("_raw"))
+    material = (full.str.len_chars() > 300) & first_line.is_not_null()
+    raw = pl.when(material).then(first_line + " …").otherwise(raw)
+    work = work.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), raw.alias("_raw"), material.alias("_material"))
     # One pass of a few pattern unions picks the rows with some cue (or a context rule); most turns of
     # a real log start a new task and carry none, so everything below runs on few rows.
     cue = work.select(_clean(pl.col("_raw")).alias("_c")).select(
@@ -280,8 +281,10 @@ def detect(
     ])
     by_context = {c: [f"_x_{n}" for n, (cat, _) in CONTEXT_RULES.items() if cat == c] for c, _ in CONTEXT_RULES.values()}
     cand = cand.with_columns([(pl.col(f"_c_{c}") | pl.any_horizontal(cols)).alias(f"_c_{c}") for c, cols in by_context.items()])
+    # A thanked new task, a question about the world, or an instruction over material of its own (a first line
+    # over 300 more characters: "перепиши это без latex\n<text>") asks for something new, not for a change.
     thanked_new_task = (pl.col("_t").str.contains(_OPENS_POSITIVE) & ~pl.col("_t").str.contains(_CONTRAST)) | pl.col(
-        "_t").str.contains(_WORLD_QUESTION)
+        "_t").str.contains(_WORLD_QUESTION) | pl.col("_material")
     sarcastic = pl.col("_c_Negative_Feedback") & pl.col("_c_Gratitude") & ~pl.col("_t").str.contains(_CONTRAST)
     cand = cand.with_columns(
         [(pl.col(f"_c_{c}") & ~(thanked_new_task & ~pl.any_horizontal(ctx))).alias(f"_c_{c}") for c in _REQUEST_DSAT]
