@@ -129,7 +129,7 @@ _EDITS_QUOTED = (_LEAD + r"(?:change|replace|remove|delete|rewrite|rephrase|rewo
 _NOT_NAMES = ["following", "below", "above", "same", "whole", "entire", "first", "last", "next", "previous", "one", "this", "that"]
 _GO_ON = r"^\W*(?:yes,? |sure,? |ok(?:ay)?,? )?(?:please )?(?:go on|continue|keep going|go ahead)(?: please)?\W*$"
 _QUESTION = r"\?|^\W*(?:what|why|how|что|почему|как|为什么|怎么|什么|pourquoi|comment|por qué|cómo|warum|wie|por que|como)\b"
-_CODE = r"```|\n\s*(?:def |class |import |#include|public |function |const |let |var |for |if )|[;{}]\s*\n"
+_CODE = r"```|`[^`\n]{2,60}`|\n\s*(?:def |class |import |#include|public |function |const |let |var |for |if )|[;{}]\s*\n"
 _NON_LATIN = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Cyrillic}\p{Arabic}\p{Hebrew}\p{Thai}\p{Devanagari}\p{Greek}]"
 # Function words of French, Spanish, German and Portuguese (and none of _ENGLISH): a Latin-script turn
 # in another language.
@@ -245,8 +245,8 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
                        _named=(pl.col("_lo").str.contains(_EDITS_NAMED) & pl.col("_pu").is_not_null())
                        | pl.col("_lo").str.contains(_EDITS_QUOTED))
     rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
-    # Short, or opening with the error (a pasted log whose first line is the error): the code failed.
-    opens = pl.col("_lo").str.strip_chars_start().str.extract(r"^([^\n]*)").str.contains(_ERROR)
+    # Short, or opening with the error (a pasted log with the error in its first 200 characters): the code failed.
+    opens = pl.col("_lo").str.strip_chars_start().str.head(200).str.contains(_ERROR)
     err = on("_err", {"code": code, "report": code & ~pl.col("_lo").str.contains(_QUESTION)
                       & ((pl.col(text).str.len_chars() <= 300) | opens)})
     ins = on("refusal", lambda rows: rows.select(insisting=asks | _asks_for_refused()))

@@ -224,6 +224,9 @@ PATTERNS: dict[str, dict[str, str]] = {
     },
     "Ignored": {
         "not_what_i": r"\b(?:that'?s|thats|this is|that is|it'?s)? ?not what i (?:asked|wanted|meant|said|was looking for|need(?:ed)?)\b",
+        # "based on the code I provided", "instead of using the text I sent": the user's own material was ignored.
+        "my_material": r"\b(?:the|my) (?:previous |original |earlier |same )?(?:code|text|data|file|example|list|version|script|"
+                       r"document|essay|information|info|details) (?:that )?i (?:provided|gave|sent|posted|shared|pasted|attached)\b",
         "you_forgot": r"\byou (?:forgot|ignored|missed|overlooked|omitted) (?:that|about|i|my|what|the)\b|\bi (?:specifically )?asked (?:for|you to)\b",
         "you_didnt": r"\byou (?:did not|didn'?t|have not|haven'?t|never|forgot to|failed to) (?:provide|answer|explain|include|mention|address|give|tell|respond|list|cite|show|read)\b",
         "i_didnt_say": r"\bi (?:didn'?t|did not|never) (?:tell|say|ask|mention|want|need) (?:you |that|for|to)\b",
@@ -254,6 +257,10 @@ PATTERNS: dict[str, dict[str, str]] = {
         "explain_more": r"\bexplain (?:it |this |that |them )?(?:more|better|further|in (?:more )?detail|more clearly|differently)\b|\belaborate\s*(?:more|further|on (?:it|this|that|them|these|those|the|your|each|point|number|\d))?\s*[.!?]*$|\b(?:can|could) you elaborate\b|\bplease elaborate\b",
         "go_deeper": r"\b(?:go|dig|dive) deeper\b|\bbe more (?:specific|detailed|precise|concrete)\b|\bexpand (?:on|upon) (?:it|this|that|them|these|those|each|your|the (?:most )?(?:recent|previous|last|above))\b",
         "make_longer": r"\bmake (?:it |that |this |the \w+ )?(?:longer|larger|bigger|more detailed)\b",
+        # "give me the full code", "implement the complete changes": the answer was partial.
+        "the_full": _LEAD + r"(?:give|show|write|send|provide|implement|print|post|share|make|do) (?:me |us )?(?:the|your) "
+                    r"(?:full|whole|entire|complete|rest of the) (?:code|changes|script|program|answer|text|list|version|file|"
+                    r"method|function|story|response|solution|implementation|thing)\b",
         "is_that_all": r"^(?:is )?that(?:'s| is)? (?:it|all)\s*\?|\bare (?:these|those|they) (?:the only|all)\b",
         "expand_it": r"\bexpand (?:it|this|that|them|the above(?: \w+)?|the previous(?: \w+)?|your (?:\w+ )?(?:answer|response|"
                      r"output|text))\b|\bexpand (?:further|more)\b",
@@ -290,7 +297,7 @@ CONFIDENCE: dict[str, float] = {
     "contradiction": 0.7, "surely": 0.7, "really_can": 0.7, "why_did_you": 0.7, "you_said": 0.7,
     "cant_open": 0.7, "should_be": 0.7, "it_fails": 0.75, "then_why": 0.7, "i_didnt_say": 0.75, "dont_get_it": 0.7, "is_that_all": 0.65, "what_about": 0.7, "off_topic": 0.7,
     "never_mind": 0.7, "just_answer": 0.7, "why_cant_you": 0.7, "nothing_new": 0.7, "sounds_technical": 0.7,
-    "make_it_more": 0.75, "redo_with": 0.8, "add_more": 0.75, "want_it": 0.75, "not_a_x": 0.75, "too_adj": 0.75, "redo_it": 0.8, "without": 0.7, "length_limit": 0.7,
+    "make_it_more": 0.75, "redo_with": 0.8, "add_more": 0.75, "want_it": 0.75, "not_a_x": 0.75, "my_material": 0.75, "the_full": 0.75, "too_adj": 0.75, "redo_it": 0.8, "without": 0.7, "length_limit": 0.7,
     "though": 0.7, "not_number": 0.7, "shouldnt_it": 0.7,
     "again_bare": 0.8, "change_to_be": 0.8, "previous_one": 0.75,
     "expand_it": 0.8, "nothing_happens": 0.7, "no_such": 0.7, "not_that": 0.75,

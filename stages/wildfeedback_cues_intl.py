@@ -157,7 +157,7 @@ INTL_PATTERNS: dict[str, dict[str, str]] = {
         # More detail, said as a short turn (the same words open new tasks: "développe une application").
         "ru_more_detail": r"\b(?:поподробнее|подробней|детальнее|развёрнуто|развернуто|развёрнутее|развернутее)\b|"
                           r"^\W*(?:мало|маловато|раскрой (?:тему|подробнее|больше))\W*$|\bраспиши (?:подробн\w*|по каждому|каждый|каждую|по пунктам)|"
-                          r"\bпо каждому пункту\b|^.{0,6}扩写.{0,6}$",
+                          r"\bпо каждому (?:пункт\w*|шагу)\b|^.{0,6}扩写.{0,6}$",
         "fr_es_de_pt_more_detail": r"^\W*(?:peux-tu |pouvez-vous |puedes |podrías |kannst du |pode )?(?:développe|détaille|approfondis|"
                                    r"explique (?:mieux|davantage|plus)|sois plus (?:précis|détaillé)|plus précis|amplía|desarrolla|"
                                    r"explica más|sé más específico|más específico|profundiza|genauer|erkläre? (?:das |es )?(?:genauer|"
