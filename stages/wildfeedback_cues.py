@@ -171,7 +171,7 @@ PATTERNS: dict[str, dict[str, str]] = {
                     r"(?:more|less|fewer) [a-z][^.!?]{0,40}[.!]*$|"
                     + _LEAD + r"(?:add|insert|put) (?:[a-z][^.!?]{0,40}) (?:to|in|at|into) (?:it|this|that|them|the (?:end|beginning|"
                     r"start|ending|story|poem|text|answer|list|email|letter|intro|introduction|conclusion|essay|song|speech|description|summary|"
-                    r"paragraph|table|code|script|function|post|caption|lyrics|report|plan|title|article))\b[^?]{0,60}$",
+                    r"paragraph|table|post|caption|lyrics|report|plan|title|article))\b[^?]{0,60}$",
         "want_it": r"^(?:no,? |but |ok(?:ay)?,? )?i (?:want|need|wanted|needed|would like|'d like) (?:it|this|that|them|the (?:story|poem|"
                    r"text|answer|email|letter|essay|list|response|title|song|names?|description)) (?:to be|to sound|to have|to rhyme|"
                    r"in|as|shorter|longer|more|less|without|with)\b[^?]{0,60}$",
