@@ -84,8 +84,9 @@ INTL_PATTERNS: dict[str, dict[str, str]] = {
         "pt_bare_edit": r"^\W*(?:agora |por favor,? |pode )?(?:faça(?:-o|-a)? mais|reescreva|melhore|corrija|encurte|resuma|"
                         r"adicione|acrescente|remova|mude|altere|troque|simplifique)\b[^?\"]{0,60}$",
         # Again, another one, redo (a short turn, or the phrase said of "it"/"this").
-        "zh_redo": r"^.{0,8}(?:再来一?(?:个|次|遍)|重来|再试一?(?:次|下)|另(?:外)?(?:写)?一(?:个|种|篇|首|版)|换个(?:说法|方式|写法|角度))|"
-                   r"^.{0,4}(?:还有|有没有|有)(?:其他|别的|更(?:简单|好|短)的)(?:方法|办法|方案|写法|版本|例子|答案)",
+        "zh_redo": r"^.{0,8}(?:再来一?(?:个|次|遍)|重来|再试一?(?:次|下)|另(?:外)?(?:写)?一(?:个|种|篇|首|版)|换个(?:说法|方式|写法|角度))"
+                   r"[^?？吗么\n]{0,6}$|^.{0,4}(?:还有|有没有|有)(?:其他|别的|更(?:简单|好|短)的)(?:方法|办法|方案|写法|版本|例子|答案)"
+                   r"[^\n]{0,6}$",
         "ru_redo": r"^\W*(?:а |и |ну |нет,? )?(?:заново|по-другому|иначе|давай (?:ещё|еще|снова|другой|другую|другое|по-другому))\b"
                    r"[^?]{0,40}$|\b(?:напиши|сделай|перепиши|расскажи|придумай) (?:заново|по-другому|иначе)\b",
         "fr_es_de_pt_redo": r"^\W*(?:(?:encore|autre chose|une autre|essaie encore|réessaie|otra|otra opción|otro ejemplo|"
@@ -93,7 +94,7 @@ INTL_PATTERNS: dict[str, dict[str, str]] = {
                             r"(?:noch ?mal|erneut)|anders|outra|outra opção|outro exemplo|tente (?:novamente|de novo)|"
                             r"faça de novo)(?: (?:por favor|s'il te pla[iî]t|bitte|please))?)\W*$",
         "ar_ja_redo": r"[أاإ]عد (?:كتابة|صياغة|المحاولة|الكتابة)|[أا]عد كتابت|حاول مرة [أا]خرى|^\W*مرة [أا]خرى\W*$|^\W*(?:غيره|غيرها|بديل)\W*$|"
-                      r"書き直して|やり直して|もう一度(?:書いて|作って|お願い)?\W*$|別の(?:案|例|もの|バージョン|言い方)",
+                      r"書き直して|やり直して|もう一度(?:書いて|作って|お願い)?(?:します|ください)?\W*$|別の(?:案|例|もの|バージョン|言い方)",
         # Edits of the answer in Arabic and Japanese: shorter, simpler, in Arabic / Japanese.
         "ar_ja_edit": r"^\W*(?:اختصر|اختصرها|اختصره|باختصار|[أا]قصر|[أا]بسط|بشكل مختصر|بالعربي|بالعربية|باللغة العربية)[^؟?]{0,30}$|"
                       r"^.{0,6}(?:もっと|もう少し)?(?:短く|簡潔に|簡単に|分かりやすく|わかりやすく|丁寧に|長く)(?:して|書いて|まとめて|お願い)?"
@@ -127,7 +128,7 @@ INTL_PATTERNS: dict[str, dict[str, str]] = {
     },
     "Ignored": {
         "zh_ignored": r"我(?:问|说)的是|不是这个|我的意思是|答非所问|你没(?:有)?(?:回答|理解)",
-        "ru_ignored": r"\bя (?:же )?(?:просил|спрашивал|имел в виду)\b|\bне то,? что я\b|\bты не (?:ответил|понял)\b",
+        "ru_ignored": r"^\W*(?:но |а |нет,? )?я (?:же )?(?:просил|спрашивал)\b[^?]{0,60}$|\bя же (?:просил|спрашивал)\b|\bя имел в виду\b|\bне то,? что я\b|\bты не (?:ответил|понял)\b",
         "fr_es_de_pt_ignored": r"\b(?:ce n'est pas ce que|je voulais dire|tu as (?:omis|oublié)|no es lo que|quise decir|das ist nicht,? was|ich meinte|não foi isso|eu quis dizer)\b",
         "other_told_you": r"不是让你|我(?:刚才|已经)?(?:说|讲)了|我要的是|我是说|没有按照|你没有?(?:按|照|看|理解|回答)|"
                           r"\bя же (?:сказал|говорил|писал)|\bя (?:сказал|просил|писал),? (?:что|чтобы)\b|"
@@ -158,11 +159,14 @@ INTL_PATTERNS: dict[str, dict[str, str]] = {
         "ru_more_detail": r"\b(?:поподробнее|подробней|детальнее|развёрнуто|развернуто|развёрнутее|развернутее)\b|"
                           r"^\W*(?:мало|маловато|раскрой (?:тему|подробнее|больше))\W*$|\bраспиши (?:подробн\w*|по каждому|каждый|каждую|по пунктам)|"
                           r"\bпо каждому (?:пункт\w*|шагу)\b|^.{0,6}扩写.{0,6}$",
-        "fr_es_de_pt_more_detail": r"^\W*(?:peux-tu |pouvez-vous |puedes |podrías |kannst du |pode )?(?:développe|détaille|approfondis|"
-                                   r"explique (?:mieux|davantage|plus)|sois plus (?:précis|détaillé)|plus précis|amplía|desarrolla|"
-                                   r"explica más|sé más específico|más específico|profundiza|genauer|erkläre? (?:das |es )?(?:genauer|"
-                                   r"besser|ausführlicher|detaillierter)|detaillierter|mais detalhado|mais específico|detalhe mais|"
-                                   r"explique mais|aprofunde)\b[^?]{0,40}$",
+        # Bare verbs ("développe", "amplía") only as the whole turn: with an object they start a new task.
+        "fr_es_de_pt_more_detail": r"^\W*(?:peux-tu |pouvez-vous |puedes |podrías |kannst du |pode )?(?:(?:développe|détaille|"
+                                   r"approfondis)(?:-le|-la|-les| davantage| plus| un peu(?: plus)?)?|amplía(?:lo|la)?|desarrolla(?:lo|la)?"
+                                   r"(?: más)?|profundiza|genauer|detaillierter|aprofunde|desenvolva)\W*$|"
+                                   r"^\W*(?:peux-tu |pouvez-vous |puedes |podrías |kannst du |pode )?(?:explique (?:mieux|davantage|plus)|"
+                                   r"sois plus (?:précis|détaillé)|plus précis|explica más|sé más específico|más específico|erkläre? "
+                                   r"(?:das |es )?(?:genauer|besser|ausführlicher|detaillierter)|mais detalhado|mais específico|"
+                                   r"detalhe mais|explique mais)\b[^?]{0,40}$",
         "ar_ja_more_detail": r"^[^\n]{0,25}(?:بالتفصيل|بتفصيل|بشكل (?:مفصل|[أا]وسع)|[أا]كثر تفصيلا?|اشرح (?:[أا]كثر|بشكل [أا]فضل)|"
                              r"وضح (?:[أا]كثر|[أا]فضل))[^\n]{0,25}$|^.{0,6}(?:もっと|より)?(?:詳しく|具体的に|詳細に)[^?？か]{0,12}$",
     },
