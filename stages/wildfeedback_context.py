@@ -242,8 +242,7 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     asks = pl.col("_lo").str.contains(_PRETEXT) | (pl.col("_lo").str.contains(_ASKS_AGAIN) & (pl.col("_lo").str.len_chars() <= 150)
                                                   & ~pl.col("_lo").str.contains(r"[?？]")) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
     f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON), _no=pl.col("_lo").str.contains(_NO_CORRECTION),
-                       _named=(pl.col("_lo").str.contains(_EDITS_NAMED) & pl.col("_pu").is_not_null())
-                       | pl.col("_lo").str.contains(_EDITS_QUOTED))
+                       _named=pl.col("_lo").str.contains(f"(?:{_EDITS_NAMED})|(?:{_EDITS_QUOTED})"))
     rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
     # Short, or opening with the error (a pasted log with the error in its first 200 characters): the code failed.
     opens = pl.col("_lo").str.strip_chars_start().str.head(200).str.contains(_ERROR)
