@@ -126,6 +126,20 @@ _EDITS_NAMED = (_LEAD + r"(?:(?:rewrite|re-write|rephrase|reword|redo|revise|rew
 _EDITS_QUOTED = (_LEAD + r"(?:change|replace|remove|delete|rewrite|rephrase|reword|fix|drop|cut|get rid of|without|"
                  r"(?:don'?t|do not) (?:say|use|write|include|mention)|stop (?:saying|using)) (?:the (?:word|words|phrase|line|part|"
                  r"sentence|term) )?[\"“'«]?([^\"”'»\n]{3,60}?)[\"”'»]?[.!]*$")
+# A short edit of a text answer, the whole turn (at most `SHORT_EDIT_WORDS` words, no question): "change the
+# ending", "add emojis", "give it a title", "in past tense", "as a table", "from her perspective", "again but
+# funnier", "another one". After an answer with code such a turn asks for a new feature ("add error handling"),
+# and after an answer that asked something it answers it ("in the morning"): neither counts.
+SHORT_EDIT_WORDS = 10
+# What a reshaped answer is put in or as: a form, a person, a tense, a text kind ("in past tense", "as a table").
+_SHAPE = (r"(?:person|tense|table|list|poem|song|story|haiku|letter|email|essay|tweet|summary|paragraphs?|bullet points?|bullets|"
+          r"format|style|tone|voice|words|sentences?|lines?|form|version|perspective|point of view|pov|dialogue|script|rap|"
+          r"limerick|rhymes?|verses?|steps|points|detail|terms)\b")
+_SHORT_EDIT = (_LEAD + r"(?:(?:change|add|remove|delete|replace|include|insert|drop|cut|swap|turn|give it|make (?:it|him|her|them|"
+               r"the \w+|this|that)) [a-z]|(?:(?:the )?same(?: thing)?|again|now|write(?: it)?|say it|do it|redo it|put it)?,? ?"
+               r"(?:but )?(?:in|as|from|into|using|with) (?:a |an |the |his |her |their |my |\w+'s )?(?:\w+ ){0,2}" + _SHAPE + r"|"
+               r"(?:again|once more|one more time),? but |(?:another|one more|a different"
+               r" one|different one)(?: one| please| pls)?\W*$)[^?\n]{0,60}$")
 _NOT_NAMES = ["following", "below", "above", "same", "whole", "entire", "first", "last", "next", "previous", "one", "this", "that"]
 _GO_ON = r"^\W*(?:yes,? |sure,? |ok(?:ay)?,? )?(?:please )?(?:go on|continue|keep going|go ahead)(?: please)?\W*$"
 _QUESTION = r"\?|^\W*(?:what|why|how|что|почему|как|为什么|怎么|什么|pourquoi|comment|por qué|cómo|warum|wie|por que|como)\b"
@@ -242,7 +256,8 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     asks = pl.col("_lo").str.contains(_PRETEXT) | (pl.col("_lo").str.contains(_ASKS_AGAIN) & (pl.col("_lo").str.len_chars() <= 150)
                                                   & ~pl.col("_lo").str.contains(r"[?？]")) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
     f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON), _no=pl.col("_lo").str.contains(_NO_CORRECTION),
-                       _named=pl.col("_lo").str.contains(f"(?:{_EDITS_NAMED})|(?:{_EDITS_QUOTED})"))
+                       _named=pl.col("_lo").str.contains(f"(?:{_EDITS_NAMED})|(?:{_EDITS_QUOTED})"),
+                       _short=pl.col("_lo").str.contains(_SHORT_EDIT) & (pl.col("_lo").str.count_matches(r"\S+") <= SHORT_EDIT_WORDS))
     rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
     # Short, or opening with the error (a pasted log with the error in its first 200 characters): the code failed.
     opens = pl.col("_lo").str.strip_chars_start().str.head(200).str.contains(_ERROR)
@@ -254,9 +269,12 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     edits = on("_long", _edits_answer)
     # "go on" after an answer that offered more ("Shall I continue?") accepts the offer; else it is neither.
     named = on("_named", lambda rows: _edits_named(rows, prev))
+    short = on("_short", {"short_edit": ~code & ~pl.col(prev).fill_null("").str.tail(200).str.contains("?", literal=True)
+                          & (pl.col(prev).fill_null("").str.len_chars() >= 40)})
     no = on("_no", {"no_correction": ~pl.col(prev).fill_null("").str.tail(200).str.contains("?", literal=True)
                     & ~pl.col("_lo").str.contains(_REASSURANCE)})
     go_on = on("_go_on", {"accepts_offer": pl.col(prev).fill_null("").str.tail(200).str.contains(r"\?")})
     return pl.DataFrame([rep["resend"], rep["overlap"], f["refusal"], ins["insisting"],
                          err["report"].alias("error_report"), (err["code"] & ~err["report"]).alias("error_after_code"),
-                         f["non_english"], go_on["accepts_offer"], edits["edits_answer"], no["no_correction"], named["edits_named"]])
+                         f["non_english"], go_on["accepts_offer"], edits["edits_answer"], no["no_correction"], named["edits_named"],
+                         short["short_edit"]])
