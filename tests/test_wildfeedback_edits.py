@@ -26,7 +26,7 @@ BARE_EDITS: dict[str, tuple[str, list[str], list[str]]] = {
                                "i want you to write it in a report format, and more words"],
                   ["Write it down for me: milk, eggs, bread", "write this code in Html  $(\"#calendar\").datepicker();"]),
     "add_more": ("Revision", ["add more jokes", "add a twist at the end", "Now add it to the description"],
-                 ["Add 2 and 2", "Please add error handling to the script."]),
+                 ["Add 2 and 2", "How do I add a new line in Python?"]),
     "want_it": ("Revision", ["I want it to be funnier", "no, I need the story in the past tense"],
                 ["I want it to run on windows, which laptop should I buy?"]),
     "too_adj": ("Style", ["it's too cheesy", "still way too formal", "too much"],
@@ -108,3 +108,17 @@ def test_insisting_after_a_refusal_in_other_languages_and_asking_for_the_refused
     other = run([("write a poem about spring", "Without the article, I cannot accurately state the hypotheses.",
                   "summarise the study")])[0]
     assert not other["dsat"] and other["confidence"] < ROUTE_BELOW  # after a refusal, unsure: the model decides
+
+
+def test_a_short_edit_of_a_text_answer_but_not_after_code_or_a_question():
+    edits = ["change the ending", "add emojis", "give it a title", "in past tense", "as a poem", "from her perspective",
+             "the same but in bullet points", "again but funnier", "one more please"]
+    rows = run([(t, STORY, ASK) for t in edits])
+    for text, row in zip(edits, rows, strict=True):
+        assert row["dsat"] and "Revision:short_edit" in row["rationale"], (text, row["rationale"])
+    code = "Here you go:\n```python\nprint('hi')\n```"
+    others = run([("add error handling", code, "print hi in python"), ("in the morning", STORY + " When should she fly?", ASK),
+                  ("Add 2 and 2", STORY, ASK), ("make a list of ten fruits", STORY, ASK),
+                  ("In post fight interview, Vettori calls out Adesanya", STORY, ASK)])
+    for row in others:
+        assert "short_edit" not in (row["rationale"] or ""), row
