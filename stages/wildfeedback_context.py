@@ -140,6 +140,12 @@ _SHORT_EDIT = (_LEAD + r"(?:(?:change|add|remove|delete|replace|include|insert|d
                r"(?:but )?(?:in|as|from|into|using|with) (?:a |an |the |his |her |their |my |\w+'s )?(?:\w+ ){0,2}" + _SHAPE + r"|"
                r"(?:again|once more|one more time),? but |(?:another|one more|a different"
                r" one|different one)(?: one| please| pls)?\W*$)[^?\n]{0,60}$")
+# A counter-claim with a number: a short statement ("it was 1889", "I think it was 1889", "isn't it 56?",
+# "actually 1889") whose number the answer, which gave numbers, does not hold.
+_CLAIM = (r"^\W*(?:(?:no+|nope|actually|but|wait|hmm+|well|um+)[,.!]* )*(?:i (?:think|believe|thought|read|heard)(?: that)? |"
+          r"(?:isn'?t|wasn'?t|aren'?t|weren'?t) (?:it|that|he|she|they|there)\b|actually\b|(?:it|that|this|he|she|they|there|the "
+          r"\w+)(?:'s|'re| is| was| are| were| has| had| have| does| did)\b)[^?\n]{0,80}\d[^?\n]{0,60}$|\d[^?\n]{0,40} actually\W*$|"
+          r"^\W*(?:but |wait,? )?(?:isn'?t|wasn'?t|aren'?t|weren'?t|shouldn'?t) (?:it|that|he|she|they|there)\b[^?\n]{0,60}\d[^?\n]{0,30}\?$")
 _NOT_NAMES = ["following", "below", "above", "same", "whole", "entire", "first", "last", "next", "previous", "one", "this", "that"]
 _GO_ON = r"^\W*(?:yes,? |sure,? |ok(?:ay)?,? )?(?:please )?(?:go on|continue|keep going|go ahead)(?: please)?\W*$"
 _QUESTION = r"\?|^\W*(?:what|why|how|что|почему|как|为什么|怎么|什么|pourquoi|comment|por qué|cómo|warum|wie|por que|como)\b"
@@ -257,6 +263,7 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
                                                   & ~pl.col("_lo").str.contains(r"[?？]")) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
     f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON), _no=pl.col("_lo").str.contains(_NO_CORRECTION),
                        _named=pl.col("_lo").str.contains(f"(?:{_EDITS_NAMED})|(?:{_EDITS_QUOTED})"),
+                       _claim=pl.col("_lo").str.contains(_CLAIM) & (pl.col("_lo").str.count_matches(r"\S+") <= 15),
                        _short=pl.col("_lo").str.contains(_SHORT_EDIT) & (pl.col("_lo").str.count_matches(r"\S+") <= SHORT_EDIT_WORDS))
     rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
     # Short, or opening with the error (a pasted log with the error in its first 200 characters): the code failed.
@@ -269,6 +276,9 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     edits = on("_long", _edits_answer)
     # "go on" after an answer that offered more ("Shall I continue?") accepts the offer; else it is neither.
     named = on("_named", lambda rows: _edits_named(rows, prev))
+    numbers = pl.col("_lo").str.extract_all(r"\d+(?:[.,]\d+)?")
+    said = pl.col(prev).fill_null("").str.extract_all(r"\d+(?:[.,]\d+)?")
+    claim = on("_claim", {"counter_claim": (said.list.len() > 0) & (numbers.list.set_difference(said).list.len() > 0)})
     short = on("_short", {"short_edit": ~code & ~pl.col(prev).fill_null("").str.tail(200).str.contains("?", literal=True)
                           & (pl.col(prev).fill_null("").str.len_chars() >= 40)})
     no = on("_no", {"no_correction": ~pl.col(prev).fill_null("").str.tail(200).str.contains("?", literal=True)
@@ -277,4 +287,4 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     return pl.DataFrame([rep["resend"], rep["overlap"], f["refusal"], ins["insisting"],
                          err["report"].alias("error_report"), (err["code"] & ~err["report"]).alias("error_after_code"),
                          f["non_english"], go_on["accepts_offer"], edits["edits_answer"], no["no_correction"], named["edits_named"],
-                         short["short_edit"]])
+                         short["short_edit"], claim["counter_claim"]])

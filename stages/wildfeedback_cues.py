@@ -196,6 +196,8 @@ PATTERNS: dict[str, dict[str, str]] = {
         "you_said": r"\byou (?:just|literally) said\b|(?:^|[.!?] |\bbut |\bno,? )you said\b|\bmade (?:that|it|this|those|them) up\b|\bhallucinat\w+\b",
         "still_failing": r"\b(?:still|again|same) (?:the )?(?:same )?(?:error|errors|problem|issue|exception|bug)\b|\bstill (?:not working|neg_work|getting|get|gives?|giving|shows?|showing|returns?|fails?|failing|broken|crash\w*|missing|empty|the same)\b",
         "it_fails": r"\b(?:it|this|the code|your code|the script|the program) (?:still )?(?:has|have) (?:some |a few |many |a |an |the same )?(?:bugs?|errors?|issues?|problems?|mistakes?)\b|\byou (?:couldn'?t|could not|failed to|didn'?t manage to) (?:fix|solve|do|get|make|answer|find)\b|\bbut (?:it|that|this|the code|nothing) (?:didn'?t|doesn'?t|did not|does not|won'?t|isn'?t|wasn'?t|neg_\w+)\b",
+        "where_from": r"\bwhere did you (?:get|find|read|hear) (?:that|this|it|those|these)\b|\bwhat'?s your source\b|"
+                      r"^\W*(?:source|sources|citation)\s*\?|\b(?:doesn'?t|does not|didn'?t) (?:sound|look|seem) (?:right|correct|true)\b",
         "then_why": r"^why,? then\b|\bthen why\b|^but why\b",
         "why_did_you": r"\bwhy (?:did|would) you (?:assume|say|think|suggest|recommend|claim|write|call)\b",
         "really_can": r"\bcan (?:it|that|the \w+|this) really\b",
@@ -297,7 +299,7 @@ CONFIDENCE: dict[str, float] = {
     "contradiction": 0.7, "surely": 0.7, "really_can": 0.7, "why_did_you": 0.7, "you_said": 0.7,
     "cant_open": 0.7, "should_be": 0.7, "it_fails": 0.75, "then_why": 0.7, "i_didnt_say": 0.75, "dont_get_it": 0.7, "is_that_all": 0.65, "what_about": 0.7, "off_topic": 0.7,
     "never_mind": 0.7, "just_answer": 0.7, "why_cant_you": 0.7, "nothing_new": 0.7, "sounds_technical": 0.7,
-    "make_it_more": 0.75, "redo_with": 0.8, "add_more": 0.75, "want_it": 0.75, "not_a_x": 0.75, "my_material": 0.75, "the_full": 0.75, "too_adj": 0.75, "redo_it": 0.8, "without": 0.7, "length_limit": 0.7,
+    "make_it_more": 0.75, "redo_with": 0.8, "add_more": 0.75, "want_it": 0.75, "not_a_x": 0.75, "my_material": 0.75, "where_from": 0.75, "the_full": 0.75, "too_adj": 0.75, "redo_it": 0.8, "without": 0.7, "length_limit": 0.7,
     "though": 0.7, "not_number": 0.7, "shouldnt_it": 0.7,
     "again_bare": 0.8, "change_to_be": 0.8, "previous_one": 0.75,
     "expand_it": 0.8, "nothing_happens": 0.7, "no_such": 0.7, "not_that": 0.75,

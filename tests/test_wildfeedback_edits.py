@@ -122,3 +122,24 @@ def test_a_short_edit_of_a_text_answer_but_not_after_code_or_a_question():
                   ("In post fight interview, Vettori calls out Adesanya", STORY, ASK)])
     for row in others:
         assert "short_edit" not in (row["rationale"] or ""), row
+
+
+def test_a_counter_claim_with_a_number_the_answer_does_not_hold():
+    answer = "The Eiffel Tower is 330 metres tall and was completed in 1887."
+    claims = ["It was completed in 1889", "I think it was 1889", "Isn't it 1889?", "actually 1889"]
+    rows = run([(t, answer, "how tall is the eiffel tower") for t in claims])
+    for text, row in zip(claims, rows, strict=True):
+        assert row["dsat"] and "Factual_Error:counter_claim" in row["rationale"], (text, row["rationale"])
+    others = run([("It is 330 metres, so how far is that in feet?", answer, "how tall"),
+                  ("I think it was 1889", "It was built by Gustave Eiffel's company.", "who built it"),
+                  ("it has 3 floors, how many rooms does it have?", answer, "how tall"),
+                  ("Write 5 facts about it", answer, "how tall")])
+    for row in others:
+        assert "counter_claim" not in (row["rationale"] or ""), row
+
+
+def test_asking_where_a_claim_came_from_is_a_factual_challenge():
+    rows = run([(t, STORY, ASK) for t in ["source?", "where did you get that", "that doesn't sound right"]])
+    for row in rows:
+        assert "Factual_Error:where_from" in (row["rationale"] or ""), row
+    assert not run([("Where did you get the idea for dragons in stories, historically?", STORY, ASK)])[0]["dsat"]
