@@ -21,16 +21,28 @@ user turn before it (``prev_user``) and with the assistant turn it answers (``pr
   without being a resend: a rephrased request or a follow-up on the same subject; the rules cannot
   tell them apart, so such turns are marked uncertain (see `uncertain`).
 - ``refusal`` (of ``prev``): the answer declines ("I'm sorry, but I can't", "As an AI language model,
-  I cannot", and the same in zh, ru, fr, es, de, pt): a turn after it that re-sends the request
-  insists (DSAT); any other turn after it is uncertain.
+  I cannot", and the same in zh, ru, fr, es, de, pt, it, ar, ja): a turn after it that re-sends the
+  request, gives a pretext or a plea, or is a short imperative naming a word of the refusal again
+  ("write the hypotheses" after "I cannot state the hypotheses") insists (DSAT); any other turn after it
+  is uncertain.
 - ``error_report``: a short turn (<= 300 characters) that pastes an error message, asks nothing, and
   answers an assistant turn that held code: the code failed (Factual_Error). A longer one, or one with
   a question, is ``error_after_code``: often a new question about the user's own code; uncertain.
 - ``edits_answer``: the answer's opening line (30+ characters) pasted back within the turn's first
   `PASTE_AFTER_CHARS` characters, after an instruction that asks no question ("shorten the text below
   to 200 words: <the answer>", in any language): a request to change that answer (Revision).
-- ``no_correction``: "No, ..." opening a correction ("no, copy should be short") after an answer that asked
-  nothing (else "no" answers its question), and not a reassurance ("no, it's okay"): Revision.
+- ``no_correction``: "No, ..." opening a correction ("no, copy should be short", "Нет, мне нужно ...",
+  "不是，...", "Non, ...") after an answer that asked nothing (else "no" answers its question), and not a
+  reassurance or a polite decline ("no, it's okay", "нет, спасибо"): Revision.
+- ``edits_named``: an edit verb on a thing the earlier request or the answer's opening named ("rewrite the
+  documentary with ..." after "write a documentary ..."; write / make / give / do only with a tail that says
+  how), or on a phrase of the answer ("change \"stories untold\"", "don't say the word dream"): Revision.
+- ``short_edit``: a turn of at most `SHORT_EDIT_WORDS` words that is nothing but an edit of a text answer
+  ("change the ending", "give it a title", "in past tense", "as a poem", "again but funnier", "another
+  one"), after an answer of 40+ characters with no code (there it asks for a feature) and no question
+  (there it answers it): Revision.
+- ``counter_claim``: a short statement ("it was 1889", "I think it was 1889", "isn't it 1889?", "actually
+  1889") with a number the answer, which gave numbers, does not hold: Factual_Error.
 - ``accepts_offer``: a bare "go on" / "continue" after an answer that ended with a question (it offered
   more): Compliance. After any other answer (cut off or not) it is neither, as the rubric says.
 - ``non_english``: the opening of the turn is mostly in a non-Latin script, or holds French, Spanish,
