@@ -149,7 +149,7 @@ _SHAPE = (r"(?:person|tense|table|list|poem|song|story|haiku|letter|email|essay|
           r"limerick|rhymes?|verses?|steps|points|detail|terms)\b")
 _SHORT_EDIT = (_LEAD + r"(?:(?:change|add|remove|delete|replace|include|insert|drop|cut|swap|turn|give it|make (?:it|him|her|them|"
                r"the \w+|this|that)) [a-z]|(?:(?:the )?same(?: thing)?|again|now|write(?: it)?|say it|do it|redo it|put it)?,? ?"
-               r"(?:but )?(?:in|as|from|into|using|with) (?:a |an |the |his |her |their |my |\w+'s )?(?:\w+ ){0,2}" + _SHAPE + r"|"
+               r"(?:but )?(?:in|as|from|into|using|with) (?:a |an |the |his |her |their |my |\w+'s )?(?:[a-z-]+ ){0,2}" + _SHAPE + r"|"
                r"(?:again|once more|one more time),? but |(?:another|one more|a different"
                r" one|different one)(?: one| please| pls)?\W*$)[^?\n]{0,60}$")
 # A counter-claim with a number: a short statement ("it was 1889", "I think it was 1889", "isn't it 56?",
