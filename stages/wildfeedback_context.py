@@ -275,8 +275,7 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
                                                   & ~pl.col("_lo").str.contains(r"[?？]")) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
     f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON), _no=pl.col("_lo").str.contains(_NO_CORRECTION),
                        _named=pl.col("_lo").str.contains(f"(?:{_EDITS_NAMED})|(?:{_EDITS_QUOTED})"),
-                       _claim=pl.col("_lo").str.contains(_CLAIM) & (pl.col("_lo").str.count_matches(r"\S+") <= 15),
-                       _short=pl.col("_lo").str.contains(_SHORT_EDIT) & (pl.col("_lo").str.count_matches(r"\S+") <= SHORT_EDIT_WORDS))
+                       _claim=pl.col("_lo").str.contains(_CLAIM), _short=pl.col("_lo").str.contains(_SHORT_EDIT))
     rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
     # Short, or opening with the error (a pasted log with the error in its first 200 characters): the code failed.
     opens = pl.col("_lo").str.strip_chars_start().str.head(200).str.contains(_ERROR)
@@ -290,8 +289,10 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     named = on("_named", lambda rows: _edits_named(rows, prev))
     numbers = pl.col("_lo").str.extract_all(r"\d+(?:[.,]\d+)?")
     said = pl.col(prev).fill_null("").str.extract_all(r"\d+(?:[.,]\d+)?")
-    claim = on("_claim", {"counter_claim": (said.list.len() > 0) & (numbers.list.set_difference(said).list.len() > 0)})
-    short = on("_short", {"short_edit": ~code & ~pl.col(prev).fill_null("").str.tail(200).str.contains("?", literal=True)
+    words = pl.col("_lo").str.count_matches(r"\S+")
+    claim = on("_claim", {"counter_claim": (words <= 15) & (said.list.len() > 0)
+                          & (numbers.list.set_difference(said).list.len() > 0)})
+    short = on("_short", {"short_edit": (words <= SHORT_EDIT_WORDS) & ~code & ~pl.col(prev).fill_null("").str.tail(200).str.contains("?", literal=True)
                           & (pl.col(prev).fill_null("").str.len_chars() >= 40)})
     no = on("_no", {"no_correction": ~pl.col(prev).fill_null("").str.tail(200).str.contains("?", literal=True)
                     & ~pl.col("_lo").str.contains(_REASSURANCE)})

@@ -196,10 +196,20 @@ def _confidence(name: str, category: str) -> float:
     return CONFIDENCE.get(name, DEFAULT_CONFIDENCE["sat" if category in SAT_CATEGORIES else "dsat"])
 
 
+def _named_hits(rows: pl.DataFrame, cat: int, part: int, hit: dict[str, tuple[pl.Expr, float]]) -> pl.DataFrame:
+    """``_row``, the category and part order, the names in ``hit`` whose condition holds, the surest confidence."""
+    rows = rows.with_columns([cond.alias(f"_h{k}") for k, (cond, _) in enumerate(hit.values())])
+    hits = {name: pl.col(f"_h{k}") for k, name in enumerate(hit)}
+    conf = pl.max_horizontal([pl.when(pl.col(f"_h{k}")).then(pl.lit(v)) for k, (_, v) in enumerate(hit.values())])
+    return rows.select("_row", pl.lit(cat).alias("_cat"), pl.lit(part).alias("_part"),
+                       _names(hits, "; ").alias("rationale"), conf.alias("_conf"))
+
+
 def _fired(cand: pl.DataFrame) -> pl.DataFrame:
     """``_row``, ``rationale`` ("Category:pattern" names that fired) and ``_conf`` (the surest of them).
 
-    Each category is re-scanned per pattern only on its own rows; context rules name themselves.
+    Each category's rows are split by the pattern union (`_category_regexes`) they match, and each part is
+    re-scanned only with its union's patterns; context rules name themselves.
     """
     parts = []
     for i, c in enumerate(_CATEGORIES):
@@ -207,16 +217,18 @@ def _fired(cand: pl.DataFrame) -> pl.DataFrame:
         if not rows.height:
             continue
         scope = pl.col("_s" if c in SAT_CATEGORIES else "_t")
-        hit = {f"{c}:{n}": (scope.str.contains(p) & ~pl.col("_prompt"), _confidence(n, c)) for n, p in PATTERNS[c].items()}
-        hit |= {f"{c}:{n}": (pl.col(f"_x_{n}"), conf) for n, (cat, conf) in CONTEXT_RULES.items() if cat == c}
-        rows = rows.with_columns([cond.alias(f"_h{k}") for k, (cond, _) in enumerate(hit.values())])
-        hits = {name: pl.col(f"_h{k}") for k, name in enumerate(hit)}
-        conf = pl.max_horizontal([pl.when(pl.col(f"_h{k}")).then(pl.lit(v)) for k, (_, v) in enumerate(hit.values())])
-        parts.append(rows.select("_row", pl.lit(i).alias("_cat"), _names(hits, "; ").alias("rationale"),
-                                 conf.alias("_conf")))
+        named = list(PATTERNS[c].items())
+        for j, union in enumerate(_category_regexes(c)):
+            sub = rows.filter(scope.str.contains(union) & ~pl.col("_prompt"))
+            if sub.height:
+                group = named[j * UNION_SIZE:(j + 1) * UNION_SIZE]
+                parts.append(_named_hits(sub, i, j, {f"{c}:{n}": (scope.str.contains(p), _confidence(n, c)) for n, p in group}))
+        ctx = {f"{c}:{n}": (pl.col(f"_x_{n}"), conf) for n, (cat, conf) in CONTEXT_RULES.items() if cat == c}
+        if ctx:
+            parts.append(_named_hits(rows, i, len(named), ctx))
     if not parts:
         return pl.DataFrame(schema={"_row": pl.UInt32, "rationale": pl.String, "_conf": pl.Float64})
-    return pl.concat(parts).sort("_row", "_cat").group_by("_row", maintain_order=True).agg(
+    return pl.concat(parts).sort("_row", "_cat", "_part").group_by("_row", maintain_order=True).agg(
         pl.col("rationale").drop_nulls().str.join("; "), pl.col("_conf").max())
 
 
