@@ -1,9 +1,9 @@
 """Cue patterns of the `rules` feedback detector: category -> {pattern name: regex}.
 
 Patterns see normalised user text (lower case, straight quotes, quoted material cut out, negations
-tokenised: see `stages.wildfeedback_rules.normalise`). English patterns come first; then the commonest
-forms in the other top languages of real chatbot logs (zh, ru, fr, es, de, pt), named ``<lang>_<what>``.
-CJK patterns carry no ``\\b`` (no word boundaries between Han characters).
+tokenised: see `stages.wildfeedback_rules.normalise`). English patterns are here; the commonest forms
+in the other top languages of real chatbot logs (zh, ru, fr, es, de, pt, ar, ja), named ``<lang>_<what>``,
+are in `stages.wildfeedback_cues_intl` and follow the English ones in each category.
 
 A pattern anchored at both ends (``^...$``) only fires on a short turn that is nothing but that cue:
 bare edit requests ("make it shorter", "enhance it", "能再优化下不") are feedback on the answer before,
@@ -13,6 +13,8 @@ while the same verb opening a long turn usually starts a new task.
 """
 
 from __future__ import annotations
+
+from stages.wildfeedback_cues_intl import INTL_CONFIDENCE, INTL_PATTERNS
 
 SAT_CATEGORIES = [
     "Gratitude", "Learning", "Compliance", "Praise", "Personal_Details",
@@ -39,7 +41,7 @@ _EDIT = (r"(?:rewrite|re-write|rephrase|reword|redo|revise|improve|enhance|refin
 _HOW = r"(?: (?:with|to|into|in|for|as|using|so that|by|without) [^.!?]{0,40})?"
 # A bare request may open with "ok", "good but", "now please"...
 _LEAD = (r"^(?:(?:ok(?:ay)?|good|nice|great|thanks?|fine|hmm+)[,.!]* (?:(?:good|nice|great)[,.!]* )?(?:but |and |now |just )?)?"
-         r"(?:now,? |so,? |pls |please |can you |could you |would you |can u |just )*")
+         r"(?:now,? |so,? |pls |please |can you |could you |would you |can u |just |i (?:want|need|would like|'d like) you to )*")
 _END = r"(?: (?:again|please|pls|a bit|a little|more|further|then|now|instead|for me))*\s*[.!?]*$"
 
 PATTERNS: dict[str, dict[str, str]] = {
@@ -48,9 +50,6 @@ PATTERNS: dict[str, dict[str, str]] = {
         "thanks": r"\b(?:thanks?|thank\s*(?:you|u|ya|youu+)|thx|tysm|ty)\b",
         "appreciate": r"\b(?:much appreciated|i (?:really )?appreciate (?:it|that|this|your|the))\b",
         "grateful": r"\bi(?:'m| am) (?:so |really |very )?grateful\b",
-        "zh_thanks": r"谢谢|多谢|谢啦|非常感谢|感谢(?:你|您)|^感谢\W*$",
-        "ru_thanks": r"\b(?:спасибо|благодарю|спс)\b",
-        "fr_es_de_pt_thanks": r"\b(?:merci|gracias|danke|dankeschön|vielen dank|obrigad[oa])\b",
     },
     "Learning": {
         "makes_sense": r"\b(?:that|this) (?:now |finally |totally )?makes (?:a lot of |so much |more )?sense\b|\bmakes (?:so much |more )?sense now\b|^makes sense\b",
@@ -83,9 +82,6 @@ PATTERNS: dict[str, dict[str, str]] = {
         "spot_on": r"\b(?:spot on|nailed it|well done|exactly what i (?:needed|wanted)|just what i (?:needed|wanted))\b",
         "thumbs": r"👍|👌|🙏|❤️|😍",
         "know_so_much": r"\bhow do you know so much\b",
-        "zh_praise": r"^\W*(?:太棒了|很棒|真棒|非常好|完美|厉害|很好|不错)|(?:你|这个|回答)(?:真|太|很|非常)(?:厉害|棒|好)|(?:写|说|回答|做)得(?:很|非常|真|太)?(?:好|棒|不错)",
-        "ru_praise": r"^\W*(?:отлично|супер|класс|прекрасно|замечательно|великолепно|круто|здорово|идеально)\b|\bмолодец\b",
-        "fr_es_de_pt_praise": r"^\W*(?:parfait|génial|excellent|très bien|bravo|perfecto|genial|excelente|muy bien|perfekt|toll|sehr gut|ausgezeichnet|perfeito|ótimo|muito bom)\b",
     },
     "Personal_Details": {
         "glad": r"\bi(?:'m| am) (?:so |really )?(?:glad|happy|excited|relieved)\b",
@@ -101,9 +97,6 @@ PATTERNS: dict[str, dict[str, str]] = {
         "thats_ok": r"^(?:(?:yes|yeah|sure),? )?(?:that'?s|thats|it'?s) (?:ok(?:ay)?|fine|alright|all right)(?:[.!,]|$)",
         "no_problem": r"^\W*(?:neg_problem|neg_worries)\b",
         "agree": r"^(?:right|true|true that|i agree|i thought so|you'?re right|good point|exactly)\b|\byou(?:'re| are) right\b",
-        "zh_ok": r"^(?:好的|好吧|嗯+|明白了?|知道了|了解|懂了|收到)(?:[，,。.！!～~]|$)",
-        "ru_ok": r"^(?:хорошо|ок|окей|понятно|ясно|понял|поняла)(?:[.!,]|$)",
-        "fr_es_de_pt_ok": r"^(?:d'accord|compris|vale|de acuerdo|entendido|alles klar|verstanden|entendi|certo)(?:[.!,]|$)",
     },
     "Positive_Closure": {
         "bye": r"\b(?:bye|goodbye|bye bye|good night|see you|talk (?:to you )?later)(?:\s*[.!,]|$)|\bhave a (?:nice|good|great) (?:day|night|one|evening|weekend)\b",
@@ -133,13 +126,10 @@ PATTERNS: dict[str, dict[str, str]] = {
         "sad_face": r":\(|:-\(|☹|😞|😠|😡|🙄|😒",
         "makes_no_sense": r"(?:^|[.!?,] )(?:(?:but|well|and|so|sorry|lol) )?(?:that|this|it|your \w+)(?:'s| is)? (?:just |still )?(?:makes no sense|doesn'?t make (?:any )?sense|does not make (?:any )?sense|nonsense)\b|^(?:makes no sense|nonsense)\b",
         "frustration": r"\b(?:ugh+|argh+|ffs|smh|bruh)\b|\bare you (?:kidding|serious|joking)\b|^(?:seriously|really)\s*\?+!*$|^(?:no+|nope|wrong)\s*[.!]+$",
-        "zh_bad": r"没用|垃圾|太差|很差|废话|什么鬼|不是我要的|不是我想要的",
-        "ru_bad": r"\b(?:бред|ерунда|чушь|бесполезно)\b|\bэто не то\b",
-        "fr_es_de_pt_bad": r"\b(?:n'importe quoi|c'est nul|inutile|no sirve|inútil|nutzlos|quatsch|unsinn|não serve)\b",
     },
     "Revision": {
-        "try_again": r"\b(?:try again|try it again|one more time|start over|from scratch|redo|re-do)\b",
-        "do_it_again": r"\b(?:do|write|make|say|give) (?:it|that|this|me that|one) (?:again|over)\b",
+        "try_again": r"\b(?:try again|try (?:it|this|that) again|one more time|start over|from scratch|redo|re-do)\b",
+        "do_it_again": r"\b(?:do|write|make|say|give) (?:it|that|this|me that|one|the \w+) (?:again|over)\b",
         "another": r"\b(?:another|a different) (?:way|one|version|option|suggestion|approach|attempt|try|answer|example)\b|\bsomething (?:else|different|stronger|better)\b",
         "other_ideas": r"^(?:any |some |got any |do you have (?:any )?)?(?:other|more|different|new) (?:ideas|options|suggestions|ways|alternatives|versions|names)\b[^.!?]{0,20}[.!?]*$",
         "change_it": r"\b(?:can|could|would|will) you (?:please )?(?:change|modify|adjust|fix|redo|reformulate|rework|revise|rewrite|rephrase|reword|correct|edit) (?:it|that|this|the|your|them|these)\b",
@@ -156,59 +146,40 @@ PATTERNS: dict[str, dict[str, str]] = {
         "too_costly": r"\b(?:too expensive|too pricey|too costly|out of my budget|can'?t afford)\b",
         "no_just": r"^no,? (?:you just|just|please|i (?:said|meant|want|wanted|asked|need))\b",
         "i_meant": r"^(?:no|nope|sorry)\W+i mean\b|^i mean \w|\bi meant\b|\bwhat i (?:mean|meant|want(?:ed)?|need(?:ed)?|asked for) (?:is|was)\b|\bi was (?:asking|talking) about\b",
-        "should_be": r"^(?:no,? |but |wait,? )?(?:it|that|this|the \w+|they) (?:should|must|needs? to|is supposed to) (?:be|have|say|show|return|include|use)\b[^.!?]{0,80}[.!?]*$",
+        "should_be": r"^(?:no,? |but |wait,? )?(?:it|that|this|the \w+|they) (?:should|must|needs? to|is supposed to) (?:be|have|say|show|return|include|use|rhyme|sound|look|feel|mention|start|end|focus|contain|not)\b[^.!?]{0,80}[.!?]*$",
         "yes_but": r"^(?:yeah|yes|ok(?:ay)?|sure|well|i know|i understand),? but\b|^but i (?:would like|want|need|wanted|asked)\b",
         "rather": r"\bi(?:'d| would) (?:rather|prefer)\b",
         "but_i_want": r"\bbut i(?:'d| would)? (?:like|want|wanted|need|was hoping)\b",
         "do_i_have_to": r"^do i (?:have|need) to\b",
-        "zh_again": r"重新(?:写|生成|回答|来|做|给)|再(?:写|来|给我|生成)一|换(?:一个|一种|个|一下)|^.{0,6}(?:再|重新)?(?:优化|改写|修改|精简|简化|润色|改进|完善)(?:一?下)?.{0,6}$",
-        "zh_edit": r"^[^怎如何吗?？]{0,8}(?:改成|换成|改为|写得|重写|缩短|加上|去掉|删掉|用(?:中文|英文|英语|汉语))[^怎如何吗?？\s]{0,20}$",
-        "ru_edit": r"\b(?:сделай|напиши|перепиши|переведи|сформулируй)(?: (?:его|её|это|текст|ответ|их))? (?:короче|покороче|подробнее|проще|иначе|по-другому|длиннее|формальнее|по-русски|на русском|на английском)\b",
-        "ru_again": r"\b(?:перепиши|переделай|исправь|переформулируй|сократи|упрости|улучши|измени\w* (?:ответ|текст|это)|ещё раз|еще раз|другой вариант|другие варианты|попробуй (?:ещё|еще|снова))\b|^\W*(?:альтернативн\w+|другой|другая|другое) \w+\W*$",
         "again_bare": r"^\W*(?:again|once again|once more)(?: please| pls)?\W*$",
         "change_to_be": _LEAD + r"(?:change|adjust|edit|rewrite|tweak|modify) (?:it|this|that|them|the \w+) (?:to be|to sound|so "
                         r"(?:it|that) (?:it )?(?:is|sounds)) (?:more|less|a bit|a little|much|\w+er)\b[^?]{0,60}$",
         "previous_one": r"^\W*(?:just |please |no,? )?(?:write|give|use|go back to|show|keep|send|bring back) (?:me )?(?:the |your )?"
                         r"(?:previous|first|earlier|original|last|old) (?:one|version|answer|response|text)\b",
-        "other_in_language": r"^\W*(?:en (?:fran[cç]ais|anglais|ingl[eé]s|espa[nñ]ol|portugu[eê]s|alem[aá]n)|auf (?:deutsch|englisch)|"
-                             r"em (?:portugu[eê]s|ingl[eê]s)|на (?:русском|английском)|по-(?:русски|английски))(?: (?:por favor|"
-                             r"s'il (?:te|vous) pla[iî]t|bitte|please|пожалуйста))?\W*$",
-        "de_should": r"^\W*(?:es|das|der text|die antwort|das gedicht) soll(?:te|ten)? (?:sich )?(?:\w+ ){0,4}\w+\W*$|"
-                     r"^\W*(?:achte|achten sie) (?:bitte )?(?:auf|darauf)\b|^\W*schreib(?:e)? (?:den text|die antwort|das gedicht|es|das) "
-                     r"(?:\w+ )?\w+er\b",
-        "fr_es_de_pt_again": r"\b(?:réécris|reformule|refais|recommence|encore une fois|une autre version|reescribe|otra vez|de nuevo|otra versión|schreib (?:es|das) (?:neu|nochmal|um)|noch einmal|nochmal|andere version|reescreva|refaça|de novo|outra versão)\b",
         # Bare edits of the answer with a free tail ("make it more emotional and add a twist", "rewrite it but in
         # the past tense"): the object is the answer ("it", "this"), the tail says how; no question.
         "make_it_more": _LEAD + r"make (?:it|this|that|them)(?: \w+)? (?:more|less|sound|look|feel|a bit|a little|much|"
-                        r"slightly|even|rhyme|funnier|simpler|shorter|longer|better|clearer|easier|harder|darker)\b[^?]{0,80}$",
+                        r"slightly|even|rhyme|funnier|simpler|shorter|longer|better|clearer|easier|harder|darker)\b[^?]{0,120}$",
         "redo_it": _LEAD + r"(?:rewrite|re-write|rephrase|reword|redo|revise|regenerate|rework|reformulate|shorten|simplify) "
                    r"(?:it|this|that|them)\b[^?]{0,80}$",
+        # The answer redone another way, said of "it"/"this" ("write it as a poem", "do it in python", "say it with
+        # more feeling"); translating it is a new use of the answer, not a complaint.
+        "redo_with": _LEAD + r"(?:write|rewrite|do|redo|say|tell|present|put|turn|format|make|give|explain|try) (?:me )?(?:it|this|that|"
+                     r"them|the same(?: thing)?|the above|that one|this one) (?:again|differently|in|"
+                     r"as|from|with|without|like|but|using|into|more|less|shorter|longer|simpler)\b[^?\"(){};=$]{0,60}$",
+        "add_more": _LEAD + r"(?:add|put|use|include|give (?:it|them)) (?:some |a (?:bit|few|little) |a lot |even |way |much )?"
+                    r"(?:more|less|fewer) [a-z][^.!?]{0,40}[.!]*$|"
+                    + _LEAD + r"(?:add|insert|put) (?:[a-z][^.!?]{0,40}) (?:to|in|at|into) (?:it|this|that|them|the (?:end|beginning|"
+                    r"start|ending|story|poem|text|answer|list|email|letter|intro|introduction|conclusion|essay|song|speech|description|summary|"
+                    r"paragraph|table|post|caption|lyrics|report|plan|title|article))\b[^?]{0,60}$",
+        "want_it": r"^(?:no,? |but |ok(?:ay)?,? )?i (?:want|need|wanted|needed|would like|'d like) (?:it|this|that|them|the (?:story|poem|"
+                   r"text|answer|email|letter|essay|list|response|title|song|names?|description)) (?:to be|to sound|to have|to rhyme|"
+                   r"in|as|shorter|longer|more|less|without|with)\b[^?]{0,60}$",
         "without": _LEAD + r"(?:but |and )?without (?:the |any |a |an )?[^.!?]{1,40}[.!?]*$",
         "length_limit": _LEAD + r"(?:in|under|within|less than|fewer than|max|maximum|no more than|only|just) \d+ "
                         r"(?:words|characters|sentences|lines|paragraphs|points|bullet points)(?: please| only| max)?[.!]*$",
         # The same bare edits in the other top languages: a short turn that is nothing but the edit (or says
         # "it"/"this"); quoted material ("q") makes it a new task.
-        "zh_more": r"^.{0,6}(?:再|稍微|稍稍)[一-鿿]{1,4}(?:一点|一些|点儿?|些)[^?？吗么\n]{0,8}$|"
-                   r"^.{0,6}(?:写得|说得|改得|变得)?更(?:加)?[^新\W][一-鿿]{0,3}(?:一点|一些|点|些)?[^?？吗么\n]{0,6}$",
-        "zh_it": r"^.{0,4}(?:把|将)(?:它|这|上面|以上|上述|刚才|你)[^?？吗么\n]{0,10}(?:改|写|换|翻译|缩|扩|删|加|变)[^?？吗么\n]{0,15}$|"
-                 r"^(?:不要|别|不用|去掉|删掉|删除)[^?？吗么\n]{1,15}$",
-        "ru_bare_edit": r"^\W*(?:а |и |теперь |ну |пожалуйста,? )?(?:добавь|убери|удали|замени|измени|сократи|дополни|исправь|"
-                        r"поменяй|переделай|расширь|упрости|улучши|перефразируй|переформулируй)\b[^?\"]{0,60}$|"
-                        r"^\W*(?:а |и |теперь |ну )?(?:сделай|напиши|перепиши|опиши|сформулируй|объясни)(?: (?:его|её|ее|это|"
-                        r"текст|ответ|их|мне))?(?: (?:ещё|еще|немного|чуть|гораздо|намного))? (?:более|менее|\w+(?:ее|ей))\b"
-                        r"[^?\"]{0,40}$",
-        "es_bare_edit": r"^\W*(?:ahora |por favor,? |puedes |podrías )?(?:hazlo|hazla|haz(?:lo|la)? más|reescr[ií]bel[oa]|"
-                        r"reescribe|mej[oó]ral[oa]|mejora|c[aá]mbial[oa]|cambia|corr[ií]gel[oa]|corrige|ac[oó]rtal[oa]|acorta|"
-                        r"res[uú]mel[oa]|agrega|añade|quita|elimina|simplif[ií]cal[oa]|simplifica)\b[^?\"]{0,60}$",
-        "fr_bare_edit": r"^\W*(?:maintenant |peux-tu |pouvez-vous |s'il te plaît,? )?(?:fais(?:-le|-la| le| la)? plus|"
-                        r"réécris(?:-le|-la)?|reformule(?:-le|-la)?|améliore(?:-le|-la)?|corrige(?:-le|-la)?|"
-                        r"raccourcis(?:-le|-la)?|ajoute|enlève|supprime|modifie|rends(?:-le|-la| le| la)?|"
-                        r"simplifie(?:-le|-la)?)\b[^?\"]{0,60}$",
-        "de_bare_edit": r"^\W*(?:jetzt |bitte |kannst du )?(?:mach(?:e)? (?:es|das|ihn|sie|den text) \w+|"
-                        r"schreib(?:e)? (?:es|das|ihn|sie) (?:\w+ )?(?:um|neu|\w+er)|verbessere|korrigiere|kürze|ändere|"
-                        r"füge|entferne|formuliere|vereinfache)\b[^?\"]{0,60}$",
-        "pt_bare_edit": r"^\W*(?:agora |por favor,? |pode )?(?:faça(?:-o|-a)? mais|reescreva|melhore|corrija|encurte|resuma|"
-                        r"adicione|acrescente|remova|mude|altere|troque|simplifique)\b[^?\"]{0,60}$",
     },
     "Factual_Error": {
         "that_is_wrong": r"\b(?:that|this|it|you|your answer|the answer)(?:'s| is| are|'re| was| were)? (?:completely |totally |simply |just |actually |clearly |still )?(?:wrong|incorrect|inaccurate|mistaken|false|untrue)\b",
@@ -225,6 +196,8 @@ PATTERNS: dict[str, dict[str, str]] = {
         "you_said": r"\byou (?:just|literally) said\b|(?:^|[.!?] |\bbut |\bno,? )you said\b|\bmade (?:that|it|this|those|them) up\b|\bhallucinat\w+\b",
         "still_failing": r"\b(?:still|again|same) (?:the )?(?:same )?(?:error|errors|problem|issue|exception|bug)\b|\bstill (?:not working|neg_work|getting|get|gives?|giving|shows?|showing|returns?|fails?|failing|broken|crash\w*|missing|empty|the same)\b",
         "it_fails": r"\b(?:it|this|the code|your code|the script|the program) (?:still )?(?:has|have) (?:some |a few |many |a |an |the same )?(?:bugs?|errors?|issues?|problems?|mistakes?)\b|\byou (?:couldn'?t|could not|failed to|didn'?t manage to) (?:fix|solve|do|get|make|answer|find)\b|\bbut (?:it|that|this|the code|nothing) (?:didn'?t|doesn'?t|did not|does not|won'?t|isn'?t|wasn'?t|neg_\w+)\b",
+        "where_from": r"\bwhere did you (?:get|find|read|hear) (?:that|this|it|those|these)\b|\bwhat'?s your source\b|"
+                      r"^\W*(?:source|sources|citation)\s*\?|\b(?:doesn'?t|does not|didn'?t) (?:sound|look|seem) (?:right|correct|true)\b",
         "then_why": r"^why,? then\b|\bthen why\b|^but why\b",
         "why_did_you": r"\bwhy (?:did|would) you (?:assume|say|think|suggest|recommend|claim|write|call)\b",
         "really_can": r"\bcan (?:it|that|the \w+|this) really\b",
@@ -233,12 +206,6 @@ PATTERNS: dict[str, dict[str, str]] = {
         "no_such": r"^\W*(?:but )?there(?:'s| is) no such\b|\bthere (?:is|are) no (?:\w+ )?(?:option|button|menu|setting|settings|"
                    r"field|tab|function|method|column|property|attribute|module|command)s? (?:called|named|like|in|on)\b|"
                    r"^\W*(?:но |а )?(?:нет|нету) (?:там |тут |здесь )?никак\w+",
-        "zh_wrong": r"不对|错了|不正确|不准确|瞎说|胡说|瞎猜|乱说|你确定|是真的吗|还是(?:报错|不行|不对|错|一样|没用)|(?:依然|仍然)(?:报错|不行)",
-        "ru_wrong": r"\b(?:неправильно|неверно|неправда|ошибаешься|ошибаетесь|это не так)\b|\b(?:ты|вы) уверен\w*|\bвс[её] равно (?:ошибка|не работает)|\bне работает\b",
-        "other_still": r"怎么还是|还是没(?:有)?(?:变|改|用|解决)|又错了|\b(?:опять|снова) (?:не|ошибка|то же)\b|"
-                       r"\b(?:sigue sin funcionar|sigue (?:igual|mal)|toujours pas|ça ne marche toujours pas|immer noch (?:nicht|falsch|"
-                       r"der gleiche fehler)|ainda não (?:funciona|está certo))\b",
-        "fr_es_de_pt_wrong": r"\b(?:c'est faux|c'est incorrect|pas correct|tu te trompes|es-tu sûr|tu es sûr|ne (?:marche|fonctionne) pas|está mal|es incorrecto|no es correcto|te equivocas|estás seguro|no funciona|das ist falsch|stimmt nicht|bist du sicher|funktioniert nicht|está errado|está incorreto|tem certeza|não funciona)\b",
         # A counter-claim: a short statement that contradicts the answer ("It is out though", "it has 56 floors, not
         # 60", "shouldn't it be 12?", "wasn't it Newton?").
         "though": r"^(?:but |well,? )?(?:it|that|this|they|he|she|there|you|the \w+)(?:'s|'re| is| are| was| were| does| "
@@ -246,8 +213,6 @@ PATTERNS: dict[str, dict[str, str]] = {
         "not_number": r"\b\d[\d.,]*(?: \w+)?,? not \d[\d.,]*\b|\bnot \d[\d.,]*(?: \w+)?,? (?:but|it'?s|it is|it was)\b",
         "shouldnt_it": r"^(?:but |wait,? |hmm+,? |um+,? )?(?:shouldn'?t (?:it|that|this|the \w+|they) be|wasn'?t (?:it|that|he|"
                        r"she|they)|didn'?t (?:he|she|they)|isn'?t (?:it|that) (?:actually|supposed))\b[^?]{0,60}\?",
-        "sure_other": r"^\W*(?:¿\s*)?(?:seguro|estás segur[oa]|sicher|vraiment|t'es sûr|sério|certeza)\s*[?？]|"
-                      r"^\W*(?:но |а )?разве\b|(?:不是|难道)[^?？]{1,20}吗[?？]?$|^(?:不对[，,]?)?应该是",
     },
     "Unrealistic_Expectation": {
         "why_cant_you": r"\bwhy can'?t you\b|\byou should (?:be able to|know)\b|\byou must know\b",
@@ -261,6 +226,9 @@ PATTERNS: dict[str, dict[str, str]] = {
     },
     "Ignored": {
         "not_what_i": r"\b(?:that'?s|thats|this is|that is|it'?s)? ?not what i (?:asked|wanted|meant|said|was looking for|need(?:ed)?)\b",
+        # "based on the code I provided", "instead of using the text I sent": the user's own material was ignored.
+        "my_material": r"\b(?:the|my) (?:previous |original |earlier |same )?(?:code|text|data|file|example|list|version|script|"
+                       r"document|essay|information|info|details) (?:that )?i (?:provided|gave|sent|posted|shared|pasted|attached)\b",
         "you_forgot": r"\byou (?:forgot|ignored|missed|overlooked|omitted) (?:that|about|i|my|what|the)\b|\bi (?:specifically )?asked (?:for|you to)\b",
         "you_didnt": r"\byou (?:did not|didn'?t|have not|haven'?t|never|forgot to|failed to) (?:provide|answer|explain|include|mention|address|give|tell|respond|list|cite|show|read)\b",
         "i_didnt_say": r"\bi (?:didn'?t|did not|never) (?:tell|say|ask|mention|want|need) (?:you |that|for|to)\b",
@@ -268,16 +236,11 @@ PATTERNS: dict[str, dict[str, str]] = {
         "only_wanted": r"\bi (?:just|only) (?:wanted|asked|need(?:ed)?) (?:some|a|an|the|to|you to)\b",
         "misunderstand": r"\bmisunderst(?:and|ood)\b|\bi did(?:n'?t| not) mean\b|\bi (?:actually|originally|really) (?:wanted|asked|meant)\b",
         "off_topic": r"\b(?:back on topic|off[- ]topic|irrelevant|not relevant|beside the point)\b",
+        # "that's not a haiku", "this isn't python": the answer is not the thing asked for (a short turn).
+        "not_a_x": r"^(?:but |no,? |um+,? )?(?:that|this|it|these|those)(?:'s| is| are|s)? (?:not|isn'?t|aren'?t) (?:a|an|in) \w+(?: \w+)?\W*$",
         "not_an_x": r"\b(?:that|this|it)(?:'s| is) not an? \w+,? (?:that|this|it)(?:'s| is) an?\b",
         "what_about": r"^but what about\b|\byou (?:missed|ignored|skipped)\b",
-        "zh_ignored": r"我(?:问|说)的是|不是这个|我的意思是|答非所问|你没(?:有)?(?:回答|理解)",
-        "ru_ignored": r"\bя (?:же )?(?:просил|спрашивал|имел в виду)\b|\bне то,? что я\b|\bты не (?:ответил|понял)\b",
-        "fr_es_de_pt_ignored": r"\b(?:ce n'est pas ce que|je voulais dire|tu as (?:omis|oublié)|no es lo que|quise decir|das ist nicht,? was|ich meinte|não foi isso|eu quis dizer)\b",
         # "I told you to ...", "what I want is ...", "still not what I asked" in the other top languages.
-        "other_told_you": r"不是让你|我(?:刚才|已经)?(?:说|讲)了|我要的是|我是说|没有按照|你没有?(?:按|照|看|理解|回答)|"
-                          r"\bя же (?:сказал|говорил|писал)|\bя (?:сказал|просил|писал),? (?:что|чтобы)\b|"
-                          r"\b(?:te (?:pedí|dije)|dije que|je t'ai (?:demandé|dit)|ich habe (?:dich|dir) (?:gebeten|gesagt)|"
-                          r"eu (?:pedi|disse) (?:para|que))\b",
     },
     "Lower_Quality": {
         "worse": r"\b(?:(?:this|that|it|the answer|your answer|the new one)(?:'s| is| was)? (?:even |much |a lot )?worse|worse than (?:before|the (?:first|last|previous|original|other))|not as good|got worse|previous (?:one|answer|version) was better|(?:first|earlier|original|last) (?:one|answer|version) was better)\b",
@@ -285,7 +248,10 @@ PATTERNS: dict[str, dict[str, str]] = {
         "nothing_new": r"\bnothing new\b|\b(?:too )?generic\b|\byou(?:'re| are) repeating\b|\byou already said\b|\bsame (?:answer|thing|response) (?:again|as before)\b",
     },
     "Insufficient_Detail": {
-        "more_detail": r"\bmore (?:detail|details|detailed|depth|in-depth|thorough|specific|comprehensive|complete)(?:\s*[.!?]|$| (?:on|about|for|in|of|to) (?:it|that|this|the|your|those|these|each)\b| (?:please|example|examples|explanation|answer|response|information|info))|\bgo into (?:more )?detail\b",
+        "more_detail": r"\bmore (?:detail|details|detailed|depth|in-depth|thorough|specific|comprehensive|complete)(?:\s*[.!?]|$| (?:on|about|for|in|of|to) (?:it|that|this|the|your|those|these|each)\b| (?:please|example|examples|explanation|answer|response|information|info))|\bgo into (?:more )?detail\b|"
+                       r"^\W*(?:(?:can|could) you |please )?(?:describe|explain|write|tell me|go over|talk about|elaborate on|break down)\b[^.]{0,60} "
+                       r"in (?:more|greater|immense|extreme|much more|further|even more|more vivid) details?\b|"
+                       r"^\W*(?:(?:can|could) you |please )?add (?:more |some |a few |a bit more )?details? (?:about|on|to|of|for)\b",
         "too_short": r"\btoo (?:short|brief|vague|general|shallow|superficial|abstract)\b|\bnot (?:detailed|specific|complete) enough\b",
         "unfinished": r"\b(?:finish|complete) (?:your|the|that) (?:last )?(?:sentence|answer|response|thought|list|code)\b|\b(?:you|it) (?:stopped|got cut off|cut off)\b",
         "dont_get_it": r"\bi (?:still )?(?:don'?t|do not) (?:get|understand) (?:it|this|that|what you mean|how|why|the)\b|\bnot (?:quite )?sure what you mean\b|\bwhat do you mean\b|\bi'?m (?:confused|lost)\b",
@@ -293,21 +259,23 @@ PATTERNS: dict[str, dict[str, str]] = {
         "explain_more": r"\bexplain (?:it |this |that |them )?(?:more|better|further|in (?:more )?detail|more clearly|differently)\b|\belaborate\s*(?:more|further|on (?:it|this|that|them|these|those|the|your|each|point|number|\d))?\s*[.!?]*$|\b(?:can|could) you elaborate\b|\bplease elaborate\b",
         "go_deeper": r"\b(?:go|dig|dive) deeper\b|\bbe more (?:specific|detailed|precise|concrete)\b|\bexpand (?:on|upon) (?:it|this|that|them|these|those|each|your|the (?:most )?(?:recent|previous|last|above))\b",
         "make_longer": r"\bmake (?:it |that |this |the \w+ )?(?:longer|larger|bigger|more detailed)\b",
+        # "give me the full code", "implement the complete changes": the answer was partial.
+        "the_full": _LEAD + r"(?:give|show|write|send|provide|implement|print|post|share|make|do) (?:me |us )?(?:the|your) "
+                    r"(?:full|whole|entire|complete|rest of the) (?:code|changes|script|program|answer|text|list|version|file|"
+                    r"method|function|story|response|solution|implementation|thing)\b",
         "is_that_all": r"^(?:is )?that(?:'s| is)? (?:it|all)\s*\?|\bare (?:these|those|they) (?:the only|all)\b",
         "expand_it": r"\bexpand (?:it|this|that|them|the above(?: \w+)?|the previous(?: \w+)?|your (?:\w+ )?(?:answer|response|"
                      r"output|text))\b|\bexpand (?:further|more)\b",
-        "zh_detail": r"详细(?:一点|一些|点|说|讲|解释|介绍)|具体(?:一点|一些|点|说)|展开(?:说|讲)|多(?:写|说)一些|更详细",
-        "other_not_enough": r"不够(?:详细|具体|完整|全面|深入)|太(?:简单|简略|笼统|短|少)了|"
-                            r"\b(?:недостаточно (?:подробно|полно)|слишком (?:коротко|кратко|просто|обще))\b|"
-                            r"\b(?:muy corto|demasiado corto|trop court|zu kurz|muito curto)\b",
-        "ru_detail": r"\bподробнее\b|\bболее подробно\b|\bрасскажи больше\b",
-        "fr_es_de_pt_detail": r"\b(?:plus de détails|plus détaillé|más detalles|más detallado|explica mejor|mehr details|ausführlicher|mais detalhes|explique melhor)\b",
     },
     "Style": {
         "too_x": r"\b(?:too|way too|a bit|a little|bit|rather|overly) (?:long|wordy|verbose|formal|informal|casual|technical|complicated|complex|modern|simple|repetitive|redundant|offensive|artificial|dry|stiff|robotic|much text)\b",
         "not_that": r"^\W*(?:not (?:that|so|this|too) (?:short|long|formal|casual|simple|complicated|much))\W*$|"
                     r"^\W*a (?:lil|tad|little bit) (?:more|less) \w+\W*$",
         "more_x": r"\b(?:less|more) (?:formal|casual|wordy|verbose|redundant|technical|concise|friendly|professional|markdown|shakespearean|readable|natural|human)\b|\bmore (?:fun|playful|engaging|lively|creative|personal)\b|\bproperly (?:formal|casual|professional)\b|\btoo many (?:emojis|words|bullet points|bullets|hashtags|caveats|disclaimers|details|questions)\b|\bmore simply\b|\bsimpler (?:terms|words|language|explanation|version|way)\b|\bsimplistic\b|\blayman'?s\b|\bin (?:simple|plain) (?:terms|words|english|language)\b",
+        # "it's too cheesy", "way too much", "still too formal": a short verdict on the answer's manner.
+        "too_adj": r"^(?:but |hmm+,? |well,? |no,? )?(?:(?:it|that|this|this one|the \w+|they|these|those)(?:'s| is| are|'re| was| seems| "
+                   r"sounds| feels| looks)? )?(?:still |way |a bit |a little |kinda |kind of |far |much |just |really |so )*too "
+                   r"(?:\w+|much|many \w+)(?: and \w+)?\W*$",
         "overdoing": r"\boverd(?:oing|id|one|o)\b|\b(?:a bit|way|far|little|bit) too much\b",
         "shorter": r"\b(?:shorter|more concise|summari[sz]e it|tl;?dr)\b",
         "format": rf"\b(?:put|write|format|present|rewrite|give|show|make) (?:it|that|this|them|these|those|the \w+|your \w+)(?: \w+)? (?:in|as|into) (?:an? )?(?:well[- ]?formatted |nice |proper |python |\w+ )?{_FORMAT}\b|\b(?:use|with|add) (?:more|less|some|no) (?:markdown|formatting|bullet|headings|emojis)\b",
@@ -315,9 +283,6 @@ PATTERNS: dict[str, dict[str, str]] = {
         "dont_repeat": r"\b(?:don'?t|do not|no need to|stop) (?:repeat|use so many|include so much)\b",
         "sounds_technical": r"\b(?:sounds|is|seems|looks) (?:very |too |a bit |really |so )?(?:technical|complicated|confusing|wordy)\b",
         "tone": r"\b(?:change|fix|adjust) (?:the|your) (?:tone|style|format|formatting|wording)\b",
-        "zh_style": r"简短(?:一点|一些|点)|(?:更|再)(?:简洁|简短|短)|太长了?|(?:短|长|简单|通俗|正式|口语化|专业)一(?:点|些)",
-        "ru_style": r"\b(?:короче|покороче|слишком длинно|проще)\b",
-        "fr_es_de_pt_style": r"^\W*(?:(?:c'est|es|ist|é|está|mach es|hazlo|fais-le|faça) )?(?:plus court|plus courte|trop long|más corto|más largo|demasiado largo|kürzer|länger|zu lang|mais curto|mais longo|muito longo)\b",
     },
 }
 
@@ -325,7 +290,7 @@ PATTERNS: dict[str, dict[str, str]] = {
 # patterns that also occur in neutral turns are less sure; rules+llm sends verdicts below its threshold to the model.
 DEFAULT_CONFIDENCE = {"sat": 0.85, "dsat": 0.85}
 CONFIDENCE: dict[str, float] = {
-    "ok_then": 0.55, "thats_ok": 0.7, "agree": 0.7, "zh_ok": 0.7, "ru_ok": 0.7, "fr_es_de_pt_ok": 0.7,
+    "ok_then": 0.55, "thats_ok": 0.7, "agree": 0.7,
     "interesting": 0.7, "helped": 0.75, "like_it": 0.75, "better": 0.7, "glad": 0.6, "reminds_me": 0.6,
     "opening_praise": 0.75, "go_ahead": 0.7, "funny": 0.7,
     "or_not": 0.7, "for_shame": 0.7, "sad_face": 0.7, "frustration": 0.75,
@@ -334,11 +299,12 @@ CONFIDENCE: dict[str, float] = {
     "contradiction": 0.7, "surely": 0.7, "really_can": 0.7, "why_did_you": 0.7, "you_said": 0.7,
     "cant_open": 0.7, "should_be": 0.7, "it_fails": 0.75, "then_why": 0.7, "i_didnt_say": 0.75, "dont_get_it": 0.7, "is_that_all": 0.65, "what_about": 0.7, "off_topic": 0.7,
     "never_mind": 0.7, "just_answer": 0.7, "why_cant_you": 0.7, "nothing_new": 0.7, "sounds_technical": 0.7,
-    "make_it_more": 0.75, "redo_it": 0.8, "without": 0.7, "length_limit": 0.7, "zh_more": 0.7, "zh_it": 0.7,
-    "ru_bare_edit": 0.7, "es_bare_edit": 0.7, "fr_bare_edit": 0.7, "de_bare_edit": 0.7, "pt_bare_edit": 0.7,
-    "though": 0.7, "not_number": 0.7, "shouldnt_it": 0.7, "sure_other": 0.7,
-    "other_told_you": 0.75, "other_not_enough": 0.75, "other_still": 0.8,
-    "again_bare": 0.8, "change_to_be": 0.8, "previous_one": 0.75, "other_in_language": 0.75, "de_should": 0.7,
+    "make_it_more": 0.75, "redo_with": 0.8, "add_more": 0.75, "want_it": 0.75, "not_a_x": 0.75, "my_material": 0.75, "where_from": 0.75, "the_full": 0.75, "too_adj": 0.75, "redo_it": 0.8, "without": 0.7, "length_limit": 0.7,
+    "though": 0.7, "not_number": 0.7, "shouldnt_it": 0.7,
+    "again_bare": 0.8, "change_to_be": 0.8, "previous_one": 0.75,
     "expand_it": 0.8, "nothing_happens": 0.7, "no_such": 0.7, "not_that": 0.75,
-    "zh_again": 0.75, "edit_phrase": 0.7, "include_phrase": 0.6, "in_language": 0.75, "zh_edit": 0.7, "ru_edit": 0.75, "ru_again": 0.75, "zh_style": 0.75, "ru_style": 0.7,
+    "edit_phrase": 0.7, "include_phrase": 0.6, "in_language": 0.75,
 }
+CONFIDENCE |= INTL_CONFIDENCE
+for _category, _patterns in INTL_PATTERNS.items():
+    PATTERNS[_category] |= _patterns

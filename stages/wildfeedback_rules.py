@@ -57,6 +57,13 @@ _TASK_PROMPT = (r"^\W*(?:i want you to (?:act|be|pretend|play|take|roleplay|role
 # story where he does a great job"), so SAT cues do not count.
 _TASK_OPENING = (r"^\W*(?:please |pls |now |and )?(?:write|create|generate|make|give|tell|list|describe|translate|compose|"
                  r"draft|design|build|produce|suggest|provide|imagine|continue|rewrite|add|find|show|explain)\b")
+# A question about the world ("How can I make pancakes from scratch?", "Do days get shorter in winter?") is a new
+# task: request-shaped cue words in it ("from scratch", "shorter") do not ask to change the answer.
+_WORLD_QUESTION = (r"^\W*(?:(?:and|so|ok(?:ay)?),? )?(?:how (?:do|can|should|would|does|did) (?:i|we|one|people|they|he|she|my|a|an|the)|"
+                   r"how to|what (?:is|are|was|were|does|kind|type|general|can i|should i)|why (?:is|are|does|do (?:people|we|they|"
+                   r"i))|who (?:is|was|are|were)|when (?:is|was|did|does|do|will)|where (?:is|are|can|do|does)|which|"
+                   r"(?:do|does|did) (?:\w+ )?(?:people|days|we|they|cats|dogs|children|kids|men|women|animals|plants)|"
+                   r"(?:is|are) there|is it (?:true|possible|safe|bad|good|normal|okay|ok))\b[^?]{0,200}\?")
 _CONTRAST = r"\b(?:but|however|though|although|except|yet)\b"
 _OPENS_POSITIVE = (
     r"^\W*(?:ok(?:ay)?,? |oh,? |wow,? )?(?:thanks?|thank you|thx|great|perfect|awesome|nice|cool|excellent|"
@@ -69,7 +76,7 @@ _NEGATIONS: list[tuple[str, str]] = [
      r"particularly|at all|exactly|even|entirely|completely|a|an|all)\s+){0,2}(good|great|helpful|useful|correct|right|accurate|true|"
      r"clear|funny|entertaining|perfect|bad|wrong|terrible|awful|problem|big deal|issue)\b", "neg_${1}"),
     (r"\bno (?:problem|problems|prob|worries|issue|issues)\b", "neg_problem"),
-    (r"\b(?:doesn'?t|didn'?t|does not|did not|won'?t|will not|not)\s+(?:really\s+|even\s+)?(help|work)(?:ed|s)?\b", "neg_${1}"),
+    (r"\b(?:doesn'?t|didn'?t|does not|did not|won'?t|will not|not)\s+(?:really\s+|even\s+|seems? to\s+)?(help|work)(?:ed|s)?\b", "neg_${1}"),
     (r"\bnothing (wrong|bad)\b", "neg_${1}"),
     (r"\bthanks to\b", "owing to"),  # "thanks to the rain" is not gratitude
     (r"\bthank[- ]?you (?:note|card|letter|e-?mail|message|gift|speech)s?\b", "thankyou_note"),
@@ -164,7 +171,9 @@ _CATEGORIES = SAT_CATEGORIES + DSAT_CATEGORIES
 # Context rules: name -> (category, confidence). See stages/wildfeedback_context.py.
 CONTEXT_RULES = {"resend": ("Revision", 0.9), "insist_after_refusal": ("Revision", 0.85),
                  "error_report": ("Factual_Error", 0.7), "accepts_offer": ("Compliance", 0.75),
-                 "edits_answer": ("Revision", 0.8), "no_correction": ("Revision", 0.7)}
+                 "edits_answer": ("Revision", 0.8), "no_correction": ("Revision", 0.7),
+                 "edits_named": ("Revision", 0.8), "short_edit": ("Revision", 0.75),
+                 "counter_claim": ("Factual_Error", 0.75)}
 # How sure "no signal" is where the context leaves the rules unsure (else NO_SIGNAL_CONFIDENCE).
 # A turn in another language without a cue is routed to the model too: the other languages' cue lists
 # are short, so their silence says less (the README's language table shows the gap).
@@ -187,10 +196,20 @@ def _confidence(name: str, category: str) -> float:
     return CONFIDENCE.get(name, DEFAULT_CONFIDENCE["sat" if category in SAT_CATEGORIES else "dsat"])
 
 
+def _named_hits(rows: pl.DataFrame, cat: int, part: int, hit: dict[str, tuple[pl.Expr, float]]) -> pl.DataFrame:
+    """``_row``, the category and part order, the names in ``hit`` whose condition holds, the surest confidence."""
+    rows = rows.with_columns([cond.alias(f"_h{k}") for k, (cond, _) in enumerate(hit.values())])
+    hits = {name: pl.col(f"_h{k}") for k, name in enumerate(hit)}
+    conf = pl.max_horizontal([pl.when(pl.col(f"_h{k}")).then(pl.lit(v)) for k, (_, v) in enumerate(hit.values())])
+    return rows.select("_row", pl.lit(cat).alias("_cat"), pl.lit(part).alias("_part"),
+                       _names(hits, "; ").alias("rationale"), conf.alias("_conf"))
+
+
 def _fired(cand: pl.DataFrame) -> pl.DataFrame:
     """``_row``, ``rationale`` ("Category:pattern" names that fired) and ``_conf`` (the surest of them).
 
-    Each category is re-scanned per pattern only on its own rows; context rules name themselves.
+    Each category's rows are split by the pattern union (`_category_regexes`) they match, and each part is
+    re-scanned only with its union's patterns; context rules name themselves.
     """
     parts = []
     for i, c in enumerate(_CATEGORIES):
@@ -198,16 +217,18 @@ def _fired(cand: pl.DataFrame) -> pl.DataFrame:
         if not rows.height:
             continue
         scope = pl.col("_s" if c in SAT_CATEGORIES else "_t")
-        hit = {f"{c}:{n}": (scope.str.contains(p) & ~pl.col("_prompt"), _confidence(n, c)) for n, p in PATTERNS[c].items()}
-        hit |= {f"{c}:{n}": (pl.col(f"_x_{n}"), conf) for n, (cat, conf) in CONTEXT_RULES.items() if cat == c}
-        rows = rows.with_columns([cond.alias(f"_h{k}") for k, (cond, _) in enumerate(hit.values())])
-        hits = {name: pl.col(f"_h{k}") for k, name in enumerate(hit)}
-        conf = pl.max_horizontal([pl.when(pl.col(f"_h{k}")).then(pl.lit(v)) for k, (_, v) in enumerate(hit.values())])
-        parts.append(rows.select("_row", pl.lit(i).alias("_cat"), _names(hits, "; ").alias("rationale"),
-                                 conf.alias("_conf")))
+        named = list(PATTERNS[c].items())
+        for j, union in enumerate(_category_regexes(c)):
+            sub = rows.filter(scope.str.contains(union) & ~pl.col("_prompt"))
+            if sub.height:
+                group = named[j * UNION_SIZE:(j + 1) * UNION_SIZE]
+                parts.append(_named_hits(sub, i, j, {f"{c}:{n}": (scope.str.contains(p), _confidence(n, c)) for n, p in group}))
+        ctx = {f"{c}:{n}": (pl.col(f"_x_{n}"), conf) for n, (cat, conf) in CONTEXT_RULES.items() if cat == c}
+        if ctx:
+            parts.append(_named_hits(rows, i, len(named), ctx))
     if not parts:
         return pl.DataFrame(schema={"_row": pl.UInt32, "rationale": pl.String, "_conf": pl.Float64})
-    return pl.concat(parts).sort("_row", "_cat").group_by("_row", maintain_order=True).agg(
+    return pl.concat(parts).sort("_row", "_cat", "_part").group_by("_row", maintain_order=True).agg(
         pl.col("rationale").drop_nulls().str.join("; "), pl.col("_conf").max())
 
 
@@ -217,7 +238,7 @@ def _context(turns: pl.DataFrame, text: str, prev: str, prev_user: str | None, w
     return c.select(
         _x_resend=pl.col("resend") & ~pl.col("refusal"),
         _x_insist_after_refusal=pl.col("refusal") & (pl.col("resend") | pl.col("overlap") | pl.col("insisting")),
-        _x_error_report="error_report", _x_accepts_offer="accepts_offer", _x_edits_answer="edits_answer", _x_no_correction="no_correction", _u_overlap="overlap", _u_refusal="refusal",
+        _x_error_report="error_report", _x_accepts_offer="accepts_offer", _x_edits_answer="edits_answer", _x_no_correction="no_correction", _x_edits_named="edits_named", _x_short_edit="short_edit", _x_counter_claim="counter_claim", _u_overlap="overlap", _u_refusal="refusal",
         _u_error_after_code="error_after_code", _u_non_english="non_english",
     )
 
@@ -252,8 +273,9 @@ def detect(
     full = turns[text].fill_null("")
     raw = pl.when(full.str.len_chars() > window_chars).then(full.str.slice(0, window_chars) + " …").otherwise(full)
     first_line = full.str.strip_chars_start().str.extract(r"^([^\n]*)\n")
-    raw = pl.when((full.str.len_chars() > 300) & first_line.is_not_null()).then(first_line + " …").otherwise(raw)
-    work = work.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), raw.alias("_raw"))
+    material = (full.str.len_chars() > 300) & first_line.is_not_null()
+    raw = pl.when(material).then(first_line + " …").otherwise(raw)
+    work = work.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), raw.alias("_raw"), material.alias("_material"))
     # One pass of a few pattern unions picks the rows with some cue (or a context rule); most turns of
     # a real log start a new task and carry none, so everything below runs on few rows.
     cue = work.select(_clean(pl.col("_raw")).alias("_c")).select(
@@ -272,7 +294,10 @@ def detect(
     ])
     by_context = {c: [f"_x_{n}" for n, (cat, _) in CONTEXT_RULES.items() if cat == c] for c, _ in CONTEXT_RULES.values()}
     cand = cand.with_columns([(pl.col(f"_c_{c}") | pl.any_horizontal(cols)).alias(f"_c_{c}") for c, cols in by_context.items()])
-    thanked_new_task = pl.col("_t").str.contains(_OPENS_POSITIVE) & ~pl.col("_t").str.contains(_CONTRAST)
+    # A thanked new task, a question about the world, or an instruction over material of its own (a first line
+    # over 300 more characters: "перепиши это без latex\n<text>") asks for something new, not for a change.
+    thanked_new_task = (pl.col("_t").str.contains(_OPENS_POSITIVE) & ~pl.col("_t").str.contains(_CONTRAST)) | pl.col(
+        "_t").str.contains(_WORLD_QUESTION) | pl.col("_material")
     sarcastic = pl.col("_c_Negative_Feedback") & pl.col("_c_Gratitude") & ~pl.col("_t").str.contains(_CONTRAST)
     cand = cand.with_columns(
         [(pl.col(f"_c_{c}") & ~(thanked_new_task & ~pl.any_horizontal(ctx))).alias(f"_c_{c}") for c in _REQUEST_DSAT]
