@@ -1,4 +1,5 @@
-"""Shared fixtures: the repo root, the real data folder, the project's params, one local Ray cluster."""
+"""Shared fixtures: the repo root, the real data folder, the project's params, one local Ray cluster; and how
+the suite is spread over pytest-xdist workers (`-n 2 --dist loadgroup`, pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,26 @@ REAL = ROOT.parent / "shared" / "data" / "real"
 os.environ.setdefault("PREFPIPE_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# pytest-xdist groups (`--dist loadgroup`): a module runs whole on one worker, so its module-scoped fixtures
+# are built once; the modules that read the session's `built_repo` run together, so it is built once; and
+# the longest groups (minutes each: the real model's DAG, Ray's whole-DAG runs) start first
+# (`--no-loadscope-reorder` keeps this order instead of sorting groups by their number of tests).
+BUILT_REPO_MODULES = {"test_cluster.py", "test_dvc.py", "test_remote.py", "test_resume.py"}
+LONGEST_FIRST = ["test_real_model.py", "built_repo"]
+
+
+def _group(item: pytest.Item) -> str:
+    return "built_repo" if item.path.name in BUILT_REPO_MODULES else item.path.name
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    first = {name: rank for rank, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: first.get(_group(item), len(first)))  # stable: module order otherwise kept
 
 
 @pytest.fixture(scope="session")

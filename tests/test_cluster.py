@@ -14,7 +14,9 @@ import yaml
 
 from tests.conftest import copy_project
 
-pytestmark = [pytest.mark.e2e, pytest.mark.ray]
+# The module's whole-DAG Ray run happens in the first test's setup (minutes; more while the other xdist
+# worker shares the two cores), so the limit is wider than the suite's default.
+pytestmark = [pytest.mark.e2e, pytest.mark.ray, pytest.mark.timeout(2400)]
 
 # A stage with model steps long enough to kill a node under it.
 KILL_STAGE = "pugc"
