@@ -2,7 +2,7 @@
 check, same texts, same process.
 
 Texts with a known language:
-- the 1,001 real WildChat user turns of tests/fixtures/wildchat_labels.jsonl, whose `language` was labelled by
+- the 1,803 real WildChat user turns of tests/fixtures/wildchat_labels.jsonl, whose `language` was labelled by
   hand (texts read from ../shared/data/real/wildchat_sample);
 - the shipped samples (data/samples/posts.jsonl and prompts.jsonl, all English).
 
