@@ -16,7 +16,9 @@ user turn before it (``prev_user``) and with the assistant turn it answers (``pr
   request recurs as a phrase) or, for a long request (>= `LONG_REQUEST` words), lightly edited
   (word-set Jaccard >= `NEAR_JACCARD`, no number changed) or trimmed (no word added, some dropped, at least
   `TRIMMED_MIN_WORDS` words and Jaccard >= 0.3 left). A templated series that swaps a word or a
-  number ("2 to the 4th" -> "3 to the 4th") is a new task, not a resend.
+  number ("2 to the 4th" -> "3 to the 4th") is a new task, not a resend, and so is a narrowed request
+  after an answer that said what it lacked ("please provide ...", "there is no attached file", "我们需要已知
+  ..."): the user supplies it (such a turn is `overlap`, uncertain).
 - ``overlap``: the turn shares much with the earlier request (Jaccard >= 0.3 or half of its words)
   without being a resend: a rephrased request or a follow-up on the same subject; the rules cannot
   tell them apart, so such turns are marked uncertain (see `uncertain`).
@@ -160,6 +162,11 @@ _CLAIM = (r"^\W*(?:(?:no+|nope|actually|but|wait|hmm+|well|um+)[,.!]* )*(?:i (?:
           r"^\W*(?:but |wait,? )?(?:isn'?t|wasn'?t|aren'?t|weren'?t|shouldn'?t) (?:it|that|he|she|they|there)\b[^?\n]{0,60}\d[^?\n]{0,30}\?$")
 _NOT_NAMES = ["following", "below", "above", "same", "whole", "entire", "first", "last", "next", "previous", "one", "this", "that"]
 _GO_ON = r"^\W*(?:yes,? |sure,? |ok(?:ay)?,? )?(?:please )?(?:go on|continue|keep going|go ahead)(?: please)?\W*$"
+# An answer that says what it lacks or asks for it ("please provide", "there is no attached file", "我们需要已知 ...").
+_NEEDS_INPUT = (r"need (?:to know|more (?:information|details|context)|the (?:text|file|data|details))|please provide|(?:no|not an?) "
+                r"(?:attached|attachment|file)|incomplete|you(?:'ve| have)? (?:didn'?t|did not|haven'?t) (?:provide|include|attach|"
+                r"specif)|could you (?:please )?(?:provide|share|specify|clarify)|需要(?:已知|知道|更多|提供)|请提供|请(?:告诉|说明)|"
+                r"нужн\w* (?:знать|больше|дополнительн)|предоставьте|уточните|пожалуйста, укажите")
 _QUESTION = r"\?|^\W*(?:what|why|how|что|почему|как|为什么|怎么|什么|pourquoi|comment|por qué|cómo|warum|wie|por que|como)\b"
 _CODE = r"```|`[^`\n]{2,60}`|\n\s*(?:def |class |import |#include|public |function |const |let |var |for |if )|[;{}]\s*\n"
 _NON_LATIN = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Cyrillic}\p{Arabic}\p{Hebrew}\p{Thai}\p{Devanagari}\p{Greek}]"
@@ -182,7 +189,8 @@ def _repeats(frame: pl.DataFrame, t: pl.Expr, p: pl.Expr) -> pl.DataFrame:
     """``resend`` and ``overlap`` of lower-cased texts ``t`` (the turn) and ``p`` (the request before it)."""
     squash = lambda e: e.str.replace_all(r"\s+", " ").str.strip_chars(" .?!")  # noqa: E731
     w = frame.select(t.str.extract_all(_TOKEN).list.unique().alias("_tw"), p.str.extract_all(_TOKEN).list.unique().alias("_pw"),
-                     p.str.len_chars().alias("_pn"), squash(t).str.contains(squash(p), literal=True).alias("_phrase"))
+                     p.str.len_chars().alias("_pn"), squash(t).str.contains(squash(p), literal=True).alias("_phrase"),
+                     pl.col("_ans").str.contains(_NEEDS_INPUT).alias("_needs"))
     w = w.with_columns(_nt=pl.col("_tw").list.len(), _np=pl.col("_pw").list.len(),
                        _common=pl.col("_tw").list.set_intersection("_pw").list.len(),
                        _removed=pl.col("_pw").list.set_difference("_tw"),
@@ -197,7 +205,9 @@ def _repeats(frame: pl.DataFrame, t: pl.Expr, p: pl.Expr) -> pl.DataFrame:
     # Trimmed: the request again with some words dropped and none added ("... with greeting to my followers ..."
     # -> "..."); a short remnant ("What are XML?" of "What are XML and JSON?") is a sub-question, not a resend.
     trimmed = (pl.col("_added") == 0) & (n_t >= TRIMMED_MIN_WORDS) & (jaccard >= 0.3)
-    resend = kept_all | edited | trimmed
+    # The request again with what the answer said it lacked ("we need to know n", "there is no attached file"):
+    # the user supplies it, a follow-up (neither), not a resend.
+    resend = (kept_all & ~pl.col("_needs")) | edited | trimmed
     return w.select(resend.alias("resend"),
                     (~resend & (n_p >= 2) & ((jaccard >= 0.3) | (common >= 0.5 * n_p))).alias("overlap"))
 
@@ -242,7 +252,8 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
 
     Cue-like checks see the turn's first ``window_chars`` characters and the answer's first 400. Columns
     a turn needs only sometimes are computed on the rows that can have them: the word sets only where
-    the earlier request's first long word (4+ letters, or 2 Han characters) recurs in the turn, the code
+    the earlier request's first or second long word (2 Han characters, else 4+ letters; the second so that
+    a new opening verb, "Evaluate ..." -> "Assess ...", still compares) recurs in the turn, the code
     check only after an error message, the pretext check only after a refusal.
     """
     f = frame.select(
@@ -251,13 +262,15 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
         pl.col(prev).fill_null("").str.head(400).str.to_lowercase().alias("_ans"),
         (pl.col(prev_user).cast(pl.String) if prev_user else pl.lit(None, dtype=pl.String)).alias("_pu"),
     )
-    key = pl.col("_pu").str.head(200).str.to_lowercase().str.extract(r"(\p{L}{4,}|\p{Han}{2})")
+    keys = pl.col("_pu").str.head(200).str.to_lowercase().str.extract_all(r"\p{Han}{2}|\p{L}{4,}")
+    key, key2 = keys.list.get(0, null_on_oob=True), keys.list.get(1, null_on_oob=True)
     f = f.with_columns(
         refusal=pl.col("_ans").str.head(300).str.contains(_REFUSAL),
         non_english=(3 * pl.col("_lo").str.count_matches(_NON_LATIN) > pl.col("_lo").str.count_matches(r"\p{L}"))
         | (pl.col("_lo").str.contains(_EUROPEAN) & ~pl.col("_lo").str.contains(_ENGLISH)),
         _err=pl.col("_lo").str.contains(_ERROR),
-        _related=(pl.col("_lo").str.contains(key, literal=True).fill_null(False) & ~pl.col("_lo").str.contains(_CONTINUE)),
+        _related=((pl.col("_lo").str.contains(key, literal=True).fill_null(False)
+                   | pl.col("_lo").str.contains(key2, literal=True).fill_null(False)) & ~pl.col("_lo").str.contains(_CONTINUE)),
         _long=pl.col("_lo").str.len_chars() >= 32,  # can hold an instruction and 30 pasted characters
     )
     n = frame.height
