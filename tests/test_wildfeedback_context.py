@@ -204,10 +204,10 @@ def test_wildchat_fixture_is_split_by_conversation(real):
 
 # Regression floors, met by the current rules (README has the figures); not goals.
 FLOORS = {
-    ("dev", "all"): {"dsat": (0.92, 0.59), "sat": (0.85, 0.75)},
-    ("dev", "unambiguous"): {"dsat": (0.92, 0.68), "sat": (0.85, 0.70)},
-    ("test", "all"): {"dsat": (0.78, 0.43), "sat": (0.6, 0.3)},
-    ("test", "unambiguous"): {"dsat": (0.80, 0.49)},
+    ("dev", "all"): {"dsat": (0.93, 0.60), "sat": (0.85, 0.75)},
+    ("dev", "unambiguous"): {"dsat": (0.93, 0.70), "sat": (0.85, 0.70)},
+    ("test", "all"): {"dsat": (0.78, 0.45), "sat": (0.6, 0.3)},
+    ("test", "unambiguous"): {"dsat": (0.80, 0.51)},
 }
 
 
