@@ -12,6 +12,7 @@ import pytest
 from stages.wildfeedback_rules import ROUTE_BELOW, detect
 from tests.wildfeedback_fixture import (
     WILDCHAT_FIXTURE,
+    detect_turns,
     detect_wildchat,
     load_wildchat,
     wildchat_scores,
@@ -22,10 +23,7 @@ REFUSAL = "I'm sorry, but I can't help with that request."
 CODE_ANSWER = "Try this:\n```python\nnames = load()\nprint(names[0])\n```\nIt prints the first name."
 
 
-def run(rows: list[tuple[str, str, str | None]]) -> list[dict]:
-    """detect() over (text, prev, prev_user) rows."""
-    frame = pl.DataFrame(rows, schema={"text": pl.String, "prev": pl.String, "prev_user": pl.String}, orient="row")
-    return detect(frame).to_dicts()
+run = detect_turns  # detect() over (text, prev, prev_user) rows
 
 
 def test_resent_narrowed_and_edited_requests_are_revision():

@@ -5,18 +5,16 @@ keep new tasks using the same words (a question about the world, an instruction 
 
 from __future__ import annotations
 
-import polars as pl
 import pytest
 
-from stages.wildfeedback_rules import ROUTE_BELOW, detect
+from stages.wildfeedback_rules import ROUTE_BELOW
+from tests.wildfeedback_fixture import assert_cue_family, detect_turns
 
 STORY = "Once upon a time a dragon named Ember learned to fly over the mountains. The end."
 ASK = "Write a short story about a dragon"
 
 
-def run(rows: list[tuple[str, str, str | None]]) -> list[dict]:
-    frame = pl.DataFrame(rows, schema={"text": pl.String, "prev": pl.String, "prev_user": pl.String}, orient="row")
-    return detect(frame).to_dicts()
+run = detect_turns
 
 
 # pattern -> (category, turns after STORY that must fire it, new tasks with the same words that must fire no
@@ -49,11 +47,7 @@ BARE_EDITS: dict[str, tuple[str, list[str], list[str]]] = {
 def test_bare_edits_of_the_answer_and_their_new_task_twins(name):
     category, positives, negatives = BARE_EDITS[name]
     rows = run([(t, STORY, ASK) for t in positives + negatives])
-    for text, row in zip(positives, rows[: len(positives)], strict=True):
-        assert f"{category}:{name}" in (row["rationale"] or ""), f"{name} missed: {text!r} -> {row['rationale']}"
-    for text, row in zip(negatives, rows[len(positives):], strict=True):
-        fired = [r for r in (row["rationale"] or "").split("; ") if r.startswith(f"{category}:")]
-        assert not fired, f"{name}: new task {text!r} -> {fired}"
+    assert_cue_family(name, category, positives, negatives, rows)
 
 
 def test_an_edit_of_a_thing_the_request_or_the_answer_named():

@@ -3,11 +3,11 @@ each pattern family pinned by turns it must fire on and by new tasks that use th
 
 from __future__ import annotations
 
-import polars as pl
 import pytest
 
 from stages.wildfeedback_cues_intl import INTL_CONFIDENCE, INTL_PATTERNS
-from stages.wildfeedback_rules import PATTERNS, ROUTE_BELOW, detect
+from stages.wildfeedback_rules import PATTERNS, ROUTE_BELOW
+from tests.wildfeedback_fixture import assert_cue_family, detect_turns
 
 PREV = "Here is the text you asked for. It has three short paragraphs about the topic."
 
@@ -50,7 +50,7 @@ FAMILIES: dict[str, tuple[str, list[str], list[str]]] = {
 
 
 def run(texts: list[str]) -> list[dict]:
-    return detect(pl.DataFrame({"text": texts, "prev": [PREV] * len(texts)})).to_dicts()
+    return detect_turns([(t, PREV, None) for t in texts])
 
 
 def test_every_language_pattern_is_in_the_detector_with_a_confidence():
@@ -64,11 +64,7 @@ def test_every_language_pattern_is_in_the_detector_with_a_confidence():
 def test_language_cue_families(name):
     category, positives, negatives = FAMILIES[name]
     rows = run(positives + negatives)
-    for text, row in zip(positives, rows[: len(positives)], strict=True):
-        assert f"{category}:{name}" in (row["rationale"] or ""), f"{name} missed: {text!r} -> {row['rationale']}"
-    for text, row in zip(negatives, rows[len(positives):], strict=True):
-        fired = [r for r in (row["rationale"] or "").split("; ") if r.startswith(f"{category}:")]
-        assert not fired, f"{name}: new task {text!r} -> {fired}"
+    assert_cue_family(name, category, positives, negatives, rows)
 
 
 def test_bare_edits_in_other_languages_are_less_sure():

@@ -3,17 +3,13 @@ the extended request that supplies what the answer said it lacked (a follow-up, 
 
 from __future__ import annotations
 
-import polars as pl
-
-from stages.wildfeedback_rules import detect
+from tests.wildfeedback_fixture import detect_turns
 
 GEAR = ("the optimal amount of gear inches for track cycling that uses a gear ratio with a prime or odd number for the "
         "chainring and rear sprocket.")
 
 
-def run(rows: list[tuple[str, str, str | None]]) -> list[dict]:
-    frame = pl.DataFrame(rows, schema={"text": pl.String, "prev": pl.String, "prev_user": pl.String}, orient="row")
-    return detect(frame).to_dicts()
+run = detect_turns
 
 
 def test_a_long_request_with_a_new_opening_verb_is_a_resend_but_a_swapped_number_is_not():

@@ -171,3 +171,24 @@ def wildchat_scores(frame: pl.DataFrame) -> dict:
                       "dsat_missed_below": int((missed & unsure).sum()), "dsat_false": int(false.sum()),
                       "dsat_false_below": int((false & unsure).sum())}
     return out
+
+
+# --- hand-written turns ------------------------------------------------------------------------------
+
+
+def detect_turns(rows: list[tuple[str, str, str | None]]) -> list[dict]:
+    """The rules' verdict per (text, prev, prev_user) row."""
+    from stages.wildfeedback_rules import detect
+
+    frame = pl.DataFrame(rows, schema={"text": pl.String, "prev": pl.String, "prev_user": pl.String}, orient="row")
+    return detect(frame).to_dicts()
+
+
+def assert_cue_family(name: str, category: str, positives: list[str], negatives: list[str], rows: list[dict]) -> None:
+    """``rows`` = verdicts on ``positives + negatives``: every positive names ``category:name`` in its rationale,
+    no negative (a new task that shares the cue's words) carries any ``category`` cue."""
+    for text, row in zip(positives, rows[: len(positives)], strict=True):
+        assert f"{category}:{name}" in (row["rationale"] or ""), f"{name} missed: {text!r} -> {row['rationale']}"
+    for text, row in zip(negatives, rows[len(positives):], strict=True):
+        fired = [r for r in (row["rationale"] or "").split("; ") if r.startswith(f"{category}:")]
+        assert not fired, f"{name}: new task {text!r} -> {fired}"
