@@ -12,8 +12,9 @@ searches ``ANN_SHARDS`` HNSW indexes (``faiss``), one per contiguous block of ro
 the space, a seeded sparse random projection of the TF-IDF rows to ``ANN_DIM`` dimensions that keeps
 cosines close. Each shard's graph is built single-threaded, so it is the same on every run, and shards
 are built side by side on two threads; every row queries every shard, and the union of candidates is
-re-ranked by exact cosine in the original space. Smaller graphs keep recall up as n grows. Time and recall against the exact search are
-measured by ``bench/dove_similar.py`` (its README has the 1M figures and what they were run with).
+re-ranked by exact cosine in the original space. Smaller graphs keep recall up as n grows; the result
+depends on neither thread counts nor batch sizes. Time and recall against the exact search are measured
+by ``bench/dove_similar.py`` (its README has the figures and what they were run with).
 
 >>> X = tfidf_matrix(["how do I bake bread", "how do I bake a cake", "tax deadline"], 3, 5, 1 << 12)
 >>> nearest_partners(X, k=1, max_similarity=1.0)[0].tolist()
