@@ -107,7 +107,7 @@ def main() -> None:
 
     print(f"instructions: {args.n:,} (TF-IDF {x.nnz / args.n:.0f} nonzeros per row, built in {t_tfidf:.1f} s)")
     print(f"HNSW search (dim {S.ANN_DIM}, M {S.ANN_M}, efConstruction {S.ANN_EF_CONSTRUCTION}, efSearch "
-          f"{S.ANN_EF_SEARCH}, {S.ANN_CANDIDATES} candidates, exact re-rank): {t_ann:.1f} s; "
+          f"{S.ANN_EF_SEARCH}, {S.ANN_SHARDS} shards x {S.ANN_CANDIDATES} candidates, exact re-rank): {t_ann:.1f} s; "
           f"peak RSS {rss:,.0f} MiB; rows without a partner: {int((partners[:, 0] < 0).sum())}")
     print(f"recall of the exact first partner on {ok.sum():,} sampled instructions: {recall:.3f}; "
           f"similarity ratio {ratio:.4f}")

@@ -8,11 +8,13 @@ Two spaces, both giving L2-normalised rows so a dot product is a cosine:
   ``sentence-transformers/all-MiniLM-L6-v2``), used when ``dove.embedding_model`` names one.
 
 ``nearest_partners`` searches exactly up to ``EXACT_MAX`` instructions (O(n^2), seconds). Beyond, it
-searches an HNSW index (``faiss``, built single-threaded, so the graph and the result are the same on
-every run) over a dense view of the space, a seeded sparse random projection of the TF-IDF rows to
-``ANN_DIM`` dimensions that keeps cosines close; the index's candidates are then
-re-ranked by their exact cosine in the original space. Time and recall against the exact search are
-measured by ``bench/dove_similar.py`` (its README has the 1M figures and what they were run with).
+searches ``ANN_SHARDS`` HNSW indexes (``faiss``), one per contiguous block of rows, over a dense view of
+the space, a seeded sparse random projection of the TF-IDF rows to ``ANN_DIM`` dimensions that keeps
+cosines close. Each shard's graph is built single-threaded, so it is the same on every run, and shards
+are built side by side on two threads; every row queries every shard, and the union of candidates is
+re-ranked by exact cosine in the original space. Smaller graphs keep recall up as n grows; the result
+depends on neither thread counts nor batch sizes. Time and recall against the exact search are measured
+by ``bench/dove_similar.py`` (its README has the figures and what they were run with).
 
 >>> X = tfidf_matrix(["how do I bake bread", "how do I bake a cake", "tax deadline"], 3, 5, 1 << 12)
 >>> nearest_partners(X, k=1, max_similarity=1.0)[0].tolist()
@@ -20,6 +22,8 @@ measured by ``bench/dove_similar.py`` (its README has the 1M figures and what th
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
@@ -41,9 +45,10 @@ ANN_NONZEROS = 4  # nonzeros per input feature in the random projection (a spars
 ANN_M = 16  # HNSW links per node (faiss ``M``)
 ANN_EF_CONSTRUCTION = 100  # HNSW build beam (M 32 / 40 builds 2.2x faster but recall fell: bench/README.md)
 ANN_EF_SEARCH = 64  # HNSW query beam (at least the number of candidates asked for)
+ANN_SHARDS = 4  # HNSW graphs, each over n / 4 consecutive rows (recall falls with graph size; bench/README.md)
 ANN_RERANK = 15  # candidates scored by exact cosine at a time: k + ANN_RERANK per row
-ANN_CANDIDATES = 32  # candidates fetched per row; rows left short (near-duplicate clusters) fetch 4x more
-ANN_MAX_CANDIDATES = 1024  # ... up to this many; a slot still empty after that stays -1
+ANN_CANDIDATES = 8  # candidates fetched per row from each shard; rows left short (near-duplicates) fetch 4x more
+ANN_MAX_CANDIDATES = 1024  # ... up to this many per shard; a row still short after that is searched exactly
 CHUNK_ROWS = 100_000  # texts per chunk of the TF-IDF build and the projection (bounds temporaries)
 
 
@@ -215,47 +220,39 @@ def dense_view(x: sp.csr_matrix | np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def _approximate(x, k: int, max_similarity: float, block_cells: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest partners through an HNSW index over ``dense_view(x)``, re-ranked by exact cosine.
+    """Nearest partners through HNSW indexes over ``dense_view(x)``, re-ranked by exact cosine.
 
-    The index (faiss ``IndexHNSWFlat``, inner product on unit rows) is built single-threaded in row
-    order, so it is the same graph on every run; queries run on every core (each query's answer does
-    not depend on the others). Per row the index's best candidates (by projected cosine, itself
-    excluded) are scored exactly, ``k + ANN_RERANK`` at a time, until ``k`` of them are below
-    ``max_similarity``; a row whose candidates run out (a cluster of near-duplicates) asks the index
-    for four times more, and a row the index cannot serve (it returns fewer rows than asked, or
-    ``ANN_MAX_CANDIDATES`` were not enough) is searched exactly.
+    The rows are cut into ``ANN_SHARDS`` contiguous shards (bounds from n alone, each of at least 64
+    rows); each shard's index (faiss ``IndexHNSWFlat``, inner product on unit rows) is built on one
+    thread in row order, so it is the same graph on every run, and two shards are built at a time.
+    Queries run on every core (each query's answer does not depend on the others). Per row each shard's
+    ``ANN_CANDIDATES`` best (by projected cosine, itself excluded), merged by (projected cosine, row), are
+    scored exactly, ``k + ANN_RERANK`` at a time, until ``k`` of them are below ``max_similarity``; a row
+    whose candidates run out (a cluster of near-duplicates) asks every shard for four times more, and a
+    row the indexes cannot serve (a shard returns fewer rows than asked, or ``ANN_MAX_CANDIDATES`` per
+    shard were not enough) is searched exactly.
     """
-    import faiss
-
     n = x.shape[0]
     y = np.empty((n, ANN_DIM if sp.issparse(x) else x.shape[1]), np.float32)
     for lo in range(0, n, CHUNK_ROWS // 4):  # a chunk at a time: the projection's temporaries stay small
         y[lo : lo + CHUNK_ROWS // 4] = dense_view(x[lo : lo + CHUNK_ROWS // 4])
-    index = faiss.IndexHNSWFlat(y.shape[1], ANN_M, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = ANN_EF_CONSTRUCTION
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)  # insertion order fixed: the same graph on every run
-    try:
-        index.add(y)
-    finally:
-        faiss.omp_set_num_threads(threads)
-    del y  # the index holds a copy: queries read that one
-    y = faiss.rev_swig_ptr(faiss.downcast_index(index.storage).get_xb(), index.ntotal * index.d)
-    y = y.reshape(index.ntotal, index.d)
+    bounds = np.linspace(0, n, max(1, min(ANN_SHARDS, n // 64)) + 1).astype(np.int64)
+    indexes = _build_shards(y, bounds)
+    del y  # each index holds a copy of its shard: queries read those
+    y = _Stored(indexes, bounds)
     partners = np.full((n, k), -1, dtype=np.int64)
     sims = np.full((n, k), np.nan, dtype=np.float32)
-    rows, m, r = np.arange(n), ANN_CANDIDATES, k + ANN_RERANK
+    rows, m, r, smallest = np.arange(n), ANN_CANDIDATES, k + ANN_RERANK, int(np.diff(bounds).min())
     while rows.size:
-        m = min(max(m, r + 1), n)
-        index.hnsw.efSearch = max(ANN_EF_SEARCH, m)
-        cand = np.empty((rows.size, m), np.int64)
+        m = min(max(m, -(-(r + 1) // len(indexes))), smallest)
+        cand = np.empty((rows.size, m * len(indexes)), np.int64)
         for lo in range(0, rows.size, CHUNK_ROWS):
-            cand[lo : lo + CHUNK_ROWS] = index.search(y[rows[lo : lo + CHUNK_ROWS]], m)[1]  # -1 pads short rows
+            cand[lo : lo + CHUNK_ROWS] = _search(indexes, bounds, y[rows[lo : lo + CHUNK_ROWS]], m)
         exhausted = (cand < 0).any(axis=1)
         cand[cand == rows[:, None]] = -1  # never the row itself
         s = np.full(cand.shape, -np.inf, np.float32)
         todo = np.ones(rows.size, bool)
-        for lo in range(0, m, r):  # score candidates a window at a time, only for rows still short
+        for lo in range(0, cand.shape[1], r):  # score candidates a window at a time, only for rows still short
             idx = np.flatnonzero(todo)
             window = cand[idx, lo : lo + r]
             ok = window >= 0
@@ -267,11 +264,63 @@ def _approximate(x, k: int, max_similarity: float, block_cells: int) -> tuple[np
             if not todo.any():
                 break
         partners[rows], sims[rows] = _best(np.where(cand >= 0, cand, 0), s, k, max_similarity)
-        more = todo & ~exhausted & (m < min(n, ANN_MAX_CANDIDATES))
+        more = todo & ~exhausted & (m < min(smallest, ANN_MAX_CANDIDATES))
         if (todo & ~more).any():
             _exact(x, rows[todo & ~more], k, max_similarity, block_cells, partners, sims)
         rows, m = rows[more], m * 4
     return partners, sims
+
+
+def _build_shards(y: np.ndarray, bounds: np.ndarray) -> list:
+    """One HNSW index per shard ``y[bounds[i]:bounds[i + 1]]``, each built on a single OpenMP thread
+    (faiss's threaded add depends on thread timing), two shards at a time (faiss releases the GIL)."""
+    import faiss
+
+    def build(lo_hi):
+        faiss.omp_set_num_threads(1)  # the OpenMP thread count is per calling thread (libgomp)
+        index = faiss.IndexHNSWFlat(y.shape[1], ANN_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ANN_EF_CONSTRUCTION
+        index.add(y[lo_hi[0] : lo_hi[1]])
+        return index
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # also here, should a runtime keep one count for the whole process
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            return list(pool.map(build, zip(bounds[:-1], bounds[1:], strict=True)))
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+class _Stored:
+    """Rows of the projected matrix, read from the shards' indexes (``stored[rows]``)."""
+
+    def __init__(self, indexes: list, bounds: np.ndarray):
+        import faiss
+
+        self.bounds, self.parts = bounds, [
+            faiss.rev_swig_ptr(faiss.downcast_index(ix.storage).get_xb(), ix.ntotal * ix.d).reshape(ix.ntotal, ix.d)
+            for ix in indexes]
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        shard = np.searchsorted(self.bounds, rows, side="right") - 1
+        out = np.empty((rows.size, self.parts[0].shape[1]), np.float32)
+        for j, part in enumerate(self.parts):
+            out[shard == j] = part[rows[shard == j] - self.bounds[j]]
+        return out
+
+
+def _search(indexes: list, bounds: np.ndarray, q: np.ndarray, m: int) -> np.ndarray:
+    """Each shard's ``m`` best rows for each query (as row numbers of the whole matrix; -1 where a shard
+    returned fewer), merged per query by (-projected cosine, row): the order depends on the data only."""
+    scores, found = [], []
+    for index, lo in zip(indexes, bounds[:-1], strict=True):
+        index.hnsw.efSearch = max(ANN_EF_SEARCH, m)
+        d, i = index.search(q, m)
+        scores.append(np.where(i >= 0, d, -np.inf))
+        found.append(np.where(i >= 0, i + lo, -1))
+    d, i = np.concatenate(scores, axis=1), np.concatenate(found, axis=1)
+    return np.take_along_axis(i, np.lexsort((i, -d), axis=1), axis=1)
 
 
 def row_cosine(x: sp.csr_matrix | np.ndarray, a: np.ndarray, b: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:

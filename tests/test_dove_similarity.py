@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from stages.dove_similarity import ANN_DIM, dense_view, nearest_partners, row_cosine, tfidf_matrix
+from stages.dove_similarity import ANN_DIM, ANN_SHARDS, dense_view, nearest_partners, row_cosine, tfidf_matrix
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +67,29 @@ def test_approximate_search_looks_past_a_cluster_of_near_duplicates():
     approx, s = nearest_partners(x, k=1, max_similarity=0.95, exact_max=0)
     assert (approx[:60, 0] == 60).all() and (exact[:60, 0] == 60).all()  # the rye bread, not a copy
     assert (s < 0.95).all()
+
+
+def test_sharded_search_is_the_same_on_any_number_of_threads(instructions):
+    faiss = pytest.importorskip("faiss")
+    x = tfidf_matrix(instructions, 3, 5, 1 << 18)  # 500 rows: ANN_SHARDS graphs of 125
+    threads = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(1)
+        one = nearest_partners(x, k=2, max_similarity=0.95, exact_max=0)
+        faiss.omp_set_num_threads(max(2, threads))
+        many = nearest_partners(x, k=2, max_similarity=0.95, exact_max=0)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    assert (one[0] == many[0]).all() and np.array_equal(one[1], many[1], equal_nan=True)
+    assert faiss.omp_get_max_threads() == threads  # the build leaves the caller's thread count alone
+
+
+def test_sharded_search_finds_a_partner_in_another_shard(instructions):
+    # the only near neighbour of row 0 is the last row, which sits in the last of the ANN_SHARDS shards
+    texts = instructions[:255] + [instructions[0].replace(" ", "  ").upper() + " please"]
+    x = tfidf_matrix(texts, 3, 5, 1 << 18)
+    assert ANN_SHARDS > 1 and row_cosine(x, np.array([0]), np.array([255]))[0] < 0.95
+    exact, _ = nearest_partners(x, k=1, max_similarity=0.95)
+    approx, _ = nearest_partners(x, k=1, max_similarity=0.95, exact_max=0)
+    assert exact[0, 0] == 255 and exact[255, 0] == 0
+    assert approx[0, 0] == 255 and approx[255, 0] == 0
