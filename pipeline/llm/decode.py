@@ -116,6 +116,32 @@ def right_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, to
     return ids.to(device), mask.to(device)
 
 
+def common_prefix(rows: list[list[int]]) -> int:
+    """Length of the longest token prefix every row starts with.
+
+    >>> common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]])
+    2
+    """
+    first, n = rows[0], min(len(r) for r in rows)
+    for r in rows[1:]:
+        n = next((i for i in range(n) if r[i] != first[i]), n)
+    return n
+
+
+def expandable(cache) -> bool:
+    """Whether a KV cache can be run once for a shared prefix and repeated for a batch with pads between
+    prefix and suffix, exactly: a ``DynamicCache`` whose layers all keep every position (``DynamicLayer``).
+    Sliding-window layers would count the pads into their window, linear-attention (hybrid) layers carry a
+    state the pads would pass through, and layers sharing another's KV (``DummyLayer``) hold nothing; older
+    ``transformers`` without per-layer caches are not checked and not used either."""
+    from transformers import cache_utils
+
+    layer = getattr(cache_utils, "DynamicLayer", None)
+    layers = getattr(cache, "layers", None)
+    return (layer is not None and isinstance(cache, cache_utils.DynamicCache) and bool(layers)
+            and all(type(x) is layer for x in layers))
+
+
 def decode(model, prompts: list[list[int]], k: int, pick: Callable, steps: int, eos_ids: list[int], pad: int,
            cache_arg: str, stop: StopStrings | None = None, processor=None, keep: dict | None = None,
            prefill_threads: int | None = None) -> list[list[tuple[list[int], bool]]]:

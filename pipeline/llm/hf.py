@@ -20,6 +20,13 @@ go through the output layer in one projection (for architectures whose logits ar
 output, checked when the engine is built; others get the model's own logits). ``choose`` encodes each
 prompt once and scores all its options on the prompt's KV cache (two forward passes per batch).
 
+Shared prompt prefix (``choose``): judge prompts start with the same template text, so when a batch's
+prompts share at least ``MIN_SHARED_PREFIX`` tokens (and two rows or more), that prefix runs once with
+batch size 1, its KV cache is repeated for the rows and only the rest of each prompt is prefilled
+(left-padded, pads masked between prefix and rest, positions continuing after the prefix): the same
+computation up to float rounding (tests/test_prefix_cache.py). It needs a cache that keeps every position
+(``decode.expandable``, probed when the engine is built: ``prefix_reuse``); others take the full prefill.
+
 CPU threads: ``llm.cpu_threads`` (``auto`` measures at start, see ``pipeline.llm.cpu``).
 """
 
@@ -35,7 +42,17 @@ from pipeline.config import LLM, Sampling
 from pipeline.llm.base import ChatPrompt, Completion, LogProb, sample_seed
 from pipeline.llm.chat import ChatCodec
 from pipeline.llm.cpu import measure, threads
-from pipeline.llm.decode import GrammarProcessor, RowSampler, StopStrings, decode, greedy, left_pad, right_pad
+from pipeline.llm.decode import (
+    GrammarProcessor,
+    RowSampler,
+    StopStrings,
+    common_prefix,
+    decode,
+    expandable,
+    greedy,
+    left_pad,
+    right_pad,
+)
 from pipeline.llm.structured import ClosingPolicy, generate_validated, schema_json, shortest_completion
 from pipeline.llm.tiny import resolve_model
 
@@ -44,6 +61,9 @@ log = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Config keys of architectures whose logits are not the plain output layer (soft-capping, scaling).
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
+# Fewest tokens a batch's prompts must share for the prefix to run once (see the module docstring): below
+# that, the extra forward call and the cache copy outweigh the (rows - 1) x prefix tokens saved.
+MIN_SHARED_PREFIX = 32
 
 
 def budget_batches(lengths: list[int], tokens: int, rows: int | None = None) -> list[list[int]]:
@@ -88,6 +108,7 @@ class TransformersEngine:
         self._keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         with threads(1):  # a few tokens; more threads could only stall on a busy machine
             self._split = self._head_is_linear()
+            self.prefix_reuse = self._cache_expandable()
         self._measured: dict[str, int] = {}  # shared by the copies get_engine makes for other roles
         if self.device.type == "cpu" and cfg.cpu_threads == "auto":
             self._measured.update({k: v for k, v in measure(self.model, self._cache_arg).items() if k != "seconds"})
@@ -132,6 +153,12 @@ class TransformersEngine:
             got = self._out(self._decoder(input_ids=probe).last_hidden_state).float()
         tol = 1e-4 if self.model.dtype == torch.float32 else 2e-2
         return bool(torch.allclose(got, want, rtol=tol, atol=tol * float(want.abs().max())))
+
+    def _cache_expandable(self) -> bool:
+        """Whether the model's KV cache can hold a shared prefix repeated for a batch (``decode.expandable``)."""
+        probe = torch.arange(3, 7, device=self.device).unsqueeze(0) % self.model.config.get_text_config().vocab_size
+        with torch.inference_mode():
+            return expandable(self._body(True, input_ids=probe, use_cache=True)[1])
 
     def _body(self, last_only: bool = False, **kw) -> tuple[torch.Tensor, object]:
         """The decoder's hidden states (or the model's logits, when the output layer cannot be split
@@ -273,9 +300,7 @@ class TransformersEngine:
     def _score_options(self, spans: list[list[tuple[list[int], int, int]]], k: int) -> torch.Tensor:
         """Log-probabilities of k answers per prompt (float64, rows x k), the prompt encoded once: one
         forward pass over the prompts (keeping their KV cache), one over all the answers."""
-        ids, mask = left_pad([opts[0][0][: opts[0][1]] for opts in spans], self.tokenizer.pad_token_id, self.device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        states, cache = self._body(True, input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        states, cache, mask, pos = self._prefill([opts[0][0][: opts[0][1]] for opts in spans])
         answers = [a[start:end] for opts in spans for a, start, end in opts]
         head = self._logprobs_at(states[:, -1].repeat_interleave(k, 0),
                                  torch.tensor([a[0] for a in answers], device=self.device))
@@ -294,3 +319,25 @@ class TransformersEngine:
             lp = self._logprobs_at(states[row, at], a_ids[row, at + 1])
             total = total.index_add(0, row, lp.double())
         return total.view(len(spans), k)
+
+    def _prefill(self, rows: list[list[int]]) -> tuple[torch.Tensor, object, torch.Tensor, torch.Tensor]:
+        """Prompts through the model, KV cache kept: the last positions' states, the cache, the attention mask
+        over the cache (rows x cached length) and the last forward's positions. A prefix shared by all rows
+        runs once (module docstring); at least one token of each row stays after it, as the last position
+        gives the first answer token's logits."""
+        shared = min(common_prefix(rows), min(len(r) for r in rows) - 1) if self.prefix_reuse and len(rows) > 1 else 0
+        if shared < MIN_SHARED_PREFIX:
+            ids, mask = left_pad(rows, self.tokenizer.pad_token_id, self.device)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            states, cache = self._body(True, input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+            return states, cache, mask, pos
+        prefix = torch.tensor([rows[0][:shared]], device=self.device)
+        _, cache = self._body(True, input_ids=prefix, attention_mask=torch.ones_like(prefix),
+                              position_ids=torch.arange(shared, device=self.device).unsqueeze(0), use_cache=True)
+        cache.batch_repeat_interleave(len(rows))
+        ids, rest = left_pad([r[shared:] for r in rows], self.tokenizer.pad_token_id, self.device)
+        mask = torch.cat([torch.ones((len(rows), shared), dtype=rest.dtype, device=self.device), rest], dim=1)
+        pos = shared + (rest.cumsum(-1) - 1).clamp(min=0)
+        states, cache = self._body(True, input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                                   **{self._cache_arg: cache})
+        return states, cache, mask, pos
