@@ -1,6 +1,6 @@
-"""``choose`` with a shared prompt prefix (pipeline/llm/hf.py ``_prefill``): the prefix runs once per batch
-and its KV cache is repeated, with the same probabilities as prefilling every prompt in full, whatever the
-batching; models whose cache cannot be repeated that way take the full prefill."""
+"""A shared prompt prefix (``pipeline.llm.decode.prefill``) in ``choose`` and ``generate``: the prefix runs
+once per batch and its KV cache is repeated, with the same probabilities (and samples) as prefilling every
+prompt in full, whatever the batching; models whose cache cannot be repeated that way take the full prefill."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from transformers import AutoTokenizer, LlamaConfig, MistralConfig, MistralForCa
 from transformers.cache_utils import DynamicCache
 
 from pipeline.config import LLM, Sampling
-from pipeline.llm.decode import common_prefix, expandable
-from pipeline.llm.hf import MIN_SHARED_PREFIX, TransformersEngine
+from pipeline.llm.decode import MIN_SHARED_PREFIX, common_prefix, expandable
+from pipeline.llm.hf import TransformersEngine
 from pipeline.llm.tiny import resolve_model
 
 CFG = LLM(
@@ -131,6 +131,18 @@ def test_a_prompt_that_is_the_whole_shared_prefix(engine):
     assert max_diff(got, [engine.choose([p], OPTIONS)[0] for p in (short, longer)]) < TOL
     same, shapes = forwards(engine, lambda: engine.choose([short, short], OPTIONS))
     assert shapes[:2] == [(1, len(a) - 1), (2, 1)] and max_diff(same, got[:1] * 2) < TOL
+
+
+def test_generate_prefills_the_shared_prefix_once_with_the_same_samples(engine):
+    ids = prompt_ids(engine, JUDGED)
+    shared = common_prefix(ids)
+    s = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=12, stop=[], seed=3)  # tiny's greedy text is empty
+    got, shapes = forwards(engine, lambda: engine.generate(JUDGED, n=2, sampling=s))
+    assert shapes[:2] == [(1, shared), (len(JUDGED), max(len(x) for x in ids) - shared)]
+    want, full = forwards(engine, lambda: without_reuse(engine).generate(JUDGED, n=2, sampling=s))
+    assert full[0] == (len(JUDGED), max(len(x) for x in ids))
+    one_by_one = with_cfg(engine, batch_size=1).generate(JUDGED, n=2, sampling=s)
+    assert got == want == one_by_one and all(c.text for row in got for c in row)
 
 
 def test_only_caches_that_keep_every_position_are_expanded():

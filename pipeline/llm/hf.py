@@ -20,12 +20,12 @@ go through the output layer in one projection (for architectures whose logits ar
 output, checked when the engine is built; others get the model's own logits). ``choose`` encodes each
 prompt once and scores all its options on the prompt's KV cache (two forward passes per batch).
 
-Shared prompt prefix (``choose``): judge prompts start with the same template text, so when a batch's
-prompts share at least ``MIN_SHARED_PREFIX`` tokens (and two rows or more), that prefix runs once with
-batch size 1, its KV cache is repeated for the rows and only the rest of each prompt is prefilled
-(left-padded, pads masked between prefix and rest, positions continuing after the prefix): the same
-computation up to float rounding (tests/test_prefix_cache.py). It needs a cache that keeps every position
-(``decode.expandable``, probed when the engine is built: ``prefix_reuse``); others take the full prefill.
+Shared prompt prefix (``choose`` and ``generate``): judge and detector prompts start with the same template
+text, so when a batch's prompts share at least ``decode.MIN_SHARED_PREFIX`` tokens (and two rows or more),
+that prefix runs once with batch size 1, its KV cache is repeated for the rows and only the rest of each
+prompt is prefilled (``decode.prefill``): the same computation up to float rounding
+(tests/test_prefix_cache.py). It needs a cache that keeps every position (``decode.expandable``, probed
+when the engine is built: ``prefix_reuse``); others take the full prefill.
 
 CPU threads: ``llm.cpu_threads`` (``auto`` measures at start, see ``pipeline.llm.cpu``).
 """
@@ -46,11 +46,10 @@ from pipeline.llm.decode import (
     GrammarProcessor,
     RowSampler,
     StopStrings,
-    common_prefix,
     decode,
     expandable,
     greedy,
-    left_pad,
+    prefill,
     right_pad,
 )
 from pipeline.llm.structured import ClosingPolicy, generate_validated, schema_json, shortest_completion
@@ -61,9 +60,6 @@ log = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Config keys of architectures whose logits are not the plain output layer (soft-capping, scaling).
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")
-# Fewest tokens a batch's prompts must share for the prefix to run once (see the module docstring): below
-# that, the extra forward call and the cache copy outweigh the (rows - 1) x prefix tokens saved.
-MIN_SHARED_PREFIX = 32
 
 
 def budget_batches(lengths: list[int], tokens: int, rows: int | None = None) -> list[list[int]]:
@@ -219,7 +215,8 @@ class TransformersEngine:
                     schema, len(idx) * width, s.max_new_tokens, attempt)
                 rows = decode(self.model, [ids[i] for i in idx], width, pick, s.max_new_tokens, self.eos_ids,
                               self.tokenizer.pad_token_id, self._cache_arg, stop=stop, processor=processor,
-                              keep=self._keep, prefill_threads=self.cpu_threads.get("prefill"))
+                              keep=self._keep, prefill_threads=self.cpu_threads.get("prefill"),
+                              share_prefix=self.prefix_reuse)
                 for i, samples in zip(idx, rows, strict=True):
                     done = [self._finish(toks, ended, s) for toks, ended in samples]
                     out[i] = done * k if width == 1 else done
@@ -300,7 +297,8 @@ class TransformersEngine:
     def _score_options(self, spans: list[list[tuple[list[int], int, int]]], k: int) -> torch.Tensor:
         """Log-probabilities of k answers per prompt (float64, rows x k), the prompt encoded once: one
         forward pass over the prompts (keeping their KV cache), one over all the answers."""
-        states, cache, mask, pos = self._prefill([opts[0][0][: opts[0][1]] for opts in spans])
+        states, cache, mask, pos = prefill(lambda **kw: self._body(True, **kw), [o[0][0][: o[0][1]] for o in spans],
+                                           self.tokenizer.pad_token_id, self.device, self._cache_arg, self.prefix_reuse)
         answers = [a[start:end] for opts in spans for a, start, end in opts]
         head = self._logprobs_at(states[:, -1].repeat_interleave(k, 0),
                                  torch.tensor([a[0] for a in answers], device=self.device))
@@ -320,24 +318,3 @@ class TransformersEngine:
             total = total.index_add(0, row, lp.double())
         return total.view(len(spans), k)
 
-    def _prefill(self, rows: list[list[int]]) -> tuple[torch.Tensor, object, torch.Tensor, torch.Tensor]:
-        """Prompts through the model, KV cache kept: the last positions' states, the cache, the attention mask
-        over the cache (rows x cached length) and the last forward's positions. A prefix shared by all rows
-        runs once (module docstring); at least one token of each row stays after it, as the last position
-        gives the first answer token's logits."""
-        shared = min(common_prefix(rows), min(len(r) for r in rows) - 1) if self.prefix_reuse and len(rows) > 1 else 0
-        if shared < MIN_SHARED_PREFIX:
-            ids, mask = left_pad(rows, self.tokenizer.pad_token_id, self.device)
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            states, cache = self._body(True, input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-            return states, cache, mask, pos
-        prefix = torch.tensor([rows[0][:shared]], device=self.device)
-        _, cache = self._body(True, input_ids=prefix, attention_mask=torch.ones_like(prefix),
-                              position_ids=torch.arange(shared, device=self.device).unsqueeze(0), use_cache=True)
-        cache.batch_repeat_interleave(len(rows))
-        ids, rest = left_pad([r[shared:] for r in rows], self.tokenizer.pad_token_id, self.device)
-        mask = torch.cat([torch.ones((len(rows), shared), dtype=rest.dtype, device=self.device), rest], dim=1)
-        pos = shared + (rest.cumsum(-1) - 1).clamp(min=0)
-        states, cache = self._body(True, input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                                   **{self._cache_arg: cache})
-        return states, cache, mask, pos
