@@ -296,7 +296,8 @@ class TransformersEngine:
 
     def _score_options(self, spans: list[list[tuple[list[int], int, int]]], k: int) -> torch.Tensor:
         """Log-probabilities of k answers per prompt (float64, rows x k), the prompt encoded once: one
-        forward pass over the prompts (keeping their KV cache), one over all the answers."""
+        forward pass over the prompts (keeping their KV cache; two with a shared prefix, ``decode.prefill``),
+        one over all the answers."""
         states, cache, mask, pos = prefill(lambda **kw: self._body(True, **kw), [o[0][0][: o[0][1]] for o in spans],
                                            self.tokenizer.pad_token_id, self.device, self._cache_arg, self.prefix_reuse)
         answers = [a[start:end] for opts in spans for a, start, end in opts]
@@ -317,4 +318,3 @@ class TransformersEngine:
             lp = self._logprobs_at(states[row, at], a_ids[row, at + 1])
             total = total.index_add(0, row, lp.double())
         return total.view(len(spans), k)
-
