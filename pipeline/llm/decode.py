@@ -8,9 +8,10 @@ token with the ``t``-th number of its own stream, seeded with ``sample_seed(seed
 (``pipeline.llm.base``): the same prompt gets the same samples whatever the batch size, the order
 of the prompts, the other prompts in the batch, the checkpoint chunking or the Ray replica.
 
-One batch: the prompts (similar lengths, left-padded) are prefilled once; their KV cache is repeated
-for the ``n`` samples of each prompt (``model.generate`` prefills every sample's copy of the
-prompt), then one token per row per step. Per step and row: the logits (float32), the grammar mask
+One batch: the prompts (similar lengths, left-padded) are prefilled once (a prefix they all share, such as
+a detector's instructions, once for the batch: ``prefill``); their KV cache is repeated for the ``n``
+samples of each prompt (``model.generate`` prefills every sample's copy of the prompt), then one token
+per row per step. Per step and row: the logits (float32), the grammar mask
 of a structured call (``GrammarProcessor``), then temperature and top-p (the smallest set of most
 likely tokens whose probability reaches ``top_p``) and inverse-CDF sampling with the row's number;
 temperature 0 is greedy (argmax). A row ends at an end-of-turn token, at a stop string (checked on
@@ -116,20 +117,80 @@ def right_pad(rows: list[list[int]], pad: int, device) -> tuple[torch.Tensor, to
     return ids.to(device), mask.to(device)
 
 
+def common_prefix(rows: list[list[int]]) -> int:
+    """Length of the longest token prefix every row starts with.
+
+    >>> common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]])
+    2
+    """
+    first, n = rows[0], min(len(r) for r in rows)
+    for r in rows[1:]:
+        n = next((i for i in range(n) if r[i] != first[i]), n)
+    return n
+
+
+def expandable(cache) -> bool:
+    """Whether a KV cache can be run once for a shared prefix and repeated for a batch with pads between
+    prefix and suffix, exactly: a ``DynamicCache`` whose layers all keep every position (``DynamicLayer``).
+    Sliding-window layers would count the pads into their window, linear-attention (hybrid) layers carry a
+    state the pads would pass through, and layers sharing another's KV (``DummyLayer``) hold nothing; older
+    ``transformers`` without per-layer caches are not checked and not used either."""
+    from transformers import cache_utils
+
+    layer = getattr(cache_utils, "DynamicLayer", None)
+    layers = getattr(cache, "layers", None)
+    return (layer is not None and isinstance(cache, cache_utils.DynamicCache) and bool(layers)
+            and all(type(x) is layer for x in layers))
+
+
+# Fewest tokens a batch's prompts must share for ``prefill`` to run them once: below that, the extra forward
+# call and the cache copy outweigh the (rows - 1) x prefix tokens saved.
+MIN_SHARED_PREFIX = 32
+
+
+def prefill(forward: Callable, rows: list[list[int]], pad: int, device, cache_arg: str, share: bool):
+    """Prompts through the model, KV cache kept: ``(out, cache, mask, pos)``: ``forward``'s output for the last
+    pass (``forward(**kw) -> (out, cache)``), the cache, the attention mask over it (rows x cached length)
+    and that pass's positions. With ``share`` (a cache that ``expandable`` accepts), a prefix of at least
+    ``MIN_SHARED_PREFIX`` tokens shared by every row runs once with batch size 1, its cache is repeated for
+    the rows and only the rest of each row runs, left-padded: pads sit between prefix and rest, masked, and
+    positions continue after the prefix, so each real token sees what it sees in the full prefill. At least
+    one token of each row stays after the prefix: the last position predicts the next token."""
+    shared = min(common_prefix(rows), min(len(r) for r in rows) - 1) if share and len(rows) > 1 else 0
+    if shared < MIN_SHARED_PREFIX:
+        ids, mask = left_pad(rows, pad, device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out, cache = forward(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        return out, cache, mask, pos
+    prefix = torch.tensor([rows[0][:shared]], device=device)
+    _, cache = forward(input_ids=prefix, attention_mask=torch.ones_like(prefix),
+                       position_ids=torch.arange(shared, device=device).unsqueeze(0), use_cache=True)
+    cache.batch_repeat_interleave(len(rows))
+    ids, rest = left_pad([r[shared:] for r in rows], pad, device)
+    mask = torch.cat([torch.ones((len(rows), shared), dtype=rest.dtype, device=device), rest], dim=1)
+    pos = shared + (rest.cumsum(-1) - 1).clamp(min=0)
+    out, cache = forward(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_arg: cache})
+    return out, cache, mask, pos
+
+
 def decode(model, prompts: list[list[int]], k: int, pick: Callable, steps: int, eos_ids: list[int], pad: int,
            cache_arg: str, stop: StopStrings | None = None, processor=None, keep: dict | None = None,
-           prefill_threads: int | None = None) -> list[list[tuple[list[int], bool]]]:
+           prefill_threads: int | None = None, share_prefix: bool = False) -> list[list[tuple[list[int], bool]]]:
     """Per prompt, ``k`` samples ``(new tokens without the end token, ended)``; row ``i * k + j`` is
     sample ``j`` of prompt ``i`` (``pick`` and ``processor`` see these row numbers). ``keep``:
-    ``{"logits_to_keep": 1}`` where the model takes it (the prefill needs the last position only)."""
+    ``{"logits_to_keep": 1}`` where the model takes it (the prefill needs the last position only).
+    ``share_prefix``: the prompts' shared prefix runs once (``prefill``; only for caches ``expandable`` accepts)."""
     from pipeline.llm.cpu import threads
 
     device = model.device
-    ids, mask = left_pad(prompts, pad, device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def forward(**kw):
+        out = model(**kw, **(keep or {}))
+        return out.logits, out[cache_arg]
+
     with threads(prefill_threads):
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **(keep or {}))
-    cache, logits = out[cache_arg], out.logits[:, -1]
+        logits, cache, mask, pos = prefill(forward, prompts, pad, device, cache_arg, share_prefix)
+    logits = logits[:, -1]
     if k > 1:
         cache.batch_repeat_interleave(k)
         logits, mask = logits.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)

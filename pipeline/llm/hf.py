@@ -20,6 +20,13 @@ go through the output layer in one projection (for architectures whose logits ar
 output, checked when the engine is built; others get the model's own logits). ``choose`` encodes each
 prompt once and scores all its options on the prompt's KV cache (two forward passes per batch).
 
+Shared prompt prefix (``choose`` and ``generate``): judge and detector prompts start with the same template
+text, so when a batch's prompts share at least ``decode.MIN_SHARED_PREFIX`` tokens (and two rows or more),
+that prefix runs once with batch size 1, its KV cache is repeated for the rows and only the rest of each
+prompt is prefilled (``decode.prefill``): the same computation up to float rounding
+(tests/test_prefix_cache.py). It needs a cache that keeps every position (``decode.expandable``, probed
+when the engine is built: ``prefix_reuse``); others take the full prefill.
+
 CPU threads: ``llm.cpu_threads`` (``auto`` measures at start, see ``pipeline.llm.cpu``).
 """
 
@@ -35,7 +42,16 @@ from pipeline.config import LLM, Sampling
 from pipeline.llm.base import ChatPrompt, Completion, LogProb, sample_seed
 from pipeline.llm.chat import ChatCodec
 from pipeline.llm.cpu import measure, threads
-from pipeline.llm.decode import GrammarProcessor, RowSampler, StopStrings, decode, greedy, left_pad, right_pad
+from pipeline.llm.decode import (
+    GrammarProcessor,
+    RowSampler,
+    StopStrings,
+    decode,
+    expandable,
+    greedy,
+    prefill,
+    right_pad,
+)
 from pipeline.llm.structured import ClosingPolicy, generate_validated, schema_json, shortest_completion
 from pipeline.llm.tiny import resolve_model
 
@@ -88,6 +104,7 @@ class TransformersEngine:
         self._keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         with threads(1):  # a few tokens; more threads could only stall on a busy machine
             self._split = self._head_is_linear()
+            self.prefix_reuse = self._cache_expandable()
         self._measured: dict[str, int] = {}  # shared by the copies get_engine makes for other roles
         if self.device.type == "cpu" and cfg.cpu_threads == "auto":
             self._measured.update({k: v for k, v in measure(self.model, self._cache_arg).items() if k != "seconds"})
@@ -132,6 +149,12 @@ class TransformersEngine:
             got = self._out(self._decoder(input_ids=probe).last_hidden_state).float()
         tol = 1e-4 if self.model.dtype == torch.float32 else 2e-2
         return bool(torch.allclose(got, want, rtol=tol, atol=tol * float(want.abs().max())))
+
+    def _cache_expandable(self) -> bool:
+        """Whether the model's KV cache can hold a shared prefix repeated for a batch (``decode.expandable``)."""
+        probe = torch.arange(3, 7, device=self.device).unsqueeze(0) % self.model.config.get_text_config().vocab_size
+        with torch.inference_mode():
+            return expandable(self._body(True, input_ids=probe, use_cache=True)[1])
 
     def _body(self, last_only: bool = False, **kw) -> tuple[torch.Tensor, object]:
         """The decoder's hidden states (or the model's logits, when the output layer cannot be split
@@ -192,7 +215,8 @@ class TransformersEngine:
                     schema, len(idx) * width, s.max_new_tokens, attempt)
                 rows = decode(self.model, [ids[i] for i in idx], width, pick, s.max_new_tokens, self.eos_ids,
                               self.tokenizer.pad_token_id, self._cache_arg, stop=stop, processor=processor,
-                              keep=self._keep, prefill_threads=self.cpu_threads.get("prefill"))
+                              keep=self._keep, prefill_threads=self.cpu_threads.get("prefill"),
+                              share_prefix=self.prefix_reuse)
                 for i, samples in zip(idx, rows, strict=True):
                     done = [self._finish(toks, ended, s) for toks, ended in samples]
                     out[i] = done * k if width == 1 else done
@@ -272,10 +296,10 @@ class TransformersEngine:
 
     def _score_options(self, spans: list[list[tuple[list[int], int, int]]], k: int) -> torch.Tensor:
         """Log-probabilities of k answers per prompt (float64, rows x k), the prompt encoded once: one
-        forward pass over the prompts (keeping their KV cache), one over all the answers."""
-        ids, mask = left_pad([opts[0][0][: opts[0][1]] for opts in spans], self.tokenizer.pad_token_id, self.device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        states, cache = self._body(True, input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        forward pass over the prompts (keeping their KV cache; two with a shared prefix, ``decode.prefill``),
+        one over all the answers."""
+        states, cache, mask, pos = prefill(lambda **kw: self._body(True, **kw), [o[0][0][: o[0][1]] for o in spans],
+                                           self.tokenizer.pad_token_id, self.device, self._cache_arg, self.prefix_reuse)
         answers = [a[start:end] for opts in spans for a, start, end in opts]
         head = self._logprobs_at(states[:, -1].repeat_interleave(k, 0),
                                  torch.tensor([a[0] for a in answers], device=self.device))
