@@ -148,7 +148,7 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
         why = "no project params given (run from the project root, or pass --params)"
         skipped = {"empty_config": why, "held_out_in_train": why}
     else:
-        held, _ = load_held_out(list(cfg.held_out), root, batch_rows)
+        held, _ = load_held_out(list(cfg.held_out), root, batch_rows, kinds, regions)  # keyed as released
         train = key_df.filter(pl.col("split") == "train").join(held, on="_key", how="semi")
         for (config,), g in train.group_by("config", maintain_order=True):
             found["held_out_in_train"].add(config, g["pair_id"].unique(maintain_order=True).to_list())

@@ -326,7 +326,7 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows
     for m, why in skipped.items():
         log.warning("export: skipping %s: %s", m, why)
     evals, eval_status = load_eval_sets(cfg.decontamination.sets)
-    held, held_status = load_held_out(cfg.held_out, root, batch_rows)
+    held, held_status = load_held_out(cfg.held_out, root, batch_rows, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
     pairs, joint, sigs, hits, pii, in_rows = scan(cfg, inputs, evals, batch_rows)
     pairs, joint, drops = decide(cfg, pairs, joint, sigs, hits, held)
     present = [m for m in cfg.methods if m in inputs]

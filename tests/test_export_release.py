@@ -63,6 +63,19 @@ def test_held_out_prompts_never_reach_a_train_split(tmp_path):
     assert "| `data/selfie/test` | 2 | 3 |" in (release / "README.md").read_text()
 
 
+def test_a_held_out_prompt_with_personal_data_is_still_held_out(tmp_path):
+    """The release's prompts are redacted before their keys are taken: the held-out set's keys must be taken
+    from its prompts redacted the same way, or a held-out prompt holding an email or a phone number leaks
+    into train (and the audit, which reads the redacted release, cannot see it either)."""
+    held = "Write a polite reminder to jane.doe@example.com about the invoice, or call +44 20 7946 0958."
+    write_held_out(tmp_path, [held])
+    write_method(tmp_path, "pugc", [pair("pugc-held", held, "pugc"), pair("pugc-ok", TOPICS[6], "pugc")])
+    release, stats = build(tmp_path, methods=["pugc"], test_fraction=0.0, held_out=["data/selfie/test"])
+    assert ids(release, "pugc") == ids(release, "all") == {"pugc-ok"}
+    assert removed(release).filter(pl.col("reason") == "held_out")["pair_id"].to_list() == ["pugc-held"]
+    assert stats["held_out"]["data/selfie/test"]["removed"] == 1
+
+
 def test_a_held_out_prompt_may_stay_in_the_test_split(tmp_path):
     write_held_out(tmp_path, [TOPICS[2]])
     write_method(tmp_path, "pugc", [pair("pugc-held", TOPICS[2], "pugc")])
