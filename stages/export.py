@@ -9,7 +9,8 @@
 3. drop pairs whose chosen equals rejected after whitespace normalisation (``pipeline.checks.same_text``).
 4. de-duplicate *within* each method: identical pairs, and near-duplicate prompts (MinHash); several
    pairs of one method for one exact prompt (Curry-DPO's levels) stay together.
-5. decontaminate: drop pairs whose prompt shares word n-grams with an evaluation prompt.
+5. decontaminate: drop pairs whose prompt shares word n-grams with an evaluation prompt (redacted like
+   the prompts, so an evaluation prompt holding an email address still matches).
 6. split train/test by a salted hash of the normalised prompt (a DOVE row whose prompts straddle the
    splits is dropped).
 7. held-out: drop train pairs whose prompt (DOVE: either prompt) is in a held-out set (``held_out``).
@@ -326,6 +327,8 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows
     for m, why in skipped.items():
         log.warning("export: skipping %s: %s", m, why)
     evals, eval_status = load_eval_sets(cfg.decontamination.sets)
+    if cfg.pii_kinds and evals.height:  # compared with redacted prompts, so redacted alike
+        evals = evals.with_columns(redact(evals["text"], cfg.pii_kinds, tuple(cfg.pii_phone_regions))[0].alias("text"))
     held, held_status = load_held_out(cfg.held_out, root, batch_rows, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
     pairs, joint, sigs, hits, pii, in_rows = scan(cfg, inputs, evals, batch_rows)
     pairs, joint, drops = decide(cfg, pairs, joint, sigs, hits, held)
