@@ -170,9 +170,11 @@ def test_dropped_summaries_keep_their_text(tmp_path, monkeypatch):
     assert raw["feedback"] == "Way too long UNSAFE." and raw["preference"].startswith("Be concise") and not raw["safe"]
 
 
-def test_summaries_that_copy_the_templates_example_are_dropped(tmp_path, monkeypatch):
-    """#15: a preference copied from the prompt's example says nothing about this user."""
-    engine = FakeEngine(preference="Keep the code in Python 3 and use no classes.")
+@pytest.mark.parametrize("copy", ["Keep the code in Python 3 and use no classes.",
+                                  "The user's preference, in your own words"])  # SmolLM2 wrote the second
+def test_summaries_that_copy_the_templates_example_are_dropped(tmp_path, monkeypatch, copy):
+    """#15: a preference copied from the prompt's example or placeholder says nothing about this user."""
+    engine = FakeEngine(preference=copy)
     _, pairs, _, m = run_stage(tmp_path, monkeypatch, engine, detector="rules")
     assert m["details"]["dropped"] == {"summary_copies_template": 2} and kinds(pairs) == ["natural_revision"]
 
