@@ -43,12 +43,6 @@ user turn before it (``prev_user``) and with the assistant turn it answers (``pr
   ("change the ending", "give it a title", "in past tense", "as a poem", "again but funnier", "another
   one"), after an answer of 40+ characters with no code (there it asks for a feature) and no question
   (there it answers it): Revision.
-- ``edit_instruction``: an instruction of up to `EDIT_INSTRUCTION_WORDS` words, one line, that edits a text answer
-  (200+ characters, no code) whatever it adds: an edit verb ("add", "change", "remove", "use", "mention", ...; "make" /
-  "write" only with "it" / "this" / "them") whose object points back at the answer: a pronoun or a part of a text
-  ("add a paragraph about my kubernetes work and mention that I led a team", "make the opening more catchy and keep it
-  under 250 words", "把语气改得更轻松一些", "перепиши письмо, убери общие фразы"). A question counts only as "can you
-  ...": Revision.
 - ``counter_claim``: a short statement ("it was 1889", "I think it was 1889", "isn't it 1889?", "actually
   1889") with a number the answer, which gave numbers, does not hold: Factual_Error.
 - ``accepts_offer``: a bare "go on" / "continue" after an answer that ended with a question (it offered
@@ -166,22 +160,6 @@ _CLAIM = (r"^\W*(?:(?:no+|nope|actually|but|wait|hmm+|well|um+)[,.!]* )*(?:i (?:
           r"(?:isn'?t|wasn'?t|aren'?t|weren'?t) (?:it|that|he|she|they|there)\b|actually\b|(?:it|that|this|he|she|they|there|the "
           r"\w+)(?:'s|'re| is| was| are| were| has| had| have| does| did)\b)[^?\n]{0,80}\d[^?\n]{0,60}$|\d[^?\n]{0,40} actually\W*$|"
           r"^\W*(?:but |wait,? )?(?:isn'?t|wasn'?t|aren'?t|weren'?t|shouldn'?t) (?:it|that|he|she|they|there)\b[^?\n]{0,60}\d[^?\n]{0,30}\?$")
-# An edit instruction of any length (`edit_instruction`): an edit verb after the usual lead-in ("ok thanks, now ...")
-# and an object that points back at the answer (a pronoun, or a part of a text: "the second paragraph", "the tone").
-EDIT_INSTRUCTION_WORDS = 45
-_PARTS = (r"(?:paragraphs?|sentences?|lines?|part|section|intro|introduction|ending|end|conclusion|title|heading|headline|tone|verse|"
-          r"chorus|stanza|story|letter|email|text|essay|poem|song|speech|script|answer|response|list|summary|description|bio|post|"
-          r"caption|message|article|points|bullet points|wording|words|beginning|start|opening|closing)\b")
-_EDIT_VERB = (_LEAD.replace("good|great|nice|fine)", "good|great|nice|fine|cool|perfect|thanks|thank you|also)") + r"(?:also )?"
-              r"(?:(?:add|change|remove|delete|replace|rewrite|re-write|rephrase|reword|redo|revise|rework|shorten|lengthen|expand|"
-              r"simplify|modify|edit|adjust|tweak|polish|refine|fix|cut|drop|trim|swap|insert|include|mention|use|keep|avoid|reduce|"
-              r"combine|merge|reformat|restructure|emphasi[sz]e|highlight|incorporate)\b|(?:make|write|put|turn|convert|format) "
-              r"(?:it|them|the (?:(?:above|previous|opening|closing|first|last|second|final) )?" + _PARTS + r"))")
-_POINTS_BACK = (r"\b(?:it|this|that|these|those|them|its|the (?:whole|entire|same|above|previous|last|first|second|third|final|opening|"
-                r"closing|(?:\w+ )?" + _PARTS + r"))\b")
-_EDIT_OTHER = (r"^\W*(?:请|麻烦|帮我|再)?(?:把|将)[^？?]{1,30}(?:改|换|删|去掉|加|缩短|扩写|润色|写)|^\W*(?:请|再)?(?:加上|加入|添加|删掉|删除|"
-               r"去掉|改成|改为|换成)|^\W*(?:а |и |также |ещё |еще |теперь |пожалуйста,? )*(?:перепиши|переделай|измени|убери|удали|"
-               r"добавь|замени|сократи|расширь|упрости|исправь|сделай (?:его|её|ее|это|текст|вступление|заключение|концовку|начало))")
 _NOT_NAMES = ["following", "below", "above", "same", "whole", "entire", "first", "last", "next", "previous", "one", "this", "that"]
 _GO_ON = r"^\W*(?:yes,? |sure,? |ok(?:ay)?,? )?(?:please )?(?:go on|continue|keep going|go ahead)(?: please)?\W*$"
 # An answer that says what it lacks or asks for it ("please provide", "there is no attached file", "我们需要已知 ...").
@@ -310,9 +288,7 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
                                                   & ~pl.col("_lo").str.contains(r"[?？]")) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
     f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON), _no=pl.col("_lo").str.contains(_NO_CORRECTION),
                        _named=pl.col("_lo").str.contains(f"(?:{_EDITS_NAMED})|(?:{_EDITS_QUOTED})"),
-                       _claim=pl.col("_lo").str.contains(_CLAIM), _short=pl.col("_lo").str.contains(_SHORT_EDIT),
-                       _edit=(pl.col("_lo").str.contains(_EDIT_VERB) & pl.col("_lo").str.contains(_POINTS_BACK))
-                       | pl.col("_lo").str.contains(_EDIT_OTHER))
+                       _claim=pl.col("_lo").str.contains(_CLAIM), _short=pl.col("_lo").str.contains(_SHORT_EDIT))
     rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
     # Short, or opening with the error (a pasted log with the error in its first 200 characters): the code failed.
     opens = pl.col("_lo").str.strip_chars_start().str.head(200).str.contains(_ERROR)
@@ -329,9 +305,6 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     words = pl.col("_lo").str.count_matches(r"\S+")
     claim = on("_claim", {"counter_claim": (words <= 15) & (said.list.len() > 0)
                           & (numbers.list.set_difference(said).list.len() > 0)})
-    edit = on("_edit", {"edit_instruction": ~code & (pl.col(prev).fill_null("").str.len_chars() >= 200)
-                        & (words <= EDIT_INSTRUCTION_WORDS) & ~pl.col("_lo").str.contains("\n", literal=True)
-                        & (~pl.col("_lo").str.contains(r"[?？]\s*$") | pl.col("_lo").str.contains(r"^\W*(?:\w+[,.!]* ){0,2}(?:can|could|would|will) you\b"))})
     short = on("_short", {"short_edit": (words <= SHORT_EDIT_WORDS) & ~code & ~pl.col(prev).fill_null("").str.tail(200).str.contains("?", literal=True)
                           & (pl.col(prev).fill_null("").str.len_chars() >= 40)})
     no = on("_no", {"no_correction": ~pl.col(prev).fill_null("").str.tail(200).str.contains("?", literal=True)
@@ -340,4 +313,4 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     return pl.DataFrame([rep["resend"], rep["overlap"], f["refusal"], ins["insisting"],
                          err["report"].alias("error_report"), (err["code"] & ~err["report"]).alias("error_after_code"),
                          f["non_english"], go_on["accepts_offer"], edits["edits_answer"], no["no_correction"], named["edits_named"],
-                         short["short_edit"], claim["counter_claim"], edit["edit_instruction"]])
+                         short["short_edit"], claim["counter_claim"]])

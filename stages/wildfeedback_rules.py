@@ -173,7 +173,7 @@ CONTEXT_RULES = {"resend": ("Revision", 0.9), "insist_after_refusal": ("Revision
                  "error_report": ("Factual_Error", 0.7), "accepts_offer": ("Compliance", 0.75),
                  "edits_answer": ("Revision", 0.8), "no_correction": ("Revision", 0.7),
                  "edits_named": ("Revision", 0.8), "short_edit": ("Revision", 0.75),
-                 "counter_claim": ("Factual_Error", 0.75), "edit_instruction": ("Revision", 0.8)}
+                 "counter_claim": ("Factual_Error", 0.75)}
 # How sure "no signal" is where the context leaves the rules unsure (else NO_SIGNAL_CONFIDENCE).
 # A turn in another language without a cue is routed to the model too: the other languages' cue lists
 # are short, so their silence says less (the README's language table shows the gap).
@@ -238,8 +238,7 @@ def _context(turns: pl.DataFrame, text: str, prev: str, prev_user: str | None, w
     return c.select(
         _x_resend=pl.col("resend") & ~pl.col("refusal"),
         _x_insist_after_refusal=pl.col("refusal") & (pl.col("resend") | pl.col("overlap") | pl.col("insisting")),
-        _x_error_report="error_report", _x_accepts_offer="accepts_offer", _x_edits_answer="edits_answer", _x_no_correction="no_correction", _x_edits_named="edits_named", _x_short_edit="short_edit", _x_counter_claim="counter_claim",
-        _x_edit_instruction="edit_instruction", _u_overlap="overlap", _u_refusal="refusal",
+        _x_error_report="error_report", _x_accepts_offer="accepts_offer", _x_edits_answer="edits_answer", _x_no_correction="no_correction", _x_edits_named="edits_named", _x_short_edit="short_edit", _x_counter_claim="counter_claim", _u_overlap="overlap", _u_refusal="refusal",
         _u_error_after_code="error_after_code", _u_non_english="non_english",
     )
 

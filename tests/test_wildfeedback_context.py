@@ -141,22 +141,6 @@ def test_no_opening_a_correction_is_revision_unless_it_answers_a_question():
     assert "Revision:no_correction" in rows[0]["rationale"]
 
 
-def test_an_edit_instruction_pointing_back_at_a_text_answer_is_revision_whatever_it_adds():
-    letter = ("Dear Hiring Manager, I am writing to express my interest in the Software Engineer role at your company. "
-              "I have five years of experience building web services and I would love to join your team. Kind regards, Sam")
-    edits = ["add a paragraph about my experience with kubernetes and mention that I led a team of five engineers",
-             "ok thanks, now make the opening more catchy and keep it under 250 words",
-             "thanks! can you make it shorter?", "also mention that I am willing to relocate to Berlin",
-             "把语气改得更轻松一些，并且加上我会说西班牙语", "Перепиши письмо, убери общие фразы и добавь конкретные достижения"]
-    new_tasks = ["write a resignation letter for my current job", "Can you write the whole email for me? Thanks..",
-                 "how do I negotiate salary with this company?"]
-    rows = run([(t, letter, "write a cover letter") for t in edits + new_tasks] + [("add error handling to it", CODE_ANSWER, "x")])
-    for text, row in zip(edits, rows[: len(edits)], strict=True):
-        assert row["dsat"] and "Revision:edit_instruction" in row["rationale"], (text, row["rationale"])
-    for text, row in zip(new_tasks + ["after code"], rows[len(edits):], strict=True):
-        assert "edit_instruction" not in (row["rationale"] or ""), (text, row["rationale"])
-
-
 def test_go_on_is_compliance_only_after_an_offer():
     offered, cut = run([("go on", "That was chapter one. Shall I continue with chapter two?", "write a story"),
                         ("continue", "And then the dragon turned to", "write a story")])
