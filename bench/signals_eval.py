@@ -4,6 +4,7 @@
     python bench/signals_eval.py --write    # ...and rewrite them in README.md and bench/README.md
     python bench/signals_eval.py --smoke    # the same tables, printed (it takes seconds)
     python bench/signals_eval.py --part dev # the dev part only (to iterate on rules without seeing test)
+    python bench/signals_eval.py --part dev-a   # one half of dev (write rules on one half, check them on the other)
 
 The labels are tests/fixtures/wildchat_labels.jsonl: 1,803 user turns of all 582 multi-turn real WildChat
 conversations (texts read from ../shared/data/real/wildchat_sample), split by conversation into dev (the rules were
@@ -14,6 +15,7 @@ READMEs are this script's output; tests/test_wildfeedback_context.py checks they
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import sys
 from pathlib import Path
@@ -39,14 +41,23 @@ def _pr(s: dict) -> str:
 
 
 PARTS = ("test", "dev")
+DEV_HALVES = ("dev-a", "dev-b")
+
+
+def dev_half(conversation_id: str) -> str:
+    """dev-a or dev-b: one bit of sha256("wildchat-dev-half:" + id), so a conversation stays in one half. Rules
+    are written while reading one half's misses and kept only if they also help the other half."""
+    return "dev-b" if hashlib.sha256(f"wildchat-dev-half:{conversation_id}".encode()).digest()[0] & 1 else "dev-a"
 
 
 def scores(real: Path = REAL, parts: tuple[str, ...] = PARTS) -> dict:
     """Scores per part (dev, test) and per treatment of ambiguous turns (all, unambiguous)."""
     frame = detect_wildchat(real)
+    frame = frame.with_columns(pl.when(pl.col("split") == "dev").then(pl.col("conversation_id").map_elements(
+        dev_half, return_dtype=pl.String)).alias("half"))
     out = {}
     for part in parts:
-        p = frame.filter(pl.col("split") == part)
+        p = frame.filter((pl.col("half") if part in DEV_HALVES else pl.col("split")) == part)
         out[part] = {"all": wildchat_scores(p), "unambiguous": wildchat_scores(p.filter(~pl.col("ambiguous")))}
     return out
 
@@ -168,11 +179,11 @@ def current_block(path: Path) -> str:
     return m.group(1) if m else ""
 
 
-def dev_block(s: dict) -> str:
-    """The dev part alone: overall, per category, per language and per kind (no test figure in it)."""
-    a, u = s["dev"]["all"], s["dev"]["unambiguous"]
+def dev_block(s: dict, part: str = "dev") -> str:
+    """A dev part alone: overall, per category, per language and per kind (no test figure in it)."""
+    a, u = s[part]["all"], s[part]["unambiguous"]
     gold = f"{a['dsat']['tp'] + a['dsat']['fn']} / {a['sat']['tp'] + a['sat']['fn']}"
-    rows = [f"dev: {a['turns']} turns, gold DSAT / SAT {gold}; DSAT P / R {_pr(a['dsat'])} "
+    rows = [f"{part}: {a['turns']} turns, gold DSAT / SAT {gold}; DSAT P / R {_pr(a['dsat'])} "
             f"(tp {a['dsat']['tp']}, fp {a['dsat']['fp']}, fn {a['dsat']['fn']}); SAT P / R {_pr(a['sat'])} "
             f"(tp {a['sat']['tp']}, fp {a['sat']['fp']}, fn {a['sat']['fn']}); without ambiguous turns: "
             f"DSAT {_pr(u['dsat'])}, SAT {_pr(u['sat'])}"]
@@ -188,12 +199,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--write", action="store_true", help="rewrite the tables in README.md and bench/README.md")
     ap.add_argument("--smoke", action="store_true", help="print the tables only (the default; for the bench smoke test)")
-    ap.add_argument("--part", choices=["dev"], help="score the dev part only (iterate on rules without seeing test)")
+    ap.add_argument("--part", choices=["dev", *DEV_HALVES],
+                    help="score the dev part or one of its halves only (iterate on rules without seeing test)")
     args = ap.parse_args()
-    if args.part == "dev":
+    if args.part:
         if args.write:
             raise SystemExit("--write needs both parts: run it without --part")
-        print(dev_block(scores(parts=("dev",))))
+        print(dev_block(scores(parts=(args.part,)), args.part))
         return
     s, old = scores(), old_fixture()
     print(bench_block(s) + "\n\n" + old)

@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 from pipeline.checks import acknowledges_feedback, gives_feedback, same_text
 from pipeline.decontam import load_held_out
 from pipeline.dedup import last_user_turn, prompt_keys, text_of
-from pipeline.pii import KINDS, PHONE_REGIONS, find, find_json
+from pipeline.pii import KINDS, PHONE_REGIONS, find
+from pipeline.pii_structured import find_json
 
 AUDIT_FILE = "audit.json"
 TEXT_SUFFIXES = {".md", ".json", ".jsonl", ".csv", ".txt"}

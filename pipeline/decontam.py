@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from pipeline.dedup import no_removals, prompt_keys, removals
 from pipeline.io import SourceError, StageError, iter_batches, iter_records, shard_files
-from pipeline.pii import PHONE_REGIONS, redact_messages
+from pipeline.pii import PHONE_REGIONS
+from pipeline.pii_structured import redact_messages
 from pipeline.text import ngram_hashes, normalise
 
 log = logging.getLogger(__name__)

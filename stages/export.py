@@ -75,7 +75,8 @@ from pipeline.io import (
     write_json_atomic,
 )
 from pipeline.metrics import write_metrics
-from pipeline.pii import redact, redact_json, redact_messages
+from pipeline.pii import redact
+from pipeline.pii_structured import redact_json, redact_messages
 from pipeline.records import SCHEMAS, check_table
 from pipeline.text import stable_hash64
 from stages.export_write import (

@@ -110,7 +110,7 @@ def test_a_held_out_prompt_is_found_in_train_after_its_personal_data_was_redacte
     """The release holds prompts as redacted; the held-out set holds them raw: the audit keys both alike."""
     import polars as pl
 
-    from pipeline.pii import redact_messages
+    from pipeline.pii_structured import redact_messages
 
     held = "Email jane.doe@example.com the minutes of today's meeting, politely."
     write_held_out(tmp_path, [held])

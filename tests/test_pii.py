@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 
 from pipeline.dedup import text_of
-from pipeline.pii import DETECTORS, KINDS, find, find_json, luhn_valid, redact, redact_json, redact_messages
+from pipeline.pii import DETECTORS, KINDS, find, luhn_valid, redact
+from pipeline.pii_structured import find_json, redact_json, redact_messages
 from pipeline.records import to_table
 from tests.export_fixtures import pair
 from tests.pii_cases import NEAR_MISSES, POSITIVES

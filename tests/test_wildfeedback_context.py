@@ -226,6 +226,20 @@ def test_rules_on_wildchat(wildchat, part, subset):
         assert s["precision"] >= precision and s["recall"] >= recall, (polarity, s)
 
 
+def test_dev_halves_split_dev_by_conversation(root, real):
+    """bench/signals_eval.py --part dev-a / dev-b: two halves of dev, a conversation in one of them, both scored."""
+    spec = importlib.util.spec_from_file_location("signals_eval", root / "bench" / "signals_eval.py")
+    ev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev)
+    dev = load_wildchat(real).filter(pl.col("split") == "dev")
+    halves = dev.with_columns(pl.col("conversation_id").map_elements(ev.dev_half, return_dtype=pl.String).alias("half"))
+    assert set(halves["half"]) == {"dev-a", "dev-b"}
+    assert halves.group_by("conversation_id").agg(pl.col("half").n_unique())["half"].max() == 1
+    assert 0.4 <= halves.filter(pl.col("half") == "dev-a")["conversation_id"].n_unique() / dev["conversation_id"].n_unique() <= 0.6
+    s = ev.scores(real, parts=ev.DEV_HALVES)
+    assert s["dev-a"]["all"]["turns"] + s["dev-b"]["all"]["turns"] == dev.height
+
+
 def test_readme_tables_are_current(root):
     """The tables between the signals-eval markers are bench/signals_eval.py's output for this code."""
     spec = importlib.util.spec_from_file_location("signals_eval", root / "bench" / "signals_eval.py")

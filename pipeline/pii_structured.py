@@ -1,0 +1,111 @@
+"""Personal data in structured values: JSON documents (``lineage``) and chat message lists.
+
+Both reuse ``pipeline.pii.redact`` on one flat column of strings, so the detectors, their order and the
+counts are the same as for plain text columns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.pii import PHONE_REGIONS, find, redact
+
+
+def _redact_value(value, texts: list[str]):
+    """``value`` with every string leaf replaced by a placeholder index into ``texts`` (collected)."""
+    if isinstance(value, str):
+        texts.append(value)
+        return _Leaf(len(texts) - 1)
+    if isinstance(value, list):
+        return [_redact_value(v, texts) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_value(v, texts) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    i: int
+
+
+def _fill(value, texts: list[str]):
+    if isinstance(value, _Leaf):
+        return texts[value.i]
+    if isinstance(value, list):
+        return [_fill(v, texts) for v in value]
+    if isinstance(value, dict):
+        return {k: _fill(v, texts) for k, v in value.items()}
+    return value
+
+
+def redact_json(docs: pl.Series, kinds: list[str], phone_regions: tuple[str, ...] = PHONE_REGIONS
+                ) -> tuple[pl.Series, dict[str, int]]:
+    """JSON documents (e.g. lineage) with every string value redacted; keys and structure are kept.
+
+    A pattern run over the raw JSON text would miss what JSON escapes hide (``m\\u00fcller@...``) and
+    could cut an escape in half, so a document is decoded, its strings redacted as one column and
+    re-encoded (``ensure_ascii=False``) whenever it holds an escape or a candidate; the others stay
+    byte for byte. A document that is not JSON is redacted as text."""
+    out, counts, _ = _redact_json(docs, kinds, phone_regions)
+    return out, counts
+
+
+def find_json(docs: pl.Series, kinds: list[str], phone_regions: tuple[str, ...] = PHONE_REGIONS) -> pl.Series:
+    """Per JSON document, whether any string value holds an enabled kind (what ``redact_json`` would replace)."""
+    return _redact_json(docs, kinds, phone_regions)[2]
+
+
+def _redact_json(docs: pl.Series, kinds: list[str], phone_regions: tuple[str, ...]
+                 ) -> tuple[pl.Series, dict[str, int], pl.Series]:
+    s = docs.cast(pl.String)
+    changed = pl.Series([False] * s.len(), dtype=pl.Boolean)
+    found, _ = find(s, kinds, phone_regions)
+    todo = (found | s.str.contains("\\", literal=True)).fill_null(False)
+    if not todo.any():
+        return s, dict.fromkeys(kinds, 0), changed
+    idx = np.flatnonzero(todo.to_numpy())
+    texts: list[str] = []
+    trees, owner = [], []
+    for i, doc in zip(idx, s.gather(idx).to_list(), strict=True):
+        start = len(texts)
+        try:
+            trees.append(_redact_value(json.loads(doc), texts))
+        except ValueError:
+            trees.append(_Leaf(len(texts)))
+            texts.append(doc)
+        owner += [i] * (len(texts) - start)
+    before = pl.Series(texts, dtype=pl.String)
+    red, counts = redact(before, kinds, phone_regions)
+    hit = np.unique(np.asarray(owner, dtype=np.int64)[(red != before).fill_null(False).to_numpy()])
+    red = red.to_list()
+    out = [red[t.i] if isinstance(t, _Leaf) else json.dumps(_fill(t, red), ensure_ascii=False) for t in trees]
+    changed = changed.scatter(pl.Series(hit, dtype=pl.Int64), True) if len(hit) else changed
+    return s.scatter(pl.Series(idx), pl.Series(out, dtype=pl.String)), counts, changed
+
+
+def redact_messages(df: pl.DataFrame, columns: list[str], kinds: list[str],
+                    regions: tuple[str, ...] = PHONE_REGIONS) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Redact the ``content`` of every message in the message-list ``columns`` in one vectorised pass."""
+    if df.height == 0 or not kinds:
+        return df, dict.fromkeys(kinds, 0)
+    lists = [df[c].rechunk().to_arrow() for c in columns]
+    flats = [arr.flatten() for arr in lists]
+    contents = pl.Series(pa.chunked_array([f.field("content") for f in flats], type=pa.large_string()))
+    redacted_, counts = redact(contents, kinds, regions)
+    redacted_ = redacted_.to_arrow()
+    start, out = 0, {}
+    for c, arr, flat in zip(columns, lists, flats, strict=True):
+        n = len(flat)
+        content = redacted_.slice(start, n)
+        content = content.combine_chunks() if isinstance(content, pa.ChunkedArray) else content
+        start += n
+        offsets = pc.subtract(arr.offsets, arr.offsets[0])
+        values = pa.StructArray.from_arrays([flat.field("role"), content], names=["role", "content"])
+        out[c] = pl.Series(c, pa.LargeListArray.from_arrays(offsets, values))
+    return df.with_columns(**out), counts
