@@ -31,9 +31,9 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from pipeline.checks import acknowledges_feedback, gives_feedback, same_text
+from pipeline.checks import same_text, unprompted_acknowledgement
 from pipeline.decontam import load_held_out
-from pipeline.dedup import last_user_turn, prompt_keys, text_of
+from pipeline.dedup import prompt_keys, text_of
 from pipeline.pii import KINDS, PHONE_REGIONS, find
 from pipeline.pii_structured import find_json
 
@@ -130,8 +130,7 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
                     if "lineage" in df.columns:
                         reason = pl.col("lineage").str.json_path_match("$.chosen_finish_reason")
                         found["cut_off_chosen"].add(config, _ids(df, reason == "length"))
-                    ack = acknowledges_feedback(text_of("chosen")) & ~gives_feedback(last_user_turn(cols[0]).fill_null(""))
-                    found["unprompted_acknowledgement"].add(config, _ids(df, ack))
+                    found["unprompted_acknowledgement"].add(config, _ids(df, unprompted_acknowledgement("chosen", cols[0])))
                     found["pii"].add(config, [f"{config}/{h}" for h in _pii_rows(df, kinds, regions)])
                     for c in cols:
                         keys.append(prompt_keys(df, c).select(
@@ -149,7 +148,7 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
         why = "no project params given (run from the project root, or pass --params)"
         skipped = {"empty_config": why, "held_out_in_train": why}
     else:
-        held, _ = load_held_out(list(cfg.held_out), root, batch_rows)
+        held, _ = load_held_out(list(cfg.held_out), root, batch_rows, kinds, regions)  # keyed as released
         train = key_df.filter(pl.col("split") == "train").join(held, on="_key", how="semi")
         for (config,), g in train.group_by("config", maintain_order=True):
             found["held_out_in_train"].add(config, g["pair_id"].unique(maintain_order=True).to_list())
@@ -173,7 +172,7 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
 
 # Reasons a pair leaves its own method's config because of the pair itself (not because another pair or
 # method was preferred): a config emptied by these alone is explained, not a violation.
-OWN_REASONS = ["identical", "contaminated", "held_out", "split_straddle"]
+OWN_REASONS = ["identical", "unprompted_acknowledgement", "contaminated", "held_out", "split_straddle"]
 
 
 def _explained_removals(release: Path) -> dict[str, int]:

@@ -7,6 +7,8 @@ by ``prefpipe audit`` (which verifies the release independently).
   prompt ends with that feedback; otherwise a trainer learns to apologise for corrections nobody made.
 - ``gives_feedback(text)``: a user turn that corrects or complains about the previous answer, the
   context in which an acknowledgement makes sense.
+- ``unprompted_acknowledgement(chosen, prompt)``: the two above over message-list columns: a chosen that
+  acknowledges feedback its prompt's last user turn does not give.
 
 The patterns are English plus the commonest forms in the languages of real chatbot logs; they are
 precise rather than exhaustive (tests/test_checks.py pins what they catch and what they leave alone).
@@ -15,6 +17,8 @@ precise rather than exhaustive (tests/test_checks.py pins what they catch and wh
 from __future__ import annotations
 
 import polars as pl
+
+from pipeline.dedup import last_user_turn, text_of
 
 
 def squash(text: pl.Expr) -> pl.Expr:
@@ -62,3 +66,12 @@ def acknowledges_feedback(text: pl.Expr) -> pl.Expr:
 def gives_feedback(text: pl.Expr) -> pl.Expr:
     """True where a user turn corrects or complains about an answer."""
     return text.str.to_lowercase().str.contains(_FEEDBACK)
+
+
+def unprompted_acknowledgement(chosen: str, prompt: str) -> pl.Expr:
+    """True where the ``chosen`` message list reacts to a correction that the last user turn of the
+    ``prompt`` message list does not give. Any method's model-written answers can (SmolLM2's PUGC answers
+    "Here's a revised version of the answer..." reached Curry-DPO and DOVE pairs): export drops such pairs,
+    the audit checks that none is left."""
+    ack = acknowledges_feedback(text_of(chosen)) & ~gives_feedback(last_user_turn(prompt).fill_null(""))
+    return ack.fill_null(False)

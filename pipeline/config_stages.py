@@ -342,6 +342,9 @@ class CurryInput(ResponseSet):
     # rated: human ratings, ranks or votes (any positive gap is a preference, as in the paper);
     # model: a model's continuous scores (gaps within its noise are ties, see relative_min_gap).
     scores: Literal["rated", "model"]
+    # optional: this input's own tie gap on its scorer's scale (e.g. PUGC's min_margin: the stage that wrote
+    # the scores already calls a smaller margin noise); a gap <= max(it, the section's rule) is a tie
+    min_gap: float | None = Field(default=None, ge=0)
 
 
 class Curry(Section):

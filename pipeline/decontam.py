@@ -4,7 +4,9 @@
   (overlap = shared n-grams / n-grams of the shorter text) go, naming the eval set and prompt id.
 - ``load_held_out`` / ``drop_held_out``: prompts some stage held out for testing (Selfie's
   ``data/selfie/test``) never reach a train split; the key is the same normalised-prompt hash the
-  de-duplication uses, so a DOVE or Curry pair built from the same prompt is caught.
+  de-duplication uses, so a DOVE or Curry pair built from the same prompt is caught. The release keys
+  its prompts after redacting them, so the held-out prompts are redacted the same way (``pii_kinds``)
+  before theirs are taken: a held-out prompt holding an email address still matches.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import pyarrow.parquet as pq
 
 from pipeline.dedup import no_removals, prompt_keys, removals
 from pipeline.io import SourceError, StageError, iter_batches, iter_records, shard_files
+from pipeline.pii import PHONE_REGIONS
+from pipeline.pii_structured import redact_messages
 from pipeline.text import ngram_hashes, normalise
 
 log = logging.getLogger(__name__)
@@ -143,9 +147,12 @@ def _prompt_columns(names: list[str]) -> list[str]:
     return []
 
 
-def load_held_out(paths: list[str], root: Path, batch_rows: int = 65_536) -> tuple[pl.DataFrame, dict[str, dict]]:
+def load_held_out(paths: list[str], root: Path, batch_rows: int = 65_536, pii_kinds: list[str] | None = None,
+                  phone_regions: tuple[str, ...] = PHONE_REGIONS) -> tuple[pl.DataFrame, dict[str, dict]]:
     """``_key`` -> ``held_out`` (the first set holding it) for every prompt of the held-out shard sets
-    (pairs: ``prompt``; joint pairs: both prompts; prompts: ``messages``), and a status per set."""
+    (pairs: ``prompt``; joint pairs: both prompts; prompts: ``messages``), and a status per set.
+    ``pii_kinds``: the kinds the release redacts (``export.pii_kinds``); the prompts are redacted the same
+    way before their keys are taken, so they match the release's redacted prompts."""
     parts, status = [], {}
     for rel in paths:
         path = root / rel
@@ -161,6 +168,8 @@ def load_held_out(paths: list[str], root: Path, batch_rows: int = 65_536) -> tup
         n = 0
         for batch in iter_batches(path, batch_rows, columns=cols):
             df = pl.from_arrow(batch)
+            if pii_kinds:
+                df, _ = redact_messages(df, cols, list(pii_kinds), phone_regions)
             for c in cols:
                 parts.append(prompt_keys(df, c).select("_key", pl.lit(rel).alias("held_out")))
             n += df.height

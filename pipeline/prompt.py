@@ -116,19 +116,28 @@ def _split(
 _SLOT = re.compile(r"(?<![<>])<[A-Za-z][^<>{}\n]{1,60}>(?![<>])")  # a slot: "<the query>", "<a digit from 1 to 5>"
 _QUOTED = re.compile(r'"([A-Za-z][^"{}:\n]*\s[^"{}:\n]*)"')  # a quoted example of two or more words
 _FENCED = re.compile(r"<<<(\w+).*?\1>>>", re.S)
+# A slot's words without its brackets (or one of its comma-separated parts) count as a copy from this many
+# words: "the user's preference, in your own words" does, "the query" (ordinary text) does not.
+_BARE_WORDS = 3
 
 
 def template_phrases(template_text: str) -> list[str]:
     """Slots and quoted examples the template shows the model (outside its fences): text a weak model
-    copies instead of answering.
+    copies instead of answering. A slot of three or more words also gives its words without the brackets
+    and each comma-separated part of three or more words ("<why, in your own words>" gives "in your own
+    words"); whitespace runs are one space.
 
     >>> template_phrases('Everything between the <<< and >>> markers. Reply: {{"query": "<the query>", '
     ...                  '"rationale": "one short sentence"}}')
     ['<the query>', 'one short sentence']
     """
     outside = _FENCED.sub("", template_text)
-    phrases = _SLOT.findall(outside) + [q for q in _QUOTED.findall(outside) if not _SLOT.fullmatch(q)]
-    return list(dict.fromkeys(p.strip() for p in phrases if p.strip()))
+    slots = _SLOT.findall(outside)
+    phrases = slots + [q for q in _QUOTED.findall(outside) if not _SLOT.fullmatch(q)]
+    for slot in slots:  # a weak model copies a slot's words without its brackets, or a part of them
+        inner = slot[1:-1]
+        phrases += [part for part in [inner, *re.split(r"[,;]", inner)] if len(part.split()) >= _BARE_WORDS]
+    return list(dict.fromkeys(" ".join(p.split()) for p in phrases if p.strip()))
 
 
 def copies_template(texts, phrases: list[str]):

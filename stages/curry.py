@@ -224,9 +224,13 @@ def gap_thresholds(scored: pl.DataFrame, inputs: Sequence[Any], cfg: Curry) -> p
 
     ``scores: rated`` inputs: ``min_gap`` (the paper: any positive gap is a preference). ``scores: model``
     inputs: ``max(min_gap, relative_min_gap * spread)``, spread = the scorer's 95th minus 5th
-    percentile score over the input set, so a gap inside the scorer's noise is not a preference.
+    percentile score over the input set, so a gap inside the scorer's noise is not a preference. An
+    input's own ``min_gap`` (when set) raises its tie gap to at least that value.
     """
     model = [i for i, spec in enumerate(inputs) if spec.scores == "model"]
+    own = pl.DataFrame({"input": list(range(len(inputs))),
+                        "_own": [getattr(spec, "min_gap", None) for spec in inputs]},
+                       schema={"input": pl.Int64, "_own": pl.Float64})
     stats = scored.group_by("input", "scorer").agg(
         responses=pl.len(), lo=pl.col("score").quantile(0.05, "linear"), hi=pl.col("score").quantile(0.95, "linear"))
     relative = (pl.col("hi") - pl.col("lo")) * cfg.relative_min_gap
@@ -234,7 +238,9 @@ def gap_thresholds(scored: pl.DataFrame, inputs: Sequence[Any], cfg: Curry) -> p
         scores=pl.when(pl.col("input").is_in(model)).then(pl.lit("model")).otherwise(pl.lit("rated")),
         tie_gap=pl.when(pl.col("input").is_in(model)).then(pl.max_horizontal(relative, pl.lit(cfg.min_gap)))
         .otherwise(pl.lit(cfg.min_gap)).cast(pl.Float64),
-    ).sort("input", "scorer")
+    ).join(own.with_columns(pl.col("input").cast(stats.schema["input"])), on="input", how="left").with_columns(
+        tie_gap=pl.max_horizontal("tie_gap", pl.col("_own").fill_null(0.0)),
+    ).drop("_own").sort("input", "scorer")
 
 
 SIDE = ["ridx", "score", "rank"]

@@ -7,9 +7,12 @@
    are read in order; DOVE: the joint_pairs contract). An absent folder is skipped and noted in details.json.
 2. redact: every string the release writes (messages, ``lineage``, ``source``) by ``pipeline.pii``.
 3. drop pairs whose chosen equals rejected after whitespace normalisation (``pipeline.checks.same_text``).
+   and pairs whose chosen acknowledges feedback its prompt's last user turn does not give
+   (``unprompted_acknowledgement``, ``pipeline.checks``): counted, never the whole release failing its audit.
 4. de-duplicate *within* each method: identical pairs, and near-duplicate prompts (MinHash); several
    pairs of one method for one exact prompt (Curry-DPO's levels) stay together.
-5. decontaminate: drop pairs whose prompt shares word n-grams with an evaluation prompt.
+5. decontaminate: drop pairs whose prompt shares word n-grams with an evaluation prompt (redacted like
+   the prompts, so an evaluation prompt holding an email address still matches).
 6. split train/test by a salted hash of the normalised prompt (a DOVE row whose prompts straddle the
    splits is dropped).
 7. held-out: drop train pairs whose prompt (DOVE: either prompt) is in a held-out set (``held_out``).
@@ -43,7 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline import audit, hub
-from pipeline.checks import same_text
+from pipeline.checks import same_text, unprompted_acknowledgement
 from pipeline.config import Export, Params, fingerprint
 from pipeline.decontam import (
     contamination,
@@ -208,6 +211,12 @@ def drop_identical(df: pl.DataFrame, configs: pl.Expr) -> tuple[pl.DataFrame, pl
     return df.filter(~pl.col("_same")).drop("_same"), removals(df.filter(pl.col("_same")), "identical", configs)
 
 
+def drop_unprompted_acknowledgements(df: pl.DataFrame, configs: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows flagged ``_ack`` (``pipeline.checks.unprompted_acknowledgement``, computed while scanning) go."""
+    return df.filter(~pl.col("_ack")).drop("_ack"), removals(df.filter(pl.col("_ack")), "unprompted_acknowledgement",
+                                                               configs)
+
+
 # --- 6. split ------------------------------------------------------------------------------------
 
 
@@ -240,12 +249,14 @@ LIGHT = ["pair_id", "_config", "_seq", "confidence", "lineage"]
 def light_pairs(df: pl.DataFrame, key: pl.Series) -> pl.DataFrame:
     """What the decisions need of a redacted batch of pairs: ids, scores, prompt ``key``, text hashes."""
     return df.select(*LIGHT, "level", "margin", identical([("chosen", "rejected")]).alias("_same"),
+                     unprompted_acknowledgement("chosen", "prompt").alias("_ack"),
                      key.alias("_key"), text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"))
 
 
 def light_joint(df: pl.DataFrame, key_c: pl.Series, key_r: pl.Series) -> pl.DataFrame:
     same = identical([("chosen_prompt", "rejected_prompt"), ("chosen", "rejected")])
-    return df.select(*LIGHT, same.alias("_same"), key_c.alias("_key_c"), key_r.alias("_key_r"),
+    return df.select(*LIGHT, same.alias("_same"), unprompted_acknowledgement("chosen", "chosen_prompt").alias("_ack"),
+                     key_c.alias("_key_c"), key_r.alias("_key_r"),
                      text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"),
                      text_hash("chosen_prompt").alias("_cph"), text_hash("rejected_prompt").alias("_rph"))
 
@@ -294,6 +305,10 @@ def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatur
     drops.append(r)
     joint, r = drop_identical(joint, LEAVES_JOINT)
     drops.append(r)
+    pairs, r = drop_unprompted_acknowledgements(pairs, LEAVES)
+    drops.append(r)
+    joint, r = drop_unprompted_acknowledgements(joint, LEAVES_JOINT)
+    drops.append(r)
     pairs, r = dedup_within(pairs, sigs, d.bands, d.near_threshold, LEAVES)
     drops.append(r)
     joint, r = dedup_joint(joint, LEAVES_JOINT)
@@ -327,7 +342,9 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows
     for m, why in skipped.items():
         log.warning("export: skipping %s: %s", m, why)
     evals, eval_status = load_eval_sets(cfg.decontamination.sets)
-    held, held_status = load_held_out(cfg.held_out, root, batch_rows)
+    if cfg.pii_kinds and evals.height:  # compared with redacted prompts, so redacted alike
+        evals = evals.with_columns(redact(evals["text"], cfg.pii_kinds, tuple(cfg.pii_phone_regions))[0].alias("text"))
+    held, held_status = load_held_out(cfg.held_out, root, batch_rows, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
     pairs, joint, sigs, hits, pii, in_rows = scan(cfg, inputs, evals, batch_rows)
     pairs, joint, drops = decide(cfg, pairs, joint, sigs, hits, held)
     present = [m for m in cfg.methods if m in inputs]

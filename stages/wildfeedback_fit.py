@@ -26,6 +26,12 @@ Reasons, checked in this order:
 - ``refers_to_feedback``: the opening refers to an earlier answer or to a request the prompt does not
   hold ("my previous answer", "a shorter version", "let me try again", "as requested", "per your
   preference").
+- ``continues_answer``: the opening reads as an addition to an earlier answer rather than an answer of
+  its own: it opens with "Also," / "In addition," / "Plus", says what "also needs" or "also has to" be done
+  ("The parent also needs a height"), offers "a few more options" / "another idea", or says the rest
+  "stays the same". Such a revision (the user's "that only centers it horizontally" answered with the
+  missing piece) does not answer the prompt on its own. On 1,811 real first answers (WildChat, UltraFeedback,
+  Anthropic-helpful, OpenAssistant) none fires (tests/test_wildfeedback_pairs.py).
 - ``quotes_feedback``: the answer quotes (in double quotes) words of the feedback turn (or of the
   preference, for expert answers) that the prompt does not contain.
 """
@@ -68,6 +74,16 @@ _REFERS = "|".join([
     r"\byour preference\b|\bthe user'?s preference\b",
     r"^\W*instead[,:]",
 ])
+_CONTINUES_VERBS = (r"(?:need|needs|work|works|has to|have to|use|uses|add|try|want|should|must|check|make|"
+                    r"include|set|consider|require|requires)")
+_CONTINUES = "|".join([
+    r"^\W*(?:also|additionally|in addition|furthermore|moreover|plus)\b",
+    rf"^\W*(?:[\w'’-]+\s+){{1,3}}(?:also|additionally)\s+{_CONTINUES_VERBS}\b",
+    r"\b(?:stays|remains|stay|remain) (?:the same|unchanged)\b",
+    r"\b(?:a few|some|several|\d+|two|three|four|five|ten) more (?:[\w-]+ ){0,2}(?:options|ideas|examples|names|"
+    r"suggestions|combinations|ways|tips|alternatives|variations|possibilities)\b",
+    r"^\W*(?:another|one more) (?:option|idea|example|way|suggestion|alternative|possibility)\b",
+])
 _QUOTE = r'"([^"\n]{6,200})"|“([^”\n]{6,200})”'
 
 
@@ -109,6 +125,7 @@ def off_context(chosen: str, feedback: str, prompt_text: str) -> pl.Expr:
         pl.when(acknowledges_feedback(pl.col(chosen).fill_null("")) | apology | opening.str.contains(_ADMITS))
         .then(pl.lit("acknowledges_feedback"))
         .when(opening.str.contains(_REFERS)).then(pl.lit("refers_to_feedback"))
+        .when(opening.str.contains(_CONTINUES)).then(pl.lit("continues_answer"))
         .when(quotes(chosen, feedback, prompt_text)).then(pl.lit("quotes_feedback"))
         .otherwise(pl.lit(None, dtype=pl.String))
         .alias("off_context")

@@ -106,6 +106,22 @@ def test_project_checks_empty_config_and_held_out(tmp_path):
     assert "empty_config" in audit(rel, root=root, cfg=cfg)[1]
 
 
+def test_a_held_out_prompt_is_found_in_train_after_its_personal_data_was_redacted(tmp_path):
+    """The release holds prompts as redacted; the held-out set holds them raw: the audit keys both alike."""
+    import polars as pl
+
+    from pipeline.pii_structured import redact_messages
+
+    held = "Email jane.doe@example.com the minutes of today's meeting, politely."
+    write_held_out(tmp_path, [held])
+    released, _ = redact_messages(pl.from_arrow(to_table([pair("h", held, "pugc")], "pairs")), ["prompt", "chosen"], ["email"])
+    assert "jane.doe" not in json.dumps(released.to_dicts()[0]["prompt"])
+    rel = tmp_path / "data" / "release"
+    put(rel, "pugc", "train", released.to_dicts())
+    cfg = export_cfg(methods=["pugc"], held_out=["data/selfie/test"])
+    assert audit(rel, root=tmp_path, cfg=cfg)[1] == {"held_out_in_train": 1}
+
+
 def test_a_clean_release_passes_and_lists_its_audit(tmp_path, capsys, monkeypatch, root):
     standard_methods(tmp_path)
     write_held_out(tmp_path, ["A held-out question nobody trains on?"])

@@ -114,6 +114,23 @@ def test_escape_skips_the_regex_only_where_it_would_change_nothing():
     assert sum(escape(t) != t for t in texts) > 100  # the sample holds runs to cut, and text without any
 
 
+def test_a_placeholder_copied_without_its_brackets_is_caught():
+    """SmolLM2 wrote "The user's preference, in your own words" as 3 of 16 WildFeedback preferences (and
+    "the user's preference for the user's preferred option, in your own words"): the slot's words without
+    its brackets, or one of its comma-separated parts of three or more words, is a copy too."""
+    phrases = template_phrases(template("wildfeedback_summarize"))
+    copies = ["The user's preference, in your own words", "the user's preference for the user's preferred option, "
+              "in your own words", "<the user's preference, in your own words>"]
+    fine = ["Name Canberra as the capital, not Sydney.", "Keep it short; use plain words a child knows.",
+            "Use a table instead of a list."]
+    assert copies_template(pl.Series(copies + fine), phrases).to_list() == [True] * 3 + [False] * 3
+    # a short slot's bare words are ordinary text: "<the query>" stays bracketed only
+    assert copies_template(pl.Series(["How do I speed up the query?"]), template_phrases(template("pugc_query"))).to_list(
+    ) == [False]
+    # a quoted example wrapped over two lines in the template is matched as one line of text
+    assert "here is the revised version" in [p.lower() for p in template_phrases(template("wildfeedback_chosen_system"))]
+
+
 def test_copies_of_template_placeholders_are_caught():
     phrases = template_phrases(template("pugc_query"))
     assert "<the query>" in phrases

@@ -243,6 +243,22 @@ def test_model_scores_pair_only_beyond_their_noise_rated_scores_as_the_paper():
     assert build_pairs(p, r, cfg(inputs=model_input(1), min_gap=0.5))[0].num_rows == 7
 
 
+def test_an_inputs_own_min_gap_keeps_the_margins_its_stage_called_noise_out():
+    """PUGC drops best-vs-worst margins under its min_margin (0.5: its judge's noise); with SmolLM2 every
+    query's margin was 0.08-0.28, so PUGC made 0 pairs while Curry, reading the same scores with a tie gap
+    of 0.05 x their spread (0.019), paired them. An input's own ``min_gap`` keeps Curry to that margin."""
+    prompts = [prompt(f"p{i}") for i in range(10)]
+    responses = [r for i in range(10) for r in (resp(f"p{i}", f"x{i}", 1.0 + 0.44 * i), resp(f"p{i}", f"y{i}", 1.0 + 0.22 * i))]
+    p, r = frames(prompts, responses)
+    own = [{"prompts": "p", "responses": "r", "scores": "model", "min_gap": 0.5}]
+    pairs, m = build_pairs(p, r, cfg(inputs=own))
+    margins = sorted(x["margin"] for x in pairs.to_pylist())
+    assert len(margins) == 7 and margins[0] > 0.5 and m["tie_gaps"][0]["tie_gap"] == 0.5  # 0.22 * i > 0.5 for i >= 3
+    assert build_pairs(p, r, cfg(inputs=model_input(1)))[0].num_rows == 9  # without it: 0.05 x spread only
+    rated = [{**own[0], "scores": "rated"}]  # the floor applies to rated inputs too
+    assert build_pairs(p, r, cfg(inputs=rated))[0].num_rows == 7
+
+
 def test_pair_ids_and_curriculum_order_are_pinned():
     """Order = level, then xxh3-64 of the pair hash's 8 big-endian bytes seeded with curry.seed, then pair
     id; recomputed here from the rule alone (Python xxhash), and pinned, so an upgrade of polars cannot

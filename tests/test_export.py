@@ -278,6 +278,18 @@ def test_decontaminates_dove_rows_on_either_prompt(tmp_path, real):
     assert stats["drops"] == {"contaminated": 1} and removed(release)["pair_id"].to_list() == ["d1"]
 
 
+def test_an_eval_prompt_with_personal_data_still_decontaminates(tmp_path):
+    """The release's prompts are redacted before they are compared: an evaluation prompt shorter than
+    `ngram` words must appear verbatim, so it is redacted the same way, or it never matches."""
+    evals = tmp_path / "evals.jsonl"
+    question = "Draft a reply to bob.smith@example.com declining the meeting."
+    evals.write_text(json.dumps({"id": "e1", "prompt": question}) + "\n")
+    write_method(tmp_path, "pugc", [pair("p1", question, "pugc"), pair("p2", TOPICS[1], "pugc")])
+    sets = [{"name": "mine", "path": str(evals), "text_field": "prompt", "id_field": "id", "optional": False}]
+    release, stats = build(tmp_path, methods=["pugc"], test_fraction=0.0, decontamination={"sets": sets})
+    assert stats["drops"] == {"contaminated": 1} and removed(release)["pair_id"].to_list() == ["p1"]
+
+
 def test_missing_eval_set_fails_unless_optional(tmp_path):
     write_method(tmp_path, "pugc", [pair("p", TOPICS[0], "pugc")])
     sets = [{"name": "gone", "path": str(tmp_path / "nope.jsonl"), "text_field": "prompt", "id_field": "id",

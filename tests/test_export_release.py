@@ -63,6 +63,41 @@ def test_held_out_prompts_never_reach_a_train_split(tmp_path):
     assert "| `data/selfie/test` | 2 | 3 |" in (release / "README.md").read_text()
 
 
+def test_a_chosen_that_acknowledges_feedback_nobody_gave_is_removed_not_fatal(tmp_path):
+    """SmolLM2's PUGC answers ("Here's a revised version of the answer...", "You're right, ...") became
+    chosen answers of Curry-DPO and DOVE pairs; the audit found them and the whole export failed. Export
+    drops such pairs (counted, in removed.jsonl) and the release passes its audit; a prompt that does
+    give feedback keeps its acknowledging chosen."""
+    revised = "Here's a revised version of the answer with a few tweaks: grind finer."
+    write_method(tmp_path, "curry", [
+        pair("c-ack", TOPICS[0], "curry", chosen=revised, level=0),
+        pair("c-ok", TOPICS[1], "curry", level=0),
+        pair("c-fed", TOPICS[2] + " That's wrong, try again.", "curry", chosen="You're right, here it is.", level=0),
+    ], sub="level=0")
+    write_method(tmp_path, "dove", [joint("d-ack", TOPICS[3], TOPICS[4]), joint("d-ok", TOPICS[5], TOPICS[6])])
+    rows = pq.read_table(tmp_path / "data/dove/pairs/part-00000-of-00001.parquet").to_pylist()
+    rows[0]["chosen"] = [{"role": "assistant", "content": "You're right, I apologize for the error. It is 42."}]
+    write_method(tmp_path, "dove", rows)
+    release, stats = build(tmp_path, methods=["curry", "dove"], test_fraction=0.0)
+    assert ids(release, "curry") == ids(release, "all") == {"c-ok", "c-fed"} and ids(release, "dove") == {"d-ok"}
+    gone = removed(release).filter(pl.col("reason") == "unprompted_acknowledgement")
+    assert dict(gone.select("pair_id", "configs").rows()) == {"c-ack": ["curry", "all"], "d-ack": ["dove"]}
+    assert json.loads((release / "audit.json").read_text())["passed"] is True
+
+
+def test_a_held_out_prompt_with_personal_data_is_still_held_out(tmp_path):
+    """The release's prompts are redacted before their keys are taken: the held-out set's keys must be taken
+    from its prompts redacted the same way, or a held-out prompt holding an email or a phone number leaks
+    into train (and the audit, which reads the redacted release, cannot see it either)."""
+    held = "Write a polite reminder to jane.doe@example.com about the invoice, or call +44 20 7946 0958."
+    write_held_out(tmp_path, [held])
+    write_method(tmp_path, "pugc", [pair("pugc-held", held, "pugc"), pair("pugc-ok", TOPICS[6], "pugc")])
+    release, stats = build(tmp_path, methods=["pugc"], test_fraction=0.0, held_out=["data/selfie/test"])
+    assert ids(release, "pugc") == ids(release, "all") == {"pugc-ok"}
+    assert removed(release).filter(pl.col("reason") == "held_out")["pair_id"].to_list() == ["pugc-held"]
+    assert stats["held_out"]["data/selfie/test"]["removed"] == 1
+
+
 def test_a_held_out_prompt_may_stay_in_the_test_split(tmp_path):
     write_held_out(tmp_path, [TOPICS[2]])
     write_method(tmp_path, "pugc", [pair("pugc-held", TOPICS[2], "pugc")])

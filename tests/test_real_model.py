@@ -173,6 +173,20 @@ def test_rules_plus_llm_keeps_every_signal_and_revision_the_rules_are_sure_of(re
     assert release.height == d["pairs"] > 0
 
 
+def test_every_released_wildfeedback_chosen_fits_its_prompt(real_repo):
+    """A released chosen reads as a first answer to its prompt: it neither reacts to, refers to or quotes
+    the feedback its prompt lacks, nor only adds to the earlier answer (stages/wildfeedback_fit.py)."""
+    from stages.wildfeedback_fit import off_context, prompt_text
+
+    repo, _ = real_repo
+    release = rows(repo / "data/release/wildfeedback")
+    df = release.select(pl.col("chosen").list.first().struct.field("content").alias("chosen"),
+                        pl.col("lineage").str.json_path_match("$.preference").alias("feedback"),
+                        prompt_text("prompt").alias("prompt_text"))
+    reasons = df.select(off_context("chosen", "feedback", "prompt_text")).to_series()
+    assert df.height > 0 and reasons.null_count() == df.height, df.filter(reasons.is_not_null())
+
+
 # --- no template text copied as output --------------------------------------------------------------------
 
 

@@ -31,6 +31,12 @@ OFF_CONTEXT = [
     ("Per your preference, here is one sentence: DNS maps names.", "refers_to_feedback"),
     ("Unlike my previous answer, this one uses Python.", "refers_to_feedback"),
     ('Here is the tweet "without the hashtag": Dark mode is here.', "quotes_feedback"),
+    # an addition to the earlier answer, not an answer of its own (data/samples: "How do I center a div")
+    ("The parent also needs a height, otherwise there's nothing to center vertically.", "continues_answer"),
+    ("Also, add `height: 100vh;` to the parent.", "continues_answer"),
+    ("Of course: 350 g bananas, 75 g butter, 190 g flour. The method stays the same.", "continues_answer"),
+    ("Sure, here are a few more creative options: CASHFUL, ALLPAID.", "continues_answer"),
+    ("Another idea: leave a cheeky note on the fridge.", "continues_answer"),
 ]
 FITS = [
     "Canberra is the capital of Australia.",
@@ -40,6 +46,8 @@ FITS = [
     "The first example below uses a loop; the second uses recursion.",
     'The quote "the only way to do great work" is by Steve Jobs.',  # quoted, but already in the prompt
     "Here's a version of the classic pancake recipe: flour, milk, eggs.",
+    "Paris is also known as the City of Light.",
+    "Python also has tuples, which cannot be changed.",
 ]
 
 
@@ -50,6 +58,33 @@ def test_off_context_reasons(text, reason):
     assert df.select(off_context("chosen", "feedback", "prompt_text")).item() == reason
 
 
+def first_answers(real) -> pl.DataFrame:
+    """Assistant answers to a first user message in real data: none of them continues an earlier answer."""
+    rows = []
+    for line in (real / "wildchat_sample/conversations.jsonl").read_text().splitlines():
+        m = json.loads(line)["messages"]
+        if len(m) > 1 and m[1]["role"] == "assistant":
+            rows.append((m[0]["content"], m[1]["content"]))
+    for line in (real / "ultrafeedback_binarized/data/processed/eval_clean.jsonl").read_text().splitlines():
+        d = json.loads(line)
+        rows += [(d["prompt"], d[side] if isinstance(d[side], str) else d[side][-1]["content"])
+                 for side in ("chosen", "rejected")]
+    for line in (real / "dove/data/anthropic_helpful/test.jsonl").read_text().splitlines():
+        d = json.loads(line)
+        rows.append((d["instruction"], d["gold_response"]))
+    for line in (real / "oasst_en100/model/model_eval/manual/data/en_100_tree.jsonl").read_text().splitlines():
+        root = json.loads(line)["prompt"]
+        rows += [(root["text"], r["text"]) for r in root.get("replies", [])]
+    return pl.DataFrame(rows, schema=["prompt_text", "chosen"], orient="row").with_columns(feedback=pl.lit(""))
+
+
+def test_continues_answer_fires_on_no_real_first_answer(real):
+    """The continuation patterns are precise: 0 of 1,811 real first answers read as an addition."""
+    df = first_answers(real)
+    reasons = df.select(off_context("chosen", "feedback", "prompt_text")).to_series()
+    assert df.height >= 1800 and (reasons == "continues_answer").sum() == 0
+
+
 REVISIONS = [
     conv("r1", ["Explain a hash table in one sentence.", "A hash table is a data structure... " * 4,
                 "That's way too long.", "Sorry about that. A hash table maps keys to slots through a hash.",
@@ -57,6 +92,10 @@ REVISIONS = [
     conv("r2", ["Capital of Australia?", "Sydney.", "That's wrong, it's not Sydney.",
                 "Canberra is the capital of Australia.", "Thanks, perfect!"]),
     conv("r3", ["Capital of Canada?", "Toronto.", "That's wrong.", "Toronto.", "Thanks, perfect!"]),
+    conv("r4", ["How do I center a div in CSS?", "Use flexbox on the parent: display: flex; align-items: center.",
+                "It's wrong, it only centers horizontally for me.",
+                "The parent also needs a height, otherwise there's nothing to center within: height: 100vh.",
+                "That was it, thanks!"]),
 ]
 
 
@@ -66,14 +105,16 @@ def test_natural_revisions_that_acknowledge_feedback_are_dropped_with_their_text
     chosen = [r["chosen"][0]["content"] for r in pairs.to_pylist()]
     assert chosen == ["Canberra is the capital of Australia."]
     d = m["details"]
-    assert d["pairs"]["natural_revision_found"] == 3 and d["dropped"] == {
-        "natural_revision_acknowledges_feedback": 1, "natural_revision_same_text": 1}
+    assert d["pairs"]["natural_revision_found"] == 4 and d["dropped"] == {
+        "natural_revision_acknowledges_feedback": 1, "natural_revision_continues_answer": 1,
+        "natural_revision_same_text": 1}
     by_reason = {r["reason"]: json.loads(r["raw"]) for r in rejects.to_pylist()}
     raw = by_reason["natural_revision_acknowledges_feedback"]
     assert raw["chosen"].startswith("Sorry about that.") and raw["conversation_id"] == "r1"
     assert raw["preference"] == "That's way too long." and raw["rejected"].startswith("A hash table is")
     assert raw["prompt"] == [{"role": "user", "content": "Explain a hash table in one sentence."}]
     assert by_reason["natural_revision_same_text"]["chosen"] == "Toronto."
+    assert by_reason["natural_revision_continues_answer"]["chosen"].startswith("The parent also needs a height")
 
 
 @pytest.mark.parametrize("answer", ["As you requested, PREFERRED short answer.",
@@ -129,9 +170,11 @@ def test_dropped_summaries_keep_their_text(tmp_path, monkeypatch):
     assert raw["feedback"] == "Way too long UNSAFE." and raw["preference"].startswith("Be concise") and not raw["safe"]
 
 
-def test_summaries_that_copy_the_templates_example_are_dropped(tmp_path, monkeypatch):
-    """#15: a preference copied from the prompt's example says nothing about this user."""
-    engine = FakeEngine(preference="Keep the code in Python 3 and use no classes.")
+@pytest.mark.parametrize("copy", ["Keep the code in Python 3 and use no classes.",
+                                  "The user's preference, in your own words"])  # SmolLM2 wrote the second
+def test_summaries_that_copy_the_templates_example_are_dropped(tmp_path, monkeypatch, copy):
+    """#15: a preference copied from the prompt's example or placeholder says nothing about this user."""
+    engine = FakeEngine(preference=copy)
     _, pairs, _, m = run_stage(tmp_path, monkeypatch, engine, detector="rules")
     assert m["details"]["dropped"] == {"summary_copies_template": 2} and kinds(pairs) == ["natural_revision"]
 
