@@ -172,6 +172,14 @@ class Params(Section):
             raise ValueError(f"tiny_overrides: {unknown} are not stage sections with models; use {list(_MODEL_SECTIONS)}")
         return self
 
+    @model_validator(mode="after")
+    def _curry_gap_keys(self) -> Params:
+        for i, spec in enumerate(self.curry.inputs):
+            if isinstance(spec.min_gap, str) and _number_at(self, spec.min_gap) is None:
+                raise ValueError(f"curry.inputs[{i}].min_gap: {spec.min_gap!r} names no non-negative number in "
+                                 "params; give a number or a key such as pugc.min_margin")
+        return self
+
     def applied_overrides(self, section: str) -> dict[str, Any]:
         """The ``tiny_overrides`` applied to ``section`` ({dotted key: value}), for metrics and the console."""
         return dict(self._applied.get(section, {}))
@@ -217,11 +225,30 @@ def resolve_params(data: dict[str, Any]) -> Params:
     for name, over in params.tiny_overrides.items():
         if all(tiny_seed(m) is not None for m in section_models(params, name)):
             merged[name], applied[name] = _merge(data[name], over)
-    if not applied:
+    if applied:
+        params = Params.model_validate(merged)
+        params._applied = applied
+    return _with_curry_gaps(params)
+
+
+def _number_at(params: Params, key: str) -> float | None:
+    """The non-negative number at dotted ``key`` of ``params`` (e.g. ``pugc.min_margin``), else None."""
+    node: Any = params
+    for part in key.split("."):
+        node = getattr(node, part, None) if isinstance(node, BaseModel) else None
+    ok = isinstance(node, int | float) and not isinstance(node, bool) and node >= 0
+    return float(node) if ok else None
+
+
+def _with_curry_gaps(params: Params) -> Params:
+    """``params`` with each Curry input's ``min_gap`` given as a params key replaced by that key's number
+    (after tiny_overrides: the samples' PUGC margin is then the tiny one), so the stage and its
+    fingerprint see the number."""
+    inputs = [spec.model_copy(update={"min_gap": _number_at(params, spec.min_gap)})
+              if isinstance(spec.min_gap, str) else spec for spec in params.curry.inputs]
+    if inputs == params.curry.inputs:
         return params
-    params = Params.model_validate(merged)
-    params._applied = applied
-    return params
+    return params.model_copy(update={"curry": params.curry.model_copy(update={"inputs": inputs})})
 
 
 class ParamsError(ValueError):

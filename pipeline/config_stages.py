@@ -3,7 +3,7 @@ each. Re-exported by ``pipeline.config``, which documents the validation rules."
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     Field,
@@ -342,9 +342,10 @@ class CurryInput(ResponseSet):
     # rated: human ratings, ranks or votes (any positive gap is a preference, as in the paper);
     # model: a model's continuous scores (gaps within its noise are ties, see relative_min_gap).
     scores: Literal["rated", "model"]
-    # optional: this input's own tie gap on its scorer's scale (e.g. PUGC's min_margin: the stage that wrote
-    # the scores already calls a smaller margin noise); a gap <= max(it, the section's rule) is a tie
-    min_gap: float | None = Field(default=None, ge=0)
+    # optional: this input's own tie gap on its scorer's scale, a number or the key of a number in params
+    # (e.g. "pugc.min_margin": the stage that wrote the scores already calls a smaller margin noise; resolved
+    # after tiny_overrides by ``resolve_params``); a gap <= max(it, the section's rule) is a tie
+    min_gap: Annotated[float, Field(ge=0)] | Annotated[str, Field(pattern=r"^[a-z_]+(\.[a-z_]+)+$")] | None = None
 
 
 class Curry(Section):

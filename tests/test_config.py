@@ -174,3 +174,27 @@ def test_dove_pair_sources_of_another_pairs_folder_are_not_ingest_names(tmp_path
     good["dove"]["pairs"] = "data/wildfeedback/pairs"
     good["dove"]["pair_sources"] = ["whatever_wildfeedback_writes"]
     assert load_params(write(tmp_path, good)).dove.pair_sources == ["whatever_wildfeedback_writes"]
+
+
+def test_a_curry_input_gap_given_as_a_key_takes_that_params_number_after_the_tiny_overrides(tmp_path, good):
+    # The samples (tiny): PUGC's tiny min_margin; a real model: PUGC's own margin, the paper default 0.5.
+    pugc_input = next(i for i, s in enumerate(good["curry"]["inputs"]) if s["prompts"] == "data/pugc/queries")
+    assert good["curry"]["inputs"][pugc_input]["min_gap"] == "pugc.min_margin"
+    tiny = load_params(write(tmp_path, good))
+    assert tiny.curry.inputs[pugc_input].min_gap == tiny.pugc.min_margin == 0.0001
+    good["llm"]["model"] = "smollm2"
+    real = load_params(write(tmp_path, good))
+    assert real.curry.inputs[pugc_input].min_gap == real.pugc.min_margin == 0.5
+    assert fingerprint(real.curry) != fingerprint(tiny.curry)  # the number, not the key, is what Curry ran with
+    assert [s.min_gap for i, s in enumerate(real.curry.inputs) if i != pugc_input] == [None, None]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("pugc.min_marign", "curry.inputs[1].min_gap: 'pugc.min_marign' names no non-negative number in params"),
+    ("pugc.roles", "curry.inputs[1].min_gap: 'pugc.roles' names no non-negative number in params"),
+    ("half a point", "curry.inputs[1].min_gap"),
+    (-0.5, "curry.inputs[1].min_gap"),
+])
+def test_a_curry_input_gap_key_must_name_a_number(tmp_path, good, value, expected):
+    good["curry"]["inputs"][1]["min_gap"] = value
+    assert expected in error_of(tmp_path, good)
