@@ -58,18 +58,31 @@ def size_category(n: int) -> str:
     return "n>1B"
 
 
+# Lineage keys whose value is the model that played an engine role; ``models`` maps roles to models.
+MODEL_KEYS = ("model", "generator", "policy", "reference", "judge", "expert", "detector")
+
+
+def _models(lineage: pl.Series) -> list[str]:
+    named = pl.concat([lineage.str.json_path_match(f"$.{k}") for k in MODEL_KEYS]).drop_nulls().to_list()
+    roles = []
+    for found in lineage.str.json_path_match("$.models").drop_nulls().unique().to_list():
+        try:
+            value = json.loads(found)  # {role: model}, or a list of models
+        except ValueError:
+            value = found  # a plain string
+        values = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+        roles += [v for v in values if isinstance(v, str)]
+    return sorted(set(named + roles))
+
+
 def lineage_summary(pairs: pl.DataFrame) -> dict[str, dict[str, list[str]]]:
-    """Per method (``_config``): the distinct models and params fingerprints named in its ``lineage`` JSON."""
+    """Per method (``_config``): the distinct models (the values of ``MODEL_KEYS`` and of the ``models``
+    role map) and params fingerprints named in its ``lineage`` JSON."""
     out: dict[str, dict[str, list[str]]] = {}
-    if pairs.height == 0:
-        return out
-    fields = {"models": ["$.model", "$.models"], "fingerprints": ["$.fingerprint", "$.params_fingerprint"]}
-    for method in sorted(set(pairs["_config"])):
+    for method in sorted(set(pairs["_config"])) if pairs.height else []:
         lin = pairs.filter(pl.col("_config") == method)["lineage"]
-        out[method] = {}
-        for name, paths in fields.items():
-            found = pl.concat([lin.str.json_path_match(p) for p in paths]).drop_nulls().unique().sort()
-            out[method][name] = found.to_list()
+        prints = pl.concat([lin.str.json_path_match(p) for p in ("$.fingerprint", "$.params_fingerprint")])
+        out[method] = {"models": _models(lin), "fingerprints": prints.drop_nulls().unique().sort().to_list()}
     return out
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import polars as pl
 import pytest
 import yaml
 from huggingface_hub import HfApi
 
 from pipeline.cli import main as cli
-from pipeline.hub import PublishError, publish, size_category, verify_release
+from pipeline.hub import PublishError, lineage_summary, publish, size_category, verify_release
 from stages.export import build_release
 from tests.export_fixtures import export_cfg, standard_methods
 
@@ -149,3 +150,22 @@ def test_card_front_matter(release):
                    "chosen_prompt", "## Limitations", "fp-hub", "tiny-curry", "fp-curry", "tiny-judge", "fp-dove"):
         assert needle in body, needle
     assert size_category(10_000) == "10K<n<100K" and size_category(10**9) == "n>1B"
+
+
+def test_the_cards_models_are_every_role_each_method_names_in_its_lineage():
+    # Each stage names its models under its roles' keys (PUGC generator/judge/policy, Selfie policy/reference,
+    # DOVE judge, WildFeedback a {role: model} map, empty for natural revisions that used no model); Curry-DPO
+    # re-ranks other stages' scores and names no model of its own.
+    lineage = {
+        "wildfeedback": ['{"models": {}, "fingerprint": "a"}', '{"models": {"expert": "m1", "judge": "m2"}, "fingerprint": "a"}'],
+        "pugc": ['{"generator": "tiny", "judge": "tiny", "policy": "tiny", "fingerprint": "b"}'],
+        "selfie": ['{"policy": "tiny@1", "reference": "tiny", "fingerprint": "c"}'],
+        "dove": ['{"judge": "smollm2", "fingerprint": "e"}'],
+        "curry": ['{"scorer": "pugc:tiny", "fingerprint": "d"}'],
+    }
+    pairs = pl.DataFrame([(m, x) for m, xs in lineage.items() for x in xs], schema=["_config", "lineage"], orient="row")
+    got = {m: v["models"] for m, v in lineage_summary(pairs).items()}
+    assert got == {"wildfeedback": ["m1", "m2"], "pugc": ["tiny"], "selfie": ["tiny", "tiny@1"], "dove": ["smollm2"],
+                   "curry": []}
+    natural_only = pairs.filter(pl.col("lineage").str.contains('"models": {}', literal=True))
+    assert lineage_summary(natural_only)["wildfeedback"] == {"models": [], "fingerprints": ["a"]}
