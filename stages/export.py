@@ -206,15 +206,10 @@ def identical(sides: list[tuple[str, str]]) -> pl.Expr:
     return pl.all_horizontal([same_text(text_of(a), text_of(b)) for a, b in sides])
 
 
-def drop_identical(df: pl.DataFrame, configs: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Rows flagged ``_same`` (``identical``, computed while scanning) go."""
-    return df.filter(~pl.col("_same")).drop("_same"), removals(df.filter(pl.col("_same")), "identical", configs)
-
-
-def drop_unprompted_acknowledgements(df: pl.DataFrame, configs: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Rows flagged ``_ack`` (``pipeline.checks.unprompted_acknowledgement``, computed while scanning) go."""
-    return df.filter(~pl.col("_ack")).drop("_ack"), removals(df.filter(pl.col("_ack")), "unprompted_acknowledgement",
-                                                               configs)
+def drop_flagged(df: pl.DataFrame, flag: str, reason: str, configs: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows whose ``flag`` column, computed while scanning, is set go as ``reason``: ``_same`` (``identical``)
+    and ``_ack`` (``pipeline.checks.unprompted_acknowledgement``)."""
+    return df.filter(~pl.col(flag)).drop(flag), removals(df.filter(pl.col(flag)), reason, configs)
 
 
 # --- 6. split ------------------------------------------------------------------------------------
@@ -301,14 +296,10 @@ def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatur
     """Steps 3-8 on the light frames: (kept pairs with ``_split`` and ``_primary``, kept joint rows, removals)."""
     d = cfg.dedup
     drops = []
-    pairs, r = drop_identical(pairs, LEAVES)
-    drops.append(r)
-    joint, r = drop_identical(joint, LEAVES_JOINT)
-    drops.append(r)
-    pairs, r = drop_unprompted_acknowledgements(pairs, LEAVES)
-    drops.append(r)
-    joint, r = drop_unprompted_acknowledgements(joint, LEAVES_JOINT)
-    drops.append(r)
+    for flag, reason in (("_same", "identical"), ("_ack", "unprompted_acknowledgement")):
+        pairs, r = drop_flagged(pairs, flag, reason, LEAVES)
+        joint, r_joint = drop_flagged(joint, flag, reason, LEAVES_JOINT)
+        drops += [r, r_joint]
     pairs, r = dedup_within(pairs, sigs, d.bands, d.near_threshold, LEAVES)
     drops.append(r)
     joint, r = dedup_joint(joint, LEAVES_JOINT)
