@@ -193,7 +193,7 @@ FORMAT_KINDS: dict[str, tuple[str, ...]] = {
 class Source(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     kind: SourceKind
-    path: str  # a file, a glob, a folder, or "hf://<dataset id>[:split]"
+    path: str = Field(min_length=1)  # a file, a glob, a folder, or "hf://<dataset id>[:split]" ("" would be the project root)
     format: SourceFormat
     mapping: dict[str, str] = Field(default_factory=dict)  # canonical field -> source field
     limit: int | None = Field(default=None, gt=0)

@@ -337,6 +337,19 @@ def iter_hub(dataset_id: str, max_record_bytes: int | None = None) -> Iterator[R
         yield RawRow(dataset_id, i, value=rec, raw="")
 
 
+def source_files(path: str) -> list[Path]:
+    """The files of a local source (``expand_paths``), each of a type a reader knows, or SourceError
+    naming the first that is not (a README.md or LICENSE in a dataset folder), before any is read."""
+    files = expand_paths(path)
+    known = [_suffix(f) for f in files if _suffix(f) in READERS]
+    for file in files:
+        if _suffix(file) not in READERS:
+            hint = f"; point the path at the data files only, e.g. {Path(path) / '**' / ('*' + known[0])}" if known else ""
+            raise SourceError(
+                f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} (optionally .gz){hint}")
+    return files
+
+
 def iter_records(path: str, max_record_bytes: int | None = None,
                  empty_files: list[str] | None = None) -> Iterator[RawRow]:
     """Every record of a source, in a deterministic order, with its file and row number.
@@ -346,12 +359,9 @@ def iter_records(path: str, max_record_bytes: int | None = None,
     if path.startswith(HF_PREFIX):
         yield from iter_hub(path, max_record_bytes)
         return
-    for file in expand_paths(path):
-        reader = READERS.get(_suffix(file))
-        if reader is None:
-            raise SourceError(f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} (optionally .gz)")
+    for file in source_files(path):
         n = 0
-        for row in reader(file, max_record_bytes):
+        for row in READERS[_suffix(file)](file, max_record_bytes):
             n += 1
             yield row
         if n == 0 and empty_files is not None:

@@ -43,12 +43,11 @@ from pipeline.io import (
     ShardWriter,
     SourceError,
     StageError,
-    expand_paths,
     iter_records,
 )
 from pipeline.metrics import write_metrics
 from pipeline.outputs import stage_outputs
-from pipeline.readers import check_hub, preview_of
+from pipeline.readers import check_hub, preview_of, source_files
 from pipeline.records import ID_COLUMNS, MODELS, SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -295,15 +294,15 @@ def reason_key(reason: str) -> str:
 
 
 def check_sources_exist(sources: list[Source]) -> None:
-    """Fail before any work, naming the params key, when a local source path matches nothing or an
-    ``hf://`` set cannot be reached (one request, no retries; skipped offline)."""
+    """Fail before any work, naming the params key, when a local source path matches nothing or a file of
+    a type no reader knows, or an ``hf://`` set cannot be reached (one request, no retries; skipped offline)."""
     for i, src in enumerate(sources):
         key = f"ingest.sources[{i}].path"
         if src.path.startswith(HF_PREFIX):
             check_hub(src.path, key)
             continue
         try:
-            expand_paths(src.path)
+            source_files(src.path)
         except SourceError as e:
             raise SourceError(f"{key}: {e}") from None
 

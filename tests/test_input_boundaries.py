@@ -1,0 +1,58 @@
+"""Input boundaries, second adversarial pass: each case below crashed, dropped or mangled data silently, or
+gave a reason a user could not act on, before its fix (tests/test_hostile.py holds the first pass)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ParamsError, Source, load_params
+from pipeline.io import SourceError
+from stages.ingest import ingest_source, run
+from tests.test_ingest import with_ingest
+
+MAX_BYTES = 4 << 20
+U, A = {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}
+
+
+def _lines(*records) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def _ingest(path: Path, fmt: str = "wildchat", kind: str = "conversations", **mapping: str):
+    res = ingest_source(Source(name="s", kind=kind, path=str(path), format=fmt, mapping=mapping), MAX_BYTES)
+    m = res.metrics
+    assert m["rows_in"] == m["accepted"] + m["rejected"] == m["accepted"] + len(res.rejects)
+    return res
+
+
+# --- a source folder holding files no reader knows ----------------------------------------------------
+
+@pytest.mark.parametrize("stray", ["README.md", "LICENSE", "part-0.jsonl.zst"])
+def test_a_file_no_reader_knows_fails_before_any_work_naming_the_key(params, tmp_path, stray):
+    """Was: the stage read every earlier source, then stopped at the stray file (an HF snapshot's README.md)."""
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "p.jsonl").write_text(_lines({"id": "p1", "prompt": "Hi?"}))
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "a.jsonl").write_text(_lines({"id": "p2", "prompt": "Hello?"}))
+    (tmp_path / "set" / stray).write_text("# a dataset card\n")
+    p = with_ingest(params, [{"name": "ok", "kind": "prompts", "path": str(tmp_path / "ok"), "format": "prompts"},
+                             {"name": "set", "kind": "prompts", "path": str(tmp_path / "set"), "format": "prompts"}])
+    with pytest.raises(SourceError) as err:
+        run(p, tmp_path / "out")
+    msg = str(err.value)
+    assert msg.startswith("ingest.sources[1].path: ") and f"{stray}: unknown file type" in msg
+    assert f"e.g. {tmp_path / 'set' / '**' / '*.jsonl'}" in msg and "\n" not in msg
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_source_path_is_a_params_error(tmp_path, root):
+    """Was accepted: "" is the working folder, so ingest read the whole project."""
+    data = yaml.safe_load((root / "params.yaml").read_text())
+    data["ingest"]["sources"][0]["path"] = ""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ParamsError, match=r"ingest\.sources\[0\]\.path: String should have at least 1 character"):
+        load_params(tmp_path / "params.yaml")
