@@ -56,3 +56,33 @@ def test_an_empty_source_path_is_a_params_error(tmp_path, root):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(ParamsError, match=r"ingest\.sources\[0\]\.path: String should have at least 1 character"):
         load_params(tmp_path / "params.yaml")
+
+
+# --- multi-part (OpenAI-style) message content --------------------------------------------------------
+
+IMAGE = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    # Was accepted as "What is in this picture?" alone: the image was dropped without a word.
+    ([{"type": "text", "text": "What is in this picture?"}, IMAGE], "conversation[0].content[1] is a 'image_url' part"),
+    ([IMAGE], "conversation[0].content[0] is a 'image_url' part; only text content can be used"),
+    (["plain", "strings"], "conversation[0].content[0] is 'plain', expected a text part"),
+    ([{"type": "text", "text": 3}], "conversation[0].content[0].text is int, expected a string"),
+    ([], "conversation[0].content is an empty list, expected a string"),
+])
+def test_content_with_a_part_that_is_not_text_is_a_reject_naming_the_part(tmp_path, content, reason):
+    (tmp_path / "c.jsonl").write_text(_lines({"conversation_id": "c", "conversation": [{**U, "content": content}, A]}))
+    res = _ingest(tmp_path / "c.jsonl")
+    assert res.metrics["rejected"] == 1 and res.rejects[0]["reason"].startswith(f"c.jsonl:1: {reason}"), res.rejects
+
+
+def test_responses_api_text_parts_are_text(tmp_path):
+    """Was a reject ("content is list, expected a string"): input_text/output_text are the Responses API's text."""
+    chat = [{"role": "user", "content": [{"type": "input_text", "text": "Hi"}, {"type": "input_text", "text": "there"}]},
+            {"role": "assistant", "content": [{"type": "output_text", "text": "Hello"}]}]
+    (tmp_path / "c.jsonl").write_text(_lines({"conversation_id": "c", "conversation": chat}))
+    res = _ingest(tmp_path / "c.jsonl")
+    assert res.metrics["accepted"] == 1
+    assert res.rows["conversations"][0]["messages"] == [{"role": "user", "content": "Hi\nthere"},
+                                                        {"role": "assistant", "content": "Hello"}]

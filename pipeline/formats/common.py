@@ -79,15 +79,29 @@ ROLES = {
 }
 
 
+# The text part types of OpenAI-style multi-part content (Chat Completions, and the Responses API's input/output).
+TEXT_PARTS = ("text", "input_text", "output_text")
+
+
 def _text(value: Any, what: str) -> str:
+    """A string, or multi-part content whose parts are all text (joined by newlines). Content with an image,
+    audio or file part is a reject: its text alone ("what is in this picture?") would lose what it refers to."""
     if isinstance(value, str):
         return value
-    # OpenAI-style multi-part content: keep the text parts.
-    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
-        parts = [p.get("text") for p in value if p.get("type", "text") == "text"]
-        if parts and all(isinstance(p, str) for p in parts):
-            return "\n".join(parts)
-    raise BadRecord(f"{what} is {type(value).__name__}, expected a string")
+    if not isinstance(value, list) or not value:
+        raise BadRecord(f"{what} is {'an empty list' if value == [] else type(value).__name__}, expected a string")
+    texts = []
+    for j, part in enumerate(value):
+        kind = part.get("type", "text") if isinstance(part, dict) else None
+        if not isinstance(part, dict) or not isinstance(kind, str):
+            raise BadRecord(f"{what}[{j}] is {_shown(part)}, expected a text part {{'type': 'text', 'text': ...}}")
+        if kind not in TEXT_PARTS:
+            raise BadRecord(f"{what}[{j}] is a {_shown(kind)} part; only text content can be used "
+                            "(the text without it would lose what it refers to)")
+        if not isinstance(part.get("text"), str):
+            raise BadRecord(f"{what}[{j}].text is {type(part.get('text')).__name__}, expected a string")
+        texts.append(part["text"])
+    return "\n".join(texts)
 
 
 def to_messages(value: Any, what: str = "messages", *, role_key: str = "role", content_key: str = "content",
