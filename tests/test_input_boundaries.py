@@ -86,3 +86,30 @@ def test_responses_api_text_parts_are_text(tmp_path):
     assert res.metrics["accepted"] == 1
     assert res.rows["conversations"][0]["messages"] == [{"role": "user", "content": "Hi\nthere"},
                                                         {"role": "assistant", "content": "Hello"}]
+
+
+# --- ids ------------------------------------------------------------------------------------------------
+
+def test_an_id_that_is_not_a_string_or_a_finite_number_is_a_reject(tmp_path):
+    """Was accepted as the ids "nan", "inf", "True", "{'a': 1}", "[1]": 1e999 and Infinity even collided."""
+    bad = ["NaN", "1e999", "Infinity", "true", '{"a": 1}', "[1]"]
+    good = ['"c1"', "7", "2.5"]
+    chat = '{"conversation_id": %s, "conversation": [{"role": "user", "content": "hi %d"}]}\n'
+    (tmp_path / "c.jsonl").write_text("".join(chat % (v, i) for i, v in enumerate(bad + good)))
+    res = _ingest(tmp_path / "c.jsonl")
+    assert res.metrics["accepted"] == len(good)
+    assert [r["reason"] for r in res.rejects] == [
+        f"c.jsonl:{i + 1}: conversation_id is {shown}, expected a string or a number (an id)"
+        for i, shown in enumerate(["nan", "inf", "inf", "True", "{'a': 1}", "[1]"])]
+
+
+def test_ids_of_stack_exchange_and_arena_answers_are_checked_too(tmp_path):
+    (tmp_path / "posts.jsonl").write_text(_lines({"Id": [1], "PostTypeId": "1", "Body": "<p>Grind?</p>"},
+                                                 {"Id": "", "PostTypeId": "1", "Body": "<p>Grind?</p>"}))
+    res = _ingest(tmp_path / "posts.jsonl", "stackexchange", "documents")
+    assert [r["reason"] for r in res.rejects] == ["posts.jsonl:1: Id is [1], expected a string or a number (an id)",
+                                                  "posts.jsonl:2: Id is empty"]
+    answer = {"uid": {"q": 1}, "model": "m", "messages": [U, {"role": "assistant", "content": {"answer": "A"}}]}
+    (tmp_path / "m.jsonl").write_text(_lines(answer))
+    res = _ingest(tmp_path / "m.jsonl", "arena_answers", "rated")
+    assert [r["reason"] for r in res.rejects] == ["m.jsonl:1: uid is {'q': 1}, expected a string or a number (an id)"]

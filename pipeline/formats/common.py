@@ -41,22 +41,39 @@ class Ctx:
     def for_source(cls, src: Source, file_rel: str, row: int) -> Ctx:
         return cls(src.name, src.kind, src.format, dict(src.mapping), f"{file_rel}:{row}")
 
-    def get(self, rec: dict[str, Any], name: str, *fallbacks: str, required: bool = False) -> Any:
-        """Field ``name`` (renamed by ``mapping``), else the first present fallback field."""
+    def _find(self, rec: dict[str, Any], name: str, fallbacks: tuple[str, ...], required: bool) -> tuple[str, Any]:
+        """(the field found, its value): ``name`` (renamed by ``mapping``), else the first present fallback."""
         candidates = [self.mapping[name]] if name in self.mapping else [name, *fallbacks]
         for cand in candidates:
             value = _dig(rec, cand)
             if value is not None:
-                return value
+                return cand, value
         if required:
             shown = " or ".join(repr(c) for c in candidates)
             raise BadRecord(f"missing field {shown}" + ("" if name in self.mapping else " (set `mapping` to rename)"))
-        return None
+        return candidates[0], None
+
+    def get(self, rec: dict[str, Any], name: str, *fallbacks: str, required: bool = False) -> Any:
+        """Field ``name`` (renamed by ``mapping``), else the first present fallback field."""
+        return self._find(rec, name, fallbacks, required)[1]
+
+    def ident(self, rec: dict[str, Any], name: str, *fallbacks: str, required: bool = False) -> str | None:
+        """An id field as a string (a string, an integer or a finite number); None when absent or "".
+
+        A NaN, an infinity, a boolean, an object or a list is a reject, not an id ("nan", "{'a': 1}").
+        """
+        field_name, value = self._find(rec, name, fallbacks, required)
+        if value is None or value == "":
+            if required:
+                raise BadRecord(f"{field_name} is empty")
+            return None
+        if isinstance(value, str | int) and not isinstance(value, bool) or isinstance(value, float) and math.isfinite(value):
+            return str(value)
+        raise BadRecord(f"{field_name} is {_shown(value)}, expected a string or a number (an id)")
 
     def origin(self, rec: dict[str, Any], *fallbacks: str) -> str:
         """The record's own id as a string, or its file:row position when it has none."""
-        value = self.get(rec, "id", *fallbacks)
-        return self.where if value is None or value == "" else str(value)
+        return self.ident(rec, "id", *fallbacks) or self.where
 
 
 def _dig(rec: dict[str, Any], dotted: str) -> Any:

@@ -79,7 +79,7 @@ def arena_answers(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     Each file is one model; the answers to the same ``uid`` become unscored responses to one prompt
     (the prompt row repeats per answer file and is de-duplicated by the stage).
     """
-    uid = ctx.get(rec, "uid", "question_id", required=True)
+    uid = ctx.ident(rec, "uid", "question_id", required=True)
     raw = ctx.get(rec, "messages", required=True)
     if not isinstance(raw, list) or len(raw) < 2:
         raise BadRecord("messages must hold the question and the answer")
@@ -94,7 +94,7 @@ def arena_answers(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         raise BadRecord("the last message is not the model's answer")
     model = ctx.get(rec, "model") or "unknown"
     out = Adapted()
-    out.add("prompts", _prompt(ctx, str(uid), messages[:-1]))
-    out.add("responses", _response(ctx, str(uid), str(model), messages[-1]["content"], str(model), None,
+    out.add("prompts", _prompt(ctx, uid, messages[:-1]))
+    out.add("responses", _response(ctx, uid, str(model), messages[-1]["content"], str(model), None,
                                    ans_id=ctx.get(rec, "ans_id")))
     return out

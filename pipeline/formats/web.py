@@ -63,7 +63,7 @@ def stackexchange(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     Other post types (wiki, tags) and posts the source's kind does not use are counted as skipped.
     """
     post_type = str(ctx.get(rec, "PostTypeId", required=True))
-    post_id = ctx.get(rec, "Id", required=True)
+    post_id = ctx.ident(rec, "Id", required=True)
     out = Adapted()
     body = ctx.get(rec, "Body")
     if post_type not in ("1", "2"):
@@ -91,7 +91,7 @@ def stackexchange(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     if ctx.kind != "rated":
         out.skipped["answer (this source's kind keeps questions only)"] += 1
         return out
-    parent = ctx.get(rec, "ParentId", required=True)
+    parent = ctx.ident(rec, "ParentId", required=True)
     out.add("responses", _response(ctx, str(parent), str(post_id), text, "human", score,
                                    post_id=str(post_id), accepted=False))
     return out
