@@ -202,7 +202,9 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
     A field may be as long as ``max_record_bytes``; a row the csv module cannot read is an error row.
     """
     csv.field_size_limit(max_record_bytes or 1 << 30)  # the module's limit is global: set for each file
-    with _open_binary(path) as raw, _io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as f:
+    # Bad bytes are kept as lone surrogates (not replaced by U+FFFD), so the row that holds them is an error row.
+    with (_open_binary(path) as raw,
+          _io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="") as f):
         reader = csv.DictReader(f)
         i = 0
         while True:
@@ -221,7 +223,21 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
             if rec is None:
                 return
             i += 1
-            yield RawRow(str(path), i, value=dict(rec), raw=preview_of(rec))
+            bad = _not_utf8(rec)
+            yield RawRow(str(path), i, value=None if bad else dict(rec), raw=preview_of(rec),
+                         error=f"invalid UTF-8 in field {bad!r}" if bad else None)
+
+
+def _not_utf8(rec: dict[str | None, Any]) -> str | None:
+    """The first field of a CSV row (decoded with surrogateescape) whose name or value held bytes that are not UTF-8."""
+    for key, value in rec.items():
+        for text in (key, *(value if isinstance(value, list) else [value])):  # extra fields: a list under None
+            if isinstance(text, str) and not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    return key
+    return None
 
 
 def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
@@ -337,6 +353,21 @@ def iter_hub(dataset_id: str, max_record_bytes: int | None = None) -> Iterator[R
         yield RawRow(dataset_id, i, value=rec, raw="")
 
 
+TEXT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv")  # read as UTF-8 (XML names its encoding itself)
+
+
+def _utf16(path: Path) -> str | None:
+    """The error row's reason for a text file that starts with a UTF-16 byte order mark, else None."""
+    try:
+        with _open_binary(path) as f:
+            if f.read(2) not in (b"\xff\xfe", b"\xfe\xff"):
+                return None
+    except UNREADABLE:  # the reader reports it
+        return None
+    return ("the file is UTF-16 text (it starts with a UTF-16 byte order mark), not UTF-8; none of it is read: "
+            "re-encode it as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8`)")
+
+
 def source_files(path: str) -> list[Path]:
     """The files of a local source (``expand_paths``), each of a type a reader knows, or SourceError
     naming the first that is not (a README.md or LICENSE in a dataset folder), before any is read."""
@@ -361,7 +392,9 @@ def iter_records(path: str, max_record_bytes: int | None = None,
         return
     for file in source_files(path):
         n = 0
-        for row in READERS[_suffix(file)](file, max_record_bytes):
+        utf16 = _suffix(file) in TEXT_SUFFIXES and _utf16(file)
+        rows = [RawRow(str(file), 1, error=utf16)] if utf16 else READERS[_suffix(file)](file, max_record_bytes)
+        for row in rows:
             n += 1
             yield row
         if n == 0 and empty_files is not None:

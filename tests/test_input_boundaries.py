@@ -113,3 +113,27 @@ def test_ids_of_stack_exchange_and_arena_answers_are_checked_too(tmp_path):
     (tmp_path / "m.jsonl").write_text(_lines(answer))
     res = _ingest(tmp_path / "m.jsonl", "arena_answers", "rated")
     assert [r["reason"] for r in res.rejects] == ["m.jsonl:1: uid is {'q': 1}, expected a string or a number (an id)"]
+
+
+# --- encodings ----------------------------------------------------------------------------------------
+
+def test_csv_bytes_that_are_not_utf8_are_a_reject_naming_the_field(tmp_path):
+    """Was accepted with U+FFFD in place of the bytes (JSON lines reject the same bytes)."""
+    (tmp_path / "d.csv").write_bytes(b"id,text\na,caf\xe9 au lait\nb,fine\n")
+    res = _ingest(tmp_path / "d.csv", "documents", "documents")
+    assert [r["reason"] for r in res.rejects] == ["d.csv:1: invalid UTF-8 in field 'text'"]
+    assert [d["text"] for d in res.rows["documents"]] == ["fine"]
+
+
+@pytest.mark.parametrize("name", ["d.jsonl", "d.json", "d.csv"])
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_a_utf16_file_is_one_reject_saying_to_re_encode_it(tmp_path, name, encoding):
+    """Was one "invalid UTF-8" or "missing field" reject per line, none saying why."""
+    recs = [{"id": "a", "text": "first"}, {"id": "b", "text": "second"}]
+    body = {"d.jsonl": _lines(*recs), "d.json": json.dumps(recs), "d.csv": "id,text\na,first\nb,second\n"}[name]
+    data = body.encode(encoding)
+    (tmp_path / name).write_bytes(data if data[:2] in (b"\xff\xfe", b"\xfe\xff") else b"\xfe\xff" + data)
+    res = _ingest(tmp_path / name, "documents", "documents")
+    assert res.metrics["rows_in"] == 1 and [r["reason"] for r in res.rejects] == [
+        f"{name}:1: the file is UTF-16 text (it starts with a UTF-16 byte order mark), not UTF-8; none of it is read: "
+        "re-encode it as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8`)"]
