@@ -56,12 +56,17 @@ def load_eval_sets(sets: list) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]
     rows: dict[str, list[str]] = {"eval_set": [], "eval_id": [], "text": []}
     status: dict[str, dict[str, Any]] = {}
     for s in sets:
-        before = len(rows["text"])
+        before, unread, first = len(rows["text"]), 0, ""
         try:
             for raw in iter_records(s.path):
-                if raw.error or not isinstance(raw.value, dict):
+                value = raw.value if raw.error is None and isinstance(raw.value, dict) else None
+                texts = _field_texts(value.get(s.text_field)) if value is not None else []
+                if not texts:  # a prompt that cannot be read cannot be kept out of the release: counted, never skipped
+                    unread += 1
+                    first = first or f"{Path(raw.file).name}:{raw.row}: " + (raw.error or (
+                        f"no text in field {s.text_field!r}" if value is not None else
+                        f"record is {type(raw.value).__name__}, expected a JSON object"))
                     continue
-                texts = _field_texts(raw.value.get(s.text_field))
                 base = str(raw.value.get(s.id_field, f"row{raw.row}"))
                 for i, t in enumerate(texts):
                     rows["eval_set"].append(s.name)
@@ -78,9 +83,16 @@ def load_eval_sets(sets: list) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]
             log.warning("export: decontamination set %s unavailable: %s", s.name, e)
             continue
         n = len(rows["text"]) - before
-        if n == 0 and not s.optional:
-            raise ReleaseInputError(f"decontamination set {s.name!r} ({s.path}): no text in field {s.text_field!r}")
-        status[s.name] = {"prompts": n, "status": "ok" if n else f"no text in field {s.text_field!r}"}
+        why = (f"{unread} record(s) without a prompt (first: {first})" if unread
+               else "" if n else f"no text in field {s.text_field!r}")
+        if why and not s.optional:
+            raise ReleaseInputError(
+                f"decontamination set {s.name!r} ({s.path}): {why}; the release cannot be checked against a prompt "
+                "it cannot read. Fix the set (or its text_field), or set `optional: true` under "
+                "export.decontamination.sets to build without those prompts.")
+        if why:
+            log.warning("export: decontamination set %s: %s", s.name, why)
+        status[s.name] = {"prompts": n, "status": f"ok; {why}" if n and why else why or "ok"}
     return pl.DataFrame(rows, schema={"eval_set": pl.String, "eval_id": pl.String, "text": pl.String}), status
 
 

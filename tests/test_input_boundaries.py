@@ -137,3 +137,38 @@ def test_a_utf16_file_is_one_reject_saying_to_re_encode_it(tmp_path, name, encod
     assert res.metrics["rows_in"] == 1 and [r["reason"] for r in res.rejects] == [
         f"{name}:1: the file is UTF-16 text (it starts with a UTF-16 byte order mark), not UTF-8; none of it is read: "
         "re-encode it as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8`)"]
+
+
+# --- decontamination sets: a prompt that cannot be read cannot be kept out of the release ---------------
+
+def _eval_set(tmp_path: Path, optional: bool):
+    from pipeline.config import EvalSet
+
+    (tmp_path / "q.jsonl").write_bytes(b'{"question_id": 1, "turns": ["Name three primes."]}\n'
+                                       b'{"question_id": 2, "turns": ["Sort th\xff list."]}\n'
+                                       b'{"question_id": 3, "prompt": "wrong field"}\n'
+                                       b'{"question_id": 4, "turns": ["Explain DNS."]}\n')
+    return EvalSet(name="mt", path=str(tmp_path / "q.jsonl"), text_field="turns", id_field="question_id",
+                   optional=optional)
+
+
+def test_an_eval_set_record_that_cannot_be_read_fails_the_release(tmp_path):
+    """Was skipped without a word: the release was built unchecked against that prompt."""
+    from pipeline.decontam import ReleaseInputError, load_eval_sets
+
+    with pytest.raises(ReleaseInputError) as err:
+        load_eval_sets([_eval_set(tmp_path, optional=False)])
+    assert str(err.value).startswith(
+        f"decontamination set 'mt' ({tmp_path / 'q.jsonl'}): 2 record(s) without a prompt (first: q.jsonl:2: "
+        "invalid UTF-8 at byte 37); the release cannot be checked against a prompt it cannot read.")
+
+
+def test_an_optional_eval_set_reports_its_unread_records(tmp_path, caplog):
+    from pipeline.decontam import load_eval_sets
+
+    with caplog.at_level("WARNING"):
+        evals, status = load_eval_sets([_eval_set(tmp_path, optional=True)])
+    assert evals["eval_id"].to_list() == ["1", "4"]
+    assert status["mt"] == {"prompts": 2, "status": "ok; 2 record(s) without a prompt (first: q.jsonl:2: invalid "
+                                                    "UTF-8 at byte 37)"}
+    assert "decontamination set mt: 2 record(s) without a prompt" in caplog.text
