@@ -172,3 +172,19 @@ def test_an_optional_eval_set_reports_its_unread_records(tmp_path, caplog):
     assert status["mt"] == {"prompts": 2, "status": "ok; 2 record(s) without a prompt (first: q.jsonl:2: invalid "
                                                     "UTF-8 at byte 37)"}
     assert "decontamination set mt: 2 record(s) without a prompt" in caplog.text
+
+
+def test_a_clashing_id_names_the_file_and_line_of_the_record_that_had_it_first(tmp_path):
+    """Was "already produced by row 3": a count over all the source's files, which no file's line 3 is."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.jsonl").write_text("\n" + _lines({"conversation_id": "x", "conversation": [U, A]},
+                                                            {"conversation_id": "y", "conversation": [U, A]}))
+    (tmp_path / "src" / "b.jsonl").write_text(_lines({"conversation_id": "z", "conversation": [U, A]},
+                                                     {"conversation_id": "y", "conversation": [U]},
+                                                     {"conversation_id": 7, "conversation": [U, A]},
+                                                     {"conversation_id": "7", "conversation": [U]}))
+    res = _ingest(tmp_path / "src")
+    reasons = [r["reason"].split(": duplicate: ") for r in res.rejects]
+    assert [(where, why.split(" already produced by ")[1]) for where, why in reasons] == [
+        ("b.jsonl:2", "a.jsonl:3 with different content (two records share an id: give them distinct ids, or drop one)"),
+        ("b.jsonl:4", "b.jsonl:3 with different content (two records share an id: give them distinct ids, or drop one)")]
