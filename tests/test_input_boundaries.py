@@ -188,3 +188,50 @@ def test_a_clashing_id_names_the_file_and_line_of_the_record_that_had_it_first(t
     assert [(where, why.split(" already produced by ")[1]) for where, why in reasons] == [
         ("b.jsonl:2", "a.jsonl:3 with different content (two records share an id: give them distinct ids, or drop one)"),
         ("b.jsonl:4", "b.jsonl:3 with different content (two records share an id: give them distinct ids, or drop one)")]
+
+
+# --- params: a mapping key no adapter reads --------------------------------------------------------------
+
+def _fields_read(fmt: str) -> set[str]:
+    """The canonical names an adapter passes to ``ctx.get``/``ctx.ident`` (``ctx.origin`` reads ``id``)."""
+    import ast
+    import inspect
+
+    from pipeline.adapters import ADAPTERS
+
+    tree = ast.parse(inspect.getsource(ADAPTERS[fmt]))
+    loops = {n.target.id: [c.value for c in n.iter.elts] for n in ast.walk(tree)  # for f in ("toxic", "redacted")
+             if isinstance(n, ast.comprehension | ast.For) and isinstance(n.iter, ast.Tuple)}
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and ast.unparse(node.func.value) == "ctx":
+            if node.func.attr == "origin":
+                names.add("id")
+            elif node.func.attr in ("get", "ident"):
+                arg = node.args[1]
+                names.update(loops[arg.id] if isinstance(arg, ast.Name) else [arg.value])
+    return names
+
+
+def test_format_fields_are_the_fields_the_adapters_read():
+    from pipeline.config import FORMAT_FIELDS, FORMAT_KINDS
+
+    assert set(FORMAT_FIELDS) == set(FORMAT_KINDS)
+    assert {fmt: set(fields) for fmt, fields in FORMAT_FIELDS.items()} == {fmt: _fields_read(fmt) for fmt in FORMAT_FIELDS}
+
+
+@pytest.mark.parametrize(("mapping", "error"), [
+    # Was accepted and ignored: every record then failed "missing field 'text' ... (set `mapping` to rename)".
+    ({"txet": "post_body"}, "ingest.sources[1]: Value error, mapping.txet: the documents format reads no field 'txet' (mapping is "
+                            "canonical field -> your field); it reads ['id', 'text', 'title', 'score']; did you mean 'text'?"),
+    ({"post_body": "text"}, "it reads ['id', 'text', 'title', 'score']"),
+    ({"text": ""}, "ingest.sources[1].mapping.text: String should have at least 1 character"),
+])
+def test_a_mapping_key_the_format_does_not_read_is_a_params_error(tmp_path, root, mapping, error):
+    data = yaml.safe_load((root / "params.yaml").read_text())
+    assert data["ingest"]["sources"][1]["format"] == "documents"
+    data["ingest"]["sources"][1]["mapping"] = mapping
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ParamsError) as err:
+        load_params(tmp_path / "params.yaml")
+    assert error in str(err.value)
