@@ -235,3 +235,25 @@ def test_a_mapping_key_the_format_does_not_read_is_a_params_error(tmp_path, root
     with pytest.raises(ParamsError) as err:
         load_params(tmp_path / "params.yaml")
     assert error in str(err.value)
+
+
+# --- WildChat flags --------------------------------------------------------------------------------------
+
+def test_toxic_and_redacted_flags_spelled_as_text_are_read_and_odd_ones_rejected(tmp_path):
+    """Was: only JSON true counted, so a CSV export's "True" let a toxic conversation through unflagged."""
+    chat = {"conversation": [U, A]}
+    (tmp_path / "c.jsonl").write_text(_lines(
+        {**chat, "id": "a", "toxic": "True", "redacted": "false"}, {**chat, "id": "b", "toxic": 1, "redacted": True},
+        {**chat, "id": "c", "toxic": False, "redacted": 0}, {**chat, "id": "d"},
+        {**chat, "id": "e", "toxic": "maybe"}, {**chat, "id": "f", "redacted": [True]}))
+    res = _ingest(tmp_path / "c.jsonl")
+    assert [c["flags"] for c in res.rows["conversations"]] == [["toxic"], ["redacted", "toxic"], [], []]
+    assert [r["reason"] for r in res.rejects] == ["c.jsonl:5: toxic is 'maybe', expected true or false",
+                                                  "c.jsonl:6: redacted is [True], expected true or false"]
+
+
+def test_role_names_are_case_insensitive(tmp_path):
+    (tmp_path / "c.jsonl").write_text(_lines({"id": "a", "conversation": [{"role": "User", "content": "hi"},
+                                                                          {"role": "ASSISTANT", "content": "yo"}]}))
+    res = _ingest(tmp_path / "c.jsonl")
+    assert [m["role"] for m in res.rows["conversations"][0]["messages"]] == ["user", "assistant"]
