@@ -147,6 +147,8 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
                 yield RawRow(str(path), i, error=f"invalid UTF-8 at byte {e.start}", raw=preview)
                 continue
             value, error = parse_json(text)
+            if error and "\r" in text.rstrip("\r") and error.startswith("invalid JSON: Extra data"):
+                error += "; the line holds bare CR line breaks (old Mac style): convert them to \\n (`tr '\\r' '\\n'`)"
             yield RawRow(str(path), i, value=value, error=error, raw=preview)
 
 
@@ -353,9 +355,6 @@ def iter_hub(dataset_id: str, max_record_bytes: int | None = None) -> Iterator[R
         yield RawRow(dataset_id, i, value=rec, raw="")
 
 
-TEXT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv")  # read as UTF-8 (XML names its encoding itself)
-
-
 def _utf16(path: Path) -> str | None:
     """The error row's reason for a text file that starts with a UTF-16 byte order mark, else None."""
     try:
@@ -392,8 +391,9 @@ def iter_records(path: str, max_record_bytes: int | None = None,
         return
     for file in source_files(path):
         n = 0
-        utf16 = _suffix(file) in TEXT_SUFFIXES and _utf16(file)
-        rows = [RawRow(str(file), 1, error=utf16)] if utf16 else READERS[_suffix(file)](file, max_record_bytes)
+        reader = READERS[_suffix(file)]
+        utf16 = reader in (iter_jsonl, iter_json, iter_csv) and _utf16(file)  # XML names its encoding itself
+        rows = [RawRow(str(file), 1, error=utf16)] if utf16 else reader(file, max_record_bytes)
         for row in rows:
             n += 1
             yield row

@@ -257,3 +257,20 @@ def test_role_names_are_case_insensitive(tmp_path):
                                                                           {"role": "ASSISTANT", "content": "yo"}]}))
     res = _ingest(tmp_path / "c.jsonl")
     assert [m["role"] for m in res.rows["conversations"][0]["messages"]] == ["user", "assistant"]
+
+
+def test_json_lines_with_bare_cr_line_breaks_say_so(tmp_path):
+    """Was "invalid JSON: Extra data at column 30" for the whole file, with no hint at the line breaks."""
+    from pipeline.readers import iter_jsonl
+
+    def rows(data: bytes, tmp: Path):
+        tmp.write_bytes(data)
+        return list(iter_jsonl(tmp))
+
+    tmp = tmp_path / "mac.jsonl"
+    recs = [json.dumps({"id": str(i), "text": "x"}).encode() for i in range(3)]
+    (row,) = rows(b"\r".join(recs) + b"\r", tmp)
+    assert row.error.startswith("invalid JSON: Extra data at column ") and row.error.endswith(
+        "; the line holds bare CR line breaks (old Mac style): convert them to \\n (`tr '\\r' '\\n'`)")
+    assert [r.error for r in rows(b"\r\n".join(recs) + b"\r\n", tmp)] == [None, None, None]  # CRLF is fine
+    assert "bare CR" not in rows(recs[0] + b" " + recs[1] + b"\r\n", tmp)[0].error  # two records, no CR inside
