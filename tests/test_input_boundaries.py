@@ -274,3 +274,38 @@ def test_json_lines_with_bare_cr_line_breaks_say_so(tmp_path):
         "; the line holds bare CR line breaks (old Mac style): convert them to \\n (`tr '\\r' '\\n'`)")
     assert [r.error for r in rows(b"\r\n".join(recs) + b"\r\n", tmp)] == [None, None, None]  # CRLF is fine
     assert "bare CR" not in rows(recs[0] + b" " + recs[1] + b"\r\n", tmp)[0].error  # two records, no CR inside
+
+
+# --- command line -------------------------------------------------------------------------------------------
+
+def test_audit_of_a_folder_without_a_release_fails_in_one_line(tmp_path, capsys):
+    """Was "0 rows in 0 files: passed" (an empty or mistyped folder), or a traceback (other Parquet, a broken file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.cli import main as cli
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "ingest" / "conversations").mkdir(parents=True)
+    pq.write_table(pa.table({"conversation_id": ["a"]}), tmp_path / "ingest" / "conversations" / "part-0.parquet")
+    (tmp_path / "broken" / "pugc").mkdir(parents=True)
+    (tmp_path / "broken" / "pugc" / "train-00000-of-00001.parquet").write_bytes(b"PAR1 cut")
+    expected = {
+        "empty": f"{tmp_path / 'empty'}: no released pair files (<config>/<split>-*.parquet); build the release with "
+                 "`dvc repro export`",
+        "ingest": f"{tmp_path / 'ingest' / 'conversations' / 'part-0.parquet'}: not a released pairs file (no column "
+                  "'pair_id'); audit the folder export writes (data/release)",
+        "broken": f"{tmp_path / 'broken' / 'pugc' / 'train-00000-of-00001.parquet'}: not a readable Parquet file (ArrowInvalid: ",
+    }
+    for folder, line in expected.items():
+        assert cli(["audit", str(tmp_path / folder)]) == 2
+        out = capsys.readouterr()
+        assert out.err.startswith(f"prefpipe audit: {line}") and out.err.count("\n") == 1 and "passed" not in out.out
+
+
+def test_inspect_of_a_broken_parquet_file_fails_in_one_line(tmp_path, capsys):
+    from pipeline.cli import main as cli
+
+    (tmp_path / "x.parquet").write_bytes(b"hello")
+    assert cli(["inspect", str(tmp_path / "x.parquet")]) == 2
+    assert capsys.readouterr().err.startswith(f"prefpipe: {tmp_path / 'x.parquet'}: not a readable Parquet file (ArrowInvalid")
