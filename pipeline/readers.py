@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.encodings import encoding_error, not_utf8_field
 from pipeline.errors import SourceError
 from pipeline.jsontext import array_elements, check_value, parse_json, preview_of
 from pipeline.xmlrows import xml_rows
@@ -225,21 +226,9 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
             if rec is None:
                 return
             i += 1
-            bad = _not_utf8(rec)
+            bad = not_utf8_field(rec)
             yield RawRow(str(path), i, value=None if bad else dict(rec), raw=preview_of(rec),
                          error=f"invalid UTF-8 in field {bad!r}" if bad else None)
-
-
-def _not_utf8(rec: dict[str | None, Any]) -> str | None:
-    """The first field of a CSV row (decoded with surrogateescape) whose name or value held bytes that are not UTF-8."""
-    for key, value in rec.items():
-        for text in (key, *(value if isinstance(value, list) else [value])):  # extra fields: a list under None
-            if isinstance(text, str) and not text.isascii():
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError:
-                    return key
-    return None
 
 
 def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
@@ -355,16 +344,12 @@ def iter_hub(dataset_id: str, max_record_bytes: int | None = None) -> Iterator[R
         yield RawRow(dataset_id, i, value=rec, raw="")
 
 
-def _utf16(path: Path) -> str | None:
-    """The error row's reason for a text file that starts with a UTF-16 byte order mark, else None."""
+def _encoding_error(path: Path) -> str | None:
     try:
         with _open_binary(path) as f:
-            if f.read(2) not in (b"\xff\xfe", b"\xfe\xff"):
-                return None
+            return encoding_error(f)
     except UNREADABLE:  # the reader reports it
         return None
-    return ("the file is UTF-16 text (it starts with a UTF-16 byte order mark), not UTF-8; none of it is read: "
-            "re-encode it as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8`)")
 
 
 def source_files(path: str) -> list[Path]:
@@ -392,8 +377,8 @@ def iter_records(path: str, max_record_bytes: int | None = None,
     for file in source_files(path):
         n = 0
         reader = READERS[_suffix(file)]
-        utf16 = reader in (iter_jsonl, iter_json, iter_csv) and _utf16(file)  # XML names its encoding itself
-        rows = [RawRow(str(file), 1, error=utf16)] if utf16 else reader(file, max_record_bytes)
+        encoding = _encoding_error(file) if reader is not iter_parquet else None
+        rows = [RawRow(str(file), 1, error=encoding)] if encoding else reader(file, max_record_bytes)
         for row in rows:
             n += 1
             yield row

@@ -135,8 +135,33 @@ def test_a_utf16_file_is_one_reject_saying_to_re_encode_it(tmp_path, name, encod
     (tmp_path / name).write_bytes(data if data[:2] in (b"\xff\xfe", b"\xfe\xff") else b"\xfe\xff" + data)
     res = _ingest(tmp_path / name, "documents", "documents")
     assert res.metrics["rows_in"] == 1 and [r["reason"] for r in res.rejects] == [
-        f"{name}:1: the file is UTF-16 text (it starts with a UTF-16 byte order mark), not UTF-8; none of it is read: "
+        f"{name}:1: the file is UTF-16 text (it starts with a byte order mark), not UTF-8; none of it is read: "
         "re-encode it as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8`)"]
+
+
+POST = '<row Id="1" PostTypeId="1" Title="Caf\u00e9 grind?" Body="&lt;p&gt;How fine?&lt;/p&gt;" />'
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    # Was 0 records and a warning "holds no records (an empty file?)": the whole dump silently lost.
+    (f'<?xml version="1.0" encoding="utf-16"?>\n<posts>\n{POST}\n</posts>\n'.encode("utf-16"),
+     "the file is UTF-16 text (it starts with a byte order mark), not UTF-8; none of it is read: re-encode it as "
+     "UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8`)"),
+    # Was a reject per row with a non-ASCII character: "invalid XML in this <row>: not well-formed (invalid token)".
+    (f'<?xml version="1.0" encoding="ISO-8859-1"?>\n<posts>\n{POST}\n</posts>\n'.encode("latin-1"),
+     "the file is ISO-8859-1 text (its XML declaration says so), not UTF-8; none of it is read: re-encode it as "
+     "UTF-8 (e.g. `iconv -f ISO-8859-1 -t UTF-8`)"),
+])
+def test_an_xml_dump_that_is_not_utf8_is_one_reject_saying_to_re_encode_it(tmp_path, data, reason):
+    (tmp_path / "Posts.xml").write_bytes(data)
+    res = _ingest(tmp_path / "Posts.xml", "stackexchange", "documents")
+    assert res.metrics["rows_in"] == 1 and [r["reason"] for r in res.rejects] == [f"Posts.xml:1: {reason}"]
+
+
+def test_an_xml_dump_declaring_utf8_is_read(tmp_path):
+    (tmp_path / "Posts.xml").write_text(f"<?xml version='1.0' encoding='UTF-8'?>\n<posts>\n{POST}\n</posts>\n")
+    res = _ingest(tmp_path / "Posts.xml", "stackexchange", "documents")
+    assert res.metrics["accepted"] == 1 and res.rows["documents"][0]["title"] == "Caf\u00e9 grind?"
 
 
 # --- decontamination sets: a prompt that cannot be read cannot be kept out of the release ---------------
