@@ -8,7 +8,10 @@ field holding bytes that are not UTF-8 makes its row an error row, as a JSON lin
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import IO, Any
+
+import pyarrow as pa
 
 _BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 _XML_ENCODING = re.compile(rb"""\A(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
@@ -38,3 +41,32 @@ def not_utf8_field(rec: dict[str | None, Any]) -> str | None:
                 except UnicodeEncodeError:
                     return key
     return None
+
+
+def batch_rows(batch: pa.RecordBatch) -> Iterator[tuple[dict[str, Any] | None, str | None]]:
+    """``(row, None)`` for each row of a Parquet batch; a row whose string column holds bytes that are not UTF-8
+    (a file another tool wrote) is ``(None, reason naming the column)``, and the batch's other rows are kept."""
+    try:
+        rows = batch.to_pylist()
+    except UnicodeDecodeError:
+        rows = None
+    if rows is not None:
+        yield from ((row, None) for row in rows)
+        return
+    for j in range(batch.num_rows):
+        row = batch.slice(j, 1)
+        try:
+            value = row.to_pylist()[0]
+        except UnicodeDecodeError as e:
+            bad = next((name for name, col in zip(row.schema.names, row.columns, strict=True) if not _decodes(col)), "?")
+            yield None, f"column {bad!r} holds bytes that are not UTF-8 ({e.reason} at byte {e.start})"
+            continue
+        yield value, None
+
+
+def _decodes(column: pa.Array) -> bool:
+    try:
+        column.to_pylist()
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.encodings import encoding_error, not_utf8_field
+from pipeline.encodings import batch_rows, encoding_error, not_utf8_field
 from pipeline.errors import SourceError
 from pipeline.jsontext import array_elements, check_value, parse_json, preview_of
 from pipeline.xmlrows import xml_rows
@@ -246,9 +246,9 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
         i = first - 1
         try:
             for batch in pf.iter_batches(batch_size=10_000, row_groups=[g]):
-                for rec in batch.to_pylist():
+                for rec, error in batch_rows(batch):
                     i += 1
-                    yield RawRow(str(path), i, value=rec, raw="")
+                    yield RawRow(str(path), i, value=rec, error=error, raw="")
         except (pa.ArrowException, OSError, ValueError) as e:
             lost = first + size - 1 - i
             yield RawRow(str(path), i + 1, error=f"Parquet row group {g} cannot be decoded ({lost} of its {size} "

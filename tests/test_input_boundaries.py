@@ -334,3 +334,20 @@ def test_inspect_of_a_broken_parquet_file_fails_in_one_line(tmp_path, capsys):
     (tmp_path / "x.parquet").write_bytes(b"hello")
     assert cli(["inspect", str(tmp_path / "x.parquet")]) == 2
     assert capsys.readouterr().err.startswith(f"prefpipe: {tmp_path / 'x.parquet'}: not a readable Parquet file (ArrowInvalid")
+
+
+def test_a_parquet_string_that_is_not_utf8_rejects_its_row_not_its_row_group(tmp_path):
+    """Was "row group 0 cannot be decoded (10 of its 10 rows lost; UnicodeDecodeError ...)": one bad string
+    (in a file another tool wrote) cost every row of its group, often the whole file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [b"document %d" % i for i in range(10)]
+    texts[5] = b"caf\xe9 au lait"
+    offsets = pa.array([sum(len(t) for t in texts[:i]) for i in range(11)], pa.int32())
+    column = pa.Array.from_buffers(pa.string(), 10, [None, offsets.buffers()[1], pa.py_buffer(b"".join(texts))])
+    pq.write_table(pa.table({"id": [str(i) for i in range(10)], "text": column}), tmp_path / "d.parquet")
+    res = _ingest(tmp_path / "d.parquet", "documents", "documents")
+    assert [r["reason"] for r in res.rejects] == [
+        "d.parquet:6: column 'text' holds bytes that are not UTF-8 (invalid continuation byte at byte 3)"]
+    assert [d["text"] for d in res.rows["documents"]] == [f"document {i}" for i in range(10) if i != 5]
