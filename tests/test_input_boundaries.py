@@ -351,3 +351,23 @@ def test_a_parquet_string_that_is_not_utf8_rejects_its_row_not_its_row_group(tmp
     assert [r["reason"] for r in res.rejects] == [
         "d.parquet:6: column 'text' holds bytes that are not UTF-8 (invalid continuation byte at byte 3)"]
     assert [d["text"] for d in res.rows["documents"]] == [f"document {i}" for i in range(10) if i != 5]
+
+
+# --- text that shows nothing ------------------------------------------------------------------------------
+
+INVISIBLE = ["\u200b", "\x00\x00", "\ufeff \u2060", "\u202e\u200d"]
+
+
+@pytest.mark.parametrize("text", INVISIBLE)
+def test_text_of_only_invisible_characters_is_empty(tmp_path, text):
+    """Was accepted: str.strip() keeps NULs and zero-width characters, so a prompt or reply that shows nothing passed."""
+    (tmp_path / "c.jsonl").write_text(_lines({"id": "c", "conversation": [U, {**A, "content": text}]}))
+    assert _ingest(tmp_path / "c.jsonl").rejects[0]["reason"] == "c.jsonl:1: conversation[1] (assistant) has empty content"
+    (tmp_path / "d.jsonl").write_text(_lines({"id": "d", "text": text}, {"id": "e", "text": f"{text}visible{text}"}))
+    res = _ingest(tmp_path / "d.jsonl", "documents", "documents")
+    assert [r["reason"] for r in res.rejects] == ["d.jsonl:1: text is empty"] and res.metrics["accepted"] == 1
+    (tmp_path / "p.jsonl").write_text(_lines({"id": "p", "prompt": text}))
+    assert _ingest(tmp_path / "p.jsonl", "prompts", "prompts").rejects[0]["reason"] == "p.jsonl:1: prompt text is empty"
+    (tmp_path / "r.jsonl").write_text(_lines({"id": "r", "prompt": "Q?", "completions": [{"response": text, "score": 1}]}))
+    reason = _ingest(tmp_path / "r.jsonl", "ultrafeedback", "rated").rejects[0]["reason"]
+    assert reason == "r.jsonl:1: completions[0].response is missing or empty"

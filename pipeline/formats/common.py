@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -100,6 +101,15 @@ ROLES = {
 TEXT_PARTS = ("text", "input_text", "output_text")
 
 
+# A character that shows: not white space, a control character, or a zero-width / direction / joiner mark.
+_VISIBLE = re.compile(r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+
+
+def blank(text: str) -> bool:
+    """True when ``text`` shows nothing: empty, white space, or only NULs, zero-width spaces and the like."""
+    return _VISIBLE.search(text) is None
+
+
 def _text(value: Any, what: str) -> str:
     """A string, or multi-part content whose parts are all text (joined by newlines). Content with an image,
     audio or file part is a reject: its text alone ("what is in this picture?") would lose what it refers to."""
@@ -144,7 +154,7 @@ def to_messages(value: Any, what: str = "messages", *, role_key: str = "role", c
         if content is None:
             raise BadRecord(f"{what}[{i}] has no content")
         content = _text(content, f"{what}[{i}].content")
-        if not content.strip():
+        if blank(content):
             raise BadRecord(f"{what}[{i}] ({ROLES[role.lower()]}) has empty content")
         out.append({"role": ROLES[role.lower()], "content": content})
     return out
@@ -153,7 +163,7 @@ def to_messages(value: Any, what: str = "messages", *, role_key: str = "role", c
 def _as_turns(value: Any, role: str, what: str) -> list[dict[str, str]]:
     """A string, one message object, or a list of messages -> messages."""
     if isinstance(value, str):
-        if not value.strip():
+        if blank(value):
             raise BadRecord(f"{what} is empty")
         return [{"role": role, "content": value}]
     if isinstance(value, dict):

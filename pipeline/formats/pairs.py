@@ -15,6 +15,7 @@ from pipeline.formats.common import (
     _prompt,
     _response,
     _split_completion,
+    blank,
     to_messages,
 )
 
@@ -39,7 +40,7 @@ def ultrafeedback(rec: dict[str, Any], ctx: Ctx) -> Adapted:
             if not isinstance(c, dict):
                 raise BadRecord(f"completions[{i}] is {type(c).__name__}, expected an object")
             text = c.get("response", c.get("text"))
-            if not isinstance(text, str) or not text.strip():
+            if not isinstance(text, str) or blank(text):
                 raise BadRecord(f"completions[{i}].response is missing or empty")
             score = _number(c.get("score", c.get("overall_score")), f"completions[{i}].score")
             model = c.get("model") if isinstance(c.get("model"), str) else "unknown"
