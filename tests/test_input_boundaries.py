@@ -371,3 +371,16 @@ def test_text_of_only_invisible_characters_is_empty(tmp_path, text):
     (tmp_path / "r.jsonl").write_text(_lines({"id": "r", "prompt": "Q?", "completions": [{"response": text, "score": 1}]}))
     reason = _ingest(tmp_path / "r.jsonl", "ultrafeedback", "rated").rejects[0]["reason"]
     assert reason == "r.jsonl:1: completions[0].response is missing or empty"
+
+
+def test_a_pair_whose_scores_prefer_the_rejected_reply_is_a_reject(tmp_path):
+    """Was a pair with margin -6: the chosen reply trained as better than one its own scores rate higher."""
+    pair = {"prompt": "Q?", "chosen": "A good answer.", "rejected": "A bad answer."}
+    (tmp_path / "p.jsonl").write_text(_lines({**pair, "id": "inverted", "score_chosen": 2, "score_rejected": 8},
+                                             {**pair, "id": "tie", "score_chosen": 5, "score_rejected": 5},
+                                             {**pair, "id": "ok", "metadata": {"score_chosen": 9, "score_rejected": 1.5}}))
+    res = _ingest(tmp_path / "p.jsonl", "ultrafeedback", "pairs")
+    assert [r["reason"] for r in res.rejects] == [
+        "p.jsonl:1: score_chosen 2 is below score_rejected 8: the scores prefer the rejected reply (swap chosen and "
+        "rejected, or fix the scores)"]
+    assert [p["margin"] for p in res.rows["pairs"]] == [0.0, 7.5]

@@ -56,6 +56,9 @@ def ultrafeedback(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         raise BadRecord("no prompt: give a `prompt` field, or chosen/rejected that start with the same user turn")
     score_c = _number(ctx.get(rec, "score_chosen", "metadata.score_chosen"), "score_chosen")
     score_r = _number(ctx.get(rec, "score_rejected", "metadata.score_rejected"), "score_rejected")
+    if score_c is not None and score_r is not None and score_c < score_r:  # a tie is kept: margin 0
+        raise BadRecord(f"score_chosen {score_c:g} is below score_rejected {score_r:g}: the scores prefer the rejected "
+                        "reply (swap chosen and rejected, or fix the scores)")
     out.add("pairs", _pair(ctx, origin, prompt, _split_completion(prompt, chosen, "chosen"),
                            _split_completion(prompt, rejected, "rejected"), score_c, score_r))
     return out
