@@ -284,6 +284,14 @@ def test_role_names_are_case_insensitive(tmp_path):
     assert [m["role"] for m in res.rows["conversations"][0]["messages"]] == ["user", "assistant"]
 
 
+def test_the_developer_role_is_the_system_message(tmp_path):
+    """Was a reject ("unknown role 'developer'"): OpenAI's newer exports name the system message so."""
+    (tmp_path / "c.jsonl").write_text(_lines({"id": "a", "conversation": [{"role": "developer", "content": "Be brief."},
+                                                                          U, A]}))
+    res = _ingest(tmp_path / "c.jsonl")
+    assert [m["role"] for m in res.rows["conversations"][0]["messages"]] == ["system", "user", "assistant"]
+
+
 def test_json_lines_with_bare_cr_line_breaks_say_so(tmp_path):
     """Was "invalid JSON: Extra data at column 30" for the whole file, with no hint at the line breaks."""
     from pipeline.readers import iter_jsonl

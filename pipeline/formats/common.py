@@ -93,7 +93,7 @@ ROLES = {
     "user": "user", "human": "user", "prompter": "user", "customer": "user",
     "assistant": "assistant", "gpt": "assistant", "chatgpt": "assistant", "bard": "assistant",
     "bing": "assistant", "model": "assistant", "bot": "assistant", "ai": "assistant",
-    "system": "system",
+    "system": "system", "developer": "system",  # OpenAI's newer name for the system message
 }
 
 
