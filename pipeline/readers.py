@@ -6,8 +6,8 @@ that Python cannot hold (an integer literal over 4,300 digits, nesting deeper th
 ``pipeline.jsontext.MAX_JSON_DEPTH``, a lone UTF-16 surrogate escape such as ``"\\ud800"``) is an error row; a
 compressed file that breaks off, a Parquet row group that cannot be decoded or a malformed XML
 ``<row>`` is an error row and reading goes on with what can still be read. Only a source that
-cannot be opened at all (no such file, unknown type, an unreachable ``hf://`` set) raises
-``SourceError``, with one line naming it.
+cannot be opened at all (no such file, unknown type, an unreachable ``hf://`` set), or an ``hf://``
+stream that breaks off (a rerun reads it whole), raises ``SourceError``, with one line naming it.
 """
 
 from __future__ import annotations
@@ -340,7 +340,16 @@ def iter_hub(dataset_id: str, max_record_bytes: int | None = None) -> Iterator[R
             "Check the id and split, your network, and `huggingface-cli login` for gated sets; "
             "or download it and point `path` at the local files."
         ) from e
-    for i, rec in enumerate(ds, start=1):
+    rows, i = iter(ds), 0
+    while True:
+        try:
+            rec = next(rows)
+        except StopIteration:
+            return
+        except Exception as e:  # a dropped connection, a shard that cannot be decoded: rerun, not a partial set
+            raise SourceError(f"{dataset_id}: reading broke off after row {i} ({type(e).__name__}: {str(e)[:300]}); "
+                              "run the stage again, or download the set and point `path` at the local files") from None
+        i += 1
         yield RawRow(dataset_id, i, value=rec, raw="")
 
 

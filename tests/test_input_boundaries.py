@@ -392,3 +392,22 @@ def test_a_pair_whose_scores_prefer_the_rejected_reply_is_a_reject(tmp_path):
         "p.jsonl:1: score_chosen 2 is below score_rejected 8: the scores prefer the rejected reply (swap chosen and "
         "rejected, or fix the scores)"]
     assert [p["margin"] for p in res.rows["pairs"]] == [0.0, 7.5]
+
+
+def test_a_hub_stream_that_breaks_off_fails_in_one_line(monkeypatch):
+    """Was a traceback from inside `datasets` (a dropped connection, a shard that cannot be decoded)."""
+    import datasets
+
+    from pipeline.readers import iter_records
+
+    def stream():
+        yield {"id": "a", "prompt": "Hi?"}
+        raise ConnectionError("Connection reset by peer")
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **kw: stream())
+    rows = iter_records("hf://org/set:train")
+    assert next(rows).value == {"id": "a", "prompt": "Hi?"}
+    with pytest.raises(SourceError) as err:
+        next(rows)
+    assert str(err.value) == ("hf://org/set:train: reading broke off after row 1 (ConnectionError: Connection reset by "
+                              "peer); run the stage again, or download the set and point `path` at the local files")
