@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.dedup import no_removals, prompt_keys, removals
@@ -173,18 +174,11 @@ def load_held_out(paths: list[str], root: Path, batch_rows: int = 65_536, pii_ki
             raise ReleaseInputError(
                 f"export.held_out lists {rel}, which holds no Parquet shards; run the stage that writes it "
                 f"(`dvc repro`), or remove it from export.held_out if that stage is not part of this release")
-        cols = _prompt_columns(pq.read_schema(files[0]).names)
-        if not cols:
-            raise ReleaseInputError(f"{rel}: no prompt column (prompt, chosen_prompt/rejected_prompt or messages); "
-                                    "export.held_out takes pairs, joint pairs or prompts shard sets")
-        n = 0
-        for batch in iter_batches(path, batch_rows, columns=cols):
-            df = pl.from_arrow(batch)
-            if pii_kinds:
-                df, _ = redact_messages(df, cols, list(pii_kinds), phone_regions)
-            for c in cols:
-                parts.append(prompt_keys(df, c).select("_key", pl.lit(rel).alias("held_out")))
-            n += df.height
+        try:
+            n = _held_out_keys(rel, path, files[0], batch_rows, pii_kinds, phone_regions, parts)
+        except (pa.ArrowException, OSError) as e:  # a held-out set that cannot be read cannot be kept out
+            raise ReleaseInputError(f"export.held_out: {rel}: not readable Parquet ({type(e).__name__}: {e}); "
+                                    "run the stage that writes it again (`dvc repro`)") from None
         status[rel] = {"rows": n}
     if not parts:
         return pl.DataFrame(schema={"_key": pl.UInt64, "held_out": pl.String}), status
@@ -192,6 +186,24 @@ def load_held_out(paths: list[str], root: Path, batch_rows: int = 65_536, pii_ki
     for rel in status:
         status[rel]["prompts"] = int(keys.filter(pl.col("held_out") == rel).height)
     return keys, status
+
+
+def _held_out_keys(rel: str, path: Path, first: Path, batch_rows: int, pii_kinds: list[str] | None,
+                   phone_regions: tuple[str, ...], parts: list[pl.DataFrame]) -> int:
+    """Append the prompt keys of held-out set ``rel`` to ``parts``; returns its rows."""
+    cols = _prompt_columns(pq.read_schema(first).names)
+    if not cols:
+        raise ReleaseInputError(f"{rel}: no prompt column (prompt, chosen_prompt/rejected_prompt or messages); "
+                                "export.held_out takes pairs, joint pairs or prompts shard sets")
+    n = 0
+    for batch in iter_batches(path, batch_rows, columns=cols):
+        df = pl.from_arrow(batch)
+        if pii_kinds:
+            df, _ = redact_messages(df, cols, list(pii_kinds), phone_regions)
+        for c in cols:
+            parts.append(prompt_keys(df, c).select("_key", pl.lit(rel).alias("held_out")))
+        n += df.height
+    return n
 
 
 def drop_held_out(df: pl.DataFrame, key_cols: list[str], held: pl.DataFrame,

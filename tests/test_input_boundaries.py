@@ -411,3 +411,15 @@ def test_a_hub_stream_that_breaks_off_fails_in_one_line(monkeypatch):
         next(rows)
     assert str(err.value) == ("hf://org/set:train: reading broke off after row 1 (ConnectionError: Connection reset by "
                               "peer); run the stage again, or download the set and point `path` at the local files")
+
+
+def test_a_held_out_set_with_a_broken_shard_fails_in_one_line(tmp_path):
+    """Was a traceback (ArrowInvalid) from the export stage."""
+    from pipeline.decontam import ReleaseInputError, load_held_out
+
+    (tmp_path / "data" / "selfie" / "test").mkdir(parents=True)
+    (tmp_path / "data" / "selfie" / "test" / "part-0.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(ReleaseInputError) as err:
+        load_held_out(["data/selfie/test"], tmp_path)
+    assert str(err.value).startswith("export.held_out: data/selfie/test: not readable Parquet (ArrowInvalid: ")
+    assert str(err.value).endswith("; run the stage that writes it again (`dvc repro`)")
