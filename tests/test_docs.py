@@ -345,3 +345,14 @@ def test_every_module_the_docs_name_by_file_name_exists():
                 if not Path(h).relative_to(ROOT).parts[0] == "data" or "samples" in h]  # not a built output
         hits += glob.glob(str(ROOT.parent / "shared" / name))
         assert hits or name in outputs, f"{doc}:{line}: no file {name} in the project"
+
+
+def test_the_pii_table_lists_every_kind():
+    from typing import get_args
+
+    from pipeline.config_stages import PiiKind
+
+    t = text("README.md")
+    table = t[t.index("### PII redaction"):t.index("### Auditing a release")]
+    kinds = {k for cell in re.findall(r"^\| ([^|]+) \|", table, re.M) for k in re.findall(r"`(\w+)`", cell)}
+    assert kinds == set(get_args(PiiKind)) == set(params()["export"]["pii_kinds"])
