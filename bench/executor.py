@@ -49,7 +49,7 @@ def main() -> None:
                 on_gate_failure="error")
     _, t_naive = timed(naive, table)
     local, t_local = timed(map_batches, table, add_one, execution=Execution(backend="local", **base))
-    from pipeline.execute import ray_init
+    from pipeline.execute_ray import ray_init
 
     ray_init(None)
     map_batches(table.slice(0, 10), add_one, execution=Execution(backend="ray", **base))  # warm the workers

@@ -236,7 +236,7 @@ def ray_connect(run: str) -> float:
     stage (started here, untimed, with ``ray.cluster_utils.Cluster``; 2 CPUs like the private one), joined
     through its address, the way a user with ``RAY_ADDRESS`` / ``execution.ray_address`` runs."""
     global _cluster
-    from pipeline.execute import ray_init
+    from pipeline.execute_ray import ray_init
 
     if run == "ray-cluster":
         ray_disconnect()
@@ -277,7 +277,7 @@ def main() -> None:
     if args.distilabel_child:
         return distilabel_child(*args.distilabel_child)
     os.environ.setdefault("PREFPIPE_PROGRESS", "0")
-    from pipeline.execute import engine_pools
+    from pipeline.execute_ray import engine_pools
 
     n = 300 if args.smoke else args.n
     rows = queries(n)

@@ -27,7 +27,7 @@ def _available_stages() -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
-    from pipeline.execute import engine_pools
+    from pipeline.execute_ray import engine_pools
     from pipeline.outputs import name_path
 
     available = _available_stages()

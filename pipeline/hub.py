@@ -24,7 +24,8 @@ from typing import Any
 import polars as pl
 import yaml
 
-from pipeline.io import MANIFEST, _file_sha256, read_manifest, verify_shards
+from pipeline.files import file_sha256
+from pipeline.io import MANIFEST, read_manifest, verify_shards
 
 CONFIG_DOC = {
     "all": "the conditional pairs (WildFeedback, PUGC, Selfie/SPA, Curry-DPO) in one table, each prompt from one method",
@@ -251,7 +252,7 @@ def verify_release(path: Path) -> list[str]:
         p = path / f["path"]
         if not p.is_file():
             problems.append(f"{p}: missing")
-        elif _file_sha256(p) != f["sha256"]:
+        elif file_sha256(p) != f["sha256"]:
             problems.append(f"{p}: sha256 differs from the manifest")
     listed = {f["path"] for f in manifest["files"]} | {f["path"] for f in manifest.get("other_files", [])} | {MANIFEST}
     for p in sorted(path.rglob("*")):

@@ -11,18 +11,16 @@ Rows are sorted by the table's id columns, files are zstd Parquet with byte-size
 the whole folder is written next to its destination and renamed into place, so a reader never sees
 half a shard set and identical inputs give byte-identical files. ``ShardWriter`` builds a shard set
 from a stream of tables in bounded memory (sorted runs spilled to disk, then merged); ``write_shards``
-is the same writer given one table, so both paths give the same bytes.
+is the same writer given one table, so both paths give the same bytes. Publishing a folder by rename
+and the other atomic file helpers are ``pipeline.files``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import SourceError, StageError  # noqa: F401  (re-exported: stages import them from here)
+from pipeline.files import file_sha256, package_version, replace_dir
 from pipeline.readers import HF_PREFIX, RawRow, expand_paths, iter_records  # noqa: F401  (re-exported)
 from pipeline.records import ID_COLUMNS, SCHEMAS, check_table
 
@@ -38,23 +37,6 @@ MANIFEST = "_manifest.json"
 
 
 # --- shard sets ----------------------------------------------------------------------------------
-
-
-def _file_sha256(path: Path) -> str:
-    h = sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def package_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("prefpipe")
-    except Exception:
-        return "0+unknown"
 
 
 PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": True, "write_statistics": True, "store_schema": True}
@@ -265,7 +247,7 @@ def _write_shard(path: Path, schema: pa.Schema, groups: Iterator[pa.Table], rows
             group = next(groups)
             w.write_table(group.combine_chunks(), row_group_size=group_rows)
             written += group.num_rows
-    return {"rows": rows, "sha256": _file_sha256(path)}
+    return {"rows": rows, "sha256": file_sha256(path)}
 
 
 def merge_sorted_runs(paths: list[Path], keys: list[str], batch_rows: int) -> Iterator[pa.Table]:
@@ -320,43 +302,6 @@ def _count_at_most(table: pa.Table, cols: list[str], bound: tuple) -> int:
     return pc.sum(mask).as_py() or 0
 
 
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``, replacing it; the old folder is renamed away first, then removed."""
-    old = None
-    if dst.exists():
-        old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(dst, old)
-    os.rename(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-@contextmanager
-def built_dir(path: Path) -> Iterator[Path]:
-    """Build a folder atomically: yields a temp folder beside ``path``, renamed to ``path`` when the block
-    succeeds. A ``path`` another process finished first is kept (builds are deterministic); the temp
-    folder never outlives the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        yield tmp
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            if not path.is_dir():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_json_atomic(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def read_manifest(path: str | Path) -> dict[str, Any] | None:
     m = Path(path) / MANIFEST
     return json.loads(m.read_text()) if m.exists() else None
@@ -406,7 +351,7 @@ def verify_shards(path: str | Path) -> list[str]:
         fp = path / f["path"]
         if not fp.exists():
             problems.append(f"{fp}: missing")
-        elif _file_sha256(fp) != f["sha256"]:
+        elif file_sha256(fp) != f["sha256"]:
             problems.append(f"{fp}: sha256 differs from the manifest")
         elif pq.ParquetFile(fp).metadata.num_rows != f["rows"]:
             problems.append(f"{fp}: row count differs from the manifest")

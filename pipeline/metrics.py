@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.io import write_json_atomic
+from pipeline.files import write_json_atomic
 
 METRICS, DETAILS = "metrics.json", "details.json"
 

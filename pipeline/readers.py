@@ -337,7 +337,7 @@ def iter_hub(dataset_id: str, max_record_bytes: int | None = None) -> Iterator[R
     except Exception as e:  # network, auth, missing dataset: all surface as one readable error
         raise SourceError(
             f"{dataset_id}: could not load from the Hugging Face Hub ({type(e).__name__}: {e}). "
-            "Check the id and split, your network, and `huggingface-cli login` for gated sets; "
+            "Check the id and split, your network, and `hf auth login` for gated sets; "
             "or download it and point `path` at the local files."
         ) from e
     rows, i = iter(ds), 0

@@ -3,7 +3,7 @@
 ``write_levels`` writes ``data/curry/pairs/level=<k>/`` (one shard set per level, rows in curriculum
 order) and ``_levels.json`` listing every file in order (``curriculum_files``), so a trainer can read
 the whole curriculum in order or run one DPO stage per level folder. The index is deliberately not a
-``_manifest.json``: readers that walk the level folders (stages/export.py) must not also read the files
+``_manifest.json``: readers that walk the level folders (stages/export_read.py) must not also read the files
 a second time through a top-level manifest.
 """
 
@@ -20,8 +20,9 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.config import Curry
+from pipeline.files import package_version, replace_dir, write_json_atomic
 from pipeline.ids import hex_array
-from pipeline.io import package_version, replace_dir, write_json_atomic, write_shards
+from pipeline.io import write_shards
 from pipeline.records import SCHEMAS, check_table
 
 STAGE = "curry"

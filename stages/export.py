@@ -27,23 +27,21 @@ Memory stays bounded by streaming in two passes (``build_release``): the first r
 pairs batch by batch, redacts them and keeps only ids, scores, prompt keys, text hashes and one MinHash
 signature per distinct prompt; steps 3-8 decide on those; the second pass reads and redacts the pairs
 again and streams the kept ones into one ``ShardWriter`` per config and split.
+
+Steps 1 and 2, which both passes run, are ``stages/export_read.py``; the writers, stats, plots and gate
+reports of step 9 are ``stages/export_write.py``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline import audit, hub
 from pipeline.checks import same_text, unprompted_acknowledgement
@@ -66,21 +64,13 @@ from pipeline.dedup import (
     text_hash,
     text_of,
 )
-from pipeline.io import (
-    MANIFEST,
-    SourceError,
-    StageError,
-    _file_sha256,
-    package_version,
-    replace_dir,
-    shard_files,
-    write_json_atomic,
-)
+from pipeline.files import file_sha256, package_version, replace_dir, write_json_atomic
+from pipeline.io import MANIFEST
 from pipeline.metrics import write_metrics
 from pipeline.pii import redact
-from pipeline.pii_structured import redact_json, redact_messages
-from pipeline.records import SCHEMAS, check_table
+from pipeline.records import SCHEMAS
 from pipeline.text import stable_hash64
+from stages.export_read import ExportError, method_batches, method_inputs, redacted
 from stages.export_write import (
     CONDITIONAL,
     JOINT,
@@ -98,104 +88,8 @@ from stages.export_write import (
 log = logging.getLogger(__name__)
 
 OUT_DIR = Path("data/release")
-_LEVEL_DIR = re.compile(r"^level=(\d+)$")
 LEAVES = pl.concat_list(pl.col("_config"), pl.lit("all"))  # a conditional pair leaving the release
 LEAVES_JOINT = pl.concat_list(pl.col("_config"))
-
-
-class ExportError(StageError):
-    """The release cannot be built; the message names the input and what to do."""
-
-
-def method_dir(root: Path, method: str) -> Path:
-    return root / "data" / method / "pairs"
-
-
-# --- 1. merge ------------------------------------------------------------------------------------
-
-
-def _level_order(p: Path) -> tuple[int, int, str]:
-    m = _LEVEL_DIR.match(p.name)
-    return (0, int(m.group(1)), "") if m else (1, 0, p.name)
-
-
-def iter_pairs_tree(path: Path, name: str, batch_rows: int = 65_536) -> Iterator[pa.Table]:
-    """A shard set, or a folder of shard sets (``level=0/``, ``level=1/``...) streamed in level order,
-    each batch checked against the ``name`` contract. A ``level=N`` folder fills ``level`` where its
-    rows leave it null."""
-    if not path.exists():
-        raise SourceError(f"{path}: not found; run the stage that writes it first (`dvc repro`)")
-    for f in shard_files(path):
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
-            yield check_table(pa.Table.from_batches([batch]), name)
-    subdirs = sorted((d for d in path.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))), key=_level_order)
-    for sub in subdirs:
-        m = _LEVEL_DIR.match(sub.name)
-        for t in iter_pairs_tree(sub, name, batch_rows):
-            if m and "level" in t.column_names and t.num_rows:
-                level = pc.fill_null(t.column("level"), int(m.group(1)))
-                t = t.set_column(t.schema.get_field_index("level"), "level", level)
-            yield t
-
-
-def read_pairs_tree(path: Path, name: str) -> pa.Table:
-    """``iter_pairs_tree`` as one table."""
-    tables = list(iter_pairs_tree(path, name))
-    return pa.concat_tables(tables) if tables else SCHEMAS[name].empty_table()
-
-
-def method_inputs(root: Path, methods: list[str]) -> tuple[dict[str, Path], dict[str, str]]:
-    """(method -> its pairs folder, for those present; skipped method -> reason)."""
-    found, skipped = {}, {}
-    for method in CONDITIONAL + JOINT:
-        if method not in methods and method_dir(root, method).is_dir():
-            skipped[method] = "present but not listed in export.methods"
-    for method in methods:
-        path = method_dir(root, method)
-        if path.is_dir():
-            found[method] = path
-        else:
-            skipped[method] = f"{path.relative_to(root)} not found (stage not run or not merged yet)"
-    return found, skipped
-
-
-def method_batches(inputs: dict[str, Path], batch_rows: int) -> Iterator[tuple[str, pl.DataFrame]]:
-    """Every method's pairs, batch by batch, with ``_config`` and ``_seq`` (the row's position in the stream:
-    the order the stages wrote); an unreadable folder names itself and the fix."""
-    seq = 0
-    for method, path in inputs.items():
-        name = "joint_pairs" if method in JOINT else "pairs"
-        try:
-            for table in iter_pairs_tree(path, name, batch_rows):
-                df = pl.from_arrow(table).with_columns(pl.lit(method).alias("_config"),
-                                                       pl.int_range(seq, seq + table.num_rows).alias("_seq"))
-                seq += table.num_rows
-                yield method, df
-        except (SourceError, ValueError) as e:
-            raise ExportError(f"{path}: cannot read the {method} pairs ({e}); rerun `dvc repro {method}`") from e
-
-
-# --- 2. redact -----------------------------------------------------------------------------------
-
-PAIR_SIDES = ["prompt", "chosen", "rejected"]
-JOINT_SIDES = ["chosen_prompt", "chosen", "rejected_prompt", "rejected"]
-
-
-def redacted(df: pl.DataFrame, method: str, cfg: Export) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Every string column the release writes, redacted: messages, ``lineage`` (JSON, value by value) and
-    ``source``. Ids (``pair_id``) and ``method`` are the pipeline's own."""
-    kinds, regions = cfg.pii_kinds, tuple(cfg.pii_phone_regions)
-    df, counts = redact_messages(df, JOINT_SIDES if method in JOINT else PAIR_SIDES, kinds, regions)
-    if not kinds or df.height == 0:
-        return df, counts
-    lineage, c2 = redact_json(df["lineage"], kinds, regions)
-    df = df.with_columns(lineage.alias("lineage"))
-    parts = [counts, c2]
-    if "source" in df.columns:
-        source, c3 = redact(df["source"], kinds, regions)
-        df = df.with_columns(source.alias("source"))
-        parts.append(c3)
-    return df, {k: sum(p.get(k, 0) for p in parts) for k in kinds}
 
 
 # --- 3. identical --------------------------------------------------------------------------------
@@ -394,7 +288,7 @@ def publish_folder(cfg: Export, root: Path, tmp: Path, out_dir: Path, files: lis
         "table": "release",
         "rows": sum(f["rows"] for f in files),
         "files": files,
-        "other_files": [{"path": str(p.relative_to(tmp)), "sha256": _file_sha256(p)} for p in others],
+        "other_files": [{"path": str(p.relative_to(tmp)), "sha256": file_sha256(p)} for p in others],
         "configs": stats["rows"],
         "fingerprint": fp,
         "prefpipe_version": package_version(),

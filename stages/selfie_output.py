@@ -8,7 +8,7 @@
 
 A run writes ``seed/`` and its own ``iteration=<i>/`` and leaves the others alone, after checking that each
 earlier folder still belongs to the current split (its prompts lie in its own pool), so a changed split can
-never put a seed or test prompt into a kept iteration. ``stages/export.py`` (``iter_pairs_tree``) reads
+never put a seed or test prompt into a kept iteration. ``stages/export_read.py`` (``iter_pairs_tree``) reads
 every sub-folder.
 """
 

@@ -176,7 +176,7 @@ CONTEXT_RULES = {"resend": ("Revision", 0.9), "insist_after_refusal": ("Revision
                  "counter_claim": ("Factual_Error", 0.75)}
 # How sure "no signal" is where the context leaves the rules unsure (else NO_SIGNAL_CONFIDENCE).
 # A turn in another language without a cue is routed to the model too: the other languages' cue lists
-# are short, so their silence says less (the README's language table shows the gap).
+# are short, so their silence says less (bench/README.md's table by language shows the gap).
 UNCERTAIN = {"overlap": 0.75, "refusal": 0.7, "error_after_code": 0.7, "non_english": 0.75}
 NO_SIGNAL_CONFIDENCE = 0.9
 # The verdicts a rules+llm detector should send to the model: confidence below this. Cue-less turns after

@@ -60,7 +60,7 @@ def ray_cluster():
     """One local Ray instance for the whole test session (2 CPUs), shut down at the end."""
     import ray
 
-    from pipeline.execute import ray_init
+    from pipeline.execute_ray import ray_init
 
     ray_init(None, num_cpus=2)
     yield ray

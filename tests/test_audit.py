@@ -12,7 +12,8 @@ from pipeline.cli import main as cli
 from pipeline.hub import verify_release
 from pipeline.io import write_parquet, write_shards
 from pipeline.records import to_table
-from stages.export import ExportError, build_release
+from stages.export import build_release
+from stages.export_read import ExportError
 from tests.export_fixtures import (
     TOPICS,
     export_cfg,

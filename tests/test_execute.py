@@ -18,7 +18,8 @@ import pytest
 
 from pipeline import execute
 from pipeline.config import LLM, Execution
-from pipeline.execute import Checkpoint, engine_pools, map_batches
+from pipeline.execute import Checkpoint, map_batches
+from pipeline.execute_ray import engine_pools
 from pipeline.llm.base import Completion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +132,8 @@ KILLABLE = textwrap.dedent(
     import os, sys
     import pyarrow as pa
     from pipeline.config import Execution
-    from pipeline.execute import Checkpoint, engine_pools, map_batches
+    from pipeline.execute import Checkpoint, map_batches
+    from pipeline.execute_ray import engine_pools
     from pipeline.io import write_shards
     from tests.test_execute import _execution, _input, shout
 

@@ -13,7 +13,8 @@ from pipeline.dedup import Signatures, dedup_within, prompt_keys, text_of
 from pipeline.hub import verify_release
 from pipeline.io import StageError, write_shards
 from pipeline.records import to_table
-from stages.export import LEAVES, ExportError, build_release, light_pairs, read_pairs_tree
+from stages.export import LEAVES, build_release, light_pairs
+from stages.export_read import ExportError, read_pairs_tree
 from tests.export_fixtures import TOPICS, export_cfg, pair, standard_methods, write_held_out, write_method
 
 

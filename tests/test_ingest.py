@@ -282,3 +282,19 @@ def test_an_unreachable_hub_source_fails_at_once_in_one_line(root, tmp_path):
     assert lines[0].startswith("prefpipe: ingest.sources[0].path: hf://prefpipe-tests/no-such-set:train: "
                                "the Hugging Face Hub cannot be reached (")
     assert lines[1].startswith("SourceError hf://prefpipe-tests/no-such-set:train: the Hugging Face Hub cannot be reached")
+
+
+def test_a_hub_set_that_fails_to_load_names_the_login_command_huggingface_hub_installs(monkeypatch):
+    """`huggingface-cli` is gone from huggingface_hub 1.0 on; the error names the `hf` command it installs."""
+    import datasets
+
+    from pipeline import readers
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("gated")
+
+    monkeypatch.setattr(readers, "check_hub", lambda dataset_id: None)
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
+    with pytest.raises(SourceError) as e:
+        next(readers.iter_hub("hf://org/gated-set:train"))
+    assert "hf://org/gated-set:train: could not load" in str(e.value) and "`hf auth login`" in str(e.value)

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import io as pio
+from pipeline.files import built_dir
 from pipeline.io import SourceError, iter_records, read_manifest, read_table, verify_shards, write_shards
 from pipeline.records import SchemaError, to_table
 
@@ -84,15 +85,15 @@ def test_replace_is_atomic_and_a_failed_write_keeps_the_old_set(tmp_path, monkey
 
 def test_built_dir_renames_on_success_keeps_a_finished_copy_and_cleans_up(tmp_path):
     dest = tmp_path / "model"
-    with pio.built_dir(dest) as tmp:
+    with built_dir(dest) as tmp:
         tmp.mkdir()
         (tmp / "config.json").write_text("first")
     assert (dest / "config.json").read_text() == "first"
-    with pio.built_dir(dest) as tmp:  # another process finished first: its folder stays
+    with built_dir(dest) as tmp:  # another process finished first: its folder stays
         tmp.mkdir()
         (tmp / "config.json").write_text("second")
     assert (dest / "config.json").read_text() == "first"
-    with pytest.raises(KeyError), pio.built_dir(tmp_path / "failed") as tmp:
+    with pytest.raises(KeyError), built_dir(tmp_path / "failed") as tmp:
         tmp.mkdir()
         raise KeyError("build failed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

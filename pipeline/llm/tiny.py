@@ -29,7 +29,7 @@ import json
 import os
 from pathlib import Path
 
-from pipeline.io import built_dir
+from pipeline.files import built_dir
 
 TINY_NAME = "tiny"
 # Bump when the build below changes in a way the hash does not see (e.g. a new init scheme).

@@ -1,0 +1,194 @@
+"""The executor's Ray backend: ``ray_init``, the engine actor pools ``engine_pools()`` keeps alive, and
+``stream_ray``, which sends blocks of whole batches to an engine step's actors or to Ray tasks (CPU
+steps) and yields their results in input order. A task's block grows until it holds about
+``TASK_SECONDS`` of work; ``IN_FLIGHT`` tasks are queued per worker. Ray is imported only when one of
+these runs, so the local backend never needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.config import LLM, Execution
+from pipeline.execute_step import Block, Step, build_engine, concat_outputs, from_ipc, slices, to_ipc
+
+TASK_SECONDS = 1.0  # Ray: rows per task grow (whole batches) until a task holds about this much work
+IN_FLIGHT = 2  # Ray: tasks queued per worker, so a replica never waits on the driver
+
+
+# --- one block, in a Ray worker -------------------------------------------------------------------
+
+
+def run_block(call: Callable[[pa.Table], pa.Table | None], buf: pa.Buffer,
+              batch_size: int) -> tuple[pa.Buffer | None, float]:
+    """Ray: every batch of one block through ``call``, their outputs as one buffer, and the seconds taken."""
+    table, start = from_ipc(buf), time.perf_counter()
+    out = concat_outputs([call(b) for b in slices(table, 0, table.num_rows, batch_size)])
+    return to_ipc(out), time.perf_counter() - start
+
+
+class _Replica:
+    """A Ray actor holding one engine, built once; it runs the blocks of every step it is given."""
+
+    def __init__(self, engine: dict, factory=None):
+        self.engine = build_engine(engine, factory)
+
+    def block(self, step: tuple, buf: pa.Buffer, batch_size: int) -> tuple[pa.Buffer | None, float]:
+        fn, fn_kwargs = step
+        return run_block(lambda b: fn(b, self.engine, **fn_kwargs), buf, batch_size)
+
+
+def _cpu_block(buf: pa.Buffer, batch_size: int, step: tuple) -> tuple[pa.Buffer | None, float]:
+    return run_block(Step(*step), buf, batch_size)
+
+
+# --- connecting ------------------------------------------------------------------------------------
+
+
+def ray_init(address: str | None = None, **kwargs: Any) -> None:
+    """Connect to Ray once per process: ``address``, else ``RAY_ADDRESS``, else a new local instance (never
+    another job's cluster that happens to run on this machine).
+
+    On a cluster the ``pipeline`` and ``stages`` packages travel to the workers (``runtime_env.py_modules``),
+    so a multi-node cluster runs the driver's code without a shared filesystem. A new local instance shares
+    the driver's filesystem: its workers import this checkout (its folder goes first on their ``sys.path``)
+    with no runtime env, so an actor starts in one of the workers Ray pre-starts (measured: 0.3-0.8 s
+    against 1.0-1.5 s for a fresh worker with a runtime env, `bench/README.md`).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    import pipeline
+    import stages
+
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    common = dict(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+    if address == "local":
+        from ray.job_config import JobConfig
+
+        roots = list(dict.fromkeys(str(Path(m.__file__).resolve().parents[1]) for m in (pipeline, stages)))
+        ray.init(**common, job_config=JobConfig(_py_driver_sys_path=roots), **kwargs)
+    else:
+        runtime_env = {"py_modules": [pipeline, stages], "env_vars": {"PREFPIPE_PROGRESS": "0"}}
+        ray.init(**common, runtime_env=runtime_env, **kwargs)
+
+
+# --- Ray engine pools ------------------------------------------------------------------------------
+
+_kept: dict | None = None  # inside engine_pools(): {"key": ..., "actors": [...]} of the pool kept alive
+
+
+@contextmanager
+def engine_pools() -> Iterator[None]:
+    """Keep a Ray engine step's actor pool alive for the next engine step with the identical engine
+    config (and factory and CPUs), so each replica loads its model once for all of them; released at the
+    end of the block, when a step needs another config (one pool at a time: GPUs are never held twice),
+    when a CPU step runs on Ray (it gets the pool's CPUs back), or when a step fails. Nested blocks share
+    the outermost one. No effect on the local backend."""
+    global _kept
+    if _kept is not None:
+        yield
+        return
+    _kept = {}
+    try:
+        yield
+    finally:
+        _release(_kept)
+        _kept = None
+
+
+def _release(kept: dict) -> None:
+    import ray
+
+    for a in kept.pop("actors", []):
+        ray.kill(a)
+    kept.pop("key", None)
+
+
+def _engine_pool(engine: LLM, factory, cpus: float) -> list:
+    """The actors of an engine step: the kept pool when its config matches, else a new one."""
+    import ray
+
+    key = (engine.model_dump_json(), factory, cpus)
+    if _kept and _kept["key"] == key:
+        return _kept["actors"]
+    if _kept:
+        _release(_kept)
+    replica = ray.remote(_Replica).options(num_cpus=cpus, num_gpus=engine.gpus_per_replica or None,
+                                           max_restarts=-1, max_task_retries=-1)
+    actors = [replica.remote(engine.model_dump(), factory) for _ in range(engine.replicas)]
+    if _kept is not None:
+        _kept.update(key=key, actors=actors)
+    return actors
+
+
+def stream_ray(table, spans, *, step_args: tuple, engine: LLM | None, batch_size: int,
+               execution: Execution) -> Iterator[Block]:
+    """Blocks of whole batches to the engine step's actor pool or to Ray tasks (CPU steps), at most
+    ``IN_FLIGHT`` per worker; results are yielded in input order as they arrive. Actors are restarted and
+    their tasks retried when a node dies, so a lost worker costs time only. The actors are killed at the
+    end unless ``engine_pools()`` keeps them, and always when the step fails."""
+    import ray
+
+    ray_init(execution.ray_address)
+    cpus = execution.num_cpus_per_task
+    fn, fn_kwargs, _, factory = step_args
+    if engine is None and _kept:
+        _release(_kept)  # a CPU step gets the kept pool's CPUs back (its tasks could otherwise never fit)
+    actors = None if engine is None else _engine_pool(engine, factory, cpus)
+    done = False
+    try:
+        if actors is not None:
+            step_ref = ray.put((fn, fn_kwargs))
+            workers = [lambda buf, a=a: a.block.remote(step_ref, buf, batch_size) for a in actors]
+        else:
+            task, step_ref = ray.remote(_cpu_block).options(num_cpus=cpus), ray.put(step_args)
+            width = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
+            workers = [lambda buf: task.remote(buf, batch_size, step_ref)] * width
+        total = sum(e - s for s, e in spans)
+        cap = max(batch_size, min(execution.checkpoint_rows, total // (2 * len(workers))) // batch_size * batch_size)
+        rows = batch_size  # per task: one batch until the first results say how long a row takes
+        todo = [(s, e) for s, e in spans]
+        inflight: dict[Any, tuple[int, int, int, int]] = {}  # ref -> (seq, worker, start, end)
+        ready: dict[int, Block] = {}
+        busy = [0] * len(workers)
+        sent = emitted = 0
+        while todo or inflight or ready:
+            while todo and len(inflight) + len(ready) < 2 * IN_FLIGHT * len(workers):
+                w = min(range(len(workers)), key=busy.__getitem__)
+                if busy[w] >= IN_FLIGHT:
+                    break
+                s, e = todo[0]
+                hi = min(e, s + rows)
+                todo[0] = (hi, e)
+                if hi == e:
+                    todo.pop(0)
+                inflight[workers[w](to_ipc(table.slice(s, hi - s)))] = (sent, w, s, hi)
+                busy[w] += 1
+                sent += 1
+            if inflight and emitted not in ready:
+                (ref,), _ = ray.wait(list(inflight), num_returns=1)
+                seq, w, s, e = inflight.pop(ref)
+                busy[w] -= 1
+                out, seconds = ray.get(ref)
+                ready[seq] = (s, e, [from_ipc(out)])
+                per_row = seconds / (e - s)
+                rows = int(min(cap, max(batch_size, TASK_SECONDS / max(per_row, 1e-9))) // batch_size * batch_size)
+            while emitted in ready:
+                yield ready.pop(emitted)
+                emitted += 1
+        done = True
+    finally:
+        if actors is not None and not (done and _kept and _kept["actors"] is actors):
+            if _kept and _kept["actors"] is actors:
+                _kept.clear()
+            for a in actors:
+                ray.kill(a)
