@@ -423,3 +423,21 @@ def test_a_held_out_set_with_a_broken_shard_fails_in_one_line(tmp_path):
         load_held_out(["data/selfie/test"], tmp_path)
     assert str(err.value).startswith("export.held_out: data/selfie/test: not readable Parquet (ArrowInvalid: ")
     assert str(err.value).endswith("; run the stage that writes it again (`dvc repro`)")
+
+
+def test_a_stage_input_that_is_the_wrong_table_or_broken_fails_in_one_line(tmp_path):
+    """Was a traceback: a params key (curry.inputs[0].prompts) naming data/ingest/conversations raised SchemaError
+    "prompts: unexpected column(s) ..." naming no folder; a broken shard raised ArrowInvalid."""
+    from pipeline.io import read_table, write_shards
+    from pipeline.records import to_table
+
+    write_shards(to_table([{"conversation_id": "c", "messages": [U, A], "source": "s"}], "conversations"),
+                 tmp_path / "conversations", name="conversations")
+    with pytest.raises(SourceError) as err:
+        read_table(tmp_path / "conversations", "prompts")
+    assert str(err.value).startswith(f"{tmp_path / 'conversations'}: not a prompts shard set (prompts: unexpected column")
+    assert str(err.value).endswith("; point the params key that names it at a folder of prompts (e.g. data/ingest/prompts)")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "part-0.parquet").write_bytes(b"PAR1 cut short")
+    with pytest.raises(SourceError, match=r"broken: not readable Parquet \(ArrowInvalid: .*run the stage that writes it"):
+        read_table(tmp_path / "broken", "prompts")
