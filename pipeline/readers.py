@@ -118,7 +118,7 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
     """JSON lines split on b"\\n" only (U+2028 inside strings is content, not a line break).
 
     Streams the file: memory holds one line at a time, and never more than ``max_record_bytes`` of it.
-    A UTF-8 byte order mark before the first line is skipped.
+    A UTF-8 byte order mark at the start of a line is skipped.
     """
     with _open_binary(path) as f:
         lines = _lines(f, max_record_bytes)
@@ -133,7 +133,7 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
                 return
             line, size = item
             i += 1
-            if i == 1 and line.startswith(BOM):
+            if line.startswith(BOM):  # the file's, or one of files joined with `cat` (never JSON)
                 line, size = line[len(BOM):], size - len(BOM)
             if not line.strip():
                 continue

@@ -158,6 +158,24 @@ def test_an_xml_dump_that_is_not_utf8_is_one_reject_saying_to_re_encode_it(tmp_p
     assert res.metrics["rows_in"] == 1 and [r["reason"] for r in res.rejects] == [f"Posts.xml:1: {reason}"]
 
 
+def test_an_xml_row_with_bytes_that_are_not_utf8_says_so(tmp_path):
+    """Was "invalid XML in this <row>: not well-formed (invalid token): line 1, column 37"."""
+    (tmp_path / "Posts.xml").write_bytes(f"<posts>\n{POST}\n{POST.replace('1', '2', 1)}\n</posts>\n".encode()
+                                         .replace(b"Caf\xc3\xa9", b"Caf\xe9", 1))
+    res = _ingest(tmp_path / "Posts.xml", "stackexchange", "documents")
+    assert [r["reason"] for r in res.rejects] == ["Posts.xml:1: invalid UTF-8 at byte 37 of this <row>"]
+    assert res.metrics["accepted"] == 1
+
+
+def test_a_byte_order_mark_starting_a_later_line_costs_no_record(tmp_path):
+    """Was "invalid JSON: Unexpected UTF-8 BOM (decode using utf-8-sig)": files that each had one, joined with `cat`."""
+    from pipeline.readers import BOM
+
+    (tmp_path / "d.jsonl").write_bytes(BOM + b'{"id": "a", "text": "first"}\n' + BOM + b'{"id": "b", "text": "second"}\n')
+    res = _ingest(tmp_path / "d.jsonl", "documents", "documents")
+    assert res.metrics["accepted"] == 2 and not res.rejects
+
+
 def test_an_xml_dump_declaring_utf8_is_read(tmp_path):
     (tmp_path / "Posts.xml").write_text(f"<?xml version='1.0' encoding='UTF-8'?>\n<posts>\n{POST}\n</posts>\n")
     res = _ingest(tmp_path / "Posts.xml", "stackexchange", "documents")
@@ -269,12 +287,12 @@ def test_toxic_and_redacted_flags_spelled_as_text_are_read_and_odd_ones_rejected
     chat = {"conversation": [U, A]}
     (tmp_path / "c.jsonl").write_text(_lines(
         {**chat, "id": "a", "toxic": "True", "redacted": "false"}, {**chat, "id": "b", "toxic": 1, "redacted": True},
-        {**chat, "id": "c", "toxic": False, "redacted": 0}, {**chat, "id": "d"},
+        {**chat, "id": "c", "toxic": False, "redacted": 0}, {**chat, "id": "d"}, {**chat, "id": "g", "toxic": " YES"},
         {**chat, "id": "e", "toxic": "maybe"}, {**chat, "id": "f", "redacted": [True]}))
     res = _ingest(tmp_path / "c.jsonl")
-    assert [c["flags"] for c in res.rows["conversations"]] == [["toxic"], ["redacted", "toxic"], [], []]
-    assert [r["reason"] for r in res.rejects] == ["c.jsonl:5: toxic is 'maybe', expected true or false",
-                                                  "c.jsonl:6: redacted is [True], expected true or false"]
+    assert [c["flags"] for c in res.rows["conversations"]] == [["toxic"], ["redacted", "toxic"], [], [], ["toxic"]]
+    assert [r["reason"] for r in res.rejects] == ["c.jsonl:6: toxic is 'maybe', expected true or false",
+                                                  "c.jsonl:7: redacted is [True], expected true or false"]
 
 
 def test_role_names_are_case_insensitive(tmp_path):

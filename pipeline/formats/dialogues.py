@@ -34,12 +34,13 @@ def wildchat(rec: dict[str, Any], ctx: Ctx) -> Adapted:
 
 
 def _flag(value: Any, what: str) -> bool:
-    """A yes/no field: a boolean, 0/1, or "true"/"false" in any case (a CSV export); absent is no.
+    """A yes/no field: a boolean, 0/1, or "true"/"false"/"yes"/"no" in any case (a CSV export); absent is no.
     Anything else is a reject: a toxic conversation must not pass as clean because its flag was spelled oddly."""
     if value is None or isinstance(value, bool):
         return bool(value)
-    if value in (0, 1) or isinstance(value, str) and value.strip().lower() in ("true", "false", "0", "1", ""):
-        return str(value).strip().lower() in ("true", "1")
+    words = ("true", "false", "yes", "no", "0", "1", "")
+    if value in (0, 1) or isinstance(value, str) and value.strip().lower() in words:
+        return str(value).strip().lower() in ("true", "yes", "1")
     raise BadRecord(f"{what} is {_shown(value)}, expected true or false")
 
 
