@@ -225,6 +225,10 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                 return
             if rec is None:
                 return
+            if i == 0 and (twice := sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})):
+                yield RawRow(str(path), 1, error=f"the header names column(s) {twice} twice (csv keeps the last one "
+                                                 "only): rename them so each column has its own name")
+                return
             i += 1
             bad = not_utf8_field(rec)
             yield RawRow(str(path), i, value=None if bad else dict(rec), raw=preview_of(rec),

@@ -459,3 +459,12 @@ def test_a_stage_input_that_is_the_wrong_table_or_broken_fails_in_one_line(tmp_p
     (tmp_path / "broken" / "part-0.parquet").write_bytes(b"PAR1 cut short")
     with pytest.raises(SourceError, match=r"broken: not readable Parquet \(ArrowInvalid: .*run the stage that writes it"):
         read_table(tmp_path / "broken", "prompts")
+
+
+def test_a_csv_header_naming_a_column_twice_is_one_reject(tmp_path):
+    """Was accepted with the second column's values only: "id,text,text" silently dropped the first text."""
+    (tmp_path / "d.csv").write_text("id,text,title,text\na,first,t,second\nb,third,t,fourth\n")
+    res = _ingest(tmp_path / "d.csv", "documents", "documents")
+    assert res.metrics["rows_in"] == 1 and [r["reason"] for r in res.rejects] == [
+        "d.csv:1: the header names column(s) ['text'] twice (csv keeps the last one only): rename them so each column "
+        "has its own name"]
