@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.checks import same_text, unprompted_acknowledgement
@@ -76,6 +77,23 @@ def release_files(release: Path) -> dict[str, dict[str, list[Path]]]:
     for f in sorted(release.glob("*/*.parquet")):
         out.setdefault(f.parent.name, {}).setdefault(f.name.split("-", 1)[0], []).append(f)
     return out
+
+
+def release_problem(release: Path) -> str | None:
+    """Why ``release`` holds no released pair files the audit can read (one line: the file and what to do), or None."""
+    files = [f for splits in release_files(release).values() for paths in splits.values() for f in paths]
+    if not files:
+        return f"{release}: no released pair files (<config>/<split>-*.parquet); build the release with `dvc repro export`"
+    for f in files:
+        try:
+            names = pq.read_schema(f).names
+        except (pa.ArrowException, OSError) as e:
+            return f"{f}: not a readable Parquet file ({type(e).__name__}: {e}); rebuild the release with `dvc repro export`"
+        missing = [c for c in ("pair_id", "chosen", "rejected") if c not in names]
+        if missing or not ({"prompt"} <= set(names) or {"chosen_prompt", "rejected_prompt"} <= set(names)):
+            return (f"{f}: not a released pairs file (no column {(missing or ['prompt'])[0]!r}); "
+                    "audit the folder export writes (data/release)")
+    return None
 
 
 def _string_columns(df: pl.DataFrame) -> list[tuple[str, pl.Series, bool]]:

@@ -68,6 +68,7 @@ def prepare_outputs(stage: str, module) -> Path | None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from pipeline.io import read_manifest, shard_files
@@ -81,7 +82,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"prefpipe: {path}: no Parquet files", file=sys.stderr)
         return 2
     manifest = read_manifest(path) if path.is_dir() else None
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    rows = 0
+    for f in files:
+        try:
+            rows += pq.ParquetFile(f).metadata.num_rows
+        except (pa.ArrowException, OSError) as e:
+            print(f"prefpipe: {f}: not a readable Parquet file ({type(e).__name__}: {e})", file=sys.stderr)
+            return 2
     print(f"path:   {path}")
     print(f"files:  {len(files)}")
     print(f"rows:   {rows}")
@@ -99,12 +106,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from pipeline.audit import audit_release, summary_lines
+    from pipeline.audit import audit_release, release_problem, summary_lines
     from pipeline.config import load_params
 
     release = Path(args.path)
     if not release.is_dir():
         print(f"prefpipe audit: {release}: not a folder; build the release with `dvc repro export`", file=sys.stderr)
+        return 2
+    problem = release_problem(release)  # an empty or mistyped folder must not "pass"
+    if problem:
+        print(f"prefpipe audit: {problem}", file=sys.stderr)
         return 2
     cfg = root = None
     params = Path(args.params)

@@ -35,6 +35,7 @@ from pydantic import (
 
 # Every section is importable from here (``from pipeline.config import LLM, Pugc``): the names below are re-exported.
 from pipeline.config_shared import (
+    FORMAT_FIELDS,
     FORMAT_KINDS,
     LLM,
     Backend,
@@ -81,6 +82,7 @@ from pipeline.config_stages import (
 from pipeline.yaml12 import DuplicateKey, load_yaml
 
 __all__ = [
+    "FORMAT_FIELDS",
     "FORMAT_KINDS",
     "Backend",
     "BaseUrl",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Annotated, Literal
 
@@ -189,13 +190,28 @@ FORMAT_KINDS: dict[str, tuple[str, ...]] = {
     "arena_answers": ("rated",),
 }
 
+# The canonical fields each format's adapter reads, the keys ``mapping`` may rename (tests/test_input_boundaries.py
+# checks this against the adapters' code).
+FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
+    "wildchat": ("id", "messages", "language", "model", "toxic", "redacted"),
+    "sharegpt": ("id", "messages", "model"),
+    "oasst": ("id", "prompt"),
+    "hh_rlhf": ("id", "chosen", "rejected"),
+    "ultrafeedback": ("id", "prompt", "completions", "chosen", "rejected", "score_chosen", "score_rejected"),
+    "documents": ("id", "text", "title", "score"),
+    "prompts": ("id", "text"),
+    "stackexchange": ("Id", "PostTypeId", "ParentId", "AcceptedAnswerId", "Title", "Body", "Score"),
+    "wildfeedback": ("id", "conversations", "chosen", "rejected"),
+    "arena_answers": ("uid", "messages", "model", "ans_id"),
+}
+
 
 class Source(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     kind: SourceKind
-    path: str  # a file, a glob, a folder, or "hf://<dataset id>[:split]"
+    path: str = Field(min_length=1)  # a file, a glob, a folder, or "hf://<dataset id>[:split]" ("" would be the project root)
     format: SourceFormat
-    mapping: dict[str, str] = Field(default_factory=dict)  # canonical field -> source field
+    mapping: dict[str, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)  # canonical field -> source field
     limit: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
@@ -204,6 +220,13 @@ class Source(Section):
             raise ValueError(
                 f"format {self.format!r} cannot feed kind {self.kind!r}; it feeds {list(FORMAT_KINDS[self.format])}"
             )
+        fields = FORMAT_FIELDS[self.format]
+        for key in self.mapping:
+            if key not in fields:  # a typo would be ignored, and the field it names never read
+                close = difflib.get_close_matches(key, fields, n=1)
+                raise ValueError(f"mapping.{key}: the {self.format} format reads no field {key!r} (mapping is canonical "
+                                 f"field -> your field); it reads {list(fields)}"
+                                 + (f"; did you mean {close[0]!r}?" if close else ""))
         return self
 
 

@@ -213,7 +213,7 @@ class EvalSet(Section):
     """An evaluation prompt set the release must not overlap with."""
 
     name: str
-    path: str  # file/folder/glob read by pipeline.io.iter_records, or "hf://org/name[:split]"
+    path: str = Field(min_length=1)  # file/folder/glob read by pipeline.io.iter_records, or "hf://org/name[:split]"
     text_field: str  # a string, a list of strings (MT-Bench `turns`) or a list of {content} messages
     id_field: str
     optional: bool  # true: an unreadable set is reported in details.json and the card instead of failing

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.dedup import no_removals, prompt_keys, removals
@@ -56,12 +57,17 @@ def load_eval_sets(sets: list) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]
     rows: dict[str, list[str]] = {"eval_set": [], "eval_id": [], "text": []}
     status: dict[str, dict[str, Any]] = {}
     for s in sets:
-        before = len(rows["text"])
+        before, unread, first = len(rows["text"]), 0, ""
         try:
             for raw in iter_records(s.path):
-                if raw.error or not isinstance(raw.value, dict):
+                value = raw.value if raw.error is None and isinstance(raw.value, dict) else None
+                texts = _field_texts(value.get(s.text_field)) if value is not None else []
+                if not texts:  # a prompt that cannot be read cannot be kept out of the release: counted, never skipped
+                    unread += 1
+                    first = first or f"{Path(raw.file).name}:{raw.row}: " + (raw.error or (
+                        f"no text in field {s.text_field!r}" if value is not None else
+                        f"record is {type(raw.value).__name__}, expected a JSON object"))
                     continue
-                texts = _field_texts(raw.value.get(s.text_field))
                 base = str(raw.value.get(s.id_field, f"row{raw.row}"))
                 for i, t in enumerate(texts):
                     rows["eval_set"].append(s.name)
@@ -78,9 +84,16 @@ def load_eval_sets(sets: list) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]
             log.warning("export: decontamination set %s unavailable: %s", s.name, e)
             continue
         n = len(rows["text"]) - before
-        if n == 0 and not s.optional:
-            raise ReleaseInputError(f"decontamination set {s.name!r} ({s.path}): no text in field {s.text_field!r}")
-        status[s.name] = {"prompts": n, "status": "ok" if n else f"no text in field {s.text_field!r}"}
+        why = (f"{unread} record(s) without a prompt (first: {first})" if unread
+               else "" if n else f"no text in field {s.text_field!r}")
+        if why and not s.optional:
+            raise ReleaseInputError(
+                f"decontamination set {s.name!r} ({s.path}): {why}; the release cannot be checked against a prompt "
+                "it cannot read. Fix the set (or its text_field), or set `optional: true` under "
+                "export.decontamination.sets to build without those prompts.")
+        if why:
+            log.warning("export: decontamination set %s: %s", s.name, why)
+        status[s.name] = {"prompts": n, "status": f"ok; {why}" if n and why else why or "ok"}
     return pl.DataFrame(rows, schema={"eval_set": pl.String, "eval_id": pl.String, "text": pl.String}), status
 
 
@@ -161,18 +174,11 @@ def load_held_out(paths: list[str], root: Path, batch_rows: int = 65_536, pii_ki
             raise ReleaseInputError(
                 f"export.held_out lists {rel}, which holds no Parquet shards; run the stage that writes it "
                 f"(`dvc repro`), or remove it from export.held_out if that stage is not part of this release")
-        cols = _prompt_columns(pq.read_schema(files[0]).names)
-        if not cols:
-            raise ReleaseInputError(f"{rel}: no prompt column (prompt, chosen_prompt/rejected_prompt or messages); "
-                                    "export.held_out takes pairs, joint pairs or prompts shard sets")
-        n = 0
-        for batch in iter_batches(path, batch_rows, columns=cols):
-            df = pl.from_arrow(batch)
-            if pii_kinds:
-                df, _ = redact_messages(df, cols, list(pii_kinds), phone_regions)
-            for c in cols:
-                parts.append(prompt_keys(df, c).select("_key", pl.lit(rel).alias("held_out")))
-            n += df.height
+        try:
+            n = _held_out_keys(rel, path, files[0], batch_rows, pii_kinds, phone_regions, parts)
+        except (pa.ArrowException, OSError) as e:  # a held-out set that cannot be read cannot be kept out
+            raise ReleaseInputError(f"export.held_out: {rel}: not readable Parquet ({type(e).__name__}: {e}); "
+                                    "run the stage that writes it again (`dvc repro`)") from None
         status[rel] = {"rows": n}
     if not parts:
         return pl.DataFrame(schema={"_key": pl.UInt64, "held_out": pl.String}), status
@@ -180,6 +186,24 @@ def load_held_out(paths: list[str], root: Path, batch_rows: int = 65_536, pii_ki
     for rel in status:
         status[rel]["prompts"] = int(keys.filter(pl.col("held_out") == rel).height)
     return keys, status
+
+
+def _held_out_keys(rel: str, path: Path, first: Path, batch_rows: int, pii_kinds: list[str] | None,
+                   phone_regions: tuple[str, ...], parts: list[pl.DataFrame]) -> int:
+    """Append the prompt keys of held-out set ``rel`` to ``parts``; returns its rows."""
+    cols = _prompt_columns(pq.read_schema(first).names)
+    if not cols:
+        raise ReleaseInputError(f"{rel}: no prompt column (prompt, chosen_prompt/rejected_prompt or messages); "
+                                "export.held_out takes pairs, joint pairs or prompts shard sets")
+    n = 0
+    for batch in iter_batches(path, batch_rows, columns=cols):
+        df = pl.from_arrow(batch)
+        if pii_kinds:
+            df, _ = redact_messages(df, cols, list(pii_kinds), phone_regions)
+        for c in cols:
+            parts.append(prompt_keys(df, c).select("_key", pl.lit(rel).alias("held_out")))
+        n += df.height
+    return n
 
 
 def drop_held_out(df: pl.DataFrame, key_cols: list[str], held: pl.DataFrame,

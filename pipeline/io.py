@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from pipeline.errors import SourceError, StageError  # noqa: F401  (re-exported: stages import them from here)
 from pipeline.files import file_sha256, package_version, replace_dir
 from pipeline.readers import HF_PREFIX, RawRow, expand_paths, iter_records  # noqa: F401  (re-exported)
-from pipeline.records import ID_COLUMNS, SCHEMAS, check_table
+from pipeline.records import ID_COLUMNS, SCHEMAS, SchemaError, check_table
 
 MANIFEST = "_manifest.json"
 
@@ -327,10 +327,18 @@ def read_table(path: str | Path, name: str | None = None, columns: list[str] | N
         if name is not None:
             return SCHEMAS[name].empty_table()
         raise SourceError(f"{path}: holds no Parquet shards")
-    tables = [pq.read_table(f, columns=columns) for f in files]
+    try:
+        tables = [pq.read_table(f, columns=columns) for f in files]
+    except (pa.ArrowException, OSError) as e:
+        raise SourceError(f"{path}: not readable Parquet ({type(e).__name__}: {e}); run the stage that writes it "
+                          "again (`dvc repro`)") from None
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     if name is not None and columns is None:
-        table = check_table(table, name)
+        try:
+            table = check_table(table, name)
+        except SchemaError as e:  # a params key names the wrong folder: one line, not a traceback
+            raise SourceError(f"{path}: not a {name} shard set ({e}); point the params key that names it at a "
+                              f"folder of {name} (e.g. data/ingest/{name})") from None
     return table
 
 

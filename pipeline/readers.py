@@ -6,8 +6,8 @@ that Python cannot hold (an integer literal over 4,300 digits, nesting deeper th
 ``pipeline.jsontext.MAX_JSON_DEPTH``, a lone UTF-16 surrogate escape such as ``"\\ud800"``) is an error row; a
 compressed file that breaks off, a Parquet row group that cannot be decoded or a malformed XML
 ``<row>`` is an error row and reading goes on with what can still be read. Only a source that
-cannot be opened at all (no such file, unknown type, an unreachable ``hf://`` set) raises
-``SourceError``, with one line naming it.
+cannot be opened at all (no such file, unknown type, an unreachable ``hf://`` set), or an ``hf://``
+stream that breaks off (a rerun reads it whole), raises ``SourceError``, with one line naming it.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.encodings import batch_rows, encoding_error, not_utf8_field
 from pipeline.errors import SourceError
 from pipeline.jsontext import array_elements, check_value, parse_json, preview_of
 from pipeline.xmlrows import xml_rows
@@ -117,7 +118,7 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
     """JSON lines split on b"\\n" only (U+2028 inside strings is content, not a line break).
 
     Streams the file: memory holds one line at a time, and never more than ``max_record_bytes`` of it.
-    A UTF-8 byte order mark before the first line is skipped.
+    A UTF-8 byte order mark at the start of a line is skipped.
     """
     with _open_binary(path) as f:
         lines = _lines(f, max_record_bytes)
@@ -132,7 +133,7 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
                 return
             line, size = item
             i += 1
-            if i == 1 and line.startswith(BOM):
+            if line.startswith(BOM):  # the file's, or one of files joined with `cat` (never JSON)
                 line, size = line[len(BOM):], size - len(BOM)
             if not line.strip():
                 continue
@@ -147,6 +148,8 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
                 yield RawRow(str(path), i, error=f"invalid UTF-8 at byte {e.start}", raw=preview)
                 continue
             value, error = parse_json(text)
+            if error and "\r" in text.rstrip("\r") and error.startswith("invalid JSON: Extra data"):
+                error += "; the line holds bare CR line breaks (old Mac style): convert them to \\n (`tr '\\r' '\\n'`)"
             yield RawRow(str(path), i, value=value, error=error, raw=preview)
 
 
@@ -202,7 +205,9 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
     A field may be as long as ``max_record_bytes``; a row the csv module cannot read is an error row.
     """
     csv.field_size_limit(max_record_bytes or 1 << 30)  # the module's limit is global: set for each file
-    with _open_binary(path) as raw, _io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="") as f:
+    # Bad bytes are kept as lone surrogates (not replaced by U+FFFD), so the row that holds them is an error row.
+    with (_open_binary(path) as raw,
+          _io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="") as f):
         reader = csv.DictReader(f)
         i = 0
         while True:
@@ -220,8 +225,14 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                 return
             if rec is None:
                 return
+            if i == 0 and (twice := sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})):
+                yield RawRow(str(path), 1, error=f"the header names column(s) {twice} twice (csv keeps the last one "
+                                                 "only): rename them so each column has its own name")
+                return
             i += 1
-            yield RawRow(str(path), i, value=dict(rec), raw=preview_of(rec))
+            bad = not_utf8_field(rec)
+            yield RawRow(str(path), i, value=None if bad else dict(rec), raw=preview_of(rec),
+                         error=f"invalid UTF-8 in field {bad!r}" if bad else None)
 
 
 def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
@@ -239,9 +250,9 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
         i = first - 1
         try:
             for batch in pf.iter_batches(batch_size=10_000, row_groups=[g]):
-                for rec in batch.to_pylist():
+                for rec, error in batch_rows(batch):
                     i += 1
-                    yield RawRow(str(path), i, value=rec, raw="")
+                    yield RawRow(str(path), i, value=rec, error=error, raw="")
         except (pa.ArrowException, OSError, ValueError) as e:
             lost = first + size - 1 - i
             yield RawRow(str(path), i + 1, error=f"Parquet row group {g} cannot be decoded ({lost} of its {size} "
@@ -333,8 +344,38 @@ def iter_hub(dataset_id: str, max_record_bytes: int | None = None) -> Iterator[R
             "Check the id and split, your network, and `hf auth login` for gated sets; "
             "or download it and point `path` at the local files."
         ) from e
-    for i, rec in enumerate(ds, start=1):
+    rows, i = iter(ds), 0
+    while True:
+        try:
+            rec = next(rows)
+        except StopIteration:
+            return
+        except Exception as e:  # a dropped connection, a shard that cannot be decoded: rerun, not a partial set
+            raise SourceError(f"{dataset_id}: reading broke off after row {i} ({type(e).__name__}: {str(e)[:300]}); "
+                              "run the stage again, or download the set and point `path` at the local files") from None
+        i += 1
         yield RawRow(dataset_id, i, value=rec, raw="")
+
+
+def _encoding_error(path: Path) -> str | None:
+    try:
+        with _open_binary(path) as f:
+            return encoding_error(f)
+    except UNREADABLE:  # the reader reports it
+        return None
+
+
+def source_files(path: str) -> list[Path]:
+    """The files of a local source (``expand_paths``), each of a type a reader knows, or SourceError
+    naming the first that is not (a README.md or LICENSE in a dataset folder), before any is read."""
+    files = expand_paths(path)
+    known = [_suffix(f) for f in files if _suffix(f) in READERS]
+    for file in files:
+        if _suffix(file) not in READERS:
+            hint = f"; point the path at the data files only, e.g. {Path(path) / '**' / ('*' + known[0])}" if known else ""
+            raise SourceError(
+                f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} (optionally .gz){hint}")
+    return files
 
 
 def iter_records(path: str, max_record_bytes: int | None = None,
@@ -346,12 +387,12 @@ def iter_records(path: str, max_record_bytes: int | None = None,
     if path.startswith(HF_PREFIX):
         yield from iter_hub(path, max_record_bytes)
         return
-    for file in expand_paths(path):
-        reader = READERS.get(_suffix(file))
-        if reader is None:
-            raise SourceError(f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} (optionally .gz)")
+    for file in source_files(path):
         n = 0
-        for row in reader(file, max_record_bytes):
+        reader = READERS[_suffix(file)]
+        encoding = _encoding_error(file) if reader is not iter_parquet else None
+        rows = [RawRow(str(file), 1, error=encoding)] if encoding else reader(file, max_record_bytes)
+        for row in rows:
             n += 1
             yield row
         if n == 0 and empty_files is not None:

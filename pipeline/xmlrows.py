@@ -54,6 +54,10 @@ def _parse(chunk: bytes) -> tuple[dict[str, Any] | None, str | None]:
     try:
         return dict(ET.fromstring(chunk).attrib), None
     except ET.ParseError as e:
+        try:
+            chunk.decode("utf-8")
+        except UnicodeDecodeError as bad:  # say so, rather than expat's "not well-formed (invalid token)"
+            return None, f"invalid UTF-8 at byte {bad.start} of this <row>"
         return None, f"invalid XML in this <row>: {e}"
 
 

@@ -43,12 +43,11 @@ from pipeline.io import (
     ShardWriter,
     SourceError,
     StageError,
-    expand_paths,
     iter_records,
 )
 from pipeline.metrics import write_metrics
 from pipeline.outputs import stage_outputs
-from pipeline.readers import check_hub, preview_of
+from pipeline.readers import check_hub, preview_of, source_files
 from pipeline.records import ID_COLUMNS, MODELS, SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -171,7 +170,15 @@ class Duplicates:
     """
 
     def __init__(self) -> None:
-        self.seen: dict[int, int] = {}  # hash(table, id) -> hash(content) << 40 | record number
+        self.seen: dict[int, int] = {}  # hash(table, id) -> hash(content) << 64 | file number << 40 | row
+        self.files: dict[str, int] = {}  # the source's files, numbered in reading order
+
+    def _at(self, rec: _Kept) -> int:
+        file, _, row = rec.where.rpartition(":")
+        return self.files.setdefault(file, len(self.files)) << 40 | int(row)
+
+    def _where(self, at: int) -> str:
+        return f"{list(self.files)[at >> 40]}:{at & ((1 << 40) - 1)}"
 
     @staticmethod
     def _key(table: str, row: dict[str, Any]) -> int:
@@ -186,16 +193,18 @@ class Duplicates:
         for table, pairs in hashed.items():
             for row, (key, content) in zip(rec.rows[table], pairs, strict=True):
                 prior = self.seen.get(key)
-                if prior is not None and prior >> 40 != content:
+                if prior is not None and prior >> 64 != content:
                     ids = tuple(row[c] for c in ID_COLUMNS[table])
-                    return f"{table} id {ids} already produced by row {prior & ((1 << 40) - 1)} with different content"
+                    return (f"{table} id {ids} already produced by {self._where(prior & ((1 << 64) - 1))} with "
+                            "different content (two records share an id: give them distinct ids, or drop one)")
+        at = self._at(rec)
         for table, pairs in hashed.items():
             unique = []
             for row, (key, content) in zip(rec.rows[table], pairs, strict=True):
                 if key in self.seen:
                     rec.skipped[f"{table} row identical to an earlier one"] += 1
                 else:
-                    self.seen[key] = content << 40 | rec.n
+                    self.seen[key] = content << 64 | at
                     unique.append(row)
             rec.rows[table] = unique
         return None
@@ -295,15 +304,15 @@ def reason_key(reason: str) -> str:
 
 
 def check_sources_exist(sources: list[Source]) -> None:
-    """Fail before any work, naming the params key, when a local source path matches nothing or an
-    ``hf://`` set cannot be reached (one request, no retries; skipped offline)."""
+    """Fail before any work, naming the params key, when a local source path matches nothing or a file of
+    a type no reader knows, or an ``hf://`` set cannot be reached (one request, no retries; skipped offline)."""
     for i, src in enumerate(sources):
         key = f"ingest.sources[{i}].path"
         if src.path.startswith(HF_PREFIX):
             check_hub(src.path, key)
             continue
         try:
-            expand_paths(src.path)
+            source_files(src.path)
         except SourceError as e:
             raise SourceError(f"{key}: {e}") from None
 

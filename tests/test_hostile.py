@@ -159,7 +159,7 @@ def test_any_bytes_are_accepted_or_rejected_with_a_reason(fmt, kind, tmp_path):
     @given(st.lists(lines(seeds()[fmt]), min_size=1, max_size=3))
     def check(records: list[bytes]) -> None:
         path.write_bytes(b"\n".join(records) + b"\n")
-        expected = sum(1 for i, r in enumerate(records) if (r[len(BOM):] if i == 0 and r.startswith(BOM) else r).strip())
+        expected = sum(1 for r in records if (r[len(BOM):] if r.startswith(BOM) else r).strip())
         start = time.perf_counter()
         res = ingest_source(src, MAX_BYTES)  # no exception escapes
         elapsed = time.perf_counter() - start

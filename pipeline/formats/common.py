@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,22 +42,39 @@ class Ctx:
     def for_source(cls, src: Source, file_rel: str, row: int) -> Ctx:
         return cls(src.name, src.kind, src.format, dict(src.mapping), f"{file_rel}:{row}")
 
-    def get(self, rec: dict[str, Any], name: str, *fallbacks: str, required: bool = False) -> Any:
-        """Field ``name`` (renamed by ``mapping``), else the first present fallback field."""
+    def _find(self, rec: dict[str, Any], name: str, fallbacks: tuple[str, ...], required: bool) -> tuple[str, Any]:
+        """(the field found, its value): ``name`` (renamed by ``mapping``), else the first present fallback."""
         candidates = [self.mapping[name]] if name in self.mapping else [name, *fallbacks]
         for cand in candidates:
             value = _dig(rec, cand)
             if value is not None:
-                return value
+                return cand, value
         if required:
             shown = " or ".join(repr(c) for c in candidates)
             raise BadRecord(f"missing field {shown}" + ("" if name in self.mapping else " (set `mapping` to rename)"))
-        return None
+        return candidates[0], None
+
+    def get(self, rec: dict[str, Any], name: str, *fallbacks: str, required: bool = False) -> Any:
+        """Field ``name`` (renamed by ``mapping``), else the first present fallback field."""
+        return self._find(rec, name, fallbacks, required)[1]
+
+    def ident(self, rec: dict[str, Any], name: str, *fallbacks: str, required: bool = False) -> str | None:
+        """An id field as a string (a string, an integer or a finite number); None when absent or "".
+
+        A NaN, an infinity, a boolean, an object or a list is a reject, not an id ("nan", "{'a': 1}").
+        """
+        field_name, value = self._find(rec, name, fallbacks, required)
+        if value is None or value == "":
+            if required:
+                raise BadRecord(f"{field_name} is empty")
+            return None
+        if isinstance(value, str | int) and not isinstance(value, bool) or isinstance(value, float) and math.isfinite(value):
+            return str(value)
+        raise BadRecord(f"{field_name} is {_shown(value)}, expected a string or a number (an id)")
 
     def origin(self, rec: dict[str, Any], *fallbacks: str) -> str:
         """The record's own id as a string, or its file:row position when it has none."""
-        value = self.get(rec, "id", *fallbacks)
-        return self.where if value is None or value == "" else str(value)
+        return self.ident(rec, "id", *fallbacks) or self.where
 
 
 def _dig(rec: dict[str, Any], dotted: str) -> Any:
@@ -75,19 +93,42 @@ ROLES = {
     "user": "user", "human": "user", "prompter": "user", "customer": "user",
     "assistant": "assistant", "gpt": "assistant", "chatgpt": "assistant", "bard": "assistant",
     "bing": "assistant", "model": "assistant", "bot": "assistant", "ai": "assistant",
-    "system": "system",
+    "system": "system", "developer": "system",  # OpenAI's newer name for the system message
 }
 
 
+# The text part types of OpenAI-style multi-part content (Chat Completions, and the Responses API's input/output).
+TEXT_PARTS = ("text", "input_text", "output_text")
+
+
+# A character that shows: not white space, a control character, or a zero-width / direction / joiner mark.
+_VISIBLE = re.compile(r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+
+
+def blank(text: str) -> bool:
+    """True when ``text`` shows nothing: empty, white space, or only NULs, zero-width spaces and the like."""
+    return _VISIBLE.search(text) is None
+
+
 def _text(value: Any, what: str) -> str:
+    """A string, or multi-part content whose parts are all text (joined by newlines). Content with an image,
+    audio or file part is a reject: its text alone ("what is in this picture?") would lose what it refers to."""
     if isinstance(value, str):
         return value
-    # OpenAI-style multi-part content: keep the text parts.
-    if isinstance(value, list) and all(isinstance(p, dict) for p in value):
-        parts = [p.get("text") for p in value if p.get("type", "text") == "text"]
-        if parts and all(isinstance(p, str) for p in parts):
-            return "\n".join(parts)
-    raise BadRecord(f"{what} is {type(value).__name__}, expected a string")
+    if not isinstance(value, list) or not value:
+        raise BadRecord(f"{what} is {'an empty list' if value == [] else type(value).__name__}, expected a string")
+    texts = []
+    for j, part in enumerate(value):
+        kind = part.get("type", "text") if isinstance(part, dict) else None
+        if not isinstance(part, dict) or not isinstance(kind, str):
+            raise BadRecord(f"{what}[{j}] is {_shown(part)}, expected a text part {{'type': 'text', 'text': ...}}")
+        if kind not in TEXT_PARTS:
+            raise BadRecord(f"{what}[{j}] is a {_shown(kind)} part; only text content can be used "
+                            "(the text without it would lose what it refers to)")
+        if not isinstance(part.get("text"), str):
+            raise BadRecord(f"{what}[{j}].text is {type(part.get('text')).__name__}, expected a string")
+        texts.append(part["text"])
+    return "\n".join(texts)
 
 
 def to_messages(value: Any, what: str = "messages", *, role_key: str = "role", content_key: str = "content",
@@ -113,7 +154,7 @@ def to_messages(value: Any, what: str = "messages", *, role_key: str = "role", c
         if content is None:
             raise BadRecord(f"{what}[{i}] has no content")
         content = _text(content, f"{what}[{i}].content")
-        if not content.strip():
+        if blank(content):
             raise BadRecord(f"{what}[{i}] ({ROLES[role.lower()]}) has empty content")
         out.append({"role": ROLES[role.lower()], "content": content})
     return out
@@ -122,7 +163,7 @@ def to_messages(value: Any, what: str = "messages", *, role_key: str = "role", c
 def _as_turns(value: Any, role: str, what: str) -> list[dict[str, str]]:
     """A string, one message object, or a list of messages -> messages."""
     if isinstance(value, str):
-        if not value.strip():
+        if blank(value):
             raise BadRecord(f"{what} is empty")
         return [{"role": role, "content": value}]
     if isinstance(value, dict):

@@ -13,6 +13,7 @@ from pipeline.formats.common import (
     _pair,
     _prompt,
     _response,
+    _shown,
     to_messages,
 )
 
@@ -21,7 +22,7 @@ def wildchat(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     """WildChat / LMSYS-Chat: ``conversation`` (or ``messages``) of {role, content}; ``toxic``/``redacted`` become flags."""
     messages = to_messages(ctx.get(rec, "messages", "conversation", required=True), "conversation")
     origin = ctx.origin(rec, "conversation_id", "conversation_hash")
-    flags = [f for f in ("toxic", "redacted") if ctx.get(rec, f) is True]
+    flags = [f for f in ("toxic", "redacted") if _flag(ctx.get(rec, f), f)]
     out = Adapted()
     if ctx.kind == "conversations":
         out.add("conversations", _conversation(ctx, origin, messages, language=ctx.get(rec, "language"),
@@ -30,6 +31,17 @@ def wildchat(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         first = 2 if messages[0]["role"] == "system" else 1
         out.add("prompts", _prompt(ctx, origin, messages[:first]))
     return out
+
+
+def _flag(value: Any, what: str) -> bool:
+    """A yes/no field: a boolean, 0/1, or "true"/"false"/"yes"/"no" in any case (a CSV export); absent is no.
+    Anything else is a reject: a toxic conversation must not pass as clean because its flag was spelled oddly."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    words = ("true", "false", "yes", "no", "0", "1", "")
+    if value in (0, 1) or isinstance(value, str) and value.strip().lower() in words:
+        return str(value).strip().lower() in ("true", "yes", "1")
+    raise BadRecord(f"{what} is {_shown(value)}, expected true or false")
 
 
 def sharegpt(rec: dict[str, Any], ctx: Ctx) -> Adapted:

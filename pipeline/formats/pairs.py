@@ -15,6 +15,7 @@ from pipeline.formats.common import (
     _prompt,
     _response,
     _split_completion,
+    blank,
     to_messages,
 )
 
@@ -39,7 +40,7 @@ def ultrafeedback(rec: dict[str, Any], ctx: Ctx) -> Adapted:
             if not isinstance(c, dict):
                 raise BadRecord(f"completions[{i}] is {type(c).__name__}, expected an object")
             text = c.get("response", c.get("text"))
-            if not isinstance(text, str) or not text.strip():
+            if not isinstance(text, str) or blank(text):
                 raise BadRecord(f"completions[{i}].response is missing or empty")
             score = _number(c.get("score", c.get("overall_score")), f"completions[{i}].score")
             model = c.get("model") if isinstance(c.get("model"), str) else "unknown"
@@ -55,6 +56,9 @@ def ultrafeedback(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         raise BadRecord("no prompt: give a `prompt` field, or chosen/rejected that start with the same user turn")
     score_c = _number(ctx.get(rec, "score_chosen", "metadata.score_chosen"), "score_chosen")
     score_r = _number(ctx.get(rec, "score_rejected", "metadata.score_rejected"), "score_rejected")
+    if score_c is not None and score_r is not None and score_c < score_r:  # a tie is kept: margin 0
+        raise BadRecord(f"score_chosen {score_c:g} is below score_rejected {score_r:g}: the scores prefer the rejected "
+                        "reply (swap chosen and rejected, or fix the scores)")
     out.add("pairs", _pair(ctx, origin, prompt, _split_completion(prompt, chosen, "chosen"),
                            _split_completion(prompt, rejected, "rejected"), score_c, score_r))
     return out
@@ -79,7 +83,7 @@ def arena_answers(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     Each file is one model; the answers to the same ``uid`` become unscored responses to one prompt
     (the prompt row repeats per answer file and is de-duplicated by the stage).
     """
-    uid = ctx.get(rec, "uid", "question_id", required=True)
+    uid = ctx.ident(rec, "uid", "question_id", required=True)
     raw = ctx.get(rec, "messages", required=True)
     if not isinstance(raw, list) or len(raw) < 2:
         raise BadRecord("messages must hold the question and the answer")
@@ -94,7 +98,7 @@ def arena_answers(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         raise BadRecord("the last message is not the model's answer")
     model = ctx.get(rec, "model") or "unknown"
     out = Adapted()
-    out.add("prompts", _prompt(ctx, str(uid), messages[:-1]))
-    out.add("responses", _response(ctx, str(uid), str(model), messages[-1]["content"], str(model), None,
+    out.add("prompts", _prompt(ctx, uid, messages[:-1]))
+    out.add("responses", _response(ctx, uid, str(model), messages[-1]["content"], str(model), None,
                                    ans_id=ctx.get(rec, "ans_id")))
     return out

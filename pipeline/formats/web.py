@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from pipeline.formats.common import Adapted, BadRecord, Ctx, _number, _prompt, _response, _text
+from pipeline.formats.common import Adapted, BadRecord, Ctx, _number, _prompt, _response, _text, blank
 from pipeline.formats.markup import html_to_text
 from pipeline.records import stable_id
 
@@ -13,7 +13,7 @@ from pipeline.records import stable_id
 def documents(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     """A document: ``text`` (or body/content/selftext), optional ``title``, ``score``, ``id``."""
     text = _text(ctx.get(rec, "text", "body", "content", "selftext", required=True), "text")
-    if not text.strip():
+    if blank(text):
         raise BadRecord("text is empty")
     title = ctx.get(rec, "title")
     origin = ctx.origin(rec, "doc_id", "post_id")
@@ -47,7 +47,7 @@ def prompts(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         extra = instances[0].get("input")
         if isinstance(extra, str) and extra.strip():
             text = f"{text}\n\n{extra}"
-    if not text.strip():
+    if blank(text):
         raise BadRecord("prompt text is empty")
     out.add("prompts", _prompt(ctx, ctx.origin(rec, "question_id", "uid", "prompt_id"),
                                [{"role": "user", "content": text}]))
@@ -63,7 +63,7 @@ def stackexchange(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     Other post types (wiki, tags) and posts the source's kind does not use are counted as skipped.
     """
     post_type = str(ctx.get(rec, "PostTypeId", required=True))
-    post_id = ctx.get(rec, "Id", required=True)
+    post_id = ctx.ident(rec, "Id", required=True)
     out = Adapted()
     body = ctx.get(rec, "Body")
     if post_type not in ("1", "2"):
@@ -91,7 +91,7 @@ def stackexchange(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     if ctx.kind != "rated":
         out.skipped["answer (this source's kind keeps questions only)"] += 1
         return out
-    parent = ctx.get(rec, "ParentId", required=True)
+    parent = ctx.ident(rec, "ParentId", required=True)
     out.add("responses", _response(ctx, str(parent), str(post_id), text, "human", score,
                                    post_id=str(post_id), accepted=False))
     return out

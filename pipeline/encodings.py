@@ -1,0 +1,72 @@
+"""Text that is not UTF-8, found at the boundary: every reader reads UTF-8 (a leading byte order mark is skipped).
+
+A file in another encoding is one error row saying how to convert it, not a reject per line with a
+reason that names no cause (UTF-16 from a Windows export, an XML dump that declares ISO-8859-1); a CSV
+field holding bytes that are not UTF-8 makes its row an error row, as a JSON line's would.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import IO, Any
+
+import pyarrow as pa
+
+_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
+_XML_ENCODING = re.compile(rb"""\A(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
+_UTF8 = {"utf-8", "utf8", "us-ascii", "ascii"}
+
+
+def encoding_error(f: IO[bytes]) -> str | None:
+    """Why the text file open as ``f`` (at its start) is not UTF-8, judged from its first bytes, or None."""
+    head = f.read(256)
+    encoding = next((name for bom, name in _BOMS.items() if head.startswith(bom)), None)
+    where = "it starts with a byte order mark"
+    if encoding is None and (m := _XML_ENCODING.match(head)) and m.group(1).decode().lower() not in _UTF8:
+        encoding, where = m.group(1).decode(), "its XML declaration says so"
+    if encoding is None:
+        return None
+    return (f"the file is {encoding} text ({where}), not UTF-8; none of it is read: re-encode it as UTF-8 "
+            f"(e.g. `iconv -f {encoding} -t UTF-8`)")
+
+
+def not_utf8_field(rec: dict[str | None, Any]) -> str | None:
+    """The first field of a CSV row (decoded with surrogateescape) whose name or value held bytes that are not UTF-8."""
+    for key, value in rec.items():
+        for text in (key, *(value if isinstance(value, list) else [value])):  # extra fields: a list under None
+            if isinstance(text, str) and not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    return key
+    return None
+
+
+def batch_rows(batch: pa.RecordBatch) -> Iterator[tuple[dict[str, Any] | None, str | None]]:
+    """``(row, None)`` for each row of a Parquet batch; a row whose string column holds bytes that are not UTF-8
+    (a file another tool wrote) is ``(None, reason naming the column)``, and the batch's other rows are kept."""
+    try:
+        rows = batch.to_pylist()
+    except UnicodeDecodeError:
+        rows = None
+    if rows is not None:
+        yield from ((row, None) for row in rows)
+        return
+    for j in range(batch.num_rows):
+        row = batch.slice(j, 1)
+        try:
+            value = row.to_pylist()[0]
+        except UnicodeDecodeError as e:
+            bad = next((name for name, col in zip(row.schema.names, row.columns, strict=True) if not _decodes(col)), "?")
+            yield None, f"column {bad!r} holds bytes that are not UTF-8 ({e.reason} at byte {e.start})"
+            continue
+        yield value, None
+
+
+def _decodes(column: pa.Array) -> bool:
+    try:
+        column.to_pylist()
+    except UnicodeDecodeError:
+        return False
+    return True
