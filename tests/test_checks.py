@@ -131,6 +131,11 @@ def test_a_placeholder_copied_without_its_brackets_is_caught():
     assert "here is the revised version" in [p.lower() for p in template_phrases(template("wildfeedback_chosen_system"))]
 
 
+def test_a_slot_of_exactly_three_words_gives_its_bare_words():
+    assert template_phrases("Reply with <the user preference> only.") == ["<the user preference>", "the user preference"]
+    assert template_phrases("Reply with <the query> only.") == ["<the query>"]
+
+
 def test_copies_of_template_placeholders_are_caught():
     phrases = template_phrases(template("pugc_query"))
     assert "<the query>" in phrases
