@@ -113,6 +113,13 @@ def test_quality_filter_marks_length_language_and_exact_duplicates():
     }
 
 
+def test_word_limits_are_inclusive():
+    n = len(ENGLISH.split())
+    docs = docs_frame([("d1", ENGLISH)])
+    for lo, hi, reason in ((n, n, None), (n + 1, n + 10, "too_short"), (n - 10, n - 1, "too_long")):
+        assert reasons(quality_filter(docs, make_params(min_words=lo, max_words=hi).pugc)) == {"d1": reason}, (lo, hi)
+
+
 def _near_dup(docs: pl.DataFrame, cfg: Pugc) -> dict[str, str | None]:
     marked = quality_filter(docs, cfg)
     live = pl.from_arrow(
