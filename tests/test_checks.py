@@ -57,6 +57,14 @@ def test_ordinary_answers_are_not(text):
 def test_feedback_turns():
     assert flags(gives_feedback, ["That's wrong, it's Canberra.", "Make it shorter", "No, I meant the city",
                                   "Thanks! What about tea?", "How do I brew coffee?"]) == [True, True, True, False, False]
+    # doubt and a bare "no" are feedback too
+    assert flags(gives_feedback, ["Are you sure? I read 1968.", "Nope.", "No, Canberra.", "That's not it."]) == [True] * 4
+
+
+def test_an_acknowledgement_counts_in_the_opening_300_characters_only():
+    opening = "Canberra is the capital of Australia. " * 3  # 114 characters
+    late = "Canberra is the capital of Australia. " * 8  # 304 characters
+    assert flags(acknowledges_feedback, [opening + "My mistake earlier.", late + "My mistake earlier."]) == [True, False]
 
 
 # --- fencing -----------------------------------------------------------------------------------
