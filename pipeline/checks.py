@@ -54,7 +54,7 @@ _ACK = "|".join([
 _FEEDBACK = "|".join([
     r"\b(?:wrong|incorrect|not (?:correct|right|true|what i (?:asked|wanted|meant))|mistake|error|doesn'?t work|does not work|didn'?t work)\b",
     r"\b(?:try again|rewrite|redo|again|shorter|longer|more (?:detail|concise|formal|casual)|i meant|i asked|you (?:forgot|missed|didn'?t))\b",
-    r"\b(?:no,|nope|that'?s not|are you sure|you sure)\b",
+    r"\bno,|\b(?:nope|that'?s not|are you sure|you sure)\b",  # "no," outside the \b group: "No, Canberra"
 ])
 
 

@@ -57,6 +57,14 @@ def test_ordinary_answers_are_not(text):
 def test_feedback_turns():
     assert flags(gives_feedback, ["That's wrong, it's Canberra.", "Make it shorter", "No, I meant the city",
                                   "Thanks! What about tea?", "How do I brew coffee?"]) == [True, True, True, False, False]
+    # doubt and a bare "no" are feedback too
+    assert flags(gives_feedback, ["Are you sure? I read 1968.", "Nope.", "No, Canberra.", "That's not it."]) == [True] * 4
+
+
+def test_an_acknowledgement_counts_in_the_opening_300_characters_only():
+    opening = "Canberra is the capital of Australia. " * 3  # 114 characters
+    late = "Canberra is the capital of Australia. " * 8  # 304 characters
+    assert flags(acknowledges_feedback, [opening + "My mistake earlier.", late + "My mistake earlier."]) == [True, False]
 
 
 # --- fencing -----------------------------------------------------------------------------------
@@ -129,6 +137,11 @@ def test_a_placeholder_copied_without_its_brackets_is_caught():
     ) == [False]
     # a quoted example wrapped over two lines in the template is matched as one line of text
     assert "here is the revised version" in [p.lower() for p in template_phrases(template("wildfeedback_chosen_system"))]
+
+
+def test_a_slot_of_exactly_three_words_gives_its_bare_words():
+    assert template_phrases("Reply with <the user preference> only.") == ["<the user preference>", "the user preference"]
+    assert template_phrases("Reply with <the query> only.") == ["<the query>"]
 
 
 def test_copies_of_template_placeholders_are_caught():

@@ -710,6 +710,29 @@ def test_probes_are_balanced_so_a_constant_judge_scores_chance():
         assert detail["raw_accuracy"] == (0.5 if p_a != 0.5 else 0.0)
 
 
+def test_a_probe_the_judge_failed_on_is_never_counted_right():
+    """An engine that errors on every probe must score 0, not pass the gate on the orders it never judged."""
+    probes = J.probe_comparisons()
+    judged = probes.select("comparison_id", p_first_ab=pl.lit(None, pl.Float64), p_first_ba=pl.lit(None, pl.Float64),
+                           truncated=pl.lit(False), failure=pl.lit("engine error: boom"))
+    for calibration in ("none", "median"):
+        correct, detail = J.probe_report(probes, judged, calibration)
+        assert len(correct) == 48 and sum(correct) == 0 and detail["failures"] == 24, calibration
+
+
+def test_check_gate_passes_at_the_gate_and_reports_a_gate_at_chance_as_lowered():
+    from pipeline.gates import check_gate
+
+    def gate(right: int, min_accuracy: float) -> dict:
+        return check_gate("dove", "judge", "m", [True] * right + [False] * (16 - right), min_accuracy=min_accuracy,
+                          key="dove.gates.judge", on_failure="withhold")
+
+    assert (gate(12, 0.75)["passed"], gate(12, 0.75)["lowered"], gate(12, 0.75)["labels"]) == (True, False, "used")
+    assert (gate(11, 0.75)["passed"], gate(11, 0.75)["labels"]) == (False, "withheld")
+    at_chance = gate(8, 0.5)  # a gate of 0.5 lets a chance-level judge through: said so, every run
+    assert (at_chance["passed"], at_chance["lowered"], at_chance["labels"]) == (True, True, "used, gate lowered")
+
+
 @pytest.mark.parametrize(("calibration", "right"), [("none", 24), ("median", 0)])
 def test_gate_stops_an_always_a_judge_before_it_labels_anything(helpful, params, tmp_path, monkeypatch, calibration,
                                                                 right):

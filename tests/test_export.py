@@ -270,6 +270,27 @@ def test_decontamination_threshold_and_ngram_are_parameters(tmp_path, real):
     assert loose["drops"] == {"contaminated": 1} and strict["drops"] == {}
 
 
+def test_overlap_is_over_the_shorter_text_and_the_threshold_is_inclusive():
+    """overlap = shared n-grams / n-grams of the *shorter* text, contaminated at >= threshold: an eval prompt
+    quoted inside a long user prompt is caught, and an overlap exactly at the threshold goes."""
+    from pipeline.decontam import contamination
+
+    evals = pl.DataFrame({"eval_set": ["e", "e"], "eval_id": ["quoted", "half"], "text": [
+        "name three rivers that flow through more than four european capital cities",
+        "alpha bravo charlie delta echo foxtrot golf hotel"]})
+    prompts = pl.DataFrame({"_key": [1, 2, 3], "_text": [
+        # the whole 12-word eval prompt inside 40 other words: 8 of 8 eval 5-grams, 8 of 48 prompt 5-grams
+        " ".join(f"filler{i}" for i in range(20)) + " name three rivers that flow through more than four european "
+        "capital cities " + " ".join(f"padding{i}" for i in range(20)),
+        # 2 of the eval's 4 5-grams (alpha..echo, bravo..foxtrot): overlap exactly 0.5
+        "alpha bravo charlie delta echo foxtrot zulu yankee xray whiskey",
+        "a prompt about something else entirely with no shared words"]},
+        schema={"_key": pl.UInt64, "_text": pl.String})
+    hits = contamination(prompts, evals, 5, 0.5)
+    assert hits.select("_key", "eval_id", "overlap").rows() == [(1, "quoted", 1.0), (2, "half", 0.5)]
+    assert contamination(prompts, evals, 5, 0.51)["_key"].to_list() == [1]
+
+
 def test_decontaminates_dove_rows_on_either_prompt(tmp_path, real):
     q = json.loads((real / "mt_bench/fastchat/llm_judge/data/mt_bench/question.jsonl").read_text().split("\n")[1])
     from tests.export_fixtures import joint

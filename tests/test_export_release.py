@@ -183,6 +183,41 @@ def test_sides_equal_after_whitespace_normalisation_are_dropped(tmp_path):
     assert ids(release, "selfie") == {"diff"} and ids(release, "dove") == {"j"}
 
 
+
+def test_a_joint_row_is_identical_only_when_both_prompts_and_both_answers_match(tmp_path):
+    """A DOVE row compares two (prompt, answer) sides: the same answer to two different prompts is a real
+    preference (it fits one prompt better), so only a row whose prompts *and* answers match is dropped."""
+    rows = [joint("same-both", TOPICS[0], TOPICS[0]), joint("same-answer", TOPICS[1], TOPICS[2])]
+    rows[0]["rejected"] = rows[0]["chosen"]
+    rows[1]["rejected"] = rows[1]["chosen"]
+    write_method(tmp_path, "dove", rows)
+    release, stats = build(tmp_path, methods=["dove"], test_fraction=0.0)
+    assert stats["drops"] == {"identical": 1} and removed(release)["pair_id"].to_list() == ["same-both"]
+    assert ids(release, "dove") == {"same-answer"}
+
+
+def test_a_joint_rows_acknowledgement_is_judged_against_its_chosen_prompt(tmp_path):
+    """The chosen answer of a DOVE row answers ``chosen_prompt``: feedback given only in the rejected
+    prompt does not license an apology, and feedback given in the chosen prompt does."""
+    sorry = [{"role": "assistant", "content": "You're right, I apologize for the error. It is 42."}]
+    fed = joint("fed", TOPICS[0] + " That's wrong, try again.", TOPICS[1])
+    other = joint("other-fed", TOPICS[2], TOPICS[3] + " That's wrong, try again.")
+    fed["chosen"] = other["chosen"] = sorry
+    write_method(tmp_path, "dove", [fed, other])
+    release, stats = build(tmp_path, methods=["dove"], test_fraction=0.0)
+    assert ids(release, "dove") == {"fed"}
+    assert removed(release).select("pair_id", "reason").rows() == [("other-fed", "unprompted_acknowledgement")]
+
+
+def test_joint_rows_differing_only_in_the_rejected_answer_are_both_kept(tmp_path):
+    """A joint row is a duplicate only when all four texts repeat; another rejected answer is another pair."""
+    a, b, c = joint("a", TOPICS[0], TOPICS[1]), joint("b", TOPICS[0], TOPICS[1]), joint("c", TOPICS[0], TOPICS[1], 0.9)
+    b["rejected"] = [{"role": "assistant", "content": "A different weak answer."}]
+    write_method(tmp_path, "dove", [a, b, c])
+    release, stats = build(tmp_path, methods=["dove"], test_fraction=0.0)
+    assert ids(release, "dove") == {"b", "c"}  # a repeats c (less confident): one of them goes
+    assert removed(release).select("pair_id", "reason").rows() == [("a", "duplicate_pair")]
+
 # --- Curry-DPO's within-level shuffle (#14.11) ------------------------------------------------------
 
 

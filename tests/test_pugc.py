@@ -113,6 +113,13 @@ def test_quality_filter_marks_length_language_and_exact_duplicates():
     }
 
 
+def test_word_limits_are_inclusive():
+    n = len(ENGLISH.split())
+    docs = docs_frame([("d1", ENGLISH)])
+    for lo, hi, reason in ((n, n, None), (n + 1, n + 10, "too_short"), (n - 10, n - 1, "too_long")):
+        assert reasons(quality_filter(docs, make_params(min_words=lo, max_words=hi).pugc)) == {"d1": reason}, (lo, hi)
+
+
 def _near_dup(docs: pl.DataFrame, cfg: Pugc) -> dict[str, str | None]:
     marked = quality_filter(docs, cfg)
     live = pl.from_arrow(
@@ -748,6 +755,25 @@ def test_scorer_gate_counts_good_over_bad_by_the_margin_in_both_directions():
     assert sum(pugc_judge.grade_scorer(inverted, 0.5)[0]) == 0
     with pytest.raises(JudgeGateError, match=r"18 of 36 probes right.*pugc.gates.scorer=0.75"):
         check_gate("pugc", "scorer", "m", correct, min_accuracy=0.75, key="pugc.gates.scorer")
+
+
+def test_query_filter_keeps_a_query_at_the_threshold_and_its_gate_grades_it_so():
+    """p(True) >= query_filter_threshold keeps a query, in the stage and in the gate alike."""
+    queries = pl.DataFrame({"prompt_id": ["at", "below"], "p_true": [0.5, 0.4999]})
+    assert pugc_judge.query_filter(queries, 0.5)["drop"].to_list() == [None, "not_answerable"]
+    probes = pugc_judge.query_filter_probes()
+    at = probes.with_columns(p_true=pl.when(pl.col("answerable")).then(0.5).otherwise(0.4999))
+    correct, detail = pugc_judge.grade_query_filter(at, 0.5)
+    assert all(correct) and sum(detail["kept"].values()) == 12
+
+
+def test_scorer_gate_margin_is_inclusive_and_an_unscored_answer_is_wrong_both_ways():
+    s = pl.DataFrame({"probe": ["a"] * 4, "kind": ["good", "partial", "contradicting", "off_topic"],
+                      "score": [4.0, 3.5, None, 4.5]})
+    correct, detail = pugc_judge.grade_scorer(s, 0.5)
+    # sorted by kind: contradicting (unscored), off_topic (bad wins by exactly the margin), partial (good wins so)
+    assert correct == [False, False, False, False, True, True]
+    assert (detail["good_wins"], detail["bad_wins"], detail["unscored"]) == (1, 1, 1)
 
 
 def _gate_docs(tmp_path) -> None:

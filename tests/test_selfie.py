@@ -794,6 +794,17 @@ def test_a_length_only_reward_is_at_chance_and_stops_the_stage(tmp_path, monkeyp
     assert ("generate", 5) not in pol.calls  # the probes ran first: nothing was sampled
 
 
+def test_a_reward_that_ties_every_probe_scores_exactly_chance_and_stops_the_stage(tmp_path, monkeypatch):
+    """r(good) == r(bad) answers "r(good) > r(bad)?" no and "r(bad) > r(good)?" no: one of two right per
+    probe, never a pass for a reward that cannot tell the answers apart."""
+    engines = {"pol": FakeEngine("pol", scale=1.0, offset=5.0), "ref": FakeEngine("ref", scale=1.0)}  # r = 5
+    params = _project(
+        tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", gates={"reward": 0.75}
+    )
+    with pytest.raises(JudgeGateError, match=r"12 of 24 probes right"):
+        selfie.main(params)
+
+
 def test_a_reward_that_prefers_the_good_answers_passes_and_withholding_emits_no_labels(tmp_path, monkeypatch):
     engines = {"pol": FakeEngine("pol", scale=1.0, liked=PROBE_GOOD, bonus=1000.0), "ref": FakeEngine("ref")}
     params = _project(

@@ -246,6 +246,14 @@ def test_detector_gate_error_and_withhold(tmp_path, monkeypatch):
     assert "detector" not in run_stage(tmp_path / "b", monkeypatch, FakeEngine(), detector="rules")[3]["gates"]
 
 
+def test_a_detector_that_fails_on_every_probe_gets_none_right(tmp_path, monkeypatch):
+    """A failed call carries sat = dsat = false; it must not count as the right answer to a 'neither' probe."""
+    _, _, _, m = run_stage(tmp_path, monkeypatch, FakeEngine(detector="failing"),
+                           _execution={"on_gate_failure": "withhold"})
+    gate = m["gates"]["detector"]
+    assert (gate["correct"], gate["passed"]) == (0, False) and gate["detail"]["failures"] == gate["detail"]["turns"] > 0
+
+
 # --- the stage -----------------------------------------------------------------------------------------------
 
 

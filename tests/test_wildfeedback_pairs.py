@@ -14,7 +14,7 @@ from pipeline.prompt import fill
 from stages import wildfeedback_detect as det
 from stages.wildfeedback_common import per_prompt, prompt
 from stages.wildfeedback_fit import off_context
-from stages.wildfeedback_pairs import checklist
+from stages.wildfeedback_pairs import checklist, natural_revisions, pair_drop_reason
 from tests.wildfeedback_fakes import CONVS, FakeEngine, conv, fenced, kinds, make_params, run_stage
 
 OFF_CONTEXT = [
@@ -76,6 +76,35 @@ def first_answers(real) -> pl.DataFrame:
         root = json.loads(line)["prompt"]
         rows += [(root["text"], r["text"]) for r in root.get("replies", [])]
     return pl.DataFrame(rows, schema=["prompt_text", "chosen"], orient="row").with_columns(feedback=pl.lit(""))
+
+
+def test_a_quote_the_prompt_already_holds_is_not_quoting_feedback():
+    quote = 'The quote "the only way to do great work" is by Steve Jobs.'
+    df = pl.DataFrame({"chosen": [quote, quote], "feedback": ['No, I asked who said "the only way to do great work".'] * 2,
+                       "prompt_text": ['Who said "the only way to do great work"?', "Who said that famous line?"]})
+    assert df.select(off_context("chosen", "feedback", "prompt_text")).to_series().to_list() == [None, "quotes_feedback"]
+
+
+def test_a_pair_with_an_empty_side_is_dropped():
+    df = pl.DataFrame({"chosen": ["  \n", "Canberra.", "Canberra."], "rejected": ["Sydney.", "", "Sydney."],
+                       "chosen_finish_reason": [None, None, None], "rejected_finish_reason": [None, None, None],
+                       "preference": ["Be right."] * 3, "_prompt_text": ["Capital of Australia?"] * 3},
+                      schema_overrides={"chosen_finish_reason": pl.String, "rejected_finish_reason": pl.String})
+    assert df.select(pair_drop_reason("natural_revision")).to_series().to_list() == ["empty", "empty", None]
+
+
+def test_a_revision_is_natural_only_when_the_next_turn_is_sat_and_not_also_dsat():
+    """Turn t (DSAT at t+1) is rejected, its revision t+2 chosen, when t+3 is SAT; a reaction that is SAT
+    and DSAT at once ("thanks, but still wrong") does not vouch for the revision."""
+    c = conv("c", ["Capital of Australia?", "Sydney.", "Wrong.", "Canberra.", "Thanks, but still wrong?"])
+    convs = pl.DataFrame([c, {**c, "conversation_id": "ok"}]).select("conversation_id", "source", "messages")
+    signals = pl.DataFrame({"conversation_id": ["c", "c", "ok", "ok"], "target_turn": [1, 3, 1, 3],
+                            "user_turn": [2, 4, 2, 4], "dsat": [True, True, True, False],
+                            "sat": [False, True, False, True]})
+    rows = natural_revisions(signals, convs)
+    assert rows.select("conversation_id", "chosen", "rejected", "preference").rows() == [
+        ("ok", "Canberra.", "Sydney.", "Wrong.")]
+    assert [m["content"] for m in rows["prompt"][0]] == ["Capital of Australia?"]
 
 
 def test_continues_answer_fires_on_no_real_first_answer(real):
@@ -157,6 +186,15 @@ def test_position_biased_judge_keeps_no_generated_pair(tmp_path, monkeypatch):
     assert kinds(pairs) == ["natural_revision"] and m["gates"]["judge"]["lowered"]
     assert m["details"]["dropped"]["generated_lost_in_judge"] == m["details"]["pairs"]["generated_attempted"] == 2
     assert {json.loads(r["raw"])["confidence"] for r in rejects.to_pylist()} == {0.5}
+
+
+def test_an_undecided_judge_scores_no_probe_and_wins_no_pair(tmp_path, monkeypatch):
+    """P(chosen) = 0.5 is no preference: not a right probe answer, and not a win in either order."""
+    _, pairs, rejects, m = run_stage(tmp_path, monkeypatch, FakeEngine(judge_bias="undecided"), detector="rules",
+                                     gates={"detector": 0.75, "judge": 0.0})
+    assert m["gates"]["judge"]["correct"] == 0 and m["gates"]["judge"]["probes"] > 0
+    assert kinds(pairs) == ["natural_revision"]
+    assert m["details"]["dropped"]["generated_lost_in_judge"] == m["details"]["pairs"]["generated_attempted"] == 2
 
 
 def test_dropped_summaries_keep_their_text(tmp_path, monkeypatch):

@@ -71,7 +71,8 @@ def fenced(text: str, name: str) -> str:
 class FakeEngine:
     """Scripted engine: answers follow keywords in the prompt, deterministically; it answers the built-in
     probes like a judge that discriminates, unless told to be ``silent`` (no signal anywhere, as the random
-    tiny model) or position-biased (``judge_bias="always_a"``). Every prompt it sees is kept in ``seen``."""
+    tiny model), ``failing`` (every detector call fails) or position-biased (``judge_bias="always_a"``) or
+    undecided (``judge_bias="undecided"``: 0.5 for both answers). Every prompt it sees is kept in ``seen``."""
 
     name = "fake"
 
@@ -84,7 +85,7 @@ class FakeEngine:
 
     def _judgment(self, text: str):
         user = fenced(text, "USER_TURN")
-        if "FAIL" in user:
+        if "FAIL" in user or self.detector == "failing":
             return GenerationFailure(error="cut at max_new_tokens", raw='{"sat": tr', attempts=3)
         if self.detector == "silent":
             sat = dsat = False
@@ -123,6 +124,8 @@ class FakeEngine:
             a = fenced(p[-1]["content"], "ANSWER_A")
             if self.judge_bias == "always_a":
                 out.append([0.9, 0.1])
+            elif self.judge_bias == "undecided":
+                out.append([0.5, 0.5])
             else:
                 good = a.startswith("PREFERRED") or a.startswith(_GOOD_ANSWERS)
                 out.append([0.8, 0.2] if good else [0.2, 0.8])
