@@ -1,7 +1,7 @@
 """Model engines behind one batched interface; see ``pipeline.llm.base`` for the contract.
 
     >>> from pipeline.llm import get_engine
-    >>> engine = get_engine(params.llm)            # doctest: +SKIP  (built once per process)
+    >>> engine = get_engine(params.llm)            # built once per process  # doctest: +SKIP
     >>> engine.generate(prompts, n=2)              # doctest: +SKIP
 
 ``get_engine`` builds one engine per process (or Ray actor) and resolved config and reuses it;

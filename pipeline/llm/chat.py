@@ -1,8 +1,8 @@
 """Chat templating and the exact prompt/response token boundary, shared by both engines.
 
     >>> codec = ChatCodec(tokenizer)                                   # doctest: +SKIP
-    >>> ids = codec.prompt_ids([{"role": "user", "content": "Hi"}])    # templated, generation prompt on
-    >>> ids, start, end = codec.response_span(prompt, "Hello!")        # ids[start:end] are scored
+    >>> ids = codec.prompt_ids([{"role": "user", "content": "Hi"}])    # templated, generation prompt on  # doctest: +SKIP
+    >>> ids, start, end = codec.response_span(prompt, "Hello!")        # ids[start:end] are scored  # doctest: +SKIP
 
 The boundary: the templated prompt (``add_generation_prompt=True``) and the templated conversation
 (prompt + assistant turn) are tokenised separately; when the prompt's tokens are a prefix of the

@@ -1,9 +1,9 @@
 """The ``transformers`` engine: CPU or GPU, batched, seeded per sample, grammar-constrained when asked.
 
     >>> engine = TransformersEngine(llm_cfg)                                # doctest: +SKIP
-    >>> engine.generate([[{"role": "user", "content": "Hi"}]], n=4)         # 4 samples, one prefill
-    >>> engine.logprobs(prompts, responses)                                 # [LogProb(logprob, n_tokens)]
-    >>> engine.choose(prompts, ["SAT", "DSAT"])                             # [[p_sat, p_dsat], ...]
+    >>> engine.generate([[{"role": "user", "content": "Hi"}]], n=4)         # 4 samples, one prefill  # doctest: +SKIP
+    >>> engine.logprobs(prompts, responses)                                 # [LogProb(logprob, n_tokens)]  # doctest: +SKIP
+    >>> engine.choose(prompts, ["SAT", "DSAT"])                             # [[p_sat, p_dsat], ...]  # doctest: +SKIP
 
 Batching: every call sorts its rows by length and cuts them into batches of at most
 ``llm.batch_tokens`` padded tokens (generation: also at most ``llm.batch_size`` prompts), so rows of

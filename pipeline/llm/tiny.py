@@ -4,7 +4,7 @@ It produces meaningless text but exercises every engine code path (chat templati
 sampling, grammar-constrained decoding, teacher-forced scoring) without a download::
 
     >>> from pipeline.llm.tiny import resolve_model
-    >>> path = resolve_model("tiny")        # doctest: +SKIP  (built on first use, ~1-2 s)
+    >>> path = resolve_model("tiny")        # built on first use, ~1-2 s  # doctest: +SKIP
     >>> resolve_model("Qwen/Qwen2.5-0.5B-Instruct")
     'Qwen/Qwen2.5-0.5B-Instruct'
 
