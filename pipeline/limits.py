@@ -51,6 +51,13 @@ def bounded_lines(f, limit: int | None) -> Iterator[tuple[bytes, int]]:
         yield line, n
 
 
+def json_too_big(cap: int) -> str:
+    """The reason a .json file over ``cap`` (JSON_FILE_RECORDS x max_record_bytes) that is not JSON lines is not read."""
+    return (f"the file is over {cap} bytes ({JSON_FILE_RECORDS} x max_record_bytes) and is not JSON lines (its first "
+            "line is no record on its own): a .json array is parsed whole, so none of it is read; convert it to "
+            "JSON lines (one record per line, named .jsonl)")
+
+
 def read_capped(path: Path, cap: int) -> bytes:
     """The (decompressed, for ``.gz``) bytes of ``path``, at most ``cap + 1`` of them: a result longer
     than ``cap`` means the file is over it, and nothing past the cap was read or decompressed."""

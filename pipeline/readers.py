@@ -35,6 +35,7 @@ from pipeline.limits import (
     CsvLines,
     RowTooLong,
     bounded_lines,
+    json_too_big,
     parquet_batch_size,
     read_capped,
 )
@@ -143,12 +144,8 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
         yield RawRow(str(path), 1, error=unreadable_rest(e, None))
         return
     if len(data) > cap:  # JSON lines (its first line a record on its own) stream; an array is not read
-        if parse_json(data.split(b"\n", 1)[0].decode("utf-8-sig", "replace"))[1] is None:
-            yield from iter_jsonl(path, max_record_bytes)
-        else:
-            yield RawRow(str(path), 1, error=f"the file is over {cap} bytes ({JSON_FILE_RECORDS} x max_record_bytes) and "
-                         "is not JSON lines (its first line is no record on its own): a .json array is parsed whole, "
-                         "so none of it is read; convert it to JSON lines (one record per line, named .jsonl)")
+        lines = parse_json(data.split(b"\n", 1)[0].decode("utf-8-sig", "replace"))[1] is None
+        yield from iter_jsonl(path, max_record_bytes) if lines else [RawRow(str(path), 1, error=json_too_big(cap))]
         return
     try:
         text, utf8 = data.decode("utf-8-sig"), True
@@ -197,25 +194,23 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
           _io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="") as f):
         lines = CsvLines(f, limit)
         reader = csv.DictReader(lines)
-        i = 0
+        i = line = 0
         while True:
-            line = reader.line_num
             try:
-                if not line:  # the header, on a budget of its own (line_num is 0 until it is read)
+                if not reader.line_num:  # the header, on a budget of its own (line_num is 0 until it is read)
                     lines.start_row()
                     if reader.fieldnames and lines.over:
-                        yield RawRow(str(path), 1, error=f"the header row is over max_record_bytes={limit}; none of "
-                                                         "the file is read")
-                        return
+                        raise RowTooLong(f"over max_record_bytes={limit}")
+                line = reader.line_num
                 lines.start_row()
                 rec = next(reader, None)
-            except RowTooLong as e:  # reader.line_num is still 0 if it was the header
+            except RowTooLong as e:  # line is 0 if it was the header
                 i += 1
                 yield RawRow(str(path), i, error=f"record is {e} (a CSV row; reading goes on at the next line)"
-                             if reader.line_num else f"the header row is {e}; none of the file is read")
-                if reader.line_num:
-                    continue
-                return
+                             if line else f"the header row is {e}; none of the file is read")
+                if not line:
+                    return
+                continue
             except csv.Error as e:
                 i += 1
                 yield RawRow(str(path), i, error=f"invalid CSV: {e}")
@@ -241,9 +236,9 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
 
 
 def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
-    """Rows of a Parquet file, one row group at a time. A row group that cannot be decoded is one
-    error row naming how many of its rows are lost, and reading goes on with the next; a file whose
-    footer cannot be read is one error row."""
+    """Rows of a Parquet file, a row group at a time, in batches of about ``max_record_bytes`` (``parquet_batch_size``).
+    A row group that cannot be decoded is one error row naming how many of its rows are lost, and reading goes
+    on with the next; a file whose footer cannot be read is one error row."""
     try:
         pf = pq.ParquetFile(path, page_checksum_verification=True)  # where the writer stored page CRCs
         sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
