@@ -87,14 +87,21 @@ def stand_ins(text: str) -> str:
     return _RUNS.sub(_stand_in, text)
 
 
+def csv_field_limit(limit: int) -> int:
+    """``csv.field_size_limit`` for rows of at most ``limit`` characters read through ``CsvLines``: a field
+    never trips it (a row over the limit is rejected whole), even with the stand-ins of a row over it."""
+    return 2 * limit + 1
+
+
 class CsvLines:
     """The lines of text file ``f`` for ``csv.reader`` (excel dialect), read in pieces of at most ``limit + 1``
     characters, counting the characters of the current row (``start_row`` starts the count again).
 
     Once the row is over ``limit`` (``over``), the rest of it reaches the csv module as stand-ins that parse
-    to the same structure (``_RUNS``) but hold a few characters per quote: the row still ends where it
-    ends, so the next row is read right, and its text is never held. Only a line whose stand-ins are over
-    the limit too raises ``RowTooLong`` (the csv reader passes it on), and the next row starts at the next line.
+    to the same structure (``_RUNS``) but hold a few characters per run of quotes: the row still ends where
+    it ends, so the next row is read right, and its text is never held. The csv module so holds at most
+    ``2 * limit`` characters of a row (``csv_field_limit``); only a row whose stand-ins are over the limit too
+    raises ``RowTooLong`` (the csv reader passes it on), and the next row starts at the next line.
     """
 
     def __init__(self, f: IO[str], limit: int) -> None:
@@ -111,18 +118,19 @@ class CsvLines:
         if not line:
             raise StopIteration
         if not self.over:
-            self.size += len(line)
-            if self.size <= self.limit:
+            if self.size + len(line) <= self.limit:
+                self.size += len(line)
                 return line
             self.over = True
         stand = stand_ins(line)
-        while not line.endswith(("\n", "\r")) and (line := self.f.readline(self.limit + 1)):
+        while len(stand) <= self.limit and not line.endswith(("\n", "\r")) and (line := self.f.readline(self.limit + 1)):
             stand = stand_ins(stand + line)  # a stand-in stands in for itself: runs merge
-            if len(stand) > self.limit:
-                while line and not line.endswith(("\n", "\r")):
-                    line = self.f.readline(self.limit + 1)
-                raise RowTooLong(f"over max_record_bytes={self.limit}")
-        return stand
+        self.size += len(stand)  # the row's text up to the limit, then its stand-ins up to the limit again
+        if self.size <= 2 * self.limit and (not line or line.endswith(("\n", "\r"))):  # a whole line, or the last
+            return stand
+        while line and not line.endswith(("\n", "\r")):
+            line = self.f.readline(self.limit + 1)
+        raise RowTooLong(f"over max_record_bytes={self.limit}")
 
 
 def parquet_batch_size(group_bytes: int, group_rows: int, limit: int) -> int:

@@ -35,6 +35,7 @@ from pipeline.limits import (
     CsvLines,
     RowTooLong,
     bounded_lines,
+    csv_field_limit,
     json_too_big,
     parquet_batch_size,
     read_capped,
@@ -188,7 +189,7 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
     cannot read, or one over the limit, is an error row.
     """
     limit = max_record_bytes or 1 << 30
-    csv.field_size_limit(limit)  # the module's limit is global: set for each file
+    csv.field_size_limit(csv_field_limit(limit))  # the module's limit is global: set for each file
     # Bad bytes are kept as lone surrogates (not replaced by U+FFFD), so the row that holds them is an error row.
     with (_open_binary(path) as raw,
           _io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="") as f):

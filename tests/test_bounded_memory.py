@@ -9,6 +9,7 @@ import gzip
 import io
 import json
 import tracemalloc
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,6 +22,7 @@ from pipeline.limits import stand_ins
 from pipeline.readers import iter_records
 from stages.ingest import ingest_source
 
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 LIMIT = 1000  # max_record_bytes in these tests: a .json file may hold 16 x 1000 bytes
 
 
@@ -78,6 +80,24 @@ def test_a_csv_row_over_the_limit_is_a_reject_that_is_never_held_whole(tmp_path)
     res = _ingest(path)
     assert [r["reason"].split(":")[1] for r in res.rejects] == ["2", "4", "6"]
     assert [d["text"] for d in res.rows["documents"]] == ["first", "second", "third", "fourth"]
+
+
+def test_real_csv_rows_over_the_limit_are_rejects_and_every_other_row_is_read_as_before(tmp_path):
+    """Real WildChat turns (quotes, commas, multi-line text) as CSV: the 7 rows over 20,000 characters are
+    rejects, the 582 others read exactly as under the shipped limit (the csv module's field limit used to stop
+    the file at the first long field, losing every row after it)."""
+    chats = [json.loads(line) for line in (REAL / "wildchat_sample" / "conversations.jsonl").open()]
+    with (tmp_path / "w.csv").open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["id", "user", "reply"])
+        out.writerows([c["id"], *(m["content"] for m in c["messages"][:2])] for c in chats)
+    small = list(iter_records(str(tmp_path / "w.csv"), max_record_bytes=20_000))
+    full = list(iter_records(str(tmp_path / "w.csv"), max_record_bytes=4 << 20))
+    assert len(small) == len(full) == len(chats) == 589 and all(r.error is None for r in full)
+    assert [r.row for r in small if r.error] == [
+        i + 1 for i, c in enumerate(chats) if sum(len(m["content"]) for m in c["messages"][:2]) > 20_000]
+    assert {r.error for r in small if r.error} == {"record is over max_record_bytes=20000 (a CSV row)"}
+    assert [r.value for r in small if not r.error] == [f.value for f, r in zip(full, small, strict=True) if not r.error]
 
 
 @given(st.text(alphabet='ab,"\r\n', max_size=60))
