@@ -52,10 +52,10 @@ def bounded_lines(f, limit: int | None) -> Iterator[tuple[bytes, int]]:
 
 
 def json_too_big(cap: int) -> str:
-    """The reason a .json file over ``cap`` (JSON_FILE_RECORDS x max_record_bytes) that is not JSON lines is not read."""
-    return (f"the file is over {cap} bytes ({JSON_FILE_RECORDS} x max_record_bytes) and is not JSON lines (its first "
-            "line is no record on its own): a .json array is parsed whole, so none of it is read; convert it to "
-            "JSON lines (one record per line, named .jsonl)")
+    """Why a .json file over ``cap`` (``JSON_FILE_RECORDS`` x max_record_bytes), not JSON lines, is not read."""
+    return (f"the file is over {cap} bytes ({JSON_FILE_RECORDS} x max_record_bytes) and is not JSON lines "
+            "(its first line is no record on its own): a .json array is parsed whole, so none of it is read; "
+            "convert it to JSON lines (one record per line, named .jsonl)")
 
 
 def read_capped(path: Path, cap: int) -> bytes:
@@ -66,7 +66,7 @@ def read_capped(path: Path, cap: int) -> bytes:
 
 
 class RowTooLong(Exception):
-    """A CSV row whose very structure is over the limit (pathological quoting): the rest of its line was skipped."""
+    """A CSV row whose very structure is over the limit (pathological quoting); the rest of its line is skipped."""
 
 
 # A run of quotes, or of other characters on one line. The csv module's parse state after a run is the same as
@@ -94,8 +94,8 @@ def csv_field_limit(limit: int) -> int:
 
 
 class CsvLines:
-    """The lines of text file ``f`` for ``csv.reader`` (excel dialect), read in pieces of at most ``limit + 1``
-    characters, counting the characters of the current row (``start_row`` starts the count again).
+    """The lines of text file ``f`` for ``csv.reader`` (excel dialect), read in pieces of at most
+    ``limit + 1`` characters, counting the characters of the current row (``start_row`` starts again).
 
     Once the row is over ``limit`` (``over``), the rest of it reaches the csv module as stand-ins that parse
     to the same structure (``_RUNS``) but hold a few characters per run of quotes: the row still ends where
@@ -123,12 +123,13 @@ class CsvLines:
                 return line
             self.over = True
         stand = stand_ins(line)
-        while len(stand) <= self.limit and not line.endswith(("\n", "\r")) and (line := self.f.readline(self.limit + 1)):
+        ended = ("\n", "\r")
+        while len(stand) <= self.limit and not line.endswith(ended) and (line := self.f.readline(self.limit + 1)):
             stand = stand_ins(stand + line)  # a stand-in stands in for itself: runs merge
         self.size += len(stand)  # the row's text up to the limit, then its stand-ins up to the limit again
-        if self.size <= 2 * self.limit and (not line or line.endswith(("\n", "\r"))):  # a whole line, or the last
+        if self.size <= 2 * self.limit and (not line or line.endswith(ended)):  # a whole line, or the last one
             return stand
-        while line and not line.endswith(("\n", "\r")):
+        while line and not line.endswith(ended):
             line = self.f.readline(self.limit + 1)
         raise RowTooLong(f"over max_record_bytes={self.limit}")
 
