@@ -8,6 +8,7 @@ compressed file that breaks off, a Parquet row group that cannot be decoded or a
 ``<row>`` is an error row and reading goes on with what can still be read. Only a source that
 cannot be opened at all (no such file, unknown type, an unreachable ``hf://`` set), or an ``hf://``
 stream that breaks off (a rerun reads it whole), raises ``SourceError``, with one line naming it.
+Whatever the bytes, reading holds about ``max_record_bytes`` at a time (``pipeline.limits``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline import limits
 from pipeline.encodings import batch_rows, encoding_error, not_utf8_field
 from pipeline.errors import SourceError
 from pipeline.jsontext import array_elements, check_value, parse_json, preview_of
@@ -73,13 +75,6 @@ def expand_paths(path: str) -> list[Path]:
     return files
 
 
-def _open_text(path: Path) -> bytes:
-    data = path.read_bytes()
-    if path.suffix == ".gz":
-        data = gzip.decompress(data)
-    return data
-
-
 def _open_binary(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
@@ -89,31 +84,6 @@ def _suffix(path: Path) -> str:
     return suffixes[-1].lower() if suffixes else ""
 
 
-def _lines(f, limit: int | None) -> Iterator[tuple[bytes, int]]:
-    """(line, its length) for every b"\\n"-terminated line of ``f``, newline removed.
-
-    A line longer than ``limit`` is never held whole: its first ``limit + 1`` bytes come back with
-    the full length, and the rest is skipped in 1 MiB steps.
-    """
-    while True:
-        line = f.readline(limit + 1) if limit else f.readline()
-        if not line:
-            return
-        if line.endswith(b"\n"):
-            yield line[:-1], len(line) - 1
-            continue
-        n = len(line)
-        while limit:  # an over-long line (or the file's last line, which has no newline)
-            more = f.readline(1 << 20)
-            if not more:
-                break
-            if more.endswith(b"\n"):
-                n += len(more) - 1
-                break
-            n += len(more)
-        yield line, n
-
-
 def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
     """JSON lines split on b"\\n" only (U+2028 inside strings is content, not a line break).
 
@@ -121,7 +91,7 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
     A UTF-8 byte order mark at the start of a line is skipped.
     """
     with _open_binary(path) as f:
-        lines = _lines(f, max_record_bytes)
+        lines = limits.bounded_lines(f, max_record_bytes)
         i = 0
         while True:
             try:
@@ -160,10 +130,16 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
     deep nesting, a syntax error, a file cut short) is split into its elements without parsing them
     and each is parsed on its own: only the bad ones are error rows.
     """
+    cap = limits.JSON_FILE_RECORDS * (max_record_bytes or 1 << 30)
     try:
-        data = _open_text(path)
+        data = limits.read_capped(path, cap)
     except UNREADABLE as e:
         yield RawRow(str(path), 1, error=unreadable_rest(e, None))
+        return
+    if len(data) > cap:  # JSON lines (its first line a record on its own) stream; an array is not read
+        lines = parse_json(data.split(b"\n", 1)[0].decode("utf-8-sig", "replace"))[1] is None
+        yield from iter_jsonl(path, max_record_bytes) if lines else [RawRow(str(path), 1,
+                                                                            error=limits.json_too_big(cap))]
         return
     try:
         text, utf8 = data.decode("utf-8-sig"), True
@@ -202,18 +178,33 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
 def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
     """CSV with a header row, streamed record by record (quoted fields may span lines).
 
-    A field may be as long as ``max_record_bytes``; a row the csv module cannot read is an error row.
+    A field may be as long as ``max_record_bytes``, and so may a row (``limits.CsvLines``); a row the csv module
+    cannot read, or one over the limit, is an error row.
     """
-    csv.field_size_limit(max_record_bytes or 1 << 30)  # the module's limit is global: set for each file
+    limit = max_record_bytes or 1 << 30
+    csv.field_size_limit(limits.csv_field_limit(limit))  # the module's limit is global: set for each file
     # Bad bytes are kept as lone surrogates (not replaced by U+FFFD), so the row that holds them is an error row.
     with (_open_binary(path) as raw,
           _io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="") as f):
-        reader = csv.DictReader(f)
-        i = 0
+        lines = limits.CsvLines(f, limit)
+        reader = csv.DictReader(lines)
+        i = line = 0
         while True:
-            line = reader.line_num
             try:
+                if not reader.line_num:  # the header, on a budget of its own (line_num is 0 until it is read)
+                    lines.start_row()
+                    if reader.fieldnames and lines.over:
+                        raise limits.RowTooLong(f"over max_record_bytes={limit}")
+                line = reader.line_num
+                lines.start_row()
                 rec = next(reader, None)
+            except limits.RowTooLong as e:  # line is 0 if it was the header
+                i += 1
+                yield RawRow(str(path), i, error=f"record is {e} (a CSV row; reading goes on at the next line)"
+                             if line else f"the header row is {e}; none of the file is read")
+                if not line:
+                    return
+                continue
             except csv.Error as e:
                 i += 1
                 yield RawRow(str(path), i, error=f"invalid CSV: {e}")
@@ -230,15 +221,19 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                                                  "only): rename them so each column has its own name")
                 return
             i += 1
+            if lines.over:  # read to its end through stand-ins (limits.CsvLines), so the next row is read right
+                yield RawRow(str(path), i, error=f"record is over max_record_bytes={limit} (a CSV row)")
+                continue
             bad = not_utf8_field(rec)
             yield RawRow(str(path), i, value=None if bad else dict(rec), raw=preview_of(rec),
                          error=f"invalid UTF-8 in field {bad!r}" if bad else None)
 
 
 def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
-    """Rows of a Parquet file, one row group at a time. A row group that cannot be decoded is one
-    error row naming how many of its rows are lost, and reading goes on with the next; a file whose
-    footer cannot be read is one error row."""
+    """Rows of a Parquet file, a row group at a time, in batches of about ``max_record_bytes``
+    (``limits.parquet_batch_size``). A row group that cannot be decoded is one error row naming how many
+    of its rows are lost, and reading goes on with the next; a file whose footer cannot be read is one
+    error row."""
     try:
         pf = pq.ParquetFile(path, page_checksum_verification=True)  # where the writer stored page CRCs
         sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
@@ -248,8 +243,9 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
     first = 1  # row number of the group's first row
     for g, size in enumerate(sizes):
         i = first - 1
+        rows = limits.parquet_batch_size(pf.metadata.row_group(g).total_byte_size, size, max_record_bytes or 1 << 30)
         try:
-            for batch in pf.iter_batches(batch_size=10_000, row_groups=[g]):
+            for batch in pf.iter_batches(batch_size=rows, row_groups=[g]):
                 for rec, error in batch_rows(batch):
                     i += 1
                     yield RawRow(str(path), i, value=rec, error=error, raw="")

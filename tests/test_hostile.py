@@ -332,4 +332,4 @@ def test_csv_fields_up_to_max_record_bytes_and_a_row_over_it(tmp_path):
     res = _ingest_docs(tmp_path / "t.csv")  # over the csv module's default field limit (131,072)
     assert _accounted(res) == (2, 2, 0) and max(len(d["text"]) for d in res.rows["documents"]) == 200_000
     res = ingest_source(Source(name="d", kind="documents", path=str(tmp_path / "t.csv"), format="documents"), 150_000)
-    assert _accounted(res) == (2, 1, 1) and "invalid CSV: field larger than field limit" in res.rejects[0]["reason"]
+    assert _accounted(res) == (2, 1, 1) and "t.csv:1: record is over max_record_bytes=150000" in res.rejects[0]["reason"]
