@@ -6,6 +6,7 @@
 
     python bench/bounded_readers.py            # 100,000 rows of ~3-5 KB
     python bench/bounded_readers.py --rows 20000
+    python bench/bounded_readers.py --smoke    # a tiny run that checks the script works
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--smoke", action="store_true", help="a tiny run that checks the script works")
     args = ap.parse_args()
+    if args.smoke:
+        args.rows, args.repeat = 500, 1
     rng = random.Random(0)
     texts = ["word " * rng.randint(100, 1800) for _ in range(args.rows)]
     with tempfile.TemporaryDirectory() as tmp:
