@@ -326,7 +326,7 @@ def test_short_sentences_are_never_taken_for_pasted_text():
 
 def test_the_least_sure_uncertainty_sets_the_confidence():
     # no cue, after a refusal (0.7) and in another language (0.75): the verdict is as sure as the least sure
-    row = run(["Wie spät ist es jetzt in Berlin?"], prev="I'm sorry, but I can't help with that.").row(0, named=True)
+    row = run(["Сколько сейчас времени в Москве?"], prev="I'm sorry, but I can't help with that.").row(0, named=True)
     assert not row["sat"] and not row["dsat"] and row["confidence"] == 0.7
 
 
