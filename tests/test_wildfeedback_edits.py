@@ -132,6 +132,13 @@ def test_a_counter_claim_with_a_number_the_answer_does_not_hold():
         assert "counter_claim" not in (row["rationale"] or ""), row
 
 
+def test_a_long_statement_with_a_new_number_is_a_story_not_a_counter_claim():
+    answer = "The Eiffel Tower is 330 metres tall and was completed in 1887."
+    story = "I think my grandmother told me once that our old family house was built in 1923 or so"  # 18 words
+    row = run([(story, answer, "how tall is the eiffel tower")])[0]
+    assert "counter_claim" not in (row["rationale"] or ""), row
+
+
 def test_asking_where_a_claim_came_from_is_a_factual_challenge():
     rows = run([(t, STORY, ASK) for t in ["source?", "where did you get that", "that doesn't sound right"]])
     for row in rows:
