@@ -456,6 +456,30 @@ def test_to_pairs_and_to_responses_meet_the_contracts():
     assert detail["logprob_policy"] == -3.0 and detail["n_tokens_reference"] == 2
 
 
+def test_pairs_keep_each_sides_score_and_finish_reason():
+    prompts = check_table(
+        pa.table({"prompt_id": ["p1"], "messages": [user("q")], "source": ["s"], "origin_id": ["o"]}), "prompts")
+    scored = _scored({"p1": [2.0, -1.0]}).with_columns(  # the rejected side was cut at the token limit
+        finish_reason=pl.Series(["stop", "length"]))
+    pairs, _ = selfie.pick_pairs(scored, iteration=1)
+    flagged = selfie.flag_noise(pairs, beta=0.1, refine_fraction=0.0, alpha=0.1)
+    out = selfie_output.to_pairs(
+        flagged, prompts, iteration=1, policy="pol", reference="ref", length_normalize=False, fp="fp"
+    ).to_pylist()[0]
+    assert (out["score_chosen"], out["score_rejected"]) == (2.0, -1.0)
+    lineage = json.loads(out["lineage"])
+    assert (lineage["chosen_finish_reason"], lineage["rejected_finish_reason"]) == ("stop", "length")
+
+
+def test_reward_report_warns_only_when_every_reward_is_zero_and_confidence_one_is_in_the_top_bin():
+    report = selfie_output.reward_report(pl.DataFrame({"reward": [0.0, 1.5, -0.5]}))
+    assert report["all_zero"] is False and "warning" not in report
+    pairs = pl.DataFrame({"confidence": [1.0, 0.0], "noisy": [False, True], "margin": [9.0, 0.0],
+                          "chosen_text": ["a", "b"], "rejected_text": ["c", "d"],
+                          "chosen_n_tokens_policy": [1, 1], "rejected_n_tokens_policy": [1, 1]})
+    assert selfie_output.pair_report(pairs)["confidence_histogram"]["counts"] == [1] + [0] * 8 + [1]
+
+
 def test_policy_equal_reference_gives_zero_rewards_no_pairs_and_a_report():
     batch = pa.table(
         {
