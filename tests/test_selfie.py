@@ -771,6 +771,18 @@ def test_a_kept_iteration_from_another_split_is_an_error(tmp_path, monkeypatch):
         selfie.main(params)
 
 
+def test_rerunning_an_iteration_under_a_new_split_replaces_its_folder(tmp_path, monkeypatch):
+    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
+    selfie.main(_project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref"))
+    split = {"seed": 2000, "pools": [8000, 20000, 30000], "test": 1000, "shuffle_seed": 7}
+    selfie.main(_project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", split=split))
+    root = tmp_path / "data/selfie/pairs"
+    assert sorted(d.name for d in root.iterdir()) == ["iteration=1", "seed"]
+    pairs = _pairs(tmp_path)
+    assert pairs.get_column("pair_id").n_unique() == pairs.height  # no stale shard of the first run is kept
+    assert _metrics(tmp_path)["iterations"] == {"iteration=1": pairs.filter(pl.col("source") == "iteration_1").height}
+
+
 def test_the_flat_layout_of_earlier_versions_is_moved_into_iteration_folders(tmp_path, monkeypatch):
     from pipeline.io import write_shards
 
