@@ -163,6 +163,12 @@ def test_near_duplicates_drop_all_but_the_first_of_a_group():
     }
 
 
+def test_the_kept_near_duplicate_is_the_first_by_doc_id_whatever_the_input_order():
+    long_doc = ENGLISH + " " + ENGLISH.replace("grinder", "mill").replace("coffee", "tea")
+    docs = docs_frame([("z", long_doc.replace("weekends", "holidays")), ("a", long_doc)])  # true Jaccard 0.88
+    assert _near_dup(docs, make_params(near_duplicate_threshold=0.7).pugc) == {"a": None, "z": "near_duplicate"}
+
+
 # --- 2. queries ----------------------------------------------------------------------------------
 
 
