@@ -144,3 +144,10 @@ def test_asking_where_a_claim_came_from_is_a_factual_challenge():
     for row in rows:
         assert "Factual_Error:where_from" in (row["rationale"] or ""), row
     assert not run([("Where did you get the idea for dragons in stories, historically?", STORY, ASK)])[0]["dsat"]
+
+
+def test_one_more_time_is_a_retry_and_a_bare_include_goes_to_the_model():
+    answer = "Here is a short overview of the topic you asked about, with three options to choose from."
+    retry, include = run([("One more time, please.", answer, None), ("include the dates of each battle", answer, None)])
+    assert "Revision:try_again" in (retry["rationale"] or ""), retry
+    assert "Revision:include_phrase" in include["rationale"] and include["confidence"] < ROUTE_BELOW, include
