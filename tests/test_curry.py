@@ -287,6 +287,13 @@ def test_lineage_is_valid_json_when_ids_need_escaping():
     assert (lin["prompt_id"], lin["chosen_id"], lin["rejected_id"]) == ('p"1', "a\\b", "c\nd")
 
 
+def test_lineage_is_valid_json_when_only_a_backslash_or_only_the_last_id_needs_escaping():
+    for ids in (["dir\\x1", "b"], ["a", 'b"'], ["a", "b\t"]):  # a backslash alone; a quote or tab in the last id
+        rows, _ = build([prompt("p1")], [resp("p1", ids[0], 2), resp("p1", ids[1], 1)])
+        lin = json.loads(rows[0]["lineage"])
+        assert (lin["chosen_id"], lin["rejected_id"]) == tuple(ids), ids
+
+
 def test_empty_input_gives_no_pairs():
     rows, m = build([prompt("p1")], [resp("p1", "a", None)])
     assert rows == [] and m["pairs"]["written"] == 0 and m["gap"]["histogram"] == {"edges": [], "counts": []}

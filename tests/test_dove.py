@@ -622,6 +622,13 @@ def _decided(rows, outcomes, conditional=False):
                               truncated=pl.lit(False), failure=pl.lit(None, pl.String))
 
 
+def test_instructions_are_numbered_densely_with_their_first_row_and_count():
+    items = pl.DataFrame({"instruction_text": ["a", "a", "a", "b", "c", "c"], "item_id": list("123456")})
+    items, instructions = I.index_instructions(items)
+    assert items["inst"].to_list() == [0, 0, 0, 1, 2, 2]
+    assert instructions.rows() == [(0, "a", 0, 3), (1, "b", 3, 1), (2, "c", 4, 2)]
+
+
 def test_contradictions_gold_wins_and_labels_judged_both_ways_are_dropped():
     gold_pairs = to_table([{"pair_id": "g1", "prompt": user("Name a fruit."),
                             "chosen": [{"role": "assistant", "content": "Apple."}],

@@ -93,3 +93,13 @@ def test_sharded_search_finds_a_partner_in_another_shard(instructions):
     approx, _ = nearest_partners(x, k=1, max_similarity=0.95, exact_max=0)
     assert exact[0, 0] == 255 and exact[255, 0] == 0
     assert approx[0, 0] == 255 and approx[255, 0] == 0
+
+
+@pytest.mark.parametrize("exact_max", [100, 0])  # the exact search, and the approximate one
+def test_an_empty_row_never_partners_itself_and_ties_go_to_the_lower_index(exact_max):
+    # row 0 is empty (every cosine 0, its own included): only other rows, in row order, may be its partners
+    h = np.sqrt(0.5)
+    x = np.array([[0, 0], [1, 0], [0, 1], [0.6, 0.8], [0.8, 0.6], [h, h]], dtype=np.float32)
+    partners, sims = nearest_partners(x, k=2, max_similarity=1.0, exact_max=exact_max)
+    assert partners[0].tolist() == [1, 2] and sims[0].tolist() == [0.0, 0.0]
+    assert not (partners == np.arange(len(x))[:, None]).any()

@@ -102,3 +102,44 @@ def test_redacted_in_every_message_column():
     assert out["prompt"][0][0]["content"] == "My email is [REDACTED_EMAIL], call [REDACTED_PHONE]"
     assert out["rejected"][0][0] == {"role": "assistant", "content": "IP [REDACTED_IP]"}
     assert not find(out.select(text_of("chosen"))[:, 0], KINDS)[0].any()
+
+
+def test_near_misses_each_validator_rejects_stay_unchanged():
+    """One near-miss per validator rule (mutation audit 2): each is what the rule exists to keep."""
+    texts = [
+        "see 1.3.6.1.4.1",  # a dotted number longer than four parts (no version word before it)
+        "256.1.1.1",  # an octet over 255
+        "01.02.03.04",  # zero-padded octets are a date or a version, not an address
+        "sprite@2x.avif",  # a retina asset name, extension not in FILE_EXTENSIONS
+        "logo@site.png",  # a file name
+        "secret=" + "AbCd1234" * 5,  # 40 base64 characters but low entropy (3 bits)
+        "token: k3j9x0q2m8v7b1n5c4z6l0p9o8i7u6y5t4r3e2w1",  # no upper case: not an AWS secret
+        "ID 02079460958",  # a national number without separators is a plain digit run
+        "loss 0.30 1234567",  # a decimal then a count in a table row, not a trunk-prefixed number
+        "7111 1111 1111 1114",  # passes Luhn but no card network starts with 7
+    ]
+    out, counts = redact(pl.Series(texts), KINDS)
+    assert out.to_list() == texts and sum(counts.values()) == 0, out.to_list()
+
+
+def test_boundary_positives_and_what_the_marker_keeps():
+    texts = ["card 4222222222222",  # a 13-digit Visa test number: the shortest card length
+             "ring +683 4002 now",  # Niue: a valid international number of 7 digits, the shortest
+             "hf_" + "a1B2c3D4e5" * 3,  # a Hugging Face token of exactly 30 characters
+             "Authorization: Bearer abcdefghijklmnop1234"]  # the word "Bearer" is kept
+    out, _ = redact(pl.Series(texts), KINDS)
+    assert out.to_list() == ["card [REDACTED_CREDIT_CARD]", "ring [REDACTED_PHONE] now", "[REDACTED_HF_TOKEN]",
+                             "Authorization: Bearer [REDACTED_TOKEN]"]
+
+
+def test_counts_only_the_validated_candidates_of_a_row():
+    out, counts = redact(pl.Series(["cards 4111 1111 1111 1111 and 4111 1111 1111 1112"]), ["credit_card"])
+    assert out[0] == "cards [REDACTED_CREDIT_CARD] and 4111 1111 1111 1112" and counts == {"credit_card": 1}
+
+
+def test_json_pii_behind_an_escape_is_found_and_non_ascii_stays_readable():
+    docs = pl.Series([json.dumps({"note": "call me:\n+49 30 123456"}),  # raw text: "\n+49" reads as "n+49"
+                      json.dumps({"note": "Grüße, ann@example.org"}, ensure_ascii=False)])
+    out, counts = redact_json(docs, KINDS)
+    assert out.to_list() == ['{"note": "call me:\\n[REDACTED_PHONE]"}', '{"note": "Grüße, [REDACTED_EMAIL]"}']
+    assert counts["phone"] == 1 and counts["email"] == 1

@@ -163,6 +163,15 @@ def test_near_duplicates_drop_all_but_the_first_of_a_group():
     }
 
 
+def test_the_kept_near_duplicate_is_the_first_by_doc_id_whatever_the_input_order():
+    long_doc = ENGLISH + " " + ENGLISH.replace("grinder", "mill").replace("coffee", "tea")
+    cfg = make_params(near_duplicate_threshold=0.7).pugc
+    docs = quality_filter(docs_frame([("a", long_doc), ("z", long_doc.replace("weekends", "holidays"))]), cfg)
+    signed = pl.from_arrow(minhash_step(docs.to_arrow(), shingle_words=cfg.shingle_words, num_perm=cfg.minhash_perms))
+    # the minhash step's batches may come back in any order: the filter itself orders by doc_id (Jaccard 0.88)
+    assert reasons(near_duplicate_filter(signed.reverse(), cfg)) == {"a": None, "z": "near_duplicate"}
+
+
 # --- 2. queries ----------------------------------------------------------------------------------
 
 

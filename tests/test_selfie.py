@@ -456,6 +456,30 @@ def test_to_pairs_and_to_responses_meet_the_contracts():
     assert detail["logprob_policy"] == -3.0 and detail["n_tokens_reference"] == 2
 
 
+def test_pairs_keep_each_sides_score_and_finish_reason():
+    prompts = check_table(
+        pa.table({"prompt_id": ["p1"], "messages": [user("q")], "source": ["s"], "origin_id": ["o"]}), "prompts")
+    scored = _scored({"p1": [2.0, -1.0]}).with_columns(  # the rejected side was cut at the token limit
+        finish_reason=pl.Series(["stop", "length"]))
+    pairs, _ = selfie.pick_pairs(scored, iteration=1)
+    flagged = selfie.flag_noise(pairs, beta=0.1, refine_fraction=0.0, alpha=0.1)
+    out = selfie_output.to_pairs(
+        flagged, prompts, iteration=1, policy="pol", reference="ref", length_normalize=False, fp="fp"
+    ).to_pylist()[0]
+    assert (out["score_chosen"], out["score_rejected"]) == (2.0, -1.0)
+    lineage = json.loads(out["lineage"])
+    assert (lineage["chosen_finish_reason"], lineage["rejected_finish_reason"]) == ("stop", "length")
+
+
+def test_reward_report_warns_only_when_every_reward_is_zero_and_confidence_one_is_in_the_top_bin():
+    report = selfie_output.reward_report(pl.DataFrame({"reward": [0.0, 1.5, -0.5]}))
+    assert report["all_zero"] is False and "warning" not in report
+    pairs = pl.DataFrame({"confidence": [1.0, 0.0], "noisy": [False, True], "margin": [9.0, 0.0],
+                          "chosen_text": ["a", "b"], "rejected_text": ["c", "d"],
+                          "chosen_n_tokens_policy": [1, 1], "rejected_n_tokens_policy": [1, 1]})
+    assert selfie_output.pair_report(pairs)["confidence_histogram"]["counts"] == [1] + [0] * 8 + [1]
+
+
 def test_policy_equal_reference_gives_zero_rewards_no_pairs_and_a_report():
     batch = pa.table(
         {
@@ -745,6 +769,18 @@ def test_a_kept_iteration_from_another_split_is_an_error(tmp_path, monkeypatch):
     )
     with pytest.raises(StageError, match=r"iteration=1: \d+ of its 5 pairs have prompts outside pool_1"):
         selfie.main(params)
+
+
+def test_rerunning_an_iteration_under_a_new_split_replaces_its_folder(tmp_path, monkeypatch):
+    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
+    selfie.main(_project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref"))
+    split = {"seed": 2000, "pools": [8000, 20000, 30000], "test": 1000, "shuffle_seed": 7}
+    selfie.main(_project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", split=split))
+    root = tmp_path / "data/selfie/pairs"
+    assert sorted(d.name for d in root.iterdir()) == ["iteration=1", "seed"]
+    pairs = _pairs(tmp_path)
+    assert pairs.get_column("pair_id").n_unique() == pairs.height  # no stale shard of the first run is kept
+    assert _metrics(tmp_path)["iterations"] == {"iteration=1": pairs.filter(pl.col("source") == "iteration_1").height}
 
 
 def test_the_flat_layout_of_earlier_versions_is_moved_into_iteration_folders(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pytest
 
 import pipeline.llm
@@ -357,3 +358,29 @@ def test_tiny_engine_detector_summaries_and_judge_are_schema_valid():
     judged = judge(table, get_engine(params.llm), template_text=prompt("judge"), context_messages=4, max_chars=300)
     for a, b in zip(judged["p_chosen_first"].to_pylist(), judged["p_chosen_second"].to_pylist(), strict=True):
         assert 0 <= a <= 1 and 0 <= b <= 1
+
+
+def test_llm_overrides_and_agree_send_the_recall_sample_of_unflagged_turns_too():
+    turns = wf.scan(frame(), make_params(recall_sample=0.0).wildfeedback)[0]
+    assert not (turns["sat"] | turns["dsat"]).all()  # some turns the rules left unflagged
+    for combine in ("llm_overrides", "agree"):
+        assert det.route(turns, make_params(recall_sample=1.0, combine=combine).wildfeedback).all()
+
+
+class _AboutAnEarlierTurn:
+    """A model that hears feedback in the turn but says it is not about the answer just before."""
+
+    def generate(self, prompts, n=1, sampling=None, schema=None):
+        return [[det.FeedbackJudgment(rationale="thanks for an earlier answer", sat=True, sat_categories=["Gratitude"],
+                                      dsat=True, dsat_categories=["Factual_Error"], refers_to_preceding=False)]
+                for _ in prompts]
+
+
+def test_a_verdict_about_an_earlier_turn_is_no_signal():
+    params = make_params(recall_sample=1.0)
+    rows = pa.Table.from_pylist([{"conversation_id": "c1", "user_turn": 2, "text": "Thanks, the first one was wrong.",
+                                  "prev": "Here is another poem.", "context": [{"role": "user", "content": "A poem."}]}])
+    out = det.llm_detect(rows, _AboutAnEarlierTurn(), sampling=params.llm.sampling, template_text=prompt("detect"),
+                         max_chars=100).to_pylist()[0]
+    assert out["ok"] and out["refers_to_preceding"] is False
+    assert (out["sat"], out["dsat"], out["sat_categories"], out["dsat_categories"]) == (False, False, [], [])

@@ -51,6 +51,12 @@ def test_a_trimmed_resend_is_revision_but_a_sub_question_is_not():
     assert not sub_question["dsat"], sub_question
 
 
+def test_a_resend_trimmed_to_under_half_its_words_is_still_revision():
+    request = "Write a short poem about the sea at night with stars, waves, a lighthouse and a lonely sailor"
+    row = run([("Write a short poem about the sea", "Here is a poem: waves...", request)])[0]  # Jaccard 7/16
+    assert row["dsat"] and "Revision:resend" in row["rationale"], row
+
+
 def test_the_answer_pasted_back_under_an_instruction_is_revision():
     answer = "The motivation that drives me to apply for this programme is my passion for computing.\nI also..."
     edit, question, other = run([

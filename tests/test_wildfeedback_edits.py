@@ -132,8 +132,22 @@ def test_a_counter_claim_with_a_number_the_answer_does_not_hold():
         assert "counter_claim" not in (row["rationale"] or ""), row
 
 
+def test_a_long_statement_with_a_new_number_is_a_story_not_a_counter_claim():
+    answer = "The Eiffel Tower is 330 metres tall and was completed in 1887."
+    story = "I think my grandmother told me once that our old family house was built in 1923 or so"  # 18 words
+    row = run([(story, answer, "how tall is the eiffel tower")])[0]
+    assert "counter_claim" not in (row["rationale"] or ""), row
+
+
 def test_asking_where_a_claim_came_from_is_a_factual_challenge():
     rows = run([(t, STORY, ASK) for t in ["source?", "where did you get that", "that doesn't sound right"]])
     for row in rows:
         assert "Factual_Error:where_from" in (row["rationale"] or ""), row
     assert not run([("Where did you get the idea for dragons in stories, historically?", STORY, ASK)])[0]["dsat"]
+
+
+def test_one_more_time_is_a_retry_and_a_bare_include_goes_to_the_model():
+    answer = "Here is a short overview of the topic you asked about, with three options to choose from."
+    retry, include = run([("One more time, please.", answer, None), ("include the dates of each battle", answer, None)])
+    assert "Revision:try_again" in (retry["rationale"] or ""), retry
+    assert "Revision:include_phrase" in include["rationale"] and include["confidence"] < ROUTE_BELOW, include

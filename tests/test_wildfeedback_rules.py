@@ -313,6 +313,23 @@ def test_sarcastic_thanks_is_not_satisfaction():
     assert not row["sat"] and row["dsat_categories"] == ["Negative_Feedback"]
 
 
+def test_thanks_with_a_contrast_word_is_not_sarcasm():
+    row = run(["Thanks, but this is useless."]).row(0, named=True)
+    assert row["sat_categories"] == ["Gratitude"] and row["dsat_categories"] == ["Negative_Feedback"]
+
+
+def test_short_sentences_are_never_taken_for_pasted_text():
+    prev = "Thank you. Here is the summary you asked for, in five short paragraphs."
+    row = run(["Thank you. Could you also add a short conclusion to it?"], prev=prev).row(0, named=True)
+    assert row["sat_categories"] == ["Gratitude"]  # "Thank you." is in prev too, but too short to be a paste
+
+
+def test_the_least_sure_uncertainty_sets_the_confidence():
+    # no cue, after a refusal (0.7) and in another language (0.75): the verdict is as sure as the least sure
+    row = run(["Сколько сейчас времени в Москве?"], prev="I'm sorry, but I can't help with that.").row(0, named=True)
+    assert not row["sat"] and not row["dsat"] and row["confidence"] == 0.7
+
+
 def test_long_pasted_documents_only_their_opening_counts():
     doc = "Please proofread this. " + "The weather was fine. " * 30 + "That's wrong, try again, you are useless."
     row = run([doc]).row(0, named=True)
