@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("pipeline", "stages")
+from tests.project_imports import ROOT, imported_names, module_file
+
 # Package markers that hold only a docstring (checked below): importing them runs no code.
 DOCSTRING_ONLY = {"pipeline/__init__.py", "stages/__init__.py"}
 # Stages without a model (no `llm` params) reach pipeline/llm only through `resolve_params`, which imports
@@ -26,30 +26,13 @@ DOCSTRING_ONLY = {"pipeline/__init__.py", "stages/__init__.py"}
 MODEL_FREE_EXEMPT = "pipeline/llm/"
 
 
-def _module_file(name: str) -> Path | None:
-    base = ROOT.joinpath(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
-
-
 def _imported(path: Path) -> set[Path]:
     """Project modules ``path`` imports anywhere in its source, with the packages that hold them."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{a.name}" for a in node.names)  # `from pkg import module`
     out = set()
-    for name in names:
+    for name in imported_names(path):
         parts = name.split(".")
-        if parts[0] not in PACKAGES:
-            continue
         for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
-            if (found := _module_file(".".join(parts[:i]))) is not None:
+            if (found := module_file(".".join(parts[:i]))) is not None:
                 out.add(found)
     return out
 

@@ -8,33 +8,16 @@ modules holds something the other should own: move it to the lower one instead o
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("pipeline", "stages")
+from tests.project_imports import PACKAGES, ROOT, imported_names, module_file
 
 
 def import_graph(root: Path) -> dict[str, set[str]]:
     """module file (relative to ``root``) -> the project module files it imports."""
-
-    def module_file(name: str) -> Path | None:
-        base = root.joinpath(*name.split("."))
-        for path in (base.with_suffix(".py"), base / "__init__.py"):
-            if path.is_file():
-                return path
-        return None
-
     graph = {}
     for path in sorted(p for pkg in PACKAGES for p in (root / pkg).rglob("*.py")):
-        names = set()
-        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
-                names.update(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names.add(node.module)
-                names.update(f"{node.module}.{a.name}" for a in node.names)  # `from pkg import module`
-        found = {module_file(n) for n in names if n.split(".")[0] in PACKAGES}
+        found = {module_file(n, root) for n in imported_names(path)}
         graph[path.relative_to(root).as_posix()] = {
             f.relative_to(root).as_posix() for f in found if f is not None and f != path and f.name != "__init__.py"
         }
