@@ -165,17 +165,17 @@ def bench_block(s: dict) -> str:
     return "\n\n".join([headline(s), gap(s), categories(s), languages(s), kinds(s), confidence(s)])
 
 
-def replace_block(text: str, block: str, path: Path) -> str:
-    start, end = MARK.format("start"), MARK.format("end")
+def replace_block(text: str, block: str, path: Path, mark: str = MARK) -> str:
+    start, end = mark.format("start"), mark.format("end")
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     if not pattern.search(text):
         raise SystemExit(f"{path}: no {start} ... {end} markers; add them where the tables belong")
     return pattern.sub(lambda _: f"{start}\n{block}\n{end}", text)
 
 
-def current_block(path: Path) -> str:
+def current_block(path: Path, mark: str = MARK) -> str:
     text = path.read_text(encoding="utf-8")
-    m = re.search(re.escape(MARK.format("start")) + r"\n(.*?)\n" + re.escape(MARK.format("end")), text, re.S)
+    m = re.search(re.escape(mark.format("start")) + r"\n(.*?)\n" + re.escape(mark.format("end")), text, re.S)
     return m.group(1) if m else ""
 
 

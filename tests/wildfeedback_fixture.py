@@ -9,6 +9,10 @@ rounds of rule tuning on the first round's dev part. Rows are sorted by conversa
 resend, insist_after_refusal, imperative_edit, factual_challenge, more_detail, misread_correction, other)
 and ``language``. Rules are tuned on ``dev`` only; ``test`` is read only to report.
 
+``tests/fixtures/wildchat_labels_second.jsonl``: 421 of those ``test`` turns labelled a second time, blind to
+the first labels and to the rules (see `load_wildchat_second`); bench/signals_agreement.py measures how far
+the two labellings agree.
+
 ``tests/fixtures/wildfeedback_labels.jsonl`` (the older set, OpenAssistant / HH-RLHF turns the first
 patterns were tuned on; not representative of chatbot logs). Texts are looked up by id:
 - ``oasst_en100``: ``tree_id`` + ``message_id`` of a prompter message whose parent is an assistant message
@@ -35,6 +39,9 @@ OASST = "oasst_en100/model/model_eval/manual/data/en_100_tree.jsonl"
 HH = "hh_rlhf/harmless-base/test.jsonl.gz"
 WILDCHAT_FIXTURE = Path(__file__).parent / "fixtures" / "wildchat_labels.jsonl"
 WILDCHAT = "wildchat_sample/conversations.jsonl"
+WILDCHAT_SECOND_FIXTURE = Path(__file__).parent / "fixtures" / "wildchat_labels_second.jsonl"
+LABEL_SCHEMA = {"sat": pl.Boolean, "dsat": pl.Boolean, "sat_categories": pl.List(pl.String),
+                "dsat_categories": pl.List(pl.String), "ambiguous": pl.Boolean}
 
 
 def wildchat_split(conversation_id: str) -> str:
@@ -102,8 +109,7 @@ def load_wildchat(real: Path) -> pl.DataFrame:
     assistant turn it answers) and ``prev_user`` (the user turn before ``prev``, null for none)."""
     labels = pl.read_ndjson(WILDCHAT_FIXTURE, schema={
         "source": pl.String, "conversation_id": pl.String, "user_turn": pl.Int64, "split": pl.String,
-        "sat": pl.Boolean, "dsat": pl.Boolean, "sat_categories": pl.List(pl.String),
-        "dsat_categories": pl.List(pl.String), "ambiguous": pl.Boolean, "kind": pl.String, "language": pl.String})
+        **LABEL_SCHEMA, "kind": pl.String, "language": pl.String})
     conv = wildchat_conversations(real, set(labels["conversation_id"]))
     msgs = conv.with_columns(pl.int_ranges(0, pl.col("messages").list.len()).alias("i")).explode("messages", "i")
     msgs = msgs.select("conversation_id", pl.col("i").alias("user_turn"), pl.col("messages").struct.field("content"))
@@ -116,6 +122,15 @@ def load_wildchat(real: Path) -> pl.DataFrame:
         raise KeyError(f"{WILDCHAT_FIXTURE}: {missing.height} labelled turns not found in {real / WILDCHAT}, "
                        f"first {missing.row(0, named=True)['conversation_id']}; is ../shared up to date?")
     return out
+
+
+def load_wildchat_second() -> pl.DataFrame:
+    """``tests/fixtures/wildchat_labels_second.jsonl``: a second, blind labelling of 421 ``test`` turns (the
+    128 test conversations with the smallest sha256(conversation_id) hex, taken in that order until >= 420
+    turns), by another session reading the same rubric without seeing the first labels or the rules' verdicts.
+    Ids and labels only, in the first fixture's order and columns (no split, kind or language)."""
+    return pl.read_ndjson(WILDCHAT_SECOND_FIXTURE, schema={
+        "source": pl.String, "conversation_id": pl.String, "user_turn": pl.Int64, **LABEL_SCHEMA})
 
 
 def detect_wildchat(real: Path) -> pl.DataFrame:
