@@ -317,11 +317,16 @@ def shard_files(path: str | Path) -> list[Path]:
     return sorted(path.glob("*.parquet"))
 
 
+def _must_exist(path: Path) -> None:
+    """An absent input shard set is an error that says what to do, never an empty input."""
+    if not path.exists():
+        raise SourceError(f"{path}: not found; run the stage that writes it first (`dvc repro`)")
+
+
 def read_table(path: str | Path, name: str | None = None, columns: list[str] | None = None) -> pa.Table:
     """Read a shard set (or a single Parquet file) into one table; an absent folder is an error that says which stage makes it."""
     path = Path(path)
-    if not path.exists():
-        raise SourceError(f"{path}: not found; run the stage that writes it first (`dvc repro`)")
+    _must_exist(path)
     files = shard_files(path)
     if not files:
         if name is not None:
@@ -343,7 +348,8 @@ def read_table(path: str | Path, name: str | None = None, columns: list[str] | N
 
 
 def iter_batches(path: str | Path, batch_size: int = 65_536, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-    """Stream a shard set batch by batch (bounded memory)."""
+    """Stream a shard set batch by batch (bounded memory); an absent folder is an error, as for ``read_table``."""
+    _must_exist(Path(path))
     for f in shard_files(path):
         yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
 

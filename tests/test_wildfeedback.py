@@ -14,6 +14,7 @@ import pytest
 
 import pipeline.llm
 from pipeline.gates import JudgeGateError, load_probes
+from pipeline.io import SourceError
 from stages import wildfeedback as wf
 from stages import wildfeedback_detect as det
 from stages.wildfeedback_common import prompt
@@ -41,6 +42,16 @@ def test_select_counts_every_drop_reason():
     strict = make_params(keep_unknown_language=False, detect_language=False, min_user_turns=2).wildfeedback
     kept, counts = wf.select_conversations(frame(), strict)
     assert "c8" not in kept["conversation_id"].to_list() and counts["dropped_language"] == 2
+
+
+def test_the_stage_without_its_conversations_fails_instead_of_writing_empty_outputs(tmp_path, monkeypatch):
+    """`prefpipe run wildfeedback` before ingest used to write empty signals and pairs, as if the log held
+    no feedback; like every other stage it now stops, naming the missing folder and what to do."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pipeline.llm, "get_engine", lambda cfg: FakeEngine(), raising=False)
+    with pytest.raises(SourceError, match=r"data/ingest/conversations: not found; run the stage that writes it"):
+        wf.main(make_params())
+    assert not [p for p in (tmp_path / "data/wildfeedback").rglob("*") if p.is_file()]
 
 
 def test_untagged_conversations_get_their_language_identified():
