@@ -218,6 +218,17 @@ def _merge(base: dict[str, Any], over: dict[str, Any], prefix: str = "") -> tupl
     return out, applied
 
 
+def _override_errors(name: str, section: dict[str, Any]) -> list[dict[str, Any]]:
+    """Why ``tiny_overrides[name]`` merged into its section is not a valid section, each error located under
+    ``tiny_overrides`` (``tiny_overrides.pugc.min_margn``), not in the stage section, where it is spelt right."""
+    try:
+        Params.model_fields[name].annotation.model_validate(section)
+    except ValidationError as e:
+        return [{"type": x["type"], "loc": ("tiny_overrides", name, *x["loc"]), "input": x["input"],
+                 **({"ctx": x["ctx"]} if "ctx" in x else {})} for x in e.errors()]
+    return []
+
+
 def resolve_params(data: dict[str, Any]) -> Params:
     """Validate params, then apply ``tiny_overrides[section]`` to each section whose models are all the
     built-in tiny model (``tiny`` / ``tiny@N``): a user who points a stage at a real model gets the
@@ -225,10 +236,14 @@ def resolve_params(data: dict[str, Any]) -> Params:
     from pipeline.llm.tiny import tiny_seed
 
     params = Params.model_validate(data)
-    merged, applied = dict(data), {}
+    merged, applied, errors = dict(data), {}, []
     for name, over in params.tiny_overrides.items():
+        section, keys = _merge(data[name], over)
+        errors += _override_errors(name, section)  # whether it applies or not, named where it is written
         if all(tiny_seed(m) is not None for m in section_models(params, name)):
-            merged[name], applied[name] = _merge(data[name], over)
+            merged[name], applied[name] = section, keys
+    if errors:
+        raise ValidationError.from_exception_data("Params", errors)
     if applied:
         params = Params.model_validate(merged)
         params._applied = applied
@@ -269,6 +284,8 @@ def _key_path(loc: tuple[Any, ...]) -> str:
 def _keys_at(loc: tuple[Any, ...]) -> list[str]:
     """The keys params.yaml allows in the mapping at ``loc`` (a key path's parent), [] when unknown."""
     node: Any = Params
+    if loc[:1] == ("tiny_overrides",):  # tiny_overrides.<section>.<key>: the section's keys
+        loc = loc[1:]
     for part in loc:
         while get_origin(node) in (Union, UnionType):  # Optional[X]: X
             args = [a for a in get_args(node) if a is not type(None)]

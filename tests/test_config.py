@@ -219,3 +219,16 @@ def test_a_curry_input_gap_given_as_a_key_takes_that_params_number_after_the_tin
 def test_a_curry_input_gap_key_must_name_a_number(tmp_path, good, value, expected):
     good["curry"]["inputs"][1]["min_gap"] = value
     assert expected in error_of(tmp_path, good)
+
+
+def test_a_bad_tiny_override_is_named_under_tiny_overrides_whether_or_not_it_applies(tmp_path, good):
+    """The section itself is spelt right: the message must point at the override, also when a real model
+    means the overrides do not apply (a typo there would otherwise surface only on the next tiny run)."""
+    good["tiny_overrides"]["pugc"]["min_margn"] = good["tiny_overrides"]["pugc"].pop("min_margin")
+    good["tiny_overrides"]["dove"]["gates"] = {"judge": "0.0"}
+    for model in ("tiny", "Qwen/Qwen2.5-7B-Instruct"):
+        good["llm"]["model"] = model
+        msg = error_of(tmp_path, good)
+        assert "tiny_overrides.pugc.min_margn: unknown key; did you mean 'min_margin'?" in msg
+        assert "tiny_overrides.dove.gates.judge: Input should be a valid number (got '0.0')" in msg
+        assert ": pugc.min_margn" not in msg and ": dove.gates.judge" not in msg
