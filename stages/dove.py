@@ -367,7 +367,7 @@ def main(params: Params) -> None:
     judgment = judgment_metrics(decided)
     warning = calibration_warning(judgment, cfg.position_calibration)
     if warning:
-        log.warning(warning)
+        log.debug(warning)  # the console line is the warning: a WARNING record would print it twice
         print(f"WARNING {warning}")
     written = decided.filter(pl.col("outcome").is_in(["first", "second"]) & pl.col("dropped").is_null())
     details = {

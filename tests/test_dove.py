@@ -802,8 +802,10 @@ class BiasedJudge(ScriptedJudge):
         return out
 
 
-def test_median_calibration_on_a_judge_without_raw_signal_says_so(helpful, params, tmp_path, monkeypatch, capsys):
+def test_median_calibration_on_a_judge_without_raw_signal_says_so(helpful, params, tmp_path, monkeypatch, capsys,
+                                                                  caplog):
     sft, cond = helpful
+    caplog.set_level("WARNING")
     monkeypatch.chdir(tmp_path)
     _write_helpful(tmp_path, [{**r, "response": r["response"] + " GOOD" * (i % 2)} for i, r in enumerate(sft[:30])], [])
     monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: BiasedJudge(), raising=False)
@@ -811,7 +813,8 @@ def test_median_calibration_on_a_judge_without_raw_signal_says_so(helpful, param
     metrics = json.loads((tmp_path / "data/dove/details.json").read_text())
     assert metrics["raw_position_consistency_rate"] == 0.0 and metrics["pairs_written"] > 0
     assert metrics["calibration_warning"].startswith("dove: position_calibration=median made")
-    assert "WARNING dove: position_calibration=median made" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("WARNING dove: position_calibration=median made") == 1
+    assert not [r for r in caplog.records if "position_calibration" in r.getMessage()]  # not printed twice by the CLI
     D.main(_stage_params(params, pair_sources=[], position_calibration="none"))  # the paper: no labels, no note
     metrics = json.loads((tmp_path / "data/dove/details.json").read_text())
     assert metrics["pairs_written"] == 0 and metrics["calibration_warning"] is None

@@ -149,6 +149,24 @@ def test_a_silent_model_cannot_wipe_out_confident_rule_signals(tmp_path, monkeyp
     assert "WARNING wildfeedback: output collapsed: DSAT signals fell" in capsys.readouterr().out
 
 
+def test_a_console_warning_is_printed_once_not_also_logged_as_a_warning(capsys, caplog):
+    """Under `prefpipe run` the CLI's log handler shows WARNING records: a warning both printed and logged
+    at that level reached the console twice ("WARNING pipeline.gates: ..." then "WARNING ...")."""
+    from pipeline.gates import check_gate
+    from stages.wildfeedback_common import say
+
+    caplog.set_level("WARNING")
+    check_gate("wildfeedback", "judge", "tiny", [True, False] * 4, min_accuracy=0.0, key="wildfeedback.gates.judge")
+    check_gate("wildfeedback", "judge", "tiny", [True, False] * 4, min_accuracy=0.75, key="wildfeedback.gates.judge",
+               on_failure="withhold")
+    say("wildfeedback: output collapsed: DSAT signals fell from 2 (rules alone) to 0")
+    out = capsys.readouterr().out
+    assert out.count("WARNING wildfeedback: gate lowered for the judge judge (tiny)") == 1
+    assert out.count("GATE FAILED wildfeedback: the judge judge (tiny)") == 1
+    assert out.count("WARNING wildfeedback: output collapsed") == 1
+    assert [r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR")] == []
+
+
 def test_add_recall_lets_the_model_decide_uncertain_rule_verdicts(tmp_path, monkeypatch):
     """With the rules' `confidence`, add_recall sends the uncertain verdicts, and the model decides them."""
     rules_detect = wf.detect
