@@ -251,6 +251,17 @@ def test_items_join_dedupe_and_reject():
     assert texts["Blue."] == "System: Be brief.\n\nUser: Hi\n\nAssistant: Hello!\n\nUser: Name a colour."
 
 
+def test_a_misspelt_input_or_pairs_path_names_its_params_key(tmp_path, monkeypatch):
+    from pipeline.io import SourceError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SourceError, match=r"^dove\.inputs\[0\]\.prompts: data/pugc/query: not found; .* or correct "
+                       r"dove\.inputs\[0\]\.prompts in params\.yaml$"):
+        D.load_items(dove_cfg(inputs=[{"prompts": "data/pugc/query", "responses": "data/pugc/responses"}]))
+    with pytest.raises(SourceError, match=r"^dove\.pairs: data/ingest/pair: not found"):
+        D.load_items(dove_cfg(pairs="data/ingest/pair", pair_sources=["hh"]))
+
+
 def test_comparisons_joint_and_conditional(helpful):
     items = helpful_items(*helpful)
     comps, metrics = D.build_comparisons(items, dove_cfg(pairing="random", pairs_per_instruction=1))
