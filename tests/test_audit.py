@@ -138,6 +138,13 @@ def test_a_clean_release_passes_and_lists_its_audit(tmp_path, capsys, monkeypatc
     assert cli(["audit", "data/release"]) == 0
     out = capsys.readouterr().out
     assert "passed" in out and "ok    pii" in out
+    # from elsewhere, --root is enough: its params.yaml is read (it was looked for in the current folder,
+    # and the project checks were skipped although README says params.yaml and data/ are under --root)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert cli(["audit", str(release), "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "ok    empty_config" in out and "ok    held_out_in_train" in out and "skip" not in out
 
 
 def test_cli_exits_non_zero_on_violations(tmp_path, capsys, monkeypatch):
