@@ -371,6 +371,7 @@ def _at(data: Any, key: str) -> Any:
 def stated_defaults() -> list[tuple[str, Any, Any]]:
     """(what README.md says, the value in params.yaml or the code, the value the sentence states)."""
     from pipeline.execute import FLUSH_SECONDS
+    from pipeline.execute_ray import IN_FLIGHT, TASK_SECONDS
     from pipeline.formats.markup import MAX_TAGS
     from pipeline.jsontext import MAX_JSON_DEPTH
     from pipeline.llm.decode import MIN_SHARED_PREFIX
@@ -411,6 +412,8 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
         ("cut by row order into 4 shards (`ANN_SHARDS`", sim.ANN_SHARDS, 4),
         ("every instruction takes 8 candidates from each shard", sim.ANN_CANDIDATES, 8),
         ("share at least 32 tokens", MIN_SHARED_PREFIX, 32),
+        ("as many as fit in about one second of measured work", TASK_SECONDS, 1.0),
+        ("At most two tasks wait per replica", IN_FLIGHT, 2),
         ("`top_logprobs: 20`", TOP_LOGPROBS, 20),
         ("16 x `max_record_bytes` (64 MiB)", 16 * p["ingest"]["max_record_bytes"], 64 << 20),
         ("a body with over 10,000 tags", MAX_TAGS, 10_000),
