@@ -117,6 +117,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if problem:
         print(f"prefpipe audit: {problem}", file=sys.stderr)
         return 2
+    if args.json and not Path(args.json).parent.is_dir():  # found before the audit, not after it
+        print(f"prefpipe audit: --json {args.json}: no folder {Path(args.json).parent}; create it or write the "
+              "report elsewhere", file=sys.stderr)
+        return 2
     cfg = root = None
     # The project's params.yaml: --params, else the one under --root (README: both under --root).
     params = Path(args.params) if args.params else Path(args.root) / "params.yaml"
@@ -131,7 +135,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     for line in summary_lines(report):
         print(line)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        try:
+            Path(args.json).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        except OSError as e:
+            print(f"prefpipe audit: --json {args.json}: cannot write it ({e.strerror or e}); write the report "
+                  "elsewhere", file=sys.stderr)
+            return 2
     return 0 if report["passed"] else 1
 
 

@@ -362,6 +362,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: no such file; run from the project root or pass --params")
+    if path.is_dir():
+        raise ParamsError(f"{path}: is a folder; pass the params file itself (e.g. {path / 'params.yaml'})")
     try:
         data = load_yaml(path.read_text(encoding="utf-8"))
     except DuplicateKey as e:

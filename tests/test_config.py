@@ -104,6 +104,8 @@ def test_not_yaml_not_a_mapping_missing_file(tmp_path):
     assert "expected a mapping of sections" in error_of(tmp_path, "- a\n- b\n")
     with pytest.raises(ParamsError, match="no such file"):
         load_params(tmp_path / "absent.yaml")
+    with pytest.raises(ParamsError, match=r"is a folder; pass the params file itself \(e\.g\. .*/params\.yaml\)"):
+        load_params(tmp_path)  # `--params .` was an IsADirectoryError traceback
 
 
 def test_every_format_feeds_something():
