@@ -317,12 +317,13 @@ def check_sources_exist(sources: list[Source]) -> None:
             raise SourceError(f"{key}: {e}") from None
 
 
-def over_threshold(metrics: dict[str, dict[str, Any]], max_fraction: float) -> str | None:
+def over_threshold(metrics: dict[str, dict[str, Any]], max_fraction: float, out_dir: Path = OUT_DIR) -> str | None:
     bad = {name: m for name, m in metrics.items() if m["reject_fraction"] > max_fraction}
     if not bad:
         return None
+    # details.json holds the per-source counts and reasons (metrics.json only the two totals)
     lines = [f"ingest: {len(bad)} source(s) rejected more than max_reject_fraction={max_fraction} of their rows "
-             "(see data/ingest/rejects and data/ingest/metrics.json):"]
+             f"(see {Path(out_dir) / 'rejects'} and {Path(out_dir) / 'details.json'}):"]
     for name, m in bad.items():
         lines.append(f"  source {name!r}: {m['rejected']} of {m['rows_in']} rows rejected; top reasons:")
         lines += [f"    {count} x {reason}" for reason, count in m["top_reasons"]]
@@ -387,7 +388,7 @@ def run(params: Params, out_dir: str | Path = OUT_DIR) -> dict[str, Any]:
         }
         t = metrics["totals"]
         write_metrics(staged, {"rows_in": t["rows_in"], "rejected": t["rejected"]}, metrics)
-    failure = over_threshold(per_source, cfg.max_reject_fraction)
+    failure = over_threshold(per_source, cfg.max_reject_fraction, out_dir)
     if failure:
         raise IngestError(failure)
     return metrics

@@ -134,7 +134,9 @@ def test_too_many_rejects_fail_naming_the_source(params, tmp_path):
     msg = str(err.value)
     assert "source 'bad_chats': 9 of 10 rows rejected" in msg
     assert "max_reject_fraction=0.5" in msg and "invalid JSON" in msg
-    # What went wrong is on disk for inspection.
+    # What went wrong is on disk for inspection, where the message says (it named metrics.json, which holds
+    # only the totals, and data/ingest whatever the output folder)
+    assert f"(see {tmp_path / 'out' / 'rejects'} and {tmp_path / 'out' / 'details.json'}):" in msg
     assert read_table(tmp_path / "out" / "rejects", "rejects").num_rows == 9
     assert json.loads((tmp_path / "out" / "details.json").read_text())["sources"]["bad_chats"]["rejected"] == 9
 
