@@ -118,8 +118,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(f"prefpipe audit: {problem}", file=sys.stderr)
         return 2
     if args.json and not Path(args.json).parent.is_dir():  # found before the audit, not after it
-        print(f"prefpipe audit: --json {args.json}: no folder {Path(args.json).parent}; create it or write the "
-              "report elsewhere", file=sys.stderr)
+        print(f"prefpipe audit: --json {args.json}: no folder {Path(args.json).parent}; create it or write "
+              "the report elsewhere", file=sys.stderr)
         return 2
     cfg = root = None
     # The project's params.yaml: --params, else the one under --root (README: both under --root).
@@ -138,8 +138,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
         try:
             Path(args.json).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
         except OSError as e:
-            print(f"prefpipe audit: --json {args.json}: cannot write it ({e.strerror or e}); write the report "
-                  "elsewhere", file=sys.stderr)
+            print(f"prefpipe audit: --json {args.json}: cannot write it ({e.strerror or e}); write the "
+                  "report elsewhere", file=sys.stderr)
             return 2
     return 0 if report["passed"] else 1
 
@@ -175,9 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "held-out leaks, cut-off or off-context chosen answers (exit 1 on any violation)")
     aud.add_argument("path", nargs="?", default="data/release", help="the release folder (default data/release)")
     aud.add_argument("--params", default=None,
-                     help="project params (export.methods, held_out, pii_kinds; default ROOT/params.yaml); checks "
-                     "needing them are skipped when that default is absent")
-    aud.add_argument("--root", default=".", help="project root holding params.yaml and data/<method>/pairs (default .)")
+                     help="project params (export.methods, held_out, pii_kinds; default ROOT/params.yaml); "
+                     "checks needing them are skipped when that default is absent")
+    aud.add_argument("--root", default=".",
+                     help="project root holding params.yaml and data/<method>/pairs (default .)")
     aud.add_argument("--json", default=None, help="also write the report to this file")
     aud.set_defaults(func=cmd_audit)
 

@@ -219,8 +219,8 @@ def _merge(base: dict[str, Any], over: dict[str, Any], prefix: str = "") -> tupl
 
 
 def _override_errors(name: str, section: dict[str, Any]) -> list[dict[str, Any]]:
-    """Why ``tiny_overrides[name]`` merged into its section is not a valid section, each error located under
-    ``tiny_overrides`` (``tiny_overrides.pugc.min_margn``), not in the stage section, where it is spelt right."""
+    """Why ``tiny_overrides[name]`` merged into its section is not a valid section, each error located
+    under ``tiny_overrides`` (``tiny_overrides.pugc.min_margn``), not in the stage section (spelt right)."""
     try:
         Params.model_fields[name].annotation.model_validate(section)
     except ValidationError as e:
@@ -311,7 +311,8 @@ def format_validation_error(err: ValidationError, file: str | Path) -> str:
         path = _key_path(loc)
         if e["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1)
-            msg = f"unknown key; did you mean {close[0]!r}?" if close else "unknown key (remove it or check its spelling)"
+            msg = (f"unknown key; did you mean {close[0]!r}?" if close
+                   else "unknown key (remove it or check its spelling)")
         elif e["type"] == "missing":
             msg = "missing required key"
         else:

@@ -328,8 +328,8 @@ def _must_exist(path: Path, key: str | None = None) -> None:
 
 def read_table(path: str | Path, name: str | None = None, columns: list[str] | None = None,
                key: str | None = None) -> pa.Table:
-    """Read a shard set (or a single Parquet file) into one table; an absent folder is an error that says which
-    stage makes it (and names the params ``key`` the path came from, when given)."""
+    """Read a shard set (or a single Parquet file) into one table; an absent folder is an error that says
+    which stage makes it (and names the params ``key`` the path came from, when given)."""
     path = Path(path)
     _must_exist(path, key)
     where = f"{key}: " if key else ""
@@ -341,20 +341,21 @@ def read_table(path: str | Path, name: str | None = None, columns: list[str] | N
     try:
         tables = [pq.read_table(f, columns=columns) for f in files]
     except (pa.ArrowException, OSError) as e:
-        raise SourceError(f"{where}{path}: not readable Parquet ({type(e).__name__}: {e}); run the stage that "
-                          "writes it again (`dvc repro`)") from None
+        raise SourceError(f"{where}{path}: not readable Parquet ({type(e).__name__}: {e}); run the stage "
+                          "that writes it again (`dvc repro`)") from None
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     if name is not None and columns is None:
         try:
             table = check_table(table, name)
         except SchemaError as e:  # a params key names the wrong folder: one line, not a traceback
-            raise SourceError(f"{where}{path}: not a {name} shard set ({e}); point {key or 'the params key that names it'}"
-                              f" at a folder of {name} (e.g. data/ingest/{name})") from None
+            named_by = key or "the params key that names it"
+            raise SourceError(f"{where}{path}: not a {name} shard set ({e}); point {named_by} at a folder of "
+                              f"{name} (e.g. data/ingest/{name})") from None
     return table
 
 
 def iter_batches(path: str | Path, batch_size: int = 65_536, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-    """Stream a shard set batch by batch (bounded memory); an absent folder is an error, as for ``read_table``."""
+    """Stream a shard set batch by batch (bounded memory); an absent folder is an error (``read_table``)."""
     _must_exist(Path(path))
     for f in shard_files(path):
         yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)

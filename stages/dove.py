@@ -74,9 +74,9 @@ def load_items(cfg: Dove) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dic
     frames, rejects, per_input = [], [], {}
     gold = pl.DataFrame(schema={"win": pl.UInt64, "lose": pl.UInt64})
     for i, spec in enumerate(cfg.inputs):
-        items, orphans = items_from_scored(read_table(spec.prompts, "prompts", key=f"dove.inputs[{i}].prompts"),
-                                           read_table(spec.responses, "responses", key=f"dove.inputs[{i}].responses"),
-                                           spec.responses)
+        prompts = read_table(spec.prompts, "prompts", key=f"dove.inputs[{i}].prompts")
+        responses = read_table(spec.responses, "responses", key=f"dove.inputs[{i}].responses")
+        items, orphans = items_from_scored(prompts, responses, spec.responses)
         frames.append(items)
         rejects.append(orphans)
         per_input[spec.responses] = {"items": items.height, "responses_without_prompt": orphans.height}

@@ -317,7 +317,8 @@ def check_sources_exist(sources: list[Source]) -> None:
             raise SourceError(f"{key}: {e}") from None
 
 
-def over_threshold(metrics: dict[str, dict[str, Any]], max_fraction: float, out_dir: Path = OUT_DIR) -> str | None:
+def over_threshold(metrics: dict[str, dict[str, Any]], max_fraction: float,
+                   out_dir: Path = OUT_DIR) -> str | None:
     bad = {name: m for name, m in metrics.items() if m["reject_fraction"] > max_fraction}
     if not bad:
         return None

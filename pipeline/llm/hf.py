@@ -92,14 +92,15 @@ class TransformersEngine:
         else:
             dtype = _DTYPES[cfg.dtype]
         if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
-            raise ModelLoadError(f"model {cfg.model!r}: the folder holds no config.json, so it is not a Hugging "
-                                 f"Face model folder; set llm.model (or the role's model) to {MODEL_CHOICES}")
+            raise ModelLoadError(f"model {cfg.model!r}: the folder holds no config.json, so it is not a "
+                                 "Hugging Face model folder; set llm.model (or the role's model) to "
+                                 f"{MODEL_CHOICES}")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError) as e:  # not on the Hub, not in the offline cache, no usable tokenizer: one line
+        except (OSError, ValueError) as e:  # not on the Hub nor in the offline cache, no tokenizer: one line
             why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelLoadError(f"model {cfg.model!r} could not be loaded ({why}); set llm.model (or the role's "
-                                 f"model) to {MODEL_CHOICES}") from e
+            raise ModelLoadError(f"model {cfg.model!r} could not be loaded ({why}); set llm.model (or the "
+                                 f"role's model) to {MODEL_CHOICES}") from e
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()

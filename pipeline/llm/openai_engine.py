@@ -272,7 +272,7 @@ class OpenAIEngine:
         try:
             return ChatCodec(_tokenizer(resolve_model(self.cfg.model)), name=self.cfg.model,
                              max_len=self.cfg.max_model_len)
-        except (OSError, ValueError, ModelLoadError) as e:  # no such tokenizer here, or one without a chat template
+        except (OSError, ValueError, ModelLoadError) as e:  # no such tokenizer here, or no chat template
             raise ServerError(
                 f"model {self.cfg.model!r}: {purpose} needs the served model's tokenizer (chat template and "
                 f"token ids), loaded locally from llm.model, and it could not be loaded "

@@ -101,8 +101,8 @@ def tiny_seed(name: str) -> int | None:
 
 
 # What a model setting may be, said by every error about one.
-MODEL_CHOICES = ("tiny, smollm2, a Hugging Face model id (ORG/NAME; offline: one in the local cache) or a local "
-                 "folder holding a model")
+MODEL_CHOICES = ("tiny, smollm2, a Hugging Face model id (ORG/NAME; offline: one in the local cache) or a "
+                 "local folder holding a model")
 
 
 def resolve_model(name: str) -> str:
@@ -118,8 +118,8 @@ def resolve_model(name: str) -> str:
     if seed is None:
         local = Path(name).expanduser()
         if name.startswith(("/", "./", "../", "~")) and not local.exists():
-            raise ModelLoadError(f"model {name!r}: no such file or folder; set llm.model (or the role's model) "
-                                 f"to {MODEL_CHOICES}")
+            raise ModelLoadError(f"model {name!r}: no such file or folder; set llm.model (or the role's "
+                                 f"model) to {MODEL_CHOICES}")
         return str(local) if name.startswith("~") else name
     path = tiny_path(seed)
     if not (path / "config.json").exists():
