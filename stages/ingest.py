@@ -369,7 +369,12 @@ def run(params: Params, out_dir: str | Path = OUT_DIR) -> dict[str, Any]:
     with stage_outputs(out_dir) as staged:
         with ExitStack() as stack:
             tables = _Tables(staged, stack, **sizes)
-            per_source = {src.name: stream_source(src, cfg.max_record_bytes, tables) for src in cfg.sources}
+            per_source = {}
+            for i, src in enumerate(cfg.sources):
+                try:
+                    per_source[src.name] = stream_source(src, cfg.max_record_bytes, tables)
+                except SourceError as e:  # unreadable as a whole (an hf:// set not cached offline): name the key
+                    raise SourceError(f"ingest.sources[{i}].path: {e}") from None
             # A table depends on the sources that feed it alone; the two guards only quarantine or fail, which
             # rejects/ and metrics.json record. So a guard change, or a change to a source of another table,
             # leaves a table byte-identical and DVC reruns nothing that reads only it.

@@ -286,6 +286,19 @@ def test_an_unreachable_hub_source_fails_at_once_in_one_line(root, tmp_path):
     assert lines[1].startswith("SourceError hf://prefpipe-tests/no-such-set:train: the Hugging Face Hub cannot be reached")
 
 
+def test_a_hub_set_missing_from_the_offline_cache_names_its_params_key(params, root, tmp_path, monkeypatch):
+    """With HF_HUB_OFFLINE=1 the reachability check is skipped and the read itself fails: that line named
+    the set but not the key (`ingest.sources[1].path`) the check before any work names."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    p = with_ingest(params, [{"name": "ok", "kind": "documents", "path": str(root / "data/samples/posts.jsonl"),
+                              "format": "documents"},
+                             {"name": "hub", "kind": "documents", "path": "hf://prefpipe-tests/no-such-set:train",
+                              "format": "documents"}])
+    with pytest.raises(SourceError) as err:
+        run(p, tmp_path / "out")
+    assert str(err.value).startswith("ingest.sources[1].path: hf://prefpipe-tests/no-such-set:train: could not load")
+
+
 def test_a_hub_set_that_fails_to_load_names_the_login_command_huggingface_hub_installs(monkeypatch):
     """`huggingface-cli` is gone from huggingface_hub 1.0 on; the error names the `hf` command it installs."""
     import datasets
