@@ -163,7 +163,7 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
 
     skipped: dict[str, str] = {}
     if cfg is None or root is None:
-        why = "no project params given (run from the project root, or pass --params)"
+        why = "no project params given (run from the project root, or pass --root or --params)"
         skipped = {"empty_config": why, "held_out_in_train": why}
     else:
         held, _ = load_held_out(list(cfg.held_out), root, batch_rows, kinds, regions)  # keyed as released

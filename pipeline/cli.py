@@ -117,11 +117,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if problem:
         print(f"prefpipe audit: {problem}", file=sys.stderr)
         return 2
+    if args.json and not Path(args.json).parent.is_dir():  # found before the audit, not after it
+        print(f"prefpipe audit: --json {args.json}: no folder {Path(args.json).parent}; create it or write "
+              "the report elsewhere", file=sys.stderr)
+        return 2
     cfg = root = None
-    params = Path(args.params)
+    # The project's params.yaml: --params, else the one under --root (README: both under --root).
+    params = Path(args.params) if args.params else Path(args.root) / "params.yaml"
     if params.exists():
         cfg, root = load_params(params).export, Path(args.root)
-    elif args.params != "params.yaml":
+    elif args.params:
         print(f"prefpipe audit: {params}: not found", file=sys.stderr)
         return 2
     report = audit_release(release, root=root, cfg=cfg)
@@ -130,7 +135,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
     for line in summary_lines(report):
         print(line)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        try:
+            Path(args.json).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        except OSError as e:
+            print(f"prefpipe audit: --json {args.json}: cannot write it ({e.strerror or e}); write the "
+                  "report elsewhere", file=sys.stderr)
+            return 2
     return 0 if report["passed"] else 1
 
 
@@ -164,10 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     aud = sub.add_parser("audit", help="check a release folder: identical sides, empty configs, PII, split and "
                          "held-out leaks, cut-off or off-context chosen answers (exit 1 on any violation)")
     aud.add_argument("path", nargs="?", default="data/release", help="the release folder (default data/release)")
-    aud.add_argument("--params", default="params.yaml",
-                     help="project params (export.methods, held_out, pii_kinds); checks needing them are skipped "
-                     "when the default params.yaml is absent")
-    aud.add_argument("--root", default=".", help="project root holding data/<method>/pairs (default .)")
+    aud.add_argument("--params", default=None,
+                     help="project params (export.methods, held_out, pii_kinds; default ROOT/params.yaml); "
+                     "checks needing them are skipped when that default is absent")
+    aud.add_argument("--root", default=".",
+                     help="project root holding params.yaml and data/<method>/pairs (default .)")
     aud.add_argument("--json", default=None, help="also write the report to this file")
     aud.set_defaults(func=cmd_audit)
 

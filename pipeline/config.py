@@ -9,8 +9,9 @@ Validation is strict: nothing is coerced (``checkpoint_rows: true``, ``'2048'`` 
 number or a boolean belongs are errors, not 1, 2048 and True); a whole number is accepted where a
 float belongs. The file is read with YAML 1.2's booleans and floats, as DVC reads it (``yes``/``no``/
 ``on``/``off`` are strings, ``1e-5`` is a float), and a key repeated in one mapping is an error naming
-the key and both lines. ``load_params`` also checks that every source name a stage selects
-(``SOURCE_KEYS``) is an ``ingest.sources`` name, with a did-you-mean.
+the key and both lines; a YAML syntax error is one line naming ``file:line:column``, and an unknown key
+gets a did-you-mean among the keys allowed where it stands. ``load_params`` also checks that every source
+name a stage selects (``SOURCE_KEYS``) is an ``ingest.sources`` name, with a did-you-mean.
 
 Stage sections are registered in ``Params``; every knob lives in params.yaml (no hidden defaults),
 except the optional per-role engine overrides, where a missing key means "inherit from ``llm``".
@@ -22,7 +23,8 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -216,6 +218,17 @@ def _merge(base: dict[str, Any], over: dict[str, Any], prefix: str = "") -> tupl
     return out, applied
 
 
+def _override_errors(name: str, section: dict[str, Any]) -> list[dict[str, Any]]:
+    """Why ``tiny_overrides[name]`` merged into its section is not a valid section, each error located
+    under ``tiny_overrides`` (``tiny_overrides.pugc.min_margn``), not in the stage section (spelt right)."""
+    try:
+        Params.model_fields[name].annotation.model_validate(section)
+    except ValidationError as e:
+        return [{"type": x["type"], "loc": ("tiny_overrides", name, *x["loc"]), "input": x["input"],
+                 **({"ctx": x["ctx"]} if "ctx" in x else {})} for x in e.errors()]
+    return []
+
+
 def resolve_params(data: dict[str, Any]) -> Params:
     """Validate params, then apply ``tiny_overrides[section]`` to each section whose models are all the
     built-in tiny model (``tiny`` / ``tiny@N``): a user who points a stage at a real model gets the
@@ -223,10 +236,14 @@ def resolve_params(data: dict[str, Any]) -> Params:
     from pipeline.llm.tiny import tiny_seed
 
     params = Params.model_validate(data)
-    merged, applied = dict(data), {}
+    merged, applied, errors = dict(data), {}, []
     for name, over in params.tiny_overrides.items():
+        section, keys = _merge(data[name], over)
+        errors += _override_errors(name, section)  # whether it applies or not, named where it is written
         if all(tiny_seed(m) is not None for m in section_models(params, name)):
-            merged[name], applied[name] = _merge(data[name], over)
+            merged[name], applied[name] = section, keys
+    if errors:
+        raise ValidationError.from_exception_data("Params", errors)
     if applied:
         params = Params.model_validate(merged)
         params._applied = applied
@@ -264,12 +281,38 @@ def _key_path(loc: tuple[Any, ...]) -> str:
     return out or "<root>"
 
 
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys params.yaml allows in the mapping at ``loc`` (a key path's parent), [] when unknown."""
+    node: Any = Params
+    if loc[:1] == ("tiny_overrides",):  # tiny_overrides.<section>.<key>: the section's keys
+        loc = loc[1:]
+    for part in loc:
+        while get_origin(node) in (Union, UnionType):  # Optional[X]: X
+            args = [a for a in get_args(node) if a is not type(None)]
+            node = args[0] if len(args) == 1 else None
+        if isinstance(part, int) and get_origin(node) is list:
+            node = get_args(node)[0]
+        elif isinstance(node, type) and issubclass(node, BaseModel) and part in node.model_fields:
+            node = node.model_fields[part].annotation
+        elif get_origin(node) is dict:
+            node = get_args(node)[1]
+        else:
+            return []
+    while get_origin(node) in (Union, UnionType):
+        args = [a for a in get_args(node) if a is not type(None)]
+        node = args[0] if len(args) == 1 else None
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
+
+
 def format_validation_error(err: ValidationError, file: str | Path) -> str:
     lines = []
     for e in err.errors():
-        path = _key_path(tuple(p for p in e["loc"] if not str(p).startswith("function-")))
+        loc = tuple(p for p in e["loc"] if not str(p).startswith("function-"))
+        path = _key_path(loc)
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (remove it or check its spelling)"
+            close = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1)
+            msg = (f"unknown key; did you mean {close[0]!r}?" if close
+                   else "unknown key (remove it or check its spelling)")
         elif e["type"] == "missing":
             msg = "missing required key"
         else:
@@ -305,16 +348,29 @@ def source_name_errors(params: Params) -> list[str]:
     return errors
 
 
+def yaml_error_line(path: Path, err: yaml.YAMLError) -> str:
+    """One line: where the YAML breaks (file:line:column), what the parser found, what it was reading."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context, cmark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    started = f" ({context} started at line {cmark.line + 1})" if context and cmark is not None else ""
+    return (f"{where}: not valid YAML: {problem}{started}; fix the syntax there (indent with spaces, close "
+            "every bracket and quote)")
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path}: no such file; run from the project root or pass --params")
+    if path.is_dir():
+        raise ParamsError(f"{path}: is a folder; pass the params file itself (e.g. {path / 'params.yaml'})")
     try:
         data = load_yaml(path.read_text(encoding="utf-8"))
     except DuplicateKey as e:
         raise ParamsError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from e
+        raise ParamsError(yaml_error_line(path, e)) from None
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
     try:

@@ -9,3 +9,7 @@ class SourceError(ValueError):
 
 class StageError(RuntimeError):
     """A stage cannot finish (e.g. too many rejected rows); the message says where and what to do."""
+
+
+class ModelLoadError(StageError):
+    """A model, or the package that runs it, cannot be loaded; the message names the model and the fix."""

@@ -317,33 +317,46 @@ def shard_files(path: str | Path) -> list[Path]:
     return sorted(path.glob("*.parquet"))
 
 
-def read_table(path: str | Path, name: str | None = None, columns: list[str] | None = None) -> pa.Table:
-    """Read a shard set (or a single Parquet file) into one table; an absent folder is an error that says which stage makes it."""
-    path = Path(path)
+def _must_exist(path: Path, key: str | None = None) -> None:
+    """An absent input shard set is an error that says what to do, never an empty input; ``key``: the params
+    key that named the path, so a misspelt path is found where it is written."""
     if not path.exists():
-        raise SourceError(f"{path}: not found; run the stage that writes it first (`dvc repro`)")
+        where = f"{key}: " if key else ""
+        fix = f", or correct {key} in params.yaml" if key else ""
+        raise SourceError(f"{where}{path}: not found; run the stage that writes it first (`dvc repro`){fix}")
+
+
+def read_table(path: str | Path, name: str | None = None, columns: list[str] | None = None,
+               key: str | None = None) -> pa.Table:
+    """Read a shard set (or a single Parquet file) into one table; an absent folder is an error that says
+    which stage makes it (and names the params ``key`` the path came from, when given)."""
+    path = Path(path)
+    _must_exist(path, key)
+    where = f"{key}: " if key else ""
     files = shard_files(path)
     if not files:
         if name is not None:
             return SCHEMAS[name].empty_table()
-        raise SourceError(f"{path}: holds no Parquet shards")
+        raise SourceError(f"{where}{path}: holds no Parquet shards")
     try:
         tables = [pq.read_table(f, columns=columns) for f in files]
     except (pa.ArrowException, OSError) as e:
-        raise SourceError(f"{path}: not readable Parquet ({type(e).__name__}: {e}); run the stage that writes it "
-                          "again (`dvc repro`)") from None
+        raise SourceError(f"{where}{path}: not readable Parquet ({type(e).__name__}: {e}); run the stage "
+                          "that writes it again (`dvc repro`)") from None
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     if name is not None and columns is None:
         try:
             table = check_table(table, name)
         except SchemaError as e:  # a params key names the wrong folder: one line, not a traceback
-            raise SourceError(f"{path}: not a {name} shard set ({e}); point the params key that names it at a "
-                              f"folder of {name} (e.g. data/ingest/{name})") from None
+            named_by = key or "the params key that names it"
+            raise SourceError(f"{where}{path}: not a {name} shard set ({e}); point {named_by} at a folder of "
+                              f"{name} (e.g. data/ingest/{name})") from None
     return table
 
 
 def iter_batches(path: str | Path, batch_size: int = 65_536, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-    """Stream a shard set batch by batch (bounded memory)."""
+    """Stream a shard set batch by batch (bounded memory); an absent folder is an error (``read_table``)."""
+    _must_exist(Path(path))
     for f in shard_files(path):
         yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
 

@@ -73,8 +73,9 @@ def load_inputs(inputs: Sequence[dict[str, str]]) -> tuple[pa.Table, pa.Table]:
     """Read each input set's prompts and responses (contract tables) with ``input`` = the set's position."""
     prompts, responses = [], []
     for i, spec in enumerate(inputs):
-        p = read_table(spec["prompts"], "prompts").select(["prompt_id", "messages", "source"])
-        r = read_table(spec["responses"], "responses")
+        p = read_table(spec["prompts"], "prompts", key=f"curry.inputs[{i}].prompts").select(
+            ["prompt_id", "messages", "source"])
+        r = read_table(spec["responses"], "responses", key=f"curry.inputs[{i}].responses")
         prompts.append(p.append_column("input", pa.array(np.full(p.num_rows, i, np.int32))))
         responses.append(r.append_column("input", pa.array(np.full(r.num_rows, i, np.int32))))
     return pa.concat_tables(prompts), pa.concat_tables(responses)

@@ -73,14 +73,15 @@ def load_items(cfg: Dove) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dic
     """(items, rejects, gold relations, counts) from the input sets and the selected labelled pairs."""
     frames, rejects, per_input = [], [], {}
     gold = pl.DataFrame(schema={"win": pl.UInt64, "lose": pl.UInt64})
-    for spec in cfg.inputs:
-        items, orphans = items_from_scored(
-            read_table(spec.prompts, "prompts"), read_table(spec.responses, "responses"), spec.responses)
+    for i, spec in enumerate(cfg.inputs):
+        prompts = read_table(spec.prompts, "prompts", key=f"dove.inputs[{i}].prompts")
+        responses = read_table(spec.responses, "responses", key=f"dove.inputs[{i}].responses")
+        items, orphans = items_from_scored(prompts, responses, spec.responses)
         frames.append(items)
         rejects.append(orphans)
         per_input[spec.responses] = {"items": items.height, "responses_without_prompt": orphans.height}
     if cfg.pair_sources:
-        pairs = pl.from_arrow(read_table(cfg.pairs, "pairs"))
+        pairs = pl.from_arrow(read_table(cfg.pairs, "pairs", key="dove.pairs"))
         missing = sorted(set(cfg.pair_sources) - set(pairs["source"].unique().to_list()))
         if missing:
             raise SourceError(
@@ -367,7 +368,7 @@ def main(params: Params) -> None:
     judgment = judgment_metrics(decided)
     warning = calibration_warning(judgment, cfg.position_calibration)
     if warning:
-        log.warning(warning)
+        log.debug(warning)  # the console line is the warning: a WARNING record would print it twice
         print(f"WARNING {warning}")
     written = decided.filter(pl.col("outcome").is_in(["first", "second"]) & pl.col("dropped").is_null())
     details = {

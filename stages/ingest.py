@@ -317,12 +317,14 @@ def check_sources_exist(sources: list[Source]) -> None:
             raise SourceError(f"{key}: {e}") from None
 
 
-def over_threshold(metrics: dict[str, dict[str, Any]], max_fraction: float) -> str | None:
+def over_threshold(metrics: dict[str, dict[str, Any]], max_fraction: float,
+                   out_dir: Path = OUT_DIR) -> str | None:
     bad = {name: m for name, m in metrics.items() if m["reject_fraction"] > max_fraction}
     if not bad:
         return None
+    # details.json holds the per-source counts and reasons (metrics.json only the two totals)
     lines = [f"ingest: {len(bad)} source(s) rejected more than max_reject_fraction={max_fraction} of their rows "
-             "(see data/ingest/rejects and data/ingest/metrics.json):"]
+             f"(see {Path(out_dir) / 'rejects'} and {Path(out_dir) / 'details.json'}):"]
     for name, m in bad.items():
         lines.append(f"  source {name!r}: {m['rejected']} of {m['rows_in']} rows rejected; top reasons:")
         lines += [f"    {count} x {reason}" for reason, count in m["top_reasons"]]
@@ -367,7 +369,12 @@ def run(params: Params, out_dir: str | Path = OUT_DIR) -> dict[str, Any]:
     with stage_outputs(out_dir) as staged:
         with ExitStack() as stack:
             tables = _Tables(staged, stack, **sizes)
-            per_source = {src.name: stream_source(src, cfg.max_record_bytes, tables) for src in cfg.sources}
+            per_source = {}
+            for i, src in enumerate(cfg.sources):
+                try:
+                    per_source[src.name] = stream_source(src, cfg.max_record_bytes, tables)
+                except SourceError as e:  # unreadable as a whole (an hf:// set not cached offline): name the key
+                    raise SourceError(f"ingest.sources[{i}].path: {e}") from None
             # A table depends on the sources that feed it alone; the two guards only quarantine or fail, which
             # rejects/ and metrics.json record. So a guard change, or a change to a source of another table,
             # leaves a table byte-identical and DVC reruns nothing that reads only it.
@@ -387,7 +394,7 @@ def run(params: Params, out_dir: str | Path = OUT_DIR) -> dict[str, Any]:
         }
         t = metrics["totals"]
         write_metrics(staged, {"rows_in": t["rows_in"], "rejected": t["rejected"]}, metrics)
-    failure = over_threshold(per_source, cfg.max_reject_fraction)
+    failure = over_threshold(per_source, cfg.max_reject_fraction, out_dir)
     if failure:
         raise IngestError(failure)
     return metrics

@@ -57,8 +57,9 @@ def reject(source: str, turn: int, conversation_id: str, reason: str, **texts: A
 
 
 def say(message: str) -> None:
-    """A warning the user must see: the log and the console."""
-    log.warning(message)
+    """A warning the user must see, on the console once (a WARNING log record too would repeat it under the
+    CLI's logging); the log gets it at debug level."""
+    log.debug(message)
     print(f"WARNING {message}")
 
 

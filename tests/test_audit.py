@@ -138,6 +138,13 @@ def test_a_clean_release_passes_and_lists_its_audit(tmp_path, capsys, monkeypatc
     assert cli(["audit", "data/release"]) == 0
     out = capsys.readouterr().out
     assert "passed" in out and "ok    pii" in out
+    # from elsewhere, --root is enough: its params.yaml is read (it was looked for in the current folder,
+    # and the project checks were skipped although README says params.yaml and data/ are under --root)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert cli(["audit", str(release), "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "ok    empty_config" in out and "ok    held_out_in_train" in out and "skip" not in out
 
 
 def test_cli_exits_non_zero_on_violations(tmp_path, capsys, monkeypatch):
@@ -147,6 +154,12 @@ def test_cli_exits_non_zero_on_violations(tmp_path, capsys, monkeypatch):
     assert cli(["audit", str(rel), "--json", str(tmp_path / "a.json")]) == 1
     assert "FAIL  identical: 1 (pugc: 1)" in capsys.readouterr().out
     assert json.loads((tmp_path / "a.json").read_text())["passed"] is False
+    # a --json path that cannot be written is one line (it was a FileNotFoundError traceback after the audit)
+    assert cli(["audit", str(rel), "--json", str(tmp_path / "no" / "a.json")]) == 2
+    assert capsys.readouterr().err == (f"prefpipe audit: --json {tmp_path / 'no' / 'a.json'}: no folder "
+                                       f"{tmp_path / 'no'}; create it or write the report elsewhere\n")
+    assert cli(["audit", str(rel), "--json", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"prefpipe audit: --json {tmp_path}: cannot write it (")
 
 
 def test_export_does_not_publish_a_release_that_fails_its_audit(tmp_path):

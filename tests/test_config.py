@@ -41,6 +41,20 @@ def test_unknown_key_is_named(tmp_path, good):
     assert f"{tmp_path / 'params.yaml'}: ingest.sources[1].formt: unknown key" in msg
 
 
+def test_a_misspelt_key_gets_a_did_you_mean_at_any_depth(tmp_path, good):
+    good["pugc"]["min_word"] = good["pugc"].pop("min_words")
+    good["ingest"]["sources"][1]["formt"] = good["ingest"]["sources"][1].pop("format")
+    good["pugc"]["roles"]["generator"] = {"sampling": {"max_tokens": 128}}  # a role override: every key optional
+    good["wildfedback"] = good.pop("wildfeedback")
+    good["export"]["shard_bites"] = 1  # nothing close: no guess
+    msg = error_of(tmp_path, good)
+    assert "pugc.min_word: unknown key; did you mean 'min_words'?" in msg
+    assert "ingest.sources[1].formt: unknown key; did you mean 'format'?" in msg
+    assert "pugc.roles.generator.sampling.max_tokens: unknown key; did you mean 'max_new_tokens'?" in msg
+    assert "wildfedback: unknown key; did you mean 'wildfeedback'?" in msg
+    assert "export.shard_bites: unknown key; did you mean 'shard_bytes'?" in msg
+
+
 def test_unknown_section_is_named(tmp_path, good):
     good["ingset"] = {}
     assert "params.yaml: ingset: unknown key" in error_of(tmp_path, good)
@@ -80,9 +94,18 @@ def test_source_names_are_unique_and_simple(tmp_path, good):
 
 def test_not_yaml_not_a_mapping_missing_file(tmp_path):
     assert "not valid YAML" in error_of(tmp_path, "ingest: [unclosed")
+    # one line naming file:line:column, what broke and what to do (not the parser's multi-line dump)
+    msg = error_of(tmp_path, "execution:\n  batch_size: [4096\n  checkpoint_rows: 2048\n")
+    assert "\n" not in msg and "<unicode string>" not in msg
+    assert msg.startswith(f"{tmp_path / 'params.yaml'}:3:18: not valid YAML: expected ',' or ']'")
+    assert "(while parsing a flow sequence started at line 2); fix the syntax there" in msg
+    assert error_of(tmp_path, "execution:\n\tbatch_size: 1\n").startswith(
+        f"{tmp_path / 'params.yaml'}:2:1: not valid YAML: found character '\\t' that cannot start any token")
     assert "expected a mapping of sections" in error_of(tmp_path, "- a\n- b\n")
     with pytest.raises(ParamsError, match="no such file"):
         load_params(tmp_path / "absent.yaml")
+    with pytest.raises(ParamsError, match=r"is a folder; pass the params file itself \(e\.g\. .*/params\.yaml\)"):
+        load_params(tmp_path)  # `--params .` was an IsADirectoryError traceback
 
 
 def test_every_format_feeds_something():
@@ -198,3 +221,16 @@ def test_a_curry_input_gap_given_as_a_key_takes_that_params_number_after_the_tin
 def test_a_curry_input_gap_key_must_name_a_number(tmp_path, good, value, expected):
     good["curry"]["inputs"][1]["min_gap"] = value
     assert expected in error_of(tmp_path, good)
+
+
+def test_a_bad_tiny_override_is_named_under_tiny_overrides_whether_or_not_it_applies(tmp_path, good):
+    """The section itself is spelt right: the message must point at the override, also when a real model
+    means the overrides do not apply (a typo there would otherwise surface only on the next tiny run)."""
+    good["tiny_overrides"]["pugc"]["min_margn"] = good["tiny_overrides"]["pugc"].pop("min_margin")
+    good["tiny_overrides"]["dove"]["gates"] = {"judge": "0.0"}
+    for model in ("tiny", "Qwen/Qwen2.5-7B-Instruct"):
+        good["llm"]["model"] = model
+        msg = error_of(tmp_path, good)
+        assert "tiny_overrides.pugc.min_margn: unknown key; did you mean 'min_margin'?" in msg
+        assert "tiny_overrides.dove.gates.judge: Input should be a valid number (got '0.0')" in msg
+        assert ": pugc.min_margn" not in msg and ": dove.gates.judge" not in msg

@@ -490,3 +490,19 @@ def test_trl_dpo_trainer_gets_batches_level_by_level(tmp_path):
     assert trainer.state.global_step == 6
     assert seen[:6] == [[0] * 4, [0] * 4, [1] * 4, [1] * 4, [2] * 4, [2] * 4]
     assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
+
+
+def test_a_misspelt_input_path_names_its_params_key(tmp_path):
+    """`curry.inputs[1].prompts: data/selfie/prompt` (a typo) said only "data/selfie/prompt: not found; run
+    the stage that writes it first": the key tells where to fix it when no stage writes that folder."""
+    from pipeline.io import SourceError
+    from stages.curry import load_inputs
+
+    empty = [{"prompts": str(tmp_path / "p"), "responses": str(tmp_path / "r")}]
+    for name in ("p", "r"):
+        write_shards(to_table([], "prompts" if name == "p" else "responses"), tmp_path / name,
+                     name="prompts" if name == "p" else "responses")
+    with pytest.raises(SourceError) as err:
+        load_inputs([*empty, {"prompts": str(tmp_path / "prompt"), "responses": str(tmp_path / "r")}])
+    assert str(err.value) == (f"curry.inputs[1].prompts: {tmp_path / 'prompt'}: not found; run the stage that writes "
+                              "it first (`dvc repro`), or correct curry.inputs[1].prompts in params.yaml")

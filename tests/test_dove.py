@@ -251,6 +251,17 @@ def test_items_join_dedupe_and_reject():
     assert texts["Blue."] == "System: Be brief.\n\nUser: Hi\n\nAssistant: Hello!\n\nUser: Name a colour."
 
 
+def test_a_misspelt_input_or_pairs_path_names_its_params_key(tmp_path, monkeypatch):
+    from pipeline.io import SourceError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SourceError, match=r"^dove\.inputs\[0\]\.prompts: data/pugc/query: not found; .* or correct "
+                       r"dove\.inputs\[0\]\.prompts in params\.yaml$"):
+        D.load_items(dove_cfg(inputs=[{"prompts": "data/pugc/query", "responses": "data/pugc/responses"}]))
+    with pytest.raises(SourceError, match=r"^dove\.pairs: data/ingest/pair: not found"):
+        D.load_items(dove_cfg(pairs="data/ingest/pair", pair_sources=["hh"]))
+
+
 def test_comparisons_joint_and_conditional(helpful):
     items = helpful_items(*helpful)
     comps, metrics = D.build_comparisons(items, dove_cfg(pairing="random", pairs_per_instruction=1))
@@ -802,8 +813,10 @@ class BiasedJudge(ScriptedJudge):
         return out
 
 
-def test_median_calibration_on_a_judge_without_raw_signal_says_so(helpful, params, tmp_path, monkeypatch, capsys):
+def test_median_calibration_on_a_judge_without_raw_signal_says_so(helpful, params, tmp_path, monkeypatch, capsys,
+                                                                  caplog):
     sft, cond = helpful
+    caplog.set_level("WARNING")
     monkeypatch.chdir(tmp_path)
     _write_helpful(tmp_path, [{**r, "response": r["response"] + " GOOD" * (i % 2)} for i, r in enumerate(sft[:30])], [])
     monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: BiasedJudge(), raising=False)
@@ -811,7 +824,8 @@ def test_median_calibration_on_a_judge_without_raw_signal_says_so(helpful, param
     metrics = json.loads((tmp_path / "data/dove/details.json").read_text())
     assert metrics["raw_position_consistency_rate"] == 0.0 and metrics["pairs_written"] > 0
     assert metrics["calibration_warning"].startswith("dove: position_calibration=median made")
-    assert "WARNING dove: position_calibration=median made" in capsys.readouterr().out
+    assert capsys.readouterr().out.count("WARNING dove: position_calibration=median made") == 1
+    assert not [r for r in caplog.records if "position_calibration" in r.getMessage()]  # not printed twice by the CLI
     D.main(_stage_params(params, pair_sources=[], position_calibration="none"))  # the paper: no labels, no note
     metrics = json.loads((tmp_path / "data/dove/details.json").read_text())
     assert metrics["pairs_written"] == 0 and metrics["calibration_warning"] is None

@@ -134,7 +134,9 @@ def test_too_many_rejects_fail_naming_the_source(params, tmp_path):
     msg = str(err.value)
     assert "source 'bad_chats': 9 of 10 rows rejected" in msg
     assert "max_reject_fraction=0.5" in msg and "invalid JSON" in msg
-    # What went wrong is on disk for inspection.
+    # What went wrong is on disk for inspection, where the message says (it named metrics.json, which holds
+    # only the totals, and data/ingest whatever the output folder)
+    assert f"(see {tmp_path / 'out' / 'rejects'} and {tmp_path / 'out' / 'details.json'}):" in msg
     assert read_table(tmp_path / "out" / "rejects", "rejects").num_rows == 9
     assert json.loads((tmp_path / "out" / "details.json").read_text())["sources"]["bad_chats"]["rejected"] == 9
 
@@ -282,6 +284,19 @@ def test_an_unreachable_hub_source_fails_at_once_in_one_line(root, tmp_path):
     assert lines[0].startswith("prefpipe: ingest.sources[0].path: hf://prefpipe-tests/no-such-set:train: "
                                "the Hugging Face Hub cannot be reached (")
     assert lines[1].startswith("SourceError hf://prefpipe-tests/no-such-set:train: the Hugging Face Hub cannot be reached")
+
+
+def test_a_hub_set_missing_from_the_offline_cache_names_its_params_key(params, root, tmp_path, monkeypatch):
+    """With HF_HUB_OFFLINE=1 the reachability check is skipped and the read itself fails: that line named
+    the set but not the key (`ingest.sources[1].path`) the check before any work names."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    p = with_ingest(params, [{"name": "ok", "kind": "documents", "path": str(root / "data/samples/posts.jsonl"),
+                              "format": "documents"},
+                             {"name": "hub", "kind": "documents", "path": "hf://prefpipe-tests/no-such-set:train",
+                              "format": "documents"}])
+    with pytest.raises(SourceError) as err:
+        run(p, tmp_path / "out")
+    assert str(err.value).startswith("ingest.sources[1].path: hf://prefpipe-tests/no-such-set:train: could not load")
 
 
 def test_a_hub_set_that_fails_to_load_names_the_login_command_huggingface_hub_installs(monkeypatch):

@@ -243,6 +243,14 @@ def test_missing_and_unknown_sources_say_what_to_do(tmp_path):
         values(tmp_path / "x.txt")
 
 
+def test_an_absent_shard_set_is_an_error_for_every_reader_not_an_empty_input(tmp_path):
+    """A stage run before the stage it reads from must say so, whether it reads the set whole or streams it."""
+    with pytest.raises(SourceError, match="not found; run the stage that writes it first"):
+        read_table(tmp_path / "data/ingest/conversations", "conversations")
+    with pytest.raises(SourceError, match="not found; run the stage that writes it first"):
+        list(pio.iter_batches(tmp_path / "data/ingest/conversations"))
+
+
 def test_hub_id_fails_clearly_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SourceError) as err:

@@ -4,6 +4,7 @@ structured output, and an engine inside a Ray actor."""
 from __future__ import annotations
 
 import copy
+import shutil
 import sys
 from typing import Literal
 
@@ -17,6 +18,7 @@ from pipeline.llm import Completion, GenerationFailure, LogProb, get_engine
 from pipeline.llm.chat import ChatCodec, InputTooLong, TemplateError
 from pipeline.llm.hf import TransformersEngine
 from pipeline.llm.tiny import build_tiny, resolve_model, tiny_path
+from tests.conftest import ROOT
 
 SAMPLING = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=24, stop=[], seed=7)
 CFG = LLM(
@@ -91,6 +93,40 @@ def test_tiny_builds_deterministically(tmp_path):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     assert resolve_model("tiny") == str(tiny_path())
     assert resolve_model("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def test_a_model_that_cannot_be_loaded_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
+    """A wrong `llm.model` (a missing folder, a folder that holds no model, a Hub id not in the offline cache)
+    is a ``ModelLoadError`` (a ``StageError``: `prefpipe run` prints it as one line), not a traceback ending
+    in a Hub id validation error."""
+    from pipeline import cli
+    from pipeline.errors import ModelLoadError, StageError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = str(tmp_path / "checkpoints" / "sft")
+    with pytest.raises(ModelLoadError, match=r"model '.*/checkpoints/sft': no such file or folder; set llm.model"):
+        resolve_model(missing)
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(ModelLoadError, match=r"the folder holds no config\.json, so it is not a Hugging Face model"):
+        TransformersEngine(CFG.model_copy(update={"model": str(tmp_path)}))
+    with pytest.raises(ModelLoadError, match=r"model 'prefpipe-tests/no-such-model' could not be loaded \(.+\); set"):
+        TransformersEngine(CFG.model_copy(update={"model": "prefpipe-tests/no-such-model"}))
+    assert issubclass(ModelLoadError, StageError)
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `backend: vllm` without the package (installed or not here)
+    from pipeline.llm.vllm_engine import import_vllm
+
+    with pytest.raises(ModelLoadError, match=r"the vllm backend needs the vllm package: pip install -e \"\.\[vllm\]\""):
+        import_vllm()
+
+    def main(params):  # what a stage does first with its model: load it
+        get_engine(CFG.model_copy(update={"model": missing}))
+
+    monkeypatch.setattr("stages.curry.main", main)
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    assert cli.main(["run", "curry"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"prefpipe: model '{missing}': no such file or folder")
 
 
 def test_tiny_model_shape_and_special_tokens(engine):

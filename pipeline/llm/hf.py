@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+from pathlib import Path
 
 import torch
 from pydantic import BaseModel
 
 from pipeline.config import LLM, Sampling
+from pipeline.errors import ModelLoadError
 from pipeline.llm.base import ChatPrompt, Completion, LogProb, sample_seed
 from pipeline.llm.chat import ChatCodec
 from pipeline.llm.cpu import measure, threads
@@ -53,7 +55,7 @@ from pipeline.llm.decode import (
     right_pad,
 )
 from pipeline.llm.structured import ClosingPolicy, generate_validated, schema_json, shortest_completion
-from pipeline.llm.tiny import resolve_model
+from pipeline.llm.tiny import MODEL_CHOICES, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +91,16 @@ class TransformersEngine:
             dtype = "auto" if self.device.type == "cuda" else torch.float32
         else:
             dtype = _DTYPES[cfg.dtype]
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
+            raise ModelLoadError(f"model {cfg.model!r}: the folder holds no config.json, so it is not a "
+                                 "Hugging Face model folder; set llm.model (or the role's model) to "
+                                 f"{MODEL_CHOICES}")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as e:  # not on the Hub nor in the offline cache, no tokenizer: one line
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"model {cfg.model!r} could not be loaded ({why}); set llm.model (or the "
+                                 f"role's model) to {MODEL_CHOICES}") from e
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()

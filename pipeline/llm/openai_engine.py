@@ -46,6 +46,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.config import LLM, Sampling
+from pipeline.errors import ModelLoadError
 from pipeline.llm.base import ChatPrompt, Completion, GenerationFailure, LogProb, sample_seed
 from pipeline.llm.chat import ChatCodec
 from pipeline.llm.openai_client import BadResponse, Request, RequestFailed, RowError, ServerError, Transport
@@ -271,7 +272,7 @@ class OpenAIEngine:
         try:
             return ChatCodec(_tokenizer(resolve_model(self.cfg.model)), name=self.cfg.model,
                              max_len=self.cfg.max_model_len)
-        except (OSError, ValueError) as e:  # no such tokenizer here, or one without a chat template
+        except (OSError, ValueError, ModelLoadError) as e:  # no such tokenizer here, or no chat template
             raise ServerError(
                 f"model {self.cfg.model!r}: {purpose} needs the served model's tokenizer (chat template and "
                 f"token ids), loaded locally from llm.model, and it could not be loaded "

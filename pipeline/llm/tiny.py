@@ -29,6 +29,7 @@ import json
 import os
 from pathlib import Path
 
+from pipeline.errors import ModelLoadError
 from pipeline.files import built_dir
 
 TINY_NAME = "tiny"
@@ -99,16 +100,27 @@ def tiny_seed(name: str) -> int | None:
     return None
 
 
+# What a model setting may be, said by every error about one.
+MODEL_CHOICES = ("tiny, smollm2, a Hugging Face model id (ORG/NAME; offline: one in the local cache) or a "
+                 "local folder holding a model")
+
+
 def resolve_model(name: str) -> str:
     """``"tiny"``/``"tiny@N"`` -> the built folder (built on first use); ``"smollm2"`` -> the packaged real
-    model converted to a folder (``pipeline.llm.smollm2``); anything else unchanged."""
+    model converted to a folder (``pipeline.llm.smollm2``); anything else unchanged, except that a name
+    written as a local path (``/``, ``./``, ``../``, ``~``) must exist: else ``ModelLoadError`` says so in
+    one line, instead of a Hub id error from ``transformers``."""
     if name == "smollm2":
         from pipeline.llm.smollm2 import resolve_smollm2
 
         return resolve_smollm2(cache_root())
     seed = tiny_seed(name)
     if seed is None:
-        return name
+        local = Path(name).expanduser()
+        if name.startswith(("/", "./", "../", "~")) and not local.exists():
+            raise ModelLoadError(f"model {name!r}: no such file or folder; set llm.model (or the role's "
+                                 f"model) to {MODEL_CHOICES}")
+        return str(local) if name.startswith("~") else name
     path = tiny_path(seed)
     if not (path / "config.json").exists():
         build_tiny(path, seed)

@@ -39,6 +39,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline.config import LLM, Sampling
+from pipeline.errors import ModelLoadError
 from pipeline.llm.base import ChatPrompt, Completion, LogProb, sample_seed
 from pipeline.llm.chat import ChatCodec
 from pipeline.llm.structured import ClosingPolicy, generate_validated, shortest_completion
@@ -47,11 +48,15 @@ from pipeline.llm.tiny import resolve_model
 MISSING = 'the vllm backend needs the vllm package: pip install -e ".[vllm]" (on a machine with a GPU)'
 
 
+class MissingVLLM(ImportError, ModelLoadError):
+    """``llm.backend: vllm`` without the vllm package (a one-line error on the command line)."""
+
+
 def import_vllm():
     try:
         import vllm
     except ImportError as e:
-        raise ImportError(f"{MISSING} ({e})") from e
+        raise MissingVLLM(f"{MISSING} ({e})") from e
     return vllm
 
 
