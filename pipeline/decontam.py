@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,16 @@ def _field_texts(value: Any) -> list[str]:
                 out.append(v["content"])
         return out
     return []
+
+
+def prompts_sha256(ids: list[str], texts: list[str]) -> str:
+    """sha256 of a set's (id, prompt) list as read: what the release was checked against, whatever the file's
+    encoding or location (``dvc repro`` does not track the sets' files, which may lie outside the repository).
+
+    >>> prompts_sha256(["q1"], ["Hello"])[:12]
+    'd70b21c048a3'
+    """
+    return hashlib.sha256(json.dumps([ids, texts], ensure_ascii=False).encode()).hexdigest()
 
 
 def load_eval_sets(sets: list) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]:
@@ -93,7 +105,8 @@ def load_eval_sets(sets: list) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]
                 "export.decontamination.sets to build without those prompts.")
         if why:
             log.warning("export: decontamination set %s: %s", s.name, why)
-        status[s.name] = {"prompts": n, "status": f"ok; {why}" if n and why else why or "ok"}
+        status[s.name] = {"prompts": n, "prompts_sha256": prompts_sha256(rows["eval_id"][before:], rows["text"][before:]),
+                          "status": f"ok; {why}" if n and why else why or "ok"}
     return pl.DataFrame(rows, schema={"eval_set": pl.String, "eval_id": pl.String, "text": pl.String}), status
 
 

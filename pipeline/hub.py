@@ -172,7 +172,8 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
     drops = [[f"`{c}`", r, n] for c, reasons in stats.get("drops_by_config", {}).items() for r, n in reasons.items()]
     held = [[f"`{p}`", v.get("prompts", 0), v.get("removed", 0)] for p, v in stats.get("held_out", {}).items()]
     gates = _gate_rows(stats.get("gates", {}))
-    decon = [[s, v["prompts"], v["removed"], v["status"]] for s, v in stats["decontamination"].items()]
+    decon = [[s, v["prompts"], f"`{v['prompts_sha256'][:12]}`" if "prompts_sha256" in v else "—", v["removed"], v["status"]]
+             for s, v in stats["decontamination"].items()]
     pii = [[k, n] for k, n in stats["pii"].items()]
     skipped = "".join(f"\n- `{m}`: {why}" for m, why in stats["skipped"].items())
     levels = ", ".join(f"level {lv}: {n}" for m in stats["levels"] for lv, n in stats["levels"][m].items())
@@ -207,7 +208,8 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "and the configs it left):\n",
         _table(["config", "reason", "pairs"], drops or [["(none)", "—", 0]]) + "\n",
         "Decontamination sets:\n",
-        _table(["set", "prompts", "pairs removed", "status"], decon or [["(none configured)", 0, 0, "—"]]) + "\n",
+        _table(["set", "prompts", "prompts sha256", "pairs removed", "status"],
+               decon or [["(none configured)", 0, "—", 0, "—"]]) + "\n",
         "Held-out prompts (kept out of every train split):\n",
         _table(["held-out set", "prompts", "train pairs removed"], held or [["(none configured)", 0, 0]]) + "\n",
         "Judge gates each stage recorded (a judge labels data only after it scores its probe set; a gate at or "

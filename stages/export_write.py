@@ -158,8 +158,8 @@ def build_stats(pairs: pl.DataFrame, joint: pl.DataFrame, rows: dict[str, dict[s
         "drops": _counts(drops, "reason"),
         "drops_by_config": _counts(by_config, "configs", "reason"),
         "drops_by_method": _counts(drops, "method", "reason"),
-        "decontamination": {s: {"prompts": v["prompts"], "status": v["status"],
-                                "removed": int(decon.filter(pl.col("eval_set") == s).height)} for s, v in evals.items()},
+        "decontamination": {s: {**v, "removed": int(decon.filter(pl.col("eval_set") == s).height)}
+                            for s, v in evals.items()},
         "held_out": {p: {**v, "removed": int(held.filter(pl.col("set") == p).height)} for p, v in held_out.items()},
         "pii": pii,
         "skipped": skipped,

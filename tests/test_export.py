@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from pipeline.decontam import prompts_sha256
 from pipeline.dedup import Signatures, dedup_within, prompt_keys, text_of
 from pipeline.hub import verify_release
 from pipeline.io import StageError, write_shards
@@ -254,7 +255,12 @@ def test_decontamination_removes_mt_bench_and_arena_hard_prompts_and_keeps_a_nea
     assert set(gone) == {"mt", "arena"}
     assert gone["mt"]["eval_set"] == "mt_bench" and gone["mt"]["eval_id"] == "81#turn1" and gone["mt"]["overlap"] == 1.0
     assert gone["arena"]["eval_set"] == "arena_hard" and gone["arena"]["eval_id"] == hard["uid"]
-    assert stats["decontamination"]["mt_bench"] == {"prompts": 160, "status": "ok", "removed": 1}
+    entry = stats["decontamination"]["mt_bench"]
+    assert {k: entry[k] for k in ("prompts", "status", "removed")} == {"prompts": 160, "status": "ok", "removed": 1}
+    # the release records what it was checked against: a fingerprint of the set's (id, prompt) list as read
+    ids = [f"{q['question_id']}#turn{i + 1}" for q in mt for i in range(len(q["turns"]))]
+    assert entry["prompts_sha256"] == prompts_sha256(ids, [t for q in mt for t in q["turns"]])
+    assert f"`{entry['prompts_sha256'][:12]}`" in (release / "README.md").read_text()
     assert stats["decontamination"]["arena_hard"]["removed"] == 1
     kept = set(pl.read_parquet(release / "pugc" / "train-00000-of-00001.parquet")["pair_id"])
     assert kept == {"near", "clean"}

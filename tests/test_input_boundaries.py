@@ -207,13 +207,13 @@ def test_an_eval_set_record_that_cannot_be_read_fails_the_release(tmp_path):
 
 
 def test_an_optional_eval_set_reports_its_unread_records(tmp_path, caplog):
-    from pipeline.decontam import load_eval_sets
+    from pipeline.decontam import load_eval_sets, prompts_sha256
 
     with caplog.at_level("WARNING"):
         evals, status = load_eval_sets([_eval_set(tmp_path, optional=True)])
     assert evals["eval_id"].to_list() == ["1", "4"]
-    assert status["mt"] == {"prompts": 2, "status": "ok; 2 record(s) without a prompt (first: q.jsonl:2: invalid "
-                                                    "UTF-8 at byte 37)"}
+    assert status["mt"] == {"prompts": 2, "prompts_sha256": prompts_sha256(["1", "4"], evals["text"].to_list()),
+                            "status": "ok; 2 record(s) without a prompt (first: q.jsonl:2: invalid UTF-8 at byte 37)"}
     assert "decontamination set mt: 2 record(s) without a prompt" in caplog.text
 
 
