@@ -57,7 +57,7 @@ def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, mi
 
     >>> r = check_gate("dove", "judge", "m", [True, False] * 8, min_accuracy=0.75, key="dove.gates.judge",
     ...                on_failure="withhold")  # doctest: +ELLIPSIS
-    GATE FAILED dove: the judge judge (m) does not discriminate on its probe set: 8 of 16 probes right ...
+    GATE FAILED dove: the judge (m) does not discriminate on its probe set: 8 of 16 probes right ...
     >>> r["accuracy"], r["passed"], r["lowered"], r["labels"]
     (0.5, False, False, 'withheld')
     """
@@ -73,8 +73,9 @@ def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, mi
         **({"detail": detail} if detail else {}),
     }
     figures = f"{right} of {n} probes right (accuracy {accuracy:.2f}, chance {CHANCE})"
+    judge = "the judge" if role == "judge" else f"the {role} judge"  # not "the judge judge"
     if not passed:
-        message = (f"{stage}: the {role} judge ({model}) does not discriminate on its probe set: {figures}, "
+        message = (f"{stage}: {judge} ({model}) does not discriminate on its probe set: {figures}, "
                    f"below the gate {key}={min_accuracy}")
         fix = (f"use a stronger model for this role, or lower the gate explicitly ({key}: 0.0) to keep its labels "
                "anyway")
@@ -82,7 +83,7 @@ def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, mi
             raise JudgeGateError(f"{message}; its labels are not used. Fix: {fix}")
         _say(f"{message}; its labels are withheld (execution.on_gate_failure=withhold). Fix: {fix}", "GATE FAILED")
     elif lowered:
-        _say(f"{stage}: gate lowered for the {role} judge ({model}): {figures}; {key}={min_accuracy} lets a "
+        _say(f"{stage}: gate lowered for {judge} ({model}): {figures}; {key}={min_accuracy} lets a "
              "chance-level judge label data")
     return report
 

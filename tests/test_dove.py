@@ -764,7 +764,7 @@ def test_gate_stops_an_always_a_judge_before_it_labels_anything(helpful, params,
     _write_helpful(tmp_path, sft[:10], cond[:5])
     engine = ScriptedJudge(bias=0.9)
     monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: engine, raising=False)
-    with pytest.raises(JudgeGateError, match=rf"dove: the judge judge \(tiny\) .* {right} of 48 probes right .* "
+    with pytest.raises(JudgeGateError, match=rf"dove: the judge \(tiny\) .* {right} of 48 probes right .* "
                                              r"dove.gates.judge=0.75"):
         D.main(_gate_params(params, 0.75, position_calibration=calibration))
     assert sum(engine.calls) == 48  # the probes, both orders; no real comparison was judged

@@ -161,8 +161,8 @@ def test_a_console_warning_is_printed_once_not_also_logged_as_a_warning(capsys, 
                on_failure="withhold")
     say("wildfeedback: output collapsed: DSAT signals fell from 2 (rules alone) to 0")
     out = capsys.readouterr().out
-    assert out.count("WARNING wildfeedback: gate lowered for the judge judge (tiny)") == 1
-    assert out.count("GATE FAILED wildfeedback: the judge judge (tiny)") == 1
+    assert out.count("WARNING wildfeedback: gate lowered for the judge (tiny)") == 1
+    assert out.count("GATE FAILED wildfeedback: the judge (tiny)") == 1
     assert out.count("WARNING wildfeedback: output collapsed") == 1
     assert [r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR")] == []
 
