@@ -34,7 +34,6 @@ out of DSAT signals, the stage says so on the console and in ``collapse_warnings
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -300,6 +299,17 @@ def headline(details: dict, gates: dict, warnings: list[str]) -> tuple[dict, dic
     return numbers, summary
 
 
+def console_line(summary: dict) -> str:
+    """The stage's one-line account on the console, like the other stages'."""
+    d = summary["details"]
+    return (f"wildfeedback: {d['conversations']['in']} conversations -> {summary['conversations_selected']} selected -> "
+            f"{d['signals']['turns_with_signal']} turns with a signal (SAT {summary['signals_sat']}, DSAT "
+            f"{summary['signals_dsat']}; detector {d['detector_used']}) -> {summary['pairs']} pairs "
+            f"({summary['pairs_natural_revision']} from natural revisions, {summary['pairs_generated']} generated); "
+            f"judge gates passed: {summary['gates_passed']} of {summary['gates_run']} (drops by reason in "
+            f"{OUT / 'details.json'})")
+
+
 def run_gates(params: Params) -> tuple[dict, Params, bool]:
     """The judge gates, before any real row is labelled: (reports, params to run with, judge usable).
 
@@ -356,4 +366,4 @@ def main(params: Params) -> None:
     write_metrics(out, numbers, summary)
     commit_outputs(OUT)
     log.info("wildfeedback: %d signals, %d pairs", metrics["signals"]["turns_with_signal"], summary["pairs"])
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("gates", "details")}))
+    print(console_line(summary))

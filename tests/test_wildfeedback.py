@@ -321,6 +321,13 @@ def test_metrics_top_level_is_a_few_headline_numbers(tmp_path, monkeypatch):
     assert (m["conversations_selected"], m["signals_dsat"]) == (4, 2) and m["details"]["detector"] == "rules"
 
 
+def test_the_console_line_is_a_sentence_of_the_headline_numbers(tmp_path, monkeypatch):
+    _, pairs, _, m = run_stage(tmp_path, monkeypatch, FakeEngine(), detector="rules")
+    line = wf.console_line(m)
+    assert line.startswith("wildfeedback: 7 conversations -> 4 selected -> ") and "\n" not in line
+    assert f"DSAT 2; detector rules) -> {pairs.num_rows} pairs (1 from natural revisions, 2 generated)" in line
+
+
 def test_partitions_bound_memory_without_changing_the_output(tmp_path, monkeypatch):
     """Two conversations per partition (4 partitions, each through every model step) = one partition."""
     (tmp_path / "whole").mkdir()
