@@ -8,22 +8,28 @@ helpers make that hold where a format's library would otherwise read more than o
   times the limit, so a gzip bomb stops at the cap (``read_capped``);
 - a CSV row is fed to the csv module line by line through ``CsvLines``, which stops holding a row
   (not only a field, which ``csv.field_size_limit`` bounds) once it is over the limit;
-- a Parquet row group is read in batches of about the limit's bytes, sized from the row group's
-  metadata (``parquet_batch_size``), instead of 10,000 rows whatever their size.
+- a Parquet row group is read in batches of about the limit's bytes, sized from what its pages may decode
+  to (``parquet_batch_size`` over ``decoded_bound``), instead of 10,000 rows whatever their size; a row
+  group that cannot be read so (``parquet_refusal``) is not read.
 """
 
 from __future__ import annotations
 
 import gzip
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
+
+from pipeline.parquetpages import DELTA_BYTE_ARRAY, DICTIONARY_ENCODINGS, DICTIONARY_PAGE, Chunk, Page
 
 # A .json file is parsed whole (json.loads builds every record at once): it may hold at most this many
 # times max_record_bytes of (decompressed) text; a bigger one is one reject saying to convert it.
 JSON_FILE_RECORDS = 16
 PARQUET_BATCH_ROWS = 10_000  # the most rows per batch, for row groups of small rows
+# A Parquet page is decompressed whole: one over this many times max_record_bytes (as for a .json file) whose
+# values average over the limit, or a row group whose rows may decode to more on average, is not read.
+PARQUET_PAGE_RECORDS = JSON_FILE_RECORDS
 
 
 def bounded_lines(f, limit: int | None) -> Iterator[tuple[bytes, int]]:
@@ -135,7 +141,64 @@ class CsvLines:
 
 
 def parquet_batch_size(group_bytes: int, group_rows: int, limit: int) -> int:
-    """Rows per batch so that a batch of a row group holds about ``limit`` bytes (its metadata's
-    uncompressed size over its rows), between 1 and ``PARQUET_BATCH_ROWS``."""
+    """Rows per batch so that a batch of a row group holds about ``limit`` bytes (``group_bytes``, what the
+    group decodes to, over its rows), between 1 and ``PARQUET_BATCH_ROWS``."""
     per_row = -(-max(group_bytes, 1) // max(group_rows, 1))
     return max(1, min(PARQUET_BATCH_ROWS, limit // per_row))
+
+
+def decoded_bound(pages: list[Page], byte_array: bool, longest: int | None = None) -> int:
+    """The most bytes a column chunk's ``pages`` decode to: a page as many as it holds (at least 8 a value), a
+    dictionary-encoded value as many as the longest dictionary entry (``longest`` where it was read, else
+    what the dictionary page's size allows), a prefix-compressed (DELTA_BYTE_ARRAY) value as many as its page."""
+    dictionary = next((p for p in pages if p.kind == DICTIONARY_PAGE), None)
+    if longest is None:
+        entries = max(dictionary.values, 1) if dictionary else 1
+        size = dictionary.size if dictionary else 0
+        longest = max(0, size - 4 * (entries - 1)) if byte_array else size // entries
+    total = 0
+    for p in pages:
+        if p.kind == DICTIONARY_PAGE:
+            total += p.size
+        elif p.encoding in DICTIONARY_ENCODINGS:
+            total += p.values * (longest + 8)
+        elif p.encoding == DELTA_BYTE_ARRAY:
+            total += p.values * (p.size + 8)
+        else:
+            total += max(p.size, 8 * p.values)
+    return total
+
+
+def page_refusal(column: str, pages: list[Page], limit: int) -> str | None:
+    """Why ``column``'s chunk cannot be read within ``PARQUET_PAGE_RECORDS`` x ``limit``: a page over that
+    (a page is decompressed whole) whose values average over ``limit`` (so it holds a record over it), or None."""
+    cap = PARQUET_PAGE_RECORDS * limit
+    for p in pages:
+        if p.size > cap and p.size > limit * max(p.values, 1):
+            what = "dictionary page" if p.kind == DICTIONARY_PAGE else "page"
+            return (f"column {column!r} has a {what} of {p.size} bytes holding {p.values} value(s), over "
+                    f"max_record_bytes={limit} each on average, and a page is read whole: this one is over "
+                    f"{PARQUET_PAGE_RECORDS} x max_record_bytes")
+    return None
+
+
+def parquet_plan(chunks: Iterable[Chunk], rows: int, limit: int,
+                 longest: Callable[[Chunk], int | None]) -> tuple[int, str | None]:
+    """Rows per batch for a row group of ``rows`` rows, from its column ``chunks``, or why it is not read
+    (``page_refusal``, or rows that may decode to over ``PARQUET_PAGE_RECORDS`` x ``limit`` each on average).
+    ``longest(chunk)`` reads the longest entry of a chunk's dictionary: only asked for where the dictionary
+    page's size alone bounds its values loosely (a dictionary of many entries)."""
+    chunks = list(chunks)
+    for chunk in chunks:
+        if why := page_refusal(chunk.column, chunk.pages, limit):
+            return 0, why
+    total = 0
+    for chunk in chunks:
+        bound = decoded_bound(chunk.pages, chunk.byte_array)
+        if chunk.byte_array and chunk.dictionary and bound > 2 * sum(p.size for p in chunk.pages):
+            bound = decoded_bound(chunk.pages, True, longest(chunk))
+        if bound > PARQUET_PAGE_RECORDS * limit * max(rows, 1):
+            return 0, (f"column {chunk.column!r} may decode to {bound // max(rows, 1)} bytes a row (by its page "
+                       f"headers), over {PARQUET_PAGE_RECORDS} x max_record_bytes={limit}")
+        total += bound
+    return parquet_batch_size(total, rows, limit), None

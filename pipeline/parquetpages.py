@@ -1,0 +1,172 @@
+"""The page headers of a Parquet column chunk, read without reading its pages.
+
+The footer gives a column chunk's size, not how its bytes decode: a dictionary page of one large string that
+a million rows refer to is a few bytes on disk per row, and one page may hold a cell far bigger than a record
+may be. pyarrow decompresses a page whole and decodes a batch's values in full, and it keeps page headers to
+itself, so they are read here: each header (Thrift compact protocol, a few dozen bytes) is read and the
+page's body is skipped. ``pipeline.limits.parquet_plan`` turns what they say into a batch size, or a refusal.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DICTIONARY_PAGE = 2  # PageType; DATA_PAGE is 0, DATA_PAGE_V2 3, INDEX_PAGE 1
+DICTIONARY_ENCODINGS = {2, 8}  # PLAIN_DICTIONARY, RLE_DICTIONARY
+DELTA_BYTE_ARRAY = 7  # prefix-compressed: a value may repeat the bytes of the one before it
+_MAX_ITEMS = 1 << 16  # a page header holds a few fields (and statistics): more is not a page header
+_MAX_DEPTH = 8
+_CODECS = {"UNCOMPRESSED": None, "SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "ZSTD": "zstd",
+           "LZ4_RAW": "lz4_raw"}
+_LENGTH = struct.Struct("<I")  # a PLAIN byte array's length prefix
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a column chunk: its type, bytes once decompressed, values (entries, for a dictionary
+    page) and encoding; where its body starts in the file, and its bytes there."""
+
+    kind: int
+    size: int
+    values: int
+    encoding: int
+    at: int = 0
+    stored: int = 0
+
+
+def _byte(f: IO[bytes]) -> int:
+    b = f.read(1)
+    if not b:
+        raise ValueError("a page header is cut short")
+    return b[0]
+
+
+def _varint(f: IO[bytes]) -> int:
+    out = shift = 0
+    while True:
+        b = _byte(f)
+        out |= (b & 0x7F) << shift
+        if b < 0x80:
+            return out
+        shift += 7
+        if shift > 63:
+            raise ValueError("a page header holds an integer over 64 bits")
+
+
+def _int(f: IO[bytes]) -> int:
+    n = _varint(f)
+    return (n >> 1) ^ -(n & 1)
+
+
+def _value(f: IO[bytes], kind: int, depth: int) -> Any:
+    """A value of Thrift compact type ``kind``: integers and structs kept, the rest skipped."""
+    if depth > _MAX_DEPTH:
+        raise ValueError("a page header nests too deep")
+    if kind in (1, 2):  # a boolean field: its value is its type
+        return kind == 1
+    if kind == 3:
+        return _byte(f)
+    if kind in (4, 5, 6):
+        return _int(f)
+    if kind in (7, 8):  # a double, or bytes (page statistics)
+        n = 8 if kind == 7 else _varint(f)
+        if len(f.read(n)) < n:
+            raise ValueError("a page header is cut short")
+        return None
+    if kind in (9, 10, 11):  # list, set, map
+        if kind == 11:
+            n = _varint(f)
+            kinds = divmod(_byte(f), 16) if n else (0, 0)
+        else:
+            head = _byte(f)
+            n, kinds = (head >> 4 if head >> 4 != 15 else _varint(f)), (head & 15,)
+        if n > _MAX_ITEMS:
+            raise ValueError("a page header holds a list too long to be one")
+        for _ in range(n):
+            for k in kinds:
+                _byte(f) if k in (1, 2) else _value(f, k, depth + 1)  # a boolean in a collection is a byte
+        return None
+    if kind == 12:
+        return _struct(f, depth + 1)
+    raise ValueError(f"a page header holds an unknown Thrift type {kind}")
+
+
+def _struct(f: IO[bytes], depth: int = 0) -> dict[int, Any]:
+    fields: dict[int, Any] = {}
+    field = 0
+    for _ in range(_MAX_ITEMS):
+        head = _byte(f)
+        if head == 0:
+            return fields
+        field = field + (head >> 4) if head >> 4 else _int(f)
+        fields[field] = _value(f, head & 15, depth)
+    raise ValueError("a page header holds too many fields to be one")
+
+
+def chunk_pages(f: IO[bytes], start: int, length: int) -> Iterator[Page]:
+    """The pages of the column chunk at ``start`` (its dictionary page, if any, else its first data page),
+    ``length`` bytes long (its compressed size), read from the open file ``f``; ValueError if a header is not one."""
+    pos, end = start, start + length
+    while pos < end:
+        f.seek(pos)
+        header = _struct(f)
+        kind, size, stored = header.get(1), header.get(2), header.get(3)
+        if not all(isinstance(v, int) and v >= 0 for v in (kind, size, stored)):
+            raise ValueError(f"the page header at byte {pos} gives no page type or size")
+        detail = header.get({0: 5, 2: 7, 3: 8}.get(kind, -1))
+        detail = detail if isinstance(detail, dict) else {}
+        values, encoding = detail.get(1), detail.get(4 if kind == 3 else 2)
+        yield Page(kind, size, values if isinstance(values, int) and values > 0 else 0,
+                   encoding if isinstance(encoding, int) else 0, f.tell(), stored)
+        pos = f.tell() + stored
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A column chunk of a row group: its column's name, pages, codec, and whether its values are byte arrays."""
+
+    column: str
+    pages: list[Page]
+    compression: str
+    byte_array: bool
+
+    @property
+    def dictionary(self) -> Page | None:
+        return next((p for p in self.pages if p.kind == DICTIONARY_PAGE), None)
+
+
+def row_group_chunks(f: IO[bytes], group: pq.RowGroupMetaData) -> Iterator[Chunk]:
+    """The column chunks of row group ``group`` of the Parquet file open as ``f``, with their page headers."""
+    for c in range(group.num_columns):
+        chunk = group.column(c)
+        start = min([o for o in (chunk.dictionary_page_offset, chunk.data_page_offset) if o] or [0])
+        yield Chunk(chunk.path_in_schema, list(chunk_pages(f, start, chunk.total_compressed_size)),
+                    chunk.compression, chunk.physical_type == "BYTE_ARRAY")
+
+
+def longest_entry(f: IO[bytes], chunk: Chunk) -> int | None:
+    """The longest entry (bytes) of the byte-array dictionary of ``chunk``, read from its dictionary page
+    (decompressed by pyarrow's codec); None where it has none or its codec is one pyarrow cannot name (LZ4
+    in Hadoop's framing)."""
+    page = chunk.dictionary
+    if page is None or chunk.compression not in _CODECS:
+        return None
+    f.seek(page.at)
+    data = f.read(page.stored)
+    if len(data) < page.stored:
+        raise ValueError(f"the dictionary page of column {chunk.column!r} is cut short")
+    codec = _CODECS[chunk.compression]
+    view = memoryview(pa.Codec(codec).decompress(data, decompressed_size=page.size) if codec else data)
+    pos = longest = 0
+    for _ in range(page.values):
+        if pos + 4 > len(view):
+            raise ValueError(f"the dictionary page of column {chunk.column!r} holds fewer entries than it says")
+        (n,) = _LENGTH.unpack_from(view, pos)
+        pos, longest = pos + 4 + n, max(longest, n)
+    return longest
