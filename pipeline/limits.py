@@ -149,10 +149,11 @@ def parquet_batch_size(group_bytes: int, group_rows: int, limit: int) -> int:
 
 def decoded_bound(pages: list[Page], byte_array: bool, longest: int | None = None) -> int:
     """The most bytes a column chunk's ``pages`` decode to: a page as many as it holds (at least 8 a value), a
-    dictionary-encoded value as many as the longest dictionary entry (``longest`` where it was read, else
-    what the dictionary page's size allows), a prefix-compressed (DELTA_BYTE_ARRAY) value as many as its page."""
+    dictionary-encoded value as many as the longest dictionary entry (``longest`` where it was read, else what
+    the dictionary page's size allows; a fixed width is known), a prefix-compressed (DELTA_BYTE_ARRAY) value
+    as many as its page."""
     dictionary = next((p for p in pages if p.kind == DICTIONARY_PAGE), None)
-    if longest is None:
+    if longest is None or not byte_array:  # fixed-width entries: the page's size over its entries
         entries = max(dictionary.values, 1) if dictionary else 1
         size = dictionary.size if dictionary else 0
         longest = max(0, size - 4 * (entries - 1)) if byte_array else size // entries
@@ -186,19 +187,25 @@ def parquet_plan(chunks: Iterable[Chunk], rows: int, limit: int,
                  longest: Callable[[Chunk], int | None]) -> tuple[int, str | None]:
     """Rows per batch for a row group of ``rows`` rows, from its column ``chunks``, or why it is not read
     (``page_refusal``, or rows that may decode to over ``PARQUET_PAGE_RECORDS`` x ``limit`` each on average).
-    ``longest(chunk)`` reads the longest entry of a chunk's dictionary: only asked for where the dictionary
-    page's size alone bounds its values loosely (a dictionary of many entries)."""
+
+    Bounds use each dictionary's longest entry, ``longest(chunk)`` (read from the file); it is read only where
+    it could change the answer, i.e. where bounds with an entry as long as the dictionary page allows and
+    with entries of no length give different batches, so the plan is the same whether it is read or not."""
     chunks = list(chunks)
     for chunk in chunks:
         if why := page_refusal(chunk.column, chunk.pages, limit):
             return 0, why
-    total = 0
-    for chunk in chunks:
-        bound = decoded_bound(chunk.pages, chunk.byte_array)
-        if chunk.byte_array and chunk.dictionary and bound > 2 * sum(p.size for p in chunk.pages):
-            bound = decoded_bound(chunk.pages, True, longest(chunk))
+    lower = [decoded_bound(c.pages, c.byte_array, 0) for c in chunks]
+    upper = [decoded_bound(c.pages, c.byte_array) for c in chunks]
+    if _decide(chunks, upper, rows, limit) != _decide(chunks, lower, rows, limit):
+        upper = [decoded_bound(c.pages, True, longest(c)) if c.byte_array and high > low else high
+                 for c, low, high in zip(chunks, lower, upper, strict=True)]
+    return _decide(chunks, upper, rows, limit)
+
+
+def _decide(chunks: list[Chunk], bounds: list[int], rows: int, limit: int) -> tuple[int, str | None]:
+    for chunk, bound in zip(chunks, bounds, strict=True):
         if bound > PARQUET_PAGE_RECORDS * limit * max(rows, 1):
             return 0, (f"column {chunk.column!r} may decode to {bound // max(rows, 1)} bytes a row (by its page "
                        f"headers), over {PARQUET_PAGE_RECORDS} x max_record_bytes={limit}")
-        total += bound
-    return parquet_batch_size(total, rows, limit), None
+    return min(parquet_batch_size(sum(bounds), rows, limit), max(rows, 1)), None

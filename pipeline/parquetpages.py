@@ -152,21 +152,22 @@ def row_group_chunks(f: IO[bytes], group: pq.RowGroupMetaData) -> Iterator[Chunk
 
 def longest_entry(f: IO[bytes], chunk: Chunk) -> int | None:
     """The longest entry (bytes) of the byte-array dictionary of ``chunk``, read from its dictionary page
-    (decompressed by pyarrow's codec); None where it has none or its codec is one pyarrow cannot name (LZ4
-    in Hadoop's framing)."""
+    (decompressed by pyarrow's codec); None where it has none, its codec is one pyarrow cannot name (LZ4 in
+    Hadoop's framing) or the page is damaged (reading the chunk then says how)."""
     page = chunk.dictionary
     if page is None or chunk.compression not in _CODECS:
         return None
     f.seek(page.at)
     data = f.read(page.stored)
-    if len(data) < page.stored:
-        raise ValueError(f"the dictionary page of column {chunk.column!r} is cut short")
     codec = _CODECS[chunk.compression]
-    view = memoryview(pa.Codec(codec).decompress(data, decompressed_size=page.size) if codec else data)
+    try:
+        view = memoryview(pa.Codec(codec).decompress(data, decompressed_size=page.size) if codec else data)
+    except (pa.ArrowException, OSError):
+        return None
     pos = longest = 0
     for _ in range(page.values):
         if pos + 4 > len(view):
-            raise ValueError(f"the dictionary page of column {chunk.column!r} holds fewer entries than it says")
+            return None
         (n,) = _LENGTH.unpack_from(view, pos)
         pos, longest = pos + 4 + n, max(longest, n)
-    return longest
+    return longest if pos <= len(view) else None
