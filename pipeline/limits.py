@@ -156,7 +156,7 @@ def decoded_bound(pages: list[Page], byte_array: bool, longest: int | None = Non
     if longest is None or not byte_array:  # fixed-width entries: the page's size over its entries
         entries = max(dictionary.values, 1) if dictionary else 1
         size = dictionary.size if dictionary else 0
-        longest = max(0, size - 4 * (entries - 1)) if byte_array else size // entries
+        longest = max(0, size - 4 * entries) if byte_array else size // entries
     total = 0
     for p in pages:
         if p.kind == DICTIONARY_PAGE:
