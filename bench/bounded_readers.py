@@ -23,11 +23,11 @@ import gzip
 import io
 import json
 import random
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -64,25 +64,39 @@ def _parquet_rows(path: Path, sized: bool) -> tuple[int, int]:
     return n, size
 
 
-def _footer_sized(path: Path) -> list:
+def _footer_rows(path: Path) -> Iterator[tuple]:
     """iter_parquet before page headers (e2b60e6), verbatim but for its error handling: batches of about
     LIMIT bytes by the row group's footer size."""
     pf = pq.ParquetFile(path, page_checksum_verification=True)
     sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
-    out, first = [], 1
+    first = 1
     for g, size in enumerate(sizes):
         i = first - 1
         rows = parquet_batch_size(pf.metadata.row_group(g).total_byte_size, size, LIMIT)
         for batch in pf.iter_batches(batch_size=rows, row_groups=[g]):
             for rec, error in batch_rows(batch):
                 i += 1
-                out.append(RawRow(str(path), i, value=rec, error=error, raw=""))
+                r = RawRow(str(path), i, value=rec, error=error, raw="")
+                yield r.row, r.value, r.error
         first += size
-    return [(r.row, r.value, r.error) for r in out]
+
+
+def _planned_rows(path: Path) -> Iterator[tuple]:
+    return ((r.row, r.value, r.error) for r in iter_parquet(path, LIMIT))
+
+
+def _footer_sized(path: Path) -> list:
+    return list(_footer_rows(path))
 
 
 def _page_planned(path: Path) -> list:
-    return [(r.row, r.value, r.error) for r in iter_parquet(path, LIMIT)]
+    return list(_planned_rows(path))
+
+
+def _rss_peak_mib() -> int:
+    """This process's peak RSS since it started (VmHWM; ru_maxrss would count the parent's, from the fork)."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) // 1024
 
 
 def _measure(reader: str, path: Path) -> None:
@@ -90,12 +104,12 @@ def _measure(reader: str, path: Path) -> None:
     pool = pa.proxy_memory_pool(pa.default_memory_pool())
     pa.set_memory_pool(pool)
     t = time.perf_counter()
-    rows = (_footer_sized if reader == "footer" else _page_planned)(path)
+    rows = [error for _, _, error in (_footer_rows if reader == "footer" else _planned_rows)(path)]  # values dropped
     seconds = time.perf_counter() - t
-    print(json.dumps({"rows": len(rows), "rejected": sum(1 for *_, error in rows if error),
-                      "first_error": next((error for *_, error in rows if error), None),
+    print(json.dumps({"rows": len(rows), "rejected": sum(1 for error in rows if error),
+                      "first_error": next((error for error in rows if error), None),
                       "arrow_peak_mib": round(pool.max_memory() / 2**20, 1),
-                      "rss_peak_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                      "rss_peak_mib": _rss_peak_mib(),
                       "seconds": round(seconds, 2)}))
 
 
