@@ -19,8 +19,13 @@ import gzip
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.encodings import batch_rows
+from pipeline.jsontext import preview_of
 from pipeline.parquetpages import DELTA_BYTE_ARRAY, DICTIONARY_ENCODINGS, DICTIONARY_PAGE, Chunk, Page
 
 # A .json file is parsed whole (json.loads builds every record at once): it may hold at most this many
@@ -209,3 +214,61 @@ def _decide(chunks: list[Chunk], bounds: list[int], rows: int, limit: int) -> tu
             return 0, (f"column {chunk.column!r} may decode to {bound // max(rows, 1)} bytes a row (by its page "
                        f"headers), over {PARQUET_PAGE_RECORDS} x max_record_bytes={limit}")
     return min(parquet_batch_size(sum(bounds), rows, limit), max(rows, 1)), None
+
+
+def _text(kind: pa.DataType) -> bool:
+    return any(is_(kind) for is_ in (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view,
+                                     pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view))
+
+
+def text_bytes(batch: pa.RecordBatch) -> pa.Array | None:
+    """Per row of ``batch``, the bytes of its top-level string and binary values (None if it has none): no
+    more than the length of the row as JSON (escapes and quotes only add), so a row over a limit by them is a
+    record over it too."""
+    total = None
+    for column in batch.columns:
+        if pa.types.is_dictionary(column.type) and _text(column.type.value_type):
+            lengths = pc.take(pc.binary_length(column.dictionary), column.indices)
+        elif _text(column.type):
+            lengths = pc.binary_length(column)
+        else:
+            continue
+        lengths = pc.fill_null(lengths.cast(pa.int64()), 0)
+        total = lengths if total is None else pc.add(total, lengths)
+    return total
+
+
+def sized_rows(batch: pa.RecordBatch, limit: int) -> Iterator[tuple[dict[str, Any] | None, str | None, str]]:
+    """``(row, error, preview)`` for each row of a Parquet batch, as ``batch_rows`` gives them, but a row whose
+    text alone is over ``limit`` (``text_bytes``) is the reject ingest would make of it, ``record is over
+    max_record_bytes``, without being turned into Python values (its preview is read from its first 500
+    characters); a row that is also not UTF-8 is the reject that says so, as before."""
+    sizes = text_bytes(batch)
+    over = [] if sizes is None else pc.indices_nonzero(pc.greater(sizes, limit)).to_pylist()
+    start = 0
+    for j in [*over, batch.num_rows]:
+        if j > start:
+            yield from ((rec, error, "") for rec, error in batch_rows(batch.slice(start, j - start)))
+        start = j + 1
+        if j == batch.num_rows:
+            return
+        row = batch.slice(j, 1)
+        try:
+            row.validate(full=True)  # UTF-8 of its strings
+        except pa.ArrowInvalid:
+            yield from ((rec, error, "") for rec, error in batch_rows(row))
+            continue
+        yield None, f"record is over max_record_bytes={limit}", preview_of(_head(row).to_pylist()[0])
+
+
+def _head(row: pa.RecordBatch) -> pa.RecordBatch:
+    """``row`` with its top-level strings and binaries cut to 500 characters (bytes): enough for a preview."""
+    columns = []
+    for column in row.columns:
+        if pa.types.is_dictionary(column.type):
+            column = column.dictionary_decode()
+        if _text(column.type):
+            cut = pc.utf8_slice_codeunits if "string" in str(column.type) else pc.binary_slice
+            column = cut(column, 0, 500)
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, names=row.schema.names)

@@ -22,6 +22,7 @@ DICTIONARY_ENCODINGS = {2, 8}  # PLAIN_DICTIONARY, RLE_DICTIONARY
 DELTA_BYTE_ARRAY = 7  # prefix-compressed: a value may repeat the bytes of the one before it
 _MAX_ITEMS = 1 << 16  # a page header holds a few fields (and statistics): more is not a page header
 _MAX_DEPTH = 8
+_WINDOW = 256  # bytes read for a page header, and 16 times more while it is longer (page statistics)
 _CODECS = {"UNCOMPRESSED": None, "SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "ZSTD": "zstd",
            "LZ4_RAW": "lz4_raw"}
 _LENGTH = struct.Struct("<I")  # a PLAIN byte array's length prefix
@@ -40,73 +41,98 @@ class Page:
     stored: int = 0
 
 
-def _byte(f: IO[bytes]) -> int:
-    b = f.read(1)
-    if not b:
-        raise ValueError("a page header is cut short")
-    return b[0]
+class _Cut(Exception):
+    """The header runs past the bytes read so far."""
 
 
-def _varint(f: IO[bytes]) -> int:
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     out = shift = 0
     while True:
-        b = _byte(f)
+        if pos >= len(buf):
+            raise _Cut
+        b = buf[pos]
+        pos += 1
         out |= (b & 0x7F) << shift
         if b < 0x80:
-            return out
+            return out, pos
         shift += 7
         if shift > 63:
             raise ValueError("a page header holds an integer over 64 bits")
 
 
-def _int(f: IO[bytes]) -> int:
-    n = _varint(f)
-    return (n >> 1) ^ -(n & 1)
+def _int(buf: bytes, pos: int) -> tuple[int, int]:
+    n, pos = _varint(buf, pos)
+    return (n >> 1) ^ -(n & 1), pos
 
 
-def _value(f: IO[bytes], kind: int, depth: int) -> Any:
-    """A value of Thrift compact type ``kind``: integers and structs kept, the rest skipped."""
+def _byte(buf: bytes, pos: int) -> tuple[int, int]:
+    if pos >= len(buf):
+        raise _Cut
+    return buf[pos], pos + 1
+
+
+def _value(buf: bytes, pos: int, kind: int, depth: int) -> tuple[Any, int]:
+    """A value of Thrift compact type ``kind`` at ``pos``: integers and structs kept, the rest skipped."""
     if depth > _MAX_DEPTH:
         raise ValueError("a page header nests too deep")
     if kind in (1, 2):  # a boolean field: its value is its type
-        return kind == 1
+        return kind == 1, pos
     if kind == 3:
-        return _byte(f)
+        return _byte(buf, pos)
     if kind in (4, 5, 6):
-        return _int(f)
+        return _int(buf, pos)
     if kind in (7, 8):  # a double, or bytes (page statistics)
-        n = 8 if kind == 7 else _varint(f)
-        if len(f.read(n)) < n:
-            raise ValueError("a page header is cut short")
-        return None
+        n, pos = (8, pos) if kind == 7 else _varint(buf, pos)
+        if pos + n > len(buf):
+            raise _Cut
+        return None, pos + n
     if kind in (9, 10, 11):  # list, set, map
         if kind == 11:
-            n = _varint(f)
-            kinds = divmod(_byte(f), 16) if n else (0, 0)
+            n, pos = _varint(buf, pos)
+            head, pos = _byte(buf, pos) if n else (0, pos)
+            kinds: tuple[int, ...] = divmod(head, 16)
         else:
-            head = _byte(f)
-            n, kinds = (head >> 4 if head >> 4 != 15 else _varint(f)), (head & 15,)
+            head, pos = _byte(buf, pos)
+            n, pos = (head >> 4, pos) if head >> 4 != 15 else _varint(buf, pos)
+            kinds = (head & 15,)
         if n > _MAX_ITEMS:
             raise ValueError("a page header holds a list too long to be one")
         for _ in range(n):
             for k in kinds:
-                _byte(f) if k in (1, 2) else _value(f, k, depth + 1)  # a boolean in a collection is a byte
-        return None
+                _, pos = _byte(buf, pos) if k in (1, 2) else _value(buf, pos, k, depth + 1)  # a boolean: a byte
+        return None, pos
     if kind == 12:
-        return _struct(f, depth + 1)
+        return _struct(buf, pos, depth + 1)
     raise ValueError(f"a page header holds an unknown Thrift type {kind}")
 
 
-def _struct(f: IO[bytes], depth: int = 0) -> dict[int, Any]:
+def _struct(buf: bytes, pos: int, depth: int = 0) -> tuple[dict[int, Any], int]:
     fields: dict[int, Any] = {}
     field = 0
     for _ in range(_MAX_ITEMS):
-        head = _byte(f)
+        head, pos = _byte(buf, pos)
         if head == 0:
-            return fields
-        field = field + (head >> 4) if head >> 4 else _int(f)
-        fields[field] = _value(f, head & 15, depth)
+            return fields, pos
+        if head >> 4:
+            field += head >> 4
+        else:
+            field, pos = _int(buf, pos)
+        fields[field], pos = _value(buf, pos, head & 15, depth)
     raise ValueError("a page header holds too many fields to be one")
+
+
+def _header(f: IO[bytes], pos: int, end: int) -> tuple[dict[int, Any], int]:
+    """The page header at ``pos`` (before ``end``) and its length, read in windows of growing size."""
+    window = _WINDOW
+    while True:
+        f.seek(pos)
+        buf = f.read(min(window, end - pos))
+        try:
+            return _struct(buf, 0)
+        except _Cut:
+            if len(buf) < min(window, end - pos) or window >= end - pos:
+                raise ValueError(f"the page header at byte {pos} is cut short") from None
+            window *= 16
 
 
 def chunk_pages(f: IO[bytes], start: int, length: int) -> Iterator[Page]:
@@ -114,17 +140,17 @@ def chunk_pages(f: IO[bytes], start: int, length: int) -> Iterator[Page]:
     ``length`` bytes long (its compressed size), read from the open file ``f``; ValueError if a header is not one."""
     pos, end = start, start + length
     while pos < end:
-        f.seek(pos)
-        header = _struct(f)
+        header, size_of_header = _header(f, pos, end)
         kind, size, stored = header.get(1), header.get(2), header.get(3)
         if not all(isinstance(v, int) and v >= 0 for v in (kind, size, stored)):
             raise ValueError(f"the page header at byte {pos} gives no page type or size")
         detail = header.get({0: 5, 2: 7, 3: 8}.get(kind, -1))
         detail = detail if isinstance(detail, dict) else {}
         values, encoding = detail.get(1), detail.get(4 if kind == 3 else 2)
+        pos += size_of_header
         yield Page(kind, size, values if isinstance(values, int) and values > 0 else 0,
-                   encoding if isinstance(encoding, int) else 0, f.tell(), stored)
-        pos = f.tell() + stored
+                   encoding if isinstance(encoding, int) else 0, pos, stored)
+        pos += stored
 
 
 @dataclass(frozen=True)
@@ -165,9 +191,12 @@ def longest_entry(f: IO[bytes], chunk: Chunk) -> int | None:
     except (pa.ArrowException, OSError):
         return None
     pos = longest = 0
+    last, unpack = len(view) - 4, _LENGTH.unpack_from
     for _ in range(page.values):
-        if pos + 4 > len(view):
+        if pos > last:
             return None
-        (n,) = _LENGTH.unpack_from(view, pos)
-        pos, longest = pos + 4 + n, max(longest, n)
+        n = unpack(view, pos)[0]
+        pos += 4 + n
+        if n > longest:
+            longest = n
     return longest if pos <= len(view) else None

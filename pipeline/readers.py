@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import limits, parquetpages
-from pipeline.encodings import batch_rows, encoding_error, not_utf8_field
+from pipeline.encodings import encoding_error, not_utf8_field
 from pipeline.errors import SourceError
 from pipeline.jsontext import array_elements, check_value, parse_json, preview_of
 from pipeline.xmlrows import xml_rows
@@ -254,9 +254,9 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
                     yield RawRow(str(path), first, error=f"Parquet row group {g} is not read ({size} rows lost): "
                                  f"{refusal}; rewrite the file with smaller row groups, or raise ingest.max_record_bytes")
                 for batch in [] if refusal else pf.iter_batches(batch_size=rows, row_groups=[g]):
-                    for rec, error in batch_rows(batch):
+                    for rec, error, preview in limits.sized_rows(batch, limit):
                         i += 1
-                        yield RawRow(str(path), i, value=rec, error=error, raw="")
+                        yield RawRow(str(path), i, value=rec, error=error, raw=preview)
             except (pa.ArrowException, OSError, ValueError) as e:
                 lost = first + size - 1 - i
                 yield RawRow(str(path), i + 1, error=f"Parquet row group {g} cannot be decoded ({lost} of its {size} "

@@ -16,8 +16,9 @@ import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pipeline.readers as readers
+import pipeline.limits as limits
 from pipeline.config import Source
+from pipeline.jsontext import preview_of
 from pipeline.limits import stand_ins
 from pipeline.readers import iter_records
 from stages.ingest import ingest_source
@@ -118,8 +119,8 @@ def test_a_csv_header_over_the_limit_is_one_reject(tmp_path):
 
 def test_parquet_batches_hold_about_max_record_bytes_not_10000_rows(tmp_path, monkeypatch):
     seen = []
-    real = readers.batch_rows
-    monkeypatch.setattr(readers, "batch_rows", lambda batch: seen.append(batch.nbytes) or real(batch))
+    real = limits.batch_rows
+    monkeypatch.setattr(limits, "batch_rows", lambda batch: seen.append(batch.nbytes) or real(batch))
     huge = [f"{i:05d}" + "q" * 4995 for i in range(300)]  # 5 KB cells: 1.5 MB in one row group
     pq.write_table(pa.table({"id": [str(i) for i in range(300)], "text": huge}), tmp_path / "huge.parquet")
     rows = list(iter_records(str(tmp_path / "huge.parquet"), max_record_bytes=50_000))
@@ -172,3 +173,23 @@ def test_a_parquet_cell_far_over_the_limit_is_one_reject_and_is_not_decoded(tmp_
     res = _ingest(tmp_path / "c.parquet")
     assert [r["reason"][:39] for r in res.rejects] == ["c.parquet:2: Parquet row group 1 is not"]
     assert sum(len(v) for v in res.rows.values()) == 2
+
+
+def test_a_parquet_row_over_the_limit_is_rejected_before_it_becomes_python_values(tmp_path):
+    """A 1 MiB cell among 1,000 short ones (a page too small to refuse): its row was turned into a 1 MiB
+    Python string, then into JSON by ingest, only to be rejected; now its size is read from Arrow first, and the
+    reject and its preview are what ingest made of it."""
+    texts = [f"short {i}" for i in range(1000)]
+    texts[500] = "\u00e9" + "q" * (1 << 20)
+    pq.write_table(pa.table({"id": [str(i) for i in range(1000)], "text": texts}), tmp_path / "h.parquet")
+    rejects, peak = _peak(lambda: [(r.row, r.error, r.raw) for r in
+                                   iter_records(str(tmp_path / "h.parquet"), max_record_bytes=100_000) if r.error])
+    assert peak < 256 << 10  # the 1 MiB string was made, and held with its batch
+    rows = list(iter_records(str(tmp_path / "h.parquet"), max_record_bytes=100_000))
+    assert [(r.row, r.value) for r in rows if r.error is None] == [
+        (i + 1, {"id": str(i), "text": t}) for i, t in enumerate(texts) if i != 500]
+    assert [(r.row, r.error, r.raw) for r in rows if r.error] == rejects == [
+        (501, "record is over max_record_bytes=100000", preview_of({"id": "500", "text": texts[500]}))]
+    res = _ingest(tmp_path / "h.parquet", 100_000)
+    assert [(r["reason"], r["raw"]) for r in res.rejects] == [
+        ("h.parquet:501: record is over max_record_bytes=100000", preview_of({"id": "500", "text": texts[500]}))]
