@@ -243,7 +243,7 @@ def sized_rows(batch: pa.RecordBatch, limit: int) -> Iterator[tuple[dict[str, An
     text alone is over ``limit`` (``text_bytes``) is the reject ingest would make of it, ``record is over
     max_record_bytes``, without being turned into Python values (its preview is read from its first 500
     characters); a row that is also not UTF-8 is the reject that says so, as before."""
-    sizes = text_bytes(batch)
+    sizes = text_bytes(batch) if batch.nbytes > limit else None  # a row holds no more than its batch
     over = [] if sizes is None else pc.indices_nonzero(pc.greater(sizes, limit)).to_pylist()
     start = 0
     for j in [*over, batch.num_rows]:
