@@ -8,9 +8,10 @@ helpers make that hold where a format's library would otherwise read more than o
   times the limit, so a gzip bomb stops at the cap (``read_capped``);
 - a CSV row is fed to the csv module line by line through ``CsvLines``, which stops holding a row
   (not only a field, which ``csv.field_size_limit`` bounds) once it is over the limit;
-- a Parquet row group is read in batches of about the limit's bytes, sized from what its pages may decode
-  to (``parquet_batch_size`` over ``decoded_bound``), instead of 10,000 rows whatever their size; a row
-  group that cannot be read so (``parquet_refusal``) is not read.
+- a Parquet row group is read in batches of about the limit's bytes, sized from what its page headers say
+  its pages may decode to (``parquet_plan``), instead of 10,000 rows whatever their size; a row group that
+  cannot be read so (``page_refusal``) is one reject, and a row whose strings alone are over the limit is
+  rejected before it becomes Python values (``sized_rows``).
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ DELTA_BYTE_ARRAY = 7  # prefix-compressed: a value may repeat the bytes of the o
 _MAX_ITEMS = 1 << 16  # a page header holds a few fields (and statistics): more is not a page header
 _MAX_DEPTH = 8
 _WINDOW = 256  # bytes read for a page header, and 16 times more while it is longer (page statistics)
+# pyarrow's names of Parquet codecs, and of its own for them ("LZ4" is pyarrow's name of LZ4_RAW)
 _CODECS = {"UNCOMPRESSED": None, "SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "ZSTD": "zstd",
-           "LZ4_RAW": "lz4_raw"}
+           "LZ4": "lz4_raw", "LZ4_RAW": "lz4_raw"}
 _LENGTH = struct.Struct("<I")  # a PLAIN byte array's length prefix
 
 
@@ -178,11 +179,12 @@ def row_group_chunks(f: IO[bytes], group: pq.RowGroupMetaData) -> Iterator[Chunk
 
 def longest_entry(f: IO[bytes], chunk: Chunk) -> int | None:
     """The longest entry (bytes) of the byte-array dictionary of ``chunk``, read from its dictionary page
-    (decompressed by pyarrow's codec); None where it has none, its codec is one pyarrow cannot name (LZ4 in
-    Hadoop's framing) or the page is damaged (reading the chunk then says how)."""
+    (decompressed by pyarrow's codec); None where it has none, its codec is not one pyarrow can decompress
+    alone (LZ4 in Hadoop's framing does not decode to exactly its entries) or the page is damaged (reading
+    the chunk then says how): its bound is then what the page's size allows."""
     page = chunk.dictionary
-    if page is None or chunk.compression not in _CODECS:
-        return None
+    if page is None or chunk.compression not in _CODECS or page.stored > 2 * page.size + 4096:
+        return None  # (no codec stores a page in more than about its size)
     f.seek(page.at)
     data = f.read(page.stored)
     codec = _CODECS[chunk.compression]
@@ -199,4 +201,4 @@ def longest_entry(f: IO[bytes], chunk: Chunk) -> int | None:
         pos += 4 + n
         if n > longest:
             longest = n
-    return longest if pos <= len(view) else None
+    return longest if pos == len(view) else None  # a dictionary page holds its entries and nothing else

@@ -65,7 +65,7 @@ def test_page_headers_add_up_to_what_the_footer_says(layout, tmp_path):
 
 def test_a_dictionary_s_longest_entry_is_read_from_its_page(tmp_path):
     texts = ["a" * n for n in (3, 700, 41, 700, 5)]
-    for compression in ("snappy", "zstd", "gzip", "none"):
+    for compression in ("snappy", "zstd", "gzip", "brotli", "lz4", "none"):
         pq.write_table(pa.table({"t": texts, "n": [1, 2, 3, 4, 5]}), tmp_path / "d.parquet", compression=compression)
         meta = pq.ParquetFile(tmp_path / "d.parquet").metadata
         with open(tmp_path / "d.parquet", "rb") as f:
@@ -129,3 +129,16 @@ def test_a_nested_dictionary_bomb_is_read_in_bounded_batches(tmp_path):
     assert [(r.row, r.value, r.error) for r in rows] == [(i + 1, {"id": str(i), "turns": [turn] * 10}, None)
                                                          for i in range(400)]
     assert pool.max_memory() < 1 << 20
+
+
+@pytest.mark.parametrize("compression", ["none", "snappy"])
+def test_a_damaged_dictionary_page_is_reported_by_the_read_not_by_its_probe(compression, tmp_path):
+    texts = [f"{i % 500:04d}" + "w" * 1000 for i in range(2000)]  # 500 entries: the probe is asked for
+    pq.write_table(pa.table({"text": texts}), tmp_path / "d.parquet", compression=compression, write_page_checksum=True)
+    chunk = pq.ParquetFile(tmp_path / "d.parquet").metadata.row_group(0).column(0)
+    data = bytearray((tmp_path / "d.parquet").read_bytes())
+    middle = chunk.dictionary_page_offset + (chunk.data_page_offset - chunk.dictionary_page_offset) // 2
+    data[middle:middle + 8] = b"\xff" * 8
+    (tmp_path / "d.parquet").write_bytes(bytes(data))
+    rows = list(iter_records(str(tmp_path / "d.parquet"), max_record_bytes=100_000))
+    assert len(rows) == 1 and rows[0].error.startswith("Parquet row group 0 cannot be decoded (2000 of its 2000 rows")
