@@ -189,24 +189,28 @@ def page_refusal(column: str, pages: list[Page], limit: int) -> str | None:
     return None
 
 
-def parquet_plan(chunks: Iterable[Chunk], rows: int, limit: int,
-                 longest: Callable[[Chunk], int | None]) -> tuple[int, str | None]:
-    """Rows per batch for a row group of ``rows`` rows, from its column ``chunks``, or why it is not read
-    (``page_refusal``, or rows that may decode to over ``PARQUET_PAGE_RECORDS`` x ``limit`` each on average).
+def parquet_plan(chunks: Iterable[Chunk], rows: int, limit: int, longest: Callable[[Chunk], int | None],
+                 group: int = 0) -> tuple[int, str | None]:
+    """Rows per batch for row group ``group`` of ``rows`` rows, from its column ``chunks``, or why it is not
+    read (``page_refusal``, or rows that may decode to over ``PARQUET_PAGE_RECORDS`` x ``limit`` each on
+    average), in one line that says what to do.
 
     Bounds use each dictionary's longest entry, ``longest(chunk)`` (read from the file); it is read only where
     it could change the answer, i.e. where bounds with an entry as long as the dictionary page allows and
     with entries of no length give different batches, so the plan is the same whether it is read or not."""
     chunks = list(chunks)
-    for chunk in chunks:
-        if why := page_refusal(chunk.column, chunk.pages, limit):
-            return 0, why
-    lower = [decoded_bound(c.pages, c.byte_array, 0) for c in chunks]
-    upper = [decoded_bound(c.pages, c.byte_array) for c in chunks]
-    if _decide(chunks, upper, rows, limit) != _decide(chunks, lower, rows, limit):
-        upper = [decoded_bound(c.pages, True, longest(c)) if c.byte_array and high > low else high
-                 for c, low, high in zip(chunks, lower, upper, strict=True)]
-    return _decide(chunks, upper, rows, limit)
+    why = next(filter(None, (page_refusal(c.column, c.pages, limit) for c in chunks)), None)
+    if why is None:
+        lower = [decoded_bound(c.pages, c.byte_array, 0) for c in chunks]
+        upper = [decoded_bound(c.pages, c.byte_array) for c in chunks]
+        if _decide(chunks, upper, rows, limit) != _decide(chunks, lower, rows, limit):
+            upper = [decoded_bound(c.pages, True, longest(c)) if c.byte_array and high > low else high
+                     for c, low, high in zip(chunks, lower, upper, strict=True)]
+        batch, why = _decide(chunks, upper, rows, limit)
+        if why is None:
+            return batch, None
+    return 0, (f"Parquet row group {group} is not read ({rows} row{'' if rows == 1 else 's'} lost): {why}; "
+               "rewrite the file with smaller row groups, or raise ingest.max_record_bytes")
 
 
 def _decide(chunks: list[Chunk], bounds: list[int], rows: int, limit: int) -> tuple[int, str | None]:

@@ -230,11 +230,10 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
 
 
 def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
-    """Rows of a Parquet file, a row group at a time, in batches of about ``max_record_bytes``, sized from what
-    its page headers say its pages decode to (``limits.parquet_plan``). A row group that cannot be read within
-    that bound (a page holding a cell far over it, values that decode to far more) or cannot be decoded is one
-    error row naming how many of its rows are lost, and reading goes on with the next; a file whose footer
-    cannot be read is one error row."""
+    """Rows of a Parquet file, a row group at a time, in batches of about ``max_record_bytes`` decoded (by its
+    page headers, ``limits.parquet_plan``). A row group that cannot be read within that bound or cannot be
+    decoded is one error row naming how many of its rows are lost, and reading goes on with the next; a file
+    whose footer cannot be read is one error row."""
     try:
         pf = pq.ParquetFile(path, page_checksum_verification=True)  # where the writer stored page CRCs
         meta = pf.metadata
@@ -249,10 +248,9 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
             i = first - 1
             try:
                 rows, refusal = limits.parquet_plan(parquetpages.row_group_chunks(f, meta.row_group(g)), size, limit,
-                                                    lambda chunk: parquetpages.longest_entry(f, chunk))
+                                                    lambda chunk: parquetpages.longest_entry(f, chunk), g)
                 if refusal:
-                    yield RawRow(str(path), first, error=f"Parquet row group {g} is not read ({size} rows lost): "
-                                 f"{refusal}; rewrite the file with smaller row groups, or raise ingest.max_record_bytes")
+                    yield RawRow(str(path), first, error=refusal)
                 for batch in [] if refusal else pf.iter_batches(batch_size=rows, row_groups=[g]):
                     for rec, error, preview in limits.sized_rows(batch, limit):
                         i += 1

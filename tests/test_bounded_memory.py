@@ -164,7 +164,7 @@ def test_a_parquet_cell_far_over_the_limit_is_one_reject_and_is_not_decoded(tmp_
         rows, peak = _arrow_peak(lambda: list(iter_records(str(tmp_path / "c.parquet"), max_record_bytes=LIMIT)))
         assert [(r.row, r.value, r.error) for r in rows] == [
             (1, {"id": "1", "text": "short one"}, None),
-            (2, None, f"Parquet row group 1 is not read (1 rows lost): column 'text' has a {page} bytes "
+            (2, None, f"Parquet row group 1 is not read (1 row lost): column 'text' has a {page} bytes "
                       "holding 1 value(s), over max_record_bytes=1000 each on average, and a page is read whole: this "
                       "one is over 16 x max_record_bytes; rewrite the file with smaller row groups, or raise "
                       "ingest.max_record_bytes"),

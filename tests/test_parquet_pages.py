@@ -104,13 +104,16 @@ def test_a_plan_counts_each_dictionary_encoded_value_at_its_longest_entry():
 
 def test_a_plan_refuses_what_cannot_be_read_within_16_x_the_limit():
     cell = _chunk(Page(0, 17_000, 1, 0))  # one value over the limit in a page over 16 x the limit
-    assert parquet_plan([cell], 1, 1000, lambda c: None)[1].startswith(
-        "column 'text' has a page of 17000 bytes holding 1 value(s), over max_record_bytes=1000 each on average")
+    assert parquet_plan([cell], 1, 1000, lambda c: None, 3)[1].startswith(
+        "Parquet row group 3 is not read (1 row lost): column 'text' has a page of 17000 bytes holding 1 value(s), "
+        "over max_record_bytes=1000 each on average")
     many = _chunk(Page(0, 17_000, 20, 0))  # values under the limit: read, however big the page
     assert parquet_plan([many], 20, 1000, lambda c: None) == (1, None)
     nested = _chunk(Page(DICTIONARY_PAGE, 1004, 1, 0), Page(0, 40, 200, 8))  # one row, 200 x a 1000-byte entry
     assert parquet_plan([nested], 1, 1000, lambda c: 1000) == (
-        0, "column 'text' may decode to 202604 bytes a row (by its page headers), over 16 x max_record_bytes=1000")
+        0, "Parquet row group 0 is not read (1 row lost): column 'text' may decode to 202604 bytes a row (by its "
+           "page headers), over 16 x max_record_bytes=1000; rewrite the file with smaller row groups, or raise "
+           "ingest.max_record_bytes")
     assert parquet_plan([nested], 20, 1000, lambda c: 1000) == (1, None)  # 20 rows share them: 10 KB a row
 
 
