@@ -9,6 +9,7 @@ page's body is skipped. ``pipeline.limits.parquet_plan`` turns what they say int
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -108,17 +109,49 @@ def _value(buf: bytes, pos: int, kind: int, depth: int) -> tuple[Any, int]:
 
 
 def _struct(buf: bytes, pos: int, depth: int = 0) -> tuple[dict[int, Any], int]:
+    """The struct at ``pos`` and where it ends: its integer and struct fields (the rest skipped), the commonest
+    kinds of field read here rather than through ``_value`` (a page header is read for every page)."""
     fields: dict[int, Any] = {}
-    field = 0
+    field, end = 0, len(buf)
     for _ in range(_MAX_ITEMS):
-        head, pos = _byte(buf, pos)
+        if pos >= end:
+            raise _Cut
+        head = buf[pos]
+        pos += 1
         if head == 0:
             return fields, pos
         if head >> 4:
             field += head >> 4
         else:
             field, pos = _int(buf, pos)
-        fields[field], pos = _value(buf, pos, head & 15, depth)
+        kind = head & 15
+        if kind in (5, 6, 8):  # an integer, or the length of bytes to skip
+            out = shift = 0
+            while True:
+                if pos >= end:
+                    raise _Cut
+                b = buf[pos]
+                pos += 1
+                out |= (b & 0x7F) << shift
+                if b < 0x80:
+                    break
+                shift += 7
+                if shift > 63:
+                    raise ValueError("a page header holds an integer over 64 bits")
+            if kind == 8:
+                pos += out
+                if pos > end:
+                    raise _Cut
+            else:
+                fields[field] = (out >> 1) ^ -(out & 1)
+        elif kind in (1, 2):
+            fields[field] = kind == 1
+        elif kind == 12:
+            if depth >= _MAX_DEPTH:
+                raise ValueError("a page header nests too deep")
+            fields[field], pos = _struct(buf, pos, depth + 1)
+        else:
+            fields[field], pos = _value(buf, pos, kind, depth)
     raise ValueError("a page header holds too many fields to be one")
 
 
@@ -177,6 +210,11 @@ def row_group_chunks(f: IO[bytes], group: pq.RowGroupMetaData) -> Iterator[Chunk
                     chunk.compression, chunk.physical_type == "BYTE_ARRAY")
 
 
+@functools.cache
+def _codec(name: str) -> pa.Codec:
+    return pa.Codec(name)
+
+
 def longest_entry(f: IO[bytes], chunk: Chunk) -> int | None:
     """The longest entry (bytes) of the byte-array dictionary of ``chunk``, read from its dictionary page
     (decompressed by pyarrow's codec); None where it has none, its codec is not one pyarrow can decompress
@@ -189,7 +227,7 @@ def longest_entry(f: IO[bytes], chunk: Chunk) -> int | None:
     data = f.read(page.stored)
     codec = _CODECS[chunk.compression]
     try:
-        view = memoryview(pa.Codec(codec).decompress(data, decompressed_size=page.size) if codec else data)
+        view = memoryview(_codec(codec).decompress(data, decompressed_size=page.size) if codec else data)
     except (pa.ArrowException, OSError):
         return None
     pos = longest = 0
