@@ -3,7 +3,8 @@
 - CSV: csv.DictReader over the text file (before) against over ``CsvLines`` (a row budget per line read);
 - Parquet: 10,000-row batches against batches sized from the row group's footer size (``parquet_batch_size``
   over ``total_byte_size``, the reader before page headers), and that against ``iter_parquet`` today
-  (batches sized from the page headers, ``limits.parquet_plan``), each batch turned into Python rows;
+  (batches sized from the page headers, ``limits.parquet_plan``), each batch turned into Python rows, on the
+  same rows as one row group and on 20,000 of them in 20 columns and row groups of 100 rows;
 - ``--real``: the footer-sized reader against ``iter_parquet`` on the real sets in ../shared/data/real written
   as Parquet (pyarrow's defaults), the rows compared value for value, and ingest of the WildChat sample
   (read, adapt, validate) with each;
@@ -220,6 +221,10 @@ def main() -> None:
         csv_path, pq_path = Path(tmp) / "t.csv", Path(tmp) / "t.parquet"
         csv_path.write_text("id,text\n" + "".join(f'{i},"{t}"\n' for i, t in enumerate(texts)))
         pq.write_table(pa.table({"id": [str(i) for i in range(args.rows)], "text": texts}), pq_path)
+        groups_path = Path(tmp) / "groups.parquet"  # many small row groups: the fixed cost per group and column
+        pq.write_table(pa.table({f"c{j}": [t[: 40 + 97 * j] if j % 2 else f"v{i % 51}" for i, t in
+                                           enumerate(texts[:20_000])] for j in range(20)}), groups_path,
+                       row_group_size=100)
         for r in range(args.repeat):
             (n0, a), (n1, b) = _time(lambda: _csv_rows(csv_path, False)), _time(lambda: _csv_rows(csv_path, True))
             assert n0 == n1 == args.rows
@@ -233,6 +238,10 @@ def main() -> None:
             assert old == new
             print(f"parquet run {r + 1}: footer-sized batches {a:.3f} s, iter_parquet (page headers) {b:.3f} s: "
                   f"{b / a:.2f}x the time")
+            (old, a), (new, b) = _time(lambda: _footer_sized(groups_path)), _time(lambda: _page_planned(groups_path))
+            assert old == new
+            print(f"groups  run {r + 1}: {len(new)} rows in row groups of 100 x 20 columns: footer-sized batches "
+                  f"{a:.3f} s, iter_parquet (page headers) {b:.3f} s: {b / a:.2f}x the time")
         if args.real:
             _real(Path(tmp), args.repeat)
             _ingest(Path(tmp), args.repeat)
