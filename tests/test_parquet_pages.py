@@ -63,7 +63,7 @@ def test_page_headers_add_up_to_what_the_footer_says(layout, tmp_path):
     assert checked == meta.num_row_groups * meta.num_columns
 
 
-def test_a_dictionary_s_longest_entry_is_read_from_its_page(tmp_path):
+def test_the_longest_dictionary_entry_is_read_from_its_page(tmp_path):
     texts = ["a" * n for n in (3, 700, 41, 700, 5)]
     for compression in ("snappy", "zstd", "gzip", "brotli", "lz4", "none"):
         pq.write_table(pa.table({"t": texts, "n": [1, 2, 3, 4, 5]}), tmp_path / "d.parquet", compression=compression)
