@@ -23,7 +23,7 @@ DICTIONARY_ENCODINGS = {2, 8}  # PLAIN_DICTIONARY, RLE_DICTIONARY
 DELTA_BYTE_ARRAY = 7  # prefix-compressed: a value may repeat the bytes of the one before it
 _MAX_ITEMS = 1 << 16  # a page header holds a few fields (and statistics): more is not a page header
 _MAX_DEPTH = 8
-_WINDOW = 256  # bytes read for a page header, and 16 times more while it is longer (page statistics)
+_WINDOW = 4096  # bytes read for a page header (with its page statistics), 16 times more while it is longer
 # pyarrow's names of Parquet codecs, and of its own for them ("LZ4" is pyarrow's name of LZ4_RAW)
 _CODECS = {"UNCOMPRESSED": None, "SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "ZSTD": "zstd",
            "LZ4": "lz4_raw", "LZ4_RAW": "lz4_raw"}
