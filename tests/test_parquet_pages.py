@@ -166,3 +166,26 @@ def test_any_damage_to_a_parquet_file_gives_rows_or_reasons(small_parquet, data,
     path.write_bytes(bytes(damaged))
     rows = list(iter_records(str(path), max_record_bytes=4 << 20))
     assert rows and all((r.value is None) != (r.error is None) for r in rows)
+
+
+@pytest.mark.parametrize("batch_rows", [1, 7, PARQUET_BATCH_ROWS])
+def test_what_is_read_does_not_depend_on_batches_or_row_groups(batch_rows, tmp_path, monkeypatch):
+    texts = [b"document %d" % i for i in range(60)]
+    texts[10], texts[40] = b"x" * 2000, b"y" * 1500  # over the limit
+    texts[20], texts[30] = b"caf\xe9 " * 300, b"caf\xe9"  # not UTF-8: that is the reason, over the limit or not
+    offsets = pa.array([sum(len(t) for t in texts[:i]) for i in range(61)], pa.int32())
+    column = pa.Array.from_buffers(pa.string(), 60, [None, offsets.buffers()[1], pa.py_buffer(b"".join(texts))])
+    table = pa.table({"id": [str(i) for i in range(60)], "text": column})
+    monkeypatch.setattr("pipeline.limits.PARQUET_BATCH_ROWS", batch_rows)
+    seen = []
+    for groups in (None, 13):
+        pq.write_table(table, tmp_path / "d.parquet", row_group_size=groups)
+        seen.append([(r.row, r.value, r.error, r.raw) for r in iter_records(str(tmp_path / "d.parquet"), 1000)])
+    assert seen[0] == seen[1]
+    assert [(row, error) for row, _, error, _ in seen[0] if error] == [
+        (11, "record is over max_record_bytes=1000"),
+        (21, "column 'text' holds bytes that are not UTF-8 (invalid continuation byte at byte 3)"),
+        (31, "column 'text' holds bytes that are not UTF-8 (unexpected end of data at byte 3)"),
+        (41, "record is over max_record_bytes=1000")]
+    assert [value["text"] for _, value, error, _ in seen[0] if not error] == [
+        t.decode() for i, t in enumerate(texts) if i not in (10, 20, 30, 40)]
