@@ -8,22 +8,34 @@ helpers make that hold where a format's library would otherwise read more than o
   times the limit, so a gzip bomb stops at the cap (``read_capped``);
 - a CSV row is fed to the csv module line by line through ``CsvLines``, which stops holding a row
   (not only a field, which ``csv.field_size_limit`` bounds) once it is over the limit;
-- a Parquet row group is read in batches of about the limit's bytes, sized from the row group's
-  metadata (``parquet_batch_size``), instead of 10,000 rows whatever their size.
+- a Parquet row group is read in batches of about the limit's bytes, sized from what its page headers say
+  its pages may decode to (``parquet_plan``), instead of 10,000 rows whatever their size; a row group that
+  cannot be read so (``page_refusal``) is one reject, and a row whose strings alone are over the limit is
+  rejected before it becomes Python values (``sized_rows``).
 """
 
 from __future__ import annotations
 
 import gzip
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.encodings import batch_rows
+from pipeline.jsontext import preview_of
+from pipeline.parquetpages import DELTA_BYTE_ARRAY, DICTIONARY_ENCODINGS, DICTIONARY_PAGE, Chunk, Page
 
 # A .json file is parsed whole (json.loads builds every record at once): it may hold at most this many
 # times max_record_bytes of (decompressed) text; a bigger one is one reject saying to convert it.
 JSON_FILE_RECORDS = 16
 PARQUET_BATCH_ROWS = 10_000  # the most rows per batch, for row groups of small rows
+# A Parquet page is decompressed whole: one over this many times max_record_bytes (as for a .json file) whose
+# values average over the limit, or a row group whose rows may decode to more on average, is not read.
+PARQUET_PAGE_RECORDS = JSON_FILE_RECORDS
 
 
 def bounded_lines(f, limit: int | None) -> Iterator[tuple[bytes, int]]:
@@ -135,7 +147,133 @@ class CsvLines:
 
 
 def parquet_batch_size(group_bytes: int, group_rows: int, limit: int) -> int:
-    """Rows per batch so that a batch of a row group holds about ``limit`` bytes (its metadata's
-    uncompressed size over its rows), between 1 and ``PARQUET_BATCH_ROWS``."""
+    """Rows per batch so that a batch of a row group holds about ``limit`` bytes (``group_bytes``, what the
+    group decodes to, over its rows), between 1 and ``PARQUET_BATCH_ROWS``."""
     per_row = -(-max(group_bytes, 1) // max(group_rows, 1))
     return max(1, min(PARQUET_BATCH_ROWS, limit // per_row))
+
+
+def decoded_bound(pages: list[Page], byte_array: bool, longest: int | None = None) -> int:
+    """The most bytes a column chunk's ``pages`` decode to: a page as many as it holds (at least 8 a value), a
+    dictionary-encoded value as many as the longest dictionary entry (``longest`` where it was read, else what
+    the dictionary page's size allows; a fixed width is known), a prefix-compressed (DELTA_BYTE_ARRAY) value
+    as many as its page."""
+    dictionary = next((p for p in pages if p.kind == DICTIONARY_PAGE), None)
+    if longest is None or not byte_array:  # fixed-width entries: the page's size over its entries
+        entries = max(dictionary.values, 1) if dictionary else 1
+        size = dictionary.size if dictionary else 0
+        longest = max(0, size - 4 * entries) if byte_array else size // entries
+    total = 0
+    for p in pages:
+        if p.kind == DICTIONARY_PAGE:
+            total += p.size
+        elif p.encoding in DICTIONARY_ENCODINGS:
+            total += p.values * (longest + 8)
+        elif p.encoding == DELTA_BYTE_ARRAY:
+            total += p.values * (p.size + 8)
+        else:
+            total += max(p.size, 8 * p.values)
+    return total
+
+
+def page_refusal(column: str, pages: list[Page], limit: int) -> str | None:
+    """Why ``column``'s chunk cannot be read within ``PARQUET_PAGE_RECORDS`` x ``limit``: a page over that
+    (a page is decompressed whole) whose values average over ``limit`` (so it holds a record over it), or None."""
+    cap = PARQUET_PAGE_RECORDS * limit
+    for p in pages:
+        if p.size > cap and p.size > limit * max(p.values, 1):
+            what = "dictionary page" if p.kind == DICTIONARY_PAGE else "page"
+            return (f"column {column!r} has a {what} of {p.size} bytes holding {p.values} value(s), over "
+                    f"max_record_bytes={limit} each on average, and a page is read whole: this one is over "
+                    f"{PARQUET_PAGE_RECORDS} x max_record_bytes")
+    return None
+
+
+def parquet_plan(chunks: Iterable[Chunk], rows: int, limit: int, longest: Callable[[Chunk], int | None],
+                 group: int = 0) -> tuple[int, str | None]:
+    """Rows per batch for row group ``group`` of ``rows`` rows, from its column ``chunks``, or why it is not
+    read (``page_refusal``, or rows that may decode to over ``PARQUET_PAGE_RECORDS`` x ``limit`` each on
+    average), in one line that says what to do.
+
+    Bounds use each dictionary's longest entry, ``longest(chunk)`` (read from the file); it is read only where
+    it could change the answer, i.e. where bounds with an entry as long as the dictionary page allows and
+    with entries of no length give different batches, so the plan is the same whether it is read or not."""
+    chunks = list(chunks)
+    why = next(filter(None, (page_refusal(c.column, c.pages, limit) for c in chunks)), None)
+    if why is None:
+        lower = [decoded_bound(c.pages, c.byte_array, 0) for c in chunks]
+        upper = [decoded_bound(c.pages, c.byte_array) for c in chunks]
+        if _decide(chunks, upper, rows, limit) != _decide(chunks, lower, rows, limit):
+            upper = [decoded_bound(c.pages, True, longest(c)) if c.byte_array and high > low else high
+                     for c, low, high in zip(chunks, lower, upper, strict=True)]
+        batch, why = _decide(chunks, upper, rows, limit)
+        if why is None:
+            return batch, None
+    return 0, (f"Parquet row group {group} is not read ({rows} row{'' if rows == 1 else 's'} lost): {why}; "
+               "rewrite the file with smaller row groups, or raise ingest.max_record_bytes")
+
+
+def _decide(chunks: list[Chunk], bounds: list[int], rows: int, limit: int) -> tuple[int, str | None]:
+    for chunk, bound in zip(chunks, bounds, strict=True):
+        if bound > PARQUET_PAGE_RECORDS * limit * max(rows, 1):
+            return 0, (f"column {chunk.column!r} may decode to {bound // max(rows, 1)} bytes a row (by its page "
+                       f"headers), over {PARQUET_PAGE_RECORDS} x max_record_bytes={limit}")
+    return min(parquet_batch_size(sum(bounds), rows, limit), max(rows, 1)), None
+
+
+def _text(kind: pa.DataType) -> bool:
+    return any(is_(kind) for is_ in (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view,
+                                     pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view))
+
+
+def text_bytes(batch: pa.RecordBatch) -> pa.Array | None:
+    """Per row of ``batch``, the bytes of its top-level string and binary values (None if it has none): no
+    more than the length of the row as JSON (escapes and quotes only add), so a row over a limit by them is a
+    record over it too."""
+    total = None
+    for column in batch.columns:
+        if pa.types.is_dictionary(column.type) and _text(column.type.value_type):
+            lengths = pc.take(pc.binary_length(column.dictionary), column.indices)
+        elif _text(column.type):
+            lengths = pc.binary_length(column)
+        else:
+            continue
+        lengths = pc.fill_null(lengths.cast(pa.int64()), 0)
+        total = lengths if total is None else pc.add(total, lengths)
+    return total
+
+
+def sized_rows(batch: pa.RecordBatch, limit: int) -> Iterator[tuple[dict[str, Any] | None, str | None, str]]:
+    """``(row, error, preview)`` for each row of a Parquet batch, as ``batch_rows`` gives them, but a row whose
+    text alone is over ``limit`` (``text_bytes``) is the reject ingest would make of it, ``record is over
+    max_record_bytes``, without being turned into Python values (its preview is read from its first 500
+    characters); a row that is also not UTF-8 is the reject that says so, as before."""
+    sizes = text_bytes(batch) if batch.nbytes > limit else None  # a row holds no more than its batch
+    over = [] if sizes is None else pc.indices_nonzero(pc.greater(sizes, limit)).to_pylist()
+    start = 0
+    for j in [*over, batch.num_rows]:
+        if j > start:
+            yield from ((rec, error, "") for rec, error in batch_rows(batch.slice(start, j - start)))
+        start = j + 1
+        if j == batch.num_rows:
+            return
+        row = batch.slice(j, 1)
+        try:
+            row.validate(full=True)  # UTF-8 of its strings
+        except pa.ArrowInvalid:
+            yield from ((rec, error, "") for rec, error in batch_rows(row))
+            continue
+        yield None, f"record is over max_record_bytes={limit}", preview_of(_head(row).to_pylist()[0])
+
+
+def _head(row: pa.RecordBatch) -> pa.RecordBatch:
+    """``row`` with its top-level strings and binaries cut to 500 characters (bytes): enough for a preview."""
+    columns = []
+    for column in row.columns:
+        if pa.types.is_dictionary(column.type):
+            column = column.dictionary_decode()
+        if _text(column.type):
+            cut = pc.utf8_slice_codeunits if "string" in str(column.type) else pc.binary_slice
+            column = cut(column, 0, 500)
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, names=row.schema.names)

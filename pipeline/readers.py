@@ -28,8 +28,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import limits
-from pipeline.encodings import batch_rows, encoding_error, not_utf8_field
+from pipeline import limits, parquetpages
+from pipeline.encodings import encoding_error, not_utf8_field
 from pipeline.errors import SourceError
 from pipeline.jsontext import array_elements, check_value, parse_json, preview_of
 from pipeline.xmlrows import xml_rows
@@ -230,30 +230,36 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
 
 
 def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
-    """Rows of a Parquet file, a row group at a time, in batches of about ``max_record_bytes``
-    (``limits.parquet_batch_size``). A row group that cannot be decoded is one error row naming how many
-    of its rows are lost, and reading goes on with the next; a file whose footer cannot be read is one
-    error row."""
+    """Rows of a Parquet file, a row group at a time, in batches of about ``max_record_bytes`` decoded (by its
+    page headers, ``limits.parquet_plan``). A row group that cannot be read within that bound or cannot be
+    decoded is one error row naming how many of its rows are lost, and reading goes on with the next; a file
+    whose footer cannot be read is one error row."""
     try:
         pf = pq.ParquetFile(path, page_checksum_verification=True)  # where the writer stored page CRCs
-        sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.metadata.num_row_groups)]
+        meta = pf.metadata
+        sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
     except (pa.ArrowException, OSError) as e:
         yield RawRow(str(path), 1, error=f"not a readable Parquet file ({type(e).__name__}: {e})")
         return
+    limit = max_record_bytes or 1 << 30
     first = 1  # row number of the group's first row
-    for g, size in enumerate(sizes):
-        i = first - 1
-        rows = limits.parquet_batch_size(pf.metadata.row_group(g).total_byte_size, size, max_record_bytes or 1 << 30)
-        try:
-            for batch in pf.iter_batches(batch_size=rows, row_groups=[g]):
-                for rec, error in batch_rows(batch):
-                    i += 1
-                    yield RawRow(str(path), i, value=rec, error=error, raw="")
-        except (pa.ArrowException, OSError, ValueError) as e:
-            lost = first + size - 1 - i
-            yield RawRow(str(path), i + 1, error=f"Parquet row group {g} cannot be decoded ({lost} of its {size} "
-                                                 f"rows lost; {type(e).__name__}: {e})")
-        first += size
+    with open(path, "rb") as f:  # the page headers
+        for g, size in enumerate(sizes):
+            i = first - 1
+            try:
+                rows, refusal = limits.parquet_plan(parquetpages.row_group_chunks(f, meta.row_group(g)), size, limit,
+                                                    lambda chunk: parquetpages.longest_entry(f, chunk), g)
+                if refusal:
+                    yield RawRow(str(path), first, error=refusal)
+                for batch in [] if refusal else pf.iter_batches(batch_size=rows, row_groups=[g]):
+                    for rec, error, preview in limits.sized_rows(batch, limit):
+                        i += 1
+                        yield RawRow(str(path), i, value=rec, error=error, raw=preview)
+            except (pa.ArrowException, OSError, ValueError) as e:
+                lost = first + size - 1 - i
+                yield RawRow(str(path), i + 1, error=f"Parquet row group {g} cannot be decoded ({lost} of its {size} "
+                                                     f"rows lost; {type(e).__name__}: {e})")
+            first += size
 
 
 def iter_xml_rows(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:

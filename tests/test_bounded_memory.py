@@ -16,8 +16,9 @@ import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pipeline.readers as readers
+import pipeline.limits as limits
 from pipeline.config import Source
+from pipeline.jsontext import preview_of
 from pipeline.limits import stand_ins
 from pipeline.readers import iter_records
 from stages.ingest import ingest_source
@@ -118,8 +119,8 @@ def test_a_csv_header_over_the_limit_is_one_reject(tmp_path):
 
 def test_parquet_batches_hold_about_max_record_bytes_not_10000_rows(tmp_path, monkeypatch):
     seen = []
-    real = readers.batch_rows
-    monkeypatch.setattr(readers, "batch_rows", lambda batch: seen.append(batch.nbytes) or real(batch))
+    real = limits.batch_rows
+    monkeypatch.setattr(limits, "batch_rows", lambda batch: seen.append(batch.nbytes) or real(batch))
     huge = [f"{i:05d}" + "q" * 4995 for i in range(300)]  # 5 KB cells: 1.5 MB in one row group
     pq.write_table(pa.table({"id": [str(i) for i in range(300)], "text": huge}), tmp_path / "huge.parquet")
     rows = list(iter_records(str(tmp_path / "huge.parquet"), max_record_bytes=50_000))
@@ -128,3 +129,67 @@ def test_parquet_batches_hold_about_max_record_bytes_not_10000_rows(tmp_path, mo
     pq.write_table(pa.table({"id": [str(i) for i in range(25_000)]}), tmp_path / "small.parquet")
     assert len(list(iter_records(str(tmp_path / "small.parquet"), max_record_bytes=4 << 20))) == 25_000
     assert len(seen) == 3
+
+
+def _arrow_peak(fn):
+    """What ``fn()`` returns and the most memory Arrow's default pool held while it ran."""
+    old = pa.default_memory_pool()
+    pool = pa.proxy_memory_pool(old)  # its own peak
+    pa.set_memory_pool(pool)
+    try:
+        return fn(), pool.max_memory()
+    finally:
+        pa.set_memory_pool(old)
+
+
+def test_a_parquet_dictionary_bomb_is_read_in_batches_of_its_decoded_size(tmp_path):
+    """One 16 KiB string 2,000 times is a dictionary page and 2,000 indices: 34 KB stored, 32 MiB decoded. The
+    footer's size said ~18 bytes a row, so all 2,000 rows were one batch (32 MiB of Arrow memory)."""
+    text = "x" * (16 << 10)
+    pq.write_table(pa.table({"id": [str(i) for i in range(2000)], "text": [text] * 2000}), tmp_path / "b.parquet")
+    assert pq.ParquetFile(tmp_path / "b.parquet").metadata.row_group(0).total_byte_size < 64_000
+    rows, peak = _arrow_peak(lambda: list(iter_records(str(tmp_path / "b.parquet"), max_record_bytes=100_000)))
+    assert [(r.row, r.value, r.error) for r in rows] == [(i + 1, {"id": str(i), "text": text}, None) for i in range(2000)]
+    assert peak < 1 << 20  # one batch of ~100 KB decoded, the dictionary, the compressed chunk
+
+
+def test_a_parquet_cell_far_over_the_limit_is_one_reject_and_is_not_decoded(tmp_path):
+    """A row group whose one row holds a 4 MiB cell (1000-byte limit): its page is decompressed whole, so it
+    was read (8 MiB of Arrow memory) before the row was rejected as over the limit; now its page header says
+    so and the group is one reject naming the column and what to do. The rows around it are read as before."""
+    texts = ["short one", "q" * (4 << 20), "short two"]
+    table = pa.table({"id": ["1", "2", "3"], "text": texts})
+    for dictionary, page in ((True, "dictionary page of 4194308"), (False, "page of 4194314")):  # its length prefix
+        pq.write_table(table, tmp_path / "c.parquet", row_group_size=1, use_dictionary=dictionary)  # (and levels)
+        rows, peak = _arrow_peak(lambda: list(iter_records(str(tmp_path / "c.parquet"), max_record_bytes=LIMIT)))
+        assert [(r.row, r.value, r.error) for r in rows] == [
+            (1, {"id": "1", "text": "short one"}, None),
+            (2, None, f"Parquet row group 1 is not read (1 row lost): column 'text' has a {page} bytes "
+                      "holding 1 value(s), over max_record_bytes=1000 each on average, and a page is read whole: this "
+                      "one is over 16 x max_record_bytes; rewrite the file with smaller row groups, or raise "
+                      "ingest.max_record_bytes"),
+            (3, {"id": "3", "text": "short two"}, None)]
+        assert peak < 1 << 20
+    res = _ingest(tmp_path / "c.parquet")
+    assert [r["reason"][:39] for r in res.rejects] == ["c.parquet:2: Parquet row group 1 is not"]
+    assert sum(len(v) for v in res.rows.values()) == 2
+
+
+def test_a_parquet_row_over_the_limit_is_rejected_before_it_becomes_python_values(tmp_path):
+    """A 1 MiB cell among 1,000 short ones (a page too small to refuse): its row was turned into a 1 MiB
+    Python string, then into JSON by ingest, only to be rejected; now its size is read from Arrow first, and the
+    reject and its preview are what ingest made of it."""
+    texts = [f"short {i}" for i in range(1000)]
+    texts[500] = "\u00e9" + "q" * (1 << 20)
+    pq.write_table(pa.table({"id": [str(i) for i in range(1000)], "text": texts}), tmp_path / "h.parquet")
+    rejects, peak = _peak(lambda: [(r.row, r.error, r.raw) for r in
+                                   iter_records(str(tmp_path / "h.parquet"), max_record_bytes=100_000) if r.error])
+    assert peak < 256 << 10  # the 1 MiB string was made, and held with its batch
+    rows = list(iter_records(str(tmp_path / "h.parquet"), max_record_bytes=100_000))
+    assert [(r.row, r.value) for r in rows if r.error is None] == [
+        (i + 1, {"id": str(i), "text": t}) for i, t in enumerate(texts) if i != 500]
+    assert [(r.row, r.error, r.raw) for r in rows if r.error] == rejects == [
+        (501, "record is over max_record_bytes=100000", preview_of({"id": "500", "text": texts[500]}))]
+    res = _ingest(tmp_path / "h.parquet", 100_000)
+    assert [(r["reason"], r["raw"]) for r in res.rejects] == [
+        ("h.parquet:501: record is over max_record_bytes=100000", preview_of({"id": "500", "text": texts[500]}))]
