@@ -273,12 +273,17 @@ def _why(e: BaseException) -> str:
     """``e`` and the errors that caused it on one line: huggingface_hub's HTTP errors span several lines
     (with a link to a generic status-code page), and an LFS upload error names only the file, its cause
     (the storage's answer) being chained below it."""
-    parts = []
-    while e is not None and len(parts) < 4:
+    parts: list[str] = []
+    for _ in range(4):  # the error and at most three causes
+        if e is None:
+            break
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("For more information check:")]
-        parts.append(f"{type(e).__name__}: " + " ".join(lines).rstrip("."))
-        e = e.__cause__
-    return " <- ".join(dict.fromkeys(parts))
+        text = " ".join(lines).rstrip(".")
+        if not any(text in p for p in parts):  # a cause that only repeats its wrapper's words adds nothing
+            parts.append(f"{type(e).__name__}: {text}")
+        # an HTTP error already says what the server answered; the transport error below it repeats it
+        e = None if getattr(e, "response", None) is not None else e.__cause__
+    return " <- ".join(parts)
 
 
 def _token() -> str | None:
