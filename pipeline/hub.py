@@ -269,6 +269,23 @@ def _offline() -> bool:
     return any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
+def _why(e: BaseException) -> str:
+    """``e`` and the errors that caused it on one line: huggingface_hub's HTTP errors span several lines
+    (with a link to a generic status-code page), and an LFS upload error names only the file, its cause
+    (the storage's answer) being chained below it."""
+    parts: list[str] = []
+    for _ in range(4):  # the error and at most three causes
+        if e is None:
+            break
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("For more information check:")]
+        text = " ".join(lines).rstrip(".")
+        if not any(text in p for p in parts):  # a cause that only repeats its wrapper's words adds nothing
+            parts.append(f"{type(e).__name__}: {text}")
+        # an HTTP error already says what the server answered; the transport error below it repeats it
+        e = None if getattr(e, "response", None) is not None else e.__cause__
+    return " <- ".join(parts)
+
+
 def _token() -> str | None:
     from huggingface_hub import get_token
 
@@ -315,7 +332,7 @@ def publish(path: str | Path, repo_id: str, *, private: bool = False, revision: 
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
     except Exception as e:  # auth, permissions, network: one readable message
-        raise PublishError(f"could not create or open dataset repo {repo_id}: {type(e).__name__}: {e}. "
+        raise PublishError(f"could not create or open dataset repo {repo_id}: {_why(e)}. "
                            "Check the token's write access to the organisation and the repo id.") from e
     echo(f"uploading {len(files)} files to {url} (revision {plan['revision']})")
     try:
@@ -327,7 +344,7 @@ def publish(path: str | Path, repo_id: str, *, private: bool = False, revision: 
             commit_message=f"prefpipe release {manifest.get('fingerprint', '')}".strip(),
         )
     except Exception as e:
-        raise PublishError(f"upload to {repo_id} failed part-way: {type(e).__name__}: {e}. Nothing local is lost: "
+        raise PublishError(f"upload to {repo_id} failed part-way: {_why(e)}. Nothing local is lost: "
                            "re-run the same command to resume (files already committed are skipped).") from e
     echo(f"published: {getattr(commit, 'commit_url', commit)}")
     return plan | {"uploaded": True, "url": str(url), "commit": str(getattr(commit, "commit_url", commit))}

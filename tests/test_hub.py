@@ -88,6 +88,23 @@ def test_failure_mid_upload_is_reported_with_how_to_resume(release, hub):
     assert [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
 
 
+def test_a_failure_is_one_line_with_its_cause(release, hub):
+    # huggingface_hub wraps a failed LFS upload in a RuntimeError naming only the file; the cause (the
+    # storage's answer, several lines) is chained below it. tests/test_hub_e2e.py sees these on the wire.
+    cause = ConnectionError("Client error '403 Forbidden' for url 'https://s3/x'\nFor more information check: "
+                            "https://developer.mozilla.org/403\n\nRequest has expired")
+    try:
+        raise RuntimeError("Error while uploading 'all/train-00000-of-00001.parquet' to the Hub.") from cause
+    except RuntimeError as e:
+        hub.fail_upload(e)
+    with pytest.raises(PublishError) as e:
+        publish(release, "org/prefs", echo=lambda _: None)
+    assert str(e.value) == (
+        "upload to org/prefs failed part-way: RuntimeError: Error while uploading 'all/train-00000-of-00001.parquet' "
+        "to the Hub <- ConnectionError: Client error '403 Forbidden' for url 'https://s3/x' Request has expired. "
+        "Nothing local is lost: re-run the same command to resume (files already committed are skipped).")
+
+
 def test_dry_run_lists_files_and_touches_nothing(release, hub, capsys):
     assert cli(["publish", "--repo-id", "org/prefs", "--dry-run", "--path", str(release)]) == 0
     out = capsys.readouterr().out
