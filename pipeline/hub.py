@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,10 @@ def _offline() -> bool:
     return any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
+# a storage URL's query string is its signature (a short-lived credential): never printed
+_SIGNED_QUERY = re.compile(r"(https?://[^\s?'\"]+)\?[^\s'\"]*")
+
+
 def _why(e: BaseException) -> str:
     """``e`` and the errors that caused it on one line: huggingface_hub's HTTP errors span several lines
     (with a link to a generic status-code page), and an LFS upload error names only the file, its cause
@@ -278,7 +283,7 @@ def _why(e: BaseException) -> str:
         if e is None:
             break
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("For more information check:")]
-        text = " ".join(lines).rstrip(".")
+        text = _SIGNED_QUERY.sub(r"\1?<query hidden>", " ".join(lines).rstrip("."))
         if not any(text in p for p in parts):  # a cause that only repeats its wrapper's words adds nothing
             parts.append(f"{type(e).__name__}: {text}")
         # an HTTP error already says what the server answered; the transport error below it repeats it

@@ -105,6 +105,15 @@ def test_a_failure_is_one_line_with_its_cause(release, hub):
         "Nothing local is lost: re-run the same command to resume (files already committed are skipped).")
 
 
+def test_a_signed_storage_url_in_a_failure_is_printed_without_its_signature(release, hub):
+    url = "https://s3.example/bucket/obj?X-Amz-Credential=AKIA%2F123&X-Amz-Signature=deadbeef"
+    hub.fail_upload(ConnectionError(f"Client error '403 Forbidden' for url '{url}'"))
+    with pytest.raises(PublishError) as e:
+        publish(release, "org/prefs", echo=lambda _: None)
+    assert "for url 'https://s3.example/bucket/obj?<query hidden>'" in str(e.value)
+    assert "Signature" not in str(e.value) and "AKIA" not in str(e.value)
+
+
 def test_dry_run_lists_files_and_touches_nothing(release, hub, capsys):
     assert cli(["publish", "--repo-id", "org/prefs", "--dry-run", "--path", str(release)]) == 0
     out = capsys.readouterr().out
