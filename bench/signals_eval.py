@@ -139,7 +139,9 @@ def confidence(s: dict) -> str:
         r, n = s[part]["all"]["routing"], s[part]["all"]["turns"]
         rows.append(f"- {part}: {r['turns']} of {n} turns ({r['turns'] / n:.0%}) have confidence < {r['below']}; they hold "
                     f"{r['dsat_missed_below']} of the {r['dsat_missed']} DSAT turns the rules miss and "
-                    f"{r['dsat_false_below']} of their {r['dsat_false']} false DSAT verdicts.")
+                    f"{r['dsat_false_below']} of their {r['dsat_false']} false DSAT verdicts; a model that judged those "
+                    f"turns as the labellers did would bring DSAT to P / R {_pr(r['dsat_if_routed_right'])} "
+                    "(`rules+llm`, `combine: add_recall`).")
     return "\n".join(rows)
 
 

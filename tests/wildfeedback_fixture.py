@@ -184,7 +184,11 @@ def wildchat_scores(frame: pl.DataFrame) -> dict:
     missed, false = frame["dsat"] & ~frame["p_dsat"], ~frame["dsat"] & frame["p_dsat"]
     out["routing"] = {"below": ROUTE_BELOW, "turns": int(unsure.sum()), "dsat_missed": int(missed.sum()),
                       "dsat_missed_below": int((missed & unsure).sum()), "dsat_false": int(false.sum()),
-                      "dsat_false_below": int((false & unsure).sum())}
+                      "dsat_false_below": int((false & unsure).sum()),
+                      # rules+llm (combine: add_recall) with a model that judged every routed turn as the labellers
+                      # did: the ceiling of routing, whatever the model (the recall sample left out)
+                      "dsat_if_routed_right": _prf(frame["dsat"], pl.select(
+                          pl.when(unsure).then(frame["dsat"]).otherwise(frame["p_dsat"])).to_series())}
     return out
 
 
