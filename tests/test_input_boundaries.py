@@ -455,6 +455,10 @@ def test_a_stage_input_that_is_the_wrong_table_or_broken_fails_in_one_line(tmp_p
         read_table(tmp_path / "conversations", "prompts")
     assert str(err.value).startswith(f"{tmp_path / 'conversations'}: not a prompts shard set (prompts: unexpected column")
     assert str(err.value).endswith("; point the params key that names it at a folder of prompts (e.g. data/ingest/prompts)")
+    with pytest.raises(SourceError) as err:  # given the key that named it, the error names it
+        read_table(tmp_path / "conversations", "prompts", key="curry.inputs[0].prompts")
+    assert str(err.value).startswith(f"curry.inputs[0].prompts: {tmp_path / 'conversations'}: not a prompts shard set")
+    assert str(err.value).endswith("; point curry.inputs[0].prompts at a folder of prompts (e.g. data/ingest/prompts)")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "part-0.parquet").write_bytes(b"PAR1 cut short")
     with pytest.raises(SourceError, match=r"broken: not readable Parquet \(ArrowInvalid: .*run the stage that writes it"):

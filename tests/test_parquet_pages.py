@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.limits import PARQUET_BATCH_ROWS, decoded_bound, parquet_plan
+from pipeline.limits import PARQUET_BATCH_ROWS, decoded_bound, parquet_batch_size, parquet_plan
 from pipeline.parquetpages import DICTIONARY_PAGE, Chunk, Page, chunk_pages, longest_entry, row_group_chunks
 from pipeline.readers import iter_records
 
@@ -308,3 +308,15 @@ def test_a_row_is_rejected_early_by_its_text_over_the_limit_in_any_column_null_o
     assert [(r.row, r.error, bool(r.raw)) for r in rows] == [
         (1, "record is over max_record_bytes=1000", True), (2, None, False), (3, None, False)]
     assert rows[2].value == {"note": None, "tag": "v", "text": "c" * 999}  # its JSON is then for ingest to size
+
+
+def test_a_chunk_without_a_dictionary_has_no_longest_entry_and_a_refusal_says_bytes_a_row():
+    assert longest_entry(io.BytesIO(b""), _chunk(Page(0, 40, 5, 0))) is None
+    nested = _chunk(Page(DICTIONARY_PAGE, 1004, 1, 0), Page(0, 40, 200, 8))  # 202,604 bytes over 2 rows
+    assert "may decode to 101302 bytes a row" in parquet_plan([nested], 2, 1000, lambda c: 1000)[1]
+
+
+def test_batch_rows_round_a_rows_bytes_up_and_no_limit_reads_any_row(tmp_path):
+    assert parquet_batch_size(1001, 1000, 1000) == 500  # 1.001 bytes a row is 2, not 1: a batch stays under
+    pq.write_table(pa.table({"text": ["x" * (3 << 20)]}), tmp_path / "big.parquet")  # 3 MiB in one cell
+    assert [r.error for r in iter_records(str(tmp_path / "big.parquet"))] == [None]
