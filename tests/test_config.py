@@ -101,6 +101,9 @@ def test_not_yaml_not_a_mapping_missing_file(tmp_path):
     assert "(while parsing a flow sequence started at line 2); fix the syntax there" in msg
     assert error_of(tmp_path, "execution:\n\tbatch_size: 1\n").startswith(
         f"{tmp_path / 'params.yaml'}:2:1: not valid YAML: found character '\\t' that cannot start any token")
+    assert error_of(tmp_path, "ingest: \x07\n") == (  # a reader error has no line mark: the file alone
+        f"{tmp_path / 'params.yaml'}: not valid YAML: unacceptable character #x0007: special characters are not "
+        "allowed; fix the syntax there (indent with spaces, close every bracket and quote)")
     assert "expected a mapping of sections" in error_of(tmp_path, "- a\n- b\n")
     with pytest.raises(ParamsError, match="no such file"):
         load_params(tmp_path / "absent.yaml")

@@ -195,3 +195,30 @@ def test_the_cards_models_are_every_role_each_method_names_in_its_lineage():
                    "curry": []}
     natural_only = pairs.filter(pl.col("lineage").str.contains('"models": {}', literal=True))
     assert lineage_summary(natural_only)["wildfeedback"] == {"models": [], "fingerprints": ["a"]}
+
+
+@pytest.mark.parametrize("scheme", ["https", "http"])  # http: a local or private endpoint (HF_ENDPOINT)
+def test_a_signed_url_of_either_scheme_is_printed_without_its_query(release, hub, scheme):
+    hub.fail_upload(ConnectionError(f"Client error '403 Forbidden' for url '{scheme}://store.local/obj?sig=deadbeef'"))
+    with pytest.raises(PublishError) as e:
+        publish(release, "org/prefs", echo=lambda _: None)
+    assert f"for url '{scheme}://store.local/obj?<query hidden>'" in str(e.value) and "deadbeef" not in str(e.value)
+
+
+class _HTTPError(Exception):
+    response = "403"  # huggingface_hub's HTTP errors carry the server's answer
+
+
+def test_a_cause_that_repeats_its_error_or_lies_under_an_http_answer_is_left_out(release, hub):
+    try:
+        raise RuntimeError("upload failed: connection reset by peer") from ConnectionError("connection reset by peer")
+    except RuntimeError as e:
+        hub.fail_upload(e)
+    with pytest.raises(PublishError, match=r"part-way: RuntimeError: upload failed: connection reset by peer\. "):
+        publish(release, "org/prefs", echo=lambda _: None)
+    try:
+        raise _HTTPError("403 Forbidden: token lacks write access") from ConnectionError("TLS handshake detail")
+    except _HTTPError as e:
+        hub.fail_upload(e)
+    with pytest.raises(PublishError, match=r"part-way: _HTTPError: 403 Forbidden: token lacks write access\. "):
+        publish(release, "org/prefs", echo=lambda _: None)

@@ -455,6 +455,10 @@ def test_a_stage_input_that_is_the_wrong_table_or_broken_fails_in_one_line(tmp_p
         read_table(tmp_path / "conversations", "prompts")
     assert str(err.value).startswith(f"{tmp_path / 'conversations'}: not a prompts shard set (prompts: unexpected column")
     assert str(err.value).endswith("; point the params key that names it at a folder of prompts (e.g. data/ingest/prompts)")
+    with pytest.raises(SourceError) as err:  # given the key that named it, the error names it
+        read_table(tmp_path / "conversations", "prompts", key="curry.inputs[0].prompts")
+    assert str(err.value).startswith(f"curry.inputs[0].prompts: {tmp_path / 'conversations'}: not a prompts shard set")
+    assert str(err.value).endswith("; point curry.inputs[0].prompts at a folder of prompts (e.g. data/ingest/prompts)")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "part-0.parquet").write_bytes(b"PAR1 cut short")
     with pytest.raises(SourceError, match=r"broken: not readable Parquet \(ArrowInvalid: .*run the stage that writes it"):
@@ -468,3 +472,17 @@ def test_a_csv_header_naming_a_column_twice_is_one_reject(tmp_path):
     assert res.metrics["rows_in"] == 1 and [r["reason"] for r in res.rejects] == [
         "d.csv:1: the header names column(s) ['text'] twice (csv keeps the last one only): rename them so each column "
         "has its own name"]
+
+
+def test_each_eval_sets_sha256_is_of_its_own_prompts(tmp_path):
+    """The second set's digest is of its prompts alone, not of every set read before it."""
+    from pipeline.config import EvalSet
+    from pipeline.decontam import load_eval_sets, prompts_sha256
+
+    (tmp_path / "a.jsonl").write_text('{"id": "a1", "q": "Name three primes."}\n')
+    (tmp_path / "b.jsonl").write_text('{"id": "b1", "q": "Explain DNS."}\n{"id": "b2", "q": "Sort this list."}\n')
+    sets = [EvalSet(name=n, path=str(tmp_path / f"{n}.jsonl"), text_field="q", id_field="id", optional=False)
+            for n in ("a", "b")]
+    _, status = load_eval_sets(sets)
+    assert status["a"]["prompts_sha256"] == prompts_sha256(["a1"], ["Name three primes."])
+    assert status["b"]["prompts_sha256"] == prompts_sha256(["b1", "b2"], ["Explain DNS.", "Sort this list."])

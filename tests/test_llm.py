@@ -370,3 +370,13 @@ def test_templates_without_a_default_system_prompt_render_judge_calls_unchanged(
     assert engine.codec.messages(PROMPTS[0], judge=True) == PROMPTS[0]
     for template in (LLAMA3_LIKE, PLAIN):
         assert with_template(engine, template).codec.default_system is None
+
+
+def test_a_model_path_under_home_is_checked_and_expanded(tmp_path, monkeypatch):
+    from pipeline.errors import ModelLoadError
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(ModelLoadError, match=r"model '~/checkpoints/sft': no such file or folder"):
+        resolve_model("~/checkpoints/sft")
+    (tmp_path / "checkpoints" / "sft").mkdir(parents=True)
+    assert resolve_model("~/checkpoints/sft") == str(tmp_path / "checkpoints" / "sft")

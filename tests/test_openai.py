@@ -350,3 +350,12 @@ def test_get_engine_builds_an_openai_engine_per_config(server):
     a, b = get_engine(config(server)), get_engine(config(server, max_requests=10))
     assert isinstance(a, OpenAIEngine) and a is not b and a is get_engine(config(server))
     assert a.name == "tiny" and a.transport.urls == [server.url]
+
+
+def test_a_served_model_named_as_a_missing_local_path_has_no_tokenizer_and_scoring_says_so(server):
+    """``resolve_model`` refuses a local path that does not exist (ModelLoadError); for a served model that means
+    only that no tokenizer is at hand: the engine is built, and sequence scoring says what to do."""
+    engine = OpenAIEngine(config(server, model="./no-such-checkpoint/judge"))
+    assert engine.codec is None
+    with pytest.raises(ServerError, match=r"needs the served model's tokenizer .*no such file or folder"):
+        engine.choose(PROMPTS[:1], ["a", "b"])
