@@ -99,10 +99,6 @@ def scores(real: Path = REAL) -> dict:
     return out
 
 
-def _k(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
-
-
 def _n(s: dict) -> str:
     return f"{s['tp']}, {s['fp']}, {s['fn']}"
 
@@ -114,7 +110,7 @@ def humans(s: dict) -> str:
         for subset, name in (("all", "all turns"), ("unambiguous", "neither labeller unsure")):
             v = s[subset][pol]
             rows.append(f"| {pol.upper()}, {name} | {v['turns']} | {v['a']} | {v['b']} | {v['both']} | "
-                        f"{v['raw']:.2f} | {_k(v['kappa'])} | {_pr(v['b_vs_a'])} |")
+                        f"{v['raw']:.2f} | {_f(v['kappa'])} | {_pr(v['b_vs_a'])} |")
     return "\n".join(rows)
 
 
@@ -136,8 +132,8 @@ def summary(s: dict) -> str:
     return (f"{s['turns']} test turns of {s['conversations']} conversations; A marked {s['ambiguous']['a']} ambiguous, "
             f"B {s['ambiguous']['b']}. The labellers disagree (on DSAT or SAT) on {s['differ']['n']} turns, "
             f"{s['differ']['unsure']} of which one of them marked ambiguous. Labeller B against A reaches DSAT "
-            f"P {_f(b['precision'])} / R {_f(b['recall'])} (kappa {_k(d['kappa'])}) and SAT "
-            f"P {_f(sat['b_vs_a']['precision'])} / R {_f(sat['b_vs_a']['recall'])} (kappa {_k(sat['kappa'])}); "
+            f"P {_f(b['precision'])} / R {_f(b['recall'])} (kappa {_f(d['kappa'])}) and SAT "
+            f"P {_f(sat['b_vs_a']['precision'])} / R {_f(sat['b_vs_a']['recall'])} (kappa {_f(sat['kappa'])}); "
             f"on the same turns the rules reach DSAT P {_f(a['precision'])} / R {_f(a['recall'])} against A, and "
             f"{_pr(clear['rules_vs_a'])} on the {clear['turns']} turns neither labeller marked ambiguous. Issue #16 "
             f"asks DSAT P >= {GOAL['dsat_precision']} / R >= {GOAL['dsat_recall']} and SAT P >= "
