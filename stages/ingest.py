@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import xxhash
 from pydantic import ValidationError
 
 from pipeline.adapters import Adapted, BadRecord, Ctx, adapt, finish
 from pipeline.config import Params, Source, fingerprint
+from pipeline.hub_source import check_hub
 from pipeline.io import (
     HF_PREFIX,
     ShardWriter,
@@ -47,8 +47,9 @@ from pipeline.io import (
 )
 from pipeline.metrics import write_metrics
 from pipeline.outputs import stage_outputs
-from pipeline.readers import check_hub, preview_of, source_files
+from pipeline.readers import preview_of, source_files
 from pipeline.records import ID_COLUMNS, MODELS, SCHEMAS
+from pipeline.seen import SeenRows
 
 log = logging.getLogger(__name__)
 
@@ -160,56 +161,6 @@ def read_source(src: Source, max_record_bytes: int,
         empty_files += [os.path.relpath(f, base) if base is not None else f for f in empty]
 
 
-class Duplicates:
-    """Ids seen so far in one source, kept compact so a long log fits: 64-bit hashes of the id and content.
-
-    ``admit`` drops a record's rows that repeat an earlier row exactly (Arena-Hard repeats the question
-    in every model's answer file) and returns a reason when a row reuses an earlier id with other
-    content (the record is then rejected and its rows are not remembered). Two different ids or
-    contents sharing a 64-bit hash is about a 1-in-10^7 event at 10^6 rows.
-    """
-
-    def __init__(self) -> None:
-        self.seen: dict[int, int] = {}  # hash(table, id) -> hash(content) << 64 | file number << 40 | row
-        self.files: dict[str, int] = {}  # the source's files, numbered in reading order
-
-    def _at(self, rec: _Kept) -> int:
-        file, _, row = rec.where.rpartition(":")
-        return self.files.setdefault(file, len(self.files)) << 40 | int(row)
-
-    def _where(self, at: int) -> str:
-        return f"{list(self.files)[at >> 40]}:{at & ((1 << 40) - 1)}"
-
-    @staticmethod
-    def _key(table: str, row: dict[str, Any]) -> int:
-        return xxhash.xxh64_intdigest("\x1f".join([table, *(str(row[c]) for c in ID_COLUMNS[table])]).encode())
-
-    @staticmethod
-    def _content(row: dict[str, Any]) -> int:
-        return xxhash.xxh64_intdigest(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode())
-
-    def admit(self, rec: _Kept) -> str | None:
-        hashed = {t: [(self._key(t, r), self._content(r)) for r in rows] for t, rows in rec.rows.items()}
-        for table, pairs in hashed.items():
-            for row, (key, content) in zip(rec.rows[table], pairs, strict=True):
-                prior = self.seen.get(key)
-                if prior is not None and prior >> 64 != content:
-                    ids = tuple(row[c] for c in ID_COLUMNS[table])
-                    return (f"{table} id {ids} already produced by {self._where(prior & ((1 << 64) - 1))} with "
-                            "different content (two records share an id: give them distinct ids, or drop one)")
-        at = self._at(rec)
-        for table, pairs in hashed.items():
-            unique = []
-            for row, (key, content) in zip(rec.rows[table], pairs, strict=True):
-                if key in self.seen:
-                    rec.skipped[f"{table} row identical to an earlier one"] += 1
-                else:
-                    self.seen[key] = content << 64 | at
-                    unique.append(row)
-            rec.rows[table] = unique
-        return None
-
-
 def survey_rated(src: Source, max_record_bytes: int) -> tuple[set[str], dict[str, set[str]]]:
     """First pass over a ``rated`` source: the prompt ids its records provide, and cross-record facts.
 
@@ -217,12 +168,12 @@ def survey_rated(src: Source, max_record_bytes: int) -> tuple[set[str], dict[str
     accepted answer are only known once the whole source is read; reading it twice keeps memory to
     these id sets instead of every row.
     """
-    dups, prompt_ids, facts = Duplicates(), set(), {}
+    dups, prompt_ids, facts = SeenRows(ID_COLUMNS), set(), {}
     for rec in read_source(src, max_record_bytes):
         if isinstance(rec, _Kept):
             for key, values in rec.facts.items():
                 facts.setdefault(key, set()).update(values)
-            if dups.admit(rec) is None:
+            if dups.admit(rec.where, rec.rows, rec.skipped) is None:
                 prompt_ids.update(r["prompt_id"] for r in rec.rows.get("prompts", []))
     return prompt_ids, facts
 
@@ -242,18 +193,18 @@ RowSink = Callable[[str, list[dict[str, Any]]], None]
 def stream_source(src: Source, max_record_bytes: int, emit: RowSink) -> dict[str, Any]:
     """Ingest one source record by record, handing canonical rows (and ``"rejects"`` rows) to ``emit``.
 
-    1. duplicates (``Duplicates``); 2. orphans (kind ``rated``); 3. cross-record facts (the accepted
+    1. duplicates (``pipeline.seen.SeenRows``); 2. orphans (kind ``rated``); 3. cross-record facts (the accepted
     Stack Exchange answer). Returns the source's metrics; memory holds the id hashes, not the rows.
     """
     prompt_ids, facts = survey_rated(src, max_record_bytes) if src.kind == "rated" else (None, {})
-    dups = Duplicates()
+    dups = SeenRows(ID_COLUMNS)
     n_in = accepted = 0
     outputs, skipped, reasons = Counter(), Counter(), Counter()
     empty: list[str] = []
     for rec in read_source(src, max_record_bytes, empty):
         n_in += 1
         if isinstance(rec, _Kept):
-            clash = dups.admit(rec)
+            clash = dups.admit(rec.where, rec.rows, rec.skipped)
             reason = f"duplicate: {clash}" if clash else (orphan_reason(rec, prompt_ids) if prompt_ids is not None else None)
             if reason is None:
                 finish(src.format, rec.rows, facts)

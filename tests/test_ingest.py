@@ -303,13 +303,14 @@ def test_a_hub_set_that_fails_to_load_names_the_login_command_huggingface_hub_in
     """`huggingface-cli` is gone from huggingface_hub 1.0 on; the error names the `hf` command it installs."""
     import datasets
 
-    from pipeline import readers
+    from pipeline import hub_source
+    from pipeline.readers import iter_records
 
     def refuse(*args, **kwargs):
         raise PermissionError("gated")
 
-    monkeypatch.setattr(readers, "check_hub", lambda dataset_id: None)
+    monkeypatch.setattr(hub_source, "check_hub", lambda dataset_id: None)
     monkeypatch.setattr(datasets, "load_dataset", refuse)
     with pytest.raises(SourceError) as e:
-        next(readers.iter_hub("hf://org/gated-set:train"))
+        next(iter_records("hf://org/gated-set:train"))
     assert "hf://org/gated-set:train: could not load" in str(e.value) and "`hf auth login`" in str(e.value)
