@@ -1,0 +1,514 @@
+"""Selfie / SPA stage end to end: scripted engines, cut-off samples, kept iterations, the reward gate, and
+implicit rewards from two real tiny models against direct teacher forcing (METHODS.md §3)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import polars as pl
+import pyarrow as pa
+import pytest
+import yaml
+
+from pipeline.gates import JudgeGateError, load_probes
+from pipeline.io import StageError
+from pipeline.records import MESSAGES_TYPE, check_table
+from stages import selfie, selfie_output, selfie_reward, selfie_split
+from tests.selfie_fakes import (
+    SAMPLING,
+    FakeEngine,
+    make_pairs,
+    make_prompts,
+    selfie_params,
+    user,
+)
+
+# --- the stage end to end (scripted engines) --------------------------------------------------------
+
+
+def _project(tmp_path, monkeypatch, engines: dict[str, FakeEngine], on_gate_failure="error", **selfie_over):
+    """A tmp project with ingest-like inputs (10 labelled pairs, 30 prompts, plus an unselected source)
+    and ``get_engine`` answering with the scripted engines by model name. The reward gate is lowered
+    (0.0) unless ``gates`` is given: the scripted rewards are not meant to pass it."""
+    import pipeline.llm
+    from pipeline.config import Params
+    from pipeline.io import write_shards
+    from tests.conftest import ROOT
+
+    monkeypatch.setattr(pipeline.llm, "get_engine", lambda cfg: engines[cfg.model], raising=False)
+    monkeypatch.chdir(tmp_path)
+    pairs = pa.concat_tables(
+        [
+            make_pairs(
+                [(f"seed question {i}", f"good {i}", f"bad {i}") for i in range(10)],
+                source="sample_seed_pairs",
+            ),
+            make_pairs([("unselected", "a", "b")], source="elsewhere"),
+        ]
+    )
+    write_shards(pairs, tmp_path / "data/ingest/pairs", name="pairs")
+    write_shards(
+        make_prompts([f"pool question {i}" for i in range(30)], source="sample_prompts"),
+        tmp_path / "data/ingest/prompts",
+        name="prompts",
+    )
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["ingest"] = {"sources": [], "max_reject_fraction": 0.5, "max_record_bytes": 1 << 20}
+    data["execution"]["on_gate_failure"] = on_gate_failure
+    data["selfie"].update({"gates": {"reward": 0.0}, **selfie_over})
+    data["selfie"]["sampling"]["max_new_tokens"] = 8
+    return Params.model_validate(data)
+
+
+def _out(tmp_path, name: str, contract: str):
+    from pipeline.io import read_table
+
+    return read_table(tmp_path / "data/selfie" / name, contract)
+
+
+def _pairs(tmp_path) -> pl.DataFrame:
+    """Every pair under data/selfie/pairs, read the way the release reads it."""
+    from stages.export_read import read_pairs_tree
+
+    return pl.from_arrow(read_pairs_tree(tmp_path / "data/selfie/pairs", "pairs"))
+
+
+def _metrics(tmp_path) -> dict:
+    return json.loads((tmp_path / "data/selfie/details.json").read_text())
+
+
+def test_stage_writes_seed_and_iteration_pairs_responses_and_metrics(tmp_path, monkeypatch):
+    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
+    params = _project(
+        tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", refine_fraction=0.5
+    )
+    selfie.main(params)
+    metrics = _metrics(tmp_path)
+    split = metrics["split"]
+    assert split["prompts"] == 40 and split["labelled_prompts"] == 10
+    assert split["assigned"] == {"seed": 1, "test": 1, "pool_1": 5, "pool_2": 13, "pool_3": 20}
+    prompts = _out(tmp_path, "prompts", "prompts")
+    responses = _out(tmp_path, "responses", "responses")
+    pairs = _pairs(tmp_path)
+    assert prompts.num_rows == 5 and responses.num_rows == 10
+    assert set(responses.column("prompt_id").to_pylist()) == set(prompts.column("prompt_id").to_pylist())
+    # r = logprob_pol - logprob_ref = -len + 2 len = len(text): the longer sample wins
+    for r in responses.to_pylist():
+        assert r["score"] == len(r["text"])
+        d = json.loads(r["detail"])
+        assert (d["logprob_policy"], d["logprob_reference"]) == (-len(r["text"]), -2.0 * len(r["text"]))
+    assert pairs.group_by("source").len().sort("source").rows() == [("iteration_1", 5), ("seed", 1)]
+    it = pairs.filter(pl.col("source") == "iteration_1")
+    assert all(c[0]["content"].endswith("#1!") for c in it.get_column("chosen").to_list())
+    assert int(it.get_column("noisy").sum()) == 2 == metrics["pairs"]["noisy"]  # floor(0.5 * 5)
+    lineage = [json.loads(x) for x in it.get_column("lineage")]
+    assert {(x["chosen_finish_reason"], x["rejected_finish_reason"]) for x in lineage} == {("stop", "stop")}
+    assert metrics["rewards"]["all_zero"] is False
+    assert metrics["dropped"] == {"cut_off": 0, "same_text": 0, "tie": 0, "noisy": 0, "withheld": 0}
+    assert (metrics["same_model"], metrics["logprob_passes"]) == (False, 2)
+    assert metrics["gates"]["reward"]["labels"] == "used, gate lowered"
+    assert _out(tmp_path, "test", "pairs").column("source").to_pylist() == ["test"]
+    assert not (tmp_path / ".prefpipe/checkpoints/selfie/sample").exists()  # cleared on success
+
+    # the same inputs and params give byte-identical shards
+    before = {p.name: p.read_bytes() for p in (tmp_path / "data/selfie/pairs").rglob("*.parquet")}
+    selfie.main(params)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "data/selfie/pairs").rglob("*.parquet")} == before
+
+
+def test_stage_drops_noisy_pairs_when_asked(tmp_path, monkeypatch):
+    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
+    params = _project(
+        tmp_path,
+        monkeypatch,
+        engines,
+        policy_model="pol",
+        reference_model="ref",
+        refine_fraction=0.5,
+        drop_noisy=True,
+    )
+    selfie.main(params)
+    metrics = _metrics(tmp_path)
+    pairs = _pairs(tmp_path).filter(pl.col("source") == "iteration_1")
+    assert pairs.height == 3 and not pairs.get_column("noisy").any()
+    assert metrics["dropped"]["noisy"] == 2 and metrics["pairs"]["written"] == 3
+
+
+def test_stage_with_policy_equal_reference_says_so_and_runs_one_logprob_pass(tmp_path, monkeypatch, capsys):
+    same = FakeEngine("same")
+    params = _project(
+        tmp_path,
+        monkeypatch,
+        {"same": same},
+        policy_model="same",
+        reference_model="same",
+        gates={"reward": 0.75},
+    )
+    selfie.main(params)
+    metrics = _metrics(tmp_path)
+    assert (
+        metrics["rewards"]["all_zero"] is True
+        and "identical log-probabilities" in metrics["rewards"]["warning"]
+    )
+    assert metrics["dropped"]["tie"] == 5 and metrics["pairs"]["written"] == 0
+    assert _out(tmp_path, "responses", "responses").num_rows == 10
+    assert _pairs(tmp_path).get_column("source").to_list() == ["seed"]
+    # one log-probability pass (the reference's would be identical), said on the console and recorded;
+    # the gate (0.75 here) is not failed: there are no labels to gate
+    assert [c for c, _ in same.calls].count("logprobs") == 1
+    assert (metrics["same_model"], metrics["logprob_passes"]) == (True, 1)
+    gate = metrics["gates"]["reward"]
+    assert gate["passed"] is None and "same model" in gate["skipped"] and gate["probes"] == 0
+    assert "policy and reference are the same model (same)" in capsys.readouterr().out
+
+
+def test_stage_names_a_misspelt_source(tmp_path, monkeypatch):
+    params = _project(tmp_path, monkeypatch, {}, pair_sources=["sample_seed_pair"])
+    with pytest.raises(selfie_split.SourceError, match="sample_seed_pair"):
+        selfie.main(params)
+
+
+def test_stage_with_an_empty_pool_writes_seed_pairs_and_empty_tables(tmp_path, monkeypatch):
+    split = {"seed": 2, "pools": [0, 30], "test": 1, "shuffle_seed": 0}
+    params = _project(tmp_path, monkeypatch, {}, split=split)  # no engine is ever built
+    selfie.main(params)
+    metrics = _metrics(tmp_path)
+    assert metrics["sample"] == {"prompts": 0, "responses": 0, "cut_off": 0, "empty_responses": 0}
+    assert metrics["split"]["assigned"] == {"seed": 2, "test": 1, "pool_2": 30, "rest": 7}
+    assert _out(tmp_path, "responses", "responses").num_rows == 0
+    assert _pairs(tmp_path).get_column("source").to_list() == ["seed", "seed"]
+
+
+# --- cut-off samples, equal texts ---------------------------------------------------------------------
+
+
+def test_cut_off_samples_are_dropped_before_teacher_forcing_and_counted(tmp_path, monkeypatch):
+    script = {
+        f"pool question {i}": [f"answer {i}, complete.", f"a longer answer {i} that was cut ..."]
+        for i in range(30)
+    }
+    script["pool question 19"] = ["short.", "a longer, finished answer."]
+    engines = {"pol": FakeEngine("pol", scale=1.0, script=script), "ref": FakeEngine("ref", scale=2.0)}
+    params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref")
+    selfie.main(params)
+    metrics = _metrics(tmp_path)
+    responses = _out(tmp_path, "responses", "responses").column("text").to_pylist()
+    assert not any(t.endswith("...") for t in responses)
+    pool = [m[0]["content"] for m in _out(tmp_path, "prompts", "prompts").column("messages").to_pylist()]
+    cut = [q for q in pool if q in script and q != "pool question 19"]
+    assert metrics["dropped"]["cut_off"] == metrics["sample"]["cut_off"] == len(cut) > 0
+    assert len(responses) == 2 * len(pool) - len(cut)
+    # a prompt left with one answer cannot make a pair, so a cut-off answer is never paired
+    pairs = _pairs(tmp_path).filter(pl.col("source") == "iteration_1")
+    assert pairs.height == len(pool) - len(cut) == 1
+    assert not any(
+        r[0]["content"].endswith("...") for r in pairs["rejected"].to_list() + pairs["chosen"].to_list()
+    )
+
+
+def test_pick_pairs_pairs_distinct_texts_only():
+    texts = {
+        "p1": ["Paris.", "Paris. ", "Lyon."],  # best "Paris." and worst "Lyon." differ: paired
+        "p2": ["Paris.", "Lyon.", "Paris.\n"],  # argmin is the same answer as argmax: take "Lyon."
+        "p3": ["It is Paris.", "It is  Paris."],  # whitespace variants only: no pair
+        "p4": ["Same", "Same"],  # two identical samples (their rewards may differ by batch numerics)
+    }
+    rewards = {"p1": [2.0, 1.0, 0.0], "p2": [2.0, 1.0, 0.0], "p3": [1.0, 0.9], "p4": [1.0, 0.999]}
+    scored = pl.DataFrame(
+        [
+            {
+                "prompt_id": p,
+                "response_id": f"{p}-{j}",
+                "text": t,
+                "reward": rewards[p][j],
+                "n_tokens_policy": 2,
+                "finish_reason": "stop",
+            }
+            for p, ts in texts.items()
+            for j, t in enumerate(ts)
+        ]
+    )
+    pairs, dropped = selfie.pick_pairs(scored, iteration=1)
+    got = {r["prompt_id"]: (r["chosen_text"], r["rejected_text"], r["margin"]) for r in pairs.to_dicts()}
+    assert got == {"p1": ("Paris.", "Lyon.", 2.0), "p2": ("Paris.", "Lyon.", 1.0)}
+    assert dropped == {"same_text": 2, "tie": 0}
+
+
+# --- every iteration's pairs are kept -----------------------------------------------------------------
+
+
+def test_iteration_two_keeps_iteration_one_and_the_release_reads_both(tmp_path, monkeypatch):
+    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
+    params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref")
+    selfie.main(params)
+    first = {p.name: p.read_bytes() for p in (tmp_path / "data/selfie/pairs/iteration=1").glob("*.parquet")}
+    params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", iteration=2)
+    selfie.main(params)
+    root = tmp_path / "data/selfie/pairs"
+    assert sorted(d.name for d in root.iterdir()) == ["iteration=1", "iteration=2", "seed"]
+    assert {p.name: p.read_bytes() for p in (root / "iteration=1").glob("*.parquet")} == first  # untouched
+    pairs = _pairs(tmp_path)
+    assert dict(pairs.group_by("source").len().iter_rows()) == {
+        "seed": 1,
+        "iteration_1": 5,
+        "iteration_2": 13,
+    }
+    assert pairs.get_column("pair_id").n_unique() == pairs.height
+    assert _metrics(tmp_path)["iterations"] == {"iteration=1": 5, "iteration=2": 13}
+    # the iterations' prompts are disjoint, and none is a seed or test prompt
+    keys = {
+        s: set(selfie_split.prompt_keys(g.to_arrow().column("prompt")))
+        for (s,), g in pairs.group_by("source")
+    }
+    test = set(selfie_split.prompt_keys(_out(tmp_path, "test", "pairs").column("prompt")))
+    assert not keys["iteration_1"] & keys["iteration_2"] and not (
+        keys["iteration_1"] | keys["iteration_2"]
+    ) & (keys["seed"] | test)
+
+
+def test_a_kept_iteration_from_another_split_is_an_error(tmp_path, monkeypatch):
+    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
+    selfie.main(_project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref"))
+    split = {"seed": 2000, "pools": [8000, 20000, 30000], "test": 1000, "shuffle_seed": 7}
+    params = _project(
+        tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", iteration=2, split=split
+    )
+    with pytest.raises(StageError, match=r"iteration=1: \d+ of its 5 pairs have prompts outside pool_1"):
+        selfie.main(params)
+
+
+def test_rerunning_an_iteration_under_a_new_split_replaces_its_folder(tmp_path, monkeypatch):
+    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
+    selfie.main(_project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref"))
+    split = {"seed": 2000, "pools": [8000, 20000, 30000], "test": 1000, "shuffle_seed": 7}
+    selfie.main(_project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", split=split))
+    root = tmp_path / "data/selfie/pairs"
+    assert sorted(d.name for d in root.iterdir()) == ["iteration=1", "seed"]
+    pairs = _pairs(tmp_path)
+    assert pairs.get_column("pair_id").n_unique() == pairs.height  # no stale shard of the first run is kept
+    assert _metrics(tmp_path)["iterations"] == {"iteration=1": pairs.filter(pl.col("source") == "iteration_1").height}
+
+
+def test_the_flat_layout_of_earlier_versions_is_moved_into_iteration_folders(tmp_path, monkeypatch):
+    from pipeline.io import write_shards
+
+    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
+    selfie.main(_project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref"))
+    root = tmp_path / "data/selfie/pairs"
+    flat = _pairs(tmp_path)  # seed + iteration_1, as earlier versions wrote them: shards directly in pairs/
+    for d in root.iterdir():
+        shutil.rmtree(d)
+    write_shards(check_table(flat.to_arrow(), "pairs"), root, name="pairs")
+    selfie.main(
+        _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", iteration=2)
+    )
+    assert sorted(p.name for p in root.iterdir()) == ["iteration=1", "iteration=2", "seed"]
+    assert dict(_pairs(tmp_path).group_by("source").len().iter_rows()) == {
+        "seed": 1,
+        "iteration_1": 5,
+        "iteration_2": 13,
+    }
+    assert _metrics(tmp_path)["migrated_from_flat_layout"] == [1]
+
+
+# --- the reward gate ----------------------------------------------------------------------------------
+
+
+PROBE_GOOD = {p["good"] for p in load_probes("selfie_reward")}
+
+
+def test_a_length_only_reward_is_at_chance_and_stops_the_stage(tmp_path, monkeypatch):
+    probes = load_probes("selfie_reward")
+    assert sum(len(p["good"]) > len(p["bad"]) for p in probes) * 2 == len(probes)  # length-balanced
+    pol, ref = FakeEngine("pol", scale=1.0), FakeEngine("ref", scale=2.0)  # r = len(text)
+    params = _project(
+        tmp_path,
+        monkeypatch,
+        {"pol": pol, "ref": ref},
+        policy_model="pol",
+        reference_model="ref",
+        gates={"reward": 0.75},
+    )
+    with pytest.raises(
+        JudgeGateError, match=r"reward judge \(pol vs ref\).*12 of 24 probes right.*selfie.gates.reward"
+    ):
+        selfie.main(params)
+    assert ("generate", 5) not in pol.calls  # the probes ran first: nothing was sampled
+
+
+def test_a_reward_that_ties_every_probe_scores_exactly_chance_and_stops_the_stage(tmp_path, monkeypatch):
+    """r(good) == r(bad) answers "r(good) > r(bad)?" no and "r(bad) > r(good)?" no: one of two right per
+    probe, never a pass for a reward that cannot tell the answers apart."""
+    engines = {"pol": FakeEngine("pol", scale=1.0, offset=5.0), "ref": FakeEngine("ref", scale=1.0)}  # r = 5
+    params = _project(
+        tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", gates={"reward": 0.75}
+    )
+    with pytest.raises(JudgeGateError, match=r"12 of 24 probes right"):
+        selfie.main(params)
+
+
+def test_a_reward_that_prefers_the_good_answers_passes_and_withholding_emits_no_labels(tmp_path, monkeypatch):
+    engines = {"pol": FakeEngine("pol", scale=1.0, liked=PROBE_GOOD, bonus=1000.0), "ref": FakeEngine("ref")}
+    params = _project(
+        tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", gates={"reward": 0.75}
+    )
+    selfie.main(params)
+    gate = _metrics(tmp_path)["gates"]["reward"]
+    assert (gate["accuracy"], gate["passed"], gate["lowered"], gate["labels"]) == (1.0, True, False, "used")
+    assert gate["detail"]["good_wins"] == 12 and gate["detail"]["confidence_mean"] > 0.99
+
+    # the same pool under a reward at chance, withheld: seed pairs written, no iteration pairs or scores
+    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
+    params = _project(
+        tmp_path,
+        monkeypatch,
+        engines,
+        "withhold",
+        policy_model="pol",
+        reference_model="ref",
+        gates={"reward": 0.75},
+    )
+    selfie.main(params)
+    metrics = _metrics(tmp_path)
+    assert metrics["gates"]["reward"]["labels"] == "withheld" and metrics["dropped"]["withheld"] == 5
+    assert _pairs(tmp_path).get_column("source").to_list() == ["seed"]
+    assert _out(tmp_path, "responses", "responses").num_rows == 0
+    assert not any(c == "generate" for c, _ in engines["pol"].calls)
+
+
+def test_params_gate_the_reward_for_real_models_and_lower_it_for_tiny():
+    from pipeline.config import resolve_params
+    from tests.conftest import ROOT
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert resolve_params(data).selfie.gates.reward == 0.0  # tiny@1 vs tiny: lowered, announced
+    real = {
+        **data,
+        "selfie": {**data["selfie"], "policy_model": "org/dpo-iter1", "reference_model": "org/sft"},
+    }
+    assert resolve_params(real).selfie.gates.reward == 0.75
+    assert resolve_params(real).selfie.sampling.max_new_tokens == 300  # SPA
+
+
+# --- the real tiny engine: implicit rewards vs direct teacher forcing --------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_tiny_models(tmp_path_factory) -> tuple[str, str]:
+    """The built-in tiny model and a different one: a copy with every weight perturbed (seed 1)."""
+    import shutil
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.llm.tiny import resolve_model
+
+    base = Path(resolve_model("tiny"))
+    other = tmp_path_factory.mktemp("models") / "tiny-perturbed"
+    shutil.copytree(base, other)
+    model = AutoModelForCausalLM.from_pretrained(other, dtype=torch.float32)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(1)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(other)
+    return str(base), str(other)
+
+
+def direct_logprobs(folder: str, prompts: list, responses: list[str]) -> list[tuple[float, int]]:
+    """Teacher forcing with plain transformers, one sequence at a time: the response's tokens plus the
+    end-of-turn token, after the templated prompt (generation prompt on)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    out = []
+    for prompt, response in zip(prompts, responses, strict=True):
+        p_ids = tok(
+            tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True),
+            add_special_tokens=False,
+        )["input_ids"]
+        full = tok.apply_chat_template([*prompt, {"role": "assistant", "content": response}], tokenize=False)
+        ids = tok(full, add_special_tokens=False)["input_ids"]
+        assert ids[: len(p_ids)] == p_ids
+        end = ids.index(tok.eos_token_id, len(p_ids)) + 1
+        with torch.no_grad():
+            logits = model(torch.tensor([ids[:end]])).logits[0].double()
+        lp = torch.log_softmax(logits[len(p_ids) - 1 : end - 1], dim=-1)
+        target = torch.tensor(ids[len(p_ids) : end]).unsqueeze(-1)
+        out.append((float(lp.gather(-1, target).sum()), end - len(p_ids)))
+    return out
+
+
+def test_implicit_rewards_with_two_tiny_models_match_direct_teacher_forcing(
+    two_tiny_models, tmp_path, monkeypatch
+):
+    from pipeline.config import LLM, Execution, LLMOverride, resolve_role
+    from tests.conftest import ROOT
+
+    monkeypatch.chdir(tmp_path)  # the step checkpoints live under ./.prefpipe
+
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    base, execution = LLM.model_validate(data["llm"]), Execution.model_validate(data["execution"])
+
+    policy_path, reference_path = two_tiny_models
+    sel = selfie_params(
+        policy_model=policy_path,
+        reference_model=reference_path,
+        sampling={**SAMPLING.model_dump(), "max_new_tokens": 40},
+        gates={"reward": 0.0},  # two random-weights models
+    )
+    policy, reference = sel.role(base, "policy"), sel.role(base, "reference")
+    assert policy == resolve_role(base, LLMOverride(model=policy_path))
+    prompts = check_table(
+        pa.table(
+            {
+                "prompt_id": ["p1", "p2", "p3"],
+                "messages": pa.array(
+                    [
+                        user("Write a haiku about rain."),
+                        user("What is 2 + 2?"),
+                        [{"role": "system", "content": "Be brief."}, *user("Name a colour.")],
+                    ],
+                    MESSAGES_TYPE,
+                ),
+                "source": ["t"] * 3,
+                "origin_id": ["1", "2", "3"],
+            }
+        ),
+        "prompts",
+    )
+    scored, cut_off = selfie.annotate(prompts, sel, execution, policy, reference)
+    assert (
+        scored.height + cut_off == 6
+        and scored.height > 0
+        and set(scored.get_column("generator")) == {policy_path}
+    )
+    msgs = {r["prompt_id"]: r["messages"] for r in prompts.to_pylist()}
+    convs = [msgs[p] for p in scored.get_column("prompt_id")]
+    texts = scored.get_column("text").to_list()
+    pol = direct_logprobs(policy_path, convs, texts)
+    ref = direct_logprobs(reference_path, convs, texts)
+    for row, (lp_p, n_p), (lp_r, n_r) in zip(scored.to_dicts(), pol, ref, strict=True):
+        assert (row["n_tokens_policy"], row["n_tokens_reference"]) == (n_p, n_r)
+        assert row["logprob_policy"] == pytest.approx(lp_p, abs=1e-3)
+        assert row["logprob_reference"] == pytest.approx(lp_r, abs=1e-3)
+        assert row["reward"] == pytest.approx(lp_p - lp_r, abs=1e-3)
+    assert scored.get_column("reward").abs().min() > 1e-3  # two different models: non-zero rewards
+    normed = selfie_reward.implicit_reward(scored, length_normalize=True).get_column("reward").to_list()
+    for r, (lp_p, n_p), (lp_r, n_r) in zip(normed, pol, ref, strict=True):
+        assert r == pytest.approx(lp_p / n_p - lp_r / n_r, abs=1e-4)
+
+    # the same model in both roles: every reward is exactly 0, reported, and no pair survives
+    same, _ = selfie.annotate(prompts, sel, execution, policy, policy)
+    assert same.get_column("reward").to_list() == [0.0] * scored.height
+    assert selfie_output.reward_report(same)["all_zero"] is True
+    assert selfie.pick_pairs(same, iteration=1)[0].height == 0
+
+    # the gate runs the probes through the same teacher forcing; random weights are not held to it here
+    report = selfie_reward.reward_gate(sel, execution, policy, reference)
+    assert report["probes"] == 24 and report["lowered"] and report["detail"]["pairs"] == 12
+    assert report["detail"]["good_wins"] + report["detail"]["bad_wins"] == 12  # two models: no exact ties
