@@ -1,6 +1,6 @@
 """WildFeedback `rules` detector throughput: a synthetic log of N conversations, streamed shard by
 shard through the stage's own select + feedback-turn + rules path (context features included: the
-previous user turn of every judged turn), against a naive per-message Python ``re`` loop of the text
+previous user turn and the one before it of every judged turn), against a naive per-message Python ``re`` loop of the text
 cues alone (same normalisation, same combined regex per category, no context features: it does less
 work than the polars path, so the speed-up is a lower bound) in the same run.
 
