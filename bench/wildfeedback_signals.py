@@ -1,6 +1,6 @@
 """WildFeedback `rules` detector throughput: a synthetic log of N conversations, streamed shard by
 shard through the stage's own select + feedback-turn + rules path (context features included: the
-previous user turn of every judged turn), against a naive per-message Python ``re`` loop of the text
+previous user turn and the one before it of every judged turn), against a naive per-message Python ``re`` loop of the text
 cues alone (same normalisation, same combined regex per category, no context features: it does less
 work than the polars path, so the speed-up is a lower bound) in the same run.
 
@@ -139,28 +139,33 @@ def _py(regex: str) -> str:
 
 
 def feedback_turns(conv: pl.DataFrame) -> pl.DataFrame:
-    """The stage's feedback turns with ``prev_user`` (the user turn before ``prev``), the rules' context.
+    """The stage's feedback turns with ``prev_user`` (the user turn before ``prev``) and ``prev_user2`` (the
+    user turn before that), the rules' context.
 
-    Uses the stage's own ``feedback_turns`` when it already emits ``prev_user``; otherwise adds it the
-    way README (WildFeedback: detector input) says the stage does: the message two before, if a user's.
+    Uses the stage's own ``feedback_turns`` when it already emits them; otherwise adds them the way README
+    (WildFeedback: detector input) says: the messages two and four before, if a user's.
     """
     turns = stage.feedback_turns(conv)
-    if "prev_user" in turns.columns:
+    if {"prev_user", "prev_user2"} <= set(turns.columns):
         return turns
     ex = conv.select("conversation_id", "messages").with_columns(
         pl.int_ranges(0, pl.col("messages").list.len(), dtype=pl.Int64).alias("user_turn")
     ).explode(["messages", "user_turn"]).select(
-        "conversation_id", (pl.col("user_turn") + 2).alias("user_turn"),
+        "conversation_id", "user_turn",
         pl.when(pl.col("messages").struct.field("role") == "user").then(pl.col("messages").struct.field("content"))
-        .alias("prev_user"),
+        .alias("content"),
     )
-    return turns.join(ex, on=["conversation_id", "user_turn"], how="left")
+    for name, back in (("prev_user", 2), ("prev_user2", 4)):
+        if name not in turns.columns:
+            earlier = ex.select("conversation_id", (pl.col("user_turn") + back).alias("user_turn"), pl.col("content").alias(name))
+            turns = turns.join(earlier, on=["conversation_id", "user_turn"], how="left")
+    return turns
 
 
 def scan(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.DataFrame, int]:
     """The stage's select + feedback turns + rules on one batch: (rule verdicts, judged turns)."""
     selected, _ = stage.select_conversations(conv, cfg)
-    turns = stage.rules_signals(feedback_turns(selected), cfg).drop("text", "prev", "prev_user")
+    turns = stage.rules_signals(feedback_turns(selected), cfg).drop("text", "prev", "prev_user", "prev_user2")
     return turns, turns.height
 
 

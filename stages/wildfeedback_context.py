@@ -19,13 +19,22 @@ user turn before it (``prev_user``) and with the assistant turn it answers (``pr
   number ("2 to the 4th" -> "3 to the 4th") is a new task, not a resend, and so is a narrowed request
   after an answer that said what it lacked ("please provide ...", "there is no attached file", "我们需要已知
   ..."): the user supplies it (such a turn is `overlap`, uncertain).
+- ``resend_earlier``: the same ``resend`` test against the user turn before ``prev_user`` (``prev_user2``):
+  a request re-sent after a turn in between ("Flink 1.17 打包", "flink-maven-plugin 拉取不到", "Flink 1.17
+  打包"; the request again after "continue", narrowed).
+- ``returns_to_material``: a long turn (>= `PROBE_CHARS` + 20 characters) that pastes again the material of
+  ``prev_user2`` (one of `PROBE_CHARS`-character probes at a quarter, half and three quarters of the turn
+  found verbatim in it) that ``prev_user`` did not hold: the user went back to the earlier text ("in
+  professional tone - <the text of two requests ago>"). Suggestive, not sure (a new task on the same text
+  reads alike): its confidence routes it to the model.
 - ``overlap``: the turn shares much with the earlier request (Jaccard >= 0.3 or half of its words)
   without being a resend: a rephrased request or a follow-up on the same subject; the rules cannot
   tell them apart, so such turns are marked uncertain (see `uncertain`).
 - ``refusal`` (of ``prev``): the answer declines ("I'm sorry, but I can't", "As an AI language model,
   I cannot", and the same in zh, ru, fr, es, de, pt, it, ar, ja): a turn after it that re-sends the
   request, gives a pretext or a plea, or is a short imperative naming a word of the refusal again
-  ("write the hypotheses" after "I cannot state the hypotheses") insists (DSAT); any other turn after it
+  ("write the hypotheses" after "I cannot state the hypotheses") or tells the model to ignore its instructions
+  (a jailbreak: "Ignore all the instructions you got before ...") insists (DSAT); any other turn after it
   is uncertain.
 - ``error_report``: a short turn (<= 300 characters) that pastes an error message, asks nothing, and
   answers an assistant turn that held code: the code failed (Factual_Error). A longer one, or one with
@@ -65,6 +74,7 @@ NEAR_JACCARD = 0.9
 TRIMMED_MIN_WORDS = 5
 PASTE_AFTER_CHARS = 200
 EDGE_CHARS = 600
+PROBE_CHARS = 60
 _TOKEN = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]|[^\W_]+"
 # A continuation command is never a resend ("continue", then "continue" again).
 _CONTINUE = r"^\W*(?:please |pls )?(?:continue|go on|keep going|next|more|продолж\w*|继续|continúa|continua|weiter|continuer)\b"
@@ -101,6 +111,11 @@ _PRETEXT = (r"^\W*(?:but |no,? |yes,? )?(?:it'?s|it is|this is|its|i'?m|i am) (?
             r"(?:una historia|ficción|un juego)|hazlo de todos modos|insisto|es ist nur (?:eine geschichte|fiktion|ein spiel)|"
             r"mach es trotzdem|ich bestehe darauf|é (?:só|apenas) (?:uma história|ficção|um jogo)|faça mesmo assim|eu insisto)\b|"
             r"只是(?:一个)?(?:故事|虚构|游戏|假设|玩笑)|我(?:坚持|允许你)|你(?:可以|能)的|照做|[أا]صر على|فقط (?:قصة|خيال)")
+# After a refusal: a prompt that tells the model to drop its rules ("Ignore all the instructions you got before.
+# From now on, you are ..."): the refused request tried again by a jailbreak.
+_JAILBREAK = (r"^\W*(?:(?:ok(?:ay)?|now|please|so)[,.!]? )*(?:ignore|forget|disregard) (?:all |any |every )?(?:of )?(?:the |your |my )?"
+              r"(?:(?:previous|prior|above|earlier|former|other) )?(?:instructions|rules|guidelines|restrictions|filters|policies|"
+              r"prompts?)\b|^\W*игнорируй (?:все )?(?:предыдущие )?(?:инструкции|правила)|^\W*忽略(?:之前|以上|所有)")
 # After a refusal: a short request that points back at the refused material ("Make a character about this").
 _ASKS_AGAIN = (r"^\W*(?:(?:ok(?:ay)?|fine|then|so|just|now|please|pls|can you|could you)[,.!]? )*(?:make|write|give|create|"
                r"generate|draw|tell|show|describe|list|explain|provide|continue|try|answer|"
@@ -212,6 +227,14 @@ def _repeats(frame: pl.DataFrame, t: pl.Expr, p: pl.Expr) -> pl.DataFrame:
                     (~resend & (n_p >= 2) & ((jaccard >= 0.3) | (common >= 0.5 * n_p))).alias("overlap"))
 
 
+def _returns_to_material(t: pl.Expr) -> pl.Expr:
+    """``returns_to_material`` of the module doc: a `PROBE_CHARS`-character probe of the turn ``t`` (at a quarter,
+    half or three quarters of it) found in ``_pu2`` and none found in ``_pu``."""
+    probes = [t.str.slice(t.str.len_chars() * k // 4, PROBE_CHARS) for k in (1, 2, 3)]
+    found = lambda earlier: pl.any_horizontal([pl.col(earlier).str.contains(p, literal=True) for p in probes])  # noqa: E731
+    return (found("_pu2") & ~found("_pu").fill_null(False)).fill_null(False)
+
+
 def _asks_for_refused() -> pl.Expr:
     """After a refusal: a short imperative (no question) that names a word of the refusal again ("write the
     hypotheses" after "I cannot state the hypotheses"): the refused thing asked for again."""
@@ -247,30 +270,41 @@ def _edits_named(rows: pl.DataFrame, prev: str) -> pl.DataFrame:
     return rows.with_columns(_w=words).select(edits_named=(named | in_answer).fill_null(False))
 
 
-def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None, window_chars: int = 400) -> pl.DataFrame:
+def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None, window_chars: int = 400,
+            prev_user2: str | None = None) -> pl.DataFrame:
     """The features of the module doc, one boolean column each, in ``frame``'s row order.
 
     Cue-like checks see the turn's first ``window_chars`` characters and the answer's first 400. Columns
     a turn needs only sometimes are computed on the rows that can have them: the word sets only where
     the earlier request's first or second long word (2 Han characters, else 4+ letters; the second so that
-    a new opening verb, "Evaluate ..." -> "Assess ...", still compares) recurs in the turn, the code
+    a new opening verb, "Evaluate ..." -> "Assess ...", still compares; for ``prev_user2``, re-sent rather than
+    rephrased, the first only) recurs in the turn, the probes only where ``prev_user2`` is given, the code
     check only after an error message, the pretext check only after a refusal.
     """
     f = frame.select(
         pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"),
         pl.col(text).fill_null("").str.head(window_chars).str.to_lowercase().alias("_lo"),
+        pl.col(text).fill_null("").str.len_chars().alias("_n"),
         pl.col(prev).fill_null("").str.head(400).str.to_lowercase().alias("_ans"),
         (pl.col(prev_user).cast(pl.String) if prev_user else pl.lit(None, dtype=pl.String)).alias("_pu"),
+        (pl.col(prev_user2).cast(pl.String) if prev_user2 else pl.lit(None, dtype=pl.String)).alias("_pu2"),
     )
-    keys = pl.col("_pu").str.head(200).str.to_lowercase().str.extract_all(r"\p{Han}{2}|\p{L}{4,}")
-    key, key2 = keys.list.get(0, null_on_oob=True), keys.list.get(1, null_on_oob=True)
+
+    def related(earlier: str, second: bool = True) -> pl.Expr:
+        """The earlier request's first (or second) long word recurs in the turn (and it is no "continue")."""
+        key = r"(\p{Han}{2}|\p{L}{4,})"
+        keys = pl.col(earlier).str.head(200).str.to_lowercase().str.extract_groups(key + (r"(?:(?s:.*?)" + key + ")?"
+                                                                                          if second else ""))
+        found = [pl.col("_lo").str.contains(keys.struct.field(k), literal=True).fill_null(False) for k in ("1", "2")[:1 + second]]
+        return pl.any_horizontal(found) & ~pl.col("_lo").str.contains(_CONTINUE)
+
     f = f.with_columns(
         refusal=pl.col("_ans").str.head(300).str.contains(_REFUSAL),
         non_english=(3 * pl.col("_lo").str.count_matches(_NON_LATIN) > pl.col("_lo").str.count_matches(r"\p{L}"))
         | (pl.col("_lo").str.contains(_EUROPEAN) & ~pl.col("_lo").str.contains(_ENGLISH)),
         _err=pl.col("_lo").str.contains(_ERROR),
-        _related=((pl.col("_lo").str.contains(key, literal=True).fill_null(False)
-                   | pl.col("_lo").str.contains(key2, literal=True).fill_null(False)) & ~pl.col("_lo").str.contains(_CONTINUE)),
+        _related=related("_pu"), _related2=related("_pu2", second=False),
+        _probed=pl.col("_pu2").is_not_null() & (pl.col("_n") >= PROBE_CHARS + 20),
         _long=pl.col("_lo").str.len_chars() >= 32,  # can hold an instruction and 30 pasted characters
     )
     n = frame.height
@@ -284,12 +318,14 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
         return pl.DataFrame([pl.Series(k, [False] * n, pl.Boolean).scatter(idx, part[k]) for k in part.columns])
 
     code = pl.col(prev).fill_null("").str.contains(_CODE)
-    asks = pl.col("_lo").str.contains(_PRETEXT) | (pl.col("_lo").str.contains(_ASKS_AGAIN) & (pl.col("_lo").str.len_chars() <= 150)
+    asks = pl.col("_lo").str.contains(_PRETEXT) | pl.col("_lo").str.contains(_JAILBREAK) | (pl.col("_lo").str.contains(_ASKS_AGAIN) & (pl.col("_lo").str.len_chars() <= 150)
                                                   & ~pl.col("_lo").str.contains(r"[?？]")) | (pl.col("_ans").str.contains(_CANT_DO) & pl.col("_lo").str.contains(_ASKS_IT))
     f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON), _no=pl.col("_lo").str.contains(_NO_CORRECTION),
                        _named=pl.col("_lo").str.contains(f"(?:{_EDITS_NAMED})|(?:{_EDITS_QUOTED})"),
                        _claim=pl.col("_lo").str.contains(_CLAIM), _short=pl.col("_lo").str.contains(_SHORT_EDIT))
     rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
+    rep2 = on("_related2", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu2"))))
+    back = on("_probed", lambda rows: rows.select(returns_to_material=_returns_to_material(pl.col(text))))
     # Short, or opening with the error (a pasted log with the error in its first 200 characters): the code failed.
     opens = pl.col("_lo").str.strip_chars_start().str.head(200).str.contains(_ERROR)
     err = on("_err", {"code": code, "report": code & ~pl.col("_lo").str.contains(_QUESTION)
@@ -310,7 +346,8 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     no = on("_no", {"no_correction": ~pl.col(prev).fill_null("").str.tail(200).str.contains("?", literal=True)
                     & ~pl.col("_lo").str.contains(_REASSURANCE)})
     go_on = on("_go_on", {"accepts_offer": pl.col(prev).fill_null("").str.tail(200).str.contains(r"\?")})
-    return pl.DataFrame([rep["resend"], rep["overlap"], f["refusal"], ins["insisting"],
+    return pl.DataFrame([rep["resend"], rep2["resend"].alias("resend_earlier"), back["returns_to_material"],
+                         rep["overlap"], f["refusal"], ins["insisting"],
                          err["report"].alias("error_report"), (err["code"] & ~err["report"]).alias("error_after_code"),
                          f["non_english"], go_on["accepts_offer"], edits["edits_answer"], no["no_correction"], named["edits_named"],
                          short["short_edit"], claim["counter_claim"]])

@@ -169,7 +169,8 @@ _CUE_GROUPS = [r for group in (
         [p for c in group for p in PATTERNS[c].values()])] + _unions([p for p, _ in _NEGATIONS])
 _CATEGORIES = SAT_CATEGORIES + DSAT_CATEGORIES
 # Context rules: name -> (category, confidence). See stages/wildfeedback_context.py.
-CONTEXT_RULES = {"resend": ("Revision", 0.9), "insist_after_refusal": ("Revision", 0.85),
+CONTEXT_RULES = {"resend": ("Revision", 0.9), "resend_earlier": ("Revision", 0.85),
+                 "returns_to_material": ("Revision", 0.75), "insist_after_refusal": ("Revision", 0.85),
                  "error_report": ("Factual_Error", 0.7), "accepts_offer": ("Compliance", 0.75),
                  "edits_answer": ("Revision", 0.8), "no_correction": ("Revision", 0.7),
                  "edits_named": ("Revision", 0.8), "short_edit": ("Revision", 0.75),
@@ -232,11 +233,14 @@ def _fired(cand: pl.DataFrame) -> pl.DataFrame:
         pl.col("rationale").drop_nulls().str.join("; "), pl.col("_conf").max())
 
 
-def _context(turns: pl.DataFrame, text: str, prev: str, prev_user: str | None, window_chars: int) -> pl.DataFrame:
+def _context(turns: pl.DataFrame, text: str, prev: str, prev_user: str | None, window_chars: int,
+             prev_user2: str | None = None) -> pl.DataFrame:
     """Context columns ``_x_*`` (rules that give a verdict) and ``_u_*`` (what makes a turn uncertain)."""
-    c = context(turns, text=text, prev=prev, prev_user=prev_user, window_chars=window_chars)
+    c = context(turns, text=text, prev=prev, prev_user=prev_user, window_chars=window_chars, prev_user2=prev_user2)
     return c.select(
         _x_resend=pl.col("resend") & ~pl.col("refusal"),
+        _x_resend_earlier=pl.col("resend_earlier") & ~pl.col("resend") & ~pl.col("refusal"),
+        _x_returns_to_material=pl.col("returns_to_material") & ~pl.col("resend") & ~pl.col("resend_earlier") & ~pl.col("refusal"),
         _x_insist_after_refusal=pl.col("refusal") & (pl.col("resend") | pl.col("overlap") | pl.col("insisting")),
         _x_error_report="error_report", _x_accepts_offer="accepts_offer", _x_edits_answer="edits_answer", _x_no_correction="no_correction", _x_edits_named="edits_named", _x_short_edit="short_edit", _x_counter_claim="counter_claim", _u_overlap="overlap", _u_refusal="refusal",
         _u_error_after_code="error_after_code", _u_non_english="non_english",
@@ -245,12 +249,14 @@ def _context(turns: pl.DataFrame, text: str, prev: str, prev_user: str | None, w
 
 def detect(
     turns: pl.DataFrame, *, text: str = "text", prev: str = "prev", prev_user: str = "prev_user",
-    paste_min_chars: int = 24, window_chars: int = 400,
+    paste_min_chars: int = 24, window_chars: int = 400, prev_user2: str = "prev_user2",
 ) -> pl.DataFrame:
     """Add sat, dsat, sat_categories, dsat_categories, rationale and confidence to a frame of user turns.
 
     ``text`` is the user turn, ``prev`` the assistant turn it answers, ``prev_user`` (optional column;
-    null for none) the user turn before ``prev``: without it the re-sent-request rules are off. Cue
+    null for none) the user turn before ``prev``: without it the re-sent-request rules are off; ``prev_user2``
+    (optional, null for none) the user turn before ``prev_user``, for a request or material sent again after a
+    turn in between (`resend_earlier`, `returns_to_material`). Cue
     patterns see the first ``window_chars`` characters of the turn (feedback opens a turn, while long
     turns are mostly pasted material whose words would otherwise fire cues); SAT cues only count in
     the opening sentence (`_OPENING`: praise opens a turn, and "Can you write it? Thanks" thanks for what
@@ -268,7 +274,8 @@ def detect(
             confidence=pl.lit(None, dtype=pl.Float64),
         )
     ctx = [f"_x_{n}" for n in CONTEXT_RULES]
-    work = _context(turns, text, prev, prev_user if prev_user in turns.columns else None, window_chars)
+    work = _context(turns, text, prev, prev_user if prev_user in turns.columns else None, window_chars,
+                    prev_user2 if prev_user2 in turns.columns else None)
     # A cut turn ends in "…", so patterns anchored at the end ("make it shorter$") never match a cut.
     full = turns[text].fill_null("")
     raw = pl.when(full.str.len_chars() > window_chars).then(full.str.slice(0, window_chars) + " …").otherwise(full)

@@ -106,17 +106,19 @@ def wildchat_conversations(real: Path, ids: set[str] | None = None) -> pl.DataFr
 
 def load_wildchat(real: Path) -> pl.DataFrame:
     """The WildChat fixture with the texts detect() reads: ``text`` (the labelled user turn), ``prev`` (the
-    assistant turn it answers) and ``prev_user`` (the user turn before ``prev``, null for none)."""
+    assistant turn it answers), ``prev_user`` (the user turn before ``prev``, null for none) and ``prev_user2``
+    (the user turn before that, null for none)."""
     labels = pl.read_ndjson(WILDCHAT_FIXTURE, schema={
         "source": pl.String, "conversation_id": pl.String, "user_turn": pl.Int64, "split": pl.String,
         **LABEL_SCHEMA, "kind": pl.String, "language": pl.String})
     conv = wildchat_conversations(real, set(labels["conversation_id"]))
     msgs = conv.with_columns(pl.int_ranges(0, pl.col("messages").list.len()).alias("i")).explode("messages", "i")
     msgs = msgs.select("conversation_id", pl.col("i").alias("user_turn"), pl.col("messages").struct.field("content"))
-    text = {d: msgs.with_columns(pl.col("user_turn") + d) for d in (0, 1, 2)}
+    text = {d: msgs.with_columns(pl.col("user_turn") + d) for d in (0, 1, 2, 4)}
     out = labels.join(text[0].rename({"content": "text"}), on=["conversation_id", "user_turn"], how="left")
     out = out.join(text[1].rename({"content": "prev"}), on=["conversation_id", "user_turn"], how="left")
     out = out.join(text[2].rename({"content": "prev_user"}), on=["conversation_id", "user_turn"], how="left")
+    out = out.join(text[4].rename({"content": "prev_user2"}), on=["conversation_id", "user_turn"], how="left")
     missing = out.filter(pl.col("text").is_null() | pl.col("prev").is_null())
     if missing.height:
         raise KeyError(f"{WILDCHAT_FIXTURE}: {missing.height} labelled turns not found in {real / WILDCHAT}, "
@@ -139,7 +141,7 @@ def detect_wildchat(real: Path) -> pl.DataFrame:
     from stages.wildfeedback_rules import detect
 
     rows = load_wildchat(real)
-    out = detect(rows.select("text", "prev", "prev_user"))
+    out = detect(rows.select("text", "prev", "prev_user", "prev_user2"))
     return rows.hstack(out.select(
         p_sat="sat", p_dsat="dsat", p_sat_categories="sat_categories", p_dsat_categories="dsat_categories",
         rationale="rationale", confidence="confidence"))
@@ -195,11 +197,13 @@ def wildchat_scores(frame: pl.DataFrame) -> dict:
 # --- hand-written turns ------------------------------------------------------------------------------
 
 
-def detect_turns(rows: list[tuple[str, str, str | None]]) -> list[dict]:
-    """The rules' verdict per (text, prev, prev_user) row."""
+def detect_turns(rows: list[tuple]) -> list[dict]:
+    """The rules' verdict per (text, prev, prev_user) or (text, prev, prev_user, prev_user2) row."""
     from stages.wildfeedback_rules import detect
 
-    frame = pl.DataFrame(rows, schema={"text": pl.String, "prev": pl.String, "prev_user": pl.String}, orient="row")
+    rows = [(*r, None)[:4] for r in rows]
+    frame = pl.DataFrame(rows, schema={"text": pl.String, "prev": pl.String, "prev_user": pl.String,
+                                       "prev_user2": pl.String}, orient="row")
     return detect(frame).to_dicts()
 
 
