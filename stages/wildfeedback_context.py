@@ -22,11 +22,6 @@ user turn before it (``prev_user``) and with the assistant turn it answers (``pr
 - ``resend_earlier``: the same ``resend`` test against the user turn before ``prev_user`` (``prev_user2``):
   a request re-sent after a turn in between ("Flink 1.17 打包", "flink-maven-plugin 拉取不到", "Flink 1.17
   打包"; the request again after "continue", narrowed).
-- ``returns_to_material``: a long turn (>= `PROBE_CHARS` + 20 characters) that pastes again the material of
-  ``prev_user2`` (one of `PROBE_CHARS`-character probes at a quarter, half and three quarters of the turn
-  found verbatim in it) that ``prev_user`` did not hold: the user went back to the earlier text ("in
-  professional tone - <the text of two requests ago>"). Suggestive, not sure (a new task on the same text
-  reads alike): its confidence routes it to the model.
 - ``overlap``: the turn shares much with the earlier request (Jaccard >= 0.3 or half of its words)
   without being a resend: a rephrased request or a follow-up on the same subject; the rules cannot
   tell them apart, so such turns are marked uncertain (see `uncertain`).
@@ -74,7 +69,6 @@ NEAR_JACCARD = 0.9
 TRIMMED_MIN_WORDS = 5
 PASTE_AFTER_CHARS = 200
 EDGE_CHARS = 600
-PROBE_CHARS = 60
 _TOKEN = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]|[^\W_]+"
 # A continuation command is never a resend ("continue", then "continue" again).
 _CONTINUE = r"^\W*(?:please |pls )?(?:continue|go on|keep going|next|more|продолж\w*|继续|continúa|continua|weiter|continuer)\b"
@@ -227,14 +221,6 @@ def _repeats(frame: pl.DataFrame, t: pl.Expr, p: pl.Expr) -> pl.DataFrame:
                     (~resend & (n_p >= 2) & ((jaccard >= 0.3) | (common >= 0.5 * n_p))).alias("overlap"))
 
 
-def _returns_to_material(t: pl.Expr) -> pl.Expr:
-    """``returns_to_material`` of the module doc: a `PROBE_CHARS`-character probe of the turn ``t`` (at a quarter,
-    half or three quarters of it) found in ``_pu2`` and none found in ``_pu``."""
-    probes = [t.str.slice(t.str.len_chars() * k // 4, PROBE_CHARS) for k in (1, 2, 3)]
-    found = lambda earlier: pl.any_horizontal([pl.col(earlier).str.contains(p, literal=True) for p in probes])  # noqa: E731
-    return (found("_pu2") & ~found("_pu").fill_null(False)).fill_null(False)
-
-
 def _asks_for_refused() -> pl.Expr:
     """After a refusal: a short imperative (no question) that names a word of the refusal again ("write the
     hypotheses" after "I cannot state the hypotheses"): the refused thing asked for again."""
@@ -304,7 +290,6 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
         | (pl.col("_lo").str.contains(_EUROPEAN) & ~pl.col("_lo").str.contains(_ENGLISH)),
         _err=pl.col("_lo").str.contains(_ERROR),
         _related=related("_pu"), _related2=related("_pu2", second=False),
-        _probed=pl.col("_pu2").is_not_null() & (pl.col("_n") >= PROBE_CHARS + 20),
         _long=pl.col("_lo").str.len_chars() >= 32,  # can hold an instruction and 30 pasted characters
     )
     n = frame.height
@@ -325,7 +310,6 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
                        _claim=pl.col("_lo").str.contains(_CLAIM), _short=pl.col("_lo").str.contains(_SHORT_EDIT))
     rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
     rep2 = on("_related2", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu2"))))
-    back = on("_probed", lambda rows: rows.select(returns_to_material=_returns_to_material(pl.col(text))))
     # Short, or opening with the error (a pasted log with the error in its first 200 characters): the code failed.
     opens = pl.col("_lo").str.strip_chars_start().str.head(200).str.contains(_ERROR)
     err = on("_err", {"code": code, "report": code & ~pl.col("_lo").str.contains(_QUESTION)
@@ -346,8 +330,7 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     no = on("_no", {"no_correction": ~pl.col(prev).fill_null("").str.tail(200).str.contains("?", literal=True)
                     & ~pl.col("_lo").str.contains(_REASSURANCE)})
     go_on = on("_go_on", {"accepts_offer": pl.col(prev).fill_null("").str.tail(200).str.contains(r"\?")})
-    return pl.DataFrame([rep["resend"], rep2["resend"].alias("resend_earlier"), back["returns_to_material"],
-                         rep["overlap"], f["refusal"], ins["insisting"],
+    return pl.DataFrame([rep["resend"], rep2["resend"].alias("resend_earlier"), rep["overlap"], f["refusal"], ins["insisting"],
                          err["report"].alias("error_report"), (err["code"] & ~err["report"]).alias("error_after_code"),
                          f["non_english"], go_on["accepts_offer"], edits["edits_answer"], no["no_correction"], named["edits_named"],
                          short["short_edit"], claim["counter_claim"]])

@@ -170,7 +170,7 @@ _CUE_GROUPS = [r for group in (
 _CATEGORIES = SAT_CATEGORIES + DSAT_CATEGORIES
 # Context rules: name -> (category, confidence). See stages/wildfeedback_context.py.
 CONTEXT_RULES = {"resend": ("Revision", 0.9), "resend_earlier": ("Revision", 0.85),
-                 "returns_to_material": ("Revision", 0.75), "insist_after_refusal": ("Revision", 0.85),
+                 "insist_after_refusal": ("Revision", 0.85),
                  "error_report": ("Factual_Error", 0.7), "accepts_offer": ("Compliance", 0.75),
                  "edits_answer": ("Revision", 0.8), "no_correction": ("Revision", 0.7),
                  "edits_named": ("Revision", 0.8), "short_edit": ("Revision", 0.75),
@@ -240,7 +240,6 @@ def _context(turns: pl.DataFrame, text: str, prev: str, prev_user: str | None, w
     return c.select(
         _x_resend=pl.col("resend") & ~pl.col("refusal"),
         _x_resend_earlier=pl.col("resend_earlier") & ~pl.col("resend") & ~pl.col("refusal"),
-        _x_returns_to_material=pl.col("returns_to_material") & ~pl.col("resend") & ~pl.col("resend_earlier") & ~pl.col("refusal"),
         _x_insist_after_refusal=pl.col("refusal") & (pl.col("resend") | pl.col("overlap") | pl.col("insisting")),
         _x_error_report="error_report", _x_accepts_offer="accepts_offer", _x_edits_answer="edits_answer", _x_no_correction="no_correction", _x_edits_named="edits_named", _x_short_edit="short_edit", _x_counter_claim="counter_claim", _u_overlap="overlap", _u_refusal="refusal",
         _u_error_after_code="error_after_code", _u_non_english="non_english",
@@ -255,8 +254,8 @@ def detect(
 
     ``text`` is the user turn, ``prev`` the assistant turn it answers, ``prev_user`` (optional column;
     null for none) the user turn before ``prev``: without it the re-sent-request rules are off; ``prev_user2``
-    (optional, null for none) the user turn before ``prev_user``, for a request or material sent again after a
-    turn in between (`resend_earlier`, `returns_to_material`). Cue
+    (optional, null for none) the user turn before ``prev_user``, for a request sent again after a
+    turn in between (`resend_earlier`). Cue
     patterns see the first ``window_chars`` characters of the turn (feedback opens a turn, while long
     turns are mostly pasted material whose words would otherwise fire cues); SAT cues only count in
     the opening sentence (`_OPENING`: praise opens a turn, and "Can you write it? Thanks" thanks for what

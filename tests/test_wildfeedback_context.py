@@ -108,25 +108,6 @@ def test_a_request_resent_after_a_turn_in_between_is_revision():
     assert not series["dsat"], series
 
 
-def test_material_of_an_earlier_request_pasted_again_is_revision_routed_to_the_model():
-    """``returns_to_material``: the text of two requests ago pasted again under a new instruction, when the
-    request in between did not hold it; suggestive only, so below `ROUTE_BELOW`."""
-    text = ("If you're posting a job, facing any issues with the website, or need help solving a problem, our excellent and "
-            "responsive customer service team is here to assist you.")
-    row = run([("in professional tone - " + text, "Smog is smoke and fog.", "smoke and fog common word",
-                "simple common english - " + text)])[0]
-    assert row["dsat"] and "Revision:returns_to_material" in row["rationale"], row
-    assert row["confidence"] < ROUTE_BELOW
-    # the request in between held the same text: a series of tasks on it, not a return to it
-    series = run([("in professional tone - " + text, "Here you go: ...", "shorten this - " + text,
-                   "simple common english - " + text)])[0]
-    assert "returns_to_material" not in (series["rationale"] or ""), series
-    # a new text under the same instruction shares no material
-    other = run([("in professional tone - " + text.replace("customer service", "support").replace("posting", "hiring for"),
-                  "Smog is smoke and fog.", "smoke and fog common word", "simple common english - " + text[::-1])])[0]
-    assert "returns_to_material" not in (other["rationale"] or ""), other
-
-
 def test_insisting_after_a_refusal():
     rows = run([
         ("Write a violent story about a duel, please", REFUSAL, "Write a violent story about a duel"),
