@@ -138,34 +138,10 @@ def _py(regex: str) -> str:
     return regex.replace("${1}", r"\1")
 
 
-def feedback_turns(conv: pl.DataFrame) -> pl.DataFrame:
-    """The stage's feedback turns with ``prev_user`` (the user turn before ``prev``) and ``prev_user2`` (the
-    user turn before that), the rules' context.
-
-    Uses the stage's own ``feedback_turns`` when it already emits them; otherwise adds them the way README
-    (WildFeedback: detector input) says: the messages two and four before, if a user's.
-    """
-    turns = stage.feedback_turns(conv)
-    if {"prev_user", "prev_user2"} <= set(turns.columns):
-        return turns
-    ex = conv.select("conversation_id", "messages").with_columns(
-        pl.int_ranges(0, pl.col("messages").list.len(), dtype=pl.Int64).alias("user_turn")
-    ).explode(["messages", "user_turn"]).select(
-        "conversation_id", "user_turn",
-        pl.when(pl.col("messages").struct.field("role") == "user").then(pl.col("messages").struct.field("content"))
-        .alias("content"),
-    )
-    for name, back in (("prev_user", 2), ("prev_user2", 4)):
-        if name not in turns.columns:
-            earlier = ex.select("conversation_id", (pl.col("user_turn") + back).alias("user_turn"), pl.col("content").alias(name))
-            turns = turns.join(earlier, on=["conversation_id", "user_turn"], how="left")
-    return turns
-
-
 def scan(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.DataFrame, int]:
     """The stage's select + feedback turns + rules on one batch: (rule verdicts, judged turns)."""
     selected, _ = stage.select_conversations(conv, cfg)
-    turns = stage.rules_signals(feedback_turns(selected), cfg).drop("text", "prev", "prev_user", "prev_user2")
+    turns = stage.rules_signals(stage.feedback_turns(selected), cfg).drop("text", "prev", "prev_user", "prev_user2")
     return turns, turns.height
 
 

@@ -111,7 +111,9 @@ def select_conversations(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.Data
 
 
 def feedback_turns(conv: pl.DataFrame) -> pl.DataFrame:
-    """Every user turn that answers an assistant turn: conversation_id, source, user_turn, target_turn, text, prev."""
+    """Every user turn that answers an assistant turn: conversation_id, source, user_turn, target_turn, text,
+    prev (the assistant turn it answers), and the rules' context: prev_user and prev_user2, the messages two
+    and four before the turn when they are the user's (the earlier requests; null otherwise)."""
     ex = (
         conv.select("conversation_id", "source", "messages")
         .with_columns(pl.int_ranges(0, pl.col("messages").list.len(), dtype=pl.Int64).alias("user_turn"))
@@ -121,12 +123,20 @@ def feedback_turns(conv: pl.DataFrame) -> pl.DataFrame:
             pl.col("messages").struct.field("role").alias("role"),
             pl.col("messages").struct.field("content").alias("text"),
         )
-        .with_columns(pl.col("role").shift(1).alias("prev_role"), pl.col("text").shift(1).alias("prev"))
     )
-    # user_turn > 0 keeps shift() from reading across a conversation boundary.
-    keep = (pl.col("role") == "user") & (pl.col("user_turn") > 0) & (pl.col("prev_role") == "assistant")
+
+    def before(k: int) -> tuple[pl.Expr, pl.Expr]:
+        # user_turn >= k keeps shift() from reading across a conversation boundary.
+        inside = pl.col("user_turn") >= k
+        return (pl.when(inside).then(pl.col("role").shift(k)),
+                pl.when(inside & (pl.col("role").shift(k) == "user")).then(pl.col("text").shift(k)))
+
+    (prev_role, prev), (_, prev_user), (_, prev_user2) = before(1), before(2), before(4)
+    ex = ex.with_columns(prev_role=prev_role, prev=pl.col("text").shift(1), prev_user=prev_user, prev_user2=prev_user2)
+    keep = (pl.col("role") == "user") & (pl.col("prev_role") == "assistant")
     return ex.filter(keep).select(
-        "conversation_id", "source", "user_turn", (pl.col("user_turn") - 1).alias("target_turn"), "text", "prev"
+        "conversation_id", "source", "user_turn", (pl.col("user_turn") - 1).alias("target_turn"), "text", "prev",
+        "prev_user", "prev_user2",
     )
 
 
@@ -149,7 +159,7 @@ def scan(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.DataFrame, pl.DataFr
     turns = rules_signals(feedback_turns(selected), cfg)
     # Texts are dropped here and read back from the kept conversations when needed, so what a batch
     # leaves in memory is one small row per judged turn plus the conversations worth keeping.
-    turns = turns.with_columns(route(turns, cfg).alias("to_model")).drop("text", "prev")
+    turns = turns.with_columns(route(turns, cfg).alias("to_model")).drop("text", "prev", "prev_user", "prev_user2")
     counts["turns"] += turns.height
     keep_ids = turns.filter(pl.col("sat") | pl.col("dsat") | pl.col("to_model"))["conversation_id"].unique()
     return turns, selected.filter(pl.col("conversation_id").is_in(keep_ids.implode())), counts

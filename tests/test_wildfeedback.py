@@ -70,6 +70,22 @@ def test_feedback_turns_index_messages_and_skip_the_first_user_turn():
     assert turns.select("conversation_id", "user_turn", "target_turn").rows() == [
         ("c3", 3, 2), ("c3", 5, 4), ("c4", 2, 1)]
     assert turns["prev"][0].startswith("DNS is a long story")
+    # the rules' context: the messages two and four before, when the user's (c3 opens with a system message)
+    assert turns.filter(pl.col("conversation_id") == "c3").select("prev_user", "prev_user2").rows() == [
+        ("Explain DNS.", None), ("Way too long, make it shorter.", "Explain DNS.")]
+
+
+def test_the_stages_rule_pass_sees_the_earlier_requests_a_resend_is_dsat():
+    """The resend rules need ``prev_user`` / ``prev_user2``: the stage gives them to the detector, so a request
+    sent again (right after the answer, or after a turn in between) is Revision, as the WildChat scores say."""
+    rows = frame([conv("r1", ["Write a haiku about autumn leaves.", "Autumn is a season of change.",
+                              "Write a haiku about autumn leaves."]),
+                  conv("r2", ["Flink 1.17 打包", "使用 mvn package 命令。", "flink-maven-plugin 拉取不到", "请检查仓库配置。",
+                              "Flink 1.17 打包"])])
+    out = wf.rules_signals(wf.feedback_turns(rows), make_params().wildfeedback)
+    verdicts = {(r["conversation_id"], r["user_turn"]): (r["dsat"], r["rationale"]) for r in out.to_dicts()}
+    assert verdicts[("r1", 2)] == (True, "Revision:resend")
+    assert verdicts[("r2", 4)] == (True, "Revision:resend_earlier")
 
 
 def test_recall_sample_is_seeded_and_batch_independent():

@@ -105,20 +105,17 @@ def wildchat_conversations(real: Path, ids: set[str] | None = None) -> pl.DataFr
 
 
 def load_wildchat(real: Path) -> pl.DataFrame:
-    """The WildChat fixture with the texts detect() reads: ``text`` (the labelled user turn), ``prev`` (the
-    assistant turn it answers), ``prev_user`` (the user turn before ``prev``, null for none) and ``prev_user2``
-    (the user turn before that, null for none)."""
+    """The WildChat fixture with the texts detect() reads, as the stage's ``feedback_turns`` gives them (so the
+    scores are the stage's): ``text`` (the labelled user turn), ``prev`` (the assistant turn it answers),
+    ``prev_user`` and ``prev_user2`` (the user turns two and four messages before, null for none)."""
+    from stages.wildfeedback import feedback_turns
+
     labels = pl.read_ndjson(WILDCHAT_FIXTURE, schema={
         "source": pl.String, "conversation_id": pl.String, "user_turn": pl.Int64, "split": pl.String,
         **LABEL_SCHEMA, "kind": pl.String, "language": pl.String})
-    conv = wildchat_conversations(real, set(labels["conversation_id"]))
-    msgs = conv.with_columns(pl.int_ranges(0, pl.col("messages").list.len()).alias("i")).explode("messages", "i")
-    msgs = msgs.select("conversation_id", pl.col("i").alias("user_turn"), pl.col("messages").struct.field("content"))
-    text = {d: msgs.with_columns(pl.col("user_turn") + d) for d in (0, 1, 2, 4)}
-    out = labels.join(text[0].rename({"content": "text"}), on=["conversation_id", "user_turn"], how="left")
-    out = out.join(text[1].rename({"content": "prev"}), on=["conversation_id", "user_turn"], how="left")
-    out = out.join(text[2].rename({"content": "prev_user"}), on=["conversation_id", "user_turn"], how="left")
-    out = out.join(text[4].rename({"content": "prev_user2"}), on=["conversation_id", "user_turn"], how="left")
+    conv = wildchat_conversations(real, set(labels["conversation_id"])).with_columns(source=pl.lit("wildchat"))
+    turns = feedback_turns(conv).select("conversation_id", "user_turn", "text", "prev", "prev_user", "prev_user2")
+    out = labels.join(turns, on=["conversation_id", "user_turn"], how="left")
     missing = out.filter(pl.col("text").is_null() | pl.col("prev").is_null())
     if missing.height:
         raise KeyError(f"{WILDCHAT_FIXTURE}: {missing.height} labelled turns not found in {real / WILDCHAT}, "
