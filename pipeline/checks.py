@@ -9,6 +9,8 @@ by ``prefpipe audit`` (which verifies the release independently).
   context in which an acknowledgement makes sense.
 - ``unprompted_acknowledgement(chosen, prompt)``: the two above over message-list columns: a chosen that
   acknowledges feedback its prompt's last user turn does not give.
+- ``repeats_itself(text)``: an answer stuck in a loop, most of its sentences repeating earlier ones (a
+  sampling failure that ended before the token limit, so ``finish_reason`` does not catch it).
 
 The patterns are English plus the commonest forms in the languages of real chatbot logs; they are
 precise rather than exhaustive (tests/test_checks.py pins what they catch and what they leave alone).
@@ -75,3 +77,28 @@ def unprompted_acknowledgement(chosen: str, prompt: str) -> pl.Expr:
     the audit checks that none is left."""
     ack = acknowledges_feedback(text_of(chosen)) & ~gives_feedback(last_user_turn(prompt).fill_null(""))
     return ack.fill_null(False)
+
+
+# A loop: of an answer's sentences of >= 3 words (at least LOOP_MIN_SENTENCES of them), this share or more
+# repeat an earlier one. Real answers repeat lines too (code, workout tables, a song's chorus): on 3,997 real
+# answers (WildChat, UltraFeedback, OpenAssistant, DOVE gold) the largest share is 0.48, while SmolLM2's
+# looping answers reach 0.79 ("I'm here to listen." 23 times) and more.
+LOOP_MIN_SENTENCES = 5
+LOOP_SHARE = 0.6
+
+
+def repeats_itself(text: pl.Expr) -> pl.Expr:
+    """True where an answer loops: at least ``LOOP_SHARE`` of its sentences (of three or more words,
+    lowercased, whitespace normalised; at least ``LOOP_MIN_SENTENCES``) repeat an earlier one."""
+    sentences = text.str.to_lowercase().str.extract_all(r"[^.!?\n]+[.!?]?").list.eval(
+        squash(pl.element()).filter(pl.element().str.count_matches(r"\S+") >= 3))
+    n = sentences.list.len()
+    repeats = n - sentences.list.n_unique()
+    return ((n >= LOOP_MIN_SENTENCES) & (repeats >= LOOP_SHARE * n)).fill_null(False)
+
+
+def looping_chosen(chosen: str) -> pl.Expr:
+    """True where the ``chosen`` message list's answer repeats itself in a loop (``repeats_itself``): a
+    looping answer is a fine rejected answer, never a chosen one. Export drops such pairs, the audit checks
+    that none is left."""
+    return repeats_itself(text_of(chosen))
