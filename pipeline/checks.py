@@ -81,20 +81,22 @@ def unprompted_acknowledgement(chosen: str, prompt: str) -> pl.Expr:
 
 # A loop: of an answer's sentences of >= 3 words (at least LOOP_MIN_SENTENCES of them), this share or more
 # repeat an earlier one. Real answers repeat lines too (code, workout tables, a song's chorus): on 3,997 real
-# answers (WildChat, UltraFeedback, OpenAssistant, DOVE gold) the largest share is 0.48, while SmolLM2's
-# looping answers reach 0.79 ("I'm here to listen." 23 times) and more.
+# answers (WildChat, UltraFeedback, OpenAssistant, DOVE gold) the largest share is 0.46, while the looping
+# SmolLM2 answer of the real-model run ("I'm here to listen." over and over) reaches 0.79.
 LOOP_MIN_SENTENCES = 5
 LOOP_SHARE = 0.6
 
 
 def repeats_itself(text: pl.Expr) -> pl.Expr:
     """True where an answer loops: at least ``LOOP_SHARE`` of its sentences (of three or more words,
-    lowercased, whitespace normalised; at least ``LOOP_MIN_SENTENCES``) repeat an earlier one."""
-    sentences = text.str.to_lowercase().str.extract_all(r"[^.!?\n]+[.!?]?").list.eval(
-        squash(pl.element()).filter(pl.element().str.count_matches(r"\S+") >= 3))
-    n = sentences.list.len()
-    repeats = n - sentences.list.n_unique()
-    return ((n >= LOOP_MIN_SENTENCES) & (repeats >= LOOP_SHARE * n)).fill_null(False)
+    lowercased, whitespace normalised; at least ``LOOP_MIN_SENTENCES``) repeat an earlier one. A sentence
+    ends at ".", "!", "?" or a line break; one list pass per row does the counting."""
+    sentences = text.str.to_lowercase().str.replace_all(r"[ \t\r\f\v]+", " ").str.extract_all(
+        r"[^.!?\n ](?:[^.!?\n]*[^.!?\n ])?[.!?]?")
+    worded = pl.element().filter(pl.element().str.count_matches(" ", literal=True) >= 2)
+    n = worded.len()
+    return sentences.list.eval((n >= LOOP_MIN_SENTENCES) & (n - worded.n_unique() >= LOOP_SHARE * n)).list.first(
+    ).fill_null(False)
 
 
 def looping_chosen(chosen: str) -> pl.Expr:

@@ -71,7 +71,7 @@ def test_each_violation_is_found_with_counts_and_pair_ids(tmp_path):
 
 
 def test_a_looping_chosen_is_a_violation_a_looping_rejected_is_not(tmp_path):
-    """SmolLM2 answers that loop ("I'm here to listen." 25 times) end with finish_reason stop: only the
+    """SmolLM2 answers that loop ("I'm here to listen." over and over) end with finish_reason stop: only the
     loop check keeps one from being released as a chosen answer; as a rejected answer it is fine."""
     loop = "Here is my answer. " + "I am here to listen to you. " * 8
     rel = tmp_path / "release"

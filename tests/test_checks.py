@@ -152,7 +152,7 @@ def test_copies_of_template_placeholders_are_caught():
         True, False]
 
 
-# SmolLM2-135M's PUGC answer in the real-model run (finish_reason "stop", so no cut-off check caught it)
+# shaped like SmolLM2-135M's looping PUGC answer of the real-model run (finish_reason "stop": no cut-off)
 SMOLLM2_LOOP = ('```json\n{\n  "message": {\n    "type": "response",\n    "body": [\n      {\n        "type": '
                 '"response",\n        "body": "I\'m not an AI-bot. I\'m a part of your game. I\'m here for listening."\n'
                 '      },\n      {\n        "type": "response",\n        "body": "I\'m here for listening. '
