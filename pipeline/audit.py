@@ -18,6 +18,7 @@ Hard violations (each counted per config, with a few pair ids):
 - ``cut_off_chosen``: lineage says the chosen answer hit the token limit (``chosen_finish_reason: length``).
 - ``unprompted_acknowledgement``: chosen reacts to feedback ("You're right, I apologize...") that its
   prompt's last user turn does not give (``pipeline.checks``).
+- ``looping_chosen``: chosen repeats itself in a loop (``pipeline.checks.repeats_itself``).
 
 The checks needing the project (``empty_config``, ``held_out_in_train``) run when params are given
 (``--params``, default ``params.yaml`` when present) and are reported as skipped otherwise.
@@ -32,7 +33,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.checks import same_text, unprompted_acknowledgement
+from pipeline.checks import looping_chosen, same_text, unprompted_acknowledgement
 from pipeline.decontam import load_held_out
 from pipeline.dedup import prompt_keys, text_of
 from pipeline.pii import KINDS, PHONE_REGIONS, find
@@ -50,6 +51,7 @@ CHECKS = {
     "held_out_in_train": "a held-out prompt is in a train split",
     "cut_off_chosen": "the chosen answer was cut off at the token limit (lineage chosen_finish_reason)",
     "unprompted_acknowledgement": "chosen acknowledges feedback its prompt does not contain",
+    "looping_chosen": "chosen repeats itself in a loop (most of its sentences repeat earlier ones)",
 }
 
 
@@ -149,6 +151,7 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
                         reason = pl.col("lineage").str.json_path_match("$.chosen_finish_reason")
                         found["cut_off_chosen"].add(config, _ids(df, reason == "length"))
                     found["unprompted_acknowledgement"].add(config, _ids(df, unprompted_acknowledgement("chosen", cols[0])))
+                    found["looping_chosen"].add(config, _ids(df, looping_chosen("chosen")))
                     found["pii"].add(config, [f"{config}/{h}" for h in _pii_rows(df, kinds, regions)])
                     for c in cols:
                         keys.append(prompt_keys(df, c).select(
@@ -190,7 +193,7 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
 
 # Reasons a pair leaves its own method's config because of the pair itself (not because another pair or
 # method was preferred): a config emptied by these alone is explained, not a violation.
-OWN_REASONS = ["identical", "unprompted_acknowledgement", "contaminated", "held_out", "split_straddle"]
+OWN_REASONS = ["identical", "unprompted_acknowledgement", "looping_chosen", "contaminated", "held_out", "split_straddle"]
 
 
 def _explained_removals(release: Path) -> dict[str, int]:

@@ -9,6 +9,8 @@ by ``prefpipe audit`` (which verifies the release independently).
   context in which an acknowledgement makes sense.
 - ``unprompted_acknowledgement(chosen, prompt)``: the two above over message-list columns: a chosen that
   acknowledges feedback its prompt's last user turn does not give.
+- ``repeats_itself(text)``: an answer stuck in a loop, most of its sentences repeating earlier ones (a
+  sampling failure that ended before the token limit, so ``finish_reason`` does not catch it).
 
 The patterns are English plus the commonest forms in the languages of real chatbot logs; they are
 precise rather than exhaustive (tests/test_checks.py pins what they catch and what they leave alone).
@@ -75,3 +77,30 @@ def unprompted_acknowledgement(chosen: str, prompt: str) -> pl.Expr:
     the audit checks that none is left."""
     ack = acknowledges_feedback(text_of(chosen)) & ~gives_feedback(last_user_turn(prompt).fill_null(""))
     return ack.fill_null(False)
+
+
+# A loop: of an answer's sentences of >= 3 words (at least LOOP_MIN_SENTENCES of them), this share or more
+# repeat an earlier one. Real answers repeat lines too (code, workout tables, a song's chorus): on 3,997 real
+# answers (WildChat, UltraFeedback, OpenAssistant, DOVE gold) the largest share is 0.46, while the looping
+# SmolLM2 answer of the real-model run ("I'm here to listen." over and over) reaches 0.79.
+LOOP_MIN_SENTENCES = 5
+LOOP_SHARE = 0.6
+
+
+def repeats_itself(text: pl.Expr) -> pl.Expr:
+    """True where an answer loops: at least ``LOOP_SHARE`` of its sentences (of three or more words,
+    lowercased, whitespace normalised; at least ``LOOP_MIN_SENTENCES``) repeat an earlier one. A sentence
+    ends at ".", "!", "?" or a line break; one list pass per row does the counting."""
+    sentences = text.str.to_lowercase().str.replace_all(r"[ \t\r\f\v]+", " ").str.extract_all(
+        r"[^.!?\n ](?:[^.!?\n]*[^.!?\n ])?[.!?]?")
+    worded = pl.element().filter(pl.element().str.count_matches(" ", literal=True) >= 2)
+    n = worded.len()
+    return sentences.list.eval((n >= LOOP_MIN_SENTENCES) & (n - worded.n_unique() >= LOOP_SHARE * n)).list.first(
+    ).fill_null(False)
+
+
+def looping_chosen(chosen: str) -> pl.Expr:
+    """True where the ``chosen`` message list's answer repeats itself in a loop (``repeats_itself``): a
+    looping answer is a fine rejected answer, never a chosen one. Export drops such pairs, the audit checks
+    that none is left."""
+    return repeats_itself(text_of(chosen))

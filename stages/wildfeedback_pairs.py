@@ -164,8 +164,13 @@ def judge(batch: pa.Table, engine, *, template_text: str, context_messages: int 
 
 
 def natural_revisions(signals: pl.DataFrame, convs: pl.DataFrame) -> pl.DataFrame:
-    """DSAT on turn t, revision t+2 judged SAT by the next user turn: rows with prompt, chosen, rejected, preference."""
-    dsat = signals.filter(pl.col("dsat")).select("conversation_id", "target_turn", "user_turn")
+    """DSAT on turn t, revision t+2 judged SAT by the next user turn: rows with prompt, chosen, rejected, preference.
+
+    ``feedback_sat`` says the feedback turn is SAT as well as DSAT ("lol. Another one?"): the user liked the
+    answer they asked to redo, so it is no rejected answer; `pair_drop_reason` drops such a candidate
+    (``mixed_feedback``), counted, as a SAT turn that is also DSAT never vouches for the revision."""
+    dsat = signals.filter(pl.col("dsat")).select("conversation_id", "target_turn", "user_turn",
+                                                 pl.col("sat").alias("feedback_sat"))
     sat = signals.filter(pl.col("sat") & ~pl.col("dsat")).select(
         "conversation_id", (pl.col("target_turn") - 2).alias("target_turn"), pl.col("user_turn").alias("sat_turn"))
     rows = dsat.join(sat, on=["conversation_id", "target_turn"]).join(
@@ -175,7 +180,7 @@ def natural_revisions(signals: pl.DataFrame, convs: pl.DataFrame) -> pl.DataFram
         return pl.col("messages").list.get(i).struct.field("content")
 
     return rows.select(
-        "conversation_id", "source", "target_turn", "user_turn", "sat_turn",
+        "conversation_id", "source", "target_turn", "user_turn", "sat_turn", "feedback_sat",
         pl.col("messages").list.slice(0, pl.col("target_turn")).alias("prompt"),
         content(pl.col("target_turn") + 2).alias("chosen"),
         content(pl.col("target_turn")).alias("rejected"),
@@ -184,13 +189,16 @@ def natural_revisions(signals: pl.DataFrame, convs: pl.DataFrame) -> pl.DataFram
 
 
 def pair_drop_reason(kind: str) -> pl.Expr:
-    """Why a candidate pair is not emitted (null = keep): a cut-off or missing generated answer, an empty
+    """Why a candidate pair is not emitted (null = keep): a natural revision whose feedback is SAT too
+    (``mixed_feedback``: the rejected answer was liked), a cut-off or missing generated answer, an empty
     side, chosen == rejected, or a chosen that does not fit its prompt (``off_context``)."""
     finish = [pl.col(c) for c in ("chosen_finish_reason", "rejected_finish_reason")]
     empty = (pl.col("chosen").fill_null("").str.strip_chars() == "") | (
         pl.col("rejected").fill_null("").str.strip_chars() == "")
+    mixed = pl.col("feedback_sat").fill_null(False) if kind == "natural_revision" else pl.lit(False)
     return (
-        pl.when(pl.any_horizontal([f == "prompt_too_long" for f in finish])).then(pl.lit("prompt_too_long"))
+        pl.when(mixed).then(pl.lit("mixed_feedback"))
+        .when(pl.any_horizontal([f == "prompt_too_long" for f in finish])).then(pl.lit("prompt_too_long"))
         .when(pl.any_horizontal([f == "length" for f in finish])).then(pl.lit("cut_off"))
         .when(empty).then(pl.lit("empty"))
         .when(same_text(pl.col("chosen"), pl.col("rejected"))).then(pl.lit("same_text"))

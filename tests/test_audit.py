@@ -70,6 +70,21 @@ def test_each_violation_is_found_with_counts_and_pair_ids(tmp_path):
     assert any(line.startswith("skip  held_out_in_train") for line in lines)
 
 
+def test_a_looping_chosen_is_a_violation_a_looping_rejected_is_not(tmp_path):
+    """SmolLM2 answers that loop ("I'm here to listen." over and over) end with finish_reason stop: only the
+    loop check keeps one from being released as a chosen answer; as a rejected answer it is fine."""
+    loop = "Here is my answer. " + "I am here to listen to you. " * 8
+    rel = tmp_path / "release"
+    put(rel, "pugc", "train", [pair("loops", TOPICS[0], "pugc", chosen=loop),
+                               pair("loses", TOPICS[1], "pugc", rejected=loop)])
+    put(rel, "dove", "train", [{**joint("dloops", TOPICS[2], TOPICS[3]),
+                                "chosen": [{"role": "assistant", "content": loop}]}], name="joint_pairs")
+    report, counts = audit(rel)
+    assert counts == {"looping_chosen": 2} and not report["passed"]
+    assert report["checks"]["looping_chosen"]["by_config"] == {"dove": 1, "pugc": 1}
+    assert report["checks"]["looping_chosen"]["examples"] == ["dloops", "loops"]
+
+
 def test_acknowledgement_is_fine_when_the_prompt_gives_the_feedback(tmp_path):
     rel = tmp_path / "release"
     p = pair("ok", "Write a haiku about rain.", "wildfeedback",

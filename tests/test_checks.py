@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import string
 
 import polars as pl
 import pytest
 
-from pipeline.checks import acknowledges_feedback, gives_feedback, same_text
+from pipeline.checks import acknowledges_feedback, gives_feedback, repeats_itself, same_text
 from pipeline.prompt import TEMPLATES, copies_template, escape, fill, fill_rows, template, template_phrases
 
 
@@ -149,3 +150,55 @@ def test_copies_of_template_placeholders_are_caught():
     assert "<the query>" in phrases
     assert copies_template(pl.Series(['{"query": "<the query>"}', "How fine should I grind?"]), phrases).to_list() == [
         True, False]
+
+
+# shaped like SmolLM2-135M's looping PUGC answer of the real-model run (finish_reason "stop": no cut-off)
+SMOLLM2_LOOP = ('```json\n{\n  "message": {\n    "type": "response",\n    "body": [\n      {\n        "type": '
+                '"response",\n        "body": "I\'m not an AI-bot. I\'m a part of your game. I\'m here for listening."\n'
+                '      },\n      {\n        "type": "response",\n        "body": "I\'m here for listening. '
+                + "I'm here to listen. " * 25 + '"\n    }\n  }\n}\n```\n\nJSON will contain the game\'s audio.')
+LOOPS = [
+    SMOLLM2_LOOP,
+    "The answer is simple.\n" + "Take the bus to the station.\n" * 6,
+    "Ok. " + "I will do it later today. I will do it later today! " * 3,
+]
+REPEATS_BUT_NO_LOOP = [
+    # a workout split (OpenAssistant): the warm-up line repeats every day
+    "\n".join(f"Day {d}:\nWarm-up: 5-10 minutes of light cardio and dynamic stretching\n{x} 3x10 with good form."
+              for d, x in enumerate(["Squats", "Lunges", "Push-ups", "Rows"], 1)),
+    # a song: the chorus comes back three times between verses
+    "\n".join(f"Verse {v}: the river runs by the town {v} times\nOh the river, oh the river, take me home\n"
+              f"Line {v} of the verse goes on and on" for v in range(1, 4)),
+    "I'm sorry. I'm sorry. I'm sorry. I'm sorry. I'm sorry.",  # two-word sentences are not counted
+    "One short answer with no repeats at all.",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", LOOPS)
+def test_an_answer_stuck_in_a_loop_is_caught(text):
+    assert flags(repeats_itself, [text]) == [True]
+
+
+@pytest.mark.parametrize("text", REPEATS_BUT_NO_LOOP)
+def test_answers_that_repeat_a_line_are_not_loops(text):
+    assert flags(repeats_itself, [text]) == [False]
+
+
+def test_no_real_answer_reads_as_a_loop(real):
+    """Real assistant answers repeat lines (code, tables, lyrics) but never loop: 0 of ~4,000 flagged."""
+    texts = [m["content"] for line in (real / "wildchat_sample/conversations.jsonl").read_text().splitlines()
+             for m in json.loads(line)["messages"] if m["role"] == "assistant"]
+    for line in (real / "ultrafeedback_binarized/data/processed/eval_clean.jsonl").read_text().splitlines():
+        d = json.loads(line)
+        texts += [d[s] if isinstance(d[s], str) else d[s][-1]["content"] for s in ("chosen", "rejected")]
+    for line in (real / "oasst_en100/model/model_eval/manual/data/en_100_tree.jsonl").read_text().splitlines():
+        stack = [json.loads(line)["prompt"]]
+        while stack:
+            node = stack.pop()
+            stack += node.get("replies", [])
+            texts += [node["text"]] if node.get("role") == "assistant" else []
+    for f in sorted((real / "dove/data").glob("*/test.jsonl")):
+        texts += [json.loads(line)["gold_response"] for line in f.read_text().splitlines()]
+    found = flags(repeats_itself, texts)
+    assert len(texts) >= 3900 and sum(found) == 0, [t[:80] for t, hit in zip(texts, found, strict=True) if hit]

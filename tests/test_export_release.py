@@ -85,6 +85,25 @@ def test_a_chosen_that_acknowledges_feedback_nobody_gave_is_removed_not_fatal(tm
     assert json.loads((release / "audit.json").read_text())["passed"] is True
 
 
+def test_a_looping_chosen_is_removed_not_fatal_and_explains_an_emptied_config(tmp_path):
+    """A chosen answer that loops (a sampling failure that stopped before the token limit) is dropped,
+    counted as looping_chosen and listed in removed.jsonl; the same loop as a rejected answer stays. A config
+    emptied by such drops alone is explained, not an empty_config violation."""
+    loop = "Here is my answer. " + "I am here to listen to you. " * 8
+    write_method(tmp_path, "pugc", [pair("p-loop", TOPICS[0], "pugc", chosen=loop),
+                                    pair("p-ok", TOPICS[1], "pugc", rejected=loop)])
+    write_method(tmp_path, "dove", [joint("d-loop", TOPICS[2], TOPICS[3])])
+    rows = pq.read_table(tmp_path / "data/dove/pairs/part-00000-of-00001.parquet").to_pylist()
+    rows[0]["chosen"] = [{"role": "assistant", "content": loop}]
+    write_method(tmp_path, "dove", rows)
+    release, stats = build(tmp_path, methods=["pugc", "dove"], test_fraction=0.0)
+    assert ids(release, "pugc") == ids(release, "all") == {"p-ok"} and ids(release, "dove") == set()
+    gone = removed(release).filter(pl.col("reason") == "looping_chosen")
+    assert dict(gone.select("pair_id", "configs").rows()) == {"p-loop": ["pugc", "all"], "d-loop": ["dove"]}
+    assert stats["drops"] == {"looping_chosen": 2}
+    assert json.loads((release / "audit.json").read_text())["passed"] is True
+
+
 def test_a_held_out_prompt_with_personal_data_is_still_held_out(tmp_path):
     """The release's prompts are redacted before their keys are taken: the held-out set's keys must be taken
     from its prompts redacted the same way, or a held-out prompt holding an email or a phone number leaks

@@ -88,7 +88,8 @@ def test_a_quote_the_prompt_already_holds_is_not_quoting_feedback():
 def test_a_pair_with_an_empty_side_is_dropped():
     df = pl.DataFrame({"chosen": ["  \n", "Canberra.", "Canberra."], "rejected": ["Sydney.", "", "Sydney."],
                        "chosen_finish_reason": [None, None, None], "rejected_finish_reason": [None, None, None],
-                       "preference": ["Be right."] * 3, "_prompt_text": ["Capital of Australia?"] * 3},
+                       "preference": ["Be right."] * 3, "_prompt_text": ["Capital of Australia?"] * 3,
+                       "feedback_sat": [False] * 3},
                       schema_overrides={"chosen_finish_reason": pl.String, "rejected_finish_reason": pl.String})
     assert df.select(pair_drop_reason("natural_revision")).to_series().to_list() == ["empty", "empty", None]
 
@@ -144,6 +145,22 @@ def test_natural_revisions_that_acknowledge_feedback_are_dropped_with_their_text
     assert raw["prompt"] == [{"role": "user", "content": "Explain a hash table in one sentence."}]
     assert by_reason["natural_revision_same_text"]["chosen"] == "Toronto."
     assert by_reason["natural_revision_continues_answer"]["chosen"].startswith("The parent also needs a height")
+
+
+def test_a_natural_revision_whose_feedback_is_also_sat_is_dropped_with_its_text(tmp_path, monkeypatch):
+    """data/samples: "lol. Another one?" laughs at the first joke (SAT) and asks for another (DSAT); the first
+    joke was liked, so it is no rejected answer: the candidate is dropped as mixed_feedback, texts kept."""
+    jokes = [conv("j", ["Tell me a joke about programmers.", "Why do programmers prefer dark mode? Because light attracts bugs!",
+                        "lol. Another one?", 'A SQL query walks into a bar and asks two tables: "Can I join you?"',
+                        "Haha, nice. Now explain what a JOIN actually does."]), REVISIONS[1]]
+    signals, pairs, rejects, m = run_stage(tmp_path, monkeypatch, FakeEngine(), jokes, detector="rules", summarize=[])
+    mixed = signals.to_pylist()[0]
+    assert (mixed["conversation_id"], mixed["user_turn"], mixed["sat"], mixed["dsat"]) == ("j", 2, True, True)
+    assert [r["chosen"][0]["content"] for r in pairs.to_pylist()] == ["Canberra is the capital of Australia."]
+    assert m["details"]["pairs"]["natural_revision_found"] == 2
+    assert m["details"]["dropped"] == {"natural_revision_mixed_feedback": 1}
+    raw = json.loads(rejects.to_pylist()[0]["raw"])
+    assert raw["preference"] == "lol. Another one?" and raw["rejected"].startswith("Why do programmers")
 
 
 @pytest.mark.parametrize("answer", ["As you requested, PREFERRED short answer.",
