@@ -160,6 +160,10 @@ def confidence(s: dict) -> str:
                     f"{r['dsat_false_below']} of their {r['dsat_false']} false DSAT verdicts; a model that judged those "
                     f"turns as the labellers did would bring DSAT to P / R {_pr(r['dsat_if_routed_right'])} "
                     "(`rules+llm`, `combine: add_recall`).")
+    for part in ("test", "dev"):
+        r, n = s[part]["stage"]["routing"], s[part]["stage"]["turns"]
+        rows.append(f"- {part}, the turns a params.yaml run judges: {r['turns']} of {n} ({r['turns'] / n:.0%}) have "
+                    f"confidence < {r['below']}; judged as the labellers did, DSAT P / R {_pr(r['dsat_if_routed_right'])}.")
     return "\n".join(rows)
 
 
