@@ -87,7 +87,7 @@ def headline(s: dict) -> str:
                 f"`languages` [{', '.join(cfg.languages)}], identified by py3langid as the sample carries no language "
                 f"tag; `min_user_turns` {cfg.min_user_turns}; `drop_flags`) judges " + " and ".join(
                     f"{t} of the {n} {part} turns ({c} of {m} conversations)" for part, (t, n, c, m) in judged.items())
-                + f"; the others (other languages, shorter conversations, {rejected} conversation(s) ingest rejects) "
+                + f"; the others (other languages, shorter conversations, {rejected} conversation{'' if rejected == 1 else 's'} ingest rejects) "
                 "never get a signal there. The first two rows score the rules on every labelled turn.")
     t = s["test"]["all"]
     met = [t["dsat"]["precision"] >= GOAL["dsat_precision"], t["dsat"]["recall"] >= GOAL["dsat_recall"],
