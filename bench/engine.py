@@ -8,8 +8,10 @@
 ``--compare``: a Llama of ``--shape`` with random weights (built locally, no download; float32 on CPU,
 bfloat16 on GPU) and SmolLM2's real tokenizer and chat template (``../shared/bench/smollm2_tokenizer``).
 Work: UltraFeedback prompts and chosen answers (``../shared/data/real``), cut to ``--max-chars``. The
-engine gets all rows in one call, as the hand-written code does; each operation runs engine and hand-
-written in turn (alternating which goes first), ``--repeats`` times, and the best time of each counts:
+engine gets all rows in one call, as the hand-written code does, and a third time the way the stages call
+it: through ``pipeline.execute.map_batches`` (local backend), which hands an engine step ``llm.batch_size``
+(``--batch-size``) rows per call, so the engine sorts and batches only within those rows. Each operation
+runs the three in turn (alternating which goes first), ``--repeats`` times, and the best time of each counts:
 
 - ``logprobs``: engine.logprobs vs length-sorted token-budget batches, vocabulary logits only at the
   scored positions (hidden states gathered, one projection), log-softmax in float32.
@@ -22,7 +24,8 @@ written in turn (alternating which goes first), ``--repeats`` times, and the bes
 The hand-written outputs check the engine's: scored log-probabilities and choice distributions must agree
 (max |diff| printed), and greedy decoding must give the same text. The last line is
 ``engine/hand-written: logprobs R choose R generate R`` (throughput ratios; >1 = the engine is faster; on CPU by
-process CPU time, which the load of a shared machine does not inflate, on GPU by wall time; both are printed).
+process CPU time, which the load of a shared machine does not inflate, on GPU by wall time; both are printed),
+then the same ratios for the engine as the stages call it (``map_batches``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import LLM, Sampling  # noqa: E402
+import pyarrow as pa  # noqa: E402
+
+from pipeline.config import LLM, Sampling, load_params  # noqa: E402
+from pipeline.execute import map_batches  # noqa: E402
 from pipeline.llm import get_engine  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -203,6 +209,32 @@ def hand_generate(model, tok, prompts, n: int, s: Sampling, batch: int, device: 
     return out
 
 
+# --- the engine as the stages call it: engine steps through map_batches ---------------------------------
+
+
+def _logprobs_step(batch: pa.Table, engine) -> pa.Table:
+    out = engine.logprobs(batch["prompt"].to_pylist(), batch["answer"].to_pylist())
+    return pa.table({"logprob": [x.logprob for x in out]})
+
+
+def _choose_step(batch: pa.Table, engine, *, options: list[str]) -> pa.Table:
+    return pa.table({"p": engine.choose(batch["prompt"].to_pylist(), options)})
+
+
+def _generate_step(batch: pa.Table, engine, *, n: int, sampling: Sampling) -> pa.Table:
+    rows = engine.generate(batch["prompt"].to_pylist(), n=n, sampling=sampling)
+    return pa.table({"text": [[c.text for c in row] for row in rows],
+                     "stop": [[c.finish_reason == "stop" for c in row] for row in rows]})
+
+
+def as_stages_call(cfg: LLM, step, columns: dict[str, list], **kwargs) -> pa.Table:
+    """``step`` over ``columns`` through ``pipeline.execute.map_batches`` with params.yaml's ``execution`` and
+    the engine config ``cfg`` (the same cached engine): ``cfg.batch_size`` rows per engine call, as a stage's
+    engine step gets them."""
+    execution = load_params(Path(__file__).resolve().parents[1] / "params.yaml").execution
+    return map_batches(pa.table(columns), step, execution=execution, engine=cfg, fn_kwargs=kwargs, desc="bench")
+
+
 # --- the comparison -------------------------------------------------------------------------------
 
 
@@ -247,7 +279,8 @@ def compare(args) -> None:
         build_model(tmp / "model", args.shape, device)
         sampling = Sampling(temperature=0.8, top_p=0.95, max_new_tokens=args.max_new_tokens, stop=[], seed=0)
         dtype = "bfloat16" if device == "cuda" else "float32"
-        engine = get_engine(cfg_for(str(tmp / "model"), args.batch_size, dtype, sampling))
+        cfg = cfg_for(str(tmp / "model"), args.batch_size, dtype, sampling)
+        engine = get_engine(cfg)
         model, tok = engine.model, engine.tokenizer
         if engine.device.type != device:
             raise SystemExit(f"--device {device}, but the engine runs on {engine.device.type} (CUDA_VISIBLE_DEVICES= for CPU)")
@@ -267,23 +300,27 @@ def compare(args) -> None:
         # warm-up on a few rows
         engine.logprobs(prompts[:4], answers[:4])
         hand_logprobs(model, tok, prompts[:4], answers[:4], args.budget, device)
-        (eng_lp, hand_lp), (t_e, t_h) = best_of(
+        (eng_lp, hand_lp, st_lp), (t_e, t_h, t_s) = best_of(
             args.repeats, device, lambda: engine.logprobs(prompts, answers),
-            lambda: hand_logprobs(model, tok, prompts, answers, args.budget, device))
+            lambda: hand_logprobs(model, tok, prompts, answers, args.budget, device),
+            lambda: as_stages_call(cfg, _logprobs_step, {"prompt": prompts, "answer": answers}))
         n_tok = sum(x.n_tokens for x in eng_lp)
         diff = max(abs(a.logprob - b) for a, b in zip(eng_lp, hand_lp, strict=True))
-        r_lp = t_h.seconds / t_e.seconds
+        diff_s = max(abs(a.logprob - b) for a, b in zip(eng_lp, st_lp["logprob"].to_pylist(), strict=True))
+        r_lp, s_lp = t_h.seconds / t_e.seconds, t_h.seconds / t_s.seconds
         print(f"logprobs  {len(prompts)} rows, {n_tok} scored tokens: engine {t_e}, hand-written {t_h} "
-              f"({r_lp:.2f}x); max |diff| {diff:.1e}", flush=True)
+              f"({r_lp:.2f}x); max |diff| {diff:.1e}; as the stages call it ({args.batch_size} rows a call): {t_s} "
+              f"({s_lp:.2f}x; |diff| to one call {diff_s:.1e})", flush=True)
 
-        (eng_ch, hand_ch), (t_e, t_h) = best_of(
+        (eng_ch, hand_ch, st_ch), (t_e, t_h, t_s) = best_of(
             args.repeats, device, lambda: engine.choose(judge, OPTIONS),
-            lambda: hand_choose(model, tok, judge, OPTIONS, args.budget, device))
+            lambda: hand_choose(model, tok, judge, OPTIONS, args.budget, device),
+            lambda: as_stages_call(cfg, _choose_step, {"prompt": judge}, options=OPTIONS))
         diff = max(abs(x - y) for a, b in zip(eng_ch, hand_ch, strict=True) for x, y in zip(a, b, strict=True))
-        r_ch = t_h.seconds / t_e.seconds
+        r_ch, s_ch = t_h.seconds / t_e.seconds, t_h.seconds / t_s.seconds
         print(f"choose    {len(judge)} rows x {len(OPTIONS)} options: engine {t_e} "
-              f"({len(judge) / t_e.seconds:.1f} rows/s), hand-written {t_h} ({r_ch:.2f}x); max |diff| {diff:.1e}",
-              flush=True)
+              f"({len(judge) / t_e.seconds:.1f} rows/s), hand-written {t_h} ({r_ch:.2f}x); max |diff| {diff:.1e}; "
+              f"as the stages call it: {t_s} ({s_ch:.2f}x)", flush=True)
 
         def count(rows) -> int:
             return sum(len(tok(text, add_special_tokens=False)["input_ids"]) + ended for row in rows for text, ended in row)
@@ -298,9 +335,15 @@ def compare(args) -> None:
             finally:
                 torch.set_num_threads(threads.get("prefill", torch.get_num_threads()))
 
-        (eng_g, hand_g), (t_e, t_h) = best_of(args.repeats, device, engine_gen, hand_gen)
-        tok_e, tok_h = count(eng_g), count(hand_g)
+        def stages_gen():
+            out = as_stages_call(cfg, _generate_step, {"prompt": gen}, n=args.n, sampling=sampling)
+            return [list(zip(t, e, strict=True)) for t, e in zip(out["text"].to_pylist(), out["stop"].to_pylist(),
+                                                                  strict=True)]
+
+        (eng_g, hand_g, st_g), (t_e, t_h, t_s) = best_of(args.repeats, device, engine_gen, hand_gen, stages_gen)
+        tok_e, tok_h, tok_s = count(eng_g), count(hand_g), count(st_g)
         r_gen = (tok_e / t_e.seconds) / (tok_h / t_h.seconds)
+        s_gen = (tok_s / t_s.seconds) / (tok_h / t_h.seconds)
         greedy = sampling.model_copy(update={"temperature": 0.0, "max_new_tokens": min(16, args.max_new_tokens)})
         check = gen[:8]
         same = sum(a[0].text == b[0][0] for a, b in zip(
@@ -308,9 +351,12 @@ def compare(args) -> None:
             strict=True))
         print(f"generate  {len(gen)} prompts x n={args.n}, <= {args.max_new_tokens} new tokens: engine {tok_e} tokens in "
               f"{t_e} ({tok_e / t_e.seconds:.0f} tok/s), model.generate {tok_h} in {t_h} "
-              f"({tok_h / t_h.seconds:.0f} tok/s) ({r_gen:.2f}x); greedy text identical {same}/{len(check)}", flush=True)
+              f"({tok_h / t_h.seconds:.0f} tok/s) ({r_gen:.2f}x); greedy text identical {same}/{len(check)}; as the "
+              f"stages call it: {tok_s} tokens in {t_s} ({tok_s / t_s.seconds:.0f} tok/s, {s_gen:.2f}x)", flush=True)
         print(f"ratios by {'CPU' if device == 'cpu' else 'wall'} time (best of {args.repeats})")
         print(f"engine/hand-written: logprobs {r_lp:.2f} choose {r_ch:.2f} generate {r_gen:.2f}")
+        print(f"engine as the stages call it ({args.batch_size} rows a call)/hand-written: logprobs {s_lp:.2f} "
+              f"choose {s_ch:.2f} generate {s_gen:.2f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -79,7 +79,9 @@ def scores(real: Path = REAL) -> dict:
            "ambiguous": {"a": int(frame["ambiguous"].sum()), "b": int(frame["b_ambiguous"].sum())},
            "differ": {"n": differ.height, "unsure": differ.filter(unsure).height},
            "all": {p: polarity(frame, p) for p in ("dsat", "sat")},
-           "unambiguous": {p: polarity(clear, p) for p in ("dsat", "sat")}}
+           "unambiguous": {p: polarity(clear, p) for p in ("dsat", "sat")},
+           # the turns a run with params.yaml judges (tests/wildfeedback_fixture.detect_wildchat: `stage_judges`)
+           "stage": {p: polarity(frame.filter(pl.col("stage_judges")), p) for p in ("dsat", "sat")}}
     kinds = frame.filter(pl.col("dsat")).group_by(pl.col("kind").fill_null("unmarked")).agg(
         pl.len().alias("n"), pl.col("b_dsat").sum().alias("b"), pl.col("p_dsat").sum().alias("rules"),
         pl.col("b_ambiguous").sum().alias("b_ambiguous")).sort("n", "kind", descending=[True, False])
@@ -118,7 +120,8 @@ def rules(s: dict) -> str:
     rows = ["| polarity | turns | rules vs A: P / R | rules vs B: P / R | consensus turns | rules on consensus: P / R |",
             "|---|---|---|---|---|---|"]
     for pol in ("dsat", "sat"):
-        for subset, name in (("all", "all turns"), ("unambiguous", "neither labeller unsure")):
+        for subset, name in (("all", "all turns"), ("unambiguous", "neither labeller unsure"),
+                             ("stage", "the turns a params.yaml run judges")):
             v = s[subset][pol]
             rows.append(f"| {pol.upper()}, {name} | {v['turns']} | {_pr(v['rules_vs_a'])} | {_pr(v['rules_vs_b'])} | "
                         f"{v['consensus']} | {_pr(v['rules_vs_consensus'])} |")

@@ -25,7 +25,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's code and tests/ helpers
 
-from tests.wildfeedback_fixture import detect_wildchat, load_labelled, wildchat_scores  # noqa: E402
+from tests.wildfeedback_fixture import detect_wildchat, load_labelled, stage_params, wildchat_scores  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real"
 GOAL = {"dsat_precision": 0.85, "dsat_recall": 0.6, "sat_precision": 0.85}
@@ -58,19 +58,37 @@ def scores(real: Path = REAL, parts: tuple[str, ...] = PARTS) -> dict:
     out = {}
     for part in parts:
         p = frame.filter((pl.col("half") if part in DEV_HALVES else pl.col("split")) == part)
-        out[part] = {"all": wildchat_scores(p), "unambiguous": wildchat_scores(p.filter(~pl.col("ambiguous")))}
+        staged = p.filter(pl.col("stage_judges"))
+        out[part] = {"all": wildchat_scores(p), "unambiguous": wildchat_scores(p.filter(~pl.col("ambiguous"))),
+                     # what a run with params.yaml judges: only these turns can get a signal in `dvc repro`
+                     "stage": wildchat_scores(staged), "stage_unambiguous": wildchat_scores(staged.filter(~pl.col("ambiguous"))),
+                     "conversations": p["conversation_id"].n_unique(),
+                     "stage_conversations": staged["conversation_id"].n_unique(),
+                     "rejected_conversations": p.filter(~pl.col("ingested"))["conversation_id"].n_unique()}
     return out
 
 
 def headline(s: dict) -> str:
     rows = ["| part | turns | gold DSAT / SAT | DSAT P / R | SAT P / R | without ambiguous turns: DSAT P / R | SAT P / R |",
             "|---|---|---|---|---|---|---|"]
-    for part in ("test", "dev"):
-        a, u = s[part]["all"], s[part]["unambiguous"]
+    names = {("test", "all"): "**test** (headline)", ("dev", "all"): "dev (tuned on)",
+             ("test", "stage"): "test, the turns a params.yaml run judges", ("dev", "stage"): "dev, the turns a params.yaml run judges"}
+    for part, which in (("test", "all"), ("dev", "all"), ("test", "stage"), ("dev", "stage")):
+        a, u = s[part][which], s[part]["unambiguous" if which == "all" else "stage_unambiguous"]
         gold = f"{a['dsat']['tp'] + a['dsat']['fn']} / {a['sat']['tp'] + a['sat']['fn']}"
-        name = "**test** (headline)" if part == "test" else "dev (tuned on)"
-        rows.append(f"| {name} | {a['turns']} | {gold} | {_pr(a['dsat'])} | {_pr(a['sat'])} | {_pr(u['dsat'])} | "
-                    f"{_pr(u['sat'])} |")
+        rows.append(f"| {names[part, which]} | {a['turns']} | {gold} | {_pr(a['dsat'])} | {_pr(a['sat'])} | "
+                    f"{_pr(u['dsat'])} | {_pr(u['sat'])} |")
+    judged = {part: (s[part]["stage"]["turns"], s[part]["all"]["turns"], s[part]["stage_conversations"],
+                     s[part]["conversations"]) for part in ("test", "dev")}
+    cfg = stage_params().wildfeedback
+    rejected = sum(s[part]["rejected_conversations"] for part in ("test", "dev"))
+    rows.append("")
+    rows.append(f"A run with params.yaml (`stages.wildfeedback.scan` on these conversations as ingest gives them: "
+                f"`languages` [{', '.join(cfg.languages)}], identified by py3langid as the sample carries no language "
+                f"tag; `min_user_turns` {cfg.min_user_turns}; `drop_flags`) judges " + " and ".join(
+                    f"{t} of the {n} {part} turns ({c} of {m} conversations)" for part, (t, n, c, m) in judged.items())
+                + f"; the others (other languages, shorter conversations, {rejected} conversation{'' if rejected == 1 else 's'} ingest rejects) "
+                "never get a signal there. The first two rows score the rules on every labelled turn.")
     t = s["test"]["all"]
     met = [t["dsat"]["precision"] >= GOAL["dsat_precision"], t["dsat"]["recall"] >= GOAL["dsat_recall"],
            (t["sat"]["precision"] or 0) >= GOAL["sat_precision"]]
@@ -142,6 +160,10 @@ def confidence(s: dict) -> str:
                     f"{r['dsat_false_below']} of their {r['dsat_false']} false DSAT verdicts; a model that judged those "
                     f"turns as the labellers did would bring DSAT to P / R {_pr(r['dsat_if_routed_right'])} "
                     "(`rules+llm`, `combine: add_recall`).")
+    for part in ("test", "dev"):
+        r, n = s[part]["stage"]["routing"], s[part]["stage"]["turns"]
+        rows.append(f"- {part}, the turns a params.yaml run judges: {r['turns']} of {n} ({r['turns'] / n:.0%}) have "
+                    f"confidence < {r['below']}; judged as the labellers did, DSAT P / R {_pr(r['dsat_if_routed_right'])}.")
     return "\n".join(rows)
 
 

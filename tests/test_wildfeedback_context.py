@@ -15,6 +15,8 @@ from tests.wildfeedback_fixture import (
     detect_turns,
     detect_wildchat,
     load_wildchat,
+    stage_conversations,
+    stage_params,
     wildchat_scores,
     wildchat_split,
 )
@@ -255,6 +257,29 @@ def test_rules_on_wildchat(wildchat, part, subset):
         s = scores[polarity]
         print(f"{part} {subset} {polarity}: P {s['precision']:.3f} R {s['recall']:.3f} ({s['tp']}, {s['fp']}, {s['fn']})")
         assert s["precision"] >= precision and s["recall"] >= recall, (polarity, s)
+
+
+def test_wildchat_scores_are_what_a_params_run_gives(wildchat, real):
+    """The evaluation scores the stage's own path: the verdicts are those the stage's `scan` gives with
+    params.yaml on the conversations as ingest hands them over, and `stage_judges` marks exactly the turns that
+    run judges (a default run keeps English conversations with >= 3 user turns: far fewer than the 1,803)."""
+    from stages.wildfeedback import scan
+
+    params = stage_params()
+    conv = stage_conversations(real, set(wildchat["conversation_id"]), params)
+    judged, _, _ = scan(conv, params.wildfeedback)
+    keys = ["conversation_id", "user_turn"]
+    mine = wildchat.filter(pl.col("stage_judges")).select(*keys, "p_sat", "p_dsat", "p_dsat_categories", "confidence")
+    theirs = judged.select(*keys, p_sat="sat", p_dsat="dsat", p_dsat_categories="dsat_categories",
+                           confidence="confidence")
+    labelled = theirs.join(wildchat.select(keys), on=keys, how="semi")  # the stage also judges the first turns
+    assert mine.sort(keys).equals(labelled.sort(keys))
+    assert 0 < mine.height < wildchat.height
+    n_user = conv.select("conversation_id", n=pl.col("messages").list.eval(
+        pl.element().struct.field("role") == "user").list.sum())
+    short = n_user.filter(pl.col("n") < params.wildfeedback.min_user_turns)["conversation_id"]
+    assert short.len() and not wildchat.filter(pl.col("conversation_id").is_in(short.implode()))["stage_judges"].any()
+    assert not wildchat.filter(~pl.col("ingested"))["stage_judges"].any()
 
 
 def test_dev_halves_split_dev_by_conversation(root, real):

@@ -132,13 +132,58 @@ def load_wildchat_second() -> pl.DataFrame:
         "source": pl.String, "conversation_id": pl.String, "user_turn": pl.Int64, **LABEL_SCHEMA})
 
 
-def detect_wildchat(real: Path) -> pl.DataFrame:
-    """The WildChat fixture with the rules' verdicts: ``p_sat``, ``p_dsat``, ``p_sat_categories``,
-    ``p_dsat_categories``, ``rationale`` and ``confidence`` beside the hand labels."""
-    from stages.wildfeedback_rules import detect
+def stage_conversations(real: Path, ids: set[str], params=None) -> pl.DataFrame:
+    """The labelled WildChat conversations as ingest hands them to the WildFeedback stage: each record of the
+    sample through the ingest adapter of params.yaml's first ``wildfeedback.sources`` source (``wildchat``:
+    messages, ``language`` and ``toxic`` / ``redacted`` flags read from the record's top level, which the sample
+    leaves empty) and ingest's own validation (``stages.ingest.validate_rows``: the conversations contract, whose
+    turns alternate user / assistant); ``conversation_id`` stays the sample's id (the fixture's key). A record
+    ingest rejects (``BadRecord``: an empty user message, turns out of order) is left out, as ingest leaves it out."""
+    import pyarrow as pa
 
+    from pipeline.adapters import BadRecord, Ctx, adapt
+    from pipeline.records import SCHEMAS
+    from stages.ingest import validate_rows
+
+    params = params or stage_params()
+    name = params.wildfeedback.sources[0]
+    src = next(s for s in params.ingest.sources if s.name == name)
+    rows = []
+    for i, line in enumerate((real / WILDCHAT).read_text(encoding="utf-8").splitlines()):
+        if line.strip() and (rec := json.loads(line))["id"] in ids:
+            try:
+                (row,) = validate_rows(adapt(rec, Ctx.for_source(src, WILDCHAT, i + 1)))["conversations"]
+            except BadRecord:
+                continue
+            rows.append({**row, "conversation_id": rec["id"]})
+    return pl.from_arrow(pa.Table.from_pylist(rows, schema=SCHEMAS["conversations"]))
+
+
+def stage_params():
+    """The project's params.yaml, as ``prefpipe run`` resolves it."""
+    from pipeline.config import load_params
+
+    return load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+
+
+def detect_wildchat(real: Path) -> pl.DataFrame:
+    """The WildChat fixture with the rules' verdicts as the stage gives them (``rules_signals`` with params.yaml's
+    ``wildfeedback`` settings): ``p_sat``, ``p_dsat``, ``p_sat_categories``, ``p_dsat_categories``, ``rationale``
+    and ``confidence`` beside the hand labels; ``stage_judges``: whether the stage, run with params.yaml on these
+    conversations as ingest gives them, judges the turn at all (its ``scan``: languages, ``min_user_turns``,
+    ``drop_flags``; a turn it does not judge never gets a signal); ``ingested``: whether ingest accepts the
+    turn's conversation."""
+    from stages.wildfeedback import rules_signals, scan
+
+    params = stage_params()
     rows = load_wildchat(real)
-    out = detect(rows.select("text", "prev", "prev_user", "prev_user2"))
+    out = rules_signals(rows.select("text", "prev", "prev_user", "prev_user2"), params.wildfeedback)
+    conv = stage_conversations(real, set(rows["conversation_id"]), params)
+    judged, _, _ = scan(conv, params.wildfeedback)
+    judged = judged.select("conversation_id", "user_turn", stage_judges=pl.lit(True))
+    rows = rows.join(judged, on=["conversation_id", "user_turn"], how="left", maintain_order="left").with_columns(
+        ingested=pl.col("conversation_id").is_in(conv["conversation_id"].implode()))
+    rows = rows.with_columns(pl.col("stage_judges").fill_null(False))
     return rows.hstack(out.select(
         p_sat="sat", p_dsat="dsat", p_sat_categories="sat_categories", p_dsat_categories="dsat_categories",
         rationale="rationale", confidence="confidence"))
