@@ -125,14 +125,12 @@ def feedback_turns(conv: pl.DataFrame) -> pl.DataFrame:
         )
     )
 
-    def before(k: int) -> tuple[pl.Expr, pl.Expr]:
+    def user_text_before(k: int) -> pl.Expr:
         # user_turn >= k keeps shift() from reading across a conversation boundary.
-        inside = pl.col("user_turn") >= k
-        return (pl.when(inside).then(pl.col("role").shift(k)),
-                pl.when(inside & (pl.col("role").shift(k) == "user")).then(pl.col("text").shift(k)))
+        return pl.when((pl.col("user_turn") >= k) & (pl.col("role").shift(k) == "user")).then(pl.col("text").shift(k))
 
-    (prev_role, prev), (_, prev_user), (_, prev_user2) = before(1), before(2), before(4)
-    ex = ex.with_columns(prev_role=prev_role, prev=pl.col("text").shift(1), prev_user=prev_user, prev_user2=prev_user2)
+    ex = ex.with_columns(prev_role=pl.when(pl.col("user_turn") >= 1).then(pl.col("role").shift(1)),
+                         prev=pl.col("text").shift(1), prev_user=user_text_before(2), prev_user2=user_text_before(4))
     keep = (pl.col("role") == "user") & (pl.col("prev_role") == "assistant")
     return ex.filter(keep).select(
         "conversation_id", "source", "user_turn", (pl.col("user_turn") - 1).alias("target_turn"), "text", "prev",
