@@ -120,12 +120,15 @@ def noisy_count(n_pairs: int, refine_fraction: float) -> int:
 def pick_pairs(scored: pl.DataFrame, *, iteration: int) -> tuple[pl.DataFrame, dict[str, int]]:
     """Per prompt: chosen = highest reward (ties broken by smallest response_id); rejected = lowest reward
     among the responses whose text differs from chosen's once whitespace is normalised (ties broken by
-    largest response_id). Dropped, counted: ``same_text`` (every response says the same), ``tie`` (chosen
-    and rejected rewards are equal). Returns the pairs (prompt_id, chosen_*/rejected_* columns, margin,
-    pair_id) and the drop counts.
+    largest response_id). Dropped, counted: ``nonfinite_reward`` (a response whose reward is NaN or
+    infinite, e.g. a token the reference gives probability 0, is left out before picking), ``same_text``
+    (every response says the same), ``tie`` (chosen and rejected rewards are equal). Returns the pairs
+    (prompt_id, chosen_*/rejected_* columns, margin, pair_id) and the drop counts.
     """
     cols = ["response_id", "text", "reward", "n_tokens_policy", "finish_reason"]
-    scored = scored.with_columns(_key=squash(pl.col("text")))
+    finite = pl.col("reward").is_finite().fill_null(False)
+    nonfinite = scored.filter(~finite).height
+    scored = scored.filter(finite).with_columns(_key=squash(pl.col("text")))
     first = {"maintain_order": True}
     chosen = (
         scored.sort(["prompt_id", "reward", "response_id"], descending=[False, True, False])
@@ -145,7 +148,8 @@ def pick_pairs(scored: pl.DataFrame, *, iteration: int) -> tuple[pl.DataFrame, d
         .join(rejected.select("prompt_id", *[pl.col(c).alias(f"rejected_{c}") for c in cols]), on="prompt_id")
         .with_columns(margin=pl.col("chosen_reward") - pl.col("rejected_reward"))
     )
-    dropped = {"same_text": chosen.height - pairs.height, "tie": int((pairs.get_column("margin") == 0).sum())}
+    dropped = {"nonfinite_reward": nonfinite, "same_text": chosen.height - pairs.height,
+               "tie": int((pairs.get_column("margin") == 0).sum())}
     pairs = pairs.filter(pl.col("margin") != 0)
     sides = ("prompt_id", "chosen_response_id", "rejected_response_id")
     pair_id = ids.hex_id(pl.lit(STAGE), pl.lit(iteration), *sides)
@@ -174,9 +178,10 @@ def flag_noise(pairs: pl.DataFrame, *, beta: float, refine_fraction: float, alph
 def annotate(
     prompts: pa.Table, sel: Selfie, ex: Execution, policy: LLM, reference: LLM
 ) -> tuple[pl.DataFrame, int]:
-    """Sample, drop cut-off samples, then teacher-force with both roles (one pass when they are the same
-    model: the reference's log-probabilities are the policy's). Returns one row per kept response with its
-    reward, and the number of cut-off samples. Each engine step resumes from its checkpoint."""
+    """Sample, drop cut-off and blank samples, then teacher-force with both roles (one pass when they are the
+    same model: the reference's log-probabilities are the policy's). Returns one row per kept response with its
+    reward, and the samples dropped by reason (``cut_off``, ``empty``). Each engine step resumes from its
+    checkpoint."""
 
     def ck(step: str, *parts: Any) -> Checkpoint:
         return Checkpoint(CHECKPOINTS / step, fingerprint(*parts, {"step": step}))
@@ -196,9 +201,11 @@ def annotate(
         desc="selfie sample",
     )
     if responses is None:
-        return pl.DataFrame(), 0
+        return pl.DataFrame(), {"cut_off": 0, "empty": 0}
     sampled = with_response_ids(pl.from_arrow(responses), iteration=sel.iteration)
-    scored = sampled.filter(pl.col("finish_reason") != "length")
+    cut, blank = pl.col("finish_reason") == "length", pl.col("text").str.strip_chars() == ""
+    dropped = {"cut_off": sampled.filter(cut).height, "empty": sampled.filter(~cut & blank).height}
+    scored = sampled.filter(~cut & ~blank)  # a blank answer is no answer: never a chosen, whatever its reward
     msgs = pl.from_arrow(prompts.select(["prompt_id", "messages"]))
     joined = scored.join(msgs, on="prompt_id", how="left").to_arrow()
     roles = [("policy", policy, cks[1])] + (
@@ -221,7 +228,7 @@ def annotate(
         scored = scored.with_columns(logprob_reference="logprob_policy", n_tokens_reference="n_tokens_policy")
     for c in cks:
         c.clear()
-    return implicit_reward(scored, length_normalize=sel.length_normalize), sampled.height - scored.height
+    return implicit_reward(scored, length_normalize=sel.length_normalize), dropped
 
 
 def _no_logprobs(role: str) -> pl.DataFrame:
@@ -268,13 +275,14 @@ def main(params: Params) -> None:
         gate = reward_gate(sel, params.execution, policy, reference)
 
     withheld = gate["passed"] is False
-    scored, cut_off = (
-        (pl.DataFrame(), 0)
+    scored, unscored = (
+        (pl.DataFrame(), {"cut_off": 0, "empty": 0})
         if withheld or not pool.num_rows
         else annotate(pool, sel, params.execution, policy, reference)
     )
     dropped: dict[str, int] = {
-        "cut_off": cut_off,
+        **unscored,
+        "nonfinite_reward": 0,
         "same_text": 0,
         "tie": 0,
         "noisy": 0,
@@ -345,8 +353,8 @@ def main(params: Params) -> None:
             "sample": {
                 "prompts": pool.num_rows,
                 "responses": responses.num_rows,
-                "cut_off": cut_off,
-                "empty_responses": int((pl.from_arrow(responses.select(["text"]))["text"] == "").sum()),
+                "cut_off": unscored["cut_off"],
+                "empty_responses": unscored["empty"],
             },
             "rewards": reward_report(scored),
             "pairs": {

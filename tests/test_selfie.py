@@ -272,11 +272,20 @@ def test_pick_pairs_chooses_argmax_rejects_argmin_and_drops_ties():
         r["prompt_id"]: (r["chosen_response_id"], r["rejected_response_id"], r["margin"])
         for r in pairs.to_dicts()
     }
-    assert dropped == {"same_text": 0, "tie": 1}  # p2
+    assert dropped == {"nonfinite_reward": 0, "same_text": 0, "tie": 1}  # p2
     assert got == {"p1": ("p1-1", "p1-2", 3.0), "p3": ("p3-0", "p3-2", 1.0), "p4": ("p4-1", "p4-0", 6.0)}
     assert pairs.get_column("pair_id").to_list() == sorted(pairs.get_column("pair_id").to_list())
     # pinned: pipeline.ids.hex_id("selfie", iteration, prompt_id, chosen_response_id, rejected_response_id)
     assert dict(pairs.select("prompt_id", "pair_id").iter_rows())["p1"] == "06f03d6a181b20f6"
+
+
+def test_a_response_with_a_nan_or_infinite_reward_is_left_out_before_picking():
+    """A token the reference gives probability 0 makes the reward +inf: that response must not become chosen."""
+    scored = _scored({"p1": [0.5, float("inf"), -1.0], "p2": [float("nan"), 1.0, 0.0], "p3": [float("-inf"), 2.0]})
+    pairs, dropped = selfie.pick_pairs(scored, iteration=1)
+    got = {r["prompt_id"]: (r["chosen_response_id"], r["rejected_response_id"]) for r in pairs.to_dicts()}
+    assert got == {"p1": ("p1-0", "p1-2"), "p2": ("p2-1", "p2-2")}  # p3 is left with one answer
+    assert dropped["nonfinite_reward"] == 3 and pairs.get_column("margin").is_finite().all()
 
 
 def test_confidence_noisy_bottom_fraction_and_label_smoothing_are_pinned():
@@ -385,7 +394,7 @@ def test_policy_equal_reference_gives_zero_rewards_no_pairs_and_a_report():
     scored = selfie_reward.implicit_reward(df, length_normalize=False)
     assert scored.get_column("reward").to_list() == [0.0] * 4
     pairs, dropped = selfie.pick_pairs(scored, iteration=1)
-    assert pairs.height == 0 and dropped == {"same_text": 0, "tie": 2}
+    assert pairs.height == 0 and dropped == {"nonfinite_reward": 0, "same_text": 0, "tie": 2}
     flagged = selfie.flag_noise(pairs, beta=0.1, refine_fraction=0.1, alpha=0.1)
     assert flagged.height == 0
     report = selfie_output.reward_report(scored)

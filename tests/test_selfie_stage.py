@@ -105,7 +105,8 @@ def test_stage_writes_seed_and_iteration_pairs_responses_and_metrics(tmp_path, m
     lineage = [json.loads(x) for x in it.get_column("lineage")]
     assert {(x["chosen_finish_reason"], x["rejected_finish_reason"]) for x in lineage} == {("stop", "stop")}
     assert metrics["rewards"]["all_zero"] is False
-    assert metrics["dropped"] == {"cut_off": 0, "same_text": 0, "tie": 0, "noisy": 0, "withheld": 0}
+    assert metrics["dropped"] == {"cut_off": 0, "empty": 0, "nonfinite_reward": 0, "same_text": 0, "tie": 0,
+                                  "noisy": 0, "withheld": 0}
     assert (metrics["same_model"], metrics["logprob_passes"]) == (False, 2)
     assert metrics["gates"]["reward"]["labels"] == "used, gate lowered"
     assert _out(tmp_path, "test", "pairs").column("source").to_pylist() == ["test"]
@@ -207,6 +208,23 @@ def test_cut_off_samples_are_dropped_before_teacher_forcing_and_counted(tmp_path
     )
 
 
+def test_blank_samples_are_dropped_before_teacher_forcing_and_counted(tmp_path, monkeypatch):
+    """A blank answer can out-score every real one (the empty string is cheap under the policy); it is no
+    answer, so it is dropped before scoring, counted, and never a chosen."""
+    script = {f"pool question {i}": ["", "   ", f"answer {i}, complete.", f"another answer {i}."] for i in range(30)}
+    # reward = -2 len + len: the shorter the better, so a blank answer would be every prompt's chosen
+    engines = {"pol": FakeEngine("pol", scale=2.0, script=script), "ref": FakeEngine("ref", scale=1.0)}
+    params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", samples_per_prompt=4)
+    selfie.main(params)
+    metrics = _metrics(tmp_path)
+    pool = [m[0]["content"] for m in _out(tmp_path, "prompts", "prompts").column("messages").to_pylist()]
+    blank = 2 * sum(q in script for q in pool)
+    assert metrics["dropped"]["empty"] == metrics["sample"]["empty_responses"] == blank > 0
+    assert all(t.strip() for t in _out(tmp_path, "responses", "responses").column("text").to_pylist())
+    pairs = _pairs(tmp_path).filter(pl.col("source") == "iteration_1")
+    assert pairs.height > 0 and all(c[0]["content"].strip() for c in pairs.get_column("chosen").to_list())
+
+
 def test_pick_pairs_pairs_distinct_texts_only():
     texts = {
         "p1": ["Paris.", "Paris. ", "Lyon."],  # best "Paris." and worst "Lyon." differ: paired
@@ -232,7 +250,7 @@ def test_pick_pairs_pairs_distinct_texts_only():
     pairs, dropped = selfie.pick_pairs(scored, iteration=1)
     got = {r["prompt_id"]: (r["chosen_text"], r["rejected_text"], r["margin"]) for r in pairs.to_dicts()}
     assert got == {"p1": ("Paris.", "Lyon.", 2.0), "p2": ("Paris.", "Lyon.", 1.0)}
-    assert dropped == {"same_text": 2, "tie": 0}
+    assert dropped == {"nonfinite_reward": 0, "same_text": 2, "tie": 0}
 
 
 # --- every iteration's pairs are kept -----------------------------------------------------------------
@@ -481,9 +499,9 @@ def test_implicit_rewards_with_two_tiny_models_match_direct_teacher_forcing(
         ),
         "prompts",
     )
-    scored, cut_off = selfie.annotate(prompts, sel, execution, policy, reference)
+    scored, unscored = selfie.annotate(prompts, sel, execution, policy, reference)
     assert (
-        scored.height + cut_off == 6
+        scored.height + unscored["cut_off"] + unscored["empty"] == 6
         and scored.height > 0
         and set(scored.get_column("generator")) == {policy_path}
     )
