@@ -316,7 +316,7 @@ def format_validation_error(err: ValidationError, file: str | Path) -> str:
         elif e["type"] == "missing":
             msg = "missing required key"
         else:
-            msg = e["msg"]
+            msg = e["msg"].removeprefix("Value error, ")
             # api_key_env may hold a pasted key: never echo it.
             if "input" in e and not isinstance(e["input"], dict | list) and "api_key_env" not in e["loc"]:
                 msg += f" (got {e['input']!r})"

@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     model_validator,
 )
 
@@ -61,6 +62,14 @@ def _check_api_key_env(name: str | None) -> str | None:
     return name
 
 
+def _check_threads(value: object) -> str | int:
+    """``auto`` or a positive integer (one message for both, not one per member of a union)."""
+    if value == "auto" or (type(value) is int and value >= 1):
+        return value
+    raise ValueError("expected 'auto' or a positive integer")
+
+
+Threads = Annotated[Literal["auto"] | int, PlainValidator(_check_threads)]
 Backend = Literal["transformers", "vllm", "openai"]
 # An http(s) URL up to the API root, e.g. http://node1:8000/v1 (what `vllm serve` prints).
 BaseUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]
@@ -87,7 +96,7 @@ class LLM(Section):
     # transformers engine: padded tokens per forward pass (rows sorted by length; see pipeline/llm/hf.py).
     batch_tokens: int = Field(default=16384, gt=0)
     # transformers engine on CPU: intra-op threads, "auto" = measured when the engine starts (pipeline/llm/cpu.py).
-    cpu_threads: Literal["auto"] | Annotated[int, Field(ge=1)] = "auto"
+    cpu_threads: Threads = "auto"
     # backend: openai (pipeline/llm/openai_engine.py; README "OpenAI-compatible servers"). The defaults
     # are params.yaml's, so an in-process config built in code need not spell them out.
     base_url: BaseUrl | list[BaseUrl] | None = None  # one server, or a pool (one `vllm serve` per node)
@@ -131,7 +140,7 @@ class LLMOverride(Section):
     structured_retries: int | None = Field(default=None, ge=0)
     sampling: SamplingOverride | None = None
     batch_tokens: int | None = Field(default=None, gt=0)
-    cpu_threads: Literal["auto"] | Annotated[int, Field(ge=1)] | None = None
+    cpu_threads: Threads | None = None
     base_url: BaseUrl | list[BaseUrl] | None = None
     api_key_env: EnvName | None = None
     concurrency: int | None = Field(default=None, gt=0)

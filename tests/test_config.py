@@ -66,6 +66,20 @@ def test_wrong_type_is_named_with_the_value(tmp_path, good):
     assert "ingest.max_reject_fraction: Input should be a valid number" in msg and "(got 'lots')" in msg
 
 
+@pytest.mark.parametrize("value", ["fast", 0, True, "2", 1.5])
+def test_cpu_threads_is_auto_or_a_positive_integer_in_one_line(tmp_path, good, value):
+    good["llm"]["cpu_threads"] = value
+    good["wildfeedback"]["roles"]["detector"] = {"cpu_threads": value}
+    lines = error_of(tmp_path, good).splitlines()[1:]
+    assert lines == [f"  {tmp_path / 'params.yaml'}: {key}: expected 'auto' or a positive integer (got {value!r})"
+                     for key in ("llm.cpu_threads", "wildfeedback.roles.detector.cpu_threads")]
+
+
+def test_cpu_threads_takes_auto_or_a_count(tmp_path, good):
+    good["llm"]["cpu_threads"] = 3
+    assert load_params(write(tmp_path, good)).llm.cpu_threads == 3
+
+
 def test_out_of_range_and_bad_literal(tmp_path, good):
     good["ingest"]["max_reject_fraction"] = 1.5
     good["ingest"]["sources"][0]["kind"] = "chats"
@@ -82,7 +96,7 @@ def test_missing_key_is_named(tmp_path, good):
 def test_format_must_feed_the_kind(tmp_path, good):
     good["ingest"]["sources"][2]["kind"] = "pairs"  # the prompts format feeds prompts only
     msg = error_of(tmp_path, good)
-    assert "ingest.sources[2]: Value error, format 'prompts' cannot feed kind 'pairs'; it feeds ['prompts']" in msg
+    assert "ingest.sources[2]: format 'prompts' cannot feed kind 'pairs'; it feeds ['prompts']" in msg
 
 
 def test_source_names_are_unique_and_simple(tmp_path, good):

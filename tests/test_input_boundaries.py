@@ -265,7 +265,7 @@ def test_format_fields_are_the_fields_the_adapters_read():
 
 @pytest.mark.parametrize(("mapping", "error"), [
     # Was accepted and ignored: every record then failed "missing field 'text' ... (set `mapping` to rename)".
-    ({"txet": "post_body"}, "ingest.sources[1]: Value error, mapping.txet: the documents format reads no field 'txet' (mapping is "
+    ({"txet": "post_body"}, "ingest.sources[1]: mapping.txet: the documents format reads no field 'txet' (mapping is "
                             "canonical field -> your field); it reads ['id', 'text', 'title', 'score']; did you mean 'text'?"),
     ({"post_body": "text"}, "it reads ['id', 'text', 'title', 'score']"),
     ({"text": ""}, "ingest.sources[1].mapping.text: String should have at least 1 character"),
