@@ -22,10 +22,11 @@ runs the three in turn (alternating which goes first), ``--repeats`` times, and 
   sample plus its end-of-turn token, counted the same way for both.
 
 The hand-written outputs check the engine's: scored log-probabilities and choice distributions must agree
-(max |diff| printed), and greedy decoding must give the same text. The last line is
+(max |diff| printed), and greedy decoding must give the same text. The line before last gives the ratios for
+the engine as the stages call it (``map_batches``); the last line is
 ``engine/hand-written: logprobs R choose R generate R`` (throughput ratios; >1 = the engine is faster; on CPU by
-process CPU time, which the load of a shared machine does not inflate, on GPU by wall time; both are printed),
-then the same ratios for the engine as the stages call it (``map_batches``).
+process CPU time, which the load of a shared machine does not inflate, on GPU by wall time; both are printed).
+``--smoke`` runs both modes at toy size.
 """
 
 from __future__ import annotations
@@ -354,9 +355,9 @@ def compare(args) -> None:
               f"({tok_h / t_h.seconds:.0f} tok/s) ({r_gen:.2f}x); greedy text identical {same}/{len(check)}; as the "
               f"stages call it: {tok_s} tokens in {t_s} ({tok_s / t_s.seconds:.0f} tok/s, {s_gen:.2f}x)", flush=True)
         print(f"ratios by {'CPU' if device == 'cpu' else 'wall'} time (best of {args.repeats})")
-        print(f"engine/hand-written: logprobs {r_lp:.2f} choose {r_ch:.2f} generate {r_gen:.2f}")
         print(f"engine as the stages call it ({args.batch_size} rows a call)/hand-written: logprobs {s_lp:.2f} "
               f"choose {s_ch:.2f} generate {s_gen:.2f}")
+        print(f"engine/hand-written: logprobs {r_lp:.2f} choose {r_ch:.2f} generate {r_gen:.2f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -413,7 +414,8 @@ def main() -> None:
     ap.add_argument("--max-chars", type=int, default=None, help="cut texts to this length (1000 / 400)")
     ap.add_argument("--repeats", type=int, default=3, help="--compare: runs of each side; the best time counts")
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--smoke", action="store_true", help="4 rows, 4 new tokens, one repeat (checks the bench runs)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="4 rows, 4 new tokens, one repeat; runs both modes (checks the bench runs)")
     args = ap.parse_args()
     if args.smoke:
         args.rows, args.gen_rows, args.max_new_tokens, args.repeats = 4, 2, 4, 1
@@ -422,6 +424,9 @@ def main() -> None:
     args.max_chars = args.max_chars or (1000 if args.compare else 400)
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device is visible to torch")
+    if args.smoke and not args.compare:  # both modes, so the headline comparison cannot rot unseen
+        batched_vs_per_row(args)
+        args.compare, args.n, args.max_chars = True, 4, 1000
     compare(args) if args.compare else batched_vs_per_row(args)
 
 
