@@ -139,7 +139,8 @@ def test_stats_and_plot_data(tmp_path):
         ("SAT:Gratitude", 1), ("DSAT:Revision", 2), ("DSAT:Style", 1)]
     on_disk = json.loads((release / "details.json").read_text())
     assert on_disk == stats and json.loads((release / "stats.json").read_text()) == {  # headline: dvc metrics show
-        "rows_in": 48, "pairs": stats["total"], "removed": sum(stats["drops"].values()), "gates_withheld": 0,
+        "rows_in": 48, "pairs": stats["total"], "removed": sum(stats["drops"].values()),
+        "removed_by_reason": dict(sorted(stats["drops"].items())), "gates_withheld": 0,
         "gates_lowered": 0}
     assert on_disk["methods"]["curry"] == {"input": 24, "output": 24, "in_all": 24}
     assert on_disk["levels"]["curry"] == {"0": 12, "1": 12}
