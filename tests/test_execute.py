@@ -181,6 +181,38 @@ def test_ray_backend_matches_local(ray_cluster):
     assert remote.equals(local)
 
 
+def crash_once(batch: pa.Table, log: str, at: str) -> pa.Table:
+    """``shout``, logging the ids it sees to ``log``; the first time it meets row ``at`` it fails (a lost
+    worker, an exception), leaving a marker so that the rerun goes through."""
+    ids = batch["id"].to_pylist()
+    with open(log, "a") as f:
+        f.write("".join(f"{i}\n" for i in ids))
+    marker = Path(log + ".crashed")
+    if at in ids and not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"step crashed at {at}")
+    return shout(batch)
+
+
+@pytest.mark.ray
+def test_a_ray_step_that_fails_resumes_from_the_driver_checkpoints(ray_cluster, tmp_path):
+    """The driver writes Ray results as they arrive: after a crash near the end, the rerun computes only the
+    batches no checkpoint holds, and its output equals a local run's."""
+    table, log = _input(120), str(tmp_path / "seen.log")
+    ray_ex = _execution(backend="ray", batch_size=8, checkpoint_rows=16)
+    ck = Checkpoint(tmp_path / "ck", fingerprint="fp")
+    with pytest.raises(Exception, match="step crashed at r0115"):
+        map_batches(table, crash_once, execution=ray_ex, checkpoint=ck, fn_kwargs={"log": log, "at": "r0115"})
+    spans = [tuple(int(x) for x in p.name.split("-")[1:3]) for p in (tmp_path / "ck").glob("chunk-*.parquet")]
+    saved = {f"r{i:04d}" for start, end in spans for i in range(start, end)}
+    assert saved and "r0115" not in saved
+    Path(log).unlink()
+    out = map_batches(table, crash_once, execution=ray_ex, checkpoint=ck, fn_kwargs={"log": log, "at": "r0115"})
+    rerun = Path(log).read_text().split()
+    assert sorted(rerun) == sorted(set(table["id"].to_pylist()) - saved)  # every other row once, no saved row
+    assert out.equals(map_batches(table, shout, execution=_execution(batch_size=8)))
+
+
 class CountingEngine:
     """A test double of the engine protocol that leaves one marker file per construction (its pid),
     so a test can count how many times each process built its engine."""
