@@ -3,12 +3,18 @@ by ``prefpipe audit`` (which verifies the release independently).
 
 - ``same_text(a, b)``: chosen and rejected are the same answer once whitespace is normalised.
 - ``acknowledges_feedback(text)``: an answer that reacts to a correction ("You're right, I apologize
-  for the error...", "Here is the revised version"). As a chosen answer it is only right when its
-  prompt ends with that feedback; otherwise a trainer learns to apologise for corrections nobody made.
+  for the error...", "Let me try again", "Here's a more concise version", "Thanks for the clarification",
+  "My previous response was incorrect"). As a chosen answer it is only right when its prompt ends with
+  that feedback; otherwise a trainer learns to apologise for corrections nobody made. Declines ("很抱歉，
+  作为AI…", "I'm sorry for any misunderstanding, but as an AI I can't") are not reactions.
+- ``presumes_earlier_version(text, last_user, earlier_answer)``: an answer that opens as a revision ("Of
+  course, I've made it more formal:", "Got it — here's ...", "Here's a version that ignores case", "The
+  revised code") while the prompt holds no earlier answer and its last user turn asks for no version.
 - ``gives_feedback(text)``: a user turn that corrects or complains about the previous answer, the
   context in which an acknowledgement makes sense.
-- ``unprompted_acknowledgement(chosen, prompt)``: the two above over message-list columns: a chosen that
-  acknowledges feedback its prompt's last user turn does not give.
+- ``unprompted_acknowledgement(chosen, prompt)``: the three above over message-list columns: a chosen that
+  acknowledges feedback its prompt's last user turn does not give, or presumes an earlier version. The
+  WildFeedback stage (``stages/wildfeedback_fit.py``), export and the audit all use it.
 - ``repeats_itself(text)``: an answer stuck in a loop, most of its sentences repeating earlier ones (a
   sampling failure that ended before the token limit, so ``finish_reason`` does not catch it).
 
@@ -86,9 +92,12 @@ _PRESUMES = "|".join([
     r"^\W*(?:understood|got it|gotcha|noted)\b[^a-z0-9\n]{0,4}(?:here(?:'s| is)|i(?:'ve| have)|let me|below is)\b",
     r"^\W*(?:(?:[a-z',!]+ ){0,3})?(?:here is|here's|below is) (?:a|an) (?:[a-z-]+ ){0,2}version "
     r"(?:that|which|without|with|where|in which)\b",
-    r"^\W*(?:(?:[a-z',!]+ ){0,3})?(?:the|this|my|(?:here is|here's|below is) (?:a|an|the|your|my)) (?:revised|updated|"
-    r"corrected|rewritten|edited|improved|fixed|modified|reworked|refined) ",
-    r"^\W*(?:(?:[a-z',!]+ ){0,3})?i(?:'ve| have) (?:revised|corrected|updated|rewritten|fixed|modified) ",
+    r"^\W*(?:(?:[a-z',!]+ ){0,3})?(?:the|this|my) (?:revised|updated|corrected|rewritten|edited|improved|fixed|"
+    r"modified|reworked|refined) ",
+    # anywhere in the opening, as the older acknowledgement list had them: "I see the issue. Here is the corrected"
+    r"\b(?:here is|here's|below is) (?:a |an |the |your |my )?(?:revised|corrected|updated|rewritten|improved|fixed|"
+    r"modified) ",
+    r"\bi (?:have|'ve) (?:revised|corrected|updated|rewritten|fixed|modified) ",
 ])
 # Declining is not reacting to feedback: "很抱歉，作为AI…", "I'm sorry for any misunderstanding, but as an AI…".
 _DECLINES = "|".join([

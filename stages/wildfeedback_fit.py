@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline.checks import acknowledges_feedback, holds_answer, presumes_earlier_version
+from pipeline.checks import acknowledges_feedback, presumes_earlier_version
 from pipeline.dedup import last_user_turn
 
 OPENING_CHARS = 300  # the opening of an answer that the reference patterns read
@@ -122,15 +122,15 @@ def off_context(chosen: str, feedback: str, prompt_text: str, prompt: str | None
 
     ``feedback`` is the user's feedback turn (natural revisions) or the preference the expert saw;
     ``prompt_text`` is the pair's prompt as one string (quoted words it already holds are fine);
-    ``prompt``, the pair's prompt as a message list, tells whether it holds an earlier answer and what its
-    last user turn asks (without it, ``prompt_text`` is read as one user turn)."""
+    ``prompt``, the pair's prompt as a message list, gives the last user turn a revision opener is checked
+    against (without it, ``prompt_text`` is read as that turn). Unlike export, an earlier answer in the
+    prompt does not excuse a revision opener: the chosen answer was written after feedback on a later one."""
     opening = _lower(chosen).str.slice(0, OPENING_CHARS)
     apology = opening.str.contains(_APOLOGY_OPENING) & ~opening.str.contains(_SYMPATHY)
     text = pl.col(chosen).fill_null("")
-    last, earlier = ((last_user_turn(prompt).fill_null(""), holds_answer(prompt)) if prompt else
-                     (pl.col(prompt_text).fill_null(""), pl.lit(False)))
+    last = last_user_turn(prompt).fill_null("") if prompt else pl.col(prompt_text).fill_null("")
     return (
-        pl.when(acknowledges_feedback(text) | presumes_earlier_version(text, last, earlier) | apology
+        pl.when(acknowledges_feedback(text) | presumes_earlier_version(text, last, pl.lit(False)) | apology
                 | opening.str.contains(_ADMITS))
         .then(pl.lit("acknowledges_feedback"))
         .when(opening.str.contains(_REFERS)).then(pl.lit("refers_to_feedback"))

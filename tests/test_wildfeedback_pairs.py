@@ -89,18 +89,21 @@ def test_a_quote_the_prompt_already_holds_is_not_quoting_feedback():
     assert df.select(off_context("chosen", "feedback", "prompt_text")).to_series().to_list() == [None, "quotes_feedback"]
 
 
-def test_a_revision_fits_a_prompt_that_holds_an_earlier_answer_but_not_a_fresh_one():
+def test_a_revision_opener_fits_only_a_prompt_that_asks_for_a_version():
     """The samples release shipped "Here's a version that ignores case..." as the chosen answer to a fresh
     "I need a Python function that checks whether a string is a palindrome." (the case requirement came in the
-    feedback); after an earlier answer in the prompt, "a version" has something to refer to."""
-    ask = {"role": "user", "content": "I need a Python function that checks whether a string is a palindrome."}
-    earlier = [{"role": "user", "content": "Write a palindrome check."}, {"role": "assistant", "content": "def f..."}]
+    feedback). An earlier answer in the prompt does not excuse it (the chosen was written after feedback on a
+    later one, and the old "Here is the revised version" rule dropped it regardless); a last user turn that
+    asks for a version does."""
+    ask = "I need a Python function that checks whether a string is a palindrome."
+    earlier = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"}]
     chosen = "Here's a version that ignores case, spaces and punctuation: def is_pal(s): ..."
-    df = pl.DataFrame({"chosen": [chosen] * 2, "feedback": ["It should ignore case."] * 2,
-                       "prompt": [[ask], earlier + [{"role": "user", "content": "Now one for sentences."}]]})
+    df = pl.DataFrame({"chosen": [chosen] * 3, "feedback": ["It should ignore case."] * 3,
+                       "prompt": [[{"role": "user", "content": ask}], earlier + [{"role": "user", "content": ask}],
+                                  [{"role": "user", "content": "Write a version of is_pal for sentences."}]]})
     df = df.with_columns(prompt_text().alias("prompt_text"))
     assert df.select(off_context("chosen", "feedback", "prompt_text", "prompt")).to_series().to_list() == [
-        "acknowledges_feedback", None]
+        "acknowledges_feedback", "acknowledges_feedback", None]
 
 
 def test_a_pair_with_an_empty_side_is_dropped():
