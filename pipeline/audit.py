@@ -17,7 +17,8 @@ Hard violations (each counted per config, with a few pair ids):
 - ``held_out_in_train``: a prompt of an ``export.held_out`` set appears in a train split.
 - ``cut_off_chosen``: lineage says the chosen answer hit the token limit (``chosen_finish_reason: length``).
 - ``unprompted_acknowledgement``: chosen reacts to feedback ("You're right, I apologize...") that its
-  prompt's last user turn does not give (``pipeline.checks``).
+  prompt's last user turn does not give, or opens as a revision of a version the prompt neither holds nor
+  asks for ("Of course, I've made it more formal:"); the check export drops by (``pipeline.checks``).
 - ``looping_chosen``: chosen repeats itself in a loop (``pipeline.checks.repeats_itself``).
 
 The checks needing the project (``empty_config``, ``held_out_in_train``) run when params are given

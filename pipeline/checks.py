@@ -3,12 +3,18 @@ by ``prefpipe audit`` (which verifies the release independently).
 
 - ``same_text(a, b)``: chosen and rejected are the same answer once whitespace is normalised.
 - ``acknowledges_feedback(text)``: an answer that reacts to a correction ("You're right, I apologize
-  for the error...", "Here is the revised version"). As a chosen answer it is only right when its
-  prompt ends with that feedback; otherwise a trainer learns to apologise for corrections nobody made.
+  for the error...", "Let me try again", "Here's a more concise version", "Thanks for the clarification",
+  "My previous response was incorrect"). As a chosen answer it is only right when its prompt ends with
+  that feedback; otherwise a trainer learns to apologise for corrections nobody made. Declines ("很抱歉，
+  作为AI…", "I'm sorry for any misunderstanding, but as an AI I can't") are not reactions.
+- ``presumes_earlier_version(text, last_user, earlier_answer)``: an answer that opens as a revision ("Of
+  course, I've made it more formal:", "Got it — here's ...", "Here's a version that ignores case", "The
+  revised code") while the prompt holds no earlier answer and its last user turn asks for no version.
 - ``gives_feedback(text)``: a user turn that corrects or complains about the previous answer, the
   context in which an acknowledgement makes sense.
-- ``unprompted_acknowledgement(chosen, prompt)``: the two above over message-list columns: a chosen that
-  acknowledges feedback its prompt's last user turn does not give.
+- ``unprompted_acknowledgement(chosen, prompt)``: the three above over message-list columns: a chosen that
+  acknowledges feedback its prompt's last user turn does not give, or presumes an earlier version. The
+  WildFeedback stage (``stages/wildfeedback_fit.py``), export and the audit all use it.
 - ``repeats_itself(text)``: an answer stuck in a loop, most of its sentences repeating earlier ones (a
   sampling failure that ended before the token limit, so ``finish_reason`` does not catch it).
 
@@ -41,12 +47,20 @@ _ACK = "|".join([
     r"\b(?:thank you|thanks) for (?:pointing|catching|noticing|the correction|correcting|clarifying|your feedback|letting me know)",
     r"\bas you (?:pointed out|correctly|rightly|noted|mentioned|requested|asked)\b",
     r"\bi (?:misunderstood|misread|made (?:a|an) (?:mistake|error))\b",
-    r"\b(?:here is|here's|below is) (?:a |an |the |your )?(?:revised|corrected|updated|rewritten|shorter|longer|improved|fixed|modified|new) ",
+    r"\b(?:here is|here's|below is) (?:a |an |the |your )?(?:shorter|longer) ",
     r"\blet me (?:correct|fix|revise|rewrite|clarify) (?:that|this|my|it)\b",
-    r"\bi (?:have|'ve) (?:revised|corrected|updated|rewritten|fixed|modified) ",
+    # a second try, a thanks for a clarification, a verdict on an earlier answer, a confirmed correction
+    r"\blet me (?:try|give it|have (?:a|another) go at it) (?:(?:that|it|this) )?(?:again|one more time)\b",
+    r"\b(?:here is|here's|below is) (?:another|a (?:second|new|different|fresh)) (?:attempt|try|take|go|shot)\b",
+    r"\b(?:here is|here's|below is) (?:a |an |the |your )?(?:more [a-z-]+|less [a-z-]+|another|different|new|simpler|clearer|"
+    r"condensed|trimmed|polished|edited|adjusted|reworded|refined|tightened|toned-down) version\b",
+    r"\b(?:thank you|thanks) (?:so much |very much )?for (?:the|your|that) clarification\b",
+    r"\bmy (?:previous|earlier|last|original|prior|initial) (?:response|answer|reply|message|explanation|statement|"
+    r"calculation|version) (?:was|is|contained|had|did|missed|wasn'?t|may have|might have)\b",
+    r"^\W*(?:correct|that'?s correct|that is correct)[,.!:]\s+[^.\n]{0,60}\bactually\b",
     # other languages seen in real logs: zh, ru, fr, es, de, pt
     r"抱歉|对不起|您说得对|你说得对|我的错误",
-    r"\bизвините\b|\bпрошу прощения\b|\bвы правы\b|\bты прав\b",
+    r"^\W*(?:извините|прошу прощения)\b|\bвы правы\b|\bты прав\b",
     r"\b(?:vous avez raison|tu as raison|désolé pour|je m'excuse)\b",
     r"\b(?:tienes razón|tiene razón|disculpa(?:s)? (?:por|la)|perdón por|lo siento por)\b",
     r"\b(?:sie haben recht|du hast recht|entschuldigung für)\b",
@@ -60,9 +74,59 @@ _FEEDBACK = "|".join([
 ])
 
 
+# An acknowledgement ("Of course", "Understood.", "Got it —", "Sure,") that goes on to a change it made; or an
+# answer that offers "a version that/without ..." or "the revised ...": both presume an earlier version of the
+# answer, so they fit only a prompt that holds one or asks for one (``presumes_earlier_version``).
+_OPENER = (r"(?:of course|understood|got it|gotcha|sure(?: thing)?|certainly|absolutely|okay|ok|alright|all right|"
+           r"no problem|noted|i see|i understand)")
+_CHANGE = "|".join([
+    r"i(?:'ve| have) (?:now )?(?:made|rewritten|revised|updated|adjusted|changed|removed|shortened|simplified|edited|"
+    r"modified|reworded|toned|condensed|trimmed|expanded|tweaked|cut|dropped|taken out|added|rephrased|reworked) ",
+    r"(?:here is|here's|below is|this is) (?:a|an|the|your) (?:[a-z-]+ ){0,2}(?:version|rewrite|revision|attempt)\b",
+    r"let me (?:try|give it) (?:(?:that|it|this) )?(?:again|another|once more|one more)\b",
+    r"let me (?:redo|rework|rewrite|revise|adjust|update|change) (?:it|that|this|my|the)\b",
+])
+_PRESUMES = "|".join([
+    rf"^\W*{_OPENER}\b[^a-z0-9\n]{{0,4}}(?:[a-z',]+ ){{0,3}}(?:{_CHANGE})",
+    # "understood" / "got it" / "noted" answer an instruction, and the prompt gave none: "Got it — here's ..."
+    r"^\W*(?:understood|got it|gotcha|noted)\b[^a-z0-9\n]{0,4}(?:here(?:'s| is)|i(?:'ve| have)|let me|below is)\b",
+    r"^\W*(?:(?:[a-z',!]+ ){0,3})?(?:here is|here's|below is) (?:a|an) (?:[a-z-]+ ){0,2}version "
+    r"(?:that|which|without|with|where|in which)\b",
+    r"^\W*(?:(?:[a-z',!]+ ){0,3})?(?:the|this|my) (?:revised|updated|corrected|rewritten|edited|improved|fixed|"
+    r"modified|reworked|refined) ",
+    # anywhere in the opening, as the older acknowledgement list had them: "I see the issue. Here is the corrected"
+    r"\b(?:here is|here's|below is) (?:a |an |the |your |my )?(?:revised|corrected|updated|rewritten|improved|fixed|"
+    r"modified) ",
+    r"\bi (?:have|'ve) (?:revised|corrected|updated|rewritten|fixed|modified) ",
+])
+# Declining is not reacting to feedback: "很抱歉，作为AI…", "I'm sorry for any misunderstanding, but as an AI…".
+_DECLINES = "|".join([
+    r"^\W*(?:很|非常|十分)?(?:抱歉|对不起)[，,。!！]?\s*(?:作为|我无法|我不能|由于|我是|我没有|但|您没有|你没有)",
+    r"^\W*(?:i'?m |i am )?(?:very |so |really )?sorry for (?:any|the) (?:confusion|misunderstanding|inconvenience)[,.]? "
+    r"but (?:as an ai|i (?:can'?t|cannot|am (?:not|unable)|don'?t|do not))",
+    r"^\W*(?:извините|прошу прощения)[,.!]?\s*(?:но )?(?:я не|мне нужно больше|мне не)",
+])
+# A last user turn that asks for a version, a rewrite or a change of something: "a version ..." fits it.
+_ASKS_VERSION = (r"\b(?:versions?|re-?write|rephrase|revise|revision|reword|paraphrase|edit|proofread|polish|improve|"
+                 r"shorten|simplify|modify|update|adapt|variant|variation|translate|convert|refactor|fix|correct|change|"
+                 r"make (?:it|this|that|the|them|my)|(?:my|this|the following|the) (?:code|text|essay|letter|email|"
+                 r"paragraph|resume|cv|story|poem|script|function|draft))\b")
+
+
 def acknowledges_feedback(text: pl.Expr) -> pl.Expr:
     """True where an answer reacts to a correction or complaint (in its first 300 characters)."""
-    return text.str.slice(0, 300).str.to_lowercase().str.contains(_ACK)
+    opening = text.str.slice(0, 300).str.to_lowercase().str.replace_all("\u2019", "'", literal=True)
+    return opening.str.contains(_ACK) & ~opening.str.contains(_DECLINES)
+
+
+def presumes_earlier_version(text: pl.Expr, last_user: pl.Expr, earlier_answer: pl.Expr) -> pl.Expr:
+    """True where an answer opens as a revision ("Of course, I've made it more formal:", "Understood. Here's
+    a version without emojis:", "Here's a version that ignores case", "The revised code") while its prompt
+    holds no ``earlier_answer`` (a boolean expression) and its ``last_user`` turn asks for no version or
+    rewrite (opening 300 characters, anchored at the start of the answer)."""
+    opening = text.str.slice(0, 300).str.to_lowercase().str.replace_all("\u2019", "'", literal=True)
+    asked = last_user.str.to_lowercase().str.contains(_ASKS_VERSION) | gives_feedback(last_user)
+    return (opening.str.contains(_PRESUMES) & ~earlier_answer & ~asked).fill_null(False)
 
 
 def gives_feedback(text: pl.Expr) -> pl.Expr:
@@ -75,8 +139,14 @@ def unprompted_acknowledgement(chosen: str, prompt: str) -> pl.Expr:
     ``prompt`` message list does not give. Any method's model-written answers can (SmolLM2's PUGC answers
     "Here's a revised version of the answer..." reached Curry-DPO and DOVE pairs): export drops such pairs,
     the audit checks that none is left."""
-    ack = acknowledges_feedback(text_of(chosen)) & ~gives_feedback(last_user_turn(prompt).fill_null(""))
-    return ack.fill_null(False)
+    last = last_user_turn(prompt).fill_null("")
+    ack = acknowledges_feedback(text_of(chosen)) & ~gives_feedback(last)
+    return ack.fill_null(False) | presumes_earlier_version(text_of(chosen), last, holds_answer(prompt))
+
+
+def holds_answer(prompt: str) -> pl.Expr:
+    """True where the ``prompt`` message list holds an assistant message (an earlier answer)."""
+    return pl.col(prompt).list.eval(pl.element().struct.field("role") == "assistant").list.any().fill_null(False)
 
 
 # A loop: of an answer's sentences of >= 3 words (at least LOOP_MIN_SENTENCES of them), this share or more

@@ -7,8 +7,9 @@
    are read in order; DOVE: the joint_pairs contract). An absent folder is skipped and noted in details.json.
 2. redact: every string the release writes (messages, ``lineage``, ``source``) by ``pipeline.pii``.
 3. drop pairs whose chosen equals rejected after whitespace normalisation (``pipeline.checks.same_text``).
-   and pairs whose chosen acknowledges feedback its prompt's last user turn does not give
-   (``unprompted_acknowledgement``, ``pipeline.checks``), and pairs whose chosen loops, repeating its own
+   and pairs whose chosen acknowledges feedback its prompt's last user turn does not give or opens as a
+   revision of a version its prompt neither holds nor asks for (``unprompted_acknowledgement``,
+   ``pipeline.checks``), and pairs whose chosen loops, repeating its own
    sentences (``looping_chosen``): counted, never the whole release failing its audit.
 4. de-duplicate *within* each method: identical pairs, and near-duplicate prompts (MinHash); several
    pairs of one method for one exact prompt (Curry-DPO's levels) stay together.

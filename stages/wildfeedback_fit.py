@@ -19,7 +19,9 @@ fails (null = it fits), as a polars expression over three text columns::
 
 Reasons, checked in this order:
 - ``acknowledges_feedback``: ``pipeline.checks.acknowledges_feedback`` ("You're right, I apologize...",
-  "Here is the revised version") or, WildFeedback-specific, an answer that opens with an apology or an
+  "Let me try again", "Thanks for the clarification", "My previous response was incorrect") or
+  ``pipeline.checks.presumes_earlier_version`` ("Of course, I've made it more formal:", "Here's a version
+  that ignores case", "The revised code"; the check export and the audit apply too) or, WildFeedback-specific, an answer that opens with an apology or an
   admission ("Sorry.", "Sorry about that.", "I'm sorry, I missed that.", "Oops", "Good catch") or admits
   a slip anywhere in its opening ("I missed that", "I overlooked"). Sympathy is not an apology: "I'm
   sorry you're feeling this way" and "Sorry to hear that" fit a first answer.
@@ -40,7 +42,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline.checks import acknowledges_feedback
+from pipeline.checks import acknowledges_feedback, presumes_earlier_version
+from pipeline.dedup import last_user_turn
 
 OPENING_CHARS = 300  # the opening of an answer that the reference patterns read
 
@@ -114,15 +117,21 @@ def _quoted_from(s: pl.Series) -> pl.Series:
     return df["_row"].is_in(hit.implode()).alias("quotes")
 
 
-def off_context(chosen: str, feedback: str, prompt_text: str) -> pl.Expr:
+def off_context(chosen: str, feedback: str, prompt_text: str, prompt: str | None = None) -> pl.Expr:
     """The first reason the ``chosen`` answer does not fit a prompt that lacks ``feedback`` (null = fits).
 
     ``feedback`` is the user's feedback turn (natural revisions) or the preference the expert saw;
-    ``prompt_text`` is the pair's prompt as one string (quoted words it already holds are fine)."""
+    ``prompt_text`` is the pair's prompt as one string (quoted words it already holds are fine);
+    ``prompt``, the pair's prompt as a message list, gives the last user turn a revision opener is checked
+    against (without it, ``prompt_text`` is read as that turn). Unlike export, an earlier answer in the
+    prompt does not excuse a revision opener: the chosen answer was written after feedback on a later one."""
     opening = _lower(chosen).str.slice(0, OPENING_CHARS)
     apology = opening.str.contains(_APOLOGY_OPENING) & ~opening.str.contains(_SYMPATHY)
+    text = pl.col(chosen).fill_null("")
+    last = last_user_turn(prompt).fill_null("") if prompt else pl.col(prompt_text).fill_null("")
     return (
-        pl.when(acknowledges_feedback(pl.col(chosen).fill_null("")) | apology | opening.str.contains(_ADMITS))
+        pl.when(acknowledges_feedback(text) | presumes_earlier_version(text, last, pl.lit(False)) | apology
+                | opening.str.contains(_ADMITS))
         .then(pl.lit("acknowledges_feedback"))
         .when(opening.str.contains(_REFERS)).then(pl.lit("refers_to_feedback"))
         .when(opening.str.contains(_CONTINUES)).then(pl.lit("continues_answer"))

@@ -202,7 +202,7 @@ def pair_drop_reason(kind: str) -> pl.Expr:
         .when(pl.any_horizontal([f == "length" for f in finish])).then(pl.lit("cut_off"))
         .when(empty).then(pl.lit("empty"))
         .when(same_text(pl.col("chosen"), pl.col("rejected"))).then(pl.lit("same_text"))
-        .otherwise(off_context("chosen", "preference", "_prompt_text") if kind != "sat" else pl.lit(None))
+        .otherwise(off_context("chosen", "preference", "_prompt_text", "prompt") if kind != "sat" else pl.lit(None))
         .cast(pl.String)
     )
 

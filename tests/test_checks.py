@@ -8,7 +8,13 @@ import string
 import polars as pl
 import pytest
 
-from pipeline.checks import acknowledges_feedback, gives_feedback, repeats_itself, same_text
+from pipeline.checks import (
+    acknowledges_feedback,
+    gives_feedback,
+    repeats_itself,
+    same_text,
+    unprompted_acknowledgement,
+)
 from pipeline.prompt import TEMPLATES, copies_template, escape, fill, fill_rows, template, template_phrases
 
 
@@ -66,6 +72,92 @@ def test_an_acknowledgement_counts_in_the_opening_300_characters_only():
     opening = "Canberra is the capital of Australia. " * 3  # 114 characters
     late = "Canberra is the capital of Australia. " * 8  # 304 characters
     assert flags(acknowledges_feedback, [opening + "My mistake earlier.", late + "My mistake earlier."]) == [True, False]
+
+
+# --- an answer that reacts to feedback, or to an earlier version, its prompt does not hold ----------------
+
+PALINDROME = "I need a Python function that checks whether a string is a palindrome."
+
+
+def unprompted(cases: list[tuple[list[tuple[str, str]], str]]) -> list[bool]:
+    """``unprompted_acknowledgement`` over (prompt as (role, text) turns, chosen text) cases."""
+    df = pl.DataFrame({"prompt": [[{"role": r, "content": t} for r, t in p] for p, _ in cases],
+                       "chosen": [[{"role": "assistant", "content": c}] for _, c in cases]})
+    return df.select(unprompted_acknowledgement("chosen", "prompt"))[:, 0].to_list()
+
+
+# (family, a revision opener to a fresh prompt, a near miss that is a fine first answer to the same prompt)
+REVISION_OPENERS = [
+    ("acknowledged change", "Of course, I've made it more formal: Dear Ms Lee,",
+     "Of course! Here is a formal letter: Dear Ms Lee,"),
+    ("acknowledged version", "Understood. Here's a version without emojis: def is_pal(s): ...",
+     "Understood the task: def is_pal(s): return s == s[::-1]"),
+    ("got it", "Got it — here's the function with type hints: def is_pal(s: str) -> bool",
+     "Got a minute? A palindrome reads the same both ways."),
+    ("sure + change", "Sure thing! I’ve updated the code so it ignores case.",
+     "Sure! Here is a Python function that checks whether a string is a palindrome:"),
+    ("a more X version", "Okay, here's a more concise version: def is_pal(s): ...",
+     "Okay, here's a concise function: def is_pal(s): ..."),
+    ("another attempt", "Here's another attempt: def is_pal(s): ...", "Here's another tip: strip spaces first."),
+    ("try again", "Let me try again… def is_pal(s): ...", "Let me try an example first: 'level'."),
+    ("clarification", "Thanks for the clarification. Here it is: def is_pal(s): ...",
+     "Thanks for the question. Here it is: def is_pal(s): ..."),
+    ("previous answer", "My previous response was incorrect: slicing is enough.",
+     "My previous experience with strings says slicing is enough."),
+    ("correct, actually", "Correct, it is actually 56 floors.", "Correct answers vary; it is actually easy."),
+    ("a version that", "Here's a version that ignores case, spaces and punctuation: def is_pal(s): ...",
+     "Here's a version of the classic two-pointer check: def is_pal(s): ..."),
+    ("the revised", "Sure! Here's the revised function: def is_pal(s): ...",
+     "Sure! Here's the function: def is_pal(s): ..."),
+]
+
+
+@pytest.mark.parametrize(("family", "revision", "near_miss"), REVISION_OPENERS)
+def test_a_revision_opener_to_a_fresh_prompt_is_caught_and_its_near_miss_is_not(family, revision, near_miss):
+    fresh = [("user", PALINDROME)]
+    assert unprompted([(fresh, revision), (fresh, near_miss)]) == [True, False], family
+
+
+def test_the_released_palindrome_revision_is_caught():
+    """The samples release shipped this WildFeedback natural revision: the case/punctuation requirement came
+    only in the user's feedback, and "a version" presumes one the prompt does not hold."""
+    chosen = ("Here's a version that ignores case, spaces and punctuation:\n```python\ndef is_palindrome(s):\n"
+              "    t = [c.lower() for c in s if c.isalnum()]\n    return t == t[::-1]\n```")
+    assert unprompted([([("user", PALINDROME)], chosen)]) == [True]
+
+
+def test_a_version_fits_a_prompt_that_asks_for_one_or_holds_an_earlier_answer():
+    formal = "Of course, I've made it more formal: Dear Ms Lee,"
+    version = "Here's a version that kids will enjoy: Twinkle, twinkle..."
+    assert unprompted([
+        ([("user", "Rewrite this email more formally: hey Lee, thx")], formal),
+        ([("user", "Make this poem simpler for kids: ...")], version),
+        ([("user", "Write a poem about stars."), ("assistant", "Stars burn..."), ("user", "Now for kids.")], version),
+        ([("user", "Write a poem about stars.")], version),
+    ]) == [False, False, False, True]
+
+
+def test_real_first_answers_rarely_read_as_revisions(real):
+    """Every first answer of the real data to a fresh prompt (WildChat, UltraFeedback chosen and rejected,
+    OpenAssistant, DOVE gold): 10 of 1,811 flagged before the revision check (declines such as "很抱歉，作为AI"
+    and "Here's the updated code" to the user's own code), none now."""
+    cases = []
+    for line in (real / "wildchat_sample/conversations.jsonl").read_text().splitlines():
+        m = json.loads(line)["messages"]
+        if len(m) > 1 and m[0]["role"] == "user" and m[1]["role"] == "assistant":
+            cases.append(([("user", m[0]["content"])], m[1]["content"]))
+    for line in (real / "ultrafeedback_binarized/data/processed/eval_clean.jsonl").read_text().splitlines():
+        d = json.loads(line)
+        cases += [([("user", d["prompt"])], d[s] if isinstance(d[s], str) else d[s][-1]["content"])
+                  for s in ("chosen", "rejected")]
+    for line in (real / "oasst_en100/model/model_eval/manual/data/en_100_tree.jsonl").read_text().splitlines():
+        root = json.loads(line)["prompt"]
+        cases += [([("user", root["text"])], r["text"]) for r in root.get("replies", []) if r["role"] == "assistant"]
+    for f in sorted((real / "dove/data").glob("*/test.jsonl")):
+        cases += [([("user", d["instruction"])], d["gold_response"])
+                  for d in map(json.loads, f.read_text().splitlines())]
+    found = unprompted(cases)
+    assert len(cases) >= 1800 and sum(found) == 0, [c[:80] for (_, c), hit in zip(cases, found, strict=True) if hit]
 
 
 # --- fencing -----------------------------------------------------------------------------------

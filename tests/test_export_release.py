@@ -85,6 +85,24 @@ def test_a_chosen_that_acknowledges_feedback_nobody_gave_is_removed_not_fatal(tm
     assert json.loads((release / "audit.json").read_text())["passed"] is True
 
 
+def test_a_chosen_that_revises_a_version_its_prompt_does_not_hold_is_removed(tmp_path):
+    """\"Of course, I've made it more formal:" and "Here's a version that ..." answer feedback or an earlier
+    version; to a fresh prompt that asks for no rewrite they go as unprompted_acknowledgement (any method),
+    while the same opener to a prompt that asks for the rewrite stays, and the release passes its audit."""
+    write_method(tmp_path, "pugc", [
+        pair("p-formal", TOPICS[0], "pugc", chosen="Of course, I've made it more formal: keep it in the fridge."),
+        pair("p-version", TOPICS[1], "pugc", chosen="Here's a version that ignores threads: a process owns memory."),
+        pair("p-asked", "Rewrite this note more formally: " + TOPICS[2], "pugc",
+             chosen="Of course, I've made it more formal: snow falls softly."),
+        pair("p-sure", TOPICS[3], "pugc", chosen="Sure! Here is a routine: calf raises, then a wall stretch."),
+    ])
+    release, _ = build(tmp_path, methods=["pugc"], test_fraction=0.0)
+    assert ids(release, "pugc") == {"p-asked", "p-sure"}
+    gone = removed(release).filter(pl.col("reason") == "unprompted_acknowledgement")
+    assert set(gone["pair_id"]) == {"p-formal", "p-version"}
+    assert json.loads((release / "audit.json").read_text())["passed"] is True
+
+
 def test_a_looping_chosen_is_removed_not_fatal_and_explains_an_emptied_config(tmp_path):
     """A chosen answer that loops (a sampling failure that stopped before the token limit) is dropped,
     counted as looping_chosen and listed in removed.jsonl; the same loop as a rejected answer stays. A config

@@ -13,7 +13,7 @@ from pipeline.llm.chat import InputTooLong
 from pipeline.prompt import fill
 from stages import wildfeedback_detect as det
 from stages.wildfeedback_common import per_prompt, prompt
-from stages.wildfeedback_fit import off_context
+from stages.wildfeedback_fit import off_context, prompt_text
 from stages.wildfeedback_pairs import checklist, natural_revisions, pair_drop_reason
 from tests.wildfeedback_fakes import CONVS, FakeEngine, conv, fenced, kinds, make_params, run_stage
 
@@ -26,7 +26,11 @@ OFF_CONTEXT = [
     ("Oops, my bad: the loop should start at 1.", "acknowledges_feedback"),
     ("Ah, I overlooked that detail. The parent needs a height.", "acknowledges_feedback"),
     ("Here's a shorter version: DNS maps names to addresses.", "acknowledges_feedback"),
-    ("Let me try that again. Plants make food from light.", "refers_to_feedback"),
+    # a second try: the shared pipeline.checks.acknowledges_feedback (export and the audit apply it too) reads it first
+    ("Let me try that again. Plants make food from light.", "acknowledges_feedback"),
+    # a revision opener (pipeline.checks.presumes_earlier_version): the prompt holds no earlier answer, asks no rewrite
+    ("Of course, I've made it more formal: Dear Ms Lee,", "acknowledges_feedback"),
+    ("Here's a version that ignores case, spaces and punctuation: def is_pal(s): ...", "acknowledges_feedback"),
     ("As requested, no emojis: Dark mode is here.", "refers_to_feedback"),
     ("Per your preference, here is one sentence: DNS maps names.", "refers_to_feedback"),
     ("Unlike my previous answer, this one uses Python.", "refers_to_feedback"),
@@ -85,11 +89,28 @@ def test_a_quote_the_prompt_already_holds_is_not_quoting_feedback():
     assert df.select(off_context("chosen", "feedback", "prompt_text")).to_series().to_list() == [None, "quotes_feedback"]
 
 
+def test_a_revision_opener_fits_only_a_prompt_that_asks_for_a_version():
+    """The samples release shipped "Here's a version that ignores case..." as the chosen answer to a fresh
+    "I need a Python function that checks whether a string is a palindrome." (the case requirement came in the
+    feedback). An earlier answer in the prompt does not excuse it (the chosen was written after feedback on a
+    later one, and the old "Here is the revised version" rule dropped it regardless); a last user turn that
+    asks for a version does."""
+    ask = "I need a Python function that checks whether a string is a palindrome."
+    earlier = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"}]
+    chosen = "Here's a version that ignores case, spaces and punctuation: def is_pal(s): ..."
+    df = pl.DataFrame({"chosen": [chosen] * 3, "feedback": ["It should ignore case."] * 3,
+                       "prompt": [[{"role": "user", "content": ask}], earlier + [{"role": "user", "content": ask}],
+                                  [{"role": "user", "content": "Write a version of is_pal for sentences."}]]})
+    df = df.with_columns(prompt_text().alias("prompt_text"))
+    assert df.select(off_context("chosen", "feedback", "prompt_text", "prompt")).to_series().to_list() == [
+        "acknowledges_feedback", "acknowledges_feedback", None]
+
+
 def test_a_pair_with_an_empty_side_is_dropped():
     df = pl.DataFrame({"chosen": ["  \n", "Canberra.", "Canberra."], "rejected": ["Sydney.", "", "Sydney."],
                        "chosen_finish_reason": [None, None, None], "rejected_finish_reason": [None, None, None],
                        "preference": ["Be right."] * 3, "_prompt_text": ["Capital of Australia?"] * 3,
-                       "feedback_sat": [False] * 3},
+                       "prompt": [[{"role": "user", "content": "Capital of Australia?"}]] * 3, "feedback_sat": [False] * 3},
                       schema_overrides={"chosen_finish_reason": pl.String, "rejected_finish_reason": pl.String})
     assert df.select(pair_drop_reason("natural_revision")).to_series().to_list() == ["empty", "empty", None]
 
