@@ -260,7 +260,7 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     metrics["query_filter"] = {
         **account(filtered),
         "threshold": cfg.query_filter_threshold,
-        "p_true_mean": filtered["p_true"].mean(),
+        "p_true_mean": filtered["p_true"].fill_nan(None).mean(),
     }
     queries = filtered.filter(pl.col("drop").is_null()).drop("drop", "p_true")
     tick("query_filter")
