@@ -128,7 +128,8 @@ def summary_drop_reason(phrases: list[str]) -> pl.Expr:
 
 def respond(batch: pa.Table, engine, *, sampling: Sampling, system: str | None) -> pa.Table:
     """Add ``generated`` and its ``finish_reason``: one answer to ``prompt``; with ``system``, the preference
-    goes (fenced) in the system message. A prompt the model cannot hold gets finish_reason ``prompt_too_long``."""
+    goes (fenced) in the system message. A prompt the model cannot hold gets finish_reason ``prompt_too_long``;
+    a sample the engine could not produce (a request the server refused) ``failed``."""
     prompts = []
     for r in batch.to_pylist():
         msgs = [dict(m) for m in r["prompt"]]
@@ -139,8 +140,9 @@ def respond(batch: pa.Table, engine, *, sampling: Sampling, system: str | None) 
             msgs = [{"role": "system", "content": sys_text}, *msgs]
         prompts.append(msgs)
     outs = per_prompt(lambda ps: engine.generate(ps, n=1, sampling=sampling), prompts, lambda e: [None])
-    texts = [None if o[0] is None else o[0].text for o in outs]
-    reasons = ["prompt_too_long" if o[0] is None else o[0].finish_reason for o in outs]
+    texts = [None if o[0] is None or isinstance(o[0], GenerationFailure) else o[0].text for o in outs]
+    reasons = ["prompt_too_long" if o[0] is None else "failed" if isinstance(o[0], GenerationFailure)
+               else o[0].finish_reason for o in outs]
     return batch.append_column("generated", pa.array(texts, pa.string())).append_column(
         "finish_reason", pa.array(reasons, pa.string()))
 
@@ -190,7 +192,7 @@ def natural_revisions(signals: pl.DataFrame, convs: pl.DataFrame) -> pl.DataFram
 
 def pair_drop_reason(kind: str) -> pl.Expr:
     """Why a candidate pair is not emitted (null = keep): a natural revision whose feedback is SAT too
-    (``mixed_feedback``: the rejected answer was liked), a cut-off or missing generated answer, an empty
+    (``mixed_feedback``: the rejected answer was liked), a cut-off, missing or failed generated answer, an empty
     side, chosen == rejected, or a chosen that does not fit its prompt (``off_context``)."""
     finish = [pl.col(c) for c in ("chosen_finish_reason", "rejected_finish_reason")]
     empty = (pl.col("chosen").fill_null("").str.strip_chars() == "") | (
@@ -199,6 +201,7 @@ def pair_drop_reason(kind: str) -> pl.Expr:
     return (
         pl.when(mixed).then(pl.lit("mixed_feedback"))
         .when(pl.any_horizontal([f == "prompt_too_long" for f in finish])).then(pl.lit("prompt_too_long"))
+        .when(pl.any_horizontal([f == "failed" for f in finish])).then(pl.lit("generation_failed"))
         .when(pl.any_horizontal([f == "length" for f in finish])).then(pl.lit("cut_off"))
         .when(empty).then(pl.lit("empty"))
         .when(same_text(pl.col("chosen"), pl.col("rejected"))).then(pl.lit("same_text"))

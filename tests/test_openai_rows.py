@@ -18,7 +18,8 @@ import pytest
 from pipeline.llm import Completion, GenerationFailure
 from pipeline.llm.chat import InputTooLong
 from pipeline.llm.openai_engine import OpenAIEngine, RequestsFailed
-from stages import pugc_judge
+from pipeline.records import MESSAGES_TYPE
+from stages import pugc, pugc_judge, selfie, wildfeedback_pairs
 from stages.wildfeedback_common import per_prompt
 from tests import test_openai as base
 from tests.dove_fakes import comparisons, run_judge
@@ -40,6 +41,7 @@ def test_a_refused_choose_row_is_nan_and_the_other_rows_keep_their_answers(serve
     with caplog.at_level(logging.WARNING):
         got = engine.choose(PROMPTS, OPTIONS)
     assert all(math.isnan(p) for p in got[2])
+    assert got[2][0].error.startswith("request refused: HTTP 400: The response was filtered")  # FailedValue
     for g, w in zip(got[:2], want[:2], strict=True):
         assert g == pytest.approx(w, abs=1e-6)
     # option_scoring: first_token too (options: the first prompt's two likeliest first tokens).
@@ -59,6 +61,7 @@ def test_a_refused_logprobs_row_is_nan_with_its_token_count(server):
     server.refuse[MARK] = (422, "Unprocessable entity: invalid token ids")
     got = OpenAIEngine(config(server, max_retries=0)).logprobs(PROMPTS, responses)
     assert math.isnan(got[2].logprob) and got[2].n_tokens == want[2].n_tokens
+    assert got[2].logprob.error == "request refused: HTTP 422: Unprocessable entity: invalid token ids"
     for g, w in zip(got[:2], want[:2], strict=True):
         assert g.n_tokens == w.n_tokens and g.logprob == pytest.approx(w.logprob, rel=1e-5)
 
@@ -117,7 +120,8 @@ def test_dove_judge_through_the_server_fails_only_the_refused_comparison(server)
     out = run_judge(comps, engine)
     failure = dict(zip(out["comparison_id"], out["failure"], strict=True))
     assert failure["c0"] is None and failure["c2"] is None
-    assert failure["c1"] is not None and "judge failed on this row" in failure["c1"]
+    assert failure["c1"] == ("judge failed on this row: request refused: HTTP 400: The response was filtered due to "
+                             "the prompt triggering content management policy")
     assert out.filter(pl.col("comparison_id") == "c1")["p_first_ab"][0] is None
 
 
@@ -131,3 +135,22 @@ def test_pugc_judge_through_the_server_drops_the_refused_row_never_labels_it(ser
     judged = pl.from_arrow(pugc_judge.judge_answerable(batch, engine))
     kept = pugc_judge.query_filter(judged, threshold=0.0)
     assert kept["drop"].to_list()[1] == "judge_failed" and kept["drop"].to_list()[0] is None
+
+
+def test_plain_sampling_steps_drop_and_count_a_refused_sample_as_generation_failed(server):
+    import pyarrow as pa
+
+    engine = OpenAIEngine(config(server, max_retries=0))
+    server.refuse[MARK] = FILTERED
+    short = SAMPLING.model_copy(update={"max_new_tokens": 4})
+    queries = pa.table({"prompt_id": ["p0", "p1"], "query": ["Name a fruit.", "Write a haiku."]})
+    responses = pugc.response_filter(pl.from_arrow(pugc.sample_responses(queries, engine, k=2, sampling=short)))
+    assert responses.filter(pl.col("prompt_id") == "p1")["drop"].to_list() == ["generation_failed"] * 2
+    assert "generation_failed" not in responses.filter(pl.col("prompt_id") == "p0")["drop"].to_list()
+    messages = pa.array([PROMPTS[0], PROMPTS[2]], MESSAGES_TYPE)
+    sampled = selfie.sample(pa.table({"prompt_id": ["p0", "p2"], "messages": messages}), engine, k=2, sampling=short)
+    assert sampled["finish_reason"].to_pylist()[2:] == ["failed", "failed"]
+    assert sampled["text"].to_pylist()[2:] == ["", ""] and "failed" not in sampled["finish_reason"].to_pylist()[:2]
+    answered = wildfeedback_pairs.respond(pa.table({"prompt": messages, "preference": ["brief", "brief"]}), engine,
+                                          sampling=short, system=None)
+    assert answered["finish_reason"].to_pylist()[1] == "failed" and answered["generated"].to_pylist()[1] is None

@@ -34,8 +34,9 @@ Failures, per row or per call:
 - a request the server refuses for itself (a 4xx other than 408/409/429: a content filter, 413, 422, a
   400 for a bad request) fails only its row, since a rerun would be refused the same way: a structured or
   plain sample becomes a ``GenerationFailure`` ("request refused: HTTP 400: ..."), a ``choose`` row
-  ``[nan] * len(options)`` and a ``logprobs`` row ``LogProb(nan, n_tokens)``, which the stages count as
-  failed rows (never a verdict or a score); a warning names the prompt and the server's reason;
+  ``[nan] * len(options)`` and a ``logprobs`` row ``LogProb(nan, n_tokens)`` (``FailedValue``: NaN with the
+  reason in ``error``), which the stages count as failed rows (never a verdict or a score); a warning
+  names the prompt and the server's reason;
 - a refusal saying the prompt exceeds the model's context length raises ``InputTooLong`` (naming the
   prompt), as the in-process engines do for a prompt over ``max_model_len``, so the stages' per-prompt
   paths apply (``wildfeedback_common.per_prompt``; the other rows are cached, so asking them again is free);
@@ -58,7 +59,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.config import LLM, Sampling
 from pipeline.errors import ModelLoadError
-from pipeline.llm.base import ChatPrompt, Completion, GenerationFailure, LogProb, sample_seed
+from pipeline.llm.base import ChatPrompt, Completion, FailedValue, GenerationFailure, LogProb, sample_seed
 from pipeline.llm.chat import ChatCodec, InputTooLong
 from pipeline.llm.openai_client import BadResponse, Request, RequestFailed, RowError, ServerError, Transport
 from pipeline.llm.structured import generate_validated
@@ -358,7 +359,7 @@ class OpenAIEngine:
         answers = self.transport.run([score_request(self.cfg.model, p, [span], purpose)
                                       for p, span in zip(prompts, spans, strict=True)])
         self._raise_failed("logprobs", answers)
-        return [LogProb(math.nan if isinstance(a, RequestFailed) else a[0], end - start)
+        return [LogProb(_nan(a) if isinstance(a, RequestFailed) else a[0], end - start)
                 for a, (_, start, end) in zip(answers, spans, strict=True)]
 
     def choose(self, prompts: list[ChatPrompt], options: list[str]) -> list[list[float]]:
@@ -371,10 +372,10 @@ class OpenAIEngine:
                         for p in prompts]
             answers = self.transport.run(requests)
             self._raise_failed("choose", answers)
-            return [[math.nan] * len(options) if isinstance(a, RequestFailed) else softmax(a) for a in answers]
+            return [[_nan(a)] * len(options) if isinstance(a, RequestFailed) else softmax(a) for a in answers]
         answers = self.transport.run([first_token_request(self.cfg.model, p) for p in prompts])
         self._raise_failed("choose", answers)
-        probs = [[math.nan] * len(options) if isinstance(top, RequestFailed) else option_probabilities(top, options)
+        probs = [[_nan(top)] * len(options) if isinstance(top, RequestFailed) else option_probabilities(top, options)
                  for top in answers]
         missing = [i for i, p in enumerate(probs) if p is None]
         if missing:
@@ -386,6 +387,10 @@ class OpenAIEngine:
                 "answers with; use option_scoring: sequence (vLLM) for longer options"
             )
         return probs  # type: ignore[return-value]
+
+
+def _nan(a: RequestFailed) -> FailedValue:
+    return FailedValue(f"request refused: {a.error}")
 
 
 def _refused(a: RequestFailed) -> GenerationFailure:
