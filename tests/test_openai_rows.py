@@ -120,8 +120,8 @@ def test_dove_judge_through_the_server_fails_only_the_refused_comparison(server)
     out = run_judge(comps, engine)
     failure = dict(zip(out["comparison_id"], out["failure"], strict=True))
     assert failure["c0"] is None and failure["c2"] is None
-    assert failure["c1"] == ("judge failed on this row: request refused: HTTP 400: The response was filtered due to "
-                             "the prompt triggering content management policy")
+    assert failure["c1"] == ("engine error: request refused: HTTP 400: The response was filtered due to the prompt "
+                             "triggering content management policy")
     assert out.filter(pl.col("comparison_id") == "c1")["p_first_ab"][0] is None
 
 
