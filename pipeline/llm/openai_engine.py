@@ -38,7 +38,7 @@ Failures, per row or per call:
   reason in ``error``), which the stages count as failed rows (never a verdict or a score); a warning
   names the prompt and the server's reason;
 - a refusal saying the prompt exceeds the model's context length raises ``InputTooLong`` (naming the
-  prompt), as the in-process engines do for a prompt over ``max_model_len``, so the stages' per-prompt
+  prompt; a structured sample stays a ``GenerationFailure`` row), as the in-process engines do for a prompt over ``max_model_len``, so the stages' per-prompt
   paths apply (``wildfeedback_common.per_prompt``; the other rows are cached, so asking them again is free);
 - a request that still fails after ``llm.max_retries`` (transport, timeouts, 408/409/429/5xx, unreadable
   answers) fails the call: every request of the call is completed (and cached) first, then
