@@ -92,6 +92,9 @@ def _check_distribution(probs: Any) -> str | None:
         values = [float(p) for p in probs]
     except (TypeError, ValueError):
         return f"invalid judge distribution: not a list of numbers ({str(probs)[:80]})"
+    refused = next((p.error for p in probs if isinstance(getattr(p, "error", None), str)), None)
+    if refused is not None:  # a row the engine could not score (pipeline.llm.base.FailedValue)
+        return f"engine error: {refused}"
     if len(values) != len(OPTIONS):
         return f"invalid judge distribution: {len(values)} probabilities for {len(OPTIONS)} options"
     if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values):

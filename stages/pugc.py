@@ -31,7 +31,7 @@ from pydantic import BaseModel
 from pipeline.checks import same_text
 from pipeline.config import Params, Sampling, fingerprint, resolve_role
 from pipeline.drops import account, first_reason
-from pipeline.llm.base import GenerationFailure
+from pipeline.llm.base import GenerationFailure, sample_fields
 from pipeline.metrics import DETAILS, gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.prompt import copies_template, fill_rows, template, template_phrases
@@ -120,24 +120,27 @@ def clean_queries(queries: pl.DataFrame, leak_patterns: list[str]) -> pl.DataFra
 
 def sample_responses(batch: pa.Table, engine, *, k: int, sampling: Sampling) -> pa.Table:
     """Engine step: K responses per query, one request per query (``n=k``); the policy sees only the query.
-    Each keeps why its generation ended (``finish_reason``: stop, or length when cut off)."""
+    Each keeps why its generation ended (``finish_reason``: stop, length when cut off, failed when the
+    engine could not produce it, e.g. a request the server refused)."""
     outs = engine.generate([chat(q) for q in batch["query"].to_pylist()], n=k, sampling=sampling)
     prompt_ids = batch["prompt_id"].to_pylist()
-    completions = [(p, i, c) for p, o in zip(prompt_ids, outs, strict=True) for i, c in enumerate(o)]
+    completions = [(p, i, sample_fields(c)) for p, o in zip(prompt_ids, outs, strict=True) for i, c in enumerate(o)]
     return pa.table(
         {
             "prompt_id": pa.array([p for p, _, _ in completions], pa.string()),
             "sample_index": pa.array([i for _, i, _ in completions], pa.int64()),
-            "text": pa.array([c.text for _, _, c in completions], pa.string()),
-            "finish_reason": pa.array([c.finish_reason for _, _, c in completions], pa.string()),
+            "text": pa.array([c[0] for _, _, c in completions], pa.string()),
+            "finish_reason": pa.array([c[1] for _, _, c in completions], pa.string()),
         }
     )
 
 
 def response_filter(responses: pl.DataFrame) -> pl.DataFrame:
-    """Mark cut_off (the answer hit max_new_tokens: unfinished, never paired) and empty_response."""
+    """Mark generation_failed (no answer came back), cut_off (the answer hit max_new_tokens: unfinished,
+    never paired) and empty_response."""
     return responses.with_columns(
         drop=first_reason(
+            (pl.col("finish_reason") == "failed", "generation_failed"),
             (pl.col("finish_reason") == "length", "cut_off"),
             (pl.col("text").str.strip_chars() == "", "empty_response"),
         )
@@ -260,7 +263,7 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     metrics["query_filter"] = {
         **account(filtered),
         "threshold": cfg.query_filter_threshold,
-        "p_true_mean": filtered["p_true"].mean(),
+        "p_true_mean": filtered["p_true"].fill_nan(None).mean(),
     }
     queries = filtered.filter(pl.col("drop").is_null()).drop("drop", "p_true")
     tick("query_filter")

@@ -72,8 +72,12 @@ def judge_answerable(batch: pa.Table, engine) -> pa.Table:
 
 
 def query_filter(queries: pl.DataFrame, threshold: float) -> pl.DataFrame:
+    """Drop a query the judge finds unanswerable (``not_answerable``) or could not judge (``judge_failed``:
+    NaN, e.g. a request the server refused; NaN must never pass as answerable)."""
     return queries.with_columns(
-        drop=pl.when(pl.col("p_true") >= threshold)
+        drop=pl.when(pl.col("p_true").is_nan())
+        .then(pl.lit("judge_failed"))
+        .when(pl.col("p_true") >= threshold)
         .then(pl.lit(None, pl.String))
         .otherwise(pl.lit("not_answerable"))
     )

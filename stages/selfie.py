@@ -35,6 +35,7 @@ from pipeline.checks import squash
 from pipeline.config import LLM, Execution, Params, Sampling, Selfie, fingerprint
 from pipeline.execute import Checkpoint, map_batches
 from pipeline.io import SourceError, write_shards
+from pipeline.llm.base import sample_fields
 from pipeline.metrics import gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import empty_table
@@ -76,7 +77,8 @@ CHECKPOINTS = Path(".prefpipe/checkpoints/selfie")
 
 def sample(batch: pa.Table, engine, *, k: int, sampling: Sampling) -> pa.Table:
     """K responses per prompt from the policy, one ``generate(n=k)`` call per batch, each with its
-    ``sample_index`` and ``finish_reason`` (``length``: cut at max_new_tokens)."""
+    ``sample_index`` and ``finish_reason`` (``length``: cut at max_new_tokens; ``failed``: the engine could
+    not produce it, e.g. a request the server refused; its text is empty)."""
     outs = engine.generate(batch.column("messages").to_pylist(), n=k, sampling=sampling)
     if len(outs) != batch.num_rows or any(len(o) != k for o in outs):
         raise RuntimeError(
@@ -88,8 +90,8 @@ def sample(batch: pa.Table, engine, *, k: int, sampling: Sampling) -> pa.Table:
         {
             "prompt_id": pa.array(prompt_ids, pa.string()),
             "sample_index": pa.array(list(range(k)) * batch.num_rows, pa.int64()),
-            "text": pa.array([c.text for o in outs for c in o], pa.string()),
-            "finish_reason": pa.array([c.finish_reason for o in outs for c in o], pa.string()),
+            "text": pa.array([sample_fields(c)[0] for o in outs for c in o], pa.string()),
+            "finish_reason": pa.array([sample_fields(c)[1] for o in outs for c in o], pa.string()),
             "generator": pa.array([engine.name] * len(prompt_ids), pa.string()),
         }
     )
@@ -180,7 +182,7 @@ def annotate(
 ) -> tuple[pl.DataFrame, int]:
     """Sample, drop cut-off and blank samples, then teacher-force with both roles (one pass when they are the
     same model: the reference's log-probabilities are the policy's). Returns one row per kept response with its
-    reward, and the samples dropped by reason (``cut_off``, ``empty``). Each engine step resumes from its
+    reward, and the samples dropped by reason (``generation_failed``, ``cut_off``, ``empty``). Each engine step resumes from its
     checkpoint."""
 
     def ck(step: str, *parts: Any) -> Checkpoint:
@@ -201,11 +203,13 @@ def annotate(
         desc="selfie sample",
     )
     if responses is None:
-        return pl.DataFrame(), {"cut_off": 0, "empty": 0}
+        return pl.DataFrame(), {"generation_failed": 0, "cut_off": 0, "empty": 0}
     sampled = with_response_ids(pl.from_arrow(responses), iteration=sel.iteration)
+    failed = pl.col("finish_reason") == "failed"
     cut, blank = pl.col("finish_reason") == "length", pl.col("text").str.strip_chars() == ""
-    dropped = {"cut_off": sampled.filter(cut).height, "empty": sampled.filter(~cut & blank).height}
-    scored = sampled.filter(~cut & ~blank)  # a blank answer is no answer: never a chosen, whatever its reward
+    dropped = {"generation_failed": sampled.filter(failed).height, "cut_off": sampled.filter(cut).height,
+               "empty": sampled.filter(~failed & ~cut & blank).height}
+    scored = sampled.filter(~failed & ~cut & ~blank)  # a blank answer is no answer: never a chosen, whatever its reward
     msgs = pl.from_arrow(prompts.select(["prompt_id", "messages"]))
     joined = scored.join(msgs, on="prompt_id", how="left").to_arrow()
     roles = [("policy", policy, cks[1])] + (
@@ -276,7 +280,7 @@ def main(params: Params) -> None:
 
     withheld = gate["passed"] is False
     scored, unscored = (
-        (pl.DataFrame(), {"cut_off": 0, "empty": 0})
+        (pl.DataFrame(), {"generation_failed": 0, "cut_off": 0, "empty": 0})
         if withheld or not pool.num_rows
         else annotate(pool, sel, params.execution, policy, reference)
     )
@@ -353,6 +357,7 @@ def main(params: Params) -> None:
             "sample": {
                 "prompts": pool.num_rows,
                 "responses": responses.num_rows,
+                "generation_failed": unscored["generation_failed"],
                 "cut_off": unscored["cut_off"],
                 "empty_responses": unscored["empty"],
             },

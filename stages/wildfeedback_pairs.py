@@ -128,7 +128,8 @@ def summary_drop_reason(phrases: list[str]) -> pl.Expr:
 
 def respond(batch: pa.Table, engine, *, sampling: Sampling, system: str | None) -> pa.Table:
     """Add ``generated`` and its ``finish_reason``: one answer to ``prompt``; with ``system``, the preference
-    goes (fenced) in the system message. A prompt the model cannot hold gets finish_reason ``prompt_too_long``."""
+    goes (fenced) in the system message. A prompt the model cannot hold gets finish_reason ``prompt_too_long``;
+    a sample the engine could not produce (a request the server refused) ``failed``."""
     prompts = []
     for r in batch.to_pylist():
         msgs = [dict(m) for m in r["prompt"]]
@@ -139,15 +140,16 @@ def respond(batch: pa.Table, engine, *, sampling: Sampling, system: str | None) 
             msgs = [{"role": "system", "content": sys_text}, *msgs]
         prompts.append(msgs)
     outs = per_prompt(lambda ps: engine.generate(ps, n=1, sampling=sampling), prompts, lambda e: [None])
-    texts = [None if o[0] is None else o[0].text for o in outs]
-    reasons = ["prompt_too_long" if o[0] is None else o[0].finish_reason for o in outs]
+    texts = [None if o[0] is None or isinstance(o[0], GenerationFailure) else o[0].text for o in outs]
+    reasons = ["prompt_too_long" if o[0] is None else "failed" if isinstance(o[0], GenerationFailure)
+               else o[0].finish_reason for o in outs]
     return batch.append_column("generated", pa.array(texts, pa.string())).append_column(
         "finish_reason", pa.array(reasons, pa.string()))
 
 
 def judge(batch: pa.Table, engine, *, template_text: str, context_messages: int | None, max_chars: int) -> pa.Table:
     """Add p_chosen_first / p_chosen_second: P(chosen) with chosen shown as A, then as B (NaN: the prompt
-    does not fit the judge)."""
+    does not fit the judge; null: the engine could not score it, e.g. a request the server refused)."""
     rows = batch.to_pylist()
     prompts = []
     for r in rows:
@@ -157,10 +159,24 @@ def judge(batch: pa.Table, engine, *, template_text: str, context_messages: int 
             prompts.append([{"role": "user", "content": fill(
                 template_text, dialogue=dialogue, checklist=items, answer_a=a[:max_chars], answer_b=b[:max_chars])}])
     probs = per_prompt(lambda ps: engine.choose(ps, ["A", "B"]), prompts, lambda e: [math.nan, math.nan])
-    first = [probs[2 * i][0] for i in range(len(rows))]
-    second = [probs[2 * i + 1][1] for i in range(len(rows))]
+    # A row the engine could not score (FailedValue: a request the server refused) is null, not NaN (too long).
+    first = [None if _refused(probs[2 * i]) else probs[2 * i][0] for i in range(len(rows))]
+    second = [None if _refused(probs[2 * i + 1]) else probs[2 * i + 1][1] for i in range(len(rows))]
     return batch.append_column("p_chosen_first", pa.array(first, pa.float64())).append_column(
         "p_chosen_second", pa.array(second, pa.float64()))
+
+
+def judge_drop_reason() -> pl.Expr:
+    """Why the checklist judge drops a pair (null = keep): it could not score it (``judge_failed``), the
+    prompt does not fit it (``judge_prompt_too_long``), or chosen does not win both orders (``lost_in_judge``)."""
+    p1, p2 = pl.col("p_chosen_first"), pl.col("p_chosen_second")
+    return (pl.when(p1.is_null() | p2.is_null()).then(pl.lit("judge_failed"))
+            .when(p1.is_nan()).then(pl.lit("judge_prompt_too_long"))
+            .when((p1 <= 0.5) | (p2 <= 0.5)).then(pl.lit("lost_in_judge")))
+
+
+def _refused(probs: list[float]) -> bool:
+    return any(isinstance(getattr(p, "error", None), str) for p in probs)
 
 
 def natural_revisions(signals: pl.DataFrame, convs: pl.DataFrame) -> pl.DataFrame:
@@ -190,7 +206,7 @@ def natural_revisions(signals: pl.DataFrame, convs: pl.DataFrame) -> pl.DataFram
 
 def pair_drop_reason(kind: str) -> pl.Expr:
     """Why a candidate pair is not emitted (null = keep): a natural revision whose feedback is SAT too
-    (``mixed_feedback``: the rejected answer was liked), a cut-off or missing generated answer, an empty
+    (``mixed_feedback``: the rejected answer was liked), a cut-off, missing or failed generated answer, an empty
     side, chosen == rejected, or a chosen that does not fit its prompt (``off_context``)."""
     finish = [pl.col(c) for c in ("chosen_finish_reason", "rejected_finish_reason")]
     empty = (pl.col("chosen").fill_null("").str.strip_chars() == "") | (
@@ -199,6 +215,7 @@ def pair_drop_reason(kind: str) -> pl.Expr:
     return (
         pl.when(mixed).then(pl.lit("mixed_feedback"))
         .when(pl.any_horizontal([f == "prompt_too_long" for f in finish])).then(pl.lit("prompt_too_long"))
+        .when(pl.any_horizontal([f == "failed" for f in finish])).then(pl.lit("generation_failed"))
         .when(pl.any_horizontal([f == "length" for f in finish])).then(pl.lit("cut_off"))
         .when(empty).then(pl.lit("empty"))
         .when(same_text(pl.col("chosen"), pl.col("rejected"))).then(pl.lit("same_text"))
@@ -347,9 +364,7 @@ def _judged(df: pl.DataFrame, kind: str, params: Params, role: LLM, ckpt_root: P
                context_messages=cfg.context_messages, max_chars=cfg.max_message_chars)
     df = df.with_columns(out["p_chosen_first"], out["p_chosen_second"]).with_columns(
         ((pl.col("p_chosen_first") + pl.col("p_chosen_second")) / 2).alias("confidence"),
-        pl.when(pl.col("p_chosen_first").is_nan()).then(pl.lit("judge_prompt_too_long"))
-        .when((pl.col("p_chosen_first") <= 0.5) | (pl.col("p_chosen_second") <= 0.5)).then(pl.lit("lost_in_judge"))
-        .alias("_why"))
+        judge_drop_reason().alias("_why"))
     book.drop(df.filter(pl.col("_why").is_not_null()), f"{kind}_", "_why", [*_PAIR_TEXTS, "confidence"])
     return df.filter(pl.col("_why").is_null()).drop("p_chosen_first", "p_chosen_second", "_why")
 

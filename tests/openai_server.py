@@ -16,7 +16,9 @@ Endpoints (as vLLM serves them):
 
 Faults, one per request in order: ``429`` (with ``Retry-After: retry_after``), ``500``, ``hang`` (no answer
 for ``hang_s``), ``malformed`` (a 200 whose body is cut JSON), ``drop`` (the connection closed without
-an answer), ``400`` (a request the server refuses). ``supports_logprobs = False`` answers without any
+an answer), ``400`` (a request the server refuses). ``refuse`` maps a marker to ``(status, message)``:
+a request whose text (messages, or the decoded token ids of /completions) contains the marker is refused
+so, every time (a deterministic per-row refusal). ``supports_logprobs = False`` answers without any
 log-probabilities (a server that cannot score). Every request is logged: ``(time, endpoint, fault, body)``.
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import threading
 import time
@@ -79,6 +82,7 @@ class LoopbackServer:
         self.faults: collections.deque[str] = collections.deque()
         self.log: list[tuple[float, str, str | None, dict]] = []  # (time, endpoint, fault, request body)
         self.supports_logprobs = True
+        self.refuse: dict[str, tuple[int, str]] = {}  # marker in the request's text -> (status, message)
         self.delay_s = 0.0  # extra seconds per answer (to observe requests in flight)
         self.inflight = self.max_inflight = 0
         self._pool = ThreadPoolExecutor(1)  # one model, one thread
@@ -151,6 +155,9 @@ class LoopbackServer:
         if fault == "hang":  # the client has given up by then
             await asyncio.sleep(self.hang_s)
             return _error(504, "answered too late")
+        for marker, (status, message) in self.refuse.items():
+            if marker in self._text(body):
+                return _error(status, message)
         if body.get("model") != self.model:
             return _error(404, f"The model `{body.get('model')}` does not exist.")
         self.inflight += 1
@@ -161,6 +168,13 @@ class LoopbackServer:
         finally:
             self.inflight -= 1
         return web.json_response(data)
+
+    def _text(self, body: dict[str, Any]) -> str:
+        if "messages" in body:
+            return json.dumps(body["messages"], ensure_ascii=False)
+        prompt = body.get("prompt") or []
+        prompts = [prompt] if prompt and isinstance(prompt[0], int) else prompt
+        return "\n".join(self.engine.tokenizer.decode(ids) for ids in prompts)
 
     # --- answers (in the model thread) -----------------------------------------------------------
 

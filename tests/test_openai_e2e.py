@@ -144,3 +144,20 @@ def test_pugc_and_dove_judges_through_the_server_equal_the_in_process_run_and_re
              *[p for d in (repo / "data", repo / ".prefpipe", cache) for p in d.rglob("*") if p.is_file()]]
     assert len(files) > 20 and not [p for p in files if KEY.encode() in p.read_bytes()]
     assert KEY_ENV in (repo / "dvc.lock").read_text()
+
+    # Issue #19: a response the server refuses to score (a content filter: a rerun is refused again) fails
+    # that row only: PUGC finishes, drops it as judge_failed and counts it; the other scores are unchanged.
+    texts = sorted(r["text"].strip() for r in local["data/pugc/responses"] if len(r["text"].strip()) >= 24)
+    marker = texts[0][:24]
+    server.refuse[marker] = (400, "The response was filtered due to the prompt triggering content management policy")
+    monkeypatch.setenv("PREFPIPE_REQUEST_CACHE", str(tmp_path / "requests-fresh"))  # send everything again
+    dvc(repo, "repro", "-f", "-s", "pugc")
+    refused = snapshot(repo)
+    scoring = refused["data/pugc/details.json"]["scoring"]
+    assert scoring["dropped"].get("judge_failed", 0) >= 1
+    assert scoring["kept"] == local["data/pugc/details.json"]["scoring"]["kept"] - scoring["dropped"]["judge_failed"]
+    kept = {r["response_id"]: r["score"] for r in refused["data/pugc/responses"]}
+    assert kept and not any(marker in r["text"] for r in refused["data/pugc/responses"])
+    for r in local["data/pugc/responses"]:
+        if r["response_id"] in kept:
+            assert math.isclose(kept[r["response_id"]], r["score"], rel_tol=1e-6, abs_tol=2e-6)

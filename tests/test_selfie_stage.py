@@ -105,7 +105,7 @@ def test_stage_writes_seed_and_iteration_pairs_responses_and_metrics(tmp_path, m
     lineage = [json.loads(x) for x in it.get_column("lineage")]
     assert {(x["chosen_finish_reason"], x["rejected_finish_reason"]) for x in lineage} == {("stop", "stop")}
     assert metrics["rewards"]["all_zero"] is False
-    assert metrics["dropped"] == {"cut_off": 0, "empty": 0, "nonfinite_reward": 0, "same_text": 0, "tie": 0,
+    assert metrics["dropped"] == {"generation_failed": 0, "cut_off": 0, "empty": 0, "nonfinite_reward": 0, "same_text": 0, "tie": 0,
                                   "noisy": 0, "withheld": 0}
     assert (metrics["same_model"], metrics["logprob_passes"]) == (False, 2)
     assert metrics["gates"]["reward"]["labels"] == "used, gate lowered"
@@ -175,7 +175,8 @@ def test_stage_with_an_empty_pool_writes_seed_pairs_and_empty_tables(tmp_path, m
     params = _project(tmp_path, monkeypatch, {}, split=split)  # no engine is ever built
     selfie.main(params)
     metrics = _metrics(tmp_path)
-    assert metrics["sample"] == {"prompts": 0, "responses": 0, "cut_off": 0, "empty_responses": 0}
+    assert metrics["sample"] == {"prompts": 0, "responses": 0, "generation_failed": 0, "cut_off": 0,
+                                 "empty_responses": 0}
     assert metrics["split"]["assigned"] == {"seed": 2, "test": 1, "pool_2": 30, "rest": 7}
     assert _out(tmp_path, "responses", "responses").num_rows == 0
     assert _pairs(tmp_path).get_column("source").to_list() == ["seed", "seed"]

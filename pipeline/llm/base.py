@@ -8,7 +8,9 @@
 A prompt is a list of ``{"role", "content"}`` dicts, rendered with the model's chat template.
 Calls take whole batches; the engine schedules them. Nothing here raises mid-batch for a bad
 model output: structured generation that stays invalid after retries comes back as a
-``GenerationFailure`` for the caller to record.
+``GenerationFailure`` for the caller to record. A ``choose`` / ``logprobs`` row the engine could not
+score at all (a request an OpenAI-compatible server refused) is NaN: a ``FailedValue``, a float NaN that
+says why in ``error``; stages count NaN rows as failed, never as a verdict or a score.
 
 Every sample says why it ended (``Completion.finish_reason``: ``"stop"`` for the end-of-turn token or a
 stop string, ``"length"`` when it was cut at ``max_new_tokens``), so a stage never pairs a cut-off
@@ -20,6 +22,7 @@ backend that serves it.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -70,6 +73,23 @@ def sample_seed(seed: int, prompt: ChatPrompt, index: int, attempt: int = 0) -> 
     return xxhash.xxh3_64_intdigest(key.encode("utf-8", "surrogatepass")) >> 1
 
 
+class FailedValue(float):
+    """NaN in place of a ``choose`` probability or a ``logprobs`` sum the engine could not compute;
+    ``error`` says why in one line (``getattr(p, "error", None)`` on any float).
+
+    >>> p = FailedValue("request refused: HTTP 400: filtered")
+    >>> math.isnan(p), p.error
+    (True, 'request refused: HTTP 400: filtered')
+    """
+
+    error: str
+
+    def __new__(cls, error: str) -> FailedValue:
+        value = super().__new__(cls, math.nan)
+        value.error = error
+        return value
+
+
 @dataclass(frozen=True)
 class GenerationFailure:
     """Structured output that failed its schema after every retry."""
@@ -77,6 +97,18 @@ class GenerationFailure:
     error: str
     raw: str
     attempts: int
+
+
+def sample_fields(sample: Completion | GenerationFailure) -> tuple[str, str]:
+    """``(text, finish_reason)`` of a plain sample; one the engine could not produce (a request the server
+    refused comes back as a ``GenerationFailure``) is ``("", "failed")``, for the stage to drop and count.
+
+    >>> sample_fields(Completion("hi", "length")), sample_fields(GenerationFailure("refused", "", 1))
+    (('hi', 'length'), ('', 'failed'))
+    """
+    if isinstance(sample, GenerationFailure):
+        return "", "failed"
+    return sample.text, sample.finish_reason
 
 
 @runtime_checkable

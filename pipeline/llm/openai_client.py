@@ -12,9 +12,11 @@
   (``llm.timeout_s``), dropped connections and unreadable answers (malformed JSON, missing fields).
   The wait is the server's ``Retry-After`` (or ``retry-after-ms``) when it sends one, else exponential
   backoff from ``BACKOFF_INITIAL`` seconds with up to ``BACKOFF_JITTER`` seconds of random jitter.
-- **Failures**: a request that still fails, or that the server refuses for itself (400/413/422, an
-  answer ended by a content filter), comes back as a ``RequestFailed`` value for the engine to turn
-  into a failure row; the other requests of the call are unaffected. A refusal that concerns every
+- **Failures**: a request that still fails comes back as a ``RequestFailed`` value (``retryable``: a
+  rerun may succeed); one the server refuses for itself (another 4xx such as 400/413/422, an answer
+  ended by a content filter) as a ``RequestFailed`` with ``refused`` set (``too_long`` when the prompt
+  exceeds the model's context length), which the engine turns into that row's failure; the other
+  requests of the call are unaffected. A refusal that concerns every
   request (401/403 key, 404 model) raises ``ServerError`` at once: rows would all fail the same way.
 - **Cache**: every answer is stored under the hash of model + request (``pipeline.llm.request_cache``)
   before the call returns; cached requests are not sent again, identical requests of one call are
@@ -32,6 +34,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -72,11 +75,19 @@ class CostGuardError(ServerError):
     """The call would send more requests than ``llm.max_requests`` allows."""
 
 
+CONTEXT_LENGTH = re.compile(r"context[ _]length|context window|max_model_len|too many tokens|prompt is too long",
+                            re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class RequestFailed:
-    """A request that failed for good; ``error`` says why in one line."""
+    """A request that failed for good; ``error`` says why in one line. ``refused``: the server refused
+    this request itself (a 4xx other than 408/409/429, a content filter), so a rerun fails the same way;
+    ``too_long``: the refusal says the prompt exceeds the model's context length."""
 
     error: str
+    refused: bool = False
+    too_long: bool = False
 
 
 @dataclass(frozen=True)
@@ -240,11 +251,19 @@ class Transport:
             if e.status_code in FATAL_STATUS:
                 raise ServerError(f"{self.where()}: {FATAL_STATUS[e.status_code]} ({describe(e, 0)}); "
                                   "check llm.model, llm.base_url and llm.api_key_env") from None
-            return key, RequestFailed(describe(e, self.cfg.timeout_s))
-        except (openai.APIConnectionError, BadResponse, RowError) as e:
-            return key, RequestFailed(describe(e, self.cfg.timeout_s))
+            return key, self._failed(e, refused=not retryable(e))
+        except RowError as e:
+            return key, self._failed(e, refused=True)
+        except (openai.APIConnectionError, BadResponse) as e:
+            return key, self._failed(e, refused=False)
         self.cache.put(key, answer)
         return key, answer
+
+    def _failed(self, exc: BaseException, refused: bool) -> RequestFailed:
+        error = describe(exc, self.cfg.timeout_s)
+        if self.key != "EMPTY":
+            error = error.replace(self.key, "***")  # a server that echoes the request's key
+        return RequestFailed(error, refused=refused, too_long=refused and bool(CONTEXT_LENGTH.search(error)))
 
     async def _post(self, client: openai.AsyncOpenAI, req: Request) -> str:
         api = client.chat.completions if req.endpoint == "chat" else client.completions

@@ -29,10 +29,21 @@ flight, retries, a disk cache, a cost guard):
   probability is that of the first answer tokens equal to it (surrounding blanks ignored), normalised
   over the options; an option outside the top 20 gets 0.
 
-Failures: a structured sample whose request failed for good is a ``GenerationFailure`` ("request
-failed: ..."), its neighbours unaffected. The contract has no failure slot for plain samples,
-``choose`` or ``logprobs``: there every request of the call is completed (and cached) first, then
-``RequestsFailed`` names how many failed and why, so a rerun resends only those.
+Failures, per row or per call:
+
+- a request the server refuses for itself (a 4xx other than 408/409/429: a content filter, 413, 422, a
+  400 for a bad request) fails only its row, since a rerun would be refused the same way: a structured or
+  plain sample becomes a ``GenerationFailure`` ("request refused: HTTP 400: ..."), a ``choose`` row
+  ``[nan] * len(options)`` and a ``logprobs`` row ``LogProb(nan, n_tokens)`` (``FailedValue``: NaN with the
+  reason in ``error``), which the stages count as failed rows (never a verdict or a score); a warning
+  names the prompt and the server's reason;
+- a refusal saying the prompt exceeds the model's context length raises ``InputTooLong`` (naming the
+  prompt; a structured sample stays a ``GenerationFailure`` row), as the in-process engines do for a prompt over ``max_model_len``, so the stages' per-prompt
+  paths apply (``wildfeedback_common.per_prompt``; the other rows are cached, so asking them again is free);
+- a request that still fails after ``llm.max_retries`` (transport, timeouts, 408/409/429/5xx, unreadable
+  answers) fails the call: every request of the call is completed (and cached) first, then
+  ``RequestsFailed`` names how many failed, the first one's prompt and why, so a rerun resends only
+  those. A structured sample keeps its ``GenerationFailure`` ("request failed: ...") instead.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import math
 from typing import Any
 
@@ -47,11 +59,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.config import LLM, Sampling
 from pipeline.errors import ModelLoadError
-from pipeline.llm.base import ChatPrompt, Completion, GenerationFailure, LogProb, sample_seed
-from pipeline.llm.chat import ChatCodec
+from pipeline.llm.base import ChatPrompt, Completion, FailedValue, GenerationFailure, LogProb, sample_seed
+from pipeline.llm.chat import ChatCodec, InputTooLong
 from pipeline.llm.openai_client import BadResponse, Request, RequestFailed, RowError, ServerError, Transport
 from pipeline.llm.structured import generate_validated
 from pipeline.llm.tiny import resolve_model
+
+log = logging.getLogger(__name__)
 
 TOP_LOGPROBS = 20  # the most the OpenAI API returns per position (vLLM's default --max-logprobs too)
 _FAILED = "\x00prefpipe: request failed\x00"  # marks a failed request in a structured sample's text
@@ -281,14 +295,29 @@ class OpenAIEngine:
                 "option_scoring: first_token"
             ) from None
 
-    def _raise_failed(self, what: str, answers: list[Any]) -> None:
-        failed = [a for a in answers if isinstance(a, RequestFailed)]
-        if failed:
+    def _raise_failed(self, what: str, answers: list[Any], per_prompt: int = 1) -> None:
+        """Raise for the failures that are not one row's: retries exhausted (``RequestsFailed``) and a
+        prompt over the context length (``InputTooLong``); warn about the refused rows, left to the caller.
+        Answer ``i`` belongs to prompt ``i // per_prompt``."""
+        failed = [(i // per_prompt, a) for i, a in enumerate(answers) if isinstance(a, RequestFailed)]
+        transient = [(i, a) for i, a in failed if not a.refused]
+        if transient:
+            i, first = transient[0]
             raise RequestsFailed(
-                f"{self.transport.where()}: {what}: {len(failed)} of {len(answers)} requests failed (first: "
-                f"{failed[0].error}; llm.max_retries={self.cfg.max_retries}); the answers that came back are "
-                "cached, so a rerun resends only the failed ones"
+                f"{self.transport.where()}: {what}: {len(transient)} of {len(answers)} requests failed (first: "
+                f"prompt {i}: {first.error}; llm.max_retries={self.cfg.max_retries}); the answers that came back "
+                "are cached, so a rerun resends only the failed ones"
             )
+        too_long = [(i, a) for i, a in failed if a.too_long]
+        if too_long:
+            i, first = too_long[0]
+            raise InputTooLong(
+                f"{self.transport.where()}: {what}: prompt {i} does not fit the served model's context length "
+                f"({first.error}); drop or shorten such rows before the engine step, or serve a longer context"
+            )
+        for i, a in failed:
+            log.warning("%s: %s: prompt %d refused by the server (%s); that row fails", self.transport.where(),
+                        what, i, a.error)
 
     # --- generate --------------------------------------------------------------------------------
 
@@ -297,8 +326,9 @@ class OpenAIEngine:
         s = sampling or self.cfg.sampling
         if schema is None:
             rows = self._sample(prompts, [list(range(n))] * len(prompts), s, None, 0)
-            self._raise_failed("generate", [a for row in rows for a in row])
-            return [[Completion(a["text"], a["finish_reason"]) for a in row] for row in rows]
+            self._raise_failed("generate", [a for row in rows for a in row], per_prompt=n)
+            return [[_refused(a) if isinstance(a, RequestFailed) else Completion(a["text"], a["finish_reason"])
+                     for a in row] for row in rows]
 
         def sample(ps: list[ChatPrompt], slots, attempt: int) -> list[list[tuple[str, bool]]]:
             # `slots`: a count per prompt, or each prompt's sample indices (structured.generate_validated).
@@ -329,7 +359,8 @@ class OpenAIEngine:
         answers = self.transport.run([score_request(self.cfg.model, p, [span], purpose)
                                       for p, span in zip(prompts, spans, strict=True)])
         self._raise_failed("logprobs", answers)
-        return [LogProb(a[0], end - start) for a, (_, start, end) in zip(answers, spans, strict=True)]
+        return [LogProb(_nan(a) if isinstance(a, RequestFailed) else a[0], end - start)
+                for a, (_, start, end) in zip(answers, spans, strict=True)]
 
     def choose(self, prompts: list[ChatPrompt], options: list[str]) -> list[list[float]]:
         if not options:
@@ -341,10 +372,11 @@ class OpenAIEngine:
                         for p in prompts]
             answers = self.transport.run(requests)
             self._raise_failed("choose", answers)
-            return [softmax(a) for a in answers]
+            return [[_nan(a)] * len(options) if isinstance(a, RequestFailed) else softmax(a) for a in answers]
         answers = self.transport.run([first_token_request(self.cfg.model, p) for p in prompts])
         self._raise_failed("choose", answers)
-        probs = [option_probabilities(top, options) for top in answers]
+        probs = [[_nan(top)] * len(options) if isinstance(top, RequestFailed) else option_probabilities(top, options)
+                 for top in answers]
         missing = [i for i, p in enumerate(probs) if p is None]
         if missing:
             top = [t for t, _ in answers[missing[0]][:5]]
@@ -355,6 +387,14 @@ class OpenAIEngine:
                 "answers with; use option_scoring: sequence (vLLM) for longer options"
             )
         return probs  # type: ignore[return-value]
+
+
+def _nan(a: RequestFailed) -> FailedValue:
+    return FailedValue(f"request refused: {a.error}")
+
+
+def _refused(a: RequestFailed) -> GenerationFailure:
+    return GenerationFailure(error=f"request refused: {a.error}", raw="", attempts=1)
 
 
 def _request_failure(x: Any) -> Any:
