@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline.checks import acknowledges_feedback, presumes_earlier_version
+from pipeline.checks import acknowledges_feedback, presumes_earlier_version, same_text
 from pipeline.dedup import last_user_turn
 
 OPENING_CHARS = 300  # the opening of an answer that the reference patterns read
@@ -144,3 +144,23 @@ def off_context(chosen: str, feedback: str, prompt_text: str, prompt: str | None
 def prompt_text(messages: str = "prompt") -> pl.Expr:
     """A prompt's messages as one string (for ``off_context``)."""
     return pl.col(messages).list.eval(pl.element().struct.field("content")).list.join("\n")
+
+
+def pair_drop_reason(kind: str) -> pl.Expr:
+    """Why a candidate pair is not emitted (null = keep): a natural revision whose feedback is SAT too
+    (``mixed_feedback``: the rejected answer was liked), a cut-off, missing or failed generated answer, an empty
+    side, chosen == rejected, or a chosen that does not fit its prompt (``off_context``)."""
+    finish = [pl.col(c) for c in ("chosen_finish_reason", "rejected_finish_reason")]
+    empty = (pl.col("chosen").fill_null("").str.strip_chars() == "") | (
+        pl.col("rejected").fill_null("").str.strip_chars() == "")
+    mixed = pl.col("feedback_sat").fill_null(False) if kind == "natural_revision" else pl.lit(False)
+    return (
+        pl.when(mixed).then(pl.lit("mixed_feedback"))
+        .when(pl.any_horizontal([f == "prompt_too_long" for f in finish])).then(pl.lit("prompt_too_long"))
+        .when(pl.any_horizontal([f == "failed" for f in finish])).then(pl.lit("generation_failed"))
+        .when(pl.any_horizontal([f == "length" for f in finish])).then(pl.lit("cut_off"))
+        .when(empty).then(pl.lit("empty"))
+        .when(same_text(pl.col("chosen"), pl.col("rejected"))).then(pl.lit("same_text"))
+        .otherwise(off_context("chosen", "preference", "_prompt_text", "prompt") if kind != "sat" else pl.lit(None))
+        .cast(pl.String)
+    )

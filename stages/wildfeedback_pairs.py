@@ -36,7 +36,6 @@ import polars as pl
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.checks import same_text
 from pipeline.config import LLM, Params, Sampling, fingerprint, resolve_role
 from pipeline.execute import Checkpoint, map_batches
 from pipeline.gates import check_gate, load_probes
@@ -53,7 +52,7 @@ from stages.wildfeedback_common import (
     render,
     window,
 )
-from stages.wildfeedback_fit import off_context, prompt_text
+from stages.wildfeedback_fit import pair_drop_reason, prompt_text
 
 
 class PreferenceSummary(BaseModel):
@@ -202,26 +201,6 @@ def natural_revisions(signals: pl.DataFrame, convs: pl.DataFrame) -> pl.DataFram
         content(pl.col("target_turn")).alias("rejected"),
         content(pl.col("user_turn")).alias("preference"),  # the user's correction is the preference
     ).sort("conversation_id", "target_turn")
-
-
-def pair_drop_reason(kind: str) -> pl.Expr:
-    """Why a candidate pair is not emitted (null = keep): a natural revision whose feedback is SAT too
-    (``mixed_feedback``: the rejected answer was liked), a cut-off, missing or failed generated answer, an empty
-    side, chosen == rejected, or a chosen that does not fit its prompt (``off_context``)."""
-    finish = [pl.col(c) for c in ("chosen_finish_reason", "rejected_finish_reason")]
-    empty = (pl.col("chosen").fill_null("").str.strip_chars() == "") | (
-        pl.col("rejected").fill_null("").str.strip_chars() == "")
-    mixed = pl.col("feedback_sat").fill_null(False) if kind == "natural_revision" else pl.lit(False)
-    return (
-        pl.when(mixed).then(pl.lit("mixed_feedback"))
-        .when(pl.any_horizontal([f == "prompt_too_long" for f in finish])).then(pl.lit("prompt_too_long"))
-        .when(pl.any_horizontal([f == "failed" for f in finish])).then(pl.lit("generation_failed"))
-        .when(pl.any_horizontal([f == "length" for f in finish])).then(pl.lit("cut_off"))
-        .when(empty).then(pl.lit("empty"))
-        .when(same_text(pl.col("chosen"), pl.col("rejected"))).then(pl.lit("same_text"))
-        .otherwise(off_context("chosen", "preference", "_prompt_text", "prompt") if kind != "sat" else pl.lit(None))
-        .cast(pl.String)
-    )
 
 
 def judge_gate(params: Params) -> dict | None:
