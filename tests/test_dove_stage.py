@@ -31,12 +31,18 @@ def _stage_params(params, **dove_over):
     return params.model_copy(update={"dove": dove, "execution": params.execution.model_copy(update={"checkpoint_rows": 64})})
 
 
+def _write_helpful(tmp_path, sft, cond):
+    """The helpful slice as ingest's prompts / responses / pairs shard sets under ``tmp_path``."""
+    prompts, responses, pairs = helpful_tables(sft, cond)
+    for name, table in (("prompts", prompts), ("responses", responses), ("pairs", pairs)):
+        write_shards(table, tmp_path / "data" / "ingest" / name, name=name)
+    return prompts, responses, pairs
+
+
 def test_main_on_real_helpful_slice_with_scripted_judge(helpful, params, tmp_path, monkeypatch):
     sft, cond = helpful
     monkeypatch.chdir(tmp_path)
-    prompts, responses, pairs = helpful_tables(sft[:60], cond[:30])
-    for name, table in (("prompts", prompts), ("responses", responses), ("pairs", pairs)):
-        write_shards(table, tmp_path / "data" / "ingest" / name, name=name)
+    prompts, responses, pairs = _write_helpful(tmp_path, sft[:60], cond[:30])
     engine = ScriptedJudge()
     monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: engine, raising=False)
     p = _stage_params(params)
@@ -56,9 +62,7 @@ def test_main_on_real_helpful_slice_with_scripted_judge(helpful, params, tmp_pat
 
 def test_main_rejects_unknown_pair_source(params, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    prompts, responses, pairs = helpful_tables([{"instruction": "Hi", "response": "Hello"}], [])
-    for name, table in (("prompts", prompts), ("responses", responses), ("pairs", pairs)):
-        write_shards(table, tmp_path / "data" / "ingest" / name, name=name)
+    prompts, responses, pairs = _write_helpful(tmp_path, [{"instruction": "Hi", "response": "Hello"}], [])
     with pytest.raises(ValueError, match=r"dove.pair_sources: no pairs with source \['hh_cond'\]"):
         D.main(_stage_params(params))
 
@@ -66,9 +70,7 @@ def test_main_rejects_unknown_pair_source(params, tmp_path, monkeypatch):
 def test_main_fails_loudly_when_the_judge_fails_everything(helpful, params, tmp_path, monkeypatch):
     sft, cond = helpful
     monkeypatch.chdir(tmp_path)
-    prompts, responses, pairs = helpful_tables(sft[:10], cond[:5])
-    for name, table in (("prompts", prompts), ("responses", responses), ("pairs", pairs)):
-        write_shards(table, tmp_path / "data" / "ingest" / name, name=name)
+    prompts, responses, pairs = _write_helpful(tmp_path, sft[:10], cond[:5])
     monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: ScriptedJudge(boom=" "), raising=False)
     with pytest.raises(D.DoveError, match=r"dove: (\d+) of \1 judgments failed \(100% .*top reasons: engine error \(\1\)"):
         D.main(_stage_params(params))
@@ -79,9 +81,7 @@ def test_main_fails_loudly_when_the_judge_fails_everything(helpful, params, tmp_
 
 def test_main_with_no_items_writes_empty_outputs(params, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    prompts, responses, pairs = helpful_tables([], [])
-    for name, table in (("prompts", prompts), ("responses", responses), ("pairs", pairs)):
-        write_shards(table, tmp_path / "data" / "ingest" / name, name=name)
+    prompts, responses, pairs = _write_helpful(tmp_path, [], [])
     monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: ScriptedJudge(), raising=False)
     D.main(_stage_params(params, pairing="similar").model_copy(update={"dove": dove_cfg(
         inputs=[{"prompts": "data/ingest/prompts", "responses": "data/ingest/responses"}], pairing="similar")}))
@@ -94,9 +94,7 @@ def test_tiny_judge_on_real_helpful_slice(helpful, params, tmp_path, monkeypatch
     """The real engine path: the built-in tiny model judges a slice of Anthropic-helpful through map_batches."""
     sft, cond = helpful
     monkeypatch.chdir(tmp_path)
-    prompts, responses, pairs = helpful_tables(sft[:6], cond[:3])
-    for name, table in (("prompts", prompts), ("responses", responses), ("pairs", pairs)):
-        write_shards(table, tmp_path / "data" / "ingest" / name, name=name)
+    prompts, responses, pairs = _write_helpful(tmp_path, sft[:6], cond[:3])
     p = _stage_params(params, position_calibration="median")
     D.main(p)
     metrics = json.loads((tmp_path / "data/dove/details.json").read_text())
@@ -208,13 +206,6 @@ class ContraryJudge(ScriptedJudge):
 
     def choose(self, prompts, options):
         return [[p[1], p[0]] for p in super().choose(prompts, options)]
-
-
-def _write_helpful(tmp_path, sft, cond):
-    prompts, responses, pairs = helpful_tables(sft, cond)
-    for name, table in (("prompts", prompts), ("responses", responses), ("pairs", pairs)):
-        write_shards(table, tmp_path / "data" / "ingest" / name, name=name)
-    return prompts, responses, pairs
 
 
 def test_main_never_publishes_a_label_that_reverses_a_gold_pair(helpful, params, tmp_path, monkeypatch):
