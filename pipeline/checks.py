@@ -113,9 +113,14 @@ _ASKS_VERSION = (r"\b(?:versions?|re-?write|rephrase|revise|revision|reword|para
                  r"paragraph|resume|cv|story|poem|script|function|draft))\b")
 
 
+def _opening(text: pl.Expr) -> pl.Expr:
+    """An answer's first 300 characters, lower-cased, curly apostrophes straightened: what the patterns read."""
+    return text.str.slice(0, 300).str.to_lowercase().str.replace_all("\u2019", "'", literal=True)
+
+
 def acknowledges_feedback(text: pl.Expr) -> pl.Expr:
     """True where an answer reacts to a correction or complaint (in its first 300 characters)."""
-    opening = text.str.slice(0, 300).str.to_lowercase().str.replace_all("\u2019", "'", literal=True)
+    opening = _opening(text)
     return opening.str.contains(_ACK) & ~opening.str.contains(_DECLINES)
 
 
@@ -124,7 +129,7 @@ def presumes_earlier_version(text: pl.Expr, last_user: pl.Expr, earlier_answer: 
     a version without emojis:", "Here's a version that ignores case", "The revised code") while its prompt
     holds no ``earlier_answer`` (a boolean expression) and its ``last_user`` turn asks for no version or
     rewrite (opening 300 characters, anchored at the start of the answer)."""
-    opening = text.str.slice(0, 300).str.to_lowercase().str.replace_all("\u2019", "'", literal=True)
+    opening = _opening(text)
     asked = last_user.str.to_lowercase().str.contains(_ASKS_VERSION) | gives_feedback(last_user)
     return (opening.str.contains(_PRESUMES) & ~earlier_answer & ~asked).fill_null(False)
 
@@ -139,9 +144,9 @@ def unprompted_acknowledgement(chosen: str, prompt: str) -> pl.Expr:
     ``prompt`` message list does not give. Any method's model-written answers can (SmolLM2's PUGC answers
     "Here's a revised version of the answer..." reached Curry-DPO and DOVE pairs): export drops such pairs,
     the audit checks that none is left."""
-    last = last_user_turn(prompt).fill_null("")
-    ack = acknowledges_feedback(text_of(chosen)) & ~gives_feedback(last)
-    return ack.fill_null(False) | presumes_earlier_version(text_of(chosen), last, holds_answer(prompt))
+    answer, last = text_of(chosen), last_user_turn(prompt).fill_null("")
+    ack = acknowledges_feedback(answer) & ~gives_feedback(last)
+    return ack.fill_null(False) | presumes_earlier_version(answer, last, holds_answer(prompt))
 
 
 def holds_answer(prompt: str) -> pl.Expr:
