@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from pipeline.budget import shorten
 from pipeline.gates import check_gate, load_probes
+from pipeline.llm.chat import token_fit
 from pipeline.prompt import fill
 
 OPTIONS = ["a", "b"]
@@ -55,17 +56,15 @@ def _orders(template: str, d: dict[str, str], conditional: bool) -> tuple[str, s
 
 
 def _token_check(engine):
-    """``fits(template, data, conditional) -> bool``: both orders' chat prompts within the engine's
-    context, when the engine exposes its chat codec (both built-in engines do); None otherwise (the
-    character budget alone applies)."""
-    codec = getattr(engine, "codec", None)
-    limit = getattr(codec, "max_len", None)
-    if codec is None or not limit:
+    """``fits(template, data, conditional) -> bool``: both orders' chat prompts, rendered as the judge call
+    renders them, within the engine's context (``pipeline.llm.chat.token_fit``), when the engine exposes its
+    chat codec (both built-in engines do); None otherwise (the character budget alone applies)."""
+    fit = token_fit(engine, ANSWER_TOKENS, judge=True)
+    if fit is None:
         return None
 
     def fits(template: str, data: dict[str, str], conditional: bool) -> bool:
-        return all(len(codec.encode(codec.prompt_text([{"role": "user", "content": text}]))) + ANSWER_TOKENS <= limit
-                   for text in _orders(template, data, conditional))
+        return all(fit([{"role": "user", "content": text}]) for text in _orders(template, data, conditional))
 
     return fits
 

@@ -2,7 +2,9 @@
 
 The model reads the dialogue before the judged assistant turn (``context_messages``; all of it by default,
 as the paper does), the judged turn and the user's reply, each fenced, with the rubric's definitions and
-short examples (``pipeline/prompts/wildfeedback_detect.txt``), and returns a ``FeedbackJudgment``.
+short examples (``pipeline/prompts/wildfeedback_detect.txt``), and returns a ``FeedbackJudgment``. A prompt
+that does not fit the model leaves out the dialogue's oldest messages (then shortens the judged turn and the
+reply) until it does (``fitted_prompt``), counted, rather than failing.
 
 With ``detector: rules+llm`` the ``combine`` rule decides who has the last word:
 
@@ -13,7 +15,7 @@ With ``detector: rules+llm`` the ``combine`` rule decides who has the last word:
 - ``llm_overrides``: every rule hit and the recall sample go to the model, whose verdict replaces the rules'.
 - ``agree``: the same turns go to the model; a rule signal survives only where the model agrees.
 
-A turn the model fails on (invalid output after retries, a prompt over ``max_model_len``) keeps the
+A turn the model fails on (invalid output after retries, a prompt a server refused as too long) keeps the
 rules' verdict and is recorded in the rejects. A rationale that copies the template's placeholder is
 blanked (the verdict is kept, counted as ``rationale_copied_template``): the gate, not the rationale,
 decides whether the model's verdicts are worth using.
@@ -28,10 +30,12 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import ids
+from pipeline.budget import shorten
 from pipeline.config import Params, Sampling, Wildfeedback, resolve_role
 from pipeline.execute import map_batches
 from pipeline.gates import check_gate, load_probes
 from pipeline.llm.base import GenerationFailure
+from pipeline.llm.chat import token_fit
 from pipeline.prompt import copies_template, fill, template_phrases
 from stages.wildfeedback_common import per_prompt, prompt, render, window
 from stages.wildfeedback_rules import DSAT_CATEGORIES, SAT_CATEGORIES
@@ -100,28 +104,70 @@ _LLM_OUT = pa.schema([
     ("conversation_id", pa.string()), ("user_turn", pa.int64()), ("ok", pa.bool_()), ("sat", pa.bool_()),
     ("dsat", pa.bool_()), ("sat_categories", pa.list_(pa.string())), ("dsat_categories", pa.list_(pa.string())),
     ("refers_to_preceding", pa.bool_()), ("rationale", pa.string()), ("rationale_copied", pa.bool_()),
-    ("error", pa.string()),
+    ("error", pa.string()), ("context_left_out", pa.int64()),
+    ("turn_shortened", pa.bool_()),
 ])
 
 
-def detect_prompt(row: dict, template_text: str, max_chars: int, context_messages: int | None) -> list[dict]:
-    """The chat prompt for one turn: every user- or model-written text escaped inside its fence."""
+ANSWER_TOKENS = 256  # context kept free for the judgment (params.yaml's detector role: max_new_tokens 256)
+
+
+def detect_prompt(row: dict, template_text: str, max_chars: int, context: list[dict], left_out: int = 0) -> list[dict]:
+    """The chat prompt for one turn: every user- or model-written text escaped inside its fence; ``context``
+    = the dialogue messages shown, after ``left_out`` earlier ones that did not fit (said in the fence)."""
+    shown = render(context, max_chars)
+    if left_out:
+        shown = f"[{left_out} earlier message{'s' if left_out > 1 else ''} not shown]" + ("\n\n" + shown if shown else "")
     return [{"role": "user", "content": fill(
-        template_text, dialogue=render(window(row["context"], context_messages), max_chars) or "(none)",
-        assistant=row["prev"][:max_chars], user=row["text"][:max_chars])}]
+        template_text, dialogue=shown or "(none)", assistant=row["prev"][:max_chars], user=row["text"][:max_chars])}]
+
+
+def fitted_prompt(row: dict, template_text: str, max_chars: int, context_messages: int | None,
+                  fits) -> tuple[list[dict], int, bool]:
+    """(prompt, messages left out, turn shortened): the dialogue window (``context_messages``, all of it by
+    default) with its oldest messages left out until the prompt fits the model (``fits``, from ``token_fit``;
+    None: no local count, the whole window is sent and the engine refuses what does not fit). When even no
+    dialogue is too long, the judged turn and the reply are shortened too, longest first (``pipeline.budget``)."""
+    context = window(row["context"], context_messages)
+    full = detect_prompt(row, template_text, max_chars, context)
+    if fits is None or fits(full):
+        return full, 0, False
+    lo, hi = 0, len(context) - 1  # the most recent messages that fit: fewer messages, shorter prompt
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(detect_prompt(row, template_text, max_chars, context[-mid:], len(context) - mid)):
+            lo = mid
+        else:
+            hi = mid - 1
+    kept, left_out = context[len(context) - lo:], len(context) - lo
+    short = detect_prompt(row, template_text, max_chars, kept, left_out)
+    if fits(short):
+        return short, left_out, False
+
+    def texts_fit(d: dict[str, str]) -> bool:
+        return fits(detect_prompt({**row, "prev": d["assistant"], "text": d["user"]}, template_text, max_chars, [],
+                                  left_out))
+
+    texts, _ = shorten("{assistant}\n{user}", 2 * max_chars + 1, texts_fit, assistant=row["prev"][:max_chars],
+                       user=row["text"][:max_chars])
+    return detect_prompt({**row, "prev": texts["assistant"], "text": texts["user"]}, template_text, max_chars, [],
+                         left_out), left_out, True
 
 
 def llm_detect(batch: pa.Table, engine, *, sampling: Sampling, template_text: str, max_chars: int,
                context_messages: int | None = None) -> pa.Table:
     """Ask the model for a ``FeedbackJudgment`` per turn; failures come back as rows with ``ok`` false."""
     rows = batch.to_pylist()
-    prompts = [detect_prompt(r, template_text, max_chars, context_messages) for r in rows]
+    fits = token_fit(engine, min(sampling.max_new_tokens, ANSWER_TOKENS), judge=True)
+    fitted = [fitted_prompt(r, template_text, max_chars, context_messages, fits) for r in rows]
+    prompts = [p for p, _, _ in fitted]
     results = per_prompt(lambda ps: engine.generate(ps, n=1, sampling=sampling, schema=FeedbackJudgment), prompts,
                          lambda e: [GenerationFailure(error=f"prompt too long: {e}", raw="", attempts=0)])
     phrases = template_phrases(template_text)
     out = []
-    for r, (res,) in zip(rows, results, strict=True):
-        base = {"conversation_id": r["conversation_id"], "user_turn": r["user_turn"]}
+    for r, (res,), (_, left_out, cut) in zip(rows, results, fitted, strict=True):
+        base = {"conversation_id": r["conversation_id"], "user_turn": r["user_turn"], "context_left_out": left_out,
+                "turn_shortened": cut}
         if isinstance(res, GenerationFailure):
             out.append({**base, "ok": False, "sat": False, "dsat": False, "sat_categories": [], "dsat_categories": [],
                         "refers_to_preceding": False, "rationale": None, "rationale_copied": False,
@@ -190,7 +236,8 @@ def detector_stats(turns: pl.DataFrame, judged: pl.DataFrame | None, signals: pl
     hit = pl.col("sat") | pl.col("dsat")
     stats = {"sent_to_model": sent.height, "sent_rule_hits": sent.filter(hit).height,
              "sent_rule_negatives": sent.filter(~hit).height, "model_ok": 0, "model_failures": 0,
-             "recall_sample_model_positive": 0, "rationale_copied_template": 0, "model_added": 0, "model_cleared": 0}
+             "recall_sample_model_positive": 0, "rationale_copied_template": 0, "model_added": 0, "model_cleared": 0,
+             "context_shortened": 0, "turn_shortened": 0}
     if judged is None or judged.height == 0:
         return stats
     negatives = sent.filter(~hit).select("conversation_id", "user_turn")
@@ -202,6 +249,8 @@ def detector_stats(turns: pl.DataFrame, judged: pl.DataFrame | None, signals: pl
         recall_sample_model_positive=judged.join(negatives, on=["conversation_id", "user_turn"]).filter(
             pl.col("ok") & (pl.col("sat") | pl.col("dsat"))).height,  # turns the rules missed that the model flags
         rationale_copied_template=int(judged["rationale_copied"].sum()),
+        context_shortened=int((judged["context_left_out"] > 0).sum()),  # dialogue cut to fit max_model_len
+        turn_shortened=int(judged["turn_shortened"].sum()),  # and the judged turn / reply too
         model_added=after.filter(pl.col("_after") & ~pl.col("_before")).height,
         model_cleared=after.filter(~pl.col("_after") & pl.col("_before")).height,
     )

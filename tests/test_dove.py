@@ -285,6 +285,9 @@ class WordCodec:
     def __init__(self, max_len: int):
         self.max_len = max_len
 
+    def messages(self, messages, judge=False):  # a template without a default system prompt
+        return messages
+
     def prompt_text(self, messages):
         return f"<user> {messages[0]['content']} <end> <assistant>"
 

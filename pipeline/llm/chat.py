@@ -156,3 +156,20 @@ class ChatCodec:
             raise TemplateError(f"model {self.name!r}: the templated prompt is empty; nothing to condition on")
         self._check(end, messages, "prompt + response")
         return ids, start, end
+
+
+def token_fit(engine, reserve: int, judge: bool = False):
+    """``fits(messages) -> bool``: the templated prompt plus ``reserve`` tokens (room for the answer) within
+    the engine's ``llm.max_model_len``, counted with the engine's own chat codec (``judge``: rendered as the
+    engine renders judge calls). None when the engine exposes no codec or no limit (e.g. an OpenAI-compatible
+    server without a local tokenizer): then the engine itself refuses a prompt that does not fit
+    (``InputTooLong``)."""
+    codec = getattr(engine, "codec", None)
+    limit = getattr(codec, "max_len", None)
+    if codec is None or not limit:
+        return None
+
+    def fits(messages: list[dict[str, str]]) -> bool:
+        return len(codec.encode(codec.prompt_text(codec.messages(messages, judge)))) + reserve <= limit
+
+    return fits
