@@ -1,5 +1,6 @@
-"""README.md and bench/README.md agree with the code: every command line, flag, params key, file path,
-YAML and Python snippet they show exists and means what it says (no model, nothing built).
+"""README.md and bench/README.md agree with the code: every command line, flag, params key and file path
+they name exists (no model, nothing built; their tables, snippets and stated defaults are checked in
+tests/test_docs_snippets.py, both read through tests/docs_text.py).
 
 What is checked here, and so cannot drift silently:
 - ``prefpipe SUB ...`` / ``python -m pipeline.cli SUB ...``: the subcommand and each ``--flag`` exist in
@@ -7,75 +8,24 @@ What is checked here, and so cannot drift silently:
 - ``python bench/X.py --flag``: the script exists and declares the flag.
 - dotted params keys (``execution.on_gate_failure``, ``<stage>.gates.<role>``): present in params.yaml.
 - repository paths (``pipeline/...``, ``stages/...``, ``tests/...::test_name``, ``../shared/...``, links): exist.
-- the formats table (``FORMAT_KINDS``), the data-contracts table (``pipeline.records``), the release tree
-  (dvc.yaml's export outputs), YAML snippets (validated as params), Python snippets (compile).
 - every params.yaml key is documented: named in README.md or commented in params.yaml.
-- the defaults README.md states in prose ("`collapse_fraction` (0.1)", "5,000 distinct instructions") are
-  params.yaml's values and the code's constants (``stated_defaults``).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import copy
 import glob
 import re
 import shlex
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from pipeline.cli import build_parser
-from pipeline.config import FORMAT_KINDS, resolve_params
-from pipeline.yaml12 import load_yaml
+from tests.docs_text import DOCS, ROOT, code_lines, fences, params, prose, spans, text
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ["README.md", "bench/README.md"]
-FENCE = re.compile(r"^( *)```(\w*)\n(.*?)^\1```", re.S | re.M)
 # Paths the READMEs name as placeholders ("`pytest tests/test_x.py` runs one module").
 PLACEHOLDERS = {"tests/test_x.py"}
-
-
-def text(doc: str) -> str:
-    return (ROOT / doc).read_text(encoding="utf-8")
-
-
-def fences(doc: str, lang: str | None = None) -> list[tuple[int, str]]:
-    """(line, dedented body) of each fenced block, of language ``lang`` when given."""
-    t = text(doc)
-    out = []
-    for m in FENCE.finditer(t):
-        if lang is None or m.group(2) == lang:
-            body = "\n".join(line[len(m.group(1)):] for line in m.group(3).splitlines())
-            out.append((t[:m.start()].count("\n") + 1, body))
-    return out
-
-
-def prose(doc: str) -> str:
-    """The text without its fenced blocks (line numbers kept)."""
-    return FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text(doc))
-
-
-def spans(doc: str) -> list[tuple[int, str]]:
-    """(line, content) of every inline code span outside fenced blocks."""
-    t = prose(doc)
-    return [(t[:m.start()].count("\n") + 1, m.group(1)) for m in re.finditer(r"`([^`\n]+)`", t)]
-
-
-def code_lines(doc: str) -> list[tuple[int, str]]:
-    """Inline code spans and the lines of shell blocks (backslash continuations joined, comments cut)."""
-    out = list(spans(doc))
-    for line, body in fences(doc, "bash"):
-        for i, row in enumerate(body.replace("\\\n", " ").splitlines()):
-            out.append((line + 1 + i, row.split(" #")[0].strip()))
-    return out
-
-
-def params() -> dict[str, Any]:
-    return load_yaml((ROOT / "params.yaml").read_text(encoding="utf-8"))
 
 
 # --- the command line ------------------------------------------------------------------------------
@@ -261,173 +211,3 @@ def test_every_anchor_link_names_a_heading():
              for h in re.findall(r"^#+ (.+)$", prose("README.md"), re.M)}
     for anchor in re.findall(r"\]\(#([^)]+)\)", t):
         assert anchor in slugs, f"README.md links to #{anchor}, which no heading makes"
-
-
-# --- tables and snippets ---------------------------------------------------------------------------
-
-def test_the_formats_table_matches_the_adapters():
-    rows = dict(re.findall(r"^\| `(\w+)` \| ([\w, ]+) \|", text("README.md"), re.M))
-    rows = {name: sorted(k.strip() for k in kinds.split(",")) for name, kinds in rows.items() if name in FORMAT_KINDS}
-    assert rows == {name: sorted(kinds) for name, kinds in FORMAT_KINDS.items()}
-
-
-def test_the_data_contracts_table_matches_the_records():
-    from pipeline import records
-
-    models = {"conversations": records.Conversation, "documents": records.Document, "prompts": records.Prompt,
-              "signals": records.Signal, "responses": records.Response, "pairs": records.Pair,
-              "joint_pairs": records.JointPair}
-    t = text("README.md")
-    table = t[t.index("## Data contracts"):t.index("## Ingesting your data")]
-    rows = dict(re.findall(r"^\| (\w+) \| (.+) \|$", table, re.M))
-    for name, model in models.items():
-        assert name in rows, f"README's data contracts table has no {name} row"
-        documented = {}
-        for col in rows[name].split(","):
-            m = re.match(r"\s*(\w+)(\?)?", col)
-            documented[m.group(1)] = bool(m.group(2))
-        fields = model.model_fields
-        assert set(documented) == set(fields), f"{name}: README {sorted(documented)} vs records {sorted(fields)}"
-        for col, optional in documented.items():
-            nullable = "None" in str(fields[col].annotation)
-            assert optional == nullable, f"{name}.{col}: README says {'optional' if optional else 'required'}"
-
-
-def test_the_release_tree_lists_every_export_output():
-    t = text("README.md")
-    tree = next(body for _, body in fences("README.md") if body.startswith("data/release/"))
-    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]["export"]
-    for out in stage["outs"] + stage["metrics"] + stage.get("plots", []):
-        name = (out if isinstance(out, str) else next(iter(out))).removeprefix("data/release/")
-        assert re.search(rf"(^|\s){re.escape(name)}\b", tree, re.M), f"README's release tree does not list {name}"
-    assert "details.json" in t
-
-
-def merged(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def test_every_yaml_snippet_is_valid_params():
-    """A README YAML block is a params section (validated merged into params.yaml) or an ingest source."""
-    blocks = fences("README.md", "yaml")
-    assert len(blocks) >= 4
-    for line, body in blocks:
-        snippet = yaml.safe_load(body)
-        data = params()
-        if isinstance(snippet, list):  # an entry of ingest.sources
-            data["ingest"]["sources"] = data["ingest"]["sources"] + snippet
-        else:
-            data = merged(data, snippet)
-        try:
-            resolve_params(data)
-        except Exception as e:  # the message names the key
-            pytest.fail(f"README.md:{line}: the YAML snippet is not valid params: {e}")
-
-
-def test_every_python_snippet_compiles():
-    blocks = fences("README.md", "python")
-    assert blocks
-    for line, body in blocks:
-        ast.parse(body, filename=f"README.md:{line}")
-
-
-def test_every_module_the_docs_name_by_file_name_exists():
-    """`wildfeedback_fit.py`, `records.py`: a file of that name somewhere in the project (or ../shared)."""
-    names = {(doc, line, name) for doc in DOCS for line, code in spans(doc)
-             for name in re.findall(r"(?<![\w/.-])(\w+\.(?:py|jsonl|md|txt))\b", code)}
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"].values()
-    outputs = {Path(o if isinstance(o, str) else next(iter(o))).name
-               for s in stages for o in s.get("outs", []) + s.get("metrics", [])}  # what a run writes
-    assert len(names) >= 20
-    for doc, line, name in sorted(names):
-        hits = [h for h in glob.glob(str(ROOT / "**" / name), recursive=True)
-                if not Path(h).relative_to(ROOT).parts[0] == "data" or "samples" in h]  # not a built output
-        hits += glob.glob(str(ROOT.parent / "shared" / name))
-        assert hits or name in outputs, f"{doc}:{line}: no file {name} in the project"
-
-
-def test_the_pii_table_lists_every_kind():
-    from typing import get_args
-
-    from pipeline.config_stages import PiiKind
-
-    t = text("README.md")
-    table = t[t.index("### PII redaction"):t.index("### Auditing a release")]
-    kinds = {k for cell in re.findall(r"^\| ([^|]+) \|", table, re.M) for k in re.findall(r"`(\w+)`", cell)}
-    assert kinds == set(get_args(PiiKind)) == set(params()["export"]["pii_kinds"])
-
-
-# --- stated defaults -------------------------------------------------------------------------------
-
-def _at(data: Any, key: str) -> Any:
-    for part in key.split("."):
-        data = data[part]
-    return data
-
-
-def stated_defaults() -> list[tuple[str, Any, Any]]:
-    """(what README.md says, the value in params.yaml or the code, the value the sentence states)."""
-    from pipeline.execute import FLUSH_SECONDS
-    from pipeline.execute_ray import IN_FLIGHT, TASK_SECONDS
-    from pipeline.formats.markup import MAX_TAGS
-    from pipeline.jsontext import MAX_JSON_DEPTH
-    from pipeline.llm.decode import MIN_SHARED_PREFIX
-    from pipeline.llm.openai_engine import TOP_LOGPROBS
-    from stages import dove_similarity as sim
-
-    p = params()
-    gates = [v for s in ("wildfeedback", "pugc", "selfie", "dove") for v in p[s]["gates"].values()]
-    return [
-        ("Below its gate (`<stage>.gates.<role>`, 0.75 by default)", set(gates), {0.75}),
-        ("`execution.on_gate_failure: withhold` (the default)", _at(p, "execution.on_gate_failure"), "withhold"),
-        ("every `execution.checkpoint_rows` rows or 60 seconds", FLUSH_SECONDS, 60),
-        ("The default, `backend: transformers` with `model: tiny`", (p["llm"]["backend"], p["llm"]["model"]),
-         ("transformers", "tiny")),
-        ("`llm.sampling.max_new_tokens`, 1024", _at(p, "llm.sampling.max_new_tokens"), 1024),
-        ("`detector: rules+llm` (default;", p["wildfeedback"]["detector"], "rules+llm"),
-        ("`add_recall` (default)", p["wildfeedback"]["combine"], "add_recall"),
-        ("the default `wildfeedback.rule_confidence`", p["wildfeedback"]["rule_confidence"], 0.8),
-        ("`collapse_fraction` (0.1)", p["wildfeedback"]["collapse_fraction"], 0.1),
-        ("`partition_conversations` conversations at a time (100k by default", p["wildfeedback"]["partition_conversations"],
-         100_000),
-        ("`query_filter_threshold` (the paper's 0.5", p["pugc"]["query_filter_threshold"], 0.5),
-        ("`min_margin` (0.5 on the 1-5 scale", p["pugc"]["min_margin"], 0.5),
-        ("the generator keeps a short budget (`max_new_tokens: 128`",
-         p["pugc"]["roles"]["generator"]["sampling"]["max_new_tokens"], 128),
-        ("`tiny_overrides` (`query_filter_threshold: 0.4`, `min_margin: 0.0001`, gates `0.0`)",
-         (p["tiny_overrides"]["pugc"]["query_filter_threshold"], p["tiny_overrides"]["pugc"]["min_margin"],
-          set(p["tiny_overrides"]["pugc"]["gates"].values())), (0.4, 0.0001, {0.0})),
-        ("`selfie.sampling` (the paper's temperature 0.7 and 300 new tokens)",
-         (p["selfie"]["sampling"]["temperature"], p["selfie"]["sampling"]["max_new_tokens"]), (0.7, 300)),
-        ("Below `selfie.gates.reward` (0.75)", p["selfie"]["gates"]["reward"], 0.75),
-        ("`relative_min_gap` (0.05)", p["curry"]["relative_min_gap"], 0.05),
-        ("(`dove.gates.judge`, default 0.75)", p["dove"]["gates"]["judge"], 0.75),
-        ("`position_calibration: none` (the paper, the default)", p["dove"]["position_calibration"], "none"),
-        ("exact (O(n²), row blocks) up to 5,000 distinct instructions", sim.EXACT_MAX, 5_000),
-        ("HNSW indexes (`faiss`, M 16, efConstruction 100, efSearch 64) over a seeded 512-dimensional",
-         (sim.ANN_M, sim.ANN_EF_CONSTRUCTION, sim.ANN_EF_SEARCH, sim.ANN_DIM), (16, 100, 64, 512)),
-        ("cut by row order into 4 shards (`ANN_SHARDS`", sim.ANN_SHARDS, 4),
-        ("every instruction takes 8 candidates from each shard", sim.ANN_CANDIDATES, 8),
-        ("share at least 32 tokens", MIN_SHARED_PREFIX, 32),
-        ("as many as fit in about one second of measured work", TASK_SECONDS, 1.0),
-        ("At most two tasks wait per replica", IN_FLIGHT, 2),
-        ("`top_logprobs: 20`", TOP_LOGPROBS, 20),
-        ("16 x `max_record_bytes` (64 MiB)", 16 * p["ingest"]["max_record_bytes"], 64 << 20),
-        ("a body with over 10,000 tags", MAX_TAGS, 10_000),
-        ("nesting deeper than 200 levels", MAX_JSON_DEPTH, 200),
-        ("`ngram`-grams (default 13)", p["export"]["decontamination"]["ngram"], 13),
-        ("the `held_out` shard sets (default `data/selfie/test`", p["export"]["held_out"], ["data/selfie/test"]),
-        ("`dedup.priority` (default `[wildfeedback, pugc, selfie, curry]`", p["export"]["dedup"]["priority"],
-         ["wildfeedback", "pugc", "selfie", "curry"]),
-    ]
-
-
-def test_the_defaults_the_readme_states_are_those_of_params_yaml_and_the_code():
-    """A default changed in params.yaml or in a constant fails here until README.md says the new value."""
-    readme = " ".join(text("README.md").split())
-    for phrase, actual, stated in stated_defaults():
-        assert phrase in readme, f"README.md no longer says {phrase!r}: update this list with it"
-        assert actual == stated, f"README.md says {phrase!r}, but the value is {actual!r}"

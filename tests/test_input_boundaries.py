@@ -115,6 +115,22 @@ def test_ids_of_stack_exchange_and_arena_answers_are_checked_too(tmp_path):
     assert [r["reason"] for r in res.rejects] == ["m.jsonl:1: uid is {'q': 1}, expected a string or a number (an id)"]
 
 
+def test_a_clashing_id_names_the_file_and_line_of_the_record_that_had_it_first(tmp_path):
+    """Was "already produced by row 3": a count over all the source's files, which no file's line 3 is."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.jsonl").write_text("\n" + _lines({"conversation_id": "x", "conversation": [U, A]},
+                                                            {"conversation_id": "y", "conversation": [U, A]}))
+    (tmp_path / "src" / "b.jsonl").write_text(_lines({"conversation_id": "z", "conversation": [U, A]},
+                                                     {"conversation_id": "y", "conversation": [U]},
+                                                     {"conversation_id": 7, "conversation": [U, A]},
+                                                     {"conversation_id": "7", "conversation": [U]}))
+    res = _ingest(tmp_path / "src")
+    reasons = [r["reason"].split(": duplicate: ") for r in res.rejects]
+    assert [(where, why.split(" already produced by ")[1]) for where, why in reasons] == [
+        ("b.jsonl:2", "a.jsonl:3 with different content (two records share an id: give them distinct ids, or drop one)"),
+        ("b.jsonl:4", "b.jsonl:3 with different content (two records share an id: give them distinct ids, or drop one)")]
+
+
 # --- encodings ----------------------------------------------------------------------------------------
 
 def test_csv_bytes_that_are_not_utf8_are_a_reject_naming_the_field(tmp_path):
@@ -182,55 +198,21 @@ def test_an_xml_dump_declaring_utf8_is_read(tmp_path):
     assert res.metrics["accepted"] == 1 and res.rows["documents"][0]["title"] == "Caf\u00e9 grind?"
 
 
-# --- decontamination sets: a prompt that cannot be read cannot be kept out of the release ---------------
+def test_a_parquet_string_that_is_not_utf8_rejects_its_row_not_its_row_group(tmp_path):
+    """Was "row group 0 cannot be decoded (10 of its 10 rows lost; UnicodeDecodeError ...)": one bad string
+    (in a file another tool wrote) cost every row of its group, often the whole file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-def _eval_set(tmp_path: Path, optional: bool):
-    from pipeline.config import EvalSet
-
-    (tmp_path / "q.jsonl").write_bytes(b'{"question_id": 1, "turns": ["Name three primes."]}\n'
-                                       b'{"question_id": 2, "turns": ["Sort th\xff list."]}\n'
-                                       b'{"question_id": 3, "prompt": "wrong field"}\n'
-                                       b'{"question_id": 4, "turns": ["Explain DNS."]}\n')
-    return EvalSet(name="mt", path=str(tmp_path / "q.jsonl"), text_field="turns", id_field="question_id",
-                   optional=optional)
-
-
-def test_an_eval_set_record_that_cannot_be_read_fails_the_release(tmp_path):
-    """Was skipped without a word: the release was built unchecked against that prompt."""
-    from pipeline.decontam import ReleaseInputError, load_eval_sets
-
-    with pytest.raises(ReleaseInputError) as err:
-        load_eval_sets([_eval_set(tmp_path, optional=False)])
-    assert str(err.value).startswith(
-        f"decontamination set 'mt' ({tmp_path / 'q.jsonl'}): 2 record(s) without a prompt (first: q.jsonl:2: "
-        "invalid UTF-8 at byte 37); the release cannot be checked against a prompt it cannot read.")
-
-
-def test_an_optional_eval_set_reports_its_unread_records(tmp_path, caplog):
-    from pipeline.decontam import load_eval_sets, prompts_sha256
-
-    with caplog.at_level("WARNING"):
-        evals, status = load_eval_sets([_eval_set(tmp_path, optional=True)])
-    assert evals["eval_id"].to_list() == ["1", "4"]
-    assert status["mt"] == {"prompts": 2, "prompts_sha256": prompts_sha256(["1", "4"], evals["text"].to_list()),
-                            "status": "ok; 2 record(s) without a prompt (first: q.jsonl:2: invalid UTF-8 at byte 37)"}
-    assert "decontamination set mt: 2 record(s) without a prompt" in caplog.text
-
-
-def test_a_clashing_id_names_the_file_and_line_of_the_record_that_had_it_first(tmp_path):
-    """Was "already produced by row 3": a count over all the source's files, which no file's line 3 is."""
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "a.jsonl").write_text("\n" + _lines({"conversation_id": "x", "conversation": [U, A]},
-                                                            {"conversation_id": "y", "conversation": [U, A]}))
-    (tmp_path / "src" / "b.jsonl").write_text(_lines({"conversation_id": "z", "conversation": [U, A]},
-                                                     {"conversation_id": "y", "conversation": [U]},
-                                                     {"conversation_id": 7, "conversation": [U, A]},
-                                                     {"conversation_id": "7", "conversation": [U]}))
-    res = _ingest(tmp_path / "src")
-    reasons = [r["reason"].split(": duplicate: ") for r in res.rejects]
-    assert [(where, why.split(" already produced by ")[1]) for where, why in reasons] == [
-        ("b.jsonl:2", "a.jsonl:3 with different content (two records share an id: give them distinct ids, or drop one)"),
-        ("b.jsonl:4", "b.jsonl:3 with different content (two records share an id: give them distinct ids, or drop one)")]
+    texts = [b"document %d" % i for i in range(10)]
+    texts[5] = b"caf\xe9 au lait"
+    offsets = pa.array([sum(len(t) for t in texts[:i]) for i in range(11)], pa.int32())
+    column = pa.Array.from_buffers(pa.string(), 10, [None, offsets.buffers()[1], pa.py_buffer(b"".join(texts))])
+    pq.write_table(pa.table({"id": [str(i) for i in range(10)], "text": column}), tmp_path / "d.parquet")
+    res = _ingest(tmp_path / "d.parquet", "documents", "documents")
+    assert [r["reason"] for r in res.rejects] == [
+        "d.parquet:6: column 'text' holds bytes that are not UTF-8 (invalid continuation byte at byte 3)"]
+    assert [d["text"] for d in res.rows["documents"]] == [f"document {i}" for i in range(10) if i != 5]
 
 
 # --- params: a mapping key no adapter reads --------------------------------------------------------------
@@ -327,58 +309,6 @@ def test_json_lines_with_bare_cr_line_breaks_say_so(tmp_path):
     assert "bare CR" not in rows(recs[0] + b" " + recs[1] + b"\r\n", tmp)[0].error  # two records, no CR inside
 
 
-# --- command line -------------------------------------------------------------------------------------------
-
-def test_audit_of_a_folder_without_a_release_fails_in_one_line(tmp_path, capsys):
-    """Was "0 rows in 0 files: passed" (an empty or mistyped folder), or a traceback (other Parquet, a broken file)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from pipeline.cli import main as cli
-
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "ingest" / "conversations").mkdir(parents=True)
-    pq.write_table(pa.table({"conversation_id": ["a"]}), tmp_path / "ingest" / "conversations" / "part-0.parquet")
-    (tmp_path / "broken" / "pugc").mkdir(parents=True)
-    (tmp_path / "broken" / "pugc" / "train-00000-of-00001.parquet").write_bytes(b"PAR1 cut")
-    expected = {
-        "empty": f"{tmp_path / 'empty'}: no released pair files (<config>/<split>-*.parquet); build the release with "
-                 "`dvc repro export`",
-        "ingest": f"{tmp_path / 'ingest' / 'conversations' / 'part-0.parquet'}: not a released pairs file (no column "
-                  "'pair_id'); audit the folder export writes (data/release)",
-        "broken": f"{tmp_path / 'broken' / 'pugc' / 'train-00000-of-00001.parquet'}: not a readable Parquet file (ArrowInvalid: ",
-    }
-    for folder, line in expected.items():
-        assert cli(["audit", str(tmp_path / folder)]) == 2
-        out = capsys.readouterr()
-        assert out.err.startswith(f"prefpipe audit: {line}") and out.err.count("\n") == 1 and "passed" not in out.out
-
-
-def test_inspect_of_a_broken_parquet_file_fails_in_one_line(tmp_path, capsys):
-    from pipeline.cli import main as cli
-
-    (tmp_path / "x.parquet").write_bytes(b"hello")
-    assert cli(["inspect", str(tmp_path / "x.parquet")]) == 2
-    assert capsys.readouterr().err.startswith(f"prefpipe: {tmp_path / 'x.parquet'}: not a readable Parquet file (ArrowInvalid")
-
-
-def test_a_parquet_string_that_is_not_utf8_rejects_its_row_not_its_row_group(tmp_path):
-    """Was "row group 0 cannot be decoded (10 of its 10 rows lost; UnicodeDecodeError ...)": one bad string
-    (in a file another tool wrote) cost every row of its group, often the whole file."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    texts = [b"document %d" % i for i in range(10)]
-    texts[5] = b"caf\xe9 au lait"
-    offsets = pa.array([sum(len(t) for t in texts[:i]) for i in range(11)], pa.int32())
-    column = pa.Array.from_buffers(pa.string(), 10, [None, offsets.buffers()[1], pa.py_buffer(b"".join(texts))])
-    pq.write_table(pa.table({"id": [str(i) for i in range(10)], "text": column}), tmp_path / "d.parquet")
-    res = _ingest(tmp_path / "d.parquet", "documents", "documents")
-    assert [r["reason"] for r in res.rejects] == [
-        "d.parquet:6: column 'text' holds bytes that are not UTF-8 (invalid continuation byte at byte 3)"]
-    assert [d["text"] for d in res.rows["documents"]] == [f"document {i}" for i in range(10) if i != 5]
-
-
 # --- text that shows nothing ------------------------------------------------------------------------------
 
 INVISIBLE = ["\u200b", "\x00\x00", "\ufeff \u2060", "\u202e\u200d"]
@@ -431,18 +361,6 @@ def test_a_hub_stream_that_breaks_off_fails_in_one_line(monkeypatch):
                               "peer); run the stage again, or download the set and point `path` at the local files")
 
 
-def test_a_held_out_set_with_a_broken_shard_fails_in_one_line(tmp_path):
-    """Was a traceback (ArrowInvalid) from the export stage."""
-    from pipeline.decontam import ReleaseInputError, load_held_out
-
-    (tmp_path / "data" / "selfie" / "test").mkdir(parents=True)
-    (tmp_path / "data" / "selfie" / "test" / "part-0.parquet").write_bytes(b"PAR1 not really")
-    with pytest.raises(ReleaseInputError) as err:
-        load_held_out(["data/selfie/test"], tmp_path)
-    assert str(err.value).startswith("export.held_out: data/selfie/test: not readable Parquet (ArrowInvalid: ")
-    assert str(err.value).endswith("; run the stage that writes it again (`dvc repro`)")
-
-
 def test_a_stage_input_that_is_the_wrong_table_or_broken_fails_in_one_line(tmp_path):
     """Was a traceback: a params key (curry.inputs[0].prompts) naming data/ingest/conversations raised SchemaError
     "prompts: unexpected column(s) ..." naming no folder; a broken shard raised ArrowInvalid."""
@@ -472,17 +390,3 @@ def test_a_csv_header_naming_a_column_twice_is_one_reject(tmp_path):
     assert res.metrics["rows_in"] == 1 and [r["reason"] for r in res.rejects] == [
         "d.csv:1: the header names column(s) ['text'] twice (csv keeps the last one only): rename them so each column "
         "has its own name"]
-
-
-def test_each_eval_sets_sha256_is_of_its_own_prompts(tmp_path):
-    """The second set's digest is of its prompts alone, not of every set read before it."""
-    from pipeline.config import EvalSet
-    from pipeline.decontam import load_eval_sets, prompts_sha256
-
-    (tmp_path / "a.jsonl").write_text('{"id": "a1", "q": "Name three primes."}\n')
-    (tmp_path / "b.jsonl").write_text('{"id": "b1", "q": "Explain DNS."}\n{"id": "b2", "q": "Sort this list."}\n')
-    sets = [EvalSet(name=n, path=str(tmp_path / f"{n}.jsonl"), text_field="q", id_field="id", optional=False)
-            for n in ("a", "b")]
-    _, status = load_eval_sets(sets)
-    assert status["a"]["prompts_sha256"] == prompts_sha256(["a1"], ["Name three primes."])
-    assert status["b"]["prompts_sha256"] == prompts_sha256(["b1", "b2"], ["Explain DNS.", "Sort this list."])

@@ -1,6 +1,7 @@
 """Selfie / SPA steps: split, sampling, implicit reward, noise-aware pairs (METHODS.md §3).
 
-The stage end to end, with scripted engines and with two tiny models, is in test_selfie_stage.py."""
+The stage end to end, with scripted engines, is in test_selfie_stage.py; implicit rewards from two tiny
+models against direct teacher forcing in test_selfie_reward.py."""
 
 from __future__ import annotations
 

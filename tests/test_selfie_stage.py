@@ -1,5 +1,6 @@
-"""Selfie / SPA stage end to end: scripted engines, cut-off samples, kept iterations, the reward gate, and
-implicit rewards from two real tiny models against direct teacher forcing (METHODS.md §3)."""
+"""Selfie / SPA stage end to end with scripted engines: cut-off and blank samples, kept iterations, the
+reward gate (METHODS.md §3). Implicit rewards from two real tiny models, pair picking and the gate's params
+are in test_selfie_reward.py."""
 
 from __future__ import annotations
 
@@ -13,15 +14,12 @@ import yaml
 
 from pipeline.gates import JudgeGateError, load_probes
 from pipeline.io import StageError
-from pipeline.records import MESSAGES_TYPE, check_table
-from stages import selfie, selfie_output, selfie_reward, selfie_split
+from pipeline.records import check_table
+from stages import selfie, selfie_split
 from tests.selfie_fakes import (
-    SAMPLING,
     FakeEngine,
     make_pairs,
     make_prompts,
-    selfie_params,
-    user,
 )
 
 # --- the stage end to end (scripted engines) --------------------------------------------------------
@@ -226,34 +224,6 @@ def test_blank_samples_are_dropped_before_teacher_forcing_and_counted(tmp_path, 
     assert pairs.height > 0 and all(c[0]["content"].strip() for c in pairs.get_column("chosen").to_list())
 
 
-def test_pick_pairs_pairs_distinct_texts_only():
-    texts = {
-        "p1": ["Paris.", "Paris. ", "Lyon."],  # best "Paris." and worst "Lyon." differ: paired
-        "p2": ["Paris.", "Lyon.", "Paris.\n"],  # argmin is the same answer as argmax: take "Lyon."
-        "p3": ["It is Paris.", "It is  Paris."],  # whitespace variants only: no pair
-        "p4": ["Same", "Same"],  # two identical samples (their rewards may differ by batch numerics)
-    }
-    rewards = {"p1": [2.0, 1.0, 0.0], "p2": [2.0, 1.0, 0.0], "p3": [1.0, 0.9], "p4": [1.0, 0.999]}
-    scored = pl.DataFrame(
-        [
-            {
-                "prompt_id": p,
-                "response_id": f"{p}-{j}",
-                "text": t,
-                "reward": rewards[p][j],
-                "n_tokens_policy": 2,
-                "finish_reason": "stop",
-            }
-            for p, ts in texts.items()
-            for j, t in enumerate(ts)
-        ]
-    )
-    pairs, dropped = selfie.pick_pairs(scored, iteration=1)
-    got = {r["prompt_id"]: (r["chosen_text"], r["rejected_text"], r["margin"]) for r in pairs.to_dicts()}
-    assert got == {"p1": ("Paris.", "Lyon.", 2.0), "p2": ("Paris.", "Lyon.", 1.0)}
-    assert dropped == {"nonfinite_reward": 0, "same_text": 2, "tie": 0}
-
-
 # --- every iteration's pairs are kept -----------------------------------------------------------------
 
 
@@ -394,140 +364,3 @@ def test_a_reward_that_prefers_the_good_answers_passes_and_withholding_emits_no_
     assert _pairs(tmp_path).get_column("source").to_list() == ["seed"]
     assert _out(tmp_path, "responses", "responses").num_rows == 0
     assert not any(c == "generate" for c, _ in engines["pol"].calls)
-
-
-def test_params_gate_the_reward_for_real_models_and_lower_it_for_tiny():
-    from pipeline.config import resolve_params
-    from tests.conftest import ROOT
-
-    data = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert resolve_params(data).selfie.gates.reward == 0.0  # tiny@1 vs tiny: lowered, announced
-    real = {
-        **data,
-        "selfie": {**data["selfie"], "policy_model": "org/dpo-iter1", "reference_model": "org/sft"},
-    }
-    assert resolve_params(real).selfie.gates.reward == 0.75
-    assert resolve_params(real).selfie.sampling.max_new_tokens == 300  # SPA
-
-
-# --- the real tiny engine: implicit rewards vs direct teacher forcing --------------------------------
-
-
-@pytest.fixture(scope="module")
-def two_tiny_models(tmp_path_factory) -> tuple[str, str]:
-    """The built-in tiny model and a different one: a copy with every weight perturbed (seed 1)."""
-    import shutil
-    from pathlib import Path
-
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from pipeline.llm.tiny import resolve_model
-
-    base = Path(resolve_model("tiny"))
-    other = tmp_path_factory.mktemp("models") / "tiny-perturbed"
-    shutil.copytree(base, other)
-    model = AutoModelForCausalLM.from_pretrained(other, dtype=torch.float32)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(1)
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    model.save_pretrained(other)
-    return str(base), str(other)
-
-
-def direct_logprobs(folder: str, prompts: list, responses: list[str]) -> list[tuple[float, int]]:
-    """Teacher forcing with plain transformers, one sequence at a time: the response's tokens plus the
-    end-of-turn token, after the templated prompt (generation prompt on)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    out = []
-    for prompt, response in zip(prompts, responses, strict=True):
-        p_ids = tok(
-            tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True),
-            add_special_tokens=False,
-        )["input_ids"]
-        full = tok.apply_chat_template([*prompt, {"role": "assistant", "content": response}], tokenize=False)
-        ids = tok(full, add_special_tokens=False)["input_ids"]
-        assert ids[: len(p_ids)] == p_ids
-        end = ids.index(tok.eos_token_id, len(p_ids)) + 1
-        with torch.no_grad():
-            logits = model(torch.tensor([ids[:end]])).logits[0].double()
-        lp = torch.log_softmax(logits[len(p_ids) - 1 : end - 1], dim=-1)
-        target = torch.tensor(ids[len(p_ids) : end]).unsqueeze(-1)
-        out.append((float(lp.gather(-1, target).sum()), end - len(p_ids)))
-    return out
-
-
-def test_implicit_rewards_with_two_tiny_models_match_direct_teacher_forcing(
-    two_tiny_models, tmp_path, monkeypatch
-):
-    from pipeline.config import LLM, Execution, LLMOverride, resolve_role
-    from tests.conftest import ROOT
-
-    monkeypatch.chdir(tmp_path)  # the step checkpoints live under ./.prefpipe
-
-    data = yaml.safe_load((ROOT / "params.yaml").read_text())
-    base, execution = LLM.model_validate(data["llm"]), Execution.model_validate(data["execution"])
-
-    policy_path, reference_path = two_tiny_models
-    sel = selfie_params(
-        policy_model=policy_path,
-        reference_model=reference_path,
-        sampling={**SAMPLING.model_dump(), "max_new_tokens": 40},
-        gates={"reward": 0.0},  # two random-weights models
-    )
-    policy, reference = sel.role(base, "policy"), sel.role(base, "reference")
-    assert policy == resolve_role(base, LLMOverride(model=policy_path))
-    prompts = check_table(
-        pa.table(
-            {
-                "prompt_id": ["p1", "p2", "p3"],
-                "messages": pa.array(
-                    [
-                        user("Write a haiku about rain."),
-                        user("What is 2 + 2?"),
-                        [{"role": "system", "content": "Be brief."}, *user("Name a colour.")],
-                    ],
-                    MESSAGES_TYPE,
-                ),
-                "source": ["t"] * 3,
-                "origin_id": ["1", "2", "3"],
-            }
-        ),
-        "prompts",
-    )
-    scored, unscored = selfie.annotate(prompts, sel, execution, policy, reference)
-    assert (
-        scored.height + unscored["cut_off"] + unscored["empty"] == 6
-        and scored.height > 0
-        and set(scored.get_column("generator")) == {policy_path}
-    )
-    msgs = {r["prompt_id"]: r["messages"] for r in prompts.to_pylist()}
-    convs = [msgs[p] for p in scored.get_column("prompt_id")]
-    texts = scored.get_column("text").to_list()
-    pol = direct_logprobs(policy_path, convs, texts)
-    ref = direct_logprobs(reference_path, convs, texts)
-    for row, (lp_p, n_p), (lp_r, n_r) in zip(scored.to_dicts(), pol, ref, strict=True):
-        assert (row["n_tokens_policy"], row["n_tokens_reference"]) == (n_p, n_r)
-        assert row["logprob_policy"] == pytest.approx(lp_p, abs=1e-3)
-        assert row["logprob_reference"] == pytest.approx(lp_r, abs=1e-3)
-        assert row["reward"] == pytest.approx(lp_p - lp_r, abs=1e-3)
-    assert scored.get_column("reward").abs().min() > 1e-3  # two different models: non-zero rewards
-    normed = selfie_reward.implicit_reward(scored, length_normalize=True).get_column("reward").to_list()
-    for r, (lp_p, n_p), (lp_r, n_r) in zip(normed, pol, ref, strict=True):
-        assert r == pytest.approx(lp_p / n_p - lp_r / n_r, abs=1e-4)
-
-    # the same model in both roles: every reward is exactly 0, reported, and no pair survives
-    same, _ = selfie.annotate(prompts, sel, execution, policy, policy)
-    assert same.get_column("reward").to_list() == [0.0] * scored.height
-    assert selfie_output.reward_report(same)["all_zero"] is True
-    assert selfie.pick_pairs(same, iteration=1)[0].height == 0
-
-    # the gate runs the probes through the same teacher forcing; random weights are not held to it here
-    report = selfie_reward.reward_gate(sel, execution, policy, reference)
-    assert report["probes"] == 24 and report["lowered"] and report["detail"]["pairs"] == 12
-    assert report["detail"]["good_wins"] + report["detail"]["bad_wins"] == 12  # two models: no exact ties

@@ -1,19 +1,17 @@
-"""WildFeedback stage: select, feedback turns, the model detector and how it combines with the rules, judge
-gates, metrics (scripted fake engine in tests/wildfeedback_fakes.py). Pairs: tests/test_wildfeedback_pairs.py."""
+"""WildFeedback steps: select, feedback turns, the model detector and how it combines with the rules
+(scripted fake engine in tests/wildfeedback_fakes.py). The stage end to end, judge gates and metrics:
+tests/test_wildfeedback_stage.py; pairs: tests/test_wildfeedback_pairs.py."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pytest
 
 import pipeline.llm
-from pipeline.gates import JudgeGateError, load_probes
 from pipeline.io import SourceError
 from stages import wildfeedback as wf
 from stages import wildfeedback_detect as det
@@ -246,119 +244,6 @@ def test_copied_rationales_are_blanked_and_counted():
     signals, _ = det.combine(turns.head(3).with_columns(to_model=pl.lit(True)), judged, "rules+llm", "llm_overrides")
     stats = det.detector_stats(turns.head(3).with_columns(to_model=pl.lit(True)), judged, signals)
     assert stats["rationale_copied_template"] == 3
-
-
-# --- judge gates ------------------------------------------------------------------------------------------
-
-
-def test_probe_sets_are_balanced():
-    d = load_probes("wildfeedback_detector")
-    assert sum(p["sat"] for p in d) * 2 == sum(p["dsat"] for p in d) * 2 == len(d) == 16
-    assert sum(p["sat"] and p["dsat"] for p in d) == sum(not p["sat"] and not p["dsat"] for p in d) == 4
-    assert all(p["follows"] != p["violates"] for p in load_probes("wildfeedback_judge"))
-
-
-def test_gates_pass_for_a_discriminating_judge_and_are_reported(tmp_path, monkeypatch):
-    _, pairs, _, m = run_stage(tmp_path, monkeypatch, FakeEngine())
-    assert set(m["gates"]) == {"detector", "judge"} and m["gates_run"] == m["gates_passed"] == 2
-    assert m["gates"]["detector"]["probes"] == 32 and m["gates"]["detector"]["accuracy"] == 1.0
-    assert m["gates"]["judge"]["probes"] == 16 and m["gates"]["judge"]["key"] == "wildfeedback.gates.judge"
-
-
-def test_a_position_biased_judge_fails_its_gate_before_any_real_row(tmp_path, monkeypatch):
-    engine = FakeEngine(judge_bias="always_a")
-    with pytest.raises(JudgeGateError, match="wildfeedback.gates.judge"):
-        run_stage(tmp_path, monkeypatch, engine, _execution={"on_gate_failure": "error"})
-    assert [k for k, _ in engine.seen].count("text") == 0  # no chosen answer was written before the gate
-
-
-def test_withheld_judge_emits_none_of_its_labels(tmp_path, monkeypatch):
-    _, pairs, rejects, m = run_stage(tmp_path, monkeypatch, FakeEngine(judge_bias="always_a"),
-                                     _execution={"on_gate_failure": "withhold"})
-    assert m["gates"]["judge"]["passed"] is False and m["gates"]["judge"]["labels"] == "withheld"
-    assert kinds(pairs) == ["natural_revision"] and m["details"]["summaries"]["skipped_judge_withheld"] == 2
-
-
-def test_detector_gate_error_and_withhold(tmp_path, monkeypatch):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    with pytest.raises(JudgeGateError, match="wildfeedback.gates.detector"):
-        run_stage(tmp_path / "a", monkeypatch, FakeEngine(detector="silent"), _execution={"on_gate_failure": "error"})
-    signals, _, _, m = run_stage(tmp_path / "b", monkeypatch, FakeEngine(detector="silent"), combine="llm_overrides",
-                                 _execution={"on_gate_failure": "withhold"})
-    assert m["gates"]["detector"]["accuracy"] == 0.5 and not m["gates"]["detector"]["passed"]
-    assert set(signals.column("detector").to_pylist()) == {"rules"} and m["details"]["detector_used"] == "rules"
-    assert m["details"]["model_detector"]["sent_to_model"] == 0 and m["collapse_warnings"] == 0
-    assert "detector" not in run_stage(tmp_path / "b", monkeypatch, FakeEngine(), detector="rules")[3]["gates"]
-
-
-def test_a_detector_that_fails_on_every_probe_gets_none_right(tmp_path, monkeypatch):
-    """A failed call carries sat = dsat = false; it must not count as the right answer to a 'neither' probe."""
-    _, _, _, m = run_stage(tmp_path, monkeypatch, FakeEngine(detector="failing"),
-                           _execution={"on_gate_failure": "withhold"})
-    gate = m["gates"]["detector"]
-    assert (gate["correct"], gate["passed"]) == (0, False) and gate["detail"]["failures"] == gate["detail"]["turns"] > 0
-
-
-# --- the stage -----------------------------------------------------------------------------------------------
-
-
-def test_stage_end_to_end_with_a_fair_judge(tmp_path, monkeypatch):
-    signals, pairs, rejects, m = run_stage(tmp_path, monkeypatch, FakeEngine(), recall_sample=0.0,
-                                           combine="llm_overrides")
-    d = m["details"]
-    assert signals.num_rows == 8 and d["turns_judged"] == 8
-    by_kind = {}
-    for r in pairs.to_pylist():
-        by_kind.setdefault(json.loads(r["lineage"])["kind"], []).append(r)
-    assert sorted((k, len(v)) for k, v in by_kind.items()) == [("generated", 2), ("natural_revision", 1)]
-    gen = next(r for r in by_kind["generated"] if json.loads(r["lineage"])["conversation_id"] == "c3")
-    assert gen["chosen"][0]["content"] == "PREFERRED short answer." and gen["rejected"][0]["content"].startswith("DNS is")
-    assert gen["prompt"][0] == {"role": "system", "content": "You are terse."}
-    lin = json.loads(gen["lineage"])
-    assert lin["judged_turn"] == 2 and lin["feedback_turn"] == 3 and lin["models"]["expert"] == "tiny"
-    assert lin["preference"].startswith("Be concise") and gen["confidence"] == pytest.approx(0.8)
-    assert lin["chosen_finish_reason"] == "stop" and "rejected_finish_reason" not in lin
-    nat = json.loads(by_kind["natural_revision"][0]["lineage"])
-    assert "chosen_finish_reason" not in nat and "rejected_finish_reason" not in nat  # no model wrote them
-    assert d["conversations"] == {"in": 7, "selected": 4, "dropped_language": 1, "dropped_flagged": 1,
-                                  "dropped_min_user_turns": 1}
-    assert d["pairs"]["out"] == 3 and d["pairs"]["judged"] == 2 and not d["dropped"]
-    assert d["summaries"]["attempted"] == d["summaries"]["kept"] == 2 and d["model_detector"]["sent_to_model"] == 6
-    assert rejects.num_rows == 0 and d["signals"]["dsat_categories"]["Factual_Error"] == 2
-
-
-def test_metrics_top_level_is_a_few_headline_numbers(tmp_path, monkeypatch):
-    """#15: `dvc metrics show` reads the top level: headline numbers, the gate reports, details nested."""
-    _, pairs, _, m = run_stage(tmp_path, monkeypatch, FakeEngine(), detector="rules")
-    assert set(m) == {"conversations_selected", "signals_sat", "signals_dsat", "pairs", "pairs_natural_revision",
-                       "pairs_generated", "gates_run", "gates_passed", "collapse_warnings", "gates", "details"}
-    assert m["pairs"] == pairs.num_rows == m["pairs_natural_revision"] + m["pairs_generated"] == 3
-    assert (m["conversations_selected"], m["signals_dsat"]) == (4, 2) and m["details"]["detector"] == "rules"
-
-
-def test_the_console_line_is_a_sentence_of_the_headline_numbers(tmp_path, monkeypatch):
-    _, pairs, _, m = run_stage(tmp_path, monkeypatch, FakeEngine(), detector="rules")
-    line = wf.console_line(m)
-    assert line.startswith("wildfeedback: 7 conversations -> 4 selected -> ") and "\n" not in line
-    assert f"DSAT 2; detector rules) -> {pairs.num_rows} pairs (1 from natural revisions, 2 generated)" in line
-
-
-def test_partitions_bound_memory_without_changing_the_output(tmp_path, monkeypatch):
-    """Two conversations per partition (4 partitions, each through every model step) = one partition."""
-    (tmp_path / "whole").mkdir()
-    (tmp_path / "parts").mkdir()
-    kw = {"recall_sample": 0.3, "combine": "llm_overrides"}
-    whole = run_stage(tmp_path / "whole", monkeypatch, FakeEngine(), **kw)
-    parts = run_stage(tmp_path / "parts", monkeypatch, FakeEngine(), partition_conversations=2, **kw)
-    assert (whole[3]["details"].pop("partitions"), parts[3]["details"].pop("partitions")) == (1, 4)
-    assert parts[3] == whole[3] and whole[3]["pairs"] == 3
-    for a, b in zip(whole[:3], parts[:3], strict=True):
-        assert a.equals(b)
-    for table in ("signals", "pairs", "rejects"):
-        out = Path("data/wildfeedback") / table
-        for f in sorted((tmp_path / "whole" / out).iterdir()):
-            assert f.read_bytes() == (tmp_path / "parts" / out / f.name).read_bytes(), f
 
 
 def test_natural_revision_pair_rows():

@@ -1,0 +1,182 @@
+"""The ``openai`` engine's requests (``pipeline.llm.openai_engine``), as pure functions: the shape of each
+API answer, validated at the boundary (unknown fields ignored); the readers that turn an answer into what
+is kept (and cached); and the builders of the requests ``pipeline.llm.openai_client`` sends."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from pipeline.config import Sampling
+from pipeline.llm.base import ChatPrompt, sample_seed
+from pipeline.llm.openai_client import BadResponse, Request, RowError, ServerError
+
+TOP_LOGPROBS = 20  # the most the OpenAI API returns per position (vLLM's default --max-logprobs too)
+
+
+# --- response shapes (validated at the boundary; unknown fields ignored) -----------------------
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _TopLogprob(_Loose):
+    token: str
+    logprob: float
+
+
+class _TokenLogprob(_Loose):
+    top_logprobs: list[_TopLogprob] = []
+
+
+class _ChatLogprobs(_Loose):
+    content: list[_TokenLogprob] | None = None
+
+
+class _Message(_Loose):
+    content: str | None = None
+
+
+class _ChatChoice(_Loose):
+    index: int = 0
+    message: _Message
+    finish_reason: str | None = None
+    logprobs: _ChatLogprobs | None = None
+
+
+class _Chat(_Loose):
+    choices: list[_ChatChoice]
+
+
+class _PromptLogprob(_Loose):
+    logprob: float
+
+
+class _CompletionChoice(_Loose):
+    index: int = 0
+    prompt_logprobs: list[dict[str, _PromptLogprob | float] | None] | None = None
+
+
+class _Completions(_Loose):
+    choices: list[_CompletionChoice]
+
+
+def _validated(model: type[_Loose], data: dict[str, Any]):
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise BadResponse(f"unexpected answer shape: {e.errors(include_url=False)[:2]}") from None
+
+
+# --- readers: a JSON answer -> what is kept (and cached) ----------------------------------------
+
+
+def read_sample(data: dict[str, Any]) -> dict[str, str]:
+    """``{"text", "finish_reason"}`` of a one-sample chat answer; ``length`` = cut at the token budget."""
+    choices = _validated(_Chat, data).choices
+    if len(choices) != 1:
+        raise BadResponse(f"expected 1 choice, got {len(choices)}")
+    reason = choices[0].finish_reason
+    if reason in (None, "abort"):
+        raise BadResponse(f"the answer did not finish (finish_reason={reason!r})")
+    if reason not in ("stop", "length"):
+        raise RowError(f"the server ended the answer with finish_reason={reason!r}")
+    return {"text": choices[0].message.content or "", "finish_reason": reason}
+
+
+def read_top_logprobs(data: dict[str, Any], model: str) -> list[list]:
+    """``[[token, logprob], ...]`` of the first answer token's top alternatives."""
+    choice = _validated(_Chat, data).choices[0]
+    content = choice.logprobs.content if choice.logprobs else None
+    if not content or not content[0].top_logprobs:
+        raise ServerError(
+            f"model {model!r}: the server returned no logprobs/top_logprobs for the first answer token; "
+            "choose with option_scoring: first_token needs them (some APIs and reasoning models do not "
+            "return them): use a model/server that does, or option_scoring: sequence on a vLLM server"
+        )
+    return [[t.token, t.logprob] for t in content[0].top_logprobs]
+
+
+def read_prompt_logprobs(data: dict[str, Any], spans: list[list[int]], prompts: list[list[int]], model: str,
+                         purpose: str) -> list[float]:
+    """Per prompt, the sum of the log-probabilities of its tokens ``[start, end)``."""
+    choices = sorted(_validated(_Completions, data).choices, key=lambda c: c.index)
+    if len(choices) != len(prompts):
+        raise BadResponse(f"expected {len(prompts)} choices, got {len(choices)}")
+    sums = []
+    for choice, ids, (start, end) in zip(choices, prompts, spans, strict=True):
+        table = choice.prompt_logprobs
+        if table is None:
+            raise ServerError(
+                f"model {model!r}: the server returned no prompt_logprobs on /completions; {purpose} needs "
+                "them (a vLLM extension): serve the model with `vllm serve`, or run this role in-process "
+                "(backend: transformers or vllm)"
+            )
+        if len(table) != len(ids):
+            raise BadResponse(f"prompt_logprobs has {len(table)} positions for a prompt of {len(ids)} tokens")
+        total = 0.0
+        for t in range(start, end):
+            entry = (table[t] or {}).get(str(ids[t]))
+            if entry is None:
+                raise BadResponse(f"prompt_logprobs has no entry for token {ids[t]} at position {t}")
+            total += entry if isinstance(entry, float) else entry.logprob
+        sums.append(total)
+    return sums
+
+
+# --- request builders ----------------------------------------------------------------------------
+
+
+def route(prompt: ChatPrompt) -> str:
+    """Requests about one prompt go to one server (its prefix cache)."""
+    return json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+
+
+def response_format(schema: type[BaseModel]) -> dict[str, Any]:
+    """``json_schema`` in the API's strict form (every object closed, every key required), as the
+    ``openai`` client converts pydantic models for structured outputs."""
+    try:
+        from openai.lib._pydantic import to_strict_json_schema
+
+        body = to_strict_json_schema(schema)
+    except ImportError:  # an openai client without the converter
+        body = schema.model_json_schema()
+    return {"type": "json_schema", "json_schema": {"name": schema.__name__, "schema": body, "strict": True}}
+
+
+def sample_request(model: str, prompt: ChatPrompt, s: Sampling, index: int, attempt: int,
+                   schema: type[BaseModel] | None = None) -> Request:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": prompt,
+        "n": 1,
+        "seed": sample_seed(s.seed, prompt, index, attempt),
+        "temperature": s.temperature,
+        "top_p": s.top_p if s.temperature > 0 else 1.0,
+        "max_completion_tokens": s.max_new_tokens,
+    }
+    if schema is None and s.stop:  # stop strings would cut JSON short
+        body["stop"] = list(s.stop)
+    if schema is not None:
+        body["response_format"] = response_format(schema)
+    return Request("chat", body, read=read_sample, route=route(prompt))
+
+
+def first_token_request(model: str, prompt: ChatPrompt) -> Request:
+    body = {"model": model, "messages": prompt, "n": 1, "temperature": 0.0, "max_completion_tokens": 1,
+            "logprobs": True, "top_logprobs": TOP_LOGPROBS}
+    return Request("chat", body, read=functools.partial(read_top_logprobs, model=model), route=route(prompt))
+
+
+def score_request(model: str, prompt: ChatPrompt, spans: list[tuple[list[int], int, int]], purpose: str) -> Request:
+    """One ``/completions`` request scoring ``ids[start:end]`` of each span (teacher forcing)."""
+    prompts = [list(ids[:end]) for ids, _, end in spans]
+    bounds = [[start, end] for _, start, end in spans]
+    body = {"model": model, "prompt": prompts, "n": 1, "max_tokens": 1, "temperature": 0.0}
+    read = functools.partial(read_prompt_logprobs, spans=bounds, prompts=prompts, model=model, purpose=purpose)
+    return Request("completions", body, read=read, extra={"prompt_logprobs": 0}, read_key=bounds,
+                   route=route(prompt))

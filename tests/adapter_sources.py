@@ -1,0 +1,20 @@
+"""Shared by the adapter tests (tests/test_adapters.py, tests/test_adapters_real.py): one source through
+ingest, and the check that every record read was accepted or rejected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.config import Source
+from stages.ingest import ingest_source
+
+MAX_BYTES = 4 << 20
+
+
+def run_source(path: Path | str, fmt: str, kind: str, mapping: dict[str, str] | None = None, name: str = "src"):
+    return ingest_source(Source(name=name, kind=kind, path=str(path), format=fmt, mapping=mapping or {}), MAX_BYTES)
+
+
+def assert_accounted(result) -> None:
+    m = result.metrics
+    assert m["rows_in"] == m["accepted"] + m["rejected"] == m["accepted"] + len(result.rejects)

@@ -1,0 +1,211 @@
+"""Format adapters on the real public files (../shared/data/real): exact counts per format, checked against
+small independent readers of the raw files. The rules, one small case each, are in tests/test_adapters.py."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from pipeline.records import stable_id
+from tests.adapter_sources import assert_accounted, run_source
+
+
+def jsonl(path: Path) -> list[dict]:
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return [json.loads(line) for line in data.split(b"\n") if line.strip()]
+
+
+# --- real files ----------------------------------------------------------------------------------
+
+
+def test_hh_rlhf_all_transcripts_become_conversations(real):
+    path = real / "hh_rlhf/harmless-base/test.jsonl.gz"
+    raw = jsonl(path)
+    res = run_source(path, "hh_rlhf", "conversations")
+    assert len(raw) == 2312
+    assert res.metrics["rows_in"] == res.metrics["accepted"] == len(res.rows["conversations"]) == 2312
+    assert res.metrics["skipped"] == {"empty final Assistant turn dropped": 4}
+    # Every conversation starts with the human and the Human: markers all became user turns.
+    humans = sum(len(re.findall(r"\n\nHuman:", r["chosen"])) for r in raw)
+    convs = res.rows["conversations"]
+    assert all(c["messages"][0]["role"] == "user" for c in convs)
+    assert sum(m["role"] == "user" for c in convs for m in c["messages"]) == humans
+    assert len({c["conversation_id"] for c in convs}) == 2312
+
+
+def test_hh_rlhf_pairs_share_the_dialogue_and_differ_in_the_last_turn(real):
+    path = real / "hh_rlhf/harmless-base/test.jsonl.gz"
+    res = run_source(path, "hh_rlhf", "pairs")
+    assert_accounted(res)
+    # 4 transcripts end in an empty chosen Assistant turn: no usable chosen response.
+    assert (res.metrics["accepted"], res.metrics["rejected"]) == (2308, 4)
+    assert {r["reason"].split(": ", 1)[1] for r in res.rejects} == {"chosen or rejected has an empty final Assistant turn"}
+    pair = res.rows["pairs"][0]
+    raw = jsonl(path)[0]
+    assert pair["prompt"][0]["content"] == "what are some pranks with a pen i can do?"
+    assert pair["prompt"][-1]["role"] == "user"
+    assert raw["chosen"].rstrip().endswith(pair["chosen"][0]["content"])
+    assert raw["rejected"].rstrip().endswith(pair["rejected"][0]["content"])
+    assert pair["method"] == "ingest" and pair["source"] == "src"
+    assert json.loads(pair["lineage"])["at"] == "test.jsonl.gz:1"
+
+
+def test_tldr_posts_become_documents(real):
+    path = real / "dove/data/tldr/test.json"  # JSON lines despite the name
+    res = run_source(path, "documents", "documents", {"text": "instruction", "id": "instruction_id"})
+    docs = res.rows["documents"]
+    assert len(jsonl(path)) == len(docs) == 500
+    first = jsonl(path)[0]
+    by_id = {d["doc_id"]: d for d in docs}
+    doc = by_id[stable_id("src", first["instruction_id"])]
+    assert doc["title"] == first["title"] and doc["text"] == first["instruction"]
+
+
+def _oasst_counts(trees: list[dict]) -> tuple[int, int, int]:
+    """Leaves, ranked prompter groups (>= 2 ranked replies) and ranked replies, counted directly."""
+    leaves = groups = ranked = 0
+    stack = [t["prompt"] for t in trees]
+    while stack:
+        m = stack.pop()
+        if not m["replies"]:
+            leaves += 1
+        r = [x for x in m["replies"] if x.get("rank") is not None]
+        if m["role"] == "prompter" and len(r) >= 2:
+            groups, ranked = groups + 1, ranked + len(r)
+        stack.extend(m["replies"])
+    return leaves, groups, ranked
+
+
+def _deepest(trees: list[dict]) -> int:
+    def depth(m: dict) -> int:
+        return 1 + max((depth(r) for r in m["replies"]), default=0)
+
+    return max(depth(t["prompt"]) for t in trees)
+
+
+def test_oasst_trees_become_root_to_leaf_conversations(real):
+    path = real / "oasst_en100/model/model_eval/manual/data/en_100_tree.jsonl"
+    trees = jsonl(path)
+    leaves, _, _ = _oasst_counts(trees)
+    res = run_source(path, "oasst", "conversations")
+    convs = res.rows["conversations"]
+    assert len(trees) == res.metrics["accepted"] == 100
+    assert len(convs) == leaves == 626
+    # 226 paths end on an unanswered prompter message; the rest on an assistant reply.
+    assert sum(c["messages"][-1]["role"] == "user" for c in convs) == 226
+    assert max(len(c["messages"]) for c in convs) == _deepest(trees) == 6
+    assert all(c["language"] == "en" for c in convs)
+    assert sum("synthetic" in c["flags"] for c in convs) > 0
+
+
+def test_oasst_ranked_siblings_become_rated_responses(real):
+    path = real / "oasst_en100/model/model_eval/manual/data/en_100_tree.jsonl"
+    _, groups, ranked = _oasst_counts(jsonl(path))
+    res = run_source(path, "oasst", "rated")
+    prompts, responses = res.rows["prompts"], res.rows["responses"]
+    assert len(prompts) == groups == 212
+    assert len(responses) == ranked == 641
+    by_prompt: dict[str, list[dict]] = {}
+    for r in responses:
+        by_prompt.setdefault(r["prompt_id"], []).append(r)
+    assert set(by_prompt) == {p["prompt_id"] for p in prompts}
+    for group in by_prompt.values():
+        ordered = sorted(group, key=lambda r: json.loads(r["detail"])["rank"])
+        assert [r["score"] for r in ordered] == sorted((r["score"] for r in group), reverse=True)
+        assert ordered[0]["score"] == 1.0 and ordered[-1]["score"] == 0.0
+    assert all(p["messages"][-1]["role"] == "user" for p in prompts)
+
+
+def _se_counts(path: Path) -> tuple[int, int]:
+    text = path.read_text(encoding="utf-8-sig")
+    return len(re.findall(r'PostTypeId="1"', text)), len(re.findall(r'PostTypeId="2"', text))
+
+
+def test_stackexchange_questions_and_answers(real):
+    path = real / "stackexchange_coffee/Posts.xml"
+    n_q, n_a = _se_counts(path)
+    assert (n_q, n_a) == (225, 327)
+    docs = run_source(path, "stackexchange", "documents")
+    assert len(docs.rows["documents"]) == n_q
+    assert docs.metrics["skipped"]["answer (this source's kind keeps questions only)"] == n_a
+    rated = run_source(path, "stackexchange", "rated")
+    assert len(rated.rows["prompts"]) == n_q and len(rated.rows["responses"]) == n_a
+    assert rated.metrics["rows_in"] == rated.metrics["accepted"] == 592
+    # HTML is gone and entities are decoded.
+    assert not any("<p>" in d["text"] or "&lt;" in d["text"] for d in docs.rows["documents"])
+    # The accepted flag follows each question's AcceptedAnswerId (105 of them in this dump).
+    accepted = [r for r in rated.rows["responses"] if json.loads(r["detail"])["accepted"]]
+    assert len(accepted) == len(re.findall(r'AcceptedAnswerId="', path.read_text(encoding="utf-8-sig"))) == 105
+    first = next(p for p in rated.rows["prompts"] if p["origin_id"] == "1")
+    assert first["messages"][0]["content"].startswith("How should I store whole bean coffee?\n\nI just got a pound")
+
+
+def test_ultrafeedback_pairs(real):
+    path = real / "ultrafeedback_binarized/data/processed/eval_clean.jsonl"
+    raw = jsonl(path)
+    res = run_source(path, "ultrafeedback", "pairs")
+    identical = sum(r["chosen"] == r["rejected"] for r in raw)
+    assert (len(raw), identical) == (200, 1)
+    assert res.metrics["accepted"] == len(res.rows["pairs"]) == 199
+    assert res.rejects[0]["row"] == 44 and res.rejects[0]["reason"].endswith("chosen and rejected are identical")
+    pair = next(p for p in res.rows["pairs"] if p["prompt"][0]["content"] == raw[0]["prompt"])
+    assert pair["chosen"] == [{"role": "assistant", "content": raw[0]["chosen"]}]
+    assert pair["score_chosen"] == raw[0]["metadata"]["score_chosen"]
+    assert pair["margin"] == raw[0]["metadata"]["score_chosen"] - raw[0]["metadata"]["score_rejected"]
+
+
+@pytest.mark.parametrize(
+    ("rel", "expected"),
+    [
+        ("mt_bench/fastchat/llm_judge/data/mt_bench/question.jsonl", 80),
+        ("mt_bench/fastchat/llm_judge/data/vicuna_bench/question.jsonl", 80),
+        ("arena_hard/data/arena-hard-v0.1/question.jsonl", 500),
+        ("arena_hard/data/arena-hard-v2.0/question.jsonl", 750),
+        ("koala/koala_test_set.jsonl", 180),
+        ("self_instruct/data/seed_tasks.jsonl", 175),
+        ("self_instruct/human_eval/user_oriented_instructions.jsonl", 252),
+        ("vicuna80/fastchat/eval/table/question.jsonl", 80),
+    ],
+)
+def test_prompt_sets(real, rel, expected):
+    path = real / rel
+    res = run_source(path, "prompts", "prompts")
+    assert len(jsonl(path)) == res.metrics["rows_in"] == len(res.rows["prompts"]) == expected
+    assert res.metrics["rejected"] == 0
+    assert len({p["prompt_id"] for p in res.rows["prompts"]}) == expected
+
+
+def test_arena_hard_v2_keeps_line_separators_inside_prompts(real):
+    path = real / "arena_hard/data/arena-hard-v2.0/question.jsonl"
+    res = run_source(path, "prompts", "prompts")
+    assert any("\u2028" in p["messages"][0]["content"] for p in res.rows["prompts"])
+    assert len(res.rows["prompts"]) == 750
+
+
+def test_mt_bench_takes_the_first_turn_and_counts_the_rest(real):
+    path = real / "mt_bench/fastchat/llm_judge/data/mt_bench/question.jsonl"
+    res = run_source(path, "prompts", "prompts")
+    first = jsonl(path)[0]
+    p = next(p for p in res.rows["prompts"] if p["origin_id"] == str(first["question_id"]))
+    assert p["messages"] == [{"role": "user", "content": first["turns"][0]}]
+    assert res.metrics["skipped"] == {"follow-up turns left out (they need an answer in between)": 80}
+
+
+def test_self_instruct_appends_the_instance_input(real):
+    path = real / "self_instruct/human_eval/user_oriented_instructions.jsonl"
+    res = run_source(path, "prompts", "prompts")
+    first = jsonl(path)[0]
+    p = next(p for p in res.rows["prompts"] if p["origin_id"] == first["id"])
+    assert p["messages"][0]["content"] == f"{first['instruction']}\n\n{first['instances'][0]['input']}"
+
+
+def test_arena_answers_group_models_under_one_prompt(real):
+    res = run_source(real / "arena_hard/data/arena-hard-v0.1/model_answer/*.jsonl", "arena_answers", "rated")
+    assert res.metrics["rows_in"] == res.metrics["accepted"] == 1500
+    assert len(res.rows["prompts"]) == 500 and len(res.rows["responses"]) == 1500
+    assert res.metrics["skipped"] == {"prompts row identical to an earlier one": 1000}
+    assert {r["generator"] for r in res.rows["responses"]} == {"gpt-3.5-turbo-0125", "gpt-4-0314", "gpt-4-0613"}

@@ -1,0 +1,105 @@
+"""Input boundaries, second adversarial pass, past ingest: the decontamination and held-out sets the release
+is checked against, and the command line that reads a release. Each case crashed, dropped data silently, or
+gave a reason a user could not act on, before its fix (the records ingest reads are in
+test_input_boundaries.py; tests/test_hostile.py holds the first pass)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# --- decontamination sets: a prompt that cannot be read cannot be kept out of the release ---------------
+
+def _eval_set(tmp_path: Path, optional: bool):
+    from pipeline.config import EvalSet
+
+    (tmp_path / "q.jsonl").write_bytes(b'{"question_id": 1, "turns": ["Name three primes."]}\n'
+                                       b'{"question_id": 2, "turns": ["Sort th\xff list."]}\n'
+                                       b'{"question_id": 3, "prompt": "wrong field"}\n'
+                                       b'{"question_id": 4, "turns": ["Explain DNS."]}\n')
+    return EvalSet(name="mt", path=str(tmp_path / "q.jsonl"), text_field="turns", id_field="question_id",
+                   optional=optional)
+
+
+def test_an_eval_set_record_that_cannot_be_read_fails_the_release(tmp_path):
+    """Was skipped without a word: the release was built unchecked against that prompt."""
+    from pipeline.decontam import ReleaseInputError, load_eval_sets
+
+    with pytest.raises(ReleaseInputError) as err:
+        load_eval_sets([_eval_set(tmp_path, optional=False)])
+    assert str(err.value).startswith(
+        f"decontamination set 'mt' ({tmp_path / 'q.jsonl'}): 2 record(s) without a prompt (first: q.jsonl:2: "
+        "invalid UTF-8 at byte 37); the release cannot be checked against a prompt it cannot read.")
+
+
+def test_an_optional_eval_set_reports_its_unread_records(tmp_path, caplog):
+    from pipeline.decontam import load_eval_sets, prompts_sha256
+
+    with caplog.at_level("WARNING"):
+        evals, status = load_eval_sets([_eval_set(tmp_path, optional=True)])
+    assert evals["eval_id"].to_list() == ["1", "4"]
+    assert status["mt"] == {"prompts": 2, "prompts_sha256": prompts_sha256(["1", "4"], evals["text"].to_list()),
+                            "status": "ok; 2 record(s) without a prompt (first: q.jsonl:2: invalid UTF-8 at byte 37)"}
+    assert "decontamination set mt: 2 record(s) without a prompt" in caplog.text
+
+
+def test_each_eval_sets_sha256_is_of_its_own_prompts(tmp_path):
+    """The second set's digest is of its prompts alone, not of every set read before it."""
+    from pipeline.config import EvalSet
+    from pipeline.decontam import load_eval_sets, prompts_sha256
+
+    (tmp_path / "a.jsonl").write_text('{"id": "a1", "q": "Name three primes."}\n')
+    (tmp_path / "b.jsonl").write_text('{"id": "b1", "q": "Explain DNS."}\n{"id": "b2", "q": "Sort this list."}\n')
+    sets = [EvalSet(name=n, path=str(tmp_path / f"{n}.jsonl"), text_field="q", id_field="id", optional=False)
+            for n in ("a", "b")]
+    _, status = load_eval_sets(sets)
+    assert status["a"]["prompts_sha256"] == prompts_sha256(["a1"], ["Name three primes."])
+    assert status["b"]["prompts_sha256"] == prompts_sha256(["b1", "b2"], ["Explain DNS.", "Sort this list."])
+
+
+def test_a_held_out_set_with_a_broken_shard_fails_in_one_line(tmp_path):
+    """Was a traceback (ArrowInvalid) from the export stage."""
+    from pipeline.decontam import ReleaseInputError, load_held_out
+
+    (tmp_path / "data" / "selfie" / "test").mkdir(parents=True)
+    (tmp_path / "data" / "selfie" / "test" / "part-0.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(ReleaseInputError) as err:
+        load_held_out(["data/selfie/test"], tmp_path)
+    assert str(err.value).startswith("export.held_out: data/selfie/test: not readable Parquet (ArrowInvalid: ")
+    assert str(err.value).endswith("; run the stage that writes it again (`dvc repro`)")
+
+
+# --- command line -------------------------------------------------------------------------------------------
+
+def test_audit_of_a_folder_without_a_release_fails_in_one_line(tmp_path, capsys):
+    """Was "0 rows in 0 files: passed" (an empty or mistyped folder), or a traceback (other Parquet, a broken file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.cli import main as cli
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "ingest" / "conversations").mkdir(parents=True)
+    pq.write_table(pa.table({"conversation_id": ["a"]}), tmp_path / "ingest" / "conversations" / "part-0.parquet")
+    (tmp_path / "broken" / "pugc").mkdir(parents=True)
+    (tmp_path / "broken" / "pugc" / "train-00000-of-00001.parquet").write_bytes(b"PAR1 cut")
+    expected = {
+        "empty": f"{tmp_path / 'empty'}: no released pair files (<config>/<split>-*.parquet); build the release with "
+                 "`dvc repro export`",
+        "ingest": f"{tmp_path / 'ingest' / 'conversations' / 'part-0.parquet'}: not a released pairs file (no column "
+                  "'pair_id'); audit the folder export writes (data/release)",
+        "broken": f"{tmp_path / 'broken' / 'pugc' / 'train-00000-of-00001.parquet'}: not a readable Parquet file (ArrowInvalid: ",
+    }
+    for folder, line in expected.items():
+        assert cli(["audit", str(tmp_path / folder)]) == 2
+        out = capsys.readouterr()
+        assert out.err.startswith(f"prefpipe audit: {line}") and out.err.count("\n") == 1 and "passed" not in out.out
+
+
+def test_inspect_of_a_broken_parquet_file_fails_in_one_line(tmp_path, capsys):
+    from pipeline.cli import main as cli
+
+    (tmp_path / "x.parquet").write_bytes(b"hello")
+    assert cli(["inspect", str(tmp_path / "x.parquet")]) == 2
+    assert capsys.readouterr().err.startswith(f"prefpipe: {tmp_path / 'x.parquet'}: not a readable Parquet file (ArrowInvalid")
