@@ -48,6 +48,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from pipeline.config import LLM, Execution
+from pipeline.errors import EngineError, StageError
 from pipeline.execute_ray import stream_ray
 from pipeline.execute_step import Block, Step, concat_outputs, to_ipc
 
@@ -183,14 +184,26 @@ def map_batches(
     disable = os.environ.get("PREFPIPE_PROGRESS", "1") == "0"
     with tqdm(total=n, initial=n - sum(e - s for s, e in spans), desc=desc or fn.__name__, unit="row",
               disable=disable, leave=False) as bar:
-        for block in stream:
-            if run and run[-1][1] != block[0]:
-                flush()  # the next rows are already checkpointed: a file covers consecutive rows only
-            run.append(block)
-            bar.update(block[1] - block[0])
-            if store is None:
-                continue
-            if block[1] - run[0][0] >= execution.checkpoint_rows or time.monotonic() - last_flush >= FLUSH_SECONDS:
-                flush()
+        try:
+            for block in stream:
+                if run and run[-1][1] != block[0]:
+                    flush()  # the next rows are already checkpointed: a file covers consecutive rows only
+                run.append(block)
+                bar.update(block[1] - block[0])
+                if store is None:
+                    continue
+                if block[1] - run[0][0] >= execution.checkpoint_rows or time.monotonic() - last_flush >= FLUSH_SECONDS:
+                    flush()
+        except EngineError as e:  # a Ray task's error is an instance of its cause's class too
+            if store is not None:
+                flush()  # the finished batches are kept: a rerun resumes after them
+            raise engine_step_error(desc or fn.__name__, engine, getattr(e, "cause", None) or e) from e
         flush()
     return concat_outputs([pieces[s] for s in sorted(pieces)])
+
+
+def engine_step_error(step: str, engine: LLM | None, error: BaseException) -> StageError:
+    """One line for an engine call that failed as a whole: the step (its stage and role: the ``desc`` the
+    stages give), the role's backend, and the engine's own message (the model, what was wrong, what to do)."""
+    where = f" on the {engine.backend} backend" if engine is not None else ""
+    return StageError(f"{step}{where}: {' '.join(str(error).split())}")

@@ -48,8 +48,12 @@ def load_probes(name: str) -> tuple[dict[str, Any], ...]:
 
 
 def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, min_accuracy: float, key: str,
-               on_failure: str = "error", detail: dict[str, Any] | None = None) -> dict[str, Any]:
+               on_failure: str = "error", detail: dict[str, Any] | None = None,
+               errors: Sequence[str | None] | None = None) -> dict[str, Any]:
     """The gate's figures (for the stage's metrics and the card), after acting on them.
+
+    ``errors``: per probe call, the engine's error (None: it answered). A judge whose every call failed
+    (e.g. its server is down) is reported as that, with the first error, not as a judge at chance.
 
     Below the gate: ``on_failure="error"`` raises ``JudgeGateError``; ``"withhold"`` returns the report
     with ``passed`` false and the stage must then emit none of this judge's labels (it says so on the
@@ -72,13 +76,24 @@ def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, mi
         "labels": "withheld" if not passed else "used, gate lowered" if lowered else "used",
         **({"detail": detail} if detail else {}),
     }
+    failed = [e for e in errors or () if e]
+    if errors is not None:
+        report["failed_calls"] = len(failed)
     figures = f"{right} of {n} probes right (accuracy {accuracy:.2f}, chance {CHANCE})"
+    if failed:
+        figures += f"; {len(failed)} of {len(errors)} probe calls failed (first: {' '.join(failed[0].split())[:200]})"
     judge = "the judge" if role == "judge" else f"the {role} judge"  # not "the judge judge"
-    if not passed:
+    if not passed and errors and len(failed) == len(errors):
+        message = (f"{stage}: {judge} ({model}) answered none of its probes: all {len(errors)} calls failed "
+                   f"(first: {' '.join(failed[0].split())[:200]})")
+        fix = ("check that the role's engine runs (backend openai: the server at its base_url is up and serves "
+               "its model); no label of this judge is used until its probes pass")
+    elif not passed:
         message = (f"{stage}: {judge} ({model}) does not discriminate on its probe set: {figures}, "
                    f"below the gate {key}={min_accuracy}")
         fix = (f"use a stronger model for this role, or lower the gate explicitly ({key}: 0.0) to keep its labels "
                "anyway")
+    if not passed:
         if on_failure == "error":
             raise JudgeGateError(f"{message}; its labels are not used. Fix: {fix}")
         _say(f"{message}; its labels are withheld (execution.on_gate_failure=withhold). Fix: {fix}", "GATE FAILED")

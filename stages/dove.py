@@ -343,12 +343,12 @@ def main(params: Params) -> None:
     items, item_rejects, gold, item_metrics = load_items(cfg)
     comps, pair_metrics = build_comparisons(items, cfg)
 
-    def judge_step(table: pa.Table, checkpoint: Checkpoint | None = None, desc: str = "dove judge") -> pa.Table | None:
+    def judge_step(table: pa.Table, checkpoint: Checkpoint | None = None, desc: str = "dove judge (judge)") -> pa.Table | None:
         return map_batches(table, judge, execution=ex, engine=judge_cfg, checkpoint=checkpoint, desc=desc,
                            fn_kwargs={**templates, "max_prompt_chars": cfg.max_prompt_chars})
 
     # The gate runs before any real comparison is judged: a judge at chance costs seconds, not the stage.
-    gate = run_gate(lambda t: judge_step(t, desc="dove judge probes"), cfg, judge_cfg.model, ex.on_gate_failure)
+    gate = run_gate(lambda t: judge_step(t, desc="dove judge probes (judge)"), cfg, judge_cfg.model, ex.on_gate_failure)
     withheld = 0 if gate["passed"] else comps.height
     if withheld:
         comps = comps.head(0)

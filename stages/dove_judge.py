@@ -263,7 +263,7 @@ def run_gate(judge_probes, cfg, model: str, on_failure: str) -> dict[str, Any]:
     judged_df = pl.from_arrow(judged) if judged is not None else pl.DataFrame(schema=JUDGED_SCHEMA)
     correct, detail = probe_report(probes, judged_df, cfg.position_calibration)
     return check_gate("dove", "judge", model, correct, min_accuracy=cfg.gates.judge, key="dove.gates.judge",
-                      on_failure=on_failure, detail=detail)
+                      on_failure=on_failure, detail=detail, errors=judged_df["failure"].to_list())
 
 
 # --- metrics -------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from pipeline.io import StageError, read_table, write_shards
 from pipeline.records import MESSAGES_TYPE
 
 STAGE = pl.lit("pugc")  # the first part of every PUGC id
+ROLE_OF = {"queries": "generator", "query_filter": "judge", "gate_query_filter": "judge", "sampling": "policy",
+           "scoring": "judge", "gate_scorer": "judge"}  # the role each engine step runs (progress, errors)
 STEPS = ("minhash", "gate_query_filter", "gate_scorer", "queries", "query_filter", "sampling", "scoring")
 
 
@@ -31,7 +33,7 @@ def run_step(
         execution=params.execution,
         engine=engine,
         fn_kwargs=kwargs,
-        desc=f"pugc {step}",
+        desc=f"pugc {step}" + (f" ({ROLE_OF[step]})" if step in ROLE_OF else ""),
         checkpoint=Checkpoint(CHECKPOINT_ROOT / "pugc" / step, fp),
     )
     return None if out is None else pl.from_arrow(out)

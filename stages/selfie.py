@@ -200,7 +200,7 @@ def annotate(
         engine=policy,
         checkpoint=cks[0],
         fn_kwargs={"k": sel.samples_per_prompt, "sampling": sel.sampling},
-        desc="selfie sample",
+        desc="selfie sample (policy)",
     )
     if responses is None:
         return pl.DataFrame(), {"generation_failed": 0, "cut_off": 0, "empty": 0}
@@ -223,7 +223,7 @@ def annotate(
             engine=cfg,
             checkpoint=c,
             fn_kwargs={"role": role},
-            desc=f"selfie logprobs {role}",
+            desc=f"selfie logprobs ({role})",
         )
         scored = scored.join(
             pl.from_arrow(lp) if lp is not None else _no_logprobs(role), on="response_id", how="left"

@@ -97,7 +97,7 @@ def reward_gate(sel: Selfie, ex: Execution, policy: LLM, reference: LLM) -> dict
             execution=ex,
             engine=cfg,
             fn_kwargs={"role": role},
-            desc=f"selfie gate {role}",
+            desc=f"selfie gate ({role})",
         )
         scored = scored.join(pl.from_arrow(lp), on="response_id")
     r = dict(

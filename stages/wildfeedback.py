@@ -210,7 +210,7 @@ def run_detector(turns: pl.DataFrame, convs: pl.DataFrame, params: Params,
         table = with_context(send, convs, cfg.context_messages).select(
             "conversation_id", "user_turn", "text", "prev", "context").to_arrow()
         ck = Checkpoint(ckpt_root / "detect", fingerprint(cfg, role, {"step": "detect"}))
-        out = map_batches(table, llm_detect, execution=params.execution, engine=role, checkpoint=ck, desc="detect",
+        out = map_batches(table, llm_detect, execution=params.execution, engine=role, checkpoint=ck, desc="wildfeedback detect (detector)",
                           fn_kwargs={"sampling": role.sampling, "template_text": prompt("detect"),
                                      "max_chars": cfg.max_message_chars, "context_messages": cfg.context_messages})
         judged = pl.from_arrow(out)

@@ -273,7 +273,7 @@ def detector_gate(params: Params) -> dict | None:
     table = pa.Table.from_pylist([
         {"conversation_id": p["id"], "user_turn": len(p["context"]) + 1, "text": p["user"], "prev": p["assistant"],
          "context": p["context"]} for p in probes])
-    out = map_batches(table, llm_detect, execution=params.execution, engine=role, desc="detector gate",
+    out = map_batches(table, llm_detect, execution=params.execution, engine=role, desc="wildfeedback detector gate (detector)",
                       fn_kwargs={"sampling": role.sampling, "template_text": prompt("detect"),
                                  "max_chars": cfg.max_message_chars, "context_messages": cfg.context_messages})
     correct, wrong, rows = [], [], out.to_pylist()
@@ -285,4 +285,5 @@ def detector_gate(params: Params) -> dict | None:
     return check_gate("wildfeedback", "detector", role.model, correct, min_accuracy=cfg.gates.detector,
                       key="wildfeedback.gates.detector", on_failure=params.execution.on_gate_failure,
                       detail={"turns": len(probes), "questions_per_turn": 2, "failures": sum(not r["ok"] for r in rows),
-                              "turns_wrong": wrong})
+                              "turns_wrong": wrong},
+                      errors=[None if r["ok"] else r["error"] for r in rows])

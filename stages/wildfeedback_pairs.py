@@ -214,7 +214,7 @@ def judge_gate(params: Params) -> dict | None:
     probes = load_probes("wildfeedback_judge")
     table = pa.Table.from_pylist([{"prompt": p["prompt"], "chosen": p["follows"], "rejected": p["violates"],
                                    "preference": p["preference"]} for p in probes])
-    out = map_batches(table, judge, execution=params.execution, engine=role, desc="judge gate",
+    out = map_batches(table, judge, execution=params.execution, engine=role, desc="wildfeedback judge gate (judge)",
                       fn_kwargs={"template_text": prompt("judge"), "context_messages": cfg.context_messages,
                                  "max_chars": cfg.max_message_chars})
     first, second = out["p_chosen_first"].to_pylist(), out["p_chosen_second"].to_pylist()
@@ -246,9 +246,11 @@ class _Book:
 _PAIR_TEXTS = ["prompt", "chosen", "rejected", "preference", "chosen_finish_reason", "rejected_finish_reason"]
 
 
-def _run(table: pa.Table, fn, params: Params, role: LLM, step: str, ckpt_root: Path, **kwargs) -> pl.DataFrame:
+def _run(table: pa.Table, fn, params: Params, role: LLM, step: str, who: str, ckpt_root: Path, **kwargs) -> pl.DataFrame:
+    """``fn`` over ``table`` with the engine of role ``who`` (``role``: its config), checkpointed per ``step``."""
     ck = Checkpoint(ckpt_root / step, fingerprint(params.wildfeedback, role, {"step": step}))
-    out = map_batches(table, fn, execution=params.execution, engine=role, checkpoint=ck, desc=step, fn_kwargs=kwargs)
+    out = map_batches(table, fn, execution=params.execution, engine=role, checkpoint=ck,
+                      desc=f"wildfeedback {step} ({who})", fn_kwargs=kwargs)
     ck.clear()
     return pl.from_arrow(out)
 
@@ -292,7 +294,7 @@ def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params, fail
         book.counts["summaries_skipped_judge_withheld"] = cands.height
     elif cands.height:
         s = roles["summarizer"]
-        summ = _run(cands.to_arrow(), summarize, params, s, "summarize", ckpt_root, sampling=s.sampling,
+        summ = _run(cands.to_arrow(), summarize, params, s, "summarize", "summarizer", ckpt_root, sampling=s.sampling,
                     template_text=prompt("summarize"), context_messages=cfg.context_messages,
                     max_chars=cfg.max_message_chars)
         summ = summ.with_columns(summary_drop_reason(template_phrases(prompt("summarize"))).alias("_drop"))
@@ -339,7 +341,7 @@ def _judged(df: pl.DataFrame, kind: str, params: Params, role: LLM, ckpt_root: P
     cfg = params.wildfeedback
     book.counts["judged"] += df.height
     table = df.select("prompt", "chosen", "rejected", "preference").to_arrow()
-    out = _run(table, judge, params, role, "judge", ckpt_root, template_text=prompt("judge"),
+    out = _run(table, judge, params, role, "judge", "judge", ckpt_root, template_text=prompt("judge"),
                context_messages=cfg.context_messages, max_chars=cfg.max_message_chars)
     df = df.with_columns(out["p_chosen_first"], out["p_chosen_second"]).with_columns(
         ((pl.col("p_chosen_first") + pl.col("p_chosen_second")) / 2).alias("confidence"),
@@ -357,7 +359,8 @@ def _generated(kept: pl.DataFrame, kind: str, params: Params, roles: dict[str, L
     book.counts[kind] += kept.height
     role_name, system = (cfg.chosen_by, prompt("chosen_system")) if kind == "generated" else ("policy", None)
     role = roles[role_name]
-    gen = _run(kept.select("prompt", "preference").to_arrow(), respond, params, role, f"respond_{kind}", ckpt_root,
+    gen = _run(kept.select("prompt", "preference").to_arrow(), respond, params, role, f"respond_{kind}", role_name,
+               ckpt_root,
                sampling=role.sampling, system=system)
     df = kept.with_columns(gen["generated"], gen["finish_reason"])
     if kind == "generated":

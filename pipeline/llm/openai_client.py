@@ -46,6 +46,7 @@ import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from pipeline.config import LLM
+from pipeline.errors import EngineError
 from pipeline.llm.request_cache import MISS, RequestCache, request_key
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class RowError(ValueError):
     """A readable answer that is no use for this row (e.g. cut by a content filter): not retried."""
 
 
-class ServerError(RuntimeError):
+class ServerError(EngineError):
     """A problem with the server or the settings, not with a row: the whole call fails."""
 
 

@@ -57,7 +57,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from pipeline.config import LLM, Sampling
-from pipeline.errors import ModelLoadError
+from pipeline.errors import EngineError, ModelLoadError
 from pipeline.llm.base import ChatPrompt, Completion, FailedValue, GenerationFailure, LogProb
 from pipeline.llm.chat import ChatCodec, InputTooLong
 from pipeline.llm.openai_client import RequestFailed, ServerError, Transport
@@ -70,7 +70,7 @@ log = logging.getLogger(__name__)
 _FAILED = "\x00prefpipe: request failed\x00"  # marks a failed request in a structured sample's text
 
 
-class RequestsFailed(RuntimeError):
+class RequestsFailed(EngineError):
     """Some requests of a call without failure rows (plain samples, choose, logprobs) failed for good."""
 
 

@@ -1,0 +1,129 @@
+"""An engine that fails as a whole (its server down, bad settings, retries exhausted) is reported as one
+line naming the stage, the role and the backend, keeping the finished batches for a rerun; a judge whose
+every probe call failed is reported as that, not as a judge at chance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import yaml
+
+from pipeline import cli
+from pipeline.config import LLM, Execution, load_params, resolve_role
+from pipeline.errors import StageError
+from pipeline.execute import Checkpoint, map_batches
+from pipeline.gates import JudgeGateError, check_gate
+from pipeline.llm.openai_client import ServerError
+
+ROOT = Path(__file__).resolve().parents[1]
+DOWN = "http://127.0.0.1:9/v1"  # nothing listens on port 9
+
+
+class _FailsFrom:
+    """An engine whose ``choose`` fails as a whole from row ``at`` on (a server that went away)."""
+
+    def __init__(self, at: int):
+        self.at, self.name = at, "fake"
+
+    def choose(self, prompts, options):
+        if any(int(p[0]["content"]) >= self.at for p in prompts):
+            raise ServerError("model 'fake': the server rejected the API key (HTTP 401); check llm.api_key_env")
+        return [[1.0, 0.0] for _ in prompts]
+
+
+def _pick(batch: pa.Table, engine) -> pa.Table:
+    out = engine.choose([[{"role": "user", "content": str(i)}] for i in batch["i"].to_pylist()], ["a", "b"])
+    return pa.table({"i": batch["i"], "p": [p[0] for p in out]})
+
+
+def _execution() -> Execution:
+    return Execution(backend="local", batch_size=4, checkpoint_rows=100, max_reject_fraction=0.5, ray_address=None,
+                     num_cpus_per_task=1, target_shard_bytes=1 << 20, row_group_bytes=1 << 20, spill_bytes=1 << 20,
+                     on_gate_failure="error")
+
+
+def _llm(**over) -> LLM:
+    base = dict(backend="openai", base_url=DOWN, model="tiny", dtype="auto", batch_size=4, replicas=1, gpus_per_replica=0,
+                tensor_parallel_size=1, max_model_len=2048, gpu_memory_utilization=0.9, enable_prefix_caching=False,
+                structured_retries=0, sampling={"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 8, "stop": [], "seed": 0})
+    return LLM(**{**base, **over})
+
+
+def test_an_engine_failure_names_the_step_and_role_and_the_finished_batches_are_kept(tmp_path):
+    table = pa.table({"i": list(range(20))})
+    ck = Checkpoint(tmp_path / "ck", fingerprint="fp")
+    with pytest.raises(StageError) as e:
+        map_batches(table, _pick, execution=_execution(), engine=_llm(), checkpoint=ck, desc="pugc scoring (judge)",
+                    engine_factory=lambda cfg: _FailsFrom(9))
+    assert str(e.value) == ("pugc scoring (judge) on the openai backend: model 'fake': the server rejected the API "
+                            "key (HTTP 401); check llm.api_key_env")
+    assert [p.name[:31] for p in (tmp_path / "ck").glob("chunk-*")] == ["chunk-000000000000-000000000008"]
+    seen = []
+
+    def counted(batch, engine):
+        seen.extend(batch["i"].to_pylist())
+        return _pick(batch, engine)
+
+    out = map_batches(table, counted, execution=_execution(), engine=_llm(), checkpoint=ck,
+                      engine_factory=lambda cfg: _FailsFrom(10**9))
+    assert seen == list(range(8, 20)) and out["i"].to_pylist() == list(range(20))  # resumed after the kept rows
+
+
+def _params(tmp_path: Path, edit) -> object:
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    edit(data)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_params(path)
+
+
+@pytest.mark.openai
+def test_a_pugc_judge_behind_a_server_that_is_down_fails_the_stage_in_one_line(tmp_path, monkeypatch, capsys):
+    """The real openai engine against a closed port: the gate's first engine step raises ``RequestsFailed``,
+    which comes out of the stage as a ``StageError`` naming the step and role (the CLI prints it as one
+    line and exits 1, no traceback)."""
+    from stages.pugc_judge import judge_gates
+
+    params = _params(tmp_path, lambda d: d["pugc"]["roles"].update(
+        judge={"backend": "openai", "base_url": DOWN, "max_retries": 0, "timeout_s": 5}))
+    judge = resolve_role(params.llm, params.pugc.roles.judge)  # as stages/pugc.py builds it
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StageError, match=r"^pugc gate_query_filter \(judge\) on the openai backend: .*choose: \d+ of "
+                                         r"\d+ requests failed .*connection"):
+        judge_gates(params, judge)
+
+    monkeypatch.setattr("stages.pugc.main", lambda p: judge_gates(p, judge))
+    assert cli.main(["run", "pugc", "--params", str(tmp_path / "params.yaml")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("prefpipe: pugc gate_query_filter (judge) on the openai backend:")
+
+
+@pytest.mark.openai
+def test_a_detector_whose_every_probe_call_failed_says_so(tmp_path, capsys):
+    """Structured calls come back as failure rows, not errors: with the server down the detector answered
+    none of its probes, and the gate says that (with the first error), not that it is at chance."""
+    from stages.wildfeedback_detect import detector_gate
+
+    def edit(d):
+        d["tiny_overrides"].pop("wildfeedback", None)
+        d["wildfeedback"]["roles"]["detector"] = {"backend": "openai", "base_url": DOWN, "max_retries": 0,
+                                                  "timeout_s": 5, "sampling": {"max_new_tokens": 64}}
+
+    report = detector_gate(_params(tmp_path, edit))
+    assert report["passed"] is False and report["failed_calls"] == report["detail"]["turns"] == 16
+    out = capsys.readouterr().out
+    assert "the detector judge (tiny) answered none of its probes: all 16 calls failed (first: request failed" in out
+    assert "does not discriminate" not in out
+
+
+def test_gate_messages_tell_failed_calls_from_a_judge_at_chance():
+    with pytest.raises(JudgeGateError, match=r"answered none of its probes: all 2 calls failed \(first: HTTP 503"):
+        check_gate("dove", "judge", "m", [False] * 4, min_accuracy=0.75, key="dove.gates.judge",
+                   errors=["HTTP 503: overloaded", "HTTP 503: overloaded"])
+    with pytest.raises(JudgeGateError, match=r"does not discriminate.*2 of 4 probes right.*1 of 2 probe calls failed"):
+        check_gate("dove", "judge", "m", [True, False, True, False], min_accuracy=0.75, key="dove.gates.judge",
+                   errors=[None, "HTTP 503: overloaded"])
+    report = check_gate("dove", "judge", "m", [True] * 4, min_accuracy=0.75, key="dove.gates.judge", errors=[None, None])
+    assert report["passed"] and report["failed_calls"] == 0
