@@ -13,6 +13,7 @@ from pydantic import (
 from pipeline.config_shared import (
     LLM,
     LLMOverride,
+    ModelName,
     Sampling,
     Section,
     resolve_role,
@@ -117,8 +118,8 @@ class Selfie(Section):
     pair_sources: list[str] = Field(min_length=1)  # ingest pair sources (UltraFeedback-style, labelled)
     prompt_sources: list[str]  # ingest prompt sources added to the pools as unlabelled prompts
     iteration: int = Field(ge=1)
-    policy_model: str
-    reference_model: str
+    policy_model: ModelName
+    reference_model: ModelName
     roles: SelfieRoles
     samples_per_prompt: int = Field(ge=2)
     sampling: Sampling

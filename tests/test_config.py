@@ -251,3 +251,26 @@ def test_a_bad_tiny_override_is_named_under_tiny_overrides_whether_or_not_it_app
         assert "tiny_overrides.pugc.min_margn: unknown key; did you mean 'min_margin'?" in msg
         assert "tiny_overrides.dove.gates.judge: Input should be a valid number (got '0.0')" in msg
         assert ": pugc.min_margn" not in msg and ": dove.gates.judge" not in msg
+
+
+@pytest.mark.parametrize(("where", "value"), [
+    (("llm", "model"), "tiny@x"),
+    (("selfie", "policy_model"), "tiny@one"),
+    (("selfie", "reference_model"), "tiny@"),
+    (("dove", "roles", "judge", "model"), "tiny@-1"),
+])
+def test_a_tiny_model_name_without_a_seed_number_is_a_params_error_naming_the_key(tmp_path, good, where, value):
+    """``tiny@x`` used to escape validation as a traceback from inside ``resolve_params``."""
+    node = good
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    msg = error_of(tmp_path, good)
+    assert f"{'.'.join(where)}: expected tiny@<non-negative integer seed>, e.g. tiny@1 (got {value!r})" in msg
+
+
+def test_tiny_model_names_with_a_seed_load(tmp_path, good):
+    good["llm"]["model"], good["selfie"]["policy_model"] = "tiny@3", "tiny@12"
+    params = load_params(write(tmp_path, good))
+    assert (params.llm.model, params.selfie.policy_model) == ("tiny@3", "tiny@12")
+    assert params.applied_overrides("pugc")  # still the tiny model: its overrides apply
