@@ -274,3 +274,15 @@ def test_tiny_model_names_with_a_seed_load(tmp_path, good):
     params = load_params(write(tmp_path, good))
     assert (params.llm.model, params.selfie.policy_model) == ("tiny@3", "tiny@12")
     assert params.applied_overrides("pugc")  # still the tiny model: its overrides apply
+
+
+def test_a_check_across_sections_names_its_key_after_the_file(tmp_path, good):
+    """Checks of the whole params (a role resolved with llm, tiny_overrides' sections, a Curry gap key) name
+    their key themselves; they were printed after a ``<root>:`` placeholder."""
+    good["curry"]["inputs"][1]["min_gap"] = "pugc.min_marign"
+    assert f"  {tmp_path / 'params.yaml'}: curry.inputs[1].min_gap: 'pugc.min_marign' names" in error_of(tmp_path, good)
+    good["curry"]["inputs"][1]["min_gap"] = 0.5
+    good["pugc"]["roles"]["judge"] = {"backend": "openai"}
+    msg = error_of(tmp_path, good)
+    assert f"  {tmp_path / 'params.yaml'}: pugc.roles.judge: backend openai needs base_url" in msg
+    assert "<root>" not in msg
