@@ -44,7 +44,7 @@ import pyarrow as pa
 
 from pipeline.config import Params, Wildfeedback, fingerprint, resolve_role
 from pipeline.execute import Checkpoint, map_batches
-from pipeline.io import ShardWriter, iter_batches
+from pipeline.io import ShardWriter, iter_batches, must_exist
 from pipeline.langid import UNDETERMINED, detect_languages
 from pipeline.metrics import gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
@@ -345,6 +345,7 @@ def main(params: Params) -> None:
     overrides = params.applied_overrides("wildfeedback")
     if overrides:
         print(f"wildfeedback: tiny_overrides applied (all its roles use the tiny model): {overrides}")
+    must_exist(IN)  # before the judge gates: with a real model their probes take minutes
     gates, params, judge_usable = run_gates(params)
     cfg, ex = params.wildfeedback, params.execution
     fp = output_fingerprint(params)

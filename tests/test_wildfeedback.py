@@ -44,9 +44,11 @@ def test_select_counts_every_drop_reason():
 
 def test_the_stage_without_its_conversations_fails_instead_of_writing_empty_outputs(tmp_path, monkeypatch):
     """`prefpipe run wildfeedback` before ingest used to write empty signals and pairs, as if the log held
-    no feedback; like every other stage it now stops, naming the missing folder and what to do."""
+    no feedback; like every other stage it now stops, naming the missing folder and what to do, and before
+    its judge gates (it ran their probes first: minutes with a real model)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(pipeline.llm, "get_engine", lambda cfg: FakeEngine(), raising=False)
+    monkeypatch.setattr(wf, "run_gates", lambda params: pytest.fail("the judge gates ran before the input check"))
     with pytest.raises(SourceError, match=r"data/ingest/conversations: not found; run the stage that writes it"):
         wf.main(make_params())
     assert not [p for p in (tmp_path / "data/wildfeedback").rglob("*") if p.is_file()]
