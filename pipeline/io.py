@@ -317,7 +317,7 @@ def shard_files(path: str | Path) -> list[Path]:
     return sorted(path.glob("*.parquet"))
 
 
-def must_exist(path: Path, key: str | None = None) -> None:
+def _must_exist(path: Path, key: str | None = None) -> None:
     """An absent input shard set is an error that says what to do, never an empty input; ``key``: the params
     key that named the path, so a misspelt path is found where it is written."""
     if not path.exists():
@@ -331,7 +331,7 @@ def read_table(path: str | Path, name: str | None = None, columns: list[str] | N
     """Read a shard set (or a single Parquet file) into one table; an absent folder is an error that says
     which stage makes it (and names the params ``key`` the path came from, when given)."""
     path = Path(path)
-    must_exist(path, key)
+    _must_exist(path, key)
     where = f"{key}: " if key else ""
     files = shard_files(path)
     if not files:
@@ -356,7 +356,7 @@ def read_table(path: str | Path, name: str | None = None, columns: list[str] | N
 
 def iter_batches(path: str | Path, batch_size: int = 65_536, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     """Stream a shard set batch by batch (bounded memory); an absent folder is an error (``read_table``)."""
-    must_exist(Path(path))
+    _must_exist(Path(path))
     for f in shard_files(path):
         yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
 
