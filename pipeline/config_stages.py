@@ -3,9 +3,11 @@ each. Re-exported by ``pipeline.config``, which documents the validation rules."
 
 from __future__ import annotations
 
+import difflib
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     Field,
     model_validator,
 )
@@ -20,6 +22,20 @@ from pipeline.config_shared import (
 )
 
 # --- pugc ----------------------------------------------------------------------------------------
+
+# ISO 639-1 codes the language identifier answers (pipeline/langid.py): the languages of WildChat, LMSYS,
+# ShareGPT and Reddit-style forums that carry more than a trace of the data. pugc.languages keeps some.
+LANGUAGES = tuple("en zh ru fr es de pt it ja ko ar fa tr pl nl cs uk vi id hi sv da fi nb el he hu ro bg th".split())
+
+
+def _check_language(code: str) -> str:
+    """A code the identifier answers: any other (``EN``, ``english``) would silently drop every document."""
+    if code not in LANGUAGES:
+        close = [code.lower()] if code.lower() in LANGUAGES else difflib.get_close_matches(code.lower(), LANGUAGES, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"not a language code the identifier answers; {hint}use ISO 639-1 codes: {', '.join(LANGUAGES)}")
+    return code
+
 
 
 class PugcRoles(Section):
@@ -41,7 +57,8 @@ class Pugc(Section):
     sources: list[str] = Field(min_length=1)  # ingest source names whose documents are used
     min_words: int = Field(ge=1)
     max_words: int = Field(ge=1)
-    languages: list[str] = Field(min_length=1)  # ISO 639-1 codes kept (pipeline/langid.py identifies them)
+    # ISO 639-1 codes kept (pipeline/langid.py identifies them)
+    languages: list[Annotated[str, AfterValidator(_check_language)]] = Field(min_length=1)
     shingle_words: int = Field(ge=1)
     minhash_perms: int = Field(ge=1)
     minhash_bands: int = Field(ge=1)

@@ -286,3 +286,16 @@ def test_a_check_across_sections_names_its_key_after_the_file(tmp_path, good):
     msg = error_of(tmp_path, good)
     assert f"  {tmp_path / 'params.yaml'}: pugc.roles.judge: backend openai needs base_url" in msg
     assert "<root>" not in msg
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("EN", "pugc.languages[0]: not a language code the identifier answers; did you mean 'en'? use ISO 639-1"),
+    ("english", "pugc.languages[0]: not a language code the identifier answers; use ISO 639-1 codes: en, zh,"),
+    ("nb ", "pugc.languages[0]: not a language code the identifier answers; did you mean 'nb'?"),
+])
+def test_pugc_languages_are_codes_the_identifier_answers(tmp_path, good, value, expected):
+    """`languages: [english]` (or `EN`) validated and then dropped every document as `other_language`."""
+    good["pugc"]["languages"] = [value]
+    assert expected in error_of(tmp_path, good)
+    good["pugc"]["languages"] = ["en", "de"]
+    assert load_params(write(tmp_path, good)).pugc.languages == ["en", "de"]
