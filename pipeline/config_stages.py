@@ -324,7 +324,10 @@ class Wildfeedback(Section):
     detect_language: bool
     keep_unknown_language: bool  # conversations whose language is still unknown (no tag, nothing detected)
     min_user_turns: int = Field(ge=1)
-    drop_flags: list[str]  # conversations carrying any of these flags are dropped
+    # conversations carrying any of these flags are dropped: the flags ingest writes (pipeline/formats/
+    # dialogues.py: WildChat's toxic / redacted, OpenAssistant's synthetic), so a misspelt one is an error,
+    # not toxic conversations silently kept
+    drop_flags: list[Literal["toxic", "redacted", "synthetic"]]
     detector: Literal["rules", "llm", "rules+llm"]
     # rules+llm: add_recall (confident rule verdicts stand; the model decides uncertain turns and the
     # recall sample) | llm_overrides (the model's verdict replaces the rules' on every turn it sees) |

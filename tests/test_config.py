@@ -299,3 +299,12 @@ def test_pugc_languages_are_codes_the_identifier_answers(tmp_path, good, value, 
     assert expected in error_of(tmp_path, good)
     good["pugc"]["languages"] = ["en", "de"]
     assert load_params(write(tmp_path, good)).pugc.languages == ["en", "de"]
+
+
+def test_drop_flags_are_flags_ingest_writes(tmp_path, good):
+    """`drop_flags: [toxc]` validated and kept every toxic conversation."""
+    good["wildfeedback"]["drop_flags"] = ["toxc", "redacted"]
+    assert ("wildfeedback.drop_flags[0]: Input should be 'toxic', 'redacted' or 'synthetic' (got 'toxc')"
+            in error_of(tmp_path, good))
+    good["wildfeedback"]["drop_flags"] = ["toxic", "synthetic"]
+    assert load_params(write(tmp_path, good)).wildfeedback.drop_flags == ["toxic", "synthetic"]
