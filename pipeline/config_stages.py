@@ -23,6 +23,21 @@ from pipeline.config_shared import (
 
 # --- pugc ----------------------------------------------------------------------------------------
 
+
+def _check_regex(pattern: str) -> str:
+    """A pattern polars' (Rust) regex engine compiles, found before any model work, not as a traceback after
+    the queries are written (no look-around, no backreferences)."""
+    import polars as pl
+
+    try:
+        pl.select(pl.lit("").str.contains(pattern))
+    except pl.exceptions.ComputeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines()]
+        why = next((ln.removeprefix("error: ") for ln in lines if ln.startswith("error:")), lines[0])
+        raise ValueError(f"not a regex polars can run ({why})") from None
+    return pattern
+
+
 # ISO 639-1 codes the language identifier answers (pipeline/langid.py): the languages of WildChat, LMSYS,
 # ShareGPT and Reddit-style forums that carry more than a trace of the data. pugc.languages keeps some.
 LANGUAGES = tuple("en zh ru fr es de pt it ja ko ar fa tr pl nl cs uk vi id hi sv da fi nb el he hu ro bg th".split())
@@ -64,7 +79,7 @@ class Pugc(Section):
     minhash_bands: int = Field(ge=1)
     near_duplicate_threshold: float = Field(gt=0, le=1)
     queries_per_document: int = Field(ge=1)
-    leak_patterns: list[str]
+    leak_patterns: list[Annotated[str, AfterValidator(_check_regex)]]  # a query matching one is dropped
     query_filter_threshold: float = Field(ge=0, le=1)
     responses_per_query: int = Field(ge=2)
     temperature: float = Field(ge=0)

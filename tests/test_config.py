@@ -308,3 +308,13 @@ def test_drop_flags_are_flags_ingest_writes(tmp_path, good):
             in error_of(tmp_path, good))
     good["wildfeedback"]["drop_flags"] = ["toxic", "synthetic"]
     assert load_params(write(tmp_path, good)).wildfeedback.drop_flags == ["toxic", "synthetic"]
+
+
+@pytest.mark.parametrize(("pattern", "why"), [
+    (r"according to (the|this|that\b", "unclosed group"),
+    (r"(?<!not )the post", "look-around, including look-ahead and look-behind, is not supported"),
+])
+def test_a_leak_pattern_polars_cannot_run_is_a_params_error(tmp_path, good, pattern, why):
+    """Was a polars traceback from PUGC's query cleaning, after the gates and the query generation had run."""
+    good["pugc"]["leak_patterns"] = [r"\bthe author\b", pattern]
+    assert f"pugc.leak_patterns[1]: not a regex polars can run ({why}) (got {pattern!r})" in error_of(tmp_path, good)
