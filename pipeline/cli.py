@@ -79,7 +79,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return 2
     files = shard_files(path)
     if not files:
-        print(f"prefpipe: {path}: no Parquet files", file=sys.stderr)
+        # Curry-DPO's levels and Selfie's iterations are one shard set per sub-folder: name them.
+        subs = sorted(d.name for d in path.iterdir() if d.is_dir() and shard_files(d)) if path.is_dir() else []
+        fix = (f"; it holds shard sets in {', '.join(subs)}: inspect one of them ({path / subs[0]})" if subs
+               else "")
+        print(f"prefpipe: {path}: no Parquet files{fix}", file=sys.stderr)
         return 2
     manifest = read_manifest(path) if path.is_dir() else None
     rows = 0

@@ -278,7 +278,7 @@ def _key_path(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "<root>"
+    return out
 
 
 def _keys_at(loc: tuple[Any, ...]) -> list[str]:
@@ -320,7 +320,7 @@ def format_validation_error(err: ValidationError, file: str | Path) -> str:
             # api_key_env may hold a pasted key: never echo it.
             if "input" in e and not isinstance(e["input"], dict | list) and "api_key_env" not in e["loc"]:
                 msg += f" (got {e['input']!r})"
-        lines.append(f"{file}: {path}: {msg}")
+        lines.append(f"{file}: {path}: {msg}" if path else f"{file}: {msg}")  # whole-params checks name their keys
     return "invalid parameters:\n  " + "\n  ".join(lines)
 
 

@@ -70,6 +70,19 @@ def _check_threads(value: object) -> str | int:
 
 
 Threads = Annotated[Literal["auto"] | int, PlainValidator(_check_threads)]
+
+
+def _check_model(name: str) -> str:
+    """``tiny@N`` is the built-in model with weights from seed N (``pipeline.llm.tiny.tiny_seed``, which
+    reads it): N must be a non-negative integer, found here before any work instead of as a traceback."""
+    base, sep, seed = name.partition("@")
+    if base == "tiny" and sep and not seed.isdigit():
+        raise ValueError("expected tiny@<non-negative integer seed>, e.g. tiny@1")
+    return name
+
+
+# A model setting: "tiny" / "tiny@N", "smollm2", a Hugging Face model id or a local folder.
+ModelName = Annotated[str, AfterValidator(_check_model)]
 Backend = Literal["transformers", "vllm", "openai"]
 # An http(s) URL up to the API root, e.g. http://node1:8000/v1 (what `vllm serve` prints).
 BaseUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]
@@ -82,7 +95,7 @@ OptionScoring = Literal["sequence", "first_token"]
 
 class LLM(Section):
     backend: Backend
-    model: str  # "tiny", a Hugging Face model id, or a local folder; with openai: the served model name
+    model: ModelName  # "tiny", a Hugging Face model id, or a local folder; with openai: the served model name
     dtype: Literal["auto", "float32", "float16", "bfloat16"]
     batch_size: int = Field(gt=0)
     replicas: int = Field(gt=0)
@@ -128,7 +141,7 @@ class LLMOverride(Section):
     """A model role (policy, reference, judge, expert): keys left out inherit from ``llm``."""
 
     backend: Backend | None = None
-    model: str | None = None
+    model: ModelName | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = None
     batch_size: int | None = Field(default=None, gt=0)
     replicas: int | None = Field(default=None, gt=0)

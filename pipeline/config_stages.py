@@ -3,9 +3,11 @@ each. Re-exported by ``pipeline.config``, which documents the validation rules."
 
 from __future__ import annotations
 
+import difflib
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     Field,
     model_validator,
 )
@@ -13,12 +15,42 @@ from pydantic import (
 from pipeline.config_shared import (
     LLM,
     LLMOverride,
+    ModelName,
     Sampling,
     Section,
     resolve_role,
 )
 
 # --- pugc ----------------------------------------------------------------------------------------
+
+
+def _check_regex(pattern: str) -> str:
+    """A pattern polars' (Rust) regex engine compiles, found before any model work, not as a traceback after
+    the queries are written (no look-around, no backreferences)."""
+    import polars as pl
+
+    try:
+        pl.select(pl.lit("").str.contains(pattern))
+    except pl.exceptions.ComputeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines()]
+        why = next((ln.removeprefix("error: ") for ln in lines if ln.startswith("error:")), lines[0])
+        raise ValueError(f"not a regex polars can run ({why})") from None
+    return pattern
+
+
+# ISO 639-1 codes the language identifier answers (pipeline/langid.py): the languages of WildChat, LMSYS,
+# ShareGPT and Reddit-style forums that carry more than a trace of the data. pugc.languages keeps some.
+LANGUAGES = tuple("en zh ru fr es de pt it ja ko ar fa tr pl nl cs uk vi id hi sv da fi nb el he hu ro bg th".split())
+
+
+def _check_language(code: str) -> str:
+    """A code the identifier answers: any other (``EN``, ``english``) would silently drop every document."""
+    if code not in LANGUAGES:
+        close = [code.lower()] if code.lower() in LANGUAGES else difflib.get_close_matches(code.lower(), LANGUAGES, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"not a language code the identifier answers; {hint}use ISO 639-1 codes: {', '.join(LANGUAGES)}")
+    return code
+
 
 
 class PugcRoles(Section):
@@ -40,13 +72,14 @@ class Pugc(Section):
     sources: list[str] = Field(min_length=1)  # ingest source names whose documents are used
     min_words: int = Field(ge=1)
     max_words: int = Field(ge=1)
-    languages: list[str] = Field(min_length=1)  # ISO 639-1 codes kept (pipeline/langid.py identifies them)
+    # ISO 639-1 codes kept (pipeline/langid.py identifies them)
+    languages: list[Annotated[str, AfterValidator(_check_language)]] = Field(min_length=1)
     shingle_words: int = Field(ge=1)
     minhash_perms: int = Field(ge=1)
     minhash_bands: int = Field(ge=1)
     near_duplicate_threshold: float = Field(gt=0, le=1)
     queries_per_document: int = Field(ge=1)
-    leak_patterns: list[str]
+    leak_patterns: list[Annotated[str, AfterValidator(_check_regex)]]  # a query matching one is dropped
     query_filter_threshold: float = Field(ge=0, le=1)
     responses_per_query: int = Field(ge=2)
     temperature: float = Field(ge=0)
@@ -117,8 +150,8 @@ class Selfie(Section):
     pair_sources: list[str] = Field(min_length=1)  # ingest pair sources (UltraFeedback-style, labelled)
     prompt_sources: list[str]  # ingest prompt sources added to the pools as unlabelled prompts
     iteration: int = Field(ge=1)
-    policy_model: str
-    reference_model: str
+    policy_model: ModelName
+    reference_model: ModelName
     roles: SelfieRoles
     samples_per_prompt: int = Field(ge=2)
     sampling: Sampling
@@ -306,7 +339,10 @@ class Wildfeedback(Section):
     detect_language: bool
     keep_unknown_language: bool  # conversations whose language is still unknown (no tag, nothing detected)
     min_user_turns: int = Field(ge=1)
-    drop_flags: list[str]  # conversations carrying any of these flags are dropped
+    # conversations carrying any of these flags are dropped: the flags ingest writes (pipeline/formats/
+    # dialogues.py: WildChat's toxic / redacted, OpenAssistant's synthetic), so a misspelt one is an error,
+    # not toxic conversations silently kept
+    drop_flags: list[Literal["toxic", "redacted", "synthetic"]]
     detector: Literal["rules", "llm", "rules+llm"]
     # rules+llm: add_recall (confident rule verdicts stand; the model decides uncertain turns and the
     # recall sample) | llm_overrides (the model's verdict replaces the rules' on every turn it sees) |

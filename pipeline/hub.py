@@ -291,6 +291,18 @@ def _why(e: BaseException) -> str:
     return " <- ".join(parts)
 
 
+def _unreachable(e: BaseException | None) -> bool:
+    """No answer came back from the Hub: the error's chain holds a transport error (DNS, a refused
+    connection, a timeout) and no HTTP response."""
+    chain: list[BaseException] = []
+    while e is not None and len(chain) < 8:
+        if getattr(e, "response", None) is not None:
+            return False
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    return any(isinstance(x, OSError) or any(c.__name__ == "TransportError" for c in type(x).__mro__) for x in chain)
+
+
 def _token() -> str | None:
     from huggingface_hub import get_token
 
@@ -337,8 +349,10 @@ def publish(path: str | Path, repo_id: str, *, private: bool = False, revision: 
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
     except Exception as e:  # auth, permissions, network: one readable message
-        raise PublishError(f"could not create or open dataset repo {repo_id}: {_why(e)}. "
-                           "Check the token's write access to the organisation and the repo id.") from e
+        fix = ("The Hub could not be reached: check the network connection (and HF_ENDPOINT, if set), then "
+               "run the same command again." if _unreachable(e) else
+               "Check the token's write access to the organisation and the repo id.")
+        raise PublishError(f"could not create or open dataset repo {repo_id}: {_why(e)}. {fix}") from e
     echo(f"uploading {len(files)} files to {url} (revision {plan['revision']})")
     try:
         commit = api.upload_folder(

@@ -60,9 +60,12 @@ def hub_rows(dataset_id: str) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         ds = datasets.load_dataset(name, config, split=split, streaming=True)
     except Exception as e:  # network, auth, missing dataset: all surface as one readable error
+        missed_cache = _offline() and "offline" in f"{type(e).__name__}: {e}".lower()  # OfflineModeIsEnabled
+        fix = ("HF_HUB_OFFLINE is set and the set is not in the local cache: run once with HF_HUB_OFFLINE=0 to "
+               "cache it (check the id and split)" if missed_cache else
+               "Check the id and split, your network, and `hf auth login` for gated sets")
         raise SourceError(
-            f"{dataset_id}: could not load from the Hugging Face Hub ({type(e).__name__}: {e}). "
-            "Check the id and split, your network, and `hf auth login` for gated sets; "
+            f"{dataset_id}: could not load from the Hugging Face Hub ({type(e).__name__}: {e}). {fix}; "
             "or download it and point `path` at the local files."
         ) from e
     rows, i = iter(ds), 0

@@ -20,11 +20,10 @@ from functools import cache
 
 import polars as pl
 
-# ISO 639-1 codes the identifier may answer: the languages of WildChat, LMSYS, ShareGPT and Reddit-style
-# forums that carry more than a trace of the data. Anything else is read as the closest of these.
-LANGUAGES = (
-    "en zh ru fr es de pt it ja ko ar fa tr pl nl cs uk vi id hi sv da fi nb el he hu ro bg th".split()
-)
+# ISO 639-1 codes the identifier may answer (defined with the params that name them, pugc.languages). Text
+# in any other language is read as the closest of these.
+from pipeline.config_stages import LANGUAGES
+
 UNDETERMINED = "und"
 
 

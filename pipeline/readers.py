@@ -302,7 +302,8 @@ def source_files(path: str) -> list[Path]:
     """The files of a local source (``expand_paths``), each of a type a reader knows, or SourceError
     naming the first that is not (a README.md or LICENSE in a dataset folder), before any is read."""
     files = expand_paths(path)
-    known = [_suffix(f) for f in files if _suffix(f) in READERS]
+    # the suggested glob ends as a data file's name does (".jsonl.gz", ".JSONL"), so that it matches it
+    known = [("".join(f.suffixes[-2:]) if f.suffix == ".gz" else f.suffix) for f in files if _suffix(f) in READERS]
     for file in files:
         if _suffix(file) not in READERS:
             hint = f"; point the path at the data files only, e.g. {Path(path) / '**' / ('*' + known[0])}" if known else ""

@@ -125,13 +125,20 @@ def embed_texts(texts: list[str], model_id: str, batch_size: int = 32, max_lengt
     import torch
     from transformers import AutoModel, AutoTokenizer
 
+    from pipeline.errors import ModelLoadError
     from pipeline.llm import resolve_model
 
-    model_id = resolve_model(model_id)
-    tok = AutoTokenizer.from_pretrained(model_id)
+    try:  # a wrong dove.embedding_model is one line naming that key, not a transformers traceback
+        path = resolve_model(model_id)
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path).eval()
+    except (OSError, ValueError, ModelLoadError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelLoadError(f"dove.embedding_model {model_id!r} could not be loaded ({why}); set it to a Hugging "
+                             "Face model id (offline: one in the local cache), a local folder holding a model, or "
+                             "null for the hashed TF-IDF space") from None
     if tok.pad_token is None:  # decoder-only models have none; padding is masked out anyway
         tok.pad_token = tok.eos_token
-    model = AutoModel.from_pretrained(model_id).eval()
     out = []
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):

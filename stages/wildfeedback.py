@@ -43,6 +43,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.config import Params, Wildfeedback, fingerprint, resolve_role
+from pipeline.errors import StageError
 from pipeline.execute import Checkpoint, map_batches
 from pipeline.io import ShardWriter, iter_batches
 from pipeline.langid import UNDETERMINED, detect_languages
@@ -75,6 +76,19 @@ def conversation_languages(conv: pl.DataFrame, detect: bool) -> pl.Series:
     detected = pl.Series(untagged["conversation_id"]).to_frame().with_columns(_lang=detect_languages(user_text))
     found = conv.select("conversation_id").join(detected, on="conversation_id", how="left", maintain_order="left")
     return tagged.fill_null(found["_lang"]).alias("_lang")
+
+
+def check_sources(path: Path, sources: list[str]) -> None:
+    """Stop when ``path`` holds no conversation of ``wildfeedback.sources`` (a source of another kind, or one
+    ingest wrote no row for), as PUGC does, instead of writing empty outputs as if the log held no feedback.
+    Reads the ``source`` column only."""
+    present: set[str] = set()
+    for batch in iter_batches(path, columns=["source"]):
+        present.update(batch.column(0).unique().to_pylist())
+    if not present & set(sources):
+        raise StageError(f"{path}: no conversations from wildfeedback.sources {sources}; sources present: "
+                         f"{sorted(present)}. Fix wildfeedback.sources in params.yaml or add the source to "
+                         "ingest.sources.")
 
 
 def select_conversations(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.DataFrame, Counter]:
@@ -345,6 +359,7 @@ def main(params: Params) -> None:
     overrides = params.applied_overrides("wildfeedback")
     if overrides:
         print(f"wildfeedback: tiny_overrides applied (all its roles use the tiny model): {overrides}")
+    check_sources(IN, params.wildfeedback.sources)  # before the judge gates: with a real model, minutes
     gates, params, judge_usable = run_gates(params)
     cfg, ex = params.wildfeedback, params.execution
     fp = output_fingerprint(params)

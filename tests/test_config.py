@@ -251,3 +251,70 @@ def test_a_bad_tiny_override_is_named_under_tiny_overrides_whether_or_not_it_app
         assert "tiny_overrides.pugc.min_margn: unknown key; did you mean 'min_margin'?" in msg
         assert "tiny_overrides.dove.gates.judge: Input should be a valid number (got '0.0')" in msg
         assert ": pugc.min_margn" not in msg and ": dove.gates.judge" not in msg
+
+
+@pytest.mark.parametrize(("where", "value"), [
+    (("llm", "model"), "tiny@x"),
+    (("selfie", "policy_model"), "tiny@one"),
+    (("selfie", "reference_model"), "tiny@"),
+    (("dove", "roles", "judge", "model"), "tiny@-1"),
+])
+def test_a_tiny_model_name_without_a_seed_number_is_a_params_error_naming_the_key(tmp_path, good, where, value):
+    """``tiny@x`` used to escape validation as a traceback from inside ``resolve_params``."""
+    node = good
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    msg = error_of(tmp_path, good)
+    assert f"{'.'.join(where)}: expected tiny@<non-negative integer seed>, e.g. tiny@1 (got {value!r})" in msg
+
+
+def test_tiny_model_names_with_a_seed_load(tmp_path, good):
+    good["llm"]["model"], good["selfie"]["policy_model"] = "tiny@3", "tiny@12"
+    params = load_params(write(tmp_path, good))
+    assert (params.llm.model, params.selfie.policy_model) == ("tiny@3", "tiny@12")
+    assert params.applied_overrides("pugc")  # still the tiny model: its overrides apply
+
+
+def test_a_check_across_sections_names_its_key_after_the_file(tmp_path, good):
+    """Checks of the whole params (a role resolved with llm, tiny_overrides' sections, a Curry gap key) name
+    their key themselves; they were printed after a ``<root>:`` placeholder."""
+    good["curry"]["inputs"][1]["min_gap"] = "pugc.min_marign"
+    assert f"  {tmp_path / 'params.yaml'}: curry.inputs[1].min_gap: 'pugc.min_marign' names" in error_of(tmp_path, good)
+    good["curry"]["inputs"][1]["min_gap"] = 0.5
+    good["pugc"]["roles"]["judge"] = {"backend": "openai"}
+    msg = error_of(tmp_path, good)
+    assert f"  {tmp_path / 'params.yaml'}: pugc.roles.judge: backend openai needs base_url" in msg
+    assert "<root>" not in msg
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("EN", "pugc.languages[0]: not a language code the identifier answers; did you mean 'en'? use ISO 639-1"),
+    ("english", "pugc.languages[0]: not a language code the identifier answers; use ISO 639-1 codes: en, zh,"),
+    ("nb ", "pugc.languages[0]: not a language code the identifier answers; did you mean 'nb'?"),
+])
+def test_pugc_languages_are_codes_the_identifier_answers(tmp_path, good, value, expected):
+    """`languages: [english]` (or `EN`) validated and then dropped every document as `other_language`."""
+    good["pugc"]["languages"] = [value]
+    assert expected in error_of(tmp_path, good)
+    good["pugc"]["languages"] = ["en", "de"]
+    assert load_params(write(tmp_path, good)).pugc.languages == ["en", "de"]
+
+
+def test_drop_flags_are_flags_ingest_writes(tmp_path, good):
+    """`drop_flags: [toxc]` validated and kept every toxic conversation."""
+    good["wildfeedback"]["drop_flags"] = ["toxc", "redacted"]
+    assert ("wildfeedback.drop_flags[0]: Input should be 'toxic', 'redacted' or 'synthetic' (got 'toxc')"
+            in error_of(tmp_path, good))
+    good["wildfeedback"]["drop_flags"] = ["toxic", "synthetic"]
+    assert load_params(write(tmp_path, good)).wildfeedback.drop_flags == ["toxic", "synthetic"]
+
+
+@pytest.mark.parametrize(("pattern", "why"), [
+    (r"according to (the|this|that\b", "unclosed group"),
+    (r"(?<!not )the post", "look-around, including look-ahead and look-behind, is not supported"),
+])
+def test_a_leak_pattern_polars_cannot_run_is_a_params_error(tmp_path, good, pattern, why):
+    """Was a polars traceback from PUGC's query cleaning, after the gates and the query generation had run."""
+    good["pugc"]["leak_patterns"] = [r"\bthe author\b", pattern]
+    assert f"pugc.leak_patterns[1]: not a regex polars can run ({why}) (got {pattern!r})" in error_of(tmp_path, good)

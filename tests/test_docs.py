@@ -6,6 +6,8 @@ What is checked here, and so cannot drift silently:
 - ``prefpipe SUB ...`` / ``python -m pipeline.cli SUB ...``: the subcommand and each ``--flag`` exist in
   ``pipeline.cli.build_parser``; the complete command lines of the READMEs' shell blocks parse.
 - ``python bench/X.py --flag``: the script exists and declares the flag.
+- dotted Python names (``pipeline.checks.same_text``, ``stages.curry.curriculum_files("data/curry/pairs")``):
+  they exist, and a call written with its arguments binds to the signature.
 - dotted params keys (``execution.on_gate_failure``, ``<stage>.gates.<role>``): present in params.yaml.
 - repository paths (``pipeline/...``, ``stages/...``, ``tests/...::test_name``, ``../shared/...``, links): exist.
 - every params.yaml key is documented: named in README.md or commented in params.yaml.
@@ -14,6 +16,7 @@ What is checked here, and so cannot drift silently:
 from __future__ import annotations
 
 import argparse
+import ast
 import glob
 import re
 import shlex
@@ -161,6 +164,46 @@ def test_every_params_yaml_key_is_documented():
         documented[path] = documented.get(path, False) or commented or named
     undocumented = [p for p, ok in documented.items() if not ok]
     assert not undocumented, f"params.yaml keys neither named in README.md nor commented: {undocumented}"
+
+
+# --- Python names ----------------------------------------------------------------------------------
+
+def python_names() -> list[tuple[str, int, str, str | None]]:
+    """(doc, line, dotted name, call arguments or None) of every ``pipeline.x.y`` / ``stages.x.y`` the docs
+    name in code, e.g. ``pipeline.checks.same_text`` or ``stages.curry.curriculum_files("data/curry/pairs")``."""
+    found = []
+    for doc in DOCS:
+        for line, code in code_lines(doc):
+            for m in re.finditer(r"(?<![\w./])((?:pipeline|stages)(?:\.\w+)+)(?:\(([^()]*)\))?", code):
+                found.append((doc, line, m.group(1), m.group(2)))
+    return found
+
+
+def test_every_python_name_the_docs_name_exists_and_takes_the_arguments_shown():
+    import importlib
+    import inspect
+
+    named = python_names()
+    assert len(named) >= 10, "the dotted names are no longer found in the docs"
+    for doc, line, name, args in named:
+        parts = name.split(".")
+        for depth in range(len(parts), 0, -1):  # the longest module prefix, then attributes
+            try:
+                obj = importlib.import_module(".".join(parts[:depth]))
+                break
+            except ModuleNotFoundError:
+                continue
+        for attr in parts[depth:]:
+            assert hasattr(obj, attr), f"{doc}:{line}: {name} does not exist"
+            obj = getattr(obj, attr)
+        if args is not None:  # a call as written: its arguments bind to the signature
+            call = ast.parse(f"f({args})", mode="eval").body
+            values = [ast.literal_eval(a) for a in call.args]
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+            try:
+                inspect.signature(obj).bind(*values, **kwargs)
+            except TypeError as e:
+                pytest.fail(f"{doc}:{line}: `{name}({args})` does not match {name}{inspect.signature(obj)}: {e}")
 
 
 # --- paths -----------------------------------------------------------------------------------------

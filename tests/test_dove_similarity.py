@@ -103,3 +103,15 @@ def test_an_empty_row_never_partners_itself_and_ties_go_to_the_lower_index(exact
     partners, sims = nearest_partners(x, k=2, max_similarity=1.0, exact_max=exact_max)
     assert partners[0].tolist() == [1, 2] and sims[0].tolist() == [0.0, 0.0]
     assert not (partners == np.arange(len(x))[:, None]).any()
+
+
+def test_an_embedding_model_that_cannot_be_loaded_is_one_line_naming_its_key(monkeypatch):
+    """A missing folder said "set llm.model"; a Hub id not in the offline cache was a transformers traceback."""
+    from pipeline.errors import ModelLoadError
+    from stages.dove_similarity import embed_texts
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for model in ("./no-such-encoder", "prefpipe-tests/no-such-encoder"):
+        with pytest.raises(ModelLoadError, match=rf"^dove\.embedding_model '{model}' could not be loaded \(.+\); set "
+                           r"it to a Hugging Face model id .* or null for the hashed TF-IDF space$"):
+            embed_texts(["bake bread"], model)

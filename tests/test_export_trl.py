@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pyarrow.parquet as pq
 import pytest
 
 from stages.export import build_release
-from tests.export_fixtures import export_cfg, standard_methods
+from tests.docs_text import text
+from tests.export_fixtures import TOPICS, export_cfg, pair, standard_methods, write_method
 
 
 @pytest.mark.e2e
@@ -34,3 +36,28 @@ def test_dpo_trainer_takes_two_steps_on_the_release(tmp_path):
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 and all(0 < v < 10 for v in losses)
     assert any(not p.detach().equal(before[n]) for n, p in trainer.model.named_parameters())  # it learned something
+
+
+def test_the_readme_way_of_loading_a_local_release_reads_a_rebuilt_one_afresh(tmp_path):
+    """README "Training on the output" reads a local release with the ``parquet`` builder: after a rebuild into
+    the same folder, the same call (same cache) returns the new rows. Loaded as ``load_dataset(folder, "all")``,
+    datasets 5.2 keyed its cache on the card alone and returned the previous release's rows."""
+    import datasets
+
+    assert 'load_dataset("parquet", data_dir="data/release/all", split="train")' in text("README.md")
+    standard_methods(tmp_path)
+    release, cache = tmp_path / "data" / "release", str(tmp_path / "hf-cache")
+
+    def load() -> list[str]:
+        return datasets.load_dataset("parquet", data_dir=str(release / "all"), split="train", cache_dir=cache)["pair_id"]
+
+    def written() -> list[str]:
+        return pq.read_table(sorted((release / "all").glob("train-*.parquet"))).column("pair_id").to_pylist()
+
+    build_release(export_cfg(), tmp_path, release, "fp-first")
+    first = load()
+    assert first == written()
+    write_method(tmp_path, "pugc", [pair(f"pugc{i}", t, "pugc") for i, t in enumerate(TOPICS[:3])])  # fewer pairs
+    build_release(export_cfg(), tmp_path, release, "fp-second")
+    assert written() != first
+    assert load() == written()

@@ -222,3 +222,26 @@ def test_a_cause_that_repeats_its_error_or_lies_under_an_http_answer_is_left_out
         hub.fail_upload(e)
     with pytest.raises(PublishError, match=r"part-way: _HTTPError: 403 Forbidden: token lacks write access\. "):
         publish(release, "org/prefs", echo=lambda _: None)
+
+
+def test_a_hub_that_cannot_be_reached_is_not_blamed_on_the_token(release, hub, monkeypatch):
+    """Without a network, `publish` said "Check the token's write access" after a DNS error."""
+    def unreachable(self, *args, **kwargs):
+        try:
+            raise OSError(-2, "Name or service not known")
+        except OSError as dns:
+            raise RuntimeError("[Errno -2] Name or service not known") from dns
+
+    monkeypatch.setattr(HfApi, "create_repo", unreachable)
+    with pytest.raises(PublishError) as e:
+        publish(release, "org/prefs", echo=lambda _: None)
+    assert str(e.value).startswith("could not create or open dataset repo org/prefs: RuntimeError: [Errno -2] Name or ")
+    assert str(e.value).endswith("The Hub could not be reached: check the network connection (and HF_ENDPOINT, "
+                                 "if set), then run the same command again.")
+
+    def refused(self, *args, **kwargs):
+        raise _HTTPError("401 Unauthorized") from ConnectionError("TLS detail")
+
+    monkeypatch.setattr(HfApi, "create_repo", refused)
+    with pytest.raises(PublishError, match=r": _HTTPError: 401 Unauthorized\. Check the token's write access"):
+        publish(release, "org/prefs", echo=lambda _: None)

@@ -49,6 +49,22 @@ def test_a_file_no_reader_knows_fails_before_any_work_naming_the_key(params, tmp
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("name", ["test.jsonl.gz", "DATA.JSONL"])
+def test_the_glob_a_stray_file_error_suggests_reads_the_data_files(tmp_path, name):
+    """Was `**/*.jsonl` for a folder of `.jsonl.gz` files (the real HH-RLHF layout, beside its LICENSE): the
+    suggested path matched nothing."""
+    from pipeline.readers import source_files
+
+    data = tmp_path / "hh" / "harmless-base"
+    data.mkdir(parents=True)
+    (data / name).write_bytes(b"")
+    (tmp_path / "hh" / "LICENSE").write_text("MIT\n")
+    with pytest.raises(SourceError) as err:
+        source_files(str(tmp_path / "hh"))
+    suggested = str(err.value).rsplit("e.g. ", 1)[1]
+    assert source_files(suggested) == [data / name]
+
+
 def test_an_empty_source_path_is_a_params_error(tmp_path, root):
     """Was accepted: "" is the working folder, so ingest read the whole project."""
     data = yaml.safe_load((root / "params.yaml").read_text())

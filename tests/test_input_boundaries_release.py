@@ -103,3 +103,26 @@ def test_inspect_of_a_broken_parquet_file_fails_in_one_line(tmp_path, capsys):
     (tmp_path / "x.parquet").write_bytes(b"hello")
     assert cli(["inspect", str(tmp_path / "x.parquet")]) == 2
     assert capsys.readouterr().err.startswith(f"prefpipe: {tmp_path / 'x.parquet'}: not a readable Parquet file (ArrowInvalid")
+
+
+def test_inspect_of_a_folder_of_shard_sets_names_them(tmp_path, capsys):
+    """`prefpipe inspect data/curry/pairs` said only "no Parquet files": the levels (and Selfie's iterations)
+    are one shard set per sub-folder, which the message now names with the command that reads one."""
+    from pipeline.cli import main as cli
+    from pipeline.io import write_shards
+    from pipeline.records import to_table
+    from tests.export_fixtures import pair
+
+    pairs = tmp_path / "pairs"
+    for level in (0, 1):
+        write_shards(to_table([pair(f"p{level}", "Explain DNS.", "curry", level=level)], "pairs"), pairs / f"level={level}",
+                     name="pairs")
+    (pairs / "notes").mkdir()  # a folder without shards is not offered
+    assert cli(["inspect", str(pairs)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"prefpipe: {pairs}: no Parquet files; it holds shard sets in level=0, level=1: inspect one of "
+                   f"them ({pairs / 'level=0'})\n")
+    assert cli(["inspect", str(pairs / "level=1")]) == 0
+    (tmp_path / "empty").mkdir()
+    assert cli(["inspect", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err == f"prefpipe: {tmp_path / 'empty'}: no Parquet files\n"

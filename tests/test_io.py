@@ -258,3 +258,6 @@ def test_hub_id_fails_clearly_offline(monkeypatch):
     msg = str(err.value)
     assert msg.startswith("hf://prefpipe-tests/no-such-dataset:train: could not load from the Hugging Face Hub")
     assert "point `path` at the local files" in msg
+    # offline, a set missing from the cache is not a network or login problem: say what offline mode does
+    assert "HF_HUB_OFFLINE is set and the set is not in the local cache: run once with HF_HUB_OFFLINE=0" in msg
+    assert "your network" not in msg and "hf auth login" not in msg

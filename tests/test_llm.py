@@ -129,6 +129,22 @@ def test_a_model_that_cannot_be_loaded_is_one_line_naming_it(tmp_path, monkeypat
     assert err.count("\n") == 1 and err.startswith(f"prefpipe: model '{missing}': no such file or folder")
 
 
+def test_a_model_without_a_chat_template_stops_the_stage_in_one_line(tmp_path, monkeypatch, capsys):
+    """Was a traceback ending in ``TemplateError`` (a ValueError `prefpipe run` did not report)."""
+    from pipeline import cli
+
+    shutil.copytree(resolve_model("tiny"), tmp_path / "base")
+    (tmp_path / "base" / "chat_template.jinja").unlink()  # a base model: no chat template
+    monkeypatch.setattr("stages.curry.main", lambda params: get_engine(CFG.model_copy(update={"model": "./base"})))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "curry", "--params", str(ROOT / "params.yaml")]) == 1
+    err = capsys.readouterr().err  # after transformers' loading progress bar
+    assert "Traceback" not in err and err.endswith(
+        "\nprefpipe: model './base' has no chat template; set llm.model (or the role's model) to an instruct/chat "
+        "model, or set tokenizer.chat_template in its folder\n")
+
+
+
 def test_tiny_model_shape_and_special_tokens(engine):
     cfg, tok = engine.model.config, engine.tokenizer
     assert cfg.hidden_size // cfg.num_attention_heads == 64 and cfg.head_dim == 64

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 import pipeline.llm
+from pipeline.errors import StageError
 from pipeline.io import SourceError
 from stages import wildfeedback as wf
 from stages import wildfeedback_detect as det
@@ -44,12 +45,24 @@ def test_select_counts_every_drop_reason():
 
 def test_the_stage_without_its_conversations_fails_instead_of_writing_empty_outputs(tmp_path, monkeypatch):
     """`prefpipe run wildfeedback` before ingest used to write empty signals and pairs, as if the log held
-    no feedback; like every other stage it now stops, naming the missing folder and what to do."""
+    no feedback; like every other stage it now stops, naming the missing folder and what to do, and before
+    its judge gates (it ran their probes first: minutes with a real model)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(pipeline.llm, "get_engine", lambda cfg: FakeEngine(), raising=False)
+    monkeypatch.setattr(wf, "run_gates", lambda params: pytest.fail("the judge gates ran before the input check"))
     with pytest.raises(SourceError, match=r"data/ingest/conversations: not found; run the stage that writes it"):
         wf.main(make_params())
     assert not [p for p in (tmp_path / "data/wildfeedback").rglob("*") if p.is_file()]
+
+
+def test_sources_with_no_conversation_stop_the_stage_before_the_gates(tmp_path, monkeypatch):
+    """`wildfeedback.sources: [sample_posts]` (a documents source) wrote empty signals and pairs, as if the
+    log held no feedback, after running the judge gates; like PUGC it now stops, naming what is there."""
+    monkeypatch.setattr(wf, "run_gates", lambda params: pytest.fail("the judge gates ran before the input check"))
+    with pytest.raises(StageError, match=r"data/ingest/conversations: no conversations from wildfeedback\.sources "
+                       r"\['posts'\]; sources present: \['logs', 'other'\]\. Fix wildfeedback\.sources"):
+        run_stage(tmp_path, monkeypatch, FakeEngine(), sources=["posts"])
+    assert not (tmp_path / "data/wildfeedback").exists()
 
 
 def test_untagged_conversations_get_their_language_identified():

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import logging
 
+from pipeline.errors import ModelLoadError
+
 log = logging.getLogger(__name__)
 
 _PROBE = "prefpipe-boundary-probe"
@@ -38,8 +40,9 @@ _SYSTEM_PROBE = "prefpipe-system-probe"
 _UNSET = object()
 
 
-class TemplateError(ValueError):
-    """The model's chat template cannot give an exact prompt/response boundary."""
+class TemplateError(ModelLoadError, ValueError):
+    """The model's chat template is missing or cannot give an exact prompt/response boundary: the model is
+    unusable here, so, like any ``ModelLoadError``, `prefpipe run` reports it in one line."""
 
 
 class InputTooLong(ValueError):
@@ -50,8 +53,8 @@ class ChatCodec:
     def __init__(self, tokenizer, name: str = "", max_len: int | None = None):
         if getattr(tokenizer, "chat_template", None) is None:
             raise TemplateError(
-                f"model {name or tokenizer.name_or_path!r} has no chat template; use an instruct/chat model "
-                "or set tokenizer.chat_template in its folder"
+                f"model {name or tokenizer.name_or_path!r} has no chat template; set llm.model (or the role's "
+                "model) to an instruct/chat model, or set tokenizer.chat_template in its folder"
             )
         self.tok = tokenizer
         self.name = name or tokenizer.name_or_path
