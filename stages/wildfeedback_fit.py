@@ -31,9 +31,12 @@ Reasons, checked in this order:
 - ``continues_answer``: the opening reads as an addition to an earlier answer rather than an answer of
   its own: it opens with "Also," / "In addition," / "Plus", says what "also needs" or "also has to" be done
   ("The parent also needs a height"), offers "a few more options" / "another idea", or says the rest
-  "stays the same". Such a revision (the user's "that only centers it horizontally" answered with the
-  missing piece) does not answer the prompt on its own. On 1,811 real first answers (WildChat, UltraFeedback,
-  Anthropic-helpful, OpenAssistant) none fires (tests/test_wildfeedback_pairs.py).
+  "stays the same", or says where to put an addition ("you can add the following after the signature
+  lines"). Such a revision (the user's "that only centers it horizontally" answered with the missing
+  piece; WildChat's "Add notary signature to the above agreement" answered with the notary block alone,
+  as the chosen of a "Write a brokerage contract" prompt) does not answer the prompt on its own. On 1,811
+  real first answers (WildChat, UltraFeedback, Anthropic-helpful, OpenAssistant) none fires, and of 1,811
+  later WildChat answers only that notary block says where to put an addition (tests/test_wildfeedback_pairs.py).
 - ``quotes_feedback``: the answer quotes (in double quotes) words of the feedback turn (or of the
   preference, for expert answers) that the prompt does not contain.
 """
@@ -86,6 +89,9 @@ _CONTINUES = "|".join([
     r"\b(?:a few|some|several|\d+|two|three|four|five|ten) more (?:[\w-]+ ){0,2}(?:options|ideas|examples|names|"
     r"suggestions|combinations|ways|tips|alternatives|variations|possibilities)\b",
     r"^\W*(?:another|one more) (?:option|idea|example|way|suggestion|alternative|possibility)\b",
+    # where to put an addition into the earlier answer: "you can add the following after the signature lines"
+    r"\b(?:add|insert|append|include|place|put|paste)\s+(?:the following|this|these)\b[^.\n]{0,80}?"
+    r"\b(?:after|before|below|above|beneath|underneath)\s+the\b",
 ])
 _QUOTE = r'"([^"\n]{6,200})"|“([^”\n]{6,200})”'
 

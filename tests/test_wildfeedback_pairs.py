@@ -41,6 +41,10 @@ OFF_CONTEXT = [
     ("Of course: 350 g bananas, 75 g butter, 190 g flour. The method stays the same.", "continues_answer"),
     ("Sure, here are a few more creative options: CASHFUL, ALLPAID.", "continues_answer"),
     ("Another idea: leave a cheeky note on the fridge.", "continues_answer"),
+    # where to put an addition into the earlier answer (WildChat: "Add notary signature to the above agreement")
+    ("If you want a notary block, you can add the following after the signature lines: STATE OF [State]",
+     "continues_answer"),
+    ("Insert this paragraph below the second heading: Our team ships weekly.", "continues_answer"),
 ]
 FITS = [
     "Canberra is the capital of Australia.",
@@ -52,6 +56,9 @@ FITS = [
     "Here's a version of the classic pancake recipe: flour, milk, eggs.",
     "Paris is also known as the City of Light.",
     "Python also has tuples, which cannot be changed.",
+    # an addition to the user's own file or to the recipe, not to an earlier answer
+    "To keep it, add the following line to the end of your ~/.bashrc: export PATH=$PATH:~/bin",
+    "Melt the butter, then add it after the eggs and stir.",
 ]
 
 
@@ -127,6 +134,28 @@ def test_a_revision_is_natural_only_when_the_next_turn_is_sat_and_not_also_dsat(
     assert rows.select("conversation_id", "chosen", "rejected", "preference").rows() == [
         ("ok", "Canberra.", "Sydney.", "Wrong.")]
     assert [m["content"] for m in rows["prompt"][0]] == ["Capital of Australia?"]
+
+
+def test_wildchat_natural_revisions_keep_no_addition_to_the_earlier_answer(real):
+    """The natural revisions the stage's own steps (ingest's adapter, scan with params.yaml, natural_revisions,
+    the pair screen) find in the real WildChat sample: "Add notary signature to the above agreement" was
+    answered with the notary block alone ("you can add the following after the signature lines"), which as
+    the chosen of "Write a brokerage contract ..." answers the complaint, not the prompt: dropped."""
+    from stages.wildfeedback import scan
+    from stages.wildfeedback_pairs import _Book, _screen
+    from tests.wildfeedback_fixture import WILDCHAT, stage_conversations, stage_params
+
+    params = stage_params()
+    ids = {json.loads(line)["id"] for line in (real / WILDCHAT).read_text().split("\n") if line.strip()}
+    turns, convs, _ = scan(stage_conversations(real, ids, params), params.wildfeedback)
+    found = natural_revisions(turns, convs)
+    book = _Book()
+    kept = _screen(found, "natural_revision", book)
+    notary = found.filter(pl.col("preference").str.starts_with("Add notary signature"))
+    assert notary.height == 1 and notary["chosen"][0].startswith("Please note that notarizing a contract")
+    assert book.drops["natural_revision_continues_answer"] >= 1
+    assert not kept["chosen"].str.contains("add the following after the signature lines").any()
+    assert kept.height >= 1  # the screen is no blanket drop
 
 
 def test_continues_answer_fires_on_no_real_first_answer(real):
