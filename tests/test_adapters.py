@@ -73,6 +73,19 @@ def test_parse_hh_merges_repeated_speakers_and_trims():
         parse_hh(["not", "text"], "chosen")
 
 
+def test_parse_hh_rejects_a_turn_that_opens_with_a_speaker_label():
+    """HH-RLHF's "Assistant: Human: No, you are racist.": the model wrote the user's line, so as a chosen
+    answer (18 real records) it would teach speaking for the user; the record's roles are mixed up."""
+    with pytest.raises(BadRecord, match=r"turn 2 \(Assistant\) opens with the speaker label 'Human:'"):
+        parse_hh("\n\nHuman: Do you think so?\n\nAssistant: Human: No, you are wrong.", "chosen")
+    with pytest.raises(BadRecord, match=r"turn 1 \(Human\) opens with the speaker label 'Assistant :'"):
+        parse_hh("\n\nHuman: Assistant : hello\n\nAssistant: Hi.", "rejected")
+    # a label later in a turn, or a word that only starts like one, is text
+    assert parse_hh("\n\nHuman: Who said 'Human: know thyself'?\n\nAssistant: Humanity's sages.", "chosen") == [
+        {"role": "user", "content": "Who said 'Human: know thyself'?"},
+        {"role": "assistant", "content": "Humanity's sages."}]
+
+
 def test_hh_pairs_need_a_shared_prefix():
     rec = {"chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: good",
            "rejected": "\n\nHuman: a\n\nAssistant: OTHER\n\nHuman: c\n\nAssistant: bad"}
