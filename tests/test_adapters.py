@@ -138,6 +138,30 @@ def test_stackexchange_html_and_skips():
         one({"Id": "3", "PostTypeId": "1", "Title": "t"}, "stackexchange", "documents")
 
 
+@pytest.mark.parametrize("body", [
+    "<p>Burr grinders are better, as mentioned in the comments.</p>",
+    "<p>As @Chris said, washed beans are less acidic.</p>",
+    "<p>To expand on @Tom Medley's answer: the pivot matters.</p>",
+    "<p>@henryJ exposed plunging in detail. For drip, use a finer grind.</p>",
+    "<p>The other answers cover French press; for AeroPress, invert it.</p>",
+])
+def test_stackexchange_answer_that_leans_on_its_thread_is_a_reject(body):
+    """Real coffee.stackexchange answers: the pair's prompt is the question alone, so a chosen answer that
+    points at comments, other answers or a user it @-mentions refers to posts the prompt does not hold."""
+    with pytest.raises(BadRecord, match=r"answer 7 refers to posts of its thread"):
+        one({"Id": "7", "PostTypeId": "2", "ParentId": "1", "Score": "3", "Body": body}, "stackexchange", "rated")
+
+
+@pytest.mark.parametrize("body", [
+    "<pre><code>@property\ndef grind(self): ...</code></pre><p>Use a property.</p>",
+    "<p>Comments in your recipe notes help; an answer to the roast question is below 200 words.</p>",
+    "<p>An answer to your question: store beans in an airtight jar.</p>",
+])
+def test_stackexchange_self_contained_answer_is_a_response(body):
+    res = one({"Id": "7", "PostTypeId": "2", "ParentId": "1", "Score": "3", "Body": body}, "stackexchange", "rated")
+    assert len(res.rows["responses"]) == 1
+
+
 def test_wildfeedback_released_pairs():
     rec = {"conversations": [{"from": "human", "value": "Write a title."}],
            "chosen": {"from": "gpt", "value": "A Short Title"}, "rejected": {"from": "gpt", "value": "title"}}

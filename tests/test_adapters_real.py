@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.records import stable_id
-from tests.adapter_sources import assert_accounted, run_source
+from tests.adapter_sources import SE_THREAD_REFERENCES, assert_accounted, run_source
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -151,13 +151,20 @@ def test_stackexchange_questions_and_answers(real):
     assert len(docs.rows["documents"]) == n_q
     assert docs.metrics["skipped"]["answer (this source's kind keeps questions only)"] == n_a
     rated = run_source(path, "stackexchange", "rated")
-    assert len(rated.rows["prompts"]) == n_q and len(rated.rows["responses"]) == n_a
-    assert rated.metrics["rows_in"] == rated.metrics["accepted"] == 592
+    assert_accounted(rated)
+    # 19 answers lean on posts of their thread the prompt does not hold (read one by one: "as mentioned in the
+    # comments", "As @Chris said", "@PythonMaster's answer", "other answers by @henryJ", "The accepted answer"):
+    # rejected, so no pair's chosen answer refers to them.
+    assert {r["reason"].split(": ")[1].split(" ")[1] for r in rated.rejects} == SE_THREAD_REFERENCES
+    assert all("refers to posts of its thread" in r["reason"] for r in rated.rejects)
+    assert len(rated.rows["prompts"]) == n_q and len(rated.rows["responses"]) == n_a - 19 == 308
+    assert rated.metrics["rows_in"] == 592 and rated.metrics["accepted"] == 573
     # HTML is gone and entities are decoded.
     assert not any("<p>" in d["text"] or "&lt;" in d["text"] for d in docs.rows["documents"])
-    # The accepted flag follows each question's AcceptedAnswerId (105 of them in this dump).
+    # The accepted flag follows each question's AcceptedAnswerId (105 of them in this dump; 2 of those
+    # answers, 34 and 1574, are among the rejected).
     accepted = [r for r in rated.rows["responses"] if json.loads(r["detail"])["accepted"]]
-    assert len(accepted) == len(re.findall(r'AcceptedAnswerId="', path.read_text(encoding="utf-8-sig"))) == 105
+    assert len(re.findall(r'AcceptedAnswerId="', path.read_text(encoding="utf-8-sig"))) == 105 and len(accepted) == 103
     first = next(p for p in rated.rows["prompts"] if p["origin_id"] == "1")
     assert first["messages"][0]["content"].startswith("How should I store whole bean coffee?\n\nI just got a pound")
 
