@@ -39,6 +39,10 @@ Reasons, checked in this order:
   later WildChat answers only that notary block says where to put an addition (tests/test_wildfeedback_pairs.py).
 - ``quotes_feedback``: the answer quotes (in double quotes) words of the feedback turn (or of the
   preference, for expert answers) that the prompt does not contain.
+- ``uses_feedback_details``: the answer uses a detail of the user's own that only the feedback gives: a
+  word of a "my ..." / "our ..." phrase in it that neither the prompt nor the rejected answer holds (the
+  samples' cover letter about "my project analysing bike-share data", asked for in the feedback, as the
+  chosen of a plain "Write a short cover letter for a junior data analyst position").
 """
 
 from __future__ import annotations
@@ -114,6 +118,28 @@ def quotes(text: str, source: str, prompt_text: str) -> pl.Expr:
     return found
 
 
+# A detail of the user's own that only the feedback gives: the words of a "my ..." / "our ..." phrase in it
+# ("mentions my project analysing bike-share data"), less words that name no detail.
+_OWN_PHRASE = r"\b(?:my|our)\s+(?:[a-z][\w'-]*\s+){0,4}[a-z][\w'-]*"
+_NOT_DETAILS = [
+    "about", "again", "also", "answer", "answers", "been", "being", "better", "could", "earlier", "first", "from",
+    "have", "here", "input", "into", "just", "last", "less", "like", "likes", "longer", "make", "made", "more", "much",
+    "need", "needs", "only", "other", "output", "please", "previous", "question", "questions", "really", "request",
+    "response", "should", "shorter", "simpler", "some",
+    "still", "sure", "than", "that", "their", "them", "there", "these", "they", "this", "those", "very", "want",
+    "wanted", "wants", "were", "what", "when", "where", "which", "will", "with", "would", "your",
+]
+
+
+def own_details(text: str, source: str, known: pl.Expr) -> pl.Expr:
+    """True where ``text`` uses a word (4+ letters) of a "my ..." / "our ..." phrase of ``source`` (the user's
+    own details) that the ``known`` text (the prompt, and the rejected answer) does not hold."""
+    words = (_lower(source).str.extract_all(_OWN_PHRASE).list.join(" ").str.extract_all(r"[a-z][a-z'-]{2,}[a-z]")
+             .list.eval(pl.element().filter(~pl.element().is_in(_NOT_DETAILS))))
+    return (pl.struct(words.alias("_spans"), _lower(text).alias("_src"), known.fill_null("").str.to_lowercase()
+                      .alias("_prompt")).map_batches(_quoted_from, return_dtype=pl.Boolean))
+
+
 def _quoted_from(s: pl.Series) -> pl.Series:
     """Per row: some span is in ``_src`` but not in ``_prompt`` (vectorised over the exploded spans)."""
     df = s.struct.unnest().with_row_index("_row")
@@ -123,14 +149,16 @@ def _quoted_from(s: pl.Series) -> pl.Series:
     return df["_row"].is_in(hit.implode()).alias("quotes")
 
 
-def off_context(chosen: str, feedback: str, prompt_text: str, prompt: str | None = None) -> pl.Expr:
+def off_context(chosen: str, feedback: str, prompt_text: str, prompt: str | None = None,
+                rejected: str | None = None) -> pl.Expr:
     """The first reason the ``chosen`` answer does not fit a prompt that lacks ``feedback`` (null = fits).
 
     ``feedback`` is the user's feedback turn (natural revisions) or the preference the expert saw;
     ``prompt_text`` is the pair's prompt as one string (quoted words it already holds are fine);
     ``prompt``, the pair's prompt as a message list, gives the last user turn a revision opener is checked
     against (without it, ``prompt_text`` is read as that turn). Unlike export, an earlier answer in the
-    prompt does not excuse a revision opener: the chosen answer was written after feedback on a later one."""
+    prompt does not excuse a revision opener: the chosen answer was written after feedback on a later one.
+    ``rejected``, the pair's rejected answer, is known text too for ``uses_feedback_details``."""
     opening = _lower(chosen).str.slice(0, OPENING_CHARS)
     apology = opening.str.contains(_APOLOGY_OPENING) & ~opening.str.contains(_SYMPATHY)
     text = pl.col(chosen).fill_null("")
@@ -142,6 +170,9 @@ def off_context(chosen: str, feedback: str, prompt_text: str, prompt: str | None
         .when(opening.str.contains(_REFERS)).then(pl.lit("refers_to_feedback"))
         .when(opening.str.contains(_CONTINUES)).then(pl.lit("continues_answer"))
         .when(quotes(chosen, feedback, prompt_text)).then(pl.lit("quotes_feedback"))
+        .when(own_details(chosen, feedback, pl.concat_str([pl.col(prompt_text).fill_null(""), pl.col(rejected).fill_null("")
+                                                           if rejected else pl.lit("")], separator="\n")))
+        .then(pl.lit("uses_feedback_details"))
         .otherwise(pl.lit(None, dtype=pl.String))
         .alias("off_context")
     )
@@ -167,6 +198,7 @@ def pair_drop_reason(kind: str) -> pl.Expr:
         .when(pl.any_horizontal([f == "length" for f in finish])).then(pl.lit("cut_off"))
         .when(empty).then(pl.lit("empty"))
         .when(same_text(pl.col("chosen"), pl.col("rejected"))).then(pl.lit("same_text"))
-        .otherwise(off_context("chosen", "preference", "_prompt_text", "prompt") if kind != "sat" else pl.lit(None))
+        .otherwise(off_context("chosen", "preference", "_prompt_text", "prompt", "rejected") if kind != "sat"
+                   else pl.lit(None))
         .cast(pl.String)
     )

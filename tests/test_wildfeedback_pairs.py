@@ -136,6 +136,24 @@ def test_a_revision_is_natural_only_when_the_next_turn_is_sat_and_not_also_dsat(
     assert [m["content"] for m in rows["prompt"][0]] == ["Capital of Australia?"]
 
 
+def test_a_chosen_that_uses_the_users_own_details_from_the_feedback_is_off_context():
+    """data/samples shipped a cover letter about "my project analysing bike-share data", a detail only the
+    feedback gave, as the chosen of "Write a short cover letter for a junior data analyst position": a
+    trainer learns to invent a project. A detail the prompt or the rejected answer already holds, and the
+    words of a "my ..." phrase that name no detail ("my daughter wants a longer one"), are fine."""
+    prompt = "Write a short cover letter for a junior data analyst position."
+    fb = "It sounds too generic. Can you rewrite it so it mentions my project analysing bike-share data?"
+    letter = "Dear Hiring Manager, last spring I spent three months digging through bike-share trips with SQL."
+    df = pl.DataFrame({
+        "chosen": [letter, letter, letter, "Once upon a time a dragon named Ember set out on a great journey."],
+        "feedback": [fb, fb, fb, "It's too short, my daughter wants a longer one with more adventure."],
+        "prompt_text": [prompt, prompt + " I analysed bike-share trips.", prompt, "Write me a bedtime story about a dragon."],
+        "rejected": ["Dear Hiring Manager, I am writing to apply.", "Dear Hiring Manager.",
+                     "Dear Hiring Manager, my bike-share study shows rigour.", "A dragon named Ember was scared."]})
+    assert df.select(off_context("chosen", "feedback", "prompt_text", rejected="rejected")).to_series().to_list() == [
+        "uses_feedback_details", None, None, None]
+
+
 def test_wildchat_natural_revisions_keep_no_addition_to_the_earlier_answer(real):
     """The natural revisions the stage's own steps (ingest's adapter, scan with params.yaml, natural_revisions,
     the pair screen) find in the real WildChat sample: "Add notary signature to the above agreement" was
@@ -156,6 +174,7 @@ def test_wildchat_natural_revisions_keep_no_addition_to_the_earlier_answer(real)
     assert book.drops["natural_revision_continues_answer"] >= 1
     assert not kept["chosen"].str.contains("add the following after the signature lines").any()
     assert kept.height >= 1  # the screen is no blanket drop
+    assert book.drops["natural_revision_uses_feedback_details"] == 0  # no real revision relies on "my ..." details
 
 
 def test_continues_answer_fires_on_no_real_first_answer(real):
