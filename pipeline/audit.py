@@ -20,6 +20,9 @@ Hard violations (each counted per config, with a few pair ids):
   prompt's last user turn does not give, or opens as a revision of a version the prompt neither holds nor
   asks for ("Of course, I've made it more formal:"); the check export drops by (``pipeline.checks``).
 - ``looping_chosen``: chosen repeats itself in a loop (``pipeline.checks.repeats_itself``).
+- ``malformed_dialogue``: a prompt that is empty, holds an empty message, does not alternate user/assistant
+  from a user turn (a system message only first) or does not end with a user turn; a chosen or rejected
+  that is not one or more non-empty assistant messages (``pipeline.checks.malformed_dialogue``).
 
 The checks needing the project (``empty_config``, ``held_out_in_train``) run when params are given
 (``--params``, default ``params.yaml`` when present) and are reported as skipped otherwise.
@@ -34,7 +37,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.checks import looping_chosen, same_text, unprompted_acknowledgement
+from pipeline.checks import looping_chosen, malformed_dialogue, same_text, unprompted_acknowledgement
 from pipeline.decontam import load_held_out
 from pipeline.dedup import prompt_keys, text_of
 from pipeline.pii import KINDS, PHONE_REGIONS, find
@@ -53,6 +56,8 @@ CHECKS = {
     "cut_off_chosen": "the chosen answer was cut off at the token limit (lineage chosen_finish_reason)",
     "unprompted_acknowledgement": "chosen acknowledges feedback its prompt does not contain",
     "looping_chosen": "chosen repeats itself in a loop (most of its sentences repeat earlier ones)",
+    "malformed_dialogue": "an empty prompt, one not ending with a user turn, roles out of order, or a chosen/rejected "
+                          "that is not non-empty assistant messages",
 }
 
 
@@ -153,6 +158,7 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
                         found["cut_off_chosen"].add(config, _ids(df, reason == "length"))
                     found["unprompted_acknowledgement"].add(config, _ids(df, unprompted_acknowledgement("chosen", cols[0])))
                     found["looping_chosen"].add(config, _ids(df, looping_chosen("chosen")))
+                    found["malformed_dialogue"].add(config, _ids(df, malformed_dialogue(cols, ["chosen", "rejected"])))
                     found["pii"].add(config, [f"{config}/{h}" for h in _pii_rows(df, kinds, regions)])
                     for c in cols:
                         keys.append(prompt_keys(df, c).select(

@@ -17,6 +17,10 @@ by ``prefpipe audit`` (which verifies the release independently).
   WildFeedback stage (``stages/wildfeedback_fit.py``), export and the audit all use it.
 - ``repeats_itself(text)``: an answer stuck in a loop, most of its sentences repeating earlier ones (a
   sampling failure that ended before the token limit, so ``finish_reason`` does not catch it).
+- ``malformed_dialogue(prompts, completions)``: a prompt that is empty, holds an empty message, puts a
+  system message anywhere but first, does not alternate user/assistant from a user turn or does not end
+  with a user turn; a chosen/rejected that is not a non-empty list of non-empty assistant messages. The
+  stages' records refuse such rows (``pipeline.records``); the audit checks the release files again.
 
 The patterns are English plus the commonest forms in the languages of real chatbot logs; they are
 precise rather than exhaustive (tests/test_checks.py pins what they catch and what they leave alone).
@@ -179,3 +183,28 @@ def looping_chosen(chosen: str) -> pl.Expr:
     looping answer is a fine rejected answer, never a chosen one. Export drops such pairs, the audit checks
     that none is left."""
     return repeats_itself(text_of(chosen))
+
+
+def _roles(col: str) -> pl.Expr:
+    return pl.col(col).list.eval(pl.element().struct.field("role"))
+
+
+def _blank_message(col: str) -> pl.Expr:
+    return pl.col(col).list.eval(pl.element().struct.field("content").str.strip_chars() == "").list.any()
+
+
+def malformed_dialogue(prompts: list[str], completions: list[str]) -> pl.Expr:
+    """True where a ``prompts`` message list is not a dialogue a chosen answer can follow (empty, an empty
+    message, a system message after the first, turns that do not alternate user/assistant from a user
+    turn, or a last turn that is not the user's), or a ``completions`` list is not one or more non-empty
+    assistant messages."""
+    bad = []
+    for c in prompts:
+        body = _roles(c).list.eval(pl.element().filter((pl.int_range(pl.len()) > 0) | (pl.element() != "system")))
+        alternates = body.list.eval((pl.element() == "user") == (pl.int_range(pl.len()) % 2 == 0)).list.all()
+        roles_ok = body.list.eval(pl.element().is_in(["user", "assistant"])).list.all()
+        bad.append(~((body.list.len() > 0) & alternates & roles_ok & (body.list.last() == "user")) | _blank_message(c))
+    for c in completions:
+        assistant = _roles(c).list.eval(pl.element() == "assistant").list.all()
+        bad.append(~((pl.col(c).list.len() > 0) & assistant) | _blank_message(c))
+    return pl.any_horizontal(bad).fill_null(True)

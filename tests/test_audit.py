@@ -86,6 +86,34 @@ def test_a_looping_chosen_is_a_violation_a_looping_rejected_is_not(tmp_path):
     assert report["checks"]["looping_chosen"]["examples"] == ["dloops", "loops"]
 
 
+def test_a_malformed_dialogue_is_a_violation(tmp_path):
+    """The stages' records refuse these rows; a release written by anything else is checked again: an empty
+    prompt, one ending with an assistant turn, roles out of order, a system message in the middle, an empty
+    message, a chosen that is a user turn or nothing (rows written without validation)."""
+    import pyarrow as pa
+
+    from pipeline.io import write_parquet
+    from pipeline.records import SCHEMAS
+
+    def m(*turns):
+        return [{"role": r, "content": c} for r, c in turns]
+
+    u, a, sy = ("user", "Why is the sky blue?"), ("assistant", "Scattering."), ("system", "Be brief.")
+    cases = {"ok": (m(u), m(a)), "ok-sys": (m(sy, u, a, u), m(a)), "empty": (m(), m(a)), "ends-a": (m(u, a), m(a)),
+             "order": (m(u, u), m(a)), "sys-mid": (m(u, sy, u), m(a)), "blank": (m(u, a, ("user", "  ")), m(a)),
+             "ch-user": (m(u), m(("user", "Scattering."))), "ch-none": (m(u), m()), "ch-blank": (m(u), m(("assistant", "")))}
+    rows = [{**pair(pid, TOPICS[i], "pugc"), "prompt": p, "chosen": ch} for i, (pid, (p, ch)) in enumerate(cases.items())]
+    (tmp_path / "release" / "pugc").mkdir(parents=True)
+    write_parquet(pa.Table.from_pylist(rows, schema=SCHEMAS["pairs"]), tmp_path / "release/pugc/train-00000-of-00001.parquet")
+    j = [joint("j-ok", TOPICS[1], TOPICS[2]), {**joint("j-bad", TOPICS[3], TOPICS[4]), "rejected_prompt": m(u, a)}]
+    (tmp_path / "release" / "dove").mkdir()
+    write_parquet(pa.Table.from_pylist(j, schema=SCHEMAS["joint_pairs"]), tmp_path / "release/dove/train-00000-of-00001.parquet")
+    report, counts = audit(tmp_path / "release")
+    c = report["checks"]["malformed_dialogue"]
+    assert c["violations"] == 9 and c["by_config"] == {"dove": 1, "pugc": 8} and not report["passed"]
+    assert counts["malformed_dialogue"] == 9
+
+
 def test_acknowledgement_is_fine_when_the_prompt_gives_the_feedback(tmp_path):
     rel = tmp_path / "release"
     p = pair("ok", "Write a haiku about rain.", "wildfeedback",
