@@ -208,3 +208,19 @@ def malformed_dialogue(prompts: list[str], completions: list[str]) -> pl.Expr:
         assistant = _roles(c).list.eval(pl.element() == "assistant").list.all()
         bad.append(~((pl.col(c).list.len() > 0) & assistant) | _blank_message(c))
     return pl.any_horizontal(bad).fill_null(True)
+
+
+
+# An answer cut off mid-sentence, read from its end: a trailing comma (not a letter's sign-off line such as
+# "Best regards,"), a bracket left open as the last character (not an emoticon ":-("), an unfinished Ruby/JS
+# interpolation "#{...", or a last word that cannot end a sentence ("and", "the", "of").
+_CUT_WORDS = ("and", "or", "but", "the", "a", "an", "of", "to", "with", "for", "in", "on", "by", "from", "that",
+              "which", "is", "are", "was", "were", "as", "at", "into", "than", "because", "if", "when", "while")
+_CUT_END = rf"(?:,|[(\[{{]|#\{{[^}}\n]*|\b(?:{'|'.join(_CUT_WORDS)}))\s*$"
+_NOT_CUT = r"(?:^|\n)[^\n,]{1,25},\s*$|[:;=]-?\(\s*$"  # "Best regards," on a line of its own; ":-("
+
+
+def ends_mid_sentence(text: pl.Expr) -> pl.Expr:
+    """True where an answer stops mid-sentence (``_CUT_END``): cut off by a token limit that left no
+    finish reason behind (external data: HH-RLHF, UltraFeedback and WildChat answers truncated upstream)."""
+    return (text.str.contains(_CUT_END) & ~text.str.contains(_NOT_CUT)).fill_null(False)

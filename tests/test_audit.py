@@ -46,6 +46,7 @@ def test_each_violation_is_found_with_counts_and_pair_ids(tmp_path):
         pair("same", TOPICS[0], "pugc", chosen="Yes.\n\nIt works.", rejected="Yes. It works."),
         with_lineage(pair("pii", TOPICS[1], "pugc"), preference="write to ann@example.org"),
         with_lineage(pair("cut", TOPICS[2], "pugc"), chosen_finish_reason="length"),
+        pair("cut-text", TOPICS[8], "pugc", chosen="The seasons come from the tilt of the axis, and"),
         pair("sorry", TOPICS[3], "pugc", chosen="You're right, I apologize for the error. Here is the fix."),
         pair("redo", TOPICS[7], "pugc", chosen="Understood. Here's a version without the jargon: light scatters."),
         pair("both", TOPICS[4], "pugc"),
@@ -56,13 +57,13 @@ def test_each_violation_is_found_with_counts_and_pair_ids(tmp_path):
     (rel / "README.md").write_text("# card\n\ncontact: +44 20 7946 0958\n")
     report, counts = audit(rel)
     assert not report["passed"]
-    assert counts == {"identical": 1, "pii": 2, "prompt_in_both_splits": 1, "cut_off_chosen": 1,
+    assert counts == {"identical": 1, "pii": 2, "prompt_in_both_splits": 1, "cut_off_chosen": 2,
                       "unprompted_acknowledgement": 2}
     c = report["checks"]
     assert c["identical"]["examples"] == ["same"]
     assert c["pii"]["by_config"] == {"README.md": 1, "pugc": 1}
     assert set(c["pii"]["examples"]) == {"pugc/pii:lineage", "README.md:line 3"}
-    assert c["cut_off_chosen"]["examples"] == ["cut"] and set(c["unprompted_acknowledgement"]["examples"]) == {"sorry", "redo"}
+    assert c["cut_off_chosen"]["examples"] == ["cut", "cut-text"] and set(c["unprompted_acknowledgement"]["examples"]) == {"sorry", "redo"}
     assert c["prompt_in_both_splits"]["examples"] == ["both"]
     assert report["skipped"] == {"empty_config": report["skipped"]["empty_config"],
                                  "held_out_in_train": report["skipped"]["held_out_in_train"]}
