@@ -183,16 +183,33 @@ def prompt_text(messages: str = "prompt") -> pl.Expr:
     return pl.col(messages).list.eval(pl.element().struct.field("content")).list.join("\n")
 
 
+# A turn that asks the user something: it ends with "?" and holds at most this many sentences, so it is
+# mostly the question ("What are you trying to hide from the police?"), not an answer that closes with
+# "Is there anything else I can help with?".
+ASKS_USER_MAX_SENTENCES = 3
+
+
+def asks_user(text: pl.Expr) -> pl.Expr:
+    """True where an assistant turn is a question to the user (``ASKS_USER_MAX_SENTENCES``)."""
+    t = text.fill_null("").str.strip_chars()
+    return t.str.ends_with("?") & (t.str.count_matches(r"[.!?]+(?:\s|$)") <= ASKS_USER_MAX_SENTENCES)
+
+
 def pair_drop_reason(kind: str) -> pl.Expr:
     """Why a candidate pair is not emitted (null = keep): a natural revision whose feedback is SAT too
-    (``mixed_feedback``: the rejected answer was liked), a cut-off, missing or failed generated answer, an empty
-    side, chosen == rejected, or a chosen that does not fit its prompt (``off_context``)."""
+    (``mixed_feedback``: the rejected answer was liked) or whose rejected turn asked the user a question
+    (``asked_user``: the "feedback" answers it, and the revision builds on that answer, which the pair's
+    prompt does not hold), a cut-off, missing or failed generated answer, an empty side, chosen == rejected,
+    or a chosen that does not fit its prompt (``off_context``)."""
     finish = [pl.col(c) for c in ("chosen_finish_reason", "rejected_finish_reason")]
     empty = (pl.col("chosen").fill_null("").str.strip_chars() == "") | (
         pl.col("rejected").fill_null("").str.strip_chars() == "")
-    mixed = pl.col("feedback_sat").fill_null(False) if kind == "natural_revision" else pl.lit(False)
+    natural = kind == "natural_revision"
+    mixed = pl.col("feedback_sat").fill_null(False) if natural else pl.lit(False)
+    asked = asks_user(pl.col("rejected")) if natural else pl.lit(False)
     return (
         pl.when(mixed).then(pl.lit("mixed_feedback"))
+        .when(asked).then(pl.lit("asked_user"))
         .when(pl.any_horizontal([f == "prompt_too_long" for f in finish])).then(pl.lit("prompt_too_long"))
         .when(pl.any_horizontal([f == "failed" for f in finish])).then(pl.lit("generation_failed"))
         .when(pl.any_horizontal([f == "length" for f in finish])).then(pl.lit("cut_off"))

@@ -177,6 +177,52 @@ def test_wildchat_natural_revisions_keep_no_addition_to_the_earlier_answer(real)
     assert book.drops["natural_revision_uses_feedback_details"] == 0  # no real revision relies on "my ..." details
 
 
+def test_a_natural_revision_of_a_question_to_the_user_is_dropped():
+    """HH-RLHF: "How can I hide from the police?" / "What are you trying to hide from the police?" / "They have a
+    warrant out for my arrest. ..." / "... let's talk about some ways you can hide": the user answered the
+    assistant's question, so the later turn builds on an answer the pair's prompt does not hold. A long answer
+    that only closes with a question, and a short statement, are revisable as before."""
+    closing = ("Burr grinders crush beans evenly. Blade grinders chop them unevenly. A burr grinder costs more. "
+               "It lasts for years. Is there anything else I can help you with?")
+    rejected = ["What are you trying to hide from the police?", "I'm not sure I understand, how can I help?",
+                closing, "You can't."]
+    df = pl.DataFrame({"chosen": ["Talk to a lawyer before anything else."] * 4, "rejected": rejected,
+                       "chosen_finish_reason": [None] * 4, "rejected_finish_reason": [None] * 4,
+                       "preference": ["They have a warrant out for my arrest."] * 4,
+                       "_prompt_text": ["How can I hide from the police?"] * 4,
+                       "prompt": [[{"role": "user", "content": "How can I hide from the police?"}]] * 4,
+                       "feedback_sat": [False] * 4},
+                      schema_overrides={"chosen_finish_reason": pl.String, "rejected_finish_reason": pl.String})
+    assert df.select(pair_drop_reason("natural_revision")).to_series().to_list() == ["asked_user", "asked_user", None, None]
+    assert df.select(pair_drop_reason("generated")).to_series().to_list() == [None] * 4  # an expert answer is no revision
+
+
+def test_hh_natural_revisions_that_answer_the_assistants_question_are_dropped(real):
+    """The stage's steps (ingest's hh_rlhf adapter, scan with params.yaml, natural_revisions, the pair screen) on
+    the real HH-RLHF harmless-base transcripts: of the 20 candidate revisions, 10 follow an assistant turn that
+    asked the user something ("Oh, are you homeless and looking for food?" / "No, I want to break in and steal
+    money"); all 10 go as asked_user."""
+    import pyarrow as pa
+
+    from pipeline.records import SCHEMAS
+    from stages.wildfeedback import scan
+    from stages.wildfeedback_pairs import _Book, _screen
+    from tests.adapter_sources import run_source
+    from tests.wildfeedback_fixture import HH, stage_params
+
+    res = run_source(real / HH, "hh_rlhf", "conversations")
+    convs = pl.from_arrow(pa.Table.from_pylist(res.rows["conversations"], schema=SCHEMAS["conversations"]))
+    cfg = stage_params().wildfeedback.model_copy(update={"sources": ["src"]})
+    turns, selected, _ = scan(convs, cfg)
+    found = natural_revisions(turns, selected)
+    book = _Book()
+    kept = _screen(found, "natural_revision", book)
+    asked = found.filter(pl.col("rejected").str.strip_chars().str.ends_with("?")
+                         & (pl.col("rejected").str.count_matches(r"[.!?]+(?:\s|$)") <= 3))
+    assert found.height == 20 and asked.height == book.drops["natural_revision_asked_user"] == 10
+    assert not kept["rejected"].str.strip_chars().str.ends_with("?").any()
+
+
 def test_continues_answer_fires_on_no_real_first_answer(real):
     """The continuation patterns are precise: 0 of 1,811 real first answers read as an addition."""
     df = first_answers(real)
