@@ -27,7 +27,7 @@ Reasons, checked in this order:
   sorry you're feeling this way" and "Sorry to hear that" fit a first answer.
 - ``refers_to_feedback``: the opening refers to an earlier answer or to a request the prompt does not
   hold ("my previous answer", "a shorter version", "let me try again", "as requested", "per your
-  preference").
+  preference"), or reacts to what the user just said ("Oh, okay. I see. Well, that changes the question").
 - ``continues_answer``: the opening reads as an addition to an earlier answer rather than an answer of
   its own: it opens with "Also," / "In addition," / "Plus", says what "also needs" or "also has to" be done
   ("The parent also needs a height"), offers "a few more options" / "another idea", or says the rest
@@ -83,6 +83,9 @@ _REFERS = "|".join([
     r"(?:preference|preferences|request|instructions?|feedback|wishes|correction|comments?)\b",
     r"\byour preference\b|\bthe user'?s preference\b",
     r"^\W*instead[,:]",
+    # a reaction to what the user just said: "Oh, okay. I see. Well, that changes the question" (HH-RLHF)
+    r"\bthat changes (?:the question|things|everything|my answer|the answer|the picture)\b",
+    r"^\W*(?:oh,? )?(?:okay|ok)[.!,]?\s+i see\b",
 ])
 _CONTINUES_VERBS = (r"(?:need|needs|work|works|has to|have to|use|uses|add|try|want|should|must|check|make|"
                     r"include|set|consider|require|requires)")

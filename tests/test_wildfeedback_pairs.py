@@ -34,6 +34,8 @@ OFF_CONTEXT = [
     ("As requested, no emojis: Dark mode is here.", "refers_to_feedback"),
     ("Per your preference, here is one sentence: DNS maps names.", "refers_to_feedback"),
     ("Unlike my previous answer, this one uses Python.", "refers_to_feedback"),
+    # HH-RLHF: the revision after "That's not what I asked" reacts to the complaint
+    ("Oh, okay. I see. Well, that changes the question, because then we're talking about intent.", "refers_to_feedback"),
     ('Here is the tweet "without the hashtag": Dark mode is here.', "quotes_feedback"),
     # an addition to the earlier answer, not an answer of its own (data/samples: "How do I center a div")
     ("The parent also needs a height, otherwise there's nothing to center vertically.", "continues_answer"),
@@ -56,6 +58,7 @@ FITS = [
     "Here's a version of the classic pancake recipe: flour, milk, eggs.",
     "Paris is also known as the City of Light.",
     "Python also has tuples, which cannot be changed.",
+    "Okay, here is a plan: that changes nothing about the budget.",  # no reaction to a complaint
     # an addition to the user's own file or to the recipe, not to an earlier answer
     "To keep it, add the following line to the end of your ~/.bashrc: export PATH=$PATH:~/bin",
     "Melt the butter, then add it after the eggs and stir.",
