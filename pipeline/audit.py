@@ -21,6 +21,8 @@ Hard violations (each counted per config, with a few pair ids):
   prompt's last user turn does not give, or opens as a revision of a version the prompt neither holds nor
   asks for ("Of course, I've made it more formal:"); the check export drops by (``pipeline.checks``).
 - ``looping_chosen``: chosen repeats itself in a loop (``pipeline.checks.repeats_itself``).
+- ``chosen_scored_lower``: the pair's own scores rank its chosen below its rejected (``score_chosen <
+  score_rejected``, or a negative ``margin``): by the method's own definition the labels are swapped.
 - ``malformed_dialogue``: a prompt that is empty, holds an empty message, does not alternate user/assistant
   from a user turn (a system message only first) or does not end with a user turn; a chosen or rejected
   that is not one or more non-empty assistant messages (``pipeline.checks.malformed_dialogue``).
@@ -63,6 +65,7 @@ CHECKS = {
     "cut_off_chosen": "the chosen answer was cut off (lineage chosen_finish_reason: length, or it stops mid-sentence)",
     "unprompted_acknowledgement": "chosen acknowledges feedback its prompt does not contain",
     "looping_chosen": "chosen repeats itself in a loop (most of its sentences repeat earlier ones)",
+    "chosen_scored_lower": "the pair's own scores rank chosen below rejected (score_chosen < score_rejected or margin < 0)",
     "malformed_dialogue": "an empty prompt, one not ending with a user turn, roles out of order, or a chosen/rejected "
                           "that is not non-empty assistant messages",
 }
@@ -166,6 +169,9 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
                     found["cut_off_chosen"].add(config, _ids(df, cut))
                     found["unprompted_acknowledgement"].add(config, _ids(df, unprompted_acknowledgement("chosen", cols[0])))
                     found["looping_chosen"].add(config, _ids(df, looping_chosen("chosen")))
+                    if {"score_chosen", "score_rejected", "margin"} <= set(df.columns):
+                        lower = (pl.col("score_chosen") < pl.col("score_rejected")) | (pl.col("margin") < 0)
+                        found["chosen_scored_lower"].add(config, _ids(df, lower))
                     found["malformed_dialogue"].add(config, _ids(df, malformed_dialogue(cols, ["chosen", "rejected"])))
                     found["pii"].add(config, [f"{config}/{h}" for h in _pii_rows(df, kinds, regions)])
                     for c in cols:

@@ -87,6 +87,19 @@ def test_a_looping_chosen_is_a_violation_a_looping_rejected_is_not(tmp_path):
     assert report["checks"]["looping_chosen"]["examples"] == ["dloops", "loops"]
 
 
+def test_a_pair_whose_scores_rank_chosen_lower_is_a_violation(tmp_path):
+    """Scores are the method's own definition of better: a chosen scored below its rejected (or a negative
+    margin) has its labels swapped. Equal scores (a tie a source kept) and pairs without scores pass."""
+    rows = [pair("ok", TOPICS[0], "curry"), pair("swapped", TOPICS[1], "curry"), pair("neg", TOPICS[2], "curry"),
+            pair("tie", TOPICS[3], "curry", margin=0.0), {**pair("none", TOPICS[4], "curry"),
+                                                           "score_chosen": None, "score_rejected": None, "margin": None}]
+    rows[1]["score_chosen"], rows[1]["score_rejected"] = 2.0, 4.0
+    rows[2]["margin"] = -1.0
+    put(tmp_path / "release", "curry", "train", rows)
+    report, counts = audit(tmp_path / "release")
+    assert counts == {"chosen_scored_lower": 2} and report["checks"]["chosen_scored_lower"]["examples"] == ["swapped", "neg"]
+
+
 def test_a_malformed_dialogue_is_a_violation(tmp_path):
     """The stages' records refuse these rows; a release written by anything else is checked again: an empty
     prompt, one ending with an assistant turn, roles out of order, a system message in the middle, an empty
