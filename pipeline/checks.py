@@ -1,7 +1,7 @@
 """Checks every pair must pass, as polars expressions: shared by the stages (which drop and count) and
 by ``prefpipe audit`` (which verifies the release independently).
 
-- ``same_text(a, b)``: chosen and rejected are the same answer once whitespace is normalised.
+- ``same_text(a, b)``: chosen and rejected are the same answer once whitespace is normalised and case folded.
 - ``acknowledges_feedback(text)``: an answer that reacts to a correction ("You're right, I apologize
   for the error...", "Let me try again", "Here's a more concise version", "Thanks for the clarification",
   "My previous response was incorrect"). As a chosen answer it is only right when its prompt ends with
@@ -39,8 +39,9 @@ def squash(text: pl.Expr) -> pl.Expr:
 
 
 def same_text(a: pl.Expr, b: pl.Expr) -> pl.Expr:
-    """True where two texts are equal after whitespace normalisation."""
-    return squash(a) == squash(b)
+    """True where two texts are equal after whitespace normalisation and case folding: "Paris is the capital."
+    and "paris is  the capital." are one answer, so a pair of them teaches nothing."""
+    return squash(a).str.to_lowercase() == squash(b).str.to_lowercase()
 
 
 _ACK = "|".join([

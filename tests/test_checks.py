@@ -23,9 +23,12 @@ def flags(expr, texts):
     return pl.DataFrame({"t": texts}).select(expr(pl.col("t")))[:, 0].to_list()
 
 
-def test_same_text_ignores_whitespace_only():
-    df = pl.DataFrame({"a": ["Hi  there\n", "Hi there", "Hi there"], "b": [" Hi there", "hi there", "Hi there!"]})
-    assert df.select(same_text(pl.col("a"), pl.col("b")))[:, 0].to_list() == [True, False, False]
+def test_same_text_ignores_whitespace_and_case_only():
+    """Near-equal after whitespace or case is the same answer (a pair of them teaches nothing); punctuation
+    and words still differ."""
+    df = pl.DataFrame({"a": ["Hi  there\n", "Hi there", "Hi there", "Paris is the capital."],
+                       "b": [" Hi there", "hi THERE", "Hi there!", "Lyon is the capital."]})
+    assert df.select(same_text(pl.col("a"), pl.col("b")))[:, 0].to_list() == [True, True, False, False]
 
 
 ACKS = [
