@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline.checks import acknowledges_feedback, presumes_earlier_version, same_text
+from pipeline.checks import acknowledges_feedback, ends_mid_sentence, presumes_earlier_version, same_text
 from pipeline.dedup import last_user_turn
 
 OPENING_CHARS = 300  # the opening of an answer that the reference patterns read
@@ -202,8 +202,9 @@ def pair_drop_reason(kind: str) -> pl.Expr:
     """Why a candidate pair is not emitted (null = keep): a natural revision whose feedback is SAT too
     (``mixed_feedback``: the rejected answer was liked) or whose rejected turn asked the user a question
     (``asked_user``: the "feedback" answers it, and the revision builds on that answer, which the pair's
-    prompt does not hold), a cut-off, missing or failed generated answer, an empty side, chosen == rejected,
-    or a chosen that does not fit its prompt (``off_context``)."""
+    prompt does not hold), a cut-off (a finish reason ``length``, or a chosen that stops mid-sentence, as a
+    revision read from a log can: ``pipeline.checks.ends_mid_sentence``), missing or failed generated answer,
+    an empty side, chosen == rejected, or a chosen that does not fit its prompt (``off_context``)."""
     finish = [pl.col(c) for c in ("chosen_finish_reason", "rejected_finish_reason")]
     empty = (pl.col("chosen").fill_null("").str.strip_chars() == "") | (
         pl.col("rejected").fill_null("").str.strip_chars() == "")
@@ -215,7 +216,8 @@ def pair_drop_reason(kind: str) -> pl.Expr:
         .when(asked).then(pl.lit("asked_user"))
         .when(pl.any_horizontal([f == "prompt_too_long" for f in finish])).then(pl.lit("prompt_too_long"))
         .when(pl.any_horizontal([f == "failed" for f in finish])).then(pl.lit("generation_failed"))
-        .when(pl.any_horizontal([f == "length" for f in finish])).then(pl.lit("cut_off"))
+        .when(pl.any_horizontal([f == "length" for f in finish]) | ends_mid_sentence(pl.col("chosen").fill_null("")))
+        .then(pl.lit("cut_off"))
         .when(empty).then(pl.lit("empty"))
         .when(same_text(pl.col("chosen"), pl.col("rejected"))).then(pl.lit("same_text"))
         .otherwise(off_context("chosen", "preference", "_prompt_text", "prompt", "rejected") if kind != "sat"

@@ -180,6 +180,18 @@ def test_wildchat_natural_revisions_keep_no_addition_to_the_earlier_answer(real)
     assert book.drops["natural_revision_uses_feedback_details"] == 0  # no real revision relies on "my ..." details
 
 
+def test_a_natural_revision_cut_off_in_the_log_is_dropped_as_cut_off():
+    """A revision read from a chat log has no finish reason; WildChat holds answers truncated mid-sentence
+    ("...exercise regimes to counteract muscle and bone loss,"): as a chosen it is a cut-off, as a rejected fine."""
+    cut = "Canberra is the capital, and it was chosen as a compromise between Sydney and"
+    df = pl.DataFrame({"chosen": [cut, "Canberra is the capital."], "rejected": ["Sydney.", cut],
+                       "chosen_finish_reason": [None, None], "rejected_finish_reason": [None, None],
+                       "preference": ["Wrong."] * 2, "_prompt_text": ["Capital of Australia?"] * 2,
+                       "prompt": [[{"role": "user", "content": "Capital of Australia?"}]] * 2, "feedback_sat": [False] * 2},
+                      schema_overrides={"chosen_finish_reason": pl.String, "rejected_finish_reason": pl.String})
+    assert df.select(pair_drop_reason("natural_revision")).to_series().to_list() == ["cut_off", None]
+
+
 def test_a_natural_revision_of_a_question_to_the_user_is_dropped():
     """HH-RLHF: "How can I hide from the police?" / "What are you trying to hide from the police?" / "They have a
     warrant out for my arrest. ..." / "... let's talk about some ways you can hide": the user answered the
