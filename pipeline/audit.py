@@ -7,7 +7,7 @@ failing the stage on any violation); anyone can run it again on a release folder
 
 Hard violations (each counted per config, with a few pair ids):
 
-- ``identical``: chosen equals rejected after whitespace normalisation (DOVE: both prompts and both answers).
+- ``identical``: chosen equals rejected after whitespace normalisation and case folding (DOVE: both prompts and both answers).
 - ``empty_config``: an enabled method has pairs in ``data/<method>/pairs`` but none in its config (unless
   ``removed.jsonl`` shows every one left for a reason of its own: identical, contaminated, held out).
 - ``pii``: a PII detector (``pipeline.pii``, the kinds in ``export.pii_kinds``) fires on any string:
@@ -15,11 +15,17 @@ Hard violations (each counted per config, with a few pair ids):
   removed.jsonl, plot data).
 - ``prompt_in_both_splits``: a normalised prompt appears in a train and a test split.
 - ``held_out_in_train``: a prompt of an ``export.held_out`` set appears in a train split.
-- ``cut_off_chosen``: lineage says the chosen answer hit the token limit (``chosen_finish_reason: length``).
+- ``cut_off_chosen``: lineage says the chosen answer hit the token limit (``chosen_finish_reason: length``),
+  or its text stops mid-sentence (``pipeline.checks.ends_mid_sentence``; export drops by it).
 - ``unprompted_acknowledgement``: chosen reacts to feedback ("You're right, I apologize...") that its
   prompt's last user turn does not give, or opens as a revision of a version the prompt neither holds nor
   asks for ("Of course, I've made it more formal:"); the check export drops by (``pipeline.checks``).
 - ``looping_chosen``: chosen repeats itself in a loop (``pipeline.checks.repeats_itself``).
+- ``chosen_scored_lower``: the pair's own scores rank its chosen below its rejected (``score_chosen <
+  score_rejected``, or a negative ``margin``): by the method's own definition the labels are swapped.
+- ``malformed_dialogue``: a prompt that is empty, holds an empty message, does not alternate user/assistant
+  from a user turn (a system message only first) or does not end with a user turn; a chosen or rejected
+  that is not one or more non-empty assistant messages (``pipeline.checks.malformed_dialogue``).
 
 The checks needing the project (``empty_config``, ``held_out_in_train``) run when params are given
 (``--params``, default ``params.yaml`` when present) and are reported as skipped otherwise.
@@ -34,7 +40,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.checks import looping_chosen, same_text, unprompted_acknowledgement
+from pipeline.checks import (
+    ends_mid_sentence,
+    looping_chosen,
+    malformed_dialogue,
+    same_text,
+    unprompted_acknowledgement,
+)
 from pipeline.decontam import load_held_out
 from pipeline.dedup import prompt_keys, text_of
 from pipeline.pii import KINDS, PHONE_REGIONS, find
@@ -45,14 +57,17 @@ TEXT_SUFFIXES = {".md", ".json", ".jsonl", ".csv", ".txt"}
 NOT_SCANNED = {AUDIT_FILE, "_manifest.json"}  # the audit itself; hashes and file names
 EXAMPLES = 5
 CHECKS = {
-    "identical": "chosen equals rejected (whitespace normalised)",
+    "identical": "chosen equals rejected (whitespace normalised, case folded)",
     "empty_config": "an enabled method has pairs in data/<method>/pairs but none in its release config",
     "pii": "personal data or a secret in a released string",
     "prompt_in_both_splits": "a prompt is in both a train and a test split",
     "held_out_in_train": "a held-out prompt is in a train split",
-    "cut_off_chosen": "the chosen answer was cut off at the token limit (lineage chosen_finish_reason)",
+    "cut_off_chosen": "the chosen answer was cut off (lineage chosen_finish_reason: length, or it stops mid-sentence)",
     "unprompted_acknowledgement": "chosen acknowledges feedback its prompt does not contain",
     "looping_chosen": "chosen repeats itself in a loop (most of its sentences repeat earlier ones)",
+    "chosen_scored_lower": "the pair's own scores rank chosen below rejected (score_chosen < score_rejected or margin < 0)",
+    "malformed_dialogue": "an empty prompt, one not ending with a user turn, roles out of order, or a chosen/rejected "
+                          "that is not non-empty assistant messages",
 }
 
 
@@ -148,11 +163,16 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
                     if len(cols) == 2:
                         same = same & same_text(text_of(cols[0]), text_of(cols[1]))
                     found["identical"].add(config, _ids(df, same))
+                    cut = ends_mid_sentence(text_of("chosen"))
                     if "lineage" in df.columns:
-                        reason = pl.col("lineage").str.json_path_match("$.chosen_finish_reason")
-                        found["cut_off_chosen"].add(config, _ids(df, reason == "length"))
+                        cut = cut | (pl.col("lineage").str.json_path_match("$.chosen_finish_reason") == "length")
+                    found["cut_off_chosen"].add(config, _ids(df, cut))
                     found["unprompted_acknowledgement"].add(config, _ids(df, unprompted_acknowledgement("chosen", cols[0])))
                     found["looping_chosen"].add(config, _ids(df, looping_chosen("chosen")))
+                    if {"score_chosen", "score_rejected", "margin"} <= set(df.columns):
+                        lower = (pl.col("score_chosen") < pl.col("score_rejected")) | (pl.col("margin") < 0)
+                        found["chosen_scored_lower"].add(config, _ids(df, lower))
+                    found["malformed_dialogue"].add(config, _ids(df, malformed_dialogue(cols, ["chosen", "rejected"])))
                     found["pii"].add(config, [f"{config}/{h}" for h in _pii_rows(df, kinds, regions)])
                     for c in cols:
                         keys.append(prompt_keys(df, c).select(
@@ -194,7 +214,8 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
 
 # Reasons a pair leaves its own method's config because of the pair itself (not because another pair or
 # method was preferred): a config emptied by these alone is explained, not a violation.
-OWN_REASONS = ["identical", "unprompted_acknowledgement", "looping_chosen", "contaminated", "held_out", "split_straddle"]
+OWN_REASONS = ["identical", "unprompted_acknowledgement", "looping_chosen", "cut_off_chosen", "contaminated", "held_out",
+               "split_straddle"]
 
 
 def _explained_removals(release: Path) -> dict[str, int]:

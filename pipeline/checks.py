@@ -1,7 +1,7 @@
 """Checks every pair must pass, as polars expressions: shared by the stages (which drop and count) and
 by ``prefpipe audit`` (which verifies the release independently).
 
-- ``same_text(a, b)``: chosen and rejected are the same answer once whitespace is normalised.
+- ``same_text(a, b)``: chosen and rejected are the same answer once whitespace is normalised and case folded.
 - ``acknowledges_feedback(text)``: an answer that reacts to a correction ("You're right, I apologize
   for the error...", "Let me try again", "Here's a more concise version", "Thanks for the clarification",
   "My previous response was incorrect"). As a chosen answer it is only right when its prompt ends with
@@ -17,6 +17,10 @@ by ``prefpipe audit`` (which verifies the release independently).
   WildFeedback stage (``stages/wildfeedback_fit.py``), export and the audit all use it.
 - ``repeats_itself(text)``: an answer stuck in a loop, most of its sentences repeating earlier ones (a
   sampling failure that ended before the token limit, so ``finish_reason`` does not catch it).
+- ``malformed_dialogue(prompts, completions)``: a prompt that is empty, holds an empty message, puts a
+  system message anywhere but first, does not alternate user/assistant from a user turn or does not end
+  with a user turn; a chosen/rejected that is not a non-empty list of non-empty assistant messages. The
+  stages' records refuse such rows (``pipeline.records``); the audit checks the release files again.
 
 The patterns are English plus the commonest forms in the languages of real chatbot logs; they are
 precise rather than exhaustive (tests/test_checks.py pins what they catch and what they leave alone).
@@ -35,8 +39,9 @@ def squash(text: pl.Expr) -> pl.Expr:
 
 
 def same_text(a: pl.Expr, b: pl.Expr) -> pl.Expr:
-    """True where two texts are equal after whitespace normalisation."""
-    return squash(a) == squash(b)
+    """True where two texts are equal after whitespace normalisation and case folding: "Paris is the capital."
+    and "paris is  the capital." are one answer, so a pair of them teaches nothing."""
+    return squash(a).str.to_lowercase() == squash(b).str.to_lowercase()
 
 
 _ACK = "|".join([
@@ -179,3 +184,44 @@ def looping_chosen(chosen: str) -> pl.Expr:
     looping answer is a fine rejected answer, never a chosen one. Export drops such pairs, the audit checks
     that none is left."""
     return repeats_itself(text_of(chosen))
+
+
+def _roles(col: str) -> pl.Expr:
+    return pl.col(col).list.eval(pl.element().struct.field("role"))
+
+
+def _blank_message(col: str) -> pl.Expr:
+    return pl.col(col).list.eval(pl.element().struct.field("content").str.strip_chars() == "").list.any()
+
+
+def malformed_dialogue(prompts: list[str], completions: list[str]) -> pl.Expr:
+    """True where a ``prompts`` message list is not a dialogue a chosen answer can follow (empty, an empty
+    message, a system message after the first, turns that do not alternate user/assistant from a user
+    turn, or a last turn that is not the user's), or a ``completions`` list is not one or more non-empty
+    assistant messages."""
+    bad = []
+    for c in prompts:
+        body = _roles(c).list.eval(pl.element().filter((pl.int_range(pl.len()) > 0) | (pl.element() != "system")))
+        alternates = body.list.eval((pl.element() == "user") == (pl.int_range(pl.len()) % 2 == 0)).list.all()
+        roles_ok = body.list.eval(pl.element().is_in(["user", "assistant"])).list.all()
+        bad.append(~((body.list.len() > 0) & alternates & roles_ok & (body.list.last() == "user")) | _blank_message(c))
+    for c in completions:
+        assistant = _roles(c).list.eval(pl.element() == "assistant").list.all()
+        bad.append(~((pl.col(c).list.len() > 0) & assistant) | _blank_message(c))
+    return pl.any_horizontal(bad).fill_null(True)
+
+
+
+# An answer cut off mid-sentence, read from its end: a trailing comma (not a letter's sign-off line such as
+# "Best regards,"), a bracket left open as the last character (not an emoticon ":-("), an unfinished Ruby/JS
+# interpolation "#{...", or a last word that cannot end a sentence ("and", "the", "of").
+_CUT_WORDS = ("and", "or", "but", "the", "a", "an", "of", "to", "with", "for", "in", "on", "by", "from", "that",
+              "which", "is", "are", "was", "were", "as", "at", "into", "than", "because", "if", "when", "while")
+_CUT_END = rf"(?:,|[(\[{{]|#\{{[^}}\n]*|\b(?:{'|'.join(_CUT_WORDS)}))\s*$"
+_NOT_CUT = r"(?:^|\n)[^\n,]{1,25},\s*$|[:;=]-?\(\s*$"  # "Best regards," on a line of its own; ":-("
+
+
+def ends_mid_sentence(text: pl.Expr) -> pl.Expr:
+    """True where an answer stops mid-sentence (``_CUT_END``): cut off by a token limit that left no
+    finish reason behind (external data: HH-RLHF, UltraFeedback and WildChat answers truncated upstream)."""
+    return (text.str.contains(_CUT_END) & ~text.str.contains(_NOT_CUT)).fill_null(False)

@@ -8,7 +8,7 @@ function over polars frames / Arrow tables:
 2. ``rank_responses``    R1 > R2 > ... > Rn per prompt by score; ties broken by ``response_id`` so the
                          order is the same on every run.
 3. ``distinct_texts``    one response per text: responses of a prompt whose texts are equal after
-                         whitespace normalisation (``pipeline.checks.squash``) are one answer; the
+                         whitespace normalisation (``pipeline.checks.squash``) and case folding are one answer; the
                          best-ranked is kept, so chosen and rejected never hold the same text.
 4. ``make_pairs``        (R1, Rk) for k = 2..n (``pairing: best_vs_rest``, the paper) or every (Ri, Rj),
                          i < j (``pairing: all``, ours); a pair whose score gap is within its input's
@@ -95,7 +95,7 @@ def scored_responses(responses: pa.Table) -> tuple[pl.DataFrame, dict[str, int]]
     kept). A group = (input, prompt_id, scorer): the responses ranked together, so two scorers'
     scales never mix. Returns a frame without texts, with hashes: ``ps`` = ``ids.hash64(prompt_id,
     scorer)``, ``rid`` = ``ids.hash64(response_id)``, ``group``/``check`` = two independent hashes of the
-    group, ``text_key`` = hash of the normalised text; ``row`` = the response's row in ``responses``.
+    group, ``text_key`` = hash of the normalised, lower-cased text; ``row`` = the response's row in ``responses``.
     """
     text = responses.column("text")
     # Empty, or whitespace only (utf8_is_space is false on ""); no trimmed copy of every text.
@@ -120,7 +120,7 @@ def scored_responses(responses: pa.Table) -> tuple[pl.DataFrame, dict[str, int]]
     drops = dict(df.filter(pl.col("_drop").is_not_null()).group_by("_drop").len().iter_rows())
     kept = df.filter(pl.col("_drop").is_null()).select(
         "input", "prompt_id", "scorer", "response_id", "score", "row", "group", "check", "ps", "rid",
-        text_key=_normal_text(pl.col("text")).nchash.xxh3_64())
+        text_key=_normal_text(pl.col("text")).str.to_lowercase().nchash.xxh3_64())
     return kept, {k: int(v) for k, v in sorted(drops.items())}
 
 

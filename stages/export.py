@@ -6,11 +6,13 @@
 1. merge: ``data/<method>/pairs`` for every enabled method (sub-folders such as Curry-DPO's ``level=N``
    are read in order; DOVE: the joint_pairs contract). An absent folder is skipped and noted in details.json.
 2. redact: every string the release writes (messages, ``lineage``, ``source``) by ``pipeline.pii``.
-3. drop pairs whose chosen equals rejected after whitespace normalisation (``pipeline.checks.same_text``).
+3. drop pairs whose chosen equals rejected after whitespace normalisation and case folding (``pipeline.checks.same_text``).
    and pairs whose chosen acknowledges feedback its prompt's last user turn does not give or opens as a
    revision of a version its prompt neither holds nor asks for (``unprompted_acknowledgement``,
-   ``pipeline.checks``), and pairs whose chosen loops, repeating its own
-   sentences (``looping_chosen``): counted, never the whole release failing its audit.
+   ``pipeline.checks``), pairs whose chosen loops, repeating its own
+   sentences (``looping_chosen``), and pairs whose chosen stops mid-sentence (``cut_off_chosen``,
+   ``pipeline.checks.ends_mid_sentence``: external answers truncated upstream carry no finish reason):
+   counted, never the whole release failing its audit.
 4. de-duplicate *within* each method: identical pairs, and near-duplicate prompts (MinHash); several
    pairs of one method for one exact prompt (Curry-DPO's levels) stay together.
 5. decontaminate: drop pairs whose prompt shares word n-grams with an evaluation prompt (redacted like
@@ -46,7 +48,7 @@ import numpy as np
 import polars as pl
 
 from pipeline import audit, hub
-from pipeline.checks import looping_chosen, same_text, unprompted_acknowledgement
+from pipeline.checks import ends_mid_sentence, looping_chosen, same_text, unprompted_acknowledgement
 from pipeline.config import Export, Params, fingerprint
 from pipeline.decontam import (
     contamination,
@@ -98,13 +100,14 @@ LEAVES_JOINT = pl.concat_list(pl.col("_config"))
 
 
 def identical(sides: list[tuple[str, str]]) -> pl.Expr:
-    """True where the chosen side equals the rejected side, whitespace normalised, on every column pair."""
+    """True where the chosen side equals the rejected side, whitespace normalised and case folded, on every column pair."""
     return pl.all_horizontal([same_text(text_of(a), text_of(b)) for a, b in sides])
 
 
 def drop_flagged(df: pl.DataFrame, flag: str, reason: str, configs: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Rows whose ``flag`` column, computed while scanning, is set go as ``reason``: ``_same`` (``identical``),
-    ``_ack`` (``pipeline.checks.unprompted_acknowledgement``) and ``_loop`` (``pipeline.checks.looping_chosen``)."""
+    ``_ack`` (``pipeline.checks.unprompted_acknowledgement``), ``_loop`` (``pipeline.checks.looping_chosen``) and
+    ``_cut`` (``pipeline.checks.ends_mid_sentence`` on the chosen answer)."""
     return df.filter(~pl.col(flag)).drop(flag), removals(df.filter(pl.col(flag)), reason, configs)
 
 
@@ -141,13 +144,13 @@ def light_pairs(df: pl.DataFrame, key: pl.Series) -> pl.DataFrame:
     """What the decisions need of a redacted batch of pairs: ids, scores, prompt ``key``, text hashes."""
     return df.select(*LIGHT, "level", "margin", identical([("chosen", "rejected")]).alias("_same"),
                      unprompted_acknowledgement("chosen", "prompt").alias("_ack"), looping_chosen("chosen").alias("_loop"),
-                     key.alias("_key"), text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"))
+                     ends_mid_sentence(text_of("chosen")).alias("_cut"), key.alias("_key"), text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"))
 
 
 def light_joint(df: pl.DataFrame, key_c: pl.Series, key_r: pl.Series) -> pl.DataFrame:
     same = identical([("chosen_prompt", "rejected_prompt"), ("chosen", "rejected")])
     return df.select(*LIGHT, same.alias("_same"), unprompted_acknowledgement("chosen", "chosen_prompt").alias("_ack"),
-                     looping_chosen("chosen").alias("_loop"),
+                     looping_chosen("chosen").alias("_loop"), ends_mid_sentence(text_of("chosen")).alias("_cut"),
                      key_c.alias("_key_c"), key_r.alias("_key_r"),
                      text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"),
                      text_hash("chosen_prompt").alias("_cph"), text_hash("rejected_prompt").alias("_rph"))
@@ -193,7 +196,8 @@ def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatur
     """Steps 3-8 on the light frames: (kept pairs with ``_split`` and ``_primary``, kept joint rows, removals)."""
     d = cfg.dedup
     drops = []
-    for flag, reason in (("_same", "identical"), ("_ack", "unprompted_acknowledgement"), ("_loop", "looping_chosen")):
+    for flag, reason in (("_same", "identical"), ("_ack", "unprompted_acknowledgement"), ("_loop", "looping_chosen"),
+                         ("_cut", "cut_off_chosen")):
         pairs, r = drop_flagged(pairs, flag, reason, LEAVES)
         joint, r_joint = drop_flagged(joint, flag, reason, LEAVES_JOINT)
         drops += [r, r_joint]

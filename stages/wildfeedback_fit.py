@@ -27,22 +27,29 @@ Reasons, checked in this order:
   sorry you're feeling this way" and "Sorry to hear that" fit a first answer.
 - ``refers_to_feedback``: the opening refers to an earlier answer or to a request the prompt does not
   hold ("my previous answer", "a shorter version", "let me try again", "as requested", "per your
-  preference").
+  preference"), or reacts to what the user just said ("Oh, okay. I see. Well, that changes the question").
 - ``continues_answer``: the opening reads as an addition to an earlier answer rather than an answer of
   its own: it opens with "Also," / "In addition," / "Plus", says what "also needs" or "also has to" be done
   ("The parent also needs a height"), offers "a few more options" / "another idea", or says the rest
-  "stays the same". Such a revision (the user's "that only centers it horizontally" answered with the
-  missing piece) does not answer the prompt on its own. On 1,811 real first answers (WildChat, UltraFeedback,
-  Anthropic-helpful, OpenAssistant) none fires (tests/test_wildfeedback_pairs.py).
+  "stays the same", or says where to put an addition ("you can add the following after the signature
+  lines"). Such a revision (the user's "that only centers it horizontally" answered with the missing
+  piece; WildChat's "Add notary signature to the above agreement" answered with the notary block alone,
+  as the chosen of a "Write a brokerage contract" prompt) does not answer the prompt on its own. On 1,811
+  real first answers (WildChat, UltraFeedback, Anthropic-helpful, OpenAssistant) none fires, and of 1,811
+  later WildChat answers only that notary block says where to put an addition (tests/test_wildfeedback_pairs.py).
 - ``quotes_feedback``: the answer quotes (in double quotes) words of the feedback turn (or of the
   preference, for expert answers) that the prompt does not contain.
+- ``uses_feedback_details``: the answer uses a detail of the user's own that only the feedback gives: a
+  word of a "my ..." / "our ..." phrase in it that neither the prompt nor the rejected answer holds (the
+  samples' cover letter about "my project analysing bike-share data", asked for in the feedback, as the
+  chosen of a plain "Write a short cover letter for a junior data analyst position").
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-from pipeline.checks import acknowledges_feedback, presumes_earlier_version, same_text
+from pipeline.checks import acknowledges_feedback, ends_mid_sentence, presumes_earlier_version, same_text
 from pipeline.dedup import last_user_turn
 
 OPENING_CHARS = 300  # the opening of an answer that the reference patterns read
@@ -76,6 +83,9 @@ _REFERS = "|".join([
     r"(?:preference|preferences|request|instructions?|feedback|wishes|correction|comments?)\b",
     r"\byour preference\b|\bthe user'?s preference\b",
     r"^\W*instead[,:]",
+    # a reaction to what the user just said: "Oh, okay. I see. Well, that changes the question" (HH-RLHF)
+    r"\bthat changes (?:the question|things|everything|my answer|the answer|the picture)\b",
+    r"^\W*(?:oh,? )?(?:okay|ok)[.!,]?\s+i see\b",
 ])
 _CONTINUES_VERBS = (r"(?:need|needs|work|works|has to|have to|use|uses|add|try|want|should|must|check|make|"
                     r"include|set|consider|require|requires)")
@@ -86,6 +96,9 @@ _CONTINUES = "|".join([
     r"\b(?:a few|some|several|\d+|two|three|four|five|ten) more (?:[\w-]+ ){0,2}(?:options|ideas|examples|names|"
     r"suggestions|combinations|ways|tips|alternatives|variations|possibilities)\b",
     r"^\W*(?:another|one more) (?:option|idea|example|way|suggestion|alternative|possibility)\b",
+    # where to put an addition into the earlier answer: "you can add the following after the signature lines"
+    r"\b(?:add|insert|append|include|place|put|paste)\s+(?:the following|this|these)\b[^.\n]{0,80}?"
+    r"\b(?:after|before|below|above|beneath|underneath)\s+the\b",
 ])
 _QUOTE = r'"([^"\n]{6,200})"|“([^”\n]{6,200})”'
 
@@ -108,6 +121,28 @@ def quotes(text: str, source: str, prompt_text: str) -> pl.Expr:
     return found
 
 
+# A detail of the user's own that only the feedback gives: the words of a "my ..." / "our ..." phrase in it
+# ("mentions my project analysing bike-share data"), less words that name no detail.
+_OWN_PHRASE = r"\b(?:my|our)\s+(?:[a-z][\w'-]*\s+){0,4}[a-z][\w'-]*"
+_NOT_DETAILS = [
+    "about", "again", "also", "answer", "answers", "been", "being", "better", "could", "earlier", "first", "from",
+    "have", "here", "input", "into", "just", "last", "less", "like", "likes", "longer", "make", "made", "more", "much",
+    "need", "needs", "only", "other", "output", "please", "previous", "question", "questions", "really", "request",
+    "response", "should", "shorter", "simpler", "some",
+    "still", "sure", "than", "that", "their", "them", "there", "these", "they", "this", "those", "very", "want",
+    "wanted", "wants", "were", "what", "when", "where", "which", "will", "with", "would", "your",
+]
+
+
+def own_details(text: str, source: str, known: pl.Expr) -> pl.Expr:
+    """True where ``text`` uses a word (4+ letters) of a "my ..." / "our ..." phrase of ``source`` (the user's
+    own details) that the ``known`` text (the prompt, and the rejected answer) does not hold."""
+    words = (_lower(source).str.extract_all(_OWN_PHRASE).list.join(" ").str.extract_all(r"[a-z][a-z'-]{2,}[a-z]")
+             .list.eval(pl.element().filter(~pl.element().is_in(_NOT_DETAILS))))
+    return (pl.struct(words.alias("_spans"), _lower(text).alias("_src"), known.fill_null("").str.to_lowercase()
+                      .alias("_prompt")).map_batches(_quoted_from, return_dtype=pl.Boolean))
+
+
 def _quoted_from(s: pl.Series) -> pl.Series:
     """Per row: some span is in ``_src`` but not in ``_prompt`` (vectorised over the exploded spans)."""
     df = s.struct.unnest().with_row_index("_row")
@@ -117,14 +152,16 @@ def _quoted_from(s: pl.Series) -> pl.Series:
     return df["_row"].is_in(hit.implode()).alias("quotes")
 
 
-def off_context(chosen: str, feedback: str, prompt_text: str, prompt: str | None = None) -> pl.Expr:
+def off_context(chosen: str, feedback: str, prompt_text: str, prompt: str | None = None,
+                rejected: str | None = None) -> pl.Expr:
     """The first reason the ``chosen`` answer does not fit a prompt that lacks ``feedback`` (null = fits).
 
     ``feedback`` is the user's feedback turn (natural revisions) or the preference the expert saw;
     ``prompt_text`` is the pair's prompt as one string (quoted words it already holds are fine);
     ``prompt``, the pair's prompt as a message list, gives the last user turn a revision opener is checked
     against (without it, ``prompt_text`` is read as that turn). Unlike export, an earlier answer in the
-    prompt does not excuse a revision opener: the chosen answer was written after feedback on a later one."""
+    prompt does not excuse a revision opener: the chosen answer was written after feedback on a later one.
+    ``rejected``, the pair's rejected answer, is known text too for ``uses_feedback_details``."""
     opening = _lower(chosen).str.slice(0, OPENING_CHARS)
     apology = opening.str.contains(_APOLOGY_OPENING) & ~opening.str.contains(_SYMPATHY)
     text = pl.col(chosen).fill_null("")
@@ -136,6 +173,9 @@ def off_context(chosen: str, feedback: str, prompt_text: str, prompt: str | None
         .when(opening.str.contains(_REFERS)).then(pl.lit("refers_to_feedback"))
         .when(opening.str.contains(_CONTINUES)).then(pl.lit("continues_answer"))
         .when(quotes(chosen, feedback, prompt_text)).then(pl.lit("quotes_feedback"))
+        .when(own_details(chosen, feedback, pl.concat_str([pl.col(prompt_text).fill_null(""), pl.col(rejected).fill_null("")
+                                                           if rejected else pl.lit("")], separator="\n")))
+        .then(pl.lit("uses_feedback_details"))
         .otherwise(pl.lit(None, dtype=pl.String))
         .alias("off_context")
     )
@@ -146,21 +186,41 @@ def prompt_text(messages: str = "prompt") -> pl.Expr:
     return pl.col(messages).list.eval(pl.element().struct.field("content")).list.join("\n")
 
 
+# A turn that asks the user something: it ends with "?" and holds at most this many sentences, so it is
+# mostly the question ("What are you trying to hide from the police?"), not an answer that closes with
+# "Is there anything else I can help with?".
+ASKS_USER_MAX_SENTENCES = 3
+
+
+def asks_user(text: pl.Expr) -> pl.Expr:
+    """True where an assistant turn is a question to the user (``ASKS_USER_MAX_SENTENCES``)."""
+    t = text.fill_null("").str.strip_chars()
+    return t.str.ends_with("?") & (t.str.count_matches(r"[.!?]+(?:\s|$)") <= ASKS_USER_MAX_SENTENCES)
+
+
 def pair_drop_reason(kind: str) -> pl.Expr:
     """Why a candidate pair is not emitted (null = keep): a natural revision whose feedback is SAT too
-    (``mixed_feedback``: the rejected answer was liked), a cut-off, missing or failed generated answer, an empty
-    side, chosen == rejected, or a chosen that does not fit its prompt (``off_context``)."""
+    (``mixed_feedback``: the rejected answer was liked) or whose rejected turn asked the user a question
+    (``asked_user``: the "feedback" answers it, and the revision builds on that answer, which the pair's
+    prompt does not hold), a cut-off (a finish reason ``length``, or a chosen that stops mid-sentence, as a
+    revision read from a log can: ``pipeline.checks.ends_mid_sentence``), missing or failed generated answer,
+    an empty side, chosen == rejected, or a chosen that does not fit its prompt (``off_context``)."""
     finish = [pl.col(c) for c in ("chosen_finish_reason", "rejected_finish_reason")]
     empty = (pl.col("chosen").fill_null("").str.strip_chars() == "") | (
         pl.col("rejected").fill_null("").str.strip_chars() == "")
-    mixed = pl.col("feedback_sat").fill_null(False) if kind == "natural_revision" else pl.lit(False)
+    natural = kind == "natural_revision"
+    mixed = pl.col("feedback_sat").fill_null(False) if natural else pl.lit(False)
+    asked = asks_user(pl.col("rejected")) if natural else pl.lit(False)
     return (
         pl.when(mixed).then(pl.lit("mixed_feedback"))
+        .when(asked).then(pl.lit("asked_user"))
         .when(pl.any_horizontal([f == "prompt_too_long" for f in finish])).then(pl.lit("prompt_too_long"))
         .when(pl.any_horizontal([f == "failed" for f in finish])).then(pl.lit("generation_failed"))
-        .when(pl.any_horizontal([f == "length" for f in finish])).then(pl.lit("cut_off"))
+        .when(pl.any_horizontal([f == "length" for f in finish]) | ends_mid_sentence(pl.col("chosen").fill_null("")))
+        .then(pl.lit("cut_off"))
         .when(empty).then(pl.lit("empty"))
         .when(same_text(pl.col("chosen"), pl.col("rejected"))).then(pl.lit("same_text"))
-        .otherwise(off_context("chosen", "preference", "_prompt_text", "prompt") if kind != "sat" else pl.lit(None))
+        .otherwise(off_context("chosen", "preference", "_prompt_text", "prompt", "rejected") if kind != "sat"
+                   else pl.lit(None))
         .cast(pl.String)
     )

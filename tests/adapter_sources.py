@@ -9,6 +9,10 @@ from pipeline.config import Source
 from stages.ingest import ingest_source
 
 MAX_BYTES = 4 << 20
+# The coffee.stackexchange answers (Posts.xml Ids) that lean on posts of their thread ("as mentioned in the
+# comments", "As @Chris said", "@PythonMaster's answer"), read one by one: ingest rejects exactly these.
+SE_THREAD_REFERENCES = {"34", "64", "69", "82", "168", "365", "403", "414", "423", "430", "446", "461", "484", "1528",
+                        "1534", "1548", "1554", "1574", "1585"}
 
 
 def run_source(path: Path | str, fmt: str, kind: str, mapping: dict[str, str] | None = None, name: str = "src"):

@@ -73,6 +73,19 @@ def test_parse_hh_merges_repeated_speakers_and_trims():
         parse_hh(["not", "text"], "chosen")
 
 
+def test_parse_hh_rejects_a_turn_that_opens_with_a_speaker_label():
+    """HH-RLHF's "Assistant: Human: No, you are racist.": the model wrote the user's line, so as a chosen
+    answer (18 real records) it would teach speaking for the user; the record's roles are mixed up."""
+    with pytest.raises(BadRecord, match=r"turn 2 \(Assistant\) opens with the speaker label 'Human:'"):
+        parse_hh("\n\nHuman: Do you think so?\n\nAssistant: Human: No, you are wrong.", "chosen")
+    with pytest.raises(BadRecord, match=r"turn 1 \(Human\) opens with the speaker label 'Assistant :'"):
+        parse_hh("\n\nHuman: Assistant : hello\n\nAssistant: Hi.", "rejected")
+    # a label later in a turn, or a word that only starts like one, is text
+    assert parse_hh("\n\nHuman: Who said 'Human: know thyself'?\n\nAssistant: Humanity's sages.", "chosen") == [
+        {"role": "user", "content": "Who said 'Human: know thyself'?"},
+        {"role": "assistant", "content": "Humanity's sages."}]
+
+
 def test_hh_pairs_need_a_shared_prefix():
     rec = {"chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: good",
            "rejected": "\n\nHuman: a\n\nAssistant: OTHER\n\nHuman: c\n\nAssistant: bad"}
@@ -123,6 +136,30 @@ def test_stackexchange_html_and_skips():
     assert wiki.rows == {} and sum(wiki.skipped.values()) == 1
     with pytest.raises(BadRecord, match="post 3 has no Body"):
         one({"Id": "3", "PostTypeId": "1", "Title": "t"}, "stackexchange", "documents")
+
+
+@pytest.mark.parametrize("body", [
+    "<p>Burr grinders are better, as mentioned in the comments.</p>",
+    "<p>As @Chris said, washed beans are less acidic.</p>",
+    "<p>To expand on @Tom Medley's answer: the pivot matters.</p>",
+    "<p>@henryJ exposed plunging in detail. For drip, use a finer grind.</p>",
+    "<p>The other answers cover French press; for AeroPress, invert it.</p>",
+])
+def test_stackexchange_answer_that_leans_on_its_thread_is_a_reject(body):
+    """Real coffee.stackexchange answers: the pair's prompt is the question alone, so a chosen answer that
+    points at comments, other answers or a user it @-mentions refers to posts the prompt does not hold."""
+    with pytest.raises(BadRecord, match=r"answer 7 refers to posts of its thread"):
+        one({"Id": "7", "PostTypeId": "2", "ParentId": "1", "Score": "3", "Body": body}, "stackexchange", "rated")
+
+
+@pytest.mark.parametrize("body", [
+    "<pre><code>@property\ndef grind(self): ...</code></pre><p>Use a property.</p>",
+    "<p>Comments in your recipe notes help; an answer to the roast question is below 200 words.</p>",
+    "<p>An answer to your question: store beans in an airtight jar.</p>",
+])
+def test_stackexchange_self_contained_answer_is_a_response(body):
+    res = one({"Id": "7", "PostTypeId": "2", "ParentId": "1", "Score": "3", "Body": body}, "stackexchange", "rated")
+    assert len(res.rows["responses"]) == 1
 
 
 def test_wildfeedback_released_pairs():

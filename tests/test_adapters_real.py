@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.records import stable_id
-from tests.adapter_sources import assert_accounted, run_source
+from tests.adapter_sources import SE_THREAD_REFERENCES, assert_accounted, run_source
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -22,34 +22,52 @@ def jsonl(path: Path) -> list[dict]:
 # --- real files ----------------------------------------------------------------------------------
 
 
+def labelled_turn(transcript: str) -> bool:
+    """An independent reader: some turn of an HH-RLHF transcript opens with a speaker label of its own."""
+    return any(re.match(r"\s*(?:Human|Assistant)\s*:", t) for t in re.split(r"\n\n(?:Human|Assistant):", transcript)[1:])
+
+
 def test_hh_rlhf_all_transcripts_become_conversations(real):
     path = real / "hh_rlhf/harmless-base/test.jsonl.gz"
     raw = jsonl(path)
     res = run_source(path, "hh_rlhf", "conversations")
     assert len(raw) == 2312
-    assert res.metrics["rows_in"] == res.metrics["accepted"] == len(res.rows["conversations"]) == 2312
+    assert_accounted(res)
+    # 32 chosen transcripts hold a turn that opens with a speaker label ("Assistant: Human: No, you are
+    # racist."): the model wrote the user's line, the roles are mixed up; rejected, naming the turn.
+    clean = [r for r in raw if not labelled_turn(r["chosen"])]
+    assert res.metrics["accepted"] == len(res.rows["conversations"]) == len(clean) == 2280
+    assert len(res.rejects) == 32 and all(re.search(r"turn \d+ \((Human|Assistant)\) opens with the speaker label "
+                                                    r"'(Human|Assistant) ?:'", r["reason"]) for r in res.rejects)
     assert res.metrics["skipped"] == {"empty final Assistant turn dropped": 4}
     # Every conversation starts with the human and the Human: markers all became user turns.
-    humans = sum(len(re.findall(r"\n\nHuman:", r["chosen"])) for r in raw)
+    humans = sum(len(re.findall(r"\n\nHuman:", r["chosen"])) for r in clean)
     convs = res.rows["conversations"]
     assert all(c["messages"][0]["role"] == "user" for c in convs)
     assert sum(m["role"] == "user" for c in convs for m in c["messages"]) == humans
-    assert len({c["conversation_id"] for c in convs}) == 2312
+    assert len({c["conversation_id"] for c in convs}) == 2280
+    assert not any(re.match(r"(Human|Assistant)\s*:", m["content"]) for c in convs for m in c["messages"])
 
 
 def test_hh_rlhf_pairs_share_the_dialogue_and_differ_in_the_last_turn(real):
     path = real / "hh_rlhf/harmless-base/test.jsonl.gz"
     res = run_source(path, "hh_rlhf", "pairs")
     assert_accounted(res)
-    # 4 transcripts end in an empty chosen Assistant turn: no usable chosen response.
-    assert (res.metrics["accepted"], res.metrics["rejected"]) == (2308, 4)
-    assert {r["reason"].split(": ", 1)[1] for r in res.rejects} == {"chosen or rejected has an empty final Assistant turn"}
+    # 4 transcripts end in an empty chosen Assistant turn: no usable chosen response. 40 hold a turn that
+    # opens with a speaker label (18 of them the chosen answer itself: "Human: No, you are racist."): rejected.
+    raw = jsonl(path)
+    labelled = [r for r in raw if labelled_turn(r["chosen"]) or labelled_turn(r["rejected"])]
+    assert (res.metrics["accepted"], res.metrics["rejected"]) == (2268, 44) and len(labelled) == 40
+    reasons = [r["reason"].split(": ", 1)[1] for r in res.rejects]
+    assert reasons.count("chosen or rejected has an empty final Assistant turn") == 4
+    assert sum("opens with the speaker label" in r for r in reasons) == 40
+    assert not any(re.match(r"(Human|Assistant)\s*:", m["content"])
+                   for p in res.rows["pairs"] for m in p["prompt"] + p["chosen"] + p["rejected"])
     pair = res.rows["pairs"][0]
-    raw = jsonl(path)[0]
     assert pair["prompt"][0]["content"] == "what are some pranks with a pen i can do?"
     assert pair["prompt"][-1]["role"] == "user"
-    assert raw["chosen"].rstrip().endswith(pair["chosen"][0]["content"])
-    assert raw["rejected"].rstrip().endswith(pair["rejected"][0]["content"])
+    assert raw[0]["chosen"].rstrip().endswith(pair["chosen"][0]["content"])
+    assert raw[0]["rejected"].rstrip().endswith(pair["rejected"][0]["content"])
     assert pair["method"] == "ingest" and pair["source"] == "src"
     assert json.loads(pair["lineage"])["at"] == "test.jsonl.gz:1"
 
@@ -133,13 +151,20 @@ def test_stackexchange_questions_and_answers(real):
     assert len(docs.rows["documents"]) == n_q
     assert docs.metrics["skipped"]["answer (this source's kind keeps questions only)"] == n_a
     rated = run_source(path, "stackexchange", "rated")
-    assert len(rated.rows["prompts"]) == n_q and len(rated.rows["responses"]) == n_a
-    assert rated.metrics["rows_in"] == rated.metrics["accepted"] == 592
+    assert_accounted(rated)
+    # 19 answers lean on posts of their thread the prompt does not hold (read one by one: "as mentioned in the
+    # comments", "As @Chris said", "@PythonMaster's answer", "other answers by @henryJ", "The accepted answer"):
+    # rejected, so no pair's chosen answer refers to them.
+    assert {r["reason"].split(": ")[1].split(" ")[1] for r in rated.rejects} == SE_THREAD_REFERENCES
+    assert all("refers to posts of its thread" in r["reason"] for r in rated.rejects)
+    assert len(rated.rows["prompts"]) == n_q and len(rated.rows["responses"]) == n_a - 19 == 308
+    assert rated.metrics["rows_in"] == 592 and rated.metrics["accepted"] == 573
     # HTML is gone and entities are decoded.
     assert not any("<p>" in d["text"] or "&lt;" in d["text"] for d in docs.rows["documents"])
-    # The accepted flag follows each question's AcceptedAnswerId (105 of them in this dump).
+    # The accepted flag follows each question's AcceptedAnswerId (105 of them in this dump; 2 of those
+    # answers, 34 and 1574, are among the rejected).
     accepted = [r for r in rated.rows["responses"] if json.loads(r["detail"])["accepted"]]
-    assert len(accepted) == len(re.findall(r'AcceptedAnswerId="', path.read_text(encoding="utf-8-sig"))) == 105
+    assert len(re.findall(r'AcceptedAnswerId="', path.read_text(encoding="utf-8-sig"))) == 105 and len(accepted) == 103
     first = next(p for p in rated.rows["prompts"] if p["origin_id"] == "1")
     assert first["messages"][0]["content"].startswith("How should I store whole bean coffee?\n\nI just got a pound")
 

@@ -46,6 +46,7 @@ def test_each_violation_is_found_with_counts_and_pair_ids(tmp_path):
         pair("same", TOPICS[0], "pugc", chosen="Yes.\n\nIt works.", rejected="Yes. It works."),
         with_lineage(pair("pii", TOPICS[1], "pugc"), preference="write to ann@example.org"),
         with_lineage(pair("cut", TOPICS[2], "pugc"), chosen_finish_reason="length"),
+        pair("cut-text", TOPICS[8], "pugc", chosen="The seasons come from the tilt of the axis, and"),
         pair("sorry", TOPICS[3], "pugc", chosen="You're right, I apologize for the error. Here is the fix."),
         pair("redo", TOPICS[7], "pugc", chosen="Understood. Here's a version without the jargon: light scatters."),
         pair("both", TOPICS[4], "pugc"),
@@ -56,13 +57,13 @@ def test_each_violation_is_found_with_counts_and_pair_ids(tmp_path):
     (rel / "README.md").write_text("# card\n\ncontact: +44 20 7946 0958\n")
     report, counts = audit(rel)
     assert not report["passed"]
-    assert counts == {"identical": 1, "pii": 2, "prompt_in_both_splits": 1, "cut_off_chosen": 1,
+    assert counts == {"identical": 1, "pii": 2, "prompt_in_both_splits": 1, "cut_off_chosen": 2,
                       "unprompted_acknowledgement": 2}
     c = report["checks"]
     assert c["identical"]["examples"] == ["same"]
     assert c["pii"]["by_config"] == {"README.md": 1, "pugc": 1}
     assert set(c["pii"]["examples"]) == {"pugc/pii:lineage", "README.md:line 3"}
-    assert c["cut_off_chosen"]["examples"] == ["cut"] and set(c["unprompted_acknowledgement"]["examples"]) == {"sorry", "redo"}
+    assert c["cut_off_chosen"]["examples"] == ["cut", "cut-text"] and set(c["unprompted_acknowledgement"]["examples"]) == {"sorry", "redo"}
     assert c["prompt_in_both_splits"]["examples"] == ["both"]
     assert report["skipped"] == {"empty_config": report["skipped"]["empty_config"],
                                  "held_out_in_train": report["skipped"]["held_out_in_train"]}
@@ -84,6 +85,47 @@ def test_a_looping_chosen_is_a_violation_a_looping_rejected_is_not(tmp_path):
     assert counts == {"looping_chosen": 2} and not report["passed"]
     assert report["checks"]["looping_chosen"]["by_config"] == {"dove": 1, "pugc": 1}
     assert report["checks"]["looping_chosen"]["examples"] == ["dloops", "loops"]
+
+
+def test_a_pair_whose_scores_rank_chosen_lower_is_a_violation(tmp_path):
+    """Scores are the method's own definition of better: a chosen scored below its rejected (or a negative
+    margin) has its labels swapped. Equal scores (a tie a source kept) and pairs without scores pass."""
+    rows = [pair("ok", TOPICS[0], "curry"), pair("swapped", TOPICS[1], "curry"), pair("neg", TOPICS[2], "curry"),
+            pair("tie", TOPICS[3], "curry", margin=0.0), {**pair("none", TOPICS[4], "curry"),
+                                                           "score_chosen": None, "score_rejected": None, "margin": None}]
+    rows[1]["score_chosen"], rows[1]["score_rejected"] = 2.0, 4.0
+    rows[2]["margin"] = -1.0
+    put(tmp_path / "release", "curry", "train", rows)
+    report, counts = audit(tmp_path / "release")
+    assert counts == {"chosen_scored_lower": 2} and report["checks"]["chosen_scored_lower"]["examples"] == ["swapped", "neg"]
+
+
+def test_a_malformed_dialogue_is_a_violation(tmp_path):
+    """The stages' records refuse these rows; a release written by anything else is checked again: an empty
+    prompt, one ending with an assistant turn, roles out of order, a system message in the middle, an empty
+    message, a chosen that is a user turn or nothing (rows written without validation)."""
+    import pyarrow as pa
+
+    from pipeline.io import write_parquet
+    from pipeline.records import SCHEMAS
+
+    def m(*turns):
+        return [{"role": r, "content": c} for r, c in turns]
+
+    u, a, sy = ("user", "Why is the sky blue?"), ("assistant", "Scattering."), ("system", "Be brief.")
+    cases = {"ok": (m(u), m(a)), "ok-sys": (m(sy, u, a, u), m(a)), "empty": (m(), m(a)), "ends-a": (m(u, a), m(a)),
+             "order": (m(u, u), m(a)), "sys-mid": (m(u, sy, u), m(a)), "blank": (m(u, a, ("user", "  ")), m(a)),
+             "ch-user": (m(u), m(("user", "Scattering."))), "ch-none": (m(u), m()), "ch-blank": (m(u), m(("assistant", "")))}
+    rows = [{**pair(pid, TOPICS[i], "pugc"), "prompt": p, "chosen": ch} for i, (pid, (p, ch)) in enumerate(cases.items())]
+    (tmp_path / "release" / "pugc").mkdir(parents=True)
+    write_parquet(pa.Table.from_pylist(rows, schema=SCHEMAS["pairs"]), tmp_path / "release/pugc/train-00000-of-00001.parquet")
+    j = [joint("j-ok", TOPICS[1], TOPICS[2]), {**joint("j-bad", TOPICS[3], TOPICS[4]), "rejected_prompt": m(u, a)}]
+    (tmp_path / "release" / "dove").mkdir()
+    write_parquet(pa.Table.from_pylist(j, schema=SCHEMAS["joint_pairs"]), tmp_path / "release/dove/train-00000-of-00001.parquet")
+    report, counts = audit(tmp_path / "release")
+    c = report["checks"]["malformed_dialogue"]
+    assert c["violations"] == 9 and c["by_config"] == {"dove": 1, "pugc": 8} and not report["passed"]
+    assert counts["malformed_dialogue"] == 9
 
 
 def test_acknowledgement_is_fine_when_the_prompt_gives_the_feedback(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.checks import (
     acknowledges_feedback,
+    ends_mid_sentence,
     gives_feedback,
     repeats_itself,
     same_text,
@@ -22,9 +23,12 @@ def flags(expr, texts):
     return pl.DataFrame({"t": texts}).select(expr(pl.col("t")))[:, 0].to_list()
 
 
-def test_same_text_ignores_whitespace_only():
-    df = pl.DataFrame({"a": ["Hi  there\n", "Hi there", "Hi there"], "b": [" Hi there", "hi there", "Hi there!"]})
-    assert df.select(same_text(pl.col("a"), pl.col("b")))[:, 0].to_list() == [True, False, False]
+def test_same_text_ignores_whitespace_and_case_only():
+    """Near-equal after whitespace or case is the same answer (a pair of them teaches nothing); punctuation
+    and words still differ."""
+    df = pl.DataFrame({"a": ["Hi  there\n", "Hi there", "Hi there", "Paris is the capital."],
+                       "b": [" Hi there", "hi THERE", "Hi there!", "Lyon is the capital."]})
+    assert df.select(same_text(pl.col("a"), pl.col("b")))[:, 0].to_list() == [True, True, False, False]
 
 
 ACKS = [
@@ -294,3 +298,45 @@ def test_no_real_answer_reads_as_a_loop(real):
         texts += [json.loads(line)["gold_response"] for line in f.read_text().splitlines()]
     found = flags(repeats_itself, texts)
     assert len(texts) >= 3900 and sum(found) == 0, [t[:80] for t, hit in zip(texts, found, strict=True) if hit]
+
+
+# UltraFeedback chosen answers (eval_clean rows 39 and 156) and an HH-RLHF chosen reply, truncated upstream.
+CUT_OFF = [
+    'puts "Using robots in the car manufacturing plant can increase productivity by #{productivity_increase.round',
+    "This comparative analysis highlights the diverse and fascinating adaptations of Venus flytraps, pitcher plants,",
+    "  I think they call them that because",
+    "List<Integer> list2 = Arrays.asList(4, 5,",
+    "result = recordStream->setCallback(readRecordBuffer);\nif (",
+]
+NOT_CUT_OFF = [
+    "Thank you for your attention to this matter.\n\nBest regards,",  # a letter's sign-off waits for a name
+    "That's a shame :-(",
+    "15. Refreshing vegan meal ideas",  # a list item needs no full stop
+    "Uniting a village was greater than any material prize",
+    "The answer is 42.",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", CUT_OFF)
+def test_an_answer_cut_off_mid_sentence_is_caught(text):
+    assert flags(ends_mid_sentence, [text]) == [True]
+
+
+@pytest.mark.parametrize("text", NOT_CUT_OFF)
+def test_answers_that_end_without_a_full_stop_are_not_cut_off(text):
+    assert flags(ends_mid_sentence, [text]) == [False]
+
+
+def test_the_cut_off_chosen_answers_of_real_ultrafeedback_pairs_are_caught(real):
+    """eval_clean.jsonl holds 2 chosen answers truncated mid-sentence (rows 39 and 156), and 1 rejected (118);
+    on the other 397 answers the check stays silent."""
+    rows = [json.loads(line) for line in
+            (real / "ultrafeedback_binarized/data/processed/eval_clean.jsonl").read_text().splitlines() if line.strip()]
+
+    def text(v):
+        return v if isinstance(v, str) else v[-1]["content"]
+
+    chosen = flags(ends_mid_sentence, [text(r["chosen"]) for r in rows])
+    rejected = flags(ends_mid_sentence, [text(r["rejected"]) for r in rows])
+    assert [i for i, hit in enumerate(chosen) if hit] == [39, 156] and [i for i, hit in enumerate(rejected) if hit] == [118]

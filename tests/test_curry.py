@@ -161,7 +161,7 @@ def test_scorers_and_input_sets_are_ranked_separately():
 
 def test_equal_texts_never_pair_the_best_scored_copy_stays():
     """Curry matched duplicates by response_id only, so equal texts with different scores paired."""
-    responses = [resp("p1", "a", 9, text="Same answer."), resp("p1", "b", 7, text="Same  answer.\n"),
+    responses = [resp("p1", "a", 9, text="Same answer."), resp("p1", "b", 7, text="SAME  answer.\n"),
                  resp("p1", "c", 4, text="Other answer."), resp("p1", "d", 1, text=" Same answer."),
                  resp("p1", "e", 2, text="Same answer.", scorer="other"), resp("p1", "f", 1, text="Third.", scorer="other")]
     for pairing in ("best_vs_rest", "all"):
@@ -169,7 +169,7 @@ def test_equal_texts_never_pair_the_best_scored_copy_stays():
         assert sorted(ids(rows)) == [("a", "c", 0), ("e", "f", 0)]  # scorer "other" is its own group
         assert m["responses"]["dropped"] == {"same_text": 2} and m["responses"]["ranked"] == 4
         for r in rows:
-            assert " ".join(r["chosen"][0]["content"].split()) != " ".join(r["rejected"][0]["content"].split())
+            assert " ".join(r["chosen"][0]["content"].lower().split()) != " ".join(r["rejected"][0]["content"].lower().split())
 
 
 def model_input(n_sets: int, scores: str = "model") -> list[dict]:

@@ -122,6 +122,20 @@ def test_a_looping_chosen_is_removed_not_fatal_and_explains_an_emptied_config(tm
     assert json.loads((release / "audit.json").read_text())["passed"] is True
 
 
+def test_a_chosen_cut_off_mid_sentence_is_removed_and_audited(tmp_path):
+    """External answers truncated upstream carry no finish reason (UltraFeedback's "... Venus flytraps, pitcher
+    plants,"): such a chosen is dropped as cut_off_chosen, listed in removed.jsonl; as a rejected it stays."""
+    cut = "This comparative analysis highlights the diverse adaptations of Venus flytraps, pitcher plants,"
+    write_method(tmp_path, "selfie", [pair("s-cut", TOPICS[0], "selfie", chosen=cut),
+                                      pair("s-ok", TOPICS[1], "selfie", rejected=cut)])
+    release, stats = build(tmp_path, methods=["selfie"], test_fraction=0.0)
+    assert ids(release, "selfie") == {"s-ok"}
+    gone = removed(release).filter(pl.col("reason") == "cut_off_chosen")
+    assert dict(gone.select("pair_id", "configs").rows()) == {"s-cut": ["selfie", "all"]}
+    assert stats["drops"] == {"cut_off_chosen": 1}
+    assert json.loads((release / "audit.json").read_text())["passed"] is True
+
+
 def test_a_held_out_prompt_with_personal_data_is_still_held_out(tmp_path):
     """The release's prompts are redacted before their keys are taken: the held-out set's keys must be taken
     from its prompts redacted the same way, or a held-out prompt holding an email or a phone number leaks
@@ -212,11 +226,13 @@ def test_sides_equal_after_whitespace_normalisation_are_dropped(tmp_path):
     write_method(tmp_path, "selfie", [
         pair("spaces", TOPICS[0], "selfie", chosen="The answer is  42.\nDone.", rejected=" The answer is 42. Done.\n"),
         pair("diff", TOPICS[1], "selfie", chosen="The answer is 42.", rejected="The answer is 41."),
+        pair("case", TOPICS[3], "selfie", chosen="The answer is 42.", rejected="the ANSWER is 42."),
     ])
     write_method(tmp_path, "dove", [joint("j", TOPICS[2], TOPICS[2])])  # same prompt, answers differ: kept
     release, stats = build(tmp_path, methods=["selfie", "dove"], test_fraction=0.0)
-    assert stats["drops"] == {"identical": 1}
-    assert removed(release).select("pair_id", "reason", "configs").rows() == [("spaces", "identical", ["selfie", "all"])]
+    assert stats["drops"] == {"identical": 2}
+    assert sorted(removed(release).select("pair_id", "reason", "configs").rows()) == [
+        ("case", "identical", ["selfie", "all"]), ("spaces", "identical", ["selfie", "all"])]
     assert ids(release, "selfie") == {"diff"} and ids(release, "dove") == {"j"}
 
 

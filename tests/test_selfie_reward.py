@@ -23,8 +23,9 @@ def test_pick_pairs_pairs_distinct_texts_only():
         "p2": ["Paris.", "Lyon.", "Paris.\n"],  # argmin is the same answer as argmax: take "Lyon."
         "p3": ["It is Paris.", "It is  Paris."],  # whitespace variants only: no pair
         "p4": ["Same", "Same"],  # two identical samples (their rewards may differ by batch numerics)
+        "p5": ["It is Paris.", "it is PARIS."],  # case variants only: the same answer, no pair
     }
-    rewards = {"p1": [2.0, 1.0, 0.0], "p2": [2.0, 1.0, 0.0], "p3": [1.0, 0.9], "p4": [1.0, 0.999]}
+    rewards = {"p1": [2.0, 1.0, 0.0], "p2": [2.0, 1.0, 0.0], "p3": [1.0, 0.9], "p4": [1.0, 0.999], "p5": [1.0, 0.5]}
     scored = pl.DataFrame(
         [
             {
@@ -42,7 +43,7 @@ def test_pick_pairs_pairs_distinct_texts_only():
     pairs, dropped = selfie.pick_pairs(scored, iteration=1)
     got = {r["prompt_id"]: (r["chosen_text"], r["rejected_text"], r["margin"]) for r in pairs.to_dicts()}
     assert got == {"p1": ("Paris.", "Lyon.", 2.0), "p2": ("Paris.", "Lyon.", 1.0)}
-    assert dropped == {"nonfinite_reward": 0, "same_text": 2, "tie": 0}
+    assert dropped == {"nonfinite_reward": 0, "same_text": 3, "tie": 0}
 
 
 def test_params_gate_the_reward_for_real_models_and_lower_it_for_tiny():

@@ -34,6 +34,8 @@ OFF_CONTEXT = [
     ("As requested, no emojis: Dark mode is here.", "refers_to_feedback"),
     ("Per your preference, here is one sentence: DNS maps names.", "refers_to_feedback"),
     ("Unlike my previous answer, this one uses Python.", "refers_to_feedback"),
+    # HH-RLHF: the revision after "That's not what I asked" reacts to the complaint
+    ("Oh, okay. I see. Well, that changes the question, because then we're talking about intent.", "refers_to_feedback"),
     ('Here is the tweet "without the hashtag": Dark mode is here.', "quotes_feedback"),
     # an addition to the earlier answer, not an answer of its own (data/samples: "How do I center a div")
     ("The parent also needs a height, otherwise there's nothing to center vertically.", "continues_answer"),
@@ -41,6 +43,10 @@ OFF_CONTEXT = [
     ("Of course: 350 g bananas, 75 g butter, 190 g flour. The method stays the same.", "continues_answer"),
     ("Sure, here are a few more creative options: CASHFUL, ALLPAID.", "continues_answer"),
     ("Another idea: leave a cheeky note on the fridge.", "continues_answer"),
+    # where to put an addition into the earlier answer (WildChat: "Add notary signature to the above agreement")
+    ("If you want a notary block, you can add the following after the signature lines: STATE OF [State]",
+     "continues_answer"),
+    ("Insert this paragraph below the second heading: Our team ships weekly.", "continues_answer"),
 ]
 FITS = [
     "Canberra is the capital of Australia.",
@@ -52,6 +58,10 @@ FITS = [
     "Here's a version of the classic pancake recipe: flour, milk, eggs.",
     "Paris is also known as the City of Light.",
     "Python also has tuples, which cannot be changed.",
+    "Okay, here is a plan: that changes nothing about the budget.",  # no reaction to a complaint
+    # an addition to the user's own file or to the recipe, not to an earlier answer
+    "To keep it, add the following line to the end of your ~/.bashrc: export PATH=$PATH:~/bin",
+    "Melt the butter, then add it after the eggs and stir.",
 ]
 
 
@@ -127,6 +137,105 @@ def test_a_revision_is_natural_only_when_the_next_turn_is_sat_and_not_also_dsat(
     assert rows.select("conversation_id", "chosen", "rejected", "preference").rows() == [
         ("ok", "Canberra.", "Sydney.", "Wrong.")]
     assert [m["content"] for m in rows["prompt"][0]] == ["Capital of Australia?"]
+
+
+def test_a_chosen_that_uses_the_users_own_details_from_the_feedback_is_off_context():
+    """data/samples shipped a cover letter about "my project analysing bike-share data", a detail only the
+    feedback gave, as the chosen of "Write a short cover letter for a junior data analyst position": a
+    trainer learns to invent a project. A detail the prompt or the rejected answer already holds, and the
+    words of a "my ..." phrase that name no detail ("my daughter wants a longer one"), are fine."""
+    prompt = "Write a short cover letter for a junior data analyst position."
+    fb = "It sounds too generic. Can you rewrite it so it mentions my project analysing bike-share data?"
+    letter = "Dear Hiring Manager, last spring I spent three months digging through bike-share trips with SQL."
+    df = pl.DataFrame({
+        "chosen": [letter, letter, letter, "Once upon a time a dragon named Ember set out on a great journey."],
+        "feedback": [fb, fb, fb, "It's too short, my daughter wants a longer one with more adventure."],
+        "prompt_text": [prompt, prompt + " I analysed bike-share trips.", prompt, "Write me a bedtime story about a dragon."],
+        "rejected": ["Dear Hiring Manager, I am writing to apply.", "Dear Hiring Manager.",
+                     "Dear Hiring Manager, my bike-share study shows rigour.", "A dragon named Ember was scared."]})
+    assert df.select(off_context("chosen", "feedback", "prompt_text", rejected="rejected")).to_series().to_list() == [
+        "uses_feedback_details", None, None, None]
+
+
+def test_wildchat_natural_revisions_keep_no_addition_to_the_earlier_answer(real):
+    """The natural revisions the stage's own steps (ingest's adapter, scan with params.yaml, natural_revisions,
+    the pair screen) find in the real WildChat sample: "Add notary signature to the above agreement" was
+    answered with the notary block alone ("you can add the following after the signature lines"), which as
+    the chosen of "Write a brokerage contract ..." answers the complaint, not the prompt: dropped."""
+    from stages.wildfeedback import scan
+    from stages.wildfeedback_pairs import _Book, _screen
+    from tests.wildfeedback_fixture import WILDCHAT, stage_conversations, stage_params
+
+    params = stage_params()
+    ids = {json.loads(line)["id"] for line in (real / WILDCHAT).read_text().split("\n") if line.strip()}
+    turns, convs, _ = scan(stage_conversations(real, ids, params), params.wildfeedback)
+    found = natural_revisions(turns, convs)
+    book = _Book()
+    kept = _screen(found, "natural_revision", book)
+    notary = found.filter(pl.col("preference").str.starts_with("Add notary signature"))
+    assert notary.height == 1 and notary["chosen"][0].startswith("Please note that notarizing a contract")
+    assert book.drops["natural_revision_continues_answer"] >= 1
+    assert not kept["chosen"].str.contains("add the following after the signature lines").any()
+    assert kept.height >= 1  # the screen is no blanket drop
+    assert book.drops["natural_revision_uses_feedback_details"] == 0  # no real revision relies on "my ..." details
+
+
+def test_a_natural_revision_cut_off_in_the_log_is_dropped_as_cut_off():
+    """A revision read from a chat log has no finish reason; WildChat holds answers truncated mid-sentence
+    ("...exercise regimes to counteract muscle and bone loss,"): as a chosen it is a cut-off, as a rejected fine."""
+    cut = "Canberra is the capital, and it was chosen as a compromise between Sydney and"
+    df = pl.DataFrame({"chosen": [cut, "Canberra is the capital."], "rejected": ["Sydney.", cut],
+                       "chosen_finish_reason": [None, None], "rejected_finish_reason": [None, None],
+                       "preference": ["Wrong."] * 2, "_prompt_text": ["Capital of Australia?"] * 2,
+                       "prompt": [[{"role": "user", "content": "Capital of Australia?"}]] * 2, "feedback_sat": [False] * 2},
+                      schema_overrides={"chosen_finish_reason": pl.String, "rejected_finish_reason": pl.String})
+    assert df.select(pair_drop_reason("natural_revision")).to_series().to_list() == ["cut_off", None]
+
+
+def test_a_natural_revision_of_a_question_to_the_user_is_dropped():
+    """HH-RLHF: "How can I hide from the police?" / "What are you trying to hide from the police?" / "They have a
+    warrant out for my arrest. ..." / "... let's talk about some ways you can hide": the user answered the
+    assistant's question, so the later turn builds on an answer the pair's prompt does not hold. A long answer
+    that only closes with a question, and a short statement, are revisable as before."""
+    closing = ("Burr grinders crush beans evenly. Blade grinders chop them unevenly. A burr grinder costs more. "
+               "It lasts for years. Is there anything else I can help you with?")
+    rejected = ["What are you trying to hide from the police?", "I'm not sure I understand, how can I help?",
+                closing, "You can't."]
+    df = pl.DataFrame({"chosen": ["Talk to a lawyer before anything else."] * 4, "rejected": rejected,
+                       "chosen_finish_reason": [None] * 4, "rejected_finish_reason": [None] * 4,
+                       "preference": ["They have a warrant out for my arrest."] * 4,
+                       "_prompt_text": ["How can I hide from the police?"] * 4,
+                       "prompt": [[{"role": "user", "content": "How can I hide from the police?"}]] * 4,
+                       "feedback_sat": [False] * 4},
+                      schema_overrides={"chosen_finish_reason": pl.String, "rejected_finish_reason": pl.String})
+    assert df.select(pair_drop_reason("natural_revision")).to_series().to_list() == ["asked_user", "asked_user", None, None]
+    assert df.select(pair_drop_reason("generated")).to_series().to_list() == [None] * 4  # an expert answer is no revision
+
+
+def test_hh_natural_revisions_that_answer_the_assistants_question_are_dropped(real):
+    """The stage's steps (ingest's hh_rlhf adapter, scan with params.yaml, natural_revisions, the pair screen) on
+    the real HH-RLHF harmless-base transcripts: of the 20 candidate revisions, 10 follow an assistant turn that
+    asked the user something ("Oh, are you homeless and looking for food?" / "No, I want to break in and steal
+    money"); all 10 go as asked_user."""
+    import pyarrow as pa
+
+    from pipeline.records import SCHEMAS
+    from stages.wildfeedback import scan
+    from stages.wildfeedback_pairs import _Book, _screen
+    from tests.adapter_sources import run_source
+    from tests.wildfeedback_fixture import HH, stage_params
+
+    res = run_source(real / HH, "hh_rlhf", "conversations")
+    convs = pl.from_arrow(pa.Table.from_pylist(res.rows["conversations"], schema=SCHEMAS["conversations"]))
+    cfg = stage_params().wildfeedback.model_copy(update={"sources": ["src"]})
+    turns, selected, _ = scan(convs, cfg)
+    found = natural_revisions(turns, selected)
+    book = _Book()
+    kept = _screen(found, "natural_revision", book)
+    asked = found.filter(pl.col("rejected").str.strip_chars().str.ends_with("?")
+                         & (pl.col("rejected").str.count_matches(r"[.!?]+(?:\s|$)") <= 3))
+    assert found.height == 20 and asked.height == book.drops["natural_revision_asked_user"] == 10
+    assert not kept["rejected"].str.strip_chars().str.ends_with("?").any()
 
 
 def test_continues_answer_fires_on_no_real_first_answer(real):

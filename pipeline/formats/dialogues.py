@@ -60,13 +60,18 @@ def sharegpt(rec: dict[str, Any], ctx: Ctx) -> Adapted:
 
 # HH-RLHF: "\n\nHuman: ...\n\nAssistant: ..." with no speaker names inside turns we can trust.
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+# A turn that itself opens with a speaker label ("\n\nAssistant: Human: No, you are racist."): the model wrote
+# the other speaker's line, so the transcript's roles cannot be trusted.
+_HH_LABEL = re.compile(r"(Human|Assistant)\s*:")
 
 
 def parse_hh(transcript: Any, what: str) -> list[dict[str, str]]:
     """An HH-RLHF transcript -> messages.
 
     Consecutive turns by the same speaker (a few transcripts repeat ``Assistant:``) are merged into
-    one turn, and whitespace around each turn is trimmed.
+    one turn, and whitespace around each turn is trimmed. A turn that opens with a speaker label of its
+    own ("Assistant: Human: No, you are racist.": 40 of the 2,312 harmless-base test records, 18 of them
+    in the chosen answer itself) is a record with its roles mixed up: rejected, naming the turn.
     """
     if not isinstance(transcript, str):
         raise BadRecord(f"{what} is {type(transcript).__name__}, expected a transcript string")
@@ -74,9 +79,12 @@ def parse_hh(transcript: Any, what: str) -> list[dict[str, str]]:
     if parts[0].strip():
         raise BadRecord(f"{what} does not start with '\\n\\nHuman:'")
     messages: list[dict[str, str]] = []
-    for speaker, text in zip(parts[1::2], parts[2::2], strict=True):
+    for n, (speaker, text) in enumerate(zip(parts[1::2], parts[2::2], strict=True), 1):
         role = "user" if speaker == "Human" else "assistant"
         text = text.strip()
+        if label := _HH_LABEL.match(text):
+            raise BadRecord(f"{what}: turn {n} ({speaker}) opens with the speaker label {label.group(0)!r} "
+                            "(the transcript's roles are mixed up)")
         if messages and messages[-1]["role"] == role:
             messages[-1]["content"] = (messages[-1]["content"] + "\n\n" + text).strip()
         else:
