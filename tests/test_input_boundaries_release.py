@@ -84,7 +84,12 @@ def test_audit_of_a_folder_without_a_release_fails_in_one_line(tmp_path, capsys)
     pq.write_table(pa.table({"conversation_id": ["a"]}), tmp_path / "ingest" / "conversations" / "part-0.parquet")
     (tmp_path / "broken" / "pugc").mkdir(parents=True)
     (tmp_path / "broken" / "pugc" / "train-00000-of-00001.parquet").write_bytes(b"PAR1 cut")
+    (tmp_path / "release" / "all").mkdir(parents=True)  # one config of a release, given instead of the release
+    (tmp_path / "release" / "_manifest.json").write_text("{}")
+    pq.write_table(pa.table({"pair_id": ["a"]}), tmp_path / "release" / "all" / "train-00000-of-00001.parquet")
     expected = {
+        "release/all": f"{tmp_path / 'release' / 'all'}: one config of a release; audit the whole release, "
+                       f"`prefpipe audit {tmp_path / 'release'}`",
         "empty": f"{tmp_path / 'empty'}: no released pair files (<config>/<split>-*.parquet); build the release with "
                  "`dvc repro export`",
         "ingest": f"{tmp_path / 'ingest' / 'conversations' / 'part-0.parquet'}: not a released pairs file (no column "
