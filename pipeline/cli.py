@@ -95,10 +95,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             return 2
     print(f"path:   {path}")
     print(f"files:  {len(files)}")
-    print(f"rows:   {rows}")
-    print("schema:")
-    for field in pq.read_schema(files[0]):
-        print(f"  {field.name}: {field.type}{'' if field.nullable else ' not null'}")
+    configs = (manifest or {}).get("configs") if (manifest or {}).get("table") == "release" else None
+    if configs:  # a release: `all` holds the other configs' rows again, so their sum counts each pair twice
+        per = ", ".join(f"{c} {sum(splits.values())}" for c, splits in sorted(configs.items()))
+        print(f"rows:   {rows} in all files; per config: {per}")
+    else:
+        print(f"rows:   {rows}")
+    schemas: dict = {}
+    for f in files:  # one block per distinct schema (a release's DOVE config has prompts per side)
+        schemas.setdefault(pq.read_schema(f).remove_metadata(), []).append(f)
+    for schema, where in schemas.items():
+        print("schema:" if len(schemas) == 1 else f"schema of {where[0].relative_to(path) if path.is_dir() else where[0]}"
+              f"{f' and {len(where) - 1} more files' if len(where) > 1 else ''}:")
+        for field in schema:
+            print(f"  {field.name}: {field.type}{'' if field.nullable else ' not null'}")
     if manifest:
         shown = {k: v for k, v in manifest.items() if k not in ("files", "schema")}
         print("manifest:", json.dumps(shown, sort_keys=True))

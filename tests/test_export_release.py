@@ -315,3 +315,21 @@ def test_card_shows_recorded_judge_gates_or_says_none(tmp_path):
     assert "| selfie | — | — | — | — | no gate recorded |" in card
     assert stats["gates"]["curry"].startswith("no gate recorded")  # no details.json at all
     assert "## Audit" in card and "**passed**" in card
+
+
+def test_inspect_of_a_release_counts_rows_per_config_and_shows_each_schema(tmp_path, capsys):
+    """`all` repeats the other configs' rows, so a release's row total alone double-counts: inspect names the
+    rows per config, and DOVE's joint rows (a prompt per side) get their own schema block."""
+    from pipeline.cli import main as cli
+
+    standard_methods(tmp_path)
+    release, _ = build(tmp_path, test_fraction=0.0)
+    assert cli(["inspect", str(release), "-n", "1"]) == 0
+    out = capsys.readouterr().out
+    per = {c: sum(pq.read_metadata(f).num_rows for f in (release / c).glob("*.parquet"))
+           for c in ("all", "curry", "dove", "pugc", "selfie")}
+    assert f"per config: all {per['all']}, curry {per['curry']}, dove {per['dove']}, pugc {per['pugc']}" in out
+    assert 0 < per["all"] <= per["curry"] + per["dove"] + per["pugc"] + per["selfie"]  # the others' rows again
+    assert f"rows:   {sum(per.values())} in all files" in out
+    assert "schema of dove/train-00000-of-00001.parquet:" in out and "  chosen_prompt: " in out
+    assert out.count("schema of ") == 2
