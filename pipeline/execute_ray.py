@@ -8,6 +8,7 @@ these runs, so the local backend never needs it.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.config import LLM, Execution
+from pipeline.errors import StageError
 from pipeline.execute_step import Block, Step, build_engine, concat_outputs, from_ipc, slices, to_ipc
 
 TASK_SECONDS = 1.0  # Ray: rows per task grow (whole batches) until a task holds about this much work
@@ -70,6 +72,7 @@ def ray_init(address: str | None = None, **kwargs: Any) -> None:
     import stages
 
     address = address or os.environ.get("RAY_ADDRESS") or "local"
+    check_address(address)
     common = dict(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
     if address == "local":
         from ray.job_config import JobConfig
@@ -79,6 +82,25 @@ def ray_init(address: str | None = None, **kwargs: Any) -> None:
     else:
         runtime_env = {"py_modules": [pipeline, stages], "env_vars": {"PREFPIPE_PROGRESS": "0"}}
         ray.init(**common, runtime_env=runtime_env, **kwargs)
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """A cluster address (``host:port`` or ``ray://host:port``) must answer a TCP connection within
+    ``timeout`` seconds: Ray itself retries a wrong address for minutes before failing. ``local`` and
+    ``auto`` are left to Ray."""
+    import socket
+
+    m = re.fullmatch(r"(?:ray://)?\[?([^\[\]/]+?)\]?:(\d+)/?", address.strip())
+    if m is None:
+        return
+    try:
+        socket.create_connection((m[1], int(m[2])), timeout=timeout).close()
+    except OSError as e:
+        raise StageError(
+            f"execution.ray_address (or RAY_ADDRESS) {address!r}: nothing answers at {m[1]}:{m[2]} "
+            f"({e.strerror or type(e).__name__}); start the cluster there (`ray start --head`) or fix the address "
+            "(null: a local Ray instance)"
+        ) from None
 
 
 # --- Ray engine pools ------------------------------------------------------------------------------
