@@ -25,7 +25,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.encodings import batch_rows
+from pipeline.encodings import UNCONVERTIBLE, batch_rows
 from pipeline.jsontext import preview_of
 from pipeline.parquetpages import DELTA_BYTE_ARRAY, DICTIONARY_ENCODINGS, DICTIONARY_PAGE, Chunk, Page
 
@@ -263,7 +263,11 @@ def sized_rows(batch: pa.RecordBatch, limit: int) -> Iterator[tuple[dict[str, An
         except pa.ArrowInvalid:
             yield from ((rec, error, "") for rec, error in batch_rows(row))
             continue
-        yield None, f"record is over max_record_bytes={limit}", preview_of(_head(row).to_pylist()[0])
+        try:
+            preview = preview_of(_head(row).to_pylist()[0])
+        except UNCONVERTIBLE:  # a value Python cannot hold (a timestamp past year 9999) besides its long text
+            preview = ""
+        yield None, f"record is over max_record_bytes={limit}", preview
 
 
 def _head(row: pa.RecordBatch) -> pa.RecordBatch:

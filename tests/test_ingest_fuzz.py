@@ -1,0 +1,57 @@
+"""Ingest under hostile input, third pass: a deterministic fuzz of every format and kind, and the defects it found.
+
+Each regression case below crashed, dropped or mangled a record silently, or kept text that was never
+content, before its fix (tests/test_hostile.py and tests/test_input_boundaries.py hold the earlier passes).
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import Source
+from stages.ingest import ingest_source
+
+MAX_BYTES = 4 << 20
+
+
+def _ingest(path, fmt: str = "prompts", kind: str = "prompts", max_bytes: int = MAX_BYTES):
+    res = ingest_source(Source(name="s", kind=kind, path=str(path), format=fmt), max_bytes)
+    m = res.metrics
+    assert m["rows_in"] == m["accepted"] + m["rejected"] == m["accepted"] + len(res.rejects)
+    assert all(r["reason"] for r in res.rejects)
+    return res
+
+
+def _contents(res) -> list[str]:
+    return [m["content"] for t in ("prompts", "conversations") for r in res.rows[t] for m in r["messages"]]
+
+
+# --- Parquet values Python cannot hold ----------------------------------------------------------------
+
+@pytest.mark.parametrize(("column", "where"), [
+    (pa.array([2**62, 0], pa.timestamp("us")), "date value out of range"),  # year ~146,000
+    (pa.array([2**31 - 1, 0], pa.date32()), "days=2147483647"),
+])
+def test_a_parquet_value_python_cannot_hold_rejects_its_row_naming_the_column(tmp_path, column, where):
+    """Was a crash (OverflowError and a traceback), even for a column no adapter reads."""
+    pq.write_table(pa.table({"id": ["p1", "p2"], "text": ["first", "second"], "written": column}), tmp_path / "t.parquet")
+    res = _ingest(tmp_path / "t.parquet")
+    assert res.metrics["rejected"] == 1 and _contents(res) == ["second"]
+    reason = res.rejects[0]["reason"]
+    assert reason.startswith("t.parquet:1: column 'written' holds a value Python cannot represent") and where in reason
+
+
+def test_a_long_parquet_row_with_a_value_python_cannot_hold_is_the_usual_reject(tmp_path):
+    pq.write_table(pa.table({"id": ["p1"], "text": ["x" * 5000], "written": pa.array([2**62], pa.timestamp("us"))}),
+                   tmp_path / "t.parquet")
+    res = _ingest(tmp_path / "t.parquet", max_bytes=1000)
+    assert [r["reason"] for r in res.rejects] == ["t.parquet:1: record is over max_record_bytes=1000"]
+
+
+def test_parquet_dates_python_can_hold_are_kept(tmp_path):
+    pq.write_table(pa.table({"id": ["p1"], "text": ["hi"], "day": [datetime.date(2024, 1, 2)]}), tmp_path / "t.parquet")
+    assert _contents(_ingest(tmp_path / "t.parquet")) == ["hi"]
