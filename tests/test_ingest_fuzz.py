@@ -55,3 +55,43 @@ def test_a_long_parquet_row_with_a_value_python_cannot_hold_is_the_usual_reject(
 def test_parquet_dates_python_can_hold_are_kept(tmp_path):
     pq.write_table(pa.table({"id": ["p1"], "text": ["hi"], "day": [datetime.date(2024, 1, 2)]}), tmp_path / "t.parquet")
     assert _contents(_ingest(tmp_path / "t.parquet")) == ["hi"]
+
+
+# --- CSV rows that do not line up with the header -----------------------------------------------------
+
+FIELDS = "quote fields that hold a comma, and give every row one field per column"
+
+
+@pytest.mark.parametrize(("row", "reason"), [
+    # Was accepted as the text "Hello": ", world" went to csv's extra-fields list and was never read.
+    ("p1,Hello, world", f"the row has 3 field(s), the header names 2 column(s): {FIELDS}"),
+    ("p1", f"the row has 1 field(s), the header names 2 column(s): {FIELDS}"),
+    # Was accepted as 'ab"': the csv module's lenient mode drops a quote it cannot place.
+    ('p1,"a"b"', "invalid CSV: ',' expected after '\"'"),
+])
+def test_a_csv_row_whose_fields_do_not_line_up_is_a_reject(tmp_path, row, reason):
+    (tmp_path / "p.csv").write_text(f"id,text\n{row}\np2,second\n")
+    res = _ingest(tmp_path / "p.csv")
+    assert [r["reason"] for r in res.rejects] == [f"p.csv:1: {reason}"] and _contents(res) == ["second"]
+
+
+def test_a_csv_quote_never_closed_is_a_reject_not_a_record_holding_the_rest_of_the_file(tmp_path):
+    """Was accepted: one prompt "Hello\\np2,second\\np3,third\\n", the two rows after it gone without a word."""
+    (tmp_path / "p.csv").write_text('id,text\np0,fine\np1,"Hello\np2,second\np3,third\n')
+    res = _ingest(tmp_path / "p.csv")
+    assert _contents(res) == ["fine"] and [r["reason"] for r in res.rejects] == [
+        "p.csv:2: invalid CSV: unexpected end of data; a quoted field opened in this row is never closed, "
+        "so the rest of the file was read into it"]
+
+
+def test_csv_quoting_that_strict_mode_reads_is_kept(tmp_path):
+    (tmp_path / "p.csv").write_text('id,text\np1,"say ""hi"", then\nleave"\np2,a"b\np3,""\n')
+    res = _ingest(tmp_path / "p.csv")
+    assert _contents(res) == ['say "hi", then\nleave', 'a"b'] and res.rejects[0]["reason"].startswith("p.csv:3: ")
+
+
+def test_a_csv_header_that_is_not_valid_csv_is_one_reject(tmp_path):
+    (tmp_path / "p.csv").write_text('"id"x,text\np1,first\n')
+    res = _ingest(tmp_path / "p.csv")
+    assert [r["reason"] for r in res.rejects] == [
+        "p.csv:1: the header row is invalid CSV: ',' expected after '\"'; none of the file is read"]
