@@ -258,8 +258,13 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
         pf = pq.ParquetFile(path, page_checksum_verification=True)  # where the writer stored page CRCs
         meta = pf.metadata
         sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        names = pf.schema_arrow.names
     except (pa.ArrowException, OSError) as e:
         yield RawRow(str(path), 1, error=f"not a readable Parquet file ({type(e).__name__}: {e})")
+        return
+    if twice := sorted({c for c in names if names.count(c) > 1}):  # a row as a dict would keep the last one only
+        yield RawRow(str(path), 1, error=f"the file names column(s) {twice} twice (a row keeps the last one only): "
+                                         "rename them so each column has its own name; none of the file is read")
         return
     limit = max_record_bytes or 1 << 30
     first = 1  # row number of the group's first row

@@ -95,3 +95,22 @@ def test_a_csv_header_that_is_not_valid_csv_is_one_reject(tmp_path):
     res = _ingest(tmp_path / "p.csv")
     assert [r["reason"] for r in res.rejects] == [
         "p.csv:1: the header row is invalid CSV: ',' expected after '\"'; none of the file is read"]
+
+
+# --- a Parquet file naming a column twice ---------------------------------------------------------------
+
+def test_a_parquet_file_naming_a_column_twice_is_one_reject(tmp_path):
+    """Was accepted with the last column's text ("second"), the first one's dropped without a word."""
+    table = pa.Table.from_arrays([pa.array(["p1"]), pa.array(["first"]), pa.array(["second"])], names=["id", "text", "text"])
+    pq.write_table(table, tmp_path / "t.parquet")
+    res = _ingest(tmp_path / "t.parquet")
+    assert [r["reason"] for r in res.rejects] == [
+        "t.parquet:1: the file names column(s) ['text'] twice (a row keeps the last one only): rename them so each "
+        "column has its own name; none of the file is read"]
+
+
+def test_a_parquet_struct_naming_a_field_twice_rejects_its_rows_naming_the_column(tmp_path):
+    meta = pa.StructArray.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["x", "x"])
+    pq.write_table(pa.table({"id": ["p1"], "text": ["hi"], "meta": meta}), tmp_path / "t.parquet")
+    res = _ingest(tmp_path / "t.parquet")
+    assert res.rejects[0]["reason"].startswith("t.parquet:1: column 'meta' holds a value Python cannot represent")
