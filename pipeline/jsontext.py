@@ -49,12 +49,35 @@ def check_value(value: Any, text: str | None = None) -> str | None:
     return None
 
 
+class DuplicateKey(ValueError):
+    """An object names a key twice with different values: ``json.loads`` would keep the last one silently."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for ``json.loads``: the object, or ``DuplicateKey`` when a key repeats with another
+    value (a repeat with the same value loses nothing)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        for key, value in pairs:
+            if obj[key] != value:
+                raise DuplicateKey(f"invalid JSON: key {key!r} appears twice in one object with different values "
+                                   "(a JSON reader keeps one of them): keep one")
+    return obj
+
+
+def loads(text: str) -> Any:
+    """``json.loads`` of a record's text, raising ``DuplicateKey`` where it would drop a value silently."""
+    return json.loads(text, object_pairs_hook=unique_keys)
+
+
 def parse_json(text: str) -> tuple[Any, str | None]:
     """``json.loads`` that never raises: ``(value, None)``, or ``(None, reason)``."""
     try:
-        value = json.loads(text)
+        value = loads(text)
     except json.JSONDecodeError as e:
         return None, f"invalid JSON: {e.msg} at column {e.colno}"
+    except DuplicateKey as e:
+        return None, str(e)
     except RecursionError:
         return None, f"invalid JSON: nested deeper than {MAX_JSON_DEPTH} levels"
     except ValueError as e:  # an integer literal over 4,300 digits

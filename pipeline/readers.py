@@ -31,7 +31,7 @@ from pipeline import limits, parquetpages
 from pipeline.encodings import encoding_error, not_utf8_field
 from pipeline.errors import SourceError
 from pipeline.hub_source import HF_PREFIX, hub_rows
-from pipeline.jsontext import array_elements, check_value, parse_json, preview_of
+from pipeline.jsontext import array_elements, check_value, loads, parse_json, preview_of
 from pipeline.xmlrows import xml_rows
 
 BOM = b"\xef\xbb\xbf"
@@ -148,10 +148,10 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
     whole, broken = False, not utf8
     if utf8:
         try:
-            value, whole = json.loads(text), True
+            value, whole = loads(text), True
         except json.JSONDecodeError:
             broken = True
-        except (ValueError, RecursionError):  # a value Python cannot hold (huge integer, deep nesting)
+        except (ValueError, RecursionError):  # a value Python cannot hold (huge integer, deep nesting), a key twice
             pass
     if broken and not text.lstrip().startswith("["):  # not an array: JSON lines
         yield from iter_jsonl(path, max_record_bytes)

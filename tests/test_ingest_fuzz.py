@@ -114,3 +114,24 @@ def test_a_parquet_struct_naming_a_field_twice_rejects_its_rows_naming_the_colum
     pq.write_table(pa.table({"id": ["p1"], "text": ["hi"], "meta": meta}), tmp_path / "t.parquet")
     res = _ingest(tmp_path / "t.parquet")
     assert res.rejects[0]["reason"].startswith("t.parquet:1: column 'meta' holds a value Python cannot represent")
+
+
+# --- a JSON object naming a key twice -------------------------------------------------------------------
+
+DUP = '{"id": "p1", "text": "first", "meta": {"a": 1, "a": 2}, "text": "second"}'
+
+
+@pytest.mark.parametrize(("name", "data"), [("p.jsonl", DUP + '\n{"id": "p2", "text": "ok"}\n'),
+                                            ("p.json", f'[{DUP}, {{"id": "p2", "text": "ok"}}]')])
+def test_a_json_key_repeated_with_another_value_is_a_reject(tmp_path, name, data):
+    """Was accepted with the last value ("second"), the first dropped without a word."""
+    (tmp_path / name).write_text(data)
+    res = _ingest(tmp_path / name)
+    assert _contents(res) == ["ok"] and [r["reason"] for r in res.rejects] == [
+        f"{name}:1: invalid JSON: key 'a' appears twice in one object with different values (a JSON reader keeps "
+        "one of them): keep one"]
+
+
+def test_a_json_key_repeated_with_the_same_value_loses_nothing(tmp_path):
+    (tmp_path / "p.jsonl").write_text('{"id": "p1", "text": "same", "text": "same"}\n')
+    assert _contents(_ingest(tmp_path / "p.jsonl")) == ["same"]
