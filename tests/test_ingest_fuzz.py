@@ -135,3 +135,27 @@ def test_a_json_key_repeated_with_another_value_is_a_reject(tmp_path, name, data
 def test_a_json_key_repeated_with_the_same_value_loses_nothing(tmp_path):
     (tmp_path / "p.jsonl").write_text('{"id": "p1", "text": "same", "text": "same"}\n')
     assert _contents(_ingest(tmp_path / "p.jsonl")) == ["same"]
+
+
+# --- HTML: what a page never shows as text ------------------------------------------------------------
+
+def _post_text(tmp_path, body: str) -> str:
+    from xml.sax.saxutils import quoteattr
+
+    (tmp_path / "Posts.xml").write_text(f'<posts>\n  <row Id="1" PostTypeId="1" Title="t" Score="1" Body={quoteattr(body)} />\n'
+                                        "</posts>\n")
+    res = _ingest(tmp_path / "Posts.xml", "stackexchange", "documents")
+    assert res.metrics["accepted"] == 1, res.rejects
+    return res.rows["documents"][0]["text"]
+
+
+@pytest.mark.parametrize("tags", [1, 10_001])  # parsed by lexbor, and stripped by the regex pass past MAX_TAGS
+def test_script_and_style_content_is_not_text(tmp_path, tags):
+    """Was kept: 'hi\\nalert(document.cookie)p{color:red}' (a post's code and styles as its words)."""
+    body = ("<p>hi</p><script>alert(document.cookie)</script><STYLE type='x'>p{color:red}</style >"
+            "<noscript>enable js</noscript><p>bye</p>" + "<b></b>" * (tags // 2))
+    assert _post_text(tmp_path, body) == "hi\n\nbye"
+
+
+def test_a_script_never_closed_hides_the_rest_as_a_browser_does(tmp_path):
+    assert _post_text(tmp_path, "<p>shown</p><script>var a = '<p>not shown</p>'") == "shown"
