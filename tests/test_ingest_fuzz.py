@@ -159,3 +159,15 @@ def test_script_and_style_content_is_not_text(tmp_path, tags):
 
 def test_a_script_never_closed_hides_the_rest_as_a_browser_does(tmp_path):
     assert _post_text(tmp_path, "<p>shown</p><script>var a = '<p>not shown</p>'") == "shown"
+
+
+def test_code_shown_as_text_in_a_post_is_kept(tmp_path):
+    """Was lost: any "&lt;" made the whole body unescaped once more, so '<code>&lt;br&gt;</code>' became a tag
+    and 'Use <br> to break' the text 'Use\\n to break'."""
+    assert _post_text(tmp_path, "<p>Use <code>&lt;br&gt;</code> to break</p>") == "Use <br> to break"
+    assert _post_text(tmp_path, "<pre><code>&lt;script&gt;alert(1)&lt;/script&gt;</code></pre>") == \
+        "<script>alert(1)</script>"
+
+
+def test_a_body_escaped_once_more_than_usual_is_still_read_as_markup(tmp_path):
+    assert _post_text(tmp_path, "&lt;p&gt;A &amp;amp; B&lt;/p&gt;&lt;script&gt;x()&lt;/script&gt;") == "A & B"

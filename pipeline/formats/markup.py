@@ -72,7 +72,9 @@ def html_to_text(body: str) -> str:
     >>> html_to_text("<p>Use a <b>burr</b> grinder &amp; fresh beans.</p>")
     'Use a burr grinder & fresh beans.'
     """
-    if "&lt;" in body:  # markup escaped once more than usual
+    # Markup escaped once more than usual has no tag left: a body that has tags and also "&lt;" shows code as
+    # text (`<code>&lt;br&gt;</code>`), which unescaping would turn into tags and lose.
+    if "&lt;" in body and "<" not in body:
         body = html.unescape(body)
     text = _parsed_text(body) if body.count("<") <= MAX_TAGS else _stripped_text(body)
     return re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+\n", "\n", text)).strip()
