@@ -65,9 +65,14 @@ def expand_paths(path: str) -> list[Path]:
     p = Path(path)
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(("_", ".")))
+        if not files:
+            raise SourceError(f"{path}: the folder holds no data files (names starting with _ or . are left out)")
     elif any(ch in path for ch in "*?["):
         files = sorted(Path(f) for f in glob.glob(path, recursive=True) if Path(f).is_file())
     else:
+        if p.exists() and not p.is_file():  # reading would block (a pipe) or never end (/dev/zero)
+            raise SourceError(f"{path}: not a regular file (a pipe, socket or device); a source is read more than "
+                              "once, so write the data to a file and point the path at it")
         files = [p] if p.exists() else []
     if not files:
         raise SourceError(f"{path}: no such file, folder or matching glob (paths are relative to the project root)")

@@ -7,13 +7,17 @@ content, before its fix (tests/test_hostile.py and tests/test_input_boundaries.p
 from __future__ import annotations
 
 import datetime
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline import cli
 from pipeline.config import Source
-from stages.ingest import ingest_source
+from pipeline.io import SourceError
+from stages.ingest import ingest_source, run
+from tests.test_ingest import with_ingest
 
 MAX_BYTES = 4 << 20
 
@@ -171,3 +175,41 @@ def test_code_shown_as_text_in_a_post_is_kept(tmp_path):
 
 def test_a_body_escaped_once_more_than_usual_is_still_read_as_markup(tmp_path):
     assert _post_text(tmp_path, "&lt;p&gt;A &amp;amp; B&lt;/p&gt;&lt;script&gt;x()&lt;/script&gt;") == "A & B"
+
+
+# --- a path that is not a regular file ------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", ["fifo", "device"])
+def test_a_source_that_is_a_pipe_or_a_device_fails_before_any_work_in_one_line(params, tmp_path, make):
+    """Was a hang: a named pipe blocked on open (and its first 256 bytes went to the encoding check), a link to
+    /dev/zero was read for ever."""
+    path = tmp_path / "p.jsonl"
+    os.mkfifo(path) if make == "fifo" else os.symlink("/dev/zero", path)
+    p = with_ingest(params, [{"name": "s", "kind": "prompts", "path": str(path), "format": "prompts"}])
+    with pytest.raises(SourceError) as err:
+        run(p, tmp_path / "out")
+    assert str(err.value) == (f"ingest.sources[0].path: {path}: not a regular file (a pipe, socket or device); a "
+                              "source is read more than once, so write the data to a file and point the path at it")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_folder_says_it_holds_no_data_files(params, tmp_path, monkeypatch, capsys):
+    """Was 'no such file, folder or matching glob' for a folder that is there."""
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "_manifest.json").write_text("{}")
+    (tmp_path / "params.yaml").write_text(_params_yaml(params, str(tmp_path / "set")))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "ingest", "--params", "params.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"prefpipe: ingest.sources[0].path: {tmp_path / 'set'}: the folder holds no data files (names "
+                   "starting with _ or . are left out)\n")
+
+
+def _params_yaml(params, path: str, fmt: str = "prompts", kind: str = "prompts") -> str:
+    import yaml
+
+    data = with_ingest(params, [{"name": "s", "kind": kind, "path": path, "format": fmt}]).model_dump(mode="json")
+    for key in ("wildfeedback", "pugc"):  # the stages that select sources by name: none of the samples is here
+        data[key]["sources"] = ["s"]
+    data["selfie"]["pair_sources"] = data["selfie"]["prompt_sources"] = data["dove"]["pair_sources"] = ["s"]
+    return yaml.safe_dump(data)
