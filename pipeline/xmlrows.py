@@ -19,6 +19,7 @@ from typing import IO, Any
 CHUNK = 1 << 20
 _ROW = re.compile(rb"<row(?=[\s/>])")
 _SPECIAL = re.compile(rb"[<>\"']")
+_START_TAG = re.compile(rb"<[A-Za-z_]")
 _LT, _GT, _SLASH = ord("<"), ord(">"), ord("/")
 _QUOTES = (ord('"'), ord("'"))
 
@@ -65,9 +66,11 @@ def xml_rows(f: IO[bytes], limit: int) -> Iterator[tuple[dict[str, Any] | None, 
     """``(attributes, None, "")`` for each well-formed row of binary file ``f``, in order, and
     ``(None, reason, preview)`` for each malformed, truncated or over-``limit`` one."""
     buf, pos, eof = b"", 0, False
+    found, elements = False, 0  # a <row> yet; other start tags before it (the root, or not a dump at all)
     while True:
         m = _ROW.search(buf, pos)
         start = m.start() if m is not None else None
+        found = found or start is not None
         end, bad = _row_end(buf, start) if start is not None else (None, None)
         if end is None and bad is None:  # no row, or one that runs past the buffer: read on
             if start is not None and eof:
@@ -76,9 +79,14 @@ def xml_rows(f: IO[bytes], limit: int) -> Iterator[tuple[dict[str, Any] | None, 
             if start is not None and len(buf) - start > limit:
                 yield None, f"<row> is over max_record_bytes={limit}", _preview(buf[start:])
                 start = len(buf)
-            if eof:
-                return
             keep = start if start is not None else max(pos, len(buf) - 4)  # a "<row" cut by the chunk edge
+            if not found:
+                elements += len(_START_TAG.findall(buf, 0, len(buf) if eof else keep))
+            if eof:
+                if not found and elements > 1:  # its records would be lost without a word
+                    yield None, (f"the file holds {elements} XML elements but no <row>: ingest reads Stack Exchange "
+                                 "dumps (one <row .../> per post); convert other XML to JSON lines"), _preview(buf)
+                return
             data = f.read(CHUNK)
             buf, pos, eof = buf[keep:] + data, 0, not data
         elif end is None:

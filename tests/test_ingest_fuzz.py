@@ -213,3 +213,21 @@ def _params_yaml(params, path: str, fmt: str = "prompts", kind: str = "prompts")
         data[key]["sources"] = ["s"]
     data["selfie"]["pair_sources"] = data["selfie"]["prompt_sources"] = data["dove"]["pair_sources"] = ["s"]
     return yaml.safe_dump(data)
+
+
+# --- XML that is not a Stack Exchange dump --------------------------------------------------------------
+
+def test_xml_elements_that_are_not_rows_are_a_reject_not_an_empty_file(tmp_path):
+    """Was 0 records and a warning '(an empty file?)': 3 posts lost, and the stage passed."""
+    (tmp_path / "Posts.xml").write_text('<?xml version="1.0"?>\n<posts>\n' + '  <post Id="1" PostTypeId="1" Body="x"/>\n' * 3
+                                        + "</posts>\n")
+    res = _ingest(tmp_path / "Posts.xml", "stackexchange", "documents")
+    assert res.metrics["empty_files"] == [] and [r["reason"] for r in res.rejects] == [
+        "Posts.xml:1: the file holds 4 XML elements but no <row>: ingest reads Stack Exchange dumps (one <row .../> "
+        "per post); convert other XML to JSON lines"]
+
+
+def test_a_dump_of_a_site_without_posts_is_an_empty_file(tmp_path):
+    (tmp_path / "Posts.xml").write_text('<?xml version="1.0" encoding="utf-8"?>\n<posts>\n</posts>\n')
+    res = _ingest(tmp_path / "Posts.xml", "stackexchange", "documents")
+    assert res.metrics["rows_in"] == 0 and res.metrics["empty_files"] == ["Posts.xml"]
