@@ -337,8 +337,11 @@ def source_files(path: str) -> list[Path]:
     for file in files:
         if _suffix(file) not in READERS:
             hint = f"; point the path at the data files only, e.g. {Path(path) / '**' / ('*' + known[0])}" if known else ""
-            raise SourceError(
-                f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} (optionally .gz){hint}")
+            raise SourceError(f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} "
+                              f"(optionally .gz, but for .parquet){hint}")
+        if _suffix(file) == ".parquet" and file.suffix == ".gz":  # read by row group, which needs to seek
+            raise SourceError(f"{file}: a gzipped Parquet file cannot be read by row group: gunzip it (Parquet "
+                              "compresses its pages itself)")
     return files
 
 

@@ -231,3 +231,17 @@ def test_a_dump_of_a_site_without_posts_is_an_empty_file(tmp_path):
     (tmp_path / "Posts.xml").write_text('<?xml version="1.0" encoding="utf-8"?>\n<posts>\n</posts>\n')
     res = _ingest(tmp_path / "Posts.xml", "stackexchange", "documents")
     assert res.metrics["rows_in"] == 0 and res.metrics["empty_files"] == ["Posts.xml"]
+
+
+def test_a_gzipped_parquet_file_fails_before_any_work_saying_to_gunzip_it(params, tmp_path):
+    """Was one reject, 'not a readable Parquet file (... magic bytes not found ...)', though .gz is accepted."""
+    import gzip
+    import io
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"id": ["p1"], "text": ["hi"]}), buf)
+    (tmp_path / "p.parquet.gz").write_bytes(gzip.compress(buf.getvalue()))
+    p = with_ingest(params, [{"name": "s", "kind": "prompts", "path": str(tmp_path / "p.parquet.gz"), "format": "prompts"}])
+    with pytest.raises(SourceError, match=r"^ingest\.sources\[0\]\.path: .*p\.parquet\.gz: a gzipped Parquet file cannot "
+                                          r"be read by row group: gunzip it \(Parquet compresses its pages itself\)$"):
+        run(p, tmp_path / "out")
