@@ -14,10 +14,12 @@ Whatever the bytes, reading holds about ``max_record_bytes`` at a time (``pipeli
 from __future__ import annotations
 
 import csv
+import errno
 import glob
 import gzip
 import io as _io
 import json
+import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +51,12 @@ class RawRow:
     value: Any = None
     error: str | None = None
     raw: str = ""
+
+
+def cannot_read(e: BaseException) -> bool:
+    """An error of the file system (no permission, a disk error), not of the file's bytes: the file cannot be read
+    at all, or may read differently next time, so ``iter_records`` fails the source instead of rejecting rows."""
+    return isinstance(e, OSError) and e.errno is not None
 
 
 def unreadable_rest(e: BaseException, after: str | None) -> str:
@@ -101,6 +109,8 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
             try:
                 item = next(lines, None)
             except UNREADABLE as e:
+                if cannot_read(e):
+                    raise
                 yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"line {i}" if i else None))
                 return
             if item is None:
@@ -138,6 +148,8 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
     try:
         data = limits.read_capped(path, cap)
     except UNREADABLE as e:
+        if cannot_read(e):
+            raise
         yield RawRow(str(path), 1, error=unreadable_rest(e, None))
         return
     if len(data) > cap:  # JSON lines (its first line a record on its own) stream; an array is not read
@@ -221,6 +233,8 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                     return
                 continue
             except UNREADABLE as e:
+                if cannot_read(e):
+                    raise
                 yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"record {i}" if i else None))
                 return
             if rec is None:
@@ -265,6 +279,8 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
         sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
         names = pf.schema_arrow.names
     except (pa.ArrowException, OSError) as e:
+        if cannot_read(e):
+            raise
         yield RawRow(str(path), 1, error=f"not a readable Parquet file ({type(e).__name__}: {e})")
         return
     if twice := sorted({c for c in names if names.count(c) > 1}):  # a row as a dict would keep the last one only
@@ -286,6 +302,8 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
                         i += 1
                         yield RawRow(str(path), i, value=rec, error=error, raw=preview)
             except (pa.ArrowException, OSError, ValueError) as e:
+                if cannot_read(e):
+                    raise
                 lost = first + size - 1 - i
                 yield RawRow(str(path), i + 1, error=f"Parquet row group {g} cannot be decoded ({lost} of its {size} "
                                                      f"rows lost; {type(e).__name__}: {e})")
@@ -302,6 +320,8 @@ def iter_xml_rows(path: Path, max_record_bytes: int | None = None) -> Iterator[R
             try:
                 item = next(rows, None)
             except UNREADABLE as e:
+                if cannot_read(e):
+                    raise
                 yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"row {i}" if i else None))
                 return
             if item is None:
@@ -325,7 +345,9 @@ def _encoding_error(path: Path) -> str | None:
     try:
         with _open_binary(path) as f:
             return encoding_error(f)
-    except UNREADABLE:  # the reader reports it
+    except UNREADABLE as e:  # the reader reports it
+        if cannot_read(e):
+            raise
         return None
 
 
@@ -357,10 +379,17 @@ def iter_records(path: str, max_record_bytes: int | None = None,
     for file in source_files(path):
         n = 0
         reader = READERS[_suffix(file)]
-        encoding = _encoding_error(file) if reader is not iter_parquet else None
-        rows = [RawRow(str(file), 1, error=encoding)] if encoding else reader(file, max_record_bytes)
-        for row in rows:
-            n += 1
-            yield row
+        try:
+            encoding = _encoding_error(file) if reader is not iter_parquet else None
+            rows = [RawRow(str(file), 1, error=encoding)] if encoding else reader(file, max_record_bytes)
+            for row in rows:
+                n += 1
+                yield row
+        except OSError as e:
+            if not cannot_read(e):
+                raise
+            code = errno.errorcode.get(e.errno, str(e.errno))
+            raise SourceError(f"{file}: cannot be read ({os.strerror(e.errno)}, {code}); make it readable (its "
+                              "permissions, owner or disk) and run again") from None
         if n == 0 and empty_files is not None:
             empty_files.append(str(file))

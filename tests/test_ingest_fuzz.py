@@ -398,3 +398,35 @@ def test_a_gzipped_parquet_file_fails_before_any_work_saying_to_gunzip_it(params
     with pytest.raises(SourceError, match=r"^ingest\.sources\[0\]\.path: .*p\.parquet\.gz: a gzipped Parquet file cannot "
                                           r"be read by row group: gunzip it \(Parquet compresses its pages itself\)$"):
         run(p, tmp_path / "out")
+
+
+# --- a file the file system will not let ingest read ----------------------------------------------------
+
+@pytest.mark.parametrize("name", ["p.jsonl", "p.json", "p.csv", "p.parquet", "Posts.xml"])
+def test_a_file_ingest_may_not_read_fails_the_stage_in_one_line_naming_it(params, tmp_path, monkeypatch, capsys, name):
+    """Was, for JSON lines: 'prefpipe: cannot write p.jsonl: Permission denied ... no permission to write there'
+    (an input named as an output); for Parquet and JSON: one reject, so the stage passed with the file unread.
+    (Tests run as root, which chmod cannot stop, so the file system's refusal is simulated at open.)"""
+    import builtins
+
+    import pyarrow.parquet as pqm
+
+    path = tmp_path / name
+    pq.write_table(pa.table({"id": ["p1"], "text": ["hi"]}), path) if name.endswith(".parquet") else path.write_text("")
+    real_open, real_file = builtins.open, pqm.ParquetFile
+
+    def guarded(opener):
+        def open_(file, *args, **kwargs):
+            if str(file) == str(path):
+                raise PermissionError(13, "Permission denied", str(path))
+            return opener(file, *args, **kwargs)
+        return open_
+
+    monkeypatch.setattr(builtins, "open", guarded(real_open))
+    monkeypatch.setattr(pqm, "ParquetFile", guarded(real_file))
+    fmt, kind = ("stackexchange", "documents") if name.endswith(".xml") else ("prompts", "prompts")
+    (tmp_path / "params.yaml").write_text(_params_yaml(params, str(path), fmt, kind))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "ingest", "--params", "params.yaml"]) == 1
+    assert capsys.readouterr().err == (f"prefpipe: ingest.sources[0].path: {path}: cannot be read (Permission denied, "
+                                       "EACCES); make it readable (its permissions, owner or disk) and run again\n")
