@@ -430,3 +430,15 @@ def test_a_file_ingest_may_not_read_fails_the_stage_in_one_line_naming_it(params
     assert cli.main(["run", "ingest", "--params", "params.yaml"]) == 1
     assert capsys.readouterr().err == (f"prefpipe: ingest.sources[0].path: {path}: cannot be read (Permission denied, "
                                        "EACCES); make it readable (its permissions, owner or disk) and run again\n")
+
+
+def test_finite_scores_whose_margin_overflows_are_a_reject(tmp_path):
+    """Was a pair with margin inf (1e308 - -1e308), though every score was finite."""
+    recs = [{"prompt": "q1", "chosen": "a", "rejected": "b", "score_chosen": 1e308, "score_rejected": -1e308},
+            {"prompt": "q2", "chosen": "a", "rejected": "b", "score_chosen": 1e308, "score_rejected": 1e307}]
+    (tmp_path / "u.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    res = _ingest(tmp_path / "u.jsonl", "ultrafeedback", "pairs")
+    assert [r["reason"] for r in res.rejects] == [
+        "u.jsonl:1: score_chosen - score_rejected is inf (the scores 1e+308 and -1e+308 are too far apart for a "
+        "float), expected a finite margin"]
+    assert [p["margin"] for p in res.rows["pairs"]] == [1e308 - 1e307]

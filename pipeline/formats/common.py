@@ -222,6 +222,9 @@ def _pair(ctx: Ctx, origin: str, prompt: list[dict[str, str]], chosen: list[dict
     if chosen == rejected:
         raise BadRecord("chosen and rejected are identical")
     margin = score_chosen - score_rejected if score_chosen is not None and score_rejected is not None else None
+    if margin is not None and not math.isfinite(margin):  # finite scores whose difference overflows: 1e308 - -1e308
+        raise BadRecord(f"score_chosen - score_rejected is {margin} (the scores {score_chosen} and {score_rejected} are "
+                        "too far apart for a float), expected a finite margin")
     return {
         "pair_id": stable_id(ctx.source, origin), "prompt": prompt, "chosen": chosen, "rejected": rejected,
         "score_chosen": score_chosen, "score_rejected": score_rejected, "margin": margin,
