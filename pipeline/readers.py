@@ -258,8 +258,12 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
 def _field_count_error(rec: dict[str | None, Any], header: list[str]) -> str | None:
     """Why a CSV row's fields do not line up with the header's columns, or None. ``csv.DictReader`` puts extra
     fields in a list under ``None`` and fills missing ones with ``None``: either way the row's text would be
-    cut or shifted without a word (``p1,Hello, world`` would be the text "Hello")."""
+    cut or shifted without a word (``p1,Hello, world`` would be the text "Hello"). Extra fields that are empty (a
+    trailing comma some exports write) lose nothing: they are dropped from ``rec``."""
     extra = rec.get(None) or []
+    if extra and all(v == "" for v in extra):
+        del rec[None]
+        extra = []
     missing = sum(1 for k, v in rec.items() if k is not None and v is None)
     if not extra and not missing:
         return None

@@ -232,6 +232,12 @@ def test_a_csv_row_whose_fields_do_not_line_up_is_a_reject(tmp_path, row, reason
     assert [r["reason"] for r in res.rejects] == [f"p.csv:1: {reason}"] and _contents(res) == ["second"]
 
 
+def test_a_trailing_comma_on_csv_rows_loses_nothing_and_is_read(tmp_path):
+    (tmp_path / "p.csv").write_text("id,text\np1,first,\np2,second,,\n")
+    res = _ingest(tmp_path / "p.csv")
+    assert _contents(res) == ["first", "second"] and res.rejects == []
+
+
 def test_a_csv_quote_never_closed_is_a_reject_not_a_record_holding_the_rest_of_the_file(tmp_path):
     """Was accepted: one prompt "Hello\\np2,second\\np3,third\\n", the two rows after it gone without a word."""
     (tmp_path / "p.csv").write_text('id,text\np0,fine\np1,"Hello\np2,second\np3,third\n')
