@@ -25,10 +25,24 @@ def encoding_error(f: IO[bytes]) -> str | None:
     where = "it starts with a byte order mark"
     if encoding is None and (m := _XML_ENCODING.match(head)) and m.group(1).decode().lower() not in _UTF8:
         encoding, where = m.group(1).decode(), "its XML declaration says so"
+    if encoding is None and (encoding := _wide_without_bom(head)):
+        where = "every other byte of its start is a NUL, without a byte order mark"
     if encoding is None:
         return None
     return (f"the file is {encoding} text ({where}), not UTF-8; none of it is read: re-encode it as UTF-8 "
             f"(e.g. `iconv -f {encoding} -t UTF-8`)")
+
+
+def _wide_without_bom(head: bytes) -> str | None:
+    """"UTF-16LE" or "UTF-16BE" when ``head`` looks like mostly-ASCII text in it (each character a byte and a NUL,
+    which is valid UTF-8, so it would be read as lines of NULs and text no parser takes), else None."""
+    if len(head) < 8 or head.count(0) < len(head) // 3:
+        return None
+    even, odd = head[0::2], head[1::2]
+    for zeros, other, name in ((odd, even, "UTF-16LE"), (even, odd, "UTF-16BE")):
+        if zeros.count(0) >= 0.9 * len(zeros) and other.count(0) <= 0.1 * len(other):
+            return name
+    return None
 
 
 def not_utf8_field(rec: dict[str | None, Any]) -> str | None:

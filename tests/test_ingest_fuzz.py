@@ -448,3 +448,24 @@ def test_finite_scores_whose_margin_overflows_are_a_reject(tmp_path):
         "u.jsonl:1: score_chosen - score_rejected is inf (the scores 1e+308 and -1e+308 are too far apart for a "
         "float), expected a finite margin"]
     assert [p["margin"] for p in res.rows["pairs"]] == [1e308 - 1e307]
+
+
+# --- UTF-16 without a byte order mark -------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "encoding"), [("p.jsonl", "utf-16-le"), ("p.csv", "utf-16-be"), ("p.json", "utf-16-le")])
+def test_utf16_without_a_byte_order_mark_is_one_reject_saying_to_re_encode_it(tmp_path, name, encoding):
+    """Was read as UTF-8 (a NUL after each character is valid UTF-8): for JSON lines, 3 rejects for 2 records,
+    'invalid JSON: Expecting property name ...' and no word of the encoding; for CSV, 'missing field'."""
+    text = {"p.csv": "id,text\np1,hi\np2,yo\n",
+            "p.jsonl": '{"id": "p1", "text": "hi"}\n{"id": "p2", "text": "yo"}\n'}.get(name, '[{"id": "p1", "text": "hi"}]')
+    (tmp_path / name).write_bytes(text.encode(encoding))
+    res = _ingest(tmp_path / name)
+    wide = encoding.upper().replace("-LE", "LE").replace("-BE", "BE")
+    assert [r["reason"] for r in res.rejects] == [
+        f"{name}:1: the file is {wide} text (every other byte of its start is a NUL, without a byte order mark), not "
+        f"UTF-8; none of it is read: re-encode it as UTF-8 (e.g. `iconv -f {wide} -t UTF-8`)"]
+
+
+def test_utf8_text_with_nuls_is_not_taken_for_utf16(tmp_path):
+    (tmp_path / "p.jsonl").write_bytes(b'{"id": "p1", "text": "a\\u0000b"}\n' + b"\x00" * 64 + b"\n")
+    assert _ingest(tmp_path / "p.jsonl").metrics["rows_in"] == 2
