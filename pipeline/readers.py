@@ -72,11 +72,15 @@ def expand_paths(path: str) -> list[Path]:
     """A file, a folder (all data files below it, sorted) or a glob."""
     p = Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(("_", ".")))
+        found = [f for f in p.rglob("*") if not f.name.startswith(("_", "."))]
+        _no_broken_links(found)
+        files = sorted(f for f in found if f.is_file())
         if not files:
             raise SourceError(f"{path}: the folder holds no data files (names starting with _ or . are left out)")
     elif any(ch in path for ch in "*?["):
-        files = sorted(Path(f) for f in glob.glob(path, recursive=True) if Path(f).is_file())
+        found = [Path(f) for f in glob.glob(path, recursive=True)]
+        _no_broken_links(found)
+        files = sorted(f for f in found if f.is_file())
     else:
         if p.exists() and not p.is_file():  # reading would block (a pipe) or never end (/dev/zero)
             raise SourceError(f"{path}: not a regular file (a pipe, socket or device); a source is read more than "
@@ -85,6 +89,15 @@ def expand_paths(path: str) -> list[Path]:
     if not files:
         raise SourceError(f"{path}: no such file, folder or matching glob (paths are relative to the project root)")
     return files
+
+
+def _no_broken_links(paths: list[Path]) -> None:
+    """SourceError naming the first link that leads nowhere (its target moved or removed): its data would be left
+    out of the source without a word."""
+    for f in paths:
+        if f.is_symlink() and not f.exists():
+            raise SourceError(f"{f}: a link to {os.readlink(f)}, which does not exist (or links back to itself); "
+                              "restore its target or remove the link")
 
 
 def _open_binary(path: Path):

@@ -469,3 +469,18 @@ def test_utf16_without_a_byte_order_mark_is_one_reject_saying_to_re_encode_it(tm
 def test_utf8_text_with_nuls_is_not_taken_for_utf16(tmp_path):
     (tmp_path / "p.jsonl").write_bytes(b'{"id": "p1", "text": "a\\u0000b"}\n' + b"\x00" * 64 + b"\n")
     assert _ingest(tmp_path / "p.jsonl").metrics["rows_in"] == 2
+
+
+@pytest.mark.parametrize("pattern", ["", "*.jsonl"])
+def test_a_broken_link_in_a_source_folder_or_glob_fails_before_any_work(params, tmp_path, pattern):
+    """Was left out without a word: the folder's other files were read and its data was simply missing."""
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "a.jsonl").write_text('{"id": "p1", "text": "hi"}\n')
+    os.symlink(tmp_path / "moved" / "b.jsonl", tmp_path / "set" / "b.jsonl")
+    path = str(tmp_path / "set" / pattern) if pattern else str(tmp_path / "set")
+    p = with_ingest(params, [{"name": "s", "kind": "prompts", "path": path, "format": "prompts"}])
+    with pytest.raises(SourceError) as err:
+        run(p, tmp_path / "out")
+    assert str(err.value) == (f"ingest.sources[0].path: {tmp_path / 'set' / 'b.jsonl'}: a link to "
+                              f"{tmp_path / 'moved' / 'b.jsonl'}, which does not exist (or links back to itself); "
+                              "restore its target or remove the link")
