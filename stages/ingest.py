@@ -124,6 +124,13 @@ def _reject(src: str, n: int, reason: str, raw: str) -> dict[str, Any]:
     return {"source": src, "row": n, "reason": reason, "raw": raw}
 
 
+def _json_bytes(value: Any) -> int:
+    """The size of a record as a UTF-8 JSON line, as a JSON lines reader measures it (not ASCII-escaped, which
+    would count a CJK character as 6 bytes and an emoji as 12, rejecting non-Latin text at a fraction of the limit)."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def read_source(src: Source, max_record_bytes: int,
                 empty_files: list[str] | None = None) -> Iterator[_Kept | dict[str, Any]]:
     """Every record of ``src`` in input order: adapted and validated (``_Kept``), or a reject row.
@@ -144,7 +151,7 @@ def read_source(src: Source, max_record_bytes: int,
         try:
             if raw.error is not None:
                 raise BadRecord(raw.error)
-            if not is_jsonl and len(json.dumps(raw.value, default=str)) > max_record_bytes:
+            if not is_jsonl and _json_bytes(raw.value) > max_record_bytes:
                 raise BadRecord(f"record is over max_record_bytes={max_record_bytes}")
             adapted = adapt(raw.value, Ctx.for_source(src, file_rel, raw.row))
             rows = validate_rows(adapted)

@@ -484,3 +484,19 @@ def test_a_broken_link_in_a_source_folder_or_glob_fails_before_any_work(params, 
     assert str(err.value) == (f"ingest.sources[0].path: {tmp_path / 'set' / 'b.jsonl'}: a link to "
                               f"{tmp_path / 'moved' / 'b.jsonl'}, which does not exist (or links back to itself); "
                               "restore its target or remove the link")
+
+
+# --- max_record_bytes counts bytes in every container ---------------------------------------------------
+
+@pytest.mark.parametrize("chars", [1000, 1400])  # 3,000 and 4,200 bytes of UTF-8
+def test_max_record_bytes_counts_utf8_bytes_whatever_the_container(tmp_path, chars):
+    """Was: 1,000 CJK characters (3,000 bytes) accepted from JSON lines but 'over max_record_bytes=4096' from CSV,
+    Parquet and JSON, which measured the record ASCII-escaped (6 characters each)."""
+    text = "漢" * chars
+    (tmp_path / "p.jsonl").write_text(json.dumps({"id": "p1", "text": text}, ensure_ascii=False) + "\n")
+    (tmp_path / "p.json").write_text(json.dumps([{"id": "p1", "text": text}], ensure_ascii=False))
+    (tmp_path / "p.csv").write_text(f"id,text\np1,{text}\n")
+    pq.write_table(pa.table({"id": ["p1"], "text": [text]}), tmp_path / "p.parquet")
+    accepted = {name: _ingest(tmp_path / name, max_bytes=4096).metrics["accepted"]
+                for name in ("p.jsonl", "p.json", "p.csv", "p.parquet")}
+    assert set(accepted.values()) == {1 if chars == 1000 else 0}, accepted
