@@ -88,13 +88,13 @@ def parse_json(text: str) -> tuple[Any, str | None]:
 
 # A string (to skip: brackets inside it are text; an unterminated one runs to the end) or one of [ ] { } ,
 _ARRAY_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\Z)|[\[\]{},]', re.S)
-_DATA_WRAPPER = re.compile(r'\A\s*\{\s*"data"\s*:\s*\[')
+DATA_WRAPPER = re.compile(r'\A\s*\{\s*"data"\s*:\s*\[')
 
 
 def array_elements(text: str) -> Iterator[tuple[str | None, str | None]]:
     """The raw text of each element of a JSON array (or ``{"data": [...]}``), in linear time, without
     parsing them; ``(None, reason)`` where the array breaks off or is not an array."""
-    wrapper = _DATA_WRAPPER.match(text)
+    wrapper = DATA_WRAPPER.match(text)
     start = wrapper.end() - 1 if wrapper else len(text) - len(text.lstrip())
     if text[start:start + 1] != "[":
         yield None, "invalid JSON: the file is neither an array of records nor JSON lines"

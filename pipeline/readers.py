@@ -33,7 +33,7 @@ from pipeline import limits, parquetpages
 from pipeline.encodings import encoding_error, not_utf8_field
 from pipeline.errors import SourceError
 from pipeline.hub_source import HF_PREFIX, hub_rows
-from pipeline.jsontext import array_elements, check_value, loads, parse_json, preview_of
+from pipeline.jsontext import DATA_WRAPPER, array_elements, check_value, loads, parse_json, preview_of
 from pipeline.xmlrows import xml_rows
 
 BOM = b"\xef\xbb\xbf"
@@ -183,7 +183,7 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
             broken = True
         except (ValueError, RecursionError):  # a value Python cannot hold (huge integer, deep nesting), a key twice
             pass
-    if broken and not text.lstrip().startswith("["):  # not an array: JSON lines
+    if broken and not text.lstrip().startswith("[") and not _broken_data_wrapper(text):  # not an array: JSON lines
         yield from iter_jsonl(path, max_record_bytes)
         return
     if whole:
@@ -202,6 +202,12 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
                 element, error = None, f"invalid UTF-8 at byte {len(element[:e.start].encode('utf-8', 'replace'))}"
         value, error = (None, error) if element is None else parse_json(element)
         yield RawRow(str(path), i, value=value, error=error, raw=preview)
+
+
+def _broken_data_wrapper(text: str) -> bool:
+    """Whether ``text``, which does not parse, is ``{"data": [...]}`` (split into its elements like an array) rather
+    than JSON lines that happen to start with a "data" key (their first line parses on its own)."""
+    return DATA_WRAPPER.match(text) is not None and parse_json(text.split("\n", 1)[0])[1] is not None
 
 
 def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:

@@ -500,3 +500,18 @@ def test_max_record_bytes_counts_utf8_bytes_whatever_the_container(tmp_path, cha
     accepted = {name: _ingest(tmp_path / name, max_bytes=4096).metrics["accepted"]
                 for name in ("p.jsonl", "p.json", "p.csv", "p.parquet")}
     assert set(accepted.values()) == {1 if chars == 1000 else 0}, accepted
+
+
+# --- a {"data": [...]} file that does not parse whole -------------------------------------------------
+
+def test_a_broken_data_wrapper_is_split_into_its_records_like_an_array(tmp_path):
+    """Was read as JSON lines: the whole file one reject ('Expecting value at column 59'), both records lost."""
+    (tmp_path / "p.json").write_text('{"data": [{"id": "p1", "text": "one"},\n {"id": "p2", "text": "two"}, 1e, ]}')
+    res = _ingest(tmp_path / "p.json")
+    assert _contents(res) == ["one", "two"] and [r["reason"] for r in res.rejects] == [
+        "p.json:3: invalid JSON: Extra data at column 3"]
+
+
+def test_json_lines_whose_records_hold_a_data_list_are_still_json_lines(tmp_path):
+    (tmp_path / "p.json").write_text('{"data": [1], "id": "p1", "text": "one"}\n{"data": [2], "id": "p2", "text": "two"}\n')
+    assert _contents(_ingest(tmp_path / "p.json")) == ["one", "two"]
