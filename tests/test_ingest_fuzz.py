@@ -515,3 +515,18 @@ def test_a_broken_data_wrapper_is_split_into_its_records_like_an_array(tmp_path)
 def test_json_lines_whose_records_hold_a_data_list_are_still_json_lines(tmp_path):
     (tmp_path / "p.json").write_text('{"data": [1], "id": "p1", "text": "one"}\n{"data": [2], "id": "p2", "text": "two"}\n')
     assert _contents(_ingest(tmp_path / "p.json")) == ["one", "two"]
+
+
+@pytest.mark.parametrize("chunk", [16, 1 << 20])  # comments and rows cut by the read chunk's edge, and whole
+def test_a_row_in_an_xml_comment_or_cdata_section_is_not_read(tmp_path, monkeypatch, chunk):
+    """Was read: a commented-out post ('removed') became a document."""
+    from pipeline import xmlrows
+
+    monkeypatch.setattr(xmlrows, "CHUNK", chunk)
+    (tmp_path / "Posts.xml").write_text(
+        '<posts>\n<!-- <row Id="9" PostTypeId="1" Title="old" Body="removed" Score="1"/> -->\n'
+        '<![CDATA[ <row Id="8" PostTypeId="1" Title="c" Body="cdata" Score="1"/> ]]>\n'
+        '<row Id="1" PostTypeId="1" Title="t" Body="kept" Score="1"/>\n<!-- a note -->'
+        '<row Id="2" PostTypeId="1" Title="t" Body="kept too" Score="1"/>\n</posts>\n')
+    res = _ingest(tmp_path / "Posts.xml", "stackexchange", "documents")
+    assert [d["text"] for d in res.rows["documents"]] == ["kept", "kept too"] and res.rejects == []
