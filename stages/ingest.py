@@ -45,6 +45,7 @@ from pipeline.io import (
     StageError,
     iter_records,
 )
+from pipeline.limits import JSON_FILE_RECORDS
 from pipeline.metrics import write_metrics
 from pipeline.outputs import stage_outputs
 from pipeline.readers import preview_of, source_files
@@ -153,7 +154,7 @@ def read_source(src: Source, max_record_bytes: int,
                 raise BadRecord(raw.error)
             if not is_jsonl and _json_bytes(raw.value) > max_record_bytes:
                 raise BadRecord(f"record is over max_record_bytes={max_record_bytes}")
-            adapted = adapt(raw.value, Ctx.for_source(src, file_rel, raw.row))
+            adapted = adapt(raw.value, Ctx.for_source(src, file_rel, raw.row, JSON_FILE_RECORDS * max_record_bytes))
             rows = validate_rows(adapted)
         except BadRecord as e:
             yield _reject(src.name, n, f"{where}: {e}", preview)

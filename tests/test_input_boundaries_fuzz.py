@@ -244,3 +244,28 @@ def test_a_row_in_an_xml_comment_or_cdata_section_is_not_read(tmp_path, monkeypa
         '<row Id="2" PostTypeId="1" Title="t" Body="kept too" Score="1"/>\n</posts>\n')
     res = _ingest(tmp_path / "Posts.xml", "stackexchange", "documents")
     assert [d["text"] for d in res.rows["documents"]] == ["kept", "kept too"] and res.rejects == []
+
+
+# --- a record that expands far past max_record_bytes --------------------------------------------------
+
+def _broom(depth: int, leaves: int) -> dict:
+    """An OASST tree: a chain of ``depth`` messages, then ``leaves`` replies to its last one."""
+    root = node = {"message_id": "m0", "role": "prompter", "text": "q", "replies": []}
+    for i in range(1, depth):
+        node["replies"].append({"message_id": f"m{i}", "role": "assistant" if i % 2 else "prompter", "text": "t",
+                                "replies": []})
+        node = node["replies"][0]
+    node["replies"] = [{"message_id": f"l{j}", "role": "assistant" if depth % 2 else "prompter", "text": "x"}
+                       for j in range(leaves)]
+    return {"message_tree_id": "t", "prompt": root}
+
+
+def test_an_oasst_tree_that_expands_past_16_times_the_limit_is_a_reject(tmp_path):
+    """Was accepted whatever it expanded to: a 580 KB tree (a 90-message chain, then 8,000 leaves) gave 720,000
+    messages and 250 MB of memory, and a 4 MiB one would take gigabytes."""
+    (tmp_path / "t.jsonl").write_text(json.dumps(_broom(16, 30)) + "\n" + json.dumps(_broom(5, 3) | {"message_tree_id": "u"})
+                                      + "\n")
+    res = _ingest(tmp_path / "t.jsonl", "oasst", "conversations", max_bytes=4096)
+    assert len(res.rows["conversations"]) == 3 and [r["reason"] for r in res.rejects] == [
+        "t.jsonl:1: the tree expands to over 65536 bytes of messages (each path repeated for every leaf or ranked "
+        "group below it), over 16 x max_record_bytes: split the tree"]
