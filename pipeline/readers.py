@@ -33,7 +33,15 @@ from pipeline import limits, parquetpages
 from pipeline.encodings import encoding_error, not_utf8_field
 from pipeline.errors import SourceError
 from pipeline.hub_source import HF_PREFIX, hub_rows
-from pipeline.jsontext import DATA_WRAPPER, array_elements, check_value, loads, parse_json, preview_of
+from pipeline.jsontext import (
+    DATA_WRAPPER,
+    array_elements,
+    check_value,
+    loads,
+    parse_json,
+    preview_of,
+    text_risks,
+)
 from pipeline.xmlrows import xml_rows
 
 BOM = b"\xef\xbb\xbf"
@@ -189,8 +197,9 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
     if whole:
         if isinstance(value, dict) and isinstance(value.get("data"), list):
             value = value["data"]
+        risks = text_risks(text)
         for i, rec in enumerate(value if isinstance(value, list) else [value], start=1):
-            error = check_value(rec, text)
+            error = check_value(rec, risks=risks)
             yield RawRow(str(path), i, value=None if error else rec, error=error, raw=preview_of(rec))
         return
     for i, (element, error) in enumerate(array_elements(text), start=1):
