@@ -25,10 +25,24 @@ def encoding_error(f: IO[bytes]) -> str | None:
     where = "it starts with a byte order mark"
     if encoding is None and (m := _XML_ENCODING.match(head)) and m.group(1).decode().lower() not in _UTF8:
         encoding, where = m.group(1).decode(), "its XML declaration says so"
+    if encoding is None and (encoding := _wide_without_bom(head)):
+        where = "every other byte of its start is a NUL, without a byte order mark"
     if encoding is None:
         return None
     return (f"the file is {encoding} text ({where}), not UTF-8; none of it is read: re-encode it as UTF-8 "
             f"(e.g. `iconv -f {encoding} -t UTF-8`)")
+
+
+def _wide_without_bom(head: bytes) -> str | None:
+    """"UTF-16LE" or "UTF-16BE" when ``head`` looks like mostly-ASCII text in it (each character a byte and a NUL,
+    which is valid UTF-8, so it would be read as lines of NULs and text no parser takes), else None."""
+    if len(head) < 8 or head.count(0) < len(head) // 3:
+        return None
+    even, odd = head[0::2], head[1::2]
+    for zeros, other, name in ((odd, even, "UTF-16LE"), (even, odd, "UTF-16BE")):
+        if zeros.count(0) >= 0.9 * len(zeros) and other.count(0) <= 0.1 * len(other):
+            return name
+    return None
 
 
 def not_utf8_field(rec: dict[str | None, Any]) -> str | None:
@@ -45,10 +59,11 @@ def not_utf8_field(rec: dict[str | None, Any]) -> str | None:
 
 def batch_rows(batch: pa.RecordBatch) -> Iterator[tuple[dict[str, Any] | None, str | None]]:
     """``(row, None)`` for each row of a Parquet batch; a row whose string column holds bytes that are not UTF-8
-    (a file another tool wrote) is ``(None, reason naming the column)``, and the batch's other rows are kept."""
+    (a file another tool wrote), or a value Python cannot hold (a timestamp or date past year 9999), is
+    ``(None, reason naming the column)``, and the batch's other rows are kept."""
     try:
         rows = batch.to_pylist()
-    except UnicodeDecodeError:
+    except UNCONVERTIBLE:
         rows = None
     if rows is not None:
         yield from ((row, None) for row in rows)
@@ -57,16 +72,29 @@ def batch_rows(batch: pa.RecordBatch) -> Iterator[tuple[dict[str, Any] | None, s
         row = batch.slice(j, 1)
         try:
             value = row.to_pylist()[0]
-        except UnicodeDecodeError as e:
-            bad = next((name for name, col in zip(row.schema.names, row.columns, strict=True) if not _decodes(col)), "?")
-            yield None, f"column {bad!r} holds bytes that are not UTF-8 ({e.reason} at byte {e.start})"
+        except UNCONVERTIBLE as e:
+            yield None, unconvertible_reason(row, e)
             continue
         yield value, None
+
+
+# What turning Arrow values into Python ones raises: bytes that are not UTF-8 in a string column, a timestamp,
+# date or duration outside what ``datetime`` holds (OverflowError, or ValueError "year ... is out of range").
+UNCONVERTIBLE = (UnicodeDecodeError, OverflowError, ValueError)
+
+
+def unconvertible_reason(row: pa.RecordBatch, e: Exception) -> str:
+    """Why the one-row batch ``row`` cannot be made Python values (``UNCONVERTIBLE``), naming the column."""
+    bad = next((name for name, col in zip(row.schema.names, row.columns, strict=True) if not _decodes(col)), "?")
+    if isinstance(e, UnicodeDecodeError):
+        return f"column {bad!r} holds bytes that are not UTF-8 ({e.reason} at byte {e.start})"
+    return (f"column {bad!r} holds a value Python cannot represent ({type(e).__name__}: {e}); drop that column "
+            f"or cast it to a string when writing the file")
 
 
 def _decodes(column: pa.Array) -> bool:
     try:
         column.to_pylist()
-    except UnicodeDecodeError:
+    except UNCONVERTIBLE:
         return False
     return True

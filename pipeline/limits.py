@@ -25,7 +25,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.encodings import batch_rows
+from pipeline.encodings import UNCONVERTIBLE, batch_rows
 from pipeline.jsontext import preview_of
 from pipeline.parquetpages import DELTA_BYTE_ARRAY, DICTIONARY_ENCODINGS, DICTIONARY_PAGE, Chunk, Page
 
@@ -91,7 +91,11 @@ def _stand_in(m: re.Match[str]) -> str:
     run = m.group()
     if run[0] == '"':
         return '"' if len(run) % 2 else '""'
-    return "x," if run[-1] == "," else "x"
+    # a comma that starts or ends the run stays where it is: a quote next to it opens or closes a field, which the
+    # csv module in strict mode checks (`"",abc` is two fields; `""x` would be an error)
+    head = "," if run[0] == "," else ""
+    tail = "," if run[-1] == "," and len(run) > 1 else ""
+    return head + ("x" if len(run) > len(head) + len(tail) else "") + tail
 
 
 def stand_ins(text: str) -> str:
@@ -118,6 +122,7 @@ class CsvLines:
 
     def __init__(self, f: IO[str], limit: int) -> None:
         self.f, self.limit, self.size, self.over = f, limit, 0, False
+        self.served = 0  # lines handed to the csv module (its line_num does not count a line it raised on)
 
     def __iter__(self) -> CsvLines:
         return self
@@ -132,6 +137,7 @@ class CsvLines:
         if not self.over:
             if self.size + len(line) <= self.limit:
                 self.size += len(line)
+                self.served += 1
                 return line
             self.over = True
         stand = stand_ins(line)
@@ -140,6 +146,7 @@ class CsvLines:
             stand = stand_ins(stand + line)  # a stand-in stands in for itself: runs merge
         self.size += len(stand)  # the row's text up to the limit, then its stand-ins up to the limit again
         if self.size <= 2 * self.limit and (not line or line.endswith(ended)):  # a whole line, or the last one
+            self.served += 1
             return stand
         while line and not line.endswith(ended):
             line = self.f.readline(self.limit + 1)
@@ -263,7 +270,11 @@ def sized_rows(batch: pa.RecordBatch, limit: int) -> Iterator[tuple[dict[str, An
         except pa.ArrowInvalid:
             yield from ((rec, error, "") for rec, error in batch_rows(row))
             continue
-        yield None, f"record is over max_record_bytes={limit}", preview_of(_head(row).to_pylist()[0])
+        try:
+            preview = preview_of(_head(row).to_pylist()[0])
+        except UNCONVERTIBLE:  # a value Python cannot hold (a timestamp past year 9999) besides its long text
+            preview = ""
+        yield None, f"record is over max_record_bytes={limit}", preview
 
 
 def _head(row: pa.RecordBatch) -> pa.RecordBatch:

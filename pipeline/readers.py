@@ -14,10 +14,12 @@ Whatever the bytes, reading holds about ``max_record_bytes`` at a time (``pipeli
 from __future__ import annotations
 
 import csv
+import errno
 import glob
 import gzip
 import io as _io
 import json
+import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +33,15 @@ from pipeline import limits, parquetpages
 from pipeline.encodings import encoding_error, not_utf8_field
 from pipeline.errors import SourceError
 from pipeline.hub_source import HF_PREFIX, hub_rows
-from pipeline.jsontext import array_elements, check_value, parse_json, preview_of
+from pipeline.jsontext import (
+    DATA_WRAPPER,
+    array_elements,
+    check_value,
+    loads,
+    parse_json,
+    preview_of,
+    text_risks,
+)
 from pipeline.xmlrows import xml_rows
 
 BOM = b"\xef\xbb\xbf"
@@ -51,6 +61,12 @@ class RawRow:
     raw: str = ""
 
 
+def cannot_read(e: BaseException) -> bool:
+    """An error of the file system (no permission, a disk error), not of the file's bytes: the file cannot be read
+    at all, or may read differently next time, so ``iter_records`` fails the source instead of rejecting rows."""
+    return isinstance(e, OSError) and e.errno is not None
+
+
 def unreadable_rest(e: BaseException, after: str | None) -> str:
     """The error row for the part of a file that cannot be read (after ``after``, or at all)."""
     where = f" after {after}" if after else ""
@@ -64,14 +80,32 @@ def expand_paths(path: str) -> list[Path]:
     """A file, a folder (all data files below it, sorted) or a glob."""
     p = Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(("_", ".")))
+        found = [f for f in p.rglob("*") if not f.name.startswith(("_", "."))]
+        _no_broken_links(found)
+        files = sorted(f for f in found if f.is_file())
+        if not files:
+            raise SourceError(f"{path}: the folder holds no data files (names starting with _ or . are left out)")
     elif any(ch in path for ch in "*?["):
-        files = sorted(Path(f) for f in glob.glob(path, recursive=True) if Path(f).is_file())
+        found = [Path(f) for f in glob.glob(path, recursive=True)]
+        _no_broken_links(found)
+        files = sorted(f for f in found if f.is_file())
     else:
+        if p.exists() and not p.is_file():  # reading would block (a pipe) or never end (/dev/zero)
+            raise SourceError(f"{path}: not a regular file (a pipe, socket or device); a source is read more than "
+                              "once, so write the data to a file and point the path at it")
         files = [p] if p.exists() else []
     if not files:
         raise SourceError(f"{path}: no such file, folder or matching glob (paths are relative to the project root)")
     return files
+
+
+def _no_broken_links(paths: list[Path]) -> None:
+    """SourceError naming the first link that leads nowhere (its target moved or removed): its data would be left
+    out of the source without a word."""
+    for f in paths:
+        if f.is_symlink() and not f.exists():
+            raise SourceError(f"{f}: a link to {os.readlink(f)}, which does not exist (or links back to itself); "
+                              "restore its target or remove the link")
 
 
 def _open_binary(path: Path):
@@ -96,6 +130,8 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
             try:
                 item = next(lines, None)
             except UNREADABLE as e:
+                if cannot_read(e):
+                    raise
                 yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"line {i}" if i else None))
                 return
             if item is None:
@@ -133,6 +169,8 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
     try:
         data = limits.read_capped(path, cap)
     except UNREADABLE as e:
+        if cannot_read(e):
+            raise
         yield RawRow(str(path), 1, error=unreadable_rest(e, None))
         return
     if len(data) > cap:  # JSON lines (its first line a record on its own) stream; an array is not read
@@ -148,19 +186,20 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
     whole, broken = False, not utf8
     if utf8:
         try:
-            value, whole = json.loads(text), True
+            value, whole = loads(text), True
         except json.JSONDecodeError:
             broken = True
-        except (ValueError, RecursionError):  # a value Python cannot hold (huge integer, deep nesting)
+        except (ValueError, RecursionError):  # a value Python cannot hold (huge integer, deep nesting), a key twice
             pass
-    if broken and not text.lstrip().startswith("["):  # not an array: JSON lines
+    if broken and not text.lstrip().startswith("[") and not _broken_data_wrapper(text):  # not an array: JSON lines
         yield from iter_jsonl(path, max_record_bytes)
         return
     if whole:
         if isinstance(value, dict) and isinstance(value.get("data"), list):
             value = value["data"]
+        risks = text_risks(text)
         for i, rec in enumerate(value if isinstance(value, list) else [value], start=1):
-            error = check_value(rec, text)
+            error = check_value(rec, risks=risks)
             yield RawRow(str(path), i, value=None if error else rec, error=error, raw=preview_of(rec))
         return
     for i, (element, error) in enumerate(array_elements(text), start=1):
@@ -172,6 +211,12 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
                 element, error = None, f"invalid UTF-8 at byte {len(element[:e.start].encode('utf-8', 'replace'))}"
         value, error = (None, error) if element is None else parse_json(element)
         yield RawRow(str(path), i, value=value, error=error, raw=preview)
+
+
+def _broken_data_wrapper(text: str) -> bool:
+    """Whether ``text``, which does not parse, is ``{"data": [...]}`` (split into its elements like an array) rather
+    than JSON lines that happen to start with a "data" key (their first line parses on its own)."""
+    return DATA_WRAPPER.match(text) is not None and parse_json(text.split("\n", 1)[0])[1] is not None
 
 
 def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
@@ -186,15 +231,17 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
     with (_open_binary(path) as raw,
           _io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="") as f):
         lines = limits.CsvLines(f, limit)
-        reader = csv.DictReader(lines)
-        i = line = 0
+        # strict: a quote the excel dialect cannot read (`"a"b"`, a quoted field never closed) is an error row, not
+        # text that silently swallows the quotes, or the rest of the file
+        reader = csv.DictReader(lines, strict=True)
+        i = line = served = 0
         while True:
             try:
                 if not reader.line_num:  # the header, on a budget of its own (line_num is 0 until it is read)
                     lines.start_row()
                     if reader.fieldnames and lines.over:
                         raise limits.RowTooLong(f"over max_record_bytes={limit}")
-                line = reader.line_num
+                line, served = reader.line_num, lines.served
                 lines.start_row()
                 rec = next(reader, None)
             except limits.RowTooLong as e:  # line is 0 if it was the header
@@ -206,11 +253,16 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                 continue
             except csv.Error as e:
                 i += 1
-                yield RawRow(str(path), i, error=f"invalid CSV: {e}")
-                if reader.line_num == line:  # no progress: the reader cannot go on
+                hint = ("; a quoted field opened in this row is never closed, so the rest of the file was read into it"
+                        if "end of data" in str(e) else "")
+                yield RawRow(str(path), i, error=f"invalid CSV: {e}{hint}" if line else
+                             f"the header row is invalid CSV: {e}{hint}; none of the file is read")
+                if not line or lines.served == served:  # the header, or no progress: the reader cannot go on
                     return
                 continue
             except UNREADABLE as e:
+                if cannot_read(e):
+                    raise
                 yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"record {i}" if i else None))
                 return
             if rec is None:
@@ -223,9 +275,29 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
             if lines.over:  # read to its end through stand-ins (limits.CsvLines), so the next row is read right
                 yield RawRow(str(path), i, error=f"record is over max_record_bytes={limit} (a CSV row)")
                 continue
+            if (shape := _field_count_error(rec, reader.fieldnames)) is not None:
+                yield RawRow(str(path), i, error=shape, raw=preview_of(rec))
+                continue
             bad = not_utf8_field(rec)
             yield RawRow(str(path), i, value=None if bad else dict(rec), raw=preview_of(rec),
                          error=f"invalid UTF-8 in field {bad!r}" if bad else None)
+
+
+def _field_count_error(rec: dict[str | None, Any], header: list[str]) -> str | None:
+    """Why a CSV row's fields do not line up with the header's columns, or None. ``csv.DictReader`` puts extra
+    fields in a list under ``None`` and fills missing ones with ``None``: either way the row's text would be
+    cut or shifted without a word (``p1,Hello, world`` would be the text "Hello"). Extra fields that are empty (a
+    trailing comma some exports write) lose nothing: they are dropped from ``rec``."""
+    extra = rec.get(None) or []
+    if extra and all(v == "" for v in extra):
+        del rec[None]
+        extra = []
+    missing = sum(1 for k, v in rec.items() if k is not None and v is None)
+    if not extra and not missing:
+        return None
+    n = len(header) + len(extra) - missing
+    return (f"the row has {n} field(s), the header names {len(header)} column(s): quote fields that hold a comma, "
+            "and give every row one field per column")
 
 
 def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
@@ -237,8 +309,15 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
         pf = pq.ParquetFile(path, page_checksum_verification=True)  # where the writer stored page CRCs
         meta = pf.metadata
         sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        names = pf.schema_arrow.names
     except (pa.ArrowException, OSError) as e:
+        if cannot_read(e):
+            raise
         yield RawRow(str(path), 1, error=f"not a readable Parquet file ({type(e).__name__}: {e})")
+        return
+    if twice := sorted({c for c in names if names.count(c) > 1}):  # a row as a dict would keep the last one only
+        yield RawRow(str(path), 1, error=f"the file names column(s) {twice} twice (a row keeps the last one only): "
+                                         "rename them so each column has its own name; none of the file is read")
         return
     limit = max_record_bytes or 1 << 30
     first = 1  # row number of the group's first row
@@ -255,6 +334,8 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
                         i += 1
                         yield RawRow(str(path), i, value=rec, error=error, raw=preview)
             except (pa.ArrowException, OSError, ValueError) as e:
+                if cannot_read(e):
+                    raise
                 lost = first + size - 1 - i
                 yield RawRow(str(path), i + 1, error=f"Parquet row group {g} cannot be decoded ({lost} of its {size} "
                                                      f"rows lost; {type(e).__name__}: {e})")
@@ -271,6 +352,8 @@ def iter_xml_rows(path: Path, max_record_bytes: int | None = None) -> Iterator[R
             try:
                 item = next(rows, None)
             except UNREADABLE as e:
+                if cannot_read(e):
+                    raise
                 yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"row {i}" if i else None))
                 return
             if item is None:
@@ -294,7 +377,9 @@ def _encoding_error(path: Path) -> str | None:
     try:
         with _open_binary(path) as f:
             return encoding_error(f)
-    except UNREADABLE:  # the reader reports it
+    except UNREADABLE as e:  # the reader reports it
+        if cannot_read(e):
+            raise
         return None
 
 
@@ -307,8 +392,11 @@ def source_files(path: str) -> list[Path]:
     for file in files:
         if _suffix(file) not in READERS:
             hint = f"; point the path at the data files only, e.g. {Path(path) / '**' / ('*' + known[0])}" if known else ""
-            raise SourceError(
-                f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} (optionally .gz){hint}")
+            raise SourceError(f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} "
+                              f"(optionally .gz, but for .parquet){hint}")
+        if _suffix(file) == ".parquet" and file.suffix == ".gz":  # read by row group, which needs to seek
+            raise SourceError(f"{file}: a gzipped Parquet file cannot be read by row group: gunzip it (Parquet "
+                              "compresses its pages itself)")
     return files
 
 
@@ -324,10 +412,17 @@ def iter_records(path: str, max_record_bytes: int | None = None,
     for file in source_files(path):
         n = 0
         reader = READERS[_suffix(file)]
-        encoding = _encoding_error(file) if reader is not iter_parquet else None
-        rows = [RawRow(str(file), 1, error=encoding)] if encoding else reader(file, max_record_bytes)
-        for row in rows:
-            n += 1
-            yield row
+        try:
+            encoding = _encoding_error(file) if reader is not iter_parquet else None
+            rows = [RawRow(str(file), 1, error=encoding)] if encoding else reader(file, max_record_bytes)
+            for row in rows:
+                n += 1
+                yield row
+        except OSError as e:
+            if not cannot_read(e):
+                raise
+            code = errno.errorcode.get(e.errno, str(e.errno))
+            raise SourceError(f"{file}: cannot be read ({os.strerror(e.errno)}, {code}); make it readable (its "
+                              "permissions, owner or disk) and run again") from None
         if n == 0 and empty_files is not None:
             empty_files.append(str(file))

@@ -4,7 +4,8 @@ An XML parser stops at the first error, which silently drops every row after a b
 file is scanned for ``<row`` and each row is cut out (its end is the first ``>`` outside a quoted
 attribute value) and parsed on its own, so a malformed row is one error and reading goes on at
 the next ``<row``. A ``<`` inside a row (not allowed in XML attribute values) marks the row as
-malformed where it stands, which is also where a row with an unclosed quote is caught. Each row
+malformed where it stands, which is also where a row with an unclosed quote is caught. A ``<row`` inside a
+comment or CDATA section is text, not a row (a row commented out is not data). Each row
 is parsed without a DTD: no entity beyond XML's five and character references is expanded.
 Memory holds one row (at most ``limit`` bytes) plus one read chunk.
 """
@@ -19,6 +20,8 @@ from typing import IO, Any
 CHUNK = 1 << 20
 _ROW = re.compile(rb"<row(?=[\s/>])")
 _SPECIAL = re.compile(rb"[<>\"']")
+_START_TAG = re.compile(rb"<[A-Za-z_]")
+_NEXT = re.compile(rb"<row(?=[\s/>])|<!--|<!\[CDATA\[")  # a row, or a comment or CDATA section that may hold one
 _LT, _GT, _SLASH = ord("<"), ord(">"), ord("/")
 _QUOTES = (ord('"'), ord("'"))
 
@@ -65,9 +68,26 @@ def xml_rows(f: IO[bytes], limit: int) -> Iterator[tuple[dict[str, Any] | None, 
     """``(attributes, None, "")`` for each well-formed row of binary file ``f``, in order, and
     ``(None, reason, preview)`` for each malformed, truncated or over-``limit`` one."""
     buf, pos, eof = b"", 0, False
+    found, elements = False, 0  # a <row> yet; other start tags before it (the root, or not a dump at all)
+    skip = None  # the end (b"-->" or b"]]>") of the comment or CDATA section being skipped: no row is in it
     while True:
-        m = _ROW.search(buf, pos)
+        if skip is not None:
+            close = buf.find(skip, pos)
+            if close >= 0:
+                pos, skip = close + len(skip), None
+                continue
+            if eof:  # the file ends inside it: what follows is no row
+                return
+            keep = max(pos, len(buf) - len(skip) + 1)
+            data = f.read(CHUNK)
+            buf, pos, eof = buf[keep:] + data, 0, not data
+            continue
+        m = _NEXT.search(buf, pos)
+        if m is not None and m.group() != b"<row":
+            skip, pos = (b"-->" if m.group() == b"<!--" else b"]]>"), m.end()
+            continue
         start = m.start() if m is not None else None
+        found = found or start is not None
         end, bad = _row_end(buf, start) if start is not None else (None, None)
         if end is None and bad is None:  # no row, or one that runs past the buffer: read on
             if start is not None and eof:
@@ -76,9 +96,14 @@ def xml_rows(f: IO[bytes], limit: int) -> Iterator[tuple[dict[str, Any] | None, 
             if start is not None and len(buf) - start > limit:
                 yield None, f"<row> is over max_record_bytes={limit}", _preview(buf[start:])
                 start = len(buf)
+            keep = start if start is not None else max(pos, len(buf) - 8)  # "<row", "<!--", "<![CDATA[" cut by the edge
+            if not found:
+                elements += len(_START_TAG.findall(buf, 0, len(buf) if eof else keep))
             if eof:
+                if not found and elements > 1:  # its records would be lost without a word
+                    yield None, (f"the file holds {elements} XML elements but no <row>: ingest reads Stack Exchange "
+                                 "dumps (one <row .../> per post); convert other XML to JSON lines"), _preview(buf)
                 return
-            keep = start if start is not None else max(pos, len(buf) - 4)  # a "<row" cut by the chunk edge
             data = f.read(CHUNK)
             buf, pos, eof = buf[keep:] + data, 0, not data
         elif end is None:

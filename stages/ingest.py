@@ -45,6 +45,7 @@ from pipeline.io import (
     StageError,
     iter_records,
 )
+from pipeline.limits import JSON_FILE_RECORDS
 from pipeline.metrics import write_metrics
 from pipeline.outputs import stage_outputs
 from pipeline.readers import preview_of, source_files
@@ -124,6 +125,13 @@ def _reject(src: str, n: int, reason: str, raw: str) -> dict[str, Any]:
     return {"source": src, "row": n, "reason": reason, "raw": raw}
 
 
+def _json_bytes(value: Any) -> int:
+    """The size of a record as a UTF-8 JSON line, as a JSON lines reader measures it (not ASCII-escaped, which
+    would count a CJK character as 6 bytes and an emoji as 12, rejecting non-Latin text at a fraction of the limit)."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def read_source(src: Source, max_record_bytes: int,
                 empty_files: list[str] | None = None) -> Iterator[_Kept | dict[str, Any]]:
     """Every record of ``src`` in input order: adapted and validated (``_Kept``), or a reject row.
@@ -144,9 +152,9 @@ def read_source(src: Source, max_record_bytes: int,
         try:
             if raw.error is not None:
                 raise BadRecord(raw.error)
-            if not is_jsonl and len(json.dumps(raw.value, default=str)) > max_record_bytes:
+            if not is_jsonl and _json_bytes(raw.value) > max_record_bytes:
                 raise BadRecord(f"record is over max_record_bytes={max_record_bytes}")
-            adapted = adapt(raw.value, Ctx.for_source(src, file_rel, raw.row))
+            adapted = adapt(raw.value, Ctx.for_source(src, file_rel, raw.row, JSON_FILE_RECORDS * max_record_bytes))
             rows = validate_rows(adapted)
         except BadRecord as e:
             yield _reject(src.name, n, f"{where}: {e}", preview)

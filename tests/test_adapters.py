@@ -201,6 +201,8 @@ HOSTILE_HTML = {
     "unclosed comments": "<!--" * 100_000,
     "unclosed attribute quotes": '<a b="' * 100_000,
     "escaped once more": "&lt;p&gt;" * 60_000 + "x",
+    "unclosed scripts": "<script>" * 60_000 + "x",
+    "many scripts": "<style>a</style>" * 30_000 + "x",
 }
 
 

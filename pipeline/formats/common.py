@@ -37,10 +37,13 @@ class Ctx:
     format: str
     mapping: dict[str, str]
     where: str  # "<file relative to the source>:<row>", the id of a record that has none
+    # The most text one record may expand to (an OASST tree repeats the path to each leaf in its conversation):
+    # ingest sets it to JSON_FILE_RECORDS x max_record_bytes, so memory stays bounded by the limit.
+    max_output: int = 1 << 62
 
     @classmethod
-    def for_source(cls, src: Source, file_rel: str, row: int) -> Ctx:
-        return cls(src.name, src.kind, src.format, dict(src.mapping), f"{file_rel}:{row}")
+    def for_source(cls, src: Source, file_rel: str, row: int, max_output: int = 1 << 62) -> Ctx:
+        return cls(src.name, src.kind, src.format, dict(src.mapping), f"{file_rel}:{row}", max_output)
 
     def _find(self, rec: dict[str, Any], name: str, fallbacks: tuple[str, ...], required: bool) -> tuple[str, Any]:
         """(the field found, its value): ``name`` (renamed by ``mapping``), else the first present fallback."""
@@ -222,6 +225,9 @@ def _pair(ctx: Ctx, origin: str, prompt: list[dict[str, str]], chosen: list[dict
     if chosen == rejected:
         raise BadRecord("chosen and rejected are identical")
     margin = score_chosen - score_rejected if score_chosen is not None and score_rejected is not None else None
+    if margin is not None and not math.isfinite(margin):  # finite scores whose difference overflows: 1e308 - -1e308
+        raise BadRecord(f"score_chosen - score_rejected is {margin} (the scores {score_chosen} and {score_rejected} are "
+                        "too far apart for a float), expected a finite margin")
     return {
         "pair_id": stable_id(ctx.source, origin), "prompt": prompt, "chosen": chosen, "rejected": rejected,
         "score_chosen": score_chosen, "score_rejected": score_rejected, "margin": margin,

@@ -122,6 +122,11 @@ def hh_rlhf(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     return out
 
 
+# What a message costs in memory beyond its text (its dicts, before and after validation), counted against
+# ``Ctx.max_output`` so that a tree of many tiny messages is bounded too.
+MESSAGE_OVERHEAD = 256
+
+
 def oasst(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     """An OpenAssistant message tree ({message_tree_id, prompt: message with nested replies}).
 
@@ -152,6 +157,15 @@ def oasst(rec: dict[str, Any], ctx: Ctx) -> Adapted:
             raise BadRecord("a tree message lacks message_id, role or text")
         return to_messages([{"role": m["role"], "content": m["text"]}], f"message {m['message_id']}")[0]
 
+    emitted = 0  # characters of the messages written so far: a path is repeated in each conversation below it
+
+    def emit(path: list[dict[str, str]]) -> None:
+        nonlocal emitted
+        emitted += sum(len(msg["content"]) + MESSAGE_OVERHEAD for msg in path)
+        if emitted > ctx.max_output:
+            raise BadRecord(f"the tree expands to over {ctx.max_output} bytes of messages (each path repeated for every "
+                            "leaf or ranked group below it), over 16 x max_record_bytes: split the tree")
+
     def walk(m: dict[str, Any], path: list[dict[str, str]], synthetic: bool) -> None:
         path = [*path, message(m)]
         synthetic = synthetic or bool(m.get("synthetic"))
@@ -162,6 +176,7 @@ def oasst(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         if ctx.kind == "rated" and path[-1]["role"] == "user":
             ranked = sorted((r for r in kept if isinstance(r.get("rank"), int)), key=lambda r: r["rank"])
             if len(ranked) >= 2:
+                emit(path)
                 pid = str(m["message_id"])
                 out.add("prompts", _prompt(ctx, pid, path))
                 for pos, r in enumerate(ranked):
@@ -172,6 +187,7 @@ def oasst(rec: dict[str, Any], ctx: Ctx) -> Adapted:
                                                    message_id=r["message_id"]))
                 out.skipped["unranked reply in a ranked group"] += len(kept) - len(ranked)
         if not kept and ctx.kind == "conversations":
+            emit(path)
             out.add("conversations", _conversation(ctx, f"{tree_id}/{m['message_id']}", path,
                                                    language=root.get("lang"),
                                                    flags=["synthetic"] if synthetic else []))

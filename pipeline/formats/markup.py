@@ -16,6 +16,8 @@ from selectolax.lexbor import LexborHTMLParser
 # Elements that start and end a line; ``li`` also starts its line with "- ".
 BLOCK = ("p", "div", "br", "li", "ul", "ol", "pre", "blockquote", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "hr")
 VOID = ("br", "hr")  # no end tag: one line break
+# Elements whose content is code or markup, never shown as text: a post's <script> is not words of the post.
+HIDDEN = ("script", "style", "noscript", "template")
 MAX_TAGS = 10_000
 # A tag: "<", an optional "/", a name, then anything up to the next ">" that holds no "<" (so a "<"
 # left open is text and the scan never runs past the next tag: linear).
@@ -26,11 +28,30 @@ def _parsed_text(body: str) -> str:
     root = LexborHTMLParser(body).root
     if root is None:
         return ""
+    for node in root.css(", ".join(HIDDEN)):
+        node.decompose()
     for node in root.css(", ".join(BLOCK)):
         node.insert_before("\n- " if node.tag == "li" else "\n")
         if node.tag not in VOID:
             node.insert_after("\n")
     return root.text(deep=True)
+
+
+_HIDDEN_OPEN = re.compile(r"<(" + "|".join(HIDDEN) + r")\b[^<>]*>", re.I)
+
+
+def _without_hidden(body: str) -> str:
+    """``body`` without ``HIDDEN`` elements and their content, in one pass: each search starts where the last
+    ended (an element never closed runs to the end, as an HTML parser reads it)."""
+    out, pos = [], 0
+    while m := _HIDDEN_OPEN.search(body, pos):
+        out.append(body[pos:m.start()])
+        close = re.compile(rf"</{m.group(1)}\s*>", re.I).search(body, m.end())
+        if close is None:
+            return "".join(out)
+        pos = close.end()
+    out.append(body[pos:])
+    return "".join(out)
 
 
 def _stripped_text(body: str) -> str:
@@ -40,7 +61,7 @@ def _stripped_text(body: str) -> str:
             return ""
         return "\n- " if name == "li" and not m.group(1) else "\n"
 
-    return html.unescape(_TAG.sub(tag, body))
+    return html.unescape(_TAG.sub(tag, _without_hidden(body)))
 
 
 def html_to_text(body: str) -> str:
@@ -51,7 +72,9 @@ def html_to_text(body: str) -> str:
     >>> html_to_text("<p>Use a <b>burr</b> grinder &amp; fresh beans.</p>")
     'Use a burr grinder & fresh beans.'
     """
-    if "&lt;" in body:  # markup escaped once more than usual
+    # Markup escaped once more than usual has no tag left: a body that has tags and also "&lt;" shows code as
+    # text (`<code>&lt;br&gt;</code>`), which unescaping would turn into tags and lose.
+    if "&lt;" in body and "<" not in body:
         body = html.unescape(body)
     text = _parsed_text(body) if body.count("<") <= MAX_TAGS else _stripped_text(body)
     return re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+\n", "\n", text)).strip()

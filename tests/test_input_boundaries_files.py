@@ -1,0 +1,111 @@
+"""Input boundaries, third pass (files and paths): a source that cannot be read as a whole fails the stage
+before any work, or as soon as it is found, in one line naming it and what to do; before each fix below it
+hung, failed with a message that named the wrong thing, or left data out without a word."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import cli
+from pipeline.io import SourceError
+from stages.ingest import run
+from tests.test_ingest import with_ingest
+
+
+@pytest.mark.parametrize("make", ["fifo", "device"])
+def test_a_source_that_is_a_pipe_or_a_device_fails_before_any_work_in_one_line(params, tmp_path, make):
+    """Was a hang: a named pipe blocked on open (and its first 256 bytes went to the encoding check), a link to
+    /dev/zero was read for ever."""
+    path = tmp_path / "p.jsonl"
+    os.mkfifo(path) if make == "fifo" else os.symlink("/dev/zero", path)
+    p = with_ingest(params, [{"name": "s", "kind": "prompts", "path": str(path), "format": "prompts"}])
+    with pytest.raises(SourceError) as err:
+        run(p, tmp_path / "out")
+    assert str(err.value) == (f"ingest.sources[0].path: {path}: not a regular file (a pipe, socket or device); a "
+                              "source is read more than once, so write the data to a file and point the path at it")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_folder_says_it_holds_no_data_files(params, tmp_path, monkeypatch, capsys):
+    """Was 'no such file, folder or matching glob' for a folder that is there."""
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "_manifest.json").write_text("{}")
+    (tmp_path / "params.yaml").write_text(_params_yaml(params, str(tmp_path / "set")))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "ingest", "--params", "params.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"prefpipe: ingest.sources[0].path: {tmp_path / 'set'}: the folder holds no data files (names "
+                   "starting with _ or . are left out)\n")
+
+
+def _params_yaml(params, path: str, fmt: str = "prompts", kind: str = "prompts") -> str:
+    import yaml
+
+    data = with_ingest(params, [{"name": "s", "kind": kind, "path": path, "format": fmt}]).model_dump(mode="json")
+    for key in ("wildfeedback", "pugc"):  # the stages that select sources by name: none of the samples is here
+        data[key]["sources"] = ["s"]
+    data["selfie"]["pair_sources"] = data["selfie"]["prompt_sources"] = data["dove"]["pair_sources"] = ["s"]
+    return yaml.safe_dump(data)
+
+
+def test_a_gzipped_parquet_file_fails_before_any_work_saying_to_gunzip_it(params, tmp_path):
+    """Was one reject, 'not a readable Parquet file (... magic bytes not found ...)', though .gz is accepted."""
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"id": ["p1"], "text": ["hi"]}), buf)
+    (tmp_path / "p.parquet.gz").write_bytes(gzip.compress(buf.getvalue()))
+    p = with_ingest(params, [{"name": "s", "kind": "prompts", "path": str(tmp_path / "p.parquet.gz"), "format": "prompts"}])
+    with pytest.raises(SourceError, match=r"^ingest\.sources\[0\]\.path: .*p\.parquet\.gz: a gzipped Parquet file cannot "
+                                          r"be read by row group: gunzip it \(Parquet compresses its pages itself\)$"):
+        run(p, tmp_path / "out")
+
+
+@pytest.mark.parametrize("name", ["p.jsonl", "p.json", "p.csv", "p.parquet", "Posts.xml"])
+def test_a_file_ingest_may_not_read_fails_the_stage_in_one_line_naming_it(params, tmp_path, monkeypatch, capsys, name):
+    """Was, for JSON lines: 'prefpipe: cannot write p.jsonl: Permission denied ... no permission to write there'
+    (an input named as an output); for Parquet and JSON: one reject, so the stage passed with the file unread.
+    (Tests run as root, which chmod cannot stop, so the file system's refusal is simulated at open.)"""
+    import builtins
+
+    import pyarrow.parquet as pqm
+
+    path = tmp_path / name
+    pq.write_table(pa.table({"id": ["p1"], "text": ["hi"]}), path) if name.endswith(".parquet") else path.write_text("")
+    real_open, real_file = builtins.open, pqm.ParquetFile
+
+    def guarded(opener):
+        def open_(file, *args, **kwargs):
+            if str(file) == str(path):
+                raise PermissionError(13, "Permission denied", str(path))
+            return opener(file, *args, **kwargs)
+        return open_
+
+    monkeypatch.setattr(builtins, "open", guarded(real_open))
+    monkeypatch.setattr(pqm, "ParquetFile", guarded(real_file))
+    fmt, kind = ("stackexchange", "documents") if name.endswith(".xml") else ("prompts", "prompts")
+    (tmp_path / "params.yaml").write_text(_params_yaml(params, str(path), fmt, kind))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "ingest", "--params", "params.yaml"]) == 1
+    assert capsys.readouterr().err == (f"prefpipe: ingest.sources[0].path: {path}: cannot be read (Permission denied, "
+                                       "EACCES); make it readable (its permissions, owner or disk) and run again\n")
+
+
+@pytest.mark.parametrize("pattern", ["", "*.jsonl"])
+def test_a_broken_link_in_a_source_folder_or_glob_fails_before_any_work(params, tmp_path, pattern):
+    """Was left out without a word: the folder's other files were read and its data was simply missing."""
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "a.jsonl").write_text('{"id": "p1", "text": "hi"}\n')
+    os.symlink(tmp_path / "moved" / "b.jsonl", tmp_path / "set" / "b.jsonl")
+    path = str(tmp_path / "set" / pattern) if pattern else str(tmp_path / "set")
+    p = with_ingest(params, [{"name": "s", "kind": "prompts", "path": path, "format": "prompts"}])
+    with pytest.raises(SourceError) as err:
+        run(p, tmp_path / "out")
+    assert str(err.value) == (f"ingest.sources[0].path: {tmp_path / 'set' / 'b.jsonl'}: a link to "
+                              f"{tmp_path / 'moved' / 'b.jsonl'}, which does not exist (or links back to itself); "
+                              "restore its target or remove the link")
