@@ -221,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SourceError, StageError) as e:  # bad input or too many rejects: a message, not a traceback
         print(f"prefpipe: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: the outputs are unchanged (staged, not committed); checkpoints stay
+        print("prefpipe: interrupted; a stage's outputs change only when it finishes, and the finished batches "
+              "of its model steps are checkpointed: run it again to resume", file=sys.stderr)
+        return 130
     except OSError as e:  # disk full, read-only, no permission: one line naming the path and what to do
         line = os_error_line(e)
         if line is None:

@@ -194,6 +194,10 @@ def map_batches(
                     continue
                 if block[1] - run[0][0] >= execution.checkpoint_rows or time.monotonic() - last_flush >= FLUSH_SECONDS:
                     flush()
+        except KeyboardInterrupt:
+            if store is not None:
+                flush()  # Ctrl-C: the finished batches are kept, a rerun resumes after them
+            raise
         except EngineError as e:  # a Ray task's error is an instance of its cause's class too
             if store is not None:
                 flush()  # the finished batches are kept: a rerun resumes after them

@@ -127,3 +127,27 @@ def test_gate_messages_tell_failed_calls_from_a_judge_at_chance():
                    errors=[None, "HTTP 503: overloaded"])
     report = check_gate("dove", "judge", "m", [True] * 4, min_accuracy=0.75, key="dove.gates.judge", errors=[None, None])
     assert report["passed"] and report["failed_calls"] == 0
+
+
+def test_ctrl_c_keeps_the_finished_batches_and_the_cli_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    table = pa.table({"i": list(range(20))})
+    ck = Checkpoint(tmp_path / "ck", fingerprint="fp")
+
+    def interrupted(batch, engine):
+        if batch["i"][0].as_py() >= 12:
+            raise KeyboardInterrupt
+        return _pick(batch, engine)
+
+    with pytest.raises(KeyboardInterrupt):
+        map_batches(table, interrupted, execution=_execution(), engine=_llm(), checkpoint=ck,
+                    engine_factory=lambda cfg: _FailsFrom(10**9))
+    assert [p.name[:31] for p in (tmp_path / "ck").glob("chunk-*")] == ["chunk-000000000000-000000000012"]
+
+    def stage(params):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("stages.curry.main", stage)
+    assert cli.main(["run", "curry"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["prefpipe: interrupted; a stage's outputs change only when it finishes, and the finished batches "
+                   "of its model steps are checkpointed: run it again to resume"]
