@@ -101,8 +101,9 @@ def release_problem(release: Path) -> str | None:
     """Why ``release`` holds no released pair files the audit can read (one line: the file and what to do), or None."""
     files = [f for splits in release_files(release).values() for paths in splits.values() for f in paths]
     if not files:
-        if any(release.glob("*.parquet")) and (release.parent / "_manifest.json").is_file():
-            return (f"{release}: one config of a release; audit the whole release, `prefpipe audit {release.parent}` "
+        up = release.parent if release.name not in ("", "..") else release.resolve().parent  # "." has no parent
+        if any(release.glob("*.parquet")) and (up / "_manifest.json").is_file():
+            return (f"{release}: one config of a release; audit the whole release, `prefpipe audit {up}` "
                     "(its checks compare the configs and splits with one another)")
         return f"{release}: no released pair files (<config>/<split>-*.parquet); build the release with `dvc repro export`"
     for f in files:

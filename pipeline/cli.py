@@ -206,6 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# What Ctrl-C leaves, per command: a stage's outputs are staged and change only when it finishes (its model
+# steps' finished batches are checkpointed); an upload resumes; inspect and audit only read the release.
+INTERRUPTED = {
+    "run": "prefpipe: interrupted; a stage's outputs change only when it finishes, and the finished batches "
+           "of its model steps are checkpointed: run it again to resume",
+    "publish": "prefpipe publish: interrupted; nothing local changed: re-run the same command to resume the "
+               "upload (files already committed are skipped)",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     from pipeline.config import ParamsError
     from pipeline.io import SourceError, StageError
@@ -221,9 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SourceError, StageError) as e:  # bad input or too many rejects: a message, not a traceback
         print(f"prefpipe: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C: the outputs are unchanged (staged, not committed); checkpoints stay
-        print("prefpipe: interrupted; a stage's outputs change only when it finishes, and the finished batches "
-              "of its model steps are checkpointed: run it again to resume", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C: one line saying what the interrupted command left
+        print(INTERRUPTED.get(args.command, f"prefpipe {args.command}: interrupted; run it again"), file=sys.stderr)
         return 130
     except OSError as e:  # disk full, read-only, no permission: one line naming the path and what to do
         line = os_error_line(e)

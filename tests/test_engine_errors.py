@@ -151,3 +151,18 @@ def test_ctrl_c_keeps_the_finished_batches_and_the_cli_says_so_in_one_line(tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["prefpipe: interrupted; a stage's outputs change only when it finishes, and the finished batches "
                    "of its model steps are checkpointed: run it again to resume"]
+
+
+def test_ctrl_c_in_audit_or_publish_does_not_speak_of_stages_and_checkpoints(tmp_path, monkeypatch, capsys):
+    """The run message (stage outputs, checkpointed model batches) is not true of audit or publish."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pipeline.audit.release_problem", interrupted)
+    assert cli.main(["audit", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["prefpipe audit: interrupted; run it again"]
+    monkeypatch.setattr("pipeline.hub.publish", interrupted)
+    assert cli.main(["publish", "--repo-id", "me/x", "--path", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "prefpipe publish: interrupted; nothing local changed: re-run the same command to resume the upload "
+        "(files already committed are skipped)"]

@@ -72,7 +72,7 @@ def test_a_held_out_set_with_a_broken_shard_fails_in_one_line(tmp_path):
 
 # --- command line -------------------------------------------------------------------------------------------
 
-def test_audit_of_a_folder_without_a_release_fails_in_one_line(tmp_path, capsys):
+def test_audit_of_a_folder_without_a_release_fails_in_one_line(tmp_path, capsys, monkeypatch):
     """Was "0 rows in 0 files: passed" (an empty or mistyped folder), or a traceback (other Parquet, a broken file)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -100,6 +100,10 @@ def test_audit_of_a_folder_without_a_release_fails_in_one_line(tmp_path, capsys)
         assert cli(["audit", str(tmp_path / folder)]) == 2
         out = capsys.readouterr()
         assert out.err.startswith(f"prefpipe audit: {line}") and out.err.count("\n") == 1 and "passed" not in out.out
+    monkeypatch.chdir(tmp_path / "release" / "all")  # run from inside the config folder: its parent is not "."
+    assert cli(["audit", "."]) == 2
+    assert capsys.readouterr().err.startswith(f"prefpipe audit: .: one config of a release; audit the whole release, "
+                                              f"`prefpipe audit {(tmp_path / 'release').resolve()}`")
 
 
 def test_inspect_of_a_broken_parquet_file_fails_in_one_line(tmp_path, capsys):

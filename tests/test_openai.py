@@ -360,3 +360,26 @@ def test_a_served_model_named_as_a_missing_local_path_has_no_tokenizer_and_scori
     assert engine.codec is None
     with pytest.raises(ServerError, match=r"needs the served model's tokenizer .*no such file or folder"):
         engine.choose(PROMPTS[:1], ["a", "b"])
+
+
+def test_sequence_choose_renders_the_judge_call_as_the_in_process_engines_do(server):
+    """A judge call drops the template's default system prompt (an explicit empty one) on every backend: the
+    ids the openai engine scores are the in-process engines' ``response_spans(..., judge=True)``, which is
+    also what DOVE's token budget (``token_fit(judge=True)``) counts; with the default system prompt kept,
+    a prompt the budget accepted could exceed max_model_len on this backend alone."""
+    import copy
+
+    from pipeline.llm.chat import ChatCodec
+
+    engine = OpenAIEngine(config(server))
+    tok = copy.deepcopy(engine.codec.tok)
+    tok.chat_template = (  # a template with a default system prompt, as SmolLM2's and Qwen's have
+        "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "{% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    engine.codec = ChatCodec(tok, name="tiny")
+    assert engine.codec.default_system == "You are a helpful assistant."
+    start = len(server.log)
+    engine.choose(PROMPTS[:1], ["a", "b"])
+    want = [list(ids[:end]) for ids, _, end in engine.codec.response_spans(PROMPTS[0], ["a", "b"], judge=True)]
+    assert sent(server, start)[0]["prompt"] == want

@@ -205,7 +205,8 @@ class OpenAIEngine:
         if self.cfg.option_scoring == "sequence":
             purpose = "choose with option_scoring: sequence (judges)"
             codec = self._codec(purpose)
-            requests = [score_request(self.cfg.model, p, [codec.response_span(p, o) for o in options], purpose)
+            # A judge call, rendered as the in-process engines render it (judge=True: no default system prompt).
+            requests = [score_request(self.cfg.model, p, codec.response_spans(p, options, judge=True), purpose)
                         for p in prompts]
             answers = self.transport.run(requests)
             self._raise_failed("choose", answers)
