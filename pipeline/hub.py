@@ -25,6 +25,7 @@ from typing import Any
 import polars as pl
 import yaml
 
+from pipeline.dedup import REASONS
 from pipeline.files import file_sha256
 from pipeline.io import MANIFEST, read_manifest, verify_shards
 
@@ -170,7 +171,7 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
     rows = [[f"`{c}`", CONFIG_DOC.get(c, ""), sp.get("train", 0), sp.get("test", 0)] for c, sp in stats["rows"].items() if sp]
     methods = [[m, v["input"], v["output"], v.get("in_all", "—"), ", ".join(lineage.get(m, {}).get("models", [])) or "—",
                 ", ".join(lineage.get(m, {}).get("fingerprints", [])) or "—"] for m, v in stats["methods"].items()]
-    drops = [[f"`{c}`", r, n] for c, reasons in stats.get("drops_by_config", {}).items() for r, n in reasons.items()]
+    drops = [[f"`{c}`", f"`{r}`", n, REASONS.get(r, "")] for c, reasons in stats.get("drops_by_config", {}).items() for r, n in reasons.items()]
     held = [[f"`{p}`", v.get("prompts", 0), v.get("removed", 0)] for p, v in stats.get("held_out", {}).items()]
     gates = _gate_rows(stats.get("gates", {}))
     decon = [[s, v["prompts"], f"`{v['prompts_sha256'][:12]}`" if "prompts_sha256" in v else "—", v["removed"], v["status"]]
@@ -207,7 +208,7 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         (f"Methods not in this release:{skipped}\n" if skipped else ""),
         "Pairs that left a config, by config and reason (each one is listed in `removed.jsonl` with its details "
         "and the configs it left):\n",
-        _table(["config", "reason", "pairs"], drops or [["(none)", "—", 0]]) + "\n",
+        _table(["config", "reason", "pairs", "why"], drops or [["(none)", "—", 0, "—"]]) + "\n",
         "Decontamination sets:\n",
         _table(["set", "prompts", "prompts sha256", "pairs removed", "status"],
                decon or [["(none configured)", 0, "—", 0, "—"]]) + "\n",
