@@ -197,10 +197,11 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "## How it was built\n",
         "Built by prefpipe (`dvc repro`): per-method stages produce pairs, then `export` "
         "merges them, redacts PII in every string (messages, lineage, source), drops pairs whose chosen equals "
-        "rejected (whitespace normalised), removes duplicate pairs and near-duplicate prompts within each method "
+        "rejected (whitespace normalised) and pairs whose chosen reacts to feedback nobody gave, loops or stops "
+        "mid-sentence, removes duplicate pairs and near-duplicate prompts within each method "
         f"(MinHash, Jaccard >= {cfg.dedup.near_threshold}), removes prompts overlapping evaluation sets "
         f"({cfg.decontamination.ngram}-gram overlap >= {cfg.decontamination.threshold}), splits train/test "
-        f"({cfg.test_fraction:.0%} of prompts to test) and keeps held-out prompts out of every train split. Each "
+        f"({cfg.test_fraction:.0%} of prompts to test; a DOVE row whose prompts fall in different splits is dropped) and keeps held-out prompts out of every train split. Each "
         "method's config holds all its surviving pairs; in `all`, a prompt several methods share is kept for the "
         f"first of {', '.join(cfg.dedup.priority)} (a fixed order; scores of different methods are never compared). "
         f"Export params fingerprint: `{stats['fingerprint']}`.\n",

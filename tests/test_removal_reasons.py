@@ -50,6 +50,7 @@ def test_the_card_explains_each_removal_and_stats_count_removed_jsonl(tmp_path):
     release = tmp_path / "data" / "release"
     build_release(export_cfg(methods=["pugc"], test_fraction=0.0), tmp_path, release, "fp-test")
     card = (release / "README.md").read_text()
+    assert "pairs whose chosen reacts to feedback nobody gave, loops or stops mid-sentence" in card
     for reason in ("looping_chosen", "cut_off_chosen"):
         assert f"| `pugc` | `{reason}` | 1 | {REASONS[reason]} |" in card
         assert f"| `all` | `{reason}` | 1 | {REASONS[reason]} |" in card
