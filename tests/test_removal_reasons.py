@@ -59,3 +59,33 @@ def test_the_card_explains_each_removal_and_stats_count_removed_jsonl(tmp_path):
     assert stats["removed_by_reason"] == dict(Counter(r["reason"] for r in records)) == {
         "cut_off_chosen": 1, "looping_chosen": 1}
     assert stats["removed"] == len(records)
+
+
+def test_every_pair_a_stage_wrote_is_released_or_listed_in_removed_jsonl(tmp_path):
+    """Conservation on a release with removals of several reasons: per method, pairs read = pairs in its own
+    config + records leaving that config; conditional pairs read = pairs in `all` + records leaving `all`."""
+    from tests.export_fixtures import joint, standard_methods, write_held_out
+
+    standard_methods(tmp_path)
+    loop = "Here is my answer. " + "I am here to listen to you. " * 8
+    write_method(tmp_path, "wildfeedback", [
+        pair("w-same", TOPICS[0], "wildfeedback", chosen="Yes. It works.", rejected="yes.  it works."),
+        pair("w-loop", TOPICS[1], "wildfeedback", chosen=loop), pair("w-ok", TOPICS[2], "wildfeedback"),
+        pair("w-dup", TOPICS[2], "wildfeedback"), pair("w-held", TOPICS[11], "wildfeedback")])
+    write_method(tmp_path, "dove", [joint(f"d{i}", f"Dove task {i}: {TOPICS[i]}", f"Dove task {i}: {TOPICS[i + 1]}")
+                                    for i in range(6)])
+    write_held_out(tmp_path, [TOPICS[11]])
+    release = tmp_path / "data" / "release"
+    build_release(export_cfg(methods=["wildfeedback", "pugc", "selfie", "curry", "dove"], test_fraction=0.3,
+                             held_out=["data/selfie/test"]), tmp_path, release, "fp-test")
+    records = pl.read_ndjson(release / "removed.jsonl").explode("configs")
+    stats = json.loads((release / "stats.json").read_text())
+    details = json.loads((release / "details.json").read_text())
+    assert len(set(records["reason"])) >= 4, records  # the fixture exercises several rules
+    released = {c: sum(s.values()) for c, s in details["rows"].items()}
+    for m, v in details["methods"].items():
+        left = records.filter((pl.col("method") == m) & (pl.col("configs") == m)).height
+        assert v["input"] == released.get(m, 0) + left, m
+    conditional = sum(v["input"] for m, v in details["methods"].items() if m != "dove")
+    assert conditional == released["all"] + records.filter(pl.col("configs") == "all")["pair_id"].n_unique()
+    assert stats["removed"] == pl.read_ndjson(release / "removed.jsonl").height
