@@ -160,8 +160,10 @@ def _audit_part(audit: dict[str, Any] | None) -> str:
 
     verdict = "passed" if audit["passed"] else "FAILED"
     lines = "\n".join(f"    {line}" for line in summary_lines(audit))
+    checks = _table(["check", "what it checks", "violations"],
+                    [[f"`{name}`", c["description"], c["violations"]] for name, c in audit["checks"].items()])
     return (f"## Audit\n\n`prefpipe audit` re-read every file of this release ({audit['rows']} rows, {audit['files']} "
-            f"files): **{verdict}** (details in `audit.json`).\n\n{lines}\n")
+            f"files): **{verdict}** (details in `audit.json`).\n\n{lines}\n\n{checks}\n")
 
 
 def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, list[str]]], *, png: bool,

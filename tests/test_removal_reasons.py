@@ -54,6 +54,9 @@ def test_the_card_explains_each_removal_and_stats_count_removed_jsonl(tmp_path):
     for reason in ("looping_chosen", "cut_off_chosen"):
         assert f"| `pugc` | `{reason}` | 1 | {REASONS[reason]} |" in card
         assert f"| `all` | `{reason}` | 1 | {REASONS[reason]} |" in card
+    from pipeline.audit import CHECKS
+    for name, description in CHECKS.items():  # the audit's checks, each with what it checks
+        assert f"| `{name}` | {description} | 0 |" in card
     records = [json.loads(line) for line in (release / "removed.jsonl").read_text().splitlines()]
     stats = json.loads((release / "stats.json").read_text())
     assert stats["removed_by_reason"] == dict(Counter(r["reason"] for r in records)) == {
