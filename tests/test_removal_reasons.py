@@ -92,3 +92,23 @@ def test_every_pair_a_stage_wrote_is_released_or_listed_in_removed_jsonl(tmp_pat
     conditional = sum(v["input"] for m, v in details["methods"].items() if m != "dove")
     assert conditional == released["all"] + records.filter(pl.col("configs") == "all")["pair_id"].n_unique()
     assert stats["removed"] == pl.read_ndjson(release / "removed.jsonl").height
+
+
+def test_removed_jsonl_carries_each_removed_pairs_texts_as_redacted(tmp_path):
+    """A user checking why a pair left needs its texts: prompt, chosen, rejected (DOVE: both prompts), redacted
+    like the release."""
+    from tests.export_fixtures import joint
+
+    loop = "Here is my answer. " + "I am here to listen to you. " * 8
+    write_method(tmp_path, "pugc", [pair("p-loop", TOPICS[0] + " Mail ann@example.org.", "pugc", chosen=loop),
+                                    pair("p-ok", TOPICS[1], "pugc")])
+    d = joint("d-loop", TOPICS[2], TOPICS[3])
+    write_method(tmp_path, "dove", [{**d, "chosen": [{"role": "assistant", "content": loop}]}])
+    release = tmp_path / "data" / "release"
+    build_release(export_cfg(methods=["pugc", "dove"], test_fraction=0.0), tmp_path, release, "fp-test")
+    records = {r["pair_id"]: r for r in map(json.loads, (release / "removed.jsonl").read_text().splitlines())}
+    assert set(records) == {"p-loop", "d-loop"}
+    p = records["p-loop"]
+    assert p["reason"] == "looping_chosen" and p["chosen"] == [{"role": "assistant", "content": loop}]
+    assert p["prompt"][-1]["content"].endswith("Mail [REDACTED_EMAIL].") and p["rejected"][0]["role"] == "assistant"
+    assert records["d-loop"]["chosen_prompt"] == d["chosen_prompt"] and records["d-loop"]["rejected"] == d["rejected"]
