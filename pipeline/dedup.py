@@ -26,6 +26,23 @@ from pipeline.text import minhash, near_duplicate_groups, ngram_hashes, normalis
 REMOVED = {"pair_id": pl.String, "method": pl.String, "reason": pl.String, "detail": pl.String,
            "configs": pl.List(pl.String)}
 
+# Every reason a removal record can carry, with the sentence the dataset card shows for it. ``removals`` refuses
+# any other, so a new drop rule cannot reach removed.jsonl without an explanation for the card.
+REASONS = {
+    "identical": "chosen equals rejected (whitespace normalised, case folded; DOVE: both prompts too)",
+    "unprompted_acknowledgement": "chosen reacts to feedback its prompt's last user turn does not give, or opens "
+                                  "as a revision of a version the prompt neither holds nor asks for",
+    "looping_chosen": "chosen repeats its own sentences in a loop",
+    "cut_off_chosen": "chosen stops mid-sentence (truncated upstream)",
+    "duplicate_pair": "the same pair again within its method (one kept: the most confident)",
+    "duplicate_prompt_near": "its prompt nearly repeats (MinHash) a prompt kept within its method, or, leaving "
+                             "`all` only, one kept there for a method earlier in the priority order",
+    "duplicate_prompt_exact": "leaving `all` only: its prompt is kept there for a method earlier in the priority order",
+    "contaminated": "its prompt overlaps an evaluation prompt (word n-grams; detail names the set and prompt)",
+    "split_straddle": "a DOVE row whose two prompts fall in different splits",
+    "held_out": "its prompt is in a held-out set and it was in a train split",
+}
+
 
 def text_of(col: str) -> pl.Expr:
     """All message contents of a message-list column, one per line."""
@@ -50,7 +67,11 @@ def text_hash(col: str) -> pl.Expr:
 
 
 def removals(df: pl.DataFrame, reason: str, configs: pl.Expr, detail: pl.Expr | None = None) -> pl.DataFrame:
-    """Removal records for the rows of ``df`` (``configs``: a list expression of the configs they left)."""
+    """Removal records for the rows of ``df`` (``configs``: a list expression of the configs they left);
+    ``reason`` is one of ``REASONS``."""
+    if reason not in REASONS:
+        raise ValueError(f"removal reason {reason!r} has no explanation; add it to pipeline.dedup.REASONS "
+                         "(the dataset card shows it) and to README.md's export section")
     return df.select(
         "pair_id", pl.col("_config").alias("method"), pl.lit(reason).alias("reason"),
         (detail if detail is not None else pl.lit("{}")).alias("detail"),

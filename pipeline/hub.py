@@ -25,6 +25,7 @@ from typing import Any
 import polars as pl
 import yaml
 
+from pipeline.dedup import REASONS
 from pipeline.files import file_sha256
 from pipeline.io import MANIFEST, read_manifest, verify_shards
 
@@ -159,8 +160,10 @@ def _audit_part(audit: dict[str, Any] | None) -> str:
 
     verdict = "passed" if audit["passed"] else "FAILED"
     lines = "\n".join(f"    {line}" for line in summary_lines(audit))
+    checks = _table(["check", "what it checks", "violations"],
+                    [[f"`{name}`", c["description"], c["violations"]] for name, c in audit["checks"].items()])
     return (f"## Audit\n\n`prefpipe audit` re-read every file of this release ({audit['rows']} rows, {audit['files']} "
-            f"files): **{verdict}** (details in `audit.json`).\n\n{lines}\n")
+            f"files): **{verdict}** (details in `audit.json`).\n\n{lines}\n\n{checks}\n")
 
 
 def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, list[str]]], *, png: bool,
@@ -170,7 +173,7 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
     rows = [[f"`{c}`", CONFIG_DOC.get(c, ""), sp.get("train", 0), sp.get("test", 0)] for c, sp in stats["rows"].items() if sp]
     methods = [[m, v["input"], v["output"], v.get("in_all", "—"), ", ".join(lineage.get(m, {}).get("models", [])) or "—",
                 ", ".join(lineage.get(m, {}).get("fingerprints", [])) or "—"] for m, v in stats["methods"].items()]
-    drops = [[f"`{c}`", r, n] for c, reasons in stats.get("drops_by_config", {}).items() for r, n in reasons.items()]
+    drops = [[f"`{c}`", f"`{r}`", n, REASONS.get(r, "")] for c, reasons in stats.get("drops_by_config", {}).items() for r, n in reasons.items()]
     held = [[f"`{p}`", v.get("prompts", 0), v.get("removed", 0)] for p, v in stats.get("held_out", {}).items()]
     gates = _gate_rows(stats.get("gates", {}))
     decon = [[s, v["prompts"], f"`{v['prompts_sha256'][:12]}`" if "prompts_sha256" in v else "—", v["removed"], v["status"]]
@@ -196,18 +199,19 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "## How it was built\n",
         "Built by prefpipe (`dvc repro`): per-method stages produce pairs, then `export` "
         "merges them, redacts PII in every string (messages, lineage, source), drops pairs whose chosen equals "
-        "rejected (whitespace normalised), removes duplicate pairs and near-duplicate prompts within each method "
+        "rejected (whitespace normalised) and pairs whose chosen reacts to feedback nobody gave, loops or stops "
+        "mid-sentence, removes duplicate pairs and near-duplicate prompts within each method "
         f"(MinHash, Jaccard >= {cfg.dedup.near_threshold}), removes prompts overlapping evaluation sets "
         f"({cfg.decontamination.ngram}-gram overlap >= {cfg.decontamination.threshold}), splits train/test "
-        f"({cfg.test_fraction:.0%} of prompts to test) and keeps held-out prompts out of every train split. Each "
+        f"({cfg.test_fraction:.0%} of prompts to test; a DOVE row whose prompts fall in different splits is dropped) and keeps held-out prompts out of every train split. Each "
         "method's config holds all its surviving pairs; in `all`, a prompt several methods share is kept for the "
         f"first of {', '.join(cfg.dedup.priority)} (a fixed order; scores of different methods are never compared). "
         f"Export params fingerprint: `{stats['fingerprint']}`.\n",
         _table(["method", "input pairs", "in its config", "in `all`", "models", "params fingerprints"], methods) + "\n",
         (f"Methods not in this release:{skipped}\n" if skipped else ""),
-        "Pairs that left a config, by config and reason (each one is listed in `removed.jsonl` with its details "
+        "Pairs that left a config, by config and reason (each one is listed in `removed.jsonl` with its details, its texts "
         "and the configs it left):\n",
-        _table(["config", "reason", "pairs"], drops or [["(none)", "—", 0]]) + "\n",
+        _table(["config", "reason", "pairs", "why"], drops or [["(none)", "—", 0, "—"]]) + "\n",
         "Decontamination sets:\n",
         _table(["set", "prompts", "prompts sha256", "pairs removed", "status"],
                decon or [["(none configured)", 0, "—", 0, "—"]]) + "\n",

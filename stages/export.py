@@ -24,7 +24,7 @@
    ``dedup.priority``; the others keep the pair in their own config only.
 9. write ``data/release/<config>/<split>-0000i-of-0000N.parquet``, ``_manifest.json``, the card
    ``README.md``, ``stats.json`` (headline numbers; every figure in ``details.json``), ``plots/``,
-   ``removed.jsonl`` (every pair that left a config, why and which configs) and ``audit.json``:
+   ``removed.jsonl`` (every pair that left a config, why, which configs and its texts) and ``audit.json``:
    ``pipeline.audit`` re-reads the release and the stage fails on any hard violation, leaving the candidate in ``data/.release.rejected`` and ``data/release`` as it was.
 
 Memory stays bounded by streaming in two passes (``build_release``): the first reads every method's
@@ -74,7 +74,7 @@ from pipeline.metrics import write_metrics
 from pipeline.pii import redact
 from pipeline.records import SCHEMAS
 from pipeline.text import stable_hash64
-from stages.export_read import ExportError, method_batches, method_inputs, redacted
+from stages.export_read import JOINT_SIDES, PAIR_SIDES, ExportError, method_batches, method_inputs, redacted
 from stages.export_write import (
     CONDITIONAL,
     JOINT,
@@ -221,6 +221,14 @@ def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatur
     return pairs, joint, pl.concat(drops).sort("reason", "method", "pair_id")
 
 
+def removed_records(df: pl.DataFrame, gone: pl.DataFrame, method: str) -> pl.DataFrame:
+    """removed.jsonl's records for the removed rows of one redacted batch: the removal (pair_id, method, reason,
+    detail, configs) and the pair's texts as released (message lists: prompt, chosen, rejected; DOVE: both prompts)."""
+    texts = JOINT_SIDES if method in JOINT else PAIR_SIDES
+    return df.select("pair_id", "_config", *texts).join(gone, on=["pair_id", "_config"], how="inner").select(
+        "pair_id", "method", "reason", "detail", "configs", *texts)
+
+
 def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows: int = 65_536,
                   spill_bytes: int = 64 << 20) -> dict[str, Any]:
     """Run every step, audit the result and publish ``out_dir`` atomically. Returns details.json's content.
@@ -254,12 +262,20 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows
             shutil.rmtree(stale)
     tmp.mkdir(parents=True)
     writer = ReleaseWriter(tmp, cfg, rows, spill_bytes)
+    gone, written = drops.with_columns(pl.col("method").alias("_config")), 0
     try:
-        for method, df in method_batches(inputs, batch_rows):  # pass 2
-            order = order_j if method in JOINT else order_p
-            df, _ = redacted(df, method, cfg)
-            df = df.join(order.drop("level", "_seq", "_primary", strict=False), on=["pair_id", "_config"], how="inner")
-            writer.write(df, "joint_pairs" if method in JOINT else "pairs")
+        with open(tmp / "removed.jsonl", "wb") as removed_file:
+            for method, df in method_batches(inputs, batch_rows):  # pass 2
+                order = order_j if method in JOINT else order_p
+                df, _ = redacted(df, method, cfg)
+                records = removed_records(df, gone, method)
+                records.write_ndjson(removed_file)
+                written += records.height
+                df = df.join(order.drop("level", "_seq", "_primary", strict=False), on=["pair_id", "_config"], how="inner")
+                writer.write(df, "joint_pairs" if method in JOINT else "pairs")
+        if written != drops.height:
+            raise ExportError(f"{tmp / 'removed.jsonl'}: {written} removal records with texts for {drops.height} removals; "
+                              "the methods' pairs changed while export read them, rerun `dvc repro export`")
         files = writer.close()
     except BaseException:
         writer.abort()
@@ -282,7 +298,6 @@ def publish_folder(cfg: Export, root: Path, tmp: Path, out_dir: Path, files: lis
             write_png(tmp / "plots" / "summary.png", stats, plots)
         except ImportError as e:
             stats["notes"] = {"summary_png": f"not written: {e} (pip install matplotlib)"}
-    drops.write_ndjson(tmp / "removed.jsonl")
     write_metrics(tmp, release_headline(stats), stats, name="stats.json")
     report = audit.audit_release(tmp, root=root, cfg=cfg, batch_rows=batch_rows)
     lineage = hub.lineage_summary(pl.concat([pairs.select("_config", "lineage"), joint.select("_config", "lineage")]))

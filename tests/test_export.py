@@ -196,7 +196,7 @@ def test_duplicate_prompts_across_methods_leave_only_the_all_config_by_priority(
     assert stats["drops_by_config"] == {"all": {"duplicate_prompt_exact": 1, "duplicate_prompt_near": 1}}
     assert stats["methods"]["selfie"] == {"input": 2, "output": 2, "in_all": 1}
     card = (release / "README.md").read_text()
-    assert "| `all` | duplicate_prompt_exact | 1 |" in card and "first of curry, pugc, selfie, wildfeedback" in card
+    assert "| `all` | `duplicate_prompt_exact` | 1 | " in card and "first of curry, pugc, selfie, wildfeedback" in card
 
 
 def test_each_method_config_holds_its_pairs_when_methods_share_prompts(tmp_path):
