@@ -194,13 +194,11 @@ def map_batches(
                     continue
                 if block[1] - run[0][0] >= execution.checkpoint_rows or time.monotonic() - last_flush >= FLUSH_SECONDS:
                     flush()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, EngineError) as e:  # a Ray task's error is an instance of its cause's class too
             if store is not None:
-                flush()  # Ctrl-C: the finished batches are kept, a rerun resumes after them
-            raise
-        except EngineError as e:  # a Ray task's error is an instance of its cause's class too
-            if store is not None:
-                flush()  # the finished batches are kept: a rerun resumes after them
+                flush()  # Ctrl-C or a failed engine: the finished batches are kept, a rerun resumes after them
+            if isinstance(e, KeyboardInterrupt):
+                raise
             raise engine_step_error(desc or fn.__name__, engine, getattr(e, "cause", None) or e) from e
         flush()
     return concat_outputs([pieces[s] for s in sorted(pieces)])
