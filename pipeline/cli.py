@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -231,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SourceError, StageError) as e:  # bad input or too many rejects: a message, not a traceback
         print(f"prefpipe: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `prefpipe inspect ... | head`: the reader left; not an error (Python docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:  # Ctrl-C: one line saying what the interrupted command left
         print(INTERRUPTED.get(args.command, f"prefpipe {args.command}: interrupted; run it again"), file=sys.stderr)
         return 130

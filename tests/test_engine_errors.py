@@ -166,3 +166,17 @@ def test_ctrl_c_in_audit_or_publish_does_not_speak_of_stages_and_checkpoints(tmp
     assert capsys.readouterr().err.strip().splitlines() == [
         "prefpipe publish: interrupted; nothing local changed: re-run the same command to resume the upload "
         "(files already committed are skipped)"]
+
+
+def test_a_reader_that_leaves_early_is_not_a_traceback(tmp_path):
+    """`prefpipe inspect ... | head` printed a BrokenPipeError traceback once head had what it wanted."""
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["x" * 500] * 20_000}), tmp_path / "big.parquet")  # ~10 MB of rows shown
+    proc = subprocess.run(f"{sys.executable} -m pipeline.cli inspect {tmp_path / 'big.parquet'} --rows 20000 "
+                          "--width 1000 | head -c 1 > /dev/null", shell=True, cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
