@@ -128,14 +128,16 @@ trainer.train()
 
 CURRY_SNIPPET = '''```python
 # Curry-DPO: one DPO run per level, easiest (0) first; each run starts from, and uses as reference,
-# the previous level's model.
+# the previous level's model. Pass it on as a saved folder: DPOTrainer loads its reference from the
+# model's path, so handing on `trainer.model` would reference every level against the SFT model.
 curry = load_dataset(REPO, "curry", split="train")
 model = "your/sft-model"
 for level in sorted(set(curry["level"])):
     stage = curry.filter(lambda r: r["level"] == level)
     trainer = DPOTrainer(model=model, args=DPOConfig(output_dir=f"curry-{level}"), train_dataset=stage)
     trainer.train()
-    model = trainer.model
+    model = f"curry-{level}/final"
+    trainer.save_model(model)  # the weights and the tokenizer
 ```'''
 
 
