@@ -141,6 +141,15 @@ for level in sorted(set(curry["level"])):
 ```'''
 
 
+DOVE_SNIPPET = '''```python
+dove = load_dataset(REPO, "dove", split="train")
+same = dove.filter(lambda r: r["chosen_prompt"] == r["rejected_prompt"])
+same = same.rename_column("chosen_prompt", "prompt").remove_columns("rejected_prompt")
+trainer = DPOTrainer(model="your/sft-model", args=DPOConfig(output_dir="dpo-dove"), train_dataset=same)
+trainer.train()
+```'''
+
+
 def _gate_rows(gates: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for method, roles in gates.items():
@@ -196,8 +205,8 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "lists of `{role, content}` messages. Every row also carries `pair_id`, `method`, `source`, `level` "
         "(Curry-DPO curriculum level, 0 = easiest), `score_chosen`, `score_rejected`, `margin`, `confidence`, "
         "`label_smoothing`, `noisy` (Selfie/SPA's low-confidence flag) and `lineage` (JSON: input ids, stage, "
-        "models, params fingerprint). The `dove` config has `chosen_prompt`, `chosen`, `rejected_prompt`, "
-        "`rejected`, `confidence`, `lineage`.\n",
+        "models, params fingerprint). The `dove` config has `pair_id`, `chosen_prompt`, `chosen`, `rejected_prompt`, "
+        "`rejected`, `confidence`, `method`, `lineage`.\n",
         "## How it was built\n",
         "Built by prefpipe (`dvc repro`): per-method stages produce pairs, then `export` "
         "merges them, redacts PII in every string (messages, lineage, source), drops pairs whose chosen equals "
@@ -228,14 +237,21 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         TRAIN_SNIPPET.format(repo=repo) + "\n",
         "`label_smoothing` and `noisy` come from Selfie/SPA: a trainer that supports per-example label "
         "smoothing can use them (TRL's `DPOConfig.label_smoothing` is one value for the whole run; filter "
-        "`noisy` rows out, or train them in a separate run with `label_smoothing=0.1`).\n",
+        "`noisy` rows out, or train them in a separate run with `label_smoothing=0.1`). The `selfie` config lists "
+        "the seed pairs (`source` \"seed\") first, then each iteration's (`source` \"iteration_1\", "
+        "\"iteration_2\", ...): SPA trains on the seed pairs, then on each iteration's pairs in turn, each run "
+        "starting from the previous run's model (filter on `source`, as the Curry-DPO loop below filters on "
+        "`level`).\n",
         "**Curry-DPO** pairs must be seen in curriculum order" + (f" ({levels})" if levels else "") + ":\n",
         CURRY_SNIPPET + "\n",
         "**DOVE** rows compare two *different* instructions; their loss is DPO on joint log-probabilities "
         "log pi(x, y) = log pi(x) + log pi(y | x), with prompt tokens not masked. TRL's `DPOTrainer` assumes a "
         "shared prompt, so train the `dove` config with a JPO/DOVE trainer (github.com/Hritikbansal/dove) that "
-        "reads `chosen_prompt`, `chosen`, `rejected_prompt`, `rejected`. Rows with "
-        "`chosen_prompt == rejected_prompt` are ordinary conditional pairs.\n",
+        "reads `chosen_prompt`, `chosen`, `rejected_prompt`, `rejected`. Given to `DPOTrainer` as is, the `dove` "
+        "config stops with an error (it has no `prompt` column and its two sides share none). Rows with "
+        "`chosen_prompt == rejected_prompt` are ordinary conditional pairs, which `DPOTrainer` takes once the "
+        "prompt column is named `prompt`:\n",
+        DOVE_SNIPPET + "\n",
         _audit_part(audit),
         "## Limitations\n",
         "- Responses are generated and judged by models; labels are noisy (see `confidence`, `noisy`).\n"

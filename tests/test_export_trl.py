@@ -9,7 +9,7 @@ import pytest
 
 from stages.export import build_release
 from tests.docs_text import text
-from tests.export_fixtures import TOPICS, export_cfg, pair, standard_methods, write_method
+from tests.export_fixtures import TOPICS, export_cfg, joint, pair, standard_methods, write_method
 
 
 @pytest.mark.e2e
@@ -121,3 +121,43 @@ def test_the_cards_curry_loop_trains_each_level_against_the_previous_levels_mode
     for name, value in runs[0]["end"].items():
         assert torch.equal(runs[1]["start"][name], value), f"level 1 does not start from level 0's model ({name})"
         assert torch.equal(runs[1]["ref"][name], value), f"level 1's reference is not level 0's model ({name})"
+
+
+@pytest.mark.e2e
+def test_dpo_trainer_refuses_the_dove_config_and_trains_its_same_prompt_rows_the_cards_way(tmp_path, monkeypatch):
+    """DOVE's joint rows have two prompts and no `prompt` column: given as is, DPOTrainer must stop, not train on
+    a prompt of its own making. The card's snippet turns the rows whose two prompts are equal into ordinary
+    conditional pairs that it trains on, with their own prompt."""
+    import datasets
+    from trl import DPOConfig, DPOTrainer
+
+    from pipeline.llm.tiny import resolve_model
+
+    standard_methods(tmp_path)
+    same = joint("dove-same", "Dove task 20: how do I descale a kettle with vinegar?",
+                 "Dove task 20: how do I descale a kettle with vinegar?")
+    write_method(tmp_path, "dove", [same], sub="conditional")
+    release = tmp_path / "data" / "release"
+    build_release(export_cfg(test_fraction=0.0), tmp_path, release, "fp-dove")
+    code = card_block((release / "README.md").read_text(encoding="utf-8"), 'dove = load_dataset(REPO, "dove"')
+    sft = str(resolve_model("tiny"))
+    seen: list = []
+
+    def config(**kwargs):
+        return DPOConfig(**kwargs, max_steps=1, per_device_train_batch_size=1, max_length=96, report_to=[],
+                         save_strategy="no", use_cpu=True, seed=0)
+
+    def load(*args, **kwargs):
+        return datasets.load_dataset(*args, **kwargs, cache_dir=str(tmp_path / "hf-cache"))
+
+    class Recording(DPOTrainer):
+        def train(self, *args, **kwargs):
+            seen.extend(self.train_dataset["prompt"])
+            return super().train(*args, **kwargs)
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(Exception):  # noqa: B017 - TRL's own error; what matters is that it does not train
+        DPOTrainer(model=sft, args=config(output_dir="raw"), train_dataset=load(str(release), "dove", split="train"))
+    exec(code.replace('"your/sft-model"', repr(sft)),  # noqa: S102 - the card's own snippet
+         {"REPO": str(release), "load_dataset": load, "DPOConfig": config, "DPOTrainer": Recording})
+    assert seen == [same["chosen_prompt"]]
