@@ -242,7 +242,9 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "\"iteration_2\", ...): SPA trains on the seed pairs, then on each iteration's pairs in turn, each run "
         "starting from the previous run's model (filter on `source`, as the Curry-DPO loop below filters on "
         "`level`).\n",
-        "**Curry-DPO** pairs must be seen in curriculum order" + (f" ({levels})" if levels else "") + ":\n",
+        "**Curry-DPO** pairs must be seen in curriculum order" + (f" ({levels})" if levels else "") + ": one run "
+        "per level (the paper, below), or one run over the whole config with "
+        "`DPOConfig(train_sampling_strategy=\"sequential\")` (the default sampler shuffles the rows):\n",
         CURRY_SNIPPET + "\n",
         "**DOVE** rows compare two *different* instructions; their loss is DPO on joint log-probabilities "
         "log pi(x, y) = log pi(x) + log pi(y | x), with prompt tokens not masked. TRL's `DPOTrainer` assumes a "
