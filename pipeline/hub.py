@@ -173,8 +173,10 @@ def _audit_part(audit: dict[str, Any] | None) -> str:
     lines = "\n".join(f"    {line}" for line in summary_lines(audit))
     checks = _table(["check", "what it checks", "violations"],
                     [[f"`{name}`", c["description"], c["violations"]] for name, c in audit["checks"].items()])
-    return (f"## Audit\n\n`prefpipe audit` re-read every file of this release ({audit['rows']} rows, {audit['files']} "
-            f"files): **{verdict}** (details in `audit.json`).\n\n{lines}\n\n{checks}\n")
+    # export scans this card after rendering it (``audit.add_text_check``): it is one of the files counted
+    return (f"## Audit\n\n`prefpipe audit` re-read every file of this release ({audit['rows']} rows, "
+            f"{audit['files'] + 1} files with this card): **{verdict}** (details in `audit.json`).\n\n{lines}\n\n"
+            f"{checks}\n")
 
 
 def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, list[str]]], *, png: bool,
