@@ -120,7 +120,8 @@ TRAIN_SNIPPET = '''```python
 from datasets import load_dataset
 from trl import DPOConfig, DPOTrainer
 
-REPO = "{repo}"  # the Hub repo id this card belongs to, or the local release folder
+REPO = "{repo}"  # the Hub repo id this card belongs to, or a local copy of this folder
+# (a folder rebuilt in place: read it with load_dataset("parquet", data_dir=...), as prefpipe's README says)
 train = load_dataset(REPO, "all", split="train")   # prompt / chosen / rejected message lists
 trainer = DPOTrainer(model="your/sft-model", args=DPOConfig(output_dir="dpo"), train_dataset=train)
 trainer.train()
