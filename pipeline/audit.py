@@ -250,9 +250,11 @@ def _scan_text(found: _Found, name: str, text: str, kinds: list[str], regions: t
 
 def add_text_check(report: dict[str, Any], name: str, text: str, kinds: list[str],
                    regions: tuple[str, ...] = PHONE_REGIONS) -> dict[str, Any]:
-    """``report`` with a PII scan of one more text (e.g. the card, written after the audit) added."""
+    """``report`` with a PII scan of one more text (e.g. the card, written after the audit) added; it counts as
+    one more file read, as ``prefpipe audit`` counts it on the written release."""
     extra = _Found()
     _scan_text(extra, name, text, kinds, regions)
+    report = {**report, "files": report["files"] + 1}
     if not extra.by_config:
         return report
     pii = dict(report["checks"]["pii"])

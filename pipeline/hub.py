@@ -120,7 +120,8 @@ TRAIN_SNIPPET = '''```python
 from datasets import load_dataset
 from trl import DPOConfig, DPOTrainer
 
-REPO = "{repo}"  # the Hub repo id this card belongs to, or the local release folder
+REPO = "{repo}"  # the Hub repo id this card belongs to, or a local copy of this folder
+# (a folder rebuilt in place: read it with load_dataset("parquet", data_dir=...), as prefpipe's README says)
 train = load_dataset(REPO, "all", split="train")   # prompt / chosen / rejected message lists
 trainer = DPOTrainer(model="your/sft-model", args=DPOConfig(output_dir="dpo"), train_dataset=train)
 trainer.train()
@@ -128,14 +129,25 @@ trainer.train()
 
 CURRY_SNIPPET = '''```python
 # Curry-DPO: one DPO run per level, easiest (0) first; each run starts from, and uses as reference,
-# the previous level's model.
+# the previous level's model. Pass it on as a saved folder: DPOTrainer loads its reference from the
+# model's path, so handing on `trainer.model` would reference every level against the SFT model.
 curry = load_dataset(REPO, "curry", split="train")
 model = "your/sft-model"
 for level in sorted(set(curry["level"])):
     stage = curry.filter(lambda r: r["level"] == level)
     trainer = DPOTrainer(model=model, args=DPOConfig(output_dir=f"curry-{level}"), train_dataset=stage)
     trainer.train()
-    model = trainer.model
+    model = f"curry-{level}/final"
+    trainer.save_model(model)  # the weights and the tokenizer
+```'''
+
+
+DOVE_SNIPPET = '''```python
+dove = load_dataset(REPO, "dove", split="train")
+same = dove.filter(lambda r: r["chosen_prompt"] == r["rejected_prompt"])
+same = same.rename_column("chosen_prompt", "prompt").remove_columns("rejected_prompt")
+trainer = DPOTrainer(model="your/sft-model", args=DPOConfig(output_dir="dpo-dove"), train_dataset=same)
+trainer.train()
 ```'''
 
 
@@ -162,8 +174,10 @@ def _audit_part(audit: dict[str, Any] | None) -> str:
     lines = "\n".join(f"    {line}" for line in summary_lines(audit))
     checks = _table(["check", "what it checks", "violations"],
                     [[f"`{name}`", c["description"], c["violations"]] for name, c in audit["checks"].items()])
-    return (f"## Audit\n\n`prefpipe audit` re-read every file of this release ({audit['rows']} rows, {audit['files']} "
-            f"files): **{verdict}** (details in `audit.json`).\n\n{lines}\n\n{checks}\n")
+    # export scans this card after rendering it (``audit.add_text_check``): it is one of the files counted
+    return (f"## Audit\n\n`prefpipe audit` re-read every file of this release ({audit['rows']} rows, "
+            f"{audit['files'] + 1} files with this card): **{verdict}** (details in `audit.json`).\n\n{lines}\n\n"
+            f"{checks}\n")
 
 
 def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, list[str]]], *, png: bool,
@@ -194,8 +208,8 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "lists of `{role, content}` messages. Every row also carries `pair_id`, `method`, `source`, `level` "
         "(Curry-DPO curriculum level, 0 = easiest), `score_chosen`, `score_rejected`, `margin`, `confidence`, "
         "`label_smoothing`, `noisy` (Selfie/SPA's low-confidence flag) and `lineage` (JSON: input ids, stage, "
-        "models, params fingerprint). The `dove` config has `chosen_prompt`, `chosen`, `rejected_prompt`, "
-        "`rejected`, `confidence`, `lineage`.\n",
+        "models, params fingerprint). The `dove` config has `pair_id`, `chosen_prompt`, `chosen`, `rejected_prompt`, "
+        "`rejected`, `confidence`, `method`, `lineage`.\n",
         "## How it was built\n",
         "Built by prefpipe (`dvc repro`): per-method stages produce pairs, then `export` "
         "merges them, redacts PII in every string (messages, lineage, source), drops pairs whose chosen equals "
@@ -226,14 +240,23 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         TRAIN_SNIPPET.format(repo=repo) + "\n",
         "`label_smoothing` and `noisy` come from Selfie/SPA: a trainer that supports per-example label "
         "smoothing can use them (TRL's `DPOConfig.label_smoothing` is one value for the whole run; filter "
-        "`noisy` rows out, or train them in a separate run with `label_smoothing=0.1`).\n",
-        "**Curry-DPO** pairs must be seen in curriculum order" + (f" ({levels})" if levels else "") + ":\n",
+        "`noisy` rows out, or train them in a separate run with `label_smoothing=0.1`). The `selfie` config lists "
+        "the seed pairs (`source` \"seed\") first, then each iteration's (`source` \"iteration_1\", "
+        "\"iteration_2\", ...): SPA trains on the seed pairs, then on each iteration's pairs in turn, each run "
+        "starting from the previous run's model (filter on `source`, as the Curry-DPO loop below filters on "
+        "`level`).\n",
+        "**Curry-DPO** pairs must be seen in curriculum order" + (f" ({levels})" if levels else "") + ": one run "
+        "per level (the paper, below), or one run over the whole config with "
+        "`DPOConfig(train_sampling_strategy=\"sequential\")` (the default sampler shuffles the rows):\n",
         CURRY_SNIPPET + "\n",
         "**DOVE** rows compare two *different* instructions; their loss is DPO on joint log-probabilities "
         "log pi(x, y) = log pi(x) + log pi(y | x), with prompt tokens not masked. TRL's `DPOTrainer` assumes a "
         "shared prompt, so train the `dove` config with a JPO/DOVE trainer (github.com/Hritikbansal/dove) that "
-        "reads `chosen_prompt`, `chosen`, `rejected_prompt`, `rejected`. Rows with "
-        "`chosen_prompt == rejected_prompt` are ordinary conditional pairs.\n",
+        "reads `chosen_prompt`, `chosen`, `rejected_prompt`, `rejected`. Given to `DPOTrainer` as is, the `dove` "
+        "config stops with an error (it has no `prompt` column and its two sides share none). Rows with "
+        "`chosen_prompt == rejected_prompt` are ordinary conditional pairs, which `DPOTrainer` takes once the "
+        "prompt column is named `prompt`:\n",
+        DOVE_SNIPPET + "\n",
         _audit_part(audit),
         "## Limitations\n",
         "- Responses are generated and judged by models; labels are noisy (see `confidence`, `noisy`).\n"

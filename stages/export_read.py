@@ -28,6 +28,7 @@ from pipeline.records import SCHEMAS, check_table
 from stages.export_write import CONDITIONAL, JOINT
 
 _LEVEL_DIR = re.compile(r"^level=(\d+)$")
+_NUMBERED_DIR = re.compile(r"^(\w+)=(\d+)$")
 
 
 class ExportError(StageError):
@@ -41,9 +42,11 @@ def method_dir(root: Path, method: str) -> Path:
 # --- 1. merge ------------------------------------------------------------------------------------
 
 
-def _level_order(p: Path) -> tuple[int, int, str]:
-    m = _LEVEL_DIR.match(p.name)
-    return (0, int(m.group(1)), "") if m else (1, 0, p.name)
+def _folder_order(p: Path) -> tuple[int, str, int]:
+    """Training order of a method's sub-folders: unnumbered ones first (Selfie's ``seed``), then ``name=N``
+    by number (Curry-DPO's ``level=0, 1, ...``, Selfie's ``iteration=1, 2, ..., 10``), not by name."""
+    m = _NUMBERED_DIR.match(p.name)
+    return (1, m.group(1), int(m.group(2))) if m else (0, p.name, 0)
 
 
 def iter_pairs_tree(path: Path, name: str, batch_rows: int = 65_536) -> Iterator[pa.Table]:
@@ -55,7 +58,7 @@ def iter_pairs_tree(path: Path, name: str, batch_rows: int = 65_536) -> Iterator
     for f in shard_files(path):
         for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
             yield check_table(pa.Table.from_batches([batch]), name)
-    subdirs = sorted((d for d in path.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))), key=_level_order)
+    subdirs = sorted((d for d in path.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))), key=_folder_order)
     for sub in subdirs:
         m = _LEVEL_DIR.match(sub.name)
         for t in iter_pairs_tree(sub, name, batch_rows):

@@ -234,3 +234,20 @@ def test_export_does_not_publish_a_release_that_fails_its_audit(tmp_path):
     rejected = tmp_path / "data" / ".release.rejected"
     assert json.loads((rejected / "audit.json").read_text())["passed"] is False
     assert "**FAILED**" in (rejected / "README.md").read_text()
+
+
+def test_the_card_audit_json_and_prefpipe_audit_count_the_same_files_and_rows(tmp_path, capsys, monkeypatch):
+    """The card said 17 files where `prefpipe audit` on the same release said 18: the card, scanned after the
+    audit ran, was not counted."""
+    import re
+
+    standard_methods(tmp_path)
+    release = tmp_path / "data" / "release"
+    build_release(export_cfg(test_fraction=0.3), tmp_path, release, "fp")
+    saved = json.loads((release / "audit.json").read_text())
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the project checks are skipped, the files all read
+    assert cli(["audit", str(release)]) == 0
+    rows, files = re.search(r": (\d+) rows in (\d+) files: passed", capsys.readouterr().out).groups()
+    card = re.search(r"re-read every file of this release \((\d+) rows, (\d+) files",
+                     (release / "README.md").read_text()).groups()
+    assert (int(rows), int(files)) == (saved["rows"], saved["files"]) == tuple(map(int, card))

@@ -355,3 +355,31 @@ def test_cli_runs_the_stage_from_the_project_root(tmp_path, monkeypatch, root):
     assert stats["rows"]["all"]["train"] > 0 and verify_release(tmp_path / "data" / "release") == []
     # ../shared is not beside this copy: the optional eval sets are reported, not fatal
     assert all(v["status"].startswith("unavailable") for v in stats["decontamination"].values())
+
+
+def test_every_shard_of_every_config_has_one_schema_when_optional_columns_are_null_in_some(tmp_path):
+    """Small shards: some hold only pairs whose `level`, `margin` and `confidence` are null. Each must still carry
+    the typed columns (a shard with a null-typed column makes `datasets` refuse the config), and every
+    conditional config the same schema, so `load_dataset` and streaming read every config whole."""
+    import datasets
+
+    standard_methods(tmp_path)
+    write_method(tmp_path, "wildfeedback", [pair(f"w{i}", f"Wildfeedback question {i}: {t}", "wildfeedback",
+                                                 confidence=None, margin=None) for i, t in enumerate(TOPICS)])
+    release = tmp_path / "data" / "release"
+    stats = build_release(export_cfg(shard_bytes=1500, row_group_rows=2, test_fraction=0.3,
+                                     methods=["wildfeedback", "pugc", "selfie", "curry", "dove"]),
+                          tmp_path, release, "fp")
+    schemas = {f: pq.read_schema(f) for f in sorted(release.glob("*/*.parquet"))}
+    assert len([f for f in schemas if f.parent.name == "all"]) > 2  # several shards per config
+    conditional = {s.to_string() for f, s in schemas.items() if f.parent.name != "dove"}
+    joint_ = {s.to_string() for f, s in schemas.items() if f.parent.name == "dove"}
+    assert len(conditional) == 1 and len(joint_) == 1
+    assert not any(str(field.type) == "null" for s in schemas.values() for field in s)
+    for name, splits in stats["rows"].items():
+        if not splits:
+            continue
+        loaded = datasets.load_dataset(str(release), name, cache_dir=str(tmp_path / "hf"))
+        streamed = datasets.load_dataset(str(release), name, streaming=True)
+        assert {s: d.num_rows for s, d in loaded.items()} == splits
+        assert {s: sum(1 for _ in d) for s, d in streamed.items()} == splits

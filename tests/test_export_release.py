@@ -333,3 +333,20 @@ def test_inspect_of_a_release_counts_rows_per_config_and_shows_each_schema(tmp_p
     assert f"rows:   {sum(per.values())} in all files" in out
     assert "schema of dove/train-00000-of-00001.parquet:" in out and "  chosen_prompt: " in out
     assert out.count("schema of ") == 2
+
+
+# --- Selfie/SPA's iterations in training order ------------------------------------------------------
+
+
+def test_selfie_config_holds_the_seed_then_the_iterations_in_number_order(tmp_path):
+    """SPA trains on the seed pairs first, then iteration 1, 2, ...: the `selfie` config lists them in that order.
+    The folders were read by name, which put `iteration=10` before `iteration=2` and `seed` last."""
+    parts = ["iteration=10", "iteration=2", "seed", "iteration=1"]
+    for n, part in enumerate(parts):
+        source = "seed" if part == "seed" else "iteration_" + part.split("=")[1]
+        rows = [{**pair(f"s{n}{k}", TOPICS[2 * n + k], "selfie"), "source": source} for k in range(2)]
+        write_method(tmp_path, "selfie", rows, sub=part)
+    build(tmp_path, methods=["selfie"], test_fraction=0.0)
+    released = pl.read_parquet(tmp_path / "data" / "release" / "selfie" / "train-00000-of-00001.parquet")
+    assert released["source"].to_list() == [s for s in ("seed", "iteration_1", "iteration_2", "iteration_10")
+                                            for _ in range(2)]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pyarrow.parquet as pq
 import pytest
 
 from stages.export import build_release
 from tests.docs_text import text
-from tests.export_fixtures import TOPICS, export_cfg, pair, standard_methods, write_method
+from tests.export_fixtures import TOPICS, export_cfg, joint, pair, standard_methods, write_method
 
 
 @pytest.mark.e2e
@@ -61,3 +63,101 @@ def test_the_readme_way_of_loading_a_local_release_reads_a_rebuilt_one_afresh(tm
     build_release(export_cfg(), tmp_path, release, "fp-second")
     assert written() != first
     assert load() == written()
+
+
+def card_block(card: str, first_line: str) -> str:
+    """The card's python block that starts with ``first_line``."""
+    blocks = re.findall(r"```python\n(.*?)```", card, re.S)
+    return next(b for b in blocks if b.startswith(first_line))
+
+
+@pytest.mark.e2e
+def test_the_cards_curry_loop_trains_each_level_against_the_previous_levels_model(tmp_path, monkeypatch):
+    """The card's Curry-DPO loop, run as written (tiny model, one step per level): each level's run starts from
+    the previous level's trained model and uses it as reference (the paper). Passing ``trainer.model`` on, as
+    the card did, left TRL to build the reference from the model's original path: every level was
+    referenced against the SFT model."""
+    import datasets
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    from pipeline.llm.tiny import resolve_model
+
+    standard_methods(tmp_path)
+    release = tmp_path / "data" / "release"
+    build_release(export_cfg(), tmp_path, release, "fp-card")
+    code = card_block((release / "README.md").read_text(encoding="utf-8"), "# Curry-DPO")
+    sft = resolve_model("tiny")
+    runs: list[dict] = []
+
+    def params(model) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    class Recording(DPOTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            runs.append({"start": params(self.model), "ref": params(self.ref_model)})
+
+        def train(self, *args, **kwargs):
+            out = super().train(*args, **kwargs)
+            runs[-1]["end"] = params(self.model)
+            return out
+
+    def config(**kwargs):  # the card's DPOConfig, kept to one quick CPU step
+        return DPOConfig(**kwargs, max_steps=1, per_device_train_batch_size=2, max_length=96, learning_rate=1e-2,
+                         report_to=[], save_strategy="no", use_cpu=True, seed=0)
+
+    def load(*args, **kwargs):
+        return datasets.load_dataset(*args, **kwargs, cache_dir=str(tmp_path / "hf-cache"))
+
+    monkeypatch.chdir(tmp_path)
+    exec(code.replace('"your/sft-model"', repr(str(sft))),  # noqa: S102 - the card's own snippet
+         {"REPO": str(release), "load_dataset": load, "DPOConfig": config, "DPOTrainer": Recording})
+    assert len(runs) == 2  # levels 0 and 1
+    first = params(AutoModelForCausalLM.from_pretrained(sft))
+    assert all(torch.equal(runs[0]["ref"][n], first[n]) for n in first)
+    assert any(not torch.equal(runs[0]["end"][n], first[n]) for n in first)  # level 0 trained
+    for name, value in runs[0]["end"].items():
+        assert torch.equal(runs[1]["start"][name], value), f"level 1 does not start from level 0's model ({name})"
+        assert torch.equal(runs[1]["ref"][name], value), f"level 1's reference is not level 0's model ({name})"
+
+
+@pytest.mark.e2e
+def test_dpo_trainer_refuses_the_dove_config_and_trains_its_same_prompt_rows_the_cards_way(tmp_path, monkeypatch):
+    """DOVE's joint rows have two prompts and no `prompt` column: given as is, DPOTrainer must stop, not train on
+    a prompt of its own making. The card's snippet turns the rows whose two prompts are equal into ordinary
+    conditional pairs that it trains on, with their own prompt."""
+    import datasets
+    from trl import DPOConfig, DPOTrainer
+
+    from pipeline.llm.tiny import resolve_model
+
+    standard_methods(tmp_path)
+    same = joint("dove-same", "Dove task 20: how do I descale a kettle with vinegar?",
+                 "Dove task 20: how do I descale a kettle with vinegar?")
+    write_method(tmp_path, "dove", [same], sub="conditional")
+    release = tmp_path / "data" / "release"
+    build_release(export_cfg(test_fraction=0.0), tmp_path, release, "fp-dove")
+    code = card_block((release / "README.md").read_text(encoding="utf-8"), 'dove = load_dataset(REPO, "dove"')
+    sft = str(resolve_model("tiny"))
+    seen: list = []
+
+    def config(**kwargs):
+        return DPOConfig(**kwargs, max_steps=1, per_device_train_batch_size=1, max_length=96, report_to=[],
+                         save_strategy="no", use_cpu=True, seed=0)
+
+    def load(*args, **kwargs):
+        return datasets.load_dataset(*args, **kwargs, cache_dir=str(tmp_path / "hf-cache"))
+
+    class Recording(DPOTrainer):
+        def train(self, *args, **kwargs):
+            seen.extend(self.train_dataset["prompt"])
+            return super().train(*args, **kwargs)
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(Exception):  # noqa: B017 - TRL's own error; what matters is that it does not train
+        DPOTrainer(model=sft, args=config(output_dir="raw"), train_dataset=load(str(release), "dove", split="train"))
+    exec(code.replace('"your/sft-model"', repr(sft)),  # noqa: S102 - the card's own snippet
+         {"REPO": str(release), "load_dataset": load, "DPOConfig": config, "DPOTrainer": Recording})
+    assert seen == [same["chosen_prompt"]]

@@ -245,3 +245,21 @@ def test_a_hub_that_cannot_be_reached_is_not_blamed_on_the_token(release, hub, m
     monkeypatch.setattr(HfApi, "create_repo", refused)
     with pytest.raises(PublishError, match=r": _HTTPError: 401 Unauthorized\. Check the token's write access"):
         publish(release, "org/prefs", echo=lambda _: None)
+
+
+def test_the_cards_column_lists_are_the_columns_of_the_released_files(release):
+    """The card names every column a trainer finds in each kind of config, and no other (the `dove` list left out
+    `pair_id` and `method`)."""
+    import re
+
+    import pyarrow.parquet as pq
+
+    body = (release / "README.md").read_text().split("---\n", 2)[2]
+    para = next(p for p in body.split("\n\n") if p.startswith("Conditional configs follow"))
+    conditional, joint = para.split("The `dove` config has")
+
+    def named(text: str) -> set[str]:
+        return set(re.findall(r"`(\w+)`", text))
+
+    assert named(conditional) == set(pq.read_schema(next((release / "all").glob("train-*.parquet"))).names)
+    assert named(joint) == set(pq.read_schema(next((release / "dove").glob("*.parquet"))).names)
