@@ -223,10 +223,12 @@ def compare(args) -> None:
             lambda: hand_choose(model, tok, judge, OPTIONS, args.budget, device),
             lambda: as_stages_call(cfg, _choose_step, {"prompt": judge}, options=OPTIONS))
         diff = max(abs(x - y) for a, b in zip(eng_ch, hand_ch, strict=True) for x, y in zip(a, b, strict=True))
+        diff_s = max(abs(x - y) for a, b in zip(eng_ch, st_ch["p"].to_pylist(), strict=True)
+                     for x, y in zip(a, b, strict=True))
         r_ch, s_ch = t_h.seconds / t_e.seconds, t_h.seconds / t_s.seconds
         print(f"choose    {len(judge)} rows x {len(OPTIONS)} options: engine {t_e} "
               f"({len(judge) / t_e.seconds:.1f} rows/s), hand-written {t_h} ({r_ch:.2f}x); max |diff| {diff:.1e}; "
-              f"as the stages call it: {t_s} ({s_ch:.2f}x)", flush=True)
+              f"as the stages call it: {t_s} ({s_ch:.2f}x; |diff| to one call {diff_s:.1e})", flush=True)
 
         def count(rows) -> int:
             return sum(len(tok(text, add_special_tokens=False)["input_ids"]) + ended for row in rows for text, ended in row)

@@ -101,10 +101,6 @@ def scores(real: Path = REAL) -> dict:
     return out
 
 
-def _n(s: dict) -> str:
-    return f"{s['tp']}, {s['fp']}, {s['fn']}"
-
-
 def humans(s: dict) -> str:
     rows = ["| polarity | turns | A marks | B marks | both | raw agreement | Cohen's kappa | B vs A as gold: P / R |",
             "|---|---|---|---|---|---|---|---|"]

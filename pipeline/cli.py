@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 STAGES = ["ingest", "wildfeedback", "pugc", "selfie", "curry", "dove", "export"]
-MODEL_STAGES = {"wildfeedback", "pugc", "selfie", "dove"}  # they keep resumable checkpoints
 
 
 def _available_stages() -> list[str]:
@@ -56,6 +55,7 @@ def prepare_outputs(stage: str, module) -> Path | None:
     """Before any work: finish or discard what an interrupted run left in the stage's output folder,
     remove its stale temporaries, and check that folder (and the checkpoints of model stages) can be
     written, so a read-only or full disk is found before hours of model steps, not after."""
+    from pipeline.config import MODEL_SECTIONS
     from pipeline.execute import CHECKPOINT_ROOT
     from pipeline.outputs import check_writable, recover
 
@@ -63,7 +63,7 @@ def prepare_outputs(stage: str, module) -> Path | None:
     if out is not None:
         recover(out)
         check_writable(out)
-    if stage in MODEL_STAGES:
+    if stage in MODEL_SECTIONS:  # a stage with models checkpoints its engine steps
         check_writable(CHECKPOINT_ROOT)
     return out
 

@@ -159,7 +159,7 @@ class Params(Section):
     @model_validator(mode="after")
     def _roles_resolve(self) -> Params:
         """Every role's engine config, with ``llm`` filled in, is valid (e.g. an openai role has a base_url)."""
-        for name in _MODEL_SECTIONS:
+        for name in MODEL_SECTIONS:
             section = getattr(self, name)
             for role in type(section.roles).model_fields:
                 try:
@@ -171,9 +171,9 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _override_sections(self) -> Params:
-        unknown = sorted(set(self.tiny_overrides) - set(_MODEL_SECTIONS))
+        unknown = sorted(set(self.tiny_overrides) - set(MODEL_SECTIONS))
         if unknown:
-            raise ValueError(f"tiny_overrides: {unknown} are not stage sections with models; use {list(_MODEL_SECTIONS)}")
+            raise ValueError(f"tiny_overrides: {unknown} are not stage sections with models; use {list(MODEL_SECTIONS)}")
         return self
 
     @model_validator(mode="after")
@@ -189,8 +189,8 @@ class Params(Section):
         return dict(self._applied.get(section, {}))
 
 
-# Sections that run models, and so may carry tiny_overrides.
-_MODEL_SECTIONS = ("wildfeedback", "pugc", "selfie", "dove")
+# Stage sections that run models: they may carry tiny_overrides, and their stages keep resumable checkpoints.
+MODEL_SECTIONS = ("wildfeedback", "pugc", "selfie", "dove")
 
 
 def _resolve(params: Params, section: BaseModel, role: str) -> LLM:

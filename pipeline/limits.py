@@ -12,6 +12,9 @@ helpers make that hold where a format's library would otherwise read more than o
   its pages may decode to (``parquet_plan``), instead of 10,000 rows whatever their size; a row group that
   cannot be read so (``page_refusal``) is one reject, and a row whose strings alone are over the limit is
   rejected before it becomes Python values (``sized_rows``).
+
+What the bounds cost on normal input and buy on hostile input, each against the reader before them in one
+process: ``bench/bounded_readers.py`` (figures in bench/README.md, "Bounded reads on hostile input").
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ none), so the cost per row is the Rust regex scan::
 Kinds apply in the order of ``DETECTORS`` (secrets first, then e-mails, cards, IPs, phones), so a key
 that contains digits is not half-eaten by the phone rule. What is *not* caught: names, street addresses,
 dates of birth, national ids, national phone numbers of regions outside ``PHONE_REGIONS``.
+``bench/export.py`` runs these detectors against the regex-only redactor they replaced (bench/README.md:
+fixture recall 1.00 against 0.53, at 0.36x its speed); no PII library (Presidio, scrubadub) has been benched.
 """
 
 from __future__ import annotations
@@ -48,7 +50,6 @@ import regex
 # Regions whose national phone formats (without +country code) are recognised; numbers written
 # with + or 00 are recognised for every country.
 PHONE_REGIONS = ("US", "GB", "CA", "AU", "IN", "DE", "FR")
-MARKER_PREFIX = "[REDACTED_"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import types
 import typing
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import polars as pl
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -197,6 +198,17 @@ ID_COLUMNS: dict[str, list[str]] = {
 
 MESSAGE_TYPE = pa.struct([pa.field("role", pa.string(), nullable=False), pa.field("content", pa.string(), nullable=False)])
 MESSAGES_TYPE = pa.list_(MESSAGE_TYPE)
+
+
+def one_message(role: Role, content: str | pl.Expr) -> pl.Expr:
+    """A message-list column of one ``{role, content}`` message per row (a one-turn prompt, an answer), its
+    content the column named ``content`` or an expression.
+
+    >>> pl.DataFrame({"q": ["hi"]}).select(one_message("user", "q").alias("m"))["m"].to_list()
+    [[{'role': 'user', 'content': 'hi'}]]
+    """
+    text = pl.col(content) if isinstance(content, str) else content
+    return pl.concat_list(pl.struct(role=pl.lit(role), content=text))
 
 _SCALARS: dict[Any, pa.DataType] = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 

@@ -353,10 +353,6 @@ def build_pairs(prompts: pa.Table, responses: pa.Table, cfg: Curry) -> tuple[pa.
     return to_pairs_table(pairs, scored, prompts, responses, fingerprint(cfg)), m
 
 
-def main(params: Params) -> None:
-    run(params.curry, params.execution, OUT)
-
-
 def run(cfg: Curry, ex: Execution, out: Path) -> dict[str, Any]:
     """Read the input sets, build the pairs, write ``out/pairs/level=<k>/``, ``out/metrics.json`` (headline) and
     ``out/details.json`` (``m``, returned)."""
@@ -371,3 +367,7 @@ def run(cfg: Curry, ex: Execution, out: Path) -> dict[str, Any]:
     commit_outputs(out)
     log.info("curry: %d pairs over %d levels", table.num_rows, len(m["levels"]["gap_range"]))
     return m
+
+
+def main(params: Params) -> None:
+    run(params.curry, params.execution, OUT)

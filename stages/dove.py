@@ -40,7 +40,7 @@ from pipeline.io import SourceError, StageError, read_table, write_shards
 from pipeline.metrics import gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.prompt import template
-from pipeline.records import SCHEMAS, stable_id
+from pipeline.records import SCHEMAS, one_message, stable_id
 from stages.dove_items import (
     gold_relations,
     index_instructions,
@@ -271,15 +271,14 @@ def joint_pairs(decided: pl.DataFrame, *, pairing: str, judge_model: str, fp: st
         a, b = (f"{col}_1", f"{col}_2") if win else (f"{col}_2", f"{col}_1")
         return pl.when(first).then(pl.col(a)).otherwise(pl.col(b))
 
-    assistant = lambda e: pl.concat_list(pl.struct(pl.lit("assistant").alias("role"), e.alias("content")))  # noqa: E731
     truncated = pl.col("truncated").fill_null(False) if "truncated" in won.columns else pl.lit(False)
     df = won.select(
         side(True, "item_id").alias("chosen_item"),
         side(False, "item_id").alias("rejected_item"),
         side(True, "instruction").alias("chosen_prompt"),
-        assistant(side(True, "response")).alias("chosen"),
+        one_message("assistant", side(True, "response")).alias("chosen"),
         side(False, "instruction").alias("rejected_prompt"),
-        assistant(side(False, "response")).alias("rejected"),
+        one_message("assistant", side(False, "response")).alias("rejected"),
         "confidence",
         lineage=pl.struct(
             pl.lit("dove").alias("stage"),

@@ -45,10 +45,11 @@ from pipeline.io import (
     StageError,
     iter_records,
 )
+from pipeline.jsontext import preview_of
 from pipeline.limits import JSON_FILE_RECORDS
 from pipeline.metrics import write_metrics
 from pipeline.outputs import stage_outputs
-from pipeline.readers import preview_of, source_files
+from pipeline.readers import source_files
 from pipeline.records import ID_COLUMNS, MODELS, SCHEMAS
 from pipeline.seen import SeenRows
 

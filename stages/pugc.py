@@ -49,10 +49,10 @@ from stages.pugc_io import (
 )
 from stages.pugc_judge import (
     chat,
-    judge_answerable,
     judge_gates,
     query_filter,
-    score_responses,
+    run_answerable,
+    run_scorer,
     to_scores,
 )
 from stages.pugc_prefilter import prefilter
@@ -245,13 +245,7 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
 
     # 3. query filter (withheld gate: no query is kept on the judge's word)
     if use["query_filter"]:
-        judged = run_step(
-            queries.select("prompt_id", "query", "reference"),
-            judge_answerable,
-            params,
-            "query_filter",
-            engine=judge,
-        )
+        judged = run_answerable(queries, params, "query_filter", judge)
         filtered = query_filter(
             queries.join(judged.select("prompt_id", "p_true"), on="prompt_id")
             if judged is not None
@@ -291,16 +285,7 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
 
     # 5. reference-guided scoring
     to_score = samples.join(queries.select("prompt_id", "query", "reference"), on="prompt_id")
-    scored = run_step(
-        to_score.select("response_id", "query", "reference", "text"),
-        score_responses,
-        params,
-        "scoring",
-        engine=judge,
-        scoring=cfg.scoring,
-        n_judgments=cfg.n_judgments,
-        sampling=judge.sampling,
-    )
+    scored = run_scorer(to_score, params, "scoring", judge)
     responses = (
         samples.join(to_scores(scored, cfg.scoring), on="response_id", how="left")
         if scored is not None

@@ -14,7 +14,7 @@ from pipeline import ids
 from pipeline.config import LLM, Params, fingerprint
 from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
 from pipeline.io import StageError, read_table, write_shards
-from pipeline.records import MESSAGES_TYPE
+from pipeline.records import MESSAGES_TYPE, one_message
 
 STAGE = pl.lit("pugc")  # the first part of every PUGC id
 ROLE_OF = {"queries": "generator", "query_filter": "judge", "gate_query_filter": "judge", "sampling": "policy",
@@ -91,12 +91,11 @@ def pairs_table(picked: pl.DataFrame, queries: pl.DataFrame, lineage: dict) -> p
         "chosen_finish_reason": pl.col("chosen_finish_reason"),
         "rejected_finish_reason": pl.col("rejected_finish_reason"),
     }
-    msg = lambda role, col: pl.concat_list(pl.struct(role=pl.lit(role), content=pl.col(col)))  # noqa: E731
     table = rows.select(
         pair_id=ids.hex_id(STAGE, "prompt_id", "chosen_response_id", "rejected_response_id"),
-        prompt=msg("user", "query"),
-        chosen=msg("assistant", "chosen_text"),
-        rejected=msg("assistant", "rejected_text"),
+        prompt=one_message("user", "query"),
+        chosen=one_message("assistant", "chosen_text"),
+        rejected=one_message("assistant", "rejected_text"),
         score_chosen="chosen_score",
         score_rejected="rejected_score",
         margin="margin",
@@ -130,7 +129,7 @@ def write_outputs(
     }
     prompts = queries.select(
         "prompt_id",
-        messages=pl.concat_list(pl.struct(role=pl.lit("user"), content=pl.col("query"))),
+        messages=one_message("user", "query"),
         source="source",
         origin_id="origin_id",
         reference="reference",

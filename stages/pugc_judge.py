@@ -252,6 +252,22 @@ def grade_scorer(scored: pl.DataFrame, min_margin: float) -> tuple[list[bool], d
     return correct, detail
 
 
+# --- the judge's two engine steps, as the stage and its gates both run them --------------------------
+
+
+def run_answerable(queries: pl.DataFrame, params: Params, step: str, judge: LLM) -> pl.DataFrame | None:
+    """``judge_answerable`` over ``queries`` (prompt_id, query, reference) as the engine step ``step``."""
+    return run_step(queries.select("prompt_id", "query", "reference"), judge_answerable, params, step, engine=judge)
+
+
+def run_scorer(responses: pl.DataFrame, params: Params, step: str, judge: LLM) -> pl.DataFrame | None:
+    """``score_responses`` over ``responses`` (response_id, query, reference, text) as the engine step ``step``,
+    with ``pugc.scoring`` and ``pugc.n_judgments``: one call, so a gate checks the scorer the rows get."""
+    cfg = params.pugc
+    return run_step(responses.select("response_id", "query", "reference", "text"), score_responses, params, step,
+                    engine=judge, scoring=cfg.scoring, n_judgments=cfg.n_judgments, sampling=judge.sampling)
+
+
 # --- judge gates ---------------------------------------------------------------------------------
 
 
@@ -262,13 +278,7 @@ def judge_gates(params: Params, judge: LLM) -> dict[str, dict]:
     cfg = params.pugc
     gate = {"on_failure": params.execution.on_gate_failure}
     probes = query_filter_probes()
-    judged = run_step(
-        probes.select("prompt_id", "query", "reference"),
-        judge_answerable,
-        params,
-        "gate_query_filter",
-        engine=judge,
-    )
+    judged = run_answerable(probes, params, "gate_query_filter", judge)
     correct, detail = grade_query_filter(
         probes.join(judged.select("prompt_id", "p_true"), on="prompt_id"), cfg.query_filter_threshold
     )
@@ -285,16 +295,7 @@ def judge_gates(params: Params, judge: LLM) -> dict[str, dict]:
         )
     }
     probes = scorer_probes()
-    scored = run_step(
-        probes.select("response_id", "query", "reference", "text"),
-        score_responses,
-        params,
-        "gate_scorer",
-        engine=judge,
-        scoring=cfg.scoring,
-        n_judgments=cfg.n_judgments,
-        sampling=judge.sampling,
-    )
+    scored = run_scorer(probes, params, "gate_scorer", judge)
     correct, detail = grade_scorer(
         probes.join(to_scores(scored, cfg.scoring).select("response_id", "score"), on="response_id"),
         cfg.min_margin,

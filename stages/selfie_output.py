@@ -24,7 +24,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.io import MANIFEST, StageError, read_table, write_shards
-from pipeline.records import check_table
+from pipeline.records import check_table, one_message
 from stages.selfie_split import STAGE, lineage_json, prompt_keys
 
 SCORER = "selfie_implicit_reward"
@@ -50,14 +50,11 @@ def to_pairs(
     why each side's generation ended (``chosen_finish_reason`` / ``rejected_finish_reason``)."""
     msgs = pl.from_arrow(prompts.select(["prompt_id", "messages"]))
 
-    def turn(col: str) -> pl.Expr:
-        return pl.concat_list(pl.struct(role=pl.lit("assistant"), content=pl.col(col)))
-
     df = pairs.join(msgs, on="prompt_id", how="left").select(
         "pair_id",
         pl.col("messages").alias("prompt"),
-        turn("chosen_text").alias("chosen"),
-        turn("rejected_text").alias("rejected"),
+        one_message("assistant", "chosen_text").alias("chosen"),
+        one_message("assistant", "rejected_text").alias("rejected"),
         pl.col("chosen_reward").alias("score_chosen"),
         pl.col("rejected_reward").alias("score_rejected"),
         "margin",

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from pipeline.adapters import ADAPTERS
 from pipeline.config import FORMAT_KINDS, Source
 from pipeline.jsontext import MAX_JSON_DEPTH
-from pipeline.readers import BOM, iter_records
+from pipeline.readers import iter_records
+from pipeline.readers_json import BOM
 from pipeline.records import to_table
 from stages.ingest import ingest_source
 

@@ -201,7 +201,7 @@ def test_an_xml_row_with_bytes_that_are_not_utf8_says_so(tmp_path):
 
 def test_a_byte_order_mark_starting_a_later_line_costs_no_record(tmp_path):
     """Was "invalid JSON: Unexpected UTF-8 BOM (decode using utf-8-sig)": files that each had one, joined with `cat`."""
-    from pipeline.readers import BOM
+    from pipeline.readers_json import BOM
 
     (tmp_path / "d.jsonl").write_bytes(BOM + b'{"id": "a", "text": "first"}\n' + BOM + b'{"id": "b", "text": "second"}\n')
     res = _ingest(tmp_path / "d.jsonl", "documents", "documents")

@@ -1,0 +1,95 @@
+"""Reader of CSV sources (``.csv``, a header row first): each record a ``RawRow`` (``pipeline.rawrows``)."""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline import limits
+from pipeline.encodings import not_utf8_field
+from pipeline.jsontext import preview_of
+from pipeline.rawrows import UNREADABLE, RawRow, cannot_read, open_binary, unreadable_rest
+
+
+def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
+    """CSV with a header row, streamed record by record (quoted fields may span lines).
+
+    A field may be as long as ``max_record_bytes``, and so may a row (``limits.CsvLines``); a row the csv module
+    cannot read, or one over the limit, is an error row.
+    """
+    limit = max_record_bytes or 1 << 30
+    csv.field_size_limit(limits.csv_field_limit(limit))  # the module's limit is global: set for each file
+    # Bad bytes are kept as lone surrogates (not replaced by U+FFFD), so the row that holds them is an error row.
+    with (open_binary(path) as raw,
+          _io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="") as f):
+        lines = limits.CsvLines(f, limit)
+        # strict: a quote the excel dialect cannot read (`"a"b"`, a quoted field never closed) is an error row, not
+        # text that silently swallows the quotes, or the rest of the file
+        reader = csv.DictReader(lines, strict=True)
+        i = line = served = 0
+        while True:
+            try:
+                if not reader.line_num:  # the header, on a budget of its own (line_num is 0 until it is read)
+                    lines.start_row()
+                    if reader.fieldnames and lines.over:
+                        raise limits.RowTooLong(f"over max_record_bytes={limit}")
+                line, served = reader.line_num, lines.served
+                lines.start_row()
+                rec = next(reader, None)
+            except limits.RowTooLong as e:  # line is 0 if it was the header
+                i += 1
+                yield RawRow(str(path), i, error=f"record is {e} (a CSV row; reading goes on at the next line)"
+                             if line else f"the header row is {e}; none of the file is read")
+                if not line:
+                    return
+                continue
+            except csv.Error as e:
+                i += 1
+                hint = ("; a quoted field opened in this row is never closed, so the rest of the file was read into it"
+                        if "end of data" in str(e) else "")
+                yield RawRow(str(path), i, error=f"invalid CSV: {e}{hint}" if line else
+                             f"the header row is invalid CSV: {e}{hint}; none of the file is read")
+                if not line or lines.served == served:  # the header, or no progress: the reader cannot go on
+                    return
+                continue
+            except UNREADABLE as e:
+                if cannot_read(e):
+                    raise
+                yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"record {i}" if i else None))
+                return
+            if rec is None:
+                return
+            if i == 0 and (twice := sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})):
+                yield RawRow(str(path), 1, error=f"the header names column(s) {twice} twice (csv keeps the last one "
+                                                 "only): rename them so each column has its own name")
+                return
+            i += 1
+            if lines.over:  # read to its end through stand-ins (limits.CsvLines), so the next row is read right
+                yield RawRow(str(path), i, error=f"record is over max_record_bytes={limit} (a CSV row)")
+                continue
+            if (shape := _field_count_error(rec, reader.fieldnames)) is not None:
+                yield RawRow(str(path), i, error=shape, raw=preview_of(rec))
+                continue
+            bad = not_utf8_field(rec)
+            yield RawRow(str(path), i, value=None if bad else dict(rec), raw=preview_of(rec),
+                         error=f"invalid UTF-8 in field {bad!r}" if bad else None)
+
+
+def _field_count_error(rec: dict[str | None, Any], header: list[str]) -> str | None:
+    """Why a CSV row's fields do not line up with the header's columns, or None. ``csv.DictReader`` puts extra
+    fields in a list under ``None`` and fills missing ones with ``None``: either way the row's text would be
+    cut or shifted without a word (``p1,Hello, world`` would be the text "Hello"). Extra fields that are empty (a
+    trailing comma some exports write) lose nothing: they are dropped from ``rec``."""
+    extra = rec.get(None) or []
+    if extra and all(v == "" for v in extra):
+        del rec[None]
+        extra = []
+    missing = sum(1 for k, v in rec.items() if k is not None and v is None)
+    if not extra and not missing:
+        return None
+    n = len(header) + len(extra) - missing
+    return (f"the row has {n} field(s), the header names {len(header)} column(s): quote fields that hold a comma, "
+            "and give every row one field per column")

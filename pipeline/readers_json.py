@@ -1,0 +1,116 @@
+"""Readers of JSON sources: JSON lines (``.jsonl``, ``.ndjson``) and JSON (``.json``: an array, ``{"data": [...]}``
+or JSON lines under that name), each record a ``RawRow`` (``pipeline.rawrows``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline import limits
+from pipeline.jsontext import (
+    DATA_WRAPPER,
+    array_elements,
+    check_value,
+    loads,
+    parse_json,
+    preview_of,
+    text_risks,
+)
+from pipeline.rawrows import UNREADABLE, RawRow, cannot_read, numbered, open_binary, unreadable_rest
+
+BOM = b"\xef\xbb\xbf"
+
+
+def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
+    """JSON lines split on b"\\n" only (U+2028 inside strings is content, not a line break).
+
+    Streams the file: memory holds one line at a time, and never more than ``max_record_bytes`` of it.
+    A UTF-8 byte order mark at the start of a line is skipped.
+    """
+    with open_binary(path) as f:
+        for i, item in numbered(limits.bounded_lines(f, max_record_bytes), path, "line"):
+            if isinstance(item, RawRow):  # the rest of the file cannot be read
+                yield item
+                return
+            line, size = item
+            if line.startswith(BOM):  # the file's, or one of files joined with `cat` (never JSON)
+                line, size = line[len(BOM):], size - len(BOM)
+            if not line.strip():
+                continue
+            preview = line[:500].decode("utf-8", errors="replace")
+            if max_record_bytes and size > max_record_bytes:
+                yield RawRow(str(path), i, error=f"record is {size} bytes, over max_record_bytes={max_record_bytes}",
+                             raw=preview)
+                continue
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield RawRow(str(path), i, error=f"invalid UTF-8 at byte {e.start}", raw=preview)
+                continue
+            value, error = parse_json(text)
+            if error and "\r" in text.rstrip("\r") and error.startswith("invalid JSON: Extra data"):
+                error += "; the line holds bare CR line breaks (old Mac style): convert them to \\n (`tr '\\r' '\\n'`)"
+            yield RawRow(str(path), i, value=value, error=error, raw=preview)
+
+
+def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
+    """A JSON array (or {"data": [...]}) of records; falls back to JSON lines (files named .json often are).
+
+    An array that does not parse whole (an element Python cannot hold, such as a huge integer or
+    deep nesting, a syntax error, a file cut short) is split into its elements without parsing them
+    and each is parsed on its own: only the bad ones are error rows.
+    """
+    cap = limits.JSON_FILE_RECORDS * (max_record_bytes or 1 << 30)
+    try:
+        data = limits.read_capped(path, cap)
+    except UNREADABLE as e:
+        if cannot_read(e):
+            raise
+        yield RawRow(str(path), 1, error=unreadable_rest(e, None))
+        return
+    if len(data) > cap:  # JSON lines (its first line a record on its own) stream; an array is not read
+        lines = parse_json(data.split(b"\n", 1)[0].decode("utf-8-sig", "replace"))[1] is None
+        yield from iter_jsonl(path, max_record_bytes) if lines else [RawRow(str(path), 1,
+                                                                            error=limits.json_too_big(cap))]
+        return
+    try:
+        text, utf8 = data.decode("utf-8-sig"), True
+    except UnicodeDecodeError:  # bad bytes are kept as lone surrogates, so the elements around them still parse
+        text, utf8 = data.decode("utf-8-sig", "surrogateescape"), False
+    del data
+    whole, broken = False, not utf8
+    if utf8:
+        try:
+            value, whole = loads(text), True
+        except json.JSONDecodeError:
+            broken = True
+        except (ValueError, RecursionError):  # a value Python cannot hold (huge integer, deep nesting), a key twice
+            pass
+    if broken and not text.lstrip().startswith("[") and not _broken_data_wrapper(text):  # not an array: JSON lines
+        yield from iter_jsonl(path, max_record_bytes)
+        return
+    if whole:
+        if isinstance(value, dict) and isinstance(value.get("data"), list):
+            value = value["data"]
+        risks = text_risks(text)
+        for i, rec in enumerate(value if isinstance(value, list) else [value], start=1):
+            error = check_value(rec, risks=risks)
+            yield RawRow(str(path), i, value=None if error else rec, error=error, raw=preview_of(rec))
+        return
+    for i, (element, error) in enumerate(array_elements(text), start=1):
+        preview = (element or "")[:500].encode("utf-8", "replace").decode("utf-8")
+        if element is not None and not utf8:
+            try:
+                element.encode("utf-8")
+            except UnicodeEncodeError as e:
+                element, error = None, f"invalid UTF-8 at byte {len(element[:e.start].encode('utf-8', 'replace'))}"
+        value, error = (None, error) if element is None else parse_json(element)
+        yield RawRow(str(path), i, value=value, error=error, raw=preview)
+
+
+def _broken_data_wrapper(text: str) -> bool:
+    """Whether ``text``, which does not parse, is ``{"data": [...]}`` (split into its elements like an array) rather
+    than JSON lines that happen to start with a "data" key (their first line parses on its own)."""
+    return DATA_WRAPPER.match(text) is not None and parse_json(text.split("\n", 1)[0])[1] is not None
