@@ -156,6 +156,7 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
          100_000),
         ("`query_filter_threshold` (the paper's 0.5", p["pugc"]["query_filter_threshold"], 0.5),
         ("`min_margin` (0.5 on the 1-5 scale", p["pugc"]["min_margin"], 0.5),
+        ("default 8, the paper's best N", p["pugc"]["n_judgments"], 8),
         ("the generator keeps a short budget (`max_new_tokens: 128`",
          p["pugc"]["roles"]["generator"]["sampling"]["max_new_tokens"], 128),
         ("`tiny_overrides` (`query_filter_threshold: 0.4`, `min_margin: 0.0001`, gates `0.0`)",
