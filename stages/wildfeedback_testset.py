@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import WildfeedbackTestSet
-from pipeline.io import ShardWriter, iter_batches, read_table, shard_files
+from pipeline.io import ShardWriter, iter_batches, shard_files
 from pipeline.records import SCHEMAS
 from stages.dove_similarity import dense_view, tfidf_matrix
 
@@ -97,13 +97,18 @@ def held_out(texts: list[str], *, clusters: int, per_cluster: int, max_fraction:
 
 
 def split_test_set(stream: Path, out: Path, cfg: WildfeedbackTestSet, sizes: dict) -> dict:
-    """Read the pairs the partitions streamed to ``stream`` (their ids, prompts and lineage only, then batch by
-    batch), write the held-out ones to ``out/test`` and the rest to ``out/pairs``, remove ``stream``; returns
+    """Read the pairs the partitions streamed to ``stream`` batch by batch (first their ids, lineage and
+    request + preference texts, then the rows), write the held-out ones to ``out/test`` and the rest to ``out/pairs``, remove ``stream``; returns
     the figures for details.json."""
-    keys = pl.from_arrow(read_table(stream, columns=["pair_id", "prompt", "lineage"]) if shard_files(stream)
-                         else SCHEMAS["pairs"].empty_table().select(["pair_id", "prompt", "lineage"]))
-    mask = held_out(pair_texts(keys), clusters=cfg.clusters, per_cluster=cfg.per_cluster,
-                    max_fraction=cfg.max_fraction, seed=cfg.seed)
+    parts = [pl.from_arrow(SCHEMAS["pairs"].empty_table().select(["pair_id", "lineage"]))]
+    texts: list[str] = []  # the request + preference of each pair: whole prompts are never all in memory
+    for batch in iter_batches(stream, columns=["pair_id", "prompt", "lineage"]) if shard_files(stream) else []:
+        df = pl.from_arrow(batch)
+        texts += pair_texts(df)
+        parts.append(df.select("pair_id", "lineage"))
+    keys = pl.concat(parts)
+    mask = held_out(texts, clusters=cfg.clusters, per_cluster=cfg.per_cluster, max_fraction=cfg.max_fraction,
+                    seed=cfg.seed)
     test_ids = pa.array(keys.get_column("pair_id").filter(pl.Series(mask)).to_list(), pa.string())
     with (ShardWriter(out / "pairs", name="pairs", **sizes) as kept,
           ShardWriter(out / "test", name="pairs", **sizes) as test):
