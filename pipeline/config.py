@@ -80,6 +80,7 @@ from pipeline.config_stages import (
     Wildfeedback,
     WildfeedbackGates,
     WildfeedbackRoles,
+    WildfeedbackTestSet,
 )
 from pipeline.yaml12 import DuplicateKey, load_yaml
 
@@ -128,6 +129,7 @@ __all__ = [
     "Wildfeedback",
     "WildfeedbackGates",
     "WildfeedbackRoles",
+    "WildfeedbackTestSet",
     "fingerprint",
     "format_validation_error",
     "load_params",

@@ -332,6 +332,15 @@ class WildfeedbackGates(Section):
     judge: float = Field(ge=0, le=1)  # the checklist judge (only when checklist_judge is on)
 
 
+class WildfeedbackTestSet(Section):
+    """The paper's held-out test set (stages/wildfeedback_testset.py): k-means over prompt + preference."""
+
+    clusters: int = Field(ge=0)  # k-means clusters (paper: 70); 0 holds nothing out
+    per_cluster: int = Field(ge=1)  # pairs nearest each centre held out (paper: 10)
+    max_fraction: float = Field(ge=0, le=1)  # (ours) never hold out more than this share; clusters shrink to fit
+    seed: int
+
+
 class Wildfeedback(Section):
     sources: list[str]  # ingest source names (conversations) to mine
     languages: list[str]  # kept languages, compared case-insensitively ("en", "English")
@@ -367,6 +376,7 @@ class Wildfeedback(Section):
     partition_conversations: int = Field(gt=0)
     # Warn (console + metrics) when model steps leave less than this share of what the rules alone found.
     collapse_fraction: float = Field(ge=0, le=1)
+    test_set: WildfeedbackTestSet
     gates: WildfeedbackGates
     roles: WildfeedbackRoles
 

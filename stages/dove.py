@@ -200,6 +200,15 @@ def drop_same_text(comps: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     return kept, comps.height - kept.height
 
 
+def same_instruction_is_conditional(comps: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """A "joint" comparison whose two instructions are the same text once whitespace is normalised and case
+    folded compares two responses to one instruction: it is conditional (judged with the one-instruction
+    prompt), since DOVE's joint preferences are over different instructions. Returns (comps, how many)."""
+    same = ~pl.col("conditional") & same_text(pl.col("instruction_text_1"), pl.col("instruction_text_2"))
+    n = comps.select(same.sum()).item()
+    return comps.with_columns(conditional=pl.col("conditional") | same), int(n)
+
+
 def build_comparisons(items: pl.DataFrame, cfg: Dove) -> tuple[pl.DataFrame, dict[str, Any]]:
     items, instructions = index_instructions(items)
     pairs, pair_counts = pair_instructions(instructions["text"].to_list(), cfg)
@@ -207,6 +216,9 @@ def build_comparisons(items: pl.DataFrame, cfg: Dove) -> tuple[pl.DataFrame, dic
     if cfg.include_conditional:
         parts.append(conditional_comparisons(items, instructions, cfg.conditional_pairs_per_instruction, cfg.seed))
     comps, same = drop_same_text(pl.concat(parts, how="vertical_relaxed"))
+    comps, same_instruction = same_instruction_is_conditional(comps)
+    if not cfg.include_conditional:  # joint comparisons only: one over a single instruction is not one
+        comps = comps.filter(~pl.col("conditional"))
     metrics = {
         "instructions": instructions.height,
         "instructions_with_several_responses": instructions.filter(pl.col("n_items") >= 2).height,
@@ -214,6 +226,7 @@ def build_comparisons(items: pl.DataFrame, cfg: Dove) -> tuple[pl.DataFrame, dic
         "joint_comparisons": int((~comps["conditional"]).sum()),
         "conditional_comparisons": int(comps["conditional"].sum()),
         "dropped_same_text": same,
+        "joint_with_same_instruction": same_instruction,
     }
     return comps, metrics
 

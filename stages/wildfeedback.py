@@ -24,7 +24,8 @@ partition, and the outputs stream into their shard sets::
     [(2, 1, "That's wrong, it's Canberra.", 'Sydney.')]
 
 Outputs: ``data/wildfeedback/signals`` (signals contract, one row per judged user turn),
-``data/wildfeedback/pairs`` (pairs, method "wildfeedback"), ``data/wildfeedback/rejects`` (turns a model
+``data/wildfeedback/pairs`` (pairs, method "wildfeedback"), ``data/wildfeedback/test`` (the paper's held-out
+test set, taken out of the pairs: ``stages/wildfeedback_testset.py``), ``data/wildfeedback/rejects`` (turns a model
 step failed on, and every dropped summary and pair with its texts in ``raw``, with the reason) and
 ``data/wildfeedback/metrics.json`` (headline numbers) and ``details.json`` (those, ``gates`` and every figure under
 ``details``).
@@ -50,10 +51,11 @@ from pipeline.langid import UNDETERMINED, detect_languages
 from pipeline.metrics import gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import SCHEMAS, check_table
-from stages.wildfeedback_common import CHECKPOINTS, IN, OUT, output_fingerprint, prompt, say
+from stages.wildfeedback_common import CHECKPOINTS, IN, OUT, PAIRS_STREAM, output_fingerprint, prompt, say
 from stages.wildfeedback_detect import combine, detector_gate, detector_stats, llm_detect, route, with_context
 from stages.wildfeedback_pairs import build_pairs, judge_gate, natural_revisions
 from stages.wildfeedback_rules import DSAT_CATEGORIES, SAT_CATEGORIES, detect
+from stages.wildfeedback_testset import split_test_set
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +370,7 @@ def main(params: Params) -> None:
     metrics: dict = {}
     out = begin_outputs(OUT)  # signals, pairs, rejects and metrics change together (pipeline/outputs.py)
     with (ShardWriter(out / "signals", name="signals", **sizes) as signals_out,
-          ShardWriter(out / "pairs", name="pairs", **sizes) as pairs_out,
+          ShardWriter(out / PAIRS_STREAM, name="pairs", **sizes) as pairs_out,
           ShardWriter(out / "rejects", name="rejects", **sizes) as rejects_out):
         parts = scanned_partitions(IN, cfg, ex.batch_size, cfg.partition_conversations)
         for i, (turns, convs, counts) in enumerate(parts):
@@ -380,8 +382,13 @@ def main(params: Params) -> None:
             metrics = add_metrics(metrics, part)
             log.info("wildfeedback: partition %d: %d conversations, %d pairs", i, part["conversations"]["in"],
                      pairs.num_rows)
+    # The paper's held-out test set is chosen over every pair: they leave pairs for data/wildfeedback/test.
+    test_set = split_test_set(out / PAIRS_STREAM, out, cfg.test_set, sizes)
+    metrics["pairs"]["out"] = test_set["pairs_kept"]
+    for kind, n in test_set["held_out_by_kind"].items():
+        metrics["pairs"]["out_by_kind"][kind] -= n
     metrics.update(partitions=i + 1, detector=configured, detector_used=cfg.detector, combine=cfg.combine,
-                   tiny_overrides=overrides)
+                   tiny_overrides=overrides, test_set=test_set)
     warnings = collapse_warnings(metrics, cfg, cfg.detector)
     for w in warnings:
         say(f"wildfeedback: output collapsed: {w}")

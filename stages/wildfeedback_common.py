@@ -24,6 +24,7 @@ IN = Path("data/ingest/conversations")
 OUT = Path("data/wildfeedback")
 CHECKPOINTS = CHECKPOINT_ROOT / "wildfeedback"
 METHOD = "wildfeedback"
+PAIRS_STREAM = "_pairs_stream"  # the partitions' pairs, before the test set is held out (staging only)
 
 
 def output_fingerprint(params: Params) -> str:

@@ -70,21 +70,55 @@ def checklist(preference: str) -> list[str]:
     return [p.strip(" .;-*•") for p in parts if p and p.strip(" .;-*•")]
 
 
+def feedback_ends(signals: pl.DataFrame) -> pl.DataFrame:
+    """``(conversation_id, target_turn, last_feedback_turn)`` per DSAT signal: the user's feedback on an answer
+    goes on while each next attempt (the assistant turn after a DSAT feedback turn) draws DSAT again, so the
+    last feedback turn of that chain (METHODS.md §1 step 2: the preference comes from "the feedback turn(s)
+    that follow"). One vectorised join per link of the longest chain.
+
+    >>> s = pl.DataFrame({"conversation_id": ["c"] * 3, "target_turn": [1, 3, 5], "user_turn": [2, 4, 6],
+    ...                   "dsat": [True, True, False]})
+    >>> feedback_ends(s).sort("target_turn").rows()
+    [('c', 1, 4), ('c', 3, 4)]
+    """
+    dsat = signals.filter(pl.col("dsat")).select("conversation_id", "target_turn", "user_turn")
+    nxt = dsat.select("conversation_id", (pl.col("target_turn") - 1).alias("_end"), pl.col("user_turn").alias("_next"))
+    chain = dsat.select("conversation_id", "target_turn", _end=pl.col("user_turn"))
+    while True:  # the feedback turn ``_end`` is followed by an attempt at _end + 1 whose feedback is DSAT too
+        step = chain.join(nxt, on=["conversation_id", "_end"], how="left")
+        if step.get_column("_next").is_null().all():
+            return chain.rename({"_end": "last_feedback_turn"})
+        chain = step.select("conversation_id", "target_turn", _end=pl.coalesce("_next", "_end"))
+
+
 def summary_candidates(signals: pl.DataFrame, convs: pl.DataFrame, polarities: list[str]) -> pl.DataFrame:
-    """Signals to summarise, with prompt (messages before the judged turn), answer and feedback text."""
+    """Signals to summarise, with prompt (messages before the judged turn), answer, the feedback turn's text
+    (``feedback``) and ``feedback_turns``: the messages the summariser reads as the user's feedback. For a DSAT
+    signal that is the feedback turn up to the last turn of its chain (``feedback_ends``: "still too long"
+    after a revision is the same user's preference for the same request), with the attempts in between;
+    for a SAT signal the feedback turn alone."""
     want = pl.lit(False)
     if "dsat" in polarities:
         want = want | pl.col("dsat")
     if "sat" in polarities:
         want = want | (pl.col("sat") & ~pl.col("dsat"))
     rows = signals.filter(want).join(convs.select("conversation_id", "source", "messages"), on="conversation_id")
+    rows = rows.join(feedback_ends(signals), on=["conversation_id", "target_turn"], how="left")
+    last = pl.when(pl.col("dsat")).then(pl.col("last_feedback_turn")).otherwise(pl.col("user_turn"))
     return rows.select(
         "conversation_id", "source", "target_turn", "user_turn",
         pl.when(pl.col("dsat")).then(pl.lit("dsat")).otherwise(pl.lit("sat")).alias("polarity"),
         pl.col("messages").list.slice(0, pl.col("target_turn")).alias("prompt"),
         pl.col("messages").list.get(pl.col("target_turn")).struct.field("content").alias("answer"),
         pl.col("messages").list.get(pl.col("user_turn")).struct.field("content").alias("feedback"),
+        pl.col("messages").list.slice(pl.col("user_turn"), last - pl.col("user_turn") + 1).alias("feedback_turns"),
     ).sort("conversation_id", "target_turn")
+
+
+def feedback_text(turns: list[dict], max_chars: int) -> str:
+    """The summariser's FEEDBACK block: the feedback turn's text, or, for a chain of feedback and further
+    attempts, the dialogue from the feedback turn on (``ROLE: text`` blocks)."""
+    return turns[0]["content"][:max_chars] if len(turns) == 1 else render(turns, max_chars)
 
 
 _SUMMARY_OUT = pa.schema([("preference", pa.string()), ("reasonable", pa.bool_()), ("safe", pa.bool_()),
@@ -97,7 +131,8 @@ def summarize(batch: pa.Table, engine, *, sampling: Sampling, template_text: str
     rows = batch.to_pylist()
     prompts = [[{"role": "user", "content": fill(
         template_text, dialogue=render(window(r["prompt"], context_messages), max_chars),
-        answer=r["answer"][:max_chars], feedback=r["feedback"][:max_chars])}] for r in rows]
+        answer=r["answer"][:max_chars], feedback=feedback_text(r["feedback_turns"], max_chars))}]
+               for r in rows]
     results = per_prompt(lambda ps: engine.generate(ps, n=1, sampling=sampling, schema=PreferenceSummary), prompts,
                          lambda e: [GenerationFailure(error=f"prompt too long: {e}", raw="", attempts=0)])
     out = []

@@ -9,7 +9,7 @@ import yaml
 
 from pipeline.config import Export
 from pipeline.io import write_shards
-from pipeline.records import to_table
+from pipeline.records import empty_table, to_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,9 +77,12 @@ def write_method(root: Path, method: str, rows: list[dict], sub: str | None = No
 
 
 def write_held_out(root: Path, prompts: list[str]) -> Path:
-    """Selfie's held-out labelled prompts, as the stage writes them (``data/selfie/test``, pairs contract)."""
+    """Selfie's held-out labelled prompts, as the stage writes them (``data/selfie/test``, pairs contract), and
+    WildFeedback's test set (``data/wildfeedback/test``, the other default ``export.held_out`` set) as its stage
+    writes it when it holds nothing out: empty."""
     out = root / "data" / "selfie" / "test"
     write_shards(to_table([pair(f"test{i}", p, "selfie") for i, p in enumerate(prompts)], "pairs"), out, name="pairs")
+    write_shards(empty_table("pairs"), root / "data" / "wildfeedback" / "test", name="pairs")
     return out
 
 

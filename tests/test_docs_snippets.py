@@ -156,6 +156,7 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
          100_000),
         ("`query_filter_threshold` (the paper's 0.5", p["pugc"]["query_filter_threshold"], 0.5),
         ("`min_margin` (0.5 on the 1-5 scale", p["pugc"]["min_margin"], 0.5),
+        ("default 8, the paper's best N", p["pugc"]["n_judgments"], 8),
         ("the generator keeps a short budget (`max_new_tokens: 128`",
          p["pugc"]["roles"]["generator"]["sampling"]["max_new_tokens"], 128),
         ("`tiny_overrides` (`query_filter_threshold: 0.4`, `min_margin: 0.0001`, gates `0.0`)",
@@ -180,7 +181,10 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
         ("a body with over 10,000 tags", MAX_TAGS, 10_000),
         ("nesting deeper than 200 levels", MAX_JSON_DEPTH, 200),
         ("`ngram`-grams (default 13)", p["export"]["decontamination"]["ngram"], 13),
-        ("the `held_out` shard sets (default `data/selfie/test`", p["export"]["held_out"], ["data/selfie/test"]),
+        ("the `held_out` shard sets (default `data/selfie/test`, Selfie's held-out labelled prompts, and "
+         "`data/wildfeedback/test`", p["export"]["held_out"], ["data/selfie/test", "data/wildfeedback/test"]),
+        ("into `clusters` (70) clusters, and the `per_cluster` (10)", [p["wildfeedback"]["test_set"][k]
+                                                                       for k in ("clusters", "per_cluster")], [70, 10]),
         ("`dedup.priority` (default `[wildfeedback, pugc, selfie, curry]`", p["export"]["dedup"]["priority"],
          ["wildfeedback", "pugc", "selfie", "curry"]),
     ]

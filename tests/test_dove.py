@@ -400,3 +400,22 @@ def test_joint_pairs_rows_follow_the_winner(helpful):
         assert lineage["pairing"] == ("conditional" if comp["conditional"] else "similar")
         assert row["method"] == "dove" and math.isclose(row["confidence"], 0.8)
     assert len({r["pair_id"] for r in rows}) == len(rows)
+
+
+@pytest.mark.parametrize("include_conditional", [True, False])
+def test_a_joint_comparison_over_one_instruction_is_conditional(include_conditional):
+    """DOVE's joint preferences compare *different* instructions (the repo: "joint rankings are acquired over
+    non-identical instructions"). Two prompts that differ only in case and spacing are one instruction: comparing
+    their responses is a conditional comparison, judged with the one-instruction prompt (or left out when
+    conditional comparisons are off), never a joint one."""
+    prompts = to_table([{"prompt_id": p, "messages": user(t), "source": "s", "origin_id": p}
+                        for p, t in (("p1", "Write a haiku about rain."), ("p2", "write a  haiku about rain."))],
+                       "prompts")
+    responses = to_table([{"prompt_id": p, "response_id": r, "text": t, "generator": "g"}
+                          for p, r, t in (("p1", "r1", "Rain taps the window."), ("p2", "r2", "Grey clouds drift."))],
+                         "responses")
+    scored, _ = I.items_from_scored(prompts, responses)
+    items, _, _ = I.normalise_items([scored])
+    comps, m = D.build_comparisons(items, dove_cfg(pairing="random", include_conditional=include_conditional))
+    assert m["joint_with_same_instruction"] == 1 and m["joint_comparisons"] == 0
+    assert comps["conditional"].to_list() == ([True] if include_conditional else [])

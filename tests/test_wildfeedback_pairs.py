@@ -420,3 +420,34 @@ def test_a_prompt_too_long_for_the_model_costs_its_row_not_the_stage():
     out = det.llm_detect(table, TooLong(), sampling=make_params().llm.sampling, template_text=prompt("detect"),
                          max_chars=50).to_pylist()
     assert [r["ok"] for r in out] == [True, False] and out[1]["error"].startswith("prompt too long")
+
+
+def test_summary_reads_every_feedback_turn_of_a_dsat_chain():
+    """METHODS.md §1 step 2: the preference is summarised from the feedback turn(s) that follow the answer. When
+    the user keeps complaining about the next attempts, those later turns are the same user's preference for the
+    same request, so the summariser sees them too; a SAT signal and an unchained DSAT keep their one turn."""
+    from pipeline.records import to_table
+    from stages.wildfeedback_pairs import summarize, summary_candidates
+
+    poem = conv("p", ["Write a poem about rain.", "Rain falls " * 40, "Too long, four lines only.",
+                      "Rain on the roof,\nsoft and slow,\ngrey skies,\nrivers flow.", "It doesn't rhyme, make it rhyme.",
+                      "Rain on the roof,\nthe clouds are grey,\nit taps all night,\nand then away.", "Thanks, perfect!"])
+    convs = pl.from_arrow(to_table([poem], "conversations"))
+    signals = pl.DataFrame({"conversation_id": ["p"] * 3, "target_turn": [1, 3, 5], "user_turn": [2, 4, 6],
+                            "sat": [False, False, True], "dsat": [True, True, False]})
+    cands = summary_candidates(signals, convs, ["dsat", "sat"])
+    turns = {r["target_turn"]: [m["content"] for m in r["feedback_turns"]] for r in cands.to_dicts()}
+    assert turns[1] == ["Too long, four lines only.", poem["messages"][3]["content"], "It doesn't rhyme, make it rhyme."]
+    assert turns[3] == ["It doesn't rhyme, make it rhyme."] and turns[5] == ["Thanks, perfect!"]
+
+    seen = []
+
+    class Echo:
+        def generate(self, prompts, n, sampling, schema):
+            seen.extend(p[0]["content"] for p in prompts)
+            return [[schema(preference="Four rhyming lines.", reasonable=True, safe=True)] for _ in prompts]
+
+    summarize(cands.filter(pl.col("target_turn") == 1).to_arrow(), Echo(), sampling=None,
+              template_text=prompt("summarize"), context_messages=None, max_chars=1500)
+    feedback = seen[0].split("<<<FEEDBACK")[1]
+    assert "Too long, four lines only." in feedback and "It doesn't rhyme, make it rhyme." in feedback
