@@ -53,15 +53,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def prepare_outputs(stage: str, module) -> Path | None:
     """Before any work: finish or discard what an interrupted run left in the stage's output folder,
-    remove its stale temporaries, and check that folder (and the checkpoints of model stages) can be
+    remove its stale temporaries, refuse to read the outputs of another stage that a killed run left half
+    swapped in, and check that folder (and the checkpoints of model stages) can be
     written, so a read-only or full disk is found before hours of model steps, not after."""
     from pipeline.config import MODEL_SECTIONS
     from pipeline.execute import CHECKPOINT_ROOT
-    from pipeline.outputs import check_writable, recover
+    from pipeline.outputs import OutputError, check_writable, pending_commits, recover
 
     out = getattr(module, "OUT", None) or getattr(module, "OUT_DIR", None)
     if out is not None:
         recover(out)
+        half = pending_commits(out)
+        if half:
+            names = " ".join(p.name for p in half)
+            raise OutputError(f"{', '.join(map(str, half))}: a killed run left these outputs half swapped in; "
+                              f"run that stage again first (`prefpipe run {names}` or `dvc repro`), which "
+                              f"finishes the swap, then run {stage}")
         check_writable(out)
     if stage in MODEL_SECTIONS:  # a stage with models checkpoints its engine steps
         check_writable(CHECKPOINT_ROOT)
