@@ -11,6 +11,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,8 @@ def _available_stages() -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.config import load_params
+    from pipeline.config import MODEL_SECTIONS, load_params
+    from pipeline.execute import CHECKPOINT_ROOT
     from pipeline.execute_ray import engine_pools
     from pipeline.outputs import name_path
 
@@ -45,6 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if out is not None:
             name_path(e, out)
         raise
+    if args.stage in MODEL_SECTIONS:  # only now: a run that fails writing its outputs resumes from them
+        shutil.rmtree(CHECKPOINT_ROOT / args.stage, ignore_errors=True)
     # Wall and CPU seconds (all threads of this process; not Ray workers): on a shared machine the gap
     # between them is time spent waiting for a core.
     print(f"{args.stage}: done in {time.perf_counter() - wall:.0f} s wall, {time.process_time() - cpu:.0f} s CPU")
