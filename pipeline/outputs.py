@@ -16,7 +16,8 @@ How: ``out`` is ``OUT/.staging`` (inside ``OUT``, so every rename stays on one f
 the block ends, a commit journal ``OUT/.commit.json`` naming the staged entries is written
 atomically; from then on the new outputs are the truth. Each entry is then swapped in: the old one
 is renamed into ``OUT/.backup/``, the new one renamed from the staging folder into its place,
-folders first and ``metrics*.json`` last; then the journal, backup and staging folder go. A crash
+folders first and ``metrics*.json`` last; then the journal, backup and staging folder go (a Ctrl-C
+meanwhile is held until the swap is done). A crash
 (``kill -9``, power cut) at any point leaves either no journal, and the next start discards the
 staging folder (rolled back: the old outputs were never touched), or a journal, and the next start
 finishes the swap (rolled forward). ``recover`` does this, and also removes the temporaries an
@@ -42,6 +43,8 @@ import logging
 import os
 import re
 import shutil
+import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -151,8 +154,26 @@ def _roll_forward(out_dir: Path, names: list[str]) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
+@contextmanager
+def _ctrl_c_after() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise it: a swap of a few renames is not left halfway
+    (only the main thread can; elsewhere the block runs as is)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def commit_outputs(out_dir: str | Path) -> list[str]:
-    """Swap everything in ``out_dir/.staging`` into ``out_dir`` (see the module docstring); returns the names."""
+    """Swap everything in ``out_dir/.staging`` into ``out_dir`` (see the module docstring); returns the names.
+    A Ctrl-C during the swap takes effect once it is done."""
     out_dir = Path(out_dir)
     names = _order(out_dir / STAGING)
     tmp = out_dir / f"{JOURNAL}.tmp-{uuid.uuid4().hex[:8]}"
@@ -160,9 +181,10 @@ def commit_outputs(out_dir: str | Path) -> list[str]:
         json.dump({"names": names}, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, out_dir / JOURNAL)
-    _fsync_dir(out_dir)
-    _roll_forward(out_dir, names)
+    with _ctrl_c_after():
+        os.replace(tmp, out_dir / JOURNAL)
+        _fsync_dir(out_dir)
+        _roll_forward(out_dir, names)
     return names
 
 

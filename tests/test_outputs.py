@@ -157,6 +157,27 @@ def test_a_stage_does_not_start_on_outputs_another_stage_left_half_swapped(proje
     assert snapshot(pugc)["pairs/part-0.parquet"] == b"pairs new" and cli.prepare_outputs("curry", stages.curry)
 
 
+def test_ctrl_c_during_the_swap_takes_effect_once_the_swap_is_done(old, monkeypatch):
+    # Ctrl-C landing between two renames of the swap left the outputs half swapped (a journal, new pairs,
+    # old metrics) while prefpipe said that they change only when the stage finishes.
+    real, renames = os.rename, []
+
+    def ctrl_c_on_the_second(src, dst):
+        renames.append(src)
+        if len(renames) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        real(src, dst)
+
+    monkeypatch.setattr(po.os, "rename", ctrl_c_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        with stage_outputs(old) as staged:
+            write_set(staged, "new")
+    assert len(renames) == 6 and not (old / po.JOURNAL).exists()
+    assert snapshot(old) == {".gitignore": b"/pairs\n", "metrics.json": b'{"run": "new"}',
+                             "pairs/part-0.parquet": b"pairs new", "rejects/part-0.parquet": b"rejects new"}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again
+
+
 def test_stale_temporaries_are_removed_at_stage_start(old):
     litter = [".conversations.tmp-1a2b3c4d/_runs/run-00000.parquet", ".metrics.json.tmp-deadbeef",
               ".pairs.old-01234567/part-0.parquet", ".staging/pairs/part-0.parquet", ".backup/x"]
