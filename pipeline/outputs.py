@@ -43,14 +43,13 @@ import logging
 import os
 import re
 import shutil
-import signal
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.errors import StageError
+from pipeline.files import ctrl_c_after
 
 log = logging.getLogger(__name__)
 
@@ -154,23 +153,6 @@ def _roll_forward(out_dir: Path, names: list[str]) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-@contextmanager
-def _ctrl_c_after() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) until the block ends, then raise it: a swap of a few renames is not left halfway
-    (only the main thread can; elsewhere the block runs as is)."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        yield
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-    if caught:
-        raise KeyboardInterrupt
-
-
 def commit_outputs(out_dir: str | Path) -> list[str]:
     """Swap everything in ``out_dir/.staging`` into ``out_dir`` (see the module docstring); returns the names.
     A Ctrl-C during the swap takes effect once it is done."""
@@ -181,7 +163,7 @@ def commit_outputs(out_dir: str | Path) -> list[str]:
         json.dump({"names": names}, f)
         f.flush()
         os.fsync(f.fileno())
-    with _ctrl_c_after():
+    with ctrl_c_after():
         os.replace(tmp, out_dir / JOURNAL)
         _fsync_dir(out_dir)
         _roll_forward(out_dir, names)

@@ -134,6 +134,26 @@ def test_a_folder_published_by_rename_and_killed_between_the_renames_is_restored
     assert sorted(p.name for p in release.parent.iterdir()) == [".release.rejected", "release"]
 
 
+def test_ctrl_c_between_the_renames_of_a_folder_publish_takes_effect_after_them(tmp_path, monkeypatch):
+    from pipeline import files
+
+    release, built = tmp_path / "release", tmp_path / ".release.tmp"
+    write_set(release, "old")
+    write_set(built, "new")
+    real = os.rename
+
+    def ctrl_c_on_the_first(src, dst):
+        if Path(src) == release:
+            os.kill(os.getpid(), signal.SIGINT)
+        real(src, dst)
+
+    monkeypatch.setattr(files.os, "rename", ctrl_c_on_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        files.replace_dir(built, release)
+    assert snapshot(release)["metrics.json"] == b'{"run": "new"}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release"]
+
+
 def test_a_stage_does_not_start_on_outputs_another_stage_left_half_swapped(project, monkeypatch, capsys):
     # PUGC killed mid-swap: data/pugc holds new pairs and old metrics until PUGC runs again. Curry-DPO (or
     # export) started by hand read that mix, and export skipped a method whose pairs were moved away.
