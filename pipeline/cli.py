@@ -30,7 +30,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import MODEL_SECTIONS, load_params
     from pipeline.execute import CHECKPOINT_ROOT
     from pipeline.execute_ray import engine_pools
-    from pipeline.outputs import name_path
+    from pipeline.outputs import discard_staged, name_path
 
     available = _available_stages()
     if args.stage not in available:
@@ -43,9 +43,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         with engine_pools():  # on Ray, engine steps with the same engine config share one actor pool
             module.main(params)
-    except OSError as e:  # a failed write names no file: name the stage's output folder
+    except BaseException as e:
         if out is not None:
-            name_path(e, out)
+            discard_staged(out)  # a full disk keeps no half-written outputs (the next start would remove them)
+            if isinstance(e, OSError):  # a failed write names no file: name the stage's output folder
+                name_path(e, out)
         raise
     if args.stage in MODEL_SECTIONS:  # only now: a run that fails writing its outputs resumes from them
         shutil.rmtree(CHECKPOINT_ROOT / args.stage, ignore_errors=True)

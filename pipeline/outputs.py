@@ -211,6 +211,13 @@ def recover(out_dir: str | Path) -> None:
             _remove(p)
 
 
+def discard_staged(out_dir: str | Path) -> None:
+    """Remove the staging folder of a run that failed before its commit journal (nothing was swapped)."""
+    out_dir = Path(out_dir)
+    if not (out_dir / JOURNAL).exists():
+        shutil.rmtree(out_dir / STAGING, ignore_errors=True)
+
+
 def pending_commits(out_dir: str | Path) -> list[Path]:
     """The folders beside ``out_dir`` (``data/*``) holding a commit journal: outputs swapped in halfway by a
     killed run, which a reader would see mixed until that stage runs again (``recover``)."""

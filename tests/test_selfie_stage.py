@@ -97,6 +97,7 @@ def test_a_run_that_fails_writing_its_outputs_resumes_from_its_model_steps(tmp_p
         m.setattr(selfie, "commit_outputs", full)
         assert cli.main(["run", "selfie"]) == 1
     assert "No space left on device (ENOSPC)" in capsys.readouterr().err
+    assert not (tmp_path / "data/selfie/.staging").exists()  # no half-written outputs hold the space
     checkpoints = tmp_path / ".prefpipe/checkpoints/selfie"
     assert {d.name for d in checkpoints.iterdir() if any(d.glob("chunk-*.parquet"))} == {
         "sample", "logprob_policy", "logprob_reference"}
