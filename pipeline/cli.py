@@ -11,6 +11,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -26,9 +27,10 @@ def _available_stages() -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.config import load_params
+    from pipeline.config import MODEL_SECTIONS, load_params
+    from pipeline.execute import CHECKPOINT_ROOT
     from pipeline.execute_ray import engine_pools
-    from pipeline.outputs import name_path
+    from pipeline.outputs import discard_staged, name_path
 
     available = _available_stages()
     if args.stage not in available:
@@ -41,10 +43,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         with engine_pools():  # on Ray, engine steps with the same engine config share one actor pool
             module.main(params)
-    except OSError as e:  # a failed write names no file: name the stage's output folder
+    except BaseException as e:
         if out is not None:
-            name_path(e, out)
+            discard_staged(out)  # a full disk keeps no half-written outputs (the next start would remove them)
+            if isinstance(e, OSError):  # a failed write names no file: name the stage's output folder
+                name_path(e, out)
         raise
+    if args.stage in MODEL_SECTIONS:  # only now: a run that fails writing its outputs resumes from them
+        shutil.rmtree(CHECKPOINT_ROOT / args.stage, ignore_errors=True)
     # Wall and CPU seconds (all threads of this process; not Ray workers): on a shared machine the gap
     # between them is time spent waiting for a core.
     print(f"{args.stage}: done in {time.perf_counter() - wall:.0f} s wall, {time.process_time() - cpu:.0f} s CPU")
@@ -53,15 +59,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def prepare_outputs(stage: str, module) -> Path | None:
     """Before any work: finish or discard what an interrupted run left in the stage's output folder,
-    remove its stale temporaries, and check that folder (and the checkpoints of model stages) can be
+    remove its stale temporaries, refuse to read the outputs of another stage that a killed run left half
+    swapped in, and check that folder (and the checkpoints of model stages) can be
     written, so a read-only or full disk is found before hours of model steps, not after."""
     from pipeline.config import MODEL_SECTIONS
     from pipeline.execute import CHECKPOINT_ROOT
-    from pipeline.outputs import check_writable, recover
+    from pipeline.outputs import OutputError, check_writable, pending_commits, recover
 
     out = getattr(module, "OUT", None) or getattr(module, "OUT_DIR", None)
     if out is not None:
         recover(out)
+        half = pending_commits(out)
+        if half:
+            names = " ".join(p.name for p in half)
+            raise OutputError(f"{', '.join(map(str, half))}: a killed run left these outputs half swapped in; "
+                              f"run that stage again first (`prefpipe run {names}` or `dvc repro`), which "
+                              f"finishes the swap, then run {stage}")
         check_writable(out)
     if stage in MODEL_SECTIONS:  # a stage with models checkpoints its engine steps
         check_writable(CHECKPOINT_ROOT)

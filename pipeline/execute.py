@@ -23,7 +23,9 @@ Arrow buffer.
 With a checkpoint, the driver writes finished results as they arrive: a file per run of consecutive
 batches, once it covers ``execution.checkpoint_rows`` input rows or ``FLUSH_SECONDS`` have passed,
 whichever comes first. A killed run resumes with the batches no file covers; a file whose rows or
-fingerprint no longer match the input is cleared.
+fingerprint no longer match is cleared (the fingerprint covers the caller's params, the step function,
+its keyword arguments, the engine config and the code: ``step_fingerprint``), and so is one that cannot be read back whole (cut short,
+or a page whose CRC fails): a warning names it and its rows are computed again.
 
 This module is the driver, the local backend and the checkpoints; the Ray backend (``ray_init``,
 ``engine_pools``, ``stream_ray``) is ``pipeline.execute_ray``, and what both share (``Step``, ``Block``)
@@ -32,10 +34,13 @@ is ``pipeline.execute_step``.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import re
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -46,6 +51,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
+from pydantic import BaseModel
 
 from pipeline.config import LLM, Execution
 from pipeline.errors import EngineError, StageError
@@ -93,21 +99,59 @@ def _rows_hash(table: pa.Table, start: int, end: int, step_fp: str) -> str:
     return h.hexdigest()
 
 
+@functools.cache
+def _code_version(*dirs: Path) -> str:
+    """Hash of every file under ``dirs`` (modules, prompt templates, probe sets; not ``__pycache__``)."""
+    h = xxhash.xxh3_64()
+    for d in dirs:
+        for path in sorted(d.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                h.update(f"{path.relative_to(d)}\0".encode())
+                h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"a checkpointed step's keyword argument of type {type(value).__name__} cannot be "
+                    "fingerprinted; pass str, numbers, lists, dicts or pydantic models")
+
+
+def step_fingerprint(ck: Checkpoint, fn: Callable[..., Any], fn_kwargs: dict[str, Any], engine: LLM | None) -> str:
+    """What a checkpoint file must have been computed with to be reused: the caller's fingerprint (params),
+    the step's keyword arguments (prompt templates, settings), the engine config, and the code of the step's
+    package and of ``pipeline/`` (modules, templates and probes: rows computed before an edit of them must
+    not be mixed with rows computed after it)."""
+    module = sys.modules.get(getattr(getattr(fn, "func", fn), "__module__", ""))  # functools.partial: its func
+    dirs = [Path(__file__).resolve().parent]
+    if module is not None and getattr(module, "__file__", None):
+        dirs.append(Path(module.__file__).resolve().parent)
+    payload = [ck.fingerprint, fn_kwargs, engine.model_dump(mode="json") if engine is not None else None,
+               _code_version(*sorted(set(dirs)))]
+    return xxhash.xxh3_128(json.dumps(payload, sort_keys=True, default=_plain).encode()).hexdigest()
+
+
 class _Store:
     """A step's checkpoint folder: ``chunk-<start>-<end>-<hash>.parquet`` per finished run of batches."""
 
-    def __init__(self, ck: Checkpoint, table: pa.Table, batch_size: int):
-        self.dir, self.fp, self.table = Path(ck.dir), ck.fingerprint, table
+    def __init__(self, ck: Checkpoint, table: pa.Table, batch_size: int, fp: str):
+        self.dir, self.fp, self.table = Path(ck.dir), fp, table
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.done: dict[int, tuple[int, Path]] = {}
+        self.done: dict[int, tuple[int, pa.Table]] = {}
         n, last = table.num_rows, 0
         entries = sorted(self.dir.iterdir(), key=lambda p: p.name)
         for path in entries:
             m = _NAME.fullmatch(path.name)
             s, e = (int(m[1]), int(m[2])) if m else (-1, -1)
             aligned = s % batch_size == 0 and (e % batch_size == 0 or e == n)
+            done = None
             if m and last <= s < e <= n and aligned and m[3] == _rows_hash(table, s, e, self.fp):
-                self.done[s], last = (e, path), e
+                done = _read_chunk(path)
+            if done is not None:
+                self.done[s], last = (e, done), e
                 log.info("resume: %s already done", path)
             else:
                 (shutil.rmtree if path.is_dir() else os.remove)(path)
@@ -123,9 +167,21 @@ class _Store:
     def write(self, start: int, end: int, out: pa.Table | None) -> pa.Table:
         name = f"chunk-{start:012d}-{end:012d}-{_rows_hash(self.table, start, end, self.fp)}.parquet"
         tmp = self.dir / f".{name}.{uuid.uuid4().hex[:8]}"
-        pq.write_table(out if out is not None else pa.table({}), tmp)
+        pq.write_table(out if out is not None else pa.table({}), tmp, write_page_checksum=True)
+        with open(tmp, "rb") as f:  # on disk before it is named done, so a power cut cannot leave it empty
+            os.fsync(f.fileno())
         os.replace(tmp, self.dir / name)
         return pq.read_table(self.dir / name)
+
+
+def _read_chunk(path: Path) -> pa.Table | None:
+    """A checkpoint file's results, or None (with a one-line warning) when it is cut short or damaged: its
+    rows are then computed again. Pages carry CRCs (``_Store.write``), so damage inside a page is found too."""
+    try:
+        return pq.read_table(path, page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as e:
+        log.warning("%s: unreadable checkpoint file (%s); computing its rows again", path, " ".join(str(e).split()))
+        return None
 
 
 # --- driver ----------------------------------------------------------------------------------------
@@ -157,9 +213,10 @@ def map_batches(
     n = table.num_rows
     if n == 0:
         return None
-    store = _Store(checkpoint, table, batch_size) if checkpoint is not None else None
+    store = (_Store(checkpoint, table, batch_size, step_fingerprint(checkpoint, fn, fn_kwargs, engine))
+             if checkpoint is not None else None)
     spans = store.pending() if store is not None else [(0, n)]
-    pieces = {s: pq.read_table(path) for s, (_, path) in store.done.items()} if store is not None else {}
+    pieces = {s: done for s, (_, done) in store.done.items()} if store is not None else {}
     step_args = (fn, fn_kwargs, engine.model_dump() if engine is not None else None, engine_factory)
     if not spans:
         stream: Iterator[Block] = iter(())

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,15 +39,37 @@ def package_version() -> str:
         return "0+unknown"
 
 
+@contextmanager
+def ctrl_c_after() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise it: a swap of a few renames is not left halfway
+    (only the main thread can; elsewhere the block runs as is)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` to ``dst``, replacing it; the old folder is renamed away first, then removed."""
-    old = None
-    if dst.exists():
-        old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
-        os.rename(dst, old)
-    os.rename(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Move ``src`` to ``dst``, replacing it; the old folder is renamed away first, then removed. A Ctrl-C
+    between the two renames takes effect after the second (a kill there: ``pipeline.outputs.recover``)."""
+    old, done = None, False
+    try:
+        with ctrl_c_after():
+            if dst.exists():
+                old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
+                os.rename(dst, old)
+            os.rename(src, dst)
+            done = True
+    finally:
+        if done and old is not None:  # a failed second rename keeps the old folder for ``recover``
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager

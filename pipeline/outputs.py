@@ -16,13 +16,18 @@ How: ``out`` is ``OUT/.staging`` (inside ``OUT``, so every rename stays on one f
 the block ends, a commit journal ``OUT/.commit.json`` naming the staged entries is written
 atomically; from then on the new outputs are the truth. Each entry is then swapped in: the old one
 is renamed into ``OUT/.backup/``, the new one renamed from the staging folder into its place,
-folders first and ``metrics*.json`` last; then the journal, backup and staging folder go. A crash
+folders first and ``metrics*.json`` last; then the journal, backup and staging folder go (a Ctrl-C
+meanwhile is held until the swap is done). A crash
 (``kill -9``, power cut) at any point leaves either no journal, and the next start discards the
 staging folder (rolled back: the old outputs were never touched), or a journal, and the next start
 finishes the swap (rolled forward). ``recover`` does this, and also removes the temporaries an
 interrupted run leaves (``.<name>.tmp-*`` of a ``ShardWriter`` spill or ``write_json_atomic``,
 ``.<name>.old-*`` of ``replace_dir``); ``stage_outputs`` and ``pipeline.cli`` call it when a stage
-starts. It assumes one run of a stage at a time (``dvc repro`` holds a repository lock).
+starts. A stage that publishes its folder whole (export: ``replace_dir`` of a folder built beside it) and
+was killed between the two renames has its old folder renamed back (``.<name>.old-*``). It assumes one
+run of a stage at a time (``dvc repro`` holds a repository lock). ``pending_commits`` names the sibling
+output folders that a killed run left half swapped in (a journal and no run to finish it): ``pipeline.cli``
+refuses to start a stage that could read them.
 
 An ``OSError`` raised in the block (disk full, read-only file system, no permission) that names no
 file (a failed write does not) is given ``OUT`` as its file name, so ``os_error_line`` can say where; ``pipeline.cli`` prints
@@ -44,6 +49,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.errors import StageError
+from pipeline.files import ctrl_c_after
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +154,8 @@ def _roll_forward(out_dir: Path, names: list[str]) -> None:
 
 
 def commit_outputs(out_dir: str | Path) -> list[str]:
-    """Swap everything in ``out_dir/.staging`` into ``out_dir`` (see the module docstring); returns the names."""
+    """Swap everything in ``out_dir/.staging`` into ``out_dir`` (see the module docstring); returns the names.
+    A Ctrl-C during the swap takes effect once it is done."""
     out_dir = Path(out_dir)
     names = _order(out_dir / STAGING)
     tmp = out_dir / f"{JOURNAL}.tmp-{uuid.uuid4().hex[:8]}"
@@ -156,15 +163,37 @@ def commit_outputs(out_dir: str | Path) -> list[str]:
         json.dump({"names": names}, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, out_dir / JOURNAL)
-    _fsync_dir(out_dir)
-    _roll_forward(out_dir, names)
+    with ctrl_c_after():
+        os.replace(tmp, out_dir / JOURNAL)
+        _fsync_dir(out_dir)
+        _roll_forward(out_dir, names)
     return names
 
 
+def _recover_replaced(out_dir: Path) -> None:
+    """Undo what a ``replace_dir(tmp, out_dir)`` killed between its two renames left beside ``out_dir``: no
+    ``out_dir``, the old one as ``.<name>.old-*`` (renamed back: the old complete version), and remove the
+    ``.<name>.old-*`` and ``.<name>.tmp*`` temporaries of earlier interrupted runs."""
+    parent = out_dir.parent
+    if not parent.is_dir():
+        return
+    mine = re.compile(rf"^\.{re.escape(out_dir.name)}\.(tmp|old)(-[0-9a-f]{{8}})?$")
+    left = [p for p in parent.iterdir() if mine.match(p.name)]
+    olds = sorted((p for p in left if mine.match(p.name).group(1) == "old"), key=lambda p: p.lstat().st_ctime)
+    if olds and not os.path.lexists(out_dir):
+        log.warning("%s: restoring the previous version, which an interrupted run had moved to %s", out_dir, olds[-1].name)
+        os.rename(olds[-1], out_dir)
+        left.remove(olds[-1])
+    for p in left:
+        log.warning("%s: removing %s, left by an interrupted run", parent, p.name)
+        _remove(p)
+
+
 def recover(out_dir: str | Path) -> None:
-    """Finish or discard what an interrupted run left in ``out_dir``, and remove its stale temporaries."""
+    """Finish or discard what an interrupted run left in (and beside) ``out_dir``, and remove its stale
+    temporaries."""
     out_dir = Path(out_dir)
+    _recover_replaced(out_dir)
     if not out_dir.is_dir():
         return
     journal = out_dir / JOURNAL
@@ -180,6 +209,23 @@ def recover(out_dir: str | Path) -> None:
         if p.name in (STAGING, BACKUP) or STALE.match(p.name):
             log.warning("%s: removing %s, left by an interrupted run", out_dir, p.name)
             _remove(p)
+
+
+def discard_staged(out_dir: str | Path) -> None:
+    """Remove the staging folder of a run that failed before its commit journal (nothing was swapped)."""
+    out_dir = Path(out_dir)
+    if not (out_dir / JOURNAL).exists():
+        shutil.rmtree(out_dir / STAGING, ignore_errors=True)
+
+
+def pending_commits(out_dir: str | Path) -> list[Path]:
+    """The folders beside ``out_dir`` (``data/*``) holding a commit journal: outputs swapped in halfway by a
+    killed run, which a reader would see mixed until that stage runs again (``recover``)."""
+    out_dir = Path(out_dir)
+    parent = out_dir.parent
+    if not parent.is_dir():
+        return []
+    return sorted(j.parent for j in parent.glob(f"*/{JOURNAL}") if j.parent.resolve() != out_dir.resolve())
 
 
 def begin_outputs(out_dir: str | Path) -> Path:

@@ -277,11 +277,11 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows
             raise ExportError(f"{tmp / 'removed.jsonl'}: {written} removal records with texts for {drops.height} removals; "
                               "the methods' pairs changed while export read them, rerun `dvc repro export`")
         files = writer.close()
-    except BaseException:
+        return publish_folder(cfg, root, tmp, out_dir, files, stats, pairs, joint, drops, fp, batch_rows)
+    except BaseException:  # a full disk while writing the card or the manifest too: no candidate left behind
         writer.abort()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return publish_folder(cfg, root, tmp, out_dir, files, stats, pairs, joint, drops, fp, batch_rows)
 
 
 def publish_folder(cfg: Export, root: Path, tmp: Path, out_dir: Path, files: list[dict], stats: dict,

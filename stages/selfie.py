@@ -230,8 +230,6 @@ def annotate(
         )
     if len(roles) == 1:
         scored = scored.with_columns(logprob_reference="logprob_policy", n_tokens_reference="n_tokens_policy")
-    for c in cks:
-        c.clear()
     return implicit_reward(scored, length_normalize=sel.length_normalize), dropped
 
 

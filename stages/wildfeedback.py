@@ -230,7 +230,6 @@ def run_detector(turns: pl.DataFrame, convs: pl.DataFrame, params: Params,
                           fn_kwargs={"sampling": role.sampling, "template_text": prompt("detect"),
                                      "max_chars": cfg.max_message_chars, "context_messages": cfg.context_messages})
         judged = pl.from_arrow(out)
-        ck.clear()
     signals, failed = combine(turns, judged, cfg.detector, cfg.combine)
     return signals, failed, detector_stats(turns, judged, signals)
 

@@ -286,7 +286,6 @@ def _run(table: pa.Table, fn, params: Params, role: LLM, step: str, who: str, ck
     ck = Checkpoint(ckpt_root / step, fingerprint(params.wildfeedback, role, {"step": step}))
     out = map_batches(table, fn, execution=params.execution, engine=role, checkpoint=ck,
                       desc=f"wildfeedback {step} ({who})", fn_kwargs=kwargs)
-    ck.clear()
     return pl.from_arrow(out)
 
 

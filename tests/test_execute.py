@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline import execute
@@ -73,9 +74,9 @@ def test_checkpoint_resumes_and_clears_stale_chunks(tmp_path):
 
 
 def _counted(calls: list[int]):
-    def counted(batch: pa.Table) -> pa.Table:
+    def counted(batch: pa.Table, **kwargs) -> pa.Table:
         calls.append(batch.num_rows)
-        return shout(batch)
+        return shout(batch, **kwargs)
 
     return counted
 
@@ -109,6 +110,63 @@ def test_slow_steps_checkpoint_by_time_and_resume_fills_only_the_gaps(tmp_path, 
     again = map_batches(_input(), _counted(calls), execution=_execution(), checkpoint=ck)
     assert calls == [7, 7] and again.equals(plain)
     assert len(list(ck_dir.iterdir())) == 8  # the two gaps written back, the leftovers cleared
+
+
+def test_a_cut_or_damaged_checkpoint_file_is_named_and_recomputed(tmp_path, caplog):
+    # A file named like a finished chunk (right rows, right fingerprint) whose bytes are cut short, or have a
+    # byte flipped inside a data page, used to crash the rerun (ArrowInvalid) or feed it wrong rows.
+    plain = map_batches(_input(), shout, execution=_execution())
+    ck, ck_dir = Checkpoint(tmp_path / "ck", fingerprint="fp"), tmp_path / "ck"
+    map_batches(_input(), shout, execution=_execution(), checkpoint=ck)
+    files = sorted(ck_dir.glob("chunk-*.parquet"))
+    cut = files[0].read_bytes()
+    files[0].write_bytes(cut[: len(cut) // 2])
+    text = pq.ParquetFile(files[1]).metadata.row_group(0).column(1)  # the last byte of its last data page
+    flipped = bytearray(files[1].read_bytes())
+    flipped[(text.dictionary_page_offset or text.data_page_offset) + text.total_compressed_size - 1] ^= 0x01
+    files[1].write_bytes(bytes(flipped))
+    calls = []
+    with caplog.at_level("WARNING", logger="pipeline.execute"):
+        again = map_batches(_input(), _counted(calls), execution=_execution(), checkpoint=ck)
+    assert again.equals(plain) and sum(calls) == 42  # the two damaged files' rows (0-41) computed again
+    warned = [r.getMessage() for r in caplog.records if "unreadable checkpoint file" in r.getMessage()]
+    assert len(warned) == 2 and all("\n" not in w for w in warned)
+    assert str(files[0]) in warned[0] and str(files[1]) in warned[1]
+    assert sorted(ck_dir.glob("chunk-*.parquet")) == files  # rewritten under the same names
+
+
+def test_a_checkpoint_computed_with_other_step_arguments_or_code_is_not_reused(tmp_path, monkeypatch):
+    # Stages fingerprint their params, but a prompt template reaches the step as a keyword argument (or is
+    # read by the step's code): a run killed before an edit of it used to leave rows the rerun mixed in.
+    ck, calls = Checkpoint(tmp_path / "ck", fingerprint="same params"), []
+    map_batches(_input(), _counted(calls), execution=_execution(), checkpoint=ck, fn_kwargs={"suffix": "!"})
+    calls.clear()
+    out = map_batches(_input(), _counted(calls), execution=_execution(), checkpoint=ck, fn_kwargs={"suffix": "?"})
+    assert sum(calls) == 53 and out.equals(map_batches(_input(), shout, execution=_execution(), fn_kwargs={"suffix": "?"}))
+    calls.clear()
+    map_batches(_input(), _counted(calls), execution=_execution(), checkpoint=ck, fn_kwargs={"suffix": "?"})
+    assert calls == []  # same arguments and code: resumed
+    # A step whose template is a file in its package, edited between a killed run and the rerun: recomputed.
+    pkg = tmp_path / "steppkg"
+    (pkg / "prompts").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "prompts" / "suffix.txt").write_text("!")
+    (pkg / "step.py").write_text(textwrap.dedent("""
+        from pathlib import Path
+        import pyarrow.compute as pc
+
+        def templated(batch):
+            suffix = (Path(__file__).parent / "prompts" / "suffix.txt").read_text()
+            return batch.set_column(1, "text", pc.binary_join_element_wise(batch["text"], suffix, ""))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from steppkg.step import templated
+
+    first = map_batches(_input(), templated, execution=_execution(), checkpoint=ck)
+    (pkg / "prompts" / "suffix.txt").write_text("?")
+    execute._code_version.cache_clear()  # a new process reads the code again
+    again = map_batches(_input(), templated, execution=_execution(), checkpoint=ck)
+    assert first["text"][0].as_py() == "row 0 !" and again.equals(map_batches(_input(), templated, execution=_execution()))
 
 
 def test_checkpoints_that_no_longer_match_the_input_are_recomputed(tmp_path):

@@ -98,6 +98,106 @@ def test_a_crash_before_the_journal_is_rolled_back_at_the_next_start(old, monkey
     assert snapshot(old) == before and not (old / po.STAGING).exists()
 
 
+KILLED_BETWEEN_RENAMES = """
+import os, signal, sys
+from pathlib import Path
+from pipeline.files import replace_dir
+real, calls = os.rename, []
+def rename(src, dst):
+    calls.append(src)
+    if len(calls) == 2:  # the old folder is moved away, the new one not yet in place
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(src, dst)
+os.rename = rename
+replace_dir(Path(sys.argv[1]), Path(sys.argv[2]))
+"""
+
+
+def test_a_folder_published_by_rename_and_killed_between_the_renames_is_restored(root, tmp_path):
+    # Export renames its finished release over data/release (replace_dir). Killed between the two renames it
+    # left no data/release and the old one as data/.release.old-*, which nothing removed or put back.
+    release, built = tmp_path / "data" / "release", tmp_path / "data" / ".release.tmp"
+    write_set(release, "old")
+    write_set(built, "new")
+    before = snapshot(release)
+    proc = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_RENAMES, str(built), str(release)], cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == -signal.SIGKILL and not release.exists()
+    recover(release)  # what `prefpipe run export` does first
+    assert snapshot(release) == before and sorted(p.name for p in release.parent.iterdir()) == ["release"]
+    # Later leftovers beside a complete folder are removed; the folder itself is kept.
+    for name in (".release.old-1a2b3c4d", ".release.tmp", ".release.tmp-deadbeef"):
+        write_set(release.parent / name, name)
+    (release.parent / ".release.rejected").mkdir()  # a candidate that failed its audit: kept for the user
+    recover(release)
+    assert snapshot(release) == before
+    assert sorted(p.name for p in release.parent.iterdir()) == [".release.rejected", "release"]
+
+
+def test_ctrl_c_between_the_renames_of_a_folder_publish_takes_effect_after_them(tmp_path, monkeypatch):
+    from pipeline import files
+
+    release, built = tmp_path / "release", tmp_path / ".release.tmp"
+    write_set(release, "old")
+    write_set(built, "new")
+    real = os.rename
+
+    def ctrl_c_on_the_first(src, dst):
+        if Path(src) == release:
+            os.kill(os.getpid(), signal.SIGINT)
+        real(src, dst)
+
+    monkeypatch.setattr(files.os, "rename", ctrl_c_on_the_first)
+    with pytest.raises(KeyboardInterrupt):
+        files.replace_dir(built, release)
+    assert snapshot(release)["metrics.json"] == b'{"run": "new"}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release"]
+
+
+def test_a_stage_does_not_start_on_outputs_another_stage_left_half_swapped(project, monkeypatch, capsys):
+    # PUGC killed mid-swap: data/pugc holds new pairs and old metrics until PUGC runs again. Curry-DPO (or
+    # export) started by hand read that mix, and export skipped a method whose pairs were moved away.
+    import stages.curry
+
+    pugc = project / "data" / "pugc"
+    with stage_outputs(pugc) as staged:
+        write_set(staged, "old")
+    real = os.rename
+    monkeypatch.setattr(po.os, "rename", lambda s, d: (_ for _ in ()).throw(Killed) if "rejects" in str(s) else real(s, d))
+    with pytest.raises(Killed):
+        with stage_outputs(pugc) as staged:
+            write_set(staged, "new")
+    monkeypatch.setattr(po.os, "rename", real)
+    monkeypatch.setattr(stages.curry, "main", lambda params: pytest.fail("curry read half-swapped inputs"))
+    assert cli.main(["run", "curry"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("prefpipe: data/pugc: a killed run left these outputs half "
+                                                   "swapped in; run that stage again first (`prefpipe run pugc`")
+    recover(pugc)  # what `prefpipe run pugc` does first
+    assert snapshot(pugc)["pairs/part-0.parquet"] == b"pairs new" and cli.prepare_outputs("curry", stages.curry)
+
+
+def test_ctrl_c_during_the_swap_takes_effect_once_the_swap_is_done(old, monkeypatch):
+    # Ctrl-C landing between two renames of the swap left the outputs half swapped (a journal, new pairs,
+    # old metrics) while prefpipe said that they change only when the stage finishes.
+    real, renames = os.rename, []
+
+    def ctrl_c_on_the_second(src, dst):
+        renames.append(src)
+        if len(renames) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        real(src, dst)
+
+    monkeypatch.setattr(po.os, "rename", ctrl_c_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        with stage_outputs(old) as staged:
+            write_set(staged, "new")
+    assert len(renames) == 6 and not (old / po.JOURNAL).exists()
+    assert snapshot(old) == {".gitignore": b"/pairs\n", "metrics.json": b'{"run": "new"}',
+                             "pairs/part-0.parquet": b"pairs new", "rejects/part-0.parquet": b"rejects new"}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again
+
+
 def test_stale_temporaries_are_removed_at_stage_start(old):
     litter = [".conversations.tmp-1a2b3c4d/_runs/run-00000.parquet", ".metrics.json.tmp-deadbeef",
               ".pairs.old-01234567/part-0.parquet", ".staging/pairs/part-0.parquet", ".backup/x"]
@@ -237,3 +337,25 @@ def test_kill_9_during_a_spill_leaves_the_old_tables_and_the_next_run_cleans_up(
         "conversations", "details.json", "documents", "metrics.json", "pairs", "prompts", "rejects", "responses"]
     metrics = json.loads((project / "data" / "ingest" / "details.json").read_text())
     assert metrics["totals"]["conversations"] == 4_500
+
+
+def test_a_full_disk_while_export_writes_its_card_keeps_the_old_release_and_leaves_no_candidate(tmp_path, monkeypatch):
+    # The shards fit, the audit report does not: the old release stays whole, and the half-built folder beside
+    # it is removed (it used to stay in data/.release.tmp, holding the space the user was told to free).
+    import stages.export as export
+    from tests.export_fixtures import export_cfg, standard_methods
+
+    standard_methods(tmp_path)
+    release = tmp_path / "data" / "release"
+    export.build_release(export_cfg(), tmp_path, release, "fp-old")
+    before = snapshot(release)
+
+    def full(obj, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(export, "write_json_atomic", full)
+    with pytest.raises(OSError) as err:
+        export.build_release(export_cfg(), tmp_path, release, "fp-new")
+    assert err.value.errno == errno.ENOSPC
+    assert snapshot(release) == before
+    assert sorted(p.name for p in release.parent.iterdir()) == ["curry", "dove", "pugc", "release", "selfie"]

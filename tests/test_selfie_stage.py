@@ -76,6 +76,38 @@ def _metrics(tmp_path) -> dict:
     return json.loads((tmp_path / "data/selfie/details.json").read_text())
 
 
+def test_a_run_that_fails_writing_its_outputs_resumes_from_its_model_steps(tmp_path, monkeypatch, capsys):
+    # Selfie (and WildFeedback) cleared each step's checkpoint as soon as the step ended, so a full disk (or a
+    # kill) while the outputs were written cost every model call again. Now `prefpipe run` clears them once the
+    # outputs are committed.
+    import errno
+    import os
+
+    import pipeline.config
+    from pipeline import cli
+
+    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
+    params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref")
+    monkeypatch.setattr(pipeline.config, "load_params", lambda path: params)
+
+    def full(out):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(selfie, "commit_outputs", full)
+        assert cli.main(["run", "selfie"]) == 1
+    assert "No space left on device (ENOSPC)" in capsys.readouterr().err
+    assert not (tmp_path / "data/selfie/.staging").exists()  # no half-written outputs hold the space
+    checkpoints = tmp_path / ".prefpipe/checkpoints/selfie"
+    assert {d.name for d in checkpoints.iterdir() if any(d.glob("chunk-*.parquet"))} == {
+        "sample", "logprob_policy", "logprob_reference"}
+    for engine in engines.values():
+        engine.calls.clear()
+    assert cli.main(["run", "selfie"]) == 0
+    assert [c for e in engines.values() for c in e.calls if c[0] == "generate"] == []  # nothing sampled again
+    assert not checkpoints.exists()  # cleared once the outputs are in place
+
+
 def test_stage_writes_seed_and_iteration_pairs_responses_and_metrics(tmp_path, monkeypatch):
     engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
     params = _project(
@@ -108,7 +140,7 @@ def test_stage_writes_seed_and_iteration_pairs_responses_and_metrics(tmp_path, m
     assert (metrics["same_model"], metrics["logprob_passes"]) == (False, 2)
     assert metrics["gates"]["reward"]["labels"] == "used, gate lowered"
     assert _out(tmp_path, "test", "pairs").column("source").to_pylist() == ["test"]
-    assert not (tmp_path / ".prefpipe/checkpoints/selfie/sample").exists()  # cleared on success
+    assert any((tmp_path / ".prefpipe/checkpoints/selfie/sample").iterdir())  # `prefpipe run` clears them after
 
     # the same inputs and params give byte-identical shards
     before = {p.name: p.read_bytes() for p in (tmp_path / "data/selfie/pairs").rglob("*.parquet")}
