@@ -163,11 +163,12 @@ def _ends(col: str) -> pl.Expr:
 
 
 def _ranks(df: pl.DataFrame) -> pl.DataFrame:
-    """``rank`` 1..n and group size ``n`` of a frame sorted by (group, rank order)."""
-    idx = pl.int_range(pl.len(), dtype=pl.Int64)
-    start = pl.when(_starts("group")).then(idx).forward_fill()
-    end = pl.when(_ends("group")).then(idx).backward_fill()
-    return df.with_columns(rank=(idx - start + 1).cast(pl.Int32), n=(end - start + 1).cast(pl.Int32))
+    """``rank`` 1..n and group size ``n`` of a frame sorted by (group, rank order), from the group starts."""
+    group = df.get_column("group").to_numpy()
+    starts = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]])) if len(group) else np.zeros(0, np.int64)
+    sizes = np.diff(np.append(starts, len(group)))
+    rank = np.arange(len(group)) - np.repeat(starts, sizes) + 1
+    return df.with_columns(rank=pl.Series(rank, dtype=pl.Int32), n=pl.Series(np.repeat(sizes, sizes), dtype=pl.Int32))
 
 
 def _rank_order(df: pl.DataFrame, response_id: pl.Series) -> pl.DataFrame:
