@@ -74,7 +74,7 @@ def _lineage(scored: pl.DataFrame, c: np.ndarray, r: np.ndarray, fp: str, plain:
     order (~2x faster than reading four ids at random rows). ``plain`` (no id in the input needs JSON
     escaping, the usual case): joined as strings, else encoded by polars' JSON writer.
     """
-    local = np.argsort(c)
+    local = np.argsort(c.astype(np.uint32) if scored.height < 2**32 else c)  # 32-bit keys sort ~1.4x faster
     chosen, rejected = c[local], r[local]
     ids = pl.DataFrame({"prompt_id": scored.get_column("prompt_id").gather(chosen),
                         "scorer": scored.get_column("scorer").gather(chosen),
