@@ -55,6 +55,7 @@ from pipeline.config import Curry, Execution, Params, fingerprint
 from pipeline.io import read_table
 from pipeline.metrics import write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
+from pipeline.text import is_ascii
 from stages.curry_output import curriculum_files, metrics, to_pairs_table, write_levels
 
 __all__ = ["build_pairs", "curriculum_files", "main", "run"]
@@ -100,11 +101,14 @@ def scored_responses(responses: pa.Table) -> tuple[pl.DataFrame, dict[str, int]]
     text = responses.column("text")
     # Empty, or whitespace only (utf8_is_space is false on ""); no trimmed copy of every text.
     blank = pc.or_(pc.equal(pc.binary_length(text), 0), pc.utf8_is_space(text))
-    df = pl.from_arrow(responses.select(["input", "prompt_id", "scorer", "response_id", "score", "text"])).with_columns(
+    # Texts all ASCII (the usual case): lower-cased by Arrow before the frame is built, ~8x faster than
+    # polars' Unicode lower-casing and the same bytes; on ASCII, case and whitespace steps commute.
+    ascii_only = is_ascii(text)
+    cols = responses.select(["input", "prompt_id", "scorer", "response_id", "score"])
+    df = pl.from_arrow(cols.append_column("text", pc.ascii_lower(text) if ascii_only else text)).with_columns(
         pl.col("scorer").fill_null(""), pl.col("score").cast(pl.Float64), row=pl.int_range(pl.len(), dtype=pl.Int64),
-        _blank=pl.from_arrow(blank), _key=ids.key("prompt_id", "scorer"))
-    df = df.with_columns(ps=pl.col("_key").nchash.xxh3_64(seed=0), _ps1=pl.col("_key").nchash.xxh3_64(seed=1),
-                         rid=ids.hash64("response_id")).drop("_key")
+        _blank=pl.from_arrow(blank), rid=ids.hash64("response_id"))
+    df = pl.concat([df, _group_hashes(df)], how="horizontal")
     if df.get_column("input").n_unique() > 1:  # several input sets: the set is part of the group
         df = df.with_columns(group=ids.combine("input", "ps"), check=ids.combine("input", "_ps1"))
     else:
@@ -118,10 +122,24 @@ def scored_responses(responses: pa.Table) -> tuple[pl.DataFrame, dict[str, int]]
     )
     df = df.with_columns(_drop=reason)
     drops = dict(df.filter(pl.col("_drop").is_not_null()).group_by("_drop").len().iter_rows())
+    folded = _normal_text(pl.col("text")) if ascii_only else _normal_text(pl.col("text")).str.to_lowercase()
     kept = df.filter(pl.col("_drop").is_null()).select(
         "input", "prompt_id", "scorer", "response_id", "score", "row", "group", "check", "ps", "rid",
-        text_key=_normal_text(pl.col("text")).str.to_lowercase().nchash.xxh3_64())
+        text_key=folded.nchash.xxh3_64())
     return kept, {k: int(v) for k, v in sorted(drops.items())}
+
+
+def _group_hashes(df: pl.DataFrame) -> pl.DataFrame:
+    """``ps`` = ``ids.hash64(prompt_id, scorer)`` and ``_ps1`` (the same key, seed 1) per row of ``df``.
+
+    Responses of one prompt usually sit together: the key is built and hashed once per run of rows with
+    equal (prompt_id, scorer), then repeated over the run (~1.6x faster than once per row).
+    """
+    starts = (pl.col("prompt_id") != pl.col("prompt_id").shift(1)) | (pl.col("scorer") != pl.col("scorer").shift(1))
+    starts = df.select(starts.fill_null(True)).to_series()  # a null id starts a run of its own: never merged
+    heads = df.filter(starts).select(_key=ids.key("prompt_id", "scorer")).select(
+        ps=pl.col("_key").nchash.xxh3_64(seed=0), _ps1=pl.col("_key").nchash.xxh3_64(seed=1))
+    return heads[starts.cum_sum() - 1]
 
 
 def _first_distinct(df: pl.DataFrame, a: str, b: str, exact: list[str]) -> pl.Series:
@@ -145,11 +163,12 @@ def _ends(col: str) -> pl.Expr:
 
 
 def _ranks(df: pl.DataFrame) -> pl.DataFrame:
-    """``rank`` 1..n and group size ``n`` of a frame sorted by (group, rank order)."""
-    idx = pl.int_range(pl.len(), dtype=pl.Int64)
-    start = pl.when(_starts("group")).then(idx).forward_fill()
-    end = pl.when(_ends("group")).then(idx).backward_fill()
-    return df.with_columns(rank=(idx - start + 1).cast(pl.Int32), n=(end - start + 1).cast(pl.Int32))
+    """``rank`` 1..n and group size ``n`` of a frame sorted by (group, rank order), from the group starts."""
+    group = df.get_column("group").to_numpy()
+    starts = np.flatnonzero(np.concatenate([[True], group[1:] != group[:-1]])) if len(group) else np.zeros(0, np.int64)
+    sizes = np.diff(np.append(starts, len(group)))
+    rank = np.arange(len(group)) - np.repeat(starts, sizes) + 1
+    return df.with_columns(rank=pl.Series(rank, dtype=pl.Int32), n=pl.Series(np.repeat(sizes, sizes), dtype=pl.Int32))
 
 
 def _rank_order(df: pl.DataFrame, response_id: pl.Series) -> pl.DataFrame:
@@ -207,10 +226,13 @@ def attach_prompts(ranked: pl.DataFrame, scored: pl.DataFrame, prompts: pa.Table
     index = pl.from_arrow(prompts.select(["input", "prompt_id"])).with_columns(pidx=pl.int_range(pl.len(), dtype=pl.Int64))
     if index.get_column("prompt_id").n_unique() < index.height:  # a repeated id: keep its first row per set
         index = index.unique(["input", "prompt_id"], keep="first", maintain_order=True)
+    # One input set on both sides (the usual case): the id alone is the key (a one-column join is ~1.3x faster).
+    sets = pl.concat([index.get_column("input"), scored.get_column("input")], rechunk=False)
+    on = ["prompt_id"] if sets.min() == sets.max() else ["input", "prompt_id"]
     head = (ranked.get_column("rank") == 1).to_numpy()
     at = np.flatnonzero(head)  # ``ranked`` is sorted by (group, rank): each group starts with its head
-    heads = scored.select("input", "prompt_id")[ranked.get_column("ridx").gather(at)]
-    pidx = heads.join(index, on=["input", "prompt_id"], how="left", maintain_order="left").get_column("pidx")
+    heads = scored.select(on)[ranked.get_column("ridx").gather(at)]
+    pidx = heads.join(index.select(*on, "pidx"), on=on, how="left", maintain_order="left").get_column("pidx")
     # Every row takes its group head's prompt row (a forward fill over head positions, no join of all rows).
     owner = np.maximum.accumulate(np.where(head, np.arange(len(head)), 0))
     per_head = np.full(len(head), -1, dtype=np.int64)

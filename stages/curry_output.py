@@ -74,7 +74,7 @@ def _lineage(scored: pl.DataFrame, c: np.ndarray, r: np.ndarray, fp: str, plain:
     order (~2x faster than reading four ids at random rows). ``plain`` (no id in the input needs JSON
     escaping, the usual case): joined as strings, else encoded by polars' JSON writer.
     """
-    local = np.argsort(c)
+    local = np.argsort(c.astype(np.uint32) if scored.height < 2**32 else c)  # 32-bit keys sort ~1.4x faster
     chosen, rejected = c[local], r[local]
     ids = pl.DataFrame({"prompt_id": scored.get_column("prompt_id").gather(chosen),
                         "scorer": scored.get_column("scorer").gather(chosen),
@@ -83,12 +83,11 @@ def _lineage(scored: pl.DataFrame, c: np.ndarray, r: np.ndarray, fp: str, plain:
     if not plain:
         fields = [pl.lit(STAGE).alias("stage"), *LINEAGE_IDS, pl.lit(fp).alias("fingerprint")]
         text = ids.select(pl.struct(fields).struct.json_encode()).to_series()
-    else:
-        parts = [pl.lit(f'{{"stage":{json.dumps(STAGE)}')]
-        for k in LINEAGE_IDS:
-            parts += [pl.lit(f',"{k}":"'), pl.col(k), pl.lit('"')]
-        parts.append(pl.lit(f',"fingerprint":{json.dumps(fp)}}}'))
-        text = ids.select(pl.concat_str(parts)).to_series()
+    else:  # one literal between two ids (each piece costs a pass over the rows)
+        glue = [f'{{"stage":{json.dumps(STAGE)},"{LINEAGE_IDS[0]}":"',
+                *(f'","{k}":"' for k in LINEAGE_IDS[1:]), f'","fingerprint":{json.dumps(fp)}}}']
+        parts = [e for k, lit in zip(LINEAGE_IDS, glue, strict=False) for e in (pl.lit(lit), pl.col(k))]
+        text = ids.select(pl.concat_str([*parts, pl.lit(glue[-1])])).to_series()
     back = np.empty_like(local)
     back[local] = np.arange(len(local))
     return _arrow(text.gather(back), pa.string())

@@ -172,6 +172,28 @@ def test_equal_texts_never_pair_the_best_scored_copy_stays():
             assert " ".join(r["chosen"][0]["content"].lower().split()) != " ".join(r["rejected"][0]["content"].lower().split())
 
 
+
+def test_equal_texts_beyond_ascii_fold_case_too():
+    """ASCII texts are case-folded by Arrow, any other by polars' Unicode lower-casing: both must fold."""
+    responses = [resp("p1", "a", 9, text="Ça VA, Éloïse."), resp("p1", "b", 7, text="ça  va, éloïse.\n"),
+                 resp("p1", "c", 4, text="Other answer."), resp("p1", "d", 1, text="ÇA VA, ÉLOÏSE.")]
+    rows, m = build([prompt("p1")], responses)
+    assert sorted(ids(rows)) == [("a", "c", 0)]
+    assert m["responses"]["dropped"] == {"same_text": 2}
+
+
+def test_pair_ids_do_not_depend_on_how_a_prompts_responses_are_spread_over_the_rows():
+    """(prompt_id, scorer) is hashed once per run of equal rows: interleaved prompts and scorers, and a
+    prompt whose responses are split across the input, must get the ids of the documented rule."""
+    grouped = [resp(f"q{i}", f"q{i}{s}r{k}", float(v), scorer=s)
+               for i in range(3) for s in ("x", "y") for k, v in enumerate([8, 5, 1])]
+    spread = grouped[::2] + grouped[1::2]  # no two neighbours share (prompt_id, scorer), some runs split
+    want = sorted(xxh3_hex(f"q{i}", s, f"q{i}{s}r0", f"q{i}{s}r{k}") for i in range(3) for s in ("x", "y") for k in (1, 2))
+    for responses in (grouped, spread, spread[::-1]):
+        rows, _ = build([prompt(f"q{i}") for i in range(3)], responses)
+        assert sorted(r["pair_id"] for r in rows) == want
+        assert all(json.loads(r["lineage"])["chosen_id"].endswith("r0") for r in rows)
+
 def model_input(n_sets: int, scores: str = "model") -> list[dict]:
     return [{"prompts": "p", "responses": "r", "scores": scores}] * n_sets
 

@@ -6,11 +6,13 @@ import random
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 from xxhash import xxh3_64_intdigest
 
 from pipeline.text import (
     _P,
     connected_components,
+    is_ascii,
     minhash,
     mix64,
     near_duplicate_groups,
@@ -61,3 +63,13 @@ def test_near_duplicates_are_grouped_and_distinct_texts_are_not():
 def test_connected_components_follow_chains():
     labels = connected_components(6, np.array([4, 1, 2]), np.array([5, 2, 3]))
     assert labels.tolist() == [0, 1, 1, 1, 4, 4]
+
+
+def test_is_ascii_reads_only_the_values_bytes():
+    assert is_ascii(pa.chunked_array([["plain", "", None], ["text"]]))
+    assert is_ascii(pa.array(["a", "b"], pa.large_string())) and is_ascii(pa.chunked_array([], pa.string()))
+    assert not is_ascii(pa.chunked_array([["plain"], ["café"]]))
+    assert not is_ascii(pa.array(["ok", "naïve"]))
+    tail = pa.array(["naïve", "ok", "fine"]).slice(1)  # the slice's values are ASCII, its buffer is not
+    assert is_ascii(tail) and not is_ascii(pa.array(["ok", "fine", "naïve"]).slice(1))
+    assert not is_ascii(pa.array([b"ab"], pa.binary()))  # not a string column: the caller's general path
