@@ -96,7 +96,25 @@ def ray_init(address: str | None = None, **kwargs: Any) -> None:
         ray.init(**common, job_config=JobConfig(_py_driver_sys_path=roots), **kwargs)
     else:
         runtime_env = {"py_modules": [pipeline, stages], "env_vars": {"PREFPIPE_PROGRESS": "0"}}
-        ray.init(**common, runtime_env=runtime_env, **kwargs)
+        try:
+            ray.init(**common, runtime_env=runtime_env, **kwargs)
+        except (ConnectionError, RuntimeError) as e:
+            raise StageError(_connect_error(address, e)) from e
+
+
+def _connect_error(address: str, error: BaseException) -> str:
+    """One line for a cluster that answers but lets no driver in; most often its token authentication (on by
+    default for clusters started with `ray start` since Ray 2.59; a driver sends no token unless told)."""
+    chain = [error]
+    while chain[-1].__cause__ is not None and len(chain) < 10:
+        chain.append(chain[-1].__cause__)
+    if any(type(c).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(c) for c in chain):
+        return (f"execution.ray_address (or RAY_ADDRESS) {address!r}: the Ray cluster there requires its "
+                "authentication token; set RAY_AUTH_MODE=token and give this machine the cluster's token "
+                "(`ray get-auth-token` on the head node, into RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+    last = " ".join(str(chain[-1]).split())[:300]
+    return (f"execution.ray_address (or RAY_ADDRESS) {address!r}: Ray could not connect ({type(chain[-1]).__name__}: "
+            f"{last}); check that a Ray cluster of this Ray version runs there (`ray status` on its head node)")
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
