@@ -385,7 +385,20 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     return params
 
 
+# Where an engine runs, not what it computes (``llm`` and every role): more or fewer Ray replicas or GPUs
+# change no output byte, so no fingerprint either, and a rerun on a resized cluster keeps its checkpoints.
+PLACEMENT_KEYS = frozenset({"replicas", "gpus_per_replica"})
+
+
+def _without_placement(v: Any) -> Any:
+    if isinstance(v, (dict, list)):
+        items = v.items() if isinstance(v, dict) else enumerate(v)
+        kept = [(k, _without_placement(x)) for k, x in items if k not in PLACEMENT_KEYS]
+        return dict(kept) if isinstance(v, dict) else [x for _, x in kept]
+    return v
+
+
 def fingerprint(*sections: BaseModel | dict[str, Any]) -> str:
-    """A short stable hash of parameter sections, recorded in manifests and lineage."""
+    """A short stable hash of parameter sections (less ``PLACEMENT_KEYS``), recorded in manifests and lineage."""
     payload = [s.model_dump(mode="json") if isinstance(s, BaseModel) else s for s in sections]
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(_without_placement(payload), sort_keys=True).encode()).hexdigest()[:16]

@@ -251,10 +251,13 @@ def map_batches(
                     continue
                 if block[1] - run[0][0] >= execution.checkpoint_rows or time.monotonic() - last_flush >= FLUSH_SECONDS:
                     flush()
-        except (KeyboardInterrupt, EngineError) as e:  # a Ray task's error is an instance of its cause's class too
+        except BaseException as e:  # a Ray task's error is an instance of its cause's class too
             if store is not None:
-                flush()  # Ctrl-C or a failed engine: the finished batches are kept, a rerun resumes after them
-            if isinstance(e, KeyboardInterrupt):
+                try:  # Ctrl-C, a failed engine, a lost worker, a failing batch: the finished batches are kept
+                    flush()
+                except Exception:  # noqa: BLE001 - the write itself failed (disk full): the first error is the one
+                    pass
+            if not isinstance(e, EngineError):
                 raise
             raise engine_step_error(desc or fn.__name__, engine, getattr(e, "cause", None) or e) from e
         flush()

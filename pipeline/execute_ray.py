@@ -1,12 +1,17 @@
 """The executor's Ray backend: ``ray_init``, the engine actor pools ``engine_pools()`` keeps alive, and
 ``stream_ray``, which sends blocks of whole batches to an engine step's actors or to Ray tasks (CPU
 steps) and yields their results in input order. A task's block grows until it holds about
-``TASK_SECONDS`` of work; ``IN_FLIGHT`` tasks are queued per worker. Ray is imported only when one of
-these runs, so the local backend never needs it.
+``TASK_SECONDS`` of work; ``IN_FLIGHT`` tasks are queued per worker. Before a step starts, its workers are
+sized against the cluster's live nodes: one that no node can hold fails the step at once (Ray would wait
+for it forever), more replicas than fit run as many as fit, with a warning. A worker lost while it runs
+(killed, out of memory, its node gone) is restarted and its block retried up to ``MAX_RESTARTS`` times;
+then the step fails in one line and keeps its finished batches. Ray is imported only when one of these
+runs, so the local backend never needs it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -18,11 +23,14 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.config import LLM, Execution
-from pipeline.errors import StageError
+from pipeline.errors import EngineError, SourceError, StageError
 from pipeline.execute_step import Block, Step, build_engine, concat_outputs, from_ipc, slices, to_ipc
 
 TASK_SECONDS = 1.0  # Ray: rows per task grow (whole batches) until a task holds about this much work
 IN_FLIGHT = 2  # Ray: tasks queued per worker, so a replica never waits on the driver
+MAX_RESTARTS = 3  # Ray: restarts of a lost replica (and retries of its blocks) before the step fails
+
+log = logging.getLogger(__name__)
 
 
 # --- one block, in a Ray worker -------------------------------------------------------------------
@@ -37,12 +45,19 @@ def run_block(call: Callable[[pa.Table], pa.Table | None], buf: pa.Buffer,
 
 
 class _Replica:
-    """A Ray actor holding one engine, built once; it runs the blocks of every step it is given."""
+    """A Ray actor holding one engine, built once; it runs the blocks of every step it is given. An engine
+    that cannot load is raised by the first block, as itself (a failed ``__init__`` would reach the driver
+    as Ray's ``ActorDiedError``, a traceback instead of the engine's one line)."""
 
     def __init__(self, engine: dict, factory=None):
-        self.engine = build_engine(engine, factory)
+        try:
+            self.engine, self.error = build_engine(engine, factory), None
+        except Exception as e:  # noqa: BLE001 - raised again, unchanged, by block()
+            self.engine, self.error = None, e
 
     def block(self, step: tuple, buf: pa.Buffer, batch_size: int) -> tuple[pa.Buffer | None, float]:
+        if self.error is not None:
+            raise self.error
         fn, fn_kwargs = step
         return run_block(lambda b: fn(b, self.engine, **fn_kwargs), buf, batch_size)
 
@@ -81,7 +96,25 @@ def ray_init(address: str | None = None, **kwargs: Any) -> None:
         ray.init(**common, job_config=JobConfig(_py_driver_sys_path=roots), **kwargs)
     else:
         runtime_env = {"py_modules": [pipeline, stages], "env_vars": {"PREFPIPE_PROGRESS": "0"}}
-        ray.init(**common, runtime_env=runtime_env, **kwargs)
+        try:
+            ray.init(**common, runtime_env=runtime_env, **kwargs)
+        except (ConnectionError, RuntimeError) as e:
+            raise StageError(_connect_error(address, e)) from e
+
+
+def _connect_error(address: str, error: BaseException) -> str:
+    """One line for a cluster that answers but lets no driver in; most often its token authentication (on by
+    default for clusters started with `ray start` since Ray 2.59; a driver sends no token unless told)."""
+    chain = [error]
+    while chain[-1].__cause__ is not None and len(chain) < 10:
+        chain.append(chain[-1].__cause__)
+    if any(type(c).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(c) for c in chain):
+        return (f"execution.ray_address (or RAY_ADDRESS) {address!r}: the Ray cluster there requires its "
+                "authentication token; set RAY_AUTH_MODE=token and give this machine the cluster's token "
+                "(`ray get-auth-token` on the head node, into RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+    last = " ".join(str(chain[-1]).split())[:300]
+    return (f"execution.ray_address (or RAY_ADDRESS) {address!r}: Ray could not connect ({type(chain[-1]).__name__}: "
+            f"{last}); check that a Ray cluster of this Ray version runs there (`ray status` on its head node)")
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -135,6 +168,30 @@ def _release(kept: dict) -> None:
     kept.pop("key", None)
 
 
+def _capacity(cpus: float, gpus: float, wanted: int, what: str) -> int:
+    """How many of ``wanted`` workers (each ``cpus`` CPUs and ``gpus`` GPUs) the cluster's live nodes hold:
+    none is an error naming the settings (Ray would queue them forever), fewer than wanted a warning."""
+    import ray
+
+    ask = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    fit = sum(int(min(node.get(r, 0.0) / q for r, q in ask.items()) + 1e-9) for node in nodes)
+    need = " and ".join(f"{q:g} {r}" for r, q in ask.items())
+    if fit == 0:
+        largest = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)), default={})
+        has = ", ".join(f"{largest.get(r, 0.0):g} {r}" for r in ask)
+        knobs = "execution.num_cpus_per_task" + (" and llm.gpus_per_replica or the role's" if gpus else "")
+        hint = " (gpus_per_replica: 0 runs on CPUs)" if gpus else ""
+        raise EngineError(
+            f"no node of the Ray cluster can hold one {what}: each asks for {need} ({knobs}) and the largest of "
+            f"its {len(nodes)} node(s) has {has}; lower those settings{hint} or add a node that has them"
+        )
+    if what == "replica" and fit < wanted:
+        log.warning("llm.replicas (or the role's) is %d, but the Ray cluster holds only %d replica(s) of %s: "
+                    "running %d; set replicas to %d or add nodes", wanted, fit, need, fit, fit)
+    return min(fit, wanted) if what == "replica" else fit
+
+
 def _engine_pool(engine: LLM, factory, cpus: float) -> list:
     """The actors of an engine step: the kept pool when its config matches, else a new one."""
     import ray
@@ -144,12 +201,34 @@ def _engine_pool(engine: LLM, factory, cpus: float) -> list:
         return _kept["actors"]
     if _kept:
         _release(_kept)
+    n = _capacity(cpus, engine.gpus_per_replica, engine.replicas, "replica")
     replica = ray.remote(_Replica).options(num_cpus=cpus, num_gpus=engine.gpus_per_replica or None,
-                                           max_restarts=-1, max_task_retries=-1)
-    actors = [replica.remote(engine.model_dump(), factory) for _ in range(engine.replicas)]
+                                           max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)
+    actors = [replica.remote(engine.model_dump(), factory) for _ in range(n)]
     if _kept is not None:
         _kept.update(key=key, actors=actors)
     return actors
+
+
+def _get(ref, start: int, end: int) -> tuple[pa.Buffer | None, float]:
+    """A block's result. A stage's own one-line errors raised in a worker come back as themselves; a worker
+    lost more than ``MAX_RESTARTS`` times is one line (``map_batches`` adds the step, keeps what finished)."""
+    import ray
+    from ray.exceptions import RayError, RayTaskError
+
+    try:
+        return ray.get(ref)
+    except RayTaskError as e:
+        if isinstance(e.cause, (StageError, SourceError)):
+            raise e.cause from None
+        raise
+    except RayError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EngineError(
+            f"the Ray worker running rows {start}-{end} was lost, also after {MAX_RESTARTS} restarts ({type(e).__name__}: "
+            f"{first}): killed, out of memory or its node gone (its log: /tmp/ray/session_latest/logs on that "
+            "node); the finished batches are kept: fix the cause and run the stage again to resume"
+        ) from e
 
 
 def stream_ray(table, spans, *, step_args: tuple, engine: LLM | None, batch_size: int,
@@ -172,8 +251,9 @@ def stream_ray(table, spans, *, step_args: tuple, engine: LLM | None, batch_size
             step_ref = ray.put((fn, fn_kwargs))
             workers = [lambda buf, a=a: a.block.remote(step_ref, buf, batch_size) for a in actors]
         else:
-            task, step_ref = ray.remote(_cpu_block).options(num_cpus=cpus), ray.put(step_args)
-            width = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
+            task = ray.remote(_cpu_block).options(num_cpus=cpus, max_retries=MAX_RESTARTS)
+            step_ref = ray.put(step_args)
+            width = _capacity(cpus, 0, 0, "task")
             workers = [lambda buf: task.remote(buf, batch_size, step_ref)] * width
         total = sum(e - s for s, e in spans)
         cap = max(batch_size, min(execution.checkpoint_rows, total // (2 * len(workers))) // batch_size * batch_size)
@@ -200,7 +280,7 @@ def stream_ray(table, spans, *, step_args: tuple, engine: LLM | None, batch_size
                 (ref,), _ = ray.wait(list(inflight), num_returns=1)
                 seq, w, s, e = inflight.pop(ref)
                 busy[w] -= 1
-                out, seconds = ray.get(ref)
+                out, seconds = _get(ref, s, e)
                 ready[seq] = (s, e, [from_ipc(out)])
                 per_row = seconds / (e - s)
                 rows = int(min(cap, max(batch_size, TASK_SECONDS / max(per_row, 1e-9))) // batch_size * batch_size)

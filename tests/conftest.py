@@ -22,10 +22,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # (`--no-loadscope-reorder` keeps this order instead of sorting groups by their number of tests).
 BUILT_REPO_MODULES = {"test_cluster.py", "test_dvc.py", "test_remote.py", "test_resume.py"}
 LONGEST_FIRST = ["test_real_model.py", "built_repo"]
+# Modules whose tests all run on the session's local Ray (`ray_cluster`): one worker, one Ray instance.
+SAME_GROUP = {"test_ray_workers.py": "test_execute.py"}
 
 
 def _group(item: pytest.Item) -> str:
-    return "built_repo" if item.path.name in BUILT_REPO_MODULES else item.path.name
+    name = item.path.name
+    return "built_repo" if name in BUILT_REPO_MODULES else SAME_GROUP.get(name, name)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks

@@ -140,6 +140,21 @@ def test_fingerprint_follows_the_section(root):
     assert fingerprint(p.ingest) != fingerprint(data)
 
 
+def test_scaling_the_replicas_or_their_gpus_changes_no_fingerprint(tmp_path, good):
+    """Replicas and GPUs per replica place an engine, they do not change what it computes (outputs are
+    byte-identical at any replica count): a stage rerun on a resized cluster writes the same bytes and
+    resumes from its checkpoints. Anything the engine computes with still counts."""
+    base = load_params(write(tmp_path, good))
+    good["llm"].update(replicas=8, gpus_per_replica=1)
+    good["pugc"]["roles"]["judge"] = {"replicas": 2, "gpus_per_replica": 4}
+    scaled = load_params(write(tmp_path, good))
+    for section in ("llm", "pugc", "selfie", "dove", "wildfeedback"):
+        assert fingerprint(getattr(scaled, section)) == fingerprint(getattr(base, section)), section
+    good["pugc"]["roles"]["judge"]["batch_size"] = 3
+    assert fingerprint(load_params(write(tmp_path, good)).pugc) != fingerprint(base.pugc)
+    assert fingerprint(scaled.llm.model_copy(update={"tensor_parallel_size": 2})) != fingerprint(base.llm)
+
+
 def test_cli_fails_before_any_work(tmp_path, good, monkeypatch, capsys):
     good["ingest"]["sources"][0]["path"] = 12  # a path must be a string
     good["ingest"]["bogus"] = True

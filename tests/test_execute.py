@@ -390,3 +390,17 @@ def _all_exit(pids: set[int], seconds: float = 30) -> bool:
     while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     return not any(_alive(pid) for pid in pids)
+
+
+def test_a_failing_batch_keeps_every_batch_finished_before_it(tmp_path):
+    """Today's failure: only Ctrl-C and a failed engine flushed; a batch that raised anything else threw away
+    the batches finished since the last checkpoint file (here rows 21-28; up to checkpoint_rows or 60 s)."""
+    log, ck = str(tmp_path / "seen.log"), Checkpoint(tmp_path / "ck", fingerprint="fp")
+    with pytest.raises(RuntimeError, match="step crashed at r0030"):
+        map_batches(_input(), crash_once, execution=_execution(), checkpoint=ck, fn_kwargs={"log": log, "at": "r0030"})
+    spans = sorted(tuple(int(x) for x in p.name.split("-")[1:3]) for p in (tmp_path / "ck").glob("chunk-*.parquet"))
+    assert spans == [(0, 21), (21, 28)]
+    Path(log).unlink()
+    out = map_batches(_input(), crash_once, execution=_execution(), checkpoint=ck, fn_kwargs={"log": log, "at": "r0030"})
+    assert Path(log).read_text().split()[0] == "r0028"  # the rerun starts at the failed batch
+    assert out.equals(map_batches(_input(), shout, execution=_execution()))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import StageError
-from pipeline.execute_ray import check_address
+from pipeline.execute_ray import check_address, ray_init
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,3 +40,40 @@ def test_ray_init_checks_before_ray_starts():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     assert out.startswith("StageError execution.ray_address (or RAY_ADDRESS) '127.0.0.1:9': nothing answers")
     assert out.strip().endswith("initialized False")
+
+
+def _refused_by_the_cluster(**kwargs):
+    """What ray.init raises (Ray 2.60, measured) when a cluster started with `ray start` (token authentication on)
+    is reached by a driver that sends no token, after 20 s of retries."""
+    try:
+        raise RuntimeError("Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
+                           "ray.exceptions.AuthenticationError: RPC error: InvalidAuthToken: Authentication token "
+                           "is missing or incorrect. Note: RAY_AUTH_MODE is currently 'disabled' (not 'token').")
+    except RuntimeError as e:
+        raise ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6379") from e
+
+
+def test_a_cluster_that_refuses_the_driver_is_one_line_saying_how_to_get_in(monkeypatch):
+    """Today's failure: Ray's ConnectionError traceback; the README's `ray start --head` + RAY_ADDRESS recipe hit it."""
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", _refused_by_the_cluster)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(StageError) as e:
+            ray_init(address)
+    assert str(e.value) == (
+        f"execution.ray_address (or RAY_ADDRESS) {address!r}: the Ray cluster there requires its authentication "
+        "token; set RAY_AUTH_MODE=token and give this machine the cluster's token (`ray get-auth-token` on the head "
+        "node, into RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+
+    monkeypatch.setattr(ray, "init", lambda **kw: (_ for _ in ()).throw(ConnectionError("version mismatch")))
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        with pytest.raises(StageError, match=r"^execution.ray_address .*: Ray could not connect \(ConnectionError: "
+                                             r"version mismatch\); check that a Ray cluster"):
+            ray_init(f"127.0.0.1:{server.getsockname()[1]}")
