@@ -1,4 +1,5 @@
-"""dvc.yaml names every file a stage's code reads, so `dvc repro` reruns a stage when any of them changes.
+"""dvc.yaml names every file a stage's code reads, so `dvc repro` reruns a stage when any of them changes,
+and every ``llm`` / ``execution`` key that can change a model stage's outputs (and no other).
 
 A stage's code is ``stages/<stage>.py`` and every project module it imports, at module level or inside a
 function (found by reading the source, transitively), plus its prompt templates and probe sets
@@ -11,11 +12,15 @@ other-language cues -- was such a module).
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
+from pipeline.config import EXECUTION_PLACEMENT_KEYS, MODEL_SECTIONS, PLACEMENT_KEYS, Params, load_params
+from tests.conftest import dvc
 from tests.project_imports import ROOT, imported_names, module_file
 
 # Package markers that hold only a docstring (checked below): importing them runs no code.
@@ -62,7 +67,7 @@ def test_every_module_and_template_a_stage_reads_is_a_dvc_dependency(name):
     stage = spec["cmd"].split()[-1]
     assert spec["cmd"] == f"python -m pipeline.cli run {stage}"
     deps = [str(d) for d in spec["deps"]]
-    model_free = "llm" not in spec.get("params", [])
+    model_free = not any(str(k).split(".")[0] == "llm" for k in spec.get("params", []))
     missing = sorted(
         p for p in code_closure(stage) - DOCSTRING_ONLY
         if not _covered(p, deps) and not (model_free and p.startswith(MODEL_FREE_EXEMPT))
@@ -82,3 +87,98 @@ def test_the_exempt_package_markers_run_no_code():
     for path in DOCSTRING_ONLY:
         body = ast.parse((ROOT / path).read_text()).body
         assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant), path
+
+
+# --- llm and execution params of the model stages -------------------------------------------------
+
+# The keys that change no output byte, the only ones a model stage's params may leave out (their comments in
+# pipeline/config.py say why); a new knob is a dep until it is added there with its reason.
+NOT_OUTPUT_KEYS = {"llm": PLACEMENT_KEYS, "execution": EXECUTION_PLACEMENT_KEYS}
+
+
+def _leaf_keys(model: type[BaseModel], prefix: str) -> list[str]:
+    """Every key of a params model as a dotted path, nested sections walked (``llm.sampling.seed``)."""
+    out = []
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            out += _leaf_keys(sub, f"{prefix}{name}.")
+        else:
+            out.append(f"{prefix}{name}")
+    return out
+
+
+def _listed(key: str, params: list[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in params)
+
+
+SHARED_KEYS = {section: _leaf_keys(Params.model_fields[section].annotation, f"{section}.") for section in NOT_OUTPUT_KEYS}
+
+
+def test_the_walk_finds_nested_keys():
+    assert {"llm.model", "llm.sampling.seed", "llm.replicas", "llm.option_scoring"} <= set(SHARED_KEYS["llm"])
+    assert {"execution.backend", "execution.on_gate_failure"} <= set(SHARED_KEYS["execution"])
+    assert _listed("llm.sampling.seed", ["llm.sampling"]) and not _listed("llm.sampling_x", ["llm.sampling"])
+
+
+@pytest.mark.parametrize("stage", MODEL_SECTIONS)
+def test_a_model_stage_lists_every_llm_and_execution_key_that_can_change_its_outputs(stage):
+    params = [str(p) for p in _dvc_stages()[stage]["params"]]
+    assert stage in params, f"dvc.yaml: stage {stage!r} must list its own section (its roles' llm overrides)"
+    for section, left_out in NOT_OUTPUT_KEYS.items():
+        for key in SHARED_KEYS[section]:
+            top = key.split(".")[1]
+            if top in left_out:
+                assert not _listed(key, params), (
+                    f"dvc.yaml: stage {stage!r} lists {key}, which changes no output (pipeline/config.py); a change "
+                    "of it would rerun the stage for nothing")
+            else:
+                assert _listed(key, params), (
+                    f"dvc.yaml: stage {stage!r} does not list {key}: a change of it would not rerun the stage; add "
+                    f"it to its params, or, if it provably changes no output byte, to {section}'s set in "
+                    "pipeline/config.py with the reason")
+    shared = [p for p in params if p.split(".")[0] in NOT_OUTPUT_KEYS]
+    for p in shared:  # a misspelt key would be a param DVC tracks and the stage never reads
+        assert any(k == p or k.startswith(p + ".") for k in SHARED_KEYS[p.split(".")[0]]), f"{stage}: {p} is no params key"
+
+
+def test_the_left_out_keys_are_params_keys():
+    for section, left_out in NOT_OUTPUT_KEYS.items():
+        assert left_out <= set(Params.model_fields[section].annotation.model_fields), section
+
+
+def _params_only_project(root: Path) -> None:
+    """``root``: a DVC project with the model stages' params, each stage's command a no-op."""
+    stages = {name: {"cmd": "python -c pass", "params": _dvc_stages()[name]["params"]} for name in MODEL_SECTIONS}
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    (root / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    dvc(root, "init", "--no-scm", "-q")
+    dvc(root, "repro", "-q")
+
+
+def _set(root: Path, edits: dict[str, object]) -> None:
+    data = yaml.safe_load((root / "params.yaml").read_text())
+    for key, value in edits.items():
+        *path, last = key.split(".")
+        node = data
+        for part in path:
+            node = node[part]
+        node[last] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _changed(root: Path) -> set[str]:
+    out = dvc(root, "status", "--json").stdout
+    return set(json.loads(out or "{}"))
+
+
+def test_moving_the_dag_onto_a_ray_cluster_reruns_no_model_stage_but_a_batch_size_does(tmp_path):
+    _params_only_project(tmp_path)
+    assert _changed(tmp_path) == set()
+    _set(tmp_path, {"execution.backend": "ray", "execution.ray_address": "10.0.0.1:6379",
+                    "execution.num_cpus_per_task": 4, "execution.checkpoint_rows": 512,
+                    "execution.spill_bytes": 1 << 20, "llm.replicas": 8, "llm.gpus_per_replica": 1})
+    assert _changed(tmp_path) == set()
+    load_params(tmp_path / "params.yaml")  # the edit is a valid params file
+    _set(tmp_path, {"llm.batch_size": 7})  # moves scores in their last bits (README "Deterministic outputs")
+    assert _changed(tmp_path) == set(MODEL_SECTIONS)
