@@ -53,7 +53,7 @@ def test_pair_texts_are_the_request_and_the_preference():
 def test_the_stage_moves_held_out_pairs_from_pairs_to_test(tmp_path, monkeypatch):
     """With the cap lifted and one pair per cluster, the stage's one natural-revision pair is a cluster of its
     own: it is held out, in data/wildfeedback/test and no longer in pairs; with the defaults (5% cap) nothing is."""
-    test_set = {"clusters": 70, "per_cluster": 1, "max_fraction": 1.0, "seed": 0}
+    test_set = {"clusters": 70, "per_cluster": 1, "max_fraction": 1.0, "fit_rows": 20_000, "seed": 0}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     _, pairs, _, m = run_stage(tmp_path / "a", monkeypatch, FakeEngine(), detector="rules", summarize=[],
