@@ -53,20 +53,22 @@ CHUNK_ROWS = 100_000  # texts per chunk of the TF-IDF build and the projection (
 
 
 def tfidf_matrix(
-    texts: list[str], ngram_min: int, ngram_max: int, n_features: int, chunk_rows: int = CHUNK_ROWS
+    texts: list[str], ngram_min: int, ngram_max: int, n_features: int, chunk_rows: int = CHUNK_ROWS,
+    idf: np.ndarray | None = None,
 ) -> sp.csr_matrix:
     """Rows = texts, columns = hashed character n-grams; sublinear tf, smoothed idf, unit L2 rows.
 
     Vectorised: all texts become one array of code points; an n-gram is a rolling polynomial hash
     at every position, masked where it would cross into the next text. Built ``chunk_rows`` texts at a
-    time (the result does not depend on it), so temporaries stay bounded at a million texts.
+    time (the result does not depend on it), so temporaries stay bounded at a million texts. ``idf``:
+    weights counted on another corpus (``tfidf_idf``); then each row depends on its own text alone.
     """
     n = len(texts)
     parts = [_term_counts(texts[lo : lo + chunk_rows], ngram_min, ngram_max, n_features) for lo in range(0, n, chunk_rows)]
     tf = sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0] if parts else sp.csr_matrix((0, n_features), dtype=np.float32)
     del parts
-    df = np.bincount(tf.indices, minlength=n_features)
-    idf = (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)
+    if idf is None:
+        idf = _idf(np.bincount(tf.indices, minlength=n_features), n)
     for lo in range(0, n, chunk_rows):  # in place, a chunk of rows at a time
         a, b = tf.indptr[lo], tf.indptr[min(n, lo + chunk_rows)]
         data = tf.data[a:b]
@@ -75,6 +77,21 @@ def tfidf_matrix(
         data *= idf[tf.indices[a:b]]
         _l2_rows(tf, lo, min(n, lo + chunk_rows))
     return tf
+
+
+def tfidf_idf(texts: list[str], ngram_min: int, ngram_max: int, n_features: int, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+    """The idf weights ``tfidf_matrix`` gives ``texts``, counted ``chunk_rows`` texts at a time (no matrix kept),
+    to apply to other texts (``tfidf_matrix(..., idf=...)``)."""
+    df = np.zeros(n_features, np.int64)
+    for lo in range(0, len(texts), chunk_rows):
+        df += np.bincount(_term_counts(texts[lo : lo + chunk_rows], ngram_min, ngram_max, n_features).indices,
+                          minlength=n_features)
+    return _idf(df, len(texts))
+
+
+def _idf(df: np.ndarray, n: int) -> np.ndarray:
+    """Smoothed idf of document frequencies ``df`` over ``n`` texts."""
+    return (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)
 
 
 def _term_counts(texts: list[str], ngram_min: int, ngram_max: int, n_features: int) -> sp.csr_matrix:

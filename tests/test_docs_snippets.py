@@ -138,6 +138,7 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
     from pipeline.llm.decode import MIN_SHARED_PREFIX
     from pipeline.llm.openai_engine import TOP_LOGPROBS
     from stages import dove_similarity as sim
+    from stages import wildfeedback_testset as testset
 
     p = params()
     gates = [v for s in ("wildfeedback", "pugc", "selfie", "dove") for v in p[s]["gates"].values()]
@@ -185,6 +186,8 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
          "`data/wildfeedback/test`", p["export"]["held_out"], ["data/selfie/test", "data/wildfeedback/test"]),
         ("into `clusters` (70) clusters, and the `per_cluster` (10)", [p["wildfeedback"]["test_set"][k]
                                                                        for k in ("clusters", "per_cluster")], [70, 10]),
+        ("`fit_rows` (20,000", p["wildfeedback"]["test_set"]["fit_rows"], 20_000),
+        ("in blocks of 8,192 pairs", testset.BLOCK_ROWS, 8_192),
         ("`dedup.priority` (default `[wildfeedback, pugc, selfie, curry]`", p["export"]["dedup"]["priority"],
          ["wildfeedback", "pugc", "selfie", "curry"]),
     ]
