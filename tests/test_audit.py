@@ -251,3 +251,46 @@ def test_the_card_audit_json_and_prefpipe_audit_count_the_same_files_and_rows(tm
     card = re.search(r"re-read every file of this release \((\d+) rows, (\d+) files",
                      (release / "README.md").read_text()).groups()
     assert (int(rows), int(files)) == (saved["rows"], saved["files"]) == tuple(map(int, card))
+
+
+def test_a_text_file_is_scanned_in_batches_of_lines_with_editor_line_numbers(tmp_path):
+    # removed.jsonl carries every removed pair's texts: the scan reads it a batch of lines at a time (read whole,
+    # a million-pair release cost GBs), and a hit is named by its line as an editor counts them (\n only)
+    from pipeline.audit import _Found, _scan_file
+    from pipeline.pii import KINDS, PHONE_REGIONS
+
+    lines = ["clean line"] * 7
+    lines[2] = "mail ann@example.org"
+    lines[5] = "a\u2028separator then bob@example.org"  # one line for an editor, two for str.splitlines()
+    path = tmp_path / "removed.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for batch_lines in (1, 2, 3, 1000):
+        found = _Found()
+        _scan_file(found, "removed.jsonl", path, KINDS, PHONE_REGIONS, batch_lines=batch_lines)
+        assert found.examples == ["removed.jsonl:line 3", "removed.jsonl:line 6"], batch_lines
+
+
+def test_our_pair_ids_are_not_personal_data_but_the_same_digits_in_a_text_are(tmp_path):
+    # one in ~20,000 of our 16-hex-digit ids is 16 decimal digits passing a card checksum: a million-pair
+    # release failed its audit on removed.jsonl's pair ids alone (2026-12-01, bench/memory.py at 1M)
+    card_like = "2359468598074351"
+    rel = tmp_path / "release"
+    ours = [pair(pid, TOPICS[i], "pugc", rejected="I don't know.") for i, pid in enumerate([card_like, "0095299358a809d7"])]
+    for p in ours:  # lineage names its rows by our ids too
+        p["lineage"] = json.dumps({"stage": "pugc", "prompt_id": p["pair_id"], "chosen_item": f"{card_like}:{card_like}"})
+    put(rel, "pugc", "train", ours)
+    (rel / "removed.jsonl").write_text(json.dumps({"pair_id": card_like, "method": "pugc", "reason": "identical",
+                                                   "configs": ["pugc"]}, separators=(",", ":")) + "\n")
+    report, counts = audit(rel)
+    assert "pii" not in counts, report["checks"]["pii"]
+    # a pair_id of another shape is still scanned, and the digits in a released text still fail
+    put(rel, "pugc", "train", [pair("card-" + card_like, TOPICS[0], "pugc", rejected="I don't know."),
+                               pair("fine", TOPICS[1], "pugc", chosen=f"Your card {card_like} is on file.",
+                                    rejected="I don't know."),
+                               with_lineage(pair("note", TOPICS[2], "pugc", rejected="No."), preference=card_like)])
+    (rel / "removed.jsonl").write_text(json.dumps({"pair_id": "x", "method": "pugc", "reason": "identical",
+                                                   "detail": card_like}) + "\n")
+    report, counts = audit(rel)
+    assert counts["pii"] == 5 and set(report["checks"]["pii"]["examples"]) == {  # the fixture's lineage lists
+        f"pugc/card-{card_like}:pair_id", f"pugc/card-{card_like}:lineage",      # the pair_id as an input
+        "pugc/fine:chosen", "pugc/note:lineage", "removed.jsonl:line 1"}

@@ -143,3 +143,16 @@ def test_json_pii_behind_an_escape_is_found_and_non_ascii_stays_readable():
     out, counts = redact_json(docs, KINDS)
     assert out.to_list() == ['{"note": "call me:\\n[REDACTED_PHONE]"}', '{"note": "Grüße, [REDACTED_EMAIL]"}']
     assert counts["phone"] == 1 and counts["email"] == 1
+
+
+def test_our_ids_in_lineage_are_kept_byte_for_byte_but_the_same_digits_elsewhere_are_redacted():
+    # one in ~17,000 of our 16-hex-digit ids passes as a card number or starts with a phone number: redacted,
+    # a lineage lost its link to the rows it came from
+    card_like = "2359468598074351"
+    ours = json.dumps({"prompt_id": card_like, "chosen_item": f"{card_like}:0095299358a809d7",
+                       "fingerprint": card_like}, separators=(",", ":"))
+    theirs = json.dumps({"prompt_id": card_like, "preference": f"card {card_like}", "note": card_like})
+    out, counts = redact_json(pl.Series([ours, theirs]), KINDS)
+    assert out[0] == ours and counts["credit_card"] == 2
+    kept = json.loads(out[1])
+    assert kept["prompt_id"] == card_like and card_like not in kept["preference"] and kept["note"] != card_like
