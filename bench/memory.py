@@ -36,6 +36,7 @@ from repro import copy_project, stage_order  # noqa: E402  (the sibling bench sc
 USER = ["How do I {x}?", "Thanks, that worked!", "No, that's wrong, {x} is not right.", "Can you make it shorter?",
         "ok got it", "Now write a poem about {x}."]
 TOPICS = ["sort a list", "bake bread", "tune a guitar", "learn polars", "fix a bike", "plan a trip"]
+SENTENCES = [f"Point {n} holds here." for n in range(40)]  # as long as the loop's "Here is an answer." was
 RSS_PROBE = ("import resource, runpy, sys; sys.argv = ['pipeline.cli', 'run', sys.argv[1]]\n"
              "try:\n    runpy.run_module('pipeline.cli', run_name='__main__')\n"
              "finally:\n    print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
@@ -49,7 +50,8 @@ def synth(path: Path, n: int, seed: int = 0) -> None:
             turns = []
             for _ in range(rng.randint(3, 5)):
                 turns.append({"role": "user", "content": rng.choice(USER).format(x=rng.choice(TOPICS))})
-                turns.append({"role": "assistant", "content": f"Answer {i}. " + "Here is an answer. " * rng.randint(5, 40)})
+                said = rng.sample(SENTENCES, rng.randint(5, 40))  # distinct sentences: export drops a looping answer
+                turns.append({"role": "assistant", "content": f"Answer {i}. " + " ".join(said)})
             f.write(json.dumps({"conversation_id": f"c{i}", "conversation": turns, "language": "English",
                                 "model": "synthetic", "toxic": False, "redacted": False}) + "\n")
 
