@@ -51,6 +51,7 @@ from pipeline.checks import (
 )
 from pipeline.decontam import load_held_out
 from pipeline.dedup import prompt_keys, text_of
+from pipeline.ids import HEX_ID
 from pipeline.pii import KINDS, PHONE_REGIONS, find
 from pipeline.pii_structured import find_json
 
@@ -59,8 +60,8 @@ TEXT_SUFFIXES = {".md", ".json", ".jsonl", ".csv", ".txt"}
 # Our pair ids (``pipeline.ids.hex_id``, 16 hex digits) are hashes, not personal data, but one in ~20,000 is
 # 16 decimal digits passing a card checksum (or starts with a valid phone number): a million-pair release
 # failed its audit on ids alone. A pair_id of another shape is still scanned.
-OWN_ID = r"^[0-9a-f]{16}$"
-OWN_ID_FIELD = r'"pair_id":"[0-9a-f]{16}"'
+OWN_ID = f"^{HEX_ID}$"
+OWN_ID_FIELD = f'"pair_id":"{HEX_ID}"'
 SCAN_LINES = 16_384  # lines of a text file scanned for personal data at a time
 NOT_SCANNED = {AUDIT_FILE, "_manifest.json"}  # the audit itself; hashes and file names
 EXAMPLES = 5

@@ -82,6 +82,9 @@ def hex16(h: str | pl.Expr) -> pl.Expr:
     return _col(h).map_batches(_hex, return_dtype=pl.String)
 
 
+HEX_ID = r"[0-9a-f]{16}"  # the shape of an id from hex_id (a regex), for code that must recognise our ids
+
+
 def hex_id(*cols: str | pl.Expr, seed: int = 0) -> pl.Expr:
     """``hex16(hash64(*cols, seed=seed))``: a 16-character id."""
     return hex16(hash64(*cols, seed=seed))

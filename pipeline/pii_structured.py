@@ -15,12 +15,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.ids import HEX_ID
 from pipeline.pii import PHONE_REGIONS, find, redact
 
 # Our ids (``pipeline.ids.hex_id``: 16 hex digits; DOVE's items join two) under an id key of a lineage document.
 # They are hashes, not personal data, but about one in 17,000 is 16 decimal digits passing a card checksum or
 # starts with a valid phone number: redacted, the lineage lost its link to the rows it came from.
-OWN_ID = re.compile(r"[0-9a-f]{16}(?::[0-9a-f]{16})*")
+OWN_ID = re.compile(f"{HEX_ID}(?::{HEX_ID})*")
 
 
 def is_id_key(key: str) -> bool:
