@@ -16,7 +16,11 @@ Endpoints (as vLLM serves them):
 
 Faults, one per request in order: ``429`` (with ``Retry-After: retry_after``), ``500``, ``hang`` (no answer
 for ``hang_s``), ``malformed`` (a 200 whose body is cut JSON), ``drop`` (the connection closed without
-an answer), ``400`` (a request the server refuses). ``refuse`` maps a marker to ``(status, message)``:
+an answer), ``400`` (a request the server refuses), ``quota`` (OpenAI's 429 ``insufficient_quota``: no
+credit left), ``empty`` (a 200 without choices), ``echo`` / ``echo401`` (a 502 / 401 whose message repeats the
+request's headers, the API key among them, as a misbehaving proxy does). ``unsupported`` maps a request parameter to
+a message: a request that sets it is refused as OpenAI refuses a parameter a model does not take (400,
+``param`` naming it, ``code: unsupported_parameter``). ``refuse`` maps a marker to ``(status, message)``:
 a request whose text (messages, or the decoded token ids of /completions) contains the marker is refused
 so, every time (a deterministic per-row refusal). ``supports_logprobs = False`` answers without any
 log-probabilities (a server that cannot score). Every request is logged: ``(time, endpoint, fault, body)``.
@@ -83,6 +87,7 @@ class LoopbackServer:
         self.log: list[tuple[float, str, str | None, dict]] = []  # (time, endpoint, fault, request body)
         self.supports_logprobs = True
         self.refuse: dict[str, tuple[int, str]] = {}  # marker in the request's text -> (status, message)
+        self.unsupported: dict[str, str] = {}  # request parameter -> the 400's message
         self.delay_s = 0.0  # extra seconds per answer (to observe requests in flight)
         self.inflight = self.max_inflight = 0
         self._pool = ThreadPoolExecutor(1)  # one model, one thread
@@ -146,6 +151,13 @@ class LoopbackServer:
             return _error(500, "Internal server error")
         if fault == "400":
             return _error(400, "This model's maximum context length is 2048 tokens")
+        if fault == "quota":
+            return _error(429, "You exceeded your current quota, please check your plan and billing details.",
+                          type="insufficient_quota", code="insufficient_quota")
+        if fault in ("echo", "echo401"):
+            return _error(401 if fault == "echo401" else 502, f"failed: request headers {dict(request.headers)}")
+        if fault == "empty":
+            return web.json_response(_chat_response(self.model, []))
         if fault == "malformed":
             return web.Response(status=200, text='{"id": "cmpl-1", "choices": [{"index": 0, "mess',
                                 content_type="application/json")
@@ -155,6 +167,9 @@ class LoopbackServer:
         if fault == "hang":  # the client has given up by then
             await asyncio.sleep(self.hang_s)
             return _error(504, "answered too late")
+        for param, message in self.unsupported.items():
+            if param in body:
+                return _error(400, message, type="invalid_request_error", param=param, code="unsupported_parameter")
         for marker, (status, message) in self.refuse.items():
             if marker in self._text(body):
                 return _error(status, message)
@@ -249,6 +264,6 @@ def _chat_response(model: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
             "choices": choices, "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": "error", "code": status}}, status=status,
-                             headers=headers)
+def _error(status: int, message: str, headers: dict[str, str] | None = None, **fields: Any) -> web.Response:
+    error = {"message": message, "type": "error", "code": status, **fields}
+    return web.json_response({"error": error}, status=status, headers=headers)

@@ -57,6 +57,7 @@ def env(server, tmp_path, monkeypatch):
     monkeypatch.setattr(openai_client, "BACKOFF_JITTER", 0.05)
     server.faults.clear()
     server.refuse.clear()
+    server.unsupported.clear()
     server.supports_logprobs, server.delay_s = True, 0.0
     yield
 

@@ -16,8 +16,11 @@
   rerun may succeed); one the server refuses for itself (another 4xx such as 400/413/422, an answer
   ended by a content filter) as a ``RequestFailed`` with ``refused`` set (``too_long`` when the prompt
   exceeds the model's context length), which the engine turns into that row's failure; the other
-  requests of the call are unaffected. A refusal that concerns every
-  request (401/403 key, 404 model) raises ``ServerError`` at once: rows would all fail the same way.
+  requests of the call are unaffected. A refusal that concerns every request raises ``ServerError`` at
+  once, since rows would all fail the same way: 401/403 (key), 404 (model), 429 ``insufficient_quota``
+  (no credit: not retried), a 4xx naming a parameter the request sets other than the prompt (``param``, or
+  a validation error's ``('body', name)``: e.g. a reasoning model refusing ``temperature`` or ``logprobs``).
+  Error messages and log lines never hold the API key (replaced by ``***``, as a proxy may echo headers).
 - **Cache**: every answer is stored under the hash of model + request (``pipeline.llm.request_cache``)
   before the call returns; cached requests are not sent again, identical requests of one call are
   sent once.
@@ -55,9 +58,11 @@ BACKOFF_INITIAL = 1.0  # seconds before the first retry when the server sends no
 BACKOFF_MAX = 60.0
 BACKOFF_JITTER = 1.0
 MAX_RETRY_AFTER = 600.0  # a longer Retry-After (a daily quota) is waited only this long per attempt
-RETRY_STATUS = {408, 409, 429}  # and every 5xx
+RETRY_STATUS = {408, 409, 429}  # and every 5xx (not a 429 insufficient_quota: billing, not a rate limit)
 FATAL_STATUS = {401: "the server rejected the API key", 403: "the API key may not use this model",
                 404: "the server does not serve this model or endpoint"}
+CHECK_SETTINGS = "check llm.model, llm.base_url and llm.api_key_env"
+BODY_LOC = re.compile(r"\(\s*'body',\s*'(\w+)'")  # a pydantic validation error's location (vLLM, strict servers)
 
 
 class BadResponse(ValueError):
@@ -150,24 +155,69 @@ def _wait(state) -> float:
     return wait_exponential_jitter(initial=BACKOFF_INITIAL, max=BACKOFF_MAX, jitter=BACKOFF_JITTER)(state)
 
 
+def quota_exhausted(exc: BaseException) -> bool:
+    """OpenAI's 429 ``insufficient_quota``: the account has no credit left, which no wait fixes."""
+    return (isinstance(exc, openai.APIStatusError) and exc.status_code == 429
+            and "insufficient_quota" in (exc.code, exc.type))
+
+
 def retryable(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in RETRY_STATUS or exc.status_code >= 500
+        return (exc.status_code in RETRY_STATUS or exc.status_code >= 500) and not quota_exhausted(exc)
     return isinstance(exc, openai.APIConnectionError | BadResponse)
 
 
-def describe(exc: BaseException, timeout_s: float) -> str:
-    """One line on why a request failed."""
+def _message(exc: openai.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    return " ".join(str(body.get("message") or exc.message).split())
+
+
+def rejected_parameter(exc: openai.APIStatusError, req: Request) -> str | None:
+    """The request parameter a refusal names (OpenAI's ``param``, or a validation error's ``('body', name)``)
+    when the request sets it and it is not the prompt: the server would refuse every request of the call.
+    A refusal over the context length may name ``max_tokens`` (prompt + budget): that one is the row's."""
+    if retryable(exc) or CONTEXT_LENGTH.search(_message(exc)):
+        return None
+    sent = (set(req.body) | set(req.extra)) - {"messages", "prompt"}
+    for name in [str(exc.param or ""), *BODY_LOC.findall(_message(exc))]:
+        head = re.match(r"(?:\$\.|body\.)?(\w+)", name)
+        if head and head.group(1) in sent:
+            return head.group(1)
+    return None
+
+
+def request_wide(exc: openai.APIStatusError, req: Request) -> tuple[str, str] | None:
+    """``(what, what to do)`` when a refusal concerns every request of the call, which then fails at once
+    (rows would all fail alike, or every retry wait in vain); None when it is this request's."""
+    if exc.status_code in FATAL_STATUS:
+        return FATAL_STATUS[exc.status_code], CHECK_SETTINGS
+    if quota_exhausted(exc):
+        return ("the account has no quota left", "add credit or raise the account's limits, then rerun (the "
+                "answers that came back are cached)")
+    param = rejected_parameter(exc, req)
+    if param is not None:
+        return (f"the server does not accept the request parameter {param!r}", "every request sets it: change "
+                "the role's llm.sampling or option_scoring to what this model takes (reasoning models take neither "
+                "temperature nor logprobs), or use a model or server that accepts it")
+    return None
+
+
+def describe(exc: BaseException, timeout_s: float, secret: str | None = None) -> str:
+    """One line on why a request failed, ``secret`` (the API key) replaced by ``***`` before the line is cut
+    (a server or proxy may echo the request's headers)."""
+
+    def line(text: object, limit: int) -> str:
+        text = " ".join(str(text).split())
+        return (text.replace(secret, "***") if secret else text)[:limit]
+
     if isinstance(exc, openai.APIStatusError):
-        body = exc.body if isinstance(exc.body, dict) else {}
-        message = body.get("message") or exc.message
-        return f"HTTP {exc.status_code}: {' '.join(str(message).split())[:300]}"
+        return f"HTTP {exc.status_code}: {line(_message(exc), 300)}"
     if isinstance(exc, openai.APITimeoutError):
         return f"no answer within llm.timeout_s={timeout_s:g} s"
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc
-        return f"connection failed ({type(cause).__name__}: {' '.join(str(cause).split())[:200]})"
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        return f"connection failed ({type(cause).__name__}: {line(cause, 200)})"
+    return f"{type(exc).__name__}: {line(exc, 300)}"
 
 
 def run_sync(coro):
@@ -249,9 +299,9 @@ class Transport:
                         text = await self._post(client, req)
                     answer = req.read(_json(text))
         except openai.APIStatusError as e:
-            if e.status_code in FATAL_STATUS:
-                raise ServerError(f"{self.where()}: {FATAL_STATUS[e.status_code]} ({describe(e, 0)}); "
-                                  "check llm.model, llm.base_url and llm.api_key_env") from None
+            wide = request_wide(e, req)
+            if wide is not None:
+                raise ServerError(f"{self.where()}: {wide[0]} ({self._describe(e)}); {wide[1]}") from None
             return key, self._failed(e, refused=not retryable(e))
         except RowError as e:
             return key, self._failed(e, refused=True)
@@ -260,10 +310,11 @@ class Transport:
         self.cache.put(key, answer)
         return key, answer
 
+    def _describe(self, exc: BaseException) -> str:
+        return describe(exc, self.cfg.timeout_s, secret=self.key if self.key != "EMPTY" else None)
+
     def _failed(self, exc: BaseException, refused: bool) -> RequestFailed:
-        error = describe(exc, self.cfg.timeout_s)
-        if self.key != "EMPTY":
-            error = error.replace(self.key, "***")  # a server that echoes the request's key
+        error = self._describe(exc)
         return RequestFailed(error, refused=refused, too_long=refused and bool(CONTEXT_LENGTH.search(error)))
 
     async def _post(self, client: openai.AsyncOpenAI, req: Request) -> str:
@@ -273,7 +324,7 @@ class Transport:
 
     def _log_retry(self, state) -> None:
         exc = state.outcome.exception()
-        log.warning("%s: %s; retry %d of %d in %.1f s", self.where(), describe(exc, self.cfg.timeout_s),
+        log.warning("%s: %s; retry %d of %d in %.1f s", self.where(), self._describe(exc),
                     state.attempt_number, self.cfg.max_retries, state.next_action.sleep)
 
 

@@ -75,22 +75,28 @@ def _validated(model: type[_Loose], data: dict[str, Any]):
 # --- readers: a JSON answer -> what is kept (and cached) ----------------------------------------
 
 
-def read_sample(data: dict[str, Any]) -> dict[str, str]:
-    """``{"text", "finish_reason"}`` of a one-sample chat answer; ``length`` = cut at the token budget."""
+def _one_choice(data: dict[str, Any]) -> _ChatChoice:
+    """The choice of a chat answer to a request with ``n=1`` (none, or several, is an unreadable answer)."""
     choices = _validated(_Chat, data).choices
     if len(choices) != 1:
         raise BadResponse(f"expected 1 choice, got {len(choices)}")
-    reason = choices[0].finish_reason
+    return choices[0]
+
+
+def read_sample(data: dict[str, Any]) -> dict[str, str]:
+    """``{"text", "finish_reason"}`` of a one-sample chat answer; ``length`` = cut at the token budget."""
+    choice = _one_choice(data)
+    reason = choice.finish_reason
     if reason in (None, "abort"):
         raise BadResponse(f"the answer did not finish (finish_reason={reason!r})")
     if reason not in ("stop", "length"):
         raise RowError(f"the server ended the answer with finish_reason={reason!r}")
-    return {"text": choices[0].message.content or "", "finish_reason": reason}
+    return {"text": choice.message.content or "", "finish_reason": reason}
 
 
 def read_top_logprobs(data: dict[str, Any], model: str) -> list[list]:
     """``[[token, logprob], ...]`` of the first answer token's top alternatives."""
-    choice = _validated(_Chat, data).choices[0]
+    choice = _one_choice(data)
     content = choice.logprobs.content if choice.logprobs else None
     if not content or not content[0].top_logprobs:
         raise ServerError(

@@ -1,0 +1,103 @@
+"""The openai backend against answers a real server or proxy gives that the happy path never sees: a 200
+without choices, a refusal that concerns every request (a parameter the model does not take, an account
+without quota), and error messages that repeat the API key. The loopback server injects them
+(tests/openai_server.py: ``faults``, ``unsupported``)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from pipeline.llm.openai_client import ServerError
+from pipeline.llm.openai_engine import OpenAIEngine, RequestsFailed
+from tests import test_openai as base
+from tests.test_openai import KEY, KEY_ENV, PROMPTS, SAMPLING, config
+
+pytestmark = pytest.mark.openai
+server, env = base.server, base.env  # the loopback server and a clean cache/key per test
+
+
+def test_an_answer_without_choices_is_retried_on_every_endpoint(server):
+    """A 200 whose ``choices`` is empty is an unreadable answer: retried, never an IndexError traceback."""
+    first = OpenAIEngine(config(server, option_scoring="first_token", max_retries=1))
+    ids = server._next_token_logprobs(server.engine.codec.prompt_ids(PROMPTS[0]))[-1].topk(2).indices.tolist()
+    options = [server.engine.tokenizer.decode([i]) for i in ids]
+    want = OpenAIEngine(config(server, option_scoring="first_token")).choose(PROMPTS[:1], options)
+    first.transport.cache.root = first.transport.cache.root.with_name("empty")
+    server.faults.append("empty")
+    start = len(server.log)
+    assert first.choose(PROMPTS[:1], options) == want
+    assert len(server.log) - start == 2
+    server.faults.extend(["empty", "empty"])
+    with pytest.raises(RequestsFailed, match=r"choose: 1 of 1 requests failed \(first: prompt 0: .*expected 1 choice, got 0"):
+        first.choose(PROMPTS[1:2], options)
+    server.faults.extend(["empty", "empty"])
+    with pytest.raises(RequestsFailed, match=r"generate: 1 of 1 requests failed .*expected 1 choice, got 0"):
+        OpenAIEngine(config(server, max_retries=1)).generate(PROMPTS[2:], n=1, sampling=SAMPLING)
+
+
+def test_a_parameter_the_server_does_not_take_fails_the_call_at_once_naming_it(server):
+    """A 400 naming a parameter we set (OpenAI: ``param``, ``code: unsupported_parameter``; e.g. a reasoning
+    model and ``temperature``, ``logprobs``) concerns every request: one error before the rows all fail alike."""
+    server.unsupported["top_logprobs"] = "Unsupported parameter: 'top_logprobs' is not supported with this model."
+    engine = OpenAIEngine(config(server, option_scoring="first_token", max_retries=3))
+    start = len(server.log)
+    with pytest.raises(ServerError, match=r"model 'tiny' at .*: the server does not accept the request parameter "
+                                          r"'top_logprobs' \(HTTP 400: Unsupported parameter: 'top_logprobs'") as e:
+        engine.choose(PROMPTS, ["a", "b"])
+    assert "\n" not in str(e.value) and "option_scoring" in str(e.value)
+    assert len(server.log) - start <= len(PROMPTS)  # never retried
+    server.unsupported.clear()
+    server.unsupported["temperature"] = "Unsupported value: 'temperature' does not support 0.8 with this model."
+    with pytest.raises(ServerError, match=r"does not accept the request parameter 'temperature'.*llm.sampling"):
+        OpenAIEngine(config(server)).generate(PROMPTS, n=2, sampling=SAMPLING)
+
+
+def test_a_context_length_refusal_naming_max_tokens_stays_the_rows(server):
+    """vLLM names ``max_tokens`` when prompt + max_tokens exceed the context: that is the prompt's length, one row's
+    problem (InputTooLong, so the stages' per-prompt paths apply), not a parameter every request would be refused."""
+    from pipeline.llm.chat import InputTooLong
+
+    server.unsupported["max_completion_tokens"] = ("'max_tokens' or 'max_completion_tokens' is too large: 24. This "
+                                                   "model's maximum context length is 2048 tokens")
+    with pytest.raises(InputTooLong, match="generate: prompt 0 does not fit"):
+        OpenAIEngine(config(server, max_retries=0)).generate(PROMPTS[:1], n=1, sampling=SAMPLING)
+
+
+def test_an_account_without_quota_fails_at_once_without_retrying(server):
+    """OpenAI's 429 ``insufficient_quota`` is billing, not a rate limit: waiting does not help."""
+    engine = OpenAIEngine(config(server, max_retries=5))
+    server.faults.extend(["quota"] * 6)
+    start = len(server.log)
+    with pytest.raises(ServerError, match=r"no quota left .*HTTP 429: You exceeded your current quota"):
+        engine.generate(PROMPTS[:1], n=1, sampling=SAMPLING)
+    assert len(server.log) - start == 1
+
+
+def test_the_key_a_server_echoes_is_in_no_log_line_or_error(server, caplog):
+    engine = OpenAIEngine(config(server, max_retries=1))
+    server.faults.append("echo")
+    with caplog.at_level(logging.WARNING):
+        out = engine.generate(PROMPTS[:1], n=1, sampling=SAMPLING)
+    assert len(out[0]) == 1
+    retried = [r.getMessage() for r in caplog.records if "retry 1 of 1" in r.getMessage()]
+    assert retried and "HTTP 502" in retried[0]
+    assert all(KEY not in r.getMessage() for r in caplog.records)
+    server.faults.append("echo401")
+    with pytest.raises(ServerError, match="rejected the API key") as e:
+        engine.generate(PROMPTS[1:2], n=1, sampling=SAMPLING)
+    assert KEY not in str(e.value) and "Bearer ***" in str(e.value)
+    server.faults.extend(["echo", "echo"])
+    with pytest.raises(RequestsFailed) as e:
+        engine.generate(PROMPTS[2:], n=1, sampling=SAMPLING)
+    assert KEY not in str(e.value) and KEY_ENV not in str(e.value)
+
+
+def test_describe_replaces_the_key_before_cutting_the_line():
+    """A key straddling the cut would otherwise leave its first characters in the message."""
+    from pipeline.llm.openai_client import describe
+
+    line = describe(ValueError("x" * 290 + f" Authorization: Bearer {KEY}"), 1.0, secret=KEY)
+    assert KEY[:12] not in line and len(line) <= len("ValueError: ") + 300
+    assert describe(ValueError(f"key {KEY}"), 1.0, secret=KEY) == "ValueError: key ***"
