@@ -20,7 +20,8 @@ an answer), ``400`` (a request the server refuses), ``quota`` (OpenAI's 429 ``in
 credit left), ``empty`` (a 200 without choices), ``echo`` / ``echo401`` (a 502 / 401 whose message repeats the
 request's headers, the API key among them, as a misbehaving proxy does). ``unsupported`` maps a request parameter to
 a message: a request that sets it is refused as OpenAI refuses a parameter a model does not take (400,
-``param`` naming it, ``code: unsupported_parameter``). ``refuse`` maps a marker to ``(status, message)``:
+``param`` naming it, ``code: unsupported_parameter``); ``ignored`` holds parameters the server drops
+unread (as llama.cpp's server did ``max_completion_tokens`` until 2026: no budget, 16 tokens here). ``refuse`` maps a marker to ``(status, message)``:
 a request whose text (messages, or the decoded token ids of /completions) contains the marker is refused
 so, every time (a deterministic per-row refusal). ``supports_logprobs = False`` answers without any
 log-probabilities (a server that cannot score). Every request is logged: ``(time, endpoint, fault, body)``.
@@ -88,6 +89,7 @@ class LoopbackServer:
         self.supports_logprobs = True
         self.refuse: dict[str, tuple[int, str]] = {}  # marker in the request's text -> (status, message)
         self.unsupported: dict[str, str] = {}  # request parameter -> the 400's message
+        self.ignored: set[str] = set()  # request parameters the server does not know and ignores
         self.delay_s = 0.0  # extra seconds per answer (to observe requests in flight)
         self.inflight = self.max_inflight = 0
         self._pool = ThreadPoolExecutor(1)  # one model, one thread
@@ -194,13 +196,14 @@ class LoopbackServer:
     # --- answers (in the model thread) -----------------------------------------------------------
 
     def _chat_answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        body = {k: v for k, v in body.items() if k not in self.ignored}
         messages = body["messages"]
         if body.get("logprobs") and body.get("top_logprobs"):
             return self._first_token(messages, int(body["top_logprobs"]))
         stop = body.get("stop") or []
+        budget = body.get("max_completion_tokens") or body.get("max_tokens") or 16
         sampling = Sampling(
-            temperature=body.get("temperature", 1.0), top_p=body.get("top_p", 1.0),
-            max_new_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 16,
+            temperature=body.get("temperature", 1.0), top_p=body.get("top_p", 1.0), max_new_tokens=budget,
             stop=[stop] if isinstance(stop, str) else list(stop), seed=body.get("seed") or 0,
         )
         fmt = body.get("response_format") or {}
@@ -216,7 +219,10 @@ class LoopbackServer:
                 text, reason = out.text, "stop"
             choices.append({"index": i, "message": {"role": "assistant", "content": text},
                             "finish_reason": reason, "logprobs": None})
-        return _chat_response(self.model, choices)
+        # The answer's tokens, re-encoded (at most the budget: re-encoding may split a cut answer differently).
+        used = sum(min(budget, len(self.engine.tokenizer.encode(c["message"]["content"], add_special_tokens=False)))
+                   for c in choices)
+        return _chat_response(self.model, choices, used)
 
     def _next_token_logprobs(self, ids: list[int]) -> torch.Tensor:
         """log p(token | ids[:t]) for every position t (row t predicts ids[t + 1])."""
@@ -259,9 +265,10 @@ class LoopbackServer:
                           "total_tokens": sum(map(len, prompts)) + len(prompts)}}
 
 
-def _chat_response(model: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+def _chat_response(model: str, choices: list[dict[str, Any]], completion_tokens: int = 0) -> dict[str, Any]:
+    usage = {"prompt_tokens": 0, "completion_tokens": completion_tokens, "total_tokens": completion_tokens}
     return {"id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": choices, "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+            "choices": choices, "usage": usage}
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None, **fields: Any) -> web.Response:

@@ -101,3 +101,20 @@ def test_describe_replaces_the_key_before_cutting_the_line():
     line = describe(ValueError("x" * 290 + f" Authorization: Bearer {KEY}"), 1.0, secret=KEY)
     assert KEY[:12] not in line and len(line) <= len("ValueError: ") + 300
     assert describe(ValueError(f"key {KEY}"), 1.0, secret=KEY) == "ValueError: key ***"
+
+
+def test_a_server_that_ignores_the_token_budget_is_a_clear_error_not_longer_answers(server):
+    """``max_completion_tokens`` is OpenAI's current name; a server that knows only ``max_tokens`` (vLLM before
+    0.6.4, TGI, llama.cpp until 2026) drops it unread and answers past the budget: never "length" at
+    ``max_new_tokens``, answers unlike in-process, a hosted bill unbounded. The answer's ``usage`` shows it."""
+    short = SAMPLING.model_copy(update={"max_new_tokens": 2})
+    honest = OpenAIEngine(config(server)).generate(PROMPTS[:1], n=1, sampling=short)
+    assert honest[0][0].cut_off
+    server.ignored.add("max_completion_tokens")
+    engine = OpenAIEngine(config(server))
+    engine.transport.cache.root = engine.transport.cache.root.with_name("ignored")
+    with pytest.raises(ServerError, match=r"model 'tiny': the server answered with \d+ tokens, over "
+                                          r"max_completion_tokens=2: it ignores that parameter") as e:
+        engine.generate(PROMPTS[:1], n=1, sampling=short)
+    assert "\n" not in str(e.value)
+    assert not list(engine.transport.cache.root.rglob("*.json"))  # nothing cached

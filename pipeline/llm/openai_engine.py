@@ -13,7 +13,8 @@ Requests are built by the pure functions of ``pipeline.llm.openai_requests`` and
   seed ``sample_seed(sampling.seed, prompt, j, attempt)``, so sample ``j`` of a prompt is the same
   whichever batch, replica or rerun asks for it, and is cached on its own; a greedy call
   (temperature 0) sends one request per prompt. ``temperature``, ``top_p``, ``max_completion_tokens``,
-  ``stop``; ``finish_reason: length`` is a cut-off sample (``Completion.finish_reason``). With a schema:
+  ``stop``; ``finish_reason: length`` is a cut-off sample (``Completion.finish_reason``); an answer whose
+  ``usage`` passes the budget is a ``ServerError`` (the server ignores ``max_completion_tokens``). With a schema:
   ``response_format`` ``json_schema`` (strict), the text validated with pydantic and failed samples
   re-asked with the next attempt's seed (``generate_validated``), as in-process. One request per
   sample costs a hosted API the prompt's tokens once per sample (vLLM's prefix cache makes it free).

@@ -48,8 +48,13 @@ class _ChatChoice(_Loose):
     logprobs: _ChatLogprobs | None = None
 
 
+class _Usage(_Loose):
+    completion_tokens: int | None = None
+
+
 class _Chat(_Loose):
     choices: list[_ChatChoice]
+    usage: _Usage | None = None
 
 
 class _PromptLogprob(_Loose):
@@ -83,8 +88,18 @@ def _one_choice(data: dict[str, Any]) -> _ChatChoice:
     return choices[0]
 
 
-def read_sample(data: dict[str, Any]) -> dict[str, str]:
-    """``{"text", "finish_reason"}`` of a one-sample chat answer; ``length`` = cut at the token budget."""
+def read_sample(data: dict[str, Any], model: str = "", budget: int | None = None) -> dict[str, str]:
+    """``{"text", "finish_reason"}`` of a one-sample chat answer; ``length`` = cut at the token budget.
+    An answer whose ``usage`` passes ``budget`` (the request's ``max_completion_tokens``) comes from a server
+    that ignores that parameter: a ``ServerError``, since every answer would overrun it."""
+    used = getattr(_validated(_Chat, data).usage, "completion_tokens", None)
+    if budget is not None and used is not None and used > budget:
+        raise ServerError(
+            f"model {model!r}: the server answered with {used} tokens, over max_completion_tokens={budget}: it "
+            "ignores that parameter (OpenAI's current name; vLLM before 0.6.4, TGI and older llama.cpp servers "
+            "know only max_tokens), so answers would run past sampling.max_new_tokens and never be marked cut "
+            "off; upgrade the server"
+        )
     choice = _one_choice(data)
     reason = choice.finish_reason
     if reason in (None, "abort"):
@@ -169,7 +184,8 @@ def sample_request(model: str, prompt: ChatPrompt, s: Sampling, index: int, atte
         body["stop"] = list(s.stop)
     if schema is not None:
         body["response_format"] = response_format(schema)
-    return Request("chat", body, read=read_sample, route=route(prompt))
+    read = functools.partial(read_sample, model=model, budget=s.max_new_tokens)
+    return Request("chat", body, read=read, route=route(prompt))
 
 
 def first_token_request(model: str, prompt: ChatPrompt) -> Request:
