@@ -23,7 +23,8 @@ a message: a request that sets it is refused as OpenAI refuses a parameter a mod
 ``param`` naming it, ``code: unsupported_parameter``); ``ignored`` holds parameters the server drops
 unread (as llama.cpp's server did ``max_completion_tokens`` until 2026: no budget, 16 tokens here). ``refuse`` maps a marker to ``(status, message)``:
 a request whose text (messages, or the decoded token ids of /completions) contains the marker is refused
-so, every time (a deterministic per-row refusal). ``supports_logprobs = False`` answers without any
+so, every time (a deterministic per-row refusal); status 200 answers it as a model that declines does with
+structured outputs (``content: null``, ``refusal``: the message). ``supports_logprobs = False`` answers without any
 log-probabilities (a server that cannot score). Every request is logged: ``(time, endpoint, fault, body)``.
 """
 
@@ -173,6 +174,10 @@ class LoopbackServer:
             if param in body:
                 return _error(400, message, type="invalid_request_error", param=param, code="unsupported_parameter")
         for marker, (status, message) in self.refuse.items():
+            if marker in self._text(body) and status == 200:  # the model declines (structured outputs' refusal)
+                choice = {"index": 0, "message": {"role": "assistant", "content": None, "refusal": message},
+                          "finish_reason": "stop", "logprobs": None}
+                return web.json_response(_chat_response(self.model, [choice]))
             if marker in self._text(body):
                 return _error(status, message)
         if body.get("model") != self.model:

@@ -118,3 +118,22 @@ def test_a_server_that_ignores_the_token_budget_is_a_clear_error_not_longer_answ
         engine.generate(PROMPTS[:1], n=1, sampling=short)
     assert "\n" not in str(e.value)
     assert not list(engine.transport.cache.root.rglob("*.json"))  # nothing cached
+
+
+def test_a_model_that_declines_is_that_rows_failure_saying_so_never_an_empty_answer(server):
+    """With structured outputs OpenAI answers a declined request with ``content: null`` and the reason in
+    ``refusal``: that sample fails with the model's reason, not as an empty answer or as "invalid JSON"."""
+    from pipeline.llm import Completion, GenerationFailure
+    from tests.test_openai import Query
+
+    server.refuse["haiku"] = (200, "I'm sorry, I can't help with that.")  # PROMPTS[2] only
+    engine = OpenAIEngine(config(server, structured_retries=1))
+    plain = engine.generate(PROMPTS, n=1, sampling=SAMPLING)
+    assert all(isinstance(c, Completion) for [c] in plain[:2])
+    assert plain[2][0] == GenerationFailure(error="request refused: the model refused: I'm sorry, I can't help "
+                                                  "with that.", raw="", attempts=1)
+    structured = engine.generate(PROMPTS, n=1, sampling=SAMPLING, schema=Query)
+    assert all(isinstance(q, Query) for [q] in structured[:2])
+    [failed] = structured[2]
+    assert isinstance(failed, GenerationFailure) and failed.attempts == 2
+    assert failed.error == "request failed: the model refused: I'm sorry, I can't help with that."

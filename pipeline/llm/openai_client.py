@@ -14,8 +14,9 @@
   backoff from ``BACKOFF_INITIAL`` seconds with up to ``BACKOFF_JITTER`` seconds of random jitter.
 - **Failures**: a request that still fails comes back as a ``RequestFailed`` value (``retryable``: a
   rerun may succeed); one the server refuses for itself (another 4xx such as 400/413/422, an answer
-  ended by a content filter) as a ``RequestFailed`` with ``refused`` set (``too_long`` when the prompt
-  exceeds the model's context length), which the engine turns into that row's failure; the other
+  ended by a content filter or declined by the model) as a ``RequestFailed`` with ``refused`` set
+  (``too_long`` when the prompt exceeds the model's context length), which the engine turns into that
+  row's failure; the other
   requests of the call are unaffected. A refusal that concerns every request raises ``ServerError`` at
   once, since rows would all fail the same way: 401/403 (key), 404 (model), 429 ``insufficient_quota``
   (no credit: not retried), a 4xx naming a parameter the request sets other than the prompt (``param``, or
@@ -217,6 +218,8 @@ def describe(exc: BaseException, timeout_s: float, secret: str | None = None) ->
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc
         return f"connection failed ({type(cause).__name__}: {line(cause, 200)})"
+    if isinstance(exc, RowError):  # says itself what the answer was
+        return line(exc, 300)
     return f"{type(exc).__name__}: {line(exc, 300)}"
 
 

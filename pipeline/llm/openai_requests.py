@@ -39,6 +39,7 @@ class _ChatLogprobs(_Loose):
 
 class _Message(_Loose):
     content: str | None = None
+    refusal: str | None = None  # structured outputs: why the model declined (content is null then)
 
 
 class _ChatChoice(_Loose):
@@ -106,6 +107,8 @@ def read_sample(data: dict[str, Any], model: str = "", budget: int | None = None
         raise BadResponse(f"the answer did not finish (finish_reason={reason!r})")
     if reason not in ("stop", "length"):
         raise RowError(f"the server ended the answer with finish_reason={reason!r}")
+    if choice.message.content is None and choice.message.refusal:
+        raise RowError(f"the model refused: {' '.join(choice.message.refusal.split())[:300]}")
     return {"text": choice.message.content or "", "finish_reason": reason}
 
 
