@@ -227,7 +227,7 @@ class LoopbackServer:
         # The answer's tokens, re-encoded (at most the budget: re-encoding may split a cut answer differently).
         used = sum(min(budget, len(self.engine.tokenizer.encode(c["message"]["content"], add_special_tokens=False)))
                    for c in choices)
-        return _chat_response(self.model, choices, used)
+        return _chat_response(self.model, choices, used, len(self.engine.codec.prompt_ids(messages)))
 
     def _next_token_logprobs(self, ids: list[int]) -> torch.Tensor:
         """log p(token | ids[:t]) for every position t (row t predicts ids[t + 1])."""
@@ -270,8 +270,10 @@ class LoopbackServer:
                           "total_tokens": sum(map(len, prompts)) + len(prompts)}}
 
 
-def _chat_response(model: str, choices: list[dict[str, Any]], completion_tokens: int = 0) -> dict[str, Any]:
-    usage = {"prompt_tokens": 0, "completion_tokens": completion_tokens, "total_tokens": completion_tokens}
+def _chat_response(model: str, choices: list[dict[str, Any]], completion_tokens: int = 0,
+                   prompt_tokens: int = 0) -> dict[str, Any]:
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+             "total_tokens": prompt_tokens + completion_tokens}
     return {"id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": choices, "usage": usage}
 

@@ -58,6 +58,7 @@ def env(server, tmp_path, monkeypatch):
     server.faults.clear()
     server.refuse.clear()
     server.unsupported.clear()
+    server.ignored.clear()
     server.supports_logprobs, server.delay_s = True, 0.0
     yield
 

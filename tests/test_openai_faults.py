@@ -137,3 +137,20 @@ def test_a_model_that_declines_is_that_rows_failure_saying_so_never_an_empty_ans
     [failed] = structured[2]
     assert isinstance(failed, GenerationFailure) and failed.attempts == 2
     assert failed.error == "request failed: the model refused: I'm sorry, I can't help with that."
+
+
+def test_the_usage_the_server_reports_is_summed_and_logged_per_call(server, caplog):
+    """What a hosted API bills: prompt and completion tokens from each answer's ``usage``; cached answers add none."""
+    engine = OpenAIEngine(config(server))
+    short = SAMPLING.model_copy(update={"max_new_tokens": 3})
+    with caplog.at_level(logging.INFO, logger="pipeline.llm.openai_client"):
+        out = engine.generate(PROMPTS[:2], n=2, sampling=short)
+    prompt = 2 * sum(len(server.engine.codec.prompt_ids(p)) for p in PROMPTS[:2])
+    completion = sum(min(3, len(server.engine.tokenizer.encode(c.text, add_special_tokens=False)))
+                     for row in out for c in row)
+    assert engine.transport.tokens == {"prompt": prompt, "completion": completion} and completion > 0
+    line = [r.getMessage() for r in caplog.records if "answered from the cache" in r.getMessage()][-1]
+    assert (f"4 requests sent, 0 answered from the cache; this engine so far: 4 requests, {prompt} prompt + "
+            f"{completion} completion tokens") in line
+    engine.generate(PROMPTS[:2], n=2, sampling=short)
+    assert engine.transport.tokens == {"prompt": prompt, "completion": completion}

@@ -25,6 +25,8 @@
 - **Cache**: every answer is stored under the hash of model + request (``pipeline.llm.request_cache``)
   before the call returns; cached requests are not sent again, identical requests of one call are
   sent once.
+- **Usage**: ``tokens`` sums the prompt and completion tokens the servers reported (retried answers too:
+  a hosted API bills them); every call logs them at INFO (``prefpipe -v run``) with the requests it sent.
 - **Cost guard**: ``llm.max_requests`` caps the requests this engine sends (cache hits are free, retries
   of one request count once); a call that would pass it raises ``CostGuardError`` before sending any.
 """
@@ -242,6 +244,7 @@ class Transport:
         self.key = api_key(cfg)
         self.cache = cache or RequestCache()
         self.sent = 0  # requests sent by this engine (the cost guard's count)
+        self.tokens = {"prompt": 0, "completion": 0}  # the usage the servers reported (what a hosted API bills)
 
     def where(self) -> str:
         return f"model {self.cfg.model!r} at {', '.join(self.urls)}"
@@ -263,6 +266,9 @@ class Transport:
             self._guard(len(todo))
             self.sent += len(todo)
             answers.update(run_sync(self._send_all(todo)))
+        log.info("%s: %d requests sent, %d answered from the cache; this engine so far: %d requests, %d prompt + "
+                 "%d completion tokens", self.where(), len(todo), len(requests) - len(todo), self.sent,
+                 self.tokens["prompt"], self.tokens["completion"])
         return [answers[k] for k in keys]
 
     def _guard(self, n: int) -> None:
@@ -300,7 +306,9 @@ class Transport:
                     client = clients[(first + attempt.retry_state.attempt_number - 1) % len(clients)]
                     async with sem:
                         text = await self._post(client, req)
-                    answer = req.read(_json(text))
+                    data = _json(text)
+                    self._count(data)
+                    answer = req.read(data)
         except openai.APIStatusError as e:
             wide = request_wide(e, req)
             if wide is not None:
@@ -312,6 +320,12 @@ class Transport:
             return key, self._failed(e, refused=False)
         self.cache.put(key, answer)
         return key, answer
+
+    def _count(self, data: dict[str, Any]) -> None:
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        for kind in self.tokens:
+            if type(usage.get(f"{kind}_tokens")) is int:
+                self.tokens[kind] += usage[f"{kind}_tokens"]
 
     def _describe(self, exc: BaseException) -> str:
         return describe(exc, self.cfg.timeout_s, secret=self.key if self.key != "EMPTY" else None)
