@@ -65,6 +65,8 @@ RETRY_STATUS = {408, 409, 429}  # and every 5xx (not a 429 insufficient_quota: b
 FATAL_STATUS = {401: "the server rejected the API key", 403: "the API key may not use this model",
                 404: "the server does not serve this model or endpoint"}
 CHECK_SETTINGS = "check llm.model, llm.base_url and llm.api_key_env"
+CHECK_URL = ("llm.base_url is the API root, e.g. http://node1:8000/v1 as `vllm serve` prints it (not the server "
+             "root, not .../chat/completions), and llm.model a served name (<base_url>/models lists them)")
 BODY_LOC = re.compile(r"\(\s*'body',\s*'(\w+)'")  # a pydantic validation error's location (vLLM, strict servers)
 
 
@@ -193,7 +195,7 @@ def request_wide(exc: openai.APIStatusError, req: Request) -> tuple[str, str] | 
     """``(what, what to do)`` when a refusal concerns every request of the call, which then fails at once
     (rows would all fail alike, or every retry wait in vain); None when it is this request's."""
     if exc.status_code in FATAL_STATUS:
-        return FATAL_STATUS[exc.status_code], CHECK_SETTINGS
+        return FATAL_STATUS[exc.status_code], CHECK_URL if exc.status_code == 404 else CHECK_SETTINGS
     if quota_exhausted(exc):
         return ("the account has no quota left", "add credit or raise the account's limits, then rerun (the "
                 "answers that came back are cached)")
