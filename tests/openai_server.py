@@ -17,7 +17,7 @@ Endpoints (as vLLM serves them):
 Faults, one per request in order: ``429`` (with ``Retry-After: retry_after``), ``500``, ``hang`` (no answer
 for ``hang_s``), ``malformed`` (a 200 whose body is cut JSON), ``drop`` (the connection closed without
 an answer), ``400`` (a request the server refuses), ``quota`` (OpenAI's 429 ``insufficient_quota``: no
-credit left), ``empty`` (a 200 without choices), ``echo`` / ``echo401`` (a 502 / 401 whose message repeats the
+credit left), ``402`` (OpenRouter's Payment Required: no credit left), ``empty`` (a 200 without choices), ``echo`` / ``echo401`` (a 502 / 401 whose message repeats the
 request's headers, the API key among them, as a misbehaving proxy does). ``unsupported`` maps a request parameter to
 a message: a request that sets it is refused as OpenAI refuses a parameter a model does not take (400,
 ``param`` naming it, ``code: unsupported_parameter``); ``ignored`` holds parameters the server drops
@@ -154,6 +154,8 @@ class LoopbackServer:
             return _error(500, "Internal server error")
         if fault == "400":
             return _error(400, "This model's maximum context length is 2048 tokens")
+        if fault == "402":
+            return _error(402, "Insufficient credits. Add more using https://openrouter.ai/credits")
         if fault == "quota":
             return _error(429, "You exceeded your current quota, please check your plan and billing details.",
                           type="insufficient_quota", code="insufficient_quota")

@@ -73,6 +73,11 @@ def test_an_account_without_quota_fails_at_once_without_retrying(server):
     with pytest.raises(ServerError, match=r"no quota left .*HTTP 429: You exceeded your current quota"):
         engine.generate(PROMPTS[:1], n=1, sampling=SAMPLING)
     assert len(server.log) - start == 1
+    # OpenRouter: 402 Payment Required. Not one refused row per request: the call fails at once.
+    server.faults.clear()
+    server.faults.append("402")
+    with pytest.raises(ServerError, match=r"no quota left \(HTTP 402: Insufficient credits"):
+        engine.generate(PROMPTS[1:2], n=1, sampling=SAMPLING)
 
 
 def test_the_key_a_server_echoes_is_in_no_log_line_or_error(server, caplog):

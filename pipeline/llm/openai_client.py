@@ -16,12 +16,12 @@
   rerun may succeed); one the server refuses for itself (another 4xx such as 400/413/422, an answer
   ended by a content filter or declined by the model) as a ``RequestFailed`` with ``refused`` set
   (``too_long`` when the prompt exceeds the model's context length), which the engine turns into that
-  row's failure; the other
-  requests of the call are unaffected. A refusal that concerns every request raises ``ServerError`` at
-  once, since rows would all fail the same way: 401/403 (key), 404 (model), 429 ``insufficient_quota``
-  (no credit: not retried), a 4xx naming a parameter the request sets other than the prompt (``param``, or
-  a validation error's ``('body', name)``: e.g. a reasoning model refusing ``temperature`` or ``logprobs``).
-  Error messages and log lines never hold the API key (replaced by ``***``, as a proxy may echo headers).
+  row's failure; the other requests of the call are unaffected. A refusal that concerns every request
+  raises ``ServerError`` at once, since rows would all fail the same way: 401/403 (key), 404 (model), no
+  credit left (402, a 429 ``insufficient_quota``: not retried), a 4xx naming a parameter the request
+  sets other than the prompt (``param``, or a validation error's ``('body', name)``: e.g. a reasoning
+  model refusing ``temperature`` or ``logprobs``). Error messages and log lines never hold the API key
+  (replaced by ``***``: a proxy may echo the request's headers).
 - **Cache**: every answer is stored under the hash of model + request (``pipeline.llm.request_cache``)
   before the call returns; cached requests are not sent again, identical requests of one call are
   sent once.
@@ -86,6 +86,7 @@ class CostGuardError(ServerError):
     """The call would send more requests than ``llm.max_requests`` allows."""
 
 
+NO_CREDIT = re.compile(r"insufficient[ _](quota|credits?|balance)|credit balance is too low", re.IGNORECASE)
 CONTEXT_LENGTH = re.compile(r"context[ _]length|context window|max_model_len|too many tokens|prompt is too long",
                             re.IGNORECASE)
 
@@ -161,9 +162,12 @@ def _wait(state) -> float:
 
 
 def quota_exhausted(exc: BaseException) -> bool:
-    """OpenAI's 429 ``insufficient_quota``: the account has no credit left, which no wait fixes."""
-    return (isinstance(exc, openai.APIStatusError) and exc.status_code == 429
-            and "insufficient_quota" in (exc.code, exc.type))
+    """The account has no credit left, which no wait fixes: 402 Payment Required (OpenRouter), OpenAI's 429
+    ``insufficient_quota``, a 4xx saying so (Anthropic's "credit balance is too low")."""
+    if not isinstance(exc, openai.APIStatusError) or not 400 <= exc.status_code < 500:
+        return False
+    return (exc.status_code == 402 or "insufficient_quota" in (exc.code, exc.type)
+            or bool(NO_CREDIT.search(_message(exc))))
 
 
 def retryable(exc: BaseException) -> bool:
