@@ -169,3 +169,30 @@ def test_a_base_url_without_v1_says_what_the_api_root_is(server):
             OpenAIEngine(config(server, base_url=url, max_retries=0)).generate(PROMPTS[:1], n=1, sampling=SAMPLING)
     with pytest.raises(ServerError, match=r"does not serve this model .*<base_url>/models lists them"):
         OpenAIEngine(config(server, model="tiny@7", max_retries=0)).generate(PROMPTS[:1], n=1, sampling=SAMPLING)
+
+
+def test_first_token_choose_fails_only_the_rows_whose_answer_starts_otherwise(server, caplog):
+    """A prompt whose first answer token is none of the options (the model opens with "Sure", "**") is that row's
+    failure: its answer is cached, so raising for the call would fail every rerun of the stage. Only when no
+    prompt of the call has an option among its top tokens (the options are not single tokens) is the call wrong."""
+    import math
+
+    from pipeline.llm.base import FailedValue
+
+    def top20(prompt) -> list[str]:
+        ids = server._next_token_logprobs(server.engine.codec.prompt_ids(prompt))[-1].topk(20).indices.tolist()
+        return [server.engine.tokenizer.decode([i]) for i in ids]
+
+    others = {t.strip() for t in top20(PROMPTS[1])}
+    options = [t for t in top20(PROMPTS[2]) if t.strip() and t.strip() not in others][:2]
+    assert len(options) == 2  # the tiny model is seeded: these are fixed
+    engine = OpenAIEngine(config(server, option_scoring="first_token"))
+    with caplog.at_level(logging.WARNING):
+        scored, missing = engine.choose([PROMPTS[2], PROMPTS[1]], options)
+    assert sum(scored) == pytest.approx(1.0)
+    assert all(isinstance(p, FailedValue) and math.isnan(p) for p in missing)
+    assert missing[0].error.startswith(f"none of the options is among the 20 most likely first answer tokens "
+                                       f"(the answer starts with {top20(PROMPTS[1])[:5]}")
+    assert any("choose: for 1 of 2 prompts none of the options" in r.getMessage() for r in caplog.records)
+    with pytest.raises(RequestsFailed, match=r"for 1 of 1 prompts none of the options .* single-token options"):
+        engine.choose(PROMPTS[1:2], options)
