@@ -36,8 +36,8 @@ import pyarrow as pa
 from pipeline.checks import same_text
 from pipeline.config import Dove, Params, fingerprint, resolve_role
 from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
-from pipeline.io import SourceError, StageError, read_table, write_shards
-from pipeline.metrics import gate_headline, write_metrics
+from pipeline.io import SourceError, StageError, read_table, shard_sizes, write_shards
+from pipeline.metrics import announce_overrides, gate_headline, say, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.prompt import template
 from pipeline.records import SCHEMAS, one_message, stable_id
@@ -348,9 +348,7 @@ def main(params: Params) -> None:
     judge_cfg = resolve_role(params.llm, cfg.roles.judge)
     templates = {"joint_template": template("dove_judge"), "conditional_template": template("dove_judge_conditional")}
     fp = fingerprint(cfg, judge_cfg, templates)
-    overrides = params.applied_overrides("dove")
-    if overrides:
-        print(f"dove: tiny_overrides applied (the judge is the random-weights tiny model): {overrides}")
+    overrides = announce_overrides(params, "dove", "tiny_overrides applied (the judge is the random-weights tiny model)")
 
     items, item_rejects, gold, item_metrics = load_items(cfg)
     comps, pair_metrics = build_comparisons(items, cfg)
@@ -373,15 +371,13 @@ def main(params: Params) -> None:
     table = joint_pairs(decided, pairing=cfg.pairing, judge_model=judge_cfg.model, fp=fp)
 
     out = begin_outputs(OUT)  # pairs, rejects and metrics change together (pipeline/outputs.py)
-    write_shards(table, out / "pairs", name="joint_pairs", fingerprint=fp,
-                 target_shard_bytes=ex.target_shard_bytes, row_group_bytes=ex.row_group_bytes)
+    write_shards(table, out / "pairs", name="joint_pairs", **shard_sizes(ex, fingerprint=fp))
     rejects = pl.concat([item_rejects, failure_rejects(decided)], how="vertical_relaxed")
     write_shards(rejects.to_arrow(), out / "rejects", name="rejects", fingerprint=fp)
     judgment = judgment_metrics(decided)
     warning = calibration_warning(judgment, cfg.position_calibration)
     if warning:
-        log.debug(warning)  # the console line is the warning: a WARNING record would print it twice
-        print(f"WARNING {warning}")
+        say(warning)
     written = decided.filter(pl.col("outcome").is_in(["first", "second"]) & pl.col("dropped").is_null())
     details = {
         "items": item_metrics,

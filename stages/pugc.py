@@ -32,7 +32,7 @@ from pipeline.checks import same_text
 from pipeline.config import Params, Sampling, fingerprint, resolve_role
 from pipeline.drops import account, first_reason
 from pipeline.llm.base import GenerationFailure, sample_fields
-from pipeline.metrics import DETAILS, gate_headline, write_metrics
+from pipeline.metrics import DETAILS, announce_overrides, gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.prompt import copies_template, fill_rows, template, template_phrases
 from pipeline.text import normalise
@@ -200,9 +200,7 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     )
     # Timings go to the log, not to the metrics: metrics are a DVC output and stay byte-identical
     # for identical inputs and params.
-    metrics: dict = {"tiny_overrides": params.applied_overrides("pugc")}
-    if metrics["tiny_overrides"]:
-        print(f"pugc: tiny model settings applied (params.yaml tiny_overrides): {metrics['tiny_overrides']}")
+    metrics: dict = {"tiny_overrides": announce_overrides(params, "pugc", "tiny model settings applied (params.yaml tiny_overrides)")}
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 

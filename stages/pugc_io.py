@@ -12,8 +12,8 @@ import pyarrow as pa
 
 from pipeline import ids
 from pipeline.config import LLM, Params, fingerprint
-from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
-from pipeline.io import StageError, read_table, write_shards
+from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches, step_checkpoint
+from pipeline.io import StageError, read_table, shard_sizes, write_shards
 from pipeline.records import MESSAGES_TYPE, one_message
 
 STAGE = pl.lit("pugc")  # the first part of every PUGC id
@@ -26,7 +26,6 @@ def run_step(
     table: pl.DataFrame, fn, params: Params, step: str, *, engine: LLM | None = None, **kwargs
 ) -> pl.DataFrame | None:
     """``fn`` over ``table`` through ``map_batches``, resumable from ``.prefpipe/checkpoints/pugc/<step>``."""
-    fp = fingerprint(params.pugc, engine or params.execution, {"step": step})
     out = map_batches(
         table.to_arrow(),
         fn,
@@ -34,7 +33,7 @@ def run_step(
         engine=engine,
         fn_kwargs=kwargs,
         desc=f"pugc {step}" + (f" ({ROLE_OF[step]})" if step in ROLE_OF else ""),
-        checkpoint=Checkpoint(CHECKPOINT_ROOT / "pugc" / step, fp),
+        checkpoint=step_checkpoint(CHECKPOINT_ROOT / "pugc", step, params.pugc, engine or params.execution),
     )
     return None if out is None else pl.from_arrow(out)
 
@@ -120,13 +119,7 @@ def write_outputs(
     out: Path,
 ) -> None:
     """``queries`` (prompts, ``reference`` = the document), ``responses`` (scored), ``pairs``."""
-    fp = fingerprint(params.pugc, params.llm)
-    ex = params.execution
-    kw = {
-        "fingerprint": fp,
-        "target_shard_bytes": ex.target_shard_bytes,
-        "row_group_bytes": ex.row_group_bytes,
-    }
+    kw = shard_sizes(params.execution, fingerprint=fingerprint(params.pugc, params.llm))
     prompts = queries.select(
         "prompt_id",
         messages=one_message("user", "query"),

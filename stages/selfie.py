@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -33,10 +32,10 @@ import pyarrow as pa
 from pipeline import ids
 from pipeline.checks import squash
 from pipeline.config import LLM, Execution, Params, Sampling, Selfie, fingerprint
-from pipeline.execute import Checkpoint, map_batches
-from pipeline.io import SourceError, write_shards
+from pipeline.execute import map_batches, step_checkpoint
+from pipeline.io import SourceError, shard_sizes, write_shards
 from pipeline.llm.base import sample_fields
-from pipeline.metrics import gate_headline, write_metrics
+from pipeline.metrics import announce_overrides, gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import empty_table
 from stages.selfie_output import (
@@ -185,13 +184,11 @@ def annotate(
     reward, and the samples dropped by reason (``generation_failed``, ``cut_off``, ``empty``). Each engine step resumes from its
     checkpoint."""
 
-    def ck(step: str, *parts: Any) -> Checkpoint:
-        return Checkpoint(CHECKPOINTS / step, fingerprint(*parts, {"step": step}))
-
     cks = [
-        ck("sample", policy, sel.sampling, {"k": sel.samples_per_prompt, "iteration": sel.iteration}),
-        ck("logprob_policy", policy),
-        ck("logprob_reference", reference),
+        step_checkpoint(CHECKPOINTS, "sample", policy, sel.sampling,
+                        {"k": sel.samples_per_prompt, "iteration": sel.iteration}),
+        step_checkpoint(CHECKPOINTS, "logprob_policy", policy),
+        step_checkpoint(CHECKPOINTS, "logprob_reference", reference),
     ]
     responses = map_batches(
         prompts.select(["prompt_id", "messages"]),
@@ -243,9 +240,7 @@ def main(params: Params) -> None:
     sel = params.selfie
     policy, reference = sel.role(params.llm, "policy"), sel.role(params.llm, "reference")
     fp = fingerprint(sel, policy, reference)
-    applied = params.applied_overrides("selfie")
-    if applied:
-        print(f"selfie: tiny model settings applied (params.yaml tiny_overrides): {applied}")
+    applied = announce_overrides(params, "selfie", "tiny model settings applied (params.yaml tiny_overrides)")
     pairs_in, prompts_in = read_inputs(sel)
     if pairs_in.num_rows == 0:
         raise SourceError(f"selfie.pair_sources {sel.pair_sources}: no labelled pairs in {INGEST / 'pairs'}")
@@ -317,11 +312,7 @@ def main(params: Params) -> None:
         )
 
     ex = params.execution
-    shard = {
-        "fingerprint": fp,
-        "target_shard_bytes": ex.target_shard_bytes,
-        "row_group_bytes": ex.row_group_bytes,
-    }
+    shard = shard_sizes(ex, fingerprint=fp)
     out = begin_outputs(OUT)  # prompts, responses, pairs, test and metrics change together (pipeline/outputs.py)
     write_shards(pool, out / "prompts", name="prompts", **shard)
     write_shards(responses, out / "responses", name="responses", **shard)

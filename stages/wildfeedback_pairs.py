@@ -36,8 +36,8 @@ import polars as pl
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.config import LLM, Params, Sampling, fingerprint, resolve_role
-from pipeline.execute import Checkpoint, map_batches
+from pipeline.config import LLM, Params, Sampling, resolve_role
+from pipeline.execute import map_batches, step_checkpoint
 from pipeline.gates import check_gate, load_probes
 from pipeline.llm.base import GenerationFailure
 from pipeline.prompt import copies_template, fill, template_phrases
@@ -283,7 +283,7 @@ _PAIR_TEXTS = ["prompt", "chosen", "rejected", "preference", "chosen_finish_reas
 
 def _run(table: pa.Table, fn, params: Params, role: LLM, step: str, who: str, ckpt_root: Path, **kwargs) -> pl.DataFrame:
     """``fn`` over ``table`` with the engine of role ``who`` (``role``: its config), checkpointed per ``step``."""
-    ck = Checkpoint(ckpt_root / step, fingerprint(params.wildfeedback, role, {"step": step}))
+    ck = step_checkpoint(ckpt_root, step, params.wildfeedback, role)
     out = map_batches(table, fn, execution=params.execution, engine=role, checkpoint=ck,
                       desc=f"wildfeedback {step} ({who})", fn_kwargs=kwargs)
     return pl.from_arrow(out)

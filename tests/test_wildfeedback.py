@@ -180,7 +180,7 @@ def test_a_console_warning_is_printed_once_not_also_logged_as_a_warning(capsys, 
     """Under `prefpipe run` the CLI's log handler shows WARNING records: a warning both printed and logged
     at that level reached the console twice ("WARNING pipeline.gates: ..." then "WARNING ...")."""
     from pipeline.gates import check_gate
-    from stages.wildfeedback_common import say
+    from pipeline.metrics import say
 
     caplog.set_level("WARNING")
     check_gate("wildfeedback", "judge", "tiny", [True, False] * 4, min_accuracy=0.0, key="wildfeedback.gates.judge")
