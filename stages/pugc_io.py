@@ -1,10 +1,11 @@
-"""PUGC plumbing: resumable model steps, the input documents, and the three output tables.
+"""PUGC plumbing: resumable model steps, the input documents, the three output tables and their publishing.
 
 Kept apart from ``stages/pugc.py`` so that module reads as the method.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import polars as pl
@@ -14,6 +15,8 @@ from pipeline import ids
 from pipeline.config import LLM, Params, fingerprint
 from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches, step_checkpoint
 from pipeline.io import StageError, read_table, shard_sizes, write_shards
+from pipeline.metrics import gate_headline, write_metrics
+from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import MESSAGES_TYPE, one_message
 
 STAGE = pl.lit("pugc")  # the first part of every PUGC id
@@ -36,6 +39,20 @@ def run_step(
         checkpoint=step_checkpoint(CHECKPOINT_ROOT / "pugc", step, params.pugc, engine or params.execution),
     )
     return None if out is None else pl.from_arrow(out)
+
+
+class StepClock:
+    """Seconds per step (``tick`` at each step's end), for the console line: timings never go to the metrics,
+    a DVC output that stays byte-identical for identical inputs and params."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def tick(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._start, 1)
+        self._start = now
 
 
 def clear_checkpoints() -> None:
@@ -140,6 +157,19 @@ def write_outputs(
     )
     write_shards(scored.to_arrow(), out / "responses", name="responses", **kw)
     write_shards(pairs, out / "pairs", name="pairs", **kw)
+
+
+def publish(params: Params, out: Path, queries: pl.DataFrame, responses: pl.DataFrame, pairs: pa.Table,
+            judge: LLM, policy: LLM, metrics: dict) -> None:
+    """Queries, responses, pairs, metrics.json (headline) and details.json (``metrics``) swapped into ``out``
+    together (``pipeline.outputs``); then the step checkpoints go."""
+    staged = begin_outputs(out)
+    write_outputs(params, queries, responses, pairs, judge, policy, staged)
+    write_metrics(staged, {"rows_in": metrics["input"]["selected"], "queries": metrics["query_filter"]["kept"],
+                           "responses": metrics["scoring"]["kept"], "pairs": metrics["pairs"]["kept"],
+                           **gate_headline(metrics["gates"])}, metrics)
+    commit_outputs(out)
+    clear_checkpoints()
 
 
 def empty_queries() -> pl.DataFrame:
