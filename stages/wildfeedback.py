@@ -4,7 +4,8 @@
           -> checklist judge
 
 Modules: this driver; ``wildfeedback_rules`` (the rules detector), ``wildfeedback_detect`` (the model
-detector and how its verdicts combine with the rules'), ``wildfeedback_pairs`` (summaries, pairs, judge),
+detector and how its verdicts combine with the rules'), ``wildfeedback_pairs`` (summaries, pairs, judge, in order),
+``wildfeedback_models`` (their model steps and the judge gate),
 ``wildfeedback_fit`` (does a chosen answer fit its prompt) and ``wildfeedback_common`` (what they share).
 Before any real row is labelled, each model judge the run uses proves on built-in probes that it
 discriminates (``gates``; ``pipeline/gates.py``).
@@ -53,7 +54,8 @@ from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import SCHEMAS, check_table
 from stages.wildfeedback_common import CHECKPOINTS, IN, OUT, PAIRS_STREAM, output_fingerprint, prompt
 from stages.wildfeedback_detect import combine, detector_gate, detector_stats, llm_detect, route, with_context
-from stages.wildfeedback_pairs import build_pairs, judge_gate, natural_revisions
+from stages.wildfeedback_models import judge_gate
+from stages.wildfeedback_pairs import build_pairs, natural_revisions
 from stages.wildfeedback_rules import DSAT_CATEGORIES, SAT_CATEGORIES, detect
 from stages.wildfeedback_testset import split_test_set
 

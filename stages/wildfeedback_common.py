@@ -2,7 +2,8 @@
 rows and model calls that survive an over-long prompt.
 
 ``stages/wildfeedback.py`` (the driver) imports the detector (``wildfeedback_detect``) and the pair
-builder (``wildfeedback_pairs``); both import only this module, so there is no import cycle.
+builder (``wildfeedback_pairs``, with its model steps ``wildfeedback_models``); they import this module,
+never the driver, so there is no import cycle.
 """
 
 from __future__ import annotations
