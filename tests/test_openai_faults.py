@@ -148,12 +148,13 @@ def test_the_usage_the_server_reports_is_summed_and_logged_per_call(server, capl
     """What a hosted API bills: prompt and completion tokens from each answer's ``usage``; cached answers add none."""
     engine = OpenAIEngine(config(server))
     short = SAMPLING.model_copy(update={"max_new_tokens": 3})
-    with caplog.at_level(logging.INFO, logger="pipeline.llm.openai_client"):
+    with caplog.at_level(logging.INFO):
         out = engine.generate(PROMPTS[:2], n=2, sampling=short)
     prompt = 2 * sum(len(server.engine.codec.prompt_ids(p)) for p in PROMPTS[:2])
     completion = sum(min(3, len(server.engine.tokenizer.encode(c.text, add_special_tokens=False)))
                      for row in out for c in row)
     assert engine.transport.tokens == {"prompt": prompt, "completion": completion} and completion > 0
+    assert not [r for r in caplog.records if r.name.startswith("httpx")]  # not one line per HTTP request
     line = [r.getMessage() for r in caplog.records if "answered from the cache" in r.getMessage()][-1]
     assert (f"4 requests sent, 0 answered from the cache; this engine so far: 4 requests, {prompt} prompt + "
             f"{completion} completion tokens") in line

@@ -56,6 +56,10 @@ from pipeline.errors import EngineError
 from pipeline.llm.request_cache import MISS, RequestCache, request_key
 
 log = logging.getLogger(__name__)
+# The HTTP client logs every request at INFO: under `prefpipe -v run` that is one line per request (a
+# stage sends thousands) drowning this module's one line per call. Its warnings still show.
+for _name in ("httpx", "httpx2"):
+    logging.getLogger(_name).setLevel(max(logging.WARNING, logging.getLogger(_name).level))
 
 BACKOFF_INITIAL = 1.0  # seconds before the first retry when the server sends no Retry-After
 BACKOFF_MAX = 60.0
