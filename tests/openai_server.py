@@ -21,7 +21,8 @@ credit left), ``402`` (OpenRouter's Payment Required: no credit left), ``empty``
 request's headers, the API key among them, as a misbehaving proxy does). ``unsupported`` maps a request parameter to
 a message: a request that sets it is refused as OpenAI refuses a parameter a model does not take (400,
 ``param`` naming it, ``code: unsupported_parameter``); ``ignored`` holds parameters the server drops
-unread (as llama.cpp's server did ``max_completion_tokens`` until 2026: no budget, 16 tokens here). ``refuse`` maps a marker to ``(status, message)``:
+unread (as llama.cpp's server did ``max_completion_tokens`` until 2026: no budget, 16 tokens here);
+``answer_model`` names another model in the answers (a router's fallback). ``refuse`` maps a marker to ``(status, message)``:
 a request whose text (messages, or the decoded token ids of /completions) contains the marker is refused
 so, every time (a deterministic per-row refusal); status 200 answers it as a model that declines does with
 structured outputs (``content: null``, ``refusal``: the message). ``supports_logprobs = False`` answers without any
@@ -91,6 +92,7 @@ class LoopbackServer:
         self.refuse: dict[str, tuple[int, str]] = {}  # marker in the request's text -> (status, message)
         self.unsupported: dict[str, str] = {}  # request parameter -> the 400's message
         self.ignored: set[str] = set()  # request parameters the server does not know and ignores
+        self.answer_model: str | None = None  # the model name answers carry (None: the one asked for)
         self.delay_s = 0.0  # extra seconds per answer (to observe requests in flight)
         self.inflight = self.max_inflight = 0
         self._pool = ThreadPoolExecutor(1)  # one model, one thread
@@ -191,6 +193,8 @@ class LoopbackServer:
             data = await asyncio.get_running_loop().run_in_executor(self._pool, answer, body)
         finally:
             self.inflight -= 1
+        if self.answer_model is not None:  # a router that fell back to another model
+            data = {**data, "model": self.answer_model}
         return web.json_response(data)
 
     def _text(self, body: dict[str, Any]) -> str:

@@ -59,6 +59,7 @@ def env(server, tmp_path, monkeypatch):
     server.refuse.clear()
     server.unsupported.clear()
     server.ignored.clear()
+    server.answer_model = None
     server.supports_logprobs, server.delay_s = True, 0.0
     yield
 

@@ -197,3 +197,19 @@ def test_first_token_choose_fails_only_the_rows_whose_answer_starts_otherwise(se
     assert any("choose: for 1 of 2 prompts none of the options" in r.getMessage() for r in caplog.records)
     with pytest.raises(RequestsFailed, match=r"for 1 of 1 prompts none of the options .* single-token options"):
         engine.choose(PROMPTS[1:2], options)
+
+
+def test_answers_from_another_model_than_asked_are_warned_about_once(server, caplog):
+    """A router's fallback (OpenRouter, LiteLLM) answers from another model: the answers are kept (a hosted API's
+    dated snapshot, "gpt-4o-mini" -> "gpt-4o-mini-2024-07-18", is the same model) but cached under the name asked
+    for, so the run says so once per engine."""
+    engine = OpenAIEngine(config(server))
+    server.answer_model = "tiny-2024-07-18"  # a dated snapshot of the model asked for: no warning
+    with caplog.at_level(logging.WARNING):
+        engine.generate(PROMPTS[:1], n=2, sampling=SAMPLING)
+    assert not [r for r in caplog.records if "answered with model" in r.getMessage()]
+    server.answer_model = "other/fallback-model"
+    with caplog.at_level(logging.WARNING):
+        engine.generate(PROMPTS[1:], n=2, sampling=SAMPLING)
+    warned = [r.getMessage() for r in caplog.records if "answered with model" in r.getMessage()]
+    assert len(warned) == 1 and "answered with model 'other/fallback-model' when asked for 'tiny'" in warned[0]

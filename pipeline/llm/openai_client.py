@@ -25,6 +25,8 @@
 - **Cache**: every answer is stored under the hash of model + request (``pipeline.llm.request_cache``)
   before the call returns; cached requests are not sent again, identical requests of one call are
   sent once.
+- **Model**: an answer naming another model than asked for (a router's fallback; a dated snapshot of the
+  model is the same) is kept, with one warning per pair of names.
 - **Usage**: ``tokens`` sums the prompt and completion tokens the servers reported (retried answers too:
   a hosted API bills them); every call logs them at INFO (``prefpipe -v run``) with the requests it sent.
 - **Cost guard**: ``llm.max_requests`` caps the requests this engine sends (cache hits are free, retries
@@ -235,6 +237,11 @@ def describe(exc: BaseException, timeout_s: float, secret: str | None = None) ->
     return f"{type(exc).__name__}: {line(exc, 300)}"
 
 
+def same_model(asked: str, served: str) -> bool:
+    """``served`` is ``asked`` or a dated snapshot of it (``gpt-4o-mini`` -> ``gpt-4o-mini-2024-07-18``)."""
+    return served == asked or served.startswith(asked + "-")
+
+
 def run_sync(coro):
     """Run a coroutine to completion from sync code, also when this thread already runs a loop."""
     try:
@@ -255,6 +262,7 @@ class Transport:
         self.cache = cache or RequestCache()
         self.sent = 0  # requests sent by this engine (the cost guard's count)
         self.tokens = {"prompt": 0, "completion": 0}  # the usage the servers reported (what a hosted API bills)
+        self.other_models: set[tuple[Any, str]] = set()  # (asked, answered) model names already warned about
 
     def where(self) -> str:
         return f"model {self.cfg.model!r} at {', '.join(self.urls)}"
@@ -318,6 +326,7 @@ class Transport:
                         text = await self._post(client, req)
                     data = _json(text)
                     self._count(data)
+                    self._check_model(req, data)
                     answer = req.read(data)
         except openai.APIStatusError as e:
             wide = request_wide(e, req)
@@ -330,6 +339,16 @@ class Transport:
             return key, self._failed(e, refused=False)
         self.cache.put(key, answer)
         return key, answer
+
+    def _check_model(self, req: Request, data: dict[str, Any]) -> None:
+        """Warn (once per pair) when an answer names another model than asked for: a router's fallback."""
+        asked, served = req.body.get("model"), data.get("model")
+        if not isinstance(served, str) or same_model(str(asked), served) or (asked, served) in self.other_models:
+            return
+        self.other_models.add((asked, served))
+        log.warning("%s: the server answered with model %r when asked for %r (a router's fallback?); its answers "
+                    "are kept and cached under %r: check the server's routing if that is another model",
+                    self.where(), served, asked, asked)
 
     def _count(self, data: dict[str, Any]) -> None:
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
