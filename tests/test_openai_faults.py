@@ -1,7 +1,9 @@
-"""The openai backend against answers a real server or proxy gives that the happy path never sees: a 200
-without choices, a refusal that concerns every request (a parameter the model does not take, an account
-without quota), and error messages that repeat the API key. The loopback server injects them
-(tests/openai_server.py: ``faults``, ``unsupported``)."""
+"""The openai backend against answers real servers, routers and proxies give that the happy path never sees:
+a 200 without choices; refusals that concern every request (a parameter the model does not take, no credit
+left, a base_url without /v1); a server that ignores the token budget; a model that declines; a first answer
+token that is none of the options; an answer from another model; error messages that repeat the API key;
+and the usage the server reports. The loopback server injects them (tests/openai_server.py: ``faults``,
+``unsupported``, ``ignored``, ``refuse``, ``answer_model``)."""
 
 from __future__ import annotations
 
