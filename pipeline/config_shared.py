@@ -51,13 +51,15 @@ class Sampling(Section):
 
 
 def _check_api_key_env(name: str | None) -> str | None:
-    """The name of an environment variable; errors never repeat the value (it may be a pasted key)."""
+    """The name of an environment variable, in upper case: many providers' keys are valid lower- or
+    mixed-case names (Groq ``gsk_...``, Together ``tgp_v1_...``, Fireworks ``fw_...``, Mistral's 32
+    letters and digits), and a pasted key would then be echoed as "not set". Errors never repeat the value."""
     if name is None:
         return None
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,99}", name) or name.lower().startswith(("sk_", "hf_", "key_")):
+    if not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,99}", name) or name.lower().startswith(("sk_", "hf_", "key_")):
         raise ValueError(
-            "expected the NAME of the environment variable that holds the key (e.g. OPENAI_API_KEY), not the "
-            "key itself; if you pasted a key here, remove it from params.yaml and rotate it"
+            "expected the NAME of the environment variable that holds the key, in upper case (e.g. "
+            "OPENAI_API_KEY), not the key itself; if you pasted a key here, remove it from params.yaml and rotate it"
         )
     return name
 

@@ -57,6 +57,9 @@ def env(server, tmp_path, monkeypatch):
     monkeypatch.setattr(openai_client, "BACKOFF_JITTER", 0.05)
     server.faults.clear()
     server.refuse.clear()
+    server.unsupported.clear()
+    server.ignored.clear()
+    server.answer_model = None
     server.supports_logprobs, server.delay_s = True, 0.0
     yield
 
@@ -337,7 +340,10 @@ def test_params_an_openai_role_is_validated_at_load(tmp_path):
         load_params(_params_with(tmp_path, {"backend": "openai"}))
     with pytest.raises(ParamsError, match=r"pugc.roles.judge.base_url"):
         load_params(_params_with(tmp_path, {"backend": "openai", "base_url": "localhost:8000"}))
-    for pasted in ("sk-proj-abc123secret", "sk_live_abc123secret"):
+    # Keys of providers whose format is also a valid (lower/mixed-case) variable name: Groq, Together, Fireworks,
+    # Mistral (32 letters and digits).
+    for pasted in ("sk-proj-abc123secret", "sk_live_abc123secret", "gsk_8fJ2kL0pQ9zabc123secret",
+                   "tgp_v1_aB3dE5abc123secret", "fw_3Zabc123secret", "Xk9aB2cD4eF6gH8iJabc123secretmN4"):
         with pytest.raises(ParamsError, match="api_key_env: .*NAME of the environment variable") as e:
             load_params(_params_with(tmp_path, {"backend": "openai", "base_url": "http://a/v1", "api_key_env": pasted}))
         assert "abc123secret" not in str(e.value)
