@@ -64,6 +64,19 @@ def _check_api_key_env(name: str | None) -> str | None:
     return name
 
 
+def _check_base_url(url: str) -> str:
+    """An http(s) URL up to the API root, with no credentials in it: params.yaml is committed and its values
+    reach dvc.lock, logs and error messages. Errors never repeat the value."""
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise ValueError("expected an http(s) URL up to the API root, e.g. http://localhost:8000/v1")
+    if "@" in url.split("/")[2]:
+        raise ValueError(
+            "holds credentials (user:password@host): params.yaml is committed and echoed in logs; put the key in "
+            "the environment variable api_key_env names, remove it from params.yaml and rotate it"
+        )
+    return url
+
+
 def _check_threads(value: object) -> str | int:
     """``auto`` or a positive integer (one message for both, not one per member of a union)."""
     if value == "auto" or (type(value) is int and value >= 1):
@@ -87,7 +100,7 @@ def _check_model(name: str) -> str:
 ModelName = Annotated[str, AfterValidator(_check_model)]
 Backend = Literal["transformers", "vllm", "openai"]
 # An http(s) URL up to the API root, e.g. http://node1:8000/v1 (what `vllm serve` prints).
-BaseUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]
+BaseUrl = Annotated[str, AfterValidator(_check_base_url)]
 # The NAME of an environment variable (never the key itself).
 EnvName = Annotated[str, AfterValidator(_check_api_key_env)]
 OptionScoring = Literal["sequence", "first_token"]
