@@ -8,10 +8,12 @@ turns ruamel's multi-line duplicate-key report into ``DuplicateKey``, one line n
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import ReusedAnchorWarning
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
 __all__ = ["DuplicateKey", "YAMLError", "load_yaml"]
@@ -30,7 +32,9 @@ def _yaml() -> YAML:
 def load_yaml(text: str) -> Any:
     """The document in ``text`` as DVC reads it; raises ``DuplicateKey`` on a repeated key, else ``YAMLError``."""
     try:
-        return _yaml().load(text)
+        with warnings.catch_warnings():  # YAML 1.2 lets an anchor be redefined (an alias takes the latest one)
+            warnings.simplefilter("ignore", ReusedAnchorWarning)
+            return _yaml().load(text)
     except DuplicateKeyError as e:
         raise _duplicate(text, e) or e from None
 
