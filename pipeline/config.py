@@ -25,7 +25,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import (
     BaseModel,
     Field,
@@ -83,7 +82,7 @@ from pipeline.config_stages import (
     WildfeedbackRoles,
     WildfeedbackTestSet,
 )
-from pipeline.yaml12 import DuplicateKey, load_yaml
+from pipeline.yaml12 import DuplicateKey, YAMLError, load_yaml
 
 __all__ = [
     "FORMAT_FIELDS",
@@ -296,7 +295,7 @@ def source_name_errors(params: Params) -> list[str]:
     return errors
 
 
-def yaml_error_line(path: Path, err: yaml.YAMLError) -> str:
+def yaml_error_line(path: Path, err: YAMLError) -> str:
     """One line: where the YAML breaks (file:line:column), what the parser found, what it was reading."""
     mark = getattr(err, "problem_mark", None)
     where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
@@ -315,9 +314,13 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path}: is a folder; pass the params file itself (e.g. {path / 'params.yaml'})")
     try:
         data = load_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:  # was a traceback; DVC reads params.yaml as UTF-8 too
+        line = e.object.count(b"\n", 0, e.start) + 1
+        raise ParamsError(f"{path}:{line}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                          "save the file as UTF-8") from None
     except DuplicateKey as e:
         raise ParamsError(f"{path}: {e}") from None
-    except yaml.YAMLError as e:
+    except YAMLError as e:
         raise ParamsError(yaml_error_line(path, e)) from None
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -210,6 +211,41 @@ def test_a_duplicate_key_is_named_with_its_lines(tmp_path, root):
     msg = error_of(tmp_path, "\n".join(lines) + "\n")
     assert msg == (f"{tmp_path / 'params.yaml'}: line {at + 2}: duplicate key 'max_reject_fraction' "
                    f"(first at line {first + 1}); keep one of them")
+
+
+@pytest.mark.parametrize("text", [
+    "a: yes\nb: no\nc: on\nd: off\ne: 1e-5\nf: True\ng: .5\nh: +1e3\ni: .inf\n",
+    "octal: 017\nnew_octal: 0o17\nsexagesimal: 1:20\nhex: 0x1F\nunderscored: 1_000\n",  # PyYAML's 1.1 ints differ
+    "base: &b {x: 1, y: [1, 2]}\nd:\n  <<: *b\n  x: 2\n",  # anchors, aliases and a merge key overridden
+    "a: &x 1\nb: &x 2\nc: *x\n",  # an anchor redefined: the alias takes the latest (no multi-line warning)
+])
+def test_yaml_is_read_exactly_as_dvc_reads_it(text):
+    from dvc.utils.serialize._yaml import parse_yaml
+
+    from pipeline.yaml12 import load_yaml
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = load_yaml(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DVC's own read warns, over several lines, about a redefined anchor
+        dvc = parse_yaml(text, "params.yaml")
+    assert ours == dvc and not caught
+
+
+def test_a_repeated_key_in_a_nested_or_flow_mapping_is_named_with_both_lines(tmp_path):
+    assert error_of(tmp_path, "a: 1\nb:\n  x: 0\n  c: 1\n  c: 2\n") == (
+        f"{tmp_path / 'params.yaml'}: line 5: duplicate key 'c' (first at line 4); keep one of them")
+    assert error_of(tmp_path, "a: {x: 1,\n  y: 2, x: 3}\n") == (
+        f"{tmp_path / 'params.yaml'}: line 2: duplicate key 'x' (first at line 1); keep one of them")
+
+
+def test_a_params_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"execution:\n  batch_size: 4096 # caf\xe9\n")  # Latin-1, was a UnicodeDecodeError traceback
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    assert str(err.value) == f"{path}:2: not UTF-8 text (byte 0xe9 at offset 35); save the file as UTF-8"
 
 
 @pytest.mark.parametrize(("section", "field"), [("wildfeedback", "sources"), ("pugc", "sources"),
