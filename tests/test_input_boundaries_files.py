@@ -109,3 +109,31 @@ def test_a_broken_link_in_a_source_folder_or_glob_fails_before_any_work(params, 
     assert str(err.value) == (f"ingest.sources[0].path: {tmp_path / 'set' / 'b.jsonl'}: a link to "
                               f"{tmp_path / 'moved' / 'b.jsonl'}, which does not exist (or links back to itself); "
                               "restore its target or remove the link")
+
+
+@pytest.mark.parametrize("pattern", ["", "**/*.jsonl", "*/*.jsonl"])
+def test_a_folder_of_a_source_that_cannot_be_read_fails_it_in_one_line(params, tmp_path, monkeypatch, capsys, pattern):
+    """Was silent loss: ``rglob`` and ``glob`` skip a folder they may not list, so a source folder whose
+    sub-folder had no read permission gave its other files' rows and exit 0 (as the root of a glob: 'cannot
+    write ...: no permission to write there', an input named as an output). (Tests run as root, which chmod
+    cannot stop: the file system's refusal is simulated at ``os.scandir``, which both call.)"""
+    data = tmp_path / "set"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.jsonl").write_text('{"id": "p1", "text": "hi"}\n')
+    (data / "sub" / "b.jsonl").write_text('{"id": "p2", "text": "hello"}\n')
+    (data / "sub" / "c").mkdir()
+    locked, real_scandir = data / "sub", os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) in (str(locked), str(locked) + os.sep):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    (tmp_path / "params.yaml").write_text(_params_yaml(params, str(data / pattern) if pattern else str(data)))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "ingest", "--params", "params.yaml"]) == 1
+    assert capsys.readouterr().err == (f"prefpipe: ingest.sources[0].path: {locked}: cannot be read (Permission denied, "
+                                       "EACCES), so its files would be left out of the source; make it readable (its "
+                                       "permissions, owner or disk) and run again\n")
+    assert not (tmp_path / "data" / "ingest" / "prompts").exists()
