@@ -137,3 +137,45 @@ def test_a_folder_of_a_source_that_cannot_be_read_fails_it_in_one_line(params, t
                                        "EACCES), so its files would be left out of the source; make it readable (its "
                                        "permissions, owner or disk) and run again\n")
     assert not (tmp_path / "data" / "ingest" / "prompts").exists()
+
+
+# --- shard sets a copy or a write left incomplete: one line naming the file, never a traceback ------------
+
+def _shard_set(tmp_path):
+    from pipeline.io import write_shards
+
+    out = tmp_path / "set"
+    write_shards(pa.table({"id": ["a", "b"], "text": ["x", "y"]}), out)
+    return out
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    ('{"files": [{"pa', "not valid JSON (Unterminated string starting at: line 1 column 13 (char 12))"),
+    ("[]", "not a shard set manifest (no list of files)"),
+    ('{"files": [3]}', "not a shard set manifest (no list of files)"),
+])
+def test_a_manifest_cut_short_or_edited_is_one_line_naming_it(tmp_path, monkeypatch, capsys, content, why):
+    """Was a traceback (JSONDecodeError, TypeError) from every reader of the set: stages, inspect, publish."""
+    from pipeline.io import read_table
+
+    out = _shard_set(tmp_path)
+    (out / "_manifest.json").write_text(content)
+    line = f"{out / '_manifest.json'}: {why}; it was cut short or edited: run the stage that writes this folder again (`dvc repro`)"
+    with pytest.raises(SourceError) as err:
+        read_table(out)
+    assert str(err.value) == line
+    assert cli.main(["inspect", str(out)]) == 1
+    assert cli.main(["publish", "--path", str(out), "--repo-id", "org/name", "--dry-run"]) == 1
+    assert capsys.readouterr().err == f"prefpipe: {line}\n" * 2
+
+
+def test_a_shard_missing_from_a_streamed_set_is_one_line_naming_it(tmp_path):
+    """Was a traceback (pyarrow's FileNotFoundError, given the stage's output folder as its file name) from the
+    stages that stream their input (wildfeedback, the decontamination sets)."""
+    from pipeline.io import iter_batches, shard_files
+
+    out = _shard_set(tmp_path)
+    (gone := shard_files(out)[0]).unlink()
+    with pytest.raises(SourceError, match=rf"^{gone}: not readable Parquet \(FileNotFoundError: .*\); run the stage "
+                                          rf"that writes {out} again \(`dvc repro`\)$"):
+        list(iter_batches(out))
