@@ -64,7 +64,14 @@ def prepare_outputs(stage: str, module) -> Path | None:
     written, so a read-only or full disk is found before hours of model steps, not after."""
     from pipeline.config import MODEL_SECTIONS
     from pipeline.execute import CHECKPOINT_ROOT
-    from pipeline.outputs import OutputError, check_writable, pending_commits, recover
+    from pipeline.outputs import (
+        OutputError,
+        check_replaceable,
+        check_writable,
+        os_error_line,
+        pending_commits,
+        recover,
+    )
 
     out = getattr(module, "OUT", None) or getattr(module, "OUT_DIR", None)
     if out is not None:
@@ -76,6 +83,10 @@ def prepare_outputs(stage: str, module) -> Path | None:
                               f"run that stage again first (`prefpipe run {names}` or `dvc repro`), which "
                               f"finishes the swap, then run {stage}")
         check_writable(out)
+        try:
+            check_replaceable(out)
+        except OSError as e:
+            raise OutputError(os_error_line(e)) from None
     if stage in MODEL_SECTIONS:  # a stage with models checkpoints its engine steps
         check_writable(CHECKPOINT_ROOT)
     return out

@@ -114,6 +114,20 @@ def check_writable(*paths: str | Path) -> None:
             raise OutputError(os_error_line(e, path) or f"cannot write {path}: {e}") from None
 
 
+def check_replaceable(out_dir: str | Path, names: list[str] | None = None) -> None:
+    """Raise EACCES naming the first output folder in ``out_dir`` (of ``names``, else every one there) that the
+    swap could not move aside: renaming a folder into ``.backup/`` needs write permission on the folder itself
+    (its ``..`` changes), so a read-only ``data/ingest/prompts`` used to stop the swap halfway, leaving the
+    other tables new and that one old."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return
+    for name in names if names is not None else sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".")):
+        dst = out_dir / name
+        if dst.is_dir() and not dst.is_symlink() and not os.access(dst, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dst))
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -158,6 +172,7 @@ def commit_outputs(out_dir: str | Path) -> list[str]:
     A Ctrl-C during the swap takes effect once it is done."""
     out_dir = Path(out_dir)
     names = _order(out_dir / STAGING)
+    check_replaceable(out_dir, names)  # found now, while nothing was swapped, not halfway through the swap
     tmp = out_dir / f"{JOURNAL}.tmp-{uuid.uuid4().hex[:8]}"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump({"names": names}, f)

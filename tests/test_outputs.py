@@ -359,3 +359,40 @@ def test_a_full_disk_while_export_writes_its_card_keeps_the_old_release_and_leav
     assert err.value.errno == errno.ENOSPC
     assert snapshot(release) == before
     assert sorted(p.name for p in release.parent.iterdir()) == ["curry", "dove", "pugc", "release", "selfie"]
+
+
+def _read_only(monkeypatch, folder: Path) -> None:
+    """``folder`` as the kernel treats a read-only folder for a caller that is not root (tests run as root):
+    no write access, and moving it to another folder (its ``..`` changes) refused."""
+    real_access, real_rename = os.access, os.rename
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: (not mode & os.W_OK and real_access(p, mode, **kw))
+                        if Path(p) == folder else real_access(p, mode, **kw))
+
+    def rename(src, dst, **kw):
+        if Path(src) == folder and Path(dst).parent != folder.parent:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(src), str(dst))
+        return real_rename(src, dst, **kw)
+
+    monkeypatch.setattr(os, "rename", rename)
+
+
+def test_a_read_only_output_folder_fails_the_commit_before_any_swap(old, monkeypatch):
+    """Was a swap stopped halfway: pairs new, rejects old, a journal, and every other stage refusing to start."""
+    before = snapshot(old)
+    _read_only(monkeypatch, old / "rejects")
+    with pytest.raises(PermissionError) as err, stage_outputs(old) as staged:
+        write_set(staged, "new")
+    assert os_error_line(err.value) == (f"cannot write {old / 'rejects'}: Permission denied (EACCES); "
+                                        f"{po.ADVICE[errno.EACCES]}")
+    assert snapshot(old) == before  # no journal, no staging, the old tables
+
+
+def test_a_read_only_output_folder_fails_the_stage_before_any_work(project, monkeypatch, capsys):
+    import stages.ingest
+
+    assert cli.main(["run", "ingest"]) == 0
+    _read_only(monkeypatch, Path("data/ingest/prompts"))
+    monkeypatch.setattr(stages.ingest, "main", lambda params: pytest.fail("the stage started"))
+    assert cli.main(["run", "ingest"]) == 1
+    assert capsys.readouterr().err == (f"prefpipe: cannot write data/ingest/prompts: Permission denied (EACCES); "
+                                       f"{po.ADVICE[errno.EACCES]}\n")
