@@ -135,6 +135,18 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _remove_stale(p: Path) -> None:
+    """Remove what an interrupted run left, or raise OutputError naming it (``rmtree``'s error names only a
+    file's base name, with no folder)."""
+    log.warning("%s: removing %s, left by an interrupted run", p.parent, p.name)
+    try:
+        _remove(p)
+    except OSError as e:
+        why = f"{e.strerror or e}, {errno.errorcode.get(e.errno, e.errno)}" if e.errno else str(e)
+        raise OutputError(f"{p}: left by an interrupted run and cannot be removed ({why}); make it writable "
+                          f"(chmod -R u+w {p}) or remove it by hand, then run the stage again") from None
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -174,10 +186,14 @@ def commit_outputs(out_dir: str | Path) -> list[str]:
     names = _order(out_dir / STAGING)
     check_replaceable(out_dir, names)  # found now, while nothing was swapped, not halfway through the swap
     tmp = out_dir / f"{JOURNAL}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"names": names}, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"names": names}, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # a full disk: nothing was swapped, and no half-written journal is left either
+        tmp.unlink(missing_ok=True)
+        raise
     with ctrl_c_after():
         os.replace(tmp, out_dir / JOURNAL)
         _fsync_dir(out_dir)
@@ -200,8 +216,7 @@ def _recover_replaced(out_dir: Path) -> None:
         os.rename(olds[-1], out_dir)
         left.remove(olds[-1])
     for p in left:
-        log.warning("%s: removing %s, left by an interrupted run", parent, p.name)
-        _remove(p)
+        _remove_stale(p)
 
 
 def recover(out_dir: str | Path) -> None:
@@ -222,8 +237,7 @@ def recover(out_dir: str | Path) -> None:
         _roll_forward(out_dir, names)
     for p in sorted(out_dir.iterdir()):
         if p.name in (STAGING, BACKUP) or STALE.match(p.name):
-            log.warning("%s: removing %s, left by an interrupted run", out_dir, p.name)
-            _remove(p)
+            _remove_stale(p)
 
 
 def discard_staged(out_dir: str | Path) -> None:

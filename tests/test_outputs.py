@@ -396,3 +396,32 @@ def test_a_read_only_output_folder_fails_the_stage_before_any_work(project, monk
     assert cli.main(["run", "ingest"]) == 1
     assert capsys.readouterr().err == (f"prefpipe: cannot write data/ingest/prompts: Permission denied (EACCES); "
                                        f"{po.ADVICE[errno.EACCES]}\n")
+
+
+def test_a_stale_temporary_that_cannot_be_removed_is_named_whole(old, monkeypatch):
+    """Was 'prefpipe: cannot write part-0.parquet: Permission denied': rmtree names a file without its folder,
+    left where the export's old release had a read-only sub-folder."""
+    stale = old / ".pairs.tmp-0123abcd"
+    (stale / "sub").mkdir(parents=True)
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", "part-0.parquet")
+
+    monkeypatch.setattr(po.shutil, "rmtree", refuse)
+    with pytest.raises(OutputError) as err:
+        recover(old)
+    assert str(err.value) == (f"{stale}: left by an interrupted run and cannot be removed (Permission denied, EACCES); "
+                              f"make it writable (chmod -R u+w {stale}) or remove it by hand, then run the stage again")
+
+
+def test_a_full_disk_while_writing_the_journal_leaves_nothing_behind(old, monkeypatch):
+    """Was a '.commit.json.tmp-*' left in the output folder (seen with data/ on a small tmpfs)."""
+    before = snapshot(old)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(po.os, "fsync", full)
+    with pytest.raises(OSError), stage_outputs(old) as staged:
+        write_set(staged, "new")
+    assert snapshot(old) == before
