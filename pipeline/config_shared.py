@@ -75,6 +75,9 @@ Threads = Annotated[Literal["auto"] | int, PlainValidator(_check_threads)]
 def _check_model(name: str) -> str:
     """``tiny@N`` is the built-in model with weights from seed N (``pipeline.llm.tiny.tiny_seed``, which
     reads it): N must be a non-negative integer, found here before any work instead of as a traceback."""
+    if not name.strip() or name != name.strip():  # "" was the current folder, a "model" with no config.json
+        raise ValueError("expected a model name without spaces around it: tiny, smollm2, a Hugging Face model id "
+                         "(ORG/NAME) or a local folder")
     base, sep, seed = name.partition("@")
     if base == "tiny" and sep and not seed.isdigit():
         raise ValueError("expected tiny@<non-negative integer seed>, e.g. tiny@1")

@@ -333,3 +333,43 @@ def test_a_leak_pattern_polars_cannot_run_is_a_params_error(tmp_path, good, patt
     """Was a polars traceback from PUGC's query cleaning, after the gates and the query generation had run."""
     good["pugc"]["leak_patterns"] = [r"\bthe author\b", pattern]
     assert f"pugc.leak_patterns[1]: not a regex polars can run ({why}) (got {pattern!r})" in error_of(tmp_path, good)
+
+
+@pytest.mark.parametrize("value", ["", "  ", " tiny"])
+def test_an_empty_or_padded_model_name_is_a_params_error(tmp_path, good, value):
+    """``model: ''`` passed validation and failed at the engine as 'the folder holds no config.json' (the
+    current folder); ``' tiny'`` went to the Hub."""
+    good["llm"]["model"] = value
+    assert (f"llm.model: expected a model name without spaces around it: tiny, smollm2, a Hugging Face model id "
+            f"(ORG/NAME) or a local folder (got {value!r})") in error_of(tmp_path, good)
+
+
+@pytest.mark.parametrize(("encode", "expected"), [
+    (lambda text: text.encode("utf-16"), ":1: not UTF-8 (byte 0xff); save the file as UTF-8"),
+    (lambda text: text.replace("# Every knob", "# Every kn\xe9b").encode("latin-1"),
+     ":1: not UTF-8 (byte 0xe9); save the file as UTF-8"),
+])
+def test_a_params_file_not_in_utf8_is_one_line_naming_the_line(tmp_path, root, monkeypatch, capsys, encode, expected):
+    """Was a UnicodeDecodeError traceback (an editor saving UTF-16, or Latin-1 in a comment)."""
+    (tmp_path / "params.yaml").write_bytes(encode((root / "params.yaml").read_text(encoding="utf-8")))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "ingest"]) == 2
+    assert capsys.readouterr().err == f"prefpipe: params.yaml{expected}\n"
+
+
+def test_a_params_file_that_cannot_be_read_is_one_line_saying_so(tmp_path, root, monkeypatch, capsys):
+    """Was 'cannot write params.yaml: ... no permission to write there' (a read named as a write). (Tests run
+    as root, which chmod cannot stop: the refusal is simulated.)"""
+    real = Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == "params.yaml":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "ingest"]) == 2
+    assert capsys.readouterr().err == ("prefpipe: params.yaml: cannot be read (Permission denied, EACCES); make it "
+                                       "readable (its permissions or owner) and run again\n")
