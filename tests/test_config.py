@@ -373,3 +373,11 @@ def test_a_params_file_that_cannot_be_read_is_one_line_saying_so(tmp_path, root,
     assert cli.main(["run", "ingest"]) == 2
     assert capsys.readouterr().err == ("prefpipe: params.yaml: cannot be read (Permission denied, EACCES); make it "
                                        "readable (its permissions or owner) and run again\n")
+
+
+@pytest.mark.parametrize("key", ["languages", "sources"])
+def test_an_empty_wildfeedback_list_is_a_params_error(tmp_path, good, key):
+    """``wildfeedback.languages: []`` passed and dropped every conversation with a language (exit 0, no pairs);
+    ``sources: []`` failed only when the stage ran (pugc's lists were already checked)."""
+    good["wildfeedback"][key] = []
+    assert f"wildfeedback.{key}: List should have at least 1 item after validation, not 0" in error_of(tmp_path, good)
