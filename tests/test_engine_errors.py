@@ -208,3 +208,18 @@ def test_a_hub_model_that_cannot_be_fetched_fails_at_once_in_one_line(tmp_path, 
     assert lines[0].endswith("check the id and your network, or set llm.model (or the role's model) to tiny, smollm2, "
                              "a Hugging Face model id (ORG/NAME; offline: one in the local cache) or a local folder "
                              "holding a model")
+
+
+def test_a_max_model_len_too_small_for_the_judge_prompts_fails_the_stage_in_one_line(tmp_path, monkeypatch, capsys):
+    """Was a 40-line traceback ending in ``InputTooLong`` (``llm.max_model_len: 10`` with the tiny model)."""
+    from stages.pugc_judge import judge_gates
+
+    params = _params(tmp_path, lambda d: d["llm"].update(max_model_len=64))
+    judge = resolve_role(params.llm, params.pugc.roles.judge)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("stages.pugc.main", lambda p: judge_gates(p, judge))
+    assert cli.main(["run", "pugc", "--params", str(tmp_path / "params.yaml")]) == 1
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.startswith("prefpipe")]  # not progress
+    assert len(err) == 1 and err[0].startswith("prefpipe: pugc gate_query_filter (judge) on the transformers backend: "
+                                               "model 'tiny': prompt + response of ")
+    assert "does not fit llm.max_model_len=64" in err[0] and err[0].endswith("or raise max_model_len")
