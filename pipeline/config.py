@@ -52,6 +52,8 @@ from pipeline.config_shared import (
     Source,
     SourceFormat,
     SourceKind,
+    is_union_tag,
+    one_error_per_union,
     resolve_role,
 )
 from pipeline.config_stages import (
@@ -307,8 +309,8 @@ def _keys_at(loc: tuple[Any, ...]) -> list[str]:
 
 def format_validation_error(err: ValidationError, file: str | Path) -> str:
     lines = []
-    for e in err.errors():
-        loc = tuple(p for p in e["loc"] if not str(p).startswith("function-"))
+    for e in one_error_per_union(err.errors()):
+        loc = tuple(p for p in e["loc"] if not is_union_tag(p))
         path = _key_path(loc)
         if e["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1)
