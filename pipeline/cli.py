@@ -194,6 +194,19 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least(low: int):
+    """An argparse type: an integer >= ``low`` (``-n -1`` showed no row and said nothing)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text!r}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prefpipe", description="Build preference data for LLM alignment.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -206,8 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ins = sub.add_parser("inspect", help="schema, row count, manifest and a few rows of a shard set or Parquet file")
     ins.add_argument("path")
-    ins.add_argument("-n", "--rows", type=int, default=3)
-    ins.add_argument("--width", type=int, default=400)
+    ins.add_argument("-n", "--rows", type=_at_least(0), default=3, help="rows to show (default 3)")
+    ins.add_argument("--width", type=_at_least(1), default=400, help="characters per row shown (default 400)")
     ins.set_defaults(func=cmd_inspect)
 
     aud = sub.add_parser("audit", help="check a release folder: identical sides, empty configs, PII, split and "

@@ -164,3 +164,16 @@ def test_audit_of_a_release_missing_a_file_its_manifest_lists_fails_in_one_line(
     assert capsys.readouterr().err == (f"prefpipe audit: {first}: {what} (1 of the {len(listed)} files it lists); the "
                                        "release is incomplete: build it again (`dvc repro export`) or fetch it again "
                                        "(`dvc pull`)\n")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["-n", "-1"], "argument -n/--rows: expected a whole number >= 0, got '-1'"),
+    (["--width", "0"], "argument --width: expected a whole number >= 1, got '0'"),
+])
+def test_inspect_with_a_negative_count_is_a_usage_error(tmp_path, capsys, args, expected):
+    """``-n -1`` showed no row and ``--width 0`` rows as '...', exit 0, without a word."""
+    from pipeline.cli import main as cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli(["inspect", str(tmp_path), *args])
+    assert exit_.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == f"prefpipe inspect: error: {expected}"
