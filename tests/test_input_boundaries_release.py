@@ -177,3 +177,18 @@ def test_inspect_with_a_negative_count_is_a_usage_error(tmp_path, capsys, args, 
     with pytest.raises(SystemExit) as exit_:
         cli(["inspect", str(tmp_path), *args])
     assert exit_.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == f"prefpipe inspect: error: {expected}"
+
+
+def test_a_method_shard_missing_when_export_reads_it_fails_in_one_line(tmp_path):
+    """Was a traceback: pyarrow's FileNotFoundError, given data/release as its file name by the CLI."""
+    from pipeline.io import shard_files
+    from stages.export import build_release
+    from stages.export_read import ExportError
+    from tests.export_fixtures import export_cfg, standard_methods
+
+    standard_methods(tmp_path)
+    (gone := shard_files(tmp_path / "data" / "pugc" / "pairs")[0]).unlink()
+    with pytest.raises(ExportError, match=rf"cannot read the pugc pairs \({gone}: not readable Parquet "
+                                          r"\(FileNotFoundError: .*\); rerun `dvc repro pugc`$"):
+        build_release(export_cfg(), tmp_path, tmp_path / "data" / "release", "fp")
+    assert not (tmp_path / "data" / "release").exists()
