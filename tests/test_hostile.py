@@ -350,3 +350,13 @@ def test_a_file_of_another_format_named_xml_is_a_reject_not_an_empty_file(tmp_pa
     (tmp_path / "Posts.xml").write_bytes(b'<?xml version="1.0" encoding="utf-8"?>\n<!-- no posts -->' + pad
                                          + b"<posts>" + pad + b"</posts>\n")
     assert list(iter_records(str(tmp_path / "Posts.xml"))) == []
+
+
+@pytest.mark.parametrize("lines", [1, 30])
+def test_json_lines_named_csv_is_one_reject_saying_so(tmp_path, lines):
+    """Was one 'missing field text or prompt ...' reject per line (the JSON read as CSV, its first line taken for
+    the header), or, for a single line, 'holds no records (an empty file?)' and exit 0."""
+    (tmp_path / "prompts.csv").write_bytes(b"".join((SAMPLES / "prompts.jsonl").read_bytes().splitlines(True)[:lines]))
+    rows = list(iter_records(str(tmp_path / "prompts.csv")))
+    assert [r.error for r in rows] == ["the header row starts with '{': the file holds JSON, not CSV; name it .jsonl "
+                                       "(JSON lines) or .json"]
