@@ -41,6 +41,13 @@ class Execution(Section):
     # A judge below its gate (pipeline/gates.py): fail the stage, or withhold that judge's labels.
     on_gate_failure: Literal["error", "withhold"]
 
+    @model_validator(mode="after")
+    def _address_needs_ray(self) -> Execution:
+        if self.ray_address is not None and self.backend == "local":  # it ran locally without a word
+            raise ValueError(f"ray_address is {self.ray_address!r} but backend is local, which "
+                             "never uses it: set backend: ray to run on that cluster, or ray_address: null")
+        return self
+
 
 class Sampling(Section):
     temperature: float = Field(ge=0)

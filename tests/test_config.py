@@ -401,3 +401,12 @@ def test_a_value_of_a_key_with_several_types_is_one_error_at_the_key(tmp_path, g
     edit(good)
     msg = error_of(tmp_path, good)
     assert msg == f"invalid parameters:\n  {tmp_path / 'params.yaml'}: {expected}"
+
+
+def test_a_ray_address_with_the_local_backend_is_a_params_error(tmp_path, good):
+    """Was ignored without a word: the stages ran on this machine, not on the cluster named."""
+    good["execution"]["ray_address"] = "10.0.0.1:6379"
+    assert ("execution: ray_address is '10.0.0.1:6379' but backend is local, which never uses it: set backend: ray "
+            "to run on that cluster, or ray_address: null") in error_of(tmp_path, good)
+    good["execution"]["backend"] = "ray"
+    assert load_params(write(tmp_path, good)).execution.ray_address == "10.0.0.1:6379"
