@@ -162,11 +162,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 2
     cfg = root = None
     # The project's params.yaml: --params, else the one under --root (README: both under --root).
-    params = Path(args.params) if args.params else Path(args.root) / "params.yaml"
+    params = Path(args.params) if args.params else Path(args.root or ".") / "params.yaml"
     if params.exists():
-        cfg, root = load_params(params).export, Path(args.root)
-    elif args.params:
-        print(f"prefpipe audit: {params}: not found", file=sys.stderr)
+        cfg, root = load_params(params).export, Path(args.root or ".")
+    elif args.params or args.root:  # named, not the default: its checks were skipped with a "skip" line
+        print(f"prefpipe audit: {params}: not found" + ("" if args.params else f"; --root {args.root} must be the "
+              "project root, which holds params.yaml"), file=sys.stderr)
         return 2
     report = audit_release(release, root=root, cfg=cfg)
     print(f"audit of {release}: {report['rows']} rows in {report['files']} files: "
@@ -229,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--params", default=None,
                      help="project params (export.methods, held_out, pii_kinds; default ROOT/params.yaml); "
                      "checks needing them are skipped when that default is absent")
-    aud.add_argument("--root", default=".",
+    aud.add_argument("--root", default=None,
                      help="project root holding params.yaml and data/<method>/pairs (default .)")
     aud.add_argument("--json", default=None, help="also write the report to this file")
     aud.set_defaults(func=cmd_audit)

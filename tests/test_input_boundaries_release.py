@@ -192,3 +192,19 @@ def test_a_method_shard_missing_when_export_reads_it_fails_in_one_line(tmp_path)
                                           r"\(FileNotFoundError: .*\); rerun `dvc repro pugc`$"):
         build_release(export_cfg(), tmp_path, tmp_path / "data" / "release", "fp")
     assert not (tmp_path / "data" / "release").exists()
+
+
+def test_audit_with_a_root_that_holds_no_params_fails_in_one_line(tmp_path, capsys, monkeypatch):
+    """A misspelt --root skipped the project checks (empty_config, held_out_in_train) and passed, exit 0."""
+    from pipeline.cli import main as cli
+    from stages.export import build_release
+    from tests.export_fixtures import export_cfg, standard_methods
+
+    standard_methods(tmp_path)
+    build_release(export_cfg(), tmp_path, tmp_path / "data" / "release", "fp")
+    monkeypatch.chdir(tmp_path)  # no params.yaml here either: without --root the checks are skipped, as before
+    assert cli(["audit", "data/release"]) == 0
+    capsys.readouterr()
+    assert cli(["audit", "data/release", "--root", "projetc"]) == 2
+    assert capsys.readouterr().err == ("prefpipe audit: projetc/params.yaml: not found; --root projetc must be the "
+                                       "project root, which holds params.yaml\n")
