@@ -111,6 +111,10 @@ def check_writable(*paths: str | Path) -> None:
                 probe.unlink(missing_ok=True)
             except OSError:
                 pass
+            blocker = next((q for q in (path, *path.parents) if q.exists() and not q.is_dir()), None)
+            if blocker is not None and os_error_line(e) is None:  # EEXIST, ENOTDIR: a file where a folder goes
+                raise OutputError(f"cannot write {path}: {blocker} is a file, not a folder; move it away (or remove "
+                                  "it) and run the stage again") from None
             raise OutputError(os_error_line(e, path) or f"cannot write {path}: {e}") from None
 
 

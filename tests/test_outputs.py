@@ -229,8 +229,12 @@ def test_check_writable_creates_and_probes(tmp_path):
     check_writable(tmp_path / "a" / "b")
     assert (tmp_path / "a" / "b").is_dir() and list((tmp_path / "a" / "b").iterdir()) == []
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputError, match=r"cannot write .*file/out: \[Errno 20\] Not a directory"):
+    with pytest.raises(OutputError) as err:  # was "[Errno 20] Not a directory" (and "[Errno 17] File exists")
         check_writable(tmp_path / "file" / "out")
+    assert str(err.value) == (f"cannot write {tmp_path / 'file' / 'out'}: {tmp_path / 'file'} is a file, not a "
+                              "folder; move it away (or remove it) and run the stage again")
+    with pytest.raises(OutputError, match=r"cannot write .*/file: .*/file is a file, not a folder; move it away"):
+        check_writable(tmp_path / "file")
 
 
 # --- through the command line --------------------------------------------------------------------
