@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -58,15 +58,30 @@ class Sampling(Section):
 
 
 def _check_api_key_env(name: str | None) -> str | None:
-    """The name of an environment variable; errors never repeat the value (it may be a pasted key)."""
+    """The name of an environment variable, in upper case: many providers' keys are valid lower- or
+    mixed-case names (Groq ``gsk_...``, Together ``tgp_v1_...``, Fireworks ``fw_...``, Mistral's 32
+    letters and digits), and a pasted key would then be echoed as "not set". Errors never repeat the value."""
     if name is None:
         return None
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,99}", name) or name.lower().startswith(("sk_", "hf_", "key_")):
+    if not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,99}", name) or name.lower().startswith(("sk_", "hf_", "key_")):
         raise ValueError(
-            "expected the NAME of the environment variable that holds the key (e.g. OPENAI_API_KEY), not the "
-            "key itself; if you pasted a key here, remove it from params.yaml and rotate it"
+            "expected the NAME of the environment variable that holds the key, in upper case (e.g. "
+            "OPENAI_API_KEY), not the key itself; if you pasted a key here, remove it from params.yaml and rotate it"
         )
     return name
+
+
+def _check_base_url(url: str) -> str:
+    """An http(s) URL up to the API root, with no credentials in it: params.yaml is committed and its values
+    reach dvc.lock, logs and error messages. Errors never repeat the value."""
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise ValueError("expected an http(s) URL up to the API root, e.g. http://localhost:8000/v1")
+    if "@" in url.split("/")[2]:
+        raise ValueError(
+            "holds credentials (user:password@host): params.yaml is committed and echoed in logs; put the key in "
+            "the environment variable api_key_env names, remove it from params.yaml and rotate it"
+        )
+    return url
 
 
 def _check_threads(value: object) -> str | int:
@@ -95,13 +110,7 @@ def _check_model(name: str) -> str:
 ModelName = Annotated[str, AfterValidator(_check_model)]
 Backend = Literal["transformers", "vllm", "openai"]
 # An http(s) URL up to the API root, e.g. http://node1:8000/v1 (what `vllm serve` prints).
-def _check_url(url: str) -> str:
-    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):  # said in words, not as the regex it must match
-        raise ValueError("expected an http(s) URL up to the API root, e.g. http://localhost:8000/v1")
-    return url
-
-
-BaseUrl = Annotated[str, AfterValidator(_check_url)]
+BaseUrl = Annotated[str, AfterValidator(_check_base_url)]
 # The NAME of an environment variable (never the key itself).
 EnvName = Annotated[str, AfterValidator(_check_api_key_env)]
 OptionScoring = Literal["sequence", "first_token"]
@@ -280,33 +289,3 @@ class Ingest(Section):
         if dupes:
             raise ValueError(f"source names must be unique, repeated: {dupes}")
         return self
-
-
-# --- validation errors (pipeline.config.format_validation_error) ----------------------------------
-
-
-def is_union_tag(part: Any) -> bool:
-    """A union member's tag in an error's location (``int``, ``constrained-str``, ``list[...]``), not a key."""
-    return isinstance(part, str) and (part in ("int", "float", "str", "bool", "list", "dict") or "[" in part or "-" in part)
-
-
-def one_error_per_union(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Where a value fails every member of a union (``pools[0]: 'ten'`` is neither int nor float), one error at
-    the key instead of one per member named by pydantic's tags: the member errors that are not about the
-    value's type (a number below its minimum), else one 'Input should be X or Y'."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for e in errors:
-        i = next((i for i, p in enumerate(e["loc"]) if is_union_tag(p)), None)
-        groups.setdefault(e["loc"][:i] if i is not None else (id(e),), []).append(e)
-    out = []
-    for key, group in groups.items():
-        if len(group) == 1 or isinstance(key[0], int):  # (id,): an error outside any union
-            out += group
-            continue
-        typed = [e for e in group if e["type"].endswith(("_type", "_parsing"))]
-        if len(typed) < len(group):
-            out += [e for e in group if e not in typed]
-        else:
-            wants = dict.fromkeys(e["msg"].removeprefix("Input should be ") for e in group)
-            out.append({**group[0], "loc": key, "msg": "Input should be " + " or ".join(wants)})
-    return out
