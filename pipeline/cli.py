@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -38,6 +39,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     params = load_params(args.params)  # fails before any work on a bad params.yaml
     module = importlib.import_module(f"stages.{args.stage}")
+    planned = getattr(module, "OUT", None) or getattr(module, "OUT_DIR", None)
+    fresh = planned is not None and not Path(planned).exists()
     out = prepare_outputs(args.stage, module)
     wall, cpu = time.perf_counter(), time.process_time()
     try:
@@ -48,6 +51,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             discard_staged(out)  # a full disk keeps no half-written outputs (the next start would remove them)
             if isinstance(e, OSError):  # a failed write names no file: name the stage's output folder
                 name_path(e, out)
+            if fresh:  # the folder the write check made, left empty by a stage that failed (its input absent)
+                with contextlib.suppress(OSError):
+                    Path(out).rmdir()
         raise
     if args.stage in MODEL_SECTIONS:  # only now: a run that fails writing its outputs resumes from them
         shutil.rmtree(CHECKPOINT_ROOT / args.stage, ignore_errors=True)

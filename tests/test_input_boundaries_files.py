@@ -179,3 +179,13 @@ def test_a_shard_missing_from_a_streamed_set_is_one_line_naming_it(tmp_path):
     with pytest.raises(SourceError, match=rf"^{gone}: not readable Parquet \(FileNotFoundError: .*\); run the stage "
                                           rf"that writes {out} again \(`dvc repro`\)$"):
         list(iter_batches(out))
+
+
+@pytest.mark.parametrize("stage", ["curry", "export"])
+def test_a_stage_run_before_its_inputs_exist_leaves_no_empty_output_folder(root, tmp_path, monkeypatch, capsys, stage):
+    """The one-line error was right, but the write check's folder (data/curry, data/release) stayed behind, empty."""
+    (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", stage]) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "data" / ("release" if stage == "export" else stage)).exists()
