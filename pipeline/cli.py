@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import importlib
 import json
 import logging
@@ -35,7 +36,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     available = _available_stages()
     if args.stage not in available:
-        print(f"prefpipe: unknown stage {args.stage!r}; available: {', '.join(available)}", file=sys.stderr)
+        close = difflib.get_close_matches(args.stage, available, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        print(f"prefpipe: unknown stage {args.stage!r}; {hint}available: {', '.join(available)}", file=sys.stderr)
         return 2
     params = load_params(args.params)  # fails before any work on a bad params.yaml
     module = importlib.import_module(f"stages.{args.stage}")

@@ -169,6 +169,8 @@ def test_cli_fails_before_any_work(tmp_path, good, monkeypatch, capsys):
 def test_cli_unknown_stage(capsys):
     assert cli.main(["run", "nosuchstage"]) == 2
     assert "unknown stage 'nosuchstage'" in capsys.readouterr().err
+    assert cli.main(["run", "ingset"]) == 2  # a misspelt stage gets a did-you-mean, as a misspelt key does
+    assert capsys.readouterr().err.startswith("prefpipe: unknown stage 'ingset'; did you mean 'ingest'? available: ")
 
 
 # --- strictness ----------------------------------------------------------------------------------
