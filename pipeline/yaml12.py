@@ -4,11 +4,15 @@ DVC reads params with ``ruamel.yaml.YAML(typ="safe")`` (dvc/utils/serialize/_yam
 same library makes the two agree by construction: ``yes``/``no``/``on``/``off`` are strings, ``1e-5`` is a
 float, ``017`` is 17 and ``0o17`` is 15, and a key repeated in one mapping is an error. ``load_yaml`` only
 turns ruamel's multi-line duplicate-key report into ``DuplicateKey``, one line naming the key and both lines.
+``load_yaml_file`` reads a file so, every way it can fail one line (``YamlFileError``): no permission, not
+UTF-8 (line and byte), a syntax error (file:line:column), a duplicate key.
 """
 
 from __future__ import annotations
 
+import errno
 import warnings
+from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML, YAMLError
@@ -16,7 +20,7 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import ReusedAnchorWarning
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
 
-__all__ = ["DuplicateKey", "YAMLError", "load_yaml"]
+__all__ = ["DuplicateKey", "YAMLError", "YamlFileError", "load_yaml", "load_yaml_file"]
 
 
 class DuplicateKey(YAMLError):
@@ -65,3 +69,38 @@ def _mappings(root: Node | None) -> list[MappingNode]:
         elif isinstance(node, SequenceNode):
             stack.extend(node.value)
     return found
+
+
+class YamlFileError(ValueError):
+    """A YAML file cannot be read or parsed; the message is one line naming the file (and line) and the fix."""
+
+
+def yaml_error_line(path: Path, err: YAMLError) -> str:
+    """One line: where the YAML breaks (file:line:column), what the parser found, what it was reading."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context, cmark = getattr(err, "context", None), getattr(err, "context_mark", None)
+    started = f" ({context} started at line {cmark.line + 1})" if context and cmark is not None else ""
+    return (f"{where}: not valid YAML: {problem}{started}; fix the syntax there (indent with spaces, close "
+            "every bracket and quote)")
+
+
+def load_yaml_file(path: Path) -> Any:
+    """``load_yaml`` of the UTF-8 file ``path``; ``YamlFileError`` in one line when it cannot be."""
+    try:
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except OSError as e:
+        code = errno.errorcode.get(e.errno, e.errno) if e.errno else type(e).__name__
+        raise YamlFileError(f"{path}: cannot be read ({e.strerror or e}, {code}); make it readable (its "
+                            "permissions or owner) and run again") from None
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise YamlFileError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
+    try:
+        return load_yaml(text)
+    except DuplicateKey as e:
+        raise YamlFileError(f"{path}: {e}") from None
+    except YAMLError as e:
+        raise YamlFileError(yaml_error_line(path, e)) from None
