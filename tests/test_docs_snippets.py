@@ -193,6 +193,25 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
     ]
 
 
+def test_the_cache_folders_the_readme_states_are_those_the_code_uses(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from pipeline.llm.request_cache import cache_dir
+
+    readme = " ".join(text("README.md").split())
+    for phrase in ("(`$PREFPIPE_CACHE`, default `~/.cache/prefpipe`)",
+                   "(`$PREFPIPE_REQUEST_CACHE`, default `requests/` under `$PREFPIPE_CACHE`, "
+                   "`~/.cache/prefpipe/requests` if neither is set;"):
+        assert phrase in readme, f"README.md no longer says {phrase!r}: update this test with it"
+    monkeypatch.delenv("PREFPIPE_REQUEST_CACHE", raising=False)
+    monkeypatch.delenv("PREFPIPE_CACHE", raising=False)
+    assert cache_dir() == Path.home() / ".cache" / "prefpipe" / "requests"
+    monkeypatch.setenv("PREFPIPE_CACHE", str(tmp_path))
+    assert cache_dir() == tmp_path / "requests"
+    monkeypatch.setenv("PREFPIPE_REQUEST_CACHE", str(tmp_path / "elsewhere"))
+    assert cache_dir() == tmp_path / "elsewhere"
+
+
 def test_the_defaults_the_readme_states_are_those_of_params_yaml_and_the_code():
     """A default changed in params.yaml or in a constant fails here until README.md says the new value."""
     readme = " ".join(text("README.md").split())
