@@ -193,9 +193,19 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
     ]
 
 
-def test_the_cache_folders_the_readme_states_are_those_the_code_uses(monkeypatch, tmp_path):
-    from pathlib import Path
+def test_the_stages_said_to_read_execution_max_reject_fraction_are_those_that_do():
+    """params.yaml said "a stage fails when more of its input than this is rejected": only DOVE reads it."""
+    line = next(t for t in (ROOT / "params.yaml").read_text(encoding="utf-8").splitlines()
+                if t.startswith("  max_reject_fraction:"))
+    readers = {path.stem for path in (ROOT / "stages").glob("*.py")
+               if re.search(r"\b(?:ex|execution)\.max_reject_fraction\b", path.read_text(encoding="utf-8"))}
+    assert readers == {"dove"}, f"update params.yaml's execution.max_reject_fraction comment: read by {readers}"
+    assert "dove" in line and "a stage fails" not in line, line
+    readme = " ".join(text("README.md").split())
+    assert "`execution.max_reject_fraction` for DOVE's items and judgments" in readme
 
+
+def test_the_cache_folders_the_readme_states_are_those_the_code_uses(monkeypatch, tmp_path):
     from pipeline.llm.request_cache import cache_dir
 
     readme = " ".join(text("README.md").split())
