@@ -193,6 +193,16 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
     ]
 
 
+def test_every_stage_module_is_a_stage_or_one_of_its_helpers_as_the_readme_says():
+    from pipeline.cli import STAGES
+
+    assert "`stages/<stage>.py`" in text("README.md") and "`stages/<stage>_*.py`" in text("README.md")
+    for path in (ROOT / "stages").glob("*.py"):
+        if path.stem != "__init__":
+            assert any(path.stem == s or path.stem.startswith(f"{s}_") for s in STAGES), \
+                f"stages/{path.name} belongs to no stage of {STAGES}: name it <stage>_... or move it to pipeline/"
+
+
 def test_the_stages_said_to_read_execution_max_reject_fraction_are_those_that_do():
     """params.yaml said "a stage fails when more of its input than this is rejected": only DOVE reads it."""
     line = next(t for t in (ROOT / "params.yaml").read_text(encoding="utf-8").splitlines()
