@@ -41,10 +41,9 @@ from pipeline.execute import Checkpoint, map_batches
 from pipeline.gates import check_gate, load_probes
 from pipeline.llm.base import GenerationFailure
 from pipeline.prompt import copies_template, fill, template_phrases
-from pipeline.records import Pair, empty_table, stable_id, to_table
+from pipeline.records import empty_table, to_table
 from stages.wildfeedback_common import (
     CHECKPOINTS,
-    METHOD,
     output_fingerprint,
     per_prompt,
     prompt,
@@ -53,6 +52,7 @@ from stages.wildfeedback_common import (
     window,
 )
 from stages.wildfeedback_fit import pair_drop_reason, prompt_text
+from stages.wildfeedback_output import pair_frame, pairs_table
 
 
 class PreferenceSummary(BaseModel):
@@ -312,7 +312,7 @@ def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params, fail
     book = _Book()
     book.rejects += [reject(r["source"], r["user_turn"], r["conversation_id"], f"detect: {r['m_error']}")
                      for r in failed_turns.to_dicts()]
-    pair_rows: list[dict] = []
+    frames: list[pl.DataFrame] = []
 
     if cfg.natural_revisions:
         nat = natural_revisions(signals, convs).with_columns(confidence=pl.lit(None, dtype=pl.Float64))
@@ -320,7 +320,7 @@ def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params, fail
         nat = _screen(nat, "natural_revision", book)
         if cfg.judge_natural_revisions and cfg.checklist_judge and nat.height:
             nat = _judged(nat, "natural_revision", params, roles["judge"], ckpt_root, book, judge_usable)
-        pair_rows += _pair_rows(nat, "natural_revision", {}, fp)
+        frames.append(pair_frame(nat, "natural_revision", {}, fp))
 
     cands = summary_candidates(signals, convs, cfg.summarize)
     book.counts["summaries_attempted"] = cands.height
@@ -338,21 +338,16 @@ def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params, fail
         book.counts["summaries_kept"] = kept.height
         for kind, polarity in (("generated", "dsat"), ("sat", "sat")):
             if kind == "generated" or cfg.sat_pairs:
-                pair_rows += _generated(kept.filter(pl.col("polarity") == polarity), kind, params, roles, book, fp,
+                frames += _generated(kept.filter(pl.col("polarity") == polarity), kind, params, roles, book, fp,
                                         ckpt_root, judge_usable)
 
-    valid = []
-    for row in pair_rows:
-        try:
-            Pair.model_validate(row)
-            valid.append(row)
-        except ValidationError as e:
-            book.drops["invalid_pair"] += 1
-            lin = json.loads(row["lineage"])
-            book.rejects.append(reject(row["source"], lin["feedback_turn"], lin["conversation_id"],
-                                       f"pair invalid: {e}", chosen=row["chosen"], rejected=row["rejected"]))
-    pairs = to_table(valid, "pairs") if valid else empty_table("pairs")
-    kinds = Counter(json.loads(r["lineage"])["kind"] for r in valid)
+    def invalid(row: dict, e: ValidationError) -> None:
+        book.drops["invalid_pair"] += 1
+        lin = json.loads(row["lineage"])
+        book.rejects.append(reject(row["source"], lin["feedback_turn"], lin["conversation_id"],
+                                   f"pair invalid: {e}", chosen=row["chosen"], rejected=row["rejected"]))
+
+    pairs, kinds = pairs_table(frames, invalid)
     c = book.counts
     stats = {
         "summaries": {"attempted": c["summaries_attempted"], "kept": c["summaries_kept"],
@@ -385,7 +380,7 @@ def _judged(df: pl.DataFrame, kind: str, params: Params, role: LLM, ckpt_root: P
 
 
 def _generated(kept: pl.DataFrame, kind: str, params: Params, roles: dict[str, LLM], book: _Book, fp: str,
-               ckpt_root: Path, judge_usable: bool) -> list[dict]:
+               ckpt_root: Path, judge_usable: bool) -> list[pl.DataFrame]:
     """DSAT: chosen generated with the preference. SAT: rejected sampled from the policy without it."""
     cfg = params.wildfeedback
     if kept.height == 0:
@@ -407,25 +402,4 @@ def _generated(kept: pl.DataFrame, kind: str, params: Params, roles: dict[str, L
     models = {role_name: role.model, "summarizer": roles["summarizer"].model}
     if cfg.checklist_judge:
         models["judge"] = roles["judge"].model
-    return _pair_rows(df, kind, models, fp)
-
-
-def _pair_rows(df: pl.DataFrame, kind: str, models: dict, fp: str) -> list[dict]:
-    rows = []
-    for r in df.to_dicts():
-        lineage = {"stage": METHOD, "kind": kind, "conversation_id": r["conversation_id"],
-                   "judged_turn": r["target_turn"], "feedback_turn": r["user_turn"],
-                   "preference": r["preference"], "models": models, "fingerprint": fp}
-        if r.get("sat_turn") is not None:
-            lineage.update(revision_turn=r["target_turn"] + 2, sat_turn=r["sat_turn"])
-        for side in ("chosen", "rejected"):  # only text a model of this pipeline wrote has a finish reason
-            if r.get(f"{side}_finish_reason") is not None:
-                lineage[f"{side}_finish_reason"] = r[f"{side}_finish_reason"]
-        rows.append({
-            "pair_id": stable_id(METHOD, kind, r["conversation_id"], r["target_turn"]),
-            "prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
-            "rejected": [{"role": "assistant", "content": r["rejected"]}],
-            "confidence": r.get("confidence"), "method": METHOD, "source": r["source"],
-            "lineage": json.dumps(lineage, sort_keys=True, ensure_ascii=False),
-        })
-    return rows
+    return [pair_frame(df, kind, models, fp)]
