@@ -6,7 +6,7 @@ each round, so both see the same load on a shared machine. Per run: wall seconds
 of the child process), peak RSS, and the md5 of every file the stage wrote (the two codes must agree).
 
     python bench/stage_ab.py --base main --n 200000 --stages ingest wildfeedback --rounds 2
-    python bench/stage_ab.py --base main --n 2000 --stages ingest --rounds 1     # smoke
+    python bench/stage_ab.py --smoke      # 2,000 conversations, ingest, HEAD against this checkout (checks the bench runs)
 """
 
 from __future__ import annotations
@@ -65,7 +65,10 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", default=["ingest", "wildfeedback"],
                     help="stages to time, in DAG order (export needs every method stage run first)")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true", help="2,000 conversations, ingest, one round against HEAD")
     args = ap.parse_args()
+    if args.smoke:
+        args.base, args.n, args.stages, args.rounds = "HEAD", 2000, ["ingest"], 1
     with tempfile.TemporaryDirectory() as tmp:
         codes = {"base": checkout(args.base, Path(tmp) / "base"), "this": ROOT}
         repo = prepare(args.n, Path(tmp))
