@@ -23,8 +23,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from types import UnionType
-from typing import Any, Union, get_args, get_origin
+from typing import Any
 
 import yaml
 from pydantic import (
@@ -34,6 +33,8 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+
+from pipeline.config_errors import ParamsError, format_validation_error
 
 # Every section is importable from here (``from pipeline.config import LLM, Pugc``): the names below are re-exported.
 from pipeline.config_shared import (
@@ -131,7 +132,6 @@ __all__ = [
     "WildfeedbackRoles",
     "WildfeedbackTestSet",
     "fingerprint",
-    "format_validation_error",
     "load_params",
     "resolve_params",
     "resolve_role",
@@ -272,60 +272,6 @@ def _with_curry_gaps(params: Params) -> Params:
     return params.model_copy(update={"curry": params.curry.model_copy(update={"inputs": inputs})})
 
 
-class ParamsError(ValueError):
-    """params.yaml is invalid; the message names the file and every bad key path."""
-
-
-def _key_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _keys_at(loc: tuple[Any, ...]) -> list[str]:
-    """The keys params.yaml allows in the mapping at ``loc`` (a key path's parent), [] when unknown."""
-    node: Any = Params
-    if loc[:1] == ("tiny_overrides",):  # tiny_overrides.<section>.<key>: the section's keys
-        loc = loc[1:]
-    for part in loc:
-        while get_origin(node) in (Union, UnionType):  # Optional[X]: X
-            args = [a for a in get_args(node) if a is not type(None)]
-            node = args[0] if len(args) == 1 else None
-        if isinstance(part, int) and get_origin(node) is list:
-            node = get_args(node)[0]
-        elif isinstance(node, type) and issubclass(node, BaseModel) and part in node.model_fields:
-            node = node.model_fields[part].annotation
-        elif get_origin(node) is dict:
-            node = get_args(node)[1]
-        else:
-            return []
-    while get_origin(node) in (Union, UnionType):
-        args = [a for a in get_args(node) if a is not type(None)]
-        node = args[0] if len(args) == 1 else None
-    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
-
-
-def format_validation_error(err: ValidationError, file: str | Path) -> str:
-    lines = []
-    for e in err.errors():
-        loc = tuple(p for p in e["loc"] if not str(p).startswith("function-"))
-        path = _key_path(loc)
-        if e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1)
-            msg = (f"unknown key; did you mean {close[0]!r}?" if close
-                   else "unknown key (remove it or check its spelling)")
-        elif e["type"] == "missing":
-            msg = "missing required key"
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            # api_key_env may hold a pasted key: never echo it.
-            if "input" in e and not isinstance(e["input"], dict | list) and "api_key_env" not in e["loc"]:
-                msg += f" (got {e['input']!r})"
-        lines.append(f"{file}: {path}: {msg}" if path else f"{file}: {msg}")  # whole-params checks name their keys
-    return "invalid parameters:\n  " + "\n  ".join(lines)
-
-
 # Params keys that name ingest sources, as (section, field): each is checked against ingest.sources.
 # A stage that selects sources by name adds its key here.
 SOURCE_KEYS = [("wildfeedback", "sources"), ("pugc", "sources"), ("selfie", "pair_sources"),
@@ -378,7 +324,7 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     try:
         params = resolve_params(data)
     except ValidationError as e:
-        raise ParamsError(format_validation_error(e, path)) from None
+        raise ParamsError(format_validation_error(e, path, Params)) from None
     errors = source_name_errors(params)
     if errors:
         raise ParamsError("invalid parameters:\n  " + "\n  ".join(f"{path}: {e}" for e in errors))

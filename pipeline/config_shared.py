@@ -51,15 +51,30 @@ class Sampling(Section):
 
 
 def _check_api_key_env(name: str | None) -> str | None:
-    """The name of an environment variable; errors never repeat the value (it may be a pasted key)."""
+    """The name of an environment variable, in upper case: many providers' keys are valid lower- or
+    mixed-case names (Groq ``gsk_...``, Together ``tgp_v1_...``, Fireworks ``fw_...``, Mistral's 32
+    letters and digits), and a pasted key would then be echoed as "not set". Errors never repeat the value."""
     if name is None:
         return None
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,99}", name) or name.lower().startswith(("sk_", "hf_", "key_")):
+    if not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,99}", name) or name.lower().startswith(("sk_", "hf_", "key_")):
         raise ValueError(
-            "expected the NAME of the environment variable that holds the key (e.g. OPENAI_API_KEY), not the "
-            "key itself; if you pasted a key here, remove it from params.yaml and rotate it"
+            "expected the NAME of the environment variable that holds the key, in upper case (e.g. "
+            "OPENAI_API_KEY), not the key itself; if you pasted a key here, remove it from params.yaml and rotate it"
         )
     return name
+
+
+def _check_base_url(url: str) -> str:
+    """An http(s) URL up to the API root, with no credentials in it: params.yaml is committed and its values
+    reach dvc.lock, logs and error messages. Errors never repeat the value."""
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        raise ValueError("expected an http(s) URL up to the API root, e.g. http://localhost:8000/v1")
+    if "@" in url.split("/")[2]:
+        raise ValueError(
+            "holds credentials (user:password@host): params.yaml is committed and echoed in logs; put the key in "
+            "the environment variable api_key_env names, remove it from params.yaml and rotate it"
+        )
+    return url
 
 
 def _check_threads(value: object) -> str | int:
@@ -85,7 +100,7 @@ def _check_model(name: str) -> str:
 ModelName = Annotated[str, AfterValidator(_check_model)]
 Backend = Literal["transformers", "vllm", "openai"]
 # An http(s) URL up to the API root, e.g. http://node1:8000/v1 (what `vllm serve` prints).
-BaseUrl = Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")]
+BaseUrl = Annotated[str, AfterValidator(_check_base_url)]
 # The NAME of an environment variable (never the key itself).
 EnvName = Annotated[str, AfterValidator(_check_api_key_env)]
 OptionScoring = Literal["sequence", "first_token"]

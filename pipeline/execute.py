@@ -53,7 +53,7 @@ import pyarrow.parquet as pq
 import xxhash
 from pydantic import BaseModel
 
-from pipeline.config import LLM, Execution
+from pipeline.config import LLM, Execution, fingerprint
 from pipeline.errors import EngineError, StageError
 from pipeline.execute_ray import stream_ray
 from pipeline.execute_step import Block, Step, concat_outputs, to_ipc
@@ -73,6 +73,12 @@ class Checkpoint:
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def step_checkpoint(root: Path | str, step: str, *parts: Any) -> Checkpoint:
+    """The checkpoint of model step ``step`` under ``root``: folder ``root/step``, fingerprint of the
+    parameter sections ``parts`` and the step's name (``pipeline.config.fingerprint``)."""
+    return Checkpoint(Path(root) / step, fingerprint(*parts, {"step": step}))
 
 
 # --- the local backend: blocks of results, in input order -----------------------------------------

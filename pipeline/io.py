@@ -49,6 +49,17 @@ def write_parquet(table: pa.Table, path: Path, row_group_bytes: int = 100 << 20)
                    **PARQUET_OPTIONS)
 
 
+def shard_sizes(execution: Any, **extra: Any) -> dict[str, Any]:
+    """The ``execution`` section's shard sizes as ``ShardWriter`` / ``write_shards`` keyword arguments, plus
+    ``extra`` (``fingerprint=...``, ``spill_bytes=...``).
+
+    >>> shard_sizes(type("Ex", (), {"target_shard_bytes": 64, "row_group_bytes": 8})(), fingerprint="f")
+    {'target_shard_bytes': 64, 'row_group_bytes': 8, 'fingerprint': 'f'}
+    """
+    return {"target_shard_bytes": execution.target_shard_bytes, "row_group_bytes": execution.row_group_bytes,
+            **extra}
+
+
 def write_shards(table: pa.Table, out_dir: str | Path, **kwargs: Any) -> dict[str, Any]:
     """Write ``table`` as a deterministic shard set and publish it atomically. Returns the manifest.
 

@@ -12,12 +12,31 @@ two. ``details.json`` holds every figure the stage measured, headline ones inclu
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from pipeline.files import write_json_atomic
 
+log = logging.getLogger(__name__)
+
 METRICS, DETAILS = "metrics.json", "details.json"
+
+
+def announce_overrides(params: Any, stage: str, note: str) -> dict[str, Any]:
+    """The ``tiny_overrides`` applied to ``stage`` (for its metrics), said on the console when there are any
+    as ``<stage>: <note>: {...}``."""
+    applied = params.applied_overrides(stage)
+    if applied:
+        print(f"{stage}: {note}: {applied}")
+    return applied
+
+
+def say(message: str) -> None:
+    """A warning the user must see, on the console once (a WARNING log record too would repeat it under the
+    CLI's logging); the log gets it at debug level."""
+    log.debug(message)
+    print(f"WARNING {message}")
 
 
 def gate_headline(gates: dict[str, dict[str, Any]]) -> dict[str, Any]:

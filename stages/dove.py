@@ -25,7 +25,6 @@ The steps, as in METHODS.md §5:
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +33,16 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.checks import same_text
-from pipeline.config import Dove, Params, fingerprint, resolve_role
+from pipeline.config import LLM, Dove, Execution, Params, fingerprint, resolve_role
 from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
-from pipeline.io import SourceError, StageError, read_table, write_shards
-from pipeline.metrics import gate_headline, write_metrics
+from pipeline.io import StageError, shard_sizes, write_shards
+from pipeline.metrics import announce_overrides, gate_headline, say, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.prompt import template
 from pipeline.records import SCHEMAS, one_message, stable_id
 from stages.dove_items import (
-    gold_relations,
     index_instructions,
-    items_from_pairs,
-    items_from_scored,
-    normalise_items,
+    load_items,
     side_key,
 )
 from stages.dove_judge import (
@@ -61,41 +57,10 @@ from stages.dove_judge import (
 )
 from stages.dove_similarity import embed_texts, nearest_partners, row_cosine, tfidf_matrix
 
-log = logging.getLogger(__name__)
-
 OUT = Path("data/dove")
 
 
-# --- 1. items (stages/dove_items.py) ---------------------------------------------------------------
-
-
-def load_items(cfg: Dove) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """(items, rejects, gold relations, counts) from the input sets and the selected labelled pairs."""
-    frames, rejects, per_input = [], [], {}
-    gold = pl.DataFrame(schema={"win": pl.UInt64, "lose": pl.UInt64})
-    for i, spec in enumerate(cfg.inputs):
-        prompts = read_table(spec.prompts, "prompts", key=f"dove.inputs[{i}].prompts")
-        responses = read_table(spec.responses, "responses", key=f"dove.inputs[{i}].responses")
-        items, orphans = items_from_scored(prompts, responses, spec.responses)
-        frames.append(items)
-        rejects.append(orphans)
-        per_input[spec.responses] = {"items": items.height, "responses_without_prompt": orphans.height}
-    if cfg.pair_sources:
-        pairs = pl.from_arrow(read_table(cfg.pairs, "pairs", key="dove.pairs"))
-        missing = sorted(set(cfg.pair_sources) - set(pairs["source"].unique().to_list()))
-        if missing:
-            raise SourceError(
-                f"dove.pair_sources: no pairs with source {missing} in {cfg.pairs}; sources there: "
-                f"{sorted(pairs['source'].unique().to_list())}. Fix the names in params.yaml."
-            )
-        picked = pairs.filter(pl.col("source").is_in(cfg.pair_sources))
-        frames.append(items_from_pairs(picked.to_arrow()))
-        gold = gold_relations(frames[-1])
-        per_input[cfg.pairs] = {"pairs": picked.height, "items": 2 * picked.height}
-    items, empty, counts = normalise_items(frames)
-    orphans = sum(r.height for r in rejects)
-    counts = {"rows_in": counts["items_in"] + orphans, "responses_without_prompt": orphans, **counts}
-    return items, pl.concat([*rejects, empty]), gold, {"inputs": per_input, **counts}
+# --- 1. items: load_items (stages/dove_items.py) ---------------------------------------------------
 
 
 # --- 2. pairing ----------------------------------------------------------------------------------
@@ -231,7 +196,36 @@ def build_comparisons(items: pl.DataFrame, cfg: Dove) -> tuple[pl.DataFrame, dic
     return comps, metrics
 
 
-# --- 3. joint judgment: stages/dove_judge.py; run in main ------------------------------------------
+# --- 3. joint judgment (the judge step: stages/dove_judge.py) ---------------------------------------
+
+
+def judge_templates() -> dict[str, str]:
+    """The judge's two prompts (joint: two instructions; conditional: one), part of the fingerprint."""
+    return {"joint_template": template("dove_judge"), "conditional_template": template("dove_judge_conditional")}
+
+
+def run_judge(table: pa.Table, cfg: Dove, ex: Execution, judge_cfg: LLM, *, checkpoint: Checkpoint | None = None,
+              desc: str = "dove judge (judge)") -> pa.Table | None:
+    """The ``judge`` engine step over ``table`` (``JUDGE_INPUT`` columns) through ``map_batches``."""
+    return map_batches(table, judge, execution=ex, engine=judge_cfg, checkpoint=checkpoint, desc=desc,
+                       fn_kwargs={**judge_templates(), "max_prompt_chars": cfg.max_prompt_chars})
+
+
+def judge_comparisons(comps: pl.DataFrame, cfg: Dove, ex: Execution, judge_cfg: LLM,
+                      checkpoint: Checkpoint) -> tuple[pl.DataFrame, dict[str, Any], int]:
+    """Step 3: the judge's gate on built-in probes first (a judge at chance costs seconds, not the stage), then
+    every comparison in both position orders, less the measured position bias with ``position_calibration:
+    median``. Returns (the comparisons with their verdicts, the gate report, comparisons withheld by it)."""
+    gate = run_gate(lambda t: run_judge(t, cfg, ex, judge_cfg, desc="dove judge probes (judge)"), cfg,
+                    judge_cfg.model, ex.on_gate_failure)
+    withheld = 0 if gate["passed"] else comps.height
+    if withheld:
+        comps = comps.head(0)
+    judged = run_judge(comps.select(JUDGE_INPUT).to_arrow(), cfg, ex, judge_cfg, checkpoint=checkpoint)
+    judged_df = pl.from_arrow(judged) if judged is not None else pl.DataFrame(schema=JUDGED_SCHEMA)
+    judged_df = comps.join(judged_df, on="comparison_id", how="left", maintain_order="left")
+    bias = position_bias(judged_df) if cfg.position_calibration == "median" else 0.0
+    return verdicts(judged_df, bias), gate, withheld
 
 
 # --- 4. contradictions ---------------------------------------------------------------------------
@@ -343,45 +337,37 @@ def check_fraction(what: str, failed: int, total: int, reasons: dict[str, int], 
         )
 
 
+def check_failures(item_rejects: pl.DataFrame, rows_in: int, judgment: dict[str, Any], max_fraction: float) -> None:
+    """Raise ``DoveError`` when the input items rejected, or the judgments failed, exceed ``max_fraction``."""
+    item_reasons = {r["reason"]: r["count"] for r in item_rejects["reason"].value_counts().to_dicts()}
+    check_fraction("input items", item_rejects.height, rows_in, item_reasons, max_fraction)
+    check_fraction("judgments", judgment["failures"], judgment["comparisons"], judgment["failures_by_reason"],
+                   max_fraction)
+
+
 def main(params: Params) -> None:
+    """The five steps in order; then pairs, rejects and metrics swapped in together (``pipeline.outputs``),
+    and the stage fails if too much of its input was rejected or failed to judge."""
     cfg, ex = params.dove, params.execution
     judge_cfg = resolve_role(params.llm, cfg.roles.judge)
-    templates = {"joint_template": template("dove_judge"), "conditional_template": template("dove_judge_conditional")}
-    fp = fingerprint(cfg, judge_cfg, templates)
-    overrides = params.applied_overrides("dove")
-    if overrides:
-        print(f"dove: tiny_overrides applied (the judge is the random-weights tiny model): {overrides}")
+    fp = fingerprint(cfg, judge_cfg, judge_templates())
+    overrides = announce_overrides(params, "dove", "tiny_overrides applied (the judge is the random-weights tiny model)")
 
     items, item_rejects, gold, item_metrics = load_items(cfg)
     comps, pair_metrics = build_comparisons(items, cfg)
-
-    def judge_step(table: pa.Table, checkpoint: Checkpoint | None = None, desc: str = "dove judge (judge)") -> pa.Table | None:
-        return map_batches(table, judge, execution=ex, engine=judge_cfg, checkpoint=checkpoint, desc=desc,
-                           fn_kwargs={**templates, "max_prompt_chars": cfg.max_prompt_chars})
-
-    # The gate runs before any real comparison is judged: a judge at chance costs seconds, not the stage.
-    gate = run_gate(lambda t: judge_step(t, desc="dove judge probes (judge)"), cfg, judge_cfg.model, ex.on_gate_failure)
-    withheld = 0 if gate["passed"] else comps.height
-    if withheld:
-        comps = comps.head(0)
     checkpoint = Checkpoint(CHECKPOINT_ROOT / "dove" / "judge", fp)
-    judged = judge_step(comps.select(JUDGE_INPUT).to_arrow(), checkpoint)
-    judged_df = pl.from_arrow(judged) if judged is not None else pl.DataFrame(schema=JUDGED_SCHEMA)
-    judged_df = comps.join(judged_df, on="comparison_id", how="left", maintain_order="left")
-    bias = position_bias(judged_df) if cfg.position_calibration == "median" else 0.0
-    decided = resolve_contradictions(verdicts(judged_df, bias), gold)
+    decided, gate, withheld = judge_comparisons(comps, cfg, ex, judge_cfg, checkpoint)
+    decided = resolve_contradictions(decided, gold)
     table = joint_pairs(decided, pairing=cfg.pairing, judge_model=judge_cfg.model, fp=fp)
 
     out = begin_outputs(OUT)  # pairs, rejects and metrics change together (pipeline/outputs.py)
-    write_shards(table, out / "pairs", name="joint_pairs", fingerprint=fp,
-                 target_shard_bytes=ex.target_shard_bytes, row_group_bytes=ex.row_group_bytes)
+    write_shards(table, out / "pairs", name="joint_pairs", **shard_sizes(ex, fingerprint=fp))
     rejects = pl.concat([item_rejects, failure_rejects(decided)], how="vertical_relaxed")
     write_shards(rejects.to_arrow(), out / "rejects", name="rejects", fingerprint=fp)
     judgment = judgment_metrics(decided)
     warning = calibration_warning(judgment, cfg.position_calibration)
     if warning:
-        log.debug(warning)  # the console line is the warning: a WARNING record would print it twice
-        print(f"WARNING {warning}")
+        say(warning)
     written = decided.filter(pl.col("outcome").is_in(["first", "second"]) & pl.col("dropped").is_null())
     details = {
         "items": item_metrics,
@@ -402,7 +388,4 @@ def main(params: Params) -> None:
                         "pairs": table.num_rows, **gate_headline({"judge": gate})}, details)
     commit_outputs(OUT)
     checkpoint.clear()
-    item_reasons = {r["reason"]: r["count"] for r in item_rejects["reason"].value_counts().to_dicts()}
-    check_fraction("input items", item_rejects.height, item_metrics["rows_in"], item_reasons, ex.max_reject_fraction)
-    check_fraction("judgments", judgment["failures"], judgment["comparisons"], judgment["failures_by_reason"],
-                   ex.max_reject_fraction)
+    check_failures(item_rejects, item_metrics["rows_in"], judgment, ex.max_reject_fraction)

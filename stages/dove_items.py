@@ -1,8 +1,8 @@
 """DOVE step 1, items (stages/dove.py): every (instruction, response) the stage can compare.
 
 Scored responses joined to their prompts, and both sides of labelled pairs (whose labels are the gold
-relations ``gold_relations`` keeps, so the judge is never allowed to publish their reverse). One item
-per distinct (instruction text, response); ``side_key`` identifies one up to whitespace.
+relations ``gold_relations`` keeps, so the judge is never allowed to publish their reverse), read by
+``load_items``. One item per distinct (instruction text, response); ``side_key`` identifies one up to whitespace.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import pyarrow as pa
 
 from pipeline import ids
 from pipeline.checks import squash
+from pipeline.config import Dove
+from pipeline.io import SourceError, read_table
 
 ITEM_COLUMNS = ["item_id", "instruction", "instruction_text", "response", "origin"]
 
@@ -122,3 +124,30 @@ def gold_relations(pair_items: pl.DataFrame) -> pl.DataFrame:
     return won.join(lost, on="pair", suffix="_l").select(win="key", lose="key_l").unique(maintain_order=True)
 
 
+def load_items(cfg: Dove) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """(items, rejects, gold relations, counts) from the input sets and the selected labelled pairs."""
+    frames, rejects, per_input = [], [], {}
+    gold = pl.DataFrame(schema={"win": pl.UInt64, "lose": pl.UInt64})
+    for i, spec in enumerate(cfg.inputs):
+        prompts = read_table(spec.prompts, "prompts", key=f"dove.inputs[{i}].prompts")
+        responses = read_table(spec.responses, "responses", key=f"dove.inputs[{i}].responses")
+        items, orphans = items_from_scored(prompts, responses, spec.responses)
+        frames.append(items)
+        rejects.append(orphans)
+        per_input[spec.responses] = {"items": items.height, "responses_without_prompt": orphans.height}
+    if cfg.pair_sources:
+        pairs = pl.from_arrow(read_table(cfg.pairs, "pairs", key="dove.pairs"))
+        missing = sorted(set(cfg.pair_sources) - set(pairs["source"].unique().to_list()))
+        if missing:
+            raise SourceError(
+                f"dove.pair_sources: no pairs with source {missing} in {cfg.pairs}; sources there: "
+                f"{sorted(pairs['source'].unique().to_list())}. Fix the names in params.yaml."
+            )
+        picked = pairs.filter(pl.col("source").is_in(cfg.pair_sources))
+        frames.append(items_from_pairs(picked.to_arrow()))
+        gold = gold_relations(frames[-1])
+        per_input[cfg.pairs] = {"pairs": picked.height, "items": 2 * picked.height}
+    items, empty, counts = normalise_items(frames)
+    orphans = sum(r.height for r in rejects)
+    counts = {"rows_in": counts["items_in"] + orphans, "responses_without_prompt": orphans, **counts}
+    return items, pl.concat([*rejects, empty]), gold, {"inputs": per_input, **counts}

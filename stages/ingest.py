@@ -44,6 +44,7 @@ from pipeline.io import (
     SourceError,
     StageError,
     iter_records,
+    shard_sizes,
 )
 from pipeline.jsontext import preview_of
 from pipeline.limits import JSON_FILE_RECORDS
@@ -327,8 +328,7 @@ def run(params: Params, out_dir: str | Path = OUT_DIR) -> dict[str, Any]:
     cfg, ex = params.ingest, params.execution
     out_dir = Path(out_dir)
     check_sources_exist(cfg.sources)
-    sizes = {"target_shard_bytes": ex.target_shard_bytes, "row_group_bytes": ex.row_group_bytes,
-             "spill_bytes": ex.spill_bytes}
+    sizes = shard_sizes(ex, spill_bytes=ex.spill_bytes)
     with stage_outputs(out_dir) as staged:
         with ExitStack() as stack:
             tables = _Tables(staged, stack, **sizes)

@@ -21,7 +21,6 @@ numbers) and ``data/pugc/details.json`` (every count).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import polars as pl
@@ -29,23 +28,22 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from pipeline.checks import same_text
-from pipeline.config import Params, Sampling, fingerprint, resolve_role
+from pipeline.config import LLM, Params, Pugc, Sampling, fingerprint, resolve_role
 from pipeline.drops import account, first_reason
 from pipeline.llm.base import GenerationFailure, sample_fields
-from pipeline.metrics import DETAILS, gate_headline, write_metrics
-from pipeline.outputs import begin_outputs, commit_outputs
+from pipeline.metrics import DETAILS, announce_overrides
 from pipeline.prompt import copies_template, fill_rows, template, template_phrases
 from pipeline.text import normalise
 from stages.pugc_io import (
-    clear_checkpoints,
+    StepClock,
     empty_queries,
     empty_samples,
     load_documents,
     pairs_table,
+    publish,
     run_step,
     with_prompt_ids,
     with_response_ids,
-    write_outputs,
 )
 from stages.pugc_judge import (
     chat,
@@ -190,61 +188,32 @@ def pick_pairs(prompt_ids: pl.Series, responses: pl.DataFrame, min_margin: float
     ).sort("prompt_id")
 
 
-# --- stage ---------------------------------------------------------------------------------------
+# --- the stage: the six steps in order ----------------------------------------------------------------
 
 
-def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
+def query_step(docs: pl.DataFrame, params: Params, gen: LLM, *, gate_passed: bool) -> tuple[pl.DataFrame, dict]:
+    """Step 2: ``queries_per_document`` reader queries per document, then the failure / leakage /
+    template-copy / duplicate filter; returns the kept queries (with ``prompt_id``) and the step's counts. With
+    the query filter's gate withheld no query would be kept, so none is generated."""
     cfg = params.pugc
-    gen, policy, judge = (
-        resolve_role(params.llm, getattr(cfg.roles, r)) for r in ("generator", "policy", "judge")
-    )
-    # Timings go to the log, not to the metrics: metrics are a DVC output and stay byte-identical
-    # for identical inputs and params.
-    metrics: dict = {"tiny_overrides": params.applied_overrides("pugc")}
-    if metrics["tiny_overrides"]:
-        print(f"pugc: tiny model settings applied (params.yaml tiny_overrides): {metrics['tiny_overrides']}")
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def tick(step: str) -> None:
-        nonlocal clock
-        timings[step] = round(time.perf_counter() - clock, 1)
-        clock = time.perf_counter()
-
-    # 1. pre-filter
-    docs, metrics["input"] = load_documents(documents, cfg.sources)
-    docs, metrics["prefilter"] = prefilter(docs, params)
-    tick("prefilter")
-
-    # the judge's two uses prove themselves before any model work on real rows
-    metrics["gates"] = judge_gates(params, judge)
-    use = {role: report["passed"] for role, report in metrics["gates"].items()}
-    tick("gates")
-
-    # 2. query generation + failure / leakage / template-copy / duplicate filter (withheld query filter: no
-    # query would be kept, so none is written)
-    to_query = docs if use["query_filter"] else docs.clear()
-    queries = run_step(
-        to_query.select("doc_id", "reference"),
-        generate_queries,
-        params,
-        "queries",
-        engine=gen,
-        n=cfg.queries_per_document,
-        sampling=gen.sampling,
-    )
+    to_query = docs if gate_passed else docs.clear()
+    queries = run_step(to_query.select("doc_id", "reference"), generate_queries, params, "queries", engine=gen,
+                       n=cfg.queries_per_document, sampling=gen.sampling)
     queries = clean_queries(queries if queries is not None else empty_queries(), cfg.leak_patterns)
     errors = queries["error"].drop_nulls().value_counts().sort(["count", "error"], descending=[True, False])
-    metrics["queries"] = {
+    counts = {
         **account(queries),
         "documents_skipped_gate_withheld": docs.height - to_query.height,
         "top_errors": [[e, int(n)] for e, n in errors.head(3).iter_rows()],
     }
-    queries = with_prompt_ids(queries.filter(pl.col("drop").is_null()), docs)
-    tick("queries")
+    return with_prompt_ids(queries.filter(pl.col("drop").is_null()), docs), counts
 
-    # 3. query filter (withheld gate: no query is kept on the judge's word)
-    if use["query_filter"]:
+
+def query_filter_step(queries: pl.DataFrame, params: Params, judge: LLM, *, gate_passed: bool) -> tuple[pl.DataFrame, dict]:
+    """Step 3: keep the queries the judge says their document answers (``p_true`` at or above
+    ``query_filter_threshold``); with the gate withheld no query is kept on the judge's word."""
+    cfg = params.pugc
+    if gate_passed:
         judged = run_answerable(queries, params, "query_filter", judge)
         filtered = query_filter(
             queries.join(judged.select("prompt_id", "p_true"), on="prompt_id")
@@ -254,36 +223,32 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
         )
     else:
         filtered = queries.with_columns(p_true=pl.lit(None, pl.Float64), drop=pl.lit("gate_withheld"))
-    metrics["query_filter"] = {
+    counts = {
         **account(filtered),
         "threshold": cfg.query_filter_threshold,
         "p_true_mean": filtered["p_true"].fill_nan(None).mean(),
     }
-    queries = filtered.filter(pl.col("drop").is_null()).drop("drop", "p_true")
-    tick("query_filter")
+    return filtered.filter(pl.col("drop").is_null()).drop("drop", "p_true"), counts
 
-    # 4. sampling (withheld scorer gate: nothing to score, so nothing is sampled)
-    to_sample = queries if use["scorer"] else queries.clear()
+
+def sampling_step(queries: pl.DataFrame, params: Params, policy: LLM, *, gate_passed: bool) -> tuple[pl.DataFrame, dict]:
+    """Step 4: ``responses_per_query`` policy responses per query, failed / cut-off / empty ones dropped; each
+    kept one gets its ``response_id``. With the scorer's gate withheld there is nothing to score, so nothing
+    is sampled."""
+    cfg = params.pugc
+    to_sample = queries if gate_passed else queries.clear()
     sampling = policy.sampling.model_copy(update={"temperature": cfg.temperature, "top_p": cfg.top_p})
-    samples = run_step(
-        to_sample.select("prompt_id", "query"),
-        sample_responses,
-        params,
-        "sampling",
-        engine=policy,
-        k=cfg.responses_per_query,
-        sampling=sampling,
-    )
+    samples = run_step(to_sample.select("prompt_id", "query"), sample_responses, params, "sampling", engine=policy,
+                       k=cfg.responses_per_query, sampling=sampling)
     samples = response_filter(samples if samples is not None else empty_samples())
-    metrics["sampling"] = {
-        **account(samples),
-        "queries": to_sample.height,
-        "responses_per_query": cfg.responses_per_query,
-    }
-    samples = with_response_ids(samples.filter(pl.col("drop").is_null()).drop("drop"))
-    tick("sampling")
+    counts = {**account(samples), "queries": to_sample.height, "responses_per_query": cfg.responses_per_query}
+    return with_response_ids(samples.filter(pl.col("drop").is_null()).drop("drop")), counts
 
-    # 5. reference-guided scoring
+
+def scoring_step(samples: pl.DataFrame, queries: pl.DataFrame, params: Params, judge: LLM) -> tuple[pl.DataFrame, dict]:
+    """Step 5: the judge scores each response 1-5 with the document as reference; a response it cannot
+    score is dropped (``judge_failed``)."""
+    cfg = params.pugc
     to_score = samples.join(queries.select("prompt_id", "query", "reference"), on="prompt_id")
     scored = run_scorer(to_score, params, "scoring", judge)
     responses = (
@@ -292,40 +257,53 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
         else samples.with_columns(score=pl.lit(None, pl.Float64), detail=pl.lit(None, pl.String))
     )
     responses = responses.with_columns(drop=first_reason((pl.col("score").is_null(), "judge_failed")))
-    metrics["scoring"] = {
-        **account(responses),
-        "scoring": cfg.scoring,
-        "score_mean": responses["score"].mean(),
-    }
-    responses = responses.filter(pl.col("drop").is_null()).drop("drop")
-    tick("scoring")
+    counts = {**account(responses), "scoring": cfg.scoring, "score_mean": responses["score"].mean()}
+    return responses.filter(pl.col("drop").is_null()).drop("drop"), counts
 
-    # 6. pairs
+
+def pairs_step(queries: pl.DataFrame, responses: pl.DataFrame, cfg: Pugc, lineage: dict, *,
+               gate_passed: bool) -> tuple[pa.Table, dict]:
+    """Step 6: best vs worst response per query, kept at ``min_margin`` or more, as ``pairs`` rows; with the
+    scorer's gate withheld no pair is kept."""
     picked = pick_pairs(queries["prompt_id"], responses, cfg.min_margin)
-    if not use["scorer"]:
+    if not gate_passed:
         picked = picked.with_columns(drop=pl.lit("gate_withheld"))
-    metrics["pairs"] = {**account(picked), "queries": queries.height, "min_margin": cfg.min_margin}
-    lineage = {
-        "stage": "pugc",
-        "generator": gen.model,
-        "policy": policy.model,
-        "judge": judge.model,
-        "scoring": cfg.scoring,
-        "fingerprint": fingerprint(cfg, params.llm),
-    }
-    pairs = pairs_table(picked, queries, lineage)
-    tick("pairs")
+    counts = {**account(picked), "queries": queries.height, "min_margin": cfg.min_margin}
+    return pairs_table(picked, queries, lineage), counts
 
-    staged = begin_outputs(out)  # queries, responses, pairs and metrics change together (pipeline/outputs.py)
-    write_outputs(params, queries, responses, pairs, judge, policy, staged)
-    write_metrics(staged, {"rows_in": metrics["input"]["selected"], "queries": metrics["query_filter"]["kept"],
-                           "responses": metrics["scoring"]["kept"], "pairs": metrics["pairs"]["kept"],
-                           **gate_headline(metrics["gates"])}, metrics)
-    commit_outputs(out)
-    clear_checkpoints()
+
+def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
+    """The six steps in order, each adding its counts to the metrics; the judge's gates run before any model
+    work on real rows. Returns the metrics (details.json)."""
+    cfg = params.pugc
+    gen, policy, judge = (resolve_role(params.llm, getattr(cfg.roles, r)) for r in ("generator", "policy", "judge"))
+    metrics: dict = {"tiny_overrides": announce_overrides(params, "pugc", "tiny model settings applied "
+                                                          "(params.yaml tiny_overrides)")}
+    clock = StepClock()  # seconds per step go to the console, never to the metrics (a DVC output)
+
+    docs, metrics["input"] = load_documents(documents, cfg.sources)
+    docs, metrics["prefilter"] = prefilter(docs, params)
+    clock.tick("prefilter")
+    metrics["gates"] = judge_gates(params, judge)
+    use = {role: report["passed"] for role, report in metrics["gates"].items()}
+    clock.tick("gates")
+    queries, metrics["queries"] = query_step(docs, params, gen, gate_passed=use["query_filter"])
+    clock.tick("queries")
+    queries, metrics["query_filter"] = query_filter_step(queries, params, judge, gate_passed=use["query_filter"])
+    clock.tick("query_filter")
+    samples, metrics["sampling"] = sampling_step(queries, params, policy, gate_passed=use["scorer"])
+    clock.tick("sampling")
+    responses, metrics["scoring"] = scoring_step(samples, queries, params, judge)
+    clock.tick("scoring")
+    lineage = {"stage": "pugc", "generator": gen.model, "policy": policy.model, "judge": judge.model,
+               "scoring": cfg.scoring, "fingerprint": fingerprint(cfg, params.llm)}
+    pairs, metrics["pairs"] = pairs_step(queries, responses, cfg, lineage, gate_passed=use["scorer"])
+    clock.tick("pairs")
+
+    publish(params, out, queries, responses, pairs, judge, policy, metrics)
     print(
         f"pugc: {metrics['input']['selected']} documents -> {metrics['prefilter']['kept']} kept -> "
         f"{metrics['query_filter']['kept']} queries -> {metrics['scoring']['kept']} scored responses -> "
-        f"{metrics['pairs']['kept']} pairs (drops by reason in {out / DETAILS}); seconds per step: {timings}"
+        f"{metrics['pairs']['kept']} pairs (drops by reason in {out / DETAILS}); seconds per step: {clock.seconds}"
     )
     return metrics

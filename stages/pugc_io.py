@@ -1,10 +1,11 @@
-"""PUGC plumbing: resumable model steps, the input documents, and the three output tables.
+"""PUGC plumbing: resumable model steps, the input documents, the three output tables and their publishing.
 
 Kept apart from ``stages/pugc.py`` so that module reads as the method.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import polars as pl
@@ -12,8 +13,10 @@ import pyarrow as pa
 
 from pipeline import ids
 from pipeline.config import LLM, Params, fingerprint
-from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
-from pipeline.io import StageError, read_table, write_shards
+from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches, step_checkpoint
+from pipeline.io import StageError, read_table, shard_sizes, write_shards
+from pipeline.metrics import gate_headline, write_metrics
+from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import MESSAGES_TYPE, one_message
 
 STAGE = pl.lit("pugc")  # the first part of every PUGC id
@@ -26,7 +29,6 @@ def run_step(
     table: pl.DataFrame, fn, params: Params, step: str, *, engine: LLM | None = None, **kwargs
 ) -> pl.DataFrame | None:
     """``fn`` over ``table`` through ``map_batches``, resumable from ``.prefpipe/checkpoints/pugc/<step>``."""
-    fp = fingerprint(params.pugc, engine or params.execution, {"step": step})
     out = map_batches(
         table.to_arrow(),
         fn,
@@ -34,9 +36,23 @@ def run_step(
         engine=engine,
         fn_kwargs=kwargs,
         desc=f"pugc {step}" + (f" ({ROLE_OF[step]})" if step in ROLE_OF else ""),
-        checkpoint=Checkpoint(CHECKPOINT_ROOT / "pugc" / step, fp),
+        checkpoint=step_checkpoint(CHECKPOINT_ROOT / "pugc", step, params.pugc, engine or params.execution),
     )
     return None if out is None else pl.from_arrow(out)
+
+
+class StepClock:
+    """Seconds per step (``tick`` at each step's end), for the console line: timings never go to the metrics,
+    a DVC output that stays byte-identical for identical inputs and params."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def tick(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._start, 1)
+        self._start = now
 
 
 def clear_checkpoints() -> None:
@@ -120,13 +136,7 @@ def write_outputs(
     out: Path,
 ) -> None:
     """``queries`` (prompts, ``reference`` = the document), ``responses`` (scored), ``pairs``."""
-    fp = fingerprint(params.pugc, params.llm)
-    ex = params.execution
-    kw = {
-        "fingerprint": fp,
-        "target_shard_bytes": ex.target_shard_bytes,
-        "row_group_bytes": ex.row_group_bytes,
-    }
+    kw = shard_sizes(params.execution, fingerprint=fingerprint(params.pugc, params.llm))
     prompts = queries.select(
         "prompt_id",
         messages=one_message("user", "query"),
@@ -147,6 +157,19 @@ def write_outputs(
     )
     write_shards(scored.to_arrow(), out / "responses", name="responses", **kw)
     write_shards(pairs, out / "pairs", name="pairs", **kw)
+
+
+def publish(params: Params, out: Path, queries: pl.DataFrame, responses: pl.DataFrame, pairs: pa.Table,
+            judge: LLM, policy: LLM, metrics: dict) -> None:
+    """Queries, responses, pairs, metrics.json (headline) and details.json (``metrics``) swapped into ``out``
+    together (``pipeline.outputs``); then the step checkpoints go."""
+    staged = begin_outputs(out)
+    write_outputs(params, queries, responses, pairs, judge, policy, staged)
+    write_metrics(staged, {"rows_in": metrics["input"]["selected"], "queries": metrics["query_filter"]["kept"],
+                           "responses": metrics["scoring"]["kept"], "pairs": metrics["pairs"]["kept"],
+                           **gate_headline(metrics["gates"])}, metrics)
+    commit_outputs(out)
+    clear_checkpoints()
 
 
 def empty_queries() -> pl.DataFrame:

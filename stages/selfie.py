@@ -33,20 +33,21 @@ import pyarrow as pa
 from pipeline import ids
 from pipeline.checks import squash
 from pipeline.config import LLM, Execution, Params, Sampling, Selfie, fingerprint
-from pipeline.execute import Checkpoint, map_batches
-from pipeline.io import SourceError, write_shards
+from pipeline.execute import map_batches, step_checkpoint
+from pipeline.io import SourceError, shard_sizes
 from pipeline.llm.base import sample_fields
-from pipeline.metrics import gate_headline, write_metrics
+from pipeline.metrics import announce_overrides, gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import empty_table
 from stages.selfie_output import (
     kept_iterations,
     migrate_flat_layout,
-    pair_report,
+    pairs_report,
     reward_report,
+    sample_report,
     to_pairs,
     to_responses,
-    write_pairs,
+    write_outputs,
 )
 from stages.selfie_reward import (
     confidence,
@@ -61,15 +62,16 @@ from stages.selfie_split import (
     STAGE,
     assign_split,
     export_labelled,
-    plan_split,
     pool_prompts,
     read_inputs,
+    split_report,
 )
 
 log = logging.getLogger(__name__)
 
 OUT = Path("data/selfie")
 CHECKPOINTS = Path(".prefpipe/checkpoints/selfie")
+NOTHING_SAMPLED = {"generation_failed": 0, "cut_off": 0, "empty": 0}  # sample drops when nothing is sampled
 
 
 # --- step 2: sample ---------------------------------------------------------------------------------
@@ -185,13 +187,11 @@ def annotate(
     reward, and the samples dropped by reason (``generation_failed``, ``cut_off``, ``empty``). Each engine step resumes from its
     checkpoint."""
 
-    def ck(step: str, *parts: Any) -> Checkpoint:
-        return Checkpoint(CHECKPOINTS / step, fingerprint(*parts, {"step": step}))
-
     cks = [
-        ck("sample", policy, sel.sampling, {"k": sel.samples_per_prompt, "iteration": sel.iteration}),
-        ck("logprob_policy", policy),
-        ck("logprob_reference", reference),
+        step_checkpoint(CHECKPOINTS, "sample", policy, sel.sampling,
+                        {"k": sel.samples_per_prompt, "iteration": sel.iteration}),
+        step_checkpoint(CHECKPOINTS, "logprob_policy", policy),
+        step_checkpoint(CHECKPOINTS, "logprob_reference", reference),
     ]
     responses = map_batches(
         prompts.select(["prompt_id", "messages"]),
@@ -203,7 +203,7 @@ def annotate(
         desc="selfie sample (policy)",
     )
     if responses is None:
-        return pl.DataFrame(), {"generation_failed": 0, "cut_off": 0, "empty": 0}
+        return pl.DataFrame(), dict(NOTHING_SAMPLED)
     sampled = with_response_ids(pl.from_arrow(responses), iteration=sel.iteration)
     failed = pl.col("finish_reason") == "failed"
     cut, blank = pl.col("finish_reason") == "length", pl.col("text").str.strip_chars() == ""
@@ -239,13 +239,55 @@ def _no_logprobs(role: str) -> pl.DataFrame:
     )
 
 
+def reward_gate_or_skip(sel: Selfie, ex: Execution, policy: LLM, reference: LLM, pool: pa.Table) -> dict[str, Any]:
+    """Gate: the implicit reward must prefer the good response of built-in probe pairs (``reward_gate``).
+    Skipped, with no labels this iteration, when policy and reference are one model (every reward is 0) or
+    the pool is empty."""
+    if same_model(policy, reference):
+        gate = gate_skipped(sel, policy, "policy and reference are the same model: every implicit reward is 0, "
+                                         "so there are no labels to gate (and none are emitted)")
+        print(
+            f"selfie: policy and reference are the same model ({policy.model}): every implicit reward is 0 "
+            "and this iteration labels no pairs (the seed pairs are still written); the reference "
+            "log-probability pass is skipped. Point selfie.policy_model at the model trained on the seed pairs "
+            "or the previous iteration's pairs."
+        )
+        return gate
+    if pool.num_rows == 0:
+        return gate_skipped(sel, policy, f"pool_{sel.iteration} is empty: nothing to label")
+    return reward_gate(sel, ex, policy, reference)
+
+
+def label_pairs(scored: pl.DataFrame, pool: pa.Table, sel: Selfie, policy: LLM, reference: LLM,
+                fp: str) -> tuple[pl.DataFrame, pa.Table, pa.Table, dict[str, int]]:
+    """Pick and noise over the scored responses: (every pair with its ``noisy`` flag, the responses table,
+    the iteration's pairs table, drops by reason). With ``drop_noisy`` the noisy pairs are left out."""
+    dropped = {"nonfinite_reward": 0, "same_text": 0, "tie": 0, "noisy": 0}
+    if scored.is_empty():
+        return pl.DataFrame(), empty_table("responses"), empty_table("pairs"), dropped
+    picked, picks_dropped = pick_pairs(scored, iteration=sel.iteration)
+    dropped.update(picks_dropped)
+    flagged = flag_noise(picked, beta=sel.beta, refine_fraction=sel.refine_fraction, alpha=sel.alpha)
+    responses = to_responses(scored, iteration=sel.iteration, reference=reference.model,
+                             length_normalize=sel.length_normalize)
+    out_pairs = flagged.filter(~pl.col("noisy")) if sel.drop_noisy else flagged
+    dropped["noisy"] = flagged.height - out_pairs.height
+    new_pairs = (
+        to_pairs(out_pairs, pool, iteration=sel.iteration, policy=policy.model, reference=reference.model,
+                 length_normalize=sel.length_normalize, fp=fp)
+        if out_pairs.height
+        else empty_table("pairs")
+    )
+    return flagged, responses, new_pairs, dropped
+
+
 def main(params: Params) -> None:
-    sel = params.selfie
+    """One iteration: split, gate, sample + judge (``annotate``), pick + noise (``label_pairs``), then the
+    outputs and metrics, swapped in together (``pipeline.outputs``)."""
+    sel, ex = params.selfie, params.execution
     policy, reference = sel.role(params.llm, "policy"), sel.role(params.llm, "reference")
     fp = fingerprint(sel, policy, reference)
-    applied = params.applied_overrides("selfie")
-    if applied:
-        print(f"selfie: tiny model settings applied (params.yaml tiny_overrides): {applied}")
+    applied = announce_overrides(params, "selfie", "tiny model settings applied (params.yaml tiny_overrides)")
     pairs_in, prompts_in = read_inputs(sel)
     if pairs_in.num_rows == 0:
         raise SourceError(f"selfie.pair_sources {sel.pair_sources}: no labelled pairs in {INGEST / 'pairs'}")
@@ -257,118 +299,37 @@ def main(params: Params) -> None:
     migrated = migrate_flat_layout(OUT / "pairs")
     kept = kept_iterations(OUT / "pairs", assignment, sel.iteration)
 
-    same = same_model(policy, reference)
-    if same:
-        gate = gate_skipped(
-            sel,
-            policy,
-            "policy and reference are the same model: every implicit reward is 0, "
-            "so there are no labels to gate (and none are emitted)",
-        )
-        print(
-            f"selfie: policy and reference are the same model ({policy.model}): every implicit reward is 0 "
-            "and this iteration labels no pairs (the seed pairs are still written); the reference "
-            "log-probability pass is skipped. Point selfie.policy_model at the model trained on the seed pairs "
-            "or the previous iteration's pairs."
-        )
-    elif pool.num_rows == 0:
-        gate = gate_skipped(sel, policy, f"pool_{sel.iteration} is empty: nothing to label")
-    else:
-        gate = reward_gate(sel, params.execution, policy, reference)
-
+    gate = reward_gate_or_skip(sel, ex, policy, reference, pool)
     withheld = gate["passed"] is False
     scored, unscored = (
-        (pl.DataFrame(), {"generation_failed": 0, "cut_off": 0, "empty": 0})
+        (pl.DataFrame(), dict(NOTHING_SAMPLED))
         if withheld or not pool.num_rows
-        else annotate(pool, sel, params.execution, policy, reference)
+        else annotate(pool, sel, ex, policy, reference)
     )
-    dropped: dict[str, int] = {
-        **unscored,
-        "nonfinite_reward": 0,
-        "same_text": 0,
-        "tie": 0,
-        "noisy": 0,
-        "withheld": pool.num_rows if withheld else 0,
-    }
-    if scored.is_empty():
-        flagged = pl.DataFrame()
-        responses, new_pairs = empty_table("responses"), empty_table("pairs")
-    else:
-        picked, picks_dropped = pick_pairs(scored, iteration=sel.iteration)
-        dropped.update(picks_dropped)
-        flagged = flag_noise(picked, beta=sel.beta, refine_fraction=sel.refine_fraction, alpha=sel.alpha)
-        responses = to_responses(
-            scored, iteration=sel.iteration, reference=reference.model, length_normalize=sel.length_normalize
-        )
-        out_pairs = flagged.filter(~pl.col("noisy")) if sel.drop_noisy else flagged
-        dropped["noisy"] = flagged.height - out_pairs.height
-        new_pairs = (
-            to_pairs(
-                out_pairs,
-                pool,
-                iteration=sel.iteration,
-                policy=policy.model,
-                reference=reference.model,
-                length_normalize=sel.length_normalize,
-                fp=fp,
-            )
-            if out_pairs.height
-            else empty_table("pairs")
-        )
+    flagged, responses, new_pairs, picks_dropped = label_pairs(scored, pool, sel, policy, reference, fp)
+    dropped = {**unscored, **picks_dropped, "withheld": pool.num_rows if withheld else 0}
 
-    ex = params.execution
-    shard = {
-        "fingerprint": fp,
-        "target_shard_bytes": ex.target_shard_bytes,
-        "row_group_bytes": ex.row_group_bytes,
-    }
     out = begin_outputs(OUT)  # prompts, responses, pairs, test and metrics change together (pipeline/outputs.py)
-    write_shards(pool, out / "prompts", name="prompts", **shard)
-    write_shards(responses, out / "responses", name="responses", **shard)
-    write_pairs(out / "pairs", seed, new_pairs, sel.iteration, previous=OUT / "pairs", **shard)
-    write_shards(test, out / "test", name="pairs", **shard)
-
-    parts = assignment.group_by("part").len().sort("part")
-    labelled = int(assignment.get_column("labelled").sum())
-    pair_stats = pair_report(flagged)
+    write_outputs(out, pool, responses, seed, new_pairs, test, iteration=sel.iteration, previous=OUT / "pairs",
+                  shard=shard_sizes(ex, fingerprint=fp))
+    same = same_model(policy, reference)
     headline = {"rows_in": assignment.height, "responses": responses.num_rows, "pairs": new_pairs.num_rows,
                 **gate_headline({"reward": gate})}
-    write_metrics(
-        out,
-        headline,
-        {
-            "iteration": sel.iteration,
-            "policy": policy.model,
-            "reference": reference.model,
-            "same_model": same,
-            "logprob_passes": 0 if scored.is_empty() else 1 if same else 2,
-            "tiny_overrides": applied,
-            "gates": {"reward": gate},
-            "split": {
-                "prompts": assignment.height,
-                "labelled_prompts": labelled,
-                "planned": plan_split(labelled, assignment.height, sel.split),
-                "assigned": dict(parts.iter_rows()),
-                "seed_pairs": seed.num_rows,
-                "test_pairs": test.num_rows,
-            },
-            "sample": {
-                "prompts": pool.num_rows,
-                "responses": responses.num_rows,
-                "generation_failed": unscored["generation_failed"],
-                "cut_off": unscored["cut_off"],
-                "empty_responses": unscored["empty"],
-            },
-            "rewards": reward_report(scored),
-            "pairs": {
-                **pair_stats,
-                "candidates": pair_stats["pairs"] + dropped["same_text"] + dropped["tie"],
-                "written": new_pairs.num_rows,
-            },
-            "dropped": dropped,
-            "iterations": {**kept, f"iteration={sel.iteration}": new_pairs.num_rows},
-            "migrated_from_flat_layout": migrated,
-        },
-    )
+    write_metrics(out, headline, {
+        "iteration": sel.iteration,
+        "policy": policy.model,
+        "reference": reference.model,
+        "same_model": same,
+        "logprob_passes": 0 if scored.is_empty() else 1 if same else 2,
+        "tiny_overrides": applied,
+        "gates": {"reward": gate},
+        "split": split_report(assignment, sel.split, seed=seed, test=test),
+        "sample": sample_report(pool.num_rows, responses.num_rows, unscored),
+        "rewards": reward_report(scored),
+        "pairs": pairs_report(flagged, dropped, new_pairs.num_rows),
+        "dropped": dropped,
+        "iterations": {**kept, f"iteration={sel.iteration}": new_pairs.num_rows},
+        "migrated_from_flat_layout": migrated,
+    })
     commit_outputs(OUT)
     log.info("selfie: %d seed pairs, %d iteration-%d pairs", seed.num_rows, new_pairs.num_rows, sel.iteration)

@@ -171,6 +171,17 @@ def write_pairs(root: Path, seed: pa.Table, pairs: pa.Table, iteration: int, *, 
 # --- metrics ----------------------------------------------------------------------------------------
 
 
+def write_outputs(out: Path, pool: pa.Table, responses: pa.Table, seed: pa.Table, pairs: pa.Table, test: pa.Table,
+                  *, iteration: int, previous: Path, shard: dict[str, Any]) -> None:
+    """``prompts`` (the iteration's pool), ``responses``, ``pairs`` (``seed/`` and ``iteration=<i>/``; the
+    other iterations copied from ``previous``) and ``test`` under ``out``, each a shard set (``shard``:
+    ``pipeline.io.shard_sizes``)."""
+    write_shards(pool, out / "prompts", name="prompts", **shard)
+    write_shards(responses, out / "responses", name="responses", **shard)
+    write_pairs(out / "pairs", seed, pairs, iteration, previous=previous, **shard)
+    write_shards(test, out / "test", name="pairs", **shard)
+
+
 def reward_report(scored: pl.DataFrame) -> dict[str, Any]:
     """Reward range, and a plain warning when every reward is 0 (policy and reference agree)."""
     if scored.is_empty():
@@ -218,3 +229,16 @@ def pair_report(pairs: pl.DataFrame) -> dict[str, Any]:
         "mean_tokens_chosen": float(pairs.get_column("chosen_n_tokens_policy").mean()),
         "mean_tokens_rejected": float(pairs.get_column("rejected_n_tokens_policy").mean()),
     }
+
+
+def sample_report(prompts: int, responses: int, unscored: dict[str, int]) -> dict[str, int]:
+    """The sample step: prompts sampled, responses kept, and the samples dropped by reason."""
+    return {"prompts": prompts, "responses": responses, "generation_failed": unscored["generation_failed"],
+            "cut_off": unscored["cut_off"], "empty_responses": unscored["empty"]}
+
+
+def pairs_report(pairs: pl.DataFrame, dropped: dict[str, int], written: int) -> dict[str, Any]:
+    """``pair_report`` of the flagged pairs, with the candidates (pairs + same_text + tie drops) and the
+    pairs written."""
+    stats = pair_report(pairs)
+    return {**stats, "candidates": stats["pairs"] + dropped["same_text"] + dropped["tie"], "written": written}

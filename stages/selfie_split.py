@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -140,6 +141,20 @@ def assign_split(pairs: pa.Table, prompts: pa.Table, split: SelfieSplit) -> pl.D
         part = pl.when(pl.col("i") < bounds[i + 1]).then(pl.lit(f"pool_{i + 1}")).otherwise(part)
     pool = pool.sort("order").with_row_index("i").with_columns(part=part).drop("i")
     return pl.concat([lab.filter(pl.col("part").is_not_null()), pool]).sort("order")
+
+
+def split_report(assignment: pl.DataFrame, split: SelfieSplit, *, seed: pa.Table, test: pa.Table) -> dict[str, Any]:
+    """The split as planned (``plan_split``) and as assigned (prompts per part), with the labelled pairs
+    exported to seed and test."""
+    labelled = int(assignment.get_column("labelled").sum())
+    return {
+        "prompts": assignment.height,
+        "labelled_prompts": labelled,
+        "planned": plan_split(labelled, assignment.height, split),
+        "assigned": dict(assignment.group_by("part").len().sort("part").iter_rows()),
+        "seed_pairs": seed.num_rows,
+        "test_pairs": test.num_rows,
+    }
 
 
 def lineage_json(**fields: pl.Expr) -> pl.Expr:

@@ -4,8 +4,10 @@
           -> checklist judge
 
 Modules: this driver; ``wildfeedback_rules`` (the rules detector), ``wildfeedback_detect`` (the model
-detector and how its verdicts combine with the rules'), ``wildfeedback_pairs`` (summaries, pairs, judge),
-``wildfeedback_fit`` (does a chosen answer fit its prompt) and ``wildfeedback_common`` (what they share).
+detector and how its verdicts combine with the rules'), ``wildfeedback_pairs`` (summaries, pairs, judge, in order),
+``wildfeedback_models`` (their model steps and the judge gate), ``wildfeedback_output`` (the pairs table, built
+from columns), ``wildfeedback_fit`` (does a chosen answer fit its prompt) and ``wildfeedback_common`` (what they
+share).
 Before any real row is labelled, each model judge the run uses proves on built-in probes that it
 discriminates (``gates``; ``pipeline/gates.py``).
 
@@ -43,17 +45,18 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from pipeline.config import Params, Wildfeedback, fingerprint, resolve_role
+from pipeline.config import Params, Wildfeedback, resolve_role
 from pipeline.errors import StageError
-from pipeline.execute import Checkpoint, map_batches
-from pipeline.io import ShardWriter, iter_batches
+from pipeline.execute import map_batches, step_checkpoint
+from pipeline.io import ShardWriter, iter_batches, shard_sizes
 from pipeline.langid import UNDETERMINED, detect_languages
-from pipeline.metrics import gate_headline, write_metrics
+from pipeline.metrics import announce_overrides, gate_headline, say, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import SCHEMAS, check_table
-from stages.wildfeedback_common import CHECKPOINTS, IN, OUT, PAIRS_STREAM, output_fingerprint, prompt, say
+from stages.wildfeedback_common import CHECKPOINTS, IN, OUT, PAIRS_STREAM, output_fingerprint, prompt
 from stages.wildfeedback_detect import combine, detector_gate, detector_stats, llm_detect, route, with_context
-from stages.wildfeedback_pairs import build_pairs, judge_gate, natural_revisions
+from stages.wildfeedback_models import judge_gate
+from stages.wildfeedback_pairs import build_pairs, natural_revisions
 from stages.wildfeedback_rules import DSAT_CATEGORIES, SAT_CATEGORIES, detect
 from stages.wildfeedback_testset import split_test_set
 
@@ -225,7 +228,7 @@ def run_detector(turns: pl.DataFrame, convs: pl.DataFrame, params: Params,
     if send.height:
         table = with_context(send, convs, cfg.context_messages).select(
             "conversation_id", "user_turn", "text", "prev", "context").to_arrow()
-        ck = Checkpoint(ckpt_root / "detect", fingerprint(cfg, role, {"step": "detect"}))
+        ck = step_checkpoint(ckpt_root, "detect", cfg, role)
         out = map_batches(table, llm_detect, execution=params.execution, engine=role, checkpoint=ck, desc="wildfeedback detect (detector)",
                           fn_kwargs={"sampling": role.sampling, "template_text": prompt("detect"),
                                      "max_chars": cfg.max_message_chars, "context_messages": cfg.context_messages})
@@ -357,15 +360,12 @@ def main(params: Params) -> None:
     bounded by one partition whatever the log's size.
     """
     configured = params.wildfeedback.detector
-    overrides = params.applied_overrides("wildfeedback")
-    if overrides:
-        print(f"wildfeedback: tiny_overrides applied (all its roles use the tiny model): {overrides}")
+    overrides = announce_overrides(params, "wildfeedback", "tiny_overrides applied (all its roles use the tiny model)")
     check_sources(IN, params.wildfeedback.sources)  # before the judge gates: with a real model, minutes
     gates, params, judge_usable = run_gates(params)
     cfg, ex = params.wildfeedback, params.execution
     fp = output_fingerprint(params)
-    sizes = {"target_shard_bytes": ex.target_shard_bytes, "row_group_bytes": ex.row_group_bytes,
-             "spill_bytes": ex.spill_bytes, "fingerprint": fp}
+    sizes = shard_sizes(ex, spill_bytes=ex.spill_bytes, fingerprint=fp)
     metrics: dict = {}
     out = begin_outputs(OUT)  # signals, pairs, rejects and metrics change together (pipeline/outputs.py)
     with (ShardWriter(out / "signals", name="signals", **sizes) as signals_out,

@@ -1,14 +1,14 @@
 """What the WildFeedback modules share: paths, the output fingerprint, prompts, dialogue rendering, reject
-rows, loud warnings and model calls that survive an over-long prompt.
+rows and model calls that survive an over-long prompt.
 
 ``stages/wildfeedback.py`` (the driver) imports the detector (``wildfeedback_detect``) and the pair
-builder (``wildfeedback_pairs``); both import only this module, so there is no import cycle.
+builder (``wildfeedback_pairs``, with its model steps ``wildfeedback_models``); they import this module,
+never the driver, so there is no import cycle.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,6 @@ from pipeline.config import Params, fingerprint
 from pipeline.execute import CHECKPOINT_ROOT
 from pipeline.llm.chat import InputTooLong
 from pipeline.prompt import template
-
-log = logging.getLogger(__name__)
 
 IN = Path("data/ingest/conversations")
 OUT = Path("data/wildfeedback")
@@ -55,13 +53,6 @@ def reject(source: str, turn: int, conversation_id: str, reason: str, **texts: A
     raw = {"conversation_id": conversation_id, "user_turn": int(turn), **{k: v for k, v in texts.items()}}
     return {"source": source, "row": int(turn), "reason": reason,
             "raw": json.dumps(raw, ensure_ascii=False, default=str)}
-
-
-def say(message: str) -> None:
-    """A warning the user must see, on the console once (a WARNING log record too would repeat it under the
-    CLI's logging); the log gets it at debug level."""
-    log.debug(message)
-    print(f"WARNING {message}")
 
 
 def per_prompt(call: Callable[[list], list], prompts: list, too_long: Callable[[str], Any]) -> list:

@@ -256,6 +256,48 @@ def _edits_named(rows: pl.DataFrame, prev: str) -> pl.DataFrame:
     return rows.with_columns(_w=words).select(edits_named=(named | in_answer).fill_null(False))
 
 
+def _related(earlier: str, second: bool = True) -> pl.Expr:
+    """The earlier request's first (or second) long word recurs in the turn (``_lo``), and it is no "continue"."""
+    key = r"(\p{Han}{2}|\p{L}{4,})"
+    keys = pl.col(earlier).str.head(200).str.to_lowercase().str.extract_groups(key + (r"(?:(?s:.*?)" + key + ")?"
+                                                                                      if second else ""))
+    found = [pl.col("_lo").str.contains(keys.struct.field(k), literal=True).fill_null(False) for k in ("1", "2")[:1 + second]]
+    return pl.any_horizontal(found) & ~pl.col("_lo").str.contains(_CONTINUE)
+
+
+def _on_rows(f: pl.DataFrame, texts: pl.DataFrame, mask: str, cols) -> pl.DataFrame:
+    """``cols`` (expressions, or a function of the rows) computed on the rows of ``f`` (with the turn and
+    answer columns ``texts``) where ``mask`` holds, scattered back to every row (False elsewhere)."""
+    idx = f[mask].arg_true()
+    rows = f[idx].hstack(texts[idx])
+    part = cols(rows) if callable(cols) else rows.select(**cols)
+    return pl.DataFrame([pl.Series(k, [False] * f.height, pl.Boolean).scatter(idx, part[k]) for k in part.columns])
+
+
+def _turn_columns(frame: pl.DataFrame, text: str, prev: str, prev_user: str | None, prev_user2: str | None,
+                  window_chars: int) -> pl.DataFrame:
+    """The columns every check reads, one row per turn: ``_lo`` (the turn's window, lower case), ``_n`` (its
+    length), ``_ans`` (the answer's first 400 characters), ``_pu``/``_pu2`` (the earlier requests), and the
+    masks of the rows that may need a costlier check (``refusal``, ``_err``, ``_related``, ``_related2``,
+    ``_long``), with ``non_english``."""
+    f = frame.select(
+        pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"),
+        pl.col(text).fill_null("").str.head(window_chars).str.to_lowercase().alias("_lo"),
+        pl.col(text).fill_null("").str.len_chars().alias("_n"),
+        pl.col(prev).fill_null("").str.head(400).str.to_lowercase().alias("_ans"),
+        (pl.col(prev_user).cast(pl.String) if prev_user else pl.lit(None, dtype=pl.String)).alias("_pu"),
+        (pl.col(prev_user2).cast(pl.String) if prev_user2 else pl.lit(None, dtype=pl.String)).alias("_pu2"),
+    )
+    return f.with_columns(
+        refusal=pl.col("_ans").str.head(300).str.contains(_REFUSAL),
+        non_english=(3 * pl.col("_lo").str.count_matches(_NON_LATIN) > pl.col("_lo").str.count_matches(r"\p{L}"))
+        | (pl.col("_lo").str.contains(_EUROPEAN) & ~pl.col("_lo").str.contains(_ENGLISH)),
+        _err=pl.col("_lo").str.contains(_ERROR),
+        _related=_related("_pu"), _related2=_related("_pu2", second=False),
+        _long=pl.col("_lo").str.len_chars() >= 32,  # can hold an instruction and 30 pasted characters
+    )
+
+
 def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None, window_chars: int = 400,
             prev_user2: str | None = None) -> pl.DataFrame:
     """The features of the module doc, one boolean column each, in ``frame``'s row order.
@@ -267,40 +309,10 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     rephrased, the first only) recurs in the turn, the probes only where ``prev_user2`` is given, the code
     check only after an error message, the pretext check only after a refusal.
     """
-    f = frame.select(
-        pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"),
-        pl.col(text).fill_null("").str.head(window_chars).str.to_lowercase().alias("_lo"),
-        pl.col(text).fill_null("").str.len_chars().alias("_n"),
-        pl.col(prev).fill_null("").str.head(400).str.to_lowercase().alias("_ans"),
-        (pl.col(prev_user).cast(pl.String) if prev_user else pl.lit(None, dtype=pl.String)).alias("_pu"),
-        (pl.col(prev_user2).cast(pl.String) if prev_user2 else pl.lit(None, dtype=pl.String)).alias("_pu2"),
-    )
-
-    def related(earlier: str, second: bool = True) -> pl.Expr:
-        """The earlier request's first (or second) long word recurs in the turn (and it is no "continue")."""
-        key = r"(\p{Han}{2}|\p{L}{4,})"
-        keys = pl.col(earlier).str.head(200).str.to_lowercase().str.extract_groups(key + (r"(?:(?s:.*?)" + key + ")?"
-                                                                                          if second else ""))
-        found = [pl.col("_lo").str.contains(keys.struct.field(k), literal=True).fill_null(False) for k in ("1", "2")[:1 + second]]
-        return pl.any_horizontal(found) & ~pl.col("_lo").str.contains(_CONTINUE)
-
-    f = f.with_columns(
-        refusal=pl.col("_ans").str.head(300).str.contains(_REFUSAL),
-        non_english=(3 * pl.col("_lo").str.count_matches(_NON_LATIN) > pl.col("_lo").str.count_matches(r"\p{L}"))
-        | (pl.col("_lo").str.contains(_EUROPEAN) & ~pl.col("_lo").str.contains(_ENGLISH)),
-        _err=pl.col("_lo").str.contains(_ERROR),
-        _related=related("_pu"), _related2=related("_pu2", second=False),
-        _long=pl.col("_lo").str.len_chars() >= 32,  # can hold an instruction and 30 pasted characters
-    )
-    n = frame.height
+    f = _turn_columns(frame, text, prev, prev_user, prev_user2, window_chars)
 
     def on(mask: str, cols) -> pl.DataFrame:
-        """``cols`` (expressions, or a function of the rows) computed on the rows where ``mask`` holds,
-        scattered back to every row (False elsewhere)."""
-        idx = f[mask].arg_true()
-        rows = f[idx].hstack(frame.select(text, prev)[idx])
-        part = cols(rows) if callable(cols) else rows.select(**cols)
-        return pl.DataFrame([pl.Series(k, [False] * n, pl.Boolean).scatter(idx, part[k]) for k in part.columns])
+        return _on_rows(f, frame.select(text, prev), mask, cols)
 
     code = pl.col(prev).fill_null("").str.contains(_CODE)
     asks = pl.col("_lo").str.contains(_PRETEXT) | pl.col("_lo").str.contains(_JAILBREAK) | (pl.col("_lo").str.contains(_ASKS_AGAIN) & (pl.col("_lo").str.len_chars() <= 150)

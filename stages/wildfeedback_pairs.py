@@ -1,4 +1,4 @@
-"""WildFeedback steps 2-4: preference summaries, pairs, checklist judge (METHODS.md section 1).
+"""WildFeedback steps 2-4: preference summaries, pairs, checklist judge (METHODS.md section 1), in order.
 
 For a DSAT signal on assistant turn t: prompt = the dialogue before t, rejected = turn t, and the
 model summarises what the user wanted from the feedback turn into a preference ("be concise").
@@ -7,11 +7,8 @@ the reason counted. The chosen answer is generated for the same prompt with the 
 instruction in the system message (by the ``expert`` role, or the ``policy`` role on-policy). Natural
 revision pairs need no model: a DSAT turn t whose revision t+2 earns SAT gives (t+2 chosen, t rejected).
 Optional SAT pairs: the liked turn as chosen against a policy sample. Generated pairs go through the
-checklist judge: the preference split into checklist items, chosen vs rejected judged in both orders
-with ``engine.choose(prompts, ["A", "B"])``; a pair survives only if chosen wins both.
-
-    >>> checklist("Be concise. Keep the code in Python; no classes")
-    ['Be concise', 'Keep the code in Python', 'no classes']
+checklist judge; a pair survives only if chosen wins both orders. The model steps themselves (summarize,
+respond, judge and its gate) are ``stages/wildfeedback_models.py``; ``build_pairs`` runs them in order.
 
 Every pair's chosen must fit its prompt (``stages/wildfeedback_fit.py``): a revision or an expert answer
 that acknowledges, refers to or quotes feedback the prompt does not contain is dropped, and so are
@@ -27,47 +24,21 @@ chance; ``dvc repro`` on the samples then yields mostly natural revision pairs.
 from __future__ import annotations
 
 import json
-import math
-import re
 from collections import Counter
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from pipeline.config import LLM, Params, Sampling, fingerprint, resolve_role
-from pipeline.execute import Checkpoint, map_batches
-from pipeline.gates import check_gate, load_probes
-from pipeline.llm.base import GenerationFailure
-from pipeline.prompt import copies_template, fill, template_phrases
+from pipeline.config import LLM, Params, resolve_role
+from pipeline.execute import map_batches, step_checkpoint
+from pipeline.prompt import template_phrases
 from pipeline.records import empty_table, to_table
-from stages.wildfeedback_common import (
-    CHECKPOINTS,
-    output_fingerprint,
-    per_prompt,
-    prompt,
-    reject,
-    render,
-    window,
-)
+from stages.wildfeedback_common import CHECKPOINTS, output_fingerprint, prompt, reject
 from stages.wildfeedback_fit import pair_drop_reason, prompt_text
+from stages.wildfeedback_models import judge, judge_drop_reason, respond, summarize, summary_drop_reason
 from stages.wildfeedback_output import pair_frame, pairs_table
-
-
-class PreferenceSummary(BaseModel):
-    """What the user wanted, and whether following it is reasonable and safe."""
-
-    model_config = ConfigDict(extra="forbid")
-    preference: str = Field(max_length=400)
-    reasonable: bool
-    safe: bool
-
-
-def checklist(preference: str) -> list[str]:
-    """Checklist items: the preference split on sentences, semicolons, newlines and bullets (ours)."""
-    parts = re.split(r"(?:[.!?;]\s+|\n+|^\s*[-*•]\s*)", preference.strip())
-    return [p.strip(" .;-*•") for p in parts if p and p.strip(" .;-*•")]
 
 
 def feedback_ends(signals: pl.DataFrame) -> pl.DataFrame:
@@ -115,104 +86,6 @@ def summary_candidates(signals: pl.DataFrame, convs: pl.DataFrame, polarities: l
     ).sort("conversation_id", "target_turn")
 
 
-def feedback_text(turns: list[dict], max_chars: int) -> str:
-    """The summariser's FEEDBACK block: the feedback turn's text, or, for a chain of feedback and further
-    attempts, the dialogue from the feedback turn on (``ROLE: text`` blocks)."""
-    return turns[0]["content"][:max_chars] if len(turns) == 1 else render(turns, max_chars)
-
-
-_SUMMARY_OUT = pa.schema([("preference", pa.string()), ("reasonable", pa.bool_()), ("safe", pa.bool_()),
-                          ("error", pa.string())])
-
-
-def summarize(batch: pa.Table, engine, *, sampling: Sampling, template_text: str, context_messages: int | None,
-              max_chars: int) -> pa.Table:
-    """Add preference / reasonable / safe (or error) to each candidate row."""
-    rows = batch.to_pylist()
-    prompts = [[{"role": "user", "content": fill(
-        template_text, dialogue=render(window(r["prompt"], context_messages), max_chars),
-        answer=r["answer"][:max_chars], feedback=feedback_text(r["feedback_turns"], max_chars))}]
-               for r in rows]
-    results = per_prompt(lambda ps: engine.generate(ps, n=1, sampling=sampling, schema=PreferenceSummary), prompts,
-                         lambda e: [GenerationFailure(error=f"prompt too long: {e}", raw="", attempts=0)])
-    out = []
-    for (res,) in results:
-        if isinstance(res, GenerationFailure):
-            out.append({"preference": None, "reasonable": None, "safe": None, "error": res.error})
-        else:
-            out.append({"preference": res.preference.strip(), "reasonable": res.reasonable, "safe": res.safe,
-                        "error": None})
-    extra = pa.Table.from_pylist(out, schema=_SUMMARY_OUT)
-    for name in extra.column_names:
-        batch = batch.append_column(name, extra.column(name))
-    return batch
-
-
-def summary_drop_reason(phrases: list[str]) -> pl.Expr:
-    """Why a summary is not used (null = keep); ``phrases``: the template's placeholder and examples."""
-    return (
-        pl.when(pl.col("error").is_not_null()).then(pl.lit("summary_failed"))
-        .when(~pl.col("safe")).then(pl.lit("summary_unsafe"))
-        .when(~pl.col("reasonable")).then(pl.lit("summary_unreasonable"))
-        .when(pl.col("preference").str.strip_chars().str.len_chars() == 0).then(pl.lit("summary_empty"))
-        .when(copies_template(pl.col("preference"), phrases)).then(pl.lit("summary_copies_template"))
-        .otherwise(pl.lit(None, dtype=pl.String))
-    )
-
-
-def respond(batch: pa.Table, engine, *, sampling: Sampling, system: str | None) -> pa.Table:
-    """Add ``generated`` and its ``finish_reason``: one answer to ``prompt``; with ``system``, the preference
-    goes (fenced) in the system message. A prompt the model cannot hold gets finish_reason ``prompt_too_long``;
-    a sample the engine could not produce (a request the server refused) ``failed``."""
-    prompts = []
-    for r in batch.to_pylist():
-        msgs = [dict(m) for m in r["prompt"]]
-        if system is not None:
-            sys_text = fill(system, preference=r["preference"])
-            if msgs and msgs[0]["role"] == "system":  # keep the conversation's own system message after ours
-                sys_text += "\n\n" + msgs.pop(0)["content"]
-            msgs = [{"role": "system", "content": sys_text}, *msgs]
-        prompts.append(msgs)
-    outs = per_prompt(lambda ps: engine.generate(ps, n=1, sampling=sampling), prompts, lambda e: [None])
-    texts = [None if o[0] is None or isinstance(o[0], GenerationFailure) else o[0].text for o in outs]
-    reasons = ["prompt_too_long" if o[0] is None else "failed" if isinstance(o[0], GenerationFailure)
-               else o[0].finish_reason for o in outs]
-    return batch.append_column("generated", pa.array(texts, pa.string())).append_column(
-        "finish_reason", pa.array(reasons, pa.string()))
-
-
-def judge(batch: pa.Table, engine, *, template_text: str, context_messages: int | None, max_chars: int) -> pa.Table:
-    """Add p_chosen_first / p_chosen_second: P(chosen) with chosen shown as A, then as B (NaN: the prompt
-    does not fit the judge; null: the engine could not score it, e.g. a request the server refused)."""
-    rows = batch.to_pylist()
-    prompts = []
-    for r in rows:
-        items = "\n".join(f"- {c}" for c in checklist(r["preference"])) or "- (no explicit items)"
-        dialogue = render(window(r["prompt"], context_messages), max_chars)
-        for a, b in ((r["chosen"], r["rejected"]), (r["rejected"], r["chosen"])):
-            prompts.append([{"role": "user", "content": fill(
-                template_text, dialogue=dialogue, checklist=items, answer_a=a[:max_chars], answer_b=b[:max_chars])}])
-    probs = per_prompt(lambda ps: engine.choose(ps, ["A", "B"]), prompts, lambda e: [math.nan, math.nan])
-    # A row the engine could not score (FailedValue: a request the server refused) is null, not NaN (too long).
-    first = [None if _refused(probs[2 * i]) else probs[2 * i][0] for i in range(len(rows))]
-    second = [None if _refused(probs[2 * i + 1]) else probs[2 * i + 1][1] for i in range(len(rows))]
-    return batch.append_column("p_chosen_first", pa.array(first, pa.float64())).append_column(
-        "p_chosen_second", pa.array(second, pa.float64()))
-
-
-def judge_drop_reason() -> pl.Expr:
-    """Why the checklist judge drops a pair (null = keep): it could not score it (``judge_failed``), the
-    prompt does not fit it (``judge_prompt_too_long``), or chosen does not win both orders (``lost_in_judge``)."""
-    p1, p2 = pl.col("p_chosen_first"), pl.col("p_chosen_second")
-    return (pl.when(p1.is_null() | p2.is_null()).then(pl.lit("judge_failed"))
-            .when(p1.is_nan()).then(pl.lit("judge_prompt_too_long"))
-            .when((p1 <= 0.5) | (p2 <= 0.5)).then(pl.lit("lost_in_judge")))
-
-
-def _refused(probs: list[float]) -> bool:
-    return any(isinstance(getattr(p, "error", None), str) for p in probs)
-
-
 def natural_revisions(signals: pl.DataFrame, convs: pl.DataFrame) -> pl.DataFrame:
     """DSAT on turn t, revision t+2 judged SAT by the next user turn: rows with prompt, chosen, rejected, preference.
 
@@ -238,28 +111,6 @@ def natural_revisions(signals: pl.DataFrame, convs: pl.DataFrame) -> pl.DataFram
     ).sort("conversation_id", "target_turn")
 
 
-def judge_gate(params: Params) -> dict | None:
-    """Run the checklist judge on ``pipeline/probes/wildfeedback_judge.jsonl`` (a preference, an answer that
-    follows it and one that does not; each shown in both orders, so a constant or position-biased judge
-    scores 0.5) through the same call and template as the real pairs. None when the judge is not used."""
-    cfg = params.wildfeedback
-    if not cfg.checklist_judge or not (cfg.summarize or (cfg.natural_revisions and cfg.judge_natural_revisions)):
-        return None
-    role = resolve_role(params.llm, cfg.roles.judge)
-    probes = load_probes("wildfeedback_judge")
-    table = pa.Table.from_pylist([{"prompt": p["prompt"], "chosen": p["follows"], "rejected": p["violates"],
-                                   "preference": p["preference"]} for p in probes])
-    out = map_batches(table, judge, execution=params.execution, engine=role, desc="wildfeedback judge gate (judge)",
-                      fn_kwargs={"template_text": prompt("judge"), "context_messages": cfg.context_messages,
-                                 "max_chars": cfg.max_message_chars})
-    first, second = out["p_chosen_first"].to_pylist(), out["p_chosen_second"].to_pylist()
-    correct = [x for a, b in zip(first, second, strict=True) for x in (a > 0.5, b > 0.5)]
-    return check_gate("wildfeedback", "judge", role.model, correct, min_accuracy=cfg.gates.judge,
-                      key="wildfeedback.gates.judge", on_failure=params.execution.on_gate_failure,
-                      detail={"pairs": len(probes), "orders": 2, "right_as_a": sum(a > 0.5 for a in first),
-                              "right_as_b": sum(b > 0.5 for b in second)})
-
-
 # --- driver ---------------------------------------------------------------------------------------
 
 
@@ -283,7 +134,7 @@ _PAIR_TEXTS = ["prompt", "chosen", "rejected", "preference", "chosen_finish_reas
 
 def _run(table: pa.Table, fn, params: Params, role: LLM, step: str, who: str, ckpt_root: Path, **kwargs) -> pl.DataFrame:
     """``fn`` over ``table`` with the engine of role ``who`` (``role``: its config), checkpointed per ``step``."""
-    ck = Checkpoint(ckpt_root / step, fingerprint(params.wildfeedback, role, {"step": step}))
+    ck = step_checkpoint(ckpt_root, step, params.wildfeedback, role)
     out = map_batches(table, fn, execution=params.execution, engine=role, checkpoint=ck,
                       desc=f"wildfeedback {step} ({who})", fn_kwargs=kwargs)
     return pl.from_arrow(out)
@@ -301,7 +152,10 @@ def _screen(df: pl.DataFrame, kind: str, book: _Book) -> pl.DataFrame:
 
 def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params, failed_turns: pl.DataFrame,
                 ckpt_root: Path = CHECKPOINTS, judge_usable: bool = True) -> tuple[pa.Table, pa.Table, dict]:
-    """All pair kinds, validated; returns (pairs table, rejects table, metrics).
+    """All pair kinds, validated; returns (pairs table, rejects table, metrics). In order: natural revision
+    pairs (``_natural_revision_rows``), preference summaries and the pairs generated from them
+    (``_summary_rows``), each kind's rows as ``pairs`` columns (``wildfeedback_output.pair_frame``), then the
+    table checked against the ``pairs`` contract (``_valid_pairs``).
 
     ``judge_usable`` false (the judge failed its gate under ``on_gate_failure: withhold``): every pair that
     needs the judge is withheld, counted, and the summaries that would only feed it are not written.
@@ -312,42 +166,10 @@ def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params, fail
     book = _Book()
     book.rejects += [reject(r["source"], r["user_turn"], r["conversation_id"], f"detect: {r['m_error']}")
                      for r in failed_turns.to_dicts()]
-    frames: list[pl.DataFrame] = []
-
-    if cfg.natural_revisions:
-        nat = natural_revisions(signals, convs).with_columns(confidence=pl.lit(None, dtype=pl.Float64))
-        book.counts["natural_revision"] = nat.height
-        nat = _screen(nat, "natural_revision", book)
-        if cfg.judge_natural_revisions and cfg.checklist_judge and nat.height:
-            nat = _judged(nat, "natural_revision", params, roles["judge"], ckpt_root, book, judge_usable)
-        frames.append(pair_frame(nat, "natural_revision", {}, fp))
-
-    cands = summary_candidates(signals, convs, cfg.summarize)
-    book.counts["summaries_attempted"] = cands.height
-    if cands.height and cfg.checklist_judge and not judge_usable:
-        book.counts["summaries_skipped_judge_withheld"] = cands.height
-    elif cands.height:
-        s = roles["summarizer"]
-        summ = _run(cands.to_arrow(), summarize, params, s, "summarize", "summarizer", ckpt_root, sampling=s.sampling,
-                    template_text=prompt("summarize"), context_messages=cfg.context_messages,
-                    max_chars=cfg.max_message_chars)
-        summ = summ.with_columns(summary_drop_reason(template_phrases(prompt("summarize"))).alias("_drop"))
-        book.drop(summ.filter(pl.col("_drop").is_not_null()), "", "_drop",
-                  ["feedback", "answer", "preference", "reasonable", "safe", "error"])
-        kept = summ.filter(pl.col("_drop").is_null()).drop("_drop", "error", "reasonable", "safe")
-        book.counts["summaries_kept"] = kept.height
-        for kind, polarity in (("generated", "dsat"), ("sat", "sat")):
-            if kind == "generated" or cfg.sat_pairs:
-                frames += _generated(kept.filter(pl.col("polarity") == polarity), kind, params, roles, book, fp,
-                                        ckpt_root, judge_usable)
-
-    def invalid(row: dict, e: ValidationError) -> None:
-        book.drops["invalid_pair"] += 1
-        lin = json.loads(row["lineage"])
-        book.rejects.append(reject(row["source"], lin["feedback_turn"], lin["conversation_id"],
-                                   f"pair invalid: {e}", chosen=row["chosen"], rejected=row["rejected"]))
-
-    pairs, kinds = pairs_table(frames, invalid)
+    frames = (_natural_revision_rows(signals, convs, params, roles["judge"], book, fp, ckpt_root, judge_usable)
+              if cfg.natural_revisions else [])
+    frames += _summary_rows(signals, convs, params, roles, book, fp, ckpt_root, judge_usable)
+    pairs, kinds = _valid_pairs(frames, book)
     c = book.counts
     stats = {
         "summaries": {"attempted": c["summaries_attempted"], "kept": c["summaries_kept"],
@@ -359,6 +181,62 @@ def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params, fail
     }
     rejects = sorted(book.rejects, key=lambda r: (r["source"], r["row"], r["raw"]))
     return pairs, to_table(rejects, "rejects") if rejects else empty_table("rejects"), stats
+
+
+def _natural_revision_rows(signals: pl.DataFrame, convs: pl.DataFrame, params: Params, judge_role: LLM, book: _Book,
+                           fp: str, ckpt_root: Path, judge_usable: bool) -> list[pl.DataFrame]:
+    """Natural revision pairs (no model writes them): screened, then judged when
+    ``judge_natural_revisions``."""
+    cfg = params.wildfeedback
+    nat = natural_revisions(signals, convs).with_columns(confidence=pl.lit(None, dtype=pl.Float64))
+    book.counts["natural_revision"] = nat.height
+    nat = _screen(nat, "natural_revision", book)
+    if cfg.judge_natural_revisions and cfg.checklist_judge and nat.height:
+        nat = _judged(nat, "natural_revision", params, judge_role, ckpt_root, book, judge_usable)
+    return [pair_frame(nat, "natural_revision", {}, fp)]
+
+
+def _summary_rows(signals: pl.DataFrame, convs: pl.DataFrame, params: Params, roles: dict[str, LLM], book: _Book,
+                  fp: str, ckpt_root: Path, judge_usable: bool) -> list[pl.DataFrame]:
+    """The preference summaries (none when the judge that would check their pairs is withheld), then the
+    pairs generated from them: DSAT (``generated``) and, with ``sat_pairs``, SAT."""
+    cfg = params.wildfeedback
+    cands = summary_candidates(signals, convs, cfg.summarize)
+    book.counts["summaries_attempted"] = cands.height
+    if cands.height and cfg.checklist_judge and not judge_usable:
+        book.counts["summaries_skipped_judge_withheld"] = cands.height
+        return []
+    if not cands.height:
+        return []
+    s = roles["summarizer"]
+    summ = _run(cands.to_arrow(), summarize, params, s, "summarize", "summarizer", ckpt_root, sampling=s.sampling,
+                template_text=prompt("summarize"), context_messages=cfg.context_messages,
+                max_chars=cfg.max_message_chars)
+    summ = summ.with_columns(summary_drop_reason(template_phrases(prompt("summarize"))).alias("_drop"))
+    book.drop(summ.filter(pl.col("_drop").is_not_null()), "", "_drop",
+              ["feedback", "answer", "preference", "reasonable", "safe", "error"])
+    kept = summ.filter(pl.col("_drop").is_null()).drop("_drop", "error", "reasonable", "safe")
+    book.counts["summaries_kept"] = kept.height
+    frames = []
+    for kind, polarity in (("generated", "dsat"), ("sat", "sat")):
+        if kind == "generated" or cfg.sat_pairs:
+            frames += _generated(kept.filter(pl.col("polarity") == polarity), kind, params, roles, book, fp,
+                                 ckpt_root, judge_usable)
+    return frames
+
+
+def _valid_pairs(frames: list[pl.DataFrame], book: _Book) -> tuple[pa.Table, Counter]:
+    """The ``pairs`` table of the rows that meet the ``pairs`` contract (``records.Pair``; rows a columnar
+    test cannot vouch for are validated one by one, ``wildfeedback_output.pairs_table``) and its rows by kind;
+    the others counted (``invalid_pair``) and kept in the rejects with the validation error."""
+
+    def invalid(row: dict, e: ValidationError) -> None:
+        book.drops["invalid_pair"] += 1
+        lin = json.loads(row["lineage"])
+        book.rejects.append(reject(row["source"], lin["feedback_turn"], lin["conversation_id"],
+                                   f"pair invalid: {e}", chosen=row["chosen"], rejected=row["rejected"]))
+
+    return pairs_table(frames, invalid)
 
 
 def _judged(df: pl.DataFrame, kind: str, params: Params, role: LLM, ckpt_root: Path, book: _Book,

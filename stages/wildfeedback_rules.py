@@ -246,6 +246,10 @@ def _context(turns: pl.DataFrame, text: str, prev: str, prev_user: str | None, w
     )
 
 
+EMPTY_LIST = pl.lit([], dtype=pl.List(pl.String))
+CONTEXT_COLUMNS = [f"_x_{n}" for n in CONTEXT_RULES]  # one boolean column per context rule (``_context``)
+
+
 def detect(
     turns: pl.DataFrame, *, text: str = "text", prev: str = "prev", prev_user: str = "prev_user",
     paste_min_chars: int = 24, window_chars: int = 400, prev_user2: str = "prev_user2",
@@ -263,36 +267,62 @@ def detect(
     Sentences pasted from ``prev`` are matched verbatim (case-sensitive) and cut out of the turns that
     carry some cue. ``confidence`` (0-1) says how sure the verdict is: the surest rule that fired, else
     lower where the context leaves the rules unsure (`UNCERTAIN`).
-    No Python loop per row: every step is a polars expression over the whole column.
+    No Python loop per row: every step is a polars expression over the whole column. Steps: the context
+    features (``_context``) and cue windows (``_windows``), the rows with a cue (``_cue_candidates``), their
+    categories (``_categorise``), then the confidence of every row.
     """
-    empty_list = pl.lit([], dtype=pl.List(pl.String))
     if turns.height == 0:
         return turns.with_columns(  # same columns, same order as the non-empty path
-            sat_categories=empty_list, dsat_categories=empty_list,
+            sat_categories=EMPTY_LIST, dsat_categories=EMPTY_LIST,
             sat=pl.lit(False), dsat=pl.lit(False), rationale=pl.lit(None, dtype=pl.String),
             confidence=pl.lit(None, dtype=pl.Float64),
         )
-    ctx = [f"_x_{n}" for n in CONTEXT_RULES]
     work = _context(turns, text, prev, prev_user if prev_user in turns.columns else None, window_chars,
-                    prev_user2 if prev_user2 in turns.columns else None)
+                    prev_user2 if prev_user2 in turns.columns else None).with_columns(_windows(turns[text], window_chars))
+    cand = _cue_candidates(work, turns[prev], paste_min_chars)
+    flagged = _categorise(cand)
+    unsure = pl.min_horizontal([pl.when(pl.col(f"_u_{n}")).then(pl.lit(v)) for n, v in UNCERTAIN.items()])
+    out = work.select("_row", unsure.alias("_unsure")).join(flagged, on="_row", how="left", maintain_order="left")
+    out = out.select(
+        pl.col("sat_categories").fill_null(EMPTY_LIST), pl.col("dsat_categories").fill_null(EMPTY_LIST),
+        pl.col("sat").fill_null(False), pl.col("dsat").fill_null(False), "rationale",
+        pl.coalesce("_conf", "_unsure", pl.lit(NO_SIGNAL_CONFIDENCE)).alias("confidence"),
+    )
+    return turns.drop([c for c in out.columns if c in turns.columns]).hstack(out)
+
+
+def _windows(text: pl.Series, window_chars: int) -> list[pl.Series]:
+    """``_row`` (row number), ``_raw`` (what cue patterns see: the turn's first ``window_chars`` characters,
+    or its first line over material of its own) and ``_material`` (a first line over 300 more characters)."""
     # A cut turn ends in "…", so patterns anchored at the end ("make it shorter$") never match a cut.
-    full = turns[text].fill_null("")
+    full = text.fill_null("")
     raw = pl.when(full.str.len_chars() > window_chars).then(full.str.slice(0, window_chars) + " …").otherwise(full)
     first_line = full.str.strip_chars_start().str.extract(r"^([^\n]*)\n")
     material = (full.str.len_chars() > 300) & first_line.is_not_null()
     raw = pl.when(material).then(first_line + " …").otherwise(raw)
-    work = work.with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), raw.alias("_raw"), material.alias("_material"))
+    return [pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), raw.alias("_raw"), material.alias("_material")]
+
+
+def _cue_candidates(work: pl.DataFrame, prev: pl.Series, paste_min_chars: int) -> pl.DataFrame:
+    """The rows with some cue (or a context rule), their text ``_t`` with pasted sentences of ``prev`` cut out and
+    negations applied, its opening sentence ``_s`` and whether it reads as a task prompt (``_prompt``)."""
     # One pass of a few pattern unions picks the rows with some cue (or a context rule); most turns of
     # a real log start a new task and carry none, so everything below runs on few rows.
     cue = work.select(_clean(pl.col("_raw")).alias("_c")).select(
         pl.any_horizontal([pl.col("_c").str.contains(g) for g in _CUE_GROUPS])).to_series() | work.select(
-        pl.any_horizontal(ctx)).to_series()
-    cand = work.filter(cue).with_columns(turns[prev].fill_null("").filter(cue).alias("_prev"))
+        pl.any_horizontal(CONTEXT_COLUMNS)).to_series()
+    cand = work.filter(cue).with_columns(prev.fill_null("").filter(cue).alias("_prev"))
     cand = _drop_pasted(cand, paste_min_chars).with_columns(_clean(pl.col("_kept")).alias("_t"))
     neg = pl.col("_t").str.contains(_NEGATION_CUE)
     cand = pl.concat([cand.filter(~neg), cand.filter(neg).with_columns(_negate(pl.col("_t")))])
-    cand = cand.with_columns(pl.col("_t").str.extract(_OPENING).alias("_s"),
+    return cand.with_columns(pl.col("_t").str.extract(_OPENING).alias("_s"),
                              pl.col("_t").str.contains(_TASK_PROMPT).alias("_prompt"))
+
+
+def _categorise(cand: pl.DataFrame) -> pl.DataFrame:
+    """Per candidate row that keeps a signal: ``_row``, sat, dsat, the categories, ``rationale`` and ``_conf``.
+    A category fires on its cues (SAT ones in the opening sentence, and not over a new task) or its context
+    rules; a thanked new task or a question about the world keeps no request-like DSAT, sarcasm no SAT."""
     task = pl.col("_t").str.contains(_TASK_OPENING)
     cand = cand.with_columns([
         (_contains_any(pl.col("_s" if c in SAT_CATEGORIES else "_t"), _category_regexes(c)) & ~pl.col("_prompt")
@@ -306,24 +336,17 @@ def detect(
         "_t").str.contains(_WORLD_QUESTION) | pl.col("_material")
     sarcastic = pl.col("_c_Negative_Feedback") & pl.col("_c_Gratitude") & ~pl.col("_t").str.contains(_CONTRAST)
     cand = cand.with_columns(
-        [(pl.col(f"_c_{c}") & ~(thanked_new_task & ~pl.any_horizontal(ctx))).alias(f"_c_{c}") for c in _REQUEST_DSAT]
+        [(pl.col(f"_c_{c}") & ~(thanked_new_task & ~pl.any_horizontal(CONTEXT_COLUMNS))).alias(f"_c_{c}")
+         for c in _REQUEST_DSAT]
     ).with_columns([(pl.col(f"_c_{c}") & ~sarcastic).alias(f"_c_{c}") for c in SAT_CATEGORIES])
     cand = cand.with_columns(
         sat=pl.any_horizontal([f"_c_{c}" for c in SAT_CATEGORIES]),
         dsat=pl.any_horizontal([f"_c_{c}" for c in DSAT_CATEGORIES]),
     ).filter(pl.col("sat") | pl.col("dsat"))
-    flagged = cand.select(
+    return cand.select(
         "_row", "sat", "dsat",
         *[
-            _names({c: pl.col(f"_c_{c}") for c in cats}, ",").str.split(",").fill_null(empty_list).alias(col)
+            _names({c: pl.col(f"_c_{c}") for c in cats}, ",").str.split(",").fill_null(EMPTY_LIST).alias(col)
             for col, cats in (("sat_categories", SAT_CATEGORIES), ("dsat_categories", DSAT_CATEGORIES))
         ],
     ).join(_fired(cand), on="_row", how="left")
-    unsure = pl.min_horizontal([pl.when(pl.col(f"_u_{n}")).then(pl.lit(v)) for n, v in UNCERTAIN.items()])
-    out = work.select("_row", unsure.alias("_unsure")).join(flagged, on="_row", how="left", maintain_order="left")
-    out = out.select(
-        pl.col("sat_categories").fill_null(empty_list), pl.col("dsat_categories").fill_null(empty_list),
-        pl.col("sat").fill_null(False), pl.col("dsat").fill_null(False), "rationale",
-        pl.coalesce("_conf", "_unsure", pl.lit(NO_SIGNAL_CONFIDENCE)).alias("confidence"),
-    )
-    return turns.drop([c for c in out.columns if c in turns.columns]).hstack(out)

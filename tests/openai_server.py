@@ -16,9 +16,16 @@ Endpoints (as vLLM serves them):
 
 Faults, one per request in order: ``429`` (with ``Retry-After: retry_after``), ``500``, ``hang`` (no answer
 for ``hang_s``), ``malformed`` (a 200 whose body is cut JSON), ``drop`` (the connection closed without
-an answer), ``400`` (a request the server refuses). ``refuse`` maps a marker to ``(status, message)``:
+an answer), ``400`` (a request the server refuses), ``quota`` (OpenAI's 429 ``insufficient_quota``: no
+credit left), ``402`` (OpenRouter's Payment Required: no credit left), ``empty`` (a 200 without choices), ``echo`` / ``echo401`` (a 502 / 401 whose message repeats the
+request's headers, the API key among them, as a misbehaving proxy does). ``unsupported`` maps a request parameter to
+a message: a request that sets it is refused as OpenAI refuses a parameter a model does not take (400,
+``param`` naming it, ``code: unsupported_parameter``); ``ignored`` holds parameters the server drops
+unread (as llama.cpp's server did ``max_completion_tokens`` until 2026: no budget, 16 tokens here);
+``answer_model`` names another model in the answers (a router's fallback). ``refuse`` maps a marker to ``(status, message)``:
 a request whose text (messages, or the decoded token ids of /completions) contains the marker is refused
-so, every time (a deterministic per-row refusal). ``supports_logprobs = False`` answers without any
+so, every time (a deterministic per-row refusal); status 200 answers it as a model that declines does with
+structured outputs (``content: null``, ``refusal``: the message). ``supports_logprobs = False`` answers without any
 log-probabilities (a server that cannot score). Every request is logged: ``(time, endpoint, fault, body)``.
 """
 
@@ -83,6 +90,9 @@ class LoopbackServer:
         self.log: list[tuple[float, str, str | None, dict]] = []  # (time, endpoint, fault, request body)
         self.supports_logprobs = True
         self.refuse: dict[str, tuple[int, str]] = {}  # marker in the request's text -> (status, message)
+        self.unsupported: dict[str, str] = {}  # request parameter -> the 400's message
+        self.ignored: set[str] = set()  # request parameters the server does not know and ignores
+        self.answer_model: str | None = None  # the model name answers carry (None: the one asked for)
         self.delay_s = 0.0  # extra seconds per answer (to observe requests in flight)
         self.inflight = self.max_inflight = 0
         self._pool = ThreadPoolExecutor(1)  # one model, one thread
@@ -146,6 +156,15 @@ class LoopbackServer:
             return _error(500, "Internal server error")
         if fault == "400":
             return _error(400, "This model's maximum context length is 2048 tokens")
+        if fault == "402":
+            return _error(402, "Insufficient credits. Add more using https://openrouter.ai/credits")
+        if fault == "quota":
+            return _error(429, "You exceeded your current quota, please check your plan and billing details.",
+                          type="insufficient_quota", code="insufficient_quota")
+        if fault in ("echo", "echo401"):
+            return _error(401 if fault == "echo401" else 502, f"failed: request headers {dict(request.headers)}")
+        if fault == "empty":
+            return web.json_response(_chat_response(self.model, []))
         if fault == "malformed":
             return web.Response(status=200, text='{"id": "cmpl-1", "choices": [{"index": 0, "mess',
                                 content_type="application/json")
@@ -155,7 +174,14 @@ class LoopbackServer:
         if fault == "hang":  # the client has given up by then
             await asyncio.sleep(self.hang_s)
             return _error(504, "answered too late")
+        for param, message in self.unsupported.items():
+            if param in body:
+                return _error(400, message, type="invalid_request_error", param=param, code="unsupported_parameter")
         for marker, (status, message) in self.refuse.items():
+            if marker in self._text(body) and status == 200:  # the model declines (structured outputs' refusal)
+                choice = {"index": 0, "message": {"role": "assistant", "content": None, "refusal": message},
+                          "finish_reason": "stop", "logprobs": None}
+                return web.json_response(_chat_response(self.model, [choice]))
             if marker in self._text(body):
                 return _error(status, message)
         if body.get("model") != self.model:
@@ -167,6 +193,8 @@ class LoopbackServer:
             data = await asyncio.get_running_loop().run_in_executor(self._pool, answer, body)
         finally:
             self.inflight -= 1
+        if self.answer_model is not None:  # a router that fell back to another model
+            data = {**data, "model": self.answer_model}
         return web.json_response(data)
 
     def _text(self, body: dict[str, Any]) -> str:
@@ -179,13 +207,14 @@ class LoopbackServer:
     # --- answers (in the model thread) -----------------------------------------------------------
 
     def _chat_answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        body = {k: v for k, v in body.items() if k not in self.ignored}
         messages = body["messages"]
         if body.get("logprobs") and body.get("top_logprobs"):
             return self._first_token(messages, int(body["top_logprobs"]))
         stop = body.get("stop") or []
+        budget = body.get("max_completion_tokens") or body.get("max_tokens") or 16
         sampling = Sampling(
-            temperature=body.get("temperature", 1.0), top_p=body.get("top_p", 1.0),
-            max_new_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 16,
+            temperature=body.get("temperature", 1.0), top_p=body.get("top_p", 1.0), max_new_tokens=budget,
             stop=[stop] if isinstance(stop, str) else list(stop), seed=body.get("seed") or 0,
         )
         fmt = body.get("response_format") or {}
@@ -201,7 +230,10 @@ class LoopbackServer:
                 text, reason = out.text, "stop"
             choices.append({"index": i, "message": {"role": "assistant", "content": text},
                             "finish_reason": reason, "logprobs": None})
-        return _chat_response(self.model, choices)
+        # The answer's tokens, re-encoded (at most the budget: re-encoding may split a cut answer differently).
+        used = sum(min(budget, len(self.engine.tokenizer.encode(c["message"]["content"], add_special_tokens=False)))
+                   for c in choices)
+        return _chat_response(self.model, choices, used, len(self.engine.codec.prompt_ids(messages)))
 
     def _next_token_logprobs(self, ids: list[int]) -> torch.Tensor:
         """log p(token | ids[:t]) for every position t (row t predicts ids[t + 1])."""
@@ -244,11 +276,14 @@ class LoopbackServer:
                           "total_tokens": sum(map(len, prompts)) + len(prompts)}}
 
 
-def _chat_response(model: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
+def _chat_response(model: str, choices: list[dict[str, Any]], completion_tokens: int = 0,
+                   prompt_tokens: int = 0) -> dict[str, Any]:
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+             "total_tokens": prompt_tokens + completion_tokens}
     return {"id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": choices, "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+            "choices": choices, "usage": usage}
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": "error", "code": status}}, status=status,
-                             headers=headers)
+def _error(status: int, message: str, headers: dict[str, str] | None = None, **fields: Any) -> web.Response:
+    error = {"message": message, "type": "error", "code": status, **fields}
+    return web.json_response({"error": error}, status=status, headers=headers)

@@ -167,15 +167,15 @@ def test_a_misspelt_input_or_pairs_path_names_its_params_key(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SourceError, match=r"^dove\.inputs\[0\]\.prompts: data/pugc/query: not found; .* or correct "
                        r"dove\.inputs\[0\]\.prompts in params\.yaml$"):
-        D.load_items(dove_cfg(inputs=[{"prompts": "data/pugc/query", "responses": "data/pugc/responses"}]))
+        I.load_items(dove_cfg(inputs=[{"prompts": "data/pugc/query", "responses": "data/pugc/responses"}]))
     with pytest.raises(SourceError, match=r"^dove\.pairs: data/ingest/pair: not found"):
-        D.load_items(dove_cfg(pairs="data/ingest/pair", pair_sources=["hh"]))
+        I.load_items(dove_cfg(pairs="data/ingest/pair", pair_sources=["hh"]))
     prompts, responses, _ = helpful_tables([], [])  # a second input: its own index in the key
     for name, table in (("prompts", prompts), ("responses", responses)):
         write_shards(table, tmp_path / "data" / "ingest" / name, name=name)
     good = {"prompts": "data/ingest/prompts", "responses": "data/ingest/responses"}
     with pytest.raises(SourceError, match=r"^dove\.inputs\[1\]\.responses: data/ingest/respones: not found"):
-        D.load_items(dove_cfg(inputs=[good, good | {"responses": "data/ingest/respones"}]))
+        I.load_items(dove_cfg(inputs=[good, good | {"responses": "data/ingest/respones"}]))
 
 
 def test_comparisons_joint_and_conditional(helpful):

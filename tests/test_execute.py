@@ -404,3 +404,15 @@ def test_a_failing_batch_keeps_every_batch_finished_before_it(tmp_path):
     out = map_batches(_input(), crash_once, execution=_execution(), checkpoint=ck, fn_kwargs={"log": log, "at": "r0030"})
     assert Path(log).read_text().split()[0] == "r0028"  # the rerun starts at the failed batch
     assert out.equals(map_batches(_input(), shout, execution=_execution()))
+
+
+def test_step_checkpoint_keeps_the_folder_and_fingerprint_of_a_killed_run(tmp_path):
+    """Stages name their step checkpoints with ``step_checkpoint``: a run killed before it resumes only if the
+    folder (root/step) and the fingerprint (the parts plus the step's name) are what that run wrote."""
+    from pipeline.config import fingerprint
+    from pipeline.execute import step_checkpoint
+
+    ck = step_checkpoint(tmp_path / "pugc", "sampling", {"k": 4})
+    assert Path(ck.dir) == tmp_path / "pugc" / "sampling"
+    assert ck.fingerprint == fingerprint({"k": 4}, {"step": "sampling"})
+    assert ck.fingerprint != step_checkpoint(tmp_path / "pugc", "scoring", {"k": 4}).fingerprint

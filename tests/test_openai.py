@@ -57,6 +57,9 @@ def env(server, tmp_path, monkeypatch):
     monkeypatch.setattr(openai_client, "BACKOFF_JITTER", 0.05)
     server.faults.clear()
     server.refuse.clear()
+    server.unsupported.clear()
+    server.ignored.clear()
+    server.answer_model = None
     server.supports_logprobs, server.delay_s = True, 0.0
     yield
 
@@ -337,10 +340,24 @@ def test_params_an_openai_role_is_validated_at_load(tmp_path):
         load_params(_params_with(tmp_path, {"backend": "openai"}))
     with pytest.raises(ParamsError, match=r"pugc.roles.judge.base_url"):
         load_params(_params_with(tmp_path, {"backend": "openai", "base_url": "localhost:8000"}))
-    for pasted in ("sk-proj-abc123secret", "sk_live_abc123secret"):
+    # Credentials in the URL would be committed with params.yaml and echoed in logs and errors.
+    for url in ("http://user:abc123secret@a:8000/v1", ["http://a/v1", "https://abc123secret@b/v1"]):
+        with pytest.raises(ParamsError, match=r"base_url.*holds credentials") as e:
+            load_params(_params_with(tmp_path, {"backend": "openai", "base_url": url}))
+        assert "abc123secret" not in str(e.value)
+    # Keys of providers whose format is also a valid (lower/mixed-case) variable name: Groq, Together, Fireworks,
+    # Mistral (32 letters and digits).
+    for pasted in ("sk-proj-abc123secret", "sk_live_abc123secret", "gsk_8fJ2kL0pQ9zabc123secret",
+                   "tgp_v1_aB3dE5abc123secret", "fw_3Zabc123secret", "Xk9aB2cD4eF6gH8iJabc123secretmN4"):
         with pytest.raises(ParamsError, match="api_key_env: .*NAME of the environment variable") as e:
             load_params(_params_with(tmp_path, {"backend": "openai", "base_url": "http://a/v1", "api_key_env": pasted}))
         assert "abc123secret" not in str(e.value)
+    # One line for a bad pool member, naming it by position (not also "base_url: should be a valid string").
+    with pytest.raises(ParamsError) as e:
+        load_params(_params_with(tmp_path, {"backend": "openai", "base_url": ["http://a/v1", "ftp://b"]}))
+    assert str(e.value).splitlines()[1:] == [
+        f"  {tmp_path / 'params.yaml'}: pugc.roles.judge.base_url[1]: expected an http(s) URL up to the API root, "
+        "e.g. http://localhost:8000/v1"]
     with pytest.raises(ParamsError, match=r"pugc.roles.judge.concurrency"):
         load_params(_params_with(tmp_path, {"backend": "openai", "base_url": "http://a/v1", "concurrency": 0}))
 

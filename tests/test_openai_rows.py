@@ -19,7 +19,7 @@ from pipeline.llm import Completion, GenerationFailure
 from pipeline.llm.chat import InputTooLong
 from pipeline.llm.openai_engine import OpenAIEngine, RequestsFailed
 from pipeline.records import MESSAGES_TYPE
-from stages import pugc, pugc_judge, selfie, wildfeedback_pairs
+from stages import pugc, pugc_judge, selfie, wildfeedback_models, wildfeedback_pairs
 from stages.wildfeedback_common import per_prompt
 from tests import test_openai as base
 from tests.dove_fakes import comparisons, run_judge
@@ -151,7 +151,7 @@ def test_plain_sampling_steps_drop_and_count_a_refused_sample_as_generation_fail
     sampled = selfie.sample(pa.table({"prompt_id": ["p0", "p2"], "messages": messages}), engine, k=2, sampling=short)
     assert sampled["finish_reason"].to_pylist()[2:] == ["failed", "failed"]
     assert sampled["text"].to_pylist()[2:] == ["", ""] and "failed" not in sampled["finish_reason"].to_pylist()[:2]
-    answered = wildfeedback_pairs.respond(pa.table({"prompt": messages, "preference": ["brief", "brief"]}), engine,
+    answered = wildfeedback_models.respond(pa.table({"prompt": messages, "preference": ["brief", "brief"]}), engine,
                                           sampling=short, system=None)
     assert answered["finish_reason"].to_pylist()[1] == "failed" and answered["generated"].to_pylist()[1] is None
 
@@ -163,12 +163,12 @@ def test_wildfeedback_checklist_judge_marks_a_refused_pair_null_and_drops_it_as_
     server.refuse[MARK] = FILTERED
     batch = pa.table({"prompt": pa.array([PROMPTS[0], PROMPTS[2]], MESSAGES_TYPE), "chosen": ["Sure.", "Leaves."],
                       "rejected": ["No.", "Snow."], "preference": ["be kind", "be brief"]})
-    out = wildfeedback_pairs.judge(batch, engine, template_text="{dialogue}\n{checklist}\nA: {answer_a}\nB: "
+    out = wildfeedback_models.judge(batch, engine, template_text="{dialogue}\n{checklist}\nA: {answer_a}\nB: "
                                    "{answer_b}\nWhich is better?", context_messages=None, max_chars=2000)
     assert out["p_chosen_first"].to_pylist()[1] is None and out["p_chosen_second"].to_pylist()[1] is None
     assert not math.isnan(out["p_chosen_first"].to_pylist()[0])
     judged = pl.from_arrow(out)
-    assert judged.select(wildfeedback_pairs.judge_drop_reason()).to_series()[1] == "judge_failed"
+    assert judged.select(wildfeedback_models.judge_drop_reason()).to_series()[1] == "judge_failed"
     reasons = pl.DataFrame({"chosen_finish_reason": ["stop", "failed"], "rejected_finish_reason": ["stop", "stop"],
                             "chosen": ["a", ""], "rejected": ["b", "b"], "feedback_sat": [False, False]})
     assert reasons.select(wildfeedback_pairs.pair_drop_reason("sat")).to_series().to_list()[1] == "generation_failed"

@@ -180,7 +180,7 @@ def test_a_console_warning_is_printed_once_not_also_logged_as_a_warning(capsys, 
     """Under `prefpipe run` the CLI's log handler shows WARNING records: a warning both printed and logged
     at that level reached the console twice ("WARNING pipeline.gates: ..." then "WARNING ...")."""
     from pipeline.gates import check_gate
-    from stages.wildfeedback_common import say
+    from pipeline.metrics import say
 
     caplog.set_level("WARNING")
     check_gate("wildfeedback", "judge", "tiny", [True, False] * 4, min_accuracy=0.0, key="wildfeedback.gates.judge")
@@ -269,7 +269,7 @@ def test_natural_revision_pair_rows():
 
 def test_no_import_cycle_between_the_wildfeedback_modules():
     """#8: the pair builder and the detector load without the driver."""
-    code = ("import sys, stages.wildfeedback_pairs, stages.wildfeedback_detect; "
+    code = ("import sys, stages.wildfeedback_pairs, stages.wildfeedback_models, stages.wildfeedback_detect; "
             "print('stages.wildfeedback' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -279,7 +279,8 @@ def test_tiny_engine_detector_summaries_and_judge_are_schema_valid():
     """The real built-in tiny model through the real prompts: every answer parses against the schemas."""
     from pipeline.config import resolve_role
     from pipeline.llm import get_engine
-    from stages.wildfeedback_pairs import PreferenceSummary, judge, summarize, summary_candidates
+    from stages.wildfeedback_models import PreferenceSummary, judge, summarize
+    from stages.wildfeedback_pairs import summary_candidates
 
     params = make_params(detector="rules+llm", recall_sample=1.0)
     cfg = params.wildfeedback

@@ -14,7 +14,8 @@ from pipeline.prompt import fill
 from stages import wildfeedback_detect as det
 from stages.wildfeedback_common import per_prompt, prompt
 from stages.wildfeedback_fit import off_context, prompt_text
-from stages.wildfeedback_pairs import checklist, natural_revisions, pair_drop_reason
+from stages.wildfeedback_models import checklist
+from stages.wildfeedback_pairs import natural_revisions, pair_drop_reason
 from tests.wildfeedback_fakes import CONVS, FakeEngine, conv, fenced, kinds, make_params, run_stage
 
 OFF_CONTEXT = [
@@ -427,7 +428,8 @@ def test_summary_reads_every_feedback_turn_of_a_dsat_chain():
     the user keeps complaining about the next attempts, those later turns are the same user's preference for the
     same request, so the summariser sees them too; a SAT signal and an unchained DSAT keep their one turn."""
     from pipeline.records import to_table
-    from stages.wildfeedback_pairs import summarize, summary_candidates
+    from stages.wildfeedback_models import summarize
+    from stages.wildfeedback_pairs import summary_candidates
 
     poem = conv("p", ["Write a poem about rain.", "Rain falls " * 40, "Too long, four lines only.",
                       "Rain on the roof,\nsoft and slow,\ngrey skies,\nrivers flow.", "It doesn't rhyme, make it rhyme.",

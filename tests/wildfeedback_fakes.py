@@ -16,7 +16,7 @@ from pipeline.llm.base import Completion, GenerationFailure
 from pipeline.records import to_table
 from stages import wildfeedback as wf
 from stages.wildfeedback_detect import FeedbackJudgment
-from stages.wildfeedback_pairs import PreferenceSummary
+from stages.wildfeedback_models import PreferenceSummary
 
 ROOT = Path(__file__).resolve().parents[1]
 

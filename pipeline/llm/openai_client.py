@@ -14,13 +14,21 @@
   backoff from ``BACKOFF_INITIAL`` seconds with up to ``BACKOFF_JITTER`` seconds of random jitter.
 - **Failures**: a request that still fails comes back as a ``RequestFailed`` value (``retryable``: a
   rerun may succeed); one the server refuses for itself (another 4xx such as 400/413/422, an answer
-  ended by a content filter) as a ``RequestFailed`` with ``refused`` set (``too_long`` when the prompt
-  exceeds the model's context length), which the engine turns into that row's failure; the other
-  requests of the call are unaffected. A refusal that concerns every
-  request (401/403 key, 404 model) raises ``ServerError`` at once: rows would all fail the same way.
+  ended by a content filter or declined by the model) as a ``RequestFailed`` with ``refused`` set
+  (``too_long`` when the prompt exceeds the model's context length), which the engine turns into that
+  row's failure; the other requests of the call are unaffected. A refusal that concerns every request
+  raises ``ServerError`` at once, since rows would all fail the same way: 401/403 (key), 404 (model), no
+  credit left (402, a 429 ``insufficient_quota``: not retried), a 4xx naming a parameter the request
+  sets other than the prompt (``param``, or a validation error's ``('body', name)``: e.g. a reasoning
+  model refusing ``temperature`` or ``logprobs``). Error messages and log lines never hold the API key
+  (replaced by ``***``: a proxy may echo the request's headers).
 - **Cache**: every answer is stored under the hash of model + request (``pipeline.llm.request_cache``)
   before the call returns; cached requests are not sent again, identical requests of one call are
   sent once.
+- **Model**: an answer naming another model than asked for (a router's fallback; a dated snapshot of the
+  model is the same) is kept, with one warning per pair of names.
+- **Usage**: ``tokens`` sums the prompt and completion tokens the servers reported (retried answers too:
+  a hosted API bills them); every call logs them at INFO (``prefpipe -v run``) with the requests it sent.
 - **Cost guard**: ``llm.max_requests`` caps the requests this engine sends (cache hits are free, retries
   of one request count once); a call that would pass it raises ``CostGuardError`` before sending any.
 """
@@ -50,14 +58,22 @@ from pipeline.errors import EngineError
 from pipeline.llm.request_cache import MISS, RequestCache, request_key
 
 log = logging.getLogger(__name__)
+# The HTTP client logs every request at INFO: under `prefpipe -v run` that is one line per request (a
+# stage sends thousands) drowning this module's one line per call. Its warnings still show.
+for _name in ("httpx", "httpx2"):
+    logging.getLogger(_name).setLevel(max(logging.WARNING, logging.getLogger(_name).level))
 
 BACKOFF_INITIAL = 1.0  # seconds before the first retry when the server sends no Retry-After
 BACKOFF_MAX = 60.0
 BACKOFF_JITTER = 1.0
 MAX_RETRY_AFTER = 600.0  # a longer Retry-After (a daily quota) is waited only this long per attempt
-RETRY_STATUS = {408, 409, 429}  # and every 5xx
+RETRY_STATUS = {408, 409, 429}  # and every 5xx (not a 429 insufficient_quota: billing, not a rate limit)
 FATAL_STATUS = {401: "the server rejected the API key", 403: "the API key may not use this model",
                 404: "the server does not serve this model or endpoint"}
+CHECK_SETTINGS = "check llm.model, llm.base_url and llm.api_key_env"
+CHECK_URL = ("llm.base_url is the API root, e.g. http://node1:8000/v1 as `vllm serve` prints it (not the server "
+             "root, not .../chat/completions), and llm.model a served name (<base_url>/models lists them)")
+BODY_LOC = re.compile(r"\(\s*'body',\s*'(\w+)'")  # a pydantic validation error's location (vLLM, strict servers)
 
 
 class BadResponse(ValueError):
@@ -76,6 +92,7 @@ class CostGuardError(ServerError):
     """The call would send more requests than ``llm.max_requests`` allows."""
 
 
+NO_CREDIT = re.compile(r"insufficient[ _](quota|credits?|balance)|credit balance is too low", re.IGNORECASE)
 CONTEXT_LENGTH = re.compile(r"context[ _]length|context window|max_model_len|too many tokens|prompt is too long",
                             re.IGNORECASE)
 
@@ -150,24 +167,79 @@ def _wait(state) -> float:
     return wait_exponential_jitter(initial=BACKOFF_INITIAL, max=BACKOFF_MAX, jitter=BACKOFF_JITTER)(state)
 
 
+def quota_exhausted(exc: BaseException) -> bool:
+    """The account has no credit left, which no wait fixes: 402 Payment Required (OpenRouter), OpenAI's 429
+    ``insufficient_quota``, a 4xx saying so (Anthropic's "credit balance is too low")."""
+    if not isinstance(exc, openai.APIStatusError) or not 400 <= exc.status_code < 500:
+        return False
+    return (exc.status_code == 402 or "insufficient_quota" in (exc.code, exc.type)
+            or bool(NO_CREDIT.search(_message(exc))))
+
+
 def retryable(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in RETRY_STATUS or exc.status_code >= 500
+        return (exc.status_code in RETRY_STATUS or exc.status_code >= 500) and not quota_exhausted(exc)
     return isinstance(exc, openai.APIConnectionError | BadResponse)
 
 
-def describe(exc: BaseException, timeout_s: float) -> str:
-    """One line on why a request failed."""
+def _message(exc: openai.APIStatusError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    return " ".join(str(body.get("message") or exc.message).split())
+
+
+def rejected_parameter(exc: openai.APIStatusError, req: Request) -> str | None:
+    """The request parameter a refusal names (OpenAI's ``param``, or a validation error's ``('body', name)``)
+    when the request sets it and it is not the prompt: the server would refuse every request of the call.
+    A refusal over the context length may name ``max_tokens`` (prompt + budget): that one is the row's."""
+    if retryable(exc) or CONTEXT_LENGTH.search(_message(exc)):
+        return None
+    sent = (set(req.body) | set(req.extra)) - {"messages", "prompt"}
+    for name in [str(exc.param or ""), *BODY_LOC.findall(_message(exc))]:
+        head = re.match(r"(?:\$\.|body\.)?(\w+)", name)
+        if head and head.group(1) in sent:
+            return head.group(1)
+    return None
+
+
+def request_wide(exc: openai.APIStatusError, req: Request) -> tuple[str, str] | None:
+    """``(what, what to do)`` when a refusal concerns every request of the call, which then fails at once
+    (rows would all fail alike, or every retry wait in vain); None when it is this request's."""
+    if exc.status_code in FATAL_STATUS:
+        return FATAL_STATUS[exc.status_code], CHECK_URL if exc.status_code == 404 else CHECK_SETTINGS
+    if quota_exhausted(exc):
+        return ("the account has no quota left", "add credit or raise the account's limits, then rerun (the "
+                "answers that came back are cached)")
+    param = rejected_parameter(exc, req)
+    if param is not None:
+        return (f"the server does not accept the request parameter {param!r}", "every request sets it: change "
+                "the role's llm.sampling or option_scoring to what this model takes (reasoning models take neither "
+                "temperature nor logprobs), or use a model or server that accepts it")
+    return None
+
+
+def describe(exc: BaseException, timeout_s: float, secret: str | None = None) -> str:
+    """One line on why a request failed, ``secret`` (the API key) replaced by ``***`` before the line is cut
+    (a server or proxy may echo the request's headers)."""
+
+    def line(text: object, limit: int) -> str:
+        text = " ".join(str(text).split())
+        return (text.replace(secret, "***") if secret else text)[:limit]
+
     if isinstance(exc, openai.APIStatusError):
-        body = exc.body if isinstance(exc.body, dict) else {}
-        message = body.get("message") or exc.message
-        return f"HTTP {exc.status_code}: {' '.join(str(message).split())[:300]}"
+        return f"HTTP {exc.status_code}: {line(_message(exc), 300)}"
     if isinstance(exc, openai.APITimeoutError):
         return f"no answer within llm.timeout_s={timeout_s:g} s"
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc
-        return f"connection failed ({type(cause).__name__}: {' '.join(str(cause).split())[:200]})"
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        return f"connection failed ({type(cause).__name__}: {line(cause, 200)})"
+    if isinstance(exc, RowError):  # says itself what the answer was
+        return line(exc, 300)
+    return f"{type(exc).__name__}: {line(exc, 300)}"
+
+
+def same_model(asked: str, served: str) -> bool:
+    """``served`` is ``asked`` or a dated snapshot of it (``gpt-4o-mini`` -> ``gpt-4o-mini-2024-07-18``)."""
+    return served == asked or served.startswith(asked + "-")
 
 
 def run_sync(coro):
@@ -189,6 +261,8 @@ class Transport:
         self.key = api_key(cfg)
         self.cache = cache or RequestCache()
         self.sent = 0  # requests sent by this engine (the cost guard's count)
+        self.tokens = {"prompt": 0, "completion": 0}  # the usage the servers reported (what a hosted API bills)
+        self.other_models: set[tuple[Any, str]] = set()  # (asked, answered) model names already warned about
 
     def where(self) -> str:
         return f"model {self.cfg.model!r} at {', '.join(self.urls)}"
@@ -210,6 +284,9 @@ class Transport:
             self._guard(len(todo))
             self.sent += len(todo)
             answers.update(run_sync(self._send_all(todo)))
+        log.info("%s: %d requests sent, %d answered from the cache; this engine so far: %d requests, %d prompt + "
+                 "%d completion tokens", self.where(), len(todo), len(requests) - len(todo), self.sent,
+                 self.tokens["prompt"], self.tokens["completion"])
         return [answers[k] for k in keys]
 
     def _guard(self, n: int) -> None:
@@ -247,11 +324,14 @@ class Transport:
                     client = clients[(first + attempt.retry_state.attempt_number - 1) % len(clients)]
                     async with sem:
                         text = await self._post(client, req)
-                    answer = req.read(_json(text))
+                    data = _json(text)
+                    self._count(data)
+                    self._check_model(req, data)
+                    answer = req.read(data)
         except openai.APIStatusError as e:
-            if e.status_code in FATAL_STATUS:
-                raise ServerError(f"{self.where()}: {FATAL_STATUS[e.status_code]} ({describe(e, 0)}); "
-                                  "check llm.model, llm.base_url and llm.api_key_env") from None
+            wide = request_wide(e, req)
+            if wide is not None:
+                raise ServerError(f"{self.where()}: {wide[0]} ({self._describe(e)}); {wide[1]}") from None
             return key, self._failed(e, refused=not retryable(e))
         except RowError as e:
             return key, self._failed(e, refused=True)
@@ -260,10 +340,27 @@ class Transport:
         self.cache.put(key, answer)
         return key, answer
 
+    def _check_model(self, req: Request, data: dict[str, Any]) -> None:
+        """Warn (once per pair) when an answer names another model than asked for: a router's fallback."""
+        asked, served = req.body.get("model"), data.get("model")
+        if not isinstance(served, str) or same_model(str(asked), served) or (asked, served) in self.other_models:
+            return
+        self.other_models.add((asked, served))
+        log.warning("%s: the server answered with model %r when asked for %r (a router's fallback?); its answers "
+                    "are kept and cached under %r: check the server's routing if that is another model",
+                    self.where(), served, asked, asked)
+
+    def _count(self, data: dict[str, Any]) -> None:
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        for kind in self.tokens:
+            if type(usage.get(f"{kind}_tokens")) is int:
+                self.tokens[kind] += usage[f"{kind}_tokens"]
+
+    def _describe(self, exc: BaseException) -> str:
+        return describe(exc, self.cfg.timeout_s, secret=self.key if self.key != "EMPTY" else None)
+
     def _failed(self, exc: BaseException, refused: bool) -> RequestFailed:
-        error = describe(exc, self.cfg.timeout_s)
-        if self.key != "EMPTY":
-            error = error.replace(self.key, "***")  # a server that echoes the request's key
+        error = self._describe(exc)
         return RequestFailed(error, refused=refused, too_long=refused and bool(CONTEXT_LENGTH.search(error)))
 
     async def _post(self, client: openai.AsyncOpenAI, req: Request) -> str:
@@ -273,7 +370,7 @@ class Transport:
 
     def _log_retry(self, state) -> None:
         exc = state.outcome.exception()
-        log.warning("%s: %s; retry %d of %d in %.1f s", self.where(), describe(exc, self.cfg.timeout_s),
+        log.warning("%s: %s; retry %d of %d in %.1f s", self.where(), self._describe(exc),
                     state.attempt_number, self.cfg.max_retries, state.next_action.sleep)
 
 

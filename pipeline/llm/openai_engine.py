@@ -13,7 +13,8 @@ Requests are built by the pure functions of ``pipeline.llm.openai_requests`` and
   seed ``sample_seed(sampling.seed, prompt, j, attempt)``, so sample ``j`` of a prompt is the same
   whichever batch, replica or rerun asks for it, and is cached on its own; a greedy call
   (temperature 0) sends one request per prompt. ``temperature``, ``top_p``, ``max_completion_tokens``,
-  ``stop``; ``finish_reason: length`` is a cut-off sample (``Completion.finish_reason``). With a schema:
+  ``stop``; ``finish_reason: length`` is a cut-off sample (``Completion.finish_reason``); an answer whose
+  ``usage`` passes the budget is a ``ServerError`` (the server ignores ``max_completion_tokens``). With a schema:
   ``response_format`` ``json_schema`` (strict), the text validated with pydantic and failed samples
   re-asked with the next attempt's seed (``generate_validated``), as in-process. One request per
   sample costs a hosted API the prompt's tokens once per sample (vLLM's prefix cache makes it free).
@@ -27,7 +28,8 @@ Requests are built by the pure functions of ``pipeline.llm.openai_requests`` and
   any length. ``first_token`` (hosted APIs: no tokenizer, no prompt log-probs): ``/chat/completions``
   with ``max_completion_tokens=1``, ``temperature=0``, ``logprobs``, ``top_logprobs=20``; an option's
   probability is that of the first answer tokens equal to it (surrounding blanks ignored), normalised
-  over the options; an option outside the top 20 gets 0.
+  over the options; an option outside the top 20 gets 0. A prompt with no option among them fails its
+  row (NaN ``FailedValue``); the call fails only when no prompt of it has one (the options are not tokens).
 
 Failures, per row or per call:
 
@@ -216,14 +218,22 @@ class OpenAIEngine:
         probs = [[_nan(top)] * len(options) if isinstance(top, RequestFailed) else option_probabilities(top, options)
                  for top in answers]
         missing = [i for i, p in enumerate(probs) if p is None]
-        if missing:
-            top = [t for t, _ in answers[missing[0]][:5]]
+        if not missing:
+            return probs  # type: ignore[return-value]
+        what = (f"for {len(missing)} of {len(prompts)} prompts none of the options {options} is among the "
+                f"{TOP_LOGPROBS} most likely first answer tokens (prompt {missing[0]}: "
+                f"{[t for t, _ in answers[missing[0]][:5]]})")
+        if len(missing) == sum(not isinstance(a, RequestFailed) for a in answers):  # the options, not the rows
             raise RequestsFailed(
-                f"{self.transport.where()}: choose: for {len(missing)} of {len(prompts)} prompts none of the "
-                f"options {options} is among the {TOP_LOGPROBS} most likely first answer tokens (prompt "
-                f"{missing[0]}: {top}); option_scoring: first_token needs single-token options the model "
-                "answers with; use option_scoring: sequence (vLLM) for longer options"
+                f"{self.transport.where()}: choose: {what}; option_scoring: first_token needs single-token options "
+                "the model answers with; use option_scoring: sequence (vLLM) for longer options"
             )
+        # Those answers start otherwise ("Sure", "**"): those rows fail (cached, a rerun would too), the others stand.
+        log.warning("%s: choose: %s; those rows fail", self.transport.where(), what)
+        for i in missing:
+            starts = [t for t, _ in answers[i][:5]]
+            probs[i] = [FailedValue(f"none of the options is among the {TOP_LOGPROBS} most likely first answer "
+                                    f"tokens (the answer starts with {starts})")] * len(options)
         return probs  # type: ignore[return-value]
 
 

@@ -39,6 +39,7 @@ class _ChatLogprobs(_Loose):
 
 class _Message(_Loose):
     content: str | None = None
+    refusal: str | None = None  # structured outputs: why the model declined (content is null then)
 
 
 class _ChatChoice(_Loose):
@@ -75,22 +76,41 @@ def _validated(model: type[_Loose], data: dict[str, Any]):
 # --- readers: a JSON answer -> what is kept (and cached) ----------------------------------------
 
 
-def read_sample(data: dict[str, Any]) -> dict[str, str]:
-    """``{"text", "finish_reason"}`` of a one-sample chat answer; ``length`` = cut at the token budget."""
+def _one_choice(data: dict[str, Any]) -> _ChatChoice:
+    """The choice of a chat answer to a request with ``n=1`` (none, or several, is an unreadable answer)."""
     choices = _validated(_Chat, data).choices
     if len(choices) != 1:
         raise BadResponse(f"expected 1 choice, got {len(choices)}")
-    reason = choices[0].finish_reason
+    return choices[0]
+
+
+def read_sample(data: dict[str, Any], model: str = "", budget: int | None = None) -> dict[str, str]:
+    """``{"text", "finish_reason"}`` of a one-sample chat answer; ``length`` = cut at the token budget.
+    An answer whose ``usage`` passes ``budget`` (the request's ``max_completion_tokens``) comes from a server
+    that ignores that parameter: a ``ServerError``, since every answer would overrun it."""
+    usage = data.get("usage")
+    used = usage.get("completion_tokens") if isinstance(usage, dict) else None  # a server may leave it out
+    if budget is not None and type(used) is int and used > budget:
+        raise ServerError(
+            f"model {model!r}: the server answered with {used} tokens, over max_completion_tokens={budget}: it "
+            "ignores that parameter (OpenAI's current name; vLLM before 0.6.4, TGI and older llama.cpp servers "
+            "know only max_tokens), so answers would run past sampling.max_new_tokens and never be marked cut "
+            "off; upgrade the server"
+        )
+    choice = _one_choice(data)
+    reason = choice.finish_reason
     if reason in (None, "abort"):
         raise BadResponse(f"the answer did not finish (finish_reason={reason!r})")
     if reason not in ("stop", "length"):
         raise RowError(f"the server ended the answer with finish_reason={reason!r}")
-    return {"text": choices[0].message.content or "", "finish_reason": reason}
+    if choice.message.content is None and choice.message.refusal:
+        raise RowError(f"the model refused: {' '.join(choice.message.refusal.split())[:300]}")
+    return {"text": choice.message.content or "", "finish_reason": reason}
 
 
 def read_top_logprobs(data: dict[str, Any], model: str) -> list[list]:
     """``[[token, logprob], ...]`` of the first answer token's top alternatives."""
-    choice = _validated(_Chat, data).choices[0]
+    choice = _one_choice(data)
     content = choice.logprobs.content if choice.logprobs else None
     if not content or not content[0].top_logprobs:
         raise ServerError(
@@ -163,7 +183,8 @@ def sample_request(model: str, prompt: ChatPrompt, s: Sampling, index: int, atte
         body["stop"] = list(s.stop)
     if schema is not None:
         body["response_format"] = response_format(schema)
-    return Request("chat", body, read=read_sample, route=route(prompt))
+    read = functools.partial(read_sample, model=model, budget=s.max_new_tokens)
+    return Request("chat", body, read=read, route=route(prompt))
 
 
 def first_token_request(model: str, prompt: ChatPrompt) -> Request:

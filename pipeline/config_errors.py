@@ -1,0 +1,84 @@
+"""params.yaml validation errors as lines a user can act on: file, key path, what was wrong, a close key name."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+
+class ParamsError(ValueError):
+    """params.yaml is invalid; the message names the file and every bad key path."""
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _keys_at(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys ``root`` (params.yaml's model) allows in the mapping at ``loc`` (a key path's parent), [] when unknown."""
+    node: Any = root
+    if loc[:1] == ("tiny_overrides",):  # tiny_overrides.<section>.<key>: the section's keys
+        loc = loc[1:]
+    for part in loc:
+        while get_origin(node) in (Union, UnionType):  # Optional[X]: X
+            args = [a for a in get_args(node) if a is not type(None)]
+            node = args[0] if len(args) == 1 else None
+        if isinstance(part, int) and get_origin(node) is list:
+            node = get_args(node)[0]
+        elif isinstance(node, type) and issubclass(node, BaseModel) and part in node.model_fields:
+            node = node.model_fields[part].annotation
+        elif get_origin(node) is dict:
+            node = get_args(node)[1]
+        else:
+            return []
+    while get_origin(node) in (Union, UnionType):
+        args = [a for a in get_args(node) if a is not type(None)]
+        node = args[0] if len(args) == 1 else None
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
+
+
+# Keys whose values may hold a secret (a pasted API key, user:password@ in a URL): errors never echo them.
+SECRET_KEYS = ("api_key_env", "base_url")
+
+
+def _branch_noise(e: dict, errors: list[dict]) -> bool:
+    """A one-or-list key (``base_url: URL | [URL]``) given a bad value fails both union branches; keep the
+    branch its value took: a list's item errors, a single value's own error."""
+    loc, given_list = e["loc"], isinstance(e.get("input"), list)
+    others = [o for o in errors if o is not e and o["loc"][: len(loc) - 1] == loc[:-1] and len(o["loc"]) >= len(loc)]
+    if not loc or not others:
+        return False
+    if e["type"] == "list_type" and str(loc[-1]).startswith("list["):
+        return True
+    return e["type"] == "string_type" and given_list and any(str(o["loc"][len(loc) - 1]).startswith("list[")
+                                                             for o in others)
+
+
+def format_validation_error(err: ValidationError, file: str | Path, root: type[BaseModel]) -> str:
+    """One line per bad key: the file, the key path, what was wrong (and the value, unless it may be a secret)."""
+    lines = []
+    errors = err.errors()
+    for e in errors:
+        if _branch_noise(e, errors):
+            continue
+        loc = tuple(p for p in e["loc"] if not str(p).startswith(("function-", "list[")))
+        path = _key_path(loc)
+        if e["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), _keys_at(root, loc[:-1]), n=1)
+            msg = (f"unknown key; did you mean {close[0]!r}?" if close
+                   else "unknown key (remove it or check its spelling)")
+        elif e["type"] == "missing":
+            msg = "missing required key"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            if "input" in e and not isinstance(e["input"], dict | list) and not set(SECRET_KEYS) & set(e["loc"]):
+                msg += f" (got {e['input']!r})"
+        lines.append(f"{file}: {path}: {msg}" if path else f"{file}: {msg}")  # whole-params checks name their keys
+    return "invalid parameters:\n  " + "\n  ".join(lines)
