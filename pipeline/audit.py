@@ -52,6 +52,7 @@ from pipeline.checks import (
 from pipeline.decontam import load_held_out
 from pipeline.dedup import prompt_keys, text_of
 from pipeline.ids import HEX_ID
+from pipeline.io import read_manifest
 from pipeline.pii import KINDS, PHONE_REGIONS, find
 from pipeline.pii_structured import find_json
 
@@ -109,6 +110,9 @@ def release_files(release: Path) -> dict[str, dict[str, list[Path]]]:
 def release_problem(release: Path) -> str | None:
     """Why ``release`` holds no released pair files the audit can read (one line: the file and what to do), or None."""
     files = [f for splits in release_files(release).values() for paths in splits.values() for f in paths]
+    incomplete = _unlike_manifest(release)
+    if incomplete:
+        return incomplete
     if not files:
         up = release.parent if release.name not in ("", "..") else release.resolve().parent  # "." has no parent
         if any(release.glob("*.parquet")) and (up / "_manifest.json").is_file():
@@ -125,6 +129,27 @@ def release_problem(release: Path) -> str | None:
             return (f"{f}: not a released pairs file (no column {(missing or ['prompt'])[0]!r}); "
                     "audit the folder export writes (data/release)")
     return None
+
+
+def _unlike_manifest(release: Path) -> str | None:
+    """A pair file the release's manifest lists that is missing or holds other rows (a copy or `dvc pull` cut
+    short): the audit would pass what is left. Hashes are ``prefpipe publish``'s to check."""
+    manifest = read_manifest(release)  # SourceError naming it when it is cut short itself
+    listed = manifest["files"] if manifest else []
+    bad = [f for f in listed if not (release / f["path"]).is_file()
+           or _rows(release / f["path"]) not in (None, f.get("rows"))]  # an unreadable file: release_problem says so
+    if not bad:
+        return None
+    what = "missing" if not (release / bad[0]["path"]).is_file() else "not the rows _manifest.json lists"
+    return (f"{release / bad[0]['path']}: {what} ({len(bad)} of the {len(listed)} files it lists); the release is "
+            "incomplete: build it again (`dvc repro export`) or fetch it again (`dvc pull`)")
+
+
+def _rows(path: Path) -> int | None:
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowException, OSError):
+        return None
 
 
 def _string_columns(df: pl.DataFrame) -> list[tuple[str, pl.Series, bool]]:

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import importlib
 import json
 import logging
@@ -34,10 +36,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     available = _available_stages()
     if args.stage not in available:
-        print(f"prefpipe: unknown stage {args.stage!r}; available: {', '.join(available)}", file=sys.stderr)
+        close = difflib.get_close_matches(args.stage, available, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        print(f"prefpipe: unknown stage {args.stage!r}; {hint}available: {', '.join(available)}", file=sys.stderr)
         return 2
     params = load_params(args.params)  # fails before any work on a bad params.yaml
     module = importlib.import_module(f"stages.{args.stage}")
+    planned = getattr(module, "OUT", None) or getattr(module, "OUT_DIR", None)
+    fresh = planned is not None and not Path(planned).exists()
     out = prepare_outputs(args.stage, module)
     wall, cpu = time.perf_counter(), time.process_time()
     try:
@@ -48,6 +54,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             discard_staged(out)  # a full disk keeps no half-written outputs (the next start would remove them)
             if isinstance(e, OSError):  # a failed write names no file: name the stage's output folder
                 name_path(e, out)
+            if fresh:  # the folder the write check made, left empty by a stage that failed (its input absent)
+                with contextlib.suppress(OSError):
+                    Path(out).rmdir()
         raise
     if args.stage in MODEL_SECTIONS:  # only now: a run that fails writing its outputs resumes from them
         shutil.rmtree(CHECKPOINT_ROOT / args.stage, ignore_errors=True)
@@ -64,7 +73,14 @@ def prepare_outputs(stage: str, module) -> Path | None:
     written, so a read-only or full disk is found before hours of model steps, not after."""
     from pipeline.config import MODEL_SECTIONS
     from pipeline.execute import CHECKPOINT_ROOT
-    from pipeline.outputs import OutputError, check_writable, pending_commits, recover
+    from pipeline.outputs import (
+        OutputError,
+        check_replaceable,
+        check_writable,
+        os_error_line,
+        pending_commits,
+        recover,
+    )
 
     out = getattr(module, "OUT", None) or getattr(module, "OUT_DIR", None)
     if out is not None:
@@ -76,6 +92,10 @@ def prepare_outputs(stage: str, module) -> Path | None:
                               f"run that stage again first (`prefpipe run {names}` or `dvc repro`), which "
                               f"finishes the swap, then run {stage}")
         check_writable(out)
+        try:
+            check_replaceable(out)
+        except OSError as e:
+            raise OutputError(os_error_line(e)) from None
     if stage in MODEL_SECTIONS:  # a stage with models checkpoints its engine steps
         check_writable(CHECKPOINT_ROOT)
     return out
@@ -151,11 +171,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 2
     cfg = root = None
     # The project's params.yaml: --params, else the one under --root (README: both under --root).
-    params = Path(args.params) if args.params else Path(args.root) / "params.yaml"
+    params = Path(args.params) if args.params else Path(args.root or ".") / "params.yaml"
     if params.exists():
-        cfg, root = load_params(params).export, Path(args.root)
-    elif args.params:
-        print(f"prefpipe audit: {params}: not found", file=sys.stderr)
+        cfg, root = load_params(params).export, Path(args.root or ".")
+    elif args.params or args.root:  # named, not the default: its checks were skipped with a "skip" line
+        print(f"prefpipe audit: {params}: not found" + ("" if args.params else f"; --root {args.root} must be the "
+              "project root, which holds params.yaml"), file=sys.stderr)
         return 2
     report = audit_release(release, root=root, cfg=cfg)
     print(f"audit of {release}: {report['rows']} rows in {report['files']} files: "
@@ -183,6 +204,19 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least(low: int):
+    """An argparse type: an integer >= ``low`` (``-n -1`` showed no row and said nothing)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {low}, got {text!r}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prefpipe", description="Build preference data for LLM alignment.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -195,8 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ins = sub.add_parser("inspect", help="schema, row count, manifest and a few rows of a shard set or Parquet file")
     ins.add_argument("path")
-    ins.add_argument("-n", "--rows", type=int, default=3)
-    ins.add_argument("--width", type=int, default=400)
+    ins.add_argument("-n", "--rows", type=_at_least(0), default=3, help="rows to show (default 3)")
+    ins.add_argument("--width", type=_at_least(1), default=400, help="characters per row shown (default 400)")
     ins.set_defaults(func=cmd_inspect)
 
     aud = sub.add_parser("audit", help="check a release folder: identical sides, empty configs, PII, split and "
@@ -205,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--params", default=None,
                      help="project params (export.methods, held_out, pii_kinds; default ROOT/params.yaml); "
                      "checks needing them are skipped when that default is absent")
-    aud.add_argument("--root", default=".",
+    aud.add_argument("--root", default=None,
                      help="project root holding params.yaml and data/<method>/pairs (default .)")
     aud.add_argument("--json", default=None, help="also write the report to this file")
     aud.set_defaults(func=cmd_audit)

@@ -25,7 +25,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import (
     BaseModel,
     Field,
@@ -83,7 +82,7 @@ from pipeline.config_stages import (
     WildfeedbackRoles,
     WildfeedbackTestSet,
 )
-from pipeline.yaml12 import DuplicateKey, load_yaml
+from pipeline.yaml12 import YamlFileError, load_yaml_file
 
 __all__ = [
     "FORMAT_FIELDS",
@@ -296,17 +295,6 @@ def source_name_errors(params: Params) -> list[str]:
     return errors
 
 
-def yaml_error_line(path: Path, err: yaml.YAMLError) -> str:
-    """One line: where the YAML breaks (file:line:column), what the parser found, what it was reading."""
-    mark = getattr(err, "problem_mark", None)
-    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    context, cmark = getattr(err, "context", None), getattr(err, "context_mark", None)
-    started = f" ({context} started at line {cmark.line + 1})" if context and cmark is not None else ""
-    return (f"{where}: not valid YAML: {problem}{started}; fix the syntax there (indent with spaces, close "
-            "every bracket and quote)")
-
-
 def load_params(path: str | Path = "params.yaml") -> Params:
     path = Path(path)
     if not path.exists():
@@ -314,11 +302,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if path.is_dir():
         raise ParamsError(f"{path}: is a folder; pass the params file itself (e.g. {path / 'params.yaml'})")
     try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
-    except DuplicateKey as e:
-        raise ParamsError(f"{path}: {e}") from None
-    except yaml.YAMLError as e:
-        raise ParamsError(yaml_error_line(path, e)) from None
+        data = load_yaml_file(path)
+    except YamlFileError as e:
+        raise ParamsError(str(e)) from None
     if not isinstance(data, dict):
         raise ParamsError(f"{path}: expected a mapping of sections at the top level")
     try:

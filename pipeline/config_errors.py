@@ -48,6 +48,33 @@ def _keys_at(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 SECRET_KEYS = ("api_key_env", "base_url")
 
 
+def _is_tag(part: Any) -> bool:
+    """A union member's tag in an error's location (``int``, ``constrained-str``, ``list[...]``), not a key."""
+    return isinstance(part, str) and (part in ("int", "float", "str", "bool", "list", "dict") or "[" in part or "-" in part)
+
+
+def _one_per_union(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Where a value fails every member of a union (``pools[0]: 'ten'`` is neither int nor float), one error at
+    the key instead of one per member named by pydantic's tags: the member errors that are not about the
+    value's type (a number below its minimum), else one 'Input should be X or Y'."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for e in errors:
+        i = next((i for i, p in enumerate(e["loc"]) if _is_tag(p)), None)
+        groups.setdefault(e["loc"][:i] if i is not None else (id(e),), []).append(e)
+    out = []
+    for key, group in groups.items():
+        if len(group) == 1 or isinstance(key[0], int):  # (id,): an error outside any union
+            out += group
+            continue
+        typed = [e for e in group if e["type"].endswith(("_type", "_parsing"))]
+        if len(typed) < len(group):
+            out += [e for e in group if e not in typed]
+        else:
+            wants = dict.fromkeys(e["msg"].removeprefix("Input should be ") for e in group)
+            out.append({**group[0], "loc": key, "msg": "Input should be " + " or ".join(wants)})
+    return out
+
+
 def _branch_noise(e: dict, errors: list[dict]) -> bool:
     """A one-or-list key (``base_url: URL | [URL]``) given a bad value fails both union branches; keep the
     branch its value took: a list's item errors, a single value's own error."""
@@ -65,10 +92,8 @@ def format_validation_error(err: ValidationError, file: str | Path, root: type[B
     """One line per bad key: the file, the key path, what was wrong (and the value, unless it may be a secret)."""
     lines = []
     errors = err.errors()
-    for e in errors:
-        if _branch_noise(e, errors):
-            continue
-        loc = tuple(p for p in e["loc"] if not str(p).startswith(("function-", "list[")))
+    for e in _one_per_union([e for e in errors if not _branch_noise(e, errors)]):
+        loc = tuple(p for p in e["loc"] if not _is_tag(p))
         path = _key_path(loc)
         if e["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(loc[-1]), _keys_at(root, loc[:-1]), n=1)

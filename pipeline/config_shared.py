@@ -41,6 +41,13 @@ class Execution(Section):
     # A judge below its gate (pipeline/gates.py): fail the stage, or withhold that judge's labels.
     on_gate_failure: Literal["error", "withhold"]
 
+    @model_validator(mode="after")
+    def _address_needs_ray(self) -> Execution:
+        if self.ray_address is not None and self.backend == "local":  # it ran locally without a word
+            raise ValueError(f"ray_address is {self.ray_address!r} but backend is local, which "
+                             "never uses it: set backend: ray to run on that cluster, or ray_address: null")
+        return self
+
 
 class Sampling(Section):
     temperature: float = Field(ge=0)
@@ -90,6 +97,9 @@ Threads = Annotated[Literal["auto"] | int, PlainValidator(_check_threads)]
 def _check_model(name: str) -> str:
     """``tiny@N`` is the built-in model with weights from seed N (``pipeline.llm.tiny.tiny_seed``, which
     reads it): N must be a non-negative integer, found here before any work instead of as a traceback."""
+    if not name.strip() or name != name.strip():  # "" was the current folder, a "model" with no config.json
+        raise ValueError("expected a model name without spaces around it: tiny, smollm2, a Hugging Face model id "
+                         "(ORG/NAME) or a local folder")
     base, sep, seed = name.partition("@")
     if base == "tiny" and sep and not seed.isdigit():
         raise ValueError("expected tiny@<non-negative integer seed>, e.g. tiny@1")

@@ -345,8 +345,9 @@ class WildfeedbackTestSet(Section):
 
 
 class Wildfeedback(Section):
-    sources: list[str]  # ingest source names (conversations) to mine
-    languages: list[str]  # kept languages, compared case-insensitively ("en", "English")
+    sources: list[str] = Field(min_length=1)  # ingest source names (conversations) to mine
+    # kept languages, compared case-insensitively ("en", "English"); [] kept none (every tagged one dropped)
+    languages: list[str] = Field(min_length=1)
     # Conversations without a language tag: identify it from their user turns (pipeline/langid.py)
     detect_language: bool
     keep_unknown_language: bool  # conversations whose language is still unknown (no tag, nothing detected)

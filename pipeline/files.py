@@ -10,6 +10,7 @@ of each file and of the code that wrote it. Nothing here knows a table or a cont
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -20,6 +21,8 @@ from contextlib import contextmanager
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def file_sha256(path: Path) -> str:
@@ -69,7 +72,11 @@ def replace_dir(src: Path, dst: Path) -> None:
             done = True
     finally:
         if done and old is not None:  # a failed second rename keeps the old folder for ``recover``
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                shutil.rmtree(old)
+            except OSError as e:  # a read-only sub-folder: said now, and again when the next start removes it
+                log.warning("%s is in place; the previous version, %s, cannot be removed (%s: %s); remove it by hand",
+                            dst, old, e.strerror or e, e.filename)
 
 
 @contextmanager

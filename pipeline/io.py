@@ -314,8 +314,22 @@ def _count_at_most(table: pa.Table, cols: list[str], bound: tuple) -> int:
 
 
 def read_manifest(path: str | Path) -> dict[str, Any] | None:
+    """The shard set's manifest, None when it has none; SourceError naming it when it is not one (a copy or a
+    write cut short, a hand edit): every reader of the set would fail on it with a traceback."""
     m = Path(path) / MANIFEST
-    return json.loads(m.read_text()) if m.exists() else None
+    if not m.exists():
+        return None
+    try:
+        manifest = json.loads(m.read_text(encoding="utf-8"))
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        why = f"not valid JSON ({e})"
+    else:
+        files = manifest.get("files") if isinstance(manifest, dict) else None
+        if isinstance(files, list) and all(isinstance(f, dict) and isinstance(f.get("path"), str) for f in files):
+            return manifest
+        why = "not a shard set manifest (no list of files)"
+    raise SourceError(f"{m}: {why}; it was cut short or edited: run the stage that writes this folder again "
+                      "(`dvc repro`)")
 
 
 def shard_files(path: str | Path) -> list[Path]:
@@ -369,7 +383,11 @@ def iter_batches(path: str | Path, batch_size: int = 65_536, columns: list[str] 
     """Stream a shard set batch by batch (bounded memory); an absent folder is an error (``read_table``)."""
     _must_exist(Path(path))
     for f in shard_files(path):
-        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
+        try:  # a shard a copy or a write left out or cut short: one line, as read_table says it
+            yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
+        except (pa.ArrowException, OSError) as e:
+            raise SourceError(f"{f}: not readable Parquet ({type(e).__name__}: {e}); run the stage that writes "
+                              f"{path} again (`dvc repro`)") from None
 
 
 def verify_shards(path: str | Path) -> list[str]:

@@ -83,7 +83,7 @@ def parse_json(text: str) -> tuple[Any, str | None]:
     try:
         value = loads(text)
     except json.JSONDecodeError as e:
-        return None, f"invalid JSON: {e.msg} at column {e.colno}"
+        return None, f"invalid JSON: {e.msg.removesuffix(' at')} at column {e.colno}"  # not "starting at at"
     except DuplicateKey as e:
         return None, str(e)
     except RecursionError:

@@ -111,7 +111,25 @@ def check_writable(*paths: str | Path) -> None:
                 probe.unlink(missing_ok=True)
             except OSError:
                 pass
+            blocker = next((q for q in (path, *path.parents) if q.exists() and not q.is_dir()), None)
+            if blocker is not None and os_error_line(e) is None:  # EEXIST, ENOTDIR: a file where a folder goes
+                raise OutputError(f"cannot write {path}: {blocker} is a file, not a folder; move it away (or remove "
+                                  "it) and run the stage again") from None
             raise OutputError(os_error_line(e, path) or f"cannot write {path}: {e}") from None
+
+
+def check_replaceable(out_dir: str | Path, names: list[str] | None = None) -> None:
+    """Raise EACCES naming the first output folder in ``out_dir`` (of ``names``, else every one there) that the
+    swap could not move aside: renaming a folder into ``.backup/`` needs write permission on the folder itself
+    (its ``..`` changes), so a read-only ``data/ingest/prompts`` used to stop the swap halfway, leaving the
+    other tables new and that one old."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return
+    for name in names if names is not None else sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(".")):
+        dst = out_dir / name
+        if dst.is_dir() and not dst.is_symlink() and not os.access(dst, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(dst))
 
 
 def _remove(path: Path) -> None:
@@ -119,6 +137,18 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def _remove_stale(p: Path) -> None:
+    """Remove what an interrupted run left, or raise OutputError naming it (``rmtree``'s error names only a
+    file's base name, with no folder)."""
+    log.warning("%s: removing %s, left by an interrupted run", p.parent, p.name)
+    try:
+        _remove(p)
+    except OSError as e:
+        why = f"{e.strerror or e}, {errno.errorcode.get(e.errno, e.errno)}" if e.errno else str(e)
+        raise OutputError(f"{p}: left by an interrupted run and cannot be removed ({why}); make it writable "
+                          f"(chmod -R u+w {p}) or remove it by hand, then run the stage again") from None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -158,11 +188,16 @@ def commit_outputs(out_dir: str | Path) -> list[str]:
     A Ctrl-C during the swap takes effect once it is done."""
     out_dir = Path(out_dir)
     names = _order(out_dir / STAGING)
+    check_replaceable(out_dir, names)  # found now, while nothing was swapped, not halfway through the swap
     tmp = out_dir / f"{JOURNAL}.tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"names": names}, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"names": names}, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # a full disk: nothing was swapped, and no half-written journal is left either
+        tmp.unlink(missing_ok=True)
+        raise
     with ctrl_c_after():
         os.replace(tmp, out_dir / JOURNAL)
         _fsync_dir(out_dir)
@@ -185,8 +220,7 @@ def _recover_replaced(out_dir: Path) -> None:
         os.rename(olds[-1], out_dir)
         left.remove(olds[-1])
     for p in left:
-        log.warning("%s: removing %s, left by an interrupted run", parent, p.name)
-        _remove(p)
+        _remove_stale(p)
 
 
 def recover(out_dir: str | Path) -> None:
@@ -207,8 +241,7 @@ def recover(out_dir: str | Path) -> None:
         _roll_forward(out_dir, names)
     for p in sorted(out_dir.iterdir()):
         if p.name in (STAGING, BACKUP) or STALE.match(p.name):
-            log.warning("%s: removing %s, left by an interrupted run", out_dir, p.name)
-            _remove(p)
+            _remove_stale(p)
 
 
 def discard_staged(out_dir: str | Path) -> None:

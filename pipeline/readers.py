@@ -38,15 +38,32 @@ from pipeline.xmlrows import xml_rows
 
 
 def expand_paths(path: str) -> list[Path]:
-    """A file, a folder (all data files below it, sorted) or a glob."""
+    """A file, a folder (all data files below it, sorted) or a glob. A folder below it (or one the glob looks
+    into) that cannot be read fails the source: ``rglob`` and ``glob`` skip it, and its files with it, without a word."""
+    try:
+        return _expand_paths(path)
+    except OSError as e:  # a folder on the way that cannot be searched: an input, not an output, is refused
+        raise SourceError(_unreadable(e, e.filename or path)) from None
+
+
+def _unreadable(e: OSError, where: str | Path, lost: str = "") -> str:
+    code = errno.errorcode.get(e.errno, str(e.errno))
+    return (f"{where}: cannot be read ({e.strerror or e}, {code}){lost}; make it readable (its permissions, owner "
+            "or disk) and run again")
+
+
+def _expand_paths(path: str) -> list[Path]:
     p = Path(path)
     if p.is_dir():
-        found = [f for f in p.rglob("*") if not f.name.startswith(("_", "."))]
+        below = list(p.rglob("*"))
+        _all_listable([p, *(f for f in below if f.is_dir() and not f.is_symlink())])
+        found = [f for f in below if not f.name.startswith(("_", "."))]
         _no_broken_links(found)
         files = sorted(f for f in found if f.is_file())
         if not files:
             raise SourceError(f"{path}: the folder holds no data files (names starting with _ or . are left out)")
-    elif any(ch in path for ch in "*?["):
+    elif glob.has_magic(path):
+        _all_listable(_glob_dirs(path))
         found = [Path(f) for f in glob.glob(path, recursive=True)]
         _no_broken_links(found)
         files = sorted(f for f in found if f.is_file())
@@ -58,6 +75,32 @@ def expand_paths(path: str) -> list[Path]:
     if not files:
         raise SourceError(f"{path}: no such file, folder or matching glob (paths are relative to the project root)")
     return files
+
+
+def _glob_dirs(pattern: str) -> list[Path]:
+    """The folders ``glob.glob(pattern, recursive=True)`` looks into to match ``pattern`` (as CPython's glob walks
+    it: the folders matching each part of it that holds a wildcard, and with ``**`` every folder below)."""
+    head, tail = os.path.split(pattern)
+    if glob.has_magic(head):
+        parents = _glob_dirs(head)
+        dirs = [Path(d) for d in glob.glob(head, recursive=True) if os.path.isdir(d)]
+    else:
+        parents, dirs = [], [Path(head or os.curdir)]
+    if tail == "**":  # every folder below
+        dirs = [Path(d) for top in dirs for d in glob.glob(os.path.join(glob.escape(str(top)), "**", ""), recursive=True)]
+    return parents + dirs
+
+
+def _all_listable(dirs: list[Path]) -> None:
+    """SourceError naming the first folder that cannot be listed: a source would lose its files silently."""
+    for d in dirs:
+        try:
+            with os.scandir(d):
+                pass
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as e:
+            raise SourceError(_unreadable(e, d, ", so its files would be left out of the source")) from None
 
 
 def _no_broken_links(paths: list[Path]) -> None:

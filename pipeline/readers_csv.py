@@ -60,6 +60,10 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                     raise
                 yield RawRow(str(path), i + 1, error=unreadable_rest(e, f"record {i}" if i else None))
                 return
+            if i == 0 and reader.fieldnames and reader.fieldnames[0].lstrip().startswith(("{", "[")):
+                yield RawRow(str(path), 1, error=f"the header row starts with {reader.fieldnames[0].lstrip()[0]!r}: the "
+                                                 "file holds JSON, not CSV; name it .jsonl (JSON lines) or .json")
+                return  # it was one 'missing field' reject per line, or 'holds no records' for one line
             if rec is None:
                 return
             if i == 0 and (twice := sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})):

@@ -21,6 +21,7 @@ CHUNK = 1 << 20
 _ROW = re.compile(rb"<row(?=[\s/>])")
 _SPECIAL = re.compile(rb"[<>\"']")
 _START_TAG = re.compile(rb"<[A-Za-z_]")
+_MARKUP = re.compile(rb"<[^<>]*>")  # a tag, a declaration or a comment: what an empty dump holds
 _NEXT = re.compile(rb"<row(?=[\s/>])|<!--|<!\[CDATA\[")  # a row, or a comment or CDATA section that may hold one
 _LT, _GT, _SLASH = ord("<"), ord(">"), ord("/")
 _QUOTES = (ord('"'), ord("'"))
@@ -69,6 +70,7 @@ def xml_rows(f: IO[bytes], limit: int) -> Iterator[tuple[dict[str, Any] | None, 
     ``(None, reason, preview)`` for each malformed, truncated or over-``limit`` one."""
     buf, pos, eof = b"", 0, False
     found, elements = False, 0  # a <row> yet; other start tags before it (the root, or not a dump at all)
+    text = False  # text outside any tag before a <row>: not XML at all (JSON lines named .xml)
     skip = None  # the end (b"-->" or b"]]>") of the comment or CDATA section being skipped: no row is in it
     while True:
         if skip is not None:
@@ -99,10 +101,15 @@ def xml_rows(f: IO[bytes], limit: int) -> Iterator[tuple[dict[str, Any] | None, 
             keep = start if start is not None else max(pos, len(buf) - 8)  # "<row", "<!--", "<![CDATA[" cut by the edge
             if not found:
                 elements += len(_START_TAG.findall(buf, 0, len(buf) if eof else keep))
+                text = text or _has_text(buf[: len(buf) if eof else keep])
             if eof:
                 if not found and elements > 1:  # its records would be lost without a word
                     yield None, (f"the file holds {elements} XML elements but no <row>: ingest reads Stack Exchange "
                                  "dumps (one <row .../> per post); convert other XML to JSON lines"), _preview(buf)
+                elif not found and text:  # it was "holds no records (an empty file?)"
+                    yield None, ("the file holds text but no XML <row>: ingest reads a .xml file as a Stack Exchange "
+                                 "dump (one <row .../> per post); is it another format? name it for what it holds "
+                                 "(.jsonl, .csv)"), _preview(buf)
                 return
             data = f.read(CHUNK)
             buf, pos, eof = buf[keep:] + data, 0, not data
@@ -117,6 +124,17 @@ def xml_rows(f: IO[bytes], limit: int) -> Iterator[tuple[dict[str, Any] | None, 
             value, error = _parse(buf[start:end])
             yield value, error, "" if error is None else _preview(buf[start:end])
             pos = end
+
+
+def _has_text(region: bytes) -> bool:
+    """Text outside tags in ``region``, a stretch of the file that may start or end inside a tag."""
+    gt, lt = region.find(b">"), region.find(b"<")
+    if gt >= 0 and (lt < 0 or gt < lt):  # starts inside a tag
+        region = region[gt + 1:]
+    lt = region.rfind(b"<")
+    if lt >= 0 and region.find(b">", lt) < 0:  # ends inside one
+        region = region[:lt]
+    return bool(_MARKUP.sub(b"", region).strip())
 
 
 def _preview(data: bytes) -> str:

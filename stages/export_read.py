@@ -17,11 +17,10 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline.config import Export
 from pipeline.errors import SourceError, StageError
-from pipeline.io import shard_files
+from pipeline.io import iter_batches
 from pipeline.pii import redact
 from pipeline.pii_structured import redact_json, redact_messages
 from pipeline.records import SCHEMAS, check_table
@@ -55,9 +54,8 @@ def iter_pairs_tree(path: Path, name: str, batch_rows: int = 65_536) -> Iterator
     rows leave it null."""
     if not path.exists():
         raise SourceError(f"{path}: not found; run the stage that writes it first (`dvc repro`)")
-    for f in shard_files(path):
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
-            yield check_table(pa.Table.from_batches([batch]), name)
+    for batch in iter_batches(path, batch_rows):  # a shard missing or cut short: one line naming it
+        yield check_table(pa.Table.from_batches([batch]), name)
     subdirs = sorted((d for d in path.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))), key=_folder_order)
     for sub in subdirs:
         m = _LEVEL_DIR.match(sub.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,8 @@ def test_cli_fails_before_any_work(tmp_path, good, monkeypatch, capsys):
 def test_cli_unknown_stage(capsys):
     assert cli.main(["run", "nosuchstage"]) == 2
     assert "unknown stage 'nosuchstage'" in capsys.readouterr().err
+    assert cli.main(["run", "ingset"]) == 2  # a misspelt stage gets a did-you-mean, as a misspelt key does
+    assert capsys.readouterr().err.startswith("prefpipe: unknown stage 'ingset'; did you mean 'ingest'? available: ")
 
 
 # --- strictness ----------------------------------------------------------------------------------
@@ -210,6 +213,41 @@ def test_a_duplicate_key_is_named_with_its_lines(tmp_path, root):
     msg = error_of(tmp_path, "\n".join(lines) + "\n")
     assert msg == (f"{tmp_path / 'params.yaml'}: line {at + 2}: duplicate key 'max_reject_fraction' "
                    f"(first at line {first + 1}); keep one of them")
+
+
+@pytest.mark.parametrize("text", [
+    "a: yes\nb: no\nc: on\nd: off\ne: 1e-5\nf: True\ng: .5\nh: +1e3\ni: .inf\n",
+    "octal: 017\nnew_octal: 0o17\nsexagesimal: 1:20\nhex: 0x1F\nunderscored: 1_000\n",  # PyYAML's 1.1 ints differ
+    "base: &b {x: 1, y: [1, 2]}\nd:\n  <<: *b\n  x: 2\n",  # anchors, aliases and a merge key overridden
+    "a: &x 1\nb: &x 2\nc: *x\n",  # an anchor redefined: the alias takes the latest (no multi-line warning)
+])
+def test_yaml_is_read_exactly_as_dvc_reads_it(text):
+    from dvc.utils.serialize._yaml import parse_yaml
+
+    from pipeline.yaml12 import load_yaml
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ours = load_yaml(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DVC's own read warns, over several lines, about a redefined anchor
+        dvc = parse_yaml(text, "params.yaml")
+    assert ours == dvc and not caught
+
+
+def test_a_repeated_key_in_a_nested_or_flow_mapping_is_named_with_both_lines(tmp_path):
+    assert error_of(tmp_path, "a: 1\nb:\n  x: 0\n  c: 1\n  c: 2\n") == (
+        f"{tmp_path / 'params.yaml'}: line 5: duplicate key 'c' (first at line 4); keep one of them")
+    assert error_of(tmp_path, "a: {x: 1,\n  y: 2, x: 3}\n") == (
+        f"{tmp_path / 'params.yaml'}: line 2: duplicate key 'x' (first at line 1); keep one of them")
+
+
+def test_a_params_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"execution:\n  batch_size: 4096 # caf\xe9\n")  # Latin-1, was a UnicodeDecodeError traceback
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    assert str(err.value) == f"{path}:2: not UTF-8 (byte 0xe9); save the file as UTF-8"
 
 
 @pytest.mark.parametrize(("section", "field"), [("wildfeedback", "sources"), ("pugc", "sources"),
@@ -333,3 +371,77 @@ def test_a_leak_pattern_polars_cannot_run_is_a_params_error(tmp_path, good, patt
     """Was a polars traceback from PUGC's query cleaning, after the gates and the query generation had run."""
     good["pugc"]["leak_patterns"] = [r"\bthe author\b", pattern]
     assert f"pugc.leak_patterns[1]: not a regex polars can run ({why}) (got {pattern!r})" in error_of(tmp_path, good)
+
+
+@pytest.mark.parametrize("value", ["", "  ", " tiny"])
+def test_an_empty_or_padded_model_name_is_a_params_error(tmp_path, good, value):
+    """``model: ''`` passed validation and failed at the engine as 'the folder holds no config.json' (the
+    current folder); ``' tiny'`` went to the Hub."""
+    good["llm"]["model"] = value
+    assert (f"llm.model: expected a model name without spaces around it: tiny, smollm2, a Hugging Face model id "
+            f"(ORG/NAME) or a local folder (got {value!r})") in error_of(tmp_path, good)
+
+
+@pytest.mark.parametrize(("encode", "expected"), [
+    (lambda text: text.encode("utf-16"), ":1: not UTF-8 (byte 0xff); save the file as UTF-8"),
+    (lambda text: text.replace("# Every knob", "# Every kn\xe9b").encode("latin-1"),
+     ":1: not UTF-8 (byte 0xe9); save the file as UTF-8"),
+])
+def test_a_params_file_not_in_utf8_is_one_line_naming_the_line(tmp_path, root, monkeypatch, capsys, encode, expected):
+    """Was a UnicodeDecodeError traceback (an editor saving UTF-16, or Latin-1 in a comment)."""
+    (tmp_path / "params.yaml").write_bytes(encode((root / "params.yaml").read_text(encoding="utf-8")))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "ingest"]) == 2
+    assert capsys.readouterr().err == f"prefpipe: params.yaml{expected}\n"
+
+
+def test_a_params_file_that_cannot_be_read_is_one_line_saying_so(tmp_path, root, monkeypatch, capsys):
+    """Was 'cannot write params.yaml: ... no permission to write there' (a read named as a write). (Tests run
+    as root, which chmod cannot stop: the refusal is simulated.)"""
+    real = Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == "params.yaml":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "ingest"]) == 2
+    assert capsys.readouterr().err == ("prefpipe: params.yaml: cannot be read (Permission denied, EACCES); make it "
+                                       "readable (its permissions or owner) and run again\n")
+
+
+@pytest.mark.parametrize("key", ["languages", "sources"])
+def test_an_empty_wildfeedback_list_is_a_params_error(tmp_path, good, key):
+    """``wildfeedback.languages: []`` passed and dropped every conversation with a language (exit 0, no pairs);
+    ``sources: []`` failed only when the stage ran (pugc's lists were already checked)."""
+    good["wildfeedback"][key] = []
+    assert f"wildfeedback.{key}: List should have at least 1 item after validation, not 0" in error_of(tmp_path, good)
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (lambda d: d["selfie"]["split"]["pools"].__setitem__(0, "ten"),
+     "selfie.split.pools[0]: Input should be a valid integer or a valid number (got 'ten')"),
+    (lambda d: d["curry"]["inputs"][0].__setitem__("min_gap", -1),
+     "curry.inputs[0].min_gap: Input should be greater than or equal to 0 (got -1)"),
+    (lambda d: d["curry"]["inputs"][0].__setitem__("min_gap", [1]),
+     "curry.inputs[0].min_gap: Input should be a valid number or a valid string"),
+])
+def test_a_value_of_a_key_with_several_types_is_one_error_at_the_key(tmp_path, good, edit, expected):
+    """Was one line per member type, named by pydantic's tags: 'selfie.split.pools[0].int: ...' and
+    '....float: ...', 'curry.inputs[0].min_gap.constrained-float: ...' and '....constrained-str: ...'
+    (``llm.base_url``, a secret-bearing key, has its own, tested with its credentials check)."""
+    edit(good)
+    msg = error_of(tmp_path, good)
+    assert msg == f"invalid parameters:\n  {tmp_path / 'params.yaml'}: {expected}"
+
+
+def test_a_ray_address_with_the_local_backend_is_a_params_error(tmp_path, good):
+    """Was ignored without a word: the stages ran on this machine, not on the cluster named."""
+    good["execution"]["ray_address"] = "10.0.0.1:6379"
+    assert ("execution: ray_address is '10.0.0.1:6379' but backend is local, which never uses it: set backend: ray "
+            "to run on that cluster, or ray_address: null") in error_of(tmp_path, good)
+    good["execution"]["backend"] = "ray"
+    assert load_params(write(tmp_path, good)).execution.ray_address == "10.0.0.1:6379"

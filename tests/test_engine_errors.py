@@ -180,3 +180,46 @@ def test_a_reader_that_leaves_early_is_not_a_traceback(tmp_path):
                           "--width 1000 | head -c 1 > /dev/null", shell=True, cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(("name", "why"), [
+    ("prefpipe-tests/no-such-model", "not in the local cache, and the Hugging Face Hub cannot be asked ("),
+    ("no such/model id", "not in the local cache, and the Hugging Face Hub cannot be asked (HFValidationError: "),
+])
+def test_a_hub_model_that_cannot_be_fetched_fails_at_once_in_one_line(tmp_path, name, why):
+    """No network (HF_HUB_OFFLINE unset), or a misspelt id: one request, one line. It was ~50 s of
+    'Retrying in 8s' warnings from transformers (10 lines) before the error."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", PYTHONPATH=str(ROOT))  # nothing listens on port 9
+    code = ("import sys; from pipeline.config import LLM; from pipeline.errors import ModelLoadError\n"
+            "from pipeline.llm.hf import TransformersEngine\n"
+            f"cfg = LLM.model_validate({{**LLM.model_validate(__import__('yaml').safe_load(open('params.yaml'))['llm'])"
+            f".model_dump(), 'model': {name!r}}})\n"
+            "try: TransformersEngine(cfg)\n"
+            "except ModelLoadError as e: sys.exit(str(e))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Retrying" not in proc.stderr, proc.stderr
+    assert lines[0].startswith(f"model {name!r}: {why}")
+    assert lines[0].endswith("check the id and your network, or set llm.model (or the role's model) to tiny, smollm2, "
+                             "a Hugging Face model id (ORG/NAME; offline: one in the local cache) or a local folder "
+                             "holding a model")
+
+
+def test_a_max_model_len_too_small_for_the_judge_prompts_fails_the_stage_in_one_line(tmp_path, monkeypatch, capsys):
+    """Was a 40-line traceback ending in ``InputTooLong`` (``llm.max_model_len: 10`` with the tiny model)."""
+    from stages.pugc_judge import judge_gates
+
+    params = _params(tmp_path, lambda d: d["llm"].update(max_model_len=64))
+    judge = resolve_role(params.llm, params.pugc.roles.judge)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("stages.pugc.main", lambda p: judge_gates(p, judge))
+    assert cli.main(["run", "pugc", "--params", str(tmp_path / "params.yaml")]) == 1
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.startswith("prefpipe")]  # not progress
+    assert len(err) == 1 and err[0].startswith("prefpipe: pugc gate_query_filter (judge) on the transformers backend: "
+                                               "model 'tiny': prompt + response of ")
+    assert "does not fit llm.max_model_len=64" in err[0] and err[0].endswith("or raise max_model_len")

@@ -334,3 +334,29 @@ def test_csv_fields_up_to_max_record_bytes_and_a_row_over_it(tmp_path):
     assert _accounted(res) == (2, 2, 0) and max(len(d["text"]) for d in res.rows["documents"]) == 200_000
     res = ingest_source(Source(name="d", kind="documents", path=str(tmp_path / "t.csv"), format="documents"), 150_000)
     assert _accounted(res) == (2, 1, 1) and "t.csv:1: record is over max_record_bytes=150000" in res.rejects[0]["reason"]
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_a_file_of_another_format_named_xml_is_a_reject_not_an_empty_file(tmp_path, big):
+    """JSON lines (or CSV) named .xml was read as a dump with no <row>: 'holds no records (an empty file?)' and
+    exit 0, its records gone. An empty dump (a declaration, a comment, a root element) is still an empty file,
+    also when it runs over several read chunks."""
+    lines = (SAMPLES / "prompts.jsonl").read_bytes() * (400 if big else 1)
+    (tmp_path / "prompts.xml").write_bytes(lines)
+    rows = list(iter_records(str(tmp_path / "prompts.xml")))
+    assert len(rows) == 1 and rows[0].error.startswith("the file holds text but no XML <row>: ingest reads a .xml "
+                                                       "file as a Stack Exchange dump")
+    pad = b"\n" * (3 << 20) if big else b"\n"
+    (tmp_path / "Posts.xml").write_bytes(b'<?xml version="1.0" encoding="utf-8"?>\n<!-- no posts -->' + pad
+                                         + b"<posts>" + pad + b"</posts>\n")
+    assert list(iter_records(str(tmp_path / "Posts.xml"))) == []
+
+
+@pytest.mark.parametrize("lines", [1, 30])
+def test_json_lines_named_csv_is_one_reject_saying_so(tmp_path, lines):
+    """Was one 'missing field text or prompt ...' reject per line (the JSON read as CSV, its first line taken for
+    the header), or, for a single line, 'holds no records (an empty file?)' and exit 0."""
+    (tmp_path / "prompts.csv").write_bytes(b"".join((SAMPLES / "prompts.jsonl").read_bytes().splitlines(True)[:lines]))
+    rows = list(iter_records(str(tmp_path / "prompts.csv")))
+    assert [r.error for r in rows] == ["the header row starts with '{': the file holds JSON, not CSV; name it .jsonl "
+                                       "(JSON lines) or .json"]

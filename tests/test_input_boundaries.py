@@ -406,3 +406,11 @@ def test_a_csv_header_naming_a_column_twice_is_one_reject(tmp_path):
     assert res.metrics["rows_in"] == 1 and [r["reason"] for r in res.rejects] == [
         "d.csv:1: the header names column(s) ['text'] twice (csv keeps the last one only): rename them so each column "
         "has its own name"]
+
+
+def test_a_json_line_cut_inside_a_string_reads_as_a_sentence():
+    """Was 'invalid JSON: Unterminated string starting at at column 270' (json's message ends in 'at')."""
+    from pipeline.jsontext import parse_json
+
+    assert parse_json('{"id": "p1", "prompt": "How can I imp') == (
+        None, "invalid JSON: Unterminated string starting at column 24")

@@ -109,3 +109,83 @@ def test_a_broken_link_in_a_source_folder_or_glob_fails_before_any_work(params, 
     assert str(err.value) == (f"ingest.sources[0].path: {tmp_path / 'set' / 'b.jsonl'}: a link to "
                               f"{tmp_path / 'moved' / 'b.jsonl'}, which does not exist (or links back to itself); "
                               "restore its target or remove the link")
+
+
+@pytest.mark.parametrize("pattern", ["", "**/*.jsonl", "*/*.jsonl"])
+def test_a_folder_of_a_source_that_cannot_be_read_fails_it_in_one_line(params, tmp_path, monkeypatch, capsys, pattern):
+    """Was silent loss: ``rglob`` and ``glob`` skip a folder they may not list, so a source folder whose
+    sub-folder had no read permission gave its other files' rows and exit 0 (as the root of a glob: 'cannot
+    write ...: no permission to write there', an input named as an output). (Tests run as root, which chmod
+    cannot stop: the file system's refusal is simulated at ``os.scandir``, which both call.)"""
+    data = tmp_path / "set"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.jsonl").write_text('{"id": "p1", "text": "hi"}\n')
+    (data / "sub" / "b.jsonl").write_text('{"id": "p2", "text": "hello"}\n')
+    (data / "sub" / "c").mkdir()
+    locked, real_scandir = data / "sub", os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) in (str(locked), str(locked) + os.sep):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    (tmp_path / "params.yaml").write_text(_params_yaml(params, str(data / pattern) if pattern else str(data)))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "ingest", "--params", "params.yaml"]) == 1
+    assert capsys.readouterr().err == (f"prefpipe: ingest.sources[0].path: {locked}: cannot be read (Permission denied, "
+                                       "EACCES), so its files would be left out of the source; make it readable (its "
+                                       "permissions, owner or disk) and run again\n")
+    assert not (tmp_path / "data" / "ingest" / "prompts").exists()
+
+
+# --- shard sets a copy or a write left incomplete: one line naming the file, never a traceback ------------
+
+def _shard_set(tmp_path):
+    from pipeline.io import write_shards
+
+    out = tmp_path / "set"
+    write_shards(pa.table({"id": ["a", "b"], "text": ["x", "y"]}), out)
+    return out
+
+
+@pytest.mark.parametrize(("content", "why"), [
+    ('{"files": [{"pa', "not valid JSON (Unterminated string starting at: line 1 column 13 (char 12))"),
+    ("[]", "not a shard set manifest (no list of files)"),
+    ('{"files": [3]}', "not a shard set manifest (no list of files)"),
+])
+def test_a_manifest_cut_short_or_edited_is_one_line_naming_it(tmp_path, monkeypatch, capsys, content, why):
+    """Was a traceback (JSONDecodeError, TypeError) from every reader of the set: stages, inspect, publish."""
+    from pipeline.io import read_table
+
+    out = _shard_set(tmp_path)
+    (out / "_manifest.json").write_text(content)
+    line = f"{out / '_manifest.json'}: {why}; it was cut short or edited: run the stage that writes this folder again (`dvc repro`)"
+    with pytest.raises(SourceError) as err:
+        read_table(out)
+    assert str(err.value) == line
+    assert cli.main(["inspect", str(out)]) == 1
+    assert cli.main(["publish", "--path", str(out), "--repo-id", "org/name", "--dry-run"]) == 1
+    assert capsys.readouterr().err == f"prefpipe: {line}\n" * 2
+
+
+def test_a_shard_missing_from_a_streamed_set_is_one_line_naming_it(tmp_path):
+    """Was a traceback (pyarrow's FileNotFoundError, given the stage's output folder as its file name) from the
+    stages that stream their input (wildfeedback, the decontamination sets)."""
+    from pipeline.io import iter_batches, shard_files
+
+    out = _shard_set(tmp_path)
+    (gone := shard_files(out)[0]).unlink()
+    with pytest.raises(SourceError, match=rf"^{gone}: not readable Parquet \(FileNotFoundError: .*\); run the stage "
+                                          rf"that writes {out} again \(`dvc repro`\)$"):
+        list(iter_batches(out))
+
+
+@pytest.mark.parametrize("stage", ["curry", "export"])
+def test_a_stage_run_before_its_inputs_exist_leaves_no_empty_output_folder(root, tmp_path, monkeypatch, capsys, stage):
+    """The one-line error was right, but the write check's folder (data/curry, data/release) stayed behind, empty."""
+    (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", stage]) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "data" / ("release" if stage == "export" else stage)).exists()

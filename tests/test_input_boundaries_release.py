@@ -5,6 +5,7 @@ test_input_boundaries.py; tests/test_hostile.py holds the first pass)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,75 @@ def test_inspect_of_a_folder_of_shard_sets_names_them(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert cli(["inspect", str(tmp_path / "empty")]) == 2
     assert capsys.readouterr().err == f"prefpipe: {tmp_path / 'empty'}: no Parquet files\n"
+
+
+@pytest.mark.parametrize("damage", ["remove", "replace"])
+def test_audit_of_a_release_missing_a_file_its_manifest_lists_fails_in_one_line(tmp_path, capsys, monkeypatch, damage):
+    """Was 'passed' (exit 0): the audit checked what was left of a release a copy or `dvc pull` cut short."""
+    from pipeline.cli import main as cli
+    from pipeline.io import write_parquet
+    from pipeline.records import to_table
+    from stages.export import build_release
+    from tests.export_fixtures import TOPICS, export_cfg, pair, standard_methods
+
+    standard_methods(tmp_path)
+    release = tmp_path / "data" / "release"
+    build_release(export_cfg(test_fraction=0.3), tmp_path, release, "fp")
+    monkeypatch.chdir(tmp_path)  # no params.yaml: the release-only checks
+    assert cli(["audit", str(release)]) == 0
+    listed = json.loads((release / "_manifest.json").read_text())["files"]
+    first = release / listed[0]["path"]
+    first.unlink()
+    if damage == "replace":  # another release's file in its place: it holds other rows
+        rows = [pair(f"x{i}", TOPICS[i], "pugc") for i in range(listed[0]["rows"] + 1)]
+        write_parquet(to_table(rows, "pairs"), first)
+    capsys.readouterr()
+    assert cli(["audit", str(release)]) == 2
+    what = "missing" if damage == "remove" else "not the rows _manifest.json lists"
+    assert capsys.readouterr().err == (f"prefpipe audit: {first}: {what} (1 of the {len(listed)} files it lists); the "
+                                       "release is incomplete: build it again (`dvc repro export`) or fetch it again "
+                                       "(`dvc pull`)\n")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["-n", "-1"], "argument -n/--rows: expected a whole number >= 0, got '-1'"),
+    (["--width", "0"], "argument --width: expected a whole number >= 1, got '0'"),
+])
+def test_inspect_with_a_negative_count_is_a_usage_error(tmp_path, capsys, args, expected):
+    """``-n -1`` showed no row and ``--width 0`` rows as '...', exit 0, without a word."""
+    from pipeline.cli import main as cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli(["inspect", str(tmp_path), *args])
+    assert exit_.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == f"prefpipe inspect: error: {expected}"
+
+
+def test_a_method_shard_missing_when_export_reads_it_fails_in_one_line(tmp_path):
+    """Was a traceback: pyarrow's FileNotFoundError, given data/release as its file name by the CLI."""
+    from pipeline.io import shard_files
+    from stages.export import build_release
+    from stages.export_read import ExportError
+    from tests.export_fixtures import export_cfg, standard_methods
+
+    standard_methods(tmp_path)
+    (gone := shard_files(tmp_path / "data" / "pugc" / "pairs")[0]).unlink()
+    with pytest.raises(ExportError, match=rf"cannot read the pugc pairs \({gone}: not readable Parquet "
+                                          r"\(FileNotFoundError: .*\); rerun `dvc repro pugc`$"):
+        build_release(export_cfg(), tmp_path, tmp_path / "data" / "release", "fp")
+    assert not (tmp_path / "data" / "release").exists()
+
+
+def test_audit_with_a_root_that_holds_no_params_fails_in_one_line(tmp_path, capsys, monkeypatch):
+    """A misspelt --root skipped the project checks (empty_config, held_out_in_train) and passed, exit 0."""
+    from pipeline.cli import main as cli
+    from stages.export import build_release
+    from tests.export_fixtures import export_cfg, standard_methods
+
+    standard_methods(tmp_path)
+    build_release(export_cfg(), tmp_path, tmp_path / "data" / "release", "fp")
+    monkeypatch.chdir(tmp_path)  # no params.yaml here either: without --root the checks are skipped, as before
+    assert cli(["audit", "data/release"]) == 0
+    capsys.readouterr()
+    assert cli(["audit", "data/release", "--root", "projetc"]) == 2
+    assert capsys.readouterr().err == ("prefpipe audit: projetc/params.yaml: not found; --root projetc must be the "
+                                       "project root, which holds params.yaml\n")

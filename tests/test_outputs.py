@@ -229,8 +229,12 @@ def test_check_writable_creates_and_probes(tmp_path):
     check_writable(tmp_path / "a" / "b")
     assert (tmp_path / "a" / "b").is_dir() and list((tmp_path / "a" / "b").iterdir()) == []
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputError, match=r"cannot write .*file/out: \[Errno 20\] Not a directory"):
+    with pytest.raises(OutputError) as err:  # was "[Errno 20] Not a directory" (and "[Errno 17] File exists")
         check_writable(tmp_path / "file" / "out")
+    assert str(err.value) == (f"cannot write {tmp_path / 'file' / 'out'}: {tmp_path / 'file'} is a file, not a "
+                              "folder; move it away (or remove it) and run the stage again")
+    with pytest.raises(OutputError, match=r"cannot write .*/file: .*/file is a file, not a folder; move it away"):
+        check_writable(tmp_path / "file")
 
 
 # --- through the command line --------------------------------------------------------------------
@@ -359,3 +363,69 @@ def test_a_full_disk_while_export_writes_its_card_keeps_the_old_release_and_leav
     assert err.value.errno == errno.ENOSPC
     assert snapshot(release) == before
     assert sorted(p.name for p in release.parent.iterdir()) == ["curry", "dove", "pugc", "release", "selfie"]
+
+
+def _read_only(monkeypatch, folder: Path) -> None:
+    """``folder`` as the kernel treats a read-only folder for a caller that is not root (tests run as root):
+    no write access, and moving it to another folder (its ``..`` changes) refused."""
+    real_access, real_rename = os.access, os.rename
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: (not mode & os.W_OK and real_access(p, mode, **kw))
+                        if Path(p) == folder else real_access(p, mode, **kw))
+
+    def rename(src, dst, **kw):
+        if Path(src) == folder and Path(dst).parent != folder.parent:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(src), str(dst))
+        return real_rename(src, dst, **kw)
+
+    monkeypatch.setattr(os, "rename", rename)
+
+
+def test_a_read_only_output_folder_fails_the_commit_before_any_swap(old, monkeypatch):
+    """Was a swap stopped halfway: pairs new, rejects old, a journal, and every other stage refusing to start."""
+    before = snapshot(old)
+    _read_only(monkeypatch, old / "rejects")
+    with pytest.raises(PermissionError) as err, stage_outputs(old) as staged:
+        write_set(staged, "new")
+    assert os_error_line(err.value) == (f"cannot write {old / 'rejects'}: Permission denied (EACCES); "
+                                        f"{po.ADVICE[errno.EACCES]}")
+    assert snapshot(old) == before  # no journal, no staging, the old tables
+
+
+def test_a_read_only_output_folder_fails_the_stage_before_any_work(project, monkeypatch, capsys):
+    import stages.ingest
+
+    assert cli.main(["run", "ingest"]) == 0
+    _read_only(monkeypatch, Path("data/ingest/prompts"))
+    monkeypatch.setattr(stages.ingest, "main", lambda params: pytest.fail("the stage started"))
+    assert cli.main(["run", "ingest"]) == 1
+    assert capsys.readouterr().err == (f"prefpipe: cannot write data/ingest/prompts: Permission denied (EACCES); "
+                                       f"{po.ADVICE[errno.EACCES]}\n")
+
+
+def test_a_stale_temporary_that_cannot_be_removed_is_named_whole(old, monkeypatch):
+    """Was 'prefpipe: cannot write part-0.parquet: Permission denied': rmtree names a file without its folder,
+    left where the export's old release had a read-only sub-folder."""
+    stale = old / ".pairs.tmp-0123abcd"
+    (stale / "sub").mkdir(parents=True)
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", "part-0.parquet")
+
+    monkeypatch.setattr(po.shutil, "rmtree", refuse)
+    with pytest.raises(OutputError) as err:
+        recover(old)
+    assert str(err.value) == (f"{stale}: left by an interrupted run and cannot be removed (Permission denied, EACCES); "
+                              f"make it writable (chmod -R u+w {stale}) or remove it by hand, then run the stage again")
+
+
+def test_a_full_disk_while_writing_the_journal_leaves_nothing_behind(old, monkeypatch):
+    """Was a '.commit.json.tmp-*' left in the output folder (seen with data/ on a small tmpfs)."""
+    before = snapshot(old)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(po.os, "fsync", full)
+    with pytest.raises(OSError), stage_outputs(old) as staged:
+        write_set(staged, "new")
+    assert snapshot(old) == before

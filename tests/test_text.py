@@ -65,6 +65,14 @@ def test_connected_components_follow_chains():
     assert labels.tolist() == [0, 1, 1, 1, 4, 4]
 
 
+def test_connected_components_of_a_long_shuffled_chain_and_repeated_edges():
+    # One chain of near-duplicates linked in random index order (bench/components.py times it); an edge
+    # repeated 300 times is still one edge.
+    order = np.random.default_rng(0).permutation(50_000)
+    a, b = np.r_[order[:-1], np.full(300, 7)], np.r_[order[1:], np.full(300, 9)]
+    assert connected_components(50_002, a, b).tolist() == [0] * 50_000 + [50_000, 50_001]
+
+
 def test_is_ascii_reads_only_the_values_bytes():
     assert is_ascii(pa.chunked_array([["plain", "", None], ["text"]]))
     assert is_ascii(pa.array(["a", "b"], pa.large_string())) and is_ascii(pa.chunked_array([], pa.string()))

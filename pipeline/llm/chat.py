@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.errors import ModelLoadError
+from pipeline.errors import EngineError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,10 @@ class TemplateError(ModelLoadError, ValueError):
     unusable here, so, like any ``ModelLoadError``, `prefpipe run` reports it in one line."""
 
 
-class InputTooLong(ValueError):
-    """A templated prompt (or prompt + response) does not fit the engine's ``max_model_len``."""
+class InputTooLong(EngineError, ValueError):
+    """A templated prompt (or prompt + response) does not fit the engine's ``max_model_len``. A step that does
+    not handle it fails as a whole: ``map_batches`` reports it in one line naming the step (it was a traceback,
+    e.g. with a ``max_model_len`` too small for a judge's probe prompts)."""
 
 
 class ChatCodec:

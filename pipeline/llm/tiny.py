@@ -5,7 +5,7 @@ sampling, grammar-constrained decoding, teacher-forced scoring) without a downlo
 
     >>> from pipeline.llm.tiny import resolve_model
     >>> path = resolve_model("tiny")        # built on first use, ~1-2 s  # doctest: +SKIP
-    >>> resolve_model("Qwen/Qwen2.5-0.5B-Instruct")
+    >>> resolve_model("Qwen/Qwen2.5-0.5B-Instruct", hub=False)  # a Hub id as is (hub=True: cached or reachable)
     'Qwen/Qwen2.5-0.5B-Instruct'
 
 ``tiny@N`` is the same model with weights drawn from seed ``N`` (``tiny`` is ``tiny@0``): a second,
@@ -105,11 +105,12 @@ MODEL_CHOICES = ("tiny, smollm2, a Hugging Face model id (ORG/NAME; offline: one
                  "local folder holding a model")
 
 
-def resolve_model(name: str) -> str:
+def resolve_model(name: str, hub: bool = True) -> str:
     """``"tiny"``/``"tiny@N"`` -> the built folder (built on first use); ``"smollm2"`` -> the packaged real
     model converted to a folder (``pipeline.llm.smollm2``); anything else unchanged, except that a name
-    written as a local path (``/``, ``./``, ``../``, ``~``) must exist: else ``ModelLoadError`` says so in
-    one line, instead of a Hub id error from ``transformers``."""
+    written as a local path (``/``, ``./``, ``../``, ``~``) must exist, and (``hub``) a Hub id must be in the
+    local cache or reachable (``check_hub_model``): else ``ModelLoadError`` says so in one line, instead of a
+    Hub id error from ``transformers`` (offline, after ~50 s of retry warnings)."""
     if name == "smollm2":
         from pipeline.llm.smollm2 import resolve_smollm2
 
@@ -120,11 +121,45 @@ def resolve_model(name: str) -> str:
         if name.startswith(("/", "./", "../", "~")) and not local.exists():
             raise ModelLoadError(f"model {name!r}: no such file or folder; set llm.model (or the role's "
                                  f"model) to {MODEL_CHOICES}")
+        if hub and not local.exists():
+            check_hub_model(name)
         return str(local) if name.startswith("~") else name
     path = tiny_path(seed)
     if not (path / "config.json").exists():
         build_tiny(path, seed)
     return str(path)
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def check_hub_model(name: str) -> None:
+    """``ModelLoadError`` in one line, at once, when Hub model ``name`` is not in the local cache and cannot be
+    fetched: one request with no retries (``transformers`` retries each file, ~50 s of warnings offline)."""
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+            return
+    except ValueError:  # not a valid repo id: model_info says so below
+        pass
+    fix = f"set llm.model (or the role's model) to {MODEL_CHOICES}"
+    if _offline():
+        raise ModelLoadError(f"model {name!r}: HF_HUB_OFFLINE is set and it is not in the local cache; run once "
+                             f"online to cache it, or {fix}")
+    try:
+        HfApi().model_info(name, timeout=10)
+    except (RepositoryNotFoundError, GatedRepoError) as e:
+        raise ModelLoadError(f"model {name!r}: no such model on the Hugging Face Hub, or it is private or gated "
+                             f"({type(e).__name__}); check the id (log in with `hf auth login` for gated models), or "
+                             f"{fix}") from None
+    except Exception as e:  # no network, DNS, a proxy, an invalid id: one line instead of minutes of retries
+        why = " ".join(str(e).split())[:200]
+        raise ModelLoadError(f"model {name!r}: not in the local cache, and the Hugging Face Hub cannot be asked "
+                             f"({type(e).__name__}: {why}); check the id and your network, or {fix}") from None
 
 
 def _train_tokenizer():
