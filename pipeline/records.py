@@ -16,6 +16,7 @@ import hashlib
 import json
 import types
 import typing
+from json.encoder import encode_basestring
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import polars as pl
@@ -304,6 +305,9 @@ def stable_id(*parts: Any, length: int = 16) -> str:
     """
     h = hashlib.sha1()
     for p in parts:
-        h.update(json.dumps(p, sort_keys=True, ensure_ascii=False, default=str).encode())
+        # A string or an integer as json.dumps writes it, without its per-call set-up (ingest hashes every record).
+        text = encode_basestring(p) if type(p) is str else str(p) if type(p) is int else json.dumps(
+            p, sort_keys=True, ensure_ascii=False, default=str)
+        h.update(text.encode())
         h.update(b"\x1f")
     return h.hexdigest()[:length]

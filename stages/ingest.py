@@ -143,12 +143,15 @@ def read_source(src: Source, max_record_bytes: int,
     base = _base_dir(src.path) if not src.path.startswith(HF_PREFIX) else None
     empty: list[str] = []
     n = 0
+    files: dict[str, tuple[str, bool]] = {}  # per file, once: its name relative to the source, and JSON lines or not
     for raw in iter_records(src.path, max_record_bytes, empty):
         if src.limit is not None and n >= src.limit:
             break
         n += 1
-        file_rel = os.path.relpath(raw.file, base) if base is not None else raw.file
-        is_jsonl = raw.file.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz"))  # the reader measured the line
+        if raw.file not in files:  # the reader of a JSON lines file measured the line against max_record_bytes
+            files[raw.file] = (os.path.relpath(raw.file, base) if base is not None else raw.file,
+                               raw.file.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")))
+        file_rel, is_jsonl = files[raw.file]
         where = f"{file_rel}:{raw.row}"
         preview = raw.raw or (preview_of(raw.value) if raw.value is not None else "")
         try:

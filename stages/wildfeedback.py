@@ -5,8 +5,9 @@
 
 Modules: this driver; ``wildfeedback_rules`` (the rules detector), ``wildfeedback_detect`` (the model
 detector and how its verdicts combine with the rules'), ``wildfeedback_pairs`` (summaries, pairs, judge, in order),
-``wildfeedback_models`` (their model steps and the judge gate),
-``wildfeedback_fit`` (does a chosen answer fit its prompt) and ``wildfeedback_common`` (what they share).
+``wildfeedback_models`` (their model steps and the judge gate), ``wildfeedback_output`` (the pairs table, built
+from columns), ``wildfeedback_fit`` (does a chosen answer fit its prompt) and ``wildfeedback_common`` (what they
+share).
 Before any real row is labelled, each model judge the run uses proves on built-in probes that it
 discriminates (``gates``; ``pipeline/gates.py``).
 

@@ -34,16 +34,11 @@ from pydantic import ValidationError
 from pipeline.config import LLM, Params, resolve_role
 from pipeline.execute import map_batches, step_checkpoint
 from pipeline.prompt import template_phrases
-from pipeline.records import Pair, empty_table, stable_id, to_table
-from stages.wildfeedback_common import (
-    CHECKPOINTS,
-    METHOD,
-    output_fingerprint,
-    prompt,
-    reject,
-)
+from pipeline.records import empty_table, to_table
+from stages.wildfeedback_common import CHECKPOINTS, output_fingerprint, prompt, reject
 from stages.wildfeedback_fit import pair_drop_reason, prompt_text
 from stages.wildfeedback_models import judge, judge_drop_reason, respond, summarize, summary_drop_reason
+from stages.wildfeedback_output import pair_frame, pairs_table
 
 
 def feedback_ends(signals: pl.DataFrame) -> pl.DataFrame:
@@ -159,7 +154,8 @@ def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params, fail
                 ckpt_root: Path = CHECKPOINTS, judge_usable: bool = True) -> tuple[pa.Table, pa.Table, dict]:
     """All pair kinds, validated; returns (pairs table, rejects table, metrics). In order: natural revision
     pairs (``_natural_revision_rows``), preference summaries and the pairs generated from them
-    (``_summary_rows``), then every row checked against the ``pairs`` contract (``_valid_rows``).
+    (``_summary_rows``), each kind's rows as ``pairs`` columns (``wildfeedback_output.pair_frame``), then the
+    table checked against the ``pairs`` contract (``_valid_pairs``).
 
     ``judge_usable`` false (the judge failed its gate under ``on_gate_failure: withhold``): every pair that
     needs the judge is withheld, counted, and the summaries that would only feed it are not written.
@@ -170,12 +166,10 @@ def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params, fail
     book = _Book()
     book.rejects += [reject(r["source"], r["user_turn"], r["conversation_id"], f"detect: {r['m_error']}")
                      for r in failed_turns.to_dicts()]
-    rows = (_natural_revision_rows(signals, convs, params, roles["judge"], book, fp, ckpt_root, judge_usable)
-            if cfg.natural_revisions else [])
-    rows += _summary_rows(signals, convs, params, roles, book, fp, ckpt_root, judge_usable)
-    valid = _valid_rows(rows, book)
-    pairs = to_table(valid, "pairs") if valid else empty_table("pairs")
-    kinds = Counter(json.loads(r["lineage"])["kind"] for r in valid)
+    frames = (_natural_revision_rows(signals, convs, params, roles["judge"], book, fp, ckpt_root, judge_usable)
+              if cfg.natural_revisions else [])
+    frames += _summary_rows(signals, convs, params, roles, book, fp, ckpt_root, judge_usable)
+    pairs, kinds = _valid_pairs(frames, book)
     c = book.counts
     stats = {
         "summaries": {"attempted": c["summaries_attempted"], "kept": c["summaries_kept"],
@@ -190,7 +184,7 @@ def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params, fail
 
 
 def _natural_revision_rows(signals: pl.DataFrame, convs: pl.DataFrame, params: Params, judge_role: LLM, book: _Book,
-                           fp: str, ckpt_root: Path, judge_usable: bool) -> list[dict]:
+                           fp: str, ckpt_root: Path, judge_usable: bool) -> list[pl.DataFrame]:
     """Natural revision pairs (no model writes them): screened, then judged when
     ``judge_natural_revisions``."""
     cfg = params.wildfeedback
@@ -199,11 +193,11 @@ def _natural_revision_rows(signals: pl.DataFrame, convs: pl.DataFrame, params: P
     nat = _screen(nat, "natural_revision", book)
     if cfg.judge_natural_revisions and cfg.checklist_judge and nat.height:
         nat = _judged(nat, "natural_revision", params, judge_role, ckpt_root, book, judge_usable)
-    return _pair_rows(nat, "natural_revision", {}, fp)
+    return [pair_frame(nat, "natural_revision", {}, fp)]
 
 
 def _summary_rows(signals: pl.DataFrame, convs: pl.DataFrame, params: Params, roles: dict[str, LLM], book: _Book,
-                  fp: str, ckpt_root: Path, judge_usable: bool) -> list[dict]:
+                  fp: str, ckpt_root: Path, judge_usable: bool) -> list[pl.DataFrame]:
     """The preference summaries (none when the judge that would check their pairs is withheld), then the
     pairs generated from them: DSAT (``generated``) and, with ``sat_pairs``, SAT."""
     cfg = params.wildfeedback
@@ -223,28 +217,26 @@ def _summary_rows(signals: pl.DataFrame, convs: pl.DataFrame, params: Params, ro
               ["feedback", "answer", "preference", "reasonable", "safe", "error"])
     kept = summ.filter(pl.col("_drop").is_null()).drop("_drop", "error", "reasonable", "safe")
     book.counts["summaries_kept"] = kept.height
-    rows = []
+    frames = []
     for kind, polarity in (("generated", "dsat"), ("sat", "sat")):
         if kind == "generated" or cfg.sat_pairs:
-            rows += _generated(kept.filter(pl.col("polarity") == polarity), kind, params, roles, book, fp,
-                               ckpt_root, judge_usable)
-    return rows
+            frames += _generated(kept.filter(pl.col("polarity") == polarity), kind, params, roles, book, fp,
+                                 ckpt_root, judge_usable)
+    return frames
 
 
-def _valid_rows(rows: list[dict], book: _Book) -> list[dict]:
-    """The rows that meet the ``pairs`` contract (``records.Pair``); the others counted (``invalid_pair``) and
-    kept in the rejects with the validation error."""
-    valid = []
-    for row in rows:
-        try:
-            Pair.model_validate(row)
-            valid.append(row)
-        except ValidationError as e:
-            book.drops["invalid_pair"] += 1
-            lin = json.loads(row["lineage"])
-            book.rejects.append(reject(row["source"], lin["feedback_turn"], lin["conversation_id"],
-                                       f"pair invalid: {e}", chosen=row["chosen"], rejected=row["rejected"]))
-    return valid
+def _valid_pairs(frames: list[pl.DataFrame], book: _Book) -> tuple[pa.Table, Counter]:
+    """The ``pairs`` table of the rows that meet the ``pairs`` contract (``records.Pair``; rows a columnar
+    test cannot vouch for are validated one by one, ``wildfeedback_output.pairs_table``) and its rows by kind;
+    the others counted (``invalid_pair``) and kept in the rejects with the validation error."""
+
+    def invalid(row: dict, e: ValidationError) -> None:
+        book.drops["invalid_pair"] += 1
+        lin = json.loads(row["lineage"])
+        book.rejects.append(reject(row["source"], lin["feedback_turn"], lin["conversation_id"],
+                                   f"pair invalid: {e}", chosen=row["chosen"], rejected=row["rejected"]))
+
+    return pairs_table(frames, invalid)
 
 
 def _judged(df: pl.DataFrame, kind: str, params: Params, role: LLM, ckpt_root: Path, book: _Book,
@@ -266,7 +258,7 @@ def _judged(df: pl.DataFrame, kind: str, params: Params, role: LLM, ckpt_root: P
 
 
 def _generated(kept: pl.DataFrame, kind: str, params: Params, roles: dict[str, LLM], book: _Book, fp: str,
-               ckpt_root: Path, judge_usable: bool) -> list[dict]:
+               ckpt_root: Path, judge_usable: bool) -> list[pl.DataFrame]:
     """DSAT: chosen generated with the preference. SAT: rejected sampled from the policy without it."""
     cfg = params.wildfeedback
     if kept.height == 0:
@@ -288,25 +280,4 @@ def _generated(kept: pl.DataFrame, kind: str, params: Params, roles: dict[str, L
     models = {role_name: role.model, "summarizer": roles["summarizer"].model}
     if cfg.checklist_judge:
         models["judge"] = roles["judge"].model
-    return _pair_rows(df, kind, models, fp)
-
-
-def _pair_rows(df: pl.DataFrame, kind: str, models: dict, fp: str) -> list[dict]:
-    rows = []
-    for r in df.to_dicts():
-        lineage = {"stage": METHOD, "kind": kind, "conversation_id": r["conversation_id"],
-                   "judged_turn": r["target_turn"], "feedback_turn": r["user_turn"],
-                   "preference": r["preference"], "models": models, "fingerprint": fp}
-        if r.get("sat_turn") is not None:
-            lineage.update(revision_turn=r["target_turn"] + 2, sat_turn=r["sat_turn"])
-        for side in ("chosen", "rejected"):  # only text a model of this pipeline wrote has a finish reason
-            if r.get(f"{side}_finish_reason") is not None:
-                lineage[f"{side}_finish_reason"] = r[f"{side}_finish_reason"]
-        rows.append({
-            "pair_id": stable_id(METHOD, kind, r["conversation_id"], r["target_turn"]),
-            "prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
-            "rejected": [{"role": "assistant", "content": r["rejected"]}],
-            "confidence": r.get("confidence"), "method": METHOD, "source": r["source"],
-            "lineage": json.dumps(lineage, sort_keys=True, ensure_ascii=False),
-        })
-    return rows
+    return [pair_frame(df, kind, models, fp)]

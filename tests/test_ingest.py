@@ -314,3 +314,28 @@ def test_a_hub_set_that_fails_to_load_names_the_login_command_huggingface_hub_in
     with pytest.raises(SourceError) as e:
         next(iter_records("hf://org/gated-set:train"))
     assert "hf://org/gated-set:train: could not load" in str(e.value) and "`hf auth login`" in str(e.value)
+
+
+def test_seen_rows_compare_values_not_objects_or_key_order():
+    """Equal rows are duplicates whatever objects hold their strings (pickle's memo would tell a string used twice
+    in one row from two equal strings) and in whatever order their fields come; other values are a clash."""
+    from collections import Counter
+
+    from pipeline.seen import SeenRows
+
+    seen = SeenRows({"conversations": ("conversation_id",)})
+    user = "user"
+    first = {"conversation_id": "c1", "messages": [{"role": user, "content": "hi"}, {"role": user, "content": "x"}]}
+    u = "us"
+    again = {"messages": [{"role": u + "er", "content": "hi"}, {"role": u + "er", "content": "x"}], "conversation_id": "c1"}
+    assert seen.admit("a.jsonl:1", {"conversations": [first]}, Counter()) is None
+    skipped = Counter()
+    assert seen.admit("a.jsonl:2", {"conversations": [again]}, skipped) is None
+    assert dict(skipped) == {"conversations row identical to an earlier one": 1}
+    other = {"conversation_id": "c1", "messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": 1}]}
+    assert "different content" in seen.admit("a.jsonl:3", {"conversations": [other]}, Counter())
+    # 1 and 1.0 and True are different values, as they were in the row's JSON
+    seen = SeenRows({"p": ("id",)})
+    assert seen.admit("f:1", {"p": [{"id": "a", "v": 1}]}, Counter()) is None
+    assert "different content" in seen.admit("f:2", {"p": [{"id": "a", "v": 1.0}]}, Counter())
+    assert "different content" in seen.admit("f:3", {"p": [{"id": "a", "v": True}]}, Counter())

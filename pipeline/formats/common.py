@@ -81,6 +81,8 @@ class Ctx:
 
 
 def _dig(rec: dict[str, Any], dotted: str) -> Any:
+    if "." not in dotted:  # the usual case: a top-level field
+        return rec.get(dotted) if isinstance(rec, dict) else None
     value: Any = rec
     for part in dotted.split("."):
         if not isinstance(value, dict) or part not in value:
@@ -150,17 +152,27 @@ def to_messages(value: Any, what: str = "messages", *, role_key: str = "role", c
     for i, m in enumerate(value):
         if not isinstance(m, dict):
             raise BadRecord(f"{what}[{i}] is {type(m).__name__}, expected an object with role and content")
-        role = m.get(role_key, m.get("from", m.get("role")))
-        content = m.get(content_key, m.get("value", m.get("content", m.get("text"))))
-        if not isinstance(role, str) or role.lower() not in ROLES:
+        role = _first(m, role_key, "from", "role")
+        content = _first(m, content_key, "value", "content", "text")
+        canonical = ROLES.get(role.lower()) if isinstance(role, str) else None
+        if canonical is None:
             raise BadRecord(f"{what}[{i}] has unknown role {role!r}; expected one of {sorted(set(ROLES))}")
         if content is None:
             raise BadRecord(f"{what}[{i}] has no content")
-        content = _text(content, f"{what}[{i}].content")
+        if not isinstance(content, str):
+            content = _text(content, f"{what}[{i}].content")
         if blank(content):
-            raise BadRecord(f"{what}[{i}] ({ROLES[role.lower()]}) has empty content")
-        out.append({"role": ROLES[role.lower()], "content": content})
+            raise BadRecord(f"{what}[{i}] ({canonical}) has empty content")
+        out.append({"role": canonical, "content": content})
     return out
+
+
+def _first(m: dict[str, Any], *keys: str) -> Any:
+    """The value of the first of ``keys`` that ``m`` has (even a None), else None."""
+    for key in keys:
+        if key in m:
+            return m[key]
+    return None
 
 
 def _as_turns(value: Any, role: str, what: str) -> list[dict[str, str]]:

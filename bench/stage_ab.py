@@ -1,0 +1,89 @@
+"""Stages of the DAG on a synthetic WildChat log, this checkout's code against another commit's, interleaved.
+
+One copy of the project (``bench/memory.py``'s synthetic log as its conversation source, WildFeedback on its
+rules path) is run stage by stage with either code tree on ``PYTHONPATH``, alternating which goes first in
+each round, so both see the same load on a shared machine. Per run: wall seconds, CPU seconds (user + sys
+of the child process), peak RSS, and the md5 of every file the stage wrote (the two codes must agree).
+
+    python bench/stage_ab.py --base main --n 200000 --stages ingest wildfeedback --rounds 2
+    python bench/stage_ab.py --smoke      # 2,000 conversations, ingest, HEAD against this checkout (checks the bench runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memory import prepare  # noqa: E402  (the sibling bench script's synthetic project)
+
+OUT = {"ingest": "data/ingest", "export": "data/release"}
+
+
+def checkout(ref: str, dest: Path) -> Path:
+    """The code of ``ref`` (pipeline/ and stages/) unpacked under ``dest``."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", ref, "pipeline", "stages"], cwd=ROOT, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def digest(folder: Path) -> str:
+    """One md5 over every file under ``folder`` (names and bytes, in name order)."""
+    h = hashlib.md5()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(folder)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def run(repo: Path, code: Path, stage: str) -> tuple[float, float, float, str]:
+    """(wall s, CPU s, peak RSS MiB, md5 of the outputs) of one stage run with ``code`` on PYTHONPATH."""
+    env = {**os.environ, "PYTHONPATH": str(code), "PREFPIPE_PROGRESS": "0"}
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", stage], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    if status:
+        raise SystemExit(f"{stage} with {code} failed:\n{out.decode()[-3000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, digest(repo / OUT.get(stage, f"data/{stage}"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", default="main", help="the commit to compare with (default: main)")
+    ap.add_argument("--n", type=int, default=200_000, help="conversations in the synthetic log")
+    ap.add_argument("--stages", nargs="+", default=["ingest", "wildfeedback"],
+                    help="stages to time, in DAG order (export needs every method stage run first)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--smoke", action="store_true", help="2,000 conversations, ingest, one round against HEAD")
+    args = ap.parse_args()
+    if args.smoke:
+        args.base, args.n, args.stages, args.rounds = "HEAD", 2000, ["ingest"], 1
+    with tempfile.TemporaryDirectory() as tmp:
+        codes = {"base": checkout(args.base, Path(tmp) / "base"), "this": ROOT}
+        repo = prepare(args.n, Path(tmp))
+        for sub in ("pipeline", "stages"):  # the copy's own code must not shadow PYTHONPATH (cwd comes first)
+            subprocess.run(["rm", "-rf", str(repo / sub)], check=True)
+        print(f"{args.n:,} conversations; base = {args.base}; load average {os.getloadavg()[0]:.1f}", flush=True)
+        for stage in args.stages:
+            for i in range(args.rounds):
+                order = ["base", "this"] if i % 2 == 0 else ["this", "base"]
+                for name in order:
+                    wall, cpu, rss, md5 = run(repo, codes[name], stage)
+                    print(f"{stage:<13} round {i + 1} {name:<5} {wall:7.1f} s wall {cpu:7.1f} s CPU {rss:7,.0f} MiB"
+                          f"  outputs md5 {md5[:12]}  load {os.getloadavg()[0]:.1f}  {time.strftime('%H:%M:%S')}",
+                          flush=True)
+
+
+if __name__ == "__main__":
+    main()
