@@ -1,4 +1,4 @@
-"""How the docs tests (tests/test_docs.py, tests/test_docs_snippets.py) read README.md and bench/README.md:
+"""How the docs tests (tests/test_docs.py, tests/test_docs_snippets.py) read README.md, bench/README.md
 and docs/*.md: their text, fenced blocks and inline code spans, and params.yaml as written."""
 
 from __future__ import annotations
