@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     ins.set_defaults(func=cmd_inspect)
 
     aud = sub.add_parser("audit", help="check a release folder: identical sides, empty configs, PII, split and "
-                         "held-out leaks, cut-off or off-context chosen answers (exit 1 on any violation)")
+                         "held-out leaks, cut-off, looping or off-context chosen answers, scores ranking chosen "
+                         "lower, malformed dialogues (exit 1 on any violation)")
     aud.add_argument("path", nargs="?", default="data/release", help="the release folder (default data/release)")
     aud.add_argument("--params", default=None,
                      help="project params (export.methods, held_out, pii_kinds; default ROOT/params.yaml); "

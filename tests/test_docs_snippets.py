@@ -193,6 +193,15 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
     ]
 
 
+def test_the_audit_section_names_every_check_the_audit_runs():
+    from pipeline.audit import CHECKS
+
+    t = text("README.md")
+    section = t[t.index("### Auditing a release"):t.index("## Publishing to the Hub")]
+    named = set(re.findall(r"`(\w+)`", section))
+    assert set(CHECKS) <= named, f"README's audit section does not describe {sorted(set(CHECKS) - named)}"
+
+
 def test_the_dag_drawn_in_the_readme_is_the_one_dvc_yaml_runs():
     """The old drawing showed PUGC feeding Curry-DPO only and Selfie DOVE only; both feed both."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
