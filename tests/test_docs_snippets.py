@@ -193,6 +193,16 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
     ]
 
 
+def test_the_release_columns_the_readme_lists_are_those_of_a_pair():
+    from pipeline.records import Pair
+
+    readme = " ".join(text("README.md").split())
+    m = re.search(r"The other columns \(([^)]*)\) ride along", readme)
+    assert m, "README.md no longer lists the release's other columns: update this test"
+    listed = set(re.findall(r"`(\w+)`", m.group(1))) | {"prompt", "chosen", "rejected"}
+    assert listed == set(Pair.model_fields), f"README lists {sorted(listed ^ set(Pair.model_fields))} wrongly"
+
+
 def test_the_audit_section_names_every_check_the_audit_runs():
     from pipeline.audit import CHECKS
 
