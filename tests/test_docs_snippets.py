@@ -193,6 +193,17 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
     ]
 
 
+def test_the_readme_opening_names_every_llm_backend():
+    """It named transformers and vLLM, not the openai backend (any OpenAI-compatible server)."""
+    from typing import get_args
+
+    from pipeline.config_shared import LLM
+
+    opening = text("README.md").split("## Quickstart")[0].lower()
+    for backend in get_args(LLM.model_fields["backend"].annotation):
+        assert backend.lower() in opening, f"README.md's opening paragraph does not name the {backend} backend"
+
+
 def test_the_release_columns_the_readme_lists_are_those_of_a_pair():
     from pipeline.records import Pair
 
