@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -115,12 +116,34 @@ def eval_grams(evals: pl.DataFrame, n: int) -> pl.DataFrame:
     return ngram_hashes(evals.select(normalise(pl.col("text")))[:, 0], n)
 
 
+def _word_counts(texts: pl.Series) -> np.ndarray:
+    """Words per normalised text (0 for an empty one)."""
+    return texts.fill_null("").str.split(" ").list.eval(pl.element().filter(pl.element() != "")).list.len().to_numpy()
+
+
+def _quoted(short: pl.Series, short_words: np.ndarray, other: pl.Series, n: int, min_words: int) -> pl.DataFrame:
+    """(``row`` of ``short``, ``row_o`` of ``other``) where a text of ``short`` with ``min_words`` to ``n - 1``
+    words appears whole, as consecutive words, in a text of ``other``. Such a text is one n-gram of all its
+    words, which an n-gram of a longer text never equals: without this, a short eval prompt inside a longer
+    prompt ("Please prove the Pythagorean theorem") matched nothing."""
+    parts = []
+    for k in sorted({int(k) for k in short_words if min_words <= k < n}):
+        rows = np.flatnonzero(short_words == k).astype(np.uint32)
+        g = ngram_hashes(short.gather(rows), k)
+        g = g.with_columns(pl.Series("row", rows[g["row"].to_numpy()], dtype=pl.UInt32))
+        parts.append(g.join(ngram_hashes(other, k).rename({"row": "row_o"}), on="h").select("row", "row_o"))
+    schema = {"row": pl.UInt32, "row_o": pl.UInt32}
+    return pl.concat(parts).unique().cast(schema) if parts else pl.DataFrame(schema=schema)
+
+
 def contamination(prompts: pl.DataFrame, evals: pl.DataFrame, n: int, threshold: float,
-                  eg: pl.DataFrame | None = None) -> pl.DataFrame:
+                  eg: pl.DataFrame | None = None, min_words: int = 4) -> pl.DataFrame:
     """Prompts (``_key``, ``_text``) that overlap an eval prompt: ``_key, eval_set, eval_id, overlap``.
 
     overlap = distinct shared n-grams / distinct n-grams of the shorter of the two texts; the best
-    match per prompt is reported. ``eg``: ``eval_grams(evals, n)``, when already computed.
+    match per prompt is reported. A text shorter than ``n`` words is one n-gram: its overlap is 1.0 when it
+    appears whole in the other text and has at least ``min_words`` words (a shorter one matches only an equal
+    text). ``eg``: ``eval_grams(evals, n)``, when already computed.
     """
     schema = {"_key": pl.UInt64, "eval_set": pl.String, "eval_id": pl.String, "overlap": pl.Float64}
     if prompts.height == 0 or evals.height == 0:
@@ -133,14 +156,22 @@ def contamination(prompts: pl.DataFrame, evals: pl.DataFrame, n: int, threshold:
         tg.join(eg, on="h", suffix="_e")
         .group_by("row", "row_e").len()
         .join(t_n, on="row").join(e_n.rename({"row": "row_e"}), on="row_e")
-        .with_columns((pl.col("len") / pl.min_horizontal("t_n", "e_n")).alias("overlap"))
+        .select("row", "row_e", (pl.col("len") / pl.min_horizontal("t_n", "e_n")).alias("overlap"))
+    )
+    e_text = evals.select(normalise(pl.col("text")))[:, 0]
+    inside = pl.concat([
+        _quoted(e_text, _word_counts(e_text), prompts["_text"], n, min_words).rename({"row": "row_e", "row_o": "row"}),
+        _quoted(prompts["_text"], _word_counts(prompts["_text"]), e_text, n, min_words).rename({"row_o": "row_e"}),
+    ], how="diagonal").select("row", "row_e", pl.lit(1.0).alias("overlap"))
+    best = (
+        pl.concat([shared, inside])
         .filter(pl.col("overlap") >= threshold)
         .sort(["row", "overlap", "row_e"], descending=[False, True, False])
         .group_by("row", maintain_order=True).first()
     )
     ev = evals.with_row_index("row_e").with_columns(pl.col("row_e").cast(pl.UInt32))
     pk = prompts.select("_key").with_row_index("row").with_columns(pl.col("row").cast(pl.UInt32))
-    return shared.join(pk, on="row").join(ev, on="row_e").select(list(schema)).sort("_key")
+    return best.join(pk, on="row").join(ev, on="row_e").select(list(schema)).sort("_key")
 
 
 def _tag(df: pl.DataFrame, key_cols: list[str], info: pl.DataFrame) -> pl.DataFrame:

@@ -182,7 +182,8 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
             pairs.append(light_pairs(df, prompts["_key"]))
             sigs.add(prompts["_key"], prompts["_text"])
         prompts = prompts.select("_key", "_text").unique("_key", keep="first", maintain_order=True).sort("_key")
-        hits.append(contamination(prompts, evals, cfg.decontamination.ngram, cfg.decontamination.threshold, eg))
+        hits.append(contamination(prompts, evals, cfg.decontamination.ngram, cfg.decontamination.threshold, eg,
+                                  cfg.decontamination.min_words))
     no_key = pl.Series([], dtype=pl.UInt64)
     hits_df = pl.concat(hits).unique("_key", keep="first").sort("_key") if hits else contamination(
         pl.DataFrame(schema={"_key": pl.UInt64, "_text": pl.String}), evals, 1, 1.0)
