@@ -295,6 +295,21 @@ def test_decontamination_catches_a_short_eval_prompt_inside_a_longer_prompt(tmp_
     assert strict["drops"] == {}
 
 
+def test_decontamination_covers_vicuna80_and_koala(tmp_path, real):
+    """Vicuna-80 and Koala (in AlpacaEval's prompts) are default decontamination sets: a release prompt quoting
+    one of theirs goes, naming the set and id (on main only MT-Bench and Arena-Hard were checked, and Koala's
+    "do not train on it" prompts reached train)."""
+    vic = json.loads((real / "vicuna80/fastchat/eval/table/question.jsonl").read_text().split("\n")[0])
+    koala = json.loads((real / "koala/koala_test_set.jsonl").read_text().split("\n")[2])
+    write_method(tmp_path, "pugc", [pair("vicuna", "Hi! " + vic["text"], "pugc"),
+                                    pair("koala", koala["prompt"].upper(), "pugc"), pair("clean", TOPICS[3], "pugc")])
+    release, stats = build(tmp_path, methods=["pugc"], test_fraction=0.0)
+    gone = {r["pair_id"]: json.loads(r["detail"]) for r in removed(release).iter_rows(named=True)}
+    assert {k: (v["eval_set"], v["eval_id"]) for k, v in gone.items()} == {
+        "vicuna": ("vicuna80", str(vic["question_id"])), "koala": ("koala", koala["id"])}
+    assert {s: stats["decontamination"][s]["prompts"] for s in ("vicuna80", "koala")} == {"vicuna80": 80, "koala": 180}
+
+
 def test_decontamination_threshold_and_ngram_are_parameters(tmp_path, real):
     q = json.loads((real / "mt_bench/fastchat/llm_judge/data/mt_bench/question.jsonl").read_text().split("\n")[0])
     words = q["turns"][0].split()
