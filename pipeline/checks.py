@@ -1,7 +1,8 @@
 """Checks every pair must pass, as polars expressions: shared by the stages (which drop and count) and
 by ``prefpipe audit`` (which verifies the release independently).
 
-- ``same_text(a, b)``: chosen and rejected are the same answer once whitespace is normalised and case folded.
+- ``same_text(a, b)``: chosen and rejected are the same answer once whitespace is normalised, case folded and
+  sentence punctuation that joins no two word characters dropped (``answer_key``).
 - ``acknowledges_feedback(text)``: an answer that reacts to a correction ("You're right, I apologize
   for the error...", "Let me try again", "Here's a more concise version", "Thanks for the clarification",
   "My previous response was incorrect"). As a chosen answer it is only right when its prompt ends with
@@ -38,10 +39,21 @@ def squash(text: pl.Expr) -> pl.Expr:
     return text.str.replace_all(r"\s+", " ").str.strip_chars()
 
 
+# Sentence punctuation and quotes, where they do not join two word characters ("3.5", "1,000", "it's" keep theirs).
+_LOOSE_PUNCT = r"""(?:[.,!?;:…"'`“”‘’«»„¡¿。，、！？；：]+(?:\s|$)|(?:^|\s)[.,!?;:…"'`“”‘’«»„¡¿。，、！？；：]+|[.,!?;:…"'`“”‘’«»„¡¿。，、！？；：]+$)"""
+
+
+def answer_key(text: pl.Expr) -> pl.Expr:
+    """The text with whitespace normalised, case folded and sentence punctuation and quotes that join no two
+    word characters dropped: the form in which two answers are the same answer."""
+    return squash(text.str.to_lowercase().str.replace_all(_LOOSE_PUNCT, " "))
+
+
 def same_text(a: pl.Expr, b: pl.Expr) -> pl.Expr:
-    """True where two texts are equal after whitespace normalisation and case folding: "Paris is the capital."
-    and "paris is  the capital." are one answer, so a pair of them teaches nothing."""
-    return squash(a).str.to_lowercase() == squash(b).str.to_lowercase()
+    """True where two texts are the same answer (``answer_key``): "Paris is the capital." and "paris is  the
+    capital" or "You're welcome." and "You're welcome!" (3 of 2,312 HH-RLHF harmless-base pairs; "Input Mode" /
+    "Input Mode." in UltraFeedback) teach nothing; "3.5" and "35", "2+2" and "2-2" stay different."""
+    return answer_key(a) == answer_key(b)
 
 
 _ACK = "|".join([

@@ -213,7 +213,7 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "## How it was built\n",
         "Built by prefpipe (`dvc repro`): per-method stages produce pairs, then `export` "
         "merges them, redacts PII in every string (messages, lineage, source), drops pairs whose chosen equals "
-        "rejected (whitespace normalised) and pairs whose chosen reacts to feedback nobody gave, loops or stops "
+        "rejected (whitespace normalised, case folded, sentence punctuation aside) and pairs whose chosen reacts to feedback nobody gave, loops or stops "
         "mid-sentence, removes duplicate pairs and near-duplicate prompts within each method "
         f"(MinHash, Jaccard >= {cfg.dedup.near_threshold}), removes prompts overlapping evaluation sets "
         f"({cfg.decontamination.ngram}-gram overlap >= {cfg.decontamination.threshold}, or a text shorter than "

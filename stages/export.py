@@ -6,7 +6,8 @@
 1. merge: ``data/<method>/pairs`` for every enabled method (sub-folders such as Curry-DPO's ``level=N``
    are read in order; DOVE: the joint_pairs contract). An absent folder is skipped and noted in details.json.
 2. redact: every string the release writes (messages, ``lineage``, ``source``) by ``pipeline.pii``.
-3. drop pairs whose chosen equals rejected after whitespace normalisation and case folding (``pipeline.checks.same_text``).
+3. drop pairs whose chosen equals rejected after whitespace normalisation, case folding and dropping sentence
+   punctuation (``pipeline.checks.same_text``).
    and pairs whose chosen acknowledges feedback its prompt's last user turn does not give or opens as a
    revision of a version its prompt neither holds nor asks for (``unprompted_acknowledgement``,
    ``pipeline.checks``), pairs whose chosen loops, repeating its own
@@ -100,7 +101,8 @@ LEAVES_JOINT = pl.concat_list(pl.col("_config"))
 
 
 def identical(sides: list[tuple[str, str]]) -> pl.Expr:
-    """True where the chosen side equals the rejected side, whitespace normalised and case folded, on every column pair."""
+    """True where the chosen side equals the rejected side, whitespace normalised, case folded and
+    sentence punctuation aside (``pipeline.checks.same_text``), on every column pair."""
     return pl.all_horizontal([same_text(text_of(a), text_of(b)) for a, b in sides])
 
 

@@ -227,12 +227,15 @@ def test_sides_equal_after_whitespace_normalisation_are_dropped(tmp_path):
         pair("spaces", TOPICS[0], "selfie", chosen="The answer is  42.\nDone.", rejected=" The answer is 42. Done.\n"),
         pair("diff", TOPICS[1], "selfie", chosen="The answer is 42.", rejected="The answer is 41."),
         pair("case", TOPICS[3], "selfie", chosen="The answer is 42.", rejected="the ANSWER is 42."),
+        # HH-RLHF harmless-base ships this pair: one answer, its final mark aside (it reached the release)
+        pair("punct", TOPICS[4], "selfie", chosen="You're welcome!", rejected="You're welcome."),
     ])
     write_method(tmp_path, "dove", [joint("j", TOPICS[2], TOPICS[2])])  # same prompt, answers differ: kept
     release, stats = build(tmp_path, methods=["selfie", "dove"], test_fraction=0.0)
-    assert stats["drops"] == {"identical": 2}
+    assert stats["drops"] == {"identical": 3}
     assert sorted(removed(release).select("pair_id", "reason", "configs").rows()) == [
-        ("case", "identical", ["selfie", "all"]), ("spaces", "identical", ["selfie", "all"])]
+        ("case", "identical", ["selfie", "all"]), ("punct", "identical", ["selfie", "all"]),
+        ("spaces", "identical", ["selfie", "all"])]
     assert ids(release, "selfie") == {"diff"} and ids(release, "dove") == {"j"}
 
 
