@@ -233,7 +233,25 @@ _CUT_END = rf"(?:,|[(\[{{]|#\{{[^}}\n]*|\b(?:{'|'.join(_CUT_WORDS)}))\s*$"
 _NOT_CUT = r"(?:^|\n)[^\n,]{1,25},\s*$|[:;=]-?\(\s*$"  # "Best regards," on a line of its own; ":-("
 
 
+# A code block left open: an odd number of ``` fence lines (a line that also closes its fence, "```x```", is
+# none), and the answer does not end on a sentence (a letter, then . ! ? ...), so a stray fence inside code
+# followed by "I hope that helps!" is no cut.
+_FENCE = r"(?m)^[ \t]*```"
+_FENCE_INLINE = r"(?m)^[ \t]*```[^\n]*```"
+_SENTENCE_END = r"\p{L}[.!?…。！？]+[\"'”’)\]*_]*\s*$"
+
+
+def open_code_block(text: pl.Expr) -> pl.Expr:
+    """True where an answer stops inside a code block it opened (``_FENCE``): 10 of the 11 WildChat answers
+    with an odd fence count end mid-code ("final Interaction2 interaction2;\n\n  Upgrade"), 8 of them past
+    ``_CUT_END``, and 1 of 400 UltraFeedback answers ("5. If"); none of the 1,500 Arena-Hard, 560 Vicuna-80 and
+    687 OpenAssistant answers (an inline "```cout << string```" is no fence)."""
+    fences = text.str.count_matches(_FENCE) - text.str.count_matches(_FENCE_INLINE)
+    return ((fences % 2 == 1) & ~text.str.contains(_SENTENCE_END)).fill_null(False)
+
+
 def ends_mid_sentence(text: pl.Expr) -> pl.Expr:
-    """True where an answer stops mid-sentence (``_CUT_END``): cut off by a token limit that left no
-    finish reason behind (external data: HH-RLHF, UltraFeedback and WildChat answers truncated upstream)."""
-    return (text.str.contains(_CUT_END) & ~text.str.contains(_NOT_CUT)).fill_null(False)
+    """True where an answer stops mid-sentence (``_CUT_END``) or inside a code block (``open_code_block``):
+    cut off by a token limit that left no finish reason behind (external data: HH-RLHF, UltraFeedback and
+    WildChat answers truncated upstream)."""
+    return ((text.str.contains(_CUT_END) & ~text.str.contains(_NOT_CUT)) | open_code_block(text)).fill_null(False)
