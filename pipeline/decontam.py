@@ -206,8 +206,9 @@ def _prompt_columns(names: list[str]) -> list[str]:
 
 def load_held_out(paths: list[str], root: Path, batch_rows: int = 65_536, pii_kinds: list[str] | None = None,
                   phone_regions: tuple[str, ...] = PHONE_REGIONS) -> tuple[pl.DataFrame, dict[str, dict]]:
-    """``_key`` -> ``held_out`` (the first set holding it) for every prompt of the held-out shard sets
-    (pairs: ``prompt``; joint pairs: both prompts; prompts: ``messages``), and a status per set.
+    """``_key`` -> ``held_out`` (the first set holding it), with ``_text`` (the normalised prompt), for every
+    prompt of the held-out shard sets (pairs: ``prompt``; joint pairs: both prompts; prompts: ``messages``),
+    and a status per set.
     ``pii_kinds``: the kinds the release redacts (``export.pii_kinds``); the prompts are redacted the same
     way before their keys are taken, so they match the release's redacted prompts."""
     parts, status = [], {}
@@ -225,7 +226,7 @@ def load_held_out(paths: list[str], root: Path, batch_rows: int = 65_536, pii_ki
                                     "run the stage that writes it again (`dvc repro`)") from None
         status[rel] = {"rows": n}
     if not parts:
-        return pl.DataFrame(schema={"_key": pl.UInt64, "held_out": pl.String}), status
+        return pl.DataFrame(schema={"_key": pl.UInt64, "held_out": pl.String, "_text": pl.String}), status
     keys = pl.concat(parts).unique("_key", keep="first", maintain_order=True).sort("_key")
     for rel in status:
         status[rel]["prompts"] = int(keys.filter(pl.col("held_out") == rel).height)
@@ -245,9 +246,21 @@ def _held_out_keys(rel: str, path: Path, first: Path, batch_rows: int, pii_kinds
         if pii_kinds:
             df, _ = redact_messages(df, cols, list(pii_kinds), phone_regions)
         for c in cols:
-            parts.append(prompt_keys(df, c).select("_key", pl.lit(rel).alias("held_out")))
+            parts.append(prompt_keys(df, c).select("_key", pl.lit(rel).alias("held_out"), "_text"))
         n += df.height
     return n
+
+
+def near_held_out(prompts: pl.DataFrame, held: pl.DataFrame, n: int, threshold: float, min_words: int) -> pl.DataFrame:
+    """``_key``, ``held_out`` of the release prompts (``_key``, ``_text``) that overlap a held-out prompt as
+    ``contamination`` measures it: a paraphrase or a prefixed copy of a held-out prompt ("Quick question: what's
+    a healthy breakfast I can make in five minutes") has another key, so the exact match let it into train."""
+    if held.height == 0:
+        return pl.DataFrame(schema={"_key": pl.UInt64, "held_out": pl.String})
+    sets = held.select(pl.col("held_out").alias("eval_set"), pl.col("_key").cast(pl.String).alias("eval_id"),
+                       pl.col("_text").alias("text"))
+    return contamination(prompts, sets, n, threshold, min_words=min_words).select(
+        "_key", pl.col("eval_set").alias("held_out"))
 
 
 def drop_held_out(df: pl.DataFrame, key_cols: list[str], held: pl.DataFrame,
