@@ -125,15 +125,16 @@ def _quoted(short: pl.Series, short_words: np.ndarray, other: pl.Series, n: int,
     """(``row`` of ``short``, ``row_o`` of ``other``) where a text of ``short`` with ``min_words`` to ``n - 1``
     words appears whole, as consecutive words, in a text of ``other``. Such a text is one n-gram of all its
     words, which an n-gram of a longer text never equals: without this, a short eval prompt inside a longer
-    prompt ("Please prove the Pythagorean theorem") matched nothing."""
-    parts = []
-    for k in sorted({int(k) for k in short_words if min_words <= k < n}):
-        rows = np.flatnonzero(short_words == k).astype(np.uint32)
-        g = ngram_hashes(short.gather(rows), k)
-        g = g.with_columns(pl.Series("row", rows[g["row"].to_numpy()], dtype=pl.UInt32))
-        parts.append(g.join(ngram_hashes(other, k).rename({"row": "row_o"}), on="h").select("row", "row_o"))
+    prompt ("Please prove the Pythagorean theorem") matched nothing. One Aho-Corasick pass over ``other``
+    (texts are normalised: words joined by single spaces, so " text " matches whole words only)."""
     schema = {"row": pl.UInt32, "row_o": pl.UInt32}
-    return pl.concat(parts).unique().cast(schema) if parts else pl.DataFrame(schema=schema)
+    rows = np.flatnonzero((short_words >= min_words) & (short_words < n)).astype(np.uint32)
+    if len(rows) == 0 or other.len() == 0:
+        return pl.DataFrame(schema=schema)
+    pats = pl.DataFrame({"row": rows, "p": " " + short.gather(rows) + " "})
+    found = (" " + other.fill_null("") + " ").str.extract_many(pats["p"].unique().to_list(), overlapping=True)
+    hits = pl.DataFrame({"row_o": pl.int_range(other.len(), dtype=pl.UInt32, eager=True), "p": found})
+    return hits.explode("p").drop_nulls("p").join(pats, on="p").select("row", "row_o").unique().cast(schema)
 
 
 def contamination(prompts: pl.DataFrame, evals: pl.DataFrame, n: int, threshold: float,
