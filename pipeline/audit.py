@@ -7,7 +7,8 @@ failing the stage on any violation); anyone can run it again on a release folder
 
 Hard violations (each counted per config, with a few pair ids):
 
-- ``identical``: chosen equals rejected after whitespace normalisation and case folding (DOVE: both prompts and both answers).
+- ``identical``: chosen equals rejected after whitespace normalisation, case folding and dropping sentence
+  punctuation (DOVE: both prompts and both answers).
 - ``empty_config``: an enabled method has pairs in ``data/<method>/pairs`` but none in its config (unless
   ``removed.jsonl`` shows every one left for a reason of its own: identical, contaminated, held out).
 - ``pii``: a PII detector (``pipeline.pii``, the kinds in ``export.pii_kinds``) fires on any string:
@@ -67,7 +68,7 @@ SCAN_LINES = 16_384  # lines of a text file scanned for personal data at a time
 NOT_SCANNED = {AUDIT_FILE, "_manifest.json"}  # the audit itself; hashes and file names
 EXAMPLES = 5
 CHECKS = {
-    "identical": "chosen equals rejected (whitespace normalised, case folded)",
+    "identical": "chosen equals rejected (whitespace normalised, case folded, sentence punctuation aside)",
     "empty_config": "an enabled method has pairs in data/<method>/pairs but none in its release config",
     "pii": "personal data or a secret in a released string",
     "prompt_in_both_splits": "a prompt is in both a train and a test split",

@@ -1,7 +1,8 @@
 """Checks every pair must pass, as polars expressions: shared by the stages (which drop and count) and
 by ``prefpipe audit`` (which verifies the release independently).
 
-- ``same_text(a, b)``: chosen and rejected are the same answer once whitespace is normalised and case folded.
+- ``same_text(a, b)``: chosen and rejected are the same answer once whitespace is normalised, case folded and
+  sentence punctuation that joins no two word characters dropped (``answer_key``).
 - ``acknowledges_feedback(text)``: an answer that reacts to a correction ("You're right, I apologize
   for the error...", "Let me try again", "Here's a more concise version", "Thanks for the clarification",
   "My previous response was incorrect"). As a chosen answer it is only right when its prompt ends with
@@ -38,10 +39,21 @@ def squash(text: pl.Expr) -> pl.Expr:
     return text.str.replace_all(r"\s+", " ").str.strip_chars()
 
 
+# Sentence punctuation and quotes, where they do not join two word characters ("3.5", "1,000", "it's" keep theirs).
+_LOOSE_PUNCT = r"""(?:[.,!?;:…"'`“”‘’«»„¡¿。，、！？；：]+(?:\s|$)|(?:^|\s)[.,!?;:…"'`“”‘’«»„¡¿。，、！？；：]+|[.,!?;:…"'`“”‘’«»„¡¿。，、！？；：]+$)"""
+
+
+def answer_key(text: pl.Expr) -> pl.Expr:
+    """The text with whitespace normalised, case folded and sentence punctuation and quotes that join no two
+    word characters dropped: the form in which two answers are the same answer."""
+    return squash(text.str.to_lowercase().str.replace_all(_LOOSE_PUNCT, " "))
+
+
 def same_text(a: pl.Expr, b: pl.Expr) -> pl.Expr:
-    """True where two texts are equal after whitespace normalisation and case folding: "Paris is the capital."
-    and "paris is  the capital." are one answer, so a pair of them teaches nothing."""
-    return squash(a).str.to_lowercase() == squash(b).str.to_lowercase()
+    """True where two texts are the same answer (``answer_key``): "Paris is the capital." and "paris is  the
+    capital" or "You're welcome." and "You're welcome!" (3 of 2,312 HH-RLHF harmless-base pairs; "Input Mode" /
+    "Input Mode." in UltraFeedback) teach nothing; "3.5" and "35", "2+2" and "2-2" stay different."""
+    return answer_key(a) == answer_key(b)
 
 
 _ACK = "|".join([
@@ -221,7 +233,25 @@ _CUT_END = rf"(?:,|[(\[{{]|#\{{[^}}\n]*|\b(?:{'|'.join(_CUT_WORDS)}))\s*$"
 _NOT_CUT = r"(?:^|\n)[^\n,]{1,25},\s*$|[:;=]-?\(\s*$"  # "Best regards," on a line of its own; ":-("
 
 
+# A code block left open: an odd number of ``` fence lines (a line that also closes its fence, "```x```", is
+# none), and the answer does not end on a sentence (a letter, then . ! ? ...), so a stray fence inside code
+# followed by "I hope that helps!" is no cut.
+_FENCE = r"(?m)^[ \t]*```"
+_FENCE_INLINE = r"(?m)^[ \t]*```[^\n]*```"
+_SENTENCE_END = r"\p{L}[.!?…。！？]+[\"'”’)\]*_]*\s*$"
+
+
+def open_code_block(text: pl.Expr) -> pl.Expr:
+    """True where an answer stops inside a code block it opened (``_FENCE``): 10 of the 11 WildChat answers
+    with an odd fence count end mid-code ("final Interaction2 interaction2;\n\n  Upgrade"), 8 of them past
+    ``_CUT_END``, and 1 of 400 UltraFeedback answers ("5. If"); none of the 1,500 Arena-Hard, 560 Vicuna-80 and
+    687 OpenAssistant answers (an inline "```cout << string```" is no fence)."""
+    fences = text.str.count_matches(_FENCE) - text.str.count_matches(_FENCE_INLINE)
+    return ((fences % 2 == 1) & ~text.str.contains(_SENTENCE_END)).fill_null(False)
+
+
 def ends_mid_sentence(text: pl.Expr) -> pl.Expr:
-    """True where an answer stops mid-sentence (``_CUT_END``): cut off by a token limit that left no
-    finish reason behind (external data: HH-RLHF, UltraFeedback and WildChat answers truncated upstream)."""
-    return (text.str.contains(_CUT_END) & ~text.str.contains(_NOT_CUT)).fill_null(False)
+    """True where an answer stops mid-sentence (``_CUT_END``) or inside a code block (``open_code_block``):
+    cut off by a token limit that left no finish reason behind (external data: HH-RLHF, UltraFeedback and
+    WildChat answers truncated upstream)."""
+    return ((text.str.contains(_CUT_END) & ~text.str.contains(_NOT_CUT)) | open_code_block(text)).fill_null(False)

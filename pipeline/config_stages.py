@@ -255,6 +255,8 @@ class EvalSet(Section):
 class Decontamination(Section):
     ngram: int = Field(gt=0)  # words per n-gram (13: GPT-3 / Llama 2 practice)
     threshold: float = Field(gt=0, le=1)  # shared n-grams / n-grams of the shorter text
+    # a text shorter than `ngram` words matches when it appears whole in the other, from this many words
+    min_words: int = Field(gt=0)
     sets: list[EvalSet]
 
 

@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -115,12 +116,35 @@ def eval_grams(evals: pl.DataFrame, n: int) -> pl.DataFrame:
     return ngram_hashes(evals.select(normalise(pl.col("text")))[:, 0], n)
 
 
+def _word_counts(texts: pl.Series) -> np.ndarray:
+    """Words per normalised text (0 for an empty one)."""
+    return texts.fill_null("").str.split(" ").list.eval(pl.element().filter(pl.element() != "")).list.len().to_numpy()
+
+
+def _quoted(short: pl.Series, short_words: np.ndarray, other: pl.Series, n: int, min_words: int) -> pl.DataFrame:
+    """(``row`` of ``short``, ``row_o`` of ``other``) where a text of ``short`` with ``min_words`` to ``n - 1``
+    words appears whole, as consecutive words, in a text of ``other``. Such a text is one n-gram of all its
+    words, which an n-gram of a longer text never equals: without this, a short eval prompt inside a longer
+    prompt ("Please prove the Pythagorean theorem") matched nothing. One Aho-Corasick pass over ``other``
+    (texts are normalised: words joined by single spaces, so " text " matches whole words only)."""
+    schema = {"row": pl.UInt32, "row_o": pl.UInt32}
+    rows = np.flatnonzero((short_words >= min_words) & (short_words < n)).astype(np.uint32)
+    if len(rows) == 0 or other.len() == 0:
+        return pl.DataFrame(schema=schema)
+    pats = pl.DataFrame({"row": rows, "p": " " + short.gather(rows) + " "})
+    found = (" " + other.fill_null("") + " ").str.extract_many(pats["p"].unique().to_list(), overlapping=True)
+    hits = pl.DataFrame({"row_o": pl.int_range(other.len(), dtype=pl.UInt32, eager=True), "p": found})
+    return hits.explode("p").drop_nulls("p").join(pats, on="p").select("row", "row_o").unique().cast(schema)
+
+
 def contamination(prompts: pl.DataFrame, evals: pl.DataFrame, n: int, threshold: float,
-                  eg: pl.DataFrame | None = None) -> pl.DataFrame:
+                  eg: pl.DataFrame | None = None, min_words: int = 4) -> pl.DataFrame:
     """Prompts (``_key``, ``_text``) that overlap an eval prompt: ``_key, eval_set, eval_id, overlap``.
 
     overlap = distinct shared n-grams / distinct n-grams of the shorter of the two texts; the best
-    match per prompt is reported. ``eg``: ``eval_grams(evals, n)``, when already computed.
+    match per prompt is reported. A text shorter than ``n`` words is one n-gram: its overlap is 1.0 when it
+    appears whole in the other text and has at least ``min_words`` words (a shorter one matches only an equal
+    text). ``eg``: ``eval_grams(evals, n)``, when already computed.
     """
     schema = {"_key": pl.UInt64, "eval_set": pl.String, "eval_id": pl.String, "overlap": pl.Float64}
     if prompts.height == 0 or evals.height == 0:
@@ -133,14 +157,22 @@ def contamination(prompts: pl.DataFrame, evals: pl.DataFrame, n: int, threshold:
         tg.join(eg, on="h", suffix="_e")
         .group_by("row", "row_e").len()
         .join(t_n, on="row").join(e_n.rename({"row": "row_e"}), on="row_e")
-        .with_columns((pl.col("len") / pl.min_horizontal("t_n", "e_n")).alias("overlap"))
+        .select("row", "row_e", (pl.col("len") / pl.min_horizontal("t_n", "e_n")).alias("overlap"))
+    )
+    e_text = evals.select(normalise(pl.col("text")))[:, 0]
+    inside = pl.concat([
+        _quoted(e_text, _word_counts(e_text), prompts["_text"], n, min_words).rename({"row": "row_e", "row_o": "row"}),
+        _quoted(prompts["_text"], _word_counts(prompts["_text"]), e_text, n, min_words).rename({"row_o": "row_e"}),
+    ], how="diagonal").select("row", "row_e", pl.lit(1.0).alias("overlap"))
+    best = (
+        pl.concat([shared, inside])
         .filter(pl.col("overlap") >= threshold)
         .sort(["row", "overlap", "row_e"], descending=[False, True, False])
         .group_by("row", maintain_order=True).first()
     )
     ev = evals.with_row_index("row_e").with_columns(pl.col("row_e").cast(pl.UInt32))
     pk = prompts.select("_key").with_row_index("row").with_columns(pl.col("row").cast(pl.UInt32))
-    return shared.join(pk, on="row").join(ev, on="row_e").select(list(schema)).sort("_key")
+    return best.join(pk, on="row").join(ev, on="row_e").select(list(schema)).sort("_key")
 
 
 def _tag(df: pl.DataFrame, key_cols: list[str], info: pl.DataFrame) -> pl.DataFrame:
@@ -175,8 +207,9 @@ def _prompt_columns(names: list[str]) -> list[str]:
 
 def load_held_out(paths: list[str], root: Path, batch_rows: int = 65_536, pii_kinds: list[str] | None = None,
                   phone_regions: tuple[str, ...] = PHONE_REGIONS) -> tuple[pl.DataFrame, dict[str, dict]]:
-    """``_key`` -> ``held_out`` (the first set holding it) for every prompt of the held-out shard sets
-    (pairs: ``prompt``; joint pairs: both prompts; prompts: ``messages``), and a status per set.
+    """``_key`` -> ``held_out`` (the first set holding it), with ``_text`` (the normalised prompt), for every
+    prompt of the held-out shard sets (pairs: ``prompt``; joint pairs: both prompts; prompts: ``messages``),
+    and a status per set.
     ``pii_kinds``: the kinds the release redacts (``export.pii_kinds``); the prompts are redacted the same
     way before their keys are taken, so they match the release's redacted prompts."""
     parts, status = [], {}
@@ -194,7 +227,7 @@ def load_held_out(paths: list[str], root: Path, batch_rows: int = 65_536, pii_ki
                                     "run the stage that writes it again (`dvc repro`)") from None
         status[rel] = {"rows": n}
     if not parts:
-        return pl.DataFrame(schema={"_key": pl.UInt64, "held_out": pl.String}), status
+        return pl.DataFrame(schema={"_key": pl.UInt64, "held_out": pl.String, "_text": pl.String}), status
     keys = pl.concat(parts).unique("_key", keep="first", maintain_order=True).sort("_key")
     for rel in status:
         status[rel]["prompts"] = int(keys.filter(pl.col("held_out") == rel).height)
@@ -214,9 +247,21 @@ def _held_out_keys(rel: str, path: Path, first: Path, batch_rows: int, pii_kinds
         if pii_kinds:
             df, _ = redact_messages(df, cols, list(pii_kinds), phone_regions)
         for c in cols:
-            parts.append(prompt_keys(df, c).select("_key", pl.lit(rel).alias("held_out")))
+            parts.append(prompt_keys(df, c).select("_key", pl.lit(rel).alias("held_out"), "_text"))
         n += df.height
     return n
+
+
+def near_held_out(prompts: pl.DataFrame, held: pl.DataFrame, n: int, threshold: float, min_words: int) -> pl.DataFrame:
+    """``_key``, ``held_out`` of the release prompts (``_key``, ``_text``) that overlap a held-out prompt as
+    ``contamination`` measures it: a paraphrase or a prefixed copy of a held-out prompt ("Quick question: what's
+    a healthy breakfast I can make in five minutes") has another key, so the exact match let it into train."""
+    if held.height == 0:
+        return pl.DataFrame(schema={"_key": pl.UInt64, "held_out": pl.String})
+    sets = held.select(pl.col("held_out").alias("eval_set"), pl.col("_key").cast(pl.String).alias("eval_id"),
+                       pl.col("_text").alias("text"))
+    return contamination(prompts, sets, n, threshold, min_words=min_words).select(
+        "_key", pl.col("eval_set").alias("held_out"))
 
 
 def drop_held_out(df: pl.DataFrame, key_cols: list[str], held: pl.DataFrame,

@@ -9,7 +9,8 @@ The steps, as in METHODS.md §5:
    OTHER instructions, either at random (seeded) or its nearest neighbours in a TF-IDF (or
    embedding) space (ours); one response is drawn for each side. With ``include_conditional``,
    two responses of the same instruction are compared too (the paper's combined setup). A
-   comparison whose two sides are the same instruction and response once whitespace is normalised and case folded
+   comparison whose two sides are the same instruction and response once whitespace is normalised, case folded
+   and sentence punctuation set aside (``pipeline.checks.same_text``)
    is dropped (counted): it would set a text against itself.
 3. **Joint judgment** (stages/dove_judge.py): the ``judge`` role first proves it discriminates on
    built-in probes (``dove.gates.judge``), then sees Instruction (a)/Output (a) and Instruction
@@ -158,7 +159,7 @@ def _comparisons(items: pl.DataFrame, a: np.ndarray, b: np.ndarray, *, condition
 
 
 def drop_same_text(comps: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Comparisons whose two sides differ (instruction or response, after whitespace normalisation and case folding)."""
+    """Comparisons whose two sides differ (instruction or response, ``pipeline.checks.same_text``)."""
     same = same_text(pl.col("instruction_text_1"), pl.col("instruction_text_2")) & same_text(
         pl.col("response_1"), pl.col("response_2"))
     kept = comps.filter(~same)

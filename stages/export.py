@@ -6,7 +6,8 @@
 1. merge: ``data/<method>/pairs`` for every enabled method (sub-folders such as Curry-DPO's ``level=N``
    are read in order; DOVE: the joint_pairs contract). An absent folder is skipped and noted in details.json.
 2. redact: every string the release writes (messages, ``lineage``, ``source``) by ``pipeline.pii``.
-3. drop pairs whose chosen equals rejected after whitespace normalisation and case folding (``pipeline.checks.same_text``).
+3. drop pairs whose chosen equals rejected after whitespace normalisation, case folding and dropping sentence
+   punctuation (``pipeline.checks.same_text``).
    and pairs whose chosen acknowledges feedback its prompt's last user turn does not give or opens as a
    revision of a version its prompt neither holds nor asks for (``unprompted_acknowledgement``,
    ``pipeline.checks``), pairs whose chosen loops, repeating its own
@@ -19,7 +20,8 @@
    the prompts, so an evaluation prompt holding an email address still matches).
 6. split train/test by a salted hash of the normalised prompt (a DOVE row whose prompts straddle the
    splits is dropped).
-7. held-out: drop train pairs whose prompt (DOVE: either prompt) is in a held-out set (``held_out``).
+7. held-out: drop train pairs whose prompt (DOVE: either prompt) is in a held-out set, or overlaps one as step 5
+   measures it (``held_out``).
 8. ``all``: a prompt several methods share (exactly or nearly) is kept there for the first method in
    ``dedup.priority``; the others keep the pair in their own config only.
 9. write ``data/release/<config>/<split>-0000i-of-0000N.parquet``, ``_manifest.json``, the card
@@ -57,6 +59,7 @@ from pipeline.decontam import (
     eval_grams,
     load_eval_sets,
     load_held_out,
+    near_held_out,
 )
 from pipeline.dedup import (
     Signatures,
@@ -100,7 +103,8 @@ LEAVES_JOINT = pl.concat_list(pl.col("_config"))
 
 
 def identical(sides: list[tuple[str, str]]) -> pl.Expr:
-    """True where the chosen side equals the rejected side, whitespace normalised and case folded, on every column pair."""
+    """True where the chosen side equals the rejected side, whitespace normalised, case folded and
+    sentence punctuation aside (``pipeline.checks.same_text``), on every column pair."""
     return pl.all_horizontal([same_text(text_of(a), text_of(b)) for a, b in sides])
 
 
@@ -161,12 +165,14 @@ def _empty(name: str) -> pl.DataFrame:
                                                                    pl.lit(0, pl.Int64).alias("_seq"))
 
 
-def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: int):
+def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: int, held: pl.DataFrame):
     """Pass 1: every method's pairs streamed once, redacted, reduced to the light frames the
-    decisions need; prompt signatures and contamination hits are computed batch by batch."""
+    decisions need; prompt signatures, contamination hits and prompts near a held-out one (added to
+    ``held``, which is returned) are computed batch by batch."""
     sigs = Signatures(cfg.dedup.shingle, cfg.dedup.num_perm)
     eg = eval_grams(evals, cfg.decontamination.ngram) if evals.height else None
-    pairs, joint, hits = [], [], []
+    pairs, joint, hits, near = [], [], [], [held.select("_key", "held_out")]
+    dc = cfg.decontamination
     counts = dict.fromkeys(inputs, 0)
     pii = dict.fromkeys(cfg.pii_kinds, 0)
     for method, df in method_batches(inputs, batch_rows):
@@ -182,13 +188,15 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
             pairs.append(light_pairs(df, prompts["_key"]))
             sigs.add(prompts["_key"], prompts["_text"])
         prompts = prompts.select("_key", "_text").unique("_key", keep="first", maintain_order=True).sort("_key")
-        hits.append(contamination(prompts, evals, cfg.decontamination.ngram, cfg.decontamination.threshold, eg))
+        hits.append(contamination(prompts, evals, dc.ngram, dc.threshold, eg, dc.min_words))
+        near.append(near_held_out(prompts, held, dc.ngram, dc.threshold, dc.min_words))
     no_key = pl.Series([], dtype=pl.UInt64)
     hits_df = pl.concat(hits).unique("_key", keep="first").sort("_key") if hits else contamination(
         pl.DataFrame(schema={"_key": pl.UInt64, "_text": pl.String}), evals, 1, 1.0)
     pairs_df = pl.concat(pairs) if pairs else light_pairs(_empty("pairs"), no_key)
     joint_df = pl.concat(joint) if joint else light_joint(_empty("joint_pairs"), no_key, no_key)
-    return pairs_df, joint_df, sigs, hits_df, pii, counts
+    held = pl.concat(near).unique("_key", keep="first", maintain_order=True).sort("_key")
+    return pairs_df, joint_df, sigs, hits_df, pii, counts, held
 
 
 def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatures, hits: pl.DataFrame,
@@ -245,7 +253,7 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows
     if cfg.pii_kinds and evals.height:  # compared with redacted prompts, so redacted alike
         evals = evals.with_columns(redact(evals["text"], cfg.pii_kinds, tuple(cfg.pii_phone_regions))[0].alias("text"))
     held, held_status = load_held_out(cfg.held_out, root, batch_rows, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
-    pairs, joint, sigs, hits, pii, in_rows = scan(cfg, inputs, evals, batch_rows)
+    pairs, joint, sigs, hits, pii, in_rows, held = scan(cfg, inputs, evals, batch_rows, held)
     pairs, joint, drops = decide(cfg, pairs, joint, sigs, hits, held)
     present = [m for m in cfg.methods if m in inputs]
     configs = (["all"] if any(m in CONDITIONAL for m in present) else []) + [m for m in present if m in CONDITIONAL]

@@ -31,7 +31,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline import ids
-from pipeline.checks import squash
+from pipeline.checks import answer_key
 from pipeline.config import LLM, Execution, Params, Sampling, Selfie, fingerprint
 from pipeline.execute import map_batches, step_checkpoint
 from pipeline.io import SourceError, shard_sizes
@@ -123,7 +123,8 @@ def noisy_count(n_pairs: int, refine_fraction: float) -> int:
 
 def pick_pairs(scored: pl.DataFrame, *, iteration: int) -> tuple[pl.DataFrame, dict[str, int]]:
     """Per prompt: chosen = highest reward (ties broken by smallest response_id); rejected = lowest reward
-    among the responses whose text differs from chosen's once whitespace is normalised and case folded (ties broken by
+    among the responses that are not chosen's answer (``pipeline.checks.answer_key``: whitespace, case and
+    sentence punctuation aside; ties broken by
     largest response_id). Dropped, counted: ``nonfinite_reward`` (a response whose reward is NaN or
     infinite, e.g. a token the reference gives probability 0, is left out before picking), ``same_text``
     (every response says the same), ``tie`` (chosen and rejected rewards are equal). Returns the pairs
@@ -132,7 +133,7 @@ def pick_pairs(scored: pl.DataFrame, *, iteration: int) -> tuple[pl.DataFrame, d
     cols = ["response_id", "text", "reward", "n_tokens_policy", "finish_reason"]
     finite = pl.col("reward").is_finite().fill_null(False)
     nonfinite = scored.filter(~finite).height
-    scored = scored.filter(finite).with_columns(_key=squash(pl.col("text")).str.to_lowercase())
+    scored = scored.filter(finite).with_columns(_key=answer_key(pl.col("text")))
     first = {"maintain_order": True}
     chosen = (
         scored.sort(["prompt_id", "reward", "response_id"], descending=[False, True, False])

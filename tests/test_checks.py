@@ -12,6 +12,7 @@ from pipeline.checks import (
     acknowledges_feedback,
     ends_mid_sentence,
     gives_feedback,
+    open_code_block,
     repeats_itself,
     same_text,
     unprompted_acknowledgement,
@@ -23,12 +24,18 @@ def flags(expr, texts):
     return pl.DataFrame({"t": texts}).select(expr(pl.col("t")))[:, 0].to_list()
 
 
-def test_same_text_ignores_whitespace_and_case_only():
-    """Near-equal after whitespace or case is the same answer (a pair of them teaches nothing); punctuation
-    and words still differ."""
-    df = pl.DataFrame({"a": ["Hi  there\n", "Hi there", "Hi there", "Paris is the capital."],
-                       "b": [" Hi there", "hi THERE", "Hi there!", "Lyon is the capital."]})
-    assert df.select(same_text(pl.col("a"), pl.col("b")))[:, 0].to_list() == [True, True, False, False]
+def test_same_text_ignores_whitespace_case_and_sentence_punctuation():
+    """Near-equal after whitespace, case or sentence punctuation is the same answer (a pair of them teaches
+    nothing): real pairs "You're welcome." / "You're welcome!" (HH-RLHF harmless-base, 3 of 2,312) and "Input
+    Mode" / "Input Mode." (UltraFeedback) were kept. Words, numbers and operators still differ: "3.5" / "35",
+    "2+2=4" / "2-2=4", "1,000" / "1.000", "its" / "it's"."""
+    same = [("Hi  there\n", " Hi there"), ("Hi there", "hi THERE"), ("Hi there", "Hi there!"),
+            ("You're welcome.", "You’re welcome!".replace("’", "'")), ("Input Mode", "Input Mode."),
+            ('"Paris," she said.', "Paris she said"), ("Yes, it is.", "yes it is"), ("好的。", "好的")]
+    other = [("Paris is the capital.", "Lyon is the capital."), ("3.5", "35"), ("2+2=4", "2-2=4"),
+             ("1,000", "1.000"), ("its fine", "it's fine"), ("Yes.", "No."), ("x = a.b", "x = a b")]
+    df = pl.DataFrame({"a": [a for a, _ in same + other], "b": [b for _, b in same + other]})
+    assert df.select(same_text(pl.col("a"), pl.col("b")))[:, 0].to_list() == [True] * len(same) + [False] * len(other)
 
 
 ACKS = [
@@ -307,6 +314,11 @@ CUT_OFF = [
     "  I think they call them that because",
     "List<Integer> list2 = Arrays.asList(4, 5,",
     "result = recordStream->setCallback(readRecordBuffer);\nif (",
+    # stopped inside a code block it opened (WildChat answers truncated upstream): no end-word rule sees these
+    "Here is the factory pattern:\n\n```dart\nclass UpgradeFactory {\n  final Bank bank;\n\n  Upgrade",
+    "```python\nvaccinations_data = vaccinations_data[(vaccinations_data['date'] >= start",
+    "Run:\n\n   ```\n   sudo apt-mark hold libc6\n  ",
+    "5. If\n```",
 ]
 NOT_CUT_OFF = [
     "Thank you for your attention to this matter.\n\nBest regards,",  # a letter's sign-off waits for a name
@@ -315,6 +327,10 @@ NOT_CUT_OFF = [
     "Uniting a village was greater than any material prize",
     "The answer is 42.",
     "",
+    # a closed block; a stray fence inside code, the answer then ending on a sentence; an inline "```x```" line
+    "Use this:\n\n```python\nprint('hi')\n```",
+    "```js\nconst s = `a ``` b`;\n```\nsome text\n```\n\nI hope that helps! Let me know.",
+    "one of the simplest methods is :\n```cout << string```",
 ]
 
 
@@ -328,9 +344,24 @@ def test_answers_that_end_without_a_full_stop_are_not_cut_off(text):
     assert flags(ends_mid_sentence, [text]) == [False]
 
 
+def test_wildchat_answers_stopped_inside_a_code_block_are_cut_off(real):
+    """11 of the 2,410 assistant answers of the WildChat sample have an odd number of ``` fences: 10 stop mid-code
+    (truncated upstream; only 2 of them end on a word or bracket the end rule knew), 1 ends "I hope that helps!"
+    after a stray fence. All 10 are cut off, the 11th is not; none of the 1,500 Arena-Hard answers is."""
+    rows = [json.loads(x) for x in (real / "wildchat_sample/conversations.jsonl").read_text().split("\n") if x.strip()]
+    texts = [m["content"] for r in rows for m in r["messages"] if m["role"] == "assistant" and isinstance(m["content"], str)]
+    odd = [t for t in texts if t.count("```") % 2 == 1]
+    found = flags(ends_mid_sentence, odd)
+    assert len(odd) == 11 and sum(found) == 10
+    assert [t for t, hit in zip(odd, found, strict=True) if not hit][0].rstrip().endswith("other questions.")
+    arena = [m["content"]["answer"] for f in sorted((real / "arena_hard/data/arena-hard-v0.1/model_answer").glob("*.jsonl"))
+             for x in f.read_text().split("\n") if x.strip() for m in json.loads(x)["messages"] if m["role"] == "assistant"]
+    assert len(arena) == 1500 and sum(flags(open_code_block, arena)) == 0
+
+
 def test_the_cut_off_chosen_answers_of_real_ultrafeedback_pairs_are_caught(real):
-    """eval_clean.jsonl holds 2 chosen answers truncated mid-sentence (rows 39 and 156), and 1 rejected (118);
-    on the other 397 answers the check stays silent."""
+    """eval_clean.jsonl holds 2 chosen answers truncated mid-sentence (rows 39 and 156), and 2 rejected (118, and
+    146, which stops at "5. If" after a code block it left open); on the other 396 answers the check stays silent."""
     rows = [json.loads(line) for line in
             (real / "ultrafeedback_binarized/data/processed/eval_clean.jsonl").read_text().splitlines() if line.strip()]
 
@@ -339,4 +370,4 @@ def test_the_cut_off_chosen_answers_of_real_ultrafeedback_pairs_are_caught(real)
 
     chosen = flags(ends_mid_sentence, [text(r["chosen"]) for r in rows])
     rejected = flags(ends_mid_sentence, [text(r["rejected"]) for r in rows])
-    assert [i for i, hit in enumerate(chosen) if hit] == [39, 156] and [i for i, hit in enumerate(rejected) if hit] == [118]
+    assert [i for i, hit in enumerate(chosen) if hit] == [39, 156] and [i for i, hit in enumerate(rejected) if hit] == [118, 146]

@@ -267,6 +267,49 @@ def test_decontamination_removes_mt_bench_and_arena_hard_prompts_and_keeps_a_nea
     assert kept == {"near", "clean"}
 
 
+def test_decontamination_catches_a_short_eval_prompt_inside_a_longer_prompt(tmp_path, real):
+    """An eval prompt shorter than `ngram` words is one n-gram of all its words, which no 13-gram of a longer
+    prompt equals: a fifth of MT-Bench's and Arena-Hard's prompts (4-12 words) were caught only when a release
+    prompt equalled them, and "Please prove the Pythagorean theorem." reached train. A short text found whole
+    in the other now goes; under `min_words` it must still be equal, and a different short prompt stays."""
+    mt = [json.loads(x) for x in (real / "mt_bench/fastchat/llm_judge/data/mt_bench/question.jsonl").read_text().split("\n") if x]
+    arena = [json.loads(x) for x in (real / "arena_hard/data/arena-hard-v0.1/question.jsonl").read_text().split("\n") if x]
+    proof = next(f"{q['question_id']}#turn{i + 1}" for q in mt for i, t in enumerate(q["turns"])
+                 if t == "Prove the Pythagorean theorem.")
+    dylan = next(a["uid"] for a in arena if a["prompt"] == "Write a song about catfish in the style of Bob Dylan.")
+    equity = next(a["uid"] for a in arena if a["prompt"].startswith("Describe how to incorporate AI in the private equity"))
+    write_method(tmp_path, "pugc", [
+        pair("prefixed", "Please prove the Pythagorean theorem.", "pugc"),
+        pair("suffixed", "write a song about catfish in the style of bob dylan! Three verses and a chorus, please.", "pugc"),
+        pair("inside", "How to incorporate AI in the private equity deal sourcing process?", "pugc"),  # 11 of its 12 words
+        pair("other", "What is the Pythagorean theorem?", "pugc"),
+        pair("clean", TOPICS[3], "pugc"),
+    ])
+    release, stats = build(tmp_path, methods=["pugc"], test_fraction=0.0)
+    gone = {r["pair_id"]: json.loads(r["detail"]) for r in removed(release).iter_rows(named=True)}
+    assert {k: (v["eval_set"], v["eval_id"], v["overlap"]) for k, v in gone.items()} == {
+        "prefixed": ("mt_bench", proof, 1.0), "suffixed": ("arena_hard", dylan, 1.0),
+        "inside": ("arena_hard", equity, 1.0)}
+    assert set(pl.read_parquet(release / "pugc" / "train-00000-of-00001.parquet")["pair_id"]) == {"other", "clean"}
+    _, strict = build(tmp_path, methods=["pugc"], test_fraction=0.0, decontamination={"min_words": 12})
+    assert strict["drops"] == {}
+
+
+def test_decontamination_covers_vicuna80_and_koala(tmp_path, real):
+    """Vicuna-80 and Koala (in AlpacaEval's prompts) are default decontamination sets: a release prompt quoting
+    one of theirs goes, naming the set and id (on main only MT-Bench and Arena-Hard were checked, and Koala's
+    "do not train on it" prompts reached train)."""
+    vic = json.loads((real / "vicuna80/fastchat/eval/table/question.jsonl").read_text().split("\n")[0])
+    koala = json.loads((real / "koala/koala_test_set.jsonl").read_text().split("\n")[2])
+    write_method(tmp_path, "pugc", [pair("vicuna", "Hi! " + vic["text"], "pugc"),
+                                    pair("koala", koala["prompt"].upper(), "pugc"), pair("clean", TOPICS[3], "pugc")])
+    release, stats = build(tmp_path, methods=["pugc"], test_fraction=0.0)
+    gone = {r["pair_id"]: json.loads(r["detail"]) for r in removed(release).iter_rows(named=True)}
+    assert {k: (v["eval_set"], v["eval_id"]) for k, v in gone.items()} == {
+        "vicuna": ("vicuna80", str(vic["question_id"])), "koala": ("koala", koala["id"])}
+    assert {s: stats["decontamination"][s]["prompts"] for s in ("vicuna80", "koala")} == {"vicuna80": 80, "koala": 180}
+
+
 def test_decontamination_threshold_and_ngram_are_parameters(tmp_path, real):
     q = json.loads((real / "mt_bench/fastchat/llm_judge/data/mt_bench/question.jsonl").read_text().split("\n")[0])
     words = q["turns"][0].split()

@@ -136,6 +136,27 @@ def test_a_chosen_cut_off_mid_sentence_is_removed_and_audited(tmp_path):
     assert json.loads((release / "audit.json").read_text())["passed"] is True
 
 
+def test_a_paraphrased_or_prefixed_held_out_prompt_leaves_train(tmp_path):
+    """Held-out prompts were matched on their exact normalised key: the same prompt with a prefix, or a long one
+    with a word changed, reached train beside its held-out copy. They now go as `held_out` when they overlap a
+    held-out prompt as decontamination measures it (13-grams, or a short prompt found whole); others stay."""
+    short = "What's a healthy breakfast I can make in five minutes?"
+    long_ = ("Explain how vaccines train the immune system to recognise a virus, what memory cells do afterwards, "
+             "and why some vaccines need a booster dose after a few years.")
+    write_held_out(tmp_path, [short, long_])
+    write_method(tmp_path, "curry", [
+        pair("prefixed", "Quick question: " + short.lower(), "curry"),
+        pair("reworded", long_.replace("a few years", "several years"), "curry"),
+        pair("other", "What's a healthy lunch I can pack for work?", "curry"),
+    ])
+    release, stats = build(tmp_path, methods=["curry"], test_fraction=0.0, held_out=["data/selfie/test"])
+    assert ids(release, "curry") == {"other"}
+    gone = removed(release).filter(pl.col("reason") == "held_out")
+    assert sorted(gone["pair_id"]) == ["prefixed", "reworded"]
+    assert {json.loads(d)["set"] for d in gone["detail"]} == {"data/selfie/test"}
+    assert stats["held_out"]["data/selfie/test"]["removed"] == 2
+
+
 def test_a_held_out_prompt_with_personal_data_is_still_held_out(tmp_path):
     """The release's prompts are redacted before their keys are taken: the held-out set's keys must be taken
     from its prompts redacted the same way, or a held-out prompt holding an email or a phone number leaks
@@ -227,12 +248,15 @@ def test_sides_equal_after_whitespace_normalisation_are_dropped(tmp_path):
         pair("spaces", TOPICS[0], "selfie", chosen="The answer is  42.\nDone.", rejected=" The answer is 42. Done.\n"),
         pair("diff", TOPICS[1], "selfie", chosen="The answer is 42.", rejected="The answer is 41."),
         pair("case", TOPICS[3], "selfie", chosen="The answer is 42.", rejected="the ANSWER is 42."),
+        # HH-RLHF harmless-base ships this pair: one answer, its final mark aside (it reached the release)
+        pair("punct", TOPICS[4], "selfie", chosen="You're welcome!", rejected="You're welcome."),
     ])
     write_method(tmp_path, "dove", [joint("j", TOPICS[2], TOPICS[2])])  # same prompt, answers differ: kept
     release, stats = build(tmp_path, methods=["selfie", "dove"], test_fraction=0.0)
-    assert stats["drops"] == {"identical": 2}
+    assert stats["drops"] == {"identical": 3}
     assert sorted(removed(release).select("pair_id", "reason", "configs").rows()) == [
-        ("case", "identical", ["selfie", "all"]), ("spaces", "identical", ["selfie", "all"])]
+        ("case", "identical", ["selfie", "all"]), ("punct", "identical", ["selfie", "all"]),
+        ("spaces", "identical", ["selfie", "all"])]
     assert ids(release, "selfie") == {"diff"} and ids(release, "dove") == {"j"}
 
 
