@@ -219,22 +219,26 @@ def _at_least(low: int):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prefpipe", description="Build preference data for LLM alignment.")
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log at INFO (engine calls, requests sent and cached); goes before the subcommand")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run one pipeline stage (what dvc.yaml calls)")
     run.add_argument("stage", help=f"one of: {', '.join(STAGES)}")
-    run.add_argument("--params", default="params.yaml")
+    run.add_argument("--params", default="params.yaml",
+                     help="params file (default params.yaml); data paths in it are relative to the current folder")
     run.set_defaults(func=cmd_run)
 
     ins = sub.add_parser("inspect", help="schema, row count, manifest and a few rows of a shard set or Parquet file")
-    ins.add_argument("path")
+    ins.add_argument("path", help="a shard set folder (e.g. data/ingest/conversations), a release folder or a "
+                     "Parquet file")
     ins.add_argument("-n", "--rows", type=_at_least(0), default=3, help="rows to show (default 3)")
     ins.add_argument("--width", type=_at_least(1), default=400, help="characters per row shown (default 400)")
     ins.set_defaults(func=cmd_inspect)
 
     aud = sub.add_parser("audit", help="check a release folder: identical sides, empty configs, PII, split and "
-                         "held-out leaks, cut-off or off-context chosen answers (exit 1 on any violation)")
+                         "held-out leaks, cut-off, looping or off-context chosen answers, scores ranking chosen "
+                         "lower, malformed dialogues (exit 1 on any violation)")
     aud.add_argument("path", nargs="?", default="data/release", help="the release folder (default data/release)")
     aud.add_argument("--params", default=None,
                      help="project params (export.methods, held_out, pii_kinds; default ROOT/params.yaml); "

@@ -1,5 +1,5 @@
-"""How the docs tests (tests/test_docs.py, tests/test_docs_snippets.py) read README.md and bench/README.md:
-their text, fenced blocks and inline code spans, and params.yaml as written."""
+"""How the docs tests (tests/test_docs.py, tests/test_docs_snippets.py) read README.md, bench/README.md
+and docs/*.md: their text, fenced blocks and inline code spans, and params.yaml as written."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from pipeline.yaml12 import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ["README.md", "bench/README.md"]
+DOCS = ["README.md", "bench/README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^( *)```(\w*)\n(.*?)^\1```", re.S | re.M)
 
 

@@ -65,6 +65,23 @@ def test_every_cli_subcommand_and_flag_in_the_docs_exists(doc, line, sub, args):
         assert flag in flags, f"{doc}:{line}: `prefpipe {sub}` has no {flag} (it has {sorted(flags)})"
 
 
+def test_every_cli_option_is_documented_in_the_readme_and_in_its_help():
+    """The reverse of the test above: a flag a user can only find by reading cli.py (``run --params`` had no
+    help and no README mention) fails here. Each option is named in a README.md code span or block, each
+    argument says in ``--help`` what it is."""
+    readme = "\n".join(code for _, code in code_lines("README.md"))
+    parsers = {"": build_parser(), **{f" {sub}": p for sub, p in subparsers().items()}}
+    for name, parser in parsers.items():
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            what = f"prefpipe{name} {max(action.option_strings, key=len, default=action.dest)}"
+            assert action.help, f"`{what}` has no help text in pipeline/cli.py"
+            if action.option_strings:
+                flag = max(action.option_strings, key=len)
+                assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", readme), f"README.md never names `{what}`"
+
+
 def test_the_complete_command_lines_of_the_shell_blocks_parse():
     parser, seen = build_parser(), 0
     for doc in DOCS:

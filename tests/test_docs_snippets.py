@@ -193,6 +193,91 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
     ]
 
 
+def test_the_readme_opening_names_every_llm_backend():
+    """It named transformers and vLLM, not the openai backend (any OpenAI-compatible server)."""
+    from typing import get_args
+
+    from pipeline.config_shared import LLM
+
+    opening = text("README.md").split("## Quickstart")[0].lower()
+    for backend in get_args(LLM.model_fields["backend"].annotation):
+        assert backend.lower() in opening, f"README.md's opening paragraph does not name the {backend} backend"
+
+
+def test_the_release_columns_the_readme_lists_are_those_of_a_pair():
+    from pipeline.records import Pair
+
+    readme = " ".join(text("README.md").split())
+    m = re.search(r"The other columns \(([^)]*)\) ride along", readme)
+    assert m, "README.md no longer lists the release's other columns: update this test"
+    listed = set(re.findall(r"`(\w+)`", m.group(1))) | {"prompt", "chosen", "rejected"}
+    assert listed == set(Pair.model_fields), f"README lists {sorted(listed ^ set(Pair.model_fields))} wrongly"
+
+
+def test_the_audit_section_names_every_check_the_audit_runs():
+    from pipeline.audit import CHECKS
+
+    t = text("README.md")
+    section = t[t.index("### Auditing a release"):t.index("## Publishing to the Hub")]
+    named = set(re.findall(r"`(\w+)`", section))
+    assert set(CHECKS) <= named, f"README's audit section does not describe {sorted(set(CHECKS) - named)}"
+
+
+def test_the_dag_drawn_in_the_readme_is_the_one_dvc_yaml_runs():
+    """The old drawing showed PUGC feeding Curry-DPO only and Selfie DOVE only; both feed both."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    runs = {(m.group(1), name) for name, stage in stages.items() for dep in stage.get("deps", [])
+            for m in [re.match(r"data/(\w+)/", str(dep))] if m and m.group(1) in stages}
+    t = text("README.md")
+    drawing = t[t.index("## How it fits together"):]
+    drawing = drawing[drawing.index("```") + 3:]
+    drawing = drawing[:drawing.index("```")]
+    drawn = set()
+    for row in drawing.strip().splitlines():
+        ends = [set(re.findall(r"\w+", part.split("(")[0])) & set(stages) for part in row.split("──►")]
+        drawn |= {(a, b) for left, right in zip(ends, ends[1:], strict=False) for a in left for b in right}
+    assert drawn == runs, f"README draws {sorted(drawn - runs)} that dvc.yaml lacks, lacks {sorted(runs - drawn)}"
+
+
+def test_every_stage_module_is_a_stage_or_one_of_its_helpers_as_the_readme_says():
+    from pipeline.cli import STAGES
+
+    assert "`stages/<stage>.py`" in text("README.md") and "`stages/<stage>_*.py`" in text("README.md")
+    for path in (ROOT / "stages").glob("*.py"):
+        if path.stem != "__init__":
+            assert any(path.stem == s or path.stem.startswith(f"{s}_") for s in STAGES), \
+                f"stages/{path.name} belongs to no stage of {STAGES}: name it <stage>_... or move it to pipeline/"
+
+
+def test_the_stages_said_to_read_execution_max_reject_fraction_are_those_that_do():
+    """params.yaml said "a stage fails when more of its input than this is rejected": only DOVE reads it."""
+    line = next(t for t in (ROOT / "params.yaml").read_text(encoding="utf-8").splitlines()
+                if t.startswith("  max_reject_fraction:"))
+    readers = {path.stem for path in (ROOT / "stages").glob("*.py")
+               if re.search(r"\b(?:ex|execution)\.max_reject_fraction\b", path.read_text(encoding="utf-8"))}
+    assert readers == {"dove"}, f"update params.yaml's execution.max_reject_fraction comment: read by {readers}"
+    assert "dove" in line and "a stage fails" not in line, line
+    readme = " ".join(text("README.md").split())
+    assert "`execution.max_reject_fraction` for DOVE's items and judgments" in readme
+
+
+def test_the_cache_folders_the_readme_states_are_those_the_code_uses(monkeypatch, tmp_path):
+    from pipeline.llm.request_cache import cache_dir
+
+    readme = " ".join(text("README.md").split())
+    for phrase in ("(`$PREFPIPE_CACHE`, default `~/.cache/prefpipe`)",
+                   "(`$PREFPIPE_REQUEST_CACHE`, default `requests/` under `$PREFPIPE_CACHE`, "
+                   "`~/.cache/prefpipe/requests` if neither is set;"):
+        assert phrase in readme, f"README.md no longer says {phrase!r}: update this test with it"
+    monkeypatch.delenv("PREFPIPE_REQUEST_CACHE", raising=False)
+    monkeypatch.delenv("PREFPIPE_CACHE", raising=False)
+    assert cache_dir() == Path.home() / ".cache" / "prefpipe" / "requests"
+    monkeypatch.setenv("PREFPIPE_CACHE", str(tmp_path))
+    assert cache_dir() == tmp_path / "requests"
+    monkeypatch.setenv("PREFPIPE_REQUEST_CACHE", str(tmp_path / "elsewhere"))
+    assert cache_dir() == tmp_path / "elsewhere"
+
+
 def test_the_defaults_the_readme_states_are_those_of_params_yaml_and_the_code():
     """A default changed in params.yaml or in a constant fails here until README.md says the new value."""
     readme = " ".join(text("README.md").split())
