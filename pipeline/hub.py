@@ -272,6 +272,12 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
 # --- publish -------------------------------------------------------------------------------------
 
 
+# Release files that stay local: removed.jsonl holds the texts of every removed pair, among them prompts
+# that overlap evaluation sets (``contaminated``) and held-out prompts; uploading it would publish exactly
+# the text decontamination and held-out sets keep out of the dataset.
+LOCAL_ONLY = ("removed.jsonl",)
+
+
 def verify_release(path: Path) -> list[str]:
     """Problems found comparing the release folder with its manifest; an empty list means intact."""
     manifest = read_manifest(path)
@@ -349,7 +355,8 @@ def publish(path: str | Path, repo_id: str, *, private: bool = False, revision: 
         raise PublishError("the release does not match its manifest; rebuild it (`dvc repro export`):\n  "
                            + "\n  ".join(problems))
     manifest = json.loads((path / MANIFEST).read_text())
-    files = [f["path"] for f in manifest["files"]] + [f["path"] for f in manifest.get("other_files", [])] + [MANIFEST]
+    files = [f["path"] for f in manifest["files"]] + [f["path"] for f in manifest.get("other_files", [])
+                                                      if f["path"] not in LOCAL_ONLY] + [MANIFEST]
     rows = {f["path"]: f["rows"] for f in manifest["files"]}
     plan = {"repo_id": repo_id, "repo_type": "dataset", "private": private, "revision": revision or "main",
             "files": files}
@@ -386,7 +393,8 @@ def publish(path: str | Path, repo_id: str, *, private: bool = False, revision: 
             repo_id=repo_id, repo_type="dataset", folder_path=str(path), revision=revision,
             allow_patterns=files,
             # shards of an earlier, larger release would otherwise linger and be read by the card's globs
-            delete_patterns=["*.parquet", "plots/*"],
+            # ... and so would a LOCAL_ONLY file an older prefpipe uploaded
+            delete_patterns=["*.parquet", "plots/*", *LOCAL_ONLY],
             commit_message=f"prefpipe release {manifest.get('fingerprint', '')}".strip(),
         )
     except Exception as e:

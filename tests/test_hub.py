@@ -65,14 +65,27 @@ def test_publish_creates_the_repo_and_uploads_the_manifest_files(release, hub):
     assert hub.calls[1][2] == {"branch": "v1", "repo_type": "dataset", "exist_ok": True, "token": TOKEN}
     up = hub.calls[2][2]
     manifest = json.loads((release / "_manifest.json").read_text())
-    expected = [f["path"] for f in manifest["files"]] + [f["path"] for f in manifest["other_files"]] + ["_manifest.json"]
+    expected = ([f["path"] for f in manifest["files"]] + [f["path"] for f in manifest["other_files"]
+                                                         if f["path"] != "removed.jsonl"] + ["_manifest.json"])
     assert up["repo_id"] == "org/prefs" and up["repo_type"] == "dataset" and up["revision"] == "v1"
     assert up["folder_path"] == str(release) and up["allow_patterns"] == expected
     assert "all/train-00000-of-00001.parquet" in expected and "README.md" in expected and "stats.json" in expected
-    assert up["delete_patterns"] == ["*.parquet", "plots/*"]  # stale shards of an older release must not linger
+    assert up["delete_patterns"] == ["*.parquet", "plots/*", "removed.jsonl"]  # stale shards must not linger
     assert up["commit_message"] == "prefpipe release fp-hub"
     assert done["uploaded"] and done["commit"].endswith("/commit/abc")
     assert not any(TOKEN in line for line in lines)  # the token is never printed
+
+
+def test_removed_jsonl_stays_local_its_contaminated_and_held_out_texts_are_never_uploaded(release, hub, capsys):
+    # removed.jsonl holds the texts of every removed pair, contaminated (eval-set) and held-out prompts among
+    # them: uploading it published what decontamination keeps out of the dataset (main uploaded it)
+    records = [json.loads(line) for line in (release / "removed.jsonl").read_text().splitlines()]
+    assert records  # the fixture removes pairs, so the file holds texts
+    publish(release, "org/prefs", echo=lambda _: None)
+    up = hub.calls[-1][2]
+    assert "removed.jsonl" not in up["allow_patterns"] and "removed.jsonl" in up["delete_patterns"]
+    plan = publish(release, "org/prefs", dry_run=True)
+    assert "removed.jsonl" not in plan["files"] and "removed.jsonl" not in capsys.readouterr().out
 
 
 def test_main_revision_creates_no_branch(release, hub):

@@ -25,7 +25,7 @@ import pytest
 from huggingface_hub import constants
 
 from pipeline.cli import main as cli
-from pipeline.hub import PublishError, publish
+from pipeline.hub import LOCAL_ONLY, PublishError, publish
 from pipeline.io import read_manifest
 from stages.export import build_release
 from tests.conftest import ROOT
@@ -61,7 +61,8 @@ def small(tmp_path_factory):
 
 def manifest_files(release) -> dict[str, bytes]:
     m = read_manifest(release)
-    paths = [f["path"] for f in m["files"]] + [f["path"] for f in m.get("other_files", [])] + ["_manifest.json"]
+    others = [f["path"] for f in m.get("other_files", []) if f["path"] not in LOCAL_ONLY]  # removed.jsonl stays local
+    paths = [f["path"] for f in m["files"]] + others + ["_manifest.json"]
     return {p: (release / p).read_bytes() for p in paths}
 
 
