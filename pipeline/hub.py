@@ -4,7 +4,8 @@
 ``configs`` entry per config and ``data_files`` per split). ``publish`` uploads a release folder::
 
     prefpipe publish --repo-id my-org/my-prefs --dry-run      # what would be uploaded, no network
-    prefpipe publish --repo-id my-org/my-prefs --private      # verify, create the repo, upload
+    prefpipe publish --repo-id my-org/my-prefs                # verify, create the repo (private), upload
+    prefpipe publish --repo-id my-org/my-prefs --public       # ... a public repo, when asked for
 
 It refuses a release that differs from its ``_manifest.json`` (naming the file), needs a token from
 ``HF_TOKEN`` or ``hf auth login`` (never from params, never printed), and uploads with
@@ -342,7 +343,7 @@ def _token() -> str | None:
     return get_token()  # HF_TOKEN, then the token saved by `hf auth login`
 
 
-def publish(path: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: str | None = None,
             dry_run: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Verify ``path`` against its manifest and upload it as dataset ``repo_id``. Returns what was done."""
     path = Path(path)

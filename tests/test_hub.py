@@ -88,10 +88,20 @@ def test_removed_jsonl_stays_local_its_contaminated_and_held_out_texts_are_never
     assert "removed.jsonl" not in plan["files"] and "removed.jsonl" not in capsys.readouterr().out
 
 
+def test_a_new_repo_is_private_unless_public_is_asked_for(release, hub):
+    # the texts come from users and redaction is pattern based: main created a public repo by default
+    assert cli(["publish", "--repo-id", "org/prefs", "--path", str(release)]) == 0
+    assert cli(["publish", "--repo-id", "org/prefs", "--path", str(release), "--public"]) == 0
+    assert cli(["publish", "--repo-id", "org/prefs", "--path", str(release), "--private"]) == 0
+    assert [c[2]["private"] for c in hub.calls if c[0] == "create_repo"] == [True, False, True]
+    publish(release, "org/prefs", echo=lambda _: None)
+    assert hub.calls[-2][0] == "create_repo" and hub.calls[-2][2]["private"] is True
+
+
 def test_main_revision_creates_no_branch(release, hub):
     publish(release, "org/prefs", echo=lambda _: None)
     assert [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
-    assert hub.calls[0][2]["private"] is False and hub.calls[1][2]["revision"] is None
+    assert hub.calls[0][2]["private"] is True and hub.calls[1][2]["revision"] is None  # private unless asked
 
 
 def test_failure_mid_upload_is_reported_with_how_to_resume(release, hub):

@@ -97,7 +97,7 @@ def test_publish_lands_the_manifest_files_byte_identical_on_main(large, hub, cap
     assert f"uploading {len(manifest_files(large))} files to {hub.url}/datasets/{REPO} (revision main)" in out
     assert f"published: {hub.url}/datasets/{REPO}/commit/" in out
     assert hub.files(REPO, "main") == expected(large)
-    assert list(hub.repos[REPO].branches) == ["main"] and hub.repos[REPO].private is False
+    assert list(hub.repos[REPO].branches) == ["main"] and hub.repos[REPO].private is True  # private unless --public
     # the shards and the PNG went through LFS (PUT to the upload URL), the JSON / CSV / card inline
     lfs = {p for p, b in hub.repos[REPO].branches["main"].files.items() if b.lfs}
     assert lfs == {p for p in manifest_files(large) if p.endswith((".parquet", ".png"))}
