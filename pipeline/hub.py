@@ -29,6 +29,7 @@ import yaml
 from pipeline.dedup import REASONS
 from pipeline.files import file_sha256
 from pipeline.io import MANIFEST, read_manifest, verify_shards
+from pipeline.pii_structured import MODEL_KEYS
 
 CONFIG_DOC = {
     "all": "the conditional pairs (WildFeedback, PUGC, Selfie/SPA, Curry-DPO) in one table, each prompt from one method",
@@ -62,8 +63,7 @@ def size_category(n: int) -> str:
     return "n>1B"
 
 
-# Lineage keys whose value is the model that played an engine role; ``models`` maps roles to models.
-MODEL_KEYS = ("model", "generator", "policy", "reference", "judge", "expert", "detector")
+# MODEL_KEYS: lineage keys whose value is the model that played an engine role; ``models`` maps roles to models.
 
 
 def _models(lineage: pl.Series) -> list[str]:

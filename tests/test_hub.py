@@ -12,7 +12,7 @@ from huggingface_hub import HfApi
 from pipeline.cli import main as cli
 from pipeline.hub import PublishError, lineage_summary, publish, size_category, verify_release
 from stages.export import build_release
-from tests.export_fixtures import export_cfg, standard_methods
+from tests.export_fixtures import TOPICS, export_cfg, pair, standard_methods, write_method
 
 TOKEN = "hf_" + "x" * 34
 
@@ -286,3 +286,29 @@ def test_the_cards_column_lists_are_the_columns_of_the_released_files(release):
 
     assert named(conditional) == set(pq.read_schema(next((release / "all").glob("train-*.parquet"))).names)
     assert named(joint) == set(pq.read_schema(next((release / "dove").glob("*.parquet"))).names)
+
+
+def test_a_model_named_by_a_local_folder_leaves_no_home_path_in_the_release(tmp_path):
+    # main published /home/alice/... (the user's name, the machine's layout) in every row's lineage, the card's
+    # models column and its gates table whenever a role's model was a local folder
+    rows = []
+    for i, t in enumerate(TOPICS[:6]):
+        r = pair(f"p{i}", t, "pugc")
+        r["lineage"] = json.dumps({"stage": "pugc", "generator": "/home/alice/ckpt/sft-v3", "judge": "org/judge",
+                                   "models": {"policy": "~/models/pol"}, "scorer": "pugc:/home/alice/rm", "inputs": [f"p{i}"]})
+        rows.append(r)
+    write_method(tmp_path, "pugc", rows)
+    gate = {"model": "/home/alice/ckpt/judge", "probes": 10, "correct": 9, "accuracy": 0.9, "min_accuracy": 0.6,
+            "passed": True, "labels": "used"}
+    (tmp_path / "data" / "pugc" / "details.json").write_text(json.dumps({"gates": {"scorer": gate}}))
+    for kinds in (None, []):  # PII redaction on (the project's kinds) or off: the paths go either way
+        out = tmp_path / "data" / f"release{len(kinds or ['x'])}"
+        build_release(export_cfg(**({} if kinds is None else {"pii_kinds": kinds})), tmp_path, out, "fp")
+        for f in out.rglob("*"):
+            if f.is_file() and f.suffix != ".png":
+                assert b"alice" not in f.read_bytes(), f
+        released = [json.loads(x) for x in pl.read_parquet(out / "pugc" / "*.parquet")["lineage"]]
+        assert {(d["generator"], d["models"]["policy"], d["scorer"], d["judge"]) for d in released} == {
+            ("local:sft-v3", "local:pol", "pugc:local:rm", "org/judge")}
+        card = (out / "README.md").read_text()
+        assert "local:sft-v3" in card and "local:judge" in card
