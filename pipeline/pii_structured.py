@@ -129,6 +129,19 @@ def model_label(name):
     return f"{m['prefix'] or ''}local:{last[-1] if last else 'folder'}"
 
 
+_PATH_IN_TEXT = re.compile(r"(?<![\w:/.~\\])(?:/|~/|[A-Za-z]:\\)[^\s'\",;:()\[\]]*")
+
+
+def without_local_paths(text: str) -> str:
+    """``text`` (an error message bound for a release) with every absolute local path cut to its last
+    component: the parents name the user and the machine's layout. URLs and Hub ids are left as they are.
+
+    >>> without_local_paths("/home/alice/evals/mt.jsonl: no such file; hf://org/set and https://x/y stay")
+    'mt.jsonl: no such file; hf://org/set and https://x/y stay'
+    """
+    return _PATH_IN_TEXT.sub(lambda m: re.split(r"[\\/]+", m[0].rstrip("/\\"))[-1] or m[0], text)
+
+
 def _label_models(value, model_key: bool = False):
     if isinstance(value, dict):
         return {k: _label_models(v, model_key or k in _MODEL_VALUE_KEYS) for k, v in value.items()}
