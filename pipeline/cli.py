@@ -250,7 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     pub = sub.add_parser("publish", help="verify the release against its manifest and upload it to the Hugging Face Hub")
     pub.add_argument("--repo-id", required=True, help="dataset repo, ORG/NAME (created if missing)")
-    pub.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its visibility)")
+    seen = pub.add_mutually_exclusive_group()  # private unless asked: the texts come from users, redaction is by pattern
+    seen.add_argument("--private", dest="private", action="store_true", default=True,
+                      help="create the repo private (the default; an existing repo keeps its visibility)")
+    seen.add_argument("--public", dest="private", action="store_false",
+                      help="create the repo public (an existing repo keeps its visibility)")
     pub.add_argument("--revision", default=None, help="branch to commit to (created if missing; default main)")
     pub.add_argument("--dry-run", action="store_true", help="print what would be uploaded; no network, no token needed")
     pub.add_argument("--path", default="data/release", help="the release folder (default data/release)")

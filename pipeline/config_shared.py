@@ -76,12 +76,17 @@ def _check_base_url(url: str) -> str:
     reach dvc.lock, logs and error messages. Errors never repeat the value."""
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
         raise ValueError("expected an http(s) URL up to the API root, e.g. http://localhost:8000/v1")
-    if "@" in url.split("/")[2]:
+    if "@" in url.split("/")[2] or _SECRET_QUERY.search(url):
         raise ValueError(
-            "holds credentials (user:password@host): params.yaml is committed and echoed in logs; put the key in "
-            "the environment variable api_key_env names, remove it from params.yaml and rotate it"
+            "holds credentials (user:password@host, or a key, token or signature in the query): params.yaml is "
+            "committed and echoed in logs; put the key in the environment variable api_key_env names, remove it "
+            "from params.yaml and rotate it"
         )
     return url
+
+
+# a query parameter that carries a credential (?api-key=..., &token=..., ?sig=...); ?api-version= does not
+_SECRET_QUERY = re.compile(r"[?&#][^=&#]*(?:key|token|secret|passw|auth|sig|credential)[^=&#]*=", re.IGNORECASE)
 
 
 def _check_threads(value: object) -> str | int:

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from pipeline.dedup import no_removals, prompt_keys, removals
 from pipeline.io import SourceError, StageError, iter_batches, iter_records, shard_files
 from pipeline.pii import PHONE_REGIONS
-from pipeline.pii_structured import redact_messages
+from pipeline.pii_structured import redact_messages, without_local_paths
 from pipeline.text import ngram_hashes, normalise
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,8 @@ def load_eval_sets(sets: list) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]
                     f"decontamination set {s.name!r} ({s.path}) cannot be read: {e}. Fix the path, or set "
                     f"`optional: true` under export.decontamination.sets to build without it."
                 ) from e
-            status[s.name] = {"prompts": 0, "status": f"unavailable: {e}"}
+            # the status is published (card, details.json): the log below keeps the full path, the status its name
+            status[s.name] = {"prompts": 0, "status": f"unavailable: {without_local_paths(str(e))}"}
             log.warning("export: decontamination set %s unavailable: %s", s.name, e)
             continue
         n = len(rows["text"]) - before

@@ -4,7 +4,8 @@
 ``configs`` entry per config and ``data_files`` per split). ``publish`` uploads a release folder::
 
     prefpipe publish --repo-id my-org/my-prefs --dry-run      # what would be uploaded, no network
-    prefpipe publish --repo-id my-org/my-prefs --private      # verify, create the repo, upload
+    prefpipe publish --repo-id my-org/my-prefs                # verify, create the repo (private), upload
+    prefpipe publish --repo-id my-org/my-prefs --public       # ... a public repo, when asked for
 
 It refuses a release that differs from its ``_manifest.json`` (naming the file), needs a token from
 ``HF_TOKEN`` or ``hf auth login`` (never from params, never printed), and uploads with
@@ -28,6 +29,7 @@ import yaml
 from pipeline.dedup import REASONS
 from pipeline.files import file_sha256
 from pipeline.io import MANIFEST, read_manifest, verify_shards
+from pipeline.pii_structured import MODEL_KEYS
 
 CONFIG_DOC = {
     "all": "the conditional pairs (WildFeedback, PUGC, Selfie/SPA, Curry-DPO) in one table, each prompt from one method",
@@ -61,8 +63,7 @@ def size_category(n: int) -> str:
     return "n>1B"
 
 
-# Lineage keys whose value is the model that played an engine role; ``models`` maps roles to models.
-MODEL_KEYS = ("model", "generator", "policy", "reference", "judge", "expert", "detector")
+# MODEL_KEYS: lineage keys whose value is the model that played an engine role; ``models`` maps roles to models.
 
 
 def _models(lineage: pl.Series) -> list[str]:
@@ -274,6 +275,12 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
 # --- publish -------------------------------------------------------------------------------------
 
 
+# Release files that stay local: removed.jsonl holds the texts of every removed pair, among them prompts
+# that overlap evaluation sets (``contaminated``) and held-out prompts; uploading it would publish exactly
+# the text decontamination and held-out sets keep out of the dataset.
+LOCAL_ONLY = ("removed.jsonl",)
+
+
 def verify_release(path: Path) -> list[str]:
     """Problems found comparing the release folder with its manifest; an empty list means intact."""
     manifest = read_manifest(path)
@@ -338,7 +345,7 @@ def _token() -> str | None:
     return get_token()  # HF_TOKEN, then the token saved by `hf auth login`
 
 
-def publish(path: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: str | None = None,
             dry_run: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Verify ``path`` against its manifest and upload it as dataset ``repo_id``. Returns what was done."""
     path = Path(path)
@@ -351,7 +358,8 @@ def publish(path: str | Path, repo_id: str, *, private: bool = False, revision: 
         raise PublishError("the release does not match its manifest; rebuild it (`dvc repro export`):\n  "
                            + "\n  ".join(problems))
     manifest = json.loads((path / MANIFEST).read_text())
-    files = [f["path"] for f in manifest["files"]] + [f["path"] for f in manifest.get("other_files", [])] + [MANIFEST]
+    files = [f["path"] for f in manifest["files"]] + [f["path"] for f in manifest.get("other_files", [])
+                                                      if f["path"] not in LOCAL_ONLY] + [MANIFEST]
     rows = {f["path"]: f["rows"] for f in manifest["files"]}
     plan = {"repo_id": repo_id, "repo_type": "dataset", "private": private, "revision": revision or "main",
             "files": files}
@@ -388,7 +396,8 @@ def publish(path: str | Path, repo_id: str, *, private: bool = False, revision: 
             repo_id=repo_id, repo_type="dataset", folder_path=str(path), revision=revision,
             allow_patterns=files,
             # shards of an earlier, larger release would otherwise linger and be read by the card's globs
-            delete_patterns=["*.parquet", "plots/*"],
+            # ... and so would a LOCAL_ONLY file an older prefpipe uploaded
+            delete_patterns=["*.parquet", "plots/*", *LOCAL_ONLY],
             commit_message=f"prefpipe release {manifest.get('fingerprint', '')}".strip(),
         )
     except Exception as e:

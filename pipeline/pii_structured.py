@@ -107,6 +107,69 @@ def _redact_json(docs: pl.Series, kinds: list[str], phone_regions: tuple[str, ..
     return s.scatter(pl.Series(idx), pl.Series(out, dtype=pl.String)), counts, changed
 
 
+# Lineage keys whose value names a model (``pipeline.hub`` lists the card's models from them): a Hub id, a
+# built-in name, or a local folder, possibly after a ``method:`` prefix (Curry-DPO's ``scorer``).
+MODEL_KEYS = ("model", "generator", "policy", "reference", "judge", "expert", "detector")
+_MODEL_VALUE_KEYS = (*MODEL_KEYS, "models", "scorer", "similarity")
+_LOCAL_PATH = re.compile(r"(?P<prefix>[\w.-]+:(?!//))?(?P<path>(?:/|~|\.{1,2}[\\/]|[A-Za-z]:[\\/]|\\\\)\S*)")
+
+
+def model_label(name):
+    """``name`` as a release may show it: a local folder by its last component only (``local:sft-v3`` for
+    ``/home/alice/ckpt/sft-v3``), since its parents name the machine's user and layout; a Hub id or a
+    built-in name (``tiny``, ``Qwen/Qwen2.5-7B-Instruct``), or anything not a string, unchanged.
+
+    >>> model_label("/home/alice/ckpt/sft-v3/"), model_label("pugc:~/rm"), model_label("org/m")
+    ('local:sft-v3', 'pugc:local:rm', 'org/m')
+    """
+    m = _LOCAL_PATH.fullmatch(name) if isinstance(name, str) else None
+    if m is None:
+        return name
+    last = [p for p in re.split(r"[\\/]+", m["path"]) if p not in ("", ".", "..", "~")]
+    return f"{m['prefix'] or ''}local:{last[-1] if last else 'folder'}"
+
+
+_PATH_IN_TEXT = re.compile(r"(?<![\w:/.~\\])(?:/|~/|[A-Za-z]:\\)[^\s'\",;:()\[\]]*")
+
+
+def without_local_paths(text: str) -> str:
+    """``text`` (an error message bound for a release) with every absolute local path cut to its last
+    component: the parents name the user and the machine's layout. URLs and Hub ids are left as they are.
+
+    >>> without_local_paths("/home/alice/evals/mt.jsonl: no such file; hf://org/set and https://x/y stay")
+    'mt.jsonl: no such file; hf://org/set and https://x/y stay'
+    """
+    return _PATH_IN_TEXT.sub(lambda m: re.split(r"[\\/]+", m[0].rstrip("/\\"))[-1] or m[0], text)
+
+
+def _label_models(value, model_key: bool = False):
+    if isinstance(value, dict):
+        return {k: _label_models(v, model_key or k in _MODEL_VALUE_KEYS) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_label_models(v, model_key) for v in value]
+    return model_label(value) if model_key else value
+
+
+def local_model_paths(docs: pl.Series) -> pl.Series:
+    """JSON documents (lineage) with every model named by a local folder shown as ``model_label`` shows it;
+    a document naming none (nearly all: they hold no path separator after a model key) stays byte for byte."""
+    s = docs.cast(pl.String)
+    todo = s.str.contains(r'"(?:' + "|".join(_MODEL_VALUE_KEYS) + r')"\s*:\s*[\[{]?[^\]}]*"(?:[\w.-]+:)?(?:/|~|\.\.?[\\/]|[A-Za-z]:[\\/]|\\\\)').fill_null(False)
+    if not todo.any():
+        return s
+    idx = np.flatnonzero(todo.to_numpy())
+    out = []
+    for doc in s.gather(idx).to_list():
+        try:
+            tree = json.loads(doc)
+        except ValueError:
+            out.append(doc)
+            continue
+        labelled = _label_models(tree)
+        out.append(doc if labelled == tree else json.dumps(labelled, ensure_ascii=False))
+    return s.scatter(pl.Series(idx), pl.Series(out, dtype=pl.String))
+
+
 def redact_messages(df: pl.DataFrame, columns: list[str], kinds: list[str],
                     regions: tuple[str, ...] = PHONE_REGIONS) -> tuple[pl.DataFrame, dict[str, int]]:
     """Redact the ``content`` of every message in the message-list ``columns`` in one vectorised pass."""

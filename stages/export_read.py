@@ -22,7 +22,7 @@ from pipeline.config import Export
 from pipeline.errors import SourceError, StageError
 from pipeline.io import iter_batches
 from pipeline.pii import redact
-from pipeline.pii_structured import redact_json, redact_messages
+from pipeline.pii_structured import local_model_paths, redact_json, redact_messages
 from pipeline.records import SCHEMAS, check_table
 from stages.export_write import CONDITIONAL, JOINT
 
@@ -111,8 +111,12 @@ JOINT_SIDES = ["chosen_prompt", "chosen", "rejected_prompt", "rejected"]
 
 def redacted(df: pl.DataFrame, method: str, cfg: Export) -> tuple[pl.DataFrame, dict[str, int]]:
     """Every string column the release writes, redacted: messages, ``lineage`` (JSON, value by value) and
-    ``source``. Ids (``pair_id``) and ``method`` are the pipeline's own."""
+    ``source``. Ids (``pair_id``) and ``method`` are the pipeline's own. A model the lineage names by a local
+    folder keeps only the folder's name (``pii_structured.model_label``), PII kinds on or off: its parents
+    (``/home/alice/...``) name the user and the machine's layout, and the release is what gets published."""
     kinds, regions = cfg.pii_kinds, tuple(cfg.pii_phone_regions)
+    if df.height:
+        df = df.with_columns(local_model_paths(df["lineage"]).alias("lineage"))
     df, counts = redact_messages(df, JOINT_SIDES if method in JOINT else PAIR_SIDES, kinds, regions)
     if not kinds or df.height == 0:
         return df, counts

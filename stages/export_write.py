@@ -16,6 +16,7 @@ import polars as pl
 from pipeline.config import Export
 from pipeline.io import ShardWriter, read_table
 from pipeline.metrics import DETAILS
+from pipeline.pii_structured import model_label
 from pipeline.records import SCHEMAS
 
 CONDITIONAL = ["wildfeedback", "pugc", "selfie", "curry"]
@@ -195,8 +196,9 @@ def gate_reports(root: Path, methods: list[str]) -> dict[str, Any]:
         if not isinstance(gates, dict) or not gates:
             out[m] = "no gate recorded"
             continue
-        out[m] = {role: {k: r[k] for k in GATE_FIELDS if k in r} if isinstance(r, dict) else str(r)
-                  for role, r in sorted(gates.items())}
+        # a local folder's parents (/home/alice/...) stay off the card: the model by its folder's name
+        out[m] = {role: {k: model_label(r[k]) if k == "model" else r[k] for k in GATE_FIELDS if k in r}
+                  if isinstance(r, dict) else str(r) for role, r in sorted(gates.items())}
     return out
 
 

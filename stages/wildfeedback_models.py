@@ -22,7 +22,7 @@ from pipeline.config import Params, Sampling, resolve_role
 from pipeline.execute import map_batches
 from pipeline.gates import check_gate, load_probes
 from pipeline.llm.base import GenerationFailure
-from pipeline.prompt import copies_template, fill
+from pipeline.prompt import copies_template, escape, fill
 from stages.wildfeedback_common import per_prompt, prompt, render, window
 
 
@@ -95,8 +95,9 @@ def respond(batch: pa.Table, engine, *, sampling: Sampling, system: str | None) 
         msgs = [dict(m) for m in r["prompt"]]
         if system is not None:
             sys_text = fill(system, preference=r["preference"])
-            if msgs and msgs[0]["role"] == "system":  # keep the conversation's own system message after ours
-                sys_text += "\n\n" + msgs.pop(0)["content"]
+            if msgs and msgs[0]["role"] == "system":  # keep the conversation's own system message after ours,
+                # escaped: it comes with the log and must not forge a preference fence of its own
+                sys_text += "\n\n" + escape(msgs.pop(0)["content"])
             msgs = [{"role": "system", "content": sys_text}, *msgs]
         prompts.append(msgs)
     outs = per_prompt(lambda ps: engine.generate(ps, n=1, sampling=sampling), prompts, lambda e: [None])

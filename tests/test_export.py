@@ -376,6 +376,10 @@ def test_missing_eval_set_fails_unless_optional(tmp_path):
     assert stats["decontamination"]["gone"]["status"].startswith("unavailable")
     assert "OfflineModeIsEnabled" in stats["decontamination"]["hub"]["status"]
     assert "unavailable" in (release / "README.md").read_text()
+    # the status is published: the set's file by name, never the local path (main printed /tmp/.../nope.jsonl)
+    assert stats["decontamination"]["gone"]["status"].startswith("unavailable: nope.jsonl: ")
+    for f in ("README.md", "details.json", "stats.json"):
+        assert str(tmp_path) not in (release / f).read_text(), f
 
 
 def test_unreadable_method_output_names_the_folder(tmp_path):

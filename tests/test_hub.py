@@ -12,7 +12,7 @@ from huggingface_hub import HfApi
 from pipeline.cli import main as cli
 from pipeline.hub import PublishError, lineage_summary, publish, size_category, verify_release
 from stages.export import build_release
-from tests.export_fixtures import export_cfg, standard_methods
+from tests.export_fixtures import TOPICS, export_cfg, pair, standard_methods, write_method
 
 TOKEN = "hf_" + "x" * 34
 
@@ -65,20 +65,43 @@ def test_publish_creates_the_repo_and_uploads_the_manifest_files(release, hub):
     assert hub.calls[1][2] == {"branch": "v1", "repo_type": "dataset", "exist_ok": True, "token": TOKEN}
     up = hub.calls[2][2]
     manifest = json.loads((release / "_manifest.json").read_text())
-    expected = [f["path"] for f in manifest["files"]] + [f["path"] for f in manifest["other_files"]] + ["_manifest.json"]
+    expected = ([f["path"] for f in manifest["files"]] + [f["path"] for f in manifest["other_files"]
+                                                         if f["path"] != "removed.jsonl"] + ["_manifest.json"])
     assert up["repo_id"] == "org/prefs" and up["repo_type"] == "dataset" and up["revision"] == "v1"
     assert up["folder_path"] == str(release) and up["allow_patterns"] == expected
     assert "all/train-00000-of-00001.parquet" in expected and "README.md" in expected and "stats.json" in expected
-    assert up["delete_patterns"] == ["*.parquet", "plots/*"]  # stale shards of an older release must not linger
+    assert up["delete_patterns"] == ["*.parquet", "plots/*", "removed.jsonl"]  # stale shards must not linger
     assert up["commit_message"] == "prefpipe release fp-hub"
     assert done["uploaded"] and done["commit"].endswith("/commit/abc")
     assert not any(TOKEN in line for line in lines)  # the token is never printed
 
 
+def test_removed_jsonl_stays_local_its_contaminated_and_held_out_texts_are_never_uploaded(release, hub, capsys):
+    # removed.jsonl holds the texts of every removed pair, contaminated (eval-set) and held-out prompts among
+    # them: uploading it published what decontamination keeps out of the dataset (main uploaded it)
+    records = [json.loads(line) for line in (release / "removed.jsonl").read_text().splitlines()]
+    assert records  # the fixture removes pairs, so the file holds texts
+    publish(release, "org/prefs", echo=lambda _: None)
+    up = hub.calls[-1][2]
+    assert "removed.jsonl" not in up["allow_patterns"] and "removed.jsonl" in up["delete_patterns"]
+    plan = publish(release, "org/prefs", dry_run=True)
+    assert "removed.jsonl" not in plan["files"] and "removed.jsonl" not in capsys.readouterr().out
+
+
+def test_a_new_repo_is_private_unless_public_is_asked_for(release, hub):
+    # the texts come from users and redaction is pattern based: main created a public repo by default
+    assert cli(["publish", "--repo-id", "org/prefs", "--path", str(release)]) == 0
+    assert cli(["publish", "--repo-id", "org/prefs", "--path", str(release), "--public"]) == 0
+    assert cli(["publish", "--repo-id", "org/prefs", "--path", str(release), "--private"]) == 0
+    assert [c[2]["private"] for c in hub.calls if c[0] == "create_repo"] == [True, False, True]
+    publish(release, "org/prefs", echo=lambda _: None)
+    assert hub.calls[-2][0] == "create_repo" and hub.calls[-2][2]["private"] is True
+
+
 def test_main_revision_creates_no_branch(release, hub):
     publish(release, "org/prefs", echo=lambda _: None)
     assert [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
-    assert hub.calls[0][2]["private"] is False and hub.calls[1][2]["revision"] is None
+    assert hub.calls[0][2]["private"] is True and hub.calls[1][2]["revision"] is None  # private unless asked
 
 
 def test_failure_mid_upload_is_reported_with_how_to_resume(release, hub):
@@ -263,3 +286,29 @@ def test_the_cards_column_lists_are_the_columns_of_the_released_files(release):
 
     assert named(conditional) == set(pq.read_schema(next((release / "all").glob("train-*.parquet"))).names)
     assert named(joint) == set(pq.read_schema(next((release / "dove").glob("*.parquet"))).names)
+
+
+def test_a_model_named_by_a_local_folder_leaves_no_home_path_in_the_release(tmp_path):
+    # main published /home/alice/... (the user's name, the machine's layout) in every row's lineage, the card's
+    # models column and its gates table whenever a role's model was a local folder
+    rows = []
+    for i, t in enumerate(TOPICS[:6]):
+        r = pair(f"p{i}", t, "pugc")
+        r["lineage"] = json.dumps({"stage": "pugc", "generator": "/home/alice/ckpt/sft-v3", "judge": "org/judge",
+                                   "models": {"policy": "~/models/pol"}, "scorer": "pugc:/home/alice/rm", "inputs": [f"p{i}"]})
+        rows.append(r)
+    write_method(tmp_path, "pugc", rows)
+    gate = {"model": "/home/alice/ckpt/judge", "probes": 10, "correct": 9, "accuracy": 0.9, "min_accuracy": 0.6,
+            "passed": True, "labels": "used"}
+    (tmp_path / "data" / "pugc" / "details.json").write_text(json.dumps({"gates": {"scorer": gate}}))
+    for kinds in (None, []):  # PII redaction on (the project's kinds) or off: the paths go either way
+        out = tmp_path / "data" / f"release{len(kinds or ['x'])}"
+        build_release(export_cfg(**({} if kinds is None else {"pii_kinds": kinds})), tmp_path, out, "fp")
+        for f in out.rglob("*"):
+            if f.is_file() and f.suffix != ".png":
+                assert b"alice" not in f.read_bytes(), f
+        released = [json.loads(x) for x in pl.read_parquet(out / "pugc" / "*.parquet")["lineage"]]
+        assert {(d["generator"], d["models"]["policy"], d["scorer"], d["judge"]) for d in released} == {
+            ("local:sft-v3", "local:pol", "pugc:local:rm", "org/judge")}
+        card = (out / "README.md").read_text()
+        assert "local:sft-v3" in card and "local:judge" in card

@@ -25,7 +25,7 @@ import pytest
 from huggingface_hub import constants
 
 from pipeline.cli import main as cli
-from pipeline.hub import PublishError, publish
+from pipeline.hub import LOCAL_ONLY, PublishError, publish
 from pipeline.io import read_manifest
 from stages.export import build_release
 from tests.conftest import ROOT
@@ -61,7 +61,8 @@ def small(tmp_path_factory):
 
 def manifest_files(release) -> dict[str, bytes]:
     m = read_manifest(release)
-    paths = [f["path"] for f in m["files"]] + [f["path"] for f in m.get("other_files", [])] + ["_manifest.json"]
+    others = [f["path"] for f in m.get("other_files", []) if f["path"] not in LOCAL_ONLY]  # removed.jsonl stays local
+    paths = [f["path"] for f in m["files"]] + others + ["_manifest.json"]
     return {p: (release / p).read_bytes() for p in paths}
 
 
@@ -96,7 +97,7 @@ def test_publish_lands_the_manifest_files_byte_identical_on_main(large, hub, cap
     assert f"uploading {len(manifest_files(large))} files to {hub.url}/datasets/{REPO} (revision main)" in out
     assert f"published: {hub.url}/datasets/{REPO}/commit/" in out
     assert hub.files(REPO, "main") == expected(large)
-    assert list(hub.repos[REPO].branches) == ["main"] and hub.repos[REPO].private is False
+    assert list(hub.repos[REPO].branches) == ["main"] and hub.repos[REPO].private is True  # private unless --public
     # the shards and the PNG went through LFS (PUT to the upload URL), the JSON / CSV / card inline
     lfs = {p for p, b in hub.repos[REPO].branches["main"].files.items() if b.lfs}
     assert lfs == {p for p in manifest_files(large) if p.endswith((".parquet", ".png"))}

@@ -341,7 +341,10 @@ def test_params_an_openai_role_is_validated_at_load(tmp_path):
     with pytest.raises(ParamsError, match=r"pugc.roles.judge.base_url"):
         load_params(_params_with(tmp_path, {"backend": "openai", "base_url": "localhost:8000"}))
     # Credentials in the URL would be committed with params.yaml and echoed in logs and errors.
-    for url in ("http://user:abc123secret@a:8000/v1", ["http://a/v1", "https://abc123secret@b/v1"]):
+    # So would a key in the query (main let these through; ?api-version= stays allowed).
+    for url in ("http://user:abc123secret@a:8000/v1", ["http://a/v1", "https://abc123secret@b/v1"],
+                "https://a/v1?api-key=abc123secret", "https://a/v1?api-version=1&access_token=abc123secret",
+                "https://a/v1?key=abc123secret", "https://a/v1?sig=abc123secret"):
         with pytest.raises(ParamsError, match=r"base_url.*holds credentials") as e:
             load_params(_params_with(tmp_path, {"backend": "openai", "base_url": url}))
         assert "abc123secret" not in str(e.value)
@@ -352,6 +355,7 @@ def test_params_an_openai_role_is_validated_at_load(tmp_path):
         with pytest.raises(ParamsError, match="api_key_env: .*NAME of the environment variable") as e:
             load_params(_params_with(tmp_path, {"backend": "openai", "base_url": "http://a/v1", "api_key_env": pasted}))
         assert "abc123secret" not in str(e.value)
+    assert load_params(_params_with(tmp_path, {"backend": "openai", "base_url": "https://a/openai?api-version=2024-10-21"}))
     # One line for a bad pool member, naming it by position (not also "base_url: should be a valid string").
     with pytest.raises(ParamsError) as e:
         load_params(_params_with(tmp_path, {"backend": "openai", "base_url": ["http://a/v1", "ftp://b"]}))
