@@ -227,7 +227,7 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         _table(["method", "input pairs", "in its config", "in `all`", "models", "params fingerprints"], methods) + "\n",
         (f"Methods not in this release:{skipped}\n" if skipped else ""),
         "Pairs that left a config, by config and reason (each one is listed in `removed.jsonl` with its details, its texts "
-        "and the configs it left):\n",
+        "and the configs it left; that file stays with the builder, `prefpipe publish` does not upload it):\n",
         _table(["config", "reason", "pairs", "why"], drops or [["(none)", "—", 0, "—"]]) + "\n",
         "Decontamination sets:\n",
         _table(["set", "prompts", "prompts sha256", "pairs removed", "status"],
