@@ -35,6 +35,8 @@ fixture recall 1.00 against 0.53, at 0.36x its speed); no PII library (Presidio,
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import math
 from collections import Counter
@@ -46,6 +48,7 @@ import numpy as np
 import phonenumbers
 import polars as pl
 import regex
+from stdnum import iban as stdnum_iban
 
 # Regions whose national phone formats (without +country code) are recognised; numbers written
 # with + or 00 are recognised for every country.
@@ -86,7 +89,7 @@ def _span(m: regex.Match) -> tuple[int, int]:
 
 def _card(m: regex.Match) -> tuple[int, int] | None:
     s = m.group("pii")
-    return _span(m) if s[0] in "23456" and luhn_valid(s) else None
+    return _span(m) if s[0] in "23456" and not m.group("iban") and luhn_valid(s) else None
 
 
 VERSION_WORDS = {"version", "ver", "v", "release", "build", "rev", "revision", "firmware", "update", "patch",
@@ -152,6 +155,29 @@ def _aws_secret(m: regex.Match) -> tuple[int, int] | None:
     return _span(m)
 
 
+def _basic_auth(m: regex.Match) -> tuple[int, int] | None:
+    """``Basic <base64>`` is a credential when the base64 decodes to printable ``user:password`` (RFC 7617);
+    "Basic authentication", "basic idea" and other prose do not decode so."""
+    s = m.group("pii")
+    try:
+        raw = base64.b64decode(s + "=" * (-len(s) % 4), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, colon, _ = raw.partition(":")
+    return _span(m) if colon and user and raw.isprintable() else None
+
+
+def _iban(m: regex.Match) -> tuple[int, int] | None:
+    """The longest prefix of the candidate (ending on a letter or digit) that is a valid IBAN: a known
+    country, that country's length and BBAN format, and the ISO 13616 mod-97 check (python-stdnum), so
+    ``DE89 3704 0044 0532 0130 00 EUR`` loses the IBAN and keeps " EUR"."""
+    s = m.group("pii")
+    for end in range(len(s), 14, -1):
+        if s[end - 1] != " " and stdnum_iban.is_valid(s[:end]):
+            return (0, end)
+    return None
+
+
 _DATE = regex.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 _NANP = regex.compile(r"(?:\(\d{3}\)\s?|\d{3}[ .\-])\d{3}[ .\-]\d{4}")
 
@@ -188,9 +214,12 @@ _AT = r"\s*(?:\[\s*at\s*\]|\(\s*at\s*\)|\{\s*at\s*\}|<\s*at\s*>)\s*"
 _DOT = r"(?:\.|\s*(?:\[\s*dot\s*\]|\(\s*dot\s*\)|\{\s*dot\s*\}|<\s*dot\s*>)\s*)"
 
 DETECTORS: list[Detector] = [
-    Detector("private_key", r"(?s)-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----.*?-----END (?:[A-Z]+ )*PRIVATE KEY-----",
-             "[REDACTED_PRIVATE_KEY]"),
+    Detector("private_key", r"(?s)-----BEGIN (?:[A-Z]+ )*PRIVATE KEY(?: BLOCK)?-----.*?"
+             r"-----END (?:[A-Z]+ )*PRIVATE KEY(?: BLOCK)?-----", "[REDACTED_PRIVATE_KEY]"),
     Detector("bearer_token", r"(?i)\b(?P<keep>bearer\s+)(?P<pii>[A-Za-z0-9\-._~+/]{16,}=*)", "[REDACTED_TOKEN]"),
+    # HTTP Basic credentials: base64 of "user:password" after the word Basic (validated by decoding)
+    Detector("basic_auth", r"(?i)\b(?P<keep>basic\s+)(?P<pii>[A-Za-z0-9+/]{8,}={0,2})", "[REDACTED_TOKEN]",
+             _basic_auth),
     Detector("jwt", rf"\beyJ{_B64}{{8,}}\.eyJ{_B64}{{8,}}\.{_B64}{{16,}}", "[REDACTED_JWT]"),
     Detector("openai_key", r"\bsk-(?:proj-|ant-|svcacct-)?[A-Za-z0-9_\-]{20,}", "[REDACTED_API_KEY]"),
     Detector("hf_token", r"\bhf_[A-Za-z0-9]{30,}\b", "[REDACTED_HF_TOKEN]"),
@@ -200,12 +229,24 @@ DETECTORS: list[Detector] = [
              r"(?P<pii>[A-Za-z0-9/+]{40})(?:$|[^A-Za-z0-9/+=])", "[REDACTED_AWS_SECRET]", _aws_secret),
     Detector("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})\b",
              "[REDACTED_GITHUB_TOKEN]"),
-    Detector("slack_token", r"\bxox[abposr]-[A-Za-z0-9\-]{10,}", "[REDACTED_SLACK_TOKEN]"),
+    Detector("slack_token", r"\b(?:xox[abposr]-[A-Za-z0-9\-]{10,}|xapp-\d-[A-Za-z0-9\-]{10,}"
+             r"|https://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_\-]+/[A-Za-z0-9/_\-]{10,})",
+             "[REDACTED_SLACK_TOKEN]"),
     Detector("google_api_key", r"\bAIza[0-9A-Za-z_\-]{35}", "[REDACTED_GOOGLE_KEY]"),
-    Detector("stripe_key", r"\b[sr]k_(?:live|test)_[0-9A-Za-z]{16,}", "[REDACTED_STRIPE_KEY]"),
+    Detector("stripe_key", r"\b(?:[sr]k_(?:live|test)_[0-9A-Za-z]{16,}|whsec_[0-9A-Za-z]{24,})",
+             "[REDACTED_STRIPE_KEY]"),
+    # personal, deploy, runner, pipeline-trigger, feed, CI-job, OAuth-app tokens; newer ones end ".01.<crc>"
+    Detector("gitlab_token", r"\bgl(?:pat|dt|rt|ptt|ft|cbt|oas|soat|agent)-[0-9A-Za-z_\-]{20,}"
+             r"(?:\.[0-9A-Za-z_\-]{2,})*", "[REDACTED_GITLAB_TOKEN]"),
+    Detector("npm_token", r"\bnpm_[A-Za-z0-9]{36}\b", "[REDACTED_NPM_TOKEN]"),
+    Detector("pypi_token", r"\bpypi-AgE[A-Za-z0-9_\-]{50,}", "[REDACTED_PYPI_TOKEN]"),
+    Detector("sendgrid_key", r"\bSG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}\b", "[REDACTED_SENDGRID_KEY]"),
     Detector("email", rf"(?i)(?P<pii>{_L}+(?:@|{_AT})[\p{{L}}\p{{N}}\-]+(?:{_DOT}[\p{{L}}\p{{N}}\-]+)*{_DOT}\p{{L}}{{2,}})\b",
              "[REDACTED_EMAIL]", _email),
-    Detector("credit_card", r"(?:^|[^\w.])(?P<pii>\d(?:[ \-]?\d){12,18})\b", "[REDACTED_CREDIT_CARD]", _card),
+    Detector("iban", r"\b(?P<pii>[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30})\b", "[REDACTED_IBAN]", _iban),
+    # digits after an IBAN's "DE89 " are its account number (an IBAN that failed its check), not a card
+    Detector("credit_card", r"(?P<iban>\b[A-Z]{2}\d{2})?(?:^|[^\w.])(?P<pii>\d(?:[ \-]?\d){12,18})\b",
+             "[REDACTED_CREDIT_CARD]", _card),
     Detector("ipv6", r"(?:^|[^\w:.])(?P<pii>\[?(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f.]*(?:%[0-9A-Za-z]+)?\]?)",
              "[REDACTED_IP]", _ipv6),
     Detector("ipv4", r"(?:(?P<word>\p{L}+)\.?[ \t]+)?(?:^|\b)(?P<pii>\d+\.\d+\.\d+\.\d+)(?P<tail>\.\d)?\b",
