@@ -97,6 +97,8 @@ POSITIVES: list[tuple[str, str, str]] = [
      "AgEIcHlwaS5vcmcCJGFiY2RlZjAxLTIzNDUtNjc4OS1hYmNk"),
     ("sendgrid_key", "SENDGRID_API_KEY='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'",
      "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"),
+    ("url_password", "DATABASE_URL=postgres://app:s3cr3tP4ss@10.0.0.5:5432/db", "s3cr3tP4ss"),
+    ("url_password", "r = redis.from_url('redis://:hunter2x@localhost:6379/0')", "hunter2x"),
     # IBANs (the examples of the ECBS IBAN registry), written grouped or compact
     ("iban", "Bitte überweisen an DE89 3704 0044 0532 0130 00 bis Freitag", "3704 0044 0532 0130 00"),
     ("iban", "my IBAN is GB82WEST12345698765432.", "GB82WEST12345698765432"),
@@ -159,6 +161,10 @@ NEAR_MISSES: list[str] = [
     '<img src="data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==">',
     "fixed in a94a8fe5ccb19ba61c4c0873d391e987982fbbd3 and f47ac10b-58cc-4372-a567-0e02b2c3d479",
     "glpat- tokens and npm_ tokens look like glpat-<20 chars>",
+    # URL passwords that are placeholders, and ports
+    "rtsp://username:password@your_camera_ip/stream",
+    "mysql://root:${DB_PASS}@localhost/app and postgres://user:<password>@host/db",
+    "open http://example.com:8080/path or ftp://ftp.example.org:21/pub",
     # IBAN-like strings: a wrong check digit, a wrong length, an unknown country, a product code
     "IBAN DE89 3704 0044 0532 0130 01 has a typo",
     "account GB82WEST1234569876543 is one digit short",

@@ -180,3 +180,12 @@ def test_new_token_formats_and_their_prefixes_alone():
              "glpat- and npm_ prefixes", "https://hooks.slack.com/services/"]
     out, _ = redact(pl.Series(texts), KINDS)
     assert out.to_list() == ["[REDACTED_GITLAB_TOKEN].", "[REDACTED_NPM_TOKEN]", "[REDACTED_SLACK_TOKEN]", *texts[3:]]
+
+
+def test_url_passwords_are_redacted_but_placeholders_user_and_host_stay():
+    texts = ["postgres://app:s3cr3t@localhost/db", "redis://:hunter2x@127.0.0.1:6379", "mysql://root:${DB_PASS}@db/x",
+             "rtsp://user:password@cam", "amqp://guest:****@rabbit", "http://example.com:8080/a@b"]
+    out, counts = redact(pl.Series(texts), ["url_password"])
+    assert out.to_list() == ["postgres://app:[REDACTED_PASSWORD]@localhost/db",
+                             "redis://:[REDACTED_PASSWORD]@127.0.0.1:6379", *texts[2:]]
+    assert counts == {"url_password": 2}
