@@ -7,19 +7,24 @@
 - Near-duplicate prompts: MinHash + LSH (`pipeline.text`) vs exact pairwise Jaccard of shingle sets
   (quadratic: run on the first `--naive-rows` prompts only, and extrapolated).
 - The whole stage (`build_release`) on `--rows` synthetic pairs.
+- `--pii-only`: the redaction alone, CPU seconds per kind and in all, best of three; with `--baseline-code DIR`
+  the `pipeline/pii.py` of another checkout (e.g. main) runs on the same texts, alternating with this one.
 
     python bench/export.py --rows 100000
+    python bench/export.py --pii-only --rows 200000 --baseline-code ../main
     python bench/export.py --smoke            # 2,000 rows: checks the bench runs
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import random
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import polars as pl
@@ -105,16 +110,53 @@ def naive_near_dups(texts: list[str], shingle: int, threshold: float) -> int:
     return found
 
 
+def _cpu_best(fn, *args, repeat: int = 3) -> float:
+    fn(*args)  # warm: compiled regexes, validator caches
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.process_time()
+        fn(*args)
+        best = min(best, time.process_time() - t)
+    return best
+
+
+def pii_only(series: pl.Series, baseline: Path | None) -> None:
+    """CPU seconds of ``redact`` per kind and over all kinds (best of three), this checkout's and a baseline's."""
+    import pipeline.pii as this
+
+    codes = {"this": this}
+    if baseline is not None:
+        spec = importlib.util.spec_from_file_location("pii_baseline", baseline / "pipeline" / "pii.py")
+        codes["baseline"] = sys.modules["pii_baseline"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(codes["baseline"])
+    totals: dict[str, list[float]] = {name: [] for name in codes}
+    for _ in range(2):  # alternate, so load from other processes falls on both
+        for name, mod in codes.items():
+            totals[name].append(_cpu_best(mod.redact, series, mod.KINDS))
+    for name, mod in codes.items():
+        counts = mod.redact(series, mod.KINDS)[1]
+        print(f"PII {name:8s} {len(mod.KINDS)} kinds: CPU {' / '.join(f'{t:.2f}' for t in totals[name])} s for "
+              f"{len(series):,} rows ({len(series) / min(totals[name]):,.0f} rows/s of CPU), "
+              f"{sum(counts.values())} replacements")
+    print("per kind (this checkout), CPU s: " + ", ".join(
+        f"{k} {_cpu_best(this.redact, series, [k]):.3f}" for k in this.KINDS))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--naive-rows", type=int, default=2_000)
     ap.add_argument("--smoke", action="store_true", help="2,000 rows (checks the bench runs; figures mean nothing)")
+    ap.add_argument("--pii-only", action="store_true", help="time the PII redaction alone, per kind")
+    ap.add_argument("--baseline-code", type=Path, help="with --pii-only: a checkout whose pipeline/pii.py is the baseline")
     args = ap.parse_args()
     if args.smoke:
         args.rows, args.naive_rows = 2_000, 200
     texts = synthetic_prompts(args.rows)
     series = pl.Series(texts)
+    if args.pii_only:
+        pii_only(series, args.baseline_code)
+        return
 
     (_, counts), t_new = timed(redact, series, KINDS)
     _, t_old = timed(old_redact, series)

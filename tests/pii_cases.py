@@ -79,6 +79,30 @@ POSITIVES: list[tuple[str, str, str]] = [
      "AIzaSyDdI0hCZtE6vySjMm-WEfRq3CPzqKqqsHI"),
     ("stripe_key", "stripe.api_key = 'sk_live_4eC39HqLyjWDarjtT1zdp7dc'", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),
     ("private_key", f"here is my key:\n{PEM}\nwhy won't ssh take it?", "MIIEpAIBAAKCAQEA3Tz2mr7SZiAMfQyuvBjM9Oi8c9Qm"),
+    ("private_key", "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBGVx1c0BCADd8Zq\n=Ab3x\n"
+     "-----END PGP PRIVATE KEY BLOCK-----", "lQOYBGVx1c0BCADd8Zq"),
+    ("slack_token", "webhook https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX fails",
+     "T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"),
+    ("stripe_key", "STRIPE_WEBHOOK_SECRET=whsec_5f8a1b2c3d4e5f6a7b8c9d0e1f2a3b4c", "whsec_5f8a1b2c3d4e5f6a7b8c9d0e1f2a3b4c"),
+    # HTTP Basic credentials: base64 of "user:password" ("Aladdin:open sesame" is RFC 7617's example)
+    ("basic_auth", "curl -H 'Authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==' https://api.example.com",
+     "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
+    ("basic_auth", 'headers = {"Authorization": "Basic YWRtaW46aHVudGVyMg"}', "YWRtaW46aHVudGVyMg"),
+    ("gitlab_token", "git clone https://oauth2:glpat-xR4nD0mT0k3nV4lu3zzz@gitlab.com/g/p.git", "glpat-xR4nD0mT0k3nV4lu3zzz"),
+    ("gitlab_token", "CI_JOB_TOKEN glrt-t1_AbCdEfGhIjKlMnOpQrSt.01.1j0c2x9k3 in .gitlab-ci.yml",
+     "t1_AbCdEfGhIjKlMnOpQrSt.01.1j0c2x9k3"),
+    ("npm_token", "//registry.npmjs.org/:_authToken=npm_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+     "npm_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"),
+    ("pypi_token", "password = pypi-AgEIcHlwaS5vcmcCJGFiY2RlZjAxLTIzNDUtNjc4OS1hYmNkLWVmMDEyMzQ1Njc4OQ",
+     "AgEIcHlwaS5vcmcCJGFiY2RlZjAxLTIzNDUtNjc4OS1hYmNk"),
+    ("sendgrid_key", "SENDGRID_API_KEY='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'",
+     "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"),
+    ("url_password", "DATABASE_URL=postgres://app:s3cr3tP4ss@10.0.0.5:5432/db", "s3cr3tP4ss"),
+    ("url_password", "r = redis.from_url('redis://:hunter2x@localhost:6379/0')", "hunter2x"),
+    # IBANs (the examples of the ECBS IBAN registry), written grouped or compact
+    ("iban", "Bitte überweisen an DE89 3704 0044 0532 0130 00 bis Freitag", "3704 0044 0532 0130 00"),
+    ("iban", "my IBAN is GB82WEST12345698765432.", "GB82WEST12345698765432"),
+    ("iban", "IBAN: FR14 2004 1010 0505 0001 3M02 606 EUR", "2004 1010 0505 0001 3M02 606"),
 ]
 
 # Text that looks like PII to a careless pattern and must come out unchanged.
@@ -128,4 +152,22 @@ NEAR_MISSES: list[str] = [
     "population grew from 1 234 567 to 2 345 678",
     "the class ThisIsAVeryLongJavaClassNameForTesting42 is too long",
     "matrix [[1, 2], [3, 4]] times 10",
+    # basic_auth: the word "Basic" in prose and base64 that is not "user:password"
+    "Basic authentication sends credentials with every request",
+    "Use HTTP Basic auth, not Basic digest. BASIC programming in 1985.",
+    "Authorization: Basic <base64(user:password)>",
+    "Authorization: Basic aGVsbG8gd29ybGQ=",
+    # base64 in data URIs, git SHAs, UUIDs, CSS colours
+    '<img src="data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==">',
+    "fixed in a94a8fe5ccb19ba61c4c0873d391e987982fbbd3 and f47ac10b-58cc-4372-a567-0e02b2c3d479",
+    "glpat- tokens and npm_ tokens look like glpat-<20 chars>",
+    # URL passwords that are placeholders, and ports
+    "rtsp://username:password@your_camera_ip/stream",
+    "mysql://root:${DB_PASS}@localhost/app and postgres://user:<password>@host/db",
+    "open http://example.com:8080/path or ftp://ftp.example.org:21/pub",
+    # IBAN-like strings: a wrong check digit, a wrong length, an unknown country, a product code
+    "IBAN DE89 3704 0044 0532 0130 01 has a typo",
+    "account GB82WEST1234569876543 is one digit short",
+    "part number XX12 3456 7890 1234 56 in stock",
+    "SKU AB12CD34EF56GH78 ships today",
 ]

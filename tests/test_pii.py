@@ -156,3 +156,36 @@ def test_our_ids_in_lineage_are_kept_byte_for_byte_but_the_same_digits_elsewhere
     assert out[0] == ours and counts["credit_card"] == 2
     kept = json.loads(out[1])
     assert kept["prompt_id"] == card_like and card_like not in kept["preference"] and kept["note"] != card_like
+
+
+def test_basic_credentials_must_decode_to_user_colon_password():
+    texts = ["Authorization: Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==", "Basic YWRtaW46aHVudGVyMg",
+             "Authorization: Basic aGVsbG8gd29ybGQ=", "Basic authentication is basic", "basic AAAAAAAAAAAA"]
+    out, counts = redact(pl.Series(texts), ["basic_auth"])
+    assert out.to_list() == ["Authorization: Basic [REDACTED_TOKEN]", "Basic [REDACTED_TOKEN]", *texts[2:]]
+    assert counts == {"basic_auth": 2}
+
+
+def test_iban_needs_its_country_length_and_mod97_and_keeps_what_follows():
+    texts = ["DE89 3704 0044 0532 0130 00 EUR", "to GB82WEST12345698765432.", "DE89 3704 0044 0532 0130 01",
+             "GB82WEST1234569876543", "XX12 3456 7890 1234 56", "de89370400440532013000"]
+    out, counts = redact(pl.Series(texts), KINDS)
+    assert out.to_list() == ["[REDACTED_IBAN] EUR", "to [REDACTED_IBAN].", *texts[2:]]
+    assert counts["iban"] == 2 and counts["credit_card"] == 0
+
+
+def test_new_token_formats_and_their_prefixes_alone():
+    texts = ["glpat-xR4nD0mT0k3nV4lu3zzz.", "npm_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+             "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+             "glpat- and npm_ prefixes", "https://hooks.slack.com/services/"]
+    out, _ = redact(pl.Series(texts), KINDS)
+    assert out.to_list() == ["[REDACTED_GITLAB_TOKEN].", "[REDACTED_NPM_TOKEN]", "[REDACTED_SLACK_TOKEN]", *texts[3:]]
+
+
+def test_url_passwords_are_redacted_but_placeholders_user_and_host_stay():
+    texts = ["postgres://app:s3cr3t@localhost/db", "redis://:hunter2x@127.0.0.1:6379", "mysql://root:${DB_PASS}@db/x",
+             "rtsp://user:password@cam", "amqp://guest:****@rabbit", "http://example.com:8080/a@b"]
+    out, counts = redact(pl.Series(texts), ["url_password"])
+    assert out.to_list() == ["postgres://app:[REDACTED_PASSWORD]@localhost/db",
+                             "redis://:[REDACTED_PASSWORD]@127.0.0.1:6379", *texts[2:]]
+    assert counts == {"url_password": 2}
