@@ -253,15 +253,26 @@ def _held_out_keys(rel: str, path: Path, first: Path, batch_rows: int, pii_kinds
     return n
 
 
-def near_held_out(prompts: pl.DataFrame, held: pl.DataFrame, n: int, threshold: float, min_words: int) -> pl.DataFrame:
+def _held_as_evals(held: pl.DataFrame) -> pl.DataFrame:
+    """The held-out prompts (``load_held_out``) as ``contamination``'s eval sets: the set, the key, the text."""
+    return held.select(pl.col("held_out").alias("eval_set"), pl.col("_key").cast(pl.String).alias("eval_id"),
+                       pl.col("_text").alias("text"))
+
+
+def held_grams(held: pl.DataFrame, n: int) -> pl.DataFrame:
+    """``eval_grams`` of the held-out prompts, computed once for every batch ``near_held_out`` is given."""
+    return eval_grams(_held_as_evals(held), n)
+
+
+def near_held_out(prompts: pl.DataFrame, held: pl.DataFrame, n: int, threshold: float, min_words: int,
+                  hg: pl.DataFrame | None = None) -> pl.DataFrame:
     """``_key``, ``held_out`` of the release prompts (``_key``, ``_text``) that overlap a held-out prompt as
     ``contamination`` measures it: a paraphrase or a prefixed copy of a held-out prompt ("Quick question: what's
-    a healthy breakfast I can make in five minutes") has another key, so the exact match let it into train."""
+    a healthy breakfast I can make in five minutes") has another key, so the exact match let it into train.
+    ``hg``: ``held_grams(held, n)``, when already computed."""
     if held.height == 0:
         return pl.DataFrame(schema={"_key": pl.UInt64, "held_out": pl.String})
-    sets = held.select(pl.col("held_out").alias("eval_set"), pl.col("_key").cast(pl.String).alias("eval_id"),
-                       pl.col("_text").alias("text"))
-    return contamination(prompts, sets, n, threshold, min_words=min_words).select(
+    return contamination(prompts, _held_as_evals(held), n, threshold, hg, min_words).select(
         "_key", pl.col("eval_set").alias("held_out"))
 
 
