@@ -56,8 +56,8 @@ from pipeline.decontam import (
     contamination,
     decontaminate,
     drop_held_out,
-    eval_grams,
-    held_grams,
+    eval_index,
+    held_index,
     load_eval_sets,
     load_held_out,
     near_held_out,
@@ -171,10 +171,10 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
     decisions need; prompt signatures, contamination hits and prompts near a held-out one (added to
     ``held``, which is returned) are computed batch by batch."""
     sigs = Signatures(cfg.dedup.shingle, cfg.dedup.num_perm)
-    eg = eval_grams(evals, cfg.decontamination.ngram) if evals.height else None
+    eg = eval_index(evals, cfg.decontamination.ngram) if evals.height else None
     pairs, joint, hits, near = [], [], [], [held.select("_key", "held_out")]
     dc = cfg.decontamination
-    hg = held_grams(held, dc.ngram) if held.height else None
+    hg = held_index(held, dc.ngram) if held.height else None
     counts = dict.fromkeys(inputs, 0)
     pii = dict.fromkeys(cfg.pii_kinds, 0)
     for method, df in method_batches(inputs, batch_rows):
