@@ -4,6 +4,7 @@ batch (the baseline, as before 2026-12-01). Synthetic prompts of 5-40 words from
 batch in 20 holds "quick question " + a held-out prompt, so both versions must find the same hits.
 
     python bench/held_out.py --held 20000 --batches 20 --batch-rows 2000
+    python bench/held_out.py --smoke    # a tiny run that checks the script works
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=20, help="release batches checked")
     ap.add_argument("--batch-rows", type=int, default=2_000, help="prompts per batch")
     ap.add_argument("--ngram", type=int, default=13)
+    ap.add_argument("--smoke", action="store_true", help="a tiny run (500 held out, 3 batches of 200)")
     args = ap.parse_args()
+    if args.smoke:
+        args.held, args.batches, args.batch_rows = 500, 3, 200
     rng = random.Random(0)
     held = pl.DataFrame({"_key": pl.Series(range(args.held), dtype=pl.UInt64), "held_out": ["held"] * args.held,
                          "_text": texts(rng, args.held)})
