@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,16 +74,21 @@ def main() -> None:
         codes = {"base": checkout(args.base, Path(tmp) / "base"), "this": ROOT}
         repo = prepare(args.n, Path(tmp))
         for sub in ("pipeline", "stages"):  # the copy's own code must not shadow PYTHONPATH (cwd comes first)
-            subprocess.run(["rm", "-rf", str(repo / sub)], check=True)
+            shutil.rmtree(repo / sub, ignore_errors=True)
         print(f"{args.n:,} conversations; base = {args.base}; load average {os.getloadavg()[0]:.1f}", flush=True)
         for stage in args.stages:
             for i in range(args.rounds):
                 order = ["base", "this"] if i % 2 == 0 else ["this", "base"]
+                md5s = {}
                 for name in order:
                     wall, cpu, rss, md5 = run(repo, codes[name], stage)
+                    md5s[name] = md5
                     print(f"{stage:<13} round {i + 1} {name:<5} {wall:7.1f} s wall {cpu:7.1f} s CPU {rss:7,.0f} MiB"
                           f"  outputs md5 {md5[:12]}  load {os.getloadavg()[0]:.1f}  {time.strftime('%H:%M:%S')}",
                           flush=True)
+                if md5s["base"] != md5s["this"]:  # a speed-up that changes the outputs is no speed-up
+                    raise SystemExit(f"{stage}: the outputs differ (base {md5s['base'][:12]}, this "
+                                     f"{md5s['this'][:12]}): compare data/{stage} of the two codes")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     params = load_params(args.params)  # fails before any work on a bad params.yaml
     module = importlib.import_module(f"stages.{args.stage}")
-    planned = getattr(module, "OUT", None) or getattr(module, "OUT_DIR", None)
+    planned = output_folder(module)
     fresh = planned is not None and not Path(planned).exists()
     out = prepare_outputs(args.stage, module)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -66,6 +66,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def output_folder(module) -> Path | None:
+    """The stage module's output folder (``OUT``, else ``OUT_DIR``), None when it names none."""
+    return getattr(module, "OUT", None) or getattr(module, "OUT_DIR", None)
+
+
 def prepare_outputs(stage: str, module) -> Path | None:
     """Before any work: finish or discard what an interrupted run left in the stage's output folder,
     remove its stale temporaries, refuse to read the outputs of another stage that a killed run left half
@@ -82,7 +87,7 @@ def prepare_outputs(stage: str, module) -> Path | None:
         recover,
     )
 
-    out = getattr(module, "OUT", None) or getattr(module, "OUT_DIR", None)
+    out = output_folder(module)
     if out is not None:
         recover(out)
         half = pending_commits(out)

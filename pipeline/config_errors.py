@@ -55,8 +55,9 @@ def _is_tag(part: Any) -> bool:
 
 def _one_per_union(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Where a value fails every member of a union (``pools[0]: 'ten'`` is neither int nor float), one error at
-    the key instead of one per member named by pydantic's tags: the member errors that are not about the
-    value's type (a number below its minimum), else one 'Input should be X or Y'."""
+    the key instead of one per member named by pydantic's tags: the errors inside the member the value took
+    (``base_url: [URL, 2]``: the list's item ``[1]``, not also "should be a valid string"), else the member
+    errors that are not about the value's type (a number below its minimum), else one 'Input should be X or Y'."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for e in errors:
         i = next((i for i, p in enumerate(e["loc"]) if _is_tag(p)), None)
@@ -66,8 +67,11 @@ def _one_per_union(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if len(group) == 1 or isinstance(key[0], int):  # (id,): an error outside any union
             out += group
             continue
+        inside = [e for e in group if len(e["loc"]) > len(key) + 1]  # below the member's tag: a list's items
         typed = [e for e in group if e["type"].endswith(("_type", "_parsing"))]
-        if len(typed) < len(group):
+        if inside:
+            out += inside
+        elif len(typed) < len(group):
             out += [e for e in group if e not in typed]
         else:
             wants = dict.fromkeys(e["msg"].removeprefix("Input should be ") for e in group)
@@ -75,24 +79,10 @@ def _one_per_union(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _branch_noise(e: dict, errors: list[dict]) -> bool:
-    """A one-or-list key (``base_url: URL | [URL]``) given a bad value fails both union branches; keep the
-    branch its value took: a list's item errors, a single value's own error."""
-    loc, given_list = e["loc"], isinstance(e.get("input"), list)
-    others = [o for o in errors if o is not e and o["loc"][: len(loc) - 1] == loc[:-1] and len(o["loc"]) >= len(loc)]
-    if not loc or not others:
-        return False
-    if e["type"] == "list_type" and str(loc[-1]).startswith("list["):
-        return True
-    return e["type"] == "string_type" and given_list and any(str(o["loc"][len(loc) - 1]).startswith("list[")
-                                                             for o in others)
-
-
 def format_validation_error(err: ValidationError, file: str | Path, root: type[BaseModel]) -> str:
     """One line per bad key: the file, the key path, what was wrong (and the value, unless it may be a secret)."""
     lines = []
-    errors = err.errors()
-    for e in _one_per_union([e for e in errors if not _branch_noise(e, errors)]):
+    for e in _one_per_union(err.errors()):
         loc = tuple(p for p in e["loc"] if not _is_tag(p))
         path = _key_path(loc)
         if e["type"] == "extra_forbidden":

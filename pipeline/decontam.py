@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -112,9 +112,22 @@ def load_eval_sets(sets: list) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]
     return pl.DataFrame(rows, schema={"eval_set": pl.String, "eval_id": pl.String, "text": pl.String}), status
 
 
-def eval_grams(evals: pl.DataFrame, n: int) -> pl.DataFrame:
-    """The evaluation prompts' word n-gram hashes (``row``, ``h``), computed once for every batch."""
-    return ngram_hashes(evals.select(normalise(pl.col("text")))[:, 0], n)
+class EvalIndex(NamedTuple):
+    """The evaluation prompts as ``contamination`` compares them, computed once for every batch: their
+    normalised texts, words per text, word n-gram hashes (``row``, ``h``) and distinct n-grams per row
+    (``row``, ``e_n``)."""
+
+    text: pl.Series
+    words: np.ndarray
+    grams: pl.DataFrame
+    sizes: pl.DataFrame
+
+
+def eval_index(evals: pl.DataFrame, n: int) -> EvalIndex:
+    """``evals``' ``EvalIndex`` for ``n``-grams."""
+    text = evals.select(normalise(pl.col("text")))[:, 0]
+    grams = ngram_hashes(text, n)
+    return EvalIndex(text, _word_counts(text), grams, grams.group_by("row").len().rename({"len": "e_n"}))
 
 
 def _word_counts(texts: pl.Series) -> np.ndarray:
@@ -139,31 +152,29 @@ def _quoted(short: pl.Series, short_words: np.ndarray, other: pl.Series, n: int,
 
 
 def contamination(prompts: pl.DataFrame, evals: pl.DataFrame, n: int, threshold: float,
-                  eg: pl.DataFrame | None = None, min_words: int = 4) -> pl.DataFrame:
+                  eg: EvalIndex | None = None, min_words: int = 4) -> pl.DataFrame:
     """Prompts (``_key``, ``_text``) that overlap an eval prompt: ``_key, eval_set, eval_id, overlap``.
 
     overlap = distinct shared n-grams / distinct n-grams of the shorter of the two texts; the best
     match per prompt is reported. A text shorter than ``n`` words is one n-gram: its overlap is 1.0 when it
     appears whole in the other text and has at least ``min_words`` words (a shorter one matches only an equal
-    text). ``eg``: ``eval_grams(evals, n)``, when already computed.
+    text). ``eg``: ``eval_index(evals, n)``, when already computed.
     """
     schema = {"_key": pl.UInt64, "eval_set": pl.String, "eval_id": pl.String, "overlap": pl.Float64}
     if prompts.height == 0 or evals.height == 0:
         return pl.DataFrame(schema=schema)
     tg = ngram_hashes(prompts["_text"], n)
-    eg = eval_grams(evals, n) if eg is None else eg
+    eg = eval_index(evals, n) if eg is None else eg
     t_n = tg.group_by("row").len().rename({"len": "t_n"})
-    e_n = eg.group_by("row").len().rename({"len": "e_n"})
     shared = (
-        tg.join(eg, on="h", suffix="_e")
+        tg.join(eg.grams, on="h", suffix="_e")
         .group_by("row", "row_e").len()
-        .join(t_n, on="row").join(e_n.rename({"row": "row_e"}), on="row_e")
+        .join(t_n, on="row").join(eg.sizes.rename({"row": "row_e"}), on="row_e")
         .select("row", "row_e", (pl.col("len") / pl.min_horizontal("t_n", "e_n")).alias("overlap"))
     )
-    e_text = evals.select(normalise(pl.col("text")))[:, 0]
     inside = pl.concat([
-        _quoted(e_text, _word_counts(e_text), prompts["_text"], n, min_words).rename({"row": "row_e", "row_o": "row"}),
-        _quoted(prompts["_text"], _word_counts(prompts["_text"]), e_text, n, min_words).rename({"row_o": "row_e"}),
+        _quoted(eg.text, eg.words, prompts["_text"], n, min_words).rename({"row": "row_e", "row_o": "row"}),
+        _quoted(prompts["_text"], _word_counts(prompts["_text"]), eg.text, n, min_words).rename({"row_o": "row_e"}),
     ], how="diagonal").select("row", "row_e", pl.lit(1.0).alias("overlap"))
     best = (
         pl.concat([shared, inside])
@@ -253,15 +264,26 @@ def _held_out_keys(rel: str, path: Path, first: Path, batch_rows: int, pii_kinds
     return n
 
 
-def near_held_out(prompts: pl.DataFrame, held: pl.DataFrame, n: int, threshold: float, min_words: int) -> pl.DataFrame:
+def _held_as_evals(held: pl.DataFrame) -> pl.DataFrame:
+    """The held-out prompts (``load_held_out``) as ``contamination``'s eval sets: the set, the key, the text."""
+    return held.select(pl.col("held_out").alias("eval_set"), pl.col("_key").cast(pl.String).alias("eval_id"),
+                       pl.col("_text").alias("text"))
+
+
+def held_index(held: pl.DataFrame, n: int) -> EvalIndex:
+    """``eval_index`` of the held-out prompts, computed once for every batch ``near_held_out`` is given."""
+    return eval_index(_held_as_evals(held), n)
+
+
+def near_held_out(prompts: pl.DataFrame, held: pl.DataFrame, n: int, threshold: float, min_words: int,
+                  hg: EvalIndex | None = None) -> pl.DataFrame:
     """``_key``, ``held_out`` of the release prompts (``_key``, ``_text``) that overlap a held-out prompt as
     ``contamination`` measures it: a paraphrase or a prefixed copy of a held-out prompt ("Quick question: what's
-    a healthy breakfast I can make in five minutes") has another key, so the exact match let it into train."""
+    a healthy breakfast I can make in five minutes") has another key, so the exact match let it into train.
+    ``hg``: ``held_index(held, n)``, when already computed."""
     if held.height == 0:
         return pl.DataFrame(schema={"_key": pl.UInt64, "held_out": pl.String})
-    sets = held.select(pl.col("held_out").alias("eval_set"), pl.col("_key").cast(pl.String).alias("eval_id"),
-                       pl.col("_text").alias("text"))
-    return contamination(prompts, sets, n, threshold, min_words=min_words).select(
+    return contamination(prompts, _held_as_evals(held), n, threshold, hg, min_words).select(
         "_key", pl.col("eval_set").alias("held_out"))
 
 

@@ -2,6 +2,21 @@
 
 from __future__ import annotations
 
+import errno
+
+
+def os_reason(e: OSError) -> str:
+    """What an OSError says and its code, for a one-line message ("Permission denied, EACCES"); an OSError with
+    no code: its text, else its type.
+
+    >>> import errno, os
+    >>> os_reason(PermissionError(errno.EACCES, os.strerror(errno.EACCES), "x"))
+    'Permission denied, EACCES'
+    """
+    if not e.errno:
+        return str(e) or type(e).__name__
+    return f"{e.strerror or e}, {errno.errorcode.get(e.errno, e.errno)}"
+
 
 class SourceError(ValueError):
     """A source cannot be read at all (missing file, unknown format); names the path and what to do."""

@@ -22,15 +22,13 @@ reported as ``lowered`` (the samples run does this for the random-weights ``tiny
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from pipeline.io import StageError
-
-log = logging.getLogger(__name__)
+from pipeline.metrics import say
 
 PROBES = Path(__file__).parent / "probes"
 CHANCE = 0.5
@@ -96,14 +94,8 @@ def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, mi
     if not passed:
         if on_failure == "error":
             raise JudgeGateError(f"{message}; its labels are not used. Fix: {fix}")
-        _say(f"{message}; its labels are withheld (execution.on_gate_failure=withhold). Fix: {fix}", "GATE FAILED")
+        say(f"{message}; its labels are withheld (execution.on_gate_failure=withhold). Fix: {fix}", "GATE FAILED")
     elif lowered:
-        _say(f"{stage}: gate lowered for {judge} ({model}): {figures}; {key}={min_accuracy} lets a "
+        say(f"{stage}: gate lowered for {judge} ({model}): {figures}; {key}={min_accuracy} lets a "
              "chance-level judge label data")
     return report
-
-
-def _say(message: str, tag: str = "WARNING") -> None:
-    """The console line is the warning; a WARNING log record as well would print it twice under the CLI."""
-    log.debug(message)
-    print(f"{tag} {message}")

@@ -32,11 +32,11 @@ def announce_overrides(params: Any, stage: str, note: str) -> dict[str, Any]:
     return applied
 
 
-def say(message: str) -> None:
-    """A warning the user must see, on the console once (a WARNING log record too would repeat it under the
-    CLI's logging); the log gets it at debug level."""
+def say(message: str, tag: str = "WARNING") -> None:
+    """A warning the user must see, on the console once as ``<tag> <message>`` (a WARNING log record too would
+    repeat it under the CLI's logging); the log gets it at debug level."""
     log.debug(message)
-    print(f"WARNING {message}")
+    print(f"{tag} {message}")
 
 
 def gate_headline(gates: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.errors import StageError
+from pipeline.errors import StageError, os_reason
 from pipeline.files import ctrl_c_after
 
 log = logging.getLogger(__name__)
@@ -146,8 +146,7 @@ def _remove_stale(p: Path) -> None:
     try:
         _remove(p)
     except OSError as e:
-        why = f"{e.strerror or e}, {errno.errorcode.get(e.errno, e.errno)}" if e.errno else str(e)
-        raise OutputError(f"{p}: left by an interrupted run and cannot be removed ({why}); make it writable "
+        raise OutputError(f"{p}: left by an interrupted run and cannot be removed ({os_reason(e)}); make it writable "
                           f"(chmod -R u+w {p}) or remove it by hand, then run the stage again") from None
 
 

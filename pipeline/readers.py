@@ -16,7 +16,6 @@ here (Parquet, Stack Exchange XML); what they share (``RawRow``, damaged-file er
 
 from __future__ import annotations
 
-import errno
 import glob
 import os
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ import pyarrow.parquet as pq
 
 from pipeline import limits, parquetpages
 from pipeline.encodings import encoding_error
-from pipeline.errors import SourceError
+from pipeline.errors import SourceError, os_reason
 from pipeline.hub_source import HF_PREFIX, hub_rows
 from pipeline.rawrows import UNREADABLE, RawRow, cannot_read, numbered, open_binary
 from pipeline.readers_csv import iter_csv
@@ -47,8 +46,7 @@ def expand_paths(path: str) -> list[Path]:
 
 
 def _unreadable(e: OSError, where: str | Path, lost: str = "") -> str:
-    code = errno.errorcode.get(e.errno, str(e.errno))
-    return (f"{where}: cannot be read ({e.strerror or e}, {code}){lost}; make it readable (its permissions, owner "
+    return (f"{where}: cannot be read ({os_reason(e)}){lost}; make it readable (its permissions, owner "
             "or disk) and run again")
 
 
@@ -235,8 +233,6 @@ def iter_records(path: str, max_record_bytes: int | None = None,
         except OSError as e:
             if not cannot_read(e):
                 raise
-            code = errno.errorcode.get(e.errno, str(e.errno))
-            raise SourceError(f"{file}: cannot be read ({os.strerror(e.errno)}, {code}); make it readable (its "
-                              "permissions, owner or disk) and run again") from None
+            raise SourceError(_unreadable(e, file)) from None
         if n == 0 and empty_files is not None:
             empty_files.append(str(file))

@@ -10,7 +10,6 @@ UTF-8 (line and byte), a syntax error (file:line:column), a duplicate key.
 
 from __future__ import annotations
 
-import errno
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from ruamel.yaml import YAML, YAMLError
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import ReusedAnchorWarning
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
+
+from pipeline.errors import os_reason
 
 __all__ = ["DuplicateKey", "YAMLError", "YamlFileError", "load_yaml", "load_yaml_file"]
 
@@ -92,8 +93,7 @@ def load_yaml_file(path: Path) -> Any:
         raw = path.read_bytes()
         text = raw.decode("utf-8")
     except OSError as e:
-        code = errno.errorcode.get(e.errno, e.errno) if e.errno else type(e).__name__
-        raise YamlFileError(f"{path}: cannot be read ({e.strerror or e}, {code}); make it readable (its "
+        raise YamlFileError(f"{path}: cannot be read ({os_reason(e)}); make it readable (its "
                             "permissions or owner) and run again") from None
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1

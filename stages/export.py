@@ -56,7 +56,8 @@ from pipeline.decontam import (
     contamination,
     decontaminate,
     drop_held_out,
-    eval_grams,
+    eval_index,
+    held_index,
     load_eval_sets,
     load_held_out,
     near_held_out,
@@ -170,9 +171,10 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
     decisions need; prompt signatures, contamination hits and prompts near a held-out one (added to
     ``held``, which is returned) are computed batch by batch."""
     sigs = Signatures(cfg.dedup.shingle, cfg.dedup.num_perm)
-    eg = eval_grams(evals, cfg.decontamination.ngram) if evals.height else None
+    eg = eval_index(evals, cfg.decontamination.ngram) if evals.height else None
     pairs, joint, hits, near = [], [], [], [held.select("_key", "held_out")]
     dc = cfg.decontamination
+    hg = held_index(held, dc.ngram) if held.height else None
     counts = dict.fromkeys(inputs, 0)
     pii = dict.fromkeys(cfg.pii_kinds, 0)
     for method, df in method_batches(inputs, batch_rows):
@@ -189,7 +191,7 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
             sigs.add(prompts["_key"], prompts["_text"])
         prompts = prompts.select("_key", "_text").unique("_key", keep="first", maintain_order=True).sort("_key")
         hits.append(contamination(prompts, evals, dc.ngram, dc.threshold, eg, dc.min_words))
-        near.append(near_held_out(prompts, held, dc.ngram, dc.threshold, dc.min_words))
+        near.append(near_held_out(prompts, held, dc.ngram, dc.threshold, dc.min_words, hg))
     no_key = pl.Series([], dtype=pl.UInt64)
     hits_df = pl.concat(hits).unique("_key", keep="first").sort("_key") if hits else contamination(
         pl.DataFrame(schema={"_key": pl.UInt64, "_text": pl.String}), evals, 1, 1.0)

@@ -168,9 +168,6 @@ def write_pairs(root: Path, seed: pa.Table, pairs: pa.Table, iteration: int, *, 
     write_shards(pairs, iteration_dir(root, iteration), name="pairs", **shard)
 
 
-# --- metrics ----------------------------------------------------------------------------------------
-
-
 def write_outputs(out: Path, pool: pa.Table, responses: pa.Table, seed: pa.Table, pairs: pa.Table, test: pa.Table,
                   *, iteration: int, previous: Path, shard: dict[str, Any]) -> None:
     """``prompts`` (the iteration's pool), ``responses``, ``pairs`` (``seed/`` and ``iteration=<i>/``; the
@@ -180,6 +177,9 @@ def write_outputs(out: Path, pool: pa.Table, responses: pa.Table, seed: pa.Table
     write_shards(responses, out / "responses", name="responses", **shard)
     write_pairs(out / "pairs", seed, pairs, iteration, previous=previous, **shard)
     write_shards(test, out / "test", name="pairs", **shard)
+
+
+# --- metrics ----------------------------------------------------------------------------------------
 
 
 def reward_report(scored: pl.DataFrame) -> dict[str, Any]:

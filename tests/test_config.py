@@ -445,3 +445,15 @@ def test_a_ray_address_with_the_local_backend_is_a_params_error(tmp_path, good):
             "to run on that cluster, or ray_address: null") in error_of(tmp_path, good)
     good["execution"]["backend"] = "ray"
     assert load_params(write(tmp_path, good)).execution.ray_address == "10.0.0.1:6379"
+
+
+@pytest.mark.parametrize("value, expected", [
+    (["http://a/v1", 2], "base_url[1]: Input should be a valid string"),  # the list's item, by position
+    (["ftp://b"], "base_url[0]: expected an http(s) URL up to the API root, e.g. http://localhost:8000/v1"),
+    ("localhost:8000", "base_url: expected an http(s) URL up to the API root, e.g. http://localhost:8000/v1"),
+    (5, "base_url: Input should be a valid string or a valid list"),  # neither member: both named
+])
+def test_a_bad_base_url_is_one_line_in_the_member_its_value_took(tmp_path, good, value, expected):
+    good["pugc"]["roles"]["judge"] = {"backend": "openai", "base_url": value}
+    lines = error_of(tmp_path, good).splitlines()[1:]
+    assert lines == [f"  {tmp_path / 'params.yaml'}: pugc.roles.judge.{expected}"]
