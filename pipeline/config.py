@@ -335,10 +335,17 @@ EXECUTION_PLACEMENT_KEYS = frozenset({
 })
 
 
+# ``llm`` (and role) keys added after outputs were released, fingerprinted only when set off their default
+# (or, in a role, set at all): outputs made before a key existed, or with it at its default, keep their
+# fingerprints, and the stages that record them their bytes.
+LATER_KEYS: dict[str, Any] = {"prompt_logprobs_via": "prompt_logprobs"}
+
+
 def _without_placement(v: Any) -> Any:
     if isinstance(v, (dict, list)):
         items = v.items() if isinstance(v, dict) else enumerate(v)
-        kept = [(k, _without_placement(x)) for k, x in items if k not in PLACEMENT_KEYS]
+        kept = [(k, _without_placement(x)) for k, x in items if k not in PLACEMENT_KEYS
+                and not (k in LATER_KEYS and x in (None, LATER_KEYS[k]))]
         return dict(kept) if isinstance(v, dict) else [x for _, x in kept]
     return v
 

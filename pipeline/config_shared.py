@@ -119,6 +119,7 @@ BaseUrl = Annotated[str, AfterValidator(_check_base_url)]
 # The NAME of an environment variable (never the key itself).
 EnvName = Annotated[str, AfterValidator(_check_api_key_env)]
 OptionScoring = Literal["sequence", "first_token"]
+PromptLogprobsVia = Literal["prompt_logprobs", "echo"]
 
 
 
@@ -149,6 +150,9 @@ class LLM(Section):
     max_retries: int = Field(default=6, ge=0)  # more attempts on 429/5xx/timeouts/dropped connections
     max_requests: int | None = Field(default=None, gt=0)  # cost guard: requests one engine may send
     option_scoring: OptionScoring = "sequence"  # how `choose` scores options (see the README)
+    # How teacher-forced scores are asked for: vLLM's prompt_logprobs, or the legacy completions API's
+    # echo + logprobs (opt-in, never a fallback; README "OpenAI-compatible servers").
+    prompt_logprobs_via: PromptLogprobsVia = "prompt_logprobs"
 
     @model_validator(mode="after")
     def _openai(self) -> LLM:
@@ -191,6 +195,7 @@ class LLMOverride(Section):
     max_retries: int | None = Field(default=None, ge=0)
     max_requests: int | None = Field(default=None, gt=0)
     option_scoring: OptionScoring | None = None
+    prompt_logprobs_via: PromptLogprobsVia | None = None
 
 
 def resolve_role(base: LLM, override: LLMOverride | None) -> LLM:

@@ -12,7 +12,9 @@ Endpoints (as vLLM serves them):
   with the engine's grammar; no server-side retries), ``finish_reason`` stop/length; with ``logprobs``
   and ``top_logprobs``, the first answer token's top alternatives (the model's next-token distribution).
 - ``POST /v1/completions``: ``prompt`` as token ids (one list or a list of lists) with vLLM's
-  ``prompt_logprobs``: per position, ``{token id: {logprob, rank, decoded_token}}`` from one forward pass.
+  ``prompt_logprobs``: per position, ``{token id: {logprob, rank, decoded_token}}`` from one forward pass;
+  or with ``echo`` + ``logprobs`` (the legacy API): ``logprobs.tokens`` / ``token_logprobs`` of the prompt
+  (the first null) and the generated token; ``echo_fault`` answers as a server that cannot echo them.
 
 Faults, one per request in order: ``429`` (with ``Retry-After: retry_after``), ``500``, ``hang`` (no answer
 for ``hang_s``), ``malformed`` (a 200 whose body is cut JSON), ``drop`` (the connection closed without
@@ -89,6 +91,7 @@ class LoopbackServer:
         self.faults: collections.deque[str] = collections.deque()
         self.log: list[tuple[float, str, str | None, dict]] = []  # (time, endpoint, fault, request body)
         self.supports_logprobs = True
+        self.echo_fault: str | None = None  # echo + logprobs: generated_only | other_tokens (see _echo)
         self.refuse: dict[str, tuple[int, str]] = {}  # marker in the request's text -> (status, message)
         self.unsupported: dict[str, str] = {}  # request parameter -> the 400's message
         self.ignored: set[str] = set()  # request parameters the server does not know and ignores
@@ -262,6 +265,8 @@ class LoopbackServer:
             lp = self._next_token_logprobs(ids)
             choice: dict[str, Any] = {"index": i, "text": tok.decode([int(lp[-1].argmax())]),
                                       "finish_reason": "length", "logprobs": None}
+            if body.get("echo") and body.get("logprobs") is not None:  # the legacy API's prompt log-probs
+                choice["logprobs"] = self._echo(ids, lp, body) if self.supports_logprobs else None
             if body.get("prompt_logprobs") is not None and self.supports_logprobs:
                 table: list[dict | None] = [None]
                 for t in range(1, len(ids)):
@@ -274,6 +279,24 @@ class LoopbackServer:
                 "model": self.model, "choices": choices,
                 "usage": {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": len(prompts),
                           "total_tokens": sum(map(len, prompts)) + len(prompts)}}
+
+
+    def _echo(self, ids: list[int], lp: torch.Tensor, body: dict[str, Any]) -> dict[str, Any]:
+        """``echo`` + ``logprobs`` as vLLM and OpenAI answer it: the prompt's tokens (the first without a
+        log-probability), then the ``max_tokens`` generated (greedy here: at most 1). ``echo_fault``:
+        ``generated_only`` (no prompt positions, as llama.cpp's server), ``other_tokens`` (another tokenizer)."""
+        tok = self.engine.tokenizer
+        shown = [(i + 1) % len(tok) for i in ids] if self.echo_fault == "other_tokens" else ids
+        tokens = [tok.decode([i]) for i in shown]
+        values: list[float | None] = [None] + [float(lp[t - 1, ids[t]]) for t in range(1, len(ids))]
+        if body.get("max_tokens", 16):
+            nxt = int(lp[-1].argmax())
+            tokens.append(tok.decode([nxt]))
+            values.append(float(lp[-1, nxt]))
+        if self.echo_fault == "generated_only":
+            tokens, values = tokens[len(ids):], values[len(ids):]
+        return {"tokens": tokens, "token_logprobs": values, "top_logprobs": [None if v is None else {tk: v}
+                for tk, v in zip(tokens, values, strict=True)], "text_offset": [0] * len(tokens)}
 
 
 def _chat_response(model: str, choices: list[dict[str, Any]], completion_tokens: int = 0,

@@ -19,8 +19,9 @@ Requests are built by the pure functions of ``pipeline.llm.openai_requests`` and
   re-asked with the next attempt's seed (``generate_validated``), as in-process. One request per
   sample costs a hosted API the prompt's tokens once per sample (vLLM's prefix cache makes it free).
 - ``logprobs``: ``/completions`` with the token ids of the chat-templated prompt + response and vLLM's
-  ``prompt_logprobs=0`` (the log-probability of every prompt token), summed over the response's tokens
-  and the end-of-turn token: the boundary of ``pipeline.llm.chat``, from the served model's own
+  ``prompt_logprobs=0`` (the log-probability of every prompt token), or with ``prompt_logprobs_via: echo``
+  the legacy API's ``echo`` + ``logprobs`` (the echoed tokens checked against the local tokenizer's),
+  summed over the response's tokens and the end-of-turn token: the boundary of ``pipeline.llm.chat``, from the served model's own
   tokenizer loaded locally from ``model`` (a Hub id in the local cache, or a folder). These are the
   numbers the in-process engines compute.
 - ``choose``: ``option_scoring: sequence`` scores every option that way (one request per prompt, its
@@ -92,6 +93,23 @@ def softmax(xs: list[float]) -> list[float]:
     return [v / sum(e) for v in e]
 
 
+def token_forms(tok) -> functools._lru_cache_wrapper:
+    """``id -> the strings a server may echo for that token`` (its text alone or in context, its vocabulary
+    entry, vLLM's ``token_id:<id>``); None for a token that cannot be compared (special, partial UTF-8)."""
+    special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
+
+    @functools.lru_cache(maxsize=1 << 16)
+    def forms(i: int) -> frozenset[str] | None:
+        text = tok.decode([i])
+        if i in special or "\ufffd" in text:
+            return None
+        raw = tok.convert_ids_to_tokens(i)
+        return frozenset({text, " " + text, raw, tok.convert_tokens_to_string([raw]),
+                          raw.replace("\u2581", " "), raw.replace("\u0120", " "), f"token_id:{i}"})
+
+    return forms
+
+
 @functools.lru_cache(maxsize=8)
 def _tokenizer(path: str):
     from transformers import AutoTokenizer
@@ -112,6 +130,7 @@ class OpenAIEngine:
         # on a hosted API needs none), so callers that budget prompts by tokens
         # (getattr(engine, "codec", None)) fall back to characters. Scoring without it is a clear error.
         self.codec: ChatCodec | None = None
+        self._forms = None  # token_forms of the codec's tokenizer (prompt_logprobs_via: echo)
         if cfg.option_scoring == "sequence":
             with contextlib.suppress(ServerError):
                 self.codec = self._load_codec("")
@@ -120,6 +139,13 @@ class OpenAIEngine:
         if self.codec is None:
             self.codec = self._load_codec(purpose)
         return self.codec
+
+    def _score(self, prompt: ChatPrompt, spans: list[tuple[list[int], int, int]], purpose: str):
+        """The request scoring ``spans``, the way ``llm.prompt_logprobs_via`` says."""
+        if self.cfg.prompt_logprobs_via == "echo" and self._forms is None:
+            self._forms = token_forms(self._codec(purpose).tok)
+        forms = self._forms if self.cfg.prompt_logprobs_via == "echo" else None
+        return score_request(self.cfg.model, prompt, spans, purpose, forms)
 
     def _load_codec(self, purpose: str) -> ChatCodec:
         try:
@@ -195,8 +221,7 @@ class OpenAIEngine:
         purpose = "logprobs (teacher forcing, e.g. Selfie's rewards)"
         codec = self._codec(purpose)
         spans = [codec.response_span(p, r) for p, r in zip(prompts, responses, strict=True)]
-        answers = self.transport.run([score_request(self.cfg.model, p, [span], purpose)
-                                      for p, span in zip(prompts, spans, strict=True)])
+        answers = self.transport.run([self._score(p, [span], purpose) for p, span in zip(prompts, spans, strict=True)])
         self._raise_failed("logprobs", answers)
         return [LogProb(_nan(a) if isinstance(a, RequestFailed) else a[0], end - start)
                 for a, (_, start, end) in zip(answers, spans, strict=True)]
@@ -208,8 +233,7 @@ class OpenAIEngine:
             purpose = "choose with option_scoring: sequence (judges)"
             codec = self._codec(purpose)
             # A judge call, rendered as the in-process engines render it (judge=True: no default system prompt).
-            requests = [score_request(self.cfg.model, p, codec.response_spans(p, options, judge=True), purpose)
-                        for p in prompts]
+            requests = [self._score(p, codec.response_spans(p, options, judge=True), purpose) for p in prompts]
             answers = self.transport.run(requests)
             self._raise_failed("choose", answers)
             return [[_nan(a)] * len(options) if isinstance(a, RequestFailed) else softmax(a) for a in answers]

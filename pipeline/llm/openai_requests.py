@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -64,6 +65,20 @@ class _CompletionChoice(_Loose):
 
 class _Completions(_Loose):
     choices: list[_CompletionChoice]
+
+
+class _EchoLogprobs(_Loose):  # the legacy completions API's logprobs (echo: prompt positions first)
+    tokens: list[str] | None = None
+    token_logprobs: list[float | None] | None = None
+
+
+class _EchoChoice(_Loose):
+    index: int = 0
+    logprobs: _EchoLogprobs | None = None
+
+
+class _Echoes(_Loose):
+    choices: list[_EchoChoice]
 
 
 def _validated(model: type[_Loose], data: dict[str, Any]):
@@ -148,6 +163,39 @@ def read_prompt_logprobs(data: dict[str, Any], spans: list[list[int]], prompts: 
     return sums
 
 
+def read_echo_logprobs(data: dict[str, Any], spans: list[list[int]], prompts: list[list[int]], model: str,
+                      purpose: str, forms: Callable[[int], frozenset[str] | None]) -> list[float]:
+    """Per prompt, the sum of ``token_logprobs[start:end]`` of an ``echo`` + ``logprobs`` answer, whose
+    first ``len(prompt)`` positions must be the prompt's tokens as sent: ``forms(id)`` is the strings the
+    local tokenizer allows for a token (None: not comparable, e.g. a special or partial-UTF-8 token)."""
+    choices = sorted(_validated(_Echoes, data).choices, key=lambda c: c.index)
+    if len(choices) != len(prompts):
+        raise BadResponse(f"expected {len(prompts)} choices, got {len(choices)}")
+    fix = "set llm.prompt_logprobs_via: prompt_logprobs on a vLLM server, or run this role in-process"
+    sums = []
+    for choice, ids, (start, end) in zip(choices, prompts, spans, strict=True):
+        lps = choice.logprobs.token_logprobs if choice.logprobs else None
+        if not lps:
+            raise ServerError(f"model {model!r}: the server echoed no log-probabilities (echo + logprobs on "
+                              f"/completions, llm.prompt_logprobs_via: echo); {purpose} needs them: {fix}")
+        tokens = choice.logprobs.tokens  # type: ignore[union-attr]
+        if len(lps) not in (len(ids), len(ids) + 1) or (tokens is not None and len(tokens) != len(lps)):
+            raise ServerError(f"model {model!r}: the server echoed {len(lps)} log-probabilities for a prompt of "
+                              f"{len(ids)} tokens (it does not echo the prompt's, or tokenizes it otherwise); "
+                              f"{purpose} would be wrong: {fix}")
+        for t, i in enumerate(ids):
+            allowed = forms(i) if tokens is not None else None
+            if allowed is not None and tokens[t] not in allowed:  # type: ignore[index]
+                raise ServerError(f"model {model!r}: the server's tokenizer differs from the local one (position "
+                                  f"{t}: the server echoed {tokens[t]!r}, token {i} is {min(sorted(allowed), key=len)!r}); "  # type: ignore[index]
+                                  f"{purpose} would be wrong: set llm.model to the served model, or {fix}")
+        if any(lps[t] is None for t in range(start, end)):
+            raise ServerError(f"model {model!r}: the server echoed a null log-probability in positions {start}.."
+                              f"{end - 1} of a prompt of {len(ids)} tokens; {purpose} would be wrong: {fix}")
+        sums.append(sum(lps[t] for t in range(start, end)))  # type: ignore[misc]
+    return sums
+
+
 # --- request builders ----------------------------------------------------------------------------
 
 
@@ -193,10 +241,18 @@ def first_token_request(model: str, prompt: ChatPrompt) -> Request:
     return Request("chat", body, read=functools.partial(read_top_logprobs, model=model), route=route(prompt))
 
 
-def score_request(model: str, prompt: ChatPrompt, spans: list[tuple[list[int], int, int]], purpose: str) -> Request:
-    """One ``/completions`` request scoring ``ids[start:end]`` of each span (teacher forcing)."""
+def score_request(model: str, prompt: ChatPrompt, spans: list[tuple[list[int], int, int]], purpose: str,
+                  forms: Callable[[int], frozenset[str] | None] | None = None) -> Request:
+    """One ``/completions`` request scoring ``ids[start:end]`` of each span (teacher forcing): vLLM's
+    ``prompt_logprobs``, or with ``forms`` (``llm.prompt_logprobs_via: echo``) ``echo`` + ``logprobs``."""
     prompts = [list(ids[:end]) for ids, _, end in spans]
     bounds = [[start, end] for _, start, end in spans]
+    if forms is not None:  # a different body, so a different cache key than prompt_logprobs'
+        body = {"model": model, "prompt": prompts, "n": 1, "max_tokens": 1, "temperature": 0.0, "echo": True,
+                "logprobs": 1}
+        read = functools.partial(read_echo_logprobs, spans=bounds, prompts=prompts, model=model, purpose=purpose,
+                                 forms=forms)
+        return Request("completions", body, read=read, read_key=bounds, route=route(prompt))
     body = {"model": model, "prompt": prompts, "n": 1, "max_tokens": 1, "temperature": 0.0}
     read = functools.partial(read_prompt_logprobs, spans=bounds, prompts=prompts, model=model, purpose=purpose)
     return Request("completions", body, read=read, extra={"prompt_logprobs": 0}, read_key=bounds,
