@@ -33,7 +33,7 @@ import pyarrow as pa
 from pipeline import ids
 from pipeline.checks import answer_key
 from pipeline.config import LLM, Execution, Params, Sampling, Selfie, fingerprint
-from pipeline.execute import map_batches, step_checkpoint
+from pipeline.execute import CHECKPOINT_ROOT, clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import SourceError, shard_sizes
 from pipeline.llm.base import sample_fields
 from pipeline.metrics import announce_overrides, gate_headline, write_metrics
@@ -70,7 +70,7 @@ from stages.selfie_split import (
 log = logging.getLogger(__name__)
 
 OUT = Path("data/selfie")
-CHECKPOINTS = Path(".prefpipe/checkpoints/selfie")
+CHECKPOINTS = CHECKPOINT_ROOT / "selfie"
 NOTHING_SAMPLED = {"generation_failed": 0, "cut_off": 0, "empty": 0}  # sample drops when nothing is sampled
 
 
@@ -333,4 +333,5 @@ def main(params: Params) -> None:
         "migrated_from_flat_layout": migrated,
     })
     commit_outputs(OUT)
+    clear_checkpoints("selfie")
     log.info("selfie: %d seed pairs, %d iteration-%d pairs", seed.num_rows, new_pairs.num_rows, sel.iteration)
