@@ -12,7 +12,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline import ids
-from pipeline.config import LLM, Params, fingerprint
+from pipeline.config import LLM, Params
 from pipeline.execute import CHECKPOINT_ROOT, clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import StageError, read_table, shard_sizes, write_shards
 from pipeline.metrics import gate_headline, write_metrics
@@ -128,9 +128,12 @@ def write_outputs(
     judge: LLM,
     policy: LLM,
     out: Path,
+    *,
+    fp: str,
 ) -> None:
-    """``queries`` (prompts, ``reference`` = the document), ``responses`` (scored), ``pairs``."""
-    kw = shard_sizes(params.execution, fingerprint=fingerprint(params.pugc, params.llm))
+    """``queries`` (prompts, ``reference`` = the document), ``responses`` (scored), ``pairs``; ``fp``: the
+    stage's params fingerprint (``fingerprint(params.pugc, params.llm)``) for the shard manifests."""
+    kw = shard_sizes(params.execution, fingerprint=fp)
     prompts = queries.select(
         "prompt_id",
         messages=one_message("user", "query"),
@@ -154,11 +157,11 @@ def write_outputs(
 
 
 def publish(params: Params, out: Path, queries: pl.DataFrame, responses: pl.DataFrame, pairs: pa.Table,
-            judge: LLM, policy: LLM, metrics: dict) -> None:
+            judge: LLM, policy: LLM, metrics: dict, *, fp: str) -> None:
     """Queries, responses, pairs, metrics.json (headline) and details.json (``metrics``) swapped into ``out``
     together (``pipeline.outputs``); then the step checkpoints go."""
     staged = begin_outputs(out)
-    write_outputs(params, queries, responses, pairs, judge, policy, staged)
+    write_outputs(params, queries, responses, pairs, judge, policy, staged, fp=fp)
     write_metrics(staged, {"rows_in": metrics["input"]["selected"], "queries": metrics["query_filter"]["kept"],
                            "responses": metrics["scoring"]["kept"], "pairs": metrics["pairs"]["kept"],
                            **gate_headline(metrics["gates"])}, metrics)
