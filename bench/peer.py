@@ -147,7 +147,7 @@ def prefpipe(rows: list[dict], backend: str, work: Path, marker_dir: Path) -> tu
     tick("scores + pick pairs")
     pairs = pugc_io.pairs_table(picked, q, {"stage": "pugc", "bench": "peer"})
     tick("pairs table")
-    pugc_io.write_outputs(params, q, responses, pairs, llm, llm, work / "out")
+    pugc_io.write_outputs(params, q, responses, pairs, llm, llm, work / "out", fp=fingerprint(cfg, params.llm))
     tick("write shards")
     return pairs.num_rows, steps
 

@@ -49,6 +49,7 @@ import yaml  # noqa: E402
 import pipeline.llm  # noqa: E402
 from pipeline.config import resolve_params  # noqa: E402
 from pipeline.drops import account  # noqa: E402
+from pipeline.execute import clear_checkpoints  # noqa: E402
 from pipeline.io import write_shards  # noqa: E402
 from pipeline.llm.base import Completion  # noqa: E402
 from stages import pugc, pugc_io, pugc_judge  # noqa: E402
@@ -248,7 +249,7 @@ def run(code: dict, q: pl.DataFrame, params, engine: FakeEngine, out: Path) -> t
     """Seconds per step (wall, CPU, inside the fake engine), and what the run made (for the check)."""
     cfg = params.pugc
     policy = judge = params.llm
-    pugc_io.clear_checkpoints()  # no step may resume from the other path's chunks
+    clear_checkpoints("pugc")  # no step may resume from the other path's chunks
     seconds: dict[str, tuple[float, float, float]] = {}  # step: (wall, CPU, engine wall)
     clock = (time.perf_counter(), time.process_time())
     engine.seconds = 0.0

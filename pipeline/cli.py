@@ -13,7 +13,6 @@ import importlib
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,8 +28,7 @@ def _available_stages() -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.config import MODEL_SECTIONS, load_params
-    from pipeline.execute import CHECKPOINT_ROOT
+    from pipeline.config import load_params
     from pipeline.execute_ray import engine_pools
     from pipeline.outputs import discard_staged, name_path
 
@@ -58,8 +56,6 @@ def cmd_run(args: argparse.Namespace) -> int:
                 with contextlib.suppress(OSError):
                     Path(out).rmdir()
         raise
-    if args.stage in MODEL_SECTIONS:  # only now: a run that fails writing its outputs resumes from them
-        shutil.rmtree(CHECKPOINT_ROOT / args.stage, ignore_errors=True)
     # Wall and CPU seconds (all threads of this process; not Ray workers): on a shared machine the gap
     # between them is time spent waiting for a core.
     print(f"{args.stage}: done in {time.perf_counter() - wall:.0f} s wall, {time.process_time() - cpu:.0f} s CPU")

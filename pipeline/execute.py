@@ -81,6 +81,12 @@ def step_checkpoint(root: Path | str, step: str, *parts: Any) -> Checkpoint:
     return Checkpoint(Path(root) / step, fingerprint(*parts, {"step": step}))
 
 
+def clear_checkpoints(stage: str) -> None:
+    """Remove every step checkpoint of ``stage`` (``CHECKPOINT_ROOT/<stage>``). A stage calls it right after
+    it commits its outputs, whatever runs it: a run that fails or is killed before then resumes from them."""
+    shutil.rmtree(CHECKPOINT_ROOT / stage, ignore_errors=True)
+
+
 # --- the local backend: blocks of results, in input order -----------------------------------------
 
 

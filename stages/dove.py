@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from pipeline.checks import same_text
 from pipeline.config import LLM, Dove, Execution, Params, fingerprint, resolve_role
-from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches
+from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import StageError, shard_sizes, write_shards
 from pipeline.metrics import announce_overrides, gate_headline, say, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
@@ -356,7 +356,7 @@ def main(params: Params) -> None:
 
     items, item_rejects, gold, item_metrics = load_items(cfg)
     comps, pair_metrics = build_comparisons(items, cfg)
-    checkpoint = Checkpoint(CHECKPOINT_ROOT / "dove" / "judge", fp)
+    checkpoint = step_checkpoint(CHECKPOINT_ROOT / "dove", "judge", cfg, judge_cfg, judge_templates())
     decided, gate, withheld = judge_comparisons(comps, cfg, ex, judge_cfg, checkpoint)
     decided = resolve_contradictions(decided, gold)
     table = joint_pairs(decided, pairing=cfg.pairing, judge_model=judge_cfg.model, fp=fp)
@@ -388,5 +388,5 @@ def main(params: Params) -> None:
     write_metrics(out, {"rows_in": item_metrics["rows_in"], "comparisons": judgment["comparisons"],
                         "pairs": table.num_rows, **gate_headline({"judge": gate})}, details)
     commit_outputs(OUT)
-    checkpoint.clear()
+    clear_checkpoints("dove")
     check_failures(item_rejects, item_metrics["rows_in"], judgment, ex.max_reject_fraction)

@@ -276,6 +276,7 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     """The six steps in order, each adding its counts to the metrics; the judge's gates run before any model
     work on real rows. Returns the metrics (details.json)."""
     cfg = params.pugc
+    fp = fingerprint(cfg, params.llm)  # in every pair's lineage and every shard manifest
     gen, policy, judge = (resolve_role(params.llm, getattr(cfg.roles, r)) for r in ("generator", "policy", "judge"))
     metrics: dict = {"tiny_overrides": announce_overrides(params, "pugc", "tiny model settings applied "
                                                           "(params.yaml tiny_overrides)")}
@@ -296,11 +297,11 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     responses, metrics["scoring"] = scoring_step(samples, queries, params, judge)
     clock.tick("scoring")
     lineage = {"stage": "pugc", "generator": gen.model, "policy": policy.model, "judge": judge.model,
-               "scoring": cfg.scoring, "fingerprint": fingerprint(cfg, params.llm)}
+               "scoring": cfg.scoring, "fingerprint": fp}
     pairs, metrics["pairs"] = pairs_step(queries, responses, cfg, lineage, gate_passed=use["scorer"])
     clock.tick("pairs")
 
-    publish(params, out, queries, responses, pairs, judge, policy, metrics)
+    publish(params, out, queries, responses, pairs, judge, policy, metrics, fp=fp)
     print(
         f"pugc: {metrics['input']['selected']} documents -> {metrics['prefilter']['kept']} kept -> "
         f"{metrics['query_filter']['kept']} queries -> {metrics['scoring']['kept']} scored responses -> "

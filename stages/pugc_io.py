@@ -12,8 +12,8 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline import ids
-from pipeline.config import LLM, Params, fingerprint
-from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, map_batches, step_checkpoint
+from pipeline.config import LLM, Params
+from pipeline.execute import CHECKPOINT_ROOT, clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import StageError, read_table, shard_sizes, write_shards
 from pipeline.metrics import gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
@@ -22,7 +22,6 @@ from pipeline.records import MESSAGES_TYPE, one_message
 STAGE = pl.lit("pugc")  # the first part of every PUGC id
 ROLE_OF = {"queries": "generator", "query_filter": "judge", "gate_query_filter": "judge", "sampling": "policy",
            "scoring": "judge", "gate_scorer": "judge"}  # the role each engine step runs (progress, errors)
-STEPS = ("minhash", "gate_query_filter", "gate_scorer", "queries", "query_filter", "sampling", "scoring")
 
 
 def run_step(
@@ -53,11 +52,6 @@ class StepClock:
         now = time.perf_counter()
         self.seconds[step] = round(now - self._start, 1)
         self._start = now
-
-
-def clear_checkpoints() -> None:
-    for step in STEPS:
-        Checkpoint(CHECKPOINT_ROOT / "pugc" / step, "").clear()
 
 
 def load_documents(path: Path, sources: list[str]) -> tuple[pl.DataFrame, dict]:
@@ -134,9 +128,12 @@ def write_outputs(
     judge: LLM,
     policy: LLM,
     out: Path,
+    *,
+    fp: str,
 ) -> None:
-    """``queries`` (prompts, ``reference`` = the document), ``responses`` (scored), ``pairs``."""
-    kw = shard_sizes(params.execution, fingerprint=fingerprint(params.pugc, params.llm))
+    """``queries`` (prompts, ``reference`` = the document), ``responses`` (scored), ``pairs``; ``fp``: the
+    stage's params fingerprint (``fingerprint(params.pugc, params.llm)``) for the shard manifests."""
+    kw = shard_sizes(params.execution, fingerprint=fp)
     prompts = queries.select(
         "prompt_id",
         messages=one_message("user", "query"),
@@ -160,16 +157,16 @@ def write_outputs(
 
 
 def publish(params: Params, out: Path, queries: pl.DataFrame, responses: pl.DataFrame, pairs: pa.Table,
-            judge: LLM, policy: LLM, metrics: dict) -> None:
+            judge: LLM, policy: LLM, metrics: dict, *, fp: str) -> None:
     """Queries, responses, pairs, metrics.json (headline) and details.json (``metrics``) swapped into ``out``
     together (``pipeline.outputs``); then the step checkpoints go."""
     staged = begin_outputs(out)
-    write_outputs(params, queries, responses, pairs, judge, policy, staged)
+    write_outputs(params, queries, responses, pairs, judge, policy, staged, fp=fp)
     write_metrics(staged, {"rows_in": metrics["input"]["selected"], "queries": metrics["query_filter"]["kept"],
                            "responses": metrics["scoring"]["kept"], "pairs": metrics["pairs"]["kept"],
                            **gate_headline(metrics["gates"])}, metrics)
     commit_outputs(out)
-    clear_checkpoints()
+    clear_checkpoints("pugc")
 
 
 def empty_queries() -> pl.DataFrame:

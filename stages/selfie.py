@@ -33,7 +33,7 @@ import pyarrow as pa
 from pipeline import ids
 from pipeline.checks import answer_key
 from pipeline.config import LLM, Execution, Params, Sampling, Selfie, fingerprint
-from pipeline.execute import map_batches, step_checkpoint
+from pipeline.execute import CHECKPOINT_ROOT, clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import SourceError, shard_sizes
 from pipeline.llm.base import sample_fields
 from pipeline.metrics import announce_overrides, gate_headline, write_metrics
@@ -70,7 +70,7 @@ from stages.selfie_split import (
 log = logging.getLogger(__name__)
 
 OUT = Path("data/selfie")
-CHECKPOINTS = Path(".prefpipe/checkpoints/selfie")
+CHECKPOINTS = CHECKPOINT_ROOT / "selfie"
 NOTHING_SAMPLED = {"generation_failed": 0, "cut_off": 0, "empty": 0}  # sample drops when nothing is sampled
 
 
@@ -240,11 +240,12 @@ def _no_logprobs(role: str) -> pl.DataFrame:
     )
 
 
-def reward_gate_or_skip(sel: Selfie, ex: Execution, policy: LLM, reference: LLM, pool: pa.Table) -> dict[str, Any]:
+def reward_gate_or_skip(sel: Selfie, ex: Execution, policy: LLM, reference: LLM, pool: pa.Table, *,
+                        same: bool) -> dict[str, Any]:
     """Gate: the implicit reward must prefer the good response of built-in probe pairs (``reward_gate``).
-    Skipped, with no labels this iteration, when policy and reference are one model (every reward is 0) or
-    the pool is empty."""
-    if same_model(policy, reference):
+    Skipped, with no labels this iteration, when policy and reference are one model (``same``: every reward
+    is 0) or the pool is empty."""
+    if same:
         gate = gate_skipped(sel, policy, "policy and reference are the same model: every implicit reward is 0, "
                                          "so there are no labels to gate (and none are emitted)")
         print(
@@ -287,6 +288,7 @@ def main(params: Params) -> None:
     outputs and metrics, swapped in together (``pipeline.outputs``)."""
     sel, ex = params.selfie, params.execution
     policy, reference = sel.role(params.llm, "policy"), sel.role(params.llm, "reference")
+    same = same_model(policy, reference)
     fp = fingerprint(sel, policy, reference)
     applied = announce_overrides(params, "selfie", "tiny model settings applied (params.yaml tiny_overrides)")
     pairs_in, prompts_in = read_inputs(sel)
@@ -300,7 +302,7 @@ def main(params: Params) -> None:
     migrated = migrate_flat_layout(OUT / "pairs")
     kept = kept_iterations(OUT / "pairs", assignment, sel.iteration)
 
-    gate = reward_gate_or_skip(sel, ex, policy, reference, pool)
+    gate = reward_gate_or_skip(sel, ex, policy, reference, pool, same=same)
     withheld = gate["passed"] is False
     scored, unscored = (
         (pl.DataFrame(), dict(NOTHING_SAMPLED))
@@ -313,7 +315,6 @@ def main(params: Params) -> None:
     out = begin_outputs(OUT)  # prompts, responses, pairs, test and metrics change together (pipeline/outputs.py)
     write_outputs(out, pool, responses, seed, new_pairs, test, iteration=sel.iteration, previous=OUT / "pairs",
                   shard=shard_sizes(ex, fingerprint=fp))
-    same = same_model(policy, reference)
     headline = {"rows_in": assignment.height, "responses": responses.num_rows, "pairs": new_pairs.num_rows,
                 **gate_headline({"reward": gate})}
     write_metrics(out, headline, {
@@ -333,4 +334,5 @@ def main(params: Params) -> None:
         "migrated_from_flat_layout": migrated,
     })
     commit_outputs(OUT)
+    clear_checkpoints("selfie")
     log.info("selfie: %d seed pairs, %d iteration-%d pairs", seed.num_rows, new_pairs.num_rows, sel.iteration)

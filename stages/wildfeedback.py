@@ -47,7 +47,7 @@ import pyarrow as pa
 
 from pipeline.config import Params, Wildfeedback, resolve_role
 from pipeline.errors import StageError
-from pipeline.execute import map_batches, step_checkpoint
+from pipeline.execute import clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import ShardWriter, iter_batches, shard_sizes
 from pipeline.langid import UNDETERMINED, detect_languages
 from pipeline.metrics import announce_overrides, gate_headline, say, write_metrics
@@ -394,5 +394,6 @@ def main(params: Params) -> None:
     numbers, summary = headline(metrics, gates, warnings)
     write_metrics(out, numbers, summary)
     commit_outputs(OUT)
+    clear_checkpoints("wildfeedback")
     log.info("wildfeedback: %d signals, %d pairs", metrics["signals"]["turns_with_signal"], summary["pairs"])
     print(console_line(summary))

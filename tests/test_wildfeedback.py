@@ -335,3 +335,21 @@ def test_a_verdict_about_an_earlier_turn_is_no_signal():
                          max_chars=100).to_pylist()[0]
     assert out["ok"] and out["refers_to_preceding"] is False
     assert (out["sat"], out["dsat"], out["sat_categories"], out["dsat_categories"]) == (False, False, [], [])
+
+
+def test_the_stage_clears_its_checkpoints_once_its_outputs_are_committed(tmp_path, monkeypatch):
+    """Only `prefpipe run` cleared the model steps' checkpoints, so `wildfeedback.main()` run any other way
+    left them behind; the stage now clears them itself, after its outputs are committed (not before: a run
+    that fails writing them resumes from them)."""
+    checkpoints = tmp_path / ".prefpipe/checkpoints/wildfeedback"
+    at_commit = []
+    commit = wf.commit_outputs
+
+    def committing(out):
+        at_commit.append(len(list(checkpoints.rglob("chunk-*.parquet"))))
+        commit(out)
+
+    monkeypatch.setattr(wf, "commit_outputs", committing)
+    run_stage(tmp_path, monkeypatch, FakeEngine())
+    assert len(at_commit) == 1 and at_commit[0] > 0  # still there while the outputs were swapped in
+    assert not checkpoints.exists()
