@@ -6,7 +6,8 @@
 
 Synthetic input: UltraFeedback-style integer ratings 1..10 (so ties occur and are dropped), short
 texts, one user message per prompt. Both implementations do the same work: drop unscored
-responses, rank per prompt, keep one response per whitespace-normalised text, pair (R1, Rk), drop
+responses, rank per prompt, keep one response per answer (``pipeline.checks.answer_key``: whitespace,
+case and loose sentence punctuation ignored), pair (R1, Rk), drop
 ties, level by gap rank within the prompt, xxh3 pair ids, order by level then the seeded xxh3 shuffle,
 and build an Arrow table of pair rows (ids, messages, scores, level, lineage) — the vectorised one in
 the full pairs contract, the naive one without its three constant columns.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -35,6 +37,7 @@ import psutil  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import xxhash  # noqa: E402
 
+from pipeline.checks import _LOOSE_PUNCT  # noqa: E402
 from pipeline.config import Curry  # noqa: E402
 from pipeline.records import SCHEMAS, check_table  # noqa: E402
 
@@ -85,6 +88,9 @@ def _hex_id(*values: str, seed: int = 0) -> str:
     return f"{xxhash.xxh3_64_intdigest(key, seed=seed):016x}"
 
 
+LOOSE = re.compile(_LOOSE_PUNCT)
+
+
 def naive_build(prompts: list[dict], responses: list[dict], cfg: Curry) -> list[dict]:
     messages = {p["prompt_id"]: p for p in prompts}
     groups: dict[tuple, list[dict]] = {}
@@ -96,9 +102,9 @@ def naive_build(prompts: list[dict], responses: list[dict], cfg: Curry) -> list[
     for (prompt_id, scorer), rs in groups.items():
         rs.sort(key=lambda r: (-r["score"], r["response_id"]))
         seen: set[str] = set()
-        distinct = []  # one response per whitespace-normalised text, the best-ranked
+        distinct = []  # one response per answer (pipeline.checks.answer_key), the best-ranked
         for r in rs:
-            norm = " ".join(r["text"].split())
+            norm = " ".join(LOOSE.sub(" ", r["text"].lower()).split())
             if norm not in seen:
                 seen.add(norm)
                 distinct.append(r)

@@ -7,9 +7,10 @@ function over polars frames / Arrow tables:
 1. ``scored_responses``  keep responses with a finite score and non-blank text (drops counted by reason).
 2. ``rank_responses``    R1 > R2 > ... > Rn per prompt by score; ties broken by ``response_id`` so the
                          order is the same on every run.
-3. ``distinct_texts``    one response per text: responses of a prompt whose texts are equal after
-                         whitespace normalisation (``pipeline.checks.squash``) and case folding are one answer; the
-                         best-ranked is kept, so chosen and rejected never hold the same text.
+3. ``distinct_texts``    one response per answer: responses of a prompt whose texts are the same answer
+                         (``pipeline.checks.answer_key``: whitespace normalised, case folded, loose sentence
+                         punctuation and quotes dropped, as export's ``same_text``) are one; the best-ranked
+                         is kept, so chosen and rejected are never the same answer.
 4. ``make_pairs``        (R1, Rk) for k = 2..n (``pairing: best_vs_rest``, the paper) or every (Ri, Rj),
                          i < j (``pairing: all``, ours); a pair whose score gap is within its input's
                          threshold (``gap_thresholds``) is a tie and is dropped, never paired.
@@ -50,7 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import ids
-from pipeline.checks import squash
+from pipeline.checks import folded_answer_key
 from pipeline.config import Curry, Execution, Params, fingerprint
 from pipeline.io import read_table
 from pipeline.metrics import write_metrics
@@ -82,12 +83,6 @@ def load_inputs(inputs: Sequence[dict[str, str]]) -> tuple[pa.Table, pa.Table]:
     return pa.concat_tables(prompts), pa.concat_tables(responses)
 
 
-def _normal_text(text: pl.Expr) -> pl.Expr:
-    """``squash(text)`` (pipeline.checks), skipping texts that are already normal (most of them)."""
-    irregular = text.str.contains(r"[^\S ]|  |^ | $")
-    return pl.when(irregular).then(squash(text)).otherwise(text)
-
-
 def scored_responses(responses: pa.Table) -> tuple[pl.DataFrame, dict[str, int]]:
     """Responses that can be ranked, and how many were dropped per reason.
 
@@ -96,7 +91,7 @@ def scored_responses(responses: pa.Table) -> tuple[pl.DataFrame, dict[str, int]]
     kept). A group = (input, prompt_id, scorer): the responses ranked together, so two scorers'
     scales never mix. Returns a frame without texts, with hashes: ``ps`` = ``ids.hash64(prompt_id,
     scorer)``, ``rid`` = ``ids.hash64(response_id)``, ``group``/``check`` = two independent hashes of the
-    group, ``text_key`` = hash of the normalised, lower-cased text; ``row`` = the response's row in ``responses``.
+    group, ``text_key`` = hash of the text's ``pipeline.checks.answer_key`` (the export's "same answer"); ``row`` = the response's row in ``responses``.
     """
     text = responses.column("text")
     # Empty, or whitespace only (utf8_is_space is false on ""); no trimmed copy of every text.
@@ -122,10 +117,10 @@ def scored_responses(responses: pa.Table) -> tuple[pl.DataFrame, dict[str, int]]
     )
     df = df.with_columns(_drop=reason)
     drops = dict(df.filter(pl.col("_drop").is_not_null()).group_by("_drop").len().iter_rows())
-    folded = _normal_text(pl.col("text")) if ascii_only else _normal_text(pl.col("text")).str.to_lowercase()
+    folded = pl.col("text") if ascii_only else pl.col("text").str.to_lowercase()
     kept = df.filter(pl.col("_drop").is_null()).select(
         "input", "prompt_id", "scorer", "response_id", "score", "row", "group", "check", "ps", "rid",
-        text_key=folded.nchash.xxh3_64())
+        text_key=folded_answer_key(folded).nchash.xxh3_64())
     return kept, {k: int(v) for k, v in sorted(drops.items())}
 
 
@@ -210,9 +205,9 @@ def rank_responses(scored: pl.DataFrame) -> pl.DataFrame:
 
 
 def distinct_texts(ranked: pl.DataFrame, scored: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Drop every response whose text (whitespace-normalised) an earlier-ranked response of its group
-    already has: the best-scored copy stays, so no pair can set a text against itself. Ranks are
-    recomputed; returns (ranked, dropped). Texts are compared by a 64-bit hash of the normalised text."""
+    """Drop every response whose answer (``answer_key``) an earlier-ranked response of its group
+    already gives: the best-scored copy stays, so no pair can set a text against itself. Ranks are
+    recomputed; returns (ranked, dropped). Texts are compared by a 64-bit hash of their answer key."""
     df = ranked.select("group", _text=scored.get_column("text_key").gather(ranked.get_column("ridx")))
     first = _first_distinct(df, "group", "_text", exact=["group", "_text"])
     if first.all():

@@ -3,13 +3,17 @@ schemes, output order, pinned ids. The stage's files, real data and a trainer ar
 
 from __future__ import annotations
 
+import gzip
+import itertools
 import json
 import math
 
+import polars as pl
 import pyarrow as pa
 import pytest
 import xxhash
 
+from pipeline.checks import same_text
 from stages.curry import build_pairs
 from tests.curry_fakes import build, cfg, frames, prompt, resp
 
@@ -180,6 +184,56 @@ def test_equal_texts_beyond_ascii_fold_case_too():
     rows, m = build([prompt("p1")], responses)
     assert sorted(ids(rows)) == [("a", "c", 0)]
     assert m["responses"]["dropped"] == {"same_text": 2}
+
+
+def test_answers_that_differ_only_in_sentence_punctuation_are_one_answer():
+    """Curry kept "You're welcome." and "You're welcome!" as two responses (whitespace and case only) and
+    paired them; export then dropped the pair as ``identical`` and the next distinct answer never paired.
+    Curry's rule is now the export's (``pipeline.checks.answer_key``); numbers and words still differ."""
+    responses = [resp("p1", "a", 9, text="You're welcome."), resp("p1", "b", 7, text="You're welcome!"),
+                 resp("p1", "c", 6, text='"you\'re  welcome"'), resp("p1", "d", 4, text="Any time."),
+                 resp("p2", "a", 9, text="3.5"), resp("p2", "b", 7, text="35"), resp("p2", "c", 5, text="3.5!"),
+                 resp("p3", "a", 9, text="¡Ça va, Éloïse!"), resp("p3", "b", 7, text="ÇA VA ÉLOÏSE"),
+                 resp("p3", "c", 5, text="ça va, éloïse ?"), resp("p3", "d", 3, text="好的。"), resp("p3", "e", 1, text="好的"),
+                 resp("p4", "a", 9, text="1,000"), resp("p4", "b", 7, text="1.000"), resp("p4", "c", 5, text="its fine"),
+                 resp("p4", "d", 3, text="it's fine.")]
+    rows, m = build([prompt(p) for p in ("p1", "p2", "p3", "p4")], responses, pairing="all")
+    assert sorted((json.loads(r["lineage"])["prompt_id"], *ids([r])[0][:2]) for r in rows) == [
+        ("p1", "a", "d"), ("p2", "a", "b"), ("p3", "a", "d"),
+        ("p4", "a", "b"), ("p4", "a", "c"), ("p4", "a", "d"), ("p4", "b", "c"), ("p4", "b", "d"), ("p4", "c", "d")]
+    assert m["responses"]["dropped"] == {"same_text": 6}
+
+
+def _last_assistant_turn(dialogue: str) -> str:
+    return dialogue.rsplit("\n\nAssistant:", 1)[-1]
+
+
+def test_curry_treats_real_answer_pairs_as_the_same_answer_exactly_where_same_text_does(real):
+    """UltraFeedback (200) and HH-RLHF harmless-base (300) chosen/rejected pairs, each also against its
+    chosen answer with the final punctuation changed and the case upper: a prompt's two responses pair
+    (a 9 vs 1 gap) exactly when ``same_text`` says they are different answers."""
+    pairs = []
+    for line in (real / "ultrafeedback_binarized/data/processed/eval_clean.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        pairs.append((r["chosen"][-1]["content"] if isinstance(r["chosen"], list) else r["chosen"],
+                      r["rejected"][-1]["content"] if isinstance(r["rejected"], list) else r["rejected"]))
+    with gzip.open(real / "hh_rlhf/harmless-base/test.jsonl.gz", "rt") as f:
+        for line in itertools.islice(f, 300):
+            r = json.loads(line)
+            pairs.append((_last_assistant_turn(r["chosen"]), _last_assistant_turn(r["rejected"])))
+    pairs += [(a, (a.rstrip().rstrip(".!?") + "!").upper()) for a, _ in pairs]
+    prompts, responses = [], []
+    for i, (a, b) in enumerate(pairs):
+        prompts.append(prompt(f"q{i}"))
+        responses += [resp(f"q{i}", f"q{i}a", 9, text=a), resp(f"q{i}", f"q{i}b", 1, text=b)]
+    rows, _ = build(prompts, responses)
+    paired = {json.loads(r["lineage"])["prompt_id"] for r in rows}
+    blank = [not a.strip() or not b.strip() for a, b in pairs]
+    df = pl.DataFrame({"a": [a for a, _ in pairs], "b": [b for _, b in pairs]})
+    same = df.select(same_text(pl.col("a"), pl.col("b"))).to_series().to_list()
+    expected = {f"q{i}" for i in range(len(pairs)) if not same[i] and not blank[i]}
+    assert paired == expected
+    assert 100 < sum(same) < len(pairs) - 300  # both kinds are exercised
 
 
 def test_pair_ids_do_not_depend_on_how_a_prompts_responses_are_spread_over_the_rows():
