@@ -170,6 +170,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(f"prefpipe audit: --json {args.json}: no folder {Path(args.json).parent}; create it or write "
               "the report elsewhere", file=sys.stderr)
         return 2
+    if args.root and not Path(args.root).is_dir():  # with --params given, a misspelt root skipped the project checks
+        print(f"prefpipe audit: --root {args.root}: not a folder; pass the project root (it holds data/<method>/pairs)",
+              file=sys.stderr)
+        return 2
     cfg = root = None
     # The project's params.yaml: --params, else the one under --root (README: both under --root).
     params = Path(args.params) if args.params else Path(args.root or ".") / "params.yaml"

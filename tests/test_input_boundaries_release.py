@@ -206,5 +206,13 @@ def test_audit_with_a_root_that_holds_no_params_fails_in_one_line(tmp_path, caps
     assert cli(["audit", "data/release"]) == 0
     capsys.readouterr()
     assert cli(["audit", "data/release", "--root", "projetc"]) == 2
-    assert capsys.readouterr().err == ("prefpipe audit: projetc/params.yaml: not found; --root projetc must be the "
-                                       "project root, which holds params.yaml\n")
+    assert capsys.readouterr().err == ("prefpipe audit: --root projetc: not a folder; pass the project root (it "
+                                       "holds data/<method>/pairs)\n")
+    # With --params named, a misspelt --root used to skip the project checks without a word and pass.
+    (tmp_path / "params.yaml").write_text((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    assert cli(["audit", "data/release", "--params", "params.yaml", "--root", "projetc"]) == 2
+    assert "--root projetc: not a folder" in capsys.readouterr().err
+    (tmp_path / "elsewhere").mkdir()  # a folder without params.yaml, as before
+    assert cli(["audit", "data/release", "--root", "elsewhere"]) == 2
+    assert capsys.readouterr().err == ("prefpipe audit: elsewhere/params.yaml: not found; --root elsewhere must be "
+                                       "the project root, which holds params.yaml\n")
