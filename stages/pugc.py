@@ -2,12 +2,14 @@
 
 A person's post already holds a good answer to some reader's question. So::
 
-    documents --1 pre-filter--> --2 one reader query each--> --3 "does the document answer it?"-->
+    documents --1 pre-filter--> --2 one reader query each--> --3 its writer: "does the document answer it?"-->
     --4 K policy responses per query--> --5 judge scores each 1-5 with the document as reference-->
     --6 pairs: best vs worst response, kept when the margin reaches min_margin
 
-Before step 2 the judge proves, on built-in probes, that both its uses (3 and 5) discriminate; below
-``pugc.gates`` the stage fails or withholds those labels (the judge's steps and gates: ``stages/pugc_judge.py``;
+Step 3 is asked of the model that wrote the query (the ``generator`` role), as the paper's LLM writes and
+filters its reader queries; step 5 of the ``judge`` (the paper's reward model). Before step 2 both judgments
+prove, on built-in probes, that they discriminate; below ``pugc.gates`` the stage fails or withholds those
+labels (the judgments' steps and gates: ``stages/pugc_judge.py``;
 pre-filter: ``stages/pugc_prefilter.py``; plumbing and outputs: ``stages/pugc_io.py``). Each step is a
 small function over a polars frame / Arrow batch; model steps take an ``engine`` and run through
 ``map_batches``, doing only what needs the engine (ids, scores and JSON are polars over whole columns). A
@@ -209,12 +211,13 @@ def query_step(docs: pl.DataFrame, params: Params, gen: LLM, *, gate_passed: boo
     return with_prompt_ids(queries.filter(pl.col("drop").is_null()), docs), counts
 
 
-def query_filter_step(queries: pl.DataFrame, params: Params, judge: LLM, *, gate_passed: bool) -> tuple[pl.DataFrame, dict]:
-    """Step 3: keep the queries the judge says their document answers (``p_true`` at or above
-    ``query_filter_threshold``); with the gate withheld no query is kept on the judge's word."""
+def query_filter_step(queries: pl.DataFrame, params: Params, gen: LLM, *, gate_passed: bool) -> tuple[pl.DataFrame, dict]:
+    """Step 3: keep the queries their document answers (``p_true`` at or above ``query_filter_threshold``), as
+    the model that wrote them (``gen``, the generator role) judges, like the paper's LLM that writes and filters
+    the reader queries; with the gate withheld no query is kept on its word."""
     cfg = params.pugc
     if gate_passed:
-        judged = run_answerable(queries, params, "query_filter", judge)
+        judged = run_answerable(queries, params, "query_filter", gen)
         filtered = query_filter(
             queries.join(judged.select("prompt_id", "p_true"), on="prompt_id")
             if judged is not None
@@ -285,12 +288,12 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     docs, metrics["input"] = load_documents(documents, cfg.sources)
     docs, metrics["prefilter"] = prefilter(docs, params)
     clock.tick("prefilter")
-    metrics["gates"] = judge_gates(params, judge)
+    metrics["gates"] = judge_gates(params, gen, judge)
     use = {role: report["passed"] for role, report in metrics["gates"].items()}
     clock.tick("gates")
     queries, metrics["queries"] = query_step(docs, params, gen, gate_passed=use["query_filter"])
     clock.tick("queries")
-    queries, metrics["query_filter"] = query_filter_step(queries, params, judge, gate_passed=use["query_filter"])
+    queries, metrics["query_filter"] = query_filter_step(queries, params, gen, gate_passed=use["query_filter"])
     clock.tick("query_filter")
     samples, metrics["sampling"] = sampling_step(queries, params, policy, gate_passed=use["scorer"])
     clock.tick("sampling")

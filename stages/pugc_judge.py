@@ -1,5 +1,7 @@
-"""PUGC's judge: its two uses, step 3 ("does the document answer the query?", p(True)) and step 5
+"""PUGC's two model judgments, step 3 ("does the document answer the query?", p(True)) and step 5
 (reference-guided 1-5 scores), and the gates both pass, on built-in probes, before they label real rows.
+As in the paper, step 3 is asked of the model that wrote the query (the ``generator`` role: the paper's LLM
+both writes the reader query and filters it) and step 5 of the ``judge`` (the paper's reward model).
 
 - **query filter** (``pipeline/probes/pugc_query_filter.jsonl``): six user-written documents, each with two
   queries it answers, one unrelated query and the template's placeholder ``<the query>``; 12 True, 12 False.
@@ -255,9 +257,10 @@ def grade_scorer(scored: pl.DataFrame, min_margin: float) -> tuple[list[bool], d
 # --- the judge's two engine steps, as the stage and its gates both run them --------------------------
 
 
-def run_answerable(queries: pl.DataFrame, params: Params, step: str, judge: LLM) -> pl.DataFrame | None:
-    """``judge_answerable`` over ``queries`` (prompt_id, query, reference) as the engine step ``step``."""
-    return run_step(queries.select("prompt_id", "query", "reference"), judge_answerable, params, step, engine=judge)
+def run_answerable(queries: pl.DataFrame, params: Params, step: str, model: LLM) -> pl.DataFrame | None:
+    """``judge_answerable`` over ``queries`` (prompt_id, query, reference) as the engine step ``step``, asked
+    of ``model`` (the generator role, which wrote the queries)."""
+    return run_step(queries.select("prompt_id", "query", "reference"), judge_answerable, params, step, engine=model)
 
 
 def run_scorer(responses: pl.DataFrame, params: Params, step: str, judge: LLM) -> pl.DataFrame | None:
@@ -271,14 +274,15 @@ def run_scorer(responses: pl.DataFrame, params: Params, step: str, judge: LLM) -
 # --- judge gates ---------------------------------------------------------------------------------
 
 
-def judge_gates(params: Params, judge: LLM) -> dict[str, dict]:
-    """Run both judge uses on their probes (same steps as the real rows) and check them against
-    ``pugc.gates``; a failing gate raises ``JudgeGateError`` (or, with on_gate_failure: withhold,
-    reports ``passed: false`` and the stage emits none of that use's labels)."""
+def judge_gates(params: Params, generator: LLM, judge: LLM) -> dict[str, dict]:
+    """Run both judgments on their probes (same steps and roles as the real rows: the query filter on the
+    ``generator``, the scorer on the ``judge``) and check them against ``pugc.gates``; a failing gate raises
+    ``JudgeGateError`` (or, with on_gate_failure: withhold, reports ``passed: false`` and the stage emits
+    none of that use's labels)."""
     cfg = params.pugc
     gate = {"on_failure": params.execution.on_gate_failure}
     probes = query_filter_probes()
-    judged = run_answerable(probes, params, "gate_query_filter", judge)
+    judged = run_answerable(probes, params, "gate_query_filter", generator)
     correct, detail = grade_query_filter(
         probes.join(judged.select("prompt_id", "p_true"), on="prompt_id"), cfg.query_filter_threshold
     )
@@ -286,7 +290,7 @@ def judge_gates(params: Params, judge: LLM) -> dict[str, dict]:
         "query_filter": check_gate(
             "pugc",
             "query_filter",
-            judge.model,
+            generator.model,
             correct,
             detail=detail,
             min_accuracy=cfg.gates.query_filter,

@@ -245,6 +245,28 @@ def test_a_discriminating_judge_passes_its_gates_before_any_query_is_written(tmp
     assert kinds.index("query") > kinds.index("choose")  # the probes ran first
 
 
+def test_the_query_filter_is_asked_of_the_model_that_wrote_the_queries(tmp_path, monkeypatch):
+    """As the paper: its LLM writes each reader query and then filters it ("does the document answer it?"),
+    and a reward model scores the answers. So the True/False filter and its gate go to the generator role,
+    the 1-5 scores and theirs to the judge (on main's code the judge did both)."""
+    import pipeline.llm
+
+    monkeypatch.chdir(tmp_path)
+    _gate_docs(tmp_path)
+    engines = {m: FakeEngine("sharp") for m in ("org/writer", "org/policy", "org/judge")}
+    monkeypatch.setattr(pipeline.llm, "get_engine", lambda cfg: engines[cfg.model], raising=False)
+    roles = {"generator": {"model": "org/writer"}, "policy": {"model": "org/policy"}, "judge": {"model": "org/judge"}}
+    m = pugc.main(make_params(roles=roles), documents=tmp_path / "docs", out=tmp_path / "out")
+
+    def asked(model: str, n_options: int) -> int:
+        return sum(len(c) for k, c, n in engines[model].calls if k == "choose" and n == n_options)
+
+    assert asked("org/writer", 2) == 24 + 3 and asked("org/judge", 2) == 0  # probes + the 3 queries
+    assert asked("org/judge", 5) > 0 and asked("org/writer", 5) == 0
+    assert (m["gates"]["query_filter"]["model"], m["gates"]["scorer"]["model"]) == ("org/writer", "org/judge")
+    assert m["query_filter"]["kept"] == 3 and m["pairs"]["kept"] == 3
+
+
 def test_a_judge_at_chance_stops_the_stage_before_any_query_is_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _gate_docs(tmp_path)
