@@ -4,7 +4,7 @@ A person's post already holds a good answer to some reader's question. So::
 
     documents --1 pre-filter--> --2 one reader query each--> --3 its writer: "does the document answer it?"-->
     --4 K policy responses per query--> --5 judge scores each 1-5 with the document as reference-->
-    --6 pairs: best vs worst response, kept when the margin reaches min_margin
+    --6 pairs: best vs worst response with another answer, kept when the margin reaches min_margin
 
 Step 3 is asked of the model that wrote the query (the ``generator`` role), as the paper's LLM writes and
 filters its reader queries; step 5 of the ``judge`` (the paper's reward model). Before step 2 both judgments
@@ -152,19 +152,43 @@ def response_filter(responses: pl.DataFrame) -> pl.DataFrame:
 # --- 6. pairs ------------------------------------------------------------------------------------
 
 
+def _first(scored: pl.DataFrame, *, best: bool) -> pl.DataFrame:
+    """Per query, the highest- (``best``) or lowest-scored response; equal scores go to the smallest
+    response_id on both ends."""
+    order = ["prompt_id", "score", "response_id"]
+    return scored.sort(order, descending=[False, best, False]).group_by("prompt_id", maintain_order=True).first()
+
+
+def worst_other_answer(scored: pl.DataFrame, best: pl.DataFrame) -> pl.DataFrame:
+    """Per query, the lowest-scored response whose answer is not the best one's (``pipeline.checks.same_text``):
+    where the lowest-scored response says what the best says (two samples that came out alike, scored apart),
+    the next different answer up is taken; a query whose responses all give one answer has none. Answer keys
+    are computed only for the queries where that happens."""
+    worst = _first(scored, best=False)
+    texts = best.select("prompt_id", _best="text")
+    clash = worst.join(texts, on="prompt_id").filter(same_text(pl.col("text"), pl.col("_best")))["prompt_id"]
+    if clash.is_empty():
+        return worst
+    others = (
+        scored.filter(pl.col("prompt_id").is_in(clash.implode()))
+        .join(texts, on="prompt_id")
+        .filter(~same_text(pl.col("text"), pl.col("_best")))
+        .drop("_best")
+    )
+    return pl.concat([worst.filter(~pl.col("prompt_id").is_in(clash.implode())), _first(others, best=False)])
+
+
 def pick_pairs(prompt_ids: pl.Series, responses: pl.DataFrame, min_margin: float) -> pl.DataFrame:
-    """One row per query in ``prompt_ids``: best vs worst scored response, ``drop`` = why no pair is made:
-    too_few_responses, below_min_margin (ties included), same_text (best and worst are the same answer once
-    whitespace is normalised, e.g. two samples that came out equal).
+    """One row per query in ``prompt_ids``: the best scored response vs the worst scored one among those that
+    give a different answer (``worst_other_answer``); ``drop`` = why no pair is made: too_few_responses (fewer
+    than two scored), same_text (every response is the same answer once whitespace is normalised, case folded
+    and sentence punctuation set aside: no rejected side), below_min_margin (ties included).
 
     Ties are broken by response_id (smallest wins) on both ends, so the result is deterministic.
     """
     scored = responses.filter(pl.col("score").is_not_null())
-    order = ["prompt_id", "score", "response_id"]
-    best = (
-        scored.sort(order, descending=[False, True, False]).group_by("prompt_id", maintain_order=True).first()
-    )
-    worst = scored.sort(order).group_by("prompt_id", maintain_order=True).first()
+    best = _first(scored, best=True)
+    worst = worst_other_answer(scored, best)
     n = scored.group_by("prompt_id").len("n_scored")
     cols = ["response_id", "text", "score", "finish_reason"]
 
@@ -184,8 +208,8 @@ def pick_pairs(prompt_ids: pl.Series, responses: pl.DataFrame, min_margin: float
     return out.with_columns(
         drop=first_reason(
             (pl.col("n_scored") < 2, "too_few_responses"),
+            (pl.col("rejected_response_id").is_null(), "same_text"),
             (pl.col("margin") < min_margin, "below_min_margin"),
-            (same_text(pl.col("chosen_text"), pl.col("rejected_text")), "same_text"),
         )
     ).sort("prompt_id")
 
