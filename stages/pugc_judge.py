@@ -6,9 +6,9 @@
   A probe is right when the filter's decision (p(True) >= ``query_filter_threshold``) matches. A judge
   that keeps (or drops) everything scores 0.5.
 - **scorer** (``pipeline/probes/pugc_scorer.jsonl``): for each document and query, a good answer (what
-  the document says), a partial one, one that contradicts the document and an off-topic one (the
-  contradicting answer is longer than the good one in half the items, so a length-biased judge gains
-  little). Each (good, bad) pair is asked in both directions: "does good outscore bad by at least
+  the document says), a partial one, one that contradicts the document and an off-topic one (each kind of
+  bad answer is longer than the good one in half the items, so a judge that scores by length alone scores
+  exactly chance). Each (good, bad) pair is asked in both directions: "does good outscore bad by at least
   ``min_margin``?" (yes) and "does bad outscore good by at least ``min_margin``?" (no). So a pair counts
   fully when good wins by the margin, half when the two are within the margin (the judge cannot tell
   them apart), not at all when bad wins; a judge that gives every answer the same score scores 0.5.

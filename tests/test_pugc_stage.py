@@ -199,6 +199,20 @@ def test_scorer_gate_counts_good_over_bad_by_the_margin_in_both_directions():
         check_gate("pugc", "scorer", "m", correct, min_accuracy=0.75, key="pugc.gates.scorer")
 
 
+@pytest.mark.parametrize("measure", ["chars", "words"])
+def test_a_scorer_that_scores_by_length_alone_is_at_chance_on_its_probes(measure):
+    """Verbosity is not discrimination: with only the contradicting answers length-balanced, a judge that
+    scored longer answers higher got 30 of 36 probes (0.83) and passed the 0.75 gate (the random-weights
+    tiny model, whose expected scores drift with length, got 0.78)."""
+    probes = pugc_judge.scorer_probes()
+    size = pl.col("text").str.len_chars() if measure == "chars" else pl.col("text").str.split(" ").list.len()
+    for direction in (1, -1):
+        by_length = probes.with_columns(score=(size * direction).cast(pl.Float64))
+        correct, detail = pugc_judge.grade_scorer(by_length, 0.5)
+        assert sum(correct) / len(correct) == 0.5, (measure, direction, detail)
+        assert detail["good_wins"] == detail["bad_wins"] == 9
+
+
 def test_query_filter_keeps_a_query_at_the_threshold_and_its_gate_grades_it_so():
     """p(True) >= query_filter_threshold keeps a query, in the stage and in the gate alike."""
     queries = pl.DataFrame({"prompt_id": ["at", "below"], "p_true": [0.5, 0.4999]})
