@@ -3,8 +3,10 @@
 
 - **query filter** (``pipeline/probes/pugc_query_filter.jsonl``): six user-written documents, each with two
   queries it answers, one unrelated query and the template's placeholder ``<the query>``; 12 True, 12 False.
-  A probe is right when the filter's decision (p(True) >= ``query_filter_threshold``) matches. A judge
-  that keeps (or drops) everything scores 0.5.
+  A probe is right when the filter's decision (p(True) >= ``query_filter_threshold``) matches. The gate
+  reads the weaker of two distinctions, relevant vs unrelated and relevant vs placeholder (balanced accuracy
+  each): a judge that keeps (or drops) everything scores 0.5, and so does one that drops only the
+  placeholder (18 of 24 probes right, which passed a 0.75 gate without telling any unrelated query apart).
 - **scorer** (``pipeline/probes/pugc_scorer.jsonl``): for each document and query, a good answer (what
   the document says), a partial one, one that contradicts the document and an off-topic one (each kind of
   bad answer is longer than the good one in half the items, so a judge that scores by length alone scores
@@ -187,8 +189,9 @@ def query_filter_probes() -> pl.DataFrame:
     )
 
 
-def grade_query_filter(judged: pl.DataFrame, threshold: float) -> tuple[list[bool], dict]:
-    """Per probe: did the filter decide as expected; and the mean p(True) per kind of query."""
+def grade_query_filter(judged: pl.DataFrame, threshold: float) -> tuple[list[bool], dict, dict[str, float]]:
+    """Per probe: did the filter decide as expected; the mean p(True) per kind of query; and the balanced
+    accuracy of each distinction the gate reads (relevant vs each kind of query the document does not answer)."""
     judged = judged.with_columns(kept=pl.col("p_true") >= threshold)
     correct = (judged["kept"] == judged["answerable"]).to_list()
     by_kind = judged.group_by("kind").agg(pl.col("p_true").mean().round(4), pl.col("kept").sum()).sort("kind")
@@ -197,7 +200,9 @@ def grade_query_filter(judged: pl.DataFrame, threshold: float) -> tuple[list[boo
         "p_true_mean": dict(by_kind.select("kind", "p_true").iter_rows()),
         "kept": {k: int(n) for k, n in by_kind.select("kind", "kept").iter_rows()},
     }
-    return correct, detail
+    right = dict(judged.group_by("kind").agg((pl.col("kept") == pl.col("answerable")).mean()).iter_rows())
+    contrasts = {f"relevant_vs_{k}": (right["relevant"] + right[k]) / 2 for k in sorted(right) if k != "relevant"}
+    return correct, detail, contrasts
 
 
 def scorer_probes() -> pl.DataFrame:
@@ -279,7 +284,7 @@ def judge_gates(params: Params, judge: LLM) -> dict[str, dict]:
     gate = {"on_failure": params.execution.on_gate_failure}
     probes = query_filter_probes()
     judged = run_answerable(probes, params, "gate_query_filter", judge)
-    correct, detail = grade_query_filter(
+    correct, detail, contrasts = grade_query_filter(
         probes.join(judged.select("prompt_id", "p_true"), on="prompt_id"), cfg.query_filter_threshold
     )
     reports = {
@@ -289,6 +294,7 @@ def judge_gates(params: Params, judge: LLM) -> dict[str, dict]:
             judge.model,
             correct,
             detail=detail,
+            contrasts=contrasts,
             min_accuracy=cfg.gates.query_filter,
             key="pugc.gates.query_filter",
             **gate,

@@ -172,14 +172,16 @@ def test_query_filter_gate_grades_decisions_at_the_threshold():
     assert set(probes.filter(pl.col("kind") == "placeholder")["query"]) == {"<the query>"}
     # what the issue measured with a 135M model: p(True) 0.86-0.88 whatever the query
     flat = probes.with_columns(p_true=pl.lit(0.87))
-    correct, detail = pugc_judge.grade_query_filter(flat, 0.5)
+    correct, detail, contrasts = pugc_judge.grade_query_filter(flat, 0.5)
     assert sum(correct) / len(correct) == 0.5 and detail["kept"] == {
         "placeholder": 6,
         "relevant": 12,
         "unrelated": 6,
     }
+    assert contrasts == {"relevant_vs_placeholder": 0.5, "relevant_vs_unrelated": 0.5}
     sharp = probes.with_columns(p_true=pl.when(pl.col("answerable")).then(0.8).otherwise(0.3))
     assert all(pugc_judge.grade_query_filter(sharp, 0.5)[0])
+    assert set(pugc_judge.grade_query_filter(sharp, 0.5)[2].values()) == {1.0}
     assert sum(pugc_judge.grade_query_filter(sharp, 0.9)[0]) == 12  # a threshold above every p(True)
 
 
@@ -213,13 +215,29 @@ def test_a_scorer_that_scores_by_length_alone_is_at_chance_on_its_probes(measure
         assert detail["good_wins"] == detail["bad_wins"] == 9
 
 
+def test_a_query_filter_that_only_drops_the_placeholder_fails_its_gate():
+    """Relevance is the filter's job: one that drops "<the query>" but keeps every unrelated query gets 18 of 24
+    probes right (0.75), which passed the 0.75 gate; the gate reads the weaker distinction (0.5)."""
+    probes = pugc_judge.query_filter_probes()
+    blind = probes.with_columns(p_true=pl.when(pl.col("kind") == "placeholder").then(0.1).otherwise(0.9))
+    correct, _, contrasts = pugc_judge.grade_query_filter(blind, 0.5)
+    assert sum(correct) == 18 and contrasts == {"relevant_vs_placeholder": 1.0, "relevant_vs_unrelated": 0.5}
+    with pytest.raises(JudgeGateError, match=r"18 of 24 probes right; weakest distinction relevant_vs_unrelated: "
+                                             r"accuracy 0.50.*pugc.gates.query_filter=0.75"):
+        check_gate("pugc", "query_filter", "m", correct, contrasts=contrasts, min_accuracy=0.75,
+                   key="pugc.gates.query_filter")
+    report = check_gate("pugc", "query_filter", "m", correct, contrasts=contrasts, min_accuracy=0.75,
+                        key="pugc.gates.query_filter", on_failure="withhold")
+    assert (report["accuracy"], report["weakest"], report["passed"]) == (0.5, "relevant_vs_unrelated", False)
+
+
 def test_query_filter_keeps_a_query_at_the_threshold_and_its_gate_grades_it_so():
     """p(True) >= query_filter_threshold keeps a query, in the stage and in the gate alike."""
     queries = pl.DataFrame({"prompt_id": ["at", "below"], "p_true": [0.5, 0.4999]})
     assert pugc_judge.query_filter(queries, 0.5)["drop"].to_list() == [None, "not_answerable"]
     probes = pugc_judge.query_filter_probes()
     at = probes.with_columns(p_true=pl.when(pl.col("answerable")).then(0.5).otherwise(0.4999))
-    correct, detail = pugc_judge.grade_query_filter(at, 0.5)
+    correct, detail, _ = pugc_judge.grade_query_filter(at, 0.5)
     assert all(correct) and sum(detail["kept"].values()) == 12
 
 
