@@ -5,7 +5,8 @@ first runs that judge, with the same engine call and template it uses for real r
 built-in probe set whose answers are known: a relevant vs an unrelated query for a document, a good vs
 a contradicting answer, a clear SAT vs a clear DSAT turn, each comparison in both position orders so a
 judge that always answers "a" scores exactly chance. The stage turns every probe into right or wrong
-and calls::
+(and, where the probes test several distinctions its labels depend on, gives each one's balanced accuracy
+as ``contrasts``: the gate then reads the weakest) and calls::
 
     report = check_gate("pugc", "judge", engine.name, correct, min_accuracy=cfg.gates.judge,
                         key="pugc.gates.judge", on_failure=params.execution.on_gate_failure, detail={...})
@@ -89,7 +90,7 @@ def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, mi
         report["failed_calls"] = len(failed)
     figures = f"{right} of {n} probes right (accuracy {accuracy:.2f}, chance {CHANCE})"
     if weakest is not None:
-        figures = f"{right} of {n} probes right; weakest distinction {weakest}: accuracy {accuracy:.2f} (chance {CHANCE})"
+        figures = f"{right} of {n} probes right (weakest distinction {weakest}: accuracy {accuracy:.2f}, chance {CHANCE})"
     if failed:
         figures += f"; {len(failed)} of {len(errors)} probe calls failed (first: {' '.join(failed[0].split())[:200]})"
     judge = "the judge" if role == "judge" else f"the {role} judge"  # not "the judge judge"

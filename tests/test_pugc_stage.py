@@ -222,7 +222,7 @@ def test_a_query_filter_that_only_drops_the_placeholder_fails_its_gate():
     blind = probes.with_columns(p_true=pl.when(pl.col("kind") == "placeholder").then(0.1).otherwise(0.9))
     correct, _, contrasts = pugc_judge.grade_query_filter(blind, 0.5)
     assert sum(correct) == 18 and contrasts == {"relevant_vs_placeholder": 1.0, "relevant_vs_unrelated": 0.5}
-    with pytest.raises(JudgeGateError, match=r"18 of 24 probes right; weakest distinction relevant_vs_unrelated: "
+    with pytest.raises(JudgeGateError, match=r"18 of 24 probes right \(weakest distinction relevant_vs_unrelated: "
                                              r"accuracy 0.50.*pugc.gates.query_filter=0.75"):
         check_gate("pugc", "query_filter", "m", correct, contrasts=contrasts, min_accuracy=0.75,
                    key="pugc.gates.query_filter")
