@@ -13,7 +13,9 @@
   exactly chance). Each (good, bad) pair is asked in both directions: "does good outscore bad by at least
   ``min_margin``?" (yes) and "does bad outscore good by at least ``min_margin``?" (no). So a pair counts
   fully when good wins by the margin, half when the two are within the margin (the judge cannot tell
-  them apart), not at all when bad wins; a judge that gives every answer the same score scores 0.5.
+  them apart), not at all when bad wins; a judge that gives every answer the same score scores 0.5. The
+  gate reads the weakest kind of bad answer: a scorer that cannot tell a contradicting answer from the good
+  one while marking partial and off-topic answers down scored 30 of 36 (0.83) overall.
 
 The stage runs the probes through the same step functions (templates, engine calls) as its real rows.
 """
@@ -224,8 +226,9 @@ def scorer_probes() -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def grade_scorer(scored: pl.DataFrame, min_margin: float) -> tuple[list[bool], dict]:
-    """Both directions of every (good, bad) pair (see the module doc), and the mean score per kind.
+def grade_scorer(scored: pl.DataFrame, min_margin: float) -> tuple[list[bool], dict, dict[str, float]]:
+    """Both directions of every (good, bad) pair (see the module doc), the mean score per kind, and the share
+    right per kind of bad answer (the distinctions the gate reads: good vs partial, contradicting, off-topic).
 
     >>> s = pl.DataFrame({"probe": ["a"] * 4, "kind": ["good", *BAD_KINDS], "score": [4.0, 2.0, 3.8, None]})
     >>> grade_scorer(s, 0.5)[0]   # contradicting: within the margin; off-topic: unscored; partial: good wins
@@ -239,12 +242,11 @@ def grade_scorer(scored: pl.DataFrame, min_margin: float) -> tuple[list[bool], d
         bad_wins=scored_pair & (pl.col("score") - pl.col("good") >= min_margin),
         unscored=~scored_pair,
     )
-    correct = []
-    for good_wins, bad_wins, unscored in pairs.select("good_wins", "bad_wins", "unscored").iter_rows():
-        correct += [
-            good_wins,
-            not (bad_wins or unscored),
-        ]  # an answer the judge failed to score counts as wrong
+    correct, by_kind = [], {}
+    for kind, good_wins, bad_wins, unscored in pairs.select("kind", "good_wins", "bad_wins", "unscored").iter_rows():
+        right = [good_wins, not (bad_wins or unscored)]  # an answer the judge failed to score counts as wrong
+        correct += right
+        by_kind.setdefault(f"good_vs_{kind}", []).extend(right)
     means = scored.group_by("kind").agg(pl.col("score").mean().round(4)).sort("kind")
     detail = {
         "min_margin": min_margin,
@@ -254,7 +256,7 @@ def grade_scorer(scored: pl.DataFrame, min_margin: float) -> tuple[list[bool], d
         "unscored": int(pairs["unscored"].sum()),
         "score_mean": dict(means.iter_rows()),
     }
-    return correct, detail
+    return correct, detail, {k: sum(v) / len(v) for k, v in by_kind.items()}
 
 
 # --- the judge's two engine steps, as the stage and its gates both run them --------------------------
@@ -302,7 +304,7 @@ def judge_gates(params: Params, judge: LLM) -> dict[str, dict]:
     }
     probes = scorer_probes()
     scored = run_scorer(probes, params, "gate_scorer", judge)
-    correct, detail = grade_scorer(
+    correct, detail, contrasts = grade_scorer(
         probes.join(to_scores(scored, cfg.scoring).select("response_id", "score"), on="response_id"),
         cfg.min_margin,
     )
@@ -312,6 +314,7 @@ def judge_gates(params: Params, judge: LLM) -> dict[str, dict]:
         judge.model,
         correct,
         detail=detail,
+        contrasts=contrasts,
         min_accuracy=cfg.gates.scorer,
         key="pugc.gates.scorer",
         **gate,

@@ -191,7 +191,7 @@ def test_scorer_gate_counts_good_over_bad_by_the_margin_in_both_directions():
     # the issue's expected scores: good 2.95, partial 2.92, contradicting 2.92, off-topic 2.82
     issue = {"good": 2.95, "partial": 2.92, "contradicting": 2.92, "off_topic": 2.82}
     flat = probes.with_columns(score=pl.col("kind").replace_strict(issue))
-    correct, detail = pugc_judge.grade_scorer(flat, 0.5)
+    correct, detail, _ = pugc_judge.grade_scorer(flat, 0.5)
     assert len(correct) == 36 and sum(correct) == 18  # every pair within the margin: chance
     assert detail["good_wins"] == detail["bad_wins"] == 0
     assert sum(pugc_judge.grade_scorer(flat, 0.05)[0]) == 18 + 6  # off-topic is 0.13 lower
@@ -210,7 +210,7 @@ def test_a_scorer_that_scores_by_length_alone_is_at_chance_on_its_probes(measure
     size = pl.col("text").str.len_chars() if measure == "chars" else pl.col("text").str.split(" ").list.len()
     for direction in (1, -1):
         by_length = probes.with_columns(score=(size * direction).cast(pl.Float64))
-        correct, detail = pugc_judge.grade_scorer(by_length, 0.5)
+        correct, detail, _ = pugc_judge.grade_scorer(by_length, 0.5)
         assert sum(correct) / len(correct) == 0.5, (measure, direction, detail)
         assert detail["good_wins"] == detail["bad_wins"] == 9
 
@@ -231,6 +231,19 @@ def test_a_query_filter_that_only_drops_the_placeholder_fails_its_gate():
     assert (report["accuracy"], report["weakest"], report["passed"]) == (0.5, "relevant_vs_unrelated", False)
 
 
+def test_a_scorer_blind_to_contradictions_fails_its_gate():
+    """PUGC scores answers against the document: a scorer that gives a contradicting answer the good one's
+    score while marking partial and off-topic answers down gets 30 of 36 (0.83) and passed the 0.75 gate."""
+    probes = pugc_judge.scorer_probes()
+    blind = probes.with_columns(score=pl.when(pl.col("kind").is_in(["good", "contradicting"])).then(4.0).otherwise(2.0))
+    correct, _, contrasts = pugc_judge.grade_scorer(blind, 0.5)
+    assert sum(correct) == 30
+    assert contrasts == {"good_vs_contradicting": 0.5, "good_vs_off_topic": 1.0, "good_vs_partial": 1.0}
+    report = check_gate("pugc", "scorer", "m", correct, contrasts=contrasts, min_accuracy=0.75,
+                        key="pugc.gates.scorer", on_failure="withhold")
+    assert (report["accuracy"], report["weakest"], report["passed"]) == (0.5, "good_vs_contradicting", False)
+
+
 def test_query_filter_keeps_a_query_at_the_threshold_and_its_gate_grades_it_so():
     """p(True) >= query_filter_threshold keeps a query, in the stage and in the gate alike."""
     queries = pl.DataFrame({"prompt_id": ["at", "below"], "p_true": [0.5, 0.4999]})
@@ -244,7 +257,7 @@ def test_query_filter_keeps_a_query_at_the_threshold_and_its_gate_grades_it_so()
 def test_scorer_gate_margin_is_inclusive_and_an_unscored_answer_is_wrong_both_ways():
     s = pl.DataFrame({"probe": ["a"] * 4, "kind": ["good", "partial", "contradicting", "off_topic"],
                       "score": [4.0, 3.5, None, 4.5]})
-    correct, detail = pugc_judge.grade_scorer(s, 0.5)
+    correct, detail, _ = pugc_judge.grade_scorer(s, 0.5)
     # sorted by kind: contradicting (unscored), off_topic (bad wins by exactly the margin), partial (good wins so)
     assert correct == [False, False, False, False, True, True]
     assert (detail["good_wins"], detail["bad_wins"], detail["unscored"]) == (1, 1, 1)
