@@ -16,7 +16,11 @@ Hard violations (each counted per config, with a few pair ids):
   ids; and on the text files (card, stats,
   removed.jsonl, plot data).
 - ``prompt_in_both_splits``: a normalised prompt appears in a train and a test split.
-- ``held_out_in_train``: a prompt of an ``export.held_out`` set appears in a train split.
+- ``held_out_in_train``: a prompt of an ``export.held_out`` set appears in a train split, or one that overlaps
+  it as export measures it (``export.decontamination``'s n-grams: a prefixed or reworded copy).
+- ``contaminated``: a prompt (DOVE: either prompt) overlaps a prompt of an evaluation set
+  (``export.decontamination.sets``, redacted as the release is) as export's decontamination measures it, in
+  any split: an MT-Bench question copied into a release passed every other check.
 - ``cut_off_chosen``: lineage says the chosen answer hit the token limit (``chosen_finish_reason: length``),
   or its text stops mid-sentence (``pipeline.checks.ends_mid_sentence``; export drops by it).
 - ``unprompted_acknowledgement``: chosen reacts to feedback ("You're right, I apologize...") that its
@@ -29,7 +33,7 @@ Hard violations (each counted per config, with a few pair ids):
   from a user turn (a system message only first) or does not end with a user turn; a chosen or rejected
   that is not one or more non-empty assistant messages (``pipeline.checks.malformed_dialogue``).
 
-The checks needing the project (``empty_config``, ``held_out_in_train``) run when params are given
+The checks needing the project (``empty_config``, ``held_out_in_train``, ``contaminated``) run when params are given
 (``--params``, default ``params.yaml`` when present) and are reported as skipped otherwise.
 """
 
@@ -50,7 +54,14 @@ from pipeline.checks import (
     same_text,
     unprompted_acknowledgement,
 )
-from pipeline.decontam import load_held_out
+from pipeline.decontam import (
+    contamination,
+    eval_index,
+    held_index,
+    load_held_out,
+    near_held_out,
+    release_eval_prompts,
+)
 from pipeline.dedup import prompt_keys, text_of
 from pipeline.ids import HEX_ID
 from pipeline.io import read_manifest
@@ -72,7 +83,8 @@ CHECKS = {
     "empty_config": "an enabled method has pairs in data/<method>/pairs but none in its release config",
     "pii": "personal data or a secret in a released string",
     "prompt_in_both_splits": "a prompt is in both a train and a test split",
-    "held_out_in_train": "a held-out prompt is in a train split",
+    "held_out_in_train": "a held-out prompt (or one overlapping it) is in a train split",
+    "contaminated": "a prompt overlaps an evaluation set's prompt (export.decontamination)",
     "cut_off_chosen": "the chosen answer was cut off (lineage chosen_finish_reason: length, or it stops mid-sentence)",
     "unprompted_acknowledgement": "chosen acknowledges feedback its prompt does not contain",
     "looping_chosen": "chosen repeats itself in a loop (most of its sentences repeat earlier ones)",
@@ -190,7 +202,8 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
     kinds = list(cfg.pii_kinds) if cfg is not None else KINDS
     regions = tuple(cfg.pii_phone_regions) if cfg is not None else PHONE_REGIONS
     found = {name: _Found() for name in CHECKS}
-    keys, rows_seen, files_seen = [], 0, 0
+    keys, near, rows_seen, files_seen = [], [], 0, 0
+    project = _Project(cfg, root, batch_rows, kinds, regions) if cfg is not None and root is not None else None
     files = release_files(release)
     for config, splits in files.items():
         for split, paths in splits.items():
@@ -216,9 +229,12 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
                     found["malformed_dialogue"].add(config, _ids(df, malformed_dialogue(cols, ["chosen", "rejected"])))
                     found["pii"].add(config, [f"{config}/{h}" for h in _pii_rows(df, kinds, regions)])
                     for c in cols:
-                        keys.append(prompt_keys(df, c).select(
+                        pk = prompt_keys(df, c)
+                        keys.append(pk.select(
                             "_key", pl.lit(split).alias("split"), pl.lit(config).alias("config"),
                             df["pair_id"].alias("pair_id")))
+                        if project is not None:
+                            near.append(project.overlaps(pk))
     key_df = pl.concat(keys) if keys else pl.DataFrame(
         schema={"_key": pl.UInt64, "split": pl.String, "config": pl.String, "pair_id": pl.String})
     both = key_df.group_by("_key").agg(pl.col("split").n_unique().alias("n")).filter(pl.col("n") > 1)
@@ -227,14 +243,16 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
         found["prompt_in_both_splits"].add(config, g["pair_id"].unique(maintain_order=True).to_list())
 
     skipped: dict[str, str] = {}
-    if cfg is None or root is None:
+    if project is None:
         why = "no project params given (run from the project root, or pass --root or --params)"
-        skipped = {"empty_config": why, "held_out_in_train": why}
+        skipped = {"empty_config": why, "held_out_in_train": why, "contaminated": why}
     else:
-        held, _ = load_held_out(list(cfg.held_out), root, batch_rows, kinds, regions)  # keyed as released
-        train = key_df.filter(pl.col("split") == "train").join(held, on="_key", how="semi")
-        for (config,), g in train.group_by("config", maintain_order=True):
-            found["held_out_in_train"].add(config, g["pair_id"].unique(maintain_order=True).to_list())
+        hits = pl.concat([project.held.select("_key", pl.lit("held_out").alias("kind")), *near])
+        for kind, check, splits in (("held_out", "held_out_in_train", ["train"]), ("eval", "contaminated", None)):
+            bad = key_df.filter(pl.col("split").is_in(splits) if splits else pl.lit(True)).join(
+                hits.filter(pl.col("kind") == kind), on="_key", how="semi")
+            for (config,), g in bad.group_by("config", maintain_order=True):
+                found[check].add(config, g["pair_id"].unique(maintain_order=True).to_list())
         explained = _explained_removals(release)
         for m in cfg.methods:
             produced = stage_rows(root / "data" / m / "pairs")
@@ -251,6 +269,26 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
     checks = {name: found[name].report(desc) for name, desc in CHECKS.items() if name not in skipped}
     return {"passed": all(c["violations"] == 0 for c in checks.values()), "files": files_seen, "rows": rows_seen,
             "pii_kinds": kinds, "checks": checks, "skipped": skipped}
+
+
+class _Project:
+    """The project's held-out prompts and evaluation prompts, loaded once, keyed and redacted as the release is."""
+
+    def __init__(self, cfg: Any, root: Path, batch_rows: int, kinds: list[str], regions: tuple[str, ...]):
+        self.dc = cfg.decontamination
+        self.held, _ = load_held_out(list(cfg.held_out), root, batch_rows, kinds, regions)
+        self.hg = held_index(self.held, self.dc.ngram) if self.held.height else None
+        self.evals, _ = release_eval_prompts(self.dc.sets, kinds, regions, root)
+        self.eg = eval_index(self.evals, self.dc.ngram) if self.evals.height else None
+
+    def overlaps(self, prompts: pl.DataFrame) -> pl.DataFrame:
+        """``_key``, ``kind`` ("held_out" / "eval") of the ``prompts`` (``_key``, ``_text``) that overlap a held-out
+        or an evaluation prompt as export's decontamination measures it."""
+        dc, p = self.dc, prompts.select("_key", "_text").unique("_key", keep="first").sort("_key")
+        held = near_held_out(p, self.held, dc.ngram, dc.threshold, dc.min_words, self.hg)
+        evals = contamination(p, self.evals, dc.ngram, dc.threshold, self.eg, dc.min_words)
+        return pl.concat([held.select("_key", pl.lit("held_out").alias("kind")),
+                          evals.select("_key", pl.lit("eval").alias("kind"))])
 
 
 # Reasons a pair leaves its own method's config because of the pair itself (not because another pair or

@@ -387,6 +387,13 @@ class Wildfeedback(Section):
     gates: WildfeedbackGates
     roles: WildfeedbackRoles
 
+    @model_validator(mode="after")
+    def _sat_pairs_need_their_summary(self) -> Wildfeedback:  # SAT pairs are made from the SAT summaries
+        if self.sat_pairs and "sat" not in self.summarize:
+            raise ValueError(f"sat_pairs: true needs 'sat' in wildfeedback.summarize (got {self.summarize}): "
+                             "without a SAT summary no SAT pair is made")
+        return self
+
 
 # --- curry ---------------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from pipeline.dedup import no_removals, prompt_keys, removals
 from pipeline.io import SourceError, StageError, iter_batches, iter_records, shard_files
-from pipeline.pii import PHONE_REGIONS
+from pipeline.pii import PHONE_REGIONS, redact
 from pipeline.pii_structured import redact_messages, without_local_paths
 from pipeline.text import ngram_hashes, normalise
 
@@ -110,6 +110,20 @@ def load_eval_sets(sets: list) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]
         status[s.name] = {"prompts": n, "prompts_sha256": prompts_sha256(rows["eval_id"][before:], rows["text"][before:]),
                           "status": f"ok; {why}" if n and why else why or "ok"}
     return pl.DataFrame(rows, schema={"eval_set": pl.String, "eval_id": pl.String, "text": pl.String}), status
+
+
+def release_eval_prompts(sets: list, pii_kinds: list[str], phone_regions: tuple[str, ...] = PHONE_REGIONS,
+                         root: Path | None = None) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]:
+    """``load_eval_sets`` with each prompt redacted as the release redacts its own (``pii_kinds``), since the two
+    are compared redacted: what export decontaminates against and the audit checks the release against.
+    ``root``: the project folder a relative local path is read from (None: the current folder)."""
+    if root is not None:
+        sets = [s if "://" in s.path or Path(s.path).is_absolute() else s.model_copy(update={"path": str(root / s.path)})
+                for s in sets]
+    evals, status = load_eval_sets(sets)
+    if pii_kinds and evals.height:
+        evals = evals.with_columns(redact(evals["text"], list(pii_kinds), tuple(phone_regions))[0].alias("text"))
+    return evals, status
 
 
 class EvalIndex(NamedTuple):

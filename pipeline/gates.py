@@ -5,7 +5,8 @@ first runs that judge, with the same engine call and template it uses for real r
 built-in probe set whose answers are known: a relevant vs an unrelated query for a document, a good vs
 a contradicting answer, a clear SAT vs a clear DSAT turn, each comparison in both position orders so a
 judge that always answers "a" scores exactly chance. The stage turns every probe into right or wrong
-and calls::
+(and, where the probes test several distinctions its labels depend on, gives each one's balanced accuracy
+as ``contrasts``: the gate then reads the weakest) and calls::
 
     report = check_gate("pugc", "judge", engine.name, correct, min_accuracy=cfg.gates.judge,
                         key="pugc.gates.judge", on_failure=params.execution.on_gate_failure, detail={...})
@@ -22,7 +23,7 @@ reported as ``lowered`` (the samples run does this for the random-weights ``tiny
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -47,11 +48,17 @@ def load_probes(name: str) -> tuple[dict[str, Any], ...]:
 
 def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, min_accuracy: float, key: str,
                on_failure: str = "error", detail: dict[str, Any] | None = None,
-               errors: Sequence[str | None] | None = None) -> dict[str, Any]:
+               errors: Sequence[str | None] | None = None,
+               contrasts: Mapping[str, float] | None = None) -> dict[str, Any]:
     """The gate's figures (for the stage's metrics and the card), after acting on them.
 
     ``errors``: per probe call, the engine's error (None: it answered). A judge whose every call failed
     (e.g. its server is down) is reported as that, with the first error, not as a judge at chance.
+
+    ``contrasts``: the judge's balanced accuracy on each distinction its probe set tests (chance 0.5 each).
+    Given, the gate's accuracy is the weakest of them, not the share of probes right: a judge must make every
+    distinction, as one that makes only the easy one (a query filter that drops the placeholder query and
+    keeps every unrelated one: 18 of 24 probes right) would otherwise pass a 0.75 gate.
 
     Below the gate: ``on_failure="error"`` raises ``JudgeGateError``; ``"withhold"`` returns the report
     with ``passed`` false and the stage must then emit none of this judge's labels (it says so on the
@@ -66,6 +73,9 @@ def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, mi
     n = len(correct)
     right = sum(bool(c) for c in correct)
     accuracy = right / n if n else 0.0
+    weakest = min(contrasts, key=lambda k: (contrasts[k], k)) if contrasts else None
+    if weakest is not None:
+        accuracy = contrasts[weakest]
     passed = accuracy >= min_accuracy
     lowered = min_accuracy <= CHANCE
     report = {
@@ -73,11 +83,14 @@ def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, mi
         "accuracy": round(accuracy, 4), "min_accuracy": min_accuracy, "passed": passed, "lowered": lowered,
         "labels": "withheld" if not passed else "used, gate lowered" if lowered else "used",
         **({"detail": detail} if detail else {}),
+        **({"contrasts": {k: round(v, 4) for k, v in sorted(contrasts.items())}, "weakest": weakest} if weakest else {}),
     }
     failed = [e for e in errors or () if e]
     if errors is not None:
         report["failed_calls"] = len(failed)
     figures = f"{right} of {n} probes right (accuracy {accuracy:.2f}, chance {CHANCE})"
+    if weakest is not None:
+        figures = f"{right} of {n} probes right (weakest distinction {weakest}: accuracy {accuracy:.2f}, chance {CHANCE})"
     if failed:
         figures += f"; {len(failed)} of {len(errors)} probe calls failed (first: {' '.join(failed[0].split())[:200]})"
     judge = "the judge" if role == "judge" else f"the {role} judge"  # not "the judge judge"

@@ -58,9 +58,9 @@ from pipeline.decontam import (
     drop_held_out,
     eval_index,
     held_index,
-    load_eval_sets,
     load_held_out,
     near_held_out,
+    release_eval_prompts,
 )
 from pipeline.dedup import (
     Signatures,
@@ -75,7 +75,6 @@ from pipeline.dedup import (
 from pipeline.files import file_sha256, package_version, replace_dir, write_json_atomic
 from pipeline.io import MANIFEST
 from pipeline.metrics import write_metrics
-from pipeline.pii import redact
 from pipeline.records import SCHEMAS
 from pipeline.text import stable_hash64
 from stages.export_read import JOINT_SIDES, PAIR_SIDES, ExportError, method_batches, method_inputs, redacted
@@ -253,9 +252,7 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows
     inputs, skipped = method_inputs(root, cfg.methods)
     for m, why in skipped.items():
         log.warning("export: skipping %s: %s", m, why)
-    evals, eval_status = load_eval_sets(cfg.decontamination.sets)
-    if cfg.pii_kinds and evals.height:  # compared with redacted prompts, so redacted alike
-        evals = evals.with_columns(redact(evals["text"], cfg.pii_kinds, tuple(cfg.pii_phone_regions))[0].alias("text"))
+    evals, eval_status = release_eval_prompts(cfg.decontamination.sets, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
     held, held_status = load_held_out(cfg.held_out, root, batch_rows, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
     pairs, joint, sigs, hits, pii, in_rows, held = scan(cfg, inputs, evals, batch_rows, held)
     pairs, joint, drops = decide(cfg, pairs, joint, sigs, hits, held)

@@ -2,12 +2,14 @@
 
 A person's post already holds a good answer to some reader's question. So::
 
-    documents --1 pre-filter--> --2 one reader query each--> --3 "does the document answer it?"-->
+    documents --1 pre-filter--> --2 one reader query each--> --3 its writer: "does the document answer it?"-->
     --4 K policy responses per query--> --5 judge scores each 1-5 with the document as reference-->
-    --6 pairs: best vs worst response, kept when the margin reaches min_margin
+    --6 pairs: best vs worst response with another answer, kept when the margin reaches min_margin
 
-Before step 2 the judge proves, on built-in probes, that both its uses (3 and 5) discriminate; below
-``pugc.gates`` the stage fails or withholds those labels (the judge's steps and gates: ``stages/pugc_judge.py``;
+Step 3 is asked of the model that wrote the query (the ``generator`` role), as the paper's LLM writes and
+filters its reader queries; step 5 of the ``judge`` (the paper's reward model). Before step 2 both judgments
+prove, on built-in probes, that they discriminate; below ``pugc.gates`` the stage fails or withholds those
+labels (the judgments' steps and gates: ``stages/pugc_judge.py``;
 pre-filter: ``stages/pugc_prefilter.py``; plumbing and outputs: ``stages/pugc_io.py``). Each step is a
 small function over a polars frame / Arrow batch; model steps take an ``engine`` and run through
 ``map_batches``, doing only what needs the engine (ids, scores and JSON are polars over whole columns). A
@@ -150,19 +152,43 @@ def response_filter(responses: pl.DataFrame) -> pl.DataFrame:
 # --- 6. pairs ------------------------------------------------------------------------------------
 
 
+def _first(scored: pl.DataFrame, *, best: bool) -> pl.DataFrame:
+    """Per query, the highest- (``best``) or lowest-scored response; equal scores go to the smallest
+    response_id on both ends."""
+    order = ["prompt_id", "score", "response_id"]
+    return scored.sort(order, descending=[False, best, False]).group_by("prompt_id", maintain_order=True).first()
+
+
+def worst_other_answer(scored: pl.DataFrame, best: pl.DataFrame) -> pl.DataFrame:
+    """Per query, the lowest-scored response whose answer is not the best one's (``pipeline.checks.same_text``):
+    where the lowest-scored response says what the best says (two samples that came out alike, scored apart),
+    the next different answer up is taken; a query whose responses all give one answer has none. Answer keys
+    are computed only for the queries where that happens."""
+    worst = _first(scored, best=False)
+    texts = best.select("prompt_id", _best="text")
+    clash = worst.join(texts, on="prompt_id").filter(same_text(pl.col("text"), pl.col("_best")))["prompt_id"]
+    if clash.is_empty():
+        return worst
+    others = (
+        scored.filter(pl.col("prompt_id").is_in(clash.implode()))
+        .join(texts, on="prompt_id")
+        .filter(~same_text(pl.col("text"), pl.col("_best")))
+        .drop("_best")
+    )
+    return pl.concat([worst.filter(~pl.col("prompt_id").is_in(clash.implode())), _first(others, best=False)])
+
+
 def pick_pairs(prompt_ids: pl.Series, responses: pl.DataFrame, min_margin: float) -> pl.DataFrame:
-    """One row per query in ``prompt_ids``: best vs worst scored response, ``drop`` = why no pair is made:
-    too_few_responses, below_min_margin (ties included), same_text (best and worst are the same answer once
-    whitespace is normalised, e.g. two samples that came out equal).
+    """One row per query in ``prompt_ids``: the best scored response vs the worst scored one among those that
+    give a different answer (``worst_other_answer``); ``drop`` = why no pair is made: too_few_responses (fewer
+    than two scored), same_text (every response is the same answer once whitespace is normalised, case folded
+    and sentence punctuation set aside: no rejected side), below_min_margin (ties included).
 
     Ties are broken by response_id (smallest wins) on both ends, so the result is deterministic.
     """
     scored = responses.filter(pl.col("score").is_not_null())
-    order = ["prompt_id", "score", "response_id"]
-    best = (
-        scored.sort(order, descending=[False, True, False]).group_by("prompt_id", maintain_order=True).first()
-    )
-    worst = scored.sort(order).group_by("prompt_id", maintain_order=True).first()
+    best = _first(scored, best=True)
+    worst = worst_other_answer(scored, best)
     n = scored.group_by("prompt_id").len("n_scored")
     cols = ["response_id", "text", "score", "finish_reason"]
 
@@ -182,8 +208,8 @@ def pick_pairs(prompt_ids: pl.Series, responses: pl.DataFrame, min_margin: float
     return out.with_columns(
         drop=first_reason(
             (pl.col("n_scored") < 2, "too_few_responses"),
+            (pl.col("rejected_response_id").is_null(), "same_text"),
             (pl.col("margin") < min_margin, "below_min_margin"),
-            (same_text(pl.col("chosen_text"), pl.col("rejected_text")), "same_text"),
         )
     ).sort("prompt_id")
 
@@ -209,12 +235,13 @@ def query_step(docs: pl.DataFrame, params: Params, gen: LLM, *, gate_passed: boo
     return with_prompt_ids(queries.filter(pl.col("drop").is_null()), docs), counts
 
 
-def query_filter_step(queries: pl.DataFrame, params: Params, judge: LLM, *, gate_passed: bool) -> tuple[pl.DataFrame, dict]:
-    """Step 3: keep the queries the judge says their document answers (``p_true`` at or above
-    ``query_filter_threshold``); with the gate withheld no query is kept on the judge's word."""
+def query_filter_step(queries: pl.DataFrame, params: Params, gen: LLM, *, gate_passed: bool) -> tuple[pl.DataFrame, dict]:
+    """Step 3: keep the queries their document answers (``p_true`` at or above ``query_filter_threshold``), as
+    the model that wrote them (``gen``, the generator role) judges, like the paper's LLM that writes and filters
+    the reader queries; with the gate withheld no query is kept on its word."""
     cfg = params.pugc
     if gate_passed:
-        judged = run_answerable(queries, params, "query_filter", judge)
+        judged = run_answerable(queries, params, "query_filter", gen)
         filtered = query_filter(
             queries.join(judged.select("prompt_id", "p_true"), on="prompt_id")
             if judged is not None
@@ -285,12 +312,12 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     docs, metrics["input"] = load_documents(documents, cfg.sources)
     docs, metrics["prefilter"] = prefilter(docs, params)
     clock.tick("prefilter")
-    metrics["gates"] = judge_gates(params, judge)
+    metrics["gates"] = judge_gates(params, gen, judge)
     use = {role: report["passed"] for role, report in metrics["gates"].items()}
     clock.tick("gates")
     queries, metrics["queries"] = query_step(docs, params, gen, gate_passed=use["query_filter"])
     clock.tick("queries")
-    queries, metrics["query_filter"] = query_filter_step(queries, params, judge, gate_passed=use["query_filter"])
+    queries, metrics["query_filter"] = query_filter_step(queries, params, gen, gate_passed=use["query_filter"])
     clock.tick("query_filter")
     samples, metrics["sampling"] = sampling_step(queries, params, policy, gate_passed=use["scorer"])
     clock.tick("sampling")

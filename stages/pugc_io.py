@@ -20,7 +20,7 @@ from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import MESSAGES_TYPE, one_message
 
 STAGE = pl.lit("pugc")  # the first part of every PUGC id
-ROLE_OF = {"queries": "generator", "query_filter": "judge", "gate_query_filter": "judge", "sampling": "policy",
+ROLE_OF = {"queries": "generator", "query_filter": "generator", "gate_query_filter": "generator", "sampling": "policy",
            "scoring": "judge", "gate_scorer": "judge"}  # the role each engine step runs (progress, errors)
 
 

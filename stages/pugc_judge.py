@@ -1,17 +1,23 @@
-"""PUGC's judge: its two uses, step 3 ("does the document answer the query?", p(True)) and step 5
+"""PUGC's two model judgments, step 3 ("does the document answer the query?", p(True)) and step 5
 (reference-guided 1-5 scores), and the gates both pass, on built-in probes, before they label real rows.
+As in the paper, step 3 is asked of the model that wrote the query (the ``generator`` role: the paper's LLM
+both writes the reader query and filters it) and step 5 of the ``judge`` (the paper's reward model).
 
 - **query filter** (``pipeline/probes/pugc_query_filter.jsonl``): six user-written documents, each with two
   queries it answers, one unrelated query and the template's placeholder ``<the query>``; 12 True, 12 False.
-  A probe is right when the filter's decision (p(True) >= ``query_filter_threshold``) matches. A judge
-  that keeps (or drops) everything scores 0.5.
+  A probe is right when the filter's decision (p(True) >= ``query_filter_threshold``) matches. The gate
+  reads the weaker of two distinctions, relevant vs unrelated and relevant vs placeholder (balanced accuracy
+  each): a judge that keeps (or drops) everything scores 0.5, and so does one that drops only the
+  placeholder (18 of 24 probes right, which passed a 0.75 gate without telling any unrelated query apart).
 - **scorer** (``pipeline/probes/pugc_scorer.jsonl``): for each document and query, a good answer (what
-  the document says), a partial one, one that contradicts the document and an off-topic one (the
-  contradicting answer is longer than the good one in half the items, so a length-biased judge gains
-  little). Each (good, bad) pair is asked in both directions: "does good outscore bad by at least
+  the document says), a partial one, one that contradicts the document and an off-topic one (each kind of
+  bad answer is longer than the good one in half the items, so a judge that scores by length alone scores
+  exactly chance). Each (good, bad) pair is asked in both directions: "does good outscore bad by at least
   ``min_margin``?" (yes) and "does bad outscore good by at least ``min_margin``?" (no). So a pair counts
   fully when good wins by the margin, half when the two are within the margin (the judge cannot tell
-  them apart), not at all when bad wins; a judge that gives every answer the same score scores 0.5.
+  them apart), not at all when bad wins; a judge that gives every answer the same score scores 0.5. The
+  gate reads the weakest kind of bad answer: a scorer that cannot tell a contradicting answer from the good
+  one while marking partial and off-topic answers down scored 30 of 36 (0.83) overall.
 
 The stage runs the probes through the same step functions (templates, engine calls) as its real rows.
 """
@@ -187,8 +193,9 @@ def query_filter_probes() -> pl.DataFrame:
     )
 
 
-def grade_query_filter(judged: pl.DataFrame, threshold: float) -> tuple[list[bool], dict]:
-    """Per probe: did the filter decide as expected; and the mean p(True) per kind of query."""
+def grade_query_filter(judged: pl.DataFrame, threshold: float) -> tuple[list[bool], dict, dict[str, float]]:
+    """Per probe: did the filter decide as expected; the mean p(True) per kind of query; and the balanced
+    accuracy of each distinction the gate reads (relevant vs each kind of query the document does not answer)."""
     judged = judged.with_columns(kept=pl.col("p_true") >= threshold)
     correct = (judged["kept"] == judged["answerable"]).to_list()
     by_kind = judged.group_by("kind").agg(pl.col("p_true").mean().round(4), pl.col("kept").sum()).sort("kind")
@@ -197,7 +204,9 @@ def grade_query_filter(judged: pl.DataFrame, threshold: float) -> tuple[list[boo
         "p_true_mean": dict(by_kind.select("kind", "p_true").iter_rows()),
         "kept": {k: int(n) for k, n in by_kind.select("kind", "kept").iter_rows()},
     }
-    return correct, detail
+    right = dict(judged.group_by("kind").agg((pl.col("kept") == pl.col("answerable")).mean()).iter_rows())
+    contrasts = {f"relevant_vs_{k}": (right["relevant"] + right[k]) / 2 for k in sorted(right) if k != "relevant"}
+    return correct, detail, contrasts
 
 
 def scorer_probes() -> pl.DataFrame:
@@ -219,8 +228,9 @@ def scorer_probes() -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def grade_scorer(scored: pl.DataFrame, min_margin: float) -> tuple[list[bool], dict]:
-    """Both directions of every (good, bad) pair (see the module doc), and the mean score per kind.
+def grade_scorer(scored: pl.DataFrame, min_margin: float) -> tuple[list[bool], dict, dict[str, float]]:
+    """Both directions of every (good, bad) pair (see the module doc), the mean score per kind, and the share
+    right per kind of bad answer (the distinctions the gate reads: good vs partial, contradicting, off-topic).
 
     >>> s = pl.DataFrame({"probe": ["a"] * 4, "kind": ["good", *BAD_KINDS], "score": [4.0, 2.0, 3.8, None]})
     >>> grade_scorer(s, 0.5)[0]   # contradicting: within the margin; off-topic: unscored; partial: good wins
@@ -234,12 +244,11 @@ def grade_scorer(scored: pl.DataFrame, min_margin: float) -> tuple[list[bool], d
         bad_wins=scored_pair & (pl.col("score") - pl.col("good") >= min_margin),
         unscored=~scored_pair,
     )
-    correct = []
-    for good_wins, bad_wins, unscored in pairs.select("good_wins", "bad_wins", "unscored").iter_rows():
-        correct += [
-            good_wins,
-            not (bad_wins or unscored),
-        ]  # an answer the judge failed to score counts as wrong
+    correct, by_kind = [], {}
+    for kind, good_wins, bad_wins, unscored in pairs.select("kind", "good_wins", "bad_wins", "unscored").iter_rows():
+        right = [good_wins, not (bad_wins or unscored)]  # an answer the judge failed to score counts as wrong
+        correct += right
+        by_kind.setdefault(f"good_vs_{kind}", []).extend(right)
     means = scored.group_by("kind").agg(pl.col("score").mean().round(4)).sort("kind")
     detail = {
         "min_margin": min_margin,
@@ -249,15 +258,16 @@ def grade_scorer(scored: pl.DataFrame, min_margin: float) -> tuple[list[bool], d
         "unscored": int(pairs["unscored"].sum()),
         "score_mean": dict(means.iter_rows()),
     }
-    return correct, detail
+    return correct, detail, {k: sum(v) / len(v) for k, v in by_kind.items()}
 
 
 # --- the judge's two engine steps, as the stage and its gates both run them --------------------------
 
 
-def run_answerable(queries: pl.DataFrame, params: Params, step: str, judge: LLM) -> pl.DataFrame | None:
-    """``judge_answerable`` over ``queries`` (prompt_id, query, reference) as the engine step ``step``."""
-    return run_step(queries.select("prompt_id", "query", "reference"), judge_answerable, params, step, engine=judge)
+def run_answerable(queries: pl.DataFrame, params: Params, step: str, model: LLM) -> pl.DataFrame | None:
+    """``judge_answerable`` over ``queries`` (prompt_id, query, reference) as the engine step ``step``, asked
+    of ``model`` (the generator role, which wrote the queries)."""
+    return run_step(queries.select("prompt_id", "query", "reference"), judge_answerable, params, step, engine=model)
 
 
 def run_scorer(responses: pl.DataFrame, params: Params, step: str, judge: LLM) -> pl.DataFrame | None:
@@ -271,24 +281,26 @@ def run_scorer(responses: pl.DataFrame, params: Params, step: str, judge: LLM) -
 # --- judge gates ---------------------------------------------------------------------------------
 
 
-def judge_gates(params: Params, judge: LLM) -> dict[str, dict]:
-    """Run both judge uses on their probes (same steps as the real rows) and check them against
-    ``pugc.gates``; a failing gate raises ``JudgeGateError`` (or, with on_gate_failure: withhold,
-    reports ``passed: false`` and the stage emits none of that use's labels)."""
+def judge_gates(params: Params, generator: LLM, judge: LLM) -> dict[str, dict]:
+    """Run both judgments on their probes (same steps and roles as the real rows: the query filter on the
+    ``generator``, the scorer on the ``judge``) and check them against ``pugc.gates``; a failing gate raises
+    ``JudgeGateError`` (or, with on_gate_failure: withhold, reports ``passed: false`` and the stage emits
+    none of that use's labels)."""
     cfg = params.pugc
     gate = {"on_failure": params.execution.on_gate_failure}
     probes = query_filter_probes()
-    judged = run_answerable(probes, params, "gate_query_filter", judge)
-    correct, detail = grade_query_filter(
+    judged = run_answerable(probes, params, "gate_query_filter", generator)
+    correct, detail, contrasts = grade_query_filter(
         probes.join(judged.select("prompt_id", "p_true"), on="prompt_id"), cfg.query_filter_threshold
     )
     reports = {
         "query_filter": check_gate(
             "pugc",
             "query_filter",
-            judge.model,
+            generator.model,
             correct,
             detail=detail,
+            contrasts=contrasts,
             min_accuracy=cfg.gates.query_filter,
             key="pugc.gates.query_filter",
             **gate,
@@ -296,7 +308,7 @@ def judge_gates(params: Params, judge: LLM) -> dict[str, dict]:
     }
     probes = scorer_probes()
     scored = run_scorer(probes, params, "gate_scorer", judge)
-    correct, detail = grade_scorer(
+    correct, detail, contrasts = grade_scorer(
         probes.join(to_scores(scored, cfg.scoring).select("response_id", "score"), on="response_id"),
         cfg.min_margin,
     )
@@ -306,6 +318,7 @@ def judge_gates(params: Params, judge: LLM) -> dict[str, dict]:
         judge.model,
         correct,
         detail=detail,
+        contrasts=contrasts,
         min_accuracy=cfg.gates.scorer,
         key="pugc.gates.scorer",
         **gate,

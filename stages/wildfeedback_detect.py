@@ -286,4 +286,21 @@ def detector_gate(params: Params) -> dict | None:
                       key="wildfeedback.gates.detector", on_failure=params.execution.on_gate_failure,
                       detail={"turns": len(probes), "questions_per_turn": 2, "failures": sum(not r["ok"] for r in rows),
                               "turns_wrong": wrong},
-                      errors=[None if r["ok"] else r["error"] for r in rows])
+                      errors=[None if r["ok"] else r["error"] for r in rows],
+                      contrasts={q: question_accuracy(probes, correct[i::2], q) for i, q in enumerate(("sat", "dsat"))})
+
+
+def question_accuracy(probes: list[dict], right: list[bool], question: str) -> float:
+    """Balanced accuracy of one of the detector's two questions on its probes (mean of the right share on the
+    turns where the answer is yes and where it is no; chance 0.5). The gate reads the weaker question: a
+    detector right on every SAT question and answering DSAT at random scored 0.75 of all answers, and DSAT
+    signals are what the pairs come from.
+
+    >>> question_accuracy([{"dsat": True}, {"dsat": False}], [True, True], "dsat")
+    1.0
+    """
+    by = {True: [], False: []}
+    for p, ok in zip(probes, right, strict=True):
+        by[bool(p[question])].append(ok)
+    shares = [sum(v) / len(v) for v in by.values() if v]
+    return sum(shares) / len(shares) if shares else 0.0

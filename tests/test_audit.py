@@ -65,8 +65,7 @@ def test_each_violation_is_found_with_counts_and_pair_ids(tmp_path):
     assert set(c["pii"]["examples"]) == {"pugc/pii:lineage", "README.md:line 3"}
     assert c["cut_off_chosen"]["examples"] == ["cut", "cut-text"] and set(c["unprompted_acknowledgement"]["examples"]) == {"sorry", "redo"}
     assert c["prompt_in_both_splits"]["examples"] == ["both"]
-    assert report["skipped"] == {"empty_config": report["skipped"]["empty_config"],
-                                 "held_out_in_train": report["skipped"]["held_out_in_train"]}
+    assert set(report["skipped"]) == {"empty_config", "held_out_in_train", "contaminated"}
     lines = summary_lines(report)
     assert "ok    identical" not in lines and any(line.startswith("FAIL  identical: 1 (pugc: 1)") for line in lines)
     assert any(line.startswith("skip  held_out_in_train") for line in lines)
@@ -179,6 +178,38 @@ def test_a_held_out_prompt_is_found_in_train_after_its_personal_data_was_redacte
     put(rel, "pugc", "train", released.to_dicts())
     cfg = export_cfg(methods=["pugc"], held_out=["data/selfie/test"])
     assert audit(rel, root=tmp_path, cfg=cfg)[1] == {"held_out_in_train": 1}
+
+
+MT_BENCH_81 = ("Compose an engaging travel blog post about a recent trip to Hawaii, highlighting cultural experiences "
+               "and must-see attractions.")
+
+
+def test_a_prompt_of_an_evaluation_set_is_a_violation_in_any_split(tmp_path):
+    """Export drops prompts overlapping export.decontamination.sets; the audit checks the release again, as
+    export measures overlap: an MT-Bench question copied into a release (verbatim in a test split, prefixed
+    in train, as DOVE's rejected prompt) passed every check."""
+    rel = tmp_path / "data" / "release"
+    put(rel, "pugc", "train", [pair("pre", "Hi there! " + MT_BENCH_81, "pugc"), pair("fine", TOPICS[0], "pugc")])
+    put(rel, "pugc", "test", [pair("verbatim", MT_BENCH_81, "pugc")])
+    put(rel, "dove", "train", [joint("j", TOPICS[1], "Please: " + MT_BENCH_81), joint("j-ok", TOPICS[2], TOPICS[3])],
+        name="joint_pairs")
+    report, counts = audit(rel, root=tmp_path, cfg=export_cfg(methods=["pugc", "dove"]))
+    assert counts == {"contaminated": 3} and not report["passed"]
+    assert report["checks"]["contaminated"]["by_config"] == {"dove": 1, "pugc": 2}
+    assert set(report["checks"]["contaminated"]["examples"]) == {"pre", "verbatim", "j"}
+
+
+def test_a_reworded_held_out_prompt_in_train_is_a_violation(tmp_path):
+    """Export keeps a prompt overlapping a held-out one out of train (``near_held_out``); the audit matched
+    held-out prompts exactly only, so a prefixed copy in train passed it. In a test split it is fine."""
+    write_held_out(tmp_path, ["What's a healthy breakfast I can make in five minutes for my two kids?"])
+    rel = tmp_path / "data" / "release"
+    near = "Quick question: what's a healthy breakfast I can make in five minutes for my two kids?"
+    put(rel, "curry", "train", [pair("near", near, "curry", level=0), pair("other", TOPICS[0], "curry", level=0)])
+    put(rel, "curry", "test", [pair("near-t", near + " Thanks", "curry", level=0)])
+    cfg = export_cfg(methods=["curry"], held_out=["data/selfie/test"])
+    report, counts = audit(rel, root=tmp_path, cfg=cfg)
+    assert counts == {"held_out_in_train": 1} and report["checks"]["held_out_in_train"]["examples"] == ["near"]
 
 
 def test_a_clean_release_passes_and_lists_its_audit(tmp_path, capsys, monkeypatch, root):

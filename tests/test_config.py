@@ -457,3 +457,14 @@ def test_a_bad_base_url_is_one_line_in_the_member_its_value_took(tmp_path, good,
     good["pugc"]["roles"]["judge"] = {"backend": "openai", "base_url": value}
     lines = error_of(tmp_path, good).splitlines()[1:]
     assert lines == [f"  {tmp_path / 'params.yaml'}: pugc.roles.judge.{expected}"]
+
+
+
+def test_wildfeedback_sat_pairs_need_the_sat_summary(tmp_path, good):
+    # SAT pairs are built from the SAT turns' preference summaries (stages/wildfeedback_pairs.py): with
+    # summarize [dsat] (the default) sat_pairs: true used to make no pair at all, without a word.
+    good["wildfeedback"].update(sat_pairs=True, summarize=["dsat"])
+    msg = error_of(tmp_path, good)
+    assert "wildfeedback: sat_pairs: true needs 'sat' in wildfeedback.summarize (got ['dsat'])" in msg
+    good["wildfeedback"]["summarize"] = ["dsat", "sat"]
+    assert load_params(write(tmp_path, good)).wildfeedback.sat_pairs

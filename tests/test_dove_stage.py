@@ -329,6 +329,33 @@ def test_gate_passes_a_judge_that_knows_the_probes(helpful, params, tmp_path, mo
     assert metrics["pairs_written"] >= 5 and metrics["contradictions"]["contradicts_gold"] == 0
 
 
+class JointOnlyJudge(OracleJudge):
+    """Knows the joint probes' good outputs; on the conditional ones (same instruction twice) it answers 'a'."""
+
+    joint = {p["good"] for p in J.load_probes("dove_judge") if p["kind"] == "joint"}
+
+    def choose(self, prompts, options):
+        out = super().choose(prompts, options)
+        for i, p in enumerate(prompts):
+            a, b = outputs(p)
+            if (a in self.good or b in self.good) and not (a in self.joint or b in self.joint):
+                out[i] = [0.9, 0.1]
+        return out
+
+
+def test_gate_withholds_a_judge_at_chance_on_conditional_comparisons(helpful, params, tmp_path, monkeypatch):
+    """The stage labels joint and conditional comparisons alike: a judge right on every joint probe and at
+    chance on the conditional ones got 36 of 48 (0.75) and passed; the gate reads the weaker kind."""
+    sft, cond = helpful
+    monkeypatch.chdir(tmp_path)
+    _write_helpful(tmp_path, sft[:10], cond[:5])
+    monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: JointOnlyJudge(), raising=False)
+    D.main(_gate_params(params, 0.75, "withhold"))
+    gate = json.loads((tmp_path / "data/dove/details.json").read_text())["gates"]["judge"]
+    assert (gate["correct"], gate["accuracy"], gate["passed"], gate["weakest"]) == (36, 0.5, False, "conditional")
+    assert gate["contrasts"] == {"conditional": 0.5, "joint": 1.0}
+
+
 class BiasedJudge(ScriptedJudge):
     """Log-odds 2 for position a plus 0.5 per 'GOOD' of difference: raw verdicts always 'a' (no agreement
     across orders), a faint signal that median calibration turns into labels."""

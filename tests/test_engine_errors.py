@@ -88,16 +88,17 @@ def test_a_pugc_judge_behind_a_server_that_is_down_fails_the_stage_in_one_line(t
 
     params = _params(tmp_path, lambda d: d["pugc"]["roles"].update(
         judge={"backend": "openai", "base_url": DOWN, "max_retries": 0, "timeout_s": 5}))
-    judge = resolve_role(params.llm, params.pugc.roles.judge)  # as stages/pugc.py builds it
+    gen, judge = (resolve_role(params.llm, getattr(params.pugc.roles, r)) for r in ("generator", "judge"))  # as stages/pugc.py
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(StageError, match=r"^pugc gate_query_filter \(judge\) on the openai backend: .*choose: \d+ of "
+    # The query filter is the generator's (tiny here, its gate lowered); the scorer's gate is the judge's first call.
+    with pytest.raises(StageError, match=r"^pugc gate_scorer \(judge\) on the openai backend: .*choose: \d+ of "
                                          r"\d+ requests failed .*connection"):
-        judge_gates(params, judge)
+        judge_gates(params, gen, judge)
 
-    monkeypatch.setattr("stages.pugc.main", lambda p: judge_gates(p, judge))
+    monkeypatch.setattr("stages.pugc.main", lambda p: judge_gates(p, gen, judge))
     assert cli.main(["run", "pugc", "--params", str(tmp_path / "params.yaml")]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("prefpipe: pugc gate_query_filter (judge) on the openai backend:")
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.startswith("prefpipe")]  # not progress
+    assert len(err) == 1 and err[0].startswith("prefpipe: pugc gate_scorer (judge) on the openai backend:")
 
 
 @pytest.mark.openai
@@ -215,11 +216,11 @@ def test_a_max_model_len_too_small_for_the_judge_prompts_fails_the_stage_in_one_
     from stages.pugc_judge import judge_gates
 
     params = _params(tmp_path, lambda d: d["llm"].update(max_model_len=64))
-    judge = resolve_role(params.llm, params.pugc.roles.judge)
+    gen, judge = (resolve_role(params.llm, getattr(params.pugc.roles, r)) for r in ("generator", "judge"))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("stages.pugc.main", lambda p: judge_gates(p, judge))
+    monkeypatch.setattr("stages.pugc.main", lambda p: judge_gates(p, gen, judge))
     assert cli.main(["run", "pugc", "--params", str(tmp_path / "params.yaml")]) == 1
     err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.startswith("prefpipe")]  # not progress
-    assert len(err) == 1 and err[0].startswith("prefpipe: pugc gate_query_filter (judge) on the transformers backend: "
+    assert len(err) == 1 and err[0].startswith("prefpipe: pugc gate_query_filter (generator) on the transformers backend: "
                                                "model 'tiny': prompt + response of ")
     assert "does not fit llm.max_model_len=64" in err[0] and err[0].endswith("or raise max_model_len")

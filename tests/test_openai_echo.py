@@ -90,6 +90,23 @@ def test_a_server_that_does_not_echo_the_prompts_scores_is_a_one_line_error(serv
         engine.choose(PROMPTS[:1], OPTIONS)
 
 
+
+@pytest.mark.parametrize(("param", "via", "advice"), [
+    ("echo", "echo", r"set it to prompt_logprobs for a vLLM server"),
+    ("prompt_logprobs", "prompt_logprobs", r"serve the model with vLLM, or set llm.prompt_logprobs_via: echo"),
+])
+def test_a_server_refusing_the_scoring_parameter_names_the_setting_that_changes_it(server, param, via, advice):
+    """A 400 naming ``echo`` (or vLLM's ``prompt_logprobs``) is fixed by ``llm.prompt_logprobs_via``, not by the
+    sampling or option_scoring keys the generic refused-parameter advice names."""
+    server.unsupported[param] = f"Unsupported parameter: '{param}' is not supported with this model."
+    try:
+        with pytest.raises(ServerError, match=rf"does not accept the request parameter '{param}'.*{advice}") as e:
+            OpenAIEngine(config(server, prompt_logprobs_via=via)).logprobs(PROMPTS[:1], RESPONSES[:1])
+    finally:
+        server.unsupported.clear()
+    assert "\n" not in str(e.value) and "llm.sampling" not in str(e.value)
+
+
 def _params_with(tmp_path: Path, llm: dict, role: dict) -> Path:
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     data["llm"].update(llm)

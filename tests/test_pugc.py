@@ -345,17 +345,55 @@ def test_pairs_take_best_and_worst_with_deterministic_ties_and_margin():
     }
     assert got == {
         "a": ("ra1", "ra3", None),
-        "b": ("rb1", "rb1", "below_min_margin"),
+        "b": ("rb1", "rb2", "below_min_margin"),
         "c": ("rc1", "rc2", "below_min_margin"),
         "d": ("rd1", "rd2", None),
-        "e": ("re1", "re1", "too_few_responses"),
-        "f": ("rf1", "rf2", "same_text"),
+        "e": ("re1", None, "too_few_responses"),
+        "f": ("rf1", None, "same_text"),  # one answer only: no rejected side
         "g": (None, None, "too_few_responses"),  # a query with no scored response at all
-        "h": ("rh1", "rh3", "same_text"),
+        "h": ("rh1", "rh2", None),  # rh3 says what rh1 says: the next answer up
     }
     shuffled = pick_pairs(
         pl.Series(list("hgfedcba")), responses.sample(fraction=1.0, shuffle=True, seed=3), 0.25
     )
+    assert shuffled.equals(picked)
+
+
+def test_pairs_reject_the_worst_answer_that_differs_from_the_best_when_worst_repeats_best():
+    """K=5 samples whose best and worst are the same answer (case and punctuation aside), scored apart: the
+    pair is the best against the lowest-scored *different* answer (as Selfie and Curry-DPO do), not dropped.
+    Equal scores there go to the smallest response_id; a query with one answer only is same_text, and the
+    margin rule still applies to the fallback."""
+    rows = [
+        ("k", "k1", 4.8, "Grind finer, about 18 g."),
+        ("k", "k2", 4.0, "Use a paper filter."),
+        ("k", "k4", 2.5, "Just buy pods."),
+        ("k", "k3", 2.5, "Boil the coffee."),  # ties with k4: k3 wins
+        ("k", "k5", 1.0, "grind finer about 18 g"),  # the best's answer again, scored apart
+        ("m", "m1", 4.0, "Descale monthly."),
+        ("m", "m2", 3.8, "Rinse it."),  # the only other answer: 0.2 below the best
+        ("m", "m3", 1.0, "descale monthly!"),
+        ("s", "s1", 5.0, "Yes."),
+        ("s", "s2", 1.0, "yes"),  # every response the same answer
+    ]
+    responses = pl.DataFrame(
+        {
+            "prompt_id": [r[0] for r in rows],
+            "response_id": [r[1] for r in rows],
+            "text": [r[3] for r in rows],
+            "score": [r[2] for r in rows],
+            "finish_reason": ["stop"] * len(rows),
+        }
+    )
+    picked = pick_pairs(pl.Series(["k", "m", "s"]), responses, min_margin=0.5)
+    got = {r["prompt_id"]: (r["chosen_response_id"], r["rejected_response_id"], r["margin"], r["drop"])
+           for r in picked.iter_rows(named=True)}
+    assert got == {
+        "k": ("k1", "k3", 2.3, None),
+        "m": ("m1", "m2", 0.2, "below_min_margin"),
+        "s": ("s1", None, None, "same_text"),
+    }
+    shuffled = pick_pairs(pl.Series(["s", "m", "k"]), responses.sample(fraction=1.0, shuffle=True, seed=5), 0.5)
     assert shuffled.equals(picked)
 
 

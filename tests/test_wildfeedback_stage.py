@@ -57,6 +57,16 @@ def test_detector_gate_error_and_withhold(tmp_path, monkeypatch):
     assert "detector" not in run_stage(tmp_path / "b", monkeypatch, FakeEngine(), detector="rules")[3]["gates"]
 
 
+def test_a_detector_right_on_sat_and_blind_on_dsat_fails_its_gate(tmp_path, monkeypatch):
+    """DSAT signals are what the pairs come from: a detector that answers DSAT on every turn (and SAT right)
+    gets 24 of 32 answers right (0.75) and passed the 0.75 gate; the gate reads the weaker question."""
+    _, _, _, m = run_stage(tmp_path, monkeypatch, FakeEngine(detector="dsat_always"), combine="llm_overrides",
+                           _execution={"on_gate_failure": "withhold"})
+    gate = m["gates"]["detector"]
+    assert (gate["correct"], gate["probes"], gate["accuracy"], gate["passed"]) == (24, 32, 0.5, False)
+    assert gate["contrasts"] == {"dsat": 0.5, "sat": 1.0} and gate["weakest"] == "dsat"
+
+
 def test_a_detector_that_fails_on_every_probe_gets_none_right(tmp_path, monkeypatch):
     """A failed call carries sat = dsat = false; it must not count as the right answer to a 'neither' probe."""
     _, _, _, m = run_stage(tmp_path, monkeypatch, FakeEngine(detector="failing"),

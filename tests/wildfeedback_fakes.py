@@ -71,7 +71,7 @@ def fenced(text: str, name: str) -> str:
 class FakeEngine:
     """Scripted engine: answers follow keywords in the prompt, deterministically; it answers the built-in
     probes like a judge that discriminates, unless told to be ``silent`` (no signal anywhere, as the random
-    tiny model), ``failing`` (every detector call fails) or position-biased (``judge_bias="always_a"``) or
+    tiny model), ``dsat_always`` (right on SAT, DSAT on every probe turn), ``failing`` (every detector call fails) or position-biased (``judge_bias="always_a"``) or
     undecided (``judge_bias="undecided"``: 0.5 for both answers). Every prompt it sees is kept in ``seen``."""
 
     name = "fake"
@@ -90,7 +90,7 @@ class FakeEngine:
         if self.detector == "silent":
             sat = dsat = False
         elif user in _DETECTOR_PROBES:
-            sat, dsat = _DETECTOR_PROBES[user]["sat"], _DETECTOR_PROBES[user]["dsat"]
+            sat, dsat = _DETECTOR_PROBES[user]["sat"], _DETECTOR_PROBES[user]["dsat"] or self.detector == "dsat_always"
         else:
             dsat = "wrong" in user or "too long" in user.lower()
             sat = "thanks" in user.lower()

@@ -211,10 +211,23 @@ def request_wide(exc: openai.APIStatusError, req: Request) -> tuple[str, str] | 
                 "answers that came back are cached)")
     param = rejected_parameter(exc, req)
     if param is not None:
-        return (f"the server does not accept the request parameter {param!r}", "every request sets it: change "
-                "the role's llm.sampling or option_scoring to what this model takes (reasoning models take neither "
-                "temperature nor logprobs), or use a model or server that accepts it")
+        return f"the server does not accept the request parameter {param!r}", PARAMETER_FIX.get(
+            (req.endpoint, param), "every request sets it: change the role's llm.sampling or option_scoring to what "
+            "this model takes (reasoning models take neither temperature nor logprobs), or use a model or server "
+            "that accepts it")
     return None
+
+
+_ECHO_FIX = ("teacher-forced scores were asked for with llm.prompt_logprobs_via: echo, which this server does not "
+             "take: set it to prompt_logprobs for a vLLM server, or use a server whose /completions echoes the "
+             "prompt's logprobs")
+PARAMETER_FIX = {  # (endpoint, parameter) -> what to do, where the generic advice would point at the wrong key
+    ("completions", "prompt_logprobs"): "teacher-forced scores (Selfie, PUGC and DOVE judges' logprobs) use vLLM's "
+    "prompt_logprobs extension: serve the model with vLLM, or set llm.prompt_logprobs_via: echo for a server whose "
+    "legacy /completions echoes the prompt's logprobs",
+    ("completions", "echo"): _ECHO_FIX,
+    ("completions", "logprobs"): _ECHO_FIX,
+}
 
 
 def describe(exc: BaseException, timeout_s: float, secret: str | None = None) -> str:
