@@ -323,13 +323,14 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 PLACEMENT_KEYS = frozenset({"replicas", "gpus_per_replica"})
 # ``execution`` keys that change no output byte, only where the work runs and how it is checkpointed: the
 # model stages' DVC params leave them out (tests/test_dvc_deps.py checks every other key is listed), so
-# moving the DAG onto a Ray cluster or resizing it reruns nothing. The other keys stay deps: batch_size
-# (WildFeedback reads conversations in batches of it, which can move partition boundaries, so model batches),
+# moving the DAG onto a Ray cluster or resizing it reruns nothing. The other keys stay deps:
 # max_reject_fraction and on_gate_failure (whether labels are written), the shard and row group sizes.
 EXECUTION_PLACEMENT_KEYS = frozenset({
     "backend",  # local or Ray: the same bytes (README "Deterministic outputs"; tests/test_execute.py)
     "ray_address",  # which Ray cluster
     "num_cpus_per_task",  # CPUs Ray reserves per task and replica (thread counts: llm.cpu_threads, a dep)
+    "batch_size",  # rows per CPU batch: CPU steps work row by row; WildFeedback's partitions and export's
+    # removed.jsonl do not depend on it (tests/test_wildfeedback_stage.py, tests/test_export.py)
     "checkpoint_rows",  # when checkpoint files are written (and Ray task sizes, in whole engine batches)
     "spill_bytes",  # when a shard writer spills a sorted run: the same bytes (tests/test_io.py)
 })

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from pipeline.errors import SourceError, StageError  # noqa: F401  (re-exported: stages import them from here)
 from pipeline.files import file_sha256, package_version, replace_dir
 from pipeline.readers import HF_PREFIX, RawRow, expand_paths, iter_records  # noqa: F401  (re-exported)
-from pipeline.records import ID_COLUMNS, SCHEMAS, SchemaError, check_table
+from pipeline.records import ID_COLUMNS, SCHEMAS, SchemaError, check_table, row_bits
 
 MANIFEST = "_manifest.json"
 
@@ -103,7 +103,7 @@ class ShardWriter:
         if order_column is not None:
             self.keys = [order_column]
         self.schema: pa.Schema | None = SCHEMAS[name] if name is not None else None
-        self.rows = self.nbytes = 0
+        self.rows = self.nbytes = self._bits = 0
         self.manifest: dict[str, Any] | None = None
         self._buffer: list[pa.Table] = []
         self._buffered = 0
@@ -126,7 +126,8 @@ class ShardWriter:
         if not table.num_rows:
             return
         self.rows += table.num_rows
-        self.nbytes += table.nbytes  # of the rows as written: the order column is not
+        self._bits += row_bits(table)  # of the rows as written (the order column is not), whatever the pieces
+        self.nbytes = -(-self._bits // 8)
         if order is not None:
             table = table.append_column(self.order_column, order)
         self._buffer.append(table)

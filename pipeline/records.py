@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Role = Literal["system", "user", "assistant"]
@@ -292,6 +293,39 @@ def to_table(rows: list[dict[str, Any]] | list[Record], name: str) -> pa.Table:
 
 def empty_table(name: str) -> pa.Table:
     return SCHEMAS[name].empty_table()
+
+
+# --- sizes ---------------------------------------------------------------------------------------
+
+
+def row_bits(table: pa.Table) -> int:
+    """The in-memory size of ``table``'s rows in bits, as one contiguous chunk lays them out (values, offsets,
+    a validity bit per value), summed value by value, so that it adds up exactly over any split of the rows
+    into pieces. pyarrow's ``nbytes`` does not: each piece carries one more offset per variable-length column
+    and rounds its bitmaps up to a byte, so a shard set sized by it followed how its rows were batched.
+
+    >>> t = pa.table({"s": ["ab", None, "cde"], "x": [1.0, 2.0, None]})
+    >>> row_bits(t) == row_bits(t.slice(0, 1)) + row_bits(t.slice(1)) == 3 * (1 + 32) + 5 * 8 + 3 * (1 + 64)
+    True
+    """
+    return sum(_values_bits(table.column(i), f.type) for i, f in enumerate(table.schema))
+
+
+def _values_bits(col: pa.ChunkedArray, t: pa.DataType) -> int:
+    n = len(col)
+    if pa.types.is_null(t):
+        return 0
+    if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_string(t) or pa.types.is_large_binary(t):
+        offset = 64 if pa.types.is_large_string(t) or pa.types.is_large_binary(t) else 32
+        return n * (1 + offset) + 8 * (pc.sum(pc.binary_length(col)).as_py() or 0)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        offset = 64 if pa.types.is_large_list(t) else 32
+        return n * (1 + offset) + _values_bits(pc.list_flatten(col), t.value_type)
+    if pa.types.is_struct(t):
+        return n + sum(_values_bits(child, t.field(i).type) for i, child in enumerate(col.flatten()))
+    if t.bit_width:  # fixed width: numbers, booleans, dates and times
+        return n * (1 + t.bit_width)
+    return 8 * col.nbytes  # another layout (none of the contracts): pyarrow's figure
 
 
 # --- ids -----------------------------------------------------------------------------------------

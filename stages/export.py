@@ -232,9 +232,11 @@ def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatur
 
 def removed_records(df: pl.DataFrame, gone: pl.DataFrame, method: str) -> pl.DataFrame:
     """removed.jsonl's records for the removed rows of one redacted batch: the removal (pair_id, method, reason,
-    detail, configs) and the pair's texts as released (message lists: prompt, chosen, rejected; DOVE: both prompts)."""
+    detail, configs) and the pair's texts as released (message lists: prompt, chosen, rejected; DOVE: both prompts),
+    in the batch's row order, so the file's order is the methods' and does not depend on the batch size."""
     texts = JOINT_SIDES if method in JOINT else PAIR_SIDES
-    return df.select("pair_id", "_config", *texts).join(gone, on=["pair_id", "_config"], how="inner").select(
+    return df.select("pair_id", "_config", *texts).join(gone, on=["pair_id", "_config"], how="inner",
+                                                        maintain_order="left").select(
         "pair_id", "method", "reason", "detail", "configs", *texts)
 
 

@@ -195,22 +195,24 @@ def category_counts(signals: pl.DataFrame) -> dict[str, dict[str, int]]:
 
 def scanned_partitions(path: Path, cfg: Wildfeedback, batch_rows: int,
                        size: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame, Counter]]:
-    """Stream the conversations shard set, scanning batch by batch, in partitions of about ``size``
-    conversations: (turns with rule verdicts, conversations worth keeping, counts) per partition.
+    """Stream the conversations shard set, scanning batch by batch, in partitions of ``size`` conversations
+    (the last fewer): (turns with rule verdicts, conversations worth keeping, counts) per partition.
 
-    The shard set is sorted by conversation_id, so a partition is an id range and the same input
-    always splits the same way; an empty input still gives one (empty) partition.
-    """
+    The shard set is sorted by conversation_id, so a partition is an id range and the same rows always split
+    the same way, whatever ``batch_rows`` and the shards (model steps batch within a partition, so its bounds
+    reach a real model's scores); an empty input still gives one (empty) partition."""
     turns, convs, counts, n, done = [], [], Counter(), 0, False
     for batch in iter_batches(path, batch_size=min(batch_rows, size)):
-        t, c, k = scan(pl.from_arrow(pa.Table.from_batches([batch])), cfg)
-        turns.append(t)
-        convs.append(c)
-        counts.update(k)
-        n += batch.num_rows
-        if n >= size:
-            yield pl.concat(turns), pl.concat(convs), counts
-            turns, convs, counts, n, done = [], [], Counter(), 0, True
+        while batch.num_rows:
+            piece, batch = batch.slice(0, size - n), batch.slice(size - n)
+            t, c, k = scan(pl.from_arrow(pa.Table.from_batches([piece])), cfg)
+            turns.append(t)
+            convs.append(c)
+            counts.update(k)
+            n += piece.num_rows
+            if n >= size:
+                yield pl.concat(turns), pl.concat(convs), counts
+                turns, convs, counts, n, done = [], [], Counter(), 0, True
     if turns:
         yield pl.concat(turns), pl.concat(convs), counts
     elif not done:

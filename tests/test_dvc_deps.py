@@ -176,7 +176,7 @@ def test_moving_the_dag_onto_a_ray_cluster_reruns_no_model_stage_but_a_batch_siz
     _params_only_project(tmp_path)
     assert _changed(tmp_path) == set()
     _set(tmp_path, {"execution.backend": "ray", "execution.ray_address": "10.0.0.1:6379",
-                    "execution.num_cpus_per_task": 4, "execution.checkpoint_rows": 512,
+                    "execution.num_cpus_per_task": 4, "execution.batch_size": 100, "execution.checkpoint_rows": 512,
                     "execution.spill_bytes": 1 << 20, "llm.replicas": 8, "llm.gpus_per_replica": 1})
     assert _changed(tmp_path) == set()
     load_params(tmp_path / "params.yaml")  # the edit is a valid params file

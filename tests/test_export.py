@@ -127,6 +127,23 @@ def test_streaming_in_small_batches_and_spilled_runs_changes_no_byte(tmp_path):
         assert (tmp_path / "whole" / f).read_bytes() == (tmp_path / "streamed" / f).read_bytes(), f
 
 
+def test_removed_jsonl_is_the_same_bytes_whatever_the_batch_size(tmp_path):
+    """removed.jsonl kept the order of polars' join per batch: with Curry's pairs stored in curriculum order (not
+    by id), `execution.batch_size` 3 wrote the samples' 99 removals in another order than 4096, so the release's
+    manifest changed with a knob documented to change no byte. The records follow the order the pairs are read."""
+    write_method(tmp_path, "pugc", [pair(f"p{i:02d}", TOPICS[i], "pugc") for i in range(12)])
+    curriculum = [pair(f"c{i:02d}", TOPICS[i % 12], "curry", level=0) for i in reversed(range(40))]  # not by id
+    write_shards(to_table(curriculum, "pairs"), tmp_path / "data" / "curry" / "pairs" / "level=0", name="pairs",
+                 sort=False)
+    cfg = export_cfg(methods=["pugc", "curry"], test_fraction=0.0)
+    build_release(cfg, tmp_path, tmp_path / "whole", "fp")
+    build_release(cfg, tmp_path, tmp_path / "batched", "fp", batch_rows=3)
+    whole = (tmp_path / "whole" / "removed.jsonl").read_bytes()
+    assert [json.loads(line)["pair_id"] for line in whole.splitlines()] == [f"c{i:02d}" for i in reversed(range(40))]
+    assert (tmp_path / "batched" / "removed.jsonl").read_bytes() == whole
+    assert (tmp_path / "batched" / "_manifest.json").read_bytes() == (tmp_path / "whole" / "_manifest.json").read_bytes()
+
+
 def test_stats_and_plot_data(tmp_path):
     standard_methods(tmp_path)
     sig = [{"conversation_id": f"c{i}", "user_turn": 2, "target_turn": 1, "sat": i == 0, "dsat": i > 0,

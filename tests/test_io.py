@@ -141,6 +141,24 @@ def test_streamed_writer_spills_and_merges_to_the_same_bytes(tmp_path, spill_byt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["streamed", "whole"]  # runs removed
 
 
+def test_shards_and_row_groups_do_not_depend_on_the_pieces_the_rows_came_in(tmp_path):
+    """Shards were sized by the sum of pyarrow's ``nbytes`` of the pieces written, which grows with each piece
+    (an offset more per string column, bitmaps rounded up to a byte): the same 60 rows in one table gave one
+    shard, in pieces of 3 (a stage's batches or partitions) two, so `execution.batch_size` could change files."""
+    table = docs(60)
+    kw = dict(name="documents", fingerprint="fp", target_shard_bytes=table.nbytes,
+              row_group_bytes=table.nbytes // 60 * 7)
+    whole = write_shards(table, tmp_path / "whole", **kw)
+    for size in (1, 3, 7):
+        with pio.ShardWriter(tmp_path / f"pieces{size}", **kw) as w:
+            for i in range(0, 60, size):
+                w.write(table.slice(i, size))
+        assert w.manifest == whole, size
+        for f in whole["files"]:
+            assert (tmp_path / f"pieces{size}" / f["path"]).read_bytes() == (tmp_path / "whole" / f["path"]).read_bytes()
+    assert pq.ParquetFile(tmp_path / "whole" / whole["files"][0]["path"]).metadata.num_row_groups > 1
+
+
 def test_streamed_writer_merges_multi_column_keys(tmp_path):
     rows = [{"source": s, "row": r, "reason": f"{s}:{r}", "raw": ""} for r in range(300, 0, -1) for s in ("b", "a")]
     with pio.ShardWriter(tmp_path / "rej", name="rejects", spill_bytes=2_000) as w:

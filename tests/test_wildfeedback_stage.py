@@ -119,6 +119,22 @@ def test_the_console_line_is_a_sentence_of_the_headline_numbers(tmp_path, monkey
     assert f"DSAT 2; detector rules) -> {pairs.num_rows} pairs (1 from natural revisions, 2 generated)" in line
 
 
+def test_partitions_are_cut_by_partition_conversations_alone_not_by_the_read_batch_size(tmp_path, monkeypatch):
+    """Partitions were cut at the first read batch that reached ``partition_conversations``: 3 per partition
+    read 2 at a time gave partitions of 4 and 3, not 3, 3 and 1, so the model saw other batches (a real model's
+    scores move with them) and details.json changed with `execution.batch_size`, documented to change no byte."""
+    runs = []
+    for batch_size in (2, 4096):
+        (tmp_path / str(batch_size)).mkdir()
+        engine = FakeEngine()
+        runs.append((engine.calls, run_stage(tmp_path / str(batch_size), monkeypatch, engine, partition_conversations=3,
+                                             recall_sample=0.3, combine="llm_overrides",
+                                             _execution={"batch_size": batch_size})[3]))
+    (calls, details), (calls_whole, details_whole) = runs
+    assert details["details"]["partitions"] == 3 and details == details_whole
+    assert calls == calls_whole
+
+
 def test_partitions_bound_memory_without_changing_the_output(tmp_path, monkeypatch):
     """Two conversations per partition (4 partitions, each through every model step) = one partition."""
     (tmp_path / "whole").mkdir()
