@@ -64,14 +64,18 @@ class Ctx:
     def ident(self, rec: dict[str, Any], name: str, *fallbacks: str, required: bool = False) -> str | None:
         """An id field as a string (a string, an integer or a finite number); None when absent or "".
 
-        A NaN, an infinity, a boolean, an object or a list is a reject, not an id ("nan", "{'a': 1}").
+        A NaN, an infinity, a boolean, an object or a list is a reject, not an id ("nan", "{'a': 1}"). A whole
+        float is the integer it holds (``7.0`` is ``7``, as JSON and pandas write an integer column that has a
+        null: a Stack Exchange ``ParentId``), not "7.0", which no record's ``7`` would match.
         """
         field_name, value = self._find(rec, name, fallbacks, required)
         if value is None or value == "":
             if required:
                 raise BadRecord(f"{field_name} is empty")
             return None
-        if isinstance(value, str | int) and not isinstance(value, bool) or isinstance(value, float) and math.isfinite(value):
+        if isinstance(value, float) and math.isfinite(value):
+            return str(int(value)) if value.is_integer() else str(value)
+        if isinstance(value, str | int) and not isinstance(value, bool):
             return str(value)
         raise BadRecord(f"{field_name} is {_shown(value)}, expected a string or a number (an id)")
 
@@ -81,7 +85,9 @@ class Ctx:
 
 
 def _dig(rec: dict[str, Any], dotted: str) -> Any:
-    if "." not in dotted:  # the usual case: a top-level field
+    """Field ``dotted`` of ``rec``: a top-level field of that name (a flattened CSV or Parquet export names its
+    column ``metadata.score_chosen``), else the path through nested objects."""
+    if "." not in dotted or dotted in rec:  # the usual case: a top-level field
         return rec.get(dotted) if isinstance(rec, dict) else None
     value: Any = rec
     for part in dotted.split("."):

@@ -14,6 +14,7 @@ from pipeline.formats.common import (
     _prompt,
     _response,
     _shown,
+    blank,
     to_messages,
 )
 
@@ -91,6 +92,9 @@ def parse_hh(transcript: Any, what: str) -> list[dict[str, str]]:
             messages.append({"role": role, "content": text})
     if not messages:
         raise BadRecord(f"{what} holds no Human/Assistant turns")
+    for m in messages:  # white space, NULs or zero-width marks only: no text (an empty last Assistant turn stays "")
+        if blank(m["content"]):
+            m["content"] = ""
     return messages
 
 
@@ -118,6 +122,10 @@ def hh_rlhf(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         raise BadRecord("chosen/rejected must end with an Assistant turn")
     if not chosen[-1]["content"] or not rejected[-1]["content"]:
         raise BadRecord("chosen or rejected has an empty final Assistant turn")
+    shared = chosen[:-1]
+    if empty := next((n for n, m in enumerate(shared, 1) if not m["content"]), None):
+        speaker = "Human" if shared[empty - 1]["role"] == "user" else "Assistant"
+        raise BadRecord(f"turn {empty} ({speaker}) of the dialogue chosen and rejected share is empty")
     out.add("pairs", _pair(ctx, origin, chosen[:-1], chosen[-1:], rejected[-1:]))
     return out
 

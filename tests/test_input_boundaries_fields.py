@@ -1,0 +1,111 @@
+"""Input boundaries, fourth pass (fields): each case below lost or changed a record's content without a word, or
+rejected it for a reason that was not its fault, before its fix. Found by writing what a careless export
+writes (pandas' floats for integer ids, flattened column names, chat-format prompt files, OpenAssistant trees
+with a repeated message_id, a ``null`` beside the field that holds the value)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tests.test_ingest_fuzz import _ingest
+
+
+def _jsonl(path, recs: list) -> object:
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
+
+
+def test_a_chat_format_prompt_keeps_its_system_message_and_its_turns(tmp_path):
+    """The system message was taken for the user's prompt ("Be terse.") and the real question was counted as a
+    follow-up turn; a multi-turn prompt kept only its first user turn."""
+    res = _ingest(_jsonl(tmp_path / "p.jsonl", [
+        {"id": 1, "prompt": [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "What is 2+2?"}]},
+        {"id": 2, "prompt": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                             {"role": "user", "content": "c"}]},
+        {"id": 3, "turns": [{"role": "user", "content": "first"}, {"role": "user", "content": "follow-up"}]},
+        {"id": 4, "prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "answer"}]},
+    ]))
+    assert [[(m["role"], m["content"]) for m in r["messages"]] for r in res.rows["prompts"]] == [
+        [("system", "Be terse."), ("user", "What is 2+2?")],
+        [("user", "a"), ("assistant", "b"), ("user", "c")],
+        [("user", "first")],
+    ]
+    assert res.metrics["skipped"] == {"follow-up turns left out (they need an answer in between)": 1}
+    assert [r["reason"] for r in res.rejects] == [
+        "p.jsonl:4: prompt ends with an assistant turn, not the user turn to answer: leave the answer out, or read "
+        "the file with a format that takes answers (ultrafeedback, wildchat)"]
+
+
+def test_two_messages_of_one_tree_sharing_an_id_are_a_reject_not_one_dropped_as_identical(tmp_path):
+    """The second reply was dropped and counted as "row identical to an earlier one": its text was lost."""
+    tree = {"message_tree_id": "t", "prompt": {"message_id": "r", "role": "prompter", "text": "Q?", "replies": [
+        {"message_id": "x", "role": "assistant", "text": "A1", "rank": 0},
+        {"message_id": "x", "role": "assistant", "text": "A2, another answer", "rank": 1}]}}
+    for kind, table in (("conversations", "conversations"), ("rated", "responses")):
+        res = _ingest(_jsonl(tmp_path / f"{kind}.jsonl", [tree]), "oasst", kind)
+        assert res.metrics["accepted"] == 0 and res.metrics["skipped"] == {}
+        assert res.rejects[0]["reason"].startswith(f"{kind}.jsonl:1: duplicate: {table} id (")
+        assert "produced twice by this record with different content" in res.rejects[0]["reason"]
+
+
+def test_a_record_that_repeats_one_of_its_own_rows_exactly_loses_nothing(tmp_path):
+    rec = {"uid": "q1", "model": "m", "messages": [{"role": "user", "content": "Q"},
+                                                   {"role": "assistant", "content": {"answer": "A"}}]}
+    res = _ingest(_jsonl(tmp_path / "a.jsonl", [rec, rec]), "arena_answers", "rated")
+    assert res.metrics["accepted"] == 2 and len(res.rows["responses"]) == 1
+
+
+def test_an_hh_turn_that_shows_nothing_is_a_reject(tmp_path):
+    """Both were pairs: one with an empty user turn in its prompt, one whose chosen answer was a zero-width space."""
+    res = _ingest(_jsonl(tmp_path / "hh.jsonl", [
+        {"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman:   \n\nAssistant: good",
+         "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman:   \n\nAssistant: bad"},
+        {"chosen": "\n\nHuman: hi\n\nAssistant: \u200b", "rejected": "\n\nHuman: hi\n\nAssistant: bad"},
+        {"chosen": "\n\nHuman: hi\n\nAssistant: good", "rejected": "\n\nHuman: hi\n\nAssistant: bad"},
+    ]), "hh_rlhf", "pairs")
+    assert [r["reason"] for r in res.rejects] == [
+        "hh.jsonl:1: turn 3 (Human) of the dialogue chosen and rejected share is empty",
+        "hh.jsonl:2: chosen or rejected has an empty final Assistant turn"]
+    assert [r["chosen"][0]["content"] for r in res.rows["pairs"]] == ["good"]
+
+
+def test_a_flattened_column_named_like_a_nested_field_is_read(tmp_path):
+    """A CSV (or pandas.json_normalize) export names the column ``metadata.score_chosen``: the scores were None."""
+    (tmp_path / "uf.csv").write_text("prompt,chosen,rejected,metadata.score_chosen,metadata.score_rejected\n"
+                                     "Q?,good,bad,8,3\n")
+    (pair,) = _ingest(tmp_path / "uf.csv", "ultrafeedback", "pairs").rows["pairs"]
+    assert (pair["score_chosen"], pair["score_rejected"], pair["margin"]) == (8.0, 3.0, 5.0)
+
+
+def test_stack_exchange_ids_written_as_floats_still_link_answers_to_questions(tmp_path):
+    """pandas writes ``ParentId`` and ``AcceptedAnswerId`` (integer columns with nulls) as floats, and a CSV export
+    as "1.0": the answer was rejected as an orphan, and an accepted answer was marked not accepted."""
+    pq.write_table(pa.table({"Id": [1, 2], "PostTypeId": [1, 2], "ParentId": [None, 1.0], "AcceptedAnswerId": [2.0, None],
+                             "Body": ["<p>How to brew?</p>", "<p>Use hot water.</p>"], "Title": ["Brew", None]}),
+                   tmp_path / "posts.parquet")
+    (tmp_path / "posts.csv").write_text("Id,PostTypeId,ParentId,AcceptedAnswerId,Body,Title\n"
+                                        "1,1,,2.0,How to brew?,Brew\n2,2,1.0,,Use hot water.,\n")
+    for name in ("posts.parquet", "posts.csv"):
+        res = _ingest(tmp_path / name, "stackexchange", "rated")
+        assert res.rejects == [], name
+        (answer,) = res.rows["responses"]
+        assert answer["prompt_id"] == res.rows["prompts"][0]["prompt_id"]
+        assert json.loads(answer["detail"])["accepted"] is True
+
+
+def test_a_whole_float_id_is_the_integer_it_holds(tmp_path):
+    res = _ingest(_jsonl(tmp_path / "p.jsonl", [{"id": 7, "text": "Hi"}, {"id": 7.0, "text": "Hi"},
+                                                {"id": 7.5, "text": "Other"}]))
+    assert [r["origin_id"] for r in res.rows["prompts"]] == ["7", "7.5"]
+    assert res.metrics["skipped"] == {"prompts row identical to an earlier one": 1}
+
+
+def test_a_null_score_beside_the_overall_score_is_not_a_missing_score(tmp_path):
+    """``"score": null`` hid ``overall_score``: the completion was unscored."""
+    res = _ingest(_jsonl(tmp_path / "uf.jsonl", [{"id": 1, "instruction": "Q", "completions": [
+        {"response": None, "text": "a", "score": None, "overall_score": 8}, {"response": "b", "overall_score": 2}]}]),
+        "ultrafeedback", "rated")
+    assert [(r["text"], r["score"]) for r in res.rows["responses"]] == [("a", 8.0), ("b", 2.0)]
