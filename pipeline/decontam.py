@@ -40,19 +40,24 @@ class ReleaseInputError(StageError):
 # --- evaluation sets -------------------------------------------------------------------------------
 
 
-def _field_texts(value: Any) -> list[str]:
-    """Eval prompt text(s) from a field: a string, a list of strings (turns) or a list of {content}."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        out = []
-        for v in value:
-            if isinstance(v, str):
-                out.append(v)
-            elif isinstance(v, dict) and isinstance(v.get("content"), str):
-                out.append(v["content"])
-        return out
-    return []
+def _field_texts(value: Any, field: str) -> tuple[list[str], str | None]:
+    """Eval prompt text(s) from a field: a string, a list of strings (turns) or a list of {content} messages (content
+    a string or text parts); and why part of it cannot be read, or None. Each turn is a prompt the release must not
+    hold, so a turn that cannot be read (a null, a number, white space) makes its record count as unread; it was
+    left out without a word."""
+    items = value if isinstance(value, list) and value else [value]
+    texts, why = [], None
+    for i, v in enumerate(items):
+        if isinstance(v, dict):
+            v = v.get("content")
+            if isinstance(v, list) and v and all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in v):
+                v = "\n".join(p["text"] for p in v)  # text parts, joined as ingest joins them
+        if isinstance(v, str) and v.strip():
+            texts.append(v)
+        elif why is None:
+            where = f"{field}[{i}]" if isinstance(value, list) and value else field
+            why = f"no text in field {where!r}" + (f" (it is {type(v).__name__})" if not isinstance(v, str) else "")
+    return texts, why
 
 
 def prompts_sha256(ids: list[str], texts: list[str]) -> str:
@@ -74,12 +79,13 @@ def load_eval_sets(sets: list) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]
         try:
             for raw in iter_records(s.path):
                 value = raw.value if raw.error is None and isinstance(raw.value, dict) else None
-                texts = _field_texts(value.get(s.text_field)) if value is not None else []
-                if not texts:  # a prompt that cannot be read cannot be kept out of the release: counted, never skipped
+                texts, why_not = _field_texts(value.get(s.text_field), s.text_field) if value is not None else ([], None)
+                if why_not or not texts:  # a prompt that cannot be read cannot be kept out of the release: counted
                     unread += 1
-                    first = first or f"{Path(raw.file).name}:{raw.row}: " + (raw.error or (
-                        f"no text in field {s.text_field!r}" if value is not None else
-                        f"record is {type(raw.value).__name__}, expected a JSON object"))
+                    first = first or f"{Path(raw.file).name}:{raw.row}: " + (raw.error or why_not or
+                                                                             f"record is {type(raw.value).__name__}, "
+                                                                             "expected a JSON object")
+                if not texts:
                     continue
                 base = str(raw.value.get(s.id_field, f"row{raw.row}"))
                 for i, t in enumerate(texts):

@@ -9,6 +9,7 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from tests.test_ingest_fuzz import _ingest
 
@@ -109,3 +110,27 @@ def test_a_null_score_beside_the_overall_score_is_not_a_missing_score(tmp_path):
         {"response": None, "text": "a", "score": None, "overall_score": 8}, {"response": "b", "overall_score": 2}]}]),
         "ultrafeedback", "rated")
     assert [(r["text"], r["score"]) for r in res.rows["responses"]] == [("a", 8.0), ("b", 2.0)]
+
+
+# --- decontamination sets: every turn of an eval prompt is read, or its record is counted unread -------------
+
+def test_an_eval_prompt_turn_that_cannot_be_read_counts_its_record_as_unread(tmp_path):
+    """A null or numeric turn was left out without a word (the record counted as read), white space counted as a
+    prompt, and content given as text parts was not read."""
+    from pipeline.config import EvalSet
+    from pipeline.decontam import ReleaseInputError, load_eval_sets
+
+    _jsonl(tmp_path / "q.jsonl", [
+        {"question_id": 1, "turns": ["Name three primes.", None]},
+        {"question_id": 2, "turns": [{"content": "Explain DNS."}, {"content": 5}]},
+        {"question_id": 3, "turns": [{"role": "user", "content": [{"type": "text", "text": "Define entropy."}]}]},
+        {"question_id": 4, "turns": "   "},
+    ])
+    sets = [EvalSet(name="mt", path=str(tmp_path / "q.jsonl"), text_field="turns", id_field="question_id",
+                    optional=True)]
+    evals, status = load_eval_sets(sets)
+    assert evals["text"].to_list() == ["Name three primes.", "Explain DNS.", "Define entropy."]
+    assert status["mt"]["status"] == ("ok; 3 record(s) without a prompt (first: q.jsonl:1: no text in field "
+                                      "'turns[1]' (it is NoneType))")
+    with pytest.raises(ReleaseInputError, match="3 record"):
+        load_eval_sets([sets[0].model_copy(update={"optional": False})])
