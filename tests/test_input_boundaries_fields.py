@@ -134,3 +134,13 @@ def test_an_eval_prompt_turn_that_cannot_be_read_counts_its_record_as_unread(tmp
                                       "'turns[1]' (it is NoneType))")
     with pytest.raises(ReleaseInputError, match="3 record"):
         load_eval_sets([sets[0].model_copy(update={"optional": False})])
+
+
+def test_a_blank_language_tag_is_no_tag(tmp_path):
+    """"" was kept as the conversation's language: WildFeedback dropped it as a language not in its list, never
+    detecting its language nor keeping it as unknown (``keep_unknown_language``)."""
+    convo = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    res = _ingest(_jsonl(tmp_path / "w.jsonl", [{"id": i, "conversation": convo, "language": lang}
+                                                for i, lang in enumerate(["", "  ", " English "])]),
+                  "wildchat", "conversations")
+    assert [c["language"] for c in res.rows["conversations"]] == [None, None, "English"]

@@ -226,7 +226,7 @@ def _conversation(ctx: Ctx, origin: str, messages: list[dict[str, str]], *, lang
         "conversation_id": stable_id(ctx.source, origin),
         "messages": messages,
         "source": ctx.source,
-        "language": language if isinstance(language, str) else None,
+        "language": language.strip() if isinstance(language, str) and language.strip() else None,  # "" is no tag
         "model": model if isinstance(model, str) else None,
         "flags": sorted(set(flags)),
     }
