@@ -16,6 +16,9 @@ import pyarrow as pa
 _BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 _XML_ENCODING = re.compile(rb"""\A(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _UTF8 = {"utf-8", "utf8", "us-ascii", "ascii"}
+# What to do about a line or row whose bytes are not UTF-8 (most often a file saved as Latin-1 / Windows-1252).
+RE_ENCODE = "re-encode the file as UTF-8 (Latin-1 or Windows-1252 text: `iconv -f WINDOWS-1252 -t UTF-8`)"
+REWRITE_UTF8 = "rewrite the file with that column's text as UTF-8"  # a Parquet string column: no tool re-encodes it
 
 
 def encoding_error(f: IO[bytes]) -> str | None:
@@ -87,7 +90,7 @@ def unconvertible_reason(row: pa.RecordBatch, e: Exception) -> str:
     """Why the one-row batch ``row`` cannot be made Python values (``UNCONVERTIBLE``), naming the column."""
     bad = next((name for name, col in zip(row.schema.names, row.columns, strict=True) if not _decodes(col)), "?")
     if isinstance(e, UnicodeDecodeError):
-        return f"column {bad!r} holds bytes that are not UTF-8 ({e.reason} at byte {e.start})"
+        return f"column {bad!r} holds bytes that are not UTF-8 ({e.reason} at byte {e.start}): {REWRITE_UTF8}"
     return (f"column {bad!r} holds a value Python cannot represent ({type(e).__name__}: {e}); drop that column "
             f"or cast it to a string when writing the file")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import limits
-from pipeline.encodings import not_utf8_field
+from pipeline.encodings import RE_ENCODE, not_utf8_field
 from pipeline.jsontext import preview_of
 from pipeline.rawrows import UNREADABLE, RawRow, cannot_read, open_binary, unreadable_rest
 
@@ -79,7 +79,7 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                 continue
             bad = not_utf8_field(rec)
             yield RawRow(str(path), i, value=None if bad else dict(rec), raw=preview_of(rec),
-                         error=f"invalid UTF-8 in field {bad!r}" if bad else None)
+                         error=f"invalid UTF-8 in field {bad!r}: {RE_ENCODE}" if bad else None)
 
 
 def _field_count_error(rec: dict[str | None, Any], header: list[str]) -> str | None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline import limits
+from pipeline.encodings import RE_ENCODE
 from pipeline.jsontext import (
     DATA_WRAPPER,
     array_elements,
@@ -47,7 +48,7 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError as e:
-                yield RawRow(str(path), i, error=f"invalid UTF-8 at byte {e.start}", raw=preview)
+                yield RawRow(str(path), i, error=f"invalid UTF-8 at byte {e.start}: {RE_ENCODE}", raw=preview)
                 continue
             value, error = parse_json(text)
             if error and "\r" in text.rstrip("\r") and error.startswith("invalid JSON: Extra data"):
@@ -105,7 +106,8 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
             try:
                 element.encode("utf-8")
             except UnicodeEncodeError as e:
-                element, error = None, f"invalid UTF-8 at byte {len(element[:e.start].encode('utf-8', 'replace'))}"
+                at = len(element[:e.start].encode("utf-8", "replace"))
+                element, error = None, f"invalid UTF-8 at byte {at}: {RE_ENCODE}"
         value, error = (None, error) if element is None else parse_json(element)
         yield RawRow(str(path), i, value=value, error=error, raw=preview)
 

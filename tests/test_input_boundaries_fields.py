@@ -144,3 +144,15 @@ def test_a_blank_language_tag_is_no_tag(tmp_path):
                                                 for i, lang in enumerate(["", "  ", " English "])]),
                   "wildchat", "conversations")
     assert [c["language"] for c in res.rows["conversations"]] == [None, None, "English"]
+
+
+def test_text_that_is_not_utf8_says_to_re_encode_the_file(tmp_path):
+    """A Latin-1 export was one "invalid UTF-8 at byte 19" per line: what was wrong, not what to do."""
+    text = "café crème"
+    (tmp_path / "l.jsonl").write_bytes(f'{{"id": 1, "text": "{text}"}}\n'.encode("latin-1"))
+    (tmp_path / "l.csv").write_bytes(f"id,text\n1,{text}\n".encode("latin-1"))
+    (tmp_path / "l.json").write_bytes(f'[{{"id": 1, "text": "{text}"}}]'.encode("latin-1"))
+    for name in ("l.jsonl", "l.csv", "l.json"):
+        (reason,) = [r["reason"] for r in _ingest(tmp_path / name).rejects]
+        assert reason.startswith(f"{name}:1: invalid UTF-8 ") and reason.endswith(
+            ": re-encode the file as UTF-8 (Latin-1 or Windows-1252 text: `iconv -f WINDOWS-1252 -t UTF-8`)"), reason
