@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.adapter_sources import run_source
 from tests.test_ingest_fuzz import _ingest
 
 
@@ -156,3 +157,34 @@ def test_text_that_is_not_utf8_says_to_re_encode_the_file(tmp_path):
         (reason,) = [r["reason"] for r in _ingest(tmp_path / name).rejects]
         assert reason.startswith(f"{name}:1: invalid UTF-8 ") and reason.endswith(
             ": re-encode the file as UTF-8 (Latin-1 or Windows-1252 text: `iconv -f WINDOWS-1252 -t UTF-8`)"), reason
+
+
+def test_an_alpaca_input_is_part_of_the_prompt(tmp_path):
+    """"Summarize the following text." was the whole prompt: Alpaca's ``input``, the text, was left out."""
+    res = _ingest(_jsonl(tmp_path / "a.jsonl", [
+        {"instruction": "Summarize the following text.", "input": "Cats sleep a lot.", "output": "They nap."},
+        {"instruction": "Name a prime.", "input": "", "output": "2"},
+        {"instruction": "Sort these.", "input": ["b", "a"]},
+    ]))
+    assert [r["messages"][0]["content"] for r in res.rows["prompts"]] == [
+        "Summarize the following text.\n\nCats sleep a lot.", "Name a prime."]
+    assert [r["reason"] for r in res.rejects] == [
+        "a.jsonl:3: input is list, expected a string (the text the instruction is about)"]
+    dolly = run_source(_jsonl(tmp_path / "d.jsonl", [{"instruction": "Who wrote it?", "context": "Dune, by Frank Herbert."}]),
+                       "prompts", "prompts", mapping={"input": "context"})
+    assert dolly.rows["prompts"][0]["messages"][0]["content"] == "Who wrote it?\n\nDune, by Frank Herbert."
+
+
+def test_a_sharegpt_top_level_system_prompt_is_kept(tmp_path):
+    """LLaMA-Factory's ShareGPT records carry the system prompt beside ``conversations``: it was dropped."""
+    turns = [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "Arr, hello."}]
+    res = _ingest(_jsonl(tmp_path / "s.jsonl", [
+        {"id": 1, "system": "Talk like a pirate.", "conversations": turns},
+        {"id": 2, "system": "", "conversations": turns},
+        {"id": 3, "system": "Other.", "conversations": [{"from": "system", "value": "Talk like a pirate."}, *turns]},
+    ]), "sharegpt", "conversations")
+    assert [[m["role"] for m in c["messages"]] for c in res.rows["conversations"]] == [
+        ["system", "user", "assistant"], ["user", "assistant"]]
+    assert res.rows["conversations"][0]["messages"][0]["content"] == "Talk like a pirate."
+    assert [r["reason"] for r in res.rejects] == [
+        "s.jsonl:3: system and the conversation's first (system) message differ: keep one of them"]

@@ -46,9 +46,19 @@ def _flag(value: Any, what: str) -> bool:
 
 
 def sharegpt(rec: dict[str, Any], ctx: Ctx) -> Adapted:
-    """ShareGPT: ``conversations`` of {from, value} (from: human/gpt/system)."""
+    """ShareGPT: ``conversations`` of {from, value} (from: human/gpt/system); a top-level ``system`` string (as
+    LLaMA-Factory writes the format) is the conversation's system message."""
     messages = to_messages(ctx.get(rec, "messages", "conversations", required=True), "conversations",
                            role_key="from", content_key="value")
+    system = ctx.get(rec, "system")
+    if system is not None and not (isinstance(system, str) and blank(system)):
+        if not isinstance(system, str):
+            raise BadRecord(f"system is {type(system).__name__}, expected a string (the system prompt)")
+        if messages[0]["role"] == "system":
+            if messages[0]["content"] != system:
+                raise BadRecord("system and the conversation's first (system) message differ: keep one of them")
+        else:
+            messages = [{"role": "system", "content": system}, *messages]
     origin = ctx.origin(rec)
     out = Adapted()
     if ctx.kind == "conversations":

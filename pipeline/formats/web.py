@@ -39,8 +39,9 @@ def prompts(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     """A prompt: a text field (prompt/text/instruction/question) or a list of ``turns``.
 
     Only the first of several ``turns`` becomes the prompt: MT-Bench's second turn refers to an
-    answer that does not exist yet (counted as skipped). Self-Instruct style ``instances`` add the
-    first instance's non-empty ``input`` below the instruction.
+    answer that does not exist yet (counted as skipped). Alpaca's ``input`` (the text an instruction
+    such as "Summarize the following text." is about; map Dolly's ``context`` to it) and Self-Instruct
+    style ``instances`` (the first instance's non-empty ``input``) are added below the instruction.
     """
     value = ctx.get(rec, "text", "prompt", "instruction", "question", "turns", required=True)
     out = Adapted()
@@ -55,6 +56,12 @@ def prompts(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         if isinstance(value, dict):
             value = value.get("content", value.get("value"))
     text = _text(value, "prompt")
+    extra = ctx.get(rec, "input")  # Alpaca's input: the material the instruction is about (Dolly's `context`)
+    if extra is not None:
+        if not isinstance(extra, str):
+            raise BadRecord(f"input is {type(extra).__name__}, expected a string (the text the instruction is about)")
+        if not blank(extra) and extra != text:
+            text = f"{text}\n\n{extra}"
     instances = rec.get("instances")
     if isinstance(instances, list) and instances and isinstance(instances[0], dict):
         extra = instances[0].get("input")
