@@ -111,7 +111,7 @@ def _no_broken_links(paths: list[Path]) -> None:
 
 
 def _suffix(path: Path) -> str:
-    suffixes = [s for s in path.suffixes if s != ".gz"]
+    suffixes = [s for s in path.suffixes if s.lower() != ".gz"]
     return suffixes[-1].lower() if suffixes else ""
 
 
@@ -200,13 +200,13 @@ def source_files(path: str) -> list[Path]:
     naming the first that is not (a README.md or LICENSE in a dataset folder), before any is read."""
     files = expand_paths(path)
     # the suggested glob ends as a data file's name does (".jsonl.gz", ".JSONL"), so that it matches it
-    known = [("".join(f.suffixes[-2:]) if f.suffix == ".gz" else f.suffix) for f in files if _suffix(f) in READERS]
+    known = [("".join(f.suffixes[-2:]) if f.suffix.lower() == ".gz" else f.suffix) for f in files if _suffix(f) in READERS]
     for file in files:
         if _suffix(file) not in READERS:
             hint = f"; point the path at the data files only, e.g. {Path(path) / '**' / ('*' + known[0])}" if known else ""
             raise SourceError(f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} "
                               f"(optionally .gz, but for .parquet){hint}")
-        if _suffix(file) == ".parquet" and file.suffix == ".gz":  # read by row group, which needs to seek
+        if _suffix(file) == ".parquet" and file.suffix.lower() == ".gz":  # read by row group, which needs to seek
             raise SourceError(f"{file}: a gzipped Parquet file cannot be read by row group: gunzip it (Parquet "
                               "compresses its pages itself)")
     return files

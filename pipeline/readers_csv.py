@@ -64,6 +64,11 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                 yield RawRow(str(path), 1, error=f"the header row starts with {reader.fieldnames[0].lstrip()[0]!r}: the "
                                                  "file holds JSON, not CSV; name it .jsonl (JSON lines) or .json")
                 return  # it was one 'missing field' reject per line, or 'holds no records' for one line
+            if i == 0 and (other := _other_delimiter(reader.fieldnames)):
+                yield RawRow(str(path), 1, error=f"the header row is one column holding {other!r}: the file is separated "
+                                                 f"by {other!r}, not by commas; none of it is read: save it as "
+                                                 "comma-separated CSV")
+                return  # it was one 'missing field' reject per row, none saying why
             if rec is None:
                 return
             if i == 0 and (twice := sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})):
@@ -80,6 +85,13 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
             bad = not_utf8_field(rec)
             yield RawRow(str(path), i, value=None if bad else dict(rec), raw=preview_of(rec),
                          error=f"invalid UTF-8 in field {bad!r}: {RE_ENCODE}" if bad else None)
+
+
+def _other_delimiter(header: list[str] | None) -> str | None:
+    """The delimiter a header of one column is split by instead of commas (Excel in many locales writes ';'), or None."""
+    if header is None or len(header) != 1:
+        return None
+    return next((d for d in (";", "\t", "|") if d in header[0]), None)
 
 
 def _field_count_error(rec: dict[str | None, Any], header: list[str]) -> str | None:

@@ -30,6 +30,7 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
     Streams the file: memory holds one line at a time, and never more than ``max_record_bytes`` of it.
     A UTF-8 byte order mark at the start of a line is skipped.
     """
+    seen = 0  # records (non-blank lines) so far
     with open_binary(path) as f:
         for i, item in numbered(limits.bounded_lines(f, max_record_bytes), path, "line"):
             if isinstance(item, RawRow):  # the rest of the file cannot be read
@@ -41,6 +42,13 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
             if not line.strip():
                 continue
             preview = line[:500].decode("utf-8", errors="replace")
+            if seen == 0 and line.strip() in (b"{", b"["):  # it was one 'invalid JSON' reject per line, none saying why
+                yield RawRow(str(path), i, raw=preview, error=(
+                    f"line {i} is {line.strip().decode()!r} alone: the file is JSON written over several lines "
+                    "(pretty-printed), not JSON lines; none of it is read: write one record per line (`jq -c '.[]'` "
+                    "for an array, `jq -c .` for objects one after another), or name it .json if it holds one array"))
+                return
+            seen += 1
             if max_record_bytes and size > max_record_bytes:
                 yield RawRow(str(path), i, error=f"record is {size} bytes, over max_record_bytes={max_record_bytes}",
                              raw=preview)

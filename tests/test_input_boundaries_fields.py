@@ -188,3 +188,33 @@ def test_a_sharegpt_top_level_system_prompt_is_kept(tmp_path):
     assert res.rows["conversations"][0]["messages"][0]["content"] == "Talk like a pirate."
     assert [r["reason"] for r in res.rejects] == [
         "s.jsonl:3: system and the conversation's first (system) message differ: keep one of them"]
+
+
+# --- files a careless export writes ------------------------------------------------------------------------------
+
+def test_a_gzip_file_named_in_capitals_is_read(tmp_path):
+    """``x.JSONL.GZ`` failed the source: "unknown file type '.gz'; expected ... (optionally .gz ...)"."""
+    import gzip
+
+    (tmp_path / "x.JSONL.GZ").write_bytes(gzip.compress(b'{"id": 1, "text": "hi"}\n'))
+    assert [r["messages"][0]["content"] for r in _ingest(tmp_path / "x.JSONL.GZ").rows["prompts"]] == ["hi"]
+
+
+def test_a_csv_separated_by_semicolons_or_tabs_is_one_reject_saying_so(tmp_path):
+    """Excel in many locales writes ';': each row was a "missing field 'text'" reject, none saying why."""
+    for name, sep in (("semi.csv", ";"), ("tab.csv", "\t")):
+        (tmp_path / name).write_text(f"id{sep}text\n1{sep}hello\n2{sep}world\n")
+        assert [r["reason"] for r in _ingest(tmp_path / name).rejects] == [
+            f"{name}:1: the header row is one column holding {sep!r}: the file is separated by {sep!r}, not by commas; "
+            "none of it is read: save it as comma-separated CSV"]
+
+
+def test_pretty_printed_json_named_jsonl_is_one_reject_saying_so(tmp_path):
+    """Each line was an "invalid JSON: Extra data at column 7" reject, none saying why."""
+    (tmp_path / "p.jsonl").write_text(json.dumps([{"id": 1, "text": "hi"}, {"id": 2, "text": "yo"}], indent=2) + "\n")
+    (reason,) = [r["reason"] for r in _ingest(tmp_path / "p.jsonl").rejects]
+    assert reason.startswith("p.jsonl:1: line 1 is '[' alone: the file is JSON written over several lines "
+                             "(pretty-printed), not JSON lines; none of it is read: write one record per line")
+    (tmp_path / "ok.jsonl").write_text('\n{"id": 1, "text": "hi"}\n{\n')  # a '{' alone after a record: one reject
+    assert [r["reason"] for r in _ingest(tmp_path / "ok.jsonl").rejects] == [
+        "ok.jsonl:3: invalid JSON: Expecting property name enclosed in double quotes at column 2"]
