@@ -65,7 +65,7 @@ def batch_rows(batch: pa.RecordBatch) -> Iterator[tuple[dict[str, Any] | None, s
     (a file another tool wrote), or a value Python cannot hold (a timestamp or date past year 9999), is
     ``(None, reason naming the column)``, and the batch's other rows are kept."""
     try:
-        rows = batch.to_pylist()
+        rows = batch.to_pylist(maps_as_pydicts=MAPS)
     except UNCONVERTIBLE:
         rows = None
     if rows is not None:
@@ -74,7 +74,7 @@ def batch_rows(batch: pa.RecordBatch) -> Iterator[tuple[dict[str, Any] | None, s
     for j in range(batch.num_rows):
         row = batch.slice(j, 1)
         try:
-            value = row.to_pylist()[0]
+            value = row.to_pylist(maps_as_pydicts=MAPS)[0]
         except UNCONVERTIBLE as e:
             yield None, unconvertible_reason(row, e)
             continue
@@ -82,8 +82,12 @@ def batch_rows(batch: pa.RecordBatch) -> Iterator[tuple[dict[str, Any] | None, s
 
 
 # What turning Arrow values into Python ones raises: bytes that are not UTF-8 in a string column, a timestamp,
-# date or duration outside what ``datetime`` holds (OverflowError, or ValueError "year ... is out of range").
-UNCONVERTIBLE = (UnicodeDecodeError, OverflowError, ValueError)
+# date or duration outside what ``datetime`` holds (OverflowError, or ValueError "year ... is out of range"), a map
+# that names a key twice (KeyError).
+UNCONVERTIBLE = (UnicodeDecodeError, OverflowError, ValueError, KeyError)
+# A map column (``map<string, ...>``, as Spark and DuckDB write a JSON object) is a dict, as the object it holds: as a
+# list of (key, value) pairs, its fields were not found ("metadata.score_chosen") and messages were rejects.
+MAPS = "strict"
 
 
 def unconvertible_reason(row: pa.RecordBatch, e: Exception) -> str:
@@ -91,13 +95,17 @@ def unconvertible_reason(row: pa.RecordBatch, e: Exception) -> str:
     bad = next((name for name, col in zip(row.schema.names, row.columns, strict=True) if not _decodes(col)), "?")
     if isinstance(e, UnicodeDecodeError):
         return f"column {bad!r} holds bytes that are not UTF-8 ({e.reason} at byte {e.start}): {REWRITE_UTF8}"
+    if isinstance(e, KeyError):
+        key = re.search(r"duplicate key was (.*?)\)?\.?$", str(e.args[0] if e.args else e))
+        return (f"column {bad!r} holds a map that names the key {key.group(1) if key else '?'} twice (a record would keep "
+                "one of them): give each key once")
     return (f"column {bad!r} holds a value Python cannot represent ({type(e).__name__}: {e}); drop that column "
             f"or cast it to a string when writing the file")
 
 
 def _decodes(column: pa.Array) -> bool:
     try:
-        column.to_pylist()
+        column.to_pylist(maps_as_pydicts=MAPS)
     except UNCONVERTIBLE:
         return False
     return True

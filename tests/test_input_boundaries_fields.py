@@ -218,3 +218,28 @@ def test_pretty_printed_json_named_jsonl_is_one_reject_saying_so(tmp_path):
     (tmp_path / "ok.jsonl").write_text('\n{"id": 1, "text": "hi"}\n{\n')  # a '{' alone after a record: one reject
     assert [r["reason"] for r in _ingest(tmp_path / "ok.jsonl").rejects] == [
         "ok.jsonl:3: invalid JSON: Expecting property name enclosed in double quotes at column 2"]
+
+
+def test_parquet_maps_and_uuids_are_read_as_the_objects_and_ids_they_hold(tmp_path):
+    """A map column (Spark, DuckDB) was a list of (key, value) pairs, so ``metadata.score_chosen`` was not found and
+    the scores were None; a UUID id was a reject ("id is UUID('...'), expected a string or a number")."""
+    import uuid
+
+    scores = pa.array([[("score_chosen", 8.0), ("score_rejected", 2.0)]], pa.map_(pa.string(), pa.float64()))
+    pq.write_table(pa.table({"id": pa.array([uuid.UUID(int=1).bytes], pa.uuid()), "prompt": ["Q?"], "chosen": ["good"],
+                             "rejected": ["bad"], "metadata": scores}), tmp_path / "uf.parquet")
+    (pair,) = _ingest(tmp_path / "uf.parquet", "ultrafeedback", "pairs").rows["pairs"]
+    assert (pair["score_chosen"], pair["score_rejected"]) == (8.0, 2.0)
+    assert json.loads(pair["lineage"])["origin_id"] == "00000000-0000-0000-0000-000000000001"
+    twice = pa.array([[("score_chosen", 8.0), ("score_chosen", 1.0)]], pa.map_(pa.string(), pa.float64()))
+    pq.write_table(pa.table({"prompt": ["Q?"], "chosen": ["good"], "rejected": ["bad"], "metadata": twice}),
+                   tmp_path / "twice.parquet")
+    assert [r["reason"] for r in _ingest(tmp_path / "twice.parquet", "ultrafeedback", "pairs").rejects] == [
+        "twice.parquet:1: column 'metadata' holds a map that names the key 'score_chosen' twice (a record would keep "
+        "one of them): give each key once"]
+
+
+def test_a_null_required_field_says_it_is_null_not_missing(tmp_path):
+    pq.write_table(pa.table({"id": ["a", "b"], "text": pa.array(["x", None])}), tmp_path / "d.parquet")
+    assert [r["reason"] for r in _ingest(tmp_path / "d.parquet", "documents", "documents").rejects] == [
+        "d.parquet:2: field 'text' is null: the record has no 'text' or 'body' or 'content' or 'selftext'"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class Ctx:
                 return cand, value
         if required:
             shown = " or ".join(repr(c) for c in candidates)
+            if null := next((c for c in candidates if isinstance(rec, dict) and c in rec), None):  # there, but null
+                raise BadRecord(f"field {null!r} is null: the record has no {shown}")
             raise BadRecord(f"missing field {shown}" + ("" if name in self.mapping else " (set `mapping` to rename)"))
         return candidates[0], None
 
@@ -75,7 +78,7 @@ class Ctx:
             return None
         if isinstance(value, float) and math.isfinite(value):
             return str(int(value)) if value.is_integer() else str(value)
-        if isinstance(value, str | int) and not isinstance(value, bool):
+        if isinstance(value, str | int | uuid.UUID) and not isinstance(value, bool):  # a Parquet UUID column too
             return str(value)
         raise BadRecord(f"{field_name} is {_shown(value)}, expected a string or a number (an id)")
 
