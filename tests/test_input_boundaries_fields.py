@@ -243,3 +243,14 @@ def test_a_null_required_field_says_it_is_null_not_missing(tmp_path):
     pq.write_table(pa.table({"id": ["a", "b"], "text": pa.array(["x", None])}), tmp_path / "d.parquet")
     assert [r["reason"] for r in _ingest(tmp_path / "d.parquet", "documents", "documents").rejects] == [
         "d.parquet:2: field 'text' is null: the record has no 'text' or 'body' or 'content' or 'selftext'"]
+
+
+def test_oasst_ranks_written_as_floats_still_rank_the_replies(tmp_path):
+    """pandas writes the nullable ``rank`` as 0.0, 1.0: the replies were counted as unranked and no prompt was rated."""
+    tree = {"message_tree_id": "t", "prompt": {"message_id": "r", "role": "prompter", "text": "Q?", "replies": [
+        {"message_id": "a", "role": "assistant", "text": "worse", "rank": 1.0},
+        {"message_id": "b", "role": "assistant", "text": "better", "rank": 0.0},
+        {"message_id": "c", "role": "assistant", "text": "unranked", "rank": None}]}}
+    res = _ingest(_jsonl(tmp_path / "o.jsonl", [tree]), "oasst", "rated")
+    assert [(r["text"], r["score"]) for r in res.rows["responses"]] == [("better", 1.0), ("worse", 0.0)]
+    assert res.metrics["skipped"] == {"unranked reply in a ranked group": 1}

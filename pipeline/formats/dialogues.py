@@ -145,6 +145,15 @@ def hh_rlhf(rec: dict[str, Any], ctx: Ctx) -> Adapted:
 MESSAGE_OVERHEAD = 256
 
 
+def _rank(m: dict[str, Any]) -> int | None:
+    """A reply's rank: an integer, or a whole float (pandas writes the nullable rank column as floats: ``0.0``, which
+    left the reply unranked); None when unranked."""
+    rank = m.get("rank")
+    if isinstance(rank, float) and rank.is_integer():
+        return int(rank)
+    return rank if isinstance(rank, int) and not isinstance(rank, bool) else None
+
+
 def oasst(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     """An OpenAssistant message tree ({message_tree_id, prompt: message with nested replies}).
 
@@ -192,7 +201,7 @@ def oasst(rec: dict[str, Any], ctx: Ctx) -> Adapted:
             raise BadRecord(f"replies of message {m['message_id']} is not a list")
         kept = [r for r in replies if isinstance(r, dict) and usable(r)]
         if ctx.kind == "rated" and path[-1]["role"] == "user":
-            ranked = sorted((r for r in kept if isinstance(r.get("rank"), int)), key=lambda r: r["rank"])
+            ranked = sorted((r for r in kept if _rank(r) is not None), key=_rank)
             if len(ranked) >= 2:
                 emit(path)
                 pid = str(m["message_id"])
@@ -201,7 +210,7 @@ def oasst(rec: dict[str, Any], ctx: Ctx) -> Adapted:
                     text = message(r)["content"]
                     gen = f"synthetic:{r['model_name']}" if r.get("synthetic") and r.get("model_name") else "human"
                     out.add("responses", _response(ctx, pid, str(r["message_id"]), text, gen,
-                                                   1 - pos / (len(ranked) - 1), rank=r["rank"], n_ranked=len(ranked),
+                                                   1 - pos / (len(ranked) - 1), rank=_rank(r), n_ranked=len(ranked),
                                                    message_id=r["message_id"]))
                 out.skipped["unranked reply in a ranked group"] += len(kept) - len(ranked)
         if not kept and ctx.kind == "conversations":
