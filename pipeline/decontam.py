@@ -216,6 +216,15 @@ def decontaminate(df: pl.DataFrame, key_cols: list[str], hits: pl.DataFrame,
 # --- held-out prompts ------------------------------------------------------------------------------
 
 
+def _is_messages(typ: pa.DataType) -> bool:
+    """Whether ``typ`` is a list of {role, content} string structs (``pipeline.records.MESSAGES_TYPE``, or large)."""
+    if not (pa.types.is_list(typ) or pa.types.is_large_list(typ)) or not pa.types.is_struct(typ.value_type):
+        return False
+    fields = {f.name: f.type for f in typ.value_type}
+    return all(name in fields and (pa.types.is_string(fields[name]) or pa.types.is_large_string(fields[name]))
+               for name in ("role", "content"))
+
+
 def _prompt_columns(names: list[str]) -> list[str]:
     for cols in (["prompt"], ["chosen_prompt", "rejected_prompt"], ["messages"]):
         if all(c in names for c in cols):
@@ -261,6 +270,10 @@ def _held_out_keys(rel: str, path: Path, first: Path, batch_rows: int, pii_kinds
                                 "export.held_out takes pairs, joint pairs or prompts shard sets")
     n = 0
     for batch in iter_batches(path, batch_rows, columns=cols):
+        for c in cols:  # a prompt as the tables hold it; another type was a polars traceback
+            if not _is_messages(typ := batch.schema.field(c).type):
+                raise ReleaseInputError(f"{rel}: column {c!r} is {typ}, expected a list of {{role, content}} messages; "
+                                        "export.held_out takes pairs, joint pairs or prompts shard sets")
         df = pl.from_arrow(batch)
         if pii_kinds:
             df, _ = redact_messages(df, cols, list(pii_kinds), phone_regions)

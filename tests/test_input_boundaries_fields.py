@@ -254,3 +254,19 @@ def test_oasst_ranks_written_as_floats_still_rank_the_replies(tmp_path):
     res = _ingest(_jsonl(tmp_path / "o.jsonl", [tree]), "oasst", "rated")
     assert [(r["text"], r["score"]) for r in res.rows["responses"]] == [("better", 1.0), ("worse", 0.0)]
     assert res.metrics["skipped"] == {"unranked reply in a ranked group": 1}
+
+
+def test_a_held_out_set_whose_prompt_is_not_messages_is_one_line_not_a_traceback(tmp_path):
+    """A prompt column of plain strings was a polars InvalidOperationError and its traceback."""
+    from pipeline.decontam import ReleaseInputError, load_held_out
+
+    (tmp_path / "set").mkdir()
+    pq.write_table(pa.table({"prompt": ["What is up?"]}), tmp_path / "set" / "part-00000-of-00001.parquet")
+    with pytest.raises(ReleaseInputError) as err:
+        load_held_out(["set"], tmp_path)
+    assert str(err.value) == ("set: column 'prompt' is string, expected a list of {role, content} messages; "
+                              "export.held_out takes pairs, joint pairs or prompts shard sets")
+    messages = pa.array([[{"role": "user", "content": "What is up?"}]], pa.large_list(pa.struct(
+        [("role", pa.large_string()), ("content", pa.large_string())])))
+    pq.write_table(pa.table({"prompt": messages}), tmp_path / "set" / "part-00000-of-00001.parquet")
+    assert load_held_out(["set"], tmp_path)[1] == {"set": {"rows": 1, "prompts": 1}}
