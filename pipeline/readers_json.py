@@ -101,7 +101,7 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
         yield from iter_jsonl(path, max_record_bytes)
         return
     if whole:
-        if isinstance(value, dict) and isinstance(value.get("data"), list):
+        if _data_wrapper(value):
             value = value["data"]
         risks = text_risks(text)
         for i, rec in enumerate(value if isinstance(value, list) else [value], start=1):
@@ -118,6 +118,13 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
                 element, error = None, f"invalid UTF-8 at byte {at}: {RE_ENCODE}"
         value, error = (None, error) if element is None else parse_json(element)
         yield RawRow(str(path), i, value=value, error=error, raw=preview)
+
+
+def _data_wrapper(value: object) -> bool:
+    """Whether a parsed ``.json`` file is ``{"data": [records]}`` rather than one record that has a ``data`` list (of
+    numbers, strings: not records), which was read as its elements, each a reject, and the record itself lost."""
+    data = value.get("data") if isinstance(value, dict) else None
+    return isinstance(data, list) and all(isinstance(rec, dict) for rec in data)
 
 
 def _broken_data_wrapper(text: str) -> bool:

@@ -270,3 +270,12 @@ def test_a_held_out_set_whose_prompt_is_not_messages_is_one_line_not_a_traceback
         [("role", pa.large_string()), ("content", pa.large_string())])))
     pq.write_table(pa.table({"prompt": messages}), tmp_path / "set" / "part-00000-of-00001.parquet")
     assert load_held_out(["set"], tmp_path)[1] == {"set": {"rows": 1, "prompts": 1}}
+
+
+def test_a_json_file_holding_one_record_with_a_data_list_is_that_record(tmp_path):
+    """The record's ``data`` list was taken for the file's records: two "record is int" rejects, the record lost."""
+    (tmp_path / "one.json").write_text(json.dumps({"id": 1, "text": "hello", "data": [1, 2]}))
+    (tmp_path / "wrapped.json").write_text(json.dumps({"version": "1", "data": [{"id": 1, "text": "hello"}]}))
+    for name in ("one.json", "wrapped.json"):
+        res = _ingest(tmp_path / name)
+        assert res.rejects == [] and [r["messages"][0]["content"] for r in res.rows["prompts"]] == ["hello"], name
