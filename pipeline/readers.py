@@ -65,6 +65,7 @@ def _expand_paths(path: str) -> list[Path]:
         found = [Path(f) for f in glob.glob(path, recursive=True)]
         _no_broken_links(found)
         files = sorted(f for f in found if f.is_file())
+        _no_file_left_in_folders(path, [f for f in found if f.is_dir()], set(files))
     else:
         if p.exists() and not p.is_file():  # reading would block (a pipe) or never end (/dev/zero)
             raise SourceError(f"{path}: not a regular file (a pipe, socket or device); a source is read more than "
@@ -73,6 +74,21 @@ def _expand_paths(path: str) -> list[Path]:
     if not files:
         raise SourceError(f"{path}: no such file, folder or matching glob (paths are relative to the project root)")
     return files
+
+
+def _no_file_left_in_folders(pattern: str, dirs: list[Path], matched: set[Path]) -> None:
+    """SourceError naming the first data file below a folder the glob matches that the glob does not match itself
+    (``logs/*`` matches ``logs/2024/``, not the files in it): it was left out of the source without a word."""
+    dirset = set(dirs)
+    tops = sorted(d for d in dirset if not any(parent in dirset for parent in d.parents))  # each file listed once
+    for d in tops:
+        for f in sorted(d.rglob("*")):
+            if (f.is_file() and f not in matched and _suffix(f) in READERS
+                    and not any(p.startswith(("_", ".")) for p in f.relative_to(d).parts)):
+                raise SourceError(f"{pattern}: the glob matches the folder {d} but not {f} in it, which would be left "
+                                  f"out; match the files below it too (e.g. {Path(pattern).parent / '**' / '*'}"
+                                  f"{''.join(f.suffixes[-2:]) if f.suffix.lower() == '.gz' else f.suffix}) or point "
+                                  "the path at the folder")
 
 
 def _glob_dirs(pattern: str) -> list[Path]:

@@ -279,3 +279,22 @@ def test_a_json_file_holding_one_record_with_a_data_list_is_that_record(tmp_path
     for name in ("one.json", "wrapped.json"):
         res = _ingest(tmp_path / name)
         assert res.rejects == [] and [r["messages"][0]["content"] for r in res.rows["prompts"]] == ["hello"], name
+
+
+def test_a_glob_that_matches_a_folder_but_not_its_files_fails_naming_the_file(tmp_path):
+    """``logs/*`` matched ``logs/2024/`` and read none of its files, without a word."""
+    from pipeline.io import SourceError
+    from pipeline.readers import expand_paths
+
+    (tmp_path / "logs" / "2024").mkdir(parents=True)
+    for name in ("logs/a.jsonl", "logs/2024/b.jsonl", "logs/2024/_card.json"):
+        (tmp_path / name).write_text('{"id": 1, "text": "a"}\n')
+    (tmp_path / "logs" / "2024" / "README.md").write_text("not data")
+    with pytest.raises(SourceError) as err:
+        expand_paths(str(tmp_path / "logs" / "*"))
+    assert str(err.value) == (f"{tmp_path}/logs/*: the glob matches the folder {tmp_path}/logs/2024 but not "
+                              f"{tmp_path}/logs/2024/b.jsonl in it, which would be left out; match the files below it "
+                              f"too (e.g. {tmp_path}/logs/**/*.jsonl) or point the path at the folder")
+    assert expand_paths(str(tmp_path / "logs" / "**" / "*.jsonl")) == [tmp_path / "logs/2024/b.jsonl",
+                                                                         tmp_path / "logs/a.jsonl"]
+    assert expand_paths(str(tmp_path / "logs" / "*.jsonl")) == [tmp_path / "logs/a.jsonl"]
