@@ -298,3 +298,11 @@ def test_a_glob_that_matches_a_folder_but_not_its_files_fails_naming_the_file(tm
     assert expand_paths(str(tmp_path / "logs" / "**" / "*.jsonl")) == [tmp_path / "logs/2024/b.jsonl",
                                                                          tmp_path / "logs/a.jsonl"]
     assert expand_paths(str(tmp_path / "logs" / "*.jsonl")) == [tmp_path / "logs/a.jsonl"]
+
+
+def test_messages_held_as_text_in_a_csv_cell_say_how_to_write_them(tmp_path):
+    """Was "conversation is str, expected a list of messages": true, but not what to do."""
+    (tmp_path / "c.csv").write_text('id,conversation\n1,"[{""role"": ""user"", ""content"": ""hi""}]"\n')
+    assert [r["reason"] for r in _ingest(tmp_path / "c.csv", "wildchat", "conversations").rejects] == [
+        "c.csv:1: conversation is str, expected a list of messages; it holds a list as text (a CSV cell, or JSON "
+        "written into a string): write the file as JSON lines or Parquet, with the messages as a list"]

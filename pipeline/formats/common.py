@@ -154,7 +154,10 @@ def to_messages(value: Any, what: str = "messages", *, role_key: str = "role", c
     if value is None:
         raise BadRecord(f"{what} is missing")
     if not isinstance(value, list):
-        raise BadRecord(f"{what} is {type(value).__name__}, expected a list of messages")
+        as_text = isinstance(value, str) and value.lstrip().startswith(("[", "{"))
+        hint = ("; it holds a list as text (a CSV cell, or JSON written into a string): write the file as JSON lines "
+                "or Parquet, with the messages as a list") if as_text else ""
+        raise BadRecord(f"{what} is {type(value).__name__}, expected a list of messages{hint}")
     if not value and not empty_ok:
         raise BadRecord(f"{what} is empty")
     out = []
