@@ -306,3 +306,13 @@ def test_messages_held_as_text_in_a_csv_cell_say_how_to_write_them(tmp_path):
     assert [r["reason"] for r in _ingest(tmp_path / "c.csv", "wildchat", "conversations").rejects] == [
         "c.csv:1: conversation is str, expected a list of messages; it holds a list as text (a CSV cell, or JSON "
         "written into a string): write the file as JSON lines or Parquet, with the messages as a list"]
+
+
+def test_a_toxic_flag_written_as_a_float_is_kept(tmp_path):
+    """``"toxic": 1.0`` (pandas writes a nullable flag column as floats) read as *not* toxic: the conversation passed
+    as clean, and ``wildfeedback.drop_flags`` kept it."""
+    convo = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    res = _ingest(_jsonl(tmp_path / "w.jsonl", [{"id": i, "conversation": convo, "toxic": v}
+                                                for i, v in enumerate([1.0, 0.0, "1.0", 1, "0"])]),
+                  "wildchat", "conversations")
+    assert [c["flags"] for c in res.rows["conversations"]] == [["toxic"], [], ["toxic"], ["toxic"], []]

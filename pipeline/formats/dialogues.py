@@ -39,9 +39,11 @@ def _flag(value: Any, what: str) -> bool:
     Anything else is a reject: a toxic conversation must not pass as clean because its flag was spelled oddly."""
     if value is None or isinstance(value, bool):
         return bool(value)
-    words = ("true", "false", "yes", "no", "0", "1", "")
-    if value in (0, 1) or isinstance(value, str) and value.strip().lower() in words:
-        return str(value).strip().lower() in ("true", "yes", "1")
+    if isinstance(value, int | float) and value in (0, 1):  # 1.0 (pandas' nullable column) is yes: it read as no
+        return value == 1
+    words = ("true", "false", "yes", "no", "0", "1", "0.0", "1.0", "")
+    if isinstance(value, str) and value.strip().lower() in words:
+        return value.strip().lower() in ("true", "yes", "1", "1.0")
     raise BadRecord(f"{what} is {_shown(value)}, expected true or false")
 
 
