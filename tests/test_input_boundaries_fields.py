@@ -316,3 +316,22 @@ def test_a_toxic_flag_written_as_a_float_is_kept(tmp_path):
                                                 for i, v in enumerate([1.0, 0.0, "1.0", 1, "0"])]),
                   "wildchat", "conversations")
     assert [c["flags"] for c in res.rows["conversations"]] == [["toxic"], [], ["toxic"], ["toxic"], []]
+
+
+def test_oasst_flags_are_read_as_flags_not_as_python_truth(tmp_path):
+    """``"deleted": 1.0`` was kept (only ``True`` pruned), ``"synthetic": "false"`` flagged the path synthetic, and
+    ``"review_result": "false"`` passed review."""
+    def reply(mid: str, **flags) -> dict:
+        return {"message_id": mid, "role": "assistant", "text": f"answer {mid}", **flags}
+
+    tree = {"message_tree_id": "t", "prompt": {"message_id": "r", "role": "prompter", "text": "Q?", "replies": [
+        reply("a", deleted=1.0), reply("b", review_result="false"), reply("c", synthetic="false"),
+        reply("d", synthetic=True, review_result=True)]}}
+    res = _ingest(_jsonl(tmp_path / "o.jsonl", [tree]), "oasst", "conversations")
+    assert [(c["messages"][-1]["content"], c["flags"]) for c in res.rows["conversations"]] == [
+        ("answer c", []), ("answer d", ["synthetic"])]
+    assert res.metrics["skipped"] == {"deleted message (and its replies)": 1,
+                                      "message failed review (and its replies)": 1}
+    bad = {**tree, "prompt": {**tree["prompt"], "replies": [reply("e", deleted="maybe")]}}
+    assert [r["reason"] for r in _ingest(_jsonl(tmp_path / "b.jsonl", [bad]), "oasst", "conversations").rejects] == [
+        "b.jsonl:1: deleted is 'maybe', expected true or false"]

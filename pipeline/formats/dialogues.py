@@ -173,10 +173,11 @@ def oasst(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     out = Adapted()
 
     def usable(m: dict[str, Any]) -> bool:
-        if m.get("deleted") is True:
+        # flags read as WildChat's are ("true", 1.0): a "deleted": 1.0 message was kept, "synthetic": "false" was set
+        if _flag(m.get("deleted"), "deleted"):
             out.skipped["deleted message (and its replies)"] += 1
             return False
-        if m.get("review_result") is False:
+        if m.get("review_result") not in (None, "") and not _flag(m["review_result"], "review_result"):
             out.skipped["message failed review (and its replies)"] += 1
             return False
         return True
@@ -197,7 +198,7 @@ def oasst(rec: dict[str, Any], ctx: Ctx) -> Adapted:
 
     def walk(m: dict[str, Any], path: list[dict[str, str]], synthetic: bool) -> None:
         path = [*path, message(m)]
-        synthetic = synthetic or bool(m.get("synthetic"))
+        synthetic = synthetic or _flag(m.get("synthetic"), "synthetic")
         replies = m.get("replies") or []
         if not isinstance(replies, list):
             raise BadRecord(f"replies of message {m['message_id']} is not a list")
@@ -210,7 +211,8 @@ def oasst(rec: dict[str, Any], ctx: Ctx) -> Adapted:
                 out.add("prompts", _prompt(ctx, pid, path))
                 for pos, r in enumerate(ranked):
                     text = message(r)["content"]
-                    gen = f"synthetic:{r['model_name']}" if r.get("synthetic") and r.get("model_name") else "human"
+                    gen = f"synthetic:{r['model_name']}" if _flag(r.get("synthetic"), "synthetic") and r.get("model_name") \
+                        else "human"
                     out.add("responses", _response(ctx, pid, str(r["message_id"]), text, gen,
                                                    1 - pos / (len(ranked) - 1), rank=_rank(r), n_ranked=len(ranked),
                                                    message_id=r["message_id"]))
