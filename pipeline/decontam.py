@@ -60,6 +60,16 @@ def _field_texts(value: Any, field: str) -> tuple[list[str], str | None]:
     return texts, why
 
 
+def _eval_id(value: Any, row: int) -> str:
+    """An eval prompt's id as removed.jsonl names it: ``row<N>`` when it has none (a null was "None"), a whole float
+    as its integer (``81.0``, as pandas writes an id column with a gap, is 81)."""
+    if value is None or value == "":
+        return f"row{row}"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def prompts_sha256(ids: list[str], texts: list[str]) -> str:
     """sha256 of a set's (id, prompt) list as read: what the release was checked against, whatever the file's
     encoding or location (``dvc repro`` does not track the sets' files, which may lie outside the repository).
@@ -87,7 +97,7 @@ def load_eval_sets(sets: list) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]
                                                                              "expected a JSON object")
                 if not texts:
                     continue
-                base = str(raw.value.get(s.id_field, f"row{raw.row}"))
+                base = _eval_id(raw.value.get(s.id_field), raw.row)
                 for i, t in enumerate(texts):
                     rows["eval_set"].append(s.name)
                     rows["eval_id"].append(base if len(texts) == 1 else f"{base}#turn{i + 1}")

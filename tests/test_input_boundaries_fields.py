@@ -335,3 +335,14 @@ def test_oasst_flags_are_read_as_flags_not_as_python_truth(tmp_path):
     bad = {**tree, "prompt": {**tree["prompt"], "replies": [reply("e", deleted="maybe")]}}
     assert [r["reason"] for r in _ingest(_jsonl(tmp_path / "b.jsonl", [bad]), "oasst", "conversations").rejects] == [
         "b.jsonl:1: deleted is 'maybe', expected true or false"]
+
+
+def test_an_eval_prompt_without_an_id_is_named_by_its_row_not_none(tmp_path):
+    from pipeline.config import EvalSet
+    from pipeline.decontam import load_eval_sets
+
+    _jsonl(tmp_path / "q.jsonl", [{"question_id": None, "turns": ["One."]}, {"question_id": 81.0, "turns": ["Two."]},
+                                  {"turns": ["Three."]}])
+    evals, _ = load_eval_sets([EvalSet(name="mt", path=str(tmp_path / "q.jsonl"), text_field="turns",
+                                       id_field="question_id", optional=False)])
+    assert evals["eval_id"].to_list() == ["row1", "81", "row3"]
