@@ -346,3 +346,12 @@ def test_an_eval_prompt_without_an_id_is_named_by_its_row_not_none(tmp_path):
     evals, _ = load_eval_sets([EvalSet(name="mt", path=str(tmp_path / "q.jsonl"), text_field="turns",
                                        id_field="question_id", optional=False)])
     assert evals["eval_id"].to_list() == ["row1", "81", "row3"]
+
+
+def test_assistants_api_text_parts_are_read(tmp_path):
+    """OpenAI's Assistants API writes a text part as ``{"type": "text", "text": {"value": ..., "annotations": []}}``:
+    each such message was a reject ("content[0].text is dict, expected a string")."""
+    part = {"type": "text", "text": {"value": "Hello there.", "annotations": []}}
+    convo = [{"role": "user", "content": [part]}, {"role": "assistant", "content": "Hi."}]
+    res = _ingest(_jsonl(tmp_path / "w.jsonl", [{"id": 1, "conversation": convo}]), "wildchat", "conversations")
+    assert res.rejects == [] and res.rows["conversations"][0]["messages"][0]["content"] == "Hello there."

@@ -139,9 +139,12 @@ def _text(value: Any, what: str) -> str:
         if kind not in TEXT_PARTS:
             raise BadRecord(f"{what}[{j}] is a {_shown(kind)} part; only text content can be used "
                             "(the text without it would lose what it refers to)")
-        if not isinstance(part.get("text"), str):
-            raise BadRecord(f"{what}[{j}].text is {type(part.get('text')).__name__}, expected a string")
-        texts.append(part["text"])
+        text = part.get("text")
+        if isinstance(text, dict) and isinstance(text.get("value"), str):  # the Assistants API: {value, annotations}
+            text = text["value"]
+        if not isinstance(text, str):
+            raise BadRecord(f"{what}[{j}].text is {type(text).__name__}, expected a string")
+        texts.append(text)
     return "\n".join(texts)
 
 
