@@ -36,6 +36,9 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                     lines.start_row()
                     if reader.fieldnames and lines.over:
                         raise limits.RowTooLong(f"over max_record_bytes={limit}")
+                    if reader.fieldnames and reader.fieldnames.count("") > 1:  # Excel's empty columns ("id,text,,"):
+                        # each its own name, so no value is lost (the whole file was a "names [''] twice" reject)
+                        reader.fieldnames = [n or f"unnamed column {j + 1}" for j, n in enumerate(reader.fieldnames)]
                 line, served = reader.line_num, lines.served
                 lines.start_row()
                 rec = next(reader, None)

@@ -355,3 +355,11 @@ def test_assistants_api_text_parts_are_read(tmp_path):
     convo = [{"role": "user", "content": [part]}, {"role": "assistant", "content": "Hi."}]
     res = _ingest(_jsonl(tmp_path / "w.jsonl", [{"id": 1, "conversation": convo}]), "wildchat", "conversations")
     assert res.rejects == [] and res.rows["conversations"][0]["messages"][0]["content"] == "Hello there."
+
+
+def test_a_csv_with_empty_trailing_columns_is_read(tmp_path):
+    """Excel writes "id,text,," when cells right of the data were touched: the whole file was one reject ("the header
+    names column(s) [''] twice")."""
+    (tmp_path / "x.csv").write_text("id,text,,\n1,hello,,\n2,world,,x\n")
+    res = _ingest(tmp_path / "x.csv")
+    assert res.rejects == [] and [r["messages"][0]["content"] for r in res.rows["prompts"]] == ["hello", "world"]
