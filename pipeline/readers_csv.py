@@ -85,9 +85,22 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
             if (shape := _field_count_error(rec, reader.fieldnames)) is not None:
                 yield RawRow(str(path), i, error=shape, raw=preview_of(rec))
                 continue
+            if _repeats_header(rec, reader.fieldnames):  # it was a record whose text is the column's name
+                yield RawRow(str(path), i, raw=preview_of(rec), error="the row repeats the header row (CSV files joined "
+                             "with `cat`?): not a record; join them without their headers (`tail -n +2`)")
+                continue
             bad = not_utf8_field(rec)
             yield RawRow(str(path), i, value=None if bad else dict(rec), raw=preview_of(rec),
                          error=f"invalid UTF-8 in field {bad!r}: {RE_ENCODE}" if bad else None)
+
+
+def _repeats_header(rec: dict[str | None, Any], header: list[str]) -> bool:
+    """Whether a CSV row holds the header's names, column for column (a byte order mark before the first one: the
+    second of two files joined with ``cat``)."""
+    values = [str(v) for v in rec.values()]
+    if not any(header) or len(values) != len(header):
+        return False
+    return [values[0].lstrip("\ufeff"), *values[1:]] == [header[0].lstrip("\ufeff"), *header[1:]]
 
 
 def _other_delimiter(header: list[str] | None) -> str | None:

@@ -363,3 +363,13 @@ def test_a_csv_with_empty_trailing_columns_is_read(tmp_path):
     (tmp_path / "x.csv").write_text("id,text,,\n1,hello,,\n2,world,,x\n")
     res = _ingest(tmp_path / "x.csv")
     assert res.rejects == [] and [r["messages"][0]["content"] for r in res.rows["prompts"]] == ["hello", "world"]
+
+
+def test_a_csv_header_repeated_inside_the_file_is_a_reject_not_a_record(tmp_path):
+    """Two CSV files joined with ``cat``: the second header was a record, its text the word "text"."""
+    (tmp_path / "j.csv").write_bytes(b"id,text\n1,hello\n\xef\xbb\xbfid,text\n2,world\n")
+    res = _ingest(tmp_path / "j.csv")
+    assert [r["messages"][0]["content"] for r in res.rows["prompts"]] == ["hello", "world"]
+    assert [r["reason"] for r in res.rejects] == [
+        "j.csv:2: the row repeats the header row (CSV files joined with `cat`?): not a record; join them without "
+        "their headers (`tail -n +2`)"]
