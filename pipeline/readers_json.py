@@ -5,6 +5,7 @@ or JSON lines under that name), each record a ``RawRow`` (``pipeline.rawrows``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from pipeline.jsontext import (
 from pipeline.rawrows import UNREADABLE, RawRow, cannot_read, numbered, open_binary, unreadable_rest
 
 BOM = b"\xef\xbb\xbf"
+_JOINED = re.compile(r"[}\]]\s*[{\[]")  # where one JSON value ends and the next begins
 
 
 def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
@@ -61,6 +63,9 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
             value, error = parse_json(text)
             if error and "\r" in text.rstrip("\r") and error.startswith("invalid JSON: Extra data"):
                 error += "; the line holds bare CR line breaks (old Mac style): convert them to \\n (`tr '\\r' '\\n'`)"
+            elif error and error.startswith("invalid JSON: Extra data") and _JOINED.search(text):
+                error += ("; the line holds two records (a file that did not end in a line break, joined to another "
+                          "with `cat`?): put each record on a line of its own")
             yield RawRow(str(path), i, value=value, error=error, raw=preview)
 
 

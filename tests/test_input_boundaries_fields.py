@@ -373,3 +373,12 @@ def test_a_csv_header_repeated_inside_the_file_is_a_reject_not_a_record(tmp_path
     assert [r["reason"] for r in res.rejects] == [
         "j.csv:2: the row repeats the header row (CSV files joined with `cat`?): not a record; join them without "
         "their headers (`tail -n +2`)"]
+
+
+def test_two_json_records_on_one_line_say_so(tmp_path):
+    """A JSON lines file without a final line break joined to another with ``cat``: "invalid JSON: Extra data at
+    column 23", not saying why."""
+    (tmp_path / "j.jsonl").write_text('{"id": 1, "text": "a"}{"id": 2, "text": "b"}\n')
+    assert [r["reason"] for r in _ingest(tmp_path / "j.jsonl").rejects] == [
+        "j.jsonl:1: invalid JSON: Extra data at column 23; the line holds two records (a file that did not end in a "
+        "line break, joined to another with `cat`?): put each record on a line of its own"]
