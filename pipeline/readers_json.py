@@ -23,6 +23,7 @@ from pipeline.jsontext import (
 from pipeline.rawrows import UNREADABLE, RawRow, cannot_read, numbered, open_binary, unreadable_rest
 
 BOM = b"\xef\xbb\xbf"
+_BRACKETS = ("{", "[", "}", "]", "},", "],")  # the lines of pretty-printed JSON that hold no value
 _JOINED = re.compile(r"[}\]]\s*[{\[]")  # where one JSON value ends and the next begins
 
 
@@ -32,7 +33,6 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
     Streams the file: memory holds one line at a time, and never more than ``max_record_bytes`` of it.
     A UTF-8 byte order mark at the start of a line is skipped.
     """
-    seen = 0  # records (non-blank lines) so far
     with open_binary(path) as f:
         for i, item in numbered(limits.bounded_lines(f, max_record_bytes), path, "line"):
             if isinstance(item, RawRow):  # the rest of the file cannot be read
@@ -44,13 +44,6 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
             if not line.strip():
                 continue
             preview = line[:500].decode("utf-8", errors="replace")
-            if seen == 0 and line.strip() in (b"{", b"["):  # it was one 'invalid JSON' reject per line, none saying why
-                yield RawRow(str(path), i, raw=preview, error=(
-                    f"line {i} is {line.strip().decode()!r} alone: the file is JSON written over several lines "
-                    "(pretty-printed), not JSON lines; none of it is read: write one record per line (`jq -c '.[]'` "
-                    "for an array, `jq -c .` for objects one after another), or name it .json if it holds one array"))
-                return
-            seen += 1
             if max_record_bytes and size > max_record_bytes:
                 yield RawRow(str(path), i, error=f"record is {size} bytes, over max_record_bytes={max_record_bytes}",
                              raw=preview)
@@ -63,6 +56,10 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
             value, error = parse_json(text)
             if error and "\r" in text.rstrip("\r") and error.startswith("invalid JSON: Extra data"):
                 error += "; the line holds bare CR line breaks (old Mac style): convert them to \\n (`tr '\\r' '\\n'`)"
+            elif error and text.strip() in _BRACKETS:  # it said only "Expecting property name ... at column 2"
+                error += (f"; a line that is only {text.strip()!r} is JSON written over several lines (pretty-printed), "
+                          "not JSON lines: write one record per line (`jq -c '.[]'` for an array, `jq -c .` for "
+                          "objects one after another), or name the file .json if it holds one array")
             elif error and error.startswith("invalid JSON: Extra data") and _JOINED.search(text):
                 error += ("; the line holds two records (a file that did not end in a line break, joined to another "
                           "with `cat`?): put each record on a line of its own")

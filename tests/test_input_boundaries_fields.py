@@ -209,15 +209,18 @@ def test_a_csv_separated_by_semicolons_or_tabs_is_one_reject_saying_so(tmp_path)
             "none of it is read: save it as comma-separated CSV"]
 
 
-def test_pretty_printed_json_named_jsonl_is_one_reject_saying_so(tmp_path):
-    """Each line was an "invalid JSON: Extra data at column 7" reject, none saying why."""
+def test_pretty_printed_json_named_jsonl_says_so(tmp_path):
+    """Each line was an "invalid JSON: ..." reject, none saying why: the bracket lines now say what the file is."""
     (tmp_path / "p.jsonl").write_text(json.dumps([{"id": 1, "text": "hi"}, {"id": 2, "text": "yo"}], indent=2) + "\n")
-    (reason,) = [r["reason"] for r in _ingest(tmp_path / "p.jsonl").rejects]
-    assert reason.startswith("p.jsonl:1: line 1 is '[' alone: the file is JSON written over several lines "
-                             "(pretty-printed), not JSON lines; none of it is read: write one record per line")
-    (tmp_path / "ok.jsonl").write_text('\n{"id": 1, "text": "hi"}\n{\n')  # a '{' alone after a record: one reject
-    assert [r["reason"] for r in _ingest(tmp_path / "ok.jsonl").rejects] == [
-        "ok.jsonl:3: invalid JSON: Expecting property name enclosed in double quotes at column 2"]
+    res = _ingest(tmp_path / "p.jsonl")
+    assert res.metrics["rows_in"] == res.metrics["rejected"] == 10  # every line, each a reject
+    hint = ("is JSON written over several lines (pretty-printed), not JSON lines: write one record per line (`jq -c "
+            "'.[]'` for an array, `jq -c .` for objects one after another), or name the file .json if it holds one array")
+    hinted = [r["reason"] for r in res.rejects if r["reason"].endswith(hint)]
+    assert [int(r.split(":")[1]) for r in hinted] == [1, 2, 5, 6, 9, 10]  # the lines that are only a bracket
+    assert hinted[0] == f"p.jsonl:1: invalid JSON: Expecting value at column 2; a line that is only '[' {hint}"
+    (tmp_path / "ok.jsonl").write_text('{\n{"id": 1, "text": "hi"}\n')  # a stray '{' is one reject, the record read
+    assert [r["messages"][0]["content"] for r in _ingest(tmp_path / "ok.jsonl").rows["prompts"]] == ["hi"]
 
 
 def test_parquet_maps_and_uuids_are_read_as_the_objects_and_ids_they_hold(tmp_path):
