@@ -385,3 +385,11 @@ def test_two_json_records_on_one_line_say_so(tmp_path):
     assert [r["reason"] for r in _ingest(tmp_path / "j.jsonl").rejects] == [
         "j.jsonl:1: invalid JSON: Extra data at column 23; the line holds two records (a file that did not end in a "
         "line break, joined to another with `cat`?): put each record on a line of its own"]
+
+
+def test_a_message_without_a_role_says_so(tmp_path):
+    """Was "has unknown role None; expected one of [...]"."""
+    res = _ingest(_jsonl(tmp_path / "s.jsonl", [{"id": 1, "conversations": [{"value": "hi"}]}]), "sharegpt",
+                  "conversations")
+    assert [r["reason"] for r in res.rejects] == [
+        "s.jsonl:1: conversations[0] has no role (a 'from' or 'role' key naming the speaker)"]

@@ -170,6 +170,9 @@ def to_messages(value: Any, what: str = "messages", *, role_key: str = "role", c
         role = _first(m, role_key, "from", "role")
         content = _first(m, content_key, "value", "content", "text")
         canonical = ROLES.get(role.lower()) if isinstance(role, str) else None
+        if role is None:  # it said "unknown role None"
+            keys = " or ".join(repr(k) for k in dict.fromkeys((role_key, "from", "role")))
+            raise BadRecord(f"{what}[{i}] has no role (a {keys} key naming the speaker)")
         if canonical is None:
             raise BadRecord(f"{what}[{i}] has unknown role {role!r}; expected one of {sorted(set(ROLES))}")
         if content is None:
