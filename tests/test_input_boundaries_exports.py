@@ -193,3 +193,12 @@ def test_two_json_records_on_one_line_say_so(tmp_path):
     assert [r["reason"] for r in _ingest(tmp_path / "j.jsonl").rejects] == [
         "j.jsonl:1: invalid JSON: Extra data at column 23; the line holds two records (a file that did not end in a "
         "line break, joined to another with `cat`?): put each record on a line of its own"]
+
+
+def test_a_parquet_decimal_id_is_the_number_it_holds(tmp_path):
+    """Spark and BigQuery write big integer ids as decimal(20, 0): each row was a reject ("id is Decimal('1'),
+    expected a string or a number")."""
+    ids = pa.array([1, 2], pa.decimal128(20, 0))
+    pq.write_table(pa.table({"id": ids, "text": ["one", "two"]}), tmp_path / "d.parquet")
+    res = _ingest(tmp_path / "d.parquet")
+    assert res.rejects == [] and [r["origin_id"] for r in res.rows["prompts"]] == ["1", "2"]

@@ -9,6 +9,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from pipeline.config import Source
@@ -76,8 +77,8 @@ class Ctx:
             if required:
                 raise BadRecord(f"{field_name} is empty")
             return None
-        if isinstance(value, float) and math.isfinite(value):
-            return str(int(value)) if value.is_integer() else str(value)
+        if isinstance(value, float | Decimal) and math.isfinite(value):  # a Parquet decimal (Spark's big ids) too
+            return str(int(value)) if value == int(value) else str(value)
         if isinstance(value, str | int | uuid.UUID) and not isinstance(value, bool):  # a Parquet UUID column too
             return str(value)
         raise BadRecord(f"{field_name} is {_shown(value)}, expected a string or a number (an id)")
