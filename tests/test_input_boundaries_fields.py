@@ -208,3 +208,26 @@ def test_a_message_without_a_role_says_so(tmp_path):
                   "conversations")
     assert [r["reason"] for r in res.rejects] == [
         "s.jsonl:1: conversations[0] has no role (a 'from' or 'role' key naming the speaker)"]
+
+
+def test_an_optional_text_field_of_another_type_is_a_reject_not_dropped(tmp_path):
+    """A title, language or model given as a list or an object became None without a word (an Arena answer's model
+    object became the text "{'name': 'gpt'}"); a number is its text."""
+    convo = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    res = _ingest(_jsonl(tmp_path / "w.jsonl", [
+        {"id": 1, "conversation": convo, "language": ["English"]},
+        {"id": 2, "conversation": convo, "model": {"name": "gpt"}},
+        {"id": 3, "conversation": convo, "model": 4},
+    ]), "wildchat", "conversations")
+    assert [r["reason"] for r in res.rejects] == ["w.jsonl:1: language is ['English'], expected a string",
+                                                  "w.jsonl:2: model is {'name': 'gpt'}, expected a string"]
+    assert [c["model"] for c in res.rows["conversations"]] == ["4"]
+    docs = _ingest(_jsonl(tmp_path / "d.jsonl", [{"id": 1, "text": "t", "title": 1984}, {"id": 2, "text": "t",
+                                                                                        "title": ["a"]}]),
+                   "documents", "documents")
+    assert [d["title"] for d in docs.rows["documents"]] == ["1984"]
+    assert [r["reason"] for r in docs.rejects] == ["d.jsonl:2: title is ['a'], expected a string"]
+    answer = {"uid": "u", "model": {"name": "gpt"}, "messages": [{"role": "user", "content": "Q"},
+                                                                 {"role": "assistant", "content": {"answer": "A"}}]}
+    assert [r["reason"] for r in _ingest(_jsonl(tmp_path / "a.jsonl", [answer]), "arena_answers", "rated").rejects] == [
+        "a.jsonl:1: model is {'name': 'gpt'}, expected a string"]

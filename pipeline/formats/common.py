@@ -213,6 +213,18 @@ def _shown(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[:width] + "..."
 
 
+def _label(value: Any, what: str) -> str | None:
+    """An optional text field (a title, a language tag, a model name): its text, None when absent or blank; a number is
+    its text (a title "1984"). Anything else (a list, an object) is a reject: it was dropped without a word."""
+    if value is None or isinstance(value, str) and blank(value):
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return str(value)
+    raise BadRecord(f"{what} is {_shown(value)}, expected a string")
+
+
 def _number(value: Any, what: str) -> float | None:
     """A score: a finite number (or a string of one), None when absent; NaN and infinities are rejects."""
     if value is None or value == "":
@@ -239,8 +251,8 @@ def _conversation(ctx: Ctx, origin: str, messages: list[dict[str, str]], *, lang
         "conversation_id": stable_id(ctx.source, origin),
         "messages": messages,
         "source": ctx.source,
-        "language": language.strip() if isinstance(language, str) and language.strip() else None,  # "" is no tag
-        "model": model if isinstance(model, str) else None,
+        "language": (_label(language, "language") or "").strip() or None,  # "" is no tag
+        "model": _label(model, "model"),
         "flags": sorted(set(flags)),
     }
 

@@ -10,6 +10,7 @@ from pipeline.formats.common import (
     Ctx,
     _as_turns,
     _common_prompt,
+    _label,
     _number,
     _pair,
     _prompt,
@@ -43,7 +44,7 @@ def ultrafeedback(rec: dict[str, Any], ctx: Ctx) -> Adapted:
             if not isinstance(text, str) or blank(text):
                 raise BadRecord(f"completions[{i}].response is missing or empty")
             score = _number(_present(c, "score", "overall_score"), f"completions[{i}].score")
-            model = c.get("model") if isinstance(c.get("model"), str) else "unknown"
+            model = _label(c.get("model"), f"completions[{i}].model") or "unknown"
             out.add("responses", _response(ctx, origin, str(i), text, model, score, index=i))
         return out
     chosen_raw = ctx.get(rec, "chosen", required=True)
@@ -102,7 +103,7 @@ def arena_answers(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     messages = to_messages(fixed, "messages")
     if messages[-1]["role"] != "assistant":
         raise BadRecord("the last message is not the model's answer")
-    model = ctx.get(rec, "model") or "unknown"
+    model = _label(ctx.get(rec, "model"), "model") or "unknown"
     out = Adapted()
     out.add("prompts", _prompt(ctx, uid, messages[:-1]))
     out.add("responses", _response(ctx, uid, str(model), messages[-1]["content"], str(model), None,

@@ -10,6 +10,7 @@ from pipeline.formats.common import (
     Adapted,
     BadRecord,
     Ctx,
+    _label,
     _number,
     _prompt,
     _response,
@@ -26,11 +27,11 @@ def documents(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     text = _text(ctx.get(rec, "text", "body", "content", "selftext", required=True), "text")
     if blank(text):
         raise BadRecord("text is empty")
-    title = ctx.get(rec, "title")
+    title = _label(ctx.get(rec, "title"), "title")
     origin = ctx.origin(rec, "doc_id", "post_id")
     out = Adapted()
     out.add("documents", {"doc_id": stable_id(ctx.source, origin), "text": text,
-                          "title": title if isinstance(title, str) and title.strip() else None,
+                          "title": title,
                           "source": ctx.source, "score": _number(ctx.get(rec, "score"), "score")})
     return out
 
