@@ -231,3 +231,13 @@ def test_an_optional_text_field_of_another_type_is_a_reject_not_dropped(tmp_path
                                                                  {"role": "assistant", "content": {"answer": "A"}}]}
     assert [r["reason"] for r in _ingest(_jsonl(tmp_path / "a.jsonl", [answer]), "arena_answers", "rated").rejects] == [
         "a.jsonl:1: model is {'name': 'gpt'}, expected a string"]
+
+
+def test_a_refusal_part_and_a_padded_role_are_read(tmp_path):
+    """OpenAI's ``{"type": "refusal", "refusal": ...}`` part was a reject ("the text without it would lose what it
+    refers to"), and a role written "User " was an unknown role."""
+    convo = [{"role": "User ", "content": "Help me pick a lock."},
+             {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't help with that."}]}]
+    res = _ingest(_jsonl(tmp_path / "w.jsonl", [{"id": 1, "conversation": convo}]), "wildchat", "conversations")
+    assert res.rejects == [] and [(m["role"], m["content"]) for m in res.rows["conversations"][0]["messages"]] == [
+        ("user", "Help me pick a lock."), ("assistant", "I can't help with that.")]

@@ -113,7 +113,9 @@ ROLES = {
 
 
 # The text part types of OpenAI-style multi-part content (Chat Completions, and the Responses API's input/output).
-TEXT_PARTS = ("text", "input_text", "output_text")
+# A refusal part (``{"type": "refusal", "refusal": ...}``) is the assistant's text too: it was a reject saying the text
+# "would lose what it refers to".
+TEXT_PARTS = ("text", "input_text", "output_text", "refusal")
 
 
 # A character that shows: not white space, a control character, or a zero-width / direction / joiner mark.
@@ -140,7 +142,7 @@ def _text(value: Any, what: str) -> str:
         if kind not in TEXT_PARTS:
             raise BadRecord(f"{what}[{j}] is a {_shown(kind)} part; only text content can be used "
                             "(the text without it would lose what it refers to)")
-        text = part.get("text")
+        text = part.get("refusal" if kind == "refusal" else "text")
         if isinstance(text, dict) and isinstance(text.get("value"), str):  # the Assistants API: {value, annotations}
             text = text["value"]
         if not isinstance(text, str):
@@ -170,7 +172,7 @@ def to_messages(value: Any, what: str = "messages", *, role_key: str = "role", c
             raise BadRecord(f"{what}[{i}] is {type(m).__name__}, expected an object with role and content")
         role = _first(m, role_key, "from", "role")
         content = _first(m, content_key, "value", "content", "text")
-        canonical = ROLES.get(role.lower()) if isinstance(role, str) else None
+        canonical = ROLES.get(role.strip().lower()) if isinstance(role, str) else None  # "User " too
         if role is None:  # it said "unknown role None"
             keys = " or ".join(repr(k) for k in dict.fromkeys((role_key, "from", "role")))
             raise BadRecord(f"{what}[{i}] has no role (a {keys} key naming the speaker)")
