@@ -251,12 +251,12 @@ FORMAT_KINDS: dict[str, tuple[str, ...]] = {
 # checks this against the adapters' code).
 FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
     "wildchat": ("id", "messages", "language", "model", "toxic", "redacted"),
-    "sharegpt": ("id", "messages", "model"),
+    "sharegpt": ("id", "messages", "system", "model"),
     "oasst": ("id", "prompt"),
     "hh_rlhf": ("id", "chosen", "rejected"),
     "ultrafeedback": ("id", "prompt", "completions", "chosen", "rejected", "score_chosen", "score_rejected"),
     "documents": ("id", "text", "title", "score"),
-    "prompts": ("id", "text"),
+    "prompts": ("id", "text", "input"),
     "stackexchange": ("Id", "PostTypeId", "ParentId", "AcceptedAnswerId", "Title", "Body", "Score"),
     "wildfeedback": ("id", "conversations", "chosen", "rejected"),
     "arena_answers": ("uid", "messages", "model", "ans_id"),

@@ -40,19 +40,34 @@ class ReleaseInputError(StageError):
 # --- evaluation sets -------------------------------------------------------------------------------
 
 
-def _field_texts(value: Any) -> list[str]:
-    """Eval prompt text(s) from a field: a string, a list of strings (turns) or a list of {content}."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        out = []
-        for v in value:
-            if isinstance(v, str):
-                out.append(v)
-            elif isinstance(v, dict) and isinstance(v.get("content"), str):
-                out.append(v["content"])
-        return out
-    return []
+def _field_texts(value: Any, field: str) -> tuple[list[str], str | None]:
+    """Eval prompt text(s) from a field: a string, a list of strings (turns) or a list of {content} messages (content
+    a string or text parts); and why part of it cannot be read, or None. Each turn is a prompt the release must not
+    hold, so a turn that cannot be read (a null, a number, white space) makes its record count as unread; it was
+    left out without a word."""
+    items = value if isinstance(value, list) and value else [value]
+    texts, why = [], None
+    for i, v in enumerate(items):
+        if isinstance(v, dict):
+            v = v.get("content")
+            if isinstance(v, list) and v and all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in v):
+                v = "\n".join(p["text"] for p in v)  # text parts, joined as ingest joins them
+        if isinstance(v, str) and v.strip():
+            texts.append(v)
+        elif why is None:
+            where = f"{field}[{i}]" if isinstance(value, list) and value else field
+            why = f"no text in field {where!r}" + (f" (it is {type(v).__name__})" if not isinstance(v, str) else "")
+    return texts, why
+
+
+def _eval_id(value: Any, row: int) -> str:
+    """An eval prompt's id as removed.jsonl names it: ``row<N>`` when it has none (a null was "None"), a whole float
+    as its integer (``81.0``, as pandas writes an id column with a gap, is 81)."""
+    if value is None or value == "":
+        return f"row{row}"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def prompts_sha256(ids: list[str], texts: list[str]) -> str:
@@ -74,14 +89,15 @@ def load_eval_sets(sets: list) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]
         try:
             for raw in iter_records(s.path):
                 value = raw.value if raw.error is None and isinstance(raw.value, dict) else None
-                texts = _field_texts(value.get(s.text_field)) if value is not None else []
-                if not texts:  # a prompt that cannot be read cannot be kept out of the release: counted, never skipped
+                texts, why_not = _field_texts(value.get(s.text_field), s.text_field) if value is not None else ([], None)
+                if why_not or not texts:  # a prompt that cannot be read cannot be kept out of the release: counted
                     unread += 1
-                    first = first or f"{Path(raw.file).name}:{raw.row}: " + (raw.error or (
-                        f"no text in field {s.text_field!r}" if value is not None else
-                        f"record is {type(raw.value).__name__}, expected a JSON object"))
+                    first = first or f"{Path(raw.file).name}:{raw.row}: " + (raw.error or why_not or
+                                                                             f"record is {type(raw.value).__name__}, "
+                                                                             "expected a JSON object")
+                if not texts:
                     continue
-                base = str(raw.value.get(s.id_field, f"row{raw.row}"))
+                base = _eval_id(raw.value.get(s.id_field), raw.row)
                 for i, t in enumerate(texts):
                     rows["eval_set"].append(s.name)
                     rows["eval_id"].append(base if len(texts) == 1 else f"{base}#turn{i + 1}")
@@ -224,6 +240,15 @@ def decontaminate(df: pl.DataFrame, key_cols: list[str], hits: pl.DataFrame,
 # --- held-out prompts ------------------------------------------------------------------------------
 
 
+def _is_messages(typ: pa.DataType) -> bool:
+    """Whether ``typ`` is a list of {role, content} string structs (``pipeline.records.MESSAGES_TYPE``, or large)."""
+    if not (pa.types.is_list(typ) or pa.types.is_large_list(typ)) or not pa.types.is_struct(typ.value_type):
+        return False
+    fields = {f.name: f.type for f in typ.value_type}
+    return all(name in fields and (pa.types.is_string(fields[name]) or pa.types.is_large_string(fields[name]))
+               for name in ("role", "content"))
+
+
 def _prompt_columns(names: list[str]) -> list[str]:
     for cols in (["prompt"], ["chosen_prompt", "rejected_prompt"], ["messages"]):
         if all(c in names for c in cols):
@@ -269,6 +294,10 @@ def _held_out_keys(rel: str, path: Path, first: Path, batch_rows: int, pii_kinds
                                 "export.held_out takes pairs, joint pairs or prompts shard sets")
     n = 0
     for batch in iter_batches(path, batch_rows, columns=cols):
+        for c in cols:  # a prompt as the tables hold it; another type was a polars traceback
+            if not _is_messages(typ := batch.schema.field(c).type):
+                raise ReleaseInputError(f"{rel}: column {c!r} is {typ}, expected a list of {{role, content}} messages; "
+                                        "export.held_out takes pairs, joint pairs or prompts shard sets")
         df = pl.from_arrow(batch)
         if pii_kinds:
             df, _ = redact_messages(df, cols, list(pii_kinds), phone_regions)

@@ -16,6 +16,9 @@ import pyarrow as pa
 _BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 _XML_ENCODING = re.compile(rb"""\A(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _UTF8 = {"utf-8", "utf8", "us-ascii", "ascii"}
+# What to do about a line or row whose bytes are not UTF-8 (most often a file saved as Latin-1 / Windows-1252).
+RE_ENCODE = "re-encode the file as UTF-8 (Latin-1 or Windows-1252 text: `iconv -f WINDOWS-1252 -t UTF-8`)"
+REWRITE_UTF8 = "rewrite the file with that column's text as UTF-8"  # a Parquet string column: no tool re-encodes it
 
 
 def encoding_error(f: IO[bytes]) -> str | None:
@@ -62,7 +65,7 @@ def batch_rows(batch: pa.RecordBatch) -> Iterator[tuple[dict[str, Any] | None, s
     (a file another tool wrote), or a value Python cannot hold (a timestamp or date past year 9999), is
     ``(None, reason naming the column)``, and the batch's other rows are kept."""
     try:
-        rows = batch.to_pylist()
+        rows = batch.to_pylist(maps_as_pydicts=MAPS)
     except UNCONVERTIBLE:
         rows = None
     if rows is not None:
@@ -71,7 +74,7 @@ def batch_rows(batch: pa.RecordBatch) -> Iterator[tuple[dict[str, Any] | None, s
     for j in range(batch.num_rows):
         row = batch.slice(j, 1)
         try:
-            value = row.to_pylist()[0]
+            value = row.to_pylist(maps_as_pydicts=MAPS)[0]
         except UNCONVERTIBLE as e:
             yield None, unconvertible_reason(row, e)
             continue
@@ -79,22 +82,30 @@ def batch_rows(batch: pa.RecordBatch) -> Iterator[tuple[dict[str, Any] | None, s
 
 
 # What turning Arrow values into Python ones raises: bytes that are not UTF-8 in a string column, a timestamp,
-# date or duration outside what ``datetime`` holds (OverflowError, or ValueError "year ... is out of range").
-UNCONVERTIBLE = (UnicodeDecodeError, OverflowError, ValueError)
+# date or duration outside what ``datetime`` holds (OverflowError, or ValueError "year ... is out of range"), a map
+# that names a key twice (KeyError).
+UNCONVERTIBLE = (UnicodeDecodeError, OverflowError, ValueError, KeyError)
+# A map column (``map<string, ...>``, as Spark and DuckDB write a JSON object) is a dict, as the object it holds: as a
+# list of (key, value) pairs, its fields were not found ("metadata.score_chosen") and messages were rejects.
+MAPS = "strict"
 
 
 def unconvertible_reason(row: pa.RecordBatch, e: Exception) -> str:
     """Why the one-row batch ``row`` cannot be made Python values (``UNCONVERTIBLE``), naming the column."""
     bad = next((name for name, col in zip(row.schema.names, row.columns, strict=True) if not _decodes(col)), "?")
     if isinstance(e, UnicodeDecodeError):
-        return f"column {bad!r} holds bytes that are not UTF-8 ({e.reason} at byte {e.start})"
+        return f"column {bad!r} holds bytes that are not UTF-8 ({e.reason} at byte {e.start}): {REWRITE_UTF8}"
+    if isinstance(e, KeyError):
+        key = re.search(r"duplicate key was (.*?)\)?\.?$", str(e.args[0] if e.args else e))
+        return (f"column {bad!r} holds a map that names the key {key.group(1) if key else '?'} twice (a record would keep "
+                "one of them): give each key once")
     return (f"column {bad!r} holds a value Python cannot represent ({type(e).__name__}: {e}); drop that column "
             f"or cast it to a string when writing the file")
 
 
 def _decodes(column: pa.Array) -> bool:
     try:
-        column.to_pylist()
+        column.to_pylist(maps_as_pydicts=MAPS)
     except UNCONVERTIBLE:
         return False
     return True

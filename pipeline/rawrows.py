@@ -46,7 +46,7 @@ def unreadable_rest(e: BaseException, after: str | None) -> str:
 
 def open_binary(path: Path):
     """``path`` opened for reading bytes, through gzip when its name ends in .gz."""
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")  # .GZ too
 
 
 def numbered(items: Iterator[T], path: Path, unit: str) -> Iterator[tuple[int, T | RawRow]]:

@@ -65,6 +65,7 @@ def _expand_paths(path: str) -> list[Path]:
         found = [Path(f) for f in glob.glob(path, recursive=True)]
         _no_broken_links(found)
         files = sorted(f for f in found if f.is_file())
+        _no_file_left_in_folders(path, [f for f in found if f.is_dir()], set(files))
     else:
         if p.exists() and not p.is_file():  # reading would block (a pipe) or never end (/dev/zero)
             raise SourceError(f"{path}: not a regular file (a pipe, socket or device); a source is read more than "
@@ -73,6 +74,21 @@ def _expand_paths(path: str) -> list[Path]:
     if not files:
         raise SourceError(f"{path}: no such file, folder or matching glob (paths are relative to the project root)")
     return files
+
+
+def _no_file_left_in_folders(pattern: str, dirs: list[Path], matched: set[Path]) -> None:
+    """SourceError naming the first data file below a folder the glob matches that the glob does not match itself
+    (``logs/*`` matches ``logs/2024/``, not the files in it): it was left out of the source without a word."""
+    dirset = set(dirs)
+    tops = sorted(d for d in dirset if not any(parent in dirset for parent in d.parents))  # each file listed once
+    for d in tops:
+        for f in sorted(d.rglob("*")):
+            if (f.is_file() and f not in matched and _suffix(f) in READERS
+                    and not any(p.startswith(("_", ".")) for p in f.relative_to(d).parts)):
+                raise SourceError(f"{pattern}: the glob matches the folder {d} but not {f} in it, which would be left "
+                                  f"out; match the files below it too (e.g. {Path(pattern).parent / '**' / '*'}"
+                                  f"{''.join(f.suffixes[-2:]) if f.suffix.lower() == '.gz' else f.suffix}) or point "
+                                  "the path at the folder")
 
 
 def _glob_dirs(pattern: str) -> list[Path]:
@@ -111,7 +127,7 @@ def _no_broken_links(paths: list[Path]) -> None:
 
 
 def _suffix(path: Path) -> str:
-    suffixes = [s for s in path.suffixes if s != ".gz"]
+    suffixes = [s for s in path.suffixes if s.lower() != ".gz"]
     return suffixes[-1].lower() if suffixes else ""
 
 
@@ -200,13 +216,13 @@ def source_files(path: str) -> list[Path]:
     naming the first that is not (a README.md or LICENSE in a dataset folder), before any is read."""
     files = expand_paths(path)
     # the suggested glob ends as a data file's name does (".jsonl.gz", ".JSONL"), so that it matches it
-    known = [("".join(f.suffixes[-2:]) if f.suffix == ".gz" else f.suffix) for f in files if _suffix(f) in READERS]
+    known = [("".join(f.suffixes[-2:]) if f.suffix.lower() == ".gz" else f.suffix) for f in files if _suffix(f) in READERS]
     for file in files:
         if _suffix(file) not in READERS:
             hint = f"; point the path at the data files only, e.g. {Path(path) / '**' / ('*' + known[0])}" if known else ""
             raise SourceError(f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} "
                               f"(optionally .gz, but for .parquet){hint}")
-        if _suffix(file) == ".parquet" and file.suffix == ".gz":  # read by row group, which needs to seek
+        if _suffix(file) == ".parquet" and file.suffix.lower() == ".gz":  # read by row group, which needs to seek
             raise SourceError(f"{file}: a gzipped Parquet file cannot be read by row group: gunzip it (Parquet "
                               "compresses its pages itself)")
     return files

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import limits
-from pipeline.encodings import not_utf8_field
+from pipeline.encodings import RE_ENCODE, not_utf8_field
 from pipeline.jsontext import preview_of
 from pipeline.rawrows import UNREADABLE, RawRow, cannot_read, open_binary, unreadable_rest
 
@@ -36,6 +36,9 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                     lines.start_row()
                     if reader.fieldnames and lines.over:
                         raise limits.RowTooLong(f"over max_record_bytes={limit}")
+                    if reader.fieldnames and reader.fieldnames.count("") > 1:  # Excel's empty columns ("id,text,,"):
+                        # each its own name, so no value is lost (the whole file was a "names [''] twice" reject)
+                        reader.fieldnames = [n or f"unnamed column {j + 1}" for j, n in enumerate(reader.fieldnames)]
                 line, served = reader.line_num, lines.served
                 lines.start_row()
                 rec = next(reader, None)
@@ -64,6 +67,11 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                 yield RawRow(str(path), 1, error=f"the header row starts with {reader.fieldnames[0].lstrip()[0]!r}: the "
                                                  "file holds JSON, not CSV; name it .jsonl (JSON lines) or .json")
                 return  # it was one 'missing field' reject per line, or 'holds no records' for one line
+            if i == 0 and (other := _other_delimiter(reader.fieldnames)):
+                yield RawRow(str(path), 1, error=f"the header row is one column holding {other!r}: the file is separated "
+                                                 f"by {other!r}, not by commas; none of it is read: save it as "
+                                                 "comma-separated CSV")
+                return  # it was one 'missing field' reject per row, none saying why
             if rec is None:
                 return
             if i == 0 and (twice := sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})):
@@ -77,9 +85,29 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
             if (shape := _field_count_error(rec, reader.fieldnames)) is not None:
                 yield RawRow(str(path), i, error=shape, raw=preview_of(rec))
                 continue
+            if _repeats_header(rec, reader.fieldnames):  # it was a record whose text is the column's name
+                yield RawRow(str(path), i, raw=preview_of(rec), error="the row repeats the header row (CSV files joined "
+                             "with `cat`?): not a record; join them without their headers (`tail -n +2`)")
+                continue
             bad = not_utf8_field(rec)
             yield RawRow(str(path), i, value=None if bad else dict(rec), raw=preview_of(rec),
-                         error=f"invalid UTF-8 in field {bad!r}" if bad else None)
+                         error=f"invalid UTF-8 in field {bad!r}: {RE_ENCODE}" if bad else None)
+
+
+def _repeats_header(rec: dict[str | None, Any], header: list[str]) -> bool:
+    """Whether a CSV row holds the header's names, column for column (a byte order mark before the first one: the
+    second of two files joined with ``cat``)."""
+    values = [str(v) for v in rec.values()]
+    if not any(header) or len(values) != len(header):
+        return False
+    return [values[0].lstrip("\ufeff"), *values[1:]] == [header[0].lstrip("\ufeff"), *header[1:]]
+
+
+def _other_delimiter(header: list[str] | None) -> str | None:
+    """The delimiter a header of one column is split by instead of commas (Excel in many locales writes ';'), or None."""
+    if header is None or len(header) != 1:
+        return None
+    return next((d for d in (";", "\t", "|") if d in header[0]), None)
 
 
 def _field_count_error(rec: dict[str | None, Any], header: list[str]) -> str | None:

@@ -5,10 +5,12 @@ or JSON lines under that name), each record a ``RawRow`` (``pipeline.rawrows``).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline import limits
+from pipeline.encodings import RE_ENCODE
 from pipeline.jsontext import (
     DATA_WRAPPER,
     array_elements,
@@ -21,6 +23,8 @@ from pipeline.jsontext import (
 from pipeline.rawrows import UNREADABLE, RawRow, cannot_read, numbered, open_binary, unreadable_rest
 
 BOM = b"\xef\xbb\xbf"
+_BRACKETS = ("{", "[", "}", "]", "},", "],")  # the lines of pretty-printed JSON that hold no value
+_JOINED = re.compile(r"[}\]]\s*[{\[]")  # where one JSON value ends and the next begins
 
 
 def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
@@ -47,11 +51,18 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError as e:
-                yield RawRow(str(path), i, error=f"invalid UTF-8 at byte {e.start}", raw=preview)
+                yield RawRow(str(path), i, error=f"invalid UTF-8 at byte {e.start}: {RE_ENCODE}", raw=preview)
                 continue
             value, error = parse_json(text)
             if error and "\r" in text.rstrip("\r") and error.startswith("invalid JSON: Extra data"):
                 error += "; the line holds bare CR line breaks (old Mac style): convert them to \\n (`tr '\\r' '\\n'`)"
+            elif error and text.strip() in _BRACKETS:  # it said only "Expecting property name ... at column 2"
+                error += (f"; a line that is only {text.strip()!r} is JSON written over several lines (pretty-printed), "
+                          "not JSON lines: write one record per line (`jq -c '.[]'` for an array, `jq -c .` for "
+                          "objects one after another), or name the file .json if it holds one array")
+            elif error and error.startswith("invalid JSON: Extra data") and _JOINED.search(text):
+                error += ("; the line holds two records (a file that did not end in a line break, joined to another "
+                          "with `cat`?): put each record on a line of its own")
             yield RawRow(str(path), i, value=value, error=error, raw=preview)
 
 
@@ -92,7 +103,7 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
         yield from iter_jsonl(path, max_record_bytes)
         return
     if whole:
-        if isinstance(value, dict) and isinstance(value.get("data"), list):
+        if _data_wrapper(value):
             value = value["data"]
         risks = text_risks(text)
         for i, rec in enumerate(value if isinstance(value, list) else [value], start=1):
@@ -105,9 +116,17 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
             try:
                 element.encode("utf-8")
             except UnicodeEncodeError as e:
-                element, error = None, f"invalid UTF-8 at byte {len(element[:e.start].encode('utf-8', 'replace'))}"
+                at = len(element[:e.start].encode("utf-8", "replace"))
+                element, error = None, f"invalid UTF-8 at byte {at}: {RE_ENCODE}"
         value, error = (None, error) if element is None else parse_json(element)
         yield RawRow(str(path), i, value=value, error=error, raw=preview)
+
+
+def _data_wrapper(value: object) -> bool:
+    """Whether a parsed ``.json`` file is ``{"data": [records]}`` rather than one record that has a ``data`` list (of
+    numbers, strings: not records), which was read as its elements, each a reject, and the record itself lost."""
+    data = value.get("data") if isinstance(value, dict) else None
+    return isinstance(data, list) and all(isinstance(rec, dict) for rec in data)
 
 
 def _broken_data_wrapper(text: str) -> bool:

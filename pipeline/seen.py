@@ -63,13 +63,18 @@ class SeenRows:
         Returns why the record clashes with an earlier one (same id, other content), or None.
         """
         hashed = {t: [(self._key(t, r), self._content(r)) for r in table_rows] for t, table_rows in rows.items()}
+        own: dict[int, int] = {}  # this record's rows so far: two of them may share an id (an OASST tree's message_id)
         for table, pairs in hashed.items():
             for row, (key, content) in zip(rows[table], pairs, strict=True):
                 prior = self.seen.get(key)
+                ids = tuple(row[c] for c in self.id_columns[table])
                 if prior is not None and prior >> 64 != content:
-                    ids = tuple(row[c] for c in self.id_columns[table])
                     return (f"{table} id {ids} already produced by {self._where(prior & ((1 << 64) - 1))} with "
                             "different content (two records share an id: give them distinct ids, or drop one)")
+                if own.setdefault(key, content) != content:
+                    return (f"{table} id {ids} is produced twice by this record with different content (two of its "
+                            "parts share an id, such as two messages of a tree with one message_id): give them "
+                            "distinct ids")
         at = self._at(where)
         for table, pairs in hashed.items():
             unique = []

@@ -17,6 +17,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import IO, Any
 
+from pipeline.encodings import RE_ENCODE
+
 CHUNK = 1 << 20
 _ROW = re.compile(rb"<row(?=[\s/>])")
 _SPECIAL = re.compile(rb"[<>\"']")
@@ -61,7 +63,7 @@ def _parse(chunk: bytes) -> tuple[dict[str, Any] | None, str | None]:
         try:
             chunk.decode("utf-8")
         except UnicodeDecodeError as bad:  # say so, rather than expat's "not well-formed (invalid token)"
-            return None, f"invalid UTF-8 at byte {bad.start} of this <row>"
+            return None, f"invalid UTF-8 at byte {bad.start} of this <row>: {RE_ENCODE}"
         return None, f"invalid XML in this <row>: {e}"
 
 

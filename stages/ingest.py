@@ -150,7 +150,7 @@ def read_source(src: Source, max_record_bytes: int,
         n += 1
         if raw.file not in files:  # the reader of a JSON lines file measured the line against max_record_bytes
             files[raw.file] = (os.path.relpath(raw.file, base) if base is not None else raw.file,
-                               raw.file.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")))
+                               raw.file.lower().endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")))
         file_rel, is_jsonl = files[raw.file]
         where = f"{file_rel}:{raw.row}"
         preview = raw.raw or (preview_of(raw.value) if raw.value is not None else "")

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pipeline.config import ParamsError, Source, load_params
+from pipeline.encodings import RE_ENCODE, REWRITE_UTF8
 from pipeline.io import SourceError
 from stages.ingest import ingest_source, run
 from tests.test_ingest import with_ingest
@@ -153,7 +154,7 @@ def test_csv_bytes_that_are_not_utf8_are_a_reject_naming_the_field(tmp_path):
     """Was accepted with U+FFFD in place of the bytes (JSON lines reject the same bytes)."""
     (tmp_path / "d.csv").write_bytes(b"id,text\na,caf\xe9 au lait\nb,fine\n")
     res = _ingest(tmp_path / "d.csv", "documents", "documents")
-    assert [r["reason"] for r in res.rejects] == ["d.csv:1: invalid UTF-8 in field 'text'"]
+    assert [r["reason"] for r in res.rejects] == [f"d.csv:1: invalid UTF-8 in field 'text': {RE_ENCODE}"]
     assert [d["text"] for d in res.rows["documents"]] == ["fine"]
 
 
@@ -195,7 +196,7 @@ def test_an_xml_row_with_bytes_that_are_not_utf8_says_so(tmp_path):
     (tmp_path / "Posts.xml").write_bytes(f"<posts>\n{POST}\n{POST.replace('1', '2', 1)}\n</posts>\n".encode()
                                          .replace(b"Caf\xc3\xa9", b"Caf\xe9", 1))
     res = _ingest(tmp_path / "Posts.xml", "stackexchange", "documents")
-    assert [r["reason"] for r in res.rejects] == ["Posts.xml:1: invalid UTF-8 at byte 37 of this <row>"]
+    assert [r["reason"] for r in res.rejects] == [f"Posts.xml:1: invalid UTF-8 at byte 37 of this <row>: {RE_ENCODE}"]
     assert res.metrics["accepted"] == 1
 
 
@@ -227,7 +228,7 @@ def test_a_parquet_string_that_is_not_utf8_rejects_its_row_not_its_row_group(tmp
     pq.write_table(pa.table({"id": [str(i) for i in range(10)], "text": column}), tmp_path / "d.parquet")
     res = _ingest(tmp_path / "d.parquet", "documents", "documents")
     assert [r["reason"] for r in res.rejects] == [
-        "d.parquet:6: column 'text' holds bytes that are not UTF-8 (invalid continuation byte at byte 3)"]
+        f"d.parquet:6: column 'text' holds bytes that are not UTF-8 (invalid continuation byte at byte 3): {REWRITE_UTF8}"]
     assert [d["text"] for d in res.rows["documents"]] == [f"document {i}" for i in range(10) if i != 5]
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.encodings import RE_ENCODE
+
 # --- decontamination sets: a prompt that cannot be read cannot be kept out of the release ---------------
 
 def _eval_set(tmp_path: Path, optional: bool):
@@ -31,7 +33,7 @@ def test_an_eval_set_record_that_cannot_be_read_fails_the_release(tmp_path):
         load_eval_sets([_eval_set(tmp_path, optional=False)])
     assert str(err.value).startswith(
         f"decontamination set 'mt' ({tmp_path / 'q.jsonl'}): 2 record(s) without a prompt (first: q.jsonl:2: "
-        "invalid UTF-8 at byte 37); the release cannot be checked against a prompt it cannot read.")
+        f"invalid UTF-8 at byte 37: {RE_ENCODE}); the release cannot be checked against a prompt it cannot read.")
 
 
 def test_an_optional_eval_set_reports_its_unread_records(tmp_path, caplog):
@@ -41,7 +43,7 @@ def test_an_optional_eval_set_reports_its_unread_records(tmp_path, caplog):
         evals, status = load_eval_sets([_eval_set(tmp_path, optional=True)])
     assert evals["eval_id"].to_list() == ["1", "4"]
     assert status["mt"] == {"prompts": 2, "prompts_sha256": prompts_sha256(["1", "4"], evals["text"].to_list()),
-                            "status": "ok; 2 record(s) without a prompt (first: q.jsonl:2: invalid UTF-8 at byte 37)"}
+                            "status": f"ok; 2 record(s) without a prompt (first: q.jsonl:2: invalid UTF-8 at byte 37: {RE_ENCODE})"}
     assert "decontamination set mt: 2 record(s) without a prompt" in caplog.text
 
 

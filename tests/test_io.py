@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import io as pio
+from pipeline.encodings import RE_ENCODE
 from pipeline.files import built_dir
 from pipeline.io import SourceError, iter_records, read_manifest, read_table, verify_shards, write_shards
 from pipeline.records import SchemaError, to_table
@@ -208,7 +209,7 @@ def test_jsonl_bad_lines_become_errors_not_crashes(tmp_path):
     rows = list(iter_records(str(path), max_record_bytes=50))
     assert rows[0].value == {"a": 1} and rows[0].error is None
     assert rows[1].error.startswith("invalid JSON")
-    assert rows[2].error == "invalid UTF-8 at byte 0"
+    assert rows[2].error == f"invalid UTF-8 at byte 0: {RE_ENCODE}"
     assert rows[3].error == "record is 109 bytes, over max_record_bytes=50"
 
 

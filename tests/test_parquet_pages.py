@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.encodings import REWRITE_UTF8
 from pipeline.limits import PARQUET_BATCH_ROWS, decoded_bound, parquet_batch_size, parquet_plan
 from pipeline.parquetpages import DICTIONARY_PAGE, Chunk, Page, chunk_pages, longest_entry, row_group_chunks
 from pipeline.readers import iter_records
@@ -185,8 +186,8 @@ def test_what_is_read_does_not_depend_on_batches_or_row_groups(batch_rows, tmp_p
     assert seen[0] == seen[1]
     assert [(row, error) for row, _, error, _ in seen[0] if error] == [
         (11, "record is over max_record_bytes=1000"),
-        (21, "column 'text' holds bytes that are not UTF-8 (invalid continuation byte at byte 3)"),
-        (31, "column 'text' holds bytes that are not UTF-8 (unexpected end of data at byte 3)"),
+        (21, f"column 'text' holds bytes that are not UTF-8 (invalid continuation byte at byte 3): {REWRITE_UTF8}"),
+        (31, f"column 'text' holds bytes that are not UTF-8 (unexpected end of data at byte 3): {REWRITE_UTF8}"),
         (41, "record is over max_record_bytes=1000")]
     assert [value["text"] for _, value, error, _ in seen[0] if not error] == [
         t.decode() for i, t in enumerate(texts) if i not in (10, 20, 30, 40)]

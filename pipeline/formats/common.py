@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from pipeline.config import Source
@@ -54,6 +56,8 @@ class Ctx:
                 return cand, value
         if required:
             shown = " or ".join(repr(c) for c in candidates)
+            if null := next((c for c in candidates if isinstance(rec, dict) and c in rec), None):  # there, but null
+                raise BadRecord(f"field {null!r} is null: the record has no {shown}")
             raise BadRecord(f"missing field {shown}" + ("" if name in self.mapping else " (set `mapping` to rename)"))
         return candidates[0], None
 
@@ -64,14 +68,18 @@ class Ctx:
     def ident(self, rec: dict[str, Any], name: str, *fallbacks: str, required: bool = False) -> str | None:
         """An id field as a string (a string, an integer or a finite number); None when absent or "".
 
-        A NaN, an infinity, a boolean, an object or a list is a reject, not an id ("nan", "{'a': 1}").
+        A NaN, an infinity, a boolean, an object or a list is a reject, not an id ("nan", "{'a': 1}"). A whole
+        float is the integer it holds (``7.0`` is ``7``, as JSON and pandas write an integer column that has a
+        null: a Stack Exchange ``ParentId``), not "7.0", which no record's ``7`` would match.
         """
         field_name, value = self._find(rec, name, fallbacks, required)
         if value is None or value == "":
             if required:
                 raise BadRecord(f"{field_name} is empty")
             return None
-        if isinstance(value, str | int) and not isinstance(value, bool) or isinstance(value, float) and math.isfinite(value):
+        if isinstance(value, float | Decimal) and math.isfinite(value):  # a Parquet decimal (Spark's big ids) too
+            return str(int(value)) if value == int(value) else str(value)
+        if isinstance(value, str | int | uuid.UUID) and not isinstance(value, bool):  # a Parquet UUID column too
             return str(value)
         raise BadRecord(f"{field_name} is {_shown(value)}, expected a string or a number (an id)")
 
@@ -81,7 +89,9 @@ class Ctx:
 
 
 def _dig(rec: dict[str, Any], dotted: str) -> Any:
-    if "." not in dotted:  # the usual case: a top-level field
+    """Field ``dotted`` of ``rec``: a top-level field of that name (a flattened CSV or Parquet export names its
+    column ``metadata.score_chosen``), else the path through nested objects."""
+    if "." not in dotted or dotted in rec:  # the usual case: a top-level field
         return rec.get(dotted) if isinstance(rec, dict) else None
     value: Any = rec
     for part in dotted.split("."):
@@ -103,7 +113,9 @@ ROLES = {
 
 
 # The text part types of OpenAI-style multi-part content (Chat Completions, and the Responses API's input/output).
-TEXT_PARTS = ("text", "input_text", "output_text")
+# A refusal part (``{"type": "refusal", "refusal": ...}``) is the assistant's text too: it was a reject saying the text
+# "would lose what it refers to".
+TEXT_PARTS = ("text", "input_text", "output_text", "refusal")
 
 
 # A character that shows: not white space, a control character, or a zero-width / direction / joiner mark.
@@ -130,9 +142,12 @@ def _text(value: Any, what: str) -> str:
         if kind not in TEXT_PARTS:
             raise BadRecord(f"{what}[{j}] is a {_shown(kind)} part; only text content can be used "
                             "(the text without it would lose what it refers to)")
-        if not isinstance(part.get("text"), str):
-            raise BadRecord(f"{what}[{j}].text is {type(part.get('text')).__name__}, expected a string")
-        texts.append(part["text"])
+        text = part.get("refusal" if kind == "refusal" else "text")
+        if isinstance(text, dict) and isinstance(text.get("value"), str):  # the Assistants API: {value, annotations}
+            text = text["value"]
+        if not isinstance(text, str):
+            raise BadRecord(f"{what}[{j}].text is {type(text).__name__}, expected a string")
+        texts.append(text)
     return "\n".join(texts)
 
 
@@ -145,7 +160,10 @@ def to_messages(value: Any, what: str = "messages", *, role_key: str = "role", c
     if value is None:
         raise BadRecord(f"{what} is missing")
     if not isinstance(value, list):
-        raise BadRecord(f"{what} is {type(value).__name__}, expected a list of messages")
+        as_text = isinstance(value, str) and value.lstrip().startswith(("[", "{"))
+        hint = ("; it holds a list as text (a CSV cell, or JSON written into a string): write the file as JSON lines "
+                "or Parquet, with the messages as a list") if as_text else ""
+        raise BadRecord(f"{what} is {type(value).__name__}, expected a list of messages{hint}")
     if not value and not empty_ok:
         raise BadRecord(f"{what} is empty")
     out = []
@@ -154,7 +172,10 @@ def to_messages(value: Any, what: str = "messages", *, role_key: str = "role", c
             raise BadRecord(f"{what}[{i}] is {type(m).__name__}, expected an object with role and content")
         role = _first(m, role_key, "from", "role")
         content = _first(m, content_key, "value", "content", "text")
-        canonical = ROLES.get(role.lower()) if isinstance(role, str) else None
+        canonical = ROLES.get(role.strip().lower()) if isinstance(role, str) else None  # "User " too
+        if role is None:  # it said "unknown role None"
+            keys = " or ".join(repr(k) for k in dict.fromkeys((role_key, "from", "role")))
+            raise BadRecord(f"{what}[{i}] has no role (a {keys} key naming the speaker)")
         if canonical is None:
             raise BadRecord(f"{what}[{i}] has unknown role {role!r}; expected one of {sorted(set(ROLES))}")
         if content is None:
@@ -194,6 +215,18 @@ def _shown(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[:width] + "..."
 
 
+def _label(value: Any, what: str) -> str | None:
+    """An optional text field (a title, a language tag, a model name): its text, None when absent or blank; a number is
+    its text (a title "1984"). Anything else (a list, an object) is a reject: it was dropped without a word."""
+    if value is None or isinstance(value, str) and blank(value):
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return str(value)
+    raise BadRecord(f"{what} is {_shown(value)}, expected a string")
+
+
 def _number(value: Any, what: str) -> float | None:
     """A score: a finite number (or a string of one), None when absent; NaN and infinities are rejects."""
     if value is None or value == "":
@@ -220,8 +253,8 @@ def _conversation(ctx: Ctx, origin: str, messages: list[dict[str, str]], *, lang
         "conversation_id": stable_id(ctx.source, origin),
         "messages": messages,
         "source": ctx.source,
-        "language": language if isinstance(language, str) else None,
-        "model": model if isinstance(model, str) else None,
+        "language": (_label(language, "language") or "").strip() or None,  # "" is no tag
+        "model": _label(model, "model"),
         "flags": sorted(set(flags)),
     }
 

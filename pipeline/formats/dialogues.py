@@ -14,6 +14,7 @@ from pipeline.formats.common import (
     _prompt,
     _response,
     _shown,
+    blank,
     to_messages,
 )
 
@@ -38,16 +39,28 @@ def _flag(value: Any, what: str) -> bool:
     Anything else is a reject: a toxic conversation must not pass as clean because its flag was spelled oddly."""
     if value is None or isinstance(value, bool):
         return bool(value)
-    words = ("true", "false", "yes", "no", "0", "1", "")
-    if value in (0, 1) or isinstance(value, str) and value.strip().lower() in words:
-        return str(value).strip().lower() in ("true", "yes", "1")
+    if isinstance(value, int | float) and value in (0, 1):  # 1.0 (pandas' nullable column) is yes: it read as no
+        return value == 1
+    words = ("true", "false", "yes", "no", "0", "1", "0.0", "1.0", "")
+    if isinstance(value, str) and value.strip().lower() in words:
+        return value.strip().lower() in ("true", "yes", "1", "1.0")
     raise BadRecord(f"{what} is {_shown(value)}, expected true or false")
 
 
 def sharegpt(rec: dict[str, Any], ctx: Ctx) -> Adapted:
-    """ShareGPT: ``conversations`` of {from, value} (from: human/gpt/system)."""
+    """ShareGPT: ``conversations`` of {from, value} (from: human/gpt/system); a top-level ``system`` string (as
+    LLaMA-Factory writes the format) is the conversation's system message."""
     messages = to_messages(ctx.get(rec, "messages", "conversations", required=True), "conversations",
                            role_key="from", content_key="value")
+    system = ctx.get(rec, "system")
+    if system is not None and not (isinstance(system, str) and blank(system)):
+        if not isinstance(system, str):
+            raise BadRecord(f"system is {type(system).__name__}, expected a string (the system prompt)")
+        if messages[0]["role"] == "system":
+            if messages[0]["content"] != system:
+                raise BadRecord("system and the conversation's first (system) message differ: keep one of them")
+        else:
+            messages = [{"role": "system", "content": system}, *messages]
     origin = ctx.origin(rec)
     out = Adapted()
     if ctx.kind == "conversations":
@@ -91,6 +104,9 @@ def parse_hh(transcript: Any, what: str) -> list[dict[str, str]]:
             messages.append({"role": role, "content": text})
     if not messages:
         raise BadRecord(f"{what} holds no Human/Assistant turns")
+    for m in messages:  # white space, NULs or zero-width marks only: no text (an empty last Assistant turn stays "")
+        if blank(m["content"]):
+            m["content"] = ""
     return messages
 
 
@@ -118,6 +134,10 @@ def hh_rlhf(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         raise BadRecord("chosen/rejected must end with an Assistant turn")
     if not chosen[-1]["content"] or not rejected[-1]["content"]:
         raise BadRecord("chosen or rejected has an empty final Assistant turn")
+    shared = chosen[:-1]
+    if empty := next((n for n, m in enumerate(shared, 1) if not m["content"]), None):
+        speaker = "Human" if shared[empty - 1]["role"] == "user" else "Assistant"
+        raise BadRecord(f"turn {empty} ({speaker}) of the dialogue chosen and rejected share is empty")
     out.add("pairs", _pair(ctx, origin, chosen[:-1], chosen[-1:], rejected[-1:]))
     return out
 
@@ -125,6 +145,15 @@ def hh_rlhf(rec: dict[str, Any], ctx: Ctx) -> Adapted:
 # What a message costs in memory beyond its text (its dicts, before and after validation), counted against
 # ``Ctx.max_output`` so that a tree of many tiny messages is bounded too.
 MESSAGE_OVERHEAD = 256
+
+
+def _rank(m: dict[str, Any]) -> int | None:
+    """A reply's rank: an integer, or a whole float (pandas writes the nullable rank column as floats: ``0.0``, which
+    left the reply unranked); None when unranked."""
+    rank = m.get("rank")
+    if isinstance(rank, float) and rank.is_integer():
+        return int(rank)
+    return rank if isinstance(rank, int) and not isinstance(rank, bool) else None
 
 
 def oasst(rec: dict[str, Any], ctx: Ctx) -> Adapted:
@@ -144,10 +173,11 @@ def oasst(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     out = Adapted()
 
     def usable(m: dict[str, Any]) -> bool:
-        if m.get("deleted") is True:
+        # flags read as WildChat's are ("true", 1.0): a "deleted": 1.0 message was kept, "synthetic": "false" was set
+        if _flag(m.get("deleted"), "deleted"):
             out.skipped["deleted message (and its replies)"] += 1
             return False
-        if m.get("review_result") is False:
+        if m.get("review_result") not in (None, "") and not _flag(m["review_result"], "review_result"):
             out.skipped["message failed review (and its replies)"] += 1
             return False
         return True
@@ -168,22 +198,23 @@ def oasst(rec: dict[str, Any], ctx: Ctx) -> Adapted:
 
     def walk(m: dict[str, Any], path: list[dict[str, str]], synthetic: bool) -> None:
         path = [*path, message(m)]
-        synthetic = synthetic or bool(m.get("synthetic"))
+        synthetic = synthetic or _flag(m.get("synthetic"), "synthetic")
         replies = m.get("replies") or []
         if not isinstance(replies, list):
             raise BadRecord(f"replies of message {m['message_id']} is not a list")
         kept = [r for r in replies if isinstance(r, dict) and usable(r)]
         if ctx.kind == "rated" and path[-1]["role"] == "user":
-            ranked = sorted((r for r in kept if isinstance(r.get("rank"), int)), key=lambda r: r["rank"])
+            ranked = sorted((r for r in kept if _rank(r) is not None), key=_rank)
             if len(ranked) >= 2:
                 emit(path)
                 pid = str(m["message_id"])
                 out.add("prompts", _prompt(ctx, pid, path))
                 for pos, r in enumerate(ranked):
                     text = message(r)["content"]
-                    gen = f"synthetic:{r['model_name']}" if r.get("synthetic") and r.get("model_name") else "human"
+                    gen = f"synthetic:{r['model_name']}" if _flag(r.get("synthetic"), "synthetic") and r.get("model_name") \
+                        else "human"
                     out.add("responses", _response(ctx, pid, str(r["message_id"]), text, gen,
-                                                   1 - pos / (len(ranked) - 1), rank=r["rank"], n_ranked=len(ranked),
+                                                   1 - pos / (len(ranked) - 1), rank=_rank(r), n_ranked=len(ranked),
                                                    message_id=r["message_id"]))
                 out.skipped["unranked reply in a ranked group"] += len(kept) - len(ranked)
         if not kept and ctx.kind == "conversations":

@@ -10,6 +10,7 @@ from pipeline.formats.common import (
     Ctx,
     _as_turns,
     _common_prompt,
+    _label,
     _number,
     _pair,
     _prompt,
@@ -39,11 +40,11 @@ def ultrafeedback(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         for i, c in enumerate(completions):
             if not isinstance(c, dict):
                 raise BadRecord(f"completions[{i}] is {type(c).__name__}, expected an object")
-            text = c.get("response", c.get("text"))
+            text = _present(c, "response", "text")
             if not isinstance(text, str) or blank(text):
                 raise BadRecord(f"completions[{i}].response is missing or empty")
-            score = _number(c.get("score", c.get("overall_score")), f"completions[{i}].score")
-            model = c.get("model") if isinstance(c.get("model"), str) else "unknown"
+            score = _number(_present(c, "score", "overall_score"), f"completions[{i}].score")
+            model = _label(c.get("model"), f"completions[{i}].model") or "unknown"
             out.add("responses", _response(ctx, origin, str(i), text, model, score, index=i))
         return out
     chosen_raw = ctx.get(rec, "chosen", required=True)
@@ -62,6 +63,12 @@ def ultrafeedback(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     out.add("pairs", _pair(ctx, origin, prompt, _split_completion(prompt, chosen, "chosen"),
                            _split_completion(prompt, rejected, "rejected"), score_c, score_r))
     return out
+
+
+def _present(obj: dict[str, Any], *keys: str) -> Any:
+    """The value of the first of ``keys`` that is not null in ``obj`` (a ``"score": null`` beside an
+    ``overall_score`` is no score), else None."""
+    return next((obj[k] for k in keys if obj.get(k) is not None), None)
 
 
 def wildfeedback(rec: dict[str, Any], ctx: Ctx) -> Adapted:
@@ -96,7 +103,7 @@ def arena_answers(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     messages = to_messages(fixed, "messages")
     if messages[-1]["role"] != "assistant":
         raise BadRecord("the last message is not the model's answer")
-    model = ctx.get(rec, "model") or "unknown"
+    model = _label(ctx.get(rec, "model"), "model") or "unknown"
     out = Adapted()
     out.add("prompts", _prompt(ctx, uid, messages[:-1]))
     out.add("responses", _response(ctx, uid, str(model), messages[-1]["content"], str(model), None,

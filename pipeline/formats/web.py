@@ -6,7 +6,18 @@ import html
 import re
 from typing import Any
 
-from pipeline.formats.common import Adapted, BadRecord, Ctx, _number, _prompt, _response, _text, blank
+from pipeline.formats.common import (
+    Adapted,
+    BadRecord,
+    Ctx,
+    _label,
+    _number,
+    _prompt,
+    _response,
+    _text,
+    blank,
+    to_messages,
+)
 from pipeline.formats.markup import html_to_text
 from pipeline.records import stable_id
 
@@ -16,11 +27,11 @@ def documents(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     text = _text(ctx.get(rec, "text", "body", "content", "selftext", required=True), "text")
     if blank(text):
         raise BadRecord("text is empty")
-    title = ctx.get(rec, "title")
+    title = _label(ctx.get(rec, "title"), "title")
     origin = ctx.origin(rec, "doc_id", "post_id")
     out = Adapted()
     out.add("documents", {"doc_id": stable_id(ctx.source, origin), "text": text,
-                          "title": title if isinstance(title, str) and title.strip() else None,
+                          "title": title,
                           "source": ctx.source, "score": _number(ctx.get(rec, "score"), "score")})
     return out
 
@@ -29,11 +40,14 @@ def prompts(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     """A prompt: a text field (prompt/text/instruction/question) or a list of ``turns``.
 
     Only the first of several ``turns`` becomes the prompt: MT-Bench's second turn refers to an
-    answer that does not exist yet (counted as skipped). Self-Instruct style ``instances`` add the
-    first instance's non-empty ``input`` below the instruction.
+    answer that does not exist yet (counted as skipped). Alpaca's ``input`` (the text an instruction
+    such as "Summarize the following text." is about; map Dolly's ``context`` to it) and Self-Instruct
+    style ``instances`` (the first instance's non-empty ``input``) are added below the instruction.
     """
     value = ctx.get(rec, "text", "prompt", "instruction", "question", "turns", required=True)
     out = Adapted()
+    if isinstance(value, list) and any(isinstance(m, dict) and ("role" in m or "from" in m) for m in value):
+        return _chat_prompt(value, ctx, rec, out)
     if isinstance(value, list):
         if not value:
             raise BadRecord("turns is empty")
@@ -43,6 +57,12 @@ def prompts(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         if isinstance(value, dict):
             value = value.get("content", value.get("value"))
     text = _text(value, "prompt")
+    extra = ctx.get(rec, "input")  # Alpaca's input: the material the instruction is about (Dolly's `context`)
+    if extra is not None:
+        if not isinstance(extra, str):
+            raise BadRecord(f"input is {type(extra).__name__}, expected a string (the text the instruction is about)")
+        if not blank(extra) and extra != text:
+            text = f"{text}\n\n{extra}"
     instances = rec.get("instances")
     if isinstance(instances, list) and instances and isinstance(instances[0], dict):
         extra = instances[0].get("input")
@@ -52,6 +72,25 @@ def prompts(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         raise BadRecord("prompt text is empty")
     out.add("prompts", _prompt(ctx, ctx.origin(rec, "question_id", "uid", "prompt_id"),
                                [{"role": "user", "content": text}]))
+    return out
+
+
+def _chat_prompt(value: list[Any], ctx: Ctx, rec: dict[str, Any], out: Adapted) -> Adapted:
+    """A prompt given as chat messages (``[{role, content}]``, a system message first perhaps). With an answer in it,
+    the messages are the prompt as they stand (they must end on the user turn to answer); without one, its user
+    turns are MT-Bench's: the first (after the system message) is the prompt and the follow-ups are skipped."""
+    messages = to_messages(value, "prompt")
+    if all(m["role"] != "assistant" for m in messages):
+        first = next((i for i, m in enumerate(messages) if m["role"] == "user"), None)
+        if first is None:
+            raise BadRecord("prompt holds no user message")
+        if len(messages) > first + 1:
+            out.skipped["follow-up turns left out (they need an answer in between)"] += 1
+        messages = messages[:first + 1]
+    elif messages[-1]["role"] != "user":
+        raise BadRecord("prompt ends with an assistant turn, not the user turn to answer: leave the answer out, or "
+                        "read the file with a format that takes answers (ultrafeedback, wildchat)")
+    out.add("prompts", _prompt(ctx, ctx.origin(rec, "question_id", "uid", "prompt_id"), messages))
     return out
 
 
@@ -69,6 +108,17 @@ _THREAD_REFERENCE = re.compile(
     re.IGNORECASE)
 
 
+_WHOLE = re.compile(r"(\d+)\.0+")
+
+
+def _whole(value: str | None) -> str | None:
+    """A post's id or type (``Ctx.ident``) as its integer's text, "12.0" read as "12": pandas writes an integer
+    column that has a null (``ParentId``, ``AcceptedAnswerId``) as floats, and a CSV export as "12.0"; so an answer
+    still finds its question and the accepted answer is still marked."""
+    whole = _WHOLE.fullmatch(value) if value is not None else None
+    return whole.group(1) if whole else value
+
+
 def stackexchange(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     """A ``<row>`` of a Stack Exchange ``Posts.xml`` (attributes as strings).
 
@@ -80,8 +130,8 @@ def stackexchange(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     reference (19 of the 327 answers of the coffee dump).
     Other post types (wiki, tags) and posts the source's kind does not use are counted as skipped.
     """
-    post_type = str(ctx.get(rec, "PostTypeId", required=True))
-    post_id = ctx.ident(rec, "Id", required=True)
+    post_type = _whole(ctx.ident(rec, "PostTypeId", required=True))
+    post_id = _whole(ctx.ident(rec, "Id", required=True))
     out = Adapted()
     body = ctx.get(rec, "Body")
     if post_type not in ("1", "2"):
@@ -101,7 +151,7 @@ def stackexchange(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         else:
             question = f"{title}\n\n{text}" if title else text
             out.add("prompts", _prompt(ctx, str(post_id), [{"role": "user", "content": question}]))
-            accepted = ctx.get(rec, "AcceptedAnswerId")
+            accepted = _whole(ctx.ident(rec, "AcceptedAnswerId"))
             if accepted:
                 rid = stable_id(ctx.source, str(post_id), str(accepted))
                 out.facts.setdefault("accepted_response_ids", set()).add(rid)
@@ -109,7 +159,7 @@ def stackexchange(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     if ctx.kind != "rated":
         out.skipped["answer (this source's kind keeps questions only)"] += 1
         return out
-    parent = ctx.ident(rec, "ParentId", required=True)
+    parent = _whole(ctx.ident(rec, "ParentId", required=True))
     if ref := _THREAD_REFERENCE.search(text):
         raise BadRecord(f"answer {post_id} refers to posts of its thread that its prompt does not hold "
                         f"({ref.group(0)!r}); only self-contained answers are responses")
