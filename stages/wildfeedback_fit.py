@@ -43,6 +43,11 @@ Reasons, checked in this order:
   word of a "my ..." / "our ..." phrase in it that neither the prompt nor the rejected answer holds (the
   samples' cover letter about "my project analysing bike-share data", asked for in the feedback, as the
   chosen of a plain "Write a short cover letter for a junior data analyst position").
+
+For natural revisions, ``pair_drop_reason`` then checks ``answers_follow_up`` (reason ``answers_follow_up``): the
+feedback asked for an addition (an example, more detail on a part, "also add X", "continue") and the revision
+supplies only that addition, not an answer to the prompt (the samples' "Explain recursion." answered with a
+factorial example alone). It reads the feedback and the earlier answer, so it is no opening pattern.
 """
 
 from __future__ import annotations
