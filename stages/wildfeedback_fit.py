@@ -43,6 +43,11 @@ Reasons, checked in this order:
   word of a "my ..." / "our ..." phrase in it that neither the prompt nor the rejected answer holds (the
   samples' cover letter about "my project analysing bike-share data", asked for in the feedback, as the
   chosen of a plain "Write a short cover letter for a junior data analyst position").
+
+For natural revisions, ``pair_drop_reason`` then checks ``answers_follow_up`` (reason ``answers_follow_up``): the
+feedback asked for an addition (an example, more detail on a part, "also add X", "continue") and the revision
+supplies only that addition, not an answer to the prompt (the samples' "Explain recursion." answered with a
+factorial example alone). It reads the feedback and the earlier answer, so it is no opening pattern.
 """
 
 from __future__ import annotations
@@ -181,6 +186,74 @@ def off_context(chosen: str, feedback: str, prompt_text: str, prompt: str | None
     )
 
 
+# --- a revision that answers the follow-up request, not the prompt ----------------------------------
+# Feedback that asks for an addition to the answer: an example, more detail (on a part), "also add X",
+# "continue", "what about Y". Read in its opening (OPENING_CHARS), lower-cased.
+_ADDITIVE = "|".join([
+    r"\b(?:an?|some|more|few|other|concrete|specific|real|practical|code|real-world)\s+examples?\b",
+    r"\bexamples?\s*(?:please|pls|\?)",
+    r"\b(?:more|further|greater|in(?: [a-z]+)?) (?:detail|details|depth)\b|\bgo (?:into|in) (?:more |further |greater )?detail\b",
+    r"\b(?:elaborate|expand|extend|go deeper|dig deeper|delve deeper)\b",
+    r"\b(?:explain|describe|tell me) (?:more|further)\b|\bfurther explain\b|\btell me more\b",
+    r"\b(?:also|additionally) (?:add|include|mention|cover|explain|describe|give|list|show|tell|write)\b",
+    r"^\W*(?:(?:can|could|would) you |please )*(?:also )?(?:add|include)\b",
+    r"^\W*(?:please )?(?:continue|go on|keep going)\b",
+    r"\bnext (?:chapter|part|scene|episode|section)\b|\bpart (?:2|two|ii)\b",
+    r"^\W*(?:and |but |ok,? |okay,? )?(?:what|how) about\b",
+    r"\b(?:especially|particularly|specifically) (?:on|about)\b",
+])
+# A revision that opens by presupposing the addition: "Here are more ...", "Let me elaborate on ...", "Delving
+# deeper", "The last part of ...", "Here's an example", "more details about".
+_FOLLOW_UP_OPENER = "|".join([
+    r"\b(?:here (?:are|is)|here's|below (?:are|is)) (?:some |a few |the )?(?:more|additional|further|extra)\b",
+    r"\b(?:here (?:are|is)|here's|below (?:are|is)) (?:an?|some|a few|another|a simple|a concrete) (?:[\w-]+ ){0,2}examples?\b",
+    r"\blet me (?:elaborate|expand|go into (?:more |further )?detail|go deeper|dig deeper)\b",
+    r"\b(?:delving|digging|going) deeper\b|^\W*(?:to elaborate|elaborating)\b",
+    r"^\W*the (?:last|first|second|final) part\b",
+    r"\bmore details? (?:about|on|regarding)\b",
+])
+# The earlier answer's content words (4+ letters, not function words) that a full rewrite keeps: a revision
+# holding fewer than COVERAGE of them, of an answer of at least COVERAGE_MIN_WORDS, covers only a part of it.
+COVERAGE = 0.25
+COVERAGE_MIN_WORDS = 8
+_FUNCTION_WORDS = [
+    "about", "also", "been", "could", "does", "each", "from", "have", "here", "into", "just", "like", "made", "make",
+    "many", "more", "most", "much", "only", "other", "over", "should", "some", "such", "than", "that", "their",
+    "them", "then", "there", "these", "they", "this", "those", "used", "using", "very", "were", "what", "when",
+    "where", "which", "will", "with", "would", "your",
+]
+
+
+def _content_words(col: str) -> pl.Expr:
+    return (_lower(col).str.extract_all(r"[a-z][a-z'-]{2,}[a-z]").list.eval(
+        pl.element().filter(~pl.element().is_in(_FUNCTION_WORDS))).list.unique())
+
+
+def coverage(chosen: str, rejected: str) -> pl.Expr:
+    """The share of the ``rejected`` answer's content words that the ``chosen`` answer holds (null when the
+    rejected answer has fewer than ``COVERAGE_MIN_WORDS``, as a text in a script without a-z letters has)."""
+    words = _content_words(rejected)
+    n = words.list.len()
+    return pl.when(n >= COVERAGE_MIN_WORDS).then(words.list.set_intersection(_content_words(chosen)).list.len() / n)
+
+
+def answers_follow_up(chosen: str, feedback: str, rejected: str, last_user: pl.Expr) -> pl.Expr:
+    """True where a revision answers an additive follow-up rather than the prompt: the ``feedback`` asks for an
+    addition (``_ADDITIVE``: "Can you give an example?", "More detail please, especially on the alliance
+    system", "also add the beaches", "expand on 2 and 3") in words the prompt's ``last_user`` turn does not hold
+    already (a resent request asks for it in the prompt too), and the revision either opens by presupposing it
+    (``_FOLLOW_UP_OPENER``) or keeps less than ``COVERAGE`` of the ``rejected`` answer's content words (it
+    supplies the addition, not the whole answer).
+    A rewrite after "make it shorter", "in a table" or "another one" is no addition and is kept, and so is a
+    full rewrite after an additive request, which restates the earlier answer's content."""
+    asks = _lower(feedback).str.slice(0, OPENING_CHARS).str.contains(_ADDITIVE)
+    phrase = _lower(feedback).str.slice(0, OPENING_CHARS).str.extract(f"({_ADDITIVE})").str.strip_chars()
+    asked_before = last_user.fill_null("").str.to_lowercase().str.contains(phrase, literal=True)
+    opener = _lower(chosen).str.slice(0, OPENING_CHARS).str.contains(_FOLLOW_UP_OPENER)
+    partial = coverage(chosen, rejected) < COVERAGE
+    return (asks & ~asked_before & (opener | partial.fill_null(False))).fill_null(False)
+
+
 def prompt_text(messages: str = "prompt") -> pl.Expr:
     """A prompt's messages as one string (for ``off_context``)."""
     return pl.col(messages).list.eval(pl.element().struct.field("content")).list.join("\n")
@@ -211,6 +284,8 @@ def pair_drop_reason(kind: str) -> pl.Expr:
     natural = kind == "natural_revision"
     mixed = pl.col("feedback_sat").fill_null(False) if natural else pl.lit(False)
     asked = asks_user(pl.col("rejected")) if natural else pl.lit(False)
+    follow_up = (pl.when(answers_follow_up("chosen", "preference", "rejected", last_user_turn("prompt")))
+                 .then(pl.lit("answers_follow_up")) if natural else pl.lit(None, dtype=pl.String))
     return (
         pl.when(mixed).then(pl.lit("mixed_feedback"))
         .when(asked).then(pl.lit("asked_user"))
@@ -220,7 +295,7 @@ def pair_drop_reason(kind: str) -> pl.Expr:
         .then(pl.lit("cut_off"))
         .when(empty).then(pl.lit("empty"))
         .when(same_text(pl.col("chosen"), pl.col("rejected"))).then(pl.lit("same_text"))
-        .otherwise(off_context("chosen", "preference", "_prompt_text", "prompt", "rejected") if kind != "sat"
-                   else pl.lit(None))
+        .otherwise(pl.coalesce(off_context("chosen", "preference", "_prompt_text", "prompt", "rejected"), follow_up)
+                   if kind != "sat" else pl.lit(None))
         .cast(pl.String)
     )

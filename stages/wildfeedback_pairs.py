@@ -11,7 +11,8 @@ checklist judge; a pair survives only if chosen wins both orders. The model step
 respond, judge and its gate) are ``stages/wildfeedback_models.py``; ``build_pairs`` runs them in order.
 
 Every pair's chosen must fit its prompt (``stages/wildfeedback_fit.py``): a revision or an expert answer
-that acknowledges, refers to or quotes feedback the prompt does not contain is dropped, and so are
+that acknowledges, refers to or quotes feedback the prompt does not contain is dropped, so is a revision that
+answers only an additive follow-up ("Can you give an example?") instead of the prompt, and so are
 generated answers cut off at ``max_new_tokens`` and pairs whose two sides are the same text. Each drop is
 counted by reason in the metrics, and the dropped summaries and pairs are kept, with their texts, in
 ``data/wildfeedback/rejects`` (``raw`` holds the JSON).
