@@ -53,7 +53,8 @@ def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, mi
     """The gate's figures (for the stage's metrics and the card), after acting on them.
 
     ``errors``: per probe call, the engine's error (None: it answered). A judge whose every call failed
-    (e.g. its server is down) is reported as that, with the first error, not as a judge at chance.
+    (e.g. its server refused every probe) is reported as that, with the first error, not as a judge at chance.
+    (A server that is down fails the engine call itself: the stage stops, and no gate is decided.)
 
     ``contrasts``: the judge's balanced accuracy on each distinction its probe set tests (chance 0.5 each).
     Given, the gate's accuracy is the weakest of them, not the share of probes right: a judge must make every

@@ -102,9 +102,12 @@ def test_a_pugc_judge_behind_a_server_that_is_down_fails_the_stage_in_one_line(t
 
 
 @pytest.mark.openai
-def test_a_detector_whose_every_probe_call_failed_says_so(tmp_path, capsys):
-    """Structured calls come back as failure rows, not errors: with the server down the detector answered
-    none of its probes, and the gate says that (with the first error), not that it is at chance."""
+def test_a_detector_behind_a_server_that_is_down_fails_the_stage_in_one_line_not_its_gate(tmp_path):
+    """The detector's calls are structured ones, and a server that is down fails them as it fails every other
+    engine call (``RequestsFailed``: a rerun may succeed), never as 16 failed probes: under the default
+    on_gate_failure: withhold those made a "passed: false" gate report, and the stage went on with the rules
+    alone and committed outputs without the model's verdicts, lost to an outage. (A judge whose every probe
+    call was refused still gets the gate's "answered none of its probes": test_gate_messages_tell_...)"""
     from stages.wildfeedback_detect import detector_gate
 
     def edit(d):
@@ -112,11 +115,13 @@ def test_a_detector_whose_every_probe_call_failed_says_so(tmp_path, capsys):
         d["wildfeedback"]["roles"]["detector"] = {"backend": "openai", "base_url": DOWN, "max_retries": 0,
                                                   "timeout_s": 5, "sampling": {"max_new_tokens": 64}}
 
-    report = detector_gate(_params(tmp_path, edit))
-    assert report["passed"] is False and report["failed_calls"] == report["detail"]["turns"] == 16
-    out = capsys.readouterr().out
-    assert "the detector judge (tiny) answered none of its probes: all 16 calls failed (first: request failed" in out
-    assert "does not discriminate" not in out
+    params = _params(tmp_path, edit)
+    assert params.execution.on_gate_failure == "withhold"
+    with pytest.raises(StageError, match=r"^wildfeedback detector gate \(detector\) on the openai backend: model "
+                                         r"'tiny' at http://127.0.0.1:9/v1: generate: 16 of 16 requests failed \(first: "
+                                         r"prompt 0: connection failed .*a rerun resends only the failed ones$") as e:
+        detector_gate(params)
+    assert type(e.value) is StageError and "\n" not in str(e.value)
 
 
 def test_gate_messages_tell_failed_calls_from_a_judge_at_chance():

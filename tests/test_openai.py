@@ -129,7 +129,7 @@ def test_structured_output_is_json_schema_validated_and_a_refused_request_is_a_f
     again = engine.generate(PROMPTS[:2], n=2, sampling=SAMPLING.model_copy(update={"seed": 4}), schema=Query)
     flat = [x for row in again for x in row]
     failures = [x for x in flat if isinstance(x, GenerationFailure)]
-    assert len(failures) == 1 and failures[0].error.startswith("request failed: HTTP 400: This model's maximum")
+    assert len(failures) == 1 and failures[0].error.startswith("request refused: HTTP 400: This model's maximum")
     assert sum(isinstance(x, Query) for x in flat) == 3
 
 

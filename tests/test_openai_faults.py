@@ -143,7 +143,7 @@ def test_a_model_that_declines_is_that_rows_failure_saying_so_never_an_empty_ans
     assert all(isinstance(q, Query) for [q] in structured[:2])
     [failed] = structured[2]
     assert isinstance(failed, GenerationFailure) and failed.attempts == 2
-    assert failed.error == "request failed: the model refused: I'm sorry, I can't help with that."
+    assert failed.error == "request refused: the model refused: I'm sorry, I can't help with that."
 
 
 def test_the_usage_the_server_reports_is_summed_and_logged_per_call(server, caplog):

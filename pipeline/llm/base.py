@@ -10,7 +10,9 @@ Calls take whole batches; the engine schedules them. Nothing here raises mid-bat
 model output: structured generation that stays invalid after retries comes back as a
 ``GenerationFailure`` for the caller to record. A ``choose`` / ``logprobs`` row the engine could not
 score at all (a request an OpenAI-compatible server refused) is NaN: a ``FailedValue``, a float NaN that
-says why in ``error``; stages count NaN rows as failed, never as a verdict or a score.
+says why in ``error``; stages count NaN rows as failed, never as a verdict or a score. A request that
+got no answer for now (a server down or overloaded, retries exhausted) is no row's outcome: the call
+raises (``openai_engine.RequestsFailed``), structured or not, so a rerun can answer it.
 
 Every sample says why it ended (``Completion.finish_reason``: ``"stop"`` for the end-of-turn token or a
 stop string, ``"length"`` when it was cut at ``max_new_tokens``), so a stage never pairs a cut-off

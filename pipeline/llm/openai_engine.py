@@ -35,8 +35,9 @@ Requests are built by the pure functions of ``pipeline.llm.openai_requests`` and
 Failures, per row or per call:
 
 - a request the server refuses for itself (a 4xx other than 408/409/429: a content filter, 413, 422, a
-  400 for a bad request) fails only its row, since a rerun would be refused the same way: a structured or
-  plain sample becomes a ``GenerationFailure`` ("request refused: HTTP 400: ..."), a ``choose`` row
+  400 for a bad request, a model that declines) fails only its row, since a rerun would be refused the same
+  way: a plain sample becomes a ``GenerationFailure`` ("request refused: HTTP 400: ..."), a structured one
+  too once its retries with the next seeds were refused or invalid as well, a ``choose`` row
   ``[nan] * len(options)`` and a ``logprobs`` row ``LogProb(nan, n_tokens)`` (``FailedValue``: NaN with the
   reason in ``error``), which the stages count as failed rows (never a verdict or a score); a warning
   names the prompt and the server's reason;
@@ -44,9 +45,11 @@ Failures, per row or per call:
   prompt; a structured sample stays a ``GenerationFailure`` row), as the in-process engines do for a prompt over ``max_model_len``, so the stages' per-prompt
   paths apply (``wildfeedback_common.per_prompt``; the other rows are cached, so asking them again is free);
 - a request that still fails after ``llm.max_retries`` (transport, timeouts, 408/409/429/5xx, unreadable
-  answers) fails the call: every request of the call is completed (and cached) first, then
-  ``RequestsFailed`` names how many failed, the first one's prompt and why, so a rerun resends only
-  those. A structured sample keeps its ``GenerationFailure`` ("request failed: ...") instead.
+  answers) fails the call, structured or not: every request of the call is completed (and cached) first,
+  then ``RequestsFailed`` names how many failed, the first one's prompt and why, so a rerun resends only
+  those. Such a failure is never a row's outcome (nor re-asked with the next seed): a server that is down,
+  overloaded or rate-limited must not turn into failed rows that a stage counts, checkpoints and commits,
+  so the rerun after it is back gives what an uninterrupted run gives.
 """
 
 from __future__ import annotations
@@ -65,16 +68,16 @@ from pipeline.llm.base import ChatPrompt, Completion, FailedValue, GenerationFai
 from pipeline.llm.chat import ChatCodec, InputTooLong
 from pipeline.llm.openai_client import RequestFailed, ServerError, Transport
 from pipeline.llm.openai_requests import TOP_LOGPROBS, first_token_request, sample_request, score_request
-from pipeline.llm.structured import generate_validated
+from pipeline.llm.structured import NoAnswer, generate_validated
 from pipeline.llm.tiny import resolve_model
 
 log = logging.getLogger(__name__)
 
-_FAILED = "\x00prefpipe: request failed\x00"  # marks a failed request in a structured sample's text
+_REFUSED = "\x00prefpipe: request refused\x00"  # marks a refused request in a structured sample's text
 
 
 class RequestsFailed(EngineError):
-    """Some requests of a call without failure rows (plain samples, choose, logprobs) failed for good."""
+    """Some requests of a call got no answer after ``llm.max_retries`` (a rerun may get one): never a row's failure."""
 
 
 # --- scores -> probabilities ----------------------------------------------------------------------
@@ -165,14 +168,7 @@ class OpenAIEngine:
         prompt over the context length (``InputTooLong``); warn about the refused rows, left to the caller.
         Answer ``i`` belongs to prompt ``i // per_prompt``."""
         failed = [(i // per_prompt, a) for i, a in enumerate(answers) if isinstance(a, RequestFailed)]
-        transient = [(i, a) for i, a in failed if not a.refused]
-        if transient:
-            i, first = transient[0]
-            raise RequestsFailed(
-                f"{self.transport.where()}: {what}: {len(transient)} of {len(answers)} requests failed (first: "
-                f"prompt {i}: {first.error}; llm.max_retries={self.cfg.max_retries}); the answers that came back "
-                "are cached, so a rerun resends only the failed ones"
-            )
+        self._raise_unanswered(what, [(i, a.error) for i, a in failed if not a.refused], len(answers))
         too_long = [(i, a) for i, a in failed if a.too_long]
         if too_long:
             i, first = too_long[0]
@@ -183,6 +179,17 @@ class OpenAIEngine:
         for i, a in failed:
             log.warning("%s: %s: prompt %d refused by the server (%s); that row fails", self.transport.where(),
                         what, i, a.error)
+
+    def _raise_unanswered(self, what: str, unanswered: list[tuple[int, str]], total: int) -> None:
+        """``RequestsFailed`` for the requests that got no answer after ``llm.max_retries`` ((prompt, why) each),
+        if any: raised once every request of the call is done, so what came back is cached."""
+        if unanswered:
+            i, error = unanswered[0]
+            raise RequestsFailed(
+                f"{self.transport.where()}: {what}: {len(unanswered)} of {total} requests failed (first: "
+                f"prompt {i}: {error}; llm.max_retries={self.cfg.max_retries}); the answers that came back "
+                "are cached, so a rerun resends only the failed ones"
+            )
 
     # --- generate --------------------------------------------------------------------------------
 
@@ -195,15 +202,19 @@ class OpenAIEngine:
             return [[_refused(a) if isinstance(a, RequestFailed) else Completion(a["text"], a["finish_reason"])
                      for a in row] for row in rows]
 
-        def sample(ps: list[ChatPrompt], slots, attempt: int) -> list[list[tuple[str, bool]]]:
+        def sample(ps: list[ChatPrompt], slots, attempt: int) -> list[list[tuple[str, bool] | NoAnswer]]:
             # `slots`: a count per prompt, or each prompt's sample indices (structured.generate_validated).
+            # A refused request is that sample's failure (re-asked with the next seed, like an invalid one);
+            # one that failed for now (retries exhausted) has no answer: not retried, raised below.
             slots = [list(range(slots))] * len(ps) if isinstance(slots, int) else slots
-            return [[(_FAILED + a.error, False) if isinstance(a, RequestFailed)
-                     else (a["text"], a["finish_reason"] == "length") for a in row]
+            return [[(NoAnswer(a.error) if not a.refused else (_REFUSED + a.error, False))
+                     if isinstance(a, RequestFailed) else (a["text"], a["finish_reason"] == "length") for a in row]
                     for row in self._sample(ps, slots, s, schema, attempt)]
 
         out = generate_validated(sample, prompts, n, schema, self.cfg.structured_retries)
-        return [[_request_failure(x) for x in row] for row in out]
+        self._raise_unanswered("generate", [(i, x.error) for i, row in enumerate(out) for x in row
+                                            if isinstance(x, NoAnswer)], len(prompts) * n)
+        return [[_refusal(x) for x in row] for row in out]
 
     def _sample(self, prompts: list[ChatPrompt], slots: list[list[int]], s: Sampling,
                 schema: type[BaseModel] | None, attempt: int) -> list[list[Any]]:
@@ -269,8 +280,8 @@ def _refused(a: RequestFailed) -> GenerationFailure:
     return GenerationFailure(error=f"request refused: {a.error}", raw="", attempts=1)
 
 
-def _request_failure(x: Any) -> Any:
-    """A structured sample whose last attempt was a failed request says so (not "invalid JSON")."""
-    if isinstance(x, GenerationFailure) and x.raw.startswith(_FAILED):
-        return GenerationFailure(error=f"request failed: {x.raw[len(_FAILED):]}", raw="", attempts=x.attempts)
+def _refusal(x: Any) -> Any:
+    """A structured sample whose last attempt was a refused request says so (not "invalid JSON")."""
+    if isinstance(x, GenerationFailure) and x.raw.startswith(_REFUSED):
+        return GenerationFailure(error=f"request refused: {x.raw[len(_REFUSED):]}", raw="", attempts=x.attempts)
     return x

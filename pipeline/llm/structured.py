@@ -14,7 +14,9 @@ and lm-format-enforcer are the alternatives; both are slower per step for large 
 Constraint makes every *finished* output grammar-valid; pydantic then checks what a grammar cannot
 (validators, cross-field rules). An output cut at ``max_new_tokens`` is a failure, like an invalid
 one. Failures are retried with a fresh seed up to ``structured_retries`` times; what still fails
-comes back as a ``GenerationFailure`` row, never an exception.
+comes back as a ``GenerationFailure`` row, never an exception. A sample that got no answer at all
+(``NoAnswer``: a server that is down; the ``openai`` engine) is no output to judge: it is neither
+retried with the next seed nor a failure, and stays ``NoAnswer`` for the caller to raise on.
 
 Termination: a model can wander inside an open string, number or array until the token budget
 runs out (a random model always does). In the last ``window`` tokens of the budget,
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
@@ -52,24 +55,36 @@ def parse(schema: type[BaseModel], text: str, truncated: bool) -> BaseModel | st
         return f"schema validation failed: {e.errors(include_url=False)}"
 
 
-# A sampler over (prompts, sample indices per prompt, attempt) -> per prompt, one (text, truncated) per
-# index. The indices and the attempt pick each sample's seed (``pipeline.llm.base.sample_seed``).
-Sampler = Callable[[list, list[list[int]], int], list[list[tuple[str, bool]]]]
+@dataclass(frozen=True)
+class NoAnswer:
+    """A sample whose request got no answer this time (``error``: why); asked again, it may get one."""
+
+    error: str
+
+
+# A sampler over (prompts, sample indices per prompt, attempt) -> per prompt, one (text, truncated) or
+# NoAnswer per index. The indices and the attempt pick each sample's seed (``pipeline.llm.base.sample_seed``).
+Sampler = Callable[[list, list[list[int]], int], list[list[tuple[str, bool] | NoAnswer]]]
 
 
 def generate_validated(
     sample: Sampler, prompts: list, n: int, schema: type[BaseModel], retries: int
-) -> list[list[BaseModel | GenerationFailure]]:
+) -> list[list[BaseModel | GenerationFailure | NoAnswer]]:
     """Sample ``n`` per prompt, validate, re-sample only the failed slots (each with its own sample index
-    and the attempt number, so two failed slots of one prompt get different retries), up to ``retries`` times."""
+    and the attempt number, so two failed slots of one prompt get different retries), up to ``retries`` times.
+    A slot the sampler has no answer for keeps its ``NoAnswer`` (not retried: the next attempt's seed would
+    give another sample than an uninterrupted run)."""
     first = sample(prompts, [list(range(n))] * len(prompts), 0)
     out: list[list] = [[None] * n for _ in prompts]
     pending: list[tuple[int, int, str, str]] = []  # (row, slot, error, raw)
     for i, samples in enumerate(first):
-        for j, (text, truncated) in enumerate(samples):
-            res = parse(schema, text, truncated)
+        for j, answer in enumerate(samples):
+            if isinstance(answer, NoAnswer):
+                out[i][j] = answer
+                continue
+            res = parse(schema, *answer)
             if isinstance(res, str):
-                pending.append((i, j, res, text))
+                pending.append((i, j, res, answer[0]))
             else:
                 out[i][j] = res
     for attempt in range(1, retries + 1):
@@ -77,10 +92,13 @@ def generate_validated(
             break
         again = sample([prompts[i] for i, _, _, _ in pending], [[j] for _, j, _, _ in pending], attempt)
         still = []
-        for (i, j, _, _), [(text, truncated)] in zip(pending, again, strict=True):
-            res = parse(schema, text, truncated)
+        for (i, j, _, _), [answer] in zip(pending, again, strict=True):
+            if isinstance(answer, NoAnswer):
+                out[i][j] = answer
+                continue
+            res = parse(schema, *answer)
             if isinstance(res, str):
-                still.append((i, j, res, text))
+                still.append((i, j, res, answer[0]))
             else:
                 out[i][j] = res
         pending = still
