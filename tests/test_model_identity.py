@@ -142,3 +142,15 @@ def test_identities_of_built_in_hub_and_served_models(tmp_path):
     assert hub_commit("org/m", cache_dir=tmp_path / "hub") == "b" * 40
     assert hub_commit("org/not-cached", cache_dir=tmp_path / "hub") is None
     assert model_identities({"judge": tiny}) == {"judge": {"model": "tiny", "identity": model_identity(tiny)}}
+
+
+def test_the_release_names_the_weights_each_stage_ran_without_a_local_folders_parents(tmp_path):
+    from stages.export_write import model_reports
+
+    (tmp_path / "data" / "pugc").mkdir(parents=True)
+    (tmp_path / "data" / "pugc" / "details.json").write_text(json.dumps({"models": {
+        "judge": {"model": "/home/alice/ckpt/sft", "identity": "local:0123456789abcdef"},
+        "policy": {"model": "tiny", "identity": "tiny:784f991e5e1e"}}}))
+    assert model_reports(tmp_path, ["pugc", "curry"]) == {"pugc": {
+        "judge": {"model": "local:sft", "identity": "local:0123456789abcdef"},
+        "policy": {"model": "tiny", "identity": "tiny:784f991e5e1e"}}}
