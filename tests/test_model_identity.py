@@ -130,6 +130,7 @@ def test_identities_of_built_in_hub_and_served_models(tmp_path):
     served = LLM(model="my-judge", backend="openai", base_url="http://localhost:8000/v1",
                  **{k: v for k, v in CFG.items() if k != "backend"})
     assert model_identity(served) == "openai:my-judge"
+    assert model_identity(LLM(model=str(tmp_path / "gone"), **CFG)) == "local:missing"
     # A Hub id: the commit its cached snapshot resolves to (refs/main), read offline.
     repo = tmp_path / "hub" / "models--org--m"
     for commit in ("a" * 40, "b" * 40):

@@ -16,7 +16,8 @@ export's card. What it is, by kind of setting:
 - a local folder (or file): ``local:<hash>`` over every file under it (names starting with ``.`` skipped):
   its relative path, its size and its content, whole up to ``WHOLE_BYTES`` (configs, tokenizers, a small
   model), else ``SAMPLES`` blocks of ``BLOCK`` bytes at evenly spaced offsets, the first at byte 0 (a
-  safetensors header) and the last ending at the file's end: 64 MiB read per file, whatever its size.
+  safetensors header) and the last ending at the file's end: 64 MiB read per file, whatever its size
+  (``local:missing`` for a path missing here, e.g. on a Ray driver without the workers' folder: no protection).
   Not the safetensors header and size alone: a model re-trained into the same folder with the same
   architecture writes the same header (tensor names, dtypes, shapes, offsets) and the same size; only the
   data bytes differ, and re-training changes nearly all of them. Not the modification time: a copy, a
@@ -57,12 +58,17 @@ def model_identity(cfg: LLM) -> str:
     if seed is not None:
         return f"{TINY_NAME}:{tiny_hash(seed)}"
     if name == "smollm2":
-        from pipeline.llm.smollm2 import smollm2_path
+        from pipeline.llm.smollm2 import MissingModelPackage, smollm2_path
 
-        return "smollm2:" + smollm2_path(cache_root()).name.rpartition("-")[2]
+        try:
+            return "smollm2:" + smollm2_path(cache_root()).name.rpartition("-")[2]
+        except MissingModelPackage:  # its engine says what to install, if a step uses this role
+            return "smollm2:not-installed"
     local = Path(name).expanduser()
     if local.exists():
         return f"local:{folder_identity(local)}"
+    if name.startswith(("/", "./", "../", "~")):  # not on this machine (its engine says so, if a step uses it)
+        return "local:missing"
     return f"hub:{hub_commit(name) or 'not-cached'}"
 
 
