@@ -24,7 +24,8 @@ With a checkpoint, the driver writes finished results as they arrive: a file per
 batches, once it covers ``execution.checkpoint_rows`` input rows or ``FLUSH_SECONDS`` have passed,
 whichever comes first. A killed run resumes with the batches no file covers; a file whose rows or
 fingerprint no longer match is cleared (the fingerprint covers the caller's params, the step function,
-its keyword arguments, the engine config and the code: ``step_fingerprint``), and so is one that cannot be read back whole (cut short,
+its keyword arguments, the engine config, its weights' identity and the code: ``step_fingerprint``; other
+weights are said in one warning), and so is one that cannot be read back whole (cut short,
 or a page whose CRC fails): a warning names it and its rows are computed again.
 
 This module is the driver, the local backend and the checkpoints; the Ray backend (``ray_init``,
@@ -57,6 +58,8 @@ from pipeline.config import LLM, Execution, fingerprint
 from pipeline.errors import EngineError, StageError
 from pipeline.execute_ray import stream_ray
 from pipeline.execute_step import Block, Step, concat_outputs, to_ipc
+from pipeline.files import write_json_atomic
+from pipeline.llm.identity import model_identity
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +137,8 @@ def _plain(value: Any) -> Any:
 
 def step_fingerprint(ck: Checkpoint, fn: Callable[..., Any], fn_kwargs: dict[str, Any], engine: LLM | None) -> str:
     """What a checkpoint file must have been computed with to be reused: the caller's fingerprint (params),
-    the step's keyword arguments (prompt templates, settings), the engine config, and the code of the step's
+    the step's keyword arguments (prompt templates, settings), the engine config and the identity of its
+    weights (``model_identity``: a folder re-trained in place keeps its name), and the code of the step's
     package and of ``pipeline/`` (modules, templates and probes: rows computed before an edit of them must
     not be mixed with rows computed after it)."""
     module = sys.modules.get(getattr(getattr(fn, "func", fn), "__module__", ""))  # functools.partial: its func
@@ -143,19 +147,24 @@ def step_fingerprint(ck: Checkpoint, fn: Callable[..., Any], fn_kwargs: dict[str
         dirs.append(Path(module.__file__).resolve().parent)
     payload = [ck.fingerprint, fn_kwargs, engine.model_dump(mode="json") if engine is not None else None,
                _code_version(*sorted(set(dirs)))]
+    if engine is not None:  # the weights, not only their name (pipeline/llm/identity.py)
+        payload.append(model_identity(engine))
     return xxhash.xxh3_128(json.dumps(payload, sort_keys=True, default=_plain).encode()).hexdigest()
 
 
 class _Store:
     """A step's checkpoint folder: ``chunk-<start>-<end>-<hash>.parquet`` per finished run of batches."""
 
-    def __init__(self, ck: Checkpoint, table: pa.Table, batch_size: int, fp: str):
+    def __init__(self, ck: Checkpoint, table: pa.Table, batch_size: int, fp: str, model: dict | None = None):
         self.dir, self.fp, self.table = Path(ck.dir), fp, table
         self.dir.mkdir(parents=True, exist_ok=True)
         self.done: dict[int, tuple[int, pa.Table]] = {}
         n, last = table.num_rows, 0
         entries = sorted(self.dir.iterdir(), key=lambda p: p.name)
+        _say_if_model_changed(self.dir, entries, model)
         for path in entries:
+            if path.name == MODEL_FILE:
+                continue
             m = _NAME.fullmatch(path.name)
             s, e = (int(m[1]), int(m[2])) if m else (-1, -1)
             aligned = s % batch_size == 0 and (e % batch_size == 0 or e == n)
@@ -167,6 +176,9 @@ class _Store:
                 log.info("resume: %s already done", path)
             else:
                 (shutil.rmtree if path.is_dir() else os.remove)(path)
+
+        if model is not None:
+            write_json_atomic(model, self.dir / MODEL_FILE)
 
     def pending(self) -> list[tuple[int, int]]:
         spans, pos = [], 0
@@ -184,6 +196,22 @@ class _Store:
             os.fsync(f.fileno())
         os.replace(tmp, self.dir / name)
         return pq.read_table(self.dir / name)
+
+
+MODEL_FILE = "model.json"  # the engine's model and weights identity the checkpoint files were computed with
+
+
+def _say_if_model_changed(folder: Path, entries: list[Path], model: dict | None) -> None:
+    """One warning when the checkpoint files in ``folder`` were computed with other weights than ``model``'s
+    (``{"model", "identity"}``): their fingerprints no longer match, and the step starts over."""
+    try:
+        before = json.loads((folder / MODEL_FILE).read_text())
+    except (OSError, ValueError):
+        return
+    chunks = any(_NAME.fullmatch(p.name) for p in entries)
+    if model is not None and chunks and isinstance(before, dict) and before.get("identity") != model["identity"]:
+        log.warning("%s: the weights of model %s changed since these checkpoints were written (%s, now %s); "
+                    "starting the step over", folder, model["model"], before.get("identity"), model["identity"])
 
 
 def _read_chunk(path: Path) -> pa.Table | None:
@@ -225,7 +253,8 @@ def map_batches(
     n = table.num_rows
     if n == 0:
         return None
-    store = (_Store(checkpoint, table, batch_size, step_fingerprint(checkpoint, fn, fn_kwargs, engine))
+    model = {"model": engine.model, "identity": model_identity(engine)} if engine is not None else None
+    store = (_Store(checkpoint, table, batch_size, step_fingerprint(checkpoint, fn, fn_kwargs, engine), model)
              if checkpoint is not None else None)
     spans = store.pending() if store is not None else [(0, n)]
     pieces = {s: done for s, (_, done) in store.done.items()} if store is not None else {}

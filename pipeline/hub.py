@@ -191,6 +191,8 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
     drops = [[f"`{c}`", f"`{r}`", n, REASONS.get(r, "")] for c, reasons in stats.get("drops_by_config", {}).items() for r, n in reasons.items()]
     held = [[f"`{p}`", v.get("prompts", 0), v.get("removed", 0)] for p, v in stats.get("held_out", {}).items()]
     gates = _gate_rows(stats.get("gates", {}))
+    models = [[m, role, r.get("model", "—"), f"`{r.get('identity')}`"] for m, roles in stats.get("models", {}).items()
+              for role, r in roles.items()]
     decon = [[s, v["prompts"], f"`{v['prompts_sha256'][:12]}`" if "prompts_sha256" in v else "—", v["removed"], v["status"]]
              for s, v in stats["decontamination"].items()]
     pii = [[k, n] for k, n in stats["pii"].items()]
@@ -237,6 +239,9 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "Judge gates each stage recorded (a judge labels data only after it scores its probe set; a gate at or "
         "below 0.5 is lowered and lets a chance-level judge through):\n",
         _table(["method", "judge role", "model", "probe accuracy", "gate", "labels"], gates or [["(none)", "—", "—", "—", "—", "—"]]) + "\n",
+        "Model weights each stage ran (`tiny:`/`smollm2:` the built-in model's build hash, `local:` a hash of the "
+        "folder's files, `hub:` the cached snapshot's commit, `openai:` the served name):\n",
+        _table(["method", "role", "model", "weights identity"], models or [["(none)", "—", "—", "—"]]) + "\n",
         "PII replaced (by `[REDACTED_<KIND>]` markers):\n",
         _table(["kind", "replacements"], pii or [["(redaction off)", 0]]) + "\n",
         "## Training on it with TRL\n",

@@ -37,6 +37,7 @@ from pipeline.checks import same_text
 from pipeline.config import LLM, Dove, Execution, Params, fingerprint, resolve_role
 from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import StageError, shard_sizes, write_shards
+from pipeline.llm.identity import model_identities
 from pipeline.metrics import announce_overrides, gate_headline, say, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.prompt import template
@@ -383,6 +384,7 @@ def main(params: Params) -> None:
         "gates": {"judge": gate},
         "tiny_overrides": overrides,
         "judge": judge_cfg.model,
+        "models": model_identities({"judge": judge_cfg}),
         "fingerprint": fp,
     }
     write_metrics(out, {"rows_in": item_metrics["rows_in"], "comparisons": judgment["comparisons"],

@@ -84,6 +84,7 @@ from stages.export_write import (
     ReleaseWriter,
     build_stats,
     gate_reports,
+    model_reports,
     release_headline,
     release_order,
     row_counts,
@@ -263,6 +264,7 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows
     rows = row_counts(order_p, configs) | row_counts(order_j, [m for m in present if m in JOINT])
     stats = build_stats(pairs, joint, rows, drops, pii, in_rows, skipped, eval_status, held_status)
     stats["gates"] = gate_reports(root, list(inputs))
+    stats["models"] = model_reports(root, list(inputs))
     stats["fingerprint"] = fp
 
     tmp = out_dir.parent / f".{out_dir.name}.tmp"

@@ -202,6 +202,21 @@ def gate_reports(root: Path, methods: list[str]) -> dict[str, Any]:
     return out
 
 
+def model_reports(root: Path, methods: list[str]) -> dict[str, dict[str, dict[str, str]]]:
+    """Per method: ``{role: {"model", "identity"}}``, the weights each of its model roles ran
+    (``models`` in ``data/<method>/details.json``, ``pipeline.llm.identity``); a method without models is left out."""
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for m in methods:
+        try:
+            models = json.loads((root / "data" / m / DETAILS).read_text()).get("models")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(models, dict) and models:
+            out[m] = {role: {"model": model_label(r.get("model")), "identity": r.get("identity")}
+                      for role, r in sorted(models.items()) if isinstance(r, dict)}
+    return out
+
+
 def signal_categories(root: Path) -> list[dict[str, Any]]:
     """SAT/DSAT category counts from WildFeedback's signals table, when it exists."""
     path = root / SIGNALS_DIR

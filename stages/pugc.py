@@ -33,6 +33,7 @@ from pipeline.checks import same_text
 from pipeline.config import LLM, Params, Pugc, Sampling, fingerprint, resolve_role
 from pipeline.drops import account, first_reason
 from pipeline.llm.base import GenerationFailure, sample_fields
+from pipeline.llm.identity import model_identities
 from pipeline.metrics import DETAILS, announce_overrides
 from pipeline.prompt import copies_template, fill_rows, template, template_phrases
 from pipeline.text import normalise
@@ -306,7 +307,8 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     fp = fingerprint(cfg, params.llm)  # in every pair's lineage and every shard manifest
     gen, policy, judge = (resolve_role(params.llm, getattr(cfg.roles, r)) for r in ("generator", "policy", "judge"))
     metrics: dict = {"tiny_overrides": announce_overrides(params, "pugc", "tiny model settings applied "
-                                                          "(params.yaml tiny_overrides)")}
+                                                          "(params.yaml tiny_overrides)"),
+                     "models": model_identities({"generator": gen, "policy": policy, "judge": judge})}
     clock = StepClock()  # seconds per step go to the console, never to the metrics (a DVC output)
 
     docs, metrics["input"] = load_documents(documents, cfg.sources)

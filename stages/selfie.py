@@ -36,6 +36,7 @@ from pipeline.config import LLM, Execution, Params, Sampling, Selfie, fingerprin
 from pipeline.execute import CHECKPOINT_ROOT, clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import SourceError, shard_sizes
 from pipeline.llm.base import sample_fields
+from pipeline.llm.identity import model_identities
 from pipeline.metrics import announce_overrides, gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import empty_table
@@ -322,6 +323,7 @@ def main(params: Params) -> None:
         "policy": policy.model,
         "reference": reference.model,
         "same_model": same,
+        "models": model_identities({"policy": policy, "reference": reference}),
         "logprob_passes": 0 if scored.is_empty() else 1 if same else 2,
         "tiny_overrides": applied,
         "gates": {"reward": gate},

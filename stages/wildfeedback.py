@@ -50,6 +50,7 @@ from pipeline.errors import StageError
 from pipeline.execute import clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import ShardWriter, iter_batches, shard_sizes
 from pipeline.langid import UNDETERMINED, detect_languages
+from pipeline.llm.identity import model_identities
 from pipeline.metrics import announce_overrides, gate_headline, say, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import SCHEMAS, check_table
@@ -366,6 +367,8 @@ def main(params: Params) -> None:
     check_sources(IN, params.wildfeedback.sources)  # before the judge gates: with a real model, minutes
     gates, params, judge_usable = run_gates(params)
     cfg, ex = params.wildfeedback, params.execution
+    roles = {r: resolve_role(params.llm, getattr(cfg.roles, r)) for r in type(cfg.roles).model_fields}
+    models = model_identities(roles)  # the weights each role runs, for details.json and the card
     fp = output_fingerprint(params)
     sizes = shard_sizes(ex, spill_bytes=ex.spill_bytes, fingerprint=fp)
     metrics: dict = {}
@@ -394,6 +397,7 @@ def main(params: Params) -> None:
     for w in warnings:
         say(f"wildfeedback: output collapsed: {w}")
     numbers, summary = headline(metrics, gates, warnings)
+    summary["models"] = models
     write_metrics(out, numbers, summary)
     commit_outputs(OUT)
     clear_checkpoints("wildfeedback")

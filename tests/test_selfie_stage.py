@@ -108,6 +108,44 @@ def test_a_run_that_fails_writing_its_outputs_resumes_from_its_model_steps(tmp_p
     assert not checkpoints.exists()  # cleared once the outputs are in place
 
 
+def test_a_policy_folder_retrained_in_place_before_the_resume_is_sampled_again(tmp_path, monkeypatch, caplog):
+    """The policy is a local folder a training run overwrites (same file names and sizes) between a run that
+    failed writing its outputs and the rerun: the policy's checkpoints were made by the old weights, so its
+    steps start over (they were reused, the output mixing two models), and details.json names the new weights."""
+    import errno
+    import os
+
+    import pipeline.config
+    from pipeline import cli
+
+    folder = tmp_path / "sft"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"old weights")
+    engines = {str(folder): FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
+    params = _project(tmp_path, monkeypatch, engines, policy_model=str(folder), reference_model="ref")
+    monkeypatch.setattr(pipeline.config, "load_params", lambda path: params)
+
+    def full(out):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(selfie, "commit_outputs", full)
+        assert cli.main(["run", "selfie"]) == 1
+    assert any((tmp_path / ".prefpipe/checkpoints/selfie/sample").glob("chunk-*.parquet"))
+    (folder / "model.safetensors").write_bytes(b"new weights")  # re-trained in place
+    for engine in engines.values():
+        engine.calls.clear()
+    assert cli.main(["run", "selfie"]) == 0
+    assert [c for c in engines[str(folder)].calls if c[0] == "generate"]  # sampled again, by the new weights
+    said = [r.getMessage() for r in caplog.records if "starting the step over" in r.getMessage()]
+    assert len(said) == 2 and all(str(folder) in m for m in said)  # sample and logprob_policy, a line each
+    from pipeline.llm.identity import folder_identity
+
+    policy = _metrics(tmp_path)["models"]["policy"]
+    assert policy == {"model": str(folder), "identity": f"local:{folder_identity(folder)}"}
+
+
 def test_stage_writes_seed_and_iteration_pairs_responses_and_metrics(tmp_path, monkeypatch):
     engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
     params = _project(

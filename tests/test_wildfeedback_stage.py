@@ -107,7 +107,8 @@ def test_metrics_top_level_is_a_few_headline_numbers(tmp_path, monkeypatch):
     """#15: `dvc metrics show` reads the top level: headline numbers, the gate reports, details nested."""
     _, pairs, _, m = run_stage(tmp_path, monkeypatch, FakeEngine(), detector="rules")
     assert set(m) == {"conversations_selected", "signals_sat", "signals_dsat", "pairs", "pairs_natural_revision",
-                       "pairs_generated", "gates_run", "gates_passed", "collapse_warnings", "gates", "details"}
+                       "pairs_generated", "gates_run", "gates_passed", "collapse_warnings", "gates", "models", "details"}
+    assert set(m["models"]) == {"detector", "summarizer", "expert", "policy", "judge"}  # each role's weights
     assert m["pairs"] == pairs.num_rows == m["pairs_natural_revision"] + m["pairs_generated"] == 3
     assert (m["conversations_selected"], m["signals_dsat"]) == (4, 2) and m["details"]["detector"] == "rules"
 

