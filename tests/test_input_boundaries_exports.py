@@ -186,6 +186,15 @@ def test_a_csv_header_repeated_inside_the_file_is_a_reject_not_a_record(tmp_path
         "their headers (`tail -n +2`)"]
 
 
+def test_a_repeated_header_with_empty_column_names_is_a_reject_too(tmp_path):
+    """Excel's "id,text,," header, its file joined to another with ``cat``: the empty names were given names
+    ("unnamed column 3"), so the second header no longer matched them and became a record whose text is "text"."""
+    (tmp_path / "j.csv").write_text("id,text,,\n1,hello,,\nid,text,,\n2,world,,\n")
+    res = _ingest(tmp_path / "j.csv")
+    assert [r["messages"][0]["content"] for r in res.rows["prompts"]] == ["hello", "world"]
+    assert [r["reason"].split(" (")[0] for r in res.rejects] == ["j.csv:2: the row repeats the header row"]
+
+
 def test_two_json_records_on_one_line_say_so(tmp_path):
     """A JSON lines file without a final line break joined to another with ``cat``: "invalid JSON: Extra data at
     column 23", not saying why."""
