@@ -130,6 +130,15 @@ def test_a_json_file_holding_one_record_with_a_data_list_is_that_record(tmp_path
         assert res.rejects == [] and [r["messages"][0]["content"] for r in res.rows["prompts"]] == ["hello"], name
 
 
+def test_a_data_wrapper_with_a_null_among_its_records_keeps_the_records(tmp_path):
+    """``{"data": [rec, rec, null]}`` was taken for one record (its list is not all records): both records lost
+    under one "missing field 'text'" reject, where the null alone is a reject."""
+    (tmp_path / "w.json").write_text(json.dumps({"data": [{"id": 1, "text": "hello"}, {"id": 2, "text": "world"}, None]}))
+    res = _ingest(tmp_path / "w.json")
+    assert [r["messages"][0]["content"] for r in res.rows["prompts"]] == ["hello", "world"]
+    assert [r["reason"] for r in res.rejects] == ["w.json:3: record is NoneType, expected a JSON object"]
+
+
 def test_a_glob_that_matches_a_folder_but_not_its_files_fails_naming_the_file(tmp_path):
     """``logs/*`` matched ``logs/2024/`` and read none of its files, without a word."""
     from pipeline.io import SourceError
