@@ -7,6 +7,7 @@ of the child process), peak RSS, and the md5 of every file the stage wrote (the 
 
     python bench/stage_ab.py --base main --n 200000 --stages ingest wildfeedback --rounds 2
     python bench/stage_ab.py --smoke      # 2,000 conversations, ingest, HEAD against this checkout (checks the bench runs)
+    python bench/stage_ab.py --base main --n 200000 --stages ingest --parquet   # the log as a Parquet source
 """
 
 from __future__ import annotations
@@ -34,6 +35,21 @@ def checkout(ref: str, dest: Path) -> Path:
     archive = subprocess.run(["git", "archive", ref, "pipeline", "stages"], cwd=ROOT, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     return dest
+
+
+def as_parquet(repo: Path) -> None:
+    """The synthetic log rewritten as ``log.parquet`` (row groups of 10,000), the conversation source read from it.
+    Converted in a child process: a child forked from a large parent reports that parent's peak RSS as its own."""
+    import yaml
+
+    subprocess.run([sys.executable, "-c", "import polars as pl; pl.read_ndjson('log.jsonl').write_parquet("
+                    "'log.parquet', row_group_size=10_000)"], cwd=repo, check=True)
+    (repo / "log.jsonl").unlink()
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for src in params["ingest"]["sources"]:
+        if src["path"] == "log.jsonl":
+            src["path"] = "log.parquet"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def digest(folder: Path) -> str:
@@ -67,12 +83,15 @@ def main() -> None:
                     help="stages to time, in DAG order (export needs every method stage run first)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--smoke", action="store_true", help="2,000 conversations, ingest, one round against HEAD")
+    ap.add_argument("--parquet", action="store_true", help="the log as a Parquet file (ingest's Parquet reader)")
     args = ap.parse_args()
     if args.smoke:
         args.base, args.n, args.stages, args.rounds = "HEAD", 2000, ["ingest"], 1
     with tempfile.TemporaryDirectory() as tmp:
         codes = {"base": checkout(args.base, Path(tmp) / "base"), "this": ROOT}
         repo = prepare(args.n, Path(tmp))
+        if args.parquet:
+            as_parquet(repo)
         for sub in ("pipeline", "stages"):  # the copy's own code must not shadow PYTHONPATH (cwd comes first)
             shutil.rmtree(repo / sub, ignore_errors=True)
         print(f"{args.n:,} conversations; base = {args.base}; load average {os.getloadavg()[0]:.1f}", flush=True)

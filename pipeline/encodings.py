@@ -65,7 +65,7 @@ def batch_rows(batch: pa.RecordBatch) -> Iterator[tuple[dict[str, Any] | None, s
     (a file another tool wrote), or a value Python cannot hold (a timestamp or date past year 9999), is
     ``(None, reason naming the column)``, and the batch's other rows are kept."""
     try:
-        rows = batch.to_pylist(maps_as_pydicts=MAPS)
+        rows = python_values(batch)
     except UNCONVERTIBLE:
         rows = None
     if rows is not None:
@@ -74,7 +74,7 @@ def batch_rows(batch: pa.RecordBatch) -> Iterator[tuple[dict[str, Any] | None, s
     for j in range(batch.num_rows):
         row = batch.slice(j, 1)
         try:
-            value = row.to_pylist(maps_as_pydicts=MAPS)[0]
+            value = python_values(row)[0]
         except UNCONVERTIBLE as e:
             yield None, unconvertible_reason(row, e)
             continue
@@ -88,6 +88,17 @@ UNCONVERTIBLE = (UnicodeDecodeError, OverflowError, ValueError, KeyError)
 # A map column (``map<string, ...>``, as Spark and DuckDB write a JSON object) is a dict, as the object it holds: as a
 # list of (key, value) pairs, its fields were not found ("metadata.score_chosen") and messages were rejects.
 MAPS = "strict"
+
+
+def python_values(data: pa.RecordBatch | pa.Array | pa.ChunkedArray) -> list[Any]:
+    """``data.to_pylist()``, a map column as dicts (``MAPS``). pyarrow takes a slower path for every column once
+    ``maps_as_pydicts`` is given (7x: 0.2 -> 1.5 s for 200k conversations), so it is given only where a map is."""
+    schema_types = [f.type for f in data.schema] if isinstance(data, pa.RecordBatch) else [data.type]
+    return data.to_pylist(maps_as_pydicts=MAPS) if any(map(_holds_map, schema_types)) else data.to_pylist()
+
+
+def _holds_map(t: pa.DataType) -> bool:
+    return pa.types.is_map(t) or any(_holds_map(t.field(i).type) for i in range(t.num_fields))
 
 
 def unconvertible_reason(row: pa.RecordBatch, e: Exception) -> str:
@@ -105,7 +116,7 @@ def unconvertible_reason(row: pa.RecordBatch, e: Exception) -> str:
 
 def _decodes(column: pa.Array) -> bool:
     try:
-        column.to_pylist(maps_as_pydicts=MAPS)
+        python_values(column)
     except UNCONVERTIBLE:
         return False
     return True

@@ -30,6 +30,7 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
         # text that silently swallows the quotes, or the rest of the file
         reader = csv.DictReader(lines, strict=True)
         i = line = served = 0
+        written: list[str] | None = None  # the header as the file writes it, where its empty names were given names
         while True:
             try:
                 if not reader.line_num:  # the header, on a budget of its own (line_num is 0 until it is read)
@@ -38,7 +39,8 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                         raise limits.RowTooLong(f"over max_record_bytes={limit}")
                     if reader.fieldnames and reader.fieldnames.count("") > 1:  # Excel's empty columns ("id,text,,"):
                         # each its own name, so no value is lost (the whole file was a "names [''] twice" reject)
-                        reader.fieldnames = [n or f"unnamed column {j + 1}" for j, n in enumerate(reader.fieldnames)]
+                        written = reader.fieldnames
+                        reader.fieldnames = [n or f"unnamed column {j + 1}" for j, n in enumerate(written)]
                 line, served = reader.line_num, lines.served
                 lines.start_row()
                 rec = next(reader, None)
@@ -85,7 +87,7 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
             if (shape := _field_count_error(rec, reader.fieldnames)) is not None:
                 yield RawRow(str(path), i, error=shape, raw=preview_of(rec))
                 continue
-            if _repeats_header(rec, reader.fieldnames):  # it was a record whose text is the column's name
+            if _repeats_header(rec, written or reader.fieldnames):  # it was a record whose text is the column's name
                 yield RawRow(str(path), i, raw=preview_of(rec), error="the row repeats the header row (CSV files joined "
                              "with `cat`?): not a record; join them without their headers (`tail -n +2`)")
                 continue
@@ -95,12 +97,13 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
 
 
 def _repeats_header(rec: dict[str | None, Any], header: list[str]) -> bool:
-    """Whether a CSV row holds the header's names, column for column (a byte order mark before the first one: the
-    second of two files joined with ``cat``)."""
-    values = [str(v) for v in rec.values()]
-    if not any(header) or len(values) != len(header):
+    """Whether a CSV row holds the header's names (as the file writes them), column for column (a byte order mark
+    before the first one: the second of two files joined with ``cat``)."""
+    first = next(iter(rec.values()), None)  # most rows differ here: no list is built for them
+    if not any(header) or str(first).lstrip("\ufeff") != header[0].lstrip("\ufeff"):
         return False
-    return [values[0].lstrip("\ufeff"), *values[1:]] == [header[0].lstrip("\ufeff"), *header[1:]]
+    values = [str(v) for v in rec.values()]
+    return len(values) == len(header) and values[1:] == header[1:]
 
 
 def _other_delimiter(header: list[str] | None) -> str | None:

@@ -123,10 +123,12 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
 
 
 def _data_wrapper(value: object) -> bool:
-    """Whether a parsed ``.json`` file is ``{"data": [records]}`` rather than one record that has a ``data`` list (of
-    numbers, strings: not records), which was read as its elements, each a reject, and the record itself lost."""
+    """Whether a parsed ``.json`` file is ``{"data": [records]}`` rather than one record that has a ``data`` list of
+    no records (numbers, strings), which was read as its elements, each a reject, and the record itself lost. A
+    list holding a record is the file's records, a null or a number among them a reject each: taken for one
+    record, they were all lost under one "missing field" reject."""
     data = value.get("data") if isinstance(value, dict) else None
-    return isinstance(data, list) and all(isinstance(rec, dict) for rec in data)
+    return isinstance(data, list) and (not data or any(isinstance(rec, dict) for rec in data))
 
 
 def _broken_data_wrapper(text: str) -> bool:

@@ -262,9 +262,11 @@ def run_gate(judge_probes, cfg, model: str, on_failure: str) -> dict[str, Any]:
     judged = judge_probes(probes.select(JUDGE_INPUT).to_arrow())
     judged_df = pl.from_arrow(judged) if judged is not None else pl.DataFrame(schema=JUDGED_SCHEMA)
     correct, detail = probe_report(probes, judged_df, cfg.position_calibration)
-    # The stage labels joint and conditional comparisons alike: the judge must make both distinctions (one
-    # right on every joint probe and at chance on the conditional ones scored 0.75 overall).
-    kinds = {k: detail[f"{k}_accuracy"] for k in ("joint", "conditional") if detail[f"{k}_accuracy"] is not None}
+    # The judge must make each distinction the stage labels (one right on every joint probe and at chance on
+    # the conditional ones scored 0.75 overall): joint comparisons, and conditional ones with include_conditional
+    # (without it none is labelled, and a judge weak on them only must not be failed for it).
+    labelled = ("joint", "conditional") if cfg.include_conditional else ("joint",)
+    kinds = {k: detail[f"{k}_accuracy"] for k in labelled if detail[f"{k}_accuracy"] is not None}
     return check_gate("dove", "judge", model, correct, min_accuracy=cfg.gates.judge, key="dove.gates.judge",
                       on_failure=on_failure, detail=detail, errors=judged_df["failure"].to_list(), contrasts=kinds)
 

@@ -356,6 +356,18 @@ def test_gate_withholds_a_judge_at_chance_on_conditional_comparisons(helpful, pa
     assert gate["contrasts"] == {"conditional": 0.5, "joint": 1.0}
 
 
+def test_gate_reads_only_the_comparisons_the_stage_labels(helpful, params, tmp_path, monkeypatch):
+    """With include_conditional false the stage labels joint comparisons only: a judge right on every joint probe
+    and at chance on the conditional ones passes on the joint distinction (it was failed on the unused one)."""
+    sft, cond = helpful
+    monkeypatch.chdir(tmp_path)
+    _write_helpful(tmp_path, sft[:10], cond[:5])
+    monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: JointOnlyJudge(), raising=False)
+    D.main(_gate_params(params, 0.75, "withhold", include_conditional=False))
+    gate = json.loads((tmp_path / "data/dove/details.json").read_text())["gates"]["judge"]
+    assert (gate["accuracy"], gate["passed"], gate["weakest"], gate["contrasts"]) == (1.0, True, "joint", {"joint": 1.0})
+
+
 class BiasedJudge(ScriptedJudge):
     """Log-odds 2 for position a plus 0.5 per 'GOOD' of difference: raw verdicts always 'a' (no agreement
     across orders), a faint signal that median calibration turns into labels."""

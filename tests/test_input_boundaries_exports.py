@@ -99,6 +99,19 @@ def test_parquet_maps_and_uuids_are_read_as_the_objects_and_ids_they_hold(tmp_pa
         "one of them): give each key once"]
 
 
+def test_a_map_nested_in_a_list_of_structs_is_a_dict_and_a_batch_without_maps_reads_the_same():
+    """``maps_as_pydicts`` is passed only to batches that hold a map (pyarrow's path with it is 7x slower for every
+    column: bench/stage_ab.py --parquet): a map at any depth is still the object it holds."""
+    from pipeline.encodings import batch_rows
+
+    nested = pa.array([[{"role": "user", "meta": [("k", "v")]}]],
+                      pa.list_(pa.struct([("role", pa.string()), ("meta", pa.map_(pa.string(), pa.string()))])))
+    batch = pa.record_batch({"id": [1], "messages": nested})
+    assert list(batch_rows(batch)) == [({"id": 1, "messages": [{"role": "user", "meta": {"k": "v"}}]}, None)]
+    plain = pa.record_batch({"id": [1], "messages": pa.array([[{"role": "user"}]])})
+    assert list(batch_rows(plain)) == [({"id": 1, "messages": [{"role": "user"}]}, None)]
+
+
 def test_a_null_required_field_says_it_is_null_not_missing(tmp_path):
     pq.write_table(pa.table({"id": ["a", "b"], "text": pa.array(["x", None])}), tmp_path / "d.parquet")
     assert [r["reason"] for r in _ingest(tmp_path / "d.parquet", "documents", "documents").rejects] == [
@@ -128,6 +141,15 @@ def test_a_json_file_holding_one_record_with_a_data_list_is_that_record(tmp_path
     for name in ("one.json", "wrapped.json"):
         res = _ingest(tmp_path / name)
         assert res.rejects == [] and [r["messages"][0]["content"] for r in res.rows["prompts"]] == ["hello"], name
+
+
+def test_a_data_wrapper_with_a_null_among_its_records_keeps_the_records(tmp_path):
+    """``{"data": [rec, rec, null]}`` was taken for one record (its list is not all records): both records lost
+    under one "missing field 'text'" reject, where the null alone is a reject."""
+    (tmp_path / "w.json").write_text(json.dumps({"data": [{"id": 1, "text": "hello"}, {"id": 2, "text": "world"}, None]}))
+    res = _ingest(tmp_path / "w.json")
+    assert [r["messages"][0]["content"] for r in res.rows["prompts"]] == ["hello", "world"]
+    assert [r["reason"] for r in res.rejects] == ["w.json:3: record is NoneType, expected a JSON object"]
 
 
 def test_a_glob_that_matches_a_folder_but_not_its_files_fails_naming_the_file(tmp_path):
@@ -184,6 +206,15 @@ def test_a_csv_header_repeated_inside_the_file_is_a_reject_not_a_record(tmp_path
     assert [r["reason"] for r in res.rejects] == [
         "j.csv:2: the row repeats the header row (CSV files joined with `cat`?): not a record; join them without "
         "their headers (`tail -n +2`)"]
+
+
+def test_a_repeated_header_with_empty_column_names_is_a_reject_too(tmp_path):
+    """Excel's "id,text,," header, its file joined to another with ``cat``: the empty names were given names
+    ("unnamed column 3"), so the second header no longer matched them and became a record whose text is "text"."""
+    (tmp_path / "j.csv").write_text("id,text,,\n1,hello,,\nid,text,,\n2,world,,\n")
+    res = _ingest(tmp_path / "j.csv")
+    assert [r["messages"][0]["content"] for r in res.rows["prompts"]] == ["hello", "world"]
+    assert [r["reason"].split(" (")[0] for r in res.rejects] == ["j.csv:2: the row repeats the header row"]
 
 
 def test_two_json_records_on_one_line_say_so(tmp_path):
