@@ -239,8 +239,10 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "Judge gates each stage recorded (a judge labels data only after it scores its probe set; a gate at or "
         "below 0.5 is lowered and lets a chance-level judge through):\n",
         _table(["method", "judge role", "model", "probe accuracy", "gate", "labels"], gates or [["(none)", "—", "—", "—", "—", "—"]]) + "\n",
-        "Model weights each stage ran (`tiny:`/`smollm2:` the built-in model's build hash, `local:` a hash of the "
-        "folder's files, `hub:` the cached snapshot's commit, `openai:` the served name):\n",
+        "Model weights behind each stage's roles, as its settings named them (a role those settings left unused, "
+        "e.g. WildFeedback's detector under `detector: rules`, is listed too; `tiny:`/`smollm2:` the built-in "
+        "model's build hash, `local:` a hash of the folder's files, `hub:` the cached snapshot's commit, `openai:` "
+        "the served name):\n",
         _table(["method", "role", "model", "weights identity"], models or [["(none)", "—", "—", "—"]]) + "\n",
         "PII replaced (by `[REDACTED_<KIND>]` markers):\n",
         _table(["kind", "replacements"], pii or [["(redaction off)", 0]]) + "\n",
