@@ -65,14 +65,15 @@ def _judges_on(url: str):
 
 
 def _plain(value: Any) -> Any:
-    """JSON text parsed; the params fingerprint (it covers the roles' backend) left out."""
+    """JSON text parsed; the params fingerprint (it covers the roles' backend) and the models' weights identity
+    (``openai:<name>`` against the in-process ``tiny:<hash>``, checked on its own) left out."""
     if isinstance(value, str) and value[:1] in "{[":
         try:
             value = json.loads(value)
         except ValueError:
             return value
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if k != "fingerprint"}
+        return {k: _plain(v) for k, v in value.items() if k not in ("fingerprint", "identity")}
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
@@ -130,6 +131,9 @@ def test_pugc_and_dove_judges_through_the_server_equal_the_in_process_run_and_re
     assert ran == {"pugc", "dove"}, ran
     remote = snapshot(repo)
     assert_close(remote, local)
+    for stage in ("pugc", "dove"):  # the details name the server's model, not the in-process build
+        models = json.loads((repo / f"data/{stage}/details.json").read_text())["models"]
+        assert models["judge"]["identity"] == "openai:tiny", models
     n = server.requests()
     # Every judge call scored its options with prompt_logprobs (option_scoring: sequence).
     assert server.requests("completions") == n >= len(local["data/pugc/queries"]) + len(local["data/pugc/responses"])
