@@ -76,26 +76,32 @@ def _metrics(tmp_path) -> dict:
     return json.loads((tmp_path / "data/selfie/details.json").read_text())
 
 
-def test_a_run_that_fails_writing_its_outputs_resumes_from_its_model_steps(tmp_path, monkeypatch, capsys):
-    # Selfie (and WildFeedback) cleared each step's checkpoint as soon as the step ended, so a full disk (or a
-    # kill) while the outputs were written cost every model call again. Now the stage clears them once its
-    # outputs are committed.
+def _run_failing_to_write_outputs(monkeypatch) -> int:
+    """``prefpipe run selfie`` with the disk full while its outputs are committed: the CLI's exit code."""
     import errno
     import os
 
-    import pipeline.config
     from pipeline import cli
-
-    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
-    params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref")
-    monkeypatch.setattr(pipeline.config, "load_params", lambda path: params)
 
     def full(out):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     with monkeypatch.context() as m:
         m.setattr(selfie, "commit_outputs", full)
-        assert cli.main(["run", "selfie"]) == 1
+        return cli.main(["run", "selfie"])
+
+
+def test_a_run_that_fails_writing_its_outputs_resumes_from_its_model_steps(tmp_path, monkeypatch, capsys):
+    # Selfie (and WildFeedback) cleared each step's checkpoint as soon as the step ended, so a full disk (or a
+    # kill) while the outputs were written cost every model call again. Now the stage clears them once its
+    # outputs are committed.
+    import pipeline.config
+    from pipeline import cli
+
+    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
+    params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref")
+    monkeypatch.setattr(pipeline.config, "load_params", lambda path: params)
+    assert _run_failing_to_write_outputs(monkeypatch) == 1
     assert "No space left on device (ENOSPC)" in capsys.readouterr().err
     assert not (tmp_path / "data/selfie/.staging").exists()  # no half-written outputs hold the space
     checkpoints = tmp_path / ".prefpipe/checkpoints/selfie"
@@ -112,9 +118,6 @@ def test_a_policy_folder_retrained_in_place_before_the_resume_is_sampled_again(t
     """The policy is a local folder a training run overwrites (same file names and sizes) between a run that
     failed writing its outputs and the rerun: the policy's checkpoints were made by the old weights, so its
     steps start over (they were reused, the output mixing two models), and details.json names the new weights."""
-    import errno
-    import os
-
     import pipeline.config
     from pipeline import cli
 
@@ -125,13 +128,7 @@ def test_a_policy_folder_retrained_in_place_before_the_resume_is_sampled_again(t
     engines = {str(folder): FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
     params = _project(tmp_path, monkeypatch, engines, policy_model=str(folder), reference_model="ref")
     monkeypatch.setattr(pipeline.config, "load_params", lambda path: params)
-
-    def full(out):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    with monkeypatch.context() as m:
-        m.setattr(selfie, "commit_outputs", full)
-        assert cli.main(["run", "selfie"]) == 1
+    assert _run_failing_to_write_outputs(monkeypatch) == 1
     assert any((tmp_path / ".prefpipe/checkpoints/selfie/sample").glob("chunk-*.parquet"))
     (folder / "model.safetensors").write_bytes(b"new weights")  # re-trained in place
     for engine in engines.values():
