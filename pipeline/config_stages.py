@@ -220,6 +220,9 @@ class Dove(Section):
     # "median": remove the judge's median log-odds for position a before the AB/BA agreement rule (ours).
     position_calibration: Literal["none", "median"]
     conditional_pairs_per_instruction: int = Field(gt=0)
+    # A draw whose two sides are the same text (or a conditional draw its instruction already made) is redrawn
+    # up to this many times, each attempt seeded by (seed, step, attempt); 0 drops it at once (ours).
+    max_redraws: int = Field(ge=0)
     # Judge prompts are cut to fit this many characters (and the judge's max_model_len in tokens);
     # the cut texts are flagged in the pair's lineage (`judge_truncated`).
     max_prompt_chars: int = Field(gt=0)

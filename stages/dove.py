@@ -9,9 +9,9 @@ The steps, as in METHODS.md §5:
    OTHER instructions, either at random (seeded) or its nearest neighbours in a TF-IDF (or
    embedding) space (ours); one response is drawn for each side. With ``include_conditional``,
    two responses of the same instruction are compared too (the paper's combined setup). A
-   comparison whose two sides are the same instruction and response once whitespace is normalised, case folded
-   and sentence punctuation set aside (``pipeline.checks.same_text``)
-   is dropped (counted): it would set a text against itself.
+   draw whose two sides are the same instruction and response once whitespace is normalised, case folded
+   and sentence punctuation set aside (``pipeline.checks.same_text``) would set a text against itself: it is
+   redrawn, up to ``max_redraws`` seeded attempts, then dropped (counted; stages/dove_draws.py).
 3. **Joint judgment** (stages/dove_judge.py): the ``judge`` role first proves it discriminates on
    built-in probes (``dove.gates.judge``), then sees Instruction (a)/Output (a) and Instruction
    (b)/Output (b) and ``choose``s "a" or "b", once in each position order. Both orders agreeing
@@ -42,6 +42,7 @@ from pipeline.metrics import announce_overrides, gate_headline, say, write_metri
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.prompt import template
 from pipeline.records import SCHEMAS, one_message, stable_id
+from stages.dove_draws import conditional_comparisons, drop_same_text, joint_comparisons
 from stages.dove_items import (
     index_instructions,
     load_items,
@@ -120,53 +121,6 @@ def pair_instructions(texts: list[str], cfg: Dove, space=None) -> tuple[pl.DataF
     return pairs, counts
 
 
-def _pick(instructions: pl.DataFrame, inst: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One uniformly drawn item row of each instruction in ``inst``."""
-    first = instructions["first_row"].to_numpy()[inst]
-    count = instructions["n_items"].to_numpy()[inst]
-    return first + np.floor(rng.random(inst.size) * count).astype(np.int64)
-
-
-def joint_comparisons(items: pl.DataFrame, instructions: pl.DataFrame, pairs: pl.DataFrame, seed: int) -> pl.DataFrame:
-    """For each instruction pair, one random response of each side (seeded)."""
-    rng = np.random.default_rng([seed, 2])
-    a = _pick(instructions, pairs["inst_a"].to_numpy(), rng)
-    b = _pick(instructions, pairs["inst_b"].to_numpy(), rng)
-    return _comparisons(items, a, b, conditional=False, similarity=pairs["similarity"])
-
-
-def conditional_comparisons(items: pl.DataFrame, instructions: pl.DataFrame, k: int, seed: int) -> pl.DataFrame:
-    """Up to ``k`` distinct response pairs per instruction with two or more responses (seeded)."""
-    multi = instructions.filter(pl.col("n_items") >= 2)
-    rng = np.random.default_rng([seed, 3])
-    first = np.repeat(multi["first_row"].to_numpy(), k)
-    count = np.repeat(multi["n_items"].to_numpy(), k)
-    x = np.floor(rng.random(first.size) * count).astype(np.int64)
-    y = (x + 1 + np.floor(rng.random(first.size) * (count - 1)).astype(np.int64)) % count  # y != x
-    a, b = first + np.minimum(x, y), first + np.maximum(x, y)
-    keep = pl.DataFrame({"a": a, "b": b}).unique(["a", "b"], keep="first", maintain_order=True)  # k > pairs left
-    a, b = keep["a"].to_numpy(), keep["b"].to_numpy()
-    return _comparisons(items, a, b, conditional=True, similarity=pl.Series([None] * a.size, dtype=pl.Float64))
-
-
-def _comparisons(items: pl.DataFrame, a: np.ndarray, b: np.ndarray, *, conditional: bool, similarity: pl.Series) -> pl.DataFrame:
-    cols = ["item_id", "instruction", "instruction_text", "response", "origin"]
-    left = items[a].select(cols).rename({c: f"{c}_1" for c in cols})
-    right = items[b].select(cols).rename({c: f"{c}_2" for c in cols})
-    df = pl.concat([left, right], how="horizontal").with_columns(
-        conditional=pl.lit(conditional), similarity=similarity.cast(pl.Float64).alias("similarity")
-    )
-    return df.with_columns(comparison_id=pl.concat_str("item_id_1", pl.lit("|"), "item_id_2"))
-
-
-def drop_same_text(comps: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Comparisons whose two sides differ (instruction or response, ``pipeline.checks.same_text``)."""
-    same = same_text(pl.col("instruction_text_1"), pl.col("instruction_text_2")) & same_text(
-        pl.col("response_1"), pl.col("response_2"))
-    kept = comps.filter(~same)
-    return kept, comps.height - kept.height
-
-
 def same_instruction_is_conditional(comps: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     """A "joint" comparison whose two instructions are the same text once whitespace is normalised and case
     folded compares two responses to one instruction: it is conditional (judged with the one-instruction
@@ -179,9 +133,12 @@ def same_instruction_is_conditional(comps: pl.DataFrame) -> tuple[pl.DataFrame, 
 def build_comparisons(items: pl.DataFrame, cfg: Dove) -> tuple[pl.DataFrame, dict[str, Any]]:
     items, instructions = index_instructions(items)
     pairs, pair_counts = pair_instructions(instructions["text"].to_list(), cfg)
-    parts = [joint_comparisons(items, instructions, pairs, cfg.seed)]
+    joint, redrawn = joint_comparisons(items, instructions, pairs, cfg.seed, cfg.max_redraws)
+    parts = [joint]
     if cfg.include_conditional:
-        parts.append(conditional_comparisons(items, instructions, cfg.conditional_pairs_per_instruction, cfg.seed))
+        cond, cond_redrawn = conditional_comparisons(items, instructions, cfg.conditional_pairs_per_instruction,
+                                                     cfg.seed, cfg.max_redraws)
+        parts, redrawn = [joint, cond], redrawn + cond_redrawn
     comps, same = drop_same_text(pl.concat(parts, how="vertical_relaxed"))
     comps, same_instruction = same_instruction_is_conditional(comps)
     if not cfg.include_conditional:  # joint comparisons only: one over a single instruction is not one
@@ -192,6 +149,7 @@ def build_comparisons(items: pl.DataFrame, cfg: Dove) -> tuple[pl.DataFrame, dic
         "pairing": {**pair_counts, "mean_partner_similarity": pairs["similarity"].mean()},
         "joint_comparisons": int((~comps["conditional"]).sum()),
         "conditional_comparisons": int(comps["conditional"].sum()),
+        "redrawn": redrawn,
         "dropped_same_text": same,
         "joint_with_same_instruction": same_instruction,
     }

@@ -124,6 +124,19 @@ def gold_relations(pair_items: pl.DataFrame) -> pl.DataFrame:
     return won.join(lost, on="pair", suffix="_l").select(win="key", lose="key_l").unique(maintain_order=True)
 
 
+def tied(pairs: pl.DataFrame) -> pl.Series:
+    """True on a labelled pair whose own scores are equal (margin 0, or score_chosen == score_rejected): a tie
+    states no preference, so it is no gold relation (25 of the 200 UltraFeedback-binarized pairs
+    in ../shared/data/real are ties); its two sides are still items."""
+    cols = set(pairs.columns)
+    tie = pl.lit(False)
+    if "margin" in cols:
+        tie = tie | (pl.col("margin") == 0).fill_null(False)
+    if {"score_chosen", "score_rejected"} <= cols:
+        tie = tie | (pl.col("score_chosen") == pl.col("score_rejected")).fill_null(False)
+    return pairs.select(tie.alias("tie")).to_series()
+
+
 def load_items(cfg: Dove) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """(items, rejects, gold relations, counts) from the input sets and the selected labelled pairs."""
     frames, rejects, per_input = [], [], {}
@@ -145,8 +158,9 @@ def load_items(cfg: Dove) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dic
             )
         picked = pairs.filter(pl.col("source").is_in(cfg.pair_sources))
         frames.append(items_from_pairs(picked.to_arrow()))
-        gold = gold_relations(frames[-1])
-        per_input[cfg.pairs] = {"pairs": picked.height, "items": 2 * picked.height}
+        tie = tied(picked)
+        gold = gold_relations(items_from_pairs(picked.filter(~tie).to_arrow()))
+        per_input[cfg.pairs] = {"pairs": picked.height, "items": 2 * picked.height, "tied_not_gold": int(tie.sum())}
     items, empty, counts = normalise_items(frames)
     orphans = sum(r.height for r in rejects)
     counts = {"rows_in": counts["items_in"] + orphans, "responses_without_prompt": orphans, **counts}

@@ -24,7 +24,7 @@ def dove_cfg(**over) -> Dove:
         roles={"judge": {}}, inputs=[], pairs="data/ingest/pairs", pair_sources=[], pairing="similar",
         pairs_per_instruction=1, embedding_model=None, ngram_min=3, ngram_max=5, hash_features=1 << 18,
         max_partner_similarity=0.95, include_conditional=True, conditional_pairs_per_instruction=1,
-        position_calibration="none", max_prompt_chars=6000, gates={"judge": 0.0}, seed=0,
+        max_redraws=8, position_calibration="none", max_prompt_chars=6000, gates={"judge": 0.0}, seed=0,
     )
     return Dove.model_validate({**base, **over})
 

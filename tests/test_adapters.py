@@ -3,6 +3,7 @@ tests/test_adapters_real.py."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -114,6 +115,23 @@ def test_ultrafeedback_ratings_become_scored_responses():
     assert {r["prompt_id"] for r in out.rows["responses"]} == {out.rows["prompts"][0]["prompt_id"]}
     with pytest.raises(BadRecord, match="completions must be a non-empty list"):
         one({"prompt": "x", "completions": []}, "ultrafeedback", "rated")
+
+
+def test_ultrafeedback_ranks_by_the_fine_grained_ratings_not_the_overall_score():
+    """UltraFeedback completions carry ``overall_score`` (1-10 critique score) and ``fine-grained_score`` (mean of
+    the four 1-5 aspect ratings). Curry-DPO ranks by the ratings (its Figure 1: "R1 has the maximum score of 5");
+    the adapter read ``overall_score``, whose bug turned critique 1s into 10s (OpenBMB/UltraFeedback #8), so the
+    worst answer below ranked first."""
+    rec = {"instruction": "Name a colour.", "completions": [
+        {"model": "m1", "response": "Blue.", "overall_score": 7, "fine-grained_score": 4.75},
+        {"model": "m2", "response": "Dog.", "overall_score": 10, "fine-grained_score": 1.25},
+        {"model": "m3", "response": "Blue, I think.", "overall_score": 6.5, "fine-grained_score": None}]}
+    rows = one(rec, "ultrafeedback", "rated").rows["responses"]
+    assert [r["score"] for r in rows] == [4.75, 1.25, None]  # never the other scale for the unrated one
+    assert all(json.loads(r["detail"])["score_field"] == "fine-grained_score" for r in rows)
+    explicit = one({**rec, "completions": [{**c, "score": 9 - i} for i, c in enumerate(rec["completions"])]},
+                   "ultrafeedback", "rated").rows["responses"]
+    assert [r["score"] for r in explicit] == [9.0, 8.0, 7.0]  # an explicit `score` wins
 
 
 def test_oasst_prunes_deleted_and_failed_review_messages():

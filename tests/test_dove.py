@@ -419,3 +419,67 @@ def test_a_joint_comparison_over_one_instruction_is_conditional(include_conditio
     comps, m = D.build_comparisons(items, dove_cfg(pairing="random", include_conditional=include_conditional))
     assert m["joint_with_same_instruction"] == 1 and m["joint_comparisons"] == 0
     assert comps["conditional"].to_list() == ([True] if include_conditional else [])
+
+
+def _one_instruction_items(texts: list[str]) -> pl.DataFrame:
+    prompts = to_table([{"prompt_id": "p1", "messages": user("Name a fruit."), "source": "s", "origin_id": "1"}],
+                       "prompts")
+    responses = to_table([{"prompt_id": "p1", "response_id": f"r{i}", "text": t, "generator": "g"}
+                          for i, t in enumerate(texts)], "responses")
+    scored, _ = I.items_from_scored(prompts, responses)
+    return I.normalise_items([scored])[0]
+
+
+def test_a_same_answer_draw_is_redrawn_not_dropped():
+    """Two draws of one instruction that give the same answer ("Apple." / "apple") were dropped although the
+    instruction holds a different answer ("Pear."): the comparison is redrawn (seeded, bounded) and counted;
+    with max_redraws 0 it is dropped, as before. The same inputs give the same comparisons on every run."""
+    items = _one_instruction_items(["Apple.", "apple", "Pear."])
+    for seed in range(40):  # some seeds draw the two apples first
+        _, first = D.build_comparisons(items, dove_cfg(pairing="random", seed=seed, max_redraws=0))
+        if first["dropped_same_text"]:
+            break
+    assert first["dropped_same_text"] == 1 and first["conditional_comparisons"] == 0
+    comps, m = D.build_comparisons(items, dove_cfg(pairing="random", seed=seed))
+    assert m["dropped_same_text"] == 0 and m["redrawn"] == 1 and m["conditional_comparisons"] == 1
+    assert "Pear." in (comps["response_1"][0], comps["response_2"][0])
+    again, _ = D.build_comparisons(items, dove_cfg(pairing="random", seed=seed))
+    assert comps.equals(again)
+
+
+def test_conditional_draws_that_repeat_are_redrawn():
+    """With two pairs sought per instruction, a second draw equal to the first was dropped (one comparison where
+    three different pairs exist); it is redrawn, so the instruction gets two different comparisons."""
+    items = _one_instruction_items(["Apple.", "Pear.", "Plum."])
+    cfg = dict(pairing="random", conditional_pairs_per_instruction=2)
+    short = [s for s in range(40)
+             if D.build_comparisons(items, dove_cfg(**cfg, seed=s, max_redraws=0))[1]["conditional_comparisons"] < 2]
+    assert short  # some seeds drew one pair twice
+    for seed in short:
+        comps, m = D.build_comparisons(items, dove_cfg(**cfg, seed=seed))
+        assert m["conditional_comparisons"] == 2 and m["redrawn"] >= 1
+        assert comps.select(pl.struct("item_id_1", "item_id_2").n_unique()).item() == 2
+
+
+def test_a_text_with_no_other_answer_is_still_dropped_after_the_redraws():
+    items = _one_instruction_items(["Apple.", "apple"])
+    comps, m = D.build_comparisons(items, dove_cfg(pairing="random"))
+    assert comps.height == 0 and m["dropped_same_text"] == 1 and m["redrawn"] == 0
+
+
+def test_a_same_text_joint_draw_is_redrawn():
+    """Two prompts that are one instruction up to spacing, whose drawn responses were one answer, lost their
+    comparison; another response of theirs is drawn instead."""
+    prompts = to_table([{"prompt_id": p, "messages": user(t), "source": "s", "origin_id": p}
+                        for p, t in (("p2", "Say  hi."), ("p3", "Say hi."))], "prompts")
+    responses = to_table([{"prompt_id": p, "response_id": r, "text": t, "generator": "g"}
+                          for p, r, t in (("p2", "r1", "Hi there!"), ("p2", "r2", "Hello."), ("p3", "r1", "Hi  there!"))],
+                         "responses")
+    scored, _ = I.items_from_scored(prompts, responses)
+    items = I.normalise_items([scored])[0]
+    seed = next(s for s in range(40)
+                if D.build_comparisons(items, dove_cfg(pairing="random", seed=s, max_redraws=0))[1]["dropped_same_text"])
+    comps, m = D.build_comparisons(items, dove_cfg(pairing="random", seed=seed))
+    assert m["redrawn"] == 1 and m["dropped_same_text"] == 0 and m["joint_with_same_instruction"] == 1
+    across = comps.filter(pl.col("item_id_1").str.slice(0, 2) != pl.col("item_id_2").str.slice(0, 2))
+    assert sorted([across["response_1"][0], across["response_2"][0]]) == ["Hello.", "Hi  there!"]

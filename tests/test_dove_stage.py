@@ -177,6 +177,22 @@ def test_instructions_are_numbered_densely_with_their_first_row_and_count():
     assert instructions.rows() == [(0, "a", 0, 3), (1, "b", 3, 1), (2, "c", 4, 2)]
 
 
+def test_a_tied_labelled_pair_is_no_gold_relation(tmp_path):
+    """A labelled pair whose own scores tie (UltraFeedback-binarized: 25 of 200) states no preference, yet it was
+    read as gold: a judge label preferring its 'rejected' side was dropped as contradicting it. Its sides stay items."""
+    def pair(pid, chosen, rejected, sc, sr):
+        return {"pair_id": pid, "prompt": user("Name a fruit."), "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}], "score_chosen": sc, "score_rejected": sr,
+                "margin": sc - sr, "method": "ingest", "source": "gold", "lineage": "{}"}
+    pairs = to_table([pair("g1", "Apple.", "Rock.", 9.0, 2.0), pair("g2", "Pear.", "Plum.", 7.0, 7.0)], "pairs")
+    write_shards(pairs, tmp_path / "pairs", name="pairs")
+    items, _, gold, counts = I.load_items(dove_cfg(pairs=str(tmp_path / "pairs"), pair_sources=["gold"]))
+    assert items.height == 4 and gold.height == 1
+    assert counts["inputs"][str(tmp_path / "pairs")]["tied_not_gold"] == 1
+    decided = _decided([("Name a fruit.", "Plum.", "Name a fruit.", "Pear.")], ["first"])
+    assert D.resolve_contradictions(decided, gold)["dropped"].to_list() == [None]
+
+
 def test_contradictions_gold_wins_and_labels_judged_both_ways_are_dropped():
     gold_pairs = to_table([{"pair_id": "g1", "prompt": user("Name a fruit."),
                             "chosen": [{"role": "assistant", "content": "Apple."}],

@@ -26,8 +26,12 @@ def ultrafeedback(rec: dict[str, Any], ctx: Ctx) -> Adapted:
 
     pairs: ``prompt`` (string or messages; optional when chosen/rejected repeat it) + ``chosen``/
     ``rejected`` (strings or message lists) + ``score_chosen``/``score_rejected`` (also read from
-    ``metadata.*``). rated: ``prompt`` (or ``instruction``) + ``completions`` of {response, score}
-    (``overall_score`` and ``model`` are read too).
+    ``metadata.*``). rated: ``prompt`` (or ``instruction``) + ``completions`` of {response, score, model}:
+    the score is ``score`` when given, else UltraFeedback's ``fine-grained_score`` (the mean of its four
+    1-5 aspect ratings, which Curry-DPO ranks by: its Figure 1 ranks 4 responses "as per their rating scores
+    where R1 has the maximum score of 5"), else ``overall_score`` (the 1-10 critique score, whose 1s were
+    recorded as 10s for ~2K completions: OpenBMB/UltraFeedback issue #8). One field per record
+    (``SCORE_FIELDS``, the first any completion holds), so one prompt's scores never mix two scales.
     """
     origin = ctx.origin(rec, "prompt_id", "source_index")
     out = Adapted()
@@ -40,12 +44,15 @@ def ultrafeedback(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         for i, c in enumerate(completions):
             if not isinstance(c, dict):
                 raise BadRecord(f"completions[{i}] is {type(c).__name__}, expected an object")
+        field = score_field(completions)
+        for i, c in enumerate(completions):
             text = _present(c, "response", "text")
             if not isinstance(text, str) or blank(text):
                 raise BadRecord(f"completions[{i}].response is missing or empty")
-            score = _number(_present(c, "score", "overall_score"), f"completions[{i}].score")
+            score = _number(c.get(field), f"completions[{i}].{field}")
             model = _label(c.get("model"), f"completions[{i}].model") or "unknown"
-            out.add("responses", _response(ctx, origin, str(i), text, model, score, index=i))
+            extra = {"score_field": field} if field != "score" else {}
+            out.add("responses", _response(ctx, origin, str(i), text, model, score, index=i, **extra))
         return out
     chosen_raw = ctx.get(rec, "chosen", required=True)
     rejected_raw = ctx.get(rec, "rejected", required=True)
@@ -63,6 +70,15 @@ def ultrafeedback(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     out.add("pairs", _pair(ctx, origin, prompt, _split_completion(prompt, chosen, "chosen"),
                            _split_completion(prompt, rejected, "rejected"), score_c, score_r))
     return out
+
+
+# The rating a rated UltraFeedback record is ranked by, in order of preference (see ``ultrafeedback``).
+SCORE_FIELDS = ("score", "fine-grained_score", "overall_score")
+
+
+def score_field(completions: list[dict[str, Any]]) -> str:
+    """The first of ``SCORE_FIELDS`` that any completion holds (not null); a completion without it is unscored."""
+    return next((k for k in SCORE_FIELDS if any(c.get(k) not in (None, "") for c in completions)), "score")
 
 
 def _present(obj: dict[str, Any], *keys: str) -> Any:
