@@ -49,7 +49,7 @@ def load_probes(name: str) -> tuple[dict[str, Any], ...]:
 def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, min_accuracy: float, key: str,
                on_failure: str = "error", detail: dict[str, Any] | None = None,
                errors: Sequence[str | None] | None = None,
-               contrasts: Mapping[str, float] | None = None) -> dict[str, Any]:
+               contrasts: Mapping[str, float] | None = None, checkpoints: Sequence[Any] = ()) -> dict[str, Any]:
     """The gate's figures (for the stage's metrics and the card), after acting on them.
 
     ``errors``: per probe call, the engine's error (None: it answered). A judge whose every call failed
@@ -60,6 +60,12 @@ def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, mi
     Given, the gate's accuracy is the weakest of them, not the share of probes right: a judge must make every
     distinction, as one that makes only the easy one (a query filter that drops the placeholder query and
     keeps every unrelated one: 18 of 24 probes right) would otherwise pass a 0.75 gate.
+
+    ``checkpoints``: the probes' step checkpoints (``pipeline.execute.Checkpoint``). A stage checkpoints its probe
+    calls like its other model steps, under the fingerprint of the step the judge labels (params, engine, weights,
+    code): a resumed run decides the gate from the answers the first run got, without asking (or loading) the
+    model again, and so as the first run decided it. A gate that stops the stage clears them, so the rerun that
+    follows a fix that changes no setting (a server that refused every probe, now serving) asks the probes again.
 
     Below the gate: ``on_failure="error"`` raises ``JudgeGateError``; ``"withhold"`` returns the report
     with ``passed`` false and the stage must then emit none of this judge's labels (it says so on the
@@ -107,6 +113,8 @@ def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, mi
                "anyway")
     if not passed:
         if on_failure == "error":
+            for ck in checkpoints:
+                ck.clear()
             raise JudgeGateError(f"{message}; its labels are not used. Fix: {fix}")
         say(f"{message}; its labels are withheld (execution.on_gate_failure=withhold). Fix: {fix}", "GATE FAILED")
     elif lowered:

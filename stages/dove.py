@@ -172,16 +172,18 @@ def run_judge(table: pa.Table, cfg: Dove, ex: Execution, judge_cfg: LLM, *, chec
 
 
 def judge_comparisons(comps: pl.DataFrame, cfg: Dove, ex: Execution, judge_cfg: LLM,
-                      checkpoint: Checkpoint) -> tuple[pl.DataFrame, dict[str, Any], int]:
+                      checkpoints: dict[str, Checkpoint]) -> tuple[pl.DataFrame, dict[str, Any], int]:
     """Step 3: the judge's gate on built-in probes first (a judge at chance costs seconds, not the stage), then
     every comparison in both position orders, less the measured position bias with ``position_calibration:
-    median``. Returns (the comparisons with their verdicts, the gate report, comparisons withheld by it)."""
-    gate = run_gate(lambda t: run_judge(t, cfg, ex, judge_cfg, desc="dove judge probes (judge)"), cfg,
-                    judge_cfg.model, ex.on_gate_failure)
+    median``. Returns (the comparisons with their verdicts, the gate report, comparisons withheld by it).
+    ``checkpoints``: the probes' (``gate_judge``) and the comparisons' (``judge``), one fingerprint."""
+    ck = checkpoints["gate_judge"]
+    gate = run_gate(lambda t: run_judge(t, cfg, ex, judge_cfg, checkpoint=ck, desc="dove judge probes (judge)"), cfg,
+                    judge_cfg.model, ex.on_gate_failure, checkpoint=ck)
     withheld = 0 if gate["passed"] else comps.height
     if withheld:
         comps = comps.head(0)
-    judged = run_judge(comps.select(JUDGE_INPUT).to_arrow(), cfg, ex, judge_cfg, checkpoint=checkpoint)
+    judged = run_judge(comps.select(JUDGE_INPUT).to_arrow(), cfg, ex, judge_cfg, checkpoint=checkpoints["judge"])
     judged_df = pl.from_arrow(judged) if judged is not None else pl.DataFrame(schema=JUDGED_SCHEMA)
     judged_df = comps.join(judged_df, on="comparison_id", how="left", maintain_order="left")
     bias = position_bias(judged_df) if cfg.position_calibration == "median" else 0.0
@@ -315,8 +317,9 @@ def main(params: Params) -> None:
 
     items, item_rejects, gold, item_metrics = load_items(cfg)
     comps, pair_metrics = build_comparisons(items, cfg)
-    checkpoint = step_checkpoint(CHECKPOINT_ROOT / "dove", "judge", cfg, judge_cfg, judge_templates())
-    decided, gate, withheld = judge_comparisons(comps, cfg, ex, judge_cfg, checkpoint)
+    checkpoints = {step: step_checkpoint(CHECKPOINT_ROOT / "dove", step, cfg, judge_cfg, judge_templates())
+                   for step in ("gate_judge", "judge")}
+    decided, gate, withheld = judge_comparisons(comps, cfg, ex, judge_cfg, checkpoints)
     decided = resolve_contradictions(decided, gold)
     table = joint_pairs(decided, pairing=cfg.pairing, judge_model=judge_cfg.model, fp=fp)
 

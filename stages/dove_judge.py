@@ -254,10 +254,11 @@ def probe_report(probes: pl.DataFrame, judged: pl.DataFrame, calibration: str) -
     return [*right_ab.to_list(), *right_ba.to_list()], detail
 
 
-def run_gate(judge_probes, cfg, model: str, on_failure: str) -> dict[str, Any]:
+def run_gate(judge_probes, cfg, model: str, on_failure: str, checkpoint=None) -> dict[str, Any]:
     """Judge the probes with ``judge_probes(table) -> judged table`` (the stage's own engine step), then
     ``pipeline.gates.check_gate``: raises ``JudgeGateError`` below ``dove.gates.judge`` unless
-    ``on_failure`` is withhold (then the report says ``passed: false``)."""
+    ``on_failure`` is withhold (then the report says ``passed: false``). ``checkpoint``: the probes' own,
+    cleared when the gate stops the stage."""
     probes = probe_comparisons()
     judged = judge_probes(probes.select(JUDGE_INPUT).to_arrow())
     judged_df = pl.from_arrow(judged) if judged is not None else pl.DataFrame(schema=JUDGED_SCHEMA)
@@ -268,7 +269,8 @@ def run_gate(judge_probes, cfg, model: str, on_failure: str) -> dict[str, Any]:
     labelled = ("joint", "conditional") if cfg.include_conditional else ("joint",)
     kinds = {k: detail[f"{k}_accuracy"] for k in labelled if detail[f"{k}_accuracy"] is not None}
     return check_gate("dove", "judge", model, correct, min_accuracy=cfg.gates.judge, key="dove.gates.judge",
-                      on_failure=on_failure, detail=detail, errors=judged_df["failure"].to_list(), contrasts=kinds)
+                      on_failure=on_failure, detail=detail, errors=judged_df["failure"].to_list(), contrasts=kinds,
+                      checkpoints=[checkpoint] if checkpoint else [])
 
 
 # --- metrics -------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from pipeline import ids
 from pipeline.config import LLM, Params
-from pipeline.execute import CHECKPOINT_ROOT, clear_checkpoints, map_batches, step_checkpoint
+from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import StageError, read_table, shard_sizes, write_shards
 from pipeline.metrics import gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
@@ -35,9 +35,15 @@ def run_step(
         engine=engine,
         fn_kwargs=kwargs,
         desc=f"pugc {step}" + (f" ({ROLE_OF[step]})" if step in ROLE_OF else ""),
-        checkpoint=step_checkpoint(CHECKPOINT_ROOT / "pugc", step, params.pugc, engine or params.execution),
+        checkpoint=checkpoint_of(params, step, engine),
     )
     return None if out is None else pl.from_arrow(out)
+
+
+def checkpoint_of(params: Params, step: str, engine: LLM | None = None) -> Checkpoint:
+    """Where ``run_step`` keeps step ``step``'s finished results: ``.prefpipe/checkpoints/pugc/<step>``, under
+    the fingerprint of ``pugc`` params and the step's engine."""
+    return step_checkpoint(CHECKPOINT_ROOT / "pugc", step, params.pugc, engine or params.execution)
 
 
 class StepClock:

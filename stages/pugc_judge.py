@@ -36,7 +36,7 @@ from pipeline.config import LLM, Params, Sampling
 from pipeline.gates import check_gate, load_probes
 from pipeline.llm.base import GenerationFailure
 from pipeline.prompt import fill_rows, template
-from stages.pugc_io import run_step
+from stages.pugc_io import checkpoint_of, run_step
 
 SCORES = ["1", "2", "3", "4", "5"]
 
@@ -71,10 +71,24 @@ def judge_prompts(
 
 
 def judge_answerable(batch: pa.Table, engine) -> pa.Table:
-    """Engine step: ``p_true`` = the judge's probability that the document answers the query."""
+    """Engine step: ``p_true`` = the judge's probability that the document answers the query; ``error``: why
+    the engine could not answer (a request the server refused), else null."""
     prompts = filter_prompts(batch["query"].to_pylist(), batch["reference"].to_pylist())
-    probs = np.asarray(engine.choose(prompts, ["True", "False"]), dtype=np.float64).reshape(len(prompts), 2)
-    return batch.append_column("p_true", pa.array(probs[:, 0] / probs.sum(axis=1)))
+    answers = engine.choose(prompts, ["True", "False"])
+    probs = np.asarray(answers, dtype=np.float64).reshape(len(prompts), 2)
+    return batch.append_column("p_true", pa.array(probs[:, 0] / probs.sum(axis=1))).append_column(
+        "error", pa.array([call_error(a) for a in answers], pa.string()))
+
+
+def call_error(answer: Sequence) -> str | None:
+    """Why the engine gave no answer to one prompt: the ``error`` of the first of its values that carries one
+    (a ``FailedValue`` in place of a probability, a ``GenerationFailure``), else None.
+
+    >>> from pipeline.llm.base import FailedValue
+    >>> call_error([0.2, 0.8]), call_error([FailedValue("request refused: HTTP 400"), FailedValue("x")])
+    (None, 'request refused: HTTP 400')
+    """
+    return next((e for v in answer if isinstance(e := getattr(v, "error", None), str)), None)
 
 
 def query_filter(queries: pl.DataFrame, threshold: float) -> pl.DataFrame:
@@ -112,16 +126,19 @@ def score_responses(
     """Engine step: the judge's answer for each response, as it came: ``probs`` (p("1".."5")) when
     expected; ``votes`` (the valid ones) and ``failures`` when sampled. ``to_scores`` turns them into
     scores over the whole column: this step runs once per engine batch, so it does only what needs the
-    engine."""
+    engine. ``error``: why the engine gave no score (every vote failed, or a request the server refused), else
+    null."""
     prompts = judge_prompts(
         batch["query"].to_pylist(), batch["reference"].to_pylist(), batch["text"].to_pylist(), scoring
     )
     if scoring == "expected":
-        probs = np.asarray(engine.choose(prompts, SCORES), dtype=np.float64).reshape(len(prompts), 5)
+        answers = engine.choose(prompts, SCORES)
+        probs = np.asarray(answers, dtype=np.float64).reshape(len(prompts), 5)
         return pa.table(
             {
                 "response_id": batch["response_id"],
                 "probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.ravel()), 5),
+                "error": pa.array([call_error(a) for a in answers], pa.string()),
             }
         )
     outs = engine.generate(prompts, n=n_judgments, sampling=sampling, schema=Vote)
@@ -131,6 +148,7 @@ def score_responses(
             "response_id": batch["response_id"],
             "votes": pa.array(votes, pa.list_(pa.int64())),
             "failures": pa.array([len(s) - len(v) for s, v in zip(outs, votes, strict=True)], pa.int64()),
+            "error": pa.array([None if v else call_error(s) for s, v in zip(outs, votes, strict=True)], pa.string()),
         }
     )
 
@@ -195,16 +213,20 @@ def query_filter_probes() -> pl.DataFrame:
 
 def grade_query_filter(judged: pl.DataFrame, threshold: float) -> tuple[list[bool], dict, dict[str, float]]:
     """Per probe: did the filter decide as expected; the mean p(True) per kind of query; and the balanced
-    accuracy of each distinction the gate reads (relevant vs each kind of query the document does not answer)."""
-    judged = judged.with_columns(kept=pl.col("p_true") >= threshold)
-    correct = (judged["kept"] == judged["answerable"]).to_list()
-    by_kind = judged.group_by("kind").agg(pl.col("p_true").mean().round(4), pl.col("kept").sum()).sort("kind")
+    accuracy of each distinction the gate reads (relevant vs each kind of query the document does not answer).
+    A probe the filter could not judge (p(True) NaN: a refused request) is neither kept nor right, as
+    ``query_filter`` drops such a row (polars orders NaN above every number: compared alone, it was kept)."""
+    answered = pl.col("p_true").is_not_nan()
+    judged = judged.with_columns(kept=answered & (pl.col("p_true") >= threshold))
+    judged = judged.with_columns(right=answered & (pl.col("kept") == pl.col("answerable")))
+    correct = judged["right"].to_list()
+    by_kind = judged.group_by("kind").agg(pl.col("p_true").fill_nan(None).mean().round(4), pl.col("kept").sum()).sort("kind")
     detail = {
         "threshold": threshold,
         "p_true_mean": dict(by_kind.select("kind", "p_true").iter_rows()),
         "kept": {k: int(n) for k, n in by_kind.select("kind", "kept").iter_rows()},
     }
-    right = dict(judged.group_by("kind").agg((pl.col("kept") == pl.col("answerable")).mean()).iter_rows())
+    right = dict(judged.group_by("kind").agg(pl.col("right").mean()).iter_rows())
     contrasts = {f"relevant_vs_{k}": (right["relevant"] + right[k]) / 2 for k in sorted(right) if k != "relevant"}
     return correct, detail, contrasts
 
@@ -290,6 +312,7 @@ def judge_gates(params: Params, generator: LLM, judge: LLM) -> dict[str, dict]:
     gate = {"on_failure": params.execution.on_gate_failure}
     probes = query_filter_probes()
     judged = run_answerable(probes, params, "gate_query_filter", generator)
+    calls = {"errors": judged["error"].to_list(), "checkpoints": [checkpoint_of(params, "gate_query_filter", generator)]}
     correct, detail, contrasts = grade_query_filter(
         probes.join(judged.select("prompt_id", "p_true"), on="prompt_id"), cfg.query_filter_threshold
     )
@@ -304,10 +327,12 @@ def judge_gates(params: Params, generator: LLM, judge: LLM) -> dict[str, dict]:
             min_accuracy=cfg.gates.query_filter,
             key="pugc.gates.query_filter",
             **gate,
+            **calls,
         )
     }
     probes = scorer_probes()
     scored = run_scorer(probes, params, "gate_scorer", judge)
+    calls = {"errors": scored["error"].to_list(), "checkpoints": [checkpoint_of(params, "gate_scorer", judge)]}
     correct, detail, contrasts = grade_scorer(
         probes.join(to_scores(scored, cfg.scoring).select("response_id", "score"), on="response_id"),
         cfg.min_margin,
@@ -322,5 +347,6 @@ def judge_gates(params: Params, generator: LLM, judge: LLM) -> dict[str, dict]:
         min_accuracy=cfg.gates.scorer,
         key="pugc.gates.scorer",
         **gate,
+        **calls,
     )
     return reports

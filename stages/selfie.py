@@ -258,7 +258,7 @@ def reward_gate_or_skip(sel: Selfie, ex: Execution, policy: LLM, reference: LLM,
         return gate
     if pool.num_rows == 0:
         return gate_skipped(sel, policy, f"pool_{sel.iteration} is empty: nothing to label")
-    return reward_gate(sel, ex, policy, reference)
+    return reward_gate(sel, ex, policy, reference, CHECKPOINTS)
 
 
 def label_pairs(scored: pl.DataFrame, pool: pa.Table, sel: Selfie, policy: LLM, reference: LLM,

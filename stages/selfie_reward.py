@@ -11,13 +11,15 @@ to gate, and the stage says so instead.
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
 
 from pipeline.config import LLM, Execution, Selfie
-from pipeline.execute import map_batches
+from pipeline.execute import map_batches, step_checkpoint
 from pipeline.gates import check_gate, load_probes
 from pipeline.records import MESSAGES_TYPE
 from stages.selfie_split import STAGE
@@ -25,16 +27,19 @@ from stages.selfie_split import STAGE
 PROBES = "selfie_reward"
 
 
-def teacher_force(batch: pa.Table, engine, *, role: str) -> pa.Table:
-    """Summed log-probability and token count of each response under ``engine`` (one role)."""
+def teacher_force(batch: pa.Table, engine, *, role: str, errors: bool = False) -> pa.Table:
+    """Summed log-probability and token count of each response under ``engine`` (one role); with ``errors``
+    (the gate's probes), ``error_<role>`` too: why the engine gave no log-probability (a ``FailedValue``'s
+    reason: a request the server refused), else null."""
     lps = engine.logprobs(batch.column("messages").to_pylist(), batch.column("text").to_pylist())
-    return pa.table(
-        {
-            "response_id": batch.column("response_id"),
-            f"logprob_{role}": pa.array([lp.logprob for lp in lps], pa.float64()),
-            f"n_tokens_{role}": pa.array([lp.n_tokens for lp in lps], pa.int64()),
-        }
-    )
+    columns = {
+        "response_id": batch.column("response_id"),
+        f"logprob_{role}": pa.array([lp.logprob for lp in lps], pa.float64()),
+        f"n_tokens_{role}": pa.array([lp.n_tokens for lp in lps], pa.int64()),
+    }
+    if errors:
+        columns[f"error_{role}"] = pa.array([getattr(lp.logprob, "error", None) for lp in lps], pa.string())
+    return pa.table(columns)
 
 
 def implicit_reward(scored: pl.DataFrame, *, length_normalize: bool) -> pl.DataFrame:
@@ -71,11 +76,13 @@ def confidence(margin: pl.Series | pl.Expr, *, beta: float):
 # --- the gate -------------------------------------------------------------------------------------
 
 
-def reward_gate(sel: Selfie, ex: Execution, policy: LLM, reference: LLM) -> dict[str, Any]:
+def reward_gate(sel: Selfie, ex: Execution, policy: LLM, reference: LLM,
+                checkpoint_root: Path | None = None) -> dict[str, Any]:
     """The implicit reward on ``pipeline/probes/selfie_reward.jsonl`` (a prompt, a good and a bad response;
     the bad one is the longer in half of them), through the same teacher forcing as the real rows. Each
     probe pair is asked both ways, "r(good) > r(bad)?" (yes) and "r(bad) > r(good)?" (no), so a reward that
-    cannot tell them apart (equal rewards) scores exactly 0.5."""
+    cannot tell them apart (equal rewards) scores exactly 0.5. With ``checkpoint_root`` each role's probe
+    pass resumes from ``<root>/gate_logprob_<role>`` (keyed like that role's ``logprob_<role>`` step)."""
     probes = load_probes(PROBES)
     rows = [
         (f"{p['id']}/{side}", [{"role": "user", "content": p["prompt"]}], p[side])
@@ -90,13 +97,17 @@ def reward_gate(sel: Selfie, ex: Execution, policy: LLM, reference: LLM) -> dict
         }
     )
     scored = pl.from_arrow(table.select(["response_id"]))
+    checkpoints = []
     for role, cfg in (("policy", policy), ("reference", reference)):
+        ck = step_checkpoint(checkpoint_root, f"gate_logprob_{role}", cfg) if checkpoint_root is not None else None
+        checkpoints += [ck] if ck is not None else []
         lp = map_batches(
             table,
             teacher_force,
             execution=ex,
             engine=cfg,
-            fn_kwargs={"role": role},
+            checkpoint=ck,
+            fn_kwargs={"role": role, "errors": True},
             desc=f"selfie gate ({role})",
         )
         scored = scored.join(pl.from_arrow(lp), on="response_id")
@@ -106,13 +117,15 @@ def reward_gate(sel: Selfie, ex: Execution, policy: LLM, reference: LLM) -> dict
         .iter_rows()
     )
     margins = [r[f"{p['id']}/good"] - r[f"{p['id']}/bad"] for p in probes]
-    correct = [c for m in margins for c in (m > 0, not m < 0)]
+    # a pair the engine could not score (NaN reward: a refused request) is wrong both ways, not a tie
+    correct = [c for m in margins for c in (m > 0, not (m < 0 or math.isnan(m)))]
+    scored_m = [m for m in margins if not math.isnan(m)]  # the means over the pairs the engine scored
     detail = {
         "pairs": len(margins),
         "good_wins": sum(m > 0 for m in margins),
         "bad_wins": sum(m < 0 for m in margins),
-        "margin_mean": round(sum(margins) / len(margins), 6),
-        "confidence_mean": round(float(confidence(pl.Series(margins), beta=sel.beta).mean()), 6),
+        "margin_mean": round(sum(scored_m) / len(scored_m), 6) if scored_m else None,
+        "confidence_mean": round(float(confidence(pl.Series(scored_m), beta=sel.beta).mean()), 6) if scored_m else None,
     }
     return check_gate(
         STAGE,
@@ -123,6 +136,8 @@ def reward_gate(sel: Selfie, ex: Execution, policy: LLM, reference: LLM) -> dict
         key="selfie.gates.reward",
         on_failure=ex.on_gate_failure,
         detail=detail,
+        errors=scored["error_policy"].to_list() + scored["error_reference"].to_list(),  # per engine call
+        checkpoints=checkpoints,
     )
 
 

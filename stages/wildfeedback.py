@@ -339,18 +339,19 @@ def console_line(summary: dict) -> str:
             f"{OUT / 'details.json'})")
 
 
-def run_gates(params: Params) -> tuple[dict, Params, bool]:
-    """The judge gates, before any real row is labelled: (reports, params to run with, judge usable).
+def run_gates(params: Params, ckpt_root: Path = CHECKPOINTS) -> tuple[dict, Params, bool]:
+    """The judge gates, before any real row is labelled: (reports, params to run with, judge usable); their
+    probe calls resume from checkpoints under ``ckpt_root``, as the model steps do.
 
     A detector withheld by its gate (``on_gate_failure: withhold``) leaves the rules alone in charge."""
     gates = {}
-    report = detector_gate(params)
+    report = detector_gate(params, ckpt_root)
     if report is not None:
         gates["detector"] = report
         if not report["passed"]:
             cfg = params.wildfeedback.model_copy(update={"detector": "rules"})
             params = params.model_copy(update={"wildfeedback": cfg})
-    report = judge_gate(params)
+    report = judge_gate(params, ckpt_root)
     if report is not None:
         gates["judge"] = report
     return gates, params, report is None or report["passed"]

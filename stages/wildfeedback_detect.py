@@ -23,6 +23,7 @@ decides whether the model's verdicts are worth using.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import polars as pl
@@ -32,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline import ids
 from pipeline.budget import shorten
 from pipeline.config import Params, Sampling, Wildfeedback, resolve_role
-from pipeline.execute import map_batches
+from pipeline.execute import map_batches, step_checkpoint
 from pipeline.gates import check_gate, load_probes
 from pipeline.llm.base import GenerationFailure
 from pipeline.llm.chat import token_fit
@@ -260,11 +261,12 @@ def detector_stats(turns: pl.DataFrame, judged: pl.DataFrame | None, signals: pl
 # --- the gate ---------------------------------------------------------------------------------------------
 
 
-def detector_gate(params: Params) -> dict | None:
+def detector_gate(params: Params, ckpt_root: Path | None = None) -> dict | None:
     """Run the detector on ``pipeline/probes/wildfeedback_detector.jsonl`` (clear SAT, DSAT, both and
     neither turns, equally many: two yes/no questions per turn, so a constant judge scores 0.5) through the
     same engine call and template as the real turns; ``check_gate`` acts on the result. None when the
-    stage runs the rules alone."""
+    stage runs the rules alone. With ``ckpt_root`` the probe calls resume from ``<ckpt_root>/gate_detect``
+    (keyed like the ``detect`` step)."""
     cfg = params.wildfeedback
     if cfg.detector == "rules":
         return None
@@ -273,7 +275,9 @@ def detector_gate(params: Params) -> dict | None:
     table = pa.Table.from_pylist([
         {"conversation_id": p["id"], "user_turn": len(p["context"]) + 1, "text": p["user"], "prev": p["assistant"],
          "context": p["context"]} for p in probes])
-    out = map_batches(table, llm_detect, execution=params.execution, engine=role, desc="wildfeedback detector gate (detector)",
+    ck = step_checkpoint(ckpt_root, "gate_detect", cfg, role) if ckpt_root is not None else None
+    out = map_batches(table, llm_detect, execution=params.execution, engine=role, checkpoint=ck,
+                      desc="wildfeedback detector gate (detector)",
                       fn_kwargs={"sampling": role.sampling, "template_text": prompt("detect"),
                                  "max_chars": cfg.max_message_chars, "context_messages": cfg.context_messages})
     correct, wrong, rows = [], [], out.to_pylist()
@@ -286,7 +290,7 @@ def detector_gate(params: Params) -> dict | None:
                       key="wildfeedback.gates.detector", on_failure=params.execution.on_gate_failure,
                       detail={"turns": len(probes), "questions_per_turn": 2, "failures": sum(not r["ok"] for r in rows),
                               "turns_wrong": wrong},
-                      errors=[None if r["ok"] else r["error"] for r in rows],
+                      errors=[None if r["ok"] else r["error"] for r in rows], checkpoints=[ck] if ck else [],
                       contrasts={q: question_accuracy(probes, correct[i::2], q) for i, q in enumerate(("sat", "dsat"))})
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.config import Params, Sampling, resolve_role
-from pipeline.execute import map_batches
+from pipeline.execute import map_batches, step_checkpoint
 from pipeline.gates import check_gate, load_probes
 from pipeline.llm.base import GenerationFailure
 from pipeline.prompt import copies_template, escape, fill
@@ -108,9 +109,11 @@ def respond(batch: pa.Table, engine, *, sampling: Sampling, system: str | None) 
         "finish_reason", pa.array(reasons, pa.string()))
 
 
-def judge(batch: pa.Table, engine, *, template_text: str, context_messages: int | None, max_chars: int) -> pa.Table:
+def judge(batch: pa.Table, engine, *, template_text: str, context_messages: int | None, max_chars: int,
+          errors: bool = False) -> pa.Table:
     """Add p_chosen_first / p_chosen_second: P(chosen) with chosen shown as A, then as B (NaN: the prompt
-    does not fit the judge; null: the engine could not score it, e.g. a request the server refused)."""
+    does not fit the judge; null: the engine could not score it, e.g. a request the server refused); with
+    ``errors`` (the gate's probes), ``error`` too: why the engine could not score either order, else null."""
     rows = batch.to_pylist()
     prompts = []
     for r in rows:
@@ -123,8 +126,13 @@ def judge(batch: pa.Table, engine, *, template_text: str, context_messages: int 
     # A row the engine could not score (FailedValue: a request the server refused) is null, not NaN (too long).
     first = [None if _refused(probs[2 * i]) else probs[2 * i][0] for i in range(len(rows))]
     second = [None if _refused(probs[2 * i + 1]) else probs[2 * i + 1][1] for i in range(len(rows))]
-    return batch.append_column("p_chosen_first", pa.array(first, pa.float64())).append_column(
+    out = batch.append_column("p_chosen_first", pa.array(first, pa.float64())).append_column(
         "p_chosen_second", pa.array(second, pa.float64()))
+    if errors:
+        why = [next((p.error for p in probs[2 * i] + probs[2 * i + 1] if isinstance(getattr(p, "error", None), str)),
+                    None) for i in range(len(rows))]
+        out = out.append_column("error", pa.array(why, pa.string()))
+    return out
 
 
 def judge_drop_reason() -> pl.Expr:
@@ -140,10 +148,12 @@ def _refused(probs: list[float]) -> bool:
     return any(isinstance(getattr(p, "error", None), str) for p in probs)
 
 
-def judge_gate(params: Params) -> dict | None:
+def judge_gate(params: Params, ckpt_root: Path | None = None) -> dict | None:
     """Run the checklist judge on ``pipeline/probes/wildfeedback_judge.jsonl`` (a preference, an answer that
     follows it and one that does not; each shown in both orders, so a constant or position-biased judge
-    scores 0.5) through the same call and template as the real pairs. None when the judge is not used."""
+    scores 0.5) through the same call and template as the real pairs. None when the judge is not used.
+    An order the judge could not score (null: a refused request; NaN: the probe does not fit it) is wrong.
+    With ``ckpt_root`` the probe calls resume from ``<ckpt_root>/gate_judge`` (keyed like the ``judge`` step)."""
     cfg = params.wildfeedback
     if not cfg.checklist_judge or not (cfg.summarize or (cfg.natural_revisions and cfg.judge_natural_revisions)):
         return None
@@ -151,12 +161,15 @@ def judge_gate(params: Params) -> dict | None:
     probes = load_probes("wildfeedback_judge")
     table = pa.Table.from_pylist([{"prompt": p["prompt"], "chosen": p["follows"], "rejected": p["violates"],
                                    "preference": p["preference"]} for p in probes])
-    out = map_batches(table, judge, execution=params.execution, engine=role, desc="wildfeedback judge gate (judge)",
+    ck = step_checkpoint(ckpt_root, "gate_judge", cfg, role) if ckpt_root is not None else None
+    out = map_batches(table, judge, execution=params.execution, engine=role, checkpoint=ck,
+                      desc="wildfeedback judge gate (judge)",
                       fn_kwargs={"template_text": prompt("judge"), "context_messages": cfg.context_messages,
-                                 "max_chars": cfg.max_message_chars})
-    first, second = out["p_chosen_first"].to_pylist(), out["p_chosen_second"].to_pylist()
-    correct = [x for a, b in zip(first, second, strict=True) for x in (a > 0.5, b > 0.5)]
+                                 "max_chars": cfg.max_message_chars, "errors": True})
+    first, second = ([p is not None and p > 0.5 for p in out[c].to_pylist()]  # NaN > 0.5 is False
+                     for c in ("p_chosen_first", "p_chosen_second"))
+    correct = [x for a, b in zip(first, second, strict=True) for x in (a, b)]
     return check_gate("wildfeedback", "judge", role.model, correct, min_accuracy=cfg.gates.judge,
                       key="wildfeedback.gates.judge", on_failure=params.execution.on_gate_failure,
-                      detail={"pairs": len(probes), "orders": 2, "right_as_a": sum(a > 0.5 for a in first),
-                              "right_as_b": sum(b > 0.5 for b in second)})
+                      detail={"pairs": len(probes), "orders": 2, "right_as_a": sum(first), "right_as_b": sum(second)},
+                      errors=out["error"].to_pylist(), checkpoints=[ck] if ck else [])

@@ -106,7 +106,7 @@ def test_a_run_that_fails_writing_its_outputs_resumes_from_its_model_steps(tmp_p
     assert not (tmp_path / "data/selfie/.staging").exists()  # no half-written outputs hold the space
     checkpoints = tmp_path / ".prefpipe/checkpoints/selfie"
     assert {d.name for d in checkpoints.iterdir() if any(d.glob("chunk-*.parquet"))} == {
-        "sample", "logprob_policy", "logprob_reference"}
+        "sample", "logprob_policy", "logprob_reference", "gate_logprob_policy", "gate_logprob_reference"}
     for engine in engines.values():
         engine.calls.clear()
     assert cli.main(["run", "selfie"]) == 0
@@ -136,7 +136,8 @@ def test_a_policy_folder_retrained_in_place_before_the_resume_is_sampled_again(t
     assert cli.main(["run", "selfie"]) == 0
     assert [c for c in engines[str(folder)].calls if c[0] == "generate"]  # sampled again, by the new weights
     said = [r.getMessage() for r in caplog.records if "starting the step over" in r.getMessage()]
-    assert len(said) == 2 and all(str(folder) in m for m in said)  # sample and logprob_policy, a line each
+    # sample, logprob_policy and the gate's probes (gate_logprob_policy), a line each: the gate is decided again
+    assert len(said) == 3 and all(str(folder) in m for m in said)
     from pipeline.llm.identity import folder_identity
 
     policy = _metrics(tmp_path)["models"]["policy"]
