@@ -4,6 +4,7 @@ the suite is spread over pytest-xdist workers (`-n 2 --dist loadgroup`, pyprojec
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,11 @@ REAL = ROOT.parent / "shared" / "data" / "real"
 os.environ.setdefault("PREFPIPE_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Answers of OpenAI-compatible servers are cached on disk by model name + request (pipeline.llm.request_cache):
+# the suite never reads or fills the user's cache (~/.cache/prefpipe/requests), where answers from a README
+# walk-through would turn a "server is down" test into cache hits. This folder serves Ray actors and
+# subprocesses started from the suite; `_empty_request_cache` gives each test its own.
+os.environ["PREFPIPE_REQUEST_CACHE"] = tempfile.mkdtemp(prefix="prefpipe-test-requests-")
 
 
 # pytest-xdist groups (`--dist loadgroup`): a module runs whole on one worker, so its module-scoped fixtures
@@ -37,6 +43,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.xdist_group(_group(item)))
     first = {name: rank for rank, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: first.get(_group(item), len(first)))  # stable: module order otherwise kept
+
+
+@pytest.fixture(autouse=True)
+def _empty_request_cache(monkeypatch, tmp_path_factory):
+    """Each test starts with no cached server answers (a test may point the cache elsewhere itself)."""
+    monkeypatch.setenv("PREFPIPE_REQUEST_CACHE", str(tmp_path_factory.mktemp("requests")))
 
 
 @pytest.fixture(scope="session")
