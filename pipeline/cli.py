@@ -29,7 +29,9 @@ def _available_stages() -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
+    from pipeline.dvcdeps import undeclared_inputs
     from pipeline.execute_ray import engine_pools
+    from pipeline.metrics import say
     from pipeline.outputs import discard_staged, name_path
 
     available = _available_stages()
@@ -39,6 +41,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"prefpipe: unknown stage {args.stage!r}; {hint}available: {', '.join(available)}", file=sys.stderr)
         return 2
     params = load_params(args.params)  # fails before any work on a bad params.yaml
+    for line in undeclared_inputs(args.stage, params):  # data or weights `dvc repro` would not see change
+        say(line)
     module = importlib.import_module(f"stages.{args.stage}")
     planned = output_folder(module)
     fresh = planned is not None and not Path(planned).exists()

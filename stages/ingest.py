@@ -37,7 +37,6 @@ from pydantic import ValidationError
 
 from pipeline.adapters import Adapted, BadRecord, Ctx, adapt, finish
 from pipeline.config import Params, Source, fingerprint
-from pipeline.dvcdeps import undeclared
 from pipeline.hub_source import check_hub
 from pipeline.io import (
     HF_PREFIX,
@@ -49,7 +48,7 @@ from pipeline.io import (
 )
 from pipeline.jsontext import preview_of
 from pipeline.limits import JSON_FILE_RECORDS
-from pipeline.metrics import say, write_metrics
+from pipeline.metrics import write_metrics
 from pipeline.outputs import stage_outputs
 from pipeline.readers import source_files
 from pipeline.records import ID_COLUMNS, MODELS, SCHEMAS
@@ -282,15 +281,6 @@ def check_sources_exist(sources: list[Source]) -> None:
             raise SourceError(f"{key}: {e}") from None
 
 
-def warn_undeclared(sources: list[Source]) -> None:
-    """Say which local sources dvc.yaml does not list as ingest deps: `dvc repro` would not see them change."""
-    for i, src in enumerate(sources):
-        if undeclared("ingest", [src.path]):
-            say(f"ingest: ingest.sources[{i}].path {src.path} is not among the ingest stage's deps in dvc.yaml, so "
-                "`dvc repro` will not rerun ingest when that data changes; add it (or a folder above it) under "
-                "stages.ingest.deps")
-
-
 def over_threshold(metrics: dict[str, dict[str, Any]], max_fraction: float,
                    out_dir: Path = OUT_DIR) -> str | None:
     bad = {name: m for name, m in metrics.items() if m["reject_fraction"] > max_fraction}
@@ -338,7 +328,6 @@ def run(params: Params, out_dir: str | Path = OUT_DIR) -> dict[str, Any]:
     cfg, ex = params.ingest, params.execution
     out_dir = Path(out_dir)
     check_sources_exist(cfg.sources)
-    warn_undeclared(cfg.sources)
     sizes = shard_sizes(ex, spill_bytes=ex.spill_bytes)
     with stage_outputs(out_dir) as staged:
         with ExitStack() as stack:

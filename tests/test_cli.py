@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
-from pipeline.cli import build_parser
+import pytest
+import yaml
+
+from pipeline.cli import build_parser, main
 
 
 @pytest.mark.parametrize("argv,verbose", [
@@ -25,3 +28,74 @@ def test_the_top_level_help_says_where_to_start(capsys):
         build_parser().parse_args(["--help"])
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert "dvc repro" in out and "SUB --help" in out
+
+
+# --- inputs dvc.yaml does not list ------------------------------------------------------------------
+
+def _project(tmp_path, monkeypatch, deps: dict[str, list[str]], edit) -> None:
+    """A project in tmp_path: dvc.yaml with these deps per stage, params.yaml the shipped one edited."""
+    from tests.conftest import ROOT
+
+    monkeypatch.chdir(tmp_path)
+    stages = {s: {"cmd": f"python -m pipeline.cli run {s}", "deps": d} for s, d in deps.items()}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    edit(data)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+
+
+def _warned(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("WARNING ") and "deps in dvc.yaml" in line]
+
+
+def test_a_source_dvc_yaml_does_not_list_as_an_ingest_dep_is_named_when_ingest_runs(tmp_path, monkeypatch, capsys):
+    """A source added to params.yaml outside the ingest stage's deps: `dvc repro` said "Data and pipelines are
+    up to date" after its file changed (measured with a local JSONL source), and nothing said why."""
+    for folder in ("data/samples", "logs"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "posts.jsonl").write_text(json.dumps({"id": folder, "text": "a post " * 30}) + "\n")
+    absolute = str(tmp_path / "logs/*.jsonl")
+
+    def sources(data):
+        data["ingest"]["sources"] += [  # after the shipped five, whose files this project lacks
+            {"name": n, "kind": "documents", "path": p, "format": "documents", "mapping": {}, "limit": None}
+            for n, p in (("declared", "data/samples/posts.jsonl"), ("declared_glob", "data/samples/*.jsonl"),
+                         ("mine", "logs/posts.jsonl"), ("mine_abs", absolute), ("hub", "hf://org/name"))]
+
+    _project(tmp_path, monkeypatch, {"ingest": ["stages/ingest.py", "data/samples"]}, sources)
+    from pipeline.config import load_params
+    from pipeline.dvcdeps import undeclared_inputs
+
+    lines = undeclared_inputs("ingest", load_params("params.yaml"))
+    assert lines == [  # an hf:// source cannot be a dep (README: `dvc repro -f ingest`)
+        f"ingest: ingest.sources[{i}].path {p} is not among the ingest stage's deps in dvc.yaml, so `dvc repro` "
+        "will not rerun ingest when it changes; add it (or a folder above it) under stages.ingest.deps"
+        for i, p in ((7, "logs/posts.jsonl"), (8, absolute))]
+    # `prefpipe run` says so before the stage starts (which then stops at the first shipped source's missing file)
+    assert main(["run", "ingest"]) != 0
+    assert _warned(capsys.readouterr().out) == [f"WARNING {line}" for line in lines]
+    # a folder above the source listed as a dep covers it; outside a DVC project nothing is said
+    _project(tmp_path, monkeypatch, {"ingest": ["data/samples", "logs"]}, sources)
+    assert undeclared_inputs("ingest", load_params("params.yaml")) == []
+    (tmp_path / "dvc.yaml").unlink()
+    assert undeclared_inputs("ingest", load_params("params.yaml")) == []
+
+
+def test_a_local_model_folder_dvc_yaml_does_not_list_is_named_when_its_stage_runs(tmp_path, monkeypatch):
+    """README "Model weights": DVC does not see a folder re-trained in place unless it is a dep of the stage."""
+    from pipeline.config import load_params
+    from pipeline.dvcdeps import undeclared_inputs
+
+    (tmp_path / "models/sft").mkdir(parents=True)
+
+    def judge_on_folder(data):
+        data["pugc"]["roles"]["judge"] = {"model": "models/sft"}
+
+    _project(tmp_path, monkeypatch, {"pugc": ["stages/pugc.py"], "dove": ["stages/dove.py"]}, judge_on_folder)
+    params = load_params("params.yaml")
+    assert undeclared_inputs("pugc", params) == [
+        "pugc: model folder models/sft is not among the pugc stage's deps in dvc.yaml, so `dvc repro` will not "
+        "rerun pugc when it changes; add it (or a folder above it) under stages.pugc.deps"]
+    assert undeclared_inputs("dove", params) == []  # its judge is the built-in tiny model, no folder
+    _project(tmp_path, monkeypatch, {"pugc": ["stages/pugc.py", "models"]}, judge_on_folder)
+    assert undeclared_inputs("pugc", load_params("params.yaml")) == []

@@ -339,31 +339,3 @@ def test_seen_rows_compare_values_not_objects_or_key_order():
     assert seen.admit("f:1", {"p": [{"id": "a", "v": 1}]}, Counter()) is None
     assert "different content" in seen.admit("f:2", {"p": [{"id": "a", "v": 1.0}]}, Counter())
     assert "different content" in seen.admit("f:3", {"p": [{"id": "a", "v": True}]}, Counter())
-
-
-def test_a_source_dvc_yaml_does_not_list_as_an_ingest_dep_is_named_when_ingest_runs(params, tmp_path, monkeypatch,
-                                                                                     capsys):
-    """A source added to params.yaml outside the ingest stage's deps: `dvc repro` said "Data and pipelines are up
-    to date" after the file changed (measured with a local JSONL source). The stage now says so, naming the key."""
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "dvc.yaml").write_text("stages:\n  ingest:\n    cmd: prefpipe run ingest\n"
-                                       "    deps:\n      - stages/ingest.py\n      - data/samples\n")
-    for folder in ("data/samples", "logs"):
-        (tmp_path / folder).mkdir(parents=True)
-        (tmp_path / folder / "posts.jsonl").write_text(json.dumps({"id": folder, "text": "a post " * 30}) + "\n")
-    sources = [{"name": "declared", "kind": "documents", "path": "data/samples/posts.jsonl", "format": "documents"},
-               {"name": "declared_glob", "kind": "documents", "path": "data/samples/*.jsonl", "format": "documents"},
-               {"name": "mine", "kind": "documents", "path": "logs/posts.jsonl", "format": "documents"},
-               {"name": "mine_abs", "kind": "documents", "path": str(tmp_path / "logs/*.jsonl"), "format": "documents"}]
-    run(with_ingest(params, sources), tmp_path / "out")
-    warned = [line for line in capsys.readouterr().out.splitlines() if line.startswith("WARNING ingest:")]
-    assert warned == [
-        f"WARNING ingest: ingest.sources[{i}].path {p} is not among the ingest stage's deps in dvc.yaml, so "
-        "`dvc repro` will not rerun ingest when that data changes; add it (or a folder above it) under "
-        "stages.ingest.deps" for i, p in ((2, "logs/posts.jsonl"), (3, str(tmp_path / "logs/*.jsonl")))]
-    # a folder above the source listed as a dep covers it; outside a DVC project nothing is said
-    (tmp_path / "dvc.yaml").write_text("stages:\n  ingest:\n    deps:\n      - data/samples\n      - logs\n")
-    run(with_ingest(params, sources), tmp_path / "out")
-    (tmp_path / "dvc.yaml").unlink()
-    run(with_ingest(params, sources), tmp_path / "out")
-    assert "WARNING ingest:" not in capsys.readouterr().out
