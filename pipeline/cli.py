@@ -41,7 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"prefpipe: unknown stage {args.stage!r}; {hint}available: {', '.join(available)}", file=sys.stderr)
         return 2
     params = load_params(args.params)  # fails before any work on a bad params.yaml
-    for line in undeclared_inputs(args.stage, params):  # data or weights `dvc repro` would not see change
+    for line in [*elsewhere(args.params), *undeclared_inputs(args.stage, params)]:
         say(line)
     module = importlib.import_module(f"stages.{args.stage}")
     planned = output_folder(module)
@@ -64,6 +64,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     # between them is time spent waiting for a core.
     print(f"{args.stage}: done in {time.perf_counter() - wall:.0f} s wall, {time.process_time() - cpu:.0f} s CPU")
     return 0
+
+
+def elsewhere(params: str) -> list[str]:
+    """A line when ``--params`` lies in another DVC project's root than the current folder, whose data paths
+    are then read from the wrong place (`cd data && prefpipe run curry --params ../params.yaml` said
+    "data/ingest/prompts: not found; run the stage that writes it first")."""
+    folder, here = Path(params).resolve().parent, Path.cwd().resolve()
+    if folder == here or not (folder / "dvc.yaml").is_file() or (here / "dvc.yaml").is_file():
+        return []
+    return [f"prefpipe: {params} lies in the project {folder}, but prefpipe runs in {here}, where the data paths "
+            f"in it are read from; run from {folder} (as dvc repro does)"]
 
 
 def output_folder(module) -> Path | None:

@@ -99,3 +99,19 @@ def test_a_local_model_folder_dvc_yaml_does_not_list_is_named_when_its_stage_run
     assert undeclared_inputs("dove", params) == []  # its judge is the built-in tiny model, no folder
     _project(tmp_path, monkeypatch, {"pugc": ["stages/pugc.py", "models"]}, judge_on_folder)
     assert undeclared_inputs("pugc", load_params("params.yaml")) == []
+
+
+def test_params_of_a_project_run_from_another_folder_are_named_before_the_stage_fails(tmp_path, monkeypatch, capsys):
+    """`cd data && prefpipe run curry --params ../params.yaml` said only "data/ingest/prompts: not found; run the
+    stage that writes it first (`dvc repro`)": the stage had run, in the project; the paths were read from data/."""
+    _project(tmp_path, monkeypatch, {"curry": ["stages/curry.py"]}, lambda data: None)
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path / "data")
+    assert main(["run", "curry", "--params", "../params.yaml"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"WARNING prefpipe: ../params.yaml lies in the project {tmp_path.resolve()}, but prefpipe runs in "
+                      f"{(tmp_path / 'data').resolve()}, where the data paths in it are read from; run from "
+                      f"{tmp_path.resolve()} (as dvc repro does)")
+    monkeypatch.chdir(tmp_path)  # from the project root nothing is said (the stage fails on its missing input)
+    assert main(["run", "curry"]) == 1
+    assert "lies in the project" not in capsys.readouterr().out
