@@ -29,7 +29,9 @@ def _available_stages() -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
+    from pipeline.dvcdeps import undeclared_inputs
     from pipeline.execute_ray import engine_pools
+    from pipeline.metrics import say
     from pipeline.outputs import discard_staged, name_path
 
     available = _available_stages()
@@ -39,6 +41,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"prefpipe: unknown stage {args.stage!r}; {hint}available: {', '.join(available)}", file=sys.stderr)
         return 2
     params = load_params(args.params)  # fails before any work on a bad params.yaml
+    for line in [*elsewhere(args.params), *undeclared_inputs(args.stage, params)]:
+        say(line)
     module = importlib.import_module(f"stages.{args.stage}")
     planned = output_folder(module)
     fresh = planned is not None and not Path(planned).exists()
@@ -60,6 +64,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     # between them is time spent waiting for a core.
     print(f"{args.stage}: done in {time.perf_counter() - wall:.0f} s wall, {time.process_time() - cpu:.0f} s CPU")
     return 0
+
+
+def elsewhere(params: str) -> list[str]:
+    """A line when ``--params`` lies in another DVC project's root than the current folder, whose data paths
+    are then read from the wrong place (`cd data && prefpipe run curry --params ../params.yaml` said
+    "data/ingest/prompts: not found; run the stage that writes it first")."""
+    folder, here = Path(params).resolve().parent, Path.cwd().resolve()
+    if folder == here or not (folder / "dvc.yaml").is_file() or (here / "dvc.yaml").is_file():
+        return []
+    return [f"prefpipe: {params} lies in the project {folder}, but prefpipe runs in {here}, where the data paths "
+            f"in it are read from; run from {folder} (as dvc repro does)"]
 
 
 def output_folder(module) -> Path | None:
@@ -223,25 +238,33 @@ def _at_least(low: int):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="prefpipe", description="Build preference data for LLM alignment.")
+    p = argparse.ArgumentParser(
+        prog="prefpipe", description="Build preference data for LLM alignment.",
+        epilog="`dvc repro` builds the whole DAG (dvc.yaml) into data/release; `prefpipe SUB --help` for each "
+               "subcommand; README.md \"Quickstart\".")
     p.add_argument("-v", "--verbose", action="store_true",
-                   help="log at INFO (engine calls, requests sent and cached); goes before the subcommand")
+                   help="log at INFO (engine calls, requests sent and cached); before or after the subcommand")
+    # -v after the subcommand too (`prefpipe run pugc -v` was "unrecognized arguments: -v"); SUPPRESS keeps a
+    # subcommand without it from resetting a -v given before it.
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="log at INFO, as `prefpipe -v SUB`")
     sub = p.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run one pipeline stage (what dvc.yaml calls)")
+    run = sub.add_parser("run", parents=[verbose], help="run one pipeline stage (what dvc.yaml calls)")
     run.add_argument("stage", help=f"one of: {', '.join(STAGES)}")
     run.add_argument("--params", default="params.yaml",
                      help="params file (default params.yaml); data paths in it are relative to the current folder")
     run.set_defaults(func=cmd_run)
 
-    ins = sub.add_parser("inspect", help="schema, row count, manifest and a few rows of a shard set or Parquet file")
+    ins = sub.add_parser("inspect", parents=[verbose], help="schema, row count, manifest and a few rows of a shard set or Parquet file")
     ins.add_argument("path", help="a shard set folder (e.g. data/ingest/conversations), a release folder or a "
                      "Parquet file")
     ins.add_argument("-n", "--rows", type=_at_least(0), default=3, help="rows to show (default 3)")
     ins.add_argument("--width", type=_at_least(1), default=400, help="characters per row shown (default 400)")
     ins.set_defaults(func=cmd_inspect)
 
-    aud = sub.add_parser("audit", help="check a release folder: identical sides, empty configs, PII, split and "
+    aud = sub.add_parser("audit", parents=[verbose], help="check a release folder: identical sides, empty configs, PII, split and "
                          "held-out leaks, cut-off, looping or off-context chosen answers, scores ranking chosen "
                          "lower, malformed dialogues (exit 1 on any violation)")
     aud.add_argument("path", nargs="?", default="data/release", help="the release folder (default data/release)")
@@ -253,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     aud.add_argument("--json", default=None, help="also write the report to this file")
     aud.set_defaults(func=cmd_audit)
 
-    pub = sub.add_parser("publish", help="verify the release against its manifest and upload it to the Hugging Face Hub")
+    pub = sub.add_parser("publish", parents=[verbose], help="verify the release against its manifest and upload it to the Hugging Face Hub")
     pub.add_argument("--repo-id", required=True, help="dataset repo, ORG/NAME (created if missing)")
     seen = pub.add_mutually_exclusive_group()  # private unless asked: the texts come from users, redaction is by pattern
     seen.add_argument("--private", dest="private", action="store_true", default=True,

@@ -383,6 +383,10 @@ def run(cfg: Curry, ex: Execution, out: Path) -> dict[str, Any]:
     write_metrics(staged, {"rows_in": m["responses"]["read"], "pairs": m["pairs"]["written"]}, m)
     commit_outputs(out)
     log.info("curry: %d pairs over %d levels", table.num_rows, len(m["levels"]["gap_range"]))
+    levels = ", ".join(f"{k} {n}" for k, n in m["pairs"]["per_level"].items())
+    drops = ", ".join(f"{k} {n}" for k, n in {**m["responses"]["dropped"], **m["pairs"]["dropped"]}.items() if n)
+    print(f"curry: {m['responses']['read']} responses -> {m['pairs']['written']} pairs (per level: {levels}"
+          f"{f'; dropped: {drops}' if drops else ''}); details in {out / 'details.json'}")
     return m
 
 

@@ -352,4 +352,7 @@ def main(params: Params) -> None:
                         "pairs": table.num_rows, **gate_headline({"judge": gate})}, details)
     commit_outputs(OUT)
     clear_checkpoints("dove")
+    print(f"dove: {details['instructions']} instructions -> {judgment['comparisons']} comparisons -> {table.num_rows} "
+          f"pairs ({judgment['ties']} ties, {judgment['failures']} failed, {withheld} labels withheld); details in "
+          f"{OUT / 'details.json'}")
     check_failures(item_rejects, item_metrics["rows_in"], judgment, ex.max_reject_fraction)

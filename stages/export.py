@@ -343,3 +343,14 @@ def main(params: Params) -> None:
     ex = params.execution
     stats = build_release(cfg, Path("."), OUT_DIR, fp, batch_rows=ex.batch_size, spill_bytes=ex.spill_bytes)
     log.info("export: %s pairs written to %s", stats["total"], OUT_DIR)
+    print(summary_line(stats, OUT_DIR))
+
+
+def summary_line(stats: dict[str, Any], out_dir: Path) -> str:
+    """What `dvc repro` ends with: the release's pairs per config, its removals by reason, and how to look."""
+    rows = {c: sum(splits.values()) for c, splits in stats["rows"].items()}
+    configs = ", ".join(f"{c} {n}" for c, n in rows.items() if c != "all")
+    merged = f"; `all` holds {rows['all']} of them" if "all" in rows else ""
+    drops = ", ".join(f"{reason} {n}" for reason, n in stats["drops"].items())
+    return (f"export: {stats['total']} pairs in {out_dir} ({configs}{merged}); removals: {drops or 'none'} "
+            f"({out_dir / 'removed.jsonl'}); audit passed; look at it with `prefpipe inspect {out_dir}`")

@@ -41,6 +41,7 @@ from pipeline.metrics import announce_overrides, gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import empty_table
 from stages.selfie_output import (
+    console_line,
     kept_iterations,
     migrate_flat_layout,
     pairs_report,
@@ -338,3 +339,6 @@ def main(params: Params) -> None:
     commit_outputs(OUT)
     clear_checkpoints("selfie")
     log.info("selfie: %d seed pairs, %d iteration-%d pairs", seed.num_rows, new_pairs.num_rows, sel.iteration)
+    sampled = 0 if withheld or not pool.num_rows else pool.num_rows * sel.samples_per_prompt
+    print(console_line(sel.iteration, pool.num_rows, sampled, responses.num_rows, seed.num_rows, new_pairs.num_rows,
+                       dropped, sel.sampling.max_new_tokens))

@@ -242,3 +242,19 @@ def pairs_report(pairs: pl.DataFrame, dropped: dict[str, int], written: int) -> 
     pairs written."""
     stats = pair_report(pairs)
     return {**stats, "candidates": stats["pairs"] + dropped["same_text"] + dropped["tie"], "written": written}
+
+
+def console_line(iteration: int, prompts: int, sampled: int, responses: int, seed: int, pairs: int,
+                 dropped: dict[str, int], max_new_tokens: int) -> str:
+    """The stage's one-line summary, as PUGC and WildFeedback print theirs; when most samples were cut at the
+    token budget (a real model's answers run past the paper's 300 tokens) it says which key to raise, since
+    the iteration then has few pairs or none."""
+    drops = ", ".join(f"{k} {v}" for k, v in dropped.items() if v)
+    line = (f"selfie: iteration {iteration}: {prompts} pool prompts -> {sampled} samples -> {responses} scored "
+            f"responses -> {pairs} pairs, plus {seed} seed pairs"
+            f"{f' (dropped: {drops})' if drops else ''}; details in data/selfie/details.json")
+    cut = dropped.get("cut_off", 0)
+    if sampled and 2 * cut > sampled:
+        line += (f". {cut} of {sampled} samples were cut at selfie.sampling.max_new_tokens ({max_new_tokens}) "
+                 "and dropped: raise it")
+    return line

@@ -25,7 +25,7 @@ OASST = Path("oasst_en100/model/model_eval/manual/data/en_100_tree.jsonl")
 POSTS = Path("stackexchange_coffee/Posts.xml")
 
 
-def test_run_writes_one_shard_set_per_level_in_curriculum_order(tmp_path):
+def test_run_writes_one_shard_set_per_level_in_curriculum_order(tmp_path, capsys):
     prompts = [prompt(f"p{i}") for i in range(5)]
     responses = [resp(f"p{i}", f"p{i}-{k}", float(s)) for i in range(5) for k, s in enumerate([5, 3, 2, 2])]
     write_shards(to_table(prompts, "prompts"), tmp_path / "in" / "prompts", name="prompts")
@@ -51,6 +51,10 @@ def test_run_writes_one_shard_set_per_level_in_curriculum_order(tmp_path):
     assert json.loads((out / "details.json").read_text()) == m
     assert json.loads((out / "metrics.json").read_text()) == {"rows_in": m["responses"]["read"], "pairs": 15}
     assert m["pairs"]["per_source"] == {"hand": 15} and m["pairs"]["per_level"] == {"0": 10, "1": 5, "2": 0}
+    # the console says what it made, as the other stages do (it said only `curry: done`)
+    assert capsys.readouterr().out.splitlines() == [
+        f"curry: 20 responses -> 15 pairs (per level: 0 10, 1 5, 2 0); details in "
+        f"{out / 'details.json'}"]
     before = {f: (pairs / f).read_bytes() for f in [x["path"] for x in index["files"]]}
     run(c, execution(), out)
     assert {f: (pairs / f).read_bytes() for f in before} == before  # byte-identical rerun

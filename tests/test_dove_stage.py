@@ -39,7 +39,7 @@ def _write_helpful(tmp_path, sft, cond):
     return prompts, responses, pairs
 
 
-def test_main_on_real_helpful_slice_with_scripted_judge(helpful, params, tmp_path, monkeypatch):
+def test_main_on_real_helpful_slice_with_scripted_judge(helpful, params, tmp_path, monkeypatch, capsys):
     sft, cond = helpful
     monkeypatch.chdir(tmp_path)
     prompts, responses, pairs = _write_helpful(tmp_path, sft[:60], cond[:30])
@@ -54,6 +54,10 @@ def test_main_on_real_helpful_slice_with_scripted_judge(helpful, params, tmp_pat
     assert metrics["comparisons"] == metrics["joint_comparisons"] + 30
     assert metrics["judged"] + metrics["failures"] == metrics["comparisons"]
     assert metrics["position_consistency_rate"] == metrics["consistent"] / metrics["judged"]
+    # the console says what it made, as the other stages do (it said only `dove: done`)
+    assert (f"dove: 60 instructions -> {metrics['comparisons']} comparisons -> {out.num_rows} pairs "
+            f"({metrics['ties']} ties, {metrics['failures']} failed, 0 labels withheld); details in data/dove/details.json"
+            ) in capsys.readouterr().out.splitlines()
     first = (tmp_path / "data/dove/pairs").glob("*.parquet").__next__().read_bytes()
     D.main(p)  # identical inputs + params: identical bytes
     assert (tmp_path / "data/dove/pairs").glob("*.parquet").__next__().read_bytes() == first

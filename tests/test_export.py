@@ -407,7 +407,7 @@ def test_unreadable_method_output_names_the_folder(tmp_path):
         build(tmp_path, methods=["pugc"])
 
 
-def test_cli_runs_the_stage_from_the_project_root(tmp_path, monkeypatch, root):
+def test_cli_runs_the_stage_from_the_project_root(tmp_path, monkeypatch, root, capsys):
     from pipeline.cli import main as cli
 
     standard_methods(tmp_path)
@@ -419,6 +419,13 @@ def test_cli_runs_the_stage_from_the_project_root(tmp_path, monkeypatch, root):
     assert stats["rows"]["all"]["train"] > 0 and verify_release(tmp_path / "data" / "release") == []
     # ../shared is not beside this copy: the optional eval sets are reported, not fatal
     assert all(v["status"].startswith("unavailable") for v in stats["decontamination"].values())
+    # the console says what `dvc repro` built and where (it said only `export: done in N s`)
+    rows = {c: sum(s.values()) for c, s in stats["rows"].items()}
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("export: ") and "pairs in" in x)
+    assert line.startswith(f"export: {stats['total']} pairs in data/release (")
+    assert f"`all` holds {rows['all']} of them" in line and f"curry {rows['curry']}" in line
+    assert ", ".join(f"{r} {n}" for r, n in stats["drops"].items()) in line
+    assert line.endswith("audit passed; look at it with `prefpipe inspect data/release`")
 
 
 def test_every_shard_of_every_config_has_one_schema_when_optional_columns_are_null_in_some(tmp_path):

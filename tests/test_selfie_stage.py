@@ -275,6 +275,24 @@ def test_cut_off_samples_are_dropped_before_teacher_forcing_and_counted(tmp_path
     )
 
 
+def test_the_stage_prints_its_summary_and_says_to_raise_the_token_budget_when_most_samples_are_cut(
+        tmp_path, monkeypatch, capsys):
+    """SmolLM2 as the policy had 8 of its 10 samples cut at 300 tokens: the run made no pair and printed only
+    `selfie: done`; the summary line now counts each step and names the key to raise."""
+    script = {f"pool question {i}": ["cut one ...", "cut two ..."] for i in range(30)}
+    script["pool question 19"] = ["short.", "a longer, finished answer."]
+    engines = {"pol": FakeEngine("pol", scale=1.0, script=script), "ref": FakeEngine("ref", scale=2.0)}
+    params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref")
+    selfie.main(params)
+    metrics = _metrics(tmp_path)
+    pool, cut = metrics["sample"]["prompts"], metrics["sample"]["cut_off"]
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("selfie: iteration 1:"))
+    assert f"{pool} pool prompts -> {2 * pool} samples -> {metrics['sample']['responses']} scored responses -> " \
+           f"{metrics['pairs']['written']} pairs, plus 1 seed pairs" in line
+    assert f"cut_off {cut}" in line
+    assert f"{cut} of {2 * pool} samples were cut at selfie.sampling.max_new_tokens (8) and dropped: raise it" in line
+
+
 def test_blank_samples_are_dropped_before_teacher_forcing_and_counted(tmp_path, monkeypatch):
     """A blank answer can out-score every real one (the empty string is cheap under the policy); it is no
     answer, so it is dropped before scoring, counted, and never a chosen."""

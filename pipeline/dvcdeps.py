@@ -1,0 +1,74 @@
+"""Which of a stage's input paths its ``deps`` in ``dvc.yaml`` leave out.
+
+DVC reruns a stage when one of its deps or params changes; a file the stage reads that no dep covers can
+change without ``dvc repro`` noticing ("Data and pipelines are up to date"). Two such inputs come from
+params.yaml: a source added to ``ingest.sources`` (the shipped ones lie in ``data/samples``, a dep) and a local
+model folder a model stage's roles name (re-trained in place, it keeps its name and every params key).
+``prefpipe run`` names each one no dep covers (``undeclared_inputs``), before the stage starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from pipeline.yaml12 import YAMLError, YamlFileError, load_yaml_file
+
+DVC_FILE = Path("dvc.yaml")
+HF_PREFIX = "hf://"
+
+
+def _fixed_part(path: str) -> str:
+    """The part of a glob before its first wildcard (the folder every match lies in), else the path."""
+    head = re.split(r"[*?\[]", path, maxsplit=1)[0]
+    return head if head == path else os.path.dirname(head) or "."
+
+
+def stage_deps(stage: str, dvc_file: Path = DVC_FILE) -> list[str] | None:
+    """The ``deps`` of ``stage`` in ``dvc_file``; None when there is no readable dvc.yaml or no such stage
+    (a stage run outside a DVC project, e.g. from a test's folder)."""
+    if not dvc_file.is_file():
+        return None
+    try:
+        doc = load_yaml_file(dvc_file)
+    except (YamlFileError, YAMLError):
+        return None  # DVC itself reports a broken dvc.yaml
+    entry = (doc.get("stages") or {}).get(stage) if isinstance(doc, dict) else None
+    if not isinstance(entry, dict):
+        return None
+    return [str(d) for d in entry.get("deps") or [] if isinstance(d, str)]
+
+
+def undeclared(stage: str, paths: list[str], dvc_file: Path = DVC_FILE) -> list[str]:
+    """The ``paths`` (files, folders or globs) that no dep of ``stage`` in ``dvc_file`` covers: neither the
+    path itself nor a folder above it. Dep paths are relative to the folder of ``dvc_file``, input paths to
+    the current folder (where ``prefpipe run`` reads them)."""
+    deps = stage_deps(stage, dvc_file)
+    if deps is None:
+        return []
+    base = dvc_file.resolve().parent
+    covered = [Path(os.path.normpath(base / d)) for d in deps]
+    out = []
+    for p in paths:
+        where = Path(os.path.normpath(Path.cwd() / Path(_fixed_part(p)).expanduser()))
+        if not any(where == d or d in where.parents for d in covered):
+            out.append(p)
+    return out
+
+
+def undeclared_inputs(stage: str, params) -> list[str]:
+    """One line per input of ``stage`` named in ``params`` that ``dvc repro`` would not see change: a local
+    ingest source, or a local model folder of a model stage's roles, that no dep of the stage covers."""
+    from pipeline.config import MODEL_SECTIONS, section_models
+
+    lines = []
+    if stage == "ingest":
+        for i, src in enumerate(params.ingest.sources):
+            if not src.path.startswith(HF_PREFIX) and undeclared(stage, [src.path]):
+                lines.append(f"ingest.sources[{i}].path {src.path}")
+    elif stage in MODEL_SECTIONS:
+        folders = sorted({m for m in section_models(params, stage) if Path(m).expanduser().is_dir()})
+        lines += [f"model folder {m}" for m in undeclared(stage, folders)]
+    return [f"{stage}: {what} is not among the {stage} stage's deps in dvc.yaml, so `dvc repro` will not rerun "
+            f"{stage} when it changes; add it (or a folder above it) under stages.{stage}.deps" for what in lines]

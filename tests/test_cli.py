@@ -1,0 +1,117 @@
+"""The command line's own parsing (pipeline/cli.py): what a user types, not what a stage does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from pipeline.cli import build_parser, main
+
+
+@pytest.mark.parametrize("argv,verbose", [
+    (["run", "curry", "-v"], True),          # after the subcommand: was "unrecognized arguments: -v"
+    (["inspect", "data/release", "--verbose"], True),
+    (["audit", "-v"], True),
+    (["-v", "run", "curry"], True),          # before it, as the README shows
+    (["--verbose", "audit"], True),
+    (["run", "curry"], False),
+    (["publish", "--repo-id", "org/name", "--dry-run"], False),
+])
+def test_verbose_is_taken_before_or_after_the_subcommand(argv, verbose):
+    assert build_parser().parse_args(argv).verbose is verbose
+
+
+def test_the_top_level_help_says_where_to_start(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "dvc repro" in out and "SUB --help" in out
+
+
+# --- inputs dvc.yaml does not list ------------------------------------------------------------------
+
+def _project(tmp_path, monkeypatch, deps: dict[str, list[str]], edit) -> None:
+    """A project in tmp_path: dvc.yaml with these deps per stage, params.yaml the shipped one edited."""
+    from tests.conftest import ROOT
+
+    monkeypatch.chdir(tmp_path)
+    stages = {s: {"cmd": f"python -m pipeline.cli run {s}", "deps": d} for s, d in deps.items()}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    edit(data)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+
+
+def _warned(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith("WARNING ") and "deps in dvc.yaml" in line]
+
+
+def test_a_source_dvc_yaml_does_not_list_as_an_ingest_dep_is_named_when_ingest_runs(tmp_path, monkeypatch, capsys):
+    """A source added to params.yaml outside the ingest stage's deps: `dvc repro` said "Data and pipelines are
+    up to date" after its file changed (measured with a local JSONL source), and nothing said why."""
+    for folder in ("data/samples", "logs"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "posts.jsonl").write_text(json.dumps({"id": folder, "text": "a post " * 30}) + "\n")
+    absolute = str(tmp_path / "logs/*.jsonl")
+
+    def sources(data):
+        data["ingest"]["sources"] += [  # after the shipped five, whose files this project lacks
+            {"name": n, "kind": "documents", "path": p, "format": "documents", "mapping": {}, "limit": None}
+            for n, p in (("declared", "data/samples/posts.jsonl"), ("declared_glob", "data/samples/*.jsonl"),
+                         ("mine", "logs/posts.jsonl"), ("mine_abs", absolute), ("hub", "hf://org/name"))]
+
+    _project(tmp_path, monkeypatch, {"ingest": ["stages/ingest.py", "data/samples"]}, sources)
+    from pipeline.config import load_params
+    from pipeline.dvcdeps import undeclared_inputs
+
+    lines = undeclared_inputs("ingest", load_params("params.yaml"))
+    assert lines == [  # an hf:// source cannot be a dep (README: `dvc repro -f ingest`)
+        f"ingest: ingest.sources[{i}].path {p} is not among the ingest stage's deps in dvc.yaml, so `dvc repro` "
+        "will not rerun ingest when it changes; add it (or a folder above it) under stages.ingest.deps"
+        for i, p in ((7, "logs/posts.jsonl"), (8, absolute))]
+    # `prefpipe run` says so before the stage starts (which then stops at the first shipped source's missing file)
+    assert main(["run", "ingest"]) != 0
+    assert _warned(capsys.readouterr().out) == [f"WARNING {line}" for line in lines]
+    # a folder above the source listed as a dep covers it; outside a DVC project nothing is said
+    _project(tmp_path, monkeypatch, {"ingest": ["data/samples", "logs"]}, sources)
+    assert undeclared_inputs("ingest", load_params("params.yaml")) == []
+    (tmp_path / "dvc.yaml").unlink()
+    assert undeclared_inputs("ingest", load_params("params.yaml")) == []
+
+
+def test_a_local_model_folder_dvc_yaml_does_not_list_is_named_when_its_stage_runs(tmp_path, monkeypatch):
+    """README "Model weights": DVC does not see a folder re-trained in place unless it is a dep of the stage."""
+    from pipeline.config import load_params
+    from pipeline.dvcdeps import undeclared_inputs
+
+    (tmp_path / "models/sft").mkdir(parents=True)
+
+    def judge_on_folder(data):
+        data["pugc"]["roles"]["judge"] = {"model": "models/sft"}
+
+    _project(tmp_path, monkeypatch, {"pugc": ["stages/pugc.py"], "dove": ["stages/dove.py"]}, judge_on_folder)
+    params = load_params("params.yaml")
+    assert undeclared_inputs("pugc", params) == [
+        "pugc: model folder models/sft is not among the pugc stage's deps in dvc.yaml, so `dvc repro` will not "
+        "rerun pugc when it changes; add it (or a folder above it) under stages.pugc.deps"]
+    assert undeclared_inputs("dove", params) == []  # its judge is the built-in tiny model, no folder
+    _project(tmp_path, monkeypatch, {"pugc": ["stages/pugc.py", "models"]}, judge_on_folder)
+    assert undeclared_inputs("pugc", load_params("params.yaml")) == []
+
+
+def test_params_of_a_project_run_from_another_folder_are_named_before_the_stage_fails(tmp_path, monkeypatch, capsys):
+    """`cd data && prefpipe run curry --params ../params.yaml` said only "data/ingest/prompts: not found; run the
+    stage that writes it first (`dvc repro`)": the stage had run, in the project; the paths were read from data/."""
+    _project(tmp_path, monkeypatch, {"curry": ["stages/curry.py"]}, lambda data: None)
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path / "data")
+    assert main(["run", "curry", "--params", "../params.yaml"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"WARNING prefpipe: ../params.yaml lies in the project {tmp_path.resolve()}, but prefpipe runs in "
+                      f"{(tmp_path / 'data').resolve()}, where the data paths in it are read from; run from "
+                      f"{tmp_path.resolve()} (as dvc repro does)")
+    monkeypatch.chdir(tmp_path)  # from the project root nothing is said (the stage fails on its missing input)
+    assert main(["run", "curry"]) == 1
+    assert "lies in the project" not in capsys.readouterr().out
