@@ -41,6 +41,21 @@ PARQUET_BATCH_ROWS = 10_000  # the most rows per batch, for row groups of small 
 PARQUET_PAGE_RECORDS = JSON_FILE_RECORDS
 
 
+SETTING = "ingest.max_record_bytes"
+
+
+def over_limit(limit: int, size: int | None = None, what: str = "record", note: str = "") -> str:
+    """The reject reason of a record over the limit: its size where it is known, and the setting that keeps it.
+
+    >>> over_limit(1000, 1200)
+    'record is 1200 bytes, over max_record_bytes=1000; raise ingest.max_record_bytes to keep it'
+    >>> over_limit(1000, note=" (a CSV row)")
+    'record is over max_record_bytes=1000 (a CSV row); raise ingest.max_record_bytes to keep it'
+    """
+    size_text = "" if size is None else f"{size} bytes, "
+    return f"{what} is {size_text}over max_record_bytes={limit}{note}; raise {SETTING} to keep it"
+
+
 def bounded_lines(f, limit: int | None) -> Iterator[tuple[bytes, int]]:
     """(line, its length) for every b"\\n"-terminated line of ``f``, newline removed.
 
@@ -277,7 +292,7 @@ def sized_rows(batch: pa.RecordBatch, limit: int) -> Iterator[tuple[dict[str, An
             preview = preview_of(_head(row).to_pylist()[0])
         except UNCONVERTIBLE:  # a value Python cannot hold (a timestamp past year 9999) besides its long text
             preview = ""
-        yield None, f"record is over max_record_bytes={limit}", preview
+        yield None, over_limit(limit), preview
 
 
 def _head(row: pa.RecordBatch) -> pa.RecordBatch:

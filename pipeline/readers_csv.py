@@ -46,8 +46,9 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                 rec = next(reader, None)
             except limits.RowTooLong as e:  # line is 0 if it was the header
                 i += 1
-                yield RawRow(str(path), i, error=f"record is {e} (a CSV row; reading goes on at the next line)"
-                             if line else f"the header row is {e}; none of the file is read")
+                yield RawRow(str(path), i, error=limits.over_limit(limit, note=" (a CSV row; reading goes on at the next line)")
+                             if line else f"the header row is {e}; none of the file is read: raise {limits.SETTING} "
+                                          "to read it")
                 if not line:
                     return
                 continue
@@ -82,7 +83,7 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                 return
             i += 1
             if lines.over:  # read to its end through stand-ins (limits.CsvLines), so the next row is read right
-                yield RawRow(str(path), i, error=f"record is over max_record_bytes={limit} (a CSV row)")
+                yield RawRow(str(path), i, error=limits.over_limit(limit, note=" (a CSV row)"))
                 continue
             if (shape := _field_count_error(rec, reader.fieldnames)) is not None:
                 yield RawRow(str(path), i, error=shape, raw=preview_of(rec))

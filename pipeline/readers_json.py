@@ -45,7 +45,7 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
                 continue
             preview = line[:500].decode("utf-8", errors="replace")
             if max_record_bytes and size > max_record_bytes:
-                yield RawRow(str(path), i, error=f"record is {size} bytes, over max_record_bytes={max_record_bytes}",
+                yield RawRow(str(path), i, error=limits.over_limit(max_record_bytes, size),
                              raw=preview)
                 continue
             try:

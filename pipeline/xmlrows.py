@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from pipeline.encodings import RE_ENCODE
+from pipeline.limits import over_limit
 
 CHUNK = 1 << 20
 _ROW = re.compile(rb"<row(?=[\s/>])")
@@ -98,7 +99,7 @@ def xml_rows(f: IO[bytes], limit: int) -> Iterator[tuple[dict[str, Any] | None, 
                 yield None, "the file ends inside this <row> (truncated?)", _preview(buf[start:])
                 return
             if start is not None and len(buf) - start > limit:
-                yield None, f"<row> is over max_record_bytes={limit}", _preview(buf[start:])
+                yield None, over_limit(limit, what="<row>"), _preview(buf[start:])
                 start = len(buf)
             keep = start if start is not None else max(pos, len(buf) - 8)  # "<row", "<!--", "<![CDATA[" cut by the edge
             if not found:
@@ -120,7 +121,7 @@ def xml_rows(f: IO[bytes], limit: int) -> Iterator[tuple[dict[str, Any] | None, 
                 _preview(buf[start:bad])
             pos = bad
         elif end - start > limit:
-            yield None, f"<row> is over max_record_bytes={limit}", _preview(buf[start:end])
+            yield None, over_limit(limit, what="<row>"), _preview(buf[start:end])
             pos = end
         else:
             value, error = _parse(buf[start:end])

@@ -47,7 +47,7 @@ from pipeline.io import (
     shard_sizes,
 )
 from pipeline.jsontext import preview_of
-from pipeline.limits import JSON_FILE_RECORDS
+from pipeline.limits import JSON_FILE_RECORDS, over_limit
 from pipeline.metrics import write_metrics
 from pipeline.outputs import stage_outputs
 from pipeline.readers import source_files
@@ -158,7 +158,7 @@ def read_source(src: Source, max_record_bytes: int,
             if raw.error is not None:
                 raise BadRecord(raw.error)
             if not is_jsonl and _json_bytes(raw.value) > max_record_bytes:
-                raise BadRecord(f"record is over max_record_bytes={max_record_bytes}")
+                raise BadRecord(over_limit(max_record_bytes))
             adapted = adapt(raw.value, Ctx.for_source(src, file_rel, raw.row, JSON_FILE_RECORDS * max_record_bytes))
             rows = validate_rows(adapted)
         except BadRecord as e:
