@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from pipeline import limits, parquetpages
 from pipeline.encodings import encoding_error
-from pipeline.errors import SourceError, os_reason
+from pipeline.errors import SourceError, one_line, os_reason
 from pipeline.hub_source import HF_PREFIX, hub_rows
 from pipeline.rawrows import UNREADABLE, RawRow, cannot_read, numbered, open_binary
 from pipeline.readers_csv import iter_csv
@@ -147,7 +147,8 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
     except (pa.ArrowException, OSError) as e:
         if cannot_read(e):
             raise
-        yield RawRow(str(path), 1, error=f"not a readable Parquet file ({type(e).__name__}: {e})")
+        yield RawRow(str(path), 1, error=f"not a readable Parquet file ({one_line(e)}); none of it is read: write it "
+                                         "again, or copy it whole if it was cut short")
         return
     if twice := sorted({c for c in names if names.count(c) > 1}):  # a row as a dict would keep the last one only
         yield RawRow(str(path), 1, error=f"the file names column(s) {twice} twice (a row keeps the last one only): "
@@ -172,7 +173,7 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
                     raise
                 lost = first + size - 1 - i
                 yield RawRow(str(path), i + 1, error=f"Parquet row group {g} cannot be decoded ({lost} of its {size} "
-                                                     f"rows lost; {type(e).__name__}: {e})")
+                                                     f"rows lost; {one_line(e)})")
             first += size
 
 

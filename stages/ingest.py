@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from pipeline.adapters import Adapted, BadRecord, Ctx, adapt, finish
 from pipeline.config import Params, Source, fingerprint
+from pipeline.errors import one_line, printable
 from pipeline.hub_source import check_hub
 from pipeline.io import (
     HF_PREFIX,
@@ -124,7 +125,8 @@ def validate_rows(adapted: Adapted) -> dict[str, list[dict[str, Any]]]:
 
 
 def _reject(src: str, n: int, reason: str, raw: str) -> dict[str, Any]:
-    return {"source": src, "row": n, "reason": reason, "raw": raw}
+    """A rejects row; its reason one line whatever a value it quotes holds (a line break in an id)."""
+    return {"source": src, "row": n, "reason": printable(reason), "raw": raw}
 
 
 def _json_bytes(value: Any) -> int:
@@ -166,7 +168,7 @@ def read_source(src: Source, max_record_bytes: int,
             continue
         except Exception as e:
             # A shape no adapter rule foresaw: quarantine it rather than stop the whole stage.
-            yield _reject(src.name, n, f"{where}: unexpected record shape ({type(e).__name__}: {str(e)[:200]})",
+            yield _reject(src.name, n, f"{where}: unexpected record shape ({one_line(e, 200)})",
                           preview)
             continue
         yield _Kept(n, where, preview, rows, adapted.skipped, adapted.facts)

@@ -177,7 +177,7 @@ def to_messages(value: Any, what: str = "messages", *, role_key: str = "role", c
             keys = " or ".join(repr(k) for k in dict.fromkeys((role_key, "from", "role")))
             raise BadRecord(f"{what}[{i}] has no role (a {keys} key naming the speaker)")
         if canonical is None:
-            raise BadRecord(f"{what}[{i}] has unknown role {role!r}; expected one of {sorted(set(ROLES))}")
+            raise BadRecord(f"{what}[{i}] has unknown role {_shown(role)}; expected one of {sorted(set(ROLES))}")
         if content is None:
             raise BadRecord(f"{what}[{i}] has no content")
         if not isinstance(content, str):
@@ -215,6 +215,17 @@ def _shown(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[:width] + "..."
 
 
+def _named(ident: Any) -> str:
+    """An id as a reject reason names it: as it is when short and printable (``post 12``), else quoted and cut
+    (``_shown``), so that an id holding line breaks or a megabyte of text keeps the reason one short line.
+
+    >>> _named("12"), _named("a\\nb")
+    ('12', "'a\\\\nb'")
+    """
+    text = str(ident)
+    return text if len(text) <= 60 and text.isprintable() else _shown(text)
+
+
 def _label(value: Any, what: str) -> str | None:
     """An optional text field (a title, a language tag, a model name): its text, None when absent or blank; a number is
     its text (a title "1984"). Anything else (a list, an object) is a reject: it was dropped without a word."""
@@ -222,8 +233,8 @@ def _label(value: Any, what: str) -> str | None:
         return None
     if isinstance(value, str):
         return value
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and math.isfinite(value):
+        return str(value)  # math.isfinite of an integer over ~1e308 (which JSON holds) raised OverflowError
     raise BadRecord(f"{what} is {_shown(value)}, expected a string")
 
 

@@ -1,0 +1,121 @@
+"""Hostile input, fourth pass: what a fuzz of every format and container still found (issue #17).
+
+Each case failed before its fix: a value that fell through to the "unexpected record shape" catch-all, a reject
+reason that ran over several lines or quoted a megabyte, and a record over ``ingest.max_record_bytes`` whose
+reason did not name the setting that keeps it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import Source
+from stages.ingest import ingest_source
+
+MAX_BYTES = 4 << 20
+HUGE = 10**400  # JSON holds it (401 digits, under Python's 4,300); a float cannot
+
+
+def _ingest(path: Path, fmt: str, kind: str, max_bytes: int = MAX_BYTES):
+    res = ingest_source(Source(name="s", kind=kind, path=str(path), format=fmt), max_bytes)
+    m = res.metrics
+    assert m["rows_in"] == m["accepted"] + m["rejected"] == m["accepted"] + len(res.rejects)
+    return res
+
+
+@pytest.mark.parametrize(("fmt", "kind", "record", "table", "column"), [
+    ("documents", "documents", {"id": "d", "text": "body", "title": HUGE}, "documents", "title"),
+    ("wildchat", "conversations", {"conversation_id": "c", "model": HUGE, "conversation": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}, "conversations", "model"),
+    ("arena_answers", "rated", {"uid": "q", "ans_id": "a", "model": HUGE, "messages": [
+        {"role": "user", "content": "a question"}, {"role": "assistant", "content": {"answer": "an answer"}}]},
+     "responses", "generator"),
+])
+def test_a_huge_integer_as_a_label_is_its_text_not_a_crash(tmp_path, fmt, kind, record, table, column):
+    """Was 'unexpected record shape (OverflowError: int too large to convert to float)': ``_label`` asked
+    ``math.isfinite`` of an integer over ~1e308. A number as a title or a model name is its text, as "1984" is."""
+    (tmp_path / "h.jsonl").write_text(json.dumps(record) + "\n")
+    res = _ingest(tmp_path / "h.jsonl", fmt, kind)
+    assert not res.rejects and res.metrics["accepted"] == 1 and res.rows[table][0][column] == str(HUGE)
+
+
+def _posts(tmp_path: Path, rows: list[str]) -> Path:
+    path = tmp_path / "Posts.xml"
+    path.write_text('<?xml version="1.0" encoding="utf-8"?>\n<posts>\n' + "\n".join(rows) + "\n</posts>\n")
+    return path
+
+
+def test_a_reason_that_quotes_an_id_or_a_role_is_one_short_line(tmp_path):
+    """A post id holding line breaks (``&#10;`` in the dump) made the reason 'post \\n\\nHuman: ... has no Body' run
+    over lines, and a role of 100,000 characters was quoted whole into the rejects table."""
+    res = _ingest(_posts(tmp_path, ['<row Id="7&#10;&#10;Human: hi" PostTypeId="1" Body="" />',
+                                    f'<row Id="{"9" * 5000}" PostTypeId="1" Body="&lt;p&gt;&lt;/p&gt;" />']),
+                  "stackexchange", "documents")
+    (tmp_path / "c.jsonl").write_text(json.dumps({"conversation_id": "c", "conversation": [
+        {"role": "x" * 100_000, "content": "hi"}]}) + "\n")
+    tree = {"prompt": {"message_id": "m\n1", "role": "prompter", "text": "hi", "replies": "not a list"}}
+    (tmp_path / "t.jsonl").write_text(json.dumps(tree) + "\n")
+    reasons = [r["reason"] for r in res.rejects] + [r["reason"] for r in _ingest(tmp_path / "c.jsonl", "wildchat",
+                                                                                  "conversations").rejects] \
+        + [r["reason"] for r in _ingest(tmp_path / "t.jsonl", "oasst", "conversations").rejects]
+    assert reasons == [
+        "Posts.xml:1: post '7\\n\\nHuman: hi' has no Body",
+        f"Posts.xml:2: post '{'9' * 59}... has no text once HTML is removed",
+        f"c.jsonl:1: conversation[0] has unknown role '{'x' * 59}...; expected one of "
+        "['ai', 'assistant', 'bard', 'bing', 'bot', 'chatgpt', 'customer', 'developer', 'gpt', 'human', 'model', "
+        "'prompter', 'system', 'user']",
+        "t.jsonl:1: replies of message 'm\\n1' is not a list"]
+
+
+def test_a_parquet_footer_thrift_cannot_read_is_a_one_line_reason_saying_what_to_do(tmp_path):
+    """Was 'not a readable Parquet file (OSError: Couldn't deserialize thrift: TProtocolException: Invalid data\\n)':
+    the library's line break inside the reason, and nothing said what to do."""
+    pq.write_table(pa.table({"id": ["a", "b"], "text": ["x", "y"]}), tmp_path / "ok.parquet")
+    data = bytearray((tmp_path / "ok.parquet").read_bytes())
+    data[len(data) - 8 - int.from_bytes(data[-8:-4], "little")] = 0  # the footer's first byte
+    (tmp_path / "bad.parquet").write_bytes(bytes(data))
+    res = _ingest(tmp_path / "bad.parquet", "documents", "documents")
+    assert [r["reason"] for r in res.rejects] == [
+        "bad.parquet:1: not a readable Parquet file (OSError: Couldn't deserialize thrift: TProtocolException: "
+        "Invalid data); none of it is read: write it again, or copy it whole if it was cut short"]
+
+
+KEEP = "raise ingest.max_record_bytes to keep it"
+BIG = {"id": "big", "text": "y" * 3000}
+
+
+def _write(path: Path) -> None:
+    recs = [{"id": "a", "text": "short"}, BIG]
+    if path.name.endswith((".jsonl", ".jsonl.gz")):
+        data = "".join(json.dumps(r) + "\n" for r in recs).encode()
+    elif path.name.endswith((".json", ".json.gz")):
+        data = json.dumps(recs).encode()
+    elif path.name.endswith((".csv", ".csv.gz")):
+        data = "".join(f"{r['id']},{r['text']}\n" for r in [{"id": "id", "text": "text"}, *recs]).encode()
+    else:
+        pq.write_table(pa.Table.from_pylist(recs), path)
+        return
+    path.write_bytes(gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
+
+
+@pytest.mark.parametrize("name", ["r.jsonl", "r.jsonl.gz", "r.json", "r.json.gz", "r.csv", "r.csv.gz", "r.parquet"])
+def test_a_record_over_max_record_bytes_names_the_setting_to_raise(tmp_path, name):
+    """The reason said 'record is over max_record_bytes=1000' and stopped: not which setting, nor what to do."""
+    _write(tmp_path / name)
+    res = _ingest(tmp_path / name, "documents", "documents", max_bytes=1000)
+    assert res.metrics["accepted"] == 1 and len(res.rejects) == 1
+    reason = res.rejects[0]["reason"]
+    assert reason.startswith(f"{name}:2: record is ") and "over max_record_bytes=1000" in reason and reason.endswith(KEEP)
+
+
+def test_an_xml_row_over_max_record_bytes_names_the_setting_to_raise(tmp_path):
+    res = _ingest(_posts(tmp_path, ['<row Id="1" PostTypeId="1" Body="&lt;p&gt;short&lt;/p&gt;" />',
+                                    f'<row Id="2" PostTypeId="1" Body="{"y" * 3000}" />']),
+                  "stackexchange", "documents", max_bytes=1000)
+    assert [r["reason"] for r in res.rejects] == [f"Posts.xml:2: <row> is over max_record_bytes=1000; {KEEP}"]
