@@ -19,7 +19,6 @@ process: ``bench/bounded_readers.py`` (figures in bench/README.md, "Bounded read
 
 from __future__ import annotations
 
-import gzip
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ import pyarrow.compute as pc
 from pipeline.encodings import UNCONVERTIBLE, batch_rows
 from pipeline.jsontext import preview_of
 from pipeline.parquetpages import DELTA_BYTE_ARRAY, DICTIONARY_ENCODINGS, DICTIONARY_PAGE, Chunk, Page
+from pipeline.rawrows import open_binary
 
 # A .json file is parsed whole (json.loads builds every record at once): it may hold at most this many
 # times max_record_bytes of (decompressed) text; a bigger one is one reject saying to convert it.
@@ -91,7 +91,7 @@ def json_too_big(cap: int) -> str:
 def read_capped(path: Path, cap: int) -> bytes:
     """The (decompressed, for ``.gz``) bytes of ``path``, at most ``cap + 1`` of them: a result longer
     than ``cap`` means the file is over it, and nothing past the cap was read or decompressed."""
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+    with open_binary(path) as f:  # through gzip for .gz and .GZ alike, as every other reader
         return f.read(cap + 1)
 
 

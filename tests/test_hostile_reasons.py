@@ -119,3 +119,15 @@ def test_an_xml_row_over_max_record_bytes_names_the_setting_to_raise(tmp_path):
                                     f'<row Id="2" PostTypeId="1" Body="{"y" * 3000}" />']),
                   "stackexchange", "documents", max_bytes=1000)
     assert [r["reason"] for r in res.rejects] == [f"Posts.xml:2: <row> is over max_record_bytes=1000; {KEEP}"]
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+def test_a_gzipped_json_array_named_in_capitals_is_read_like_any_other(tmp_path, indent):
+    """``docs.json.GZ`` was read without gunzipping (``read_capped`` compared the suffix to ".gz" exactly, where every
+    other reader ignores case), so it fell back to JSON lines: 3 records became one 'record is list' reject, or a
+    reject per line of the pretty-printed array (14 for 3 records)."""
+    recs = [{"id": f"d{i}", "text": f"document {i}"} for i in range(3)]
+    (tmp_path / "docs.json.GZ").write_bytes(gzip.compress(json.dumps(recs, indent=indent).encode(), mtime=0))
+    res = _ingest(tmp_path / "docs.json.GZ", "documents", "documents")
+    assert (res.metrics["rows_in"], res.metrics["accepted"]) == (3, 3)
+    assert sorted(d["text"] for d in res.rows["documents"]) == [f"document {i}" for i in range(3)]
