@@ -251,6 +251,15 @@ def _text(kind: pa.DataType) -> bool:
                                      pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view))
 
 
+_UNVIEWED = {pa.string_view(): pa.large_string(), pa.binary_view(): pa.large_binary()}
+
+
+def _unview(column: pa.Array) -> pa.Array:
+    """A string_view or binary_view column (as polars and newer Arrow writers store text) as the large_string or
+    large_binary one it holds: Arrow's length and slice kernels take no view type, which lost the row group."""
+    return column.cast(_UNVIEWED[column.type]) if column.type in _UNVIEWED else column
+
+
 def text_bytes(batch: pa.RecordBatch) -> pa.Array | None:
     """Per row of ``batch``, the bytes of its top-level string and binary values (None if it has none): no
     more than the length of the row as JSON (escapes and quotes only add), so a row over a limit by them is a
@@ -258,9 +267,9 @@ def text_bytes(batch: pa.RecordBatch) -> pa.Array | None:
     total = None
     for column in batch.columns:
         if pa.types.is_dictionary(column.type) and _text(column.type.value_type):
-            lengths = pc.take(pc.binary_length(column.dictionary), column.indices)
+            lengths = pc.take(pc.binary_length(_unview(column.dictionary)), column.indices)
         elif _text(column.type):
-            lengths = pc.binary_length(column)
+            lengths = pc.binary_length(_unview(column))
         else:
             continue
         lengths = pc.fill_null(lengths.cast(pa.int64()), 0)
@@ -301,6 +310,7 @@ def _head(row: pa.RecordBatch) -> pa.RecordBatch:
     for column in row.columns:
         if pa.types.is_dictionary(column.type):
             column = column.dictionary_decode()
+        column = _unview(column)
         if _text(column.type):
             cut = pc.utf8_slice_codeunits if "string" in str(column.type) else pc.binary_slice
             column = cut(column, 0, 500)

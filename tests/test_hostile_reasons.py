@@ -131,3 +131,15 @@ def test_a_gzipped_json_array_named_in_capitals_is_read_like_any_other(tmp_path,
     res = _ingest(tmp_path / "docs.json.GZ", "documents", "documents")
     assert (res.metrics["rows_in"], res.metrics["accepted"]) == (3, 3)
     assert sorted(d["text"] for d in res.rows["documents"]) == [f"document {i}" for i in range(3)]
+
+
+def test_a_parquet_text_view_column_with_a_row_over_the_limit_loses_only_that_row(tmp_path):
+    """Text stored as ``string_view`` (polars' and newer Arrow writers' text type): once a batch was over
+    max_record_bytes, sizing its rows asked Arrow for ``binary_length``, which has no kernel for a view type, and the
+    whole row group was lost ('cannot be decoded (... ArrowNotImplementedError: Function 'binary_length' ...')."""
+    text = pa.array(["short", "y" * 3000, "also short"], pa.string_view())
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": text}), tmp_path / "v.parquet")
+    res = _ingest(tmp_path / "v.parquet", "documents", "documents", max_bytes=1000)
+    assert sorted(d["text"] for d in res.rows["documents"]) == ["also short", "short"]
+    assert [r["reason"] for r in res.rejects] == [f"v.parquet:2: record is over max_record_bytes=1000; {KEEP}"]
+    assert res.rejects[0]["raw"].startswith('{"id": "b", "text": "yyy')
