@@ -143,3 +143,16 @@ def test_a_parquet_text_view_column_with_a_row_over_the_limit_loses_only_that_ro
     assert sorted(d["text"] for d in res.rows["documents"]) == ["also short", "short"]
     assert [r["reason"] for r in res.rejects] == [f"v.parquet:2: record is over max_record_bytes=1000; {KEEP}"]
     assert res.rejects[0]["raw"].startswith('{"id": "b", "text": "yyy')
+
+
+@pytest.mark.parametrize(("name", "data"), [("h.csv", b"id, text\na, first\nb, second\n"),
+                                            ("h.jsonl", b'{"id": "a", "Text": "first"}\n{"id": "b", "Text": "second"}\n')])
+def test_a_field_named_but_for_case_or_white_space_is_named_in_the_reason(tmp_path, name, data):
+    """A CSV header ``id, text`` (a space after the comma) or a ``Text`` key made every record the reject "missing
+    field 'text' or 'body' or ...", which names no cause: the file plainly has a text column."""
+    (tmp_path / name).write_bytes(data)
+    res = _ingest(tmp_path / name, "documents", "documents")
+    near = "' text'" if name.endswith(".csv") else "'Text'"
+    assert [r["reason"] for r in res.rejects] == [
+        f"{name}:{i}: missing field 'text' or 'body' or 'content' or 'selftext'; the record has {near}, which differs only "
+        "in case or white space: rename it in the file, or set `mapping` to read it" for i in (1, 2)]

@@ -58,6 +58,10 @@ class Ctx:
             shown = " or ".join(repr(c) for c in candidates)
             if null := next((c for c in candidates if isinstance(rec, dict) and c in rec), None):  # there, but null
                 raise BadRecord(f"field {null!r} is null: the record has no {shown}")
+            near = _near_key(rec, candidates)
+            if near is not None:  # the header's " text" or "Text": every record was a reject naming no cause
+                raise BadRecord(f"missing field {shown}; the record has {_shown(near)}, which differs only in case or "
+                                "white space: rename it in the file, or set `mapping` to read it")
             raise BadRecord(f"missing field {shown}" + ("" if name in self.mapping else " (set `mapping` to rename)"))
         return candidates[0], None
 
@@ -86,6 +90,14 @@ class Ctx:
     def origin(self, rec: dict[str, Any], *fallbacks: str) -> str:
         """The record's own id as a string, or its file:row position when it has none."""
         return self.ident(rec, "id", *fallbacks) or self.where
+
+
+def _near_key(rec: dict[str, Any], candidates: list[str]) -> str | None:
+    """A key of ``rec`` that is one of ``candidates`` but for case and surrounding white space (a CSV header written
+    ``id, text``, a ``Text`` column), or None. Only its first 1,000 keys are looked at: this is a reject's hint."""
+    wanted = {c.casefold() for c in candidates}
+    keys = (k for k in list(rec)[:1000] if isinstance(k, str)) if isinstance(rec, dict) else ()
+    return next((k for k in keys if k.strip().casefold() in wanted), None)
 
 
 def _dig(rec: dict[str, Any], dotted: str) -> Any:
