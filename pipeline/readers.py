@@ -60,7 +60,7 @@ def _expand_paths(path: str) -> list[Path]:
         files = sorted(f for f in found if f.is_file())
         if not files:
             raise SourceError(f"{path}: the folder holds no data files (names starting with _ or . are left out)")
-    elif glob.has_magic(path):
+    elif glob.has_magic(path) and not p.exists():  # "export [2024].jsonl" is that file, not a glob matching none
         _all_listable(_glob_dirs(path))
         found = [Path(f) for f in glob.glob(path, recursive=True)]
         _no_broken_links(found)
@@ -72,7 +72,10 @@ def _expand_paths(path: str) -> list[Path]:
                               "once, so write the data to a file and point the path at it")
         files = [p] if p.exists() else []
     if not files:
-        raise SourceError(f"{path}: no such file, folder or matching glob (paths are relative to the project root)")
+        brackets = (f"; [ ] in a glob are wildcards: write a literal [ as [[] (e.g. {path.replace('[', '[[]')})"
+                    if glob.has_magic(path) and "[" in path else "")
+        raise SourceError(f"{path}: no such file, folder or matching glob (paths are relative to the project root)"
+                          f"{brackets}")
     return files
 
 

@@ -97,7 +97,7 @@ def _base_dir(path: str) -> Path:
     p = Path(path)
     if p.is_dir():
         return p
-    if any(ch in path for ch in "*?["):
+    if any(ch in path for ch in "*?[") and not p.exists():  # a file named "export [2024].jsonl" is no glob
         head = re.split(r"[*?\[]", path, maxsplit=1)[0]
         return Path(head) if head.endswith(os.sep) else Path(head).parent
     return p.parent

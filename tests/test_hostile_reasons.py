@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import Source
+from pipeline.errors import SourceError
 from stages.ingest import ingest_source
 
 MAX_BYTES = 4 << 20
@@ -156,3 +157,22 @@ def test_a_field_named_but_for_case_or_white_space_is_named_in_the_reason(tmp_pa
     assert [r["reason"] for r in res.rejects] == [
         f"{name}:{i}: missing field 'text' or 'body' or 'content' or 'selftext'; the record has {near}, which differs only "
         "in case or white space: rename it in the file, or set `mapping` to read it" for i in (1, 2)]
+
+
+@pytest.mark.parametrize("name", ["export [2024].jsonl", "docs[1].jsonl"])
+def test_a_file_whose_name_holds_brackets_is_read_as_that_file(tmp_path, name):
+    """Was 'no such file, folder or matching glob' for a file that exists: ``[2024]`` was taken for a glob's
+    character class, which matches no such file. A glob that matches nothing and holds a bracket says how to
+    write one literally."""
+    (tmp_path / name).write_text(json.dumps({"id": "a", "text": "first"}) + "\n")
+    res = _ingest(tmp_path / name, "documents", "documents")
+    assert res.metrics["accepted"] == 1 and not res.rejects
+    (tmp_path / "d [1]").mkdir()
+    (tmp_path / "d [1]" / "a.jsonl").write_text("{}\n")
+    (tmp_path / "d [1]" / "b.jsonl").write_text(json.dumps({"id": "b", "text": "second"}) + "\n")
+    res = _ingest(tmp_path / "d [1]" / "b.jsonl", "documents", "documents")
+    assert res.metrics["accepted"] == 1 and not res.rejects
+    with pytest.raises(SourceError, match=r"a literal \[ as \[\[\] \(e\.g\. .*d \[\[\]1\]/\*\.jsonl\)$"):
+        _ingest(tmp_path / "d [1]" / "*.jsonl", "documents", "documents")
+    res = _ingest(Path(str(tmp_path / "d [[]1]" / "*.jsonl")), "documents", "documents")
+    assert res.metrics["rows_in"] == 2 and res.rejects[0]["reason"].startswith("d [1]/a.jsonl:1: missing field 'text'")
