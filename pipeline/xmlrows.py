@@ -75,21 +75,29 @@ def xml_rows(f: IO[bytes], limit: int) -> Iterator[tuple[dict[str, Any] | None, 
     found, elements = False, 0  # a <row> yet; other start tags before it (the root, or not a dump at all)
     text = False  # text outside any tag before a <row>: not XML at all (JSON lines named .xml)
     skip = None  # the end (b"-->" or b"]]>") of the comment or CDATA section being skipped: no row is in it
+    hidden, opened = 0, ""  # the <row>s seen in the section being skipped so far, and how it starts
     while True:
         if skip is not None:
             close = buf.find(skip, pos)
             if close >= 0:
                 pos, skip = close + len(skip), None
                 continue
-            if eof:  # the file ends inside it: what follows is no row
+            if eof:  # the file ends inside it: what follows is no row, but rows after an opening never closed
+                hidden += len(_ROW.findall(buf, pos))  # were lost without a word (a damaged dump)
+                if hidden:
+                    what = "comment ('<!--')" if skip == b"-->" else "CDATA section ('<![CDATA[')"
+                    yield None, (f"the file ends inside a {what} that is never closed, so the {hidden} <row>(s) after "
+                                 "its start are not read (a damaged dump?): close it or remove it"), opened
                 return
-            keep = max(pos, len(buf) - len(skip) + 1)
+            keep = max(pos, len(buf) - 8)  # its end, or a "<row " cut by the edge of the read
+            hidden += sum(1 for r in _ROW.finditer(buf, pos) if r.start() < keep)
             data = f.read(CHUNK)
             buf, pos, eof = buf[keep:] + data, 0, not data
             continue
         m = _NEXT.search(buf, pos)
         if m is not None and m.group() != b"<row":
             skip, pos = (b"-->" if m.group() == b"<!--" else b"]]>"), m.end()
+            hidden, opened = 0, _preview(buf[m.start():m.start() + 200])
             continue
         start = m.start() if m is not None else None
         found = found or start is not None

@@ -196,3 +196,26 @@ def test_html_whose_formatting_is_reopened_in_every_paragraph_is_not_given_to_th
     monkeypatch.setattr(markup, "_parsed_text", no_parser)
     assert markup.html_to_text(hostile) == "\n".join(["x"] * 5000)
     assert markup.html_to_text(late).count("x") == 5000
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 4096])  # the dump in one read, and in many (the count spans reads)
+@pytest.mark.parametrize("opening", ["<!--", "<![CDATA["])
+def test_a_comment_never_closed_in_an_xml_dump_is_a_reject_naming_the_rows_it_hides(real, tmp_path, monkeypatch,
+                                                                                     chunk, opening):
+    """A stray ``<!--`` in the middle of the real coffee dump gave "295 in", 0 rejected, exit 0: the 297 rows after
+    it were read as the comment's text and lost without a word. A comment that is closed still hides its rows."""
+    from pipeline import xmlrows
+
+    monkeypatch.setattr(xmlrows, "CHUNK", chunk)
+    lines = (real / "stackexchange_coffee/Posts.xml").read_bytes().split(b"\n")
+    mid = len(lines) // 2
+    (tmp_path / "Posts.xml").write_bytes(b"\n".join([*lines[:mid], opening.encode(), *lines[mid:]]))
+    res = _ingest(tmp_path / "Posts.xml", "stackexchange", "documents")
+    what = "a comment ('<!--')" if opening == "<!--" else "a CDATA section ('<![CDATA[')"
+    assert (res.metrics["rows_in"], res.metrics["rejected"]) == (296, 1)
+    assert [r["reason"] for r in res.rejects] == [
+        f"Posts.xml:296: the file ends inside {what} that is never closed, so the 297 <row>(s) after its start are "
+        "not read (a damaged dump?): close it or remove it"]
+    assert res.rejects[0]["raw"].startswith(opening + "\n  <row ")
+    (tmp_path / "Posts.xml").write_bytes(b"\n".join([*lines[:mid], b"<!-- <row Id='1' /> -->", *lines[mid:]]))
+    assert _ingest(tmp_path / "Posts.xml", "stackexchange", "documents").metrics["rows_in"] == 592
