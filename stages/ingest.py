@@ -164,7 +164,7 @@ def read_source(src: Source, max_record_bytes: int,
             adapted = adapt(raw.value, Ctx.for_source(src, file_rel, raw.row, JSON_FILE_RECORDS * max_record_bytes))
             rows = validate_rows(adapted)
         except BadRecord as e:
-            yield _reject(src.name, n, f"{where}: {e}", preview)
+            yield _reject(src.name, n, f"{where}: {e}{raw.hint}", preview)
             continue
         except Exception as e:
             # A shape no adapter rule foresaw: quarantine it rather than stop the whole stage.

@@ -219,3 +219,19 @@ def test_a_comment_never_closed_in_an_xml_dump_is_a_reject_naming_the_rows_it_hi
     assert res.rejects[0]["raw"].startswith(opening + "\n  <row ")
     (tmp_path / "Posts.xml").write_bytes(b"\n".join([*lines[:mid], b"<!-- <row Id='1' /> -->", *lines[mid:]]))
     assert _ingest(tmp_path / "Posts.xml", "stackexchange", "documents").metrics["rows_in"] == 592
+
+
+def test_a_json_file_that_is_one_object_wrapping_its_records_says_so(tmp_path):
+    """``{"version": 2, "examples": [...]}`` (only ``{"data": [...]}`` is read as a wrapper) was one record and one
+    reject, "missing field 'text' ...", that never said the file's records were in a list under another key."""
+    (tmp_path / "w.json").write_text(json.dumps({"version": 2, "examples": [{"id": i, "body_text": "t"} for i in range(5)]}))
+    res = _ingest(tmp_path / "w.json", "documents", "documents")
+    assert [r["reason"] for r in res.rejects] == [
+        "w.json:1: missing field 'text' or 'body' or 'content' or 'selftext' (set `mapping` to rename); the file is one "
+        "JSON object whose 'examples' holds a list of 5 objects: if they are the records, write them as the file's "
+        """array, or as JSON lines (`jq -c '.["examples"][]'`)"""]
+    chat = {"conversation_id": "c", "conversation": [{"role": "assistant", "content": "hi"}]}  # its own messages
+    (tmp_path / "c.json").write_text(json.dumps(chat))
+    assert [r["reason"] for r in _ingest(tmp_path / "c.json", "wildchat", "conversations").rejects] == [
+        "c.json:1: conversations.messages: roles out of order at message 0: expected 'user', got 'assistant' (turns "
+        "must alternate user/assistant, starting with user)"]
