@@ -62,7 +62,9 @@ def _expand_paths(path: str) -> list[Path]:
             raise SourceError(f"{path}: the folder holds no data files (names starting with _ or . are left out)")
     elif glob.has_magic(path) and not p.exists():  # "export [2024].jsonl" is that file, not a glob matching none
         _all_listable(_glob_dirs(path))
+        looped: dict[Path, bool] = {}
         found = [Path(f) for f in glob.glob(path, recursive=True)]
+        found = [f for f in found if not any(_loops(d, looped) for d in f.parents)]
         _no_broken_links(found)
         files = sorted(f for f in found if f.is_file())
         _no_file_left_in_folders(path, [f for f in found if f.is_dir()], set(files))
@@ -118,6 +120,23 @@ def _all_listable(dirs: list[Path]) -> None:
             continue
         except OSError as e:
             raise SourceError(_unreadable(e, d, ", so its files would be left out of the source")) from None
+
+
+def _loops(folder: Path, seen: dict[Path, bool]) -> bool:
+    """Whether ``folder`` is a link to a folder that holds it (``sub/up -> ..``). ``**`` in a glob follows it round and
+    round: each file below came back under ever longer names (``sub/up/sub/up/.../a.jsonl``), read again each
+    time, until the system's limit on links, where the source failed saying a link to an existing file did not
+    exist. A file reached through one is left out (it is matched under its own name; a folder path never follows
+    links to folders). ``seen`` caches the answer per folder."""
+    if folder not in seen:
+        seen[folder] = False
+        if folder.is_symlink():
+            try:
+                target, here = folder.resolve(), folder.parent.resolve()
+            except (OSError, RuntimeError):  # RuntimeError: a loop of links, which resolve() reports so
+                target = here = folder
+            seen[folder] = here == target or target in here.parents
+    return seen[folder]
 
 
 def _no_broken_links(paths: list[Path]) -> None:

@@ -235,3 +235,14 @@ def test_a_json_file_that_is_one_object_wrapping_its_records_says_so(tmp_path):
     assert [r["reason"] for r in _ingest(tmp_path / "c.json", "wildchat", "conversations").rejects] == [
         "c.json:1: conversations.messages: roles out of order at message 0: expected 'user', got 'assistant' (turns "
         "must alternate user/assistant, starting with user)"]
+
+
+def test_a_glob_does_not_follow_a_link_back_to_a_folder_above_it(tmp_path):
+    """``data/sub/up -> ..``: ``**`` followed it round, matching ``sub/up/sub/up/.../a.jsonl`` up to the system's limit
+    on links, and the source failed with "a link to .../a.jsonl, which does not exist" (it exists), 400 characters
+    of ``up/sub/`` long. Each file is now read once, under its own name."""
+    (tmp_path / "data" / "sub").mkdir(parents=True)
+    (tmp_path / "data" / "sub" / "a.jsonl").write_text(json.dumps({"id": "a", "text": "first"}) + "\n")
+    (tmp_path / "data" / "sub" / "up").symlink_to("..")
+    res = _ingest(Path(str(tmp_path / "data" / "**" / "*.jsonl")), "documents", "documents")
+    assert (res.metrics["rows_in"], res.metrics["accepted"]) == (1, 1) and not res.rejects
