@@ -7,6 +7,8 @@ reason did not name the setting that keeps it.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import gzip
 import json
 from pathlib import Path
@@ -246,3 +248,18 @@ def test_a_glob_does_not_follow_a_link_back_to_a_folder_above_it(tmp_path):
     (tmp_path / "data" / "sub" / "up").symlink_to("..")
     res = _ingest(Path(str(tmp_path / "data" / "**" / "*.jsonl")), "documents", "documents")
     assert (res.metrics["rows_in"], res.metrics["accepted"]) == (1, 1) and not res.rejects
+
+
+@pytest.mark.parametrize(("value", "shown"), [(pa.array([datetime.datetime(2020, 1, 1)]), "datetime.datetime(2020, 1, 1, 0, 0)"),
+                                              (pa.array([b"\x00\xff"]), "b'\\x00\\xff'"),
+                                              (pa.array([decimal.Decimal("1.5")]), "Decimal('1.5')"),
+                                              (pa.array([float("nan")]), "nan")])
+def test_an_answer_id_json_cannot_hold_is_a_reject_naming_it(tmp_path, value, shown):
+    """An Arena-Hard ``ans_id`` column of timestamps, bytes or decimals in Parquet went into the response's ``detail``
+    JSON and fell through to the catch-all ("unexpected record shape (TypeError: Object of type datetime is not
+    JSON serializable)"); a NaN was written as ``NaN``, which is not JSON."""
+    messages = [[{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]]
+    pq.write_table(pa.table({"uid": ["q1"], "ans_id": value, "model": ["m"], "messages": messages}), tmp_path / "a.parquet")
+    res = _ingest(tmp_path / "a.parquet", "arena_answers", "rated")
+    assert [r["reason"] for r in res.rejects] == [
+        f"a.parquet:1: ans_id is {shown}, expected a string, an integer or a finite float"]

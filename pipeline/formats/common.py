@@ -309,8 +309,23 @@ def _response(ctx: Ctx, prompt_origin: str, response_origin: str, text: str, gen
         "prompt_id": stable_id(ctx.source, prompt_origin),
         "response_id": stable_id(ctx.source, prompt_origin, response_origin),
         "text": text, "generator": generator, "score": score, "scorer": ctx.source,
-        "detail": json.dumps(detail, sort_keys=True, ensure_ascii=False) if detail else None,
+        "detail": _detail(detail) if detail else None,
     }
+
+
+def _detail(detail: dict[str, Any]) -> str:
+    """A response's ``detail`` as JSON. A value JSON cannot hold (a Parquet timestamp, bytes or decimal as an
+    ``ans_id`` or ``message_id``, a NaN) is a reject naming its key; it fell through to the catch-all
+    ("unexpected record shape (TypeError: Object of type datetime is not JSON serializable)")."""
+    try:
+        return json.dumps(detail, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        for key, value in sorted(detail.items()):
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                raise BadRecord(f"{key} is {_shown(value)}, expected a string, an integer or a finite float") from None
+        raise
 
 
 def _split_completion(prompt: list[dict[str, str]], full: list[dict[str, str]], what: str) -> list[dict[str, str]]:
