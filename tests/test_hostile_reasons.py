@@ -263,3 +263,15 @@ def test_an_answer_id_json_cannot_hold_is_a_reject_naming_it(tmp_path, value, sh
     res = _ingest(tmp_path / "a.parquet", "arena_answers", "rated")
     assert [r["reason"] for r in res.rejects] == [
         f"a.parquet:1: ans_id is {shown}, expected a string, an integer or a finite float"]
+
+
+@pytest.mark.parametrize("kind", ["documents", "prompts"])
+def test_a_stack_exchange_title_that_is_not_text_is_a_reject(tmp_path, kind):
+    """A question whose Title is a list or an object (a JSON or Parquet export) got the Python repr of it as its
+    title: "['How', 'to']" at the head of the prompt."""
+    post = {"Id": "1", "PostTypeId": "1", "Body": "<p>Why?</p>", "Title": ["How", "to"]}
+    (tmp_path / "p.jsonl").write_text(json.dumps(post) + "\n" + json.dumps({**post, "Id": "2", "Title": 1984}) + "\n")
+    res = _ingest(tmp_path / "p.jsonl", "stackexchange", kind)
+    assert [r["reason"] for r in res.rejects] == ["p.jsonl:1: Title is ['How', 'to'], expected a string"]
+    kept = res.rows["documents"][0]["title"] if kind == "documents" else res.rows["prompts"][0]["messages"][0]["content"]
+    assert kept.startswith("1984")

@@ -145,7 +145,7 @@ def stackexchange(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         raise BadRecord(f"post {_named(post_id)} has no text once HTML is removed")
     score = _number(ctx.get(rec, "Score"), "Score")
     if post_type == "1":
-        title = html.unescape(str(ctx.get(rec, "Title") or "")).strip()
+        title = html.unescape(_label(ctx.get(rec, "Title"), "Title") or "").strip()  # a list was its repr
         if ctx.kind == "documents":
             out.add("documents", {"doc_id": stable_id(ctx.source, str(post_id)), "text": text,
                                   "title": title or None, "source": ctx.source, "score": score})
