@@ -35,6 +35,10 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
             try:
                 if not reader.line_num:  # the header, on a budget of its own (line_num is 0 until it is read)
                     lines.start_row()
+                    while reader.fieldnames is not None and len(reader.fieldnames) <= 1 and \
+                            not "".join(reader.fieldnames).strip():  # blank lines before it (the csv module skips
+                        reader.fieldnames = None  # them between rows): the header was read as a row of no columns
+                        lines.start_row()
                     if reader.fieldnames and lines.over:
                         raise limits.RowTooLong(f"over max_record_bytes={limit}")
                     if reader.fieldnames and reader.fieldnames.count("") > 1:  # Excel's empty columns ("id,text,,"):

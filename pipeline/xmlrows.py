@@ -145,7 +145,7 @@ def _has_text(region: bytes) -> bool:
     lt = region.rfind(b"<")
     if lt >= 0 and region.find(b">", lt) < 0:  # ends inside one
         region = region[:lt]
-    return bool(_MARKUP.sub(b"", region).strip())
+    return bool(_MARKUP.sub(b"", region).replace(b"\xef\xbb\xbf", b"").strip())  # a byte order mark is no text
 
 
 def _preview(data: bytes) -> str:

@@ -275,3 +275,23 @@ def test_a_stack_exchange_title_that_is_not_text_is_a_reject(tmp_path, kind):
     assert [r["reason"] for r in res.rejects] == ["p.jsonl:1: Title is ['How', 'to'], expected a string"]
     kept = res.rows["documents"][0]["title"] if kind == "documents" else res.rows["prompts"][0]["messages"][0]["content"]
     assert kept.startswith("1984")
+
+
+@pytest.mark.parametrize("lead", [b"\n", b"\r\n\r\n", b"  \n"])
+def test_blank_lines_before_a_csv_header_cost_no_record(tmp_path, lead):
+    """The csv module took the blank first line for a header of no columns, and then the real header for a row:
+    every record was a reject saying "the row has 2 field(s), the header names 0 column(s)"."""
+    (tmp_path / "b.csv").write_bytes(lead + b"id,text\na,first\nb,second\n")
+    res = _ingest(tmp_path / "b.csv", "documents", "documents")
+    assert not res.rejects and sorted(d["text"] for d in res.rows["documents"]) == ["first", "second"]
+
+
+@pytest.mark.parametrize("name", ["bom.xml", "bom.csv"])
+def test_a_file_of_only_a_byte_order_mark_or_blank_lines_is_an_empty_file(tmp_path, name):
+    """A .xml file holding only a byte order mark was a reject, "the file holds text but no XML <row>"; a .csv of
+    blank lines was "the row has 1 field(s), the header names 0 column(s)". Both are empty files, as in JSON."""
+    for body in (b"\xef\xbb\xbf", b"\xef\xbb\xbf\n \n\r\n"):
+        (tmp_path / name).write_bytes(body)
+        res = ingest_source(Source(name="s", kind="documents", path=str(tmp_path / name),
+                                   format="stackexchange" if name.endswith(".xml") else "documents"), MAX_BYTES)
+        assert (res.metrics["rows_in"], res.metrics["empty_files"]) == (0, [name])
