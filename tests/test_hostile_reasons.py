@@ -295,3 +295,14 @@ def test_a_file_of_only_a_byte_order_mark_or_blank_lines_is_an_empty_file(tmp_pa
         res = ingest_source(Source(name="s", kind="documents", path=str(tmp_path / name),
                                    format="stackexchange" if name.endswith(".xml") else "documents"), MAX_BYTES)
         assert (res.metrics["rows_in"], res.metrics["empty_files"]) == (0, [name])
+
+
+def test_a_line_that_holds_an_array_of_records_says_so(tmp_path):
+    """``[{...}, {...}]`` on one line of JSON lines (or a .json file after a ``// comment`` line) was "record is list,
+    expected a JSON object": the records in it were never counted nor named."""
+    recs = [{"id": "a", "text": "first"}, {"id": "b", "text": "second"}]
+    (tmp_path / "a.jsonl").write_text(json.dumps(recs) + "\n" + json.dumps([1, 2]) + "\n")
+    res = _ingest(tmp_path / "a.jsonl", "documents", "documents")
+    assert [r["reason"] for r in res.rejects] == [
+        "a.jsonl:1: record is a list of 2 objects, expected a JSON object: a line (or element) that holds an array of "
+        "records; write one record per line (`jq -c '.[]'`)", "a.jsonl:2: record is list, expected a JSON object"]
