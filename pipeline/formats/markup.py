@@ -106,6 +106,7 @@ def html_to_text(body: str) -> str:
     # text (`<code>&lt;br&gt;</code>`), which unescaping would turn into tags and lose.
     if "&lt;" in body and "<" not in body:
         body = html.unescape(body)
-    parse = body.count("<") <= MAX_TAGS and _reopened(body) <= MAX_REOPENED
+    tags = body.count("<")  # _reopened is at most tags squared: most bodies need no count
+    parse = tags <= MAX_TAGS and (tags * tags <= MAX_REOPENED or _reopened(body) <= MAX_REOPENED)
     text = _parsed_text(body) if parse else _stripped_text(body)
     return re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+\n", "\n", text)).strip()
