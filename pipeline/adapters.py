@@ -55,6 +55,9 @@ ADAPTERS: dict[str, Callable[[dict[str, Any], Ctx], Adapted]] = {
 
 def adapt(rec: Any, ctx: Ctx) -> Adapted:
     """Run the source's adapter on one record."""
+    if isinstance(rec, list) and rec and all(isinstance(r, dict) for r in rec):  # it hid its records under one reject
+        raise BadRecord(f"record is a list of {len(rec)} objects, expected a JSON object: a line (or element) that holds "
+                        "an array of records; write one record per line (`jq -c '.[]'`)")
     if not isinstance(rec, dict):
         raise BadRecord(f"record is {type(rec).__name__}, expected a JSON object")
     return ADAPTERS[ctx.format](rec, ctx)

@@ -18,6 +18,28 @@ def os_reason(e: OSError) -> str:
     return f"{e.strerror or e}, {errno.errorcode.get(e.errno, e.errno)}"
 
 
+def printable(text: str) -> str:
+    """``text`` with its line breaks and other control characters escaped as Python writes them, so a message that
+    quotes a value stays one line.
+
+    >>> printable("post 1\\n\\nHuman: x")
+    'post 1\\\\n\\\\nHuman: x'
+    """
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def one_line(e: BaseException, width: int = 300) -> str:
+    """``Type: text`` of an exception a library raised, for a one-line message: its white space (Parquet's thrift
+    errors end in a line break) collapsed, other control characters escaped, cut to ``width`` characters.
+
+    >>> one_line(OSError("Couldn't deserialize thrift: don't know what type: \\x0e\\n"))
+    "OSError: Couldn't deserialize thrift: don't know what type: \\\\x0e"
+    """
+    text = printable(" ".join(str(e).split()))
+    text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return text if len(text) <= width else text[:width] + "..."
+
+
 class SourceError(ValueError):
     """A source cannot be read at all (missing file, unknown format); names the path and what to do."""
 

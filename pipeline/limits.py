@@ -19,7 +19,6 @@ process: ``bench/bounded_readers.py`` (figures in bench/README.md, "Bounded read
 
 from __future__ import annotations
 
-import gzip
 import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ import pyarrow.compute as pc
 from pipeline.encodings import UNCONVERTIBLE, batch_rows
 from pipeline.jsontext import preview_of
 from pipeline.parquetpages import DELTA_BYTE_ARRAY, DICTIONARY_ENCODINGS, DICTIONARY_PAGE, Chunk, Page
+from pipeline.rawrows import open_binary
 
 # A .json file is parsed whole (json.loads builds every record at once): it may hold at most this many
 # times max_record_bytes of (decompressed) text; a bigger one is one reject saying to convert it.
@@ -39,6 +39,21 @@ PARQUET_BATCH_ROWS = 10_000  # the most rows per batch, for row groups of small 
 # A Parquet page is decompressed whole: one over this many times max_record_bytes (as for a .json file) whose
 # values average over the limit, or a row group whose rows may decode to more on average, is not read.
 PARQUET_PAGE_RECORDS = JSON_FILE_RECORDS
+
+
+SETTING = "ingest.max_record_bytes"
+
+
+def over_limit(limit: int, size: int | None = None, what: str = "record", note: str = "") -> str:
+    """The reject reason of a record over the limit: its size where it is known, and the setting that keeps it.
+
+    >>> over_limit(1000, 1200)
+    'record is 1200 bytes, over max_record_bytes=1000; raise ingest.max_record_bytes to keep it'
+    >>> over_limit(1000, note=" (a CSV row)")
+    'record is over max_record_bytes=1000 (a CSV row); raise ingest.max_record_bytes to keep it'
+    """
+    size_text = "" if size is None else f"{size} bytes, "
+    return f"{what} is {size_text}over max_record_bytes={limit}{note}; raise {SETTING} to keep it"
 
 
 def bounded_lines(f, limit: int | None) -> Iterator[tuple[bytes, int]]:
@@ -76,7 +91,7 @@ def json_too_big(cap: int) -> str:
 def read_capped(path: Path, cap: int) -> bytes:
     """The (decompressed, for ``.gz``) bytes of ``path``, at most ``cap + 1`` of them: a result longer
     than ``cap`` means the file is over it, and nothing past the cap was read or decompressed."""
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+    with open_binary(path) as f:  # through gzip for .gz and .GZ alike, as every other reader
         return f.read(cap + 1)
 
 
@@ -236,6 +251,15 @@ def _text(kind: pa.DataType) -> bool:
                                      pa.types.is_binary, pa.types.is_large_binary, pa.types.is_binary_view))
 
 
+_UNVIEWED = {pa.string_view(): pa.large_string(), pa.binary_view(): pa.large_binary()}
+
+
+def _unview(column: pa.Array) -> pa.Array:
+    """A string_view or binary_view column (as polars and newer Arrow writers store text) as the large_string or
+    large_binary one it holds: Arrow's length and slice kernels take no view type, which lost the row group."""
+    return column.cast(_UNVIEWED[column.type]) if column.type in _UNVIEWED else column
+
+
 def text_bytes(batch: pa.RecordBatch) -> pa.Array | None:
     """Per row of ``batch``, the bytes of its top-level string and binary values (None if it has none): no
     more than the length of the row as JSON (escapes and quotes only add), so a row over a limit by them is a
@@ -243,9 +267,9 @@ def text_bytes(batch: pa.RecordBatch) -> pa.Array | None:
     total = None
     for column in batch.columns:
         if pa.types.is_dictionary(column.type) and _text(column.type.value_type):
-            lengths = pc.take(pc.binary_length(column.dictionary), column.indices)
+            lengths = pc.take(pc.binary_length(_unview(column.dictionary)), column.indices)
         elif _text(column.type):
-            lengths = pc.binary_length(column)
+            lengths = pc.binary_length(_unview(column))
         else:
             continue
         lengths = pc.fill_null(lengths.cast(pa.int64()), 0)
@@ -277,7 +301,7 @@ def sized_rows(batch: pa.RecordBatch, limit: int) -> Iterator[tuple[dict[str, An
             preview = preview_of(_head(row).to_pylist()[0])
         except UNCONVERTIBLE:  # a value Python cannot hold (a timestamp past year 9999) besides its long text
             preview = ""
-        yield None, f"record is over max_record_bytes={limit}", preview
+        yield None, over_limit(limit), preview
 
 
 def _head(row: pa.RecordBatch) -> pa.RecordBatch:
@@ -286,6 +310,7 @@ def _head(row: pa.RecordBatch) -> pa.RecordBatch:
     for column in row.columns:
         if pa.types.is_dictionary(column.type):
             column = column.dictionary_decode()
+        column = _unview(column)
         if _text(column.type):
             cut = pc.utf8_slice_codeunits if "string" in str(column.type) else pc.binary_slice
             column = cut(column, 0, 500)

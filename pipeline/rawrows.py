@@ -30,6 +30,7 @@ class RawRow:
     value: Any = None
     error: str | None = None
     raw: str = ""
+    hint: str = ""  # what a reject of this record adds to its reason (a .json file that is one object wrapping a list)
 
 
 def cannot_read(e: BaseException) -> bool:

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from pipeline import limits, parquetpages
 from pipeline.encodings import encoding_error
-from pipeline.errors import SourceError, os_reason
+from pipeline.errors import SourceError, one_line, os_reason
 from pipeline.hub_source import HF_PREFIX, hub_rows
 from pipeline.rawrows import UNREADABLE, RawRow, cannot_read, numbered, open_binary
 from pipeline.readers_csv import iter_csv
@@ -60,9 +60,11 @@ def _expand_paths(path: str) -> list[Path]:
         files = sorted(f for f in found if f.is_file())
         if not files:
             raise SourceError(f"{path}: the folder holds no data files (names starting with _ or . are left out)")
-    elif glob.has_magic(path):
+    elif glob.has_magic(path) and not p.exists():  # "export [2024].jsonl" is that file, not a glob matching none
         _all_listable(_glob_dirs(path))
+        looped: dict[Path, bool] = {}
         found = [Path(f) for f in glob.glob(path, recursive=True)]
+        found = [f for f in found if not any(_loops(d, looped) for d in f.parents)]
         _no_broken_links(found)
         files = sorted(f for f in found if f.is_file())
         _no_file_left_in_folders(path, [f for f in found if f.is_dir()], set(files))
@@ -72,7 +74,10 @@ def _expand_paths(path: str) -> list[Path]:
                               "once, so write the data to a file and point the path at it")
         files = [p] if p.exists() else []
     if not files:
-        raise SourceError(f"{path}: no such file, folder or matching glob (paths are relative to the project root)")
+        brackets = (f"; [ ] in a glob are wildcards: write a literal [ as [[] (e.g. {path.replace('[', '[[]')})"
+                    if glob.has_magic(path) and "[" in path else "")
+        raise SourceError(f"{path}: no such file, folder or matching glob (paths are relative to the project root)"
+                          f"{brackets}")
     return files
 
 
@@ -117,6 +122,23 @@ def _all_listable(dirs: list[Path]) -> None:
             raise SourceError(_unreadable(e, d, ", so its files would be left out of the source")) from None
 
 
+def _loops(folder: Path, seen: dict[Path, bool]) -> bool:
+    """Whether ``folder`` is a link to a folder that holds it (``sub/up -> ..``). ``**`` in a glob follows it round and
+    round: each file below came back under ever longer names (``sub/up/sub/up/.../a.jsonl``), read again each
+    time, until the system's limit on links, where the source failed saying a link to an existing file did not
+    exist. A file reached through one is left out (it is matched under its own name; a folder path never follows
+    links to folders). ``seen`` caches the answer per folder."""
+    if folder not in seen:
+        seen[folder] = False
+        if folder.is_symlink():
+            try:
+                target, here = folder.resolve(), folder.parent.resolve()
+            except (OSError, RuntimeError):  # RuntimeError: a loop of links, which resolve() reports so
+                target = here = folder
+            seen[folder] = here == target or target in here.parents
+    return seen[folder]
+
+
 def _no_broken_links(paths: list[Path]) -> None:
     """SourceError naming the first link that leads nowhere (its target moved or removed): its data would be left
     out of the source without a word."""
@@ -147,7 +169,8 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
     except (pa.ArrowException, OSError) as e:
         if cannot_read(e):
             raise
-        yield RawRow(str(path), 1, error=f"not a readable Parquet file ({type(e).__name__}: {e})")
+        yield RawRow(str(path), 1, error=f"not a readable Parquet file ({one_line(e)}); none of it is read: write it "
+                                         "again, or copy it whole if it was cut short")
         return
     if twice := sorted({c for c in names if names.count(c) > 1}):  # a row as a dict would keep the last one only
         yield RawRow(str(path), 1, error=f"the file names column(s) {twice} twice (a row keeps the last one only): "
@@ -172,7 +195,7 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
                     raise
                 lost = first + size - 1 - i
                 yield RawRow(str(path), i + 1, error=f"Parquet row group {g} cannot be decoded ({lost} of its {size} "
-                                                     f"rows lost; {type(e).__name__}: {e})")
+                                                     f"rows lost; {one_line(e)})")
             first += size
 
 

@@ -35,6 +35,10 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
             try:
                 if not reader.line_num:  # the header, on a budget of its own (line_num is 0 until it is read)
                     lines.start_row()
+                    while reader.fieldnames is not None and len(reader.fieldnames) <= 1 and \
+                            not "".join(reader.fieldnames).strip():  # blank lines before it (the csv module skips
+                        reader.fieldnames = None  # them between rows): the header was read as a row of no columns
+                        lines.start_row()
                     if reader.fieldnames and lines.over:
                         raise limits.RowTooLong(f"over max_record_bytes={limit}")
                     if reader.fieldnames and reader.fieldnames.count("") > 1:  # Excel's empty columns ("id,text,,"):
@@ -46,8 +50,9 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                 rec = next(reader, None)
             except limits.RowTooLong as e:  # line is 0 if it was the header
                 i += 1
-                yield RawRow(str(path), i, error=f"record is {e} (a CSV row; reading goes on at the next line)"
-                             if line else f"the header row is {e}; none of the file is read")
+                yield RawRow(str(path), i, error=limits.over_limit(limit, note=" (a CSV row; reading goes on at the next line)")
+                             if line else f"the header row is {e}; none of the file is read: raise {limits.SETTING} "
+                                          "to read it")
                 if not line:
                     return
                 continue
@@ -82,7 +87,7 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                 return
             i += 1
             if lines.over:  # read to its end through stand-ins (limits.CsvLines), so the next row is read right
-                yield RawRow(str(path), i, error=f"record is over max_record_bytes={limit} (a CSV row)")
+                yield RawRow(str(path), i, error=limits.over_limit(limit, note=" (a CSV row)"))
                 continue
             if (shape := _field_count_error(rec, reader.fieldnames)) is not None:
                 yield RawRow(str(path), i, error=shape, raw=preview_of(rec))

@@ -45,7 +45,7 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
                 continue
             preview = line[:500].decode("utf-8", errors="replace")
             if max_record_bytes and size > max_record_bytes:
-                yield RawRow(str(path), i, error=f"record is {size} bytes, over max_record_bytes={max_record_bytes}",
+                yield RawRow(str(path), i, error=limits.over_limit(max_record_bytes, size),
                              raw=preview)
                 continue
             try:
@@ -106,9 +106,10 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
         if _data_wrapper(value):
             value = value["data"]
         risks = text_risks(text)
+        hint = _wrapped_records(value)
         for i, rec in enumerate(value if isinstance(value, list) else [value], start=1):
             error = check_value(rec, risks=risks)
-            yield RawRow(str(path), i, value=None if error else rec, error=error, raw=preview_of(rec))
+            yield RawRow(str(path), i, value=None if error else rec, error=error, raw=preview_of(rec), hint=hint)
         return
     for i, (element, error) in enumerate(array_elements(text), start=1):
         preview = (element or "")[:500].encode("utf-8", "replace").decode("utf-8")
@@ -129,6 +130,21 @@ def _data_wrapper(value: object) -> bool:
     record, they were all lost under one "missing field" reject."""
     data = value.get("data") if isinstance(value, dict) else None
     return isinstance(data, list) and (not data or any(isinstance(rec, dict) for rec in data))
+
+
+def _wrapped_records(value: object) -> str:
+    """For a .json file that is one object (not ``{"data": [...]}``) holding a list of objects under a key, what a
+    reject of it should add: ``{"examples": [...]}`` was one record with a 'missing field' reason, its records
+    never named."""
+    if not isinstance(value, dict):
+        return ""
+    lists = [(len(v), k) for k, v in value.items()  # of objects, not of messages (a record's own conversation)
+             if isinstance(v, list) and v and isinstance(v[0], dict) and not {"role", "from"} & set(v[0])]
+    if not lists:
+        return ""
+    n, key = max(lists)
+    return (f"; the file is one JSON object whose {key!r} holds a list of {n} objects: if they are the records, "
+            f"write them as the file's array, or as JSON lines (`jq -c '.[{json.dumps(key)}][]'`)")
 
 
 def _broken_data_wrapper(text: str) -> bool:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from pipeline.encodings import RE_ENCODE
+from pipeline.limits import over_limit
 
 CHUNK = 1 << 20
 _ROW = re.compile(rb"<row(?=[\s/>])")
@@ -74,21 +75,29 @@ def xml_rows(f: IO[bytes], limit: int) -> Iterator[tuple[dict[str, Any] | None, 
     found, elements = False, 0  # a <row> yet; other start tags before it (the root, or not a dump at all)
     text = False  # text outside any tag before a <row>: not XML at all (JSON lines named .xml)
     skip = None  # the end (b"-->" or b"]]>") of the comment or CDATA section being skipped: no row is in it
+    hidden, opened = 0, ""  # the <row>s seen in the section being skipped so far, and how it starts
     while True:
         if skip is not None:
             close = buf.find(skip, pos)
             if close >= 0:
                 pos, skip = close + len(skip), None
                 continue
-            if eof:  # the file ends inside it: what follows is no row
+            if eof:  # the file ends inside it: what follows is no row, but rows after an opening never closed
+                hidden += len(_ROW.findall(buf, pos))  # were lost without a word (a damaged dump)
+                if hidden:
+                    what = "comment ('<!--')" if skip == b"-->" else "CDATA section ('<![CDATA[')"
+                    yield None, (f"the file ends inside a {what} that is never closed, so the {hidden} <row>(s) after "
+                                 "its start are not read (a damaged dump?): close it or remove it"), opened
                 return
-            keep = max(pos, len(buf) - len(skip) + 1)
+            keep = max(pos, len(buf) - 8)  # its end, or a "<row " cut by the edge of the read
+            hidden += sum(1 for r in _ROW.finditer(buf, pos) if r.start() < keep)
             data = f.read(CHUNK)
             buf, pos, eof = buf[keep:] + data, 0, not data
             continue
         m = _NEXT.search(buf, pos)
         if m is not None and m.group() != b"<row":
             skip, pos = (b"-->" if m.group() == b"<!--" else b"]]>"), m.end()
+            hidden, opened = 0, _preview(buf[m.start():m.start() + 200])
             continue
         start = m.start() if m is not None else None
         found = found or start is not None
@@ -98,7 +107,7 @@ def xml_rows(f: IO[bytes], limit: int) -> Iterator[tuple[dict[str, Any] | None, 
                 yield None, "the file ends inside this <row> (truncated?)", _preview(buf[start:])
                 return
             if start is not None and len(buf) - start > limit:
-                yield None, f"<row> is over max_record_bytes={limit}", _preview(buf[start:])
+                yield None, over_limit(limit, what="<row>"), _preview(buf[start:])
                 start = len(buf)
             keep = start if start is not None else max(pos, len(buf) - 8)  # "<row", "<!--", "<![CDATA[" cut by the edge
             if not found:
@@ -120,7 +129,7 @@ def xml_rows(f: IO[bytes], limit: int) -> Iterator[tuple[dict[str, Any] | None, 
                 _preview(buf[start:bad])
             pos = bad
         elif end - start > limit:
-            yield None, f"<row> is over max_record_bytes={limit}", _preview(buf[start:end])
+            yield None, over_limit(limit, what="<row>"), _preview(buf[start:end])
             pos = end
         else:
             value, error = _parse(buf[start:end])
@@ -136,7 +145,7 @@ def _has_text(region: bytes) -> bool:
     lt = region.rfind(b"<")
     if lt >= 0 and region.find(b">", lt) < 0:  # ends inside one
         region = region[:lt]
-    return bool(_MARKUP.sub(b"", region).strip())
+    return bool(_MARKUP.sub(b"", region).replace(b"\xef\xbb\xbf", b"").strip())  # a byte order mark is no text
 
 
 def _preview(data: bytes) -> str:

@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from pipeline.adapters import Adapted, BadRecord, Ctx, adapt, finish
 from pipeline.config import Params, Source, fingerprint
+from pipeline.errors import one_line, printable
 from pipeline.hub_source import check_hub
 from pipeline.io import (
     HF_PREFIX,
@@ -47,7 +48,7 @@ from pipeline.io import (
     shard_sizes,
 )
 from pipeline.jsontext import preview_of
-from pipeline.limits import JSON_FILE_RECORDS
+from pipeline.limits import JSON_FILE_RECORDS, over_limit
 from pipeline.metrics import write_metrics
 from pipeline.outputs import stage_outputs
 from pipeline.readers import source_files
@@ -96,7 +97,7 @@ def _base_dir(path: str) -> Path:
     p = Path(path)
     if p.is_dir():
         return p
-    if any(ch in path for ch in "*?["):
+    if any(ch in path for ch in "*?[") and not p.exists():  # a file named "export [2024].jsonl" is no glob
         head = re.split(r"[*?\[]", path, maxsplit=1)[0]
         return Path(head) if head.endswith(os.sep) else Path(head).parent
     return p.parent
@@ -124,7 +125,8 @@ def validate_rows(adapted: Adapted) -> dict[str, list[dict[str, Any]]]:
 
 
 def _reject(src: str, n: int, reason: str, raw: str) -> dict[str, Any]:
-    return {"source": src, "row": n, "reason": reason, "raw": raw}
+    """A rejects row; its reason one line whatever a value it quotes holds (a line break in an id)."""
+    return {"source": src, "row": n, "reason": printable(reason), "raw": raw}
 
 
 def _json_bytes(value: Any) -> int:
@@ -158,15 +160,15 @@ def read_source(src: Source, max_record_bytes: int,
             if raw.error is not None:
                 raise BadRecord(raw.error)
             if not is_jsonl and _json_bytes(raw.value) > max_record_bytes:
-                raise BadRecord(f"record is over max_record_bytes={max_record_bytes}")
+                raise BadRecord(over_limit(max_record_bytes))
             adapted = adapt(raw.value, Ctx.for_source(src, file_rel, raw.row, JSON_FILE_RECORDS * max_record_bytes))
             rows = validate_rows(adapted)
         except BadRecord as e:
-            yield _reject(src.name, n, f"{where}: {e}", preview)
+            yield _reject(src.name, n, f"{where}: {e}{raw.hint}", preview)
             continue
         except Exception as e:
             # A shape no adapter rule foresaw: quarantine it rather than stop the whole stage.
-            yield _reject(src.name, n, f"{where}: unexpected record shape ({type(e).__name__}: {str(e)[:200]})",
+            yield _reject(src.name, n, f"{where}: unexpected record shape ({one_line(e, 200)})",
                           preview)
             continue
         yield _Kept(n, where, preview, rows, adapted.skipped, adapted.facts)

@@ -74,10 +74,11 @@ def test_a_csv_row_over_the_limit_is_a_reject_that_is_never_held_whole(tmp_path)
     path.write_text("id,text\na,first\n" + wide + "\nb,second\n" + tall + "\nc,third\n" + odd + "\nd,fourth\n")
     rows, peak = _peak(lambda: list(iter_records(str(path), max_record_bytes=LIMIT)))
     assert peak < 200_000  # the wide row parsed is 1.8 MB of fields
-    over = "record is over max_record_bytes=1000 (a CSV row)"
+    over = "record is over max_record_bytes=1000 (a CSV row); raise ingest.max_record_bytes to keep it"
     assert [r.value["text"] if r.value else r.error for r in rows] == [
         "first", over, "second", over, "third",
-        "record is over max_record_bytes=1000 (a CSV row; reading goes on at the next line)", "fourth"]
+        "record is over max_record_bytes=1000 (a CSV row; reading goes on at the next line)"
+        "; raise ingest.max_record_bytes to keep it", "fourth"]
     res = _ingest(path)
     assert [r["reason"].split(":")[1] for r in res.rejects] == ["2", "4", "6"]
     assert [d["text"] for d in res.rows["documents"]] == ["first", "second", "third", "fourth"]
@@ -97,7 +98,7 @@ def test_real_csv_rows_over_the_limit_are_rejects_and_every_other_row_is_read_as
     assert len(small) == len(full) == len(chats) == 589 and all(r.error is None for r in full)
     assert [r.row for r in small if r.error] == [
         i + 1 for i, c in enumerate(chats) if sum(len(m["content"]) for m in c["messages"][:2]) > 20_000]
-    assert {r.error for r in small if r.error} == {"record is over max_record_bytes=20000 (a CSV row)"}
+    assert {r.error for r in small if r.error} == {"record is over max_record_bytes=20000 (a CSV row); raise ingest.max_record_bytes to keep it"}
     assert [r.value for r in small if not r.error] == [f.value for f, r in zip(full, small, strict=True) if not r.error]
 
 
@@ -124,7 +125,8 @@ def test_a_csv_header_over_the_limit_is_one_reject(tmp_path):
     (tmp_path / "h.csv").write_text(",".join(f"column_{i}" for i in range(200)) + "\n" + "1," * 199 + "1\n")
     rows = list(iter_records(str(tmp_path / "h.csv"), max_record_bytes=LIMIT))
     assert [(r.row, r.error) for r in rows] == [
-        (1, "the header row is over max_record_bytes=1000; none of the file is read")]
+        (1, "the header row is over max_record_bytes=1000; none of the file is read: raise "
+            "ingest.max_record_bytes to read it")]
 
 
 def test_parquet_batches_hold_about_max_record_bytes_not_10000_rows(tmp_path, monkeypatch):
@@ -199,7 +201,7 @@ def test_a_parquet_row_over_the_limit_is_rejected_before_it_becomes_python_value
     assert [(r.row, r.value) for r in rows if r.error is None] == [
         (i + 1, {"id": str(i), "text": t}) for i, t in enumerate(texts) if i != 500]
     assert [(r.row, r.error, r.raw) for r in rows if r.error] == rejects == [
-        (501, "record is over max_record_bytes=100000", preview_of({"id": "500", "text": texts[500]}))]
+        (501, "record is over max_record_bytes=100000; raise ingest.max_record_bytes to keep it", preview_of({"id": "500", "text": texts[500]}))]
     res = _ingest(tmp_path / "h.parquet", 100_000)
     assert [(r["reason"], r["raw"]) for r in res.rejects] == [
-        ("h.parquet:501: record is over max_record_bytes=100000", preview_of({"id": "500", "text": texts[500]}))]
+        ("h.parquet:501: record is over max_record_bytes=100000; raise ingest.max_record_bytes to keep it", preview_of({"id": "500", "text": texts[500]}))]

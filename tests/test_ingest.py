@@ -206,7 +206,7 @@ def test_oversized_records_are_caught_in_every_file_type(params, tmp_path):
                               "format": "documents"}], max_record_bytes=1000)
     metrics = run(p, tmp_path / "out")
     assert (metrics["sources"]["arr"]["accepted"], metrics["sources"]["arr"]["rejected"]) == (1, 1)
-    assert metrics["sources"]["arr"]["top_reasons"] == [["record is over max_record_bytes=N", 1]]
+    assert metrics["sources"]["arr"]["top_reasons"] == [["record is over max_record_bytes=N; raise ingest.max_record_bytes to keep it", 1]]
 
 
 def test_guard_changes_leave_the_tables_byte_identical(params, at_root, tmp_path):

@@ -36,7 +36,7 @@ def test_a_long_parquet_row_with_a_value_python_cannot_hold_is_the_usual_reject(
     pq.write_table(pa.table({"id": ["p1"], "text": ["x" * 5000], "written": pa.array([2**62], pa.timestamp("us"))}),
                    tmp_path / "t.parquet")
     res = _ingest(tmp_path / "t.parquet", max_bytes=1000)
-    assert [r["reason"] for r in res.rejects] == ["t.parquet:1: record is over max_record_bytes=1000"]
+    assert [r["reason"] for r in res.rejects] == ["t.parquet:1: record is over max_record_bytes=1000; raise ingest.max_record_bytes to keep it"]
 
 
 def test_parquet_dates_python_can_hold_are_kept(tmp_path):

@@ -210,7 +210,7 @@ def test_jsonl_bad_lines_become_errors_not_crashes(tmp_path):
     assert rows[0].value == {"a": 1} and rows[0].error is None
     assert rows[1].error.startswith("invalid JSON")
     assert rows[2].error == f"invalid UTF-8 at byte 0: {RE_ENCODE}"
-    assert rows[3].error == "record is 109 bytes, over max_record_bytes=50"
+    assert rows[3].error == "record is 109 bytes, over max_record_bytes=50; raise ingest.max_record_bytes to keep it"
 
 
 def test_jsonl_streams_long_lines_gzip_and_a_last_line_without_newline(tmp_path):
@@ -219,7 +219,7 @@ def test_jsonl_streams_long_lines_gzip_and_a_last_line_without_newline(tmp_path)
         (tmp_path / name).write_bytes(data)
         rows = list(iter_records(str(tmp_path / name), max_record_bytes=100))
         assert [r.value for r in rows] == [{"a": 1}, None, {"a": 2}, {"a": 3}]
-        assert rows[1].error == "record is 5011 bytes, over max_record_bytes=100" and len(rows[1].raw) <= 500
+        assert rows[1].error == "record is 5011 bytes, over max_record_bytes=100; raise ingest.max_record_bytes to keep it" and len(rows[1].raw) <= 500
         assert [r.row for r in rows] == [1, 2, 3, 4]
 
 

@@ -185,10 +185,10 @@ def test_what_is_read_does_not_depend_on_batches_or_row_groups(batch_rows, tmp_p
         seen.append([(r.row, r.value, r.error, r.raw) for r in iter_records(str(tmp_path / "d.parquet"), 1000)])
     assert seen[0] == seen[1]
     assert [(row, error) for row, _, error, _ in seen[0] if error] == [
-        (11, "record is over max_record_bytes=1000"),
+        (11, "record is over max_record_bytes=1000; raise ingest.max_record_bytes to keep it"),
         (21, f"column 'text' holds bytes that are not UTF-8 (invalid continuation byte at byte 3): {REWRITE_UTF8}"),
         (31, f"column 'text' holds bytes that are not UTF-8 (unexpected end of data at byte 3): {REWRITE_UTF8}"),
-        (41, "record is over max_record_bytes=1000")]
+        (41, "record is over max_record_bytes=1000; raise ingest.max_record_bytes to keep it")]
     assert [value["text"] for _, value, error, _ in seen[0] if not error] == [
         t.decode() for i, t in enumerate(texts) if i not in (10, 20, 30, 40)]
 
@@ -307,7 +307,7 @@ def test_a_row_is_rejected_early_by_its_text_over_the_limit_in_any_column_null_o
     pq.write_table(table, tmp_path / "d.parquet")
     rows = list(iter_records(str(tmp_path / "d.parquet"), max_record_bytes=1000))
     assert [(r.row, r.error, bool(r.raw)) for r in rows] == [
-        (1, "record is over max_record_bytes=1000", True), (2, None, False), (3, None, False)]
+        (1, "record is over max_record_bytes=1000; raise ingest.max_record_bytes to keep it", True), (2, None, False), (3, None, False)]
     assert rows[2].value == {"note": None, "tag": "v", "text": "c" * 999}  # its JSON is then for ingest to size
 
 

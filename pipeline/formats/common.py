@@ -58,6 +58,10 @@ class Ctx:
             shown = " or ".join(repr(c) for c in candidates)
             if null := next((c for c in candidates if isinstance(rec, dict) and c in rec), None):  # there, but null
                 raise BadRecord(f"field {null!r} is null: the record has no {shown}")
+            near = _near_key(rec, candidates)
+            if near is not None:  # the header's " text" or "Text": every record was a reject naming no cause
+                raise BadRecord(f"missing field {shown}; the record has {_shown(near)}, which differs only in case or "
+                                "white space: rename it in the file, or set `mapping` to read it")
             raise BadRecord(f"missing field {shown}" + ("" if name in self.mapping else " (set `mapping` to rename)"))
         return candidates[0], None
 
@@ -86,6 +90,14 @@ class Ctx:
     def origin(self, rec: dict[str, Any], *fallbacks: str) -> str:
         """The record's own id as a string, or its file:row position when it has none."""
         return self.ident(rec, "id", *fallbacks) or self.where
+
+
+def _near_key(rec: dict[str, Any], candidates: list[str]) -> str | None:
+    """A key of ``rec`` that is one of ``candidates`` but for case and surrounding white space (a CSV header written
+    ``id, text``, a ``Text`` column), or None. Only its first 1,000 keys are looked at: this is a reject's hint."""
+    wanted = {c.casefold() for c in candidates}
+    keys = (k for k in list(rec)[:1000] if isinstance(k, str)) if isinstance(rec, dict) else ()
+    return next((k for k in keys if k.strip().casefold() in wanted), None)
 
 
 def _dig(rec: dict[str, Any], dotted: str) -> Any:
@@ -177,7 +189,7 @@ def to_messages(value: Any, what: str = "messages", *, role_key: str = "role", c
             keys = " or ".join(repr(k) for k in dict.fromkeys((role_key, "from", "role")))
             raise BadRecord(f"{what}[{i}] has no role (a {keys} key naming the speaker)")
         if canonical is None:
-            raise BadRecord(f"{what}[{i}] has unknown role {role!r}; expected one of {sorted(set(ROLES))}")
+            raise BadRecord(f"{what}[{i}] has unknown role {_shown(role)}; expected one of {sorted(set(ROLES))}")
         if content is None:
             raise BadRecord(f"{what}[{i}] has no content")
         if not isinstance(content, str):
@@ -215,6 +227,17 @@ def _shown(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[:width] + "..."
 
 
+def _named(ident: Any) -> str:
+    """An id as a reject reason names it: as it is when short and printable (``post 12``), else quoted and cut
+    (``_shown``), so that an id holding line breaks or a megabyte of text keeps the reason one short line.
+
+    >>> _named("12"), _named("a\\nb")
+    ('12', "'a\\\\nb'")
+    """
+    text = str(ident)
+    return text if len(text) <= 60 and text.isprintable() else _shown(text)
+
+
 def _label(value: Any, what: str) -> str | None:
     """An optional text field (a title, a language tag, a model name): its text, None when absent or blank; a number is
     its text (a title "1984"). Anything else (a list, an object) is a reject: it was dropped without a word."""
@@ -222,8 +245,8 @@ def _label(value: Any, what: str) -> str | None:
         return None
     if isinstance(value, str):
         return value
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and math.isfinite(value):
+        return str(value)  # math.isfinite of an integer over ~1e308 (which JSON holds) raised OverflowError
     raise BadRecord(f"{what} is {_shown(value)}, expected a string")
 
 
@@ -286,8 +309,23 @@ def _response(ctx: Ctx, prompt_origin: str, response_origin: str, text: str, gen
         "prompt_id": stable_id(ctx.source, prompt_origin),
         "response_id": stable_id(ctx.source, prompt_origin, response_origin),
         "text": text, "generator": generator, "score": score, "scorer": ctx.source,
-        "detail": json.dumps(detail, sort_keys=True, ensure_ascii=False) if detail else None,
+        "detail": _detail(detail) if detail else None,
     }
+
+
+def _detail(detail: dict[str, Any]) -> str:
+    """A response's ``detail`` as JSON. A value JSON cannot hold (a Parquet timestamp, bytes or decimal as an
+    ``ans_id`` or ``message_id``, a NaN) is a reject naming its key; it fell through to the catch-all
+    ("unexpected record shape (TypeError: Object of type datetime is not JSON serializable)")."""
+    try:
+        return json.dumps(detail, sort_keys=True, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        for key, value in sorted(detail.items()):
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                raise BadRecord(f"{key} is {_shown(value)}, expected a string, an integer or a finite float") from None
+        raise
 
 
 def _split_completion(prompt: list[dict[str, str]], full: list[dict[str, str]], what: str) -> list[dict[str, str]]:

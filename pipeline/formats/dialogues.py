@@ -10,6 +10,7 @@ from pipeline.formats.common import (
     BadRecord,
     Ctx,
     _conversation,
+    _named,
     _pair,
     _prompt,
     _response,
@@ -185,7 +186,7 @@ def oasst(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     def message(m: dict[str, Any]) -> dict[str, str]:
         if not isinstance(m, dict) or "role" not in m or "text" not in m or "message_id" not in m:
             raise BadRecord("a tree message lacks message_id, role or text")
-        return to_messages([{"role": m["role"], "content": m["text"]}], f"message {m['message_id']}")[0]
+        return to_messages([{"role": m["role"], "content": m["text"]}], f"message {_named(m['message_id'])}")[0]
 
     emitted = 0  # characters of the messages written so far: a path is repeated in each conversation below it
 
@@ -201,7 +202,7 @@ def oasst(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         synthetic = synthetic or _flag(m.get("synthetic"), "synthetic")
         replies = m.get("replies") or []
         if not isinstance(replies, list):
-            raise BadRecord(f"replies of message {m['message_id']} is not a list")
+            raise BadRecord(f"replies of message {_named(m['message_id'])} is not a list")
         kept = [r for r in replies if isinstance(r, dict) and usable(r)]
         if ctx.kind == "rated" and path[-1]["role"] == "user":
             ranked = sorted((r for r in kept if _rank(r) is not None), key=_rank)

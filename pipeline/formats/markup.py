@@ -3,7 +3,10 @@
 Parsing is lexbor's (``selectolax``), a maintained HTML5 parser. Lexbor's tree building slows down
 with deeply nested blocks (each new ``<div>`` looks through the open elements: 40,000 nested
 ``<div>`` take seconds), so a body with more than ``MAX_TAGS`` tags, far more than any Stack Exchange
-post holds (bodies are capped at 30,000 characters), has its tags stripped by one regex pass instead.
+post holds (bodies are capped at 30,000 characters), has its tags stripped by one regex pass instead. So does
+a body whose formatting elements are left open across many tags (``MAX_REOPENED``): HTML5 reopens every open
+``<b>``, ``<a>``, ... in each new paragraph, so ``"<b id=1><p>x<b id=2><p>x..."`` builds a tree quadratic in its
+tags (5,000 pairs, 80 KB: 12 million elements and 20 s).
 ``bench/html_to_text.py`` runs it against the stdlib ``html.parser`` version it replaced, which is quadratic
 on unclosed tags (figures in bench/README.md).
 """
@@ -21,9 +24,34 @@ VOID = ("br", "hr")  # no end tag: one line break
 # Elements whose content is code or markup, never shown as text: a post's <script> is not words of the post.
 HIDDEN = ("script", "style", "noscript", "template")
 MAX_TAGS = 10_000
+# HTML5's formatting elements: open ones are reopened in each new block (the parser's "list of active formatting
+# elements"; only identical ones are capped, at three).
+FORMATTING = ("a", "b", "big", "code", "em", "font", "i", "nobr", "s", "small", "strike", "strong", "tt", "u")
+# The most (open formatting elements x tags after them) a parsed body may hold: what lexbor could reopen, about a
+# microsecond each (100,000: ~0.1 s). Real posts close what they open: the coffee dump's largest is 40.
+MAX_REOPENED = 100_000
 # A tag: "<", an optional "/", a name, then anything up to the next ">" that holds no "<" (so a "<"
 # left open is text and the scan never runs past the next tag: linear).
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)[^<>]*>")
+
+
+def _reopened(body: str) -> int:
+    """An upper bound on the elements the HTML5 parser may reopen in ``body``: the sum, over its tags, of the
+    formatting elements open before each (closed by name, an end tag with none open ignored), in one pass."""
+    open_by_name: dict[str, int] = {}
+    total = open_now = 0
+    for m in _TAG.finditer(body):
+        name = m.group(2).lower()
+        if name in FORMATTING:
+            if m.group(1):
+                if open_by_name.get(name):
+                    open_by_name[name] -= 1
+                    open_now -= 1
+            else:  # "<b/>" opens one too: HTML5 ignores the slash but on void elements
+                open_by_name[name] = open_by_name.get(name, 0) + 1
+                open_now += 1
+        total += open_now
+    return total
 
 
 def _parsed_text(body: str) -> str:
@@ -78,5 +106,7 @@ def html_to_text(body: str) -> str:
     # text (`<code>&lt;br&gt;</code>`), which unescaping would turn into tags and lose.
     if "&lt;" in body and "<" not in body:
         body = html.unescape(body)
-    text = _parsed_text(body) if body.count("<") <= MAX_TAGS else _stripped_text(body)
+    tags = body.count("<")  # _reopened is at most tags squared: most bodies need no count
+    parse = tags <= MAX_TAGS and (tags * tags <= MAX_REOPENED or _reopened(body) <= MAX_REOPENED)
+    text = _parsed_text(body) if parse else _stripped_text(body)
     return re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+\n", "\n", text)).strip()

@@ -11,6 +11,7 @@ from pipeline.formats.common import (
     BadRecord,
     Ctx,
     _label,
+    _named,
     _number,
     _prompt,
     _response,
@@ -138,13 +139,13 @@ def stackexchange(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         out.skipped[f"PostTypeId {post_type} (not a question or answer)"] += 1
         return out
     if not isinstance(body, str) or not body.strip():
-        raise BadRecord(f"post {post_id} has no Body")
+        raise BadRecord(f"post {_named(post_id)} has no Body")
     text = html_to_text(body)
     if not text:
-        raise BadRecord(f"post {post_id} has no text once HTML is removed")
+        raise BadRecord(f"post {_named(post_id)} has no text once HTML is removed")
     score = _number(ctx.get(rec, "Score"), "Score")
     if post_type == "1":
-        title = html.unescape(str(ctx.get(rec, "Title") or "")).strip()
+        title = html.unescape(_label(ctx.get(rec, "Title"), "Title") or "").strip()  # a list was its repr
         if ctx.kind == "documents":
             out.add("documents", {"doc_id": stable_id(ctx.source, str(post_id)), "text": text,
                                   "title": title or None, "source": ctx.source, "score": score})
@@ -161,7 +162,7 @@ def stackexchange(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         return out
     parent = _whole(ctx.ident(rec, "ParentId", required=True))
     if ref := _THREAD_REFERENCE.search(text):
-        raise BadRecord(f"answer {post_id} refers to posts of its thread that its prompt does not hold "
+        raise BadRecord(f"answer {_named(post_id)} refers to posts of its thread that its prompt does not hold "
                         f"({ref.group(0)!r}); only self-contained answers are responses")
     out.add("responses", _response(ctx, str(parent), str(post_id), text, "human", score,
                                    post_id=str(post_id), accepted=False))
