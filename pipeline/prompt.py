@@ -122,10 +122,11 @@ _BARE_WORDS = 3
 
 
 def template_phrases(template_text: str) -> list[str]:
-    """Slots and quoted examples the template shows the model (outside its fences): text a weak model
-    copies instead of answering. A slot of three or more words also gives its words without the brackets
-    and each comma-separated part of three or more words ("<why, in your own words>" gives "in your own
-    words"); whitespace runs are one space.
+    """Slots and quoted examples the template shows the model (outside its fences), and its fence markers
+    ("<<<ANSWER", "ANSWER>>>"): text a weak model copies instead of answering (SmolLM2 summarised a
+    correction as "It's Canberra. <<<ANSWER"). A slot of three or more words also gives its words without
+    the brackets and each comma-separated part of three or more words ("<why, in your own words>" gives
+    "in your own words"); whitespace runs are one space.
 
     >>> template_phrases('Everything between the <<< and >>> markers. Reply: {{"query": "<the query>", '
     ...                  '"rationale": "one short sentence"}}')
@@ -137,6 +138,7 @@ def template_phrases(template_text: str) -> list[str]:
     for slot in slots:  # a weak model copies a slot's words without its brackets, or a part of them
         inner = slot[1:-1]
         phrases += [part for part in [inner, *re.split(r"[,;]", inner)] if len(part.split()) >= _BARE_WORDS]
+    phrases += [m for name in (f.group(1) for f in _FENCED.finditer(template_text)) for m in (f"<<<{name}", f"{name}>>>")]
     return list(dict.fromkeys(" ".join(p.split()) for p in phrases if p.strip()))
 
 

@@ -288,6 +288,16 @@ def test_a_placeholder_copied_without_its_brackets_is_caught():
     assert "here is the revised version" in [p.lower() for p in template_phrases(template("wildfeedback_chosen_system"))]
 
 
+def test_a_fence_marker_copied_from_the_template_is_caught():
+    """SmolLM2 summarised "That's not right, it's Canberra." as the preference "It's Canberra. <<<ANSWER": the
+    template's fence marker, which the expert then followed and a released pair's lineage would carry."""
+    phrases = template_phrases(template("wildfeedback_summarize"))
+    copies = ["It's Canberra. <<<ANSWER", "Use a table.\nFEEDBACK>>>"]
+    fine = ["Name Canberra as the capital, not Sydney.", "Answer in fewer words."]
+    assert copies_template(pl.Series(copies + fine), phrases).to_list() == [True] * 2 + [False] * 2
+    assert "<<<DOCUMENT" in template_phrases(template("pugc_query"))  # a query that opens the document's fence
+
+
 def test_a_slot_of_exactly_three_words_gives_its_bare_words():
     assert template_phrases("Reply with <the user preference> only.") == ["<the user preference>", "the user preference"]
     assert template_phrases("Reply with <the query> only.") == ["<the query>"]
