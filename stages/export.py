@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipeline import audit, hub
+from pipeline import audit
 from pipeline.checks import ends_mid_sentence, looping_chosen, same_text, unprompted_acknowledgement
 from pipeline.config import Export, Params, fingerprint
 from pipeline.decontam import (
@@ -77,6 +77,7 @@ from pipeline.io import MANIFEST
 from pipeline.metrics import write_metrics
 from pipeline.records import SCHEMAS
 from pipeline.text import stable_hash64
+from stages import export_card
 from stages.export_read import JOINT_SIDES, PAIR_SIDES, ExportError, method_batches, method_inputs, redacted
 from stages.export_write import (
     CONDITIONAL,
@@ -311,8 +312,8 @@ def publish_folder(cfg: Export, root: Path, tmp: Path, out_dir: Path, files: lis
             stats["notes"] = {"summary_png": f"not written: {e} (pip install matplotlib)"}
     write_metrics(tmp, release_headline(stats), stats, name="stats.json")
     report = audit.audit_release(tmp, root=root, cfg=cfg, batch_rows=batch_rows)
-    lineage = hub.lineage_summary(pl.concat([pairs.select("_config", "lineage"), joint.select("_config", "lineage")]))
-    card = hub.render_card(cfg, stats, lineage, png=(tmp / "plots" / "summary.png").exists(), audit=report)
+    lineage = export_card.lineage_summary(pl.concat([pairs.select("_config", "lineage"), joint.select("_config", "lineage")]))
+    card = export_card.render_card(cfg, stats, lineage, png=(tmp / "plots" / "summary.png").exists(), audit=report)
     report = audit.add_text_check(report, "README.md", card, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
     (tmp / "README.md").write_text(card, encoding="utf-8")
     write_json_atomic(report, tmp / audit.AUDIT_FILE)

@@ -10,8 +10,9 @@ import yaml
 from huggingface_hub import HfApi
 
 from pipeline.cli import main as cli
-from pipeline.hub import PublishError, lineage_summary, publish, size_category, verify_release
+from pipeline.hub import PublishError, publish, verify_release
 from stages.export import build_release
+from stages.export_card import lineage_summary, size_category
 from tests.export_fixtures import TOPICS, export_cfg, pair, standard_methods, write_method
 
 TOKEN = "hf_" + "x" * 34
