@@ -23,6 +23,7 @@ from typing import Any
 
 from pipeline.files import file_sha256
 from pipeline.io import MANIFEST, read_manifest, verify_shards
+from pipeline.metrics import counted
 
 
 class PublishError(RuntimeError):
@@ -121,11 +122,11 @@ def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: s
     plan = {"repo_id": repo_id, "repo_type": "dataset", "private": private, "revision": revision or "main",
             "files": files}
     if dry_run:
-        echo(f"dry run: would upload {len(files)} files from {path} to dataset {repo_id} "
+        echo(f"dry run: would upload {counted(len(files), 'file')} from {path} to dataset {repo_id} "
              f"(revision {plan['revision']}, {'private' if private else 'public'} if created):")
         for f in files:
             size = (path / f).stat().st_size
-            echo(f"  {f}  {size} bytes" + (f"  {rows[f]} rows" if f in rows else ""))
+            echo(f"  {f}  {counted(size, 'byte')}" + (f"  {counted(rows[f], 'row')}" if f in rows else ""))
         echo("token: " + ("found" if _token() else "none found (set HF_TOKEN or run `hf auth login` before a real run)"))
         return plan | {"uploaded": False}
     if _offline():
@@ -147,7 +148,7 @@ def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: s
                "run the same command again." if _unreachable(e) else
                "Check the token's write access to the organisation and the repo id.")
         raise PublishError(f"could not create or open dataset repo {repo_id}: {_why(e)}. {fix}") from e
-    echo(f"uploading {len(files)} files to {url} (revision {plan['revision']})")
+    echo(f"uploading {counted(len(files), 'file')} to {url} (revision {plan['revision']})")
     try:
         commit = api.upload_folder(
             repo_id=repo_id, repo_type="dataset", folder_path=str(path), revision=revision,

@@ -51,7 +51,7 @@ from pipeline.execute import clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import ShardWriter, iter_batches, shard_sizes
 from pipeline.langid import UNDETERMINED, detect_languages
 from pipeline.llm.identity import model_identities
-from pipeline.metrics import announce_overrides, say, write_metrics
+from pipeline.metrics import announce_overrides, counted, say, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import SCHEMAS, check_table
 from stages.wildfeedback_common import CHECKPOINTS, IN, OUT, PAIRS_STREAM, output_fingerprint, prompt
@@ -294,7 +294,7 @@ def main(params: Params) -> None:
     bounded by one partition whatever the log's size.
     """
     configured = params.wildfeedback.detector
-    overrides = announce_overrides(params, "wildfeedback", "tiny_overrides applied (all its roles use the tiny model)")
+    overrides = announce_overrides(params, "wildfeedback")
     check_sources(IN, params.wildfeedback.sources)  # before the judge gates: with a real model, minutes
     gates, params, judge_usable = run_gates(params)
     cfg, ex = params.wildfeedback, params.execution
@@ -315,8 +315,8 @@ def main(params: Params) -> None:
             pairs_out.write(pairs)
             rejects_out.write(rejects)
             metrics = add_metrics(metrics, part)
-            log.info("wildfeedback: partition %d: %d conversations, %d pairs", i, part["conversations"]["in"],
-                     pairs.num_rows)
+            log.info("partition %d: %s, %s", i, counted(part["conversations"]["in"], "conversation"),
+                     counted(pairs.num_rows, "pair"))
     # The paper's held-out test set is chosen over every pair: they leave pairs for data/wildfeedback/test.
     test_set = split_test_set(out / PAIRS_STREAM, out, cfg.test_set, sizes)
     metrics["pairs"]["out"] = test_set["pairs_kept"]
@@ -332,5 +332,5 @@ def main(params: Params) -> None:
     write_metrics(out, numbers, summary)
     commit_outputs(OUT)
     clear_checkpoints("wildfeedback")
-    log.info("wildfeedback: %d signals, %d pairs", metrics["signals"]["turns_with_signal"], summary["pairs"])
+    log.info("%s, %s", counted(metrics["signals"]["turns_with_signal"], "signal"), counted(summary["pairs"], "pair"))
     print(console_line(summary))

@@ -5,7 +5,7 @@ every figure (details.json), and the one-line summary on the console."""
 from __future__ import annotations
 
 from pipeline.config import Wildfeedback
-from pipeline.metrics import gate_headline
+from pipeline.metrics import counted, gate_headline
 from stages.wildfeedback_common import OUT
 
 
@@ -72,9 +72,10 @@ def headline(details: dict, gates: dict, warnings: list[str]) -> tuple[dict, dic
 def console_line(summary: dict) -> str:
     """The stage's one-line account on the console, like the other stages'."""
     d = summary["details"]
-    return (f"wildfeedback: {d['conversations']['in']} conversations -> {summary['conversations_selected']} selected -> "
-            f"{d['signals']['turns_with_signal']} turns with a signal (SAT {summary['signals_sat']}, DSAT "
-            f"{summary['signals_dsat']}; detector {d['detector_used']}) -> {summary['pairs']} pairs "
+    return (f"wildfeedback: {counted(d['conversations']['in'], 'conversation')} -> {summary['conversations_selected']} "
+            f"selected -> {counted(d['signals']['turns_with_signal'], 'turn')} with a signal (SAT "
+            f"{summary['signals_sat']}, DSAT {summary['signals_dsat']}; detector {d['detector_used']}) -> "
+            f"{counted(summary['pairs'], 'pair')} "
             f"({summary['pairs_natural_revision']} from natural revisions, {summary['pairs_generated']} generated); "
             f"judge gates passed: {summary['gates_passed']} of {summary['gates_run']} (drops by reason in "
             f"{OUT / 'details.json'})")
