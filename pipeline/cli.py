@@ -122,6 +122,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
     from pipeline.io import read_manifest, shard_files
+    from pipeline.metrics import counted
 
     path = Path(args.path)
     if not path.exists():
@@ -155,8 +156,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for f in files:  # one block per distinct schema (a release's DOVE config has prompts per side)
         schemas.setdefault(pq.read_schema(f).remove_metadata(), []).append(f)
     for schema, where in schemas.items():
+        more = f" and {counted(len(where) - 1, 'more file')}" if len(where) > 1 else ""
         print("schema:" if len(schemas) == 1 else f"schema of {where[0].relative_to(path) if path.is_dir() else where[0]}"
-              f"{f' and {len(where) - 1} more files' if len(where) > 1 else ''}:")
+              f"{more}:")
         for field in schema:
             print(f"  {field.name}: {field.type}{'' if field.nullable else ' not null'}")
     if manifest:
@@ -172,6 +174,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from pipeline.audit import audit_release, release_problem, summary_lines
     from pipeline.config import load_params
+    from pipeline.metrics import counted
 
     release = Path(args.path)
     if not release.is_dir():
@@ -199,7 +202,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
               "project root, which holds params.yaml"), file=sys.stderr)
         return 2
     report = audit_release(release, root=root, cfg=cfg)
-    print(f"audit of {release}: {report['rows']} rows in {report['files']} files: "
+    print(f"audit of {release}: {counted(report['rows'], 'row')} in {counted(report['files'], 'file')}: "
           + ("passed" if report["passed"] else "FAILED"))
     for line in summary_lines(report):
         print(line)

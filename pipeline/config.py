@@ -36,6 +36,7 @@ from pydantic import (
 from pipeline.config_errors import ParamsError, format_validation_error
 
 # Every section is importable from here (``from pipeline.config import LLM, Pugc``): the names below are re-exported.
+from pipeline.config_export import Card, Decontamination, Dedup, EvalSet, Export, ExportMethod, PiiKind
 from pipeline.config_shared import (
     FORMAT_FIELDS,
     FORMAT_KINDS,
@@ -56,18 +57,11 @@ from pipeline.config_shared import (
     resolve_role,
 )
 from pipeline.config_stages import (
-    Card,
     Curry,
     CurryInput,
-    Decontamination,
-    Dedup,
     Dove,
     DoveGates,
     DoveRoles,
-    EvalSet,
-    Export,
-    ExportMethod,
-    PiiKind,
     Pugc,
     PugcGates,
     PugcRoles,

@@ -23,13 +23,26 @@ log = logging.getLogger(__name__)
 METRICS, DETAILS = "metrics.json", "details.json"
 
 
-def announce_overrides(params: Any, stage: str, note: str) -> dict[str, Any]:
+# What every model stage says when ``tiny_overrides`` applied to it (one wording for all of them).
+OVERRIDES_NOTE = "tiny_overrides applied (every model it uses is the random-weights tiny model)"
+
+
+def announce_overrides(params: Any, stage: str) -> dict[str, Any]:
     """The ``tiny_overrides`` applied to ``stage`` (for its metrics), said on the console when there are any
-    as ``<stage>: <note>: {...}``."""
+    as ``<stage>: tiny_overrides applied (...): {...}`` (``OVERRIDES_NOTE``), the same line for every stage."""
     applied = params.applied_overrides(stage)
     if applied:
-        print(f"{stage}: {note}: {applied}")
+        print(f"{stage}: {OVERRIDES_NOTE}: {applied}")
     return applied
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and its noun for a console line, singular for one only (``plural``: when not ``noun + "s"``).
+
+    >>> counted(1, "row"), counted(0, "row"), counted(3, "query", "queries")
+    ('1 row', '0 rows', '3 queries')
+    """
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def say(message: str, tag: str = "WARNING") -> None:

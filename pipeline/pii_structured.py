@@ -107,7 +107,7 @@ def _redact_json(docs: pl.Series, kinds: list[str], phone_regions: tuple[str, ..
     return s.scatter(pl.Series(idx), pl.Series(out, dtype=pl.String)), counts, changed
 
 
-# Lineage keys whose value names a model (``pipeline.hub`` lists the card's models from them): a Hub id, a
+# Lineage keys whose value names a model (``stages/export_card.py`` lists the card's models from them): a Hub id, a
 # built-in name, or a local folder, possibly after a ``method:`` prefix (Curry-DPO's ``scorer``).
 MODEL_KEYS = ("model", "generator", "policy", "reference", "judge", "expert", "detector")
 _MODEL_VALUE_KEYS = (*MODEL_KEYS, "models", "scorer", "similarity")

@@ -54,7 +54,7 @@ from pipeline import ids
 from pipeline.checks import folded_answer_key
 from pipeline.config import Curry, Execution, Params, fingerprint
 from pipeline.io import read_table
-from pipeline.metrics import write_metrics
+from pipeline.metrics import counted, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.text import is_ascii
 from stages.curry_output import curriculum_files, metrics, to_pairs_table, write_levels
@@ -382,10 +382,11 @@ def run(cfg: Curry, ex: Execution, out: Path) -> dict[str, Any]:
     write_levels(table, staged / "pairs", fp, ex.target_shard_bytes, ex.row_group_bytes)
     write_metrics(staged, {"rows_in": m["responses"]["read"], "pairs": m["pairs"]["written"]}, m)
     commit_outputs(out)
-    log.info("curry: %d pairs over %d levels", table.num_rows, len(m["levels"]["gap_range"]))
+    log.info("%s over %s", counted(table.num_rows, "pair"), counted(len(m["levels"]["gap_range"]), "level"))
     levels = ", ".join(f"{k} {n}" for k, n in m["pairs"]["per_level"].items())
     drops = ", ".join(f"{k} {n}" for k, n in {**m["responses"]["dropped"], **m["pairs"]["dropped"]}.items() if n)
-    print(f"curry: {m['responses']['read']} responses -> {m['pairs']['written']} pairs (per level: {levels}"
+    print(f"curry: {counted(m['responses']['read'], 'response')} -> {counted(m['pairs']['written'], 'pair')} "
+          f"(per level: {levels}"
           f"{f'; dropped: {drops}' if drops else ''}); details in {out / 'details.json'}")
     return m
 

@@ -38,7 +38,7 @@ from pipeline.config import LLM, Dove, Execution, Params, fingerprint, resolve_r
 from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import StageError, shard_sizes, write_shards
 from pipeline.llm.identity import model_identities
-from pipeline.metrics import announce_overrides, gate_headline, say, write_metrics
+from pipeline.metrics import announce_overrides, counted, gate_headline, say, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.prompt import template
 from pipeline.records import SCHEMAS, one_message, stable_id
@@ -313,7 +313,7 @@ def main(params: Params) -> None:
     cfg, ex = params.dove, params.execution
     judge_cfg = resolve_role(params.llm, cfg.roles.judge)
     fp = fingerprint(cfg, judge_cfg, judge_templates())
-    overrides = announce_overrides(params, "dove", "tiny_overrides applied (the judge is the random-weights tiny model)")
+    overrides = announce_overrides(params, "dove")
 
     items, item_rejects, gold, item_metrics = load_items(cfg)
     comps, pair_metrics = build_comparisons(items, cfg)
@@ -352,7 +352,8 @@ def main(params: Params) -> None:
                         "pairs": table.num_rows, **gate_headline({"judge": gate})}, details)
     commit_outputs(OUT)
     clear_checkpoints("dove")
-    print(f"dove: {details['instructions']} instructions -> {judgment['comparisons']} comparisons -> {table.num_rows} "
-          f"pairs ({judgment['ties']} ties, {judgment['failures']} failed, {withheld} labels withheld); details in "
+    print(f"dove: {counted(details['instructions'], 'instruction')} -> {counted(judgment['comparisons'], 'comparison')} "
+          f"-> {counted(table.num_rows, 'pair')} ({counted(judgment['ties'], 'tie')}, {judgment['failures']} failed, "
+          f"{counted(withheld, 'label')} withheld); details in "
           f"{OUT / 'details.json'}")
     check_failures(item_rejects, item_metrics["rows_in"], judgment, ex.max_reject_fraction)

@@ -28,6 +28,7 @@ import pyarrow as pa
 from pipeline.budget import shorten
 from pipeline.gates import check_gate, load_probes
 from pipeline.llm.chat import token_fit
+from pipeline.metrics import counted
 from pipeline.prompt import fill
 
 OPTIONS = ["a", "b"]
@@ -310,7 +311,7 @@ def calibration_warning(judgment: dict[str, Any], calibration: str) -> str | Non
     raw = judgment["raw_position_consistency_rate"]
     if calibration != "median" or raw is None or raw > NO_SIGNAL or not judgment["consistent"]:
         return None
-    return (f"dove: position_calibration=median made {judgment['consistent']} labels from a judge whose raw verdicts "
+    return (f"dove: position_calibration=median made {counted(judgment['consistent'], 'label')} from a judge whose raw verdicts "
             f"agree across the two orders on {raw:.0%} of comparisons (position a chosen in "
             f"{judgment['position_a_rate'] or 0:.0%} of single-order answers): the labels come from small deviations "
             "around its position preference, not from judgments it made. Use a stronger judge, or "

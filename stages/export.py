@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipeline import audit, hub
+from pipeline import audit
 from pipeline.checks import ends_mid_sentence, looping_chosen, same_text, unprompted_acknowledgement
 from pipeline.config import Export, Params, fingerprint
 from pipeline.decontam import (
@@ -74,9 +74,10 @@ from pipeline.dedup import (
 )
 from pipeline.files import file_sha256, package_version, replace_dir, write_json_atomic
 from pipeline.io import MANIFEST
-from pipeline.metrics import write_metrics
+from pipeline.metrics import counted, say, write_metrics
 from pipeline.records import SCHEMAS
 from pipeline.text import stable_hash64
+from stages import export_card
 from stages.export_read import JOINT_SIDES, PAIR_SIDES, ExportError, method_batches, method_inputs, redacted
 from stages.export_write import (
     CONDITIONAL,
@@ -252,7 +253,7 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows
     """
     inputs, skipped = method_inputs(root, cfg.methods)
     for m, why in skipped.items():
-        log.warning("export: skipping %s: %s", m, why)
+        say(f"export: skipping {m}: {why}")  # "WARNING export: ...", as the other stages' warnings
     evals, eval_status = release_eval_prompts(cfg.decontamination.sets, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
     held, held_status = load_held_out(cfg.held_out, root, batch_rows, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
     pairs, joint, sigs, hits, pii, in_rows, held = scan(cfg, inputs, evals, batch_rows, held)
@@ -311,8 +312,8 @@ def publish_folder(cfg: Export, root: Path, tmp: Path, out_dir: Path, files: lis
             stats["notes"] = {"summary_png": f"not written: {e} (pip install matplotlib)"}
     write_metrics(tmp, release_headline(stats), stats, name="stats.json")
     report = audit.audit_release(tmp, root=root, cfg=cfg, batch_rows=batch_rows)
-    lineage = hub.lineage_summary(pl.concat([pairs.select("_config", "lineage"), joint.select("_config", "lineage")]))
-    card = hub.render_card(cfg, stats, lineage, png=(tmp / "plots" / "summary.png").exists(), audit=report)
+    lineage = export_card.lineage_summary(pl.concat([pairs.select("_config", "lineage"), joint.select("_config", "lineage")]))
+    card = export_card.render_card(cfg, stats, lineage, png=(tmp / "plots" / "summary.png").exists(), audit=report)
     report = audit.add_text_check(report, "README.md", card, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
     (tmp / "README.md").write_text(card, encoding="utf-8")
     write_json_atomic(report, tmp / audit.AUDIT_FILE)
@@ -342,7 +343,7 @@ def main(params: Params) -> None:
     fp = fingerprint(cfg)
     ex = params.execution
     stats = build_release(cfg, Path("."), OUT_DIR, fp, batch_rows=ex.batch_size, spill_bytes=ex.spill_bytes)
-    log.info("export: %s pairs written to %s", stats["total"], OUT_DIR)
+    log.info("%s written to %s", counted(stats["total"], "pair"), OUT_DIR)  # the logger's name says "stages.export"
     print(summary_line(stats, OUT_DIR))
 
 
@@ -352,5 +353,5 @@ def summary_line(stats: dict[str, Any], out_dir: Path) -> str:
     configs = ", ".join(f"{c} {n}" for c, n in rows.items() if c != "all")
     merged = f"; `all` holds {rows['all']} of them" if "all" in rows else ""
     drops = ", ".join(f"{reason} {n}" for reason, n in stats["drops"].items())
-    return (f"export: {stats['total']} pairs in {out_dir} ({configs}{merged}); removals: {drops or 'none'} "
+    return (f"export: {counted(stats['total'], 'pair')} in {out_dir} ({configs}{merged}); removals: {drops or 'none'} "
             f"({out_dir / 'removed.jsonl'}); audit passed; look at it with `prefpipe inspect {out_dir}`")

@@ -34,7 +34,7 @@ from pipeline.config import LLM, Params, Pugc, Sampling, fingerprint, resolve_ro
 from pipeline.drops import account, first_reason
 from pipeline.llm.base import GenerationFailure, sample_fields
 from pipeline.llm.identity import model_identities
-from pipeline.metrics import DETAILS, announce_overrides
+from pipeline.metrics import DETAILS, announce_overrides, counted
 from pipeline.prompt import copies_template, fill_rows, template, template_phrases
 from pipeline.text import normalise
 from stages.pugc_io import (
@@ -306,8 +306,7 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
     cfg = params.pugc
     fp = fingerprint(cfg, params.llm)  # in every pair's lineage and every shard manifest
     gen, policy, judge = (resolve_role(params.llm, getattr(cfg.roles, r)) for r in ("generator", "policy", "judge"))
-    metrics: dict = {"tiny_overrides": announce_overrides(params, "pugc", "tiny model settings applied "
-                                                          "(params.yaml tiny_overrides)"),
+    metrics: dict = {"tiny_overrides": announce_overrides(params, "pugc"),
                      "models": model_identities({"generator": gen, "policy": policy, "judge": judge})}
     clock = StepClock()  # seconds per step go to the console, never to the metrics (a DVC output)
 
@@ -332,8 +331,9 @@ def main(params: Params, documents: Path = DOCUMENTS, out: Path = OUT) -> dict:
 
     publish(params, out, queries, responses, pairs, judge, policy, metrics, fp=fp)
     print(
-        f"pugc: {metrics['input']['selected']} documents -> {metrics['prefilter']['kept']} kept -> "
-        f"{metrics['query_filter']['kept']} queries -> {metrics['scoring']['kept']} scored responses -> "
-        f"{metrics['pairs']['kept']} pairs (drops by reason in {out / DETAILS}); seconds per step: {clock.seconds}"
+        f"pugc: {counted(metrics['input']['selected'], 'document')} -> {metrics['prefilter']['kept']} kept -> "
+        f"{counted(metrics['query_filter']['kept'], 'query', 'queries')} -> "
+        f"{counted(metrics['scoring']['kept'], 'scored response')} -> {counted(metrics['pairs']['kept'], 'pair')} "
+        f"(drops by reason in {out / DETAILS}); seconds per step: {clock.seconds}"
     )
     return metrics

@@ -37,7 +37,7 @@ from pipeline.execute import CHECKPOINT_ROOT, clear_checkpoints, map_batches, st
 from pipeline.io import SourceError, shard_sizes
 from pipeline.llm.base import sample_fields
 from pipeline.llm.identity import model_identities
-from pipeline.metrics import announce_overrides, gate_headline, write_metrics
+from pipeline.metrics import announce_overrides, counted, gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import empty_table
 from stages.selfie_output import (
@@ -292,7 +292,7 @@ def main(params: Params) -> None:
     policy, reference = sel.role(params.llm, "policy"), sel.role(params.llm, "reference")
     same = same_model(policy, reference)
     fp = fingerprint(sel, policy, reference)
-    applied = announce_overrides(params, "selfie", "tiny model settings applied (params.yaml tiny_overrides)")
+    applied = announce_overrides(params, "selfie")
     pairs_in, prompts_in = read_inputs(sel)
     if pairs_in.num_rows == 0:
         raise SourceError(f"selfie.pair_sources {sel.pair_sources}: no labelled pairs in {INGEST / 'pairs'}")
@@ -338,7 +338,8 @@ def main(params: Params) -> None:
     })
     commit_outputs(OUT)
     clear_checkpoints("selfie")
-    log.info("selfie: %d seed pairs, %d iteration-%d pairs", seed.num_rows, new_pairs.num_rows, sel.iteration)
+    log.info("%s, %s of iteration %d", counted(seed.num_rows, "seed pair"), counted(new_pairs.num_rows, "pair"),
+             sel.iteration)
     sampled = 0 if withheld or not pool.num_rows else pool.num_rows * sel.samples_per_prompt
     print(console_line(sel.iteration, pool.num_rows, sampled, responses.num_rows, seed.num_rows, new_pairs.num_rows,
                        dropped, sel.sampling.max_new_tokens))

@@ -24,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.io import MANIFEST, StageError, read_table, write_shards
+from pipeline.metrics import counted
 from pipeline.records import check_table, one_message
 from stages.selfie_split import STAGE, lineage_json, prompt_keys
 
@@ -250,11 +251,12 @@ def console_line(iteration: int, prompts: int, sampled: int, responses: int, see
     token budget (a real model's answers run past the paper's 300 tokens) it says which key to raise, since
     the iteration then has few pairs or none."""
     drops = ", ".join(f"{k} {v}" for k, v in dropped.items() if v)
-    line = (f"selfie: iteration {iteration}: {prompts} pool prompts -> {sampled} samples -> {responses} scored "
-            f"responses -> {pairs} pairs, plus {seed} seed pairs"
+    line = (f"selfie: iteration {iteration}: {counted(prompts, 'pool prompt')} -> {counted(sampled, 'sample')} -> "
+            f"{counted(responses, 'scored response')} -> {counted(pairs, 'pair')}, plus {counted(seed, 'seed pair')}"
             f"{f' (dropped: {drops})' if drops else ''}; details in data/selfie/details.json")
     cut = dropped.get("cut_off", 0)
     if sampled and 2 * cut > sampled:
-        line += (f". {cut} of {sampled} samples were cut at selfie.sampling.max_new_tokens ({max_new_tokens}) "
+        line += (f". {cut} of {counted(sampled, 'sample')} {'was' if cut == 1 else 'were'} cut at "
+                 f"selfie.sampling.max_new_tokens ({max_new_tokens}) "
                  "and dropped: raise it")
     return line

@@ -6,8 +6,8 @@
 Modules: this driver; ``wildfeedback_rules`` (the rules detector), ``wildfeedback_detect`` (the model
 detector and how its verdicts combine with the rules'), ``wildfeedback_pairs`` (summaries, pairs, judge, in order),
 ``wildfeedback_models`` (their model steps and the judge gate), ``wildfeedback_output`` (the pairs table, built
-from columns), ``wildfeedback_fit`` (does a chosen answer fit its prompt) and ``wildfeedback_common`` (what they
-share).
+from columns), ``wildfeedback_fit`` (does a chosen answer fit its prompt), ``wildfeedback_report`` (metrics,
+collapse warnings and the console line) and ``wildfeedback_common`` (what they share).
 Before any real row is labelled, each model judge the run uses proves on built-in probes that it
 discriminates (``gates``; ``pipeline/gates.py``).
 
@@ -51,13 +51,14 @@ from pipeline.execute import clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import ShardWriter, iter_batches, shard_sizes
 from pipeline.langid import UNDETERMINED, detect_languages
 from pipeline.llm.identity import model_identities
-from pipeline.metrics import announce_overrides, gate_headline, say, write_metrics
+from pipeline.metrics import announce_overrides, counted, say, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.records import SCHEMAS, check_table
 from stages.wildfeedback_common import CHECKPOINTS, IN, OUT, PAIRS_STREAM, output_fingerprint, prompt
 from stages.wildfeedback_detect import combine, detector_gate, detector_stats, llm_detect, route, with_context
 from stages.wildfeedback_models import judge_gate
 from stages.wildfeedback_pairs import build_pairs, natural_revisions
+from stages.wildfeedback_report import add_metrics, collapse_warnings, console_line, headline
 from stages.wildfeedback_rules import DSAT_CATEGORIES, SAT_CATEGORIES, detect
 from stages.wildfeedback_testset import split_test_set
 
@@ -268,77 +269,6 @@ def run_partition(turns: pl.DataFrame, convs: pl.DataFrame, counts: Counter, par
     return check_table(signals.to_arrow(), "signals"), pairs, rejects, metrics
 
 
-def add_metrics(a: dict, b: dict) -> dict:
-    """Two partitions' metrics as one: counts add up, keys from either side are kept.
-
-    >>> add_metrics({"n": 1, "by": {"x": 2}, "detector": "rules"}, {"n": 2, "by": {"y": 1}, "detector": "rules"})
-    {'n': 3, 'by': {'x': 2, 'y': 1}, 'detector': 'rules'}
-    """
-    out = dict(a)
-    for key, value in b.items():
-        if key not in out:
-            out[key] = value
-        elif isinstance(value, dict):
-            out[key] = add_metrics(out[key], value)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = out[key] + value
-    return out
-
-
-def collapse_warnings(d: dict, cfg: Wildfeedback, detector: str) -> list[str]:
-    """What the model steps wiped out: signals or natural revisions under ``collapse_fraction`` of what the
-    rules alone found, or no pair at all from DSAT signals.
-
-    >>> d = {"signals": {"turns_dsat": 0, "turns_sat": 9}, "rules": {"turns_dsat": 20, "turns_sat": 10,
-    ...      "natural_revisions": 0}, "pairs": {"natural_revision_found": 0, "out": 0}}
-    >>> collapse_warnings(d, type("C", (), {"collapse_fraction": 0.1, "combine": "llm_overrides"}), "rules+llm")
-    ['DSAT signals fell from 20 (rules alone) to 0 with detector rules+llm (combine: llm_overrides)']
-    """
-    out = []
-    if detector != "rules":
-        for name, final, rules in (("DSAT signals", d["signals"]["turns_dsat"], d["rules"]["turns_dsat"]),
-                                   ("SAT signals", d["signals"]["turns_sat"], d["rules"]["turns_sat"]),
-                                   ("natural revision pairs", d["pairs"]["natural_revision_found"],
-                                    d["rules"]["natural_revisions"])):
-            if rules > 0 and final < cfg.collapse_fraction * rules:
-                out.append(f"{name} fell from {rules} (rules alone) to {final} with detector {detector} "
-                           f"(combine: {cfg.combine})")
-    if d["signals"]["turns_dsat"] > 0 and d["pairs"]["out"] == 0 and not out:
-        out.append(f"0 pairs from {d['signals']['turns_dsat']} DSAT signals (see details.dropped)")
-    return out
-
-
-def headline(details: dict, gates: dict, warnings: list[str]) -> tuple[dict, dict]:
-    """(metrics.json: a few headline numbers, what ``dvc metrics show`` prints; details.json: more numbers,
-    the gate reports, and every figure under ``details``)."""
-    by_kind = details["pairs"]["out_by_kind"]
-    summary = {
-        "conversations_selected": details["conversations"]["selected"],
-        "signals_sat": details["signals"]["turns_sat"], "signals_dsat": details["signals"]["turns_dsat"],
-        "pairs": details["pairs"]["out"], "pairs_natural_revision": by_kind["natural_revision"],
-        "pairs_generated": by_kind["generated"] + by_kind["sat"],
-        "gates_run": len(gates), "gates_passed": sum(bool(g["passed"]) for g in gates.values()),
-        "collapse_warnings": len(warnings),
-        "gates": gates,
-        "details": {**details, "collapse": warnings},
-    }
-    numbers = {"rows_in": details["conversations"]["in"], "signals": details["signals"]["turns_with_signal"],
-               **{k: summary[k] for k in ("pairs", "pairs_natural_revision", "collapse_warnings")},
-               **gate_headline(gates)}
-    return numbers, summary
-
-
-def console_line(summary: dict) -> str:
-    """The stage's one-line account on the console, like the other stages'."""
-    d = summary["details"]
-    return (f"wildfeedback: {d['conversations']['in']} conversations -> {summary['conversations_selected']} selected -> "
-            f"{d['signals']['turns_with_signal']} turns with a signal (SAT {summary['signals_sat']}, DSAT "
-            f"{summary['signals_dsat']}; detector {d['detector_used']}) -> {summary['pairs']} pairs "
-            f"({summary['pairs_natural_revision']} from natural revisions, {summary['pairs_generated']} generated); "
-            f"judge gates passed: {summary['gates_passed']} of {summary['gates_run']} (drops by reason in "
-            f"{OUT / 'details.json'})")
-
-
 def run_gates(params: Params, ckpt_root: Path = CHECKPOINTS) -> tuple[dict, Params, bool]:
     """The judge gates, before any real row is labelled: (reports, params to run with, judge usable); their
     probe calls resume from checkpoints under ``ckpt_root``, as the model steps do.
@@ -364,7 +294,7 @@ def main(params: Params) -> None:
     bounded by one partition whatever the log's size.
     """
     configured = params.wildfeedback.detector
-    overrides = announce_overrides(params, "wildfeedback", "tiny_overrides applied (all its roles use the tiny model)")
+    overrides = announce_overrides(params, "wildfeedback")
     check_sources(IN, params.wildfeedback.sources)  # before the judge gates: with a real model, minutes
     gates, params, judge_usable = run_gates(params)
     cfg, ex = params.wildfeedback, params.execution
@@ -385,8 +315,8 @@ def main(params: Params) -> None:
             pairs_out.write(pairs)
             rejects_out.write(rejects)
             metrics = add_metrics(metrics, part)
-            log.info("wildfeedback: partition %d: %d conversations, %d pairs", i, part["conversations"]["in"],
-                     pairs.num_rows)
+            log.info("partition %d: %s, %s", i, counted(part["conversations"]["in"], "conversation"),
+                     counted(pairs.num_rows, "pair"))
     # The paper's held-out test set is chosen over every pair: they leave pairs for data/wildfeedback/test.
     test_set = split_test_set(out / PAIRS_STREAM, out, cfg.test_set, sizes)
     metrics["pairs"]["out"] = test_set["pairs_kept"]
@@ -402,5 +332,5 @@ def main(params: Params) -> None:
     write_metrics(out, numbers, summary)
     commit_outputs(OUT)
     clear_checkpoints("wildfeedback")
-    log.info("wildfeedback: %d signals, %d pairs", metrics["signals"]["turns_with_signal"], summary["pairs"])
+    log.info("%s, %s", counted(metrics["signals"]["turns_with_signal"], "signal"), counted(summary["pairs"], "pair"))
     print(console_line(summary))

@@ -113,7 +113,7 @@ def test_every_module_the_docs_name_by_file_name_exists():
 def test_the_pii_table_lists_every_kind():
     from typing import get_args
 
-    from pipeline.config_stages import PiiKind
+    from pipeline.config_export import PiiKind
 
     t = text("README.md")
     table = t[t.index("### PII redaction"):t.index("### Auditing a release")]

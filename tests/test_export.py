@@ -172,6 +172,18 @@ def test_stats_and_plot_data(tmp_path):
 # --- cleaning rules ------------------------------------------------------------------------------
 
 
+def test_a_method_not_run_is_one_warning_line_naming_the_stage_once(tmp_path, capsys, caplog):
+    """It was a log record, "WARNING stages.export: export: skipping wildfeedback: ..." under the CLI's log
+    format: the stage named twice, unlike the other stages' warnings ("WARNING dove: ...", ``say``)."""
+    standard_methods(tmp_path)  # no wildfeedback pairs
+    caplog.set_level("WARNING")
+    build(tmp_path)
+    out = capsys.readouterr().out.splitlines()
+    assert "WARNING export: skipping wildfeedback: data/wildfeedback/pairs not found (stage not run or not merged " \
+           "yet)" in out
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # said once, on the console
+
+
 def test_identical_chosen_and_rejected_are_dropped(tmp_path):
     write_method(tmp_path, "pugc", [
         pair("same", TOPICS[0], "pugc", chosen="Same answer.", rejected="Same answer.  "),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import polars as pl
 import pytest
@@ -10,8 +11,9 @@ import yaml
 from huggingface_hub import HfApi
 
 from pipeline.cli import main as cli
-from pipeline.hub import PublishError, lineage_summary, publish, size_category, verify_release
+from pipeline.hub import PublishError, publish, verify_release
 from stages.export import build_release
+from stages.export_card import lineage_summary, size_category
 from tests.export_fixtures import TOPICS, export_cfg, pair, standard_methods, write_method
 
 TOKEN = "hf_" + "x" * 34
@@ -143,6 +145,19 @@ def test_dry_run_lists_files_and_touches_nothing(release, hub, capsys):
     assert hub.calls == []
     assert "dry run: would upload" in out and "all/train-00000-of-00001.parquet" in out and "rows" in out
     assert "README.md" in out and "token: found" in out and TOKEN not in out
+
+
+def test_the_dry_run_says_1_row_not_1_rows(release, hub, capsys):
+    """A new user's walk-through: `prefpipe publish --dry-run` listed a one-row test split as "1 rows"."""
+    manifest = json.loads((release / "_manifest.json").read_text())
+    one = [f["path"] for f in manifest["files"] if f["rows"] == 1]
+    assert one  # the fixture's selfie test split holds one pair
+    assert cli(["publish", "--repo-id", "org/prefs", "--dry-run", "--path", str(release)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for path in one:
+        line = next(x for x in lines if x.startswith(f"  {path}  "))
+        assert line.endswith("  1 row"), line
+    assert not any(re.search(r"\b1 (rows|files|bytes)\b", x) for x in lines), lines
 
 
 def test_offline_mode_is_a_clear_error(release, hub, monkeypatch):

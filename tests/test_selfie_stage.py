@@ -287,8 +287,9 @@ def test_the_stage_prints_its_summary_and_says_to_raise_the_token_budget_when_mo
     metrics = _metrics(tmp_path)
     pool, cut = metrics["sample"]["prompts"], metrics["sample"]["cut_off"]
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("selfie: iteration 1:"))
+    assert metrics["pairs"]["written"] == 1  # "1 pair, plus 1 seed pair": it said "1 pairs, plus 1 seed pairs"
     assert f"{pool} pool prompts -> {2 * pool} samples -> {metrics['sample']['responses']} scored responses -> " \
-           f"{metrics['pairs']['written']} pairs, plus 1 seed pairs" in line
+           "1 pair, plus 1 seed pair" in line
     assert f"cut_off {cut}" in line
     assert f"{cut} of {2 * pool} samples were cut at selfie.sampling.max_new_tokens (8) and dropped: raise it" in line
 

@@ -1,0 +1,258 @@
+"""The dataset card of a release: the ``README.md`` that the Hub and ``datasets`` read (YAML front matter
+with one ``configs`` entry per config and ``data_files`` per split) and a body describing the configs, how
+they were built, how to train on them with TRL, and their limits. ``render_card`` writes it;
+``pipeline.hub`` publishes the release it describes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import polars as pl
+import yaml
+
+from pipeline.dedup import REASONS
+from pipeline.pii_structured import MODEL_KEYS
+
+CONFIG_DOC = {
+    "all": "the conditional pairs (WildFeedback, PUGC, Selfie/SPA, Curry-DPO) in one table, each prompt from one method",
+    "wildfeedback": "pairs mined from dissatisfaction signals in real conversations (WildFeedback)",
+    "pugc": "queries written from user-generated documents, responses judged against the document (PUGC)",
+    "selfie": "pairs the policy labelled itself from its implicit DPO reward (Selfie/SPA)",
+    "curry": "several pairs per prompt ranked by score gap, `level` 0 = easiest (Curry-DPO)",
+    "dove": "joint pairs: two different instructions, each with a response (DOVE/JPO)",
+}
+
+
+# --- card ----------------------------------------------------------------------------------------
+
+
+def size_category(n: int) -> str:
+    """The Hub's size bucket for ``n`` rows.
+
+    >>> size_category(999), size_category(1000), size_category(2_500_000)
+    ('n<1K', '1K<n<10K', '1M<n<10M')
+    """
+    names = ["1K", "10K", "100K", "1M", "10M", "100M", "1B"]
+    if n < 1000:
+        return "n<1K"
+    for lo, hi in zip(names, names[1:], strict=False):
+        if n < 10 ** (3 + names.index(hi)):
+            return f"{lo}<n<{hi}"
+    return "n>1B"
+
+
+# MODEL_KEYS: lineage keys whose value is the model that played an engine role; ``models`` maps roles to models.
+
+
+def _models(lineage: pl.Series) -> list[str]:
+    named = pl.concat([lineage.str.json_path_match(f"$.{k}") for k in MODEL_KEYS]).drop_nulls().to_list()
+    roles = []
+    for found in lineage.str.json_path_match("$.models").drop_nulls().unique().to_list():
+        try:
+            value = json.loads(found)  # {role: model}, or a list of models
+        except ValueError:
+            value = found  # a plain string
+        values = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+        roles += [v for v in values if isinstance(v, str)]
+    return sorted(set(named + roles))
+
+
+def lineage_summary(pairs: pl.DataFrame) -> dict[str, dict[str, list[str]]]:
+    """Per method (``_config``): the distinct models (the values of ``MODEL_KEYS`` and of the ``models``
+    role map) and params fingerprints named in its ``lineage`` JSON."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for method in sorted(set(pairs["_config"])) if pairs.height else []:
+        lin = pairs.filter(pl.col("_config") == method)["lineage"]
+        prints = pl.concat([lin.str.json_path_match(p) for p in ("$.fingerprint", "$.params_fingerprint")])
+        out[method] = {"models": _models(lin), "fingerprints": prints.drop_nulls().unique().sort().to_list()}
+    return out
+
+
+def front_matter(cfg: Any, stats: dict[str, Any]) -> dict[str, Any]:
+    configs = []
+    for i, (config, splits) in enumerate(stats["rows"].items()):
+        if not splits:
+            continue
+        entry: dict[str, Any] = {"config_name": config}
+        if config == "all" or (i == 0 and "all" not in stats["rows"]):
+            entry["default"] = True
+        entry["data_files"] = [{"split": s, "path": f"{config}/{s}-*.parquet"} for s in splits]
+        configs.append(entry)
+    return {
+        "license": cfg.license,
+        "pretty_name": cfg.card.pretty_name,
+        "language": list(cfg.card.language),
+        "task_categories": list(cfg.card.task_categories),
+        "tags": list(dict.fromkeys(["trl", "dpo", *cfg.card.tags])),
+        "size_categories": [size_category(stats["total"])],
+        "configs": configs,
+    }
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+TRAIN_SNIPPET = '''```python
+from datasets import load_dataset
+from trl import DPOConfig, DPOTrainer
+
+REPO = "{repo}"  # the Hub repo id this card belongs to, or a local copy of this folder
+# (a folder rebuilt in place: read it with load_dataset("parquet", data_dir=...), as prefpipe's README says)
+train = load_dataset(REPO, "all", split="train")   # prompt / chosen / rejected message lists
+trainer = DPOTrainer(model="your/sft-model", args=DPOConfig(output_dir="dpo"), train_dataset=train)
+trainer.train()
+```'''
+
+CURRY_SNIPPET = '''```python
+# Curry-DPO: one DPO run per level, easiest (0) first; each run starts from, and uses as reference,
+# the previous level's model. Pass it on as a saved folder: DPOTrainer loads its reference from the
+# model's path, so handing on `trainer.model` would reference every level against the SFT model.
+curry = load_dataset(REPO, "curry", split="train")
+model = "your/sft-model"
+for level in sorted(set(curry["level"])):
+    stage = curry.filter(lambda r: r["level"] == level)
+    trainer = DPOTrainer(model=model, args=DPOConfig(output_dir=f"curry-{level}"), train_dataset=stage)
+    trainer.train()
+    model = f"curry-{level}/final"
+    trainer.save_model(model)  # the weights and the tokenizer
+```'''
+
+
+DOVE_SNIPPET = '''```python
+dove = load_dataset(REPO, "dove", split="train")
+same = dove.filter(lambda r: r["chosen_prompt"] == r["rejected_prompt"])
+same = same.rename_column("chosen_prompt", "prompt").remove_columns("rejected_prompt")
+trainer = DPOTrainer(model="your/sft-model", args=DPOConfig(output_dir="dpo-dove"), train_dataset=same)
+trainer.train()
+```'''
+
+
+def _gate_rows(gates: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for method, roles in gates.items():
+        if not isinstance(roles, dict):
+            rows.append([method, "—", "—", "—", "—", roles])
+            continue
+        for role, r in roles.items():
+            r = r if isinstance(r, dict) else {"labels": r}
+            acc = f"{r['accuracy']:.2f} ({r.get('correct', '?')}/{r.get('probes', '?')})" if "accuracy" in r else "—"
+            rows.append([method, role, r.get("model", "—"), acc, r.get("min_accuracy", "—"),
+                         r.get("labels", "—") + ("" if r.get("passed", True) else " (failed)")])
+    return rows
+
+
+def _audit_part(audit: dict[str, Any] | None) -> str:
+    if audit is None:
+        return ""
+    from pipeline.audit import summary_lines
+
+    verdict = "passed" if audit["passed"] else "FAILED"
+    lines = "\n".join(f"    {line}" for line in summary_lines(audit))
+    checks = _table(["check", "what it checks", "violations"],
+                    [[f"`{name}`", c["description"], c["violations"]] for name, c in audit["checks"].items()])
+    # export scans this card after rendering it (``audit.add_text_check``): it is one of the files counted
+    return (f"## Audit\n\n`prefpipe audit` re-read every file of this release ({audit['rows']} rows, "
+            f"{audit['files'] + 1} files with this card): **{verdict}** (details in `audit.json`).\n\n{lines}\n\n"
+            f"{checks}\n")
+
+
+def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, list[str]]], *, png: bool,
+                repo: str = "ORG/NAME", audit: dict[str, Any] | None = None) -> str:
+    """The release's README.md: YAML front matter + a body describing configs, provenance, training, limits."""
+    fm = yaml.safe_dump(front_matter(cfg, stats), sort_keys=False, allow_unicode=True)
+    rows = [[f"`{c}`", CONFIG_DOC.get(c, ""), sp.get("train", 0), sp.get("test", 0)] for c, sp in stats["rows"].items() if sp]
+    methods = [[m, v["input"], v["output"], v.get("in_all", "—"), ", ".join(lineage.get(m, {}).get("models", [])) or "—",
+                ", ".join(lineage.get(m, {}).get("fingerprints", [])) or "—"] for m, v in stats["methods"].items()]
+    drops = [[f"`{c}`", f"`{r}`", n, REASONS.get(r, "")] for c, reasons in stats.get("drops_by_config", {}).items() for r, n in reasons.items()]
+    held = [[f"`{p}`", v.get("prompts", 0), v.get("removed", 0)] for p, v in stats.get("held_out", {}).items()]
+    gates = _gate_rows(stats.get("gates", {}))
+    models = [[m, role, r.get("model", "—"), f"`{r.get('identity')}`"] for m, roles in stats.get("models", {}).items()
+              for role, r in roles.items()]
+    decon = [[s, v["prompts"], f"`{v['prompts_sha256'][:12]}`" if "prompts_sha256" in v else "—", v["removed"], v["status"]]
+             for s, v in stats["decontamination"].items()]
+    pii = [[k, n] for k, n in stats["pii"].items()]
+    skipped = "".join(f"\n- `{m}`: {why}" for m, why in stats["skipped"].items())
+    levels = ", ".join(f"level {lv}: {n}" for m in stats["levels"] for lv, n in stats["levels"][m].items())
+    parts = [
+        f"---\n{fm}---\n",
+        f"# {cfg.card.pretty_name}\n\n{cfg.card.description}\n",
+        "![summary](plots/summary.png)\n" if png else "",
+        "## Configs\n",
+        "Splits are made by a hash of the normalised prompt, so no prompt is in both `train` and `test`; a config "
+        "lists a `test` split when prompts fell there. A `dove` row is in `test` only when both of its prompts "
+        "are test prompts (rows whose prompts straddle the splits are dropped).\n",
+        _table(["config", "holds", "train", "test"], rows) + "\n",
+        "Conditional configs follow TRL's conversational preference format: `prompt`, `chosen`, `rejected` are "
+        "lists of `{role, content}` messages. Every row also carries `pair_id`, `method`, `source`, `level` "
+        "(Curry-DPO curriculum level, 0 = easiest), `score_chosen`, `score_rejected`, `margin`, `confidence`, "
+        "`label_smoothing`, `noisy` (Selfie/SPA's low-confidence flag) and `lineage` (JSON: input ids, stage, "
+        "models, params fingerprint). The `dove` config has `pair_id`, `chosen_prompt`, `chosen`, `rejected_prompt`, "
+        "`rejected`, `confidence`, `method`, `lineage`.\n",
+        "## How it was built\n",
+        "Built by prefpipe (`dvc repro`): per-method stages produce pairs, then `export` "
+        "merges them, redacts PII in every string (messages, lineage, source), drops pairs whose chosen equals "
+        "rejected (whitespace normalised, case folded, sentence punctuation aside) and pairs whose chosen reacts to feedback nobody gave, loops or stops "
+        "mid-sentence, removes duplicate pairs and near-duplicate prompts within each method "
+        f"(MinHash, Jaccard >= {cfg.dedup.near_threshold}), removes prompts overlapping evaluation sets "
+        f"({cfg.decontamination.ngram}-gram overlap >= {cfg.decontamination.threshold}, or a text shorter than "
+        f"{cfg.decontamination.ngram} words, of at least {cfg.decontamination.min_words}, found whole in the other), "
+        "splits train/test "
+        f"({cfg.test_fraction:.0%} of prompts to test; a DOVE row whose prompts fall in different splits is dropped) and keeps held-out prompts out of every train split. Each "
+        "method's config holds all its surviving pairs; in `all`, a prompt several methods share is kept for the "
+        f"first of {', '.join(cfg.dedup.priority)} (a fixed order; scores of different methods are never compared). "
+        f"Export params fingerprint: `{stats['fingerprint']}`.\n",
+        _table(["method", "input pairs", "in its config", "in `all`", "models", "params fingerprints"], methods) + "\n",
+        (f"Methods not in this release:{skipped}\n" if skipped else ""),
+        "Pairs that left a config, by config and reason (each one is listed in `removed.jsonl` with its details, its texts "
+        "and the configs it left; that file stays with the builder, `prefpipe publish` does not upload it):\n",
+        _table(["config", "reason", "pairs", "why"], drops or [["(none)", "—", 0, "—"]]) + "\n",
+        "Decontamination sets:\n",
+        _table(["set", "prompts", "prompts sha256", "pairs removed", "status"],
+               decon or [["(none configured)", 0, "—", 0, "—"]]) + "\n",
+        "Held-out prompts (kept out of every train split):\n",
+        _table(["held-out set", "prompts", "train pairs removed"], held or [["(none configured)", 0, 0]]) + "\n",
+        "Judge gates each stage recorded (a judge labels data only after it scores its probe set; a gate at or "
+        "below 0.5 is lowered and lets a chance-level judge through):\n",
+        _table(["method", "judge role", "model", "probe accuracy", "gate", "labels"], gates or [["(none)", "—", "—", "—", "—", "—"]]) + "\n",
+        "Model weights behind each stage's roles, as its settings named them (a role those settings left unused, "
+        "e.g. WildFeedback's detector under `detector: rules`, is listed too; `tiny:`/`smollm2:` the built-in "
+        "model's build hash, `local:` a hash of the folder's files, `hub:` the cached snapshot's commit, `openai:` "
+        "the served name):\n",
+        _table(["method", "role", "model", "weights identity"], models or [["(none)", "—", "—", "—"]]) + "\n",
+        "PII replaced (by `[REDACTED_<KIND>]` markers):\n",
+        _table(["kind", "replacements"], pii or [["(redaction off)", 0]]) + "\n",
+        "## Training on it with TRL\n",
+        TRAIN_SNIPPET.format(repo=repo) + "\n",
+        "`label_smoothing` and `noisy` come from Selfie/SPA: a trainer that supports per-example label "
+        "smoothing can use them (TRL's `DPOConfig.label_smoothing` is one value for the whole run; filter "
+        "`noisy` rows out, or train them in a separate run with `label_smoothing=0.1`). The `selfie` config lists "
+        "the seed pairs (`source` \"seed\") first, then each iteration's (`source` \"iteration_1\", "
+        "\"iteration_2\", ...): SPA trains on the seed pairs, then on each iteration's pairs in turn, each run "
+        "starting from the previous run's model (filter on `source`, as the Curry-DPO loop below filters on "
+        "`level`).\n",
+        "**Curry-DPO** pairs must be seen in curriculum order" + (f" ({levels})" if levels else "") + ": one run "
+        "per level (the paper, below), or one run over the whole config with "
+        "`DPOConfig(train_sampling_strategy=\"sequential\")` (the default sampler shuffles the rows):\n",
+        CURRY_SNIPPET + "\n",
+        "**DOVE** rows compare two *different* instructions; their loss is DPO on joint log-probabilities "
+        "log pi(x, y) = log pi(x) + log pi(y | x), with prompt tokens not masked. TRL's `DPOTrainer` assumes a "
+        "shared prompt, so train the `dove` config with a JPO/DOVE trainer (github.com/Hritikbansal/dove) that "
+        "reads `chosen_prompt`, `chosen`, `rejected_prompt`, `rejected`. Given to `DPOTrainer` as is, the `dove` "
+        "config stops with an error (it has no `prompt` column and its two sides share none). Rows with "
+        "`chosen_prompt == rejected_prompt` are ordinary conditional pairs, which `DPOTrainer` takes once the "
+        "prompt column is named `prompt`:\n",
+        DOVE_SNIPPET + "\n",
+        _audit_part(audit),
+        "## Limitations\n",
+        "- Responses are generated and judged by models; labels are noisy (see `confidence`, `noisy`).\n"
+        "- PII redaction is pattern based (phone numbers validated with libphonenumber, cards with Luhn): names, "
+        "street addresses, national ids and national phone numbers outside the configured regions can remain.\n"
+        "- Decontamination checks word n-gram overlap with the listed sets only; paraphrases are not caught.\n"
+        "- Near-duplicate removal is approximate (MinHash); the train/test split is by prompt, not by topic.\n"
+        "- The license applies to this compilation; inputs keep their own terms.\n",
+    ]
+    return "\n".join(p for p in parts if p)
