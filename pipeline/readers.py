@@ -10,7 +10,7 @@ cannot be opened at all (no such file, unknown type, an unreachable ``hf://`` se
 stream that breaks off (a rerun reads it whole), raises ``SourceError``, with one line naming it.
 Whatever the bytes, reading holds about ``max_record_bytes`` at a time (``pipeline.limits``).
 
-The readers of each format live in ``readers_json.py`` (JSON lines, JSON), ``readers_csv.py`` (CSV) and
+The readers of each format live in ``readers_json.py`` (JSON lines, JSON), ``readers_csv.py`` (CSV, TSV) and
 here (Parquet, Stack Exchange XML); what they share (``RawRow``, damaged-file error rows) in ``rawrows.py``.
 """
 
@@ -29,7 +29,7 @@ from pipeline.encodings import encoding_error
 from pipeline.errors import SourceError, one_line, os_reason
 from pipeline.hub_source import HF_PREFIX, hub_rows
 from pipeline.rawrows import UNREADABLE, RawRow, cannot_read, numbered, open_binary
-from pipeline.readers_csv import iter_csv
+from pipeline.readers_csv import iter_csv, iter_tsv
 from pipeline.readers_json import iter_json, iter_jsonl
 from pipeline.xmlrows import xml_rows
 
@@ -216,6 +216,7 @@ READERS = {
     ".ndjson": iter_jsonl,
     ".json": iter_json,
     ".csv": iter_csv,
+    ".tsv": iter_tsv,
     ".parquet": iter_parquet,
     ".xml": iter_xml_rows,
 }
