@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import limits, parquetpages
-from pipeline.encodings import encoding_error
+from pipeline.encodings import binary_as_text, decoded, encoding_error
 from pipeline.errors import SourceError, one_line, os_reason
 from pipeline.hub_source import HF_PREFIX, hub_rows
 from pipeline.rawrows import UNREADABLE, RawRow, cannot_read, numbered, open_binary
@@ -187,8 +187,11 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
                 if refusal:
                     yield RawRow(str(path), first, error=refusal)
                 for batch in [] if refusal else pf.iter_batches(batch_size=rows, row_groups=[g]):
+                    batch, binary = binary_as_text(batch)  # text a writer stored as binary
                     for rec, error, preview in limits.sized_rows(batch, limit):
                         i += 1
+                        if binary and rec is not None:
+                            rec = {k: decoded(v) if k in binary else v for k, v in rec.items()}
                         yield RawRow(str(path), i, value=rec, error=error, raw=preview)
             except (pa.ArrowException, OSError, ValueError) as e:
                 if cannot_read(e):

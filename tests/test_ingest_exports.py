@@ -9,6 +9,8 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import Source
@@ -58,3 +60,30 @@ def test_a_comma_separated_file_named_tsv_is_one_reject_saying_so(tmp_path):
     assert [r["reason"] for r in _ingest(tmp_path / "c.tsv").rejects] == [
         "c.tsv:1: the header row is one column holding ',': the file is separated by ',', not by tabs; none of it is "
         "read: name it .csv (comma-separated), or save it as tab-separated values"]
+
+
+# --- Parquet text stored as binary -------------------------------------------------------------------
+
+
+def test_parquet_text_stored_as_binary_is_read_as_the_text_it_holds(tmp_path):
+    """Older Spark and parquet-mr write text with no UTF8 annotation, which Arrow reads as binary: every record was a
+    reject, "text is bytes, expected a string". Binary values that are UTF-8 are text (at any depth, dictionary-encoded
+    too); one that is not is a reject naming its row and key, and a binary column no adapter reads (an image) costs
+    no record."""
+    messages = pa.array([[{"role": b"user", "content": "caf\u00e9".encode()}, {"role": b"assistant", "content": b"ok"}]],
+                        pa.list_(pa.struct([("role", pa.binary()), ("content", pa.large_binary())])))
+    pq.write_table(pa.table({"conversation_id": pa.array([b"c1"]), "model": pa.array([b"m"]).dictionary_encode(),
+                             "conversation": messages}), tmp_path / "w.parquet")
+    res = _ingest(tmp_path / "w.parquet", "wildchat", "conversations")
+    assert not res.rejects
+    assert [m["content"] for m in res.rows["conversations"][0]["messages"]] == ["caf\u00e9", "ok"]
+    assert res.rows["conversations"][0]["model"] == "m"
+
+    pq.write_table(pa.table({"id": pa.array([b"a", b"b", b"c"], pa.binary()),
+                             "text": pa.array([b"hello", b"\xff\xfe latin", b"world"], pa.large_binary()),
+                             "image": pa.array([b"\x89PNG\r\n", None, b"\xff\xd8\xff"])}), tmp_path / "d.parquet")
+    res = _ingest(tmp_path / "d.parquet")
+    assert [r["reason"] for r in res.rejects] == [
+        "d.parquet:2: text is bytes that are not UTF-8 (invalid start byte at byte 0; rewrite the file with that "
+        "column's text as UTF-8), expected a string"]
+    assert sorted(d["text"] for d in res.rows["documents"]) == ["hello", "world"]
