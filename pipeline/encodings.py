@@ -144,6 +144,11 @@ def _as_text(t: pa.DataType) -> pa.DataType:
     return t
 
 
+def has_binary(schema: pa.Schema) -> bool:
+    """Whether a column of ``schema`` holds binary values (``binary_as_text`` reads them as text)."""
+    return any(_as_text(t) != t for t in schema.types)
+
+
 def binary_as_text(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, set[str]]:
     """``batch`` with each column that holds binary values read as text where every value of it in the batch is
     UTF-8 (Arrow's cast checks it), and the names of those that are not: their values are ``decoded`` row by row."""

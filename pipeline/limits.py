@@ -216,9 +216,17 @@ def page_refusal(column: str, pages: list[Page], limit: int) -> str | None:
 
 def parquet_plan(chunks: Iterable[Chunk], rows: int, limit: int, longest: Callable[[Chunk], int | None],
                  group: int = 0) -> tuple[int, str | None]:
+    """``group_plan`` without the group's bytes."""
+    batch, why, _ = group_plan(chunks, rows, limit, longest, group)
+    return batch, why
+
+
+def group_plan(chunks: Iterable[Chunk], rows: int, limit: int, longest: Callable[[Chunk], int | None],
+               group: int = 0) -> tuple[int, str | None, int]:
     """Rows per batch for row group ``group`` of ``rows`` rows, from its column ``chunks``, or why it is not
     read (``page_refusal``, or rows that may decode to over ``PARQUET_PAGE_RECORDS`` x ``limit`` each on
-    average), in one line that says what to do.
+    average), in one line that says what to do; and the most bytes the group decodes to (its columns' bounds
+    summed; 0 where it is not read), so that row groups far under ``limit`` can be read several at a time.
 
     Bounds use each dictionary's longest entry, ``longest(chunk)`` (read from the file); it is read only where
     it could change the answer, i.e. where bounds with an entry as long as the dictionary page allows and
@@ -233,9 +241,9 @@ def parquet_plan(chunks: Iterable[Chunk], rows: int, limit: int, longest: Callab
                      for c, low, high in zip(chunks, lower, upper, strict=True)]
         batch, why = _decide(chunks, upper, rows, limit)
         if why is None:
-            return batch, None
+            return batch, None, sum(upper)
     return 0, (f"Parquet row group {group} is not read ({rows} row{'' if rows == 1 else 's'} lost): {why}; "
-               "rewrite the file with smaller row groups, or raise ingest.max_record_bytes")
+               "rewrite the file with smaller row groups, or raise ingest.max_record_bytes"), 0
 
 
 def _decide(chunks: list[Chunk], bounds: list[int], rows: int, limit: int) -> tuple[int, str | None]:
