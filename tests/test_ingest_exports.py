@@ -139,3 +139,26 @@ def test_a_damaged_row_group_among_tiny_ones_costs_only_its_own_rows(tmp_path):
     assert "(1 of its 1 rows lost" in res.rejects[0]["reason"]
     assert sorted(int(d["text"].split()[1]) for d in res.rows["documents"]) == [*range(20), *range(21, 50)]
 
+
+# --- a JSON file that names "data" twice -------------------------------------------------------------
+
+
+def test_a_json_file_naming_data_twice_rejects_every_record_naming_the_key(tmp_path):
+    """``{"data": [a, c], "data": [b]}`` kept a and c and lost b under one "unexpected text after the array"
+    reject (a JSON reader keeps b only). Every record of both arrays is a reject naming the key and the sizes."""
+    (tmp_path / "d.json").write_text('{"data": [{"id": "a", "text": "x"}, {"id": "c", "text": "z"}],\n'
+                                     ' "data": [{"id": "b", "text": "y"}]}\n')
+    res = ingest_source(Source(name="s", kind="documents", path=str(tmp_path / "d.json"), format="documents"),
+                        MAX_BYTES)
+    m = res.metrics
+    assert (m["rows_in"], m["accepted"], m["rejected"]) == (3, 0, 3)
+    assert {r["reason"].split(": ", 1)[1] for r in res.rejects} == {
+        "the file names the key 'data' twice at the top level, holding arrays of 2 and 1 records (a JSON reader "
+        "keeps the last one only), so none of them is read: put all the records in one \"data\" array"}
+    assert [r["row"] for r in res.rejects] == [1, 2, 3] and '"id": "b"' in res.rejects[2]["raw"]
+
+
+def test_a_json_file_naming_data_twice_with_the_same_records_loses_nothing(tmp_path):
+    (tmp_path / "d.json").write_text('{"data": [{"id": "a", "text": "x"}], "data": [{"id": "a", "text": "x"}]}')
+    res = _ingest(tmp_path / "d.json")
+    assert not res.rejects and [d["text"] for d in res.rows["documents"]] == ["x"]
