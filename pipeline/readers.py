@@ -175,7 +175,8 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
         return
     if twice := sorted({c for c in names if names.count(c) > 1}):  # a row as a dict would keep the last one only
         yield RawRow(str(path), 1, error=f"the file names column(s) {twice} twice (a row keeps the last one only): "
-                                         "rename them so each column has its own name; none of the file is read")
+                                         "rename them so each column has its own name; none of the file is read",
+                     records=max(sum(sizes), 1))
         return
     limit = max_record_bytes or 1 << 30
     binary = has_binary(pf.schema_arrow)
@@ -252,7 +253,7 @@ def _read_group(pf: pq.ParquetFile, path: Path, g: int, size: int, first: int, p
             raise plan
         rows, refusal, _ = plan
         if refusal:
-            yield RawRow(str(path), first, error=refusal)
+            yield RawRow(str(path), first, error=refusal, records=max(size, 1))
             return
         for row in _batch_rows(path, pf.iter_batches(batch_size=rows, row_groups=[g]), first, limit, binary):
             i += 1
@@ -262,7 +263,7 @@ def _read_group(pf: pq.ParquetFile, path: Path, g: int, size: int, first: int, p
             raise
         lost = first + size - 1 - i
         yield RawRow(str(path), i + 1, error=f"Parquet row group {g} cannot be decoded ({lost} of its {size} "
-                                             f"rows lost; {one_line(e)})")
+                                             f"rows lost; {one_line(e)})", records=max(lost, 1))
 
 
 def iter_xml_rows(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:

@@ -22,7 +22,7 @@ MAX_BYTES = 4 << 20
 def _ingest(path: Path, fmt: str = "documents", kind: str = "documents", max_bytes: int = MAX_BYTES):
     res = ingest_source(Source(name="s", kind=kind, path=str(path), format=fmt), max_bytes)
     m = res.metrics
-    assert m["rows_in"] == m["accepted"] + m["rejected"] == m["accepted"] + len(res.rejects)
+    assert m["rows_in"] == m["accepted"] + m["rejected"] == m["accepted"] + len(res.rejects) + m["unread_rows"]
     return res
 
 
@@ -162,3 +162,21 @@ def test_a_json_file_naming_data_twice_with_the_same_records_loses_nothing(tmp_p
     (tmp_path / "d.json").write_text('{"data": [{"id": "a", "text": "x"}], "data": [{"id": "a", "text": "x"}]}')
     res = _ingest(tmp_path / "d.json")
     assert not res.rejects and [d["text"] for d in res.rows["documents"]] == ["x"]
+
+
+# --- file-level rejects count the rows they lose -----------------------------------------------------
+
+
+def test_a_parquet_row_group_not_read_counts_its_rows_in_the_metrics(tmp_path):
+    """A row group not read (here: a cell far over the limit) was one reject and one row in ``rows_in`` though its
+    reason said 100 rows were lost: 400 of 500 rows kept read as a reject fraction of 1/401, under any
+    ``max_reject_fraction``. Its rows are counted now: 100 of 500 rejected, one rejects row."""
+    texts = [f"document {i}" for i in range(500)]
+    texts[150] = "x" * 400_000
+    pq.write_table(pa.table({"id": [f"d{i}" for i in range(500)], "text": texts}), tmp_path / "g.parquet",
+                   row_group_size=100, use_dictionary=False)
+    res = _ingest(tmp_path / "g.parquet", max_bytes=1000)
+    m = res.metrics
+    assert (m["rows_in"], m["accepted"], m["rejected"], m["unread_rows"]) == (500, 400, 100, 99)
+    assert m["reject_fraction"] == 0.2 and m["top_reasons"][0][1] == 100
+    assert [r["row"] for r in res.rejects] == [101] and "(100 rows lost)" in res.rejects[0]["reason"]
