@@ -120,3 +120,72 @@ def _decodes(column: pa.Array) -> bool:
     except UNCONVERTIBLE:
         return False
     return True
+
+
+# A Parquet byte-array column the writer did not mark as text (older Spark and parquet-mr wrote no UTF8 annotation):
+# Arrow reads it as binary, each value Python bytes; it is read as the text it holds where that text is UTF-8.
+_TEXT_OF = {pa.binary(): pa.string(), pa.large_binary(): pa.large_string(), pa.binary_view(): pa.string_view()}
+
+
+def _as_text(t: pa.DataType) -> pa.DataType:
+    """``t`` with every binary type in it (at any depth: a list of structs of messages) the string type of its width."""
+    if t in _TEXT_OF:
+        return _TEXT_OF[t]
+    if pa.types.is_dictionary(t):
+        return pa.dictionary(t.index_type, _as_text(t.value_type), t.ordered)
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return (pa.list_ if pa.types.is_list(t) else pa.large_list)(t.value_field.with_type(_as_text(t.value_type)))
+    if pa.types.is_fixed_size_list(t):
+        return pa.list_(t.value_field.with_type(_as_text(t.value_type)), t.list_size)
+    if pa.types.is_map(t):
+        return pa.map_(t.key_field.with_type(_as_text(t.key_type)), t.item_field.with_type(_as_text(t.item_type)))
+    if pa.types.is_struct(t):
+        return pa.struct([t.field(i).with_type(_as_text(t.field(i).type)) for i in range(t.num_fields)])
+    return t
+
+
+def has_binary(schema: pa.Schema) -> bool:
+    """Whether a column of ``schema`` holds binary values (``binary_as_text`` reads them as text)."""
+    return any(_as_text(t) != t for t in schema.types)
+
+
+def binary_as_text(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, set[str]]:
+    """``batch`` with each column that holds binary values read as text where every value of it in the batch is
+    UTF-8 (Arrow's cast checks it), and the names of those that are not: their values are ``decoded`` row by row."""
+    columns, left = list(batch.columns), set()
+    for j, column in enumerate(columns):
+        kind = _as_text(column.type)
+        if kind != column.type:
+            try:
+                columns[j] = column.cast(kind)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                left.add(batch.schema.names[j])
+    if len(left) == sum(_as_text(c.type) != c.type for c in batch.columns):
+        return batch, left
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names), left
+
+
+def decoded(value: Any) -> Any:
+    """``value`` with the bytes in it that are UTF-8 as text; bytes that are not stay bytes (a reader of the field
+    rejects its record, ``not_text``; a field no adapter reads, an image, costs nothing)."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return value
+    if isinstance(value, dict):
+        return {decoded(k): decoded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decoded(v) for v in value]
+    return value
+
+
+def not_text(value: Any) -> str:
+    """What a value that is not text is, for a reject reason: its type, and of bytes whether they are UTF-8."""
+    if not isinstance(value, bytes):
+        return type(value).__name__
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"bytes that are not UTF-8 ({e.reason} at byte {e.start}; {REWRITE_UTF8})"
+    return "bytes"

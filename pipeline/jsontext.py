@@ -97,16 +97,25 @@ def parse_json(text: str) -> tuple[Any, str | None]:
 # A string (to skip: brackets inside it are text; an unterminated one runs to the end) or one of [ ] { } ,
 _ARRAY_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*(?:"|\Z)|[\[\]{},]', re.S)
 DATA_WRAPPER = re.compile(r'\A\s*\{\s*"data"\s*:\s*\[')
+_DATA_AGAIN = re.compile(r'\s*,\s*"data"\s*:\s*\[')
+# Where ``array_elements`` goes on into a second "data" array of ``{"data": [...], "data": [...]}``.
+DATA_TWICE = "the file names the key 'data' twice"
 
 
 def array_elements(text: str) -> Iterator[tuple[str | None, str | None]]:
     """The raw text of each element of a JSON array (or ``{"data": [...]}``), in linear time, without
-    parsing them; ``(None, reason)`` where the array breaks off or is not an array."""
+    parsing them; ``(None, reason)`` where the array breaks off or is not an array. In ``{"data": [...],
+    "data": [...]}`` the elements of each array, a ``(None, DATA_TWICE)`` between them."""
     wrapper = DATA_WRAPPER.match(text)
     start = wrapper.end() - 1 if wrapper else len(text) - len(text.lstrip())
     if text[start:start + 1] != "[":
         yield None, "invalid JSON: the file is neither an array of records nor JSON lines"
         return
+    yield from _elements(text, start, wrapper is not None)
+
+
+def _elements(text: str, start: int, wrapper: bool) -> Iterator[tuple[str | None, str | None]]:
+    """``array_elements`` of the array that starts at ``text[start]``."""
     depth, begin = 0, start + 1
     for m in _ARRAY_TOKENS.finditer(text, start + 1):
         c = text[m.start()]
@@ -117,6 +126,10 @@ def array_elements(text: str) -> Iterator[tuple[str | None, str | None]]:
         elif c == "]":
             if text[begin:m.start()].strip():
                 yield text[begin:m.start()], None
+            if wrapper and (again := _DATA_AGAIN.match(text, m.end())):
+                yield None, DATA_TWICE
+                yield from _elements(text, again.end() - 1, wrapper)
+                return
             rest = text[m.end():].strip()
             if rest != ("}" if wrapper else ""):
                 yield None, f"invalid JSON: unexpected text after the array: {rest[:40]!r}"

@@ -105,20 +105,20 @@ class RowTooLong(Exception):
 _RUNS = re.compile(r'"+|[^"\r\n]+')
 
 
-def _stand_in(m: re.Match[str]) -> str:
+def _stand_in(m: re.Match[str], delimiter: str = ",") -> str:
     run = m.group()
     if run[0] == '"':
         return '"' if len(run) % 2 else '""'
-    # a comma that starts or ends the run stays where it is: a quote next to it opens or closes a field, which the
-    # csv module in strict mode checks (`"",abc` is two fields; `""x` would be an error)
-    head = "," if run[0] == "," else ""
-    tail = "," if run[-1] == "," and len(run) > 1 else ""
+    # a delimiter that starts or ends the run stays where it is: a quote next to it opens or closes a field, which
+    # the csv module in strict mode checks (`"",abc` is two fields; `""x` would be an error)
+    head = delimiter if run[0] == delimiter else ""
+    tail = delimiter if run[-1] == delimiter and len(run) > 1 else ""
     return head + ("x" if len(run) > len(head) + len(tail) else "") + tail
 
 
-def stand_ins(text: str) -> str:
+def stand_ins(text: str, delimiter: str = ",") -> str:
     """``text`` with each run replaced by its stand-in: a few characters per run of quotes."""
-    return _RUNS.sub(_stand_in, text)
+    return _RUNS.sub(_stand_in if delimiter == "," else lambda m: _stand_in(m, delimiter), text)
 
 
 def csv_field_limit(limit: int) -> int:
@@ -138,8 +138,8 @@ class CsvLines:
     raises ``RowTooLong`` (the csv reader passes it on), and the next row starts at the next line.
     """
 
-    def __init__(self, f: IO[str], limit: int) -> None:
-        self.f, self.limit, self.size, self.over = f, limit, 0, False
+    def __init__(self, f: IO[str], limit: int, delimiter: str = ",") -> None:
+        self.f, self.limit, self.size, self.over, self.delimiter = f, limit, 0, False, delimiter
         self.served = 0  # lines handed to the csv module (its line_num does not count a line it raised on)
 
     def __iter__(self) -> CsvLines:
@@ -158,10 +158,10 @@ class CsvLines:
                 self.served += 1
                 return line
             self.over = True
-        stand = stand_ins(line)
+        stand = stand_ins(line, self.delimiter)
         ended = ("\n", "\r")
         while len(stand) <= self.limit and not line.endswith(ended) and (line := self.f.readline(self.limit + 1)):
-            stand = stand_ins(stand + line)  # a stand-in stands in for itself: runs merge
+            stand = stand_ins(stand + line, self.delimiter)  # a stand-in stands in for itself: runs merge
         self.size += len(stand)  # the row's text up to the limit, then its stand-ins up to the limit again
         if self.size <= 2 * self.limit and (not line or line.endswith(ended)):  # a whole line, or the last one
             self.served += 1
@@ -216,9 +216,17 @@ def page_refusal(column: str, pages: list[Page], limit: int) -> str | None:
 
 def parquet_plan(chunks: Iterable[Chunk], rows: int, limit: int, longest: Callable[[Chunk], int | None],
                  group: int = 0) -> tuple[int, str | None]:
+    """``group_plan`` without the group's bytes."""
+    batch, why, _ = group_plan(chunks, rows, limit, longest, group)
+    return batch, why
+
+
+def group_plan(chunks: Iterable[Chunk], rows: int, limit: int, longest: Callable[[Chunk], int | None],
+               group: int = 0) -> tuple[int, str | None, int]:
     """Rows per batch for row group ``group`` of ``rows`` rows, from its column ``chunks``, or why it is not
     read (``page_refusal``, or rows that may decode to over ``PARQUET_PAGE_RECORDS`` x ``limit`` each on
-    average), in one line that says what to do.
+    average), in one line that says what to do; and the most bytes the group decodes to (its columns' bounds
+    summed; 0 where it is not read), so that row groups far under ``limit`` can be read several at a time.
 
     Bounds use each dictionary's longest entry, ``longest(chunk)`` (read from the file); it is read only where
     it could change the answer, i.e. where bounds with an entry as long as the dictionary page allows and
@@ -233,9 +241,9 @@ def parquet_plan(chunks: Iterable[Chunk], rows: int, limit: int, longest: Callab
                      for c, low, high in zip(chunks, lower, upper, strict=True)]
         batch, why = _decide(chunks, upper, rows, limit)
         if why is None:
-            return batch, None
+            return batch, None, sum(upper)
     return 0, (f"Parquet row group {group} is not read ({rows} row{'' if rows == 1 else 's'} lost): {why}; "
-               "rewrite the file with smaller row groups, or raise ingest.max_record_bytes")
+               "rewrite the file with smaller row groups, or raise ingest.max_record_bytes"), 0
 
 
 def _decide(chunks: list[Chunk], bounds: list[int], rows: int, limit: int) -> tuple[int, str | None]:

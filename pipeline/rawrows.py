@@ -31,6 +31,7 @@ class RawRow:
     error: str | None = None
     raw: str = ""
     hint: str = ""  # what a reject of this record adds to its reason (a .json file that is one object wrapping a list)
+    records: int = 1  # the input records an error row stands for (a Parquet row group not read: its rows)
 
 
 def cannot_read(e: BaseException) -> bool:

@@ -1,4 +1,5 @@
-"""Reader of CSV sources (``.csv``, a header row first): each record a ``RawRow`` (``pipeline.rawrows``)."""
+"""Reader of CSV sources (``.csv``, and ``.tsv`` separated by tabs; a header row first): each record a ``RawRow``
+(``pipeline.rawrows``)."""
 
 from __future__ import annotations
 
@@ -13,22 +14,29 @@ from pipeline.encodings import RE_ENCODE, not_utf8_field
 from pipeline.jsontext import preview_of
 from pipeline.rawrows import UNREADABLE, RawRow, cannot_read, open_binary, unreadable_rest
 
+_NAMES = {",": "commas", "\t": "tabs"}
 
-def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
+
+def iter_tsv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
+    """Tab-separated values (``.tsv``): ``iter_csv`` with a tab for the comma, the same limits and rejects."""
+    return iter_csv(path, max_record_bytes, delimiter="\t")
+
+
+def iter_csv(path: Path, max_record_bytes: int | None = None, delimiter: str = ",") -> Iterator[RawRow]:
     """CSV with a header row, streamed record by record (quoted fields may span lines).
 
     A field may be as long as ``max_record_bytes``, and so may a row (``limits.CsvLines``); a row the csv module
-    cannot read, or one over the limit, is an error row.
+    cannot read, or one over the limit, is an error row. ``delimiter`` is "," or a tab (``iter_tsv``).
     """
     limit = max_record_bytes or 1 << 30
     csv.field_size_limit(limits.csv_field_limit(limit))  # the module's limit is global: set for each file
     # Bad bytes are kept as lone surrogates (not replaced by U+FFFD), so the row that holds them is an error row.
     with (open_binary(path) as raw,
           _io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="") as f):
-        lines = limits.CsvLines(f, limit)
+        lines = limits.CsvLines(f, limit, delimiter)
         # strict: a quote the excel dialect cannot read (`"a"b"`, a quoted field never closed) is an error row, not
         # text that silently swallows the quotes, or the rest of the file
-        reader = csv.DictReader(lines, strict=True)
+        reader = csv.DictReader(lines, strict=True, delimiter=delimiter)
         i = line = served = 0
         written: list[str] | None = None  # the header as the file writes it, where its empty names were given names
         while True:
@@ -74,10 +82,10 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
                 yield RawRow(str(path), 1, error=f"the header row starts with {reader.fieldnames[0].lstrip()[0]!r}: the "
                                                  "file holds JSON, not CSV; name it .jsonl (JSON lines) or .json")
                 return  # it was one 'missing field' reject per line, or 'holds no records' for one line
-            if i == 0 and (other := _other_delimiter(reader.fieldnames)):
+            if i == 0 and (other := _other_delimiter(reader.fieldnames, delimiter)):
                 yield RawRow(str(path), 1, error=f"the header row is one column holding {other!r}: the file is separated "
-                                                 f"by {other!r}, not by commas; none of it is read: save it as "
-                                                 "comma-separated CSV")
+                                                 f"by {other!r}, not by {_NAMES[delimiter]}; none of it is read: "
+                                                 f"{_resave(delimiter, other)}")
                 return  # it was one 'missing field' reject per row, none saying why
             if rec is None:
                 return
@@ -89,7 +97,7 @@ def iter_csv(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow
             if lines.over:  # read to its end through stand-ins (limits.CsvLines), so the next row is read right
                 yield RawRow(str(path), i, error=limits.over_limit(limit, note=" (a CSV row)"))
                 continue
-            if (shape := _field_count_error(rec, reader.fieldnames)) is not None:
+            if (shape := _field_count_error(rec, reader.fieldnames, delimiter)) is not None:
                 yield RawRow(str(path), i, error=shape, raw=preview_of(rec))
                 continue
             if _repeats_header(rec, written or reader.fieldnames):  # it was a record whose text is the column's name
@@ -111,14 +119,23 @@ def _repeats_header(rec: dict[str | None, Any], header: list[str]) -> bool:
     return len(values) == len(header) and values[1:] == header[1:]
 
 
-def _other_delimiter(header: list[str] | None) -> str | None:
-    """The delimiter a header of one column is split by instead of commas (Excel in many locales writes ';'), or None."""
+def _other_delimiter(header: list[str] | None, delimiter: str = ",") -> str | None:
+    """The delimiter a header of one column is split by instead of ``delimiter`` (Excel in many locales writes ';'),
+    or None."""
     if header is None or len(header) != 1:
         return None
-    return next((d for d in (";", "\t", "|") if d in header[0]), None)
+    return next((d for d in (";", "\t", "|", ",") if d != delimiter and d in header[0]), None)
 
 
-def _field_count_error(rec: dict[str | None, Any], header: list[str]) -> str | None:
+def _resave(delimiter: str, other: str) -> str:
+    """What to do with a file separated by ``other`` where ``delimiter`` was expected: save it again, or rename it
+    (a tab-separated file as .tsv, a comma-separated one as .csv)."""
+    if delimiter == ",":
+        return "save it as comma-separated CSV" + (", or name it .tsv (tab-separated)" if other == "\t" else "")
+    return ("name it .csv (comma-separated), or " if other == "," else "") + "save it as tab-separated values"
+
+
+def _field_count_error(rec: dict[str | None, Any], header: list[str], delimiter: str = ",") -> str | None:
     """Why a CSV row's fields do not line up with the header's columns, or None. ``csv.DictReader`` puts extra
     fields in a list under ``None`` and fills missing ones with ``None``: either way the row's text would be
     cut or shifted without a word (``p1,Hello, world`` would be the text "Hello"). Extra fields that are empty (a
@@ -131,5 +148,5 @@ def _field_count_error(rec: dict[str | None, Any], header: list[str]) -> str | N
     if not extra and not missing:
         return None
     n = len(header) + len(extra) - missing
-    return (f"the row has {n} field(s), the header names {len(header)} column(s): quote fields that hold a comma, "
-            "and give every row one field per column")
+    return (f"the row has {n} field(s), the header names {len(header)} column(s): quote fields that hold a "
+            f"{_NAMES[delimiter][:-1]}, and give every row one field per column")

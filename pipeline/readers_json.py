@@ -12,6 +12,7 @@ from pathlib import Path
 from pipeline import limits
 from pipeline.encodings import RE_ENCODE
 from pipeline.jsontext import (
+    DATA_TWICE,
     DATA_WRAPPER,
     array_elements,
     check_value,
@@ -111,8 +112,16 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
             error = check_value(rec, risks=risks)
             yield RawRow(str(path), i, value=None if error else rec, error=error, raw=preview_of(rec), hint=hint)
         return
-    for i, (element, error) in enumerate(array_elements(text), start=1):
+    twice = _data_twice(text)
+    i = 0
+    for element, error in array_elements(text):
+        if error == DATA_TWICE:
+            continue
+        i += 1
         preview = (element or "")[:500].encode("utf-8", "replace").decode("utf-8")
+        if twice and element is not None:
+            yield RawRow(str(path), i, error=twice, raw=preview)
+            continue
         if element is not None and not utf8:
             try:
                 element.encode("utf-8")
@@ -121,6 +130,27 @@ def iter_json(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRo
                 element, error = None, f"invalid UTF-8 at byte {at}: {RE_ENCODE}"
         value, error = (None, error) if element is None else parse_json(element)
         yield RawRow(str(path), i, value=value, error=error, raw=preview)
+
+
+def _data_twice(text: str) -> str | None:
+    """For ``{"data": [...], "data": [...]}``, the reject of each of its records: a JSON reader keeps the last array
+    only (``json.loads``, jq, pandas), and reading both would make the file mean one thing here and another there.
+    Each element of every array is a reject naming the key and the arrays' sizes (the second array's records were
+    lost under one 'unexpected text after the array' reject)."""
+    if not DATA_WRAPPER.match(text):
+        return None
+    sizes, n = [], 0
+    for element, error in array_elements(text):
+        if error == DATA_TWICE:
+            sizes.append(n)
+            n = 0
+        elif element is not None:
+            n += 1
+    if not sizes:
+        return None
+    sizes.append(n)
+    return (f"{DATA_TWICE} at the top level, holding arrays of {' and '.join(map(str, sizes))} records (a JSON reader "
+            "keeps the last one only), so none of them is read: put all the records in one \"data\" array")
 
 
 def _data_wrapper(value: object) -> bool:

@@ -12,7 +12,8 @@ record model, and keep the record only if all of its rows pass. Then, per source
 Outputs, under ``data/ingest/``: ``conversations/ documents/ prompts/ responses/ pairs/`` (all five,
 empty ones too, so every downstream dependency exists), ``rejects/`` (source, row, reason, raw) and
 ``metrics.json`` (rows in, rejected) with every count in ``details.json``. Every input record is counted once: ``rows_in == accepted + rejected``, whatever
-its bytes (a record no rule foresaw is a reject naming the exception, never a crash); a file that
+its bytes (a record no rule foresaw is a reject naming the exception, never a crash; one reject of a Parquet row
+group, or file, not read counts the rows it holds, ``unread_rows`` of them without a rejects row); a file that
 holds no record is warned about and listed in the source's ``empty_files``. The stage fails, naming
 the source and its top reasons, when a source rejects more than ``ingest.max_reject_fraction`` of
 its records (after writing rejects and metrics, for diagnosis). All outputs are written through
@@ -124,9 +125,15 @@ def validate_rows(adapted: Adapted) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _reject(src: str, n: int, reason: str, raw: str) -> dict[str, Any]:
-    """A rejects row; its reason one line whatever a value it quotes holds (a line break in an id)."""
-    return {"source": src, "row": n, "reason": printable(reason), "raw": raw}
+def _reject(src: str, n: int, reason: str, raw: str, records: int = 1) -> dict[str, Any]:
+    """A rejects row; its reason one line whatever a value it quotes holds (a line break in an id). One that stands
+    for more than one input record (a Parquet row group not read) says how many under ``_RECORDS``, which
+    ``stream_source`` counts and takes out before the row is written."""
+    row = {"source": src, "row": n, "reason": printable(reason), "raw": raw}
+    return row if records == 1 else {**row, _RECORDS: records}
+
+
+_RECORDS = "_records"
 
 
 def _json_bytes(value: Any) -> int:
@@ -164,7 +171,7 @@ def read_source(src: Source, max_record_bytes: int,
             adapted = adapt(raw.value, Ctx.for_source(src, file_rel, raw.row, JSON_FILE_RECORDS * max_record_bytes))
             rows = validate_rows(adapted)
         except BadRecord as e:
-            yield _reject(src.name, n, f"{where}: {e}{raw.hint}", preview)
+            yield _reject(src.name, n, f"{where}: {e}{raw.hint}", preview, raw.records)
             continue
         except Exception as e:
             # A shape no adapter rule foresaw: quarantine it rather than stop the whole stage.
@@ -213,7 +220,7 @@ def stream_source(src: Source, max_record_bytes: int, emit: RowSink) -> dict[str
     """
     prompt_ids, facts = survey_rated(src, max_record_bytes) if src.kind == "rated" else (None, {})
     dups = SeenRows(ID_COLUMNS)
-    n_in = accepted = 0
+    n_in = accepted = unread = 0
     outputs, skipped, reasons = Counter(), Counter(), Counter()
     empty: list[str] = []
     for rec in read_source(src, max_record_bytes, empty):
@@ -231,8 +238,10 @@ def stream_source(src: Source, max_record_bytes: int, emit: RowSink) -> dict[str
                 accepted += 1
                 continue
             rec = _reject(src.name, rec.n, f"{rec.where}: {reason}", rec.raw)
+        records = rec.pop(_RECORDS, 1)  # a reject of a Parquet row group not read counts its rows
+        n_in, unread = n_in + records - 1, unread + records - 1
         emit("rejects", [rec])
-        reasons[reason_key(rec["reason"])] += 1
+        reasons[reason_key(rec["reason"])] += records
     rejected = n_in - accepted
     for file in empty:
         log.warning("ingest: source %r: %s holds no records (an empty file?)", src.name, file)
@@ -243,6 +252,7 @@ def stream_source(src: Source, max_record_bytes: int, emit: RowSink) -> dict[str
         "accepted": accepted,
         "rejected": rejected,
         "reject_fraction": round(rejected / n_in, 6) if n_in else 0.0,
+        "unread_rows": unread,
         "outputs": {t: outputs[t] for t in TABLES if outputs[t]},
         "skipped": dict(sorted(skipped.items())),
         "top_reasons": [[r, c] for r, c in sorted(reasons.items(), key=lambda x: (-x[1], x[0]))[:TOP_REASONS]],
@@ -255,7 +265,7 @@ def ingest_source(src: Source, max_record_bytes: int) -> SourceResult:
     rows: dict[str, list[dict[str, Any]]] = {t: [] for t in (*TABLES, "rejects")}
     metrics = stream_source(src, max_record_bytes, lambda table, batch: rows[table].extend(batch))
     rejects = sorted(rows.pop("rejects"), key=lambda r: r["row"])
-    assert metrics["rejected"] == len(rejects), metrics
+    assert metrics["rejected"] == len(rejects) + metrics["unread_rows"], metrics
     return SourceResult(src.name, rows, rejects, metrics)
 
 

@@ -63,7 +63,8 @@ def test_a_csv_separated_by_semicolons_or_tabs_is_one_reject_saying_so(tmp_path)
         (tmp_path / name).write_text(f"id{sep}text\n1{sep}hello\n2{sep}world\n")
         assert [r["reason"] for r in _ingest(tmp_path / name).rejects] == [
             f"{name}:1: the header row is one column holding {sep!r}: the file is separated by {sep!r}, not by commas; "
-            "none of it is read: save it as comma-separated CSV"]
+            "none of it is read: save it as comma-separated CSV" + (", or name it .tsv (tab-separated)" if sep == "\t"
+                                                                    else "")]
 
 
 def test_pretty_printed_json_named_jsonl_says_so(tmp_path):

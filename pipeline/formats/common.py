@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline.config import Source
+from pipeline.encodings import not_text
 from pipeline.records import stable_id
 
 
@@ -145,7 +146,7 @@ def _text(value: Any, what: str) -> str:
     if isinstance(value, str):
         return value
     if not isinstance(value, list) or not value:
-        raise BadRecord(f"{what} is {'an empty list' if value == [] else type(value).__name__}, expected a string")
+        raise BadRecord(f"{what} is {'an empty list' if value == [] else not_text(value)}, expected a string")
     texts = []
     for j, part in enumerate(value):
         kind = part.get("type", "text") if isinstance(part, dict) else None
@@ -158,7 +159,7 @@ def _text(value: Any, what: str) -> str:
         if isinstance(text, dict) and isinstance(text.get("value"), str):  # the Assistants API: {value, annotations}
             text = text["value"]
         if not isinstance(text, str):
-            raise BadRecord(f"{what}[{j}].text is {type(text).__name__}, expected a string")
+            raise BadRecord(f"{what}[{j}].text is {not_text(text)}, expected a string")
         texts.append(text)
     return "\n".join(texts)
 
@@ -223,6 +224,8 @@ def _shown(value: Any, width: int = 60) -> str:
     """``repr(value)``, cut to ``width`` characters (a reject reason quotes the value, not a megabyte of it)."""
     if isinstance(value, int) and value.bit_length() > 3 * width:  # repr of a huge int is slow, or refused
         return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    if isinstance(value, bytes):  # a Parquet binary column's value that is not UTF-8 (one that is was read as text)
+        return not_text(value)
     text = repr(value)
     return text if len(text) <= width else text[:width] + "..."
 
