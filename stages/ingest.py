@@ -23,7 +23,6 @@ its records (after writing rejects and metrics, for diagnosis). All outputs are 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from collections import Counter
@@ -50,13 +49,11 @@ from pipeline.io import (
 )
 from pipeline.jsontext import preview_of
 from pipeline.limits import JSON_FILE_RECORDS, over_limit
-from pipeline.metrics import write_metrics
+from pipeline.metrics import counted, say, write_metrics
 from pipeline.outputs import stage_outputs
 from pipeline.readers import source_files
 from pipeline.records import ID_COLUMNS, MODELS, SCHEMAS
 from pipeline.seen import SeenRows
-
-log = logging.getLogger(__name__)
 
 TABLES = ("conversations", "documents", "prompts", "responses", "pairs")
 OUT_DIR = Path("data/ingest")
@@ -244,7 +241,7 @@ def stream_source(src: Source, max_record_bytes: int, emit: RowSink) -> dict[str
         reasons[reason_key(rec["reason"])] += records
     rejected = n_in - accepted
     for file in empty:
-        log.warning("ingest: source %r: %s holds no records (an empty file?)", src.name, file)
+        say(f"ingest: source {src.name!r}: {file} holds no records (an empty file?)")
     return {
         "kind": src.kind,
         "format": src.format,
@@ -299,10 +296,10 @@ def over_threshold(metrics: dict[str, dict[str, Any]], max_fraction: float,
     if not bad:
         return None
     # details.json holds the per-source counts and reasons (metrics.json only the two totals)
-    lines = [f"ingest: {len(bad)} source(s) rejected more than max_reject_fraction={max_fraction} of their rows "
+    lines = [f"ingest: {counted(len(bad), 'source')} rejected more than max_reject_fraction={max_fraction} of their rows "
              f"(see {Path(out_dir) / 'rejects'} and {Path(out_dir) / 'details.json'}):"]
     for name, m in bad.items():
-        lines.append(f"  source {name!r}: {m['rejected']} of {m['rows_in']} rows rejected; top reasons:")
+        lines.append(f"  source {name!r}: {m['rejected']} of {counted(m['rows_in'], 'row')} rejected; top reasons:")
         lines += [f"    {count} x {reason}" for reason, count in m["top_reasons"]]
     lines.append("Fix the input or its `format`/`mapping` in params.yaml, or raise ingest.max_reject_fraction.")
     return "\n".join(lines)
@@ -378,5 +375,5 @@ def run(params: Params, out_dir: str | Path = OUT_DIR) -> dict[str, Any]:
 def main(params: Params) -> None:
     metrics = run(params)
     t = metrics["totals"]
-    print(f"ingest: {t['rows_in']} rows in, {t['accepted']} accepted, {t['rejected']} rejected -> "
+    print(f"ingest: {counted(t['rows_in'], 'row')} in, {t['accepted']} accepted, {t['rejected']} rejected -> "
           + ", ".join(f"{k} {t[k]}" for k in TABLES))

@@ -59,3 +59,12 @@ def test_every_model_stage_announces_its_tiny_overrides_in_one_wording(capsys):
             assert lines == []
     assert len(said) >= 3  # the samples' params set tiny_overrides for most model stages
     assert OVERRIDES_NOTE == "tiny_overrides applied (every model it uses is the random-weights tiny model)"
+
+
+def test_ingest_counts_take_the_singular_for_one():
+    from stages.ingest import over_threshold
+
+    one = {"s": {"reject_fraction": 1.0, "rejected": 1, "rows_in": 1, "top_reasons": [("bad", 1)]}}
+    lines = over_threshold(one, 0.5, Path("out")).splitlines()
+    assert lines[0].startswith("ingest: 1 source rejected more than max_reject_fraction=0.5"), lines[0]
+    assert lines[1] == "  source 's': 1 of 1 row rejected; top reasons:"

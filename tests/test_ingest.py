@@ -233,22 +233,22 @@ def test_cli_reports_a_failing_source_without_a_traceback(params, root, tmp_path
     monkeypatch.chdir(tmp_path)
     assert cli.main(["run", "ingest"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("prefpipe: ingest: 1 source(s) rejected more than max_reject_fraction=0.1")
+    assert err.startswith("prefpipe: ingest: 1 source rejected more than max_reject_fraction=0.1")
     assert "source 'bad_chats': 9 of 10 rows rejected" in err and "Traceback" not in err
     assert (tmp_path / "data" / "ingest" / "rejects" / "_manifest.json").exists()
 
 
-def test_an_empty_input_file_is_warned_about_and_listed(params, tmp_path, caplog):
+def test_an_empty_input_file_is_warned_about_and_listed(params, tmp_path, capsys):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.jsonl").write_text(json.dumps({"id": "p1", "prompt": "Hi?"}) + "\n")
     (tmp_path / "src" / "b.jsonl").write_text("")
     (tmp_path / "src" / "c.jsonl").write_text("\n  \n")
     p = with_ingest(params, [{"name": "some", "kind": "prompts", "path": str(tmp_path / "src"), "format": "prompts"}])
-    with caplog.at_level("WARNING"):
-        metrics = run(p, tmp_path / "out")
+    metrics = run(p, tmp_path / "out")
     assert metrics["sources"]["some"]["empty_files"] == ["b.jsonl", "c.jsonl"]
     assert metrics["sources"]["some"]["rows_in"] == 1
-    assert "source 'some': b.jsonl holds no records (an empty file?)" in caplog.text
+    # one console line, the stage named once (a log record under the CLI's format read "stages.ingest: ingest: ...")
+    assert "WARNING ingest: source 'some': b.jsonl holds no records (an empty file?)\n" in capsys.readouterr().out
     assert json.loads((tmp_path / "out" / "details.json").read_text())["sources"]["some"]["empty_files"] == [
         "b.jsonl", "c.jsonl"]
 
