@@ -32,9 +32,10 @@ Reasons, checked in this order:
   its own: it opens with "Also," / "In addition," / "Plus", says what "also needs" or "also has to" be done
   ("The parent also needs a height"), offers "a few more options" / "another idea", or says the rest
   "stays the same", or says where to put an addition ("you can add the following after the signature
-  lines"). Such a revision (the user's "that only centers it horizontally" answered with the missing
-  piece; WildChat's "Add notary signature to the above agreement" answered with the notary block alone,
-  as the chosen of a "Write a brokerage contract" prompt) does not answer the prompt on its own. On 1,811
+  lines"), unless the prompt's last user turn asks for more itself ("Do you have another one"). Such a
+  revision (the user's "that only centers it horizontally" answered with the missing piece; WildChat's
+  "Add notary signature to the above agreement" answered with the notary block alone, as the chosen of a
+  "Write a brokerage contract" prompt) does not answer the prompt on its own. On 1,811
   real first answers (WildChat, UltraFeedback, Anthropic-helpful, OpenAssistant) none fires, and of 1,811
   later WildChat answers only that notary block says where to put an addition (tests/test_wildfeedback_pairs.py).
 - ``quotes_feedback``: the answer quotes (in double quotes) words of the feedback turn (or of the
@@ -105,6 +106,11 @@ _CONTINUES = "|".join([
     r"\b(?:add|insert|append|include|place|put|paste)\s+(?:the following|this|these)\b[^.\n]{0,80}?"
     r"\b(?:after|before|below|above|beneath|underneath)\s+the\b",
 ])
+# A last user turn that itself asks for more or another ("Do you have another one", "any other ideas?"): an answer
+# that offers "a few more combinations" answers it, as WildChat's license-plate revision does.
+_ASKS_MORE = (r"\b(?:another|one more|any more|anymore|any others?|some others|anything else|alternatives?|"
+              r"(?:some|any|a few|\d+) more|more (?:options|ideas|examples|names|suggestions|ways)|"
+              r"other (?:ones|options|ideas|examples|names|suggestions|ways))\b")
 _QUOTE = r'"([^"\n]{6,200})"|“([^”\n]{6,200})”'
 
 
@@ -176,7 +182,8 @@ def off_context(chosen: str, feedback: str, prompt_text: str, prompt: str | None
                 | opening.str.contains(_ADMITS))
         .then(pl.lit("acknowledges_feedback"))
         .when(opening.str.contains(_REFERS)).then(pl.lit("refers_to_feedback"))
-        .when(opening.str.contains(_CONTINUES)).then(pl.lit("continues_answer"))
+        .when(opening.str.contains(_CONTINUES) & ~last.str.to_lowercase().str.contains(_ASKS_MORE))
+        .then(pl.lit("continues_answer"))
         .when(quotes(chosen, feedback, prompt_text)).then(pl.lit("quotes_feedback"))
         .when(own_details(chosen, feedback, pl.concat_str([pl.col(prompt_text).fill_null(""), pl.col(rejected).fill_null("")
                                                            if rejected else pl.lit("")], separator="\n")))

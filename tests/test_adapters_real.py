@@ -234,3 +234,19 @@ def test_arena_answers_group_models_under_one_prompt(real):
     assert len(res.rows["prompts"]) == 500 and len(res.rows["responses"]) == 1500
     assert res.metrics["skipped"] == {"prompts row identical to an earlier one": 1000}
     assert {r["generator"] for r in res.rows["responses"]} == {"gpt-3.5-turbo-0125", "gpt-4-0314", "gpt-4-0613"}
+
+
+def test_wildchat_sample_flags_nested_under_metadata_are_read(real):
+    """The shared WildChat sample nests `toxic`/`redacted` under `metadata` (a converted export, not the Hub's
+    top-level columns). Read with no mapping, its 4 redacted conversations came in unflagged, so `drop_flags`
+    kept them and WildFeedback mined them (3 of them drew DSAT signals)."""
+    path = real / "wildchat_sample/conversations.jsonl"
+    raw = jsonl(path)
+    redacted = {stable_id("src", r["id"]) for r in raw if r["metadata"]["redacted"]}
+    assert len(redacted) == 4 and not any(r["metadata"]["toxic"] for r in raw)
+    res = run_source(path, "wildchat", "conversations")
+    flagged = {c["conversation_id"]: c["flags"] for c in res.rows["conversations"] if c["flags"]}
+    assert flagged == dict.fromkeys(redacted, ["redacted"])
+    # a top-level flag (the Hub's WildChat columns) still decides, and a mapping still points elsewhere
+    res = run_source(path, "wildchat", "conversations", mapping={"redacted": "metadata.toxic"})
+    assert not any(c["flags"] for c in res.rows["conversations"])

@@ -181,6 +181,30 @@ def test_wildchat_natural_revisions_keep_no_addition_to_the_earlier_answer(real)
     assert book.drops["natural_revision_uses_feedback_details"] == 0  # no real revision relies on "my ..." details
 
 
+def test_wildchat_revision_offering_more_after_a_request_for_another_one_is_kept(real):
+    """WildChat 1d82ae4af1e4c946: "Do you have another one" (a 7-letter plate for "full cash") / three options /
+    "Are these the only ones" / "... there are a few more creative combinations you might consider ..." /
+    SAT. The prompt itself asks for another one, so "a few more combinations" answers it, not the feedback:
+    the pair was dropped as `continues_answer`. The notary block, after a prompt that asks for no more, still is."""
+    from stages.wildfeedback import scan
+    from stages.wildfeedback_pairs import _Book, _screen
+    from tests.wildfeedback_fixture import WILDCHAT, stage_conversations, stage_params
+
+    params = stage_params()
+    ids = {json.loads(line)["id"] for line in (real / WILDCHAT).read_text().split("\n") if line.strip()}
+    turns, convs, _ = scan(stage_conversations(real, ids, params), params.wildfeedback)
+    found = natural_revisions(turns, convs)
+    plate = found.filter(pl.col("preference") == "Are these the only ones")
+    assert plate.height == 1 and plate["prompt"][0][-1]["content"] == "Do you have another one"
+    kept = _screen(found, "natural_revision", _Book())
+    assert kept.filter(pl.col("preference") == "Are these the only ones").height == 1
+    assert not kept["preference"].str.starts_with("Add notary signature").any()
+    df = pl.DataFrame({"chosen": ["There are a few more creative combinations: CASHFUL, ALLPAID."] * 2,
+                       "feedback": ["Are these the only ones"] * 2,
+                       "prompt_text": ["Do you have another one", "A 7-letter phrase for full cash?"]})
+    assert df.select(off_context("chosen", "feedback", "prompt_text")).to_series().to_list() == [None, "continues_answer"]
+
+
 def test_a_natural_revision_cut_off_in_the_log_is_dropped_as_cut_off():
     """A revision read from a chat log has no finish reason; WildChat holds answers truncated mid-sentence
     ("...exercise regimes to counteract muscle and bone loss,"): as a chosen it is a cut-off, as a rejected fine."""

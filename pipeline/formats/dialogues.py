@@ -21,10 +21,14 @@ from pipeline.formats.common import (
 
 
 def wildchat(rec: dict[str, Any], ctx: Ctx) -> Adapted:
-    """WildChat / LMSYS-Chat: ``conversation`` (or ``messages``) of {role, content}; ``toxic``/``redacted`` become flags."""
+    """WildChat / LMSYS-Chat: ``conversation`` (or ``messages``) of {role, content}; ``toxic``/``redacted`` become flags.
+
+    A flag is also read from ``metadata.toxic`` / ``metadata.redacted`` when the record has no top-level one: converted
+    WildChat exports (the shared sample's) nest them there, and a redacted conversation must not pass as clean
+    because its flag sat one level down."""
     messages = to_messages(ctx.get(rec, "messages", "conversation", required=True), "conversation")
     origin = ctx.origin(rec, "conversation_id", "conversation_hash")
-    flags = [f for f in ("toxic", "redacted") if _flag(ctx.get(rec, f), f)]
+    flags = [f for f in ("toxic", "redacted") if _flag(ctx.get(rec, f, f"metadata.{f}"), f)]
     out = Adapted()
     if ctx.kind == "conversations":
         out.add("conversations", _conversation(ctx, origin, messages, language=ctx.get(rec, "language"),
