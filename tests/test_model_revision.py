@@ -55,6 +55,7 @@ def hub(tmp_path, monkeypatch):
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(identity, "_HUB", {}, raising=False)
+    monkeypatch.setattr(identity, "_UNRESOLVED", {}, raising=False)
     return cache
 
 
@@ -234,3 +235,20 @@ def test_a_revision_is_inherited_by_roles_on_its_model_only_and_fingerprinted_on
     assert default.llm.revision is None and fingerprint(default.llm) == fingerprint(before)
     assert fingerprint(default.llm.model_copy(update={"model": "org/m", "revision": A})) != fingerprint(
         default.llm.model_copy(update={"model": "org/m"}))
+
+
+def test_a_revision_the_hub_lacks_fails_at_once_in_one_line(hub, monkeypatch):
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    from pipeline.errors import ModelLoadError
+    from pipeline.llm.tiny import check_hub_model
+
+    def missing(self, name, revision=None, **kw):
+        raise RevisionNotFoundError.__new__(RevisionNotFoundError)  # what the Hub answers an unknown branch
+
+    monkeypatch.setattr(FakeApi, "model_info", missing)
+    with pytest.raises(ModelLoadError, match=r"model 'org/m': the Hugging Face Hub has no revision 'v9'") as e:
+        check_hub_model("org/m", "v9")
+    assert "\n" not in str(e.value)
+    cache_model(hub, "org/m", A, ref="v9")
+    check_hub_model("org/m", "v9")  # cached at that revision: no request

@@ -87,7 +87,7 @@ class TransformersEngine:
         self.name = cfg.model
         # A Hub id's exact commit, the one its weights identity names (pipeline/llm/identity.py); else None.
         self.revision = rev = load_revision(cfg)
-        path = resolve_model(cfg.model, revision=rev)
+        path = resolve_model(cfg.model, hub=rev == cfg.revision, revision=rev)  # resolved: the Hub has it
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if cfg.dtype == "auto":
             # The checkpoint's own dtype on GPU; float32 on CPU, where half precision is slow or missing.

@@ -64,6 +64,7 @@ WHOLE_BYTES = 64 << 20  # files up to this size are hashed whole
 SAMPLES, BLOCK = 256, 256 << 10  # larger files: this many blocks of this many bytes
 _FOLDERS: dict[tuple, str] = {}  # (path, the files' stat) -> identity
 _HUB: dict[tuple[str, str | None], str | None] = {}  # (Hub id, revision) -> its commit, resolved once per process
+_UNRESOLVED: dict[tuple[str, str | None], str] = {}  # (Hub id, revision) -> why it has no commit, until warned
 COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
@@ -87,7 +88,10 @@ def model_identity(cfg: LLM) -> str:
         return f"local:{folder_identity(local)}"
     if name.startswith(("/", "./", "../", "~")):  # not on this machine (its engine says so, if a step uses it)
         return "local:missing"
-    return f"hub:{hub_revision(name, cfg.revision) or 'not-cached'}"
+    commit = hub_revision(name, cfg.revision)
+    if commit is None:
+        _say_not_cached(name, cfg.revision)
+    return f"hub:{commit or 'not-cached'}"
 
 
 def model_identities(roles: dict[str, LLM]) -> dict[str, dict[str, str]]:
@@ -110,7 +114,7 @@ def hub_commit(name: str, cache_dir: str | Path | None = None, revision: str | N
 def hub_revision(name: str, revision: str | None = None) -> str | None:
     """The commit Hub model ``name`` at ``revision`` names (see the module): the revision itself when it is
     a 40-hex commit, else the local cache's, else the Hub's (asked once per process, unless ``HF_HUB_OFFLINE``);
-    None, with one warning per process, when neither answers."""
+    None when neither answers (``_UNRESOLVED`` says why)."""
     if revision is not None and COMMIT.fullmatch(revision):
         return revision
     key = (name, revision)
@@ -120,12 +124,19 @@ def hub_revision(name: str, revision: str | None = None) -> str | None:
     if found is None and key not in _HUB:
         found, why = _ask_hub(name, revision)
         if found is None:
-            at = f" at revision {revision!r}" if revision else ""
-            log.warning("model %s%s: not in the Hugging Face cache and %s, so its weights identity is hub:not-cached; "
-                        "the download moves it, and checkpoints of this run will not be reused after a resume: pin "
-                        "the weights with revision: <40-hex commit> in llm (or the role)", name, at, why)
+            _UNRESOLVED[key] = why
     _HUB[key] = found
     return found
+
+
+def _say_not_cached(name: str, revision: str | None) -> None:
+    """One warning per process and model: its identity is ``hub:not-cached``, which the download will move."""
+    why = _UNRESOLVED.pop((name, revision), None)
+    if why is not None:
+        at = f" at revision {revision!r}" if revision else ""
+        log.warning("model %s%s: not in the Hugging Face cache and %s, so its weights identity is hub:not-cached; "
+                    "the download moves it, and checkpoints of this run will not be reused after a resume: pin "
+                    "the weights with revision: <40-hex commit> in llm (or the role)", name, at, why)
 
 
 def _ask_hub(name: str, revision: str | None) -> tuple[str | None, str]:

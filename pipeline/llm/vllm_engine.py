@@ -169,7 +169,7 @@ class VLLMEngine:
         self.cfg = cfg
         self.name = cfg.model
         self.revision = load_revision(cfg)  # a Hub id's exact commit (pipeline/llm/identity.py); else None
-        path = self.path = resolve_model(cfg.model, revision=self.revision)
+        path = self.path = resolve_model(cfg.model, hub=self.revision == cfg.revision, revision=self.revision)
         self.llm = vllm.LLM(**llm_kwargs(cfg, path, self.revision))
         self.tokenizer = AutoTokenizer.from_pretrained(path, revision=self.revision)
         self.codec = ChatCodec(self.tokenizer, name=cfg.model, max_len=cfg.max_model_len)
