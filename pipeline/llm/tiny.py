@@ -109,8 +109,9 @@ def resolve_model(name: str, hub: bool = True, revision: str | None = None) -> s
     """``"tiny"``/``"tiny@N"`` -> the built folder (built on first use); ``"smollm2"`` -> the packaged real
     model converted to a folder (``pipeline.llm.smollm2``); anything else unchanged, except that a name
     written as a local path (``/``, ``./``, ``../``, ``~``) must exist, and (``hub``) a Hub id must be in the
-    local cache at ``revision`` or reachable (``check_hub_model``): else ``ModelLoadError`` says so in one line, instead of a
-    Hub id error from ``transformers`` (offline, after ~50 s of retry warnings)."""
+    local cache at ``revision`` (None: the default branch) or reachable (``check_hub_model``): else
+    ``ModelLoadError`` says so in one line, instead of a Hub id error from ``transformers`` (offline, after
+    ~50 s of retry warnings)."""
     if name == "smollm2":
         from pipeline.llm.smollm2 import resolve_smollm2
 
