@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -111,6 +112,25 @@ def _check_model(name: str) -> str:
     return name
 
 
+def _check_revision(rev: str) -> str:
+    """A Hub branch, tag or commit: a name git allows, not a URL or a path with spaces (errors never echo it)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,254}", rev) or ".." in rev or rev.endswith((".", "/")):
+        raise ValueError("expected a Hugging Face Hub branch, tag or 40-hex commit of the model (e.g. main, v1.0 "
+                         "or the commit its model page lists)")
+    return rev
+
+
+def not_on_hub(backend: str, model: str) -> str | None:
+    """Why ``model`` (on ``backend``) has no Hub revision (a served, built-in or local model), or None."""
+    if backend == "openai":
+        return "is served by its server under a name (backend openai), which chooses its weights"
+    if model in ("tiny", "smollm2") or model.startswith("tiny@"):
+        return "is built in (its identity is its build hash)"
+    if model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().exists():
+        return "is a local folder (its identity is its files' hash)"
+    return None
+
+
 # A model setting: "tiny" / "tiny@N", "smollm2", a Hugging Face model id or a local folder.
 ModelName = Annotated[str, AfterValidator(_check_model)]
 Backend = Literal["transformers", "vllm", "openai"]
@@ -120,6 +140,8 @@ BaseUrl = Annotated[str, AfterValidator(_check_base_url)]
 EnvName = Annotated[str, AfterValidator(_check_api_key_env)]
 OptionScoring = Literal["sequence", "first_token"]
 PromptLogprobsVia = Literal["prompt_logprobs", "echo"]
+# A Hub model's branch, tag or 40-hex commit (README "Model weights"); None: the Hub's default branch.
+Revision = Annotated[str, AfterValidator(_check_revision)]
 
 
 
@@ -127,6 +149,8 @@ PromptLogprobsVia = Literal["prompt_logprobs", "echo"]
 class LLM(Section):
     backend: Backend
     model: ModelName  # "tiny", a Hugging Face model id, or a local folder; with openai: the served model name
+    # A Hub id's branch, tag or commit, loaded exactly (pipeline/llm/identity.py); null: the default branch.
+    revision: Revision | None = None
     dtype: Literal["auto", "float32", "float16", "bfloat16"]
     batch_size: int = Field(gt=0)
     replicas: int = Field(gt=0)
@@ -160,6 +184,10 @@ class LLM(Section):
             raise ValueError(
                 f"backend openai needs base_url (e.g. http://localhost:8000/v1) for model {self.model!r}"
             )
+        why = not_on_hub(self.backend, self.model) if self.revision is not None else None
+        if why:
+            raise ValueError(f"revision {self.revision!r} names a Hugging Face Hub revision, but model {self.model!r} "
+                             f"{why}: remove revision (it applies to Hub model ids only)")
         return self
 
 
@@ -176,6 +204,7 @@ class LLMOverride(Section):
 
     backend: Backend | None = None
     model: ModelName | None = None
+    revision: Revision | None = None  # a role with its own model does not inherit llm.revision
     dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = None
     batch_size: int | None = Field(default=None, gt=0)
     replicas: int | None = Field(default=None, gt=0)
@@ -208,6 +237,8 @@ def resolve_role(base: LLM, override: LLMOverride | None) -> LLM:
     if override is None:
         return base
     data = base.model_dump()
+    if override.model not in (None, base.model):  # a revision names a commit of llm.model, not of another model
+        data["revision"] = None
     for key, value in override.model_dump(exclude_none=True).items():
         if key == "sampling":
             data["sampling"] = {**data["sampling"], **value}

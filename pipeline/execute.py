@@ -59,7 +59,7 @@ from pipeline.errors import EngineError, StageError
 from pipeline.execute_ray import stream_ray
 from pipeline.execute_step import Block, Step, concat_outputs, to_ipc
 from pipeline.files import write_json_atomic
-from pipeline.llm.identity import model_identity
+from pipeline.llm.identity import model_identity, pinned
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,9 @@ def step_fingerprint(ck: Checkpoint, fn: Callable[..., Any], fn_kwargs: dict[str
     dirs = [Path(__file__).resolve().parent]
     if module is not None and getattr(module, "__file__", None):
         dirs.append(Path(module.__file__).resolve().parent)
-    payload = [ck.fingerprint, fn_kwargs, engine.model_dump(mode="json") if engine is not None else None,
-               _code_version(*sorted(set(dirs)))]
+    config = engine.model_dump(mode="json", exclude={"revision"} if engine and engine.revision is None else None) \
+        if engine is not None else None  # no revision: the fingerprints checkpoints had before the key existed
+    payload = [ck.fingerprint, fn_kwargs, config, _code_version(*sorted(set(dirs)))]
     if engine is not None:  # the weights, not only their name (pipeline/llm/identity.py)
         payload.append(model_identity(engine))
     return xxhash.xxh3_128(json.dumps(payload, sort_keys=True, default=_plain).encode()).hexdigest()
@@ -258,7 +259,8 @@ def map_batches(
              if checkpoint is not None else None)
     spans = store.pending() if store is not None else [(0, n)]
     pieces = {s: done for s, (_, done) in store.done.items()} if store is not None else {}
-    step_args = (fn, fn_kwargs, engine.model_dump() if engine is not None else None, engine_factory)
+    # The engine loads the commit the identity names (resolved here, once per process: Ray actors get it too).
+    step_args = (fn, fn_kwargs, pinned(engine).model_dump() if engine is not None else None, engine_factory)
     if not spans:
         stream: Iterator[Block] = iter(())
     elif execution.backend == "ray":

@@ -54,6 +54,37 @@ def test_llm_kwargs_are_accepted_by_vllm_llm():
     assert kwargs["tensor_parallel_size"] == 1 and kwargs["max_model_len"] == 2048 and kwargs["seed"] == 3
 
 
+def test_llm_kwargs_carry_the_revision_to_the_weights_and_the_tokenizer():
+    fields = {f.name for f in dataclasses.fields(vllm.EngineArgs)}
+    assert {"revision", "tokenizer_revision"} <= fields  # vLLM's names for a Hub branch, tag or commit
+    kwargs = ve.llm_kwargs(CFG, "org/m", "c" * 40)
+    assert kwargs["model"] == kwargs["tokenizer"] == "org/m"
+    assert kwargs["revision"] == kwargs["tokenizer_revision"] == "c" * 40
+    assert ve.llm_kwargs(CFG, "/models/tiny")["revision"] is None  # the default branch (or a local folder)
+
+
+def test_the_vllm_engine_loads_the_commit_its_identity_names(monkeypatch):
+    from transformers import AutoConfig, AutoTokenizer
+
+    seen = []
+
+    def recording(what, original):
+        def load(path, **kw):  # the tiny model's folder, with the revision it was asked for noted
+            seen.append((what, kw.get("revision")))
+            return original(path, **kw)
+        return load
+
+    monkeypatch.setattr(vllm, "LLM", FakeLLM)
+    monkeypatch.setattr(ve, "load_revision", lambda cfg: "c" * 40)  # pipeline.llm.identity's commit for a Hub id
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", recording("tokenizer", AutoTokenizer.from_pretrained))
+    monkeypatch.setattr(AutoConfig, "from_pretrained", recording("config", AutoConfig.from_pretrained))
+    engine = ve.VLLMEngine(CFG)
+    engine._shortest_completion(Verdict)  # reads the model's config
+    assert engine.llm.kwargs["revision"] == engine.llm.kwargs["tokenizer_revision"] == "c" * 40
+    # The tokenizer and the config at that commit (the stand-in LLM's own model load asks for the config too).
+    assert ("tokenizer", "c" * 40) in seen and ("config", "c" * 40) in seen and ("tokenizer", None) not in seen
+
+
 def test_sampling_params_fields():
     p = ve.build_sampling_params(S, n=1, seed=11)
     assert isinstance(p, vllm.SamplingParams)

@@ -28,7 +28,7 @@ __all__ = ["ChatPrompt", "Completion", "Engine", "GenerationFailure", "LogProb",
 _ENGINES: dict[str, Engine] = {}
 _LOADED: dict[str, Engine] = {}
 # What loading a model depends on; the other LLM fields only shape calls.
-_LOAD_FIELDS = ("backend", "model", "dtype", "tensor_parallel_size", "max_model_len",
+_LOAD_FIELDS = ("backend", "model", "revision", "dtype", "tensor_parallel_size", "max_model_len",
                 "gpu_memory_utilization", "enable_prefix_caching")
 
 

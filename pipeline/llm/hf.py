@@ -54,6 +54,7 @@ from pipeline.llm.decode import (
     prefill,
     right_pad,
 )
+from pipeline.llm.identity import load_revision
 from pipeline.llm.structured import ClosingPolicy, generate_validated, schema_json, shortest_completion
 from pipeline.llm.tiny import MODEL_CHOICES, resolve_model
 
@@ -84,7 +85,9 @@ class TransformersEngine:
 
         self.cfg = cfg
         self.name = cfg.model
-        path = resolve_model(cfg.model)
+        # A Hub id's exact commit, the one its weights identity names (pipeline/llm/identity.py); else None.
+        self.revision = rev = load_revision(cfg)
+        path = resolve_model(cfg.model, hub=rev == cfg.revision, revision=rev)  # resolved: the Hub has it
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         if cfg.dtype == "auto":
             # The checkpoint's own dtype on GPU; float32 on CPU, where half precision is slow or missing.
@@ -96,14 +99,14 @@ class TransformersEngine:
                                  "Hugging Face model folder; set llm.model (or the role's model) to "
                                  f"{MODEL_CHOICES}")
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.tokenizer = AutoTokenizer.from_pretrained(path, revision=rev)
         except (OSError, ValueError) as e:  # not on the Hub nor in the offline cache, no tokenizer: one line
             why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelLoadError(f"model {cfg.model!r} could not be loaded ({why}); set llm.model (or the "
                                  f"role's model) to {MODEL_CHOICES}") from e
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=rev).to(self.device).eval()
         self.codec = ChatCodec(self.tokenizer, name=cfg.model, max_len=cfg.max_model_len)
         self.eos_ids = self._eos_ids()
         self._grammars: dict[str, object] = {}

@@ -26,27 +26,46 @@ export's card. What it is, by kind of setting:
   small part of a file over 64 MiB (a fraction f of its bytes) goes unseen with probability about
   (1 - f) ** 256 (10% at f = 0.9%); re-train into a new folder, or delete ``.prefpipe/checkpoints``, when
   only a few tensors changed.
-- a Hugging Face Hub id: ``hub:<commit>``, the commit of the snapshot the local cache resolves it to
-  (``huggingface_hub.try_to_load_from_cache``: no request), ``hub:not-cached`` when it is not cached yet.
+- a Hugging Face Hub id: ``hub:<commit>``, the commit its ``revision`` (``llm.revision`` or the role's; none:
+  the Hub's default branch, ``main``) names (``hub_revision``): a 40-hex revision is the commit itself (no
+  lookup); a branch or tag is resolved offline from the local cache (``try_to_load_from_cache``, which reads
+  ``refs/<revision>``), else, unless ``HF_HUB_OFFLINE`` is set, by asking the Hub once
+  (``HfApi().model_info(name, revision=...).sha``). The engines then load exactly that commit (``load_revision``;
+  on Ray the driver sends it to the actors, ``pinned``), so the identity recorded at stage start is the weights
+  loaded even when the branch moves during the run, a fresh download included, and a resume after the download
+  sees the same identity and keeps its checkpoints. A cached branch stays at its cached commit (the loaders are
+  given the commit, so they do not look for a newer one): ``hf download <id>`` moves it. Only when neither the
+  cache nor the Hub answers is it ``hub:not-cached``, with one warning: the loader then downloads the branch's
+  head, and the resume after that download sees another identity and starts over; pin ``revision:``.
 - ``backend: openai``: ``openai:<served model name>``: the weights behind a server are its operator's
   to keep fixed under a name (the request cache keys on the name too; README "OpenAI-compatible servers").
 
 Each identity is computed once per process and files' state: a folder's files are ``stat``-ed on every
-call, and hashed again only when one of them changed (size, modification time or inode).
+call, and hashed again only when one of them changed (size, modification time or inode); a Hub revision's
+commit is resolved once per process (``_HUB``), so a stage's details.json, its checkpoints and its engines
+agree on it.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import xxhash
 
 from pipeline.config import LLM
-from pipeline.llm.tiny import TINY_NAME, cache_root, tiny_hash, tiny_seed
+from pipeline.config_shared import not_on_hub
+from pipeline.llm.tiny import TINY_NAME, _offline, cache_root, tiny_hash, tiny_seed
+
+log = logging.getLogger(__name__)
 
 WHOLE_BYTES = 64 << 20  # files up to this size are hashed whole
 SAMPLES, BLOCK = 256, 256 << 10  # larger files: this many blocks of this many bytes
 _FOLDERS: dict[tuple, str] = {}  # (path, the files' stat) -> identity
+_HUB: dict[tuple[str, str | None], str | None] = {}  # (Hub id, revision) -> its commit, resolved once per process
+_UNRESOLVED: dict[tuple[str, str | None], str] = {}  # (Hub id, revision) -> why it has no commit, until warned
+COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 def model_identity(cfg: LLM) -> str:
@@ -69,7 +88,10 @@ def model_identity(cfg: LLM) -> str:
         return f"local:{folder_identity(local)}"
     if name.startswith(("/", "./", "../", "~")):  # not on this machine (its engine says so, if a step uses it)
         return "local:missing"
-    return f"hub:{hub_commit(name) or 'not-cached'}"
+    commit = hub_revision(name, cfg.revision)
+    if commit is None:
+        _say_not_cached(name, cfg.revision)
+    return f"hub:{commit or 'not-cached'}"
 
 
 def model_identities(roles: dict[str, LLM]) -> dict[str, dict[str, str]]:
@@ -77,15 +99,72 @@ def model_identities(roles: dict[str, LLM]) -> dict[str, dict[str, str]]:
     return {role: {"model": cfg.model, "identity": model_identity(cfg)} for role, cfg in sorted(roles.items())}
 
 
-def hub_commit(name: str, cache_dir: str | Path | None = None) -> str | None:
-    """The commit of the cached snapshot Hub model ``name`` resolves to offline, or None if it is not cached."""
+def hub_commit(name: str, cache_dir: str | Path | None = None, revision: str | None = None) -> str | None:
+    """The commit of the cached snapshot Hub model ``name`` at ``revision`` (None: ``main``) resolves to
+    offline (the cache's ``refs/<revision>``), or None if it is not cached."""
     from huggingface_hub import try_to_load_from_cache
 
     try:
-        found = try_to_load_from_cache(name, "config.json", cache_dir=cache_dir)
+        found = try_to_load_from_cache(name, "config.json", cache_dir=cache_dir, revision=revision)
     except ValueError:  # not a valid repo id: not on the Hub either
         return None
     return Path(found).parent.name if isinstance(found, str) else None
+
+
+def hub_revision(name: str, revision: str | None = None) -> str | None:
+    """The commit Hub model ``name`` at ``revision`` names (see the module): the revision itself when it is
+    a 40-hex commit, else the local cache's, else the Hub's (asked once per process, unless ``HF_HUB_OFFLINE``);
+    None when neither answers (``_UNRESOLVED`` says why)."""
+    if revision is not None and COMMIT.fullmatch(revision):
+        return revision
+    key = (name, revision)
+    if _HUB.get(key):
+        return _HUB[key]
+    found = hub_commit(name, revision=revision)
+    if found is None and key not in _HUB:
+        found, why = _ask_hub(name, revision)
+        if found is None:
+            _UNRESOLVED[key] = why
+    _HUB[key] = found
+    return found
+
+
+def _say_not_cached(name: str, revision: str | None) -> None:
+    """One warning per process and model: its identity is ``hub:not-cached``, which the download will move."""
+    why = _UNRESOLVED.pop((name, revision), None)
+    if why is not None:
+        at = f" at revision {revision!r}" if revision else ""
+        log.warning("model %s%s: not in the Hugging Face cache and %s, so its weights identity is hub:not-cached; "
+                    "the download moves it, and checkpoints of this run will not be reused after a resume: pin "
+                    "the weights with revision: <40-hex commit> in llm (or the role)", name, at, why)
+
+
+def _ask_hub(name: str, revision: str | None) -> tuple[str | None, str]:
+    """(the commit the Hub resolves ``revision`` of ``name`` to, or None; why not, for the warning)."""
+    if _offline():
+        return None, "HF_HUB_OFFLINE is set"
+    from huggingface_hub import HfApi
+
+    try:
+        sha = HfApi().model_info(name, revision=revision, timeout=10).sha
+    except Exception as e:  # no network, a private or missing model: the engine says so when it loads
+        return None, f"the Hub could not be asked ({type(e).__name__})"
+    return (sha, "") if isinstance(sha, str) and COMMIT.fullmatch(sha) else (None, "the Hub gave no commit")
+
+
+def load_revision(cfg: LLM) -> str | None:
+    """What an engine passes its loaders as ``revision``: for a Hub id, the commit its identity names (so the
+    weights loaded are the weights recorded), else ``cfg.revision`` (None: the default branch)."""
+    if not_on_hub(cfg.backend, cfg.model):
+        return None
+    return hub_revision(cfg.model, cfg.revision) or cfg.revision
+
+
+def pinned(cfg: LLM) -> LLM:
+    """``cfg`` with its revision set to the commit ``load_revision`` resolves (for the engines a driver ships
+    to other processes: they load the driver's commit without asking again)."""
+    rev = load_revision(cfg)
+    return cfg if rev == cfg.revision else cfg.model_copy(update={"revision": rev})
 
 
 def _files(root: Path) -> list[Path]:

@@ -105,12 +105,13 @@ MODEL_CHOICES = ("tiny, smollm2, a Hugging Face model id (ORG/NAME; offline: one
                  "local folder holding a model")
 
 
-def resolve_model(name: str, hub: bool = True) -> str:
+def resolve_model(name: str, hub: bool = True, revision: str | None = None) -> str:
     """``"tiny"``/``"tiny@N"`` -> the built folder (built on first use); ``"smollm2"`` -> the packaged real
     model converted to a folder (``pipeline.llm.smollm2``); anything else unchanged, except that a name
     written as a local path (``/``, ``./``, ``../``, ``~``) must exist, and (``hub``) a Hub id must be in the
-    local cache or reachable (``check_hub_model``): else ``ModelLoadError`` says so in one line, instead of a
-    Hub id error from ``transformers`` (offline, after ~50 s of retry warnings)."""
+    local cache at ``revision`` (None: the default branch) or reachable (``check_hub_model``): else
+    ``ModelLoadError`` says so in one line, instead of a Hub id error from ``transformers`` (offline, after
+    ~50 s of retry warnings)."""
     if name == "smollm2":
         from pipeline.llm.smollm2 import resolve_smollm2
 
@@ -122,7 +123,7 @@ def resolve_model(name: str, hub: bool = True) -> str:
             raise ModelLoadError(f"model {name!r}: no such file or folder; set llm.model (or the role's "
                                  f"model) to {MODEL_CHOICES}")
         if hub and not local.exists():
-            check_hub_model(name)
+            check_hub_model(name, revision)
         return str(local) if name.startswith("~") else name
     path = tiny_path(seed)
     if not (path / "config.json").exists():
@@ -135,14 +136,15 @@ def _offline() -> bool:
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def check_hub_model(name: str) -> None:
-    """``ModelLoadError`` in one line, at once, when Hub model ``name`` is not in the local cache and cannot be
-    fetched: one request with no retries (``transformers`` retries each file, ~50 s of warnings offline)."""
+def check_hub_model(name: str, revision: str | None = None) -> None:
+    """``ModelLoadError`` in one line, at once, when Hub model ``name`` (at ``revision``, a branch, tag or commit;
+    None: the default branch) is not in the local cache and cannot be fetched: one request with no retries
+    (``transformers`` retries each file, ~50 s of warnings offline)."""
     from huggingface_hub import HfApi, try_to_load_from_cache
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
     try:
-        if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        if isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
             return
     except ValueError:  # not a valid repo id: model_info says so below
         pass
@@ -151,11 +153,14 @@ def check_hub_model(name: str) -> None:
         raise ModelLoadError(f"model {name!r}: HF_HUB_OFFLINE is set and it is not in the local cache; run once "
                              f"online to cache it, or {fix}")
     try:
-        HfApi().model_info(name, timeout=10)
+        HfApi().model_info(name, revision=revision, timeout=10)
     except (RepositoryNotFoundError, GatedRepoError) as e:
         raise ModelLoadError(f"model {name!r}: no such model on the Hugging Face Hub, or it is private or gated "
                              f"({type(e).__name__}); check the id (log in with `hf auth login` for gated models), or "
                              f"{fix}") from None
+    except RevisionNotFoundError:
+        raise ModelLoadError(f"model {name!r}: the Hugging Face Hub has no revision {revision!r} of it; set its "
+                             "revision to one of its branches, tags or commits, or remove it (the default branch)") from None
     except Exception as e:  # no network, DNS, a proxy, an invalid id: one line instead of minutes of retries
         why = " ".join(str(e).split())[:200]
         raise ModelLoadError(f"model {name!r}: not in the local cache, and the Hugging Face Hub cannot be asked "

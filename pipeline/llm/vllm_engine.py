@@ -12,8 +12,9 @@ this engine is built. The engine is thin: templating and the prompt/response bou
 ``TokensPrompt``), validation and retries from ``pipeline.llm.structured``, and every vLLM request
 is built by a pure function below that the contract tests check against the real package:
 
-- ``llm_kwargs``: ``vllm.LLM(model, dtype, tensor_parallel_size, max_model_len,
-  gpu_memory_utilization, seed, enable_prefix_caching)``.
+- ``llm_kwargs``: ``vllm.LLM(model, revision, tokenizer_revision, dtype, tensor_parallel_size, max_model_len,
+  gpu_memory_utilization, seed, enable_prefix_caching)``; the revision is the commit the role's weights
+  identity names (``pipeline.llm.identity.load_revision``), for the weights and the tokenizer alike.
 - ``build_sample_requests``: one request per sample (``SamplingParams(n=1, seed=...)``), seeded with
   ``sample_seed(sampling.seed, prompt, j)`` (``pipeline.llm.base``), so sample ``j`` of a prompt is the
   same whatever else is in the call, whatever the batch size or replica; the n requests of a prompt
@@ -42,6 +43,7 @@ from pipeline.config import LLM, Sampling
 from pipeline.errors import ModelLoadError
 from pipeline.llm.base import ChatPrompt, Completion, LogProb, sample_seed
 from pipeline.llm.chat import ChatCodec
+from pipeline.llm.identity import load_revision
 from pipeline.llm.structured import ClosingPolicy, generate_validated, shortest_completion
 from pipeline.llm.tiny import resolve_model
 
@@ -63,11 +65,14 @@ def import_vllm():
 # --- pure request builders -----------------------------------------------------------------------
 
 
-def llm_kwargs(cfg: LLM, model_path: str) -> dict[str, Any]:
-    """Arguments for ``vllm.LLM``."""
+def llm_kwargs(cfg: LLM, model_path: str, revision: str | None = None) -> dict[str, Any]:
+    """Arguments for ``vllm.LLM``: ``revision`` (a Hub commit, branch or tag; None: the default branch) for
+    the weights, the config and the tokenizer."""
     return {
         "model": model_path,
         "tokenizer": model_path,
+        "revision": revision,
+        "tokenizer_revision": revision,
         "dtype": cfg.dtype,
         "tensor_parallel_size": cfg.tensor_parallel_size,
         "max_model_len": cfg.max_model_len,
@@ -163,9 +168,10 @@ class VLLMEngine:
         vllm = import_vllm()
         self.cfg = cfg
         self.name = cfg.model
-        path = self.path = resolve_model(cfg.model)
-        self.llm = vllm.LLM(**llm_kwargs(cfg, path))
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.revision = load_revision(cfg)  # a Hub id's exact commit (pipeline/llm/identity.py); else None
+        path = self.path = resolve_model(cfg.model, hub=self.revision == cfg.revision, revision=self.revision)
+        self.llm = vllm.LLM(**llm_kwargs(cfg, path, self.revision))
+        self.tokenizer = AutoTokenizer.from_pretrained(path, revision=self.revision)
         self.codec = ChatCodec(self.tokenizer, name=cfg.model, max_len=cfg.max_model_len)
         self._shortest: dict[str, int] = {}
 
@@ -202,7 +208,7 @@ class VLLMEngine:
 
         key = json.dumps(schema.model_json_schema(), sort_keys=True)
         if key not in self._shortest:
-            config = AutoConfig.from_pretrained(self.path)
+            config = AutoConfig.from_pretrained(self.path, revision=self.revision)
             # The model's vocabulary can be padded beyond the tokenizer's.
             vocab = max(len(self.tokenizer), getattr(config.get_text_config(), "vocab_size", 0) or 0)
             eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []

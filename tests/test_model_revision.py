@@ -1,0 +1,254 @@
+"""``llm.revision``: a Hub model's branch, tag or commit, resolved to a commit once (the cache, else the Hub) and
+loaded exactly, so the weights identity recorded at stage start is the weights loaded, and a resume after the
+first download keeps its checkpoints. Offline: a fake cache layout and a fake ``HfApi`` (no network here)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import huggingface_hub
+import pyarrow as pa
+import pytest
+import yaml
+from huggingface_hub import constants as hub_constants
+
+import pipeline.llm
+from pipeline.config import LLM, ParamsError, Sampling, fingerprint, load_params, resolve_role
+from pipeline.execute import Checkpoint, map_batches
+from pipeline.llm import identity, resolve_model
+from pipeline.llm.base import LogProb
+from pipeline.llm.identity import model_identity
+
+ROOT = Path(__file__).resolve().parents[1]
+A, B, S = "a" * 40, "b" * 40, "5" * 40
+CFG = dict(backend="transformers", dtype="float32", batch_size=4, replicas=1, gpus_per_replica=0,
+           tensor_parallel_size=1, max_model_len=512, gpu_memory_utilization=0.9, enable_prefix_caching=False,
+           structured_retries=0, cpu_threads=1,
+           sampling=Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8, stop=[], seed=0))
+ROWS = pa.table({"id": [f"r{i}" for i in range(12)], "text": [f"question {i}?" for i in range(12)]})
+
+
+class FakeApi:
+    """``HfApi`` answering ``model_info`` with the Hub's current commit ``head`` (None: unreachable)."""
+
+    head: str | None = S
+    calls: list = []
+
+    def model_info(self, name, revision=None, timeout=None, **kw):
+        FakeApi.calls.append((name, revision))
+        if FakeApi.head is None:
+            raise ConnectionError("no network")
+        return type("Info", (), {"sha": FakeApi.head})()
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, online, the Hub answering ``S``; a fresh process (no commit resolved yet)."""
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(FakeApi, "calls", [])
+    monkeypatch.setattr(FakeApi, "head", S)
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(identity, "_HUB", {}, raising=False)
+    monkeypatch.setattr(identity, "_UNRESOLVED", {}, raising=False)
+    return cache
+
+
+def cache_model(cache: Path, name: str, commit: str, ref: str | None = "main", files: str | None = None) -> None:
+    """What a download leaves: ``snapshots/<commit>`` (``files``' copy, else a config.json), ``refs/<ref>``."""
+    repo = cache / f"models--{name.replace('/', '--')}"
+    snap = repo / "snapshots" / commit
+    if files:
+        shutil.copytree(files, snap)
+    else:
+        snap.mkdir(parents=True)
+        (snap / "config.json").write_text("{}")
+    if ref:
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / ref).write_text(commit)
+
+
+def test_a_commit_revision_is_the_identity_without_any_lookup(hub):
+    cfg = LLM(model="org/m", revision=A, **CFG)
+    assert model_identity(cfg) == f"hub:{A}" and identity.load_revision(cfg) == A and identity.pinned(cfg) is cfg
+    assert FakeApi.calls == []  # neither cached nor asked
+
+
+def test_a_branch_or_tag_is_resolved_from_the_cache_refs(hub):
+    cache_model(hub, "org/m", A)  # refs/main
+    cache_model(hub, "org/m", B, ref="v1.0")
+    assert model_identity(LLM(model="org/m", **CFG)) == f"hub:{A}"
+    tagged = LLM(model="org/m", revision="v1.0", **CFG)
+    assert model_identity(tagged) == f"hub:{B}" and identity.pinned(tagged).revision == B
+    assert FakeApi.calls == []
+
+
+def test_a_branch_not_cached_is_asked_of_the_hub_once_and_that_commit_loaded(hub):
+    cfg = LLM(model="org/m", revision="dev", **CFG)
+    assert model_identity(cfg) == f"hub:{S}"
+    FakeApi.head = B  # the branch moves during the run: the run keeps the commit it started with
+    assert model_identity(cfg) == f"hub:{S}" and identity.load_revision(cfg) == S and identity.pinned(cfg).revision == S
+    assert FakeApi.calls == [("org/m", "dev")]
+
+
+def test_offline_and_not_cached_is_not_cached_with_one_warning_saying_how_to_pin(hub, monkeypatch, caplog):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = LLM(model="org/m", **CFG)
+    with caplog.at_level(logging.WARNING, logger="pipeline.llm.identity"):
+        assert model_identity(cfg) == model_identity(cfg) == "hub:not-cached"
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "\n" not in said[0] and "HF_HUB_OFFLINE" in said[0]
+    assert "will not be reused" in said[0] and "revision:" in said[0] and "org/m" in said[0]
+    assert FakeApi.calls == [] and identity.load_revision(cfg) is None
+    # Online but the Hub unreachable: the same, asked once.
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(identity, "_HUB", {}, raising=False)
+    FakeApi.head = None
+    with caplog.at_level(logging.WARNING, logger="pipeline.llm.identity"):
+        assert model_identity(cfg) == model_identity(cfg) == "hub:not-cached"
+    assert FakeApi.calls == [("org/m", None)] and "could not be asked" in caplog.records[-1].getMessage()
+
+
+def _downloading_engine(cache: Path, loaded: list):
+    """An engine factory that downloads as ``transformers`` would: the commit it is given, else the Hub's head
+    (then ``refs/main``), and scores every row; ``loaded`` gets each revision it was given."""
+
+    def factory(cfg):
+        rev = getattr(cfg, "revision", None)
+        loaded.append(rev)
+        if identity.hub_commit(cfg.model, **({"revision": rev} if rev else {})) is None:
+            commit = rev if rev and identity.COMMIT.fullmatch(rev) else FakeApi.head
+            cache_model(cache, cfg.model, commit, ref=None if commit == rev else (rev or "main"))
+
+        class Engine:
+            def logprobs(self, prompts, responses):
+                return [LogProb(-float(len(p[0]["content"])), 1) for p in prompts]
+
+        return Engine()
+
+    return factory
+
+
+def score(batch: pa.Table, engine, marker: str) -> pa.Table:
+    if "r8" in batch["id"].to_pylist() and Path(marker).exists():
+        raise RuntimeError("killed at r8")
+    prompts = [[{"role": "user", "content": t}] for t in batch["text"].to_pylist()]
+    return pa.table({"id": batch["id"], "logprob": [s.logprob for s in engine.logprobs(prompts, ["yes"] * len(prompts))]})
+
+
+def test_a_resume_after_the_first_download_keeps_its_checkpoints(hub, tmp_path, monkeypatch):
+    cfg = LLM(model="org/m", **CFG)  # no revision, not cached: main's head, asked of the Hub
+    ck, marker, loaded = Checkpoint(tmp_path / "ck", fingerprint="params"), tmp_path / "kill", []
+    marker.touch()
+    with pytest.raises(RuntimeError, match="killed at r8"):
+        map_batches(ROWS, score, execution=_execution(), engine=cfg, checkpoint=ck, engine_factory=_downloading_engine(
+            hub, loaded), fn_kwargs={"marker": str(marker)})
+    marker.unlink()
+    monkeypatch.setattr(identity, "_HUB", {}, raising=False)  # a new process
+    monkeypatch.setattr(pipeline.llm, "_ENGINES", {})
+    calls = []
+    done = map_batches(ROWS, score, execution=_execution(), engine=cfg, checkpoint=ck,
+                       engine_factory=_counting(_downloading_engine(hub, loaded), calls), fn_kwargs={"marker": str(marker)})
+    assert done.num_rows == 12 and calls == [4]  # rows 0-7 from the checkpoints: only r8-r11 computed
+    assert loaded == [S, S]  # both runs loaded the commit the identity names, not "main"
+
+
+def _counting(factory, calls: list):
+    def make(cfg):
+        engine = factory(cfg)
+        inner = engine.logprobs
+        engine.logprobs = lambda prompts, responses: (calls.append(len(prompts)), inner(prompts, responses))[1]
+        return engine
+
+    return make
+
+
+def _execution():
+    from pipeline.config import Execution
+
+    return Execution(backend="local", batch_size=4, checkpoint_rows=4, max_reject_fraction=0.5, ray_address=None,
+                     num_cpus_per_task=1, target_shard_bytes=1 << 20, row_group_bytes=1 << 20, spill_bytes=1 << 20,
+                     on_gate_failure="error")
+
+
+def test_the_transformers_engine_loads_the_commit_its_identity_names(hub, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.llm.hf import TransformersEngine
+
+    cache_model(hub, "org/m", A, files=resolve_model("tiny"))
+    seen = []
+
+    def recording(original):
+        def load(path, **kw):
+            seen.append((path, kw.get("revision")))
+            snapshot = hub / "models--org--m" / "snapshots" / kw["revision"]
+            return original(str(snapshot if snapshot.is_dir() else resolve_model("tiny")),
+                            **{k: v for k, v in kw.items() if k != "revision"})
+        return load
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", recording(AutoTokenizer.from_pretrained))
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", recording(AutoModelForCausalLM.from_pretrained))
+    engine = TransformersEngine(LLM(model="org/m", **CFG))  # main, cached at A
+    assert seen == [("org/m", A)] * 2 and engine.revision == A
+    seen.clear()
+    TransformersEngine(LLM(model="org/m", revision=B, **CFG))  # a pinned commit, not cached: asked to download it
+    assert seen == [("org/m", B)] * 2 and FakeApi.calls == [("org/m", B)]  # check_hub_model: it exists
+
+
+def _params(tmp_path: Path, llm: dict, judge: dict | None = None) -> Path:
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["llm"].update(llm)
+    if judge is not None:
+        data["pugc"]["roles"]["judge"] = {**(data["pugc"]["roles"]["judge"] or {}), **judge}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(("llm", "judge", "where", "why"), [
+    ({"model": "tiny", "revision": "main"}, None, "llm", "built in"),
+    ({"model": "smollm2", "revision": A}, None, "llm", "built in"),
+    ({"model": "./models/sft", "revision": "main"}, None, "llm", "local folder"),
+    ({}, {"backend": "openai", "base_url": "http://a/v1", "model": "org/m", "revision": "v1"}, "pugc.roles.judge",
+     "backend openai"),
+    ({"model": "org/m", "revision": "has space"}, None, "llm.revision", "branch, tag or 40-hex commit"),
+])
+def test_a_revision_where_it_means_nothing_is_a_one_line_params_error(tmp_path, llm, judge, where, why):
+    with pytest.raises(ParamsError, match=rf"{where}.*{why}") as e:
+        load_params(_params(tmp_path, llm, judge))
+    assert len(str(e.value).strip().splitlines()) <= 2  # the "invalid parameters" header and the one line
+
+
+def test_a_revision_is_inherited_by_roles_on_its_model_only_and_fingerprinted_only_when_set(tmp_path):
+    p = load_params(_params(tmp_path, {"model": "org/m", "revision": "v1"}, {"model": "tiny"}))
+    assert resolve_role(p.llm, p.pugc.roles.judge).revision is None  # another model: v1 is not its revision
+    assert resolve_role(p.llm, p.pugc.roles.policy).revision == "v1"
+    default = load_params(ROOT / "params.yaml")
+    before = default.llm.model_dump(mode="json")
+    del before["revision"]
+    assert default.llm.revision is None and fingerprint(default.llm) == fingerprint(before)
+    assert fingerprint(default.llm.model_copy(update={"model": "org/m", "revision": A})) != fingerprint(
+        default.llm.model_copy(update={"model": "org/m"}))
+
+
+def test_a_revision_the_hub_lacks_fails_at_once_in_one_line(hub, monkeypatch):
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    from pipeline.errors import ModelLoadError
+    from pipeline.llm.tiny import check_hub_model
+
+    def missing(self, name, revision=None, **kw):
+        raise RevisionNotFoundError.__new__(RevisionNotFoundError)  # what the Hub answers an unknown branch
+
+    monkeypatch.setattr(FakeApi, "model_info", missing)
+    with pytest.raises(ModelLoadError, match=r"model 'org/m': the Hugging Face Hub has no revision 'v9'") as e:
+        check_hub_model("org/m", "v9")
+    assert "\n" not in str(e.value)
+    cache_model(hub, "org/m", A, ref="v9")
+    check_hub_model("org/m", "v9")  # cached at that revision: no request
