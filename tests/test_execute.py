@@ -375,7 +375,10 @@ def test_ray_engine_steps_with_one_config_share_the_replicas_of_a_stage(ray_clus
             map_batches(table, broken, execution=ray_ex, **kw)
         before = set(loads())
         again = map_batches(table, answer, execution=ray_ex, **kw)
-        assert len(set(loads()) - before) == 2 and set(again["pid"].to_pylist()).isdisjoint(before)
+        # New replicas answer (a replica of the failed pool may still finish loading after the error, so its
+        # marker can appear late: the count of new markers is not asserted, only who answered).
+        answered = set(again["pid"].to_pylist())
+        assert len(answered) <= 2 and answered <= set(loads()) - before
         assert again.drop_columns("pid").equals(local.drop_columns("pid"))
 
         cpu = map_batches(table, shout, execution=ray_ex)  # a CPU step on Ray: the kept pool gives its CPUs back
