@@ -49,6 +49,7 @@ agree on it.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -65,6 +66,7 @@ SAMPLES, BLOCK = 256, 256 << 10  # larger files: this many blocks of this many b
 _FOLDERS: dict[tuple, str] = {}  # (path, the files' stat) -> identity
 _HUB: dict[tuple[str, str | None], str | None] = {}  # (Hub id, revision) -> its commit, resolved once per process
 _UNRESOLVED: dict[tuple[str, str | None], str] = {}  # (Hub id, revision) -> why it has no commit, until warned
+_REF_FAILED: set[tuple[str, str | None]] = set()  # (Hub id, revision) whose cache ref could not be written (warned)
 COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
@@ -121,12 +123,46 @@ def hub_revision(name: str, revision: str | None = None) -> str | None:
     if _HUB.get(key):
         return _HUB[key]
     found = hub_commit(name, revision=revision)
-    if found is None and key not in _HUB:
+    asked = found is None and key not in _HUB
+    if asked:
         found, why = _ask_hub(name, revision)
         if found is None:
             _UNRESOLVED[key] = why
     _HUB[key] = found
+    if asked:
+        record_ref(name, revision)  # its snapshot may be cached already (loaded by commit), with no ref
     return found
+
+
+def record_ref(name: str, revision: str | None = None) -> None:
+    """Write the Hugging Face cache's ``refs/<revision>`` (None: ``main``) of Hub model ``name`` to the commit
+    this process resolved that branch or tag to through the Hub, once that commit's snapshot (its config.json) is
+    in the cache: what huggingface_hub writes when it downloads a branch, and what loading by commit (the engines
+    do, ``load_revision``) does not write, though an offline run resolves a branch from that ref only
+    (``hub_commit``). The driver calls it after each model step (``pipeline.execute.map_batches``). A ref that
+    already resolves to a cached snapshot is left as it is (another download's, maybe newer than this answer);
+    only a missing one, or one naming no snapshot with a config.json (a failed download's), is written. A cache
+    this user cannot write: one warning per process and model, nothing else."""
+    commit = _HUB.get((name, revision))
+    if not commit or (revision is not None and COMMIT.fullmatch(revision)) or (name, revision) in _REF_FAILED:
+        return
+    if hub_commit(name, revision=revision) is not None or hub_commit(name, revision=commit) != commit:
+        return  # the cache resolves the branch already, or the commit's snapshot is not there (yet)
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    ref = Path(constants.HF_HUB_CACHE, repo_folder_name(repo_id=name, repo_type="model"), "refs",
+               revision or constants.DEFAULT_REVISION)
+    tmp = ref.with_name(f"{ref.name}.{os.getpid()}.tmp")
+    try:  # atomically, as huggingface_hub does: a reader never sees half a commit
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(commit)
+        os.replace(tmp, ref)
+    except OSError as e:
+        _REF_FAILED.add((name, revision))
+        log.warning("model %s: could not record %s as its %r in the Hugging Face cache (%s: %s), so an offline run "
+                    "will not find it there; pin revision: %s in llm (or the role)", name, commit,
+                    revision or constants.DEFAULT_REVISION, type(e).__name__, e, commit)
 
 
 def _say_not_cached(name: str, revision: str | None) -> None:
