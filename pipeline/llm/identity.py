@@ -33,8 +33,10 @@ export's card. What it is, by kind of setting:
   (``HfApi().model_info(name, revision=...).sha``). The engines then load exactly that commit (``load_revision``;
   on Ray the driver sends it to the actors, ``pinned``), so the identity recorded at stage start is the weights
   loaded even when the branch moves during the run, a fresh download included, and a resume after the download
-  sees the same identity and keeps its checkpoints. A cached branch stays at its cached commit (the loaders are
-  given the commit, so they do not look for a newer one): ``hf download <id>`` moves it. Only when neither the
+  sees the same identity and keeps its checkpoints. Loading by commit writes no ``refs/<revision>``, so the
+  driver writes it after each model step (``record_ref``), as a download of the branch would: an offline run
+  after the first online one resolves the same commit from the cache. A cached branch stays at its cached
+  commit (the loaders are given the commit, so they do not look for a newer one): ``hf download <id>`` moves it. Only when neither the
   cache nor the Hub answers is it ``hub:not-cached``, with one warning: the loader then downloads the branch's
   head, and the resume after that download sees another identity and starts over; pin ``revision:``.
 - ``backend: openai``: ``openai:<served model name>``: the weights behind a server are its operator's
