@@ -220,7 +220,7 @@ def test_a_cache_that_cannot_be_written_is_one_warning(hub, monkeypatch, caplog)
         identity.record_ref("org/m")
         identity.record_ref("org/m")
     said = [r.getMessage() for r in caplog.records]
-    assert len(said) == 1 and "\n" not in said[0] and f"revision: {S}" in said[0] and "offline" in said[0]
+    assert len(said) == 1 and "\n" not in said[0] and f"revision to {S}" in said[0] and "offline" in said[0]
 
 
 def _counting(factory, calls: list):

@@ -70,13 +70,20 @@ _HUB: dict[tuple[str, str | None], str | None] = {}  # (Hub id, revision) -> its
 _UNRESOLVED: dict[tuple[str, str | None], str] = {}  # (Hub id, revision) -> why it has no commit, until warned
 _REF_FAILED: set[tuple[str, str | None]] = set()  # (Hub id, revision) whose cache ref could not be written (warned)
 COMMIT = re.compile(r"[0-9a-f]{40}")
+PIN = "revision: <40-hex commit> in llm (or the role)"  # where a model role's commit is pinned
 
 
 def model_identity(cfg: LLM) -> str:
     """The identity of the weights ``cfg`` (an ``llm`` config, a role's resolved) runs (see the module)."""
-    name = cfg.model
     if cfg.backend == "openai":
-        return f"openai:{name}"
+        return f"openai:{cfg.model}"
+    return weights_identity(cfg.model, cfg.revision)
+
+
+def weights_identity(name: str, revision: str | None = None, pin: str = PIN) -> str:
+    """The identity of the weights model setting ``name`` at Hub ``revision`` loads in-process (an ``llm``
+    role's, or DOVE's ``embedding_model``): ``tiny:``, ``smollm2:``, ``local:`` or ``hub:`` (see the module);
+    ``pin``: how the not-cached warning says to pin the commit."""
     seed = tiny_seed(name)
     if seed is not None:
         return f"{TINY_NAME}:{tiny_hash(seed)}"
@@ -92,9 +99,9 @@ def model_identity(cfg: LLM) -> str:
         return f"local:{folder_identity(local)}"
     if name.startswith(("/", "./", "../", "~")):  # not on this machine (its engine says so, if a step uses it)
         return "local:missing"
-    commit = hub_revision(name, cfg.revision)
+    commit = hub_revision(name, revision)
     if commit is None:
-        _say_not_cached(name, cfg.revision)
+        _say_not_cached(name, revision, pin)
     return f"hub:{commit or 'not-cached'}"
 
 
@@ -163,18 +170,18 @@ def record_ref(name: str, revision: str | None = None) -> None:
     except OSError as e:
         _REF_FAILED.add((name, revision))
         log.warning("model %s: could not record %s as its %r in the Hugging Face cache (%s: %s), so an offline run "
-                    "will not find it there; pin revision: %s in llm (or the role)", name, commit,
+                    "will not find it there; pin its revision to %s", name, commit,
                     revision or constants.DEFAULT_REVISION, type(e).__name__, e, commit)
 
 
-def _say_not_cached(name: str, revision: str | None) -> None:
+def _say_not_cached(name: str, revision: str | None, pin: str = PIN) -> None:
     """One warning per process and model: its identity is ``hub:not-cached``, which the download will move."""
     why = _UNRESOLVED.pop((name, revision), None)
     if why is not None:
         at = f" at revision {revision!r}" if revision else ""
         log.warning("model %s%s: not in the Hugging Face cache and %s, so its weights identity is hub:not-cached; "
                     "the download moves it, and checkpoints of this run will not be reused after a resume: pin "
-                    "the weights with revision: <40-hex commit> in llm (or the role)", name, at, why)
+                    "the weights with %s", name, at, why, pin)
 
 
 def _ask_hub(name: str, revision: str | None) -> tuple[str | None, str]:
