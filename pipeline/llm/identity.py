@@ -36,9 +36,11 @@ export's card. What it is, by kind of setting:
   sees the same identity and keeps its checkpoints. Loading by commit writes no ``refs/<revision>``, so the
   driver writes it after each model step (``record_ref``), as a download of the branch would: an offline run
   after the first online one resolves the same commit from the cache. A cached branch stays at its cached
-  commit (the loaders are given the commit, so they do not look for a newer one): ``hf download <id>`` moves it. Only when neither the
-  cache nor the Hub answers is it ``hub:not-cached``, with one warning: the loader then downloads the branch's
-  head, and the resume after that download sees another identity and starts over; pin ``revision:``.
+  commit (the loaders are given the commit, so they do not look for a newer one): ``hf download <id>`` moves
+  it. Only when neither the cache nor the Hub answers is it ``hub:not-cached``, with one warning: the loader
+  then downloads the branch's head, and the resume after that download sees another identity and starts over;
+  pin ``revision:``. DOVE's ``embedding_model`` (``dove.embedding_revision``) is resolved, loaded and recorded
+  the same way (``weights_identity``, ``stages/dove_similarity.embed_texts``).
 - ``backend: openai``: ``openai:<served model name>``: the weights behind a server are its operator's
   to keep fixed under a name (the request cache keys on the name too; README "OpenAI-compatible servers").
 
