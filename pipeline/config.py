@@ -330,10 +330,11 @@ EXECUTION_PLACEMENT_KEYS = frozenset({
 })
 
 
-# ``llm`` (and role) keys added after outputs were released, fingerprinted only when set off their default
-# (or, in a role, set at all): outputs made before a key existed, or with it at its default, keep their
-# fingerprints, and the stages that record them their bytes.
-LATER_KEYS: dict[str, Any] = {"prompt_logprobs_via": "prompt_logprobs", "revision": None}
+# ``llm`` (and role) keys, and dove's embedding_revision, added after outputs were released, fingerprinted only
+# when set off their default (or, in a role, set at all): outputs made before a key existed, or with it at its
+# default, keep their fingerprints, and the stages that record them their bytes.
+LATER_KEYS: dict[str, Any] = {"prompt_logprobs_via": "prompt_logprobs", "revision": None,
+                             "embedding_revision": None}
 
 
 def _without_placement(v: Any) -> Any:

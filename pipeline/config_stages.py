@@ -17,8 +17,10 @@ from pipeline.config_shared import (
     LLM,
     LLMOverride,
     ModelName,
+    Revision,
     Sampling,
     Section,
+    not_on_hub,
     resolve_role,
 )
 
@@ -213,6 +215,8 @@ class Dove(Section):
     pairing: Literal["random", "similar"]
     pairs_per_instruction: int = Field(gt=0)
     embedding_model: str | None  # None: hashed char-n-gram TF-IDF; else a HF / sentence-transformers model id
+    # A Hub embedding_model's branch, tag or commit, loaded exactly (pipeline/llm/identity.py); None: main.
+    embedding_revision: Revision | None = None
     ngram_min: int = Field(gt=0)
     ngram_max: int = Field(gt=0)
     hash_features: int = Field(gt=0)
@@ -234,6 +238,12 @@ class Dove(Section):
     def _ngram_range(self) -> Dove:
         if self.ngram_min > self.ngram_max:
             raise ValueError(f"ngram_min ({self.ngram_min}) must not exceed ngram_max ({self.ngram_max})")
+        if self.embedding_revision is not None:
+            why = ("is null (the hashed TF-IDF space, no model)" if not self.embedding_model
+                   else (w := not_on_hub("transformers", self.embedding_model)) and f"{self.embedding_model!r} {w}")
+            if why:
+                raise ValueError(f"embedding_revision {self.embedding_revision!r} names a Hugging Face Hub revision, "
+                                 f"but embedding_model {why}: remove embedding_revision (it applies to Hub model ids only)")
         return self
 
 

@@ -59,7 +59,7 @@ from pipeline.errors import EngineError, StageError
 from pipeline.execute_ray import stream_ray
 from pipeline.execute_step import Block, Step, concat_outputs, to_ipc
 from pipeline.files import write_json_atomic
-from pipeline.llm.identity import model_identity, pinned
+from pipeline.llm.identity import model_identity, pinned, record_ref
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +303,9 @@ def map_batches(
             if not isinstance(e, EngineError):
                 raise
             raise engine_step_error(desc or fn.__name__, engine, getattr(e, "cause", None) or e) from e
+        finally:  # a branch its engines loaded by commit: the cache's ref to it, for offline runs
+            if engine is not None:
+                record_ref(engine.model, engine.revision)
         flush()
     return concat_outputs([pieces[s] for s in sorted(pieces)])
 

@@ -37,7 +37,7 @@ from pipeline.checks import same_text
 from pipeline.config import LLM, Dove, Execution, Params, fingerprint, resolve_role
 from pipeline.execute import CHECKPOINT_ROOT, Checkpoint, clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import StageError, shard_sizes, write_shards
-from pipeline.llm.identity import model_identities
+from pipeline.llm.identity import model_identities, weights_identity
 from pipeline.metrics import announce_overrides, counted, gate_headline, say, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.prompt import template
@@ -86,8 +86,17 @@ def random_partners(n: int, k: int, seed: int) -> np.ndarray:
 def instruction_space(texts: list[str], cfg: Dove):
     """The vector space `similar` searches: an embedding model when configured, else hashed TF-IDF."""
     if cfg.embedding_model:
-        return embed_texts(texts, cfg.embedding_model)
+        return embed_texts(texts, cfg.embedding_model, revision=cfg.embedding_revision)
     return tfidf_matrix(texts, cfg.ngram_min, cfg.ngram_max, cfg.hash_features)
+
+
+def embedding_identity(cfg: Dove) -> dict[str, dict[str, str]]:
+    """``{"embedding": {"model", "identity"}}`` for details.json when `similar` pairing searches an embedding
+    model's space (its weights choose the pairs, as the judge's choose the labels), else nothing."""
+    if cfg.pairing != "similar" or not cfg.embedding_model:
+        return {}
+    return {"embedding": {"model": cfg.embedding_model, "identity": weights_identity(
+        cfg.embedding_model, cfg.embedding_revision, pin="dove.embedding_revision: <40-hex commit>")}}
 
 
 def pair_instructions(texts: list[str], cfg: Dove, space=None) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -345,7 +354,7 @@ def main(params: Params) -> None:
         "gates": {"judge": gate},
         "tiny_overrides": overrides,
         "judge": judge_cfg.model,
-        "models": model_identities({"judge": judge_cfg}),
+        "models": {**model_identities({"judge": judge_cfg}), **embedding_identity(cfg)},
         "fingerprint": fp,
     }
     write_metrics(out, {"rows_in": item_metrics["rows_in"], "comparisons": judgment["comparisons"],

@@ -4,11 +4,16 @@ instructions, near-duplicate clusters, determinism; the TF-IDF build independent
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+from pipeline.config import fingerprint, load_params
 from stages.dove_similarity import ANN_DIM, ANN_SHARDS, dense_view, nearest_partners, row_cosine, tfidf_matrix
+from tests.test_dove import tiny_encoder  # noqa: F401 - fixture
+from tests.test_model_revision import A, FakeApi, S, cache_model, hub  # noqa: F401 - hub: fixture
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +120,74 @@ def test_an_embedding_model_that_cannot_be_loaded_is_one_line_naming_its_key(mon
         with pytest.raises(ModelLoadError, match=rf"^dove\.embedding_model '{model}' could not be loaded \(.+\); set "
                            r"it to a Hugging Face model id .* or null for the hashed TF-IDF space$"):
             embed_texts(["bake bread"], model)
+
+
+# --- dove.embedding_revision: the embedding model's weights, loaded and recorded as the model roles' are -----
+
+
+def _recording(monkeypatch, seen: list, snapshots):
+    """transformers' loaders recording (path, revision), loading the fake snapshot of that commit (a tiny encoder)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    def recording(original):
+        def load(path, **kw):
+            seen.append((path, kw.get("revision")))
+            return original(str(snapshots / kw["revision"]), **{k: v for k, v in kw.items() if k != "revision"})
+        return load
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", recording(AutoTokenizer.from_pretrained))
+    monkeypatch.setattr(AutoModel, "from_pretrained", recording(AutoModel.from_pretrained))
+
+
+@pytest.mark.usefixtures("hub")
+def test_the_embedding_model_loads_the_commit_its_identity_names_and_offline_runs_find_it(request, monkeypatch):
+    from huggingface_hub import constants
+
+    from pipeline.llm import identity
+    from stages.dove import embedding_identity
+    from stages.dove_similarity import embed_texts
+    from tests.dove_fakes import dove_cfg
+
+    cache, encoder = Path(constants.HF_HUB_CACHE), request.getfixturevalue("tiny_encoder")
+    cache_model(cache, "org/enc", S, ref=None, files=encoder)  # what loading commit S downloads: no refs/main
+    seen: list = []
+    _recording(monkeypatch, seen, cache / "models--org--enc" / "snapshots")
+    cfg = dove_cfg(pairing="similar", embedding_model="org/enc")
+    assert embed_texts(["bake bread", "file taxes"], "org/enc", revision=cfg.embedding_revision).shape == (2, 16)
+    assert seen == [("org/enc", S)] * 2 and FakeApi.calls == [("org/enc", None)]  # main asked of the Hub once
+    assert embedding_identity(cfg) == {"embedding": {"model": "org/enc", "identity": f"hub:{S}"}}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a new process, offline: main found in the cache
+    monkeypatch.setattr(identity, "_HUB", {})
+    assert embedding_identity(cfg)["embedding"]["identity"] == f"hub:{S}"
+    seen.clear()
+    tagged = dove_cfg(pairing="similar", embedding_model="org/enc", embedding_revision=A)
+    cache_model(cache, "org/enc", A, ref=None, files=encoder)
+    embed_texts(["bake bread"], "org/enc", revision=tagged.embedding_revision)
+    assert seen == [("org/enc", A)] * 2 and embedding_identity(tagged)["embedding"]["identity"] == f"hub:{A}"
+    assert embedding_identity(dove_cfg(pairing="random", embedding_model="org/enc")) == {}  # not loaded
+    assert embedding_identity(dove_cfg(pairing="similar")) == {}  # the TF-IDF space
+
+
+@pytest.mark.parametrize(("model", "why"), [(None, "is null"), ("tiny", "'tiny' is built in"),
+                                              ("./encoder", "'./encoder' is a local folder")])
+def test_an_embedding_revision_where_it_means_nothing_is_a_one_line_params_error(tmp_path, model, why):
+    from pipeline.config import ParamsError
+    from tests.test_model_revision import _params
+
+    path = _params(tmp_path, {})
+    data = yaml.safe_load(path.read_text())
+    data["dove"].update(embedding_model=model, embedding_revision="v1")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ParamsError, match=rf"dove.*embedding_revision 'v1'.*embedding_model {why}") as e:
+        load_params(path)
+    assert len(str(e.value).strip().splitlines()) <= 2
+
+
+def test_an_embedding_revision_is_fingerprinted_only_when_set():
+    from tests.dove_fakes import dove_cfg
+
+    cfg = dove_cfg(embedding_model="org/enc")
+    before = cfg.model_dump(mode="json")
+    del before["embedding_revision"]  # outputs made before the key existed keep their fingerprints
+    assert fingerprint(cfg) == fingerprint(before)
+    assert fingerprint(dove_cfg(embedding_model="org/enc", embedding_revision=A)) != fingerprint(cfg)

@@ -56,6 +56,7 @@ def hub(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(identity, "_HUB", {}, raising=False)
     monkeypatch.setattr(identity, "_UNRESOLVED", {}, raising=False)
+    monkeypatch.setattr(identity, "_REF_FAILED", set(), raising=False)
     return cache
 
 
@@ -156,6 +157,70 @@ def test_a_resume_after_the_first_download_keeps_its_checkpoints(hub, tmp_path, 
                        engine_factory=_counting(_downloading_engine(hub, loaded), calls), fn_kwargs={"marker": str(marker)})
     assert done.num_rows == 12 and calls == [4]  # rows 0-7 from the checkpoints: only r8-r11 computed
     assert loaded == [S, S]  # both runs loaded the commit the identity names, not "main"
+
+
+def test_an_offline_run_after_the_first_online_one_finds_the_branch_it_downloaded(hub, tmp_path, monkeypatch):
+    cfg = LLM(model="org/m", **CFG)  # no revision, not cached: main's head asked of the Hub, that commit loaded
+    ck, marker, loaded = Checkpoint(tmp_path / "ck", fingerprint="params"), tmp_path / "kill", []
+    marker.touch()
+    with pytest.raises(RuntimeError, match="killed at r8"):
+        map_batches(ROWS, score, execution=_execution(), engine=cfg, checkpoint=ck, engine_factory=_downloading_engine(
+            hub, loaded), fn_kwargs={"marker": str(marker)})
+    marker.unlink()
+    assert (hub / "models--org--m" / "refs" / "main").read_text() == S  # as a download of main records it
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the cluster: a new process, offline
+    monkeypatch.setattr(identity, "_HUB", {})
+    monkeypatch.setattr(pipeline.llm, "_ENGINES", {})
+    FakeApi.head = B  # main moved meanwhile: offline, the cache's commit is the one
+    assert model_identity(cfg) == f"hub:{S}" and identity.load_revision(cfg) == S
+    calls = []
+    done = map_batches(ROWS, score, execution=_execution(), engine=cfg, checkpoint=ck,
+                       engine_factory=_counting(_downloading_engine(hub, loaded), calls), fn_kwargs={"marker": str(marker)})
+    assert done.num_rows == 12 and calls == [4] and loaded == [S, S] and FakeApi.calls == [("org/m", None)]
+
+
+def test_a_snapshot_loaded_by_commit_earlier_gets_its_ref_when_the_hub_names_that_commit(hub):
+    cache_model(hub, "org/m", S, ref=None)  # what main's code left: the snapshot, no refs/dev
+    assert model_identity(LLM(model="org/m", revision="dev", **CFG)) == f"hub:{S}"
+    assert (hub / "models--org--m" / "refs" / "dev").read_text() == S
+
+
+@pytest.mark.parametrize(("ref_to", "snapshot", "after"), [
+    (A, True, A),  # a ref to a cached snapshot (another download's, maybe newer): left as it is
+    (A, False, S),  # a ref to nothing cached (a failed download's): the Hub's answer replaces it
+])
+def test_a_ref_is_replaced_only_when_it_names_no_cached_snapshot(hub, ref_to, snapshot, after):
+    cfg = LLM(model="org/m", **CFG)
+    assert model_identity(cfg) == f"hub:{S}"  # not cached: asked
+    cache_model(hub, "org/m", S, ref=None)  # then downloaded by commit
+    if snapshot:
+        cache_model(hub, "org/m", ref_to)  # meanwhile another download of main, to A
+    else:
+        (hub / "models--org--m" / "refs").mkdir()
+        (hub / "models--org--m" / "refs" / "main").write_text(ref_to)
+    identity.record_ref("org/m")
+    assert (hub / "models--org--m" / "refs" / "main").read_text() == after
+
+
+def test_no_ref_is_written_before_the_snapshot_is_there_nor_for_a_pinned_commit(hub, caplog):
+    assert model_identity(LLM(model="org/m", **CFG)) == f"hub:{S}"
+    identity.record_ref("org/m")
+    assert not (hub / "models--org--m").exists()  # a role never loaded leaves the cache as it was
+    cache_model(hub, "org/m", A, ref=None)
+    assert model_identity(LLM(model="org/m", revision=A, **CFG)) == f"hub:{A}"
+    identity.record_ref("org/m", A)
+    assert not (hub / "models--org--m" / "refs").exists()
+
+
+def test_a_cache_that_cannot_be_written_is_one_warning(hub, monkeypatch, caplog):
+    assert model_identity(LLM(model="org/m", **CFG)) == f"hub:{S}"
+    cache_model(hub, "org/m", S, ref=None)
+    (hub / "models--org--m" / "refs").write_text("not a folder")  # what a read-only cache answers: an OSError
+    with caplog.at_level(logging.WARNING, logger="pipeline.llm.identity"):
+        identity.record_ref("org/m")
+        identity.record_ref("org/m")
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "\n" not in said[0] and f"revision to {S}" in said[0] and "offline" in said[0]
 
 
 def _counting(factory, calls: list):

@@ -33,10 +33,14 @@ export's card. What it is, by kind of setting:
   (``HfApi().model_info(name, revision=...).sha``). The engines then load exactly that commit (``load_revision``;
   on Ray the driver sends it to the actors, ``pinned``), so the identity recorded at stage start is the weights
   loaded even when the branch moves during the run, a fresh download included, and a resume after the download
-  sees the same identity and keeps its checkpoints. A cached branch stays at its cached commit (the loaders are
-  given the commit, so they do not look for a newer one): ``hf download <id>`` moves it. Only when neither the
-  cache nor the Hub answers is it ``hub:not-cached``, with one warning: the loader then downloads the branch's
-  head, and the resume after that download sees another identity and starts over; pin ``revision:``.
+  sees the same identity and keeps its checkpoints. Loading by commit writes no ``refs/<revision>``, so the
+  driver writes it after each model step (``record_ref``), as a download of the branch would: an offline run
+  after the first online one resolves the same commit from the cache. A cached branch stays at its cached
+  commit (the loaders are given the commit, so they do not look for a newer one): ``hf download <id>`` moves
+  it. Only when neither the cache nor the Hub answers is it ``hub:not-cached``, with one warning: the loader
+  then downloads the branch's head, and the resume after that download sees another identity and starts over;
+  pin ``revision:``. DOVE's ``embedding_model`` (``dove.embedding_revision``) is resolved, loaded and recorded
+  the same way (``weights_identity``, ``stages/dove_similarity.embed_texts``).
 - ``backend: openai``: ``openai:<served model name>``: the weights behind a server are its operator's
   to keep fixed under a name (the request cache keys on the name too; README "OpenAI-compatible servers").
 
@@ -49,6 +53,7 @@ agree on it.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -65,14 +70,22 @@ SAMPLES, BLOCK = 256, 256 << 10  # larger files: this many blocks of this many b
 _FOLDERS: dict[tuple, str] = {}  # (path, the files' stat) -> identity
 _HUB: dict[tuple[str, str | None], str | None] = {}  # (Hub id, revision) -> its commit, resolved once per process
 _UNRESOLVED: dict[tuple[str, str | None], str] = {}  # (Hub id, revision) -> why it has no commit, until warned
+_REF_FAILED: set[tuple[str, str | None]] = set()  # (Hub id, revision) whose cache ref could not be written (warned)
 COMMIT = re.compile(r"[0-9a-f]{40}")
+PIN = "revision: <40-hex commit> in llm (or the role)"  # where a model role's commit is pinned
 
 
 def model_identity(cfg: LLM) -> str:
     """The identity of the weights ``cfg`` (an ``llm`` config, a role's resolved) runs (see the module)."""
-    name = cfg.model
     if cfg.backend == "openai":
-        return f"openai:{name}"
+        return f"openai:{cfg.model}"
+    return weights_identity(cfg.model, cfg.revision)
+
+
+def weights_identity(name: str, revision: str | None = None, pin: str = PIN) -> str:
+    """The identity of the weights model setting ``name`` at Hub ``revision`` loads in-process (an ``llm``
+    role's, or DOVE's ``embedding_model``): ``tiny:``, ``smollm2:``, ``local:`` or ``hub:`` (see the module);
+    ``pin``: how the not-cached warning says to pin the commit."""
     seed = tiny_seed(name)
     if seed is not None:
         return f"{TINY_NAME}:{tiny_hash(seed)}"
@@ -88,9 +101,9 @@ def model_identity(cfg: LLM) -> str:
         return f"local:{folder_identity(local)}"
     if name.startswith(("/", "./", "../", "~")):  # not on this machine (its engine says so, if a step uses it)
         return "local:missing"
-    commit = hub_revision(name, cfg.revision)
+    commit = hub_revision(name, revision)
     if commit is None:
-        _say_not_cached(name, cfg.revision)
+        _say_not_cached(name, revision, pin)
     return f"hub:{commit or 'not-cached'}"
 
 
@@ -121,22 +134,56 @@ def hub_revision(name: str, revision: str | None = None) -> str | None:
     if _HUB.get(key):
         return _HUB[key]
     found = hub_commit(name, revision=revision)
-    if found is None and key not in _HUB:
+    asked = found is None and key not in _HUB
+    if asked:
         found, why = _ask_hub(name, revision)
         if found is None:
             _UNRESOLVED[key] = why
     _HUB[key] = found
+    if asked:
+        record_ref(name, revision)  # its snapshot may be cached already (loaded by commit), with no ref
     return found
 
 
-def _say_not_cached(name: str, revision: str | None) -> None:
+def record_ref(name: str, revision: str | None = None) -> None:
+    """Write the Hugging Face cache's ``refs/<revision>`` (None: ``main``) of Hub model ``name`` to the commit
+    this process resolved that branch or tag to through the Hub, once that commit's snapshot (its config.json) is
+    in the cache: what huggingface_hub writes when it downloads a branch, and what loading by commit (the engines
+    do, ``load_revision``) does not write, though an offline run resolves a branch from that ref only
+    (``hub_commit``). The driver calls it after each model step (``pipeline.execute.map_batches``). A ref that
+    already resolves to a cached snapshot is left as it is (another download's, maybe newer than this answer);
+    only a missing one, or one naming no snapshot with a config.json (a failed download's), is written. A cache
+    this user cannot write: one warning per process and model, nothing else."""
+    commit = _HUB.get((name, revision))
+    if not commit or (revision is not None and COMMIT.fullmatch(revision)) or (name, revision) in _REF_FAILED:
+        return
+    if hub_commit(name, revision=revision) is not None or hub_commit(name, revision=commit) != commit:
+        return  # the cache resolves the branch already, or the commit's snapshot is not there (yet)
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    ref = Path(constants.HF_HUB_CACHE, repo_folder_name(repo_id=name, repo_type="model"), "refs",
+               revision or constants.DEFAULT_REVISION)
+    tmp = ref.with_name(f"{ref.name}.{os.getpid()}.tmp")
+    try:  # atomically, as huggingface_hub does: a reader never sees half a commit
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(commit)
+        os.replace(tmp, ref)
+    except OSError as e:
+        _REF_FAILED.add((name, revision))
+        log.warning("model %s: could not record %s as its %r in the Hugging Face cache (%s: %s), so an offline run "
+                    "will not find it there; pin its revision to %s", name, commit,
+                    revision or constants.DEFAULT_REVISION, type(e).__name__, e, commit)
+
+
+def _say_not_cached(name: str, revision: str | None, pin: str = PIN) -> None:
     """One warning per process and model: its identity is ``hub:not-cached``, which the download will move."""
     why = _UNRESOLVED.pop((name, revision), None)
     if why is not None:
         at = f" at revision {revision!r}" if revision else ""
         log.warning("model %s%s: not in the Hugging Face cache and %s, so its weights identity is hub:not-cached; "
                     "the download moves it, and checkpoints of this run will not be reused after a resume: pin "
-                    "the weights with revision: <40-hex commit> in llm (or the role)", name, at, why)
+                    "the weights with %s", name, at, why, pin)
 
 
 def _ask_hub(name: str, revision: str | None) -> tuple[str | None, str]:
