@@ -1,7 +1,7 @@
 """How far two labellings of the same real chatbot turns agree, and where that leaves the `rules` detector.
 
     python bench/signals_agreement.py            # print the tables
-    python bench/signals_agreement.py --write    # ...and rewrite them in README.md and bench/README.md
+    python bench/signals_agreement.py --write    # ...and rewrite them in docs/wildfeedback_signals.md and bench/README.md
     python bench/signals_agreement.py --smoke    # the same tables, printed (it takes seconds)
 
 Labeller A: tests/fixtures/wildchat_labels.jsonl (the headline labels of bench/signals_eval.py). Labeller B:
@@ -15,8 +15,8 @@ many turns each labeller marks, raw agreement, Cohen's kappa, B's precision / re
 human-vs-human figure, comparable to the WildFeedback paper's GPT-4-vs-human DSAT P 0.83 / R 0.48); the rules'
 precision / recall against A, against B and on the consensus turns (A and B agree on that polarity); A's DSAT
 turns per `kind` with how many B also marks; B's DSAT turns A does not mark, by B's category; per category, the
-turns each labeller gives it. The tables between the ``signals-agreement`` markers of both READMEs are this
-script's output; tests/test_signals_agreement.py checks they are current.
+turns each labeller gives it. The tables between the ``signals-agreement`` markers of docs/wildfeedback_signals.md and
+bench/README.md are this script's output; tests/test_signals_agreement.py checks they are current.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def categories(s: dict) -> str:
     return "\n".join(rows)
 
 
-def readme_block(s: dict) -> str:
+def docs_block(s: dict) -> str:
     return "\n\n".join([summary(s), humans(s), rules(s)])
 
 
@@ -172,13 +172,13 @@ def current(path: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--write", action="store_true", help="rewrite the tables in README.md and bench/README.md")
+    ap.add_argument("--write", action="store_true", help="rewrite the tables in docs/wildfeedback_signals.md and bench/README.md")
     ap.add_argument("--smoke", action="store_true", help="print the tables only (the default; for the bench smoke test)")
     args = ap.parse_args()
     s = scores()
     print(bench_block(s))
     if args.write and not args.smoke:
-        for path, block in ((ROOT / "README.md", readme_block(s)), (ROOT / "bench" / "README.md", bench_block(s))):
+        for path, block in ((ROOT / "docs" / "wildfeedback_signals.md", docs_block(s)), (ROOT / "bench" / "README.md", bench_block(s))):
             text = path.read_text(encoding="utf-8")
             path.write_text(replace_block(text, block, path, MARK), encoding="utf-8")
             print(f"wrote {path.relative_to(ROOT)}")

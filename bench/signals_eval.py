@@ -1,15 +1,16 @@
 """How well the WildFeedback `rules` detector agrees with hand labels on real chatbot logs.
 
     python bench/signals_eval.py            # print the tables
-    python bench/signals_eval.py --write    # ...and rewrite them in README.md and bench/README.md
+    python bench/signals_eval.py --write    # ...and rewrite them in README.md, docs/wildfeedback_signals.md, bench/README.md
     python bench/signals_eval.py --smoke    # the same tables, printed (it takes seconds)
     python bench/signals_eval.py --part dev # the dev part only (to iterate on rules without seeing test)
     python bench/signals_eval.py --part dev-a   # one half of dev (write rules on one half, check them on the other)
 
 The labels are tests/fixtures/wildchat_labels.jsonl: 1,803 user turns of all 582 multi-turn real WildChat
 conversations (texts read from ../shared/data/real/wildchat_sample), split by conversation into dev (the rules were
-tuned on it) and test (read only to report). The tables between the ``signals-eval`` markers of both
-READMEs are this script's output; tests/test_wildfeedback_context.py checks they are current.
+tuned on it) and test (read only to report). The tables between the ``signals-eval`` markers of README.md (the
+headline table), docs/wildfeedback_signals.md and bench/README.md are this script's output;
+tests/test_wildfeedback_context.py checks they are current.
 """
 
 from __future__ import annotations
@@ -181,12 +182,22 @@ def old_fixture(real: Path = REAL) -> str:
             f"first patterns were tuned on; not chatbot logs, not the headline): {', '.join(cells)} (P / R).")
 
 
-def readme_block(s: dict, old: str) -> str:
+def readme_block(s: dict) -> str:
+    return headline(s)
+
+
+def docs_block(s: dict, old: str) -> str:
     return "\n\n".join([headline(s), gap(s), kinds(s), confidence(s), old])
 
 
 def bench_block(s: dict) -> str:
     return "\n\n".join([headline(s), gap(s), categories(s), languages(s), kinds(s), confidence(s)])
+
+
+def blocks(s: dict, old: str) -> dict[str, str]:
+    """What goes between the markers of each file that holds them (paths relative to the checkout)."""
+    return {"README.md": readme_block(s), "docs/wildfeedback_signals.md": docs_block(s, old),
+            "bench/README.md": bench_block(s)}
 
 
 def replace_block(text: str, block: str, path: Path, mark: str = MARK) -> str:
@@ -221,7 +232,7 @@ def dev_block(s: dict, part: str = "dev") -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--write", action="store_true", help="rewrite the tables in README.md and bench/README.md")
+    ap.add_argument("--write", action="store_true", help="rewrite the tables in README.md, docs/wildfeedback_signals.md and bench/README.md")
     ap.add_argument("--smoke", action="store_true", help="print the tables only (the default; for the bench smoke test)")
     ap.add_argument("--part", choices=["dev", *DEV_HALVES],
                     help="score the dev part or one of its halves only (iterate on rules without seeing test)")
@@ -234,7 +245,8 @@ def main() -> None:
     s, old = scores(), old_fixture()
     print(bench_block(s) + "\n\n" + old)
     if args.write and not args.smoke:
-        for path, block in ((ROOT / "README.md", readme_block(s, old)), (ROOT / "bench" / "README.md", bench_block(s))):
+        for rel, block in blocks(s, old).items():
+            path = ROOT / rel
             path.write_text(replace_block(path.read_text(encoding="utf-8"), block, path), encoding="utf-8")
             print(f"wrote {path.relative_to(ROOT)}")
 
