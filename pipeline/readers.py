@@ -60,7 +60,7 @@ def _expand_paths(path: str) -> list[Path]:
         files = sorted(f for f in found if f.is_file())
         if not files:
             raise SourceError(f"{path}: the folder holds no data files (names starting with _ or . are left out)")
-    elif glob.has_magic(path) and not p.exists():  # "export [2024].jsonl" is that file, not a glob matching none
+    elif is_glob(path):
         _all_listable(_glob_dirs(path))
         looped: dict[Path, bool] = {}
         found = [Path(f) for f in glob.glob(path, recursive=True)]
@@ -79,6 +79,12 @@ def _expand_paths(path: str) -> list[Path]:
         raise SourceError(f"{path}: no such file, folder or matching glob (paths are relative to the project root)"
                           f"{brackets}")
     return files
+
+
+def is_glob(path: str) -> bool:
+    """Whether a source path that is no folder is a glob: it holds ``*``, ``?`` or ``[`` and names no file
+    ("export [2024].jsonl" is that file, not a glob matching none)."""
+    return glob.has_magic(path) and not Path(path).exists()
 
 
 def _no_file_left_in_folders(pattern: str, dirs: list[Path], matched: set[Path]) -> None:
