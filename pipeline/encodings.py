@@ -152,17 +152,15 @@ def has_binary(schema: pa.Schema) -> bool:
 def binary_as_text(batch: pa.RecordBatch) -> tuple[pa.RecordBatch, set[str]]:
     """``batch`` with each column that holds binary values read as text where every value of it in the batch is
     UTF-8 (Arrow's cast checks it), and the names of those that are not: their values are ``decoded`` row by row."""
-    columns, left = list(batch.columns), set()
+    columns, left, cast = list(batch.columns), set(), False
     for j, column in enumerate(columns):
         kind = _as_text(column.type)
         if kind != column.type:
             try:
-                columns[j] = column.cast(kind)
+                columns[j], cast = column.cast(kind), True
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 left.add(batch.schema.names[j])
-    if len(left) == sum(_as_text(c.type) != c.type for c in batch.columns):
-        return batch, left
-    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names), left
+    return (pa.RecordBatch.from_arrays(columns, names=batch.schema.names) if cast else batch), left
 
 
 def decoded(value: Any) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 # Far deeper than any real record (OpenAssistant trees are ~15 levels) and far below Python's
@@ -111,11 +111,14 @@ def array_elements(text: str) -> Iterator[tuple[str | None, str | None]]:
     if text[start:start + 1] != "[":
         yield None, "invalid JSON: the file is neither an array of records nor JSON lines"
         return
-    yield from _elements(text, start, wrapper is not None)
+    at: int | None = start
+    while at is not None:  # a loop, not recursion: a file may name "data" thousands of times
+        at = yield from _elements(text, at, wrapper is not None)
 
 
-def _elements(text: str, start: int, wrapper: bool) -> Iterator[tuple[str | None, str | None]]:
-    """``array_elements`` of the array that starts at ``text[start]``."""
+def _elements(text: str, start: int, wrapper: bool) -> Generator[tuple[str | None, str | None], None, int | None]:
+    """``array_elements`` of the array that starts at ``text[start]``; returns where the next "data" array of the
+    wrapper starts, if the file names the key again."""
     depth, begin = 0, start + 1
     for m in _ARRAY_TOKENS.finditer(text, start + 1):
         c = text[m.start()]
@@ -128,8 +131,7 @@ def _elements(text: str, start: int, wrapper: bool) -> Iterator[tuple[str | None
                 yield text[begin:m.start()], None
             if wrapper and (again := _DATA_AGAIN.match(text, m.end())):
                 yield None, DATA_TWICE
-                yield from _elements(text, again.end() - 1, wrapper)
-                return
+                return again.end() - 1
             rest = text[m.end():].strip()
             if rest != ("}" if wrapper else ""):
                 yield None, f"invalid JSON: unexpected text after the array: {rest[:40]!r}"

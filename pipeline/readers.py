@@ -60,7 +60,7 @@ def _expand_paths(path: str) -> list[Path]:
         files = sorted(f for f in found if f.is_file())
         if not files:
             raise SourceError(f"{path}: the folder holds no data files (names starting with _ or . are left out)")
-    elif glob.has_magic(path) and not p.exists():  # "export [2024].jsonl" is that file, not a glob matching none
+    elif is_glob(path):
         _all_listable(_glob_dirs(path))
         looped: dict[Path, bool] = {}
         found = [Path(f) for f in glob.glob(path, recursive=True)]
@@ -81,6 +81,12 @@ def _expand_paths(path: str) -> list[Path]:
     return files
 
 
+def is_glob(path: str) -> bool:
+    """Whether a source path that is no folder is a glob: it holds ``*``, ``?`` or ``[`` and names no file
+    ("export [2024].jsonl" is that file, not a glob matching none)."""
+    return glob.has_magic(path) and not Path(path).exists()
+
+
 def _no_file_left_in_folders(pattern: str, dirs: list[Path], matched: set[Path]) -> None:
     """SourceError naming the first data file below a folder the glob matches that the glob does not match itself
     (``logs/*`` matches ``logs/2024/``, not the files in it): it was left out of the source without a word."""
@@ -92,7 +98,7 @@ def _no_file_left_in_folders(pattern: str, dirs: list[Path], matched: set[Path])
                     and not any(p.startswith(("_", ".")) for p in f.relative_to(d).parts)):
                 raise SourceError(f"{pattern}: the glob matches the folder {d} but not {f} in it, which would be left "
                                   f"out; match the files below it too (e.g. {Path(pattern).parent / '**' / '*'}"
-                                  f"{''.join(f.suffixes[-2:]) if f.suffix.lower() == '.gz' else f.suffix}) or point "
+                                  f"{_ending(f)}) or point "
                                   "the path at the folder")
 
 
@@ -151,6 +157,11 @@ def _no_broken_links(paths: list[Path]) -> None:
 def _suffix(path: Path) -> str:
     suffixes = [s for s in path.suffixes if s.lower() != ".gz"]
     return suffixes[-1].lower() if suffixes else ""
+
+
+def _ending(path: Path) -> str:
+    """How a data file's name ends, as written (".jsonl.gz", ".JSONL"): a suggested glob ends so, to match it."""
+    return "".join(path.suffixes[-2:]) if path.suffix.lower() == ".gz" else path.suffix
 
 
 # --- formats (JSON lines, JSON and CSV: readers_json.py, readers_csv.py) ---------------------------
@@ -306,11 +317,11 @@ def source_files(path: str) -> list[Path]:
     """The files of a local source (``expand_paths``), each of a type a reader knows, or SourceError
     naming the first that is not (a README.md or LICENSE in a dataset folder), before any is read."""
     files = expand_paths(path)
-    # the suggested glob ends as a data file's name does (".jsonl.gz", ".JSONL"), so that it matches it
-    known = [("".join(f.suffixes[-2:]) if f.suffix.lower() == ".gz" else f.suffix) for f in files if _suffix(f) in READERS]
     for file in files:
         if _suffix(file) not in READERS:
-            hint = f"; point the path at the data files only, e.g. {Path(path) / '**' / ('*' + known[0])}" if known else ""
+            known = next((f for f in files if _suffix(f) in READERS), None)  # the suggested glob matches its name
+            hint = f"; point the path at the data files only, e.g. {Path(path) / '**' / ('*' + _ending(known))}" \
+                if known else ""
             raise SourceError(f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} "
                               f"(optionally .gz, but for .parquet){hint}")
         if _suffix(file) == ".parquet" and file.suffix.lower() == ".gz":  # read by row group, which needs to seek

@@ -45,6 +45,10 @@ class SeenRows:
     def _key(self, table: str, row: dict[str, Any]) -> int:
         return xxhash.xxh64_intdigest("\x1f".join([table, *(str(row[c]) for c in self.id_columns[table])]).encode())
 
+    def _ids(self, table: str, row: dict[str, Any]) -> tuple[Any, ...]:
+        """The row's id values, as a clash's reason names them."""
+        return tuple(row[c] for c in self.id_columns[table])
+
     @staticmethod
     def _content(row: dict[str, Any]) -> int:
         """A hash of the row's values: its fields in name order, each as pickle writes it without its memo, so
@@ -67,12 +71,11 @@ class SeenRows:
         for table, pairs in hashed.items():
             for row, (key, content) in zip(rows[table], pairs, strict=True):
                 prior = self.seen.get(key)
-                ids = tuple(row[c] for c in self.id_columns[table])
                 if prior is not None and prior >> 64 != content:
-                    return (f"{table} id {ids} already produced by {self._where(prior & ((1 << 64) - 1))} with "
+                    return (f"{table} id {self._ids(table, row)} already produced by {self._where(prior & ((1 << 64) - 1))} with "
                             "different content (two records share an id: give them distinct ids, or drop one)")
                 if own.setdefault(key, content) != content:
-                    return (f"{table} id {ids} is produced twice by this record with different content (two of its "
+                    return (f"{table} id {self._ids(table, row)} is produced twice by this record with different content (two of its "
                             "parts share an id, such as two messages of a tree with one message_id): give them "
                             "distinct ids")
         at = self._at(where)

@@ -51,7 +51,7 @@ from pipeline.jsontext import preview_of
 from pipeline.limits import JSON_FILE_RECORDS, over_limit
 from pipeline.metrics import counted, say, write_metrics
 from pipeline.outputs import stage_outputs
-from pipeline.readers import source_files
+from pipeline.readers import is_glob, source_files
 from pipeline.records import ID_COLUMNS, MODELS, SCHEMAS
 from pipeline.seen import SeenRows
 
@@ -95,7 +95,7 @@ def _base_dir(path: str) -> Path:
     p = Path(path)
     if p.is_dir():
         return p
-    if any(ch in path for ch in "*?[") and not p.exists():  # a file named "export [2024].jsonl" is no glob
+    if is_glob(path):
         head = re.split(r"[*?\[]", path, maxsplit=1)[0]
         return Path(head) if head.endswith(os.sep) else Path(head).parent
     return p.parent

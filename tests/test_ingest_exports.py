@@ -164,6 +164,16 @@ def test_a_json_file_naming_data_twice_with_the_same_records_loses_nothing(tmp_p
     assert not res.rejects and [d["text"] for d in res.rows["documents"]] == ["x"]
 
 
+def test_a_json_file_naming_data_thousands_of_times_is_read_not_a_crash(tmp_path):
+    """Each further "data" array was read by one more level of recursion: 2,000 of them raised RecursionError out of
+    the reader and failed the stage. Each record is a reject naming the key, as for two."""
+    arrays = ", ".join(f'"data": [{{"id": "d{i}", "text": "x"}}]' for i in range(2000))
+    (tmp_path / "d.json").write_text("{" + arrays + "}")
+    res = _ingest(tmp_path / "d.json")
+    assert (res.metrics["rows_in"], res.metrics["rejected"]) == (2000, 2000)
+    assert all("the file names the key 'data' twice" in r["reason"] for r in res.rejects)
+
+
 # --- file-level rejects count the rows they lose -----------------------------------------------------
 
 
