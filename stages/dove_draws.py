@@ -115,7 +115,7 @@ def conditional_comparisons(items: pl.DataFrame, instructions: pl.DataFrame, k: 
     (comparisons, redrawn)."""
     a, b, redrawn = conditional_draws(instructions, k, side_hashes(items), seed, max_redraws)
     return comparisons(items, a, b, conditional=True,
-                       similarity=pl.Series([None] * a.size, dtype=pl.Float64)), redrawn
+                       similarity=pl.repeat(None, a.size, dtype=pl.Float64, eager=True)), redrawn
 
 
 def drop_same_text(comps: pl.DataFrame) -> tuple[pl.DataFrame, int]:
