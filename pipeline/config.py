@@ -194,10 +194,15 @@ def _resolve(params: Params, section: BaseModel, role: str) -> LLM:
     return resolve_role(params.llm, getattr(section.roles, role))
 
 
+def section_roles(params: Params, name: str) -> dict[str, LLM]:
+    """Every role of a stage section, resolved against ``llm``: {role: its engine config}."""
+    section = getattr(params, name)
+    return {r: _resolve(params, section, r) for r in type(section.roles).model_fields}
+
+
 def section_models(params: Params, name: str) -> list[str]:
     """Every model a stage section's roles resolve to."""
-    section = getattr(params, name)
-    return [_resolve(params, section, r).model for r in type(section.roles).model_fields]
+    return [llm.model for llm in section_roles(params, name).values()]
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any], prefix: str = "") -> tuple[dict[str, Any], dict[str, Any]]:

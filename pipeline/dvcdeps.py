@@ -13,10 +13,10 @@ import os
 import re
 from pathlib import Path
 
+from pipeline.hub_source import HF_PREFIX
 from pipeline.yaml12 import YAMLError, YamlFileError, load_yaml_file
 
 DVC_FILE = Path("dvc.yaml")
-HF_PREFIX = "hf://"
 
 
 def _fixed_part(path: str) -> str:

@@ -48,21 +48,29 @@ def _repeats(owner: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return ~df.select(pl.struct("o", "a", "b").is_first_distinct()).to_series().to_numpy()
 
 
-def joint_draws(instructions: pl.DataFrame, inst_a: np.ndarray, inst_b: np.ndarray, side: np.ndarray, seed: int,
-                max_redraws: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Item rows (a, b) for each instruction pair, redrawing a pair whose sides are the same text.
-    Returns (a, b, how many draws a redraw replaced)."""
-    rng = np.random.default_rng([seed, JOINT_STREAM])
-    a, b = _pick(instructions, inst_a, rng), _pick(instructions, inst_b, rng)
-    bad = side[a] == side[b]
+def _redraw(draw, bad_of, seed: int, stream: int, max_redraws: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Item rows (a, b) from ``draw(rows, rng)`` over all rows (``slice(None)``), then, up to ``max_redraws``
+    times, drawn again on the rows ``bad_of(a, b)`` marks, from a generator seeded by (``seed``, ``stream``,
+    attempt). Returns (a, b, how many draws a redraw replaced)."""
+    a, b = draw(slice(None), np.random.default_rng([seed, stream]))
+    bad = bad_of(a, b)
     first_bad = bad.copy()
     for attempt in range(1, max_redraws + 1):
         if not bad.any():
             break
-        rng = np.random.default_rng([seed, JOINT_STREAM, attempt])
-        a[bad], b[bad] = _pick(instructions, inst_a[bad], rng), _pick(instructions, inst_b[bad], rng)
-        bad = side[a] == side[b]
+        a[bad], b[bad] = draw(bad, np.random.default_rng([seed, stream, attempt]))
+        bad = bad_of(a, b)
     return a, b, int((first_bad & ~bad).sum())
+
+
+def joint_draws(instructions: pl.DataFrame, inst_a: np.ndarray, inst_b: np.ndarray, side: np.ndarray, seed: int,
+                max_redraws: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Item rows (a, b) for each instruction pair, redrawing a pair whose sides are the same text.
+    Returns (a, b, how many draws a redraw replaced)."""
+    def draw(rows: np.ndarray | slice, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return _pick(instructions, inst_a[rows], rng), _pick(instructions, inst_b[rows], rng)
+
+    return _redraw(draw, lambda a, b: side[a] == side[b], seed, JOINT_STREAM, max_redraws)
 
 
 def conditional_draws(instructions: pl.DataFrame, k: int, side: np.ndarray, seed: int,
@@ -74,16 +82,9 @@ def conditional_draws(instructions: pl.DataFrame, k: int, side: np.ndarray, seed
     multi = instructions.filter(pl.col("n_items") >= 2)
     first = np.repeat(multi["first_row"].to_numpy(), k)
     count = np.repeat(multi["n_items"].to_numpy(), k)
-    a, b = _two_of(first, count, np.random.default_rng([seed, CONDITIONAL_STREAM]))
-    bad = (side[a] == side[b]) | _repeats(first, a, b)
-    first_bad = bad.copy()
-    for attempt in range(1, max_redraws + 1):
-        if not bad.any():
-            break
-        rng = np.random.default_rng([seed, CONDITIONAL_STREAM, attempt])
-        a[bad], b[bad] = _two_of(first[bad], count[bad], rng)
-        bad = (side[a] == side[b]) | _repeats(first, a, b)
-    redrawn = int((first_bad & ~bad).sum())
+    a, b, redrawn = _redraw(lambda rows, rng: _two_of(first[rows], count[rows], rng),
+                            lambda a, b: (side[a] == side[b]) | _repeats(first, a, b), seed, CONDITIONAL_STREAM,
+                            max_redraws)
     keep = ~_repeats(first, a, b)
     return a[keep], b[keep], redrawn
 
@@ -114,7 +115,7 @@ def conditional_comparisons(items: pl.DataFrame, instructions: pl.DataFrame, k: 
     (comparisons, redrawn)."""
     a, b, redrawn = conditional_draws(instructions, k, side_hashes(items), seed, max_redraws)
     return comparisons(items, a, b, conditional=True,
-                       similarity=pl.Series([None] * a.size, dtype=pl.Float64)), redrawn
+                       similarity=pl.repeat(None, a.size, dtype=pl.Float64, eager=True)), redrawn
 
 
 def drop_same_text(comps: pl.DataFrame) -> tuple[pl.DataFrame, int]:

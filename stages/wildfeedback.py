@@ -45,7 +45,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from pipeline.config import Params, Wildfeedback, resolve_role
+from pipeline.config import Params, Wildfeedback, resolve_role, section_roles
 from pipeline.errors import StageError
 from pipeline.execute import clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import ShardWriter, iter_batches, shard_sizes
@@ -298,8 +298,7 @@ def main(params: Params) -> None:
     check_sources(IN, params.wildfeedback.sources)  # before the judge gates: with a real model, minutes
     gates, params, judge_usable = run_gates(params)
     cfg, ex = params.wildfeedback, params.execution
-    roles = {r: resolve_role(params.llm, getattr(cfg.roles, r)) for r in type(cfg.roles).model_fields}
-    models = model_identities(roles)  # the weights each role runs, for details.json and the card
+    models = model_identities(section_roles(params, "wildfeedback"))  # the weights each role runs (details.json, card)
     fp = output_fingerprint(params)
     sizes = shard_sizes(ex, spill_bytes=ex.spill_bytes, fingerprint=fp)
     metrics: dict = {}

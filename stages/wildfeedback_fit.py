@@ -253,8 +253,8 @@ def answers_follow_up(chosen: str, feedback: str, rejected: str, last_user: pl.E
     supplies the addition, not the whole answer).
     A rewrite after "make it shorter", "in a table" or "another one" is no addition and is kept, and so is a
     full rewrite after an additive request, which restates the earlier answer's content."""
-    asks = _lower(feedback).str.slice(0, OPENING_CHARS).str.contains(_ADDITIVE)
     phrase = _lower(feedback).str.slice(0, OPENING_CHARS).str.extract(f"({_ADDITIVE})").str.strip_chars()
+    asks = phrase.is_not_null()
     asked_before = last_user.fill_null("").str.to_lowercase().str.contains(phrase, literal=True)
     opener = _lower(chosen).str.slice(0, OPENING_CHARS).str.contains(_FOLLOW_UP_OPENER)
     partial = coverage(chosen, rejected) < COVERAGE
