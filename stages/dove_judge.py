@@ -272,7 +272,7 @@ def run_gate(judge_probes, cfg, model: str, on_failure: str, checkpoint=None) ->
     kinds = {k: detail[f"{k}_accuracy"] for k in labelled if detail[f"{k}_accuracy"] is not None}
     return check_gate("dove", "judge", model, correct, min_accuracy=cfg.gates.judge, key="dove.gates.judge",
                       on_failure=on_failure, detail=detail, errors=judged_df["failure"].to_list(), contrasts=kinds,
-                      checkpoints=[checkpoint] if checkpoint else [])
+                      checkpoints=[checkpoint])
 
 
 # --- metrics -------------------------------------------------------------------------------------

@@ -171,4 +171,4 @@ def judge_gate(params: Params, ckpt_root: Path | None = None) -> dict | None:
     return check_gate("wildfeedback", "judge", role.model, correct, min_accuracy=cfg.gates.judge,
                       key="wildfeedback.gates.judge", on_failure=params.execution.on_gate_failure,
                       detail={"pairs": len(probes), "orders": 2, "right_as_a": sum(first), "right_as_b": sum(second)},
-                      errors=out["error"].to_pylist(), checkpoints=[ck] if ck else [])
+                      errors=out["error"].to_pylist(), checkpoints=[ck])
