@@ -146,7 +146,7 @@ def step_fingerprint(ck: Checkpoint, fn: Callable[..., Any], fn_kwargs: dict[str
     dirs = [Path(__file__).resolve().parent]
     if module is not None and getattr(module, "__file__", None):
         dirs.append(Path(module.__file__).resolve().parent)
-    config = engine.model_dump(mode="json", exclude={"revision"} if engine and engine.revision is None else None) \
+    config = engine.model_dump(mode="json", exclude={"revision"} if engine.revision is None else None) \
         if engine is not None else None  # no revision: the fingerprints checkpoints had before the key existed
     payload = [ck.fingerprint, fn_kwargs, config, _code_version(*sorted(set(dirs)))]
     if engine is not None:  # the weights, not only their name (pipeline/llm/identity.py)
