@@ -135,21 +135,22 @@ def _plain(value: Any) -> Any:
                     "fingerprinted; pass str, numbers, lists, dicts or pydantic models")
 
 
-def step_fingerprint(ck: Checkpoint, fn: Callable[..., Any], fn_kwargs: dict[str, Any], engine: LLM | None) -> str:
+def step_fingerprint(ck: Checkpoint, fn: Callable[..., Any], fn_kwargs: dict[str, Any], engine: LLM | None,
+                     identity: str | None) -> str:
     """What a checkpoint file must have been computed with to be reused: the caller's fingerprint (params),
-    the step's keyword arguments (prompt templates, settings), the engine config and the identity of its
-    weights (``model_identity``: a folder re-trained in place keeps its name), and the code of the step's
+    the step's keyword arguments (prompt templates, settings), the engine config and ``identity``, its
+    weights' (``model_identity``: a folder re-trained in place keeps its name), and the code of the step's
     package and of ``pipeline/`` (modules, templates and probes: rows computed before an edit of them must
     not be mixed with rows computed after it)."""
     module = sys.modules.get(getattr(getattr(fn, "func", fn), "__module__", ""))  # functools.partial: its func
     dirs = [Path(__file__).resolve().parent]
     if module is not None and getattr(module, "__file__", None):
         dirs.append(Path(module.__file__).resolve().parent)
-    config = engine.model_dump(mode="json", exclude={"revision"} if engine and engine.revision is None else None) \
+    config = engine.model_dump(mode="json", exclude={"revision"} if engine.revision is None else None) \
         if engine is not None else None  # no revision: the fingerprints checkpoints had before the key existed
     payload = [ck.fingerprint, fn_kwargs, config, _code_version(*sorted(set(dirs)))]
     if engine is not None:  # the weights, not only their name (pipeline/llm/identity.py)
-        payload.append(model_identity(engine))
+        payload.append(identity)
     return xxhash.xxh3_128(json.dumps(payload, sort_keys=True, default=_plain).encode()).hexdigest()
 
 
@@ -254,8 +255,9 @@ def map_batches(
     n = table.num_rows
     if n == 0:
         return None
-    model = {"model": engine.model, "identity": model_identity(engine)} if engine is not None else None
-    store = (_Store(checkpoint, table, batch_size, step_fingerprint(checkpoint, fn, fn_kwargs, engine), model)
+    identity = model_identity(engine) if engine is not None else None  # once: the fingerprint and model.json
+    model = {"model": engine.model, "identity": identity} if engine is not None else None
+    store = (_Store(checkpoint, table, batch_size, step_fingerprint(checkpoint, fn, fn_kwargs, engine, identity), model)
              if checkpoint is not None else None)
     spans = store.pending() if store is not None else [(0, n)]
     pieces = {s: done for s, (_, done) in store.done.items()} if store is not None else {}

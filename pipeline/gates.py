@@ -61,7 +61,7 @@ def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, mi
     distinction, as one that makes only the easy one (a query filter that drops the placeholder query and
     keeps every unrelated one: 18 of 24 probes right) would otherwise pass a 0.75 gate.
 
-    ``checkpoints``: the probes' step checkpoints (``pipeline.execute.Checkpoint``). A stage checkpoints its probe
+    ``checkpoints``: the probes' step checkpoints (``pipeline.execute.Checkpoint``; None: none). A stage checkpoints its probe
     calls like its other model steps, under the fingerprint of the step the judge labels (params, engine, weights,
     code): a resumed run decides the gate from the answers the first run got, without asking (or loading) the
     model again, and so as the first run decided it. A gate that stops the stage clears them, so the rerun that
@@ -114,7 +114,8 @@ def check_gate(stage: str, role: str, model: str, correct: Sequence[bool], *, mi
     if not passed:
         if on_failure == "error":
             for ck in checkpoints:
-                ck.clear()
+                if ck is not None:  # a stage run without checkpoints
+                    ck.clear()
             raise JudgeGateError(f"{message}; its labels are not used. Fix: {fix}")
         say(f"{message}; its labels are withheld (execution.on_gate_failure=withhold). Fix: {fix}", "GATE FAILED")
     elif lowered:

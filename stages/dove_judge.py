@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from pipeline.budget import shorten
 from pipeline.gates import check_gate, load_probes
+from pipeline.llm.base import first_error
 from pipeline.llm.chat import token_fit
 from pipeline.metrics import counted
 from pipeline.prompt import fill
@@ -92,7 +93,7 @@ def _check_distribution(probs: Any) -> str | None:
         values = [float(p) for p in probs]
     except (TypeError, ValueError):
         return f"invalid judge distribution: not a list of numbers ({str(probs)[:80]})"
-    refused = next((p.error for p in probs if isinstance(getattr(p, "error", None), str)), None)
+    refused = first_error(probs)
     if refused is not None:  # a row the engine could not score (pipeline.llm.base.FailedValue)
         return f"engine error: {refused}"
     if len(values) != len(OPTIONS):
@@ -271,7 +272,7 @@ def run_gate(judge_probes, cfg, model: str, on_failure: str, checkpoint=None) ->
     kinds = {k: detail[f"{k}_accuracy"] for k in labelled if detail[f"{k}_accuracy"] is not None}
     return check_gate("dove", "judge", model, correct, min_accuracy=cfg.gates.judge, key="dove.gates.judge",
                       on_failure=on_failure, detail=detail, errors=judged_df["failure"].to_list(), contrasts=kinds,
-                      checkpoints=[checkpoint] if checkpoint else [])
+                      checkpoints=[checkpoint])
 
 
 # --- metrics -------------------------------------------------------------------------------------

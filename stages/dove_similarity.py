@@ -139,19 +139,18 @@ def _l2_rows(x: sp.csr_matrix, lo: int, hi: int) -> None:
 def embed_texts(texts: list[str], model_id: str, batch_size: int = 32, max_length: int = 512,
                 revision: str | None = None) -> np.ndarray:
     """Unit-norm mean-pooled embeddings from a Hugging Face model: a hub id (downloaded unless cached) at
-    ``revision`` (None: main), loaded at the commit its weights identity names (``hub_revision``, as the model
+    ``revision`` (None: main), loaded at the commit its weights identity names (``weights_revision``, as the model
     roles' engines do, and its branch recorded in the cache for offline runs), a local folder, or ``tiny``
     (the built-in offline model, meaningless vectors, for wiring checks)."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from pipeline.config_shared import not_on_hub
     from pipeline.errors import ModelLoadError
     from pipeline.llm import resolve_model
-    from pipeline.llm.identity import hub_revision, record_ref
+    from pipeline.llm.identity import record_ref, weights_revision
 
     try:  # a wrong dove.embedding_model is one line naming that key, not a transformers traceback
-        rev = None if not_on_hub("transformers", model_id) else hub_revision(model_id, revision) or revision
+        rev = weights_revision(model_id, revision)
         path = resolve_model(model_id, hub=rev == revision, revision=rev)  # resolved: the Hub has it
         tok = AutoTokenizer.from_pretrained(path, revision=rev)
         model = AutoModel.from_pretrained(path, revision=rev).eval()

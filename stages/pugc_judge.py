@@ -34,7 +34,7 @@ from pydantic import BaseModel
 
 from pipeline.config import LLM, Params, Sampling
 from pipeline.gates import check_gate, load_probes
-from pipeline.llm.base import GenerationFailure
+from pipeline.llm.base import GenerationFailure, first_error
 from pipeline.prompt import fill_rows, template
 from stages.pugc_io import checkpoint_of, run_step
 
@@ -77,18 +77,7 @@ def judge_answerable(batch: pa.Table, engine) -> pa.Table:
     answers = engine.choose(prompts, ["True", "False"])
     probs = np.asarray(answers, dtype=np.float64).reshape(len(prompts), 2)
     return batch.append_column("p_true", pa.array(probs[:, 0] / probs.sum(axis=1))).append_column(
-        "error", pa.array([call_error(a) for a in answers], pa.string()))
-
-
-def call_error(answer: Sequence) -> str | None:
-    """Why the engine gave no answer to one prompt: the ``error`` of the first of its values that carries one
-    (a ``FailedValue`` in place of a probability, a ``GenerationFailure``), else None.
-
-    >>> from pipeline.llm.base import FailedValue
-    >>> call_error([0.2, 0.8]), call_error([FailedValue("request refused: HTTP 400"), FailedValue("x")])
-    (None, 'request refused: HTTP 400')
-    """
-    return next((e for v in answer if isinstance(e := getattr(v, "error", None), str)), None)
+        "error", pa.array([first_error(a) for a in answers], pa.string()))
 
 
 def query_filter(queries: pl.DataFrame, threshold: float) -> pl.DataFrame:
@@ -138,7 +127,7 @@ def score_responses(
             {
                 "response_id": batch["response_id"],
                 "probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.ravel()), 5),
-                "error": pa.array([call_error(a) for a in answers], pa.string()),
+                "error": pa.array([first_error(a) for a in answers], pa.string()),
             }
         )
     outs = engine.generate(prompts, n=n_judgments, sampling=sampling, schema=Vote)
@@ -148,7 +137,7 @@ def score_responses(
             "response_id": batch["response_id"],
             "votes": pa.array(votes, pa.list_(pa.int64())),
             "failures": pa.array([len(s) - len(v) for s, v in zip(outs, votes, strict=True)], pa.int64()),
-            "error": pa.array([None if v else call_error(s) for s, v in zip(outs, votes, strict=True)], pa.string()),
+            "error": pa.array([None if v else first_error(s) for s, v in zip(outs, votes, strict=True)], pa.string()),
         }
     )
 

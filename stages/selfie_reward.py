@@ -100,7 +100,7 @@ def reward_gate(sel: Selfie, ex: Execution, policy: LLM, reference: LLM,
     checkpoints = []
     for role, cfg in (("policy", policy), ("reference", reference)):
         ck = step_checkpoint(checkpoint_root, f"gate_logprob_{role}", cfg) if checkpoint_root is not None else None
-        checkpoints += [ck] if ck is not None else []
+        checkpoints.append(ck)
         lp = map_batches(
             table,
             teacher_force,

@@ -290,7 +290,7 @@ def detector_gate(params: Params, ckpt_root: Path | None = None) -> dict | None:
                       key="wildfeedback.gates.detector", on_failure=params.execution.on_gate_failure,
                       detail={"turns": len(probes), "questions_per_turn": 2, "failures": sum(not r["ok"] for r in rows),
                               "turns_wrong": wrong},
-                      errors=[None if r["ok"] else r["error"] for r in rows], checkpoints=[ck] if ck else [],
+                      errors=[None if r["ok"] else r["error"] for r in rows], checkpoints=[ck],
                       contrasts={q: question_accuracy(probes, correct[i::2], q) for i, q in enumerate(("sat", "dsat"))})
 
 

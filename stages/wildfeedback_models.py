@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.config import Params, Sampling, resolve_role
 from pipeline.execute import map_batches, step_checkpoint
 from pipeline.gates import check_gate, load_probes
-from pipeline.llm.base import GenerationFailure
+from pipeline.llm.base import GenerationFailure, first_error
 from pipeline.prompt import copies_template, escape, fill
 from stages.wildfeedback_common import per_prompt, prompt, render, window
 
@@ -129,8 +129,7 @@ def judge(batch: pa.Table, engine, *, template_text: str, context_messages: int 
     out = batch.append_column("p_chosen_first", pa.array(first, pa.float64())).append_column(
         "p_chosen_second", pa.array(second, pa.float64()))
     if errors:
-        why = [next((p.error for p in probs[2 * i] + probs[2 * i + 1] if isinstance(getattr(p, "error", None), str)),
-                    None) for i in range(len(rows))]
+        why = [first_error(probs[2 * i] + probs[2 * i + 1]) for i in range(len(rows))]
         out = out.append_column("error", pa.array(why, pa.string()))
     return out
 
@@ -145,7 +144,7 @@ def judge_drop_reason() -> pl.Expr:
 
 
 def _refused(probs: list[float]) -> bool:
-    return any(isinstance(getattr(p, "error", None), str) for p in probs)
+    return first_error(probs) is not None
 
 
 def judge_gate(params: Params, ckpt_root: Path | None = None) -> dict | None:
@@ -172,4 +171,4 @@ def judge_gate(params: Params, ckpt_root: Path | None = None) -> dict | None:
     return check_gate("wildfeedback", "judge", role.model, correct, min_accuracy=cfg.gates.judge,
                       key="wildfeedback.gates.judge", on_failure=params.execution.on_gate_failure,
                       detail={"pairs": len(probes), "orders": 2, "right_as_a": sum(first), "right_as_b": sum(second)},
-                      errors=out["error"].to_pylist(), checkpoints=[ck] if ck else [])
+                      errors=out["error"].to_pylist(), checkpoints=[ck])

@@ -142,14 +142,20 @@ def score(batch: pa.Table, engine, marker: str) -> pa.Table:
     return pa.table({"id": batch["id"], "logprob": [s.logprob for s in engine.logprobs(prompts, ["yes"] * len(prompts))]})
 
 
-def test_a_resume_after_the_first_download_keeps_its_checkpoints(hub, tmp_path, monkeypatch):
-    cfg = LLM(model="org/m", **CFG)  # no revision, not cached: main's head, asked of the Hub
+def _first_run_killed_at_r8(cfg: LLM, hub, tmp_path: Path):
+    """A first run of ``score`` over ROWS with ``cfg``'s engine, killed at r8: its (checkpoint, marker, loaded)."""
     ck, marker, loaded = Checkpoint(tmp_path / "ck", fingerprint="params"), tmp_path / "kill", []
     marker.touch()
     with pytest.raises(RuntimeError, match="killed at r8"):
         map_batches(ROWS, score, execution=_execution(), engine=cfg, checkpoint=ck, engine_factory=_downloading_engine(
             hub, loaded), fn_kwargs={"marker": str(marker)})
     marker.unlink()
+    return ck, marker, loaded
+
+
+def test_a_resume_after_the_first_download_keeps_its_checkpoints(hub, tmp_path, monkeypatch):
+    cfg = LLM(model="org/m", **CFG)  # no revision, not cached: main's head, asked of the Hub
+    ck, marker, loaded = _first_run_killed_at_r8(cfg, hub, tmp_path)
     monkeypatch.setattr(identity, "_HUB", {}, raising=False)  # a new process
     monkeypatch.setattr(pipeline.llm, "_ENGINES", {})
     calls = []
@@ -161,12 +167,7 @@ def test_a_resume_after_the_first_download_keeps_its_checkpoints(hub, tmp_path, 
 
 def test_an_offline_run_after_the_first_online_one_finds_the_branch_it_downloaded(hub, tmp_path, monkeypatch):
     cfg = LLM(model="org/m", **CFG)  # no revision, not cached: main's head asked of the Hub, that commit loaded
-    ck, marker, loaded = Checkpoint(tmp_path / "ck", fingerprint="params"), tmp_path / "kill", []
-    marker.touch()
-    with pytest.raises(RuntimeError, match="killed at r8"):
-        map_batches(ROWS, score, execution=_execution(), engine=cfg, checkpoint=ck, engine_factory=_downloading_engine(
-            hub, loaded), fn_kwargs={"marker": str(marker)})
-    marker.unlink()
+    ck, marker, loaded = _first_run_killed_at_r8(cfg, hub, tmp_path)
     assert (hub / "models--org--m" / "refs" / "main").read_text() == S  # as a download of main records it
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the cluster: a new process, offline
     monkeypatch.setattr(identity, "_HUB", {})

@@ -22,11 +22,15 @@ from tests.dove_fakes import ScriptedJudge, load_helpful
 REFUSED = "request refused: HTTP 400: content filter"
 
 
-def _disk_full(monkeypatch, module) -> None:
+def _first_run_fails_writing_outputs(monkeypatch, module, run) -> None:
+    """``run()`` once with ``module``'s ``commit_outputs`` failing (the disk full), after the stage's gates."""
     def full(out):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(module, "commit_outputs", full)
+    with monkeypatch.context() as m:
+        m.setattr(module, "commit_outputs", full)
+        with pytest.raises(OSError):
+            run()
 
 
 # --- resumed: no probe asked again ------------------------------------------------------------------------
@@ -41,10 +45,7 @@ def test_a_resumed_dove_run_does_not_ask_the_judge_its_probes_again(params, real
     engine = ScriptedJudge()
     monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: engine, raising=False)
     p = _stage_params(params)
-    with monkeypatch.context() as m:
-        _disk_full(m, dove)
-        with pytest.raises(OSError):
-            dove.main(p)
+    _first_run_fails_writing_outputs(monkeypatch, dove, lambda: dove.main(p))
     kept = (tmp_path / ".prefpipe/checkpoints/dove/gate_judge").is_dir()
     engine.calls.clear()
     dove.main(p)
@@ -58,10 +59,7 @@ def test_a_resumed_selfie_run_does_not_teacher_force_its_probes_again(tmp_path, 
 
     engines = {"pol": selfie_fakes.FakeEngine("pol", scale=1.0), "ref": selfie_fakes.FakeEngine("ref", scale=2.0)}
     params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref")
-    with monkeypatch.context() as m:
-        _disk_full(m, selfie)
-        with pytest.raises(OSError):
-            selfie.main(params)
+    _first_run_fails_writing_outputs(monkeypatch, selfie, lambda: selfie.main(params))
     for engine in engines.values():
         engine.calls.clear()
     selfie.main(params)
@@ -71,10 +69,7 @@ def test_a_resumed_selfie_run_does_not_teacher_force_its_probes_again(tmp_path, 
 
 def test_a_resumed_wildfeedback_run_does_not_ask_its_detector_and_judge_their_probes_again(tmp_path, monkeypatch):
     engine = wildfeedback_fakes.FakeEngine()
-    with monkeypatch.context() as m:
-        _disk_full(m, wf)
-        with pytest.raises(OSError):
-            wildfeedback_fakes.run_stage(tmp_path, monkeypatch, engine)
+    _first_run_fails_writing_outputs(monkeypatch, wf, lambda: wildfeedback_fakes.run_stage(tmp_path, monkeypatch, engine))
     gates = {d.name for d in (tmp_path / ".prefpipe/checkpoints/wildfeedback").iterdir() if d.name.startswith("gate")}
     engine.seen.clear()
     *_, details = wildfeedback_fakes.run_stage(tmp_path, monkeypatch, engine)
@@ -89,10 +84,8 @@ def test_a_resumed_pugc_run_does_not_ask_its_judges_their_probes_again(tmp_path,
                                                    for i, t in enumerate(pugc_fakes.POSTS[:3])])
     engine = pugc_fakes.use_engine(monkeypatch, pugc_fakes.FakeEngine("sharp"))
     params = pugc_fakes.make_params(gates={"query_filter": 0.75, "scorer": 0.75})
-    with monkeypatch.context() as m:
-        _disk_full(m, pugc_io)
-        with pytest.raises(OSError):
-            pugc.main(params, documents=tmp_path / "docs", out=tmp_path / "out")
+    _first_run_fails_writing_outputs(monkeypatch, pugc_io,
+                                     lambda: pugc.main(params, documents=tmp_path / "docs", out=tmp_path / "out"))
     engine.calls.clear()
     m = pugc.main(params, documents=tmp_path / "docs", out=tmp_path / "out")
     assert engine.calls == [] and {g["passed"] for g in m["gates"].values()} == {True}

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import xxhash
 from pydantic import BaseModel
@@ -90,6 +91,16 @@ class FailedValue(float):
         value = super().__new__(cls, math.nan)
         value.error = error
         return value
+
+
+def first_error(values: Sequence[Any]) -> str | None:
+    """The ``error`` of the first of ``values`` that carries one (a ``FailedValue`` in place of a probability
+    or a log-probability, a ``GenerationFailure``): why the engine gave no answer to that prompt; else None.
+
+    >>> first_error([0.2, 0.8]), first_error([FailedValue("request refused: HTTP 400"), FailedValue("x")])
+    (None, 'request refused: HTTP 400')
+    """
+    return next((e for v in values if isinstance(e := getattr(v, "error", None), str)), None)
 
 
 @dataclass(frozen=True)

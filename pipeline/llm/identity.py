@@ -202,9 +202,16 @@ def _ask_hub(name: str, revision: str | None) -> tuple[str | None, str]:
 def load_revision(cfg: LLM) -> str | None:
     """What an engine passes its loaders as ``revision``: for a Hub id, the commit its identity names (so the
     weights loaded are the weights recorded), else ``cfg.revision`` (None: the default branch)."""
-    if not_on_hub(cfg.backend, cfg.model):
+    return weights_revision(cfg.model, cfg.revision, cfg.backend)
+
+
+def weights_revision(name: str, revision: str | None = None, backend: str = "transformers") -> str | None:
+    """``load_revision`` for model setting ``name`` at Hub ``revision`` (an ``llm`` role's, or DOVE's
+    ``embedding_model``, loaded in-process): a Hub id's commit (``hub_revision``), else ``revision``; None for
+    a served, built-in or local model."""
+    if not_on_hub(backend, name):
         return None
-    return hub_revision(cfg.model, cfg.revision) or cfg.revision
+    return hub_revision(name, revision) or revision
 
 
 def pinned(cfg: LLM) -> LLM:

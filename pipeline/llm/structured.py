@@ -76,31 +76,29 @@ def generate_validated(
     give another sample than an uninterrupted run)."""
     first = sample(prompts, [list(range(n))] * len(prompts), 0)
     out: list[list] = [[None] * n for _ in prompts]
-    pending: list[tuple[int, int, str, str]] = []  # (row, slot, error, raw)
-    for i, samples in enumerate(first):
-        for j, answer in enumerate(samples):
-            if isinstance(answer, NoAnswer):
-                out[i][j] = answer
-                continue
+
+    def settle(i: int, j: int, answer: tuple[str, bool] | NoAnswer, pending: list) -> None:
+        """Slot (i, j) gets ``answer`` (a ``NoAnswer`` as it is, else its validated output), or joins ``pending``
+        as (row, slot, error, raw) when the output fails validation."""
+        if not isinstance(answer, NoAnswer):
             res = parse(schema, *answer)
             if isinstance(res, str):
                 pending.append((i, j, res, answer[0]))
-            else:
-                out[i][j] = res
+                return
+            answer = res
+        out[i][j] = answer
+
+    pending: list[tuple[int, int, str, str]] = []
+    for i, samples in enumerate(first):
+        for j, answer in enumerate(samples):
+            settle(i, j, answer, pending)
     for attempt in range(1, retries + 1):
         if not pending:
             break
         again = sample([prompts[i] for i, _, _, _ in pending], [[j] for _, j, _, _ in pending], attempt)
-        still = []
+        still: list[tuple[int, int, str, str]] = []
         for (i, j, _, _), [answer] in zip(pending, again, strict=True):
-            if isinstance(answer, NoAnswer):
-                out[i][j] = answer
-                continue
-            res = parse(schema, *answer)
-            if isinstance(res, str):
-                still.append((i, j, res, answer[0]))
-            else:
-                out[i][j] = res
+            settle(i, j, answer, still)
         pending = still
     for i, j, err, raw in pending:
         out[i][j] = GenerationFailure(error=err, raw=raw, attempts=retries + 1)
