@@ -250,3 +250,19 @@ def test_wildchat_sample_flags_nested_under_metadata_are_read(real):
     # a top-level flag (the Hub's WildChat columns) still decides, and a mapping still points elsewhere
     res = run_source(path, "wildchat", "conversations", mapping={"redacted": "metadata.toxic"})
     assert not any(c["flags"] for c in res.rows["conversations"])
+
+
+def test_wildchat_sample_model_nested_under_metadata_is_read_language_only_when_mapped(real):
+    """The same export nests `model` and `language` under `metadata`. The model is read; the nested language tag
+    is not (10 of its 187 "English" conversations are not English, and a tag wins over language identification)
+    unless a mapping names it."""
+    path = real / "wildchat_sample/conversations.jsonl"
+    raw = {stable_id("src", r["id"]): r["metadata"] for r in jsonl(path)}
+    convs = run_source(path, "wildchat", "conversations").rows["conversations"]
+    assert len(convs) == 568
+    assert all(c["model"] == raw[c["conversation_id"]]["model"] for c in convs)
+    assert {c["model"] for c in convs} >= {"gpt-3.5-turbo-0613", "gpt-4-0314"}
+    assert all(c["language"] is None for c in convs)
+    mapped = run_source(path, "wildchat", "conversations", mapping={"language": "metadata.language"})
+    assert all(c["language"] == raw[c["conversation_id"]]["language"] for c in mapped.rows["conversations"])
+    assert sum(c["language"] == "English" for c in mapped.rows["conversations"]) > 150

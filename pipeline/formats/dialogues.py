@@ -23,16 +23,18 @@ from pipeline.formats.common import (
 def wildchat(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     """WildChat / LMSYS-Chat: ``conversation`` (or ``messages``) of {role, content}; ``toxic``/``redacted`` become flags.
 
-    A flag is also read from ``metadata.toxic`` / ``metadata.redacted`` when the record has no top-level one: converted
-    WildChat exports (the shared sample's) nest them there, and a redacted conversation must not pass as clean
-    because its flag sat one level down."""
+    A flag (and ``model``) is also read from ``metadata.toxic`` / ``metadata.redacted`` (``metadata.model``) when the
+    record has no top-level one: converted WildChat exports (the shared sample's) nest them there, and a redacted
+    conversation must not pass as clean because its flag sat one level down. ``metadata.language`` is not read
+    unless mapped (``mapping: {language: metadata.language}``): in the shared sample 10 of the 187 conversations
+    tagged "English" there are Chinese, Russian, Korean, ... (a tag wins over language identification)."""
     messages = to_messages(ctx.get(rec, "messages", "conversation", required=True), "conversation")
     origin = ctx.origin(rec, "conversation_id", "conversation_hash")
     flags = [f for f in ("toxic", "redacted") if _flag(ctx.get(rec, f, f"metadata.{f}"), f)]
     out = Adapted()
     if ctx.kind == "conversations":
         out.add("conversations", _conversation(ctx, origin, messages, language=ctx.get(rec, "language"),
-                                               model=ctx.get(rec, "model"), flags=flags))
+                                               model=ctx.get(rec, "model", "metadata.model"), flags=flags))
     else:  # prompts: the first user turn (with a leading system message, if any)
         first = 2 if messages[0]["role"] == "system" else 1
         out.add("prompts", _prompt(ctx, origin, messages[:first]))
