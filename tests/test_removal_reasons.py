@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def export_section() -> str:
-    """What the docs say about the release and export's steps ("Training on the output", up to "PII redaction")."""
-    return section("Training on the output")
+    """What the docs say about the release and export's steps: "Training on the output" (README.md's summary and
+    docs/training.md) and docs/export.md's steps (the README's section up to "PII redaction" before it was split)."""
+    return section("Training on the output") + "\n\n" + section("Export: what it does to the pairs")
 
 
 def test_a_removal_with_an_unexplained_reason_is_refused():
