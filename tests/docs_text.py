@@ -1,5 +1,8 @@
 """How the docs tests (tests/test_docs.py, tests/test_docs_snippets.py) read README.md, bench/README.md
-and docs/*.md: their text, fenced blocks and inline code spans, and params.yaml as written."""
+and docs/*.md: their text, fenced blocks and inline code spans, and params.yaml as written.
+
+The user documentation (``GUIDE``) is README.md, a front page, plus the pages under docs/ it links to; a guard that
+checks what the documentation says reads all of it (``guide_text``, ``section``), wherever a sentence lives."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from typing import Any
 from pipeline.yaml12 import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ["README.md", "bench/README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
+GUIDE = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md"))]
+DOCS = [GUIDE[0], "bench/README.md", *GUIDE[1:]]
 FENCE = re.compile(r"^( *)```(\w*)\n(.*?)^\1```", re.S | re.M)
 
 
@@ -47,6 +51,25 @@ def code_lines(doc: str) -> list[tuple[int, str]]:
         for i, row in enumerate(body.replace("\\\n", " ").splitlines()):
             out.append((line + 1 + i, row.split(" #")[0].strip()))
     return out
+
+
+def guide_text() -> str:
+    """README.md and every page under docs/, one after the other."""
+    return "\n\n".join(text(doc) for doc in GUIDE)
+
+
+def section(heading: str) -> str:
+    """The text under ``heading`` (a heading of any level, written exactly), from it to the next heading of any
+    level, in every doc of ``GUIDE`` that has it (README.md's summary and the docs/ page that holds the rest)."""
+    found = []
+    for doc in GUIDE:
+        lines, heads = text(doc).splitlines(), prose(doc).splitlines()
+        starts = [i for i, line in enumerate(heads) if re.fullmatch(r"#+ " + re.escape(heading), line)]
+        for start in starts:
+            end = next((j for j in range(start + 1, len(heads)) if re.match(r"#+ ", heads[j])), len(heads))
+            found.append("\n".join(lines[start:end]))
+    assert found, f"no doc has the heading {heading!r}"
+    return "\n\n".join(found)
 
 
 def params() -> dict[str, Any]:

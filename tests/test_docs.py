@@ -1,4 +1,4 @@
-"""README.md and bench/README.md agree with the code: every command line, flag, params key and file path
+"""README.md, docs/ and bench/README.md agree with the code: every command line, flag, params key and file path
 they name exists (no model, nothing built; their tables, snippets and stated defaults are checked in
 tests/test_docs_snippets.py, both read through tests/docs_text.py).
 
@@ -10,7 +10,7 @@ What is checked here, and so cannot drift silently:
   they exist, and a call written with its arguments binds to the signature.
 - dotted params keys (``execution.on_gate_failure``, ``<stage>.gates.<role>``): present in params.yaml.
 - repository paths (``pipeline/...``, ``stages/...``, ``tests/...::test_name``, ``../shared/...``, links): exist.
-- every params.yaml key is documented: named in README.md or commented in params.yaml.
+- every params.yaml key is documented: named in README.md or docs/ (``GUIDE``) or commented in params.yaml.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from pipeline.cli import build_parser
-from tests.docs_text import DOCS, ROOT, code_lines, fences, params, prose, spans, text
+from tests.docs_text import DOCS, GUIDE, ROOT, code_lines, fences, guide_text, params, prose, spans, text
 
 # Paths the READMEs name as placeholders ("`pytest tests/test_x.py` runs one module").
 PLACEHOLDERS = {"tests/test_x.py"}
@@ -67,9 +67,9 @@ def test_every_cli_subcommand_and_flag_in_the_docs_exists(doc, line, sub, args):
 
 def test_every_cli_option_is_documented_in_the_readme_and_in_its_help():
     """The reverse of the test above: a flag a user can only find by reading cli.py (``run --params`` had no
-    help and no README mention) fails here. Each option is named in a README.md code span or block, each
-    argument says in ``--help`` what it is."""
-    readme = "\n".join(code for _, code in code_lines("README.md"))
+    help and no README mention) fails here. Each option is named in a code span or block of README.md or a
+    docs/ page (``GUIDE``), each argument says in ``--help`` what it is."""
+    readme = "\n".join(code for doc in GUIDE for _, code in code_lines(doc))
     parsers = {"": build_parser(), **{f" {sub}": p for sub, p in subparsers().items()}}
     for name, parser in parsers.items():
         for action in parser._actions:
@@ -79,7 +79,7 @@ def test_every_cli_option_is_documented_in_the_readme_and_in_its_help():
             assert action.help, f"`{what}` has no help text in pipeline/cli.py"
             if action.option_strings:
                 flag = max(action.option_strings, key=len)
-                assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", readme), f"README.md never names `{what}`"
+                assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", readme), f"README.md and docs/ never name `{what}`"
 
 
 def test_the_complete_command_lines_of_the_shell_blocks_parse():
@@ -163,8 +163,8 @@ def test_every_params_key_the_docs_name_is_in_params_yaml():
 
 
 def test_every_params_yaml_key_is_documented():
-    """Named in README.md (`key`, `key: ...`, `.key`) or explained by a comment on its line or the line above."""
-    readme, lines = text("README.md"), (ROOT / "params.yaml").read_text(encoding="utf-8").splitlines()
+    """Named in README.md or docs/ (`key`, `key: ...`, `.key`) or explained by a comment on its line or the line above."""
+    readme, lines = guide_text(), (ROOT / "params.yaml").read_text(encoding="utf-8").splitlines()
     stack: list[tuple[int, str]] = []
     documented: dict[str, bool] = {}
     for i, line in enumerate(lines):
@@ -180,7 +180,7 @@ def test_every_params_yaml_key_is_documented():
         named = any(s in readme for s in (f"`{key}", f"{key}:", f".{key}`"))
         documented[path] = documented.get(path, False) or commented or named
     undocumented = [p for p, ok in documented.items() if not ok]
-    assert not undocumented, f"params.yaml keys neither named in README.md nor commented: {undocumented}"
+    assert not undocumented, f"params.yaml keys neither named in README.md or docs/ nor commented: {undocumented}"
 
 
 # --- Python names ----------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
-"""README.md and bench/README.md agree with the code, part two: the tables, snippets and stated defaults they
+"""README.md, docs/ and bench/README.md agree with the code, part two: the tables, snippets and stated defaults they
 show mean what they say (no model, nothing built; the names they use are checked in tests/test_docs.py).
 
 What is checked here, and so cannot drift silently:
 - the formats table (``FORMAT_KINDS``), the data-contracts table (``pipeline.records``), the release tree
   (dvc.yaml's export outputs), the PII table, YAML snippets (validated as params), Python snippets (compile),
   and every module the docs name by file name.
-- the defaults README.md states in prose ("`collapse_fraction` (0.1)", "5,000 distinct instructions") are
+- the defaults README.md and docs/ state in prose ("`collapse_fraction` (0.1)", "5,000 distinct instructions") are
   params.yaml's values and the code's constants (``stated_defaults``).
 """
 
@@ -22,12 +22,12 @@ import pytest
 import yaml
 
 from pipeline.config import FORMAT_KINDS, resolve_params
-from tests.docs_text import DOCS, ROOT, fences, params, spans, text
+from tests.docs_text import DOCS, GUIDE, ROOT, fences, guide_text, params, section, spans, text
 
 # --- tables and snippets ---------------------------------------------------------------------------
 
 def test_the_formats_table_matches_the_adapters():
-    rows = dict(re.findall(r"^\| `(\w+)` \| ([\w, ]+) \|", text("README.md"), re.M))
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([\w, ]+) \|", guide_text(), re.M))
     rows = {name: sorted(k.strip() for k in kinds.split(",")) for name, kinds in rows.items() if name in FORMAT_KINDS}
     assert rows == {name: sorted(kinds) for name, kinds in FORMAT_KINDS.items()}
 
@@ -38,8 +38,7 @@ def test_the_data_contracts_table_matches_the_records():
     models = {"conversations": records.Conversation, "documents": records.Document, "prompts": records.Prompt,
               "signals": records.Signal, "responses": records.Response, "pairs": records.Pair,
               "joint_pairs": records.JointPair}
-    t = text("README.md")
-    table = t[t.index("## Data contracts"):t.index("## Ingesting your data")]
+    table = section("Data contracts")
     rows = dict(re.findall(r"^\| (\w+) \| (.+) \|$", table, re.M))
     for name, model in models.items():
         assert name in rows, f"README's data contracts table has no {name} row"
@@ -55,8 +54,8 @@ def test_the_data_contracts_table_matches_the_records():
 
 
 def test_the_release_tree_lists_every_export_output():
-    t = text("README.md")
-    tree = next(body for _, body in fences("README.md") if body.startswith("data/release/"))
+    t = guide_text()
+    tree = next(body for doc in GUIDE for _, body in fences(doc) if body.startswith("data/release/"))
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]["export"]
     for out in stage["outs"] + stage["metrics"] + stage.get("plots", []):
         name = (out if isinstance(out, str) else next(iter(out))).removeprefix("data/release/")
@@ -72,10 +71,10 @@ def merged(base: dict, over: dict) -> dict:
 
 
 def test_every_yaml_snippet_is_valid_params():
-    """A README YAML block is a params section (validated merged into params.yaml) or an ingest source."""
-    blocks = fences("README.md", "yaml")
+    """A YAML block of README.md or docs/ is a params section (validated merged into params.yaml) or an ingest source."""
+    blocks = [(doc, line, body) for doc in GUIDE for line, body in fences(doc, "yaml")]
     assert len(blocks) >= 4
-    for line, body in blocks:
+    for doc, line, body in blocks:
         snippet = yaml.safe_load(body)
         data = params()
         if isinstance(snippet, list):  # an entry of ingest.sources
@@ -85,14 +84,14 @@ def test_every_yaml_snippet_is_valid_params():
         try:
             resolve_params(data)
         except Exception as e:  # the message names the key
-            pytest.fail(f"README.md:{line}: the YAML snippet is not valid params: {e}")
+            pytest.fail(f"{doc}:{line}: the YAML snippet is not valid params: {e}")
 
 
 def test_every_python_snippet_compiles():
-    blocks = fences("README.md", "python")
+    blocks = [(doc, line, body) for doc in GUIDE for line, body in fences(doc, "python")]
     assert blocks
-    for line, body in blocks:
-        ast.parse(body, filename=f"README.md:{line}")
+    for doc, line, body in blocks:
+        ast.parse(body, filename=f"{doc}:{line}")
 
 
 def test_every_module_the_docs_name_by_file_name_exists():
@@ -115,8 +114,7 @@ def test_the_pii_table_lists_every_kind():
 
     from pipeline.config_export import PiiKind
 
-    t = text("README.md")
-    table = t[t.index("### PII redaction"):t.index("### Auditing a release")]
+    table = section("PII redaction")
     kinds = {k for cell in re.findall(r"^\| ([^|]+) \|", table, re.M) for k in re.findall(r"`(\w+)`", cell)}
     assert kinds == set(get_args(PiiKind)) == set(params()["export"]["pii_kinds"])
 
@@ -207,7 +205,7 @@ def test_the_readme_opening_names_every_llm_backend():
 def test_the_release_columns_the_readme_lists_are_those_of_a_pair():
     from pipeline.records import Pair
 
-    readme = " ".join(text("README.md").split())
+    readme = " ".join(guide_text().split())
     m = re.search(r"The other columns \(([^)]*)\) ride along", readme)
     assert m, "README.md no longer lists the release's other columns: update this test"
     listed = set(re.findall(r"`(\w+)`", m.group(1))) | {"prompt", "chosen", "rejected"}
@@ -217,9 +215,7 @@ def test_the_release_columns_the_readme_lists_are_those_of_a_pair():
 def test_the_audit_section_names_every_check_the_audit_runs():
     from pipeline.audit import CHECKS
 
-    t = text("README.md")
-    section = t[t.index("### Auditing a release"):t.index("## Publishing to the Hub")]
-    named = set(re.findall(r"`(\w+)`", section))
+    named = set(re.findall(r"`(\w+)`", section("Auditing a release")))
     assert set(CHECKS) <= named, f"README's audit section does not describe {sorted(set(CHECKS) - named)}"
 
 
@@ -242,7 +238,7 @@ def test_the_dag_drawn_in_the_readme_is_the_one_dvc_yaml_runs():
 def test_every_stage_module_is_a_stage_or_one_of_its_helpers_as_the_readme_says():
     from pipeline.cli import STAGES
 
-    assert "`stages/<stage>.py`" in text("README.md") and "`stages/<stage>_*.py`" in text("README.md")
+    assert "`stages/<stage>.py`" in guide_text() and "`stages/<stage>_*.py`" in guide_text()
     for path in (ROOT / "stages").glob("*.py"):
         if path.stem != "__init__":
             assert any(path.stem == s or path.stem.startswith(f"{s}_") for s in STAGES), \
@@ -257,14 +253,14 @@ def test_the_stages_said_to_read_execution_max_reject_fraction_are_those_that_do
                if re.search(r"\b(?:ex|execution)\.max_reject_fraction\b", path.read_text(encoding="utf-8"))}
     assert readers == {"dove"}, f"update params.yaml's execution.max_reject_fraction comment: read by {readers}"
     assert "dove" in line and "a stage fails" not in line, line
-    readme = " ".join(text("README.md").split())
+    readme = " ".join(guide_text().split())
     assert "`execution.max_reject_fraction` for DOVE's items and judgments" in readme
 
 
 def test_the_cache_folders_the_readme_states_are_those_the_code_uses(monkeypatch, tmp_path):
     from pipeline.llm.request_cache import cache_dir
 
-    readme = " ".join(text("README.md").split())
+    readme = " ".join(guide_text().split())
     for phrase in ("(`$PREFPIPE_CACHE`, default `~/.cache/prefpipe`)",
                    "(`$PREFPIPE_REQUEST_CACHE`, default `requests/` under `$PREFPIPE_CACHE`, "
                    "`~/.cache/prefpipe/requests` if neither is set;"):
@@ -279,8 +275,8 @@ def test_the_cache_folders_the_readme_states_are_those_the_code_uses(monkeypatch
 
 
 def test_the_defaults_the_readme_states_are_those_of_params_yaml_and_the_code():
-    """A default changed in params.yaml or in a constant fails here until README.md says the new value."""
-    readme = " ".join(text("README.md").split())
+    """A default changed in params.yaml or in a constant fails here until README.md or docs/ says the new value."""
+    readme = " ".join(guide_text().split())
     for phrase, actual, stated in stated_defaults():
         assert phrase in readme, f"README.md no longer says {phrase!r}: update this list with it"
         assert actual == stated, f"README.md says {phrase!r}, but the value is {actual!r}"

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from stages.export import build_release
-from tests.docs_text import text
+from tests.docs_text import guide_text
 from tests.export_fixtures import TOPICS, export_cfg, joint, pair, standard_methods, write_method
 
 
@@ -46,7 +46,7 @@ def test_the_readme_way_of_loading_a_local_release_reads_a_rebuilt_one_afresh(tm
     datasets 5.2 keyed its cache on the card alone and returned the previous release's rows."""
     import datasets
 
-    assert 'load_dataset("parquet", data_dir="data/release/all", split="train")' in text("README.md")
+    assert 'load_dataset("parquet", data_dir="data/release/all", split="train")' in guide_text()
     standard_methods(tmp_path)
     release, cache = tmp_path / "data" / "release", str(tmp_path / "hf-cache")
 

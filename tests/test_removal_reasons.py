@@ -1,5 +1,5 @@
 """Every reason a pair can leave the release for is explained: ``pipeline.dedup.REASONS`` holds one sentence per
-reason, ``removals`` refuses any other, the card's removals table shows the sentence, README's export section
+reason, ``removals`` refuses any other, the card's removals table shows the sentence, the docs' export section
 names each, and stats.json's ``removed_by_reason`` counts removed.jsonl's records."""
 
 from __future__ import annotations
@@ -14,9 +14,16 @@ import pytest
 
 from pipeline.dedup import REASONS, removals
 from stages.export import build_release
+from tests.docs_text import section
 from tests.export_fixtures import TOPICS, export_cfg, pair, write_method
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def export_section() -> str:
+    """What the docs say about the release and export's steps: "Training on the output" (README.md's summary and
+    docs/training.md) and docs/export.md's steps (the README's section up to "PII redaction" before it was split)."""
+    return section("Training on the output") + "\n\n" + section("Export: what it does to the pairs")
 
 
 def test_a_removal_with_an_unexplained_reason_is_refused():
@@ -28,7 +35,7 @@ def test_a_removal_with_an_unexplained_reason_is_refused():
 
 def test_every_reason_the_code_emits_is_explained_in_the_readme():
     """Reason literals handed to ``removals`` or ``drop_flagged`` in the export code are REASONS keys, and
-    README.md's export section names every key."""
+    the docs' export section (README.md's summary, docs/training.md and docs/export.md) names every key."""
     sources = ["stages/export.py", "pipeline/dedup.py", "pipeline/decontam.py"]
     text = "\n".join((ROOT / s).read_text() for s in sources)
     emitted = set(re.findall(r'removals\(.*?, "([a-z][a-z_]+)"', text))
@@ -36,8 +43,7 @@ def test_every_reason_the_code_emits_is_explained_in_the_readme():
     emitted |= set(re.findall(r'\("_[a-z]+", "([a-z][a-z_]+)"\)', flagged))
     assert {"identical", "cut_off_chosen", "duplicate_pair", "contaminated", "held_out", "split_straddle"} <= emitted
     assert emitted <= set(REASONS)
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("`dvc repro` ends with the `export` stage"):readme.index("### PII redaction")]
+    section = export_section()
     assert [r for r in REASONS if f"`{r}`" not in section] == []
 
 

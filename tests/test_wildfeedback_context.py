@@ -303,7 +303,8 @@ def test_readme_tables_are_current(root):
     spec.loader.exec_module(ev)
     s = ev.scores()
     blocks = ev.blocks(s, ev.old_fixture())
-    assert set(blocks) == {"README.md", "docs/wildfeedback_signals.md", "bench/README.md"}
-    assert blocks["README.md"] == ev.headline(s)  # README keeps the headline table; the rest lives in docs/
+    assert set(blocks) == {"README.md", "docs/wildfeedback.md", "docs/wildfeedback_signals.md", "bench/README.md"}
+    assert blocks["docs/wildfeedback.md"] == ev.headline(s)  # the method's page keeps the headline table
+    assert blocks["README.md"] == ev.readme_block(s) and "\n" not in blocks["README.md"]  # README: one line of it
     for rel, block in blocks.items():
         assert ev.current_block(root / rel) == block, f"{rel}: run bench/signals_eval.py --write"
