@@ -325,7 +325,7 @@ PLACEMENT_KEYS = frozenset({"replicas", "gpus_per_replica"})
 # moving the DAG onto a Ray cluster or resizing it reruns nothing. The other keys stay deps:
 # max_reject_fraction and on_gate_failure (whether labels are written), the shard and row group sizes.
 EXECUTION_PLACEMENT_KEYS = frozenset({
-    "backend",  # local or Ray: the same bytes (README "Deterministic outputs"; tests/test_execute.py)
+    "backend",  # local or Ray: the same bytes (docs/reliability.md "Deterministic outputs"; tests/test_execute.py)
     "ray_address",  # which Ray cluster
     "num_cpus_per_task",  # CPUs Ray reserves per task and replica (thread counts: llm.cpu_threads, a dep)
     "batch_size",  # rows per CPU batch: CPU steps work row by row; WildFeedback's partitions and export's

@@ -140,7 +140,7 @@ BaseUrl = Annotated[str, AfterValidator(_check_base_url)]
 EnvName = Annotated[str, AfterValidator(_check_api_key_env)]
 OptionScoring = Literal["sequence", "first_token"]
 PromptLogprobsVia = Literal["prompt_logprobs", "echo"]
-# A Hub model's branch, tag or 40-hex commit (README "Model weights"); None: the Hub's default branch.
+# A Hub model's branch, tag or 40-hex commit (docs/real_models.md "Model weights"); None: the Hub's default branch.
 Revision = Annotated[str, AfterValidator(_check_revision)]
 
 
@@ -165,7 +165,7 @@ class LLM(Section):
     batch_tokens: int = Field(default=16384, gt=0)
     # transformers engine on CPU: intra-op threads, "auto" = measured when the engine starts (pipeline/llm/cpu.py).
     cpu_threads: Threads = "auto"
-    # backend: openai (pipeline/llm/openai_engine.py; README "OpenAI-compatible servers"). The defaults
+    # backend: openai (pipeline/llm/openai_engine.py; docs/openai.md). The defaults
     # are params.yaml's, so an in-process config built in code need not spell them out.
     base_url: BaseUrl | list[BaseUrl] | None = None  # one server, or a pool (one `vllm serve` per node)
     api_key_env: EnvName | None = None  # environment variable holding the key; null: no key
@@ -175,7 +175,7 @@ class LLM(Section):
     max_requests: int | None = Field(default=None, gt=0)  # cost guard: requests one engine may send
     option_scoring: OptionScoring = "sequence"  # how `choose` scores options (see the README)
     # How teacher-forced scores are asked for: vLLM's prompt_logprobs, or the legacy completions API's
-    # echo + logprobs (opt-in, never a fallback; README "OpenAI-compatible servers").
+    # echo + logprobs (opt-in, never a fallback; docs/openai.md).
     prompt_logprobs_via: PromptLogprobsVia = "prompt_logprobs"
 
     @model_validator(mode="after")

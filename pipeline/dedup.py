@@ -71,7 +71,7 @@ def removals(df: pl.DataFrame, reason: str, configs: pl.Expr, detail: pl.Expr | 
     ``reason`` is one of ``REASONS``."""
     if reason not in REASONS:
         raise ValueError(f"removal reason {reason!r} has no explanation; add it to pipeline.dedup.REASONS "
-                         "(the dataset card shows it) and to README.md's export section")
+                         "(the dataset card shows it) and to docs/export.md's steps")
     return df.select(
         "pair_id", pl.col("_config").alias("method"), pl.lit(reason).alias("reason"),
         (detail if detail is not None else pl.lit("{}")).alias("detail"),

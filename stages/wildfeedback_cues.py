@@ -9,7 +9,7 @@ A pattern anchored at both ends (``^...$``) only fires on a short turn that is n
 bare edit requests ("make it shorter", "enhance it", "能再优化下不") are feedback on the answer before,
 while the same verb opening a long turn usually starts a new task.
 
-`CONFIDENCE` says how sure a verdict from each pattern is (see README, WildFeedback: how sure a rule is).
+`CONFIDENCE` says how sure a verdict from each pattern is (docs/wildfeedback.md).
 """
 
 from __future__ import annotations

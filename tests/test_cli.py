@@ -82,7 +82,7 @@ def test_a_source_dvc_yaml_does_not_list_as_an_ingest_dep_is_named_when_ingest_r
 
 
 def test_a_local_model_folder_dvc_yaml_does_not_list_is_named_when_its_stage_runs(tmp_path, monkeypatch):
-    """README "Model weights": DVC does not see a folder re-trained in place unless it is a dep of the stage."""
+    """docs/real_models.md "Model weights": DVC does not see a folder re-trained in place unless it is a dep of the stage."""
     from pipeline.config import load_params
     from pipeline.dvcdeps import undeclared_inputs
 

@@ -180,5 +180,5 @@ def test_moving_the_dag_onto_a_ray_cluster_reruns_no_model_stage_but_a_batch_siz
                     "execution.spill_bytes": 1 << 20, "llm.replicas": 8, "llm.gpus_per_replica": 1})
     assert _changed(tmp_path) == set()
     load_params(tmp_path / "params.yaml")  # the edit is a valid params file
-    _set(tmp_path, {"llm.batch_size": 7})  # moves scores in their last bits (README "Deterministic outputs")
+    _set(tmp_path, {"llm.batch_size": 7})  # moves scores in their last bits (docs/reliability.md "Deterministic outputs")
     assert _changed(tmp_path) == set(MODEL_SECTIONS)

@@ -354,7 +354,7 @@ def test_rules_on_hand_labelled_real_turns(real):
     """OpenAssistant + HH-RLHF feedback turns labelled by hand against the rubric (ambiguous ones excluded).
 
     ``split: holdout`` rows (130 HH-RLHF turns) were labelled after the patterns were first tuned on the
-    others; their first-look scores are in the README's WildFeedback section. Both splits count here.
+    others. Both splits count here.
     """
     rows = [r for r in load_labelled(real) if not r["ambiguous"]]
     assert len(rows) >= 150

@@ -42,7 +42,7 @@ export's card. What it is, by kind of setting:
   pin ``revision:``. DOVE's ``embedding_model`` (``dove.embedding_revision``) is resolved, loaded and recorded
   the same way (``weights_identity``, ``stages/dove_similarity.embed_texts``).
 - ``backend: openai``: ``openai:<served model name>``: the weights behind a server are its operator's
-  to keep fixed under a name (the request cache keys on the name too; README "OpenAI-compatible servers").
+  to keep fixed under a name (the request cache keys on the name too; docs/openai.md).
 
 Each identity is computed once per process and files' state: a folder's files are ``stat``-ed on every
 call, and hashed again only when one of them changed (size, modification time or inode); a Hub revision's
