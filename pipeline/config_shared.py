@@ -173,7 +173,7 @@ class LLM(Section):
     timeout_s: float = Field(default=600, gt=0)  # per request attempt
     max_retries: int = Field(default=6, ge=0)  # more attempts on 429/5xx/timeouts/dropped connections
     max_requests: int | None = Field(default=None, gt=0)  # cost guard: requests one engine may send
-    option_scoring: OptionScoring = "sequence"  # how `choose` scores options (see the README)
+    option_scoring: OptionScoring = "sequence"  # how `choose` scores options (docs/openai.md)
     # How teacher-forced scores are asked for: vLLM's prompt_logprobs, or the legacy completions API's
     # echo + logprobs (opt-in, never a fallback; docs/openai.md).
     prompt_logprobs_via: PromptLogprobsVia = "prompt_logprobs"
