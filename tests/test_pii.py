@@ -201,3 +201,8 @@ def test_personal_data_under_an_id_key_is_redacted_unless_it_is_one_of_our_ids()
                                   "prompt_id": "2359468598074351"}
     assert counts["email"] == counts["phone"] == 1
 
+
+def test_an_address_with_a_255_octet_is_an_address():
+    """255 is a valid octet: only one above it (or a netmask) makes four dotted numbers no IPv4 address."""
+    out, _ = redact(pl.Series(["host 198.51.255.10 is up", "mask 255.255.255.0", "not 10.0.0.256"]), ["ipv4"])
+    assert out.to_list() == ["host [REDACTED_IP] is up", "mask 255.255.255.0", "not 10.0.0.256"]
