@@ -71,6 +71,19 @@ def test_each_violation_is_found_with_counts_and_pair_ids(tmp_path):
     assert any(line.startswith("skip  held_out_in_train") for line in lines)
 
 
+def test_a_dove_pair_is_identical_only_when_both_prompts_and_both_answers_are(tmp_path):
+    """A joint pair sets (instruction, answer) against (instruction, answer): one answer under two different
+    instructions is a comparison, the same answer to the same instruction on both sides is not."""
+    one_answer = joint("d-answer", TOPICS[0], TOPICS[1])
+    one_answer["rejected"] = one_answer["chosen"]
+    both = joint("d-both", TOPICS[2], TOPICS[2])
+    both["rejected"] = [{"role": "assistant", "content": both["chosen"][0]["content"].upper()}]
+    rel = tmp_path / "release"
+    put(rel, "dove", "train", [one_answer, both, joint("d-prompt", TOPICS[3], TOPICS[3])], name="joint_pairs")
+    report, counts = audit(rel)
+    assert counts == {"identical": 1} and report["checks"]["identical"]["examples"] == ["d-both"]
+
+
 def test_a_looping_chosen_is_a_violation_a_looping_rejected_is_not(tmp_path):
     """SmolLM2 answers that loop ("I'm here to listen." over and over) end with finish_reason stop: only the
     loop check keeps one from being released as a chosen answer; as a rejected answer it is fine."""

@@ -194,6 +194,23 @@ def test_identical_chosen_and_rejected_are_dropped(tmp_path):
     assert removed(release).select("pair_id", "reason").rows() == [("same", "identical")]
 
 
+def test_a_dove_pair_is_identical_only_when_both_prompts_and_both_answers_are(tmp_path):
+    """A joint pair sets (instruction, answer) against (instruction, answer): one answer under two different
+    instructions, or two answers to one instruction, is a comparison; the same answer to the same instruction
+    on both sides is not."""
+    from tests.export_fixtures import joint
+
+    one_answer = joint("d-answer", TOPICS[0], TOPICS[1])
+    one_answer["rejected"] = one_answer["chosen"]
+    both = joint("d-both", TOPICS[2], TOPICS[2])
+    both["rejected"] = [{"role": "assistant", "content": both["chosen"][0]["content"].upper()}]
+    write_method(tmp_path, "dove", [one_answer, both, joint("d-prompt", TOPICS[3], TOPICS[3])])
+    release, stats = build(tmp_path, methods=["dove"], test_fraction=0.0)
+    assert stats["drops"] == {"identical": 1}
+    assert removed(release).select("pair_id", "reason").rows() == [("d-both", "identical")]
+    assert stats["rows"]["dove"]["train"] == 2
+
+
 def test_duplicate_prompts_across_methods_leave_only_the_all_config_by_priority(tmp_path):
     # ~75 words: one changed word alters 5 of ~70 shingles (estimated Jaccard ~0.87 >= 0.8)
     long = " ".join(TOPICS[4:9]) + " Mention the estates general, the debt crisis, bread prices and enlightenment ideas."
@@ -430,7 +447,7 @@ def test_cli_runs_the_stage_from_the_project_root(tmp_path, monkeypatch, root, c
     stats = json.loads((tmp_path / "data" / "release" / "details.json").read_text())
     assert stats["rows"]["all"]["train"] > 0 and verify_release(tmp_path / "data" / "release") == []
     # ../shared is not beside this copy: the optional eval sets are reported, not fatal
-    assert all(v["status"].startswith("unavailable") for v in stats["decontamination"].values())
+    assert stats["decontamination"] and all(v["status"].startswith("unavailable") for v in stats["decontamination"].values())
     # the console says what `dvc repro` built and where (it said only `export: done in N s`)
     rows = {c: sum(s.values()) for c, s in stats["rows"].items()}
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("export: ") and "pairs in" in x)

@@ -63,6 +63,20 @@ def test_held_out_prompts_never_reach_a_train_split(tmp_path):
     assert "| `data/selfie/test` | 2 | 3 |" in (release / "README.md").read_text()
 
 
+def test_both_prompts_of_a_held_out_joint_pairs_set_are_held_out(tmp_path):
+    """export.held_out takes joint pairs (chosen_prompt / rejected_prompt) too: the rejected side's prompt is as
+    much a held-out prompt as the chosen side's."""
+    write_shards(to_table([joint("test0", TOPICS[0], TOPICS[1])], "joint_pairs"), tmp_path / "data" / "dove" / "test",
+                 name="joint_pairs")
+    write_method(tmp_path, "pugc", [pair("pugc-chosen-side", TOPICS[0], "pugc"),
+                                    pair("pugc-rejected-side", TOPICS[1], "pugc"), pair("pugc-ok", TOPICS[2], "pugc")])
+    release, stats = build(tmp_path, methods=["pugc"], test_fraction=0.0, held_out=["data/dove/test"])
+    assert ids(release, "pugc") == ids(release, "all") == {"pugc-ok"}
+    gone = removed(release).filter(pl.col("reason") == "held_out")
+    assert sorted(gone["pair_id"]) == ["pugc-chosen-side", "pugc-rejected-side"]
+    assert stats["held_out"] == {"data/dove/test": {"rows": 1, "prompts": 2, "removed": 2}}
+
+
 def test_a_chosen_that_acknowledges_feedback_nobody_gave_is_removed_not_fatal(tmp_path):
     """SmolLM2's PUGC answers ("Here's a revised version of the answer...", "You're right, ...") became
     chosen answers of Curry-DPO and DOVE pairs; the audit found them and the whole export failed. Export

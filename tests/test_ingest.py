@@ -125,6 +125,32 @@ def test_bad_input_is_quarantined_and_counted(params, tmp_path):
     assert sum(n for _, n in m["top_reasons"]) <= 9 and m["top_reasons"]
 
 
+def test_a_record_no_rule_foresaw_is_a_reject_naming_the_exception(params, tmp_path, monkeypatch):
+    """An adapter that raises something other than BadRecord (a shape no rule foresaw) rejects that record,
+    naming the exception, and the stage goes on: the record is counted and listed, never silently skipped."""
+    import stages.ingest as ingest
+
+    chat = [{"role": "user", "content": "Hi there, how are you?"}, {"role": "assistant", "content": "Fine, thanks."}]
+    (tmp_path / "chats.jsonl").write_text("".join(json.dumps({"conversation_id": f"c{i}", "conversation": chat}) + "\n"
+                                                  for i in range(3)))
+    real_adapt = ingest.adapt
+
+    def adapt(value, ctx):
+        if value["conversation_id"] == "c1":
+            raise KeyError("surprise")
+        return real_adapt(value, ctx)
+
+    monkeypatch.setattr(ingest, "adapt", adapt)
+    p = with_ingest(params, [{"name": "chats", "kind": "conversations", "path": str(tmp_path / "chats.jsonl"),
+                              "format": "wildchat"}])
+    m = run(p, tmp_path / "out")["sources"]["chats"]
+    assert (m["rows_in"], m["accepted"], m["rejected"]) == (3, 2, 1)
+    rejects = read_table(tmp_path / "out" / "rejects", "rejects").to_pylist()
+    assert [(r["row"], r["reason"]) for r in rejects] == [
+        (2, "chats.jsonl:2: unexpected record shape (KeyError: 'surprise')")]
+    assert read_table(tmp_path / "out" / "conversations", "conversations").num_rows == 2
+
+
 def test_too_many_rejects_fail_naming_the_source(params, tmp_path):
     _bad_chats(tmp_path / "bad.jsonl")
     p = with_ingest(params, [{"name": "bad_chats", "kind": "conversations", "path": str(tmp_path / "bad.jsonl"),

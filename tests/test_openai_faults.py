@@ -127,6 +127,26 @@ def test_a_server_that_ignores_the_token_budget_is_a_clear_error_not_longer_answ
     assert not list(engine.transport.cache.root.rglob("*.json"))  # nothing cached
 
 
+def test_only_stop_and_length_answers_are_kept_and_the_token_budget_is_inclusive():
+    """An answer the server ended for another reason ("content_filter", "tool_calls") fails its row, never
+    passing as a finished answer; ``usage`` at ``max_completion_tokens`` is a server that kept the budget, one
+    token over it one that ignored it."""
+    from pipeline.llm.openai_client import RowError
+    from pipeline.llm.openai_requests import read_sample
+
+    def answer(reason: str, used: int = 3) -> dict:
+        return {"choices": [{"message": {"content": "Hi."}, "finish_reason": reason}],
+                "usage": {"completion_tokens": used}}
+
+    assert read_sample(answer("length", 4), "tiny", budget=4) == {"text": "Hi.", "finish_reason": "length"}
+    assert read_sample(answer("stop"), "tiny", budget=4) == {"text": "Hi.", "finish_reason": "stop"}
+    for reason in ("content_filter", "tool_calls"):
+        with pytest.raises(RowError, match=f"the server ended the answer with finish_reason='{reason}'"):
+            read_sample(answer(reason), "tiny", budget=4)
+    with pytest.raises(ServerError, match=r"the server answered with 5 tokens, over max_completion_tokens=4"):
+        read_sample(answer("length", 5), "tiny", budget=4)
+
+
 def test_a_model_that_declines_is_that_rows_failure_saying_so_never_an_empty_answer(server):
     """With structured outputs OpenAI answers a declined request with ``content: null`` and the reason in
     ``refusal``: that sample fails with the model's reason, not as an empty answer or as "invalid JSON"."""

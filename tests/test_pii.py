@@ -189,3 +189,20 @@ def test_url_passwords_are_redacted_but_placeholders_user_and_host_stay():
     assert out.to_list() == ["postgres://app:[REDACTED_PASSWORD]@localhost/db",
                              "redis://:[REDACTED_PASSWORD]@127.0.0.1:6379", *texts[2:]]
     assert counts == {"url_password": 2}
+
+
+def test_personal_data_under_an_id_key_is_redacted_unless_it_is_one_of_our_ids():
+    """Only our own hex ids are kept under an id key (``*_id``, ``*_item``, ``fingerprint``): a source's id that
+    is an e-mail address or a phone number is personal data like any other value."""
+    doc = json.dumps({"user_id": "ann@example.org", "source_item": "+44 20 7946 0958",
+                      "prompt_id": "2359468598074351"})
+    out, counts = redact_json(pl.Series([doc]), KINDS)
+    assert json.loads(out[0]) == {"user_id": "[REDACTED_EMAIL]", "source_item": "[REDACTED_PHONE]",
+                                  "prompt_id": "2359468598074351"}
+    assert counts["email"] == counts["phone"] == 1
+
+
+def test_an_address_with_a_255_octet_is_an_address():
+    """255 is a valid octet: only one above it (or a netmask) makes four dotted numbers no IPv4 address."""
+    out, _ = redact(pl.Series(["host 198.51.255.10 is up", "mask 255.255.255.0", "not 10.0.0.256"]), ["ipv4"])
+    assert out.to_list() == ["host [REDACTED_IP] is up", "mask 255.255.255.0", "not 10.0.0.256"]

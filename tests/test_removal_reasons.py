@@ -98,6 +98,10 @@ def test_every_pair_a_stage_wrote_is_released_or_listed_in_removed_jsonl(tmp_pat
     conditional = sum(v["input"] for m, v in details["methods"].items() if m != "dove")
     assert conditional == released["all"] + records.filter(pl.col("configs") == "all")["pair_id"].n_unique()
     assert stats["removed"] == pl.read_ndjson(release / "removed.jsonl").height
+    by_method = {}  # details.json's removals per method and reason are removed.jsonl's, to the pair
+    for r in pl.read_ndjson(release / "removed.jsonl").iter_rows(named=True):
+        by_method.setdefault(r["method"], Counter())[r["reason"]] += 1
+    assert details["drops_by_method"] == {m: dict(c) for m, c in by_method.items()} and len(by_method) >= 3
 
 
 def test_removed_jsonl_carries_each_removed_pairs_texts_as_redacted(tmp_path):

@@ -186,3 +186,19 @@ def test_auto_threads_are_measured_among_the_allowed_counts(engine):
 def test_the_projects_llm_section_sets_threads_and_token_budget(params):
     assert params.llm.cpu_threads == "auto" and params.llm.batch_tokens > 0
     assert get_engine(params.llm).cpu_threads  # measured on this CPU
+
+
+def test_an_answer_that_reaches_a_stop_string_on_its_last_token_is_finished_not_cut_off():
+    """``finish_reason`` is "length" only when the budget ran out before an end: an answer that hits a stop
+    string with its last allowed token ended, and one that ends early is no cut either."""
+    from types import SimpleNamespace
+
+    engine = SimpleNamespace(tokenizer=SimpleNamespace(decode=lambda ids, skip_special_tokens: "".join(map(chr, ids))))
+    s = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=4, stop=["\n\n"], seed=7)
+
+    def finish(text: str, ended: bool = False) -> tuple[str, bool]:
+        return TransformersEngine._finish(engine, [ord(c) for c in text], ended, s)
+
+    assert finish("ab\n\n") == ("ab", False)
+    assert finish("abcd") == ("abcd", True)
+    assert finish("abc", ended=True) == ("abc", False) and finish("abc") == ("abc", False)

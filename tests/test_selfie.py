@@ -280,6 +280,17 @@ def test_pick_pairs_chooses_argmax_rejects_argmin_and_drops_ties():
     assert dict(pairs.select("prompt_id", "pair_id").iter_rows())["p1"] == "06f03d6a181b20f6"
 
 
+def test_a_rejected_that_is_the_chosen_answer_but_for_case_spaces_or_punctuation_is_passed_over():
+    """The rejected side is the lowest reward among the answers that are not the chosen one's
+    (``pipeline.checks.answer_key``): "Paris is the capital." and " paris is the capital!" are one answer."""
+    scored = _scored({"p1": [2.0, 1.0, -1.0], "p2": [2.0, -1.0]}).with_columns(
+        text=pl.Series(["Paris is the capital.", "Lyon is the capital.", " paris is  the capital!",
+                        "Yes, it is.", "yes it is"]))
+    pairs, dropped = selfie.pick_pairs(scored, iteration=1)
+    got = {r["prompt_id"]: (r["chosen_response_id"], r["rejected_response_id"]) for r in pairs.to_dicts()}
+    assert got == {"p1": ("p1-0", "p1-1")} and dropped == {"nonfinite_reward": 0, "same_text": 1, "tie": 0}
+
+
 def test_a_response_with_a_nan_or_infinite_reward_is_left_out_before_picking():
     """A token the reference gives probability 0 makes the reward +inf: that response must not become chosen."""
     scored = _scored({"p1": [0.5, float("inf"), -1.0], "p2": [float("nan"), 1.0, 0.0], "p3": [float("-inf"), 2.0]})

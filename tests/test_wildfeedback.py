@@ -176,6 +176,26 @@ def test_a_silent_model_cannot_wipe_out_confident_rule_signals(tmp_path, monkeyp
     assert "WARNING wildfeedback: output collapsed: DSAT signals fell" in capsys.readouterr().out
 
 
+def test_zero_pairs_from_dsat_signals_is_a_collapse_and_a_share_at_the_fraction_is_not():
+    """With the rules alone (no model to blame), DSAT signals that give no pair at all are still a collapse
+    warning; a model step that keeps exactly ``collapse_fraction`` of what the rules found is not one."""
+    from types import SimpleNamespace
+
+    from stages.wildfeedback_report import collapse_warnings
+
+    cfg = SimpleNamespace(collapse_fraction=0.1, combine="llm_overrides")
+
+    def figures(dsat: int, rules_dsat: int, out: int) -> dict:
+        return {"signals": {"turns_dsat": dsat, "turns_sat": 5}, "rules": {"turns_dsat": rules_dsat, "turns_sat": 5,
+                "natural_revisions": 0}, "pairs": {"natural_revision_found": 0, "out": out}}
+
+    assert collapse_warnings(figures(3, 3, 0), cfg, "rules") == ["0 pairs from 3 DSAT signals (see details.dropped)"]
+    assert collapse_warnings(figures(3, 3, 1), cfg, "rules") == []
+    assert collapse_warnings(figures(2, 20, 1), cfg, "rules+llm") == []
+    assert collapse_warnings(figures(1, 20, 1), cfg, "rules+llm") == [
+        "DSAT signals fell from 20 (rules alone) to 1 with detector rules+llm (combine: llm_overrides)"]
+
+
 def test_a_console_warning_is_printed_once_not_also_logged_as_a_warning(capsys, caplog):
     """Under `prefpipe run` the CLI's log handler shows WARNING records: a warning both printed and logged
     at that level reached the console twice ("WARNING pipeline.gates: ..." then "WARNING ...")."""

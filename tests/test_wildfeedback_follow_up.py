@@ -87,6 +87,17 @@ def test_a_revision_that_answers_an_additive_follow_up_is_dropped_and_full_rewri
     assert df.select(pair_drop_reason("generated")).to_series().to_list()[:2] == [None, None]
 
 
+def test_coverage_is_measured_on_an_earlier_answer_of_coverage_min_words_content_words_or_more():
+    """A revision's coverage of the earlier answer is read from COVERAGE_MIN_WORDS content words on; a shorter
+    answer has none (null), so it never makes a revision partial."""
+    from stages.wildfeedback_fit import COVERAGE_MIN_WORDS, coverage
+
+    words = ["apples", "bananas", "cherries", "dates", "figs", "grapes", "kiwis", "lemons"]
+    assert len(words) == COVERAGE_MIN_WORDS
+    df = pl.DataFrame({"rejected": [" ".join(words), " ".join(words[:-1])], "chosen": ["apples and bananas"] * 2})
+    assert df.select(coverage("chosen", "rejected")).to_series().to_list() == [0.25, None]
+
+
 def test_the_sample_pairs_are_dropped_with_their_text_and_counted(tmp_path, monkeypatch):
     rows = [conv(f"s{i}", [*case, "ok makes sense now"]) for i, case in enumerate([RECURSION, WW1, KEEPS[2]])]
     _, pairs, rejects, m = run_stage(tmp_path, monkeypatch, FakeEngine(), rows, detector="rules", summarize=[])

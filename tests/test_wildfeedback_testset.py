@@ -145,3 +145,29 @@ def test_the_stage_moves_held_out_pairs_from_pairs_to_test(tmp_path, monkeypatch
     assert pairs.num_rows == 1 and read_table(tmp_path / "b" / "data/wildfeedback/test", "pairs").num_rows == 0
     assert m["details"]["test_set"] == {"pairs": 1, "held_out": 0, "pairs_kept": 1, "clusters": 0,
                                         "held_out_by_kind": {}}
+
+
+def test_the_pairs_held_out_do_not_depend_on_the_batches_the_stream_is_read_in(tmp_path, monkeypatch):
+    """The stage reads the streamed pairs batch by batch: a held-out row number counts across batches, so the
+    same pairs go to test (and none of them stays in pairs) whether the stream is read in one batch or in
+    many."""
+    from pipeline.config import WildfeedbackTestSet
+    from pipeline.io import iter_batches, write_shards
+    from pipeline.records import to_table
+    from tests.export_fixtures import pair
+
+    texts = [t.format(w) for t in TOPICS for w in [f"word{i}" for i in range(10)]]
+    rows = [pair(f"p{i:02d}", text, "wildfeedback") for i, text in enumerate(texts)]
+    for r in rows:
+        r["lineage"] = json.dumps({"kind": "natural_revision", "preference": ""})
+    cfg = WildfeedbackTestSet(clusters=3, per_cluster=2, max_fraction=0.5, fit_rows=20_000, seed=0)
+
+    def split(out: Path) -> tuple[list[str], list[str]]:
+        write_shards(to_table(rows, "pairs"), out / "stream", name="pairs")
+        ts.split_test_set(out / "stream", out, cfg, {})
+        return tuple(sorted(read_table(out / part, "pairs").column("pair_id").to_pylist()) for part in ("test", "pairs"))
+
+    test, kept = split(tmp_path / "one")
+    monkeypatch.setattr(ts, "iter_batches", lambda path, batch_size=65_536, columns=None: iter_batches(path, 4, columns))
+    assert split(tmp_path / "many") == (test, kept)
+    assert len(test) == 6 and sorted(test + kept) == [r["pair_id"] for r in rows]
