@@ -97,7 +97,8 @@ def _clean(text: pl.Expr) -> pl.Expr:
     t = text.str.to_lowercase().str.replace_many(["’", "‘", "`", "´", "“", "”", "„"], ["'", "'", "'", "'", '"', '"', '"'])
     # Code fences (backticks are now '), e-mail style "> " lines and double-quoted spans: not the user's voice.
     t = t.str.replace_all(_QUOTED, ' "q" ').str.replace(_MATERIAL, ' "q"')
-    return t.str.replace_all(r"\s+", " ").str.strip_chars()
+    # Whitespace runs become one space: only runs of two or more, or a tab or newline, need replacing.
+    return t.str.replace_all(r"\s\s+|[^\S ]", " ").str.strip_chars()
 
 
 def _negate(text: pl.Expr) -> pl.Expr:
@@ -297,9 +298,13 @@ def _windows(text: pl.Series, window_chars: int) -> list[pl.Series]:
     or its first line over material of its own) and ``_material`` (a first line over 300 more characters)."""
     # A cut turn ends in "…", so patterns anchored at the end ("make it shorter$") never match a cut.
     full = text.fill_null("")
-    raw = pl.when(full.str.len_chars() > window_chars).then(full.str.slice(0, window_chars) + " …").otherwise(full)
-    first_line = full.str.strip_chars_start().str.extract(r"^([^\n]*)\n")
-    material = (full.str.len_chars() > 300) & first_line.is_not_null()
+    n = full.str.len_chars()
+    raw = pl.when(n > window_chars).then(full.str.slice(0, window_chars) + " …").otherwise(full)
+    # The first line, read only where the turn is long enough to hold material.
+    long = (n > 300).arg_true()
+    first_line = pl.Series([None] * len(full), dtype=pl.String).scatter(
+        long, full.gather(long).str.strip_chars_start().str.extract(r"^([^\n]*)\n"))
+    material = (n > 300) & first_line.is_not_null()
     raw = pl.when(material).then(first_line + " …").otherwise(raw)
     return [pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), raw.alias("_raw"), material.alias("_material")]
 
