@@ -224,8 +224,8 @@ def compare(log: Path, cfg: Wildfeedback, root: Path, batch: int, rounds: int) -
             k += 1
     print(f"compare ({rounds} rounds of the log, {k} batches, outputs identical): baseline {root}: "
           f"{cpu['baseline']:.1f} s CPU / {wall['baseline']:.1f} s wall; this checkout: {cpu['this']:.1f} s CPU / "
-          f"{wall['this']:.1f} s wall; CPU {100 * (1 - cpu['this'] / cpu['baseline']):+.0f}% "
-          f"(saved), load average {min(loads):.1f}-{max(loads):.1f}")
+          f"{wall['this']:.1f} s wall: {100 * (1 - cpu['this'] / cpu['baseline']):.0f}% less CPU, "
+          f"{100 * (1 - wall['this'] / wall['baseline']):.0f}% less wall; load average {min(loads):.1f}-{max(loads):.1f}")
 
 
 def main() -> None:
