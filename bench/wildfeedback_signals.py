@@ -7,16 +7,23 @@ work than the polars path, so the speed-up is a lower bound) in the same run.
     python bench/wildfeedback_signals.py --n 1000000
     python bench/wildfeedback_signals.py --n 100000 --naive-n 20000 --shard 100000
     python bench/wildfeedback_signals.py --smoke      # 2,000 conversations: the path runs end to end
+    python bench/wildfeedback_signals.py --n 300000 --compare ../main   # another checkout's detector vs this one
 
 The naive loop runs on the first ``--naive-n`` conversations and is extrapolated to N (the output
 says so). Peak memory is the process RSS high-water mark sampled every 50 ms by psutil during the
 streaming pass, and its growth over the RSS before it; generation happens before, in shards on disk.
 The detector settings are params.yaml's ``wildfeedback`` section (rules detector, synthetic source).
+
+``--compare DIR`` times another checkout's ``stages`` (e.g. main's, before a speed change) against this one in
+the same process: each batch runs through both, in alternating order, for ``--rounds`` rounds, so that a load
+that comes and goes on a shared machine falls on both alike; every output column must be identical (else it
+stops), and the CPU and wall seconds of each side are printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import shutil
@@ -178,6 +185,49 @@ def naive(conversations: list[dict], cfg: Wildfeedback) -> int:
     return flagged
 
 
+def load_stages(root: Path):
+    """The ``stages.wildfeedback`` module of the checkout at ``root``, imported beside this checkout's (whose
+    modules stay what ``stages`` names)."""
+    ours = {k: sys.modules.pop(k) for k in [k for k in sys.modules if k == "stages" or k.startswith("stages.")]}
+    sys.path.insert(0, str(root))
+    try:
+        other = importlib.import_module("stages.wildfeedback")
+    finally:
+        sys.path.remove(str(root))
+        for k in [k for k in sys.modules if k == "stages" or k.startswith("stages.")]:
+            del sys.modules[k]
+        sys.modules.update(ours)
+    if not Path(other.__file__).resolve().is_relative_to(root.resolve()):
+        raise SystemExit(f"--compare {root}: imported {other.__file__}, not that checkout's stages/wildfeedback.py")
+    return other
+
+
+def compare(log: Path, cfg: Wildfeedback, root: Path, batch: int, rounds: int) -> None:
+    """Each batch through ``root``'s detector and this one, alternating which goes first; outputs must match."""
+    other = load_stages(root)
+    sides = {"baseline": other, "this": stage}
+    cpu, wall = dict.fromkeys(sides, 0.0), dict.fromkeys(sides, 0.0)
+    loads, k = [], 0
+    for _ in range(rounds):
+        for b in iter_batches(log, batch_size=batch):
+            conv, out = pl.from_arrow(b), {}
+            for name in (("baseline", "this") if k % 2 == 0 else ("this", "baseline")):
+                mod = sides[name]
+                t0, c0 = time.perf_counter(), time.process_time()
+                selected, _ = mod.select_conversations(conv, cfg)
+                out[name] = mod.rules_signals(mod.feedback_turns(selected), cfg)
+                wall[name] += time.perf_counter() - t0
+                cpu[name] += time.process_time() - c0
+            if not out["baseline"].equals(out["this"]):
+                raise SystemExit(f"--compare: batch {k}: this checkout's verdicts differ from {root}'s")
+            loads.append(os.getloadavg()[0])
+            k += 1
+    print(f"compare ({rounds} rounds of the log, {k} batches, outputs identical): baseline {root}: "
+          f"{cpu['baseline']:.1f} s CPU / {wall['baseline']:.1f} s wall; this checkout: {cpu['this']:.1f} s CPU / "
+          f"{wall['this']:.1f} s wall: {100 * (1 - cpu['this'] / cpu['baseline']):.0f}% less CPU, "
+          f"{100 * (1 - wall['this'] / wall['baseline']):.0f}% less wall; load average {min(loads):.1f}-{max(loads):.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="conversations in the synthetic log")
@@ -185,6 +235,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100_000, help="conversations per streamed batch")
     ap.add_argument("--naive-n", type=int, default=20_000, help="conversations the naive loop runs on")
     ap.add_argument("--min-user-turns", type=int, default=3)
+    ap.add_argument("--compare", type=Path, metavar="DIR", help="time DIR's detector against this one (see above)")
+    ap.add_argument("--rounds", type=int, default=2, help="passes over the log in --compare")
     ap.add_argument("--smoke", action="store_true", help="2,000 conversations (naive loop on 500): runs in seconds")
     args = ap.parse_args()
     if args.smoke:
@@ -199,6 +251,9 @@ def main() -> None:
         generate(args.n, args.shard, tmp / "log")
         print(f"generated {args.n:,} conversations in {time.perf_counter() - t0:.1f} s "
               f"({sum(f.stat().st_size for f in (tmp / 'log').iterdir()) / 2**20:.0f} MiB Parquet)")
+        if args.compare:
+            compare(tmp / "log", cfg, args.compare, args.batch, args.rounds)
+            return
 
         turns = flagged = 0
         with PeakRSS() as mem:

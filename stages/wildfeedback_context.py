@@ -194,7 +194,7 @@ def _edges(text: pl.Expr) -> pl.Expr:
     return pl.when(long).then(t.str.head(EDGE_CHARS) + " " + t.str.tail(EDGE_CHARS)).otherwise(t).str.to_lowercase()
 
 
-def _repeats(frame: pl.DataFrame, t: pl.Expr, p: pl.Expr) -> pl.DataFrame:
+def _repeats(frame: pl.LazyFrame, t: pl.Expr, p: pl.Expr) -> pl.LazyFrame:
     """``resend`` and ``overlap`` of lower-cased texts ``t`` (the turn) and ``p`` (the request before it)."""
     squash = lambda e: e.str.replace_all(r"\s+", " ").str.strip_chars(" .?!")  # noqa: E731
     w = frame.select(t.str.extract_all(_TOKEN).list.unique().alias("_tw"), p.str.extract_all(_TOKEN).list.unique().alias("_pw"),
@@ -230,7 +230,7 @@ def _asks_for_refused() -> pl.Expr:
     return short & (words.list.set_intersection(said).list.len() > 0)
 
 
-def _edits_answer(rows: pl.DataFrame) -> pl.DataFrame:
+def _edits_answer(rows: pl.LazyFrame) -> pl.LazyFrame:
     """``edits_answer`` of the module doc: the answer's opening line (30+ characters) found within the turn's
     first `PASTE_AFTER_CHARS` characters, after an instruction with letters and no question."""
     head = pl.col("_ans").str.strip_chars().str.head(60)
@@ -243,7 +243,7 @@ def _edits_answer(rows: pl.DataFrame) -> pl.DataFrame:
                                      & ~instruction.str.contains(_QUESTION)).fill_null(False))
 
 
-def _edits_named(rows: pl.DataFrame, prev: str) -> pl.DataFrame:
+def _edits_named(rows: pl.LazyFrame, prev: str) -> pl.LazyFrame:
     """``edits_named`` of the module doc: a thing named by the earlier request or the answer's opening, or a
     phrase of the answer, edited."""
     quoted = pl.col("_lo").str.extract(_EDITS_QUOTED, 1)
@@ -266,11 +266,12 @@ def _related(earlier: str, second: bool = True) -> pl.Expr:
 
 
 def _on_rows(f: pl.DataFrame, texts: pl.DataFrame, mask: str, cols) -> pl.DataFrame:
-    """``cols`` (expressions, or a function of the rows) computed on the rows of ``f`` (with the turn and
+    """``cols`` (expressions, or a function of the rows as a LazyFrame) computed on the rows of ``f`` (with the turn and
     answer columns ``texts``) where ``mask`` holds, scattered back to every row (False elsewhere)."""
     idx = f[mask].arg_true()
-    rows = f[idx].hstack(texts[idx])
-    part = cols(rows) if callable(cols) else rows.select(**cols)
+    # Lazily, so that only the columns ``cols`` reads are gathered for those rows.
+    rows = f.hstack(texts).lazy().filter(pl.col(mask))
+    part = (cols(rows) if callable(cols) else rows.select(**cols)).collect()
     return pl.DataFrame([pl.Series(k, [False] * f.height, pl.Boolean).scatter(idx, part[k]) for k in part.columns])
 
 
@@ -279,7 +280,7 @@ def _turn_columns(frame: pl.DataFrame, text: str, prev: str, prev_user: str | No
     """The columns every check reads, one row per turn: ``_lo`` (the turn's window, lower case), ``_n`` (its
     length), ``_ans`` (the answer's first 400 characters), ``_pu``/``_pu2`` (the earlier requests), and the
     masks of the rows that may need a costlier check (``refusal``, ``_err``, ``_related``, ``_related2``,
-    ``_long``), with ``non_english``."""
+    ``_long``, ``_script``: some character of a non-Latin script), with ``_european``."""
     f = frame.select(
         pl.int_range(pl.len(), dtype=pl.UInt32).alias("_i"),
         pl.col(text).fill_null("").str.head(window_chars).str.to_lowercase().alias("_lo"),
@@ -290,8 +291,8 @@ def _turn_columns(frame: pl.DataFrame, text: str, prev: str, prev_user: str | No
     )
     return f.with_columns(
         refusal=pl.col("_ans").str.head(300).str.contains(_REFUSAL),
-        non_english=(3 * pl.col("_lo").str.count_matches(_NON_LATIN) > pl.col("_lo").str.count_matches(r"\p{L}"))
-        | (pl.col("_lo").str.contains(_EUROPEAN) & ~pl.col("_lo").str.contains(_ENGLISH)),
+        _script=pl.col("_lo").str.contains(_NON_LATIN),
+        _european=pl.col("_lo").str.contains(_EUROPEAN) & ~pl.col("_lo").str.contains(_ENGLISH),
         _err=pl.col("_lo").str.contains(_ERROR),
         _related=_related("_pu"), _related2=_related("_pu2", second=False),
         _long=pl.col("_lo").str.len_chars() >= 32,  # can hold an instruction and 30 pasted characters
@@ -320,6 +321,8 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     f = f.with_columns(_go_on=pl.col("_lo").str.contains(_GO_ON), _no=pl.col("_lo").str.contains(_NO_CORRECTION),
                        _named=pl.col("_lo").str.contains(f"(?:{_EDITS_NAMED})|(?:{_EDITS_QUOTED})"),
                        _claim=pl.col("_lo").str.contains(_CLAIM), _short=pl.col("_lo").str.contains(_SHORT_EDIT))
+    # Mostly in a non-Latin script: letters are counted only where there is such a character.
+    script = on("_script", {"non_latin": 3 * pl.col("_lo").str.count_matches(_NON_LATIN) > pl.col("_lo").str.count_matches(r"\p{L}")})
     rep = on("_related", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu"))))
     rep2 = on("_related2", lambda rows: _repeats(rows, _edges(pl.col(text)), _edges(pl.col("_pu2"))))
     # Short, or opening with the error (a pasted log with the error in its first 200 characters): the code failed.
@@ -344,5 +347,5 @@ def context(frame: pl.DataFrame, *, text: str, prev: str, prev_user: str | None,
     go_on = on("_go_on", {"accepts_offer": pl.col(prev).fill_null("").str.tail(200).str.contains(r"\?")})
     return pl.DataFrame([rep["resend"], rep2["resend"].alias("resend_earlier"), rep["overlap"], f["refusal"], ins["insisting"],
                          err["report"].alias("error_report"), (err["code"] & ~err["report"]).alias("error_after_code"),
-                         f["non_english"], go_on["accepts_offer"], edits["edits_answer"], no["no_correction"], named["edits_named"],
+                         (script["non_latin"] | f["_european"]).alias("non_english"), go_on["accepts_offer"], edits["edits_answer"], no["no_correction"], named["edits_named"],
                          short["short_edit"], claim["counter_claim"]])

@@ -97,7 +97,8 @@ def _clean(text: pl.Expr) -> pl.Expr:
     t = text.str.to_lowercase().str.replace_many(["’", "‘", "`", "´", "“", "”", "„"], ["'", "'", "'", "'", '"', '"', '"'])
     # Code fences (backticks are now '), e-mail style "> " lines and double-quoted spans: not the user's voice.
     t = t.str.replace_all(_QUOTED, ' "q" ').str.replace(_MATERIAL, ' "q"')
-    return t.str.replace_all(r"\s+", " ").str.strip_chars()
+    # Whitespace runs become one space: only runs of two or more, or a tab or newline, need replacing.
+    return t.str.replace_all(r"\s\s+|[^\S ]", " ").str.strip_chars()
 
 
 def _negate(text: pl.Expr) -> pl.Expr:
@@ -157,8 +158,9 @@ def _category_regexes(category: str) -> list[str]:
     return _unions(list(PATTERNS[category].values()))
 
 
-def _contains_any(text: pl.Expr, regexes: list[str]) -> pl.Expr:
-    return pl.any_horizontal([text.str.contains(r) for r in regexes])
+def _union_hits(category: str) -> list[str]:
+    """The columns (set by `_categorise`) saying which of the category's pattern unions match its scope."""
+    return [f"_in_{category}_{j}" for j in range(len(_category_regexes(category)))]
 
 
 # The candidate pass: the patterns of a few category groups, and the negations (whose rewrite makes cues
@@ -209,8 +211,8 @@ def _named_hits(rows: pl.DataFrame, cat: int, part: int, hit: dict[str, tuple[pl
 def _fired(cand: pl.DataFrame) -> pl.DataFrame:
     """``_row``, ``rationale`` ("Category:pattern" names that fired) and ``_conf`` (the surest of them).
 
-    Each category's rows are split by the pattern union (`_category_regexes`) they match, and each part is
-    re-scanned only with its union's patterns; context rules name themselves.
+    Each category's rows are split by the pattern union (`_category_regexes`, `_union_hits`) they match, and each
+    part is re-scanned only with its union's patterns; context rules name themselves.
     """
     parts = []
     for i, c in enumerate(_CATEGORIES):
@@ -219,8 +221,8 @@ def _fired(cand: pl.DataFrame) -> pl.DataFrame:
             continue
         scope = pl.col("_s" if c in SAT_CATEGORIES else "_t")
         named = list(PATTERNS[c].items())
-        for j, union in enumerate(_category_regexes(c)):
-            sub = rows.filter(scope.str.contains(union) & ~pl.col("_prompt"))
+        for j, union in enumerate(_union_hits(c)):
+            sub = rows.filter(pl.col(union) & ~pl.col("_prompt"))
             if sub.height:
                 group = named[j * UNION_SIZE:(j + 1) * UNION_SIZE]
                 parts.append(_named_hits(sub, i, j, {f"{c}:{n}": (scope.str.contains(p), _confidence(n, c)) for n, p in group}))
@@ -296,9 +298,13 @@ def _windows(text: pl.Series, window_chars: int) -> list[pl.Series]:
     or its first line over material of its own) and ``_material`` (a first line over 300 more characters)."""
     # A cut turn ends in "…", so patterns anchored at the end ("make it shorter$") never match a cut.
     full = text.fill_null("")
-    raw = pl.when(full.str.len_chars() > window_chars).then(full.str.slice(0, window_chars) + " …").otherwise(full)
-    first_line = full.str.strip_chars_start().str.extract(r"^([^\n]*)\n")
-    material = (full.str.len_chars() > 300) & first_line.is_not_null()
+    n = full.str.len_chars()
+    raw = pl.when(n > window_chars).then(full.str.slice(0, window_chars) + " …").otherwise(full)
+    # The first line, read only where the turn is long enough to hold material.
+    long = (n > 300).arg_true()
+    first_line = pl.Series([None] * len(full), dtype=pl.String).scatter(
+        long, full.gather(long).str.strip_chars_start().str.extract(r"^([^\n]*)\n"))
+    material = (n > 300) & first_line.is_not_null()
     raw = pl.when(material).then(first_line + " …").otherwise(raw)
     return [pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), raw.alias("_raw"), material.alias("_material")]
 
@@ -308,11 +314,15 @@ def _cue_candidates(work: pl.DataFrame, prev: pl.Series, paste_min_chars: int) -
     negations applied, its opening sentence ``_s`` and whether it reads as a task prompt (``_prompt``)."""
     # One pass of a few pattern unions picks the rows with some cue (or a context rule); most turns of
     # a real log start a new task and carry none, so everything below runs on few rows.
-    cue = work.select(_clean(pl.col("_raw")).alias("_c")).select(
-        pl.any_horizontal([pl.col("_c").str.contains(g) for g in _CUE_GROUPS])).to_series() | work.select(
+    clean = work.select(_clean(pl.col("_raw")).alias("_c"))
+    cue = clean.select(pl.any_horizontal([pl.col("_c").str.contains(g) for g in _CUE_GROUPS])).to_series() | work.select(
         pl.any_horizontal(CONTEXT_COLUMNS)).to_series()
-    cand = work.filter(cue).with_columns(prev.fill_null("").filter(cue).alias("_prev"))
-    cand = _drop_pasted(cand, paste_min_chars).with_columns(_clean(pl.col("_kept")).alias("_t"))
+    cand = work.hstack(clean).filter(cue).with_columns(prev.fill_null("").filter(cue).alias("_prev"))
+    # A turn that kept all its sentences is cleaned already (the order of the rows does not matter below).
+    cand = _drop_pasted(cand, paste_min_chars)
+    same = pl.col("_kept") == pl.col("_raw")
+    cand = pl.concat([cand.filter(same).with_columns(pl.col("_c").alias("_t")),
+                      cand.filter(~same).with_columns(_clean(pl.col("_kept")).alias("_t"))]).drop("_c")
     neg = pl.col("_t").str.contains(_NEGATION_CUE)
     cand = pl.concat([cand.filter(~neg), cand.filter(neg).with_columns(_negate(pl.col("_t")))])
     return cand.with_columns(pl.col("_t").str.extract(_OPENING).alias("_s"),
@@ -324,9 +334,11 @@ def _categorise(cand: pl.DataFrame) -> pl.DataFrame:
     A category fires on its cues (SAT ones in the opening sentence, and not over a new task) or its context
     rules; a thanked new task or a question about the world keeps no request-like DSAT, sarcasm no SAT."""
     task = pl.col("_t").str.contains(_TASK_OPENING)
+    cand = cand.with_columns([pl.col("_s" if c in SAT_CATEGORIES else "_t").str.contains(union).alias(name)
+                              for c in _CATEGORIES for union, name in zip(_category_regexes(c), _union_hits(c), strict=True)])
     cand = cand.with_columns([
-        (_contains_any(pl.col("_s" if c in SAT_CATEGORIES else "_t"), _category_regexes(c)) & ~pl.col("_prompt")
-         & (~task if c in SAT_CATEGORIES else True)).alias(f"_c_{c}") for c in _CATEGORIES
+        (pl.any_horizontal(_union_hits(c)) & ~pl.col("_prompt") & (~task if c in SAT_CATEGORIES else True)).alias(f"_c_{c}")
+        for c in _CATEGORIES
     ])
     by_context = {c: [f"_x_{n}" for n, (cat, _) in CONTEXT_RULES.items() if cat == c] for c, _ in CONTEXT_RULES.values()}
     cand = cand.with_columns([(pl.col(f"_c_{c}") | pl.any_horizontal(cols)).alias(f"_c_{c}") for c, cols in by_context.items()])

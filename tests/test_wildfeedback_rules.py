@@ -8,7 +8,7 @@ import re
 import polars as pl
 import pytest
 
-from stages.wildfeedback_rules import DSAT_CATEGORIES, PATTERNS, SAT_CATEGORIES, detect
+from stages.wildfeedback_rules import DSAT_CATEGORIES, PATTERNS, SAT_CATEGORIES, detect, normalise
 from tests.wildfeedback_fixture import load_labelled
 
 PREV = "Here is a short overview of the topic you asked about, with three options to choose from."
@@ -369,3 +369,12 @@ def test_rules_on_hand_labelled_real_turns(real):
         p, r, tp, fp, fn = _scores(rows, out, polarity)
         print(f"{polarity.upper()} all: precision {p:.3f} recall {r:.3f} (tp {tp}, fp {fp}, fn {fn}, n {len(rows)})")
         assert p >= 0.8 and r >= 0.6, (polarity, p, r)
+
+
+@pytest.mark.parametrize("text", ["Way  too\tlong.", " way too long. ", "way\n\ntoo \u00a0long.", "way too\r\nlong.", "way\u2028too  \t long."])
+def test_every_whitespace_run_reads_as_one_space(text):
+    """Runs of spaces, tabs, newlines and other Unicode white space collapse to one space (and the ends are stripped),
+    so a cue reads the same however the turn was spaced."""
+    assert pl.DataFrame({"t": [text]}).select(normalise(pl.col("t"))).item() == "way too long."
+    out = detect(pl.DataFrame({"text": [text], "prev": ["A long answer about the history of Rome."]}))
+    assert out["dsat_categories"].to_list() == [["Style"]]
