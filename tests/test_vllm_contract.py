@@ -193,6 +193,13 @@ def test_vllm_engine_structured_retries_and_failure_rows(engine, monkeypatch):
     assert all(p.structured_outputs is not None and p.max_tokens >= S.max_new_tokens for p in first[1])
 
 
+def test_vllm_engine_marks_a_sample_cut_at_max_tokens_as_length(engine, monkeypatch):
+    """A sample vLLM ended at ``max_tokens`` is ``length`` (stages drop or flag it as cut off), the others ``stop``."""
+    monkeypatch.setattr(FakeLLM, "bad_ids", engine.codec.prompt_ids(PROMPTS[1]))
+    out = engine.generate(PROMPTS, n=2, sampling=S)
+    assert [[c.finish_reason for c in row] for row in out] == [["stop", "stop"], ["length", "length"]]
+
+
 def test_vllm_engine_groups_per_sample_requests_back_per_prompt(engine):
     out = engine.generate(PROMPTS, n=3, sampling=S)
     assert [len(row) for row in out] == [3, 3] and all(c.finish_reason == "stop" for row in out for c in row)
