@@ -202,6 +202,18 @@ def test_the_readme_opening_names_every_llm_backend():
         assert backend.lower() in opening, f"README.md's opening paragraph does not name the {backend} backend"
 
 
+def test_the_python_the_readme_states_is_the_one_pyproject_requires_and_ruff_targets():
+    """One floor in three places: pyproject declared 3.10 (and ruff targeted it), which no run ever used and
+    which did not work, while the README named none."""
+    import tomllib
+
+    project = tomllib.loads(text("pyproject.toml"))
+    floor = re.fullmatch(r">=3\.(\d+)", project["project"]["requires-python"])
+    assert floor, "requires-python is not of the form >=3.N"
+    assert project["tool"]["ruff"]["target-version"] == f"py3{floor[1]}"
+    assert f"Python 3.{floor[1]} or newer" in section("Quickstart")
+
+
 def test_the_release_columns_the_readme_lists_are_those_of_a_pair():
     from pipeline.records import Pair
 
