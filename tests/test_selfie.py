@@ -326,6 +326,8 @@ def test_noisy_ties_are_broken_by_pair_id_and_count_is_floor():
         selfie.pick_pairs(scored.reverse(), iteration=3)[0], beta=0.1, refine_fraction=0.25, alpha=0.2
     )
     assert again.equals(flagged)
+    # and so do the picked pairs handed over in reverse pair_id order (the tie-break is pair_id, not input order)
+    assert selfie.flag_noise(pairs.reverse(), beta=0.1, refine_fraction=0.25, alpha=0.2).equals(flagged)
     assert (
         selfie.noisy_count(9, 0.1) == 0
         and selfie.noisy_count(10, 0.1) == 1
