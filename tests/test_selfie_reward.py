@@ -60,6 +60,19 @@ def test_params_gate_the_reward_for_real_models_and_lower_it_for_tiny():
     assert resolve_params(real).selfie.sampling.max_new_tokens == 300  # SPA
 
 
+def test_same_model_means_the_same_weights_loaded_the_same_way():
+    from pipeline.config import resolve_params
+    from tests.conftest import ROOT
+
+    params = resolve_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    policy = params.selfie.role(params.llm, "policy")
+    assert selfie_reward.same_model(policy, policy.model_copy())
+    # another dtype or context length gives other log-probabilities: the reference pass is needed
+    assert not selfie_reward.same_model(policy, policy.model_copy(update={"dtype": "float16"}))
+    assert not selfie_reward.same_model(policy, policy.model_copy(update={"max_model_len": policy.max_model_len + 1}))
+    assert not selfie_reward.same_model(policy, policy.model_copy(update={"model": "org/other"}))
+
+
 # --- the real tiny engine: implicit rewards vs direct teacher forcing --------------------------------
 
 
