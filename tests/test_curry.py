@@ -132,6 +132,9 @@ def test_per_prompt_spreads_many_gaps_over_the_levels():
     rows, _ = build([prompt("p1")], responses)
     assert sorted((r["margin"], r["level"]) for r in rows) == [
         (1.0, 2), (2.0, 2), (3.0, 1), (4.0, 1), (5.0, 0), (6.0, 0)]
+    # fewer distinct gaps than levels: each keeps its rank (2 gaps over 4 levels -> 0, 1, not 0, 2)
+    rows, _ = build([prompt("p1")], PAPER[:3], n_levels=4)
+    assert sorted((r["margin"], r["level"]) for r in rows) == [(2.0, 1), (5.0, 0)]
 
 
 def test_order_is_by_level_then_a_seeded_shuffle_independent_of_input_order():
