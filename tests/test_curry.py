@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
@@ -267,6 +268,10 @@ def test_model_scores_pair_only_beyond_their_noise_rated_scores_as_the_paper():
     (gap,) = m["tie_gaps"]
     assert gap["scores"] == "model" and gap["responses"] == 20
     assert gap["tie_gap"] == pytest.approx(0.05 * (gap["p95"] - gap["p05"])) and 0.15 < gap["tie_gap"] < 0.2
+    # the spread is the 5th to 95th percentile (linear interpolation), not the full range
+    scores = sorted(x["score"] for x in responses)
+    assert (gap["p05"], gap["p95"]) == pytest.approx((float(np.percentile(scores, 5)), float(np.percentile(scores, 95))))
+    assert gap["p05"] > scores[0] and gap["p95"] < scores[-1]
     pairs = {json.loads(x["lineage"])["prompt_id"]: x["margin"] for x in model.to_pylist()}
     assert "p0" not in pairs and set(pairs) == {f"p{i}" for i in range(1, 10)}  # 0.22 * i > 0.17 for i >= 1
     assert m["pairs"]["dropped"] == {"gap_le_min_gap": 1} and m["prompts"]["dropped"]["all_pairs_tied"] == 1
