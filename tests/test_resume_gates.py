@@ -135,6 +135,16 @@ def test_a_pugc_query_filter_refused_on_the_relevant_probes_is_not_counted_right
     assert detail["p_true_mean"]["relevant"] is None
 
 
+def test_a_pugc_query_filter_refused_on_the_unanswerable_probes_is_not_counted_right_for_dropping_them():
+    """The other side: a refused probe is dropped by the stage, but that is no right answer on a query the
+    document does not answer either, or a filter refused on all of those would pass as a perfect one."""
+    probes = pugc_judge.query_filter_probes()
+    refused = probes.with_columns(p_true=pl.when(pl.col("answerable")).then(0.9).otherwise(float("nan")))
+    correct, detail, contrasts = pugc_judge.grade_query_filter(refused, 0.5)
+    assert sum(correct) == 12 and set(contrasts.values()) == {0.5}
+    assert detail["kept"] == {"placeholder": 0, "relevant": 12, "unrelated": 0}
+
+
 def test_a_wildfeedback_judge_refused_on_every_probe_is_named_not_a_traceback(tmp_path, monkeypatch):
     class Refusing(wildfeedback_fakes.FakeEngine):
         def choose(self, prompts, options):
