@@ -87,6 +87,18 @@ def test_a_crash_mid_swap_is_rolled_forward_at_the_next_start(old, monkeypatch):
                              "pairs/part-0.parquet": b"pairs new", "rejects/part-0.parquet": b"rejects new"}
 
 
+def test_metrics_are_swapped_in_last_whatever_the_other_files_are_called(old, monkeypatch):
+    # a reader that sees the new metrics sees every new table: files named after "metrics" go first too
+    moved: list[str] = []
+    real = os.rename
+    monkeypatch.setattr(po.os, "rename", lambda src, dst: (moved.append(Path(dst).name), real(src, dst))[1])
+    with stage_outputs(old) as staged:
+        write_set(staged, "new")
+        (staged / "samples.json").write_text("{}")
+    tables = [i for i, name in enumerate(moved) if name in ("pairs", "rejects", "samples.json")]
+    assert tables and max(tables) < moved.index("metrics.json")
+
+
 def test_a_crash_before_the_journal_is_rolled_back_at_the_next_start(old, monkeypatch):
     before = snapshot(old)
     monkeypatch.setattr(po, "commit_outputs", lambda out: (_ for _ in ()).throw(Killed))
