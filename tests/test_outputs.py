@@ -99,6 +99,27 @@ def test_metrics_are_swapped_in_last_whatever_the_other_files_are_called(old, mo
     assert tables and max(tables) < moved.index("metrics.json")
 
 
+def test_discarding_the_staged_outputs_keeps_a_swap_the_journal_has_started(old, monkeypatch):
+    real = os.rename
+    renames: list[str] = []
+
+    def dies_after_two(src, dst):
+        if len(renames) == 2:
+            raise Killed
+        renames.append(str(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(po.os, "rename", dies_after_two)
+    with pytest.raises(Killed):
+        with stage_outputs(old) as staged:
+            write_set(staged, "new")
+    monkeypatch.setattr(po.os, "rename", real)
+    po.discard_staged(old)  # the journal is there: the staged rest is what recover rolls forward
+    assert (old / po.STAGING).exists()
+    recover(old)
+    assert snapshot(old)["rejects/part-0.parquet"] == b"rejects new"
+
+
 def test_a_crash_before_the_journal_is_rolled_back_at_the_next_start(old, monkeypatch):
     before = snapshot(old)
     monkeypatch.setattr(po, "commit_outputs", lambda out: (_ for _ in ()).throw(Killed))
