@@ -120,6 +120,27 @@ def test_discarding_the_staged_outputs_keeps_a_swap_the_journal_has_started(old,
     assert snapshot(old)["rejects/part-0.parquet"] == b"rejects new"
 
 
+def test_a_folder_publish_whose_second_rename_fails_keeps_the_old_folder_for_recover(tmp_path, monkeypatch):
+    from pipeline import files
+
+    release, built = tmp_path / "release", tmp_path / ".release.tmp"
+    write_set(release, "old")
+    write_set(built, "new")
+    real = os.rename
+
+    def second_fails(src, dst):
+        if Path(src) == built:
+            raise OSError(errno.EIO, "I/O error")
+        real(src, dst)
+
+    monkeypatch.setattr(files.os, "rename", second_fails)
+    with pytest.raises(OSError, match="I/O error"):
+        files.replace_dir(built, release)
+    monkeypatch.setattr(files.os, "rename", real)
+    recover(release)
+    assert snapshot(release)["metrics.json"] == b'{"run": "old"}'
+
+
 def test_a_crash_before_the_journal_is_rolled_back_at_the_next_start(old, monkeypatch):
     before = snapshot(old)
     monkeypatch.setattr(po, "commit_outputs", lambda out: (_ for _ in ()).throw(Killed))
