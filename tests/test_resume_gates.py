@@ -175,3 +175,17 @@ def test_a_selfie_reference_refused_on_every_probe_is_named_and_its_pairs_are_wr
     # on main's code: 12 of 24 right (every unscored pair a tie), and no word of the refusals
     assert (report["correct"], report["failed_calls"], report["passed"]) == (0, 24, False)
     assert report["detail"]["margin_mean"] is None
+
+
+def test_a_gate_at_chance_is_lowered_and_a_judge_that_failed_some_calls_is_graded_on_its_answers():
+    from pipeline.gates import check_gate
+
+    def gate(correct, **kw):
+        return check_gate("dove", "judge", "m", correct, key="dove.gates.judge", **kw)
+
+    at_chance = gate([True, False] * 4, min_accuracy=0.5, on_failure="withhold")
+    assert (at_chance["passed"], at_chance["lowered"], at_chance["labels"]) == (True, True, "used, gate lowered")
+    # one refused call of eight is no outage: the judge is named for its answers, with the failure counted
+    with pytest.raises(JudgeGateError, match=r"does not discriminate.*4 of 8 probes right.*1 of 8 probe calls failed"):
+        gate([True, False] * 4, min_accuracy=0.75, errors=[None] * 7 + [REFUSED])
+    assert gate([], min_accuracy=0.75, on_failure="withhold")["passed"] is False  # no probes: nothing proven
