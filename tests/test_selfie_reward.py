@@ -58,6 +58,12 @@ def test_params_gate_the_reward_for_real_models_and_lower_it_for_tiny():
     }
     assert resolve_params(real).selfie.gates.reward == 0.75
     assert resolve_params(real).selfie.sampling.max_new_tokens == 300  # SPA
+    # the rest of what METHODS.md section 3 fixes from the paper: K = 2 at temperature 0.7, top_p 1.0, summed
+    # log-probs, beta = 0.1; the least confident 10% smoothed with alpha = 0.1
+    sel = resolve_params(real).selfie
+    assert (sel.samples_per_prompt, sel.sampling.temperature, sel.sampling.top_p, sel.length_normalize) == (
+        2, 0.7, 1.0, False)
+    assert (sel.beta, sel.refine_fraction, sel.alpha) == (0.1, 0.1, 0.1)
 
 
 def test_same_model_means_the_same_weights_loaded_the_same_way():
