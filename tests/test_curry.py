@@ -69,6 +69,16 @@ def test_best_vs_rest_paper_levels_and_row_contents():
     assert m["gap"]["min"] == 2.0 and m["gap"]["max"] == 8.0 and sum(m["gap"]["histogram"]["counts"]) == 3
 
 
+def test_params_default_to_the_papers_curriculum():
+    import yaml
+
+    from pipeline.config import resolve_params
+    from tests.conftest import ROOT
+
+    c = resolve_params(yaml.safe_load((ROOT / "params.yaml").read_text())).curry
+    assert (c.pairing, c.levels, c.n_levels, c.min_gap) == ("best_vs_rest", "per_prompt", 3, 0.0)
+
+
 def test_all_pairing_uses_every_positive_gap():
     rows, m = build([prompt("p1")], PAPER, pairing="all")
     got = sorted(ids(rows))
