@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
@@ -66,6 +67,16 @@ def test_best_vs_rest_paper_levels_and_row_contents():
     assert [r["pair_id"] for r in rows] == [xxh3_hex("p1", "hand", "a", x) for x in "dcb"]
     assert m["pairs"]["per_level"] == {"0": 1, "1": 1, "2": 1}
     assert m["gap"]["min"] == 2.0 and m["gap"]["max"] == 8.0 and sum(m["gap"]["histogram"]["counts"]) == 3
+
+
+def test_params_default_to_the_papers_curriculum():
+    import yaml
+
+    from pipeline.config import resolve_params
+    from tests.conftest import ROOT
+
+    c = resolve_params(yaml.safe_load((ROOT / "params.yaml").read_text())).curry
+    assert (c.pairing, c.levels, c.n_levels, c.min_gap) == ("best_vs_rest", "per_prompt", 3, 0.0)
 
 
 def test_all_pairing_uses_every_positive_gap():
@@ -132,6 +143,9 @@ def test_per_prompt_spreads_many_gaps_over_the_levels():
     rows, _ = build([prompt("p1")], responses)
     assert sorted((r["margin"], r["level"]) for r in rows) == [
         (1.0, 2), (2.0, 2), (3.0, 1), (4.0, 1), (5.0, 0), (6.0, 0)]
+    # fewer distinct gaps than levels: each keeps its rank (2 gaps over 4 levels -> 0, 1, not 0, 2)
+    rows, _ = build([prompt("p1")], PAPER[:3], n_levels=4)
+    assert sorted((r["margin"], r["level"]) for r in rows) == [(2.0, 1), (5.0, 0)]
 
 
 def test_order_is_by_level_then_a_seeded_shuffle_independent_of_input_order():
@@ -264,6 +278,10 @@ def test_model_scores_pair_only_beyond_their_noise_rated_scores_as_the_paper():
     (gap,) = m["tie_gaps"]
     assert gap["scores"] == "model" and gap["responses"] == 20
     assert gap["tie_gap"] == pytest.approx(0.05 * (gap["p95"] - gap["p05"])) and 0.15 < gap["tie_gap"] < 0.2
+    # the spread is the 5th to 95th percentile (linear interpolation), not the full range
+    scores = sorted(x["score"] for x in responses)
+    assert (gap["p05"], gap["p95"]) == pytest.approx((float(np.percentile(scores, 5)), float(np.percentile(scores, 95))))
+    assert gap["p05"] > scores[0] and gap["p95"] < scores[-1]
     pairs = {json.loads(x["lineage"])["prompt_id"]: x["margin"] for x in model.to_pylist()}
     assert "p0" not in pairs and set(pairs) == {f"p{i}" for i in range(1, 10)}  # 0.22 * i > 0.17 for i >= 1
     assert m["pairs"]["dropped"] == {"gap_le_min_gap": 1} and m["prompts"]["dropped"]["all_pairs_tied"] == 1

@@ -46,6 +46,9 @@ def test_run_writes_one_shard_set_per_level_in_curriculum_order(tmp_path, capsys
     assert [f.parent.name for f in files] == ["level=0", "level=1"]
     whole = pa.concat_tables(pq.read_table(f) for f in files)
     assert whole.column("level").to_pylist() == [0] * 10 + [1] * 5
+    # within a level the files keep the seeded shuffle of build_pairs, not the id order of a plain shard set
+    shuffled = [r["pair_id"] for r in build(prompts, responses)[0]]
+    assert whole.column("pair_id").to_pylist() == shuffled and shuffled[:10] != sorted(shuffled[:10])
     # Readers that walk the level folders (export) see each pair once: no top-level shard set.
     assert read_table(pairs, "pairs").num_rows == 0
     assert json.loads((out / "details.json").read_text()) == m

@@ -112,6 +112,32 @@ def test_slow_steps_checkpoint_by_time_and_resume_fills_only_the_gaps(tmp_path, 
     assert len(list(ck_dir.iterdir())) == 8  # the two gaps written back, the leftovers cleared
 
 
+def test_resume_fills_one_row_gaps_and_never_reads_overlapping_files_twice(tmp_path, monkeypatch):
+    plain = map_batches(_input(), shout, execution=_execution())
+    monkeypatch.setattr(execute, "FLUSH_SECONDS", 0.0)  # one file per batch
+    per_batch = Checkpoint(tmp_path / "per_batch", fingerprint="fp")
+    map_batches(_input(), shout, execution=_execution(), checkpoint=per_batch)
+    monkeypatch.setattr(execute, "FLUSH_SECONDS", 3600.0)
+    # a file of rows 14-21 left beside one of rows 0-21 (both valid): the rows are read once
+    ck = Checkpoint(tmp_path / "ck", fingerprint="fp")
+    map_batches(_input(), shout, execution=_execution(), checkpoint=ck)
+    (stale,) = (tmp_path / "per_batch").glob("chunk-000000000014-000000000021-*.parquet")
+    (tmp_path / "ck" / stale.name).write_bytes(stale.read_bytes())
+    calls = []
+    assert map_batches(_input(), _counted(calls), execution=_execution(), checkpoint=ck).equals(plain)
+    assert calls == []
+    # batch size 1: a gap of a single row is computed again
+    one = Checkpoint(tmp_path / "one", fingerprint="fp")
+    monkeypatch.setattr(execute, "FLUSH_SECONDS", 0.0)
+    map_batches(_input(), shout, execution=_execution(batch_size=1), checkpoint=one)
+    monkeypatch.setattr(execute, "FLUSH_SECONDS", 3600.0)
+    for start in ("000000000000", "000000000030"):
+        next((tmp_path / "one").glob(f"chunk-{start}-*.parquet")).unlink()
+    calls.clear()
+    assert map_batches(_input(), _counted(calls), execution=_execution(batch_size=1), checkpoint=one).equals(plain)
+    assert calls == [1, 1]
+
+
 def test_a_cut_or_damaged_checkpoint_file_is_named_and_recomputed(tmp_path, caplog):
     # A file named like a finished chunk (right rows, right fingerprint) whose bytes are cut short, or have a
     # byte flipped inside a data page, used to crash the rerun (ArrowInvalid) or feed it wrong rows.

@@ -83,6 +83,18 @@ def test_replace_is_atomic_and_a_failed_write_keeps_the_old_set(tmp_path, monkey
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before != old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
+    def ctrl_c_on_second_file(path, *args):  # a Ctrl-C is no Exception: it must clean up just the same
+        calls.append(path)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_write(path, *args)
+
+    monkeypatch.setattr(pio, "_write_shard", ctrl_c_on_second_file)
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(docs(300), out, name="documents", target_shard_bytes=20_000)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
 
 def test_built_dir_renames_on_success_keeps_a_finished_copy_and_cleans_up(tmp_path):
     dest = tmp_path / "model"

@@ -87,6 +87,60 @@ def test_a_crash_mid_swap_is_rolled_forward_at_the_next_start(old, monkeypatch):
                              "pairs/part-0.parquet": b"pairs new", "rejects/part-0.parquet": b"rejects new"}
 
 
+def test_metrics_are_swapped_in_last_whatever_the_other_files_are_called(old, monkeypatch):
+    # a reader that sees the new metrics sees every new table: files named after "metrics" go first too
+    moved: list[str] = []
+    real = os.rename
+    monkeypatch.setattr(po.os, "rename", lambda src, dst: (moved.append(Path(dst).name), real(src, dst))[1])
+    with stage_outputs(old) as staged:
+        write_set(staged, "new")
+        (staged / "samples.json").write_text("{}")
+    tables = [i for i, name in enumerate(moved) if name in ("pairs", "rejects", "samples.json")]
+    assert tables and max(tables) < moved.index("metrics.json")
+
+
+def test_discarding_the_staged_outputs_keeps_a_swap_the_journal_has_started(old, monkeypatch):
+    real = os.rename
+    renames: list[str] = []
+
+    def dies_after_two(src, dst):
+        if len(renames) == 2:
+            raise Killed
+        renames.append(str(dst))
+        real(src, dst)
+
+    monkeypatch.setattr(po.os, "rename", dies_after_two)
+    with pytest.raises(Killed):
+        with stage_outputs(old) as staged:
+            write_set(staged, "new")
+    monkeypatch.setattr(po.os, "rename", real)
+    po.discard_staged(old)  # the journal is there: the staged rest is what recover rolls forward
+    assert (old / po.STAGING).exists()
+    recover(old)
+    assert snapshot(old)["rejects/part-0.parquet"] == b"rejects new"
+
+
+def test_a_folder_publish_whose_second_rename_fails_keeps_the_old_folder_for_recover(tmp_path, monkeypatch):
+    from pipeline import files
+
+    release, built = tmp_path / "release", tmp_path / ".release.tmp"
+    write_set(release, "old")
+    write_set(built, "new")
+    real = os.rename
+
+    def second_fails(src, dst):
+        if Path(src) == built:
+            raise OSError(errno.EIO, "I/O error")
+        real(src, dst)
+
+    monkeypatch.setattr(files.os, "rename", second_fails)
+    with pytest.raises(OSError, match="I/O error"):
+        files.replace_dir(built, release)
+    monkeypatch.setattr(files.os, "rename", real)
+    recover(release)
+    assert snapshot(release)["metrics.json"] == b'{"run": "old"}'
+
+
 def test_a_crash_before_the_journal_is_rolled_back_at_the_next_start(old, monkeypatch):
     before = snapshot(old)
     monkeypatch.setattr(po, "commit_outputs", lambda out: (_ for _ in ()).throw(Killed))

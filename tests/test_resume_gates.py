@@ -135,6 +135,16 @@ def test_a_pugc_query_filter_refused_on_the_relevant_probes_is_not_counted_right
     assert detail["p_true_mean"]["relevant"] is None
 
 
+def test_a_pugc_query_filter_refused_on_the_unanswerable_probes_is_not_counted_right_for_dropping_them():
+    """The other side: a refused probe is dropped by the stage, but that is no right answer on a query the
+    document does not answer either, or a filter refused on all of those would pass as a perfect one."""
+    probes = pugc_judge.query_filter_probes()
+    refused = probes.with_columns(p_true=pl.when(pl.col("answerable")).then(0.9).otherwise(float("nan")))
+    correct, detail, contrasts = pugc_judge.grade_query_filter(refused, 0.5)
+    assert sum(correct) == 12 and set(contrasts.values()) == {0.5}
+    assert detail["kept"] == {"placeholder": 0, "relevant": 12, "unrelated": 0}
+
+
 def test_a_wildfeedback_judge_refused_on_every_probe_is_named_not_a_traceback(tmp_path, monkeypatch):
     class Refusing(wildfeedback_fakes.FakeEngine):
         def choose(self, prompts, options):
@@ -165,3 +175,17 @@ def test_a_selfie_reference_refused_on_every_probe_is_named_and_its_pairs_are_wr
     # on main's code: 12 of 24 right (every unscored pair a tie), and no word of the refusals
     assert (report["correct"], report["failed_calls"], report["passed"]) == (0, 24, False)
     assert report["detail"]["margin_mean"] is None
+
+
+def test_a_gate_at_chance_is_lowered_and_a_judge_that_failed_some_calls_is_graded_on_its_answers():
+    from pipeline.gates import check_gate
+
+    def gate(correct, **kw):
+        return check_gate("dove", "judge", "m", correct, key="dove.gates.judge", **kw)
+
+    at_chance = gate([True, False] * 4, min_accuracy=0.5, on_failure="withhold")
+    assert (at_chance["passed"], at_chance["lowered"], at_chance["labels"]) == (True, True, "used, gate lowered")
+    # one refused call of eight is no outage: the judge is named for its answers, with the failure counted
+    with pytest.raises(JudgeGateError, match=r"does not discriminate.*4 of 8 probes right.*1 of 8 probe calls failed"):
+        gate([True, False] * 4, min_accuracy=0.75, errors=[None] * 7 + [REFUSED])
+    assert gate([], min_accuracy=0.75, on_failure="withhold")["passed"] is False  # no probes: nothing proven

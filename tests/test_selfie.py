@@ -278,6 +278,9 @@ def test_pick_pairs_chooses_argmax_rejects_argmin_and_drops_ties():
     assert pairs.get_column("pair_id").to_list() == sorted(pairs.get_column("pair_id").to_list())
     # pinned: pipeline.ids.hex_id("selfie", iteration, prompt_id, chosen_response_id, rejected_response_id)
     assert dict(pairs.select("prompt_id", "pair_id").iter_rows())["p1"] == "06f03d6a181b20f6"
+    # equal rewards: chosen is the smallest response_id, rejected the largest (as documented)
+    ends = selfie.pick_pairs(_scored({"p5": [2.0, 2.0, 0.0, 0.0]}), iteration=1)[0].row(0, named=True)
+    assert (ends["chosen_response_id"], ends["rejected_response_id"]) == ("p5-0", "p5-3")
 
 
 def test_a_rejected_that_is_the_chosen_answer_but_for_case_spaces_or_punctuation_is_passed_over():
@@ -326,6 +329,8 @@ def test_noisy_ties_are_broken_by_pair_id_and_count_is_floor():
         selfie.pick_pairs(scored.reverse(), iteration=3)[0], beta=0.1, refine_fraction=0.25, alpha=0.2
     )
     assert again.equals(flagged)
+    # and so do the picked pairs handed over in reverse pair_id order (the tie-break is pair_id, not input order)
+    assert selfie.flag_noise(pairs.reverse(), beta=0.1, refine_fraction=0.25, alpha=0.2).equals(flagged)
     assert (
         selfie.noisy_count(9, 0.1) == 0
         and selfie.noisy_count(10, 0.1) == 1

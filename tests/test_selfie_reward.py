@@ -58,6 +58,25 @@ def test_params_gate_the_reward_for_real_models_and_lower_it_for_tiny():
     }
     assert resolve_params(real).selfie.gates.reward == 0.75
     assert resolve_params(real).selfie.sampling.max_new_tokens == 300  # SPA
+    # the rest of what METHODS.md section 3 fixes from the paper: K = 2 at temperature 0.7, top_p 1.0, summed
+    # log-probs, beta = 0.1; the least confident 10% smoothed with alpha = 0.1
+    sel = resolve_params(real).selfie
+    assert (sel.samples_per_prompt, sel.sampling.temperature, sel.sampling.top_p, sel.length_normalize) == (
+        2, 0.7, 1.0, False)
+    assert (sel.beta, sel.refine_fraction, sel.alpha) == (0.1, 0.1, 0.1)
+
+
+def test_same_model_means_the_same_weights_loaded_the_same_way():
+    from pipeline.config import resolve_params
+    from tests.conftest import ROOT
+
+    params = resolve_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    policy = params.selfie.role(params.llm, "policy")
+    assert selfie_reward.same_model(policy, policy.model_copy())
+    # another dtype or context length gives other log-probabilities: the reference pass is needed
+    assert not selfie_reward.same_model(policy, policy.model_copy(update={"dtype": "float16"}))
+    assert not selfie_reward.same_model(policy, policy.model_copy(update={"max_model_len": policy.max_model_len + 1}))
+    assert not selfie_reward.same_model(policy, policy.model_copy(update={"model": "org/other"}))
 
 
 # --- the real tiny engine: implicit rewards vs direct teacher forcing --------------------------------
