@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, field_validator
 
 from pipeline.config import LLM, ParamsError, Sampling, load_params
-from pipeline.llm import Completion, GenerationFailure, openai_client, sample_seed
+from pipeline.llm import Completion, GenerationFailure, openai_client, openai_requests, sample_seed
 from pipeline.llm.openai_client import CostGuardError, ServerError
 from pipeline.llm.openai_engine import OpenAIEngine, RequestsFailed, option_probabilities
 from tests.openai_server import LoopbackServer
@@ -314,6 +314,15 @@ def test_the_cache_holds_answers_keyed_by_model_and_request_never_the_key(server
     engine.choose(PROMPTS, ["a", "b"])
     assert len(server.log) - before == 1
     assert json.loads(files[0].read_text())["key"] == files[0].stem
+
+
+def test_the_cache_key_tells_apart_scored_spans_that_share_a_prompt():
+    # Same token ids up to `end`, so the same request body: only which tokens are scored differs.
+    ids = [5, 6, 7, 8]
+    whole = openai_requests.score_request("m", PROMPTS[0], [(ids, 1, 4)], "policy")
+    tail = openai_requests.score_request("m", PROMPTS[0], [(ids, 3, 4)], "policy")
+    assert whole.body == tail.body
+    assert whole.key() != tail.key()
 
 
 # --- params --------------------------------------------------------------------------------------
