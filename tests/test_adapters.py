@@ -45,6 +45,13 @@ def test_sharegpt_from_value():
     assert prompt["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}]
 
 
+def test_wildchat_flags_spelt_as_words_and_the_conversation_id_before_the_hash():
+    rec = {"conversation_id": "c1", "conversation_hash": "h1", "conversation": [{"role": "user", "content": "q"}],
+           "toxic": " Yes", "redacted": "no"}
+    conv = one(rec, "wildchat", "conversations").rows["conversations"][0]
+    assert conv["flags"] == ["toxic"] and conv["conversation_id"] == stable_id("t", "c1")
+
+
 @pytest.mark.parametrize(
     ("messages", "reason"),
     [
