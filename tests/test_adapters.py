@@ -58,6 +58,14 @@ def test_sharegpt_top_level_system_becomes_the_first_message():
     assert prompt["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}]
 
 
+def test_alpaca_input_goes_below_the_instruction_once():
+    rec = {"instruction": "Summarize the following text.", "input": "Cats sleep a lot."}
+    prompt = one(rec, "prompts", "prompts").rows["prompts"][0]
+    assert prompt["messages"][0]["content"] == "Summarize the following text.\n\nCats sleep a lot."
+    same = one({"instruction": "Name a cat.", "input": "Name a cat."}, "prompts", "prompts").rows["prompts"][0]
+    assert same["messages"][0]["content"] == "Name a cat."  # an input copying the instruction is not doubled
+
+
 @pytest.mark.parametrize(
     ("messages", "reason"),
     [
