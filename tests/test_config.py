@@ -432,6 +432,11 @@ def test_an_export_split_with_no_train_rows_is_a_params_error(tmp_path, good):
     assert "export.test_fraction: Input should be less than 1 (got 1)" in error_of(tmp_path, good)
 
 
+def test_an_empty_dedup_priority_is_a_params_error(tmp_path, good):
+    good["export"]["dedup"]["priority"] = []
+    assert "export.dedup.priority: List should have at least 1 item after validation, not 0" in error_of(tmp_path, good)
+
+
 @pytest.mark.parametrize(("edit", "expected"), [
     (lambda d: d["selfie"]["split"]["pools"].__setitem__(0, "ten"),
      "selfie.split.pools[0]: Input should be a valid integer or a valid number (got 'ten')"),
