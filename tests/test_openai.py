@@ -325,6 +325,12 @@ def test_the_cache_key_tells_apart_scored_spans_that_share_a_prompt():
     assert whole.key() != tail.key()
 
 
+def test_greedy_requests_send_top_p_1_so_top_p_does_not_split_the_cache():
+    a = openai_requests.sample_request("m", PROMPTS[0], GREEDY, 0, 0)
+    b = openai_requests.sample_request("m", PROMPTS[0], GREEDY.model_copy(update={"top_p": 0.5}), 0, 0)
+    assert a.body["top_p"] == 1.0 and a.key() == b.key()
+
+
 # --- params --------------------------------------------------------------------------------------
 
 
