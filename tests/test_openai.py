@@ -331,6 +331,12 @@ def test_greedy_requests_send_top_p_1_so_top_p_does_not_split_the_cache():
     assert a.body["top_p"] == 1.0 and a.key() == b.key()
 
 
+def test_structured_requests_send_no_stop_strings():
+    s = SAMPLING.model_copy(update={"stop": ["}"]})
+    assert "stop" not in openai_requests.sample_request("m", PROMPTS[0], s, 0, 0, schema=Query).body
+    assert openai_requests.sample_request("m", PROMPTS[0], s, 0, 0).body["stop"] == ["}"]
+
+
 # --- params --------------------------------------------------------------------------------------
 
 
