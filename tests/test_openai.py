@@ -337,6 +337,16 @@ def test_structured_requests_send_no_stop_strings():
     assert openai_requests.sample_request("m", PROMPTS[0], s, 0, 0).body["stop"] == ["}"]
 
 
+def test_retry_after_ms_is_read_in_milliseconds():
+    from types import SimpleNamespace
+
+    import openai
+
+    err = openai.RateLimitError.__new__(openai.RateLimitError)  # only its response's headers are read
+    err.response = SimpleNamespace(headers={"retry-after-ms": "1500", "retry-after": "9"})
+    assert openai_client.retry_after(err) == 1.5
+
+
 # --- params --------------------------------------------------------------------------------------
 
 
