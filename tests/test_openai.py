@@ -347,6 +347,16 @@ def test_retry_after_ms_is_read_in_milliseconds():
     assert openai_client.retry_after(err) == 1.5
 
 
+def test_a_cache_file_stored_under_another_key_reads_as_a_miss(tmp_path):
+    from pipeline.llm.request_cache import MISS, RequestCache
+
+    cache = RequestCache(tmp_path)
+    cache.put("a" * 64, "answer a")
+    cache.path("b" * 64).parent.mkdir(parents=True)
+    cache.path("b" * 64).write_text(cache.path("a" * 64).read_text())  # a file copied to the wrong name
+    assert cache.get("a" * 64) == "answer a" and cache.get("b" * 64) is MISS
+
+
 # --- params --------------------------------------------------------------------------------------
 
 
