@@ -52,6 +52,13 @@ def test_wildchat_flags_spelt_as_words_and_the_conversation_id_before_the_hash()
     assert conv["flags"] == ["toxic"] and conv["conversation_id"] == stable_id("t", "c1")
 
 
+def test_wildchat_prompt_keeps_a_leading_system_message():
+    rec = {"conversation": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"},
+                            {"role": "assistant", "content": "a"}]}
+    prompt = one(rec, "wildchat", "prompts").rows["prompts"][0]
+    assert prompt["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}]
+
+
 def test_sharegpt_top_level_system_becomes_the_first_message():
     rec = {"system": "be brief", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
     prompt = one(rec, "sharegpt", "prompts").rows["prompts"][0]
