@@ -59,6 +59,12 @@ def test_wildchat_prompt_keeps_a_leading_system_message():
     assert prompt["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}]
 
 
+def test_ultrafeedback_null_response_falls_back_to_text():
+    rec = {"instruction": "Name a colour.", "completions": [
+        {"model": "m1", "response": None, "text": "Blue.", "fine-grained_score": 4.75}]}
+    assert one(rec, "ultrafeedback", "rated").rows["responses"][0]["text"] == "Blue."
+
+
 def test_sharegpt_top_level_system_becomes_the_first_message():
     rec = {"system": "be brief", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
     prompt = one(rec, "sharegpt", "prompts").rows["prompts"][0]
