@@ -182,6 +182,16 @@ def test_oasst_prunes_deleted_and_failed_review_messages():
     assert [r["score"] for r in rated.rows["responses"]] == [1.0, 0.5, 0.0]
 
 
+def test_oasst_ranks_written_as_whole_floats_still_rank():
+    def msg(mid, role, replies=(), **kw):
+        return {"message_id": mid, "role": role, "text": f"text {mid}", "replies": list(replies), **kw}
+
+    tree = {"message_tree_id": "t1", "prompt": msg("r", "prompter", [  # pandas' nullable rank column
+        msg("a1", "assistant", rank=1.0), msg("a2", "assistant", rank=0.0)])}
+    rated = one(tree, "oasst", "rated")
+    assert [(r["text"], r["score"]) for r in rated.rows["responses"]] == [("text a2", 1.0), ("text a1", 0.0)]
+
+
 def test_stackexchange_html_and_skips():
     assert html_to_text("&lt;p&gt;A &amp;amp; B&lt;/p&gt;&#xA;&lt;ul&gt;&lt;li&gt;x&lt;/li&gt;&lt;/ul&gt;") == "A & B\n\n- x"
     wiki = one({"Id": "9", "PostTypeId": "5", "Body": "<p>tag wiki</p>"}, "stackexchange", "rated")
