@@ -45,6 +45,40 @@ def test_sharegpt_from_value():
     assert prompt["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}]
 
 
+def test_wildchat_flags_spelt_as_words_and_the_conversation_id_before_the_hash():
+    rec = {"conversation_id": "c1", "conversation_hash": "h1", "conversation": [{"role": "user", "content": "q"}],
+           "toxic": " Yes", "redacted": "no"}
+    conv = one(rec, "wildchat", "conversations").rows["conversations"][0]
+    assert conv["flags"] == ["toxic"] and conv["conversation_id"] == stable_id("t", "c1")
+
+
+def test_wildchat_prompt_keeps_a_leading_system_message():
+    rec = {"conversation": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"},
+                            {"role": "assistant", "content": "a"}]}
+    prompt = one(rec, "wildchat", "prompts").rows["prompts"][0]
+    assert prompt["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}]
+
+
+def test_ultrafeedback_null_response_falls_back_to_text():
+    rec = {"instruction": "Name a colour.", "completions": [
+        {"model": "m1", "response": None, "text": "Blue.", "fine-grained_score": 4.75}]}
+    assert one(rec, "ultrafeedback", "rated").rows["responses"][0]["text"] == "Blue."
+
+
+def test_sharegpt_top_level_system_becomes_the_first_message():
+    rec = {"system": "be brief", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}
+    prompt = one(rec, "sharegpt", "prompts").rows["prompts"][0]
+    assert prompt["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}]
+
+
+def test_alpaca_input_goes_below_the_instruction_once():
+    rec = {"instruction": "Summarize the following text.", "input": "Cats sleep a lot."}
+    prompt = one(rec, "prompts", "prompts").rows["prompts"][0]
+    assert prompt["messages"][0]["content"] == "Summarize the following text.\n\nCats sleep a lot."
+    same = one({"instruction": "Name a cat.", "input": "Name a cat."}, "prompts", "prompts").rows["prompts"][0]
+    assert same["messages"][0]["content"] == "Name a cat."  # an input copying the instruction is not doubled
+
+
 @pytest.mark.parametrize(
     ("messages", "reason"),
     [
@@ -146,6 +180,16 @@ def test_oasst_prunes_deleted_and_failed_review_messages():
     assert conv.skipped == {"deleted message (and its replies)": 1, "message failed review (and its replies)": 1}
     rated = one(tree, "oasst", "rated")
     assert [r["score"] for r in rated.rows["responses"]] == [1.0, 0.5, 0.0]
+
+
+def test_oasst_ranks_written_as_whole_floats_still_rank():
+    def msg(mid, role, replies=(), **kw):
+        return {"message_id": mid, "role": role, "text": f"text {mid}", "replies": list(replies), **kw}
+
+    tree = {"message_tree_id": "t1", "prompt": msg("r", "prompter", [  # pandas' nullable rank column
+        msg("a1", "assistant", rank=1.0), msg("a2", "assistant", rank=0.0)])}
+    rated = one(tree, "oasst", "rated")
+    assert [(r["text"], r["score"]) for r in rated.rows["responses"]] == [("text a2", 1.0), ("text a1", 0.0)]
 
 
 def test_stackexchange_html_and_skips():

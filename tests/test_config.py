@@ -282,6 +282,12 @@ def test_a_curry_input_gap_given_as_a_key_takes_that_params_number_after_the_tin
     assert [s.min_gap for i, s in enumerate(real.curry.inputs) if i != pugc_input] == [None, None]
 
 
+def test_tiny_overrides_apply_only_when_every_model_of_the_section_is_tiny(tmp_path, good):
+    good["pugc"]["roles"]["judge"] = {**(good["pugc"]["roles"]["judge"] or {}), "model": "smollm2"}
+    mixed = load_params(write(tmp_path, good))  # the policy is still tiny, the judge is not
+    assert mixed.pugc.min_margin == 0.5 and not mixed.applied_overrides("pugc")
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     ("pugc.min_marign", "curry.inputs[1].min_gap: 'pugc.min_marign' names no non-negative number in params"),
     ("pugc.roles", "curry.inputs[1].min_gap: 'pugc.roles' names no non-negative number in params"),
@@ -419,6 +425,16 @@ def test_an_empty_wildfeedback_list_is_a_params_error(tmp_path, good, key):
     ``sources: []`` failed only when the stage ran (pugc's lists were already checked)."""
     good["wildfeedback"][key] = []
     assert f"wildfeedback.{key}: List should have at least 1 item after validation, not 0" in error_of(tmp_path, good)
+
+
+def test_an_export_split_with_no_train_rows_is_a_params_error(tmp_path, good):
+    good["export"]["test_fraction"] = 1
+    assert "export.test_fraction: Input should be less than 1 (got 1)" in error_of(tmp_path, good)
+
+
+def test_an_empty_dedup_priority_is_a_params_error(tmp_path, good):
+    good["export"]["dedup"]["priority"] = []
+    assert "export.dedup.priority: List should have at least 1 item after validation, not 0" in error_of(tmp_path, good)
 
 
 @pytest.mark.parametrize(("edit", "expected"), [

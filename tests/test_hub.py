@@ -203,6 +203,18 @@ def test_a_tampered_or_extra_file_is_refused_by_name(tmp_path, hub):
     assert hub.calls == []
 
 
+def test_an_edited_card_is_refused_and_the_hubs_local_cache_folder_is_ignored(tmp_path, hub):
+    standard_methods(tmp_path)
+    release = tmp_path / "data" / "release"
+    build_release(export_cfg(), tmp_path, release, "fp")
+    (release / ".cache" / "huggingface").mkdir(parents=True)  # upload_folder's own bookkeeping, left behind
+    (release / ".cache" / "huggingface" / "upload.lock").write_text("")
+    assert verify_release(release) == []
+    card = release / "README.md"
+    card.write_text(card.read_text() + "\nedited by hand\n")
+    assert verify_release(release) == [f"{card}: sha256 differs from the manifest"]
+
+
 def test_card_front_matter(release):
     card = (release / "README.md").read_text()
     front = yaml.safe_load(card.split("---\n")[1])

@@ -303,6 +303,11 @@ def test_a_revision_is_inherited_by_roles_on_its_model_only_and_fingerprinted_on
         default.llm.model_copy(update={"model": "org/m"}))
 
 
+def test_a_role_naming_llms_own_model_keeps_its_revision(tmp_path):
+    p = load_params(_params(tmp_path, {"model": "org/m", "revision": "v1"}, {"model": "org/m"}))
+    assert resolve_role(p.llm, p.pugc.roles.judge).revision == "v1"
+
+
 def test_a_revision_the_hub_lacks_fails_at_once_in_one_line(hub, monkeypatch):
     from huggingface_hub.errors import RevisionNotFoundError
 

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, field_validator
 
 from pipeline.config import LLM, ParamsError, Sampling, load_params
-from pipeline.llm import Completion, GenerationFailure, openai_client, sample_seed
+from pipeline.llm import Completion, GenerationFailure, openai_client, openai_requests, sample_seed
 from pipeline.llm.openai_client import CostGuardError, ServerError
 from pipeline.llm.openai_engine import OpenAIEngine, RequestsFailed, option_probabilities
 from tests.openai_server import LoopbackServer
@@ -314,6 +314,47 @@ def test_the_cache_holds_answers_keyed_by_model_and_request_never_the_key(server
     engine.choose(PROMPTS, ["a", "b"])
     assert len(server.log) - before == 1
     assert json.loads(files[0].read_text())["key"] == files[0].stem
+
+
+def test_the_cache_key_tells_apart_scored_spans_that_share_a_prompt():
+    # Same token ids up to `end`, so the same request body: only which tokens are scored differs.
+    ids = [5, 6, 7, 8]
+    whole = openai_requests.score_request("m", PROMPTS[0], [(ids, 1, 4)], "policy")
+    tail = openai_requests.score_request("m", PROMPTS[0], [(ids, 3, 4)], "policy")
+    assert whole.body == tail.body
+    assert whole.key() != tail.key()
+
+
+def test_greedy_requests_send_top_p_1_so_top_p_does_not_split_the_cache():
+    a = openai_requests.sample_request("m", PROMPTS[0], GREEDY, 0, 0)
+    b = openai_requests.sample_request("m", PROMPTS[0], GREEDY.model_copy(update={"top_p": 0.5}), 0, 0)
+    assert a.body["top_p"] == 1.0 and a.key() == b.key()
+
+
+def test_structured_requests_send_no_stop_strings():
+    s = SAMPLING.model_copy(update={"stop": ["}"]})
+    assert "stop" not in openai_requests.sample_request("m", PROMPTS[0], s, 0, 0, schema=Query).body
+    assert openai_requests.sample_request("m", PROMPTS[0], s, 0, 0).body["stop"] == ["}"]
+
+
+def test_retry_after_ms_is_read_in_milliseconds():
+    from types import SimpleNamespace
+
+    import openai
+
+    err = openai.RateLimitError.__new__(openai.RateLimitError)  # only its response's headers are read
+    err.response = SimpleNamespace(headers={"retry-after-ms": "1500", "retry-after": "9"})
+    assert openai_client.retry_after(err) == 1.5
+
+
+def test_a_cache_file_stored_under_another_key_reads_as_a_miss(tmp_path):
+    from pipeline.llm.request_cache import MISS, RequestCache
+
+    cache = RequestCache(tmp_path)
+    cache.put("a" * 64, "answer a")
+    cache.path("b" * 64).parent.mkdir(parents=True)
+    cache.path("b" * 64).write_text(cache.path("a" * 64).read_text())  # a file copied to the wrong name
+    assert cache.get("a" * 64) == "answer a" and cache.get("b" * 64) is MISS
 
 
 # --- params --------------------------------------------------------------------------------------

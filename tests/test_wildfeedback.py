@@ -196,6 +196,18 @@ def test_zero_pairs_from_dsat_signals_is_a_collapse_and_a_share_at_the_fraction_
         "DSAT signals fell from 20 (rules alone) to 1 with detector rules+llm (combine: llm_overrides)"]
 
 
+def test_a_collapse_already_named_is_not_warned_again_as_zero_pairs():
+    from types import SimpleNamespace
+
+    from stages.wildfeedback_report import collapse_warnings
+
+    cfg = SimpleNamespace(collapse_fraction=0.1, combine="llm_overrides")
+    d = {"signals": {"turns_dsat": 1, "turns_sat": 5}, "rules": {"turns_dsat": 20, "turns_sat": 5,
+         "natural_revisions": 0}, "pairs": {"natural_revision_found": 0, "out": 0}}
+    assert collapse_warnings(d, cfg, "rules+llm") == [
+        "DSAT signals fell from 20 (rules alone) to 1 with detector rules+llm (combine: llm_overrides)"]
+
+
 def test_a_console_warning_is_printed_once_not_also_logged_as_a_warning(capsys, caplog):
     """Under `prefpipe run` the CLI's log handler shows WARNING records: a warning both printed and logged
     at that level reached the console twice ("WARNING pipeline.gates: ..." then "WARNING ...")."""
