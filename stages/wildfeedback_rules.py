@@ -301,10 +301,11 @@ def _windows(text: pl.Series, window_chars: int) -> list[pl.Series]:
     n = full.str.len_chars()
     raw = pl.when(n > window_chars).then(full.str.slice(0, window_chars) + " …").otherwise(full)
     # The first line, read only where the turn is long enough to hold material.
-    long = (n > 300).arg_true()
+    long = n > 300
+    at = long.arg_true()
     first_line = pl.Series([None] * len(full), dtype=pl.String).scatter(
-        long, full.gather(long).str.strip_chars_start().str.extract(r"^([^\n]*)\n"))
-    material = (n > 300) & first_line.is_not_null()
+        at, full.gather(at).str.strip_chars_start().str.extract(r"^([^\n]*)\n"))
+    material = long & first_line.is_not_null()
     raw = pl.when(material).then(first_line + " …").otherwise(raw)
     return [pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"), raw.alias("_raw"), material.alias("_material")]
 
