@@ -31,6 +31,14 @@ def write_set(out: Path, tag: str) -> None:
     (out / "metrics.json").write_text(json.dumps({"run": tag}))
 
 
+def release_and_built(data: Path) -> tuple[Path, Path]:
+    """An old release and the new one built beside it (``replace_dir``'s two folders) in ``data``."""
+    release, built = data / "release", data / ".release.tmp"
+    write_set(release, "old")
+    write_set(built, "new")
+    return release, built
+
+
 @pytest.fixture
 def old(tmp_path) -> Path:
     out = tmp_path / "stage"
@@ -123,9 +131,7 @@ def test_discarding_the_staged_outputs_keeps_a_swap_the_journal_has_started(old,
 def test_a_folder_publish_whose_second_rename_fails_keeps_the_old_folder_for_recover(tmp_path, monkeypatch):
     from pipeline import files
 
-    release, built = tmp_path / "release", tmp_path / ".release.tmp"
-    write_set(release, "old")
-    write_set(built, "new")
+    release, built = release_and_built(tmp_path)
     real = os.rename
 
     def second_fails(src, dst):
@@ -170,9 +176,7 @@ replace_dir(Path(sys.argv[1]), Path(sys.argv[2]))
 def test_a_folder_published_by_rename_and_killed_between_the_renames_is_restored(root, tmp_path):
     # Export renames its finished release over data/release (replace_dir). Killed between the two renames it
     # left no data/release and the old one as data/.release.old-*, which nothing removed or put back.
-    release, built = tmp_path / "data" / "release", tmp_path / "data" / ".release.tmp"
-    write_set(release, "old")
-    write_set(built, "new")
+    release, built = release_and_built(tmp_path / "data")
     before = snapshot(release)
     proc = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_RENAMES, str(built), str(release)], cwd=root,
                           env={**os.environ, "PYTHONPATH": str(root)})
@@ -191,9 +195,7 @@ def test_a_folder_published_by_rename_and_killed_between_the_renames_is_restored
 def test_ctrl_c_between_the_renames_of_a_folder_publish_takes_effect_after_them(tmp_path, monkeypatch):
     from pipeline import files
 
-    release, built = tmp_path / "release", tmp_path / ".release.tmp"
-    write_set(release, "old")
-    write_set(built, "new")
+    release, built = release_and_built(tmp_path)
     real = os.rename
 
     def ctrl_c_on_the_first(src, dst):
