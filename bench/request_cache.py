@@ -143,7 +143,9 @@ def bench(store: str, base: Path, n: int, procs: int, kill_after: float) -> dict
 
     root = base / store / "killed"
     STORES[store](root)
-    done = ctx.Value("i", 0)
+    # lock=False: the writer is SIGKILLed, and a Value's lock killed while held stays held, so reading
+    # done.value here would block forever (it did, in CI); one int written by one process needs no lock
+    done = ctx.Value("i", 0, lock=False)
     w = ctx.Process(target=_writer, args=(store, str(root), ks, done, 1000))
     w.start()
     time.sleep(kill_after)

@@ -27,8 +27,12 @@ def test_the_benches_are_found():
 @pytest.mark.parametrize("script", BENCHES)
 def test_bench_runs_at_smoke_size(script):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFPIPE_PROGRESS": "0"}
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--smoke"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    try:  # a smoke run takes seconds (the slowest ~15 s); a hang must not eat CI's time budget
+        proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--smoke"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=180)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"bench/{script} --smoke still ran after {e.timeout:.0f} s (it hangs: a smoke run takes "
+                    f"seconds):\n{(e.stdout or b'')[-2000:]!r}\n{(e.stderr or b'')[-2000:]!r}")
     if "unrecognized arguments: --smoke" in proc.stderr:
         pytest.fail(f"bench/{script} has no --smoke size: add one that runs in seconds and prints its table")
     assert proc.returncode == 0, f"bench/{script} --smoke failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n" \
