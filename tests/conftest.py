@@ -3,6 +3,7 @@ the suite is spread over pytest-xdist workers (`-n 2 --dist loadgroup`, pyprojec
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -105,11 +106,28 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
-def dvc(cwd: Path, *args: str, check: bool = True):
+def run_tree(cmd: list[str], *, timeout: float | None = None, **kwargs):
+    """``subprocess.run(cmd, capture_output=True, text=True)`` in a process group of its own, killed whole when
+    the wait ends early: on ``timeout`` (``TimeoutExpired``, with the output so far) or an interrupt
+    (pytest-timeout's alarm, Ctrl-C). ``subprocess.run`` kills only its direct child, so a `dvc repro` that hung
+    left its stage running on the shared cores for the rest of the suite."""
+    import signal
     import subprocess
 
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                          **kwargs) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):  # the group outlives a leader that already exited
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def dvc(cwd: Path, *args: str, check: bool = True):
     env = {**os.environ, "PYTHONPATH": str(cwd), "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True, env=env)
+    proc = run_tree(["dvc", *args], cwd=cwd, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
