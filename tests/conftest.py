@@ -107,20 +107,25 @@ def copy_project(dest: Path) -> Path:
 
 
 def run_tree(cmd: list[str], *, timeout: float | None = None, **kwargs):
-    """``subprocess.run(cmd, capture_output=True, text=True)`` in a process group of its own, killed whole when
-    the wait ends early: on ``timeout`` (``TimeoutExpired``, with the output so far) or an interrupt
-    (pytest-timeout's alarm, Ctrl-C). ``subprocess.run`` kills only its direct child, so a `dvc repro` that hung
-    left its stage running on the shared cores for the rest of the suite."""
-    import signal
+    """``subprocess.run(cmd, capture_output=True, text=True)`` whose whole process tree is killed when the wait
+    ends early: on ``timeout`` (``TimeoutExpired``, with the output so far) or an interrupt (pytest-timeout's
+    alarm, Ctrl-C). ``subprocess.run`` kills only its direct child, so a `dvc repro` that hung left its stage
+    running on the shared cores for the rest of the suite. (Same process group as the suite: a group kill of
+    the suite still reaches it.)"""
     import subprocess
 
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                          **kwargs) as proc:
+    import psutil
+
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
         except BaseException:
-            with contextlib.suppress(ProcessLookupError):  # the group outlives a leader that already exited
-                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                tree = psutil.Process(proc.pid).children(recursive=True)
+                proc.kill()  # first, so it starts nothing more
+                for child in tree:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        child.kill()
             raise
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
