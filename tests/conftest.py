@@ -1,5 +1,6 @@
-"""Shared fixtures: the repo root, the real data folder, the project's params, one local Ray cluster; and how
-the suite is spread over pytest-xdist workers (`-n 2 --dist loadgroup`, pyproject.toml)."""
+"""Shared fixtures: the repo root, the real data folder, the project's params, one local Ray cluster; commands
+run with their whole process tree killed on a timeout (``run_tree``, ``dvc``); and how the suite is spread over
+pytest-xdist workers (`-n 2 --dist loadgroup`, pyproject.toml)."""
 
 from __future__ import annotations
 
