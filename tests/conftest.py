@@ -1,8 +1,10 @@
-"""Shared fixtures: the repo root, the real data folder, the project's params, one local Ray cluster; and how
-the suite is spread over pytest-xdist workers (`-n 2 --dist loadgroup`, pyproject.toml)."""
+"""Shared fixtures: the repo root, the real data folder, the project's params, one local Ray cluster; commands
+run with their whole process tree killed on a timeout (``run_tree``, ``dvc``); and how the suite is spread over
+pytest-xdist workers (`-n 2 --dist loadgroup`, pyproject.toml)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -105,11 +107,33 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
-def dvc(cwd: Path, *args: str, check: bool = True):
+def run_tree(cmd: list[str], *, timeout: float | None = None, **kwargs):
+    """``subprocess.run(cmd, capture_output=True, text=True)`` whose whole process tree is killed when the wait
+    ends early: on ``timeout`` (``TimeoutExpired``, with the output so far) or an interrupt (pytest-timeout's
+    alarm, Ctrl-C). ``subprocess.run`` kills only its direct child, so a `dvc repro` that hung left its stage
+    running on the shared cores for the rest of the suite. (Same process group as the suite: a group kill of
+    the suite still reaches it.)"""
     import subprocess
 
+    import psutil
+
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except BaseException:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                tree = psutil.Process(proc.pid).children(recursive=True)
+                proc.kill()  # first, so it starts nothing more
+                for child in tree:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        child.kill()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def dvc(cwd: Path, *args: str, check: bool = True):
     env = {**os.environ, "PYTHONPATH": str(cwd), "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.run(["dvc", *args], cwd=cwd, capture_output=True, text=True, env=env)
+    proc = run_tree(["dvc", *args], cwd=cwd, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = sorted(p.name for p in (ROOT / "bench").glob("*.py") if not p.name.startswith("_"))
@@ -28,8 +31,7 @@ def test_the_benches_are_found():
 def test_bench_runs_at_smoke_size(script):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFPIPE_PROGRESS": "0"}
     try:  # a smoke run takes seconds (the slowest ~15 s); a hang must not eat CI's time budget
-        proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--smoke"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=180)
+        proc = run_tree([sys.executable, str(ROOT / "bench" / script), "--smoke"], cwd=ROOT, env=env, timeout=180)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"bench/{script} --smoke still ran after {e.timeout:.0f} s (it hangs: a smoke run takes "
                     f"seconds):\n{(e.stdout or b'')[-2000:]!r}\n{(e.stderr or b'')[-2000:]!r}")
@@ -38,3 +40,24 @@ def test_bench_runs_at_smoke_size(script):
     assert proc.returncode == 0, f"bench/{script} --smoke failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n" \
                                  f"{proc.stderr[-3000:]}"
     assert proc.stdout.strip(), f"bench/{script} --smoke printed nothing"
+
+
+def test_a_run_that_times_out_takes_the_processes_it_started_with_it(tmp_path):
+    """A bench (or `dvc repro`) that hangs in a child: the timeout, or pytest-timeout's alarm, killed only the
+    script, and the child it was waiting on ran on beside the rest of the suite (a stage, a forked writer)."""
+    import psutil
+
+    def gone(pid: int) -> bool:  # killed: reaped, or a zombie where the container's init reaps nothing
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    pid = tmp_path / "child.pid"
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_tree(["sh", "-c", f"sleep 300 & echo $! > {pid}; wait"], timeout=3)
+    child = int(pid.read_text())
+    deadline = time.monotonic() + 10  # SIGKILL lands at the child's next scheduling, not at once
+    while not gone(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(child), f"the child (pid {child}) of the timed-out run still runs"

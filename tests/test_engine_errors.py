@@ -71,6 +71,20 @@ def test_an_engine_failure_names_the_step_and_role_and_the_finished_batches_are_
     assert seen == list(range(8, 20)) and out["i"].to_pylist() == list(range(20))  # resumed after the kept rows
 
 
+@pytest.fixture(autouse=True)
+def _outputs_outside_the_checkout(monkeypatch):
+    """`prefpipe run` here runs in a project under tmp_path: from the checkout it recovers, writes into and
+    discards the staging of data/<stage>, a developer's real outputs (or those of a `dvc repro` running there)."""
+    real = cli.prepare_outputs
+
+    def prepare(stage, module):
+        out = cli.output_folder(module)
+        assert out is None or not Path(out).resolve().is_relative_to(ROOT), f"{stage} would write into the checkout"
+        return real(stage, module)
+
+    monkeypatch.setattr(cli, "prepare_outputs", prepare)
+
+
 def _params(tmp_path: Path, edit) -> object:
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     edit(data)
@@ -152,8 +166,10 @@ def test_ctrl_c_keeps_the_finished_batches_and_the_cli_says_so_in_one_line(tmp_p
     def stage(params):
         raise KeyboardInterrupt
 
+    _params(tmp_path, lambda d: None)
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("stages.curry.main", stage)
-    assert cli.main(["run", "curry"]) == 130
+    assert cli.main(["run", "curry", "--params", str(tmp_path / "params.yaml")]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["prefpipe: interrupted; a stage's outputs change only when it finishes, and the finished batches "
                    "of its model steps are checkpointed: run it again to resume"]

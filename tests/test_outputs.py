@@ -17,6 +17,7 @@ import yaml
 from pipeline import cli
 from pipeline import outputs as po
 from pipeline.outputs import OutputError, check_writable, os_error_line, recover, stage_outputs
+from tests.conftest import run_tree
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -347,10 +348,9 @@ def test_a_full_disk_during_ingest_is_one_line_and_keeps_the_old_tables(project,
     assert snapshot(project / "data" / "ingest") == before  # not documents new and conversations old
 
 
-def _run_cli(project: Path, root: Path, *prefix: str) -> subprocess.Popen:
+def _run_cli(project: Path, root: Path, *prefix: str) -> subprocess.CompletedProcess:
     code = "; ".join(["import sys", *prefix, "from pipeline import cli", "sys.exit(cli.main(['run', 'ingest']))"])
-    return subprocess.Popen([sys.executable, "-c", code], cwd=project, env={**os.environ, "PYTHONPATH": str(root)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return run_tree([sys.executable, "-c", code], cwd=project, env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
 
 
 def test_a_real_file_size_limit_is_one_line(project, root):
@@ -364,7 +364,7 @@ def test_a_real_file_size_limit_is_one_line(project, root):
     (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     proc = _run_cli(project, root, "import resource, signal", "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)",
                     "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))")
-    out, err = proc.communicate(timeout=300)
+    err = proc.stderr
     assert proc.returncode == 1, err
     assert err.splitlines() == ["prefpipe: cannot write data/ingest: File too large (EFBIG); a file grew past the file "
                                 "system's or the process's size limit (`ulimit -f`)"], err
@@ -387,7 +387,6 @@ def test_kill_9_during_a_spill_leaves_the_old_tables_and_the_next_run_cleans_up(
     proc = _run_cli(project, root, "import os, signal", "from pipeline import io", "real = io.ShardWriter._spill",
                     "spill = lambda w: (real(w), len(w._runs) == 2 and os.kill(os.getpid(), signal.SIGKILL))",
                     "io.ShardWriter._spill = spill")
-    proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL
     left = snapshot(project / "data" / "ingest")
     assert {k: v for k, v in left.items() if not k.startswith(".staging/")} == before  # the old tables, untouched

@@ -13,15 +13,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.conftest import run_tree
+
 pytestmark = pytest.mark.e2e
 
 STAGE = "pugc"
+CMD = [sys.executable, "-m", "pipeline.cli", "run", STAGE]
 
 
-def _run(repo: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(repo), "PREFPIPE_PROGRESS": "0"}
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", STAGE], cwd=repo, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _env(repo: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(repo), "PREFPIPE_PROGRESS": "0"}
+
+
+def _run(repo: Path) -> subprocess.CompletedProcess:
+    """A whole run; on a timeout (or pytest-timeout's alarm) it is killed, not left running beside the suite."""
+    return run_tree(CMD, cwd=repo, env=_env(repo), timeout=600)
 
 
 def _outputs(repo: Path) -> dict[str, bytes]:
@@ -39,12 +45,13 @@ def test_killed_stage_resumes_to_identical_bytes(built_repo, tmp_path):
     os.symlink(built_repo / "data" / "ingest", repo / "data" / "ingest")
 
     clean = _run(repo)
-    assert clean.wait(timeout=600) == 0, clean.stdout.read()
+    assert clean.returncode == 0, clean.stdout + clean.stderr
     expected = _outputs(repo)
     assert any(k.endswith(".parquet") for k in expected)
     subprocess.run(["rm", "-rf", str(repo / "data" / STAGE)], check=True)
 
-    killed = _run(repo)
+    with open(tmp_path / "killed.log", "w") as log:  # a file: a pipe nobody reads would stall it once full
+        killed = subprocess.Popen(CMD, cwd=repo, env=_env(repo), stdout=log, stderr=subprocess.STDOUT)
     checkpoints = repo / ".prefpipe" / "checkpoints" / STAGE
     deadline = time.time() + 600
     while killed.poll() is None and time.time() < deadline:
@@ -58,7 +65,6 @@ def test_killed_stage_resumes_to_identical_bytes(built_repo, tmp_path):
     assert done_before >= 2 and not (repo / "data" / STAGE / "pairs").exists()
 
     resumed = _run(repo)
-    out = resumed.communicate(timeout=600)[0]
-    assert resumed.returncode == 0, out
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert _outputs(repo) == expected
     assert not checkpoints.exists() or not any(checkpoints.rglob("chunk-*"))  # cleared on success
