@@ -121,7 +121,9 @@ class LoopbackServer:
 
         self._thread = threading.Thread(target=serve, daemon=True)
         self._thread.start()
-        ready.wait(30)
+        if not ready.wait(30):
+            raise RuntimeError("the loopback OpenAI server did not start within 30 s (its thread "
+                               f"{'died: see the traceback above' if not self._thread.is_alive() else 'is still starting'})")
         return self
 
     def stop(self) -> None:

@@ -276,12 +276,12 @@ def test_requests_in_flight_are_bounded_by_concurrency_and_answers_keep_input_or
 
 
 def test_a_pool_with_a_dead_server_moves_retries_to_the_next_one(server):
-    with socket.socket() as s:
+    with socket.socket() as s:  # bound, never listening: connection refused, and no other server can take the port
         s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"  # closed when the block ends: connection refused
-    engine = OpenAIEngine(config(server, base_url=[dead, server.url], max_retries=1))
-    start = len(server.log)
-    out = engine.generate(PROMPTS, n=2, sampling=SAMPLING)
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+        engine = OpenAIEngine(config(server, base_url=[dead, server.url], max_retries=1))
+        start = len(server.log)
+        out = engine.generate(PROMPTS, n=2, sampling=SAMPLING)
     assert len(server.log) - start == 6 and all(len(r) == 2 for r in out)
     assert out == OpenAIEngine(config(server)).generate(PROMPTS, n=2, sampling=SAMPLING)
 
