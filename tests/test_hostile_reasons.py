@@ -250,6 +250,15 @@ def test_a_glob_does_not_follow_a_link_back_to_a_folder_above_it(tmp_path):
     assert (res.metrics["rows_in"], res.metrics["accepted"]) == (1, 1) and not res.rejects
 
 
+def test_a_glob_does_not_follow_a_link_to_the_folder_it_is_in(tmp_path):
+    """``data/sub/self -> .`` is a loop as ``up -> ..`` is: each file is read once, under its own name."""
+    (tmp_path / "data" / "sub").mkdir(parents=True)
+    (tmp_path / "data" / "sub" / "a.jsonl").write_text(json.dumps({"id": "a", "text": "first"}) + "\n")
+    (tmp_path / "data" / "sub" / "self").symlink_to(".")
+    res = _ingest(Path(str(tmp_path / "data" / "**" / "*.jsonl")), "documents", "documents")
+    assert (res.metrics["rows_in"], res.metrics["accepted"]) == (1, 1) and not res.rejects
+
+
 @pytest.mark.parametrize(("value", "shown"), [(pa.array([datetime.datetime(2020, 1, 1)]), "datetime.datetime(2020, 1, 1, 0, 0)"),
                                               (pa.array([b"\x00\xff"]), "bytes that are not UTF-8 (invalid start byte at byte 1; "
                                                                "rewrite the file with that column's text as UTF-8)"),

@@ -190,3 +190,12 @@ def test_a_parquet_row_group_not_read_counts_its_rows_in_the_metrics(tmp_path):
     assert (m["rows_in"], m["accepted"], m["rejected"], m["unread_rows"]) == (500, 400, 100, 99)
     assert m["reject_fraction"] == 0.2 and m["top_reasons"][0][1] == 100
     assert [r["row"] for r in res.rejects] == [101] and "(100 rows lost)" in res.rejects[0]["reason"]
+
+
+def test_a_parquet_file_naming_a_column_twice_counts_all_its_rows_as_rejected(tmp_path):
+    """The file's one reject stands for each of its rows: 3 rows not read are 3 of ``rows_in``, not 1."""
+    table = pa.Table.from_arrays([pa.array(["d1", "d2", "d3"]), pa.array(["a", "b", "c"]), pa.array(["d", "e", "f"])],
+                                 names=["id", "text", "text"])
+    pq.write_table(table, tmp_path / "t.parquet")
+    m = _ingest(tmp_path / "t.parquet").metrics
+    assert (m["rows_in"], m["accepted"], m["rejected"], m["unread_rows"]) == (3, 0, 3, 2)
