@@ -199,6 +199,24 @@ def test_utf16_without_a_byte_order_mark_is_one_reject_saying_to_re_encode_it(tm
         f"UTF-8; none of it is read: re-encode it as UTF-8 (e.g. `iconv -f {wide} -t UTF-8`)"]
 
 
+def test_utf16_without_a_byte_order_mark_is_found_though_some_characters_hold_no_nul(tmp_path):
+    """Prices in euros: "€" is two bytes without a NUL in UTF-16, so fewer than half the bytes are NULs."""
+    text = "".join(json.dumps({"id": f"p{i}", "text": f"{i}€ {i}€"}, ensure_ascii=False) + "\n" for i in range(9))
+    data = text.encode("utf-16-le")
+    assert len(data[:256]) // 3 <= data[:256].count(0) < 128  # between the two thresholds
+    (tmp_path / "p.jsonl").write_bytes(data)
+    assert [r["reason"] for r in _ingest(tmp_path / "p.jsonl").rejects] == [
+        "p.jsonl:1: the file is UTF-16LE text (every other byte of its start is a NUL, without a byte order mark), "
+        "not UTF-8; none of it is read: re-encode it as UTF-8 (e.g. `iconv -f UTF-16LE -t UTF-8`)"]
+
+
+def test_a_file_of_nul_bytes_is_not_taken_for_utf16(tmp_path):
+    """A write cut by a crash can leave a file of NULs: every byte is a NUL, not every other one."""
+    (tmp_path / "z.jsonl").write_bytes(b"\x00" * 1000)
+    assert [r["reason"] for r in _ingest(tmp_path / "z.jsonl").rejects] == ["z.jsonl:1: invalid JSON: Expecting value "
+                                                                            "at column 1"]
+
+
 def test_utf8_text_with_nuls_is_not_taken_for_utf16(tmp_path):
     (tmp_path / "p.jsonl").write_bytes(b'{"id": "p1", "text": "a\\u0000b"}\n' + b"\x00" * 64 + b"\n")
     assert _ingest(tmp_path / "p.jsonl").metrics["rows_in"] == 2
