@@ -89,6 +89,18 @@ def test_parquet_text_stored_as_binary_is_read_as_the_text_it_holds(tmp_path):
     assert sorted(d["text"] for d in res.rows["documents"]) == ["hello", "world"]
 
 
+def test_parquet_binary_in_maps_and_fixed_size_lists_is_read_as_text(tmp_path):
+    """A map's keys and values, and a fixed-size list's items, stored as binary are text where they are UTF-8 (a map
+    of bytes keys never matched a field name); a value that is not stays bytes, its row's other keys text."""
+    from pipeline.readers import iter_records
+
+    meta = pa.array([[(b"lang", b"en")], [(b"lang", b"\xff")]], pa.map_(pa.binary(), pa.binary()))
+    tags = pa.array([[b"a", b"b"], [b"c", b"d"]], pa.list_(pa.binary(), 2))
+    pq.write_table(pa.table({"id": ["d1", "d2"], "meta": meta, "tags": tags}), tmp_path / "m.parquet")
+    assert [(r.value["meta"], r.value["tags"]) for r in iter_records(str(tmp_path / "m.parquet"))] == [
+        ({"lang": "en"}, ["a", "b"]), ({"lang": b"\xff"}, ["c", "d"])]
+
+
 # --- Parquet with tiny row groups --------------------------------------------------------------------
 
 
