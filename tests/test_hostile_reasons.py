@@ -253,6 +253,14 @@ def test_a_glob_does_not_follow_a_link_back_to_a_folder_above_it(tmp_path):
     assert (res.metrics["rows_in"], res.metrics["accepted"]) == (1, 1) and not res.rejects
 
 
+def test_a_brace_after_a_json_array_is_a_reject_of_its_own(tmp_path):
+    """Only ``{"data": [...]}`` ends in a "}": after a bare array it is damage (an edit cut short), said so."""
+    (tmp_path / "a.json").write_text('[{"id": "d1", "text": "a"}, {"id": "d2", "text": "b"}]}\n')
+    res = _ingest(tmp_path / "a.json", "documents", "documents")
+    assert res.metrics["accepted"] == 2
+    assert [r["reason"] for r in res.rejects] == ["a.json:3: invalid JSON: unexpected text after the array: '}'"]
+
+
 def test_an_empty_data_wrapper_is_a_file_of_no_records(tmp_path):
     """``{"data": []}`` holds no record: not one record with an empty list, a 'missing field' reject."""
     (tmp_path / "w.json").write_text(json.dumps({"data": []}))
