@@ -259,6 +259,10 @@ def test_a_brace_after_a_json_array_is_a_reject_of_its_own(tmp_path):
     res = _ingest(tmp_path / "a.json", "documents", "documents")
     assert res.metrics["accepted"] == 2
     assert [r["reason"] for r in res.rejects] == ["a.json:3: invalid JSON: unexpected text after the array: '}'"]
+    # an array that does not parse whole is split into its elements, also after leading blank space
+    (tmp_path / "a.json").write_text('\n  [{"id": "d1", "text": "a"}, {"id": "d2", "text": "b"}, {"id": 3,]\n')
+    res = _ingest(tmp_path / "a.json", "documents", "documents")
+    assert res.metrics["accepted"] == 2 and [r["row"] for r in res.rejects] == [3]
 
 
 def test_an_empty_data_wrapper_is_a_file_of_no_records(tmp_path):

@@ -167,6 +167,14 @@ def test_xml_elements_that_are_not_rows_are_a_reject_not_an_empty_file(tmp_path)
         "per post); convert other XML to JSON lines"]
 
 
+def test_one_xml_element_that_is_not_a_row_is_a_reject_not_an_empty_file(tmp_path):
+    (tmp_path / "Posts.xml").write_text('<posts>\n  <post Id="1" PostTypeId="1" Body="x"/>\n</posts>\n')
+    res = _ingest(tmp_path / "Posts.xml", "stackexchange", "documents")
+    assert [r["reason"] for r in res.rejects] == [
+        "Posts.xml:1: the file holds 2 XML elements but no <row>: ingest reads Stack Exchange dumps (one <row .../> "
+        "per post); convert other XML to JSON lines"]
+
+
 def test_a_dump_of_a_site_without_posts_is_an_empty_file(tmp_path):
     (tmp_path / "Posts.xml").write_text('<?xml version="1.0" encoding="utf-8"?>\n<posts>\n</posts>\n')
     res = _ingest(tmp_path / "Posts.xml", "stackexchange", "documents")
