@@ -175,6 +175,16 @@ def test_one_xml_element_that_is_not_a_row_is_a_reject_not_an_empty_file(tmp_pat
         "per post); convert other XML to JSON lines"]
 
 
+def test_an_xml_row_of_exactly_max_record_bytes_is_read_one_byte_more_is_not(tmp_path):
+    from pipeline.readers import iter_records
+
+    def row(n: int) -> bytes:
+        return b'<row Id="1" Body="' + b"x" * (n - 21) + b'"/>'
+    (tmp_path / "Posts.xml").write_bytes(b"<posts>\n" + row(200) + b"\n" + row(201) + b"\n</posts>\n")
+    assert [r.error for r in iter_records(str(tmp_path / "Posts.xml"), max_record_bytes=200)] == [
+        None, "<row> is over max_record_bytes=200; raise ingest.max_record_bytes to keep it"]
+
+
 def test_a_dump_of_a_site_without_posts_is_an_empty_file(tmp_path):
     (tmp_path / "Posts.xml").write_text('<?xml version="1.0" encoding="utf-8"?>\n<posts>\n</posts>\n')
     res = _ingest(tmp_path / "Posts.xml", "stackexchange", "documents")
