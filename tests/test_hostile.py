@@ -402,3 +402,11 @@ def test_a_truncated_gzipped_csv_keeps_the_records_before_the_cut_and_names_the_
     rows_in, accepted, rejected = _accounted(res)
     assert rejected == 1 and 0 < accepted < 2000 and rows_in == accepted + 1
     assert f"cannot be read after record {accepted} (EOFError" in res.rejects[0]["reason"]
+
+
+def test_a_gzip_cut_before_its_first_line_cannot_be_read_at_all(tmp_path):
+    data = gzip.compress(_docs(1000), mtime=0)
+    (tmp_path / "cut.jsonl.gz").write_bytes(data[:12])
+    assert [r.error for r in iter_records(str(tmp_path / "cut.jsonl.gz"))] == [
+        "the file cannot be read (EOFError: Compressed file ended before the end-of-stream marker was reached); the "
+        "rest of it is lost"]  # not "after line 0"
