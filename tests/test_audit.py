@@ -71,6 +71,14 @@ def test_each_violation_is_found_with_counts_and_pair_ids(tmp_path):
     assert any(line.startswith("skip  held_out_in_train") for line in lines)
 
 
+def test_a_check_names_its_first_five_pairs_and_counts_them_all(tmp_path):
+    rel = tmp_path / "release"
+    put(rel, "pugc", "train", [pair(f"same{i}", TOPICS[i], "pugc", chosen="Yes, it works.", rejected="yes it works")
+                               for i in range(7)])
+    report, counts = audit(rel)
+    assert counts == {"identical": 7} and report["checks"]["identical"]["examples"] == [f"same{i}" for i in range(5)]
+
+
 def test_a_dove_pair_is_identical_only_when_both_prompts_and_both_answers_are(tmp_path):
     """A joint pair sets (instruction, answer) against (instruction, answer): one answer under two different
     instructions is a comparison, the same answer to the same instruction on both sides is not."""
