@@ -183,6 +183,20 @@ def test_project_checks_empty_config_and_held_out(tmp_path):
         x["reason"] = "duplicate_prompt_exact"
     (rel / "removed.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     assert "empty_config" in audit(rel, root=root, cfg=cfg)[1]
+    # ... nor when the pairs left other configs only (a reason of their own, but not for leaving theirs)
+    for x in lines:
+        x["reason"], x["configs"] = "contaminated", ["all"]
+    (rel / "removed.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert "empty_config" in audit(rel, root=root, cfg=cfg)[1]
+
+
+def test_a_stage_folder_being_written_is_not_counted_as_its_pairs(tmp_path):
+    """A dot folder under data/<method>/pairs is a shard set not yet in place (a writer's temporary folder)."""
+    write_method(tmp_path, "pugc", [pair("p0", TOPICS[0], "pugc")], sub=".writing")
+    rel = tmp_path / "data" / "release"
+    put(rel, "curry", "train", [pair("c0", TOPICS[4], "curry", level=0)])
+    (rel / "pugc").mkdir()
+    assert "empty_config" not in audit(rel, root=tmp_path, cfg=export_cfg(methods=["pugc", "curry"]))[1]
 
 
 def test_a_held_out_prompt_is_found_in_train_after_its_personal_data_was_redacted(tmp_path):
