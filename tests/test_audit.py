@@ -360,3 +360,18 @@ def test_our_pair_ids_are_not_personal_data_but_the_same_digits_in_a_text_are(tm
     assert counts["pii"] == 5 and set(report["checks"]["pii"]["examples"]) == {  # the fixture's lineage lists
         f"pugc/card-{card_like}:pair_id", f"pugc/card-{card_like}:lineage",      # the pair_id as an input
         "pugc/fine:chosen", "pugc/note:lineage", "removed.jsonl:line 1"}
+
+
+def test_personal_data_in_a_text_checked_after_the_audit_fails_the_report(tmp_path):
+    """The card is written after the audit and scanned then (``add_text_check``): a hit in it fails the release."""
+    from pipeline.audit import add_text_check
+    from pipeline.pii import KINDS
+
+    rel = tmp_path / "release"
+    put(rel, "pugc", "train", [pair("fine", TOPICS[0], "pugc")])
+    report, counts = audit(rel)
+    assert report["passed"] and not counts
+    checked = add_text_check(report, "README.md", "# card\n\ncontact: +44 20 7946 0958\n", KINDS)
+    assert not checked["passed"] and checked["files"] == report["files"] + 1
+    assert checked["checks"]["pii"]["by_config"] == {"README.md": 1}
+    assert checked["checks"]["pii"]["examples"] == ["README.md:line 3"]
