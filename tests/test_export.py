@@ -96,6 +96,18 @@ def test_curry_levels_read_recursively_in_level_order(tmp_path):
     assert (release / "wildfeedback").is_dir()  # every config folder exists (they are DVC outs), empty if unused
 
 
+def test_the_all_config_is_in_level_order_then_pair_id_unleveled_pairs_last(tmp_path):
+    """``all`` is read in curriculum order: a pair id says nothing of its level (ids are hashes)."""
+    write_method(tmp_path, "curry", [pair("a1", TOPICS[0], "curry", level=1), pair("b1", TOPICS[1], "curry", level=1)],
+                 sub="level=1")
+    write_method(tmp_path, "curry", [pair("c0", TOPICS[2], "curry", level=0), pair("d0", TOPICS[3], "curry", level=0)],
+                 sub="level=0")
+    write_method(tmp_path, "pugc", [pair("0p", TOPICS[4], "pugc"), pair("1p", TOPICS[5], "pugc")])
+    release, _ = build(tmp_path, methods=["curry", "pugc"], test_fraction=0.0)
+    rows = pl.read_parquet(release / "all" / "train-*.parquet").select("pair_id", "level").rows()
+    assert rows == [("c0", 0), ("d0", 0), ("a1", 1), ("b1", 1), ("0p", None), ("1p", None)]
+
+
 def test_row_groups_are_capped_for_the_hub_viewer(tmp_path):
     prompts = [f"{TOPICS[i % 12]} Also: {TOPICS[(i // 12 + 1 + i) % 12]}" for i in range(24)]  # 24 distinct
     write_method(tmp_path, "pugc", [pair(f"p{i}", t, "pugc") for i, t in enumerate(prompts)])
