@@ -184,6 +184,15 @@ def test_stats_and_plot_data(tmp_path):
 # --- cleaning rules ------------------------------------------------------------------------------
 
 
+def test_a_margin_histogram_of_one_value_puts_every_pair_in_its_first_bin(tmp_path):
+    """Every margin equal (a method scoring on a fixed scale): the bins span [m, m + 1), not one point repeated."""
+    from stages.export_write import write_plots
+
+    pairs = pl.DataFrame({"margin": [2.0, 2.0, 2.0], "confidence": [0.5, 0.5, 0.5], "_config": ["pugc"] * 3})
+    write_plots(tmp_path, pairs, {"levels": {}}, 4, [])
+    assert pl.read_csv(tmp_path / "margin.csv").rows() == [(2.0, 3, 3), (2.25, 0, 0), (2.5, 0, 0), (2.75, 0, 0)]
+
+
 def test_a_method_not_run_is_one_warning_line_naming_the_stage_once(tmp_path, capsys, caplog):
     """It was a log record, "WARNING stages.export: export: skipping wildfeedback: ..." under the CLI's log
     format: the stage named twice, unlike the other stages' warnings ("WARNING dove: ...", ``say``)."""
