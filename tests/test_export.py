@@ -191,6 +191,10 @@ def test_a_margin_histogram_of_one_value_puts_every_pair_in_its_first_bin(tmp_pa
     pairs = pl.DataFrame({"margin": [2.0, 2.0, 2.0], "confidence": [0.5, 0.5, 0.5], "_config": ["pugc"] * 3})
     write_plots(tmp_path, pairs, {"levels": {}}, 4, [])
     assert pl.read_csv(tmp_path / "margin.csv").rows() == [(2.0, 3, 3), (2.25, 0, 0), (2.5, 0, 0), (2.75, 0, 0)]
+    # a margin that is no number (NaN, infinite) is left out, not stretched over the bins
+    pairs = pl.DataFrame({"margin": [1.0, float("nan"), float("inf"), 2.0], "confidence": [0.5] * 4, "_config": ["pugc"] * 4})
+    write_plots(tmp_path, pairs, {"levels": {}}, 2, [])
+    assert pl.read_csv(tmp_path / "margin.csv").rows() == [(1.0, 1, 1), (1.5, 1, 1)]
 
 
 def test_a_method_not_run_is_one_warning_line_naming_the_stage_once(tmp_path, capsys, caplog):
