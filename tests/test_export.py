@@ -172,6 +172,10 @@ def test_stats_and_plot_data(tmp_path):
         "removed_by_reason": dict(sorted(stats["drops"].items())), "gates_withheld": 0,
         "gates_lowered": 0}
     assert on_disk["methods"]["curry"] == {"input": 24, "output": 24, "in_all": 24}
+    assert "in_all" not in on_disk["methods"]["dove"]  # joint pairs are never in `all`
+    # each released pair is counted once: in its method's config, not again in `all`
+    assert stats["total"] == sum(m["output"] for m in stats["methods"].values()) < sum(
+        n for splits in stats["rows"].values() for n in splits.values())
     assert on_disk["levels"]["curry"] == {"0": 12, "1": 12}
     conf = pl.read_csv(release / "plots" / "confidence.csv")
     assert conf.height == 20 and conf["all"].sum() == 36  # every conditional pair has a confidence in [0, 1]
