@@ -512,3 +512,15 @@ def test_every_shard_of_every_config_has_one_schema_when_optional_columns_are_nu
         streamed = datasets.load_dataset(str(release), name, streaming=True)
         assert {s: d.num_rows for s, d in loaded.items()} == splits
         assert {s: sum(1 for _ in d) for s, d in streamed.items()} == splits
+
+
+def test_the_headline_counts_gates_withheld_and_lowered_from_the_reports():
+    """A report that records no verdict (a judge with no gate) is not withheld; a lowered gate is counted."""
+    from stages.export_write import release_headline
+
+    stats = {"gates": {"pugc": {"judge": {"passed": False}, "ref": {"passed": True, "lowered": True},
+                                "scorer": {"labels": "kept"}},
+                       "selfie": "no gate recorded"},
+             "methods": {"pugc": {"input": 5}, "selfie": {"input": 2}}, "total": 3, "drops": {"identical": 1}}
+    assert release_headline(stats) == {"rows_in": 7, "pairs": 3, "removed": 1, "removed_by_reason": {"identical": 1},
+                                       "gates_withheld": 1, "gates_lowered": 1}
