@@ -524,3 +524,14 @@ def test_the_headline_counts_gates_withheld_and_lowered_from_the_reports():
              "methods": {"pugc": {"input": 5}, "selfie": {"input": 2}}, "total": 3, "drops": {"identical": 1}}
     assert release_headline(stats) == {"rows_in": 7, "pairs": 3, "removed": 1, "removed_by_reason": {"identical": 1},
                                        "gates_withheld": 1, "gates_lowered": 1}
+
+
+def test_a_method_whose_details_record_no_gate_says_so(tmp_path):
+    """``"gates": {}`` (a stage with no judge) is "no gate recorded" on the card, not a method with no row at all."""
+    from pipeline.metrics import DETAILS
+    from stages.export_write import gate_reports
+
+    for method, details in (("pugc", {"gates": {}}), ("selfie", {"gates": None}), ("dove", [1])):
+        (tmp_path / "data" / method).mkdir(parents=True)
+        (tmp_path / "data" / method / DETAILS).write_text(json.dumps(details))
+    assert gate_reports(tmp_path, ["pugc", "selfie", "dove"]) == {m: "no gate recorded" for m in ("pugc", "selfie", "dove")}
