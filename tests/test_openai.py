@@ -347,6 +347,29 @@ def test_retry_after_ms_is_read_in_milliseconds():
     assert openai_client.retry_after(err) == 1.5
 
 
+def test_retry_after_in_seconds_or_as_an_http_date_is_waited_up_to_its_cap():
+    """Retry-After is seconds or an HTTP date (RFC 9110); one in the past, or negative, is no wait; a daily quota's
+    hours are waited ``MAX_RETRY_AFTER`` at most per attempt."""
+    import datetime
+    from email.utils import format_datetime
+    from types import SimpleNamespace
+
+    import openai
+
+    def err(value: str):
+        e = openai.RateLimitError.__new__(openai.RateLimitError)  # only its response's headers are read
+        e.response = SimpleNamespace(headers={"retry-after": value})
+        return e
+
+    now = datetime.datetime.now(datetime.UTC)
+    assert openai_client.retry_after(err("7")) == 7.0 and openai_client.retry_after(err("-5")) == 0.0
+    assert 20 < openai_client.retry_after(err(format_datetime(now + datetime.timedelta(seconds=30), usegmt=True))) <= 30
+    assert openai_client.retry_after(err(format_datetime(now - datetime.timedelta(hours=1), usegmt=True))) == 0.0
+    assert openai_client.retry_after(err("soon")) is None
+    wait = openai_client._wait(SimpleNamespace(outcome=SimpleNamespace(exception=lambda: err("86400"))))
+    assert openai_client.MAX_RETRY_AFTER <= wait <= openai_client.MAX_RETRY_AFTER + openai_client.BACKOFF_JITTER
+
+
 def test_a_cache_file_stored_under_another_key_reads_as_a_miss(tmp_path):
     from pipeline.llm.request_cache import MISS, RequestCache
 
