@@ -535,3 +535,15 @@ def test_a_method_whose_details_record_no_gate_says_so(tmp_path):
         (tmp_path / "data" / method).mkdir(parents=True)
         (tmp_path / "data" / method / DETAILS).write_text(json.dumps(details))
     assert gate_reports(tmp_path, ["pugc", "selfie", "dove"]) == {m: "no gate recorded" for m in ("pugc", "selfie", "dove")}
+
+
+def test_the_card_front_matter_lists_configs_with_rows_the_first_default_without_all():
+    """A config with no rows is left out (the Hub refuses a config with no data files); with no `all` (a DOVE-only
+    release) the first config is the default one `load_dataset` opens."""
+    from stages.export_card import front_matter
+
+    configs = front_matter(export_cfg(), {"rows": {"dove": {"train": 3, "test": 1}, "pugc": {}}, "total": 4})["configs"]
+    assert configs == [{"config_name": "dove", "default": True, "data_files": [
+        {"split": "train", "path": "dove/train-*.parquet"}, {"split": "test", "path": "dove/test-*.parquet"}]}]
+    configs = front_matter(export_cfg(), {"rows": {"pugc": {"train": 2}, "selfie": {}, "all": {"train": 2}}, "total": 2})
+    assert [(c["config_name"], c.get("default")) for c in configs["configs"]] == [("pugc", None), ("all", True)]
