@@ -370,6 +370,23 @@ def test_retry_after_in_seconds_or_as_an_http_date_is_waited_up_to_its_cap():
     assert openai_client.MAX_RETRY_AFTER <= wait <= openai_client.MAX_RETRY_AFTER + openai_client.BACKOFF_JITTER
 
 
+def test_no_credit_is_a_4xx_naming_it_in_its_type_code_or_message_not_a_5xx():
+    """OpenAI's 429 says ``insufficient_quota`` in its type (some servers leave the code null): not retried. A 5xx
+    is the server's trouble, whatever its text says (a proxy's pool of keys): retried."""
+    import openai
+
+    def err(status: int, message: str, type_: str | None = None, code: str | None = None):
+        e = openai.APIStatusError.__new__(openai.APIStatusError)  # only these fields are read
+        e.status_code, e.message, e.type, e.code = status, message, type_, code
+        e.body = {"message": message, "type": type_, "code": code}
+        return e
+
+    quota = err(429, "You exceeded your current quota", type_="insufficient_quota")
+    assert openai_client.quota_exhausted(quota) and not openai_client.retryable(quota)
+    upstream = err(503, "upstream key pool: insufficient_quota, retrying another key", type_="server_error")
+    assert not openai_client.quota_exhausted(upstream) and openai_client.retryable(upstream)
+
+
 def test_a_cache_file_stored_under_another_key_reads_as_a_miss(tmp_path):
     from pipeline.llm.request_cache import MISS, RequestCache
 
