@@ -370,17 +370,24 @@ def test_retry_after_in_seconds_or_as_an_http_date_is_waited_up_to_its_cap():
     assert openai_client.MAX_RETRY_AFTER <= wait <= openai_client.MAX_RETRY_AFTER + openai_client.BACKOFF_JITTER
 
 
+def _status_error(status: int, message: str, type_: str | None = None, code: str | None = None):
+    import openai
+
+    e = openai.APIStatusError.__new__(openai.APIStatusError)  # only these fields are read
+    e.status_code, e.message, e.type, e.code = status, message, type_, code
+    e.body = {"message": message, "type": type_, "code": code}
+    return e
+
+
+def test_a_timeout_a_conflict_or_a_rate_limit_is_retried_another_refusal_is_not():
+    assert [openai_client.retryable(_status_error(s, "x")) for s in (408, 409, 429, 500, 400, 404, 413, 422)] == [
+        True, True, True, True, False, False, False, False]
+
+
 def test_no_credit_is_a_4xx_naming_it_in_its_type_code_or_message_not_a_5xx():
     """OpenAI's 429 says ``insufficient_quota`` in its type (some servers leave the code null): not retried. A 5xx
     is the server's trouble, whatever its text says (a proxy's pool of keys): retried."""
-    import openai
-
-    def err(status: int, message: str, type_: str | None = None, code: str | None = None):
-        e = openai.APIStatusError.__new__(openai.APIStatusError)  # only these fields are read
-        e.status_code, e.message, e.type, e.code = status, message, type_, code
-        e.body = {"message": message, "type": type_, "code": code}
-        return e
-
+    err = _status_error
     quota = err(429, "You exceeded your current quota", type_="insufficient_quota")
     assert openai_client.quota_exhausted(quota) and not openai_client.retryable(quota)
     upstream = err(503, "upstream key pool: insufficient_quota, retrying another key", type_="server_error")
