@@ -547,3 +547,12 @@ def test_the_card_front_matter_lists_configs_with_rows_the_first_default_without
         {"split": "train", "path": "dove/train-*.parquet"}, {"split": "test", "path": "dove/test-*.parquet"}]}]
     configs = front_matter(export_cfg(), {"rows": {"pugc": {"train": 2}, "selfie": {}, "all": {"train": 2}}, "total": 2})
     assert [(c["config_name"], c.get("default")) for c in configs["configs"]] == [("pugc", None), ("all", True)]
+
+
+def test_the_card_names_the_params_fingerprints_a_methods_lineage_records_under_either_key():
+    from stages.export_card import lineage_summary
+
+    pairs = pl.DataFrame({"_config": ["pugc", "pugc", "curry"],
+                          "lineage": ['{"fingerprint": "f1", "judge": "j"}', '{"params_fingerprint": "f2"}', "{}"]})
+    assert lineage_summary(pairs) == {"curry": {"models": [], "fingerprints": []},
+                                      "pugc": {"models": ["j"], "fingerprints": ["f1", "f2"]}}

@@ -370,11 +370,12 @@ def test_retry_after_in_seconds_or_as_an_http_date_is_waited_up_to_its_cap():
     assert openai_client.MAX_RETRY_AFTER <= wait <= openai_client.MAX_RETRY_AFTER + openai_client.BACKOFF_JITTER
 
 
-def _status_error(status: int, message: str, type_: str | None = None, code: str | None = None):
+def _status_error(status: int, message: str, type_: str | None = None, code: str | None = None,
+                  param: str | None = None):
     import openai
 
     e = openai.APIStatusError.__new__(openai.APIStatusError)  # only these fields are read
-    e.status_code, e.message, e.type, e.code = status, message, type_, code
+    e.status_code, e.message, e.type, e.code, e.param = status, message, type_, code, param
     e.body = {"message": message, "type": type_, "code": code}
     return e
 
@@ -382,6 +383,15 @@ def _status_error(status: int, message: str, type_: str | None = None, code: str
 def test_a_timeout_a_conflict_or_a_rate_limit_is_retried_another_refusal_is_not():
     assert [openai_client.retryable(_status_error(s, "x")) for s in (408, 409, 429, 500, 400, 404, 413, 422)] == [
         True, True, True, True, False, False, False, False]
+
+
+def test_a_refused_parameter_named_as_a_json_path_fails_the_call():
+    """Servers name the parameter ``logprobs``, ``$.logprobs`` or ``body.logprobs``: each concerns every request."""
+    req = openai_requests.first_token_request("m", PROMPTS[0])
+    for param in ("logprobs", "$.logprobs", "body.logprobs"):
+        wide = openai_client.request_wide(_status_error(400, "logprobs is not supported", param=param), req)
+        assert wide is not None and wide[0] == "the server does not accept the request parameter 'logprobs'", param
+    assert openai_client.request_wide(_status_error(400, "bad message", param="messages"), req) is None
 
 
 def test_no_credit_is_a_4xx_naming_it_in_its_type_code_or_message_not_a_5xx():
