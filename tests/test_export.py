@@ -556,3 +556,14 @@ def test_the_card_names_the_params_fingerprints_a_methods_lineage_records_under_
                           "lineage": ['{"fingerprint": "f1", "judge": "j"}', '{"params_fingerprint": "f2"}', "{}"]})
     assert lineage_summary(pairs) == {"curry": {"models": [], "fingerprints": []},
                                       "pugc": {"models": ["j"], "fingerprints": ["f1", "f2"]}}
+
+
+def test_the_cards_audit_section_gives_the_verdict_and_counts_the_card_among_the_files():
+    from pipeline.audit import CHECKS
+    from stages.export_card import _audit_part
+
+    checks = {name: {"description": d, "violations": 0, "by_config": {}, "examples": []} for name, d in CHECKS.items()}
+    checks["pii"] = {**checks["pii"], "violations": 1, "by_config": {"pugc": 1}, "examples": ["pugc/p1:lineage"]}
+    part = _audit_part({"passed": False, "files": 9, "rows": 40, "checks": checks, "skipped": {}})
+    assert "re-read every file of this release (40 rows, 10 files with this card): **FAILED**" in part
+    assert "FAIL  pii: 1 (pugc: 1)" in part

@@ -394,6 +394,11 @@ def test_a_refused_parameter_named_as_a_json_path_fails_the_call():
     assert openai_client.request_wide(_status_error(400, "bad message", param="messages"), req) is None
 
 
+def test_an_answer_from_a_dated_snapshot_is_the_model_asked_for_another_model_is_not():
+    assert openai_client.same_model("gpt-4o-mini", "gpt-4o-mini-2024-07-18")
+    assert not openai_client.same_model("gpt-4", "gpt-4o") and not openai_client.same_model("gpt-4o", "gpt-4")
+
+
 def test_no_credit_is_a_4xx_naming_it_in_its_type_code_or_message_not_a_5xx():
     """OpenAI's 429 says ``insufficient_quota`` in its type (some servers leave the code null): not retried. A 5xx
     is the server's trouble, whatever its text says (a proxy's pool of keys): retried."""
