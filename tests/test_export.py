@@ -567,3 +567,18 @@ def test_the_cards_audit_section_gives_the_verdict_and_counts_the_card_among_the
     part = _audit_part({"passed": False, "files": 9, "rows": 40, "checks": checks, "skipped": {}})
     assert "re-read every file of this release (40 rows, 10 files with this card): **FAILED**" in part
     assert "FAIL  pii: 1 (pugc: 1)" in part
+
+
+def test_a_hidden_or_underscored_folder_in_a_methods_pairs_is_not_read(tmp_path):
+    """A shard set being written (``.tmp``) or set aside (``_old``) is not part of the method's pairs."""
+    for sub, pid in (("level=0", "c0"), (".tmp", "partial"), ("_old", "stale")):
+        write_method(tmp_path, "curry", [pair(pid, f"q {pid}", "curry")], sub=sub)
+    assert read_pairs_tree(tmp_path / "data" / "curry" / "pairs", "pairs").column("pair_id").to_pylist() == ["c0"]
+
+
+def test_the_card_tags_name_trl_and_dpo_once():
+    from stages.export_card import front_matter
+
+    cfg = export_cfg()
+    cfg = cfg.model_copy(update={"card": cfg.card.model_copy(update={"tags": ["dpo", "synthetic"]})})
+    assert front_matter(cfg, {"rows": {}, "total": 0})["tags"] == ["trl", "dpo", "synthetic"]

@@ -399,6 +399,20 @@ def test_an_answer_from_a_dated_snapshot_is_the_model_asked_for_another_model_is
     assert not openai_client.same_model("gpt-4", "gpt-4o") and not openai_client.same_model("gpt-4o", "gpt-4")
 
 
+def test_usage_counts_integer_token_counts_only_and_too_long_is_a_refusal_only():
+    """A server reporting a count as text or a float is not billed by it (nor does it break the sum); a failure that
+    was not refused (retried in vain) is never the row's prompt being too long, whatever its text says."""
+    from types import SimpleNamespace
+
+    counter = SimpleNamespace(tokens={"prompt": 0, "completion": 0})
+    openai_client.Transport._count(counter, {"usage": {"prompt_tokens": "12", "completion_tokens": 5}})
+    openai_client.Transport._count(counter, {"usage": {"prompt_tokens": 2.0, "completion_tokens": True}})
+    assert counter.tokens == {"prompt": 0, "completion": 5}
+    line = SimpleNamespace(_describe=lambda e: "HTTP 503: upstream context length exceeded")
+    assert not openai_client.Transport._failed(line, ValueError(), refused=False).too_long
+    assert openai_client.Transport._failed(line, ValueError(), refused=True).too_long
+
+
 def test_no_credit_is_a_4xx_naming_it_in_its_type_code_or_message_not_a_5xx():
     """OpenAI's 429 says ``insufficient_quota`` in its type (some servers leave the code null): not retried. A 5xx
     is the server's trouble, whatever its text says (a proxy's pool of keys): retried."""
