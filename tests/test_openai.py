@@ -413,6 +413,15 @@ def test_usage_counts_integer_token_counts_only_and_too_long_is_a_refusal_only()
     assert openai_client.Transport._failed(line, ValueError(), refused=True).too_long
 
 
+def test_a_failed_connection_is_described_by_its_cause():
+    """The client's own message is only "Connection error."; the cause says what failed (refused, DNS, TLS)."""
+    import openai
+
+    e = openai.APIConnectionError.__new__(openai.APIConnectionError)
+    e.__cause__ = ConnectionRefusedError("[Errno 111] Connection refused")
+    assert openai_client.describe(e, 30) == "connection failed (ConnectionRefusedError: [Errno 111] Connection refused)"
+
+
 def test_no_credit_is_a_4xx_naming_it_in_its_type_code_or_message_not_a_5xx():
     """OpenAI's 429 says ``insufficient_quota`` in its type (some servers leave the code null): not retried. A 5xx
     is the server's trouble, whatever its text says (a proxy's pool of keys): retried."""
