@@ -422,6 +422,20 @@ def test_a_failed_connection_is_described_by_its_cause():
     assert openai_client.describe(e, 30) == "connection failed (ConnectionRefusedError: [Errno 111] Connection refused)"
 
 
+def test_an_answer_vllm_aborted_is_retried_not_the_rows_failure():
+    """vLLM ends a request it aborted (preempted, server shutting down) with finish_reason "abort": the server's
+    trouble, retried like an unreadable answer; a content filter's end is the row's."""
+    from pipeline.llm.openai_client import BadResponse, RowError
+
+    def answer(reason):
+        return {"choices": [{"message": {"content": "partial"}, "finish_reason": reason}]}
+
+    with pytest.raises(BadResponse, match="did not finish"):
+        openai_requests.read_sample(answer("abort"))
+    with pytest.raises(RowError, match="content_filter"):
+        openai_requests.read_sample(answer("content_filter"))
+
+
 def test_no_credit_is_a_4xx_naming_it_in_its_type_code_or_message_not_a_5xx():
     """OpenAI's 429 says ``insufficient_quota`` in its type (some servers leave the code null): not retried. A 5xx
     is the server's trouble, whatever its text says (a proxy's pool of keys): retried."""
