@@ -436,6 +436,15 @@ def test_an_answer_vllm_aborted_is_retried_not_the_rows_failure():
         openai_requests.read_sample(answer("content_filter"))
 
 
+def test_prompt_logprobs_for_another_number_of_tokens_are_an_unreadable_answer():
+    """A server that tokenized the prompt otherwise would score other tokens: not summed, retried as unreadable."""
+    from pipeline.llm.openai_client import BadResponse
+
+    data = {"choices": [{"index": 0, "prompt_logprobs": [None, {"7": -0.5}]}]}
+    with pytest.raises(BadResponse, match="prompt_logprobs has 2 positions for a prompt of 3 tokens"):
+        openai_requests.read_prompt_logprobs(data, [[1, 3]], [[5, 7, 9]], "m", "scoring")
+
+
 def test_no_credit_is_a_4xx_naming_it_in_its_type_code_or_message_not_a_5xx():
     """OpenAI's 429 says ``insufficient_quota`` in its type (some servers leave the code null): not retried. A 5xx
     is the server's trouble, whatever its text says (a proxy's pool of keys): retried."""
