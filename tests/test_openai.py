@@ -443,6 +443,25 @@ def test_prompt_logprobs_for_another_number_of_tokens_are_an_unreadable_answer()
     data = {"choices": [{"index": 0, "prompt_logprobs": [None, {"7": -0.5}]}]}
     with pytest.raises(BadResponse, match="prompt_logprobs has 2 positions for a prompt of 3 tokens"):
         openai_requests.read_prompt_logprobs(data, [[1, 3]], [[5, 7, 9]], "m", "scoring")
+    # an entry is {"logprob": x} or, from some servers, x itself
+    data = {"choices": [{"index": 0, "prompt_logprobs": [None, {"7": -0.5}, {"9": {"logprob": -1.0}}]}]}
+    assert openai_requests.read_prompt_logprobs(data, [[1, 3]], [[5, 7, 9]], "m", "scoring") == [-1.5]
+
+
+def test_echoed_logprobs_that_do_not_line_up_with_the_prompt_fail_the_call():
+    from pipeline.llm.openai_client import ServerError
+
+    def echo(tokens, lps):
+        return {"choices": [{"index": 0, "logprobs": {"tokens": tokens, "token_logprobs": lps}}]}
+
+    def read(data):
+        return openai_requests.read_echo_logprobs(data, [[1, 3]], [[5, 7, 9]], "m", "scoring", lambda i: None)
+
+    assert read(echo(["a", "b", "c"], [None, -1.0, -2.0])) == [-3.0]
+    with pytest.raises(ServerError, match="echoed 3 log-probabilities for a prompt of 3 tokens"):
+        read(echo(["a", "b"], [None, -1.0, -2.0]))  # two tokens named for three values
+    with pytest.raises(ServerError, match=r"a null log-probability in positions 1\.\.2"):
+        read(echo(None, [None, None, -2.0]))
 
 
 def test_no_credit_is_a_4xx_naming_it_in_its_type_code_or_message_not_a_5xx():
