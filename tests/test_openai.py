@@ -446,6 +446,10 @@ def test_prompt_logprobs_for_another_number_of_tokens_are_an_unreadable_answer()
     # an entry is {"logprob": x} or, from some servers, x itself
     data = {"choices": [{"index": 0, "prompt_logprobs": [None, {"7": -0.5}, {"9": {"logprob": -1.0}}]}]}
     assert openai_requests.read_prompt_logprobs(data, [[1, 3]], [[5, 7, 9]], "m", "scoring") == [-1.5]
+    # choices come back in any order: each is its prompt's by its index
+    data = {"choices": [{"index": 1, "prompt_logprobs": [None, {"8": -2.0}]},
+                        {"index": 0, "prompt_logprobs": [None, {"7": -0.5}]}]}
+    assert openai_requests.read_prompt_logprobs(data, [[1, 2], [1, 2]], [[5, 7], [5, 8]], "m", "scoring") == [-0.5, -2.0]
 
 
 def test_echoed_logprobs_that_do_not_line_up_with_the_prompt_fail_the_call():
