@@ -434,6 +434,9 @@ def test_an_answer_vllm_aborted_is_retried_not_the_rows_failure():
         openai_requests.read_sample(answer("abort"))
     with pytest.raises(RowError, match="content_filter"):
         openai_requests.read_sample(answer("content_filter"))
+    two = {"choices": [answer("stop")["choices"][0], {**answer("stop")["choices"][0], "index": 1}]}
+    with pytest.raises(BadResponse, match="expected 1 choice, got 2"):  # n=1 was asked for
+        openai_requests.read_sample(two)
 
 
 def test_prompt_logprobs_for_another_number_of_tokens_are_an_unreadable_answer():
