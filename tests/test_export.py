@@ -582,3 +582,27 @@ def test_the_card_tags_name_trl_and_dpo_once():
     cfg = export_cfg()
     cfg = cfg.model_copy(update={"card": cfg.card.model_copy(update={"tags": ["dpo", "synthetic"]})})
     assert front_matter(cfg, {"rows": {}, "total": 0})["tags"] == ["trl", "dpo", "synthetic"]
+
+
+def _dedup_within(rows: list[dict]):
+    df = pl.from_arrow(to_table(rows, "pairs")).with_columns(pl.lit("pugc").alias("_config"),
+                                                             pl.int_range(len(rows)).alias("_seq"))
+    prompts = prompt_keys(df, "prompt")
+    sigs = Signatures(shingle=5, num_perm=128)
+    sigs.add(prompts["_key"], prompts["_text"])
+    return dedup_within(light_pairs(df, prompts["_key"]).drop("_same"), sigs, 32, 0.8, LEAVES)
+
+
+def test_an_identical_pair_with_a_nan_confidence_loses_to_one_with_a_confidence():
+    """NaN sorts above every number: taken as is, a pair whose judge gave no confidence beat every scored copy."""
+    kept, _ = _dedup_within([pair("a", TOPICS[0], "pugc", confidence=float("nan"), rejected="x"),
+                             pair("b", TOPICS[0], "pugc", confidence=0.6, rejected="x")])
+    assert kept["pair_id"].to_list() == ["b"]
+
+
+def test_near_duplicate_prompts_equally_confident_keep_the_one_with_more_pairs():
+    long = " ".join(TOPICS[4:9]) + " Mention the estates general, the debt crisis, bread prices and enlightenment ideas."
+    kept, drops = _dedup_within([pair("a", long, "pugc", confidence=0.5),
+                                 pair("b1", long.replace("bread", "grain"), "pugc", confidence=0.5, rejected="r1"),
+                                 pair("b2", long.replace("bread", "grain"), "pugc", confidence=0.5, rejected="r2")])
+    assert sorted(kept["pair_id"]) == ["b1", "b2"] and drops["pair_id"].to_list() == ["a"]
