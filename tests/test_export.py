@@ -602,23 +602,23 @@ def test_an_identical_pair_with_a_nan_confidence_loses_to_one_with_a_confidence(
 
 def test_near_duplicate_prompts_equally_confident_keep_the_one_with_more_pairs():
     long = " ".join(TOPICS[4:9]) + " Mention the estates general, the debt crisis, bread prices and enlightenment ideas."
-    kept, drops = _dedup_within([pair("a", long, "pugc", confidence=0.5),
-                                 pair("b1", long.replace("bread", "grain"), "pugc", confidence=0.5, rejected="r1"),
-                                 pair("b2", long.replace("bread", "grain"), "pugc", confidence=0.5, rejected="r2")])
-    assert sorted(kept["pair_id"]) == ["b1", "b2"] and drops["pair_id"].to_list() == ["a"]
-    assert json.loads(drops["detail"][0]) == {"kept_pair_id": "b1"}  # the kept prompt's first pair
+    kept, drops = _dedup_within([pair("b", long.replace("bread", "grain"), "pugc", confidence=0.5),
+                                 pair("a1", long, "pugc", confidence=0.5, rejected="r1"),
+                                 pair("a2", long, "pugc", confidence=0.5, rejected="r2")])
+    assert sorted(kept["pair_id"]) == ["a1", "a2"] and drops["pair_id"].to_list() == ["b"]
+    assert json.loads(drops["detail"][0]) == {"kept_pair_id": "a1"}  # the kept prompt's first pair
 
 
 def test_in_all_near_duplicate_prompts_of_one_method_keep_the_one_with_more_pairs():
     from pipeline.dedup import dedup_across
 
     long = " ".join(TOPICS[4:9]) + " Mention the estates general, the debt crisis, bread prices and enlightenment ideas."
-    rows = [pair("a", long, "pugc"), pair("b1", long.replace("bread", "grain"), "pugc", rejected="r1"),
-            pair("b2", long.replace("bread", "grain"), "pugc", rejected="r2")]
+    rows = [pair("b", long.replace("bread", "grain"), "pugc"), pair("a1", long, "pugc", rejected="r1"),
+            pair("a2", long, "pugc", rejected="r2")]
     df = pl.from_arrow(to_table(rows, "pairs")).with_columns(pl.lit("pugc").alias("_config"), pl.int_range(3).alias("_seq"))
     prompts = prompt_keys(df, "prompt")
     sigs = Signatures(shingle=5, num_perm=128)
     sigs.add(prompts["_key"], prompts["_text"])
     tagged, drops = dedup_across(light_pairs(df, prompts["_key"]).drop("_same"), ["pugc"], sigs, 32, 0.8, LEAVES)
-    assert tagged.filter(pl.col("_primary"))["pair_id"].to_list() == ["b1", "b2"]
-    assert drops.select("pair_id", "reason").rows() == [("a", "duplicate_prompt_near")]
+    assert tagged.filter(pl.col("_primary"))["pair_id"].to_list() == ["a1", "a2"]
+    assert drops.select("pair_id", "reason").rows() == [("b", "duplicate_prompt_near")]
