@@ -34,8 +34,9 @@ def iter_jsonl(path: Path, max_record_bytes: int | None = None) -> Iterator[RawR
     Streams the file: memory holds one line at a time, and never more than ``max_record_bytes`` of it.
     A UTF-8 byte order mark at the start of a line is skipped.
     """
-    with open_binary(path) as f:
-        for i, item in numbered(limits.bounded_lines(f, max_record_bytes), path, "line"):
+    with open_binary(path) as f:  # a line is held up to a byte past the limit, a byte order mark before it not counted
+        lines = limits.bounded_lines(f, max_record_bytes and max_record_bytes + len(BOM))
+        for i, item in numbered(lines, path, "line"):
             if isinstance(item, RawRow):  # the rest of the file cannot be read
                 yield item
                 return

@@ -71,6 +71,14 @@ def test_each_violation_is_found_with_counts_and_pair_ids(tmp_path):
     assert any(line.startswith("skip  held_out_in_train") for line in lines)
 
 
+def test_a_check_names_its_first_five_pairs_and_counts_them_all(tmp_path):
+    rel = tmp_path / "release"
+    put(rel, "pugc", "train", [pair(f"same{i}", TOPICS[i], "pugc", chosen="Yes, it works.", rejected="yes it works")
+                               for i in range(7)])
+    report, counts = audit(rel)
+    assert counts == {"identical": 7} and report["checks"]["identical"]["examples"] == [f"same{i}" for i in range(5)]
+
+
 def test_a_dove_pair_is_identical_only_when_both_prompts_and_both_answers_are(tmp_path):
     """A joint pair sets (instruction, answer) against (instruction, answer): one answer under two different
     instructions is a comparison, the same answer to the same instruction on both sides is not."""
@@ -175,6 +183,20 @@ def test_project_checks_empty_config_and_held_out(tmp_path):
         x["reason"] = "duplicate_prompt_exact"
     (rel / "removed.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     assert "empty_config" in audit(rel, root=root, cfg=cfg)[1]
+    # ... nor when the pairs left other configs only (a reason of their own, but not for leaving theirs)
+    for x in lines:
+        x["reason"], x["configs"] = "contaminated", ["all"]
+    (rel / "removed.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert "empty_config" in audit(rel, root=root, cfg=cfg)[1]
+
+
+def test_a_stage_folder_being_written_is_not_counted_as_its_pairs(tmp_path):
+    """A dot folder under data/<method>/pairs is a shard set not yet in place (a writer's temporary folder)."""
+    write_method(tmp_path, "pugc", [pair("p0", TOPICS[0], "pugc")], sub=".writing")
+    rel = tmp_path / "data" / "release"
+    put(rel, "curry", "train", [pair("c0", TOPICS[4], "curry", level=0)])
+    (rel / "pugc").mkdir()
+    assert "empty_config" not in audit(rel, root=tmp_path, cfg=export_cfg(methods=["pugc", "curry"]))[1]
 
 
 def test_a_held_out_prompt_is_found_in_train_after_its_personal_data_was_redacted(tmp_path):
@@ -338,3 +360,18 @@ def test_our_pair_ids_are_not_personal_data_but_the_same_digits_in_a_text_are(tm
     assert counts["pii"] == 5 and set(report["checks"]["pii"]["examples"]) == {  # the fixture's lineage lists
         f"pugc/card-{card_like}:pair_id", f"pugc/card-{card_like}:lineage",      # the pair_id as an input
         "pugc/fine:chosen", "pugc/note:lineage", "removed.jsonl:line 1"}
+
+
+def test_personal_data_in_a_text_checked_after_the_audit_fails_the_report(tmp_path):
+    """The card is written after the audit and scanned then (``add_text_check``): a hit in it fails the release."""
+    from pipeline.audit import add_text_check
+    from pipeline.pii import KINDS
+
+    rel = tmp_path / "release"
+    put(rel, "pugc", "train", [pair("fine", TOPICS[0], "pugc")])
+    report, counts = audit(rel)
+    assert report["passed"] and not counts
+    checked = add_text_check(report, "README.md", "# card\n\ncontact: +44 20 7946 0958\n", KINDS)
+    assert not checked["passed"] and checked["files"] == report["files"] + 1
+    assert checked["checks"]["pii"]["by_config"] == {"README.md": 1}
+    assert checked["checks"]["pii"]["examples"] == ["README.md:line 3"]

@@ -101,6 +101,22 @@ def test_a_local_model_folder_dvc_yaml_does_not_list_is_named_when_its_stage_run
     assert undeclared_inputs("pugc", load_params("params.yaml")) == []
 
 
+def test_a_glob_is_covered_by_a_dep_above_the_folder_its_wildcard_is_in(tmp_path, monkeypatch):
+    """``logs/2024*/a.jsonl`` matches ``logs/2024-01/``, ``logs/2024-02/``...: a dep ``logs/2024`` covers none of
+    them, ``logs`` covers all. Dep paths are relative to dvc.yaml's folder, wherever the caller runs."""
+    from pipeline.dvcdeps import undeclared
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p").mkdir()
+    for deps, left in ((["logs/2024"], ["logs/2024*/a.jsonl"]), (["logs"], [])):
+        (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"ingest": {"cmd": "x", "deps": deps}}}))
+        assert undeclared("ingest", ["logs/2024*/a.jsonl"], tmp_path / "dvc.yaml") == left
+    # p/dvc.yaml's dep "logs" is p/logs: it does not cover ./logs, read from here
+    (tmp_path / "p" / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"ingest": {"cmd": "x", "deps": ["logs"]}}}))
+    assert undeclared("ingest", ["logs/a.jsonl"], tmp_path / "p" / "dvc.yaml") == ["logs/a.jsonl"]
+    assert undeclared("ingest", ["p/logs/a.jsonl"], tmp_path / "p" / "dvc.yaml") == []
+
+
 def test_params_of_a_project_run_from_another_folder_are_named_before_the_stage_fails(tmp_path, monkeypatch, capsys):
     """`cd data && prefpipe run curry --params ../params.yaml` said only "data/ingest/prompts: not found; run the
     stage that writes it first (`dvc repro`)": the stage had run, in the project; the paths were read from data/."""

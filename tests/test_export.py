@@ -96,6 +96,18 @@ def test_curry_levels_read_recursively_in_level_order(tmp_path):
     assert (release / "wildfeedback").is_dir()  # every config folder exists (they are DVC outs), empty if unused
 
 
+def test_the_all_config_is_in_level_order_then_pair_id_unleveled_pairs_last(tmp_path):
+    """``all`` is read in curriculum order: a pair id says nothing of its level (ids are hashes)."""
+    write_method(tmp_path, "curry", [pair("a1", TOPICS[0], "curry", level=1), pair("b1", TOPICS[1], "curry", level=1)],
+                 sub="level=1")
+    write_method(tmp_path, "curry", [pair("c0", TOPICS[2], "curry", level=0), pair("d0", TOPICS[3], "curry", level=0)],
+                 sub="level=0")
+    write_method(tmp_path, "pugc", [pair("0p", TOPICS[4], "pugc"), pair("1p", TOPICS[5], "pugc")])
+    release, _ = build(tmp_path, methods=["curry", "pugc"], test_fraction=0.0)
+    rows = pl.read_parquet(release / "all" / "train-*.parquet").select("pair_id", "level").rows()
+    assert rows == [("c0", 0), ("d0", 0), ("a1", 1), ("b1", 1), ("0p", None), ("1p", None)]
+
+
 def test_row_groups_are_capped_for_the_hub_viewer(tmp_path):
     prompts = [f"{TOPICS[i % 12]} Also: {TOPICS[(i // 12 + 1 + i) % 12]}" for i in range(24)]  # 24 distinct
     write_method(tmp_path, "pugc", [pair(f"p{i}", t, "pugc") for i, t in enumerate(prompts)])
@@ -160,6 +172,10 @@ def test_stats_and_plot_data(tmp_path):
         "removed_by_reason": dict(sorted(stats["drops"].items())), "gates_withheld": 0,
         "gates_lowered": 0}
     assert on_disk["methods"]["curry"] == {"input": 24, "output": 24, "in_all": 24}
+    assert "in_all" not in on_disk["methods"]["dove"]  # joint pairs are never in `all`
+    # each released pair is counted once: in its method's config, not again in `all`
+    assert stats["total"] == sum(m["output"] for m in stats["methods"].values()) < sum(
+        n for splits in stats["rows"].values() for n in splits.values())
     assert on_disk["levels"]["curry"] == {"0": 12, "1": 12}
     conf = pl.read_csv(release / "plots" / "confidence.csv")
     assert conf.height == 20 and conf["all"].sum() == 36  # every conditional pair has a confidence in [0, 1]
@@ -170,6 +186,19 @@ def test_stats_and_plot_data(tmp_path):
 
 
 # --- cleaning rules ------------------------------------------------------------------------------
+
+
+def test_a_margin_histogram_of_one_value_puts_every_pair_in_its_first_bin(tmp_path):
+    """Every margin equal (a method scoring on a fixed scale): the bins span [m, m + 1), not one point repeated."""
+    from stages.export_write import write_plots
+
+    pairs = pl.DataFrame({"margin": [2.0, 2.0, 2.0], "confidence": [0.5, 0.5, 0.5], "_config": ["pugc"] * 3})
+    write_plots(tmp_path, pairs, {"levels": {}}, 4, [])
+    assert pl.read_csv(tmp_path / "margin.csv").rows() == [(2.0, 3, 3), (2.25, 0, 0), (2.5, 0, 0), (2.75, 0, 0)]
+    # a margin that is no number (NaN, infinite) is left out, not stretched over the bins
+    pairs = pl.DataFrame({"margin": [1.0, float("nan"), float("inf"), 2.0], "confidence": [0.5] * 4, "_config": ["pugc"] * 4})
+    write_plots(tmp_path, pairs, {"levels": {}}, 2, [])
+    assert pl.read_csv(tmp_path / "margin.csv").rows() == [(1.0, 1, 1), (1.5, 1, 1)]
 
 
 def test_a_method_not_run_is_one_warning_line_naming_the_stage_once(tmp_path, capsys, caplog):
@@ -483,3 +512,113 @@ def test_every_shard_of_every_config_has_one_schema_when_optional_columns_are_nu
         streamed = datasets.load_dataset(str(release), name, streaming=True)
         assert {s: d.num_rows for s, d in loaded.items()} == splits
         assert {s: sum(1 for _ in d) for s, d in streamed.items()} == splits
+
+
+def test_the_headline_counts_gates_withheld_and_lowered_from_the_reports():
+    """A report that records no verdict (a judge with no gate) is not withheld; a lowered gate is counted."""
+    from stages.export_write import release_headline
+
+    stats = {"gates": {"pugc": {"judge": {"passed": False}, "ref": {"passed": True, "lowered": True},
+                                "scorer": {"labels": "kept"}},
+                       "selfie": "no gate recorded"},
+             "methods": {"pugc": {"input": 5}, "selfie": {"input": 2}}, "total": 3, "drops": {"identical": 1}}
+    assert release_headline(stats) == {"rows_in": 7, "pairs": 3, "removed": 1, "removed_by_reason": {"identical": 1},
+                                       "gates_withheld": 1, "gates_lowered": 1}
+
+
+def test_a_method_whose_details_record_no_gate_says_so(tmp_path):
+    """``"gates": {}`` (a stage with no judge) is "no gate recorded" on the card, not a method with no row at all."""
+    from pipeline.metrics import DETAILS
+    from stages.export_write import gate_reports
+
+    for method, details in (("pugc", {"gates": {}}), ("selfie", {"gates": None}), ("dove", [1])):
+        (tmp_path / "data" / method).mkdir(parents=True)
+        (tmp_path / "data" / method / DETAILS).write_text(json.dumps(details))
+    assert gate_reports(tmp_path, ["pugc", "selfie", "dove"]) == {m: "no gate recorded" for m in ("pugc", "selfie", "dove")}
+
+
+def test_the_card_front_matter_lists_configs_with_rows_the_first_default_without_all():
+    """A config with no rows is left out (the Hub refuses a config with no data files); with no `all` (a DOVE-only
+    release) the first config is the default one `load_dataset` opens."""
+    from stages.export_card import front_matter
+
+    configs = front_matter(export_cfg(), {"rows": {"dove": {"train": 3, "test": 1}, "pugc": {}}, "total": 4})["configs"]
+    assert configs == [{"config_name": "dove", "default": True, "data_files": [
+        {"split": "train", "path": "dove/train-*.parquet"}, {"split": "test", "path": "dove/test-*.parquet"}]}]
+    configs = front_matter(export_cfg(), {"rows": {"pugc": {"train": 2}, "selfie": {}, "all": {"train": 2}}, "total": 2})
+    assert [(c["config_name"], c.get("default")) for c in configs["configs"]] == [("pugc", None), ("all", True)]
+
+
+def test_the_card_names_the_params_fingerprints_a_methods_lineage_records_under_either_key():
+    from stages.export_card import lineage_summary
+
+    pairs = pl.DataFrame({"_config": ["pugc", "pugc", "curry"],
+                          "lineage": ['{"fingerprint": "f1", "judge": "j"}', '{"params_fingerprint": "f2"}', "{}"]})
+    assert lineage_summary(pairs) == {"curry": {"models": [], "fingerprints": []},
+                                      "pugc": {"models": ["j"], "fingerprints": ["f1", "f2"]}}
+
+
+def test_the_cards_audit_section_gives_the_verdict_and_counts_the_card_among_the_files():
+    from pipeline.audit import CHECKS
+    from stages.export_card import _audit_part
+
+    checks = {name: {"description": d, "violations": 0, "by_config": {}, "examples": []} for name, d in CHECKS.items()}
+    checks["pii"] = {**checks["pii"], "violations": 1, "by_config": {"pugc": 1}, "examples": ["pugc/p1:lineage"]}
+    part = _audit_part({"passed": False, "files": 9, "rows": 40, "checks": checks, "skipped": {}})
+    assert "re-read every file of this release (40 rows, 10 files with this card): **FAILED**" in part
+    assert "FAIL  pii: 1 (pugc: 1)" in part
+
+
+def test_a_hidden_or_underscored_folder_in_a_methods_pairs_is_not_read(tmp_path):
+    """A shard set being written (``.tmp``) or set aside (``_old``) is not part of the method's pairs."""
+    for sub, pid in (("level=0", "c0"), (".tmp", "partial"), ("_old", "stale")):
+        write_method(tmp_path, "curry", [pair(pid, f"q {pid}", "curry")], sub=sub)
+    assert read_pairs_tree(tmp_path / "data" / "curry" / "pairs", "pairs").column("pair_id").to_pylist() == ["c0"]
+
+
+def test_the_card_tags_name_trl_and_dpo_once():
+    from stages.export_card import front_matter
+
+    cfg = export_cfg()
+    cfg = cfg.model_copy(update={"card": cfg.card.model_copy(update={"tags": ["dpo", "synthetic"]})})
+    assert front_matter(cfg, {"rows": {}, "total": 0})["tags"] == ["trl", "dpo", "synthetic"]
+
+
+def _dedup_within(rows: list[dict]):
+    df = pl.from_arrow(to_table(rows, "pairs")).with_columns(pl.lit("pugc").alias("_config"),
+                                                             pl.int_range(len(rows)).alias("_seq"))
+    prompts = prompt_keys(df, "prompt")
+    sigs = Signatures(shingle=5, num_perm=128)
+    sigs.add(prompts["_key"], prompts["_text"])
+    return dedup_within(light_pairs(df, prompts["_key"]).drop("_same"), sigs, 32, 0.8, LEAVES)
+
+
+def test_an_identical_pair_with_a_nan_confidence_loses_to_one_with_a_confidence():
+    """NaN sorts above every number: taken as is, a pair whose judge gave no confidence beat every scored copy."""
+    kept, _ = _dedup_within([pair("a", TOPICS[0], "pugc", confidence=float("nan"), rejected="x"),
+                             pair("b", TOPICS[0], "pugc", confidence=0.6, rejected="x")])
+    assert kept["pair_id"].to_list() == ["b"]
+
+
+def test_near_duplicate_prompts_equally_confident_keep_the_one_with_more_pairs():
+    long = " ".join(TOPICS[4:9]) + " Mention the estates general, the debt crisis, bread prices and enlightenment ideas."
+    kept, drops = _dedup_within([pair("b", long.replace("bread", "grain"), "pugc", confidence=0.5),
+                                 pair("a1", long, "pugc", confidence=0.5, rejected="r1"),
+                                 pair("a2", long, "pugc", confidence=0.5, rejected="r2")])
+    assert sorted(kept["pair_id"]) == ["a1", "a2"] and drops["pair_id"].to_list() == ["b"]
+    assert json.loads(drops["detail"][0]) == {"kept_pair_id": "a1"}  # the kept prompt's first pair
+
+
+def test_in_all_near_duplicate_prompts_of_one_method_keep_the_one_with_more_pairs():
+    from pipeline.dedup import dedup_across
+
+    long = " ".join(TOPICS[4:9]) + " Mention the estates general, the debt crisis, bread prices and enlightenment ideas."
+    rows = [pair("b", long.replace("bread", "grain"), "pugc"), pair("a1", long, "pugc", rejected="r1"),
+            pair("a2", long, "pugc", rejected="r2")]
+    df = pl.from_arrow(to_table(rows, "pairs")).with_columns(pl.lit("pugc").alias("_config"), pl.int_range(3).alias("_seq"))
+    prompts = prompt_keys(df, "prompt")
+    sigs = Signatures(shingle=5, num_perm=128)
+    sigs.add(prompts["_key"], prompts["_text"])
+    tagged, drops = dedup_across(light_pairs(df, prompts["_key"]).drop("_same"), ["pugc"], sigs, 32, 0.8, LEAVES)
+    assert tagged.filter(pl.col("_primary"))["pair_id"].to_list() == ["a1", "a2"]
+    assert drops.select("pair_id", "reason").rows() == [("b", "duplicate_prompt_near")]

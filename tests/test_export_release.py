@@ -345,11 +345,15 @@ def test_card_shows_recorded_judge_gates_or_says_none(tmp_path):
     standard_methods(tmp_path)
     report = {"stage": "pugc", "role": "judge", "model": "tiny", "key": "pugc.gates.judge", "probes": 16, "correct": 8,
               "accuracy": 0.5, "min_accuracy": 0.0, "passed": True, "lowered": True, "labels": "used, gate lowered"}
-    (tmp_path / "data" / "pugc" / "details.json").write_text(json.dumps({"gates": {"judge": report}, "pairs": 8}))
+    failed = {**report, "role": "reference", "correct": 3, "probes": 10, "accuracy": 0.3, "min_accuracy": 0.6,
+              "passed": False, "lowered": False, "labels": "withheld"}
+    (tmp_path / "data" / "pugc" / "details.json").write_text(json.dumps({"gates": {"judge": report, "reference": failed},
+                                                                         "pairs": 8}))
     (tmp_path / "data" / "selfie" / "details.json").write_text(json.dumps({"pairs": 4}))
     release, stats = build(tmp_path)
     card = (release / "README.md").read_text()
     assert "| pugc | judge | tiny | 0.50 (8/16) | 0.0 | used, gate lowered |" in card
+    assert "| pugc | reference | tiny | 0.30 (3/10) | 0.6 | withheld (failed) |" in card
     assert "| selfie | — | — | — | — | no gate recorded |" in card
     assert stats["gates"]["curry"].startswith("no gate recorded")  # no details.json at all
     assert "## Audit" in card and "**passed**" in card

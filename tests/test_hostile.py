@@ -360,3 +360,53 @@ def test_json_lines_named_csv_is_one_reject_saying_so(tmp_path, lines):
     rows = list(iter_records(str(tmp_path / "prompts.csv")))
     assert [r.error for r in rows] == ["the header row starts with '{': the file holds JSON, not CSV; name it .jsonl "
                                        "(JSON lines) or .json"]
+
+
+def test_a_json_line_of_exactly_max_record_bytes_is_read_a_byte_order_mark_not_counted(tmp_path):
+    """The limit is on the record's bytes: one of exactly ``max_record_bytes`` is read (one byte more is not),
+    and a byte order mark before it (files joined with `cat`) is not part of it."""
+    def line(n: int) -> bytes:
+        head = b'{"id": "p1", "text": "'
+        return head + b"x" * (n - len(head) - 2) + b'"}'
+    (tmp_path / "p.jsonl").write_bytes(line(1000) + b"\n" + b"\xef\xbb\xbf" + line(1000) + b"\n" + line(1001) + b"\n")
+    rows = list(iter_records(str(tmp_path / "p.jsonl"), max_record_bytes=1000))
+    assert [r.error is None for r in rows] == [True, True, False]
+    assert "1001" in rows[2].error
+
+
+def test_a_json_array_of_exactly_its_cap_is_read_one_byte_more_is_not(tmp_path):
+    """A .json array is parsed whole up to ``JSON_FILE_RECORDS`` x max_record_bytes, that size included."""
+    from pipeline.limits import JSON_FILE_RECORDS
+
+    cap = JSON_FILE_RECORDS * 100
+    for extra, read in ((0, True), (1, False)):
+        text = '[\n{"id": "p1", "prompt": "Hi?"},\n{"id": "p2", "prompt": ""}\n]\n'  # its first line no record
+        text = text.replace('""', '"' + "x" * (cap + extra - len(text)) + '"')
+        (tmp_path / "a.json").write_text(text)
+        rows = list(iter_records(str(tmp_path / "a.json"), max_record_bytes=100))
+        assert (rows[0].error is None) == read and (read or rows[0].error.startswith(f"the file is over {cap} bytes"))
+
+
+def test_json_named_csv_is_one_reject_though_its_first_line_is_indented(tmp_path):
+    (tmp_path / "p.csv").write_text('  [{"id": "p1", "prompt": "Hi?"},\n  {"id": "p2", "prompt": "Yo?"}]\n')
+    rows = list(iter_records(str(tmp_path / "p.csv")))
+    assert [r.error for r in rows] == ["the header row starts with '[': the file holds JSON, not CSV; name it .jsonl "
+                                       "(JSON lines) or .json"]
+
+
+def test_a_truncated_gzipped_csv_keeps_the_records_before_the_cut_and_names_the_last(tmp_path):
+    rows = "".join(f"d{i},document number {i}\n" for i in range(2000))
+    data = gzip.compress(f"id,text\n{rows}".encode(), mtime=0)
+    (tmp_path / "cut.csv.gz").write_bytes(data[: len(data) // 2])
+    res = _ingest_docs(tmp_path / "cut.csv.gz")
+    rows_in, accepted, rejected = _accounted(res)
+    assert rejected == 1 and 0 < accepted < 2000 and rows_in == accepted + 1
+    assert f"cannot be read after record {accepted} (EOFError" in res.rejects[0]["reason"]
+
+
+def test_a_gzip_cut_before_its_first_line_cannot_be_read_at_all(tmp_path):
+    data = gzip.compress(_docs(1000), mtime=0)
+    (tmp_path / "cut.jsonl.gz").write_bytes(data[:12])
+    assert [r.error for r in iter_records(str(tmp_path / "cut.jsonl.gz"))] == [
+        "the file cannot be read (EOFError: Compressed file ended before the end-of-stream marker was reached); the "
+        "rest of it is lost"]  # not "after line 0"

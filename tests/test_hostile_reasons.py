@@ -232,6 +232,9 @@ def test_a_json_file_that_is_one_object_wrapping_its_records_says_so(tmp_path):
         "w.json:1: missing field 'text' or 'body' or 'content' or 'selftext' (set `mapping` to rename); the file is one "
         "JSON object whose 'examples' holds a list of 5 objects: if they are the records, write them as the file's "
         """array, or as JSON lines (`jq -c '.["examples"][]'`)"""]
+    (tmp_path / "w.json").write_text(json.dumps({"notes": [{"n": 1}], "examples": [{"id": i} for i in range(3)]}))
+    assert "whose 'examples' holds a list of 3 objects" in _ingest(tmp_path / "w.json", "documents", "documents"
+                                                                   ).rejects[0]["reason"]  # the longest list
     chat = {"conversation_id": "c", "conversation": [{"role": "assistant", "content": "hi"}]}  # its own messages
     (tmp_path / "c.json").write_text(json.dumps(chat))
     assert [r["reason"] for r in _ingest(tmp_path / "c.json", "wildchat", "conversations").rejects] == [
@@ -246,6 +249,43 @@ def test_a_glob_does_not_follow_a_link_back_to_a_folder_above_it(tmp_path):
     (tmp_path / "data" / "sub").mkdir(parents=True)
     (tmp_path / "data" / "sub" / "a.jsonl").write_text(json.dumps({"id": "a", "text": "first"}) + "\n")
     (tmp_path / "data" / "sub" / "up").symlink_to("..")
+    res = _ingest(Path(str(tmp_path / "data" / "**" / "*.jsonl")), "documents", "documents")
+    assert (res.metrics["rows_in"], res.metrics["accepted"]) == (1, 1) and not res.rejects
+
+
+def test_a_brace_after_a_json_array_is_a_reject_of_its_own(tmp_path):
+    """Only ``{"data": [...]}`` ends in a "}": after a bare array it is damage (an edit cut short), said so."""
+    (tmp_path / "a.json").write_text('[{"id": "d1", "text": "a"}, {"id": "d2", "text": "b"}]}\n')
+    res = _ingest(tmp_path / "a.json", "documents", "documents")
+    assert res.metrics["accepted"] == 2
+    assert [r["reason"] for r in res.rejects] == ["a.json:3: invalid JSON: unexpected text after the array: '}'"]
+    # an array that does not parse whole is split into its elements, also after leading blank space
+    (tmp_path / "a.json").write_text('\n  [{"id": "d1", "text": "a"}, {"id": "d2", "text": "b"}, {"id": 3,]\n')
+    res = _ingest(tmp_path / "a.json", "documents", "documents")
+    assert res.metrics["accepted"] == 2 and [r["row"] for r in res.rejects] == [3]
+
+
+def test_an_empty_data_wrapper_is_a_file_of_no_records(tmp_path):
+    """``{"data": []}`` holds no record: not one record with an empty list, a 'missing field' reject."""
+    (tmp_path / "w.json").write_text(json.dumps({"data": []}))
+    res = _ingest(tmp_path / "w.json", "documents", "documents")
+    assert (res.metrics["rows_in"], res.rejects, res.metrics["empty_files"]) == (0, [], ["w.json"])
+
+
+def test_invalid_utf8_in_a_json_array_is_named_by_its_byte_offset(tmp_path):
+    """The offset (in the element's text) counts bytes, as the reason says: "é" before the bad byte is two."""
+    (tmp_path / "a.json").write_bytes(b'[{"id": "d1", "text": "ok"}, {"id": "d2", "text": "caf\xc3\xa9 \xff"}]')
+    res = _ingest(tmp_path / "a.json", "documents", "documents")
+    assert [r["reason"] for r in res.rejects] == [
+        "a.json:2: invalid UTF-8 at byte 29: re-encode the file as UTF-8 (Latin-1 or Windows-1252 text: "
+        "`iconv -f WINDOWS-1252 -t UTF-8`)"]
+
+
+def test_a_glob_does_not_follow_a_link_to_the_folder_it_is_in(tmp_path):
+    """``data/sub/self -> .`` is a loop as ``up -> ..`` is: each file is read once, under its own name."""
+    (tmp_path / "data" / "sub").mkdir(parents=True)
+    (tmp_path / "data" / "sub" / "a.jsonl").write_text(json.dumps({"id": "a", "text": "first"}) + "\n")
+    (tmp_path / "data" / "sub" / "self").symlink_to(".")
     res = _ingest(Path(str(tmp_path / "data" / "**" / "*.jsonl")), "documents", "documents")
     assert (res.metrics["rows_in"], res.metrics["accepted"]) == (1, 1) and not res.rejects
 

@@ -365,3 +365,15 @@ def test_seen_rows_compare_values_not_objects_or_key_order():
     assert seen.admit("f:1", {"p": [{"id": "a", "v": 1}]}, Counter()) is None
     assert "different content" in seen.admit("f:2", {"p": [{"id": "a", "v": 1.0}]}, Counter())
     assert "different content" in seen.admit("f:3", {"p": [{"id": "a", "v": True}]}, Counter())
+
+
+def test_a_clash_names_the_earlier_row_of_a_file_whose_name_holds_colons():
+    """``hf://org/name`` and Windows paths hold ':': the row number is what follows the last one."""
+    from collections import Counter
+
+    from pipeline.seen import SeenRows
+
+    seen = SeenRows({"prompts": ("prompt_id",)})
+    assert seen.admit("hf://org/set:12", {"prompts": [{"prompt_id": "p1", "text": "hi"}]}, Counter()) is None
+    clash = seen.admit("C:/data/b.jsonl:3", {"prompts": [{"prompt_id": "p1", "text": "other"}]}, Counter())
+    assert clash.startswith("prompts id ('p1',) already produced by hf://org/set:12 with different content")

@@ -89,6 +89,18 @@ def test_parquet_text_stored_as_binary_is_read_as_the_text_it_holds(tmp_path):
     assert sorted(d["text"] for d in res.rows["documents"]) == ["hello", "world"]
 
 
+def test_parquet_binary_in_maps_and_fixed_size_lists_is_read_as_text(tmp_path):
+    """A map's keys and values, and a fixed-size list's items, stored as binary are text where they are UTF-8 (a map
+    of bytes keys never matched a field name); a value that is not stays bytes, its row's other keys text."""
+    from pipeline.readers import iter_records
+
+    meta = pa.array([[(b"lang", b"en")], [(b"lang", b"\xff")]], pa.map_(pa.binary(), pa.binary()))
+    tags = pa.array([[b"a", b"b"], [b"c", b"d"]], pa.list_(pa.binary(), 2))
+    pq.write_table(pa.table({"id": ["d1", "d2"], "meta": meta, "tags": tags}), tmp_path / "m.parquet")
+    assert [(r.value["meta"], r.value["tags"]) for r in iter_records(str(tmp_path / "m.parquet"))] == [
+        ({"lang": "en"}, ["a", "b"]), ({"lang": b"\xff"}, ["c", "d"])]
+
+
 # --- Parquet with tiny row groups --------------------------------------------------------------------
 
 
@@ -190,3 +202,12 @@ def test_a_parquet_row_group_not_read_counts_its_rows_in_the_metrics(tmp_path):
     assert (m["rows_in"], m["accepted"], m["rejected"], m["unread_rows"]) == (500, 400, 100, 99)
     assert m["reject_fraction"] == 0.2 and m["top_reasons"][0][1] == 100
     assert [r["row"] for r in res.rejects] == [101] and "(100 rows lost)" in res.rejects[0]["reason"]
+
+
+def test_a_parquet_file_naming_a_column_twice_counts_all_its_rows_as_rejected(tmp_path):
+    """The file's one reject stands for each of its rows: 3 rows not read are 3 of ``rows_in``, not 1."""
+    table = pa.Table.from_arrays([pa.array(["d1", "d2", "d3"]), pa.array(["a", "b", "c"]), pa.array(["d", "e", "f"])],
+                                 names=["id", "text", "text"])
+    pq.write_table(table, tmp_path / "t.parquet")
+    m = _ingest(tmp_path / "t.parquet").metrics
+    assert (m["rows_in"], m["accepted"], m["rejected"], m["unread_rows"]) == (3, 0, 3, 2)

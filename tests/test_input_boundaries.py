@@ -66,6 +66,21 @@ def test_the_glob_a_stray_file_error_suggests_reads_the_data_files(tmp_path, nam
     assert source_files(suggested) == [data / name]
 
 
+def test_the_glob_a_stray_file_error_suggests_leaves_other_gzipped_files_out(tmp_path):
+    """The suggested glob names the data files' whole ending (``*.jsonl.gz``), not ``*.gz``, which matches a gzipped
+    stray beside them and fails again."""
+    from pipeline.readers import source_files
+
+    data = tmp_path / "hh"
+    data.mkdir()
+    (data / "test.jsonl.gz").write_bytes(b"")
+    (data / "notes.txt.gz").write_bytes(b"")
+    with pytest.raises(SourceError) as err:
+        source_files(str(data))
+    assert str(err.value).endswith(f"e.g. {data / '**' / '*.jsonl.gz'}")
+    assert source_files(str(data / "**" / "*.jsonl.gz")) == [data / "test.jsonl.gz"]
+
+
 def test_an_empty_source_path_is_a_params_error(tmp_path, root):
     """Was accepted: "" is the working folder, so ingest read the whole project."""
     data = yaml.safe_load((root / "params.yaml").read_text())

@@ -59,7 +59,7 @@ def test_a_gzip_file_named_in_capitals_is_read(tmp_path):
 
 def test_a_csv_separated_by_semicolons_or_tabs_is_one_reject_saying_so(tmp_path):
     """Excel in many locales writes ';': each row was a "missing field 'text'" reject, none saying why."""
-    for name, sep in (("semi.csv", ";"), ("tab.csv", "\t")):
+    for name, sep in (("semi.csv", ";"), ("tab.csv", "\t"), ("pipe.csv", "|")):
         (tmp_path / name).write_text(f"id{sep}text\n1{sep}hello\n2{sep}world\n")
         assert [r["reason"] for r in _ingest(tmp_path / name).rejects] == [
             f"{name}:1: the header row is one column holding {sep!r}: the file is separated by {sep!r}, not by commas; "
@@ -197,6 +197,26 @@ def test_a_csv_with_empty_trailing_columns_is_read(tmp_path):
     (tmp_path / "x.csv").write_text("id,text,,\n1,hello,,\n2,world,,x\n")
     res = _ingest(tmp_path / "x.csv")
     assert res.rejects == [] and [r["messages"][0]["content"] for r in res.rows["prompts"]] == ["hello", "world"]
+
+
+def test_a_csv_row_with_a_trailing_field_that_is_not_empty_is_a_reject(tmp_path):
+    """Empty fields past the header's columns (a trailing comma) are dropped; one holding text is not: the row is a
+    reject, not a record that lost "x" without a word."""
+    (tmp_path / "x.csv").write_text("id,text\n1,hello,\n2,world,,x\n")
+    res = _ingest(tmp_path / "x.csv")
+    assert [r["messages"][0]["content"] for r in res.rows["prompts"]] == ["hello"]
+    assert [r["reason"] for r in res.rejects] == [
+        "x.csv:2: the row has 4 field(s), the header names 2 column(s): quote fields that hold a comma, and give "
+        "every row one field per column"]
+
+
+def test_an_empty_csv_column_is_named_by_its_place_in_a_reason(tmp_path):
+    """Excel's empty header names become "unnamed column N", N counted from 1 as a spreadsheet counts columns."""
+    (tmp_path / "x.csv").write_bytes(b"id,text,,\n1,hello,,\n2,world,,\xff\n")
+    res = _ingest(tmp_path / "x.csv")
+    assert [r["reason"] for r in res.rejects] == [
+        "x.csv:2: invalid UTF-8 in field 'unnamed column 4': re-encode the file as UTF-8 (Latin-1 or Windows-1252 "
+        "text: `iconv -f WINDOWS-1252 -t UTF-8`)"]
 
 
 def test_a_csv_header_repeated_inside_the_file_is_a_reject_not_a_record(tmp_path):

@@ -167,6 +167,24 @@ def test_xml_elements_that_are_not_rows_are_a_reject_not_an_empty_file(tmp_path)
         "per post); convert other XML to JSON lines"]
 
 
+def test_one_xml_element_that_is_not_a_row_is_a_reject_not_an_empty_file(tmp_path):
+    (tmp_path / "Posts.xml").write_text('<posts>\n  <post Id="1" PostTypeId="1" Body="x"/>\n</posts>\n')
+    res = _ingest(tmp_path / "Posts.xml", "stackexchange", "documents")
+    assert [r["reason"] for r in res.rejects] == [
+        "Posts.xml:1: the file holds 2 XML elements but no <row>: ingest reads Stack Exchange dumps (one <row .../> "
+        "per post); convert other XML to JSON lines"]
+
+
+def test_an_xml_row_of_exactly_max_record_bytes_is_read_one_byte_more_is_not(tmp_path):
+    from pipeline.readers import iter_records
+
+    def row(n: int) -> bytes:
+        return b'<row Id="1" Body="' + b"x" * (n - 21) + b'"/>'
+    (tmp_path / "Posts.xml").write_bytes(b"<posts>\n" + row(200) + b"\n" + row(201) + b"\n</posts>\n")
+    assert [r.error for r in iter_records(str(tmp_path / "Posts.xml"), max_record_bytes=200)] == [
+        None, "<row> is over max_record_bytes=200; raise ingest.max_record_bytes to keep it"]
+
+
 def test_a_dump_of_a_site_without_posts_is_an_empty_file(tmp_path):
     (tmp_path / "Posts.xml").write_text('<?xml version="1.0" encoding="utf-8"?>\n<posts>\n</posts>\n')
     res = _ingest(tmp_path / "Posts.xml", "stackexchange", "documents")
@@ -197,6 +215,24 @@ def test_utf16_without_a_byte_order_mark_is_one_reject_saying_to_re_encode_it(tm
     assert [r["reason"] for r in res.rejects] == [
         f"{name}:1: the file is {wide} text (every other byte of its start is a NUL, without a byte order mark), not "
         f"UTF-8; none of it is read: re-encode it as UTF-8 (e.g. `iconv -f {wide} -t UTF-8`)"]
+
+
+def test_utf16_without_a_byte_order_mark_is_found_though_some_characters_hold_no_nul(tmp_path):
+    """Prices in euros: "€" is two bytes without a NUL in UTF-16, so fewer than half the bytes are NULs."""
+    text = "".join(json.dumps({"id": f"p{i}", "text": f"{i}€ {i}€"}, ensure_ascii=False) + "\n" for i in range(9))
+    data = text.encode("utf-16-le")
+    assert len(data[:256]) // 3 <= data[:256].count(0) < 128  # between the two thresholds
+    (tmp_path / "p.jsonl").write_bytes(data)
+    assert [r["reason"] for r in _ingest(tmp_path / "p.jsonl").rejects] == [
+        "p.jsonl:1: the file is UTF-16LE text (every other byte of its start is a NUL, without a byte order mark), "
+        "not UTF-8; none of it is read: re-encode it as UTF-8 (e.g. `iconv -f UTF-16LE -t UTF-8`)"]
+
+
+def test_a_file_of_nul_bytes_is_not_taken_for_utf16(tmp_path):
+    """A write cut by a crash can leave a file of NULs: every byte is a NUL, not every other one."""
+    (tmp_path / "z.jsonl").write_bytes(b"\x00" * 1000)
+    assert [r["reason"] for r in _ingest(tmp_path / "z.jsonl").rejects] == ["z.jsonl:1: invalid JSON: Expecting value "
+                                                                            "at column 1"]
 
 
 def test_utf8_text_with_nuls_is_not_taken_for_utf16(tmp_path):

@@ -87,6 +87,9 @@ def test_audit_of_a_folder_without_a_release_fails_in_one_line(tmp_path, capsys,
     pq.write_table(pa.table({"conversation_id": ["a"]}), tmp_path / "ingest" / "conversations" / "part-0.parquet")
     (tmp_path / "broken" / "pugc").mkdir(parents=True)
     (tmp_path / "broken" / "pugc" / "train-00000-of-00001.parquet").write_bytes(b"PAR1 cut")
+    (tmp_path / "noprompt" / "pugc").mkdir(parents=True)  # pairs without the prompt they answer
+    pq.write_table(pa.table({"pair_id": ["a"], "chosen": ["x"], "rejected": ["y"]}),
+                   tmp_path / "noprompt" / "pugc" / "train-00000-of-00001.parquet")
     (tmp_path / "release" / "all").mkdir(parents=True)  # one config of a release, given instead of the release
     (tmp_path / "release" / "_manifest.json").write_text("{}")
     pq.write_table(pa.table({"pair_id": ["a"]}), tmp_path / "release" / "all" / "train-00000-of-00001.parquet")
@@ -97,6 +100,8 @@ def test_audit_of_a_folder_without_a_release_fails_in_one_line(tmp_path, capsys,
                  "`dvc repro export`",
         "ingest": f"{tmp_path / 'ingest' / 'conversations' / 'part-0.parquet'}: not a released pairs file (no column "
                   "'pair_id'); audit the folder export writes (data/release)",
+        "noprompt": f"{tmp_path / 'noprompt' / 'pugc' / 'train-00000-of-00001.parquet'}: not a released pairs file (no "
+                    "column 'prompt'); audit the folder export writes (data/release)",
         "broken": f"{tmp_path / 'broken' / 'pugc' / 'train-00000-of-00001.parquet'}: not a readable Parquet file (ArrowInvalid: ",
     }
     for folder, line in expected.items():
