@@ -397,6 +397,11 @@ def test_a_refused_parameter_named_as_a_json_path_fails_the_call():
 def test_an_answer_from_a_dated_snapshot_is_the_model_asked_for_another_model_is_not():
     assert openai_client.same_model("gpt-4o-mini", "gpt-4o-mini-2024-07-18")
     assert not openai_client.same_model("gpt-4", "gpt-4o") and not openai_client.same_model("gpt-4o", "gpt-4")
+    assert openai_client.same_model("gpt-4", "gpt-4-0613")
+    assert openai_client.same_model("claude-3-5-sonnet", "claude-3-5-sonnet-20241022")
+    # a router falling back to a smaller model of the same family is another model, warned about
+    assert not openai_client.same_model("gpt-4o", "gpt-4o-mini")
+    assert not openai_client.same_model("llama-3", "llama-3-70b") and not openai_client.same_model("gpt-4", "gpt-4-1106-preview")
 
 
 def test_usage_counts_integer_token_counts_only_and_too_long_is_a_refusal_only():

@@ -250,9 +250,13 @@ def describe(exc: BaseException, timeout_s: float, secret: str | None = None) ->
     return f"{type(exc).__name__}: {line(exc, 300)}"
 
 
+_SNAPSHOT = re.compile(r"\d{4}-\d{2}-\d{2}|\d{8}|\d{4}")  # a date suffix: 2024-07-18, 20241022, 0613
+
+
 def same_model(asked: str, served: str) -> bool:
-    """``served`` is ``asked`` or a dated snapshot of it (``gpt-4o-mini`` -> ``gpt-4o-mini-2024-07-18``)."""
-    return served == asked or served.startswith(asked + "-")
+    """``served`` is ``asked`` or a dated snapshot of it (``gpt-4o-mini`` -> ``gpt-4o-mini-2024-07-18``, ``gpt-4`` ->
+    ``gpt-4-0613``, ``claude-3-5-sonnet`` -> ``claude-3-5-sonnet-20241022``); ``gpt-4o-mini`` is not ``gpt-4o``."""
+    return served == asked or (served.startswith(asked + "-") and _SNAPSHOT.fullmatch(served[len(asked) + 1:]) is not None)
 
 
 def run_sync(coro):
