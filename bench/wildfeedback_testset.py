@@ -2,7 +2,7 @@
 
 Each run is its own process (peak RSS is per process). ``new``: the module as it is, fed batch by batch from a
 generator (the stage reads its stream the same way, so no list of all texts exists). ``old``: the module at
-``BASELINE_REV`` (every text, the sparse TF-IDF of all pairs and their dense vectors in memory, Lloyd over all
+8e7f5b2, kept in ``bench/_wildfeedback_testset_baseline.py`` (every text, the sparse TF-IDF of all pairs and their dense vectors in memory, Lloyd over all
 rows), given the whole list as it was. The texts are the integrator's: 30 words of 17 plus one of 997 tails.
 Up to ``fit_rows`` pairs both must hold out the same rows; beyond, the overlap of the two test sets is printed.
 
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BASELINE_REV = "8e7f5b2"  # main before the bounded test set
+BASELINE = ROOT / "bench" / "_wildfeedback_testset_baseline.py"  # main at 8e7f5b2, before the bounded test set
 WORDS = "code python error table answer rewrite shorter explain poem story list data file function class metric units"
 CHILD = """
 import json, resource, sys, time
@@ -78,17 +78,14 @@ def main() -> None:
     sizes = [3_000] if args.smoke else args.sizes
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        old_file = tmp / "old_testset.py"
-        old_file.write_text(subprocess.run(["git", "show", f"{BASELINE_REV}:stages/wildfeedback_testset.py"],
-                                           cwd=ROOT, capture_output=True, text=True, check=True).stdout)
         print("| pairs | new: s, peak RSS MiB, held out | old: s, peak RSS MiB, held out | same rows |")
         print("|---|---|---|---|")
         for n in sizes:
-            new = run("new", n, args.fit_rows, old_file, tmp)
+            new = run("new", n, args.fit_rows, BASELINE, tmp)
             line = (f"| {n:,} | {new['secs']:.1f} s (of which making the texts, twice: {2 * new['gen']:.1f} s), "
                     f"{new['rss']:,.0f} MiB, {len(new['rows'])} | ")
             if n <= args.baseline_max:
-                old = run("old", n, args.fit_rows, old_file, tmp)
+                old = run("old", n, args.fit_rows, BASELINE, tmp)
                 same = len(set(new["rows"]) & set(old["rows"]))
                 line += f"{old['secs']:.1f} s, {old['rss']:,.0f} MiB, {len(old['rows'])} | {same} of {len(old['rows'])} |"
                 if n <= args.fit_rows and new["rows"] != old["rows"]:
