@@ -2,8 +2,8 @@
 
 Each run is its own process (peak RSS is per process). ``new``: the module as it is, fed batch by batch from a
 generator (the stage reads its stream the same way, so no list of all texts exists). ``old``: the module at
-8e7f5b2, kept in ``bench/_wildfeedback_testset_baseline.py`` (every text, the sparse TF-IDF of all pairs and their dense vectors in memory, Lloyd over all
-rows), given the whole list as it was. The texts are the integrator's: 30 words of 17 plus one of 997 tails.
+8e7f5b2, kept in ``bench/_wildfeedback_testset_baseline.py`` (every text, the sparse TF-IDF of all pairs and
+their dense vectors in memory, Lloyd over all rows), given the whole list as it was. The texts are the integrator's: 30 words of 17 plus one of 997 tails.
 Up to ``fit_rows`` pairs both must hold out the same rows; beyond, the overlap of the two test sets is printed.
 
     python bench/wildfeedback_testset.py --sizes 100000 222000 --baseline-max 100000
@@ -60,10 +60,10 @@ json.dump({{"secs": secs, "gen": gen, "rss": resource.getrusage(resource.RUSAGE_
 """
 
 
-def run(mode: str, n: int, fit_rows: int, old_file: Path, tmp: Path) -> dict:
+def run(mode: str, n: int, fit_rows: int, tmp: Path) -> dict:
     out = tmp / f"{mode}{n}.json"
     code = CHILD.format(words=WORDS)
-    subprocess.run([sys.executable, "-c", code, mode, str(n), str(fit_rows), str(out), str(old_file)], cwd=ROOT,
+    subprocess.run([sys.executable, "-c", code, mode, str(n), str(fit_rows), str(out), str(BASELINE)], cwd=ROOT,
                    check=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     return json.loads(out.read_text())
 
@@ -81,11 +81,11 @@ def main() -> None:
         print("| pairs | new: s, peak RSS MiB, held out | old: s, peak RSS MiB, held out | same rows |")
         print("|---|---|---|---|")
         for n in sizes:
-            new = run("new", n, args.fit_rows, BASELINE, tmp)
+            new = run("new", n, args.fit_rows, tmp)
             line = (f"| {n:,} | {new['secs']:.1f} s (of which making the texts, twice: {2 * new['gen']:.1f} s), "
                     f"{new['rss']:,.0f} MiB, {len(new['rows'])} | ")
             if n <= args.baseline_max:
-                old = run("old", n, args.fit_rows, BASELINE, tmp)
+                old = run("old", n, args.fit_rows, tmp)
                 same = len(set(new["rows"]) & set(old["rows"]))
                 line += f"{old['secs']:.1f} s, {old['rss']:,.0f} MiB, {len(old['rows'])} | {same} of {len(old['rows'])} |"
                 if n <= args.fit_rows and new["rows"] != old["rows"]:
