@@ -73,21 +73,28 @@ class Killed(BaseException):
     """Stands for kill -9: nothing after it runs, no handler cleans up."""
 
 
-def test_a_crash_mid_swap_is_rolled_forward_at_the_next_start(old, monkeypatch):
-    renames: list[str] = []
+def swap_killed_after(old: Path, renames: int, monkeypatch) -> list[str]:
+    """Stage a new set over ``old`` and kill the swap before its rename number ``renames + 1``; the renames done
+    ("src->parent/dst")."""
+    done: list[str] = []
     real = os.rename
 
-    def dies_after_three(src, dst):
-        if len(renames) == 3:
+    def dies(src, dst):
+        if len(done) == renames:
             raise Killed
-        renames.append(f"{Path(src).name}->{Path(dst).parent.name}/{Path(dst).name}")
+        done.append(f"{Path(src).name}->{Path(dst).parent.name}/{Path(dst).name}")
         real(src, dst)
 
-    monkeypatch.setattr(po.os, "rename", dies_after_three)
+    monkeypatch.setattr(po.os, "rename", dies)
     with pytest.raises(Killed):
         with stage_outputs(old) as staged:
             write_set(staged, "new")
     monkeypatch.setattr(po.os, "rename", real)
+    return done
+
+
+def test_a_crash_mid_swap_is_rolled_forward_at_the_next_start(old, monkeypatch):
+    renames = swap_killed_after(old, 3, monkeypatch)
     # folders first, each: old one to the backup, new one into place; metrics would come last
     assert renames == ["pairs->.backup/pairs", "pairs->stage/pairs", "rejects->.backup/rejects"]
     assert (old / po.JOURNAL).exists() and not (old / "rejects").exists()  # mid-swap: mixed, journal says so
@@ -109,20 +116,7 @@ def test_metrics_are_swapped_in_last_whatever_the_other_files_are_called(old, mo
 
 
 def test_discarding_the_staged_outputs_keeps_a_swap_the_journal_has_started(old, monkeypatch):
-    real = os.rename
-    renames: list[str] = []
-
-    def dies_after_two(src, dst):
-        if len(renames) == 2:
-            raise Killed
-        renames.append(str(dst))
-        real(src, dst)
-
-    monkeypatch.setattr(po.os, "rename", dies_after_two)
-    with pytest.raises(Killed):
-        with stage_outputs(old) as staged:
-            write_set(staged, "new")
-    monkeypatch.setattr(po.os, "rename", real)
+    swap_killed_after(old, 2, monkeypatch)
     po.discard_staged(old)  # the journal is there: the staged rest is what recover rolls forward
     assert (old / po.STAGING).exists()
     recover(old)
