@@ -125,19 +125,19 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
-def run_tree(cmd: list[str], *, timeout: float | None = None, **kwargs):
-    """``subprocess.run(cmd, capture_output=True, text=True)`` whose whole process tree is killed when the wait
-    ends early: on ``timeout`` (``TimeoutExpired``, with the output so far) or an interrupt (pytest-timeout's
-    alarm, Ctrl-C). ``subprocess.run`` kills only its direct child, so a `dvc repro` that hung left its stage
-    running on the shared cores for the rest of the suite. (Same process group as the suite: a group kill of
-    the suite still reaches it.)"""
+@contextlib.contextmanager
+def popen_tree(cmd: list[str], **kwargs):
+    """``subprocess.Popen(cmd, **kwargs)`` whose whole process tree is killed when the block ends early: a timeout
+    (``TimeoutExpired``), a failed assertion, an interrupt (pytest-timeout's alarm, Ctrl-C). ``subprocess.run``
+    kills only its direct child, so a `dvc repro` that hung left its stage running on the shared cores for the
+    rest of the suite. (Same process group as the suite: a group kill of the suite still reaches it.)"""
     import subprocess
 
     import psutil
 
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as proc:
+    with subprocess.Popen(cmd, **kwargs) as proc:
         try:
-            out, err = proc.communicate(timeout=timeout)
+            yield proc
         except BaseException:
             with contextlib.suppress(psutil.NoSuchProcess):
                 tree = psutil.Process(proc.pid).children(recursive=True)
@@ -146,6 +146,15 @@ def run_tree(cmd: list[str], *, timeout: float | None = None, **kwargs):
                     with contextlib.suppress(psutil.NoSuchProcess):
                         child.kill()
             raise
+
+
+def run_tree(cmd: list[str], *, timeout: float | None = None, **kwargs):
+    """``subprocess.run(cmd, capture_output=True, text=True)`` whose whole process tree is killed when the wait
+    ends early (`popen_tree`): on ``timeout`` (``TimeoutExpired``, with the output so far) or an interrupt."""
+    import subprocess
+
+    with popen_tree(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as proc:
+        out, err = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
