@@ -184,7 +184,9 @@ class LLM(Section):
             raise ValueError(
                 f"backend openai needs base_url (e.g. http://localhost:8000/v1) for model {self.model!r}"
             )
-        why = not_on_hub(self.backend, self.model) if self.revision is not None else None
+        # With backend openai a revision pins the tokenizer loaded locally from the Hub id (the served weights are
+        # the server's): a Hub id takes one whatever the backend.
+        why = not_on_hub("transformers", self.model) if self.revision is not None else None
         if why:
             raise ValueError(f"revision {self.revision!r} names a Hugging Face Hub revision, but model {self.model!r} "
                              f"{why}: remove revision (it applies to Hub model ids only)")

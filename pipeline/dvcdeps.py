@@ -10,19 +10,13 @@ model folder a model stage's roles name (re-trained in place, it keeps its name 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from pipeline.hub_source import HF_PREFIX
+from pipeline.readers import glob_folder
 from pipeline.yaml12 import YAMLError, YamlFileError, load_yaml_file
 
 DVC_FILE = Path("dvc.yaml")
-
-
-def _fixed_part(path: str) -> str:
-    """The part of a glob before its first wildcard (the folder every match lies in), else the path."""
-    head = re.split(r"[*?\[]", path, maxsplit=1)[0]
-    return head if head == path else os.path.dirname(head) or "."
 
 
 def stage_deps(stage: str, dvc_file: Path = DVC_FILE) -> list[str] | None:
@@ -51,7 +45,7 @@ def undeclared(stage: str, paths: list[str], dvc_file: Path = DVC_FILE) -> list[
     covered = [Path(os.path.normpath(base / d)) for d in deps]
     out = []
     for p in paths:
-        where = Path(os.path.normpath(Path.cwd() / Path(_fixed_part(p)).expanduser()))
+        where = Path(os.path.normpath(Path.cwd() / Path(glob_folder(p)).expanduser()))
         if not any(where == d or d in where.parents for d in covered):
             out.append(p)
     return out

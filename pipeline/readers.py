@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -85,6 +86,14 @@ def is_glob(path: str) -> bool:
     """Whether a source path that is no folder is a glob: it holds ``*``, ``?`` or ``[`` and names no file
     ("export [2024].jsonl" is that file, not a glob matching none)."""
     return glob.has_magic(path) and not Path(path).exists()
+
+
+def glob_folder(path: str) -> str:
+    """The folder every match of the glob ``path`` lies in: its part before the first ``*``, ``?`` or ``[`` up to
+    the last separator ("data/*.jsonl" and "data/x*/y" give "data", "*.jsonl" gives "."); ``path`` itself when
+    it holds no wildcard."""
+    head = re.split(r"[*?\[]", path, maxsplit=1)[0]
+    return head if head == path else os.path.dirname(head) or "."
 
 
 def _no_file_left_in_folders(pattern: str, dirs: list[Path], matched: set[Path]) -> None:

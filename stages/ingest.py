@@ -51,7 +51,7 @@ from pipeline.jsontext import preview_of
 from pipeline.limits import JSON_FILE_RECORDS, over_limit
 from pipeline.metrics import counted, say, write_metrics
 from pipeline.outputs import stage_outputs
-from pipeline.readers import is_glob, source_files
+from pipeline.readers import glob_folder, is_glob, source_files
 from pipeline.records import ID_COLUMNS, MODELS, SCHEMAS
 from pipeline.seen import SeenRows
 
@@ -96,8 +96,7 @@ def _base_dir(path: str) -> Path:
     if p.is_dir():
         return p
     if is_glob(path):
-        head = re.split(r"[*?\[]", path, maxsplit=1)[0]
-        return Path(head) if head.endswith(os.sep) else Path(head).parent
+        return Path(glob_folder(path))
     return p.parent
 
 

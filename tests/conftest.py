@@ -22,6 +22,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # walk-through would turn a "server is down" test into cache hits. This folder serves Ray actors and
 # subprocesses started from the suite; `_empty_request_cache` gives each test its own.
 os.environ["PREFPIPE_REQUEST_CACHE"] = tempfile.mkdtemp(prefix="prefpipe-test-requests-")
+ENV_AT_START = dict(os.environ)  # what the suite's tests start from (tests/test_ray_workers.py checks Ray keeps it)
 
 
 # pytest-xdist groups (`--dist loadgroup`): a module runs whole on one worker, so its module-scoped fixtures
@@ -79,9 +80,26 @@ def ray_cluster():
 
     from pipeline.execute_ray import ray_init
 
-    ray_init(None, num_cpus=2)
+    with environ_kept():  # Ray keeps what it needs: its workers were started with the variables it set
+        ray_init(None, num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+@contextlib.contextmanager
+def environ_kept():
+    """``os.environ`` as it was on entry, again on exit. ``ray.init`` sets RAY_AUTH_MODE=token, PYTHONBREAKPOINT
+    (its debugger) and RAY_USAGE_STATS_ENABLED in the driver's environment and leaves them there: every later test,
+    and every command it starts (`dvc repro` on a Ray cluster), would run with them."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k not in saved]:
+            del os.environ[key]
+        for key, value in saved.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
 
 
 def copy_project(dest: Path) -> Path:
@@ -107,19 +125,19 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
-def run_tree(cmd: list[str], *, timeout: float | None = None, **kwargs):
-    """``subprocess.run(cmd, capture_output=True, text=True)`` whose whole process tree is killed when the wait
-    ends early: on ``timeout`` (``TimeoutExpired``, with the output so far) or an interrupt (pytest-timeout's
-    alarm, Ctrl-C). ``subprocess.run`` kills only its direct child, so a `dvc repro` that hung left its stage
-    running on the shared cores for the rest of the suite. (Same process group as the suite: a group kill of
-    the suite still reaches it.)"""
+@contextlib.contextmanager
+def popen_tree(cmd: list[str], **kwargs):
+    """``subprocess.Popen(cmd, **kwargs)`` whose whole process tree is killed when the block ends early: a timeout
+    (``TimeoutExpired``), a failed assertion, an interrupt (pytest-timeout's alarm, Ctrl-C). ``subprocess.run``
+    kills only its direct child, so a `dvc repro` that hung left its stage running on the shared cores for the
+    rest of the suite. (Same process group as the suite: a group kill of the suite still reaches it.)"""
     import subprocess
 
     import psutil
 
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as proc:
+    with subprocess.Popen(cmd, **kwargs) as proc:
         try:
-            out, err = proc.communicate(timeout=timeout)
+            yield proc
         except BaseException:
             with contextlib.suppress(psutil.NoSuchProcess):
                 tree = psutil.Process(proc.pid).children(recursive=True)
@@ -128,6 +146,15 @@ def run_tree(cmd: list[str], *, timeout: float | None = None, **kwargs):
                     with contextlib.suppress(psutil.NoSuchProcess):
                         child.kill()
             raise
+
+
+def run_tree(cmd: list[str], *, timeout: float | None = None, **kwargs):
+    """``subprocess.run(cmd, capture_output=True, text=True)`` whose whole process tree is killed when the wait
+    ends early (`popen_tree`): on ``timeout`` (``TimeoutExpired``, with the output so far) or an interrupt."""
+    import subprocess
+
+    with popen_tree(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as proc:
+        out, err = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 

@@ -61,3 +61,19 @@ def test_a_run_that_times_out_takes_the_processes_it_started_with_it(tmp_path):
     while not gone(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gone(child), f"the child (pid {child}) of the timed-out run still runs"
+
+
+def test_every_dvc_command_a_test_starts_is_killed_with_its_tree_on_a_timeout():
+    """tests/test_cluster.py ran `dvc repro` on its Ray cluster with ``subprocess.run`` and no timeout: a hung
+    run waited for the suite's limit, and a run a failure left behind went on with its stages (`run_tree`)."""
+    import ast
+
+    direct = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "subprocess"
+                    and node.args and isinstance(node.args[0], ast.List) and node.args[0].elts
+                    and isinstance(node.args[0].elts[0], ast.Constant) and node.args[0].elts[0].value == "dvc"):
+                direct.append(f"{path.name}:{node.lineno}")
+    assert not direct, f"dvc started with subprocess directly (use tests.conftest's dvc, run_tree or popen_tree): {direct}"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import copy_project
+from tests.conftest import copy_project, popen_tree, run_tree
 
 # The module's whole-DAG Ray run happens in the first test's setup (minutes; more while the other xdist
 # worker shares the two cores), so the limit is wider than the suite's default.
@@ -52,7 +52,8 @@ def _shards(repo: Path) -> dict[str, bytes]:
 def ray_repo(cluster, built_repo, tmp_path_factory) -> Path:
     repo = copy_project(tmp_path_factory.mktemp("ray") / "prefpipe")
     _use_ray(repo)
-    proc = subprocess.run(["dvc", "repro"], cwd=repo, env=_env(repo, cluster), capture_output=True, text=True)
+    # The whole DAG on the cluster takes minutes; a run that hangs is killed with its stages (`run_tree`).
+    proc = run_tree(["dvc", "repro"], cwd=repo, env=_env(repo, cluster), timeout=1800)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return repo
 
@@ -67,19 +68,19 @@ def test_ray_cluster_repro_is_byte_identical_to_local(ray_repo, built_repo, clus
 
 def test_worker_killed_mid_stage_still_completes_identically(ray_repo, built_repo, cluster):
     before = _shards(built_repo)
-    proc = subprocess.Popen(
+    with popen_tree(  # a failure or timeout below kills the run and its stage (`communicate` would leave them)
         ["dvc", "repro", "--force", "--single-item", KILL_STAGE],
         cwd=ray_repo, env=_env(ray_repo, cluster), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    checkpoints = ray_repo / ".prefpipe" / "checkpoints" / KILL_STAGE
-    deadline = time.time() + 300
-    while not checkpoints.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert proc.poll() is None, "the stage finished before a node could be killed"
-    worker = next(n for n in cluster.list_all_nodes() if n is not cluster.head_node)
-    cluster.remove_node(worker, allow_graceful=False)  # SIGKILL the worker's raylet and its workers
-    cluster.add_node(num_cpus=2)
-    out, _ = proc.communicate(timeout=600)
+    ) as proc:
+        checkpoints = ray_repo / ".prefpipe" / "checkpoints" / KILL_STAGE
+        deadline = time.time() + 300
+        while not checkpoints.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, "the stage finished before a node could be killed"
+        worker = next(n for n in cluster.list_all_nodes() if n is not cluster.head_node)
+        cluster.remove_node(worker, allow_graceful=False)  # SIGKILL the worker's raylet and its workers
+        cluster.add_node(num_cpus=2)
+        out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     after = _shards(ray_repo)
     stage_files = [k for k in after if k.startswith(f"data/{KILL_STAGE}/")]

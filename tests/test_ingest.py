@@ -377,3 +377,14 @@ def test_a_clash_names_the_earlier_row_of_a_file_whose_name_holds_colons():
     assert seen.admit("hf://org/set:12", {"prompts": [{"prompt_id": "p1", "text": "hi"}]}, Counter()) is None
     clash = seen.admit("C:/data/b.jsonl:3", {"prompts": [{"prompt_id": "p1", "text": "other"}]}, Counter())
     assert clash.startswith("prompts id ('p1',) already produced by hf://org/set:12 with different content")
+
+
+@pytest.mark.parametrize(("path", "folder"), [
+    ("data/*.jsonl", "data"), ("data/x*/y.jsonl", "data"), ("data/**/*.jsonl", "data"), ("*.jsonl", "."),
+    ("a[0-9].csv", "."), ("/abs/dir?/f", "/abs"), ("a//*.jsonl", "a"), ("data/x.jsonl", "data/x.jsonl")])
+def test_a_globs_folder_is_its_part_before_the_first_wildcard(path, folder):
+    """One helper for ingest (the folder a glob source's file names are reported relative to) and for
+    ``prefpipe run`` (the folder a dep must cover): a path with no wildcard is itself."""
+    from pipeline.readers import glob_folder
+
+    assert glob_folder(path) == folder

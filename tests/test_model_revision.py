@@ -267,6 +267,34 @@ def test_the_transformers_engine_loads_the_commit_its_identity_names(hub, monkey
     assert seen == [("org/m", B)] * 2 and FakeApi.calls == [("org/m", B)]  # check_hub_model: it exists
 
 
+def test_the_openai_engine_loads_its_tokenizer_at_the_commit_its_revision_names(hub, monkeypatch):
+    """The openai engine's local tokenizer (chat template and token ids of scored prompts) came from whatever the
+    cache's refs/main named, and ``revision`` on backend openai was a params error: a moved branch changed the
+    token ids sent with nothing in params to pin them. The served weights stay the server's (``openai:<name>``)."""
+    from transformers import AutoTokenizer
+
+    from pipeline.llm.openai_engine import OpenAIEngine, _tokenizer
+
+    cache_model(hub, "org/m", A, ref="v1", files=resolve_model("tiny"))
+    cache_model(hub, "org/m", B, ref="main", files=resolve_model("tiny"))
+    seen = []
+    original = AutoTokenizer.from_pretrained
+
+    def load(path, **kw):
+        seen.append((path, kw.get("revision")))
+        return original(str(hub / "models--org--m" / "snapshots" / kw["revision"]))
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", load)
+    _tokenizer.cache_clear()
+    served = {**CFG, "backend": "openai", "base_url": "http://127.0.0.1:9/v1"}
+    cfg = LLM(**served, model="org/m", revision="v1")
+    engine = OpenAIEngine(cfg)  # option_scoring: sequence loads the codec up front
+    assert engine.codec is not None and seen == [("org/m", A)] and FakeApi.calls == []  # from the cache's refs/v1
+    assert model_identity(cfg) == "openai:org/m" and identity.pinned(cfg).revision == A
+    assert identity.load_revision(LLM(**served, model="gpt-4o-mini")) is None and FakeApi.calls == []  # no lookup
+    _tokenizer.cache_clear()
+
+
 def _params(tmp_path: Path, llm: dict, judge: dict | None = None) -> Path:
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     data["llm"].update(llm)
@@ -281,8 +309,8 @@ def _params(tmp_path: Path, llm: dict, judge: dict | None = None) -> Path:
     ({"model": "tiny", "revision": "main"}, None, "llm", "built in"),
     ({"model": "smollm2", "revision": A}, None, "llm", "built in"),
     ({"model": "./models/sft", "revision": "main"}, None, "llm", "local folder"),
-    ({}, {"backend": "openai", "base_url": "http://a/v1", "model": "org/m", "revision": "v1"}, "pugc.roles.judge",
-     "backend openai"),
+    ({}, {"backend": "openai", "base_url": "http://a/v1", "model": "./models/sft", "revision": "v1"}, "pugc.roles.judge",
+     "local folder"),
     ({"model": "org/m", "revision": "has space"}, None, "llm.revision", "branch, tag or 40-hex commit"),
 ])
 def test_a_revision_where_it_means_nothing_is_a_one_line_params_error(tmp_path, llm, judge, where, why):

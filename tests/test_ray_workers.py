@@ -18,6 +18,7 @@ import pytest
 from pipeline.errors import ModelLoadError, StageError
 from pipeline.execute import Checkpoint, map_batches
 from tests import test_execute
+from tests.conftest import ENV_AT_START
 from tests.test_execute import CountingEngine, _execution, _input, _llm, answer, shout
 
 # A step that hangs is what some of these tests catch: fail instead of waiting for the suite's limit.
@@ -145,3 +146,11 @@ def test_a_stage_error_raised_in_a_ray_task_is_itself():
     with pytest.raises(StageError) as e:
         map_batches(_input(5), stage_error, execution=_execution(backend="ray"))  # one batch
     assert type(e.value) is StageError and str(e.value) == "row r0000: no prompt; fix the input"
+
+
+def test_the_sessions_ray_instance_leaves_the_environment_of_later_tests_as_it_was():
+    """Today's leak: ``ray.init`` (the session's ``ray_cluster``) left RAY_AUTH_MODE=token and
+    PYTHONBREAKPOINT=ray.util.rpdb._driver_set_trace in the pytest process, for every later test and every
+    command one starts (tests/test_cluster.py's `dvc repro` on its own Ray cluster)."""
+    keys = ("RAY_AUTH_MODE", "PYTHONBREAKPOINT", "RAY_USAGE_STATS_ENABLED")
+    assert {k: os.environ.get(k) for k in keys} == {k: ENV_AT_START.get(k) for k in keys}

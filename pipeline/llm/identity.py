@@ -201,7 +201,11 @@ def _ask_hub(name: str, revision: str | None) -> tuple[str | None, str]:
 
 def load_revision(cfg: LLM) -> str | None:
     """What an engine passes its loaders as ``revision``: for a Hub id, the commit its identity names (so the
-    weights loaded are the weights recorded), else ``cfg.revision`` (None: the default branch)."""
+    weights loaded are the weights recorded), else ``cfg.revision`` (None: the default branch). A served model's
+    weights are its server's (``backend: openai``); its ``revision`` pins the tokenizer the engine loads locally from
+    the Hub id, resolved the same way (none set: None, and no lookup: a hosted model's name is no Hub id)."""
+    if cfg.backend == "openai":
+        return None if cfg.revision is None else weights_revision(cfg.model, cfg.revision)
     return weights_revision(cfg.model, cfg.revision, cfg.backend)
 
 

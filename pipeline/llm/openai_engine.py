@@ -22,8 +22,8 @@ Requests are built by the pure functions of ``pipeline.llm.openai_requests`` and
   ``prompt_logprobs=0`` (the log-probability of every prompt token), or with ``prompt_logprobs_via: echo``
   the legacy API's ``echo`` + ``logprobs`` (the echoed tokens checked against the local tokenizer's),
   summed over the response's tokens and the end-of-turn token: the boundary of ``pipeline.llm.chat``, from the served model's own
-  tokenizer loaded locally from ``model`` (a Hub id in the local cache, or a folder). These are the
-  numbers the in-process engines compute.
+  tokenizer loaded locally from ``model`` (a Hub id in the local cache, at ``revision`` when set, or a
+  folder). These are the numbers the in-process engines compute.
 - ``choose``: ``option_scoring: sequence`` scores every option that way (one request per prompt, its
   options' token ids as a batch of prompts) and normalises: the in-process engines' numbers, options of
   any length. ``first_token`` (hosted APIs: no tokenizer, no prompt log-probs): ``/chat/completions``
@@ -66,6 +66,7 @@ from pipeline.config import LLM, Sampling
 from pipeline.errors import EngineError, ModelLoadError
 from pipeline.llm.base import ChatPrompt, Completion, FailedValue, GenerationFailure, LogProb
 from pipeline.llm.chat import ChatCodec, InputTooLong
+from pipeline.llm.identity import load_revision
 from pipeline.llm.openai_client import RequestFailed, ServerError, Transport
 from pipeline.llm.openai_requests import TOP_LOGPROBS, first_token_request, sample_request, score_request
 from pipeline.llm.structured import NoAnswer, generate_validated
@@ -114,10 +115,10 @@ def token_forms(tok) -> functools._lru_cache_wrapper:
 
 
 @functools.lru_cache(maxsize=8)
-def _tokenizer(path: str):
+def _tokenizer(path: str, revision: str | None = None):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, revision=revision)
 
 
 # --- engine --------------------------------------------------------------------------------------
@@ -152,8 +153,9 @@ class OpenAIEngine:
 
     def _load_codec(self, purpose: str) -> ChatCodec:
         try:
-            return ChatCodec(_tokenizer(resolve_model(self.cfg.model)), name=self.cfg.model,
-                             max_len=self.cfg.max_model_len)
+            rev = load_revision(self.cfg)  # as the transformers engine: a branch loaded at the commit it names
+            path = resolve_model(self.cfg.model, hub=rev == self.cfg.revision, revision=rev)
+            return ChatCodec(_tokenizer(path, rev), name=self.cfg.model, max_len=self.cfg.max_model_len)
         except (OSError, ValueError, ModelLoadError) as e:  # no such tokenizer here, or no chat template
             raise ServerError(
                 f"model {self.cfg.model!r}: {purpose} needs the served model's tokenizer (chat template and "
