@@ -3,9 +3,9 @@ show mean what they say (no model, nothing built; the names they use are checked
 
 What is checked here, and so cannot drift silently:
 - the formats table (``FORMAT_KINDS``), the data-contracts table (``pipeline.records``), the release tree
-  (dvc.yaml's export outputs), the PII table, YAML snippets (validated as params), Python snippets (compile; those that need no built data
-  run and give the values their comments show),
-  and every module the docs name by file name.
+  (dvc.yaml's export outputs), the PII table, YAML snippets (validated as params), Python snippets (compile;
+  those that need no built data run and give the values their comments show), and every module the docs
+  name by file name.
 - the defaults README.md and docs/ state in prose ("`collapse_fraction` (0.1)", "5,000 distinct instructions") are
   params.yaml's values and the code's constants (``stated_defaults``).
 """
