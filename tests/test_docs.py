@@ -98,6 +98,15 @@ def test_the_complete_command_lines_of_the_shell_blocks_parse():
     assert seen >= 4
 
 
+def test_every_prefpipe_environment_variable_the_code_reads_is_documented():
+    """``PREFPIPE_PROGRESS`` (progress bars off) was read by pipeline/execute.py and named nowhere a user reads."""
+    read = {m for p in [*ROOT.joinpath("pipeline").rglob("*.py"), *ROOT.joinpath("stages").rglob("*.py")]
+            for m in re.findall(r"\bPREFPIPE_[A-Z_]+\b", p.read_text(encoding="utf-8"))}
+    documented = set(re.findall(r"\bPREFPIPE_[A-Z_]+\b", guide_text()))
+    assert {"PREFPIPE_CACHE", "PREFPIPE_REQUEST_CACHE"} <= read, "the environment variables are no longer found"
+    assert read <= documented, f"README.md and docs/ never name {sorted(read - documented)}"
+
+
 # --- bench scripts ---------------------------------------------------------------------------------
 
 def bench_uses() -> list[tuple[str, int, str, str]]:
