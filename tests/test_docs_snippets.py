@@ -154,13 +154,15 @@ def _at(data: Any, key: str) -> Any:
 def stated_defaults() -> list[tuple[str, Any, Any]]:
     """(what README.md says, the value in params.yaml or the code, the value the sentence states)."""
     from pipeline.execute import FLUSH_SECONDS
-    from pipeline.execute_ray import IN_FLIGHT, TASK_SECONDS
-    from pipeline.formats.markup import MAX_TAGS
+    from pipeline.execute_ray import IN_FLIGHT, MAX_RESTARTS, TASK_SECONDS
+    from pipeline.formats.markup import MAX_REOPENED, MAX_TAGS
     from pipeline.jsontext import MAX_JSON_DEPTH
     from pipeline.llm.decode import MIN_SHARED_PREFIX
     from pipeline.llm.openai_engine import TOP_LOGPROBS
     from stages import dove_similarity as sim
     from stages import wildfeedback_testset as testset
+    from stages.wildfeedback_context import SHORT_EDIT_WORDS
+    from stages.wildfeedback_rules import ROUTE_BELOW, UNION_SIZE
 
     p = params()
     gates = [v for s in ("wildfeedback", "pugc", "selfie", "dove") for v in p[s]["gates"].values()]
@@ -212,6 +214,13 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
         ("in blocks of 8,192 pairs", testset.BLOCK_ROWS, 8_192),
         ("`dedup.priority` (default `[wildfeedback, pugc, selfie, curry]`", p["export"]["dedup"]["priority"],
          ["wildfeedback", "pugc", "selfie", "curry"]),
+        ("up to `max_redraws` (8) attempts", p["dove"]["max_redraws"], 8),
+        ("retried, up to 3 times (`MAX_RESTARTS`", MAX_RESTARTS, 3),
+        ("past `MAX_REOPENED` (the coffee dump's bodies reach 40 of its 100,000)", MAX_REOPENED, 100_000),
+        ("(at most `SHORT_EDIT_WORDS`, 10, words)", SHORT_EDIT_WORDS, 10),
+        ("unions of at most 16 patterns (`UNION_SIZE`", UNION_SIZE, 16),
+        ("`ROUTE_BELOW` (0.8, the default `wildfeedback.rule_confidence`)", (ROUTE_BELOW, p["wildfeedback"]["rule_confidence"]),
+         (0.8, 0.8)),
     ]
 
 
