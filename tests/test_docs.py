@@ -6,7 +6,8 @@ What is checked here, and so cannot drift silently:
 - ``prefpipe SUB ...`` / ``python -m pipeline.cli SUB ...``: the subcommand and each ``--flag`` exist in
   ``pipeline.cli.build_parser``; the complete command lines of the READMEs' shell blocks parse.
 - ``python bench/X.py --flag``: the script exists and declares the flag.
-- ``dvc SUB ...`` (``dvc exp run -S ...``, ``dvc remote modify --local ...``): DVC's own parser takes it.
+- ``dvc SUB ...`` (``dvc exp run -S ...``, ``dvc remote modify --local ...``) and ``ray start ...``: DVC's and Ray's
+  own command lines take them.
 - every ``PREFPIPE_*`` environment variable the code reads is named in README.md or docs/.
 - dotted Python names (``pipeline.checks.same_text``, ``stages.curry.curriculum_files("data/curry/pairs")``):
   they exist, and a call written with its arguments binds to the signature.
@@ -143,6 +144,27 @@ def test_every_dvc_command_and_flag_in_the_docs_exists():
                                     "--help` lists what it takes)")
                 checked += 1
     assert checked >= 10, "the dvc commands are no longer found in the docs"
+
+
+def test_every_ray_command_and_flag_in_the_docs_exists():
+    """`ray start --head --port=6379`, `ray get-auth-token` (Ray >= 2.59), `ray start --address=...`: Ray's own
+    command line takes them (placeholders filled in)."""
+    import click
+    from ray.scripts.scripts import cli
+
+    checked = 0
+    for doc in DOCS:
+        for line, code in code_lines(doc):
+            for m in re.finditer(r"(?:^|[\s(`&;])ray ([a-z][\w-]*(?: [^`#|;&)]*)?)", code):
+                args = re.sub(r"<[^>]+>", "10.0.0.1", m.group(1)).split()
+                try:
+                    ctx = cli.make_context("ray", list(args))
+                    name, command, rest = cli.resolve_command(ctx, list(args))
+                    command.make_context(name, rest, parent=ctx)
+                except click.UsageError as e:
+                    pytest.fail(f"{doc}:{line}: `ray {m.group(1)}` is not a Ray command line: {e}")
+                checked += 1
+    assert checked >= 3, "the ray commands are no longer found in the docs"
 
 
 # --- bench scripts ---------------------------------------------------------------------------------
