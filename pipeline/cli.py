@@ -128,6 +128,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"prefpipe: {path}: not found", file=sys.stderr)
         return 2
+    if path.is_file() and path.suffix != ".parquet":  # a stage's details.json, the card: it read them as Parquet
+        print(f"prefpipe: {path}: not a Parquet file; inspect takes a shard set folder (e.g. data/ingest/conversations), "
+              "a release folder or a .parquet file", file=sys.stderr)
+        return 2
     files = shard_files(path)
     if not files:
         # Curry-DPO's levels and Selfie's iterations are one shard set per sub-folder: name them.
@@ -142,7 +146,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         try:
             rows += pq.ParquetFile(f).metadata.num_rows
         except (pa.ArrowException, OSError) as e:
-            print(f"prefpipe: {f}: not a readable Parquet file ({type(e).__name__}: {e})", file=sys.stderr)
+            print(f"prefpipe: {f}: not a readable Parquet file ({type(e).__name__}: {e}); if a stage wrote it, "
+                  "rebuild it with `dvc repro`", file=sys.stderr)
             return 2
     print(f"path:   {path}")
     print(f"files:  {len(files)}")

@@ -322,6 +322,19 @@ def _encoding_error(path: Path) -> str | None:
         return None
 
 
+def _data_glob(path: str, known: Path) -> str:
+    """A glob of a source's data files that matches ``known``: a glob ending in ``*`` narrowed to its ending
+    (``logs/*`` -> ``logs/*.jsonl``), else every file so named below the folder the path starts from
+    (``logs/**/*.jsonl``; appended to a glob such as ``logs/*``, ``logs/*/**/*.jsonl`` missed the files in ``logs``)."""
+    end, root = _ending(known), Path(path)
+    if is_glob(path):
+        if path.endswith("*") and not path.endswith("**") and known in map(Path, glob.glob(path + end, recursive=True)):
+            return path + end
+        while glob.has_magic(str(root)) and root != root.parent:
+            root = root.parent
+    return str(root / "**" / ("*" + end))
+
+
 def source_files(path: str) -> list[Path]:
     """The files of a local source (``expand_paths``), each of a type a reader knows, or SourceError
     naming the first that is not (a README.md or LICENSE in a dataset folder), before any is read."""
@@ -329,8 +342,7 @@ def source_files(path: str) -> list[Path]:
     for file in files:
         if _suffix(file) not in READERS:
             known = next((f for f in files if _suffix(f) in READERS), None)  # the suggested glob matches its name
-            hint = f"; point the path at the data files only, e.g. {Path(path) / '**' / ('*' + _ending(known))}" \
-                if known else ""
+            hint = f"; point the path at the data files only, e.g. {_data_glob(path, known)}" if known else ""
             raise SourceError(f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} "
                               f"(optionally .gz, but for .parquet){hint}")
         if _suffix(file) == ".parquet" and file.suffix.lower() == ".gz":  # read by row group, which needs to seek

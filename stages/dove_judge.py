@@ -26,9 +26,10 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.budget import shorten
+from pipeline.errors import EngineError, StageError
 from pipeline.gates import check_gate, load_probes
 from pipeline.llm.base import first_error
-from pipeline.llm.chat import token_fit
+from pipeline.llm.chat import InputTooLong, token_fit
 from pipeline.metrics import counted
 from pipeline.prompt import fill
 
@@ -108,6 +109,10 @@ def _check_distribution(probs: Any) -> str | None:
 def _choose(engine, prompts: list[list[dict[str, str]]]) -> tuple[list | None, str | None]:
     try:
         out = engine.choose(prompts, OPTIONS)
+    except InputTooLong as e:  # one prompt the judge cannot take: that comparison's failure row
+        return None, f"engine error: {type(e).__name__}: {str(e)[:200]}"
+    except (EngineError, StageError):  # the engine as a whole (a server down, retries exhausted, a refused key):
+        raise  # the step fails in one line and a rerun asks again; as failure rows it would be committed as such
     except Exception as e:  # a model error must not sink the stage: it becomes a failure row
         return None, f"engine error: {type(e).__name__}: {str(e)[:200]}"
     if len(out) != len(prompts):

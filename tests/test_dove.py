@@ -259,6 +259,47 @@ def test_engine_error_and_bad_distributions_become_failures():
     assert m["failures_by_reason"] == {"engine error": 1, "invalid judge distribution": 1}
 
 
+class _WholeCallFails(ScriptedJudge):
+    """A judge whose every call fails as a whole (``error``), or, with ``too_long`` in a text, whose prompt is too long."""
+
+    def __init__(self, error: Exception | None = None):
+        super().__init__()
+        self.error = error
+
+    def choose(self, prompts, options):
+        from pipeline.llm.chat import InputTooLong
+
+        if self.error is not None:
+            raise self.error
+        if any("too_long" in "".join(outputs(p)) for p in prompts):
+            self.calls.append(len(prompts))
+            raise InputTooLong("prompt 0 has 5000 tokens; max_model_len is 2048")
+        return super().choose(prompts, options)
+
+
+@pytest.mark.parametrize("error", ["requests_failed", "server_error"])
+def test_an_engine_that_fails_as_a_whole_fails_the_judge_step_not_its_rows(error):
+    """A server that is down (retries exhausted) or refuses every call (a bad key) is no comparison's outcome:
+    turned into failure rows, an outage withheld the judge at its gate (every probe "failed") and the stage
+    committed a release without DOVE's pairs, exit 0 (docs/openai.md: the stage fails, a rerun asks again)."""
+    from pipeline.llm.openai_client import ServerError
+    from pipeline.llm.openai_engine import RequestsFailed
+
+    exc = {"requests_failed": RequestsFailed("model 'm' at http://h/v1: choose: 2 of 2 requests failed (first: "
+                                             "prompt 0: connection failed)"),
+           "server_error": ServerError("model 'm': the server rejected the API key (HTTP 401)")}[error]
+    comps = comparisons([("Q1", "GOOD", "Q2", "bad"), ("Q3", "x", "Q4", "GOOD")])
+    with pytest.raises(type(exc), match="^model 'm'"):
+        run_judge(comps, _WholeCallFails(exc))
+
+
+def test_a_prompt_too_long_for_the_judge_stays_its_comparisons_failure():
+    comps = comparisons([("Q1", "GOOD", "Q2", "bad"), ("Q3", "too_long", "Q4", "GOOD")])
+    out = run_judge(comps, _WholeCallFails())
+    assert out["outcome"].to_list() == ["first", "failure"]
+    assert out["failure"][1] == "engine error: InputTooLong: prompt 0 has 5000 tokens; max_model_len is 2048"
+
+
 def test_over_long_texts_are_shortened_and_flagged_never_failures():
     """Today's code failed a comparison whose prompt exceeded max_prompt_chars (and could fail the stage)."""
     comps = comparisons([("Q7 " + "x" * 7000, "y" * 7000 + " GOOD", "Q8", "GOOD GOOD"), ("Q1", "GOOD", "Q2", "bad")])

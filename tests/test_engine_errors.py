@@ -138,6 +138,30 @@ def test_a_detector_behind_a_server_that_is_down_fails_the_stage_in_one_line_not
     assert type(e.value) is StageError and "\n" not in str(e.value)
 
 
+@pytest.mark.openai
+def test_a_dove_judge_behind_a_server_that_is_down_fails_the_stage_in_one_line_not_its_gate(tmp_path):
+    """DOVE's judge step made every exception a comparison's failure row: with its server down, all 24 probe
+    calls "failed", the gate withheld the judge (on_gate_failure: withhold) and the stage committed its outputs
+    with 0 pairs and exit 0, an outage recorded as a judge that cannot judge."""
+    import polars as pl
+
+    from stages.dove import judge_comparisons
+
+    def edit(d):
+        d["tiny_overrides"].pop("dove", None)
+        d["dove"]["roles"]["judge"] = {"backend": "openai", "base_url": DOWN, "max_retries": 0, "timeout_s": 5}
+
+    params = _params(tmp_path, edit)
+    assert params.execution.on_gate_failure == "withhold"
+    judge = resolve_role(params.llm, params.dove.roles.judge)
+    ck = {step: Checkpoint(tmp_path / step, fingerprint="fp") for step in ("gate_judge", "judge")}
+    with pytest.raises(StageError, match=r"^dove judge probes \(judge\) on the openai backend: model 'tiny' at "
+                                         r"http://127.0.0.1:9/v1: choose: \d+ of \d+ requests failed \(first: prompt 0: "
+                                         r"connection failed") as e:
+        judge_comparisons(pl.DataFrame(), params.dove, params.execution, judge, ck)
+    assert type(e.value) is StageError and "\n" not in str(e.value)
+
+
 def test_gate_messages_tell_failed_calls_from_a_judge_at_chance():
     with pytest.raises(JudgeGateError, match=r"answered none of its probes: all 2 calls failed \(first: HTTP 503"):
         check_gate("dove", "judge", "m", [False] * 4, min_accuracy=0.75, key="dove.gates.judge",

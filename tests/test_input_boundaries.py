@@ -3,6 +3,7 @@ gave a reason a user could not act on, before its fix (tests/test_hostile.py hol
 
 from __future__ import annotations
 
+import glob
 import json
 from pathlib import Path
 
@@ -64,6 +65,25 @@ def test_the_glob_a_stray_file_error_suggests_reads_the_data_files(tmp_path, nam
         source_files(str(tmp_path / "hh"))
     suggested = str(err.value).rsplit("e.g. ", 1)[1]
     assert source_files(suggested) == [data / name]
+
+
+@pytest.mark.parametrize("pattern", ["*", "a*", "**/*", "*/*"])
+def test_the_glob_a_stray_file_error_suggests_for_a_glob_source_reads_its_data_files(tmp_path, pattern):
+    """A glob source (`logs/*` beside a README.md) got `logs/*/**/*.jsonl`, which needs a folder below `logs`
+    and matched none of the data files: following the error's advice failed with "no file matches"."""
+    from pipeline.readers import source_files
+
+    data = tmp_path / "logs"
+    (data / "a").mkdir(parents=True) if "/" in pattern else data.mkdir()  # a folder the glob matches fails first
+    for f in (data / "a1.jsonl", data / "a" / "a2.jsonl") if "/" in pattern else (data / "a1.jsonl",):
+        f.write_text('{"id": 1}\n')
+    (data / "a" / "README.md" if "/" in pattern else data / "aREADME.md").write_text("# card\n")
+    with pytest.raises(SourceError, match="unknown file type '.md'") as err:
+        source_files(str(data / pattern))
+    suggested = str(err.value).rsplit("e.g. ", 1)[1]
+    wanted = {Path(f) for f in glob.glob(str(data / pattern), recursive=True) if f.endswith(".jsonl")}
+    assert wanted and set(source_files(suggested)) == wanted
+    assert pattern != "*" or suggested == str(data / "*.jsonl")
 
 
 def test_the_glob_a_stray_file_error_suggests_leaves_other_gzipped_files_out(tmp_path):

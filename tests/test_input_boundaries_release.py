@@ -119,7 +119,22 @@ def test_inspect_of_a_broken_parquet_file_fails_in_one_line(tmp_path, capsys):
 
     (tmp_path / "x.parquet").write_bytes(b"hello")
     assert cli(["inspect", str(tmp_path / "x.parquet")]) == 2
-    assert capsys.readouterr().err.startswith(f"prefpipe: {tmp_path / 'x.parquet'}: not a readable Parquet file (ArrowInvalid")
+    err = capsys.readouterr().err
+    assert err.startswith(f"prefpipe: {tmp_path / 'x.parquet'}: not a readable Parquet file (ArrowInvalid")
+    assert err.endswith("; if a stage wrote it, rebuild it with `dvc repro`\n") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["details.json", "README.md"])
+def test_inspect_of_a_file_that_is_not_parquet_says_what_inspect_reads(tmp_path, capsys, name):
+    """`prefpipe inspect data/ingest/details.json` (or the release card) said "not a readable Parquet file
+    (ArrowInvalid: Parquet magic bytes not found in footer. Either the file is corrupted ...)", as if the file
+    were damaged: it is simply no Parquet file, and the line now says what inspect takes."""
+    from pipeline.cli import main as cli
+
+    (tmp_path / name).write_text('{"rows_in": 3}\n')
+    assert cli(["inspect", str(tmp_path / name)]) == 2
+    assert capsys.readouterr().err == (f"prefpipe: {tmp_path / name}: not a Parquet file; inspect takes a shard set "
+                                       "folder (e.g. data/ingest/conversations), a release folder or a .parquet file\n")
 
 
 def test_inspect_of_a_folder_of_shard_sets_names_them(tmp_path, capsys):
