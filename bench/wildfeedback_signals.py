@@ -4,7 +4,7 @@ previous user turn and the one before it of every judged turn), against a naive 
 cues alone (same normalisation, same combined regex per category, no context features: it does less
 work than the polars path, so the speed-up is a lower bound) in the same run.
 
-    python bench/wildfeedback_signals.py --n 1000000
+    python bench/wildfeedback_signals.py --n 1000000 --per-read-batch   # as the stage reads: params.yaml's batch sizes
     python bench/wildfeedback_signals.py --n 100000 --naive-n 20000 --shard 100000
     python bench/wildfeedback_signals.py --smoke      # 2,000 conversations: the path runs end to end
     python bench/wildfeedback_signals.py --n 300000 --compare ../main   # another checkout's detector vs this one
@@ -152,6 +152,19 @@ def scan(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.DataFrame, int]:
     return turns, turns.height
 
 
+def stream(log: Path, cfg: Wildfeedback, batch: int) -> tuple[float, float, int, int, PeakRSS]:
+    """The stage's own streaming scan (select per read batch, rules per ``rules_batch_conversations``) over the
+    log: (wall s, CPU s, judged turns, flagged turns, peak RSS)."""
+    turns = flagged = 0
+    with PeakRSS() as mem:
+        t0, c0 = time.perf_counter(), time.process_time()
+        for t, _, counts in stage.scanned_partitions(log, cfg, batch, cfg.partition_conversations):
+            turns += counts["turns"]
+            flagged += t.filter(pl.col("sat") | pl.col("dsat")).height
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return wall, cpu, turns, flagged, mem
+
+
 def naive(conversations: list[dict], cfg: Wildfeedback) -> int:
     """Per message, in Python: the same normalisation and one combined ``re`` per category (text cues only)."""
     quoted, material, space = re.compile(_QUOTED), re.compile(_MATERIAL), re.compile(r"\s+")
@@ -232,7 +245,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="conversations in the synthetic log")
     ap.add_argument("--shard", type=int, default=100_000, help="conversations per shard file")
-    ap.add_argument("--batch", type=int, default=100_000, help="conversations per streamed batch")
+    ap.add_argument("--batch", type=int, help="conversations per read batch (default: params.yaml's execution.batch_size)")
+    ap.add_argument("--rules-batch", type=int, help="selected conversations per rules call "
+                    "(default: params.yaml's wildfeedback.rules_batch_conversations)")
+    ap.add_argument("--per-read-batch", action="store_true",
+                    help="also time one rules call per read batch (the stage before rules_batch_conversations), same run")
     ap.add_argument("--naive-n", type=int, default=20_000, help="conversations the naive loop runs on")
     ap.add_argument("--min-user-turns", type=int, default=3)
     ap.add_argument("--compare", type=Path, metavar="DIR", help="time DIR's detector against this one (see above)")
@@ -240,8 +257,12 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="2,000 conversations (naive loop on 500): runs in seconds")
     args = ap.parse_args()
     if args.smoke:
-        args.n, args.shard, args.batch, args.naive_n = 2_000, 1_000, 1_000, 500
-    section = load_params(ROOT / "params.yaml").wildfeedback.model_dump(mode="json")
+        args.n, args.shard, args.batch, args.naive_n, args.per_read_batch = 2_000, 1_000, 250, 500, True
+    params = load_params(ROOT / "params.yaml")
+    args.batch = args.batch or params.execution.batch_size
+    section = params.wildfeedback.model_dump(mode="json")
+    if args.rules_batch:
+        section["rules_batch_conversations"] = args.rules_batch
     cfg = Wildfeedback.model_validate(section | {
         "sources": ["synthetic"], "languages": ["en"], "min_user_turns": args.min_user_turns, "detector": "rules",
     })
@@ -255,18 +276,19 @@ def main() -> None:
             compare(tmp / "log", cfg, args.compare, args.batch, args.rounds)
             return
 
-        turns = flagged = 0
-        with PeakRSS() as mem:
-            t0, c0 = time.perf_counter(), time.process_time()
-            for batch in iter_batches(tmp / "log", batch_size=args.batch):
-                t, n_turns = scan(pl.from_arrow(batch), cfg)
-                turns += n_turns
-                flagged += t.filter(pl.col("sat") | pl.col("dsat")).height
-            fast, fast_cpu = time.perf_counter() - t0, time.process_time() - c0
-        print(f"rules (polars, streamed): {args.n:,} conversations, {turns:,} judged turns, {flagged:,} flagged "
-              f"in {fast:.1f} s = {args.n / fast:,.0f} conversations/s ({fast_cpu:.1f} s CPU, all threads); "
-              f"peak RSS {mem.peak / 2**20:.0f} MiB "
+        fast, fast_cpu, turns, flagged, mem = stream(tmp / "log", cfg, args.batch)
+        print(f"rules (polars, streamed as the stage does: read batches of {args.batch:,}, rules calls of "
+              f"{cfg.rules_batch_conversations:,} selected conversations): {args.n:,} conversations, {turns:,} judged "
+              f"turns, {flagged:,} flagged in {fast:.1f} s = {args.n / fast:,.0f} conversations/s ({fast_cpu:.1f} s CPU, "
+              f"all threads); peak RSS {mem.peak / 2**20:.0f} MiB "
               f"(+{(mem.peak - mem.start) / 2**20:.0f} MiB over the {mem.start / 2**20:.0f} MiB before)")
+        if args.per_read_batch:
+            per_batch = cfg.model_copy(update={"rules_batch_conversations": 1})  # one rules call per read batch
+            slow, slow_cpu, turns_b, flagged_b, mem_b = stream(tmp / "log", per_batch, args.batch)
+            assert (turns_b, flagged_b) == (turns, flagged), "the rules batch changed the verdicts"
+            print(f"baseline, one rules call per read batch of {args.batch:,} (the stage before): {slow:.1f} s wall, "
+                  f"{slow_cpu:.1f} s CPU, peak RSS {mem_b.peak / 2**20:.0f} MiB: {slow / fast:.1f}x wall, "
+                  f"{slow_cpu / fast_cpu:.1f}x CPU the rules batch's time, same {flagged:,} flagged")
 
         sample = pl.from_arrow(next(iter_batches(tmp / "log", batch_size=args.naive_n))).head(args.naive_n)
         rows = sample.to_dicts()

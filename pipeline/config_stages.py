@@ -311,6 +311,9 @@ class Wildfeedback(Section):
     # Conversations per partition: every step runs on one partition at a time, so memory is bounded
     # by a partition, not the log. Rule signals and natural revisions do not depend on it.
     partition_conversations: int = Field(gt=0)
+    # Selected conversations per call of the rules: a call compiles the cue regexes again (~160; polars
+    # keeps 32 compiled), so calls of a few thousand rows spend most of their time compiling.
+    rules_batch_conversations: int = Field(gt=0)
     # Warn (console + metrics) when model steps leave less than this share of what the rules alone found.
     collapse_fraction: float = Field(ge=0, le=1)
     test_set: WildfeedbackTestSet

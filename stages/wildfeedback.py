@@ -168,20 +168,24 @@ def rules_signals(turns: pl.DataFrame, cfg: Wildfeedback) -> pl.DataFrame:
     return out.with_columns(detector=pl.lit("rules"), confidence=pl.col("confidence").cast(pl.Float64))
 
 
-def scan(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.DataFrame, pl.DataFrame, Counter]:
-    """Select + rule verdicts for one batch of conversations.
+def judge_selected(selected: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Rule verdicts for the selected conversations' feedback turns.
 
-    Returns (turns with rule verdicts and a ``to_model`` flag (``route``), the selected conversations that
-    have a turn flagged or sent to the model, counts).
-    """
-    selected, counts = select_conversations(conv, cfg)
+    Returns (turns with rule verdicts and a ``to_model`` flag (``route``), the conversations that have a
+    turn flagged or sent to the model, the number of turns judged)."""
     turns = rules_signals(feedback_turns(selected), cfg)
     # Texts are dropped here and read back from the kept conversations when needed, so what a batch
     # leaves in memory is one small row per judged turn plus the conversations worth keeping.
     turns = turns.with_columns(route(turns, cfg).alias("to_model")).drop("text", "prev", "prev_user", "prev_user2")
-    counts["turns"] += turns.height
     keep_ids = turns.filter(pl.col("sat") | pl.col("dsat") | pl.col("to_model"))["conversation_id"].unique()
-    return turns, selected.filter(pl.col("conversation_id").is_in(keep_ids.implode())), counts
+    return turns, selected.filter(pl.col("conversation_id").is_in(keep_ids.implode())), turns.height
+
+
+def scan(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.DataFrame, pl.DataFrame, Counter]:
+    """Select + rule verdicts for one batch of conversations: (judged turns, kept conversations, counts)."""
+    selected, counts = select_conversations(conv, cfg)
+    turns, kept, counts["turns"] = judge_selected(selected, cfg)
+    return turns, kept, counts
 
 
 def category_counts(signals: pl.DataFrame) -> dict[str, dict[str, int]]:
@@ -197,29 +201,56 @@ def category_counts(signals: pl.DataFrame) -> dict[str, dict[str, int]]:
 
 def scanned_partitions(path: Path, cfg: Wildfeedback, batch_rows: int,
                        size: int) -> Iterator[tuple[pl.DataFrame, pl.DataFrame, Counter]]:
-    """Stream the conversations shard set, scanning batch by batch, in partitions of ``size`` conversations
-    (the last fewer): (turns with rule verdicts, conversations worth keeping, counts) per partition.
+    """Stream the conversations shard set in batches of ``batch_rows``, selecting batch by batch and judging
+    the selected conversations ``cfg.rules_batch_conversations`` at a time, in partitions of ``size``
+    conversations (the last fewer): (turns with rule verdicts, conversations worth keeping, counts) per partition.
 
     The shard set is sorted by conversation_id, so a partition is an id range and the same rows always split
     the same way, whatever ``batch_rows`` and the shards (model steps batch within a partition, so its bounds
-    reach a real model's scores); an empty input still gives one (empty) partition."""
-    turns, convs, counts, n, done = [], [], Counter(), 0, False
+    reach a real model's scores); rule verdicts are per turn, so the rules batch changes nothing but speed.
+    An empty input still gives one (empty) partition."""
+    turns, convs, counts, n = [], [], Counter(), 0
+    waiting, n_waiting = [], 0  # selected conversations not judged yet
+
+    def judge_waiting() -> None:
+        nonlocal waiting, n_waiting
+        if waiting:
+            t, c, judged = judge_selected(pl.concat(waiting), cfg)
+            counts["turns"] += judged
+            turns.append(t)
+            convs.append(c)
+        waiting, n_waiting = [], 0
+
+    def partition() -> tuple[pl.DataFrame, pl.DataFrame, Counter]:
+        nonlocal turns, convs, counts, n
+        judge_waiting()
+        if not turns:  # an empty input: the empty frames of an empty batch
+            t, c, _ = judge_selected(select_conversations(_empty(), cfg)[0], cfg)
+            turns, convs = [t], [c]
+        out = pl.concat(turns), pl.concat(convs), counts
+        turns, convs, counts, n = [], [], Counter(), 0
+        return out
+
+    parts = 0
     for batch in iter_batches(path, batch_size=min(batch_rows, size)):
         while batch.num_rows:
             piece, batch = batch.slice(0, size - n), batch.slice(size - n)
-            t, c, k = scan(pl.from_arrow(pa.Table.from_batches([piece])), cfg)
-            turns.append(t)
-            convs.append(c)
+            selected, k = select_conversations(pl.from_arrow(pa.Table.from_batches([piece])), cfg)
             counts.update(k)
+            waiting.append(selected)
+            n_waiting += selected.height
             n += piece.num_rows
+            if n_waiting >= cfg.rules_batch_conversations:
+                judge_waiting()
             if n >= size:
-                yield pl.concat(turns), pl.concat(convs), counts
-                turns, convs, counts, n, done = [], [], Counter(), 0, True
-    if turns:
-        yield pl.concat(turns), pl.concat(convs), counts
-    elif not done:
-        t, c, _ = scan(pl.from_arrow(SCHEMAS["conversations"].empty_table()), cfg)
-        yield t, c, Counter()
+                parts += 1
+                yield partition()
+    if n or not parts:
+        yield partition()
+
+
+def _empty() -> pl.DataFrame:
+    return pl.from_arrow(SCHEMAS["conversations"].empty_table())
 
 
 def run_detector(turns: pl.DataFrame, convs: pl.DataFrame, params: Params,

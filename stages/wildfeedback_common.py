@@ -26,10 +26,11 @@ PAIRS_STREAM = "_pairs_stream"  # the partitions' pairs, before the test set is 
 
 
 def output_fingerprint(params: Params) -> str:
-    """The params the outputs depend on (in lineage and manifests), less the partition size: rule
-    signals and natural revisions do not depend on it (tested), nor do model answers from an engine
-    that answers each prompt on its own (greedy, or vLLM's per-request seeds). Checkpoints include it."""
-    return fingerprint(params.wildfeedback.model_dump(mode="json", exclude={"partition_conversations"}), params.llm)
+    """The params the outputs depend on (in lineage and manifests), less the partition and rules batch sizes:
+    rule signals and natural revisions do not depend on them (tested), nor do model answers from an engine
+    that answers each prompt on its own (greedy, or vLLM's per-request seeds). Checkpoints include them."""
+    sizes = {"partition_conversations", "rules_batch_conversations"}
+    return fingerprint(params.wildfeedback.model_dump(mode="json", exclude=sizes), params.llm)
 
 
 def prompt(name: str) -> str:

@@ -136,6 +136,32 @@ def test_partitions_are_cut_by_partition_conversations_alone_not_by_the_read_bat
     assert calls == calls_whole
 
 
+def test_the_rules_judge_many_read_batches_at_once_and_their_batch_changes_no_byte(tmp_path, monkeypatch):
+    """The rules ran once per read batch (`execution.batch_size`, 4096 shipped): each call compiles ~160 cue
+    regexes again (polars keeps 32), so at 1M conversations the rules cost ~4x their own work. They now judge
+    ``rules_batch_conversations`` selected conversations per call, which changes no output."""
+    calls, real = [], wf.rules_signals
+    monkeypatch.setattr(wf, "rules_signals", lambda turns, cfg: calls.append(turns.height) or real(turns, cfg))
+    runs = []
+    for rules_batch in (1, 4096):
+        (tmp_path / str(rules_batch)).mkdir()
+        calls.clear()
+        runs.append(run_stage(tmp_path / str(rules_batch), monkeypatch, FakeEngine(), recall_sample=0.3,
+                              combine="llm_overrides", rules_batch_conversations=rules_batch,
+                              _execution={"batch_size": 2}))
+        runs[-1] = (*runs[-1], list(calls))
+    (*one, calls_one), (*whole, calls_whole) = runs
+    assert len(calls_whole) == 1 and len(calls_one) > 2  # one call for the partition, not one per read batch
+    assert sum(calls_one) == sum(calls_whole) > 0
+    assert one[3] == whole[3]
+    for a, b in zip(one[:3], whole[:3], strict=True):
+        assert a.equals(b)
+    for table in ("signals", "pairs", "rejects"):
+        out = Path("data/wildfeedback") / table
+        for f in sorted((tmp_path / "4096" / out).iterdir()):
+            assert f.read_bytes() == (tmp_path / "1" / out / f.name).read_bytes(), f
+
+
 def test_partitions_bound_memory_without_changing_the_output(tmp_path, monkeypatch):
     """Two conversations per partition (4 partitions, each through every model step) = one partition."""
     (tmp_path / "whole").mkdir()
