@@ -37,11 +37,17 @@ def timed(fn, *args, **kwargs):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--batch-size", type=int, default=65_536)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="rows per batch (default: params.yaml's execution.batch_size, what the stages use)")
     ap.add_argument("--smoke", action="store_true", help="20,000 rows (checks the bench runs; figures mean nothing)")
     args = ap.parse_args()
     if args.smoke:
         args.rows, args.batch_size = 20_000, 4_096
+    if args.batch_size is None:
+        import yaml
+
+        args.batch_size = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())[
+            "execution"]["batch_size"]
 
     table = pa.table({"id": pa.array(range(args.rows), pa.int64()), "x": pa.array(range(args.rows), pa.int64())})
     base = dict(batch_size=args.batch_size, checkpoint_rows=10**9, max_reject_fraction=0.5, ray_address=None,
