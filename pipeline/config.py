@@ -231,16 +231,20 @@ def _override_errors(name: str, section: dict[str, Any]) -> list[dict[str, Any]]
 
 def resolve_params(data: dict[str, Any]) -> Params:
     """Validate params, then apply ``tiny_overrides[section]`` to each section whose models are all the
-    built-in tiny model (``tiny`` / ``tiny@N``): a user who points a stage at a real model gets the
-    papers' defaults, the samples run keeps working with random weights, and both say which applied."""
+    built-in tiny model (``tiny`` / ``tiny@N``) in a run whose ``llm.model`` is tiny too: a user who points
+    a stage, or the run, at a real model gets the papers' defaults, the samples run keeps working with
+    random weights, and both say which applied. A section left on tiny in a real-model run (Selfie's own
+    ``tiny@1``/``tiny`` under ``llm.model: smollm2``) keeps its gates, so its chance-level judge is withheld
+    instead of mixing random-weights labels into the release."""
     from pipeline.llm.tiny import tiny_seed
 
     params = Params.model_validate(data)
     merged, applied, errors = dict(data), {}, []
+    tiny_run = tiny_seed(params.llm.model) is not None
     for name, over in params.tiny_overrides.items():
         section, keys = _merge(data[name], over)
         errors += _override_errors(name, section)  # whether it applies or not, named where it is written
-        if all(tiny_seed(m) is not None for m in section_models(params, name)):
+        if tiny_run and all(tiny_seed(m) is not None for m in section_models(params, name)):
             merged[name], applied[name] = section, keys
     if errors:
         raise ValidationError.from_exception_data("Params", errors)

@@ -119,6 +119,9 @@ _FENCED = re.compile(r"<<<(\w+).*?\1>>>", re.S)
 # A slot's words without its brackets (or one of its comma-separated parts) count as a copy from this many
 # words: "the user's preference, in your own words" does, "the query" (ordinary text) does not.
 _BARE_WORDS = 3
+# Words a reworded slot may add around the slot's own words ("your user's preference" for "<the user's
+# preference, in your own words>"): articles and possessives say nothing the slot does not.
+_FILLER = ["a", "an", "the", "s", "your", "my", "our", "their", "this", "that", "of"]
 
 
 def template_phrases(template_text: str) -> list[str]:
@@ -147,12 +150,24 @@ def copies_template(texts, phrases: list[str]):
     ``template_phrases``), case-insensitively: the model copied the prompt's placeholder or example
     instead of answering.
 
+    A text made of nothing but a slot's own words (and articles or possessives) is the slot reworded, so a
+    copy too: SmolLM2 summarised a correction as "your user's preference" (slot "<the user's preference, in
+    your own words>"), a preference with nothing of the user's in it.
+
     >>> import polars as pl
-    >>> copies_template(pl.Series(["<The query>", "How long do beans keep?"]), ["<the query>"]).to_list()
-    [True, False]
+    >>> copies_template(pl.Series(["<The query>", "How long do beans keep?", "Query."]), ["<the query>"]).to_list()
+    [True, False, True]
     """
     import polars as pl
 
     if not phrases:
         return pl.lit(False) if isinstance(texts, pl.Expr) else pl.Series([False] * len(texts))
-    return texts.str.to_lowercase().str.contains_any([p.lower() for p in phrases])
+    lower = texts.str.to_lowercase()
+    copied = lower.str.contains_any([p.lower() for p in phrases])
+    words = lower.str.extract_all(r"\w+")
+    for slot in (p for p in phrases if _SLOT.fullmatch(p)):
+        own = re.findall(r"\w+", slot.lower())
+        only_slot = words.list.eval(pl.element().is_in(own + _FILLER)).list.all()
+        says_some = words.list.eval(~pl.element().is_in(_FILLER)).list.any()
+        copied = copied | (only_slot & says_some).fill_null(False)
+    return copied

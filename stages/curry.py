@@ -57,7 +57,7 @@ from pipeline.io import read_table
 from pipeline.metrics import counted, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.text import is_ascii
-from stages.curry_output import curriculum_files, metrics, to_pairs_table, write_levels
+from stages.curry_output import curriculum_files, metrics, scorer_gates, to_pairs_table, write_levels
 
 __all__ = ["build_pairs", "curriculum_files", "main", "run"]
 
@@ -376,6 +376,7 @@ def run(cfg: Curry, ex: Execution, out: Path) -> dict[str, Any]:
     fp = fingerprint(cfg)
     prompts, responses = load_inputs([i.model_dump() for i in cfg.inputs])
     table, m = build_pairs(prompts, responses, cfg)
+    m["gates"] = scorer_gates([i.model_dump() for i in cfg.inputs])  # the judges behind model scores
     per_source = pc.value_counts(table.column("source")).to_pylist() if table.num_rows else []
     m["pairs"]["per_source"] = {d["values"]: int(d["counts"]) for d in sorted(per_source, key=lambda d: d["values"])}
     staged = begin_outputs(out)  # pairs and metrics change together (pipeline/outputs.py)

@@ -23,6 +23,7 @@ from pipeline.config import Curry
 from pipeline.files import package_version, replace_dir, write_json_atomic
 from pipeline.ids import hex_array
 from pipeline.io import write_shards
+from pipeline.metrics import DETAILS
 from pipeline.records import SCHEMAS, check_table
 
 STAGE = "curry"
@@ -184,6 +185,31 @@ def metrics(n_read: int, ranked: pl.DataFrame, pairs: pl.DataFrame, ties: int, r
 
 
 # --- output ----------------------------------------------------------------------------------------
+
+
+def scorer_gates(inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The judge gates behind the scores Curry-DPO ranks: for each ``scores: model`` input, the ``gates`` its
+    stage recorded in the ``details.json`` beside its responses (``data/pugc/details.json``: PUGC's query
+    filter and scorer; Selfie's reward), as ``{"<stage>.<role>": report + {"from": responses folder}}``. A pair
+    ranked from a chance-level judge's scores carries that judge's gate on the release card, not "no gate
+    recorded"; ``from`` marks the report as another stage's, so the release counts each judge once. Rated
+    inputs (human ratings) have no judge."""
+    out: dict[str, Any] = {}
+    for spec in inputs:
+        if spec["scores"] != "model":
+            continue
+        path = Path(spec["responses"]).parent / DETAILS
+        try:
+            gates = json.loads(path.read_text()).get("gates")
+        except (OSError, ValueError, AttributeError):
+            gates = None
+        if not isinstance(gates, dict):
+            continue
+        for role, report in gates.items():
+            if isinstance(report, dict):
+                stage = report.get("stage") or path.parent.name
+                out[f"{stage}.{role}"] = {**report, "from": str(spec["responses"])}
+    return dict(sorted(out.items()))
 
 
 def write_levels(table: pa.Table, out_dir: Path, fp: str, target_shard_bytes: int, row_group_bytes: int) -> dict[str, Any]:

@@ -171,14 +171,15 @@ def release_headline(stats: dict[str, Any]) -> dict[str, Any]:
     """stats.json, what ``dvc metrics show`` prints for the release: pairs read from the methods, pairs
     released (``total``), removals (``removed.jsonl`` records) and why (``removed_by_reason``), and the
     methods' judges whose labels were withheld or whose gates were lowered. Every figure is in details.json."""
-    reports = [r for g in stats["gates"].values() if isinstance(g, dict) for r in g.values() if isinstance(r, dict)]
+    reports = [r for g in stats["gates"].values() if isinstance(g, dict) for r in g.values()
+               if isinstance(r, dict) and "from" not in r]  # Curry-DPO's copies of its scorers' gates: counted once
     return {"rows_in": sum(m["input"] for m in stats["methods"].values()), "pairs": stats["total"],
             "removed": sum(stats["drops"].values()), "removed_by_reason": dict(sorted(stats["drops"].items())),
             "gates_withheld": sum(r.get("passed") is False for r in reports),
             "gates_lowered": sum(bool(r.get("lowered")) for r in reports)}
 
 
-GATE_FIELDS = ["model", "probes", "correct", "accuracy", "min_accuracy", "passed", "lowered", "labels"]
+GATE_FIELDS = ["model", "probes", "correct", "accuracy", "min_accuracy", "passed", "lowered", "labels", "from"]
 
 
 def gate_reports(root: Path, methods: list[str]) -> dict[str, Any]:

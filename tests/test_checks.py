@@ -288,6 +288,20 @@ def test_a_placeholder_copied_without_its_brackets_is_caught():
     assert "here is the revised version" in [p.lower() for p in template_phrases(template("wildfeedback_chosen_system"))]
 
 
+def test_a_placeholder_reworded_from_its_own_words_is_caught():
+    """SmolLM2 (llm.model=smollm2, the checklist judge's gate lowered) summarised "The Berlin Wall fell in 1991 /
+    Wrong. It fell in November 1989." as the preference "your user's preference": the slot's words reworded,
+    nothing of the user's; the expert answered with it and the pair's lineage would have carried it. A text of
+    nothing but a slot's words (articles and possessives aside) is a copy; a text saying anything else is not."""
+    phrases = template_phrases(template("wildfeedback_summarize"))
+    copies = ["your user's preference", "Preference.", "The user's own preference"]
+    fine = ["A person's personal preferences about dates", "1989, not 1991.", "State the year in words.",
+            "Prefer the user's own phrasing of dates.", ""]
+    assert copies_template(pl.Series(copies + fine), phrases).to_list() == [True] * 3 + [False] * 5
+    query = template_phrases(template("pugc_query"))
+    assert copies_template(pl.Series(["The query.", "How do I speed up the query?"]), query).to_list() == [True, False]
+
+
 def test_a_fence_marker_copied_from_the_template_is_caught():
     """SmolLM2 summarised "That's not right, it's Canberra." as the preference "It's Canberra. <<<ANSWER": the
     template's fence marker, which the expert then followed and a released pair's lineage would carry."""

@@ -288,6 +288,19 @@ def test_tiny_overrides_apply_only_when_every_model_of_the_section_is_tiny(tmp_p
     assert mixed.pugc.min_margin == 0.5 and not mixed.applied_overrides("pugc")
 
 
+def test_a_section_left_on_tiny_in_a_real_model_run_keeps_its_gates(tmp_path, good):
+    """`dvc exp run -S llm.model=smollm2` leaves Selfie on its own tiny@1 vs tiny: with its gate lowered its
+    random-weights pairs (and Curry-DPO's pairs from their rewards) reached the real-model release. Only a run
+    whose llm.model is tiny lowers a tiny section's gates; in a real-model run its judge must pass them."""
+    assert good["selfie"]["policy_model"] == "tiny@1" and good["selfie"]["reference_model"] == "tiny"
+    tiny = load_params(write(tmp_path, good))
+    assert tiny.selfie.gates.reward == 0.0 and tiny.applied_overrides("selfie") == {"gates.reward": 0.0}
+    good["llm"]["model"] = "smollm2"
+    real = load_params(write(tmp_path, good))
+    assert (real.selfie.policy_model, real.selfie.reference_model) == ("tiny@1", "tiny")
+    assert real.selfie.gates.reward == 0.75 and not real.applied_overrides("selfie")
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     ("pugc.min_marign", "curry.inputs[1].min_gap: 'pugc.min_marign' names no non-negative number in params"),
     ("pugc.roles", "curry.inputs[1].min_gap: 'pugc.roles' names no non-negative number in params"),

@@ -242,3 +242,31 @@ def test_a_misspelt_input_path_names_its_params_key(tmp_path):
         load_inputs([*empty, {"prompts": str(tmp_path / "prompt"), "responses": str(tmp_path / "r")}])
     assert str(err.value) == (f"curry.inputs[1].prompts: {tmp_path / 'prompt'}: not found; run the stage that writes "
                               "it first (`dvc repro`), or correct curry.inputs[1].prompts in params.yaml")
+
+
+def test_pairs_ranked_from_a_models_scores_carry_that_judges_gate(tmp_path):
+    """Curry-DPO re-ranks PUGC's and Selfie's scored responses: a pair from a chance-level judge's scores
+    (the samples' tiny scorer, its gate lowered) said "no gate recorded" on the release card. The gates
+    the scoring stage recorded beside its responses come along, marked ``from``, and the release counts
+    each judge once (its own stage's report)."""
+    from stages.export_write import gate_reports, release_headline
+
+    pugc = tmp_path / "data" / "pugc"
+    prompts = [prompt(f"q{i}") for i in range(2)]
+    responses = [resp(f"q{i}", f"q{i}-{k}", float(s), scorer="pugc:tiny") for i in range(2)
+                 for k, s in enumerate([4.0, 1.0])]
+    write_shards(to_table(prompts, "prompts"), pugc / "queries", name="prompts")
+    write_shards(check_table(pl.DataFrame(responses, schema_overrides={"detail": pl.String}).to_arrow(), "responses"),
+                 pugc / "responses", name="responses")
+    lowered = {"stage": "pugc", "role": "scorer", "model": "tiny", "probes": 36, "correct": 18, "accuracy": 0.5,
+               "min_accuracy": 0.0, "passed": True, "lowered": True, "labels": "used, gate lowered"}
+    (pugc / "details.json").write_text(json.dumps({"gates": {"scorer": lowered}}))
+    rated = {"prompts": str(pugc / "queries"), "responses": str(pugc / "responses"), "scores": "rated"}
+    assert run(cfg(inputs=[rated]), execution(), tmp_path / "rated")["gates"] == {}  # human ratings: no judge
+    m = run(cfg(inputs=[{**rated, "scores": "model"}]), execution(), tmp_path / "data" / "curry")
+    assert m["pairs"]["written"] == 2
+    assert m["gates"] == {"pugc.scorer": {**lowered, "from": str(pugc / "responses")}}
+    gates = gate_reports(tmp_path, ["pugc", "curry"])
+    assert gates["curry"]["pugc.scorer"]["labels"] == "used, gate lowered"
+    stats = {"gates": gates, "methods": {"pugc": {"input": 0}, "curry": {"input": 2}}, "total": 2, "drops": {}}
+    assert release_headline(stats)["gates_lowered"] == 1  # PUGC's scorer, not once more through Curry-DPO

@@ -117,24 +117,28 @@ def test_the_dag_runs_the_real_model_with_measured_threads(real_repo):
 
 def test_every_model_stage_reports_its_gates_and_withheld_judges_emit_no_labels(real_repo):
     repo, console = real_repo
-    failed = {"wildfeedback": ["judge"], "pugc": ["scorer"], "dove": ["judge"]}  # SmolLM2 at its 0.75 gates
+    # SmolLM2 at its 0.75 gates, and Selfie's own tiny@1 vs tiny: in a run whose llm.model is real,
+    # tiny_overrides leave its gate at 0.75 too, so its random-weights labels are withheld, not released
+    failed = {"wildfeedback": {"judge": "smollm2"}, "pugc": {"scorer": "smollm2"}, "dove": {"judge": "smollm2"},
+              "selfie": {"reward": "tiny@1 vs tiny"}}
     lowered = {"wildfeedback": ["detector"], "pugc": ["query_filter"]}  # lowered by ``reduce``
     for stage in ("wildfeedback", "pugc", "selfie", "dove"):
         gates, numbers = details(repo, stage)["gates"], headline(repo, stage)
         for role, report in gates.items():
             assert numbers["gates"][role] == report["accuracy"] and report["probes"] > 0, (stage, role)
-        for role in failed.get(stage, []):
+        for role, model in failed.get(stage, {}).items():
             judge = "the judge" if role == "judge" else f"the {role} judge"
             r = gates[role]
-            assert (r["model"], r["min_accuracy"], r["passed"], r["labels"]) == ("smollm2", 0.75, False, "withheld")
-            assert r["accuracy"] < 0.75 and f"GATE FAILED {stage}: {judge} (smollm2)" in console
+            assert (r["model"], r["min_accuracy"], r["passed"], r["labels"]) == (model, 0.75, False, "withheld")
+            assert r["accuracy"] < 0.75 and f"GATE FAILED {stage}: {judge} ({model})" in console
         for role in lowered.get(stage, []):
             judge = "the judge" if role == "judge" else f"the {role} judge"
             assert (gates[role]["lowered"], gates[role]["labels"]) == (True, "used, gate lowered")
             assert f"{stage}: gate lowered for {judge} (smollm2)" in console
         assert numbers["gates_withheld"] == len(failed.get(stage, []))
-    # Selfie keeps its own models (tiny@1 vs tiny) under llm.model: its gate is lowered by tiny_overrides.
-    assert details(repo, "selfie")["gates"]["reward"]["model"] == "tiny@1 vs tiny"
+    # Selfie's withheld reward: no iteration pair, and no scored response for Curry-DPO to pair
+    assert headline(repo, "selfie")["pairs"] == 0 == rows(repo / "data/selfie/responses").height
+    assert not details(repo, "selfie")["tiny_overrides"]
 
     # WildFeedback's checklist judge: no generated pair, no summary made for one
     wf = details(repo, "wildfeedback")["details"]
