@@ -299,4 +299,4 @@ def test_a_judge_behind_none_of_the_pairs_is_not_listed(tmp_path):
     assert m["gates"] == {"pugc.scorer": {**passed, "from": inputs[0]["responses"], "pairs_ranked": 2}}
     assert [d["pairs"] for d in m["pairs"]["per_input"]] == [2, 0]
     rows = _gate_rows({"curry": gate_reports(tmp_path, ["curry"])["curry"]})
-    assert rows == [["curry", "pugc.scorer", "m", "0.83 (30/36)", 0.75, "used; behind 2 of curry's pairs"]]
+    assert rows == [["curry", "pugc.scorer", "m", "0.83 (30/36)", 0.75, "used; behind 2 of curry's input pairs"]]
