@@ -166,10 +166,14 @@ class JointPair(Record):
 
 
 class Reject(Record):
-    """A row that failed validation, kept with the reason instead of crashing or vanishing."""
+    """A row that failed validation, kept with the reason instead of crashing or vanishing.
+
+    ``source`` names where the record came from and ``row`` its row number there (an ingest source's
+    file line or record, a folder's row); ``row`` is null when the record is no row of a source (a
+    WildFeedback turn: ``raw`` names its conversation_id and user_turn). ``raw`` holds the record, or its key."""
 
     source: str
-    row: int
+    row: int | None
     reason: str
     raw: str
 

@@ -365,7 +365,9 @@ def build_pairs(prompts: pa.Table, responses: pa.Table, cfg: Curry) -> tuple[pa.
                                                         maintain_order="left").get_column("tie_gap").gather(ranked.get_column("ridx"))
     pairs, ties = make_pairs(ranked, cfg.pairing, tie_gap)
     pairs = order_pairs(assign_levels(pairs, cfg.levels, cfg.n_levels), scored, cfg.seed)
-    m = metrics(responses.num_rows, ranked, pairs, ties, dict(sorted(response_drops.items())), thresholds, cfg)
+    per_input = np.bincount(scored.get_column("input").gather(pairs.get_column("ridx_c")).to_numpy(),
+                            minlength=len(cfg.inputs))
+    m = metrics(responses.num_rows, ranked, pairs, ties, dict(sorted(response_drops.items())), thresholds, per_input, cfg)
     del ranked, tie_gap  # the table is the largest thing built: nothing it does not need stays alive
     return to_pairs_table(pairs, scored, prompts, responses, fingerprint(cfg)), m
 
@@ -376,7 +378,8 @@ def run(cfg: Curry, ex: Execution, out: Path) -> dict[str, Any]:
     fp = fingerprint(cfg)
     prompts, responses = load_inputs([i.model_dump() for i in cfg.inputs])
     table, m = build_pairs(prompts, responses, cfg)
-    m["gates"] = scorer_gates([i.model_dump() for i in cfg.inputs])  # the judges behind model scores
+    m["gates"] = scorer_gates([i.model_dump() for i in cfg.inputs],  # the judges behind the pairs' model scores
+                              [d["pairs"] for d in m["pairs"]["per_input"]])
     per_source = pc.value_counts(table.column("source")).to_pylist() if table.num_rows else []
     m["pairs"]["per_source"] = {d["values"]: int(d["counts"]) for d in sorted(per_source, key=lambda d: d["values"])}
     staged = begin_outputs(out)  # pairs and metrics change together (pipeline/outputs.py)

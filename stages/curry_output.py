@@ -137,7 +137,7 @@ def gap_histogram(gaps: np.ndarray, bins: int) -> dict[str, list[float] | list[i
 
 
 def metrics(n_read: int, ranked: pl.DataFrame, pairs: pl.DataFrame, ties: int, response_drops: dict[str, int],
-            thresholds: pl.DataFrame, cfg: Curry) -> dict[str, Any]:
+            thresholds: pl.DataFrame, per_input: np.ndarray, cfg: Curry) -> dict[str, Any]:
     groups = ranked.filter(pl.col("rank") == 1).select("n")
     gaps = pairs.get_column("gap").to_numpy()
     per_level = dict(pairs.group_by("level").len().iter_rows())
@@ -159,6 +159,8 @@ def metrics(n_read: int, ranked: pl.DataFrame, pairs: pl.DataFrame, ties: int, r
             "dropped": {"gap_le_min_gap": ties},
             "per_level": {str(k): int(per_level.get(k, 0)) for k in range(cfg.n_levels)},
             "per_source": {},  # filled by run() once the table is built
+            # Per input set (in curry.inputs order): the pairs ranked from its scores.
+            "per_input": [{"input": spec.responses, "pairs": int(n)} for spec, n in zip(cfg.inputs, per_input, strict=False)],
         },
         "levels": {
             "scheme": cfg.levels,
@@ -187,16 +189,19 @@ def metrics(n_read: int, ranked: pl.DataFrame, pairs: pl.DataFrame, ties: int, r
 # --- output ----------------------------------------------------------------------------------------
 
 
-def scorer_gates(inputs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The judge gates behind the scores Curry-DPO ranks: for each ``scores: model`` input, the ``gates`` its
-    stage recorded in the ``details.json`` beside its responses (``data/pugc/details.json``: PUGC's query
-    filter and scorer; Selfie's reward), as ``{"<stage>.<role>": report + {"from": responses folder}}``. A pair
-    ranked from a chance-level judge's scores carries that judge's gate on the release card, not "no gate
-    recorded"; ``from`` marks the report as another stage's, so the release counts each judge once. Rated
-    inputs (human ratings) have no judge."""
+def scorer_gates(inputs: list[dict[str, Any]], pairs: list[int]) -> dict[str, Any]:
+    """The judge gates behind the scores Curry-DPO ranks: for each ``scores: model`` input that gave at
+    least one pair (``pairs``: pairs written per input, in input order), the ``gates`` its stage recorded in
+    the ``details.json`` beside its responses (``data/pugc/details.json``: PUGC's query filter and scorer;
+    Selfie's reward), as ``{"<stage>.<role>": report + {"from": responses folder, "pairs_ranked": pairs}}``.
+    A pair ranked from a chance-level judge's scores carries that judge's gate on the release card, not "no
+    gate recorded"; an input that gave no pair (e.g. its judge failed its gate and its scores were withheld)
+    is not listed, so the card never names a judge behind none of Curry-DPO's pairs. ``from`` marks the
+    report as another stage's, so the release counts each judge once. Rated inputs (human ratings) have no
+    judge."""
     out: dict[str, Any] = {}
-    for spec in inputs:
-        if spec["scores"] != "model":
+    for spec, n in zip(inputs, pairs, strict=True):
+        if spec["scores"] != "model" or n == 0:
             continue
         path = Path(spec["responses"]).parent / DETAILS
         try:
@@ -208,7 +213,9 @@ def scorer_gates(inputs: list[dict[str, Any]]) -> dict[str, Any]:
         for role, report in gates.items():
             if isinstance(report, dict):
                 stage = report.get("stage") or path.parent.name
-                out[f"{stage}.{role}"] = {**report, "from": str(spec["responses"])}
+                key = f"{stage}.{role}"
+                ranked = n + out.get(key, {}).get("pairs_ranked", 0)  # two inputs read from one judge's scores
+                out[key] = {**report, "from": str(spec["responses"]), "pairs_ranked": ranked}
     return dict(sorted(out.items()))
 
 

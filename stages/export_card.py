@@ -140,8 +140,10 @@ def _gate_rows(gates: dict[str, Any]) -> list[list[Any]]:
         for role, r in roles.items():
             r = r if isinstance(r, dict) else {"labels": r}
             acc = f"{r['accuracy']:.2f} ({r.get('correct', '?')}/{r.get('probes', '?')})" if "accuracy" in r else "—"
+            # Curry-DPO's copy of another stage's judge: how many of its input pairs came from that judge's scores
+            behind = f"; behind {r['pairs_ranked']} of {method}'s input pairs" if "pairs_ranked" in r else ""
             rows.append([method, role, r.get("model", "—"), acc, r.get("min_accuracy", "—"),
-                         r.get("labels", "—") + ("" if r.get("passed", True) else " (failed)")])
+                         r.get("labels", "—") + ("" if r.get("passed", True) else " (failed)") + behind])
     return rows
 
 

@@ -49,11 +49,19 @@ def render(messages: list[dict], max_chars: int) -> str:
 
 
 def reject(source: str, turn: int, conversation_id: str, reason: str, **texts: Any) -> dict:
-    """A rejects row: ``raw`` holds the conversation id, the feedback turn and every text that was dropped
-    (summary, chosen, rejected...), so a user can audit what left, not only how many."""
+    """A rejects row: ``source`` = the conversation's ingest source, ``raw`` holds its key (conversation_id),
+    the feedback turn (user_turn, a message index) and every text that was dropped (summary, chosen,
+    rejected...), so a user can find and audit what left, not only count it. ``row`` is null: a turn is no
+    row of the source (docs/wildfeedback.md)."""
     raw = {"conversation_id": conversation_id, "user_turn": int(turn), **{k: v for k, v in texts.items()}}
-    return {"source": source, "row": int(turn), "reason": reason,
+    return {"source": source, "row": None, "reason": reason,
             "raw": json.dumps(raw, ensure_ascii=False, default=str)}
+
+
+def reject_order(r: dict) -> tuple:
+    """Rejects in (source, conversation_id, user_turn, raw) order."""
+    raw = json.loads(r["raw"])
+    return r["source"], raw["conversation_id"], raw["user_turn"], r["raw"]
 
 
 def per_prompt(call: Callable[[list], list], prompts: list, too_long: Callable[[str], Any]) -> list:

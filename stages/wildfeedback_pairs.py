@@ -36,7 +36,7 @@ from pipeline.config import LLM, Params, resolve_role
 from pipeline.execute import map_batches, step_checkpoint
 from pipeline.prompt import template_phrases
 from pipeline.records import empty_table, to_table
-from stages.wildfeedback_common import CHECKPOINTS, output_fingerprint, prompt, reject
+from stages.wildfeedback_common import CHECKPOINTS, output_fingerprint, prompt, reject, reject_order
 from stages.wildfeedback_fit import pair_drop_reason, prompt_text
 from stages.wildfeedback_models import judge, judge_drop_reason, respond, summarize, summary_drop_reason
 from stages.wildfeedback_output import pair_frame, pairs_table
@@ -180,7 +180,7 @@ def build_pairs(signals: pl.DataFrame, convs: pl.DataFrame, params: Params, fail
                   "out_by_kind": {k: kinds.get(k, 0) for k in ("natural_revision", "generated", "sat")}},
         "dropped": dict(sorted(book.drops.items())),
     }
-    rejects = sorted(book.rejects, key=lambda r: (r["source"], r["row"], r["raw"]))
+    rejects = sorted(book.rejects, key=reject_order)
     return pairs, to_table(rejects, "rejects") if rejects else empty_table("rejects"), stats
 
 

@@ -265,8 +265,38 @@ def test_pairs_ranked_from_a_models_scores_carry_that_judges_gate(tmp_path):
     assert run(cfg(inputs=[rated]), execution(), tmp_path / "rated")["gates"] == {}  # human ratings: no judge
     m = run(cfg(inputs=[{**rated, "scores": "model"}]), execution(), tmp_path / "data" / "curry")
     assert m["pairs"]["written"] == 2
-    assert m["gates"] == {"pugc.scorer": {**lowered, "from": str(pugc / "responses")}}
+    assert m["gates"] == {"pugc.scorer": {**lowered, "from": str(pugc / "responses"), "pairs_ranked": 2}}
     gates = gate_reports(tmp_path, ["pugc", "curry"])
     assert gates["curry"]["pugc.scorer"]["labels"] == "used, gate lowered"
     stats = {"gates": gates, "methods": {"pugc": {"input": 0}, "curry": {"input": 2}}, "total": 2, "drops": {}}
     assert release_headline(stats)["gates_lowered"] == 1  # PUGC's scorer, not once more through Curry-DPO
+
+
+def test_a_judge_behind_none_of_the_pairs_is_not_listed(tmp_path):
+    """An input whose judge failed its gate (its scores withheld: none of its responses is ranked) gave
+    Curry-DPO no pair, yet its gate was copied into curry's details and the release card read "withheld
+    (failed)" for Curry-DPO. Only the judges behind at least one pair are listed, each with how many of
+    Curry-DPO's pairs came from its input's scores, on the card too."""
+    from stages.export_card import _gate_rows
+    from stages.export_write import gate_reports
+
+    def scored_set(stage: str, scores: list[float | None], gate: dict) -> dict[str, str]:
+        folder = tmp_path / "data" / stage
+        write_shards(to_table([prompt(f"{stage}{i}") for i in range(2)], "prompts"), folder / "prompts", name="prompts")
+        rows = [resp(f"{stage}{i}", f"{stage}{i}-{k}", s, scorer=f"{stage}:tiny") for i in range(2)
+                for k, s in enumerate(scores)]
+        write_shards(check_table(pl.DataFrame(rows, schema_overrides={"detail": pl.String, "score": pl.Float64})
+                                 .to_arrow(), "responses"), folder / "responses", name="responses")
+        (folder / "details.json").write_text(json.dumps({"gates": {gate["role"]: gate}}))
+        return {"prompts": str(folder / "prompts"), "responses": str(folder / "responses"), "scores": "model"}
+
+    passed = {"stage": "pugc", "role": "scorer", "model": "m", "probes": 36, "correct": 30, "accuracy": 0.8333,
+              "min_accuracy": 0.75, "passed": True, "lowered": False, "labels": "used"}
+    failed = {"stage": "selfie", "role": "reward", "model": "m@1 vs m", "probes": 24, "correct": 10,
+              "accuracy": 0.4167, "min_accuracy": 0.75, "passed": False, "lowered": False, "labels": "withheld"}
+    inputs = [scored_set("pugc", [4.0, 1.0], passed), scored_set("selfie", [None, None], failed)]
+    m = run(cfg(inputs=inputs), execution(), tmp_path / "data" / "curry")
+    assert m["gates"] == {"pugc.scorer": {**passed, "from": inputs[0]["responses"], "pairs_ranked": 2}}
+    assert [d["pairs"] for d in m["pairs"]["per_input"]] == [2, 0]
+    rows = _gate_rows({"curry": gate_reports(tmp_path, ["curry"])["curry"]})
+    assert rows == [["curry", "pugc.scorer", "m", "0.83 (30/36)", 0.75, "used; behind 2 of curry's input pairs"]]

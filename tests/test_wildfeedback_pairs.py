@@ -302,6 +302,18 @@ def test_natural_revisions_that_acknowledge_feedback_are_dropped_with_their_text
     assert by_reason["natural_revision_continues_answer"]["chosen"].startswith("The parent also needs a height")
 
 
+def test_rejects_name_the_conversation_and_turn_not_a_source_row(tmp_path, monkeypatch):
+    """A rejects row's ``row`` is the record's row in its ``source`` (records.Reject; ingest: the file's
+    line): WildFeedback put the user turn there (r1's feedback turn 2 read as row 2 of the source). The
+    conversation (its key) and the turn are in ``raw``; ``row`` is null, a turn being no row of the source."""
+    _, _, rejects, _ = run_stage(tmp_path, monkeypatch, FakeEngine(), REVISIONS, detector="rules", summarize=[])
+    rows = rejects.to_pylist()
+    assert [r["row"] for r in rows] == [None] * 3
+    where = [(r["source"], json.loads(r["raw"])["conversation_id"], json.loads(r["raw"])["user_turn"]) for r in rows]
+    source = REVISIONS[0]["source"]
+    assert where == [(source, "r1", 2), (source, "r3", 2), (source, "r4", 2)]
+
+
 def test_a_natural_revision_whose_feedback_is_also_sat_is_dropped_with_its_text(tmp_path, monkeypatch):
     """data/samples: "lol. Another one?" laughs at the first joke (SAT) and asks for another (DSAT); the first
     joke was liked, so it is no rejected answer: the candidate is dropped as mixed_feedback, texts kept."""
