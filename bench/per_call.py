@@ -59,7 +59,7 @@ def main() -> None:
     rounds = 1 if args.smoke else args.rounds
     cfg, dc = params.export, params.export.decontamination
     evals, _ = release_eval_prompts(dc.sets, cfg.pii_kinds, tuple(cfg.pii_phone_regions), ROOT)
-    eg = eval_index(evals, dc.ngram) if evals.height else None
+    eg = eval_index(evals, dc.ngram, dc.min_words) if evals.height else None
     pg = params.pugc
 
     def export_scan(df: pl.DataFrame) -> None:  # stages/export.py scan(): one batch of pass 1
