@@ -187,6 +187,8 @@ def _padded(texts: pl.Series) -> pl.Series:
 def _quotes(short: pl.Series, short_words: np.ndarray, n: int, min_words: int) -> Quotes:
     """The texts of ``short`` with ``min_words`` to ``n - 1`` words as ``_quoted``'s patterns."""
     rows = np.flatnonzero((short_words >= min_words) & (short_words < n)).astype(np.uint32)
+    if len(rows) == 0:  # most batches of prompts
+        return Quotes(pl.DataFrame(schema={"row": pl.UInt32, "p": pl.String}), [])
     pats = pl.DataFrame({"row": rows, "p": _padded(short.gather(rows))})
     return Quotes(pats, pats["p"].unique().to_list())
 
