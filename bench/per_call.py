@@ -12,11 +12,13 @@ prompt, chosen and rejected. The evaluation sets are params.yaml's (../shared/da
 
     python bench/per_call.py              # shipped execution.batch_size (4,096)
     python bench/per_call.py --smoke      # 64-row batches, 1 round: checks the bench runs
+    python bench/per_call.py --baseline-code ../main   # adds another checkout's decontamination, same process
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import sys
 import time
@@ -49,17 +51,27 @@ def pairs_frame(texts: list[str]) -> pl.DataFrame:
     return df.with_columns(pl.lit("pugc").alias("_config"), pl.int_range(0, df.height).alias("_seq"))  # as method_batches
 
 
+def baseline_decontam(code: Path):
+    """``pipeline/decontam.py`` of another checkout, loaded beside this one's (its imports resolve here)."""
+    spec = importlib.util.spec_from_file_location("_baseline_decontam", code / "pipeline" / "decontam.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--smoke", action="store_true", help="64-row batches, 1 round (figures mean nothing)")
+    ap.add_argument("--baseline-code", type=Path, help="another checkout (../main): its decontamination, timed "
+                    "alternately with this one's, its eval index built once as its export builds it")
     args = ap.parse_args()
     params = resolve_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     batch = 64 if args.smoke else params.execution.batch_size
     rounds = 1 if args.smoke else args.rounds
     cfg, dc = params.export, params.export.decontamination
     evals, _ = release_eval_prompts(dc.sets, cfg.pii_kinds, tuple(cfg.pii_phone_regions), ROOT)
-    eg = eval_index(evals, dc.ngram) if evals.height else None
+    eg = eval_index(evals, dc.ngram, dc.min_words) if evals.height else None
     pg = params.pugc
 
     def export_scan(df: pl.DataFrame) -> None:  # stages/export.py scan(): one batch of pass 1
@@ -69,6 +81,8 @@ def main() -> None:
         Signatures(cfg.dedup.shingle, cfg.dedup.num_perm).add(prompts["_key"], prompts["_text"])
         contamination(prompts.select("_key", "_text").sort("_key"), evals, dc.ngram, dc.threshold, eg, dc.min_words)
 
+    base = baseline_decontam(args.baseline_code) if args.baseline_code and evals.height else None
+    base_eg = base.eval_index(evals, dc.ngram) if base else None  # once, as main's export and audit build it
     texts = synthetic_prompts(batch)
     frames = {n: pairs_frame(texts[:n]) for n in (2, batch)}
     docs = {n: pa.table({"title": [None] * n, "text": texts[:n]}, schema=pa.schema([("title", pa.string()),
@@ -82,6 +96,9 @@ def main() -> None:
             "content"), cfg.pii_kinds, tuple(cfg.pii_phone_regions)), 1),
         ("decontamination vs params.yaml's eval sets", lambda n: contamination(
             prompt_keys(frames[n], "prompt").select("_key", "_text"), evals, dc.ngram, dc.threshold, eg, dc.min_words), 1),
+        *([("decontamination, --baseline-code's", lambda n: base.contamination(
+            prompt_keys(frames[n], "prompt").select("_key", "_text"), evals, dc.ngram, dc.threshold, base_eg,
+            dc.min_words), 1)] if base else []),
         ("pugc minhash_step", lambda n: minhash_step(docs[n], shingle_words=pg.shingle_words,
                                                      num_perm=pg.minhash_perms), 1),
         ("langid detect_languages", lambda n: detect_languages(pl.Series(texts[:n])), 1),
@@ -90,8 +107,8 @@ def main() -> None:
     for _name, fn, _ in steps:  # warm: imports, compiled patterns, caches
         fn(2)
         fn(batch)
-    for r in range(rounds):
-        for name, fn, _ in steps:
+    for r in range(rounds):  # steps in reverse order every other round: the one after pii.redact ran ~4 ms slower
+        for name, fn, _ in (steps if r % 2 == 0 else steps[::-1]):
             for n in ((2, batch) if r % 2 == 0 else (batch, 2)):
                 t = time.process_time()
                 fn(n)

@@ -277,9 +277,9 @@ class _Project:
     def __init__(self, cfg: Any, root: Path, batch_rows: int, kinds: list[str], regions: tuple[str, ...]):
         self.dc = cfg.decontamination
         self.held, _ = load_held_out(list(cfg.held_out), root, batch_rows, kinds, regions)
-        self.hg = held_index(self.held, self.dc.ngram) if self.held.height else None
+        self.hg = held_index(self.held, self.dc.ngram, self.dc.min_words) if self.held.height else None
         self.evals, _ = release_eval_prompts(self.dc.sets, kinds, regions, root)
-        self.eg = eval_index(self.evals, self.dc.ngram) if self.evals.height else None
+        self.eg = eval_index(self.evals, self.dc.ngram, self.dc.min_words) if self.evals.height else None
 
     def overlaps(self, prompts: pl.DataFrame) -> pl.DataFrame:
         """``_key``, ``kind`` ("held_out" / "eval") of the ``prompts`` (``_key``, ``_text``) that overlap a held-out

@@ -142,22 +142,36 @@ def release_eval_prompts(sets: list, pii_kinds: list[str], phone_regions: tuple[
     return evals, status
 
 
+class Quotes(NamedTuple):
+    """The texts with ``min_words`` to ``n - 1`` words of one side, as whole-word patterns for ``_quoted``:
+    (``row``, ``p``: the text between spaces) and the distinct patterns."""
+
+    rows: pl.DataFrame
+    patterns: list[str]
+
+
 class EvalIndex(NamedTuple):
     """The evaluation prompts as ``contamination`` compares them, computed once for every batch: their
-    normalised texts, words per text, word n-gram hashes (``row``, ``h``) and distinct n-grams per row
-    (``row``, ``e_n``)."""
+    normalised texts, words per text, word n-gram hashes (``row``, ``h``), distinct n-grams per row
+    (``row``, ``e_n``), the short ones as patterns (``Quotes``), the texts between spaces (where a short
+    prompt is looked for), and the ``n`` and ``min_words`` it was built for."""
 
     text: pl.Series
     words: np.ndarray
     grams: pl.DataFrame
     sizes: pl.DataFrame
+    quotes: Quotes
+    padded: pl.Series
+    n: int
+    min_words: int
 
 
-def eval_index(evals: pl.DataFrame, n: int) -> EvalIndex:
-    """``evals``' ``EvalIndex`` for ``n``-grams."""
+def eval_index(evals: pl.DataFrame, n: int, min_words: int = 4) -> EvalIndex:
+    """``evals``' ``EvalIndex`` for ``n``-grams and quotations of at least ``min_words`` words."""
     text = evals.select(normalise(pl.col("text")))[:, 0]
-    grams = ngram_hashes(text, n)
-    return EvalIndex(text, _word_counts(text), grams, grams.group_by("row").len().rename({"len": "e_n"}))
+    grams, words = ngram_hashes(text, n), _word_counts(text)
+    return EvalIndex(text, words, grams, grams.group_by("row").len().rename({"len": "e_n"}),
+                     _quotes(text, words, n, min_words), _padded(text), n, min_words)
 
 
 def _word_counts(texts: pl.Series) -> np.ndarray:
@@ -165,20 +179,34 @@ def _word_counts(texts: pl.Series) -> np.ndarray:
     return texts.fill_null("").str.split(" ").list.eval(pl.element().filter(pl.element() != "")).list.len().to_numpy()
 
 
-def _quoted(short: pl.Series, short_words: np.ndarray, other: pl.Series, n: int, min_words: int) -> pl.DataFrame:
-    """(``row`` of ``short``, ``row_o`` of ``other``) where a text of ``short`` with ``min_words`` to ``n - 1``
-    words appears whole, as consecutive words, in a text of ``other``. Such a text is one n-gram of all its
-    words, which an n-gram of a longer text never equals: without this, a short eval prompt inside a longer
-    prompt ("Please prove the Pythagorean theorem") matched nothing. One Aho-Corasick pass over ``other``
-    (texts are normalised: words joined by single spaces, so " text " matches whole words only)."""
-    schema = {"row": pl.UInt32, "row_o": pl.UInt32}
+def _padded(texts: pl.Series) -> pl.Series:
+    """Normalised texts between spaces: words are joined by single spaces, so " text " matches whole words only."""
+    return " " + texts.fill_null("") + " "
+
+
+def _quotes(short: pl.Series, short_words: np.ndarray, n: int, min_words: int) -> Quotes:
+    """The texts of ``short`` with ``min_words`` to ``n - 1`` words as ``_quoted``'s patterns."""
     rows = np.flatnonzero((short_words >= min_words) & (short_words < n)).astype(np.uint32)
-    if len(rows) == 0 or other.len() == 0:
+    if len(rows) == 0:  # most batches of prompts
+        return Quotes(pl.DataFrame(schema={"row": pl.UInt32, "p": pl.String}), [])
+    pats = pl.DataFrame({"row": rows, "p": _padded(short.gather(rows))})
+    return Quotes(pats, pats["p"].unique().to_list())
+
+
+def _quoted(quotes: Quotes, padded: pl.Series) -> pl.DataFrame:
+    """(``row`` of the quotes' texts, ``row_o`` of ``padded``) where a text of ``quotes`` (``_quotes``) appears
+    whole, as consecutive words, in a text of ``padded`` (``_padded``). Such a text is one n-gram of all its
+    words, which an n-gram of a longer text never equals: without this, a short eval prompt inside a longer
+    prompt ("Please prove the Pythagorean theorem") matched nothing. One Aho-Corasick pass over ``padded``."""
+    schema = {"row": pl.UInt32, "row_o": pl.UInt32}
+    if not quotes.patterns or padded.len() == 0:
         return pl.DataFrame(schema=schema)
-    pats = pl.DataFrame({"row": rows, "p": " " + short.gather(rows) + " "})
-    found = (" " + other.fill_null("") + " ").str.extract_many(pats["p"].unique().to_list(), overlapping=True)
-    hits = pl.DataFrame({"row_o": pl.int_range(other.len(), dtype=pl.UInt32, eager=True), "p": found})
-    return hits.explode("p").drop_nulls("p").join(pats, on="p").select("row", "row_o").unique().cast(schema)
+    found = padded.str.extract_many(quotes.patterns, overlapping=True)
+    hits = pl.DataFrame({"row_o": pl.int_range(padded.len(), dtype=pl.UInt32, eager=True), "p": found})
+    hits = hits.explode("p").drop_nulls("p")
+    if hits.height == 0:  # most batches: the join below costs more than the search
+        return pl.DataFrame(schema=schema)
+    return hits.join(quotes.rows, on="p").select("row", "row_o").unique().cast(schema)
 
 
 def contamination(prompts: pl.DataFrame, evals: pl.DataFrame, n: int, threshold: float,
@@ -188,13 +216,16 @@ def contamination(prompts: pl.DataFrame, evals: pl.DataFrame, n: int, threshold:
     overlap = distinct shared n-grams / distinct n-grams of the shorter of the two texts; the best
     match per prompt is reported. A text shorter than ``n`` words is one n-gram: its overlap is 1.0 when it
     appears whole in the other text and has at least ``min_words`` words (a shorter one matches only an equal
-    text). ``eg``: ``eval_index(evals, n)``, when already computed.
+    text). ``eg``: ``eval_index(evals, n, min_words)``, when already computed (built once for every batch).
     """
     schema = {"_key": pl.UInt64, "eval_set": pl.String, "eval_id": pl.String, "overlap": pl.Float64}
     if prompts.height == 0 or evals.height == 0:
         return pl.DataFrame(schema=schema)
+    eg = eval_index(evals, n, min_words) if eg is None else eg
+    if (eg.n, eg.min_words) != (n, min_words):
+        raise ValueError(f"contamination: the eval index was built for {eg.n}-grams and min_words {eg.min_words}, "
+                         f"called with {n} and {min_words}; build it with eval_index(evals, {n}, {min_words})")
     tg = ngram_hashes(prompts["_text"], n)
-    eg = eval_index(evals, n) if eg is None else eg
     t_n = tg.group_by("row").len().rename({"len": "t_n"})
     shared = (
         tg.join(eg.grams, on="h", suffix="_e")
@@ -203,8 +234,9 @@ def contamination(prompts: pl.DataFrame, evals: pl.DataFrame, n: int, threshold:
         .select("row", "row_e", (pl.col("len") / pl.min_horizontal("t_n", "e_n")).alias("overlap"))
     )
     inside = pl.concat([
-        _quoted(eg.text, eg.words, prompts["_text"], n, min_words).rename({"row": "row_e", "row_o": "row"}),
-        _quoted(prompts["_text"], _word_counts(prompts["_text"]), eg.text, n, min_words).rename({"row_o": "row_e"}),
+        _quoted(eg.quotes, _padded(prompts["_text"])).rename({"row": "row_e", "row_o": "row"}),
+        _quoted(_quotes(prompts["_text"], _word_counts(prompts["_text"]), n, min_words), eg.padded)
+        .rename({"row_o": "row_e"}),
     ], how="diagonal").select("row", "row_e", pl.lit(1.0).alias("overlap"))
     best = (
         pl.concat([shared, inside])
@@ -313,9 +345,9 @@ def _held_as_evals(held: pl.DataFrame) -> pl.DataFrame:
                        pl.col("_text").alias("text"))
 
 
-def held_index(held: pl.DataFrame, n: int) -> EvalIndex:
+def held_index(held: pl.DataFrame, n: int, min_words: int = 4) -> EvalIndex:
     """``eval_index`` of the held-out prompts, computed once for every batch ``near_held_out`` is given."""
-    return eval_index(_held_as_evals(held), n)
+    return eval_index(_held_as_evals(held), n, min_words)
 
 
 def near_held_out(prompts: pl.DataFrame, held: pl.DataFrame, n: int, threshold: float, min_words: int,
@@ -323,7 +355,7 @@ def near_held_out(prompts: pl.DataFrame, held: pl.DataFrame, n: int, threshold: 
     """``_key``, ``held_out`` of the release prompts (``_key``, ``_text``) that overlap a held-out prompt as
     ``contamination`` measures it: a paraphrase or a prefixed copy of a held-out prompt ("Quick question: what's
     a healthy breakfast I can make in five minutes") has another key, so the exact match let it into train.
-    ``hg``: ``held_index(held, n)``, when already computed."""
+    ``hg``: ``held_index(held, n, min_words)``, when already computed."""
     if held.height == 0:
         return pl.DataFrame(schema={"_key": pl.UInt64, "held_out": pl.String})
     return contamination(prompts, _held_as_evals(held), n, threshold, hg, min_words).select(

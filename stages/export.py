@@ -172,10 +172,10 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
     decisions need; prompt signatures, contamination hits and prompts near a held-out one (added to
     ``held``, which is returned) are computed batch by batch."""
     sigs = Signatures(cfg.dedup.shingle, cfg.dedup.num_perm)
-    eg = eval_index(evals, cfg.decontamination.ngram) if evals.height else None
-    pairs, joint, hits, near = [], [], [], [held.select("_key", "held_out")]
     dc = cfg.decontamination
-    hg = held_index(held, dc.ngram) if held.height else None
+    eg = eval_index(evals, dc.ngram, dc.min_words) if evals.height else None
+    pairs, joint, hits, near = [], [], [], [held.select("_key", "held_out")]
+    hg = held_index(held, dc.ngram, dc.min_words) if held.height else None
     counts = dict.fromkeys(inputs, 0)
     pii = dict.fromkeys(cfg.pii_kinds, 0)
     for method, df in method_batches(inputs, batch_rows):
