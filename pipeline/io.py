@@ -290,7 +290,8 @@ def merge_sorted_runs(paths: list[Path], keys: list[str], batch_rows: int) -> It
         refill(i)
     cols = [*keys, *tie]
     while buffers:
-        bound = min(tuple(t.column(c)[t.num_rows - 1].as_py() for c in cols) for t in buffers.values())
+        bound = min((tuple(t.column(c)[t.num_rows - 1].as_py() for c in cols) for t in buffers.values()),
+                    key=_nulls_last)
         parts = []
         for i in sorted(buffers):
             t = buffers[i]
@@ -305,12 +306,26 @@ def merge_sorted_runs(paths: list[Path], keys: list[str], batch_rows: int) -> It
         yield merged.take(pc.sort_indices(merged, sort_keys=order)).drop_columns(tie)
 
 
+def _nulls_last(key: tuple) -> tuple:
+    """A key tuple as ``pc.sort_indices`` orders it: a null after every value (a rejects ``row`` may be null)."""
+    return tuple((v is None, v if v is not None else 0) for v in key)
+
+
+def _less_equal(col: pa.ChunkedArray, value: pa.Scalar) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """(``col`` < ``value``, ``col`` == ``value``), nulls last (after every value, equal to each other)."""
+    if not value.is_valid:
+        return pc.is_valid(col), pc.is_null(col)
+    return pc.fill_null(pc.less(col, value), False), pc.fill_null(pc.equal(col, value), False)
+
+
 def _count_at_most(table: pa.Table, cols: list[str], bound: tuple) -> int:
-    """Rows of ``table`` whose ``cols`` are lexicographically <= ``bound`` (a prefix: the table is sorted)."""
-    mask = pc.less_equal(table.column(cols[-1]), pa.scalar(bound[-1]))
+    """Rows of ``table`` whose ``cols`` are lexicographically <= ``bound`` (a prefix: the table is sorted), nulls
+    last as ``pc.sort_indices`` puts them."""
+    less, equal = _less_equal(table.column(cols[-1]), pa.scalar(bound[-1], table.schema.field(cols[-1]).type))
+    mask = pc.or_(less, equal)
     for c, b in zip(reversed(cols[:-1]), reversed(bound[:-1]), strict=True):
-        col, value = table.column(c), pa.scalar(b, table.schema.field(c).type)
-        mask = pc.or_(pc.less(col, value), pc.and_(pc.equal(col, value), mask))
+        less, equal = _less_equal(table.column(c), pa.scalar(b, table.schema.field(c).type))
+        mask = pc.or_(less, pc.and_(equal, mask))
     return pc.sum(mask).as_py() or 0
 
 

@@ -181,6 +181,24 @@ def test_streamed_writer_merges_multi_column_keys(tmp_path):
     assert got == sorted((r["source"], r["row"]) for r in rows)
 
 
+def test_streamed_writer_merges_keys_with_nulls_as_an_unspilled_write_orders_them(tmp_path):
+    """WildFeedback's rejects leave ``row`` null (records.Reject): once they spilled (more than execution.spill_bytes
+    of rejects), the merge compared nulls (null <= null is null) and stopped with "Must pass at least one table".
+    Nulls sort last, as an unspilled write sorts them; equal keys keep their write order."""
+    rows = [{"source": s, "row": None if r % 3 else r, "reason": f"{s}:{r}", "raw": str(r)}
+            for r in range(300, 0, -1) for s in ("b", "a")]
+    table = pa.Table.from_pylist(rows, schema=pio.SCHEMAS["rejects"])
+    expected = write_shards(table, tmp_path / "whole", name="rejects")
+    with pio.ShardWriter(tmp_path / "rej", name="rejects", spill_bytes=2_000) as w:
+        for i in range(0, len(rows), 50):
+            w.write(table.slice(i, 50))
+        assert len(w._runs) > 1  # it really spilled
+    assert w.manifest == expected
+    got = [(r["source"], r["row"], r["raw"]) for r in read_table(tmp_path / "rej", "rejects").to_pylist()]
+    assert got == [(r["source"], r["row"], r["raw"]) for r in
+                   sorted(rows, key=lambda r: (r["source"], r["row"] is None, r["row"] or 0))]
+
+
 def test_streamed_writer_without_sort_keeps_write_order(tmp_path):
     table = shuffled_docs(500)
     with pio.ShardWriter(tmp_path / "o", name="documents", sort=False, spill_bytes=3_000) as w:

@@ -314,6 +314,18 @@ def test_rejects_name_the_conversation_and_turn_not_a_source_row(tmp_path, monke
     assert where == [(source, "r1", 2), (source, "r3", 2), (source, "r4", 2)]
 
 
+def test_rejects_whose_writer_spills_are_the_rejects_it_held(tmp_path, monkeypatch):
+    """Rejects leave ``row`` null: once they outgrew execution.spill_bytes (a real log's rejects carry their
+    texts), the shard writer's merge compared the nulls and the stage stopped with "Must pass at least one table"."""
+    kw = {"detector": "rules", "summarize": [], "partition_conversations": 1}
+    (tmp_path / "held").mkdir()
+    (tmp_path / "spilled").mkdir()
+    held = run_stage(tmp_path / "held", monkeypatch, FakeEngine(), REVISIONS, **kw)[2]
+    spilled = run_stage(tmp_path / "spilled", monkeypatch, FakeEngine(), REVISIONS, _execution={"spill_bytes": 1},
+                        **kw)[2]
+    assert spilled.num_rows == 3 and spilled.equals(held)
+
+
 def test_a_natural_revision_whose_feedback_is_also_sat_is_dropped_with_its_text(tmp_path, monkeypatch):
     """data/samples: "lol. Another one?" laughs at the first joke (SAT) and asks for another (DSAT); the first
     joke was liked, so it is no rejected answer: the candidate is dropped as mixed_feedback, texts kept."""
