@@ -120,6 +120,16 @@ def test_the_console_line_is_a_sentence_of_the_headline_numbers(tmp_path, monkey
     assert f"DSAT 2; detector rules) -> {pairs.num_rows} pairs (1 from natural revisions, 2 generated)" in line
 
 
+def assert_same_outputs(run, other, root, other_root):
+    """Two runs' signals, pairs and rejects are equal tables and every shard file is the same bytes."""
+    for a, b in zip(run[:3], other[:3], strict=True):
+        assert a.equals(b)
+    for table in ("signals", "pairs", "rejects"):
+        out = Path("data/wildfeedback") / table
+        for f in sorted((other_root / out).iterdir()):
+            assert f.read_bytes() == (root / out / f.name).read_bytes(), f
+
+
 def test_partitions_are_cut_by_partition_conversations_alone_not_by_the_read_batch_size(tmp_path, monkeypatch):
     """Partitions were cut at the first read batch that reached ``partition_conversations``: 3 per partition
     read 2 at a time gave partitions of 4 and 3, not 3, 3 and 1, so the model saw other batches (a real model's
@@ -154,12 +164,7 @@ def test_the_rules_judge_many_read_batches_at_once_and_their_batch_changes_no_by
     assert len(calls_whole) == 1 and len(calls_one) > 2  # one call for the partition, not one per read batch
     assert sum(calls_one) == sum(calls_whole) > 0
     assert one[3] == whole[3]
-    for a, b in zip(one[:3], whole[:3], strict=True):
-        assert a.equals(b)
-    for table in ("signals", "pairs", "rejects"):
-        out = Path("data/wildfeedback") / table
-        for f in sorted((tmp_path / "4096" / out).iterdir()):
-            assert f.read_bytes() == (tmp_path / "1" / out / f.name).read_bytes(), f
+    assert_same_outputs(one, whole, tmp_path / "1", tmp_path / "4096")
 
 
 def test_partitions_bound_memory_without_changing_the_output(tmp_path, monkeypatch):
@@ -171,9 +176,4 @@ def test_partitions_bound_memory_without_changing_the_output(tmp_path, monkeypat
     parts = run_stage(tmp_path / "parts", monkeypatch, FakeEngine(), partition_conversations=2, **kw)
     assert (whole[3]["details"].pop("partitions"), parts[3]["details"].pop("partitions")) == (1, 4)
     assert parts[3] == whole[3] and whole[3]["pairs"] == 3
-    for a, b in zip(whole[:3], parts[:3], strict=True):
-        assert a.equals(b)
-    for table in ("signals", "pairs", "rejects"):
-        out = Path("data/wildfeedback") / table
-        for f in sorted((tmp_path / "whole" / out).iterdir()):
-            assert f.read_bytes() == (tmp_path / "parts" / out / f.name).read_bytes(), f
+    assert_same_outputs(parts, whole, tmp_path / "parts", tmp_path / "whole")
