@@ -160,7 +160,7 @@ def metrics(n_read: int, ranked: pl.DataFrame, pairs: pl.DataFrame, ties: int, r
             "per_level": {str(k): int(per_level.get(k, 0)) for k in range(cfg.n_levels)},
             "per_source": {},  # filled by run() once the table is built
             # Per input set (in curry.inputs order): the pairs ranked from its scores.
-            "per_input": [{"input": spec.responses, "pairs": int(n)} for spec, n in zip(cfg.inputs, per_input, strict=False)],
+            "per_input": [{"input": spec.responses, "pairs": int(n)} for spec, n in zip(cfg.inputs, per_input, strict=True)],
         },
         "levels": {
             "scheme": cfg.levels,
