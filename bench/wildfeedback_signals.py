@@ -145,13 +145,6 @@ def _py(regex: str) -> str:
     return regex.replace("${1}", r"\1")
 
 
-def scan(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.DataFrame, int]:
-    """The stage's select + feedback turns + rules on one batch: (rule verdicts, judged turns)."""
-    selected, _ = stage.select_conversations(conv, cfg)
-    turns = stage.rules_signals(stage.feedback_turns(selected), cfg).drop("text", "prev", "prev_user", "prev_user2")
-    return turns, turns.height
-
-
 def stream(log: Path, cfg: Wildfeedback, batch: int) -> tuple[float, float, int, int, PeakRSS]:
     """The stage's own streaming scan (select per read batch, rules per ``rules_batch_conversations``) over the
     log: (wall s, CPU s, judged turns, flagged turns, peak RSS)."""
@@ -296,7 +289,7 @@ def main() -> None:
         n_flag = naive(rows, cfg)
         slow, slow_cpu = time.perf_counter() - t0, time.process_time() - c0
         rate = len(rows) / slow
-        sub_t, _ = scan(sample, cfg)
+        sub_t = stage.scan(sample, cfg)[0]
         same = sub_t.filter(pl.col("sat") | pl.col("dsat")).height
         print(f"naive (python re per message): {len(rows):,} conversations in {slow:.1f} s ({slow_cpu:.1f} s CPU) = {rate:,.0f} "
               f"conversations/s; EXTRAPOLATED to {args.n:,}: {args.n / rate:.0f} s "
