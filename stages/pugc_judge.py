@@ -298,44 +298,23 @@ def judge_gates(params: Params, generator: LLM, judge: LLM) -> dict[str, dict]:
     ``JudgeGateError`` (or, with on_gate_failure: withhold, reports ``passed: false`` and the stage emits
     none of that use's labels)."""
     cfg = params.pugc
-    gate = {"on_failure": params.execution.on_gate_failure}
+
+    def gate(role: str, model: LLM, judged: pl.DataFrame, graded: tuple) -> dict:
+        """``check_gate`` of the judge use ``role`` (its probes ran as the step ``gate_<role>`` on ``model``)."""
+        correct, detail, contrasts = graded
+        return check_gate("pugc", role, model.model, correct, detail=detail, contrasts=contrasts,
+                          min_accuracy=getattr(cfg.gates, role), key=f"pugc.gates.{role}",
+                          on_failure=params.execution.on_gate_failure, errors=judged["error"].to_list(),
+                          checkpoints=[checkpoint_of(params, f"gate_{role}", model)])
+
     probes = query_filter_probes()
     judged = run_answerable(probes, params, "gate_query_filter", generator)
-    calls = {"errors": judged["error"].to_list(), "checkpoints": [checkpoint_of(params, "gate_query_filter", generator)]}
-    correct, detail, contrasts = grade_query_filter(
-        probes.join(judged.select("prompt_id", "p_true"), on="prompt_id"), cfg.query_filter_threshold
-    )
-    reports = {
-        "query_filter": check_gate(
-            "pugc",
-            "query_filter",
-            generator.model,
-            correct,
-            detail=detail,
-            contrasts=contrasts,
-            min_accuracy=cfg.gates.query_filter,
-            key="pugc.gates.query_filter",
-            **gate,
-            **calls,
-        )
-    }
+    graded = grade_query_filter(probes.join(judged.select("prompt_id", "p_true"), on="prompt_id"),
+                                cfg.query_filter_threshold)
+    reports = {"query_filter": gate("query_filter", generator, judged, graded)}
     probes = scorer_probes()
     scored = run_scorer(probes, params, "gate_scorer", judge)
-    calls = {"errors": scored["error"].to_list(), "checkpoints": [checkpoint_of(params, "gate_scorer", judge)]}
-    correct, detail, contrasts = grade_scorer(
-        probes.join(to_scores(scored, cfg.scoring).select("response_id", "score"), on="response_id"),
-        cfg.min_margin,
-    )
-    reports["scorer"] = check_gate(
-        "pugc",
-        "scorer",
-        judge.model,
-        correct,
-        detail=detail,
-        contrasts=contrasts,
-        min_accuracy=cfg.gates.scorer,
-        key="pugc.gates.scorer",
-        **gate,
-        **calls,
-    )
+    graded = grade_scorer(probes.join(to_scores(scored, cfg.scoring).select("response_id", "score"), on="response_id"),
+                          cfg.min_margin)
+    reports["scorer"] = gate("scorer", judge, scored, graded)
     return reports

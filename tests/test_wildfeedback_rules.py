@@ -166,6 +166,16 @@ def cats(row: dict) -> set[str]:
     return set(row["sat_categories"]) | set(row["dsat_categories"])
 
 
+def check_cases(category: str, positives: list[str], negatives: list[str]) -> list[dict]:
+    """Every positive fires ``category``, no negative does; the positives' rows."""
+    out = run(positives + negatives).to_dicts()
+    for text, row in zip(positives, out[: len(positives)], strict=True):
+        assert category in cats(row), f"{category} missed: {text!r} -> {row['rationale']}"
+    for text, row in zip(negatives, out[len(positives):], strict=True):
+        assert category not in cats(row), f"{category} false alarm: {text!r} -> {row['rationale']}"
+    return out[: len(positives)]
+
+
 def test_every_pattern_compiles_with_python_re():
     """The naive baseline of bench/wildfeedback_signals.py runs the cues with Python's re: no \\p{...} classes."""
     for category, patterns in PATTERNS.items():
@@ -183,25 +193,15 @@ def test_every_category_has_cases_and_patterns():
 
 @pytest.mark.parametrize("category", list(CASES))
 def test_category_positives_and_hard_negatives(category):
-    positives, negatives = CASES[category]
-    out = run(positives + negatives).to_dicts()
-    for text, row in zip(positives, out[: len(positives)], strict=True):
-        assert category in cats(row), f"{category} missed: {text!r} -> {row['rationale']}"
-        polarity = "sat" if category in SAT_CATEGORIES else "dsat"
+    polarity = "sat" if category in SAT_CATEGORIES else "dsat"
+    for row in check_cases(category, *CASES[category]):
         assert row[polarity]
         assert any(r.startswith(f"{category}:") for r in row["rationale"].split("; ")), row["rationale"]
-    for text, row in zip(negatives, out[len(positives):], strict=True):
-        assert category not in cats(row), f"{category} false alarm: {text!r} -> {row['rationale']}"
 
 
 @pytest.mark.parametrize("category", list(MORE_CASES))
 def test_cues_for_real_log_misses_and_other_languages(category):
-    positives, negatives = MORE_CASES[category]
-    out = run(positives + negatives).to_dicts()
-    for text, row in zip(positives, out[: len(positives)], strict=True):
-        assert category in cats(row), f"{category} missed: {text!r} -> {row['rationale']}"
-    for text, row in zip(negatives, out[len(positives):], strict=True):
-        assert category not in cats(row), f"{category} false alarm: {text!r} -> {row['rationale']}"
+    check_cases(category, *MORE_CASES[category])
 
 
 # Bare edits with a free tail, the same edits in other languages, and counter-claims (issue #16's miss classes):
