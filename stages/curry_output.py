@@ -197,9 +197,11 @@ def scorer_gates(inputs: list[dict[str, Any]], pairs: list[int]) -> dict[str, An
     A pair ranked from a chance-level judge's scores carries that judge's gate on the release card, not "no
     gate recorded"; an input that gave no pair (e.g. its judge failed its gate and its scores were withheld)
     is not listed, so the card never names a judge behind none of Curry-DPO's pairs. ``from`` marks the
-    report as another stage's, so the release counts each judge once. Rated inputs (human ratings) have no
-    judge."""
+    report as another stage's, so the release counts each judge once. Inputs that read one judge's scores
+    share its entry: ``pairs_ranked`` is their sum and ``from`` names every responses folder behind it (one
+    folder: its path; several: their paths, sorted). Rated inputs (human ratings) have no judge."""
     out: dict[str, Any] = {}
+    sources: dict[str, set[str]] = {}
     for spec, n in zip(inputs, pairs, strict=True):
         if spec["scores"] != "model" or n == 0:
             continue
@@ -215,7 +217,9 @@ def scorer_gates(inputs: list[dict[str, Any]], pairs: list[int]) -> dict[str, An
                 stage = report.get("stage") or path.parent.name
                 key = f"{stage}.{role}"
                 ranked = n + out.get(key, {}).get("pairs_ranked", 0)  # two inputs read from one judge's scores
-                out[key] = {**report, "from": str(spec["responses"]), "pairs_ranked": ranked}
+                sources.setdefault(key, set()).add(str(spec["responses"]))
+                named = sorted(sources[key])
+                out[key] = {**report, "from": named[0] if len(named) == 1 else named, "pairs_ranked": ranked}
     return dict(sorted(out.items()))
 
 

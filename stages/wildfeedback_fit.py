@@ -37,7 +37,7 @@ Reasons, checked in this order:
   "Add notary signature to the above agreement" answered with the notary block alone, as the chosen of a
   "Write a brokerage contract" prompt) does not answer the prompt on its own. On 1,811
   real first answers (WildChat, UltraFeedback, Anthropic-helpful, OpenAssistant) none fires, and of 1,811
-  later WildChat answers only that notary block says where to put an addition (tests/test_wildfeedback_pairs.py).
+  later WildChat answers only that notary block says where to put an addition (tests/test_wildfeedback_fit.py).
 - ``quotes_feedback``: the answer quotes (in double quotes) words of the feedback turn (or of the
   preference, for expert answers) that the prompt does not contain.
 - ``uses_feedback_details``: the answer uses a detail of the user's own that only the feedback gives: a

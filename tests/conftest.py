@@ -73,6 +73,14 @@ def params():
     return load_params(ROOT / "params.yaml")
 
 
+@pytest.fixture
+def good(root) -> dict:
+    """The shipped params.yaml as a mapping a test edits (tests/params_edits.py writes and loads it)."""
+    import yaml
+
+    return yaml.safe_load((root / "params.yaml").read_text())
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray instance for the whole test session (2 CPUs), shut down at the end."""

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import yaml
 
 from pipeline.config import Export
 from pipeline.io import write_shards
 from pipeline.records import empty_table, to_table
+from stages.export import build_release
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,3 +115,14 @@ def standard_methods(root: Path) -> None:
         write_method(root, "curry", rows, sub=f"level={level}")
     write_method(root, "dove", [joint(f"dove{i}", f"Dove task {i}: {TOPICS[i]}", f"Dove task {i}: {TOPICS[(i + 1) % 12]}")
                                 for i in range(12)])
+
+
+def build(root: Path, **overrides) -> tuple[Path, dict]:
+    """Build the release of ``root`` with ``export_cfg(**overrides)``: (its folder, its stats)."""
+    stats = build_release(export_cfg(**overrides), root, root / "data" / "release", "fp-test")
+    return root / "data" / "release", stats
+
+
+def removed(release: Path) -> pl.DataFrame:
+    """The release's removed.jsonl as a table (an empty one when nothing was removed)."""
+    return pl.read_ndjson(release / "removed.jsonl") if (release / "removed.jsonl").stat().st_size else pl.DataFrame()

@@ -1,9 +1,11 @@
-"""Shared by the Selfie tests: small tables in the contracts, the real UltraFeedback pairs, a scripted engine."""
+"""Shared by the Selfie tests: small tables in the contracts, the real UltraFeedback pairs, a scripted engine, a
+tmp project the stage runs in and its outputs read back."""
 
 from __future__ import annotations
 
 import json
 
+import polars as pl
 import pyarrow as pa
 import yaml
 
@@ -128,3 +130,54 @@ def selfie_params(**over) -> Selfie:
     data = yaml.safe_load((ROOT / "params.yaml").read_text())["selfie"]
     data.update(over)
     return Selfie.model_validate(data)
+
+
+def _project(tmp_path, monkeypatch, engines: dict[str, FakeEngine], on_gate_failure="error", **selfie_over):
+    """A tmp project with ingest-like inputs (10 labelled pairs, 30 prompts, plus an unselected source)
+    and ``get_engine`` answering with the scripted engines by model name. The reward gate is lowered
+    (0.0) unless ``gates`` is given: the scripted rewards are not meant to pass it."""
+    import pipeline.llm
+    from pipeline.config import Params
+    from pipeline.io import write_shards
+    from tests.conftest import ROOT
+
+    monkeypatch.setattr(pipeline.llm, "get_engine", lambda cfg: engines[cfg.model], raising=False)
+    monkeypatch.chdir(tmp_path)
+    pairs = pa.concat_tables(
+        [
+            make_pairs(
+                [(f"seed question {i}", f"good {i}", f"bad {i}") for i in range(10)],
+                source="sample_seed_pairs",
+            ),
+            make_pairs([("unselected", "a", "b")], source="elsewhere"),
+        ]
+    )
+    write_shards(pairs, tmp_path / "data/ingest/pairs", name="pairs")
+    write_shards(
+        make_prompts([f"pool question {i}" for i in range(30)], source="sample_prompts"),
+        tmp_path / "data/ingest/prompts",
+        name="prompts",
+    )
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["ingest"] = {"sources": [], "max_reject_fraction": 0.5, "max_record_bytes": 1 << 20}
+    data["execution"]["on_gate_failure"] = on_gate_failure
+    data["selfie"].update({"gates": {"reward": 0.0}, **selfie_over})
+    data["selfie"]["sampling"]["max_new_tokens"] = 8
+    return Params.model_validate(data)
+
+
+def _out(tmp_path, name: str, contract: str):
+    from pipeline.io import read_table
+
+    return read_table(tmp_path / "data/selfie" / name, contract)
+
+
+def _pairs(tmp_path) -> pl.DataFrame:
+    """Every pair under data/selfie/pairs, read the way the release reads it."""
+    from stages.export_read import read_pairs_tree
+
+    return pl.from_arrow(read_pairs_tree(tmp_path / "data/selfie/pairs", "pairs"))
+
+
+def _metrics(tmp_path) -> dict:
+    return json.loads((tmp_path / "data/selfie/details.json").read_text())

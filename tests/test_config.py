@@ -1,4 +1,5 @@
-"""params.yaml validation: bad files fail before any work, naming the file and the key path."""
+"""params.yaml validation: bad files fail before any work, naming the file and the key path. The rules of one
+section or across sections (source names, tiny overrides, ...): test_config_sections.py."""
 
 from __future__ import annotations
 
@@ -6,27 +7,10 @@ import warnings
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pipeline import cli
 from pipeline.config import FORMAT_KINDS, ParamsError, fingerprint, load_params
-
-
-@pytest.fixture
-def good(root) -> dict:
-    return yaml.safe_load((root / "params.yaml").read_text())
-
-
-def write(tmp_path: Path, data) -> Path:
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
-    return path
-
-
-def error_of(tmp_path: Path, data) -> str:
-    with pytest.raises(ParamsError) as err:
-        load_params(write(tmp_path, data))
-    return str(err.value)
+from tests.params_edits import error_of, write
 
 
 def test_the_shipped_params_load(root):
@@ -250,157 +234,6 @@ def test_a_params_file_that_is_not_utf8_is_one_line(tmp_path):
     assert str(err.value) == f"{path}:2: not UTF-8 (byte 0xe9); save the file as UTF-8"
 
 
-@pytest.mark.parametrize(("section", "field"), [("wildfeedback", "sources"), ("pugc", "sources"),
-                                                ("selfie", "pair_sources"), ("selfie", "prompt_sources"),
-                                                ("dove", "pair_sources")])
-def test_every_source_name_is_checked_with_a_did_you_mean(tmp_path, good, section, field):
-    name = good[section][field][0]
-    good[section][field][0] = name[:-1]  # a typo: one letter short
-    msg = error_of(tmp_path, good)
-    assert (f"params.yaml: {section}.{field}[0]: {name[:-1]!r} is not an ingest source; did you mean {name!r}? "
-            "(ingest.sources: sample_conversations, sample_posts, sample_prompts, sample_seed_pairs, sample_rated)") in msg
-    good[section][field][0] = "something_else"
-    assert f"{section}.{field}[0]: 'something_else' is not an ingest source (ingest.sources:" in error_of(tmp_path, good)
-
-
-def test_dove_pair_sources_of_another_pairs_folder_are_not_ingest_names(tmp_path, good):
-    good["dove"]["pairs"] = "data/wildfeedback/pairs"
-    good["dove"]["pair_sources"] = ["whatever_wildfeedback_writes"]
-    assert load_params(write(tmp_path, good)).dove.pair_sources == ["whatever_wildfeedback_writes"]
-
-
-def test_a_curry_input_gap_given_as_a_key_takes_that_params_number_after_the_tiny_overrides(tmp_path, good):
-    # The samples (tiny): PUGC's tiny min_margin; a real model: PUGC's own margin, the paper default 0.5.
-    pugc_input = next(i for i, s in enumerate(good["curry"]["inputs"]) if s["prompts"] == "data/pugc/queries")
-    assert good["curry"]["inputs"][pugc_input]["min_gap"] == "pugc.min_margin"
-    tiny = load_params(write(tmp_path, good))
-    assert tiny.curry.inputs[pugc_input].min_gap == tiny.pugc.min_margin == 0.0001
-    good["llm"]["model"] = "smollm2"
-    real = load_params(write(tmp_path, good))
-    assert real.curry.inputs[pugc_input].min_gap == real.pugc.min_margin == 0.5
-    assert fingerprint(real.curry) != fingerprint(tiny.curry)  # the number, not the key, is what Curry ran with
-    assert [s.min_gap for i, s in enumerate(real.curry.inputs) if i != pugc_input] == [None, None]
-
-
-def test_tiny_overrides_apply_only_when_every_model_of_the_section_is_tiny(tmp_path, good):
-    good["pugc"]["roles"]["judge"] = {**(good["pugc"]["roles"]["judge"] or {}), "model": "smollm2"}
-    mixed = load_params(write(tmp_path, good))  # the policy is still tiny, the judge is not
-    assert mixed.pugc.min_margin == 0.5 and not mixed.applied_overrides("pugc")
-
-
-def test_a_section_left_on_tiny_in_a_real_model_run_keeps_its_gates(tmp_path, good):
-    """`dvc exp run -S llm.model=smollm2` leaves Selfie on its own tiny@1 vs tiny: with its gate lowered its
-    random-weights pairs (and Curry-DPO's pairs from their rewards) reached the real-model release. Only a run
-    whose llm.model is tiny lowers a tiny section's gates; in a real-model run its judge must pass them."""
-    assert good["selfie"]["policy_model"] == "tiny@1" and good["selfie"]["reference_model"] == "tiny"
-    tiny = load_params(write(tmp_path, good))
-    assert tiny.selfie.gates.reward == 0.0 and tiny.applied_overrides("selfie") == {"gates.reward": 0.0}
-    good["llm"]["model"] = "smollm2"
-    real = load_params(write(tmp_path, good))
-    assert (real.selfie.policy_model, real.selfie.reference_model) == ("tiny@1", "tiny")
-    assert real.selfie.gates.reward == 0.75 and not real.applied_overrides("selfie")
-
-
-@pytest.mark.parametrize(("value", "expected"), [
-    ("pugc.min_marign", "curry.inputs[1].min_gap: 'pugc.min_marign' names no non-negative number in params"),
-    ("pugc.roles", "curry.inputs[1].min_gap: 'pugc.roles' names no non-negative number in params"),
-    ("half a point", "curry.inputs[1].min_gap"),
-    (-0.5, "curry.inputs[1].min_gap"),
-])
-def test_a_curry_input_gap_key_must_name_a_number(tmp_path, good, value, expected):
-    good["curry"]["inputs"][1]["min_gap"] = value
-    assert expected in error_of(tmp_path, good)
-
-
-def test_a_bad_tiny_override_is_named_under_tiny_overrides_whether_or_not_it_applies(tmp_path, good):
-    """The section itself is spelt right: the message must point at the override, also when a real model
-    means the overrides do not apply (a typo there would otherwise surface only on the next tiny run)."""
-    good["tiny_overrides"]["pugc"]["min_margn"] = good["tiny_overrides"]["pugc"].pop("min_margin")
-    good["tiny_overrides"]["dove"]["gates"] = {"judge": "0.0"}
-    for model in ("tiny", "Qwen/Qwen2.5-7B-Instruct"):
-        good["llm"]["model"] = model
-        msg = error_of(tmp_path, good)
-        assert "tiny_overrides.pugc.min_margn: unknown key; did you mean 'min_margin'?" in msg
-        assert "tiny_overrides.dove.gates.judge: Input should be a valid number (got '0.0')" in msg
-        assert ": pugc.min_margn" not in msg and ": dove.gates.judge" not in msg
-
-
-@pytest.mark.parametrize(("where", "value"), [
-    (("llm", "model"), "tiny@x"),
-    (("selfie", "policy_model"), "tiny@one"),
-    (("selfie", "reference_model"), "tiny@"),
-    (("dove", "roles", "judge", "model"), "tiny@-1"),
-])
-def test_a_tiny_model_name_without_a_seed_number_is_a_params_error_naming_the_key(tmp_path, good, where, value):
-    """``tiny@x`` used to escape validation as a traceback from inside ``resolve_params``."""
-    node = good
-    for key in where[:-1]:
-        node = node[key]
-    node[where[-1]] = value
-    msg = error_of(tmp_path, good)
-    assert f"{'.'.join(where)}: expected tiny@<non-negative integer seed>, e.g. tiny@1 (got {value!r})" in msg
-
-
-def test_tiny_model_names_with_a_seed_load(tmp_path, good):
-    good["llm"]["model"], good["selfie"]["policy_model"] = "tiny@3", "tiny@12"
-    params = load_params(write(tmp_path, good))
-    assert (params.llm.model, params.selfie.policy_model) == ("tiny@3", "tiny@12")
-    assert params.applied_overrides("pugc")  # still the tiny model: its overrides apply
-
-
-def test_a_check_across_sections_names_its_key_after_the_file(tmp_path, good):
-    """Checks of the whole params (a role resolved with llm, tiny_overrides' sections, a Curry gap key) name
-    their key themselves; they were printed after a ``<root>:`` placeholder."""
-    good["curry"]["inputs"][1]["min_gap"] = "pugc.min_marign"
-    assert f"  {tmp_path / 'params.yaml'}: curry.inputs[1].min_gap: 'pugc.min_marign' names" in error_of(tmp_path, good)
-    good["curry"]["inputs"][1]["min_gap"] = 0.5
-    good["pugc"]["roles"]["judge"] = {"backend": "openai"}
-    msg = error_of(tmp_path, good)
-    assert f"  {tmp_path / 'params.yaml'}: pugc.roles.judge: backend openai needs base_url" in msg
-    assert "<root>" not in msg
-
-
-@pytest.mark.parametrize(("value", "expected"), [
-    ("EN", "pugc.languages[0]: not a language code the identifier answers; did you mean 'en'? use ISO 639-1"),
-    ("english", "pugc.languages[0]: not a language code the identifier answers; use ISO 639-1 codes: en, zh,"),
-    ("nb ", "pugc.languages[0]: not a language code the identifier answers; did you mean 'nb'?"),
-])
-def test_pugc_languages_are_codes_the_identifier_answers(tmp_path, good, value, expected):
-    """`languages: [english]` (or `EN`) validated and then dropped every document as `other_language`."""
-    good["pugc"]["languages"] = [value]
-    assert expected in error_of(tmp_path, good)
-    good["pugc"]["languages"] = ["en", "de"]
-    assert load_params(write(tmp_path, good)).pugc.languages == ["en", "de"]
-
-
-def test_drop_flags_are_flags_ingest_writes(tmp_path, good):
-    """`drop_flags: [toxc]` validated and kept every toxic conversation."""
-    good["wildfeedback"]["drop_flags"] = ["toxc", "redacted"]
-    assert ("wildfeedback.drop_flags[0]: Input should be 'toxic', 'redacted' or 'synthetic' (got 'toxc')"
-            in error_of(tmp_path, good))
-    good["wildfeedback"]["drop_flags"] = ["toxic", "synthetic"]
-    assert load_params(write(tmp_path, good)).wildfeedback.drop_flags == ["toxic", "synthetic"]
-
-
-@pytest.mark.parametrize(("pattern", "why"), [
-    (r"according to (the|this|that\b", "unclosed group"),
-    (r"(?<!not )the post", "look-around, including look-ahead and look-behind, is not supported"),
-])
-def test_a_leak_pattern_polars_cannot_run_is_a_params_error(tmp_path, good, pattern, why):
-    """Was a polars traceback from PUGC's query cleaning, after the gates and the query generation had run."""
-    good["pugc"]["leak_patterns"] = [r"\bthe author\b", pattern]
-    assert f"pugc.leak_patterns[1]: not a regex polars can run ({why}) (got {pattern!r})" in error_of(tmp_path, good)
-
-
-@pytest.mark.parametrize("value", ["", "  ", " tiny"])
-def test_an_empty_or_padded_model_name_is_a_params_error(tmp_path, good, value):
-    """``model: ''`` passed validation and failed at the engine as 'the folder holds no config.json' (the
-    current folder); ``' tiny'`` went to the Hub."""
-    good["llm"]["model"] = value
-    assert (f"llm.model: expected a model name without spaces around it: tiny, smollm2, a Hugging Face model id "
-            f"(ORG/NAME) or a local folder (got {value!r})") in error_of(tmp_path, good)
-
-
 @pytest.mark.parametrize(("encode", "expected"), [
     (lambda text: text.encode("utf-16"), ":1: not UTF-8 (byte 0xff); save the file as UTF-8"),
     (lambda text: text.replace("# Every knob", "# Every kn\xe9b").encode("latin-1"),
@@ -430,70 +263,3 @@ def test_a_params_file_that_cannot_be_read_is_one_line_saying_so(tmp_path, root,
     assert cli.main(["run", "ingest"]) == 2
     assert capsys.readouterr().err == ("prefpipe: params.yaml: cannot be read (Permission denied, EACCES); make it "
                                        "readable (its permissions or owner) and run again\n")
-
-
-@pytest.mark.parametrize("key", ["languages", "sources"])
-def test_an_empty_wildfeedback_list_is_a_params_error(tmp_path, good, key):
-    """``wildfeedback.languages: []`` passed and dropped every conversation with a language (exit 0, no pairs);
-    ``sources: []`` failed only when the stage ran (pugc's lists were already checked)."""
-    good["wildfeedback"][key] = []
-    assert f"wildfeedback.{key}: List should have at least 1 item after validation, not 0" in error_of(tmp_path, good)
-
-
-def test_an_export_split_with_no_train_rows_is_a_params_error(tmp_path, good):
-    good["export"]["test_fraction"] = 1
-    assert "export.test_fraction: Input should be less than 1 (got 1)" in error_of(tmp_path, good)
-
-
-def test_an_empty_dedup_priority_is_a_params_error(tmp_path, good):
-    good["export"]["dedup"]["priority"] = []
-    assert "export.dedup.priority: List should have at least 1 item after validation, not 0" in error_of(tmp_path, good)
-
-
-@pytest.mark.parametrize(("edit", "expected"), [
-    (lambda d: d["selfie"]["split"]["pools"].__setitem__(0, "ten"),
-     "selfie.split.pools[0]: Input should be a valid integer or a valid number (got 'ten')"),
-    (lambda d: d["curry"]["inputs"][0].__setitem__("min_gap", -1),
-     "curry.inputs[0].min_gap: Input should be greater than or equal to 0 (got -1)"),
-    (lambda d: d["curry"]["inputs"][0].__setitem__("min_gap", [1]),
-     "curry.inputs[0].min_gap: Input should be a valid number or a valid string"),
-])
-def test_a_value_of_a_key_with_several_types_is_one_error_at_the_key(tmp_path, good, edit, expected):
-    """Was one line per member type, named by pydantic's tags: 'selfie.split.pools[0].int: ...' and
-    '....float: ...', 'curry.inputs[0].min_gap.constrained-float: ...' and '....constrained-str: ...'
-    (``llm.base_url``, a secret-bearing key, has its own, tested with its credentials check)."""
-    edit(good)
-    msg = error_of(tmp_path, good)
-    assert msg == f"invalid parameters:\n  {tmp_path / 'params.yaml'}: {expected}"
-
-
-def test_a_ray_address_with_the_local_backend_is_a_params_error(tmp_path, good):
-    """Was ignored without a word: the stages ran on this machine, not on the cluster named."""
-    good["execution"]["ray_address"] = "10.0.0.1:6379"
-    assert ("execution: ray_address is '10.0.0.1:6379' but backend is local, which never uses it: set backend: ray "
-            "to run on that cluster, or ray_address: null") in error_of(tmp_path, good)
-    good["execution"]["backend"] = "ray"
-    assert load_params(write(tmp_path, good)).execution.ray_address == "10.0.0.1:6379"
-
-
-@pytest.mark.parametrize("value, expected", [
-    (["http://a/v1", 2], "base_url[1]: Input should be a valid string"),  # the list's item, by position
-    (["ftp://b"], "base_url[0]: expected an http(s) URL up to the API root, e.g. http://localhost:8000/v1"),
-    ("localhost:8000", "base_url: expected an http(s) URL up to the API root, e.g. http://localhost:8000/v1"),
-    (5, "base_url: Input should be a valid string or a valid list"),  # neither member: both named
-])
-def test_a_bad_base_url_is_one_line_in_the_member_its_value_took(tmp_path, good, value, expected):
-    good["pugc"]["roles"]["judge"] = {"backend": "openai", "base_url": value}
-    lines = error_of(tmp_path, good).splitlines()[1:]
-    assert lines == [f"  {tmp_path / 'params.yaml'}: pugc.roles.judge.{expected}"]
-
-
-
-def test_wildfeedback_sat_pairs_need_the_sat_summary(tmp_path, good):
-    # SAT pairs are built from the SAT turns' preference summaries (stages/wildfeedback_pairs.py): with
-    # summarize [dsat] (the default) sat_pairs: true used to make no pair at all, without a word.
-    good["wildfeedback"].update(sat_pairs=True, summarize=["dsat"])
-    msg = error_of(tmp_path, good)
-    assert "wildfeedback: sat_pairs: true needs 'sat' in wildfeedback.summarize (got ['dsat'])" in msg
-    good["wildfeedback"]["summarize"] = ["dsat", "sat"]
-    assert load_params(write(tmp_path, good)).wildfeedback.sat_pairs

@@ -300,3 +300,32 @@ def test_a_judge_behind_none_of_the_pairs_is_not_listed(tmp_path):
     assert [d["pairs"] for d in m["pairs"]["per_input"]] == [2, 0]
     rows = _gate_rows({"curry": gate_reports(tmp_path, ["curry"])["curry"]})
     assert rows == [["curry", "pugc.scorer", "m", "0.83 (30/36)", 0.75, "used; behind 2 of curry's input pairs"]]
+
+
+def test_two_inputs_ranked_from_one_judges_scores_name_both_responses_folders(tmp_path):
+    """Two Curry inputs reading one judge's scores (``pugc.scorer``, recorded beside both responses folders)
+    share its entry: ``pairs_ranked`` was summed but ``from`` named only the last input's folder, so the
+    release's details named one source of the pairs. Now every folder is named (sorted); one folder read
+    twice is still named once, as a path."""
+    from stages.curry_output import scorer_gates
+    from stages.export_write import gate_reports, release_headline
+
+    gate = {"stage": "pugc", "role": "scorer", "model": "tiny", "probes": 36, "correct": 18, "accuracy": 0.5,
+            "min_accuracy": 0.0, "passed": True, "lowered": True, "labels": "used, gate lowered"}
+    spec = {}
+    for name in ("pugc_b", "pugc"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "details.json").write_text(json.dumps({"gates": {"scorer": gate}}))
+        spec[name] = {"responses": str(tmp_path / name / "responses"), "scores": "model"}
+    both = scorer_gates([spec["pugc_b"], spec["pugc"]], [3, 2])
+    assert both == {"pugc.scorer": {**gate, "from": [spec["pugc"]["responses"], spec["pugc_b"]["responses"]],
+                                    "pairs_ranked": 5}}
+    assert scorer_gates([spec["pugc"], spec["pugc"]], [3, 2]) == {
+        "pugc.scorer": {**gate, "from": spec["pugc"]["responses"], "pairs_ranked": 5}}
+    # the release copies the list and still counts the judge once (its own stage's report, not Curry-DPO's copy)
+    (tmp_path / "data" / "curry").mkdir(parents=True)
+    (tmp_path / "data" / "curry" / "details.json").write_text(json.dumps({"gates": both}))
+    gates = gate_reports(tmp_path, ["curry"])
+    assert gates["curry"]["pugc.scorer"]["from"] == both["pugc.scorer"]["from"]
+    stats = {"gates": gates, "methods": {"curry": {"input": 5}}, "total": 5, "drops": {}}
+    assert release_headline(stats)["gates_lowered"] == 0  # counted with PUGC's own report, not here

@@ -1,4 +1,5 @@
-"""Export: merge, PII, identical/duplicate/near-duplicate pairs, decontamination, split, release files."""
+"""Export: merge, split, release files, plots and the card. Identical/duplicate/near-duplicate pairs are in
+test_export_dedup.py, decontamination in test_export_decontam.py."""
 
 from __future__ import annotations
 
@@ -9,25 +10,22 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline.decontam import prompts_sha256
-from pipeline.dedup import Signatures, dedup_within, prompt_keys, text_of
+from pipeline.dedup import text_of
 from pipeline.hub import verify_release
-from pipeline.io import StageError, write_shards
+from pipeline.io import write_shards
 from pipeline.records import to_table
-from stages.export import LEAVES, build_release, light_pairs
+from stages.export import build_release
 from stages.export_read import ExportError, read_pairs_tree
-from tests.export_fixtures import TOPICS, export_cfg, pair, standard_methods, write_held_out, write_method
-
-
-def build(tmp_path, **overrides):
-    cfg = export_cfg(**overrides)
-    stats = build_release(cfg, tmp_path, tmp_path / "data" / "release", "fp-test")
-    return tmp_path / "data" / "release", stats
-
-
-def removed(release) -> pl.DataFrame:
-    return pl.read_ndjson(release / "removed.jsonl") if (release / "removed.jsonl").stat().st_size else pl.DataFrame()
-
+from tests.export_fixtures import (
+    TOPICS,
+    build,
+    export_cfg,
+    pair,
+    removed,
+    standard_methods,
+    write_held_out,
+    write_method,
+)
 
 # --- the release as libraries see it -------------------------------------------------------------
 
@@ -185,7 +183,7 @@ def test_stats_and_plot_data(tmp_path):
     assert (release / "plots" / "summary.png").read_bytes()[:4] == b"\x89PNG"
 
 
-# --- cleaning rules ------------------------------------------------------------------------------
+# --- plots, warnings, errors and the card --------------------------------------------------------
 
 
 def test_a_margin_histogram_of_one_value_puts_every_pair_in_its_first_bin(tmp_path):
@@ -211,250 +209,6 @@ def test_a_method_not_run_is_one_warning_line_naming_the_stage_once(tmp_path, ca
     assert "WARNING export: skipping wildfeedback: data/wildfeedback/pairs not found (stage not run or not merged " \
            "yet)" in out
     assert not [r for r in caplog.records if r.levelname == "WARNING"]  # said once, on the console
-
-
-def test_identical_chosen_and_rejected_are_dropped(tmp_path):
-    write_method(tmp_path, "pugc", [
-        pair("same", TOPICS[0], "pugc", chosen="Same answer.", rejected="Same answer.  "),
-        pair("diff", TOPICS[1], "pugc"),
-    ])
-    release, stats = build(tmp_path, methods=["pugc"], test_fraction=0.0)
-    assert stats["drops"] == {"identical": 1}
-    assert removed(release).select("pair_id", "reason").rows() == [("same", "identical")]
-
-
-def test_a_dove_pair_is_identical_only_when_both_prompts_and_both_answers_are(tmp_path):
-    """A joint pair sets (instruction, answer) against (instruction, answer): one answer under two different
-    instructions, or two answers to one instruction, is a comparison; the same answer to the same instruction
-    on both sides is not."""
-    from tests.export_fixtures import joint
-
-    one_answer = joint("d-answer", TOPICS[0], TOPICS[1])
-    one_answer["rejected"] = one_answer["chosen"]
-    both = joint("d-both", TOPICS[2], TOPICS[2])
-    both["rejected"] = [{"role": "assistant", "content": both["chosen"][0]["content"].upper()}]
-    write_method(tmp_path, "dove", [one_answer, both, joint("d-prompt", TOPICS[3], TOPICS[3])])
-    release, stats = build(tmp_path, methods=["dove"], test_fraction=0.0)
-    assert stats["drops"] == {"identical": 1}
-    assert removed(release).select("pair_id", "reason").rows() == [("d-both", "identical")]
-    assert stats["rows"]["dove"]["train"] == 2
-
-
-def test_duplicate_prompts_across_methods_leave_only_the_all_config_by_priority(tmp_path):
-    # ~75 words: one changed word alters 5 of ~70 shingles (estimated Jaccard ~0.87 >= 0.8)
-    long = " ".join(TOPICS[4:9]) + " Mention the estates general, the debt crisis, bread prices and enlightenment ideas."
-    near = long.replace("bread prices", "grain prices")
-    write_method(tmp_path, "pugc", [pair("pugc-a", TOPICS[0], "pugc", confidence=0.1),
-                                    pair("pugc-b", long, "pugc", confidence=None)])
-    write_method(tmp_path, "selfie", [pair("selfie-a", TOPICS[0].upper(), "selfie", confidence=0.99),
-                                      pair("selfie-c", TOPICS[2], "selfie", confidence=0.5)])
-    # Curry: one prompt, two levels; both stay together in its own config
-    write_method(tmp_path, "curry", [pair("curry-0", near, "curry", confidence=0.8, level=0),
-                                     pair("curry-1", near, "curry", confidence=0.7, level=1, rejected="meh")],
-                 sub="level=0")
-    release, stats = build(tmp_path, methods=["pugc", "selfie", "curry"], test_fraction=0.0,
-                           dedup={"priority": ["curry", "pugc", "selfie", "wildfeedback"]})
-
-    def ids(config):
-        return set(pl.read_parquet(release / config / "train-00000-of-00001.parquet")["pair_id"])
-
-    # every method's config holds all its pairs: nothing was compared across methods there
-    assert ids("pugc") == {"pugc-a", "pugc-b"} and ids("selfie") == {"selfie-a", "selfie-c"}
-    assert ids("curry") == {"curry-0", "curry-1"}
-    # `all`: the priority decides (selfie's confidence 0.99 does not beat pugc's 0.1); curry wins the near cluster
-    assert ids("all") == {"pugc-a", "selfie-c", "curry-0", "curry-1"}
-    gone = {r["pair_id"]: r for r in removed(release).iter_rows(named=True)}
-    assert {k: (v["reason"], v["configs"]) for k, v in gone.items()} == {
-        "selfie-a": ("duplicate_prompt_exact", ["all"]), "pugc-b": ("duplicate_prompt_near", ["all"])}
-    assert json.loads(gone["pugc-b"]["detail"]) == {"kept_method": "curry", "kept_pair_id": "curry-0"}
-    assert json.loads(gone["selfie-a"]["detail"]) == {"kept_method": "pugc", "kept_pair_id": "pugc-a"}
-    assert stats["drops_by_config"] == {"all": {"duplicate_prompt_exact": 1, "duplicate_prompt_near": 1}}
-    assert stats["methods"]["selfie"] == {"input": 2, "output": 2, "in_all": 1}
-    card = (release / "README.md").read_text()
-    assert "| `all` | `duplicate_prompt_exact` | 1 | " in card and "first of curry, pugc, selfie, wildfeedback" in card
-
-
-def test_each_method_config_holds_its_pairs_when_methods_share_prompts(tmp_path):
-    """#14.1: Curry-DPO re-reads PUGC's responses; today's 'highest confidence' rule emptied `pugc`."""
-    write_method(tmp_path, "pugc", [pair(f"pugc{i}", t, "pugc", confidence=None) for i, t in enumerate(TOPICS[:6])])
-    write_method(tmp_path, "curry", [pair(f"curry{i}-{lv}", t, "curry", confidence=None, level=lv, rejected=f"r{lv}")
-                                     for i, t in enumerate(TOPICS[:6]) for lv in (0, 1)], sub="level=0")
-    release, stats = build(tmp_path, methods=["pugc", "curry"], test_fraction=0.0)
-    import datasets
-
-    pugc = datasets.load_dataset(str(release), "pugc", split="train", cache_dir=str(tmp_path / "hf"))
-    assert pugc.num_rows == 6 and stats["methods"]["pugc"] == {"input": 6, "output": 6, "in_all": 6}
-    assert stats["methods"]["curry"] == {"input": 12, "output": 12, "in_all": 0}  # pugc comes first in `all`
-    assert stats["rows"]["all"] == {"train": 6}
-
-
-def test_near_duplicate_prompts_within_a_method_keep_its_most_confident():
-    long = " ".join(TOPICS[4:9]) + " Mention the estates general, the debt crisis, bread prices and enlightenment ideas."
-    rows = [pair("a", long, "pugc", confidence=0.2), pair("b", long.replace("bread", "grain"), "pugc", confidence=0.9)]
-    df = pl.from_arrow(to_table(rows, "pairs")).with_columns(pl.lit("pugc").alias("_config"), pl.int_range(2).alias("_seq"))
-    prompts = prompt_keys(df, "prompt")
-    sigs = Signatures(shingle=5, num_perm=128)
-    sigs.add(prompts["_key"], prompts["_text"])
-    kept, drops = dedup_within(light_pairs(df, prompts["_key"]).drop("_same"), sigs, 32, 0.8, LEAVES)
-    assert kept["pair_id"].to_list() == ["b"]
-    assert drops.select("pair_id", "reason", "configs").rows() == [("a", "duplicate_prompt_near", ["pugc", "all"])]
-
-
-def test_identical_pairs_within_a_method_keep_one():
-    rows = [pair("a", TOPICS[0], "pugc", confidence=0.2, rejected="x"),
-            pair("b", TOPICS[0], "pugc", confidence=0.9, rejected="x"),
-            pair("c", TOPICS[0], "pugc", confidence=0.1, rejected="y")]
-    df = pl.from_arrow(to_table(rows, "pairs")).with_columns(pl.lit("pugc").alias("_config"), pl.int_range(3).alias("_seq"))
-    prompts = prompt_keys(df, "prompt")
-    df = light_pairs(df, prompts["_key"])
-    sigs = Signatures(shingle=5, num_perm=64)
-    sigs.add(prompts["_key"], prompts["_text"])
-    kept, drops = dedup_within(df.drop("_same"), sigs, 16, 0.8, LEAVES)
-    assert sorted(kept["pair_id"]) == ["b", "c"]
-    assert drops.select("pair_id", "reason").rows() == [("a", "duplicate_pair")]
-
-
-def test_decontamination_removes_mt_bench_and_arena_hard_prompts_and_keeps_a_near_miss(tmp_path, real):
-    mt = [json.loads(x) for x in (real / "mt_bench/fastchat/llm_judge/data/mt_bench/question.jsonl").read_text().split("\n") if x]
-    arena = [json.loads(x) for x in (real / "arena_hard/data/arena-hard-v0.1/question.jsonl").read_text().split("\n") if x]
-    q81 = next(q for q in mt if q["question_id"] == 81)
-    hard = next(a for a in arena if len(a["prompt"].split()) > 60)
-    near_miss = q81["turns"][0].replace("Hawaii", "Iceland")  # breaks every 13-gram of this 19-word prompt
-    write_method(tmp_path, "pugc", [
-        pair("mt", q81["turns"][0], "pugc"),
-        pair("arena", "Please help me with this. " + hard["prompt"] + " Thank you!", "pugc"),
-        pair("near", near_miss, "pugc"),
-        pair("clean", TOPICS[3], "pugc"),
-    ])
-    release, stats = build(tmp_path, methods=["pugc"], test_fraction=0.0)
-    gone = {r["pair_id"]: json.loads(r["detail"]) for r in removed(release).iter_rows(named=True)}
-    assert set(gone) == {"mt", "arena"}
-    assert gone["mt"]["eval_set"] == "mt_bench" and gone["mt"]["eval_id"] == "81#turn1" and gone["mt"]["overlap"] == 1.0
-    assert gone["arena"]["eval_set"] == "arena_hard" and gone["arena"]["eval_id"] == hard["uid"]
-    entry = stats["decontamination"]["mt_bench"]
-    assert {k: entry[k] for k in ("prompts", "status", "removed")} == {"prompts": 160, "status": "ok", "removed": 1}
-    # the release records what it was checked against: a fingerprint of the set's (id, prompt) list as read
-    ids = [f"{q['question_id']}#turn{i + 1}" for q in mt for i in range(len(q["turns"]))]
-    assert entry["prompts_sha256"] == prompts_sha256(ids, [t for q in mt for t in q["turns"]])
-    assert f"`{entry['prompts_sha256'][:12]}`" in (release / "README.md").read_text()
-    assert stats["decontamination"]["arena_hard"]["removed"] == 1
-    kept = set(pl.read_parquet(release / "pugc" / "train-00000-of-00001.parquet")["pair_id"])
-    assert kept == {"near", "clean"}
-
-
-def test_decontamination_catches_a_short_eval_prompt_inside_a_longer_prompt(tmp_path, real):
-    """An eval prompt shorter than `ngram` words is one n-gram of all its words, which no 13-gram of a longer
-    prompt equals: a fifth of MT-Bench's and Arena-Hard's prompts (4-12 words) were caught only when a release
-    prompt equalled them, and "Please prove the Pythagorean theorem." reached train. A short text found whole
-    in the other now goes; under `min_words` it must still be equal, and a different short prompt stays."""
-    mt = [json.loads(x) for x in (real / "mt_bench/fastchat/llm_judge/data/mt_bench/question.jsonl").read_text().split("\n") if x]
-    arena = [json.loads(x) for x in (real / "arena_hard/data/arena-hard-v0.1/question.jsonl").read_text().split("\n") if x]
-    proof = next(f"{q['question_id']}#turn{i + 1}" for q in mt for i, t in enumerate(q["turns"])
-                 if t == "Prove the Pythagorean theorem.")
-    dylan = next(a["uid"] for a in arena if a["prompt"] == "Write a song about catfish in the style of Bob Dylan.")
-    equity = next(a["uid"] for a in arena if a["prompt"].startswith("Describe how to incorporate AI in the private equity"))
-    write_method(tmp_path, "pugc", [
-        pair("prefixed", "Please prove the Pythagorean theorem.", "pugc"),
-        pair("suffixed", "write a song about catfish in the style of bob dylan! Three verses and a chorus, please.", "pugc"),
-        pair("inside", "How to incorporate AI in the private equity deal sourcing process?", "pugc"),  # 11 of its 12 words
-        pair("other", "What is the Pythagorean theorem?", "pugc"),
-        pair("clean", TOPICS[3], "pugc"),
-    ])
-    release, stats = build(tmp_path, methods=["pugc"], test_fraction=0.0)
-    gone = {r["pair_id"]: json.loads(r["detail"]) for r in removed(release).iter_rows(named=True)}
-    assert {k: (v["eval_set"], v["eval_id"], v["overlap"]) for k, v in gone.items()} == {
-        "prefixed": ("mt_bench", proof, 1.0), "suffixed": ("arena_hard", dylan, 1.0),
-        "inside": ("arena_hard", equity, 1.0)}
-    assert set(pl.read_parquet(release / "pugc" / "train-00000-of-00001.parquet")["pair_id"]) == {"other", "clean"}
-    _, strict = build(tmp_path, methods=["pugc"], test_fraction=0.0, decontamination={"min_words": 12})
-    assert strict["drops"] == {}
-
-
-def test_decontamination_covers_vicuna80_and_koala(tmp_path, real):
-    """Vicuna-80 and Koala (in AlpacaEval's prompts) are default decontamination sets: a release prompt quoting
-    one of theirs goes, naming the set and id (on main only MT-Bench and Arena-Hard were checked, and Koala's
-    "do not train on it" prompts reached train)."""
-    vic = json.loads((real / "vicuna80/fastchat/eval/table/question.jsonl").read_text().split("\n")[0])
-    koala = json.loads((real / "koala/koala_test_set.jsonl").read_text().split("\n")[2])
-    write_method(tmp_path, "pugc", [pair("vicuna", "Hi! " + vic["text"], "pugc"),
-                                    pair("koala", koala["prompt"].upper(), "pugc"), pair("clean", TOPICS[3], "pugc")])
-    release, stats = build(tmp_path, methods=["pugc"], test_fraction=0.0)
-    gone = {r["pair_id"]: json.loads(r["detail"]) for r in removed(release).iter_rows(named=True)}
-    assert {k: (v["eval_set"], v["eval_id"]) for k, v in gone.items()} == {
-        "vicuna": ("vicuna80", str(vic["question_id"])), "koala": ("koala", koala["id"])}
-    assert {s: stats["decontamination"][s]["prompts"] for s in ("vicuna80", "koala")} == {"vicuna80": 80, "koala": 180}
-
-
-def test_decontamination_threshold_and_ngram_are_parameters(tmp_path, real):
-    q = json.loads((real / "mt_bench/fastchat/llm_judge/data/mt_bench/question.jsonl").read_text().split("\n")[0])
-    words = q["turns"][0].split()
-    half = " ".join(words[: len(words) // 2 + 1]) + " and then something else entirely about gardening today"
-    write_method(tmp_path, "pugc", [pair("half", half, "pugc")])
-    _, loose = build(tmp_path, methods=["pugc"], decontamination={"ngram": 5, "threshold": 0.3})
-    _, strict = build(tmp_path, methods=["pugc"], decontamination={"ngram": 5, "threshold": 0.9})
-    assert loose["drops"] == {"contaminated": 1} and strict["drops"] == {}
-
-
-def test_overlap_is_over_the_shorter_text_and_the_threshold_is_inclusive():
-    """overlap = shared n-grams / n-grams of the *shorter* text, contaminated at >= threshold: an eval prompt
-    quoted inside a long user prompt is caught, and an overlap exactly at the threshold goes."""
-    from pipeline.decontam import contamination
-
-    evals = pl.DataFrame({"eval_set": ["e", "e"], "eval_id": ["quoted", "half"], "text": [
-        "name three rivers that flow through more than four european capital cities",
-        "alpha bravo charlie delta echo foxtrot golf hotel"]})
-    prompts = pl.DataFrame({"_key": [1, 2, 3], "_text": [
-        # the whole 12-word eval prompt inside 40 other words: 8 of 8 eval 5-grams, 8 of 48 prompt 5-grams
-        " ".join(f"filler{i}" for i in range(20)) + " name three rivers that flow through more than four european "
-        "capital cities " + " ".join(f"padding{i}" for i in range(20)),
-        # 2 of the eval's 4 5-grams (alpha..echo, bravo..foxtrot): overlap exactly 0.5
-        "alpha bravo charlie delta echo foxtrot zulu yankee xray whiskey",
-        "a prompt about something else entirely with no shared words"]},
-        schema={"_key": pl.UInt64, "_text": pl.String})
-    hits = contamination(prompts, evals, 5, 0.5)
-    assert hits.select("_key", "eval_id", "overlap").rows() == [(1, "quoted", 1.0), (2, "half", 0.5)]
-    assert contamination(prompts, evals, 5, 0.51)["_key"].to_list() == [1]
-
-
-def test_decontaminates_dove_rows_on_either_prompt(tmp_path, real):
-    q = json.loads((real / "mt_bench/fastchat/llm_judge/data/mt_bench/question.jsonl").read_text().split("\n")[1])
-    from tests.export_fixtures import joint
-
-    write_method(tmp_path, "dove", [joint("d1", TOPICS[0], q["turns"][0]), joint("d2", TOPICS[1], TOPICS[2])])
-    release, stats = build(tmp_path, methods=["dove"], test_fraction=0.0)
-    assert stats["drops"] == {"contaminated": 1} and removed(release)["pair_id"].to_list() == ["d1"]
-
-
-def test_an_eval_prompt_with_personal_data_still_decontaminates(tmp_path):
-    """The release's prompts are redacted before they are compared: an evaluation prompt shorter than
-    `ngram` words must appear verbatim, so it is redacted the same way, or it never matches."""
-    evals = tmp_path / "evals.jsonl"
-    question = "Draft a reply to bob.smith@example.com declining the meeting."
-    evals.write_text(json.dumps({"id": "e1", "prompt": question}) + "\n")
-    write_method(tmp_path, "pugc", [pair("p1", question, "pugc"), pair("p2", TOPICS[1], "pugc")])
-    sets = [{"name": "mine", "path": str(evals), "text_field": "prompt", "id_field": "id", "optional": False}]
-    release, stats = build(tmp_path, methods=["pugc"], test_fraction=0.0, decontamination={"sets": sets})
-    assert stats["drops"] == {"contaminated": 1} and removed(release)["pair_id"].to_list() == ["p1"]
-
-
-def test_missing_eval_set_fails_unless_optional(tmp_path):
-    write_method(tmp_path, "pugc", [pair("p", TOPICS[0], "pugc")])
-    sets = [{"name": "gone", "path": str(tmp_path / "nope.jsonl"), "text_field": "prompt", "id_field": "id",
-             "optional": False}]
-    with pytest.raises(StageError, match="'gone'.*nope.jsonl.*optional: true"):
-        build(tmp_path, methods=["pugc"], decontamination={"sets": sets})
-    sets[0]["optional"] = True
-    # a Hub id read through pipeline.io (the suite runs with HF_HUB_OFFLINE=1, so it cannot be fetched)
-    sets.append({"name": "hub", "path": "hf://HuggingFaceH4/mt_bench_prompts:train", "text_field": "prompt",
-                 "id_field": "prompt_id", "optional": True})
-    release, stats = build(tmp_path, methods=["pugc"], decontamination={"sets": sets})
-    assert stats["decontamination"]["gone"]["status"].startswith("unavailable")
-    assert "OfflineModeIsEnabled" in stats["decontamination"]["hub"]["status"]
-    assert "unavailable" in (release / "README.md").read_text()
-    # the status is published: the set's file by name, never the local path (main printed /tmp/.../nope.jsonl)
-    assert stats["decontamination"]["gone"]["status"].startswith("unavailable: nope.jsonl: ")
-    for f in ("README.md", "details.json", "stats.json"):
-        assert str(tmp_path) not in (release / f).read_text(), f
 
 
 def test_unreadable_method_output_names_the_folder(tmp_path):
@@ -582,43 +336,3 @@ def test_the_card_tags_name_trl_and_dpo_once():
     cfg = export_cfg()
     cfg = cfg.model_copy(update={"card": cfg.card.model_copy(update={"tags": ["dpo", "synthetic"]})})
     assert front_matter(cfg, {"rows": {}, "total": 0})["tags"] == ["trl", "dpo", "synthetic"]
-
-
-def _dedup_within(rows: list[dict]):
-    df = pl.from_arrow(to_table(rows, "pairs")).with_columns(pl.lit("pugc").alias("_config"),
-                                                             pl.int_range(len(rows)).alias("_seq"))
-    prompts = prompt_keys(df, "prompt")
-    sigs = Signatures(shingle=5, num_perm=128)
-    sigs.add(prompts["_key"], prompts["_text"])
-    return dedup_within(light_pairs(df, prompts["_key"]).drop("_same"), sigs, 32, 0.8, LEAVES)
-
-
-def test_an_identical_pair_with_a_nan_confidence_loses_to_one_with_a_confidence():
-    """NaN sorts above every number: taken as is, a pair whose judge gave no confidence beat every scored copy."""
-    kept, _ = _dedup_within([pair("a", TOPICS[0], "pugc", confidence=float("nan"), rejected="x"),
-                             pair("b", TOPICS[0], "pugc", confidence=0.6, rejected="x")])
-    assert kept["pair_id"].to_list() == ["b"]
-
-
-def test_near_duplicate_prompts_equally_confident_keep_the_one_with_more_pairs():
-    long = " ".join(TOPICS[4:9]) + " Mention the estates general, the debt crisis, bread prices and enlightenment ideas."
-    kept, drops = _dedup_within([pair("b", long.replace("bread", "grain"), "pugc", confidence=0.5),
-                                 pair("a1", long, "pugc", confidence=0.5, rejected="r1"),
-                                 pair("a2", long, "pugc", confidence=0.5, rejected="r2")])
-    assert sorted(kept["pair_id"]) == ["a1", "a2"] and drops["pair_id"].to_list() == ["b"]
-    assert json.loads(drops["detail"][0]) == {"kept_pair_id": "a1"}  # the kept prompt's first pair
-
-
-def test_in_all_near_duplicate_prompts_of_one_method_keep_the_one_with_more_pairs():
-    from pipeline.dedup import dedup_across
-
-    long = " ".join(TOPICS[4:9]) + " Mention the estates general, the debt crisis, bread prices and enlightenment ideas."
-    rows = [pair("b", long.replace("bread", "grain"), "pugc"), pair("a1", long, "pugc", rejected="r1"),
-            pair("a2", long, "pugc", rejected="r2")]
-    df = pl.from_arrow(to_table(rows, "pairs")).with_columns(pl.lit("pugc").alias("_config"), pl.int_range(3).alias("_seq"))
-    prompts = prompt_keys(df, "prompt")
-    sigs = Signatures(shingle=5, num_perm=128)
-    sigs.add(prompts["_key"], prompts["_text"])
-    tagged, drops = dedup_across(light_pairs(df, prompts["_key"]).drop("_same"), ["pugc"], sigs, 32, 0.8, LEAVES)
-    assert tagged.filter(pl.col("_primary"))["pair_id"].to_list() == ["a1", "a2"]
-    assert drops.select("pair_id", "reason").rows() == [("b", "duplicate_prompt_near")]

@@ -17,22 +17,15 @@ from stages.curry import run as run_curry
 from stages.export import build_release
 from tests.export_fixtures import (
     TOPICS,
+    build,
     export_cfg,
     joint,
     pair,
+    removed,
     standard_methods,
     write_held_out,
     write_method,
 )
-
-
-def build(root, **overrides):
-    stats = build_release(export_cfg(**overrides), root, root / "data" / "release", "fp-test")
-    return root / "data" / "release", stats
-
-
-def removed(release) -> pl.DataFrame:
-    return pl.read_ndjson(release / "removed.jsonl") if (release / "removed.jsonl").stat().st_size else pl.DataFrame()
 
 
 def ids(release, config, split="train") -> set[str]:

@@ -1,6 +1,7 @@
 """PUGC steps, each rule pinned on hand-written rows: pre-filter, queries, sampling and scoring, pairs.
 
-The stage end to end, its defaults and judge gates, and the flow on real posts: test_pugc_stage.py."""
+The stage end to end, its defaults and the flow on real posts: test_pugc_stage.py; its judge gates:
+test_pugc_gates.py."""
 
 from __future__ import annotations
 

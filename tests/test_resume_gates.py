@@ -55,7 +55,7 @@ def test_a_resumed_dove_run_does_not_ask_the_judge_its_probes_again(params, real
 
 
 def test_a_resumed_selfie_run_does_not_teacher_force_its_probes_again(tmp_path, monkeypatch):
-    from tests.test_selfie_stage import _project
+    from tests.selfie_fakes import _project
 
     engines = {"pol": selfie_fakes.FakeEngine("pol", scale=1.0), "ref": selfie_fakes.FakeEngine("ref", scale=2.0)}
     params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref")
@@ -160,7 +160,7 @@ def test_a_wildfeedback_judge_refused_on_every_probe_is_named_not_a_traceback(tm
 
 
 def test_a_selfie_reference_refused_on_every_probe_is_named_and_its_pairs_are_wrong_not_ties(tmp_path, monkeypatch):
-    from tests.test_selfie_stage import _project
+    from tests.selfie_fakes import _project
 
     class Refusing(selfie_fakes.FakeEngine):
         def logprobs(self, prompts, responses):

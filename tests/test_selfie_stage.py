@@ -1,79 +1,25 @@
-"""Selfie / SPA stage end to end with scripted engines: cut-off and blank samples, kept iterations, the
-reward gate (METHODS.md §3). Implicit rewards from two real tiny models, pair picking and the gate's params
-are in test_selfie_reward.py."""
+"""Selfie / SPA stage end to end with scripted engines: cut-off and blank samples, the reward gate (METHODS.md
+§3). Kept iterations are in test_selfie_iterations.py; implicit rewards from two real tiny models, pair picking
+and the gate's params in test_selfie_reward.py."""
 
 from __future__ import annotations
 
 import json
-import shutil
 
 import polars as pl
-import pyarrow as pa
 import pytest
-import yaml
 
 from pipeline.gates import JudgeGateError, load_probes
-from pipeline.io import StageError
-from pipeline.records import check_table
 from stages import selfie, selfie_split
 from tests.selfie_fakes import (
     FakeEngine,
-    make_pairs,
-    make_prompts,
+    _metrics,
+    _out,
+    _pairs,
+    _project,
 )
 
 # --- the stage end to end (scripted engines) --------------------------------------------------------
-
-
-def _project(tmp_path, monkeypatch, engines: dict[str, FakeEngine], on_gate_failure="error", **selfie_over):
-    """A tmp project with ingest-like inputs (10 labelled pairs, 30 prompts, plus an unselected source)
-    and ``get_engine`` answering with the scripted engines by model name. The reward gate is lowered
-    (0.0) unless ``gates`` is given: the scripted rewards are not meant to pass it."""
-    import pipeline.llm
-    from pipeline.config import Params
-    from pipeline.io import write_shards
-    from tests.conftest import ROOT
-
-    monkeypatch.setattr(pipeline.llm, "get_engine", lambda cfg: engines[cfg.model], raising=False)
-    monkeypatch.chdir(tmp_path)
-    pairs = pa.concat_tables(
-        [
-            make_pairs(
-                [(f"seed question {i}", f"good {i}", f"bad {i}") for i in range(10)],
-                source="sample_seed_pairs",
-            ),
-            make_pairs([("unselected", "a", "b")], source="elsewhere"),
-        ]
-    )
-    write_shards(pairs, tmp_path / "data/ingest/pairs", name="pairs")
-    write_shards(
-        make_prompts([f"pool question {i}" for i in range(30)], source="sample_prompts"),
-        tmp_path / "data/ingest/prompts",
-        name="prompts",
-    )
-    data = yaml.safe_load((ROOT / "params.yaml").read_text())
-    data["ingest"] = {"sources": [], "max_reject_fraction": 0.5, "max_record_bytes": 1 << 20}
-    data["execution"]["on_gate_failure"] = on_gate_failure
-    data["selfie"].update({"gates": {"reward": 0.0}, **selfie_over})
-    data["selfie"]["sampling"]["max_new_tokens"] = 8
-    return Params.model_validate(data)
-
-
-def _out(tmp_path, name: str, contract: str):
-    from pipeline.io import read_table
-
-    return read_table(tmp_path / "data/selfie" / name, contract)
-
-
-def _pairs(tmp_path) -> pl.DataFrame:
-    """Every pair under data/selfie/pairs, read the way the release reads it."""
-    from stages.export_read import read_pairs_tree
-
-    return pl.from_arrow(read_pairs_tree(tmp_path / "data/selfie/pairs", "pairs"))
-
-
-def _metrics(tmp_path) -> dict:
-    return json.loads((tmp_path / "data/selfie/details.json").read_text())
 
 
 def _run_failing_to_write_outputs(monkeypatch) -> int:
@@ -309,83 +255,6 @@ def test_blank_samples_are_dropped_before_teacher_forcing_and_counted(tmp_path, 
     assert all(t.strip() for t in _out(tmp_path, "responses", "responses").column("text").to_pylist())
     pairs = _pairs(tmp_path).filter(pl.col("source") == "iteration_1")
     assert pairs.height > 0 and all(c[0]["content"].strip() for c in pairs.get_column("chosen").to_list())
-
-
-# --- every iteration's pairs are kept -----------------------------------------------------------------
-
-
-def test_iteration_two_keeps_iteration_one_and_the_release_reads_both(tmp_path, monkeypatch):
-    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
-    params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref")
-    selfie.main(params)
-    first = {p.name: p.read_bytes() for p in (tmp_path / "data/selfie/pairs/iteration=1").glob("*.parquet")}
-    params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", iteration=2)
-    selfie.main(params)
-    root = tmp_path / "data/selfie/pairs"
-    assert sorted(d.name for d in root.iterdir()) == ["iteration=1", "iteration=2", "seed"]
-    assert {p.name: p.read_bytes() for p in (root / "iteration=1").glob("*.parquet")} == first  # untouched
-    pairs = _pairs(tmp_path)
-    assert dict(pairs.group_by("source").len().iter_rows()) == {
-        "seed": 1,
-        "iteration_1": 5,
-        "iteration_2": 13,
-    }
-    assert pairs.get_column("pair_id").n_unique() == pairs.height
-    assert _metrics(tmp_path)["iterations"] == {"iteration=1": 5, "iteration=2": 13}
-    # the iterations' prompts are disjoint, and none is a seed or test prompt
-    keys = {
-        s: set(selfie_split.prompt_keys(g.to_arrow().column("prompt")))
-        for (s,), g in pairs.group_by("source")
-    }
-    test = set(selfie_split.prompt_keys(_out(tmp_path, "test", "pairs").column("prompt")))
-    assert not keys["iteration_1"] & keys["iteration_2"] and not (
-        keys["iteration_1"] | keys["iteration_2"]
-    ) & (keys["seed"] | test)
-
-
-def test_a_kept_iteration_from_another_split_is_an_error(tmp_path, monkeypatch):
-    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
-    selfie.main(_project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref"))
-    split = {"seed": 2000, "pools": [8000, 20000, 30000], "test": 1000, "shuffle_seed": 7}
-    params = _project(
-        tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", iteration=2, split=split
-    )
-    with pytest.raises(StageError, match=r"iteration=1: \d+ of its 5 pairs have prompts outside pool_1"):
-        selfie.main(params)
-
-
-def test_rerunning_an_iteration_under_a_new_split_replaces_its_folder(tmp_path, monkeypatch):
-    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
-    selfie.main(_project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref"))
-    split = {"seed": 2000, "pools": [8000, 20000, 30000], "test": 1000, "shuffle_seed": 7}
-    selfie.main(_project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", split=split))
-    root = tmp_path / "data/selfie/pairs"
-    assert sorted(d.name for d in root.iterdir()) == ["iteration=1", "seed"]
-    pairs = _pairs(tmp_path)
-    assert pairs.get_column("pair_id").n_unique() == pairs.height  # no stale shard of the first run is kept
-    assert _metrics(tmp_path)["iterations"] == {"iteration=1": pairs.filter(pl.col("source") == "iteration_1").height}
-
-
-def test_the_flat_layout_of_earlier_versions_is_moved_into_iteration_folders(tmp_path, monkeypatch):
-    from pipeline.io import write_shards
-
-    engines = {"pol": FakeEngine("pol", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
-    selfie.main(_project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref"))
-    root = tmp_path / "data/selfie/pairs"
-    flat = _pairs(tmp_path)  # seed + iteration_1, as earlier versions wrote them: shards directly in pairs/
-    for d in root.iterdir():
-        shutil.rmtree(d)
-    write_shards(check_table(flat.to_arrow(), "pairs"), root, name="pairs")
-    selfie.main(
-        _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", iteration=2)
-    )
-    assert sorted(p.name for p in root.iterdir()) == ["iteration=1", "iteration=2", "seed"]
-    assert dict(_pairs(tmp_path).group_by("source").len().iter_rows()) == {
-        "seed": 1,
-        "iteration_1": 5,
-        "iteration_2": 13,
-    }
-    assert _metrics(tmp_path)["migrated_from_flat_layout"] == [1]
 
 
 # --- the reward gate ----------------------------------------------------------------------------------
