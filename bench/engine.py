@@ -51,6 +51,7 @@ from _engine_baseline import hand_choose, hand_generate, hand_logprobs  # noqa: 
 from pipeline.config import LLM, Sampling, load_params  # noqa: E402
 from pipeline.execute import map_batches  # noqa: E402
 from pipeline.llm import get_engine  # noqa: E402
+from tests.llm_configs import llm_config  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = SHARED / "data" / "real" / "dove" / "data" / "anthropic_helpful" / "val_sft.jsonl"
@@ -79,9 +80,7 @@ def timed(fn):
 
 
 def cfg_for(model: str, batch_size: int, dtype: str, sampling: Sampling, max_len: int = 4096) -> LLM:
-    return LLM(backend="transformers", model=model, dtype=dtype, batch_size=batch_size, replicas=1,
-               gpus_per_replica=0, tensor_parallel_size=1, max_model_len=max_len, gpu_memory_utilization=0.9,
-               enable_prefix_caching=True, structured_retries=2, sampling=sampling)
+    return llm_config(model=model, dtype=dtype, batch_size=batch_size, max_model_len=max_len, sampling=sampling)
 
 
 # --- the random model and the work -----------------------------------------------------------------

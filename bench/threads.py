@@ -23,9 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import LLM, Sampling  # noqa: E402
+from pipeline.config import Sampling  # noqa: E402
 from pipeline.llm import get_engine  # noqa: E402
 from pipeline.llm.cpu import candidates, measure  # noqa: E402
+from tests.llm_configs import llm_config  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
@@ -42,9 +43,7 @@ def main() -> None:
         args.rows, args.max_new_tokens, args.repeats = 2, 4, 1
 
     greedy = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=args.max_new_tokens, stop=[], seed=0)
-    cfg = LLM(backend="transformers", model=args.model, dtype="auto", batch_size=16, replicas=1, gpus_per_replica=0,
-              tensor_parallel_size=1, max_model_len=2048, gpu_memory_utilization=0.9, enable_prefix_caching=True,
-              structured_retries=2, sampling=greedy)
+    cfg = llm_config(model=args.model, batch_size=16, sampling=greedy)
     default = torch.get_num_threads()
     engine = get_engine(cfg.model_copy(update={"cpu_threads": 1}))  # loaded without measuring
     t = time.perf_counter()

@@ -46,8 +46,9 @@ import torch
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter
 
-from pipeline.config import LLM, Sampling
+from pipeline.config import Sampling
 from pipeline.llm import GenerationFailure, get_engine
+from tests.llm_configs import llm_config
 
 logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # dropped connections are on purpose
 
@@ -55,11 +56,7 @@ logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # dropped connec
 def server_engine(model: str = "tiny"):
     """The in-process engine behind the server (structured_retries 0: the client re-asks)."""
     sampling = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=16, stop=[], seed=0)
-    return get_engine(LLM(
-        backend="transformers", model=model, dtype="auto", batch_size=8, replicas=1, gpus_per_replica=0,
-        tensor_parallel_size=1, max_model_len=2048, gpu_memory_utilization=0.9, enable_prefix_caching=True,
-        structured_retries=0, sampling=sampling,
-    ))
+    return get_engine(llm_config(model=model, batch_size=8, structured_retries=0, sampling=sampling))
 
 
 def schema_output(schema: dict[str, Any]) -> type[BaseModel]:

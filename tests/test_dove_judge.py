@@ -187,15 +187,14 @@ def test_texts_are_shortened_to_the_engines_token_budget():
 def test_tiny_engine_with_a_small_context_judges_long_texts(helpful):
     """The real engine path: with llm.max_model_len 640 (the joint template alone is ~460 tiny tokens) the
     tiny model still judges every comparison of long Anthropic-helpful texts, shortened to fit."""
-    from pipeline.config import LLM
     from pipeline.llm import get_engine
+    from tests.llm_configs import llm_config
 
     sft, _ = helpful
     long_rows = [(r["instruction"], r["response"] * 6, sft[i + 1]["instruction"], sft[i + 1]["response"] * 6)
                  for i, r in enumerate(sft[:4])]
-    cfg = LLM(backend="transformers", model="tiny", dtype="auto", batch_size=4, replicas=1, gpus_per_replica=0,
-              tensor_parallel_size=1, max_model_len=640, gpu_memory_utilization=0.9, enable_prefix_caching=False,
-              structured_retries=0, sampling={"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 8, "stop": [], "seed": 0})
+    cfg = llm_config(batch_size=4, max_model_len=640, enable_prefix_caching=False, structured_retries=0,
+                     sampling={"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 8, "stop": [], "seed": 0})
     out = run_judge(comparisons(long_rows), get_engine(cfg))
     assert out["failure"].to_list() == [None] * 4 and out["truncated"].all()
 

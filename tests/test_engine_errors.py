@@ -16,6 +16,7 @@ from pipeline.errors import StageError
 from pipeline.execute import Checkpoint, map_batches
 from pipeline.gates import JudgeGateError, check_gate
 from pipeline.llm.openai_client import ServerError
+from tests.llm_configs import llm_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOWN = "http://127.0.0.1:9/v1"  # nothing listens on port 9
@@ -44,11 +45,9 @@ def _execution() -> Execution:
                      on_gate_failure="error")
 
 
-def _llm(**over) -> LLM:
-    base = dict(backend="openai", base_url=DOWN, model="tiny", dtype="auto", batch_size=4, replicas=1, gpus_per_replica=0,
-                tensor_parallel_size=1, max_model_len=2048, gpu_memory_utilization=0.9, enable_prefix_caching=False,
-                structured_retries=0, sampling={"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 8, "stop": [], "seed": 0})
-    return LLM(**{**base, **over})
+def _llm() -> LLM:
+    return llm_config(backend="openai", base_url=DOWN, batch_size=4, enable_prefix_caching=False, structured_retries=0,
+                      sampling={"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 8, "stop": [], "seed": 0})
 
 
 def test_an_engine_failure_names_the_step_and_role_and_the_finished_batches_are_kept(tmp_path):

@@ -22,6 +22,7 @@ from pipeline.config import LLM, Execution
 from pipeline.execute import Checkpoint, map_batches
 from pipeline.execute_ray import engine_pools
 from pipeline.llm.base import Completion
+from tests.llm_configs import llm_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -317,10 +318,7 @@ def answer(batch: pa.Table, engine) -> pa.Table:
 
 
 def _llm(**over) -> LLM:
-    import yaml
-
-    data = yaml.safe_load((ROOT / "params.yaml").read_text())["llm"]
-    return LLM.model_validate({**data, "batch_size": 4, **over})
+    return llm_config(**{"batch_size": 4, **over})
 
 
 @pytest.mark.ray

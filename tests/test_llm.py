@@ -13,19 +13,16 @@ import pytest
 import torch
 from pydantic import BaseModel, field_validator
 
-from pipeline.config import LLM, Execution, Sampling
+from pipeline.config import Execution, Sampling
 from pipeline.llm import Completion, GenerationFailure, LogProb, get_engine
 from pipeline.llm.chat import ChatCodec, InputTooLong, TemplateError
 from pipeline.llm.hf import TransformersEngine
 from pipeline.llm.tiny import build_tiny, resolve_model, tiny_path
 from tests.conftest import ROOT
+from tests.llm_configs import llm_config
 
 SAMPLING = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=24, stop=[], seed=7)
-CFG = LLM(
-    backend="transformers", model="tiny", dtype="auto", batch_size=8, replicas=1, gpus_per_replica=0,
-    tensor_parallel_size=1, max_model_len=2048, gpu_memory_utilization=0.9, enable_prefix_caching=True,
-    structured_retries=2, sampling=SAMPLING,
-)
+CFG = llm_config(batch_size=8, sampling=SAMPLING)
 
 PROMPTS = [
     [{"role": "user", "content": "Hello there! Can you help me?"}],

@@ -14,15 +14,14 @@ import pyarrow as pa
 import pytest
 
 import pipeline.llm
-from pipeline.config import LLM, Execution, Sampling
+from pipeline.config import Execution, Sampling
 from pipeline.execute import MODEL_FILE, Checkpoint, map_batches
 from pipeline.llm import identity, resolve_model
 from pipeline.llm.identity import folder_identity, hub_commit, model_identities, model_identity
+from tests.llm_configs import llm_config
 
-CFG = dict(backend="transformers", dtype="float32", batch_size=4, replicas=1, gpus_per_replica=0,
-           tensor_parallel_size=1, max_model_len=512, gpu_memory_utilization=0.9, enable_prefix_caching=False,
-           structured_retries=0, cpu_threads=1,
-           sampling=Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8, stop=[], seed=0))
+CFG = dict(dtype="float32", batch_size=4, max_model_len=512, enable_prefix_caching=False, structured_retries=0,
+           cpu_threads=1, sampling=Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8, stop=[], seed=0))
 EXECUTION = Execution(backend="local", batch_size=4, checkpoint_rows=4, max_reject_fraction=0.5, ray_address=None,
                       num_cpus_per_task=1, target_shard_bytes=1 << 20, row_group_bytes=1 << 20,
                       spill_bytes=1 << 20, on_gate_failure="error")
@@ -54,7 +53,7 @@ def _fresh_process(monkeypatch) -> None:
 def test_weights_overwritten_between_a_killed_step_and_its_resume_start_the_step_over(tmp_path, monkeypatch, caplog):
     folder = tmp_path / "sft"
     _install(resolve_model("tiny"), folder)
-    cfg = LLM(model=str(folder), **CFG)
+    cfg = llm_config(model=str(folder), **CFG)
     ck, marker = Checkpoint(tmp_path / "ck", fingerprint="params"), tmp_path / "kill"
     marker.touch()
     with pytest.raises(RuntimeError, match="killed at r8"):
@@ -124,13 +123,12 @@ def test_a_large_weight_file_is_sampled_and_a_change_in_a_sampled_block_is_seen(
 
 
 def test_identities_of_built_in_hub_and_served_models(tmp_path):
-    tiny = LLM(model="tiny", **CFG)
+    tiny = llm_config(model="tiny", **CFG)
     assert model_identity(tiny) == f"tiny:{Path(resolve_model('tiny')).name.removeprefix('tiny-')}"
-    assert model_identity(tiny) != model_identity(LLM(model="tiny@1", **CFG))
-    served = LLM(model="my-judge", backend="openai", base_url="http://localhost:8000/v1",
-                 **{k: v for k, v in CFG.items() if k != "backend"})
+    assert model_identity(tiny) != model_identity(llm_config(model="tiny@1", **CFG))
+    served = llm_config(**CFG, model="my-judge", backend="openai", base_url="http://localhost:8000/v1")
     assert model_identity(served) == "openai:my-judge"
-    assert model_identity(LLM(model=str(tmp_path / "gone"), **CFG)) == "local:missing"
+    assert model_identity(llm_config(model=str(tmp_path / "gone"), **CFG)) == "local:missing"
     # A Hub id: the commit its cached snapshot resolves to (refs/main), read offline.
     repo = tmp_path / "hub" / "models--org--m"
     for commit in ("a" * 40, "b" * 40):

@@ -20,13 +20,12 @@ from pipeline.execute import Checkpoint, map_batches
 from pipeline.llm import identity, resolve_model
 from pipeline.llm.base import LogProb
 from pipeline.llm.identity import model_identity
+from tests.llm_configs import llm_config
 
 ROOT = Path(__file__).resolve().parents[1]
 A, B, S = "a" * 40, "b" * 40, "5" * 40
-CFG = dict(backend="transformers", dtype="float32", batch_size=4, replicas=1, gpus_per_replica=0,
-           tensor_parallel_size=1, max_model_len=512, gpu_memory_utilization=0.9, enable_prefix_caching=False,
-           structured_retries=0, cpu_threads=1,
-           sampling=Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8, stop=[], seed=0))
+CFG = dict(dtype="float32", batch_size=4, max_model_len=512, enable_prefix_caching=False, structured_retries=0,
+           cpu_threads=1, sampling=Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8, stop=[], seed=0))
 ROWS = pa.table({"id": [f"r{i}" for i in range(12)], "text": [f"question {i}?" for i in range(12)]})
 
 
@@ -75,7 +74,7 @@ def cache_model(cache: Path, name: str, commit: str, ref: str | None = "main", f
 
 
 def test_a_commit_revision_is_the_identity_without_any_lookup(hub):
-    cfg = LLM(model="org/m", revision=A, **CFG)
+    cfg = llm_config(model="org/m", revision=A, **CFG)
     assert model_identity(cfg) == f"hub:{A}" and identity.load_revision(cfg) == A and identity.pinned(cfg) is cfg
     assert FakeApi.calls == []  # neither cached nor asked
 
@@ -83,14 +82,14 @@ def test_a_commit_revision_is_the_identity_without_any_lookup(hub):
 def test_a_branch_or_tag_is_resolved_from_the_cache_refs(hub):
     cache_model(hub, "org/m", A)  # refs/main
     cache_model(hub, "org/m", B, ref="v1.0")
-    assert model_identity(LLM(model="org/m", **CFG)) == f"hub:{A}"
-    tagged = LLM(model="org/m", revision="v1.0", **CFG)
+    assert model_identity(llm_config(model="org/m", **CFG)) == f"hub:{A}"
+    tagged = llm_config(model="org/m", revision="v1.0", **CFG)
     assert model_identity(tagged) == f"hub:{B}" and identity.pinned(tagged).revision == B
     assert FakeApi.calls == []
 
 
 def test_a_branch_not_cached_is_asked_of_the_hub_once_and_that_commit_loaded(hub):
-    cfg = LLM(model="org/m", revision="dev", **CFG)
+    cfg = llm_config(model="org/m", revision="dev", **CFG)
     assert model_identity(cfg) == f"hub:{S}"
     FakeApi.head = B  # the branch moves during the run: the run keeps the commit it started with
     assert model_identity(cfg) == f"hub:{S}" and identity.load_revision(cfg) == S and identity.pinned(cfg).revision == S
@@ -99,7 +98,7 @@ def test_a_branch_not_cached_is_asked_of_the_hub_once_and_that_commit_loaded(hub
 
 def test_offline_and_not_cached_is_not_cached_with_one_warning_saying_how_to_pin(hub, monkeypatch, caplog):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    cfg = LLM(model="org/m", **CFG)
+    cfg = llm_config(model="org/m", **CFG)
     with caplog.at_level(logging.WARNING, logger="pipeline.llm.identity"):
         assert model_identity(cfg) == model_identity(cfg) == "hub:not-cached"
     said = [r.getMessage() for r in caplog.records]
@@ -154,7 +153,7 @@ def _first_run_killed_at_r8(cfg: LLM, hub, tmp_path: Path):
 
 
 def test_a_resume_after_the_first_download_keeps_its_checkpoints(hub, tmp_path, monkeypatch):
-    cfg = LLM(model="org/m", **CFG)  # no revision, not cached: main's head, asked of the Hub
+    cfg = llm_config(model="org/m", **CFG)  # no revision, not cached: main's head, asked of the Hub
     ck, marker, loaded = _first_run_killed_at_r8(cfg, hub, tmp_path)
     monkeypatch.setattr(identity, "_HUB", {}, raising=False)  # a new process
     monkeypatch.setattr(pipeline.llm, "_ENGINES", {})
@@ -166,7 +165,7 @@ def test_a_resume_after_the_first_download_keeps_its_checkpoints(hub, tmp_path, 
 
 
 def test_an_offline_run_after_the_first_online_one_finds_the_branch_it_downloaded(hub, tmp_path, monkeypatch):
-    cfg = LLM(model="org/m", **CFG)  # no revision, not cached: main's head asked of the Hub, that commit loaded
+    cfg = llm_config(model="org/m", **CFG)  # no revision, not cached: main's head asked of the Hub, that commit loaded
     ck, marker, loaded = _first_run_killed_at_r8(cfg, hub, tmp_path)
     assert (hub / "models--org--m" / "refs" / "main").read_text() == S  # as a download of main records it
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the cluster: a new process, offline
@@ -182,7 +181,7 @@ def test_an_offline_run_after_the_first_online_one_finds_the_branch_it_downloade
 
 def test_a_snapshot_loaded_by_commit_earlier_gets_its_ref_when_the_hub_names_that_commit(hub):
     cache_model(hub, "org/m", S, ref=None)  # what main's code left: the snapshot, no refs/dev
-    assert model_identity(LLM(model="org/m", revision="dev", **CFG)) == f"hub:{S}"
+    assert model_identity(llm_config(model="org/m", revision="dev", **CFG)) == f"hub:{S}"
     assert (hub / "models--org--m" / "refs" / "dev").read_text() == S
 
 
@@ -191,7 +190,7 @@ def test_a_snapshot_loaded_by_commit_earlier_gets_its_ref_when_the_hub_names_tha
     (A, False, S),  # a ref to nothing cached (a failed download's): the Hub's answer replaces it
 ])
 def test_a_ref_is_replaced_only_when_it_names_no_cached_snapshot(hub, ref_to, snapshot, after):
-    cfg = LLM(model="org/m", **CFG)
+    cfg = llm_config(model="org/m", **CFG)
     assert model_identity(cfg) == f"hub:{S}"  # not cached: asked
     cache_model(hub, "org/m", S, ref=None)  # then downloaded by commit
     if snapshot:
@@ -204,17 +203,17 @@ def test_a_ref_is_replaced_only_when_it_names_no_cached_snapshot(hub, ref_to, sn
 
 
 def test_no_ref_is_written_before_the_snapshot_is_there_nor_for_a_pinned_commit(hub, caplog):
-    assert model_identity(LLM(model="org/m", **CFG)) == f"hub:{S}"
+    assert model_identity(llm_config(model="org/m", **CFG)) == f"hub:{S}"
     identity.record_ref("org/m")
     assert not (hub / "models--org--m").exists()  # a role never loaded leaves the cache as it was
     cache_model(hub, "org/m", A, ref=None)
-    assert model_identity(LLM(model="org/m", revision=A, **CFG)) == f"hub:{A}"
+    assert model_identity(llm_config(model="org/m", revision=A, **CFG)) == f"hub:{A}"
     identity.record_ref("org/m", A)
     assert not (hub / "models--org--m" / "refs").exists()
 
 
 def test_a_cache_that_cannot_be_written_is_one_warning(hub, monkeypatch, caplog):
-    assert model_identity(LLM(model="org/m", **CFG)) == f"hub:{S}"
+    assert model_identity(llm_config(model="org/m", **CFG)) == f"hub:{S}"
     cache_model(hub, "org/m", S, ref=None)
     (hub / "models--org--m" / "refs").write_text("not a folder")  # what a read-only cache answers: an OSError
     with caplog.at_level(logging.WARNING, logger="pipeline.llm.identity"):
@@ -260,10 +259,10 @@ def test_the_transformers_engine_loads_the_commit_its_identity_names(hub, monkey
 
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", recording(AutoTokenizer.from_pretrained))
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", recording(AutoModelForCausalLM.from_pretrained))
-    engine = TransformersEngine(LLM(model="org/m", **CFG))  # main, cached at A
+    engine = TransformersEngine(llm_config(model="org/m", **CFG))  # main, cached at A
     assert seen == [("org/m", A)] * 2 and engine.revision == A
     seen.clear()
-    TransformersEngine(LLM(model="org/m", revision=B, **CFG))  # a pinned commit, not cached: asked to download it
+    TransformersEngine(llm_config(model="org/m", revision=B, **CFG))  # a pinned commit, not cached: asked to download it
     assert seen == [("org/m", B)] * 2 and FakeApi.calls == [("org/m", B)]  # check_hub_model: it exists
 
 
@@ -287,11 +286,11 @@ def test_the_openai_engine_loads_its_tokenizer_at_the_commit_its_revision_names(
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", load)
     _tokenizer.cache_clear()
     served = {**CFG, "backend": "openai", "base_url": "http://127.0.0.1:9/v1"}
-    cfg = LLM(**served, model="org/m", revision="v1")
+    cfg = llm_config(**served, model="org/m", revision="v1")
     engine = OpenAIEngine(cfg)  # option_scoring: sequence loads the codec up front
     assert engine.codec is not None and seen == [("org/m", A)] and FakeApi.calls == []  # from the cache's refs/v1
     assert model_identity(cfg) == "openai:org/m" and identity.pinned(cfg).revision == A
-    assert identity.load_revision(LLM(**served, model="gpt-4o-mini")) is None and FakeApi.calls == []  # no lookup
+    assert identity.load_revision(llm_config(**served, model="gpt-4o-mini")) is None and FakeApi.calls == []  # no lookup
     _tokenizer.cache_clear()
 
 

@@ -83,14 +83,13 @@ def rows(folder: Path) -> pl.DataFrame:
 
 
 def test_the_engine_measures_its_cpu_threads_for_the_real_model(monkeypatch):
-    from pipeline.config import LLM, Sampling
+    from pipeline.config import Sampling
     from pipeline.llm import get_engine, hf
     from pipeline.llm.cpu import candidates
+    from tests.llm_configs import llm_config
 
     sampling = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=8, stop=[], seed=0)
-    cfg = LLM(backend="transformers", model="smollm2", dtype="auto", batch_size=4, replicas=1, gpus_per_replica=0,
-              tensor_parallel_size=1, max_model_len=2048, gpu_memory_utilization=0.9, enable_prefix_caching=True,
-              structured_retries=2, sampling=sampling, cpu_threads="auto")
+    cfg = llm_config(model="smollm2", batch_size=4, sampling=sampling, cpu_threads="auto")
     engine = get_engine(cfg)
     chosen = engine.cpu_threads  # measured on this machine when the engine was built (no size threshold)
     assert set(chosen) == {"decode", "prefill"}

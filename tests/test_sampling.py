@@ -12,19 +12,16 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from pipeline.config import LLM, Execution, Sampling
+from pipeline.config import Execution, Sampling
 from pipeline.execute import Checkpoint, map_batches
 from pipeline.llm import Completion, get_engine
 from pipeline.llm.cpu import candidates, measure
 from pipeline.llm.decode import RowSampler
 from pipeline.llm.hf import TransformersEngine, budget_batches
+from tests.llm_configs import llm_config
 
 SAMPLING = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=24, stop=[], seed=7)
-CFG = LLM(
-    backend="transformers", model="tiny", dtype="auto", batch_size=16, replicas=1, gpus_per_replica=0,
-    tensor_parallel_size=1, max_model_len=2048, gpu_memory_utilization=0.9, enable_prefix_caching=True,
-    structured_retries=2, sampling=SAMPLING,
-)
+CFG = llm_config(batch_size=16, sampling=SAMPLING)
 
 
 @pytest.fixture(scope="module")

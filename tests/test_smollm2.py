@@ -10,18 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.config import LLM, Sampling
+from pipeline.config import Sampling
 from pipeline.errors import StageError
 from pipeline.llm import get_engine, resolve_model
 from pipeline.llm import smollm2 as sm
 from pipeline.llm.tiny import cache_root
+from tests.llm_configs import llm_config
 
 GREEDY = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=24, stop=[], seed=0)
-CFG = LLM(
-    backend="transformers", model="smollm2", dtype="auto", batch_size=8, replicas=1, gpus_per_replica=0,
-    tensor_parallel_size=1, max_model_len=2048, gpu_memory_utilization=0.9, enable_prefix_caching=True,
-    structured_retries=2, sampling=GREEDY,
-)
+CFG = llm_config(model="smollm2", batch_size=8, sampling=GREEDY)
 CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
 
 

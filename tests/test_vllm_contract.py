@@ -22,18 +22,16 @@ vllm = pytest.importorskip(
 import torch  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
-from pipeline.config import LLM, Sampling  # noqa: E402
+from pipeline.config import Sampling  # noqa: E402
 from pipeline.llm import GenerationFailure, sample_seed  # noqa: E402
 from pipeline.llm import vllm_engine as ve  # noqa: E402
+from tests.llm_configs import llm_config  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 
 S = Sampling(temperature=0.7, top_p=0.9, max_new_tokens=32, stop=["\n\n"], seed=3)
-CFG = LLM(
-    backend="vllm", model="tiny", dtype="auto", batch_size=8, replicas=1, gpus_per_replica=1,
-    tensor_parallel_size=1, max_model_len=2048, gpu_memory_utilization=0.5, enable_prefix_caching=True,
-    structured_retries=1, sampling=S,
-)
+CFG = llm_config(backend="vllm", batch_size=8, gpus_per_replica=1, gpu_memory_utilization=0.5, structured_retries=1,
+                 sampling=S)
 PROMPTS = [
     [{"role": "user", "content": "Hello there! Can you help me?"}],
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 12 times 12?"}],

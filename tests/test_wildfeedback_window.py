@@ -10,10 +10,11 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from pipeline.config import LLM, Sampling
+from pipeline.config import Sampling
 from pipeline.llm.chat import InputTooLong
 from stages import wildfeedback_detect as det
 from stages.wildfeedback_common import prompt
+from tests.llm_configs import llm_config
 
 TEMPLATE = prompt("detect")
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "wildchat_sample" / "conversations.jsonl"
@@ -127,9 +128,8 @@ def test_real_long_conversations_through_the_tiny_engine_fit_its_context():
 
     convs = sorted((json.loads(line) for line in REAL.read_text(encoding="utf-8").splitlines()),
                    key=lambda c: c["id"])
-    cfg = LLM(backend="transformers", model="tiny", dtype="auto", batch_size=4, replicas=1, gpus_per_replica=0,
-              tensor_parallel_size=1, max_model_len=4096, gpu_memory_utilization=0.9, enable_prefix_caching=False,
-              structured_retries=0, sampling=SAMPLING.model_dump())
+    cfg = llm_config(batch_size=4, max_model_len=4096, enable_prefix_caching=False, structured_retries=0,
+                     sampling=SAMPLING)
     engine = get_engine(cfg)
     fits = token_fit(engine, det.ANSWER_TOKENS, judge=True)
     rows = [_last_turn(c) for c in convs if len(c["messages"]) >= 8]
