@@ -170,7 +170,7 @@ class LLM(Section):
     base_url: BaseUrl | list[BaseUrl] | None = None  # one server, or a pool (one `vllm serve` per node)
     api_key_env: EnvName | None = None  # environment variable holding the key; null: no key
     concurrency: int = Field(default=64, gt=0)  # requests in flight, all servers together
-    timeout_s: float = Field(default=600, gt=0)  # per request attempt
+    timeout_s: float = Field(default=600.0, gt=0)  # per request attempt
     max_retries: int = Field(default=6, ge=0)  # more attempts on 429/5xx/timeouts/dropped connections
     max_requests: int | None = Field(default=None, gt=0)  # cost guard: requests one engine may send
     option_scoring: OptionScoring = "sequence"  # how `choose` scores options (docs/openai.md)
