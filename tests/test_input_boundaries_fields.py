@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests.adapter_sources import run_source
-from tests.test_ingest_fuzz import _ingest
+from tests.input_cases import _ingest
 
 
 def _jsonl(path, recs: list) -> object:
