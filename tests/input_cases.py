@@ -1,6 +1,7 @@
 """Shared by the ingest case tests (tests/test_input_boundaries*.py, tests/test_hostile_reasons.py,
-tests/test_ingest_exports.py, tests/test_ingest_fuzz.py, tests/test_bounded_memory.py): JSON lines, a user and an
-assistant turn, one source through ingest with every record read accepted or rejected with a reason."""
+tests/test_ingest_exports.py, tests/test_ingest_fuzz.py, tests/test_bounded_memory.py, tests/test_decontam_rules.py):
+JSON lines (as text or written to a file), a user and an assistant turn, one source through ingest with every
+record read accepted or rejected with a reason."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ U, A = {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hell
 
 def _lines(*records) -> str:
     return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def _jsonl(path: Path, recs: list) -> Path:
+    path.write_text(_lines(*recs))
+    return path
 
 
 def _ingest(path: Path, fmt: str = "prompts", kind: str = "prompts", max_bytes: int = MAX_BYTES):
