@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pipeline.limits as limits
-from pipeline.config import Source
 from pipeline.jsontext import preview_of
 from pipeline.limits import stand_ins
 from pipeline.readers import iter_records
-from stages.ingest import ingest_source
+from tests.adapter_sources import MAX_BYTES
+from tests.input_cases import _ingest
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 LIMIT = 1000  # max_record_bytes in these tests: a .json file may hold 16 x 1000 bytes
@@ -36,10 +36,6 @@ def _peak(fn):
         tracemalloc.stop()
 
 
-def _ingest(path, limit=LIMIT):
-    return ingest_source(Source(name="d", kind="documents", path=str(path), format="documents"), limit)
-
-
 def test_a_json_gz_bomb_is_one_reject_and_is_read_only_to_the_cap(tmp_path):
     path = tmp_path / "bomb.json.gz"
     path.write_bytes(gzip.compress(b'[{"id": "a", "text": "' + b"x" * (20 << 20) + b'"}]'))  # 20 KiB -> 20 MiB
@@ -48,7 +44,7 @@ def test_a_json_gz_bomb_is_one_reject_and_is_read_only_to_the_cap(tmp_path):
     assert len(rows) == 1 and rows[0].value is None
     assert rows[0].error.startswith("the file is over 16000 bytes (16 x max_record_bytes)")
     assert rows[0].error.endswith("convert it to JSON lines (one record per line, named .jsonl)")
-    res = _ingest(path)
+    res = _ingest(path, "documents", "documents", LIMIT)
     assert (len(res.rejects), sum(len(v) for v in res.rows.values())) == (1, 0)
     assert res.rejects[0]["reason"].startswith("bomb.json.gz:1: the file is over 16000 bytes")
 
@@ -79,7 +75,7 @@ def test_a_csv_row_over_the_limit_is_a_reject_that_is_never_held_whole(tmp_path)
         "first", over, "second", over, "third",
         "record is over max_record_bytes=1000 (a CSV row; reading goes on at the next line)"
         "; raise ingest.max_record_bytes to keep it", "fourth"]
-    res = _ingest(path)
+    res = _ingest(path, "documents", "documents", LIMIT)
     assert [r["reason"].split(":")[1] for r in res.rejects] == ["2", "4", "6"]
     assert [d["text"] for d in res.rows["documents"]] == ["first", "second", "third", "fourth"]
 
@@ -94,7 +90,7 @@ def test_real_csv_rows_over_the_limit_are_rejects_and_every_other_row_is_read_as
         out.writerow(["id", "user", "reply"])
         out.writerows([c["id"], *(m["content"] for m in c["messages"][:2])] for c in chats)
     small = list(iter_records(str(tmp_path / "w.csv"), max_record_bytes=20_000))
-    full = list(iter_records(str(tmp_path / "w.csv"), max_record_bytes=4 << 20))
+    full = list(iter_records(str(tmp_path / "w.csv"), max_record_bytes=MAX_BYTES))
     assert len(small) == len(full) == len(chats) == 589 and all(r.error is None for r in full)
     assert [r.row for r in small if r.error] == [
         i + 1 for i, c in enumerate(chats) if sum(len(m["content"]) for m in c["messages"][:2]) > 20_000]
@@ -139,7 +135,7 @@ def test_parquet_batches_hold_about_max_record_bytes_not_10000_rows(tmp_path, mo
     assert [r.value["text"] for r in rows] == huge and max(seen) <= 50_000
     seen.clear()  # small rows keep the 10,000-row batches of the fast path
     pq.write_table(pa.table({"id": [str(i) for i in range(25_000)]}), tmp_path / "small.parquet")
-    assert len(list(iter_records(str(tmp_path / "small.parquet"), max_record_bytes=4 << 20))) == 25_000
+    assert len(list(iter_records(str(tmp_path / "small.parquet"), max_record_bytes=MAX_BYTES))) == 25_000
     assert len(seen) == 3
 
 
@@ -182,7 +178,7 @@ def test_a_parquet_cell_far_over_the_limit_is_one_reject_and_is_not_decoded(tmp_
                       "ingest.max_record_bytes"),
             (3, {"id": "3", "text": "short two"}, None)]
         assert peak < 1 << 20
-    res = _ingest(tmp_path / "c.parquet")
+    res = _ingest(tmp_path / "c.parquet", "documents", "documents", LIMIT)
     assert [r["reason"][:39] for r in res.rejects] == ["c.parquet:2: Parquet row group 1 is not"]
     assert sum(len(v) for v in res.rows.values()) == 2
 
@@ -202,6 +198,6 @@ def test_a_parquet_row_over_the_limit_is_rejected_before_it_becomes_python_value
         (i + 1, {"id": str(i), "text": t}) for i, t in enumerate(texts) if i != 500]
     assert [(r.row, r.error, r.raw) for r in rows if r.error] == rejects == [
         (501, "record is over max_record_bytes=100000; raise ingest.max_record_bytes to keep it", preview_of({"id": "500", "text": texts[500]}))]
-    res = _ingest(tmp_path / "h.parquet", 100_000)
+    res = _ingest(tmp_path / "h.parquet", "documents", "documents", 100_000)
     assert [(r["reason"], r["raw"]) for r in res.rejects] == [
         ("h.parquet:501: record is over max_record_bytes=100000; raise ingest.max_record_bytes to keep it", preview_of({"id": "500", "text": texts[500]}))]

@@ -18,7 +18,7 @@ import pytest
 from pipeline.io import read_table, verify_shards, write_shards
 from pipeline.records import check_table, to_table
 from stages.curry import curriculum_files, run
-from tests.adapter_sources import SE_THREAD_REFERENCES
+from tests.adapter_sources import SE_THREAD_REFERENCES, run_source
 from tests.curry_fakes import build, cfg, execution, prompt, resp
 
 OASST = Path("oasst_en100/model/model_eval/manual/data/en_100_tree.jsonl")
@@ -73,10 +73,7 @@ def test_run_writes_one_shard_set_per_level_in_curriculum_order(tmp_path, capsys
 
 
 def ingested(path: Path, fmt: str) -> tuple[list[dict], list[dict]]:
-    from pipeline.config import Source
-    from stages.ingest import ingest_source
-
-    result = ingest_source(Source(name=fmt, kind="rated", path=str(path), format=fmt), 4 << 20)
+    result = run_source(path, fmt, "rated", name=fmt)
     return result.rows["prompts"], result.rows["responses"]
 
 

@@ -10,7 +10,7 @@ from pipeline.config import EvalSet
 from pipeline.decontam import contamination, load_eval_sets
 from pipeline.io import SourceError
 from pipeline.text import normalise
-from tests.test_input_boundaries_fields import _jsonl
+from tests.input_cases import _jsonl
 
 
 def _prompts(*texts: str) -> pl.DataFrame:

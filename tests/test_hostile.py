@@ -29,11 +29,11 @@ from pipeline.readers import iter_records
 from pipeline.readers_json import BOM
 from pipeline.records import to_table
 from stages.ingest import ingest_source
+from tests.adapter_sources import MAX_BYTES, run_source
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
 REAL = ROOT.parent / "shared" / "data" / "real"
-MAX_BYTES = 4 << 20
 SECONDS_PER_RECORD = 2.0  # a bound, not a speed claim: the quadratic HTML parser took minutes on one body
 
 HYPOTHESIS = settings(max_examples=20, derandomize=True, deadline=None, database=None, print_blob=False,
@@ -202,12 +202,12 @@ def test_poison_values_are_rejects_with_a_reason(case, tmp_path):
     line, reason = POISON_LINES[case]
     good = json.dumps(GOOD).encode()
     (tmp_path / "p.jsonl").write_bytes(b"\n".join([good, line, good.replace(b'"ok"', b'"ok2"')]) + b"\n")
-    res = ingest_source(Source(name="p", kind="conversations", path=str(tmp_path / "p.jsonl"), format="wildchat"), MAX_BYTES)
+    res = run_source(tmp_path / "p.jsonl", "wildchat", "conversations")
     assert (res.metrics["rows_in"], res.metrics["accepted"], res.metrics["rejected"]) == (3, 2, 1)
     assert res.rejects[0]["row"] == 2 and reason in res.rejects[0]["reason"], res.rejects[0]["reason"]
     # the same values inside a JSON array: the array is read element by element, the others kept
     (tmp_path / "p.json").write_bytes(b"[" + b",\n".join([good, line, good.replace(b'"ok"', b'"ok2"')]) + b"]")
-    res = ingest_source(Source(name="p", kind="conversations", path=str(tmp_path / "p.json"), format="wildchat"), MAX_BYTES)
+    res = run_source(tmp_path / "p.json", "wildchat", "conversations")
     assert (res.metrics["rows_in"], res.metrics["accepted"], res.metrics["rejected"]) == (3, 2, 1)
 
 
@@ -236,10 +236,6 @@ def _docs(n: int) -> bytes:
     return b"".join(json.dumps({"id": f"d{i}", "text": f"document number {i}"}).encode() + b"\n" for i in range(n))
 
 
-def _ingest_docs(path: Path):
-    return ingest_source(Source(name="d", kind="documents", path=str(path), format="documents"), MAX_BYTES)
-
-
 def _accounted(res) -> tuple[int, int, int]:
     m = res.metrics
     assert m["rows_in"] == m["accepted"] + m["rejected"] == m["accepted"] + len(res.rejects) + m["unread_rows"]
@@ -249,7 +245,7 @@ def _accounted(res) -> tuple[int, int, int]:
 def test_a_truncated_gzip_keeps_the_lines_before_the_cut(tmp_path):
     data = gzip.compress(_docs(2000), mtime=0)
     (tmp_path / "cut.jsonl.gz").write_bytes(data[: len(data) // 2])
-    res = _ingest_docs(tmp_path / "cut.jsonl.gz")
+    res = run_source(tmp_path / "cut.jsonl.gz", "documents", "documents")
     rows_in, accepted, rejected = _accounted(res)
     assert rejected == 1 and 0 < accepted < 2000 and rows_in == accepted + 1
     assert f"cannot be read after line {accepted}" in res.rejects[0]["reason"]
@@ -264,14 +260,14 @@ def test_a_truncated_gzip_keeps_the_lines_before_the_cut(tmp_path):
 ])
 def test_a_corrupt_gzip_is_a_reject_naming_the_error(tmp_path, name, damage, error):
     (tmp_path / name).write_bytes(damage(gzip.compress(_docs(50), mtime=0)))
-    res = _ingest_docs(tmp_path / name)
+    res = run_source(tmp_path / name, "documents", "documents")
     assert _accounted(res) == (1, 0, 1)
     assert error in res.rejects[0]["reason"] and res.rejects[0]["reason"].startswith(f"{name}:1: the file cannot be read")
 
 
 def test_a_corrupt_parquet_footer_is_one_reject(tmp_path):
     (tmp_path / "junk.parquet").write_bytes(b"PAR1" + b"\0" * 100)
-    res = _ingest_docs(tmp_path / "junk.parquet")
+    res = run_source(tmp_path / "junk.parquet", "documents", "documents")
     assert _accounted(res) == (1, 0, 1) and "not a readable Parquet file (ArrowInvalid" in res.rejects[0]["reason"]
 
 
@@ -284,7 +280,7 @@ def test_a_corrupt_parquet_row_group_loses_only_that_group(tmp_path, where):
     at = chunk.data_page_offset + (0 if where == "page header" else chunk.total_compressed_size - 10)
     data[at] ^= 0xFF
     (tmp_path / "bad.parquet").write_bytes(bytes(data))
-    res = _ingest_docs(tmp_path / "bad.parquet")
+    res = run_source(tmp_path / "bad.parquet", "documents", "documents")
     assert _accounted(res) == (300, 200, 100)  # the reject counts the 100 rows it lost (it was 201 in, 1 rejected)
     assert len(res.rejects) == 1 and res.rejects[0]["row"] == 101 and "row group 1 cannot be decoded (100 of its 100 rows lost" in res.rejects[0]["reason"]
     kept = sorted(int(d["text"].split()[1]) for d in res.rows["documents"])
@@ -299,8 +295,7 @@ def test_a_bad_xml_row_in_the_middle_does_not_stop_reading(real, tmp_path):
            b'  <row Id="90002" PostTypeId="1" Body="&undefined;" />',
            b'  <row Id="90003" <row Id="90004" PostTypeId="1" Body="&lt;p&gt;Fine.&lt;/p&gt;" />']
     (tmp_path / "Posts.xml").write_bytes(b"\n".join([*lines[:mid], *bad, *lines[mid:]]))
-    res = ingest_source(Source(name="se", kind="documents", path=str(tmp_path / "Posts.xml"), format="stackexchange"),
-                        MAX_BYTES)
+    res = run_source(tmp_path / "Posts.xml", "stackexchange", "documents")
     rows_in, accepted, rejected = _accounted(res)
     assert (rows_in, accepted, rejected) == (592 + 4, 592 + 1, 3)  # row 90004 is whole: it is read
     reasons = [r["reason"] for r in res.rejects]
@@ -323,16 +318,16 @@ def test_a_byte_order_mark_costs_no_record(tmp_path, name):
     body = {"bom.jsonl": "\n".join(json.dumps(r) for r in recs) + "\n", "bom.json": json.dumps(recs),
             "bom.csv": "id,text\na,first\nb,second\n"}[name]
     (tmp_path / name).write_bytes(BOM + body.encode())
-    res = _ingest_docs(tmp_path / name)
+    res = run_source(tmp_path / name, "documents", "documents")
     assert _accounted(res) == (2, 2, 0)
     assert sorted(d["text"] for d in res.rows["documents"]) == ["first", "second"]
 
 
 def test_csv_fields_up_to_max_record_bytes_and_a_row_over_it(tmp_path):
     (tmp_path / "t.csv").write_text('id,text\na,"' + "x" * 200_000 + '"\nb,fine\n')
-    res = _ingest_docs(tmp_path / "t.csv")  # over the csv module's default field limit (131,072)
+    res = run_source(tmp_path / "t.csv", "documents", "documents")  # over the csv module's default field limit (131,072)
     assert _accounted(res) == (2, 2, 0) and max(len(d["text"]) for d in res.rows["documents"]) == 200_000
-    res = ingest_source(Source(name="d", kind="documents", path=str(tmp_path / "t.csv"), format="documents"), 150_000)
+    res = run_source(tmp_path / "t.csv", "documents", "documents", max_bytes=150_000)
     assert _accounted(res) == (2, 1, 1) and "t.csv:1: record is over max_record_bytes=150000" in res.rejects[0]["reason"]
 
 
@@ -398,7 +393,7 @@ def test_a_truncated_gzipped_csv_keeps_the_records_before_the_cut_and_names_the_
     rows = "".join(f"d{i},document number {i}\n" for i in range(2000))
     data = gzip.compress(f"id,text\n{rows}".encode(), mtime=0)
     (tmp_path / "cut.csv.gz").write_bytes(data[: len(data) // 2])
-    res = _ingest_docs(tmp_path / "cut.csv.gz")
+    res = run_source(tmp_path / "cut.csv.gz", "documents", "documents")
     rows_in, accepted, rejected = _accounted(res)
     assert rejected == 1 and 0 < accepted < 2000 and rows_in == accepted + 1
     assert f"cannot be read after record {accepted} (EOFError" in res.rejects[0]["reason"]

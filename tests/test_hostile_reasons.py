@@ -17,19 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import Source
 from pipeline.errors import SourceError
-from stages.ingest import ingest_source
+from tests.input_cases import _ingest
 
-MAX_BYTES = 4 << 20
 HUGE = 10**400  # JSON holds it (401 digits, under Python's 4,300); a float cannot
-
-
-def _ingest(path: Path, fmt: str, kind: str, max_bytes: int = MAX_BYTES):
-    res = ingest_source(Source(name="s", kind=kind, path=str(path), format=fmt), max_bytes)
-    m = res.metrics
-    assert m["rows_in"] == m["accepted"] + m["rejected"] == m["accepted"] + len(res.rejects)
-    return res
 
 
 @pytest.mark.parametrize(("fmt", "kind", "record", "table", "column"), [
@@ -333,8 +324,7 @@ def test_a_file_of_only_a_byte_order_mark_or_blank_lines_is_an_empty_file(tmp_pa
     blank lines was "the row has 1 field(s), the header names 0 column(s)". Both are empty files, as in JSON."""
     for body in (b"\xef\xbb\xbf", b"\xef\xbb\xbf\n \n\r\n"):
         (tmp_path / name).write_bytes(body)
-        res = ingest_source(Source(name="s", kind="documents", path=str(tmp_path / name),
-                                   format="stackexchange" if name.endswith(".xml") else "documents"), MAX_BYTES)
+        res = _ingest(tmp_path / name, "stackexchange" if name.endswith(".xml") else "documents", "documents")
         assert (res.metrics["rows_in"], res.metrics["empty_files"]) == (0, [name])
 
 

@@ -16,10 +16,12 @@ from stages.ingest import TABLES, IngestError, reason_key, run
 
 
 def with_ingest(params: Params, sources: list[dict], max_reject_fraction: float = 1.0,
-                max_record_bytes: int = 4 << 20) -> Params:
+                max_record_bytes: int | None = None) -> Params:
+    """``params`` reading ``sources``; ``max_record_bytes`` is params' own (the shipped limit) unless given."""
     data = params.model_dump()
     data["ingest"] = {"sources": [{"mapping": {}, "limit": None, **s} for s in sources],
-                      "max_reject_fraction": max_reject_fraction, "max_record_bytes": max_record_bytes}
+                      "max_reject_fraction": max_reject_fraction,
+                      "max_record_bytes": max_record_bytes or params.ingest.max_record_bytes}
     return Params.model_validate(data)
 
 

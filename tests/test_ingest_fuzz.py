@@ -28,20 +28,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.config import Source
 from pipeline.records import to_table
-from stages.ingest import ingest_source
+from tests.input_cases import _ingest
 from tests.test_hostile import _MARK, CASES, HYPOTHESIS, LITERALS, _mutate, seeds
-
-MAX_BYTES = 4 << 20
-
-
-def _ingest(path, fmt: str = "prompts", kind: str = "prompts", max_bytes: int = MAX_BYTES):
-    res = ingest_source(Source(name="s", kind=kind, path=str(path), format=fmt), max_bytes)
-    m = res.metrics
-    assert m["rows_in"] == m["accepted"] + m["rejected"] == m["accepted"] + len(res.rejects)
-    assert all(r["reason"] for r in res.rejects)
-    return res
 
 
 def _check(res, expected: int | None) -> None:

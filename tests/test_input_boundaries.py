@@ -29,7 +29,7 @@ IMAGE = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"
 ])
 def test_content_with_a_part_that_is_not_text_is_a_reject_naming_the_part(tmp_path, content, reason):
     (tmp_path / "c.jsonl").write_text(_lines({"conversation_id": "c", "conversation": [{**U, "content": content}, A]}))
-    res = _ingest(tmp_path / "c.jsonl")
+    res = _ingest(tmp_path / "c.jsonl", "wildchat", "conversations")
     assert res.metrics["rejected"] == 1 and res.rejects[0]["reason"].startswith(f"c.jsonl:1: {reason}"), res.rejects
 
 
@@ -38,7 +38,7 @@ def test_responses_api_text_parts_are_text(tmp_path):
     chat = [{"role": "user", "content": [{"type": "input_text", "text": "Hi"}, {"type": "input_text", "text": "there"}]},
             {"role": "assistant", "content": [{"type": "output_text", "text": "Hello"}]}]
     (tmp_path / "c.jsonl").write_text(_lines({"conversation_id": "c", "conversation": chat}))
-    res = _ingest(tmp_path / "c.jsonl")
+    res = _ingest(tmp_path / "c.jsonl", "wildchat", "conversations")
     assert res.metrics["accepted"] == 1
     assert res.rows["conversations"][0]["messages"] == [{"role": "user", "content": "Hi\nthere"},
                                                         {"role": "assistant", "content": "Hello"}]
@@ -52,7 +52,7 @@ def test_an_id_that_is_not_a_string_or_a_finite_number_is_a_reject(tmp_path):
     good = ['"c1"', "7", "2.5"]
     chat = '{"conversation_id": %s, "conversation": [{"role": "user", "content": "hi %d"}]}\n'
     (tmp_path / "c.jsonl").write_text("".join(chat % (v, i) for i, v in enumerate(bad + good)))
-    res = _ingest(tmp_path / "c.jsonl")
+    res = _ingest(tmp_path / "c.jsonl", "wildchat", "conversations")
     assert res.metrics["accepted"] == len(good)
     assert [r["reason"] for r in res.rejects] == [
         f"c.jsonl:{i + 1}: conversation_id is {shown}, expected a string or a number (an id)"
@@ -80,7 +80,7 @@ def test_a_clashing_id_names_the_file_and_line_of_the_record_that_had_it_first(t
                                                      {"conversation_id": "y", "conversation": [U]},
                                                      {"conversation_id": 7, "conversation": [U, A]},
                                                      {"conversation_id": "7", "conversation": [U]}))
-    res = _ingest(tmp_path / "src")
+    res = _ingest(tmp_path / "src", "wildchat", "conversations")
     reasons = [r["reason"].split(": duplicate: ") for r in res.rejects]
     assert [(where, why.split(" already produced by ")[1]) for where, why in reasons] == [
         ("b.jsonl:2", "a.jsonl:3 with different content (two records share an id: give them distinct ids, or drop one)"),
@@ -143,7 +143,7 @@ def test_toxic_and_redacted_flags_spelled_as_text_are_read_and_odd_ones_rejected
         {**chat, "id": "a", "toxic": "True", "redacted": "false"}, {**chat, "id": "b", "toxic": 1, "redacted": True},
         {**chat, "id": "c", "toxic": False, "redacted": 0}, {**chat, "id": "d"}, {**chat, "id": "g", "toxic": " YES"},
         {**chat, "id": "e", "toxic": "maybe"}, {**chat, "id": "f", "redacted": [True]}))
-    res = _ingest(tmp_path / "c.jsonl")
+    res = _ingest(tmp_path / "c.jsonl", "wildchat", "conversations")
     assert [c["flags"] for c in res.rows["conversations"]] == [["toxic"], ["redacted", "toxic"], [], [], ["toxic"]]
     assert [r["reason"] for r in res.rejects] == ["c.jsonl:6: toxic is 'maybe', expected true or false",
                                                   "c.jsonl:7: redacted is [True], expected true or false"]
@@ -152,7 +152,7 @@ def test_toxic_and_redacted_flags_spelled_as_text_are_read_and_odd_ones_rejected
 def test_role_names_are_case_insensitive(tmp_path):
     (tmp_path / "c.jsonl").write_text(_lines({"id": "a", "conversation": [{"role": "User", "content": "hi"},
                                                                           {"role": "ASSISTANT", "content": "yo"}]}))
-    res = _ingest(tmp_path / "c.jsonl")
+    res = _ingest(tmp_path / "c.jsonl", "wildchat", "conversations")
     assert [m["role"] for m in res.rows["conversations"][0]["messages"]] == ["user", "assistant"]
 
 
@@ -160,7 +160,7 @@ def test_the_developer_role_is_the_system_message(tmp_path):
     """Was a reject ("unknown role 'developer'"): OpenAI's newer exports name the system message so."""
     (tmp_path / "c.jsonl").write_text(_lines({"id": "a", "conversation": [{"role": "developer", "content": "Be brief."},
                                                                           U, A]}))
-    res = _ingest(tmp_path / "c.jsonl")
+    res = _ingest(tmp_path / "c.jsonl", "wildchat", "conversations")
     assert [m["role"] for m in res.rows["conversations"][0]["messages"]] == ["system", "user", "assistant"]
 
 
@@ -190,7 +190,8 @@ INVISIBLE = ["\u200b", "\x00\x00", "\ufeff \u2060", "\u202e\u200d"]
 def test_text_of_only_invisible_characters_is_empty(tmp_path, text):
     """Was accepted: str.strip() keeps NULs and zero-width characters, so a prompt or reply that shows nothing passed."""
     (tmp_path / "c.jsonl").write_text(_lines({"id": "c", "conversation": [U, {**A, "content": text}]}))
-    assert _ingest(tmp_path / "c.jsonl").rejects[0]["reason"] == "c.jsonl:1: conversation[1] (assistant) has empty content"
+    assert _ingest(tmp_path / "c.jsonl", "wildchat", "conversations").rejects[0]["reason"] == (
+        "c.jsonl:1: conversation[1] (assistant) has empty content")
     (tmp_path / "d.jsonl").write_text(_lines({"id": "d", "text": text}, {"id": "e", "text": f"{text}visible{text}"}))
     res = _ingest(tmp_path / "d.jsonl", "documents", "documents")
     assert [r["reason"] for r in res.rejects] == ["d.jsonl:1: text is empty"] and res.metrics["accepted"] == 1

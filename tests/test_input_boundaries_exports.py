@@ -11,8 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.test_ingest_fuzz import _ingest
-from tests.test_input_boundaries_fields import _jsonl
+from tests.input_cases import _ingest, _jsonl
 
 
 def test_an_eval_prompt_turn_that_cannot_be_read_counts_its_record_as_unread(tmp_path):

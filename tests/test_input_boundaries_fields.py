@@ -11,12 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests.adapter_sources import run_source
-from tests.test_ingest_fuzz import _ingest
-
-
-def _jsonl(path, recs: list) -> object:
-    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    return path
+from tests.input_cases import _ingest, _jsonl
 
 
 def test_a_chat_format_prompt_keeps_its_system_message_and_its_turns(tmp_path):

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.test_ingest_fuzz import _ingest
+from tests.input_cases import _ingest
 
 
 def _contents(res) -> list[str]:

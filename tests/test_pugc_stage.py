@@ -17,6 +17,7 @@ from stages import pugc
 from stages.ingest import ingest_source
 from stages.pugc import sample_responses
 from stages.pugc_prefilter import minhash_step
+from tests.adapter_sources import MAX_BYTES
 from tests.pugc_fakes import (
     CFG,
     ENGLISH,
@@ -186,7 +187,7 @@ def real_documents(real, n_tldr: int, n_se_rows: int) -> list[dict]:
             limit=n_se_rows,
         ),
     ]
-    return [row for src in sources for row in ingest_source(src, 1 << 22).rows["documents"]]
+    return [row for src in sources for row in ingest_source(src, MAX_BYTES).rows["documents"]]
 
 
 def test_real_posts_flow_through_every_step(tmp_path, monkeypatch, real, fake_engine):
