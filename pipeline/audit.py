@@ -15,7 +15,8 @@ Hard violations (each counted per config, with a few pair ids):
   message contents, ``lineage`` values, ``source``, a ``pair_id`` that is not one of our 16-hex-digit
   ids; and on the text files (card, stats,
   removed.jsonl, plot data).
-- ``prompt_in_both_splits``: a normalised prompt appears in a train and a test split.
+- ``prompt_in_both_splits``: a normalised prompt, or a dialogue's opening (its first user turn), appears in a
+  train and a test split: a test prompt ``[u0]`` opening a train dialogue ``[u0, a1, u2]`` is in train too.
 - ``held_out_in_train``: a prompt of an ``export.held_out`` set appears in a train split, or one that overlaps
   it as export measures it (``export.decontamination``'s n-grams: a prefixed or reworded copy).
 - ``contaminated``: a prompt (DOVE: either prompt) overlaps a prompt of an evaluation set
@@ -62,7 +63,7 @@ from pipeline.decontam import (
     near_held_out,
     release_eval_prompts,
 )
-from pipeline.dedup import prompt_keys, text_of
+from pipeline.dedup import opening_key, prompt_keys, text_of
 from pipeline.ids import HEX_ID
 from pipeline.io import read_manifest
 from pipeline.pii import KINDS, PHONE_REGIONS, find
@@ -82,7 +83,7 @@ CHECKS = {
     "identical": "chosen equals rejected (whitespace normalised, case folded, sentence punctuation aside)",
     "empty_config": "an enabled method has pairs in data/<method>/pairs but none in its release config",
     "pii": "personal data or a secret in a released string",
-    "prompt_in_both_splits": "a prompt is in both a train and a test split",
+    "prompt_in_both_splits": "a prompt, or a dialogue's first user turn, is in both a train and a test split",
     "held_out_in_train": "a held-out prompt (or one overlapping it) is in a train split",
     "contaminated": "a prompt overlaps an evaluation set's prompt (export.decontamination)",
     "cut_off_chosen": "the chosen answer was cut off (lineage chosen_finish_reason: length, or it stops mid-sentence)",
@@ -232,13 +233,13 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
                         pk = prompt_keys(df, c)
                         keys.append(pk.select(
                             "_key", pl.lit(split).alias("split"), pl.lit(config).alias("config"),
-                            df["pair_id"].alias("pair_id")))
+                            df["pair_id"].alias("pair_id"), df.select(opening_key(c))[:, 0].alias("_open")))
                         if project is not None:
                             near.append(project.overlaps(pk))
     key_df = pl.concat(keys) if keys else pl.DataFrame(
-        schema={"_key": pl.UInt64, "split": pl.String, "config": pl.String, "pair_id": pl.String})
-    both = key_df.group_by("_key").agg(pl.col("split").n_unique().alias("n")).filter(pl.col("n") > 1)
-    for (config,), g in key_df.join(both, on="_key").filter(pl.col("split") == "train").group_by(
+        schema={"_key": pl.UInt64, "split": pl.String, "config": pl.String, "pair_id": pl.String, "_open": pl.UInt64})
+    both = key_df.group_by("_open").agg(pl.col("split").n_unique().alias("n")).filter(pl.col("n") > 1)
+    for (config,), g in key_df.join(both, on="_open").filter(pl.col("split") == "train").group_by(
             "config", maintain_order=True):
         found["prompt_in_both_splits"].add(config, g["pair_id"].unique(maintain_order=True).to_list())
 

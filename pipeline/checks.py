@@ -10,7 +10,8 @@ by ``prefpipe audit`` (which verifies the release independently).
   作为AI…", "I'm sorry for any misunderstanding, but as an AI I can't") are not reactions.
 - ``presumes_earlier_version(text, last_user, earlier_answer)``: an answer that opens as a revision ("Of
   course, I've made it more formal:", "Got it — here's ...", "Here's a version that ignores case", "The
-  revised code") while the prompt holds no earlier answer and its last user turn asks for no version.
+  revised code") or as an apology for an earlier answer ("Apologies for the confusion.", "I stand corrected",
+  "Good catch") while the prompt holds no earlier answer and its last user turn asks for no version.
 - ``gives_feedback(text)``: a user turn that corrects or complains about the previous answer, the
   context in which an acknowledgement makes sense.
 - ``unprompted_acknowledgement(chosen, prompt)``: the three above over message-list columns: a chosen that
@@ -127,6 +128,13 @@ _PRESUMES = "|".join([
     r"\b(?:here is|here's|below is) (?:a |an |the |your |my )?(?:revised|corrected|updated|rewritten|improved|fixed|"
     r"modified) ",
     r"\bi (?:have|'ve) (?:revised|corrected|updated|rewritten|fixed|modified) ",
+    # an apology for an earlier answer's confusion or error, or a thanks for a catch: GPT's commonest reaction
+    # opener ("Apologies for the confusion.", 16 of 1,811 later WildChat answers, none caught by ``_ACK``), which
+    # no first answer of the real data opens with; the apology ends its sentence, so a decline ("Apologies for
+    # any confusion, but as an AI ...") is none
+    r"^\W*(?:(?:oh|ah|oops|okay|ok)[,!.]?\s+)?(?:my )?apologies for (?:the|any|my|that) (?:[a-z]+ )?"
+    r"(?:confusion|error|mistake|oversight|misunderstanding)(?: earlier| before| previously)?\s*[.!:;—–-]",
+    r"^\W*(?:i stand corrected|(?:good|great|nice) catch|(?:oops,? |oh,? )?sorry about that)\b",
 ])
 # Declining is not reacting to feedback: "很抱歉，作为AI…", "I'm sorry for any misunderstanding, but as an AI…".
 _DECLINES = "|".join([

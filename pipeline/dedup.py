@@ -55,6 +55,20 @@ def last_user_turn(col: str) -> pl.Expr:
     return pl.col(col).list.eval(users).list.last()
 
 
+def first_user_turn(col: str) -> pl.Expr:
+    """The content of the first user message of a message-list column (null when there is none)."""
+    users = pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content")
+    return pl.col(col).list.eval(users).list.first()
+
+
+def opening_key(col: str) -> pl.Expr:
+    """A uint64 per row standing for the normalised first user turn of a message-list column: the key the
+    release splits by, so the prompts of one conversation (``[u0]`` and ``[u0, a1, u2]``: WildFeedback pairs on
+    two turns of it) fall in one split. For a prompt of one user turn it is ``prompt_keys``' ``_key``."""
+    return normalise(first_user_turn(col)).map_batches(lambda s: pl.Series(stable_hash64(s), dtype=pl.UInt64),
+                                                       return_dtype=pl.UInt64)
+
+
 def prompt_keys(df: pl.DataFrame, col: str) -> pl.DataFrame:
     """Per row: ``_text`` (the normalised prompt text of ``col``) and ``_key`` (its stable uint64 hash)."""
     text = df.select(normalise(text_of(col)))[:, 0] if df.height else pl.Series([], dtype=pl.String)

@@ -18,8 +18,9 @@
    pairs of one method for one exact prompt (Curry-DPO's levels) stay together.
 5. decontaminate: drop pairs whose prompt shares word n-grams with an evaluation prompt (redacted like
    the prompts, so an evaluation prompt holding an email address still matches).
-6. split train/test by a salted hash of the normalised prompt (a DOVE row whose prompts straddle the
-   splits is dropped).
+6. split train/test by a salted hash of the prompt's normalised first user turn (``pipeline.dedup.opening_key``:
+   a lone user turn is the whole prompt), so the prompts of one conversation (WildFeedback pairs on two of its
+   turns) share a split; a DOVE row whose prompts straddle the splits is dropped.
 7. held-out: drop train pairs whose prompt (DOVE: either prompt) is in a held-out set, or overlaps one as step 5
    measures it (``held_out``).
 8. ``all``: a prompt several methods share (exactly or nearly) is kept there for the first method in
@@ -67,6 +68,7 @@ from pipeline.dedup import (
     dedup_across,
     dedup_joint,
     dedup_within,
+    opening_key,
     prompt_keys,
     removals,
     text_hash,
@@ -128,14 +130,15 @@ def in_test_split(keys: pl.Series, fraction: float, salt: str) -> np.ndarray:
 
 
 def split_pairs(df: pl.DataFrame, fraction: float, salt: str) -> pl.DataFrame:
-    test = in_test_split(df["_key"], fraction, salt) if df.height else np.zeros(0, bool)
+    """Add ``_split`` by the prompt's opening (``_open``): a test prompt never opens a train dialogue."""
+    test = in_test_split(df["_open"], fraction, salt) if df.height else np.zeros(0, bool)
     return df.with_columns(pl.Series("_split", np.where(test, "test", "train"), dtype=pl.String))
 
 
 def split_joint(df: pl.DataFrame, fraction: float, salt: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Add ``_split``; rows whose two prompts fall in different splits are dropped (``split_straddle``)."""
-    a = in_test_split(df["_key_c"], fraction, salt) if df.height else np.zeros(0, bool)
-    b = in_test_split(df["_key_r"], fraction, salt) if df.height else np.zeros(0, bool)
+    a = in_test_split(df["_open_c"], fraction, salt) if df.height else np.zeros(0, bool)
+    b = in_test_split(df["_open_r"], fraction, salt) if df.height else np.zeros(0, bool)
     tagged = df.with_columns(pl.Series("_split", np.where(a, "test", "train"), dtype=pl.String))
     same = a == b
     return tagged.filter(same), removals(tagged.filter(~same), "split_straddle", LEAVES_JOINT)
@@ -150,14 +153,16 @@ def light_pairs(df: pl.DataFrame, key: pl.Series) -> pl.DataFrame:
     """What the decisions need of a redacted batch of pairs: ids, scores, prompt ``key``, text hashes."""
     return df.select(*LIGHT, "level", "margin", identical([("chosen", "rejected")]).alias("_same"),
                      unprompted_acknowledgement("chosen", "prompt").alias("_ack"), looping_chosen("chosen").alias("_loop"),
-                     ends_mid_sentence(text_of("chosen")).alias("_cut"), key.alias("_key"), text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"))
+                     ends_mid_sentence(text_of("chosen")).alias("_cut"), key.alias("_key"), opening_key("prompt").alias("_open"),
+                     text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"))
 
 
 def light_joint(df: pl.DataFrame, key_c: pl.Series, key_r: pl.Series) -> pl.DataFrame:
     same = identical([("chosen_prompt", "rejected_prompt"), ("chosen", "rejected")])
     return df.select(*LIGHT, same.alias("_same"), unprompted_acknowledgement("chosen", "chosen_prompt").alias("_ack"),
                      looping_chosen("chosen").alias("_loop"), ends_mid_sentence(text_of("chosen")).alias("_cut"),
-                     key_c.alias("_key_c"), key_r.alias("_key_r"),
+                     key_c.alias("_key_c"), key_r.alias("_key_r"), opening_key("chosen_prompt").alias("_open_c"),
+                     opening_key("rejected_prompt").alias("_open_r"),
                      text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"),
                      text_hash("chosen_prompt").alias("_cph"), text_hash("rejected_prompt").alias("_rph"))
 

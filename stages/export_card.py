@@ -184,7 +184,8 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         f"# {cfg.card.pretty_name}\n\n{cfg.card.description}\n",
         "![summary](plots/summary.png)\n" if png else "",
         "## Configs\n",
-        "Splits are made by a hash of the normalised prompt, so no prompt is in both `train` and `test`; a config "
+        "Splits are made by a hash of the prompt's normalised first user turn, so no prompt is in both `train` and "
+        "`test`, and the prompts of one conversation (a dialogue and its opening request) share a split; a config "
         "lists a `test` split when prompts fell there. A `dove` row is in `test` only when both of its prompts "
         "are test prompts (rows whose prompts straddle the splits are dropped).\n",
         _table(["config", "holds", "train", "test"], rows) + "\n",

@@ -71,6 +71,24 @@ def test_each_violation_is_found_with_counts_and_pair_ids(tmp_path):
     assert any(line.startswith("skip  held_out_in_train") for line in lines)
 
 
+def test_a_test_prompt_that_opens_a_train_dialogue_is_in_both_splits(tmp_path):
+    """The test row's prompt ``[u0]`` is the opening of a train row's ``[u0, a1, u2]`` (two turns of one
+    conversation): training on train sees the test prompt and its answer. main keyed the check on whole prompts
+    and passed it; a dialogue with another opening, or the same prompt in one split only, is fine."""
+    later = pair("later", TOPICS[0], "wildfeedback")
+    later["prompt"] = [{"role": "user", "content": TOPICS[0]}, {"role": "assistant", "content": "Too short."},
+                       {"role": "user", "content": "More detail please."}]
+    other = pair("other", TOPICS[2], "wildfeedback")
+    other["prompt"] = [{"role": "user", "content": TOPICS[2]}, {"role": "assistant", "content": "Too short."},
+                       {"role": "user", "content": TOPICS[1]}]
+    rel = tmp_path / "release"
+    put(rel, "wildfeedback", "test", [pair("first", TOPICS[0], "wildfeedback"), pair("alone", TOPICS[1], "wildfeedback")])
+    put(rel, "wildfeedback", "train", [later, other])
+    report, counts = audit(rel)
+    assert counts == {"prompt_in_both_splits": 1}
+    assert report["checks"]["prompt_in_both_splits"]["examples"] == ["later"]
+
+
 def test_a_check_names_its_first_five_pairs_and_counts_them_all(tmp_path):
     rel = tmp_path / "release"
     put(rel, "pugc", "train", [pair(f"same{i}", TOPICS[i], "pugc", chosen="Yes, it works.", rejected="yes it works")

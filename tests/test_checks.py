@@ -146,6 +146,34 @@ def test_a_revision_opener_to_a_fresh_prompt_is_caught_and_its_near_miss_is_not(
     assert unprompted([(fresh, revision), (fresh, near_miss)]) == [True, False], family
 
 
+# GPT's commonest reaction opener in real logs ("Apologies for the confusion.": 16 of 1,811 later WildChat answers)
+# and its kin; as the chosen answer to a fresh prompt they apologise for an answer nobody saw (main let them pass).
+APOLOGY_OPENERS = [
+    "Apologies for the confusion earlier. In Stata, `proportion` does not allow the `by` option.",
+    "Apologies for the error. To resolve the issue, group by the id column.",
+    "Apologies for the previous confusion. To keep the header on top, use position: sticky.",
+    "Apologies for any confusion—the line should not disappear when you change the color.",
+    "I stand corrected: the Berlin Wall fell in 1989.",
+    "Good catch! The loop should stop at n - 1.",
+    "Oops, sorry about that. Here is the function: def is_pal(s): ...",
+]
+
+
+@pytest.mark.parametrize("opener", APOLOGY_OPENERS)
+def test_an_apology_for_an_earlier_answer_fits_only_a_prompt_that_holds_one(opener):
+    fresh = [("user", PALINDROME)]
+    later = [("user", PALINDROME), ("assistant", "def is_pal(s): return s == s[::-1]"),
+             ("user", "it should ignore the spaces")]  # a correction no feedback pattern reads
+    assert unprompted([(fresh, opener), (later, opener)]) == [True, False]
+
+
+def test_a_decline_or_an_ordinary_opening_is_no_apology_for_an_earlier_answer():
+    fresh = [("user", PALINDROME)]
+    assert unprompted([(fresh, "Apologies for any confusion, but as an AI I cannot run code."),
+                       (fresh, "Good catches start with a clear question: what counts as a palindrome?"),
+                       (fresh, "Sorry to hear you're stuck! Compare the string with its reverse.")]) == [False] * 3
+
+
 def test_the_released_palindrome_revision_is_caught():
     """The samples release shipped this WildFeedback natural revision: the case/punctuation requirement came
     only in the user's feedback, and "a version" presumes one the prompt does not hold."""

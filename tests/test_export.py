@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline.dedup import text_of
+from pipeline.dedup import opening_key, prompt_keys, text_of
 from pipeline.hub import verify_release
 from pipeline.io import write_shards
 from pipeline.records import to_table
@@ -76,6 +76,35 @@ def test_no_prompt_in_both_splits_and_dove_rows_never_straddle(tmp_path):
     straddle = removed(release).filter(pl.col("reason") == "split_straddle")
     assert straddle.height == stats["drops"].get("split_straddle", 0) > 0
     assert stats["rows"]["dove"].get("train", 0) + stats["rows"]["dove"].get("test", 0) + straddle.height == 12
+
+
+def dialogue(opening: str, i: int) -> list[dict[str, str]]:
+    """A prompt that goes on from ``opening``: WildFeedback's pair on a later turn of the same conversation."""
+    return [{"role": "user", "content": opening}, {"role": "assistant", "content": f"Short answer number {i}."},
+            {"role": "user", "content": "That is too short, give me more detail please."}]
+
+
+def test_the_prompts_of_one_conversation_share_a_split(tmp_path):
+    """WildFeedback pairs on two turns of one conversation have the prompts ``[u0]`` and ``[u0, a1, u2]``. Keyed
+    on the whole prompt they fell in different splits for 8 of these 12 conversations (main): the train row
+    held the test row's whole prompt and its rejected answer ``a1``. Keyed on the first user turn they share one;
+    a lone user turn keeps its old split (its opening is the whole prompt)."""
+    rows = []
+    for i, t in enumerate(TOPICS):
+        later = pair(f"wf{i}b", t, "wildfeedback", rejected=f"Second weak answer {i}.")
+        later["prompt"] = dialogue(t, i)
+        rows += [pair(f"wf{i}a", t, "wildfeedback", rejected=f"Short answer number {i}."), later]
+    write_method(tmp_path, "wildfeedback", rows)
+    release, stats = build(tmp_path, methods=["wildfeedback"], test_fraction=0.5)
+    opening = pl.col("prompt").list.first().struct.field("content")
+    split_of = {}
+    for split in ("train", "test"):
+        for o in pl.read_parquet(release / "wildfeedback" / f"{split}-*.parquet").select(opening)[:, 0]:
+            split_of.setdefault(o, set()).add(split)
+    assert len(split_of) == 12 and all(len(s) == 1 for s in split_of.values()), split_of
+    assert 0 < stats["rows"]["wildfeedback"]["test"] < 24 and json.loads((release / "audit.json").read_text())["passed"]
+    lone = pl.DataFrame({"prompt": [pair("x", t, "pugc")["prompt"] for t in TOPICS]})
+    assert lone.select(opening_key("prompt"))[:, 0].to_list() == prompt_keys(lone, "prompt")["_key"].to_list()
 
 
 def test_curry_levels_read_recursively_in_level_order(tmp_path):
