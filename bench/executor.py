@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's code, whatever is installed
-from pipeline.config import Execution  # noqa: E402
 from pipeline.execute import map_batches  # noqa: E402
+from tests.llm_configs import execution_config  # noqa: E402
 
 
 def add_one(batch: pa.Table) -> pa.Table:
@@ -44,22 +44,17 @@ def main() -> None:
     if args.smoke:
         args.rows, args.batch_size = 20_000, 4_096
     if args.batch_size is None:
-        import yaml
-
-        args.batch_size = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())[
-            "execution"]["batch_size"]
+        args.batch_size = execution_config().batch_size
 
     table = pa.table({"id": pa.array(range(args.rows), pa.int64()), "x": pa.array(range(args.rows), pa.int64())})
-    base = dict(batch_size=args.batch_size, checkpoint_rows=10**9, max_reject_fraction=0.5, ray_address=None,
-                num_cpus_per_task=1, target_shard_bytes=1 << 28, row_group_bytes=1 << 27, spill_bytes=1 << 25,
-                on_gate_failure="error")
+    base = dict(batch_size=args.batch_size, checkpoint_rows=10**9, row_group_bytes=1 << 27, on_gate_failure="error")
     _, t_naive = timed(naive, table)
-    local, t_local = timed(map_batches, table, add_one, execution=Execution(backend="local", **base))
+    local, t_local = timed(map_batches, table, add_one, execution=execution_config(backend="local", **base))
     from pipeline.execute_ray import ray_init
 
     ray_init(None)
-    map_batches(table.slice(0, 10), add_one, execution=Execution(backend="ray", **base))  # warm the workers
-    remote, t_ray = timed(map_batches, table, add_one, execution=Execution(backend="ray", **base))
+    map_batches(table.slice(0, 10), add_one, execution=execution_config(backend="ray", **base))  # warm the workers
+    remote, t_ray = timed(map_batches, table, add_one, execution=execution_config(backend="ray", **base))
     assert local.equals(remote)
 
     print(f"rows: {args.rows:,}  batch_size: {args.batch_size:,}")

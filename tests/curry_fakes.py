@@ -9,6 +9,7 @@ import pyarrow as pa
 from pipeline.config import Curry, Execution
 from pipeline.records import check_table, to_table
 from stages.curry import build_pairs
+from tests.llm_configs import execution_config
 
 
 def cfg(**kw) -> Curry:
@@ -18,9 +19,7 @@ def cfg(**kw) -> Curry:
 
 
 def execution() -> Execution:
-    return Execution(backend="local", batch_size=4096, checkpoint_rows=2048, max_reject_fraction=0.5,
-                     ray_address=None, num_cpus_per_task=1, target_shard_bytes=1 << 28, row_group_bytes=1 << 26, spill_bytes=1 << 25,
-                     on_gate_failure="error")
+    return execution_config(row_group_bytes=1 << 26, on_gate_failure="error")
 
 
 def prompt(pid: str, text: str | None = None, source: str = "hand") -> dict:

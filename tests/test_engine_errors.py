@@ -16,7 +16,7 @@ from pipeline.errors import StageError
 from pipeline.execute import Checkpoint, map_batches
 from pipeline.gates import JudgeGateError, check_gate
 from pipeline.llm.openai_client import ServerError
-from tests.llm_configs import llm_config
+from tests.llm_configs import execution_config, llm_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOWN = "http://127.0.0.1:9/v1"  # nothing listens on port 9
@@ -40,9 +40,8 @@ def _pick(batch: pa.Table, engine) -> pa.Table:
 
 
 def _execution() -> Execution:
-    return Execution(backend="local", batch_size=4, checkpoint_rows=100, max_reject_fraction=0.5, ray_address=None,
-                     num_cpus_per_task=1, target_shard_bytes=1 << 20, row_group_bytes=1 << 20, spill_bytes=1 << 20,
-                     on_gate_failure="error")
+    return execution_config(batch_size=4, checkpoint_rows=100, target_shard_bytes=1 << 20, row_group_bytes=1 << 20, spill_bytes=1 << 20,
+                            on_gate_failure="error")
 
 
 def _llm() -> LLM:

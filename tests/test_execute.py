@@ -22,18 +22,14 @@ from pipeline.config import LLM, Execution
 from pipeline.execute import Checkpoint, map_batches
 from pipeline.execute_ray import engine_pools
 from pipeline.llm.base import Completion
-from tests.llm_configs import llm_config
+from tests.llm_configs import execution_config, llm_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _execution(**over) -> Execution:
-    base = dict(
-        backend="local", batch_size=7, checkpoint_rows=20, max_reject_fraction=0.5, ray_address=None,
-        num_cpus_per_task=1, target_shard_bytes=1 << 20, row_group_bytes=1 << 20, spill_bytes=1 << 20,
-        on_gate_failure="error",
-    )
-    return Execution(**{**base, **over})
+    return execution_config(**{**dict(batch_size=7, checkpoint_rows=20, target_shard_bytes=1 << 20, row_group_bytes=1 << 20, spill_bytes=1 << 20, on_gate_failure="error"),
+                                **over})
 
 
 def shout(batch: pa.Table, suffix: str = "!") -> pa.Table:

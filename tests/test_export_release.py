@@ -8,7 +8,7 @@ import json
 import polars as pl
 import pyarrow.parquet as pq
 
-from pipeline.config import Curry, Execution
+from pipeline.config import Curry
 from pipeline.io import write_shards
 from pipeline.pii import KINDS, find
 from pipeline.records import check_table, to_table
@@ -26,6 +26,7 @@ from tests.export_fixtures import (
     write_held_out,
     write_method,
 )
+from tests.llm_configs import execution_config
 
 
 def ids(release, config, split="train") -> set[str]:
@@ -317,9 +318,7 @@ def test_curry_config_keeps_the_stage_order(tmp_path):
     cfg = Curry(inputs=[{"prompts": str(src / "prompts"), "responses": str(src / "responses"), "scores": "rated"}],
                 pairing="best_vs_rest", min_gap=0.0, relative_min_gap=0.05, levels="per_prompt", n_levels=3, seed=7,
                 histogram_bins=4)
-    ex = Execution(backend="local", batch_size=4096, checkpoint_rows=2048, max_reject_fraction=0.5, ray_address=None,
-                   num_cpus_per_task=1, target_shard_bytes=1 << 28, row_group_bytes=1 << 26, spill_bytes=1 << 25,
-                   on_gate_failure="error")
+    ex = execution_config(row_group_bytes=1 << 26, on_gate_failure="error")
     run_curry(cfg, ex, tmp_path / "data" / "curry")
     stage_order = pl.concat([pl.read_parquet(f) for f in curriculum_files(tmp_path / "data" / "curry" / "pairs")])
     assert stage_order["pair_id"].to_list() != stage_order.sort("level", "pair_id")["pair_id"].to_list()  # shuffled

@@ -13,13 +13,13 @@ import pytest
 import torch
 from pydantic import BaseModel, field_validator
 
-from pipeline.config import Execution, Sampling
+from pipeline.config import Sampling
 from pipeline.llm import Completion, GenerationFailure, LogProb, get_engine
 from pipeline.llm.chat import ChatCodec, InputTooLong, TemplateError
 from pipeline.llm.hf import TransformersEngine
 from pipeline.llm.tiny import build_tiny, resolve_model, tiny_path
 from tests.conftest import ROOT
-from tests.llm_configs import llm_config
+from tests.llm_configs import execution_config, llm_config
 
 SAMPLING = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=24, stop=[], seed=7)
 CFG = llm_config(batch_size=8, sampling=SAMPLING)
@@ -341,11 +341,8 @@ def test_engine_inside_ray_actors(ray_cluster):
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import the tests folder
     table = pa.table({"text": [f"question {i}" for i in range(10)]})
-    execution = Execution(
-        backend="ray", batch_size=4, checkpoint_rows=100, max_reject_fraction=0.1, ray_address=None,
-        num_cpus_per_task=1, target_shard_bytes=1 << 20, row_group_bytes=1 << 20, spill_bytes=1 << 20,
-        on_gate_failure="error",
-    )
+    execution = execution_config(backend="ray", batch_size=4, checkpoint_rows=100, max_reject_fraction=0.1,
+                                 target_shard_bytes=1 << 20, row_group_bytes=1 << 20, spill_bytes=1 << 20, on_gate_failure="error")
     out = map_batches(table, score_batch, execution=execution, engine=CFG.model_copy(update={"batch_size": 4}))
     local = score_batch(table, get_engine(CFG))
     assert out.column("text").to_pylist() == table.column("text").to_pylist()

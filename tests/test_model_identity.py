@@ -14,17 +14,15 @@ import pyarrow as pa
 import pytest
 
 import pipeline.llm
-from pipeline.config import Execution, Sampling
+from pipeline.config import Sampling
 from pipeline.execute import MODEL_FILE, Checkpoint, map_batches
 from pipeline.llm import identity, resolve_model
 from pipeline.llm.identity import folder_identity, hub_commit, model_identities, model_identity
-from tests.llm_configs import llm_config
+from tests.llm_configs import execution_config, llm_config
 
 CFG = dict(dtype="float32", batch_size=4, max_model_len=512, enable_prefix_caching=False, structured_retries=0,
            cpu_threads=1, sampling=Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8, stop=[], seed=0))
-EXECUTION = Execution(backend="local", batch_size=4, checkpoint_rows=4, max_reject_fraction=0.5, ray_address=None,
-                      num_cpus_per_task=1, target_shard_bytes=1 << 20, row_group_bytes=1 << 20,
-                      spill_bytes=1 << 20, on_gate_failure="error")
+EXECUTION = execution_config(batch_size=4, checkpoint_rows=4, target_shard_bytes=1 << 20, row_group_bytes=1 << 20, spill_bytes=1 << 20, on_gate_failure="error")
 ROWS = pa.table({"id": [f"r{i}" for i in range(12)], "text": [f"question number {i}?" for i in range(12)]})
 
 

@@ -20,7 +20,7 @@ from pipeline.execute import Checkpoint, map_batches
 from pipeline.llm import identity, resolve_model
 from pipeline.llm.base import LogProb
 from pipeline.llm.identity import model_identity
-from tests.llm_configs import llm_config
+from tests.llm_configs import execution_config, llm_config
 
 ROOT = Path(__file__).resolve().parents[1]
 A, B, S = "a" * 40, "b" * 40, "5" * 40
@@ -234,11 +234,7 @@ def _counting(factory, calls: list):
 
 
 def _execution():
-    from pipeline.config import Execution
-
-    return Execution(backend="local", batch_size=4, checkpoint_rows=4, max_reject_fraction=0.5, ray_address=None,
-                     num_cpus_per_task=1, target_shard_bytes=1 << 20, row_group_bytes=1 << 20, spill_bytes=1 << 20,
-                     on_gate_failure="error")
+    return execution_config(batch_size=4, checkpoint_rows=4, target_shard_bytes=1 << 20, row_group_bytes=1 << 20, spill_bytes=1 << 20, on_gate_failure="error")
 
 
 def test_the_transformers_engine_loads_the_commit_its_identity_names(hub, monkeypatch):

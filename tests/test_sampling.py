@@ -18,7 +18,7 @@ from pipeline.llm import Completion, get_engine
 from pipeline.llm.cpu import candidates, measure
 from pipeline.llm.decode import RowSampler
 from pipeline.llm.hf import TransformersEngine, budget_batches
-from tests.llm_configs import llm_config
+from tests.llm_configs import execution_config, llm_config
 
 SAMPLING = Sampling(temperature=1.0, top_p=0.95, max_new_tokens=24, stop=[], seed=7)
 CFG = llm_config(batch_size=16, sampling=SAMPLING)
@@ -116,9 +116,8 @@ def sample_step(batch: pa.Table, engine) -> pa.Table:
 
 
 def execution(backend: str, checkpoint_rows: int) -> Execution:
-    return Execution(backend=backend, batch_size=64, checkpoint_rows=checkpoint_rows, max_reject_fraction=0.1,
-                     ray_address=None, num_cpus_per_task=1, target_shard_bytes=1 << 20, row_group_bytes=1 << 20,
-                     spill_bytes=1 << 20, on_gate_failure="error")
+    return execution_config(backend=backend, batch_size=64, checkpoint_rows=checkpoint_rows, max_reject_fraction=0.1,
+                            target_shard_bytes=1 << 20, row_group_bytes=1 << 20, spill_bytes=1 << 20, on_gate_failure="error")
 
 
 def run_step(table, tmp_path, backend: str, batch_size: int, checkpoint_rows: int, replicas: int = 1):
