@@ -7,8 +7,7 @@
   de-duplication uses, so a DOVE or Curry pair built from the same prompt is caught. The release keys
   its prompts after redacting them, so the held-out prompts are redacted the same way (``pii_kinds``)
   before theirs are taken: a held-out prompt holding an email address still matches.
-- ``test_turns`` / ``drop_test_turns``: the release's own test prompts are held out too; a train prompt holding
-  one of their user turns (``pipeline.dedup.turn_keys``), as a later turn of another conversation, goes.
+- ``test_turns`` / ``drop_test_turns``: a train prompt holding a user turn of a test prompt goes (the test split is held out).
 """
 
 from __future__ import annotations
@@ -396,9 +395,9 @@ def drop_test_turns(df: pl.DataFrame, turn_cols: list[str], tests: pl.DataFrame,
     if df.height == 0 or tests.height == 0:
         return df.drop(turn_cols), no_removals()
     rows = df.with_row_index("_r")
-    train = rows.filter(pl.col("_split") == "train")
-    hit = (pl.concat([train.select("_r", pl.col(c).alias("_turn")) for c in turn_cols]).explode("_turn")
-           .join(tests, on="_turn").sort("_r", "test").group_by("_r").agg(pl.col("test").first()))
+    turns = [rows.filter(pl.col("_split") == "train").select("_r", pl.col(c).alias("_turn")) for c in turn_cols]
+    hit = (pl.concat(turns).explode("_turn").join(tests, on="_turn")
+           .sort("_r", "test").group_by("_r").agg(pl.col("test").first()))
     tagged = rows.join(hit, on="_r", how="left", maintain_order="left").drop("_r", *turn_cols)
-    bad = pl.col("test").is_not_null()
-    return tagged.filter(~bad).drop("test"), removals(tagged.filter(bad), "test_prompt_in_train", configs, pl.col("test"))
+    bad = tagged.filter(pl.col("test").is_not_null())
+    return tagged.filter(pl.col("test").is_null()).drop("test"), removals(bad, "test_prompt_in_train", configs, pl.col("test"))
