@@ -77,7 +77,7 @@ def main() -> None:
     def export_scan(df: pl.DataFrame) -> None:  # stages/export.py scan(): one batch of pass 1
         red, _ = redacted(df, "pugc", cfg)
         prompts = prompt_keys(red, "prompt")
-        light_pairs(red, prompts["_key"])
+        light_pairs(red, prompts["_key"], dc.min_words)
         Signatures(cfg.dedup.shingle, cfg.dedup.num_perm).add(prompts["_key"], prompts["_text"])
         contamination(prompts.select("_key", "_text").sort("_key"), evals, dc.ngram, dc.threshold, eg, dc.min_words)
 

@@ -16,7 +16,9 @@ Hard violations (each counted per config, with a few pair ids):
   ids; and on the text files (card, stats,
   removed.jsonl, plot data).
 - ``prompt_in_both_splits``: a normalised prompt, or a dialogue's opening (its first user turn), appears in a
-  train and a test split: a test prompt ``[u0]`` opening a train dialogue ``[u0, a1, u2]`` is in train too.
+  train and a test split: a test prompt ``[u0]`` opening a train dialogue ``[u0, a1, u2]`` is in train too; so is
+  any user turn of ``export.decontamination.min_words`` words or more (4 without params) of a test prompt held
+  by a train prompt: ``[hi, a1, write a poem about cats]`` in train holds the test prompt ``[write a poem about cats]``.
 - ``held_out_in_train``: a prompt of an ``export.held_out`` set appears in a train split, or one that overlaps
   it as export measures it (``export.decontamination``'s n-grams: a prefixed or reworded copy).
 - ``contaminated``: a prompt (DOVE: either prompt) overlaps a prompt of an evaluation set
@@ -63,7 +65,7 @@ from pipeline.decontam import (
     near_held_out,
     release_eval_prompts,
 )
-from pipeline.dedup import opening_key, prompt_keys, text_of
+from pipeline.dedup import opening_key, prompt_keys, text_of, turn_keys
 from pipeline.ids import HEX_ID
 from pipeline.io import read_manifest
 from pipeline.pii import KINDS, PHONE_REGIONS, find
@@ -79,11 +81,13 @@ OWN_ID_FIELD = f'"pair_id":"{HEX_ID}"'
 SCAN_LINES = 16_384  # lines of a text file scanned for personal data at a time
 NOT_SCANNED = {AUDIT_FILE, "_manifest.json"}  # the audit itself; hashes and file names
 EXAMPLES = 5
+MIN_TURN_WORDS = 4  # a user turn shorter than this ("hi", "continue") puts no two prompts in one split (no params)
 CHECKS = {
     "identical": "chosen equals rejected (whitespace normalised, case folded, sentence punctuation aside)",
     "empty_config": "an enabled method has pairs in data/<method>/pairs but none in its release config",
     "pii": "personal data or a secret in a released string",
-    "prompt_in_both_splits": "a prompt, or a dialogue's first user turn, is in both a train and a test split",
+    "prompt_in_both_splits": "a prompt, a dialogue's first user turn, or a user turn of a test prompt (of at least "
+                             "decontamination.min_words words) is in both a train and a test split",
     "held_out_in_train": "a held-out prompt (or one overlapping it) is in a train split",
     "contaminated": "a prompt overlaps an evaluation set's prompt (export.decontamination)",
     "cut_off_chosen": "the chosen answer was cut off (lineage chosen_finish_reason: length, or it stops mid-sentence)",
@@ -203,7 +207,8 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
     kinds = list(cfg.pii_kinds) if cfg is not None else KINDS
     regions = tuple(cfg.pii_phone_regions) if cfg is not None else PHONE_REGIONS
     found = {name: _Found() for name in CHECKS}
-    keys, near, rows_seen, files_seen = [], [], 0, 0
+    keys, turns, near, rows_seen, files_seen = [], [], [], 0, 0
+    min_words = cfg.decontamination.min_words if cfg is not None else MIN_TURN_WORDS
     project = _Project(cfg, root, batch_rows, kinds, regions) if cfg is not None and root is not None else None
     files = release_files(release)
     for config, splits in files.items():
@@ -234,13 +239,19 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
                         keys.append(pk.select(
                             "_key", pl.lit(split).alias("split"), pl.lit(config).alias("config"),
                             df["pair_id"].alias("pair_id"), df.select(opening_key(c))[:, 0].alias("_open")))
+                        turns.append(df.select(turn_keys(df, c, min_words), pl.lit(split).alias("split"),
+                                               pl.lit(config).alias("config"), "pair_id").explode("_turns"))
                         if project is not None:
                             near.append(project.overlaps(pk))
     key_df = pl.concat(keys) if keys else pl.DataFrame(
         schema={"_key": pl.UInt64, "split": pl.String, "config": pl.String, "pair_id": pl.String, "_open": pl.UInt64})
     both = key_df.group_by("_open").agg(pl.col("split").n_unique().alias("n")).filter(pl.col("n") > 1)
-    for (config,), g in key_df.join(both, on="_open").filter(pl.col("split") == "train").group_by(
-            "config", maintain_order=True):
+    turn_df = pl.concat(turns).drop_nulls("_turns") if turns else pl.DataFrame(
+        schema={"_turns": pl.UInt64, "split": pl.String, "config": pl.String, "pair_id": pl.String})
+    in_train = pl.concat([key_df.join(both, on="_open").filter(pl.col("split") == "train").select("config", "pair_id"),
+                          turn_df.filter(pl.col("split") == "train").join(
+                              turn_df.filter(pl.col("split") == "test"), on="_turns", how="semi").select("config", "pair_id")])
+    for (config,), g in in_train.group_by("config", maintain_order=True):
         found["prompt_in_both_splits"].add(config, g["pair_id"].unique(maintain_order=True).to_list())
 
     skipped: dict[str, str] = {}
@@ -295,7 +306,7 @@ class _Project:
 # Reasons a pair leaves its own method's config because of the pair itself (not because another pair or
 # method was preferred): a config emptied by these alone is explained, not a violation.
 OWN_REASONS = ["identical", "unprompted_acknowledgement", "looping_chosen", "cut_off_chosen", "contaminated", "held_out",
-               "split_straddle"]
+               "split_straddle", "test_prompt_in_train"]
 
 
 def _explained_removals(release: Path) -> dict[str, int]:

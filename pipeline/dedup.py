@@ -40,6 +40,8 @@ REASONS = {
     "duplicate_prompt_exact": "leaving `all` only: its prompt is kept there for a method earlier in the priority order",
     "contaminated": "its prompt overlaps an evaluation prompt (word n-grams; detail names the set and prompt)",
     "split_straddle": "a DOVE row whose two prompts fall in different splits",
+    "test_prompt_in_train": "a user turn of its prompt (of at least `decontamination.min_words` words) is a user turn of a "
+                            "test prompt, and it was in a train split (detail names the test pair)",
     "held_out": "its prompt is in a held-out set and it was in a train split",
 }
 
@@ -67,6 +69,21 @@ def opening_key(col: str) -> pl.Expr:
     two turns of it) fall in one split. For a prompt of one user turn it is ``prompt_keys``' ``_key``."""
     return normalise(first_user_turn(col)).map_batches(lambda s: pl.Series(stable_hash64(s), dtype=pl.UInt64),
                                                        return_dtype=pl.UInt64)
+
+
+def turn_keys(df: pl.DataFrame, col: str, min_words: int) -> pl.Series:
+    """Per row, a list of uint64 keys: one per normalised user turn of the message-list column ``col`` with at
+    least ``min_words`` words, in order (a shorter one, "hi", "continue", "thanks a lot", gets none). Keys of
+    equal turns are equal, whatever conversation or turn position they come from; a prompt of one user turn of
+    ``min_words`` words or more has its ``prompt_keys`` ``_key`` as its only key."""
+    users = pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content")
+    rows = df.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_r"))
+    turns = rows.with_columns(df.select(pl.col(col).list.eval(users))[:, 0].alias("_t")).explode("_t")
+    turns = turns.with_columns(normalise(pl.col("_t")).fill_null(""))  # a prompt without user turns: no row or a null
+    key = pl.Series(stable_hash64(turns["_t"]), dtype=pl.UInt64)
+    keep = turns["_t"].str.count_matches(r"[^ ]+") >= min_words  # normalised: words are joined by single spaces
+    keyed = turns.select("_r", pl.when(keep).then(key).alias("_k")).group_by("_r").agg(pl.col("_k").drop_nulls())
+    return rows.join(keyed, on="_r", how="left", maintain_order="left")["_k"].fill_null([]).alias("_turns")
 
 
 def prompt_keys(df: pl.DataFrame, col: str) -> pl.DataFrame:

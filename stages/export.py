@@ -20,7 +20,9 @@
    the prompts, so an evaluation prompt holding an email address still matches).
 6. split train/test by a salted hash of the prompt's normalised first user turn (``pipeline.dedup.opening_key``:
    a lone user turn is the whole prompt), so the prompts of one conversation (WildFeedback pairs on two of its
-   turns) share a split; a DOVE row whose prompts straddle the splits is dropped.
+   turns) share a split; a DOVE row whose prompts straddle the splits is dropped. A train prompt holding a user
+   turn of a test prompt (of ``decontamination.min_words`` words or more; ``pipeline.dedup.turn_keys``), as a
+   later turn of another conversation, goes (``test_prompt_in_train``): the test split is held out too.
 7. held-out: drop train pairs whose prompt (DOVE: either prompt) is in a held-out set, or overlaps one as step 5
    measures it (``held_out``).
 8. ``all``: a prompt several methods share (exactly or nearly) is kept there for the first method in
@@ -57,11 +59,13 @@ from pipeline.decontam import (
     contamination,
     decontaminate,
     drop_held_out,
+    drop_test_turns,
     eval_index,
     held_index,
     load_held_out,
     near_held_out,
     release_eval_prompts,
+    test_turns,
 )
 from pipeline.dedup import (
     Signatures,
@@ -73,6 +77,7 @@ from pipeline.dedup import (
     removals,
     text_hash,
     text_of,
+    turn_keys,
 )
 from pipeline.files import file_sha256, package_version, replace_dir, write_json_atomic
 from pipeline.io import MANIFEST
@@ -149,20 +154,22 @@ def split_joint(df: pl.DataFrame, fraction: float, salt: str) -> tuple[pl.DataFr
 LIGHT = ["pair_id", "_config", "_seq", "confidence", "lineage"]
 
 
-def light_pairs(df: pl.DataFrame, key: pl.Series) -> pl.DataFrame:
-    """What the decisions need of a redacted batch of pairs: ids, scores, prompt ``key``, text hashes."""
+def light_pairs(df: pl.DataFrame, key: pl.Series, min_words: int) -> pl.DataFrame:
+    """What the decisions need of a redacted batch of pairs: ids, scores, prompt ``key``, the keys of its user
+    turns of ``min_words`` words or more (``_turns``), text hashes."""
     return df.select(*LIGHT, "level", "margin", identical([("chosen", "rejected")]).alias("_same"),
                      unprompted_acknowledgement("chosen", "prompt").alias("_ack"), looping_chosen("chosen").alias("_loop"),
                      ends_mid_sentence(text_of("chosen")).alias("_cut"), key.alias("_key"), opening_key("prompt").alias("_open"),
-                     text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"))
+                     turn_keys(df, "prompt", min_words), text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"))
 
 
-def light_joint(df: pl.DataFrame, key_c: pl.Series, key_r: pl.Series) -> pl.DataFrame:
+def light_joint(df: pl.DataFrame, key_c: pl.Series, key_r: pl.Series, min_words: int) -> pl.DataFrame:
     same = identical([("chosen_prompt", "rejected_prompt"), ("chosen", "rejected")])
     return df.select(*LIGHT, same.alias("_same"), unprompted_acknowledgement("chosen", "chosen_prompt").alias("_ack"),
                      looping_chosen("chosen").alias("_loop"), ends_mid_sentence(text_of("chosen")).alias("_cut"),
                      key_c.alias("_key_c"), key_r.alias("_key_r"), opening_key("chosen_prompt").alias("_open_c"),
-                     opening_key("rejected_prompt").alias("_open_r"),
+                     opening_key("rejected_prompt").alias("_open_r"), turn_keys(df, "chosen_prompt", min_words).alias(
+                         "_turns_c"), turn_keys(df, "rejected_prompt", min_words).alias("_turns_r"),
                      text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"),
                      text_hash("chosen_prompt").alias("_cph"), text_hash("rejected_prompt").alias("_rph"))
 
@@ -189,11 +196,11 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
         pii = {k: pii[k] + found.get(k, 0) for k in pii}
         if method in JOINT:
             pc_, pr = prompt_keys(df, "chosen_prompt"), prompt_keys(df, "rejected_prompt")
-            joint.append(light_joint(df, pc_["_key"], pr["_key"]))
+            joint.append(light_joint(df, pc_["_key"], pr["_key"], dc.min_words))
             prompts = pl.concat([pc_, pr])
         else:
             prompts = prompt_keys(df, "prompt")
-            pairs.append(light_pairs(df, prompts["_key"]))
+            pairs.append(light_pairs(df, prompts["_key"], dc.min_words))
             sigs.add(prompts["_key"], prompts["_text"])
         prompts = prompts.select("_key", "_text").unique("_key", keep="first", maintain_order=True).sort("_key")
         hits.append(contamination(prompts, evals, dc.ngram, dc.threshold, eg, dc.min_words))
@@ -201,8 +208,8 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
     no_key = pl.Series([], dtype=pl.UInt64)
     hits_df = pl.concat(hits).unique("_key", keep="first").sort("_key") if hits else contamination(
         pl.DataFrame(schema={"_key": pl.UInt64, "_text": pl.String}), evals, 1, 1.0)
-    pairs_df = pl.concat(pairs) if pairs else light_pairs(_empty("pairs"), no_key)
-    joint_df = pl.concat(joint) if joint else light_joint(_empty("joint_pairs"), no_key, no_key)
+    pairs_df = pl.concat(pairs) if pairs else light_pairs(_empty("pairs"), no_key, dc.min_words)
+    joint_df = pl.concat(joint) if joint else light_joint(_empty("joint_pairs"), no_key, no_key, dc.min_words)
     held = pl.concat(near).unique("_key", keep="first", maintain_order=True).sort("_key")
     return pairs_df, joint_df, sigs, hits_df, pii, counts, held
 
@@ -227,6 +234,11 @@ def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatur
     drops.append(r)
     pairs = split_pairs(pairs, cfg.test_fraction, cfg.split_salt)
     joint, r = split_joint(joint, cfg.test_fraction, cfg.split_salt)
+    drops.append(r)
+    tests = test_turns([(pairs, ["_turns"]), (joint, ["_turns_c", "_turns_r"])])
+    pairs, r = drop_test_turns(pairs, ["_turns"], tests, LEAVES)
+    drops.append(r)
+    joint, r = drop_test_turns(joint, ["_turns_c", "_turns_r"], tests, LEAVES_JOINT)
     drops.append(r)
     pairs, r = drop_held_out(pairs, ["_key"], held, LEAVES)
     drops.append(r)

@@ -187,7 +187,9 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "Splits are made by a hash of the prompt's normalised first user turn, so no prompt is in both `train` and "
         "`test`, and the prompts of one conversation (a dialogue and its opening request) share a split; a config "
         "lists a `test` split when prompts fell there. A `dove` row is in `test` only when both of its prompts "
-        "are test prompts (rows whose prompts straddle the splits are dropped).\n",
+        "are test prompts (rows whose prompts straddle the splits are dropped). A train row whose prompt holds a "
+        f"user turn of a test prompt ({cfg.decontamination.min_words} words or more), as a later turn of another "
+        "conversation, is dropped (`test_prompt_in_train`).\n",
         _table(["config", "holds", "train", "test"], rows) + "\n",
         "Conditional configs follow TRL's conversational preference format: `prompt`, `chosen`, `rejected` are "
         "lists of `{role, content}` messages. Every row also carries `pair_id`, `method`, `source`, `level` "

@@ -80,13 +80,36 @@ def test_a_test_prompt_that_opens_a_train_dialogue_is_in_both_splits(tmp_path):
                        {"role": "user", "content": "More detail please."}]
     other = pair("other", TOPICS[2], "wildfeedback")
     other["prompt"] = [{"role": "user", "content": TOPICS[2]}, {"role": "assistant", "content": "Too short."},
-                       {"role": "user", "content": TOPICS[1]}]
+                       {"role": "user", "content": TOPICS[3]}]  # not a test prompt's turn (see the test below)
     rel = tmp_path / "release"
     put(rel, "wildfeedback", "test", [pair("first", TOPICS[0], "wildfeedback"), pair("alone", TOPICS[1], "wildfeedback")])
     put(rel, "wildfeedback", "train", [later, other])
     report, counts = audit(rel)
     assert counts == {"prompt_in_both_splits": 1}
     assert report["checks"]["prompt_in_both_splits"]["examples"] == ["later"]
+
+
+def test_a_test_prompt_held_by_a_later_turn_of_a_train_dialogue_is_in_both_splits(tmp_path):
+    """A test prompt ("write a poem about cats") as a later user turn of a train dialogue with another opening
+    (["hi", a1, "write a poem about cats"]) is in train too, and so is a train prompt that is a test dialogue's
+    later turn; main keyed the check on prompts and openings and passed both. Turns under ``min_words`` words
+    ("continue please") shared by the two splits are fine."""
+    def talk(pid, opening, later, config="wildfeedback"):
+        p = pair(pid, later, config)
+        p["prompt"] = [{"role": "user", "content": opening}, {"role": "assistant", "content": "Sure, ask away."},
+                       {"role": "user", "content": later}]
+        return p
+
+    rel = tmp_path / "release"
+    put(rel, "wildfeedback", "test", [pair("cats", TOPICS[0], "wildfeedback"), talk("t2", "hey there", TOPICS[1]),
+                                      talk("t3", TOPICS[4], "continue please")])
+    put(rel, "wildfeedback", "train", [talk("holds_cats", "hi", TOPICS[0]), pair("is_t2_turn", TOPICS[1], "wildfeedback"),
+                                       talk("short", TOPICS[5], "continue please"), pair("fine", TOPICS[2], "wildfeedback")])
+    put(rel, "pugc", "train", [talk("other_config", "hello", TOPICS[0].upper(), "pugc")])
+    report, counts = audit(rel)
+    assert counts == {"prompt_in_both_splits": 3}
+    assert report["checks"]["prompt_in_both_splits"]["by_config"] == {"pugc": 1, "wildfeedback": 2}
+    assert sorted(report["checks"]["prompt_in_both_splits"]["examples"]) == ["holds_cats", "is_t2_turn", "other_config"]
 
 
 def test_a_check_names_its_first_five_pairs_and_counts_them_all(tmp_path):

@@ -107,6 +107,43 @@ def test_the_prompts_of_one_conversation_share_a_split(tmp_path):
     assert lone.select(opening_key("prompt"))[:, 0].to_list() == prompt_keys(lone, "prompt")["_key"].to_list()
 
 
+def test_a_test_prompt_in_a_later_turn_of_a_train_dialogue_leaves_train(tmp_path):
+    """A test prompt ("write a poem about cats") can be a later user turn of another conversation's train prompt
+    (["hi", a1, "write a poem about cats"]; the openings, which the split keys on, differ): main kept that train row,
+    which holds the test prompt and an answer to it, and its audit passed; so was a train prompt that is a test
+    dialogue's later turn. Such train rows go (``test_prompt_in_train``, naming the test pair); a turn under
+    ``min_words`` words ("continue") joins nothing."""
+    from stages.export import in_test_split
+
+    short = ["continue", "thanks a lot", "go on then", "more please", "ok next", "and then"]
+    rows, opens = [], []
+    for i, t in enumerate(TOPICS + short):
+        rows.append(pair(f"alone{i}", t, "wildfeedback"))
+        later = pair(f"talk{i}", t, "wildfeedback")
+        opens.append(f"Hi there, I have question number {i} for you today.")
+        later["prompt"] = [{"role": "user", "content": opens[-1]}, {"role": "assistant", "content": "Sure, ask away."},
+                           {"role": "user", "content": t}]
+        rows.append(later)
+    write_method(tmp_path, "wildfeedback", rows)
+    release, stats = build(tmp_path, methods=["wildfeedback"], test_fraction=0.5)
+    keys = prompt_keys(pl.DataFrame({"prompt": [pair("x", t, "p")["prompt"] for t in TOPICS + short + opens]}), "prompt")
+    test = in_test_split(keys["_key"], 0.5, export_cfg().split_salt)
+    n = len(TOPICS + short)
+    # the test row's prompt is the train row's later turn, or the test row's later turn is the train row's prompt
+    leaks = {f"talk{i}": f"alone{i}" for i in range(len(TOPICS)) if test[i] and not test[n + i]}
+    leaks |= {f"alone{i}": f"talk{i}" for i in range(len(TOPICS)) if test[n + i] and not test[i]}
+    kept_short = [f"{a}{i}" for i in range(len(TOPICS), n) if test[i] != test[n + i]
+                  for a in ("talk", "alone") if not test[i if a == "alone" else n + i]]
+    assert {p[:4] for p in leaks} == {"talk", "alon"} and kept_short  # the fixture holds every case
+    gone = removed(release).filter(pl.col("reason") == "test_prompt_in_train")
+    assert sorted(gone["pair_id"]) == sorted(leaks) and stats["drops"]["test_prompt_in_train"] == len(leaks)
+    assert {p: json.loads(d) for p, d in gone.select("pair_id", "detail").iter_rows()} == {
+        p: {"test_method": "wildfeedback", "test_pair_id": t} for p, t in leaks.items()}
+    train = set(pl.read_parquet(release / "wildfeedback" / "train-*.parquet")["pair_id"])
+    assert set(kept_short) <= train and not set(leaks) & train
+    assert "test_prompt_in_train" in (release / "README.md").read_text()
+
+
 def test_curry_levels_read_recursively_in_level_order(tmp_path):
     for level in (10, 2, 0):
         write_method(tmp_path, "curry", [pair(f"c{level}", f"q {level}", "curry")], sub=f"level={level}")
