@@ -177,11 +177,13 @@ LIGHT = ["pair_id", "_config", "_seq", "confidence", "lineage"]
 
 def light_pairs(df: pl.DataFrame, key: pl.Series, min_words: int) -> pl.DataFrame:
     """What the decisions need of a redacted batch of pairs: ids, scores, prompt ``key``, the keys of its user
-    turns of ``min_words`` words or more (``_turns``), text hashes, whether its method trains on it first (``_first``)."""
+    turns of ``min_words`` words or more (``_turns``), text hashes, whether its method trains on it first
+    (``_first``)."""
     return df.select(*LIGHT, "level", "margin", identical([("chosen", "rejected")]).alias("_same"),
                      unprompted_acknowledgement("chosen", "prompt").alias("_ack"), looping_chosen("chosen").alias("_loop"),
                      ends_mid_sentence(text_of("chosen")).alias("_cut"), trained_first().alias("_first"),
-                     key.alias("_key"), opening_key("prompt").alias("_open"), turn_keys(df, "prompt", min_words), text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"))
+                     key.alias("_key"), opening_key("prompt").alias("_open"), turn_keys(df, "prompt", min_words),
+                     text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"))
 
 
 def light_joint(df: pl.DataFrame, key_c: pl.Series, key_r: pl.Series, min_words: int) -> pl.DataFrame:
