@@ -20,7 +20,9 @@
    the prompts, so an evaluation prompt holding an email address still matches).
 6. split train/test by a salted hash of the prompt's normalised first user turn (``pipeline.dedup.opening_key``:
    a lone user turn is the whole prompt), so the prompts of one conversation (WildFeedback pairs on two of its
-   turns) share a split; a DOVE row whose prompts straddle the splits is dropped. A train prompt holding a user
+   turns) share a split; a DOVE row whose prompts straddle the splits is dropped. Selfie/SPA's seed pairs (``source``
+   "seed"; ``TRAIN_FIRST``), trained on first, pin their openings to train with every pair opening the same way, in
+   any config and in ``all`` (Selfie holds out its own test prompts). A train prompt holding a user
    turn of a test prompt (of ``decontamination.min_words`` words or more; ``pipeline.dedup.turn_keys``), as a
    later turn of another conversation, goes (``test_prompt_in_train``): the test split is held out too.
 7. held-out: drop train pairs whose prompt (DOVE: either prompt) is in a held-out set, or overlaps one as step 5
@@ -127,23 +129,42 @@ def drop_flagged(df: pl.DataFrame, flag: str, reason: str, configs: pl.Expr) -> 
 # --- 6. split ------------------------------------------------------------------------------------
 
 
-def in_test_split(keys: pl.Series, fraction: float, salt: str) -> np.ndarray:
-    """True where a prompt key falls in the test split: a salted hash mapped to [0, 1) below ``fraction``."""
+TRAIN_FIRST = {"selfie": "seed"}  # method -> `source` of the pairs its paper trains on before the rest (SPA's gold seed)
+
+
+def trained_first() -> pl.Expr:
+    """True on a pair its method trains on before any other (``TRAIN_FIRST``: Selfie/SPA's gold seed pairs), whose
+    opening the split pins to train: the release's test split is no place for them (Selfie holds out its own)."""
+    return pl.any_horizontal([(pl.col("_config") == m) & (pl.col("source") == s) for m, s in TRAIN_FIRST.items()])
+
+
+def in_test_split(keys: pl.Series, fraction: float, salt: str, pinned: pl.Series | None = None) -> np.ndarray:
+    """True where a prompt key falls in the test split: a salted hash mapped to [0, 1) below ``fraction``, unless
+    the key is ``pinned`` to train."""
     salted = keys.cast(pl.String).to_frame("k").select(pl.lit(salt + "\x1f") + pl.col("k"))[:, 0]
     u = (stable_hash64(salted) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-    return u < fraction
+    test = u < fraction
+    return test if pinned is None else test & ~keys.is_in(pinned).to_numpy()
 
 
-def split_pairs(df: pl.DataFrame, fraction: float, salt: str) -> pl.DataFrame:
-    """Add ``_split`` by the prompt's opening (``_open``): a test prompt never opens a train dialogue."""
-    test = in_test_split(df["_open"], fraction, salt) if df.height else np.zeros(0, bool)
+def pinned_openings(df: pl.DataFrame) -> pl.Series:
+    """The openings (``_open``) of pairs trained first (``_first``): every pair or DOVE prompt sharing one stays in
+    train, so one opening keeps one split and the rest split as before."""
+    return df.filter(pl.col("_first"))["_open"].unique()
+
+
+def split_pairs(df: pl.DataFrame, fraction: float, salt: str, pinned: pl.Series) -> pl.DataFrame:
+    """Add ``_split`` by the prompt's opening (``_open``; a ``pinned`` one trains): a test prompt never opens a
+    train dialogue."""
+    test = in_test_split(df["_open"], fraction, salt, pinned) if df.height else np.zeros(0, bool)
     return df.with_columns(pl.Series("_split", np.where(test, "test", "train"), dtype=pl.String))
 
 
-def split_joint(df: pl.DataFrame, fraction: float, salt: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Add ``_split``; rows whose two prompts fall in different splits are dropped (``split_straddle``)."""
-    a = in_test_split(df["_open_c"], fraction, salt) if df.height else np.zeros(0, bool)
-    b = in_test_split(df["_open_r"], fraction, salt) if df.height else np.zeros(0, bool)
+def split_joint(df: pl.DataFrame, fraction: float, salt: str, pinned: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Add ``_split`` (a ``pinned`` opening trains); rows whose two prompts fall in different splits are dropped
+    (``split_straddle``)."""
+    a = in_test_split(df["_open_c"], fraction, salt, pinned) if df.height else np.zeros(0, bool)
+    b = in_test_split(df["_open_r"], fraction, salt, pinned) if df.height else np.zeros(0, bool)
     tagged = df.with_columns(pl.Series("_split", np.where(a, "test", "train"), dtype=pl.String))
     same = a == b
     return tagged.filter(same), removals(tagged.filter(~same), "split_straddle", LEAVES_JOINT)
@@ -156,11 +177,13 @@ LIGHT = ["pair_id", "_config", "_seq", "confidence", "lineage"]
 
 def light_pairs(df: pl.DataFrame, key: pl.Series, min_words: int) -> pl.DataFrame:
     """What the decisions need of a redacted batch of pairs: ids, scores, prompt ``key``, the keys of its user
-    turns of ``min_words`` words or more (``_turns``), text hashes."""
+    turns of ``min_words`` words or more (``_turns``), text hashes, whether its method trains on it first
+    (``_first``)."""
     return df.select(*LIGHT, "level", "margin", identical([("chosen", "rejected")]).alias("_same"),
                      unprompted_acknowledgement("chosen", "prompt").alias("_ack"), looping_chosen("chosen").alias("_loop"),
-                     ends_mid_sentence(text_of("chosen")).alias("_cut"), key.alias("_key"), opening_key("prompt").alias("_open"),
-                     turn_keys(df, "prompt", min_words), text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"))
+                     ends_mid_sentence(text_of("chosen")).alias("_cut"), trained_first().alias("_first"),
+                     key.alias("_key"), opening_key("prompt").alias("_open"), turn_keys(df, "prompt", min_words),
+                     text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"))
 
 
 def light_joint(df: pl.DataFrame, key_c: pl.Series, key_r: pl.Series, min_words: int) -> pl.DataFrame:
@@ -232,8 +255,9 @@ def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatur
     drops.append(r)
     joint, r = decontaminate(joint, ["_key_c", "_key_r"], hits, LEAVES_JOINT)
     drops.append(r)
-    pairs = split_pairs(pairs, cfg.test_fraction, cfg.split_salt)
-    joint, r = split_joint(joint, cfg.test_fraction, cfg.split_salt)
+    pinned = pinned_openings(pairs)
+    pairs = split_pairs(pairs, cfg.test_fraction, cfg.split_salt, pinned)
+    joint, r = split_joint(joint, cfg.test_fraction, cfg.split_salt, pinned)
     drops.append(r)
     tests = test_turns([(pairs, ["_turns"]), (joint, ["_turns_c", "_turns_r"])])
     pairs, r = drop_test_turns(pairs, ["_turns"], tests, LEAVES)

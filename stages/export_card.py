@@ -206,7 +206,9 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         f"({cfg.decontamination.ngram}-gram overlap >= {cfg.decontamination.threshold}, or a text shorter than "
         f"{cfg.decontamination.ngram} words, of at least {cfg.decontamination.min_words}, found whole in the other), "
         "splits train/test "
-        f"({cfg.test_fraction:.0%} of prompts to test; a DOVE row whose prompts fall in different splits is dropped) and keeps held-out prompts out of every train split. Each "
+        f"({cfg.test_fraction:.0%} of prompts to test, by a hash of their first user turn, except Selfie's seed pairs and every "
+        "pair opening the same way, which stay in train; a DOVE row whose prompts fall in different splits is dropped) "
+        "and keeps held-out prompts out of every train split. Each "
         "method's config holds all its surviving pairs; in `all`, a prompt several methods share is kept for the "
         f"first of {', '.join(cfg.dedup.priority)} (a fixed order; scores of different methods are never compared). "
         f"Export params fingerprint: `{stats['fingerprint']}`.\n",
@@ -236,7 +238,8 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "smoothing can use them (TRL's `DPOConfig.label_smoothing` is one value for the whole run; filter "
         "`noisy` rows out, or train them in a separate run with `label_smoothing=0.1`). The `selfie` config lists "
         "the seed pairs (`source` \"seed\") first, then each iteration's (`source` \"iteration_1\", "
-        "\"iteration_2\", ...): SPA trains on the seed pairs, then on each iteration's pairs in turn, each run "
+        "\"iteration_2\", ...), the seed pairs all in its `train` split (Selfie held out its own test prompts): SPA trains on the "
+        "seed pairs, then on each iteration's pairs in turn, each run "
         "starting from the previous run's model (filter on `source`, as the Curry-DPO loop below filters on "
         "`level`).\n",
         "**Curry-DPO** pairs must be seen in curriculum order" + (f" ({levels})" if levels else "") + ": one run "
