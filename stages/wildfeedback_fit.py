@@ -27,7 +27,13 @@ Reasons, checked in this order:
   sorry you're feeling this way" and "Sorry to hear that" fit a first answer.
 - ``refers_to_feedback``: the opening refers to an earlier answer or to a request the prompt does not
   hold ("my previous answer", "a shorter version", "let me try again", "as requested", "per your
-  preference"), or reacts to what the user just said ("Oh, okay. I see. Well, that changes the question").
+  preference"), or reacts to what the user just said ("Oh, okay. I see. Well, that changes the question"),
+  or opens on a wish only the feedback voiced: "If you would like to ..." with a word of the feedback that
+  neither the prompt nor the rejected answer holds (WildChat's "If you would like to keep the casual tone of
+  the original email, then "get to know" is perfectly fine" after "Please keep the casual terms.", as the
+  chosen of "is there any problem with "get to know"?"). Rare in first answers: of 8,856 real answers (WildChat,
+  HH-RLHF harmless-base, OpenAssistant) read against the user turn after each, 24 open on a wish and 3 share
+  a word with that turn (a user taking up the answer's words, "something a bit more mean").
 - ``continues_answer``: the opening reads as an addition to an earlier answer rather than an answer of
   its own: it opens with "Also," / "In addition," / "Plus", says what "also needs" or "also has to" be done
   ("The parent also needs a height"), offers "a few more options" / "another idea", or says the rest
@@ -145,6 +151,23 @@ _NOT_DETAILS = [
 ]
 
 
+# An opening conditioned on the user's wish ("Sure! If you'd like to keep the casual tone, ..."): the wish's words.
+_WISH_OPENING = (r"^\W*(?:(?:sure|okay|ok|well|certainly|of course|alright|absolutely|great|got it)[,!.]?\s+)?"
+                 r"if you(?:'d| would| really)? (?:like|want|prefer|wish|rather|choose|decide)(?: to)?\s+"
+                 r"([^.;:!?\n]{3,160})")
+
+
+def wish_from_feedback(text: str, source: str, known: pl.Expr) -> pl.Expr:
+    """True where ``text`` opens on a wish of the user's (``_WISH_OPENING``) holding a word (4+ letters, not a
+    function word) of ``source`` (the feedback) that the ``known`` text (the prompt, and the rejected answer)
+    does not hold: the answer is conditioned on what only the feedback asked for."""
+    words = (_lower(text).str.slice(0, OPENING_CHARS).str.extract(_WISH_OPENING).fill_null("")
+             .str.extract_all(r"[a-z][a-z'-]{2,}[a-z]")
+             .list.eval(pl.element().filter(~pl.element().is_in(_NOT_DETAILS + _FUNCTION_WORDS))))
+    return (pl.struct(words.alias("_spans"), _lower(source).alias("_src"), known.fill_null("").str.to_lowercase()
+                      .alias("_prompt")).map_batches(_quoted_from, return_dtype=pl.Boolean))
+
+
 def own_details(text: str, source: str, known: pl.Expr) -> pl.Expr:
     """True where ``text`` uses a word (4+ letters) of a "my ..." / "our ..." phrase of ``source`` (the user's
     own details) that the ``known`` text (the prompt, and the rejected answer) does not hold."""
@@ -177,17 +200,17 @@ def off_context(chosen: str, feedback: str, prompt_text: str, prompt: str | None
     apology = opening.str.contains(_APOLOGY_OPENING) & ~opening.str.contains(_SYMPATHY)
     text = pl.col(chosen).fill_null("")
     last = last_user_turn(prompt).fill_null("") if prompt else pl.col(prompt_text).fill_null("")
+    known = pl.concat_str([pl.col(prompt_text).fill_null(""), pl.col(rejected).fill_null("") if rejected else pl.lit("")],
+                          separator="\n")
     return (
         pl.when(acknowledges_feedback(text) | presumes_earlier_version(text, last, pl.lit(False)) | apology
                 | opening.str.contains(_ADMITS))
         .then(pl.lit("acknowledges_feedback"))
-        .when(opening.str.contains(_REFERS)).then(pl.lit("refers_to_feedback"))
+        .when(opening.str.contains(_REFERS) | wish_from_feedback(chosen, feedback, known)).then(pl.lit("refers_to_feedback"))
         .when(opening.str.contains(_CONTINUES) & ~last.str.to_lowercase().str.contains(_ASKS_MORE))
         .then(pl.lit("continues_answer"))
         .when(quotes(chosen, feedback, prompt_text)).then(pl.lit("quotes_feedback"))
-        .when(own_details(chosen, feedback, pl.concat_str([pl.col(prompt_text).fill_null(""), pl.col(rejected).fill_null("")
-                                                           if rejected else pl.lit("")], separator="\n")))
-        .then(pl.lit("uses_feedback_details"))
+        .when(own_details(chosen, feedback, known)).then(pl.lit("uses_feedback_details"))
         .otherwise(pl.lit(None, dtype=pl.String))
         .alias("off_context")
     )

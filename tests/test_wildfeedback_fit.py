@@ -153,6 +153,27 @@ def test_a_chosen_that_uses_the_users_own_details_from_the_feedback_is_off_conte
         "uses_feedback_details", None, None, None]
 
 
+def test_a_chosen_that_opens_on_a_wish_only_the_feedback_voiced_is_off_context():
+    """The WildChat release shipped (fa5c61f7f04d2fff, pair 017fe18048dc9781) "If you would like to keep the casual
+    tone of the original email, then "get to know" is perfectly fine" as the chosen of "is there any problem with
+    "get to know"?": the wish came in the feedback "Please keep the casual terms.", which the prompt does not hold,
+    so the pair prefers the answer to the feedback over the answer to the prompt. A wish whose words the prompt
+    (or the rejected answer) already holds, and one the feedback did not voice, are a first answer's."""
+    chosen = 'If you would like to keep the casual tone of the original email, then "get to know" is perfectly fine.'
+    prompt = 'Proofread my email. ... is there any problem with "get to know"?'
+    rejected = '"Get to know" is not incorrect, but it might seem too casual for a formal email like this.'
+    java = "If you want to reverse an array using streams in Java, convert it to a list first."
+    df = pl.DataFrame({
+        "chosen": [chosen, chosen, java, "Sure! If you want to host it yourself, BIND is the classic DNS server."],
+        "feedback": ["Please keep the casual terms.", "Please keep the casual terms.", "more simple ways?",
+                     "Too long, I only need the gist."],
+        "prompt_text": [prompt, prompt + " I want to keep it casual.", "How do I reverse an array in Java?",
+                        "What is DNS?"],
+        "rejected": [rejected] * 4})
+    assert df.select(off_context("chosen", "feedback", "prompt_text", rejected="rejected")).to_series().to_list() == [
+        "refers_to_feedback", None, None, None]
+
+
 def test_wildchat_natural_revisions_keep_no_addition_to_the_earlier_answer(real):
     """The natural revisions the stage's own steps (ingest's adapter, scan with params.yaml, natural_revisions,
     the pair screen) find in the real WildChat sample: "Add notary signature to the above agreement" was
