@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from pipeline.text import cjk_words, minhash, near_duplicate_groups, ngram_hashes, normalise, stable_hash64
+from pipeline.text import minhash, near_duplicate_groups, ngram_hashes, normalise, stable_hash64, word_counts
 
 REMOVED = {"pair_id": pl.String, "method": pl.String, "reason": pl.String, "detail": pl.String,
            "configs": pl.List(pl.String)}
@@ -81,7 +81,7 @@ def turn_keys(df: pl.DataFrame, col: str, min_words: int) -> pl.Series:
     turns = rows.with_columns(df.select(pl.col(col).list.eval(users))[:, 0].alias("_t")).explode("_t")
     turns = turns.with_columns(normalise(pl.col("_t")).fill_null(""))  # a prompt without user turns: no row or a null
     key = pl.Series(stable_hash64(turns["_t"]), dtype=pl.UInt64)
-    keep = cjk_words(turns["_t"]).str.count_matches(r"[^ ]+") >= min_words  # a CJK character is a word
+    keep = word_counts(turns["_t"]) >= min_words  # normalised; a CJK character is a word
     keyed = turns.select("_r", pl.when(keep).then(key).alias("_k")).group_by("_r").agg(pl.col("_k").drop_nulls())
     return rows.join(keyed, on="_r", how="left", maintain_order="left")["_k"].fill_null([]).alias("_turns")
 
