@@ -1,7 +1,7 @@
 """Keep evaluation and held-out prompts out of a release, on prompt keys (hashes of normalised prompts).
 
 - ``contamination`` / ``decontaminate``: prompts whose word n-grams overlap an evaluation prompt
-  (overlap = shared n-grams / n-grams of the shorter text) go, naming the eval set and prompt id.
+  (overlap = shared n-grams / n-grams of the shorter text; a CJK character is a word) go, naming the eval set and prompt id.
 - ``load_held_out`` / ``drop_held_out``: prompts some stage held out for testing (Selfie's
   ``data/selfie/test``) never reach a train split; the key is the same normalised-prompt hash the
   de-duplication uses, so a DOVE or Curry pair built from the same prompt is caught. The release keys
@@ -27,7 +27,7 @@ from pipeline.dedup import no_removals, prompt_keys, removals
 from pipeline.io import SourceError, StageError, iter_batches, iter_records, shard_files
 from pipeline.pii import PHONE_REGIONS, redact
 from pipeline.pii_structured import redact_messages, without_local_paths
-from pipeline.text import ngram_hashes, normalise
+from pipeline.text import cjk_words, ngram_hashes, normalise
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class EvalIndex(NamedTuple):
 
 def eval_index(evals: pl.DataFrame, n: int, min_words: int = 4) -> EvalIndex:
     """``evals``' ``EvalIndex`` for ``n``-grams and quotations of at least ``min_words`` words."""
-    text = evals.select(normalise(pl.col("text")))[:, 0]
+    text = evals.select(cjk_words(normalise(pl.col("text"))))[:, 0]
     grams, words = ngram_hashes(text, n), _word_counts(text)
     return EvalIndex(text, words, grams, grams.group_by("row").len().rename({"len": "e_n"}),
                      _quotes(text, words, n, min_words), _padded(text), n, min_words)
@@ -226,7 +226,8 @@ def contamination(prompts: pl.DataFrame, evals: pl.DataFrame, n: int, threshold:
     if (eg.n, eg.min_words) != (n, min_words):
         raise ValueError(f"contamination: the eval index was built for {eg.n}-grams and min_words {eg.min_words}, "
                          f"called with {n} and {min_words}; build it with eval_index(evals, {n}, {min_words})")
-    tg = ngram_hashes(prompts["_text"], n)
+    text = cjk_words(prompts["_text"])  # a CJK character is a word; keys and MinHash keep ``_text`` as it is
+    tg = ngram_hashes(text, n)
     t_n = tg.group_by("row").len().rename({"len": "t_n"})
     shared = (
         tg.join(eg.grams, on="h", suffix="_e")
@@ -235,8 +236,8 @@ def contamination(prompts: pl.DataFrame, evals: pl.DataFrame, n: int, threshold:
         .select("row", "row_e", (pl.col("len") / pl.min_horizontal("t_n", "e_n")).alias("overlap"))
     )
     inside = pl.concat([
-        _quoted(eg.quotes, _padded(prompts["_text"])).rename({"row": "row_e", "row_o": "row"}),
-        _quoted(_quotes(prompts["_text"], _word_counts(prompts["_text"]), n, min_words), eg.padded)
+        _quoted(eg.quotes, _padded(text)).rename({"row": "row_e", "row_o": "row"}),
+        _quoted(_quotes(text, _word_counts(text), n, min_words), eg.padded)
         .rename({"row_o": "row_e"}),
     ], how="diagonal").select("row", "row_e", pl.lit(1.0).alias("overlap"))
     best = (

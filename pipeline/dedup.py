@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from pipeline.text import minhash, near_duplicate_groups, ngram_hashes, normalise, stable_hash64
+from pipeline.text import minhash, near_duplicate_groups, ngram_hashes, normalise, stable_hash64, word_counts
 
 REMOVED = {"pair_id": pl.String, "method": pl.String, "reason": pl.String, "detail": pl.String,
            "configs": pl.List(pl.String)}
@@ -73,15 +73,15 @@ def opening_key(col: str) -> pl.Expr:
 
 def turn_keys(df: pl.DataFrame, col: str, min_words: int) -> pl.Series:
     """Per row, a list of uint64 keys: one per normalised user turn of the message-list column ``col`` with at
-    least ``min_words`` words, in order (a shorter one, "hi", "continue", "thanks a lot", gets none). Keys of
-    equal turns are equal, whatever conversation or turn position they come from; a prompt of one user turn of
-    ``min_words`` words or more has its ``prompt_keys`` ``_key`` as its only key."""
+    least ``min_words`` words (a CJK character is one), in order (a shorter one, "hi", "continue", "thanks a lot",
+    "谢谢", gets none). Keys of equal turns are equal, whatever conversation or turn position they come from; a
+    prompt of one user turn of ``min_words`` words or more has its ``prompt_keys`` ``_key`` as its only key."""
     users = pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content")
     rows = df.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_r"))
     turns = rows.with_columns(df.select(pl.col(col).list.eval(users))[:, 0].alias("_t")).explode("_t")
     turns = turns.with_columns(normalise(pl.col("_t")).fill_null(""))  # a prompt without user turns: no row or a null
     key = pl.Series(stable_hash64(turns["_t"]), dtype=pl.UInt64)
-    keep = turns["_t"].str.count_matches(r"[^ ]+") >= min_words  # normalised: words are joined by single spaces
+    keep = word_counts(turns["_t"]) >= min_words  # normalised; a CJK character is a word
     keyed = turns.select("_r", pl.when(keep).then(key).alias("_k")).group_by("_r").agg(pl.col("_k").drop_nulls())
     return rows.join(keyed, on="_r", how="left", maintain_order="left")["_k"].fill_null([]).alias("_turns")
 

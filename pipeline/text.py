@@ -1,4 +1,5 @@
-"""Vectorised text keys: normalisation, stable 64-bit hashes, word n-grams, MinHash near-duplicates.
+"""Vectorised text keys: normalisation, CJK characters as words, stable 64-bit hashes, word n-grams, MinHash
+near-duplicates.
 
 Everything works on whole columns (numpy arrays, polars expressions), with no Python-level step per
 string. Hashes are xxh3-64 (polars-hash, as in ``pipeline/ids.py``), not polars' ``hash`` (which may
@@ -26,6 +27,30 @@ _P_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
 def normalise(texts: pl.Series | pl.Expr) -> pl.Series | pl.Expr:
     """Lower case, every run of non-letters/digits becomes one space, trimmed."""
     return texts.str.to_lowercase().str.replace_all(r"[^\p{L}\p{N}]+", " ").str.strip_chars()
+
+
+CJK = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]"
+
+
+def cjk_words(texts: pl.Series | pl.Expr) -> pl.Series | pl.Expr:
+    """Normalised texts with each Han, Hiragana, Katakana and Hangul character as a word of its own (between
+    single spaces): Chinese and Japanese write no spaces between words, so "请写一首关于猫的诗" was one word to
+    decontamination's word counts and n-grams. One character as one word is the usual unit for CJK overlap
+    (character n-grams); other text is unchanged. Not part of ``normalise``: prompt keys and splits keep theirs.
+
+    >>> cjk_words(pl.Series(["用python写 快速排序", "hello world"])).to_list()
+    ['用 python 写 快 速 排 序', 'hello world']
+    """
+    return texts.str.replace_all(CJK, " ${0} ").str.replace_all(" {2,}", " ").str.strip_chars(" ")
+
+
+def word_counts(texts: pl.Series | pl.Expr) -> pl.Series | pl.Expr:
+    """Words per normalised text as ``cjk_words`` splits it (a CJK character is one), in one regex pass.
+
+    >>> word_counts(pl.Series(["谢谢", "用python写 排序", "thanks a lot"])).to_list()
+    [2, 5, 3]
+    """
+    return texts.str.count_matches(rf"{CJK}|[^ {CJK[1:-1]}]+")
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
