@@ -29,11 +29,11 @@ def normalise(texts: pl.Series | pl.Expr) -> pl.Series | pl.Expr:
     return texts.str.to_lowercase().str.replace_all(r"[^\p{L}\p{N}]+", " ").str.strip_chars()
 
 
-CJK = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]"
+CJK = r"[\p{Han}\p{Hiragana}\p{Katakana}]"  # not Hangul: Korean separates its words with spaces
 
 
 def cjk_words(texts: pl.Series | pl.Expr) -> pl.Series | pl.Expr:
-    """Normalised texts with each Han, Hiragana, Katakana and Hangul character as a word of its own (between
+    """Normalised texts with each Han, Hiragana and Katakana character as a word of its own (between
     single spaces): Chinese and Japanese write no spaces between words, so "请写一首关于猫的诗" was one word to
     decontamination's word counts and n-grams. One character as one word is the usual unit for CJK overlap
     (character n-grams); other text is unchanged. Not part of ``normalise``: prompt keys and splits keep theirs.

@@ -259,7 +259,8 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "- Responses are generated and judged by models; labels are noisy (see `confidence`, `noisy`).\n"
         "- PII redaction is pattern based (phone numbers validated with libphonenumber, cards with Luhn): names, "
         "street addresses, national ids and national phone numbers outside the configured regions can remain.\n"
-        "- Decontamination checks word n-gram overlap with the listed sets only; paraphrases are not caught.\n"
+        "- Decontamination checks word n-gram overlap (a Chinese or Japanese character counts as a word) with the listed sets only; "
+        "paraphrases are not caught.\n"
         "- Near-duplicate removal is approximate (MinHash); the train/test split is by prompt, not by topic.\n"
         "- The license applies to this compilation; inputs keep their own terms.\n",
     ]

@@ -1,5 +1,5 @@
-"""Decontamination of Chinese/Japanese text, which has no spaces between words: each Han, Hiragana, Katakana and
-Hangul character counts as a word (``pipeline.text.cjk_words``), so a held-out or eval prompt quoted inside, or
+"""Decontamination of Chinese/Japanese text, which has no spaces between words: each Han, Hiragana and Katakana
+character counts as a word (Korean writes spaces) (``pipeline.text.cjk_words``), so a held-out or eval prompt quoted inside, or
 lightly edited in, a train prompt is caught as its English twin is, and a test turn held by a train dialogue goes.
 Without it "请写一首关于猫的诗" was one word: only an equal whole prompt matched."""
 
