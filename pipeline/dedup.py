@@ -51,16 +51,19 @@ def text_of(col: str) -> pl.Expr:
     return pl.col(col).list.eval(pl.element().struct.field("content")).list.join("\n")
 
 
+def user_turns(col: str) -> pl.Expr:
+    """The contents of the user messages of a message-list column, in order."""
+    return pl.col(col).list.eval(pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content"))
+
+
 def last_user_turn(col: str) -> pl.Expr:
     """The content of the last user message of a message-list column (null when there is none)."""
-    users = pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content")
-    return pl.col(col).list.eval(users).list.last()
+    return user_turns(col).list.last()
 
 
 def first_user_turn(col: str) -> pl.Expr:
     """The content of the first user message of a message-list column (null when there is none)."""
-    users = pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content")
-    return pl.col(col).list.eval(users).list.first()
+    return user_turns(col).list.first()
 
 
 def opening_key(col: str) -> pl.Expr:
@@ -76,9 +79,8 @@ def turn_keys(df: pl.DataFrame, col: str, min_words: int) -> pl.Series:
     least ``min_words`` words (a CJK character is one), in order (a shorter one, "hi", "continue", "thanks a lot",
     "谢谢", gets none). Keys of equal turns are equal, whatever conversation or turn position they come from; a
     prompt of one user turn of ``min_words`` words or more has its ``prompt_keys`` ``_key`` as its only key."""
-    users = pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content")
     rows = df.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_r"))
-    turns = rows.with_columns(df.select(pl.col(col).list.eval(users))[:, 0].alias("_t")).explode("_t")
+    turns = rows.with_columns(df.select(user_turns(col))[:, 0].alias("_t")).explode("_t")
     turns = turns.with_columns(normalise(pl.col("_t")).fill_null(""))  # a prompt without user turns: no row or a null
     key = pl.Series(stable_hash64(turns["_t"]), dtype=pl.UInt64)
     keep = word_counts(turns["_t"]) >= min_words  # normalised; a CJK character is a word

@@ -46,6 +46,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.config import Params, Wildfeedback, resolve_role, section_roles
+from pipeline.dedup import user_turns
 from pipeline.errors import StageError
 from pipeline.execute import clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import ShardWriter, iter_batches, shard_sizes
@@ -75,11 +76,7 @@ def conversation_languages(conv: pl.DataFrame, detect: bool) -> pl.Series:
     if not detect or tagged.null_count() == 0:
         return tagged.alias("_lang")
     untagged = conv.filter(tagged.is_null())
-    user_text = untagged.select(
-        pl.col("messages").list.eval(
-            pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content")
-        ).list.join("\n")
-    ).to_series()
+    user_text = untagged.select(user_turns("messages").list.join("\n")).to_series()
     detected = pl.Series(untagged["conversation_id"]).to_frame().with_columns(_lang=detect_languages(user_text))
     found = conv.select("conversation_id").join(detected, on="conversation_id", how="left", maintain_order="left")
     return tagged.fill_null(found["_lang"]).alias("_lang")

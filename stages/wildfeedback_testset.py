@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import WildfeedbackTestSet
+from pipeline.dedup import last_user_turn
 from pipeline.ids import hash64
 from pipeline.io import ShardWriter, iter_batches, shard_files
 from stages.dove_similarity import ANN_DIM, dense_view, tfidf_idf, tfidf_matrix
@@ -56,9 +57,7 @@ def n_clusters(n: int, clusters: int, per_cluster: int, max_fraction: float) -> 
 
 def pair_texts(pairs: pl.DataFrame) -> list[str]:
     """What the paper clusters: the pair's last user message (its request) and its preference (lineage)."""
-    last_user = pl.col("prompt").list.eval(
-        pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content")).list.last()
-    requests = pairs.select(last_user.fill_null("")).to_series().to_list()
+    requests = pairs.select(last_user_turn("prompt").fill_null("")).to_series().to_list()
     prefs = [json.loads(x).get("preference") or "" for x in pairs.get_column("lineage").to_list()]
     return [f"{r}\n{p}" for r, p in zip(requests, prefs, strict=True)]
 
