@@ -27,7 +27,7 @@ from pipeline.dedup import no_removals, prompt_keys, removals
 from pipeline.io import SourceError, StageError, iter_batches, iter_records, shard_files
 from pipeline.pii import PHONE_REGIONS, redact
 from pipeline.pii_structured import redact_messages, without_local_paths
-from pipeline.text import cjk_words, ngram_hashes, normalise
+from pipeline.text import cjk_words, ngram_hashes, normalise, word_counts
 
 log = logging.getLogger(__name__)
 
@@ -170,14 +170,9 @@ class EvalIndex(NamedTuple):
 def eval_index(evals: pl.DataFrame, n: int, min_words: int = 4) -> EvalIndex:
     """``evals``' ``EvalIndex`` for ``n``-grams and quotations of at least ``min_words`` words."""
     text = evals.select(cjk_words(normalise(pl.col("text"))))[:, 0]
-    grams, words = ngram_hashes(text, n), _word_counts(text)
+    grams, words = ngram_hashes(text, n), word_counts(text).to_numpy()
     return EvalIndex(text, words, grams, grams.group_by("row").len().rename({"len": "e_n"}),
                      _quotes(text, words, n, min_words), _padded(text), n, min_words)
-
-
-def _word_counts(texts: pl.Series) -> np.ndarray:
-    """Words per normalised text (0 for an empty one)."""
-    return texts.fill_null("").str.split(" ").list.eval(pl.element().filter(pl.element() != "")).list.len().to_numpy()
 
 
 def _padded(texts: pl.Series) -> pl.Series:
@@ -237,7 +232,7 @@ def contamination(prompts: pl.DataFrame, evals: pl.DataFrame, n: int, threshold:
     )
     inside = pl.concat([
         _quoted(eg.quotes, _padded(text)).rename({"row": "row_e", "row_o": "row"}),
-        _quoted(_quotes(text, _word_counts(text), n, min_words), eg.padded)
+        _quoted(_quotes(text, word_counts(text).to_numpy(), n, min_words), eg.padded)
         .rename({"row_o": "row_e"}),
     ], how="diagonal").select("row", "row_e", pl.lit(1.0).alias("overlap"))
     best = (
