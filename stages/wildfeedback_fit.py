@@ -131,11 +131,7 @@ def quotes(text: str, source: str, prompt_text: str) -> pl.Expr:
         _lower(text).str.extract_all(_QUOTE).list.eval(
             pl.element().str.strip_chars('"“” .,;:!?').filter(pl.element().str.contains(r"\w\W+\w")))
     )
-    found = (
-        pl.struct(spans.alias("_spans"), _lower(source).alias("_src"), _lower(prompt_text).alias("_prompt"))
-        .map_batches(_quoted_from, return_dtype=pl.Boolean)
-    )
-    return found
+    return _unknown_word_in(spans, _lower(source), pl.col(prompt_text))
 
 
 # A detail of the user's own that only the feedback gives: the words of a "my ..." / "our ..." phrase in it
@@ -164,8 +160,7 @@ def wish_from_feedback(text: str, source: str, known: pl.Expr) -> pl.Expr:
     words = (_lower(text).str.slice(0, OPENING_CHARS).str.extract(_WISH_OPENING).fill_null("")
              .str.extract_all(r"[a-z][a-z'-]{2,}[a-z]")
              .list.eval(pl.element().filter(~pl.element().is_in(_NOT_DETAILS + _FUNCTION_WORDS))))
-    return (pl.struct(words.alias("_spans"), _lower(source).alias("_src"), known.fill_null("").str.to_lowercase()
-                      .alias("_prompt")).map_batches(_quoted_from, return_dtype=pl.Boolean))
+    return _unknown_word_in(words, _lower(source), known)
 
 
 def own_details(text: str, source: str, known: pl.Expr) -> pl.Expr:
@@ -173,8 +168,13 @@ def own_details(text: str, source: str, known: pl.Expr) -> pl.Expr:
     own details) that the ``known`` text (the prompt, and the rejected answer) does not hold."""
     words = (_lower(source).str.extract_all(_OWN_PHRASE).list.join(" ").str.extract_all(r"[a-z][a-z'-]{2,}[a-z]")
              .list.eval(pl.element().filter(~pl.element().is_in(_NOT_DETAILS))))
-    return (pl.struct(words.alias("_spans"), _lower(text).alias("_src"), known.fill_null("").str.to_lowercase()
-                      .alias("_prompt")).map_batches(_quoted_from, return_dtype=pl.Boolean))
+    return _unknown_word_in(words, _lower(text), known)
+
+
+def _unknown_word_in(words: pl.Expr, src: pl.Expr, known: pl.Expr) -> pl.Expr:
+    """True where one of ``words`` (spans, a list per row) is in ``src`` but not in ``known`` (case-insensitive)."""
+    return (pl.struct(words.alias("_spans"), src.alias("_src"), known.fill_null("").str.to_lowercase().alias("_prompt"))
+            .map_batches(_quoted_from, return_dtype=pl.Boolean))
 
 
 def _quoted_from(s: pl.Series) -> pl.Series:
