@@ -18,7 +18,9 @@ Hard violations (each counted per config, with a few pair ids):
 - ``prompt_in_both_splits``: a normalised prompt, or a dialogue's opening (its first user turn), appears in a
   train and a test split: a test prompt ``[u0]`` opening a train dialogue ``[u0, a1, u2]`` is in train too; so is
   any user turn of ``export.decontamination.min_words`` words or more (4 without params) of a test prompt held
-  by a train prompt: ``[hi, a1, write a poem about cats]`` in train holds the test prompt ``[write a poem about cats]``.
+  by a train prompt: ``[hi, a1, write a poem about cats]`` in train holds the test prompt ``[write a poem about cats]``;
+  so is a train user turn quoting one inside a longer text ("my friend asked: write a poem about cats. Can you do
+  better?"), found as export finds it (``pipeline.split_leaks``: ``decontamination``'s n-grams and containment).
 - ``held_out_in_train``: a prompt of an ``export.held_out`` set appears in a train split, or one that overlaps
   it as export measures it (``export.decontamination``'s n-grams: a prefixed or reworded copy).
 - ``contaminated``: a prompt (DOVE: either prompt) overlaps a prompt of an evaluation set
@@ -70,6 +72,7 @@ from pipeline.ids import HEX_ID
 from pipeline.io import read_manifest
 from pipeline.pii import KINDS, PHONE_REGIONS, find
 from pipeline.pii_structured import find_json
+from pipeline.split_leaks import quoting_rows, release_test_quotes
 
 AUDIT_FILE = "audit.json"
 TEXT_SUFFIXES = {".md", ".json", ".jsonl", ".csv", ".txt"}
@@ -82,12 +85,14 @@ SCAN_LINES = 16_384  # lines of a text file scanned for personal data at a time
 NOT_SCANNED = {AUDIT_FILE, "_manifest.json"}  # the audit itself; hashes and file names
 EXAMPLES = 5
 MIN_TURN_WORDS = 4  # a user turn shorter than this ("hi", "continue") puts no two prompts in one split (no params)
+NGRAM, THRESHOLD = 13, 0.5  # a train user turn overlapping a test one (no params: params.yaml's decontamination)
 CHECKS = {
     "identical": "chosen equals rejected (whitespace normalised, case folded, sentence punctuation aside)",
     "empty_config": "an enabled method has pairs in data/<method>/pairs but none in its release config",
     "pii": "personal data or a secret in a released string",
     "prompt_in_both_splits": "a prompt, a dialogue's first user turn, or a user turn of a test prompt (of at least "
-                             "decontamination.min_words words) is in both a train and a test split",
+                             "decontamination.min_words words; as a train user turn or quoted in one) is in both a "
+                             "train and a test split",
     "held_out_in_train": "a held-out prompt (or one overlapping it) is in a train split",
     "contaminated": "a prompt overlaps an evaluation set's prompt (export.decontamination)",
     "cut_off_chosen": "the chosen answer was cut off (lineage chosen_finish_reason: length, or it stops mid-sentence)",
@@ -196,8 +201,8 @@ def _ids(df: pl.DataFrame, mask: pl.Expr) -> list[str]:
     return df.filter(mask.fill_null(False))["pair_id"].to_list()
 
 
-def _prompt_cols(df: pl.DataFrame) -> list[str]:
-    return ["chosen_prompt", "rejected_prompt"] if "chosen_prompt" in df.columns else ["prompt"]
+def _prompt_cols(columns: list[str]) -> list[str]:
+    return ["chosen_prompt", "rejected_prompt"] if "chosen_prompt" in columns else ["prompt"]
 
 
 def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
@@ -207,10 +212,14 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
     kinds = list(cfg.pii_kinds) if cfg is not None else KINDS
     regions = tuple(cfg.pii_phone_regions) if cfg is not None else PHONE_REGIONS
     found = {name: _Found() for name in CHECKS}
-    keys, turns, near, rows_seen, files_seen = [], [], [], 0, 0
-    min_words = cfg.decontamination.min_words if cfg is not None else MIN_TURN_WORDS
+    keys, turns, near, quoted, rows_seen, files_seen = [], [], [], [], 0, 0
+    dc = cfg.decontamination if cfg is not None else None
+    min_words = dc.min_words if dc is not None else MIN_TURN_WORDS
     project = _Project(cfg, root, batch_rows, kinds, regions) if cfg is not None and root is not None else None
     files = release_files(release)
+    quotes = release_test_quotes([(c, p) for c, splits in files.items() for p in splits.get("test", [])], _prompt_cols,
+                                 batch_rows, dc.ngram if dc is not None else NGRAM,
+                                 dc.threshold if dc is not None else THRESHOLD, min_words)
     for config, splits in files.items():
         for split, paths in splits.items():
             for path in paths:
@@ -218,7 +227,7 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
                 for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
                     df = pl.from_arrow(batch)
                     rows_seen += df.height
-                    cols = _prompt_cols(df)
+                    cols = _prompt_cols(df.columns)
                     same = same_text(text_of("chosen"), text_of("rejected"))
                     if len(cols) == 2:
                         same = same & same_text(text_of(cols[0]), text_of(cols[1]))
@@ -243,6 +252,9 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
                                                pl.lit(config).alias("config"), "pair_id").explode("_turns"))
                         if project is not None:
                             near.append(project.overlaps(pk))
+                    if split == "train":  # a user turn quoting a test prompt's (pipeline.split_leaks)
+                        quoted.append(quoting_rows(df, cols, quotes).to_frame().select(pl.lit(config).alias("config"),
+                                                                                         "pair_id"))
     key_df = pl.concat(keys) if keys else pl.DataFrame(
         schema={"_key": pl.UInt64, "split": pl.String, "config": pl.String, "pair_id": pl.String, "_open": pl.UInt64})
     both = key_df.group_by("_open").agg(pl.col("split").n_unique().alias("n")).filter(pl.col("n") > 1)
@@ -250,7 +262,8 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
         schema={"_turns": pl.UInt64, "split": pl.String, "config": pl.String, "pair_id": pl.String})
     in_train = pl.concat([key_df.join(both, on="_open").filter(pl.col("split") == "train").select("config", "pair_id"),
                           turn_df.filter(pl.col("split") == "train").join(
-                              turn_df.filter(pl.col("split") == "test"), on="_turns", how="semi").select("config", "pair_id")])
+                              turn_df.filter(pl.col("split") == "test"), on="_turns", how="semi").select("config", "pair_id"),
+                          *quoted])
     for (config,), g in in_train.group_by("config", maintain_order=True):
         found["prompt_in_both_splits"].add(config, g["pair_id"].unique(maintain_order=True).to_list())
 

@@ -83,6 +83,7 @@ class Pugc(Section):
     near_duplicate_threshold: float = Field(gt=0, le=1)
     queries_per_document: int = Field(ge=1)
     leak_patterns: list[Annotated[str, AfterValidator(_check_regex)]]  # a query matching one is dropped
+    min_query_words: int = Field(ge=1)  # a shorter query ("What?", "Explain") is dropped; a CJK character is a word
     query_filter_threshold: float = Field(ge=0, le=1)
     responses_per_query: int = Field(ge=2)
     temperature: float = Field(ge=0)

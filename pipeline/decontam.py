@@ -7,7 +7,8 @@
   de-duplication uses, so a DOVE or Curry pair built from the same prompt is caught. The release keys
   its prompts after redacting them, so the held-out prompts are redacted the same way (``pii_kinds``)
   before theirs are taken: a held-out prompt holding an email address still matches.
-- ``test_turns`` / ``drop_test_turns``: a train prompt holding a user turn of a test prompt goes (the test split is held out).
+
+The release's own test prompts are kept out of its train split by ``pipeline.split_leaks``.
 """
 
 from __future__ import annotations
@@ -368,32 +369,3 @@ def drop_held_out(df: pl.DataFrame, key_cols: list[str], held: pl.DataFrame,
     tagged = _tag(df, key_cols, held.select("_key", detail.alias("_hit")))
     bad = pl.col("_hit").is_not_null() & (pl.col("_split") == "train")
     return tagged.filter(~bad).drop("_hit"), removals(tagged.filter(bad), "held_out", configs, pl.col("_hit"))
-
-
-# --- the release's own test prompts ----------------------------------------------------------------
-
-
-def test_turns(frames: list[tuple[pl.DataFrame, list[str]]]) -> pl.DataFrame:
-    """``_turn``, ``test``: each user-turn key (``pipeline.dedup.turn_keys``) of a ``test`` row (``_split``) of the
-    (frame, turn-key columns) given, with the smallest (method, pair_id) holding it as JSON."""
-    parts = [df.filter(pl.col("_split") == "test").select(pl.col(c).alias("_turn"), "_config", "pair_id")
-             for df, cols in frames for c in cols]
-    test = pl.concat(parts).explode("_turn").drop_nulls("_turn").sort("_config", "pair_id")
-    who = pl.struct(test_method=pl.col("_config"), test_pair_id=pl.col("pair_id")).struct.json_encode()
-    return test.group_by("_turn", maintain_order=True).agg(who.first().alias("test")).sort("_turn")
-
-
-def drop_test_turns(df: pl.DataFrame, turn_cols: list[str], tests: pl.DataFrame,
-                    configs: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Drop ``train`` rows one of whose user turns (``turn_cols``, DOVE: either prompt) is a turn of a test row
-    (``test_turns``): ``[hi, a1, write a poem about cats]`` in train holds the test prompt ``[write a poem about
-    cats]`` (their openings, the split's key, differ). The record names the test pair; ``turn_cols`` are dropped."""
-    if df.height == 0 or tests.height == 0:
-        return df.drop(turn_cols), no_removals()
-    rows = df.with_row_index("_r")
-    turns = [rows.filter(pl.col("_split") == "train").select("_r", pl.col(c).alias("_turn")) for c in turn_cols]
-    hit = (pl.concat(turns).explode("_turn").join(tests, on="_turn")
-           .sort("_r", "test").group_by("_r").agg(pl.col("test").first()))
-    tagged = rows.join(hit, on="_r", how="left", maintain_order="left").drop("_r", *turn_cols)
-    bad = tagged.filter(pl.col("test").is_not_null())
-    return tagged.filter(pl.col("test").is_null()).drop("test"), removals(bad, "test_prompt_in_train", configs, pl.col("test"))

@@ -40,8 +40,8 @@ REASONS = {
     "duplicate_prompt_exact": "leaving `all` only: its prompt is kept there for a method earlier in the priority order",
     "contaminated": "its prompt overlaps an evaluation prompt (word n-grams; detail names the set and prompt)",
     "split_straddle": "a DOVE row whose two prompts fall in different splits",
-    "test_prompt_in_train": "a user turn of its prompt (of at least `decontamination.min_words` words) is a user turn of a "
-                            "test prompt, and it was in a train split (detail names the test pair)",
+    "test_prompt_in_train": "a user turn of its prompt is, or holds, a user turn of a test prompt (of at least "
+                            "`decontamination.min_words` words), and it was in a train split (detail names the test pair)",
     "held_out": "its prompt is in a held-out set and it was in a train split",
 }
 
@@ -74,18 +74,24 @@ def opening_key(col: str) -> pl.Expr:
                                                        return_dtype=pl.UInt64)
 
 
+def turn_texts(df: pl.DataFrame, col: str, min_words: int) -> pl.DataFrame:
+    """One row per normalised user turn of the message-list column ``col`` with at least ``min_words`` words (a CJK
+    character is one), in order: ``_r`` (the row of ``df``), ``_turn`` (its stable uint64 key) and ``_text``."""
+    rows = df.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_r"))
+    turns = rows.with_columns(df.select(user_turns(col))[:, 0].alias("_t")).explode("_t")
+    turns = turns.with_columns(normalise(pl.col("_t")).fill_null(""))  # a prompt without user turns: no row or a null
+    turns = turns.filter(word_counts(turns["_t"]) >= min_words)  # normalised; a CJK character is a word
+    return turns.select("_r", pl.Series("_turn", stable_hash64(turns["_t"]), dtype=pl.UInt64), pl.col("_t").alias("_text"))
+
+
 def turn_keys(df: pl.DataFrame, col: str, min_words: int) -> pl.Series:
     """Per row, a list of uint64 keys: one per normalised user turn of the message-list column ``col`` with at
     least ``min_words`` words (a CJK character is one), in order (a shorter one, "hi", "continue", "thanks a lot",
     "谢谢", gets none). Keys of equal turns are equal, whatever conversation or turn position they come from; a
     prompt of one user turn of ``min_words`` words or more has its ``prompt_keys`` ``_key`` as its only key."""
     rows = df.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_r"))
-    turns = rows.with_columns(df.select(user_turns(col))[:, 0].alias("_t")).explode("_t")
-    turns = turns.with_columns(normalise(pl.col("_t")).fill_null(""))  # a prompt without user turns: no row or a null
-    key = pl.Series(stable_hash64(turns["_t"]), dtype=pl.UInt64)
-    keep = word_counts(turns["_t"]) >= min_words  # normalised; a CJK character is a word
-    keyed = turns.select("_r", pl.when(keep).then(key).alias("_k")).group_by("_r").agg(pl.col("_k").drop_nulls())
-    return rows.join(keyed, on="_r", how="left", maintain_order="left")["_k"].fill_null([]).alias("_turns")
+    keyed = turn_texts(df, col, min_words).group_by("_r", maintain_order=True).agg(pl.col("_turn"))
+    return rows.join(keyed, on="_r", how="left", maintain_order="left")["_turn"].fill_null([]).alias("_turns")
 
 
 def prompt_keys(df: pl.DataFrame, col: str) -> pl.DataFrame:

@@ -22,9 +22,10 @@
    a lone user turn is the whole prompt), so the prompts of one conversation (WildFeedback pairs on two of its
    turns) share a split; a DOVE row whose prompts straddle the splits is dropped. Selfie/SPA's seed pairs (``source``
    "seed"; ``TRAIN_FIRST``), trained on first, pin their openings to train with every pair opening the same way, in
-   any config and in ``all`` (Selfie holds out its own test prompts). A train prompt holding a user
-   turn of a test prompt (of ``decontamination.min_words`` words or more; ``pipeline.dedup.turn_keys``), as a
-   later turn of another conversation, goes (``test_prompt_in_train``): the test split is held out too.
+   any config and in ``all`` (Selfie holds out its own test prompts). A train prompt one of whose user turns is,
+   or quotes inside a longer turn, a user turn of a test prompt (of ``decontamination.min_words`` words or more;
+   ``pipeline.split_leaks``: equal turn keys, then step 5's overlap on the turns' texts), goes
+   (``test_prompt_in_train``): the test split is held out too.
 7. held-out: drop train pairs whose prompt (DOVE: either prompt) is in a held-out set, or overlaps one as step 5
    measures it (``held_out``).
 8. ``all``: a prompt several methods share (exactly or nearly) is kept there for the first method in
@@ -36,11 +37,13 @@
 
 Memory stays bounded by streaming in two passes (``build_release``): the first reads every method's
 pairs batch by batch, redacts them and keeps only ids, scores, prompt keys, text hashes and one MinHash
-signature per distinct prompt; steps 3-8 decide on those; the second pass reads and redacts the pairs
-again and streams the kept ones into one ``ShardWriter`` per config and split.
+signature per distinct prompt, and the texts of the user turns of prompts the hash puts in test; steps 3-8
+decide on those (step 6 reads and redacts the prompts once more, to compare their user turns with the test
+prompts'); the second pass reads and redacts the pairs again and streams the kept ones into one ``ShardWriter``
+per config and split.
 
-Steps 1 and 2, which both passes run, are ``stages/export_read.py``; the writers, stats, plots and gate
-reports of step 9 are ``stages/export_write.py``.
+Steps 1 and 2, which both passes run, are ``stages/export_read.py``; step 6's split is ``stages/export_split.py``;
+the writers, stats, plots and gate reports of step 9 are ``stages/export_write.py``.
 """
 
 from __future__ import annotations
@@ -51,7 +54,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from pipeline import audit
@@ -61,13 +63,11 @@ from pipeline.decontam import (
     contamination,
     decontaminate,
     drop_held_out,
-    drop_test_turns,
     eval_index,
     held_index,
     load_held_out,
     near_held_out,
     release_eval_prompts,
-    test_turns,
 )
 from pipeline.dedup import (
     Signatures,
@@ -85,9 +85,26 @@ from pipeline.files import file_sha256, package_version, replace_dir, write_json
 from pipeline.io import MANIFEST
 from pipeline.metrics import counted, say, write_metrics
 from pipeline.records import SCHEMAS
-from pipeline.text import stable_hash64
+from pipeline.split_leaks import drop_test_turns, quoted_test_turns, test_turns
 from stages import export_card
-from stages.export_read import JOINT_SIDES, PAIR_SIDES, ExportError, method_batches, method_inputs, redacted
+from stages.export_read import (
+    JOINT_SIDES,
+    PAIR_SIDES,
+    ExportError,
+    method_batches,
+    method_inputs,
+    prompt_turns,
+    redacted,
+)
+from stages.export_split import (
+    LEAVES,
+    LEAVES_JOINT,
+    pinned_openings,
+    split_joint,
+    split_pairs,
+    test_candidates,
+    trained_first,
+)
 from stages.export_write import (
     CONDITIONAL,
     JOINT,
@@ -106,8 +123,6 @@ from stages.export_write import (
 log = logging.getLogger(__name__)
 
 OUT_DIR = Path("data/release")
-LEAVES = pl.concat_list(pl.col("_config"), pl.lit("all"))  # a conditional pair leaving the release
-LEAVES_JOINT = pl.concat_list(pl.col("_config"))
 
 
 # --- 3. identical --------------------------------------------------------------------------------
@@ -124,50 +139,6 @@ def drop_flagged(df: pl.DataFrame, flag: str, reason: str, configs: pl.Expr) -> 
     ``_ack`` (``pipeline.checks.unprompted_acknowledgement``), ``_loop`` (``pipeline.checks.looping_chosen``) and
     ``_cut`` (``pipeline.checks.ends_mid_sentence`` on the chosen answer)."""
     return df.filter(~pl.col(flag)).drop(flag), removals(df.filter(pl.col(flag)), reason, configs)
-
-
-# --- 6. split ------------------------------------------------------------------------------------
-
-
-TRAIN_FIRST = {"selfie": "seed"}  # method -> `source` of the pairs its paper trains on before the rest (SPA's gold seed)
-
-
-def trained_first() -> pl.Expr:
-    """True on a pair its method trains on before any other (``TRAIN_FIRST``: Selfie/SPA's gold seed pairs), whose
-    opening the split pins to train: the release's test split is no place for them (Selfie holds out its own)."""
-    return pl.any_horizontal([(pl.col("_config") == m) & (pl.col("source") == s) for m, s in TRAIN_FIRST.items()])
-
-
-def in_test_split(keys: pl.Series, fraction: float, salt: str, pinned: pl.Series | None = None) -> np.ndarray:
-    """True where a prompt key falls in the test split: a salted hash mapped to [0, 1) below ``fraction``, unless
-    the key is ``pinned`` to train."""
-    salted = keys.cast(pl.String).to_frame("k").select(pl.lit(salt + "\x1f") + pl.col("k"))[:, 0]
-    u = (stable_hash64(salted) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-    test = u < fraction
-    return test if pinned is None else test & ~keys.is_in(pinned).to_numpy()
-
-
-def pinned_openings(df: pl.DataFrame) -> pl.Series:
-    """The openings (``_open``) of pairs trained first (``_first``): every pair or DOVE prompt sharing one stays in
-    train, so one opening keeps one split and the rest split as before."""
-    return df.filter(pl.col("_first"))["_open"].unique()
-
-
-def split_pairs(df: pl.DataFrame, fraction: float, salt: str, pinned: pl.Series) -> pl.DataFrame:
-    """Add ``_split`` by the prompt's opening (``_open``; a ``pinned`` one trains): a test prompt never opens a
-    train dialogue."""
-    test = in_test_split(df["_open"], fraction, salt, pinned) if df.height else np.zeros(0, bool)
-    return df.with_columns(pl.Series("_split", np.where(test, "test", "train"), dtype=pl.String))
-
-
-def split_joint(df: pl.DataFrame, fraction: float, salt: str, pinned: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Add ``_split`` (a ``pinned`` opening trains); rows whose two prompts fall in different splits are dropped
-    (``split_straddle``)."""
-    a = in_test_split(df["_open_c"], fraction, salt, pinned) if df.height else np.zeros(0, bool)
-    b = in_test_split(df["_open_r"], fraction, salt, pinned) if df.height else np.zeros(0, bool)
-    tagged = df.with_columns(pl.Series("_split", np.where(a, "test", "train"), dtype=pl.String))
-    same = a == b
-    return tagged.filter(same), removals(tagged.filter(~same), "split_straddle", LEAVES_JOINT)
 
 
 # --- the stage -----------------------------------------------------------------------------------
@@ -209,7 +180,7 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
     sigs = Signatures(cfg.dedup.shingle, cfg.dedup.num_perm)
     dc = cfg.decontamination
     eg = eval_index(evals, dc.ngram, dc.min_words) if evals.height else None
-    pairs, joint, hits, near = [], [], [], [held.select("_key", "held_out")]
+    pairs, joint, hits, near, texts = [], [], [], [held.select("_key", "held_out")], []
     hg = held_index(held, dc.ngram, dc.min_words) if held.height else None
     counts = dict.fromkeys(inputs, 0)
     pii = dict.fromkeys(cfg.pii_kinds, 0)
@@ -221,10 +192,12 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
             pc_, pr = prompt_keys(df, "chosen_prompt"), prompt_keys(df, "rejected_prompt")
             joint.append(light_joint(df, pc_["_key"], pr["_key"], dc.min_words))
             prompts = pl.concat([pc_, pr])
+            texts += [test_candidates(df, "chosen_prompt", cfg), test_candidates(df, "rejected_prompt", cfg)]
         else:
             prompts = prompt_keys(df, "prompt")
             pairs.append(light_pairs(df, prompts["_key"], dc.min_words))
             sigs.add(prompts["_key"], prompts["_text"])
+            texts.append(test_candidates(df, "prompt", cfg))
         prompts = prompts.select("_key", "_text").unique("_key", keep="first", maintain_order=True).sort("_key")
         hits.append(contamination(prompts, evals, dc.ngram, dc.threshold, eg, dc.min_words))
         near.append(near_held_out(prompts, held, dc.ngram, dc.threshold, dc.min_words, hg))
@@ -234,12 +207,15 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
     pairs_df = pl.concat(pairs) if pairs else light_pairs(_empty("pairs"), no_key, dc.min_words)
     joint_df = pl.concat(joint) if joint else light_joint(_empty("joint_pairs"), no_key, no_key, dc.min_words)
     held = pl.concat(near).unique("_key", keep="first", maintain_order=True).sort("_key")
-    return pairs_df, joint_df, sigs, hits_df, pii, counts, held
+    texts_df = pl.concat(texts).unique("_turn", keep="first") if texts else pl.DataFrame(
+        schema={"_turn": pl.UInt64, "_text": pl.String})
+    return pairs_df, joint_df, sigs, hits_df, pii, counts, held, texts_df
 
 
 def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatures, hits: pl.DataFrame,
-           held: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Steps 3-8 on the light frames: (kept pairs with ``_split`` and ``_primary``, kept joint rows, removals)."""
+           held: pl.DataFrame, quoted=None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Steps 3-8 on the light frames: (kept pairs with ``_split`` and ``_primary``, kept joint rows, removals).
+    ``quoted``: the test turns (``test_turns``) -> the keys of user turns holding one (``quoted_test_turns``)."""
     d = cfg.dedup
     drops = []
     for flag, reason in (("_same", "identical"), ("_ack", "unprompted_acknowledgement"), ("_loop", "looping_chosen"),
@@ -260,6 +236,8 @@ def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatur
     joint, r = split_joint(joint, cfg.test_fraction, cfg.split_salt, pinned)
     drops.append(r)
     tests = test_turns([(pairs, ["_turns"]), (joint, ["_turns_c", "_turns_r"])])
+    if quoted is not None:
+        tests = pl.concat([tests, quoted(tests)])
     pairs, r = drop_test_turns(pairs, ["_turns"], tests, LEAVES)
     drops.append(r)
     joint, r = drop_test_turns(joint, ["_turns_c", "_turns_r"], tests, LEAVES_JOINT)
@@ -297,8 +275,10 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows
         say(f"export: skipping {m}: {why}")  # "WARNING export: ...", as the other stages' warnings
     evals, eval_status = release_eval_prompts(cfg.decontamination.sets, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
     held, held_status = load_held_out(cfg.held_out, root, batch_rows, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
-    pairs, joint, sigs, hits, pii, in_rows, held = scan(cfg, inputs, evals, batch_rows, held)
-    pairs, joint, drops = decide(cfg, pairs, joint, sigs, hits, held)
+    pairs, joint, sigs, hits, pii, in_rows, held, texts = scan(cfg, inputs, evals, batch_rows, held)
+    dc = cfg.decontamination
+    pairs, joint, drops = decide(cfg, pairs, joint, sigs, hits, held, lambda tests: quoted_test_turns(
+        prompt_turns(inputs, batch_rows, cfg), tests, texts, dc.ngram, dc.threshold, dc.min_words))
     present = [m for m in cfg.methods if m in inputs]
     configs = (["all"] if any(m in CONDITIONAL for m in present) else []) + [m for m in present if m in CONDITIONAL]
     order_p = release_order(pairs, configs)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import Export
+from pipeline.dedup import turn_texts
 from pipeline.errors import SourceError, StageError
 from pipeline.io import iter_batches
 from pipeline.pii import redact
@@ -128,3 +129,14 @@ def redacted(df: pl.DataFrame, method: str, cfg: Export) -> tuple[pl.DataFrame, 
         df = df.with_columns(source.alias("source"))
         parts.append(c3)
     return df, {k: sum(p.get(k, 0) for p in parts) for k in kinds}
+
+
+def prompt_turns(inputs: dict[str, Path], batch_rows: int, cfg: Export) -> Iterator[pl.DataFrame]:
+    """The user turns (``_turn``, ``_text``: ``pipeline.dedup.turn_texts``) of every method's prompts, read and
+    redacted again as pass 1 redacts them: what step 6 compares with the test prompts' turns once the split is
+    known (a quote of a test prompt has a key of its own). Only the prompt columns are redacted."""
+    for method, df in method_batches(inputs, batch_rows):
+        cols = ["chosen_prompt", "rejected_prompt"] if method in JOINT else ["prompt"]
+        df, _ = redact_messages(df.select(cols), cols, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
+        for c in cols:
+            yield turn_texts(df, c, cfg.decontamination.min_words).select("_turn", "_text")

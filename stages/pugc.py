@@ -36,7 +36,7 @@ from pipeline.llm.base import GenerationFailure, sample_fields
 from pipeline.llm.identity import model_identities
 from pipeline.metrics import DETAILS, announce_overrides, counted
 from pipeline.prompt import copies_template, fill_rows, template, template_phrases
-from pipeline.text import normalise
+from pipeline.text import normalise, word_counts
 from stages.pugc_io import (
     StepClock,
     empty_queries,
@@ -95,9 +95,11 @@ def generate_queries(batch: pa.Table, engine, *, n: int, sampling: Sampling) -> 
     return pa.table(rows, schema=QUERIES)
 
 
-def clean_queries(queries: pl.DataFrame, leak_patterns: list[str]) -> pl.DataFrame:
+def clean_queries(queries: pl.DataFrame, leak_patterns: list[str], min_words: int) -> pl.DataFrame:
     """Mark generation_failed / empty_query / leaks_source / copies_template (the template's placeholder
-    ``<the query>`` or its quoted example, instead of a query) / duplicate_query (first by doc_id is kept)."""
+    ``<the query>`` or its quoted example, instead of a query) / short_query (under ``min_words`` words once
+    normalised, a CJK character as one: "What?", "Explain" ask nothing a document answers) / duplicate_query
+    (first by doc_id is kept)."""
     queries = queries.sort("doc_id", "query_index")
     leaks = "|".join(f"(?:{p})" for p in leak_patterns) if leak_patterns else None
     query = pl.col("query").fill_null("")
@@ -107,6 +109,7 @@ def clean_queries(queries: pl.DataFrame, leak_patterns: list[str]) -> pl.DataFra
             (normalise(query) == "", "empty_query"),
             (query.str.contains(f"(?i){leaks}") if leaks else pl.lit(False), "leaks_source"),
             (copies_template(query, template_phrases(template("pugc_query"))), "copies_template"),
+            (word_counts(normalise(query)) < min_words, "short_query"),
         )
     )
     key = normalise(pl.col("query"))
@@ -220,13 +223,14 @@ def pick_pairs(prompt_ids: pl.Series, responses: pl.DataFrame, min_margin: float
 
 def query_step(docs: pl.DataFrame, params: Params, gen: LLM, *, gate_passed: bool) -> tuple[pl.DataFrame, dict]:
     """Step 2: ``queries_per_document`` reader queries per document, then the failure / leakage /
-    template-copy / duplicate filter; returns the kept queries (with ``prompt_id``) and the step's counts. With
+    template-copy / length / duplicate filter; returns the kept queries (with ``prompt_id``) and the step's counts. With
     the query filter's gate withheld no query would be kept, so none is generated."""
     cfg = params.pugc
     to_query = docs if gate_passed else docs.clear()
     queries = run_step(to_query.select("doc_id", "reference"), generate_queries, params, "queries", engine=gen,
                        n=cfg.queries_per_document, sampling=gen.sampling)
-    queries = clean_queries(queries if queries is not None else empty_queries(), cfg.leak_patterns)
+    queries = clean_queries(queries if queries is not None else empty_queries(), cfg.leak_patterns,
+                            cfg.min_query_words)
     errors = queries["error"].drop_nulls().value_counts().sort(["count", "error"], descending=[True, False])
     counts = {
         **account(queries),

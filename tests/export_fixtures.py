@@ -104,17 +104,24 @@ def export_cfg(**overrides) -> Export:
     return Export.model_validate(data)
 
 
+def broken(topic: str, word: str) -> str:
+    """``topic`` with ``word`` inserted mid-way: another method's prompt on it that does not hold it (or another
+    method's) whole, since a train prompt holding a test prompt is a leak export removes (``test_prompt_in_train``)."""
+    words = topic.split()
+    return " ".join(words[: len(words) // 2] + [word] + words[len(words) // 2:])
+
+
 def standard_methods(root: Path) -> None:
     """pugc + selfie (12 prompts), curry with two levels per prompt, dove joint pairs."""
     write_method(root, "pugc", [pair(f"pugc{i}", t, "pugc", confidence=0.6 + i / 100) for i, t in enumerate(TOPICS[:8])])
     write_method(root, "selfie", [pair(f"selfie{i}", t, "selfie", confidence=0.55) for i, t in enumerate(TOPICS[8:])])
     for level in (0, 1):
         prompt = "For my class project number {i}, {t} Please answer with concrete examples, numbers and a short summary."
-        rows = [pair(f"curry{level}-{i}", prompt.format(i=i, t=t.lower()), "curry", level=level, margin=2.0 - level,
-                     rejected=f"weak answer {level} {i}") for i, t in enumerate(TOPICS)]
+        rows = [pair(f"curry{level}-{i}", prompt.format(i=i, t=broken(t.lower(), "(really)")), "curry", level=level,
+                     margin=2.0 - level, rejected=f"weak answer {level} {i}") for i, t in enumerate(TOPICS)]
         write_method(root, "curry", rows, sub=f"level={level}")
-    write_method(root, "dove", [joint(f"dove{i}", f"Dove task {i}: {TOPICS[i]}", f"Dove task {i}: {TOPICS[(i + 1) % 12]}")
-                                for i in range(12)])
+    write_method(root, "dove", [joint(f"dove{i}", f"Dove task {i}: {broken(TOPICS[i], '(honestly)')}",
+                                      f"Dove task {i}: {broken(TOPICS[(i + 1) % 12], '(truly)')}") for i in range(12)])
 
 
 def build(root: Path, **overrides) -> tuple[Path, dict]:

@@ -83,7 +83,8 @@ class FakeEngine:
     """Answers by template: query writing, the True/False filter, policy samples, 1-5 judgments.
 
     - documents containing FAIL get a GenerationFailure, LEAK a leaking query, COPY the template's
-      placeholder ``<the query>``, UNANSWERABLE p(True)=0.1;
+      placeholder ``<the query>``, SHORTQ the one-word query "What?",
+      UNANSWERABLE p(True)=0.1;
     - policy sample i of a query is "answer i: <query>" ("" for i == 2 when the query holds EMPTYREPLY;
       cut off at max_new_tokens for i == 3 when it holds CUTOFF);
     - the judge's p("1".."5") peaks on score i+1 for sample i (choose), votes i+1 when sampling;
@@ -124,6 +125,8 @@ class FakeEngine:
                         if "LEAK" in doc
                         else "<the query>"
                         if "COPY" in doc
+                        else "What?"
+                        if "SHORTQ" in doc
                         else f"What about {' '.join(doc.split()[:6])}?"
                     )
                     q += " EMPTYREPLY" if "EMPTYREPLY" in doc else ""

@@ -270,7 +270,9 @@ def test_a_prompt_of_an_evaluation_set_is_a_violation_in_any_split(tmp_path):
     put(rel, "dove", "train", [joint("j", TOPICS[1], "Please: " + MT_BENCH_81), joint("j-ok", TOPICS[2], TOPICS[3])],
         name="joint_pairs")
     report, counts = audit(rel, root=tmp_path, cfg=export_cfg(methods=["pugc", "dove"]))
-    assert counts == {"contaminated": 3} and not report["passed"]
+    # the two train prompts also hold the test prompt "verbatim" (pipeline.split_leaks)
+    assert counts == {"contaminated": 3, "prompt_in_both_splits": 2} and not report["passed"]
+    assert set(report["checks"]["prompt_in_both_splits"]["examples"]) == {"pre", "j"}
     assert report["checks"]["contaminated"]["by_config"] == {"dove": 1, "pugc": 2}
     assert set(report["checks"]["contaminated"]["examples"]) == {"pre", "verbatim", "j"}
 
@@ -285,7 +287,9 @@ def test_a_reworded_held_out_prompt_in_train_is_a_violation(tmp_path):
     put(rel, "curry", "test", [pair("near-t", near + " Thanks", "curry", level=0)])
     cfg = export_cfg(methods=["curry"], held_out=["data/selfie/test"])
     report, counts = audit(rel, root=tmp_path, cfg=cfg)
-    assert counts == {"held_out_in_train": 1} and report["checks"]["held_out_in_train"]["examples"] == ["near"]
+    assert counts["held_out_in_train"] == 1 and report["checks"]["held_out_in_train"]["examples"] == ["near"]
+    # "near" is also held by the test prompt "near-t" (overlap 1.0; pipeline.split_leaks)
+    assert counts == {"held_out_in_train": 1, "prompt_in_both_splits": 1}
 
 
 def test_a_clean_release_passes_and_lists_its_audit(tmp_path, capsys, monkeypatch, root):

@@ -225,3 +225,16 @@ def test_wildfeedback_sat_pairs_need_the_sat_summary(tmp_path, good):
     assert "wildfeedback: sat_pairs: true needs 'sat' in wildfeedback.summarize (got ['dsat'])" in msg
     good["wildfeedback"]["summarize"] = ["dsat", "sat"]
     assert load_params(write(tmp_path, good)).wildfeedback.sat_pairs
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (0, "pugc.min_query_words: Input should be greater than or equal to 1 (got 0)"),
+    ("3", "pugc.min_query_words: Input should be a valid integer (got '3')"),
+    (2.5, "pugc.min_query_words: Input should be a valid integer (got 2.5)"),
+])
+def test_min_query_words_is_a_whole_number_of_one_or_more(tmp_path, good, value, expected):
+    """PUGC's query length floor (``short_query``) is checked with the params, strictly: "3" or 2.5 is no count."""
+    good["pugc"]["min_query_words"] = value
+    assert expected in error_of(tmp_path, good)
+    del good["pugc"]["min_query_words"]
+    assert "pugc.min_query_words: missing" in error_of(tmp_path, good)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline import decontam
-from pipeline.decontam import contamination, drop_test_turns
+from pipeline import split_leaks
+from pipeline.decontam import contamination
 from pipeline.dedup import turn_keys
+from pipeline.split_leaks import drop_test_turns
 from pipeline.text import cjk_words, normalise
 
 
@@ -53,6 +54,6 @@ def test_a_chinese_test_turn_held_by_a_train_dialogue_leaves_train_and_short_tur
                     ("c", "train", ["请写一首关于狗的诗"]))
     df = df.with_columns(turn_keys(df, "prompt", 4))
     assert df["_turns"].list.len().to_list() == [1, 0, 1, 0, 1]
-    kept, gone = drop_test_turns(df, ["_turns"], decontam.test_turns([(df, ["_turns"])]), pl.lit(["wf"]))
+    kept, gone = drop_test_turns(df, ["_turns"], split_leaks.test_turns([(df, ["_turns"])]), pl.lit(["wf"]))
     assert gone["pair_id"].to_list() == ["a"] and gone["reason"].to_list() == ["test_prompt_in_train"]
     assert kept["pair_id"].to_list() == ["t1", "t2", "b", "c"]

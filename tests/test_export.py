@@ -113,7 +113,7 @@ def test_a_test_prompt_in_a_later_turn_of_a_train_dialogue_leaves_train(tmp_path
     which holds the test prompt and an answer to it, and its audit passed; so was a train prompt that is a test
     dialogue's later turn. Such train rows go (``test_prompt_in_train``, naming the test pair); a turn under
     ``min_words`` words ("continue") joins nothing."""
-    from stages.export import in_test_split
+    from stages.export_split import in_test_split
 
     short = ["continue", "thanks a lot", "go on then", "more please", "ok next", "and then"]
     rows, opens = [], []

@@ -8,7 +8,8 @@ import json
 import polars as pl
 
 from pipeline.dedup import opening_key
-from stages.export import build_release, in_test_split
+from stages.export import build_release
+from stages.export_split import in_test_split
 from tests.export_fixtures import TOPICS, build, export_cfg, joint, msg, pair, write_method
 
 FRACTION = 0.5

@@ -148,7 +148,7 @@ def test_leaking_failed_empty_and_duplicate_queries_are_dropped():
     )
     got = {
         (d, i): r
-        for d, i, r in clean_queries(q, CFG.leak_patterns).select("doc_id", "query_index", "drop").iter_rows()
+        for d, i, r in clean_queries(q, CFG.leak_patterns, CFG.min_query_words).select("doc_id", "query_index", "drop").iter_rows()
     }
     assert got == {
         ("d1", 0): "leaks_source",
@@ -442,3 +442,16 @@ def test_ids_and_lineage_are_pinned():
         5.0,
         4.0,
     )
+
+
+def test_a_query_under_min_query_words_is_dropped_a_cjk_character_counting_as_a_word():
+    """A one- or two-word query ("What?", "Explain") asks nothing a document can be checked to answer; main had no
+    minimum, so with the judge gates lowered it reached the policy. Words are counted normalised, a Han,
+    Hiragana or Katakana character as one (``pipeline.text.word_counts``)."""
+    texts = ["What?", "Explain", "Why not", "解释", "请解释一下", "Is it safe?", "How do I descale a kettle?", "?"]
+    q = pl.DataFrame({"doc_id": [f"d{i}" for i in range(len(texts))], "query_index": [0] * len(texts),
+                      "query": texts, "error": [None] * len(texts)}, schema_overrides={"error": pl.String})
+    drops = clean_queries(q, CFG.leak_patterns, 3)["drop"].to_list()
+    assert drops == ["short_query"] * 4 + [None, None, None, "empty_query"]
+    assert CFG.min_query_words == 3  # the shipped default
+    assert clean_queries(q, CFG.leak_patterns, 1)["drop"].to_list() == [None] * 7 + ["empty_query"]

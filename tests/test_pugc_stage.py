@@ -116,6 +116,21 @@ def test_stage_runs_end_to_end_and_accounts_for_every_row(tmp_path, monkeypatch,
     assert {p.name: p.read_bytes() for p in (tmp_path / "out" / "pairs").glob("*.parquet")} == first
 
 
+def test_a_one_word_query_is_counted_as_short_query_with_the_gates_lowered(tmp_path, monkeypatch, fake_engine):
+    """The generator writes "What?" for one document; the samples' gates are lowered (tiny overrides), and main
+    kept the query, sampled answers to it and paired them. It is dropped at step 2 and counted by reason."""
+    monkeypatch.chdir(tmp_path)
+    rows = [{"doc_id": f"d{i}", "text": text, "title": f"Post {i}", "source": "posts"} for i, text in enumerate(POSTS)]
+    rows[1]["text"] += " SHORTQ"
+    write_documents(tmp_path / "docs", rows)
+    params = make_params()
+    m = pugc.main(params, documents=tmp_path / "docs", out=tmp_path / "out")
+    check_accounting(m, params.pugc)
+    assert m["queries"]["dropped"] == {"short_query": 1}
+    queries = read_table(tmp_path / "out" / "queries", "prompts").to_pylist()
+    assert sorted(q["origin_id"] for q in queries) == [f"d{i}" for i in range(len(POSTS)) if i != 1]
+
+
 def test_unknown_sources_are_an_error_that_names_them(tmp_path):
     write_documents(tmp_path / "docs", [{"doc_id": "d", "text": ENGLISH, "source": "reddit"}])
     with pytest.raises(
