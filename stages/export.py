@@ -22,7 +22,8 @@
    a lone user turn is the whole prompt), so the prompts of one conversation (WildFeedback pairs on two of its
    turns) share a split; a DOVE row whose prompts straddle the splits is dropped. Selfie/SPA's seed pairs (``source``
    "seed"; ``TRAIN_FIRST``), trained on first, pin their openings to train with every pair opening the same way, in
-   any config and in ``all`` (Selfie holds out its own test prompts). A train prompt one of whose user turns is,
+   any config and in ``all`` (Selfie holds out its own test prompts), and so does every pair sharing (or quoting)
+   a user turn with a seed pair, so no seed pair goes for the split. A train prompt one of whose user turns is,
    or quotes inside a longer turn, a user turn of a test prompt (of ``decontamination.min_words`` words or more;
    ``pipeline.split_leaks``: equal turn keys, then step 5's overlap on the turns' texts), goes
    (``test_prompt_in_train``): the test split is held out too.

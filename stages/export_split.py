@@ -1,6 +1,6 @@
 """Export step 6, the split (``stages/export.py`` runs it): a salted hash of each prompt's opening (its first user
-turn) puts it in train or test; the openings of pairs trained first stay in train; a DOVE row whose prompts straddle
-the splits goes; and the texts of the test prompts' user turns are kept for the quote check (``pipeline.split_leaks``).
+turn) puts it in train or test; the openings of pairs trained first, and of every pair sharing a user turn with
+one, stay in train; a DOVE row whose prompts straddle the splits goes; and the texts of the test prompts' user turns are kept for the quote check (``pipeline.split_leaks``).
 """
 
 from __future__ import annotations

@@ -128,6 +128,7 @@ def test_a_pair_sharing_a_user_turn_with_a_seed_pair_trains_and_the_seed_pair_st
     assert got["pugc"]["pugc-shared"] == got["pugc"]["pugc-quote"] == got["curry"]["curry-hi"] == "train"
     assert "test_prompt_in_train" not in stats["drops"]
     assert stats["split"]["pinned_by_seed"] == 3  # the PUGC question, the Curry dialogue and the quoting turn
+    assert "3 openings moved to train for a seed pair's turn" in (release / "README.md").read_text()
     assert json.loads((release / "audit.json").read_text())["passed"]
 
 
