@@ -48,7 +48,7 @@ def holding(df: pl.DataFrame, turn_cols: list[str], keys: pl.DataFrame) -> pl.Da
 
 def pinned_openings(pairs: pl.DataFrame, joint: pl.DataFrame,
                     quoting: Callable[[pl.Series], pl.Series] | None = None) -> tuple[pl.Series, pl.DataFrame]:
-    """(the openings pinned to train, the seed's openings with whether the seed itself set them ``_own``).
+    """(the openings pinned to train; the same as a frame with ``_own``: whether a seed pair opens with it).
 
     The openings (``_open``) of pairs trained first (``_first``), and those of every pair or DOVE row (both of its
     prompts) sharing a user turn with one (``_turns``: turn keys), or whose user turn holds, lies inside or overlaps

@@ -134,10 +134,14 @@ def test_a_pair_sharing_a_user_turn_with_a_seed_pair_trains_and_the_seed_pair_st
 
 def test_a_pair_sharing_no_turn_with_a_seed_pair_keeps_its_hashed_split(tmp_path):
     """The twin: a PUGC pair on a topic no seed pair holds or quotes stays where the hash put it (test), and
-    ``pinned_by_seed`` counts only the openings moved for a seed pair."""
+    ``pinned_by_seed`` counts only the openings moved for a seed pair; a batch of one row splits the same."""
     opening = sharing_fixture(tmp_path)
     release, stats = build(tmp_path, methods=["pugc", "selfie", "curry"], test_fraction=FRACTION)
     assert hashed_test([opening["neutral"]])[opening["neutral"]]
     assert splits(release)["pugc"]["pugc-neutral"] == "test"
     assert stats["split"]["pinned_seed"] == sum(hashed_test([TOPICS[0], TOPICS[2]]).values()) + hashed_test(
         ["Hey, good morning."])["Hey, good morning."]
+    small = tmp_path / "small"
+    build_release(export_cfg(methods=["pugc", "selfie", "curry"], test_fraction=FRACTION), tmp_path, small, "fp-test",
+                  batch_rows=1)
+    assert splits(small) == splits(release)
