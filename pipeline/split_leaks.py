@@ -11,6 +11,8 @@
   test turns are the eval set: word n-grams, ``ngram`` / ``threshold``, and whole-word containment from
   ``min_words`` words), and its key joins the test turns, so ``drop_test_turns`` drops its prompt too.
   Assistant turns are not compared: a story in which a character says "why are you here" quotes no test prompt.
+- ``turns_overlapping``: the same match seen from the other side, so export can keep the turns a pair it must not
+  drop would quote (or be quoted by) out of the test split.
 """
 
 from __future__ import annotations
@@ -78,6 +80,19 @@ def quoted_test_turns(turn_batches: Iterable[pl.DataFrame], tests: pl.DataFrame,
     tq = test_quotes(tests, texts, n, threshold, min_words)
     found = [quoting_turns(t, tq) for t in turn_batches]
     return pl.concat([pl.DataFrame(schema=TEST_SCHEMA), *found]).unique("_turn", keep="first").sort("_turn")
+
+
+def turns_overlapping(turns: pl.DataFrame, others: pl.DataFrame, n: int, threshold: float,
+                      min_words: int) -> pl.Series:
+    """The keys (``_turn``) of the user turns ``turns`` (``_turn``, ``_text``: ``turn_texts``) that hold, lie inside
+    or overlap a turn of ``others`` (the same columns) as ``quoting_turns`` matches a train turn with a test turn:
+    ``contamination``'s overlap is symmetric (shared n-grams over those of the shorter text; a short text found
+    whole in either), so a turn of ``others`` that would be dropped for quoting one of ``turns`` is found from this
+    side, every such turn of ``turns`` at once (``contamination`` names one best match per turn of ``turns``)."""
+    evals = others.unique("_turn", keep="first").sort("_turn").select(
+        pl.lit("other").alias("eval_set"), pl.col("_turn").cast(pl.String).alias("eval_id"), pl.col("_text").alias("text"))
+    prompts = turns.select(pl.col("_turn").alias("_key"), "_text").unique("_key", keep="first").sort("_key")
+    return contamination(prompts, evals, n, threshold, None, min_words)["_key"].alias("_turn")
 
 
 def drop_test_turns(df: pl.DataFrame, turn_cols: list[str], tests: pl.DataFrame,

@@ -22,7 +22,8 @@
    a lone user turn is the whole prompt), so the prompts of one conversation (WildFeedback pairs on two of its
    turns) share a split; a DOVE row whose prompts straddle the splits is dropped. Selfie/SPA's seed pairs (``source``
    "seed"; ``TRAIN_FIRST``), trained on first, pin their openings to train with every pair opening the same way, in
-   any config and in ``all`` (Selfie holds out its own test prompts). A train prompt one of whose user turns is,
+   any config and in ``all`` (Selfie holds out its own test prompts), and so does every pair sharing (or quoting)
+   a user turn with a seed pair, so no seed pair goes for the split. A train prompt one of whose user turns is,
    or quotes inside a longer turn, a user turn of a test prompt (of ``decontamination.min_words`` words or more;
    ``pipeline.split_leaks``: equal turn keys, then step 5's overlap on the turns' texts), goes
    (``test_prompt_in_train``): the test split is held out too.
@@ -80,12 +81,13 @@ from pipeline.dedup import (
     text_hash,
     text_of,
     turn_keys,
+    turn_texts,
 )
 from pipeline.files import file_sha256, package_version, replace_dir, write_json_atomic
 from pipeline.io import MANIFEST
 from pipeline.metrics import counted, say, write_metrics
 from pipeline.records import SCHEMAS
-from pipeline.split_leaks import drop_test_turns, quoted_test_turns, test_turns
+from pipeline.split_leaks import drop_test_turns, quoted_test_turns, test_turns, turns_overlapping
 from stages import export_card
 from stages.export_read import (
     JOINT_SIDES,
@@ -99,6 +101,7 @@ from stages.export_read import (
 from stages.export_split import (
     LEAVES,
     LEAVES_JOINT,
+    pin_counts,
     pinned_openings,
     split_joint,
     split_pairs,
@@ -176,11 +179,12 @@ def _empty(name: str) -> pl.DataFrame:
 def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: int, held: pl.DataFrame):
     """Pass 1: every method's pairs streamed once, redacted, reduced to the light frames the
     decisions need; prompt signatures, contamination hits and prompts near a held-out one (added to
-    ``held``, which is returned) are computed batch by batch."""
+    ``held``, which is returned) are computed batch by batch; the texts of the user turns of the prompts the hash
+    puts in test and of the pairs trained first are kept for step 6."""
     sigs = Signatures(cfg.dedup.shingle, cfg.dedup.num_perm)
     dc = cfg.decontamination
     eg = eval_index(evals, dc.ngram, dc.min_words) if evals.height else None
-    pairs, joint, hits, near, texts = [], [], [], [held.select("_key", "held_out")], []
+    pairs, joint, hits, near, texts, seeds = [], [], [], [held.select("_key", "held_out")], [], []
     hg = held_index(held, dc.ngram, dc.min_words) if held.height else None
     counts = dict.fromkeys(inputs, 0)
     pii = dict.fromkeys(cfg.pii_kinds, 0)
@@ -198,6 +202,7 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
             pairs.append(light_pairs(df, prompts["_key"], dc.min_words))
             sigs.add(prompts["_key"], prompts["_text"])
             texts.append(test_candidates(df, "prompt", cfg))
+            seeds.append(turn_texts(df.filter(trained_first()), "prompt", dc.min_words).drop("_r"))
         prompts = prompts.select("_key", "_text").unique("_key", keep="first", maintain_order=True).sort("_key")
         hits.append(contamination(prompts, evals, dc.ngram, dc.threshold, eg, dc.min_words))
         near.append(near_held_out(prompts, held, dc.ngram, dc.threshold, dc.min_words, hg))
@@ -209,13 +214,16 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
     held = pl.concat(near).unique("_key", keep="first", maintain_order=True).sort("_key")
     texts_df = pl.concat(texts).unique("_turn", keep="first") if texts else pl.DataFrame(
         schema={"_turn": pl.UInt64, "_text": pl.String})
-    return pairs_df, joint_df, sigs, hits_df, pii, counts, held, texts_df
+    seeds_df = pl.concat([texts_df.clear(), *seeds]).unique("_turn", keep="first")
+    return pairs_df, joint_df, sigs, hits_df, pii, counts, held, texts_df, seeds_df
 
 
 def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatures, hits: pl.DataFrame,
-           held: pl.DataFrame, quoted=None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Steps 3-8 on the light frames: (kept pairs with ``_split`` and ``_primary``, kept joint rows, removals).
-    ``quoted``: the test turns (``test_turns``) -> the keys of user turns holding one (``quoted_test_turns``)."""
+           held: pl.DataFrame, quoted=None, seed_quotes=None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict]:
+    """Steps 3-8 on the light frames: (kept pairs with ``_split`` and ``_primary``, kept joint rows, removals, the
+    split's pinning counts). ``quoted``: the test turns (``test_turns``) -> the keys of user turns holding one
+    (``quoted_test_turns``); ``seed_quotes``: the turn keys of the pairs trained first -> those of the turns that
+    would match one (``turns_overlapping``)."""
     d = cfg.dedup
     drops = []
     for flag, reason in (("_same", "identical"), ("_ack", "unprompted_acknowledgement"), ("_loop", "looping_chosen"),
@@ -231,7 +239,7 @@ def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatur
     drops.append(r)
     joint, r = decontaminate(joint, ["_key_c", "_key_r"], hits, LEAVES_JOINT)
     drops.append(r)
-    pinned = pinned_openings(pairs)
+    pinned, opens = pinned_openings(pairs, joint, seed_quotes)
     pairs = split_pairs(pairs, cfg.test_fraction, cfg.split_salt, pinned)
     joint, r = split_joint(joint, cfg.test_fraction, cfg.split_salt, pinned)
     drops.append(r)
@@ -248,7 +256,8 @@ def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatur
     drops.append(r)
     pairs, r = dedup_across(pairs, d.priority, sigs, d.bands, d.near_threshold, pl.lit(["all"]))
     drops.append(r)
-    return pairs, joint, pl.concat(drops).sort("reason", "method", "pair_id")
+    return pairs, joint, pl.concat(drops).sort("reason", "method", "pair_id"), pin_counts(opens, cfg.test_fraction,
+                                                                                         cfg.split_salt)
 
 
 def removed_records(df: pl.DataFrame, gone: pl.DataFrame, method: str) -> pl.DataFrame:
@@ -275,10 +284,12 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows
         say(f"export: skipping {m}: {why}")  # "WARNING export: ...", as the other stages' warnings
     evals, eval_status = release_eval_prompts(cfg.decontamination.sets, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
     held, held_status = load_held_out(cfg.held_out, root, batch_rows, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
-    pairs, joint, sigs, hits, pii, in_rows, held, texts = scan(cfg, inputs, evals, batch_rows, held)
+    pairs, joint, sigs, hits, pii, in_rows, held, texts, seeds = scan(cfg, inputs, evals, batch_rows, held)
     dc = cfg.decontamination
-    pairs, joint, drops = decide(cfg, pairs, joint, sigs, hits, held, lambda tests: quoted_test_turns(
-        prompt_turns(inputs, batch_rows, cfg), tests, texts, dc.ngram, dc.threshold, dc.min_words))
+    pairs, joint, drops, split = decide(cfg, pairs, joint, sigs, hits, held, lambda tests: quoted_test_turns(
+        prompt_turns(inputs, batch_rows, cfg), tests, texts, dc.ngram, dc.threshold, dc.min_words),
+        lambda keys: turns_overlapping(texts, seeds.filter(pl.col("_turn").is_in(keys.implode())), dc.ngram,
+                                       dc.threshold, dc.min_words))
     present = [m for m in cfg.methods if m in inputs]
     configs = (["all"] if any(m in CONDITIONAL for m in present) else []) + [m for m in present if m in CONDITIONAL]
     order_p = release_order(pairs, configs)
@@ -287,6 +298,7 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows
     stats = build_stats(pairs, joint, rows, drops, pii, in_rows, skipped, eval_status, held_status)
     stats["gates"] = gate_reports(root, list(inputs))
     stats["models"] = model_reports(root, list(inputs))
+    stats["split"] = split
     stats["fingerprint"] = fp
 
     tmp = out_dir.parent / f".{out_dir.name}.tmp"

@@ -1,9 +1,11 @@
 """Export step 6, the split (``stages/export.py`` runs it): a salted hash of each prompt's opening (its first user
-turn) puts it in train or test; the openings of pairs trained first stay in train; a DOVE row whose prompts straddle
-the splits goes; and the texts of the test prompts' user turns are kept for the quote check (``pipeline.split_leaks``).
+turn) puts it in train or test; the openings of pairs trained first, and of every pair sharing a user turn with
+one, stay in train; a DOVE row whose prompts straddle the splits goes; and the texts of the test prompts' user turns are kept for the quote check (``pipeline.split_leaks``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -37,10 +39,41 @@ def in_test_split(keys: pl.Series, fraction: float, salt: str, pinned: pl.Series
     return test if pinned is None else test & ~keys.is_in(pinned).to_numpy()
 
 
-def pinned_openings(df: pl.DataFrame) -> pl.Series:
-    """The openings (``_open``) of pairs trained first (``_first``): every pair or DOVE prompt sharing one stays in
-    train, so one opening keeps one split and the rest split as before."""
-    return df.filter(pl.col("_first"))["_open"].unique()
+def holding(df: pl.DataFrame, turn_cols: list[str], keys: pl.DataFrame) -> pl.DataFrame:
+    """The rows of ``df`` one of whose user-turn keys (``turn_cols``, lists) is a ``_turn`` of ``keys``."""
+    rows = df.with_row_index("_r")
+    hit = pl.concat([rows.select("_r", pl.col(c).alias("_turn")).explode("_turn") for c in turn_cols])
+    return rows.join(hit.join(keys, on="_turn", how="semi").select("_r").unique(), on="_r", how="semi").drop("_r")
+
+
+def pinned_openings(pairs: pl.DataFrame, joint: pl.DataFrame,
+                    quoting: Callable[[pl.Series], pl.Series] | None = None) -> tuple[pl.Series, pl.DataFrame]:
+    """(the openings pinned to train; the same as a frame with ``_own``: whether a seed pair opens with it).
+
+    The openings (``_open``) of pairs trained first (``_first``), and those of every pair or DOVE row (both of its
+    prompts) sharing a user turn with one (``_turns``: turn keys), or whose user turn holds, lies inside or overlaps
+    one (``quoting``: the seed's turn keys -> the keys of the turns ``pipeline.split_leaks`` would match with them).
+    A train pair goes (``test_prompt_in_train``) only when one of its user turns is, or quotes, a user turn of a test
+    row; every row sharing (or quoting, either way) a seed turn now trains, so no test row holds one and a seed pair
+    never goes for the split. One hop is enough: pinning only moves rows from test to train, so the test turns only
+    shrink and no new test row can appear next to a seed pair; a row pinned this way may itself go when it shares a
+    turn with a test row (it is no seed pair: its gold neighbour stays). One opening keeps one split."""
+    seed = pairs.filter(pl.col("_first"))
+    own = seed.select(pl.col("_turns").alias("_turn")).explode("_turn").drop_nulls().unique()
+    keys = pl.concat([own, quoting(own["_turn"].sort()).to_frame("_turn")]).unique() if quoting else own
+    near = holding(joint, ["_turns_c", "_turns_r"], keys)
+    by_turn = pl.concat([holding(pairs, ["_turns"], keys)["_open"], near["_open_c"], near["_open_r"]])
+    opens = pl.concat([seed.select("_open", pl.lit(True).alias("_own")),
+                       by_turn.to_frame("_open").with_columns(pl.lit(False).alias("_own"))])
+    opens = opens.group_by("_open").agg(pl.col("_own").any()).sort("_open")
+    return opens["_open"], opens
+
+
+def pin_counts(opens: pl.DataFrame, fraction: float, salt: str) -> dict[str, int]:
+    """details.json's ``split``: the openings the hash put in test that train because a seed pair opens with them
+    (``pinned_seed``) or because a pair opening with them shares a user turn with a seed pair (``pinned_by_seed``)."""
+    moved = opens.filter(pl.Series(in_test_split(opens["_open"], fraction, salt) if opens.height else np.zeros(0, bool)))
+    return {"pinned_seed": int(moved["_own"].sum()), "pinned_by_seed": int((~moved["_own"]).sum())}
 
 
 def split_pairs(df: pl.DataFrame, fraction: float, salt: str, pinned: pl.Series) -> pl.DataFrame:

@@ -86,3 +86,62 @@ def test_pairs_of_other_openings_split_by_their_hash_as_before(tmp_path):
     build_release(export_cfg(methods=["pugc", "selfie", "dove"], test_fraction=FRACTION), tmp_path, small, "fp-test",
                   batch_rows=1)
     assert splits(small) == got
+
+
+def in_test(texts: list[str]) -> list[str]:
+    """The texts of ``texts`` whose opening (a lone user turn, or a dialogue's first) the hash puts in test."""
+    return [t for t, test in hashed_test(texts).items() if test]
+
+
+def sharing_fixture(root) -> dict[str, str]:
+    """Three Selfie seed pairs, each sharing a user turn with another method's pair whose opening the hash puts in
+    test: a PUGC question that is the seed dialogue's last turn, a Curry dialogue ending with the seed's question,
+    and a PUGC turn quoting the seed's question inside a longer one; and a PUGC pair on a topic no seed touches
+    (its twin). Returns the role -> the prompt text the hash sees (its opening)."""
+    hi = in_test([f"Hello there my good friend number {i}, how are you doing?" for i in range(40)])[0]
+    quote = in_test([f"Here is what my friend number {i} asked me: {TOPICS[2]} Can you do better than that?"
+                     for i in range(40)])[0]
+    test_topics = in_test(TOPICS[3:])
+    shared, neutral = test_topics[0], test_topics[1]
+    dialogue = msg("user", "Hey, good morning.") + msg("assistant", "Good morning!")
+    seeds = [pair("seed-last", "", "selfie") | {"prompt": dialogue + msg("user", shared)},
+             pair("seed-first", TOPICS[0], "selfie"), pair("seed-quoted", TOPICS[2], "selfie")]
+    write_method(root, "selfie", [s | {"source": "seed"} for s in seeds], sub="seed")
+    write_method(root, "pugc", [pair("pugc-shared", shared, "pugc"), pair("pugc-quote", quote, "pugc"),
+                                pair("pugc-neutral", neutral, "pugc")])
+    curry = pair("curry-hi", hi, "curry", level=0)
+    curry["prompt"] += msg("assistant", "Fine, thanks.") + msg("user", TOPICS[0])
+    write_method(root, "curry", [curry], sub="level=0")
+    return {"shared": shared, "hi": hi, "quote": quote, "neutral": neutral}
+
+
+def test_a_pair_sharing_a_user_turn_with_a_seed_pair_trains_and_the_seed_pair_stays(tmp_path):
+    """Main pinned only the seed's openings: a PUGC question whose opening the hash put in test while a seed
+    dialogue asked it as its last turn (or a Curry dialogue whose opening fell in test ending with a seed question,
+    or a test turn quoting one) made the seed pair a train pair holding a test turn, and the gold pair went as
+    `test_prompt_in_train`. Every pair sharing (or quoting) a seed turn now trains; the seed pairs stay."""
+    opening = sharing_fixture(tmp_path)
+    assert all(hashed_test([t])[t] for t in opening.values())  # the hash alone puts each in test
+    release, stats = build(tmp_path, methods=["pugc", "selfie", "curry"], test_fraction=FRACTION)
+    got = splits(release)
+    assert got["selfie"] == {"seed-last": "train", "seed-first": "train", "seed-quoted": "train"}
+    assert got["pugc"]["pugc-shared"] == got["pugc"]["pugc-quote"] == got["curry"]["curry-hi"] == "train"
+    assert "test_prompt_in_train" not in stats["drops"]
+    assert stats["split"]["pinned_by_seed"] == 3  # the PUGC question, the Curry dialogue and the quoting turn
+    assert "3 openings moved to train for a seed pair's turn" in (release / "README.md").read_text()
+    assert json.loads((release / "audit.json").read_text())["passed"]
+
+
+def test_a_pair_sharing_no_turn_with_a_seed_pair_keeps_its_hashed_split(tmp_path):
+    """The twin: a PUGC pair on a topic no seed pair holds or quotes stays where the hash put it (test), and
+    ``pinned_by_seed`` counts only the openings moved for a seed pair; a batch of one row splits the same."""
+    opening = sharing_fixture(tmp_path)
+    release, stats = build(tmp_path, methods=["pugc", "selfie", "curry"], test_fraction=FRACTION)
+    assert hashed_test([opening["neutral"]])[opening["neutral"]]
+    assert splits(release)["pugc"]["pugc-neutral"] == "test"
+    assert stats["split"]["pinned_seed"] == sum(hashed_test([TOPICS[0], TOPICS[2]]).values()) + hashed_test(
+        ["Hey, good morning."])["Hey, good morning."]
+    small = tmp_path / "small"
+    build_release(export_cfg(methods=["pugc", "selfie", "curry"], test_fraction=FRACTION), tmp_path, small, "fp-test",
+                  batch_rows=1)
+    assert splits(small) == splits(release)
