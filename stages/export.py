@@ -6,14 +6,10 @@
 1. merge: ``data/<method>/pairs`` for every enabled method (sub-folders such as Curry-DPO's ``level=N``
    are read in order; DOVE: the joint_pairs contract). An absent folder is skipped and noted in details.json.
 2. redact: every string the release writes (messages, ``lineage``, ``source``) by ``pipeline.pii``.
-3. drop pairs whose chosen equals rejected after whitespace normalisation, case folding and dropping sentence
-   punctuation (``pipeline.checks.same_text``).
-   and pairs whose chosen acknowledges feedback its prompt's last user turn does not give or opens as a
-   revision of a version its prompt neither holds nor asks for (``unprompted_acknowledgement``,
-   ``pipeline.checks``), pairs whose chosen loops, repeating its own
-   sentences (``looping_chosen``), and pairs whose chosen stops mid-sentence (``cut_off_chosen``,
-   ``pipeline.checks.ends_mid_sentence``: external answers truncated upstream carry no finish reason):
-   counted, never the whole release failing its audit.
+3. drop pairs whose chosen equals rejected after normalisation (``pipeline.checks.same_text``), acknowledges
+   feedback or revises a version its prompt does not hold (``unprompted_acknowledgement``), loops over its own
+   sentences (``looping_chosen``) or stops mid-sentence (``cut_off_chosen``: an external answer truncated upstream
+   carries no finish reason): counted, never the whole release failing its audit.
 4. de-duplicate *within* each method: identical pairs, and near-duplicate prompts (MinHash); several
    pairs of one method for one exact prompt (Curry-DPO's levels) stay together.
 5. decontaminate: drop pairs whose prompt shares word n-grams with an evaluation prompt (redacted like
@@ -36,12 +32,10 @@
    ``removed.jsonl`` (every pair that left a config, why, which configs and its texts) and ``audit.json``:
    ``pipeline.audit`` re-reads the release and the stage fails on any hard violation, leaving the candidate in ``data/.release.rejected`` and ``data/release`` as it was.
 
-Memory stays bounded by streaming in two passes (``build_release``): the first reads every method's
-pairs batch by batch, redacts them and keeps only ids, scores, prompt keys, text hashes and one MinHash
-signature per distinct prompt, and the texts of the user turns of prompts the hash puts in test; steps 3-8
-decide on those (step 6 reads and redacts the prompts once more, to compare their user turns with the test
-prompts'); the second pass reads and redacts the pairs again and streams the kept ones into one ``ShardWriter``
-per config and split.
+Memory stays bounded by streaming in two passes (``build_release``): the first reads and redacts every method's
+pairs batch by batch, keeping ids, scores, prompt keys, text hashes, one MinHash signature per distinct prompt and
+the user turns of prompts the hash puts in test; steps 3-8 decide on those (step 6 reads the prompts once more to
+compare their user turns with the test prompts'); the second pass streams the kept pairs into the shard writers.
 
 Steps 1 and 2, which both passes run, are ``stages/export_read.py``; step 6's split is ``stages/export_split.py``;
 the writers, stats, plots and gate reports of step 9 are ``stages/export_write.py``.
@@ -53,7 +47,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import polars as pl
 
@@ -176,7 +170,23 @@ def _empty(name: str) -> pl.DataFrame:
                                                                    pl.lit(0, pl.Int64).alias("_seq"))
 
 
-def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: int, held: pl.DataFrame):
+class Scanned(NamedTuple):
+    """Pass 1's result: the light frames (``light_pairs`` / ``light_joint``), prompt signatures, contamination hits,
+    redactions and rows read per kind / method, the held-out keys (prompts near one added), and the user turns
+    (``_turn``, ``_text``) of the prompts the hash puts in test and of the pairs trained first."""
+
+    pairs: pl.DataFrame
+    joint: pl.DataFrame
+    sigs: Signatures
+    hits: pl.DataFrame
+    pii: dict[str, int]
+    counts: dict[str, int]
+    held: pl.DataFrame
+    texts: pl.DataFrame
+    seeds: pl.DataFrame
+
+
+def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: int, held: pl.DataFrame) -> Scanned:
     """Pass 1: every method's pairs streamed once, redacted, reduced to the light frames the
     decisions need; prompt signatures, contamination hits and prompts near a held-out one (added to
     ``held``, which is returned) are computed batch by batch; the texts of the user turns of the prompts the hash
@@ -215,7 +225,7 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
     texts_df = pl.concat(texts).unique("_turn", keep="first") if texts else pl.DataFrame(
         schema={"_turn": pl.UInt64, "_text": pl.String})
     seeds_df = pl.concat([texts_df.clear(), *seeds]).unique("_turn", keep="first")
-    return pairs_df, joint_df, sigs, hits_df, pii, counts, held, texts_df, seeds_df
+    return Scanned(pairs_df, joint_df, sigs, hits_df, pii, counts, held, texts_df, seeds_df)
 
 
 def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatures, hits: pl.DataFrame,
@@ -284,18 +294,18 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows
         say(f"export: skipping {m}: {why}")  # "WARNING export: ...", as the other stages' warnings
     evals, eval_status = release_eval_prompts(cfg.decontamination.sets, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
     held, held_status = load_held_out(cfg.held_out, root, batch_rows, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
-    pairs, joint, sigs, hits, pii, in_rows, held, texts, seeds = scan(cfg, inputs, evals, batch_rows, held)
+    s = scan(cfg, inputs, evals, batch_rows, held)
     dc = cfg.decontamination
-    pairs, joint, drops, split = decide(cfg, pairs, joint, sigs, hits, held, lambda tests: quoted_test_turns(
-        prompt_turns(inputs, batch_rows, cfg), tests, texts, dc.ngram, dc.threshold, dc.min_words),
-        lambda keys: turns_overlapping(texts, seeds.filter(pl.col("_turn").is_in(keys.implode())), dc.ngram,
+    pairs, joint, drops, split = decide(cfg, s.pairs, s.joint, s.sigs, s.hits, s.held, lambda tests: quoted_test_turns(
+        prompt_turns(inputs, batch_rows, cfg), tests, s.texts, dc.ngram, dc.threshold, dc.min_words),
+        lambda keys: turns_overlapping(s.texts, s.seeds.filter(pl.col("_turn").is_in(keys.implode())), dc.ngram,
                                        dc.threshold, dc.min_words))
     present = [m for m in cfg.methods if m in inputs]
     configs = (["all"] if any(m in CONDITIONAL for m in present) else []) + [m for m in present if m in CONDITIONAL]
     order_p = release_order(pairs, configs)
     order_j = release_order(joint, [m for m in present if m in JOINT])
     rows = row_counts(order_p, configs) | row_counts(order_j, [m for m in present if m in JOINT])
-    stats = build_stats(pairs, joint, rows, drops, pii, in_rows, skipped, eval_status, held_status)
+    stats = build_stats(pairs, joint, rows, drops, s.pii, s.counts, skipped, eval_status, held_status)
     stats["gates"] = gate_reports(root, list(inputs))
     stats["models"] = model_reports(root, list(inputs))
     stats["split"] = split
