@@ -356,13 +356,14 @@ def _categorise(cand: pl.DataFrame) -> pl.DataFrame:
     cand = cand.with_columns([(pl.col(f"_c_{c}") | pl.any_horizontal(cols)).alias(f"_c_{c}") for c, cols in by_context.items()])
     # A thanked new task, a question about the world, or an instruction over material of its own (a first line
     # over 300 more characters: "перепиши это без latex\n<text>") asks for something new, not for a change.
-    thanked_new_task = (pl.col("_t").str.contains(_OPENS_POSITIVE) & ~pl.col("_t").str.contains(_CONTRAST)) | pl.col(
+    # Each is computed once (polars evaluates an expression repeated in a list once per use).
+    cand = cand.with_columns(_contrast=pl.col("_t").str.contains(_CONTRAST))
+    thanked_new_task = (pl.col("_t").str.contains(_OPENS_POSITIVE) & ~pl.col("_contrast")) | pl.col(
         "_t").str.contains(_WORLD_QUESTION) | pl.col("_material")
-    sarcastic = pl.col("_c_Negative_Feedback") & pl.col("_c_Gratitude") & ~pl.col("_t").str.contains(_CONTRAST)
-    cand = cand.with_columns(
-        [(pl.col(f"_c_{c}") & ~(thanked_new_task & ~pl.any_horizontal(CONTEXT_COLUMNS))).alias(f"_c_{c}")
-         for c in _REQUEST_DSAT]
-    ).with_columns([(pl.col(f"_c_{c}") & ~sarcastic).alias(f"_c_{c}") for c in SAT_CATEGORIES])
+    cand = cand.with_columns(_new_task=thanked_new_task & ~pl.any_horizontal(CONTEXT_COLUMNS),
+                             _sarcastic=pl.col("_c_Negative_Feedback") & pl.col("_c_Gratitude") & ~pl.col("_contrast"))
+    cand = cand.with_columns([(pl.col(f"_c_{c}") & ~pl.col("_new_task")).alias(f"_c_{c}") for c in _REQUEST_DSAT]
+                             + [(pl.col(f"_c_{c}") & ~pl.col("_sarcastic")).alias(f"_c_{c}") for c in SAT_CATEGORIES])
     cand = cand.with_columns(
         sat=pl.any_horizontal([f"_c_{c}" for c in SAT_CATEGORIES]),
         dsat=pl.any_horizontal([f"_c_{c}" for c in DSAT_CATEGORIES]),
