@@ -341,15 +341,15 @@ def _categorise(cand: pl.DataFrame) -> pl.DataFrame:
     """Per candidate row that keeps a signal: ``_row``, sat, dsat, the categories, ``rationale`` and ``_conf``.
     A category fires on its cues (SAT ones in the opening sentence, and not over a new task) or its context
     rules; a thanked new task or a question about the world keeps no request-like DSAT, sarcasm no SAT."""
-    task = pl.col("_t").str.contains(_TASK_OPENING)
     cand = cand.with_columns([pl.col("_s").str.contains(union).alias(name)
-                              for c in SAT_CATEGORIES for union, name in zip(_category_regexes(c), _union_hits(c), strict=True)])
+                              for c in SAT_CATEGORIES for union, name in zip(_category_regexes(c), _union_hits(c), strict=True)]
+                             + [pl.col("_t").str.contains(_TASK_OPENING).alias("_task")])
     # The DSAT union hits of the candidate pass (on ``_c``) hold where the text is unchanged; the others are scanned again.
     changed = pl.col("_t") != pl.col("_c")
     if (redo := cand.filter(changed)).height:
         cand = pl.concat([cand.filter(~changed), redo.with_columns(_dsat_hits("_t"))])
     cand = cand.with_columns([
-        (pl.any_horizontal(_union_hits(c)) & ~pl.col("_prompt") & (~task if c in SAT_CATEGORIES else True)).alias(f"_c_{c}")
+        (pl.any_horizontal(_union_hits(c)) & ~pl.col("_prompt") & (~pl.col("_task") if c in SAT_CATEGORIES else True)).alias(f"_c_{c}")
         for c in _CATEGORIES
     ])
     by_context = {c: [f"_x_{n}" for n, (cat, _) in CONTEXT_RULES.items() if cat == c] for c, _ in CONTEXT_RULES.values()}
