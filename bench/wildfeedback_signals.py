@@ -8,6 +8,7 @@ work than the polars path, so the speed-up is a lower bound) in the same run.
     python bench/wildfeedback_signals.py --n 100000 --naive-n 20000 --shard 100000
     python bench/wildfeedback_signals.py --smoke      # 2,000 conversations: the path runs end to end
     python bench/wildfeedback_signals.py --n 300000 --compare ../main   # another checkout's detector vs this one
+    python bench/wildfeedback_signals.py --n 300000 --compare ../main --as-stage --small 20   # as the stage streams
 
 The naive loop runs on the first ``--naive-n`` conversations and is extrapolated to N (the output
 says so). Peak memory is the process RSS high-water mark sampled every 50 ms by psutil during the
@@ -17,7 +18,9 @@ The detector settings are params.yaml's ``wildfeedback`` section (rules detector
 ``--compare DIR`` times another checkout's ``stages`` (e.g. main's, before a speed change) against this one in
 the same process: each batch runs through both, in alternating order, for ``--rounds`` rounds, so that a load
 that comes and goes on a shared machine falls on both alike; every output column must be identical (else it
-stops), and the CPU and wall seconds of each side are printed.
+stops), and the CPU and wall seconds of each side are printed. ``--as-stage`` runs each checkout's own streaming scan
+over the whole log instead (its rules batching included, rules calls counted); ``--small N`` first times rules calls
+on N conversations each (10 a round), which is about the fixed cost of a call.
 """
 
 from __future__ import annotations
@@ -234,6 +237,51 @@ def compare(log: Path, cfg: Wildfeedback, root: Path, batch: int, rounds: int) -
           f"{100 * (1 - wall['this'] / wall['baseline']):.0f}% less wall; load average {min(loads):.1f}-{max(loads):.1f}")
 
 
+def compare_stream(log: Path, cfg: Wildfeedback, root: Path, batch: int, rounds: int) -> None:
+    """The whole log through each checkout's own streaming scan (its rules batching included), alternating which
+    goes first, for ``rounds`` rounds: rules calls, CPU and wall seconds of each; outputs must match."""
+    sides = {"baseline": load_stages(root), "this": stage}
+    cpu, wall, calls, out = dict.fromkeys(sides, 0.0), dict.fromkeys(sides, 0.0), dict.fromkeys(sides, 0), {}
+    loads = []
+    for r in range(rounds):
+        for name in (("baseline", "this") if r % 2 == 0 else ("this", "baseline")):
+            mod, real = sides[name], sides[name].judge_selected
+            mod.judge_selected = lambda sel, c, _real=real, _name=name: calls.__setitem__(_name, calls[_name] + 1) or _real(sel, c)
+            try:
+                t0, c0 = time.perf_counter(), time.process_time()
+                out[name] = [t for t, _, _ in mod.scanned_partitions(log, cfg, batch, cfg.partition_conversations)]
+                wall[name] += time.perf_counter() - t0
+                cpu[name] += time.process_time() - c0
+            finally:
+                mod.judge_selected = real
+            loads.append(os.getloadavg()[0])
+        if not pl.concat(out["baseline"]).equals(pl.concat(out["this"])):
+            raise SystemExit(f"--compare --as-stage: this checkout's verdicts differ from {root}'s")
+    print(f"compare as the stage streams ({rounds} rounds, read batches of {batch:,}, rules batch "
+          f"{cfg.rules_batch_conversations:,}, outputs identical): baseline {root}: {calls['baseline'] // rounds} rules "
+          f"calls, {cpu['baseline']:.1f} s CPU / {wall['baseline']:.1f} s wall; this checkout: {calls['this'] // rounds} "
+          f"calls, {cpu['this']:.1f} s CPU / {wall['this']:.1f} s wall: {100 * (1 - cpu['this'] / cpu['baseline']):.0f}% "
+          f"less CPU; load average {min(loads):.1f}-{max(loads):.1f}")
+
+
+def compare_small(cfg: Wildfeedback, root: Path, n: int, calls: int) -> None:
+    """``calls`` rules calls on ``n`` synthetic conversations each (~ the fixed cost of a call), alternating."""
+    sides = {"baseline": load_stages(root), "this": stage}
+    cpu = dict.fromkeys(sides, 0.0)
+    for k in range(calls):
+        conv, out = synth(n, seed=k), {}
+        for name in (("baseline", "this") if k % 2 == 0 else ("this", "baseline")):
+            mod = sides[name]
+            c0 = time.process_time()
+            out[name] = mod.rules_signals(mod.feedback_turns(mod.select_conversations(conv, cfg)[0]), cfg)
+            cpu[name] += time.process_time() - c0
+        if not out["baseline"].equals(out["this"]):
+            raise SystemExit(f"--small: call {k}: this checkout's verdicts differ from {root}'s")
+    print(f"small calls ({calls} of {n} conversations each, alternating, outputs identical): baseline {root}: "
+          f"{1000 * cpu['baseline'] / calls:.0f} ms CPU a call; this checkout: {1000 * cpu['this'] / calls:.0f} ms; "
+          f"load average {os.getloadavg()[0]:.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="conversations in the synthetic log")
@@ -247,6 +295,9 @@ def main() -> None:
     ap.add_argument("--min-user-turns", type=int, default=3)
     ap.add_argument("--compare", type=Path, metavar="DIR", help="time DIR's detector against this one (see above)")
     ap.add_argument("--rounds", type=int, default=2, help="passes over the log in --compare")
+    ap.add_argument("--as-stage", action="store_true",
+                    help="--compare each checkout's own streaming scan (its rules batching included), not per read batch")
+    ap.add_argument("--small", type=int, metavar="N", help="--compare rules calls on N conversations (~ a call's fixed cost)")
     ap.add_argument("--smoke", action="store_true", help="2,000 conversations (naive loop on 500): runs in seconds")
     args = ap.parse_args()
     if args.smoke:
@@ -266,7 +317,9 @@ def main() -> None:
         print(f"generated {args.n:,} conversations in {time.perf_counter() - t0:.1f} s "
               f"({sum(f.stat().st_size for f in (tmp / 'log').iterdir()) / 2**20:.0f} MiB Parquet)")
         if args.compare:
-            compare(tmp / "log", cfg, args.compare, args.batch, args.rounds)
+            if args.small:
+                compare_small(cfg, args.compare, args.small, 10 * args.rounds)
+            (compare_stream if args.as_stage else compare)(tmp / "log", cfg, args.compare, args.batch, args.rounds)
             return
 
         fast, fast_cpu, turns, flagged, mem = stream(tmp / "log", cfg, args.batch)

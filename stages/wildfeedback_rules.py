@@ -12,8 +12,9 @@ when given, the user turn before that (``prev_user``). Two kinds of evidence, bo
   case, straight quotes, quoted material cut out (``>`` lines, code fences, text in double quotes or
   backticks, announced task material, sentences pasted back from ``prev``), negations rewritten into
   tokens (``not bad`` -> ``neg_bad``) so that no pattern sees a negated cue as a plain one. A few pattern
-  unions pick the turns with some cue first; only those are cleaned further, scanned per category, and
-  re-scanned per pattern to name the patterns that fired::
+  unions pick the turns with some cue first (the DSAT ones per category, whose hits stand where the cleaning
+  after it changes nothing); only those are cleaned further, scanned per category, and re-scanned per pattern
+  to name the patterns that fired::
 
     >>> import polars as pl
     >>> turns = pl.DataFrame({"text": ["Thanks! That really helped.", "That's wrong, try again."],
@@ -163,12 +164,16 @@ def _union_hits(category: str) -> list[str]:
     return [f"_in_{category}_{j}" for j in range(len(_category_regexes(category)))]
 
 
-# The candidate pass: the patterns of a few category groups, and the negations (whose rewrite makes cues
-# such as "neg_bad").
-_CUE_GROUPS = [r for group in (
-    SAT_CATEGORIES, ["Revision"], ["Negative_Feedback", "Factual_Error", "Unrealistic_Expectation", "No_Engagement"],
-    ["Ignored", "Lower_Quality", "Insufficient_Detail", "Style"]) for r in _unions(
-        [p for c in group for p in PATTERNS[c].values()])] + _unions([p for p, _ in _NEGATIONS])
+def _dsat_hits(scope: str) -> list[pl.Expr]:
+    """The DSAT categories' `_union_hits` columns over the text column ``scope``."""
+    return [pl.col(scope).str.contains(union).alias(name)
+            for c in DSAT_CATEGORIES for union, name in zip(_category_regexes(c), _union_hits(c), strict=True)]
+
+
+# The candidate pass: the SAT patterns, the negations (whose rewrite makes cues such as "neg_bad") and each DSAT
+# category's own unions, whose hits `_categorise` keeps for the turns the cleaning after it leaves unchanged (each
+# call compiles every union again, ~5 ms each: polars keeps 32 compiled regexes a thread).
+_CUE_GROUPS = _unions([p for c in SAT_CATEGORIES for p in PATTERNS[c].values()]) + _unions([p for p, _ in _NEGATIONS])
 _CATEGORIES = SAT_CATEGORIES + DSAT_CATEGORIES
 # Context rules: name -> (category, confidence). See stages/wildfeedback_context.py.
 CONTEXT_RULES = {"resend": ("Revision", 0.9), "resend_earlier": ("Revision", 0.85),
@@ -316,14 +321,16 @@ def _cue_candidates(work: pl.DataFrame, prev: pl.Series, paste_min_chars: int) -
     # One pass of a few pattern unions picks the rows with some cue (or a context rule); most turns of
     # a real log start a new task and carry none, so everything below runs on few rows.
     clean = work.select(_clean(pl.col("_raw")).alias("_c"))
-    cue = clean.select(pl.any_horizontal([pl.col("_c").str.contains(g) for g in _CUE_GROUPS])).to_series() | work.select(
+    clean = clean.with_columns(_dsat_hits("_c"))
+    dsat = [name for c in DSAT_CATEGORIES for name in _union_hits(c)]
+    cue = clean.select(pl.any_horizontal([pl.col("_c").str.contains(g) for g in _CUE_GROUPS] + dsat)).to_series() | work.select(
         pl.any_horizontal(CONTEXT_COLUMNS)).to_series()
     cand = work.hstack(clean).filter(cue).with_columns(prev.fill_null("").filter(cue).alias("_prev"))
     # A turn that kept all its sentences is cleaned already (the order of the rows does not matter below).
     cand = _drop_pasted(cand, paste_min_chars)
     same = pl.col("_kept") == pl.col("_raw")
     cand = pl.concat([cand.filter(same).with_columns(pl.col("_c").alias("_t")),
-                      cand.filter(~same).with_columns(_clean(pl.col("_kept")).alias("_t"))]).drop("_c")
+                      cand.filter(~same).with_columns(_clean(pl.col("_kept")).alias("_t"))])
     neg = pl.col("_t").str.contains(_NEGATION_CUE)
     cand = pl.concat([cand.filter(~neg), cand.filter(neg).with_columns(_negate(pl.col("_t")))])
     return cand.with_columns(pl.col("_t").str.extract(_OPENING).alias("_s"),
@@ -334,24 +341,29 @@ def _categorise(cand: pl.DataFrame) -> pl.DataFrame:
     """Per candidate row that keeps a signal: ``_row``, sat, dsat, the categories, ``rationale`` and ``_conf``.
     A category fires on its cues (SAT ones in the opening sentence, and not over a new task) or its context
     rules; a thanked new task or a question about the world keeps no request-like DSAT, sarcasm no SAT."""
-    task = pl.col("_t").str.contains(_TASK_OPENING)
-    cand = cand.with_columns([pl.col("_s" if c in SAT_CATEGORIES else "_t").str.contains(union).alias(name)
-                              for c in _CATEGORIES for union, name in zip(_category_regexes(c), _union_hits(c), strict=True)])
+    cand = cand.with_columns([pl.col("_s").str.contains(union).alias(name)
+                              for c in SAT_CATEGORIES for union, name in zip(_category_regexes(c), _union_hits(c), strict=True)]
+                             + [pl.col("_t").str.contains(_TASK_OPENING).alias("_task")])
+    # The DSAT union hits of the candidate pass (on ``_c``) hold where the text is unchanged; the others are scanned again.
+    changed = pl.col("_t") != pl.col("_c")
+    if (redo := cand.filter(changed)).height:
+        cand = pl.concat([cand.filter(~changed), redo.with_columns(_dsat_hits("_t"))])
     cand = cand.with_columns([
-        (pl.any_horizontal(_union_hits(c)) & ~pl.col("_prompt") & (~task if c in SAT_CATEGORIES else True)).alias(f"_c_{c}")
+        (pl.any_horizontal(_union_hits(c)) & ~pl.col("_prompt") & (~pl.col("_task") if c in SAT_CATEGORIES else True)).alias(f"_c_{c}")
         for c in _CATEGORIES
     ])
     by_context = {c: [f"_x_{n}" for n, (cat, _) in CONTEXT_RULES.items() if cat == c] for c, _ in CONTEXT_RULES.values()}
     cand = cand.with_columns([(pl.col(f"_c_{c}") | pl.any_horizontal(cols)).alias(f"_c_{c}") for c, cols in by_context.items()])
     # A thanked new task, a question about the world, or an instruction over material of its own (a first line
     # over 300 more characters: "перепиши это без latex\n<text>") asks for something new, not for a change.
-    thanked_new_task = (pl.col("_t").str.contains(_OPENS_POSITIVE) & ~pl.col("_t").str.contains(_CONTRAST)) | pl.col(
+    # Each is computed once (polars evaluates an expression repeated in a list once per use).
+    cand = cand.with_columns(_contrast=pl.col("_t").str.contains(_CONTRAST))
+    thanked_new_task = (pl.col("_t").str.contains(_OPENS_POSITIVE) & ~pl.col("_contrast")) | pl.col(
         "_t").str.contains(_WORLD_QUESTION) | pl.col("_material")
-    sarcastic = pl.col("_c_Negative_Feedback") & pl.col("_c_Gratitude") & ~pl.col("_t").str.contains(_CONTRAST)
-    cand = cand.with_columns(
-        [(pl.col(f"_c_{c}") & ~(thanked_new_task & ~pl.any_horizontal(CONTEXT_COLUMNS))).alias(f"_c_{c}")
-         for c in _REQUEST_DSAT]
-    ).with_columns([(pl.col(f"_c_{c}") & ~sarcastic).alias(f"_c_{c}") for c in SAT_CATEGORIES])
+    cand = cand.with_columns(_new_task=thanked_new_task & ~pl.any_horizontal(CONTEXT_COLUMNS),
+                             _sarcastic=pl.col("_c_Negative_Feedback") & pl.col("_c_Gratitude") & ~pl.col("_contrast"))
+    cand = cand.with_columns([(pl.col(f"_c_{c}") & ~pl.col("_new_task")).alias(f"_c_{c}") for c in _REQUEST_DSAT]
+                             + [(pl.col(f"_c_{c}") & ~pl.col("_sarcastic")).alias(f"_c_{c}") for c in SAT_CATEGORIES])
     cand = cand.with_columns(
         sat=pl.any_horizontal([f"_c_{c}" for c in SAT_CATEGORIES]),
         dsat=pl.any_horizontal([f"_c_{c}" for c in DSAT_CATEGORIES]),

@@ -378,3 +378,17 @@ def test_every_whitespace_run_reads_as_one_space(text):
     assert pl.DataFrame({"t": [text]}).select(normalise(pl.col("t"))).item() == "way too long."
     out = detect(pl.DataFrame({"text": [text], "prev": ["A long answer about the history of Rome."]}))
     assert out["dsat_categories"].to_list() == [["Style"]]
+
+
+def test_verdicts_do_not_depend_on_which_turns_share_a_call():
+    """A call reuses its first pass's DSAT hits for the turns the cleaning leaves unchanged and scans only the others
+    again (pasted sentences cut, negations rewritten), so a cue that was only in a pasted sentence fires nothing, and
+    every turn comes out as it does alone."""
+    page = "This is useless without a login, the page says."
+    texts = [t for pos, neg in CASES.values() for t in pos[:2] + neg[:1]] + [
+        page + " Should I log in?", PREV.split(",")[0] + ". That's wrong, try again.", "Not bad, but shorter."]
+    turns = pl.DataFrame({"text": texts, "prev": [PREV] * (len(texts) - 3) + [page, PREV, PREV]})
+    whole = detect(turns)
+    assert whole.select("sat", "dsat").rows()[-3:] == [(False, False), (False, True), (True, True)]
+    for size in (1, 3):
+        assert pl.concat([detect(turns.slice(i, size)) for i in range(0, turns.height, size)]).equals(whole)

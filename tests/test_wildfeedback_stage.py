@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.gates import JudgeGateError, load_probes
+from pipeline.io import write_shards
+from pipeline.records import to_table
 from stages import wildfeedback as wf
-from tests.wildfeedback_fakes import FakeEngine, kinds, run_stage
+from tests.wildfeedback_fakes import CONVS, FakeEngine, kinds, make_params, run_stage
 
 # --- judge gates ------------------------------------------------------------------------------------------
 
@@ -165,6 +167,31 @@ def test_the_rules_judge_many_read_batches_at_once_and_their_batch_changes_no_by
     assert sum(calls_one) == sum(calls_whole) > 0
     assert one[3] == whole[3]
     assert_same_outputs(one, whole, tmp_path / "1", tmp_path / "4096")
+
+
+def test_the_last_conversations_of_a_partition_join_the_rules_call_before(tmp_path, monkeypatch):
+    """A partition's last few selected conversations were judged in a call of their own (at 1M synthetic
+    conversations, ~1,100 of each 100k partition's ~66,700 after two calls of 32,768), and every call compiles the
+    cue regexes again (~0.3 s). Now a remainder of a quarter of a rules batch or fewer joins the call before; the
+    verdicts are the same as in one call."""
+    rows = [{**c, "conversation_id": f"{c['conversation_id']}-{k:02d}"} for k in range(5) for c in CONVS]
+    write_shards(to_table(sorted(rows, key=lambda r: r["conversation_id"]), "conversations"), tmp_path / "in",
+                 name="conversations")
+    calls, real = [], wf.judge_selected
+    monkeypatch.setattr(wf, "judge_selected", lambda sel, cfg: calls.append(sel.height) or real(sel, cfg))
+    cfg = make_params(detector="rules").wildfeedback
+    runs = {}
+    for rules_batch in (10**6, 8, 16):  # 20 selected, the last 5 (c8-*) read last
+        calls.clear()
+        parts = list(wf.scanned_partitions(tmp_path / "in", cfg.model_copy(update={"rules_batch_conversations": rules_batch}),
+                                           1, len(rows)))
+        runs[rules_batch] = parts[0], list(calls)
+    (whole, [n_selected]) = runs.pop(10**6)
+    assert runs[8][1] == [8, 8, 4]  # a remainder of 4 is more than a quarter of 8: a call of its own
+    assert runs[16][1] == [20]  # ...and a quarter of 16 or fewer: judged with the call before (was 16 then 4)
+    for part, sizes in runs.values():
+        assert sum(sizes) == n_selected == 20
+        assert part[0].equals(whole[0]) and part[1].equals(whole[1])
 
 
 def test_partitions_bound_memory_without_changing_the_output(tmp_path, monkeypatch):
