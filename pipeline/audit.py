@@ -21,6 +21,7 @@ Hard violations (each counted per config, with a few pair ids):
   by a train prompt: ``[hi, a1, write a poem about cats]`` in train holds the test prompt ``[write a poem about cats]``;
   so is a train user turn quoting one inside a longer text ("my friend asked: write a poem about cats. Can you do
   better?"), found as export finds it (``pipeline.split_leaks``: ``decontamination``'s n-grams and containment).
+- ``seed_in_test``: a pair trained first (Selfie/SPA's seed, ``pipeline.train_first``) in a test split of any config.
 - ``held_out_in_train``: a prompt of an ``export.held_out`` set appears in a train split, or one that overlaps
   it as export measures it (``export.decontamination``'s n-grams: a prefixed or reworded copy).
 - ``contaminated``: a prompt (DOVE: either prompt) overlaps a prompt of an evaluation set
@@ -73,6 +74,7 @@ from pipeline.io import read_manifest
 from pipeline.pii import KINDS, PHONE_REGIONS, find
 from pipeline.pii_structured import find_json
 from pipeline.split_leaks import quoting_rows, release_test_quotes
+from pipeline.train_first import trained_first_rows
 
 AUDIT_FILE = "audit.json"
 TEXT_SUFFIXES = {".md", ".json", ".jsonl", ".csv", ".txt"}
@@ -93,6 +95,7 @@ CHECKS = {
     "prompt_in_both_splits": "a prompt, a dialogue's first user turn, or a user turn of a test prompt (of at least "
                              "decontamination.min_words words; as a train user turn or quoted in one) is in both a "
                              "train and a test split",
+    "seed_in_test": "a pair its method trains on first (Selfie/SPA's gold seed, source \"seed\") is in a test split",
     "held_out_in_train": "a held-out prompt (or one overlapping it) is in a train split",
     "contaminated": "a prompt overlaps an evaluation set's prompt (export.decontamination)",
     "cut_off_chosen": "the chosen answer was cut off (lineage chosen_finish_reason: length, or it stops mid-sentence)",
@@ -224,6 +227,7 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
         for split, paths in splits.items():
             for path in paths:
                 files_seen += 1
+                row = 0  # of the file (seed_in_test names it)
                 for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
                     df = pl.from_arrow(batch)
                     rows_seen += df.height
@@ -243,6 +247,9 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
                         found["chosen_scored_lower"].add(config, _ids(df, lower))
                     found["malformed_dialogue"].add(config, _ids(df, malformed_dialogue(cols, ["chosen", "rejected"])))
                     found["pii"].add(config, [f"{config}/{h}" for h in _pii_rows(df, kinds, regions)])
+                    if split == "test":
+                        found["seed_in_test"].add(config, trained_first_rows(df, config, f"{config}/{path.name}", row))
+                    row += df.height
                     for c in cols:
                         pk = prompt_keys(df, c)
                         keys.append(pk.select(

@@ -12,6 +12,10 @@ from pipeline.config_shared import Section
 # --- export --------------------------------------------------------------------------------------
 
 ExportMethod = Literal["wildfeedback", "pugc", "selfie", "curry", "dove"]
+# method -> `source` of the pairs its paper trains on before the rest (Selfie/SPA's gold seed): export pins
+# their openings to train (stages/export_split.py) and the audit fails a release with one in a test split
+# (`seed_in_test`). A constant here, not in stages/, so that pipeline/audit.py reads it without importing a stage.
+TRAIN_FIRST: dict[ExportMethod, str] = {"selfie": "seed"}
 PiiKind = Literal[  # pipeline/pii.py DETECTORS
     "email", "phone", "ipv4", "ipv6", "credit_card", "openai_key", "hf_token", "aws_access_key", "aws_secret_key",
     "github_token", "bearer_token", "jwt", "slack_token", "google_api_key", "stripe_key", "private_key",

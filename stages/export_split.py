@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.config import Export
+from pipeline.config_export import TRAIN_FIRST
 from pipeline.dedup import opening_key, removals, turn_texts
 from pipeline.text import stable_hash64
 
@@ -19,9 +20,6 @@ LEAVES_JOINT = pl.concat_list(pl.col("_config"))
 
 
 # --- 6. split ------------------------------------------------------------------------------------
-
-
-TRAIN_FIRST = {"selfie": "seed"}  # method -> `source` of the pairs its paper trains on before the rest (SPA's gold seed)
 
 
 def trained_first() -> pl.Expr:
