@@ -40,8 +40,9 @@ REASONS = {
     "duplicate_prompt_exact": "leaving `all` only: its prompt is kept there for a method earlier in the priority order",
     "contaminated": "its prompt overlaps an evaluation prompt (word n-grams; detail names the set and prompt)",
     "split_straddle": "a DOVE row whose two prompts fall in different splits",
-    "test_prompt_in_train": "a user turn of its prompt is, or holds, a user turn of a test prompt (of at least "
-                            "`decontamination.min_words` words), and it was in a train split (detail names the test pair)",
+    "test_prompt_in_train": "a user turn of its prompt is, holds or lies inside a user turn of a test prompt (of at "
+                            "least `decontamination.min_words` words; word n-grams as for `contaminated`), and it was in a "
+                            "train split (detail names the test pair)",
     "held_out": "its prompt is in a held-out set and it was in a train split",
 }
 

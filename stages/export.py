@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -229,7 +230,8 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
 
 
 def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatures, hits: pl.DataFrame,
-           held: pl.DataFrame, quoted=None, seed_quotes=None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict]:
+           held: pl.DataFrame, quoted: Callable[[pl.DataFrame], pl.DataFrame],
+           seed_quotes: Callable[[pl.Series], pl.Series]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict]:
     """Steps 3-8 on the light frames: (kept pairs with ``_split`` and ``_primary``, kept joint rows, removals, the
     split's pinning counts). ``quoted``: the test turns (``test_turns``) -> the keys of user turns holding one
     (``quoted_test_turns``); ``seed_quotes``: the turn keys of the pairs trained first -> those of the turns that
@@ -254,8 +256,7 @@ def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatur
     joint, r = split_joint(joint, cfg.test_fraction, cfg.split_salt, pinned)
     drops.append(r)
     tests = test_turns([(pairs, ["_turns"]), (joint, ["_turns_c", "_turns_r"])])
-    if quoted is not None:
-        tests = pl.concat([tests, quoted(tests)])
+    tests = pl.concat([tests, quoted(tests)])
     pairs, r = drop_test_turns(pairs, ["_turns"], tests, LEAVES)
     drops.append(r)
     joint, r = drop_test_turns(joint, ["_turns_c", "_turns_r"], tests, LEAVES_JOINT)
@@ -266,8 +267,7 @@ def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatur
     drops.append(r)
     pairs, r = dedup_across(pairs, d.priority, sigs, d.bands, d.near_threshold, pl.lit(["all"]))
     drops.append(r)
-    return pairs, joint, pl.concat(drops).sort("reason", "method", "pair_id"), pin_counts(opens, cfg.test_fraction,
-                                                                                         cfg.split_salt)
+    return pairs, joint, pl.concat(drops).sort("reason", "method", "pair_id"), pin_counts(opens, cfg.test_fraction, cfg.split_salt)
 
 
 def removed_records(df: pl.DataFrame, gone: pl.DataFrame, method: str) -> pl.DataFrame:

@@ -45,7 +45,7 @@ def holding(df: pl.DataFrame, turn_cols: list[str], keys: pl.DataFrame) -> pl.Da
 
 
 def pinned_openings(pairs: pl.DataFrame, joint: pl.DataFrame,
-                    quoting: Callable[[pl.Series], pl.Series] | None = None) -> tuple[pl.Series, pl.DataFrame]:
+                    quoting: Callable[[pl.Series], pl.Series]) -> tuple[pl.Series, pl.DataFrame]:
     """(the openings pinned to train; the same as a frame with ``_own``: whether a seed pair opens with it).
 
     The openings (``_open``) of pairs trained first (``_first``), and those of every pair or DOVE row (both of its
@@ -58,7 +58,7 @@ def pinned_openings(pairs: pl.DataFrame, joint: pl.DataFrame,
     turn with a test row (it is no seed pair: its gold neighbour stays). One opening keeps one split."""
     seed = pairs.filter(pl.col("_first"))
     own = seed.select(pl.col("_turns").alias("_turn")).explode("_turn").drop_nulls().unique()
-    keys = pl.concat([own, quoting(own["_turn"].sort()).to_frame("_turn")]).unique() if quoting else own
+    keys = pl.concat([own, quoting(own["_turn"].sort()).to_frame("_turn")]).unique()
     near = holding(joint, ["_turns_c", "_turns_r"], keys)
     by_turn = pl.concat([holding(pairs, ["_turns"], keys)["_open"], near["_open_c"], near["_open_r"]])
     opens = pl.concat([seed.select("_open", pl.lit(True).alias("_own")),

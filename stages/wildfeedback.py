@@ -207,7 +207,9 @@ def scanned_partitions(path: Path, cfg: Wildfeedback, batch_rows: int,
     reach a real model's scores); rule verdicts are per turn, so the rules batch changes nothing but speed.
     The last conversations of a partition, a quarter of a rules batch or fewer, join the call before rather than
     pay a call of their own (each call compiles the cue regexes again, ~0.3 s), so a call holds at most 1.25x
-    ``rules_batch_conversations`` and a read batch. An empty input still gives one (empty) partition."""
+    ``rules_batch_conversations`` and a read batch; the input's last partition, which ends before ``size``
+    conversations, still judges its tail on its own (the input is not counted first). An empty input still gives
+    one (empty) partition."""
     turns, convs, counts, n = [], [], Counter(), 0
     waiting, n_waiting = [], 0  # selected conversations not judged yet
 
