@@ -189,8 +189,8 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "lists a `test` split when prompts fell there. A `dove` row is in `test` only when both of its prompts "
         "are test prompts (rows whose prompts straddle the splits are dropped). A train row whose prompt holds a "
         f"user turn of a test prompt ({cfg.decontamination.min_words} words or more), as a later turn of another "
-        "conversation or quoted inside a longer user turn (word n-grams, as for the evaluation sets), is dropped "
-        "(`test_prompt_in_train`).\n",
+        "conversation or quoted inside a longer user turn, or whose user turn lies inside a longer test turn (word "
+        "n-grams, as for the evaluation sets), is dropped (`test_prompt_in_train`).\n",
         _table(["config", "holds", "train", "test"], rows) + "\n",
         "Conditional configs follow TRL's conversational preference format: `prompt`, `chosen`, `rejected` are "
         "lists of `{role, content}` messages. Every row also carries `pair_id`, `method`, `source`, `level` "
