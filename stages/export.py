@@ -83,6 +83,7 @@ from pipeline.io import MANIFEST
 from pipeline.metrics import counted, say, write_metrics
 from pipeline.records import SCHEMAS
 from pipeline.split_leaks import drop_test_turns, quoted_test_turns, test_turns, turns_overlapping
+from pipeline.train_first import trained_first
 from stages import export_card
 from stages.export_read import (
     JOINT_SIDES,
@@ -101,7 +102,6 @@ from stages.export_split import (
     split_joint,
     split_pairs,
     test_candidates,
-    trained_first,
 )
 from stages.export_write import (
     CONDITIONAL,
@@ -150,7 +150,7 @@ def light_pairs(df: pl.DataFrame, key: pl.Series, min_words: int) -> pl.DataFram
     (``_first``)."""
     return df.select(*LIGHT, "level", "margin", identical([("chosen", "rejected")]).alias("_same"),
                      unprompted_acknowledgement("chosen", "prompt").alias("_ack"), looping_chosen("chosen").alias("_loop"),
-                     ends_mid_sentence(text_of("chosen")).alias("_cut"), trained_first().alias("_first"),
+                     ends_mid_sentence(text_of("chosen")).alias("_cut"), trained_first(pl.col("_config")).alias("_first"),
                      key.alias("_key"), opening_key("prompt").alias("_open"), turn_keys(df, "prompt", min_words),
                      text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"))
 
@@ -213,7 +213,7 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
             pairs.append(light_pairs(df, prompts["_key"], dc.min_words))
             sigs.add(prompts["_key"], prompts["_text"])
             texts.append(test_candidates(df, "prompt", cfg))
-            seeds.append(turn_texts(df.filter(trained_first()), "prompt", dc.min_words).drop("_r"))
+            seeds.append(turn_texts(df.filter(trained_first(pl.col("_config"))), "prompt", dc.min_words).drop("_r"))
         prompts = prompts.select("_key", "_text").unique("_key", keep="first", maintain_order=True).sort("_key")
         hits.append(contamination(prompts, evals, dc.ngram, dc.threshold, eg, dc.min_words))
         near.append(near_held_out(prompts, held, dc.ngram, dc.threshold, dc.min_words, hg))

@@ -11,7 +11,6 @@ import numpy as np
 import polars as pl
 
 from pipeline.config import Export
-from pipeline.config_export import TRAIN_FIRST
 from pipeline.dedup import opening_key, removals, turn_texts
 from pipeline.text import stable_hash64
 
@@ -20,12 +19,6 @@ LEAVES_JOINT = pl.concat_list(pl.col("_config"))
 
 
 # --- 6. split ------------------------------------------------------------------------------------
-
-
-def trained_first() -> pl.Expr:
-    """True on a pair its method trains on before any other (``TRAIN_FIRST``: Selfie/SPA's gold seed pairs), whose
-    opening the split pins to train: the release's test split is no place for them (Selfie holds out its own)."""
-    return pl.any_horizontal([(pl.col("_config") == m) & (pl.col("source") == s) for m, s in TRAIN_FIRST.items()])
 
 
 def in_test_split(keys: pl.Series, fraction: float, salt: str, pinned: pl.Series | None = None) -> np.ndarray:

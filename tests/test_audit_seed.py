@@ -53,9 +53,10 @@ def test_the_release_export_writes_passes_with_seed_openings_hashed_to_test(tmp_
     """A built release whose seed prompts the hash alone would put in test (export pins them to train) passes,
     `prefpipe audit` agrees with the `audit.json` export wrote, and the seed pairs are in train of `selfie` and
     `all`. The audit reads the rule from where export reads it."""
-    from stages import export_split
+    from pipeline import train_first
+    from stages import export
 
-    assert export_split.TRAIN_FIRST is TRAIN_FIRST == {"selfie": "seed"}
+    assert export.trained_first is train_first.trained_first and TRAIN_FIRST == {"selfie": "seed"}
     seeds, _ = seed_fixture(tmp_path)
     assert any(hashed_test(seeds).values())  # the check has something to find if export did not pin them
     release, _ = build(tmp_path, methods=["pugc", "selfie", "dove"], test_fraction=FRACTION)
