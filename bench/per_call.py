@@ -35,7 +35,7 @@ from export import synthetic_prompts  # noqa: E402  (the sibling bench's prompts
 
 from pipeline.config import resolve_params  # noqa: E402
 from pipeline.decontam import contamination, eval_index, release_eval_prompts  # noqa: E402
-from pipeline.dedup import Signatures, prompt_keys  # noqa: E402
+from pipeline.dedup import Signatures, prompt_keys, turn_texts  # noqa: E402
 from pipeline.langid import detect_languages  # noqa: E402
 from pipeline.pii import redact  # noqa: E402
 from pipeline.records import SCHEMAS  # noqa: E402
@@ -77,7 +77,7 @@ def main() -> None:
     def export_scan(df: pl.DataFrame) -> None:  # stages/export.py scan(): one batch of pass 1
         red, _ = redacted(df, "pugc", cfg)
         prompts = prompt_keys(red, "prompt")
-        light_pairs(red, prompts["_key"], dc.min_words)
+        light_pairs(red, prompts["_key"], turn_texts(red, "prompt", dc.min_words))
         Signatures(cfg.dedup.shingle, cfg.dedup.num_perm).add(prompts["_key"], prompts["_text"])
         contamination(prompts.select("_key", "_text").sort("_key"), evals, dc.ngram, dc.threshold, eg, dc.min_words)
 

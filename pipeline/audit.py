@@ -13,8 +13,7 @@ Hard violations (each counted per config, with a few pair ids):
   ``removed.jsonl`` shows every one left for a reason of its own: identical, contaminated, held out).
 - ``pii``: a PII detector (``pipeline.pii``, the kinds in ``export.pii_kinds``) fires on any string:
   message contents, ``lineage`` values, ``source``, a ``pair_id`` that is not one of our 16-hex-digit
-  ids; and on the text files (card, stats,
-  removed.jsonl, plot data).
+  ids; and on the text files (card, stats, removed.jsonl, plot data).
 - ``prompt_in_both_splits``: a normalised prompt, or a dialogue's opening (its first user turn), appears in a
   train and a test split: a test prompt ``[u0]`` opening a train dialogue ``[u0, a1, u2]`` is in train too; so is
   any user turn of ``export.decontamination.min_words`` words or more (4 without params) of a test prompt held
@@ -68,7 +67,7 @@ from pipeline.decontam import (
     near_held_out,
     release_eval_prompts,
 )
-from pipeline.dedup import opening_key, prompt_keys, text_of, turn_keys
+from pipeline.dedup import opening_key, prompt_keys, text_of, turn_texts
 from pipeline.ids import HEX_ID
 from pipeline.io import read_manifest
 from pipeline.pii import KINDS, PHONE_REGIONS, find
@@ -250,18 +249,19 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
                     if split == "test":
                         found["seed_in_test"].add(config, trained_first_rows(df, config, f"{config}/{path.name}", row))
                     row += df.height
-                    for c in cols:
+                    tts = [turn_texts(df, c, min_words) for c in cols]  # each prompt column's user turns
+                    for c, tt in zip(cols, tts, strict=True):
                         pk = prompt_keys(df, c)
                         keys.append(pk.select(
                             "_key", pl.lit(split).alias("split"), pl.lit(config).alias("config"),
                             df["pair_id"].alias("pair_id"), df.select(opening_key(c))[:, 0].alias("_open")))
-                        turns.append(df.select(turn_keys(df, c, min_words), pl.lit(split).alias("split"),
-                                               pl.lit(config).alias("config"), "pair_id").explode("_turns"))
+                        turns.append(tt.select(pl.col("_turn").alias("_turns"), pl.lit(split).alias("split"),
+                                               pl.lit(config).alias("config"), df["pair_id"].gather(tt["_r"])))
                         if project is not None:
                             near.append(project.overlaps(pk))
                     if split == "train":  # a user turn quoting a test prompt's (pipeline.split_leaks)
-                        quoted.append(quoting_rows(df, cols, quotes).to_frame().select(pl.lit(config).alias("config"),
-                                                                                         "pair_id"))
+                        rows = quoting_rows(df["pair_id"], tts, quotes)
+                        quoted.append(rows.to_frame().select(pl.lit(config).alias("config"), "pair_id"))
     key_df = pl.concat(keys) if keys else pl.DataFrame(
         schema={"_key": pl.UInt64, "split": pl.String, "config": pl.String, "pair_id": pl.String, "_open": pl.UInt64})
     both = key_df.group_by("_open").agg(pl.col("split").n_unique().alias("n")).filter(pl.col("n") > 1)

@@ -90,8 +90,13 @@ def turn_keys(df: pl.DataFrame, col: str, min_words: int) -> pl.Series:
     least ``min_words`` words (a CJK character is one), in order (a shorter one, "hi", "continue", "thanks a lot",
     "谢谢", gets none). Keys of equal turns are equal, whatever conversation or turn position they come from; a
     prompt of one user turn of ``min_words`` words or more has its ``prompt_keys`` ``_key`` as its only key."""
-    rows = df.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_r"))
-    keyed = turn_texts(df, col, min_words).group_by("_r", maintain_order=True).agg(pl.col("_turn"))
+    return turn_key_lists(turn_texts(df, col, min_words), df.height)
+
+
+def turn_key_lists(turns: pl.DataFrame, height: int) -> pl.Series:
+    """``turn_keys`` from the ``turn_texts`` frame ``turns`` of a frame of ``height`` rows (one list per row)."""
+    rows = pl.select(pl.int_range(height, dtype=pl.UInt32).alias("_r"))
+    keyed = turns.group_by("_r", maintain_order=True).agg(pl.col("_turn"))
     return rows.join(keyed, on="_r", how="left", maintain_order="left")["_turn"].fill_null([]).alias("_turns")
 
 

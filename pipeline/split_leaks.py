@@ -135,12 +135,10 @@ def release_test_quotes(test_files: list[tuple[str, Path]], cols_of, batch_rows:
     return test_quotes(tests.sort("_turn"), turns.select("_turn", "_text"), n, threshold, min_words)
 
 
-def quoting_rows(df: pl.DataFrame, cols: list[str], tq: TestQuotes) -> pl.Series:
-    """The ``pair_id`` of the rows of ``df`` one of whose user turns (``cols``) holds a test turn (``quoting_turns``)."""
+def quoting_rows(pair_ids: pl.Series, turns: list[pl.DataFrame], tq: TestQuotes) -> pl.Series:
+    """The ``pair_ids`` of the rows one of whose user turns (``turns``: ``turn_texts`` of each prompt column, at
+    ``tq.min_words``) holds a test turn (``quoting_turns``)."""
     if tq.evals.height == 0:
         return pl.Series("pair_id", [], dtype=pl.String)
-    rows = []
-    for c in cols:
-        turns = turn_texts(df, c, tq.min_words)
-        rows.append(turns.join(quoting_turns(turns, tq), on="_turn", how="semi")["_r"])
-    return df["pair_id"].gather(pl.concat(rows).unique().sort())
+    rows = [t.join(quoting_turns(t, tq), on="_turn", how="semi")["_r"] for t in turns]
+    return pair_ids.gather(pl.concat(rows).unique().sort())

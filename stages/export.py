@@ -75,7 +75,7 @@ from pipeline.dedup import (
     removals,
     text_hash,
     text_of,
-    turn_keys,
+    turn_key_lists,
     turn_texts,
 )
 from pipeline.files import file_sha256, package_version, replace_dir, write_json_atomic
@@ -144,24 +144,24 @@ def drop_flagged(df: pl.DataFrame, flag: str, reason: str, configs: pl.Expr) -> 
 LIGHT = ["pair_id", "_config", "_seq", "confidence", "lineage"]
 
 
-def light_pairs(df: pl.DataFrame, key: pl.Series, min_words: int) -> pl.DataFrame:
-    """What the decisions need of a redacted batch of pairs: ids, scores, prompt ``key``, the keys of its user
-    turns of ``min_words`` words or more (``_turns``), text hashes, whether its method trains on it first
-    (``_first``)."""
+def light_pairs(df: pl.DataFrame, key: pl.Series, turns: pl.DataFrame) -> pl.DataFrame:
+    """What the decisions need of a redacted batch of pairs: ids, scores, prompt ``key``, its user turns' keys
+    (``_turns``, of ``turns``: ``turn_texts``), text hashes, whether its method trains on it first (``_first``)."""
     return df.select(*LIGHT, "level", "margin", identical([("chosen", "rejected")]).alias("_same"),
                      unprompted_acknowledgement("chosen", "prompt").alias("_ack"), looping_chosen("chosen").alias("_loop"),
                      ends_mid_sentence(text_of("chosen")).alias("_cut"), trained_first(pl.col("_config")).alias("_first"),
-                     key.alias("_key"), opening_key("prompt").alias("_open"), turn_keys(df, "prompt", min_words),
+                     key.alias("_key"), opening_key("prompt").alias("_open"), turn_key_lists(turns, df.height),
                      text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"))
 
 
-def light_joint(df: pl.DataFrame, key_c: pl.Series, key_r: pl.Series, min_words: int) -> pl.DataFrame:
+def light_joint(df: pl.DataFrame, key_c: pl.Series, key_r: pl.Series, turns_c: pl.DataFrame,
+                turns_r: pl.DataFrame) -> pl.DataFrame:
     same = identical([("chosen_prompt", "rejected_prompt"), ("chosen", "rejected")])
     return df.select(*LIGHT, same.alias("_same"), unprompted_acknowledgement("chosen", "chosen_prompt").alias("_ack"),
                      looping_chosen("chosen").alias("_loop"), ends_mid_sentence(text_of("chosen")).alias("_cut"),
                      key_c.alias("_key_c"), key_r.alias("_key_r"), opening_key("chosen_prompt").alias("_open_c"),
-                     opening_key("rejected_prompt").alias("_open_r"), turn_keys(df, "chosen_prompt", min_words).alias(
-                         "_turns_c"), turn_keys(df, "rejected_prompt", min_words).alias("_turns_r"),
+                     opening_key("rejected_prompt").alias("_open_r"), turn_key_lists(turns_c, df.height).alias(
+                         "_turns_c"), turn_key_lists(turns_r, df.height).alias("_turns_r"),
                      text_hash("chosen").alias("_ch"), text_hash("rejected").alias("_rh"),
                      text_hash("chosen_prompt").alias("_cph"), text_hash("rejected_prompt").alias("_rph"))
 
@@ -205,27 +205,29 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
         pii = {k: pii[k] + found.get(k, 0) for k in pii}
         if method in JOINT:
             pc_, pr = prompt_keys(df, "chosen_prompt"), prompt_keys(df, "rejected_prompt")
-            joint.append(light_joint(df, pc_["_key"], pr["_key"], dc.min_words))
+            tc, tr = turn_texts(df, "chosen_prompt", dc.min_words), turn_texts(df, "rejected_prompt", dc.min_words)
+            joint.append(light := light_joint(df, pc_["_key"], pr["_key"], tc, tr))
             prompts = pl.concat([pc_, pr])
-            texts += [test_candidates(df, "chosen_prompt", cfg), test_candidates(df, "rejected_prompt", cfg)]
+            texts += [test_candidates(tc, light["_open_c"], cfg), test_candidates(tr, light["_open_r"], cfg)]
         else:
             prompts = prompt_keys(df, "prompt")
-            pairs.append(light_pairs(df, prompts["_key"], dc.min_words))
+            tt = turn_texts(df, "prompt", dc.min_words)  # once: turn keys, test candidates, seed turns
+            pairs.append(light := light_pairs(df, prompts["_key"], tt))
             sigs.add(prompts["_key"], prompts["_text"])
-            texts.append(test_candidates(df, "prompt", cfg))
-            seeds.append(turn_texts(df.filter(trained_first(pl.col("_config"))), "prompt", dc.min_words).drop("_r"))
+            texts.append(test_candidates(tt, light["_open"], cfg))
+            seeds.append(tt.filter(light["_first"].gather(tt["_r"])).drop("_r"))
         prompts = prompts.select("_key", "_text").unique("_key", keep="first", maintain_order=True).sort("_key")
         hits.append(contamination(prompts, evals, dc.ngram, dc.threshold, eg, dc.min_words))
         near.append(near_held_out(prompts, held, dc.ngram, dc.threshold, dc.min_words, hg))
     no_key = pl.Series([], dtype=pl.UInt64)
     hits_df = pl.concat(hits).unique("_key", keep="first").sort("_key") if hits else contamination(
         pl.DataFrame(schema={"_key": pl.UInt64, "_text": pl.String}), evals, 1, 1.0)
-    pairs_df = pl.concat(pairs) if pairs else light_pairs(_empty("pairs"), no_key, dc.min_words)
-    joint_df = pl.concat(joint) if joint else light_joint(_empty("joint_pairs"), no_key, no_key, dc.min_words)
+    no_turns = turn_texts(_empty("pairs"), "prompt", dc.min_words)
+    pairs_df = pl.concat(pairs) if pairs else light_pairs(_empty("pairs"), no_key, no_turns)
+    joint_df = pl.concat(joint) if joint else light_joint(_empty("joint_pairs"), no_key, no_key, no_turns, no_turns)
     held = pl.concat(near).unique("_key", keep="first", maintain_order=True).sort("_key")
-    texts_df = pl.concat(texts).unique("_turn", keep="first") if texts else pl.DataFrame(
-        schema={"_turn": pl.UInt64, "_text": pl.String})
-    seeds_df = pl.concat([texts_df.clear(), *seeds]).unique("_turn", keep="first")
+    texts_df = pl.concat([no_turns.drop("_r"), *texts]).unique("_turn", keep="first")
+    seeds_df = pl.concat([no_turns.drop("_r"), *seeds]).unique("_turn", keep="first")
     return Scanned(pairs_df, joint_df, sigs, hits_df, pii, counts, held, texts_df, seeds_df)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.config import Export
-from pipeline.dedup import opening_key, removals, turn_texts
+from pipeline.dedup import removals
 from pipeline.text import stable_hash64
 
 LEAVES = pl.concat_list(pl.col("_config"), pl.lit("all"))  # a conditional pair leaving the release
@@ -84,10 +84,10 @@ def split_joint(df: pl.DataFrame, fraction: float, salt: str, pinned: pl.Series)
     return tagged.filter(same), removals(tagged.filter(~same), "split_straddle", LEAVES_JOINT)
 
 
-def test_candidates(df: pl.DataFrame, col: str, cfg: Export) -> pl.DataFrame:
-    """``_turn``, ``_text`` of the user turns (``turn_texts``) of the prompts of ``col`` whose opening the salted hash
-    puts in test: a superset of the test prompts' turns (pinning and drops come later), whose texts the quote check
-    of step 6 needs after pass 1 (~``test_fraction`` of the turns' text in memory)."""
-    turns = turn_texts(df, col, cfg.decontamination.min_words)
-    test = pl.Series(in_test_split(df.select(opening_key(col))[:, 0], cfg.test_fraction, cfg.split_salt))
+def test_candidates(turns: pl.DataFrame, opens: pl.Series, cfg: Export) -> pl.DataFrame:
+    """``_turn``, ``_text`` of the user turns (``turns``: ``turn_texts`` of a prompt column) of the prompts whose
+    opening (``opens``, per row) the salted hash puts in test: a superset of the test prompts' turns (pinning and
+    drops come later), whose texts the quote check of step 6 needs after pass 1 (~``test_fraction`` of the turns'
+    text in memory)."""
+    test = pl.Series(in_test_split(opens, cfg.test_fraction, cfg.split_salt))
     return turns.filter(test.gather(turns["_r"])).select("_turn", "_text")

@@ -6,7 +6,7 @@ import json
 
 import polars as pl
 
-from pipeline.dedup import Signatures, dedup_within, prompt_keys
+from pipeline.dedup import Signatures, dedup_within, prompt_keys, turn_texts
 from pipeline.records import to_table
 from stages.export import LEAVES, light_pairs
 from tests.export_fixtures import (
@@ -100,7 +100,7 @@ def test_near_duplicate_prompts_within_a_method_keep_its_most_confident():
     prompts = prompt_keys(df, "prompt")
     sigs = Signatures(shingle=5, num_perm=128)
     sigs.add(prompts["_key"], prompts["_text"])
-    kept, drops = dedup_within(light_pairs(df, prompts["_key"], 4).drop("_same"), sigs, 32, 0.8, LEAVES)
+    kept, drops = dedup_within(light_pairs(df, prompts["_key"], turn_texts(df, "prompt", 4)).drop("_same"), sigs, 32, 0.8, LEAVES)
     assert kept["pair_id"].to_list() == ["b"]
     assert drops.select("pair_id", "reason", "configs").rows() == [("a", "duplicate_prompt_near", ["pugc", "all"])]
 
@@ -111,7 +111,7 @@ def test_identical_pairs_within_a_method_keep_one():
             pair("c", TOPICS[0], "pugc", confidence=0.1, rejected="y")]
     df = pl.from_arrow(to_table(rows, "pairs")).with_columns(pl.lit("pugc").alias("_config"), pl.int_range(3).alias("_seq"))
     prompts = prompt_keys(df, "prompt")
-    df = light_pairs(df, prompts["_key"], 4)
+    df = light_pairs(df, prompts["_key"], turn_texts(df, "prompt", 4))
     sigs = Signatures(shingle=5, num_perm=64)
     sigs.add(prompts["_key"], prompts["_text"])
     kept, drops = dedup_within(df.drop("_same"), sigs, 16, 0.8, LEAVES)
@@ -125,7 +125,7 @@ def _dedup_within(rows: list[dict]):
     prompts = prompt_keys(df, "prompt")
     sigs = Signatures(shingle=5, num_perm=128)
     sigs.add(prompts["_key"], prompts["_text"])
-    return dedup_within(light_pairs(df, prompts["_key"], 4).drop("_same"), sigs, 32, 0.8, LEAVES)
+    return dedup_within(light_pairs(df, prompts["_key"], turn_texts(df, "prompt", 4)).drop("_same"), sigs, 32, 0.8, LEAVES)
 
 
 def test_an_identical_pair_with_a_nan_confidence_loses_to_one_with_a_confidence():
@@ -154,6 +154,6 @@ def test_in_all_near_duplicate_prompts_of_one_method_keep_the_one_with_more_pair
     prompts = prompt_keys(df, "prompt")
     sigs = Signatures(shingle=5, num_perm=128)
     sigs.add(prompts["_key"], prompts["_text"])
-    tagged, drops = dedup_across(light_pairs(df, prompts["_key"], 4).drop("_same"), ["pugc"], sigs, 32, 0.8, LEAVES)
+    tagged, drops = dedup_across(light_pairs(df, prompts["_key"], turn_texts(df, "prompt", 4)).drop("_same"), ["pugc"], sigs, 32, 0.8, LEAVES)
     assert tagged.filter(pl.col("_primary"))["pair_id"].to_list() == ["a1", "a2"]
     assert drops.select("pair_id", "reason").rows() == [("b", "duplicate_prompt_near")]
