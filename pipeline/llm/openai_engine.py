@@ -92,7 +92,10 @@ def option_probabilities(top: list[list], options: list[str]) -> list[float] | N
 
 
 def softmax(xs: list[float]) -> list[float]:
+    """Normalised ``exp(xs)``; every x -Infinity (each option impossible) is no distribution: a failed row."""
     m = max(xs)
+    if m == -math.inf:
+        return [FailedValue("the server scored every option with log-probability -Infinity")] * len(xs)
     e = [math.exp(x - m) for x in xs]
     return [v / sum(e) for v in e]
 
