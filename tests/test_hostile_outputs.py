@@ -65,3 +65,13 @@ def test_the_audit_finds_unprintable_text_in_any_message_of_a_release(tmp_path, 
     assert counts.get("unprintable_text", 0) == (0 if not bad else 2 if shows else 1)
     if bad:
         assert "answer" in report["checks"]["unprintable_text"]["examples"] and not report["passed"]
+
+
+def test_a_nan_in_either_order_of_the_checklist_judge_never_keeps_the_pair():
+    """A NaN probability for the second order (chosen shown as B) compared false with 0.5, so the pair was kept."""
+    from stages.wildfeedback_models import judge_drop_reason
+
+    nan = float("nan")
+    judged = pl.DataFrame({"p_chosen_first": [0.9, nan, 0.9, 0.9], "p_chosen_second": [0.8, 0.8, nan, None]})
+    assert judged.select(judge_drop_reason()).to_series().to_list() == [
+        None, "judge_prompt_too_long", "judge_prompt_too_long", "judge_failed"]
