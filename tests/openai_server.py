@@ -91,7 +91,7 @@ class LoopbackServer:
         self.supports_logprobs = True
         self.echo_fault: str | None = None  # echo + logprobs: generated_only | other_tokens (see _echo)
         self.refuse: dict[str, tuple[int, str]] = {}  # marker in the request's text -> (status, message)
-        self.raw: dict[str, str] = {}  # marker in the request's text -> the body of a 200 answer, as sent
+        self.raw: dict[str, str | bytes] = {}  # marker in the request's text -> the body of a 200 answer, as sent
         self.unsupported: dict[str, str] = {}  # request parameter -> the 400's message
         self.ignored: set[str] = set()  # request parameters the server does not know and ignores
         self.answer_model: str | None = None  # the model name answers carry (None: the one asked for)
@@ -183,7 +183,8 @@ class LoopbackServer:
                 return _error(400, message, type="invalid_request_error", param=param, code="unsupported_parameter")
         for marker, text in self.raw.items():  # hostile answers: lone surrogate escapes, NaN, Infinity as JSON
             if marker in self._text(body):
-                return web.Response(status=200, text=text, content_type="application/json")
+                raw = text if isinstance(text, bytes) else text.encode()  # bytes: not UTF-8, as sent
+                return web.Response(status=200, body=raw, content_type="application/json")
         for marker, (status, message) in self.refuse.items():
             if marker in self._text(body) and status == 200:  # the model declines (structured outputs' refusal)
                 choice = {"index": 0, "message": {"role": "assistant", "content": None, "refusal": message},

@@ -45,6 +45,7 @@ SAMPLES = [
     ("tool calls", chat(None, "tool_calls"), "generation_failed"),
     ("white space", chat(" \n "), "empty_response"),
     ("line separator", chat("Leaves fall.\u2028Snow comes."), None),
+    ("invalid utf-8", chat("Leaves fall. Snow comes.").encode().replace(b"Snow", b"Sn\xffw"), None),  # U+FFFD
 ]
 
 
