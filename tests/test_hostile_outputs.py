@@ -75,3 +75,15 @@ def test_a_nan_in_either_order_of_the_checklist_judge_never_keeps_the_pair():
     judged = pl.DataFrame({"p_chosen_first": [0.9, nan, 0.9, 0.9], "p_chosen_second": [0.8, 0.8, nan, None]})
     assert judged.select(judge_drop_reason()).to_series().to_list() == [
         None, "judge_prompt_too_long", "judge_prompt_too_long", "judge_failed"]
+
+
+def test_inspect_shows_control_characters_and_bidi_overrides_escaped(tmp_path, capsys):
+    """A text a model or a user wrote reaches the terminal through `prefpipe inspect`: JSON escaped its C0 controls,
+    but a C1 control (U+009B, a terminal's escape introducer) and a bidi override went to the terminal as they were."""
+    from pipeline.cli import main as cli
+
+    write_method(tmp_path, "pugc", [pair("p0", TOPICS[0], "pugc", chosen="a\x9b31mred \u202eevil\x1b[0m.")])
+    assert cli(["inspect", str(tmp_path / "data" / "pugc" / "pairs")]) == 0
+    out = capsys.readouterr().out
+    assert "a\\x9b31mred \\u202eevil\\u001b[0m." in out
+    assert not any(c in out for c in "\x9b\u202e\x1b")
