@@ -9,6 +9,9 @@ Hard violations (each counted per config, with a few pair ids):
 
 - ``identical``: chosen equals rejected after whitespace normalisation, case folding and dropping sentence
   punctuation (DOVE: both prompts and both answers).
+- ``unprintable_text``: a message holds a control character (a NUL, an ESC code; tab and line breaks aside) or a bidi
+  embedding, override or isolate, or shows nothing (white space or zero-width marks only): export drops by
+  ``pipeline.checks.unprintable_text``.
 - ``empty_config``: an enabled method has pairs in ``data/<method>/pairs`` but none in its config (unless
   ``removed.jsonl`` shows every one left for a reason of its own: identical, contaminated, held out).
 - ``pii``: a PII detector (``pipeline.pii``, the kinds in ``export.pii_kinds``) fires on any string:
@@ -57,6 +60,7 @@ from pipeline.checks import (
     looping_chosen,
     malformed_dialogue,
     same_text,
+    unprintable_text,
     unprompted_acknowledgement,
 )
 from pipeline.decontam import (
@@ -89,6 +93,7 @@ MIN_TURN_WORDS = 4  # a user turn shorter than this ("hi", "continue") puts no t
 NGRAM, THRESHOLD = 13, 0.5  # a train user turn overlapping a test one (no params: params.yaml's decontamination)
 CHECKS = {
     "identical": "chosen equals rejected (whitespace normalised, case folded, sentence punctuation aside)",
+    "unprintable_text": "a message holds a control character or a bidi override, or shows nothing",
     "empty_config": "an enabled method has pairs in data/<method>/pairs but none in its release config",
     "pii": "personal data or a secret in a released string",
     "prompt_in_both_splits": "a prompt, a dialogue's first user turn, or a user turn of a test prompt (of at least "
@@ -235,6 +240,8 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
                     if len(cols) == 2:
                         same = same & same_text(text_of(cols[0]), text_of(cols[1]))
                     found["identical"].add(config, _ids(df, same))
+                    found["unprintable_text"].add(config, _ids(df, unprintable_text(
+                        [*cols, "chosen", "rejected"])))
                     cut = ends_mid_sentence(text_of("chosen"))
                     if "lineage" in df.columns:
                         cut = cut | (pl.col("lineage").str.json_path_match("$.chosen_finish_reason") == "length")
@@ -325,7 +332,7 @@ class _Project:
 
 # Reasons a pair leaves its own method's config because of the pair itself (not because another pair or
 # method was preferred): a config emptied by these alone is explained, not a violation.
-OWN_REASONS = ["identical", "unprompted_acknowledgement", "looping_chosen", "cut_off_chosen", "contaminated", "held_out",
+OWN_REASONS = ["unprintable_text", "identical", "unprompted_acknowledgement", "looping_chosen", "cut_off_chosen", "contaminated", "held_out",
                "split_straddle", "test_prompt_in_train"]
 
 

@@ -19,6 +19,8 @@ by ``prefpipe audit`` (which verifies the release independently).
   WildFeedback stage (``stages/wildfeedback_fit.py``), export and the audit all use it.
 - ``repeats_itself(text)``: an answer stuck in a loop, most of its sentences repeating earlier ones (a
   sampling failure that ended before the token limit, so ``finish_reason`` does not catch it).
+- ``unprintable_text(cols)``: a message holding a control character (a NUL, an ESC colour code) or a bidi override,
+  or showing nothing (white space or zero-width marks only): what a model or a misbehaving server may answer.
 - ``malformed_dialogue(prompts, completions)``: a prompt that is empty, holds an empty message, puts a
   system message anywhere but first, does not alternate user/assistant from a user turn or does not end
   with a user turn; a chosen/rejected that is not a non-empty list of non-empty assistant messages. The
@@ -33,6 +35,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.dedup import last_user_turn, text_of
+from pipeline.encodings import VISIBLE
 
 
 def squash(text: pl.Expr) -> pl.Expr:
@@ -259,6 +262,23 @@ _NOT_CUT = r"(?:^|\n)[^\n,]{1,25},\s*$|[:;=]-?\(\s*$"  # "Best regards," on a li
 _FENCE = r"(?m)^[ \t]*```"
 _FENCE_INLINE = r"(?m)^[ \t]*```[^\n]*```"
 _SENTENCE_END = r"\p{L}[.!?…。！？]+[\"'”’)\]*_]*\s*$"
+
+
+# Characters no released text holds: C0 controls but tab, line feed and carriage return; DEL and C1 controls (a NUL,
+# an ESC colour code, U+0085), which a tokenizer or viewer drops or shows apart from what the text says; the bidi
+# embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069), which make a text read otherwise than its
+# characters run ("Trojan Source"). The marks right-to-left text needs (U+200E/U+200F, U+061C) stay.
+UNPRINTABLE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
+
+
+def unprintable_text(cols: list[str]) -> pl.Expr:
+    """True where a message of a message-list column in ``cols`` holds an ``UNPRINTABLE`` character, or shows nothing
+    (empty, white space, NULs or zero-width marks only: no ``pipeline.encodings.VISIBLE`` character). A model or a server
+    can answer so (ingest rejects such input messages, but not a NUL or an override inside a text); export drops such
+    pairs, the audit checks that none is left."""
+    content = pl.element().struct.field("content")
+    bad = content.str.contains(UNPRINTABLE) | ~content.str.contains(VISIBLE)
+    return pl.any_horizontal([pl.col(c).list.eval(bad).list.any() for c in cols]).fill_null(False)
 
 
 def open_code_block(text: pl.Expr) -> pl.Expr:

@@ -121,6 +121,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from pipeline.errors import printable
     from pipeline.io import read_manifest, shard_files
     from pipeline.metrics import counted
 
@@ -171,7 +172,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print("manifest:", json.dumps(shown, sort_keys=True))
     head = pq.ParquetFile(files[0]).read_row_group(0).slice(0, args.rows).to_pylist() if rows else []
     for i, row in enumerate(head):
-        text = json.dumps(row, ensure_ascii=False, default=str)
+        # C1 controls (U+009B opens a terminal escape), bidi overrides and zero-width marks shown escaped, as JSON's C0
+        text = printable(json.dumps(row, ensure_ascii=False, default=str))
         print(f"[{i}] {text[:args.width]}{'...' if len(text) > args.width else ''}")
     return 0
 

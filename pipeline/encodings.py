@@ -13,6 +13,11 @@ from typing import IO, Any
 
 import pyarrow as pa
 
+# A character that shows: not white space, a control character, or a zero-width / direction / joiner mark (a regex
+# that Python's ``re`` and polars read alike). A text without one shows nothing: ingest rejects such a message
+# (``pipeline.formats.common.blank``), export drops such a pair (``pipeline.checks.unprintable_text``).
+VISIBLE = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]"
+
 _BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 _XML_ENCODING = re.compile(rb"""\A(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _UTF8 = {"utf-8", "utf8", "us-ascii", "ascii"}

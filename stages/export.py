@@ -6,7 +6,9 @@
 1. merge: ``data/<method>/pairs`` for every enabled method (sub-folders such as Curry-DPO's ``level=N``
    are read in order; DOVE: the joint_pairs contract). An absent folder is skipped and noted in details.json.
 2. redact: every string the release writes (messages, ``lineage``, ``source``) by ``pipeline.pii``.
-3. drop pairs whose chosen equals rejected after normalisation (``pipeline.checks.same_text``), acknowledges
+3. drop pairs with a message holding a control character or a bidi override, or showing nothing
+   (``unprintable_text``: what a model or a server may answer), whose chosen equals rejected after normalisation
+   (``pipeline.checks.same_text``), acknowledges
    feedback or revises a version its prompt does not hold (``unprompted_acknowledgement``), loops over its own
    sentences (``looping_chosen``) or stops mid-sentence (``cut_off_chosen``: an external answer truncated upstream
    carries no finish reason): counted, never the whole release failing its audit.
@@ -53,7 +55,13 @@ from typing import Any, NamedTuple
 import polars as pl
 
 from pipeline import audit
-from pipeline.checks import ends_mid_sentence, looping_chosen, same_text, unprompted_acknowledgement
+from pipeline.checks import (
+    ends_mid_sentence,
+    looping_chosen,
+    same_text,
+    unprintable_text,
+    unprompted_acknowledgement,
+)
 from pipeline.config import Export, Params, fingerprint
 from pipeline.decontam import (
     contamination,
@@ -134,7 +142,7 @@ def identical(sides: list[tuple[str, str]]) -> pl.Expr:
 
 def drop_flagged(df: pl.DataFrame, flag: str, reason: str, configs: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Rows whose ``flag`` column, computed while scanning, is set go as ``reason``: ``_same`` (``identical``),
-    ``_ack`` (``pipeline.checks.unprompted_acknowledgement``), ``_loop`` (``pipeline.checks.looping_chosen``) and
+    ``_unprintable`` (``pipeline.checks.unprintable_text``), ``_ack`` (``pipeline.checks.unprompted_acknowledgement``), ``_loop`` (``pipeline.checks.looping_chosen``) and
     ``_cut`` (``pipeline.checks.ends_mid_sentence`` on the chosen answer)."""
     return df.filter(~pl.col(flag)).drop(flag), removals(df.filter(pl.col(flag)), reason, configs)
 
@@ -148,6 +156,7 @@ def light_pairs(df: pl.DataFrame, key: pl.Series, turns: pl.DataFrame) -> pl.Dat
     """What the decisions need of a redacted batch of pairs: ids, scores, prompt ``key``, its user turns' keys
     (``_turns``, of ``turns``: ``turn_texts``), text hashes, whether its method trains on it first (``_first``)."""
     return df.select(*LIGHT, "level", "margin", identical([("chosen", "rejected")]).alias("_same"),
+                     unprintable_text(list(PAIR_SIDES)).alias("_unprintable"),
                      unprompted_acknowledgement("chosen", "prompt").alias("_ack"), looping_chosen("chosen").alias("_loop"),
                      ends_mid_sentence(text_of("chosen")).alias("_cut"), trained_first(pl.col("_config")).alias("_first"),
                      key.alias("_key"), opening_key("prompt").alias("_open"), turn_key_lists(turns, df.height),
@@ -157,7 +166,8 @@ def light_pairs(df: pl.DataFrame, key: pl.Series, turns: pl.DataFrame) -> pl.Dat
 def light_joint(df: pl.DataFrame, key_c: pl.Series, key_r: pl.Series, turns_c: pl.DataFrame,
                 turns_r: pl.DataFrame) -> pl.DataFrame:
     same = identical([("chosen_prompt", "rejected_prompt"), ("chosen", "rejected")])
-    return df.select(*LIGHT, same.alias("_same"), unprompted_acknowledgement("chosen", "chosen_prompt").alias("_ack"),
+    return df.select(*LIGHT, same.alias("_same"), unprintable_text(list(JOINT_SIDES)).alias("_unprintable"),
+                     unprompted_acknowledgement("chosen", "chosen_prompt").alias("_ack"),
                      looping_chosen("chosen").alias("_loop"), ends_mid_sentence(text_of("chosen")).alias("_cut"),
                      key_c.alias("_key_c"), key_r.alias("_key_r"), opening_key("chosen_prompt").alias("_open_c"),
                      opening_key("rejected_prompt").alias("_open_r"), turn_key_lists(turns_c, df.height).alias(
@@ -240,8 +250,8 @@ def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatur
     would match one (``turns_overlapping``)."""
     d = cfg.dedup
     drops = []
-    for flag, reason in (("_same", "identical"), ("_ack", "unprompted_acknowledgement"), ("_loop", "looping_chosen"),
-                         ("_cut", "cut_off_chosen")):
+    for flag, reason in (("_unprintable", "unprintable_text"), ("_same", "identical"),
+                         ("_ack", "unprompted_acknowledgement"), ("_loop", "looping_chosen"), ("_cut", "cut_off_chosen")):
         pairs, r = drop_flagged(pairs, flag, reason, LEAVES)
         joint, r_joint = drop_flagged(joint, flag, reason, LEAVES_JOINT)
         drops += [r, r_joint]

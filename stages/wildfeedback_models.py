@@ -139,7 +139,7 @@ def judge_drop_reason() -> pl.Expr:
     prompt does not fit it (``judge_prompt_too_long``), or chosen does not win both orders (``lost_in_judge``)."""
     p1, p2 = pl.col("p_chosen_first"), pl.col("p_chosen_second")
     return (pl.when(p1.is_null() | p2.is_null()).then(pl.lit("judge_failed"))
-            .when(p1.is_nan()).then(pl.lit("judge_prompt_too_long"))
+            .when(p1.is_nan() | p2.is_nan()).then(pl.lit("judge_prompt_too_long"))
             .when((p1 <= 0.5) | (p2 <= 0.5)).then(pl.lit("lost_in_judge")))
 
 

@@ -27,7 +27,8 @@ unread (as llama.cpp's server did ``max_completion_tokens`` until 2026: no budge
 ``answer_model`` names another model in the answers (a router's fallback). ``refuse`` maps a marker to ``(status, message)``:
 a request whose text (messages, or the decoded token ids of /completions) contains the marker is refused
 so, every time (a deterministic per-row refusal); status 200 answers it as a model that declines does with
-structured outputs (``content: null``, ``refusal``: the message). ``supports_logprobs = False`` answers without any
+structured outputs (``content: null``, ``refusal``: the message). ``raw`` maps a marker to the body of a 200 answer
+sent as is (hostile answers: ``"\\ud800"``, ``NaN``, ``Infinity``). ``supports_logprobs = False`` answers without any
 log-probabilities (a server that cannot score). Every request is logged: ``(time, endpoint, fault, body)``.
 """
 
@@ -90,6 +91,7 @@ class LoopbackServer:
         self.supports_logprobs = True
         self.echo_fault: str | None = None  # echo + logprobs: generated_only | other_tokens (see _echo)
         self.refuse: dict[str, tuple[int, str]] = {}  # marker in the request's text -> (status, message)
+        self.raw: dict[str, str | bytes] = {}  # marker in the request's text -> the body of a 200 answer, as sent
         self.unsupported: dict[str, str] = {}  # request parameter -> the 400's message
         self.ignored: set[str] = set()  # request parameters the server does not know and ignores
         self.answer_model: str | None = None  # the model name answers carry (None: the one asked for)
@@ -179,6 +181,10 @@ class LoopbackServer:
         for param, message in self.unsupported.items():
             if param in body:
                 return _error(400, message, type="invalid_request_error", param=param, code="unsupported_parameter")
+        for marker, text in self.raw.items():  # hostile answers: lone surrogate escapes, NaN, Infinity as JSON
+            if marker in self._text(body):
+                raw = text if isinstance(text, bytes) else text.encode()  # bytes: not UTF-8, as sent
+                return web.Response(status=200, body=raw, content_type="application/json")
         for marker, (status, message) in self.refuse.items():
             if marker in self._text(body) and status == 200:  # the model declines (structured outputs' refusal)
                 choice = {"index": 0, "message": {"role": "assistant", "content": None, "refusal": message},

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline.config import Source
-from pipeline.encodings import not_text
+from pipeline.encodings import VISIBLE, not_text
 from pipeline.records import stable_id
 
 
@@ -131,8 +131,7 @@ ROLES = {
 TEXT_PARTS = ("text", "input_text", "output_text", "refusal")
 
 
-# A character that shows: not white space, a control character, or a zero-width / direction / joiner mark.
-_VISIBLE = re.compile(r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_VISIBLE = re.compile(VISIBLE)  # a character that shows
 
 
 def blank(text: str) -> bool:

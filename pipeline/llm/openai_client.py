@@ -54,7 +54,7 @@ import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from pipeline.config import LLM
-from pipeline.errors import EngineError
+from pipeline.errors import EngineError, printable
 from pipeline.llm.request_cache import MISS, RequestCache, request_key
 
 log = logging.getLogger(__name__)
@@ -235,8 +235,8 @@ def describe(exc: BaseException, timeout_s: float, secret: str | None = None) ->
     (a server or proxy may echo the request's headers)."""
 
     def line(text: object, limit: int) -> str:
-        text = " ".join(str(text).split())
-        return (text.replace(secret, "***") if secret else text)[:limit]
+        text = " ".join(str(text).split())  # control characters and lone surrogates escaped: a row's error is written
+        return printable(text.replace(secret, "***") if secret else text)[:limit]
 
     if isinstance(exc, openai.APIStatusError):
         return f"HTTP {exc.status_code}: {line(_message(exc), 300)}"

@@ -35,7 +35,8 @@ Requests are built by the pure functions of ``pipeline.llm.openai_requests`` and
 Failures, per row or per call:
 
 - a request the server refuses for itself (a 4xx other than 408/409/429: a content filter, 413, 422, a
-  400 for a bad request, a model that declines) fails only its row, since a rerun would be refused the same
+  400 for a bad request, a model that declines), or answers with what no row can use (a lone surrogate in the
+  text, a log-probability that is NaN, Infinity or above 0, every option at -Infinity), fails only its row, since a rerun would be refused the same
   way: a plain sample becomes a ``GenerationFailure`` ("request refused: HTTP 400: ..."), a structured one
   too once its retries with the next seeds were refused or invalid as well, a ``choose`` row
   ``[nan] * len(options)`` and a ``logprobs`` row ``LogProb(nan, n_tokens)`` (``FailedValue``: NaN with the
@@ -92,7 +93,10 @@ def option_probabilities(top: list[list], options: list[str]) -> list[float] | N
 
 
 def softmax(xs: list[float]) -> list[float]:
+    """Normalised ``exp(xs)``; every x -Infinity (each option impossible) is no distribution: a failed row."""
     m = max(xs)
+    if m == -math.inf:
+        return [FailedValue("the server scored every option with log-probability -Infinity")] * len(xs)
     e = [math.exp(x - m) for x in xs]
     return [v / sum(e) for v in e]
 

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.config import Sampling
+from pipeline.jsontext import check_value
 from pipeline.llm.base import ChatPrompt, sample_seed
 from pipeline.llm.openai_client import BadResponse, Request, RowError, ServerError
 
@@ -99,6 +100,15 @@ def _one_choice(data: dict[str, Any]) -> _ChatChoice:
     return choices[0]
 
 
+def logprob(value: float, where: str) -> float:
+    """``value`` as a log-probability: a number <= 0 (-Infinity: impossible); NaN, +Infinity (``1e400`` reads so)
+    or a positive number is no log-probability, a ``RowError`` for the row (never a NaN score, or an
+    ``OverflowError`` from ``exp``)."""
+    if not value <= 0.0:
+        raise RowError(f"the server answered a log-probability of {value!r} {where}; a log-probability is a number <= 0")
+    return value
+
+
 def read_sample(data: dict[str, Any], model: str = "", budget: int | None = None) -> dict[str, str]:
     """``{"text", "finish_reason"}`` of a one-sample chat answer; ``length`` = cut at the token budget.
     An answer whose ``usage`` passes ``budget`` (the request's ``max_completion_tokens``) comes from a server
@@ -120,7 +130,10 @@ def read_sample(data: dict[str, Any], model: str = "", budget: int | None = None
         raise RowError(f"the server ended the answer with finish_reason={reason!r}")
     if choice.message.content is None and choice.message.refusal:
         raise RowError(f"the model refused: {' '.join(choice.message.refusal.split())[:300]}")
-    return {"text": choice.message.content or "", "finish_reason": reason}
+    text = choice.message.content or ""
+    if (why := check_value(text, risks=(False, True))) is not None:  # a lone surrogate: no Parquet column holds it
+        raise RowError(f"the answer's text is {why}")
+    return {"text": text, "finish_reason": reason}
 
 
 def read_top_logprobs(data: dict[str, Any], model: str) -> list[list]:
@@ -133,7 +146,7 @@ def read_top_logprobs(data: dict[str, Any], model: str) -> list[list]:
             "choose with option_scoring: first_token needs them (some APIs and reasoning models do not "
             "return them): use a model/server that does, or option_scoring: sequence on a vLLM server"
         )
-    return [[t.token, t.logprob] for t in content[0].top_logprobs]
+    return [[t.token, logprob(t.logprob, f"for the first answer token {t.token!r}")] for t in content[0].top_logprobs]
 
 
 def read_prompt_logprobs(data: dict[str, Any], spans: list[list[int]], prompts: list[list[int]], model: str,
@@ -158,7 +171,7 @@ def read_prompt_logprobs(data: dict[str, Any], spans: list[list[int]], prompts: 
             entry = (table[t] or {}).get(str(ids[t]))
             if entry is None:
                 raise BadResponse(f"prompt_logprobs has no entry for token {ids[t]} at position {t}")
-            total += entry if isinstance(entry, float) else entry.logprob
+            total += logprob(entry if isinstance(entry, float) else entry.logprob, f"for token {ids[t]} at position {t}")
         sums.append(total)
     return sums
 
@@ -192,7 +205,7 @@ def read_echo_logprobs(data: dict[str, Any], spans: list[list[int]], prompts: li
         if any(lps[t] is None for t in range(start, end)):
             raise ServerError(f"model {model!r}: the server echoed a null log-probability in positions {start}.."
                               f"{end - 1} of a prompt of {len(ids)} tokens; {purpose} would be wrong: {fix}")
-        sums.append(sum(lps[t] for t in range(start, end)))  # type: ignore[misc]
+        sums.append(sum(logprob(lps[t], f"at position {t}") for t in range(start, end)))  # type: ignore[arg-type]
     return sums
 
 
