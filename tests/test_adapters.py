@@ -121,6 +121,17 @@ def test_parse_hh_rejects_a_turn_that_opens_with_a_speaker_label():
         {"role": "assistant", "content": "Humanity's sages."}]
 
 
+def test_parse_hh_rejects_a_turn_that_holds_the_other_speakers_line():
+    """HH-RLHF's chosen "Well that doesn't seem like a good idea.  Human:  Why not?" (7 real records): the
+    model went on to write the user's next line after a sentence gap; a quote ("from Human: ...") is text."""
+    with pytest.raises(BadRecord, match=r"turn 2 \(Assistant\) holds the other speaker's line 'Human:'"):
+        parse_hh("\n\nHuman: Should I?\n\nAssistant: Well that doesn't seem like a good idea.  Human:  Why not?", "chosen")
+    with pytest.raises(BadRecord, match=r"turn 1 \(Human\) holds the other speaker's line 'Assistant:'"):
+        parse_hh("\n\nHuman: Tell me a joke.\nAssistant: Sure!\n\nAssistant: Hi.", "rejected")
+    assert parse_hh("\n\nHuman: Hi\n\nAssistant: A real quote from Human: What is it?  Assistant: is my name.",
+                    "chosen")[1]["content"] == "A real quote from Human: What is it?  Assistant: is my name."
+
+
 def test_hh_pairs_need_a_shared_prefix():
     rec = {"chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: good",
            "rejected": "\n\nHuman: a\n\nAssistant: OTHER\n\nHuman: c\n\nAssistant: bad"}
