@@ -211,6 +211,18 @@ def test_stackexchange_html_and_skips():
         one({"Id": "3", "PostTypeId": "1", "Title": "t"}, "stackexchange", "documents")
 
 
+def test_a_link_whose_words_do_not_show_its_address_keeps_the_address():
+    """The real coffee answer "here is the website ...: Caffeine In Coffee" lost the page it points to."""
+    assert html_to_text('<p>See <a href="http://www.caffeineinformer.com/the-caffeine-database" rel="nofollow">'
+                        "Caffeine In Coffee</a>.</p>") == (
+        "See Caffeine In Coffee (http://www.caffeineinformer.com/the-caffeine-database).")
+    # words that are the address, an in-page or relative link, a mail link and an image link add nothing
+    assert html_to_text('<p><a href="http://www.ico.org/">www.ico.org</a> <a href="https://x.org">https://x.org</a> '
+                        '<a href="#note">note</a> <a href="/questions/6">this question</a> '
+                        '<a href="mailto:a@b.org">mail</a> <a href="http://i.org/p.png"><img src="p.png"></a></p>') == (
+        "www.ico.org https://x.org note this question mail")
+
+
 @pytest.mark.parametrize("body", [
     "<p>Burr grinders are better, as mentioned in the comments.</p>",
     "<p>As @Chris said, washed beans are less acidic.</p>",
