@@ -104,6 +104,12 @@ _FEEDBACK = "|".join([
     r"\b(?:wrong|incorrect|not (?:correct|right|true|what i (?:asked|wanted|meant))|mistake|error|doesn'?t work|does not work|didn'?t work)\b",
     r"\b(?:try again|rewrite|redo|again|shorter|longer|more (?:detail|concise|formal|casual)|i meant|i asked|you (?:forgot|missed|didn'?t))\b",
     r"\bno,|\b(?:nope|that'?s not|are you sure|you sure)\b",  # "no," outside the \b group: "No, Canberra"
+    # as real OpenAssistant users put it ("i didnt mean LLM like that", "That is not an essay that is a poem.",
+    # "You did not explain how this relates to ...", "I don't believe "bres-thh" is correct", "I still don't get it")
+    r"\bi (?:didn'?t|did not|don'?t|do not) mean\b|\bnot what i meant\b|(?:^|[.!?]\s+)(?:that|this|it) is not\b",
+    r"\byou (?:did not|have not|haven'?t|never) (?:answer|explain|mention|address|include|say|tell|give|use|do|read|follow)",
+    r"\bi (?:don'?t|do not) (?:think|believe) (?:that'?s|that is|this is|it'?s|it is|you'?re|you are|\"[^\"\n]{1,40}\" is)\b",
+    r"\bi (?:still )?(?:don'?t|do not) (?:get|understand) (?:it|that|this|what|how|why)\b",
 ])
 
 

@@ -36,6 +36,7 @@ from pipeline.config import LLM, Execution, Params, Sampling, Selfie, fingerprin
 from pipeline.execute import CHECKPOINT_ROOT, clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import SourceError, shard_sizes
 from pipeline.llm.base import sample_fields
+from pipeline.llm.chat import per_prompt
 from pipeline.llm.identity import model_identities
 from pipeline.metrics import announce_overrides, counted, gate_headline, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
@@ -64,6 +65,7 @@ from stages.selfie_split import (
     STAGE,
     assign_split,
     export_labelled,
+    gold,
     pool_prompts,
     read_inputs,
     split_report,
@@ -73,7 +75,8 @@ log = logging.getLogger(__name__)
 
 OUT = Path("data/selfie")
 CHECKPOINTS = CHECKPOINT_ROOT / "selfie"
-NOTHING_SAMPLED = {"generation_failed": 0, "cut_off": 0, "empty": 0}  # sample drops when nothing is sampled
+NOTHING_SAMPLED = {"prompt_too_long": 0, "generation_failed": 0, "cut_off": 0, "empty": 0}  # when nothing is sampled
+PROMPT_TOO_LONG = "prompt_too_long"  # the finish reason of a sample whose prompt does not fit the policy
 
 
 # --- step 2: sample ---------------------------------------------------------------------------------
@@ -82,20 +85,24 @@ NOTHING_SAMPLED = {"generation_failed": 0, "cut_off": 0, "empty": 0}  # sample d
 def sample(batch: pa.Table, engine, *, k: int, sampling: Sampling) -> pa.Table:
     """K responses per prompt from the policy, one ``generate(n=k)`` call per batch, each with its
     ``sample_index`` and ``finish_reason`` (``length``: cut at max_new_tokens; ``failed``: the engine could
-    not produce it, e.g. a request the server refused; its text is empty)."""
-    outs = engine.generate(batch.column("messages").to_pylist(), n=k, sampling=sampling)
+    not produce it, e.g. a request the server refused; ``prompt_too_long``: the prompt does not fit the
+    policy's ``llm.max_model_len``, as a real UltraFeedback prompt of 2,162 tokens did not; either way its
+    text is empty)."""
+    outs = per_prompt(lambda ps: engine.generate(ps, n=k, sampling=sampling), batch.column("messages").to_pylist(),
+                      lambda e: [None] * k)
     if len(outs) != batch.num_rows or any(len(o) != k for o in outs):
         raise RuntimeError(
             f"engine {engine.name!r} returned {[len(o) for o in outs]} responses for "
             f"{batch.num_rows} prompts with n={k}; expected {k} each"
         )
     prompt_ids = [p for p in batch.column("prompt_id").to_pylist() for _ in range(k)]
+    samples = [("", PROMPT_TOO_LONG) if c is None else sample_fields(c) for o in outs for c in o]
     return pa.table(
         {
             "prompt_id": pa.array(prompt_ids, pa.string()),
             "sample_index": pa.array(list(range(k)) * batch.num_rows, pa.int64()),
-            "text": pa.array([sample_fields(c)[0] for o in outs for c in o], pa.string()),
-            "finish_reason": pa.array([sample_fields(c)[1] for o in outs for c in o], pa.string()),
+            "text": pa.array([fields[0] for fields in samples], pa.string()),
+            "finish_reason": pa.array([fields[1] for fields in samples], pa.string()),
             "generator": pa.array([engine.name] * len(prompt_ids), pa.string()),
         }
     )
@@ -187,7 +194,7 @@ def annotate(
 ) -> tuple[pl.DataFrame, int]:
     """Sample, drop cut-off and blank samples, then teacher-force with both roles (one pass when they are the
     same model: the reference's log-probabilities are the policy's). Returns one row per kept response with its
-    reward, and the samples dropped by reason (``generation_failed``, ``cut_off``, ``empty``). Each engine step resumes from its
+    reward, and the samples dropped by reason (``prompt_too_long``, ``generation_failed``, ``cut_off``, ``empty``). Each engine step resumes from its
     checkpoint."""
 
     cks = [
@@ -208,9 +215,11 @@ def annotate(
     if responses is None:
         return pl.DataFrame(), dict(NOTHING_SAMPLED)
     sampled = with_response_ids(pl.from_arrow(responses), iteration=sel.iteration)
-    failed = pl.col("finish_reason") == "failed"
+    long = pl.col("finish_reason") == PROMPT_TOO_LONG
+    failed = (pl.col("finish_reason") == "failed") | long
     cut, blank = pl.col("finish_reason") == "length", pl.col("text").str.strip_chars() == ""
-    dropped = {"generation_failed": sampled.filter(failed).height, "cut_off": sampled.filter(cut).height,
+    dropped = {"prompt_too_long": sampled.filter(long).height,
+               "generation_failed": sampled.filter(failed & ~long).height, "cut_off": sampled.filter(cut).height,
                "empty": sampled.filter(~failed & ~cut & blank).height}
     scored = sampled.filter(~failed & ~cut & ~blank)  # a blank answer is no answer: never a chosen, whatever its reward
     msgs = pl.from_arrow(prompts.select(["prompt_id", "messages"]))
@@ -328,7 +337,7 @@ def main(params: Params) -> None:
         "logprob_passes": 0 if scored.is_empty() else 1 if same else 2,
         "tiny_overrides": applied,
         "gates": {"reward": gate},
-        "split": split_report(assignment, sel.split, seed=seed, test=test),
+        "split": split_report(assignment, sel.split, seed=seed, test=test, tied=int((~gold(pairs_in)).sum())),
         "sample": sample_report(pool.num_rows, responses.num_rows, unscored),
         "rewards": reward_report(scored),
         "pairs": pairs_report(flagged, dropped, new_pairs.num_rows),

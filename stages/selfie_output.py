@@ -234,7 +234,8 @@ def pair_report(pairs: pl.DataFrame) -> dict[str, Any]:
 
 def sample_report(prompts: int, responses: int, unscored: dict[str, int]) -> dict[str, int]:
     """The sample step: prompts sampled, responses kept, and the samples dropped by reason."""
-    return {"prompts": prompts, "responses": responses, "generation_failed": unscored["generation_failed"],
+    return {"prompts": prompts, "responses": responses, "prompt_too_long": unscored["prompt_too_long"],
+            "generation_failed": unscored["generation_failed"],
             "cut_off": unscored["cut_off"], "empty_responses": unscored["empty"]}
 
 

@@ -103,17 +103,19 @@ def assign_split(pairs: pa.Table, prompts: pa.Table, split: SelfieSplit) -> pl.D
     ``order`` = sha1(shuffle_seed, prompt_id), so the split depends on the content only, not on the
     input order. Labelled prompts are taken in that order into seed then test; the remaining
     labelled and all unlabelled prompts, in that order, fill pool_1, pool_2, ...; what is left is
-    ``rest`` (reported). Every prompt lands in exactly one part.
+    ``rest`` (reported). Every prompt lands in exactly one part. A prompt whose pairs all tie (``gold``)
+    is unlabelled.
     """
     labelled = pl.DataFrame(
-        {"prompt_id": prompt_keys(pairs.column("prompt"))}, schema={"prompt_id": pl.String}
+        {"prompt_id": prompt_keys(pairs.column("prompt")), "gold": gold(pairs)},
+        schema={"prompt_id": pl.String, "gold": pl.Boolean},
     )
     unlabelled = pl.DataFrame(
         {"prompt_id": prompt_keys(prompts.column("messages"))}, schema={"prompt_id": pl.String}
     )
     units = (
         pl.concat(
-            [labelled.with_columns(labelled=pl.lit(True)), unlabelled.with_columns(labelled=pl.lit(False))]
+            [labelled.rename({"gold": "labelled"}), unlabelled.with_columns(labelled=pl.lit(False))]
         )
         .group_by("prompt_id")
         .agg(pl.col("labelled").any())
@@ -143,13 +145,15 @@ def assign_split(pairs: pa.Table, prompts: pa.Table, split: SelfieSplit) -> pl.D
     return pl.concat([lab.filter(pl.col("part").is_not_null()), pool]).sort("order")
 
 
-def split_report(assignment: pl.DataFrame, split: SelfieSplit, *, seed: pa.Table, test: pa.Table) -> dict[str, Any]:
+def split_report(assignment: pl.DataFrame, split: SelfieSplit, *, seed: pa.Table, test: pa.Table,
+                 tied: int) -> dict[str, Any]:
     """The split as planned (``plan_split``) and as assigned (prompts per part), with the labelled pairs
-    exported to seed and test."""
+    exported to seed and test and the ``tied`` ones left out of both (``gold``)."""
     labelled = int(assignment.get_column("labelled").sum())
     return {
         "prompts": assignment.height,
         "labelled_prompts": labelled,
+        "tied_pairs": tied,
         "planned": plan_split(labelled, assignment.height, split),
         "assigned": dict(assignment.group_by("part").len().sort("part").iter_rows()),
         "seed_pairs": seed.num_rows,
@@ -161,10 +165,18 @@ def lineage_json(**fields: pl.Expr) -> pl.Expr:
     return pl.struct(**fields).struct.json_encode()
 
 
+def gold(pairs: pa.Table) -> pl.Series:
+    """Per labelled pair, whether it states a preference: not when its scores tie (``score_chosen ==
+    score_rejected``; 24 of the 199 real UltraFeedback-binarized pairs ingest keeps, as DOVE's ``tied_not_gold``).
+    A tied pair is no gold pair: its prompt is an unlabelled one (``assign_split``), never a seed or test pair."""
+    df = pl.from_arrow(pairs.select(["score_chosen", "score_rejected"]))
+    return df.select((pl.col("score_chosen") != pl.col("score_rejected")).fill_null(True)).to_series()
+
+
 def export_labelled(pairs: pa.Table, assignment: pl.DataFrame, part: str, fp: str) -> pa.Table:
-    """The gold pairs of the ``seed`` (or ``test``) prompts as ``method = "selfie"``, ``source = part``."""
+    """The gold pairs (``gold``) of the ``seed`` (or ``test``) prompts as ``method = "selfie"``, ``source = part``."""
     keys = pl.Series("prompt_id", prompt_keys(pairs.column("prompt")), dtype=pl.String)
-    df = pl.from_arrow(pairs).with_columns(keys)
+    df = pl.from_arrow(pairs).with_columns(keys).filter(gold(pairs))
     df = df.join(assignment.filter(pl.col("part") == part).select("prompt_id"), on="prompt_id", how="semi")
     df = df.with_columns(
         lineage=lineage_json(

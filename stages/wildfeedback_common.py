@@ -1,5 +1,5 @@
-"""What the WildFeedback modules share: paths, the output fingerprint, prompts, dialogue rendering, reject
-rows and model calls that survive an over-long prompt.
+"""What the WildFeedback modules share: paths, the output fingerprint, prompts, dialogue rendering and reject
+rows (model calls that survive an over-long prompt are ``pipeline.llm.chat.per_prompt``).
 
 ``stages/wildfeedback.py`` (the driver) imports the detector (``wildfeedback_detect``) and the pair
 builder (``wildfeedback_pairs``, with its model steps ``wildfeedback_models``); they import this module,
@@ -9,13 +9,11 @@ never the driver, so there is no import cycle.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import Params, fingerprint
 from pipeline.execute import CHECKPOINT_ROOT
-from pipeline.llm.chat import InputTooLong
 from pipeline.prompt import template
 
 IN = Path("data/ingest/conversations")
@@ -62,19 +60,3 @@ def reject_order(r: dict) -> tuple:
     """Rejects in (source, conversation_id, user_turn, raw) order."""
     raw = json.loads(r["raw"])
     return r["source"], raw["conversation_id"], raw["user_turn"], r["raw"]
-
-
-def per_prompt(call: Callable[[list], list], prompts: list, too_long: Callable[[str], Any]) -> list:
-    """``call(prompts)``; when a prompt does not fit the model (``InputTooLong``), each prompt again on its
-    own, with ``too_long(error)`` as the answer of those that do not fit: one long conversation costs its
-    own row, not the stage."""
-    try:
-        return call(prompts)
-    except InputTooLong:
-        out = []
-        for p in prompts:
-            try:
-                out.extend(call([p]))
-            except InputTooLong as e:
-                out.append(too_long(str(e)))
-        return out

@@ -36,9 +36,9 @@ from pipeline.config import Params, Sampling, Wildfeedback, resolve_role
 from pipeline.execute import map_batches, step_checkpoint
 from pipeline.gates import check_gate, load_probes
 from pipeline.llm.base import GenerationFailure
-from pipeline.llm.chat import token_fit
+from pipeline.llm.chat import per_prompt, token_fit
 from pipeline.prompt import copies_template, fill, template_phrases
-from stages.wildfeedback_common import per_prompt, prompt, render, window
+from stages.wildfeedback_common import prompt, render, window
 from stages.wildfeedback_rules import DSAT_CATEGORIES, SAT_CATEGORIES
 
 SatCategory = Literal[tuple(SAT_CATEGORIES)]  # type: ignore[valid-type]

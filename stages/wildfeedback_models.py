@@ -23,8 +23,9 @@ from pipeline.config import Params, Sampling, resolve_role
 from pipeline.execute import map_batches, step_checkpoint
 from pipeline.gates import check_gate, load_probes
 from pipeline.llm.base import GenerationFailure, first_error
+from pipeline.llm.chat import per_prompt
 from pipeline.prompt import copies_template, escape, fill
-from stages.wildfeedback_common import per_prompt, prompt, render, window
+from stages.wildfeedback_common import prompt, render, window
 
 
 class PreferenceSummary(BaseModel):

@@ -121,6 +121,17 @@ def test_parse_hh_rejects_a_turn_that_opens_with_a_speaker_label():
         {"role": "assistant", "content": "Humanity's sages."}]
 
 
+def test_parse_hh_rejects_a_turn_that_holds_the_other_speakers_line():
+    """HH-RLHF's chosen "Well that doesn't seem like a good idea.  Human:  Why not?" (7 real records): the
+    model went on to write the user's next line after a sentence gap; a quote ("from Human: ...") is text."""
+    with pytest.raises(BadRecord, match=r"turn 2 \(Assistant\) holds the other speaker's line 'Human:'"):
+        parse_hh("\n\nHuman: Should I?\n\nAssistant: Well that doesn't seem like a good idea.  Human:  Why not?", "chosen")
+    with pytest.raises(BadRecord, match=r"turn 1 \(Human\) holds the other speaker's line 'Assistant:'"):
+        parse_hh("\n\nHuman: Tell me a joke.\nAssistant: Sure!\n\nAssistant: Hi.", "rejected")
+    assert parse_hh("\n\nHuman: Hi\n\nAssistant: A real quote from Human: What is it?  Assistant: is my name.",
+                    "chosen")[1]["content"] == "A real quote from Human: What is it?  Assistant: is my name."
+
+
 def test_hh_pairs_need_a_shared_prefix():
     rec = {"chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: good",
            "rejected": "\n\nHuman: a\n\nAssistant: OTHER\n\nHuman: c\n\nAssistant: bad"}
@@ -198,6 +209,18 @@ def test_stackexchange_html_and_skips():
     assert wiki.rows == {} and sum(wiki.skipped.values()) == 1
     with pytest.raises(BadRecord, match="post 3 has no Body"):
         one({"Id": "3", "PostTypeId": "1", "Title": "t"}, "stackexchange", "documents")
+
+
+def test_a_link_whose_words_do_not_show_its_address_keeps_the_address():
+    """The real coffee answer "here is the website ...: Caffeine In Coffee" lost the page it points to."""
+    assert html_to_text('<p>See <a href="http://www.caffeineinformer.com/the-caffeine-database" rel="nofollow">'
+                        "Caffeine In Coffee</a>.</p>") == (
+        "See Caffeine In Coffee (http://www.caffeineinformer.com/the-caffeine-database).")
+    # words that are the address, an in-page or relative link, a mail link and an image link add nothing
+    assert html_to_text('<p><a href="http://www.ico.org/">www.ico.org</a> <a href="https://x.org">https://x.org</a> '
+                        '<a href="#note">note</a> <a href="/questions/6">this question</a> '
+                        '<a href="mailto:a@b.org">mail</a> <a href="http://i.org/p.png"><img src="p.png"></a></p>') == (
+        "www.ico.org https://x.org note this question mail")
 
 
 @pytest.mark.parametrize("body", [

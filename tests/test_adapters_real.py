@@ -23,8 +23,18 @@ def jsonl(path: Path) -> list[dict]:
 
 
 def labelled_turn(transcript: str) -> bool:
-    """An independent reader: some turn of an HH-RLHF transcript opens with a speaker label of its own."""
-    return any(re.match(r"\s*(?:Human|Assistant)\s*:", t) for t in re.split(r"\n\n(?:Human|Assistant):", transcript)[1:])
+    """An independent reader: some turn of an HH-RLHF transcript opens with a speaker label of its own, or holds the
+    other speaker's line after two spaces or a line break ("...a good idea.  Human:  Why not?")."""
+    parts = re.split(r"\n\n(Human|Assistant):", transcript)
+    return any(re.match(r"\s*(?:Human|Assistant)\s*:", t)
+               or re.search(r"(?:  |\n)" + ("Human" if who == "Assistant" else "Assistant") + r" ?:\s*\S", t.strip())
+               for who, t in zip(parts[1::2], parts[2::2], strict=True))
+
+
+def other_speakers_line(messages: list[dict]) -> bool:
+    """A message that holds the other role's line after a sentence gap: the transcript's roles were mixed up."""
+    return any(re.search(r"(?:  |\n)" + ("Human" if m["role"] == "assistant" else "Assistant") + r" ?:\s*\S",
+                         m["content"]) for m in messages)
 
 
 def test_hh_rlhf_all_transcripts_become_conversations(real):
@@ -34,18 +44,22 @@ def test_hh_rlhf_all_transcripts_become_conversations(real):
     assert len(raw) == 2312
     assert_accounted(res)
     # 32 chosen transcripts hold a turn that opens with a speaker label ("Assistant: Human: No, you are
-    # racist."): the model wrote the user's line, the roles are mixed up; rejected, naming the turn.
+    # racist.") and 4 more one that holds the user's next line ("...a good idea.  Human:  Why not?"): the model
+    # wrote the user's line, the roles are mixed up; rejected, naming the turn.
     clean = [r for r in raw if not labelled_turn(r["chosen"])]
-    assert res.metrics["accepted"] == len(res.rows["conversations"]) == len(clean) == 2280
-    assert len(res.rejects) == 32 and all(re.search(r"turn \d+ \((Human|Assistant)\) opens with the speaker label "
-                                                    r"'(Human|Assistant) ?:'", r["reason"]) for r in res.rejects)
+    assert res.metrics["accepted"] == len(res.rows["conversations"]) == len(clean) == 2276
+    reasons = [r["reason"] for r in res.rejects]
+    assert len(reasons) == 36 and all(re.search(r"turn \d+ \((Human|Assistant)\) (opens with the speaker label|holds the "
+                                                r"other speaker's line) '(Human|Assistant) ?:'", r) for r in reasons)
+    assert sum("other speaker's line" in r for r in reasons) == 4
+    assert not any(other_speakers_line(c["messages"]) for c in res.rows["conversations"])
     assert res.metrics["skipped"] == {"empty final Assistant turn dropped": 4}
     # Every conversation starts with the human and the Human: markers all became user turns.
     humans = sum(len(re.findall(r"\n\nHuman:", r["chosen"])) for r in clean)
     convs = res.rows["conversations"]
     assert all(c["messages"][0]["role"] == "user" for c in convs)
     assert sum(m["role"] == "user" for c in convs for m in c["messages"]) == humans
-    assert len({c["conversation_id"] for c in convs}) == 2280
+    assert len({c["conversation_id"] for c in convs}) == 2276
     assert not any(re.match(r"(Human|Assistant)\s*:", m["content"]) for c in convs for m in c["messages"])
 
 
@@ -54,13 +68,17 @@ def test_hh_rlhf_pairs_share_the_dialogue_and_differ_in_the_last_turn(real):
     res = run_source(path, "hh_rlhf", "pairs")
     assert_accounted(res)
     # 4 transcripts end in an empty chosen Assistant turn: no usable chosen response. 40 hold a turn that
-    # opens with a speaker label (18 of them the chosen answer itself: "Human: No, you are racist."): rejected.
+    # opens with a speaker label (18 of them the chosen answer itself: "Human: No, you are racist."), 5 more
+    # one that holds the other speaker's line ("Well that doesn't seem like a good idea.  Human:  Why not?"
+    # as the chosen answer): rejected.
     raw = jsonl(path)
     labelled = [r for r in raw if labelled_turn(r["chosen"]) or labelled_turn(r["rejected"])]
-    assert (res.metrics["accepted"], res.metrics["rejected"]) == (2268, 44) and len(labelled) == 40
+    assert (res.metrics["accepted"], res.metrics["rejected"]) == (2263, 49) and len(labelled) == 45
     reasons = [r["reason"].split(": ", 1)[1] for r in res.rejects]
     assert reasons.count("chosen or rejected has an empty final Assistant turn") == 4
     assert sum("opens with the speaker label" in r for r in reasons) == 40
+    assert sum("holds the other speaker's line" in r for r in reasons) == 5
+    assert not any(other_speakers_line(p["prompt"] + p["chosen"] + p["rejected"]) for p in res.rows["pairs"])
     assert not any(re.match(r"(Human|Assistant)\s*:", m["content"])
                    for p in res.rows["pairs"] for m in p["prompt"] + p["chosen"] + p["rejected"])
     pair = res.rows["pairs"][0]
@@ -159,8 +177,15 @@ def test_stackexchange_questions_and_answers(real):
     assert all("refers to posts of its thread" in r["reason"] for r in rated.rejects)
     assert len(rated.rows["prompts"]) == n_q and len(rated.rows["responses"]) == n_a - 19 == 308
     assert rated.metrics["rows_in"] == 592 and rated.metrics["accepted"] == 573
-    # HTML is gone and entities are decoded.
+    # HTML is gone and entities are decoded; a link whose words do not show its address keeps the address
+    # (422 links in 158 answers, 116 in 57 questions: "...cups of coffee (types will vary): Caffeine In Coffee" lost
+    # the page the answer gives).
     assert not any("<p>" in d["text"] or "&lt;" in d["text"] for d in docs.rows["documents"])
+    answer = next(r["text"] for r in rated.rows["responses"] if json.loads(r["detail"])["post_id"] == "88")
+    assert "(types will vary): Caffeine In Coffee (http://www.caffeineinformer.com/the-caffeine-database)" in answer
+    links = [len(re.findall(r" \(https?://", r["text"])) for r in rated.rows["responses"]]
+    assert (sum(n > 0 for n in links), sum(links)) == (145, 349)  # of the 308 answers kept
+    assert sum(len(re.findall(r" \(https?://", d["text"])) for d in docs.rows["documents"]) == 116
     # The accepted flag follows each question's AcceptedAnswerId (105 of them in this dump; 2 of those
     # answers, 34 and 1574, are among the rejected).
     accepted = [r for r in rated.rows["responses"] if json.loads(r["detail"])["accepted"]]

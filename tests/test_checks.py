@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import string
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -468,3 +469,46 @@ def test_the_cut_off_chosen_answers_of_real_ultrafeedback_pairs_are_caught(real)
     chosen = flags(ends_mid_sentence, [text(r["chosen"]) for r in rows])
     rejected = flags(ends_mid_sentence, [text(r["rejected"]) for r in rows])
     assert [i for i, hit in enumerate(chosen) if hit] == [39, 156] and [i for i, hit in enumerate(rejected) if hit] == [118, 146]
+
+
+OASST = Path(__file__).resolve().parents[1].parent / "shared/data/real/oasst_en100/model/model_eval/manual/data/en_100_tree.jsonl"
+# Real OpenAssistant corrections whose best-ranked reply rightly apologises: export dropped 15 Curry-DPO pairs of
+# them as unprompted_acknowledgement, since gives_feedback did not read these turns as feedback.
+OASST_CORRECTIONS = ["i didnt mean LLM like that", "That is not an essay that is a poem.",
+                     "You did not explain how this relates to the speed of light!",
+                     'I don\'t believe "bres-thh" is correct, as the word "breathe" has a long e.',
+                     "I still don't get it. How can \"cheer pilot\" be interpreted as \"helicopter\"?"]
+
+
+def _oasst_ranked_replies(starts: list[str]) -> list[tuple[list[tuple[str, str]], str]]:
+    """(path to the prompter message that starts with one of ``starts``, its best-ranked reply) in the real trees."""
+    found = []
+
+    def walk(m, path):
+        path = [*path, ("user" if m["role"] == "prompter" else "assistant", m["text"])]
+        ranked = sorted((r for r in m.get("replies") or [] if r.get("rank") is not None), key=lambda r: r["rank"])
+        if m["role"] == "prompter" and any(m["text"].startswith(s[:40]) for s in starts) and ranked:
+            found.append((path, ranked[0]["text"]))
+        for r in m.get("replies") or []:
+            walk(r, path)
+
+    for line in OASST.read_text(encoding="utf-8").split("\n"):
+        if line.strip():
+            walk(json.loads(line)["prompt"], [])
+    return found
+
+
+@pytest.mark.skipif(not OASST.exists(), reason="needs ../shared/data/real/oasst_en100")
+def test_real_oasst_corrections_are_feedback_their_apology_is_prompted():
+    assert flags(gives_feedback, OASST_CORRECTIONS) == [True] * len(OASST_CORRECTIONS)
+    cases = _oasst_ranked_replies(OASST_CORRECTIONS)
+    assert len(cases) == 5
+    assert flags(acknowledges_feedback, [c for _, c in cases]) == [True] * 5  # each best reply apologises
+    assert unprompted(cases) == [False] * 5
+
+
+def test_feedback_phrasings_stay_anchored():
+    # "it is not" mid-sentence of a fresh request, and a plain "I don't think" opinion, are not feedback
+    assert flags(gives_feedback, ["ALTC is one of the best centers, if not the best, it is not a school.",
+                                  "I don't think I need a visa for Spain, do I?",
+                                  "Explain why it is not possible to divide by zero"]) == [False] * 3

@@ -16,11 +16,10 @@ import polars as pl
 import pytest
 
 from pipeline.llm import Completion, GenerationFailure
-from pipeline.llm.chat import InputTooLong
+from pipeline.llm.chat import InputTooLong, per_prompt
 from pipeline.llm.openai_engine import OpenAIEngine, RequestsFailed
 from pipeline.records import MESSAGES_TYPE
 from stages import pugc, pugc_judge, selfie, wildfeedback_models, wildfeedback_pairs
-from stages.wildfeedback_common import per_prompt
 from tests import test_openai as base
 from tests.dove_fakes import comparisons, run_judge
 from tests.test_openai import KEY, PROMPTS, SAMPLING, config

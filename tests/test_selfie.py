@@ -122,11 +122,15 @@ def test_split_on_real_ultrafeedback_is_deterministic_disjoint_and_covering(real
     for i, x in enumerate(names):
         for y in names[i + 1 :]:
             assert not parts[x] & parts[y], (x, y)
-    # sizes follow the plan; seed and test hold labelled prompts only
-    plan = selfie_split.plan_split(len(keys), len(keys) + 20, split)
+    # sizes follow the plan; seed and test hold labelled prompts only, and a prompt whose pair ties (25 of the
+    # 200 real pairs: score_chosen == score_rejected) is no labelled prompt
+    tied = {k for k, g in zip(selfie_split.prompt_keys(pairs.column("prompt")), selfie_split.gold(pairs),
+                              strict=True) if not g}
+    assert len(tied) == 25
+    plan = selfie_split.plan_split(len(keys - tied), len(keys) + 20, split)
     for name, n in plan.items():
         assert len(parts.get(name, set())) == n, name
-    assert parts["seed"] | parts["test"] <= keys
+    assert parts["seed"] | parts["test"] <= keys - tied
     assert plan["seed"] > 0 and plan["pool_1"] > 0 and plan["test"] > 0
 
     # deterministic and independent of the input order
@@ -148,7 +152,11 @@ def test_seed_and_test_export_gold_pairs(real):
     seed = selfie_split.export_labelled(pairs, a, "seed", "fp")
     test = selfie_split.export_labelled(pairs, a, "test", "fp")
     parts = _parts(a)
-    assert seed.num_rows == len(parts["seed"]) == 20 and test.num_rows == len(parts["test"]) == 10
+    # 175 gold pairs: the 25 whose scores tie state no preference and are no seed or test pair
+    assert seed.num_rows == len(parts["seed"]) == 17 and test.num_rows == len(parts["test"]) == 8
+    for part in (seed, test):
+        scores = pl.from_arrow(part.select(["score_chosen", "score_rejected"]))
+        assert (scores["score_chosen"] > scores["score_rejected"]).all()
     assert set(seed.column("source").to_pylist()) == {"seed"} and set(seed.column("method").to_pylist()) == {
         "selfie"
     }

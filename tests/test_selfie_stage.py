@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from pipeline.gates import JudgeGateError, load_probes
+from pipeline.llm.chat import InputTooLong
 from stages import selfie, selfie_split
 from tests.selfie_fakes import (
     FakeEngine,
@@ -117,7 +118,7 @@ def test_stage_writes_seed_and_iteration_pairs_responses_and_metrics(tmp_path, m
     lineage = [json.loads(x) for x in it.get_column("lineage")]
     assert {(x["chosen_finish_reason"], x["rejected_finish_reason"]) for x in lineage} == {("stop", "stop")}
     assert metrics["rewards"]["all_zero"] is False
-    assert metrics["dropped"] == {"generation_failed": 0, "cut_off": 0, "empty": 0, "nonfinite_reward": 0, "same_text": 0, "tie": 0,
+    assert metrics["dropped"] == {"prompt_too_long": 0, "generation_failed": 0, "cut_off": 0, "empty": 0, "nonfinite_reward": 0, "same_text": 0, "tie": 0,
                                   "noisy": 0, "withheld": 0}
     assert (metrics["same_model"], metrics["logprob_passes"]) == (False, 2)
     assert metrics["gates"]["reward"]["labels"] == "used, gate lowered"
@@ -187,8 +188,8 @@ def test_stage_with_an_empty_pool_writes_seed_pairs_and_empty_tables(tmp_path, m
     params = _project(tmp_path, monkeypatch, {}, split=split)  # no engine is ever built
     selfie.main(params)
     metrics = _metrics(tmp_path)
-    assert metrics["sample"] == {"prompts": 0, "responses": 0, "generation_failed": 0, "cut_off": 0,
-                                 "empty_responses": 0}
+    assert metrics["sample"] == {"prompts": 0, "responses": 0, "prompt_too_long": 0, "generation_failed": 0,
+                                 "cut_off": 0, "empty_responses": 0}
     assert metrics["split"]["assigned"] == {"seed": 2, "test": 1, "pool_2": 30, "rest": 7}
     assert _out(tmp_path, "responses", "responses").num_rows == 0
     assert _pairs(tmp_path).get_column("source").to_list() == ["seed", "seed"]
@@ -219,6 +220,36 @@ def test_cut_off_samples_are_dropped_before_teacher_forcing_and_counted(tmp_path
     assert not any(
         r[0]["content"].endswith("...") for r in pairs["rejected"].to_list() + pairs["chosen"].to_list()
     )
+
+
+class TooLongFor(FakeEngine):
+    """A scripted policy whose ``llm.max_model_len`` one prompt does not fit (``InputTooLong``, as the transformers
+    engine raises for a real 2,162-token UltraFeedback prompt under max_model_len 2048)."""
+
+    def __init__(self, name: str, too_long: str, **kw):
+        super().__init__(name, **kw)
+        self.too_long = too_long
+
+    def generate(self, prompts, n=1, sampling=None, schema=None):
+        if any(p[-1]["content"] == self.too_long for p in prompts):
+            raise InputTooLong(f"model {self.name!r}: prompt of 2162 tokens does not fit llm.max_model_len=2048")
+        return super().generate(prompts, n, sampling, schema)
+
+
+def test_a_pool_prompt_the_policy_cannot_hold_is_dropped_and_counted_not_the_stage(tmp_path, monkeypatch):
+    # The stage failed on the first pool prompt longer than max_model_len (a real UltraFeedback prompt under
+    # the tiny model): one long prompt cost the whole iteration. Now its samples are dropped and counted.
+    engines = {"pol": TooLongFor("pol", "pool question 19", scale=1.0), "ref": FakeEngine("ref", scale=2.0)}
+    params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref")
+    selfie.main(params)
+    metrics = _metrics(tmp_path)
+    pool = [m[0]["content"] for m in _out(tmp_path, "prompts", "prompts").column("messages").to_pylist()]
+    assert "pool question 19" in pool
+    assert metrics["dropped"]["prompt_too_long"] == metrics["sample"]["prompt_too_long"] == 2  # its k=2 samples
+    assert metrics["dropped"]["generation_failed"] == 0
+    pairs = _pairs(tmp_path).filter(pl.col("source") == "iteration_1")
+    assert pairs.height == len(pool) - 1
+    assert "pool question 19" not in [p[-1]["content"] for p in pairs.get_column("prompt").to_list()]
 
 
 def test_the_stage_prints_its_summary_and_says_to_raise_the_token_budget_when_most_samples_are_cut(

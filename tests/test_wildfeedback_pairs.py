@@ -10,10 +10,10 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from pipeline.llm.chat import InputTooLong
+from pipeline.llm.chat import InputTooLong, per_prompt
 from pipeline.prompt import copies_template, fill, template_phrases
 from stages import wildfeedback_detect as det
-from stages.wildfeedback_common import per_prompt, prompt
+from stages.wildfeedback_common import prompt
 from stages.wildfeedback_models import checklist
 from tests.wildfeedback_fakes import CONVS, FakeEngine, conv, fenced, kinds, make_params, run_stage
 

@@ -83,6 +83,11 @@ _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 # A turn that itself opens with a speaker label ("\n\nAssistant: Human: No, you are racist."): the model wrote
 # the other speaker's line, so the transcript's roles cannot be trusted.
 _HH_LABEL = re.compile(r"(Human|Assistant)\s*:")
+# A turn that holds the other speaker's line after a sentence gap (two spaces or a line break), as HH transcripts
+# join turns ("Well that doesn't seem like a good idea.  Human:  Why not?"): the model wrote the user's next
+# line inside its answer (7 of the 2,312 harmless-base test records). A single-spaced "from Human: ..." quotes.
+_HH_OTHER = {"Human": re.compile(r"(?:[ \t]{2,}|\n)(Assistant\s*:)[ \t]*\S"),
+             "Assistant": re.compile(r"(?:[ \t]{2,}|\n)(Human\s*:)[ \t]*\S")}
 
 
 def parse_hh(transcript: Any, what: str) -> list[dict[str, str]]:
@@ -91,7 +96,8 @@ def parse_hh(transcript: Any, what: str) -> list[dict[str, str]]:
     Consecutive turns by the same speaker (a few transcripts repeat ``Assistant:``) are merged into
     one turn, and whitespace around each turn is trimmed. A turn that opens with a speaker label of its
     own ("Assistant: Human: No, you are racist.": 40 of the 2,312 harmless-base test records, 18 of them
-    in the chosen answer itself) is a record with its roles mixed up: rejected, naming the turn.
+    in the chosen answer itself) or holds the other speaker's line after a sentence gap ("...a good idea.
+    Human:  Why not?": 7 more) is a record with its roles mixed up: rejected, naming the turn.
     """
     if not isinstance(transcript, str):
         raise BadRecord(f"{what} is {type(transcript).__name__}, expected a transcript string")
@@ -104,6 +110,9 @@ def parse_hh(transcript: Any, what: str) -> list[dict[str, str]]:
         text = text.strip()
         if label := _HH_LABEL.match(text):
             raise BadRecord(f"{what}: turn {n} ({speaker}) opens with the speaker label {label.group(0)!r} "
+                            "(the transcript's roles are mixed up)")
+        if other := _HH_OTHER[speaker].search(text):
+            raise BadRecord(f"{what}: turn {n} ({speaker}) holds the other speaker's line {other.group(1)!r} "
                             "(the transcript's roles are mixed up)")
         if messages and messages[-1]["role"] == role:
             messages[-1]["content"] = (messages[-1]["content"] + "\n\n" + text).strip()

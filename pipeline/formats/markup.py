@@ -54,12 +54,29 @@ def _reopened(body: str) -> int:
     return total
 
 
+def _link_target(href: str, text: str) -> str | None:
+    """What follows a link's words, " (url)", when they do not show where it goes: "here is the website: Caffeine In
+    Coffee" names a page only its URL finds (422 links in 158 of the 327 answers of the real coffee dump). A link
+    whose words are its URL, an in-page or relative link, and a link with no words (an image) add nothing; nor does
+    the tag-stripping fallback for pathological bodies (``MAX_TAGS``, ``MAX_REOPENED``), which keeps words only."""
+    href, words = href.strip(), text.strip()
+    if not href.startswith(("http://", "https://")) or not words:
+        return None
+    bare = href.split("://", 1)[1].rstrip("/")
+    if words.rstrip("/") in (href.rstrip("/"), bare) or words.removeprefix("www.").rstrip("/") == bare.removeprefix("www."):
+        return None
+    return f" ({href})"
+
+
 def _parsed_text(body: str) -> str:
     root = LexborHTMLParser(body).root
     if root is None:
         return ""
     for node in root.css(", ".join(HIDDEN)):
         node.decompose()
+    for node in root.css("a[href]"):
+        if shown := _link_target(node.attributes.get("href") or "", node.text(deep=True)):
+            node.insert_after(shown)
     for node in root.css(", ".join(BLOCK)):
         node.insert_before("\n- " if node.tag == "li" else "\n")
         if node.tag not in VOID:
@@ -97,10 +114,13 @@ def _stripped_text(body: str) -> str:
 def html_to_text(body: str) -> str:
     """Stack Exchange post bodies are HTML: keep the words, drop the markup.
 
-    Block elements become line breaks, list items start with "- ", entities are decoded.
+    Block elements become line breaks, list items start with "- ", entities are decoded, and a link whose words
+    do not show its web address is followed by it in parentheses (``_link_target``).
 
     >>> html_to_text("<p>Use a <b>burr</b> grinder &amp; fresh beans.</p>")
     'Use a burr grinder & fresh beans.'
+    >>> html_to_text('<p>See <a href="http://www.ico.org/caffeine.asp">Caffeine In Coffee</a>.</p>')
+    'See Caffeine In Coffee (http://www.ico.org/caffeine.asp).'
     """
     # Markup escaped once more than usual has no tag left: a body that has tags and also "&lt;" shows code as
     # text (`<code>&lt;br&gt;</code>`), which unescaping would turn into tags and lose.

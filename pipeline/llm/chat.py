@@ -30,6 +30,8 @@ once an assistant turn follows) raises ``TemplateError``: no boundary can be exa
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from pipeline.errors import EngineError, ModelLoadError
 
@@ -178,3 +180,19 @@ def token_fit(engine, reserve: int, judge: bool = False):
         return len(codec.encode(codec.prompt_text(codec.messages(messages, judge)))) + reserve <= limit
 
     return fits
+
+
+def per_prompt(call: Callable[[list], list], prompts: list, too_long: Callable[[str], Any]) -> list:
+    """``call(prompts)``; when a prompt does not fit the model (``InputTooLong``), each prompt again on its
+    own, with ``too_long(error)`` as the answer of those that do not fit: one long conversation costs its
+    own row, not the stage."""
+    try:
+        return call(prompts)
+    except InputTooLong:
+        out = []
+        for p in prompts:
+            try:
+                out.extend(call([p]))
+            except InputTooLong as e:
+                out.append(too_long(str(e)))
+        return out
