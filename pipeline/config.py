@@ -327,7 +327,8 @@ PLACEMENT_KEYS = frozenset({"replicas", "gpus_per_replica"})
 # ``execution`` keys that change no output byte, only where the work runs and how it is checkpointed: the
 # model stages' DVC params leave them out (tests/test_dvc_deps.py checks every other key is listed), so
 # moving the DAG onto a Ray cluster or resizing it reruns nothing. The other keys stay deps:
-# max_reject_fraction and on_gate_failure (whether labels are written), the shard and row group sizes.
+# max_reject_fraction (DOVE's only: the other model stages never read it, tests/test_dvc_deps.py READ_BY) and
+# on_gate_failure (whether labels are written), the shard and row group sizes.
 EXECUTION_PLACEMENT_KEYS = frozenset({
     "backend",  # local or Ray: the same bytes (docs/reliability.md "Deterministic outputs"; tests/test_execute.py)
     "ray_address",  # which Ray cluster

@@ -54,7 +54,7 @@ import pyarrow.parquet as pq
 import xxhash
 from pydantic import BaseModel
 
-from pipeline.config import LLM, Execution, fingerprint
+from pipeline.config import LLM, PLACEMENT_KEYS, Execution, fingerprint
 from pipeline.errors import EngineError, StageError
 from pipeline.execute_ray import stream_ray
 from pipeline.execute_step import Block, Step, concat_outputs, to_ipc
@@ -146,8 +146,10 @@ def step_fingerprint(ck: Checkpoint, fn: Callable[..., Any], fn_kwargs: dict[str
     dirs = [Path(__file__).resolve().parent]
     if module is not None and getattr(module, "__file__", None):
         dirs.append(Path(module.__file__).resolve().parent)
-    config = engine.model_dump(mode="json", exclude={"revision"} if engine.revision is None else None) \
-        if engine is not None else None  # no revision: the fingerprints checkpoints had before the key existed
+    # Less the placement keys (a rerun on a resized cluster keeps its files) and, with no revision, that key
+    # (the fingerprints checkpoints had before it existed).
+    config = engine.model_dump(mode="json", exclude=PLACEMENT_KEYS | ({"revision"} if engine.revision is None else set())) \
+        if engine is not None else None
     payload = [ck.fingerprint, fn_kwargs, config, _code_version(*sorted(set(dirs)))]
     if engine is not None:  # the weights, not only their name (pipeline/llm/identity.py)
         payload.append(identity)

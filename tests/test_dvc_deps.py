@@ -94,6 +94,10 @@ def test_the_exempt_package_markers_run_no_code():
 # The keys that change no output byte, the only ones a model stage's params may leave out (their comments in
 # pipeline/config.py say why); a new knob is a dep until it is added there with its reason.
 NOT_OUTPUT_KEYS = {"llm": PLACEMENT_KEYS, "execution": EXECUTION_PLACEMENT_KEYS}
+# Keys only some model stages read: the others leave them out (a change would rerun them for nothing).
+# execution.max_reject_fraction fails DOVE when too many of its items or judgments fail; a user who raises it
+# after such a failure used to rerun WildFeedback, PUGC and Selfie too, whose code never reads it.
+READ_BY = {"execution.max_reject_fraction": {"dove"}}
 
 
 def _leaf_keys(model: type[BaseModel], prefix: str) -> list[str]:
@@ -128,7 +132,11 @@ def test_a_model_stage_lists_every_llm_and_execution_key_that_can_change_its_out
     for section, left_out in NOT_OUTPUT_KEYS.items():
         for key in SHARED_KEYS[section]:
             top = key.split(".")[1]
-            if top in left_out:
+            if stage not in READ_BY.get(key, {stage}):
+                code = "".join(f.read_text() for f in (ROOT / "stages").glob(f"{stage}*.py"))
+                assert top not in code, f"stages/{stage}*.py read {key}: take {stage!r} out of READ_BY[{key!r}]"
+                assert not _listed(key, params), f"dvc.yaml: stage {stage!r} lists {key}, which it never reads"
+            elif top in left_out:
                 assert not _listed(key, params), (
                     f"dvc.yaml: stage {stage!r} lists {key}, which changes no output (pipeline/config.py); a change "
                     "of it would rerun the stage for nothing")
@@ -180,5 +188,7 @@ def test_moving_the_dag_onto_a_ray_cluster_reruns_no_model_stage_but_a_batch_siz
                     "execution.spill_bytes": 1 << 20, "llm.replicas": 8, "llm.gpus_per_replica": 1})
     assert _changed(tmp_path) == set()
     load_params(tmp_path / "params.yaml")  # the edit is a valid params file
+    _set(tmp_path, {"execution.max_reject_fraction": 0.9})  # raised after a DOVE failure: DOVE alone reruns
+    assert _changed(tmp_path) == {"dove"}
     _set(tmp_path, {"llm.batch_size": 7})  # moves scores in their last bits (docs/reliability.md "Deterministic outputs")
     assert _changed(tmp_path) == set(MODEL_SECTIONS)

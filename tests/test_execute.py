@@ -439,3 +439,21 @@ def test_step_checkpoint_keeps_the_folder_and_fingerprint_of_a_killed_run(tmp_pa
     assert Path(ck.dir) == tmp_path / "pugc" / "sampling"
     assert ck.fingerprint == fingerprint({"k": 4}, {"step": "sampling"})
     assert ck.fingerprint != step_checkpoint(tmp_path / "pugc", "scoring", {"k": 4}).fingerprint
+
+
+def test_an_engine_step_resumed_on_a_resized_cluster_keeps_its_checkpoints(tmp_path):
+    """``llm.replicas`` and ``gpus_per_replica`` only place engines (pipeline/config.py ``PLACEMENT_KEYS``):
+    a model step killed on one cluster size resumes from its checkpoint files on another. The step's
+    fingerprint used to hash the whole engine config, so a resized rerun threw every file away and
+    computed the step again (the same bytes, hours of model calls on a real cluster)."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    kw = dict(engine_factory=functools.partial(CountingEngine, str(markers)), checkpoint=Checkpoint(tmp_path / "ck", "fp"))
+    first = map_batches(_input(), answer, execution=_execution(), engine=_llm(), **kw)
+    files = sorted(p.name for p in (tmp_path / "ck").glob("chunk-*.parquet"))
+    assert len(list(markers.iterdir())) == 1 and files
+    again = map_batches(_input(), answer, execution=_execution(), engine=_llm(replicas=3, gpus_per_replica=1), **kw)
+    assert len(list(markers.iterdir())) == 1  # no engine built: every row came from the checkpoint files
+    assert sorted(p.name for p in (tmp_path / "ck").glob("chunk-*.parquet")) == files and again.equals(first)
+    map_batches(_input(), answer, execution=_execution(), engine=_llm(batch_size=5), **kw)
+    assert len(list(markers.iterdir())) == 2  # a key that can change the answers still starts the step over
