@@ -179,9 +179,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from pipeline.audit import audit_release, release_problem, summary_lines
+    from pipeline.audit import audit_release, summary_lines
     from pipeline.config import load_params
     from pipeline.metrics import counted
+    from pipeline.release_folder import release_problem
 
     release = Path(args.path)
     if not release.is_dir():

@@ -39,8 +39,9 @@ pairs batch by batch, keeping ids, scores, prompt keys, text hashes, one MinHash
 the user turns of prompts the hash puts in test; steps 3-8 decide on those (step 6 reads the prompts once more to
 compare their user turns with the test prompts'); the second pass streams the kept pairs into the shard writers.
 
-Steps 1 and 2, which both passes run, are ``stages/export_read.py``; step 6's split is ``stages/export_split.py``;
-the writers, stats, plots and gate reports of step 9 are ``stages/export_write.py``.
+Steps 1 and 2, which both passes run, are ``stages/export_read.py``; steps 3-8's decisions (``decide``) are
+``stages/export_decide.py``, step 6's split in it ``stages/export_split.py``; the writers, stats, plots and gate
+reports of step 9 are ``stages/export_write.py``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -65,8 +65,6 @@ from pipeline.checks import (
 from pipeline.config import Export, Params, fingerprint
 from pipeline.decontam import (
     contamination,
-    decontaminate,
-    drop_held_out,
     eval_index,
     held_index,
     load_held_out,
@@ -75,12 +73,8 @@ from pipeline.decontam import (
 )
 from pipeline.dedup import (
     Signatures,
-    dedup_across,
-    dedup_joint,
-    dedup_within,
     opening_key,
     prompt_keys,
-    removals,
     text_hash,
     text_of,
     turn_key_lists,
@@ -90,9 +84,10 @@ from pipeline.files import file_sha256, package_version, replace_dir, write_json
 from pipeline.io import MANIFEST
 from pipeline.metrics import counted, say, write_metrics
 from pipeline.records import SCHEMAS
-from pipeline.split_leaks import drop_test_turns, quoted_test_turns, test_turns, turns_overlapping
+from pipeline.split_leaks import quoted_test_turns, turns_overlapping
 from pipeline.train_first import trained_first
 from stages import export_card
+from stages.export_decide import decide
 from stages.export_read import (
     JOINT_SIDES,
     PAIR_SIDES,
@@ -102,15 +97,7 @@ from stages.export_read import (
     prompt_turns,
     redacted,
 )
-from stages.export_split import (
-    LEAVES,
-    LEAVES_JOINT,
-    pin_counts,
-    pinned_openings,
-    split_joint,
-    split_pairs,
-    test_candidates,
-)
+from stages.export_split import test_candidates
 from stages.export_write import (
     CONDITIONAL,
     JOINT,
@@ -138,13 +125,6 @@ def identical(sides: list[tuple[str, str]]) -> pl.Expr:
     """True where the chosen side equals the rejected side, whitespace normalised, case folded and
     sentence punctuation aside (``pipeline.checks.same_text``), on every column pair."""
     return pl.all_horizontal([same_text(text_of(a), text_of(b)) for a, b in sides])
-
-
-def drop_flagged(df: pl.DataFrame, flag: str, reason: str, configs: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Rows whose ``flag`` column, computed while scanning, is set go as ``reason``: ``_same`` (``identical``),
-    ``_unprintable`` (``pipeline.checks.unprintable_text``), ``_ack`` (``pipeline.checks.unprompted_acknowledgement``), ``_loop`` (``pipeline.checks.looping_chosen``) and
-    ``_cut`` (``pipeline.checks.ends_mid_sentence`` on the chosen answer)."""
-    return df.filter(~pl.col(flag)).drop(flag), removals(df.filter(pl.col(flag)), reason, configs)
 
 
 # --- the stage -----------------------------------------------------------------------------------
@@ -239,47 +219,6 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
     texts_df = pl.concat([no_turns.drop("_r"), *texts]).unique("_turn", keep="first")
     seeds_df = pl.concat([no_turns.drop("_r"), *seeds]).unique("_turn", keep="first")
     return Scanned(pairs_df, joint_df, sigs, hits_df, pii, counts, held, texts_df, seeds_df)
-
-
-def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatures, hits: pl.DataFrame,
-           held: pl.DataFrame, quoted: Callable[[pl.DataFrame], pl.DataFrame],
-           seed_quotes: Callable[[pl.Series], pl.Series]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict]:
-    """Steps 3-8 on the light frames: (kept pairs with ``_split`` and ``_primary``, kept joint rows, removals, the
-    split's pinning counts). ``quoted``: the test turns (``test_turns``) -> the keys of user turns holding one
-    (``quoted_test_turns``); ``seed_quotes``: the turn keys of the pairs trained first -> those of the turns that
-    would match one (``turns_overlapping``)."""
-    d = cfg.dedup
-    drops = []
-    for flag, reason in (("_unprintable", "unprintable_text"), ("_same", "identical"),
-                         ("_ack", "unprompted_acknowledgement"), ("_loop", "looping_chosen"), ("_cut", "cut_off_chosen")):
-        pairs, r = drop_flagged(pairs, flag, reason, LEAVES)
-        joint, r_joint = drop_flagged(joint, flag, reason, LEAVES_JOINT)
-        drops += [r, r_joint]
-    pairs, r = dedup_within(pairs, sigs, d.bands, d.near_threshold, LEAVES)
-    drops.append(r)
-    joint, r = dedup_joint(joint, LEAVES_JOINT)
-    drops.append(r)
-    pairs, r = decontaminate(pairs, ["_key"], hits, LEAVES)
-    drops.append(r)
-    joint, r = decontaminate(joint, ["_key_c", "_key_r"], hits, LEAVES_JOINT)
-    drops.append(r)
-    pinned, opens = pinned_openings(pairs, joint, seed_quotes)
-    pairs = split_pairs(pairs, cfg.test_fraction, cfg.split_salt, pinned)
-    joint, r = split_joint(joint, cfg.test_fraction, cfg.split_salt, pinned)
-    drops.append(r)
-    tests = test_turns([(pairs, ["_turns"]), (joint, ["_turns_c", "_turns_r"])])
-    tests = pl.concat([tests, quoted(tests)])
-    pairs, r = drop_test_turns(pairs, ["_turns"], tests, LEAVES)
-    drops.append(r)
-    joint, r = drop_test_turns(joint, ["_turns_c", "_turns_r"], tests, LEAVES_JOINT)
-    drops.append(r)
-    pairs, r = drop_held_out(pairs, ["_key"], held, LEAVES)
-    drops.append(r)
-    joint, r = drop_held_out(joint, ["_key_c", "_key_r"], held, LEAVES_JOINT)
-    drops.append(r)
-    pairs, r = dedup_across(pairs, d.priority, sigs, d.bands, d.near_threshold, pl.lit(["all"]))
-    drops.append(r)
-    return pairs, joint, pl.concat(drops).sort("reason", "method", "pair_id"), pin_counts(opens, cfg.test_fraction, cfg.split_salt)
 
 
 def removed_records(df: pl.DataFrame, gone: pl.DataFrame, method: str) -> pl.DataFrame:

@@ -202,7 +202,7 @@ def test_ctrl_c_in_audit_or_publish_does_not_speak_of_stages_and_checkpoints(tmp
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("pipeline.audit.release_problem", interrupted)
+    monkeypatch.setattr("pipeline.release_folder.release_problem", interrupted)
     assert cli.main(["audit", str(tmp_path)]) == 130
     assert capsys.readouterr().err.strip().splitlines() == ["prefpipe audit: interrupted; run it again"]
     monkeypatch.setattr("pipeline.hub.publish", interrupted)

@@ -8,7 +8,8 @@ import polars as pl
 
 from pipeline.dedup import Signatures, dedup_within, prompt_keys, turn_texts
 from pipeline.records import to_table
-from stages.export import LEAVES, light_pairs
+from stages.export import light_pairs
+from stages.export_split import LEAVES
 from tests.export_fixtures import (
     TOPICS,
     build,

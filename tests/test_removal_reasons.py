@@ -36,8 +36,8 @@ def test_a_removal_with_an_unexplained_reason_is_refused():
 def test_every_reason_the_code_emits_is_explained_in_the_readme():
     """Reason literals handed to ``removals`` or ``drop_flagged`` in the export code are REASONS keys, and
     the docs' export section (README.md's summary, docs/training.md and docs/export.md) names every key."""
-    sources = ["stages/export.py", "stages/export_split.py", "pipeline/dedup.py", "pipeline/decontam.py",
-               "pipeline/split_leaks.py"]
+    sources = ["stages/export.py", "stages/export_decide.py", "stages/export_split.py", "pipeline/dedup.py",
+               "pipeline/decontam.py", "pipeline/split_leaks.py"]
     text = "\n".join((ROOT / s).read_text() for s in sources)
     emitted = set(re.findall(r'removals\(.*?, "([a-z][a-z_]+)"', text))
     flagged = re.search(r"for flag, reason in (.*?\)\)):", text, re.S).group(1)  # export's drop_flagged rules

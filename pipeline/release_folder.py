@@ -1,0 +1,65 @@
+"""A release folder's pair files: where they are (``<config>/<split>-*.parquet``) and whether ``prefpipe audit`` can
+read them (present, holding the rows ``_manifest.json`` lists, released pairs files); ``release_problem`` says in one
+line what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.io import read_manifest
+
+
+def release_files(release: Path) -> dict[str, dict[str, list[Path]]]:
+    """config -> split -> Parquet files (``<config>/<split>-*.parquet``)."""
+    out: dict[str, dict[str, list[Path]]] = {}
+    for f in sorted(release.glob("*/*.parquet")):
+        out.setdefault(f.parent.name, {}).setdefault(f.name.split("-", 1)[0], []).append(f)
+    return out
+
+
+def release_problem(release: Path) -> str | None:
+    """Why ``release`` holds no released pair files the audit can read (one line: the file and what to do), or None."""
+    files = [f for splits in release_files(release).values() for paths in splits.values() for f in paths]
+    incomplete = _unlike_manifest(release)
+    if incomplete:
+        return incomplete
+    if not files:
+        up = release.parent if release.name not in ("", "..") else release.resolve().parent  # "." has no parent
+        if any(release.glob("*.parquet")) and (up / "_manifest.json").is_file():
+            return (f"{release}: one config of a release; audit the whole release, `prefpipe audit {up}` "
+                    "(its checks compare the configs and splits with one another)")
+        return f"{release}: no released pair files (<config>/<split>-*.parquet); build the release with `dvc repro export`"
+    for f in files:
+        try:
+            names = pq.read_schema(f).names
+        except (pa.ArrowException, OSError) as e:
+            return f"{f}: not a readable Parquet file ({type(e).__name__}: {e}); rebuild the release with `dvc repro export`"
+        missing = [c for c in ("pair_id", "chosen", "rejected") if c not in names]
+        if missing or not ({"prompt"} <= set(names) or {"chosen_prompt", "rejected_prompt"} <= set(names)):
+            return (f"{f}: not a released pairs file (no column {(missing or ['prompt'])[0]!r}); "
+                    "audit the folder export writes (data/release)")
+    return None
+
+
+def _unlike_manifest(release: Path) -> str | None:
+    """A pair file the release's manifest lists that is missing or holds other rows (a copy or `dvc pull` cut
+    short): the audit would pass what is left. Hashes are ``prefpipe publish``'s to check."""
+    manifest = read_manifest(release)  # SourceError naming it when it is cut short itself
+    listed = manifest["files"] if manifest else []
+    bad = [f for f in listed if not (release / f["path"]).is_file()
+           or _rows(release / f["path"]) not in (None, f.get("rows"))]  # an unreadable file: release_problem says so
+    if not bad:
+        return None
+    what = "missing" if not (release / bad[0]["path"]).is_file() else "not the rows _manifest.json lists"
+    return (f"{release / bad[0]['path']}: {what} ({len(bad)} of the {len(listed)} files it lists); the release is "
+            "incomplete: build it again (`dvc repro export`) or fetch it again (`dvc pull`)")
+
+
+def _rows(path: Path) -> int | None:
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowException, OSError):
+        return None
