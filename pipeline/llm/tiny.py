@@ -20,6 +20,15 @@ written with ``save_pretrained`` into ``$PREFPIPE_CACHE/tiny-<hash>`` (default c
 ``~/.cache/prefpipe``), where the hash covers the corpus, the template and the build settings.
 The folder is built in a temporary folder and renamed into place, so concurrent first uses (Ray
 actors) are safe. Both engines, and any Hugging Face tool, load that folder.
+
+Two build settings make its random output look like a real model's where the pipeline checks it, both
+through one hidden dimension that carries a constant (``_steady_dimension``): its answers end (``eos_every``:
+the end-of-turn token reads that dimension), and they hold no control character (``unprintable_logit``: the
+tokens whose text matches ``pipeline.checks.UNPRINTABLE``, the byte tokens of the C0 controls and DEL, read it
+with a large negative weight). Random weights sample the 256 byte tokens about uniformly, so without the second
+many answers held a NUL or an ESC, which a real model practically never writes, and export dropped their pairs
+as ``unprintable_text`` (104 of the samples run's 163 release pairs). Under grammar-constrained decoding (JSON) it can still write such a character as an
+escape (``\\b``, ``\\u0088``).
 """
 
 from __future__ import annotations
