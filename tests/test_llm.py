@@ -376,6 +376,24 @@ def test_tiny_at_seed_is_a_different_model_with_the_same_tokenizer():
         tiny_seed("tiny@x")
 
 
+@pytest.mark.parametrize("model", ["tiny", "tiny@1"])
+def test_tiny_answers_hold_no_unprintable_character(model):
+    """Like a real model's, tiny's answers hold no control character (its byte tokens of the C0 controls and DEL
+    were ~1.7% of its vocabulary, sampled about uniformly, and export dropped such pairs as unprintable_text)."""
+    import re
+
+    import polars as pl
+
+    from pipeline.checks import UNPRINTABLE, unprintable_text
+
+    sampling = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=64, stop=[], seed=11)
+    eng = TransformersEngine(llm_config(model=model, batch_size=8, sampling=sampling))
+    texts = [c.text for row in eng.generate(PROMPTS, n=8, sampling=sampling) for c in row]
+    assert sum(len(eng.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) >= 400
+    answers = pl.DataFrame({"chosen": [[{"role": "assistant", "content": "".join(texts)}]]})
+    assert not answers.select(unprintable_text(["chosen"])).item(), [re.findall(UNPRINTABLE, t) for t in texts]
+
+
 def test_templates_without_a_default_system_prompt_render_judge_calls_unchanged(engine):
     assert engine.codec.default_system is None
     assert engine.codec.messages(PROMPTS[0], judge=True) == PROMPTS[0]

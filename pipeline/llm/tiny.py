@@ -20,6 +20,15 @@ written with ``save_pretrained`` into ``$PREFPIPE_CACHE/tiny-<hash>`` (default c
 ``~/.cache/prefpipe``), where the hash covers the corpus, the template and the build settings.
 The folder is built in a temporary folder and renamed into place, so concurrent first uses (Ray
 actors) are safe. Both engines, and any Hugging Face tool, load that folder.
+
+Two build settings make its random output look like a real model's where the pipeline checks it, both
+through one hidden dimension that carries a constant (``_steady_dimension``): its answers end (``eos_every``:
+the end-of-turn token reads that dimension), and they hold no control character (``unprintable_logit``: the
+tokens whose text matches ``pipeline.checks.UNPRINTABLE``, the byte tokens of the C0 controls and DEL, read it
+with a large negative weight). Random weights sample the 256 byte tokens about uniformly, so without the second
+many answers held a NUL or an ESC, which a real model practically never writes, and export dropped their pairs
+as ``unprintable_text`` (104 of the samples run's 163 release pairs). Under grammar-constrained decoding (JSON) it can still write such a character as an
+escape (``\\b``, ``\\u0088``).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import json
 import os
 from pathlib import Path
 
+from pipeline.checks import UNPRINTABLE
 from pipeline.errors import ModelLoadError
 from pipeline.files import built_dir
 
@@ -67,6 +77,12 @@ _MODEL = {
     # temperature 1 (~25 at 0.8, top_p 0.95): a real model's answers end, and a tiny model whose answers
     # never did would make every sample a cut-off one.
     "eos_every": 64,
+    # Answers hold no control characters: a real model practically never emits a NUL, an ESC or a bidi
+    # override, but random weights sample the tokenizer's byte tokens (its alphabet holds all 256 bytes)
+    # about uniformly, and export drops every pair whose text holds one (`pipeline.checks.unprintable_text`).
+    # The output rows of the tokens whose text matches `pipeline.checks.UNPRINTABLE` read the same constant
+    # hidden dimension as `eos_every`, scaled so their logits sit about this much below the rest (e^-30: never).
+    "unprintable_logit": -30.0,
 }
 
 
@@ -79,7 +95,8 @@ def tiny_hash(seed: int = 0) -> str:
     h = hashlib.sha256()
     h.update(_CORPUS.read_bytes())
     spec = {"v": _BUILD_VERSION, "template": CHAT_TEMPLATE, "specials": SPECIAL_TOKENS,
-            "tokenizer": _TOKENIZER, "model": {**_MODEL, "seed": seed}}
+            "tokenizer": _TOKENIZER, "model": {**_MODEL, "seed": seed},
+            "unprintable": UNPRINTABLE}
     h.update(json.dumps(spec, sort_keys=True).encode())
     return h.hexdigest()[:12]
 
@@ -198,7 +215,7 @@ def _init_model(tokenizer, seed: int = 0):
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-    spec = {k: v for k, v in _MODEL.items() if k not in ("seed", "eos_every")}
+    spec = {k: v for k, v in _MODEL.items() if k not in ("seed", "eos_every", "unprintable_logit")}
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
@@ -210,7 +227,9 @@ def _init_model(tokenizer, seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config).to(torch.float32).eval()
-        _end_answers(model, tokenizer.eos_token_id, _MODEL["eos_every"])
+        level = _steady_dimension(model)
+        _end_answers(model, tokenizer.eos_token_id, _MODEL["eos_every"], level)
+        _mute(model, unprintable_ids(tokenizer), _MODEL["unprintable_logit"], level)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -219,13 +238,10 @@ def _init_model(tokenizer, seed: int = 0):
     return model
 
 
-def _end_answers(model, eos_id: int, every: int) -> None:
-    """Give the end-of-turn token a steady probability of about 1/every per step: hidden dimension 0 of
-    every token embedding is set to a large constant, which survives the layers as a steady component
-    of the final hidden state, and only the end-of-turn row of the output layer reads dimension 0,
-    scaled (measured on a fixed token sequence) so its logit is about log(vocab / every)."""
-    import math
-
+def _steady_dimension(model) -> float:
+    """Set hidden dimension 0 of every token embedding to a large constant, which survives the layers as a
+    steady component of the final hidden state, read by no output row yet; return its level there
+    (measured on a fixed token sequence), by which a row's weight on it sets a steady logit."""
     import torch
 
     with torch.no_grad():
@@ -233,8 +249,38 @@ def _end_answers(model, eos_id: int, every: int) -> None:
         emb[:, 0] = 30 * emb[:, 1:].std()
         head[:, 0] = 0.0
         probe = torch.arange(4, 4 + 64).unsqueeze(0) % emb.shape[0]
-        level = model.model(input_ids=probe).last_hidden_state[0, :, 0].mean()
-        head[eos_id, 0] = math.log(head.shape[0] / every) / float(level)
+        return float(model.model(input_ids=probe).last_hidden_state[0, :, 0].mean())
+
+
+def _end_answers(model, eos_id: int, every: int, level: float) -> None:
+    """Give the end-of-turn token a steady probability of about 1/every per step: only its output row reads
+    the steady dimension (``_steady_dimension``), scaled so its logit is about log(vocab / every)."""
+    import math
+
+    import torch
+
+    with torch.no_grad():
+        head = model.lm_head.weight
+        head[eos_id, 0] = math.log(head.shape[0] / every) / level
+
+
+def unprintable_ids(tokenizer) -> list[int]:
+    """The ids whose text, decoded alone, holds a ``pipeline.checks.UNPRINTABLE`` character (the byte tokens of
+    the C0 controls and DEL). A C1 control or a bidi override takes two or three byte tokens in a row, each
+    decoding alone to U+FFFD: with ~1,700 tokens about uniform, a C1 control comes once in ~90,000 tokens."""
+    import re
+
+    pattern = re.compile(UNPRINTABLE)
+    return [i for i in range(len(tokenizer)) if pattern.search(tokenizer.decode([i]))]
+
+
+def _mute(model, ids: list[int], logit: float, level: float) -> None:
+    """Set the logits of tokens ``ids`` steadily about ``logit`` below the rest: their output rows read the steady
+    dimension (``_steady_dimension``) with a large negative weight."""
+    import torch
+
+    with torch.no_grad():
+        model.lm_head.weight[ids, 0] = logit / level
 
 
 def build_tiny(path: Path, seed: int = 0) -> Path:
