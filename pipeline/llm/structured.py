@@ -31,7 +31,7 @@ the window.
 
 A grammar lets a string spell any character through a JSON escape (``"\\b"``, ``"\\u0088"``), which the
 token mask of ``pipeline.llm.tiny`` and a real model's habits do not stop; every text field of a structured
-schema is a ``PrintableStr``, so an answer holding a ``pipeline.checks.UNPRINTABLE`` character is invalid
+schema is a ``PrintableStr``, so an answer holding a ``pipeline.encodings.UNPRINTABLE`` character is invalid
 (re-asked, then a failure row) instead of a text that export would only drop later. The check is a pydantic
 validator: the JSON schema sent to xgrammar, vLLM or an OpenAI server is unchanged.
 """
@@ -46,7 +46,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ValidationError
 
-from pipeline.checks import UNPRINTABLE
+from pipeline.encodings import UNPRINTABLE
 from pipeline.llm.base import GenerationFailure
 
 _UNPRINTABLE = re.compile(UNPRINTABLE)
@@ -60,11 +60,11 @@ def printable(text: str) -> str:
     >>> printable("a\\bc")
     Traceback (most recent call last):
     ...
-    ValueError: holds the control or bidi-override character U+0008 at offset 1 (pipeline.checks.UNPRINTABLE)
+    ValueError: holds the control or bidi-override character U+0008 at offset 1 (pipeline.encodings.UNPRINTABLE)
     """
     if (m := _UNPRINTABLE.search(text)) is not None:
         raise ValueError(f"holds the control or bidi-override character U+{ord(m.group()):04X} at offset "
-                         f"{m.start()} (pipeline.checks.UNPRINTABLE)")
+                         f"{m.start()} (pipeline.encodings.UNPRINTABLE)")
     return text
 
 
