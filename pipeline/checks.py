@@ -35,7 +35,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.dedup import last_user_turn, text_of
-from pipeline.encodings import VISIBLE
+from pipeline.encodings import UNPRINTABLE, VISIBLE
 
 
 def squash(text: pl.Expr) -> pl.Expr:
@@ -270,11 +270,7 @@ _FENCE_INLINE = r"(?m)^[ \t]*```[^\n]*```"
 _SENTENCE_END = r"\p{L}[.!?…。！？]+[\"'”’)\]*_]*\s*$"
 
 
-# Characters no released text holds: C0 controls but tab, line feed and carriage return; DEL and C1 controls (a NUL,
-# an ESC colour code, U+0085), which a tokenizer or viewer drops or shows apart from what the text says; the bidi
-# embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069), which make a text read otherwise than its
-# characters run ("Trojan Source"). The marks right-to-left text needs (U+200E/U+200F, U+061C) stay.
-UNPRINTABLE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
+# ``UNPRINTABLE`` (``pipeline.encodings``): the characters no released text holds.
 
 
 def unprintable_text(cols: list[str]) -> pl.Expr:

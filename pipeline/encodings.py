@@ -18,6 +18,14 @@ import pyarrow as pa
 # (``pipeline.formats.common.blank``), export drops such a pair (``pipeline.checks.unprintable_text``).
 VISIBLE = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]"
 
+# Characters no released text holds: C0 controls but tab, line feed and carriage return; DEL and C1 controls (a NUL,
+# an ESC colour code, U+0085), which a tokenizer or viewer drops or shows apart from what the text says; the bidi
+# embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069), which make a text read otherwise than its
+# characters run ("Trojan Source"). The marks right-to-left text needs (U+200E/U+200F, U+061C) stay. Export drops
+# a pair holding one (``pipeline.checks.unprintable_text``); a structured answer holding one is invalid
+# (``pipeline.llm.structured.PrintableStr``).
+UNPRINTABLE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
+
 _BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 _XML_ENCODING = re.compile(rb"""\A(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _UTF8 = {"utf-8", "utf8", "us-ascii", "ascii"}

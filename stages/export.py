@@ -346,6 +346,8 @@ def summary_line(stats: dict[str, Any], out_dir: Path) -> str:
     rows = {c: sum(splits.values()) for c, splits in stats["rows"].items()}
     configs = ", ".join(f"{c} {n}" for c, n in rows.items() if c != "all")
     merged = f"; `all` holds {rows['all']} of them" if "all" in rows else ""
-    drops = ", ".join(f"{reason} {n}" for reason, n in stats["drops"].items())
-    return (f"export: {counted(stats['total'], 'pair')} in {out_dir} ({configs}{merged}); removals: {drops or 'none'} "
-            f"({out_dir / 'removed.jsonl'}); audit passed; look at it with `prefpipe inspect {out_dir}`")
+    gone, all_only = (", ".join(f"{reason} {n}" for reason, n in stats[k].items()) or "none"
+                      for k in ("drops_from_release", "drops_from_all_only"))
+    return (f"export: {counted(stats['total'], 'pair')} in {out_dir} ({configs}{merged}); removed from the release: "
+            f"{gone}; left out of `all` only: {all_only} ({out_dir / 'removed.jsonl'}); audit passed; "
+            f"look at it with `prefpipe inspect {out_dir}`")

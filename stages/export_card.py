@@ -12,6 +12,7 @@ import polars as pl
 import yaml
 
 from pipeline.dedup import REASONS
+from pipeline.metrics import counted
 from pipeline.pii_structured import MODEL_KEYS
 
 CONFIG_DOC = {
@@ -162,6 +163,16 @@ def _audit_part(audit: dict[str, Any] | None) -> str:
             f"{checks}\n")
 
 
+def removal_counts(stats: dict[str, Any]) -> str:
+    """The card's sentence telling the pairs removed from the release from those left out of ``all`` only."""
+    def listed(counts: dict[str, int]) -> str:
+        return f" ({', '.join(f'`{r}` {n}' for r, n in counts.items())})" if counts else ""
+    gone, all_only = stats.get("drops_from_release", {}), stats.get("drops_from_all_only", {})
+    return (f"Removed from the release: {counted(sum(gone.values()), 'pair')}{listed(gone)}. Left out of `all` only: "
+            f"{counted(sum(all_only.values()), 'pair')}{listed(all_only)}, each kept in its own method's config for a "
+            "prompt another method holds in `all`.\n")
+
+
 def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, list[str]]], *, png: bool,
                 repo: str = "ORG/NAME", audit: dict[str, Any] | None = None) -> str:
     """The release's README.md: YAML front matter + a body describing configs, provenance, training, limits."""
@@ -217,6 +228,7 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         f"Export params fingerprint: `{stats['fingerprint']}`.\n",
         _table(["method", "input pairs", "in its config", "in `all`", "models", "params fingerprints"], methods) + "\n",
         (f"Methods not in this release:{skipped}\n" if skipped else ""),
+        removal_counts(stats),
         "Pairs that left a config, by config and reason (each one is listed in `removed.jsonl` with its details, its texts "
         "and the configs it left; that file stays with the builder, `prefpipe publish` does not upload it):\n",
         _table(["config", "reason", "pairs", "why"], drops or [["(none)", "—", 0, "—"]]) + "\n",

@@ -140,6 +140,7 @@ def build_stats(pairs: pl.DataFrame, joint: pl.DataFrame, rows: dict[str, dict[s
                 held_out: dict[str, dict]) -> dict[str, Any]:
     levels = pairs.filter(pl.col("level").is_not_null())
     by_config = drops.explode("configs").filter(pl.col("configs").is_not_null())
+    from_release = pl.col("configs").list.eval(pl.element() != "all").list.any().fill_null(False)
     decon = drops.filter(pl.col("reason") == "contaminated").with_columns(
         pl.col("detail").str.json_path_match("$.eval_set").alias("eval_set"))
     held = drops.filter(pl.col("reason") == "held_out").with_columns(
@@ -157,6 +158,8 @@ def build_stats(pairs: pl.DataFrame, joint: pl.DataFrame, rows: dict[str, dict[s
         "methods": methods,
         "levels": _counts(levels, "_config", "level"),
         "drops": _counts(drops, "reason"),
+        "drops_from_release": _counts(drops.filter(from_release), "reason"),
+        "drops_from_all_only": _counts(drops.filter(~from_release), "reason"),
         "drops_by_config": _counts(by_config, "configs", "reason"),
         "drops_by_method": _counts(drops, "method", "reason"),
         "decontamination": {s: {**v, "removed": int(decon.filter(pl.col("eval_set") == s).height)}
@@ -168,13 +171,19 @@ def build_stats(pairs: pl.DataFrame, joint: pl.DataFrame, rows: dict[str, dict[s
 
 
 def release_headline(stats: dict[str, Any]) -> dict[str, Any]:
-    """stats.json, what ``dvc metrics show`` prints for the release: pairs read from the methods, pairs
-    released (``total``), removals (``removed.jsonl`` records) and why (``removed_by_reason``), and the
-    methods' judges whose labels were withheld or whose gates were lowered. Every figure is in details.json."""
+    """stats.json, what ``dvc metrics show`` prints for the release: pairs read from the methods (``rows_in``),
+    pairs released (``pairs``: each in its method's config), the pairs removed from the release (they left their
+    method's config; ``rows_in`` = ``pairs`` + ``removed_from_release``) and why, the pairs left out of the
+    cross-method ``all`` config only (a prompt another method kept there; they stay in their own config) and why,
+    and the methods' judges whose labels were withheld or whose gates were lowered. ``removed.jsonl`` holds a
+    record for each of both kinds. Every figure is in details.json."""
     reports = [r for g in stats["gates"].values() if isinstance(g, dict) for r in g.values()
                if isinstance(r, dict) and "from" not in r]  # Curry-DPO's copies of its scorers' gates: counted once
     return {"rows_in": sum(m["input"] for m in stats["methods"].values()), "pairs": stats["total"],
-            "removed": sum(stats["drops"].values()), "removed_by_reason": dict(sorted(stats["drops"].items())),
+            "removed_from_release": sum(stats["drops_from_release"].values()),
+            "removed_from_release_by_reason": dict(sorted(stats["drops_from_release"].items())),
+            "left_out_of_all_only": sum(stats["drops_from_all_only"].values()),
+            "left_out_of_all_only_by_reason": dict(sorted(stats["drops_from_all_only"].items())),
             "gates_withheld": sum(r.get("passed") is False for r in reports),
             "gates_lowered": sum(bool(r.get("lowered")) for r in reports)}
 

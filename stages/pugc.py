@@ -34,6 +34,7 @@ from pipeline.config import LLM, Params, Pugc, Sampling, fingerprint, resolve_ro
 from pipeline.drops import account, first_reason
 from pipeline.llm.base import GenerationFailure, sample_fields
 from pipeline.llm.identity import model_identities
+from pipeline.llm.structured import PrintableStr
 from pipeline.metrics import DETAILS, announce_overrides, counted
 from pipeline.prompt import copies_template, fill_rows, template, template_phrases
 from pipeline.text import normalise, word_counts
@@ -71,7 +72,7 @@ def query_prompts(documents: list[str]) -> list[list[dict[str, str]]]:
 
 
 class Query(BaseModel):
-    query: str
+    query: PrintableStr
 
 
 QUERIES = pa.schema(

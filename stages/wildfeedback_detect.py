@@ -37,6 +37,7 @@ from pipeline.execute import map_batches, step_checkpoint
 from pipeline.gates import check_gate, load_probes
 from pipeline.llm.base import GenerationFailure
 from pipeline.llm.chat import per_prompt, token_fit
+from pipeline.llm.structured import PrintableStr
 from pipeline.prompt import copies_template, fill, template_phrases
 from stages.wildfeedback_common import prompt, render, window
 from stages.wildfeedback_rules import DSAT_CATEGORIES, SAT_CATEGORIES
@@ -50,7 +51,7 @@ class FeedbackJudgment(BaseModel):
     rationale comes first, so the verdict is written after the reason (ours)."""
 
     model_config = ConfigDict(extra="forbid")
-    rationale: str = Field(max_length=400)
+    rationale: PrintableStr = Field(max_length=400)
     sat: bool
     sat_categories: list[SatCategory] = Field(max_length=len(SAT_CATEGORIES))
     dsat: bool

@@ -24,6 +24,7 @@ from pipeline.execute import map_batches, step_checkpoint
 from pipeline.gates import check_gate, load_probes
 from pipeline.llm.base import GenerationFailure, first_error
 from pipeline.llm.chat import per_prompt
+from pipeline.llm.structured import PrintableStr
 from pipeline.prompt import copies_template, escape, fill
 from stages.wildfeedback_common import prompt, render, window
 
@@ -32,7 +33,7 @@ class PreferenceSummary(BaseModel):
     """What the user wanted, and whether following it is reasonable and safe."""
 
     model_config = ConfigDict(extra="forbid")
-    preference: str = Field(max_length=400)
+    preference: PrintableStr = Field(max_length=400)
     reasonable: bool
     safe: bool
 

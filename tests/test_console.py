@@ -28,7 +28,8 @@ def _wildfeedback_summary(n: int) -> dict:
 
 
 @pytest.mark.parametrize("line,one,two", [
-    (lambda n: summary_line({"rows": {"selfie": {"train": n}}, "total": n, "drops": {}}, Path("data/release")),
+    (lambda n: summary_line({"rows": {"selfie": {"train": n}}, "total": n, "drops_from_release": {},
+                                "drops_from_all_only": {}}, Path("data/release")),
      "export: 1 pair in data/release (selfie 1)", "export: 2 pairs in data/release (selfie 2)"),
     (lambda n: selfie_line(1, n, n, n, n, n, {}, 300),
      "selfie: iteration 1: 1 pool prompt -> 1 sample -> 1 scored response -> 1 pair, plus 1 seed pair;",

@@ -232,9 +232,10 @@ def test_stats_and_plot_data(tmp_path):
         ("SAT:Gratitude", 1), ("DSAT:Revision", 2), ("DSAT:Style", 1)]
     on_disk = json.loads((release / "details.json").read_text())
     assert on_disk == stats and json.loads((release / "stats.json").read_text()) == {  # headline: dvc metrics show
-        "rows_in": 48, "pairs": stats["total"], "removed": sum(stats["drops"].values()),
-        "removed_by_reason": dict(sorted(stats["drops"].items())), "gates_withheld": 0,
-        "gates_lowered": 0}
+        "rows_in": 48, "pairs": stats["total"], "removed_from_release": sum(stats["drops_from_release"].values()),
+        "removed_from_release_by_reason": stats["drops_from_release"],
+        "left_out_of_all_only": sum(stats["drops_from_all_only"].values()),
+        "left_out_of_all_only_by_reason": stats["drops_from_all_only"], "gates_withheld": 0, "gates_lowered": 0}
     assert on_disk["methods"]["curry"] == {"input": 24, "output": 24, "in_all": 24}
     assert "in_all" not in on_disk["methods"]["dove"]  # joint pairs are never in `all`
     # each released pair is counted once: in its method's config, not again in `all`
@@ -341,8 +342,11 @@ def test_the_headline_counts_gates_withheld_and_lowered_from_the_reports():
     stats = {"gates": {"pugc": {"judge": {"passed": False}, "ref": {"passed": True, "lowered": True},
                                 "scorer": {"labels": "kept"}},
                        "selfie": "no gate recorded"},
-             "methods": {"pugc": {"input": 5}, "selfie": {"input": 2}}, "total": 3, "drops": {"identical": 1}}
-    assert release_headline(stats) == {"rows_in": 7, "pairs": 3, "removed": 1, "removed_by_reason": {"identical": 1},
+             "methods": {"pugc": {"input": 5}, "selfie": {"input": 2}}, "total": 3,
+             "drops_from_release": {"identical": 1}, "drops_from_all_only": {"duplicate_prompt_exact": 2}}
+    assert release_headline(stats) == {"rows_in": 7, "pairs": 3, "removed_from_release": 1,
+                                       "removed_from_release_by_reason": {"identical": 1}, "left_out_of_all_only": 2,
+                                       "left_out_of_all_only_by_reason": {"duplicate_prompt_exact": 2},
                                        "gates_withheld": 1, "gates_lowered": 1}
 
 

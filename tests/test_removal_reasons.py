@@ -1,6 +1,7 @@
 """Every reason a pair can leave the release for is explained: ``pipeline.dedup.REASONS`` holds one sentence per
 reason, ``removals`` refuses any other, the card's removals table shows the sentence, the docs' export section
-names each, and stats.json's ``removed_by_reason`` counts removed.jsonl's records."""
+names each, and stats.json counts removed.jsonl's records: those removed from the release and those left out of
+``all`` only, each by reason."""
 
 from __future__ import annotations
 
@@ -66,9 +67,9 @@ def test_the_card_explains_each_removal_and_stats_count_removed_jsonl(tmp_path):
         assert f"| `{name}` | {description} | 0 |" in card
     records = [json.loads(line) for line in (release / "removed.jsonl").read_text().splitlines()]
     stats = json.loads((release / "stats.json").read_text())
-    assert stats["removed_by_reason"] == dict(Counter(r["reason"] for r in records)) == {
+    assert stats["removed_from_release_by_reason"] == dict(Counter(r["reason"] for r in records)) == {
         "cut_off_chosen": 1, "looping_chosen": 1}
-    assert stats["removed"] == len(records)
+    assert stats["removed_from_release"] == len(records) and stats["left_out_of_all_only"] == 0
 
 
 def test_every_pair_a_stage_wrote_is_released_or_listed_in_removed_jsonl(tmp_path):
@@ -98,7 +99,10 @@ def test_every_pair_a_stage_wrote_is_released_or_listed_in_removed_jsonl(tmp_pat
         assert v["input"] == released.get(m, 0) + left, m
     conditional = sum(v["input"] for m, v in details["methods"].items() if m != "dove")
     assert conditional == released["all"] + records.filter(pl.col("configs") == "all")["pair_id"].n_unique()
-    assert stats["removed"] == pl.read_ndjson(release / "removed.jsonl").height
+    whole = pl.read_ndjson(release / "removed.jsonl")  # stats.json counts its records, of either kind
+    all_only = whole.filter(pl.col("configs").list.join(",") == "all").height
+    assert stats["left_out_of_all_only"] == all_only
+    assert stats["removed_from_release"] == whole.height - all_only == stats["rows_in"] - stats["pairs"]
     by_method = {}  # details.json's removals per method and reason are removed.jsonl's, to the pair
     for r in pl.read_ndjson(release / "removed.jsonl").iter_rows(named=True):
         by_method.setdefault(r["method"], Counter())[r["reason"]] += 1
@@ -123,3 +127,25 @@ def test_removed_jsonl_carries_each_removed_pairs_texts_as_redacted(tmp_path):
     assert p["reason"] == "looping_chosen" and p["chosen"] == [{"role": "assistant", "content": loop}]
     assert p["prompt"][-1]["content"].endswith("Mail [REDACTED_EMAIL].") and p["rejected"][0]["role"] == "assistant"
     assert records["d-loop"]["chosen_prompt"] == d["chosen_prompt"] and records["d-loop"]["rejected"] == d["rejected"]
+
+
+def test_stats_and_card_tell_pairs_removed_from_the_release_from_pairs_left_out_of_all_only(tmp_path):
+    """Was: stats.json's ``removed`` added the pairs only left out of ``all`` (still in their method's config) to
+    those removed from the release (45 "removed" on a real run, 14 of them lost)."""
+    shared = [TOPICS[0], TOPICS[1]]
+    write_method(tmp_path, "pugc", [pair("p-same", TOPICS[2], "pugc", chosen="Yes. It works.", rejected="yes. it works."),
+                                    *(pair(f"p{i}", t, "pugc") for i, t in enumerate(shared))])
+    write_method(tmp_path, "selfie", [pair(f"s{i}", t, "selfie") for i, t in enumerate([*shared, TOPICS[3]])])
+    release = tmp_path / "data" / "release"
+    build_release(export_cfg(methods=["pugc", "selfie"], test_fraction=0.0), tmp_path, release, "fp-test")
+    stats = json.loads((release / "stats.json").read_text())
+    assert {k: v for k, v in stats.items() if "gates" not in k} == {
+        "rows_in": 6, "pairs": 5, "removed_from_release": 1, "removed_from_release_by_reason": {"identical": 1},
+        "left_out_of_all_only": 2, "left_out_of_all_only_by_reason": {"duplicate_prompt_exact": 2}}
+    details = json.loads((release / "details.json").read_text())
+    assert details["drops"] == {"duplicate_prompt_exact": 2, "identical": 1}  # every removed.jsonl record
+    assert details["drops_from_release"] == {"identical": 1}
+    assert details["drops_from_all_only"] == {"duplicate_prompt_exact": 2}
+    card = (release / "README.md").read_text()
+    assert ("Removed from the release: 1 pair (`identical` 1). Left out of `all` only: 2 pairs "
+            "(`duplicate_prompt_exact` 2), each kept in its own method's config") in card

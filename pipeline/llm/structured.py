@@ -28,17 +28,48 @@ window (twice) and the token budget (four times) of a structured call are at lea
 the schema's shortest completion (measured once per schema by walking the grammar with the
 same policy), so a small ``max_new_tokens`` cannot make a schema unsatisfiable; a retry widens
 the window.
+
+A grammar lets a string spell any character through a JSON escape (``"\\b"``, ``"\\u0088"``), which the
+token mask of ``pipeline.llm.tiny`` and a real model's habits do not stop; every text field of a structured
+schema is a ``PrintableStr``, so an answer holding a ``pipeline.encodings.UNPRINTABLE`` character is invalid
+(re-asked, then a failure row) instead of a text that export would only drop later. The check is a pydantic
+validator: the JSON schema sent to xgrammar, vLLM or an OpenAI server is unchanged.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
+from pipeline.encodings import UNPRINTABLE
 from pipeline.llm.base import GenerationFailure
+
+_UNPRINTABLE = re.compile(UNPRINTABLE)
+
+
+def printable(text: str) -> str:
+    """``text`` as it is, or a ValueError naming its first ``UNPRINTABLE`` character and where it is.
+
+    >>> printable("ok\\tfine")
+    'ok\\tfine'
+    >>> printable("a\\bc")
+    Traceback (most recent call last):
+    ...
+    ValueError: holds the control or bidi-override character U+0008 at offset 1 (pipeline.encodings.UNPRINTABLE)
+    """
+    if (m := _UNPRINTABLE.search(text)) is not None:
+        raise ValueError(f"holds the control or bidi-override character U+{ord(m.group()):04X} at offset "
+                         f"{m.start()} (pipeline.encodings.UNPRINTABLE)")
+    return text
+
+
+# The type of every text field of a structured output schema (same JSON schema as ``str``).
+PrintableStr = Annotated[str, AfterValidator(printable)]
 
 
 def schema_json(schema: type[BaseModel]) -> str:

@@ -24,7 +24,7 @@ actors) are safe. Both engines, and any Hugging Face tool, load that folder.
 Two build settings make its random output look like a real model's where the pipeline checks it, both
 through one hidden dimension that carries a constant (``_steady_dimension``): its answers end (``eos_every``:
 the end-of-turn token reads that dimension), and they hold no control character (``unprintable_logit``: the
-tokens whose text matches ``pipeline.checks.UNPRINTABLE``, the byte tokens of the C0 controls and DEL, read it
+tokens whose text matches ``pipeline.encodings.UNPRINTABLE``, the byte tokens of the C0 controls and DEL, read it
 with a large negative weight). Random weights sample the 256 byte tokens about uniformly, so without the second
 many answers held a NUL or an ESC, which a real model practically never writes, and export dropped their pairs
 as ``unprintable_text`` (104 of the samples run's 163 release pairs). Under grammar-constrained decoding (JSON) it can still write such a character as an
@@ -38,7 +38,7 @@ import json
 import os
 from pathlib import Path
 
-from pipeline.checks import UNPRINTABLE
+from pipeline.encodings import UNPRINTABLE
 from pipeline.errors import ModelLoadError
 from pipeline.files import built_dir
 
@@ -80,7 +80,7 @@ _MODEL = {
     # Answers hold no control characters: a real model practically never emits a NUL, an ESC or a bidi
     # override, but random weights sample the tokenizer's byte tokens (its alphabet holds all 256 bytes)
     # about uniformly, and export drops every pair whose text holds one (`pipeline.checks.unprintable_text`).
-    # The output rows of the tokens whose text matches `pipeline.checks.UNPRINTABLE` read the same constant
+    # The output rows of the tokens whose text matches `pipeline.encodings.UNPRINTABLE` read the same constant
     # hidden dimension as `eos_every`, scaled so their logits sit about this much below the rest (e^-30: never).
     "unprintable_logit": -30.0,
 }
@@ -265,7 +265,7 @@ def _end_answers(model, eos_id: int, every: int, level: float) -> None:
 
 
 def unprintable_ids(tokenizer) -> list[int]:
-    """The ids whose text, decoded alone, holds a ``pipeline.checks.UNPRINTABLE`` character (the byte tokens of
+    """The ids whose text, decoded alone, holds a ``pipeline.encodings.UNPRINTABLE`` character (the byte tokens of
     the C0 controls and DEL). A C1 control or a bidi override takes two or three byte tokens in a row, each
     decoding alone to U+FFFD: with ~1,700 tokens about uniform, a C1 control comes once in ~90,000 tokens."""
     import re
