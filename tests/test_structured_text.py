@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from pipeline.llm.base import GenerationFailure
-from pipeline.llm.structured import PrintableStr, generate_validated, printable, schema_json
+from pipeline.llm.structured import PrintableStr, generate_validated, refuse_unprintable, schema_json
 from stages.pugc import Query
 from stages.wildfeedback_detect import FeedbackJudgment
 from stages.wildfeedback_models import PreferenceSummary
@@ -39,7 +39,7 @@ def test_every_text_field_of_a_stage_schema_is_printable_str():
     for schema in schemas:
         for name, field in schema.model_fields.items():
             if field.annotation is str:
-                assert any(getattr(m, "func", None) is printable for m in field.metadata), \
+                assert any(getattr(m, "func", None) is refuse_unprintable for m in field.metadata), \
                     f"{schema.__name__}.{name} is a plain str: make it pipeline.llm.structured.PrintableStr"
 
 

@@ -52,12 +52,13 @@ from pipeline.llm.base import GenerationFailure
 _UNPRINTABLE = re.compile(UNPRINTABLE)
 
 
-def printable(text: str) -> str:
-    """``text`` as it is, or a ValueError naming its first ``UNPRINTABLE`` character and where it is.
+def refuse_unprintable(text: str) -> str:
+    """``text`` as it is, or a ValueError naming its first ``UNPRINTABLE`` character and where it is (unlike
+    ``pipeline.errors.printable``, which escapes such characters for showing).
 
-    >>> printable("ok\\tfine")
+    >>> refuse_unprintable("ok\\tfine")
     'ok\\tfine'
-    >>> printable("a\\bc")
+    >>> refuse_unprintable("a\\bc")
     Traceback (most recent call last):
     ...
     ValueError: holds the control or bidi-override character U+0008 at offset 1 (pipeline.encodings.UNPRINTABLE)
@@ -69,7 +70,7 @@ def printable(text: str) -> str:
 
 
 # The type of every text field of a structured output schema (same JSON schema as ``str``).
-PrintableStr = Annotated[str, AfterValidator(printable)]
+PrintableStr = Annotated[str, AfterValidator(refuse_unprintable)]
 
 
 def schema_json(schema: type[BaseModel]) -> str:
