@@ -265,7 +265,8 @@ def test_pairs_ranked_from_a_models_scores_carry_that_judges_gate(tmp_path):
     assert m["gates"] == {"pugc.scorer": {**lowered, "from": str(pugc / "responses"), "pairs_ranked": 2}}
     gates = gate_reports(tmp_path, ["pugc", "curry"])
     assert gates["curry"]["pugc.scorer"]["labels"] == "used, gate lowered"
-    stats = {"gates": gates, "methods": {"pugc": {"input": 0}, "curry": {"input": 2}}, "total": 2, "drops": {}}
+    stats = {"gates": gates, "methods": {"pugc": {"input": 0}, "curry": {"input": 2}}, "total": 2, "drops": {},
+             "drops_from_release": {}, "drops_from_all_only": {}}
     assert release_headline(stats)["gates_lowered"] == 1  # PUGC's scorer, not once more through Curry-DPO
 
 
@@ -324,5 +325,6 @@ def test_two_inputs_ranked_from_one_judges_scores_name_both_responses_folders(tm
     (tmp_path / "data" / "curry" / "details.json").write_text(json.dumps({"gates": both}))
     gates = gate_reports(tmp_path, ["curry"])
     assert gates["curry"]["pugc.scorer"]["from"] == both["pugc.scorer"]["from"]
-    stats = {"gates": gates, "methods": {"curry": {"input": 5}}, "total": 5, "drops": {}}
+    stats = {"gates": gates, "methods": {"curry": {"input": 5}}, "total": 5, "drops": {},
+             "drops_from_release": {}, "drops_from_all_only": {}}
     assert release_headline(stats)["gates_lowered"] == 0  # counted with PUGC's own report, not here
