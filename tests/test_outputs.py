@@ -169,7 +169,16 @@ def test_a_folder_published_by_rename_and_killed_between_the_renames_is_restored
     assert sorted(p.name for p in release.parent.iterdir()) == [".release.rejected", "release"]
 
 
-def test_ctrl_c_between_the_renames_of_a_folder_publish_takes_effect_after_them(tmp_path, monkeypatch):
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt during the test, as in a terminal: a suite started in the background by a
+    non-interactive shell inherits SIGINT ignored, and then a Ctrl-C rightly changes nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_between_the_renames_of_a_folder_publish_takes_effect_after_them(tmp_path, monkeypatch, ctrl_c_raises):
     from pipeline import files
 
     release, built = release_and_built(tmp_path)
@@ -187,7 +196,7 @@ def test_ctrl_c_between_the_renames_of_a_folder_publish_takes_effect_after_them(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["release"]
 
 
-def test_ctrl_c_during_the_swap_takes_effect_once_the_swap_is_done(old, monkeypatch):
+def test_ctrl_c_during_the_swap_takes_effect_once_the_swap_is_done(old, monkeypatch, ctrl_c_raises):
     # Ctrl-C landing between two renames of the swap left the outputs half swapped (a journal, new pairs,
     # old metrics) while prefpipe said that they change only when the stage finishes.
     real, renames = os.rename, []
