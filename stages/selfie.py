@@ -215,11 +215,11 @@ def annotate(
     if responses is None:
         return pl.DataFrame(), dict(NOTHING_SAMPLED)
     sampled = with_response_ids(pl.from_arrow(responses), iteration=sel.iteration)
-    long = pl.col("finish_reason") == PROMPT_TOO_LONG
-    failed = (pl.col("finish_reason") == "failed") | long
-    cut, blank = pl.col("finish_reason") == "length", pl.col("text").str.strip_chars() == ""
-    dropped = {"prompt_too_long": sampled.filter(long).height,
-               "generation_failed": sampled.filter(failed & ~long).height, "cut_off": sampled.filter(cut).height,
+    reason = pl.col("finish_reason")
+    failed = reason.is_in(["failed", PROMPT_TOO_LONG])  # no text: neither was sampled
+    cut, blank = reason == "length", pl.col("text").str.strip_chars() == ""
+    dropped = {"prompt_too_long": sampled.filter(reason == PROMPT_TOO_LONG).height,
+               "generation_failed": sampled.filter(reason == "failed").height, "cut_off": sampled.filter(cut).height,
                "empty": sampled.filter(~failed & ~cut & blank).height}
     scored = sampled.filter(~failed & ~cut & ~blank)  # a blank answer is no answer: never a chosen, whatever its reward
     msgs = pl.from_arrow(prompts.select(["prompt_id", "messages"]))
