@@ -23,7 +23,7 @@ actors) are safe. Both engines, and any Hugging Face tool, load that folder.
 
 Two build settings make its random output look like a real model's where the pipeline checks it, both
 through one hidden dimension that carries a constant (``_steady_dimension``): its answers end (``eos_every``:
-the end-of-turn token reads that dimension), and they hold no control character (``unprintable_logit``: the
+the end-of-turn token reads that dimension), and they hold no C0 control or DEL (``unprintable_logit``: the
 tokens whose text matches ``pipeline.encodings.UNPRINTABLE``, the byte tokens of the C0 controls and DEL, read it
 with a large negative weight). Random weights sample the 256 byte tokens about uniformly, so without the second
 many answers held a NUL or an ESC, which a real model practically never writes, and export dropped their pairs
@@ -77,8 +77,8 @@ _MODEL = {
     # temperature 1 (~25 at 0.8, top_p 0.95): a real model's answers end, and a tiny model whose answers
     # never did would make every sample a cut-off one.
     "eos_every": 64,
-    # Answers hold no control characters: a real model practically never emits a NUL, an ESC or a bidi
-    # override, but random weights sample the tokenizer's byte tokens (its alphabet holds all 256 bytes)
+    # Answers hold no C0 control or DEL: a real model practically never emits a NUL or an ESC, but random
+    # weights sample the tokenizer's byte tokens (its alphabet holds all 256 bytes)
     # about uniformly, and export drops every pair whose text holds one (`pipeline.checks.unprintable_text`).
     # The output rows of the tokens whose text matches `pipeline.encodings.UNPRINTABLE` read the same constant
     # hidden dimension as `eos_every`, scaled so their logits sit about this much below the rest (e^-30: never).
