@@ -10,7 +10,7 @@ Hard violations (each counted per config, with a few pair ids):
 - ``identical``: chosen equals rejected after whitespace normalisation, case folding and dropping sentence
   punctuation (DOVE: both prompts and both answers).
 - ``unprintable_text``: a message holds a control character (a NUL, an ESC code; tab and line breaks aside) or a bidi
-  embedding, override or isolate, or shows nothing (white space or zero-width marks only): export drops by
+  embedding, override or isolate, or shows nothing (white space, zero-width marks or U+FFFD only): export drops by
   ``pipeline.checks.unprintable_text``.
 - ``empty_config``: an enabled method has pairs in ``data/<method>/pairs`` but none in its config (unless
   ``removed.jsonl`` shows every one left for a reason of its own: identical, contaminated, held out).

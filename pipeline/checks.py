@@ -275,7 +275,7 @@ _SENTENCE_END = r"\p{L}[.!?…。！？]+[\"'”’)\]*_]*\s*$"
 
 def unprintable_text(cols: list[str]) -> pl.Expr:
     """True where a message of a message-list column in ``cols`` holds an ``UNPRINTABLE`` character, or shows nothing
-    (empty, white space, NULs or zero-width marks only: no ``pipeline.encodings.VISIBLE`` character). A model or a server
+    (empty, white space, NULs, zero-width marks or U+FFFD only: no ``pipeline.encodings.VISIBLE`` character). A model or a server
     can answer so (ingest rejects such input messages, but not a NUL or an override inside a text); export drops such
     pairs, the audit checks that none is left."""
     content = pl.element().struct.field("content")

@@ -30,7 +30,7 @@ REMOVED = {"pair_id": pl.String, "method": pl.String, "reason": pl.String, "deta
 # any other, so a new drop rule cannot reach removed.jsonl without an explanation for the card.
 REASONS = {
     "unprintable_text": "a message holds a control character (a NUL, an ESC code) or a bidi override, or shows "
-                        "nothing (white space or zero-width marks only)",
+                        "nothing (white space, zero-width marks or U+FFFD only)",
     "identical": "chosen equals rejected (whitespace normalised, case folded, sentence punctuation aside; DOVE: both prompts too)",
     "unprompted_acknowledgement": "chosen reacts to feedback its prompt's last user turn does not give, or opens "
                                   "as a revision of a version the prompt neither holds nor asks for",

@@ -14,11 +14,12 @@ from typing import IO, Any
 import pyarrow as pa
 
 # A character that shows: not white space, a control character, a zero-width / direction / joiner mark (the bidi
-# embeddings, overrides and isolates, U+061C, U+180E) or a Hangul filler, which renders blank (a regex that Python's
-# ``re`` and polars read alike). A text without one shows nothing: ingest rejects such a message
+# embeddings, overrides and isolates, U+061C, U+180E), a Hangul filler, which renders blank, or U+FFFD, which stands
+# for bytes that did not decode (a model's answer of "\ufffd" alone says nothing) (a regex that Python's ``re`` and
+# polars read alike). A text without one shows nothing: ingest rejects such a message
 # (``pipeline.formats.common.blank``), export drops such a pair (``pipeline.checks.unprintable_text``).
 VISIBLE = (r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069"
-           r"\u3164\ufeff\uffa0]")
+           r"\u3164\ufeff\uffa0\ufffd]")
 
 # Characters no released text holds: C0 controls but tab, line feed and carriage return; DEL and C1 controls (a NUL,
 # an ESC colour code, U+0085), which a tokenizer or viewer drops or shows apart from what the text says; the bidi

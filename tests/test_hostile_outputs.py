@@ -25,6 +25,8 @@ TEXTS = [
     ("zero-width only", "\u200b\u200d\u2060", True),
     ("white space only", " \n\t ", True),
     ("bom only", "\ufeff", True),
+    ("replacement characters only", "\ufffd\ufffd", True),
+    ("replacement character inside", "Caf\ufffd au lait, please.", False),
     ("line separator", "First line.\u2028Second line.", False),
     ("rtl marks", "\u200fשלום, מה שלומך?\u200f", False),
     ("tab and line breaks", "Step one.\r\n\tStep two.", False),
@@ -35,7 +37,10 @@ def test_export_drops_each_pair_holding_unprintable_text_and_the_release_passes_
     """Was released as is (a NUL, an ESC code, an override, a zero-width-only answer), or, for a white-space-only
     answer, failed the whole release's audit as malformed_dialogue; the prompt side (input data) and DOVE's
     joint rows too."""
-    rows = [pair(f"p{i}", TOPICS[i], "pugc", chosen=text) for i, (_, text, _) in enumerate(TEXTS)]
+    prompts = [*TOPICS[:11], "Which houseplants survive in a dark north-facing flat with little light?",
+               "How do I descale an espresso machine with citric acid instead of vinegar?"]  # TOPICS[11]: below
+    assert len(prompts) >= len(TEXTS)
+    rows = [pair(f"p{i}", prompts[i], "pugc", chosen=text) for i, (_, text, _) in enumerate(TEXTS)]
     rows.append(pair("in-prompt", TOPICS[11] + " \x00", "pugc"))
     write_method(tmp_path, "pugc", rows)
     write_method(tmp_path, "dove", [{**joint("d-ok", TOPICS[0], TOPICS[1])},

@@ -184,7 +184,8 @@ def test_json_lines_with_bare_cr_line_breaks_say_so(tmp_path):
 # --- text that shows nothing ------------------------------------------------------------------------------
 
 INVISIBLE = ["\u200b", "\x00\x00", "\ufeff \u2060", "\u202e\u200d",
-             "\u2066\u2069", "\u061c \u180e", "\u3164\uffa0"]  # bidi isolates, letter/vowel marks, Hangul fillers
+             "\u2066\u2069", "\u061c \u180e", "\u3164\uffa0",  # bidi isolates, letter/vowel marks, Hangul fillers
+             "\ufffd \ufffd"]  # replacement characters only: bytes that did not decode
 
 
 @pytest.mark.parametrize("text", INVISIBLE)
