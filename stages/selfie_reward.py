@@ -63,8 +63,12 @@ def implicit_reward(scored: pl.DataFrame, *, length_normalize: bool) -> pl.DataF
 
 
 def same_model(policy: LLM, reference: LLM) -> bool:
-    """Policy and reference load the same weights the same way: their log-probabilities are identical."""
-    keys = {"backend", "model", "dtype", "max_model_len"}
+    """Policy and reference load the same weights the same way: their log-probabilities are identical.
+
+    The revision and the server are part of the weights: a trained policy pushed as a new commit of the
+    reference's Hub repo (or served under the reference's name by another server) is another model, whose
+    rewards are not all 0."""
+    keys = {"backend", "model", "revision", "base_url", "dtype", "max_model_len"}
     return policy.model_dump(include=keys) == reference.model_dump(include=keys)
 
 

@@ -79,6 +79,26 @@ def test_same_model_means_the_same_weights_loaded_the_same_way():
     assert not selfie_reward.same_model(policy, policy.model_copy(update={"model": "org/other"}))
 
 
+def test_same_repo_at_another_revision_is_another_model():
+    """SPA's reward is log pi_policy - log pi_reference: a policy trained from the reference and pushed as
+    another commit of the same Hub repo must get its own log-probability pass, not the reference's (which
+    made every reward 0 and labelled no pair)."""
+    from pipeline.config import resolve_params
+    from tests.conftest import ROOT
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["selfie"].update(policy_model="org/spa-mistral", reference_model="org/spa-mistral")
+    raw["selfie"]["roles"] = {"policy": {"revision": "a" * 40}, "reference": {"revision": "b" * 40}}
+    params = resolve_params(raw)
+    policy, reference = params.selfie.role(params.llm, "policy"), params.selfie.role(params.llm, "reference")
+    assert (policy.revision, reference.revision) == ("a" * 40, "b" * 40)
+    assert not selfie_reward.same_model(policy, reference)
+    assert selfie_reward.same_model(policy, policy.model_copy())
+    # another OpenAI-compatible server may serve other weights under the same model name
+    served = policy.model_copy(update={"backend": "openai", "revision": None, "base_url": "http://a:8000/v1"})
+    assert not selfie_reward.same_model(served, served.model_copy(update={"base_url": "http://b:8000/v1"}))
+
+
 # --- the real tiny engine: implicit rewards vs direct teacher forcing --------------------------------
 
 
