@@ -19,6 +19,9 @@ by ``prefpipe audit`` (which verifies the release independently).
   WildFeedback stage (``stages/wildfeedback_fit.py``), export and the audit all use it.
 - ``repeats_itself(text)``: an answer stuck in a loop, most of its sentences repeating earlier ones (a
   sampling failure that ended before the token limit, so ``finish_reason`` does not catch it).
+- ``shows_nothing(text)``: a text with no visible character (empty, white space, zero-width marks or U+FFFD
+  only): an answer that says nothing. The model stages drop such a response before it is paired or judged,
+  as ingest rejects such a message; ``unprintable_text`` uses it.
 - ``unprintable_text(cols)``: a message holding a control character (a NUL, an ESC colour code) or a bidi override,
   or showing nothing (white space or zero-width marks only): what a model or a misbehaving server may answer.
 - ``malformed_dialogue(prompts, completions)``: a prompt that is empty, holds an empty message, puts a
@@ -273,13 +276,21 @@ _SENTENCE_END = r"\p{L}[.!?…。！？]+[\"'”’)\]*_]*\s*$"
 # ``UNPRINTABLE`` (``pipeline.encodings``): the characters no released text holds.
 
 
+def shows_nothing(text: pl.Expr) -> pl.Expr:
+    """True where ``text`` holds no ``pipeline.encodings.VISIBLE`` character: empty, white space, NULs, zero-width
+    marks or U+FFFD only (a model's answer of "\\ufffd" alone says nothing). A stage's blank check must be this one,
+    not ``strip_chars() == ""``: a response that passes a weaker check is paired or judged, then export drops the
+    pair as ``unprintable_text``, taking its prompt's other responses with it."""
+    return ~text.str.contains(VISIBLE)
+
+
 def unprintable_text(cols: list[str]) -> pl.Expr:
     """True where a message of a message-list column in ``cols`` holds an ``UNPRINTABLE`` character, or shows nothing
     (empty, white space, NULs, zero-width marks or U+FFFD only: no ``pipeline.encodings.VISIBLE`` character). A model or a server
     can answer so (ingest rejects such input messages, but not a NUL or an override inside a text); export drops such
     pairs, the audit checks that none is left."""
     content = pl.element().struct.field("content")
-    bad = content.str.contains(UNPRINTABLE) | ~content.str.contains(VISIBLE)
+    bad = content.str.contains(UNPRINTABLE) | shows_nothing(content)
     return pl.any_horizontal([pl.col(c).list.eval(bad).list.any() for c in cols]).fill_null(False)
 
 

@@ -51,7 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import ids
-from pipeline.checks import folded_answer_key
+from pipeline.checks import folded_answer_key, shows_nothing
 from pipeline.config import Curry, Execution, Params, fingerprint
 from pipeline.io import read_table
 from pipeline.metrics import counted, write_metrics
@@ -94,15 +94,13 @@ def scored_responses(responses: pa.Table) -> tuple[pl.DataFrame, dict[str, int]]
     group, ``text_key`` = hash of the text's ``pipeline.checks.answer_key`` (the export's "same answer"); ``row`` = the response's row in ``responses``.
     """
     text = responses.column("text")
-    # Empty, or whitespace only (utf8_is_space is false on ""); no trimmed copy of every text.
-    blank = pc.or_(pc.equal(pc.binary_length(text), 0), pc.utf8_is_space(text))
     # Texts all ASCII (the usual case): lower-cased by Arrow before the frame is built, ~8x faster than
     # polars' Unicode lower-casing and the same bytes; on ASCII, case and whitespace steps commute.
     ascii_only = is_ascii(text)
     cols = responses.select(["input", "prompt_id", "scorer", "response_id", "score"])
     df = pl.from_arrow(cols.append_column("text", pc.ascii_lower(text) if ascii_only else text)).with_columns(
         pl.col("scorer").fill_null(""), pl.col("score").cast(pl.Float64), row=pl.int_range(pl.len(), dtype=pl.Int64),
-        _blank=pl.from_arrow(blank), rid=ids.hash64("response_id"))
+        _blank=shows_nothing(pl.col("text")), rid=ids.hash64("response_id"))
     df = pl.concat([df, _group_hashes(df)], how="horizontal")
     if df.get_column("input").n_unique() > 1:  # several input sets: the set is part of the group
         df = df.with_columns(group=ids.combine("input", "ps"), check=ids.combine("input", "_ps1"))

@@ -13,7 +13,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline import ids
-from pipeline.checks import squash
+from pipeline.checks import shows_nothing, squash
 from pipeline.config import Dove
 from pipeline.io import SourceError, read_table
 
@@ -75,8 +75,8 @@ def normalise_items(frames: list[pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFr
     df = pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame(schema=_item_schema())
     df = df.with_columns(instruction_text=render_instruction(pl.col("instruction")).str.strip_chars())
     df = df.with_row_index("row")  # position in the concatenated inputs, for the rejects table
-    empty = df.filter(pl.col("response").str.strip_chars().str.len_chars() == 0)
-    df = df.filter(pl.col("response").str.strip_chars().str.len_chars() > 0)
+    empty = df.filter(shows_nothing(pl.col("response")))
+    df = df.filter(~shows_nothing(pl.col("response")))
     # Identical (instruction, response) from two sources is one item; the lowest item_id is kept.
     deduped = df.sort("item_id").unique(["instruction_text", "response"], keep="first", maintain_order=True)
     deduped = deduped.sort("instruction_text", "item_id").select(ITEM_COLUMNS)

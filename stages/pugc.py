@@ -29,7 +29,7 @@ import polars as pl
 import pyarrow as pa
 from pydantic import BaseModel
 
-from pipeline.checks import same_text
+from pipeline.checks import same_text, shows_nothing
 from pipeline.config import LLM, Params, Pugc, Sampling, fingerprint, resolve_role
 from pipeline.drops import account, first_reason
 from pipeline.llm.base import GenerationFailure, sample_fields
@@ -147,7 +147,7 @@ def response_filter(responses: pl.DataFrame) -> pl.DataFrame:
         drop=first_reason(
             (pl.col("finish_reason") == "failed", "generation_failed"),
             (pl.col("finish_reason") == "length", "cut_off"),
-            (pl.col("text").str.strip_chars() == "", "empty_response"),
+            (shows_nothing(pl.col("text")), "empty_response"),
         )
     )
 

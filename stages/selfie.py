@@ -31,7 +31,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline import ids
-from pipeline.checks import answer_key
+from pipeline.checks import answer_key, shows_nothing
 from pipeline.config import LLM, Execution, Params, Sampling, Selfie, fingerprint
 from pipeline.execute import CHECKPOINT_ROOT, clear_checkpoints, map_batches, step_checkpoint
 from pipeline.io import SourceError, shard_sizes
@@ -217,7 +217,7 @@ def annotate(
     sampled = with_response_ids(pl.from_arrow(responses), iteration=sel.iteration)
     reason = pl.col("finish_reason")
     failed = reason.is_in(["failed", PROMPT_TOO_LONG])  # no text: neither was sampled
-    cut, blank = reason == "length", pl.col("text").str.strip_chars() == ""
+    cut, blank = reason == "length", shows_nothing(pl.col("text"))
     dropped = {"prompt_too_long": sampled.filter(reason == PROMPT_TOO_LONG).height,
                "generation_failed": sampled.filter(reason == "failed").height, "cut_off": sampled.filter(cut).height,
                "empty": sampled.filter(~failed & ~cut & blank).height}

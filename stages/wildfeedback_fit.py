@@ -61,7 +61,13 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline.checks import acknowledges_feedback, ends_mid_sentence, presumes_earlier_version, same_text
+from pipeline.checks import (
+    acknowledges_feedback,
+    ends_mid_sentence,
+    presumes_earlier_version,
+    same_text,
+    shows_nothing,
+)
 from pipeline.dedup import last_user_turn
 
 OPENING_CHARS = 300  # the opening of an answer that the reference patterns read
@@ -309,8 +315,7 @@ def pair_drop_reason(kind: str) -> pl.Expr:
     revision read from a log can: ``pipeline.checks.ends_mid_sentence``), missing or failed generated answer,
     an empty side, chosen == rejected, or a chosen that does not fit its prompt (``off_context``)."""
     finish = [pl.col(c) for c in ("chosen_finish_reason", "rejected_finish_reason")]
-    empty = (pl.col("chosen").fill_null("").str.strip_chars() == "") | (
-        pl.col("rejected").fill_null("").str.strip_chars() == "")
+    empty = shows_nothing(pl.col("chosen").fill_null("")) | shows_nothing(pl.col("rejected").fill_null(""))
     natural = kind == "natural_revision"
     mixed = pl.col("feedback_sat").fill_null(False) if natural else pl.lit(False)
     asked = asks_user(pl.col("rejected")) if natural else pl.lit(False)

@@ -237,6 +237,31 @@ def test_stackexchange_answer_that_leans_on_its_thread_is_a_reject(body):
         one({"Id": "7", "PostTypeId": "2", "ParentId": "1", "Score": "3", "Body": body}, "stackexchange", "rated")
 
 
+@pytest.mark.parametrize(("post", "kind", "what"), [
+    ({"Id": "39", "PostTypeId": "1", "Title": "What is this for?",
+      "Body": '<p>My aeropress came with this thingy:</p><p><img src="http://i.stack.imgur.com/x.jpg"></p>'},
+     "rated", "question 39"),
+    ({"Id": "39", "PostTypeId": "1", "Title": "What do the letters mean?",
+      "Body": "&lt;p&gt;It came with this lid: &lt;img src=&quot;lid.png&quot; alt=&quot;lid&quot;&gt;&lt;/p&gt;"},
+     "prompts", "question 39"),
+    ({"Id": "166", "PostTypeId": "2", "ParentId": "1", "Score": "4",
+      "Body": '<p>The graph below shows the drop.</p><p><IMG src="g.jpg" alt="Quality over time"></p>'}, "rated", "answer 166"),
+])
+def test_stackexchange_post_that_shows_an_image_is_a_reject(post, kind, what):
+    """Real coffee.stackexchange posts: html_to_text drops an image, so "it came with this lid:" or "the graph
+    below shows" would point at nothing the prompt or response holds (a chat message with an image is a reject too)."""
+    with pytest.raises(BadRecord, match=rf"{what} shows an image"):
+        one(post, "stackexchange", kind)
+
+
+def test_stackexchange_question_with_an_image_stays_a_document():
+    """As a document (PUGC's reference) the text is read, not trained on: the question stays."""
+    post = {"Id": "39", "PostTypeId": "1", "Title": "What is this for?",
+            "Body": '<p>My aeropress came with this thingy:</p><p><img src="x.jpg"></p><p>What is it for?</p>'}
+    doc = one(post, "stackexchange", "documents").rows["documents"][0]
+    assert doc["text"] == "My aeropress came with this thingy:\n\nWhat is it for?"
+
+
 @pytest.mark.parametrize("body", [
     "<pre><code>@property\ndef grind(self): ...</code></pre><p>Use a property.</p>",
     "<p>Comments in your recipe notes help; an answer to the roast question is below 200 words.</p>",

@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.records import stable_id
-from tests.adapter_sources import SE_THREAD_REFERENCES, assert_accounted, run_source
+from tests.adapter_sources import (
+    SE_IMAGE_ANSWERS,
+    SE_IMAGE_QUESTIONS,
+    SE_THREAD_REFERENCES,
+    assert_accounted,
+    run_source,
+)
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -173,10 +179,18 @@ def test_stackexchange_questions_and_answers(real):
     # 19 answers lean on posts of their thread the prompt does not hold (read one by one: "as mentioned in the
     # comments", "As @Chris said", "@PythonMaster's answer", "other answers by @henryJ", "The accepted answer"):
     # rejected, so no pair's chosen answer refers to them.
-    assert {r["reason"].split(": ")[1].split(" ")[1] for r in rated.rejects} == SE_THREAD_REFERENCES
-    assert all("refers to posts of its thread" in r["reason"] for r in rated.rejects)
-    assert len(rated.rows["prompts"]) == n_q and len(rated.rows["responses"]) == n_a - 19 == 308
-    assert rated.metrics["rows_in"] == 592 and rated.metrics["accepted"] == 573
+    def posts(why: str) -> set[str]:
+        return {r["reason"].split(": ")[1].split(" ")[1] for r in rated.rejects if why in r["reason"]}
+
+    assert posts("refers to posts of its thread") == SE_THREAD_REFERENCES
+    # 15 questions and 30 answers show an image ("It came with this lid:", "The graph below shows"), which the text
+    # loses: rejected, and with each such question its 19 other answers (a response to a prompt not in the source).
+    assert posts("shows an image") == SE_IMAGE_QUESTIONS | SE_IMAGE_ANSWERS
+    assert sum("response to a prompt not in this source" in r["reason"] for r in rated.rejects) == 19
+    assert len(rated.rejects) == 19 + 45 + 19
+    assert len(rated.rows["prompts"]) == n_q - 15 == 210
+    assert len(rated.rows["responses"]) == n_a - 19 - 30 - 19 == 259
+    assert rated.metrics["rows_in"] == 592 and rated.metrics["accepted"] == 509
     # HTML is gone and entities are decoded; a link whose words do not show its address keeps the address
     # (422 links in 158 answers, 116 in 57 questions: "...cups of coffee (types will vary): Caffeine In Coffee" lost
     # the page the answer gives).
@@ -184,12 +198,13 @@ def test_stackexchange_questions_and_answers(real):
     answer = next(r["text"] for r in rated.rows["responses"] if json.loads(r["detail"])["post_id"] == "88")
     assert "(types will vary): Caffeine In Coffee (http://www.caffeineinformer.com/the-caffeine-database)" in answer
     links = [len(re.findall(r" \(https?://", r["text"])) for r in rated.rows["responses"]]
-    assert (sum(n > 0 for n in links), sum(links)) == (145, 349)  # of the 308 answers kept
+    assert (sum(n > 0 for n in links), sum(links)) == (121, 292)  # of the 259 answers kept
     assert sum(len(re.findall(r" \(https?://", d["text"])) for d in docs.rows["documents"]) == 116
-    # The accepted flag follows each question's AcceptedAnswerId (105 of them in this dump; 2 of those
-    # answers, 34 and 1574, are among the rejected).
+    # The accepted flag follows each question's AcceptedAnswerId (105 of them in this dump; 21 of those
+    # answers are among the rejected: 34 and 1574 lean on their thread, the rest show an image or answer a
+    # question that does).
     accepted = [r for r in rated.rows["responses"] if json.loads(r["detail"])["accepted"]]
-    assert len(re.findall(r'AcceptedAnswerId="', path.read_text(encoding="utf-8-sig"))) == 105 and len(accepted) == 103
+    assert len(re.findall(r'AcceptedAnswerId="', path.read_text(encoding="utf-8-sig"))) == 105 and len(accepted) == 84
     first = next(p for p in rated.rows["prompts"] if p["origin_id"] == "1")
     assert first["messages"][0]["content"].startswith("How should I store whole bean coffee?\n\nI just got a pound")
 

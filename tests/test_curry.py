@@ -103,6 +103,16 @@ def test_ties_are_dropped_never_paired():
     assert rows == [] and m["prompts"]["dropped"]["all_pairs_tied"] == 1 and m["pairs"]["dropped"] == {"gap_le_min_gap": 3}
 
 
+def test_a_response_that_shows_nothing_is_blank_and_never_paired():
+    """A model's answer of U+FFFD alone (or zero-width marks alone) says nothing: blank_text, as export and the
+    audit judge a message (it was paired, and export removed the pair as unprintable_text)."""
+    responses = [resp("p1", "a", 9), resp("p1", "b", 1, text="\ufffd"), resp("p1", "c", 2, text="\u200b"),
+                 resp("p1", "d", 5)]
+    rows, m = build([prompt("p1")], responses)
+    assert ids(rows) == [("a", "d", 0)]
+    assert m["responses"]["dropped"] == {"blank_text": 2}
+
+
 def test_unusable_responses_are_counted_by_reason():
     responses = [
         resp("p1", "a", 9), resp("p1", "b", None), resp("p1", "c", math.nan), resp("p1", "d", math.inf),

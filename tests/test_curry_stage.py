@@ -18,7 +18,7 @@ import pytest
 from pipeline.io import read_table, verify_shards, write_shards
 from pipeline.records import check_table, to_table
 from stages.curry import curriculum_files, run
-from tests.adapter_sources import SE_THREAD_REFERENCES, run_source
+from tests.adapter_sources import SE_IMAGE_ANSWERS, SE_IMAGE_QUESTIONS, SE_THREAD_REFERENCES, run_source
 from tests.curry_fakes import build, cfg, execution, prompt, resp
 
 OASST = Path("oasst_en100/model/model_eval/manual/data/en_100_tree.jsonl")
@@ -101,10 +101,11 @@ def oasst_scores(path: Path) -> list[dict]:
 
 
 def stackexchange_scores(path: Path) -> list[dict]:
-    """Answers by vote Score, less the 19 that ingest rejects for leaning on posts of their thread."""
+    """Answers by vote Score, less those ingest rejects: the 19 that lean on posts of their thread, the 30 that show
+    an image and the answers of the 15 questions that show one."""
     return [{"prompt_id": el.get("ParentId"), "response_id": el.get("Id"), "score": float(el.get("Score"))}
             for _, el in ET.iterparse(path) if el.tag == "row" and el.get("PostTypeId") == "2"
-            and el.get("Id") not in SE_THREAD_REFERENCES]
+            and el.get("Id") not in SE_THREAD_REFERENCES | SE_IMAGE_ANSWERS and el.get("ParentId") not in SE_IMAGE_QUESTIONS]
 
 
 def expected(responses: list[dict], pairing: str, n_levels: int = 3) -> dict[str, int]:
@@ -147,16 +148,17 @@ def test_real_openassistant_ranked_replies(real):
 def test_real_stackexchange_answers_by_score(real):
     prompts, responses = ingested(real / POSTS, "stackexchange")
     raw = stackexchange_scores(real / POSTS)
-    # 19 of the 327 answers refer to comments or other answers (tests/adapter_sources.py): rejected by ingest.
-    assert (len(prompts), len(responses), len(raw)) == (225, 308, 308)
+    # Ingest rejects 19 of the 327 answers for referring to comments or other answers, 30 for showing an image, and
+    # the 15 questions that show one with their 19 other answers (tests/adapter_sources.py).
+    assert (len(prompts), len(responses), len(raw)) == (210, 259, 259)
     rows, m = build(prompts, responses)
     want = expected(raw, "best_vs_rest")
     assert {k: v for k, v in m["pairs"]["per_level"].items() if v} == want
-    assert want == {"0": 75, "1": 15, "2": 4} and len(rows) == 94
-    # 93 questions have >= 2 answers: 308 answers - 206 answered questions = 102 candidate (R1, Rk)
-    # pairs, 8 of them ties on Score.
-    assert m["pairs"]["candidates"] == 102 and m["pairs"]["dropped"] == {"gap_le_min_gap": 8}
-    assert m["prompts"]["dropped"]["fewer_than_2_scored"] == 132
+    assert want == {"0": 58, "1": 11, "2": 2} and len(rows) == 71
+    # 57 questions have >= 2 answers: 259 answers - 183 answered questions = 76 candidate (R1, Rk)
+    # pairs, 5 of them ties on Score.
+    assert m["pairs"]["candidates"] == 76 and m["pairs"]["dropped"] == {"gap_le_min_gap": 5}
+    assert m["prompts"]["dropped"]["fewer_than_2_scored"] == 126
     quantile = build(prompts, responses, levels="quantile")[0]
     gaps = sorted((r["margin"] for r in rows), reverse=True)
     want_q = defaultdict(int)
@@ -165,7 +167,7 @@ def test_real_stackexchange_answers_by_score(real):
     got_q = defaultdict(int)
     for r in quantile:
         got_q[r["level"]] += 1
-    assert got_q == want_q == {0: 37, 1: 32, 2: 25}
+    assert got_q == want_q == {0: 26, 1: 25, 2: 20}
 
 
 # --- a trainer reads the curriculum in order ---------------------------------------------------------

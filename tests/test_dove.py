@@ -156,6 +156,18 @@ def test_items_join_dedupe_and_reject():
     assert texts["Blue."] == "System: Be brief.\n\nUser: Hi\n\nAssistant: Hello!\n\nUser: Name a colour."
 
 
+
+def test_a_response_that_shows_nothing_is_no_item():
+    """U+FFFD alone (bytes a tokenizer could not decode) or zero-width marks alone say nothing: rejected as empty,
+    never judged (the samples run judged the tiny model's "\\ufffd" answer twice, and export removed both pairs)."""
+    prompts = to_table([{"prompt_id": "p1", "messages": user("Name a fruit."), "source": "rated", "origin_id": "1"}],
+                       "prompts")
+    responses = to_table([{"prompt_id": "p1", "response_id": f"r{i}", "text": t, "generator": "m"}
+                          for i, t in enumerate(["\ufffd", "\u200b \u2060", "Pear."])], "responses")
+    items, rejects, counts = I.normalise_items([I.items_from_scored(prompts, responses)[0]])
+    assert counts["empty_response"] == 2 and items["response"].to_list() == ["Pear."]
+    assert rejects["reason"].to_list() == ["empty response"] * 2
+
 def test_a_misspelt_input_or_pairs_path_names_its_params_key(tmp_path, monkeypatch):
     from pipeline.io import SourceError
 

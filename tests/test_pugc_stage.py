@@ -174,6 +174,15 @@ def test_cut_off_and_empty_answers_are_dropped_before_scoring():
         }
     )
     assert pugc.response_filter(samples)["drop"].to_list() == ["cut_off", None, "empty_response"]
+
+
+def test_an_answer_that_shows_nothing_is_empty_too():
+    """U+FFFD alone (bytes the tokenizer could not decode) or zero-width marks alone say nothing: dropped here,
+    not paired and then removed from the release as unprintable_text (the tiny model's "\\ufffd" answers did)."""
+    samples = pl.DataFrame({"prompt_id": ["p"] * 4, "sample_index": [0, 1, 2, 3],
+                            "text": ["\ufffd", "\u200b\u200b", "\ufffd fine, then.", "ok"],
+                            "finish_reason": ["stop"] * 4})
+    assert pugc.response_filter(samples)["drop"].to_list() == ["empty_response", "empty_response", None, None]
     batch = pa.table({"prompt_id": ["p"], "query": ["Which grinder? CUTOFF"]})
     out = sample_responses(batch, FakeEngine(), k=4, sampling=SAMPLING)
     assert out["finish_reason"].to_pylist() == ["stop", "stop", "stop", "length"]

@@ -288,6 +288,21 @@ def test_blank_samples_are_dropped_before_teacher_forcing_and_counted(tmp_path, 
     assert pairs.height > 0 and all(c[0]["content"].strip() for c in pairs.get_column("chosen").to_list())
 
 
+def test_samples_that_show_nothing_are_blank_too(tmp_path, monkeypatch):
+    """U+FFFD alone (bytes the tokenizer could not decode) or zero-width marks alone say nothing: dropped as
+    ``empty`` like white space, so neither Selfie nor Curry-DPO / DOVE (which read its responses) pairs them
+    (the samples run's "\\ufffd" answer became 4 pairs that export removed as unprintable_text)."""
+    script = {f"pool question {i}": ["\ufffd", "\u200b\u2060", f"answer {i}, complete.", f"another answer {i}."]
+              for i in range(30)}
+    engines = {"pol": FakeEngine("pol", scale=2.0, script=script), "ref": FakeEngine("ref", scale=1.0)}
+    params = _project(tmp_path, monkeypatch, engines, policy_model="pol", reference_model="ref", samples_per_prompt=4)
+    selfie.main(params)
+    metrics = _metrics(tmp_path)
+    pool = [m[0]["content"] for m in _out(tmp_path, "prompts", "prompts").column("messages").to_pylist()]
+    assert metrics["dropped"]["empty"] == 2 * sum(q in script for q in pool) > 0
+    texts = _out(tmp_path, "responses", "responses").column("text").to_pylist()
+    assert texts and not any(t in ("\ufffd", "\u200b\u2060") for t in texts)
+
 # --- the reward gate ----------------------------------------------------------------------------------
 
 

@@ -121,6 +121,17 @@ def test_a_pair_with_an_empty_side_is_dropped():
     assert df.select(pair_drop_reason("natural_revision")).to_series().to_list() == ["empty", "empty", None]
 
 
+
+def test_a_side_that_shows_nothing_is_empty():
+    """An expert's answer of U+FFFD alone or zero-width marks alone says nothing: ``empty``, as export would
+    remove the pair (unprintable_text) after the checklist judge had spent its calls on it."""
+    df = pl.DataFrame({"chosen": ["\ufffd", "\u200b\u2060", "Canberra."], "rejected": ["Sydney."] * 3,
+                       "chosen_finish_reason": ["stop"] * 3, "rejected_finish_reason": [None] * 3,
+                       "preference": ["Be right."] * 3, "_prompt_text": ["Capital of Australia?"] * 3,
+                       "prompt": [[{"role": "user", "content": "Capital of Australia?"}]] * 3, "feedback_sat": [False] * 3},
+                      schema_overrides={"rejected_finish_reason": pl.String})
+    assert df.select(pair_drop_reason("generated")).to_series().to_list() == ["empty", "empty", None]
+
 def test_a_revision_is_natural_only_when_the_next_turn_is_sat_and_not_also_dsat():
     """Turn t (DSAT at t+1) is rejected, its revision t+2 chosen, when t+3 is SAT; a reaction that is SAT
     and DSAT at once ("thanks, but still wrong") does not vouch for the revision."""

@@ -109,6 +109,10 @@ _THREAD_REFERENCE = re.compile(
     re.IGNORECASE)
 
 
+# An image in a post's body (also as escaped markup, which html_to_text decodes): html_to_text drops it, so the
+# words around it ("it came with this lid:", "The graph below shows") point at nothing the text holds.
+_IMAGE = re.compile(r"(?:<|&lt;)img\b", re.IGNORECASE)
+
 _WHOLE = re.compile(r"(\d+)\.0+")
 
 
@@ -128,7 +132,10 @@ def stackexchange(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     source, scored by their vote Score; ``detail`` records whether it is the accepted answer.
     An answer that refers to the comments, to other answers or to a user it @-mentions ("as mentioned
     in the comments", "@Patrick's answer") leans on posts its prompt does not hold: rejected, quoting the
-    reference (19 of the 327 answers of the coffee dump).
+    reference (19 of the 327 answers of the coffee dump). A question or answer that shows an image is rejected
+    too where it becomes a prompt or a response (not as a document, which PUGC reads as a reference): the text
+    keeps "it came with this lid:" or "the graph below shows" and loses what they show (15 questions and 30
+    answers of the coffee dump), as a chat message with an image part is rejected.
     Other post types (wiki, tags) and posts the source's kind does not use are counted as skipped.
     """
     post_type = _whole(ctx.ident(rec, "PostTypeId", required=True))
@@ -150,6 +157,7 @@ def stackexchange(rec: dict[str, Any], ctx: Ctx) -> Adapted:
             out.add("documents", {"doc_id": stable_id(ctx.source, str(post_id)), "text": text,
                                   "title": title or None, "source": ctx.source, "score": score})
         else:
+            _refuse_image(body, "question", post_id)
             question = f"{title}\n\n{text}" if title else text
             out.add("prompts", _prompt(ctx, str(post_id), [{"role": "user", "content": question}]))
             accepted = _whole(ctx.ident(rec, "AcceptedAnswerId"))
@@ -161,9 +169,16 @@ def stackexchange(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         out.skipped["answer (this source's kind keeps questions only)"] += 1
         return out
     parent = _whole(ctx.ident(rec, "ParentId", required=True))
+    _refuse_image(body, "answer", post_id)
     if ref := _THREAD_REFERENCE.search(text):
         raise BadRecord(f"answer {_named(post_id)} refers to posts of its thread that its prompt does not hold "
                         f"({ref.group(0)!r}); only self-contained answers are responses")
     out.add("responses", _response(ctx, str(parent), str(post_id), text, "human", score,
                                    post_id=str(post_id), accepted=False))
     return out
+
+
+def _refuse_image(body: str, what: str, post_id: str | None) -> None:
+    if _IMAGE.search(body):
+        raise BadRecord(f"{what} {_named(post_id)} shows an image, which its text cannot carry (the words around it "
+                        "point at nothing); only text-alone posts become prompts and responses")
