@@ -10,9 +10,10 @@ per *distinct* candidate the pattern found:
   separators and be valid in one of ``PHONE_REGIONS``. Dates and plain digit runs are left alone.
 - credit cards: 13-19 digits starting like a card network (2-6) that pass the Luhn check.
 - IPv4: four octets <= 255, not a netmask (``255.255.255.0``), not part of a longer dotted number
-  (OIDs, versions such as ``10.0.19045.3803``) and not after a word like "version" or "build".
-- IPv6: whatever ``ipaddress`` accepts with at least one digit and two groups, or ``::1``
-  (``fe80::1%eth0``, ``::ffff:192.0.2.1``), so ``std::vector``, ``a::b`` and ``100::`` stay.
+  (OIDs, versions such as ``10.0.19045.3803``) and not after a word like "version" or "build"; loopback
+  (``127.0.0.1``) and ``0.0.0.0`` name the machine itself, no one's address, and stay (code answers use them).
+- IPv6: whatever ``ipaddress`` accepts with at least one digit and two groups (``fe80::1%eth0``,
+  ``::ffff:192.0.2.1``), so ``std::vector``, ``a::b`` and ``100::`` stay, and so does loopback ``::1``.
 - e-mails: Unicode local parts and domains (``müller@beispiel.de``), and ``name [at] domain [dot] com``;
   not ``icon@2x.png``.
 - AWS secret keys: 40 base64 characters with upper case, lower case, digits and high entropy (a git
@@ -118,8 +119,8 @@ def _ipv4(m: regex.Match) -> tuple[int, int] | None:
     if any(len(p) > 3 or (len(p) > 1 and p[0] == "0") for p in parts):
         return None
     octets = [int(p) for p in parts]
-    if max(octets) > 255 or _netmask(octets):
-        return None
+    if max(octets) > 255 or _netmask(octets) or octets[0] == 127 or octets == [0, 0, 0, 0]:
+        return None  # loopback and "any" name this machine, no one's address: code keeps them
     return _span(m)
 
 
@@ -127,12 +128,14 @@ def _ipv6(m: regex.Match) -> tuple[int, int] | None:
     s = m.group("pii")
     core = s.strip("[]").split("%")[0]
     groups = [g for g in core.split(":") if g]
-    if not any(c.isdigit() for c in core) or (len(groups) < 2 and core != "::1"):
+    if not any(c.isdigit() for c in core) or len(groups) < 2:
         return None  # "a::b", "100::", "6::" are code and noise far more often than addresses
     try:
-        ipaddress.IPv6Address(core)
+        address = ipaddress.IPv6Address(core)
     except ValueError:
         return None
+    if address.is_loopback or address.is_unspecified:
+        return None  # "::1" names this machine, no one's address
     return _span(m)
 
 
