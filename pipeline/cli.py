@@ -181,6 +181,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from pipeline.audit import audit_release, summary_lines
     from pipeline.config import load_params
+    from pipeline.errors import SourceError
     from pipeline.metrics import counted
     from pipeline.release_folder import release_problem
 
@@ -188,7 +189,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not release.is_dir():
         print(f"prefpipe audit: {release}: not a folder; build the release with `dvc repro export`", file=sys.stderr)
         return 2
-    problem = release_problem(release)  # an empty or mistyped folder must not "pass"
+    try:
+        problem = release_problem(release)  # an empty or mistyped folder must not "pass"
+    except SourceError as e:  # its _manifest.json cut short or edited: not audited (exit 1 is for violations)
+        problem = str(e)
     if problem:
         print(f"prefpipe audit: {problem}", file=sys.stderr)
         return 2

@@ -238,3 +238,28 @@ def test_audit_with_a_root_that_holds_no_params_fails_in_one_line(tmp_path, caps
     assert cli(["audit", "data/release", "--root", "elsewhere"]) == 2
     assert capsys.readouterr().err == ("prefpipe audit: elsewhere/params.yaml: not found; --root elsewhere must be "
                                        "the project root, which holds params.yaml\n")
+
+
+def _built_release(tmp_path: Path, root: Path) -> Path:
+    from stages.export import build_release
+    from tests.export_fixtures import export_cfg, standard_methods, write_held_out
+
+    standard_methods(tmp_path)
+    write_held_out(tmp_path, ["A held-out question nobody trains on?"])
+    (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
+    release = tmp_path / "data" / "release"
+    build_release(export_cfg(test_fraction=0.3), tmp_path, release, "fp")
+    return release
+
+
+def test_audit_of_a_release_whose_manifest_was_edited_is_not_audited(tmp_path, capsys, monkeypatch, root):
+    """Was exit 1, which the audit's docs give to violations found in an audited release (not-audited is exit 2)."""
+    from pipeline.cli import main as cli
+
+    release = _built_release(tmp_path, root)
+    monkeypatch.chdir(tmp_path)
+    (release / "_manifest.json").write_text("{")
+    capsys.readouterr()
+    assert cli(["audit", "data/release"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"prefpipe audit: {Path('data/release/_manifest.json')}: not valid JSON (") and err.count("\n") == 1
