@@ -213,7 +213,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(f"prefpipe audit: {params}: not found" + ("" if args.params else f"; --root {args.root} must be the "
               "project root, which holds params.yaml"), file=sys.stderr)
         return 2
-    report = audit_release(release, root=root, cfg=cfg)
+    try:
+        report = audit_release(release, root=root, cfg=cfg)
+    except SourceError as e:  # a release file it reads was edited (removed.jsonl): not audited
+        print(f"prefpipe audit: {e}", file=sys.stderr)
+        return 2
     print(f"audit of {release}: {counted(report['rows'], 'row')} in {counted(report['files'], 'file')}: "
           + ("passed" if report["passed"] else "FAILED"))
     for line in summary_lines(report):

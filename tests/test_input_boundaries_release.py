@@ -252,6 +252,29 @@ def _built_release(tmp_path: Path, root: Path) -> Path:
     return release
 
 
+@pytest.mark.parametrize(("text", "line"), [
+    (b"not json\n", "line 1: not JSON"),
+    (b'{"pair_id": "a", "method": "pugc", "reason": "identical", "configs": ["pugc"]}\n\n{"pair_id": 1, "method": 3, '
+     b'"reason": 2, "configs": 5}\n', "line 3: 'method' is not a string"),
+    (b'{"pair_id": "a", "method": "pugc", "reason": "identical", "configs": "pugc"}\n',
+     "line 1: 'configs' is not a list of config names"),
+])
+def test_audit_of_a_release_whose_removals_were_edited_fails_in_one_line(tmp_path, capsys, monkeypatch, root, text,
+                                                                        line):
+    """Was a polars ComputeError traceback (`prefpipe audit` from the project root reads removed.jsonl to explain an
+    empty config)."""
+    from pipeline.cli import main as cli
+
+    release = _built_release(tmp_path, root)
+    monkeypatch.chdir(tmp_path)
+    (release / "removed.jsonl").write_bytes(text)
+    capsys.readouterr()
+    assert cli(["audit", "data/release"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"prefpipe audit: {Path('data/release/removed.jsonl')}: {line}, not a removal export writes; it was "
+                   "edited or cut short: build the release again (`dvc repro export`)\n")
+
+
 def test_audit_of_a_release_whose_manifest_was_edited_is_not_audited(tmp_path, capsys, monkeypatch, root):
     """Was exit 1, which the audit's docs give to violations found in an audited release (not-audited is exit 2)."""
     from pipeline.cli import main as cli
