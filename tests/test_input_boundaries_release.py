@@ -286,3 +286,25 @@ def test_audit_of_a_release_whose_manifest_was_edited_is_not_audited(tmp_path, c
     assert cli(["audit", "data/release"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"prefpipe audit: {Path('data/release/_manifest.json')}: not valid JSON (") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("copy", ["all/train-00001-of-00001.parquet", "all/train-00000-of-00001 (copy).parquet",
+                                  "extra/train-00000-of-00001.parquet"])
+def test_audit_of_a_release_holding_a_pair_file_its_manifest_does_not_list_fails_in_one_line(tmp_path, capsys,
+                                                                                             monkeypatch, root, copy):
+    """Was 'passed' (exit 0), counting the copy's rows: a pair file copied into a release by hand is read by
+    `load_dataset("parquet", data_dir=...)` and the card's globs, so its pairs would be trained on twice."""
+    import shutil
+
+    from pipeline.cli import main as cli
+
+    release = _built_release(tmp_path, root)
+    monkeypatch.chdir(tmp_path)
+    assert cli(["audit", "data/release"]) == 0
+    (release / copy).parent.mkdir(exist_ok=True)
+    shutil.copy(release / "all" / "train-00000-of-00001.parquet", release / copy)
+    capsys.readouterr()
+    assert cli(["audit", "data/release"]) == 2
+    assert capsys.readouterr().err == (
+        f"prefpipe audit: {Path('data/release') / copy}: a pair file _manifest.json does not list (1 such file), so "
+        "readers of the release would load its rows too; delete it, or build the release again (`dvc repro export`)\n")
