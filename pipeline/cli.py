@@ -144,6 +144,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     manifest = read_manifest(path) if path.is_dir() else None
     rows = 0
     for f in files:
+        if manifest and not f.exists():  # a shard deleted, or a copy or `dvc pull` cut short
+            print(f"prefpipe: {f}: missing (its folder's _manifest.json lists it); the folder is incomplete: rebuild "
+                  "it (`dvc repro`) or fetch it again (`dvc pull`)", file=sys.stderr)
+            return 2
         try:
             rows += pq.ParquetFile(f).metadata.num_rows
         except (pa.ArrowException, OSError) as e:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.encodings import RE_ENCODE
+from tests.conftest import ROOT
 
 # --- decontamination sets: a prompt that cannot be read cannot be kept out of the release ---------------
 
@@ -308,3 +309,16 @@ def test_audit_of_a_release_holding_a_pair_file_its_manifest_does_not_list_fails
     assert capsys.readouterr().err == (
         f"prefpipe audit: {Path('data/release') / copy}: a pair file _manifest.json does not list (1 such file), so "
         "readers of the release would load its rows too; delete it, or build the release again (`dvc repro export`)\n")
+
+
+def test_inspect_of_a_shard_set_missing_a_file_its_manifest_lists_says_it_is_missing(tmp_path, capsys):
+    """A new user's walk-through: a shard deleted from a release (or a `dvc pull` cut short) was "not a readable
+    Parquet file (FileNotFoundError: [Errno 2] Failed to open local file ...)"."""
+    from pipeline.cli import main as cli
+
+    release = _built_release(tmp_path, ROOT)
+    first = release / json.loads((release / "_manifest.json").read_text())["files"][0]["path"]
+    first.unlink()
+    assert cli(["inspect", str(release)]) == 2
+    assert capsys.readouterr().err == (f"prefpipe: {first}: missing (its folder's _manifest.json lists it); the folder "
+                                       "is incomplete: rebuild it (`dvc repro`) or fetch it again (`dvc pull`)\n")
