@@ -44,8 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for line in [*elsewhere(args.params), *undeclared_inputs(args.stage, params)]:
         say(line)
     module = importlib.import_module(f"stages.{args.stage}")
-    planned = output_folder(module)
-    fresh = planned is not None and not Path(planned).exists()
+    made = first_missing(output_folder(module))  # the topmost folder the write check will make, if any
     out = prepare_outputs(args.stage, module)
     wall, cpu = time.perf_counter(), time.process_time()
     try:
@@ -56,9 +55,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             discard_staged(out)  # a full disk keeps no half-written outputs (the next start would remove them)
             if isinstance(e, OSError):  # a failed write names no file: name the stage's output folder
                 name_path(e, out)
-            if fresh:  # the folder the write check made, left empty by a stage that failed (its input absent)
-                with contextlib.suppress(OSError):
-                    Path(out).rmdir()
+            if made is not None:  # the folders the write check made, left empty by a stage that failed (its
+                folder = Path(out)  # input absent, or run from another folder: data/data/curry)
+                with contextlib.suppress(OSError):  # a folder that is not empty stays
+                    while folder != made:
+                        folder.rmdir()
+                        folder = folder.parent
+                    made.rmdir()
         raise
     # Wall and CPU seconds (all threads of this process; not Ray workers): on a shared machine the gap
     # between them is time spent waiting for a core.
@@ -80,6 +83,17 @@ def elsewhere(params: str) -> list[str]:
 def output_folder(module) -> Path | None:
     """The stage module's output folder (``OUT``, else ``OUT_DIR``), None when it names none."""
     return getattr(module, "OUT", None) or getattr(module, "OUT_DIR", None)
+
+
+def first_missing(path: str | Path | None) -> Path | None:
+    """The topmost folder of ``path`` that does not exist (``data`` of a missing ``data/curry``), None when it
+    exists or is None."""
+    if path is None or Path(path).exists():
+        return None
+    path = Path(path)
+    while not path.parent.exists():
+        path = path.parent
+    return path
 
 
 def prepare_outputs(stage: str, module) -> Path | None:

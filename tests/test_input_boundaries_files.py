@@ -190,3 +190,15 @@ def test_a_stage_run_before_its_inputs_exist_leaves_no_empty_output_folder(root,
     assert cli.main(["run", stage]) == 1
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert not (tmp_path / "data" / ("release" if stage == "export" else stage)).exists()
+
+
+@pytest.mark.parametrize("stage", ["curry", "export"])
+def test_a_stage_run_from_the_wrong_folder_leaves_no_folder_behind(root, tmp_path, monkeypatch, capsys, stage):
+    """A new user's walk-through: `cd data && prefpipe run curry --params ../params.yaml` said to run from the
+    project root and failed in one line, but left an empty data/data/ behind (the write check made data/data/curry,
+    and only that folder was removed)."""
+    (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path / "data")
+    assert cli.main(["run", stage, "--params", "../params.yaml"]) == 1
+    assert list((tmp_path / "data").iterdir()) == []
