@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.checks import (
@@ -330,8 +331,16 @@ def stage_rows(path: Path) -> int:
     """Rows in a stage's pairs folder (shard sets in it and in its sub-folders); 0 when absent."""
     if not path.is_dir():
         return 0
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in path.rglob("*.parquet")
-               if not any(part.startswith(".") for part in f.relative_to(path).parts))
+    rows = 0
+    for f in sorted(path.rglob("*.parquet")):
+        if any(part.startswith(".") for part in f.relative_to(path).parts):
+            continue
+        try:
+            rows += pq.ParquetFile(f).metadata.num_rows
+        except (pa.ArrowException, OSError) as e:  # a `dvc pull` cut short: it was pyarrow's traceback
+            raise SourceError(f"{f}: not a readable Parquet file ({type(e).__name__}: {e}); run the stage that "
+                              "writes it again (`dvc repro`)") from None
+    return rows
 
 
 def _scan_lines(found: _Found, name: str, lines: list[str], first: int, kinds: list[str],

@@ -322,3 +322,20 @@ def test_inspect_of_a_shard_set_missing_a_file_its_manifest_lists_says_it_is_mis
     assert cli(["inspect", str(release)]) == 2
     assert capsys.readouterr().err == (f"prefpipe: {first}: missing (its folder's _manifest.json lists it); the folder "
                                        "is incomplete: rebuild it (`dvc repro`) or fetch it again (`dvc pull`)\n")
+
+
+def test_audit_with_a_stage_pairs_shard_that_is_not_parquet_fails_in_one_line(tmp_path, capsys, monkeypatch, root):
+    """A new user's walk-through: with the project (`prefpipe audit` from its root), a damaged shard under
+    data/<method>/pairs (a `dvc pull` cut short) was a pyarrow ArrowInvalid traceback from the empty_config check."""
+    from pipeline.cli import main as cli
+
+    _built_release(tmp_path, root)
+    monkeypatch.chdir(tmp_path)
+    shard = sorted((tmp_path / "data" / "pugc" / "pairs").rglob("*.parquet"))[0]
+    shard.write_bytes(b"PAR1 cut short")
+    capsys.readouterr()
+    assert cli(["audit", "data/release"]) == 2
+    err = capsys.readouterr().err
+    shown = shard.relative_to(tmp_path)  # under --root, default "."
+    assert err.startswith(f"prefpipe audit: {shown}: not a readable Parquet file (ArrowInvalid: ") and err.count("\n") == 1
+    assert err.endswith("); run the stage that writes it again (`dvc repro`)\n")
