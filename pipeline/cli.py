@@ -199,7 +199,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from pipeline.audit import audit_release, summary_lines
     from pipeline.config import load_params
-    from pipeline.errors import SourceError
+    from pipeline.errors import SourceError, StageError
     from pipeline.metrics import counted
     from pipeline.release_folder import release_problem
 
@@ -233,7 +233,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 2
     try:
         report = audit_release(release, root=root, cfg=cfg)
-    except SourceError as e:  # a release file it reads was edited (removed.jsonl): not audited
+    except (SourceError, StageError) as e:  # removed.jsonl edited, a held-out set gone: not audited
         print(f"prefpipe audit: {e}", file=sys.stderr)
         return 2
     print(f"audit of {release}: {counted(report['rows'], 'row')} in {counted(report['files'], 'file')}: "

@@ -339,3 +339,20 @@ def test_audit_with_a_stage_pairs_shard_that_is_not_parquet_fails_in_one_line(tm
     shown = shard.relative_to(tmp_path)  # under --root, default "."
     assert err.startswith(f"prefpipe audit: {shown}: not a readable Parquet file (ArrowInvalid: ") and err.count("\n") == 1
     assert err.endswith("); run the stage that writes it again (`dvc repro`)\n")
+
+
+def test_audit_whose_held_out_set_cannot_be_read_is_not_audited(tmp_path, capsys, monkeypatch, root):
+    """A new user's walk-through: with a held-out set of export.held_out gone, `prefpipe audit` said so in one line
+    but exited 1, the code docs/audit.md gives violations found in an audited release (not audited is exit 2)."""
+    import shutil
+
+    from pipeline.cli import main as cli
+
+    _built_release(tmp_path, root)
+    monkeypatch.chdir(tmp_path)
+    shutil.rmtree(tmp_path / "data" / "wildfeedback" / "test")
+    capsys.readouterr()
+    assert cli(["audit", "data/release"]) == 2
+    assert capsys.readouterr().err == ("prefpipe audit: export.held_out lists data/wildfeedback/test, which holds no "
+                                       "Parquet shards; run the stage that writes it (`dvc repro`), or remove it from "
+                                       "export.held_out if that stage is not part of this release\n")
