@@ -48,10 +48,12 @@ The checks needing the project (``empty_config``, ``held_out_in_train``, ``conta
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.checks import (
@@ -71,6 +73,7 @@ from pipeline.decontam import (
     release_eval_prompts,
 )
 from pipeline.dedup import opening_key, prompt_keys, text_of, turn_texts
+from pipeline.errors import SourceError
 from pipeline.ids import HEX_ID
 from pipeline.pii import KINDS, PHONE_REGIONS, find
 from pipeline.pii_structured import find_json
@@ -287,20 +290,57 @@ def _explained_removals(release: Path) -> dict[str, int]:
     path = release / "removed.jsonl"
     if not path.exists() or path.stat().st_size == 0:
         return {}
-    lazy = pl.scan_ndjson(path)
-    if "configs" not in lazy.collect_schema().names():
-        return {}
-    df = lazy.select("method", "reason", "configs").collect()  # not the texts
-    own = df.filter(pl.col("reason").is_in(OWN_REASONS) & pl.col("configs").list.contains(pl.col("method")))
-    return dict(own.group_by("method").len().iter_rows())
+    try:
+        lazy = pl.scan_ndjson(path)
+        if "configs" not in lazy.collect_schema().names():
+            return {}
+        df = lazy.select("method", "reason", "configs").collect()  # not the texts
+        own = df.filter(pl.col("reason").is_in(OWN_REASONS) & pl.col("configs").list.contains(pl.col("method")))
+        return dict(own.group_by("method").len().iter_rows())
+    except pl.exceptions.PolarsError as e:  # a hand edit: it was a polars traceback
+        where = _bad_removal(path) or f"unreadable ({type(e).__name__})"
+        raise SourceError(f"{path}: {where}, not a removal export writes; it was edited or cut short: build the "
+                          "release again (`dvc repro export`)") from None
+
+
+def _bad_removal(path: Path) -> str | None:
+    """The first line of ``removed.jsonl`` that is not a removal (a JSON object whose ``method`` and ``reason``
+    are strings and ``configs`` a list of them), as "line N: why"; None when every line is one."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                x = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                return f"line {n}: not UTF-8"
+            except ValueError:
+                return f"line {n}: not JSON"
+            if not isinstance(x, dict):
+                return f"line {n}: not a JSON object"
+            for key in ("method", "reason"):
+                if not isinstance(x.get(key), str):
+                    return f"line {n}: {key!r} is not a string"
+            configs = x.get("configs")
+            if not isinstance(configs, list) or not all(isinstance(c, str) for c in configs):
+                return f"line {n}: 'configs' is not a list of config names"
+    return None
 
 
 def stage_rows(path: Path) -> int:
     """Rows in a stage's pairs folder (shard sets in it and in its sub-folders); 0 when absent."""
     if not path.is_dir():
         return 0
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in path.rglob("*.parquet")
-               if not any(part.startswith(".") for part in f.relative_to(path).parts))
+    rows = 0
+    for f in sorted(path.rglob("*.parquet")):
+        if any(part.startswith(".") for part in f.relative_to(path).parts):
+            continue
+        try:
+            rows += pq.ParquetFile(f).metadata.num_rows
+        except (pa.ArrowException, OSError) as e:  # a `dvc pull` cut short: it was pyarrow's traceback
+            raise SourceError(f"{f}: not a readable Parquet file ({type(e).__name__}: {e}); run the stage that "
+                              "writes it again (`dvc repro`)") from None
+    return rows
 
 
 def _scan_lines(found: _Found, name: str, lines: list[str], first: int, kinds: list[str],

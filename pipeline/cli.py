@@ -44,8 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for line in [*elsewhere(args.params), *undeclared_inputs(args.stage, params)]:
         say(line)
     module = importlib.import_module(f"stages.{args.stage}")
-    planned = output_folder(module)
-    fresh = planned is not None and not Path(planned).exists()
+    made = first_missing(output_folder(module))  # the topmost folder the write check will make, if any
     out = prepare_outputs(args.stage, module)
     wall, cpu = time.perf_counter(), time.process_time()
     try:
@@ -56,9 +55,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             discard_staged(out)  # a full disk keeps no half-written outputs (the next start would remove them)
             if isinstance(e, OSError):  # a failed write names no file: name the stage's output folder
                 name_path(e, out)
-            if fresh:  # the folder the write check made, left empty by a stage that failed (its input absent)
-                with contextlib.suppress(OSError):
-                    Path(out).rmdir()
+            if made is not None:  # the folders the write check made, left empty by a stage that failed (its
+                folder = Path(out)  # input absent, or run from another folder: data/data/curry)
+                with contextlib.suppress(OSError):  # a folder that is not empty stays
+                    while folder != made:
+                        folder.rmdir()
+                        folder = folder.parent
+                    made.rmdir()
         raise
     # Wall and CPU seconds (all threads of this process; not Ray workers): on a shared machine the gap
     # between them is time spent waiting for a core.
@@ -80,6 +83,17 @@ def elsewhere(params: str) -> list[str]:
 def output_folder(module) -> Path | None:
     """The stage module's output folder (``OUT``, else ``OUT_DIR``), None when it names none."""
     return getattr(module, "OUT", None) or getattr(module, "OUT_DIR", None)
+
+
+def first_missing(path: str | Path | None) -> Path | None:
+    """The topmost folder of ``path`` that does not exist (``data`` of a missing ``data/curry``), None when it
+    exists or is None."""
+    if path is None or Path(path).exists():
+        return None
+    path = Path(path)
+    while not path.parent.exists():
+        path = path.parent
+    return path
 
 
 def prepare_outputs(stage: str, module) -> Path | None:
@@ -144,6 +158,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     manifest = read_manifest(path) if path.is_dir() else None
     rows = 0
     for f in files:
+        if manifest and not f.exists():  # a shard deleted, or a copy or `dvc pull` cut short
+            print(f"prefpipe: {f}: missing (its folder's _manifest.json lists it); the folder is incomplete: rebuild "
+                  "it (`dvc repro`) or fetch it again (`dvc pull`)", file=sys.stderr)
+            return 2
         try:
             rows += pq.ParquetFile(f).metadata.num_rows
         except (pa.ArrowException, OSError) as e:
@@ -181,6 +199,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from pipeline.audit import audit_release, summary_lines
     from pipeline.config import load_params
+    from pipeline.errors import SourceError, StageError
     from pipeline.metrics import counted
     from pipeline.release_folder import release_problem
 
@@ -188,7 +207,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not release.is_dir():
         print(f"prefpipe audit: {release}: not a folder; build the release with `dvc repro export`", file=sys.stderr)
         return 2
-    problem = release_problem(release)  # an empty or mistyped folder must not "pass"
+    try:
+        problem = release_problem(release)  # an empty or mistyped folder must not "pass"
+    except SourceError as e:  # its _manifest.json cut short or edited: not audited (exit 1 is for violations)
+        problem = str(e)
     if problem:
         print(f"prefpipe audit: {problem}", file=sys.stderr)
         return 2
@@ -209,7 +231,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(f"prefpipe audit: {params}: not found" + ("" if args.params else f"; --root {args.root} must be the "
               "project root, which holds params.yaml"), file=sys.stderr)
         return 2
-    report = audit_release(release, root=root, cfg=cfg)
+    try:
+        report = audit_release(release, root=root, cfg=cfg)
+    except (SourceError, StageError) as e:  # removed.jsonl edited, a held-out set gone: not audited
+        print(f"prefpipe audit: {e}", file=sys.stderr)
+        return 2
     print(f"audit of {release}: {counted(report['rows'], 'row')} in {counted(report['files'], 'file')}: "
           + ("passed" if report["passed"] else "FAILED"))
     for line in summary_lines(report):

@@ -278,12 +278,20 @@ def _with_curry_gaps(params: Params) -> Params:
 # A stage that selects sources by name adds its key here.
 SOURCE_KEYS = [("wildfeedback", "sources"), ("pugc", "sources"), ("selfie", "pair_sources"),
                ("selfie", "prompt_sources"), ("dove", "pair_sources")]
+# The ingest table each key's stage reads, and the source kinds that write rows to it.
+SOURCE_TABLES = {("wildfeedback", "sources"): ("conversations", ("conversations",)),
+                 ("pugc", "sources"): ("documents", ("documents",)),
+                 ("selfie", "pair_sources"): ("pairs", ("pairs",)),
+                 ("selfie", "prompt_sources"): ("prompts", ("prompts", "rated")),
+                 ("dove", "pair_sources"): ("pairs", ("pairs",))}
 INGEST_PAIRS = "data/ingest/pairs"  # dove.pair_sources name ingest sources only when dove.pairs reads these
 
 
 def source_name_errors(params: Params) -> list[str]:
-    """``key[i]: 'name' is not an ingest source; did you mean ...`` for every unknown source name."""
+    """``key[i]: 'name' is not an ingest source; did you mean ...`` for every unknown source name, and a line for
+    every source of a kind that writes none of the rows that key's stage reads."""
     names = [s.name for s in params.ingest.sources]
+    kinds = {s.name: s.kind for s in params.ingest.sources}
     errors = []
     for section, field in SOURCE_KEYS:
         cfg = getattr(params, section, None)
@@ -295,6 +303,11 @@ def source_name_errors(params: Params) -> list[str]:
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 errors.append(f"{section}.{field}[{i}]: {name!r} is not an ingest source{hint} "
                               f"(ingest.sources: {', '.join(names) or 'none'})")
+                continue
+            table, takes = SOURCE_TABLES[(section, field)]
+            if kinds[name] not in takes:  # the stage found none of its rows, and blamed ingest.sources
+                errors.append(f"{section}.{field}[{i}]: {name!r} is an ingest source of kind {kinds[name]!r}; "
+                              f"{section}.{field} reads {table} (sources of kind {' or '.join(takes)})")
     return errors
 
 

@@ -98,6 +98,12 @@ def ray_init(address: str | None = None, **kwargs: Any) -> None:
         runtime_env = {"py_modules": [pipeline, stages], "env_vars": {"PREFPIPE_PROGRESS": "0"}}
         try:
             ray.init(**common, runtime_env=runtime_env, **kwargs)
+        except ValueError as e:  # "nonsense", a host without its port: it was Ray's traceback
+            if "address" not in str(e):
+                raise
+            raise StageError(f"execution.ray_address (or RAY_ADDRESS) {address!r}: not an address Ray reads "
+                             f"({type(e).__name__}: {e}); give the head node's host:port (e.g. 10.0.0.1:6379), "
+                             "ray://host:port, or null for a local Ray instance") from None
         except (ConnectionError, RuntimeError) as e:
             raise StageError(_connect_error(address, e)) from e
 

@@ -109,6 +109,13 @@ def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: s
     path = Path(path)
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise PublishError(f"--repo-id must look like ORG/NAME, got {repo_id!r}")
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:  # found by --dry-run, not at the Hub (which blamed the token's write access)
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise PublishError(f"--repo-id {repo_id!r}: {e} Give ORG/NAME in letters, digits, '-', '_' and '.'") from None
     if not path.is_dir() or not (path / MANIFEST).exists():
         raise PublishError(f"{path}: no release here (no {MANIFEST}); build it with `dvc repro export` first")
     problems = verify_release(path)

@@ -23,7 +23,7 @@ def release_files(release: Path) -> dict[str, dict[str, list[Path]]]:
 def release_problem(release: Path) -> str | None:
     """Why ``release`` holds no released pair files the audit can read (one line: the file and what to do), or None."""
     files = [f for splits in release_files(release).values() for paths in splits.values() for f in paths]
-    incomplete = _unlike_manifest(release)
+    incomplete = _unlike_manifest(release, files)
     if incomplete:
         return incomplete
     if not files:
@@ -44,11 +44,18 @@ def release_problem(release: Path) -> str | None:
     return None
 
 
-def _unlike_manifest(release: Path) -> str | None:
+def _unlike_manifest(release: Path, files: list[Path]) -> str | None:
     """A pair file the release's manifest lists that is missing or holds other rows (a copy or `dvc pull` cut
-    short): the audit would pass what is left. Hashes are ``prefpipe publish``'s to check."""
+    short): the audit would pass what is left; or one of ``files`` it does not list (a copy made by hand), whose
+    rows the audit would count and readers of the folder load too. Hashes are ``prefpipe publish``'s to check."""
     manifest = read_manifest(release)  # SourceError naming it when it is cut short itself
     listed = manifest["files"] if manifest else []
+    paths = {f["path"] for f in listed}
+    unlisted = [f for f in files if f.relative_to(release).as_posix() not in paths] if manifest else []
+    if unlisted:
+        return (f"{unlisted[0]}: a pair file _manifest.json does not list ({len(unlisted)} such "
+                f"file{'s' if len(unlisted) > 1 else ''}), so readers of the release would load its rows too; delete "
+                "it, or build the release again (`dvc repro export`)")
     bad = [f for f in listed if not (release / f["path"]).is_file()
            or _rows(release / f["path"]) not in (None, f.get("rows"))]  # an unreadable file: release_problem says so
     if not bad:

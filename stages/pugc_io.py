@@ -66,8 +66,9 @@ def load_documents(path: Path, sources: list[str]) -> tuple[pl.DataFrame, dict]:
     missing = [s for s in sources if s not in present]
     if len(missing) == len(sources):
         raise StageError(
-            f"{path}: no documents from pugc.sources {sources}; sources present: {present}. "
-            "Fix pugc.sources in params.yaml or add the source to ingest.sources."
+            f"{path}: no documents from pugc.sources {sources}; sources present: {present}: ingest wrote no "
+            f"documents of them (see {path.parent / 'details.json'}: an empty file?), or has not run since they were "
+            "added to ingest.sources: run `dvc repro`"  # params validation checked their names and kinds
         )
     chosen = docs.filter(pl.col("source").is_in(sources))
     return chosen, {

@@ -83,16 +83,16 @@ def conversation_languages(conv: pl.DataFrame, detect: bool) -> pl.Series:
 
 
 def check_sources(path: Path, sources: list[str]) -> None:
-    """Stop when ``path`` holds no conversation of ``wildfeedback.sources`` (a source of another kind, or one
-    ingest wrote no row for), as PUGC does, instead of writing empty outputs as if the log held no feedback.
+    """Stop when ``path`` holds no conversation of ``wildfeedback.sources`` (sources ingest wrote no row for: params
+    validation stops a name of another kind first), as PUGC does, instead of writing empty outputs as if the log held no feedback.
     Reads the ``source`` column only."""
     present: set[str] = set()
     for batch in iter_batches(path, columns=["source"]):
         present.update(batch.column(0).unique().to_pylist())
     if not present & set(sources):
         raise StageError(f"{path}: no conversations from wildfeedback.sources {sources}; sources present: "
-                         f"{sorted(present)}. Fix wildfeedback.sources in params.yaml or add the source to "
-                         "ingest.sources.")
+                         f"{sorted(present)}: ingest wrote no conversations of them (see {path.parent / 'details.json'}"
+                         ": an empty file?), or has not run since they were added to ingest.sources: run `dvc repro`")
 
 
 def select_conversations(conv: pl.DataFrame, cfg: Wildfeedback) -> tuple[pl.DataFrame, Counter]:

@@ -22,6 +22,22 @@ def test_every_source_name_is_checked_with_a_did_you_mean(tmp_path, good, sectio
     assert f"{section}.{field}[0]: 'something_else' is not an ingest source (ingest.sources:" in error_of(tmp_path, good)
 
 
+@pytest.mark.parametrize(("section", "field", "other", "reads"), [
+    ("wildfeedback", "sources", "sample_posts", "conversations (sources of kind conversations)"),
+    ("pugc", "sources", "sample_conversations", "documents (sources of kind documents)"),
+    ("selfie", "pair_sources", "sample_rated", "pairs (sources of kind pairs)"),
+    ("selfie", "prompt_sources", "sample_seed_pairs", "prompts (sources of kind prompts or rated)"),
+    ("dove", "pair_sources", "sample_prompts", "pairs (sources of kind pairs)"),
+])
+def test_a_source_of_another_kind_is_a_params_error(tmp_path, good, section, field, other, reads):
+    """A new user's walk-through: `pugc.sources: [sample_conversations]` passed validation, and the stage then said
+    "no documents from pugc.sources ...: add the source to ingest.sources", which already held it."""
+    kind = next(s["kind"] for s in good["ingest"]["sources"] if s["name"] == other)
+    good[section][field] = [other]
+    assert (f"params.yaml: {section}.{field}[0]: {other!r} is an ingest source of kind {kind!r}; {section}.{field} "
+            f"reads {reads}") in error_of(tmp_path, good)
+
+
 def test_dove_pair_sources_of_another_pairs_folder_are_not_ingest_names(tmp_path, good):
     good["dove"]["pairs"] = "data/wildfeedback/pairs"
     good["dove"]["pair_sources"] = ["whatever_wildfeedback_writes"]

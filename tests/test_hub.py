@@ -185,6 +185,18 @@ def test_missing_release_and_bad_repo_id(tmp_path, hub):
         publish(tmp_path, "prefs")
 
 
+@pytest.mark.parametrize(("repo_id", "why"), [("my org/prefs", "Repo id must use alphanumeric chars"),
+                                               ("org--x/prefs", "Cannot have -- or .."),
+                                               ("org/prefs.git", "Repo_id cannot end by '.git'")])
+def test_a_repo_id_the_hub_refuses_is_refused_by_the_dry_run(release, hub, capsys, repo_id, why):
+    """A new user's walk-through: `--dry-run` said it "would upload" to 'my org/prefs'; the real run then failed
+    at the Hub blaming the token's write access."""
+    assert cli(["publish", "--repo-id", repo_id, "--dry-run", "--path", str(release)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"prefpipe publish: --repo-id {repo_id!r}: {why}") and err.count("\n") == 1
+    assert "ORG/NAME" in err and "token" not in err and hub.calls == []
+
+
 def test_a_tampered_or_extra_file_is_refused_by_name(tmp_path, hub):
     root = tmp_path
     standard_methods(root)

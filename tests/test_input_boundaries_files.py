@@ -15,6 +15,7 @@ import pytest
 from pipeline import cli
 from pipeline.io import SourceError
 from stages.ingest import run
+from tests.conftest import ROOT
 from tests.test_ingest import with_ingest
 
 
@@ -47,11 +48,11 @@ def test_an_empty_folder_says_it_holds_no_data_files(params, tmp_path, monkeypat
 def _params_yaml(params, path: str, fmt: str = "prompts", kind: str = "prompts") -> str:
     import yaml
 
-    data = with_ingest(params, [{"name": "s", "kind": kind, "path": path, "format": fmt}]).model_dump(mode="json")
-    for key in ("wildfeedback", "pugc"):  # the stages that select sources by name: none of the samples is here
-        data[key]["sources"] = ["s"]
-    data["selfie"]["pair_sources"] = data["selfie"]["prompt_sources"] = data["dove"]["pair_sources"] = ["s"]
-    return yaml.safe_dump(data)
+    # The samples after it, as the stages that select sources by name name them (a name must be a source of
+    # the kind its stage reads): the stage fails on "s", sources[0], before reading them.
+    samples = [{**src.model_dump(mode="json"), "path": str(ROOT / src.path)} for src in params.ingest.sources]
+    data = with_ingest(params, [{"name": "s", "kind": kind, "path": path, "format": fmt}, *samples])
+    return yaml.safe_dump(data.model_dump(mode="json"))
 
 
 def test_a_gzipped_parquet_file_fails_before_any_work_saying_to_gunzip_it(params, tmp_path):
@@ -189,3 +190,15 @@ def test_a_stage_run_before_its_inputs_exist_leaves_no_empty_output_folder(root,
     assert cli.main(["run", stage]) == 1
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert not (tmp_path / "data" / ("release" if stage == "export" else stage)).exists()
+
+
+@pytest.mark.parametrize("stage", ["curry", "export"])
+def test_a_stage_run_from_the_wrong_folder_leaves_no_folder_behind(root, tmp_path, monkeypatch, capsys, stage):
+    """A new user's walk-through: `cd data && prefpipe run curry --params ../params.yaml` said to run from the
+    project root and failed in one line, but left an empty data/data/ behind (the write check made data/data/curry,
+    and only that folder was removed)."""
+    (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path / "data")
+    assert cli.main(["run", stage, "--params", "../params.yaml"]) == 1
+    assert list((tmp_path / "data").iterdir()) == []

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.encodings import RE_ENCODE
+from tests.conftest import ROOT
 
 # --- decontamination sets: a prompt that cannot be read cannot be kept out of the release ---------------
 
@@ -238,3 +239,120 @@ def test_audit_with_a_root_that_holds_no_params_fails_in_one_line(tmp_path, caps
     assert cli(["audit", "data/release", "--root", "elsewhere"]) == 2
     assert capsys.readouterr().err == ("prefpipe audit: elsewhere/params.yaml: not found; --root elsewhere must be "
                                        "the project root, which holds params.yaml\n")
+
+
+def _built_release(tmp_path: Path, root: Path) -> Path:
+    from stages.export import build_release
+    from tests.export_fixtures import export_cfg, standard_methods, write_held_out
+
+    standard_methods(tmp_path)
+    write_held_out(tmp_path, ["A held-out question nobody trains on?"])
+    (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
+    release = tmp_path / "data" / "release"
+    build_release(export_cfg(test_fraction=0.3), tmp_path, release, "fp")
+    return release
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    (b"not json\n", "line 1: not JSON"),
+    (b'{"pair_id": "a", "method": "pugc", "reason": "identical", "configs": ["pugc"]}\n\n{"pair_id": 1, "method": 3, '
+     b'"reason": 2, "configs": 5}\n', "line 3: 'method' is not a string"),
+    (b'{"pair_id": "a", "method": "pugc", "reason": "identical", "configs": "pugc"}\n',
+     "line 1: 'configs' is not a list of config names"),
+])
+def test_audit_of_a_release_whose_removals_were_edited_fails_in_one_line(tmp_path, capsys, monkeypatch, root, text,
+                                                                        line):
+    """Was a polars ComputeError traceback (`prefpipe audit` from the project root reads removed.jsonl to explain an
+    empty config)."""
+    from pipeline.cli import main as cli
+
+    release = _built_release(tmp_path, root)
+    monkeypatch.chdir(tmp_path)
+    (release / "removed.jsonl").write_bytes(text)
+    capsys.readouterr()
+    assert cli(["audit", "data/release"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"prefpipe audit: {Path('data/release/removed.jsonl')}: {line}, not a removal export writes; it was "
+                   "edited or cut short: build the release again (`dvc repro export`)\n")
+
+
+def test_audit_of_a_release_whose_manifest_was_edited_is_not_audited(tmp_path, capsys, monkeypatch, root):
+    """Was exit 1, which the audit's docs give to violations found in an audited release (not-audited is exit 2)."""
+    from pipeline.cli import main as cli
+
+    release = _built_release(tmp_path, root)
+    monkeypatch.chdir(tmp_path)
+    (release / "_manifest.json").write_text("{")
+    capsys.readouterr()
+    assert cli(["audit", "data/release"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"prefpipe audit: {Path('data/release/_manifest.json')}: not valid JSON (") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("copy", ["all/train-00001-of-00001.parquet", "all/train-00000-of-00001 (copy).parquet",
+                                  "extra/train-00000-of-00001.parquet"])
+def test_audit_of_a_release_holding_a_pair_file_its_manifest_does_not_list_fails_in_one_line(tmp_path, capsys,
+                                                                                             monkeypatch, root, copy):
+    """Was 'passed' (exit 0), counting the copy's rows: a pair file copied into a release by hand is read by
+    `load_dataset("parquet", data_dir=...)` and the card's globs, so its pairs would be trained on twice."""
+    import shutil
+
+    from pipeline.cli import main as cli
+
+    release = _built_release(tmp_path, root)
+    monkeypatch.chdir(tmp_path)
+    assert cli(["audit", "data/release"]) == 0
+    (release / copy).parent.mkdir(exist_ok=True)
+    shutil.copy(release / "all" / "train-00000-of-00001.parquet", release / copy)
+    capsys.readouterr()
+    assert cli(["audit", "data/release"]) == 2
+    assert capsys.readouterr().err == (
+        f"prefpipe audit: {Path('data/release') / copy}: a pair file _manifest.json does not list (1 such file), so "
+        "readers of the release would load its rows too; delete it, or build the release again (`dvc repro export`)\n")
+
+
+def test_inspect_of_a_shard_set_missing_a_file_its_manifest_lists_says_it_is_missing(tmp_path, capsys):
+    """A new user's walk-through: a shard deleted from a release (or a `dvc pull` cut short) was "not a readable
+    Parquet file (FileNotFoundError: [Errno 2] Failed to open local file ...)"."""
+    from pipeline.cli import main as cli
+
+    release = _built_release(tmp_path, ROOT)
+    first = release / json.loads((release / "_manifest.json").read_text())["files"][0]["path"]
+    first.unlink()
+    assert cli(["inspect", str(release)]) == 2
+    assert capsys.readouterr().err == (f"prefpipe: {first}: missing (its folder's _manifest.json lists it); the folder "
+                                       "is incomplete: rebuild it (`dvc repro`) or fetch it again (`dvc pull`)\n")
+
+
+def test_audit_with_a_stage_pairs_shard_that_is_not_parquet_fails_in_one_line(tmp_path, capsys, monkeypatch, root):
+    """A new user's walk-through: with the project (`prefpipe audit` from its root), a damaged shard under
+    data/<method>/pairs (a `dvc pull` cut short) was a pyarrow ArrowInvalid traceback from the empty_config check."""
+    from pipeline.cli import main as cli
+
+    _built_release(tmp_path, root)
+    monkeypatch.chdir(tmp_path)
+    shard = sorted((tmp_path / "data" / "pugc" / "pairs").rglob("*.parquet"))[0]
+    shard.write_bytes(b"PAR1 cut short")
+    capsys.readouterr()
+    assert cli(["audit", "data/release"]) == 2
+    err = capsys.readouterr().err
+    shown = shard.relative_to(tmp_path)  # under --root, default "."
+    assert err.startswith(f"prefpipe audit: {shown}: not a readable Parquet file (ArrowInvalid: ") and err.count("\n") == 1
+    assert err.endswith("); run the stage that writes it again (`dvc repro`)\n")
+
+
+def test_audit_whose_held_out_set_cannot_be_read_is_not_audited(tmp_path, capsys, monkeypatch, root):
+    """A new user's walk-through: with a held-out set of export.held_out gone, `prefpipe audit` said so in one line
+    but exited 1, the code docs/audit.md gives violations found in an audited release (not audited is exit 2)."""
+    import shutil
+
+    from pipeline.cli import main as cli
+
+    _built_release(tmp_path, root)
+    monkeypatch.chdir(tmp_path)
+    shutil.rmtree(tmp_path / "data" / "wildfeedback" / "test")
+    capsys.readouterr()
+    assert cli(["audit", "data/release"]) == 2
+    assert capsys.readouterr().err == ("prefpipe audit: export.held_out lists data/wildfeedback/test, which holds no "
+                                       "Parquet shards; run the stage that writes it (`dvc repro`), or remove it from "
+                                       "export.held_out if that stage is not part of this release\n")

@@ -139,6 +139,18 @@ def test_unknown_sources_are_an_error_that_names_them(tmp_path):
         pugc.main(make_params(), documents=tmp_path / "docs", out=tmp_path / "out")
 
 
+def test_a_source_that_wrote_no_documents_is_not_blamed_on_ingest_sources(tmp_path):
+    """A new user's walk-through: with `sample_posts` pointing at an empty file, the stage said "Fix pugc.sources
+    in params.yaml or add the source to ingest.sources", though params validation had checked both (a name that
+    is no ingest source, or one of another kind, is a params error)."""
+    write_documents(tmp_path / "docs", [{"doc_id": "d", "text": ENGLISH, "source": "reddit"}])
+    with pytest.raises(StageError) as e:
+        pugc.main(make_params(), documents=tmp_path / "docs", out=tmp_path / "out")
+    assert str(e.value).endswith(f"sources present: ['reddit']: ingest wrote no documents of them (see "
+                                 f"{tmp_path / 'details.json'}: an empty file?), or has not run since they were "
+                                 "added to ingest.sources: run `dvc repro`")
+
+
 # --- defaults: the paper's, the tiny model's only through tiny_overrides ----------------------------
 
 

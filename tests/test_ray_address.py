@@ -42,6 +42,18 @@ def test_ray_init_checks_before_ray_starts():
     assert out.strip().endswith("initialized False")
 
 
+@pytest.mark.parametrize("address", ["nonsense", "10.0.0.1"])
+def test_an_address_ray_cannot_parse_is_one_line_naming_the_key(address):
+    """A new user's walk-through: `ray_address: nonsense` (no port) was a ValueError traceback from inside Ray.
+    In a fresh process, as above: Ray refuses the address before it starts anything."""
+    code = ("from pipeline.execute_ray import ray_init\n"
+            f"try:\n    ray_init({address!r})\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
+    assert out == (f"StageError execution.ray_address (or RAY_ADDRESS) {address!r}: not an address Ray reads "
+                   f"(ValueError: Invalid address format: {address}); give the head node's host:port (e.g. "
+                   "10.0.0.1:6379), ray://host:port, or null for a local Ray instance\n")
+
+
 def _refused_by_the_cluster(**kwargs):
     """What ray.init raises (Ray 2.60, measured) when a cluster started with `ray start` (token authentication on)
     is reached by a driver that sends no token, after 20 s of retries."""

@@ -60,7 +60,9 @@ def test_sources_with_no_conversation_stop_the_stage_before_the_gates(tmp_path, 
     log held no feedback, after running the judge gates; like PUGC it now stops, naming what is there."""
     monkeypatch.setattr(wf, "run_gates", lambda params: pytest.fail("the judge gates ran before the input check"))
     with pytest.raises(StageError, match=r"data/ingest/conversations: no conversations from wildfeedback\.sources "
-                       r"\['posts'\]; sources present: \['logs', 'other'\]\. Fix wildfeedback\.sources"):
+                       r"\['posts'\]; sources present: \['logs', 'other'\]: ingest wrote no conversations of them "
+                       r"\(see data/ingest/details\.json: an empty file\?\), or has not run since they were added "
+                       r"to ingest\.sources: run `dvc repro`$"):
         run_stage(tmp_path, monkeypatch, FakeEngine(), sources=["posts"])
     assert not (tmp_path / "data/wildfeedback").exists()
 
