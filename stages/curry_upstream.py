@@ -8,26 +8,16 @@ input (human ratings) names none.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-from pipeline.metrics import DETAILS
+from pipeline.metrics import recorded_beside
 
 
 def _stage_reports(spec: dict[str, Any], field: str) -> dict[str, dict[str, Any]]:
     """``{"<stage>.<role>": report}``: what the stage whose responses a ``scores: model`` input reads recorded under
-    ``field`` (``gates``, ``models``) in the ``details.json`` beside them; ``{}`` for a rated input (human ratings:
-    no judge, no model) or a file or field not there."""
-    if spec["scores"] != "model":
-        return {}
-    path = Path(spec["responses"]).parent / DETAILS
-    try:
-        found = json.loads(path.read_text()).get(field)
-    except (OSError, ValueError, AttributeError):
-        found = None
-    if not isinstance(found, dict):
-        return {}
-    return {f"{r.get('stage') or path.parent.name}.{role}": r for role, r in found.items() if isinstance(r, dict)}
+    ``field`` (``gates``, ``models``) beside them (``pipeline.metrics.recorded_beside``); ``{}`` for a rated input
+    (human ratings: no judge, no model)."""
+    return recorded_beside(spec["responses"], field) if spec["scores"] == "model" else {}
 
 
 def scorer_gates(inputs: list[dict[str, Any]], pairs: list[int], field: str = "gates") -> dict[str, Any]:
