@@ -12,6 +12,7 @@ two. ``details.json`` holds every figure the stage measured, headline ones inclu
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -75,3 +76,18 @@ def write_metrics(out: str | Path, headline: dict[str, Any], details: dict[str, 
     last). Export names its headline ``stats.json``."""
     write_json_atomic(details, Path(out) / DETAILS)
     write_json_atomic(headline, Path(out) / name)
+
+
+def recorded_beside(folder: str | Path, field: str) -> dict[str, dict[str, Any]]:
+    """``{"<stage>.<role>": report}``: what the stage that wrote ``folder`` (e.g. ``data/pugc/responses``) recorded
+    under ``field`` (``gates``, ``models``: a role -> report map) in the details.json beside it, ``<stage>`` the
+    report's own ``stage`` or the folder's parent's name; ``{}`` when that file or field is not there. A stage that
+    re-reads another's outputs (Curry-DPO, DOVE) names the judges and models behind them with it."""
+    path = Path(folder).parent / DETAILS
+    try:
+        found = json.loads(path.read_text()).get(field)
+    except (OSError, ValueError, AttributeError):
+        found = None
+    if not isinstance(found, dict):
+        return {}
+    return {f"{r.get('stage') or path.parent.name}.{role}": r for role, r in found.items() if isinstance(r, dict)}

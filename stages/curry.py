@@ -57,7 +57,8 @@ from pipeline.io import read_table
 from pipeline.metrics import counted, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.text import is_ascii
-from stages.curry_output import curriculum_files, metrics, scorer_gates, to_pairs_table, write_levels
+from stages.curry_output import curriculum_files, metrics, to_pairs_table, write_levels
+from stages.curry_upstream import lineage_models, scorer_gates, upstream_models
 
 __all__ = ["build_pairs", "curriculum_files", "main", "run"]
 
@@ -348,9 +349,9 @@ def order_pairs(pairs: pl.DataFrame, scored: pl.DataFrame, seed: int) -> pl.Data
     return pairs.drop("rank_c", "rank_r").with_columns(pair_hash=h)[order]  # ranks are no longer needed
 
 
-def build_pairs(prompts: pa.Table, responses: pa.Table, cfg: Curry) -> tuple[pa.Table, dict[str, Any]]:
+def build_pairs(prompts: pa.Table, responses: pa.Table, cfg: Curry, models: list[str] | None = None) -> tuple[pa.Table, dict[str, Any]]:
     """All steps: prompts + scored responses (contract tables with ``input``) -> the ordered pairs
-    table (+ the counts for details.json)."""
+    table (+ the counts for details.json); ``models``: per input, the models its pairs' lineage names."""
     scored, response_drops = scored_responses(responses)
     ranked, same_text = distinct_texts(rank_responses(scored), scored)
     ranked, orphans = attach_prompts(ranked, scored, prompts)
@@ -367,17 +368,18 @@ def build_pairs(prompts: pa.Table, responses: pa.Table, cfg: Curry) -> tuple[pa.
                             minlength=len(cfg.inputs))
     m = metrics(responses.num_rows, ranked, pairs, ties, dict(sorted(response_drops.items())), thresholds, per_input, cfg)
     del ranked, tie_gap  # the table is the largest thing built: nothing it does not need stays alive
-    return to_pairs_table(pairs, scored, prompts, responses, fingerprint(cfg)), m
+    return to_pairs_table(pairs, scored, prompts, responses, fingerprint(cfg), models), m
 
 
 def run(cfg: Curry, ex: Execution, out: Path) -> dict[str, Any]:
     """Read the input sets, build the pairs, write ``out/pairs/level=<k>/``, ``out/metrics.json`` (headline) and
     ``out/details.json`` (``m``, returned)."""
     fp = fingerprint(cfg)
-    prompts, responses = load_inputs([i.model_dump() for i in cfg.inputs])
-    table, m = build_pairs(prompts, responses, cfg)
-    m["gates"] = scorer_gates([i.model_dump() for i in cfg.inputs],  # the judges behind the pairs' model scores
-                              [d["pairs"] for d in m["pairs"]["per_input"]])
+    specs = [i.model_dump() for i in cfg.inputs]
+    prompts, responses = load_inputs(specs)
+    table, m = build_pairs(prompts, responses, cfg, lineage_models(specs))  # the models behind each input's scores
+    ranked = [d["pairs"] for d in m["pairs"]["per_input"]]
+    m["gates"], m["models"] = scorer_gates(specs, ranked), upstream_models(specs, ranked)  # judges, weights behind pairs
     per_source = pc.value_counts(table.column("source")).to_pylist() if table.num_rows else []
     m["pairs"]["per_source"] = {d["values"]: int(d["counts"]) for d in sorted(per_source, key=lambda d: d["values"])}
     staged = begin_outputs(out)  # pairs and metrics change together (pipeline/outputs.py)

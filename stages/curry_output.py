@@ -23,7 +23,6 @@ from pipeline.config import Curry
 from pipeline.files import package_version, replace_dir, write_json_atomic
 from pipeline.ids import hex_array
 from pipeline.io import write_shards
-from pipeline.metrics import DETAILS
 from pipeline.records import SCHEMAS, check_table
 
 STAGE = "curry"
@@ -67,9 +66,10 @@ def _needs_escaping(column: pa.ChunkedArray) -> bool:
     return False
 
 
-def _lineage(scored: pl.DataFrame, c: np.ndarray, r: np.ndarray, fp: str, plain: bool) -> pa.Array:
-    """``{"stage":"curry","prompt_id":..,"scorer":..,"chosen_id":..,"rejected_id":..,"fingerprint":..}`` per
-    pair (chosen row ``c``, rejected row ``r`` of ``scored``), in the order of ``c`` and ``r``.
+def _lineage(scored: pl.DataFrame, c: np.ndarray, r: np.ndarray, fp: str, plain: bool, models: list[str]) -> pa.Array:
+    """``{"stage":"curry","prompt_id":..,"scorer":..,"chosen_id":..,"rejected_id":..[,"models":{..}],"fingerprint":..}``
+    per pair (chosen row ``c``, rejected row ``r`` of ``scored``), in the order of ``c`` and ``r``; ``models``: per
+    input set, the ``"models"`` member (``lineage_models``) its pairs carry, or ``""``.
 
     Built in the order of the chosen rows, where reading the ids is sequential, then put in the pairs'
     order (~2x faster than reading four ids at random rows). ``plain`` (no id in the input needs JSON
@@ -80,28 +80,32 @@ def _lineage(scored: pl.DataFrame, c: np.ndarray, r: np.ndarray, fp: str, plain:
     ids = pl.DataFrame({"prompt_id": scored.get_column("prompt_id").gather(chosen),
                         "scorer": scored.get_column("scorer").gather(chosen),
                         "chosen_id": scored.get_column("response_id").gather(chosen),
-                        "rejected_id": scored.get_column("response_id").gather(rejected)})
+                        "rejected_id": scored.get_column("response_id").gather(rejected),
+                        "input": scored.get_column("input").gather(chosen)})
+    named = pl.col("input").replace_strict(list(range(len(models))), models, default="", return_dtype=pl.String)
+    tail = [named if any(models) else pl.lit(""), pl.lit(f',"fingerprint":{json.dumps(fp)}}}')]
     if not plain:
-        fields = [pl.lit(STAGE).alias("stage"), *LINEAGE_IDS, pl.lit(fp).alias("fingerprint")]
-        text = ids.select(pl.struct(fields).struct.json_encode()).to_series()
+        fields = [pl.lit(STAGE).alias("stage"), *LINEAGE_IDS]
+        text = ids.select(pl.concat_str([pl.struct(fields).struct.json_encode().str.strip_suffix("}"), *tail])).to_series()
     else:  # one literal between two ids (each piece costs a pass over the rows)
-        glue = [f'{{"stage":{json.dumps(STAGE)},"{LINEAGE_IDS[0]}":"',
-                *(f'","{k}":"' for k in LINEAGE_IDS[1:]), f'","fingerprint":{json.dumps(fp)}}}']
+        glue = [f'{{"stage":{json.dumps(STAGE)},"{LINEAGE_IDS[0]}":"', *(f'","{k}":"' for k in LINEAGE_IDS[1:]), '"']
         parts = [e for k, lit in zip(LINEAGE_IDS, glue, strict=False) for e in (pl.lit(lit), pl.col(k))]
-        text = ids.select(pl.concat_str([*parts, pl.lit(glue[-1])])).to_series()
+        text = ids.select(pl.concat_str([*parts, pl.lit(glue[-1]), *tail])).to_series()
     back = np.empty_like(local)
     back[local] = np.arange(len(local))
     return _arrow(text.gather(back), pa.string())
 
 
-def to_pairs_table(pairs: pl.DataFrame, scored: pl.DataFrame, prompts: pa.Table, responses: pa.Table, fp: str) -> pa.Table:
+def to_pairs_table(pairs: pl.DataFrame, scored: pl.DataFrame, prompts: pa.Table, responses: pa.Table, fp: str,
+                   models: list[str] | None = None) -> pa.Table:
     """The ``pairs`` contract, in the order of ``pairs`` (``order_pairs``' output): ids, texts, messages
     and source gathered by row number with polars (one multi-threaded gather per column); lineage =
-    ``{"stage","prompt_id","scorer","chosen_id","rejected_id","fingerprint"}`` JSON."""
+    ``{"stage","prompt_id","scorer","chosen_id","rejected_id"[,"models"],"fingerprint"}`` JSON (``models``: per
+    input set, ``lineage_models``)."""
     n = pairs.height
     c, r = pairs.get_column("ridx_c"), pairs.get_column("ridx_r")
     plain = not any(_needs_escaping(responses.column(k)) for k in ("prompt_id", "scorer", "response_id"))
-    lineage = _lineage(scored, c.to_numpy(), r.to_numpy(), fp, plain)  # first: its working copies are the largest
+    lineage = _lineage(scored, c.to_numpy(), r.to_numpy(), fp, plain, models or [])  # first: its working copies are the largest
     rows = scored.get_column("row")
     text = pl.from_arrow(responses.select(["text"])).get_column("text")
     prompt = pl.from_arrow(prompts.select(["messages", "source"]))[pairs.get_column("pidx")]
@@ -187,40 +191,6 @@ def metrics(n_read: int, ranked: pl.DataFrame, pairs: pl.DataFrame, ties: int, r
 
 
 # --- output ----------------------------------------------------------------------------------------
-
-
-def scorer_gates(inputs: list[dict[str, Any]], pairs: list[int]) -> dict[str, Any]:
-    """The judge gates behind the scores Curry-DPO ranks: for each ``scores: model`` input that gave at
-    least one pair (``pairs``: pairs written per input, in input order), the ``gates`` its stage recorded in
-    the ``details.json`` beside its responses (``data/pugc/details.json``: PUGC's query filter and scorer;
-    Selfie's reward), as ``{"<stage>.<role>": report + {"from": responses folder, "pairs_ranked": pairs}}``.
-    A pair ranked from a chance-level judge's scores carries that judge's gate on the release card, not "no
-    gate recorded"; an input that gave no pair (e.g. its judge failed its gate and its scores were withheld)
-    is not listed, so the card never names a judge behind none of Curry-DPO's pairs. ``from`` marks the
-    report as another stage's, so the release counts each judge once. Inputs that read one judge's scores
-    share its entry: ``pairs_ranked`` is their sum and ``from`` names every responses folder behind it (one
-    folder: its path; several: their paths, sorted). Rated inputs (human ratings) have no judge."""
-    out: dict[str, Any] = {}
-    sources: dict[str, set[str]] = {}
-    for spec, n in zip(inputs, pairs, strict=True):
-        if spec["scores"] != "model" or n == 0:
-            continue
-        path = Path(spec["responses"]).parent / DETAILS
-        try:
-            gates = json.loads(path.read_text()).get("gates")
-        except (OSError, ValueError, AttributeError):
-            gates = None
-        if not isinstance(gates, dict):
-            continue
-        for role, report in gates.items():
-            if isinstance(report, dict):
-                stage = report.get("stage") or path.parent.name
-                key = f"{stage}.{role}"
-                ranked = n + out.get(key, {}).get("pairs_ranked", 0)  # two inputs read from one judge's scores
-                sources.setdefault(key, set()).add(str(spec["responses"]))
-                named = sorted(sources[key])
-                out[key] = {**report, "from": named[0] if len(named) == 1 else named, "pairs_ranked": ranked}
-    return dict(sorted(out.items()))
 
 
 def write_levels(table: pa.Table, out_dir: Path, fp: str, target_shard_bytes: int, row_group_bytes: int) -> dict[str, Any]:

@@ -45,8 +45,10 @@ from pipeline.records import SCHEMAS, one_message, stable_id
 from stages.dove_draws import conditional_comparisons, drop_same_text, joint_comparisons
 from stages.dove_items import (
     index_instructions,
+    lineage_models,
     load_items,
     side_key,
+    upstream_models,
 )
 from stages.dove_judge import (
     JUDGE_INPUT,
@@ -274,8 +276,9 @@ def joint_pairs(decided: pl.DataFrame, *, pairing: str, judge_model: str, fp: st
             truncated.alias("judge_truncated"),
             pl.lit(judge_model).alias("judge"),
             pl.lit(fp).alias("fingerprint"),
-        ).struct.json_encode(),
-    )
+        ).struct.json_encode().str.strip_suffix("}"),  # + the models behind its sides' responses (dove_items)
+        models=lineage_models(won.select(side(True, "models")).to_series(), won.select(side(False, "models")).to_series()),
+    ).with_columns(lineage=pl.concat_str("lineage", "models", pl.lit("}")))
     pair_ids = [stable_id("dove", c, r) for c, r in zip(df["chosen_item"].to_list(), df["rejected_item"].to_list(), strict=True)]
     df = df.with_columns(pair_id=pl.Series(pair_ids, dtype=pl.String), method=pl.lit("dove")).drop("chosen_item", "rejected_item")
     return df.select(SCHEMAS["joint_pairs"].names).to_arrow()
@@ -354,7 +357,8 @@ def main(params: Params) -> None:
         "gates": {"judge": gate},
         "tiny_overrides": overrides,
         "judge": judge_cfg.model,
-        "models": {**model_identities({"judge": judge_cfg}), **embedding_identity(cfg)},
+        "models": {**model_identities({"judge": judge_cfg}), **embedding_identity(cfg),
+                   **upstream_models(cfg, pl.from_arrow(table.column("lineage")))},  # pugc.policy, ...
         "fingerprint": fp,
     }
     write_metrics(out, {"rows_in": item_metrics["rows_in"], "comparisons": judgment["comparisons"],

@@ -7,6 +7,7 @@ relations ``gold_relations`` keeps, so the judge is never allowed to publish the
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import polars as pl
@@ -16,8 +17,9 @@ from pipeline import ids
 from pipeline.checks import shows_nothing, squash
 from pipeline.config import Dove
 from pipeline.io import SourceError, read_table
+from pipeline.metrics import recorded_beside
 
-ITEM_COLUMNS = ["item_id", "instruction", "instruction_text", "response", "origin"]
+ITEM_COLUMNS = ["item_id", "instruction", "instruction_text", "response", "origin", "models"]
 
 
 # --- 1. items ------------------------------------------------------------------------------------
@@ -32,9 +34,11 @@ def render_instruction(messages: pl.Expr) -> pl.Expr:
     return pl.when(messages.list.len() == 1).then(lone).otherwise(transcript)
 
 
-def items_from_scored(prompts: pa.Table, responses: pa.Table, where: str = "responses") -> tuple[pl.DataFrame, pl.DataFrame]:
+def items_from_scored(prompts: pa.Table, responses: pa.Table, where: str = "responses",
+                      models: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(items, rejects): responses joined to their prompts on prompt_id; unmatched responses are rejects
-    (source = ``where``, the responses folder; row = the response's row there)."""
+    (source = ``where``, the responses folder; row = the response's row there). ``models``: the JSON
+    ``{"<stage>.<role>": model}`` of the stage that wrote them (``input_models``), on every item."""
     p = pl.from_arrow(prompts).select("prompt_id", pl.col("messages").alias("instruction"), pl.col("source").alias("origin"))
     r = pl.from_arrow(responses).with_row_index("row").select("row", "prompt_id", "response_id", pl.col("text").alias("response"))
     joined = r.join(p, on="prompt_id", how="left")
@@ -48,7 +52,7 @@ def items_from_scored(prompts: pa.Table, responses: pa.Table, where: str = "resp
         pl.lit("response without a prompt (prompt_id not in the prompts folder)").alias("reason"),
         pl.struct("prompt_id", "response_id").struct.json_encode().alias("raw"),
     )
-    return items.select("item_id", "instruction", "response", "origin"), rejects
+    return items.select("item_id", "instruction", "response", "origin", pl.lit(models, pl.String).alias("models")), rejects
 
 
 def items_from_pairs(pairs: pa.Table) -> pl.DataFrame:
@@ -61,6 +65,7 @@ def items_from_pairs(pairs: pa.Table) -> pl.DataFrame:
             pl.col("prompt").alias("instruction"),
             text(side).alias("response"),
             pl.col("source").alias("origin"),
+            pl.lit(None, pl.String).alias("models"),  # ingested pairs: a dataset's, no stage's model
         )
         for side in ("chosen", "rejected")
     ]
@@ -93,7 +98,7 @@ def normalise_items(frames: list[pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFr
 
 def _item_schema() -> dict[str, Any]:
     messages = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
-    return {"item_id": pl.String, "instruction": messages, "response": pl.String, "origin": pl.String}
+    return {"item_id": pl.String, "instruction": messages, "response": pl.String, "origin": pl.String, "models": pl.String}
 
 
 def index_instructions(items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -137,6 +142,40 @@ def tied(pairs: pl.DataFrame) -> pl.Series:
     return pairs.select(tie.alias("tie")).to_series()
 
 
+def input_models(responses: str) -> str | None:
+    """The models behind a responses folder another stage wrote, as its items carry them: the JSON
+    ``{"<stage>.<role>": model}`` of the roles that stage recorded under ``models`` in the details.json beside it
+    (PUGC's generator, judge and policy: the instruction and the response; Selfie's policy and reference), or None
+    (ingested responses: no stage's model)."""
+    found = recorded_beside(responses, "models")
+    return json.dumps({k: r.get("model") for k, r in sorted(found.items())}, separators=(",", ":")) if found else None
+
+
+def lineage_models(models_1: pl.Series, models_2: pl.Series) -> pl.Series:
+    """Per pair: its lineage's ``,"models":{..}`` member, the roles behind either side's item (``input_models``)
+    merged, or ``""`` when neither side came from a stage's model (one merge per distinct couple)."""
+    couples = pl.DataFrame({"a": models_1, "b": models_2}, schema={"a": pl.String, "b": pl.String})
+    merged = {(a, b): {**json.loads(a or "{}"), **json.loads(b or "{}")} for a, b in couples.unique().iter_rows()}
+    text = {k: ',"models":' + json.dumps(dict(sorted(v.items())), separators=(",", ":")) if v else "" for k, v in merged.items()}
+    return pl.Series([text[k] for k in couples.iter_rows()], dtype=pl.String)
+
+
+def upstream_models(cfg: Dove, lineage: pl.Series) -> dict[str, dict[str, Any]]:
+    """details.json's ``models`` beyond DOVE's own: the roles of the stages whose responses are in at least one
+    written pair, ``{"<stage>.<role>": {"model", "identity", "from": responses folder, "pairs": pairs naming it}}``."""
+    named = lineage.str.json_path_match("$.models").drop_nulls().value_counts()
+    pairs: dict[str, int] = {}
+    for text, n in named.iter_rows():
+        for key in json.loads(text):
+            pairs[key] = pairs.get(key, 0) + n
+    out: dict[str, dict[str, Any]] = {}
+    for spec in cfg.inputs:
+        for key, r in recorded_beside(spec.responses, "models").items():
+            if key in pairs:
+                out.setdefault(key, {**r, "from": spec.responses, "pairs": pairs[key]})
+    return dict(sorted(out.items()))
+
+
 def load_items(cfg: Dove) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dict[str, Any]]:
     """(items, rejects, gold relations, counts) from the input sets and the selected labelled pairs."""
     frames, rejects, per_input = [], [], {}
@@ -144,7 +183,7 @@ def load_items(cfg: Dove) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dic
     for i, spec in enumerate(cfg.inputs):
         prompts = read_table(spec.prompts, "prompts", key=f"dove.inputs[{i}].prompts")
         responses = read_table(spec.responses, "responses", key=f"dove.inputs[{i}].responses")
-        items, orphans = items_from_scored(prompts, responses, spec.responses)
+        items, orphans = items_from_scored(prompts, responses, spec.responses, input_models(spec.responses))
         frames.append(items)
         rejects.append(orphans)
         per_input[spec.responses] = {"items": items.height, "responses_without_prompt": orphans.height}

@@ -241,7 +241,9 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "below 0.5 is lowered and lets a chance-level judge through):\n",
         _table(["method", "judge role", "model", "probe accuracy", "gate", "labels"], gates or [["(none)", "—", "—", "—", "—", "—"]]) + "\n",
         "Model weights behind each stage's roles, as its settings named them (a role those settings left unused, "
-        "e.g. WildFeedback's detector under `detector: rules`, is listed too; `tiny:`/`smollm2:` the built-in "
+        "e.g. WildFeedback's detector under `detector: rules`, is listed too; a `<stage>.<role>` row, e.g. curry's "
+        "`pugc.judge`, is a role of the stage whose responses that method re-read (Curry-DPO ranking their scores, "
+        "DOVE judging them) into at least one of its pairs; `tiny:`/`smollm2:` the built-in "
         "model's build hash, `local:` a hash of the folder's files, `hub:` the cached snapshot's commit, `openai:` "
         "the served name):\n",
         _table(["method", "role", "model", "weights identity"], models or [["(none)", "—", "—", "—"]]) + "\n",

@@ -111,6 +111,7 @@ def comparisons(rows: list[tuple[str, str, str, str]], conditional=False) -> pl.
         cols[f"instruction_text_{side}"] = [row[i] for row in rows]
         cols[f"response_{side}"] = [row[r] for row in rows]
         cols[f"origin_{side}"] = ["hand"] * len(rows)
+        cols[f"models_{side}"] = [None] * len(rows)  # no stage's model behind the hand-written texts
     cols["similarity"] = [None] * len(rows)
     return pl.DataFrame(cols, schema_overrides={"similarity": pl.Float64})
 

@@ -15,6 +15,7 @@ import pytest
 import xxhash
 
 from pipeline.checks import same_text
+from pipeline.config import fingerprint
 from stages.curry import build_pairs
 from tests.curry_fakes import build, cfg, frames, prompt, resp
 
@@ -355,3 +356,13 @@ def test_lineage_is_valid_json_when_only_a_backslash_or_only_the_last_id_needs_e
 def test_empty_input_gives_no_pairs():
     rows, m = build([prompt("p1")], [resp("p1", "a", None)])
     assert rows == [] and m["pairs"]["written"] == 0 and m["gap"]["histogram"] == {"edges": [], "counts": []}
+
+
+def test_lineage_names_the_models_of_its_input_set_whether_or_not_ids_need_escaping():
+    models = ',"models":{"pugc.judge":"j"}'
+    for ids in (["a", "b"], ["a", 'b"']):  # joined as strings; encoded by polars' JSON writer
+        p, r = frames([prompt("p1")], [resp("p1", ids[0], 2), resp("p1", ids[1], 1)])
+        table, _ = build_pairs(p, r, cfg(), [models])
+        lin = json.loads(table.column("lineage")[0].as_py())
+        assert (lin["chosen_id"], lin["models"], lin["fingerprint"]) == ("a", {"pugc.judge": "j"}, fingerprint(cfg()))
+        assert "models" not in json.loads(build_pairs(p, r, cfg(), [""])[0].column("lineage")[0].as_py())

@@ -307,7 +307,7 @@ def test_two_inputs_ranked_from_one_judges_scores_name_both_responses_folders(tm
     share its entry: ``pairs_ranked`` was summed but ``from`` named only the last input's folder, so the
     release's details named one source of the pairs. Now every folder is named (sorted); one folder read
     twice is still named once, as a path."""
-    from stages.curry_output import scorer_gates
+    from stages.curry_upstream import scorer_gates
     from stages.export_write import gate_reports, release_headline
 
     gate = {"stage": "pugc", "role": "scorer", "model": "tiny", "probes": 36, "correct": 18, "accuracy": 0.5,
@@ -330,3 +330,47 @@ def test_two_inputs_ranked_from_one_judges_scores_name_both_responses_folders(tm
     stats = {"gates": gates, "methods": {"curry": {"input": 5}}, "total": 5, "drops": {},
              "drops_from_release": {}, "drops_from_all_only": {}}
     assert release_headline(stats)["gates_lowered"] == 0  # counted with PUGC's own report, not here
+
+
+def test_pairs_ranked_from_a_models_scores_name_the_models_behind_them(tmp_path):
+    """The release card showed "—" as Curry-DPO's models although most of its samples pairs were ranked by
+    PUGC's judge: Curry-DPO re-reads another stage's scored responses and its lineage named only the scorer.
+    A pair from a ``scores: model`` input now names that stage's model roles in its lineage, and details.json
+    (so the card's weights table) lists them with their weights identity; a rated input's pairs name none."""
+    from stages.export_card import lineage_summary
+    from stages.export_write import model_reports
+
+    pugc, ingest = tmp_path / "data" / "pugc", tmp_path / "data" / "ingest"
+    write_shards(to_table([prompt(f"q{i}") for i in range(2)], "prompts"), pugc / "queries", name="prompts")
+    write_shards(to_table([prompt(f"h{i}") for i in range(2)], "prompts"), ingest / "prompts", name="prompts")
+    for folder, scorer, pid in ((pugc, "pugc:judge-m", "q"), (ingest, "rated", "h")):
+        rows = [resp(f"{pid}{i}", f"{pid}{i}-{k}", s, scorer=scorer) for i in range(2) for k, s in enumerate([4.0, 1.0])]
+        write_shards(check_table(pl.DataFrame(rows, schema_overrides={"detail": pl.String}).to_arrow(), "responses"),
+                     folder / "responses", name="responses")
+    models = {"generator": {"model": "gen-m", "identity": "hub:" + "a" * 40},
+              "judge": {"model": "judge-m", "identity": "hub:" + "b" * 40},
+              "policy": {"model": "policy-m", "identity": "hub:" + "c" * 40}}
+    (pugc / "details.json").write_text(json.dumps({"models": models}))
+    rated = {"prompts": str(ingest / "prompts"), "responses": str(ingest / "responses"), "scores": "rated"}
+    scored = {"prompts": str(pugc / "queries"), "responses": str(pugc / "responses"), "scores": "model"}
+
+    human = tmp_path / "human"
+    m = run(cfg(inputs=[rated]), execution(), human / "data" / "curry")
+    assert m["pairs"]["written"] == 2 and m["models"] == {}
+    pairs = pl.concat(map(pl.read_parquet, curriculum_files(human / "data" / "curry" / "pairs"))).with_columns(
+        _config=pl.lit("curry"))
+    assert lineage_summary(pairs)["curry"]["models"] == []  # human ratings: no model named
+    assert model_reports(human, ["curry"]) == {}
+
+    m = run(cfg(inputs=[rated, scored]), execution(), tmp_path / "data" / "curry")
+    assert m["pairs"]["written"] == 4
+    assert m["models"] == {f"pugc.{role}": {**r, "from": scored["responses"], "pairs_ranked": 2}
+                           for role, r in models.items()}
+    pairs = pl.concat(map(pl.read_parquet, curriculum_files(tmp_path / "data" / "curry" / "pairs"))).with_columns(
+        _config=pl.lit("curry"))
+    named = {json.loads(x)["prompt_id"]: json.loads(x).get("models") for x in pairs["lineage"]}
+    assert named == {"q0": {"pugc.generator": "gen-m", "pugc.judge": "judge-m", "pugc.policy": "policy-m"},
+                     "q1": {"pugc.generator": "gen-m", "pugc.judge": "judge-m", "pugc.policy": "policy-m"},
+                     "h0": None, "h1": None}
+    assert lineage_summary(pairs)["curry"]["models"] == ["gen-m", "judge-m", "policy-m"]  # the card's models column
+    assert model_reports(tmp_path, ["curry"])["curry"]["pugc.judge"] == {"model": "judge-m", "identity": "hub:" + "b" * 40}

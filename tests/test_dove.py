@@ -305,3 +305,40 @@ def test_a_same_text_joint_draw_is_redrawn():
     assert m["redrawn"] == 1 and m["dropped_same_text"] == 0 and m["joint_with_same_instruction"] == 1
     across = comps.filter(pl.col("item_id_1").str.slice(0, 2) != pl.col("item_id_2").str.slice(0, 2))
     assert sorted([across["response_1"][0], across["response_2"][0]]) == ["Hello.", "Hi  there!"]
+
+
+def test_pairs_of_another_stages_responses_name_the_models_behind_them(tmp_path):
+    """DOVE re-reads PUGC's and Selfie's responses, yet its pairs named only its own judge: the release card's
+    dove row and weights table left out the models that wrote the instructions and answers it compares. An item
+    from a stage's responses carries that stage's roles (``models`` in the details.json beside them) into the
+    lineage of every pair it is in, and details.json lists them with their weights identity; a pair of
+    ingested responses names none."""
+    folders = {}
+    for stage, prompts_dir, pid in (("pugc", "queries", "q"), ("ingest", "prompts", "h")):
+        root = tmp_path / "data" / stage
+        write_shards(to_table([{"prompt_id": f"{pid}{i}", "messages": user(f"{stage} question number {i}?"),
+                                "source": stage, "origin_id": str(i)} for i in range(3)], "prompts"),
+                     root / prompts_dir, name="prompts")
+        write_shards(to_table([{"prompt_id": f"{pid}{i}", "response_id": f"r{k}", "generator": "m",
+                                "text": f"{stage} answer {k} to {i}" + " GOOD" * k} for i in range(3) for k in range(2)],
+                              "responses"), root / "responses", name="responses")
+        folders[stage] = {"prompts": str(root / prompts_dir), "responses": str(root / "responses")}
+    models = {"generator": {"model": "gen-m", "identity": "hub:" + "a" * 40},
+              "policy": {"model": "policy-m", "identity": "hub:" + "b" * 40}}
+    (tmp_path / "data" / "pugc" / "details.json").write_text(json.dumps({"models": models}))
+    cfg = dove_cfg(inputs=[folders["pugc"], folders["ingest"]], pairing="random")
+    items, _, _, _ = I.load_items(cfg)
+    comps, _ = D.build_comparisons(items, cfg)
+    out = run_judge(comps, ScriptedJudge())
+    table = check_table(D.joint_pairs(out, pairing="random", judge_model="judge-m", fp="fp0"), "joint_pairs")
+    lineage = [json.loads(x) for x in table.column("lineage").to_pylist()]
+    pugc = {"pugc.generator": "gen-m", "pugc.policy": "policy-m"}
+    sides = [(lin["chosen_item"][0], lin["rejected_item"][0]) for lin in lineage]
+    assert {"q", "h"} <= {s for pair in sides for s in pair} and ("h", "h") in sides
+    assert [lin.get("models") for lin in lineage] == [pugc if "q" in s else None for s in sides]
+    assert all(lin["judge"] == "judge-m" and lin["fingerprint"] == "fp0" for lin in lineage)
+    named = sum("q" in s for s in sides)
+    assert D.upstream_models(cfg, pl.from_arrow(table.column("lineage"))) == {
+        f"pugc.{role}": {**r, "from": folders["pugc"]["responses"], "pairs": named} for role, r in models.items()}
+    ingest_only = [lin for lin in table.column("lineage").to_pylist() if '"q' not in lin]
+    assert D.upstream_models(cfg, pl.Series(ingest_only, dtype=pl.String)) == {}
