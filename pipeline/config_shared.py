@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    PrivateAttr,
     model_validator,
 )
 
@@ -177,6 +178,13 @@ class LLM(Section):
     # How teacher-forced scores are asked for: vLLM's prompt_logprobs, or the legacy completions API's
     # echo + logprobs (opt-in, never a fallback; docs/openai.md).
     prompt_logprobs_via: PromptLogprobsVia = "prompt_logprobs"
+    # The params key that set ``model`` (``pugc.roles.judge.model``, ``selfie.policy_model``): what a model that
+    # cannot load tells the user to edit (``map_batches``). Not a setting: no dump, identity or fingerprint has it.
+    _model_key: str = PrivateAttr(default="llm.model")
+
+    @property
+    def model_key(self) -> str:
+        return self._model_key
 
     @model_validator(mode="after")
     def _openai(self) -> LLM:
@@ -203,6 +211,8 @@ class SamplingOverride(Section):
 
 class LLMOverride(Section):
     """A model role (policy, reference, judge, expert): keys left out inherit from ``llm``."""
+
+    _key: str = PrivateAttr(default="")  # where params holds it (``pugc.roles.judge``; set by ``Params``)
 
     backend: Backend | None = None
     model: ModelName | None = None
@@ -246,7 +256,12 @@ def resolve_role(base: LLM, override: LLMOverride | None) -> LLM:
             data["sampling"] = {**data["sampling"], **value}
         else:
             data[key] = value
-    return LLM.model_validate(data)
+    resolved = LLM.model_validate(data)
+    if override.model is not None:
+        resolved._model_key = f"{override._key}.model" if override._key else "the role's model"
+    else:
+        resolved._model_key = base.model_key
+    return resolved
 
 
 # --- ingest --------------------------------------------------------------------------------------

@@ -184,7 +184,9 @@ class Selfie(Section):
     def role(self, base: LLM, name: Literal["policy", "reference"]) -> LLM:
         """The resolved engine config of a role, with its model from ``policy_model``/``reference_model``."""
         override = getattr(self.roles, name).model_copy(update={"model": getattr(self, f"{name}_model")})
-        return resolve_role(base, override)
+        llm = resolve_role(base, override)
+        llm._model_key = f"selfie.{name}_model"
+        return llm
 
 
 # --- dove ----------------------------------------------------------------------------------------
