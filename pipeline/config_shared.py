@@ -24,6 +24,22 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, hide_input_in_errors=True)
 
 
+def _distinct(values: list) -> list:
+    """A list in which a repeat means nothing (methods, source names, languages, PII kinds): one is an error
+    naming it, not a silent second copy (``export.methods: [pugc, pugc]``).
+
+    >>> _distinct(["pugc", "dove", "pugc"])
+    Traceback (most recent call last):
+    ValueError: 'pugc' is listed twice; list each value once
+    """
+    twice = [v for i, v in enumerate(values) if v in values[:i]]
+    if twice:
+        raise ValueError(f"{twice[0]!r} is listed twice; list each value once")
+    return values
+
+
+Distinct = AfterValidator(_distinct)  # ``Annotated[list[...], Distinct]``: no value twice
+
 # --- shared sections -----------------------------------------------------------------------------
 
 
