@@ -129,9 +129,22 @@ def _check_model(name: str) -> str:
     return name
 
 
+def is_ref_name(rev: str) -> bool:
+    """Whether ``rev`` is a branch, tag or commit name git allows (``git check-ref-format``), in the characters the
+    Hub's names use: letters, digits, ``.``, ``_``, ``-`` and ``/``, starting with a letter or digit; no ``..`` or
+    ``//``, no part starting with ``.`` or ending in ``.lock``, no trailing ``.`` or ``/``.
+
+    >>> is_ref_name("release/v1.0"), is_ref_name("bad rev"), is_ref_name("a..b"), is_ref_name("x/.hidden")
+    (True, False, False, False)
+    """
+    return (re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,254}", rev) is not None and ".." not in rev
+            and "//" not in rev and not rev.endswith((".", "/"))
+            and not any(part.startswith(".") or part.endswith(".lock") for part in rev.split("/")))
+
+
 def _check_revision(rev: str) -> str:
     """A Hub branch, tag or commit: a name git allows, not a URL or a path with spaces (errors never echo it)."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,254}", rev) or ".." in rev or rev.endswith((".", "/")):
+    if not is_ref_name(rev):
         raise ValueError("expected a Hugging Face Hub branch, tag or 40-hex commit of the model (e.g. main, v1.0 "
                          "or the commit its model page lists)")
     return rev
