@@ -9,8 +9,9 @@ Validation is strict: nothing is coerced (``checkpoint_rows: true``, ``'2048'`` 
 number or a boolean belongs are errors, not 1, 2048 and True); a whole number is accepted where a
 float belongs. The file is read with YAML 1.2's booleans and floats, as DVC reads it (``yes``/``no``/
 ``on``/``off`` are strings, ``1e-5`` is a float), and a key repeated in one mapping is an error naming
-the key and both lines; a YAML syntax error is one line naming ``file:line:column``, and an unknown key
-gets a did-you-mean among the keys allowed where it stands. ``load_params`` also checks that every source
+the key and both lines, as is a value repeated in a list where a repeat means nothing (``export.methods:
+[pugc, pugc]``, a source name, a language: ``Distinct``); a YAML syntax error is one line naming
+``file:line:column``, and an unknown key gets a did-you-mean among the keys allowed where it stands. ``load_params`` also checks that every source
 name a stage selects (``SOURCE_KEYS``) is an ``ingest.sources`` name, with a did-you-mean.
 
 Stage sections are registered in ``Params``; every knob lives in params.yaml (no hidden defaults),
@@ -157,6 +158,7 @@ class Params(Section):
         for name in MODEL_SECTIONS:
             section = getattr(self, name)
             for role in type(section.roles).model_fields:
+                getattr(section.roles, role)._key = f"{name}.roles.{role}"  # for the model key of its errors
                 try:
                     _resolve(self, section, role)
                 except ValidationError as e:

@@ -3,11 +3,11 @@ pydantic model with its sub-sections. Re-exported by ``pipeline.config``, which 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.config_shared import Section
+from pipeline.config_shared import Distinct, Section
 
 # --- export --------------------------------------------------------------------------------------
 
@@ -47,34 +47,32 @@ class Dedup(Section):
     num_perm: int = Field(gt=0)
     bands: int = Field(gt=0)
     # `all` config: a prompt several methods share goes to the first of these (no score is compared)
-    priority: list[ExportMethod] = Field(min_length=1)
+    priority: Annotated[list[ExportMethod], Distinct] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _bands_divide(self) -> Dedup:
         if self.num_perm % self.bands:
             raise ValueError(f"num_perm ({self.num_perm}) must be a multiple of bands ({self.bands})")
-        if len(set(self.priority)) != len(self.priority):
-            raise ValueError(f"priority lists a method twice: {self.priority}")
         return self
 
 
 class Card(Section):
     pretty_name: str
     description: str
-    language: list[str]
-    task_categories: list[str]
-    tags: list[str]
+    language: Annotated[list[str], Distinct]
+    task_categories: Annotated[list[str], Distinct]
+    tags: Annotated[list[str], Distinct]
 
 
 class Export(Section):
-    methods: list[ExportMethod] = Field(min_length=1)
+    methods: Annotated[list[ExportMethod], Distinct] = Field(min_length=1)
     license: str = Field(min_length=1)
     dedup: Dedup
     decontamination: Decontamination
-    pii_kinds: list[PiiKind]
-    pii_phone_regions: list[str]  # ISO 3166 regions whose national phone formats are recognised
+    pii_kinds: Annotated[list[PiiKind], Distinct]
+    pii_phone_regions: Annotated[list[str], Distinct]  # ISO 3166 regions whose national phone formats are recognised
     # shard sets (pairs, joint pairs or prompts) whose prompts never reach a train split
-    held_out: list[str]
+    held_out: Annotated[list[str], Distinct]
     test_fraction: float = Field(ge=0, lt=1)
     split_salt: str
     row_group_rows: int = Field(gt=0)

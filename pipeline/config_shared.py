@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    PrivateAttr,
     model_validator,
 )
 
@@ -22,6 +23,22 @@ class Section(BaseModel):
     # Inputs stay out of str(ValidationError): a key pasted into api_key_env must not reach a log.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, hide_input_in_errors=True)
 
+
+def _distinct(values: list) -> list:
+    """A list in which a repeat means nothing (methods, source names, languages, PII kinds): one is an error
+    naming it, not a silent second copy (``export.methods: [pugc, pugc]``).
+
+    >>> _distinct(["pugc", "dove", "pugc"])
+    Traceback (most recent call last):
+    ValueError: 'pugc' is listed twice; list each value once
+    """
+    twice = [v for i, v in enumerate(values) if v in values[:i]]
+    if twice:
+        raise ValueError(f"{twice[0]!r} is listed twice; list each value once")
+    return values
+
+
+Distinct = AfterValidator(_distinct)  # ``Annotated[list[...], Distinct]``: no value twice
 
 # --- shared sections -----------------------------------------------------------------------------
 
@@ -112,9 +129,22 @@ def _check_model(name: str) -> str:
     return name
 
 
+def is_ref_name(rev: str) -> bool:
+    """Whether ``rev`` is a branch, tag or commit name git allows (``git check-ref-format``), in the characters the
+    Hub's names use: letters, digits, ``.``, ``_``, ``-`` and ``/``, starting with a letter or digit; no ``..`` or
+    ``//``, no part starting with ``.`` or ending in ``.lock``, no trailing ``.`` or ``/``.
+
+    >>> is_ref_name("release/v1.0"), is_ref_name("bad rev"), is_ref_name("a..b"), is_ref_name("x/.hidden")
+    (True, False, False, False)
+    """
+    return (re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,254}", rev) is not None and ".." not in rev
+            and "//" not in rev and not rev.endswith((".", "/"))
+            and not any(part.startswith(".") or part.endswith(".lock") for part in rev.split("/")))
+
+
 def _check_revision(rev: str) -> str:
     """A Hub branch, tag or commit: a name git allows, not a URL or a path with spaces (errors never echo it)."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,254}", rev) or ".." in rev or rev.endswith((".", "/")):
+    if not is_ref_name(rev):
         raise ValueError("expected a Hugging Face Hub branch, tag or 40-hex commit of the model (e.g. main, v1.0 "
                          "or the commit its model page lists)")
     return rev
@@ -177,6 +207,13 @@ class LLM(Section):
     # How teacher-forced scores are asked for: vLLM's prompt_logprobs, or the legacy completions API's
     # echo + logprobs (opt-in, never a fallback; docs/openai.md).
     prompt_logprobs_via: PromptLogprobsVia = "prompt_logprobs"
+    # The params key that set ``model`` (``pugc.roles.judge.model``, ``selfie.policy_model``): what a model that
+    # cannot load tells the user to edit (``map_batches``). Not a setting: no dump, identity or fingerprint has it.
+    _model_key: str = PrivateAttr(default="llm.model")
+
+    @property
+    def model_key(self) -> str:
+        return self._model_key
 
     @model_validator(mode="after")
     def _openai(self) -> LLM:
@@ -203,6 +240,8 @@ class SamplingOverride(Section):
 
 class LLMOverride(Section):
     """A model role (policy, reference, judge, expert): keys left out inherit from ``llm``."""
+
+    _key: str = PrivateAttr(default="")  # where params holds it (``pugc.roles.judge``; set by ``Params``)
 
     backend: Backend | None = None
     model: ModelName | None = None
@@ -246,7 +285,12 @@ def resolve_role(base: LLM, override: LLMOverride | None) -> LLM:
             data["sampling"] = {**data["sampling"], **value}
         else:
             data[key] = value
-    return LLM.model_validate(data)
+    resolved = LLM.model_validate(data)
+    if override.model is not None:
+        resolved._model_key = f"{override._key}.model" if override._key else "the role's model"
+    else:
+        resolved._model_key = base.model_key
+    return resolved
 
 
 # --- ingest --------------------------------------------------------------------------------------

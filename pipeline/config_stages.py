@@ -15,6 +15,7 @@ from pydantic import (
 
 from pipeline.config_shared import (
     LLM,
+    Distinct,
     LLMOverride,
     ModelName,
     Revision,
@@ -72,17 +73,17 @@ class PugcGates(Section):
 class Pugc(Section):
     """PUGC (METHODS.md §2): documents -> queries -> K responses -> reference-guided scores -> pairs."""
 
-    sources: list[str] = Field(min_length=1)  # ingest source names whose documents are used
+    sources: Annotated[list[str], Distinct] = Field(min_length=1)  # ingest source names whose documents are used
     min_words: int = Field(ge=1)
     max_words: int = Field(ge=1)
     # ISO 639-1 codes kept (pipeline/langid.py identifies them)
-    languages: list[Annotated[str, AfterValidator(_check_language)]] = Field(min_length=1)
+    languages: Annotated[list[Annotated[str, AfterValidator(_check_language)]], Distinct] = Field(min_length=1)
     shingle_words: int = Field(ge=1)
     minhash_perms: int = Field(ge=1)
     minhash_bands: int = Field(ge=1)
     near_duplicate_threshold: float = Field(gt=0, le=1)
     queries_per_document: int = Field(ge=1)
-    leak_patterns: list[Annotated[str, AfterValidator(_check_regex)]]  # a query matching one is dropped
+    leak_patterns: Annotated[list[Annotated[str, AfterValidator(_check_regex)]], Distinct]  # a query matching one is dropped
     min_query_words: int = Field(ge=1)  # a shorter query ("What?", "Explain") is dropped; a CJK character is a word
     query_filter_threshold: float = Field(ge=0, le=1)
     responses_per_query: int = Field(ge=2)
@@ -151,8 +152,8 @@ class SelfieGates(Section):
 
 
 class Selfie(Section):
-    pair_sources: list[str] = Field(min_length=1)  # ingest pair sources (UltraFeedback-style, labelled)
-    prompt_sources: list[str]  # ingest prompt sources added to the pools as unlabelled prompts
+    pair_sources: Annotated[list[str], Distinct] = Field(min_length=1)  # ingest pair sources (UltraFeedback-style, labelled)
+    prompt_sources: Annotated[list[str], Distinct]  # ingest prompt sources added to the pools as unlabelled prompts
     iteration: int = Field(ge=1)
     policy_model: ModelName
     reference_model: ModelName
@@ -184,7 +185,9 @@ class Selfie(Section):
     def role(self, base: LLM, name: Literal["policy", "reference"]) -> LLM:
         """The resolved engine config of a role, with its model from ``policy_model``/``reference_model``."""
         override = getattr(self.roles, name).model_copy(update={"model": getattr(self, f"{name}_model")})
-        return resolve_role(base, override)
+        llm = resolve_role(base, override)
+        llm._model_key = f"selfie.{name}_model"
+        return llm
 
 
 # --- dove ----------------------------------------------------------------------------------------
@@ -212,7 +215,7 @@ class Dove(Section):
     roles: DoveRoles
     inputs: list[ResponseSet]
     pairs: str  # folder of labelled pairs (pairs contract) whose prompt+chosen / prompt+rejected become items
-    pair_sources: list[str]  # source names selected from ``pairs``; [] reads none
+    pair_sources: Annotated[list[str], Distinct]  # source names selected from ``pairs``; [] reads none
     pairing: Literal["random", "similar"]
     pairs_per_instruction: int = Field(gt=0)
     embedding_model: str | None  # None: hashed char-n-gram TF-IDF; else a HF / sentence-transformers model id
@@ -279,9 +282,9 @@ class WildfeedbackTestSet(Section):
 
 
 class Wildfeedback(Section):
-    sources: list[str] = Field(min_length=1)  # ingest source names (conversations) to mine
+    sources: Annotated[list[str], Distinct] = Field(min_length=1)  # ingest source names (conversations) to mine
     # kept languages, compared case-insensitively ("en", "English"); [] kept none (every tagged one dropped)
-    languages: list[str] = Field(min_length=1)
+    languages: Annotated[list[str], Distinct] = Field(min_length=1)
     # Conversations without a language tag: identify it from their user turns (pipeline/langid.py)
     detect_language: bool
     keep_unknown_language: bool  # conversations whose language is still unknown (no tag, nothing detected)
@@ -289,7 +292,7 @@ class Wildfeedback(Section):
     # conversations carrying any of these flags are dropped: the flags ingest writes (pipeline/formats/
     # dialogues.py: WildChat's toxic / redacted, OpenAssistant's synthetic), so a misspelt one is an error,
     # not toxic conversations silently kept
-    drop_flags: list[Literal["toxic", "redacted", "synthetic"]]
+    drop_flags: Annotated[list[Literal["toxic", "redacted", "synthetic"]], Distinct]
     detector: Literal["rules", "llm", "rules+llm"]
     # rules+llm: add_recall (confident rule verdicts stand; the model decides uncertain turns and the
     # recall sample) | llm_overrides (the model's verdict replaces the rules' on every turn it sees) |
@@ -303,7 +306,7 @@ class Wildfeedback(Section):
     # model prompts: dialogue messages shown before the judged turn; None = all of them (the paper)
     context_messages: int | None = Field(ge=1)
     max_message_chars: int = Field(ge=1)  # model prompts: each shown message is cut to this many chars
-    summarize: list[Literal["dsat", "sat"]]  # which signals get a preference summary
+    summarize: Annotated[list[Literal["dsat", "sat"]], Distinct]  # which signals get a preference summary
     chosen_by: Literal["expert", "policy"]
     natural_revisions: bool  # DSAT turn whose revised answer earns SAT -> (revision, original) pair
     sat_pairs: bool  # SAT turn as chosen vs a policy sample the judge finds worse

@@ -53,5 +53,19 @@ class EngineError(RuntimeError):
     ``map_batches`` reports it as a ``StageError`` naming the step and the role's model."""
 
 
+# What an engine that cannot load its model says to set; ``map_batches`` puts the exact params key in its place
+# (``LLM.model_key``: ``selfie.policy_model``, ``pugc.roles.judge.model``), the same on every backend.
+MODEL_KEY = "llm.model (or the role's model)"
+
+
 class ModelLoadError(StageError):
     """A model, or the package that runs it, cannot be loaded; the message names the model and the fix."""
+
+    def naming(self, key: str) -> ModelLoadError:
+        """This error with ``key``, the params key that set the model, in place of ``MODEL_KEY``.
+
+        >>> str(ModelLoadError(f"model './x': no such folder; set {MODEL_KEY} to a folder").naming("selfie.policy_model"))
+        "model './x': no such folder; set selfie.policy_model to a folder"
+        """
+        text = str(self)
+        return self if MODEL_KEY not in text else type(self)(text.replace(MODEL_KEY, key))

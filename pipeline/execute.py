@@ -55,7 +55,7 @@ import xxhash
 from pydantic import BaseModel
 
 from pipeline.config import LLM, PLACEMENT_KEYS, Execution, fingerprint
-from pipeline.errors import EngineError, StageError
+from pipeline.errors import EngineError, ModelLoadError, StageError
 from pipeline.execute_ray import stream_ray
 from pipeline.execute_step import Block, Step, concat_outputs, to_ipc
 from pipeline.files import write_json_atomic
@@ -304,6 +304,8 @@ def map_batches(
                     flush()
                 except Exception:  # noqa: BLE001 - the write itself failed (disk full): the first error is the one
                     pass
+            if isinstance(e, ModelLoadError) and engine is not None:  # local or from a Ray replica: the same line
+                raise e.naming(engine.model_key) from e
             if not isinstance(e, EngineError):
                 raise
             raise engine_step_error(desc or fn.__name__, engine, getattr(e, "cause", None) or e) from e

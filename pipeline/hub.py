@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.config_shared import is_ref_name
 from pipeline.files import file_sha256
 from pipeline.io import MANIFEST, read_manifest, verify_shards
 from pipeline.metrics import counted
@@ -116,6 +117,10 @@ def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: s
         validate_repo_id(repo_id)
     except HFValidationError as e:
         raise PublishError(f"--repo-id {repo_id!r}: {e} Give ORG/NAME in letters, digits, '-', '_' and '.'") from None
+    if revision is not None and not is_ref_name(revision):  # found by --dry-run, not by the Hub mid-publish
+        raise PublishError(f"--revision {revision!r}: not a branch name git and the Hub accept (letters, digits, '.', "
+                           "'_', '-' and '/', starting with a letter or digit; no spaces, '..' or trailing '.' or '/'); "
+                           "give a branch such as main or release-v1")
     if not path.is_dir() or not (path / MANIFEST).exists():
         raise PublishError(f"{path}: no release here (no {MANIFEST}); build it with `dvc repro export` first")
     problems = verify_release(path)

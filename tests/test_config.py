@@ -91,6 +91,22 @@ def test_source_names_are_unique_and_simple(tmp_path, good):
     assert "ingest.sources[1].name: String should match pattern" in error_of(tmp_path, good)
 
 
+@pytest.mark.parametrize("key", [
+    "export.methods", "export.dedup.priority", "export.pii_kinds", "export.pii_phone_regions", "export.held_out",
+    "export.card.language", "export.card.task_categories", "export.card.tags", "pugc.sources", "pugc.languages",
+    "pugc.leak_patterns", "selfie.pair_sources", "selfie.prompt_sources", "dove.pair_sources", "wildfeedback.sources",
+    "wildfeedback.languages", "wildfeedback.drop_flags", "wildfeedback.summarize",
+])
+def test_a_value_repeated_in_a_list_where_a_repeat_means_nothing_is_named(tmp_path, good, key):
+    """Was accepted silently (``export.methods: [pugc, pugc]``)."""
+    *parents, last = key.split(".")
+    node = good
+    for part in parents:
+        node = node[part]
+    node[last] = [*node[last], node[last][0]]
+    assert f"params.yaml: {key}: {node[last][0]!r} is listed twice; list each value once" in error_of(tmp_path, good)
+
+
 def test_not_yaml_not_a_mapping_missing_file(tmp_path):
     assert "not valid YAML" in error_of(tmp_path, "ingest: [unclosed")
     # one line naming file:line:column, what broke and what to do (not the parser's multi-line dump)

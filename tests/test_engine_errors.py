@@ -11,10 +11,11 @@ import pytest
 import yaml
 
 from pipeline import cli
-from pipeline.config import LLM, Execution, load_params, resolve_role
-from pipeline.errors import StageError
+from pipeline.config import LLM, Execution, load_params, resolve_role, section_roles
+from pipeline.errors import ModelLoadError, StageError
 from pipeline.execute import Checkpoint, map_batches
 from pipeline.gates import JudgeGateError, check_gate
+from pipeline.llm.identity import model_identity
 from pipeline.llm.openai_client import ServerError
 from tests.llm_configs import execution_config, llm_config
 
@@ -267,3 +268,36 @@ def test_a_max_model_len_too_small_for_the_judge_prompts_fails_the_stage_in_one_
     assert len(err) == 1 and err[0].startswith("prefpipe: pugc gate_query_filter (generator) on the transformers backend: "
                                                "model 'tiny': prompt + response of ")
     assert "does not fit llm.max_model_len=64" in err[0] and err[0].endswith("or raise max_model_len")
+
+
+def _params_with(tmp_path: Path, **keys):
+    """params.yaml with dotted ``keys`` set (``selfie.policy_model="./ckpt"``), loaded from ``tmp_path``."""
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for dotted, value in keys.items():
+        *path, last = dotted.split(".")
+        node = data
+        for part in path:
+            node = node[part]
+        node[last] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    return load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize(("keys", "section", "role", "named"), [
+    ({"selfie.policy_model": "./ckpt"}, "selfie", "policy", "selfie.policy_model"),  # no such folder
+    ({"pugc.roles.judge.model": "EMPTY"}, "pugc", "judge", "pugc.roles.judge.model"),  # a folder with no model
+    ({"llm.model": "./ckpt"}, "dove", "judge", "llm.model"),  # a role that inherits llm's model
+])
+def test_a_model_that_cannot_load_names_the_params_key_that_set_it(tmp_path, monkeypatch, keys, section, role, named):
+    """Was "set llm.model (or the role's model)" whichever key held the bad model (selfie.policy_model here)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    params = _params_with(tmp_path, **{k: str(tmp_path / "empty") if v == "EMPTY" else v for k, v in keys.items()})
+    cfg = section_roles(params, section)[role]
+    with pytest.raises(ModelLoadError) as e:
+        map_batches(pa.table({"i": [1, 2]}), _pick, execution=_execution(), engine=cfg)
+    error = str(e.value)
+    assert f"; set {named} to tiny, smollm2, a Hugging Face model id" in error and "role's model" not in error
+    again = LLM.model_validate(cfg.model_dump())  # the key is no setting: no dump, identity or fingerprint has it
+    assert again.model_dump_json() == cfg.model_dump_json() and named not in cfg.model_dump_json()
+    assert model_identity(again) == model_identity(cfg) and again.model_key == "llm.model"

@@ -197,6 +197,21 @@ def test_a_repo_id_the_hub_refuses_is_refused_by_the_dry_run(release, hub, capsy
     assert "ORG/NAME" in err and "token" not in err and hub.calls == []
 
 
+@pytest.mark.parametrize("revision", ["bad rev", "", "-x", "a..b", "v1/", "v1.", "x//y", "x/.y", "v1.lock", "a~1", "b:c"])
+def test_a_revision_that_is_no_branch_name_is_refused_by_the_dry_run(release, hub, capsys, revision):
+    """A new user's walk-through: `--dry-run --revision 'bad rev'` said it "would upload" there."""
+    assert cli(["publish", "--repo-id", "org/prefs", "--dry-run", f"--revision={revision}", "--path", str(release)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"prefpipe publish: --revision {revision!r}: not a branch name git and the Hub accept")
+    assert err.count("\n") == 1 and "give a branch such as main" in err and hub.calls == []
+
+
+@pytest.mark.parametrize("revision", ["main", "v1", "release/v1.0", "refs/pr/1", "my_branch-2"])
+def test_a_branch_name_is_taken_by_the_dry_run(release, hub, capsys, revision):
+    assert cli(["publish", "--repo-id", "org/prefs", "--dry-run", "--revision", revision, "--path", str(release)]) == 0
+    assert f"(revision {revision}," in capsys.readouterr().out
+
+
 def test_a_tampered_or_extra_file_is_refused_by_name(tmp_path, hub):
     root = tmp_path
     standard_methods(root)

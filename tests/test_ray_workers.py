@@ -154,3 +154,18 @@ def test_the_sessions_ray_instance_leaves_the_environment_of_later_tests_as_it_w
     command one starts (tests/test_cluster.py's `dvc repro` on its own Ray cluster)."""
     keys = ("RAY_AUTH_MODE", "PYTHONBREAKPOINT", "RAY_USAGE_STATS_ENABLED")
     assert {k: os.environ.get(k) for k in keys} == {k: ENV_AT_START.get(k) for k in keys}
+
+
+def test_a_model_that_cannot_load_names_its_params_key_on_ray_as_locally(tmp_path, monkeypatch):
+    """docs/ray.md: the same line on both backends, naming the key that set the model (selfie.policy_model)."""
+    from tests.test_engine_errors import _params_with
+
+    monkeypatch.chdir(tmp_path)
+    params = _params_with(tmp_path, **{"selfie.policy_model": "./ckpt"})
+    lines = []
+    for backend in ("local", "ray"):
+        with pytest.raises(ModelLoadError) as e:
+            map_batches(_input(8), answer, execution=_execution(backend=backend),
+                        engine=params.selfie.role(params.llm, "policy"))
+        lines.append(str(e.value))
+    assert lines[0] == lines[1] and lines[0].startswith("model './ckpt': no such file or folder; set selfie.policy_model to")

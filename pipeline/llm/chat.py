@@ -33,7 +33,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pipeline.errors import EngineError, ModelLoadError
+from pipeline.errors import MODEL_KEY, EngineError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ class ChatCodec:
     def __init__(self, tokenizer, name: str = "", max_len: int | None = None):
         if getattr(tokenizer, "chat_template", None) is None:
             raise TemplateError(
-                f"model {name or tokenizer.name_or_path!r} has no chat template; set llm.model (or the role's "
-                "model) to an instruct/chat model, or set tokenizer.chat_template in its folder"
+                f"model {name or tokenizer.name_or_path!r} has no chat template; set {MODEL_KEY} to an "
+                "instruct/chat model, or set tokenizer.chat_template in its folder"
             )
         self.tok = tokenizer
         self.name = name or tokenizer.name_or_path

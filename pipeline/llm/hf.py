@@ -40,7 +40,7 @@ import torch
 from pydantic import BaseModel
 
 from pipeline.config import LLM, Sampling
-from pipeline.errors import ModelLoadError
+from pipeline.errors import MODEL_KEY, ModelLoadError
 from pipeline.llm.base import ChatPrompt, Completion, LogProb, sample_seed
 from pipeline.llm.chat import ChatCodec
 from pipeline.llm.cpu import measure, threads
@@ -96,14 +96,14 @@ class TransformersEngine:
             dtype = _DTYPES[cfg.dtype]
         if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
             raise ModelLoadError(f"model {cfg.model!r}: the folder holds no config.json, so it is not a "
-                                 "Hugging Face model folder; set llm.model (or the role's model) to "
+                                 f"Hugging Face model folder; set {MODEL_KEY} to "
                                  f"{MODEL_CHOICES}")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, revision=rev)
         except (OSError, ValueError) as e:  # not on the Hub nor in the offline cache, no tokenizer: one line
             why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelLoadError(f"model {cfg.model!r} could not be loaded ({why}); set llm.model (or the "
-                                 f"role's model) to {MODEL_CHOICES}") from e
+            raise ModelLoadError(f"model {cfg.model!r} could not be loaded ({why}); set {MODEL_KEY} to "
+                                 f"{MODEL_CHOICES}") from e
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=rev).to(self.device).eval()

@@ -39,7 +39,7 @@ import os
 from pathlib import Path
 
 from pipeline.encodings import UNPRINTABLE
-from pipeline.errors import ModelLoadError
+from pipeline.errors import MODEL_KEY, ModelLoadError
 from pipeline.files import built_dir
 
 TINY_NAME = "tiny"
@@ -137,8 +137,8 @@ def resolve_model(name: str, hub: bool = True, revision: str | None = None) -> s
     if seed is None:
         local = Path(name).expanduser()
         if name.startswith(("/", "./", "../", "~")) and not local.exists():
-            raise ModelLoadError(f"model {name!r}: no such file or folder; set llm.model (or the role's "
-                                 f"model) to {MODEL_CHOICES}")
+            raise ModelLoadError(f"model {name!r}: no such file or folder; set {MODEL_KEY} to "
+                                 f"{MODEL_CHOICES}")
         if hub and not local.exists():
             check_hub_model(name, revision)
         return str(local) if name.startswith("~") else name
@@ -165,7 +165,7 @@ def check_hub_model(name: str, revision: str | None = None) -> None:
             return
     except ValueError:  # not a valid repo id: model_info says so below
         pass
-    fix = f"set llm.model (or the role's model) to {MODEL_CHOICES}"
+    fix = f"set {MODEL_KEY} to {MODEL_CHOICES}"
     if _offline():
         raise ModelLoadError(f"model {name!r}: HF_HUB_OFFLINE is set and it is not in the local cache; run once "
                              f"online to cache it, or {fix}")
