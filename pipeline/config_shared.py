@@ -215,6 +215,12 @@ class LLM(Section):
     def model_key(self) -> str:
         return self._model_key
 
+    def __eq__(self, other: object) -> bool:  # the same settings, whichever key named the model
+        return self.model_dump() == other.model_dump() if isinstance(other, LLM) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.model_dump_json())
+
     @model_validator(mode="after")
     def _openai(self) -> LLM:
         if self.backend == "openai" and not self.base_url:
