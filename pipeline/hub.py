@@ -121,6 +121,9 @@ def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: s
         raise PublishError(f"--revision {revision!r}: not a branch name git and the Hub accept (letters, digits, '.', "
                            "'_', '-' and '/', starting with a letter or digit; no spaces, '..' or trailing '.' or '/'); "
                            "give a branch such as main or release-v1")
+    if revision is not None and re.fullmatch(r"[0-9a-fA-F]{40}", revision):  # the Hub reads it as a commit
+        raise PublishError(f"--revision {revision!r} is a commit, and a publish adds a commit to a branch; "
+                           "give a branch such as main or release-v1")
     if not path.is_dir() or not (path / MANIFEST).exists():
         raise PublishError(f"{path}: no release here (no {MANIFEST}); build it with `dvc repro export` first")
     problems = verify_release(path)

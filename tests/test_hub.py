@@ -206,6 +206,15 @@ def test_a_revision_that_is_no_branch_name_is_refused_by_the_dry_run(release, hu
     assert err.count("\n") == 1 and "give a branch such as main" in err and hub.calls == []
 
 
+def test_a_commit_as_revision_is_refused_by_the_dry_run(release, hub, capsys):
+    """A 40-hex revision names a commit on the Hub: nothing can be committed on top of it."""
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    assert cli(["publish", "--repo-id", "org/prefs", "--dry-run", "--revision", sha, "--path", str(release)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"prefpipe publish: --revision {sha!r} is a commit, and a publish adds a commit to a branch; " \
+                  "give a branch such as main or release-v1\n" and hub.calls == []
+
+
 @pytest.mark.parametrize("revision", ["main", "v1", "release/v1.0", "refs/pr/1", "my_branch-2"])
 def test_a_branch_name_is_taken_by_the_dry_run(release, hub, capsys, revision):
     assert cli(["publish", "--repo-id", "org/prefs", "--dry-run", "--revision", revision, "--path", str(release)]) == 0
