@@ -88,6 +88,7 @@ def ray_init(address: str | None = None, **kwargs: Any) -> None:
 
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     check_address(address)
+    check_token(address)
     common = dict(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
     if address == "local":
         from ray.job_config import JobConfig
@@ -140,6 +141,34 @@ def check_address(address: str, timeout: float = 5.0) -> None:
             f"({e.strerror or type(e).__name__}); start the cluster there (`ray start --head`) or fix the address "
             "(null: a local Ray instance)"
         ) from None
+
+
+
+def check_token(address: str, timeout: float = 5.0) -> None:
+    """A cluster (``host:port``) that refuses this driver's token fails at once in the line ``ray.init`` gives
+    after 20 s of retries: one GCS client, given ``timeout`` seconds (in a thread: a listener that never answers
+    keeps it waiting), asks for the cluster's id. Any other outcome is left to ``ray.init``."""
+    import threading
+
+    if re.fullmatch(r"\[?[^\[\]/]+?\]?:\d+", address.strip()) is None:  # not ray://, local or auto
+        return
+    try:
+        from ray._raylet import GcsClient
+    except ImportError:
+        return
+    errors: list[BaseException] = []
+
+    def probe() -> None:
+        try:
+            GcsClient(address=address.strip(), cluster_id=None)
+        except Exception as e:  # noqa: BLE001 - only an authentication refusal is acted on
+            errors.append(e)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if errors and (type(errors[0]).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(errors[0])):
+        raise StageError(_connect_error(address, errors[0]))
 
 
 # --- Ray engine pools ------------------------------------------------------------------------------

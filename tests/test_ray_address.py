@@ -15,6 +15,14 @@ from pipeline.execute_ray import check_address, ray_init
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _gcs_answers(monkeypatch):
+    """The listeners below are plain sockets: ``check_token``'s GCS client would wait out its 5 s on them."""
+    import ray._raylet
+
+    monkeypatch.setattr(ray._raylet, "GcsClient", lambda **kw: None)
+
+
 @pytest.mark.parametrize("address", ["127.0.0.1:9", "ray://127.0.0.1:9", "[::1]:9"])
 def test_an_address_where_nothing_answers_is_one_line_naming_the_key(address):
     with pytest.raises(StageError, match=r"^execution.ray_address \(or RAY_ADDRESS\) .*: nothing answers at .*:9 "
@@ -89,3 +97,27 @@ def test_a_cluster_that_refuses_the_driver_is_one_line_saying_how_to_get_in(monk
         with pytest.raises(StageError, match=r"^execution.ray_address .*: Ray could not connect \(ConnectionError: "
                                              r"version mismatch\); check that a Ray cluster"):
             ray_init(f"127.0.0.1:{server.getsockname()[1]}")
+
+
+def test_a_cluster_that_refuses_the_token_fails_before_ray_init_retries(monkeypatch):
+    """The docs' `ray start --head` + RAY_ADDRESS without RAY_AUTH_MODE=token: the line came only after ray.init's
+    20 s of retries and Ray's warning per retry (measured, Ray 2.60); one GCS client is refused at once."""
+    import ray
+    import ray._raylet
+
+    class AuthenticationError(Exception):  # ray.exceptions.AuthenticationError, as the GCS client raises it
+        pass
+
+    def refused(**kwargs):
+        raise AuthenticationError("RPC error: InvalidAuthToken: Authentication token is missing or incorrect.")
+
+    monkeypatch.setattr(ray._raylet, "GcsClient", refused)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init reached: 20 s of retries"))
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(StageError, match=r"the Ray cluster there requires its authentication token; set "
+                                             r"RAY_AUTH_MODE=token"):
+            ray_init(address)
