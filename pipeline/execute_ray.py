@@ -116,6 +116,10 @@ def _connect_error(address: str, error: BaseException) -> str:
     while chain[-1].__cause__ is not None and len(chain) < 10:
         chain.append(chain[-1].__cause__)
     if any(type(c).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(c) for c in chain):
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":  # a token was sent: not this cluster's
+            return (f"execution.ray_address (or RAY_ADDRESS) {address!r}: the Ray cluster there refused this "
+                    "machine's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token); give it the "
+                    "cluster's token (`ray get-auth-token` on the head node)")
         return (f"execution.ray_address (or RAY_ADDRESS) {address!r}: the Ray cluster there requires its "
                 "authentication token; set RAY_AUTH_MODE=token and give this machine the cluster's token "
                 "(`ray get-auth-token` on the head node, into RAY_AUTH_TOKEN or ~/.ray/auth_token)")

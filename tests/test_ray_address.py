@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import StageError
-from pipeline.execute_ray import check_address, ray_init
+from pipeline.execute_ray import check_address, check_token, ray_init
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,6 +21,7 @@ def _gcs_answers(monkeypatch):
     import ray._raylet
 
     monkeypatch.setattr(ray._raylet, "GcsClient", lambda **kw: None)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # the driver sends no token unless a test says so
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:9", "ray://127.0.0.1:9", "[::1]:9"])
@@ -121,3 +122,27 @@ def test_a_cluster_that_refuses_the_token_fails_before_ray_init_retries(monkeypa
         with pytest.raises(StageError, match=r"the Ray cluster there requires its authentication token; set "
                                              r"RAY_AUTH_MODE=token"):
             ray_init(address)
+
+
+def test_a_cluster_that_refuses_the_token_given_says_the_token_is_wrong(monkeypatch):
+    """With RAY_AUTH_MODE=token and another cluster's token, the line told the user to set RAY_AUTH_MODE=token."""
+    import ray._raylet
+
+    class AuthenticationError(Exception):
+        pass
+
+    def refused(**kwargs):
+        raise AuthenticationError("RPC error: InvalidAuthToken: Authentication token is missing or incorrect.")
+
+    monkeypatch.setattr(ray._raylet, "GcsClient", refused)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(StageError) as e:
+            check_token(address)
+    assert str(e.value) == (
+        f"execution.ray_address (or RAY_ADDRESS) {address!r}: the Ray cluster there refused this machine's token "
+        "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token); give it the cluster's token "
+        "(`ray get-auth-token` on the head node)")
