@@ -88,7 +88,7 @@ def ray_init(address: str | None = None, **kwargs: Any) -> None:
 
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     check_address(address)
-    check_token(address)
+    check_gcs(address)
     common = dict(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
     if address == "local":
         from ray.job_config import JobConfig
@@ -148,10 +148,12 @@ def check_address(address: str, timeout: float = 5.0) -> None:
 
 
 
-def check_token(address: str, timeout: float = 5.0) -> None:
-    """A cluster (``host:port``) that refuses this driver's token fails at once in the line ``ray.init`` gives
-    after 20 s of retries: one GCS client, given ``timeout`` seconds (in a thread: a listener that never answers
-    keeps it waiting), asks for the cluster's id. Any other outcome is left to ``ray.init``."""
+def check_gcs(address: str, timeout: float = 10.0) -> None:
+    """A ``host:port`` that answers a connection must answer as a Ray cluster's GCS, which ``ray.init`` asks for
+    minutes, a Ray warning every few seconds, when something else listens there (the dashboard's 8265, the Ray
+    client's 10001 without ray://, a web server); and a cluster that refuses this driver's token is the line
+    ``ray.init`` gives after 20 s of retries. One GCS client asks for the cluster's id, given ``timeout``
+    seconds (in a thread: it waits 40 s for a listener that never answers). Other errors are left to ``ray.init``."""
     import threading
 
     if re.fullmatch(r"\[?[^\[\]/]+?\]?:\d+", address.strip()) is None:  # not ray://, local or auto
@@ -165,7 +167,7 @@ def check_token(address: str, timeout: float = 5.0) -> None:
     def probe() -> None:
         try:
             GcsClient(address=address.strip(), cluster_id=None)
-        except Exception as e:  # noqa: BLE001 - only an authentication refusal is acted on
+        except Exception as e:  # noqa: BLE001 - acted on below, or left to ray.init
             errors.append(e)
 
     thread = threading.Thread(target=probe, daemon=True)
@@ -173,6 +175,12 @@ def check_token(address: str, timeout: float = 5.0) -> None:
     thread.join(timeout)
     if errors and (type(errors[0]).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(errors[0])):
         raise StageError(_connect_error(address, errors[0]))
+    if thread.is_alive() or (errors and "Timed out while waiting for GCS" in str(errors[0])):
+        raise StageError(
+            f"execution.ray_address (or RAY_ADDRESS) {address!r}: something answers there, but no Ray cluster "
+            f"replied within {timeout:g} s; give the head node's GCS port (`ray start --head --port`, 6379 by "
+            "default; not the dashboard's 8265), ray://host:10001 for the Ray client, or null for a local Ray instance"
+        )
 
 
 # --- Ray engine pools ------------------------------------------------------------------------------

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import StageError
-from pipeline.execute_ray import check_address, check_token, ray_init
+from pipeline.execute_ray import check_address, check_gcs, ray_init
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
 def _gcs_answers(monkeypatch):
-    """The listeners below are plain sockets: ``check_token``'s GCS client would wait out its 5 s on them."""
+    """The listeners below are plain sockets: ``check_gcs``'s GCS client would wait out its 10 s on them."""
     import ray._raylet
 
     monkeypatch.setattr(ray._raylet, "GcsClient", lambda **kw: None)
@@ -141,8 +141,35 @@ def test_a_cluster_that_refuses_the_token_given_says_the_token_is_wrong(monkeypa
         server.listen()
         address = f"127.0.0.1:{server.getsockname()[1]}"
         with pytest.raises(StageError) as e:
-            check_token(address)
+            check_gcs(address)
     assert str(e.value) == (
         f"execution.ray_address (or RAY_ADDRESS) {address!r}: the Ray cluster there refused this machine's token "
         "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token); give it the cluster's token "
         "(`ray get-auth-token` on the head node)")
+
+
+def test_a_listener_that_is_not_a_ray_cluster_fails_in_one_line(monkeypatch):
+    """RAY_ADDRESS at a web server (the dashboard's 8265, as `ray job submit` takes it): ray.init retried for minutes,
+    a Ray warning every 5 s (measured: still retrying after 5 min). A GCS client that gets no reply: one line."""
+    import ray
+    import ray._raylet
+
+    class RpcError(Exception):  # ray.exceptions.RpcError, as the GCS client raises it after its own 40 s
+        pass
+
+    def silent(**kwargs):
+        raise RpcError("Timed out while waiting for GCS to become available.")
+
+    monkeypatch.setattr(ray._raylet, "GcsClient", silent)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init reached: minutes of retries"))
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(StageError) as e:
+            ray_init(address)
+    assert str(e.value) == (
+        f"execution.ray_address (or RAY_ADDRESS) {address!r}: something answers there, but no Ray cluster replied "
+        "within 10 s; give the head node's GCS port (`ray start --head --port`, 6379 by default; not the dashboard's "
+        "8265), ray://host:10001 for the Ray client, or null for a local Ray instance")
