@@ -293,6 +293,7 @@ def stream_ray(table, spans, *, step_args: tuple, engine: LLM | None, batch_size
         _release(_kept)  # a CPU step gets the kept pool's CPUs back (its tasks could otherwise never fit)
     actors = None if engine is None else _engine_pool(engine, factory, cpus)
     done = False
+    inflight: dict[Any, tuple[int, int, int, int]] = {}  # ref -> (seq, worker, start, end)
     try:
         if actors is not None:
             step_ref = ray.put((fn, fn_kwargs))
@@ -306,7 +307,6 @@ def stream_ray(table, spans, *, step_args: tuple, engine: LLM | None, batch_size
         cap = max(batch_size, min(execution.checkpoint_rows, total // (2 * len(workers))) // batch_size * batch_size)
         rows = batch_size  # per task: one batch until the first results say how long a row takes
         todo = [(s, e) for s, e in spans]
-        inflight: dict[Any, tuple[int, int, int, int]] = {}  # ref -> (seq, worker, start, end)
         ready: dict[int, Block] = {}
         busy = [0] * len(workers)
         sent = emitted = 0
@@ -341,3 +341,23 @@ def stream_ray(table, spans, *, step_args: tuple, engine: LLM | None, batch_size
                 _kept.clear()
             for a in actors:
                 ray.kill(a)
+        if not done:
+            _settle(list(inflight))
+
+
+def _settle(refs: list) -> None:
+    """The blocks still in flight when a step fails (their actors killed): cancelled and their errors read, so
+    Ray does not print each one after the step's one line as an 'Unhandled error' with the worker's traceback."""
+    import ray
+
+    for ref in refs:
+        try:
+            ray.cancel(ref)  # CPU tasks; an actor's tasks end with it
+        except Exception:  # noqa: BLE001, S110 - already finished, or not cancellable: read below
+            pass
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=10) if refs else ([], [])
+    for ref in ready:
+        try:
+            ray.get(ref, timeout=0)
+        except Exception:  # noqa: BLE001, S110 - the step already failed with its own line
+            pass
