@@ -123,7 +123,11 @@ def _connect_error(address: str, error: BaseException) -> str:
         return (f"execution.ray_address (or RAY_ADDRESS) {address!r}: the Ray cluster there requires its "
                 "authentication token; set RAY_AUTH_MODE=token and give this machine the cluster's token "
                 "(`ray get-auth-token` on the head node, into RAY_AUTH_TOKEN or ~/.ray/auth_token)")
-    last = " ".join(str(chain[-1]).split())[:300]
+    text = str(chain[-1])
+    if "Traceback (most recent call last)" in text:  # Ray's RuntimeError quotes a whole traceback: its last line
+        head, _, tail = text.partition("Traceback (most recent call last)")
+        text = head + tail.strip().splitlines()[-1]
+    last = " ".join(text.split())[:300]
     return (f"execution.ray_address (or RAY_ADDRESS) {address!r}: Ray could not connect ({type(chain[-1]).__name__}: "
             f"{last}); check that a Ray cluster of this Ray version runs there (`ray status` on its head node)")
 

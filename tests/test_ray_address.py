@@ -173,3 +173,28 @@ def test_a_listener_that_is_not_a_ray_cluster_fails_in_one_line(monkeypatch):
         f"execution.ray_address (or RAY_ADDRESS) {address!r}: something answers there, but no Ray cluster replied "
         "within 10 s; give the head node's GCS port (`ray start --head --port`, 6379 by default; not the dashboard's "
         "8265), ray://host:10001 for the Ray client, or null for a local Ray instance")
+
+
+def test_a_connect_error_quoting_a_traceback_keeps_only_its_last_line(monkeypatch):
+    """Measured: an address where an HTTP/2 proxy answers 404 gave 'Ray could not connect (RuntimeError: Failed to
+    connect to GCS. Last connection error: Traceback (most recent call last): File ".../ray/...' in the one line."""
+    import ray
+
+    def unreachable(**kwargs):
+        raise RuntimeError("Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
+                           '  File "/site-packages/ray/_private/node.py", line 996, in _init_gcs_client\n'
+                           "    client = GcsClient(\n"
+                           "ray.exceptions.RpcError: RPC error: Received http2 header with status: 404")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", unreachable)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(StageError) as e:
+            ray_init(address)
+    assert str(e.value) == (
+        f"execution.ray_address (or RAY_ADDRESS) {address!r}: Ray could not connect (RuntimeError: Failed to connect "
+        "to GCS. Last connection error: ray.exceptions.RpcError: RPC error: Received http2 header with status: 404); "
+        "check that a Ray cluster of this Ray version runs there (`ray status` on its head node)")
