@@ -88,6 +88,7 @@ def ray_init(address: str | None = None, **kwargs: Any) -> None:
 
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     check_address(address)
+    check_gcs(address)
     common = dict(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
     if address == "local":
         from ray.job_config import JobConfig
@@ -115,10 +116,18 @@ def _connect_error(address: str, error: BaseException) -> str:
     while chain[-1].__cause__ is not None and len(chain) < 10:
         chain.append(chain[-1].__cause__)
     if any(type(c).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(c) for c in chain):
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":  # a token was sent: not this cluster's
+            return (f"execution.ray_address (or RAY_ADDRESS) {address!r}: the Ray cluster there refused this "
+                    "machine's token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token); give it the "
+                    "cluster's token (`ray get-auth-token` on the head node)")
         return (f"execution.ray_address (or RAY_ADDRESS) {address!r}: the Ray cluster there requires its "
                 "authentication token; set RAY_AUTH_MODE=token and give this machine the cluster's token "
                 "(`ray get-auth-token` on the head node, into RAY_AUTH_TOKEN or ~/.ray/auth_token)")
-    last = " ".join(str(chain[-1]).split())[:300]
+    text = str(chain[-1])
+    if "Traceback (most recent call last)" in text:  # Ray's RuntimeError quotes a whole traceback: its last line
+        head, _, tail = text.partition("Traceback (most recent call last)")
+        text = head + tail.strip().splitlines()[-1]
+    last = " ".join(text.split())[:300]
     return (f"execution.ray_address (or RAY_ADDRESS) {address!r}: Ray could not connect ({type(chain[-1]).__name__}: "
             f"{last}); check that a Ray cluster of this Ray version runs there (`ray status` on its head node)")
 
@@ -140,6 +149,42 @@ def check_address(address: str, timeout: float = 5.0) -> None:
             f"({e.strerror or type(e).__name__}); start the cluster there (`ray start --head`) or fix the address "
             "(null: a local Ray instance)"
         ) from None
+
+
+
+def check_gcs(address: str, timeout: float = 10.0) -> None:
+    """A ``host:port`` that answers a connection must answer as a Ray cluster's GCS, which ``ray.init`` asks for
+    minutes, a Ray warning every few seconds, when something else listens there (the dashboard's 8265, the Ray
+    client's 10001 without ray://, a web server); and a cluster that refuses this driver's token is the line
+    ``ray.init`` gives after 20 s of retries. One GCS client asks for the cluster's id, given ``timeout``
+    seconds (in a thread: it waits 40 s for a listener that never answers). Other errors are left to ``ray.init``."""
+    import threading
+
+    if re.fullmatch(r"\[?[^\[\]/]+?\]?:\d+", address.strip()) is None:  # not ray://, local or auto
+        return
+    try:
+        from ray._raylet import GcsClient
+    except ImportError:
+        return
+    errors: list[BaseException] = []
+
+    def probe() -> None:
+        try:
+            GcsClient(address=address.strip(), cluster_id=None)
+        except Exception as e:  # noqa: BLE001 - acted on below, or left to ray.init
+            errors.append(e)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if errors and (type(errors[0]).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(errors[0])):
+        raise StageError(_connect_error(address, errors[0]))
+    if thread.is_alive() or (errors and "Timed out while waiting for GCS" in str(errors[0])):
+        raise StageError(
+            f"execution.ray_address (or RAY_ADDRESS) {address!r}: something answers there, but no Ray cluster "
+            f"replied within {timeout:g} s; give the head node's GCS port (`ray start --head --port`, 6379 by "
+            "default; not the dashboard's 8265), ray://host:10001 for the Ray client, or null for a local Ray instance"
+        )
 
 
 # --- Ray engine pools ------------------------------------------------------------------------------
@@ -252,6 +297,7 @@ def stream_ray(table, spans, *, step_args: tuple, engine: LLM | None, batch_size
         _release(_kept)  # a CPU step gets the kept pool's CPUs back (its tasks could otherwise never fit)
     actors = None if engine is None else _engine_pool(engine, factory, cpus)
     done = False
+    inflight: dict[Any, tuple[int, int, int, int]] = {}  # ref -> (seq, worker, start, end)
     try:
         if actors is not None:
             step_ref = ray.put((fn, fn_kwargs))
@@ -265,7 +311,6 @@ def stream_ray(table, spans, *, step_args: tuple, engine: LLM | None, batch_size
         cap = max(batch_size, min(execution.checkpoint_rows, total // (2 * len(workers))) // batch_size * batch_size)
         rows = batch_size  # per task: one batch until the first results say how long a row takes
         todo = [(s, e) for s, e in spans]
-        inflight: dict[Any, tuple[int, int, int, int]] = {}  # ref -> (seq, worker, start, end)
         ready: dict[int, Block] = {}
         busy = [0] * len(workers)
         sent = emitted = 0
@@ -300,3 +345,23 @@ def stream_ray(table, spans, *, step_args: tuple, engine: LLM | None, batch_size
                 _kept.clear()
             for a in actors:
                 ray.kill(a)
+        if not done:
+            _settle(list(inflight))
+
+
+def _settle(refs: list) -> None:
+    """The blocks still in flight when a step fails (their actors killed): cancelled and their errors read, so
+    Ray does not print each one after the step's one line as an 'Unhandled error' with the worker's traceback."""
+    import ray
+
+    for ref in refs:
+        try:
+            ray.cancel(ref)  # CPU tasks; an actor's tasks end with it
+        except Exception:  # noqa: BLE001, S110 - already finished, or not cancellable: read below
+            pass
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=10) if refs else ([], [])
+    for ref in ready:
+        try:
+            ray.get(ref, timeout=0)
+        except Exception:  # noqa: BLE001, S110 - the step already failed with its own line
+            pass

@@ -237,8 +237,9 @@ def test_settings_errors_fail_at_once_and_never_show_the_key(server, monkeypatch
     with pytest.raises(ServerError, match=r"rejected the API key.*HTTP 401") as e:
         OpenAIEngine(config(server)).generate(PROMPTS[:1], n=1, sampling=SAMPLING)
     assert "sk-wrong" not in str(e.value)
+    assert str(e.value).endswith("check llm.model, llm.base_url and llm.api_key_env (or the role's)")  # a judge's key
     monkeypatch.delenv(KEY_ENV)
-    with pytest.raises(ServerError, match=f"llm.api_key_env names {KEY_ENV}, which is not set"):
+    with pytest.raises(ServerError, match=fr"llm.api_key_env \(or the role's\) names {KEY_ENV}, which is not set"):
         OpenAIEngine(config(server))
     monkeypatch.setenv(KEY_ENV, KEY)
     with pytest.raises(ServerError, match="does not serve this model"):

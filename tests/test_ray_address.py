@@ -10,9 +10,18 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import StageError
-from pipeline.execute_ray import check_address, ray_init
+from pipeline.execute_ray import check_address, check_gcs, ray_init
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _gcs_answers(monkeypatch):
+    """The listeners below are plain sockets: ``check_gcs``'s GCS client would wait out its 10 s on them."""
+    import ray._raylet
+
+    monkeypatch.setattr(ray._raylet, "GcsClient", lambda **kw: None)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # the driver sends no token unless a test says so
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:9", "ray://127.0.0.1:9", "[::1]:9"])
@@ -89,3 +98,103 @@ def test_a_cluster_that_refuses_the_driver_is_one_line_saying_how_to_get_in(monk
         with pytest.raises(StageError, match=r"^execution.ray_address .*: Ray could not connect \(ConnectionError: "
                                              r"version mismatch\); check that a Ray cluster"):
             ray_init(f"127.0.0.1:{server.getsockname()[1]}")
+
+
+def test_a_cluster_that_refuses_the_token_fails_before_ray_init_retries(monkeypatch):
+    """The docs' `ray start --head` + RAY_ADDRESS without RAY_AUTH_MODE=token: the line came only after ray.init's
+    20 s of retries and Ray's warning per retry (measured, Ray 2.60); one GCS client is refused at once."""
+    import ray
+    import ray._raylet
+
+    class AuthenticationError(Exception):  # ray.exceptions.AuthenticationError, as the GCS client raises it
+        pass
+
+    def refused(**kwargs):
+        raise AuthenticationError("RPC error: InvalidAuthToken: Authentication token is missing or incorrect.")
+
+    monkeypatch.setattr(ray._raylet, "GcsClient", refused)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init reached: 20 s of retries"))
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(StageError, match=r"the Ray cluster there requires its authentication token; set "
+                                             r"RAY_AUTH_MODE=token"):
+            ray_init(address)
+
+
+def test_a_cluster_that_refuses_the_token_given_says_the_token_is_wrong(monkeypatch):
+    """With RAY_AUTH_MODE=token and another cluster's token, the line told the user to set RAY_AUTH_MODE=token."""
+    import ray._raylet
+
+    class AuthenticationError(Exception):
+        pass
+
+    def refused(**kwargs):
+        raise AuthenticationError("RPC error: InvalidAuthToken: Authentication token is missing or incorrect.")
+
+    monkeypatch.setattr(ray._raylet, "GcsClient", refused)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(StageError) as e:
+            check_gcs(address)
+    assert str(e.value) == (
+        f"execution.ray_address (or RAY_ADDRESS) {address!r}: the Ray cluster there refused this machine's token "
+        "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token); give it the cluster's token "
+        "(`ray get-auth-token` on the head node)")
+
+
+def test_a_listener_that_is_not_a_ray_cluster_fails_in_one_line(monkeypatch):
+    """RAY_ADDRESS at a web server (the dashboard's 8265, as `ray job submit` takes it): ray.init retried for minutes,
+    a Ray warning every 5 s (measured: still retrying after 5 min). A GCS client that gets no reply: one line."""
+    import ray
+    import ray._raylet
+
+    class RpcError(Exception):  # ray.exceptions.RpcError, as the GCS client raises it after its own 40 s
+        pass
+
+    def silent(**kwargs):
+        raise RpcError("Timed out while waiting for GCS to become available.")
+
+    monkeypatch.setattr(ray._raylet, "GcsClient", silent)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init reached: minutes of retries"))
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(StageError) as e:
+            ray_init(address)
+    assert str(e.value) == (
+        f"execution.ray_address (or RAY_ADDRESS) {address!r}: something answers there, but no Ray cluster replied "
+        "within 10 s; give the head node's GCS port (`ray start --head --port`, 6379 by default; not the dashboard's "
+        "8265), ray://host:10001 for the Ray client, or null for a local Ray instance")
+
+
+def test_a_connect_error_quoting_a_traceback_keeps_only_its_last_line(monkeypatch):
+    """Measured: an address where an HTTP/2 proxy answers 404 gave 'Ray could not connect (RuntimeError: Failed to
+    connect to GCS. Last connection error: Traceback (most recent call last): File ".../ray/...' in the one line."""
+    import ray
+
+    def unreachable(**kwargs):
+        raise RuntimeError("Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
+                           '  File "/site-packages/ray/_private/node.py", line 996, in _init_gcs_client\n'
+                           "    client = GcsClient(\n"
+                           "ray.exceptions.RpcError: RPC error: Received http2 header with status: 404")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", unreachable)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(StageError) as e:
+            ray_init(address)
+    assert str(e.value) == (
+        f"execution.ray_address (or RAY_ADDRESS) {address!r}: Ray could not connect (RuntimeError: Failed to connect "
+        "to GCS. Last connection error: ray.exceptions.RpcError: RPC error: Received http2 header with status: 404); "
+        "check that a Ray cluster of this Ray version runs there (`ray status` on its head node)")

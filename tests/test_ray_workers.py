@@ -169,3 +169,32 @@ def test_a_model_that_cannot_load_names_its_params_key_on_ray_as_locally(tmp_pat
                         engine=params.selfie.role(params.llm, "policy"))
         lines.append(str(e.value))
     assert lines[0] == lines[1] and lines[0].startswith("model './ckpt': no such file or folder; set selfie.policy_model to")
+
+
+def _sentinel():
+    raise ValueError("sentinel: an error nobody reads")
+
+
+def test_a_failed_engine_step_leaves_no_unhandled_ray_error_after_its_line(monkeypatch):
+    """Today's failure (an openai role whose api_key_env is unset on the workers, on a Ray cluster): after the step's
+    one line, Ray printed 'Unhandled error' with the replica's whole traceback for each block still in flight.
+    An error nobody reads, freed after the step, shows when Ray reports such errors: by then none is the step's."""
+    import gc
+    import time
+
+    import ray
+    import ray._private.worker as worker
+
+    reported: list[str] = []
+    monkeypatch.setattr(worker, "_unhandled_error_handler", lambda e: reported.append(str(e)))
+    with pytest.raises(ModelLoadError):
+        map_batches(_input(40), answer, execution=_execution(backend="ray"), engine=_llm(),
+                    engine_factory=UnloadableEngine)
+    ref = ray.remote(_sentinel).remote()
+    del ref  # never waited for nor read (ray.wait counts as reading it)
+    gc.collect()
+    for _ in range(600):  # until Ray reports the sentinel (the suite's timeout bounds it)
+        if any("sentinel" in r for r in reported):
+            break
+        time.sleep(0.1)
+    assert [r for r in reported if "sentinel" not in r] == [] and any("sentinel" in r for r in reported)

@@ -70,9 +70,9 @@ MAX_RETRY_AFTER = 600.0  # a longer Retry-After (a daily quota) is waited only t
 RETRY_STATUS = {408, 409, 429}  # and every 5xx (not a 429 insufficient_quota: billing, not a rate limit)
 FATAL_STATUS = {401: "the server rejected the API key", 403: "the API key may not use this model",
                 404: "the server does not serve this model or endpoint"}
-CHECK_SETTINGS = "check llm.model, llm.base_url and llm.api_key_env"
-CHECK_URL = ("llm.base_url is the API root, e.g. http://node1:8000/v1 as `vllm serve` prints it (not the server "
-             "root, not .../chat/completions), and llm.model a served name (<base_url>/models lists them)")
+CHECK_SETTINGS = "check llm.model, llm.base_url and llm.api_key_env (or the role's)"
+CHECK_URL = ("llm.base_url (or the role's) is the API root, e.g. http://node1:8000/v1 as `vllm serve` prints it (not "
+             "the server root, not .../chat/completions), and llm.model a served name (<base_url>/models lists them)")
 BODY_LOC = re.compile(r"\(\s*'body',\s*'(\w+)'")  # a pydantic validation error's location (vLLM, strict servers)
 
 
@@ -134,8 +134,8 @@ def api_key(cfg: LLM) -> str:
     value = os.environ.get(cfg.api_key_env, "")
     if not value:
         raise ServerError(
-            f"llm.api_key_env names {cfg.api_key_env}, which is not set in this environment: export it where "
-            "the stage runs (and on Ray workers), or set api_key_env: null for a server without a key"
+            f"llm.api_key_env (or the role's) names {cfg.api_key_env}, which is not set in this environment: export it "
+            "where the stage runs (and on Ray workers), or set api_key_env: null for a server without a key"
         )
     return value
 
