@@ -132,7 +132,8 @@ def test_a_detector_behind_a_server_that_is_down_fails_the_stage_in_one_line_not
     assert params.execution.on_gate_failure == "withhold"
     with pytest.raises(StageError, match=r"^wildfeedback detector gate \(detector\) on the openai backend: model "
                                          r"'tiny' at http://127.0.0.1:9/v1: generate: 16 of 16 requests failed \(first: "
-                                         r"prompt 0: connection failed .*a rerun resends only the failed ones$") as e:
+                                         r"prompt 0: connection failed .*none was answered: check that the server is up and "
+                                         r"serves this model; .*a rerun resends only the failed ones$") as e:
         detector_gate(params)
     assert type(e.value) is StageError and "\n" not in str(e.value)
 

@@ -191,10 +191,12 @@ class OpenAIEngine:
         if any: raised once every request of the call is done, so what came back is cached."""
         if unanswered:
             i, error = unanswered[0]
+            none = len(unanswered) == total  # a server down or gone away, more likely than bad rows
             raise RequestsFailed(
                 f"{self.transport.where()}: {what}: {len(unanswered)} of {total} requests failed (first: "
-                f"prompt {i}: {error}; llm.max_retries={self.cfg.max_retries}); the answers that came back "
-                "are cached, so a rerun resends only the failed ones"
+                f"prompt {i}: {error}; llm.max_retries={self.cfg.max_retries}); "
+                + ("none was answered: check that the server is up and serves this model; " if none else "")
+                + "the answers that came back are cached, so a rerun resends only the failed ones"
             )
 
     # --- generate --------------------------------------------------------------------------------
