@@ -223,6 +223,22 @@ def test_ultrafeedback_pairs(real):
     assert pair["margin"] == raw[0]["metadata"]["score_chosen"] - raw[0]["metadata"]["score_rejected"]
 
 
+def test_dove_conditional_pairs_reject_replies_that_speak_as_the_user(real):
+    # DOVE's HH-derived pairs, read as docs/ingest.md tells a user (ultrafeedback format, mapped fields): 8 rows hold
+    # a reply that opens with "Human:" or holds the user's next line ("...negotiation.  Human:  Do you think...")
+    path = real / "dove/data/anthropic_helpful/val_conditional_pref.jsonl"
+    raw = jsonl(path)
+    mapping = {"prompt": "i_chosen", "chosen": "r_chosen", "rejected": "r_reject"}
+    res = run_source(path, "ultrafeedback", "pairs", mapping)
+    assert_accounted(res)
+    mixed = [i for i, r in enumerate(raw, 1) if other_speakers_line([{"role": "assistant", "content": "  " + r[k]}
+                                                                     for k in ("r_chosen", "r_reject")])]
+    assert [r["row"] for r in res.rejects] == mixed == [16, 23, 118, 155, 216, 224, 238, 298]
+    assert [r["reason"].split(": ", 1)[1].split(" ")[0] for r in res.rejects].count("chosen") == 3
+    assert len(res.rows["pairs"]) == 363 - 8
+    assert not any(re.match(r"\s*Human\s*:", p[k][0]["content"]) for p in res.rows["pairs"] for k in ("chosen", "rejected"))
+
+
 @pytest.mark.parametrize(
     ("rel", "expected"),
     [
