@@ -324,3 +324,22 @@ def test_wildchat_sample_model_nested_under_metadata_is_read_language_only_when_
     mapped = run_source(path, "wildchat", "conversations", mapping={"language": "metadata.language"})
     assert all(c["language"] == raw[c["conversation_id"]]["language"] for c in mapped.rows["conversations"])
     assert sum(c["language"] == "English" for c in mapped.rows["conversations"]) > 150
+
+
+def test_wildchat_sample_rejects_say_what_is_wrong_and_name_the_key_it_holds(real):
+    """21 of the 589 conversations are rejects, each for a true cause: the host's downloader dropped messages, so 20 do
+    not alternate or start with an assistant turn, and one user turn is only line breaks. The empty turn's reason
+    names the record's key (`messages`), not `conversation`, a key the file does not have."""
+    path = real / "wildchat_sample/conversations.jsonl"
+    raw = jsonl(path)
+    res = run_source(path, "wildchat", "conversations")
+    assert_accounted(res)
+    roles = [[m["role"] for m in r["messages"]] for r in raw]
+    out_of_order = [i for i, rs in enumerate(roles, 1) if rs[::2] != ["user"] * len(rs[::2])
+                    or rs[1::2] != ["assistant"] * len(rs[1::2])]
+    blank_turns = [(i, n) for i, r in enumerate(raw, 1) for n, m in enumerate(r["messages"]) if not m["content"].strip()]
+    assert len(out_of_order) == 20 and blank_turns == [(131, 6)]
+    reasons = {r["row"]: r["reason"] for r in res.rejects}
+    assert sorted(reasons) == sorted([*out_of_order, 131])
+    assert reasons[131] == "conversations.jsonl:131: messages[6] (user) has empty content"
+    assert all("roles out of order" in reasons[i] for i in out_of_order)

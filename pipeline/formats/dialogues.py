@@ -28,7 +28,8 @@ def wildchat(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     conversation must not pass as clean because its flag sat one level down. ``metadata.language`` is not read
     unless mapped (``mapping: {language: metadata.language}``): in the shared sample 10 of the 187 conversations
     tagged "English" there are Chinese, Russian, Korean, ... (a tag wins over language identification)."""
-    messages = to_messages(ctx.get(rec, "messages", "conversation", required=True), "conversation")
+    key, value = ctx.field(rec, "messages", "conversation", required=True)  # a reject names the key the record has
+    messages = to_messages(value, key)
     origin = ctx.origin(rec, "conversation_id", "conversation_hash")
     flags = [f for f in ("toxic", "redacted") if _flag(ctx.get(rec, f, f"metadata.{f}"), f)]
     out = Adapted()
@@ -57,8 +58,8 @@ def _flag(value: Any, what: str) -> bool:
 def sharegpt(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     """ShareGPT: ``conversations`` of {from, value} (from: human/gpt/system); a top-level ``system`` string (as
     LLaMA-Factory writes the format) is the conversation's system message."""
-    messages = to_messages(ctx.get(rec, "messages", "conversations", required=True), "conversations",
-                           role_key="from", content_key="value")
+    key, value = ctx.field(rec, "messages", "conversations", required=True)
+    messages = to_messages(value, key, role_key="from", content_key="value")
     system = ctx.get(rec, "system")
     if system is not None and not (isinstance(system, str) and blank(system)):
         if not isinstance(system, str):
