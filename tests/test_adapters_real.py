@@ -81,7 +81,9 @@ def test_hh_rlhf_pairs_share_the_dialogue_and_differ_in_the_last_turn(real):
     labelled = [r for r in raw if labelled_turn(r["chosen"]) or labelled_turn(r["rejected"])]
     assert (res.metrics["accepted"], res.metrics["rejected"]) == (2263, 49) and len(labelled) == 45
     reasons = [r["reason"].split(": ", 1)[1] for r in res.rejects]
-    assert reasons.count("chosen or rejected has an empty final Assistant turn") == 4
+    empty_chosen = [i for i, r in enumerate(raw, 1) if r["chosen"].endswith("\n\nAssistant: ")]
+    assert [r["row"] for r in res.rejects if r["reason"].endswith("chosen has an empty final Assistant turn")] == empty_chosen
+    assert len(empty_chosen) == 4
     assert sum("opens with the speaker label" in r for r in reasons) == 40
     assert sum("holds the other speaker's line" in r for r in reasons) == 5
     assert not any(other_speakers_line(p["prompt"] + p["chosen"] + p["rejected"]) for p in res.rows["pairs"])

@@ -158,8 +158,8 @@ def hh_rlhf(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         raise BadRecord("chosen and rejected do not share the dialogue before their last turn")
     if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
         raise BadRecord("chosen/rejected must end with an Assistant turn")
-    if not chosen[-1]["content"] or not rejected[-1]["content"]:
-        raise BadRecord("chosen or rejected has an empty final Assistant turn")
+    if empty := [what for what, turns in (("chosen", chosen), ("rejected", rejected)) if not turns[-1]["content"]]:
+        raise BadRecord(f"{' and '.join(empty)} {'has' if len(empty) == 1 else 'have'} an empty final Assistant turn")
     shared = chosen[:-1]
     if empty := next((n for n, m in enumerate(shared, 1) if not m["content"]), None):
         speaker = "Human" if shared[empty - 1]["role"] == "user" else "Assistant"
