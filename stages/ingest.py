@@ -6,7 +6,7 @@ record model, and keep the record only if all of its rows pass. Then, per source
 
 1. duplicates: a row whose id was already produced by an earlier record is dropped when identical
    (Arena-Hard repeats the question in every model's answer file) and rejects its record otherwise;
-2. orphans (kind ``rated``): a response whose prompt is not in the source rejects its record;
+2. orphans (kind ``rated``): a response whose prompt the source does not accept (missing or rejected) rejects its record;
 3. cross-record facts (the accepted Stack Exchange answer) are applied.
 
 Outputs, under ``data/ingest/``: ``conversations/ documents/ prompts/ responses/ pairs/`` (all five,
@@ -200,8 +200,8 @@ def orphan_reason(rec: _Kept, prompt_ids: set[str]) -> str | None:
     """Why a record answers a prompt this source does not contain, or None."""
     missing = sorted({r["prompt_id"] for r in rec.rows.get("responses", [])} - prompt_ids)
     if missing:
-        return (f"response to a prompt not in this source (prompt_id {missing[0]}; "
-                "e.g. an answer whose question is missing)")
+        return (f"response to a prompt this source does not accept (prompt_id {missing[0]}): its question is missing "
+                "from the source, or was rejected itself (see its own reject)")
     return None
 
 

@@ -151,6 +151,37 @@ def test_ultrafeedback_implicit_prompt_in_message_lists():
         one({**rec, "score_chosen": "high"}, "ultrafeedback", "pairs")
 
 
+def test_a_message_reject_names_the_key_the_record_holds():
+    # was "conversation[1] ..." for a record whose key is `messages` (converted WildChat exports) or a mapped one
+    empty = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": " "}]
+    for rec, mapping, key in [({"conversation": empty}, None, "conversation"), ({"messages": empty}, None, "messages"),
+                              ({"dialog": empty}, {"messages": "dialog"}, "dialog")]:
+        with pytest.raises(BadRecord, match=rf"^{key}\[1\] \(assistant\) has empty content$"):
+            one(rec, "wildchat", "conversations", mapping)
+    chat = [{"from": "human", "value": "Hi"}, {"from": "narrator", "value": "x"}]
+    with pytest.raises(BadRecord, match=r"^messages\[1\] has unknown role 'narrator'"):
+        one({"messages": chat}, "sharegpt", "conversations")
+    with pytest.raises(BadRecord, match=r"^conversations\[1\] has unknown role 'narrator'"):
+        one({"conversations": chat}, "sharegpt", "conversations")
+
+
+def test_ultrafeedback_rejects_a_reply_that_speaks_as_the_user():
+    # HH-derived replies (DOVE's val_conditional_pref.jsonl) open with the user's label or hold the user's next line
+    rec = {"prompt": "How do I open a new window?", "chosen": "Human: Here's a simple method: press CTRL + N.",
+           "rejected": "Try the menu."}
+    with pytest.raises(BadRecord, match=r"^chosen opens with the speaker label 'Human:' \(the reply speaks as the user"):
+        one(rec, "ultrafeedback", "pairs")
+    gap = {**rec, "chosen": "Use CTRL + N.", "rejected": "It is negotiation.  Human:  Do you think people are good at it?"}
+    with pytest.raises(BadRecord, match=r"^rejected holds the other speaker's line 'Human:'"):
+        one(gap, "ultrafeedback", "pairs")
+    rated = {"prompt": "x", "completions": [{"response": "ok", "score": 2}, {"response": "Human: y", "score": 1}]}
+    with pytest.raises(BadRecord, match=r"^completions\[1\].response opens with the speaker label 'Human:'"):
+        one(rated, "ultrafeedback", "rated")
+    # its own label, or a quote of the user's label inside a sentence, loses nothing: kept
+    ok = {**rec, "chosen": "Assistant: press CTRL + N.", "rejected": "Type what the Human: prompt asks."}
+    assert one(ok, "ultrafeedback", "pairs").rows["pairs"][0]["chosen"][0]["content"] == "Assistant: press CTRL + N."
+
+
 def test_ultrafeedback_ratings_become_scored_responses():
     rec = {"instruction": "Name a colour.", "completions": [
         {"model": "m1", "response": "Blue.", "overall_score": 8}, {"model": "m2", "response": "Dog.", "overall_score": 1}]}

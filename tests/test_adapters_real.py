@@ -81,7 +81,9 @@ def test_hh_rlhf_pairs_share_the_dialogue_and_differ_in_the_last_turn(real):
     labelled = [r for r in raw if labelled_turn(r["chosen"]) or labelled_turn(r["rejected"])]
     assert (res.metrics["accepted"], res.metrics["rejected"]) == (2263, 49) and len(labelled) == 45
     reasons = [r["reason"].split(": ", 1)[1] for r in res.rejects]
-    assert reasons.count("chosen or rejected has an empty final Assistant turn") == 4
+    empty_chosen = [i for i, r in enumerate(raw, 1) if r["chosen"].endswith("\n\nAssistant: ")]
+    assert [r["row"] for r in res.rejects if r["reason"].endswith("chosen has an empty final Assistant turn")] == empty_chosen
+    assert len(empty_chosen) == 4
     assert sum("opens with the speaker label" in r for r in reasons) == 40
     assert sum("holds the other speaker's line" in r for r in reasons) == 5
     assert not any(other_speakers_line(p["prompt"] + p["chosen"] + p["rejected"]) for p in res.rows["pairs"])
@@ -184,9 +186,11 @@ def test_stackexchange_questions_and_answers(real):
 
     assert posts("refers to posts of its thread") == SE_THREAD_REFERENCES
     # 15 questions and 30 answers show an image ("It came with this lid:", "The graph below shows"), which the text
-    # loses: rejected, and with each such question its 19 other answers (a response to a prompt not in the source).
+    # loses: rejected, and with each such question its 19 other answers (their prompt is not accepted).
     assert posts("shows an image") == SE_IMAGE_QUESTIONS | SE_IMAGE_ANSWERS
-    assert sum("response to a prompt not in this source" in r["reason"] for r in rated.rejects) == 19
+    # Each of those 19 is in the file and rejected itself: the reason says so, not that it is missing.
+    orphans = [r["reason"] for r in rated.rejects if "response to a prompt this source does not accept" in r["reason"]]
+    assert len(orphans) == 19 and all(r.endswith("or was rejected itself (see its own reject)") for r in orphans)
     assert len(rated.rejects) == 19 + 45 + 19
     assert len(rated.rows["prompts"]) == n_q - 15 == 210
     assert len(rated.rows["responses"]) == n_a - 19 - 30 - 19 == 259
@@ -221,6 +225,22 @@ def test_ultrafeedback_pairs(real):
     assert pair["chosen"] == [{"role": "assistant", "content": raw[0]["chosen"]}]
     assert pair["score_chosen"] == raw[0]["metadata"]["score_chosen"]
     assert pair["margin"] == raw[0]["metadata"]["score_chosen"] - raw[0]["metadata"]["score_rejected"]
+
+
+def test_dove_conditional_pairs_reject_replies_that_speak_as_the_user(real):
+    # DOVE's HH-derived pairs, read as docs/ingest.md tells a user (ultrafeedback format, mapped fields): 8 rows hold
+    # a reply that opens with "Human:" or holds the user's next line ("...negotiation.  Human:  Do you think...")
+    path = real / "dove/data/anthropic_helpful/val_conditional_pref.jsonl"
+    raw = jsonl(path)
+    mapping = {"prompt": "i_chosen", "chosen": "r_chosen", "rejected": "r_reject"}
+    res = run_source(path, "ultrafeedback", "pairs", mapping)
+    assert_accounted(res)
+    mixed = [i for i, r in enumerate(raw, 1) if other_speakers_line([{"role": "assistant", "content": "  " + r[k]}
+                                                                     for k in ("r_chosen", "r_reject")])]
+    assert [r["row"] for r in res.rejects] == mixed == [16, 23, 118, 155, 216, 224, 238, 298]
+    assert [r["reason"].split(": ", 1)[1].split(" ")[0] for r in res.rejects].count("chosen") == 3
+    assert len(res.rows["pairs"]) == 363 - 8
+    assert not any(re.match(r"\s*Human\s*:", p[k][0]["content"]) for p in res.rows["pairs"] for k in ("chosen", "rejected"))
 
 
 @pytest.mark.parametrize(
@@ -306,3 +326,22 @@ def test_wildchat_sample_model_nested_under_metadata_is_read_language_only_when_
     mapped = run_source(path, "wildchat", "conversations", mapping={"language": "metadata.language"})
     assert all(c["language"] == raw[c["conversation_id"]]["language"] for c in mapped.rows["conversations"])
     assert sum(c["language"] == "English" for c in mapped.rows["conversations"]) > 150
+
+
+def test_wildchat_sample_rejects_say_what_is_wrong_and_name_the_key_it_holds(real):
+    """21 of the 589 conversations are rejects, each for a true cause: the host's downloader dropped messages, so 20 do
+    not alternate or start with an assistant turn, and one user turn is only line breaks. The empty turn's reason
+    names the record's key (`messages`), not `conversation`, a key the file does not have."""
+    path = real / "wildchat_sample/conversations.jsonl"
+    raw = jsonl(path)
+    res = run_source(path, "wildchat", "conversations")
+    assert_accounted(res)
+    roles = [[m["role"] for m in r["messages"]] for r in raw]
+    out_of_order = [i for i, rs in enumerate(roles, 1) if rs[::2] != ["user"] * len(rs[::2])
+                    or rs[1::2] != ["assistant"] * len(rs[1::2])]
+    blank_turns = [(i, n) for i, r in enumerate(raw, 1) for n, m in enumerate(r["messages"]) if not m["content"].strip()]
+    assert len(out_of_order) == 20 and blank_turns == [(131, 6)]
+    reasons = {r["row"]: r["reason"] for r in res.rejects}
+    assert sorted(reasons) == sorted([*out_of_order, 131])
+    assert reasons[131] == "conversations.jsonl:131: messages[6] (user) has empty content"
+    assert all("roles out of order" in reasons[i] for i in out_of_order)

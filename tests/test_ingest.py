@@ -201,7 +201,7 @@ def test_duplicates_and_orphans(params, tmp_path):
     assert (se["rows_in"], se["accepted"], se["rejected"]) == (3, 2, 1)
     rejects = {r["source"]: r for r in read_table(tmp_path / "out" / "rejects", "rejects").to_pylist()}
     assert rejects["arena"]["row"] == 3 and "m2.jsonl:2: duplicate: prompts id" in rejects["arena"]["reason"]
-    assert rejects["se"]["row"] == 3 and "response to a prompt not in this source" in rejects["se"]["reason"]
+    assert rejects["se"]["row"] == 3 and "response to a prompt this source does not accept" in rejects["se"]["reason"]
     responses = read_table(tmp_path / "out" / "responses", "responses").to_pylist()
     assert sorted((r["generator"], r["text"]) for r in responses) == [("human", "Medium."), ("m1", "A1"), ("m2", "A1")]
 

@@ -90,7 +90,7 @@ def test_a_clashing_id_names_the_file_and_line_of_the_record_that_had_it_first(t
 # --- params: a mapping key no adapter reads --------------------------------------------------------------
 
 def _fields_read(fmt: str) -> set[str]:
-    """The canonical names an adapter passes to ``ctx.get``/``ctx.ident`` (``ctx.origin`` reads ``id``)."""
+    """The canonical names an adapter passes to ``ctx.get``/``ctx.ident``/``ctx.field`` (``ctx.origin`` reads ``id``)."""
     import ast
     import inspect
 
@@ -104,7 +104,7 @@ def _fields_read(fmt: str) -> set[str]:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and ast.unparse(node.func.value) == "ctx":
             if node.func.attr == "origin":
                 names.add("id")
-            elif node.func.attr in ("get", "ident"):
+            elif node.func.attr in ("get", "ident", "field"):
                 arg = node.args[1]
                 names.update(loops[arg.id] if isinstance(arg, ast.Name) else [arg.value])
     return names

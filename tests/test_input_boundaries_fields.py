@@ -64,8 +64,15 @@ def test_an_hh_turn_that_shows_nothing_is_a_reject(tmp_path):
     ]), "hh_rlhf", "pairs")
     assert [r["reason"] for r in res.rejects] == [
         "hh.jsonl:1: turn 3 (Human) of the dialogue chosen and rejected share is empty",
-        "hh.jsonl:2: chosen or rejected has an empty final Assistant turn"]
+        "hh.jsonl:2: chosen has an empty final Assistant turn"]
     assert [r["chosen"][0]["content"] for r in res.rows["pairs"]] == ["good"]
+    # the reason names the transcript that is empty (was "chosen or rejected" whichever it was)
+    res = _ingest(_jsonl(tmp_path / "hh2.jsonl", [
+        {"chosen": "\n\nHuman: hi\n\nAssistant: good", "rejected": "\n\nHuman: hi\n\nAssistant: "},
+        {"chosen": "\n\nHuman: hi\n\nAssistant:", "rejected": "\n\nHuman: hi\n\nAssistant:  "},
+    ]), "hh_rlhf", "pairs")
+    assert [r["reason"] for r in res.rejects] == ["hh2.jsonl:1: rejected has an empty final Assistant turn",
+                                                  "hh2.jsonl:2: chosen and rejected have an empty final Assistant turn"]
 
 
 def test_a_flattened_column_named_like_a_nested_field_is_read(tmp_path):

@@ -70,6 +70,10 @@ class Ctx:
         """Field ``name`` (renamed by ``mapping``), else the first present fallback field."""
         return self._find(rec, name, fallbacks, required)[1]
 
+    def field(self, rec: dict[str, Any], name: str, *fallbacks: str, required: bool = False) -> tuple[str, Any]:
+        """(the record's key, its value) for ``get``'s field: a reject names the key the record holds."""
+        return self._find(rec, name, fallbacks, required)
+
     def ident(self, rec: dict[str, Any], name: str, *fallbacks: str, required: bool = False) -> str | None:
         """An id field as a string (a string, an integer or a finite number); None when absent or "".
 

@@ -28,7 +28,8 @@ def wildchat(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     conversation must not pass as clean because its flag sat one level down. ``metadata.language`` is not read
     unless mapped (``mapping: {language: metadata.language}``): in the shared sample 10 of the 187 conversations
     tagged "English" there are Chinese, Russian, Korean, ... (a tag wins over language identification)."""
-    messages = to_messages(ctx.get(rec, "messages", "conversation", required=True), "conversation")
+    key, value = ctx.field(rec, "messages", "conversation", required=True)  # a reject names the key the record has
+    messages = to_messages(value, key)
     origin = ctx.origin(rec, "conversation_id", "conversation_hash")
     flags = [f for f in ("toxic", "redacted") if _flag(ctx.get(rec, f, f"metadata.{f}"), f)]
     out = Adapted()
@@ -57,8 +58,8 @@ def _flag(value: Any, what: str) -> bool:
 def sharegpt(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     """ShareGPT: ``conversations`` of {from, value} (from: human/gpt/system); a top-level ``system`` string (as
     LLaMA-Factory writes the format) is the conversation's system message."""
-    messages = to_messages(ctx.get(rec, "messages", "conversations", required=True), "conversations",
-                           role_key="from", content_key="value")
+    key, value = ctx.field(rec, "messages", "conversations", required=True)
+    messages = to_messages(value, key, role_key="from", content_key="value")
     system = ctx.get(rec, "system")
     if system is not None and not (isinstance(system, str) and blank(system)):
         if not isinstance(system, str):
@@ -90,6 +91,19 @@ _HH_OTHER = {"Human": re.compile(r"(?:[ \t]{2,}|\n)(Assistant\s*:)[ \t]*\S"),
              "Assistant": re.compile(r"(?:[ \t]{2,}|\n)(Human\s*:)[ \t]*\S")}
 
 
+def speaker_mixup(text: str, speaker: str, own_label: bool = True) -> str | None:
+    """How an HH-style turn by ``speaker`` ("Human" or "Assistant") mixes up the roles, or None: it opens with a
+    speaker label (its own too, unless ``own_label`` is false), or holds the other speaker's line after a sentence
+    gap. Replies taken from HH data into other formats carry the same flaw (DOVE's ``val_conditional_pref.jsonl``:
+    8 of its 363 rows, 3 of them in the chosen reply)."""
+    label = _HH_LABEL.match(text.strip())
+    if label and (own_label or label.group(1) != speaker):
+        return f"opens with the speaker label {label.group(0)!r}"
+    if other := _HH_OTHER[speaker].search(text.strip()):
+        return f"holds the other speaker's line {other.group(1)!r}"
+    return None
+
+
 def parse_hh(transcript: Any, what: str) -> list[dict[str, str]]:
     """An HH-RLHF transcript -> messages.
 
@@ -108,12 +122,8 @@ def parse_hh(transcript: Any, what: str) -> list[dict[str, str]]:
     for n, (speaker, text) in enumerate(zip(parts[1::2], parts[2::2], strict=True), 1):
         role = "user" if speaker == "Human" else "assistant"
         text = text.strip()
-        if label := _HH_LABEL.match(text):
-            raise BadRecord(f"{what}: turn {n} ({speaker}) opens with the speaker label {label.group(0)!r} "
-                            "(the transcript's roles are mixed up)")
-        if other := _HH_OTHER[speaker].search(text):
-            raise BadRecord(f"{what}: turn {n} ({speaker}) holds the other speaker's line {other.group(1)!r} "
-                            "(the transcript's roles are mixed up)")
+        if mixed := speaker_mixup(text, speaker):
+            raise BadRecord(f"{what}: turn {n} ({speaker}) {mixed} (the transcript's roles are mixed up)")
         if messages and messages[-1]["role"] == role:
             messages[-1]["content"] = (messages[-1]["content"] + "\n\n" + text).strip()
         else:
@@ -148,8 +158,8 @@ def hh_rlhf(rec: dict[str, Any], ctx: Ctx) -> Adapted:
         raise BadRecord("chosen and rejected do not share the dialogue before their last turn")
     if chosen[-1]["role"] != "assistant" or rejected[-1]["role"] != "assistant":
         raise BadRecord("chosen/rejected must end with an Assistant turn")
-    if not chosen[-1]["content"] or not rejected[-1]["content"]:
-        raise BadRecord("chosen or rejected has an empty final Assistant turn")
+    if empty := [what for what, turns in (("chosen", chosen), ("rejected", rejected)) if not turns[-1]["content"]]:
+        raise BadRecord(f"{' and '.join(empty)} {'has' if len(empty) == 1 else 'have'} an empty final Assistant turn")
     shared = chosen[:-1]
     if empty := next((n for n, m in enumerate(shared, 1) if not m["content"]), None):
         speaker = "Human" if shared[empty - 1]["role"] == "user" else "Assistant"

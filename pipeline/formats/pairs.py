@@ -19,6 +19,7 @@ from pipeline.formats.common import (
     blank,
     to_messages,
 )
+from pipeline.formats.dialogues import speaker_mixup
 
 
 def ultrafeedback(rec: dict[str, Any], ctx: Ctx) -> Adapted:
@@ -49,6 +50,7 @@ def ultrafeedback(rec: dict[str, Any], ctx: Ctx) -> Adapted:
             text = _present(c, "response", "text")
             if not isinstance(text, str) or blank(text):
                 raise BadRecord(f"completions[{i}].response is missing or empty")
+            _check_speaker([{"content": text}], f"completions[{i}].response")
             score = _number(c.get(field), f"completions[{i}].{field}")
             model = _label(c.get("model"), f"completions[{i}].model") or "unknown"
             extra = {"score_field": field} if field != "score" else {}
@@ -67,9 +69,20 @@ def ultrafeedback(rec: dict[str, Any], ctx: Ctx) -> Adapted:
     if score_c is not None and score_r is not None and score_c < score_r:  # a tie is kept: margin 0
         raise BadRecord(f"score_chosen {score_c:g} is below score_rejected {score_r:g}: the scores prefer the rejected "
                         "reply (swap chosen and rejected, or fix the scores)")
-    out.add("pairs", _pair(ctx, origin, prompt, _split_completion(prompt, chosen, "chosen"),
-                           _split_completion(prompt, rejected, "rejected"), score_c, score_r))
+    replies = {"chosen": _split_completion(prompt, chosen, "chosen"),
+               "rejected": _split_completion(prompt, rejected, "rejected")}
+    for what, turns in replies.items():
+        _check_speaker(turns, what)
+    out.add("pairs", _pair(ctx, origin, prompt, replies["chosen"], replies["rejected"], score_c, score_r))
     return out
+
+
+def _check_speaker(turns: list[dict[str, str]], what: str) -> None:
+    """Reject a reply that speaks as the user, as HH-derived replies do ("Human: Here's a simple method"): a pair
+    would teach the model to write the user's lines. Its own label ("Assistant: ...") loses nothing and is kept."""
+    for turn in turns:
+        if mixed := speaker_mixup(turn["content"], "Assistant", own_label=False):
+            raise BadRecord(f"{what} {mixed} (the reply speaks as the user: its roles are mixed up)")
 
 
 # The rating a rated UltraFeedback record is ranked by, in order of preference (see ``ultrafeedback``).
