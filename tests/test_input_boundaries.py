@@ -98,7 +98,7 @@ def _fields_read(fmt: str) -> set[str]:
 
     tree = ast.parse(inspect.getsource(ADAPTERS[fmt]))
     loops = {n.target.id: [c.value for c in n.iter.elts] for n in ast.walk(tree)  # for f in ("toxic", "redacted")
-             if isinstance(n, ast.comprehension | ast.For) and isinstance(n.iter, ast.Tuple)}
+             if isinstance(n, ast.comprehension | ast.For) and isinstance(n.iter, ast.Tuple) and isinstance(n.target, ast.Name)}
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and ast.unparse(node.func.value) == "ctx":
