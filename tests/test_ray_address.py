@@ -63,6 +63,45 @@ def test_an_address_ray_cannot_parse_is_one_line_naming_the_key(address):
                    "10.0.0.1:6379), ray://host:port, or null for a local Ray instance\n")
 
 
+@pytest.fixture
+def listening():
+    """``host:port`` of a plain socket listening on this machine: ``check_address``'s TCP check passes there."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+
+
+class AuthenticationError(Exception):  # ray.exceptions.AuthenticationError, as the GCS client raises it
+    pass
+
+
+class RpcError(Exception):  # ray.exceptions.RpcError, as the GCS client raises it after its own 40 s
+    pass
+
+
+def _ray_init_is(monkeypatch, init) -> None:
+    """No Ray instance yet, and ``ray.init`` is ``init``."""
+    import ray
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+
+
+def _gcs_client_raises(monkeypatch, error: Exception) -> None:
+    """``check_gcs``'s GCS client raises ``error``; ``ray.init`` must not be reached (its retries take minutes)."""
+    import ray._raylet
+
+    def client(**kwargs):
+        raise error
+
+    monkeypatch.setattr(ray._raylet, "GcsClient", client)
+    _ray_init_is(monkeypatch, lambda **kw: pytest.fail("ray.init reached: its retries take 20 s to minutes"))
+
+
+REFUSED = "RPC error: InvalidAuthToken: Authentication token is missing or incorrect."
+
+
 def _refused_by_the_cluster(**kwargs):
     """What ray.init raises (Ray 2.60, measured) when a cluster started with `ray start` (token authentication on)
     is reached by a driver that sends no token, after 20 s of retries."""
@@ -74,127 +113,68 @@ def _refused_by_the_cluster(**kwargs):
         raise ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6379") from e
 
 
-def test_a_cluster_that_refuses_the_driver_is_one_line_saying_how_to_get_in(monkeypatch):
+def test_a_cluster_that_refuses_the_driver_is_one_line_saying_how_to_get_in(monkeypatch, listening):
     """Today's failure: Ray's ConnectionError traceback; the README's `ray start --head` + RAY_ADDRESS recipe hit it."""
-    import ray
-
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", _refused_by_the_cluster)
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        address = f"127.0.0.1:{server.getsockname()[1]}"
-        with pytest.raises(StageError) as e:
-            ray_init(address)
+    _ray_init_is(monkeypatch, _refused_by_the_cluster)
+    with pytest.raises(StageError) as e:
+        ray_init(listening)
     assert str(e.value) == (
-        f"execution.ray_address (or RAY_ADDRESS) {address!r}: the Ray cluster there requires its authentication "
+        f"execution.ray_address (or RAY_ADDRESS) {listening!r}: the Ray cluster there requires its authentication "
         "token; set RAY_AUTH_MODE=token and give this machine the cluster's token (`ray get-auth-token` on the head "
         "node, into RAY_AUTH_TOKEN or ~/.ray/auth_token)")
 
-    monkeypatch.setattr(ray, "init", lambda **kw: (_ for _ in ()).throw(ConnectionError("version mismatch")))
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        with pytest.raises(StageError, match=r"^execution.ray_address .*: Ray could not connect \(ConnectionError: "
-                                             r"version mismatch\); check that a Ray cluster"):
-            ray_init(f"127.0.0.1:{server.getsockname()[1]}")
+    _ray_init_is(monkeypatch, lambda **kw: (_ for _ in ()).throw(ConnectionError("version mismatch")))
+    with pytest.raises(StageError, match=r"^execution.ray_address .*: Ray could not connect \(ConnectionError: "
+                                         r"version mismatch\); check that a Ray cluster"):
+        ray_init(listening)
 
 
-def test_a_cluster_that_refuses_the_token_fails_before_ray_init_retries(monkeypatch):
+def test_a_cluster_that_refuses_the_token_fails_before_ray_init_retries(monkeypatch, listening):
     """The docs' `ray start --head` + RAY_ADDRESS without RAY_AUTH_MODE=token: the line came only after ray.init's
     20 s of retries and Ray's warning per retry (measured, Ray 2.60); one GCS client is refused at once."""
-    import ray
-    import ray._raylet
-
-    class AuthenticationError(Exception):  # ray.exceptions.AuthenticationError, as the GCS client raises it
-        pass
-
-    def refused(**kwargs):
-        raise AuthenticationError("RPC error: InvalidAuthToken: Authentication token is missing or incorrect.")
-
-    monkeypatch.setattr(ray._raylet, "GcsClient", refused)
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init reached: 20 s of retries"))
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        address = f"127.0.0.1:{server.getsockname()[1]}"
-        with pytest.raises(StageError, match=r"the Ray cluster there requires its authentication token; set "
-                                             r"RAY_AUTH_MODE=token"):
-            ray_init(address)
+    _gcs_client_raises(monkeypatch, AuthenticationError(REFUSED))
+    with pytest.raises(StageError, match=r"the Ray cluster there requires its authentication token; set "
+                                         r"RAY_AUTH_MODE=token"):
+        ray_init(listening)
 
 
-def test_a_cluster_that_refuses_the_token_given_says_the_token_is_wrong(monkeypatch):
+def test_a_cluster_that_refuses_the_token_given_says_the_token_is_wrong(monkeypatch, listening):
     """With RAY_AUTH_MODE=token and another cluster's token, the line told the user to set RAY_AUTH_MODE=token."""
-    import ray._raylet
-
-    class AuthenticationError(Exception):
-        pass
-
-    def refused(**kwargs):
-        raise AuthenticationError("RPC error: InvalidAuthToken: Authentication token is missing or incorrect.")
-
-    monkeypatch.setattr(ray._raylet, "GcsClient", refused)
+    _gcs_client_raises(monkeypatch, AuthenticationError(REFUSED))
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        address = f"127.0.0.1:{server.getsockname()[1]}"
-        with pytest.raises(StageError) as e:
-            check_gcs(address)
+    with pytest.raises(StageError) as e:
+        check_gcs(listening)
     assert str(e.value) == (
-        f"execution.ray_address (or RAY_ADDRESS) {address!r}: the Ray cluster there refused this machine's token "
+        f"execution.ray_address (or RAY_ADDRESS) {listening!r}: the Ray cluster there refused this machine's token "
         "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token); give it the cluster's token "
         "(`ray get-auth-token` on the head node)")
 
 
-def test_a_listener_that_is_not_a_ray_cluster_fails_in_one_line(monkeypatch):
+def test_a_listener_that_is_not_a_ray_cluster_fails_in_one_line(monkeypatch, listening):
     """RAY_ADDRESS at a web server (the dashboard's 8265, as `ray job submit` takes it): ray.init retried for minutes,
     a Ray warning every 5 s (measured: still retrying after 5 min). A GCS client that gets no reply: one line."""
-    import ray
-    import ray._raylet
-
-    class RpcError(Exception):  # ray.exceptions.RpcError, as the GCS client raises it after its own 40 s
-        pass
-
-    def silent(**kwargs):
-        raise RpcError("Timed out while waiting for GCS to become available.")
-
-    monkeypatch.setattr(ray._raylet, "GcsClient", silent)
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail("ray.init reached: minutes of retries"))
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        address = f"127.0.0.1:{server.getsockname()[1]}"
-        with pytest.raises(StageError) as e:
-            ray_init(address)
+    _gcs_client_raises(monkeypatch, RpcError("Timed out while waiting for GCS to become available."))
+    with pytest.raises(StageError) as e:
+        ray_init(listening)
     assert str(e.value) == (
-        f"execution.ray_address (or RAY_ADDRESS) {address!r}: something answers there, but no Ray cluster replied "
+        f"execution.ray_address (or RAY_ADDRESS) {listening!r}: something answers there, but no Ray cluster replied "
         "within 10 s; give the head node's GCS port (`ray start --head --port`, 6379 by default; not the dashboard's "
         "8265), ray://host:10001 for the Ray client, or null for a local Ray instance")
 
 
-def test_a_connect_error_quoting_a_traceback_keeps_only_its_last_line(monkeypatch):
+def test_a_connect_error_quoting_a_traceback_keeps_only_its_last_line(monkeypatch, listening):
     """Measured: an address where an HTTP/2 proxy answers 404 gave 'Ray could not connect (RuntimeError: Failed to
     connect to GCS. Last connection error: Traceback (most recent call last): File ".../ray/...' in the one line."""
-    import ray
-
     def unreachable(**kwargs):
         raise RuntimeError("Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
                            '  File "/site-packages/ray/_private/node.py", line 996, in _init_gcs_client\n'
                            "    client = GcsClient(\n"
                            "ray.exceptions.RpcError: RPC error: Received http2 header with status: 404")
 
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", unreachable)
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        address = f"127.0.0.1:{server.getsockname()[1]}"
-        with pytest.raises(StageError) as e:
-            ray_init(address)
+    _ray_init_is(monkeypatch, unreachable)
+    with pytest.raises(StageError) as e:
+        ray_init(listening)
     assert str(e.value) == (
-        f"execution.ray_address (or RAY_ADDRESS) {address!r}: Ray could not connect (RuntimeError: Failed to connect "
+        f"execution.ray_address (or RAY_ADDRESS) {listening!r}: Ray could not connect (RuntimeError: Failed to connect "
         "to GCS. Last connection error: ray.exceptions.RpcError: RPC error: Received http2 header with status: 404); "
         "check that a Ray cluster of this Ray version runs there (`ray status` on its head node)")
