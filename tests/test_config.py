@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import cli
 from pipeline.config import FORMAT_KINDS, ParamsError, fingerprint, load_params
-from tests.params_edits import error_of, write
+from tests.params_edits import error_of, parent_of, write
 
 
 def test_the_shipped_params_load(root):
@@ -99,10 +99,7 @@ def test_source_names_are_unique_and_simple(tmp_path, good):
 ])
 def test_a_value_repeated_in_a_list_where_a_repeat_means_nothing_is_named(tmp_path, good, key):
     """Was accepted silently (``export.methods: [pugc, pugc]``)."""
-    *parents, last = key.split(".")
-    node = good
-    for part in parents:
-        node = node[part]
+    node, last = parent_of(good, key)
     node[last] = [*node[last], node[last][0]]
     assert f"params.yaml: {key}: {node[last][0]!r} is listed twice; list each value once" in error_of(tmp_path, good)
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from pipeline.config import EXECUTION_PLACEMENT_KEYS, MODEL_SECTIONS, PLACEMENT_KEYS, Params, load_params
 from tests.conftest import dvc
+from tests.params_edits import parent_of
 from tests.project_imports import ROOT, imported_names, module_file
 
 # Package markers that hold only a docstring (checked below): importing them runs no code.
@@ -167,10 +168,7 @@ def _params_only_project(root: Path) -> None:
 def _set(root: Path, edits: dict[str, object]) -> None:
     data = yaml.safe_load((root / "params.yaml").read_text())
     for key, value in edits.items():
-        *path, last = key.split(".")
-        node = data
-        for part in path:
-            node = node[part]
+        node, last = parent_of(data, key)
         node[last] = value
     (root / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 

@@ -18,6 +18,7 @@ from pipeline.gates import JudgeGateError, check_gate
 from pipeline.llm.identity import model_identity
 from pipeline.llm.openai_client import ServerError
 from tests.llm_configs import execution_config, llm_config
+from tests.params_edits import parent_of, write
 
 ROOT = Path(__file__).resolve().parents[1]
 DOWN = "http://127.0.0.1:9/v1"  # nothing listens on port 9
@@ -275,13 +276,9 @@ def _params_with(tmp_path: Path, **keys):
     """params.yaml with dotted ``keys`` set (``selfie.policy_model="./ckpt"``), loaded from ``tmp_path``."""
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     for dotted, value in keys.items():
-        *path, last = dotted.split(".")
-        node = data
-        for part in path:
-            node = node[part]
+        node, last = parent_of(data, dotted)
         node[last] = value
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
-    return load_params(tmp_path / "params.yaml")
+    return load_params(write(tmp_path, data))
 
 
 @pytest.mark.parametrize(("keys", "section", "role", "named"), [
