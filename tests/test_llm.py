@@ -195,6 +195,30 @@ def test_logprobs_batched_equals_one_by_one(engine):
         assert a.n_tokens == b.n_tokens and a.logprob == pytest.approx(b.logprob, abs=1e-4)
 
 
+def test_a_model_whose_head_cannot_be_split_is_scored_by_its_full_forward(engine, monkeypatch):
+    """pipeline/llm/hf.py takes the decoder and the output layer apart only where logits are exactly the output
+    layer over the decoder's states; a model without them (``get_decoder`` not implemented) or with a logit
+    transform (Gemma 2's soft-capping) is run whole: the same scores and the same greedy answers, from its logits."""
+    assert engine._split
+    monkeypatch.setattr(engine.model, "get_decoder", lambda: (_ for _ in ()).throw(NotImplementedError))
+    assert not engine._head_is_linear()
+    monkeypatch.undo()
+    monkeypatch.setattr(engine.model.config, "final_logit_softcapping", 30.0, raising=False)
+    assert not engine._head_is_linear()
+    monkeypatch.undo()
+    assert engine._head_is_linear()
+    whole = copy.copy(engine)
+    whole._split = False
+    for a, b in zip(whole.logprobs(PROMPTS, RESPONSES), engine.logprobs(PROMPTS, RESPONSES), strict=True):
+        assert a.n_tokens == b.n_tokens and a.logprob == pytest.approx(b.logprob, abs=1e-4)
+    options = ["SAT", "DSAT", "Thank you very much"]
+    for a, b in zip(whole.choose(PROMPTS, options), engine.choose(PROMPTS, options), strict=True):
+        assert a == pytest.approx(b, abs=1e-5)
+    greedy = SAMPLING.model_copy(update={"temperature": 0.0, "max_new_tokens": 12})
+    assert [[c.text for c in r] for r in whole.generate(PROMPTS, sampling=greedy)] == \
+        [[c.text for c in r] for r in engine.generate(PROMPTS, sampling=greedy)]
+
+
 # --- choose --------------------------------------------------------------------------------------
 
 
