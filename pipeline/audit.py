@@ -48,13 +48,13 @@ The checks needing the project (``empty_config``, ``held_out_in_train``, ``conta
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.checks import (
     ends_mid_sentence,
@@ -303,27 +303,33 @@ def _explained_removals(release: Path) -> dict[str, int]:
                           "release again (`dvc repro export`)") from None
 
 
+class _Removal(BaseModel):
+    """What the audit reads of a ``removed.jsonl`` line (export writes more keys)."""
+
+    model_config = ConfigDict(strict=True)
+    method: str
+    reason: str
+    configs: list[str]
+
+
+_NOT_A_REMOVAL = {"json_invalid": "not JSON", "model_type": "not a JSON object", "method": "'method' is not a string",
+                  "reason": "'reason' is not a string", "configs": "'configs' is not a list of config names"}
+
+
 def _bad_removal(path: Path) -> str | None:
-    """The first line of ``removed.jsonl`` that is not a removal (a JSON object whose ``method`` and ``reason``
-    are strings and ``configs`` a list of them), as "line N: why"; None when every line is one."""
+    """The first line of ``removed.jsonl`` that is not a removal (``_Removal``), as "line N: why"; None when every
+    line is one."""
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
             try:
-                x = json.loads(raw.decode("utf-8"))
+                _Removal.model_validate_json(raw.decode("utf-8"))
             except UnicodeDecodeError:
                 return f"line {n}: not UTF-8"
-            except ValueError:
-                return f"line {n}: not JSON"
-            if not isinstance(x, dict):
-                return f"line {n}: not a JSON object"
-            for key in ("method", "reason"):
-                if not isinstance(x.get(key), str):
-                    return f"line {n}: {key!r} is not a string"
-            configs = x.get("configs")
-            if not isinstance(configs, list) or not all(isinstance(c, str) for c in configs):
-                return f"line {n}: 'configs' is not a list of config names"
+            except ValidationError as e:
+                first = e.errors()[0]
+                return f"line {n}: " + (_NOT_A_REMOVAL.get(first["type"]) or _NOT_A_REMOVAL[str(first["loc"][0])])
     return None
 
 
