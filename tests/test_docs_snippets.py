@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import copy
 import glob
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,8 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
 
     p = params()
     gates = [v for s in ("wildfeedback", "pugc", "selfie", "dove") for v in p[s]["gates"].values()]
+    labels = [json.loads(line) for line in text("tests/fixtures/wildchat_labels.jsonl").splitlines() if line.strip()]
+    dvc_stages = yaml.safe_load(text("dvc.yaml"))["stages"]
     return [
         ("Below its gate (`<stage>.gates.<role>`, 0.75 by default)", set(gates), {0.75}),
         ("`execution.on_gate_failure: withhold` (the default)", _at(p, "execution.on_gate_failure"), "withhold"),
@@ -221,6 +224,12 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
         ("unions of at most 16 patterns (`UNION_SIZE`", UNION_SIZE, 16),
         ("`ROUTE_BELOW` (0.8, the default `wildfeedback.rule_confidence`)", (ROUTE_BELOW, p["wildfeedback"]["rule_confidence"]),
          (0.8, 0.8)),
+        ("1,803 user turns of all 582 multi-turn WildChat conversations",
+         (len(labels), len({r["conversation_id"] for r in labels})), (1_803, 582)),
+        ("Turns the labellers marked `ambiguous` (257)", sum(r["ambiguous"] for r in labels), 257),
+        ("`data/<stage>/rejects/` (ingest, WildFeedback, DOVE;",
+         {name for name, stage in dvc_stages.items() if f"data/{name}/rejects" in stage.get("outs", [])},
+         {"ingest", "wildfeedback", "dove"}),
     ]
 
 
