@@ -406,7 +406,7 @@ def test_every_section_the_code_params_and_docs_cite_by_name_exists():
 
 
 def test_every_list_of_the_keys_that_change_no_output_byte_is_the_codes():
-    """README, docs/ray.md, docs/reliability.md and params.yaml each list the `llm` and `execution` keys that the
+    """README, docs/ray.md, docs/reliability.md, params.yaml and dvc.yaml each list the `llm` and `execution` keys that the
     model stages' DVC params leave out; a key added to (or taken from) ``PLACEMENT_KEYS`` /
     ``EXECUTION_PLACEMENT_KEYS`` in pipeline/config.py changes what DVC reruns, so every list must follow."""
     from pipeline.config import EXECUTION_PLACEMENT_KEYS, PLACEMENT_KEYS
@@ -416,7 +416,8 @@ def test_every_list_of_the_keys_that_change_no_output_byte_is_the_codes():
     passages = [("README.md", "only the keys that change no output byte are left out", "[Running on a Ray cluster]"),
                 ("docs/ray.md", "leave out the keys that only say where the work runs", "So after"),
                 ("docs/reliability.md", "(all but `replicas`", "are not DVC params either"),
-                ("params.yaml", "# backend, ray_address", "change no output byte")]
+                ("params.yaml", "# backend, ray_address", "change no output byte"),
+                ("dvc.yaml", "EXECUTION_PLACEMENT_KEYS):", "so moving the DAG")]
     for doc, start, end in passages:
         t = " ".join(text(doc).split())
         assert start in t and end in t[t.index(start):], f"{doc} no longer says {start!r} ... {end!r}: update this test"
