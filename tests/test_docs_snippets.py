@@ -17,6 +17,7 @@ import copy
 import glob
 import json
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,9 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
     gates = [v for s in ("wildfeedback", "pugc", "selfie", "dove") for v in p[s]["gates"].values()]
     labels = [json.loads(line) for line in text("tests/fixtures/wildchat_labels.jsonl").splitlines() if line.strip()]
     dvc_stages = yaml.safe_load(text("dvc.yaml"))["stages"]
+
+    def probes(name: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in text(f"pipeline/probes/{name}.jsonl").splitlines() if line.strip()]
     return [
         ("Below its gate (`<stage>.gates.<role>`, 0.75 by default)", set(gates), {0.75}),
         ("`execution.on_gate_failure: withhold` (the default)", _at(p, "execution.on_gate_failure"), "withhold"),
@@ -227,6 +231,15 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
         ("1,803 user turns of all 582 multi-turn WildChat conversations",
          (len(labels), len({r["conversation_id"] for r in labels})), (1_803, 582)),
         ("Turns the labellers marked `ambiguous` (257)", sum(r["ambiguous"] for r in labels), 257),
+        ("`pipeline/probes/dove_judge.jsonl` (12 joint and 12 conditional", Counter(r["kind"] for r in probes("dove_judge")),
+         {"joint": 12, "conditional": 12}),
+        ("(`pipeline/probes/selfie_reward.jsonl`: 12 prompts", len(probes("selfie_reward")), 12),
+        ("the detector (when `detector` is `llm` or `rules+llm`) judges 16 probe turns",
+         len(probes("wildfeedback_detector")), 16),
+        ("the checklist judge (when it is used) compares 8 probe pairs", len(probes("wildfeedback_judge")), 8),
+        ("six user-written documents, each with two queries it answers, an unrelated query and the placeholder",
+         (len({r["document"] for r in probes("pugc_query_filter")}), Counter(r["kind"] for r in probes("pugc_query_filter"))),
+         (6, {"relevant": 12, "unrelated": 6, "placeholder": 6})),
         ("`data/<stage>/rejects/` (ingest, WildFeedback, DOVE;",
          {name for name, stage in dvc_stages.items() if f"data/{name}/rejects" in stage.get("outs", [])},
          {"ingest", "wildfeedback", "dove"}),
