@@ -155,15 +155,22 @@ def _at(data: Any, key: str) -> Any:
 
 def stated_defaults() -> list[tuple[str, Any, Any]]:
     """(what README.md says, the value in params.yaml or the code, the value the sentence states)."""
+    from pipeline.checks import LOOP_MIN_SENTENCES, LOOP_SHARE
     from pipeline.execute import FLUSH_SECONDS
     from pipeline.execute_ray import IN_FLIGHT, MAX_RESTARTS, TASK_SECONDS
+    from pipeline.formats.dialogues import MESSAGE_OVERHEAD
     from pipeline.formats.markup import MAX_REOPENED, MAX_TAGS
     from pipeline.jsontext import MAX_JSON_DEPTH
+    from pipeline.limits import PARQUET_BATCH_ROWS
     from pipeline.llm.decode import MIN_SHARED_PREFIX
+    from pipeline.llm.identity import BLOCK, SAMPLES, WHOLE_BYTES
     from pipeline.llm.openai_engine import TOP_LOGPROBS
     from stages import dove_similarity as sim
     from stages import wildfeedback_testset as testset
+    from stages.dove_judge import NO_SIGNAL
     from stages.wildfeedback_context import SHORT_EDIT_WORDS
+    from stages.wildfeedback_detect import ANSWER_TOKENS
+    from stages.wildfeedback_fit import ASKS_USER_MAX_SENTENCES, COVERAGE
     from stages.wildfeedback_rules import ROUTE_BELOW, UNION_SIZE
 
     p = params()
@@ -228,6 +235,16 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
         ("unions of at most 16 patterns (`UNION_SIZE`", UNION_SIZE, 16),
         ("`ROUTE_BELOW` (0.8, the default `wildfeedback.rule_confidence`)", (ROUTE_BELOW, p["wildfeedback"]["rule_confidence"]),
          (0.8, 0.8)),
+        ("(and 10,000 rows) are read in one batch", PARQUET_BATCH_ROWS, 10_000),
+        ("of the answer's sentences of three or more words, at least five, 60% or more repeat an earlier one",
+         (LOOP_MIN_SENTENCES, LOOP_SHARE), (5, 0.6)),
+        ("or keeps under 25% of the earlier answer's content words", COVERAGE, 0.25),
+        ('ending with "?" in at most 3 sentences', ASKS_USER_MAX_SENTENCES, 3),
+        ("(raw position consistency <= 5%)", NO_SIGNAL, 0.05),
+        ("leaving 256 tokens for the answer", ANSWER_TOKENS, 256),
+        ("a message counted as its text plus 256 bytes", MESSAGE_OVERHEAD, 256),
+        ("whole up to 64 MiB, else 256 evenly spaced blocks of 256 KiB", (WHOLE_BYTES, SAMPLES, BLOCK),
+         (64 << 20, 256, 256 << 10)),
         ("1,803 user turns of all 582 multi-turn WildChat conversations",
          (len(labels), len({r["conversation_id"] for r in labels})), (1_803, 582)),
         ("Turns the labellers marked `ambiguous` (257)", sum(r["ambiguous"] for r in labels), 257),
