@@ -14,6 +14,10 @@ What is checked here, and so cannot drift silently:
 - dotted params keys (``execution.on_gate_failure``, ``<stage>.gates.<role>``): present in params.yaml.
 - repository paths (``pipeline/...``, ``stages/...``, ``tests/...::test_name``, ``../shared/...``, links): exist.
 - every params.yaml key is documented: named in README.md or docs/ (``GUIDE``) or commented in params.yaml.
+- sections cited by name (params.yaml's `docs/real_models.md "Model weights"`, a doc's `"Deterministic outputs" in
+  [Reliability](reliability.md)`, the code's `README.md "Quickstart"`): a heading or bold lead of that doc.
+- every list of the keys that change no output byte (README, docs/ray.md, docs/reliability.md, params.yaml,
+  dvc.yaml) is ``PLACEMENT_KEYS`` | ``EXECUTION_PLACEMENT_KEYS``.
 """
 
 from __future__ import annotations
@@ -406,8 +410,8 @@ def test_every_section_the_code_params_and_docs_cite_by_name_exists():
 
 
 def test_every_list_of_the_keys_that_change_no_output_byte_is_the_codes():
-    """README, docs/ray.md, docs/reliability.md, params.yaml and dvc.yaml each list the `llm` and `execution` keys that the
-    model stages' DVC params leave out; a key added to (or taken from) ``PLACEMENT_KEYS`` /
+    """README, docs/ray.md, docs/reliability.md, params.yaml and dvc.yaml each list the `llm` and `execution` keys
+    that the model stages' DVC params leave out; a key added to (or taken from) ``PLACEMENT_KEYS`` /
     ``EXECUTION_PLACEMENT_KEYS`` in pipeline/config.py changes what DVC reruns, so every list must follow."""
     from pipeline.config import EXECUTION_PLACEMENT_KEYS, PLACEMENT_KEYS
     from pipeline.config_shared import LLM, Execution

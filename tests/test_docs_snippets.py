@@ -7,7 +7,8 @@ What is checked here, and so cannot drift silently:
   those that need no built data run and give the values their comments show), and every module the docs
   name by file name.
 - the defaults README.md and docs/ state in prose ("`collapse_fraction` (0.1)", "5,000 distinct instructions") are
-  params.yaml's values and the code's constants (``stated_defaults``).
+  params.yaml's values and the code's constants, and the counts they give of a fixture or probe file ("`ambiguous`
+  (257)", "16 probe turns") or of dvc.yaml's outputs are those files' (``stated_defaults``).
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ def _at(data: Any, key: str) -> Any:
 
 
 def stated_defaults() -> list[tuple[str, Any, Any]]:
-    """(what README.md says, the value in params.yaml or the code, the value the sentence states)."""
+    """(what README.md says, the value in params.yaml, the code, a fixture or probe file or dvc.yaml, the value the
+    sentence states)."""
     from pipeline.checks import LOOP_MIN_SENTENCES, LOOP_SHARE
     from pipeline.execute import FLUSH_SECONDS
     from pipeline.execute_ray import IN_FLIGHT, MAX_RESTARTS, TASK_SECONDS
