@@ -27,6 +27,7 @@ import ast
 import glob
 import re
 import shlex
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -372,9 +373,11 @@ CITATIONS = [  # (pattern, group of the doc, group of the title)
 
 def cited_places() -> list[tuple[str, int, str, str]]:
     """(file, line, cited doc, cited title) of every `<doc> "<title>"` reference in README.md, docs/, bench/README.md,
-    params.yaml, dvc.yaml and the code (a comment pointing at a section that moved or was renamed is a dead end)."""
+    params.yaml, dvc.yaml, the code and the tests (a comment pointing at a section that moved or was renamed is a
+    dead end)."""
     files = [*DOCS, "params.yaml", "dvc.yaml",
-             *(str(p.relative_to(ROOT)) for d in ("pipeline", "stages", "bench") for p in (ROOT / d).rglob("*.py"))]
+             *(str(p.relative_to(ROOT)) for d in ("pipeline", "stages", "bench", "tests") for p in (ROOT / d).rglob("*.py")
+               if p != Path(__file__))]  # this file's own examples aside
     found = []
     for f in files:
         t = text(f)
