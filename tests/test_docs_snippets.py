@@ -174,6 +174,7 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
     from stages.wildfeedback_detect import ANSWER_TOKENS
     from stages.wildfeedback_fit import ASKS_USER_MAX_SENTENCES, COVERAGE
     from stages.wildfeedback_rules import ROUTE_BELOW, UNION_SIZE
+    from tests.pii_cases import NEAR_MISSES, POSITIVES
 
     p = params()
     gates = [v for s in ("wildfeedback", "pugc", "selfie", "dove") for v in p[s]["gates"].values()]
@@ -259,6 +260,7 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
         ("six user-written documents, each with two queries it answers, an unrelated query and the placeholder",
          (len({r["document"] for r in probes("pugc_query_filter")}), Counter(r["kind"] for r in probes("pugc_query_filter"))),
          (6, {"relevant": 12, "unrelated": 6, "placeholder": 6})),
+        ("(68 positives over all kinds, 62 near-misses)", (len(POSITIVES), len(NEAR_MISSES)), (68, 62)),
         ("`data/<stage>/rejects/` (ingest, WildFeedback, DOVE;",
          {name for name, stage in dvc_stages.items() if f"data/{name}/rejects" in stage.get("outs", [])},
          {"ingest", "wildfeedback", "dove"}),
