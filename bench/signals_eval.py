@@ -177,15 +177,17 @@ def confidence(s: dict) -> str:
 def old_fixture(real: Path = REAL) -> str:
     from stages.wildfeedback_rules import detect
 
-    rows = [r for r in load_labelled(real) if not r["ambiguous"]]
+    labelled = load_labelled(real)
+    rows = [r for r in labelled if not r["ambiguous"]]
     out = detect(pl.DataFrame({"text": [r["text"] for r in rows], "prev": [r["prev"] for r in rows]}))
     cells = []
     for pol in ("sat", "dsat"):
         gold, pred = pl.Series([r[pol] for r in rows]), out[pol]
         tp, fp, fn = int((gold & pred).sum()), int((~gold & pred).sum()), int((gold & ~pred).sum())
         cells.append(f"{pol.upper()} {_f(tp / max(1, tp + fp))} / {_f(tp / max(1, tp + fn))}")
-    return (f"Older fixture (`tests/fixtures/wildfeedback_labels.jsonl`, {len(rows)} OpenAssistant / HH-RLHF turns the "
-            f"first patterns were tuned on; not chatbot logs, not the headline): {', '.join(cells)} (P / R).")
+    return (f"Older fixture (`tests/fixtures/wildfeedback_labels.jsonl`, {len(labelled)} OpenAssistant / HH-RLHF turns the "
+            f"first patterns were tuned on, scored on the {len(rows)} not marked ambiguous; not chatbot logs, not the "
+            f"headline): {', '.join(cells)} (P / R).")
 
 
 def readme_block(s: dict) -> str:

@@ -14,6 +14,10 @@ What is checked here, and so cannot drift silently:
 - dotted params keys (``execution.on_gate_failure``, ``<stage>.gates.<role>``): present in params.yaml.
 - repository paths (``pipeline/...``, ``stages/...``, ``tests/...::test_name``, ``../shared/...``, links): exist.
 - every params.yaml key is documented: named in README.md or docs/ (``GUIDE``) or commented in params.yaml.
+- sections cited by name (params.yaml's `docs/real_models.md "Model weights"`, a doc's `"Deterministic outputs" in
+  [Reliability](reliability.md)`, the code's `README.md "Quickstart"`): a heading or bold lead of that doc.
+- every list of the keys that change no output byte (README, docs/ray.md, docs/reliability.md, params.yaml,
+  dvc.yaml) is ``PLACEMENT_KEYS`` | ``EXECUTION_PLACEMENT_KEYS``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import ast
 import glob
 import re
 import shlex
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -349,3 +354,82 @@ def test_every_anchor_link_names_a_heading():
             assert m.group(2) in heading_slugs(target), f"{doc} links to {target}#{m.group(2)}, which no heading makes"
             checked += 1
     assert checked >= 20, "the anchor links are no longer found in the docs"
+
+
+# --- cross-references from the code and params.yaml ------------------------------------------------
+
+CITED_DOC = r"(README(?:\.md)?|(?:docs/|bench/)?\w+\.md)"
+CITATIONS = [  # (pattern, group of the doc, group of the title)
+    # `README "Running on a Ray cluster"`, `docs/real_models.md "Model weights"`, `bench/README.md, "Bounded reads..."`
+    (re.compile(CITED_DOC + r"\)?,? \\?\"([A-Z][^\"\\]{2,80})\\?\""), 1, 2),
+    # `["Model weights"](real_models.md)`
+    (re.compile(r"\[\"([^\"]{3,80})\"\]\(((?:docs/)?\w+\.md)\)"), 2, 1),
+    # `"Deterministic outputs" in [Reliability](reliability.md)`, `("Model weights", docs/real_models.md)`
+    (re.compile(r"\"([A-Z][^\"]{2,80})\",? (?:in )?(?:\[[^\]]+\]\(((?:docs/)?\w+\.md)\)|((?:docs/)?\w+\.md))"), (2, 3), 1),
+    # `[Real models, ...](real_models.md) ("The whole DAG with the real model")`
+    (re.compile(r"\]\(((?:docs/)?\w+\.md)\) \(\"([A-Z][^\"]{2,80})\"\)"), 1, 2),
+]
+
+
+def cited_places() -> list[tuple[str, int, str, str]]:
+    """(file, line, cited doc, cited title) of every `<doc> "<title>"` reference in README.md, docs/, bench/README.md,
+    params.yaml, dvc.yaml, the code and the tests (a comment pointing at a section that moved or was renamed is a
+    dead end)."""
+    files = [*DOCS, "params.yaml", "dvc.yaml",
+             *(str(p.relative_to(ROOT)) for d in ("pipeline", "stages", "bench", "tests") for p in (ROOT / d).rglob("*.py")
+               if p != Path(__file__))]  # this file's own examples aside
+    found = []
+    for f in files:
+        t = text(f)
+        for pattern, doc_group, title_group in CITATIONS:
+            for m in pattern.finditer(t):
+                groups = doc_group if isinstance(doc_group, tuple) else (doc_group,)
+                doc = next(m.group(g) for g in groups if m.group(g))
+                if doc.startswith("README"):
+                    doc = "README.md"
+                elif "/" not in doc:  # relative to the citing file's folder, as a markdown link is
+                    doc = str(((ROOT / f).parent / doc).resolve().relative_to(ROOT))
+                found.append((f, t[:m.start()].count("\n") + 1, doc, m.group(title_group)))
+    return found
+
+
+def titles(doc: str) -> set[str]:
+    """A doc's section headings and the bold leads of its paragraphs and items (`**Model weights.**`)."""
+    t = prose(doc)
+    return ({h.strip() for h in re.findall(r"^#+ (.+)$", t, re.M)}
+            | {b.rstrip(".:").strip() for b in re.findall(r"^\s*(?:- )?\*\*([^*]+)\*\*", t, re.M)})
+
+
+def test_every_section_the_code_params_and_docs_cite_by_name_exists():
+    """params.yaml pointed at README "Judge gates", "Model weights" and "Deterministic outputs" after those
+    sections had moved to docs/: a reader found nothing under those names. A cited title is the start of a heading
+    (README "PUGC" for "PUGC: preferences implied by ...") or of a paragraph's bold lead in the cited doc."""
+    cited = cited_places()
+    assert len(cited) >= 15, "the citations are no longer found"
+    for f, line, doc, title in cited:
+        assert (ROOT / doc).exists(), f"{f}:{line}: cites {doc}, which does not exist"
+        assert any(t.startswith(title) for t in titles(doc)), \
+            f"{f}:{line}: cites {doc} \"{title}\", which no heading or bold lead of {doc} starts with"
+
+
+def test_every_list_of_the_keys_that_change_no_output_byte_is_the_codes():
+    """README, docs/ray.md, docs/reliability.md, params.yaml and dvc.yaml each list the `llm` and `execution` keys
+    that the model stages' DVC params leave out; a key added to (or taken from) ``PLACEMENT_KEYS`` /
+    ``EXECUTION_PLACEMENT_KEYS`` in pipeline/config.py changes what DVC reruns, so every list must follow."""
+    from pipeline.config import EXECUTION_PLACEMENT_KEYS, PLACEMENT_KEYS
+    from pipeline.config_shared import LLM, Execution
+
+    fields = set(LLM.model_fields) | set(Execution.model_fields)
+    passages = [("README.md", "only the keys that change no output byte are left out", "[Running on a Ray cluster]"),
+                ("docs/ray.md", "leave out the keys that only say where the work runs", "So after"),
+                ("docs/reliability.md", "(all but `replicas`", "are not DVC params either"),
+                ("params.yaml", "# backend, ray_address", "change no output byte"),
+                ("dvc.yaml", "EXECUTION_PLACEMENT_KEYS):", "so moving the DAG")]
+    for doc, start, end in passages:
+        t = " ".join(text(doc).split())
+        assert start in t and end in t[t.index(start):], f"{doc} no longer says {start!r} ... {end!r}: update this test"
+        passage = t[t.index(start):t.index(end, t.index(start))]
+        words = re.findall(r"`([\w.]+)`", passage) if doc.endswith(".md") else re.findall(r"[\w.]+", passage)
+        listed = {w.rsplit(".", 1)[-1] for w in words} & fields
+        assert listed == PLACEMENT_KEYS | EXECUTION_PLACEMENT_KEYS, \
+            f"{doc}: the keys listed after {start!r} are {sorted(listed)}, pipeline/config.py's {sorted(PLACEMENT_KEYS | EXECUTION_PLACEMENT_KEYS)}"

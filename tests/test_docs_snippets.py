@@ -7,7 +7,8 @@ What is checked here, and so cannot drift silently:
   those that need no built data run and give the values their comments show), and every module the docs
   name by file name.
 - the defaults README.md and docs/ state in prose ("`collapse_fraction` (0.1)", "5,000 distinct instructions") are
-  params.yaml's values and the code's constants (``stated_defaults``).
+  params.yaml's values and the code's constants, and the counts they give of a fixture or probe file ("`ambiguous`
+  (257)", "16 probe turns") or of dvc.yaml's outputs are those files' (``stated_defaults``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import ast
 import copy
 import glob
+import json
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -152,20 +155,34 @@ def _at(data: Any, key: str) -> Any:
 
 
 def stated_defaults() -> list[tuple[str, Any, Any]]:
-    """(what README.md says, the value in params.yaml or the code, the value the sentence states)."""
+    """(what README.md says, the value in params.yaml, the code, a fixture or probe file or dvc.yaml, the value the
+    sentence states)."""
+    from pipeline.checks import LOOP_MIN_SENTENCES, LOOP_SHARE
     from pipeline.execute import FLUSH_SECONDS
     from pipeline.execute_ray import IN_FLIGHT, MAX_RESTARTS, TASK_SECONDS
+    from pipeline.formats.dialogues import MESSAGE_OVERHEAD
     from pipeline.formats.markup import MAX_REOPENED, MAX_TAGS
     from pipeline.jsontext import MAX_JSON_DEPTH
+    from pipeline.limits import PARQUET_BATCH_ROWS
     from pipeline.llm.decode import MIN_SHARED_PREFIX
+    from pipeline.llm.identity import BLOCK, SAMPLES, WHOLE_BYTES
     from pipeline.llm.openai_engine import TOP_LOGPROBS
     from stages import dove_similarity as sim
     from stages import wildfeedback_testset as testset
+    from stages.dove_judge import NO_SIGNAL
     from stages.wildfeedback_context import SHORT_EDIT_WORDS
+    from stages.wildfeedback_detect import ANSWER_TOKENS
+    from stages.wildfeedback_fit import ASKS_USER_MAX_SENTENCES, COVERAGE
     from stages.wildfeedback_rules import ROUTE_BELOW, UNION_SIZE
+    from tests.pii_cases import NEAR_MISSES, POSITIVES
 
     p = params()
     gates = [v for s in ("wildfeedback", "pugc", "selfie", "dove") for v in p[s]["gates"].values()]
+    labels = [json.loads(line) for line in text("tests/fixtures/wildchat_labels.jsonl").splitlines() if line.strip()]
+    dvc_stages = yaml.safe_load(text("dvc.yaml"))["stages"]
+
+    def probes(name: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in text(f"pipeline/probes/{name}.jsonl").splitlines() if line.strip()]
     return [
         ("Below its gate (`<stage>.gates.<role>`, 0.75 by default)", set(gates), {0.75}),
         ("`execution.on_gate_failure: withhold` (the default)", _at(p, "execution.on_gate_failure"), "withhold"),
@@ -221,6 +238,32 @@ def stated_defaults() -> list[tuple[str, Any, Any]]:
         ("unions of at most 16 patterns (`UNION_SIZE`", UNION_SIZE, 16),
         ("`ROUTE_BELOW` (0.8, the default `wildfeedback.rule_confidence`)", (ROUTE_BELOW, p["wildfeedback"]["rule_confidence"]),
          (0.8, 0.8)),
+        ("(and 10,000 rows) are read in one batch", PARQUET_BATCH_ROWS, 10_000),
+        ("of the answer's sentences of three or more words, at least five, 60% or more repeat an earlier one",
+         (LOOP_MIN_SENTENCES, LOOP_SHARE), (5, 0.6)),
+        ("or keeps under 25% of the earlier answer's content words", COVERAGE, 0.25),
+        ('ending with "?" in at most 3 sentences', ASKS_USER_MAX_SENTENCES, 3),
+        ("(raw position consistency <= 5%)", NO_SIGNAL, 0.05),
+        ("leaving 256 tokens for the answer", ANSWER_TOKENS, 256),
+        ("a message counted as its text plus 256 bytes", MESSAGE_OVERHEAD, 256),
+        ("whole up to 64 MiB, else 256 evenly spaced blocks of 256 KiB", (WHOLE_BYTES, SAMPLES, BLOCK),
+         (64 << 20, 256, 256 << 10)),
+        ("1,803 user turns of all 582 multi-turn WildChat conversations",
+         (len(labels), len({r["conversation_id"] for r in labels})), (1_803, 582)),
+        ("Turns the labellers marked `ambiguous` (257)", sum(r["ambiguous"] for r in labels), 257),
+        ("`pipeline/probes/dove_judge.jsonl` (12 joint and 12 conditional", Counter(r["kind"] for r in probes("dove_judge")),
+         {"joint": 12, "conditional": 12}),
+        ("(`pipeline/probes/selfie_reward.jsonl`: 12 prompts", len(probes("selfie_reward")), 12),
+        ("the detector (when `detector` is `llm` or `rules+llm`) judges 16 probe turns",
+         len(probes("wildfeedback_detector")), 16),
+        ("the checklist judge (when it is used) compares 8 probe pairs", len(probes("wildfeedback_judge")), 8),
+        ("six user-written documents, each with two queries it answers, an unrelated query and the placeholder",
+         (len({r["document"] for r in probes("pugc_query_filter")}), Counter(r["kind"] for r in probes("pugc_query_filter"))),
+         (6, {"relevant": 12, "unrelated": 6, "placeholder": 6})),
+        ("(68 positives over all kinds, 62 near-misses)", (len(POSITIVES), len(NEAR_MISSES)), (68, 62)),
+        ("`data/<stage>/rejects/` (ingest, WildFeedback, DOVE;",
+         {name for name, stage in dvc_stages.items() if f"data/{name}/rejects" in stage.get("outs", [])},
+         {"ingest", "wildfeedback", "dove"}),
     ]
 
 
