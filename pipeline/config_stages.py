@@ -124,7 +124,7 @@ def _check_size(v: SplitSize, key: str) -> SplitSize:
 
 
 class SelfieSplit(Section):
-    """Prompt counts (int) or fractions (float in (0, 1)); see ``plan_split`` in stages/selfie.py."""
+    """Prompt counts (int) or fractions (float in (0, 1)); see ``plan_split`` in stages/selfie_split.py."""
 
     seed: SplitSize  # labelled prompts kept with their gold pairs (fraction of the labelled prompts)
     pools: list[SplitSize] = Field(min_length=1)  # prompt pools, one per iteration (fraction of all prompts)

@@ -32,9 +32,6 @@ from pipeline.text import cjk_words, ngram_hashes, normalise, word_counts
 
 log = logging.getLogger(__name__)
 
-KEYS = {"_key": pl.UInt64}
-
-
 class ReleaseInputError(StageError):
     """An evaluation or held-out set the release depends on cannot be read; the message says what to do."""
 

@@ -9,7 +9,7 @@ helpers make that hold where a format's library would otherwise read more than o
 - a CSV row is fed to the csv module line by line through ``CsvLines``, which stops holding a row
   (not only a field, which ``csv.field_size_limit`` bounds) once it is over the limit;
 - a Parquet row group is read in batches of about the limit's bytes, sized from what its page headers say
-  its pages may decode to (``parquet_plan``), instead of 10,000 rows whatever their size; a row group that
+  its pages may decode to (``group_plan``), instead of 10,000 rows whatever their size; a row group that
   cannot be read so (``page_refusal``) is one reject, and a row whose strings alone are over the limit is
   rejected before it becomes Python values (``sized_rows``).
 
@@ -216,7 +216,8 @@ def page_refusal(column: str, pages: list[Page], limit: int) -> str | None:
 
 def parquet_plan(chunks: Iterable[Chunk], rows: int, limit: int, longest: Callable[[Chunk], int | None],
                  group: int = 0) -> tuple[int, str | None]:
-    """``group_plan`` without the group's bytes."""
+    """``group_plan`` without the group's bytes (what tests and ``bench/parquet_groups.py`` compare; the reader
+    calls ``group_plan``)."""
     batch, why, _ = group_plan(chunks, rows, limit, longest, group)
     return batch, why
 

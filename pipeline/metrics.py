@@ -91,3 +91,11 @@ def recorded_beside(folder: str | Path, field: str) -> dict[str, dict[str, Any]]
     if not isinstance(found, dict):
         return {}
     return {f"{r.get('stage') or path.parent.name}.{role}": r for role, r in found.items() if isinstance(r, dict)}
+
+
+def recorded_models(folder: str | Path) -> str | None:
+    """The model roles recorded beside ``folder`` (``recorded_beside(folder, "models")``) as compact JSON
+    ``{"<stage>.<role>": model}``, keys sorted (what a pair's lineage names under ``models``), or None when
+    none is recorded (ingested data: no stage's model)."""
+    found = recorded_beside(folder, "models")
+    return json.dumps({k: r.get("model") for k, r in sorted(found.items())}, separators=(",", ":")) if found else None

@@ -4,7 +4,7 @@ The footer gives a column chunk's size, not how its bytes decode: a dictionary p
 a million rows refer to is a few bytes on disk per row, and one page may hold a cell far bigger than a record
 may be. pyarrow decompresses a page whole and decodes a batch's values in full, and it keeps page headers to
 itself, so they are read here: each header (Thrift compact protocol, a few dozen bytes) is read and the
-page's body is skipped. ``pipeline.limits.parquet_plan`` turns what they say into a batch size, or a refusal.
+page's body is skipped. ``pipeline.limits.group_plan`` turns what they say into a batch size, or a refusal.
 ``bench/bounded_readers.py`` runs it against the footer-sized reader it replaced (bench/README.md: a dictionary
 bomb read at an 8 MiB Arrow peak instead of 512 MiB, normal input at about 1.05x the time).
 """

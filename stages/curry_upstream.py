@@ -7,10 +7,9 @@ input (human ratings) names none.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from pipeline.metrics import recorded_beside
+from pipeline.metrics import recorded_beside, recorded_models
 
 
 def _stage_reports(spec: dict[str, Any], field: str) -> dict[str, dict[str, Any]]:
@@ -57,5 +56,5 @@ def lineage_models(inputs: list[dict[str, Any]]) -> list[str]:
     """Per input (in order): the ``"models"`` member its pairs' lineage carries, ``,"models":{"<stage>.<role>":
     model}`` from the stage behind a ``scores: model`` input (e.g. ``{"pugc.judge":"tiny",..}``), or ``""``
     (a rated input: no model named)."""
-    return [',"models":' + json.dumps({k: r.get("model") for k, r in sorted(m.items())}, separators=(",", ":"))
-            if (m := _stage_reports(spec, "models")) else "" for spec in inputs]
+    return [',"models":' + m if spec["scores"] == "model" and (m := recorded_models(spec["responses"])) else ""
+            for spec in inputs]

@@ -17,7 +17,7 @@ from pipeline import ids
 from pipeline.checks import shows_nothing, squash
 from pipeline.config import Dove
 from pipeline.io import SourceError, read_table
-from pipeline.metrics import recorded_beside
+from pipeline.metrics import recorded_beside, recorded_models
 
 ITEM_COLUMNS = ["item_id", "instruction", "instruction_text", "response", "origin", "models"]
 
@@ -38,7 +38,8 @@ def items_from_scored(prompts: pa.Table, responses: pa.Table, where: str = "resp
                       models: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(items, rejects): responses joined to their prompts on prompt_id; unmatched responses are rejects
     (source = ``where``, the responses folder; row = the response's row there). ``models``: the JSON
-    ``{"<stage>.<role>": model}`` of the stage that wrote them (``input_models``), on every item."""
+    ``{"<stage>.<role>": model}`` of the stage that wrote them (``pipeline.metrics.recorded_models``: PUGC's
+    generator, judge and policy; Selfie's policy and reference), on every item."""
     p = pl.from_arrow(prompts).select("prompt_id", pl.col("messages").alias("instruction"), pl.col("source").alias("origin"))
     r = pl.from_arrow(responses).with_row_index("row").select("row", "prompt_id", "response_id", pl.col("text").alias("response"))
     joined = r.join(p, on="prompt_id", how="left")
@@ -142,18 +143,10 @@ def tied(pairs: pl.DataFrame) -> pl.Series:
     return pairs.select(tie.alias("tie")).to_series()
 
 
-def input_models(responses: str) -> str | None:
-    """The models behind a responses folder another stage wrote, as its items carry them: the JSON
-    ``{"<stage>.<role>": model}`` of the roles that stage recorded under ``models`` in the details.json beside it
-    (PUGC's generator, judge and policy: the instruction and the response; Selfie's policy and reference), or None
-    (ingested responses: no stage's model)."""
-    found = recorded_beside(responses, "models")
-    return json.dumps({k: r.get("model") for k, r in sorted(found.items())}, separators=(",", ":")) if found else None
-
-
 def lineage_models(models_1: pl.Series, models_2: pl.Series) -> pl.Series:
-    """Per pair: its lineage's ``,"models":{..}`` member, the roles behind either side's item (``input_models``)
-    merged, or ``""`` when neither side came from a stage's model (one merge per distinct couple)."""
+    """Per pair: its lineage's ``,"models":{..}`` member, the roles behind either side's item
+    (``pipeline.metrics.recorded_models``) merged, or ``""`` when neither side came from a stage's model (one
+    merge per distinct couple)."""
     couples = pl.DataFrame({"a": models_1, "b": models_2}, schema={"a": pl.String, "b": pl.String})
     merged = {(a, b): {**json.loads(a or "{}"), **json.loads(b or "{}")} for a, b in couples.unique().iter_rows()}
     text = {k: ',"models":' + json.dumps(dict(sorted(v.items())), separators=(",", ":")) if v else "" for k, v in merged.items()}
@@ -183,7 +176,7 @@ def load_items(cfg: Dove) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, dic
     for i, spec in enumerate(cfg.inputs):
         prompts = read_table(spec.prompts, "prompts", key=f"dove.inputs[{i}].prompts")
         responses = read_table(spec.responses, "responses", key=f"dove.inputs[{i}].responses")
-        items, orphans = items_from_scored(prompts, responses, spec.responses, input_models(spec.responses))
+        items, orphans = items_from_scored(prompts, responses, spec.responses, recorded_models(spec.responses))
         frames.append(items)
         rejects.append(orphans)
         per_input[spec.responses] = {"items": items.height, "responses_without_prompt": orphans.height}

@@ -256,7 +256,7 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows
     order_p = release_order(pairs, configs)
     order_j = release_order(joint, [m for m in present if m in JOINT])
     rows = row_counts(order_p, configs) | row_counts(order_j, [m for m in present if m in JOINT])
-    stats = build_stats(pairs, joint, rows, drops, s.pii, s.counts, skipped, eval_status, held_status)
+    stats = build_stats(pairs, rows, drops, s.pii, s.counts, skipped, eval_status, held_status)
     stats["gates"] = gate_reports(root, list(inputs))
     stats["models"] = model_reports(root, list(inputs))
     stats["split"] = split
@@ -283,7 +283,7 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows
             raise ExportError(f"{tmp / 'removed.jsonl'}: {written} removal records with texts for {drops.height} removals; "
                               "the methods' pairs changed while export read them, rerun `dvc repro export`")
         files = writer.close()
-        return publish_folder(cfg, root, tmp, out_dir, files, stats, pairs, joint, drops, fp, batch_rows)
+        return publish_folder(cfg, root, tmp, out_dir, files, stats, pairs, joint, fp, batch_rows)
     except BaseException:  # a full disk while writing the card or the manifest too: no candidate left behind
         writer.abort()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -291,10 +291,9 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows
 
 
 def publish_folder(cfg: Export, root: Path, tmp: Path, out_dir: Path, files: list[dict], stats: dict,
-                   pairs: pl.DataFrame, joint: pl.DataFrame, drops: pl.DataFrame, fp: str,
-                   batch_rows: int) -> dict[str, Any]:
-    """Add stats, plots, removals, the audit, the card and the manifest to the temporary folder beside
-    ``out_dir``; rename it into place when the audit passes."""
+                   pairs: pl.DataFrame, joint: pl.DataFrame, fp: str, batch_rows: int) -> dict[str, Any]:
+    """Add stats, plots, the audit, the card and the manifest to the temporary folder beside ``out_dir`` (which
+    already holds the shards and removed.jsonl); rename it into place when the audit passes."""
     categories = signal_categories(root)
     if categories:
         stats["categories"] = {r["category"]: r["count"] for r in categories}

@@ -19,6 +19,7 @@ from stages.pugc_io import run_step
 
 MINHASH_SEED = 0
 
+
 def document_view() -> pl.Expr:
     """What the models read: the title (when there is one), a blank line, the text."""
     title = pl.col("title").fill_null("").str.strip_chars()

@@ -60,6 +60,18 @@ def test_near_duplicates_are_grouped_and_distinct_texts_are_not():
     assert (sig[0] == sig[1]).mean() > 0.8 and (sig[0] == sig[2]).mean() < 0.1
 
 
+def test_near_duplicate_groups_chain_through_a_middle_text():
+    # A ~ B and B ~ C at 0.85, A ~ C at 0.70: one group (single linkage), labelled by its first row, so a
+    # caller that keeps each group's first (PUGC's pre-filter, params.yaml near_duplicate_threshold) drops C
+    # although its estimated Jaccard to the kept A is under the threshold.
+    a = np.arange(100, dtype=np.uint64)
+    b, c = a.copy(), a.copy()
+    b[:15] += 1000
+    c[:15] += 1000
+    c[15:30] += 2000
+    assert near_duplicate_groups(np.stack([a, b, c]), 20, 0.8).tolist() == [0, 0, 0]
+
+
 def test_connected_components_follow_chains():
     labels = connected_components(6, np.array([4, 1, 2]), np.array([5, 2, 3]))
     assert labels.tolist() == [0, 1, 1, 1, 4, 4]
