@@ -149,7 +149,7 @@ def training_part(stats: dict[str, Any], repo: str) -> list[str]:
             "trains on the seed pairs, then on each iteration's pairs in turn, each run starting from the previous "
             "run's model (filter on `source`).\n")
     if "curry" in held:
-        train = stats.get("levels_by_split", {}).get("curry", {}).get("train", {})
+        train = stats["levels_by_split"].get("curry", {}).get("train", {})
         levels = ", ".join(f"level {lv}: {n}" for lv, n in train.items())
         parts += [
             "**Curry-DPO** pairs must be seen in curriculum order" + (f" (`train` split: {levels})" if levels else "")
@@ -157,7 +157,7 @@ def training_part(stats: dict[str, Any], repo: str) -> list[str]:
             "`DPOConfig(train_sampling_strategy=\"sequential\")` (the default sampler shuffles the rows):\n",
             CURRY_SNIPPET + "\n"]
     if "dove" in held:
-        same = stats.get("same_prompt", {}).get("dove", {}).get("train", 0)
+        same = stats["same_prompt"].get("dove", {}).get("train", 0)
         parts.append(
             "**DOVE** rows compare two *different* instructions; their loss is DPO on joint log-probabilities "
             "log pi(x, y) = log pi(x) + log pi(y | x), with prompt tokens not masked. TRL's `DPOTrainer` assumes a "
