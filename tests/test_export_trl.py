@@ -1,4 +1,5 @@
-"""End to end: TRL's DPOTrainer trains on the release shards exactly as `load_dataset` returns them."""
+"""End to end: TRL's DPOTrainer trains on the release shards exactly as `load_dataset` returns them, and the card's
+training snippets ask only for the configs and rows the release holds."""
 
 from __future__ import annotations
 
