@@ -103,10 +103,12 @@ from trl import DPOConfig, DPOTrainer
 
 REPO = "{repo}"  # the Hub repo id this card belongs to, or a local copy of this folder
 # (a folder rebuilt in place: read it with load_dataset("parquet", data_dir=...), as prefpipe's README says)
-train = load_dataset(REPO, "all", split="train")   # prompt / chosen / rejected message lists
+{all}```'''
+
+ALL_LINES = '''train = load_dataset(REPO, "all", split="train")   # prompt / chosen / rejected message lists
 trainer = DPOTrainer(model="your/sft-model", args=DPOConfig(output_dir="dpo"), train_dataset=train)
 trainer.train()
-```'''
+'''
 
 CURRY_SNIPPET = '''```python
 # Curry-DPO: one DPO run per level, easiest (0) first; each run starts from, and uses as reference,
@@ -130,6 +132,44 @@ same = same.rename_column("chosen_prompt", "prompt").remove_columns("rejected_pr
 trainer = DPOTrainer(model="your/sft-model", args=DPOConfig(output_dir="dpo-dove"), train_dataset=same)
 trainer.train()
 ```'''
+
+
+def training_part(stats: dict[str, Any], repo: str) -> list[str]:
+    """The card's "Training on it with TRL" section: a paragraph (and snippet) for each config the release holds
+    and none for one it does not, so no snippet asks ``load_dataset`` for a config the front matter leaves out."""
+    held = {c for c, splits in stats["rows"].items() if splits}
+    parts = ["## Training on it with TRL\n", TRAIN_SNIPPET.format(repo=repo, all=ALL_LINES if "all" in held else "") + "\n"]
+    if "selfie" in held:
+        parts.append(
+            "`label_smoothing` and `noisy` come from Selfie/SPA: a trainer that supports per-example label "
+            "smoothing can use them (TRL's `DPOConfig.label_smoothing` is one value for the whole run; filter "
+            "`noisy` rows out, or train them in a separate run with `label_smoothing=0.1`). The `selfie` config lists "
+            "the seed pairs (`source` \"seed\") first, then each iteration's (`source` \"iteration_1\", "
+            "\"iteration_2\", ...), the seed pairs all in its `train` split (Selfie held out its own test prompts): SPA "
+            "trains on the seed pairs, then on each iteration's pairs in turn, each run starting from the previous "
+            "run's model (filter on `source`).\n")
+    if "curry" in held:
+        train = stats["levels_by_split"].get("curry", {}).get("train", {})
+        levels = ", ".join(f"level {lv}: {n}" for lv, n in train.items())
+        parts += [
+            "**Curry-DPO** pairs must be seen in curriculum order" + (f" (`train` split: {levels})" if levels else "")
+            + ": one run per level (the paper, below), or one run over the whole config with "
+            "`DPOConfig(train_sampling_strategy=\"sequential\")` (the default sampler shuffles the rows):\n",
+            CURRY_SNIPPET + "\n"]
+    if "dove" in held:
+        same = stats["same_prompt"].get("dove", {}).get("train", 0)
+        parts.append(
+            "**DOVE** rows compare two *different* instructions; their loss is DPO on joint log-probabilities "
+            "log pi(x, y) = log pi(x) + log pi(y | x), with prompt tokens not masked. TRL's `DPOTrainer` assumes a "
+            "shared prompt, so train the `dove` config with a JPO/DOVE trainer (github.com/Hritikbansal/dove) that "
+            "reads `chosen_prompt`, `chosen`, `rejected_prompt`, `rejected`. Given to `DPOTrainer` as is, the `dove` "
+            "config stops with an error (it has no `prompt` column and its two sides share none). Rows with "
+            "`chosen_prompt == rejected_prompt` are ordinary conditional pairs, which `DPOTrainer` takes once the "
+            "prompt column is named `prompt`" + (f" ({counted(same, 'such row')} in this release's `train` split):\n"
+                                                 if same else "; this release's `train` split holds none.\n"))
+        if same:
+            parts.append(DOVE_SNIPPET + "\n")
+    return parts
 
 
 def _gate_rows(gates: dict[str, Any]) -> list[list[Any]]:
@@ -189,7 +229,6 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
              for s, v in stats["decontamination"].items()]
     pii = [[k, n] for k, n in stats["pii"].items()]
     skipped = "".join(f"\n- `{m}`: {why}" for m, why in stats["skipped"].items())
-    levels = ", ".join(f"level {lv}: {n}" for m in stats["levels"] for lv, n in stats["levels"][m].items())
     parts = [
         f"---\n{fm}---\n",
         f"# {cfg.card.pretty_name}\n\n{cfg.card.description}\n",
@@ -249,28 +288,7 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         _table(["method", "role", "model", "weights identity"], models or [["(none)", "—", "—", "—"]]) + "\n",
         "PII replaced (by `[REDACTED_<KIND>]` markers):\n",
         _table(["kind", "replacements"], pii or [["(redaction off)", 0]]) + "\n",
-        "## Training on it with TRL\n",
-        TRAIN_SNIPPET.format(repo=repo) + "\n",
-        "`label_smoothing` and `noisy` come from Selfie/SPA: a trainer that supports per-example label "
-        "smoothing can use them (TRL's `DPOConfig.label_smoothing` is one value for the whole run; filter "
-        "`noisy` rows out, or train them in a separate run with `label_smoothing=0.1`). The `selfie` config lists "
-        "the seed pairs (`source` \"seed\") first, then each iteration's (`source` \"iteration_1\", "
-        "\"iteration_2\", ...), the seed pairs all in its `train` split (Selfie held out its own test prompts): SPA trains on the "
-        "seed pairs, then on each iteration's pairs in turn, each run "
-        "starting from the previous run's model (filter on `source`, as the Curry-DPO loop below filters on "
-        "`level`).\n",
-        "**Curry-DPO** pairs must be seen in curriculum order" + (f" ({levels})" if levels else "") + ": one run "
-        "per level (the paper, below), or one run over the whole config with "
-        "`DPOConfig(train_sampling_strategy=\"sequential\")` (the default sampler shuffles the rows):\n",
-        CURRY_SNIPPET + "\n",
-        "**DOVE** rows compare two *different* instructions; their loss is DPO on joint log-probabilities "
-        "log pi(x, y) = log pi(x) + log pi(y | x), with prompt tokens not masked. TRL's `DPOTrainer` assumes a "
-        "shared prompt, so train the `dove` config with a JPO/DOVE trainer (github.com/Hritikbansal/dove) that "
-        "reads `chosen_prompt`, `chosen`, `rejected_prompt`, `rejected`. Given to `DPOTrainer` as is, the `dove` "
-        "config stops with an error (it has no `prompt` column and its two sides share none). Rows with "
-        "`chosen_prompt == rejected_prompt` are ordinary conditional pairs, which `DPOTrainer` takes once the "
-        "prompt column is named `prompt`:\n",
-        DOVE_SNIPPET + "\n",
+        *training_part(stats, repo),
         _audit_part(audit),
         "## Limitations\n",
         "- Responses are generated and judged by models; labels are noisy (see `confidence`, `noisy`).\n"

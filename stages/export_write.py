@@ -157,6 +157,9 @@ def build_stats(pairs: pl.DataFrame, rows: dict[str, dict[str, int]], drops: pl.
         "total": sum(n for c, splits in rows.items() if c != "all" for n in splits.values()),
         "methods": methods,
         "levels": _counts(levels, "_config", "level"),
+        "levels_by_split": _counts(levels, "_config", "_split", "level"),
+        # joint rows whose two prompts hold the same text: the ones the card hands to DPOTrainer as conditional pairs
+        "same_prompt": _counts(joint.filter(pl.col("_cph") == pl.col("_rph")), "_config", "_split"),
         "drops": _counts(drops, "reason"),
         "drops_from_release": _counts(drops.filter(from_release), "reason"),
         "drops_from_all_only": _counts(drops.filter(~from_release), "reason"),

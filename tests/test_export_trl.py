@@ -1,4 +1,5 @@
-"""End to end: TRL's DPOTrainer trains on the release shards exactly as `load_dataset` returns them."""
+"""End to end: TRL's DPOTrainer trains on the release shards exactly as `load_dataset` returns them, and the card's
+training snippets ask only for the configs and rows the release holds."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import re
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
+from pipeline.metrics import counted
 from stages.export import build_release
 from tests.docs_text import guide_text
-from tests.export_fixtures import TOPICS, export_cfg, joint, pair, standard_methods, write_method
+from tests.export_fixtures import TOPICS, build, export_cfg, joint, pair, standard_methods, write_method
 
 
 @pytest.mark.e2e
@@ -69,6 +72,53 @@ def card_block(card: str, first_line: str) -> str:
     """The card's python block that starts with ``first_line``."""
     blocks = re.findall(r"```python\n(.*?)```", card, re.S)
     return next(b for b in blocks if b.startswith(first_line))
+
+
+def snippet_configs(card: str) -> set[str]:
+    """The configs the card's python blocks ask ``load_dataset`` for."""
+    return set(re.findall(r'load_dataset\(REPO, "(\w+)"', "".join(re.findall(r"```python\n(.*?)```", card, re.S))))
+
+
+def listed_configs(card: str) -> set[str]:
+    """The configs the card's front matter lists (those ``load_dataset`` can open)."""
+    return {c["config_name"] for c in yaml.safe_load(card.split("---\n")[1])["configs"]}
+
+
+def test_the_cards_snippets_load_only_configs_the_release_holds(tmp_path):
+    """A release without Curry-DPO or DOVE pairs (the method disabled, or its judge withheld, as DOVE's is with
+    smollm2) showed their snippets anyway, and a DOVE-only one the `all` snippet: ``load_dataset`` stopped at them
+    ("BuilderConfig 'curry' not found"). A `dove` config with no same-prompt row showed the snippet that hands those
+    rows to DPOTrainer, which stopped on the empty dataset with a bare StopIteration."""
+    cards = {}
+    for method, rows in (("pugc", [pair(f"pugc{i}", t, "pugc") for i, t in enumerate(TOPICS[:4])]),
+                         ("dove", [joint(f"dove{i}", TOPICS[i], TOPICS[i + 4]) for i in range(4)])):
+        write_method(tmp_path / method, method, rows)
+        release, _ = build(tmp_path / method, test_fraction=0.0)
+        cards[method] = (release / "README.md").read_text(encoding="utf-8")
+        assert snippet_configs(cards[method]) <= listed_configs(cards[method]) == ({"all", "pugc"} if method == "pugc"
+                                                                                  else {"dove"})
+    assert not any(f"**{m}**" in cards["pugc"] for m in ("Curry-DPO", "DOVE")) and "`selfie` config" not in cards["pugc"]
+    assert "this release's `train` split holds none" in cards["dove"] and "same = " not in cards["dove"]
+
+
+def test_the_card_counts_the_curry_levels_and_dove_same_prompt_rows_of_the_train_split_its_snippets_read(tmp_path):
+    """The card gave Curry-DPO's pairs per level over train and test together, while its loop reads `train`."""
+    standard_methods(tmp_path)
+    same = "Dove task 20: how do I descale a kettle with vinegar?"
+    write_method(tmp_path, "dove", [joint("dove-same", same, same)], sub="conditional")
+    release, _ = build(tmp_path, test_fraction=0.3)
+    card = (release / "README.md").read_text(encoding="utf-8")
+
+    def table(config: str, split: str):
+        return pq.read_table(sorted((release / config).glob(f"{split}-*.parquet")))
+
+    assert table("curry", "test").num_rows  # the two splits' counts differ
+    levels = table("curry", "train").column("level").value_counts().to_pylist()
+    shown = ", ".join(f"level {c['values']}: {c['counts']}" for c in sorted(levels, key=lambda c: c["values"]))
+    assert f"(`train` split: {shown})" in card
+    dove = table("dove", "train").select(["chosen_prompt", "rejected_prompt"]).to_pylist()
+    n = sum(r["chosen_prompt"] == r["rejected_prompt"] for r in dove)
+    assert n == 1 and f"({counted(n, 'such row')} in this release's `train` split)" in card
 
 
 @pytest.mark.e2e
