@@ -256,7 +256,7 @@ def build_release(cfg: Export, root: Path, out_dir: Path, fp: str, *, batch_rows
     order_p = release_order(pairs, configs)
     order_j = release_order(joint, [m for m in present if m in JOINT])
     rows = row_counts(order_p, configs) | row_counts(order_j, [m for m in present if m in JOINT])
-    stats = build_stats(pairs, rows, drops, s.pii, s.counts, skipped, eval_status, held_status)
+    stats = build_stats(pairs, joint, rows, drops, s.pii, s.counts, skipped, eval_status, held_status)
     stats["gates"] = gate_reports(root, list(inputs))
     stats["models"] = model_reports(root, list(inputs))
     stats["split"] = split

@@ -154,7 +154,8 @@ def training_part(stats: dict[str, Any], repo: str) -> list[str]:
         parts += [
             "**Curry-DPO** pairs must be seen in curriculum order" + (f" (`train` split: {levels})" if levels else "")
             + ": one run per level (the paper, below), or one run over the whole config with "
-            "`DPOConfig(train_sampling_strategy=\"sequential\")` (the default sampler shuffles the rows):\n",
+            "`DPOConfig(train_sampling_strategy=\"sequential\")` (transformers >= 5.2; the default sampler shuffles the "
+            "rows, and older versions have no such option: train one run per level there):\n",
             CURRY_SNIPPET + "\n"]
     if "dove" in held:
         same = stats["same_prompt"].get("dove", {}).get("train", 0)

@@ -135,7 +135,7 @@ def _counts(df: pl.DataFrame, *keys: str) -> dict:
     return out
 
 
-def build_stats(pairs: pl.DataFrame, rows: dict[str, dict[str, int]], drops: pl.DataFrame,
+def build_stats(pairs: pl.DataFrame, joint: pl.DataFrame, rows: dict[str, dict[str, int]], drops: pl.DataFrame,
                 pii: dict[str, int], inputs: dict[str, int], skipped: dict[str, str], evals: dict[str, dict],
                 held_out: dict[str, dict]) -> dict[str, Any]:
     levels = pairs.filter(pl.col("level").is_not_null())
