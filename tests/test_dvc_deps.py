@@ -207,3 +207,19 @@ def test_editing_one_stages_tiny_overrides_reruns_that_model_stage_alone(tmp_pat
     _params_only_project(tmp_path)
     _set(tmp_path, {"tiny_overrides.pugc.min_margin": 0.001})  # the samples' PUGC margin
     assert _changed(tmp_path) == {"pugc"}  # DOVE and Curry-DPO rerun only if PUGC's outputs change
+
+
+def test_curry_lists_each_params_key_an_inputs_min_gap_names_and_its_tiny_override():
+    # resolve_params replaces such a min_gap by the key's number after tiny_overrides: a key curry's params leave
+    # out would change the pairs without `dvc repro` rerunning Curry-DPO.
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = [str(p) for p in _dvc_stages()["curry"]["params"]]
+    named = [s["min_gap"] for s in data["curry"]["inputs"] if isinstance(s.get("min_gap"), str)]
+    assert named, "params.yaml: no curry input names its min_gap by a key (this test checks such keys)"
+    for key in named:
+        assert _listed(key, params), f"dvc.yaml: stage 'curry' does not list {key}, which curry.inputs' min_gap names"
+        node = data["tiny_overrides"]
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            assert _listed(f"tiny_overrides.{key}", params), f"dvc.yaml: stage 'curry' does not list tiny_overrides.{key}"
