@@ -91,7 +91,7 @@ def test_a_local_model_folder_dvc_yaml_does_not_list_is_named_when_its_stage_run
     def judge_on_folder(data):
         data["pugc"]["roles"]["judge"] = {"model": "models/sft"}
 
-    _project(tmp_path, monkeypatch, {"pugc": ["stages/pugc.py"], "dove": ["stages/dove.py"]}, judge_on_folder)
+    _project(tmp_path, monkeypatch, {"pugc": ["stages/pugc.py"], "dove": ["stages/dove.py", "data"]}, judge_on_folder)
     params = load_params("params.yaml")
     assert undeclared_inputs("pugc", params) == [
         "pugc: model folder models/sft is not among the pugc stage's deps in dvc.yaml, so `dvc repro` will not "
@@ -99,6 +99,45 @@ def test_a_local_model_folder_dvc_yaml_does_not_list_is_named_when_its_stage_run
     assert undeclared_inputs("dove", params) == []  # its judge is the built-in tiny model, no folder
     _project(tmp_path, monkeypatch, {"pugc": ["stages/pugc.py", "models"]}, judge_on_folder)
     assert undeclared_inputs("pugc", load_params("params.yaml")) == []
+
+
+def test_a_folder_of_ones_own_named_as_a_stage_input_is_named_unless_a_dep_covers_it(tmp_path, monkeypatch):
+    """An eval set added to export.held_out (or scored responses added to curry.inputs, an embedding model folder
+    for DOVE): the params change reran the stage once, then edits of the folder went unseen by `dvc repro`."""
+    from pipeline.config import load_params
+    from pipeline.dvcdeps import undeclared_inputs
+
+    (tmp_path / "models/embedder").mkdir(parents=True)  # a Hub id is no folder: only a folder is named
+
+    def own_inputs(data):
+        data["export"]["held_out"].append("evals/mine")
+        data["curry"]["inputs"].append({"prompts": "scored/prompts", "responses": "scored/responses", "scores": "rated"})
+        data["dove"]["embedding_model"] = "models/embedder"
+
+    shipped = {"export": ["data/selfie/test", "data/wildfeedback/test"],
+               "curry": ["data/ingest", "data/pugc", "data/selfie"], "dove": ["data/ingest", "data/pugc", "data/selfie"]}
+    _project(tmp_path, monkeypatch, shipped, own_inputs)
+    params = load_params("params.yaml")
+    said = "is not among the {0} stage's deps in dvc.yaml, so `dvc repro` will not rerun {0} when it changes"
+    assert undeclared_inputs("export", params) == [f"export: export.held_out[2] evals/mine {said.format('export')}; "
+                                                   "add it (or a folder above it) under stages.export.deps"]
+    assert [line.split(" is not")[0] for line in undeclared_inputs("curry", params)] == [
+        "curry: curry.inputs[3].prompts scored/prompts", "curry: curry.inputs[3].responses scored/responses"]
+    assert [line.split(" is not")[0] for line in undeclared_inputs("dove", params)] == [
+        "dove: model folder models/embedder"]
+    _project(tmp_path, monkeypatch, {s: [*d, "evals", "scored", "models"] for s, d in shipped.items()}, own_inputs)
+    assert [undeclared_inputs(s, load_params("params.yaml")) for s in shipped] == [[], [], []]
+
+
+def test_the_shipped_dvc_yaml_covers_every_input_the_shipped_params_name(monkeypatch):
+    from pipeline.cli import STAGES
+    from pipeline.config import load_params
+    from pipeline.dvcdeps import undeclared_inputs
+    from tests.conftest import ROOT
+
+    monkeypatch.chdir(ROOT)  # data paths and dvc.yaml's deps are read from the project root, built or not
+    params = load_params("params.yaml")
+    assert {s: undeclared_inputs(s, params) for s in STAGES} == {s: [] for s in STAGES}
 
 
 def test_a_glob_is_covered_by_a_dep_above_the_folder_its_wildcard_is_in(tmp_path, monkeypatch):

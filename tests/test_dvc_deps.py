@@ -151,6 +151,17 @@ def test_a_model_stage_lists_every_llm_and_execution_key_that_can_change_its_out
         assert any(k == p or k.startswith(p + ".") for k in SHARED_KEYS[p.split(".")[0]]), f"{stage}: {p} is no params key"
 
 
+@pytest.mark.parametrize("stage", MODEL_SECTIONS)
+def test_a_model_stage_lists_its_own_tiny_overrides_and_no_others(stage):
+    # resolve_params merges tiny_overrides[<section>] into that section alone, and a stage reads its own section:
+    # listing all of tiny_overrides reran WildFeedback, Selfie and DOVE when PUGC's samples margin changed.
+    listed = [str(p) for p in _dvc_stages()[stage]["params"] if str(p).split(".")[0] == "tiny_overrides"]
+    assert listed == [f"tiny_overrides.{stage}"], (
+        f"dvc.yaml: stage {stage!r} lists {listed} of tiny_overrides; list tiny_overrides.{stage} alone")
+    assert stage in load_params(ROOT / "params.yaml").tiny_overrides, (
+        f"params.yaml: tiny_overrides.{stage} is missing, and dvc.yaml's {stage} stage lists it; add it ({{}} for none)")
+
+
 def test_the_left_out_keys_are_params_keys():
     for section, left_out in NOT_OUTPUT_KEYS.items():
         assert left_out <= set(Params.model_fields[section].annotation.model_fields), section
@@ -190,3 +201,25 @@ def test_moving_the_dag_onto_a_ray_cluster_reruns_no_model_stage_but_a_batch_siz
     assert _changed(tmp_path) == {"dove"}
     _set(tmp_path, {"llm.batch_size": 7})  # moves scores in their last bits (docs/reliability.md "Deterministic outputs")
     assert _changed(tmp_path) == set(MODEL_SECTIONS)
+
+
+def test_editing_one_stages_tiny_overrides_reruns_that_model_stage_alone(tmp_path):
+    _params_only_project(tmp_path)
+    _set(tmp_path, {"tiny_overrides.pugc.min_margin": 0.001})  # the samples' PUGC margin
+    assert _changed(tmp_path) == {"pugc"}  # DOVE and Curry-DPO rerun only if PUGC's outputs change
+
+
+def test_curry_lists_each_params_key_an_inputs_min_gap_names_and_its_tiny_override():
+    # resolve_params replaces such a min_gap by the key's number after tiny_overrides: a key curry's params leave
+    # out would change the pairs without `dvc repro` rerunning Curry-DPO.
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = [str(p) for p in _dvc_stages()["curry"]["params"]]
+    named = [s["min_gap"] for s in data["curry"]["inputs"] if isinstance(s.get("min_gap"), str)]
+    assert named, "params.yaml: no curry input names its min_gap by a key (this test checks such keys)"
+    for key in named:
+        assert _listed(key, params), f"dvc.yaml: stage 'curry' does not list {key}, which curry.inputs' min_gap names"
+        node = data["tiny_overrides"]
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            assert _listed(f"tiny_overrides.{key}", params), f"dvc.yaml: stage 'curry' does not list tiny_overrides.{key}"
