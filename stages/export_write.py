@@ -176,16 +176,17 @@ def build_stats(pairs: pl.DataFrame, joint: pl.DataFrame, rows: dict[str, dict[s
 def release_headline(stats: dict[str, Any]) -> dict[str, Any]:
     """stats.json, what ``dvc metrics show`` prints for the release: pairs read from the methods (``rows_in``),
     pairs released (``pairs``: each in its method's config), the pairs removed from the release (they left their
-    method's config; ``rows_in`` = ``pairs`` + ``removed_from_release``), the pairs left out of the cross-method
-    ``all`` config only (a prompt another method kept there; they stay in their own config), and the methods'
-    judges whose labels were withheld or whose gates were lowered: a fixed set of numbers, one column each in
-    ``dvc metrics show``. ``removed.jsonl`` holds a record for each removal; details.json has every figure, the
-    removals by reason included (``drops_from_release``, ``drops_from_all_only``)."""
+    method's config; ``rows_in`` = ``pairs`` + ``removed_from_release``) and why, the pairs left out of the
+    cross-method ``all`` config only (a prompt another method kept there; they stay in their own config) and why,
+    and the methods' judges whose labels were withheld or whose gates were lowered. ``removed.jsonl`` holds a
+    record for each of both kinds. Every figure is in details.json."""
     reports = [r for g in stats["gates"].values() if isinstance(g, dict) for r in g.values()
                if isinstance(r, dict) and "from" not in r]  # Curry-DPO's copies of its scorers' gates: counted once
     return {"rows_in": sum(m["input"] for m in stats["methods"].values()), "pairs": stats["total"],
             "removed_from_release": sum(stats["drops_from_release"].values()),
+            "removed_from_release_by_reason": dict(sorted(stats["drops_from_release"].items())),
             "left_out_of_all_only": sum(stats["drops_from_all_only"].values()),
+            "left_out_of_all_only_by_reason": dict(sorted(stats["drops_from_all_only"].items())),
             "gates_withheld": sum(r.get("passed") is False for r in reports),
             "gates_lowered": sum(bool(r.get("lowered")) for r in reports)}
 

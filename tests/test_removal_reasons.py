@@ -1,7 +1,7 @@
 """Every reason a pair can leave the release for is explained: ``pipeline.dedup.REASONS`` holds one sentence per
 reason, ``removals`` refuses any other, the card's removals table shows the sentence, the docs' export section
 names each, and stats.json counts removed.jsonl's records: those removed from the release and those left out of
-``all`` only (details.json by reason)."""
+``all`` only, each by reason."""
 
 from __future__ import annotations
 
@@ -67,8 +67,7 @@ def test_the_card_explains_each_removal_and_stats_count_removed_jsonl(tmp_path):
         assert f"| `{name}` | {description} | 0 |" in card
     records = [json.loads(line) for line in (release / "removed.jsonl").read_text().splitlines()]
     stats = json.loads((release / "stats.json").read_text())
-    details = json.loads((release / "details.json").read_text())
-    assert details["drops_from_release"] == dict(Counter(r["reason"] for r in records)) == {
+    assert stats["removed_from_release_by_reason"] == dict(Counter(r["reason"] for r in records)) == {
         "cut_off_chosen": 1, "looping_chosen": 1}
     assert stats["removed_from_release"] == len(records) and stats["left_out_of_all_only"] == 0
 
@@ -141,7 +140,8 @@ def test_stats_and_card_tell_pairs_removed_from_the_release_from_pairs_left_out_
     build_release(export_cfg(methods=["pugc", "selfie"], test_fraction=0.0), tmp_path, release, "fp-test")
     stats = json.loads((release / "stats.json").read_text())
     assert {k: v for k, v in stats.items() if "gates" not in k} == {
-        "rows_in": 6, "pairs": 5, "removed_from_release": 1, "left_out_of_all_only": 2}
+        "rows_in": 6, "pairs": 5, "removed_from_release": 1, "removed_from_release_by_reason": {"identical": 1},
+        "left_out_of_all_only": 2, "left_out_of_all_only_by_reason": {"duplicate_prompt_exact": 2}}
     details = json.loads((release / "details.json").read_text())
     assert details["drops"] == {"duplicate_prompt_exact": 2, "identical": 1}  # every removed.jsonl record
     assert details["drops_from_release"] == {"identical": 1}
