@@ -1,4 +1,5 @@
-"""The project's imports read from source, for tests/test_imports.py and tests/test_dvc_deps.py.
+"""The project's imports read from source, for tests/test_imports.py, tests/test_dvc_deps.py and
+tests/test_layout.py.
 
 Imports at module level and inside functions both count (a lazy import still runs the module).
 """

@@ -8,6 +8,7 @@ and must offer ``--smoke``.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -19,6 +20,11 @@ from tests.conftest import run_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = sorted(p.name for p in (ROOT / "bench").glob("*.py") if not p.name.startswith("_"))
+# Last lines whose form an issue fixed: the smoke run checks that form.
+LAST_LINES = {
+    # issue #21: `python bench/engine.py --compare` ends with the three throughput ratios
+    "engine.py": r"engine/hand-written: logprobs \d+\.\d\d choose \d+\.\d\d generate \d+\.\d\d",
+}
 
 pytestmark = pytest.mark.bench
 
@@ -40,6 +46,9 @@ def test_bench_runs_at_smoke_size(script):
     assert proc.returncode == 0, f"bench/{script} --smoke failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n" \
                                  f"{proc.stderr[-3000:]}"
     assert proc.stdout.strip(), f"bench/{script} --smoke printed nothing"
+    if script in LAST_LINES:
+        last = proc.stdout.strip().splitlines()[-1]
+        assert re.fullmatch(LAST_LINES[script], last), f"bench/{script}'s last line changed its form: {last!r}"
 
 
 def test_a_run_that_times_out_takes_the_processes_it_started_with_it(tmp_path):

@@ -100,6 +100,7 @@ def test_stage_end_to_end_with_a_fair_judge(tmp_path, monkeypatch):
     assert "chosen_finish_reason" not in nat and "rejected_finish_reason" not in nat  # no model wrote them
     assert d["conversations"] == {"in": 7, "selected": 4, "dropped_language": 1, "dropped_flagged": 1,
                                   "dropped_min_user_turns": 1}
+    assert d["languages"] == {"en": 6, "fr": 1}  # #20: counted per language; c8 has no tag, py3langid reads it
     assert d["pairs"]["out"] == 3 and d["pairs"]["judged"] == 2 and not d["dropped"]
     assert d["summaries"]["attempted"] == d["summaries"]["kept"] == 2 and d["model_detector"]["sent_to_model"] == 6
     assert rejects.num_rows == 0 and d["signals"]["dsat_categories"]["Factual_Error"] == 2
