@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from pipeline.text import minhash, near_duplicate_groups, ngram_hashes, normalise, stable_hash64, word_counts
+from pipeline.ids import stable_hash64
+from pipeline.text import minhash, near_duplicate_groups, ngram_hashes, normalise, word_counts
 
 REMOVED = {"pair_id": pl.String, "method": pl.String, "reason": pl.String, "detail": pl.String,
            "configs": pl.List(pl.String)}

@@ -21,6 +21,10 @@ without building strings again::
     >>> pl.DataFrame({"a": [1], "b": [2]}).select(combine("a", "b", seed=3)).item() == h(
     ...     (1).to_bytes(8, "big") + (2).to_bytes(8, "big"), seed=3)
     True
+
+``stable_hash64`` hashes one string column outside an expression (xxh3-64 of each value's UTF-8, no
+length prefix; a numpy uint64 array): the text keys of de-duplication, MinHash's word hashes and the
+export split.
 """
 
 from __future__ import annotations
@@ -108,3 +112,20 @@ def combine(*hashes: str | pl.Expr, seed: int = 0) -> pl.Expr:
         raise ValueError("ids.combine: at least one column is needed")
     fields = [_col(h).cast(pl.UInt64).alias(f"h{i}") for i, h in enumerate(hashes)]
     return pl.struct(fields).map_batches(lambda s: _combine(s, seed), return_dtype=pl.UInt64)
+
+
+def stable_hash64(texts: pl.Series | pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A uint64 per string (xxh3-64 of its UTF-8), identical across runs, machines and versions; null = "".
+
+    polars-hash hashes the column in Rust: on 2M words (200k distinct) ~0.03 s, where one xxhash call per
+    distinct string plus a join back took ~0.9 s (the same values; ``tests/test_text.py`` pins them).
+
+    >>> h = stable_hash64(pl.Series(["a", "b", "a"]))
+    >>> bool(h[0] == h[2]) and bool(h[0] != h[1])
+    True
+    """
+    s = texts if isinstance(texts, pl.Series) else pl.Series(pa.chunked_array([texts]) if isinstance(texts, pa.Array) else texts)
+    s = s.cast(pl.String).fill_null("").rename("t")
+    if s.len() == 0:
+        return np.zeros(0, dtype=np.uint64)
+    return s.to_frame().select(pl.col("t").nchash.xxh3_64())["t"].to_numpy()

@@ -1,8 +1,7 @@
-"""Vectorised text keys: normalisation, CJK characters as words, stable 64-bit hashes, word n-grams, MinHash
-near-duplicates.
+"""Vectorised text keys: normalisation, CJK characters as words, word n-grams, MinHash near-duplicates.
 
 Everything works on whole columns (numpy arrays, polars expressions), with no Python-level step per
-string. Hashes are xxh3-64 (polars-hash, as in ``pipeline/ids.py``), not polars' ``hash`` (which may
+string. Hashes are xxh3-64 (``pipeline.ids.stable_hash64``, polars-hash), not polars' ``hash`` (which may
 change between polars versions), so a train/test assignment or a duplicate decision is the same on
 every machine and release::
 
@@ -17,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-import polars_hash  # noqa: F401  (registers the ``nchash`` expression namespace)
 import pyarrow as pa
+
+from pipeline.ids import stable_hash64
 
 _P = np.uint64(0x100000001B3)  # FNV-64 prime: odd, so multiplication is a bijection mod 2^64
 _P_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
@@ -63,23 +63,6 @@ def mix64(x: np.ndarray) -> np.ndarray:
         x *= np.uint64(0x94D049BB133111EB)
         x ^= x >> np.uint64(31)
     return x
-
-
-def stable_hash64(texts: pl.Series | pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A uint64 per string (xxh3-64 of its UTF-8), identical across runs, machines and versions; null = "".
-
-    polars-hash hashes the column in Rust: on 2M words (200k distinct) ~0.03 s, where one xxhash call per
-    distinct string plus a join back took ~0.9 s (the same values; ``tests/test_text.py`` pins them).
-
-    >>> h = stable_hash64(pl.Series(["a", "b", "a"]))
-    >>> bool(h[0] == h[2]) and bool(h[0] != h[1])
-    True
-    """
-    s = texts if isinstance(texts, pl.Series) else pl.Series(pa.chunked_array([texts]) if isinstance(texts, pa.Array) else texts)
-    s = s.cast(pl.String).fill_null("").rename("t")
-    if s.len() == 0:
-        return np.zeros(0, dtype=np.uint64)
-    return s.to_frame().select(pl.col("t").nchash.xxh3_64())["t"].to_numpy()
 
 
 def is_ascii(column: pa.Array | pa.ChunkedArray) -> bool:

@@ -12,7 +12,7 @@ import polars as pl
 
 from pipeline.config import Export
 from pipeline.dedup import removals
-from pipeline.text import stable_hash64
+from pipeline.ids import stable_hash64
 
 LEAVES = pl.concat_list(pl.col("_config"), pl.lit("all"))  # a conditional pair leaving the release
 LEAVES_JOINT = pl.concat_list(pl.col("_config"))

@@ -9,6 +9,7 @@ import polars as pl
 import pyarrow as pa
 from xxhash import xxh3_64_intdigest
 
+from pipeline.ids import stable_hash64
 from pipeline.text import (
     _P,
     connected_components,
@@ -18,7 +19,6 @@ from pipeline.text import (
     near_duplicate_groups,
     ngram_hashes,
     normalise,
-    stable_hash64,
 )
 
 
