@@ -259,7 +259,8 @@ def query_filter_step(queries: pl.DataFrame, params: Params, gen: LLM, *, gate_p
     counts = {
         **account(filtered),
         "threshold": cfg.query_filter_threshold,
-        "p_true_mean": filtered["p_true"].fill_nan(None).mean(),
+        # 6 decimals: a diagnostic, stable when CPU thread counts move the scores' last float bits
+        "p_true_mean": None if (m := filtered["p_true"].fill_nan(None).mean()) is None else round(m, 6),
     }
     return filtered.filter(pl.col("drop").is_null()).drop("drop", "p_true"), counts
 
