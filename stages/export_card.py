@@ -13,6 +13,7 @@ import yaml
 
 from pipeline.dedup import REASONS
 from pipeline.metrics import counted
+from pipeline.pii import DETECTORS
 from pipeline.pii_structured import MODEL_KEYS
 
 CONFIG_DOC = {
@@ -228,7 +229,8 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
               for role, r in roles.items()]
     decon = [[s, v["prompts"], f"`{v['prompts_sha256'][:12]}`" if "prompts_sha256" in v else "—", v["removed"], v["status"]]
              for s, v in stats["decontamination"].items()]
-    pii = [[k, n] for k, n in stats["pii"].items()]
+    marker = {d.kind: d.marker for d in DETECTORS}
+    pii = [[k, f"`{marker[k]}`", n] for k, n in stats["pii"].items()]
     skipped = "".join(f"\n- `{m}`: {why}" for m, why in stats["skipped"].items())
     parts = [
         f"---\n{fm}---\n",
@@ -287,8 +289,8 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "model's build hash, `local:` a hash of the folder's files, `hub:` the cached snapshot's commit, `openai:` "
         "the served name):\n",
         _table(["method", "role", "model", "weights identity"], models or [["(none)", "—", "—", "—"]]) + "\n",
-        "PII replaced (by `[REDACTED_<KIND>]` markers):\n",
-        _table(["kind", "replacements"], pii or [["(redaction off)", 0]]) + "\n",
+        "PII replaced, each match by its kind's marker:\n",
+        _table(["kind", "marker", "replacements"], pii or [["(redaction off)", "—", 0]]) + "\n",
         *training_part(stats, repo),
         _audit_part(audit),
         "## Limitations\n",

@@ -237,6 +237,8 @@ def test_every_column_of_every_released_file_is_free_of_planted_pii(tmp_path):
     lineage = pl.read_parquet(release / "wildfeedback").row(0, named=True)["lineage"]
     assert json.loads(lineage)["preference"].startswith("user wants replies at [REDACTED_EMAIL]")
     assert stats["pii"]["email"] >= 6 * 5 and stats["pii"]["phone"] >= 6 * 2  # prompt, lineage (x2), source, chosen
+    card = (release / "README.md").read_text()  # the card names each kind's marker, as the rows carry it
+    assert f"| email | `[REDACTED_EMAIL]` | {stats['pii']['email']} |" in card and "| ipv6 | `[REDACTED_IP]` |" in card
     assert removed(release).filter(pl.col("reason") == "identical")["pair_id"].to_list() == ["dup"]
     audit = json.loads((release / "audit.json").read_text())
     assert audit["passed"] and audit["checks"]["pii"]["violations"] == 0
