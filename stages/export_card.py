@@ -182,7 +182,10 @@ def _gate_rows(gates: dict[str, Any]) -> list[list[Any]]:
             continue
         for role, r in roles.items():
             r = r if isinstance(r, dict) else {"labels": r}
-            acc = f"{r['accuracy']:.2f} ({r.get('correct', '?')}/{r.get('probes', '?')})" if "accuracy" in r else "—"
+            overall = f"{r.get('correct', '?')}/{r.get('probes', '?')}"
+            # a judge gated on contrasts scores its weakest one (the accuracy); its probes right overall differ
+            acc = ("—" if "accuracy" not in r else f"{r['accuracy']:.2f} (weakest: `{r['weakest']}`; {overall} overall)"
+                   if r.get("weakest") else f"{r['accuracy']:.2f} ({overall})")
             # Curry-DPO's copy of another stage's judge: how many of its input pairs came from that judge's scores
             behind = f"; behind {r['pairs_ranked']} of {method}'s input pairs" if "pairs_ranked" in r else ""
             rows.append([method, role, r.get("model", "—"), acc, r.get("min_accuracy", "—"),
@@ -279,8 +282,9 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
                decon or [["(none configured)", 0, "—", 0, "—"]]) + "\n",
         "Held-out prompts (kept out of every train split):\n",
         _table(["held-out set", "prompts", "train pairs removed"], held or [["(none configured)", 0, 0]]) + "\n",
-        "Judge gates each stage recorded (a judge labels data only after it scores its probe set; a gate at or "
-        "below 0.5 is lowered and lets a chance-level judge through):\n",
+        "Judge gates each stage recorded (a judge labels data only after it scores its probe set; a judge probed "
+        "on several contrasts is scored by its weakest; a gate at or below 0.5 is lowered and lets a chance-level "
+        "judge through):\n",
         _table(["method", "judge role", "model", "probe accuracy", "gate", "labels"], gates or [["(none)", "—", "—", "—", "—", "—"]]) + "\n",
         "Model weights behind each stage's roles, as its settings named them (a role those settings left unused, "
         "e.g. WildFeedback's detector under `detector: rules`, is listed too; a `<stage>.<role>` row, e.g. curry's "
