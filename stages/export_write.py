@@ -191,7 +191,8 @@ def release_headline(stats: dict[str, Any]) -> dict[str, Any]:
             "gates_lowered": sum(bool(r.get("lowered")) for r in reports)}
 
 
-GATE_FIELDS = ["model", "probes", "correct", "accuracy", "min_accuracy", "passed", "lowered", "labels", "from", "pairs_ranked"]
+GATE_FIELDS = ["model", "probes", "correct", "accuracy", "weakest", "min_accuracy", "passed", "lowered", "labels", "from",
+               "pairs_ranked"]
 
 
 def gate_reports(root: Path, methods: list[str]) -> dict[str, Any]:

@@ -408,11 +408,14 @@ def test_the_card_tags_name_trl_and_dpo_once():
     assert front_matter(cfg, {"rows": {}, "total": 0})["tags"] == ["trl", "dpo", "synthetic"]
 
 
-def test_a_gate_scored_on_contrasts_shows_its_weakest_contrast_beside_its_overall_count():
+def test_a_gate_scored_on_contrasts_shows_its_weakest_contrast_beside_its_overall_count(tmp_path):
     from stages.export_card import _gate_rows
+    from stages.export_write import gate_reports
 
     gate = {"model": "tiny", "accuracy": 0.5, "correct": 23, "probes": 36, "weakest": "good_vs_off_topic",
             "contrasts": {"good_vs_off_topic": 0.5, "good_vs_contradicting": 0.8333}, "min_accuracy": 0.0,
             "labels": "used, gate lowered"}
     # 23/36 is 0.64: shown bare beside 0.50, the two figures read as a contradiction
-    assert _gate_rows({"pugc": {"scorer": gate}})[0][3] == "0.50 (weakest: `good_vs_off_topic`; 23/36 overall)"
+    (tmp_path / "data" / "pugc").mkdir(parents=True)
+    (tmp_path / "data" / "pugc" / "details.json").write_text(json.dumps({"gates": {"scorer": gate}}))
+    assert _gate_rows(gate_reports(tmp_path, ["pugc"]))[0][3] == "0.50 (weakest: `good_vs_off_topic`; 23/36 overall)"
