@@ -58,6 +58,8 @@ def _expand_paths(path: str) -> list[Path]:
         _all_listable([p, *(f for f in below if f.is_dir() and not f.is_symlink())])
         found = [f for f in below if not f.name.startswith(("_", "."))]
         _no_broken_links(found)
+        _no_special_files(found)
+        _no_linked_folders(p, found)
         files = sorted(f for f in found if f.is_file())
         if not files:
             raise SourceError(f"{path}: the folder holds no data files (names starting with _ or . are left out)")
@@ -67,12 +69,11 @@ def _expand_paths(path: str) -> list[Path]:
         found = [Path(f) for f in glob.glob(path, recursive=True)]
         found = [f for f in found if not any(_loops(d, looped) for d in f.parents)]
         _no_broken_links(found)
+        _no_special_files(found)
         files = sorted(f for f in found if f.is_file())
         _no_file_left_in_folders(path, [f for f in found if f.is_dir()], set(files))
     else:
-        if p.exists() and not p.is_file():  # reading would block (a pipe) or never end (/dev/zero)
-            raise SourceError(f"{path}: not a regular file (a pipe, socket or device); a source is read more than "
-                              "once, so write the data to a file and point the path at it")
+        _no_special_files([p])
         files = [p] if p.exists() else []
     if not files:
         brackets = (f"; [ ] in a glob are wildcards: write a literal [ as [[] (e.g. {path.replace('[', '[[]')})"
@@ -161,6 +162,28 @@ def _no_broken_links(paths: list[Path]) -> None:
         if f.is_symlink() and not f.exists():
             raise SourceError(f"{f}: a link to {os.readlink(f)}, which does not exist (or links back to itself); "
                               "restore its target or remove the link")
+
+
+def _no_special_files(paths: list[Path]) -> None:
+    """SourceError naming the first path that is neither a file nor a folder: a pipe blocks, ``/dev/zero`` never
+    ends (one in a folder or glob was left out without a word)."""
+    for f in paths:
+        if f.exists() and not f.is_file() and not f.is_dir():
+            raise SourceError(f"{f}: not a regular file (a pipe, socket or device); a source is read more than "
+                              "once, so write the data to a file and point the path at it")
+
+
+def _no_linked_folders(folder: Path, paths: list[Path]) -> None:
+    """SourceError naming the first link below a source folder to a folder holding data files: a folder path does
+    not follow links to folders (``rglob``), so those files were left out of the source without a word."""
+    root = folder.resolve()
+    for f in paths:
+        if not (f.is_symlink() and f.is_dir()) or (t := f.resolve()) == root or root in t.parents or t in root.parents:
+            continue  # a link within the source folder (its files are read there) or up out of it (a loop)
+        if (data := next((g for g in sorted(f.rglob("*")) if g.is_file() and _suffix(g) in READERS), None)):
+            raise SourceError(f"{f}: a link to the folder {os.readlink(f)}, which a folder path does not follow, so "
+                              f"its files ({data.relative_to(f)}, ...) would be left out; point the path at a glob, "
+                              f"which follows it (e.g. {folder / '**' / ('*' + _ending(data))}), or move the folder in")
 
 
 def _suffix(path: Path) -> str:
