@@ -201,7 +201,9 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
     page headers, ``limits.group_plan``); consecutive row groups that fit in one batch together are read as one
     (``_read_run``). A row group that cannot be read within that bound or cannot be
     decoded is one error row naming how many of its rows are lost, and reading goes on with the next; a file
-    whose footer cannot be read is one error row."""
+    whose footer cannot be read is one error row; an empty file (0 bytes) holds no record, as any other empty file."""
+    if path.stat().st_size == 0:  # was "not a readable Parquet file", a reject of a record that never was
+        return
     try:
         pf = pq.ParquetFile(path, page_checksum_verification=True)  # where the writer stored page CRCs
         meta = pf.metadata
