@@ -111,10 +111,12 @@ def check_writable(*paths: str | Path) -> None:
                 probe.unlink(missing_ok=True)
             except OSError:
                 pass
-            blocker = next((q for q in (path, *path.parents) if q.exists() and not q.is_dir()), None)
+            blocker = next((q for q in (path, *path.parents)
+                            if (q.exists() and not q.is_dir()) or (q.is_symlink() and not q.exists())), None)
             if blocker is not None and os_error_line(e) is None:  # EEXIST, ENOTDIR: a file where a folder goes
-                raise OutputError(f"cannot write {path}: {blocker} is a file, not a folder; move it away (or remove "
-                                  "it) and run the stage again") from None
+                what = (f"a link to {os.readlink(blocker)}, which does not exist; create that folder or remove the link"
+                        if not blocker.exists() else "a file, not a folder; move it away (or remove it)")
+                raise OutputError(f"cannot write {path}: {blocker} is {what} and run the stage again") from None
             raise OutputError(os_error_line(e, path) or f"cannot write {path}: {e}") from None
 
 

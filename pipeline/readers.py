@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from pipeline import limits, parquetpages
 from pipeline.encodings import binary_as_text, decoded, encoding_error, has_binary
 from pipeline.errors import SourceError, one_line, os_reason
+from pipeline.globs import dirs_below, glob_paths
 from pipeline.hub_source import HF_PREFIX, hub_rows
 from pipeline.rawrows import UNREADABLE, RawRow, cannot_read, numbered, open_binary
 from pipeline.readers_csv import iter_csv, iter_tsv
@@ -58,21 +59,22 @@ def _expand_paths(path: str) -> list[Path]:
         _all_listable([p, *(f for f in below if f.is_dir() and not f.is_symlink())])
         found = [f for f in below if not f.name.startswith(("_", "."))]
         _no_broken_links(found)
+        _no_special_files(found)
+        _no_linked_folders(p, found)
         files = sorted(f for f in found if f.is_file())
         if not files:
             raise SourceError(f"{path}: the folder holds no data files (names starting with _ or . are left out)")
     elif is_glob(path):
         _all_listable(_glob_dirs(path))
         looped: dict[Path, bool] = {}
-        found = [Path(f) for f in glob.glob(path, recursive=True)]
+        found = [Path(f) for f in glob_paths(path)]
         found = [f for f in found if not any(_loops(d, looped) for d in f.parents)]
         _no_broken_links(found)
+        _no_special_files(found)
         files = sorted(f for f in found if f.is_file())
         _no_file_left_in_folders(path, [f for f in found if f.is_dir()], set(files))
     else:
-        if p.exists() and not p.is_file():  # reading would block (a pipe) or never end (/dev/zero)
-            raise SourceError(f"{path}: not a regular file (a pipe, socket or device); a source is read more than "
-                              "once, so write the data to a file and point the path at it")
+        _no_special_files([p])
         files = [p] if p.exists() else []
     if not files:
         brackets = (f"; [ ] in a glob are wildcards: write a literal [ as [[] (e.g. {path.replace('[', '[[]')})"
@@ -112,16 +114,15 @@ def _no_file_left_in_folders(pattern: str, dirs: list[Path], matched: set[Path])
 
 
 def _glob_dirs(pattern: str) -> list[Path]:
-    """The folders ``glob.glob(pattern, recursive=True)`` looks into to match ``pattern`` (as CPython's glob walks
-    it: the folders matching each part of it that holds a wildcard, and with ``**`` every folder below)."""
+    """The folders ``glob_paths(pattern)`` looks into: those matching each part that holds a wildcard, and below ``**``."""
     head, tail = os.path.split(pattern)
     if glob.has_magic(head):
         parents = _glob_dirs(head)
-        dirs = [Path(d) for d in glob.glob(head, recursive=True) if os.path.isdir(d)]
+        dirs = [Path(d) for d in glob_paths(head) if os.path.isdir(d)]
     else:
         parents, dirs = [], [Path(head or os.curdir)]
     if tail == "**":  # every folder below
-        dirs = [Path(d) for top in dirs for d in glob.glob(os.path.join(glob.escape(str(top)), "**", ""), recursive=True)]
+        dirs = [Path(d) for top in dirs for d in dirs_below(str(top))]
     return parents + dirs
 
 
@@ -138,11 +139,10 @@ def _all_listable(dirs: list[Path]) -> None:
 
 
 def _loops(folder: Path, seen: dict[Path, bool]) -> bool:
-    """Whether ``folder`` is a link to a folder that holds it (``sub/up -> ..``). ``**`` in a glob follows it round and
-    round: each file below came back under ever longer names (``sub/up/sub/up/.../a.jsonl``), read again each
-    time, until the system's limit on links, where the source failed saying a link to an existing file did not
-    exist. A file reached through one is left out (it is matched under its own name; a folder path never follows
-    links to folders). ``seen`` caches the answer per folder."""
+    """Whether ``folder`` is a link to a folder that holds it (``sub/up -> ..``). CPython's ``**`` followed it round
+    and round (``sub/up/sub/up/.../a.jsonl``, each file read again each time, up to the system's limit on links);
+    ``globs.glob_paths`` enters such a loop once at most, and a file reached through one is left out (it is matched
+    under its own name; a folder path never follows links to folders). ``seen`` caches the answer per folder."""
     if folder not in seen:
         seen[folder] = False
         if folder.is_symlink():
@@ -163,6 +163,26 @@ def _no_broken_links(paths: list[Path]) -> None:
                               "restore its target or remove the link")
 
 
+def _no_special_files(paths: list[Path]) -> None:
+    """SourceError naming the first path that is neither a file nor a folder (a pipe blocks, /dev/zero never ends)."""
+    for f in paths:
+        if f.exists() and not f.is_file() and not f.is_dir():
+            raise SourceError(f"{f}: not a regular file (a pipe, socket or device); a source is read more than "
+                              "once, so write the data to a file and point the path at it")
+
+
+def _no_linked_folders(folder: Path, paths: list[Path]) -> None:
+    """SourceError naming the first link in a source folder to a folder of data files (``rglob`` skipped them)."""
+    root = folder.resolve()
+    for f in paths:
+        if not (f.is_symlink() and f.is_dir()) or (t := f.resolve()) == root or root in t.parents or t in root.parents:
+            continue  # a link within the source folder (its files are read there) or up out of it (a loop)
+        if (data := next((g for g in sorted(f.rglob("*")) if g.is_file() and _suffix(g) in READERS), None)):
+            raise SourceError(f"{f}: a link to the folder {os.readlink(f)}, which a folder path does not follow, so "
+                              f"its files ({data.relative_to(f)}, ...) would be left out; point the path at a glob, "
+                              f"which follows it (e.g. {folder / '**' / ('*' + _ending(data))}), or move the folder in")
+
+
 def _suffix(path: Path) -> str:
     suffixes = [s for s in path.suffixes if s.lower() != ".gz"]
     return suffixes[-1].lower() if suffixes else ""
@@ -181,7 +201,9 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
     page headers, ``limits.group_plan``); consecutive row groups that fit in one batch together are read as one
     (``_read_run``). A row group that cannot be read within that bound or cannot be
     decoded is one error row naming how many of its rows are lost, and reading goes on with the next; a file
-    whose footer cannot be read is one error row."""
+    whose footer cannot be read is one error row; an empty file (0 bytes) holds no record, as any other empty file."""
+    if path.stat().st_size == 0:  # was "not a readable Parquet file", a reject of a record that never was
+        return
     try:
         pf = pq.ParquetFile(path, page_checksum_verification=True)  # where the writer stored page CRCs
         meta = pf.metadata
@@ -328,7 +350,7 @@ def _data_glob(path: str, known: Path) -> str:
     (``logs/**/*.jsonl``; appended to a glob such as ``logs/*``, ``logs/*/**/*.jsonl`` missed the files in ``logs``)."""
     end, root = _ending(known), Path(path)
     if is_glob(path):
-        if path.endswith("*") and not path.endswith("**") and known in map(Path, glob.glob(path + end, recursive=True)):
+        if path.endswith("*") and not path.endswith("**") and known in map(Path, glob_paths(path + end)):
             return path + end
         while glob.has_magic(str(root)) and root != root.parent:
             root = root.parent

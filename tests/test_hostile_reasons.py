@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import glob
 import gzip
 import json
 from pathlib import Path
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import SourceError
+from pipeline.globs import glob_paths
 from tests.input_cases import _ingest
 
 HUGE = 10**400  # JSON holds it (401 digits, under Python's 4,300); a float cannot
@@ -242,6 +244,31 @@ def test_a_glob_does_not_follow_a_link_back_to_a_folder_above_it(tmp_path):
     (tmp_path / "data" / "sub" / "up").symlink_to("..")
     res = _ingest(Path(str(tmp_path / "data" / "**" / "*.jsonl")), "documents", "documents")
     assert (res.metrics["rows_in"], res.metrics["accepted"]) == (1, 1) and not res.rejects
+
+
+@pytest.mark.timeout(60)  # the glob never returned: fail, don't wait 15 minutes
+def test_a_glob_over_a_loop_of_links_with_two_ways_in_returns_each_file_once(tmp_path):
+    """``set/own/up -> ..`` and ``set/same -> own``: CPython's ``**`` followed both round the loop, the names
+    doubling at each turn up to the system's limit on links (2^40 of them), so ingest never started."""
+    (tmp_path / "set" / "own").mkdir(parents=True)
+    (tmp_path / "set" / "own" / "a.jsonl").write_text(json.dumps({"id": "a", "text": "first"}) + "\n")
+    (tmp_path / "set" / "own" / "up").symlink_to("..")
+    (tmp_path / "set" / "same").symlink_to("own")
+    res = _ingest(Path(str(tmp_path / "set" / "**" / "*.jsonl")), "documents", "documents")
+    # own/a.jsonl and same/a.jsonl, as a glob names them: the second's row is the first's, kept once
+    assert (res.metrics["rows_in"], res.metrics["accepted"], len(res.rows["documents"])) == (2, 2, 1)
+
+
+@pytest.mark.parametrize("pattern", ["d/**/*.jsonl", "d/*/**/*.jsonl", "**/*.jsonl", "d/**", "d/**/", "d/**/deep/*",
+                                     "d/**/**/*.jsonl", "*/**/b.jsonl", "{root}/d/**/*.jsonl"])
+def test_glob_paths_matches_what_glob_matches_where_no_link_loops(tmp_path, monkeypatch, pattern):
+    for f in ("d/a.jsonl", "d/sub/b.jsonl", "d/sub/deep/c.jsonl", "d/.hid/h.jsonl", "d/sub/.h.jsonl", "e/x.jsonl"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("")
+    (tmp_path / "d" / "linked").symlink_to("../e")
+    monkeypatch.chdir(tmp_path)
+    pattern = pattern.format(root=tmp_path)
+    assert sorted(glob_paths(pattern)) == sorted(glob.glob(pattern, recursive=True))
 
 
 def test_a_brace_after_a_json_array_is_a_reject_of_its_own(tmp_path):

@@ -271,14 +271,15 @@ def test_an_empty_input_file_is_warned_about_and_listed(params, tmp_path, capsys
     (tmp_path / "src" / "a.jsonl").write_text(json.dumps({"id": "p1", "prompt": "Hi?"}) + "\n")
     (tmp_path / "src" / "b.jsonl").write_text("")
     (tmp_path / "src" / "c.jsonl").write_text("\n  \n")
+    (tmp_path / "src" / "d.parquet").write_bytes(b"")  # was a reject, "not a readable Parquet file", of no record
     p = with_ingest(params, [{"name": "some", "kind": "prompts", "path": str(tmp_path / "src"), "format": "prompts"}])
     metrics = run(p, tmp_path / "out")
-    assert metrics["sources"]["some"]["empty_files"] == ["b.jsonl", "c.jsonl"]
+    assert metrics["sources"]["some"]["empty_files"] == ["b.jsonl", "c.jsonl", "d.parquet"]
     assert metrics["sources"]["some"]["rows_in"] == 1
     # one console line, the stage named once (a log record under the CLI's format read "stages.ingest: ingest: ...")
     assert "WARNING ingest: source 'some': b.jsonl holds no records (an empty file?)\n" in capsys.readouterr().out
     assert json.loads((tmp_path / "out" / "details.json").read_text())["sources"]["some"]["empty_files"] == [
-        "b.jsonl", "c.jsonl"]
+        "b.jsonl", "c.jsonl", "d.parquet"]
 
 
 def test_a_missing_source_path_names_the_params_key(params, at_root, tmp_path):

@@ -112,6 +112,45 @@ def test_a_broken_link_in_a_source_folder_or_glob_fails_before_any_work(params, 
                               "restore its target or remove the link")
 
 
+@pytest.mark.parametrize(("make", "pattern"), [("fifo", ""), ("fifo", "*.jsonl"), ("device", ""), ("device", "*.jsonl")])
+def test_a_pipe_or_a_device_in_a_source_folder_or_glob_fails_before_any_work(params, tmp_path, make, pattern):
+    """Was left out without a word (only a path naming it alone failed): the folder's other files were read."""
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "a.jsonl").write_text('{"id": "p1", "text": "hi"}\n')
+    odd = tmp_path / "set" / "b.jsonl"
+    os.mkfifo(odd) if make == "fifo" else os.symlink("/dev/zero", odd)
+    p = with_ingest(params, [{"name": "s", "kind": "prompts", "path": str(tmp_path / "set" / pattern), "format": "prompts"}])
+    with pytest.raises(SourceError) as err:
+        run(p, tmp_path / "out")
+    assert str(err.value) == (f"ingest.sources[0].path: {odd}: not a regular file (a pipe, socket or device); a "
+                              "source is read more than once, so write the data to a file and point the path at it")
+
+
+def test_a_link_to_a_folder_of_data_in_a_source_folder_fails_before_any_work(params, tmp_path):
+    """Was left out without a word: a folder path does not follow links to folders (a glob's ** does), so the
+    linked folder's rows were missing from the source, exit 0."""
+    (tmp_path / "set" / "own").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "2024").mkdir(parents=True)
+    for f in (tmp_path / "set" / "a.jsonl", tmp_path / "elsewhere" / "2024" / "b.jsonl"):
+        f.write_text(f'{{"id": "{f.stem}", "text": "hi"}}\n')
+    os.symlink("../elsewhere", tmp_path / "set" / "more")
+    os.symlink("own", tmp_path / "set" / "same")  # within the folder: read there; and a loop up out of it
+    os.symlink("..", tmp_path / "set" / "own" / "up")
+    p = with_ingest(params, [{"name": "s", "kind": "prompts", "path": str(tmp_path / "set"), "format": "prompts"}])
+    with pytest.raises(SourceError) as err:
+        run(p, tmp_path / "out")
+    assert str(err.value) == (
+        f"ingest.sources[0].path: {tmp_path / 'set' / 'more'}: a link to the folder ../elsewhere, which a folder path "
+        f"does not follow, so its files (2024/b.jsonl, ...) would be left out; point the path at a glob, which follows "
+        f"it (e.g. {tmp_path / 'set' / '**' / '*.jsonl'}), or move the folder in")
+    os.remove(tmp_path / "set" / "more")  # the links left lose nothing: the folder is read
+    assert run(p, tmp_path / "out")["sources"]["s"]["rows_in"] == 1
+    os.symlink("../elsewhere", tmp_path / "set" / "more")  # the glob it suggests reads both
+    glob_p = with_ingest(params, [{"name": "s", "kind": "prompts", "path": str(tmp_path / "set" / "**" / "*.jsonl"),
+                                   "format": "prompts"}])
+    assert run(glob_p, tmp_path / "out")["sources"]["s"]["rows_in"] == 2
+
+
 @pytest.mark.parametrize("pattern", ["", "**/*.jsonl", "*/*.jsonl"])
 def test_a_folder_of_a_source_that_cannot_be_read_fails_it_in_one_line(params, tmp_path, monkeypatch, capsys, pattern):
     """Was silent loss: ``rglob`` and ``glob`` skip a folder they may not list, so a source folder whose

@@ -254,6 +254,12 @@ def test_check_writable_creates_and_probes(tmp_path):
                               "folder; move it away (or remove it) and run the stage again")
     with pytest.raises(OutputError, match=r"cannot write .*/file: .*/file is a file, not a folder; move it away"):
         check_writable(tmp_path / "file")
+    (tmp_path / "gone").symlink_to(tmp_path / "unmounted" / "out")  # was "[Errno 17] File exists: '.../gone'"
+    for path in (tmp_path / "gone", tmp_path / "gone" / "ingest"):
+        with pytest.raises(OutputError) as err:
+            check_writable(path)
+        assert str(err.value) == (f"cannot write {path}: {tmp_path / 'gone'} is a link to {tmp_path / 'unmounted' / 'out'}, "
+                                  "which does not exist; create that folder or remove the link and run the stage again")
 
 
 def test_a_full_disk_while_export_writes_its_card_keeps_the_old_release_and_leaves_no_candidate(tmp_path, monkeypatch):
