@@ -16,9 +16,9 @@ of rows streams through the same actors). Inside ``engine_pools()`` (``prefpipe 
 stage) the pool outlives its step: the next engine step with the identical engine config reuses its
 actors (each replica still loads its model once), a step with another config replaces it, and the
 block's end releases it. Ray tasks carry blocks of whole batches that grow until one holds about
-``TASK_SECONDS`` of work (capped at ``checkpoint_rows``), so a fast step is not drowned in per-task
-overhead and a slow model still reports back batch by batch; a block's outputs come back as one
-Arrow buffer.
+``TASK_SECONDS`` of work (capped at ``checkpoint_rows`` and at half of each worker's share of the rows),
+so a fast step is not drowned in per-task overhead and a slow model still reports back batch by batch;
+a block's outputs come back as one Arrow buffer.
 
 With a checkpoint, the driver writes finished results as they arrive: a file per run of consecutive
 batches, once it covers ``execution.checkpoint_rows`` input rows or ``FLUSH_SECONDS`` have passed,

@@ -1,12 +1,13 @@
 """The executor's Ray backend: ``ray_init``, the engine actor pools ``engine_pools()`` keeps alive, and
-``stream_ray``, which sends blocks of whole batches to an engine step's actors or to Ray tasks (CPU
-steps) and yields their results in input order. A task's block grows until it holds about
-``TASK_SECONDS`` of work; ``IN_FLIGHT`` tasks are queued per worker. Before a step starts, its workers are
-sized against the cluster's live nodes: one that no node can hold fails the step at once (Ray would wait
-for it forever), more replicas than fit run as many as fit, with a warning. A worker lost while it runs
-(killed, out of memory, its node gone) is restarted and its block retried up to ``MAX_RESTARTS`` times;
-then the step fails in one line and keeps its finished batches. Ray is imported only when one of these
-runs, so the local backend never needs it.
+``stream_ray``, which sends blocks of whole batches to an engine step's actors or to Ray tasks (CPU steps)
+and yields their results in input order. A task's block grows until it holds about ``TASK_SECONDS`` of work
+(whole batches, at most ``checkpoint_rows`` rows and half of each worker's share of the step's rows, so
+every worker gets two tasks or more); ``IN_FLIGHT`` tasks are queued per worker. Before a step starts, its
+workers are sized against the cluster's live nodes: one that no node can hold fails the step at once (Ray
+would wait for it forever), more replicas than fit run as many as fit, with a warning. A worker lost while
+it runs (killed, out of memory, its node gone) is restarted and its block retried up to ``MAX_RESTARTS``
+times; then the step fails in one line and keeps its finished batches. Ray is imported only when one of
+these runs, so the local backend never needs it.
 """
 
 from __future__ import annotations

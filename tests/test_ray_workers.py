@@ -1,7 +1,8 @@
 """The Ray backend against the cluster it is given: workers no node can hold fail the step at once in one
 line (Ray would queue them forever), more replicas than fit run on those that fit, a worker that keeps
 dying fails the step in one line naming it and keeps the finished batches (a rerun resumes to the same
-bytes), and a stage's own one-line errors raised in a worker reach the driver as themselves."""
+bytes), a stage's own one-line errors raised in a worker reach the driver as themselves, and a task's block
+of whole engine batches grows with measured work up to its bound (issue 18)."""
 
 from __future__ import annotations
 
@@ -198,3 +199,60 @@ def test_a_failed_engine_step_leaves_no_unhandled_ray_error_after_its_line(monke
             break
         time.sleep(0.1)
     assert [r for r in reported if "sentinel" not in r] == [] and any("sentinel" in r for r in reported)
+
+
+def call_rows(batch: pa.Table, engine) -> pa.Table:
+    """``answer`` (no pid), each row with the number of rows of the engine call that answered it."""
+    out = answer(batch, engine).drop_columns("pid")
+    return out.append_column("call_rows", pa.array([batch.num_rows] * batch.num_rows, pa.int64()))
+
+
+def _local_and_ray(monkeypatch, markers: Path, table: pa.Table, task_seconds: float,
+                   **execution) -> tuple[pa.Table, pa.Table, list[int]]:
+    """``call_rows`` over ``table`` locally and on Ray (two replicas of the instant engine, ``llm.batch_size``
+    16), with the rows of each block (one Ray task) the driver got back, in order. ``task_seconds`` stands for
+    ``TASK_SECONDS`` so the sizes do not hang on this machine's load: the instant engine takes far under 1e9 s
+    a row, and far over 1e-12 s."""
+    from pipeline import execute, execute_ray
+
+    blocks: list[tuple[int, int]] = []
+
+    def recorded(*args, **kwargs):
+        for block in execute_ray.stream_ray(*args, **kwargs):
+            blocks.append(block[:2])
+            yield block
+
+    kw = dict(engine=_llm(batch_size=16, replicas=2), engine_factory=functools.partial(CountingEngine, str(markers)))
+    local = map_batches(table, call_rows, execution=_execution(**execution), **kw)
+    monkeypatch.setattr(execute_ray, "TASK_SECONDS", task_seconds)
+    monkeypatch.setattr(execute, "stream_ray", recorded)
+    remote = map_batches(table, call_rows, execution=_execution(backend="ray", **execution), **kw)
+    assert [s for s, _ in blocks] == [0] + [e for _, e in blocks[:-1]] and blocks[-1][1] == table.num_rows
+    assert _loads(markers) == 3  # local, and once per replica
+    return local, remote, [e - s for s, e in blocks]
+
+
+@pytest.mark.parametrize(("checkpoint_rows", "cap"), [
+    (300, 288),  # execution.checkpoint_rows, in whole batches of 16
+    (2048, 496),  # half of each of the 2 replicas' share of the 2,010 rows (two tasks each or more), whole batches
+])
+def test_ray_blocks_grow_past_the_engine_batch_up_to_their_bound(monkeypatch, tmp_path, checkpoint_rows, cap):
+    """Issue 18: Ray got one task per ``llm.batch_size`` (16) rows. A task now carries whole engine batches: one
+    batch while nothing is measured (two tasks per replica), then as many as a task's work allows, never more
+    than its bound; the engine still answers 16 rows a call, and the output is the local run's."""
+    from pipeline.execute_ray import IN_FLIGHT
+
+    local, remote, sizes = _local_and_ray(monkeypatch, tmp_path, _input(2010), 1e9, checkpoint_rows=checkpoint_rows)
+    first = IN_FLIGHT * 2
+    whole, rest = divmod(2010 - 16 * first, cap)
+    assert sizes == [16] * first + [cap] * whole + ([rest] if rest else []), sizes
+    assert local["call_rows"].to_pylist() == [16] * 2000 + [10] * 10
+    assert remote.equals(local)
+
+
+def test_ray_blocks_of_a_slow_step_stay_one_engine_batch(monkeypatch, tmp_path):
+    """A step whose batch takes longer than a task should hold still reports back batch by batch (the bound
+    alone would allow 48 rows a task here)."""
+    local, remote, sizes = _local_and_ray(monkeypatch, tmp_path, _input(200), 1e-12, checkpoint_rows=2048)
+    assert sizes == [16] * 12 + [8], sizes
+    assert remote.equals(local)
