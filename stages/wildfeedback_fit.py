@@ -69,6 +69,7 @@ from pipeline.checks import (
     shows_nothing,
 )
 from pipeline.dedup import last_user_turn
+from stages.wildfeedback_context import SHORT_EDIT_WORDS
 
 OPENING_CHARS = 300  # the opening of an answer that the reference patterns read
 
@@ -311,19 +312,26 @@ def pair_drop_reason(kind: str) -> pl.Expr:
     """Why a candidate pair is not emitted (null = keep): a natural revision whose feedback is SAT too
     (``mixed_feedback``: the rejected answer was liked) or whose rejected turn asked the user a question
     (``asked_user``: the "feedback" answers it, and the revision builds on that answer, which the pair's
-    prompt does not hold), a cut-off (a finish reason ``length``, or a chosen that stops mid-sentence, as a
-    revision read from a log can: ``pipeline.checks.ends_mid_sentence``), missing or failed generated answer,
+    prompt does not hold) or whose SAT turn is only Acknowledgment, an "ok" opening a message of over
+    ``SHORT_EDIT_WORDS`` words (``ack_opens_request``: the rubric's Acknowledgment is a brief receipt; "ok I
+    needed to edit code a lot ... However my code got broken" says nothing of the revision, and no model or
+    judge checks a natural revision), a cut-off (a finish reason ``length``, or a chosen that stops
+    mid-sentence, as a revision read from a log can: ``pipeline.checks.ends_mid_sentence``), missing or failed generated answer,
     an empty side, chosen == rejected, or a chosen that does not fit its prompt (``off_context``)."""
     finish = [pl.col(c) for c in ("chosen_finish_reason", "rejected_finish_reason")]
     empty = shows_nothing(pl.col("chosen").fill_null("")) | shows_nothing(pl.col("rejected").fill_null(""))
     natural = kind == "natural_revision"
     mixed = pl.col("feedback_sat").fill_null(False) if natural else pl.lit(False)
     asked = asks_user(pl.col("rejected")) if natural else pl.lit(False)
+    ack_only = pl.col("sat_categories").cast(pl.List(pl.String)).list.join(",").fill_null("") == "Acknowledgment"
+    long_turn = pl.col("sat_text").cast(pl.String).fill_null("").str.count_matches(r"\S+") > SHORT_EDIT_WORDS
+    ack_opens = (ack_only & long_turn) if natural else pl.lit(False)
     follow_up = (pl.when(answers_follow_up("chosen", "preference", "rejected", last_user_turn("prompt")))
                  .then(pl.lit("answers_follow_up")) if natural else pl.lit(None, dtype=pl.String))
     return (
         pl.when(mixed).then(pl.lit("mixed_feedback"))
         .when(asked).then(pl.lit("asked_user"))
+        .when(ack_opens).then(pl.lit("ack_opens_request"))
         .when(pl.any_horizontal([f == "prompt_too_long" for f in finish])).then(pl.lit("prompt_too_long"))
         .when(pl.any_horizontal([f == "failed" for f in finish])).then(pl.lit("generation_failed"))
         .when(pl.any_horizontal([f == "length" for f in finish]) | ends_mid_sentence(pl.col("chosen").fill_null("")))

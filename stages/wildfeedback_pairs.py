@@ -92,11 +92,16 @@ def natural_revisions(signals: pl.DataFrame, convs: pl.DataFrame) -> pl.DataFram
 
     ``feedback_sat`` says the feedback turn is SAT as well as DSAT ("lol. Another one?"): the user liked the
     answer they asked to redo, so it is no rejected answer; `pair_drop_reason` drops such a candidate
-    (``mixed_feedback``), counted, as a SAT turn that is also DSAT never vouches for the revision."""
+    (``mixed_feedback``), counted, as a SAT turn that is also DSAT never vouches for the revision.
+    ``sat_categories`` and ``sat_text`` (the SAT turn's) let `pair_drop_reason` drop a revision that only an
+    "ok" opening a longer message vouches for (``ack_opens_request``)."""
+    if "sat_categories" not in signals.columns:
+        signals = signals.with_columns(sat_categories=pl.lit(None, dtype=pl.List(pl.String)))
     dsat = signals.filter(pl.col("dsat")).select("conversation_id", "target_turn", "user_turn",
                                                  pl.col("sat").alias("feedback_sat"))
     sat = signals.filter(pl.col("sat") & ~pl.col("dsat")).select(
-        "conversation_id", (pl.col("target_turn") - 2).alias("target_turn"), pl.col("user_turn").alias("sat_turn"))
+        "conversation_id", (pl.col("target_turn") - 2).alias("target_turn"), pl.col("user_turn").alias("sat_turn"),
+        "sat_categories")
     rows = dsat.join(sat, on=["conversation_id", "target_turn"]).join(
         convs.select("conversation_id", "source", "messages"), on="conversation_id")
 
@@ -105,6 +110,7 @@ def natural_revisions(signals: pl.DataFrame, convs: pl.DataFrame) -> pl.DataFram
 
     return rows.select(
         "conversation_id", "source", "target_turn", "user_turn", "sat_turn", "feedback_sat",
+        "sat_categories", content(pl.col("sat_turn")).alias("sat_text"),
         pl.col("messages").list.slice(0, pl.col("target_turn")).alias("prompt"),
         content(pl.col("target_turn") + 2).alias("chosen"),
         content(pl.col("target_turn")).alias("rejected"),

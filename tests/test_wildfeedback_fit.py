@@ -116,7 +116,7 @@ def test_a_pair_with_an_empty_side_is_dropped():
     df = pl.DataFrame({"chosen": ["  \n", "Canberra.", "Canberra."], "rejected": ["Sydney.", "", "Sydney."],
                        "chosen_finish_reason": [None, None, None], "rejected_finish_reason": [None, None, None],
                        "preference": ["Be right."] * 3, "_prompt_text": ["Capital of Australia?"] * 3,
-                       "prompt": [[{"role": "user", "content": "Capital of Australia?"}]] * 3, "feedback_sat": [False] * 3},
+                       "prompt": [[{"role": "user", "content": "Capital of Australia?"}]] * 3, "feedback_sat": [False] * 3, "sat_categories": [None] * 3, "sat_text": [None] * 3},
                       schema_overrides={"chosen_finish_reason": pl.String, "rejected_finish_reason": pl.String})
     assert df.select(pair_drop_reason("natural_revision")).to_series().to_list() == ["empty", "empty", None]
 
@@ -128,7 +128,7 @@ def test_a_side_that_shows_nothing_is_empty():
     df = pl.DataFrame({"chosen": ["\ufffd", "\u200b\u2060", "Canberra."], "rejected": ["Sydney."] * 3,
                        "chosen_finish_reason": ["stop"] * 3, "rejected_finish_reason": [None] * 3,
                        "preference": ["Be right."] * 3, "_prompt_text": ["Capital of Australia?"] * 3,
-                       "prompt": [[{"role": "user", "content": "Capital of Australia?"}]] * 3, "feedback_sat": [False] * 3},
+                       "prompt": [[{"role": "user", "content": "Capital of Australia?"}]] * 3, "feedback_sat": [False] * 3, "sat_categories": [None] * 3, "sat_text": [None] * 3},
                       schema_overrides={"rejected_finish_reason": pl.String})
     assert df.select(pair_drop_reason("generated")).to_series().to_list() == ["empty", "empty", None]
 
@@ -239,7 +239,7 @@ def test_a_natural_revision_cut_off_in_the_log_is_dropped_as_cut_off():
     df = pl.DataFrame({"chosen": [cut, "Canberra is the capital."], "rejected": ["Sydney.", cut],
                        "chosen_finish_reason": [None, None], "rejected_finish_reason": [None, None],
                        "preference": ["Wrong."] * 2, "_prompt_text": ["Capital of Australia?"] * 2,
-                       "prompt": [[{"role": "user", "content": "Capital of Australia?"}]] * 2, "feedback_sat": [False] * 2},
+                       "prompt": [[{"role": "user", "content": "Capital of Australia?"}]] * 2, "feedback_sat": [False] * 2, "sat_categories": [None] * 2, "sat_text": [None] * 2},
                       schema_overrides={"chosen_finish_reason": pl.String, "rejected_finish_reason": pl.String})
     assert df.select(pair_drop_reason("natural_revision")).to_series().to_list() == ["cut_off", None]
 
@@ -258,7 +258,7 @@ def test_a_natural_revision_of_a_question_to_the_user_is_dropped():
                        "preference": ["They have a warrant out for my arrest."] * 4,
                        "_prompt_text": ["How can I hide from the police?"] * 4,
                        "prompt": [[{"role": "user", "content": "How can I hide from the police?"}]] * 4,
-                       "feedback_sat": [False] * 4},
+                       "feedback_sat": [False] * 4, "sat_categories": [None] * 4, "sat_text": [None] * 4},
                       schema_overrides={"chosen_finish_reason": pl.String, "rejected_finish_reason": pl.String})
     assert df.select(pair_drop_reason("natural_revision")).to_series().to_list() == ["asked_user", "asked_user", None, None]
     assert df.select(pair_drop_reason("generated")).to_series().to_list() == [None] * 4  # an expert answer is no revision
@@ -295,3 +295,25 @@ def test_continues_answer_fires_on_no_real_first_answer(real):
     df = first_answers(real)
     reasons = df.select(off_context("chosen", "feedback", "prompt_text")).to_series()
     assert df.height >= 1800 and (reasons == "continues_answer").sum() == 0
+
+
+def test_a_revision_only_an_ok_opening_a_longer_message_vouches_for_is_dropped():
+    """WildChat: "wait this just doesn't work" / a revised code / "ok I needed to edit code a lot ... However my
+    code got broken. Can you tell me where is the problem(s)": the rules read the opening "ok" as Acknowledgment,
+    the rubric's brief receipt, but the message goes on to another matter, so it vouches for nothing
+    (``ack_opens_request``); a short "ok got it" or "Thanks, perfect!" still vouches."""
+    from stages.wildfeedback import scan
+    from stages.wildfeedback_pairs import _Book, _screen
+    from tests.wildfeedback_fakes import frame, make_params
+
+    turns = ["How do I reverse a list in Python?", "Use list.reverse(x).", "That doesn't work, it raises an error.",
+             "Use x.reverse() or x[::-1]; reverse is a method of the list."]
+    rows = [conv("long", [*turns, "ok I rewrote my script a lot since then, and now it prints nothing. Where is the bug?"]),
+            conv("short", [*turns, "ok got it"]), conv("thanks", [*turns, "Thanks, perfect!"])]
+    signals, convs, _ = scan(frame(rows), make_params(detector="rules").wildfeedback)
+    found = natural_revisions(signals, convs)
+    book = _Book()
+    kept = _screen(found, "natural_revision", book)
+    assert found["conversation_id"].to_list() == ["long", "short", "thanks"]
+    assert kept["conversation_id"].to_list() == ["short", "thanks"]
+    assert book.drops == {"natural_revision_ack_opens_request": 1}

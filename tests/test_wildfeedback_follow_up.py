@@ -74,7 +74,7 @@ def _frame(cases) -> pl.DataFrame:
     return pl.DataFrame({
         "prompt": [[{"role": "user", "content": p}] for p, *_ in cases], "rejected": [r for _, r, _, _ in cases],
         "preference": [f for *_, f, _ in cases], "chosen": [c for *_, c in cases],
-        "_prompt_text": [p for p, *_ in cases], "feedback_sat": [False] * len(cases),
+        "_prompt_text": [p for p, *_ in cases], "feedback_sat": [False] * len(cases), "sat_categories": [None] * len(cases), "sat_text": [None] * len(cases),
         "chosen_finish_reason": [None] * len(cases), "rejected_finish_reason": [None] * len(cases),
     }, schema_overrides={"chosen_finish_reason": pl.String, "rejected_finish_reason": pl.String})
 
