@@ -177,6 +177,22 @@ def _basic_auth(m: regex.Match) -> tuple[int, int] | None:
     return _span(m) if colon and user and raw.isprintable() else None
 
 
+# home folders named for a role or a placeholder, not a person (docs, CI logs, containers)
+GENERIC_USERS = {"user", "username", "user_name", "yourname", "your_name", "yourusername", "your_username", "name",
+                 "me", "you", "student", "admin", "administrator", "root", "guest", "public", "default", "default user",
+                 "all users", "shared", "ubuntu", "runner", "vagrant", "ec2-user", "jovyan", "pi", "example", "..."}
+
+
+def _home_user(m: regex.Match) -> tuple[int, int] | None:
+    """The account folder of ``/home/<name>``, ``/Users/<name>``, ``C:\\Users\\<name>`` (a pasted traceback or
+    ``file:///`` URL names the person, often in full: ``C:/Users/Jane%20Doe/``), unless it is a role or a
+    placeholder (``user``, ``ubuntu``, ``$USER``, ``%USERNAME%``, ``{user}``)."""
+    s = m.group("pii")
+    if s.lower().replace("%20", " ") in GENERIC_USERS or s[0] in "$%{[(*~." or s.startswith("your"):
+        return None
+    return _span(m)
+
+
 PLACEHOLDER_PASSWORDS = {"password", "passwd", "pass", "pwd", "pw", "secret", "pass123", "mypassword",
                          "yourpassword", "your_password", "your-password", "my_password", "changeme", "xxx"}
 
@@ -268,6 +284,10 @@ DETECTORS: list[Detector] = [
     # the password of a URL with credentials (a database or proxy URL pasted in code); user and host stay
     Detector("url_password", r"(?i)\b(?P<keep>[a-z][a-z0-9+.\-]*://[^\s:/@'\"<>]*:)(?P<pii>[^\s/@'\"<>]+)@",
              "[REDACTED_PASSWORD]", _url_password),
+    # a person's account folder in a path: /home/<name>, /Users/<name> (not inside a URL's path: not after a word character, '.' or '-'),
+    # C:\Users\<name> (escaped or not); the folder above and below stay
+    Detector("home_path", r"(?P<keep>(?:(?:^|[^\w.\-])/(?:home|Users)/|\b[A-Za-z]:(?:\\{1,2}|/)(?:Users|Documents and Settings)"
+             r"(?:\\{1,2}|/)))(?P<pii>[^\\/\s'\"<>:|?*`,;]+)", "[REDACTED_USER]", _home_user),
     Detector("email", rf"(?i)(?P<pii>{_L}+(?:@|{_AT})[\p{{L}}\p{{N}}\-]+(?:{_DOT}[\p{{L}}\p{{N}}\-]+)*{_DOT}\p{{L}}{{2,}})\b",
              "[REDACTED_EMAIL]", _email),
     Detector("iban", r"\b(?P<pii>[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30})\b", "[REDACTED_IBAN]", _iban),

@@ -103,6 +103,12 @@ POSITIVES: list[tuple[str, str, str]] = [
     ("iban", "Bitte überweisen an DE89 3704 0044 0532 0130 00 bis Freitag", "3704 0044 0532 0130 00"),
     ("iban", "my IBAN is GB82WEST12345698765432.", "GB82WEST12345698765432"),
     ("iban", "IBAN: FR14 2004 1010 0505 0001 3M02 606 EUR", "2004 1010 0505 0001 3M02 606"),
+    # a person's account folder in a pasted path (as in WildChat tracebacks and file:/// URLs)
+    ("home_path", 'File "/home/jeongmin/project/train.py", line 12, in <module>', "jeongmin"),
+    ("home_path", "open file:///C:/Users/Jane%20Doe/Desktop/index.html in the browser", "Jane%20Doe"),
+    ("home_path", r"df = pd.read_csv('C:\\Users\\Franco\\Documents\\data.csv')", "Franco"),
+    ("home_path", r"PS C:\Users\Alexander\AppData\Local> python app.py", "Alexander"),
+    ("home_path", "ls /Users/maria.lopez/Library/Caches", "maria.lopez"),
 ]
 
 # Text that looks like PII to a careless pattern and must come out unchanged.
@@ -173,4 +179,10 @@ NEAR_MISSES: list[str] = [
     "account GB82WEST1234569876543 is one digit short",
     "part number XX12 3456 7890 1234 56 in stock",
     "SKU AB12CD34EF56GH78 ships today",
+    # home folders of a role or a placeholder, and /home or /users in a URL or an API path
+    "cd /home/ubuntu/app && ./run.sh",
+    "the runner checks out to /home/runner/work/repo",
+    "copy it to C:\\Users\\Public\\Documents",
+    "GET /api/users/42 returns the profile",
+    "see https://example.com/home/about for details",
 ]
