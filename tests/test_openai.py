@@ -178,6 +178,17 @@ def test_a_server_without_prompt_logprobs_is_a_clear_error(server):
         first.choose(PROMPTS[:1], ["a", "b"])
 
 
+def test_a_call_that_fails_whole_stops_its_other_requests_without_retrying_them(server, caplog):
+    """One answer that fails the whole call (here: no log-probabilities) cancels the requests still in flight:
+    no "connection failed ...; retry" warnings about them (the clients closed under them) before the error."""
+    server.supports_logprobs, server.delay_s = False, 0.3  # every request in flight when the first answer comes
+    engine = OpenAIEngine(config(server, option_scoring="first_token", concurrency=8))
+    prompts = [[{"role": "user", "content": f"question {i}"}] for i in range(8)]
+    with pytest.raises(ServerError, match="no logprobs/top_logprobs"):
+        engine.choose(prompts, ["a", "b"])
+    assert not [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+
+
 def test_choose_first_token_uses_top_logprobs_of_the_first_answer_token(server):
     engine = OpenAIEngine(config(server, option_scoring="first_token"))
     assert engine.codec is None  # no tokenizer needed
