@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +27,7 @@ from pipeline.config import LLM, ParamsError, load_params
 from pipeline.llm import Completion, GenerationFailure, openai_client, sample_seed
 from pipeline.llm.openai_client import CostGuardError, ServerError
 from pipeline.llm.openai_engine import OpenAIEngine, RequestsFailed, option_probabilities
+from tests.conftest import popen_tree
 from tests.openai_cases import GREEDY, PROMPTS, SAMPLING, Query
 from tests.openai_server import LoopbackServer
 
@@ -408,3 +413,15 @@ def test_sequence_choose_renders_the_judge_call_as_the_in_process_engines_do(ser
     engine.choose(PROMPTS[:1], ["a", "b"])
     want = [list(ids[:end]) for ids, _, end in engine.codec.response_spans(PROMPTS[0], ["a", "b"], judge=True)]
     assert sent(server, start)[0]["prompt"] == want
+
+
+def test_the_server_runs_on_its_own_for_a_local_try(server):
+    """`python -m tests.openai_server` (docs/openai.md, "A local try") serves the tiny model until interrupted."""
+    cmd = [sys.executable, "-m", "tests.openai_server", "--port", "0", "--api-key", KEY]
+    with popen_tree(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True) as proc:
+        url = re.search(r"serving model 'tiny' at (http://127\.0\.0\.1:\d+/v1)", proc.stdout.readline())
+        assert url, "the server printed no URL"
+        alone = OpenAIEngine(config(server, base_url=url[1])).generate(PROMPTS[:1], n=1, sampling=GREEDY)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    assert alone == server.engine.generate(PROMPTS[:1], n=1, sampling=GREEDY)  # the tiny model's greedy answer
