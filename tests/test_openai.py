@@ -266,8 +266,10 @@ def test_settings_errors_fail_at_once_and_never_show_the_key(server, monkeypatch
     assert hosted.codec is None
     start = len(server.log)
     with pytest.raises(ServerError, match=r"'hosted-judge-1': choose with option_scoring: sequence .* needs the "
-                                          r"served model's tokenizer.*option_scoring: first_token"):
+                                          r"served model's tokenizer.*option_scoring: first_token") as e:
         hosted.choose(PROMPTS[:1], ["a", "b"])
+    # The loader's reason, not its remedy for the in-process backends (cut mid-word, it read "... to tiny, smo)").
+    assert re.search(r"could not be loaded \(model 'hosted-judge-1': [^;]*\); set model to the Hub id", str(e.value))
     assert len(server.log) == start
 
 
