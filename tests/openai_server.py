@@ -6,6 +6,10 @@ model behind the API the ``openai`` engine speaks, plus fault injection.
     ...
     server.stop()
 
+A local try of ``backend: openai`` without a GPU (docs/openai.md), as ``vllm serve`` would be started:
+``python -m tests.openai_server --port 8000 --api-key sk-local`` serves the tiny model as ``tiny`` at
+``http://127.0.0.1:8000/v1`` until Ctrl-C (no faults).
+
 Endpoints (as vLLM serves them):
 - ``POST /v1/chat/completions``: ``messages``, ``n``, ``seed``, ``temperature``, ``top_p``,
   ``max_completion_tokens`` (or ``max_tokens``), ``stop``, ``response_format`` ``json_schema`` (decoded
@@ -81,8 +85,8 @@ def schema_output(schema: dict[str, Any]) -> type[BaseModel]:
 
 class LoopbackServer:
     def __init__(self, model: str = "tiny", api_key: str | None = None, retry_after: float = 2.0,
-                 hang_s: float = 4.0):
-        self.model = model
+                 hang_s: float = 4.0, port: int = 0):
+        self.model, self.port = model, port  # port 0: a free one (server.port once started)
         self.engine = server_engine(model)
         self.api_key = api_key
         self.retry_after, self.hang_s = retry_after, hang_s
@@ -112,7 +116,7 @@ class LoopbackServer:
             self._loop = asyncio.new_event_loop()
             self._runner = web.AppRunner(app)
             self._loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            site = web.TCPSite(self._runner, "127.0.0.1", self.port)
             self._loop.run_until_complete(site.start())
             self.port = self._runner.addresses[0][1]
             ready.set()
@@ -315,3 +319,26 @@ def _chat_response(model: str, choices: list[dict[str, Any]], completion_tokens:
 def _error(status: int, message: str, headers: dict[str, str] | None = None, **fields: Any) -> web.Response:
     error = {"message": message, "type": "error", "code": status, **fields}
     return web.json_response({"error": error}, status=status, headers=headers)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the tiny model on loopback until interrupted, printing the URL to point ``base_url`` at."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(prog="python -m tests.openai_server", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8000, help="0: a free port (printed)")
+    parser.add_argument("--api-key", default=None, help="the key requests must send (as vllm serve --api-key)")
+    args = parser.parse_args(argv)
+    stop = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # before the server's thread starts: it inherits the mask
+    server = LoopbackServer(api_key=args.api_key, port=args.port).start()
+    print(f"serving model 'tiny' at {server.url} (Ctrl-C stops)", flush=True)
+    try:
+        signal.sigwait(stop)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

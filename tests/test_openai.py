@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +27,7 @@ from pipeline.config import LLM, ParamsError, load_params
 from pipeline.llm import Completion, GenerationFailure, openai_client, sample_seed
 from pipeline.llm.openai_client import CostGuardError, ServerError
 from pipeline.llm.openai_engine import OpenAIEngine, RequestsFailed, option_probabilities
+from tests.conftest import popen_tree
 from tests.openai_cases import GREEDY, PROMPTS, SAMPLING, Query
 from tests.openai_server import LoopbackServer
 
@@ -178,6 +183,17 @@ def test_a_server_without_prompt_logprobs_is_a_clear_error(server):
         first.choose(PROMPTS[:1], ["a", "b"])
 
 
+def test_a_call_that_fails_whole_stops_its_other_requests_without_retrying_them(server, caplog):
+    """One answer that fails the whole call (here: no log-probabilities) cancels the requests still in flight:
+    no "connection failed ...; retry" warnings about them (the clients closed under them) before the error."""
+    server.supports_logprobs, server.delay_s = False, 0.3  # every request in flight when the first answer comes
+    engine = OpenAIEngine(config(server, option_scoring="first_token", concurrency=8))
+    prompts = [[{"role": "user", "content": f"question {i}"}] for i in range(8)]
+    with pytest.raises(ServerError, match="no logprobs/top_logprobs"):
+        engine.choose(prompts, ["a", "b"])
+    assert not [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+
+
 def test_choose_first_token_uses_top_logprobs_of_the_first_answer_token(server):
     engine = OpenAIEngine(config(server, option_scoring="first_token"))
     assert engine.codec is None  # no tokenizer needed
@@ -250,8 +266,10 @@ def test_settings_errors_fail_at_once_and_never_show_the_key(server, monkeypatch
     assert hosted.codec is None
     start = len(server.log)
     with pytest.raises(ServerError, match=r"'hosted-judge-1': choose with option_scoring: sequence .* needs the "
-                                          r"served model's tokenizer.*option_scoring: first_token"):
+                                          r"served model's tokenizer.*option_scoring: first_token") as e:
         hosted.choose(PROMPTS[:1], ["a", "b"])
+    # The loader's reason, not its remedy for the in-process backends (cut mid-word, it read "... to tiny, smo)").
+    assert re.search(r"could not be loaded \(model 'hosted-judge-1': [^;]*\); set model to the Hub id", str(e.value))
     assert len(server.log) == start
 
 
@@ -397,3 +415,15 @@ def test_sequence_choose_renders_the_judge_call_as_the_in_process_engines_do(ser
     engine.choose(PROMPTS[:1], ["a", "b"])
     want = [list(ids[:end]) for ids, _, end in engine.codec.response_spans(PROMPTS[0], ["a", "b"], judge=True)]
     assert sent(server, start)[0]["prompt"] == want
+
+
+def test_the_server_runs_on_its_own_for_a_local_try(server):
+    """`python -m tests.openai_server` (docs/openai.md, "A local try") serves the tiny model until interrupted."""
+    cmd = [sys.executable, "-m", "tests.openai_server", "--port", "0", "--api-key", KEY]
+    with popen_tree(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True) as proc:
+        url = re.search(r"serving model 'tiny' at (http://127\.0\.0\.1:\d+/v1)", proc.stdout.readline())
+        assert url, "the server printed no URL"
+        alone = OpenAIEngine(config(server, base_url=url[1])).generate(PROMPTS[:1], n=1, sampling=GREEDY)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    assert alone == server.engine.generate(PROMPTS[:1], n=1, sampling=GREEDY)  # the tiny model's greedy answer

@@ -324,7 +324,14 @@ class Transport:
                 )
                 for url in self.urls
             ]
-            done = await asyncio.gather(*(self._send(clients, sem, k, r) for k, r in todo.items()))
+            tasks = [asyncio.ensure_future(self._send(clients, sem, k, r)) for k, r in todo.items()]
+            try:
+                done = await asyncio.gather(*tasks)
+            except BaseException:  # the call failed whole: stop the rest (not a dropped connection and a retry each)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
         return dict(done)
 
     async def _send(self, clients, sem: asyncio.Semaphore, key: str, req: Request) -> tuple[str, Any]:

@@ -59,6 +59,7 @@ import contextlib
 import functools
 import logging
 import math
+import textwrap
 from typing import Any
 
 from pydantic import BaseModel
@@ -161,10 +162,12 @@ class OpenAIEngine:
             path = resolve_model(self.cfg.model, hub=rev == self.cfg.revision, revision=rev)
             return ChatCodec(_tokenizer(path, rev), name=self.cfg.model, max_len=self.cfg.max_model_len)
         except (OSError, ValueError, ModelLoadError) as e:  # no such tokenizer here, or no chat template
+            # What went wrong, not the loader's remedy (meant for the in-process backends): this one's follows.
+            why = textwrap.shorten(str(e).split("; ")[0], 200, placeholder=" ...")
             raise ServerError(
                 f"model {self.cfg.model!r}: {purpose} needs the served model's tokenizer (chat template and "
                 f"token ids), loaded locally from llm.model, and it could not be loaded "
-                f"({' '.join(str(e).split())[:160]}); set model to the Hub id (in the local cache) or folder "
+                f"({why}); set model to the Hub id (in the local cache) or folder "
                 "the server serves (vllm serve ... --served-model-name <that id>), or, for a hosted judge, "
                 "option_scoring: first_token"
             ) from None
