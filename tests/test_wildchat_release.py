@@ -63,7 +63,9 @@ def test_counts_by_reason(run):
     assert d["pairs"]["natural_revision_found"] == 5 and d["pairs"]["out_by_kind"]["natural_revision"] == 1
     assert d["pairs"]["generated_attempted"] == 0
     assert {k: v for k, v in d["dropped"].items() if k.startswith("natural_revision")} == {
-        "natural_revision_acknowledges_feedback": 2,   # 78021723b92afa60, 6db018609f9372f7
+        # 78021723b92afa60, 6db018609f9372f7: each "confirmed" by an "ok" opening a long new request (the chosen
+        # of the first also opens "I apologize for the confusion", which acknowledges_feedback caught before)
+        "natural_revision_ack_opens_request": 2,
         "natural_revision_continues_answer": 1,        # d8c9d888301ec385 (the notary block alone)
         "natural_revision_refers_to_feedback": 1}      # fa5c61f7f04d2fff ("If you would like to keep the casual tone")
     audit = json.loads((run / "data/release/audit.json").read_text())
