@@ -337,6 +337,18 @@ INTERRUPTED = {
 }
 
 
+@contextlib.contextmanager
+def _logs_above_bars():
+    """Log lines to the terminal print above the progress bars (``tqdm.write``), not glued onto the end of a
+    bar's line; a process whose root logger has no console handler (a library caller, pytest) is left alone."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    console = [h for h in logging.getLogger().handlers
+               if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stdout, sys.stderr)]
+    with logging_redirect_tqdm() if console else contextlib.nullcontext():
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     from pipeline.config import ParamsError
     from pipeline.io import SourceError, StageError
@@ -345,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        with _logs_above_bars():
+            return args.func(args)
     except ParamsError as e:
         print(f"prefpipe: {e}", file=sys.stderr)
         return 2

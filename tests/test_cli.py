@@ -170,3 +170,35 @@ def test_params_of_a_project_run_from_another_folder_are_named_before_the_stage_
     monkeypatch.chdir(tmp_path)  # from the project root nothing is said (the stage fails on its missing input)
     assert main(["run", "curry"]) == 1
     assert "lies in the project" not in capsys.readouterr().out
+
+
+def test_a_warning_logged_under_a_progress_bar_starts_its_own_line(monkeypatch, capsys):
+    import argparse
+    import logging
+    import sys
+
+    from tqdm.auto import tqdm
+
+    import pipeline.cli as cli
+
+    def step(args):  # a stage that warns while its model step's bar is on screen
+        with tqdm(total=2, desc="pugc score", file=sys.stderr) as bar:
+            bar.update(1)
+            logging.getLogger("pipeline.llm").warning("connection failed; retry 1 of 6")
+            bar.update(1)
+        return 0
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-v", dest="verbose", action="store_true")
+    parser.set_defaults(func=step, command="run")
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    console = logging.StreamHandler(sys.stderr)  # what basicConfig gives a user's terminal (pytest holds the root)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(console)
+    try:
+        assert cli.main([]) == 0
+    finally:
+        logging.getLogger().removeHandler(console)
+    err = capsys.readouterr().err
+    line = next(seg for seg in err.replace("\r", "\n").split("\n") if "connection failed" in seg)
+    assert line == "WARNING pipeline.llm: connection failed; retry 1 of 6"  # was "pugc score:  50%|...]WARNING ..."
