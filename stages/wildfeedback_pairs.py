@@ -95,8 +95,6 @@ def natural_revisions(signals: pl.DataFrame, convs: pl.DataFrame) -> pl.DataFram
     (``mixed_feedback``), counted, as a SAT turn that is also DSAT never vouches for the revision.
     ``sat_categories`` and ``sat_text`` (the SAT turn's) let `pair_drop_reason` drop a revision that only an
     "ok" opening a longer message vouches for (``ack_opens_request``)."""
-    if "sat_categories" not in signals.columns:
-        signals = signals.with_columns(sat_categories=pl.lit(None, dtype=pl.List(pl.String)))
     dsat = signals.filter(pl.col("dsat")).select("conversation_id", "target_turn", "user_turn",
                                                  pl.col("sat").alias("feedback_sat"))
     sat = signals.filter(pl.col("sat") & ~pl.col("dsat")).select(

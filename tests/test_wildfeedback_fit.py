@@ -139,7 +139,8 @@ def test_a_revision_is_natural_only_when_the_next_turn_is_sat_and_not_also_dsat(
     convs = pl.DataFrame([c, {**c, "conversation_id": "ok"}]).select("conversation_id", "source", "messages")
     signals = pl.DataFrame({"conversation_id": ["c", "c", "ok", "ok"], "target_turn": [1, 3, 1, 3],
                             "user_turn": [2, 4, 2, 4], "dsat": [True, True, True, False],
-                            "sat": [False, True, False, True]})
+                            "sat": [False, True, False, True],
+                            "sat_categories": [[], ["Gratitude"], [], ["Gratitude"]]})
     rows = natural_revisions(signals, convs)
     assert rows.select("conversation_id", "chosen", "rejected", "preference").rows() == [
         ("ok", "Canberra.", "Sydney.", "Wrong.")]
