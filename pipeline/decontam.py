@@ -2,6 +2,8 @@
 
 - ``contamination`` / ``decontaminate``: prompts whose word n-grams overlap an evaluation prompt
   (overlap = shared n-grams / n-grams of the shorter text; a CJK character is a word) go, naming the eval set and prompt id.
+  An eval prompt is compared without ShareGPT's regenerate counter ("3 / 3Write a funny ... poem for Women's Day.",
+  ``pipeline.regenerate``), as ingest writes the release's prompts: glued on, it hid a short prompt's clean text.
 - ``load_held_out`` / ``drop_held_out``: prompts some stage held out for testing (Selfie's
   ``data/selfie/test``) never reach a train split; the key is the same normalised-prompt hash the
   de-duplication uses, so a DOVE or Curry pair built from the same prompt is caught. The release keys
@@ -28,6 +30,7 @@ from pipeline.dedup import no_removals, prompt_keys, removals
 from pipeline.io import SourceError, StageError, iter_batches, iter_records, shard_files
 from pipeline.pii import PHONE_REGIONS, redact
 from pipeline.pii_structured import redact_messages, without_local_paths
+from pipeline.regenerate import without_counter
 from pipeline.text import cjk_words, ngram_hashes, normalise, word_counts
 
 log = logging.getLogger(__name__)
@@ -129,13 +132,16 @@ def load_eval_sets(sets: list) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]
 
 def release_eval_prompts(sets: list, pii_kinds: list[str], phone_regions: tuple[str, ...] = PHONE_REGIONS,
                          root: Path | None = None) -> tuple[pl.DataFrame, dict[str, dict[str, Any]]]:
-    """``load_eval_sets`` with each prompt redacted as the release redacts its own (``pii_kinds``), since the two
-    are compared redacted: what export decontaminates against and the audit checks the release against.
+    """``load_eval_sets`` with each prompt as the release's own are: without ShareGPT's regenerate counter (ingest
+    takes it off user turns; 13 of Koala's prompts hold one) and redacted (``pii_kinds``), since the two are
+    compared so: what export decontaminates against and the audit checks the release against. The sets' sha256
+    stays that of the prompts as read.
     ``root``: the project folder a relative local path is read from (None: the current folder)."""
     if root is not None:
         sets = [s if "://" in s.path or Path(s.path).is_absolute() else s.model_copy(update={"path": str(root / s.path)})
                 for s in sets]
     evals, status = load_eval_sets(sets)
+    evals = evals.with_columns(without_counter(pl.col("text")))
     if pii_kinds and evals.height:
         evals = evals.with_columns(redact(evals["text"], list(pii_kinds), tuple(phone_regions))[0].alias("text"))
     return evals, status

@@ -7,7 +7,9 @@ record model, and keep the record only if all of its rows pass. Then, per source
 1. duplicates: a row whose id was already produced by an earlier record is dropped when identical
    (Arena-Hard repeats the question in every model's answer file) and rejects its record otherwise;
 2. orphans (kind ``rated``): a response whose prompt the source does not accept (missing or rejected) rejects its record;
-3. cross-record facts (the accepted Stack Exchange answer) are applied.
+3. cross-record facts (the accepted Stack Exchange answer) are applied;
+4. ShareGPT's regenerate counter glued to the start of a user turn ("2 / 2Create 10 marketing punch lines ...")
+   is taken off (``pipeline.regenerate``), and the turns changed are counted per source (``regenerate_counters``).
 
 Outputs, under ``data/ingest/``: ``conversations/ documents/ prompts/ responses/ pairs/`` (all five,
 empty ones too, so every downstream dependency exists), ``rejects/`` (source, row, reason, raw) and
@@ -52,13 +54,15 @@ from pipeline.limits import JSON_FILE_RECORDS, over_limit
 from pipeline.metrics import counted, say, write_metrics
 from pipeline.outputs import stage_outputs
 from pipeline.readers import glob_folder, is_glob, source_files
-from pipeline.records import ID_COLUMNS, MODELS, SCHEMAS
+from pipeline.records import ID_COLUMNS, MESSAGES_TYPE, MODELS, SCHEMAS
+from pipeline.regenerate import strip_user_turns
 from pipeline.seen import SeenRows
 
 TABLES = ("conversations", "documents", "prompts", "responses", "pairs")
 OUT_DIR = Path("data/ingest")
 TOP_REASONS = 5
 CHUNK_ROWS = 2048  # rows per table gathered before they go to the shard writer as one Arrow table
+TURNS = {t: [f.name for f in SCHEMAS[t] if f.type == MESSAGES_TYPE] for t in TABLES}  # message columns per table
 
 
 class IngestError(StageError):
@@ -256,10 +260,24 @@ def stream_source(src: Source, max_record_bytes: int, emit: RowSink) -> dict[str
     }
 
 
+def without_counters(table: str, rows: pa.Table) -> tuple[pa.Table, Counter]:
+    """Rows of ``table`` with ShareGPT's regenerate counter taken off their user turns, and the turns that changed
+    per source (``pipeline.regenerate``)."""
+    return strip_user_turns(rows, TURNS.get(table, []), "source")
+
+
 def ingest_source(src: Source, max_record_bytes: int) -> SourceResult:
-    """One source ingested in memory: what ``stream_source`` emits, collected (for tests and notebooks)."""
+    """One source ingested in memory, as ``run`` writes it: what ``stream_source`` emits, collected, without
+    regenerate counters (for tests and notebooks)."""
     rows: dict[str, list[dict[str, Any]]] = {t: [] for t in (*TABLES, "rejects")}
     metrics = stream_source(src, max_record_bytes, lambda table, batch: rows[table].extend(batch))
+    counters = Counter()
+    for table in TABLES:
+        if rows[table]:
+            clean, changed = without_counters(table, pa.Table.from_pylist(rows[table], schema=SCHEMAS[table]))
+            rows[table] = clean.to_pylist() if changed else rows[table]
+            counters.update(changed)
+    metrics["regenerate_counters"] = counters[src.name]
     rejects = sorted(rows.pop("rejects"), key=lambda r: r["row"])
     assert metrics["rejected"] == len(rejects) + metrics["unread_rows"], metrics
     return SourceResult(src.name, rows, rejects, metrics)
@@ -313,6 +331,7 @@ class _Tables:
     def __init__(self, out_dir: Path, stack: ExitStack, **sizes: int) -> None:
         self.writers = {t: stack.enter_context(ShardWriter(out_dir / t, name=t, **sizes)) for t in (*TABLES, "rejects")}
         self.pending: dict[str, list[dict[str, Any]]] = {t: [] for t in self.writers}
+        self.counters: Counter = Counter()  # user turns that lost a regenerate counter, per source
 
     def __call__(self, table: str, rows: list[dict[str, Any]]) -> None:
         self.pending[table].extend(rows)
@@ -321,7 +340,9 @@ class _Tables:
 
     def flush(self, table: str) -> None:
         if self.pending[table]:
-            self.writers[table].write(pa.Table.from_pylist(self.pending[table], schema=SCHEMAS[table]))
+            rows, changed = without_counters(table, pa.Table.from_pylist(self.pending[table], schema=SCHEMAS[table]))
+            self.writers[table].write(rows)
+            self.counters.update(changed)
             self.pending[table] = []
 
 
@@ -354,6 +375,8 @@ def run(params: Params, out_dir: str | Path = OUT_DIR) -> dict[str, Any]:
                 feeding = cfg.sources if table == "rejects" else [
                     s for s in cfg.sources if per_source[s.name]["outputs"].get(table)]
                 writer.fingerprint = fingerprint({"sources": [s.model_dump(mode="json") for s in feeding]})
+        for name, m in per_source.items():
+            m["regenerate_counters"] = tables.counters[name]  # user turns in the rows written
         metrics = {
             "sources": per_source,
             "totals": {
@@ -361,6 +384,7 @@ def run(params: Params, out_dir: str | Path = OUT_DIR) -> dict[str, Any]:
                 "accepted": sum(m["accepted"] for m in per_source.values()),
                 "rejected": sum(m["rejected"] for m in per_source.values()),
                 **{t: sum(m["outputs"].get(t, 0) for m in per_source.values()) for t in TABLES},
+                "regenerate_counters": sum(m["regenerate_counters"] for m in per_source.values()),
             },
         }
         t = metrics["totals"]
@@ -375,4 +399,6 @@ def main(params: Params) -> None:
     metrics = run(params)
     t = metrics["totals"]
     print(f"ingest: {counted(t['rows_in'], 'row')} in, {t['accepted']} accepted, {t['rejected']} rejected -> "
-          + ", ".join(f"{k} {t[k]}" for k in TABLES))
+          + ", ".join(f"{k} {t[k]}" for k in TABLES)
+          + (f"; ShareGPT's regenerate counter taken off {counted(t['regenerate_counters'], 'user turn')}"
+             if t["regenerate_counters"] else ""))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import polars as pl
 import pytest
@@ -87,6 +88,22 @@ def test_decontamination_covers_vicuna80_and_koala(tmp_path, real):
     assert {k: (v["eval_set"], v["eval_id"]) for k, v in gone.items()} == {
         "vicuna": ("vicuna80", str(vic["question_id"])), "koala": ("koala", koala["id"])}
     assert {s: stats["decontamination"][s]["prompts"] for s in ("vicuna80", "koala")} == {"vicuna80": 80, "koala": 180}
+
+
+def test_a_koala_prompt_behind_a_sharegpt_regenerate_counter_is_caught_by_its_clean_text(tmp_path, real):
+    """13 of Koala's 180 prompts open with the ShareGPT page's regenerate counter glued to the text ("3 / 3Write a
+    funny, interesting, inspiring poem for Women's Day."): normalised, its first word was "3write", so a release
+    prompt of the clean text, shorter than `ngram` words, was neither equal to it nor found whole in it, and
+    reached train. The counter is read off the eval prompt: every one of the 13 goes by its clean text."""
+    rows = [json.loads(x) for x in (real / "koala/koala_test_set.jsonl").read_text().split("\n") if x]
+    counted = {r["id"]: re.sub(r"^\d+ / \d+", "", r["prompt"]) for r in rows if re.match(r"\d+ / \d+\S", r["prompt"])}
+    assert len(counted) == 13 and counted["koala_131"] == "Write a funny, interesting, inspiring poem for Women's Day."
+    write_method(tmp_path, "pugc", [pair(k, v, "pugc") for k, v in counted.items()] + [pair("clean", TOPICS[3], "pugc")])
+    release, stats = build(tmp_path, methods=["pugc"], test_fraction=0.0)
+    gone = {r["pair_id"]: json.loads(r["detail"]) for r in removed(release).iter_rows(named=True)}
+    assert {k: (v["eval_set"], v["eval_id"]) for k, v in gone.items()} == {k: ("koala", k) for k in counted}
+    assert stats["decontamination"]["koala"]["removed"] == 13
+    assert set(pl.read_parquet(release / "pugc" / "train-00000-of-00001.parquet")["pair_id"]) == {"clean"}
 
 
 def test_decontamination_threshold_and_ngram_are_parameters(tmp_path, real):
