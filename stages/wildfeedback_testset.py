@@ -2,10 +2,11 @@
 
 The paper holds out a test set of its pairs for the checklist-guided evaluation: it embeds each pair's
 prompt with its preference, clusters the embeddings into 70 clusters and takes the 10 pairs nearest each
-centre (700 of 20,281 pairs). Here the embedding is the hashed character-n-gram TF-IDF space DOVE's `similar`
-pairing uses (offline, no model), through its seeded random projection (``stages.dove_similarity``), and the
-clustering is k-means (k-means++ start, Lloyd iterations) in numpy, seeded, so the same pairs and params give
-the same test set. The held-out pairs leave ``data/wildfeedback/pairs`` for ``data/wildfeedback/test``.
+centre (700 of 20,281 pairs). Here the prompt is represented by its request (its last user message, ours) and
+the embedding is the hashed character-n-gram TF-IDF space DOVE's `similar` pairing uses (offline, no model),
+through its seeded random projection (``stages.dove_similarity``), and the clustering is k-means (k-means++
+start, Lloyd iterations) in numpy, seeded, so the same pairs and params give the same test set. The held-out
+pairs leave ``data/wildfeedback/pairs`` for ``data/wildfeedback/test``.
 
 Bounded memory (ours): the space (TF-IDF idf) and the centres are fitted on a seeded sample of at most
 ``fit_rows`` pairs (the paper's whole set was 20,281; below ``fit_rows`` every pair is used), then every pair is
@@ -56,7 +57,8 @@ def n_clusters(n: int, clusters: int, per_cluster: int, max_fraction: float) -> 
 
 
 def pair_texts(pairs: pl.DataFrame) -> list[str]:
-    """What the paper clusters: the pair's last user message (its request) and its preference (lineage)."""
+    """What is clustered: the pair's request, its prompt's last user message (ours: the paper embeds the whole
+    prompt, docs/wildfeedback.md "Test set"), and its preference (lineage)."""
     requests = pairs.select(last_user_turn("prompt").fill_null("")).to_series().to_list()
     prefs = [json.loads(x).get("preference") or "" for x in pairs.get_column("lineage").to_list()]
     return [f"{r}\n{p}" for r, p in zip(requests, prefs, strict=True)]

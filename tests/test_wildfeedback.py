@@ -78,6 +78,17 @@ def test_untagged_conversations_get_their_language_identified():
     assert counts["language:en"] == 1 and counts["language:fr"] == 1 and counts["dropped_language"] == 1
 
 
+def test_a_conversation_of_unknown_language_is_dropped_by_default_as_the_paper_keeps_english_only():
+    """params.yaml kept an untagged conversation whose language cannot be identified (no letter in its user
+    turns): the paper keeps English conversations only; ``keep_unknown_language: true`` is the opt-in."""
+    turns = ["12 * 34 = ?", "408", "??? 12 * 34", "12 * 34 = 408.", "408 !!!", "Yes."]
+    rows = frame([conv("u-num", turns, language=None)])
+    kept, counts = wf.select_conversations(rows, make_params().wildfeedback)
+    assert kept.is_empty() and counts["dropped_language"] == 1 and counts["language:und"] == 1
+    kept, _ = wf.select_conversations(rows, make_params(keep_unknown_language=True).wildfeedback)
+    assert kept["conversation_id"].to_list() == ["u-num"]
+
+
 def test_feedback_turns_index_messages_and_skip_the_first_user_turn():
     turns = wf.feedback_turns(frame([CONVS[2], CONVS[3]]))
     assert turns.select("conversation_id", "user_turn", "target_turn").rows() == [
