@@ -101,22 +101,21 @@ def check_loops(root: Path, globs: dict[str, Glob], max_names: int, max_cpu: flo
                 if n >= max_names or time.process_time() - start > max_cpu:
                     break
             else:
-                print(f"  {tree:32} {name:24} finished: {n:,} names in {time.process_time() - start:.3f} s CPU "
+                print(f"  {tree:34} {name:24} finished: {n:,} names in {time.process_time() - start:.3f} s CPU "
                       f"{sorted(first)}")
                 continue
-            print(f"  {tree:32} {name:24} STOPPED: {n:,} names in {time.process_time() - start:.1f} s CPU, "
+            print(f"  {tree:34} {name:24} STOPPED: {n:,} names in {time.process_time() - start:.1f} s CPU, "
                   f"e.g. {first[-1]}")
 
 
 def speed_tree(root: Path, files: int) -> None:
-    """``files`` data files: nine tenths in data/gNN/sNN/tNN/, one tenth in elsewhere/ linked as data/linked;
-    a hidden folder and a hidden file per leaf folder (neither matched by ``**``)."""
+    """``files`` data files: nine tenths in data/gNN/sNN/tNN/ (ten a folder), one tenth in elsewhere/pNN/ (a hundred a
+    folder) linked as data/linked; next to every hundredth file a hidden folder and a hidden file (``**`` skips both)."""
     linked = files // 10
     names = [f"data/g{i // 1000:02}/s{i // 100 % 10:02}/t{i // 10 % 10:02}/f{i}.jsonl" for i in range(files - linked)]
     names += [f"elsewhere/p{i // 100:02}/f{i}.jsonl" for i in range(linked)]
-    names += [f"{os.path.dirname(n)}/.cache/x.jsonl" for n in names[::100]]
-    names += [f"{os.path.dirname(n)}/.hidden.jsonl" for n in names[::100]]
-    touch(root, names)
+    folders = [os.path.dirname(n) for n in names[::100]]
+    touch(root, names + [f"{d}/.cache/x.jsonl" for d in folders] + [f"{d}/.hidden.jsonl" for d in folders])
     (root / "data" / "linked").symlink_to("../elsewhere")
 
 
