@@ -67,7 +67,8 @@ def _expand_paths(path: str) -> list[Path]:
     elif is_glob(path):
         _all_listable(_glob_dirs(path))
         looped: dict[Path, bool] = {}
-        found = [Path(f) for f in glob_paths(path)]
+        # once each: glob_paths, as glob.glob, names a file below "a/**/**/" once per way of splitting its folders
+        found = list(dict.fromkeys(map(Path, glob_paths(path))))
         found = [f for f in found if not any(_loops(d, looped) for d in f.parents)]
         _no_broken_links(found)
         _no_special_files(found)

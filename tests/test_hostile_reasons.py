@@ -259,6 +259,15 @@ def test_a_glob_over_a_loop_of_links_with_two_ways_in_returns_each_file_once(tmp
     assert (res.metrics["rows_in"], res.metrics["accepted"], len(res.rows["documents"])) == (2, 2, 1)
 
 
+def test_a_glob_with_two_globstars_reads_each_file_once(tmp_path):
+    """``glob.glob`` names a file below ``d/**/**/`` once per way of splitting its folders between the two ``**``
+    (``d/sub/deep/c.jsonl`` three times): each was read that often, its rows counted three times."""
+    (tmp_path / "d" / "sub" / "deep").mkdir(parents=True)
+    (tmp_path / "d" / "sub" / "deep" / "c.jsonl").write_text(json.dumps({"id": "c", "text": "first"}) + "\n")
+    res = _ingest(Path(str(tmp_path / "d" / "**" / "**" / "*.jsonl")), "documents", "documents")
+    assert (res.metrics["rows_in"], res.metrics["accepted"]) == (1, 1)
+
+
 @pytest.mark.parametrize("pattern", ["d/**/*.jsonl", "d/*/**/*.jsonl", "**/*.jsonl", "d/**", "d/**/", "d/**/deep/*",
                                      "d/**/**/*.jsonl", "*/**/b.jsonl", "{root}/d/**/*.jsonl"])
 def test_glob_paths_matches_what_glob_matches_where_no_link_loops(tmp_path, monkeypatch, pattern):
