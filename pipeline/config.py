@@ -158,7 +158,7 @@ class Params(Section):
         for name in MODEL_SECTIONS:
             section = getattr(self, name)
             for role in type(section.roles).model_fields:
-                getattr(section.roles, role)._key = f"{name}.roles.{role}"  # for the model key of its errors
+                getattr(section.roles, role)._key = f"{name}.roles.{role}"  # for the keys its errors name
                 try:
                     _resolve(self, section, role)
                 except ValidationError as e:

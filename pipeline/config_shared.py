@@ -161,6 +161,9 @@ def not_on_hub(backend: str, model: str) -> str | None:
     return None
 
 
+# A key of the ``llm`` section in a message: ``llm.timeout_s``, ``llm.sampling.temperature``.
+_LLM_KEY = re.compile(r"(?<![\w.])llm\.([a-z_]+(?:\.[a-z_]+)?)")
+
 # A model setting: "tiny" / "tiny@N", "smollm2", a Hugging Face model id or a local folder.
 ModelName = Annotated[str, AfterValidator(_check_model)]
 Backend = Literal["transformers", "vllm", "openai"]
@@ -207,15 +210,36 @@ class LLM(Section):
     # How teacher-forced scores are asked for: vLLM's prompt_logprobs, or the legacy completions API's
     # echo + logprobs (opt-in, never a fallback; docs/openai.md).
     prompt_logprobs_via: PromptLogprobsVia = "prompt_logprobs"
-    # The params key that set ``model`` (``pugc.roles.judge.model``, ``selfie.policy_model``): what a model that
-    # cannot load tells the user to edit (``map_batches``). Not a setting: no dump, identity or fingerprint has it.
-    _model_key: str = PrivateAttr(default="llm.model")
+    # The params keys a role set (``timeout_s`` -> ``pugc.roles.judge.timeout_s``, ``model`` ->
+    # ``selfie.policy_model``); a field not in it came from ``llm``. Not a setting: no dump, identity or fingerprint
+    # has it; ``shipped`` carries it to an engine built in another process.
+    _keys: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def key(self, field: str) -> str:
+        """The params key that set ``field`` (``timeout_s``, ``sampling.temperature``): what a message about it
+        tells the user to edit."""
+        return self._keys.get(field, f"llm.{field}")
 
     @property
     def model_key(self) -> str:
-        return self._model_key
+        return self.key("model")
 
-    def __eq__(self, other: object) -> bool:  # the same settings, whichever key named the model
+    def naming(self, text: str) -> str:
+        """``text`` (an engine's message, which names its settings ``llm.<field>``) with each such key replaced by
+        the one that set the field here, e.g. ``llm.timeout_s=30`` -> ``pugc.roles.judge.timeout_s=30``."""
+        return _LLM_KEY.sub(lambda m: self.key(m[1]) if m[1].split(".")[0] in LLM.model_fields else m[0], text)
+
+    def shipped(self) -> dict:
+        """The settings and the keys that set them, for an engine built in another process (``unshipped``)."""
+        return {"settings": self.model_dump(), "keys": dict(self._keys)}
+
+    @classmethod
+    def unshipped(cls, shipped: dict) -> LLM:
+        cfg = cls.model_validate(shipped["settings"])
+        cfg._keys = dict(shipped["keys"])
+        return cfg
+
+    def __eq__(self, other: object) -> bool:  # the same settings, whichever keys set them
         return self.model_dump() == other.model_dump() if isinstance(other, LLM) else NotImplemented
 
     def __hash__(self) -> int:
@@ -284,18 +308,20 @@ def resolve_role(base: LLM, override: LLMOverride | None) -> LLM:
     if override is None:
         return base
     data = base.model_dump()
+    role = f"{override._key}." if override._key else "the role's "  # an override built in code has no key
+    keys = dict(base._keys)
     if override.model not in (None, base.model):  # a revision names a commit of llm.model, not of another model
         data["revision"] = None
+        keys["revision"] = f"{role}revision"
     for key, value in override.model_dump(exclude_none=True).items():
         if key == "sampling":
             data["sampling"] = {**data["sampling"], **value}
+            keys.update({f"sampling.{field}": f"{role}sampling.{field}" for field in value})
         else:
             data[key] = value
+            keys[key] = f"{role}{key}"
     resolved = LLM.model_validate(data)
-    if override.model is not None:
-        resolved._model_key = f"{override._key}.model" if override._key else "the role's model"
-    else:
-        resolved._model_key = base.model_key
+    resolved._keys = keys
     return resolved
 
 

@@ -186,7 +186,7 @@ class Selfie(Section):
         """The resolved engine config of a role, with its model from ``policy_model``/``reference_model``."""
         override = getattr(self.roles, name).model_copy(update={"model": getattr(self, f"{name}_model")})
         llm = resolve_role(base, override)
-        llm._model_key = f"selfie.{name}_model"
+        llm._keys = {**llm._keys, "model": f"selfie.{name}_model"}
         return llm
 
 

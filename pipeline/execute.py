@@ -264,7 +264,7 @@ def map_batches(
     spans = store.pending() if store is not None else [(0, n)]
     pieces = {s: done for s, (_, done) in store.done.items()} if store is not None else {}
     # The engine loads the commit the identity names (resolved here, once per process: Ray actors get it too).
-    step_args = (fn, fn_kwargs, pinned(engine).model_dump() if engine is not None else None, engine_factory)
+    step_args = (fn, fn_kwargs, pinned(engine).shipped() if engine is not None else None, engine_factory)
     if not spans:
         stream: Iterator[Block] = iter(())
     elif execution.backend == "ray":
@@ -318,6 +318,8 @@ def map_batches(
 
 def engine_step_error(step: str, engine: LLM | None, error: BaseException) -> StageError:
     """One line for an engine call that failed as a whole: the step (its stage and role: the ``desc`` the
-    stages give), the role's backend, and the engine's own message (the model, what was wrong, what to do)."""
+    stages give), the role's backend, and the engine's own message (the model, what was wrong, what to do), the
+    ``llm.<field>`` keys it names replaced by those that set the role's fields (``pugc.roles.judge.timeout_s``)."""
     where = f" on the {engine.backend} backend" if engine is not None else ""
-    return StageError(f"{step}{where}: {' '.join(str(error).split())}")
+    message = ' '.join(str(error).split())
+    return StageError(f"{step}{where}: {engine.naming(message) if engine is not None else message}")

@@ -12,6 +12,7 @@ these runs, so the local backend never needs it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -220,10 +221,13 @@ def _release(kept: dict) -> None:
     kept.pop("key", None)
 
 
-def _capacity(cpus: float, gpus: float, wanted: int, what: str) -> int:
-    """How many of ``wanted`` workers (each ``cpus`` CPUs and ``gpus`` GPUs) the cluster's live nodes hold:
-    none is an error naming the settings (Ray would queue them forever), fewer than wanted a warning."""
+def _capacity(cpus: float, engine: LLM | None) -> int:
+    """How many workers of ``cpus`` CPUs the cluster's live nodes hold: CPU tasks, or ``engine``'s replicas
+    (at most ``replicas``, each also ``gpus_per_replica`` GPUs). None is an error naming the settings (Ray would
+    queue them forever), fewer replicas than wanted a warning; both name the params keys that set them."""
     import ray
+
+    gpus, what = (engine.gpus_per_replica, "replica") if engine is not None else (0, "task")
 
     ask = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
@@ -232,31 +236,33 @@ def _capacity(cpus: float, gpus: float, wanted: int, what: str) -> int:
     if fit == 0:
         largest = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)), default={})
         has = ", ".join(f"{largest.get(r, 0.0):g} {r}" for r in ask)
-        knobs = "execution.num_cpus_per_task" + (" and llm.gpus_per_replica or the role's" if gpus else "")
+        knobs = "execution.num_cpus_per_task" + (f" and {engine.key('gpus_per_replica')}" if gpus else "")
         hint = " (gpus_per_replica: 0 runs on CPUs)" if gpus else ""
         raise EngineError(
             f"no node of the Ray cluster can hold one {what}: each asks for {need} ({knobs}) and the largest of "
             f"its {len(nodes)} node(s) has {has}; lower those settings{hint} or add a node that has them"
         )
-    if what == "replica" and fit < wanted:
-        log.warning("llm.replicas (or the role's) is %d, but the Ray cluster holds only %d replica(s) of %s: "
-                    "running %d; set replicas to %d or add nodes", wanted, fit, need, fit, fit)
-    return min(fit, wanted) if what == "replica" else fit
+    if engine is None:
+        return fit
+    if fit < engine.replicas:
+        log.warning("%s is %d, but the Ray cluster holds only %d replica(s) of %s: running %d; set it to %d or "
+                    "add nodes", engine.key("replicas"), engine.replicas, fit, need, fit, fit)
+    return min(fit, engine.replicas)
 
 
 def _engine_pool(engine: LLM, factory, cpus: float) -> list:
     """The actors of an engine step: the kept pool when its config matches, else a new one."""
     import ray
 
-    key = (engine.model_dump_json(), factory, cpus)
+    key = (json.dumps(engine.shipped(), sort_keys=True), factory, cpus)
     if _kept and _kept["key"] == key:
         return _kept["actors"]
     if _kept:
         _release(_kept)
-    n = _capacity(cpus, engine.gpus_per_replica, engine.replicas, "replica")
+    n = _capacity(cpus, engine)
     replica = ray.remote(_Replica).options(num_cpus=cpus, num_gpus=engine.gpus_per_replica or None,
                                            max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)
-    actors = [replica.remote(engine.model_dump(), factory) for _ in range(n)]
+    actors = [replica.remote(engine.shipped(), factory) for _ in range(n)]
     if _kept is not None:
         _kept.update(key=key, actors=actors)
     return actors
@@ -306,7 +312,7 @@ def stream_ray(table, spans, *, step_args: tuple, engine: LLM | None, batch_size
         else:
             task = ray.remote(_cpu_block).options(num_cpus=cpus, max_retries=MAX_RESTARTS)
             step_ref = ray.put(step_args)
-            width = _capacity(cpus, 0, 0, "task")
+            width = _capacity(cpus, None)
             workers = [lambda buf: task.remote(buf, batch_size, step_ref)] * width
         total = sum(e - s for s, e in spans)
         cap = max(batch_size, min(execution.checkpoint_rows, total // (2 * len(workers))) // batch_size * batch_size)

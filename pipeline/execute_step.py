@@ -34,11 +34,12 @@ def from_ipc(buf: pa.Buffer | None) -> pa.Table | None:
 
 
 def build_engine(engine: dict | None, factory=None):
+    """The engine of ``LLM.shipped`` (settings and the params keys that set them), or None for a CPU step."""
     if engine is None:
         return None
     if factory is None:
         from pipeline.llm import get_engine as factory
-    return factory(LLM.model_validate(engine))
+    return factory(LLM.unshipped(engine))
 
 
 class Step:

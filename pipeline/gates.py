@@ -8,8 +8,8 @@ judge that always answers "a" scores exactly chance. The stage turns every probe
 (and, where the probes test several distinctions its labels depend on, gives each one's balanced accuracy
 as ``contrasts``: the gate then reads the weakest) and calls::
 
-    report = check_gate("pugc", "judge", engine.name, correct, min_accuracy=cfg.gates.judge,
-                        key="pugc.gates.judge", on_failure=params.execution.on_gate_failure, detail={...})
+    report = check_gate("dove", "judge", engine.name, correct, min_accuracy=cfg.gates.judge,
+                        key="dove.gates.judge", on_failure=params.execution.on_gate_failure, detail={...})
     if not report["passed"]:    # only with on_gate_failure: withhold (else JudgeGateError was raised)
         ...                     # emit none of this judge's labels, counted
 

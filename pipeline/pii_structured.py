@@ -110,7 +110,8 @@ def _redact_json(docs: pl.Series, kinds: list[str], phone_regions: tuple[str, ..
 # Lineage keys whose value names a model (``stages/export_card.py`` lists the card's models from them): a Hub id, a
 # built-in name, or a local folder, possibly after a ``method:`` prefix (Curry-DPO's ``scorer``).
 MODEL_KEYS = ("model", "generator", "policy", "reference", "judge", "expert", "detector")
-_MODEL_VALUE_KEYS = (*MODEL_KEYS, "models", "scorer", "similarity")
+# ``written_by``: an input dataset's writers (``records.written_by``), which a source may name by a local folder too.
+_MODEL_VALUE_KEYS = (*MODEL_KEYS, "models", "scorer", "similarity", "written_by")
 _LOCAL_PATH = re.compile(r"(?P<prefix>[\w.-]+:(?!//))?(?P<path>(?:/|~|\.{1,2}[\\/]|[A-Za-z]:[\\/]|\\\\)\S*)")
 
 

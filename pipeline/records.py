@@ -216,6 +216,26 @@ def one_message(role: Role, content: str | pl.Expr) -> pl.Expr:
     text = pl.col(content) if isinstance(content, str) else content
     return pl.concat_list(pl.struct(role=pl.lit(role), content=text))
 
+
+# A pair's lineage names, under ``written_by``, who wrote each side that came from an input dataset (not from
+# a model of this pipeline, which its ``models`` and role keys name): the model its source names (a
+# Response's ``generator``, a Conversation's ``model``), ``unknown`` where the source names none. The
+# release card counts them (stages/export_card.py): a dataset's model outputs carry that model's terms.
+UNKNOWN_WRITER = "unknown"
+
+
+def written_by(chosen: pl.Expr, rejected: pl.Expr) -> pl.Expr:
+    """The lineage member ``,"written_by":{"chosen":..,"rejected":..}`` (a side null: this pipeline wrote
+    it), or ``""`` when this pipeline wrote both sides.
+
+    >>> df = pl.DataFrame({"c": ["gpt-4", None], "r": ["unknown", None]}, schema={"c": pl.String, "r": pl.String})
+    >>> df.select(written_by(pl.col("c"), pl.col("r"))).to_series().to_list()
+    [',"written_by":{"chosen":"gpt-4","rejected":"unknown"}', '']
+    """
+    member = pl.lit(',"written_by":') + pl.struct(chosen.alias("chosen"), rejected.alias("rejected")).struct.json_encode()
+    return pl.when(chosen.is_null() & rejected.is_null()).then(pl.lit("")).otherwise(member)
+
+
 _SCALARS: dict[Any, pa.DataType] = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 
 

@@ -368,7 +368,8 @@ def build_pairs(prompts: pa.Table, responses: pa.Table, cfg: Curry, models: list
                             minlength=len(cfg.inputs))
     m = metrics(responses.num_rows, ranked, pairs, ties, dict(sorted(response_drops.items())), thresholds, per_input, cfg)
     del ranked, tie_gap  # the table is the largest thing built: nothing it does not need stays alive
-    return to_pairs_table(pairs, scored, prompts, responses, fingerprint(cfg), models), m
+    rated = [i for i, spec in enumerate(cfg.inputs) if spec.scores == "rated"]  # an input dataset's responses
+    return to_pairs_table(pairs, scored, prompts, responses, fingerprint(cfg), models, rated), m
 
 
 def run(cfg: Curry, ex: Execution, out: Path) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from pipeline.config import Curry
 from pipeline.files import package_version, replace_dir, write_json_atomic
 from pipeline.ids import hex_array
 from pipeline.io import write_shards
-from pipeline.records import SCHEMAS, check_table
+from pipeline.records import SCHEMAS, check_table, written_by
 
 STAGE = "curry"
 LEVELS_INDEX = "_levels.json"
@@ -66,10 +66,13 @@ def _needs_escaping(column: pa.ChunkedArray) -> bool:
     return False
 
 
-def _lineage(scored: pl.DataFrame, c: np.ndarray, r: np.ndarray, fp: str, plain: bool, models: list[str]) -> pa.Array:
-    """``{"stage":"curry","prompt_id":..,"scorer":..,"chosen_id":..,"rejected_id":..[,"models":{..}],"fingerprint":..}``
-    per pair (chosen row ``c``, rejected row ``r`` of ``scored``), in the order of ``c`` and ``r``; ``models``: per
-    input set, the ``"models"`` member (``lineage_models``) its pairs carry, or ``""``.
+def _lineage(scored: pl.DataFrame, c: np.ndarray, r: np.ndarray, fp: str, plain: bool, models: list[str],
+             writers: pl.Series | None = None) -> pa.Array:
+    """``{"stage":"curry","prompt_id":..,"scorer":..,"chosen_id":..,"rejected_id":..[,"models":{..}]
+    [,"written_by":{..}],"fingerprint":..}`` per pair (chosen row ``c``, rejected row ``r`` of ``scored``), in the
+    order of ``c`` and ``r``; ``models``: per input set, the ``"models"`` member (``lineage_models``) its pairs carry,
+    or ``""``; ``writers``: per row of ``scored``, the model a rated input's source names as the response's writer
+    (null for a stage's responses; ``records.written_by``), None when no input is rated.
 
     Built in the order of the chosen rows, where reading the ids is sequential, then put in the pairs'
     order (~2x faster than reading four ids at random rows). ``plain`` (no id in the input needs JSON
@@ -83,7 +86,11 @@ def _lineage(scored: pl.DataFrame, c: np.ndarray, r: np.ndarray, fp: str, plain:
                         "rejected_id": scored.get_column("response_id").gather(rejected),
                         "input": scored.get_column("input").gather(chosen)})
     named = pl.col("input").replace_strict(list(range(len(models))), models, default="", return_dtype=pl.String)
-    tail = [named if any(models) else pl.lit(""), pl.lit(f',"fingerprint":{json.dumps(fp)}}}')]
+    by = pl.lit("")
+    if writers is not None:
+        ids = ids.with_columns(chosen_by=writers.gather(chosen), rejected_by=writers.gather(rejected))
+        by = written_by(pl.col("chosen_by"), pl.col("rejected_by"))
+    tail = [named if any(models) else pl.lit(""), by, pl.lit(f',"fingerprint":{json.dumps(fp)}}}')]
     if not plain:
         fields = [pl.lit(STAGE).alias("stage"), *LINEAGE_IDS]
         text = ids.select(pl.concat_str([pl.struct(fields).struct.json_encode().str.strip_suffix("}"), *tail])).to_series()
@@ -97,16 +104,19 @@ def _lineage(scored: pl.DataFrame, c: np.ndarray, r: np.ndarray, fp: str, plain:
 
 
 def to_pairs_table(pairs: pl.DataFrame, scored: pl.DataFrame, prompts: pa.Table, responses: pa.Table, fp: str,
-                   models: list[str] | None = None) -> pa.Table:
+                   models: list[str] | None = None, rated: list[int] | None = None) -> pa.Table:
     """The ``pairs`` contract, in the order of ``pairs`` (``order_pairs``' output): ids, texts, messages
     and source gathered by row number with polars (one multi-threaded gather per column); lineage =
-    ``{"stage","prompt_id","scorer","chosen_id","rejected_id"[,"models"],"fingerprint"}`` JSON (``models``: per
-    input set, ``lineage_models``)."""
+    ``{"stage","prompt_id","scorer","chosen_id","rejected_id"[,"models"][,"written_by"],"fingerprint"}`` JSON
+    (``models``: per input set, ``lineage_models``; ``written_by``: the writers of the responses of the input
+    sets ``rated`` numbers, an input dataset's, as its source names them)."""
     n = pairs.height
     c, r = pairs.get_column("ridx_c"), pairs.get_column("ridx_r")
     plain = not any(_needs_escaping(responses.column(k)) for k in ("prompt_id", "scorer", "response_id"))
-    lineage = _lineage(scored, c.to_numpy(), r.to_numpy(), fp, plain, models or [])  # first: its working copies are the largest
     rows = scored.get_column("row")
+    writers = pl.from_arrow(responses.select(["input", "generator"])).select(
+        pl.when(pl.col("input").is_in(rated)).then(pl.col("generator"))).to_series().gather(rows) if rated else None
+    lineage = _lineage(scored, c.to_numpy(), r.to_numpy(), fp, plain, models or [], writers)  # first: its working copies are the largest
     text = pl.from_arrow(responses.select(["text"])).get_column("text")
     prompt = pl.from_arrow(prompts.select(["messages", "source"]))[pairs.get_column("pidx")]
     string = pa.string()

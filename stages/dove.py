@@ -41,7 +41,7 @@ from pipeline.llm.identity import model_identities, weights_identity
 from pipeline.metrics import announce_overrides, counted, gate_headline, say, write_metrics
 from pipeline.outputs import begin_outputs, commit_outputs
 from pipeline.prompt import template
-from pipeline.records import SCHEMAS, one_message, stable_id
+from pipeline.records import SCHEMAS, one_message, stable_id, written_by
 from stages.dove_draws import conditional_comparisons, drop_same_text, joint_comparisons
 from stages.dove_items import (
     index_instructions,
@@ -278,7 +278,8 @@ def joint_pairs(decided: pl.DataFrame, *, pairing: str, judge_model: str, fp: st
             pl.lit(fp).alias("fingerprint"),
         ).struct.json_encode().str.strip_suffix("}"),  # + the models behind its sides' responses (dove_items)
         models=lineage_models(won.select(side(True, "models")).to_series(), won.select(side(False, "models")).to_series()),
-    ).with_columns(lineage=pl.concat_str("lineage", "models", pl.lit("}")))
+        written_by=written_by(side(True, "written_by"), side(False, "written_by")),  # sides from input datasets
+    ).with_columns(lineage=pl.concat_str("lineage", "models", "written_by", pl.lit("}")))
     pair_ids = [stable_id("dove", c, r) for c, r in zip(df["chosen_item"].to_list(), df["rejected_item"].to_list(), strict=True)]
     df = df.with_columns(pair_id=pl.Series(pair_ids, dtype=pl.String), method=pl.lit("dove")).drop("chosen_item", "rejected_item")
     return df.select(SCHEMAS["joint_pairs"].names).to_arrow()

@@ -92,7 +92,7 @@ def conditional_draws(instructions: pl.DataFrame, k: int, side: np.ndarray, seed
 def comparisons(items: pl.DataFrame, a: np.ndarray, b: np.ndarray, *, conditional: bool,
                 similarity: pl.Series) -> pl.DataFrame:
     """Comparison rows: item rows ``a`` (side 1) and ``b`` (side 2), with ``comparison_id``."""
-    cols = ["item_id", "instruction", "instruction_text", "response", "origin", "models"]
+    cols = ["item_id", "instruction", "instruction_text", "response", "origin", "models", "written_by"]
     left = items[a].select(cols).rename({c: f"{c}_1" for c in cols})
     right = items[b].select(cols).rename({c: f"{c}_2" for c in cols})
     df = pl.concat([left, right], how="horizontal").with_columns(

@@ -18,8 +18,9 @@ from pipeline.checks import shows_nothing, squash
 from pipeline.config import Dove
 from pipeline.io import SourceError, read_table
 from pipeline.metrics import recorded_beside, recorded_models
+from pipeline.records import UNKNOWN_WRITER
 
-ITEM_COLUMNS = ["item_id", "instruction", "instruction_text", "response", "origin", "models"]
+ITEM_COLUMNS = ["item_id", "instruction", "instruction_text", "response", "origin", "models", "written_by"]
 
 
 # --- 1. items ------------------------------------------------------------------------------------
@@ -39,9 +40,12 @@ def items_from_scored(prompts: pa.Table, responses: pa.Table, where: str = "resp
     """(items, rejects): responses joined to their prompts on prompt_id; unmatched responses are rejects
     (source = ``where``, the responses folder; row = the response's row there). ``models``: the JSON
     ``{"<stage>.<role>": model}`` of the stage that wrote them (``pipeline.metrics.recorded_models``: PUGC's
-    generator, judge and policy; Selfie's policy and reference), on every item."""
+    generator, judge and policy; Selfie's policy and reference), on every item; without them (an input dataset's
+    responses) ``written_by`` is each response's ``generator``, the model its source names (``records.written_by``)."""
     p = pl.from_arrow(prompts).select("prompt_id", pl.col("messages").alias("instruction"), pl.col("source").alias("origin"))
-    r = pl.from_arrow(responses).with_row_index("row").select("row", "prompt_id", "response_id", pl.col("text").alias("response"))
+    writer = pl.col("generator") if models is None else pl.lit(None, pl.String)
+    r = pl.from_arrow(responses).with_row_index("row").select("row", "prompt_id", "response_id", pl.col("text").alias("response"),
+                                                              writer.alias("written_by"))
     joined = r.join(p, on="prompt_id", how="left")
     orphans = joined.filter(pl.col("instruction").is_null())
     items = joined.filter(pl.col("instruction").is_not_null()).with_columns(
@@ -53,11 +57,13 @@ def items_from_scored(prompts: pa.Table, responses: pa.Table, where: str = "resp
         pl.lit("response without a prompt (prompt_id not in the prompts folder)").alias("reason"),
         pl.struct("prompt_id", "response_id").struct.json_encode().alias("raw"),
     )
-    return items.select("item_id", "instruction", "response", "origin", pl.lit(models, pl.String).alias("models")), rejects
+    return items.select("item_id", "instruction", "response", "origin", pl.lit(models, pl.String).alias("models"),
+                        "written_by"), rejects
 
 
 def items_from_pairs(pairs: pa.Table) -> pl.DataFrame:
-    """Two items per labelled pair: prompt + chosen and prompt + rejected (assistant turns joined)."""
+    """Two items per labelled pair: prompt + chosen and prompt + rejected (assistant turns joined); an ingested
+    pair's source names no writer (``written_by`` unknown)."""
     df = pl.from_arrow(pairs)
     text = lambda col: pl.col(col).list.eval(pl.element().struct.field("content")).list.join("\n\n")  # noqa: E731
     sides = [
@@ -67,6 +73,7 @@ def items_from_pairs(pairs: pa.Table) -> pl.DataFrame:
             text(side).alias("response"),
             pl.col("source").alias("origin"),
             pl.lit(None, pl.String).alias("models"),  # ingested pairs: a dataset's, no stage's model
+            pl.lit(UNKNOWN_WRITER).alias("written_by"),
         )
         for side in ("chosen", "rejected")
     ]
@@ -99,7 +106,8 @@ def normalise_items(frames: list[pl.DataFrame]) -> tuple[pl.DataFrame, pl.DataFr
 
 def _item_schema() -> dict[str, Any]:
     messages = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
-    return {"item_id": pl.String, "instruction": messages, "response": pl.String, "origin": pl.String, "models": pl.String}
+    return {"item_id": pl.String, "instruction": messages, "response": pl.String, "origin": pl.String, "models": pl.String,
+            "written_by": pl.String}
 
 
 def index_instructions(items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -305,8 +305,9 @@ def publish_folder(cfg: Export, root: Path, tmp: Path, out_dir: Path, files: lis
             stats["notes"] = {"summary_png": f"not written: {e} (pip install matplotlib)"}
     write_metrics(tmp, release_headline(stats), stats, name="stats.json")
     report = audit.audit_release(tmp, root=root, cfg=cfg, batch_rows=batch_rows)
-    lineage = export_card.lineage_summary(pl.concat([pairs.select("_config", "lineage"), joint.select("_config", "lineage")]))
-    card = export_card.render_card(cfg, stats, lineage, png=(tmp / "plots" / "summary.png").exists(), audit=report)
+    rows = pl.concat([pairs.select("_config", "lineage"), joint.select("_config", "lineage")])
+    card = export_card.render_card(cfg, stats, export_card.lineage_summary(rows), png=(tmp / "plots" / "summary.png").exists(),
+                                   audit=report, writers=export_card.response_writers(rows))
     report = audit.add_text_check(report, "README.md", card, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
     (tmp / "README.md").write_text(card, encoding="utf-8")
     write_json_atomic(report, tmp / audit.AUDIT_FILE)

@@ -71,6 +71,19 @@ def lineage_summary(pairs: pl.DataFrame) -> dict[str, dict[str, list[str]]]:
     return out
 
 
+def response_writers(pairs: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Per method (``_config``): how many of its responses (chosen and rejected sides) came from an input dataset,
+    by the writer its source names (lineage ``written_by``, ``pipeline.records.written_by``), most first."""
+    out: dict[str, dict[str, int]] = {}
+    for method in sorted(set(pairs["_config"]) - {"all"}) if pairs.height else []:
+        lin = pairs.filter(pl.col("_config") == method)["lineage"]
+        sides = pl.concat([lin.str.json_path_match(f"$.written_by.{side}") for side in ("chosen", "rejected")])
+        counts = sides.drop_nulls().value_counts(sort=True, name="n").sort(["n", sides.name], descending=[True, False])
+        if counts.height:
+            out[method] = dict(counts.iter_rows())
+    return out
+
+
 def front_matter(cfg: Any, stats: dict[str, Any]) -> dict[str, Any]:
     configs = []
     for i, (config, splits) in enumerate(stats["rows"].items()):
@@ -219,8 +232,10 @@ def removal_counts(stats: dict[str, Any]) -> str:
 
 
 def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, list[str]]], *, png: bool,
-                repo: str = "ORG/NAME", audit: dict[str, Any] | None = None) -> str:
-    """The release's README.md: YAML front matter + a body describing configs, provenance, training, limits."""
+                repo: str = "ORG/NAME", audit: dict[str, Any] | None = None,
+                writers: dict[str, dict[str, int]] | None = None) -> str:
+    """The release's README.md: YAML front matter + a body describing configs, provenance, training, limits;
+    ``writers``: ``response_writers`` of its pairs."""
     fm = yaml.safe_dump(front_matter(cfg, stats), sort_keys=False, allow_unicode=True)
     rows = [[f"`{c}`", CONFIG_DOC.get(c, ""), sp.get("train", 0), sp.get("test", 0)] for c, sp in stats["rows"].items() if sp]
     methods = [[m, v["input"], v["output"], v.get("in_all", "—"), ", ".join(lineage.get(m, {}).get("models", [])) or "—",
@@ -230,6 +245,7 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
     gates = _gate_rows(stats.get("gates", {}))
     models = [[m, role, r.get("model", "—"), f"`{r.get('identity')}`"] for m, roles in stats.get("models", {}).items()
               for role, r in roles.items()]
+    written = [[m, f"`{w}`", n] for m, by in (writers or {}).items() for w, n in by.items()]
     decon = [[s, v["prompts"], f"`{v['prompts_sha256'][:12]}`" if "prompts_sha256" in v else "—", v["removed"], v["status"]]
              for s, v in stats["decontamination"].items()]
     marker = {d.kind: d.marker for d in DETECTORS}
@@ -293,6 +309,11 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         "model's build hash, `local:` a hash of the folder's files, `hub:` the cached snapshot's commit, `openai:` "
         "the served name):\n",
         _table(["method", "role", "model", "weights identity"], models or [["(none)", "—", "—", "—"]]) + "\n",
+        "Responses taken from the input datasets (the other responses were written by the models above), by the "
+        "model their source names as the writer (`unknown`: the source names none, as pair datasets and rated sets "
+        "without a model field do; each pair's `lineage` names them under `written_by`). A model's outputs can carry "
+        "its provider's terms of use: check them for each writer before publishing:\n",
+        _table(["method", "written by", "responses (chosen and rejected)"], written or [["(none)", "—", 0]]) + "\n",
         "PII replaced, each match by its kind's marker:\n",
         _table(["kind", "marker", "replacements"], pii or [["(redaction off)", "—", 0]]) + "\n",
         *training_part(stats, repo),

@@ -20,7 +20,7 @@ import pyarrow as pa
 from pipeline import ids
 from pipeline.config import Selfie, SelfieSplit, SplitSize
 from pipeline.io import SourceError, read_table
-from pipeline.records import check_table, empty_table, stable_id
+from pipeline.records import UNKNOWN_WRITER, check_table, empty_table, stable_id
 
 STAGE = "selfie"
 INGEST = Path("data/ingest")
@@ -174,7 +174,8 @@ def gold(pairs: pa.Table) -> pl.Series:
 
 
 def export_labelled(pairs: pa.Table, assignment: pl.DataFrame, part: str, fp: str) -> pa.Table:
-    """The gold pairs (``gold``) of the ``seed`` (or ``test``) prompts as ``method = "selfie"``, ``source = part``."""
+    """The gold pairs (``gold``) of the ``seed`` (or ``test``) prompts as ``method = "selfie"``, ``source = part``;
+    their responses are an input dataset's, which names no writer (``written_by`` unknown)."""
     keys = pl.Series("prompt_id", prompt_keys(pairs.column("prompt")), dtype=pl.String)
     df = pl.from_arrow(pairs).with_columns(keys).filter(gold(pairs))
     df = df.join(assignment.filter(pl.col("part") == part).select("prompt_id"), on="prompt_id", how="semi")
@@ -184,6 +185,7 @@ def export_labelled(pairs: pa.Table, assignment: pl.DataFrame, part: str, fp: st
             split=pl.lit(part),
             input_pair_id=pl.col("pair_id"),
             input_source=pl.col("source"),
+            written_by=pl.struct(chosen=pl.lit(UNKNOWN_WRITER), rejected=pl.lit(UNKNOWN_WRITER)),
             fingerprint=pl.lit(fp),
         ),
         pair_id=ids.hex_id(pl.lit(STAGE), pl.lit(part), "pair_id"),

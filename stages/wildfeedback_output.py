@@ -17,8 +17,12 @@ import polars as pl
 import pyarrow as pa
 from pydantic import ValidationError
 
-from pipeline.records import Pair, check_table, empty_table, stable_id, to_table
+from pipeline.records import UNKNOWN_WRITER, Pair, check_table, empty_table, stable_id, to_table
 from stages.wildfeedback_common import METHOD
+
+# The model the conversation's source names as its assistant's (``Conversation.model``), carried to the pairs:
+# a side no model of this pipeline wrote is that assistant's turn (lineage ``written_by``).
+CONVERSATION_MODEL = "conversation_model"
 
 # A prompt a Pair accepts: an optional system message, then user / assistant turns ending with a user turn.
 _PROMPT_ROLES = r"^(system,)?user(,assistant,user)*$"
@@ -26,18 +30,26 @@ _PROMPT_ROLES = r"^(system,)?user(,assistant,user)*$"
 
 def pair_frame(df: pl.DataFrame, kind: str, models: dict, fp: str) -> pl.DataFrame:
     """One kind's rows as pairs: pair_id, prompt, chosen, rejected, confidence, method, source, lineage (and
-    ``_kind``, which ``pairs_table`` counts and drops)."""
+    ``_kind``, which ``pairs_table`` counts and drops). A side with no finish reason is the conversation's own
+    assistant turn: lineage ``written_by`` names its writer as the source does (``CONVERSATION_MODEL``)."""
     optional = [c for c in ("sat_turn", "chosen_finish_reason", "rejected_finish_reason") if c in df.columns]
     ids, lineages = [], []
-    for r in df.select("conversation_id", "target_turn", "user_turn", "preference", *optional).iter_rows(named=True):
+    for r in df.select("conversation_id", "target_turn", "user_turn", "preference", CONVERSATION_MODEL,
+                       *optional).iter_rows(named=True):
         lineage = {"stage": METHOD, "kind": kind, "conversation_id": r["conversation_id"],
                    "judged_turn": r["target_turn"], "feedback_turn": r["user_turn"],
                    "preference": r["preference"], "models": models, "fingerprint": fp}
         if r.get("sat_turn") is not None:
             lineage.update(revision_turn=r["target_turn"] + 2, sat_turn=r["sat_turn"])
+        writers = {}
         for side in ("chosen", "rejected"):  # only text a model of this pipeline wrote has a finish reason
             if r.get(f"{side}_finish_reason") is not None:
                 lineage[f"{side}_finish_reason"] = r[f"{side}_finish_reason"]
+                writers[side] = None
+            else:
+                writers[side] = r[CONVERSATION_MODEL] or UNKNOWN_WRITER
+        if any(writers.values()):
+            lineage["written_by"] = writers
         ids.append(stable_id(METHOD, kind, r["conversation_id"], r["target_turn"]))
         lineages.append(json.dumps(lineage, sort_keys=True, ensure_ascii=False))
 

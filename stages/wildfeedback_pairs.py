@@ -39,7 +39,7 @@ from pipeline.records import empty_table, to_table
 from stages.wildfeedback_common import CHECKPOINTS, output_fingerprint, prompt, reject, reject_order
 from stages.wildfeedback_fit import pair_drop_reason, prompt_text
 from stages.wildfeedback_models import judge, judge_drop_reason, respond, summarize, summary_drop_reason
-from stages.wildfeedback_output import pair_frame, pairs_table
+from stages.wildfeedback_output import CONVERSATION_MODEL, pair_frame, pairs_table
 
 
 def feedback_ends(signals: pl.DataFrame) -> pl.DataFrame:
@@ -74,11 +74,11 @@ def summary_candidates(signals: pl.DataFrame, convs: pl.DataFrame, polarities: l
         want = want | pl.col("dsat")
     if "sat" in polarities:
         want = want | (pl.col("sat") & ~pl.col("dsat"))
-    rows = signals.filter(want).join(convs.select("conversation_id", "source", "messages"), on="conversation_id")
+    rows = signals.filter(want).join(convs.select("conversation_id", "source", "messages", "model"), on="conversation_id")
     rows = rows.join(feedback_ends(signals), on=["conversation_id", "target_turn"], how="left")
     last = pl.when(pl.col("dsat")).then(pl.col("last_feedback_turn")).otherwise(pl.col("user_turn"))
     return rows.select(
-        "conversation_id", "source", "target_turn", "user_turn",
+        "conversation_id", "source", "target_turn", "user_turn", pl.col("model").alias(CONVERSATION_MODEL),
         pl.when(pl.col("dsat")).then(pl.lit("dsat")).otherwise(pl.lit("sat")).alias("polarity"),
         pl.col("messages").list.slice(0, pl.col("target_turn")).alias("prompt"),
         pl.col("messages").list.get(pl.col("target_turn")).struct.field("content").alias("answer"),
@@ -101,14 +101,14 @@ def natural_revisions(signals: pl.DataFrame, convs: pl.DataFrame) -> pl.DataFram
         "conversation_id", (pl.col("target_turn") - 2).alias("target_turn"), pl.col("user_turn").alias("sat_turn"),
         "sat_categories")
     rows = dsat.join(sat, on=["conversation_id", "target_turn"]).join(
-        convs.select("conversation_id", "source", "messages"), on="conversation_id")
+        convs.select("conversation_id", "source", "messages", "model"), on="conversation_id")
 
     def content(i: pl.Expr) -> pl.Expr:
         return pl.col("messages").list.get(i).struct.field("content")
 
     return rows.select(
         "conversation_id", "source", "target_turn", "user_turn", "sat_turn", "feedback_sat",
-        "sat_categories", content(pl.col("sat_turn")).alias("sat_text"),
+        "sat_categories", content(pl.col("sat_turn")).alias("sat_text"), pl.col("model").alias(CONVERSATION_MODEL),
         pl.col("messages").list.slice(0, pl.col("target_turn")).alias("prompt"),
         content(pl.col("target_turn") + 2).alias("chosen"),
         content(pl.col("target_turn")).alias("rejected"),

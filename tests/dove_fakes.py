@@ -112,8 +112,10 @@ def comparisons(rows: list[tuple[str, str, str, str]], conditional=False) -> pl.
         cols[f"response_{side}"] = [row[r] for row in rows]
         cols[f"origin_{side}"] = ["hand"] * len(rows)
         cols[f"models_{side}"] = [None] * len(rows)  # no stage's model behind the hand-written texts
+        cols[f"written_by_{side}"] = [None] * len(rows)  # nor a dataset's writer
     cols["similarity"] = [None] * len(rows)
-    return pl.DataFrame(cols, schema_overrides={"similarity": pl.Float64})
+    return pl.DataFrame(cols, schema_overrides={"similarity": pl.Float64, "written_by_1": pl.String,
+                                                "written_by_2": pl.String})
 
 
 def run_judge(comps: pl.DataFrame, engine, **kw) -> pl.DataFrame:

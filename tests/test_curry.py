@@ -46,6 +46,22 @@ def ids(rows: list[dict]) -> list[tuple[str, str, int]]:
 
 # --- hand-written cases ------------------------------------------------------------------------------
 
+
+def test_a_pair_names_who_wrote_its_responses_when_a_dataset_did():
+    """The card named the models this pipeline ran, never those that wrote a rated dataset's responses
+    (UltraFeedback's completions: GPT-4, LLaMA, ...), whose terms a release of them carries. A rated input's
+    pairs name each side's writer as the dataset does (``written_by``, JSON-escaped); a model-scored input's
+    pairs (a stage's own answers, its ``models``) name none."""
+    rated = [{**r, "generator": f'gpt-4 "{r["response_id"]}"'} for r in PAPER]
+    p0, r0 = frames([prompt("p1")], rated)
+    p1, r1 = frames([prompt("p2")], [{**r, "prompt_id": "p2"} for r in PAPER], input_set=1)
+    two = [{"prompts": "p", "responses": "r", "scores": "rated"}, {"prompts": "q", "responses": "s", "scores": "model"}]
+    table, _ = build_pairs(pa.concat_tables([p0, p1]), pa.concat_tables([r0, r1]), cfg(inputs=two))
+    by = {(lin["prompt_id"], lin["rejected_id"]): lin.get("written_by") for lin in map(json.loads, table["lineage"].to_pylist())}
+    assert by == {**{("p1", x): {"chosen": 'gpt-4 "a"', "rejected": f'gpt-4 "{x}"'} for x in "bcd"},
+                  **{("p2", x): None for x in "bcd"}}
+
+
 PAPER = [resp("p1", "a", 9), resp("p1", "b", 7), resp("p1", "c", 4), resp("p1", "d", 1)]
 
 
@@ -61,6 +77,7 @@ def test_best_vs_rest_paper_levels_and_row_contents():
     assert (first["method"], first["source"], first["noisy"], first["label_smoothing"]) == ("curry", "hand", False, 0.0)
     lin = json.loads(first["lineage"])
     assert lin == {"stage": "curry", "prompt_id": "p1", "scorer": "hand", "chosen_id": "a", "rejected_id": "d",
+                   "written_by": {"chosen": "human", "rejected": "human"},  # a rated input: its dataset's writers
                    "fingerprint": lin["fingerprint"]} and len(lin["fingerprint"]) == 16
     # Pinned: pair_id = the documented xxh3 pair hash (docs/curry.md), recomputed here with the Python
     # xxhash package, independently of polars.

@@ -154,6 +154,8 @@ def test_items_join_dedupe_and_reject():
     texts = dict(zip(items["response"], items["instruction_text"], strict=True))
     assert texts["Apple."] == "Name a fruit."
     assert texts["Blue."] == "System: Be brief.\n\nUser: Hi\n\nAssistant: Hello!\n\nUser: Name a colour."
+    # who wrote each: the ingested responses' generator; an ingested pair's dataset names none
+    assert dict(zip(items["response"], items["written_by"], strict=True)) == {"Apple.": "m", "Blue.": "m", "Rock.": "unknown"}
 
 
 
@@ -312,14 +314,15 @@ def test_pairs_of_another_stages_responses_name_the_models_behind_them(tmp_path)
     dove row and weights table left out the models that wrote the instructions and answers it compares. An item
     from a stage's responses carries that stage's roles (``models`` in the details.json beside them) into the
     lineage of every pair it is in, and details.json lists them with their weights identity; a pair of
-    ingested responses names none."""
+    ingested responses names none. An ingested response's side names instead who wrote it, as its dataset says
+    (``written_by``: the release card lists them; it named no model of the input data)."""
     folders = {}
     for stage, prompts_dir, pid in (("pugc", "queries", "q"), ("ingest", "prompts", "h")):
         root = tmp_path / "data" / stage
         write_shards(to_table([{"prompt_id": f"{pid}{i}", "messages": user(f"{stage} question number {i}?"),
                                 "source": stage, "origin_id": str(i)} for i in range(3)], "prompts"),
                      root / prompts_dir, name="prompts")
-        write_shards(to_table([{"prompt_id": f"{pid}{i}", "response_id": f"r{k}", "generator": "m",
+        write_shards(to_table([{"prompt_id": f"{pid}{i}", "response_id": f"r{k}", "generator": f"{stage}-writer",
                                 "text": f"{stage} answer {k} to {i}" + " GOOD" * k} for i in range(3) for k in range(2)],
                               "responses"), root / "responses", name="responses")
         folders[stage] = {"prompts": str(root / prompts_dir), "responses": str(root / "responses")}
@@ -336,6 +339,9 @@ def test_pairs_of_another_stages_responses_name_the_models_behind_them(tmp_path)
     sides = [(lin["chosen_item"][0], lin["rejected_item"][0]) for lin in lineage]
     assert {"q", "h"} <= {s for pair in sides for s in pair} and ("h", "h") in sides
     assert [lin.get("models") for lin in lineage] == [pugc if "q" in s else None for s in sides]
+    writer = {"h": "ingest-writer", "q": None}  # PUGC's answers: its policy's, named by models
+    assert [lin.get("written_by") for lin in lineage] == [
+        {"chosen": writer[c], "rejected": writer[r]} if "h" in (c, r) else None for c, r in sides]
     assert all(lin["judge"] == "judge-m" and lin["fingerprint"] == "fp0" for lin in lineage)
     named = sum("q" in s for s in sides)
     assert D.upstream_models(cfg, pl.from_arrow(table.column("lineage"))) == {

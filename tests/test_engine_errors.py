@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipeline import cli
-from pipeline.config import LLM, Execution, load_params, resolve_role, section_roles
+from pipeline.config import LLM, Execution, LLMOverride, load_params, resolve_role, section_roles
 from pipeline.errors import ModelLoadError, StageError
 from pipeline.execute import Checkpoint, map_batches
 from pipeline.gates import JudgeGateError, check_gate
@@ -299,3 +299,47 @@ def test_a_model_that_cannot_load_names_the_params_key_that_set_it(tmp_path, mon
     again = LLM.model_validate(cfg.model_dump())  # the key is no setting: no dump, identity or fingerprint has it
     assert again.model_dump_json() == cfg.model_dump_json() and named not in cfg.model_dump_json()
     assert model_identity(again) == model_identity(cfg) and again.model_key == "llm.model"
+
+
+def _openai_judge(tmp_path: Path, **judge) -> LLM:
+    """PUGC's judge, its server (nothing listens) and ``judge``'s settings set on the role, not on llm."""
+    keys = {"pugc.roles.judge": {"backend": "openai", "base_url": DOWN, "max_retries": 0, **judge}}
+    return section_roles(_params_with(tmp_path, **keys), "pugc")["judge"]
+
+
+@pytest.mark.openai
+def test_an_openai_role_s_errors_name_the_keys_set_on_the_role(tmp_path, monkeypatch):
+    """Said "llm.max_retries=0" / "no answer within llm.timeout_s=7 s" / "llm.api_key_env (or the role's)" when
+    the role set them (pugc.roles.judge.*), so the user edited llm, which the role overrides."""
+    import openai
+
+    from pipeline.execute_step import build_engine
+
+    monkeypatch.chdir(tmp_path)
+    judge = _openai_judge(tmp_path, timeout_s=7)
+    with pytest.raises(StageError) as e:
+        map_batches(pa.table({"i": [1, 2]}), _pick, execution=_execution(), engine=judge, desc="pugc scoring (judge)")
+    assert "connection failed" in str(e.value) and str(e.value).endswith(
+        "; pugc.roles.judge.max_retries=0); none was answered: check that the server is up and serves this model; "
+        "the answers that came back are cached, so a rerun resends only the failed ones")
+    engine = build_engine(judge.shipped())  # as a map_batches worker builds it (another process on Ray)
+    hung = openai.APITimeoutError.__new__(openai.APITimeoutError)  # what the client raises after timeout_s
+    assert engine.transport._describe(hung) == "no answer within pugc.roles.judge.timeout_s=7 s"
+
+    monkeypatch.delenv("PREFPIPE_NO_SUCH_KEY", raising=False)
+    with pytest.raises(StageError, match=r": pugc.roles.judge.api_key_env names PREFPIPE_NO_SUCH_KEY, which is not set"):
+        map_batches(pa.table({"i": [1, 2]}), _pick, execution=_execution(), desc="pugc scoring (judge)",
+                    engine=_openai_judge(tmp_path, api_key_env="PREFPIPE_NO_SUCH_KEY"))
+
+
+def test_a_role_s_keys_are_those_params_yaml_spells_and_llm_s_where_it_inherits(tmp_path):
+    params = _params_with(tmp_path, **{"pugc.roles.judge": {"timeout_s": 7, "sampling": {"temperature": 0.5}},
+                                       "selfie.roles.policy": {"max_retries": 2}})
+    judge, policy = section_roles(params, "pugc")["judge"], section_roles(params, "selfie")["policy"]
+    assert judge.naming("llm.timeout_s=7, llm.max_retries=6, llm.sampling.temperature, llm.sampling.top_p, "
+                        "pipeline.llm.hf") == ("pugc.roles.judge.timeout_s=7, llm.max_retries=6, pugc.roles.judge."
+                                               "sampling.temperature, llm.sampling.top_p, pipeline.llm.hf")
+    assert [policy.key(f) for f in ("model", "max_retries", "timeout_s")] == [
+        "selfie.policy_model", "selfie.roles.policy.max_retries", "llm.timeout_s"]
+    assert LLM.unshipped(judge.shipped()).key("timeout_s") == "pugc.roles.judge.timeout_s"
+    assert resolve_role(params.llm, LLMOverride(timeout_s=1)).key("timeout_s") == "the role's timeout_s"

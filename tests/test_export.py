@@ -20,6 +20,7 @@ from tests.export_fixtures import (
     TOPICS,
     build,
     export_cfg,
+    joint,
     pair,
     removed,
     standard_methods,
@@ -380,6 +381,28 @@ def test_the_card_names_the_params_fingerprints_a_methods_lineage_records_under_
                           "lineage": ['{"fingerprint": "f1", "judge": "j"}', '{"params_fingerprint": "f2"}', "{}"]})
     assert lineage_summary(pairs) == {"curry": {"models": [], "fingerprints": []},
                                       "pugc": {"models": ["j"], "fingerprints": ["f1", "f2"]}}
+
+
+def test_the_card_counts_the_responses_each_input_dataset_s_model_wrote(tmp_path):
+    """The card named the models this pipeline ran, never those that wrote the input datasets' responses
+    (UltraFeedback completions, Arena answers, WildChat's assistant turns), whose terms of use a release of them
+    carries. It counts, per method, the sides whose lineage names a dataset's writer (``written_by``; a side this
+    pipeline wrote is null there), a local folder by its last part only, as the models table does."""
+    def written(row: dict, by: dict) -> dict:
+        return {**row, "lineage": json.dumps({**json.loads(row["lineage"]), "written_by": by})}
+
+    write_method(tmp_path, "pugc", [pair(f"pugc{i}", t, "pugc") for i, t in enumerate(TOPICS[:6])])
+    write_method(tmp_path, "curry", [written(pair(f"curry{i}", t, "curry", level=0), {
+        "chosen": "gpt-4-0314", "rejected": "/home/alice/gen/sft-x"}) for i, t in enumerate(TOPICS[6:])], sub="level=0")
+    write_method(tmp_path, "dove", [written(joint(f"dove{i}", f"Dove task {i}: {TOPICS[i]}", f"Other {i}: {TOPICS[i + 1]}"),
+                                            {"chosen": "unknown", "rejected": None}) for i in range(4)])
+    release, stats = build(tmp_path, test_fraction=0.0)
+    n_curry, n_dove = stats["rows"]["curry"]["train"], stats["rows"]["dove"]["train"]
+    card = (release / "README.md").read_text()
+    part = card.split("Responses taken from the input datasets", 1)[1].split("\n\n", 2)[1]
+    assert part.splitlines()[2:] == [f"| curry | `gpt-4-0314` | {n_curry} |", f"| curry | `local:sft-x` | {n_curry} |",
+                                     f"| dove | `unknown` | {n_dove} |"]
+    assert n_curry == 6 and n_dove > 0 and "/home/alice" not in card
 
 
 def test_the_cards_audit_section_gives_the_verdict_and_counts_the_card_among_the_files():

@@ -254,9 +254,9 @@ def test_settings_errors_fail_at_once_and_never_show_the_key(server, monkeypatch
     with pytest.raises(ServerError, match=r"rejected the API key.*HTTP 401") as e:
         OpenAIEngine(config(server)).generate(PROMPTS[:1], n=1, sampling=SAMPLING)
     assert "sk-wrong" not in str(e.value)
-    assert str(e.value).endswith("check llm.model, llm.base_url and llm.api_key_env (or the role's)")  # a judge's key
+    assert str(e.value).endswith("check llm.model, llm.base_url and llm.api_key_env")  # a role's: its own keys
     monkeypatch.delenv(KEY_ENV)
-    with pytest.raises(ServerError, match=fr"llm.api_key_env \(or the role's\) names {KEY_ENV}, which is not set"):
+    with pytest.raises(ServerError, match=fr"^llm.api_key_env names {KEY_ENV}, which is not set"):
         OpenAIEngine(config(server))
     monkeypatch.setenv(KEY_ENV, KEY)
     with pytest.raises(ServerError, match="does not serve this model"):
@@ -269,7 +269,7 @@ def test_settings_errors_fail_at_once_and_never_show_the_key(server, monkeypatch
                                           r"served model's tokenizer.*option_scoring: first_token") as e:
         hosted.choose(PROMPTS[:1], ["a", "b"])
     # The loader's reason, not its remedy for the in-process backends (cut mid-word, it read "... to tiny, smo)").
-    assert re.search(r"could not be loaded \(model 'hosted-judge-1': [^;]*\); set model to the Hub id", str(e.value))
+    assert re.search(r"could not be loaded \(model 'hosted-judge-1': [^;]*\); set llm.model to the Hub id", str(e.value))
     assert len(server.log) == start
 
 

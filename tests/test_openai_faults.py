@@ -188,7 +188,7 @@ def test_a_base_url_without_v1_says_what_the_api_root_is(server):
     """The commonest slip (``http://host:8000`` for ``http://host:8000/v1``) is a 404 for every request."""
     for url in (server.url.removesuffix("/v1"), server.url + "/chat/completions"):
         with pytest.raises(ServerError, match=r"does not serve this model or endpoint \(HTTP 404.*\); llm.base_url "
-                                              r"\(or the role's\) is the API root, e.g. http://node1:8000/v1"):
+                                              r"is the API root, e.g. http://node1:8000/v1"):
             OpenAIEngine(config(server, base_url=url, max_retries=0)).generate(PROMPTS[:1], n=1, sampling=SAMPLING)
     with pytest.raises(ServerError, match=r"does not serve this model .*<base_url>/models lists them"):
         OpenAIEngine(config(server, model="tiny@7", max_retries=0)).generate(PROMPTS[:1], n=1, sampling=SAMPLING)

@@ -47,7 +47,7 @@ def test_a_replica_no_node_can_hold_fails_the_step_at_once_in_one_line(tmp_path)
     assert "\n" not in str(e.value)
     assert str(e.value).startswith("pugc sampling (policy) on the transformers backend: no node of the Ray cluster "
                                    "can hold one replica: each asks for 1 CPU and 1 GPU (execution.num_cpus_per_task "
-                                   "and llm.gpus_per_replica or the role's) and the largest of its 1 node(s) has ")
+                                   "and llm.gpus_per_replica) and the largest of its 1 node(s) has ")
     assert "0 GPU; lower those settings (gpus_per_replica: 0 runs on CPUs)" in str(e.value)
     assert _loads(tmp_path) == 0
 
@@ -71,8 +71,7 @@ def test_more_replicas_than_fit_run_on_those_that_fit_with_a_warning(tmp_path, c
     assert remote.drop_columns("pid").equals(local.drop_columns("pid"))
     assert _loads(tmp_path) == 2  # the test cluster's 2 CPUs hold two replicas of one CPU
     assert [r.getMessage() for r in caplog.records] == [
-        "llm.replicas (or the role's) is 4, but the Ray cluster holds only 2 replica(s) of 1 CPU: running 2; "
-        "set replicas to 2 or add nodes"]
+        "llm.replicas is 4, but the Ray cluster holds only 2 replica(s) of 1 CPU: running 2; set it to 2 or add nodes"]
 
 
 def die_at(batch: pa.Table, engine, at: str, deaths: str, times: int) -> pa.Table:

@@ -174,6 +174,7 @@ def test_seed_and_test_export_gold_pairs(real):
         )
         assert (
             lineage["input_source"] == "ultrafeedback"
+            and lineage["written_by"] == {"chosen": "unknown", "rejected": "unknown"}  # the dataset names none
             and row["noisy"] is False
             and row["label_smoothing"] == 0
         )

@@ -136,14 +136,15 @@ def test_a_revision_is_natural_only_when_the_next_turn_is_sat_and_not_also_dsat(
     """Turn t (DSAT at t+1) is rejected, its revision t+2 chosen, when t+3 is SAT; a reaction that is SAT
     and DSAT at once ("thanks, but still wrong") does not vouch for the revision."""
     c = conv("c", ["Capital of Australia?", "Sydney.", "Wrong.", "Canberra.", "Thanks, but still wrong?"])
-    convs = pl.DataFrame([c, {**c, "conversation_id": "ok"}]).select("conversation_id", "source", "messages")
+    convs = pl.DataFrame([c, {**c, "conversation_id": "ok"}]).select("conversation_id", "source", "messages",
+                                                                     model=pl.lit("gpt-4-0314"))
     signals = pl.DataFrame({"conversation_id": ["c", "c", "ok", "ok"], "target_turn": [1, 3, 1, 3],
                             "user_turn": [2, 4, 2, 4], "dsat": [True, True, True, False],
                             "sat": [False, True, False, True],
                             "sat_categories": [[], ["Gratitude"], [], ["Gratitude"]]})
     rows = natural_revisions(signals, convs)
-    assert rows.select("conversation_id", "chosen", "rejected", "preference").rows() == [
-        ("ok", "Canberra.", "Sydney.", "Wrong.")]
+    assert rows.select("conversation_id", "chosen", "rejected", "preference", "conversation_model").rows() == [
+        ("ok", "Canberra.", "Sydney.", "Wrong.", "gpt-4-0314")]  # both sides that model's, as the source says
     assert [m["content"] for m in rows["prompt"][0]] == ["Capital of Australia?"]
 
 

@@ -19,7 +19,7 @@ def _rows(**over) -> pl.DataFrame:
                                                [{"role": "system", "content": "be brief"}, {"role": "user", "content": "a"},
                                                 {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]],
             "chosen": ["better ünïcode \u2028", "ok"], "rejected": ["worse", "no"], "preference": ['say "less"', "x"],
-            "confidence": [None, 0.75]}
+            "confidence": [None, 0.75], "conversation_model": ["gpt-4-0314", None]}
     base.update(over)
     return pl.DataFrame(base, schema_overrides={"prompt": MESSAGES})
 
@@ -36,6 +36,9 @@ def _old_rows(df: pl.DataFrame, kind: str, models: dict, fp: str) -> list[dict]:
         for side in ("chosen", "rejected"):
             if r.get(f"{side}_finish_reason") is not None:
                 lineage[f"{side}_finish_reason"] = r[f"{side}_finish_reason"]
+        # added since: who wrote the conversation's own turns, as its source says (the card lists them)
+        lineage["written_by"] = {side: None if r.get(f"{side}_finish_reason") else r["conversation_model"] or "unknown"
+                                 for side in ("chosen", "rejected")}
         rows.append({"pair_id": stable_id("wildfeedback", kind, r["conversation_id"], r["target_turn"]),
                      "prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
                      "rejected": [{"role": "assistant", "content": r["rejected"]}], "confidence": r.get("confidence"),
@@ -55,6 +58,9 @@ def test_pairs_table_equals_the_validated_pair_dicts():
     assert table.equals(old)
     assert table.schema.equals(old.schema)
     assert dict(kinds) == {"natural_revision": 2, "generated": 2}
+    written = [json.loads(x)["written_by"] for x in table.column("lineage").to_pylist()]
+    assert written == [{"chosen": "gpt-4-0314", "rejected": "gpt-4-0314"}, {"chosen": "unknown", "rejected": "unknown"},
+                       {"chosen": None, "rejected": "gpt-4-0314"}, {"chosen": None, "rejected": "unknown"}]
 
 
 def test_a_pair_the_contract_refuses_is_reported_with_pydantic_reason_and_left_out():

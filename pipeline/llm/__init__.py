@@ -17,6 +17,7 @@ scoring, the tokenizer). ``model: tiny`` is the built-in offline model (``pipeli
 from __future__ import annotations
 
 import copy
+import json
 
 from pipeline.config import LLM
 from pipeline.llm.base import ChatPrompt, Completion, Engine, GenerationFailure, LogProb, sample_seed
@@ -33,8 +34,9 @@ _LOAD_FIELDS = ("backend", "model", "revision", "dtype", "tensor_parallel_size",
 
 
 def get_engine(cfg: LLM) -> Engine:
-    """The engine for ``cfg``, built on first use in this process and cached."""
-    key = cfg.model_dump_json()
+    """The engine for ``cfg``, built on first use in this process and cached (per role: the params keys that set
+    ``cfg`` are part of it, so its messages name them; roles alike share the loaded model)."""
+    key = json.dumps(cfg.shipped(), sort_keys=True)
     if key in _ENGINES:
         return _ENGINES[key]
     if cfg.backend == "openai":  # a client: every config gets its own (its own server, cost guard)

@@ -70,8 +70,9 @@ MAX_RETRY_AFTER = 600.0  # a longer Retry-After (a daily quota) is waited only t
 RETRY_STATUS = {408, 409, 429}  # and every 5xx (not a 429 insufficient_quota: billing, not a rate limit)
 FATAL_STATUS = {401: "the server rejected the API key", 403: "the API key may not use this model",
                 404: "the server does not serve this model or endpoint"}
-CHECK_SETTINGS = "check llm.model, llm.base_url and llm.api_key_env (or the role's)"
-CHECK_URL = ("llm.base_url (or the role's) is the API root, e.g. http://node1:8000/v1 as `vllm serve` prints it (not "
+# Messages name settings ``llm.<field>``; ``LLM.naming`` puts the key that set each in its place (a role's).
+CHECK_SETTINGS = "check llm.model, llm.base_url and llm.api_key_env"
+CHECK_URL = ("llm.base_url is the API root, e.g. http://node1:8000/v1 as `vllm serve` prints it (not "
              "the server root, not .../chat/completions), and llm.model a served name (<base_url>/models lists them)")
 BODY_LOC = re.compile(r"\(\s*'body',\s*'(\w+)'")  # a pydantic validation error's location (vLLM, strict servers)
 
@@ -134,7 +135,7 @@ def api_key(cfg: LLM) -> str:
     value = os.environ.get(cfg.api_key_env, "")
     if not value:
         raise ServerError(
-            f"llm.api_key_env (or the role's) names {cfg.api_key_env}, which is not set in this environment: export it "
+            f"{cfg.key('api_key_env')} names {cfg.api_key_env}, which is not set in this environment: export it "
             "where the stage runs (and on Ray workers), or set api_key_env: null for a server without a key"
         )
     return value
@@ -230,9 +231,9 @@ PARAMETER_FIX = {  # (endpoint, parameter) -> what to do, where the generic advi
 }
 
 
-def describe(exc: BaseException, timeout_s: float, secret: str | None = None) -> str:
+def describe(exc: BaseException, timeout_s: float, secret: str | None = None, timeout_key: str = "llm.timeout_s") -> str:
     """One line on why a request failed, ``secret`` (the API key) replaced by ``***`` before the line is cut
-    (a server or proxy may echo the request's headers)."""
+    (a server or proxy may echo the request's headers); a timeout names ``timeout_key``, the key that set it."""
 
     def line(text: object, limit: int) -> str:
         text = " ".join(str(text).split())  # control characters and lone surrogates escaped: a row's error is written
@@ -241,7 +242,7 @@ def describe(exc: BaseException, timeout_s: float, secret: str | None = None) ->
     if isinstance(exc, openai.APIStatusError):
         return f"HTTP {exc.status_code}: {line(_message(exc), 300)}"
     if isinstance(exc, openai.APITimeoutError):
-        return f"no answer within llm.timeout_s={timeout_s:g} s"
+        return f"no answer within {timeout_key}={timeout_s:g} s"
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc
         return f"connection failed ({type(cause).__name__}: {line(cause, 200)})"
@@ -274,7 +275,7 @@ class Transport:
         self.cfg = cfg
         self.urls = [cfg.base_url] if isinstance(cfg.base_url, str) else list(cfg.base_url or [])
         if not self.urls:
-            raise ServerError(f"model {cfg.model!r}: llm.base_url is required with backend: openai")
+            raise ServerError(f"model {cfg.model!r}: {cfg.key('base_url')} is required with backend: openai")
         self.key = api_key(cfg)
         self.cache = cache or RequestCache()
         self.sent = 0  # requests sent by this engine (the cost guard's count)
@@ -311,7 +312,7 @@ class Transport:
         if limit is not None and self.sent + n > limit:
             raise CostGuardError(
                 f"{self.where()}: this call needs {n} uncached requests and {self.sent} were already sent, "
-                f"over llm.max_requests={limit}; nothing was sent. Raise max_requests (cached answers are free, "
+                f"over {self.cfg.key('max_requests')}={limit}; nothing was sent. Raise it (cached answers are free, "
                 "so a rerun only pays for what is missing) or shrink the input"
             )
 
@@ -355,7 +356,7 @@ class Transport:
         except openai.APIStatusError as e:
             wide = request_wide(e, req)
             if wide is not None:
-                raise ServerError(f"{self.where()}: {wide[0]} ({self._describe(e)}); {wide[1]}") from None
+                raise ServerError(f"{self.where()}: {wide[0]} ({self._describe(e)}); {self.cfg.naming(wide[1])}") from None
             return key, self._failed(e, refused=not retryable(e))
         except RowError as e:
             return key, self._failed(e, refused=True)
@@ -381,7 +382,8 @@ class Transport:
                 self.tokens[kind] += usage[f"{kind}_tokens"]
 
     def _describe(self, exc: BaseException) -> str:
-        return describe(exc, self.cfg.timeout_s, secret=self.key if self.key != "EMPTY" else None)
+        return describe(exc, self.cfg.timeout_s, secret=self.key if self.key != "EMPTY" else None,
+                        timeout_key=self.cfg.key("timeout_s"))
 
     def _failed(self, exc: BaseException, refused: bool) -> RequestFailed:
         error = self._describe(exc)

@@ -166,8 +166,8 @@ class OpenAIEngine:
             why = textwrap.shorten(str(e).split("; ")[0], 200, placeholder=" ...")
             raise ServerError(
                 f"model {self.cfg.model!r}: {purpose} needs the served model's tokenizer (chat template and "
-                f"token ids), loaded locally from llm.model, and it could not be loaded "
-                f"({why}); set model to the Hub id (in the local cache) or folder "
+                f"token ids), loaded locally from the model name, and it could not be loaded "
+                f"({why}); set {self.cfg.model_key} to the Hub id (in the local cache) or folder "
                 "the server serves (vllm serve ... --served-model-name <that id>), or, for a hosted judge, "
                 "option_scoring: first_token"
             ) from None
@@ -197,7 +197,7 @@ class OpenAIEngine:
             none = len(unanswered) == total  # a server down or gone away, more likely than bad rows
             raise RequestsFailed(
                 f"{self.transport.where()}: {what}: {len(unanswered)} of {total} requests failed (first: "
-                f"prompt {i}: {error}; llm.max_retries={self.cfg.max_retries}); "
+                f"prompt {i}: {error}; {self.cfg.key('max_retries')}={self.cfg.max_retries}); "
                 + ("none was answered: check that the server is up and serves this model; " if none else "")
                 + "the answers that came back are cached, so a rerun resends only the failed ones"
             )
