@@ -3,7 +3,7 @@
 
     prefpipe publish --repo-id my-org/my-prefs --dry-run      # what would be uploaded, no network
     prefpipe publish --repo-id my-org/my-prefs                # verify, create the repo (private), upload
-    prefpipe publish --repo-id my-org/my-prefs --public       # ... a public repo, when asked for
+    prefpipe publish --repo-id my-org/my-prefs --public       # ... a public repo (new or existing), when asked for
 
 It refuses a release that differs from its ``_manifest.json`` (naming the file), needs a token from
 ``HF_TOKEN`` or ``hf auth login`` (never from params, never printed), and uploads with
@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pipeline.config_shared import is_ref_name
 from pipeline.files import file_sha256
@@ -98,6 +99,21 @@ def _unreachable(e: BaseException | None) -> bool:
     return any(isinstance(x, OSError) or any(c.__name__ == "TransportError" for c in type(x).__mro__) for x in chain)
 
 
+def _refused_by_hub(e: BaseException | None) -> bool:
+    """The Hub's API (not the storage behind a presigned upload URL, whose refusal a re-run mends) answered
+    401 or 403: the token may read the repo but not write to it, and a re-run would be refused again."""
+    for _ in range(8):
+        if e is None:
+            return False
+        response = getattr(e, "response", None)
+        if response is not None:
+            url = urlsplit(str(getattr(getattr(response, "request", None), "url", "")))
+            return getattr(response, "status_code", None) in (401, 403) and (
+                url.path.startswith("/api/") or ".git/info/lfs/" in url.path)
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def _token() -> str | None:
     from huggingface_hub import get_token
 
@@ -156,13 +172,23 @@ def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: s
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        is_private = api.repo_info(repo_id, repo_type="dataset").private  # an existing repo keeps its own
+        if private and is_private is False:  # the texts come from users: a release goes public only when asked
+            raise PublishError(f"dataset repo {repo_id} exists and is public, and publishing to it would make this "
+                               "release public: pass --public to publish it there, or make the repo private first "
+                               f"(its Settings page, or `hf repos settings {repo_id} --type dataset --private`)")
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
+    except PublishError:
+        raise
     except Exception as e:  # auth, permissions, network: one readable message
         fix = ("The Hub could not be reached: check the network connection (and HF_ENDPOINT, if set), then "
                "run the same command again." if _unreachable(e) else
                "Check the token's write access to the organisation and the repo id.")
         raise PublishError(f"could not create or open dataset repo {repo_id}: {_why(e)}. {fix}") from e
+    if not private and is_private:
+        echo(f"note: dataset repo {repo_id} exists and is private; it stays private (--public sets the visibility "
+             "of a new repo only; change it on the repo's Settings page)")
     echo(f"uploading {counted(len(files), 'file')} to {url} (revision {plan['revision']})")
     try:
         commit = api.upload_folder(
@@ -174,6 +200,11 @@ def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: s
             commit_message=f"prefpipe release {manifest.get('fingerprint', '')}".strip(),
         )
     except Exception as e:
+        if _refused_by_hub(e):
+            raise PublishError(f"the Hub refused the upload to dataset repo {repo_id}: {_why(e)}. The token may "
+                               "read the repo but not write to it: use a token with write access to it (a "
+                               "fine-grained token needs write access to the repo or its organisation), via "
+                               "HF_TOKEN or `hf auth login`, then run the same command again.") from e
         raise PublishError(f"upload to {repo_id} failed part-way: {_why(e)}. Nothing local is lost: "
                            "re-run the same command to resume (files already committed are skipped).") from e
     echo(f"published: {getattr(commit, 'commit_url', commit)}")

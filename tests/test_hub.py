@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
@@ -42,6 +43,12 @@ def hub(monkeypatch):
 
     monkeypatch.setattr(HfApi, "create_repo", recorder("create_repo", "https://huggingface.co/datasets/org/prefs"))
     monkeypatch.setattr(HfApi, "create_branch", recorder("create_branch"))
+
+    def repo_info(self, *args, **kwargs):  # the repo as the last create_repo made it
+        calls.append(("repo_info", args, kwargs | {"token": self.token}))
+        return SimpleNamespace(private=next(c[2]["private"] for c in reversed(calls) if c[0] == "create_repo"))
+
+    monkeypatch.setattr(HfApi, "repo_info", repo_info)
     monkeypatch.setattr(HfApi, "upload_folder", recorder("upload_folder", "https://huggingface.co/datasets/org/prefs/commit/abc"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_TOKEN", TOKEN)
@@ -61,11 +68,12 @@ def test_publish_creates_the_repo_and_uploads_the_manifest_files(release, hub):
     lines: list[str] = []
     done = publish(release, "org/prefs", private=True, revision="v1", echo=lines.append)
     names = [c[0] for c in hub.calls]
-    assert names == ["create_repo", "create_branch", "upload_folder"]
+    assert names == ["create_repo", "repo_info", "create_branch", "upload_folder"]
     _, args, kw = hub.calls[0]
     assert args == ("org/prefs",) and kw == {"repo_type": "dataset", "private": True, "exist_ok": True, "token": TOKEN}
-    assert hub.calls[1][2] == {"branch": "v1", "repo_type": "dataset", "exist_ok": True, "token": TOKEN}
-    up = hub.calls[2][2]
+    assert hub.calls[1][1:] == (("org/prefs",), {"repo_type": "dataset", "token": TOKEN})
+    assert hub.calls[2][2] == {"branch": "v1", "repo_type": "dataset", "exist_ok": True, "token": TOKEN}
+    up = hub.calls[3][2]
     manifest = json.loads((release / "_manifest.json").read_text())
     expected = ([f["path"] for f in manifest["files"]] + [f["path"] for f in manifest["other_files"]
                                                          if f["path"] != "removed.jsonl"] + ["_manifest.json"])
@@ -97,20 +105,20 @@ def test_a_new_repo_is_private_unless_public_is_asked_for(release, hub):
     assert cli(["publish", "--repo-id", "org/prefs", "--path", str(release), "--private"]) == 0
     assert [c[2]["private"] for c in hub.calls if c[0] == "create_repo"] == [True, False, True]
     publish(release, "org/prefs", echo=lambda _: None)
-    assert hub.calls[-2][0] == "create_repo" and hub.calls[-2][2]["private"] is True
+    assert hub.calls[-3][0] == "create_repo" and hub.calls[-3][2]["private"] is True
 
 
 def test_main_revision_creates_no_branch(release, hub):
     publish(release, "org/prefs", echo=lambda _: None)
-    assert [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
-    assert hub.calls[0][2]["private"] is True and hub.calls[1][2]["revision"] is None  # private unless asked
+    assert [c[0] for c in hub.calls] == ["create_repo", "repo_info", "upload_folder"]
+    assert hub.calls[0][2]["private"] is True and hub.calls[2][2]["revision"] is None  # private unless asked
 
 
 def test_failure_mid_upload_is_reported_with_how_to_resume(release, hub):
     hub.fail_upload(ConnectionError("connection reset by peer after 3 of 9 files"))
     with pytest.raises(PublishError, match=r"upload to org/prefs failed part-way: ConnectionError: connection reset.*re-run"):
         publish(release, "org/prefs", echo=lambda _: None)
-    assert [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
+    assert [c[0] for c in hub.calls] == ["create_repo", "repo_info", "upload_folder"]
 
 
 def test_a_failure_is_one_line_with_its_cause(release, hub):
