@@ -30,18 +30,18 @@ CONFIG_DOC = {
 
 
 def size_category(n: int) -> str:
-    """The Hub's size bucket for ``n`` rows.
+    """The Hub's size bucket for ``n`` rows (its ``size_categories`` values: n<1K ... 100B<n<1T, n>1T).
 
-    >>> size_category(999), size_category(1000), size_category(2_500_000)
-    ('n<1K', '1K<n<10K', '1M<n<10M')
+    >>> size_category(999), size_category(1000), size_category(2_500_000), size_category(10**12)
+    ('n<1K', '1K<n<10K', '1M<n<10M', 'n>1T')
     """
-    names = ["1K", "10K", "100K", "1M", "10M", "100M", "1B"]
+    names = ["1K", "10K", "100K", "1M", "10M", "100M", "1B", "10B", "100B", "1T"]
     if n < 1000:
         return "n<1K"
     for lo, hi in zip(names, names[1:], strict=False):
         if n < 10 ** (3 + names.index(hi)):
             return f"{lo}<n<{hi}"
-    return "n>1B"
+    return "n>1T"
 
 
 # MODEL_KEYS: lineage keys whose value is the model that played an engine role; ``models`` maps roles to models.

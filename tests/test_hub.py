@@ -269,7 +269,10 @@ def test_card_front_matter(release):
     for needle in ("## Configs", "## How it was built", "## Training on it with TRL", "DPOTrainer", "Curry-DPO",
                    "chosen_prompt", "## Limitations", "fp-hub", "tiny-curry", "fp-curry", "tiny-judge", "fp-dove"):
         assert needle in body, needle
-    assert size_category(10_000) == "10K<n<100K" and size_category(10**9) == "n>1B"
+    assert size_category(10_000) == "10K<n<100K"
+    # the Hub's buckets go on past 1B (main wrote "n>1B", which is none of them)
+    assert [size_category(10**k) for k in (9, 10, 11, 12)] == ["1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T"]
+    assert size_category(10**9 - 1) == "100M<n<1B"
 
 
 def test_the_cards_models_are_every_role_each_method_names_in_its_lineage():
