@@ -61,6 +61,20 @@ def verify_release(path: Path) -> list[str]:
     return problems
 
 
+# the repo id the card's training snippets load (stages/export_card.py TRAIN_SNIPPET, export.card.repo_id)
+_CARD_REPO = re.compile(r'^REPO = "([^"]*)"', re.M)
+
+
+def _card_note(path: Path, repo_id: str) -> str | None:
+    """A note when the release's card tells its readers to load another repo than ``repo_id``."""
+    card = path / "README.md"
+    found = _CARD_REPO.search(card.read_text(encoding="utf-8")) if card.is_file() else None
+    if found is None or found.group(1) == repo_id:
+        return None
+    return (f"note: the card's training snippets load {found.group(1)!r}, not {repo_id!r}: set export.card.repo_id: "
+            f"{repo_id} in params.yaml and run `dvc repro export` first, or its readers must swap the id")
+
+
 def _offline() -> bool:
     # read at call time (huggingface_hub reads its constant once, at import)
     return any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
@@ -152,6 +166,7 @@ def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: s
     rows = {f["path"]: f["rows"] for f in manifest["files"]}
     plan = {"repo_id": repo_id, "repo_type": "dataset", "private": private, "revision": revision or "main",
             "files": files}
+    note = _card_note(path, repo_id)
     if dry_run:
         echo(f"dry run: would upload {counted(len(files), 'file')} from {path} to dataset {repo_id} "
              f"(revision {plan['revision']}, {'private' if private else 'public'} if created):")
@@ -159,6 +174,8 @@ def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: s
             size = (path / f).stat().st_size
             echo(f"  {f}  {counted(size, 'byte')}" + (f"  {counted(rows[f], 'row')}" if f in rows else ""))
         echo("token: " + ("found" if _token() else "none found (set HF_TOKEN or run `hf auth login` before a real run)"))
+        if note:
+            echo(note)
         return plan | {"uploaded": False}
     if _offline():
         raise PublishError("HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: publishing needs the network. "
@@ -189,6 +206,8 @@ def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: s
     if not private and is_private:
         echo(f"note: dataset repo {repo_id} exists and is private; it stays private (--public sets the visibility "
              "of a new repo only; change it on the repo's Settings page)")
+    if note:
+        echo(note)
     echo(f"uploading {counted(len(files), 'file')} to {url} (revision {plan['revision']})")
     try:
         commit = api.upload_folder(

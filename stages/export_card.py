@@ -98,6 +98,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+PLACEHOLDER_REPO = "ORG/NAME"  # the snippets' repo id while export.card.repo_id is unset
+
 TRAIN_SNIPPET = '''```python
 from datasets import load_dataset
 from trl import DPOConfig, DPOTrainer
@@ -219,7 +221,7 @@ def removal_counts(stats: dict[str, Any]) -> str:
 
 
 def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, list[str]]], *, png: bool,
-                repo: str = "ORG/NAME", audit: dict[str, Any] | None = None) -> str:
+                audit: dict[str, Any] | None = None) -> str:
     """The release's README.md: YAML front matter + a body describing configs, provenance, training, limits."""
     fm = yaml.safe_dump(front_matter(cfg, stats), sort_keys=False, allow_unicode=True)
     rows = [[f"`{c}`", CONFIG_DOC.get(c, ""), sp.get("train", 0), sp.get("test", 0)] for c, sp in stats["rows"].items() if sp]
@@ -295,7 +297,7 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         _table(["method", "role", "model", "weights identity"], models or [["(none)", "—", "—", "—"]]) + "\n",
         "PII replaced, each match by its kind's marker:\n",
         _table(["kind", "marker", "replacements"], pii or [["(redaction off)", "—", 0]]) + "\n",
-        *training_part(stats, repo),
+        *training_part(stats, cfg.card.repo_id or PLACEHOLDER_REPO),
         _audit_part(audit),
         "## Limitations\n",
         "- Responses are generated and judged by models; labels are noisy (see `confidence`, `noisy`).\n"

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 import yaml
 from huggingface_hub import HfApi
+from pydantic import ValidationError
 
 from pipeline.cli import main as cli
 from pipeline.hub import PublishError, publish, verify_release
@@ -386,3 +387,27 @@ def test_a_model_named_by_a_local_folder_leaves_no_home_path_in_the_release(tmp_
             ("local:sft-v3", "local:pol", "pugc:local:rm", "org/judge")}
         card = (out / "README.md").read_text()
         assert "local:sft-v3" in card and "local:judge" in card
+
+
+def test_the_card_loads_the_repo_it_is_published_to(release, tmp_path, hub, capsys):
+    # main's card always told its readers to load_dataset("ORG/NAME"), whatever repo it was published to
+    assert 'REPO = "ORG/NAME"' in (release / "README.md").read_text()
+    assert cli(["publish", "--repo-id", "org/prefs", "--dry-run", "--path", str(release)]) == 0
+    assert ("note: the card's training snippets load 'ORG/NAME', not 'org/prefs': set export.card.repo_id: "
+            "org/prefs in params.yaml") in capsys.readouterr().out
+    root = tmp_path / "named"
+    standard_methods(root)
+    build_release(export_cfg(card={"repo_id": "org/prefs"}), root, root / "data" / "release", "fp-named")
+    card = (root / "data" / "release" / "README.md").read_text()
+    assert 'REPO = "org/prefs"' in card and "ORG/NAME" not in card
+    assert cli(["publish", "--repo-id", "org/prefs", "--dry-run", "--path", str(root / "data" / "release")]) == 0
+    assert "note:" not in capsys.readouterr().out
+    lines: list[str] = []
+    publish(root / "data" / "release", "org/other", echo=lines.append)
+    assert any(line.startswith("note: the card's training snippets load 'org/prefs', not 'org/other'") for line in lines)
+
+
+@pytest.mark.parametrize("repo_id", ["prefs", "org/sub/prefs", "org/my prefs", "org/prefs--x"])
+def test_a_card_repo_id_the_hub_refuses_is_a_params_error(repo_id):
+    with pytest.raises(ValidationError, match=r"card\.repo_id[\s\S]*ORG/NAME"):
+        export_cfg(card={"repo_id": repo_id})
