@@ -5,8 +5,9 @@
     prefpipe publish --repo-id my-org/my-prefs                # verify, create the repo (private), upload
     prefpipe publish --repo-id my-org/my-prefs --public       # ... a public repo (new or existing), when asked for
 
-It refuses a release that differs from its ``_manifest.json`` (naming the file), needs a token from
-``HF_TOKEN`` or ``hf auth login`` (never from params, never printed), and uploads with
+It refuses a release that differs from its ``_manifest.json`` (naming the file), and an existing public repo
+unless ``--public`` is given; needs a token from ``HF_TOKEN`` or ``hf auth login`` (never from params, never
+printed), and uploads with
 ``HfApi.upload_folder``: in huggingface_hub 2.x with ``hf_xet`` (installed with it on x86-64 and arm64) it
 streams files in several commits when needed and resumes when re-run — files already committed are
 skipped and uploaded chunks are deduplicated. ``upload_large_folder`` no longer exists in 2.x.

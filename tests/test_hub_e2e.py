@@ -13,7 +13,8 @@ What is proven: a release lands with exactly its manifest's files (plus the ``.g
 holds), byte-identical, on the asked revision, sent with the token as a Bearer header; stale shards and plots
 of an earlier, larger release are deleted in the same commit; a branch is created and main left untouched;
 a commit that fails is reported in one line and the same command re-run completes it without uploading
-any shard twice.
+any shard twice; an existing public repo takes a release only with ``--public``; a token that may read the
+repo but not write to it (403 from the Hub's API) is told so, not to re-run.
 """
 
 from __future__ import annotations
