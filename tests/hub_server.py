@@ -28,9 +28,9 @@ to create a repo, create a branch, list a revision's tree and commit a folder wi
 
 Every API request must carry ``Authorization: Bearer <token>`` (401 otherwise); the storage upload and the
 telemetry registry take none. A token in ``read_tokens`` (a read-only token) may read but is refused (403)
-by every endpoint that writes: creating a repo or branch, preupload, the LFS batch and verify, a commit. A request to any other endpoint
-answers 501 and is recorded in ``unhandled``, so a test fails loudly naming the path. ``log`` records
-``(method, path, authorization, status)`` for every request.
+by every endpoint that writes: creating a repo or branch, preupload, the LFS batch and verify, a commit.
+A request to any other endpoint answers 501 and is recorded in ``unhandled``, so a test fails loudly naming
+the path. ``log`` records ``(method, path, authorization, status)`` for every request.
 """
 
 from __future__ import annotations
