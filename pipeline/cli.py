@@ -317,9 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--repo-id", required=True, help="dataset repo, ORG/NAME (created if missing)")
     seen = pub.add_mutually_exclusive_group()  # private unless asked: the texts come from users, redaction is by pattern
     seen.add_argument("--private", dest="private", action="store_true", default=True,
-                      help="create the repo private (the default; an existing repo keeps its visibility)")
+                      help="create the repo private (the default; an existing public repo is refused, an "
+                      "existing repo keeps its visibility)")
     seen.add_argument("--public", dest="private", action="store_false",
-                      help="create the repo public (an existing repo keeps its visibility)")
+                      help="create the repo public, or publish to an existing public one (an existing repo "
+                      "keeps its visibility)")
     pub.add_argument("--revision", default=None, help="branch to commit to (created if missing; default main)")
     pub.add_argument("--dry-run", action="store_true", help="print what would be uploaded; no network, no token needed")
     pub.add_argument("--path", default="data/release", help="the release folder (default data/release)")

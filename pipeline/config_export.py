@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.config_shared import Distinct, Section
 
@@ -63,6 +63,23 @@ class Card(Section):
     language: Annotated[list[str], Distinct]
     task_categories: Annotated[list[str], Distinct]
     tags: Annotated[list[str], Distinct]
+    repo_id: str | None  # the Hub dataset repo the card's snippets load (None: the placeholder ORG/NAME)
+
+    @field_validator("repo_id")
+    @classmethod
+    def _hub_repo_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from huggingface_hub.errors import HFValidationError
+        from huggingface_hub.utils import validate_repo_id
+
+        try:
+            validate_repo_id(value)
+        except HFValidationError as e:
+            raise ValueError(f"{e} Give the dataset repo as ORG/NAME, as `prefpipe publish --repo-id` takes it") from None
+        if value.count("/") != 1:
+            raise ValueError("give the dataset repo as ORG/NAME, as `prefpipe publish --repo-id` takes it")
+        return value
 
 
 class Export(Section):

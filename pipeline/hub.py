@@ -3,10 +3,11 @@
 
     prefpipe publish --repo-id my-org/my-prefs --dry-run      # what would be uploaded, no network
     prefpipe publish --repo-id my-org/my-prefs                # verify, create the repo (private), upload
-    prefpipe publish --repo-id my-org/my-prefs --public       # ... a public repo, when asked for
+    prefpipe publish --repo-id my-org/my-prefs --public       # ... a public repo (new or existing), when asked for
 
-It refuses a release that differs from its ``_manifest.json`` (naming the file), needs a token from
-``HF_TOKEN`` or ``hf auth login`` (never from params, never printed), and uploads with
+It refuses a release that differs from its ``_manifest.json`` (naming the file), and an existing public repo
+unless ``--public`` is given; needs a token from ``HF_TOKEN`` or ``hf auth login`` (never from params, never
+printed), and uploads with
 ``HfApi.upload_folder``: in huggingface_hub 2.x with ``hf_xet`` (installed with it on x86-64 and arm64) it
 streams files in several commits when needed and resumes when re-run — files already committed are
 skipped and uploaded chunks are deduplicated. ``upload_large_folder`` no longer exists in 2.x.
@@ -20,6 +21,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pipeline.config_shared import is_ref_name
 from pipeline.files import file_sha256
@@ -60,6 +62,20 @@ def verify_release(path: Path) -> list[str]:
     return problems
 
 
+# the repo id the card's training snippets load (stages/export_card.py TRAIN_SNIPPET, export.card.repo_id)
+_CARD_REPO = re.compile(r'^REPO = "([^"]*)"', re.M)
+
+
+def _card_note(path: Path, repo_id: str) -> str | None:
+    """A note when the release's card tells its readers to load another repo than ``repo_id``."""
+    card = path / "README.md"
+    found = _CARD_REPO.search(card.read_text(encoding="utf-8")) if card.is_file() else None
+    if found is None or found.group(1) == repo_id:
+        return None
+    return (f"note: the card's training snippets load {found.group(1)!r}, not {repo_id!r}: set export.card.repo_id: "
+            f"{repo_id} in params.yaml and run `dvc repro export` first, or its readers must swap the id")
+
+
 def _offline() -> bool:
     # read at call time (huggingface_hub reads its constant once, at import)
     return any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"} for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
@@ -96,6 +112,21 @@ def _unreachable(e: BaseException | None) -> bool:
         chain.append(e)
         e = e.__cause__ or e.__context__
     return any(isinstance(x, OSError) or any(c.__name__ == "TransportError" for c in type(x).__mro__) for x in chain)
+
+
+def _refused_by_hub(e: BaseException | None) -> bool:
+    """The Hub's API (not the storage behind a presigned upload URL, whose refusal a re-run mends) answered
+    401 or 403: the token may read the repo but not write to it, and a re-run would be refused again."""
+    for _ in range(8):
+        if e is None:
+            return False
+        response = getattr(e, "response", None)
+        if response is not None:
+            url = urlsplit(str(getattr(getattr(response, "request", None), "url", "")))
+            return getattr(response, "status_code", None) in (401, 403) and (
+                url.path.startswith("/api/") or ".git/info/lfs/" in url.path)
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _token() -> str | None:
@@ -136,6 +167,7 @@ def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: s
     rows = {f["path"]: f["rows"] for f in manifest["files"]}
     plan = {"repo_id": repo_id, "repo_type": "dataset", "private": private, "revision": revision or "main",
             "files": files}
+    note = _card_note(path, repo_id)
     if dry_run:
         echo(f"dry run: would upload {counted(len(files), 'file')} from {path} to dataset {repo_id} "
              f"(revision {plan['revision']}, {'private' if private else 'public'} if created):")
@@ -143,6 +175,8 @@ def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: s
             size = (path / f).stat().st_size
             echo(f"  {f}  {counted(size, 'byte')}" + (f"  {counted(rows[f], 'row')}" if f in rows else ""))
         echo("token: " + ("found" if _token() else "none found (set HF_TOKEN or run `hf auth login` before a real run)"))
+        if note:
+            echo(note)
         return plan | {"uploaded": False}
     if _offline():
         raise PublishError("HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: publishing needs the network. "
@@ -156,13 +190,25 @@ def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: s
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        is_private = api.repo_info(repo_id, repo_type="dataset").private  # an existing repo keeps its own
+        if private and is_private is False:  # the texts come from users: a release goes public only when asked
+            raise PublishError(f"dataset repo {repo_id} exists and is public, and publishing to it would make this "
+                               "release public: pass --public to publish it there, or make the repo private first "
+                               f"(its Settings page, or `hf repos settings {repo_id} --type dataset --private`)")
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
+    except PublishError:
+        raise
     except Exception as e:  # auth, permissions, network: one readable message
         fix = ("The Hub could not be reached: check the network connection (and HF_ENDPOINT, if set), then "
                "run the same command again." if _unreachable(e) else
                "Check the token's write access to the organisation and the repo id.")
         raise PublishError(f"could not create or open dataset repo {repo_id}: {_why(e)}. {fix}") from e
+    if not private and is_private:
+        echo(f"note: dataset repo {repo_id} exists and is private; it stays private (--public sets the visibility "
+             "of a new repo only; change it on the repo's Settings page)")
+    if note:
+        echo(note)
     echo(f"uploading {counted(len(files), 'file')} to {url} (revision {plan['revision']})")
     try:
         commit = api.upload_folder(
@@ -174,6 +220,11 @@ def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: s
             commit_message=f"prefpipe release {manifest.get('fingerprint', '')}".strip(),
         )
     except Exception as e:
+        if _refused_by_hub(e):
+            raise PublishError(f"the Hub refused the upload to dataset repo {repo_id}: {_why(e)}. The token may "
+                               "read the repo but not write to it: use a token with write access to it (a "
+                               "fine-grained token needs write access to the repo or its organisation), via "
+                               "HF_TOKEN or `hf auth login`, then run the same command again.") from e
         raise PublishError(f"upload to {repo_id} failed part-way: {_why(e)}. Nothing local is lost: "
                            "re-run the same command to resume (files already committed are skipped).") from e
     echo(f"published: {getattr(commit, 'commit_url', commit)}")

@@ -30,18 +30,18 @@ CONFIG_DOC = {
 
 
 def size_category(n: int) -> str:
-    """The Hub's size bucket for ``n`` rows.
+    """The Hub's size bucket for ``n`` rows (its ``size_categories`` values: n<1K ... 100B<n<1T, n>1T).
 
-    >>> size_category(999), size_category(1000), size_category(2_500_000)
-    ('n<1K', '1K<n<10K', '1M<n<10M')
+    >>> size_category(999), size_category(1000), size_category(2_500_000), size_category(10**12)
+    ('n<1K', '1K<n<10K', '1M<n<10M', 'n>1T')
     """
-    names = ["1K", "10K", "100K", "1M", "10M", "100M", "1B"]
+    names = ["1K", "10K", "100K", "1M", "10M", "100M", "1B", "10B", "100B", "1T"]
     if n < 1000:
         return "n<1K"
     for lo, hi in zip(names, names[1:], strict=False):
         if n < 10 ** (3 + names.index(hi)):
             return f"{lo}<n<{hi}"
-    return "n>1B"
+    return "n>1T"
 
 
 # MODEL_KEYS: lineage keys whose value is the model that played an engine role; ``models`` maps roles to models.
@@ -110,6 +110,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
+
+PLACEHOLDER_REPO = "ORG/NAME"  # the snippets' repo id while export.card.repo_id is unset
 
 TRAIN_SNIPPET = '''```python
 from datasets import load_dataset
@@ -232,8 +234,7 @@ def removal_counts(stats: dict[str, Any]) -> str:
 
 
 def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, list[str]]], *, png: bool,
-                repo: str = "ORG/NAME", audit: dict[str, Any] | None = None,
-                writers: dict[str, dict[str, int]] | None = None) -> str:
+                audit: dict[str, Any] | None = None, writers: dict[str, dict[str, int]] | None = None) -> str:
     """The release's README.md: YAML front matter + a body describing configs, provenance, training, limits;
     ``writers``: ``response_writers`` of its pairs."""
     fm = yaml.safe_dump(front_matter(cfg, stats), sort_keys=False, allow_unicode=True)
@@ -316,7 +317,7 @@ def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, li
         _table(["method", "written by", "responses (chosen and rejected)"], written or [["(none)", "—", 0]]) + "\n",
         "PII replaced, each match by its kind's marker:\n",
         _table(["kind", "marker", "replacements"], pii or [["(redaction off)", "—", 0]]) + "\n",
-        *training_part(stats, repo),
+        *training_part(stats, cfg.card.repo_id or PLACEHOLDER_REPO),
         _audit_part(audit),
         "## Limitations\n",
         "- Responses are generated and judged by models; labels are noisy (see `confidence`, `noisy`).\n"

@@ -27,9 +27,10 @@ to create a repo, create a branch, list a revision's tree and commit a folder wi
   ``lfsFile`` pointers to stored objects; ``deletedFile`` / ``deletedFolder``), applied all or nothing.
 
 Every API request must carry ``Authorization: Bearer <token>`` (401 otherwise); the storage upload and the
-telemetry registry take none. A request to any other endpoint
-answers 501 and is recorded in ``unhandled``, so a test fails loudly naming the path. ``log`` records
-``(method, path, authorization, status)`` for every request.
+telemetry registry take none. A token in ``read_tokens`` (a read-only token) may read but is refused (403)
+by every endpoint that writes: creating a repo or branch, preupload, the LFS batch and verify, a commit.
+A request to any other endpoint answers 501 and is recorded in ``unhandled``, so a test fails loudly naming
+the path. ``log`` records ``(method, path, authorization, status)`` for every request.
 """
 
 from __future__ import annotations
@@ -119,11 +120,13 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
 
 
 PUBLIC = {"agent_harnesses", "lfs_upload"}  # no token: public telemetry; a presigned storage URL (signed query)
+WRITES = {"create_repo", "create_branch", "preupload", "lfs_batch", "lfs_verify", "commit"}
 
 
 class FakeHub:
-    def __init__(self, token: str):
+    def __init__(self, token: str, read_tokens: tuple[str, ...] = ()):
         self.token = token
+        self.read_tokens = read_tokens
         self.repos: dict[str, Repo] = {}
         self.faults: collections.deque[tuple[str, int]] = collections.deque()  # (route name, status), in order
         self.log: list[tuple[str, str, str | None, int]] = []
@@ -178,8 +181,12 @@ class FakeHub:
                 self.unhandled.append(f"{h.command} {url.path}")
                 raise HubError(501, f"fake Hub: unhandled {h.command} {url.path}")
             name, match = route
-            if name not in PUBLIC and auth != f"Bearer {self.token}":
+            readers = {f"Bearer {t}" for t in self.read_tokens}
+            if name not in PUBLIC and auth != f"Bearer {self.token}" and auth not in readers:
                 raise HubError(401, "Invalid credentials in Authorization header")
+            if name in WRITES and auth in readers:
+                raise HubError(403, "You don't have the rights to create a dataset under this namespace"
+                               if name == "create_repo" else "Forbidden: this token cannot write to this repo")
             args = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
             with self.lock:  # requests come on several threads (LFS uploads in parallel)
                 if self.faults and self.faults[0][0] == name:

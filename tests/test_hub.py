@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
 import yaml
 from huggingface_hub import HfApi
+from pydantic import ValidationError
 
 from pipeline.cli import main as cli
 from pipeline.hub import PublishError, publish, verify_release
@@ -42,6 +44,12 @@ def hub(monkeypatch):
 
     monkeypatch.setattr(HfApi, "create_repo", recorder("create_repo", "https://huggingface.co/datasets/org/prefs"))
     monkeypatch.setattr(HfApi, "create_branch", recorder("create_branch"))
+
+    def repo_info(self, *args, **kwargs):  # the repo as the last create_repo made it
+        calls.append(("repo_info", args, kwargs | {"token": self.token}))
+        return SimpleNamespace(private=next(c[2]["private"] for c in reversed(calls) if c[0] == "create_repo"))
+
+    monkeypatch.setattr(HfApi, "repo_info", repo_info)
     monkeypatch.setattr(HfApi, "upload_folder", recorder("upload_folder", "https://huggingface.co/datasets/org/prefs/commit/abc"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_TOKEN", TOKEN)
@@ -61,11 +69,12 @@ def test_publish_creates_the_repo_and_uploads_the_manifest_files(release, hub):
     lines: list[str] = []
     done = publish(release, "org/prefs", private=True, revision="v1", echo=lines.append)
     names = [c[0] for c in hub.calls]
-    assert names == ["create_repo", "create_branch", "upload_folder"]
+    assert names == ["create_repo", "repo_info", "create_branch", "upload_folder"]
     _, args, kw = hub.calls[0]
     assert args == ("org/prefs",) and kw == {"repo_type": "dataset", "private": True, "exist_ok": True, "token": TOKEN}
-    assert hub.calls[1][2] == {"branch": "v1", "repo_type": "dataset", "exist_ok": True, "token": TOKEN}
-    up = hub.calls[2][2]
+    assert hub.calls[1][1:] == (("org/prefs",), {"repo_type": "dataset", "token": TOKEN})
+    assert hub.calls[2][2] == {"branch": "v1", "repo_type": "dataset", "exist_ok": True, "token": TOKEN}
+    up = hub.calls[3][2]
     manifest = json.loads((release / "_manifest.json").read_text())
     expected = ([f["path"] for f in manifest["files"]] + [f["path"] for f in manifest["other_files"]
                                                          if f["path"] != "removed.jsonl"] + ["_manifest.json"])
@@ -97,20 +106,20 @@ def test_a_new_repo_is_private_unless_public_is_asked_for(release, hub):
     assert cli(["publish", "--repo-id", "org/prefs", "--path", str(release), "--private"]) == 0
     assert [c[2]["private"] for c in hub.calls if c[0] == "create_repo"] == [True, False, True]
     publish(release, "org/prefs", echo=lambda _: None)
-    assert hub.calls[-2][0] == "create_repo" and hub.calls[-2][2]["private"] is True
+    assert hub.calls[-3][0] == "create_repo" and hub.calls[-3][2]["private"] is True
 
 
 def test_main_revision_creates_no_branch(release, hub):
     publish(release, "org/prefs", echo=lambda _: None)
-    assert [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
-    assert hub.calls[0][2]["private"] is True and hub.calls[1][2]["revision"] is None  # private unless asked
+    assert [c[0] for c in hub.calls] == ["create_repo", "repo_info", "upload_folder"]
+    assert hub.calls[0][2]["private"] is True and hub.calls[2][2]["revision"] is None  # private unless asked
 
 
 def test_failure_mid_upload_is_reported_with_how_to_resume(release, hub):
     hub.fail_upload(ConnectionError("connection reset by peer after 3 of 9 files"))
     with pytest.raises(PublishError, match=r"upload to org/prefs failed part-way: ConnectionError: connection reset.*re-run"):
         publish(release, "org/prefs", echo=lambda _: None)
-    assert [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]
+    assert [c[0] for c in hub.calls] == ["create_repo", "repo_info", "upload_folder"]
 
 
 def test_a_failure_is_one_line_with_its_cause(release, hub):
@@ -261,7 +270,10 @@ def test_card_front_matter(release):
     for needle in ("## Configs", "## How it was built", "## Training on it with TRL", "DPOTrainer", "Curry-DPO",
                    "chosen_prompt", "## Limitations", "fp-hub", "tiny-curry", "fp-curry", "tiny-judge", "fp-dove"):
         assert needle in body, needle
-    assert size_category(10_000) == "10K<n<100K" and size_category(10**9) == "n>1B"
+    assert size_category(10_000) == "10K<n<100K"
+    # the Hub's buckets go on past 1B (main wrote "n>1B", which is none of them)
+    assert [size_category(10**k) for k in (9, 10, 11, 12)] == ["1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T"]
+    assert size_category(10**9 - 1) == "100M<n<1B"
 
 
 def test_the_cards_models_are_every_role_each_method_names_in_its_lineage():
@@ -375,3 +387,27 @@ def test_a_model_named_by_a_local_folder_leaves_no_home_path_in_the_release(tmp_
             ("local:sft-v3", "local:pol", "pugc:local:rm", "org/judge")}
         card = (out / "README.md").read_text()
         assert "local:sft-v3" in card and "local:judge" in card
+
+
+def test_the_card_loads_the_repo_it_is_published_to(release, tmp_path, hub, capsys):
+    # main's card always told its readers to load_dataset("ORG/NAME"), whatever repo it was published to
+    assert 'REPO = "ORG/NAME"' in (release / "README.md").read_text()
+    assert cli(["publish", "--repo-id", "org/prefs", "--dry-run", "--path", str(release)]) == 0
+    assert ("note: the card's training snippets load 'ORG/NAME', not 'org/prefs': set export.card.repo_id: "
+            "org/prefs in params.yaml") in capsys.readouterr().out
+    root = tmp_path / "named"
+    standard_methods(root)
+    build_release(export_cfg(card={"repo_id": "org/prefs"}), root, root / "data" / "release", "fp-named")
+    card = (root / "data" / "release" / "README.md").read_text()
+    assert 'REPO = "org/prefs"' in card and "ORG/NAME" not in card
+    assert cli(["publish", "--repo-id", "org/prefs", "--dry-run", "--path", str(root / "data" / "release")]) == 0
+    assert "note:" not in capsys.readouterr().out
+    lines: list[str] = []
+    publish(root / "data" / "release", "org/other", echo=lines.append)
+    assert any(line.startswith("note: the card's training snippets load 'org/prefs', not 'org/other'") for line in lines)
+
+
+@pytest.mark.parametrize("repo_id", ["prefs", "org/sub/prefs", "org/my prefs", "org/prefs--x"])
+def test_a_card_repo_id_the_hub_refuses_is_a_params_error(repo_id):
+    with pytest.raises(ValidationError, match=r"card\.repo_id[\s\S]*ORG/NAME"):
+        export_cfg(card={"repo_id": repo_id})

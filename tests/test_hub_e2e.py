@@ -13,7 +13,8 @@ What is proven: a release lands with exactly its manifest's files (plus the ``.g
 holds), byte-identical, on the asked revision, sent with the token as a Bearer header; stale shards and plots
 of an earlier, larger release are deleted in the same commit; a branch is created and main left untouched;
 a commit that fails is reported in one line and the same command re-run completes it without uploading
-any shard twice.
+any shard twice; an existing public repo takes a release only with ``--public``; a token that may read the
+repo but not write to it (403 from the Hub's API) is told so, not to re-run.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from tests.hub_server import GITATTRIBUTES, FakeHub
 pytestmark = [pytest.mark.e2e, pytest.mark.hub]
 
 TOKEN = "hf_" + "e2e" * 11 + "x"
+READ_TOKEN = "hf_" + "r" * 34  # may read the repo, not write to it
 REPO = "org/prefs"
 
 
@@ -68,7 +70,7 @@ def manifest_files(release) -> dict[str, bytes]:
 
 @pytest.fixture
 def hub(monkeypatch, tmp_path):
-    server = FakeHub(token=TOKEN).start()
+    server = FakeHub(token=TOKEN, read_tokens=(READ_TOKEN,)).start()
     monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agent_harnesses.json"))  # not ~/.cache
     monkeypatch.setattr(constants, "ENDPOINT", server.url)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the suite runs with HF_HUB_OFFLINE=1
@@ -186,6 +188,37 @@ def test_a_wrong_token_is_a_clear_error(small, hub, monkeypatch):
         publish(small, REPO, echo=lambda _: None)
     assert "Invalid credentials in Authorization header" in str(e.value) and "\n" not in str(e.value)
     assert hub.repos == {}
+
+
+def test_an_existing_public_repo_takes_a_release_only_with_public(large, small, hub, capsys):
+    # private unless asked: main uploaded to an existing public repo without --public, and said nothing
+    assert run(small, "--public") == 0 and hub.repos[REPO].private is False
+    commits = len(hub.requests("commit"))
+    assert run(large) == 1
+    err = capsys.readouterr().err
+    assert f"prefpipe publish: dataset repo {REPO} exists and is public" in err and "pass --public" in err
+    assert len(hub.requests("commit")) == commits and hub.files(REPO) == expected(small)
+    assert run(large, "--revision", "v1") == 1 and hub.requests("create_branch") == []  # refused before the branch
+    assert run(large, "--public") == 0 and hub.files(REPO) == expected(large)
+
+
+def test_public_on_an_existing_private_repo_says_it_stays_private(small, hub, capsys):
+    assert run(small) == 0
+    assert run(small, "--public") == 0 and hub.repos[REPO].private is True
+    assert f"note: dataset repo {REPO} exists and is private; it stays private" in capsys.readouterr().out
+
+
+def test_a_token_that_may_only_read_the_repo_is_told_to_get_write_access(small, large, hub, monkeypatch, capsys):
+    assert run(small) == 0
+    monkeypatch.setenv("HF_TOKEN", READ_TOKEN)
+    assert run(large) == 1
+    err = capsys.readouterr().err
+    msg = err[err.index("prefpipe publish: "):]
+    # main said "failed part-way ... re-run the same command to resume", which the Hub refuses again
+    assert msg.startswith(f"prefpipe publish: the Hub refused the upload to dataset repo {REPO}: ")
+    assert "403 Forbidden" in msg and "cannot write to this repo" in msg and "write access" in msg
+    assert "resume" not in msg and msg.count("\n") == 1, msg
+    assert hub.files(REPO) == expected(small)
 
 
 def test_hf_endpoint_in_a_fresh_process(small, hub):
