@@ -47,9 +47,12 @@ def setting(path: str, value):
 
 
 def load(path: Path, fingerprints: set[str]):
-    """A file's content: Parquet rows in order, JSON, JSON lines, or text lines (fingerprints masked)."""
+    """A file's content: Parquet rows in order, JSON, JSON lines, CSV cells (numbers as floats), Markdown lines
+    (fingerprints masked), or bytes."""
     if path.suffix == ".parquet":
         return pq.read_table(path).to_pylist()
+    if path.suffix not in {".json", ".jsonl", ".csv", ".md"}:
+        return path.read_bytes()  # summary.png: bytes only
     text = path.read_text()
     if path.suffix == ".json":
         return json.loads(text)
@@ -57,10 +60,8 @@ def load(path: Path, fingerprints: set[str]):
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     if path.suffix == ".csv":
         return [[number(cell) for cell in row] for row in csv.reader(io.StringIO(text))]
-    if path.suffix == ".md":
-        pattern = re.compile("|".join(map(re.escape, sorted(fingerprints))) or r"(?!)")
-        return [pattern.sub("<fingerprint>", line) for line in text.splitlines()]
-    return path.read_bytes()
+    pattern = re.compile("|".join(map(re.escape, sorted(fingerprints))) or r"(?!)")
+    return [pattern.sub("<fingerprint>", line) for line in text.splitlines()]
 
 
 def number(cell: str) -> float | str:
@@ -98,6 +99,9 @@ def diff(a, b, where: str, drift: dict[str, float], changes: list[str]) -> None:
             changes.append(f"{where}: {len(a)} vs {len(b)} items")
         for i, (x, y) in enumerate(zip(a, b, strict=False)):
             diff(x, y, f"{where}[{i}]", drift, changes)
+    elif isinstance(a, bytes):
+        if a != b:
+            changes.append(f"{where}: other bytes")
     elif a != b:
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
         if numbers:
