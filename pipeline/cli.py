@@ -191,7 +191,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             shown["other_files"] = [f["path"] for f in shown["other_files"]]
         print("manifest:", json.dumps(shown, sort_keys=True))
     head = pq.ParquetFile(files[0]).read_row_group(0).slice(0, args.rows).to_pylist() if rows else []
-    if head and len(files) > 1:  # a release's first rows are one config's: say whose
+    if head and len(files) > 1:  # a release's (or a sharded set's) first rows are one file's: say whose
         print(f"rows of {files[0].relative_to(path)}:")
     for i, row in enumerate(head):
         # C1 controls (U+009B opens a terminal escape), bidi overrides and zero-width marks shown escaped, as JSON's C0
