@@ -187,8 +187,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print(f"  {field.name}: {field.type}{'' if field.nullable else ' not null'}")
     if manifest:
         shown = {k: v for k, v in manifest.items() if k not in ("files", "schema")}
+        if "other_files" in shown:  # a release's card, stats, plots: their names (the hashes are for `publish`)
+            shown["other_files"] = [f["path"] for f in shown["other_files"]]
         print("manifest:", json.dumps(shown, sort_keys=True))
     head = pq.ParquetFile(files[0]).read_row_group(0).slice(0, args.rows).to_pylist() if rows else []
+    if head and len(files) > 1:  # a release's (or a sharded set's) first rows are one file's: say whose
+        print(f"rows of {files[0].relative_to(path)}:")
     for i, row in enumerate(head):
         # C1 controls (U+009B opens a terminal escape), bidi overrides and zero-width marks shown escaped, as JSON's C0
         text = printable(json.dumps(row, ensure_ascii=False, default=str))

@@ -11,6 +11,7 @@ A local try of ``backend: openai`` without a GPU (docs/openai.md), as ``vllm ser
 ``http://127.0.0.1:8000/v1`` until Ctrl-C (no faults).
 
 Endpoints (as vLLM serves them):
+- ``GET /v1/models``: the served model (``tiny``), as ``curl http://127.0.0.1:8000/v1/models`` checks a server.
 - ``POST /v1/chat/completions``: ``messages``, ``n``, ``seed``, ``temperature``, ``top_p``,
   ``max_completion_tokens`` (or ``max_tokens``), ``stop``, ``response_format`` ``json_schema`` (decoded
   with the engine's grammar; no server-side retries), ``finish_reason`` stop/length; with ``logprobs``
@@ -111,6 +112,7 @@ class LoopbackServer:
         app = web.Application(client_max_size=64 * 2**20)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completions)
+        app.router.add_get("/v1/models", self._models)
 
         def serve():
             self._loop = asyncio.new_event_loop()
@@ -151,6 +153,13 @@ class LoopbackServer:
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         return await self._handle(request, "completions", self._completions_answer)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        """The served model, as a user checks a server first (``curl .../v1/models``); not logged: no engine asks."""
+        if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return _error(401, "Incorrect API key provided")
+        model = {"id": self.model, "object": "model", "created": 0, "owned_by": "prefpipe"}
+        return web.json_response({"object": "list", "data": [model]})
 
     async def _handle(self, request: web.Request, endpoint: str, answer) -> web.StreamResponse:
         body = await request.json()

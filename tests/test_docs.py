@@ -412,6 +412,22 @@ def test_every_section_the_code_params_and_docs_cite_by_name_exists():
             f"{f}:{line}: cites {doc} \"{title}\", which no heading or bold lead of {doc} starts with"
 
 
+def test_a_params_key_whose_comment_sends_the_reader_to_a_doc_is_named_there():
+    """``llm.cpu_threads`` ended its comment with "(README)", which says nothing of it (docs/vllm.md does): a key
+    line of params.yaml whose comment closes on a bare citation, "(README)" or "(...; docs/x.md)", names a
+    document that names the key (a section cited by title is the test above's)."""
+    cited = 0
+    for line, row in enumerate(text("params.yaml").splitlines(), 1):
+        m = re.match(r"\s*(?:- )?(\w+):[^#]*#.*\((?:[^()]*; )?(README|docs/[\w.]+\.md)\)\s*$", row)
+        if m:
+            key, doc = m.groups()
+            doc = "README.md" if doc == "README" else doc
+            assert re.search(rf"(?<![\w-]){key}(?!\w)", text(doc)), \
+                f"params.yaml:{line}: `{key}` sends the reader to {doc}, which never names it"
+            cited += 1
+    assert cited >= 2, "the key lines citing a document are no longer found"
+
+
 def test_every_list_of_the_keys_that_change_no_output_byte_is_the_codes():
     """README, docs/ray.md, docs/reliability.md, params.yaml and dvc.yaml each list the `llm` and `execution` keys
     that the model stages' DVC params leave out; a key added to (or taken from) ``PLACEMENT_KEYS`` /

@@ -121,6 +121,16 @@ def test_the_python_snippets_that_need_no_built_data_run_and_show_what_they_give
     assert ran >= 1, "the runnable Python snippets are no longer found in the docs"
 
 
+def test_every_training_snippet_says_what_a_machine_without_a_gpu_needs():
+    """README's DPOTrainer snippet stopped on a CPU ("Your setup doesn't support bf16/gpu. You need to assign
+    use_cpu ...") and said nothing of it, while docs/training.md's says it: every snippet that trains with
+    DPOTrainer names ``use_cpu``."""
+    trains = [(doc, line, body) for doc in GUIDE for line, body in fences(doc, "python") if "DPOTrainer(" in body]
+    assert trains, "the DPOTrainer snippets are no longer found"
+    silent = [(doc, line) for doc, line, body in trains if "use_cpu" not in body]
+    assert not silent, f"DPOTrainer snippets that do not say `use_cpu=True` for a machine without a GPU: {silent}"
+
+
 def test_every_module_the_docs_name_by_file_name_exists():
     """`wildfeedback_fit.py`, `records.py`: a file of that name somewhere in the project (or ../shared)."""
     names = {(doc, line, name) for doc in DOCS for line, code in spans(doc)

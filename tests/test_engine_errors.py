@@ -232,10 +232,13 @@ def test_a_reader_that_leaves_early_is_not_a_traceback(tmp_path):
 @pytest.mark.parametrize(("name", "why"), [
     ("prefpipe-tests/no-such-model", "not in the local cache, and the Hugging Face Hub cannot be asked ("),
     ("no such/model id", "not in the local cache, and the Hugging Face Hub cannot be asked (HFValidationError: "),
+    ("models/sft", "not in the local cache, and the Hugging Face Hub cannot be asked ("),
 ])
 def test_a_hub_model_that_cannot_be_fetched_fails_at_once_in_one_line(tmp_path, name, why):
     """No network (HF_HUB_OFFLINE unset), or a misspelt id: one request, one line. It was ~50 s of
-    'Retrying in 8s' warnings from transformers (10 lines) before the error."""
+    'Retrying in 8s' warnings from transformers (10 lines) before the error. The line says no folder of that
+    name is there either: `models/sft` (docs/real_models.md's `hf download ... --local-dir models/NAME`, not yet
+    downloaded) was read as a Hub id, and the error spoke only of the cache and the network."""
     import os
     import subprocess
     import sys
@@ -251,7 +254,7 @@ def test_a_hub_model_that_cannot_be_fetched_fails_at_once_in_one_line(tmp_path, 
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Retrying" not in proc.stderr, proc.stderr
-    assert lines[0].startswith(f"model {name!r}: {why}")
+    assert lines[0].startswith(f"model {name!r}: no folder of that name in {ROOT}; {why}")
     assert lines[0].endswith("check the id and your network, or set llm.model (or the role's model) to tiny, smollm2, "
                              "a Hugging Face model id (ORG/NAME; offline: one in the local cache) or a local folder "
                              "holding a model")

@@ -4,6 +4,7 @@ order, judge gates in the card."""
 from __future__ import annotations
 
 import json
+import re
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -369,6 +370,25 @@ def test_inspect_of_a_release_counts_rows_per_config_and_shows_each_schema(tmp_p
     assert f"rows:   {sum(per.values())} in all files" in out
     assert "schema of dove/train-00000-of-00001.parquet:" in out and "  chosen_prompt: " in out
     assert out.count("schema of ") == 2
+
+
+def test_inspect_of_a_release_shows_its_other_files_by_name_and_says_whose_rows_it_shows(tmp_path, capsys):
+    """A new user's `prefpipe inspect data/release` printed a 1,900-character manifest line, ten sha256 digests
+    of the card, stats and plots, and then rows without saying which of the nine files they came from."""
+    from pipeline.cli import main as cli
+
+    standard_methods(tmp_path)
+    release, _ = build(tmp_path)
+    assert cli(["inspect", str(release), "-n", "1"]) == 0
+    out = capsys.readouterr().out
+    manifest = json.loads(next(line for line in out.splitlines() if line.startswith("manifest: "))[len("manifest: "):])
+    listed = json.loads((release / "_manifest.json").read_text())["other_files"]
+    assert manifest["other_files"] == [f["path"] for f in listed] and "README.md" in manifest["other_files"]
+    assert "sha256" not in out
+    shown = re.search(r"^rows of (\S+):\n\[0\] (.*)$", out, re.M)
+    assert shown, out
+    first = pq.read_table(release / shown.group(1)).column("pair_id")[0].as_py()
+    assert shown.group(2).startswith(json.dumps({"pair_id": first})[:-1])
 
 
 # --- Selfie/SPA's iterations in training order ------------------------------------------------------

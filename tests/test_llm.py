@@ -106,8 +106,9 @@ def test_a_model_that_cannot_be_loaded_is_one_line_naming_it(tmp_path, monkeypat
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(ModelLoadError, match=r"the folder holds no config\.json, so it is not a Hugging Face model"):
         TransformersEngine(CFG.model_copy(update={"model": str(tmp_path)}))
-    with pytest.raises(ModelLoadError, match=r"model 'prefpipe-tests/no-such-model': HF_HUB_OFFLINE is set and it is "
-                                             r"not in the local cache; run once online to cache it, or set llm.model"):
+    with pytest.raises(ModelLoadError, match=r"model 'prefpipe-tests/no-such-model': no folder of that name in .*; "
+                                             r"HF_HUB_OFFLINE is set and it is not in the local cache; run once online "
+                                             r"to cache it, or set llm.model"):
         TransformersEngine(CFG.model_copy(update={"model": "prefpipe-tests/no-such-model"}))
     assert issubclass(ModelLoadError, StageError)
     monkeypatch.setitem(sys.modules, "vllm", None)  # `backend: vllm` without the package (installed or not here)

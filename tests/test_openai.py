@@ -72,6 +72,18 @@ def sent(server, since: int) -> list[dict]:
     return [body for _, _, _, body in server.log[since:]]
 
 
+def test_the_loopback_server_lists_its_model_as_vllm_serve_does(server):
+    """docs/openai.md's local try serves the tiny model "as `vllm serve` would", but `GET /v1/models`, a user's
+    first check of a server (and the official client's `models.list()`), answered 404."""
+    import openai
+
+    since = len(server.log)
+    assert [m.id for m in openai.OpenAI(base_url=server.url, api_key=KEY).models.list()] == ["tiny"]
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=server.url, api_key="sk-wrong", max_retries=0).models.list()
+    assert len(server.log) == since  # not an engine request: server.requests() counts those only
+
+
 # --- generate ------------------------------------------------------------------------------------
 
 

@@ -127,8 +127,9 @@ def resolve_model(name: str, hub: bool = True, revision: str | None = None) -> s
     model converted to a folder (``pipeline.llm.smollm2``); anything else unchanged, except that a name
     written as a local path (``/``, ``./``, ``../``, ``~``) must exist, and (``hub``) a Hub id must be in the
     local cache at ``revision`` (None: the default branch) or reachable (``check_hub_model``): else
-    ``ModelLoadError`` says so in one line, instead of a Hub id error from ``transformers`` (offline, after
-    ~50 s of retry warnings)."""
+    ``ModelLoadError`` says so in one line, naming the folder it was not found in either (``models/sft``, a
+    folder not yet downloaded, read as a Hub id), instead of a Hub id error from ``transformers`` (offline,
+    after ~50 s of retry warnings)."""
     if name == "smollm2":
         from pipeline.llm.smollm2 import resolve_smollm2
 
@@ -139,8 +140,8 @@ def resolve_model(name: str, hub: bool = True, revision: str | None = None) -> s
         if name.startswith(("/", "./", "../", "~")) and not local.exists():
             raise ModelLoadError(f"model {name!r}: no such file or folder; set {MODEL_KEY} to "
                                  f"{MODEL_CHOICES}")
-        if hub and not local.exists():
-            check_hub_model(name, revision)
+        if hub and not local.exists():  # a relative folder that is not there, or a Hub id
+            check_hub_model(name, revision, looked_in=Path.cwd())
         return str(local) if name.startswith("~") else name
     path = tiny_path(seed)
     if not (path / "config.json").exists():
@@ -153,10 +154,11 @@ def _offline() -> bool:
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
-def check_hub_model(name: str, revision: str | None = None) -> None:
+def check_hub_model(name: str, revision: str | None = None, looked_in: Path | None = None) -> None:
     """``ModelLoadError`` in one line, at once, when Hub model ``name`` (at ``revision``, a branch, tag or commit;
     None: the default branch) is not in the local cache and cannot be fetched: one request with no retries
-    (``transformers`` retries each file, ~50 s of warnings offline)."""
+    (``transformers`` retries each file, ~50 s of warnings offline). ``looked_in``: the folder where no folder
+    ``name`` was found, which the error names (the name may have meant one)."""
     from huggingface_hub import HfApi, try_to_load_from_cache
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
@@ -166,13 +168,14 @@ def check_hub_model(name: str, revision: str | None = None) -> None:
     except ValueError:  # not a valid repo id: model_info says so below
         pass
     fix = f"set {MODEL_KEY} to {MODEL_CHOICES}"
+    head = f"model {name!r}: " + (f"no folder of that name in {looked_in}; " if looked_in is not None else "")
     if _offline():
-        raise ModelLoadError(f"model {name!r}: HF_HUB_OFFLINE is set and it is not in the local cache; run once "
+        raise ModelLoadError(f"{head}HF_HUB_OFFLINE is set and it is not in the local cache; run once "
                              f"online to cache it, or {fix}")
     try:
         HfApi().model_info(name, revision=revision, timeout=10)
     except (RepositoryNotFoundError, GatedRepoError) as e:
-        raise ModelLoadError(f"model {name!r}: no such model on the Hugging Face Hub, or it is private or gated "
+        raise ModelLoadError(f"{head}no such model on the Hugging Face Hub, or it is private or gated "
                              f"({type(e).__name__}); check the id (log in with `hf auth login` for gated models), or "
                              f"{fix}") from None
     except RevisionNotFoundError:
@@ -180,7 +183,7 @@ def check_hub_model(name: str, revision: str | None = None) -> None:
                              "revision to one of its branches, tags or commits, or remove it (the default branch)") from None
     except Exception as e:  # no network, DNS, a proxy, an invalid id: one line instead of minutes of retries
         why = " ".join(str(e).split())[:200]
-        raise ModelLoadError(f"model {name!r}: not in the local cache, and the Hugging Face Hub cannot be asked "
+        raise ModelLoadError(f"{head}not in the local cache, and the Hugging Face Hub cannot be asked "
                              f"({type(e).__name__}: {why}); check the id and your network, or {fix}") from None
 
 
