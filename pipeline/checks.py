@@ -139,7 +139,7 @@ _PRESUMES = "|".join([
     # anywhere in the opening, as the older acknowledgement list had them: "I see the issue. Here is the corrected"
     r"\b(?:here is|here's|below is) (?:a |an |the |your |my )?(?:revised|corrected|updated|rewritten|improved|fixed|"
     r"modified) ",
-    r"\bi (?:have|'ve) (?:revised|corrected|updated|rewritten|fixed|modified) ",
+    r"\bi(?: have|'ve) (?:revised|corrected|updated|rewritten|fixed|modified) ",
     # an apology for an earlier answer's confusion or error, or a thanks for a catch: GPT's commonest reaction
     # opener ("Apologies for the confusion.", 16 of 1,811 later WildChat answers, none caught by ``_ACK``), which
     # no first answer of the real data opens with; the apology ends its sentence, so a decline ("Apologies for

@@ -54,6 +54,12 @@ ACKS = [
     "Извините, я ошибся.",
     "Vous avez raison, voici la correction.",
     "Tienes razón, la capital es Canberra.",
+    # one per remaining alternative of ``_ACK``, each caught by that alternative alone (mutation-tested)
+    "You're absolutely right. The capital is Canberra.",
+    "I misunderstood the question. The capital is Canberra.",
+    "Let me correct that: the moon landing was in 1969.",
+    "Sie haben recht, die Hauptstadt ist Canberra.",
+    "Você tem razão, a capital é Canberra.",
 ]
 PLAIN = [
     "The capital of Australia is Canberra.",
@@ -138,6 +144,8 @@ REVISION_OPENERS = [
      "Here's a version of the classic two-pointer check: def is_pal(s): ..."),
     ("the revised", "Sure! Here's the revised function: def is_pal(s): ...",
      "Sure! Here's the function: def is_pal(s): ..."),
+    ("I've revised", "I've rewritten the function so it ignores case: def is_pal(s): ...",
+     "I've written the function so it ignores case: def is_pal(s): ..."),
 ]
 
 

@@ -132,6 +132,27 @@ def test_boundary_positives_and_what_the_marker_keeps():
                              "Authorization: Bearer [REDACTED_TOKEN]"]
 
 
+# Each secret at the shortest length its detector accepts (mutation-tested: one character more in any of these
+# minimums let the secret through), redacted by its own detector alone.
+SHORTEST = [
+    ("bearer_token", "Bearer abcdefghijklmnop", "Bearer [REDACTED_TOKEN]"),  # 16 characters
+    ("basic_auth", "Basic YWI6Y2Rl", "Basic [REDACTED_TOKEN]"),  # 8 characters: "ab:cde"
+    ("jwt", "eyJhbGciOiJ.eyJzdWIiOiI." + "a1B2c3D4e5F6g7H8", "[REDACTED_JWT]"),  # 8, 8 and 16 characters
+    ("openai_key", "sk-" + "a1B2c3D4e5" * 2, "[REDACTED_API_KEY]"),  # 20 characters
+    ("slack_token", "xoxb-1234567890", "[REDACTED_SLACK_TOKEN]"),  # 10 characters
+    ("slack_token", "https://hooks.slack.com/services/T0/B012345678", "[REDACTED_SLACK_TOKEN]"),  # 10 characters
+    ("stripe_key", "sk_live_" + "a1B2c3D4" * 2, "[REDACTED_STRIPE_KEY]"),  # 16 characters
+    ("gitlab_token", "glpat-" + "a1B2c3D4e5" * 2 + ".01", "[REDACTED_GITLAB_TOKEN]"),  # 20, then a 2-character part
+    ("pypi_token", "pypi-AgE" + "a1B2c3D4e5" * 5, "[REDACTED_PYPI_TOKEN]"),  # 50 characters
+]
+
+
+@pytest.mark.parametrize(("kind", "text", "redacted"), SHORTEST)
+def test_each_secret_at_its_shortest_accepted_length_is_redacted_by_its_own_detector(kind, text, redacted):
+    out, counts = redact(pl.Series([text]), [kind])
+    assert (out[0], counts[kind]) == (redacted, 1)
+
+
 def test_counts_only_the_validated_candidates_of_a_row():
     out, counts = redact(pl.Series(["cards 4111 1111 1111 1111 and 4111 1111 1111 1112"]), ["credit_card"])
     assert out[0] == "cards [REDACTED_CREDIT_CARD] and 4111 1111 1111 1112" and counts == {"credit_card": 1}

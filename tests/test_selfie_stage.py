@@ -247,6 +247,7 @@ def test_a_pool_prompt_the_policy_cannot_hold_is_dropped_and_counted_not_the_sta
     assert "pool question 19" in pool
     assert metrics["dropped"]["prompt_too_long"] == metrics["sample"]["prompt_too_long"] == 2  # its k=2 samples
     assert metrics["dropped"]["generation_failed"] == 0
+    assert metrics["dropped"]["empty"] == 0  # counted once, as prompt_too_long: its empty text is no empty answer
     pairs = _pairs(tmp_path).filter(pl.col("source") == "iteration_1")
     assert pairs.height == len(pool) - 1
     assert "pool question 19" not in [p[-1]["content"] for p in pairs.get_column("prompt").to_list()]

@@ -32,6 +32,13 @@ OFF_CONTEXT = [
     ("Unlike my previous answer, this one uses Python.", "refers_to_feedback"),
     # HH-RLHF: the revision after "That's not what I asked" reacts to the complaint
     ("Oh, okay. I see. Well, that changes the question, because then we're talking about intent.", "refers_to_feedback"),
+    # one per remaining alternative of ``_REFERS``, each caught by that alternative alone (mutation-tested)
+    ("Unlike my previous code, this one uses a set.", "refers_to_feedback"),
+    ("Here's one more attempt: plants make food from light.", "refers_to_feedback"),
+    ("Keeping to your preference, one sentence: DNS maps names.", "refers_to_feedback"),
+    ("Instead, use a list comprehension: [x for x in xs].", "refers_to_feedback"),
+    ("Well, that changes things: then it is a civil matter.", "refers_to_feedback"),
+    ("Okay, I see. Then you need a lawyer.", "refers_to_feedback"),
     ('Here is the tweet "without the hashtag": Dark mode is here.', "quotes_feedback"),
     # an addition to the earlier answer, not an answer of its own (data/samples: "How do I center a div")
     ("The parent also needs a height, otherwise there's nothing to center vertically.", "continues_answer"),

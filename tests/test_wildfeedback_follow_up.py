@@ -143,3 +143,24 @@ def test_wildchat_follow_ups_read_by_hand(real):
 def test_a_replacement_request_never_reads_as_additive(feedback):
     df = pl.DataFrame({"chosen": ["Short."], "feedback": [feedback], "rejected": [WW1[1]], "last_user": [WW1[0]]})
     assert not df.select(answers_follow_up("chosen", "feedback", "rejected", pl.col("last_user"))).item()
+
+
+# One case per _ADDITIVE request and per _FOLLOW_UP_OPENER, each caught by that alternative alone (mutation-tested):
+# the openers' revisions restate the earlier answer (coverage above COVERAGE), so only the opener drops them.
+_EARLIER = ("Explain recursion.", "Recursion is when a function calls itself to solve a smaller instance of the same "
+            "problem until it reaches a base case.")
+_RESTATED = "a function calls itself to solve a smaller instance of the same problem until it reaches a base case."
+ALONE = [
+    ("Examples please.", "For example, factorial(5) multiplies 5 by factorial(4)."),
+    ("Especially on the base case.", "The base case stops it: factorial(1) returns 1."),
+    ("Can you give an example?", "Here are more details: recursion is when " + _RESTATED),
+    ("Can you give an example?", "Here is a simple factorial example. Recursion is when " + _RESTATED),
+    ("Can you give an example?", "Going deeper: recursion is when " + _RESTATED),
+    ("Can you give an example?", "More details about recursion: " + _RESTATED),
+]
+
+
+@pytest.mark.parametrize(("feedback", "chosen"), ALONE)
+def test_each_additive_request_and_follow_up_opener_drops_a_revision_on_its_own(feedback, chosen):
+    df = _frame([(*_EARLIER, feedback, chosen)])
+    assert df.select(pair_drop_reason("natural_revision")).item() == "answers_follow_up"
