@@ -189,6 +189,17 @@ def training_part(stats: dict[str, Any], repo: str) -> list[str]:
     return parts
 
 
+def _accuracy_cell(r: dict[str, Any]) -> str:
+    """A gate's probe accuracy as the card shows it: "0.83 (20/24)"; a judge gated on contrasts is scored by its
+    weakest one, so its cell names it beside the probes right overall."""
+    if "accuracy" not in r:
+        return "—"
+    overall = f"{r.get('correct', '?')}/{r.get('probes', '?')}"
+    if r.get("weakest"):
+        return f"{r['accuracy']:.2f} (weakest: `{r['weakest']}`; {overall} overall)"
+    return f"{r['accuracy']:.2f} ({overall})"
+
+
 def _gate_rows(gates: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for method, roles in gates.items():
@@ -197,10 +208,7 @@ def _gate_rows(gates: dict[str, Any]) -> list[list[Any]]:
             continue
         for role, r in roles.items():
             r = r if isinstance(r, dict) else {"labels": r}
-            overall = f"{r.get('correct', '?')}/{r.get('probes', '?')}"
-            # a judge gated on contrasts scores its weakest one (the accuracy); its probes right overall differ
-            acc = ("—" if "accuracy" not in r else f"{r['accuracy']:.2f} (weakest: `{r['weakest']}`; {overall} overall)"
-                   if r.get("weakest") else f"{r['accuracy']:.2f} ({overall})")
+            acc = _accuracy_cell(r)
             # Curry-DPO's copy of another stage's judge: how many of its input pairs came from that judge's scores
             behind = f"; behind {r['pairs_ranked']} of {method}'s input pairs" if "pairs_ranked" in r else ""
             rows.append([method, role, r.get("model", "—"), acc, r.get("min_accuracy", "—"),
