@@ -9,12 +9,15 @@ import json
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import yaml
 
 from pipeline.dedup import REASONS
 from pipeline.metrics import counted
 from pipeline.pii import DETECTORS
 from pipeline.pii_structured import MODEL_KEYS
+from pipeline.records import SCHEMAS
+from stages.export_write import JOINT
 
 CONFIG_DOC = {
     "all": "the conditional pairs (WildFeedback, PUGC, Selfie/SPA, Curry-DPO) in one table, each prompt from one method",
@@ -84,7 +87,33 @@ def response_writers(pairs: pl.DataFrame) -> dict[str, dict[str, int]]:
     return out
 
 
-def front_matter(cfg: Any, stats: dict[str, Any]) -> dict[str, Any]:
+_DTYPES = {pa.string(): "string", pa.float64(): "float64", pa.int64(): "int64", pa.bool_(): "bool"}
+
+
+def features(schema: pa.Schema | pa.StructType) -> list[dict[str, Any]]:
+    """A release schema as a card's ``dataset_info.features``, in the form ``datasets`` writes (a message list:
+    ``list`` of its struct's fields).
+
+    >>> features(SCHEMAS["pairs"])[1]
+    {'name': 'prompt', 'list': [{'name': 'role', 'dtype': 'string'}, {'name': 'content', 'dtype': 'string'}]}
+    """
+    return [{"name": f.name, "list": features(f.type.value_type)} if pa.types.is_list(f.type)
+            else {"name": f.name, "dtype": _DTYPES[f.type]} for f in schema]
+
+
+def dataset_info(config: str, splits: dict[str, int], sizes: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """A config's ``dataset_info`` entry: its features and each split's rows and bytes (``split_sizes``).
+    ``datasets`` keys its cache of a local folder on the card alone, so these figures are what make it read a
+    rebuilt release afresh, and it checks each split's rows against them when it reads the shards."""
+    split_info = [{"name": s, "num_bytes": sizes[s]["num_bytes"], "num_examples": n} for s, n in splits.items()]
+    return {"config_name": config, "features": features(SCHEMAS["joint_pairs" if config in JOINT else "pairs"]),
+            "splits": split_info, "download_size": sum(sizes[s]["download_size"] for s in splits),
+            "dataset_size": sum(sizes[s]["num_bytes"] for s in splits)}
+
+
+def front_matter(cfg: Any, stats: dict[str, Any], sizes: dict[str, dict[str, dict[str, int]]] | None = None) -> dict[str, Any]:
+    """The card's YAML: one ``configs`` entry per config with rows (an empty config is left out, so every listed
+    config loads) and, given ``sizes`` (``split_sizes``), their ``dataset_info``."""
     configs = []
     for i, (config, splits) in enumerate(stats["rows"].items()):
         if not splits:
@@ -94,7 +123,7 @@ def front_matter(cfg: Any, stats: dict[str, Any]) -> dict[str, Any]:
             entry["default"] = True
         entry["data_files"] = [{"split": s, "path": f"{config}/{s}-*.parquet"} for s in splits]
         configs.append(entry)
-    return {
+    front = {
         "license": cfg.license,
         "pretty_name": cfg.card.pretty_name,
         "language": list(cfg.card.language),
@@ -103,6 +132,10 @@ def front_matter(cfg: Any, stats: dict[str, Any]) -> dict[str, Any]:
         "size_categories": [size_category(stats["total"])],
         "configs": configs,
     }
+    if sizes is not None:
+        front["dataset_info"] = [dataset_info(c["config_name"], stats["rows"][c["config_name"]], sizes[c["config_name"]])
+                                 for c in configs]
+    return front
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -242,10 +275,11 @@ def removal_counts(stats: dict[str, Any]) -> str:
 
 
 def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, list[str]]], *, png: bool,
-                audit: dict[str, Any] | None = None, writers: dict[str, dict[str, int]] | None = None) -> str:
+                audit: dict[str, Any] | None = None, writers: dict[str, dict[str, int]] | None = None,
+                sizes: dict[str, dict[str, dict[str, int]]] | None = None) -> str:
     """The release's README.md: YAML front matter + a body describing configs, provenance, training, limits;
-    ``writers``: ``response_writers`` of its pairs."""
-    fm = yaml.safe_dump(front_matter(cfg, stats), sort_keys=False, allow_unicode=True)
+    ``writers``: ``response_writers`` of its pairs; ``sizes``: ``split_sizes`` of its shards."""
+    fm = yaml.safe_dump(front_matter(cfg, stats, sizes), sort_keys=False, allow_unicode=True)
     rows = [[f"`{c}`", CONFIG_DOC.get(c, ""), sp.get("train", 0), sp.get("test", 0)] for c, sp in stats["rows"].items() if sp]
     methods = [[m, v["input"], v["output"], v.get("in_all", "—"), ", ".join(lineage.get(m, {}).get("models", [])) or "—",
                 ", ".join(lineage.get(m, {}).get("fingerprints", [])) or "—"] for m, v in stats["methods"].items()]

@@ -46,7 +46,7 @@ def test_dpo_trainer_takes_two_steps_on_the_release(tmp_path):
 def test_the_readme_way_of_loading_a_local_release_reads_a_rebuilt_one_afresh(tmp_path):
     """docs/training.md reads a local release with the ``parquet`` builder: after a rebuild into
     the same folder, the same call (same cache) returns the new rows. Loaded as ``load_dataset(folder, "all")``,
-    datasets 5.2 keyed its cache on the card alone and returned the previous release's rows."""
+    datasets 5.2 keys its cache on the card alone: tests/test_export_readers.py covers that way."""
     import datasets
 
     assert 'load_dataset("parquet", data_dir="data/release/all", split="train")' in guide_text()
