@@ -211,3 +211,38 @@ def test_dpo_trainer_refuses_the_dove_config_and_trains_its_same_prompt_rows_the
     exec(code.replace('"your/sft-model"', repr(sft)),  # noqa: S102 - the card's own snippet
          {"REPO": str(release), "load_dataset": load, "DPOConfig": config, "DPOTrainer": Recording})
     assert seen == [same["chosen_prompt"]]
+
+
+@pytest.mark.e2e
+def test_dpo_trainer_reads_a_method_configs_dialogue_prompt_whole(tmp_path):
+    """The other trainer runs read single-turn prompts through `all` and `curry`; a WildFeedback pair's prompt is
+    the dialogue before the judged turn (a system message, earlier turns, any script). Read from its own config,
+    DPOTrainer tokenizes the whole dialogue as the prompt and the chosen message alone as the completion."""
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from pipeline.llm.tiny import resolve_model
+
+    dialogue = [{"role": "system", "content": "Réponds brièvement."}, {"role": "user", "content": TOPICS[0]},
+                {"role": "assistant", "content": "Feed it flour before you leave."}]
+    rows = [pair(f"wf{i}", t, "wildfeedback", chosen=f"Shorter, with an example — 例えば {i}.") for i, t in enumerate(TOPICS[1:5])]
+    for r in rows:
+        r["prompt"] = dialogue + r["prompt"]
+    write_method(tmp_path, "wildfeedback", rows)
+    release = tmp_path / "data" / "release"
+    build_release(export_cfg(methods=["wildfeedback"]), tmp_path, release, "fp-dialogue")
+    train = datasets.load_dataset(str(release), "wildfeedback", split="train", cache_dir=str(tmp_path / "hf-cache"))
+    assert train[0]["prompt"][:3] == dialogue
+
+    path = resolve_model("tiny")
+    tok = AutoTokenizer.from_pretrained(path)
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=1, per_device_train_batch_size=2, max_length=256,
+                     report_to=[], save_strategy="no", use_cpu=True, seed=0)
+    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(path), args=args, train_dataset=train,
+                         processing_class=tok)
+    row, first = trainer.train_dataset[0], train[0]
+    assert tok.decode(row["prompt_ids"]).endswith(tok.apply_chat_template(first["prompt"], tokenize=False,
+                                                                          add_generation_prompt=True))
+    assert tok.decode(row["chosen_ids"]).startswith(first["chosen"][0]["content"])
+    assert trainer.train().global_step == 1
