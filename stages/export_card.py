@@ -1,7 +1,7 @@
 """The dataset card of a release: the ``README.md`` that the Hub and ``datasets`` read (YAML front matter
-with one ``configs`` entry per config and ``data_files`` per split) and a body describing the configs, how
-they were built, how to train on them with TRL, and their limits. ``render_card`` writes it;
-``pipeline.hub`` publishes the release it describes."""
+with one ``configs`` entry per config and ``data_files`` per split, and each config's ``dataset_info``) and a
+body describing the configs, how they were built, how to train on them with TRL, and their limits.
+``render_card`` writes it; ``pipeline.hub`` publishes the release it describes."""
 
 from __future__ import annotations
 
@@ -97,14 +97,23 @@ def features(schema: pa.Schema | pa.StructType) -> list[dict[str, Any]]:
     >>> features(SCHEMAS["pairs"])[1]
     {'name': 'prompt', 'list': [{'name': 'role', 'dtype': 'string'}, {'name': 'content', 'dtype': 'string'}]}
     """
-    return [{"name": f.name, "list": features(f.type.value_type)} if pa.types.is_list(f.type)
-            else {"name": f.name, "dtype": _DTYPES[f.type]} for f in schema]
+    out = []
+    for f in schema:
+        if pa.types.is_list(f.type):
+            out.append({"name": f.name, "list": features(f.type.value_type)})
+        elif f.type in _DTYPES:
+            out.append({"name": f.name, "dtype": _DTYPES[f.type]})
+        else:
+            raise TypeError(f"release column {f.name!r} has Arrow type {f.type}, which the card's features do not name "
+                            f"yet: add it to stages/export_card.py _DTYPES")
+    return out
 
 
 def dataset_info(config: str, splits: dict[str, int], sizes: dict[str, dict[str, int]]) -> dict[str, Any]:
     """A config's ``dataset_info`` entry: its features and each split's rows and bytes (``split_sizes``).
-    ``datasets`` keys its cache of a local folder on the card alone, so these figures are what make it read a
-    rebuilt release afresh, and it checks each split's rows against them when it reads the shards."""
+    ``datasets`` keys its cache of a local folder on the card alone, so these figures make it read afresh a
+    rebuilt release whose counts or sizes changed (docs/training.md), and it checks each split's rows against
+    them when it reads the shards."""
     split_info = [{"name": s, "num_bytes": sizes[s]["num_bytes"], "num_examples": n} for s, n in splits.items()]
     return {"config_name": config, "features": features(SCHEMAS["joint_pairs" if config in JOINT else "pairs"]),
             "splits": split_info, "download_size": sum(sizes[s]["download_size"] for s in splits),
