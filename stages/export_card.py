@@ -194,9 +194,11 @@ trainer.train()
 
 def training_part(stats: dict[str, Any], repo: str) -> list[str]:
     """The card's "Training on it with TRL" section: a paragraph (and snippet) for each config the release holds
-    and none for one it does not, so no snippet asks ``load_dataset`` for a config the front matter leaves out."""
+    and none for one it does not, so no snippet asks ``load_dataset`` for a config the front matter leaves out;
+    the snippets that read a `train` split (`all`, Curry-DPO's loop) only for a config that has one."""
     held = {c for c, splits in stats["rows"].items() if splits}
-    parts = ["## Training on it with TRL\n", TRAIN_SNIPPET.format(repo=repo, all=ALL_LINES if "all" in held else "") + "\n"]
+    trained = {c for c, splits in stats["rows"].items() if splits.get("train")}
+    parts = ["## Training on it with TRL\n", TRAIN_SNIPPET.format(repo=repo, all=ALL_LINES if "all" in trained else "") + "\n"]
     if "selfie" in held:
         parts.append(
             "`label_smoothing` and `noisy` come from Selfie/SPA: a trainer that supports per-example label "
@@ -206,7 +208,7 @@ def training_part(stats: dict[str, Any], repo: str) -> list[str]:
             "\"iteration_2\", ...), the seed pairs all in its `train` split (Selfie held out its own test prompts): SPA "
             "trains on the seed pairs, then on each iteration's pairs in turn, each run starting from the previous "
             "run's model (filter on `source`).\n")
-    if "curry" in held:
+    if "curry" in trained:
         train = stats["levels_by_split"].get("curry", {}).get("train", {})
         levels = ", ".join(f"level {lv}: {n}" for lv, n in train.items())
         parts += [

@@ -101,6 +101,26 @@ def test_the_cards_snippets_load_only_configs_the_release_holds(tmp_path):
     assert "this release's `train` split holds none" in cards["dove"] and "same = " not in cards["dove"]
 
 
+def snippet_loads(card: str) -> set[tuple[str, str]]:
+    """The (config, split) pairs the card's python blocks ask ``load_dataset`` for."""
+    code = "".join(re.findall(r"```python\n(.*?)```", card, re.S))
+    return set(re.findall(r'load_dataset\(REPO, "(\w+)", split="(\w+)"\)', code))
+
+
+def test_the_cards_snippets_read_only_splits_the_release_holds(tmp_path):
+    """Curry-DPO's pairs of one prompt fell in `test` (split salt "s5"): the card listed `curry` with a `test` split
+    alone and still showed its loop, whose ``load_dataset(REPO, "curry", split="train")`` stopped (Unknown split)."""
+    write_method(tmp_path, "pugc", [pair(f"pugc{i}", t, "pugc") for i, t in enumerate(TOPICS[:8])])
+    prompt = "Describe the water cycle for a curious ten year old, with one simple experiment to try at home."
+    write_method(tmp_path, "curry", [pair(f"c{lv}", prompt, "curry", level=lv, rejected=f"weak {lv}") for lv in (0, 1)])
+    release, stats = build(tmp_path, methods=["pugc", "curry"], split_salt="s5")
+    assert stats["rows"]["curry"] == {"test": 2} and stats["rows"]["all"]["train"]
+    card = (release / "README.md").read_text(encoding="utf-8")
+    listed = {(c["config_name"], d["split"]) for c in yaml.safe_load(card.split("---\n")[1])["configs"]
+              for d in c["data_files"]}
+    assert snippet_loads(card) == {("all", "train")} <= listed
+
+
 def test_the_card_counts_the_curry_levels_and_dove_same_prompt_rows_of_the_train_split_its_snippets_read(tmp_path):
     """The card gave Curry-DPO's pairs per level over train and test together, while its loop reads `train`."""
     standard_methods(tmp_path)
