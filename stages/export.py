@@ -109,6 +109,7 @@ from stages.export_write import (
     release_order,
     row_counts,
     signal_categories,
+    split_sizes,
     write_plots,
     write_png,
 )
@@ -307,7 +308,7 @@ def publish_folder(cfg: Export, root: Path, tmp: Path, out_dir: Path, files: lis
     report = audit.audit_release(tmp, root=root, cfg=cfg, batch_rows=batch_rows)
     rows = pl.concat([pairs.select("_config", "lineage"), joint.select("_config", "lineage")])
     card = export_card.render_card(cfg, stats, export_card.lineage_summary(rows), png=(tmp / "plots" / "summary.png").exists(),
-                                   audit=report, writers=export_card.response_writers(rows))
+                                   audit=report, writers=export_card.response_writers(rows), sizes=split_sizes(tmp, files))
     report = audit.add_text_check(report, "README.md", card, cfg.pii_kinds, tuple(cfg.pii_phone_regions))
     (tmp / "README.md").write_text(card, encoding="utf-8")
     write_json_atomic(report, tmp / audit.AUDIT_FILE)

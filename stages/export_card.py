@@ -1,7 +1,7 @@
 """The dataset card of a release: the ``README.md`` that the Hub and ``datasets`` read (YAML front matter
-with one ``configs`` entry per config and ``data_files`` per split) and a body describing the configs, how
-they were built, how to train on them with TRL, and their limits. ``render_card`` writes it;
-``pipeline.hub`` publishes the release it describes."""
+with one ``configs`` entry per config and ``data_files`` per split, and each config's ``dataset_info``) and a
+body describing the configs, how they were built, how to train on them with TRL, and their limits.
+``render_card`` writes it; ``pipeline.hub`` publishes the release it describes."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import json
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import yaml
 
 from pipeline.dedup import REASONS
 from pipeline.metrics import counted
 from pipeline.pii import DETECTORS
 from pipeline.pii_structured import MODEL_KEYS
+from pipeline.records import SCHEMAS
+from stages.export_write import JOINT
 
 CONFIG_DOC = {
     "all": "the conditional pairs (WildFeedback, PUGC, Selfie/SPA, Curry-DPO) in one table, each prompt from one method",
@@ -84,7 +87,42 @@ def response_writers(pairs: pl.DataFrame) -> dict[str, dict[str, int]]:
     return out
 
 
-def front_matter(cfg: Any, stats: dict[str, Any]) -> dict[str, Any]:
+_DTYPES = {pa.string(): "string", pa.float64(): "float64", pa.int64(): "int64", pa.bool_(): "bool"}
+
+
+def features(schema: pa.Schema | pa.StructType) -> list[dict[str, Any]]:
+    """A release schema as a card's ``dataset_info.features``, in the form ``datasets`` writes (a message list:
+    ``list`` of its struct's fields).
+
+    >>> features(SCHEMAS["pairs"])[1]
+    {'name': 'prompt', 'list': [{'name': 'role', 'dtype': 'string'}, {'name': 'content', 'dtype': 'string'}]}
+    """
+    out = []
+    for f in schema:
+        if pa.types.is_list(f.type):
+            out.append({"name": f.name, "list": features(f.type.value_type)})
+        elif f.type in _DTYPES:
+            out.append({"name": f.name, "dtype": _DTYPES[f.type]})
+        else:
+            raise TypeError(f"release column {f.name!r} has Arrow type {f.type}, which the card's features do not name "
+                            f"yet: add it to stages/export_card.py _DTYPES")
+    return out
+
+
+def dataset_info(config: str, splits: dict[str, int], sizes: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """A config's ``dataset_info`` entry: its features and each split's rows and bytes (``split_sizes``).
+    ``datasets`` keys its cache of a local folder on the card alone, so these figures make it read afresh a
+    rebuilt release whose counts or sizes changed (docs/training.md), and it checks each split's rows against
+    them when it reads the shards."""
+    split_info = [{"name": s, "num_bytes": sizes[s]["num_bytes"], "num_examples": n} for s, n in splits.items()]
+    return {"config_name": config, "features": features(SCHEMAS["joint_pairs" if config in JOINT else "pairs"]),
+            "splits": split_info, "download_size": sum(sizes[s]["download_size"] for s in splits),
+            "dataset_size": sum(sizes[s]["num_bytes"] for s in splits)}
+
+
+def front_matter(cfg: Any, stats: dict[str, Any], sizes: dict[str, dict[str, dict[str, int]]] | None = None) -> dict[str, Any]:
+    """The card's YAML: one ``configs`` entry per config with rows (an empty config is left out, so every listed
+    config loads) and, given ``sizes`` (``split_sizes``), their ``dataset_info``."""
     configs = []
     for i, (config, splits) in enumerate(stats["rows"].items()):
         if not splits:
@@ -94,7 +132,7 @@ def front_matter(cfg: Any, stats: dict[str, Any]) -> dict[str, Any]:
             entry["default"] = True
         entry["data_files"] = [{"split": s, "path": f"{config}/{s}-*.parquet"} for s in splits]
         configs.append(entry)
-    return {
+    front = {
         "license": cfg.license,
         "pretty_name": cfg.card.pretty_name,
         "language": list(cfg.card.language),
@@ -103,6 +141,10 @@ def front_matter(cfg: Any, stats: dict[str, Any]) -> dict[str, Any]:
         "size_categories": [size_category(stats["total"])],
         "configs": configs,
     }
+    if sizes is not None:
+        front["dataset_info"] = [dataset_info(c["config_name"], stats["rows"][c["config_name"]], sizes[c["config_name"]])
+                                 for c in configs]
+    return front
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -152,9 +194,11 @@ trainer.train()
 
 def training_part(stats: dict[str, Any], repo: str) -> list[str]:
     """The card's "Training on it with TRL" section: a paragraph (and snippet) for each config the release holds
-    and none for one it does not, so no snippet asks ``load_dataset`` for a config the front matter leaves out."""
+    and none for one it does not, so no snippet asks ``load_dataset`` for a config the front matter leaves out;
+    the snippets that read a `train` split (`all`, Curry-DPO's loop) only for a config that has one."""
     held = {c for c, splits in stats["rows"].items() if splits}
-    parts = ["## Training on it with TRL\n", TRAIN_SNIPPET.format(repo=repo, all=ALL_LINES if "all" in held else "") + "\n"]
+    trained = {c for c, splits in stats["rows"].items() if splits.get("train")}
+    parts = ["## Training on it with TRL\n", TRAIN_SNIPPET.format(repo=repo, all=ALL_LINES if "all" in trained else "") + "\n"]
     if "selfie" in held:
         parts.append(
             "`label_smoothing` and `noisy` come from Selfie/SPA: a trainer that supports per-example label "
@@ -164,7 +208,7 @@ def training_part(stats: dict[str, Any], repo: str) -> list[str]:
             "\"iteration_2\", ...), the seed pairs all in its `train` split (Selfie held out its own test prompts): SPA "
             "trains on the seed pairs, then on each iteration's pairs in turn, each run starting from the previous "
             "run's model (filter on `source`).\n")
-    if "curry" in held:
+    if "curry" in trained:
         train = stats["levels_by_split"].get("curry", {}).get("train", {})
         levels = ", ".join(f"level {lv}: {n}" for lv, n in train.items())
         parts += [
@@ -242,10 +286,11 @@ def removal_counts(stats: dict[str, Any]) -> str:
 
 
 def render_card(cfg: Any, stats: dict[str, Any], lineage: dict[str, dict[str, list[str]]], *, png: bool,
-                audit: dict[str, Any] | None = None, writers: dict[str, dict[str, int]] | None = None) -> str:
+                audit: dict[str, Any] | None = None, writers: dict[str, dict[str, int]] | None = None,
+                sizes: dict[str, dict[str, dict[str, int]]] | None = None) -> str:
     """The release's README.md: YAML front matter + a body describing configs, provenance, training, limits;
-    ``writers``: ``response_writers`` of its pairs."""
-    fm = yaml.safe_dump(front_matter(cfg, stats), sort_keys=False, allow_unicode=True)
+    ``writers``: ``response_writers`` of its pairs; ``sizes``: ``split_sizes`` of its shards."""
+    fm = yaml.safe_dump(front_matter(cfg, stats, sizes), sort_keys=False, allow_unicode=True)
     rows = [[f"`{c}`", CONFIG_DOC.get(c, ""), sp.get("train", 0), sp.get("test", 0)] for c, sp in stats["rows"].items() if sp]
     methods = [[m, v["input"], v["output"], v.get("in_all", "—"), ", ".join(lineage.get(m, {}).get("models", [])) or "—",
                 ", ".join(lineage.get(m, {}).get("fingerprints", [])) or "—"] for m, v in stats["methods"].items()]

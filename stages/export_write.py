@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from pipeline.config import Export
 from pipeline.io import ShardWriter, read_table
@@ -101,6 +102,19 @@ class ReleaseWriter:
     def abort(self) -> None:
         for writer in self.writers.values():
             writer.abort()
+
+
+def split_sizes(folder: Path, files: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]]:
+    """config -> split -> ``{"num_bytes", "download_size"}`` of its shards in ``folder`` (``close``'s file entries):
+    their uncompressed and their file bytes, as the card's ``dataset_info`` gives them."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for f in files:
+        config, name = f["path"].split("/")
+        size = out.setdefault(config, {}).setdefault(name.split("-")[0], {"num_bytes": 0, "download_size": 0})
+        meta = pq.read_metadata(folder / f["path"])
+        size["num_bytes"] += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        size["download_size"] += (folder / f["path"]).stat().st_size
+    return out
 
 
 

@@ -46,7 +46,7 @@ def test_dpo_trainer_takes_two_steps_on_the_release(tmp_path):
 def test_the_readme_way_of_loading_a_local_release_reads_a_rebuilt_one_afresh(tmp_path):
     """docs/training.md reads a local release with the ``parquet`` builder: after a rebuild into
     the same folder, the same call (same cache) returns the new rows. Loaded as ``load_dataset(folder, "all")``,
-    datasets 5.2 keyed its cache on the card alone and returned the previous release's rows."""
+    datasets 5.2 keys its cache on the card alone: tests/test_export_readers.py covers that way."""
     import datasets
 
     assert 'load_dataset("parquet", data_dir="data/release/all", split="train")' in guide_text()
@@ -99,6 +99,26 @@ def test_the_cards_snippets_load_only_configs_the_release_holds(tmp_path):
                                                                                   else {"dove"})
     assert not any(f"**{m}**" in cards["pugc"] for m in ("Curry-DPO", "DOVE")) and "`selfie` config" not in cards["pugc"]
     assert "this release's `train` split holds none" in cards["dove"] and "same = " not in cards["dove"]
+
+
+def snippet_loads(card: str) -> set[tuple[str, str]]:
+    """The (config, split) pairs the card's python blocks ask ``load_dataset`` for."""
+    code = "".join(re.findall(r"```python\n(.*?)```", card, re.S))
+    return set(re.findall(r'load_dataset\(REPO, "(\w+)", split="(\w+)"\)', code))
+
+
+def test_the_cards_snippets_read_only_splits_the_release_holds(tmp_path):
+    """Curry-DPO's pairs of one prompt fell in `test` (split salt "s5"): the card listed `curry` with a `test` split
+    alone and still showed its loop, whose ``load_dataset(REPO, "curry", split="train")`` stopped (Unknown split)."""
+    write_method(tmp_path, "pugc", [pair(f"pugc{i}", t, "pugc") for i, t in enumerate(TOPICS[:8])])
+    prompt = "Describe the water cycle for a curious ten year old, with one simple experiment to try at home."
+    write_method(tmp_path, "curry", [pair(f"c{lv}", prompt, "curry", level=lv, rejected=f"weak {lv}") for lv in (0, 1)])
+    release, stats = build(tmp_path, methods=["pugc", "curry"], split_salt="s5")
+    assert stats["rows"]["curry"] == {"test": 2} and stats["rows"]["all"]["train"]
+    card = (release / "README.md").read_text(encoding="utf-8")
+    listed = {(c["config_name"], d["split"]) for c in yaml.safe_load(card.split("---\n")[1])["configs"]
+              for d in c["data_files"]}
+    assert snippet_loads(card) == {("all", "train")} <= listed
 
 
 def test_the_card_counts_the_curry_levels_and_dove_same_prompt_rows_of_the_train_split_its_snippets_read(tmp_path):
@@ -211,3 +231,38 @@ def test_dpo_trainer_refuses_the_dove_config_and_trains_its_same_prompt_rows_the
     exec(code.replace('"your/sft-model"', repr(sft)),  # noqa: S102 - the card's own snippet
          {"REPO": str(release), "load_dataset": load, "DPOConfig": config, "DPOTrainer": Recording})
     assert seen == [same["chosen_prompt"]]
+
+
+@pytest.mark.e2e
+def test_dpo_trainer_reads_a_method_configs_dialogue_prompt_whole(tmp_path):
+    """The other trainer runs read single-turn prompts through `all` and `curry`; a WildFeedback pair's prompt is
+    the dialogue before the judged turn (a system message, earlier turns, any script). Read from its own config,
+    DPOTrainer tokenizes the whole dialogue as the prompt and the chosen message alone as the completion."""
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from pipeline.llm.tiny import resolve_model
+
+    dialogue = [{"role": "system", "content": "Réponds brièvement."}, {"role": "user", "content": TOPICS[0]},
+                {"role": "assistant", "content": "Feed it flour before you leave."}]
+    rows = [pair(f"wf{i}", t, "wildfeedback", chosen=f"Shorter, with an example — 例えば {i}.") for i, t in enumerate(TOPICS[1:5])]
+    for r in rows:
+        r["prompt"] = dialogue + r["prompt"]
+    write_method(tmp_path, "wildfeedback", rows)
+    release = tmp_path / "data" / "release"
+    build_release(export_cfg(methods=["wildfeedback"]), tmp_path, release, "fp-dialogue")
+    train = datasets.load_dataset(str(release), "wildfeedback", split="train", cache_dir=str(tmp_path / "hf-cache"))
+    assert train[0]["prompt"][:3] == dialogue
+
+    path = resolve_model("tiny")
+    tok = AutoTokenizer.from_pretrained(path)
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=1, per_device_train_batch_size=2, max_length=256,
+                     report_to=[], save_strategy="no", use_cpu=True, seed=0)
+    trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(path), args=args, train_dataset=train,
+                         processing_class=tok)
+    row, first = trainer.train_dataset[0], train[0]
+    assert tok.decode(row["prompt_ids"]).endswith(tok.apply_chat_template(first["prompt"], tokenize=False,
+                                                                          add_generation_prompt=True))
+    assert tok.decode(row["chosen_ids"]).startswith(first["chosen"][0]["content"])
+    assert trainer.train().global_step == 1

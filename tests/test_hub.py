@@ -263,7 +263,8 @@ def test_an_edited_card_is_refused_and_the_hubs_local_cache_folder_is_ignored(tm
 def test_card_front_matter(release):
     card = (release / "README.md").read_text()
     front = yaml.safe_load(card.split("---\n")[1])
-    assert list(front) == ["license", "pretty_name", "language", "task_categories", "tags", "size_categories", "configs"]
+    assert list(front) == ["license", "pretty_name", "language", "task_categories", "tags", "size_categories", "configs",
+                           "dataset_info"]
     assert front["configs"][0] == {"config_name": "all", "default": True, "data_files": [
         {"split": "train", "path": "all/train-*.parquet"}, {"split": "test", "path": "all/test-*.parquet"}]}
     body = card.split("---\n", 2)[2]
