@@ -325,10 +325,14 @@ class Wildfeedback(Section):
     roles: WildfeedbackRoles
 
     @model_validator(mode="after")
-    def _sat_pairs_need_their_summary(self) -> Wildfeedback:  # SAT pairs are made from the SAT summaries
+    def _sat_pairs_need_their_summary_and_judge(self) -> Wildfeedback:  # SAT pairs: SAT summaries, judged
         if self.sat_pairs and "sat" not in self.summarize:
             raise ValueError(f"sat_pairs: true needs 'sat' in wildfeedback.summarize (got {self.summarize}): "
                              "without a SAT summary no SAT pair is made")
+        if self.sat_pairs and not self.checklist_judge:  # the judge is what says the policy sample is worse
+            raise ValueError("sat_pairs: true needs checklist_judge: true: a SAT pair's rejected is a policy sample "
+                             "no user saw, kept only where the checklist judge finds it worse (without the judge "
+                             "every sample would ship as rejected); set checklist_judge: true or sat_pairs: false")
         return self
 
 

@@ -243,6 +243,17 @@ def test_wildfeedback_sat_pairs_need_the_sat_summary(tmp_path, good):
     assert load_params(write(tmp_path, good)).wildfeedback.sat_pairs
 
 
+def test_wildfeedback_sat_pairs_need_the_checklist_judge(tmp_path, good):
+    # A SAT pair's rejected is a policy sample: only the checklist judge says it is worse than the liked answer.
+    # With checklist_judge: false every sample used to ship as rejected, unjudged (7 on the samples with tiny).
+    good["wildfeedback"].update(sat_pairs=True, summarize=["dsat", "sat"], checklist_judge=False)
+    lines = error_of(tmp_path, good).splitlines()[1:]
+    assert len(lines) == 1 and "wildfeedback: sat_pairs: true needs checklist_judge: true" in lines[0]
+    assert "set checklist_judge: true or sat_pairs: false" in lines[0]
+    good["wildfeedback"]["checklist_judge"] = True
+    assert load_params(write(tmp_path, good)).wildfeedback.checklist_judge
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     (0, "pugc.min_query_words: Input should be greater than or equal to 1 (got 0)"),
     ("3", "pugc.min_query_words: Input should be a valid integer (got '3')"),
