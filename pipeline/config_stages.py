@@ -325,7 +325,7 @@ class Wildfeedback(Section):
     roles: WildfeedbackRoles
 
     @model_validator(mode="after")
-    def _sat_pairs_need_their_summary_and_judge(self) -> Wildfeedback:  # SAT pairs: SAT summaries, judged
+    def _options_need_what_they_use(self) -> Wildfeedback:
         if self.sat_pairs and "sat" not in self.summarize:
             raise ValueError(f"sat_pairs: true needs 'sat' in wildfeedback.summarize (got {self.summarize}): "
                              "without a SAT summary no SAT pair is made")
@@ -333,6 +333,9 @@ class Wildfeedback(Section):
             raise ValueError("sat_pairs: true needs checklist_judge: true: a SAT pair's rejected is a policy sample "
                              "no user saw, kept only where the checklist judge finds it worse (without the judge "
                              "every sample would ship as rejected); set checklist_judge: true or sat_pairs: false")
+        if self.judge_natural_revisions and not self.checklist_judge:  # it would judge nothing, without a word
+            raise ValueError("judge_natural_revisions: true needs checklist_judge: true (the judge it names is off); "
+                             "set checklist_judge: true or judge_natural_revisions: false")
         return self
 
 

@@ -254,6 +254,14 @@ def test_wildfeedback_sat_pairs_need_the_checklist_judge(tmp_path, good):
     assert load_params(write(tmp_path, good)).wildfeedback.checklist_judge
 
 
+def test_wildfeedback_judging_natural_revisions_needs_the_checklist_judge(tmp_path, good):
+    # judge_natural_revisions: true with checklist_judge: false used to ship every natural revision unjudged, silently.
+    good["wildfeedback"].update(judge_natural_revisions=True, checklist_judge=False)
+    lines = error_of(tmp_path, good).splitlines()[1:]
+    assert lines == [f"  {tmp_path / 'params.yaml'}: wildfeedback: judge_natural_revisions: true needs checklist_judge: "
+                     "true (the judge it names is off); set checklist_judge: true or judge_natural_revisions: false"]
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     (0, "pugc.min_query_words: Input should be greater than or equal to 1 (got 0)"),
     ("3", "pugc.min_query_words: Input should be a valid integer (got '3')"),

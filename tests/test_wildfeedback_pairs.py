@@ -124,6 +124,17 @@ def test_sat_pairs_use_the_liked_answer_as_chosen_and_record_the_samples_finish(
     assert m["details"]["pairs"]["sat_attempted"] == m["details"]["pairs"]["judged"] == len(sat)
 
 
+def test_judge_natural_revisions_puts_them_through_the_checklist_judge(tmp_path, monkeypatch):
+    """Off (the default), a natural revision ships unjudged; on, the judge decides it like a generated pair (the
+    scripted judge prefers only "PREFERRED..." answers, so the conversation's own revision loses)."""
+    _, pairs, _, m = run_stage(tmp_path, monkeypatch, FakeEngine(), detector="rules", summarize=[])
+    assert kinds(pairs) == ["natural_revision"] and m["details"]["pairs"]["judged"] == 0
+    _, pairs, _, m = run_stage(tmp_path, monkeypatch, FakeEngine(), detector="rules", summarize=[],
+                               judge_natural_revisions=True)
+    assert pairs.num_rows == 0 and m["details"]["pairs"]["judged"] == 1
+    assert m["details"]["dropped"] == {"natural_revision_lost_in_judge": 1}
+
+
 def test_position_biased_judge_keeps_no_generated_pair(tmp_path, monkeypatch):
     _, pairs, rejects, m = run_stage(tmp_path, monkeypatch, FakeEngine(judge_bias="always_a"), detector="rules",
                                      gates={"detector": 0.75, "judge": 0.0})
