@@ -180,6 +180,10 @@ class Selfie(Section):
                 raise ValueError(
                     f"set the {role} model with selfie.{role}_model, not selfie.roles.{role}.model"
                 )
+            if getattr(self.roles, role).sampling is not None:  # the policy samples with selfie.sampling; the
+                raise ValueError(  # reference only scores: a role's own sampling was ignored without a word
+                    f"set how the policy samples with selfie.sampling, not selfie.roles.{role}.sampling "
+                    "(the reference model only scores the samples); remove it")
         return self
 
     def role(self, base: LLM, name: Literal["policy", "reference"]) -> LLM:

@@ -254,6 +254,18 @@ def test_wildfeedback_sat_pairs_need_the_checklist_judge(tmp_path, good):
     assert load_params(write(tmp_path, good)).wildfeedback.checklist_judge
 
 
+@pytest.mark.parametrize("role", ["policy", "reference"])
+def test_selfie_roles_take_no_sampling_of_their_own(tmp_path, good, role):
+    # The policy samples with selfie.sampling (stages/selfie.py); roles.policy.sampling (temperature 0.0 here) was
+    # ignored without a word, and the reference never samples.
+    good["selfie"]["roles"][role] = {"sampling": {"temperature": 0.0}}
+    lines = error_of(tmp_path, good).splitlines()[1:]
+    assert lines == [f"  {tmp_path / 'params.yaml'}: selfie: set how the policy samples with selfie.sampling, not "
+                     f"selfie.roles.{role}.sampling (the reference model only scores the samples); remove it"]
+    good["selfie"]["roles"][role] = {"batch_size": 4}  # engine settings stay per role
+    assert getattr(load_params(write(tmp_path, good)).selfie.roles, role).batch_size == 4
+
+
 def test_wildfeedback_judging_natural_revisions_needs_the_checklist_judge(tmp_path, good):
     # judge_natural_revisions: true with checklist_judge: false used to ship every natural revision unjudged, silently.
     good["wildfeedback"].update(judge_natural_revisions=True, checklist_judge=False)
