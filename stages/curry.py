@@ -296,11 +296,9 @@ def assign_levels(pairs: pl.DataFrame, scheme: str, n_levels: int) -> pl.DataFra
     is (R1,R4) 0, (R1,R3) 1, (R1,R2) 2, as in the paper; a prompt with more distinct gaps than
     levels is spread evenly over them, one with fewer keeps r (equal gaps share a level).
 
-    ``quantile`` (ours): r = rank of the gap among all pairs of its scale (0 = largest, ties take the
-    lowest rank), N = those pairs; level = r * n_levels // N, i.e. quantile bins of equal size where ties
-    allow (equal gaps always share a level, so a level can be empty when many gaps are equal). A scale
-    is one (input set, scorer), the ``scale`` column: gaps of two scorers (1-10 ratings, a 1-5 judge's
-    expected scores) are never ranked against each other, as responses are never ranked across groups.
+    ``quantile`` (ours): r = rank of the gap among the pairs of its (input set, scorer) (``scale``; 0 = largest,
+    ties take the lowest rank), N = those pairs; level = r * n_levels // N: quantile bins of equal size where ties
+    allow (equal gaps share a level, so a level can be empty). Two scorers' gaps are never ranked together.
     """
     if scheme == "per_prompt":
         # ``pairs`` is sorted by (group, gap): dense ranks are counts of gap changes since the group start.
