@@ -180,6 +180,10 @@ class Selfie(Section):
                 raise ValueError(
                     f"set the {role} model with selfie.{role}_model, not selfie.roles.{role}.model"
                 )
+            if getattr(self.roles, role).sampling is not None:  # the policy samples with selfie.sampling; the
+                raise ValueError(  # reference only scores: a role's own sampling was ignored without a word
+                    f"set how the policy samples with selfie.sampling, not selfie.roles.{role}.sampling "
+                    "(the reference model only scores the samples); remove it")
         return self
 
     def role(self, base: LLM, name: Literal["policy", "reference"]) -> LLM:
@@ -325,10 +329,17 @@ class Wildfeedback(Section):
     roles: WildfeedbackRoles
 
     @model_validator(mode="after")
-    def _sat_pairs_need_their_summary(self) -> Wildfeedback:  # SAT pairs are made from the SAT summaries
+    def _options_need_what_they_use(self) -> Wildfeedback:
         if self.sat_pairs and "sat" not in self.summarize:
             raise ValueError(f"sat_pairs: true needs 'sat' in wildfeedback.summarize (got {self.summarize}): "
                              "without a SAT summary no SAT pair is made")
+        if self.sat_pairs and not self.checklist_judge:  # the judge is what says the policy sample is worse
+            raise ValueError("sat_pairs: true needs checklist_judge: true: a SAT pair's rejected is a policy sample "
+                             "no user saw, kept only where the checklist judge finds it worse (without the judge "
+                             "every sample would ship as rejected); set checklist_judge: true or sat_pairs: false")
+        if self.judge_natural_revisions and not self.checklist_judge:  # it would judge nothing, without a word
+            raise ValueError("judge_natural_revisions: true needs checklist_judge: true (the judge it names is off); "
+                             "set checklist_judge: true or judge_natural_revisions: false")
         return self
 
 

@@ -15,8 +15,8 @@ function over polars frames / Arrow tables:
                          i < j (``pairing: all``, ours); a pair whose score gap is within its input's
                          threshold (``gap_thresholds``) is a tie and is dropped, never paired.
 5. ``assign_levels``     difficulty = gap (larger = easier); ``level`` 0 = easiest, by the rank of the gap
-                         within the prompt (``levels: per_prompt``, the paper) or by global quantile bins of
-                         the gap (``levels: quantile``, ours).
+                         within the prompt (``levels: per_prompt``, the paper) or by quantile bins of the gap
+                         over all prompts, per (input set, scorer) (``levels: quantile``, ours).
 6. ``order_pairs``       pair ids, then curriculum order: by level, then a seeded shuffle within the level.
 
 ``main`` writes ``data/curry/pairs/level=<k>/`` (one shard set per level, order kept) plus
@@ -296,9 +296,9 @@ def assign_levels(pairs: pl.DataFrame, scheme: str, n_levels: int) -> pl.DataFra
     is (R1,R4) 0, (R1,R3) 1, (R1,R2) 2, as in the paper; a prompt with more distinct gaps than
     levels is spread evenly over them, one with fewer keeps r (equal gaps share a level).
 
-    ``quantile`` (ours): r = rank of the gap across the whole dataset (0 = largest, ties take the
-    lowest rank), N = pairs; level = r * n_levels // N, i.e. quantile bins of equal size where ties
-    allow (equal gaps always share a level, so a level can be empty when many gaps are equal).
+    ``quantile`` (ours): r = rank of the gap among the pairs of its (input set, scorer) (``scale``; 0 = largest,
+    ties take the lowest rank), N = those pairs; level = r * n_levels // N: quantile bins of equal size where ties
+    allow (equal gaps share a level, so a level can be empty). Two scorers' gaps are never ranked together.
     """
     if scheme == "per_prompt":
         # ``pairs`` is sorted by (group, gap): dense ranks are counts of gap changes since the group start.
@@ -309,8 +309,8 @@ def assign_levels(pairs: pl.DataFrame, scheme: str, n_levels: int) -> pl.DataFra
         level = (m - 1 - pl.col("_asc")) * n_levels // pl.max_horizontal(m, pl.lit(n_levels, pl.Int64))
         return pairs.with_columns(level=level.cast(pl.Int64)).drop("_c", "_asc")
     if scheme == "quantile":
-        r = (pl.col("gap").rank("min", descending=True) - 1).cast(pl.Int64)
-        return pairs.with_columns(level=(r * n_levels // pl.len()).cast(pl.Int64))
+        r = (pl.col("gap").rank("min", descending=True).over("scale") - 1).cast(pl.Int64)
+        return pairs.with_columns(level=(r * n_levels // pl.len().over("scale")).cast(pl.Int64))
     raise ValueError(f"curry.levels: unknown value {scheme!r}; expected 'per_prompt' or 'quantile'")
 
 
@@ -363,7 +363,8 @@ def build_pairs(prompts: pa.Table, responses: pa.Table, cfg: Curry, models: list
         tie_gap = scored.select("input", "scorer").join(thresholds, on=["input", "scorer"], how="left",
                                                         maintain_order="left").get_column("tie_gap").gather(ranked.get_column("ridx"))
     pairs, ties = make_pairs(ranked, cfg.pairing, tie_gap)
-    pairs = order_pairs(assign_levels(pairs, cfg.levels, cfg.n_levels), scored, cfg.seed)
+    scale = scored.select("input", "scorer")[pairs.get_column("ridx_c")].to_struct("scale")  # the pair's (input, scorer)
+    pairs = order_pairs(assign_levels(pairs.with_columns(scale), cfg.levels, cfg.n_levels).drop("scale"), scored, cfg.seed)
     per_input = np.bincount(scored.get_column("input").gather(pairs.get_column("ridx_c")).to_numpy(),
                             minlength=len(cfg.inputs))
     m = metrics(responses.num_rows, ranked, pairs, ties, dict(sorted(response_drops.items())), thresholds, per_input, cfg)

@@ -54,6 +54,7 @@ from stages.dove_judge import (
     JUDGE_INPUT,
     JUDGED_SCHEMA,
     calibration_warning,
+    check_room,
     judge,
     judgment_metrics,
     position_bias,
@@ -326,6 +327,7 @@ def main(params: Params) -> None:
     cfg, ex = params.dove, params.execution
     judge_cfg = resolve_role(params.llm, cfg.roles.judge)
     fp = fingerprint(cfg, judge_cfg, judge_templates())
+    check_room(judge_templates(), cfg.max_prompt_chars)
     overrides = announce_overrides(params, "dove")
 
     items, item_rejects, gold, item_metrics = load_items(cfg)

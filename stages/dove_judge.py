@@ -72,6 +72,17 @@ def _token_check(engine):
     return fits
 
 
+def check_room(templates: dict[str, str], max_chars: int) -> None:
+    """Fail before any model work when ``dove.max_prompt_chars`` is no longer than a judge template's own text:
+    ``shorten`` would then cut every instruction and output to nothing, and the judge (its probes too) would
+    label comparisons it cannot see."""
+    own = max(len(judge_prompt(t, "", "", "", "")) for t in templates.values())
+    if max_chars <= own:
+        raise StageError(f"dove.max_prompt_chars ({max_chars}) leaves no room for the texts: the judge's prompt "
+                         f"template alone is {own} characters (pipeline/prompts/dove_judge*.txt); raise it well "
+                         "above that (params.yaml: 6000)")
+
+
 def fitted_prompts(row: dict[str, Any], template: str, max_chars: int, fits) -> tuple[str, str, bool]:
     """(prompt AB, prompt BA, truncated) for one comparison, its texts shortened to the budget."""
     # The two orders hold the same texts, so one budget serves both.

@@ -243,6 +243,37 @@ def test_wildfeedback_sat_pairs_need_the_sat_summary(tmp_path, good):
     assert load_params(write(tmp_path, good)).wildfeedback.sat_pairs
 
 
+def test_wildfeedback_sat_pairs_need_the_checklist_judge(tmp_path, good):
+    # A SAT pair's rejected is a policy sample: only the checklist judge says it is worse than the liked answer.
+    # With checklist_judge: false every sample used to ship as rejected, unjudged (7 on the samples with tiny).
+    good["wildfeedback"].update(sat_pairs=True, summarize=["dsat", "sat"], checklist_judge=False)
+    lines = error_of(tmp_path, good).splitlines()[1:]
+    assert len(lines) == 1 and "wildfeedback: sat_pairs: true needs checklist_judge: true" in lines[0]
+    assert "set checklist_judge: true or sat_pairs: false" in lines[0]
+    good["wildfeedback"]["checklist_judge"] = True
+    assert load_params(write(tmp_path, good)).wildfeedback.checklist_judge
+
+
+@pytest.mark.parametrize("role", ["policy", "reference"])
+def test_selfie_roles_take_no_sampling_of_their_own(tmp_path, good, role):
+    # The policy samples with selfie.sampling (stages/selfie.py); roles.policy.sampling (temperature 0.0 here) was
+    # ignored without a word, and the reference never samples.
+    good["selfie"]["roles"][role] = {"sampling": {"temperature": 0.0}}
+    lines = error_of(tmp_path, good).splitlines()[1:]
+    assert lines == [f"  {tmp_path / 'params.yaml'}: selfie: set how the policy samples with selfie.sampling, not "
+                     f"selfie.roles.{role}.sampling (the reference model only scores the samples); remove it"]
+    good["selfie"]["roles"][role] = {"batch_size": 4}  # engine settings stay per role
+    assert getattr(load_params(write(tmp_path, good)).selfie.roles, role).batch_size == 4
+
+
+def test_wildfeedback_judging_natural_revisions_needs_the_checklist_judge(tmp_path, good):
+    # judge_natural_revisions: true with checklist_judge: false used to ship every natural revision unjudged, silently.
+    good["wildfeedback"].update(judge_natural_revisions=True, checklist_judge=False)
+    lines = error_of(tmp_path, good).splitlines()[1:]
+    assert lines == [f"  {tmp_path / 'params.yaml'}: wildfeedback: judge_natural_revisions: true needs checklist_judge: "
+                     "true (the judge it names is off); set checklist_judge: true or judge_natural_revisions: false"]
+
+
 @pytest.mark.parametrize(("value", "expected"), [
     (0, "pugc.min_query_words: Input should be greater than or equal to 1 (got 0)"),
     ("3", "pugc.min_query_words: Input should be a valid integer (got '3')"),

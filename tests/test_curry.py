@@ -166,6 +166,21 @@ def test_quantile_levels_bin_the_gap_across_the_dataset():
     assert sorted((r["margin"], r["level"]) for r in rows) == [(1.0, 0), (2.0, 0), (2.0, 1), (4.0, 0), (8.0, 0), (10.0, 0)]
 
 
+def test_quantile_levels_bin_each_scorers_gaps_on_its_own_scale():
+    """Vote gaps (10s) and a 1-5 judge's gaps (0.1s) are binned apart: ranked together, every vote pair was
+    easy and every judge pair hard, whatever its difficulty on its own scale."""
+    responses = []
+    for i, gap in enumerate([10, 20, 30]):
+        responses += [resp(f"v{i}", f"v{i}a", 100.0 + gap, scorer="votes"), resp(f"v{i}", f"v{i}b", 100.0, scorer="votes")]
+    for i, gap in enumerate([0.1, 0.2, 0.3]):
+        responses += [resp(f"j{i}", f"j{i}a", 3.0 + gap, scorer="judge"), resp(f"j{i}", f"j{i}b", 3.0, scorer="judge")]
+    prompts = [prompt(f"{k}{i}") for k in "vj" for i in range(3)]
+    rows, m = build(prompts, responses, levels="quantile")
+    assert sorted((round(r["margin"], 6), r["level"]) for r in rows) == [
+        (0.1, 2), (0.2, 1), (0.3, 0), (10.0, 2), (20.0, 1), (30.0, 0)]
+    assert m["pairs"]["per_level"] == {"0": 2, "1": 2, "2": 2}
+
+
 def test_per_prompt_spreads_many_gaps_over_the_levels():
     responses = [resp("p1", f"r{i}", float(10 - i)) for i in range(7)]  # 6 gaps 1..6
     rows, _ = build([prompt("p1")], responses)

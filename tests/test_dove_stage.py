@@ -71,6 +71,23 @@ def test_main_rejects_unknown_pair_source(params, tmp_path, monkeypatch):
         D.main(_stage_params(params))
 
 
+def test_a_prompt_budget_below_the_judge_template_fails_before_any_judging(helpful, params, tmp_path, monkeypatch):
+    """max_prompt_chars: 300 used to cut every instruction and output to " [...]": the judge (and its probes)
+    answered on empty texts, ties or labels, without a word. The template's own text is the floor."""
+    sft, cond = helpful
+    monkeypatch.chdir(tmp_path)
+    _write_helpful(tmp_path, sft[:10], cond[:5])
+    judge = ScriptedJudge()
+    monkeypatch.setattr("pipeline.llm.get_engine", lambda cfg: judge, raising=False)
+    floor = max(len(J.judge_prompt(t, "", "", "", "")) for t in D.judge_templates().values())
+    with pytest.raises(J.StageError, match=rf"^dove.max_prompt_chars \({floor}\) leaves no room for the texts: "
+                                           rf"the judge's prompt template alone is {floor} characters"):
+        D.main(_stage_params(params, max_prompt_chars=floor))
+    assert judge.calls == [] and not (tmp_path / "data/dove/pairs").exists()
+    D.main(_stage_params(params, max_prompt_chars=floor + 400))  # room for the texts, cut: judged
+    assert judge.calls
+
+
 def test_main_fails_loudly_when_the_judge_fails_everything(helpful, params, tmp_path, monkeypatch):
     sft, cond = helpful
     monkeypatch.chdir(tmp_path)

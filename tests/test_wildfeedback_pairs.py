@@ -109,18 +109,30 @@ def test_cut_off_answers_never_become_pairs(tmp_path, monkeypatch):
     raw = [json.loads(r["raw"]) for r in rejects.to_pylist()]
     assert {r["chosen_finish_reason"] for r in raw} == {"length"} and raw[0]["chosen"] == "PREFERRED short answer."
     _, pairs, _, m = run_stage(tmp_path, monkeypatch, FakeEngine(finish="length"), detector="rules", summarize=["sat"],
-                               sat_pairs=True, checklist_judge=False, natural_revisions=False)
-    assert pairs.num_rows == 0 and m["details"]["dropped"] == {"sat_cut_off": 4}
+                               sat_pairs=True, natural_revisions=False)
+    assert pairs.num_rows == 0 and m["details"]["dropped"] == {"sat_cut_off": 4} and m["details"]["pairs"]["judged"] == 0
 
 
 def test_sat_pairs_use_the_liked_answer_as_chosen_and_record_the_samples_finish(tmp_path, monkeypatch):
-    _, pairs, _, m = run_stage(tmp_path, monkeypatch, FakeEngine(judge_bias="always_a"), detector="rules",
-                               summarize=["sat"], sat_pairs=True, checklist_judge=False, natural_revisions=False)
+    _, pairs, _, m = run_stage(tmp_path, monkeypatch, FakeEngine(judge_bias="against_sample"), detector="rules",
+                               summarize=["sat"], sat_pairs=True, natural_revisions=False, gates={"detector": 0.75, "judge": 0.0})
     sat = [r for r in pairs.to_pylist() if json.loads(r["lineage"])["kind"] == "sat"]
     assert sat and all(r["rejected"][0]["content"] == "policy sample" for r in sat)
     assert {r["chosen"][0]["content"] for r in sat} <= {"Canberra.", "Leaves fall softly.", "Sure.", "Hello!"}
     assert {json.loads(r["lineage"])["rejected_finish_reason"] for r in sat} == {"stop"}
-    assert pa.types.is_string(pairs.schema.field("lineage").type) and m["details"]["pairs"]["sat_attempted"] == len(sat)
+    assert pa.types.is_string(pairs.schema.field("lineage").type)
+    assert m["details"]["pairs"]["sat_attempted"] == m["details"]["pairs"]["judged"] == len(sat)
+
+
+def test_judge_natural_revisions_puts_them_through_the_checklist_judge(tmp_path, monkeypatch):
+    """Off (the default), a natural revision ships unjudged; on, the judge decides it like a generated pair (the
+    scripted judge prefers only "PREFERRED..." answers, so the conversation's own revision loses)."""
+    _, pairs, _, m = run_stage(tmp_path, monkeypatch, FakeEngine(), detector="rules", summarize=[])
+    assert kinds(pairs) == ["natural_revision"] and m["details"]["pairs"]["judged"] == 0
+    _, pairs, _, m = run_stage(tmp_path, monkeypatch, FakeEngine(), detector="rules", summarize=[],
+                               judge_natural_revisions=True)
+    assert pairs.num_rows == 0 and m["details"]["pairs"]["judged"] == 1
+    assert m["details"]["dropped"] == {"natural_revision_lost_in_judge": 1}
 
 
 def test_position_biased_judge_keeps_no_generated_pair(tmp_path, monkeypatch):

@@ -72,7 +72,8 @@ class FakeEngine:
     """Scripted engine: answers follow keywords in the prompt, deterministically; it answers the built-in
     probes like a judge that discriminates, unless told to be ``silent`` (no signal anywhere, as the random
     tiny model), ``dsat_always`` (right on SAT, DSAT on every probe turn), ``failing`` (every detector call fails) or position-biased (``judge_bias="always_a"``) or
-    undecided (``judge_bias="undecided"``: 0.5 for both answers). Every prompt it sees is kept in ``seen``."""
+    undecided (``judge_bias="undecided"``: 0.5 for both answers) or against the policy's sample (``judge_bias=
+    "against_sample"``: any other answer wins, as a SAT turn's liked answer should). Every prompt it sees is kept in ``seen``."""
 
     name = "fake"
 
@@ -126,6 +127,8 @@ class FakeEngine:
                 out.append([0.9, 0.1])
             elif self.judge_bias == "undecided":
                 out.append([0.5, 0.5])
+            elif self.judge_bias == "against_sample":
+                out.append([0.2, 0.8] if a == "policy sample" else [0.8, 0.2])
             else:
                 good = a.startswith("PREFERRED") or a.startswith(_GOOD_ANSWERS)
                 out.append([0.8, 0.2] if good else [0.2, 0.8])
