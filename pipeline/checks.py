@@ -39,7 +39,7 @@ import polars as pl
 
 from pipeline.dedup import last_user_turn, text_of
 from pipeline.encodings import UNPRINTABLE, VISIBLE
-from pipeline.text import CJK
+from pipeline.text import WORD
 
 
 def squash(text: pl.Expr) -> pl.Expr:
@@ -226,19 +226,17 @@ def holds_answer(prompt: str) -> pl.Expr:
 # SmolLM2 answer of the real-model run ("I'm here to listen." over and over) reaches 0.79.
 LOOP_MIN_SENTENCES = 5
 LOOP_SHARE = 0.6
-# a word: a CJK character, or a run of other characters but white space and CJK punctuation ("。", "，", "！")
-_WORD = rf"{CJK}|[^\s{CJK[1:-1]}\u3000-\u303f\uff01-\uff0f\uff1a-\uff20]+"
 
 
 def repeats_itself(text: pl.Expr) -> pl.Expr:
     """True where an answer loops: at least ``LOOP_SHARE`` of its sentences (of three or more words,
     lowercased, whitespace normalised; at least ``LOOP_MIN_SENTENCES``) repeat an earlier one. A sentence
     ends at ".", "!", "?", their CJK forms "。！？" or a line break; a Han, Hiragana or Katakana character is a
-    word (``pipeline.text.CJK``: Chinese and Japanese write no spaces, so no sentence of theirs had three words
+    word (``pipeline.text.WORD``: Chinese and Japanese write no spaces, so no sentence of theirs had three words
     and "我在这里倾听你的心声。" over and over passed); one list pass per row does the counting."""
     sentences = text.str.to_lowercase().str.replace_all(r"[ \t\r\f\v]+", " ").str.extract_all(
         r"[^.!?。！？\n ](?:[^.!?。！？\n]*[^.!?。！？\n ])?[.!?。！？]?")
-    worded = pl.element().filter(pl.element().str.count_matches(_WORD) >= 3)
+    worded = pl.element().filter(pl.element().str.count_matches(WORD) >= 3)
     n = worded.len()
     return sentences.list.eval((n >= LOOP_MIN_SENTENCES) & (n - worded.n_unique() >= LOOP_SHARE * n)).list.first(
     ).fill_null(False)
