@@ -124,7 +124,7 @@ _FEEDBACK = "|".join([
     r"\b(?:faux|fausse|incorrecte?|erreur|ce n'est pas|c'est pas|pas (?:correct|juste|ce que)|tu as (?:oublié|omis)|"
     r"vous avez (?:oublié|omis)|refais|recommence|encore une fois|ne (?:marche|fonctionne) pas|tu es sûr|"
     r"vous êtes sûr)\b|^\W*non\b",
-    r"\b(?:incorrect[oa]|equivocad[oa]|error|no es (?:correcto|cierto|lo que)|no funciona|otra vez|de nuevo|"
+    r"\b(?:incorrect[oa]|equivocad[oa]|no es (?:correcto|cierto|lo que)|no funciona|otra vez|de nuevo|"
     r"te (?:olvidaste|equivocaste)|estás seguro)\b|^\W*no,",
     r"\b(?:falsch|fehler|nicht richtig|stimmt nicht|nochmal|noch einmal|funktioniert nicht|das ist nicht|"
     r"bist du sicher|sind sie sicher)\b|^\W*nein\b",

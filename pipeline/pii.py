@@ -36,12 +36,13 @@ none), so the cost per row is the Rust regex scan::
     >>> out.to_list(), counts
     (['mail me: [REDACTED_EMAIL]'], {'email': 1})
 
-Kinds apply in the order of ``DETECTORS`` (secrets first, then e-mails, cards, IPs, phones), so a key
-that contains digits is not half-eaten by the phone rule. A letter of a script written without spaces (Han,
-Kana, Hangul, Thai) bounds a phone number, card, IP or e-mail as a space does: "手机号是+86 138 0013 8000" is
-caught, and "发送到ann@qq.com谢谢" keeps "发送到" and "谢谢". What is *not* caught: names, street addresses,
-dates of birth, national ids other than China's, national phone numbers of regions outside ``PHONE_REGIONS``, passwords in
-config files or code, lower-case IBANs, bank account numbers without an IBAN, other providers' keys.
+Kinds apply in the order of ``DETECTORS`` (secrets first, then e-mails, IBANs, resident ids, cards, IPs,
+phones), so a key that contains digits is not half-eaten by the phone rule. A letter of a script written
+without spaces (Han, Kana, Hangul, Thai) bounds a phone number, card, IP or e-mail as a space does: "手机号是+86
+138 0013 8000" is caught, and "发送到ann@qq.com谢谢" keeps "发送到" and "谢谢". What is *not* caught: names, street
+addresses, dates of birth, national ids other than China's, national phone numbers of regions outside
+``PHONE_REGIONS``, passwords in config files or code, lower-case IBANs, bank account numbers without an IBAN,
+other providers' keys.
 ``bench/export.py`` runs these detectors against the regex-only redactor they replaced (bench/README.md:
 fixture recall 1.00 against 0.53, at 0.36x its speed); no PII library (Presidio, scrubadub) has been benched.
 """
@@ -226,7 +227,8 @@ def _iban(m: regex.Match) -> tuple[int, int] | None:
 
 def _cn_resident_id(m: regex.Match) -> tuple[int, int] | None:
     """A Chinese resident identity number when its region, birth date and check character are valid
-    (python-stdnum ``cn.ric``): an 18-digit order number or snowflake id is none (a date fails, or 10 in 11 the check)."""
+    (python-stdnum ``cn.ric``): an 18-digit order number or snowflake id fails its birth date or, 10 times in 11,
+    its check character."""
     return _span(m) if stdnum_cn_ric.is_valid(m.group("pii")) else None
 
 
