@@ -83,7 +83,7 @@ def test_open_code_block_ends_on_arabic_question_mark():
 
 
 def test_real_chinese_answer_cut_at_a_comma(real):
-    """The one WildChat answer cut at "，" passed; no other of the 2,410 answers changes its verdict."""
+    """The one WildChat answer cut at "，" passed; it is the only one of the 2,410 answers flagged for a "，"."""
     answers = [m["content"] for c in wildchat(real) for m in c if m["role"] == "assistant"]
     cut = [a for a, hit in zip(answers, flags(ends_mid_sentence, answers), strict=True) if hit and a.endswith("，")]
     assert len(cut) == 1 and cut[0].endswith("提供建设性的批评与指导，")
