@@ -20,7 +20,7 @@ PiiKind = Literal[  # pipeline/pii.py DETECTORS
     "email", "phone", "ipv4", "ipv6", "credit_card", "openai_key", "hf_token", "aws_access_key", "aws_secret_key",
     "github_token", "bearer_token", "jwt", "slack_token", "google_api_key", "stripe_key", "private_key",
     "basic_auth", "gitlab_token", "npm_token", "pypi_token", "sendgrid_key", "url_password", "iban",
-    "home_path",
+    "home_path", "cn_resident_id",
 ]
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.ids import stable_hash64
-from pipeline.text import minhash, near_duplicate_groups, ngram_hashes, normalise, word_counts
+from pipeline.text import cjk_words, minhash, near_duplicate_groups, ngram_hashes, normalise, word_counts
 
 REMOVED = {"pair_id": pl.String, "method": pl.String, "reason": pl.String, "detail": pl.String,
            "configs": pl.List(pl.String)}
@@ -132,7 +132,10 @@ def no_removals() -> pl.DataFrame:
 
 
 class Signatures:
-    """MinHash signatures of distinct normalised prompts, computed once per prompt key while scanning.
+    """MinHash signatures of distinct normalised prompts, computed once per prompt key while scanning. Shingles
+    are word n-grams with a CJK character as a word (``pipeline.text.cjk_words``): "对你的感觉原唱" and "对你的感觉
+    原唱" were one word and two: of the WildChat sample's 394 distinct CJK user turns 12 have a near-duplicate,
+    9 of them unseen so.
 
     Memory is ``num_perm`` x 8 bytes per distinct prompt, not the prompt texts.
     """
@@ -152,7 +155,7 @@ class Signatures:
             grown = np.zeros((max(end, 2 * len(self.sig)), self.num_perm), dtype=np.uint64)
             grown[:start] = self.sig[:start]
             self.sig = grown
-        self.sig[start:end] = minhash(ngram_hashes(new["t"], self.shingle), new.height, self.num_perm)
+        self.sig[start:end] = minhash(ngram_hashes(cjk_words(new["t"]), self.shingle), new.height, self.num_perm)
         self.index.update((k, start + i) for i, k in enumerate(new["k"].to_list()))
 
     def matrix(self, keys: pl.Series) -> np.ndarray:

@@ -14,7 +14,7 @@ import pyarrow as pa
 from pipeline.config import Params, Pugc
 from pipeline.drops import account, first_reason
 from pipeline.langid import detect_languages
-from pipeline.text import minhash, near_duplicate_groups, ngram_hashes, normalise
+from pipeline.text import cjk_words, minhash, near_duplicate_groups, ngram_hashes, normalise, raw_word_counts
 from stages.pugc_io import run_step
 
 MINHASH_SEED = 0
@@ -32,9 +32,11 @@ def document_view() -> pl.Expr:
 
 def quality_filter(docs: pl.DataFrame, cfg: Pugc) -> pl.DataFrame:
     """Mark too_short / too_long / other_language / exact_duplicate (first by doc_id is kept); adds
-    ``language`` (ISO 639-1 code of the text, ``und`` without letters)."""
+    ``language`` (ISO 639-1 code of the text, ``und`` without letters). Words are whitespace tokens, a Han,
+    Hiragana or Katakana character one each (``pipeline.text.raw_word_counts``): a Chinese post of 300
+    characters was a few "words" and too short."""
     docs = docs.sort("doc_id")
-    stats = docs.with_columns(n_words=pl.col("text").str.count_matches(r"\S+"), language=detect_languages(docs["text"]))
+    stats = docs.with_columns(n_words=raw_word_counts(pl.col("text")), language=detect_languages(docs["text"]))
     marked = stats.with_columns(
         drop=first_reason(
             (pl.col("n_words") < cfg.min_words, "too_short"),
@@ -51,13 +53,14 @@ def quality_filter(docs: pl.DataFrame, cfg: Pugc) -> pl.DataFrame:
 
 
 def minhash_step(batch: pa.Table, *, shingle_words: int, num_perm: int) -> pa.Table:
-    """CPU step: a ``signature`` column (MinHash of word shingles of title + text).
+    """CPU step: a ``signature`` column (MinHash of word shingles of title + text; a CJK character is a word,
+    ``pipeline.text.cjk_words``, so a Chinese post edited in one character still shares most shingles).
 
     ``pipeline.text`` hashes whole columns at once (xxh3, stable across machines and versions); a library
     such as ``datasketch`` would update one shingle at a time from Python.
     """
     frame = pl.from_arrow(batch)
-    views = normalise(frame.select(document_view()).to_series())
+    views = cjk_words(normalise(frame.select(document_view()).to_series()))
     sig = minhash(ngram_hashes(views, shingle_words), len(views), num_perm, seed=MINHASH_SEED)
     return batch.append_column(
         "signature", pa.FixedSizeListArray.from_arrays(pa.array(sig.ravel()), num_perm)

@@ -69,6 +69,7 @@ from pipeline.checks import (
     shows_nothing,
 )
 from pipeline.dedup import last_user_turn
+from pipeline.text import raw_word_counts
 from stages.wildfeedback_context import SHORT_EDIT_WORDS
 
 OPENING_CHARS = 300  # the opening of an answer that the reference patterns read
@@ -296,16 +297,18 @@ def prompt_text(messages: str = "prompt") -> pl.Expr:
     return pl.col(messages).list.eval(pl.element().struct.field("content")).list.join("\n")
 
 
-# A turn that asks the user something: it ends with "?" and holds at most this many sentences, so it is
-# mostly the question ("What are you trying to hide from the police?"), not an answer that closes with
-# "Is there anything else I can help with?".
+# A turn that asks the user something: it ends with "?" (Chinese/Japanese "？", Arabic "؟") and holds at most
+# this many sentences, so it is mostly the question ("What are you trying to hide from the police?", "您想了解
+# 哪方面的内容？"), not an answer that closes with "Is there anything else I can help with?". "。！？" end a
+# sentence with no space after them.
 ASKS_USER_MAX_SENTENCES = 3
 
 
 def asks_user(text: pl.Expr) -> pl.Expr:
     """True where an assistant turn is a question to the user (``ASKS_USER_MAX_SENTENCES``)."""
     t = text.fill_null("").str.strip_chars()
-    return t.str.ends_with("?") & (t.str.count_matches(r"[.!?]+(?:\s|$)") <= ASKS_USER_MAX_SENTENCES)
+    sentences = t.str.count_matches(r"[.!?]+(?:\s|$)|[。！？؟]+")
+    return t.str.contains(r"[?？؟]$") & (sentences <= ASKS_USER_MAX_SENTENCES)
 
 
 def pair_drop_reason(kind: str) -> pl.Expr:
@@ -313,7 +316,7 @@ def pair_drop_reason(kind: str) -> pl.Expr:
     (``mixed_feedback``: the rejected answer was liked) or whose rejected turn asked the user a question
     (``asked_user``: the "feedback" answers it, and the revision builds on that answer, which the pair's
     prompt does not hold) or whose SAT turn is only Acknowledgment, an "ok" opening a message of over
-    ``SHORT_EDIT_WORDS`` words (``ack_opens_request``: the rubric's Acknowledgment is a brief receipt; "ok I
+    ``SHORT_EDIT_WORDS`` words, a CJK character one (``ack_opens_request``: the rubric's Acknowledgment is a brief receipt; "ok I
     needed to edit code a lot ... However my code got broken" says nothing of the revision, and no model or
     judge checks a natural revision), a cut-off (a finish reason ``length``, or a chosen that stops
     mid-sentence, as a revision read from a log can: ``pipeline.checks.ends_mid_sentence``), missing or failed generated answer,
@@ -324,7 +327,7 @@ def pair_drop_reason(kind: str) -> pl.Expr:
     mixed = pl.col("feedback_sat").fill_null(False) if natural else pl.lit(False)
     asked = asks_user(pl.col("rejected")) if natural else pl.lit(False)
     ack_only = pl.col("sat_categories").cast(pl.List(pl.String)).list.join(",").fill_null("") == "Acknowledgment"
-    long_turn = pl.col("sat_text").cast(pl.String).fill_null("").str.count_matches(r"\S+") > SHORT_EDIT_WORDS
+    long_turn = raw_word_counts(pl.col("sat_text").cast(pl.String).fill_null("")) > SHORT_EDIT_WORDS
     ack_opens = (ack_only & long_turn) if natural else pl.lit(False)
     follow_up = (pl.when(answers_follow_up("chosen", "preference", "rejected", last_user_turn("prompt")))
                  .then(pl.lit("answers_follow_up")) if natural else pl.lit(None, dtype=pl.String))

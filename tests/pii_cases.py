@@ -109,6 +109,11 @@ POSITIVES: list[tuple[str, str, str]] = [
     ("home_path", r"df = pd.read_csv('C:\\Users\\Franco\\Documents\\data.csv')", "Franco"),
     ("home_path", r"PS C:\Users\Alexander\AppData\Local> python app.py", "Alexander"),
     ("home_path", "ls /Users/maria.lopez/Library/Caches", "maria.lopez"),
+    # a Chinese resident identity number (GB 11643's example; one made up with a valid check), as a WildChat user
+    # pasted one into a transcript to translate
+    ("cn_resident_id", "身份证号：11010519491231002X\n姓名：张三", "11010519491231002X"),
+    ("cn_resident_id", "ID Number: 44030419900307123X\nName: Li Hua", "44030419900307123X"),
+    ("cn_resident_id", "我的身份证号码是44030419900307123X，请核对", "44030419900307123X"),
 ]
 
 # Text that looks like PII to a careless pattern and must come out unchanged.
@@ -185,4 +190,9 @@ NEAR_MISSES: list[str] = [
     "copy it to C:\\Users\\Public\\Documents",
     "GET /api/users/42 returns the profile",
     "see https://example.com/home/about for details",
+    # 18-digit numbers that are no resident id: a snowflake id and an order number (no valid birth date), and a
+    # real id's digits with a wrong check character
+    "tweet 466981950876549120 was deleted",
+    "订单号：202310011234567890，请保存",
+    "身份证号：110105194912310021",
 ]

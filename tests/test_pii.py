@@ -227,3 +227,21 @@ def test_an_address_with_a_255_octet_is_an_address():
     """255 is a valid octet: only one above it (or a netmask) makes four dotted numbers no IPv4 address."""
     out, _ = redact(pl.Series(["host 198.51.255.10 is up", "mask 255.255.255.0", "not 10.0.0.256"]), ["ipv4"])
     assert out.to_list() == ["host [REDACTED_IP] is up", "mask 255.255.255.0", "not 10.0.0.256"]
+
+
+def test_pii_written_into_cjk_text_without_a_space_is_redacted_and_the_words_around_it_stay():
+    """Chinese, Japanese and Korean run numbers and addresses into their words; their letters are word characters to
+    ``\\b``, so "+86 ..." after "是" was missed, and an address after "发送到" took those words with it."""
+    texts = ["我的手机号是+86 138 0013 8000，请联系。", "发送到ann@example.org谢谢", "メールはtaro@example.jpまで",
+             "卡号4111111111111111，有效期12/25", "服务器地址是192.168.10.5，端口8080", "地址是2001:db8::8a2e:370:7334吗",
+             "연락처 +82 10-1234-5678로 주세요", "联系我: 用户@例子.广告", "a@b.com，c@d.com"]
+    out, _ = redact(pl.Series(texts), KINDS)
+    assert out.to_list() == ["我的手机号是[REDACTED_PHONE]，请联系。", "发送到[REDACTED_EMAIL]谢谢",
+                             "メールは[REDACTED_EMAIL]まで", "卡号[REDACTED_CREDIT_CARD]，有效期12/25",
+                             "服务器地址是[REDACTED_IP]，端口8080", "地址是[REDACTED_IP]吗", "연락처 [REDACTED_PHONE]로 주세요",
+                             "联系我: [REDACTED_EMAIL]", "[REDACTED_EMAIL]，[REDACTED_EMAIL]"]
+    # real WildChat numbers in Chinese text that are no one's: a card network's prefix, a company hotline
+    stay = ["卡号以6251334617开头", "客服热线4008205580咨询", "订单号2023100112345678901", "版本号v10.0.19045.3803",
+            "在2023年10月1日至2023年10月7日期间", "售价￥1,299.00，原价￥1,599.00", "icon@2x.png图标"]
+    out, counts = redact(pl.Series(stay), KINDS)
+    assert out.to_list() == stay and sum(counts.values()) == 0

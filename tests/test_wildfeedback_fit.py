@@ -326,3 +326,23 @@ def test_a_revision_only_an_ok_opening_a_longer_message_vouches_for_is_dropped()
     assert found["conversation_id"].to_list() == ["long", "short", "thanks"]
     assert kept["conversation_id"].to_list() == ["short", "thanks"]
     assert book.drops == {"natural_revision_ack_opens_request": 1}
+
+
+def test_a_chinese_or_arabic_question_to_the_user_and_a_long_chinese_ok_turn_are_read_as_in_english():
+    """A rejected turn ending "？" or "؟" asks the user as one ending "?" does (WildChat: "你好！有什么我可以帮助你的
+    吗？"); "。" ends a sentence with no space after it. A SAT turn opening "好的，" that goes on to another matter
+    has over ``SHORT_EDIT_WORDS`` words once a CJK character counts as one (it was one whitespace word)."""
+    rejected = ["你好！有什么我可以帮助你的吗？", "يمكنني مساعدتك. ماذا تريد أن تعرف؟",
+                "磨豆机分为刀片式和锥刀式。锥刀式研磨更均匀。它的价格更高。它能用很多年。还有什么可以帮您的吗？", "不行。"]
+    sat = ["好的，我按你说的改了很多地方，但是现在程序什么都不输出了，问题在哪里", "好的，明白了", "好的", "好的"]
+    n = len(rejected)
+    df = pl.DataFrame({"chosen": ["先咨询律师。"] * n, "rejected": rejected,
+                       "chosen_finish_reason": [None] * n, "rejected_finish_reason": [None] * n,
+                       "preference": ["我需要更多信息。"] * n, "_prompt_text": ["怎么选磨豆机"] * n,
+                       "prompt": [[{"role": "user", "content": "怎么选磨豆机"}]] * n,
+                       "feedback_sat": [False] * n, "sat_categories": [["Acknowledgment"]] * n, "sat_text": sat},
+                      schema_overrides={"chosen_finish_reason": pl.String, "rejected_finish_reason": pl.String})
+    assert df.select(pair_drop_reason("natural_revision")).to_series().to_list() == [
+        "asked_user", "asked_user", None, None]
+    df = df.with_columns(rejected=pl.lit("不行。"))
+    assert df.select(pair_drop_reason("natural_revision")).to_series().to_list() == ["ack_opens_request", None, None, None]
