@@ -25,8 +25,19 @@ _P_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
 
 
 def normalise(texts: pl.Series | pl.Expr) -> pl.Series | pl.Expr:
-    """Lower case, every run of non-letters/digits becomes one space, trimmed."""
-    return texts.str.to_lowercase().str.replace_all(r"[^\p{L}\p{N}]+", " ").str.strip_chars()
+    """NFKC, lower case, invisible format characters dropped, every run of characters that are not letters,
+    marks or digits becomes one space, trimmed.
+
+    Marks (``\\p{M}``) are part of words: Devanagari, Thai and vowelled Arabic write vowels as combining marks,
+    and dropping them made "मेरी" and "मारा" one key ("म र"). NFKC makes full-width "ｐｙｔｈｏｎ" and a decomposed
+    "résumé" (e + U+0301) the keys of their plain forms; a zero-width space or joiner (``\\p{Cf}``) no longer
+    splits a word.
+
+    >>> normalise(pl.Series(["मेरी", "मारा", "ｐｙｔｈｏｎ!", "re\u0301sume\u0301", "zero\u200bwidth"])).to_list()
+    ['मेरी', 'मारा', 'python', 'résumé', 'zerowidth']
+    """
+    return (texts.str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\p{Cf}+", "")
+            .str.replace_all(r"[^\p{L}\p{M}\p{N}]+", " ").str.strip_chars())
 
 
 CJK = r"[\p{Han}\p{Hiragana}\p{Katakana}]"  # not Hangul: Korean separates its words with spaces
