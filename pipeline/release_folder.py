@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import unreadable_parquet
 from pipeline.io import read_manifest
 
 
@@ -36,7 +37,7 @@ def release_problem(release: Path) -> str | None:
         try:
             names = pq.read_schema(f).names
         except (pa.ArrowException, OSError) as e:
-            return f"{f}: not a readable Parquet file ({type(e).__name__}: {e}); rebuild the release with `dvc repro export`"
+            return unreadable_parquet(f, e, "rebuild the release with `dvc repro export`")
         missing = [c for c in ("pair_id", "chosen", "rejected") if c not in names]
         if missing or not ({"prompt"} <= set(names) or {"chosen_prompt", "rejected_prompt"} <= set(names)):
             return (f"{f}: not a released pairs file (no column {(missing or ['prompt'])[0]!r}); "

@@ -216,7 +216,7 @@ def test_a_shard_missing_from_a_streamed_set_is_one_line_naming_it(tmp_path):
 
     out = _shard_set(tmp_path)
     (gone := shard_files(out)[0]).unlink()
-    with pytest.raises(SourceError, match=rf"^{gone}: not readable Parquet \(FileNotFoundError: .*\); run the stage "
+    with pytest.raises(SourceError, match=rf"^{gone}: not a readable Parquet file \(FileNotFoundError: .*\); run the stage "
                                           rf"that writes {out} again \(`dvc repro`\)$"):
         list(iter_batches(out))
 

@@ -1,0 +1,56 @@
+"""Errors a user meets, each as one line naming what was wrong, where (file, key) and what to do; each case
+printed a traceback, a multi-line message or a misleading one before its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.errors import SourceError
+
+
+def _thrift_broken(path: Path) -> Path:
+    """A Parquet file whose footer thrift cannot decode: pyarrow's reason ends in a line break."""
+    pq.write_table(pa.table({"prompt_id": ["a"], "x": [1]}), path)
+    data = bytearray(path.read_bytes())
+    start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    data[start + 10:start + 40] = b"\x0e" * 30
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_shard_set_with_a_broken_footer_names_the_file_in_one_line(tmp_path):
+    """Was 'curry.inputs[0].prompts: <folder>: not readable Parquet (OSError: Could not open Parquet input source
+    '<file>': Couldn't deserialize thrift: don't know what type: \\x0e<line break>); run ...': the folder named,
+    the file only inside pyarrow's text, and the raw control byte and line break in the message."""
+    from pipeline.io import read_table
+
+    (tmp_path / "set").mkdir()
+    pq.write_table(pa.table({"prompt_id": ["b"], "x": [2]}), tmp_path / "set" / "part-0.parquet")
+    bad = _thrift_broken(tmp_path / "set" / "part-1.parquet")
+    with pytest.raises(SourceError) as err:
+        read_table(tmp_path / "set", key="curry.inputs[0].prompts")
+    line = str(err.value)
+    assert line == (f"curry.inputs[0].prompts: {bad}: not a readable Parquet file (OSError: Couldn't deserialize "
+                    f"thrift: don't know what type: \\x0e); run the stage that writes {tmp_path / 'set'} again "
+                    "(`dvc repro`)")
+
+
+def test_inspect_of_a_parquet_file_with_a_corrupt_data_page_fails_in_one_line(tmp_path, capsys):
+    """Was pyarrow's traceback ('OSError: Corrupt snappy compressed data.') after the schema was printed: the
+    footer reads, the rows do not."""
+    from pipeline.cli import main as cli
+
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"a": ["x" * 1000] * 100}), path, compression="snappy")
+    data = bytearray(path.read_bytes())
+    data[20:200] = b"\xab" * 180  # inside the first data page
+    path.write_bytes(bytes(data))
+    assert cli(["inspect", str(path)]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err == (f"prefpipe: {path}: not a readable Parquet file (OSError: Corrupt snappy compressed data.); "
+                       "if a stage wrote it, rebuild it with `dvc repro`\n")
