@@ -54,3 +54,19 @@ def test_inspect_of_a_parquet_file_with_a_corrupt_data_page_fails_in_one_line(tm
     assert out.out == ""
     assert out.err == (f"prefpipe: {path}: not a readable Parquet file (OSError: Corrupt snappy compressed data.); "
                        "if a stage wrote it, rebuild it with `dvc repro`\n")
+
+
+def test_the_reject_summary_keeps_the_digits_of_names(params, tmp_path):
+    """The stage's failure line said 'the file is UTF-N text ..., not UTF-N; ... re-encode it as UTF-N (e.g.
+    `iconv -f UTF-N -t UTF-N`)': every digit of a reason became N, those of encoding names too."""
+    from pipeline.config import Params
+    from stages.ingest import IngestError, run
+
+    (tmp_path / "w.jsonl").write_bytes('{"id": "a", "text": "hi"}\n'.encode("utf-16"))
+    data = params.model_dump()
+    data["ingest"] = {**data["ingest"], "max_reject_fraction": 0.0, "sources": [
+        {"name": "w", "kind": "documents", "path": str(tmp_path / "w.jsonl"), "format": "documents"}]}
+    with pytest.raises(IngestError) as err:
+        run(Params.model_validate(data), tmp_path / "out")
+    assert ("    1 x the file is UTF-16 text (it starts with a byte order mark), not UTF-8; none of it is read: "
+            "re-encode it as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8`)\n") in str(err.value)
