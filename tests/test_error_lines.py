@@ -70,3 +70,30 @@ def test_the_reject_summary_keeps_the_digits_of_names(params, tmp_path):
         run(Params.model_validate(data), tmp_path / "out")
     assert ("    1 x the file is UTF-16 text (it starts with a byte order mark), not UTF-8; none of it is read: "
             "re-encode it as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8`)\n") in str(err.value)
+
+
+def test_a_model_path_that_is_a_file_says_so_and_names_the_folder_that_holds_it(tmp_path):
+    """Was "model '<file>' could not be loaded (It looks like the config file at '<file>' is not a valid JSON
+    file.)": transformers read the file as a config; a weights file picked inside a model folder got the same."""
+    from pipeline.errors import ModelLoadError
+    from pipeline.llm.hf import TransformersEngine
+    from stages.dove_similarity import embed_texts
+    from tests.llm_configs import llm_config
+
+    choices = ("tiny, smollm2, a Hugging Face model id (ORG/NAME; offline: one in the local cache) or a local folder "
+               "holding a model")
+    (tmp_path / "data.parquet").write_bytes(b"PAR1")
+    with pytest.raises(ModelLoadError) as err:
+        TransformersEngine(llm_config(model=str(tmp_path / "data.parquet")))
+    assert str(err.value) == (f"model '{tmp_path / 'data.parquet'}': a file, not a model folder; set llm.model (or the "
+                              f"role's model) to {choices}")
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelLoadError) as err:
+        TransformersEngine(llm_config(model=str(tmp_path / "model.safetensors")))
+    assert str(err.value) == (f"model '{tmp_path / 'model.safetensors'}': a file, not a model folder: give the folder "
+                              f"that holds it, {tmp_path}; set llm.model (or the role's model) to {choices}")
+    with pytest.raises(ModelLoadError) as err:
+        embed_texts(["a"], str(tmp_path / "model.safetensors"))
+    assert str(err.value).startswith(f"dove.embedding_model '{tmp_path / 'model.safetensors'}' could not be loaded (a "
+                                     f"file, not a model folder: give the folder that holds it, {tmp_path}); set it to ")

@@ -56,7 +56,7 @@ from pipeline.llm.decode import (
 )
 from pipeline.llm.identity import load_revision
 from pipeline.llm.structured import ClosingPolicy, generate_validated, schema_json, shortest_completion
-from pipeline.llm.tiny import MODEL_CHOICES, resolve_model
+from pipeline.llm.tiny import MODEL_CHOICES, file_not_folder, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,8 @@ class TransformersEngine:
             dtype = "auto" if self.device.type == "cuda" else torch.float32
         else:
             dtype = _DTYPES[cfg.dtype]
+        if why := file_not_folder(path):
+            raise ModelLoadError(f"model {cfg.model!r}: {why}; set {MODEL_KEY} to {MODEL_CHOICES}")
         if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
             raise ModelLoadError(f"model {cfg.model!r}: the folder holds no config.json, so it is not a "
                                  f"Hugging Face model folder; set {MODEL_KEY} to "

@@ -149,6 +149,16 @@ def resolve_model(name: str, hub: bool = True, revision: str | None = None) -> s
     return str(path)
 
 
+def file_not_folder(path: str) -> str | None:
+    """What is wrong with a model path that is a file (``transformers`` read it as a config: "the config file at
+    ... is not a valid JSON file"), naming the folder that holds it when that is a model folder; else None."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    held = (p.parent / "config.json").is_file()
+    return f"a file, not a model folder{f': give the folder that holds it, {p.parent}' if held else ''}"
+
+
 def _offline() -> bool:
     return any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
