@@ -97,3 +97,15 @@ def test_a_model_path_that_is_a_file_says_so_and_names_the_folder_that_holds_it(
         embed_texts(["a"], str(tmp_path / "model.safetensors"))
     assert str(err.value).startswith(f"dove.embedding_model '{tmp_path / 'model.safetensors'}' could not be loaded (a "
                                      f"file, not a model folder: give the folder that holds it, {tmp_path}); set it to ")
+
+
+@pytest.mark.parametrize("name", ["posts.jsonl.gz", "posts.json.gz", "posts.csv.gz"])
+def test_a_gz_file_that_is_not_gzip_says_to_rename_it(tmp_path, name):
+    """Was 'the file cannot be read (BadGzipFile: Not a gzipped file (b...)); the rest of it is lost': what broke,
+    not what to do (the file was never compressed)."""
+    from pipeline.readers import iter_records
+
+    (tmp_path / name).write_text('{"id": "a", "text": "hi"}\n' if "csv" not in name else "id,text\na,hi\n")
+    [error] = [r.error for r in iter_records(str(tmp_path / name))]
+    assert error.startswith("the file cannot be read (BadGzipFile: Not a gzipped file (b")
+    assert error.endswith("); its name ends in .gz but it is not gzip data: rename it without .gz, or gzip it")
