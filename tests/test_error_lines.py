@@ -109,3 +109,26 @@ def test_a_gz_file_that_is_not_gzip_says_to_rename_it(tmp_path, name):
     [error] = [r.error for r in iter_records(str(tmp_path / name))]
     assert error.startswith("the file cannot be read (BadGzipFile: Not a gzipped file (b")
     assert error.endswith("); its name ends in .gz but it is not gzip data: rename it without .gz, or gzip it")
+
+
+def test_a_hub_error_of_several_lines_is_one_line(monkeypatch):
+    """An error of several lines (the Hub's HTTP errors: '500 Server Error ...\\n\\nInternal Error') cut the line
+    that said the Hub cannot be reached, and what to do, in two."""
+    import huggingface_hub
+
+    from pipeline.hub_source import check_hub
+
+    def fail(self, name, timeout):
+        raise ConnectionError("500 Server Error: Internal Server Error for url: https://huggingface.co/api/datasets/o/n"
+                             "\n\nInternal Error - We're working hard to fix this as soon as possible!")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", fail)
+    with pytest.raises(SourceError) as err:
+        check_hub("hf://o/n", "ingest.sources[0].path")
+    assert str(err.value) == (
+        "ingest.sources[0].path: hf://o/n: the Hugging Face Hub cannot be reached (ConnectionError: 500 Server Error: "
+        "Internal Server Error for url: https://huggingface.co/api/datasets/o/n Internal Error - We're working hard "
+        "to fix this as soon as possible!); check your network, or set HF_HUB_OFFLINE=1 to use a cached copy, or "
+        "download the set and point the path at the local files")
