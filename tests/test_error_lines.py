@@ -132,3 +132,20 @@ def test_a_hub_error_of_several_lines_is_one_line(monkeypatch):
         "Internal Server Error for url: https://huggingface.co/api/datasets/o/n Internal Error - We're working hard "
         "to fix this as soon as possible!); check your network, or set HF_HUB_OFFLINE=1 to use a cached copy, or "
         "download the set and point the path at the local files")
+
+
+@pytest.mark.parametrize("var", ["PREFPIPE_CACHE", "PREFPIPE_REQUEST_CACHE"])
+def test_a_cache_folder_that_is_a_file_names_its_variable(tmp_path, monkeypatch, var):
+    """Was a FileExistsError traceback from the first mkdir in it (building the tiny model, caching a request)."""
+    from pipeline.errors import StageError
+    from pipeline.llm.request_cache import cache_dir
+
+    (tmp_path / "cache").write_text("")
+    monkeypatch.delenv("PREFPIPE_REQUEST_CACHE", raising=False)
+    monkeypatch.setenv(var, str(tmp_path / "cache" / "sub"))
+    with pytest.raises(StageError) as err:
+        cache_dir()
+    assert str(err.value) == (f"the cache folder {var}={tmp_path / 'cache' / 'sub'}: {tmp_path / 'cache'} is a file, "
+                              f"not a folder; move it away, or set {var} to a folder")
+    monkeypatch.setenv(var, str(tmp_path / "ok"))
+    assert cache_dir() in (tmp_path / "ok", tmp_path / "ok" / "requests")

@@ -39,7 +39,7 @@ import os
 from pathlib import Path
 
 from pipeline.encodings import UNPRINTABLE
-from pipeline.errors import MODEL_KEY, ModelLoadError
+from pipeline.errors import MODEL_KEY, ModelLoadError, StageError
 from pipeline.files import built_dir
 
 TINY_NAME = "tiny"
@@ -87,7 +87,19 @@ _MODEL = {
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("PREFPIPE_CACHE") or Path.home() / ".cache" / "prefpipe")
+    return env_folder("PREFPIPE_CACHE", Path.home() / ".cache" / "prefpipe")
+
+
+def env_folder(var: str, default: Path) -> Path:
+    """The folder environment variable ``var`` names, else ``default``. A file where it (or a folder above it)
+    should be is a ``StageError`` naming ``var``: it was a FileExistsError traceback from the first mkdir in it."""
+    folder = Path(os.environ.get(var) or default)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        where = f"{var}={os.environ[var]}" if os.environ.get(var) else f"{folder} (the default; {var} is unset)"
+        raise StageError(f"the cache folder {where}: {blocker} is a file, not a folder; move it away, or set "
+                         f"{var} to a folder")
+    return folder
 
 
 def tiny_hash(seed: int = 0) -> str:
