@@ -149,3 +149,27 @@ def test_a_cache_folder_that_is_a_file_names_its_variable(tmp_path, monkeypatch,
                               f"not a folder; move it away, or set {var} to a folder")
     monkeypatch.setenv(var, str(tmp_path / "ok"))
     assert cache_dir() in (tmp_path / "ok", tmp_path / "ok" / "requests")
+
+
+@pytest.mark.parametrize(("column", "want"), [("chosen", "a list of {role, content} messages"),
+                                              ("score_chosen", "a number"), ("pair_id", "a string")])
+def test_audit_of_a_release_file_with_a_column_of_another_type_fails_in_one_line(tmp_path, capsys, column, want):
+    """Was a polars traceback ('list.eval operation not supported for dtype `str`', or a comparison of a string
+    with a number) from the check that reads the column."""
+    import json
+
+    from pipeline.cli import main as cli
+
+    messages = [{"role": "user", "content": "hi"}]
+    row = {"pair_id": "0123456789abcdef", "prompt": messages, "chosen": [{"role": "assistant", "content": "a"}],
+           "rejected": [{"role": "assistant", "content": "b"}], "score_chosen": 2.0}
+    row[column] = 1 if column == "pair_id" else "x"
+    (tmp_path / "rel" / "pugc").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([row]), tmp_path / "rel" / "pugc" / "train-00000-of-00001.parquet")
+    (tmp_path / "rel" / "_manifest.json").write_text(json.dumps(
+        {"table": "release", "files": [{"path": "pugc/train-00000-of-00001.parquet", "rows": 1, "sha256": ""}]}))
+    assert cli(["audit", str(tmp_path / "rel")]) == 2
+    typ = "int64" if column == "pair_id" else "string"
+    assert capsys.readouterr().err == (
+        f"prefpipe audit: {tmp_path / 'rel' / 'pugc' / 'train-00000-of-00001.parquet'}: column {column!r} is {typ}, "
+        f"expected {want}: not a release export wrote; rebuild the release with `dvc repro export`\n")
