@@ -148,12 +148,12 @@ def embed_texts(texts: list[str], model_id: str, batch_size: int = 32, max_lengt
     from pipeline.errors import ModelLoadError
     from pipeline.llm import resolve_model
     from pipeline.llm.identity import record_ref, weights_revision
-    from pipeline.llm.tiny import file_not_folder
+    from pipeline.llm.tiny import model_path_problem
 
     try:  # a wrong dove.embedding_model is one line naming that key, not a transformers traceback
         rev = weights_revision(model_id, revision)
         path = resolve_model(model_id, hub=rev == revision, revision=rev)  # resolved: the Hub has it
-        if why := file_not_folder(path):
+        if why := model_path_problem(path):
             raise ModelLoadError(why)
         tok = AutoTokenizer.from_pretrained(path, revision=rev)
         model = AutoModel.from_pretrained(path, revision=rev).eval()

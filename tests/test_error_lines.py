@@ -173,3 +173,62 @@ def test_audit_of_a_release_file_with_a_column_of_another_type_fails_in_one_line
     assert capsys.readouterr().err == (
         f"prefpipe audit: {tmp_path / 'rel' / 'pugc' / 'train-00000-of-00001.parquet'}: column {column!r} is {typ}, "
         f"expected {want}: not a release export wrote; rebuild the release with `dvc repro export`\n")
+
+
+def _tiny_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    from pipeline.llm.tiny import resolve_model
+
+    return Path(shutil.copytree(resolve_model("tiny"), tmp_path / "model"))
+
+
+def test_a_model_folder_whose_weights_are_git_lfs_pointers_says_to_pull_them(tmp_path):
+    """A clone without git-lfs: was safetensors' traceback 'Error while deserializing header: header too large'."""
+    from pipeline.errors import ModelLoadError
+    from pipeline.llm.hf import TransformersEngine
+    from tests.llm_configs import llm_config
+
+    folder = _tiny_copy(tmp_path)
+    (folder / "model.safetensors").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n")
+    with pytest.raises(ModelLoadError) as err:
+        TransformersEngine(llm_config(model=str(folder)))
+    assert str(err.value).startswith(f"model '{folder}': model.safetensors in it is a Git LFS pointer, not the file's "
+                                     f"contents (cloned without git-lfs): run `git lfs pull` in {folder}, or download "
+                                     "the model again; set llm.model")
+
+
+def test_a_model_folder_whose_weights_are_cut_short_is_one_line(tmp_path):
+    """Was safetensors' traceback ('SafetensorError: Error while deserializing header: invalid header length')."""
+    from pipeline.errors import ModelLoadError
+    from pipeline.llm.hf import TransformersEngine
+    from tests.llm_configs import llm_config
+
+    folder = _tiny_copy(tmp_path)
+    (folder / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes()[:100])
+    with pytest.raises(ModelLoadError) as err:
+        TransformersEngine(llm_config(model=str(folder)))
+    assert str(err.value) == (
+        f"model '{folder}': its weights could not be loaded (SafetensorError: Error while deserializing header: "
+        "invalid header length); copy or download the model again, or set llm.model (or the role's model) to tiny, "
+        "smollm2, a Hugging Face model id (ORG/NAME; offline: one in the local cache) or a local folder holding a model")
+
+
+def test_an_encoder_model_as_a_chat_model_is_one_line(tmp_path):
+    """An encoder (BERT) loads under a language-model head but keeps no KV cache: was 'KeyError: cache' from
+    the engine's first measurement."""
+    import json
+
+    from pipeline.errors import ModelLoadError
+    from pipeline.llm.hf import TransformersEngine
+    from tests.llm_configs import llm_config
+
+    folder = _tiny_copy(tmp_path)
+    vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": vocab, "hidden_size": 64,
+                                                    "num_hidden_layers": 1, "num_attention_heads": 1,
+                                                    "intermediate_size": 64}))
+    with pytest.raises(ModelLoadError) as err:
+        TransformersEngine(llm_config(model=str(folder), cpu_threads="auto"))
+    assert str(err.value) == (f"model '{folder}': a BertLMHeadModel, which keeps no KV cache, so not a decoder (chat) "
+                              "model; set llm.model (or the role's model) to an instruct/chat model")

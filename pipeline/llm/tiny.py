@@ -161,14 +161,30 @@ def resolve_model(name: str, hub: bool = True, revision: str | None = None) -> s
     return str(path)
 
 
-def file_not_folder(path: str) -> str | None:
-    """What is wrong with a model path that is a file (``transformers`` read it as a config: "the config file at
-    ... is not a valid JSON file"), naming the folder that holds it when that is a model folder; else None."""
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def model_path_problem(path: str) -> str | None:
+    """What makes local model path ``path`` unloadable, found before ``transformers`` tries, whose errors mislead:
+    a file is read as a config ("the config file at ... is not a valid JSON file"; the folder that holds it is
+    named when that is a model folder), a Git LFS pointer as weights ("header too large"); else None."""
     p = Path(path)
-    if not p.is_file():
-        return None
-    held = (p.parent / "config.json").is_file()
-    return f"a file, not a model folder{f': give the folder that holds it, {p.parent}' if held else ''}"
+    if p.is_file():
+        held = (p.parent / "config.json").is_file()
+        return f"a file, not a model folder{f': give the folder that holds it, {p.parent}' if held else ''}"
+    pointers = [f.name for f in sorted(p.iterdir()) if _lfs_pointer(f)] if p.is_dir() else []
+    if pointers:
+        return (f"{', '.join(pointers)} in it {'is a Git LFS pointer' if len(pointers) == 1 else 'are Git LFS pointers'}"
+                f", not the file's contents (cloned without git-lfs): run `git lfs pull` in {p}, or download the "
+                "model again")
+    return None
+
+
+def _lfs_pointer(f: Path) -> bool:
+    if not f.is_file() or f.stat().st_size > 1024:
+        return False
+    with open(f, "rb") as fh:
+        return fh.read(len(_LFS_POINTER)) == _LFS_POINTER
 
 
 def _offline() -> bool:
