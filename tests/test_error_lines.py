@@ -232,3 +232,16 @@ def test_an_encoder_model_as_a_chat_model_is_one_line(tmp_path):
         TransformersEngine(llm_config(model=str(folder), cpu_threads="auto"))
     assert str(err.value) == (f"model '{folder}': a BertLMHeadModel, which keeps no KV cache, so not a decoder (chat) "
                               "model; set llm.model (or the role's model) to an instruct/chat model")
+
+
+def test_an_embedding_model_whose_weights_are_cut_short_names_its_key(tmp_path):
+    """dove.embedding_model: was safetensors' traceback, where other load errors were one line naming the key."""
+    from pipeline.errors import ModelLoadError
+    from stages.dove_similarity import embed_texts
+
+    folder = _tiny_copy(tmp_path)
+    (folder / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes()[:100])
+    with pytest.raises(ModelLoadError) as err:
+        embed_texts(["a"], str(folder))
+    assert str(err.value).startswith(f"dove.embedding_model '{folder}' could not be loaded (Error while deserializing "
+                                     "header: invalid header length); set it to ")
