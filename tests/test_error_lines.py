@@ -245,3 +245,24 @@ def test_an_embedding_model_whose_weights_are_cut_short_names_its_key(tmp_path):
         embed_texts(["a"], str(folder))
     assert str(err.value).startswith(f"dove.embedding_model '{folder}' could not be loaded (Error while deserializing "
                                      "header: invalid header length); set it to ")
+
+
+def test_a_shard_the_user_may_not_read_says_to_make_it_readable(tmp_path, monkeypatch):
+    """Said 'run the stage that writes it again', which fails the same way (pyarrow raises PermissionError for
+    EACCES; as root, the test fakes it)."""
+    import errno
+
+    from pipeline.io import read_table
+
+    (tmp_path / "set").mkdir()
+    pq.write_table(pa.table({"prompt_id": ["a"]}), tmp_path / "set" / "part-0.parquet")
+
+    def refuse(path, **kw):
+        raise PermissionError(errno.EACCES, f"Failed to open local file '{path}'. Detail: [errno 13] Permission denied")
+
+    monkeypatch.setattr(pq, "read_table", refuse)
+    with pytest.raises(SourceError) as err:
+        read_table(tmp_path / "set")
+    assert str(err.value).endswith("; make it readable (its permissions or owner) and run again")
+    assert str(err.value).startswith(f"{tmp_path / 'set' / 'part-0.parquet'}: not a readable Parquet file "
+                                     "(PermissionError: ")
