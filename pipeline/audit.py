@@ -73,7 +73,7 @@ from pipeline.decontam import (
     release_eval_prompts,
 )
 from pipeline.dedup import opening_key, prompt_keys, text_of, turn_texts
-from pipeline.errors import SourceError
+from pipeline.errors import SourceError, unreadable_parquet
 from pipeline.ids import HEX_ID
 from pipeline.pii import KINDS, PHONE_REGIONS, find
 from pipeline.pii_structured import find_json
@@ -344,8 +344,7 @@ def stage_rows(path: Path) -> int:
         try:
             rows += pq.ParquetFile(f).metadata.num_rows
         except (pa.ArrowException, OSError) as e:  # a `dvc pull` cut short: it was pyarrow's traceback
-            raise SourceError(f"{f}: not a readable Parquet file ({type(e).__name__}: {e}); run the stage that "
-                              "writes it again (`dvc repro`)") from None
+            raise SourceError(unreadable_parquet(f, e)) from None
     return rows
 
 

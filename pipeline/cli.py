@@ -131,11 +131,15 @@ def prepare_outputs(stage: str, module) -> Path | None:
     return out
 
 
+# What to do about a Parquet file inspect cannot read.
+INSPECT_FIX = "if a stage wrote it, rebuild it with `dvc repro`"
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.errors import printable
+    from pipeline.errors import printable, unreadable_parquet
     from pipeline.io import read_manifest, shard_files
     from pipeline.metrics import counted
 
@@ -165,9 +169,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         try:
             rows += pq.ParquetFile(f).metadata.num_rows
         except (pa.ArrowException, OSError) as e:
-            print(f"prefpipe: {f}: not a readable Parquet file ({type(e).__name__}: {e}); if a stage wrote it, "
-                  "rebuild it with `dvc repro`", file=sys.stderr)
+            print(f"prefpipe: {unreadable_parquet(f, e, INSPECT_FIX)}", file=sys.stderr)
             return 2
+    try:  # a data page cut short or corrupt: its footer read, its rows cannot be (was pyarrow's traceback)
+        head = pq.ParquetFile(files[0]).read_row_group(0).slice(0, args.rows).to_pylist() if rows else []
+    except (pa.ArrowException, OSError) as e:
+        print(f"prefpipe: {unreadable_parquet(files[0], e, INSPECT_FIX)}", file=sys.stderr)
+        return 2
     print(f"path:   {path}")
     print(f"files:  {len(files)}")
     configs = (manifest or {}).get("configs") if (manifest or {}).get("table") == "release" else None
@@ -190,7 +198,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if "other_files" in shown:  # a release's card, stats, plots: their names (the hashes are for `publish`)
             shown["other_files"] = [f["path"] for f in shown["other_files"]]
         print("manifest:", json.dumps(shown, sort_keys=True))
-    head = pq.ParquetFile(files[0]).read_row_group(0).slice(0, args.rows).to_pylist() if rows else []
     if head and len(files) > 1:  # a release's (or a sharded set's) first rows are one file's: say whose
         print(f"rows of {files[0].relative_to(path)}:")
     for i, row in enumerate(head):

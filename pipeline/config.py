@@ -323,8 +323,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         data = load_yaml_file(path)
     except YamlFileError as e:
         raise ParamsError(str(e)) from None
-    if not isinstance(data, dict):
-        raise ParamsError(f"{path}: expected a mapping of sections at the top level")
+    if not isinstance(data, dict):  # an empty file, a list, a lone value: said so, with what the file must hold
+        got = "is empty" if data is None else f"holds a {type(data).__name__} at the top level"
+        raise ParamsError(f"{path}: {got}; expected a mapping of sections (execution:, llm:, ingest:, ...): start "
+                          "from the project's params.yaml")
     try:
         params = resolve_params(data)
     except ValidationError as e:

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.dedup import no_removals, prompt_keys, removals
+from pipeline.errors import unreadable_parquet
 from pipeline.io import SourceError, StageError, iter_batches, iter_records, shard_files
 from pipeline.pii import PHONE_REGIONS, redact
 from pipeline.pii_structured import redact_messages, without_local_paths
@@ -307,8 +308,7 @@ def load_held_out(paths: list[str], root: Path, batch_rows: int = 65_536, pii_ki
         try:
             n = _held_out_keys(rel, path, files[0], batch_rows, pii_kinds, phone_regions, parts)
         except (pa.ArrowException, OSError) as e:  # a held-out set that cannot be read cannot be kept out
-            raise ReleaseInputError(f"export.held_out: {rel}: not readable Parquet ({type(e).__name__}: {e}); "
-                                    "run the stage that writes it again (`dvc repro`)") from None
+            raise ReleaseInputError(f"export.held_out: {unreadable_parquet(rel, e)}") from None
         status[rel] = {"rows": n}
     if not parts:
         return pl.DataFrame(schema={"_key": pl.UInt64, "held_out": pl.String, "_text": pl.String}), status

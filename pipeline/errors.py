@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 
 
 def os_reason(e: OSError) -> str:
@@ -38,6 +39,27 @@ def one_line(e: BaseException, width: int = 300) -> str:
     text = printable(" ".join(str(e).split()))
     text = f"{type(e).__name__}: {text}" if text else type(e).__name__
     return text if len(text) <= width else text[:width] + "..."
+
+
+# What pyarrow puts before its reason when it opens a file: the path, which the message names already.
+_OPENING = re.compile(r"^(\w+: )Could not open Parquet input source '[^']*': ")
+
+# The fix for a stage's output a later step cannot read: a stage wrote it, so write it again.
+REBUILD = "run the stage that writes it again (`dvc repro`)"
+
+
+def unreadable_parquet(path: object, e: BaseException, fix: str = REBUILD) -> str:
+    """One line for a Parquet file pyarrow cannot read: the file, pyarrow's reason on one line (``one_line``: a
+    thrift error ends in a line break) without the path it repeats, and ``fix`` (for a file the user may not read,
+    making it readable: writing it again would not help).
+
+    >>> unreadable_parquet("d/p.parquet", OSError("Could not open Parquet input source 'd/p.parquet': Bad footer\\n"))
+    'd/p.parquet: not a readable Parquet file (OSError: Bad footer); run the stage that writes it again (`dvc repro`)'
+    """
+    reason = _OPENING.sub(r"\1", one_line(e))
+    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM):
+        fix = "make it readable (its permissions or owner) and run again"
+    return f"{path}: not a readable Parquet file ({reason}); {fix}"
 
 
 class SourceError(ValueError):

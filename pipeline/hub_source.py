@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from pipeline.errors import SourceError
+from pipeline.errors import SourceError, one_line
 
 HF_PREFIX = "hf://"
 
@@ -46,7 +46,7 @@ def check_hub(dataset_id: str, key: str = "") -> None:
         raise SourceError(f"{where}{dataset_id}: no such dataset on the Hugging Face Hub, or it is private or gated "
                           f"({type(e).__name__}); check the id, and log in (`hf auth login`) for gated sets") from None
     except Exception as e:  # network down, DNS, proxy: one line instead of minutes of retries
-        raise SourceError(f"{where}{dataset_id}: the Hugging Face Hub cannot be reached ({type(e).__name__}: {e}); "
+        raise SourceError(f"{where}{dataset_id}: the Hugging Face Hub cannot be reached ({one_line(e)}); "
                           "check your network, or set HF_HUB_OFFLINE=1 to use a cached copy, or download the set and "
                           "point the path at the local files") from None
 
@@ -65,7 +65,7 @@ def hub_rows(dataset_id: str) -> Iterator[tuple[int, dict[str, Any]]]:
                "cache it (check the id and split)" if missed_cache else
                "Check the id and split, your network, and `hf auth login` for gated sets")
         raise SourceError(
-            f"{dataset_id}: could not load from the Hugging Face Hub ({type(e).__name__}: {e}). {fix}; "
+            f"{dataset_id}: could not load from the Hugging Face Hub ({one_line(e)}). {fix}; "
             "or download it and point `path` at the local files."
         ) from e
     rows, i = iter(ds), 0
@@ -75,7 +75,7 @@ def hub_rows(dataset_id: str) -> Iterator[tuple[int, dict[str, Any]]]:
         except StopIteration:
             return
         except Exception as e:  # a dropped connection, a shard that cannot be decoded: rerun, not a partial set
-            raise SourceError(f"{dataset_id}: reading broke off after row {i} ({type(e).__name__}: {str(e)[:300]}); "
+            raise SourceError(f"{dataset_id}: reading broke off after row {i} ({one_line(e)}); "
                               "run the stage again, or download the set and point `path` at the local files") from None
         i += 1
         yield i, rec

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.errors import SourceError, StageError  # noqa: F401  (re-exported: stages import them from here)
+from pipeline.errors import SourceError, StageError, unreadable_parquet  # noqa: F401  (re-exported: stages import them from here)
 from pipeline.files import file_sha256, package_version, replace_dir
 from pipeline.readers import HF_PREFIX, RawRow, expand_paths, iter_records  # noqa: F401  (re-exported)
 from pipeline.records import ID_COLUMNS, SCHEMAS, SchemaError, check_table, row_bits
@@ -313,11 +313,13 @@ def read_table(path: str | Path, name: str | None = None, columns: list[str] | N
         if name is not None:
             return SCHEMAS[name].empty_table()
         raise SourceError(f"{where}{path}: holds no Parquet shards")
-    try:
-        tables = [pq.read_table(f, columns=columns) for f in files]
-    except (pa.ArrowException, OSError) as e:
-        raise SourceError(f"{where}{path}: not readable Parquet ({type(e).__name__}: {e}); run the stage "
-                          "that writes it again (`dvc repro`)") from None
+    tables = []
+    for f in files:  # the file that cannot be read is named, not only its folder
+        try:
+            tables.append(pq.read_table(f, columns=columns))
+        except (pa.ArrowException, OSError) as e:
+            raise SourceError(where + unreadable_parquet(f, e, f"run the stage that writes {path} again "
+                                                            "(`dvc repro`)")) from None
     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
     if name is not None and columns is None:
         try:
@@ -336,8 +338,7 @@ def iter_batches(path: str | Path, batch_size: int = 65_536, columns: list[str] 
         try:  # a shard a copy or a write left out or cut short: one line, as read_table says it
             yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
         except (pa.ArrowException, OSError) as e:
-            raise SourceError(f"{f}: not readable Parquet ({type(e).__name__}: {e}); run the stage that writes "
-                              f"{path} again (`dvc repro`)") from None
+            raise SourceError(unreadable_parquet(f, e, f"run the stage that writes {path} again (`dvc repro`)")) from None
 
 
 def verify_shards(path: str | Path) -> list[str]:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pipeline.errors import one_line
+
 T = TypeVar("T")
 
 # What reading a damaged file raises: a truncated gzip stream (EOFError), a corrupt one
@@ -41,9 +43,17 @@ def cannot_read(e: BaseException) -> bool:
 
 
 def unreadable_rest(e: BaseException, after: str | None) -> str:
-    """The error row for the part of a file that cannot be read (after ``after``, or at all)."""
+    """The error row for the part of a file that cannot be read (after ``after``, or at all), with what to do: a
+    .gz name on bytes that are not gzip at all, else a file cut short or damaged in a copy.
+
+    >>> print(unreadable_rest(gzip.BadGzipFile("Not a gzipped file (b'no')"), None))
+    the file cannot be read (BadGzipFile: Not a gzipped file (b'no')); its name ends in .gz but it is not gzip data: rename it without .gz, or gzip it
+    """
     where = f" after {after}" if after else ""
-    return f"the file cannot be read{where} ({type(e).__name__}: {e}); the rest of it is lost"
+    fix = ("its name ends in .gz but it is not gzip data: rename it without .gz, or gzip it"
+           if isinstance(e, gzip.BadGzipFile) and not after else
+           "the rest of it is lost: copy or write the file again whole")
+    return f"the file cannot be read{where} ({one_line(e)}); {fix}"
 
 
 def open_binary(path: Path):

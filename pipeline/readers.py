@@ -63,7 +63,8 @@ def _expand_paths(path: str) -> list[Path]:
         _no_linked_folders(p, found)
         files = sorted(f for f in found if f.is_file())
         if not files:
-            raise SourceError(f"{path}: the folder holds no data files (names starting with _ or . are left out)")
+            raise SourceError(f"{path}: the folder holds no data files (names starting with _ or . are left out); "
+                              "put the source's files in it, or point the path at them")
     elif is_glob(path):
         _all_listable(_glob_dirs(path))
         looped: dict[Path, bool] = {}

@@ -1,6 +1,6 @@
 """A release folder's pair files: where they are (``<config>/<split>-*.parquet``) and whether ``prefpipe audit`` can
-read them (present, holding the rows ``_manifest.json`` lists, released pairs files); ``release_problem`` says in one
-line what is wrong."""
+read them (present, holding the rows ``_manifest.json`` lists, released pairs files whose columns have the types the
+audit reads); ``release_problem`` says in one line what is wrong."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import unreadable_parquet
 from pipeline.io import read_manifest
 
 
@@ -34,14 +35,46 @@ def release_problem(release: Path) -> str | None:
         return f"{release}: no released pair files (<config>/<split>-*.parquet); build the release with `dvc repro export`"
     for f in files:
         try:
-            names = pq.read_schema(f).names
+            schema = pq.read_schema(f)
         except (pa.ArrowException, OSError) as e:
-            return f"{f}: not a readable Parquet file ({type(e).__name__}: {e}); rebuild the release with `dvc repro export`"
+            return unreadable_parquet(f, e, "rebuild the release with `dvc repro export`")
+        names = schema.names
         missing = [c for c in ("pair_id", "chosen", "rejected") if c not in names]
         if missing or not ({"prompt"} <= set(names) or {"chosen_prompt", "rejected_prompt"} <= set(names)):
             return (f"{f}: not a released pairs file (no column {(missing or ['prompt'])[0]!r}); "
                     "audit the folder export writes (data/release)")
+        for field in schema:
+            want, ok = _KINDS.get(field.name, ("", None))
+            if ok is not None and not ok(field.type):  # was a polars traceback from the check that reads it
+                return (f"{f}: column {field.name!r} is {field.type}, expected {want}: not a release export wrote; "
+                        "rebuild the release with `dvc repro export`")
     return None
+
+
+def _text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _messages(t: pa.DataType) -> bool:
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t)) or not pa.types.is_struct(t.value_type):
+        return False
+    item = t.value_type
+    return all(item.get_field_index(k) >= 0 and _text(item.field(k).type) for k in ("role", "content"))
+
+
+def _number(t: pa.DataType) -> bool:
+    return pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_null(t)
+
+
+# The type each column the audit reads must have: column -> (what it is, its test).
+_KINDS = {
+    **dict.fromkeys(("prompt", "chosen", "rejected", "chosen_prompt", "rejected_prompt"),
+                    ("a list of {role, content} messages", _messages)),
+    **dict.fromkeys(("pair_id", "method", "source", "lineage"), ("a string", _text)),
+    **dict.fromkeys(("score_chosen", "score_rejected", "margin", "confidence", "label_smoothing", "level"),
+                    ("a number", _number)),
+    "noisy": ("a boolean", lambda t: pa.types.is_boolean(t) or pa.types.is_null(t)),
+}
 
 
 def _unlike_manifest(release: Path, files: list[Path]) -> str | None:

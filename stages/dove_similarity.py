@@ -143,19 +143,23 @@ def embed_texts(texts: list[str], model_id: str, batch_size: int = 32, max_lengt
     roles' engines do, and its branch recorded in the cache for offline runs), a local folder, or ``tiny``
     (the built-in offline model, meaningless vectors, for wiring checks)."""
     import torch
+    from safetensors import SafetensorError
     from transformers import AutoModel, AutoTokenizer
 
     from pipeline.errors import ModelLoadError
     from pipeline.llm import resolve_model
     from pipeline.llm.identity import record_ref, weights_revision
+    from pipeline.llm.tiny import model_path_problem
 
     try:  # a wrong dove.embedding_model is one line naming that key, not a transformers traceback
         rev = weights_revision(model_id, revision)
         path = resolve_model(model_id, hub=rev == revision, revision=rev)  # resolved: the Hub has it
+        if why := model_path_problem(path):
+            raise ModelLoadError(why)
         tok = AutoTokenizer.from_pretrained(path, revision=rev)
         model = AutoModel.from_pretrained(path, revision=rev).eval()
         record_ref(model_id, revision)
-    except (OSError, ValueError, ModelLoadError) as e:
+    except (OSError, ValueError, SafetensorError, ModelLoadError) as e:  # SafetensorError: weights cut short
         why = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelLoadError(f"dove.embedding_model {model_id!r} could not be loaded ({why}); set it to a Hugging "
                              "Face model id (offline: one in the local cache), a local folder holding a model, or "

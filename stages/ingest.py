@@ -284,13 +284,16 @@ def ingest_source(src: Source, max_record_bytes: int) -> SourceResult:
 
 
 def reason_key(reason: str) -> str:
-    """A reject reason without its location and numbers, so alike reasons count together.
+    """A reject reason without its location and numbers, so alike reasons count together; digits inside a name
+    (UTF-16, ISO-8859-1, sha256) stay, or the summary told users to `iconv -f UTF-N -t UTF-N`.
 
     >>> reason_key("bad.jsonl:12: invalid JSON: Expecting value at column 3")
     'invalid JSON: Expecting value at column N'
+    >>> reason_key("a.csv:1: the file is UTF-16 text, not UTF-8; re-encode it (e.g. `iconv -f UTF-16 -t UTF-8`)")
+    'the file is UTF-16 text, not UTF-8; re-encode it (e.g. `iconv -f UTF-16 -t UTF-8`)'
     """
     reason = re.sub(r"^\S*:\d+: ", "", reason)
-    return re.sub(r"\d+", "N", reason)
+    return re.sub(r"(?<![\w-])\d+(?![\w-])", "N", reason)
 
 
 def check_sources_exist(sources: list[Source]) -> None:

@@ -116,7 +116,10 @@ def test_not_yaml_not_a_mapping_missing_file(tmp_path):
     assert error_of(tmp_path, "ingest: \x07\n") == (  # a reader error has no line mark: the file alone
         f"{tmp_path / 'params.yaml'}: not valid YAML: unacceptable character #x0007: special characters are not "
         "allowed; fix the syntax there (indent with spaces, close every bracket and quote)")
-    assert "expected a mapping of sections" in error_of(tmp_path, "- a\n- b\n")
+    assert error_of(tmp_path, "- a\n- b\n") == (  # was "expected a mapping of sections at the top level": no fix
+        f"{tmp_path / 'params.yaml'}: holds a list at the top level; expected a mapping of sections (execution:, llm:, "
+        "ingest:, ...): start from the project's params.yaml")
+    assert error_of(tmp_path, "# all commented out\n").startswith(f"{tmp_path / 'params.yaml'}: is empty; expected")
     with pytest.raises(ParamsError, match="no such file"):
         load_params(tmp_path / "absent.yaml")
     with pytest.raises(ParamsError, match=r"is a folder; pass the params file itself \(e\.g\. .*/params\.yaml\)"):

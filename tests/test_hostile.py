@@ -404,4 +404,4 @@ def test_a_gzip_cut_before_its_first_line_cannot_be_read_at_all(tmp_path):
     (tmp_path / "cut.jsonl.gz").write_bytes(data[:12])
     assert [r.error for r in iter_records(str(tmp_path / "cut.jsonl.gz"))] == [
         "the file cannot be read (EOFError: Compressed file ended before the end-of-stream marker was reached); the "
-        "rest of it is lost"]  # not "after line 0"
+        "rest of it is lost: copy or write the file again whole"]  # not "after line 0"

@@ -254,7 +254,7 @@ def test_a_stage_input_that_is_the_wrong_table_or_broken_fails_in_one_line(tmp_p
     assert str(err.value).endswith("; point curry.inputs[0].prompts at a folder of prompts (e.g. data/ingest/prompts)")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "part-0.parquet").write_bytes(b"PAR1 cut short")
-    with pytest.raises(SourceError, match=r"broken: not readable Parquet \(ArrowInvalid: .*run the stage that writes it"):
+    with pytest.raises(SourceError, match=r"broken/part-0.parquet: not a readable Parquet file \(ArrowInvalid: .*run the stage that writes .*broken again"):
         read_table(tmp_path / "broken", "prompts")
 
 

@@ -34,7 +34,7 @@ def test_a_source_that_is_a_pipe_or_a_device_fails_before_any_work_in_one_line(p
 
 
 def test_an_empty_folder_says_it_holds_no_data_files(params, tmp_path, monkeypatch, capsys):
-    """Was 'no such file, folder or matching glob' for a folder that is there."""
+    """Was 'no such file, folder or matching glob' for a folder that is there; then said nothing of what to do."""
     (tmp_path / "set").mkdir()
     (tmp_path / "set" / "_manifest.json").write_text("{}")
     (tmp_path / "params.yaml").write_text(_params_yaml(params, str(tmp_path / "set")))
@@ -42,7 +42,7 @@ def test_an_empty_folder_says_it_holds_no_data_files(params, tmp_path, monkeypat
     assert cli.main(["run", "ingest", "--params", "params.yaml"]) == 1
     err = capsys.readouterr().err
     assert err == (f"prefpipe: ingest.sources[0].path: {tmp_path / 'set'}: the folder holds no data files (names "
-                   "starting with _ or . are left out)\n")
+                   "starting with _ or . are left out); put the source's files in it, or point the path at them\n")
 
 
 def _params_yaml(params, path: str, fmt: str = "prompts", kind: str = "prompts") -> str:
@@ -216,7 +216,7 @@ def test_a_shard_missing_from_a_streamed_set_is_one_line_naming_it(tmp_path):
 
     out = _shard_set(tmp_path)
     (gone := shard_files(out)[0]).unlink()
-    with pytest.raises(SourceError, match=rf"^{gone}: not readable Parquet \(FileNotFoundError: .*\); run the stage "
+    with pytest.raises(SourceError, match=rf"^{gone}: not a readable Parquet file \(FileNotFoundError: .*\); run the stage "
                                           rf"that writes {out} again \(`dvc repro`\)$"):
         list(iter_batches(out))
 

@@ -70,7 +70,7 @@ def test_a_held_out_set_with_a_broken_shard_fails_in_one_line(tmp_path):
     (tmp_path / "data" / "selfie" / "test" / "part-0.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(ReleaseInputError) as err:
         load_held_out(["data/selfie/test"], tmp_path)
-    assert str(err.value).startswith("export.held_out: data/selfie/test: not readable Parquet (ArrowInvalid: ")
+    assert str(err.value).startswith("export.held_out: data/selfie/test: not a readable Parquet file (ArrowInvalid: ")
     assert str(err.value).endswith("; run the stage that writes it again (`dvc repro`)")
 
 
@@ -211,7 +211,7 @@ def test_a_method_shard_missing_when_export_reads_it_fails_in_one_line(tmp_path)
 
     standard_methods(tmp_path)
     (gone := shard_files(tmp_path / "data" / "pugc" / "pairs")[0]).unlink()
-    with pytest.raises(ExportError, match=rf"cannot read the pugc pairs \({gone}: not readable Parquet "
+    with pytest.raises(ExportError, match=rf"cannot read the pugc pairs \({gone}: not a readable Parquet file "
                                           r"\(FileNotFoundError: .*\); rerun `dvc repro pugc`$"):
         build_release(export_cfg(), tmp_path, tmp_path / "data" / "release", "fp")
     assert not (tmp_path / "data" / "release").exists()

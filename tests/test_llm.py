@@ -179,6 +179,21 @@ def test_boundary_falls_back_when_tokens_merge_and_rejects_unstable_templates(en
         unstable.logprobs(PROMPTS[:1], ["hi"])
 
 
+@pytest.mark.parametrize(("template", "what"), [
+    ("{% for m in messages %}{% if m['role'] == 'user' %}{{ m['content'] }}{% endif %}{% endfor %}",
+     "the chat template drops the assistant message"),
+    ("{% for m in messages %}{% if m['role'] == 'assistant' %}{{ m['content'] }}{% endif %}{% endfor %}",
+     "the templated prompt is empty; nothing to condition on"),
+])
+def test_a_chat_template_that_cannot_be_scored_through_says_what_to_set(engine, template, what):
+    """Both said only what was wrong: nothing named the setting to change."""
+    with pytest.raises(TemplateError) as err:
+        with_template(engine, template).logprobs(PROMPTS[:1], ["hi"])
+    assert str(err.value).startswith("model '") and str(err.value).endswith(
+        f"': {what}; set llm.model (or the role's model) to an instruct/chat model whose template writes every turn, "
+        "or fix tokenizer.chat_template in its folder")
+
+
 def test_inputs_longer_than_max_model_len_are_refused_with_a_clear_error(engine):
     short = copy.copy(engine)
     short.codec = ChatCodec(engine.tokenizer, name="tiny", max_len=20)

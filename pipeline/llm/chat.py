@@ -53,6 +53,11 @@ class InputTooLong(EngineError, ValueError):
     e.g. with a ``max_model_len`` too small for a judge's probe prompts)."""
 
 
+# What to do about a chat template that cannot be scored through (it writes no assistant turn, or no prompt).
+_FIX = (f"set {MODEL_KEY} to an instruct/chat model whose template writes every turn, or fix tokenizer.chat_template "
+        "in its folder")
+
+
 class ChatCodec:
     def __init__(self, tokenizer, name: str = "", max_len: int | None = None):
         if getattr(tokenizer, "chat_template", None) is None:
@@ -123,7 +128,7 @@ class ChatCodec:
             text = self._conversation_text([{"role": "user", "content": "x"}], _PROBE)
             at = text.rfind(_PROBE)
             if at < 0:
-                raise TemplateError(f"model {self.name!r}: the chat template drops the assistant message")
+                raise TemplateError(f"model {self.name!r}: the chat template drops the assistant message; {_FIX}")
             self._tail = self.encode(text[at + len(_PROBE):])
         return self._tail
 
@@ -160,7 +165,7 @@ class ChatCodec:
         if tail and end - start >= len(tail) and ids[end - len(tail):] == tail:
             end = end - len(tail) + 1  # keep the end-of-turn token, drop the template's trailing text
         if start == 0:
-            raise TemplateError(f"model {self.name!r}: the templated prompt is empty; nothing to condition on")
+            raise TemplateError(f"model {self.name!r}: the templated prompt is empty; nothing to condition on; {_FIX}")
         self._check(end, messages, "prompt + response")
         return ids, start, end
 

@@ -38,9 +38,10 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel
+from safetensors import SafetensorError
 
 from pipeline.config import LLM, Sampling
-from pipeline.errors import MODEL_KEY, ModelLoadError
+from pipeline.errors import MODEL_KEY, ModelLoadError, one_line
 from pipeline.llm.base import ChatPrompt, Completion, LogProb, sample_seed
 from pipeline.llm.chat import ChatCodec
 from pipeline.llm.cpu import measure, threads
@@ -56,7 +57,7 @@ from pipeline.llm.decode import (
 )
 from pipeline.llm.identity import load_revision
 from pipeline.llm.structured import ClosingPolicy, generate_validated, schema_json, shortest_completion
-from pipeline.llm.tiny import MODEL_CHOICES, resolve_model
+from pipeline.llm.tiny import MODEL_CHOICES, model_path_problem, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ class TransformersEngine:
             dtype = "auto" if self.device.type == "cuda" else torch.float32
         else:
             dtype = _DTYPES[cfg.dtype]
+        if why := model_path_problem(path):
+            raise ModelLoadError(f"model {cfg.model!r}: {why}; set {MODEL_KEY} to {MODEL_CHOICES}")
         if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
             raise ModelLoadError(f"model {cfg.model!r}: the folder holds no config.json, so it is not a "
                                  f"Hugging Face model folder; set {MODEL_KEY} to "
@@ -106,7 +109,11 @@ class TransformersEngine:
                                  f"{MODEL_CHOICES}") from e
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=rev).to(self.device).eval()
+        try:
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, revision=rev).to(self.device).eval()
+        except (OSError, ValueError, SafetensorError) as e:  # weights cut short, none, an architecture it cannot run
+            raise ModelLoadError(f"model {cfg.model!r}: its weights could not be loaded ({one_line(e, 200)}); copy or "
+                                 f"download the model again, or set {MODEL_KEY} to {MODEL_CHOICES}") from e
         self.codec = ChatCodec(self.tokenizer, name=cfg.model, max_len=cfg.max_model_len)
         self.eos_ids = self._eos_ids()
         self._grammars: dict[str, object] = {}
@@ -168,7 +175,11 @@ class TransformersEngine:
         """Whether the model's KV cache can hold a shared prefix repeated for a batch (``decode.expandable``)."""
         probe = torch.arange(3, 7, device=self.device).unsqueeze(0) % self.model.config.get_text_config().vocab_size
         with torch.inference_mode():
-            return expandable(self._body(True, input_ids=probe, use_cache=True)[1])
+            cache = self._body(True, input_ids=probe, use_cache=True)[1]
+        if cache is None:  # an encoder (BERT) under a language-model head: nothing to generate with (was a KeyError)
+            raise ModelLoadError(f"model {self.name!r}: a {type(self.model).__name__}, which keeps no KV cache, so not "
+                                 f"a decoder (chat) model; set {MODEL_KEY} to an instruct/chat model")
+        return expandable(cache)
 
     def _body(self, last_only: bool = False, **kw) -> tuple[torch.Tensor, object]:
         """The decoder's hidden states (or the model's logits, when the output layer cannot be split

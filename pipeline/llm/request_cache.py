@@ -24,14 +24,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pipeline.llm.tiny import cache_root
+from pipeline.llm.tiny import cache_root, env_folder
 
 MISS = object()  # what ``get`` returns for a key with no stored answer
 
 
 def cache_dir() -> Path:
-    env = os.environ.get("PREFPIPE_REQUEST_CACHE")
-    return Path(env) if env else cache_root() / "requests"
+    if os.environ.get("PREFPIPE_REQUEST_CACHE"):
+        return env_folder("PREFPIPE_REQUEST_CACHE", Path())
+    return cache_root() / "requests"
 
 
 def request_key(request: dict[str, Any]) -> str:

@@ -39,7 +39,7 @@ import os
 from pathlib import Path
 
 from pipeline.encodings import UNPRINTABLE
-from pipeline.errors import MODEL_KEY, ModelLoadError
+from pipeline.errors import MODEL_KEY, ModelLoadError, StageError
 from pipeline.files import built_dir
 
 TINY_NAME = "tiny"
@@ -87,7 +87,19 @@ _MODEL = {
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("PREFPIPE_CACHE") or Path.home() / ".cache" / "prefpipe")
+    return env_folder("PREFPIPE_CACHE", Path.home() / ".cache" / "prefpipe")
+
+
+def env_folder(var: str, default: Path) -> Path:
+    """The folder environment variable ``var`` names, else ``default``. A file where it (or a folder above it)
+    should be is a ``StageError`` naming ``var``: it was a FileExistsError traceback from the first mkdir in it."""
+    folder = Path(os.environ.get(var) or default)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        where = f"{var}={os.environ[var]}" if os.environ.get(var) else f"{folder} (the default; {var} is unset)"
+        raise StageError(f"the cache folder {where}: {blocker} is a file, not a folder; move it away, or set "
+                         f"{var} to a folder")
+    return folder
 
 
 def tiny_hash(seed: int = 0) -> str:
@@ -147,6 +159,32 @@ def resolve_model(name: str, hub: bool = True, revision: str | None = None) -> s
     if not (path / "config.json").exists():
         build_tiny(path, seed)
     return str(path)
+
+
+_LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+
+
+def model_path_problem(path: str) -> str | None:
+    """What makes local model path ``path`` unloadable, found before ``transformers`` tries, whose errors mislead:
+    a file is read as a config ("the config file at ... is not a valid JSON file"; the folder that holds it is
+    named when that is a model folder), a Git LFS pointer as weights ("header too large"); else None."""
+    p = Path(path)
+    if p.is_file():
+        held = (p.parent / "config.json").is_file()
+        return f"a file, not a model folder{f': give the folder that holds it, {p.parent}' if held else ''}"
+    pointers = [f.name for f in sorted(p.iterdir()) if _lfs_pointer(f)] if p.is_dir() else []
+    if pointers:
+        return (f"{', '.join(pointers)} in it {'is a Git LFS pointer' if len(pointers) == 1 else 'are Git LFS pointers'}"
+                f", not the file's contents (cloned without git-lfs): run `git lfs pull` in {p}, or download the "
+                "model again")
+    return None
+
+
+def _lfs_pointer(f: Path) -> bool:
+    if not f.is_file() or f.stat().st_size > 1024:
+        return False
+    with open(f, "rb") as fh:
+        return fh.read(len(_LFS_POINTER)) == _LFS_POINTER
 
 
 def _offline() -> bool:
