@@ -309,10 +309,16 @@ def read_table(path: str | Path, name: str | None = None, columns: list[str] | N
     _must_exist(path, key)
     where = f"{key}: " if key else ""
     files = shard_files(path)
-    if not files:
-        if name is not None:
+    if not files:  # an empty shard set still has its manifest; a bare folder is a write that never happened
+        if name is not None and path.is_dir() and read_manifest(path) is not None:
             return SCHEMAS[name].empty_table()
-        raise SourceError(f"{where}{path}: holds no Parquet shards")
+        fix = f", or correct {key} in params.yaml" if key else ""
+        subsets = sorted(d.name for d in path.glob("*/") if (d / MANIFEST).is_file()) if path.is_dir() else []
+        if subsets:  # Curry-DPO's level=N folders: a tree of shard sets, not one
+            raise SourceError(f"{where}{path}: holds shard sets in sub-folders ({', '.join(subsets)}), not one of its "
+                              f"own: read one of them{fix}")
+        raise SourceError(f"{where}{path}: holds no Parquet shards and no {MANIFEST}; run the stage that writes "
+                          f"it (`dvc repro`){fix}")
     tables = []
     for f in files:  # the file that cannot be read is named, not only its folder
         try:
@@ -334,7 +340,11 @@ def read_table(path: str | Path, name: str | None = None, columns: list[str] | N
 def iter_batches(path: str | Path, batch_size: int = 65_536, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     """Stream a shard set batch by batch (bounded memory); an absent folder is an error (``read_table``)."""
     _must_exist(Path(path))
-    for f in shard_files(path):
+    files = shard_files(path)
+    if not files and read_manifest(path) is None:
+        raise SourceError(f"{path}: holds no Parquet shards and no {MANIFEST}; run the stage that writes it "
+                          "(`dvc repro`)")
+    for f in files:
         try:  # a shard a copy or a write left out or cut short: one line, as read_table says it
             yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)
         except (pa.ArrowException, OSError) as e:

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from pipeline.config import Export
 from pipeline.dedup import turn_texts
 from pipeline.errors import SourceError, StageError
-from pipeline.io import iter_batches
+from pipeline.io import iter_batches, read_manifest, shard_files
 from pipeline.pii import redact
 from pipeline.pii_structured import local_model_paths, redact_json, redact_messages
 from pipeline.records import SCHEMAS, check_table
@@ -55,9 +55,10 @@ def iter_pairs_tree(path: Path, name: str, batch_rows: int = 65_536) -> Iterator
     rows leave it null."""
     if not path.exists():
         raise SourceError(f"{path}: not found; run the stage that writes it first (`dvc repro`)")
-    for batch in iter_batches(path, batch_rows):  # a shard missing or cut short: one line naming it
-        yield check_table(pa.Table.from_batches([batch]), name)
     subdirs = sorted((d for d in path.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))), key=_folder_order)
+    if not subdirs or shard_files(path) or read_manifest(path) is not None:  # a bare folder: iter_batches refuses it
+        for batch in iter_batches(path, batch_rows):  # a shard missing or cut short: one line naming it
+            yield check_table(pa.Table.from_batches([batch]), name)
     for sub in subdirs:
         m = _LEVEL_DIR.match(sub.name)
         for t in iter_pairs_tree(sub, name, batch_rows):

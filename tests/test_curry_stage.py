@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.errors import SourceError
 from pipeline.io import read_table, verify_shards, write_shards
 from pipeline.records import check_table, to_table
 from stages.curry import curriculum_files, run
@@ -49,8 +50,10 @@ def test_run_writes_one_shard_set_per_level_in_curriculum_order(tmp_path, capsys
     # within a level the files keep the seeded shuffle of build_pairs, not the id order of a plain shard set
     shuffled = [r["pair_id"] for r in build(prompts, responses)[0]]
     assert whole.column("pair_id").to_pylist() == shuffled and shuffled[:10] != sorted(shuffled[:10])
-    # Readers that walk the level folders (export) see each pair once: no top-level shard set.
-    assert read_table(pairs, "pairs").num_rows == 0
+    # Readers that walk the level folders (export) see each pair once: no top-level shard set, and a reader of
+    # one shard set pointed at the tree is told so rather than reading it as empty.
+    with pytest.raises(SourceError, match=r"holds shard sets in sub-folders \(level=0, level=1\)"):
+        read_table(pairs, "pairs")
     assert json.loads((out / "details.json").read_text()) == m
     assert json.loads((out / "metrics.json").read_text()) == {"rows_in": m["responses"]["read"], "pairs": 15}
     assert m["pairs"]["per_source"] == {"hand": 15} and m["pairs"]["per_level"] == {"0": 10, "1": 5, "2": 0}

@@ -300,6 +300,17 @@ def test_an_absent_shard_set_is_an_error_for_every_reader_not_an_empty_input(tmp
         list(pio.iter_batches(tmp_path / "data/ingest/conversations"))
 
 
+def test_a_bare_folder_is_an_error_not_an_empty_input(tmp_path):
+    """A folder with no shards and no manifest is a write that never happened (a copy left it out, a run died
+    before it), not an empty shard set: read as empty, Curry-DPO ran on it and reported every pair orphaned."""
+    (tmp_path / "prompts").mkdir()
+    with pytest.raises(SourceError, match=r"^curry.inputs\[0\].prompts: .*prompts: holds no Parquet shards and no "
+                                          r"_manifest.json; run the stage .* or correct curry.inputs\[0\].prompts"):
+        read_table(tmp_path / "prompts", "prompts", key="curry.inputs[0].prompts")
+    with pytest.raises(SourceError, match="holds no Parquet shards and no _manifest.json"):
+        list(pio.iter_batches(tmp_path / "prompts"))
+
+
 def test_hub_id_fails_clearly_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SourceError) as err:
