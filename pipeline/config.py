@@ -38,23 +38,18 @@ from pipeline.config_errors import ParamsError, format_validation_error
 
 # Every section is importable from here (``from pipeline.config import LLM, Pugc``): the names below are re-exported.
 from pipeline.config_export import Card, Decontamination, Dedup, EvalSet, Export, ExportMethod, PiiKind
+from pipeline.config_ingest import FORMAT_FIELDS, FORMAT_KINDS, Ingest, Source, SourceFormat, SourceKind
 from pipeline.config_shared import (
-    FORMAT_FIELDS,
-    FORMAT_KINDS,
     LLM,
     Backend,
     BaseUrl,
     EnvName,
     Execution,
-    Ingest,
     LLMOverride,
     OptionScoring,
     Sampling,
     SamplingOverride,
     Section,
-    Source,
-    SourceFormat,
-    SourceKind,
     resolve_role,
 )
 from pipeline.config_stages import (

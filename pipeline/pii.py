@@ -1,7 +1,7 @@
 """Find and redact personal data and secrets in text columns, counting every replacement by kind.
 
-Each kind is a ``Detector``: a regular expression run over a whole polars column (Rust regex, no
-Python loop per row) and, for kinds where a pattern alone is not precise enough, a validator run once
+Each kind is a ``Detector`` (``pipeline.column_redact``, which runs it): a regular expression run over a whole
+polars column (Rust regex, no Python loop per row) and, for kinds where a pattern alone is not precise enough, a validator run once
 per *distinct* candidate the pattern found:
 
 - phone numbers: candidates are checked with Google's libphonenumber (``phonenumbers``): a number
@@ -54,9 +54,7 @@ import binascii
 import ipaddress
 import math
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import cache, lru_cache, partial
+from functools import lru_cache, partial
 
 import numpy as np
 import phonenumbers
@@ -65,21 +63,11 @@ import regex
 from stdnum import iban as stdnum_iban
 from stdnum.cn import ric as stdnum_cn_ric
 
+from pipeline.column_redact import Detector, compiled, replace_plain, replace_validated
+
 # Regions whose national phone formats (without +country code) are recognised; numbers written
 # with + or 00 are recognised for every country.
 PHONE_REGIONS = ("US", "GB", "CA", "AU", "IN", "DE", "FR")
-
-
-@dataclass(frozen=True)
-class Detector:
-    """``pattern`` finds candidates; the named group ``pii`` (or the whole match) is what gets replaced.
-    ``validate(match) -> (start, end) | None`` narrows a candidate to the span inside ``pii`` to replace,
-    or rejects it; ``None`` validator = every match is PII."""
-
-    kind: str
-    pattern: str
-    marker: str
-    validate: Callable[[regex.Match], tuple[int, int] | None] | None = None
 
 
 # --- validators (one call per distinct candidate) --------------------------------------------------
@@ -151,8 +139,8 @@ FILE_EXTENSIONS = {"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "pd
 
 
 def _email(m: regex.Match) -> tuple[int, int] | None:
-    domain = _compiled(rf"@|{_AT}").split(m.group("pii").lower(), maxsplit=1)[-1]
-    labels = _compiled(_DOT).split(domain)
+    domain = compiled(rf"@|{_AT}").split(m.group("pii").lower(), maxsplit=1)[-1]
+    labels = compiled(_DOT).split(domain)
     if labels[-1] in FILE_EXTENSIONS or (labels[0][:-1].isdigit() and labels[0].endswith("x")):
         return None
     return _span(m)
@@ -328,84 +316,6 @@ KINDS = [d.kind for d in DETECTORS]
 BY_KIND = {d.kind: d for d in DETECTORS}
 
 
-@cache
-def _compiled(pattern: str) -> regex.Pattern:
-    return regex.compile(pattern)
-
-
-def _replace_plain(s: pl.Series, d: Detector) -> tuple[pl.Series, int]:
-    n = int(s.str.count_matches(d.pattern).sum() or 0)
-    if not n:
-        return s, 0
-    repl = ("${keep}" if "(?P<keep>" in d.pattern else "") + d.marker.replace("$", "$$")
-    return s.str.replace_all(d.pattern, repl), n
-
-
-def _replacement(m: regex.Match, marker: str, validate: Callable) -> str | None:
-    """The text that replaces match ``m`` (the ``pii`` span narrowed by ``validate`` becomes ``marker``),
-    or None when the candidate is not PII."""
-    span = validate(m)
-    if span is None:
-        return None
-    text, off = m.group(0), m.start("pii") - m.start() if "pii" in m.re.groupindex else 0
-    end = off + span[1] if "pii" in m.re.groupindex else len(text)
-    return text[: off + span[0]] + marker + text[end:]
-
-
-def _rewrite(row: str, cands: list[str], repl: dict[str, str], rx: regex.Pattern) -> tuple[str, int]:
-    """``row`` with its candidates (the Rust engine's matches, in order) replaced where ``repl`` has them.
-    Each one is located with ``str.find`` and confirmed by an anchored match at that position, so a
-    look-alike substring that did not match (e.g. followed by a letter) is never replaced."""
-    out, pos, n = [], 0, 0
-    for c in cands:
-        p = row.find(c, pos)
-        while p >= 0 and not ((m := rx.match(row, p)) is not None and m.group(0) == c):
-            p = row.find(c, p + 1)
-        if p < 0:  # the engines disagree on this row: let the Python engine scan all of it
-            return _rewrite_scan(row, repl, rx)
-        out.append(row[pos:p])
-        out.append(repl.get(c, c))
-        n += c in repl
-        pos = p + len(c)
-    out.append(row[pos:])
-    return "".join(out), n
-
-
-def _rewrite_scan(row: str, repl: dict[str, str], rx: regex.Pattern) -> tuple[str, int]:
-    n = 0
-
-    def sub(m: regex.Match) -> str:
-        nonlocal n
-        n += m.group(0) in repl
-        return repl.get(m.group(0), m.group(0))
-
-    return rx.sub(sub, row), n
-
-
-def _replace_validated(s: pl.Series, d: Detector, validate: Callable) -> tuple[pl.Series, int]:
-    found = s.str.extract_all(d.pattern)
-    candidates = found.explode().drop_nulls().unique().to_list()
-    if not candidates:
-        return s, 0
-    rx = _compiled(d.pattern)
-    repl = {}
-    for c in candidates:  # once per distinct candidate
-        m = rx.fullmatch(c)
-        r = _replacement(m, d.marker, validate) if m is not None else None
-        if r is not None:
-            repl[c] = r
-    if not repl:
-        return s, 0
-    hit = found.list.eval(pl.element().is_in(list(repl))).list.any().fill_null(False)
-    count, new = 0, []
-    for row, cands in zip(s.filter(hit).to_list(), found.filter(hit).to_list(), strict=True):
-        text, n = _rewrite(row, cands, repl, rx)
-        new.append(text)
-        count += n
-    idx = pl.Series(np.flatnonzero(hit.to_numpy()))
-    return s.scatter(idx, pl.Series(new, dtype=pl.String)), count
-
-
 def redact(texts: pl.Series, kinds: list[str], phone_regions: tuple[str, ...] = PHONE_REGIONS
            ) -> tuple[pl.Series, dict[str, int]]:
     """``texts`` with every match of the enabled ``kinds`` replaced, and the number of matches per kind.
@@ -419,10 +329,10 @@ def redact(texts: pl.Series, kinds: list[str], phone_regions: tuple[str, ...] = 
         if d.kind not in kinds:
             continue
         if d.validate is None:
-            s, counts[d.kind] = _replace_plain(s, d)
+            s, counts[d.kind] = replace_plain(s, d)
         else:
             validate = partial(_phone, regions=tuple(phone_regions)) if d.kind == "phone" else d.validate
-            s, counts[d.kind] = _replace_validated(s, d, validate)
+            s, counts[d.kind] = replace_validated(s, d, validate)
     return s, counts
 
 

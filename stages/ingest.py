@@ -2,7 +2,7 @@
 
 For each ``ingest.sources`` entry: read its records (``pipeline.io.iter_records``), turn each into
 canonical rows with the format's adapter (``pipeline.adapters``), validate every row against its
-record model, and keep the record only if all of its rows pass. Then, per source:
+record model, and keep the record only if all of its rows pass (``stages.ingest_read``). Then, per source:
 
 1. duplicates: a row whose id was already produced by an earlier record is dropped when identical
    (Arena-Hard repeats the question in every model's answer file) and rejects its record otherwise;
@@ -24,39 +24,33 @@ its records (after writing rejects and metrics, for diagnosis). All outputs are 
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from pydantic import ValidationError
 
-from pipeline.adapters import Adapted, BadRecord, Ctx, adapt, finish
+from pipeline.adapters import finish
 from pipeline.config import Params, Source, fingerprint
-from pipeline.errors import one_line, printable
 from pipeline.hub_source import check_hub
 from pipeline.io import (
     HF_PREFIX,
     ShardWriter,
     SourceError,
     StageError,
-    iter_records,
     shard_sizes,
 )
-from pipeline.jsontext import preview_of
-from pipeline.limits import JSON_FILE_RECORDS, over_limit
 from pipeline.metrics import counted, say, write_metrics
 from pipeline.outputs import stage_outputs
-from pipeline.readers import glob_folder, is_glob, source_files
-from pipeline.records import ID_COLUMNS, MESSAGES_TYPE, MODELS, SCHEMAS
+from pipeline.readers import source_files
+from pipeline.records import ID_COLUMNS, MESSAGES_TYPE, SCHEMAS
 from pipeline.regenerate import strip_user_turns
 from pipeline.seen import SeenRows
+from stages.ingest_read import RECORDS, Kept, read_source, reject_row
 
 TABLES = ("conversations", "documents", "prompts", "responses", "pairs")
 OUT_DIR = Path("data/ingest")
@@ -79,108 +73,7 @@ class SourceResult:
     metrics: dict[str, Any]
 
 
-@dataclass
-class _Kept:
-    """One adapted, validated record: its canonical rows by table."""
-
-    n: int
-    where: str
-    raw: str
-    rows: dict[str, list[dict[str, Any]]]
-    skipped: Counter = field(default_factory=Counter)
-    facts: dict[str, set[str]] = field(default_factory=dict)
-
-
 # --- steps ---------------------------------------------------------------------------------------
-
-
-def _base_dir(path: str) -> Path:
-    """The folder a source's file names are reported relative to."""
-    p = Path(path)
-    if p.is_dir():
-        return p
-    if is_glob(path):
-        return Path(glob_folder(path))
-    return p.parent
-
-
-def _validation_reason(table: str, err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"])
-        parts.append(f"{table}.{loc}: {e['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
-
-
-def validate_rows(adapted: Adapted) -> dict[str, list[dict[str, Any]]]:
-    """Every row through its record model (normalised dumps), or BadRecord naming the first failure."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for table, rows in adapted.rows.items():
-        model = MODELS[table]
-        for row in rows:
-            try:
-                out.setdefault(table, []).append(model.model_validate(row).model_dump())
-            except ValidationError as e:
-                raise BadRecord(_validation_reason(table, e)) from None
-    return out
-
-
-def _reject(src: str, n: int, reason: str, raw: str, records: int = 1) -> dict[str, Any]:
-    """A rejects row; its reason one line whatever a value it quotes holds (a line break in an id). One that stands
-    for more than one input record (a Parquet row group not read) says how many under ``_RECORDS``, which
-    ``stream_source`` counts and takes out before the row is written."""
-    row = {"source": src, "row": n, "reason": printable(reason), "raw": raw}
-    return row if records == 1 else {**row, _RECORDS: records}
-
-
-_RECORDS = "_records"
-
-
-def _json_bytes(value: Any) -> int:
-    """The size of a record as a UTF-8 JSON line, as a JSON lines reader measures it (not ASCII-escaped, which
-    would count a CJK character as 6 bytes and an emoji as 12, rejecting non-Latin text at a fraction of the limit)."""
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-
-
-def read_source(src: Source, max_record_bytes: int,
-                empty_files: list[str] | None = None) -> Iterator[_Kept | dict[str, Any]]:
-    """Every record of ``src`` in input order: adapted and validated (``_Kept``), or a reject row.
-
-    Files that hold no record are appended to ``empty_files``, relative to the source like reasons.
-    """
-    base = _base_dir(src.path) if not src.path.startswith(HF_PREFIX) else None
-    empty: list[str] = []
-    n = 0
-    files: dict[str, tuple[str, bool]] = {}  # per file, once: its name relative to the source, and JSON lines or not
-    for raw in iter_records(src.path, max_record_bytes, empty):
-        if src.limit is not None and n >= src.limit:
-            break
-        n += 1
-        if raw.file not in files:  # the reader of a JSON lines file measured the line against max_record_bytes
-            files[raw.file] = (os.path.relpath(raw.file, base) if base is not None else raw.file,
-                               raw.file.lower().endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")))
-        file_rel, is_jsonl = files[raw.file]
-        where = f"{file_rel}:{raw.row}"
-        preview = raw.raw or (preview_of(raw.value) if raw.value is not None else "")
-        try:
-            if raw.error is not None:
-                raise BadRecord(raw.error)
-            if not is_jsonl and _json_bytes(raw.value) > max_record_bytes:
-                raise BadRecord(over_limit(max_record_bytes))
-            adapted = adapt(raw.value, Ctx.for_source(src, file_rel, raw.row, JSON_FILE_RECORDS * max_record_bytes))
-            rows = validate_rows(adapted)
-        except BadRecord as e:
-            yield _reject(src.name, n, f"{where}: {e}{raw.hint}", preview, raw.records)
-            continue
-        except Exception as e:
-            # A shape no adapter rule foresaw: quarantine it rather than stop the whole stage.
-            yield _reject(src.name, n, f"{where}: unexpected record shape ({one_line(e, 200)})",
-                          preview)
-            continue
-        yield _Kept(n, where, preview, rows, adapted.skipped, adapted.facts)
-    if empty_files is not None:
-        empty_files += [os.path.relpath(f, base) if base is not None else f for f in empty]
 
 
 def survey_rated(src: Source, max_record_bytes: int) -> tuple[set[str], dict[str, set[str]]]:
@@ -192,7 +85,7 @@ def survey_rated(src: Source, max_record_bytes: int) -> tuple[set[str], dict[str
     """
     dups, prompt_ids, facts = SeenRows(ID_COLUMNS), set(), {}
     for rec in read_source(src, max_record_bytes):
-        if isinstance(rec, _Kept):
+        if isinstance(rec, Kept):
             for key, values in rec.facts.items():
                 facts.setdefault(key, set()).update(values)
             if dups.admit(rec.where, rec.rows, rec.skipped) is None:
@@ -200,7 +93,7 @@ def survey_rated(src: Source, max_record_bytes: int) -> tuple[set[str], dict[str
     return prompt_ids, facts
 
 
-def orphan_reason(rec: _Kept, prompt_ids: set[str]) -> str | None:
+def orphan_reason(rec: Kept, prompt_ids: set[str]) -> str | None:
     """Why a record answers a prompt this source does not contain, or None."""
     missing = sorted({r["prompt_id"] for r in rec.rows.get("responses", [])} - prompt_ids)
     if missing:
@@ -225,7 +118,7 @@ def stream_source(src: Source, max_record_bytes: int, emit: RowSink) -> dict[str
     empty: list[str] = []
     for rec in read_source(src, max_record_bytes, empty):
         n_in += 1
-        if isinstance(rec, _Kept):
+        if isinstance(rec, Kept):
             clash = dups.admit(rec.where, rec.rows, rec.skipped)
             reason = f"duplicate: {clash}" if clash else (orphan_reason(rec, prompt_ids) if prompt_ids is not None else None)
             if reason is None:
@@ -237,8 +130,8 @@ def stream_source(src: Source, max_record_bytes: int, emit: RowSink) -> dict[str
                 skipped.update(rec.skipped)
                 accepted += 1
                 continue
-            rec = _reject(src.name, rec.n, f"{rec.where}: {reason}", rec.raw)
-        records = rec.pop(_RECORDS, 1)  # a reject of a Parquet row group not read counts its rows
+            rec = reject_row(src.name, rec.n, f"{rec.where}: {reason}", rec.raw)
+        records = rec.pop(RECORDS, 1)  # a reject of a Parquet row group not read counts its rows
         n_in, unread = n_in + records - 1, unread + records - 1
         emit("rejects", [rec])
         reasons[reason_key(rec["reason"])] += records

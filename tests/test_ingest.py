@@ -130,19 +130,19 @@ def test_bad_input_is_quarantined_and_counted(params, tmp_path):
 def test_a_record_no_rule_foresaw_is_a_reject_naming_the_exception(params, tmp_path, monkeypatch):
     """An adapter that raises something other than BadRecord (a shape no rule foresaw) rejects that record,
     naming the exception, and the stage goes on: the record is counted and listed, never silently skipped."""
-    import stages.ingest as ingest
+    import stages.ingest_read as ingest_read
 
     chat = [{"role": "user", "content": "Hi there, how are you?"}, {"role": "assistant", "content": "Fine, thanks."}]
     (tmp_path / "chats.jsonl").write_text("".join(json.dumps({"conversation_id": f"c{i}", "conversation": chat}) + "\n"
                                                   for i in range(3)))
-    real_adapt = ingest.adapt
+    real_adapt = ingest_read.adapt
 
     def adapt(value, ctx):
         if value["conversation_id"] == "c1":
             raise KeyError("surprise")
         return real_adapt(value, ctx)
 
-    monkeypatch.setattr(ingest, "adapt", adapt)
+    monkeypatch.setattr(ingest_read, "adapt", adapt)
     p = with_ingest(params, [{"name": "chats", "kind": "conversations", "path": str(tmp_path / "chats.jsonl"),
                               "format": "wildchat"}])
     m = run(p, tmp_path / "out")["sources"]["chats"]

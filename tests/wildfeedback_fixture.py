@@ -136,14 +136,14 @@ def stage_conversations(real: Path, ids: set[str], params=None) -> pl.DataFrame:
     """The labelled WildChat conversations as ingest hands them to the WildFeedback stage: each record of the
     sample through the ingest adapter of params.yaml's first ``wildfeedback.sources`` source (``wildchat``:
     messages, ``language`` and ``toxic`` / ``redacted`` flags read from the record's top level, which the sample
-    leaves empty) and ingest's own validation (``stages.ingest.validate_rows``: the conversations contract, whose
+    leaves empty) and ingest's own validation (``stages.ingest_read.validate_rows``: the conversations contract, whose
     turns alternate user / assistant); ``conversation_id`` stays the sample's id (the fixture's key). A record
     ingest rejects (``BadRecord``: an empty user message, turns out of order) is left out, as ingest leaves it out."""
     import pyarrow as pa
 
     from pipeline.adapters import BadRecord, Ctx, adapt
     from pipeline.records import SCHEMAS
-    from stages.ingest import validate_rows
+    from stages.ingest_read import validate_rows
 
     params = params or stage_params()
     name = params.wildfeedback.sources[0]

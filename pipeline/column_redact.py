@@ -1,0 +1,123 @@
+"""Replace a regular expression's matches in a polars string column with a marker, counting them; where a
+pattern alone is not precise enough, a validator is run once per *distinct* candidate the pattern found.
+
+The pattern runs over the whole column in polars (Rust regex, no Python loop per row); rows are rewritten in
+Python only when they hold a validated candidate (rare: most rows hold none), so the cost per row is the Rust
+regex scan. The machinery holds no detector: ``pipeline.pii`` holds the detectors (patterns and validators) of
+personal data and secrets, and ``redact``, which runs them in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import polars as pl
+import regex
+
+
+@dataclass(frozen=True)
+class Detector:
+    """``pattern`` finds candidates; the named group ``pii`` (or the whole match) is what gets replaced
+    (a group ``keep`` before it stays). ``validate(match) -> (start, end) | None`` narrows a candidate to the
+    span inside ``pii`` to replace, or rejects it; ``None`` validator = every match is replaced."""
+
+    kind: str
+    pattern: str
+    marker: str
+    validate: Callable[[regex.Match], tuple[int, int] | None] | None = None
+
+
+@cache
+def compiled(pattern: str) -> regex.Pattern:
+    """``pattern`` compiled by the Python ``regex`` engine, once per pattern."""
+    return regex.compile(pattern)
+
+
+def replace_plain(s: pl.Series, d: Detector) -> tuple[pl.Series, int]:
+    """``s`` with every match of ``d.pattern`` replaced by ``d.marker`` (its ``keep`` group kept), and the number
+    of matches: all in polars, for a detector without a validator.
+
+    >>> replace_plain(pl.Series(["key sk-1", "none"]), Detector("key", r"sk-\d", "[KEY]"))[0].to_list()
+    ['key [KEY]', 'none']
+    """
+    n = int(s.str.count_matches(d.pattern).sum() or 0)
+    if not n:
+        return s, 0
+    repl = ("${keep}" if "(?P<keep>" in d.pattern else "") + d.marker.replace("$", "$$")
+    return s.str.replace_all(d.pattern, repl), n
+
+
+def _replacement(m: regex.Match, marker: str, validate: Callable) -> str | None:
+    """The text that replaces match ``m`` (the ``pii`` span narrowed by ``validate`` becomes ``marker``),
+    or None when the candidate is not PII."""
+    span = validate(m)
+    if span is None:
+        return None
+    text, off = m.group(0), m.start("pii") - m.start() if "pii" in m.re.groupindex else 0
+    end = off + span[1] if "pii" in m.re.groupindex else len(text)
+    return text[: off + span[0]] + marker + text[end:]
+
+
+def _rewrite(row: str, cands: list[str], repl: dict[str, str], rx: regex.Pattern) -> tuple[str, int]:
+    """``row`` with its candidates (the Rust engine's matches, in order) replaced where ``repl`` has them.
+    Each one is located with ``str.find`` and confirmed by an anchored match at that position, so a
+    look-alike substring that did not match (e.g. followed by a letter) is never replaced."""
+    out, pos, n = [], 0, 0
+    for c in cands:
+        p = row.find(c, pos)
+        while p >= 0 and not ((m := rx.match(row, p)) is not None and m.group(0) == c):
+            p = row.find(c, p + 1)
+        if p < 0:  # the engines disagree on this row: let the Python engine scan all of it
+            return _rewrite_scan(row, repl, rx)
+        out.append(row[pos:p])
+        out.append(repl.get(c, c))
+        n += c in repl
+        pos = p + len(c)
+    out.append(row[pos:])
+    return "".join(out), n
+
+
+def _rewrite_scan(row: str, repl: dict[str, str], rx: regex.Pattern) -> tuple[str, int]:
+    n = 0
+
+    def sub(m: regex.Match) -> str:
+        nonlocal n
+        n += m.group(0) in repl
+        return repl.get(m.group(0), m.group(0))
+
+    return rx.sub(sub, row), n
+
+
+def replace_validated(s: pl.Series, d: Detector, validate: Callable) -> tuple[pl.Series, int]:
+    """``s`` with every match of ``d.pattern`` that ``validate`` accepts replaced by ``d.marker``, and the number
+    replaced; ``validate`` runs once per distinct candidate, and only rows holding an accepted one are rewritten.
+
+    >>> even = Detector("even", r"(?P<pii>\d+)", "[EVEN]")
+    >>> out, n = replace_validated(pl.Series(["1 2", "3"]), even, lambda m: (0, len(m[0])) if int(m[0]) % 2 == 0 else None)
+    >>> out.to_list(), n
+    (['1 [EVEN]', '3'], 1)
+    """
+    found = s.str.extract_all(d.pattern)
+    candidates = found.explode().drop_nulls().unique().to_list()
+    if not candidates:
+        return s, 0
+    rx = compiled(d.pattern)
+    repl = {}
+    for c in candidates:  # once per distinct candidate
+        m = rx.fullmatch(c)
+        r = _replacement(m, d.marker, validate) if m is not None else None
+        if r is not None:
+            repl[c] = r
+    if not repl:
+        return s, 0
+    hit = found.list.eval(pl.element().is_in(list(repl))).list.any().fill_null(False)
+    count, new = 0, []
+    for row, cands in zip(s.filter(hit).to_list(), found.filter(hit).to_list(), strict=True):
+        text, n = _rewrite(row, cands, repl, rx)
+        new.append(text)
+        count += n
+    idx = pl.Series(np.flatnonzero(hit.to_numpy()))
+    return s.scatter(idx, pl.Series(new, dtype=pl.String)), count
