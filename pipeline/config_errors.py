@@ -95,5 +95,7 @@ def format_validation_error(err: ValidationError, file: str | Path, root: type[B
             msg = e["msg"].removeprefix("Value error, ")
             if "input" in e and not isinstance(e["input"], dict | list) and not set(SECRET_KEYS) & set(e["loc"]):
                 msg += f" (got {e['input']!r})"
+            if e["type"] == "int_type" and isinstance(e["input"], float) and e["input"].is_integer():
+                msg += f"; write it as a whole number: {int(e['input'])}"  # YAML reads 2.5e8 as a float
         lines.append(f"{file}: {path}: {msg}" if path else f"{file}: {msg}")  # whole-params checks name their keys
     return "invalid parameters:\n  " + "\n  ".join(lines)

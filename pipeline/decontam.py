@@ -308,7 +308,9 @@ def load_held_out(paths: list[str], root: Path, batch_rows: int = 65_536, pii_ki
         try:
             n = _held_out_keys(rel, path, files[0], batch_rows, pii_kinds, phone_regions, parts)
         except (pa.ArrowException, OSError) as e:  # a held-out set that cannot be read cannot be kept out
-            raise ReleaseInputError(f"export.held_out: {unreadable_parquet(rel, e)}") from None
+            raise ReleaseInputError("export.held_out: " + unreadable_parquet(
+                rel, e, "point export.held_out at a pairs, joint pairs or prompts shard set a stage wrote, or run "
+                        "that stage again (`dvc repro`)")) from None
         status[rel] = {"rows": n}
     if not parts:
         return pl.DataFrame(schema={"_key": pl.UInt64, "held_out": pl.String, "_text": pl.String}), status

@@ -182,7 +182,10 @@ def test_cli_unknown_stage(capsys):
     (("execution", "checkpoint_rows"), "2048", "execution.checkpoint_rows: Input should be a valid integer (got '2048')"),
     (("llm", "enable_prefix_caching"), "yes", "llm.enable_prefix_caching: Input should be a valid boolean (got 'yes')"),
     (("execution", "max_reject_fraction"), "0.5", "execution.max_reject_fraction: Input should be a valid number"),
-    (("ingest", "sources", 0, "limit"), 5.0, "ingest.sources[0].limit: Input should be a valid integer (got 5.0)"),
+    (("ingest", "sources", 0, "limit"), 5.0, "ingest.sources[0].limit: Input should be a valid integer (got 5.0); "
+                                             "write it as a whole number: 5"),
+    (("execution", "spill_bytes"), 2.5e8, "execution.spill_bytes: Input should be a valid integer (got 250000000.0); "
+                                          "write it as a whole number: 250000000"),
 ])
 def test_no_value_is_coerced(tmp_path, good, key, value, expected):
     node = good

@@ -71,7 +71,8 @@ def test_a_held_out_set_with_a_broken_shard_fails_in_one_line(tmp_path):
     with pytest.raises(ReleaseInputError) as err:
         load_held_out(["data/selfie/test"], tmp_path)
     assert str(err.value).startswith("export.held_out: data/selfie/test: not a readable Parquet file (ArrowInvalid: ")
-    assert str(err.value).endswith("; run the stage that writes it again (`dvc repro`)")
+    assert str(err.value).endswith("; point export.held_out at a pairs, joint pairs or prompts shard set a stage "
+                                   "wrote, or run that stage again (`dvc repro`)")
 
 
 # --- command line -------------------------------------------------------------------------------------------
