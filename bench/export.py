@@ -9,7 +9,8 @@
 - The whole stage (`build_release`) on `--rows` synthetic pairs, at the shipped `execution.batch_size` (what
   `dvc repro` runs) and at 65,536-row batches, alternating (`--stage-rounds`), CPU seconds.
 - `--pii-only`: the redaction alone, CPU seconds per kind and in all, best of three; with `--baseline-code DIR`
-  the `pipeline/pii.py` of another checkout (e.g. main) runs on the same texts, alternating with this one.
+  the `pipeline.pii` of another checkout (e.g. main), with the `pipeline` modules it imports from that checkout
+  too (`column_redact`), runs on the same texts, alternating with this one.
 
     python bench/export.py --rows 100000
     python bench/export.py --pii-only --rows 200000 --baseline-code ../main
@@ -19,7 +20,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import random
 import re
@@ -122,15 +123,42 @@ def _cpu_best(fn, *args, repeat: int = 3) -> float:
     return best
 
 
+def _ours(name: str) -> bool:
+    return name == "pipeline" or name.startswith("pipeline.")
+
+
+def load_baseline(checkout: Path):
+    """``pipeline.pii`` of another checkout with every ``pipeline`` module it imports (``column_redact``) from that
+    checkout as well: loading its pii.py by file path ran it on this checkout's ``column_redact``. This checkout's
+    modules are back in ``sys.modules`` afterwards."""
+    checkout = checkout.resolve()
+    if not (checkout / "pipeline" / "pii.py").is_file():
+        raise SystemExit(f"--baseline-code {checkout}: no pipeline/pii.py there; give the root of a prefpipe checkout")
+    ours = {name: sys.modules.pop(name) for name in list(sys.modules) if _ours(name)}
+    sys.path.insert(0, str(checkout))
+    try:
+        pii = importlib.import_module("pipeline.pii")
+        theirs = {name: sys.modules.pop(name) for name in list(sys.modules) if _ours(name)}
+    finally:
+        sys.path.remove(str(checkout))
+        sys.modules.update(ours)
+    strays = [f"{n} ({m.__file__})" for n, m in theirs.items()
+              if getattr(m, "__file__", None) and not Path(m.__file__).resolve().is_relative_to(checkout)]
+    if strays:
+        raise SystemExit(f"--baseline-code {checkout}: modules came from elsewhere: {strays}; is another copy of "
+                         "pipeline installed ahead of sys.path (non-editable install)?")
+    return pii
+
+
 def pii_only(series: pl.Series, baseline: Path | None) -> None:
     """CPU seconds of ``redact`` per kind and over all kinds (best of three), this checkout's and a baseline's."""
     import pipeline.pii as this
 
     codes = {"this": this}
     if baseline is not None:
-        spec = importlib.util.spec_from_file_location("pii_baseline", baseline / "pipeline" / "pii.py")
-        codes["baseline"] = sys.modules["pii_baseline"] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(codes["baseline"])
+        codes["baseline"] = load_baseline(baseline)
+        print(f"baseline: {codes['baseline'].__file__} (its column_redact: "
+              f"{codes['baseline'].replace_validated.__code__.co_filename})")
     totals: dict[str, list[float]] = {name: [] for name in codes}
     for _ in range(2):  # alternate, so load from other processes falls on both
         for name, mod in codes.items():

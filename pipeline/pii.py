@@ -6,8 +6,11 @@ per *distinct* candidate the pattern found:
 
 - phone numbers: candidates are checked with Google's libphonenumber (``phonenumbers``): a number
   written internationally (``+49 30 123456``, ``0049 ...``, ``+14155552671``) must be a valid number of
-  its country; a national number (``020 7946 0958``, ``(415) 555-2671``) must be written with
-  separators and be valid in one of ``PHONE_REGIONS``. Dates and plain digit runs are left alone.
+  its country; a national number must be valid in one of ``PHONE_REGIONS`` and written with separators and
+  its region's trunk prefix (``020 7946 0958``, Russian ``8 916 123-45-67``) or in the North American form
+  (``(415) 555-2671``); a Chinese mobile number, dialled without a trunk prefix, is 11 digits from 13-19 that
+  libphonenumber types as mobile (``13800138000``, ``138 0013 8000``). A number glued to a Latin letter or digit
+  (``abb14208324033b1``, a hash) is not one. Dates and other plain digit runs are left alone.
 - credit cards: 13-19 digits starting like a card network (2-6) that pass the Luhn check.
 - IPv4: four octets <= 255, not a netmask (``255.255.255.0``), not part of a longer dotted number
   (OIDs, versions such as ``10.0.19045.3803``) and not after a word like "version" or "build"; loopback
@@ -37,7 +40,9 @@ none), so the cost per row is the Rust regex scan::
     (['mail me: [REDACTED_EMAIL]'], {'email': 1})
 
 Kinds apply in the order of ``DETECTORS`` (secrets first, then e-mails, IBANs, resident ids, cards, IPs,
-phones), so a key that contains digits is not half-eaten by the phone rule. A letter of a script written
+phones), so a key that contains digits is not half-eaten by the phone rule. Full-width forms, as Chinese and Japanese
+input methods type them (``１３８００１３８０００``, ``ａｎｎ＠ｅｘａｍｐｌｅ．ｃｏｍ``), are read as their ASCII forms by the
+phone, card, e-mail and resident-id rules (``narrow``). A letter of a script written
 without spaces (Han, Kana, Hangul, Thai) bounds a phone number, card, IP or e-mail as a space does: "手机号是+86
 138 0013 8000" is caught, and "发送到ann@qq.com谢谢" keeps "发送到" and "谢谢". What is *not* caught: names, street
 addresses, dates of birth, national ids other than China's, national phone numbers of regions outside
@@ -53,6 +58,7 @@ import base64
 import binascii
 import ipaddress
 import math
+import unicodedata
 from collections import Counter
 from functools import lru_cache, partial
 
@@ -67,7 +73,17 @@ from pipeline.column_redact import Detector, compiled, replace_plain, replace_va
 
 # Regions whose national phone formats (without +country code) are recognised; numbers written
 # with + or 00 are recognised for every country.
-PHONE_REGIONS = ("US", "GB", "CA", "AU", "IN", "DE", "FR")
+PHONE_REGIONS = ("US", "GB", "CA", "AU", "IN", "DE", "FR", "CN", "RU")
+
+
+def narrow(s: str) -> str:
+    """``s`` with full-width forms (``１３８``, ``ａｎｎ＠ｅｘａｍｐｌｅ．ｃｏｍ``, as Chinese and Japanese input methods type them)
+    folded to ASCII (Unicode NFKC), for the validators; the patterns take both widths.
+
+    >>> narrow("１３８－００１３　８０００")
+    '138-0013 8000'
+    """
+    return unicodedata.normalize("NFKC", s)
 
 
 # --- validators (one call per distinct candidate) --------------------------------------------------
@@ -91,7 +107,7 @@ def _span(m: regex.Match) -> tuple[int, int]:
 
 
 def _card(m: regex.Match) -> tuple[int, int] | None:
-    s = m.group("pii")
+    s = narrow(m.group("pii"))
     return _span(m) if s[0] in "23456" and not m.group("iban") and luhn_valid(s) else None
 
 
@@ -139,7 +155,7 @@ FILE_EXTENSIONS = {"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "pd
 
 
 def _email(m: regex.Match) -> tuple[int, int] | None:
-    domain = compiled(rf"@|{_AT}").split(m.group("pii").lower(), maxsplit=1)[-1]
+    domain = compiled(rf"@|{_AT}").split(narrow(m.group("pii")).lower(), maxsplit=1)[-1]
     labels = compiled(_DOT).split(domain)
     if labels[-1] in FILE_EXTENSIONS or (labels[0][:-1].isdigit() and labels[0].endswith("x")):
         return None
@@ -217,18 +233,31 @@ def _cn_resident_id(m: regex.Match) -> tuple[int, int] | None:
     """A Chinese resident identity number when its region, birth date and check character are valid
     (python-stdnum ``cn.ric``): an 18-digit order number or snowflake id fails its birth date or, 10 times in 11,
     its check character."""
-    return _span(m) if stdnum_cn_ric.is_valid(m.group("pii")) else None
+    return _span(m) if stdnum_cn_ric.is_valid(narrow(m.group("pii"))) else None
 
 
 _DATE = regex.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 _NANP = regex.compile(r"(?:\(\d{3}\)\s?|\d{3}[ .\-])\d{3}[ .\-]\d{4}")
+# a Chinese mobile number as people write it, without the trunk 0: 11 digits from 13-19, bare or grouped 3-4-4
+_CN_MOBILE = regex.compile(r"1[3-9]\d(?:\d{8}|( |-)\d{4}\1\d{4})")
+_MOBILE = (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
+
+
+def _trunk(region: str) -> str:
+    """The national (trunk) prefix dialled before a number of ``region`` inside it: 0 in most regions, 8 in Russia;
+    "" for North America (its 1 is written in the NANP form, which ``_NANP`` checks)."""
+    prefix = phonenumbers.PhoneMetadata.metadata_for_region(region).national_prefix or ""
+    return "" if prefix == "1" else prefix
 
 
 @lru_cache(maxsize=1 << 16)  # export redacts every batch twice (two passes): validate once
 def _phone_ok(text: str, regions: tuple[str, ...]) -> bool:
     """A number written internationally (+ or 00) valid in its country; or a national number written as
-    people write them: North American ``(415) 555-2671`` / ``415-555-2671``, or with the trunk prefix 0
-    (``020 7946 0958``, ``030/123456``), valid in one of ``PHONE_REGIONS``."""
+    people write them, valid in one of ``regions``: North American ``(415) 555-2671`` / ``415-555-2671``; with the
+    region's trunk prefix and separators (``020 7946 0958``, ``030/123456``, Russian ``8 916 123-45-67``); or a
+    Chinese mobile number, dialled without the trunk 0 (``13800138000``, ``138 0013 8000``). Full-width digits
+    are read as digits."""
+    text = narrow(text)
     if not 7 <= sum(c.isdigit() for c in text) <= 15 or _DATE.fullmatch(text):
         return False
     try:
@@ -237,15 +266,19 @@ def _phone_ok(text: str, regions: tuple[str, ...]) -> bool:
             return phonenumbers.is_valid_number(phonenumbers.parse(number))
         if _NANP.fullmatch(text):
             return any(phonenumbers.is_valid_number(phonenumbers.parse(text, r)) for r in ("US", "CA"))
-        if text.startswith("0") and "." not in text and regex.search(r"[\s\-()/]", text):
-            return any(phonenumbers.is_valid_number(phonenumbers.parse(text, r)) for r in regions)
+        if "CN" in regions and _CN_MOBILE.fullmatch(text):
+            return phonenumbers.number_type(phonenumbers.parse(text, "CN")) in _MOBILE
+        if "." not in text and regex.search(r"[\s\-()/]", text):
+            return any(phonenumbers.is_valid_number(phonenumbers.parse(text, r))
+                       for r in regions if _trunk(r) and text.startswith(_trunk(r)))
     except phonenumbers.NumberParseException:
         return False
     return False
 
 
 def _phone(m: regex.Match, regions: tuple[str, ...] = PHONE_REGIONS) -> tuple[int, int] | None:
-    return _span(m) if _phone_ok(m.group("pii"), regions) else None
+    """A valid number (``_phone_ok``) not glued to a Latin letter or digit: ``14208324033b1...`` is a hash."""
+    return _span(m) if not m.group("glued") and _phone_ok(m.group("pii"), regions) else None
 
 
 # --- the detectors ---------------------------------------------------------------------------------
@@ -257,9 +290,11 @@ _NOSPACE = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}"
 _EDGE = rf"[{_NOSPACE}]"
 # an e-mail's local part: letters, digits and ._%+- of the spaced scripts, or a run of one spaceless script's
 # letters ("用户@例子.广告"), so an address written into Chinese text does not take the words before it
-_L = rf"(?:[^\W{_NOSPACE}]|[.%+\-])+|[{_NOSPACE}]+"
+_L = rf"(?:[^\W{_NOSPACE}]|[.%+\-．％＋－])+|[{_NOSPACE}]+"
+# full-width forms (Chinese and Japanese input methods type ＋, －, （）, ．, ＠ and the ideographic space): the
+# patterns take them beside their ASCII forms, and the validators read them through ``narrow``
 _AT = r"\s*(?:\[\s*at\s*\]|\(\s*at\s*\)|\{\s*at\s*\}|<\s*at\s*>)\s*"
-_DOT = r"(?:\.|\s*(?:\[\s*dot\s*\]|\(\s*dot\s*\)|\{\s*dot\s*\}|<\s*dot\s*>)\s*)"
+_DOT = r"(?:[.．]|\s*(?:\[\s*dot\s*\]|\(\s*dot\s*\)|\{\s*dot\s*\}|<\s*dot\s*>)\s*)"
 
 DETECTORS: list[Detector] = [
     Detector("private_key", r"(?s)-----BEGIN (?:[A-Z]+ )*PRIVATE KEY(?: BLOCK)?-----.*?"
@@ -296,21 +331,22 @@ DETECTORS: list[Detector] = [
     # C:\Users\<name> (escaped or not); the folder above and below stay
     Detector("home_path", r"(?P<keep>(?:(?:^|[^\w.\-])/(?:home|Users)/|\b[A-Za-z]:(?:\\{1,2}|/)(?:Users|Documents and Settings)"
              r"(?:\\{1,2}|/)))(?P<pii>[^\\/\s'\"<>:|?*`,;]+)", "[REDACTED_USER]", _home_user),
-    Detector("email", rf"(?i)(?P<pii>(?:{_L})(?:@|{_AT})[\p{{L}}\p{{N}}\-]+(?:{_DOT}[\p{{L}}\p{{N}}\-]+)*{_DOT}"
+    Detector("email", rf"(?i)(?P<pii>(?:{_L})(?:[@＠]|{_AT})[\p{{L}}\p{{N}}\-]+(?:{_DOT}[\p{{L}}\p{{N}}\-]+)*{_DOT}"
              rf"(?:[^\W\d_{_NOSPACE}]{{2,}}|[{_NOSPACE}]{{2,}}))(?:\b|{_EDGE})",
              "[REDACTED_EMAIL]", _email),
     Detector("iban", r"\b(?P<pii>[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30})\b", "[REDACTED_IBAN]", _iban),
-    Detector("cn_resident_id", rf"(?:^|[^\w.]|{_EDGE})(?P<pii>\d{{17}}[\dXx])(?:\b|{_EDGE})", "[REDACTED_ID]",
+    Detector("cn_resident_id", rf"(?:^|[^\w.．]|{_EDGE})(?P<pii>\d{{17}}[\dXxＸｘ])(?:\b|{_EDGE})", "[REDACTED_ID]",
              _cn_resident_id),
     # digits after an IBAN's "DE89 " are its account number (an IBAN that failed its check), not a card
-    Detector("credit_card", rf"(?P<iban>\b[A-Z]{{2}}\d{{2}})?(?:^|[^\w.]|{_EDGE})(?P<pii>\d(?:[ \-]?\d){{12,18}})(?:\b|{_EDGE})",
+    Detector("credit_card", rf"(?P<iban>\b[A-Z]{{2}}\d{{2}})?(?:^|[^\w.．]|{_EDGE})(?P<pii>\d(?:[ \-－\u3000]?\d){{12,18}})(?:\b|{_EDGE})",
              "[REDACTED_CREDIT_CARD]", _card),
     Detector("ipv6", rf"(?:^|[^\w:.]|{_EDGE})(?P<pii>\[?(?:[0-9A-Fa-f]{{0,4}}:){{2,7}}[0-9A-Fa-f.]*(?:%[0-9A-Za-z]+)?\]?)",
              "[REDACTED_IP]", _ipv6),
     Detector("ipv4", rf"(?:(?P<word>\p{{L}}+)\.?[ \t]+)?(?:^|\b|{_EDGE})(?P<pii>\d+\.\d+\.\d+\.\d+)(?P<tail>\.\d)?(?:\b|{_EDGE})",
              "[REDACTED_IP]", _ipv4),
-    Detector("phone", rf"(?:^|[^\w.+/\-]|{_EDGE})(?P<pii>(?:\+|\b00)?\(?\d[\d \t.\-()/]{{5,24}}\d\)?)", "[REDACTED_PHONE]",
-             _phone),
+    # a Latin letter or digit right after the number is captured (``glued``), so the validator can reject it
+    Detector("phone", rf"(?:^|[^\w.+/\-．＋／－]|{_EDGE})(?P<pii>(?:[+＋]|\b[0０]{{2}})?[(（]?\d[\d \t\u3000.\-()/－（）]{{5,24}}"
+             rf"\d[)）]?)(?P<glued>[A-Za-z0-9_])?", "[REDACTED_PHONE]", _phone),
 ]
 KINDS = [d.kind for d in DETECTORS]
 BY_KIND = {d.kind: d for d in DETECTORS}

@@ -43,6 +43,17 @@ POSITIVES: list[tuple[str, str, str]] = [
     ("phone", "звоните +7 495 123-45-67", "123-45-67"),
     ("phone", "电话 +86 138 0013 8000", "0013 8000"),
     ("phone", "call me at 212-555-0187 or email", "555-0187"),
+    # Chinese mobile numbers as written in China (no +86, no trunk 0), Russian numbers with the trunk 8, and
+    # numbers typed in full-width forms by a Chinese or Japanese input method (WildChat: ~15% Chinese, ~10% Russian)
+    ("phone", "我的手机号码是13800138000，有事联系", "13800138000"),
+    ("phone", "my WeChat is 139 1234 5678", "1234 5678"),
+    ("phone", "电话：186-1234-5678（工作日）", "1234-5678"),
+    ("phone", "звоните 8 916 123-45-67 вечером", "123-45-67"),
+    ("phone", "мой номер 8(916)1234567, пишите", "1234567"),
+    ("phone", "手机：１３８００１３８０００", "８０００"),
+    ("phone", "电话＋８６　１３８　００１３　８０００", "００１３"),
+    ("credit_card", "卡号：４１１１ １１１１ １１１１ １１１１", "１１１１ １１１１"),
+    ("email", "邮箱：ａｎｎ＠ｅｘａｍｐｌｅ．ｃｏｍ谢谢", "ａｎｎ＠ｅｘａｍｐｌｅ"),
     # IP addresses
     ("ipv4", "server at 192.168.10.254 is down", "192.168.10.254"),
     ("ipv4", "ssh root@203.0.113.42 -p 2222", "203.0.113.42"),
@@ -195,4 +206,13 @@ NEAR_MISSES: list[str] = [
     "tweet 466981950876549120 was deleted",
     "订单号：202310011234567890，请保存",
     "身份证号：110105194912310021",
+    # 11-digit runs that are no Chinese mobile, most as found in the real WildChat and Arena-Hard text: a hash holding
+    # 1[3-9] and 9 digits, pi's digits after the point, a prefix no mobile uses (142, 12, 10), epoch milliseconds, a
+    # number glued to letters in code; digit groups after 8 that are no Russian number; full-width signs around sums
+    "9d668b3eeb774be9abb14208324033b1 and 13812345678abc",
+    "pi is approximately 3.14159265359",
+    "ticket 14208324033, order 12345678901, user 10012345678",
+    "created_at 1701388800000 (epoch ms)",
+    "price 8 000 / 2 and the range 800-1000, step 8 - 24",
+    "全角的小数（5000-(-500)）和卡号前缀（623190005200",
 ]

@@ -86,3 +86,31 @@ def test_every_dvc_command_a_test_starts_is_killed_with_its_tree_on_a_timeout():
                     and isinstance(node.args[0].elts[0], ast.Constant) and node.args[0].elts[0].value == "dvc"):
                 direct.append(f"{path.name}:{node.lineno}")
     assert not direct, f"dvc started with subprocess directly (use tests.conftest's dvc, run_tree or popen_tree): {direct}"
+
+
+def test_the_pii_baseline_runs_on_its_own_checkouts_modules(tmp_path):
+    """`bench/export.py --pii-only --baseline-code DIR` loaded DIR's pipeline/pii.py by file path, which then
+    imported this checkout's `pipeline.column_redact`: the "baseline" ran half on the code it was compared with."""
+    import importlib.util
+    import shutil
+
+    import pipeline.column_redact
+    import pipeline.pii
+
+    path, modules = list(sys.path), set(sys.modules)
+    try:  # the script puts bench/ first on sys.path and imports its sibling "executor": undone after
+        spec = importlib.util.spec_from_file_location("bench_export", ROOT / "bench" / "export.py")
+        spec.loader.exec_module(bench := importlib.util.module_from_spec(spec))
+    finally:
+        sys.path[:] = path
+        for name in set(sys.modules) - modules:
+            if str(getattr(sys.modules[name], "__file__", None) or "").startswith(str(ROOT / "bench")):
+                del sys.modules[name]
+    load_baseline = bench.load_baseline
+    shutil.copytree(ROOT / "pipeline", tmp_path / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    base = load_baseline(tmp_path)
+    assert Path(base.__file__) == (tmp_path / "pipeline" / "pii.py").resolve()
+    assert Path(base.replace_validated.__code__.co_filename) == (tmp_path / "pipeline" / "column_redact.py").resolve()
+    assert sys.modules["pipeline.pii"] is pipeline.pii and sys.modules["pipeline.column_redact"] is pipeline.column_redact
+    with pytest.raises(SystemExit, match="no pipeline/pii.py there"):
+        load_baseline(tmp_path / "nowhere")

@@ -245,3 +245,26 @@ def test_pii_written_into_cjk_text_without_a_space_is_redacted_and_the_words_aro
             "在2023年10月1日至2023年10月7日期间", "售价￥1,299.00，原价￥1,599.00", "icon@2x.png图标"]
     out, counts = redact(pl.Series(stay), KINDS)
     assert out.to_list() == stay and sum(counts.values()) == 0
+
+
+def test_national_chinese_russian_and_full_width_numbers_are_redacted_but_not_other_digit_runs():
+    """Chinese mobiles are dialled without the trunk 0 ("138 0013 8000"), Russian numbers with the trunk 8
+    ("8 916 123-45-67"), and Chinese and Japanese input methods type full-width digits and signs: all were missed."""
+    texts = ["手机13800138000，谢谢", "call 138 0013 8000", "138-0013-8000", "8 916 123-45-67", "8(916)1234567",
+             "１３８００１３８０００", "＋７ ９１６ １２３－４５－６７", "ａｎｎ＠ｅｘａｍｐｌｅ．ｏｒｇ", "４１１１１１１１１１１１１１１１"]
+    out, counts = redact(pl.Series(texts), KINDS)
+    assert out.to_list() == ["手机[REDACTED_PHONE]，谢谢", "call [REDACTED_PHONE]", *["[REDACTED_PHONE]"] * 5,
+                             "[REDACTED_EMAIL]", "[REDACTED_CREDIT_CARD]"]
+    assert counts["phone"] == 7
+    # a prefix no mobile number has, a hash or identifier holding the digits, a 13-digit timestamp, pi, a bare
+    # digit run after the trunk 8, and mixed separators
+    stay = ["14208324033", "abb14208324033b1", "13812345678abc", "1701388800000", "3.14159265359", "89161234567",
+            "138 0013-8000", "12345678901"]
+    out, counts = redact(pl.Series(stay), KINDS)
+    assert out.to_list() == stay and sum(counts.values()) == 0
+
+
+def test_chinese_and_russian_national_formats_follow_the_configured_regions():
+    texts = pl.Series(["13800138000", "8 916 123-45-67"])
+    assert redact(texts, ["phone"], ("CN", "RU"))[1] == {"phone": 2}
+    assert redact(texts, ["phone"], ("US", "DE"))[0].to_list() == texts.to_list()
