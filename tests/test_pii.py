@@ -245,3 +245,19 @@ def test_pii_written_into_cjk_text_without_a_space_is_redacted_and_the_words_aro
             "在2023年10月1日至2023年10月7日期间", "售价￥1,299.00，原价￥1,599.00", "icon@2x.png图标"]
     out, counts = redact(pl.Series(stay), KINDS)
     assert out.to_list() == stay and sum(counts.values()) == 0
+
+
+def test_a_detectors_needs_scan_leaves_its_output_and_count_as_a_full_scan_gives():
+    from dataclasses import replace
+
+    from pipeline.column_redact import replace_validated
+    ipv4 = next(d for d in DETECTORS if d.kind == "ipv4")
+    assert ipv4.needs is not None
+    texts = pl.Series([t for _, t, _ in POSITIVES] + NEAR_MISSES + [
+        "server 10.0.0.1 down", "version 1.2.3.4", "服务器192.168.1.20坏了", "ip: 8.8.8.8.", "v 1.2.3.4.5",
+        "at 300.1.1.1 and 1.1.1.1", "no address here", "", None, "a 172.16.0.5\nb 172.16.0.6"])
+    full = replace(ipv4, needs=None)
+    got, n = replace_validated(texts.clone(), ipv4, ipv4.validate)
+    want, m = replace_validated(texts.clone(), full, full.validate)
+    assert n == m > 0 and got.equals(want)
+    assert replace_validated(pl.Series(["no dots", None]), ipv4, ipv4.validate)[1] == 0
