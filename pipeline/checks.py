@@ -240,8 +240,8 @@ def repeats_itself(text: pl.Expr) -> pl.Expr:
 def _repeats(texts: pl.Series) -> pl.Series:
     """``repeats_itself`` on a column. In an ASCII answer a sentence's words are its spaces + 1 (its whitespace is
     single spaces, none at its ends), counted as a literal: the ``WORD`` regex on every sentence of every row made
-    the check 1.55x slower (bench/README.md, "Export checks"). polars' when/then would count both ways on every
-    row, so the answers holding a non-ASCII character are counted apart."""
+    the check 1.4-1.55x slower (bench/README.md, "After the language changes"). polars' when/then would count
+    both ways on every row, so the answers holding a non-ASCII character are counted apart."""
     looped = texts.to_frame("t").select(_loops(pl.col("t"), pl.element().str.count_matches(" ", literal=True) >= 2))
     looped = looped.to_series()
     wide = texts.str.len_bytes() != texts.str.len_chars()

@@ -43,8 +43,8 @@ def normalise(texts: pl.Series | pl.Expr) -> pl.Series | pl.Expr:
 
 def _normalised(texts: pl.Series) -> pl.Series:
     """``normalise`` on a column. NFKC and the format characters touch only rows with a non-ASCII character
-    (ASCII is NFKC-stable and holds no ``\\p{Cf}``): NFKC over every row cost 2.2x the whole key on English
-    prompts (bench/README.md, "Text keys"), and polars' when/then would run it on every row all the same."""
+    (ASCII is NFKC-stable and holds no ``\\p{Cf}``): NFKC over every row made the key 2.2x slower on English
+    prompts (bench/README.md, "After the language changes"); polars' when/then would run it on every row too."""
     wide = texts.str.len_bytes() != texts.str.len_chars()  # a non-ASCII character; null stays null
     lower = texts.str.to_lowercase()
     if wide.any():
