@@ -10,6 +10,8 @@ import random
 import polars as pl
 
 from pipeline.checks import (
+    LOOP_MIN_SENTENCES,
+    LOOP_SHARE,
     acknowledges_feedback,
     ends_mid_sentence,
     gives_feedback,
@@ -44,13 +46,14 @@ def _loops_counting_words_everywhere(text: pl.Expr) -> pl.Expr:
         r"[^.!?。！？\n ](?:[^.!?。！？\n]*[^.!?。！？\n ])?[.!?。！？]?")
     worded = pl.element().filter(pl.element().str.count_matches(WORD) >= 3)
     n = worded.len()
-    return sentences.list.eval((n >= 5) & (n - worded.n_unique() >= 0.6 * n)).list.first().fill_null(False)
+    return sentences.list.eval((n >= LOOP_MIN_SENTENCES) & (n - worded.n_unique() >= LOOP_SHARE * n)).list.first().fill_null(False)
 
 
 def test_loops_counted_by_spaces_in_ascii_answers_and_by_words_elsewhere_agree():
     rng = random.Random(3)
     pieces = ["a b c", "a b", "x y z w", "ok", "  ", " \t ", "\n", ". ", "! ", "? ", "-- -", "。", "写了三遍", "我 在",
               "a\u3000b c", "\u00a0", "é è", "「好」 的", "\r\n", "\v", "…"]
+
     def text() -> str:
         return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
 
