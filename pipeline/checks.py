@@ -234,9 +234,27 @@ def repeats_itself(text: pl.Expr) -> pl.Expr:
     ends at ".", "!", "?", their CJK forms "。！？" or a line break; a Han, Hiragana or Katakana character is a
     word (``pipeline.text.WORD``: Chinese and Japanese write no spaces, so no sentence of theirs had three words
     and "我在这里倾听你的心声。" over and over passed); one list pass per row does the counting."""
+    return text.map_batches(_repeats, return_dtype=pl.Boolean, is_elementwise=True)
+
+
+def _repeats(texts: pl.Series) -> pl.Series:
+    """``repeats_itself`` on a column. In an ASCII answer a sentence's words are its spaces + 1 (its whitespace is
+    single spaces, none at its ends), counted as a literal: the ``WORD`` regex on every sentence of every row made
+    the check 1.4-1.55x slower (bench/README.md, "After the language changes"). polars' when/then would count
+    both ways on every row, so the answers holding a non-ASCII character are counted apart."""
+    looped = texts.to_frame("t").select(_loops(pl.col("t"), pl.element().str.count_matches(" ", literal=True) >= 2))
+    looped = looped.to_series()
+    wide = texts.str.len_bytes() != texts.str.len_chars()
+    if wide.any():
+        worded = texts.filter(wide).to_frame("t").select(_loops(pl.col("t"), pl.element().str.count_matches(WORD) >= 3))
+        looped = looped.scatter(wide.arg_true(), worded.to_series())
+    return looped
+
+
+def _loops(text: pl.Expr, three_words: pl.Expr) -> pl.Expr:
     sentences = text.str.to_lowercase().str.replace_all(r"[ \t\r\f\v]+", " ").str.extract_all(
         r"[^.!?。！？\n ](?:[^.!?。！？\n]*[^.!?。！？\n ])?[.!?。！？]?")
-    worded = pl.element().filter(pl.element().str.count_matches(WORD) >= 3)
+    worded = pl.element().filter(three_words)
     n = worded.len()
     return sentences.list.eval((n >= LOOP_MIN_SENTENCES) & (n - worded.n_unique() >= LOOP_SHARE * n)).list.first(
     ).fill_null(False)

@@ -342,8 +342,10 @@ DETECTORS: list[Detector] = [
              "[REDACTED_CREDIT_CARD]", _card),
     Detector("ipv6", rf"(?:^|[^\w:.]|{_EDGE})(?P<pii>\[?(?:[0-9A-Fa-f]{{0,4}}:){{2,7}}[0-9A-Fa-f.]*(?:%[0-9A-Za-z]+)?\]?)",
              "[REDACTED_IP]", _ipv6),
+    # the optional word before the edge alternation keeps Rust's regex from jumping to the dots (14x slower over a
+    # column): ``needs`` scans for them first
     Detector("ipv4", rf"(?:(?P<word>\p{{L}}+)\.?[ \t]+)?(?:^|\b|{_EDGE})(?P<pii>\d+\.\d+\.\d+\.\d+)(?P<tail>\.\d)?(?:\b|{_EDGE})",
-             "[REDACTED_IP]", _ipv4),
+             "[REDACTED_IP]", _ipv4, needs=r"\d+\.\d+\.\d+\.\d+"),
     # a Latin letter or digit right after the number is captured (``glued``), so the validator can reject it
     Detector("phone", rf"(?:^|[^\w.+/\-．＋／－]|{_EDGE})(?P<pii>(?:[+＋]|\b[0０]{{2}})?[(（]?\d[\d \t\u3000.\-()/－（）]{{5,24}}"
              rf"\d[)）]?)(?P<glued>[A-Za-z0-9_])?", "[REDACTED_PHONE]", _phone),

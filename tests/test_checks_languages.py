@@ -5,16 +5,20 @@ conjunctions. Cases are hand-written or read from the real WildChat sample (../s
 from __future__ import annotations
 
 import json
+import random
 
 import polars as pl
 
 from pipeline.checks import (
+    LOOP_MIN_SENTENCES,
+    LOOP_SHARE,
     acknowledges_feedback,
     ends_mid_sentence,
     gives_feedback,
     repeats_itself,
     unprompted_acknowledgement,
 )
+from pipeline.text import WORD
 
 
 def flags(expr, texts):
@@ -34,6 +38,30 @@ def wildchat(real) -> list[list[dict]]:
 
 
 # --- loops -----------------------------------------------------------------------------------------------------
+
+
+def _loops_counting_words_everywhere(text: pl.Expr) -> pl.Expr:
+    """``repeats_itself`` as one chain counting ``WORD`` in every sentence: what its ASCII fast path must equal."""
+    sentences = text.str.to_lowercase().str.replace_all(r"[ \t\r\f\v]+", " ").str.extract_all(
+        r"[^.!?。！？\n ](?:[^.!?。！？\n]*[^.!?。！？\n ])?[.!?。！？]?")
+    worded = pl.element().filter(pl.element().str.count_matches(WORD) >= 3)
+    n = worded.len()
+    return sentences.list.eval((n >= LOOP_MIN_SENTENCES) & (n - worded.n_unique() >= LOOP_SHARE * n)).list.first().fill_null(False)
+
+
+def test_loops_counted_by_spaces_in_ascii_answers_and_by_words_elsewhere_agree():
+    rng = random.Random(3)
+    pieces = ["a b c", "a b", "x y z w", "ok", "  ", " \t ", "\n", ". ", "! ", "? ", "-- -", "。", "写了三遍", "我 在",
+              "a\u3000b c", "\u00a0", "é è", "「好」 的", "\r\n", "\v", "…"]
+
+    def text() -> str:
+        return "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+
+    texts = [text() for _ in range(6_000)] + [(text() + rng.choice(". 。!\n")) * rng.randint(4, 8) for _ in range(3_000)]
+    texts += ["a b c. " * 6, "我在这里倾听你的心声。" * 6, "a b\u3000c. " * 6, "", None]
+    rng.shuffle(texts)
+    want = flags(_loops_counting_words_everywhere, texts)
+    assert flags(repeats_itself, texts) == want and sum(want) > 100
 
 
 def test_a_chinese_or_japanese_loop_is_caught():

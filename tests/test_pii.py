@@ -268,3 +268,19 @@ def test_chinese_and_russian_national_formats_follow_the_configured_regions():
     texts = pl.Series(["13800138000", "8 916 123-45-67"])
     assert redact(texts, ["phone"], ("CN", "RU"))[1] == {"phone": 2}
     assert redact(texts, ["phone"], ("US", "DE"))[0].to_list() == texts.to_list()
+
+
+def test_a_detectors_needs_scan_leaves_its_output_and_count_as_a_full_scan_gives():
+    from dataclasses import replace
+
+    from pipeline.column_redact import replace_validated
+    ipv4 = next(d for d in DETECTORS if d.kind == "ipv4")
+    assert ipv4.needs is not None
+    texts = pl.Series([t for _, t, _ in POSITIVES] + NEAR_MISSES + [
+        "server 10.0.0.1 down", "version 1.2.3.4", "服务器192.168.1.20坏了", "ip: 8.8.8.8.", "v 1.2.3.4.5",
+        "at 300.1.1.1 and 1.1.1.1", "no address here", "", None, "a 172.16.0.5\nb 172.16.0.6"])
+    full = replace(ipv4, needs=None)
+    got, n = replace_validated(texts.clone(), ipv4, ipv4.validate)
+    want, m = replace_validated(texts.clone(), full, full.validate)
+    assert n == m > 0 and got.equals(want)
+    assert replace_validated(pl.Series(["no dots", None]), ipv4, ipv4.validate)[1] == 0

@@ -32,6 +32,27 @@ def test_normalise_folds_case_punctuation_and_spacing():
     assert normalise(pl.Series(["  Hello,   WORLD!! (ok) "])).to_list() == ["hello world ok"]
 
 
+def _normalise_everywhere(texts):
+    """``normalise`` as one chain over every row (NFKC on ASCII rows too): what the row-wise fast path must equal."""
+    return (texts.str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\p{Cf}+", "")
+            .str.replace_all(r"[^\p{L}\p{M}\p{N}]+", " ").str.strip_chars())
+
+
+def test_normalise_folds_only_non_ascii_rows_with_the_same_keys():
+    rng = random.Random(7)
+    alphabet = ("aZ09 ,.!?\t\n-_'" + "\u00adé\u0301\u200b\u200d\ufeffＡｂ１！ﬁ①²" + "ΣσςİIı" + "मेरीक्षि" + "用写。，")
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(20_000)]
+    texts += ["Hello, World!", "ΟΔΥΣΣΕΥΣ ΣΑΣ", "İstanbul", "x\u200bΣ", "", None]
+    rng.shuffle(texts)
+    s = pl.Series(texts, dtype=pl.String)
+    want = _normalise_everywhere(s)
+    assert normalise(s).equals(want)
+    assert pl.DataFrame({"t": s}).select(normalise(pl.col("t")))[:, 0].equals(want)  # the expression form
+    chunked = pl.concat([s[:7_000], s[7_000:]], rechunk=False)
+    assert normalise(chunked).equals(want)
+    assert normalise(pl.Series(["plain ascii", None])).to_list() == ["plain ascii", None]
+
+
 def test_ngram_hashes_match_a_direct_computation():
     rng = random.Random(1)
     texts = [" ".join(rng.choice("ab cd ef gh ij".split()) for _ in range(rng.randint(0, 20))) for _ in range(200)]
