@@ -39,7 +39,7 @@ import polars as pl
 
 from pipeline.dedup import last_user_turn, text_of
 from pipeline.encodings import UNPRINTABLE, VISIBLE
-from pipeline.text import WORD
+from pipeline.text import WORD, non_ascii
 
 
 def squash(text: pl.Expr) -> pl.Expr:
@@ -242,12 +242,13 @@ def _repeats(texts: pl.Series) -> pl.Series:
     single spaces, none at its ends), counted as a literal: the ``WORD`` regex on every sentence of every row made
     the check 1.4-1.55x slower (bench/README.md, "After the language changes"). polars' when/then would count
     both ways on every row, so the answers holding a non-ASCII character are counted apart."""
-    looped = texts.to_frame("t").select(_loops(pl.col("t"), pl.element().str.count_matches(" ", literal=True) >= 2))
-    looped = looped.to_series()
-    wide = texts.str.len_bytes() != texts.str.len_chars()
-    if wide.any():
-        worded = texts.filter(wide).to_frame("t").select(_loops(pl.col("t"), pl.element().str.count_matches(WORD) >= 3))
-        looped = looped.scatter(wide.arg_true(), worded.to_series())
+    wide = non_ascii(texts)
+    looped = pl.repeat(False, len(texts), dtype=pl.Boolean, eager=True)
+    for rows, three_words in ((~wide, pl.element().str.count_matches(" ", literal=True) >= 2),
+                              (wide, pl.element().str.count_matches(WORD) >= 3)):
+        if rows.any():
+            looped = looped.scatter(rows.arg_true(), texts.filter(rows).to_frame("t").select(
+                _loops(pl.col("t"), three_words)).to_series())
     return looped
 
 

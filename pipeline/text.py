@@ -45,12 +45,21 @@ def _normalised(texts: pl.Series) -> pl.Series:
     """``normalise`` on a column. NFKC and the format characters touch only rows with a non-ASCII character
     (ASCII is NFKC-stable and holds no ``\\p{Cf}``): NFKC over every row made the key 2.2x slower on English
     prompts (bench/README.md, "After the language changes"); polars' when/then would run it on every row too."""
-    wide = texts.str.len_bytes() != texts.str.len_chars()  # a non-ASCII character; null stays null
-    lower = texts.str.to_lowercase()
+    wide = non_ascii(texts)
     if wide.any():
-        folded = texts.filter(wide).str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\p{Cf}+", "")
-        lower = lower.scatter(wide.arg_true(), folded)
-    return lower.str.replace_all(r"[^\p{L}\p{M}\p{N}]+", " ").str.strip_chars()
+        folded = texts.filter(wide).str.normalize("NFKC").str.replace_all(r"\p{Cf}+", "")
+        texts = texts.clone().scatter(wide.arg_true(), folded)
+    return texts.str.to_lowercase().str.replace_all(r"[^\p{L}\p{M}\p{N}]+", " ").str.strip_chars()
+
+
+def non_ascii(texts: pl.Series) -> pl.Series:
+    """True for each text holding a non-ASCII character (false for a null): the rows that need Unicode-aware
+    handling, when the cheap ASCII path is right for the others.
+
+    >>> non_ascii(pl.Series(["plain", "café", None])).to_list()
+    [False, True, False]
+    """
+    return (texts.str.len_bytes() != texts.str.len_chars()).fill_null(False)
 
 
 CJK = r"[\p{Han}\p{Hiragana}\p{Katakana}]"  # not Hangul: Korean separates its words with spaces
