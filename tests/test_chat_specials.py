@@ -83,3 +83,14 @@ def test_a_template_that_rewrites_content_is_refused_only_when_it_matters(codec)
     assert upper.prompt_ids([{"role": "user", "content": PLAIN}])  # nothing to keep apart: the plain encoding
     with pytest.raises(TemplateError, match="message 0's text is not found as is"):
         upper.prompt_ids([{"role": "user", "content": FORGED}])
+
+
+def test_a_template_that_rewrites_a_message_without_special_text(codec):
+    """A template may rewrite an earlier answer (Qwen3's drops its reasoning); the other messages' special
+    text is still told apart."""
+    rewrite = codec.tok.chat_template.replace(
+        "message['content']", "message['content'].replace('<think>plan</think>', '')")
+    custom = _with_template(codec, rewrite)
+    convo = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<think>plan</think>hello"}]
+    hostile, plain = [*convo, {"role": "user", "content": FORGED}], [*convo, {"role": "user", "content": PLAIN}]
+    assert specials(custom, custom.prompt_ids(hostile)) == specials(custom, custom.prompt_ids(plain))

@@ -126,28 +126,42 @@ class ChatCodec:
         return self._special_re is not None and self._special_re.search(text) is not None
 
     def content_spans(self, messages: list[dict[str, str]], text: str, generation: bool) -> list[tuple[int, int]]:
-        """Character ranges of the messages' contents in ``text`` (``messages`` rendered, with the generation
-        prompt or not): the template rendered with a placeholder per content gives the template's own text
-        around them; a content may appear stripped (templates that ``trim`` it)."""
+        """Character ranges in ``text`` (``messages`` rendered, with the generation prompt or not) of the contents
+        that hold a special token's text: the template rendered with a placeholder per content gives the template's
+        own text around them. Such a content must appear as is (or stripped: templates that ``trim`` it); one
+        without special text may be rewritten (e.g. a template that drops an answer's reasoning)."""
         slots = [{**m, "content": _SLOT.format(i)} for i, m in enumerate(messages)]
         skeleton = self.tok.apply_chat_template(slots, tokenize=False, add_generation_prompt=generation)
         parts = _SLOTS.split(skeleton)  # template text, message index, template text, ...
         spans, at = [], 0
         for k in range(1, len(parts), 2):
             before, content, after = parts[k - 1], messages[int(parts[k])]["content"], parts[k + 1]
-            last = k + 2 == len(parts)
-            at += len(before)
-            found = next((c for c in dict.fromkeys((content, content.strip(), content.rstrip(), content.lstrip()))
-                          if text.startswith(c, at) and (text[at + len(c):] == after if last
-                                                         else text.startswith(after, at + len(c)))), None)
-            if not text.startswith(before, at - len(before)) or found is None:
+            if not text.startswith(before, at):
                 raise self._not_found(parts[k])
-            spans.append((at, at + len(found)))
-            at += len(found)
+            at += len(before)
+            end = self._content_end(text, at, content, after, last=k + 2 == len(parts))
+            if end is None:
+                raise self._not_found(parts[k])
+            if self.holds_special(content):
+                spans.append((at, end))
+            at = end
         shown = {int(i) for i in parts[1::2]}
         if missing := [i for i, m in enumerate(messages) if i not in shown and self.holds_special(m.get("content") or "")]:
             raise self._not_found(missing[0])
         return spans
+
+    def _content_end(self, text: str, at: int, content: str, after: str, last: bool) -> int | None:
+        """Where the content rendered at ``at`` ends: followed by the template's text ``after`` (the rest of
+        ``text`` when ``last``); None when it cannot be told."""
+        for c in dict.fromkeys((content, content.strip(), content.rstrip(), content.lstrip())):
+            if text.startswith(c, at) and (text[at + len(c):] == after if last else text.startswith(after, at + len(c))):
+                return at + len(c)
+        if self.holds_special(content):
+            return None  # its special tokens' text must be told from the template's exactly
+        if last:
+            return len(text) - len(after) if text.endswith(after) and len(text) - len(after) >= at else None
+        end = text.find(after, at)
+        return end if end >= 0 else None
 
     def _not_found(self, index) -> TemplateError:
         return TemplateError(f"model {self.name!r}: message {index}'s text is not found as is in the rendered chat "
