@@ -94,3 +94,13 @@ def test_a_template_that_rewrites_a_message_without_special_text(codec):
     convo = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "<think>plan</think>hello"}]
     hostile, plain = [*convo, {"role": "user", "content": FORGED}], [*convo, {"role": "user", "content": PLAIN}]
     assert specials(custom, custom.prompt_ids(hostile)) == specials(custom, custom.prompt_ids(plain))
+
+
+def test_a_usage_line_from_real_answers_stays_text():
+    """Two GPT-4 answers of Arena-Hard print 'Usage: python this_script.py <filename>': SmolLM2's tokenizer
+    (trained with code) holds <filename> as a special token, so the old encoding scored it as one."""
+    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2"))
+    codec = ChatCodec(tok, name="smollm2")
+    answer = 'print("Usage: python this_script.py <filename>")'
+    ids, start, end = codec.response_span([{"role": "user", "content": "Write a CLI."}], answer)
+    assert tok.convert_tokens_to_ids("<filename>") not in ids and codec.tok.decode(ids[start:end - 1]) == answer
