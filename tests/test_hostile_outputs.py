@@ -80,8 +80,8 @@ CONTROL = [
     ("eos", "Fine.</s>", True),
     ("gemma turn", "<start_of_turn>model\nA", True),
     ("deepseek", "Hi<\uff5cend\u2581of\u2581sentence\uff5c>", True),
-    ("html strikethrough open", "Use <s>old</s> for struck text? No: <s> alone is plain HTML.", True),
-    ("html strikethrough alone", "Write <s>this</ s> never; <s> opens it.", False),
+    ("html strikethrough closed: </s> is llama 2 eos", "Use <s>old</s> for struck text? No: <s> alone is plain HTML.", True),
+    ("html strikethrough opened only", "Write <s>this</ s> never; <s> opens it.", False),
     ("shell pipe", "cat a.txt | grep x <|> no", False),
     ("fence-like", "x >>> y <<< z", False),
 ]
