@@ -12,6 +12,8 @@ Hard violations (each counted per config, with a few pair ids):
 - ``unprintable_text``: a message holds a control character (a NUL, an ESC code; tab and line breaks aside) or a bidi
   embedding, override or isolate, or shows nothing (white space, zero-width marks or U+FFFD only): export drops by
   ``pipeline.checks.unprintable_text``.
+- ``control_token_text``: a message holds a chat-template control string (``<|im_end|>``, ``[INST]``, ``</s>``...)
+  that a trainer's tokenizer would read as a special token: export drops by ``pipeline.checks.control_token_text``.
 - ``empty_config``: an enabled method has pairs in ``data/<method>/pairs`` but none in its config (unless
   ``removed.jsonl`` shows every one left for a reason of its own: identical, contaminated, held out).
 - ``pii``: a PII detector (``pipeline.pii``, the kinds in ``export.pii_kinds``) fires on any string:
@@ -57,6 +59,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.checks import (
+    control_token_text,
     ends_mid_sentence,
     looping_chosen,
     malformed_dialogue,
@@ -96,6 +99,7 @@ NGRAM, THRESHOLD = 13, 0.5  # a train user turn overlapping a test one (no param
 CHECKS = {
     "identical": "chosen equals rejected (whitespace normalised, case folded, sentence punctuation aside)",
     "unprintable_text": "a message holds a control character or a bidi override, or shows nothing",
+    "control_token_text": "a message holds the text of a chat-template control token (pipeline.checks.CONTROL_TOKEN)",
     "empty_config": "an enabled method has pairs in data/<method>/pairs but none in its release config",
     "pii": "personal data or a secret in a released string",
     "prompt_in_both_splits": "a prompt, a dialogue's first user turn, or a user turn of a test prompt (of at least "
@@ -191,6 +195,7 @@ def audit_release(release: Path, *, root: Path | None = None, cfg: Any = None,
                     found["identical"].add(config, _ids(df, same))
                     found["unprintable_text"].add(config, _ids(df, unprintable_text(
                         [*cols, "chosen", "rejected"])))
+                    found["control_token_text"].add(config, _ids(df, control_token_text([*cols, "chosen", "rejected"])))
                     cut = ends_mid_sentence(text_of("chosen"))
                     if "lineage" in df.columns:
                         cut = cut | (pl.col("lineage").str.json_path_match("$.chosen_finish_reason") == "length")
@@ -281,7 +286,7 @@ class _Project:
 
 # Reasons a pair leaves its own method's config because of the pair itself (not because another pair or
 # method was preferred): a config emptied by these alone is explained, not a violation.
-OWN_REASONS = ["unprintable_text", "identical", "unprompted_acknowledgement", "looping_chosen", "cut_off_chosen", "contaminated", "held_out",
+OWN_REASONS = ["unprintable_text", "control_token_text", "identical", "unprompted_acknowledgement", "looping_chosen", "cut_off_chosen", "contaminated", "held_out",
                "split_straddle", "test_prompt_in_train"]
 
 

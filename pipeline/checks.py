@@ -340,6 +340,22 @@ def unprintable_text(cols: list[str]) -> pl.Expr:
     return pl.any_horizontal([pl.col(c).list.eval(bad).list.any() for c in cols]).fill_null(False)
 
 
+# Chat-template control strings of the common instruct models: ChatML, Llama 3, Phi (``<|im_end|>``, ``<|eot_id|>``,
+# ``<|end|>``: any ``<|name|>``), DeepSeek's full-width ``<｜end▁of▁sentence｜>``, Llama 2 and Mistral (``[INST]``,
+# ``<<SYS>>``, ``</s>``), Gemma (``<start_of_turn>``). Not ``<s>`` alone: HTML's strikethrough tag.
+CONTROL_TOKEN = r"<\|[A-Za-z0-9_.-]+\|>|<｜[^｜<>]{1,40}｜>|\[/?INST\]|<</?SYS>>|</s>|<(?:start|end)_of_turn>"
+
+
+def control_token_text(cols: list[str]) -> pl.Expr:
+    """True where a message of a message-list column in ``cols`` holds a chat-template control string
+    (``CONTROL_TOKEN``). prefpipe's engines encode such text as plain characters (``pipeline.llm.chat``), but a
+    trainer that renders the chat template to text and tokenizes it (TRL's DPO and SFT trainers do) turns it into
+    the real special token: a forged turn or an early end of the chosen answer. Export drops such pairs; none of
+    the 9,813 real records read here holds one."""
+    held = pl.element().struct.field("content").str.contains(CONTROL_TOKEN)
+    return pl.any_horizontal([pl.col(c).list.eval(held).list.any() for c in cols]).fill_null(False)
+
+
 def open_code_block(text: pl.Expr) -> pl.Expr:
     """True where an answer stops inside a code block it opened (``_FENCE``): 10 of the 11 WildChat answers
     with an odd fence count end mid-code ("final Interaction2 interaction2;\n\n  Upgrade"), 8 of them past

@@ -56,6 +56,7 @@ import polars as pl
 
 from pipeline import audit
 from pipeline.checks import (
+    control_token_text,
     ends_mid_sentence,
     looping_chosen,
     same_text,
@@ -138,6 +139,7 @@ def light_pairs(df: pl.DataFrame, key: pl.Series, turns: pl.DataFrame) -> pl.Dat
     (``_turns``, of ``turns``: ``turn_texts``), text hashes, whether its method trains on it first (``_first``)."""
     return df.select(*LIGHT, "level", "margin", identical([("chosen", "rejected")]).alias("_same"),
                      unprintable_text(list(PAIR_SIDES)).alias("_unprintable"),
+                     control_token_text(list(PAIR_SIDES)).alias("_control"),
                      unprompted_acknowledgement("chosen", "prompt").alias("_ack"), looping_chosen("chosen").alias("_loop"),
                      ends_mid_sentence(text_of("chosen")).alias("_cut"), trained_first(pl.col("_config")).alias("_first"),
                      key.alias("_key"), opening_key("prompt").alias("_open"), turn_key_lists(turns, df.height),
@@ -148,6 +150,7 @@ def light_joint(df: pl.DataFrame, key_c: pl.Series, key_r: pl.Series, turns_c: p
                 turns_r: pl.DataFrame) -> pl.DataFrame:
     same = identical([("chosen_prompt", "rejected_prompt"), ("chosen", "rejected")])
     return df.select(*LIGHT, same.alias("_same"), unprintable_text(list(JOINT_SIDES)).alias("_unprintable"),
+                     control_token_text(list(JOINT_SIDES)).alias("_control"),
                      unprompted_acknowledgement("chosen", "chosen_prompt").alias("_ack"),
                      looping_chosen("chosen").alias("_loop"), ends_mid_sentence(text_of("chosen")).alias("_cut"),
                      key_c.alias("_key_c"), key_r.alias("_key_r"), opening_key("chosen_prompt").alias("_open_c"),

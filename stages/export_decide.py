@@ -17,7 +17,8 @@ from stages.export_split import LEAVES, LEAVES_JOINT, pin_counts, pinned_opening
 
 def drop_flagged(df: pl.DataFrame, flag: str, reason: str, configs: pl.Expr) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Rows whose ``flag`` column, computed while scanning, is set go as ``reason``: ``_same``
-    (``stages.export.identical``), ``_unprintable`` (``pipeline.checks.unprintable_text``), ``_ack``
+    (``stages.export.identical``), ``_unprintable`` (``pipeline.checks.unprintable_text``), ``_control``
+    (``pipeline.checks.control_token_text``), ``_ack``
     (``pipeline.checks.unprompted_acknowledgement``), ``_loop`` (``pipeline.checks.looping_chosen``) and ``_cut``
     (``pipeline.checks.ends_mid_sentence`` on the chosen answer)."""
     return df.filter(~pl.col(flag)).drop(flag), removals(df.filter(pl.col(flag)), reason, configs)
@@ -32,7 +33,7 @@ def decide(cfg: Export, pairs: pl.DataFrame, joint: pl.DataFrame, sigs: Signatur
     would match one (``turns_overlapping``)."""
     d = cfg.dedup
     drops = []
-    for flag, reason in (("_unprintable", "unprintable_text"), ("_same", "identical"),
+    for flag, reason in (("_unprintable", "unprintable_text"), ("_control", "control_token_text"), ("_same", "identical"),
                          ("_ack", "unprompted_acknowledgement"), ("_loop", "looping_chosen"), ("_cut", "cut_off_chosen")):
         pairs, r = drop_flagged(pairs, flag, reason, LEAVES)
         joint, r_joint = drop_flagged(joint, flag, reason, LEAVES_JOINT)

@@ -170,6 +170,9 @@ class WordCodec:
     def encode(self, text):
         return text.split()
 
+    def encode_chat(self, messages, text, generation):
+        return self.encode(text)
+
 
 def test_texts_are_shortened_to_the_engines_token_budget():
     engine = ScriptedJudge()

@@ -84,6 +84,10 @@ class _Counting:
         def encode(text):
             return text.split()
 
+        @staticmethod
+        def encode_chat(messages, text, generation):
+            return text.split()
+
     def generate(self, prompts, n=1, sampling=None, schema=None):
         for p in prompts:
             if len(p[0]["content"].split()) + 1 > self.codec.max_len:

@@ -25,11 +25,21 @@ with the prompt's tokens although its text starts with the prompt's text): the p
 followed by the tokens of the remaining text, as TRL does for DPO. A template whose rendered
 prompt is not a text prefix of the rendered conversation (e.g. one that rewrites earlier turns
 once an assistant turn follows) raises ``TemplateError``: no boundary can be exact for it.
+
+Control tokens: message content is text, never the model's control language. A user turn (or a scraped
+answer) holding ``<|im_end|>\\n<|im_start|>assistant\\n...`` would otherwise be encoded as the real special
+tokens and forge turns inside a judge prompt. Every encoding of a conversation goes through ``encode_chat``:
+when no message holds a special token's text (nearly every row), it is the plain encoding of the rendered
+text, token for token; otherwise the template's own special tokens (those outside the messages' text,
+located by rendering the conversation with a placeholder for each content) are kept and every piece of
+text between them is encoded with the tokenizer's ``split_special_tokens=True``, so content can never
+produce a special token id (``<|im_end|>`` in content becomes ``<``, ``|``, ``im``, ...).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +50,10 @@ log = logging.getLogger(__name__)
 _PROBE = "prefpipe-boundary-probe"
 _SYSTEM_PROBE = "prefpipe-system-probe"
 _UNSET = object()
+# Stands for message i's content when the template is rendered to find its own text (private-use characters:
+# no template strips them, no tokenizer treats them as special).
+_SLOT = "\ue000prefpipe-content-{}\ue001"
+_SLOTS = re.compile("\ue000prefpipe-content-(\\d+)\ue001")
 
 
 class TemplateError(ModelLoadError, ValueError):
@@ -70,6 +84,11 @@ class ChatCodec:
         self.max_len = max_len
         self._tail: list[int] | None = None
         self._default_system: object = _UNSET
+        # The text of every special token (added tokens flagged special: <|im_start|>, </s>, ...), longest first.
+        specials = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+        specials |= set(tokenizer.all_special_tokens)
+        self.specials = sorted((t for t in specials if t), key=len, reverse=True)
+        self._special_re = re.compile("|".join(map(re.escape, self.specials))) if self.specials else None
 
     @property
     def default_system(self) -> str | None:
@@ -96,15 +115,87 @@ class ChatCodec:
             return messages
         return [{"role": "system", "content": ""}, *messages]
 
-    def encode(self, text: str) -> list[int]:
-        # The template already writes bos/special tokens; adding them again would double bos.
-        return self.tok(text, add_special_tokens=False)["input_ids"]
+    def encode(self, text: str, split_special: bool = False) -> list[int]:
+        """Token ids of ``text`` as is (the template already writes bos/special tokens; adding them again
+        would double bos); ``split_special``: special tokens' text encoded as plain text."""
+        kw = {"split_special_tokens": True} if split_special else {}
+        return self.tok(text, add_special_tokens=False, **kw)["input_ids"]
+
+    def holds_special(self, text: str) -> bool:
+        """Whether ``text`` holds the text of one of the tokenizer's special tokens."""
+        return self._special_re is not None and self._special_re.search(text) is not None
+
+    def content_spans(self, messages: list[dict[str, str]], text: str, generation: bool) -> list[tuple[int, int]]:
+        """Character ranges in ``text`` (``messages`` rendered, with the generation prompt or not) of the contents
+        that hold a special token's text: the template rendered with a placeholder per content gives the template's
+        own text around them. Such a content must appear as is (or stripped: templates that ``trim`` it); one
+        without special text may be rewritten (e.g. a template that drops an answer's reasoning)."""
+        slots = [{**m, "content": _SLOT.format(i)} for i, m in enumerate(messages)]
+        skeleton = self.tok.apply_chat_template(slots, tokenize=False, add_generation_prompt=generation)
+        parts = _SLOTS.split(skeleton)  # template text, message index, template text, ...
+        spans, at = [], 0
+        for k in range(1, len(parts), 2):
+            before, content, after = parts[k - 1], messages[int(parts[k])]["content"], parts[k + 1]
+            if not text.startswith(before, at):
+                raise self._not_found(parts[k])
+            at += len(before)
+            end = self._content_end(text, at, content, after, last=k + 2 == len(parts))
+            if end is None:
+                raise self._not_found(parts[k])
+            if self.holds_special(content):
+                spans.append((at, end))
+            at = end
+        shown = {int(i) for i in parts[1::2]}
+        if missing := [i for i, m in enumerate(messages) if i not in shown and self.holds_special(m.get("content") or "")]:
+            raise self._not_found(missing[0])
+        return spans
+
+    def _content_end(self, text: str, at: int, content: str, after: str, last: bool) -> int | None:
+        """Where the content rendered at ``at`` ends: followed by the template's text ``after`` (the rest of
+        ``text`` when ``last``); None when it cannot be told."""
+        for c in dict.fromkeys((content, content.strip(), content.rstrip(), content.lstrip())):
+            if text.startswith(c, at) and (text[at + len(c):] == after if last else text.startswith(after, at + len(c))):
+                return at + len(c)
+        if self.holds_special(content):
+            return None  # its special tokens' text must be told from the template's exactly
+        if last:
+            return len(text) - len(after) if text.endswith(after) and len(text) - len(after) >= at else None
+        end = text.find(after, at)
+        return end if end >= 0 else None
+
+    def _not_found(self, index) -> TemplateError:
+        return TemplateError(f"model {self.name!r}: message {index}'s text is not found as is in the rendered chat "
+                             f"template, so the special tokens it holds cannot be told from the template's; {_FIX}")
+
+    def encode_spans(self, text: str, spans: list[tuple[int, int]]) -> list[int]:
+        """Token ids of ``text`` whose ``spans`` are message content: a special token's text inside a span is
+        encoded as plain text, the template's own special tokens (outside every span) as themselves."""
+        if self._special_re is None or not any(self.holds_special(text[a:b]) for a, b in spans):
+            return self.encode(text)
+        ids, at = [], 0
+        for m in self._special_re.finditer(text):
+            if any(a < m.end() and m.start() < b for a, b in spans):
+                continue  # content: stays inside the text piece around it
+            ids += self.encode(text[at:m.start()], split_special=True) + [self.tok.convert_tokens_to_ids(m.group())]
+            at = m.end()
+        return ids + self.encode(text[at:], split_special=True)
+
+    def special_spans(self, messages: list[dict[str, str]], text: str, generation: bool) -> list[tuple[int, int]]:
+        """``content_spans`` when a message holds a special token's text, else none (nothing to keep apart)."""
+        if not any(self.holds_special(m.get("content") or "") for m in messages):
+            return []
+        return self.content_spans(messages, text, generation)
+
+    def encode_chat(self, messages: list[dict[str, str]], text: str, generation: bool) -> list[int]:
+        """Token ids of ``text``, the rendering of ``messages``: content never gives a special token id."""
+        return self.encode_spans(text, self.special_spans(messages, text, generation))
 
     def prompt_text(self, messages: list[dict[str, str]]) -> str:
         return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def prompt_ids(self, messages: list[dict[str, str]], judge: bool = False) -> list[int]:
-        ids = self.encode(self.prompt_text(self.messages(messages, judge)))
+        rendered = self.messages(messages, judge)
+        ids = self.encode_chat(rendered, self.prompt_text(rendered), generation=True)
         # Generation needs room for at least one new token.
         self._check(len(ids) + 1, messages, "prompt")
         return ids
@@ -142,17 +233,20 @@ class ChatCodec:
         """``response_span`` for several responses to one prompt (the prompt is templated and encoded once)."""
         rendered = self.messages(messages, judge)
         p_text = self.prompt_text(rendered)
-        p_ids = self.encode(p_text)
+        p_ids = self.encode_chat(rendered, p_text, generation=True)
         return [self._span(rendered, r, p_text, p_ids, messages) for r in responses]
 
     def _span(self, rendered, response: str, p_text: str, p_ids: list[int], messages) -> tuple[list[int], int, int]:
         f_text = self._conversation_text(rendered, response)
-        f_ids = self.encode(f_text)
+        convo = [*rendered, {"role": "assistant", "content": response}]
+        spans = self.special_spans(convo, f_text, generation=False)
+        f_ids = self.encode_spans(f_text, spans)
         if f_ids[: len(p_ids)] == p_ids:
             ids = f_ids
         elif f_text.startswith(p_text):
             log.debug("model %s: tokens merge across the prompt/response boundary; splitting on text", self.name)
-            ids = p_ids + self.encode(f_text[len(p_text):])
+            cut = len(p_text)
+            ids = p_ids + self.encode_spans(f_text[cut:], [(max(a - cut, 0), b - cut) for a, b in spans if b > cut])
         else:
             raise TemplateError(
                 f"model {self.name!r}: the templated prompt is not a prefix of the templated conversation "
@@ -182,7 +276,8 @@ def token_fit(engine, reserve: int, judge: bool = False):
         return None
 
     def fits(messages: list[dict[str, str]]) -> bool:
-        return len(codec.encode(codec.prompt_text(codec.messages(messages, judge)))) + reserve <= limit
+        rendered = codec.messages(messages, judge)
+        return len(codec.encode_chat(rendered, codec.prompt_text(rendered), generation=True)) + reserve <= limit
 
     return fits
 
