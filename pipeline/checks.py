@@ -38,7 +38,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.dedup import last_user_turn, text_of
-from pipeline.encodings import UNPRINTABLE, VISIBLE
+from pipeline.encodings import CONTROL_TOKEN, UNPRINTABLE, VISIBLE
 from pipeline.text import WORD, non_ascii
 
 
@@ -338,12 +338,6 @@ def unprintable_text(cols: list[str]) -> pl.Expr:
     content = pl.element().struct.field("content")
     bad = content.str.contains(UNPRINTABLE) | shows_nothing(content)
     return pl.any_horizontal([pl.col(c).list.eval(bad).list.any() for c in cols]).fill_null(False)
-
-
-# Chat-template control strings of the common instruct models: ChatML, Llama 3, Phi (``<|im_end|>``, ``<|eot_id|>``,
-# ``<|end|>``: any ``<|name|>``), DeepSeek's full-width ``<｜end▁of▁sentence｜>``, Llama 2 and Mistral (``[INST]``,
-# ``<<SYS>>``, ``</s>``), Gemma (``<start_of_turn>``). Not ``<s>`` alone: HTML's strikethrough tag.
-CONTROL_TOKEN = r"<\|[A-Za-z0-9_.-]+\|>|<｜[^｜<>]{1,40}｜>|\[/?INST\]|<</?SYS>>|</s>|<(?:start|end)_of_turn>"
 
 
 def control_token_text(cols: list[str]) -> pl.Expr:

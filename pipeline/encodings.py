@@ -28,6 +28,11 @@ VISIBLE = (r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u061c\u115f\u1160\u180e\u200b-\u200f\u
 # a pair holding one (``pipeline.checks.unprintable_text``); a structured answer holding one is invalid
 # (``pipeline.llm.structured.PrintableStr``).
 UNPRINTABLE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
+# Chat-template control strings of the common instruct models (``pipeline.checks.control_token_text``, the openai
+# backend's ``openai_requests.control_text``): ChatML, Llama 3, Phi (``<|im_end|>``, ``<|eot_id|>``, ``<|end|>``: any
+# ``<|name|>``), DeepSeek's full-width ``<｜end▁of▁sentence｜>``, Llama 2 and Mistral (``[INST]``, ``<<SYS>>``,
+# ``</s>``), Gemma (``<start_of_turn>``). Not ``<s>`` alone: HTML's strikethrough tag.
+CONTROL_TOKEN = r"<\|[A-Za-z0-9_.-]+\|>|<｜[^｜<>]{1,40}｜>|\[/?INST\]|<</?SYS>>|</s>|<(?:start|end)_of_turn>"
 
 _BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 _XML_ENCODING = re.compile(rb"""\A(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?\sencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")

@@ -102,11 +102,13 @@ CONTEXT_LENGTH = re.compile(r"context[ _]length|context window|max_model_len|too
 class RequestFailed:
     """A request that failed for good; ``error`` says why in one line. ``refused``: the server refused
     this request itself (a 4xx other than 408/409/429, a content filter), so a rerun fails the same way;
-    ``too_long``: the refusal says the prompt exceeds the model's context length."""
+    ``too_long``: the refusal says the prompt exceeds the model's context length; ``sent``: False for a request
+    the engine kept back (its prompt could forge turns on the server: ``openai_requests.control_text``)."""
 
     error: str
     refused: bool = False
     too_long: bool = False
+    sent: bool = True
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,11 @@ Failures, per row or per call:
   ``[nan] * len(options)`` and a ``logprobs`` row ``LogProb(nan, n_tokens)`` (``FailedValue``: NaN with the
   reason in ``error``), which the stages count as failed rows (never a verdict or a score); a warning
   names the prompt and the server's reason;
+- a prompt whose messages hold a chat control string (``<|im_end|>``, ``[INST]``...: ``openai_requests.control_text``)
+  is kept back from ``/chat/completions`` (``generate``, ``choose`` with ``first_token``): the server templates
+  and tokenizes the messages itself and may read that text as the real token, a forged turn. Its row fails as a
+  refused one does, the reason saying "not sent: message 1 (user) holds the chat control string ..."; the
+  token-id requests (``logprobs``, ``sequence``) are encoded locally as plain text and sent as usual;
 - a refusal saying the prompt exceeds the model's context length raises ``InputTooLong`` (naming the
   prompt; a structured sample stays a ``GenerationFailure`` row), as the in-process engines do for a prompt over ``max_model_len``, so the stages' per-prompt
   paths apply (``wildfeedback_common.per_prompt``; the other rows are cached, so asking them again is free);
@@ -69,8 +74,14 @@ from pipeline.errors import EngineError, ModelLoadError
 from pipeline.llm.base import ChatPrompt, Completion, FailedValue, GenerationFailure, LogProb
 from pipeline.llm.chat import ChatCodec, InputTooLong
 from pipeline.llm.identity import load_revision
-from pipeline.llm.openai_client import RequestFailed, ServerError, Transport
-from pipeline.llm.openai_requests import TOP_LOGPROBS, first_token_request, sample_request, score_request
+from pipeline.llm.openai_client import Request, RequestFailed, ServerError, Transport
+from pipeline.llm.openai_requests import (
+    TOP_LOGPROBS,
+    control_text,
+    first_token_request,
+    sample_request,
+    score_request,
+)
 from pipeline.llm.structured import NoAnswer, generate_validated
 from pipeline.llm.tiny import resolve_model
 
@@ -186,8 +197,8 @@ class OpenAIEngine:
                 f"({first.error}); drop or shorten such rows before the engine step, or serve a longer context"
             )
         for i, a in failed:
-            log.warning("%s: %s: prompt %d refused by the server (%s); that row fails", self.transport.where(),
-                        what, i, a.error)
+            log.warning("%s: %s: prompt %d %s (%s); that row fails", self.transport.where(), what, i,
+                        "refused by the server" if a.sent else "kept back", a.error)
 
     def _raise_unanswered(self, what: str, unanswered: list[tuple[int, str]], total: int) -> None:
         """``RequestsFailed`` for the requests that got no answer after ``llm.max_retries`` ((prompt, why) each),
@@ -218,7 +229,7 @@ class OpenAIEngine:
             # A refused request is that sample's failure (re-asked with the next seed, like an invalid one);
             # one that failed for now (retries exhausted) has no answer: not retried, raised below.
             slots = [list(range(slots))] * len(ps) if isinstance(slots, int) else slots
-            return [[(NoAnswer(a.error) if not a.refused else (_REFUSED + a.error, False))
+            return [[(NoAnswer(a.error) if not a.refused else (_REFUSED + _why(a), False))
                      if isinstance(a, RequestFailed) else (a["text"], a["finish_reason"] == "length") for a in row]
                     for row in self._sample(ps, slots, s, schema, attempt)]
 
@@ -230,10 +241,18 @@ class OpenAIEngine:
     def _sample(self, prompts: list[ChatPrompt], slots: list[list[int]], s: Sampling,
                 schema: type[BaseModel] | None, attempt: int) -> list[list[Any]]:
         """Per prompt, the answer (or RequestFailed) of each sample index in ``slots``."""
-        requests = [sample_request(self.cfg.model, p, s, j if s.temperature > 0 else 0, attempt, schema)
-                    for p, idx in zip(prompts, slots, strict=True) for j in idx]
-        answers = iter(self.transport.run(requests))
-        return [[next(answers) for _ in idx] for idx in slots]
+        return self._chat([[sample_request(self.cfg.model, p, s, j if s.temperature > 0 else 0, attempt, schema)
+                            for j in idx] for p, idx in zip(prompts, slots, strict=True)], prompts)
+
+    def _chat(self, requests: list[list[Request]], prompts: list[ChatPrompt]) -> list[list[Any]]:
+        """Per prompt, the answers of its chat requests. The server templates the messages itself and may read a
+        chat control string in them as the real token (a forged turn), so a prompt holding one is kept back
+        (``control_text``): each of its requests is that row's failure (``RequestFailed`` with ``sent=False``),
+        never sent, cached or counted against ``max_requests``."""
+        held = [control_text(p) for p in prompts]
+        answers = iter(self.transport.run([r for rs, why in zip(requests, held, strict=True) if why is None for r in rs]))
+        return [[next(answers) for _ in rs] if why is None else [RequestFailed(why, refused=True, sent=False)] * len(rs)
+                for rs, why in zip(requests, held, strict=True)]
 
     # --- scoring ---------------------------------------------------------------------------------
 
@@ -259,7 +278,7 @@ class OpenAIEngine:
             answers = self.transport.run(requests)
             self._raise_failed("choose", answers)
             return [[_nan(a)] * len(options) if isinstance(a, RequestFailed) else softmax(a) for a in answers]
-        answers = self.transport.run([first_token_request(self.cfg.model, p) for p in prompts])
+        answers = [a for [a] in self._chat([[first_token_request(self.cfg.model, p)] for p in prompts], prompts)]
         self._raise_failed("choose", answers)
         probs = [[_nan(top)] * len(options) if isinstance(top, RequestFailed) else option_probabilities(top, options)
                  for top in answers]
@@ -283,16 +302,21 @@ class OpenAIEngine:
         return probs  # type: ignore[return-value]
 
 
+def _why(a: RequestFailed) -> str:
+    """A failed row's reason: the server's refusal, or why the engine kept the request back (it says "not sent")."""
+    return f"request refused: {a.error}" if a.sent else a.error
+
+
 def _nan(a: RequestFailed) -> FailedValue:
-    return FailedValue(f"request refused: {a.error}")
+    return FailedValue(_why(a))
 
 
 def _refused(a: RequestFailed) -> GenerationFailure:
-    return GenerationFailure(error=f"request refused: {a.error}", raw="", attempts=1)
+    return GenerationFailure(error=_why(a), raw="", attempts=1)
 
 
 def _refusal(x: Any) -> Any:
-    """A structured sample whose last attempt was a refused request says so (not "invalid JSON")."""
+    """A structured sample whose last attempt was a refused (or kept back) request says so (not "invalid JSON")."""
     if isinstance(x, GenerationFailure) and x.raw.startswith(_REFUSED):
-        return GenerationFailure(error=f"request refused: {x.raw[len(_REFUSED):]}", raw="", attempts=x.attempts)
+        return GenerationFailure(error=x.raw[len(_REFUSED):], raw="", attempts=x.attempts)
     return x
