@@ -284,3 +284,14 @@ def test_a_detectors_needs_scan_leaves_its_output_and_count_as_a_full_scan_gives
     want, m = replace_validated(texts.clone(), full, full.validate)
     assert n == m > 0 and got.equals(want)
     assert replace_validated(pl.Series(["no dots", None]), ipv4, ipv4.validate)[1] == 0
+
+
+def test_an_address_percent_encoded_in_a_url_is_redacted_and_the_url_around_it_stays():
+    """A link pasted from a mail or a web form carries the address percent-encoded (``%40`` for ``@``): a
+    password-reset or unsubscribe URL names its user."""
+    texts = ["reset it at https://acme.com/reset?email=ann.lee%40example.org&uid=7 please",
+             "https://x.io/unsubscribe?to=Bob%2Bnews%40Mail.Example.NET", "width: 50%40px.png"]
+    out, counts = redact(pl.Series(texts), ["email"])
+    assert out.to_list() == ["reset it at https://acme.com/reset?email=[REDACTED_EMAIL]&uid=7 please",
+                             "https://x.io/unsubscribe?to=[REDACTED_EMAIL]", "width: 50%40px.png"]
+    assert counts == {"email": 2}
