@@ -196,12 +196,12 @@ GENERIC_USERS = {"user", "username", "user_name", "yourname", "your_name", "your
 
 def _home_user(m: regex.Match) -> tuple[int, int] | None:
     """The account folder of ``/home/<name>``, ``/Users/<name>``, ``C:\\Users\\<name>`` (a pasted traceback or
-    ``file:///`` URL names the person, often in full: ``C:/Users/Jane%20Doe/``), unless it is a role or a
-    placeholder (``user``, ``ubuntu``, ``$USER``, ``%USERNAME%``, ``{user}``)."""
-    s = m.group("pii")
+    ``file:///`` URL names the person, often in full: ``C:/Users/Jane%20Doe/``, ``C:\\Users\\Ann Lee\\``), unless it
+    is a role or a placeholder (``user``, ``ubuntu``, ``$USER``, ``%USERNAME%``, ``{user}``)."""
+    s = m.group("pii").rstrip("\\/")  # a name with spaces is taken with the separator after it
     if s.lower().replace("%20", " ") in GENERIC_USERS or s[0] in "$%{[(*~." or s.startswith("your"):
         return None
-    return _span(m)
+    return (0, len(s))
 
 
 PLACEHOLDER_PASSWORDS = {"password", "passwd", "pass", "pwd", "pw", "secret", "pass123", "mypassword",
@@ -328,9 +328,11 @@ DETECTORS: list[Detector] = [
     Detector("url_password", r"(?i)\b(?P<keep>[a-z][a-z0-9+.\-]*://[^\s:/@'\"<>]*:)(?P<pii>[^\s/@'\"<>]+)@",
              "[REDACTED_PASSWORD]", _url_password),
     # a person's account folder in a path: /home/<name>, /Users/<name> (not inside a URL's path: not after a word character, '.' or '-'),
-    # C:\Users\<name> (escaped or not); the folder above and below stay
+    # C:\Users\<name> (escaped or not), a name of up to four words when a separator follows it (C:\Users\Ann Lee\);
+    # the folder above and below stay
     Detector("home_path", r"(?P<keep>(?:(?:^|[^\w.\-])/(?:home|Users)/|\b[A-Za-z]:(?:\\{1,2}|/)(?:Users|Documents and Settings)"
-             r"(?:\\{1,2}|/)))(?P<pii>[^\\/\s'\"<>:|?*`,;]+)", "[REDACTED_USER]", _home_user),
+             r"(?:\\{1,2}|/)))(?P<pii>[^\\/\s'\"<>:|?*`,;]+(?:(?: [^\\/\s'\"<>:|?*`,;]+){1,3}(?:\\{1,2}|/))?)",
+             "[REDACTED_USER]", _home_user),
     Detector("email", rf"(?i)(?P<pii>(?:{_L})(?:[@＠]|%40|{_AT})[\p{{L}}\p{{N}}\-]+(?:{_DOT}[\p{{L}}\p{{N}}\-]+)*{_DOT}"
              rf"(?:[^\W\d_{_NOSPACE}]{{2,}}|[{_NOSPACE}]{{2,}}))(?:\b|{_EDGE})",
              "[REDACTED_EMAIL]", _email),

@@ -295,3 +295,17 @@ def test_an_address_percent_encoded_in_a_url_is_redacted_and_the_url_around_it_s
     assert out.to_list() == ["reset it at https://acme.com/reset?email=[REDACTED_EMAIL]&uid=7 please",
                              "https://x.io/unsubscribe?to=[REDACTED_EMAIL]", "width: 50%40px.png"]
     assert counts == {"email": 2}
+
+
+def test_an_account_folder_with_a_space_is_redacted_whole():
+    """Windows makes the account folder of the full name ("C:\\Users\\Ann Lee"): the surname after the space
+    left the release before, "C:\\Users\\[REDACTED_USER] Lee\\Desktop"."""
+    texts = [r'File "C:\Users\Ann Lee\Desktop\app.py", line 3', "open C:/Users/Maria de la Cruz/Documents/cv.docx",
+             r"'C:\\Users\\John Smith\\AppData'", "/Users/ann lee/Library", "ssh into /home/ann and run it",
+             r"C:\Users\Public\Documents\setup.exe"]
+    out, counts = redact(pl.Series(texts), ["home_path"])
+    assert out.to_list() == [r'File "C:\Users\[REDACTED_USER]\Desktop\app.py", line 3',
+                             "open C:/Users/[REDACTED_USER]/Documents/cv.docx", r"'C:\\Users\\[REDACTED_USER]\\AppData'",
+                             "/Users/[REDACTED_USER]/Library", "ssh into /home/[REDACTED_USER] and run it",
+                             r"C:\Users\Public\Documents\setup.exe"]
+    assert counts == {"home_path": 5}
