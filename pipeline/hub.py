@@ -7,8 +7,8 @@
 
 It refuses a folder that is no release (a stage's table: its texts are neither redacted nor decontaminated), a
 release that differs from its ``_manifest.json`` (naming the file) or failed its audit (``audit.json``), and an
-existing public repo unless ``--public`` is given; needs a token from ``HF_TOKEN`` or ``hf auth login`` (never from params, never
-printed), and uploads with
+existing public repo unless ``--public`` is given; needs a token from ``HF_TOKEN`` or ``hf auth login`` (never
+from params, never printed), and uploads with
 ``HfApi.upload_folder``: in huggingface_hub 2.x with ``hf_xet`` (installed with it on x86-64 and arm64) it
 streams files in several commits when needed and resumes when re-run — files already committed are
 skipped and uploaded chunks are deduplicated. ``upload_large_folder`` no longer exists in 2.x.

@@ -17,8 +17,8 @@ empty ones too, so every downstream dependency exists), ``rejects/`` (source, ro
 its bytes (a record no rule foresaw is a reject naming the exception, never a crash; one reject of a Parquet row
 group, or file, not read counts the rows it holds, ``unread_rows`` of them without a rejects row); a file that
 holds no record is warned about and listed in the source's ``empty_files``. The stage fails, naming
-the source and its top reasons (redacted: ``top_reasons``), when a source rejects more than ``ingest.max_reject_fraction`` of
-its records (after writing rejects and metrics, for diagnosis). All outputs are written through
+the source and its top reasons (PII redacted: ``top_reasons``), when a source rejects more than
+``ingest.max_reject_fraction`` of its records (after writing rejects and metrics, for diagnosis). All outputs are written through
 ``pipeline.outputs.stage_outputs``: they change together, or not at all.
 """
 
