@@ -167,7 +167,7 @@ def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: s
                            "give a branch such as main or release-v1")
     if not path.is_dir() or not (path / MANIFEST).exists():
         raise PublishError(f"{path}: no release here (no {MANIFEST}); build it with `dvc repro export` first")
-    manifest = json.loads((path / MANIFEST).read_text())
+    manifest = read_manifest(path)  # a manifest cut short or edited: one line naming it
     if manifest.get("table") != "release":  # every stage table has a manifest too
         raise PublishError(f"{path}: a stage's table ({manifest.get('table')}), not a release: its texts are neither "
                            "redacted nor decontaminated; publish the release export builds from it (`dvc repro export`, "
