@@ -5,9 +5,10 @@
     prefpipe publish --repo-id my-org/my-prefs                # verify, create the repo (private), upload
     prefpipe publish --repo-id my-org/my-prefs --public       # ... a public repo (new or existing), when asked for
 
-It refuses a release that differs from its ``_manifest.json`` (naming the file), and an existing public repo
-unless ``--public`` is given; needs a token from ``HF_TOKEN`` or ``hf auth login`` (never from params, never
-printed), and uploads with
+It refuses a folder that is no release (a stage's table: its texts are neither redacted nor decontaminated), a
+release that differs from its ``_manifest.json`` (naming the file) or failed its audit (``audit.json``), and an
+existing public repo unless ``--public`` is given; needs a token from ``HF_TOKEN`` or ``hf auth login`` (never
+from params, never printed), and uploads with
 ``HfApi.upload_folder``: in huggingface_hub 2.x with ``hf_xet`` (installed with it on x86-64 and arm64) it
 streams files in several commits when needed and resumes when re-run — files already committed are
 skipped and uploaded chunks are deduplicated. ``upload_large_folder`` no longer exists in 2.x.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pipeline.audit import AUDIT_FILE
 from pipeline.config_shared import is_ref_name
 from pipeline.files import file_sha256
 from pipeline.io import MANIFEST, read_manifest, verify_shards
@@ -60,6 +62,14 @@ def verify_release(path: Path) -> list[str]:
         if p.is_file() and rel not in listed and not rel.startswith(".cache/"):
             problems.append(f"{p}: not in the manifest")
     return problems
+
+
+def _audit_passed(path: Path) -> bool:
+    """Whether the release's ``audit.json`` (written by export, listed and hashed in the manifest) says passed."""
+    try:
+        return json.loads((path / AUDIT_FILE).read_text()).get("passed") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 # the repo id the card's training snippets load (stages/export_card.py TRAIN_SNIPPET, export.card.repo_id)
@@ -157,11 +167,19 @@ def publish(path: str | Path, repo_id: str, *, private: bool = True, revision: s
                            "give a branch such as main or release-v1")
     if not path.is_dir() or not (path / MANIFEST).exists():
         raise PublishError(f"{path}: no release here (no {MANIFEST}); build it with `dvc repro export` first")
+    manifest = read_manifest(path)  # a manifest cut short or edited: one line naming it
+    if manifest.get("table") != "release":  # every stage table has a manifest too
+        raise PublishError(f"{path}: a stage's table ({manifest.get('table')}), not a release: its texts are neither "
+                           "redacted nor decontaminated; publish the release export builds from it (`dvc repro export`, "
+                           "then --path data/release)")
     problems = verify_release(path)
     if problems:
         raise PublishError("the release does not match its manifest; rebuild it (`dvc repro export`):\n  "
                            + "\n  ".join(problems))
-    manifest = json.loads((path / MANIFEST).read_text())
+    if not _audit_passed(path):
+        raise PublishError(f"{path / AUDIT_FILE}: the release failed its audit (export leaves such a candidate in "
+                           f"data/.release.rejected): `prefpipe audit {path}` names the violations; fix them and "
+                           "rebuild with `dvc repro export`")
     files = [f["path"] for f in manifest["files"]] + [f["path"] for f in manifest.get("other_files", [])
                                                       if f["path"] not in LOCAL_ONLY] + [MANIFEST]
     rows = {f["path"]: f["rows"] for f in manifest["files"]}

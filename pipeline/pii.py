@@ -17,8 +17,8 @@ per *distinct* candidate the pattern found:
   (``127.0.0.1``) and ``0.0.0.0`` name the machine itself, no one's address, and stay (code answers use them).
 - IPv6: whatever ``ipaddress`` accepts with at least one digit and two groups (``fe80::1%eth0``,
   ``::ffff:192.0.2.1``), so ``std::vector``, ``a::b`` and ``100::`` stay, and so does loopback ``::1``.
-- e-mails: Unicode local parts and domains (``müller@beispiel.de``), and ``name [at] domain [dot] com``;
-  not ``icon@2x.png``.
+- e-mails: Unicode local parts and domains (``müller@beispiel.de``), ``name [at] domain [dot] com``, and
+  percent-encoded in a URL (``reset?email=ann%40example.org``); not ``icon@2x.png``.
 - AWS secret keys: 40 base64 characters with upper case, lower case, digits and high entropy (a git
   SHA-1 is lower-case hex and stays).
 - HTTP Basic credentials: the base64 after "Basic" must decode to printable ``user:password``
@@ -155,7 +155,7 @@ FILE_EXTENSIONS = {"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "pd
 
 
 def _email(m: regex.Match) -> tuple[int, int] | None:
-    domain = compiled(rf"@|{_AT}").split(narrow(m.group("pii")).lower(), maxsplit=1)[-1]
+    domain = compiled(rf"@|%40|{_AT}").split(narrow(m.group("pii")).lower(), maxsplit=1)[-1]
     labels = compiled(_DOT).split(domain)
     if labels[-1] in FILE_EXTENSIONS or (labels[0][:-1].isdigit() and labels[0].endswith("x")):
         return None
@@ -196,12 +196,12 @@ GENERIC_USERS = {"user", "username", "user_name", "yourname", "your_name", "your
 
 def _home_user(m: regex.Match) -> tuple[int, int] | None:
     """The account folder of ``/home/<name>``, ``/Users/<name>``, ``C:\\Users\\<name>`` (a pasted traceback or
-    ``file:///`` URL names the person, often in full: ``C:/Users/Jane%20Doe/``), unless it is a role or a
-    placeholder (``user``, ``ubuntu``, ``$USER``, ``%USERNAME%``, ``{user}``)."""
-    s = m.group("pii")
+    ``file:///`` URL names the person, often in full: ``C:/Users/Jane%20Doe/``, ``C:\\Users\\Ann Lee\\``), unless it
+    is a role or a placeholder (``user``, ``ubuntu``, ``$USER``, ``%USERNAME%``, ``{user}``)."""
+    s = m.group("pii").rstrip("\\/")  # a name with spaces is taken with the separator after it
     if s.lower().replace("%20", " ") in GENERIC_USERS or s[0] in "$%{[(*~." or s.startswith("your"):
         return None
-    return _span(m)
+    return (0, len(s))
 
 
 PLACEHOLDER_PASSWORDS = {"password", "passwd", "pass", "pwd", "pw", "secret", "pass123", "mypassword",
@@ -328,10 +328,12 @@ DETECTORS: list[Detector] = [
     Detector("url_password", r"(?i)\b(?P<keep>[a-z][a-z0-9+.\-]*://[^\s:/@'\"<>]*:)(?P<pii>[^\s/@'\"<>]+)@",
              "[REDACTED_PASSWORD]", _url_password),
     # a person's account folder in a path: /home/<name>, /Users/<name> (not inside a URL's path: not after a word character, '.' or '-'),
-    # C:\Users\<name> (escaped or not); the folder above and below stay
+    # C:\Users\<name> (escaped or not), a name of up to four words when a separator follows it (C:\Users\Ann Lee\);
+    # the folder above and below stay
     Detector("home_path", r"(?P<keep>(?:(?:^|[^\w.\-])/(?:home|Users)/|\b[A-Za-z]:(?:\\{1,2}|/)(?:Users|Documents and Settings)"
-             r"(?:\\{1,2}|/)))(?P<pii>[^\\/\s'\"<>:|?*`,;]+)", "[REDACTED_USER]", _home_user),
-    Detector("email", rf"(?i)(?P<pii>(?:{_L})(?:[@＠]|{_AT})[\p{{L}}\p{{N}}\-]+(?:{_DOT}[\p{{L}}\p{{N}}\-]+)*{_DOT}"
+             r"(?:\\{1,2}|/)))(?P<pii>[^\\/\s'\"<>:|?*`,;]+(?:(?: [^\\/\s'\"<>:|?*`,;]+){1,3}(?:\\{1,2}|/))?)",
+             "[REDACTED_USER]", _home_user),
+    Detector("email", rf"(?i)(?P<pii>(?:{_L})(?:[@＠]|%40|{_AT})[\p{{L}}\p{{N}}\-]+(?:{_DOT}[\p{{L}}\p{{N}}\-]+)*{_DOT}"
              rf"(?:[^\W\d_{_NOSPACE}]{{2,}}|[{_NOSPACE}]{{2,}}))(?:\b|{_EDGE})",
              "[REDACTED_EMAIL]", _email),
     Detector("iban", r"\b(?P<pii>[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30})\b", "[REDACTED_IBAN]", _iban),

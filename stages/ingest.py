@@ -17,8 +17,8 @@ empty ones too, so every downstream dependency exists), ``rejects/`` (source, ro
 its bytes (a record no rule foresaw is a reject naming the exception, never a crash; one reject of a Parquet row
 group, or file, not read counts the rows it holds, ``unread_rows`` of them without a rejects row); a file that
 holds no record is warned about and listed in the source's ``empty_files``. The stage fails, naming
-the source and its top reasons, when a source rejects more than ``ingest.max_reject_fraction`` of
-its records (after writing rejects and metrics, for diagnosis). All outputs are written through
+the source and its top reasons (PII redacted: ``top_reasons``), when a source rejects more than
+``ingest.max_reject_fraction`` of its records (after writing rejects and metrics, for diagnosis). All outputs are written through
 ``pipeline.outputs.stage_outputs``: they change together, or not at all.
 """
 
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 
 from pipeline.adapters import finish
@@ -46,6 +47,7 @@ from pipeline.io import (
 )
 from pipeline.metrics import counted, say, write_metrics
 from pipeline.outputs import stage_outputs
+from pipeline.pii import KINDS, redact
 from pipeline.readers import source_files
 from pipeline.records import ID_COLUMNS, MESSAGES_TYPE, SCHEMAS
 from pipeline.regenerate import strip_user_turns
@@ -148,9 +150,26 @@ def stream_source(src: Source, max_record_bytes: int, emit: RowSink) -> dict[str
         "unread_rows": unread,
         "outputs": {t: outputs[t] for t in TABLES if outputs[t]},
         "skipped": dict(sorted(skipped.items())),
-        "top_reasons": [[r, c] for r, c in sorted(reasons.items(), key=lambda x: (-x[1], x[0]))[:TOP_REASONS]],
+        "top_reasons": top_reasons(reasons),
         "empty_files": empty,
     }
+
+
+def top_reasons(reasons: Counter) -> list[list[Any]]:
+    """The ``TOP_REASONS`` commonest reasons, most frequent first, with personal data and secrets redacted
+    (``pipeline.pii``, every kind): a reason quotes the value it rejects (``toxic is 'ann@example.org'``), and
+    this summary leaves the machine in details.json and in the failing stage's message (a CI log). Reasons
+    alike but for their PII count as one. The rejects table keeps the record as read, for the owner to fix it.
+
+    >>> top_reasons(Counter({"toxic is 'a@example.org'": 1, "toxic is 'b@example.net'": 2}))
+    [["toxic is '[REDACTED_EMAIL]'", 3]]
+    """
+    merged: Counter = Counter()
+    if reasons:
+        shown, _ = redact(pl.Series(list(reasons), dtype=pl.String), KINDS)
+        for text, n in zip(shown.to_list(), reasons.values(), strict=True):
+            merged[text] += n
+    return [[r, c] for r, c in sorted(merged.items(), key=lambda x: (-x[1], x[0]))[:TOP_REASONS]]
 
 
 def without_counters(table: str, rows: pa.Table) -> tuple[pa.Table, Counter]:

@@ -13,10 +13,11 @@ from huggingface_hub import HfApi
 from pydantic import ValidationError
 
 from pipeline.cli import main as cli
+from pipeline.files import file_sha256
 from pipeline.hub import PublishError, publish, verify_release
 from stages.export import build_release
 from stages.export_card import lineage_summary, size_category
-from tests.export_fixtures import TOPICS, export_cfg, pair, standard_methods, write_method
+from tests.export_fixtures import TOPICS, export_cfg, pair, standard_methods, write_held_out, write_method
 
 TOKEN = "hf_" + "x" * 34
 
@@ -412,3 +413,39 @@ def test_the_card_loads_the_repo_it_is_published_to(release, tmp_path, hub, caps
 def test_a_card_repo_id_the_hub_refuses_is_a_params_error(repo_id):
     with pytest.raises(ValidationError, match=r"card\.repo_id[\s\S]*ORG/NAME"):
         export_cfg(card={"repo_id": repo_id})
+
+
+def test_a_stage_table_is_refused_its_texts_are_neither_redacted_nor_decontaminated(tmp_path, hub, capsys):
+    """Every stage table has a manifest, so `publish --path data/wildfeedback/pairs` (or data/ingest/rejects, or
+    a held-out set) passed the manifest check and uploaded the unredacted texts: only a release export built is
+    published, dry run included."""
+    standard_methods(tmp_path)
+    write_held_out(tmp_path, ["What's a healthy breakfast I can make in five minutes?"])
+    for table in (tmp_path / "data" / "pugc" / "pairs", tmp_path / "data" / "selfie" / "test"):
+        for dry_run in (True, False):
+            with pytest.raises(PublishError) as e:
+                publish(table, "org/prefs", dry_run=dry_run, echo=print)
+            assert f"{table}: a stage's table (pairs), not a release" in str(e.value)
+            assert "`dvc repro export`" in str(e.value) and "--path data/release" in str(e.value)
+    assert hub.calls == [] and "would upload" not in capsys.readouterr().out
+
+
+def test_a_candidate_that_failed_its_audit_is_refused(tmp_path, hub):
+    """Export leaves a release failing its audit (PII found, a held-out prompt in train) in data/.release.rejected,
+    manifest and all: publishing that folder uploaded what the audit stopped."""
+    standard_methods(tmp_path)
+    release = tmp_path / "data" / "release"
+    build_release(export_cfg(), tmp_path, release, "fp")
+    rejected = tmp_path / "data" / ".release.rejected"
+    release.rename(rejected)
+    report = json.loads((rejected / "audit.json").read_text())
+    (rejected / "audit.json").write_text(json.dumps({**report, "passed": False}))
+    manifest = json.loads((rejected / "_manifest.json").read_text())
+    for f in manifest["other_files"]:
+        if f["path"] == "audit.json":
+            f["sha256"] = file_sha256(rejected / "audit.json")
+    (rejected / "_manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PublishError) as e:
+        publish(rejected, "org/prefs", dry_run=True, echo=lambda _: None)
+    assert f"{rejected / 'audit.json'}: the release failed its audit" in str(e.value)
+    assert hub.calls == []

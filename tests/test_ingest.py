@@ -391,3 +391,25 @@ def test_a_globs_folder_is_its_part_before_the_first_wildcard(path, folder):
     from pipeline.readers import glob_folder
 
     assert glob_folder(path) == folder
+
+
+def test_reject_reasons_that_quote_a_value_redact_its_personal_data(params, tmp_path):
+    """A reason quotes the value it rejects ("toxic is '...'"): the summary of reasons that details.json keeps
+    and the failing stage prints (into CI logs, beside the shared DVC metrics) carries no e-mail or key of it,
+    and two values alike but for their PII count as one reason. A long value is cut between words, so the
+    cut leaves no start of an address the detectors no longer recognise."""
+    email, key = "ann.lee@example.org", "sk-proj-Zq8vN3kL2mX9pR4tY7wB1cD5eF6gH0jA"
+    chat = [{"role": "user", "content": "Hi there, how are you?"}, {"role": "assistant", "content": "Fine, thanks."}]
+    rows = [{"conversation_id": "c1", "conversation": chat, "toxic": email},
+            {"conversation_id": "c2", "conversation": chat, "toxic": "bob@example.net"},
+            {"conversation_id": "c3", "conversation": chat, "model": {"key": key}},
+            {"conversation_id": "c4", "conversation": chat, "toxic": "yes " * 10 + "mail carol.day@example.org"}]
+    (tmp_path / "pii.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    src = [{"name": "pii", "kind": "conversations", "path": str(tmp_path / "pii.jsonl"), "format": "wildchat"}]
+    with pytest.raises(IngestError) as failed:
+        run(with_ingest(params, src, max_reject_fraction=0.2), tmp_path / "out")
+    details = (tmp_path / "out" / "details.json").read_text()
+    for text in (str(failed.value), details):
+        assert email not in text and "bob@example.net" not in text and key not in text, text
+        assert "carol" not in text, text  # the value is cut at 60 characters: never inside the address
+    assert "2 x toxic is '[REDACTED_EMAIL]', expected true or false" in str(failed.value)

@@ -284,3 +284,28 @@ def test_a_detectors_needs_scan_leaves_its_output_and_count_as_a_full_scan_gives
     want, m = replace_validated(texts.clone(), full, full.validate)
     assert n == m > 0 and got.equals(want)
     assert replace_validated(pl.Series(["no dots", None]), ipv4, ipv4.validate)[1] == 0
+
+
+def test_an_address_percent_encoded_in_a_url_is_redacted_and_the_url_around_it_stays():
+    """A link pasted from a mail or a web form carries the address percent-encoded (``%40`` for ``@``): a
+    password-reset or unsubscribe URL names its user."""
+    texts = ["reset it at https://acme.com/reset?email=ann.lee%40example.org&uid=7 please",
+             "https://x.io/unsubscribe?to=Bob%2Bnews%40Mail.Example.NET", "width: 50%40px.png"]
+    out, counts = redact(pl.Series(texts), ["email"])
+    assert out.to_list() == ["reset it at https://acme.com/reset?email=[REDACTED_EMAIL]&uid=7 please",
+                             "https://x.io/unsubscribe?to=[REDACTED_EMAIL]", "width: 50%40px.png"]
+    assert counts == {"email": 2}
+
+
+def test_an_account_folder_with_a_space_is_redacted_whole():
+    """Windows makes the account folder of the full name ("C:\\Users\\Ann Lee"): the surname after the space
+    left the release before, "C:\\Users\\[REDACTED_USER] Lee\\Desktop"."""
+    texts = [r'File "C:\Users\Ann Lee\Desktop\app.py", line 3', "open C:/Users/Maria de la Cruz/Documents/cv.docx",
+             r"'C:\\Users\\John Smith\\AppData'", "/Users/ann lee/Library", "ssh into /home/ann and run it",
+             r"C:\Users\Public\Documents\setup.exe"]
+    out, counts = redact(pl.Series(texts), ["home_path"])
+    assert out.to_list() == [r'File "C:\Users\[REDACTED_USER]\Desktop\app.py", line 3',
+                             "open C:/Users/[REDACTED_USER]/Documents/cv.docx", r"'C:\\Users\\[REDACTED_USER]\\AppData'",
+                             "/Users/[REDACTED_USER]/Library", "ssh into /home/[REDACTED_USER] and run it",
+                             r"C:\Users\Public\Documents\setup.exe"]
+    assert counts == {"home_path": 5}

@@ -224,13 +224,22 @@ def _as_turns(value: Any, role: str, what: str) -> list[dict[str, str]]:
 
 
 def _shown(value: Any, width: int = 60) -> str:
-    """``repr(value)``, cut to ``width`` characters (a reject reason quotes the value, not a megabyte of it)."""
+    """``repr(value)``, cut to ``width`` characters (a reject reason quotes the value, not a megabyte of it), at the
+    last space before the cut when there is one: a cut inside an e-mail address or a key would leave its start,
+    which the redaction of the reasons' summary (``stages.ingest.top_reasons``) no longer recognises.
+
+    >>> _shown("write to me at ann.lee@example.org", width=24)
+    "'write to me at..."
+    """
     if isinstance(value, int) and value.bit_length() > 3 * width:  # repr of a huge int is slow, or refused
         return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
     if isinstance(value, bytes):  # a Parquet binary column's value that is not UTF-8 (one that is was read as text)
         return not_text(value)
     text = repr(value)
-    return text if len(text) <= width else text[:width] + "..."
+    if len(text) <= width:
+        return text
+    cut = text.rfind(" ", 0, width + 1)
+    return text[: cut if cut > 0 else width].rstrip() + "..."
 
 
 def _named(ident: Any) -> str:
