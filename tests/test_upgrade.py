@@ -6,11 +6,17 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+import re
 
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline import execute
 from pipeline.execute import RECORD_FILE, Checkpoint, map_batches
+from pipeline.io import FORMAT, MANIFEST, SourceError, read_table, write_shards
+from pipeline.records import to_table
+from stages.export_read import ExportError
+from tests.export_fixtures import build, pair, standard_methods
 from tests.test_execute import _counted, _execution, _input, shout
 
 
@@ -74,3 +80,62 @@ def test_a_params_change_alone_starts_over_without_a_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="pipeline.execute"):
         map_batches(_input(), shout, execution=_execution(), checkpoint=Checkpoint(tmp_path / "ck", "other params"))
     assert _started_over(caplog) == []
+
+
+# --- outputs an older (or newer) prefpipe wrote -------------------------------------------------------------------
+
+
+def _as_written_by_another(folder, **manifest_edits):
+    """``folder``'s manifest edited to what another prefpipe wrote (a value None: the key absent)."""
+    manifest = json.loads((folder / MANIFEST).read_text())
+    for key, value in manifest_edits.items():
+        manifest.pop(key) if value is None else manifest.__setitem__(key, value)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    return folder
+
+
+def _pairs_set(folder, **manifest_edits):
+    """A method's pairs as a shard set, its manifest then edited (``_as_written_by_another``)."""
+    write_shards(to_table([pair(f"p{i}", f"prompt {i}", "pugc") for i in range(3)], "pairs"), folder, name="pairs")
+    return _as_written_by_another(folder, **manifest_edits)
+
+
+def test_a_shard_set_an_older_prefpipe_wrote_is_refused_in_one_line_not_read_as_current(tmp_path):
+    # data/curry/pairs built before the pairs' lineage named who wrote each input side (written_by): the new export
+    # read it as current, and the card's terms-of-use table silently left curry's writers out.
+    folder = _pairs_set(tmp_path / "curry" / "pairs", format=None)
+    with pytest.raises(SourceError) as e:
+        read_table(folder, "pairs")
+    line = str(e.value)
+    assert "\n" not in line and line.startswith(f"{folder / MANIFEST}: written by an older prefpipe")
+    assert "`dvc repro`" in line and "prefpipe run <stage>" in line
+    assert read_table(_pairs_set(tmp_path / "now"), "pairs").num_rows == 3  # this version's sets are read
+
+
+def test_export_refuses_a_method_folder_an_older_prefpipe_wrote_and_keeps_the_old_release(tmp_path):
+    standard_methods(tmp_path)
+    build(tmp_path)
+    before = (tmp_path / "data" / "release" / MANIFEST).read_bytes()
+    old = _as_written_by_another(tmp_path / "data" / "curry" / "pairs" / "level=1", format=None)
+    with pytest.raises(ExportError, match=f"{re.escape(str(old / MANIFEST))}: written by an older prefpipe") as e:
+        build(tmp_path)
+    assert "\n" not in str(e.value) and str(e.value).endswith("rerun `dvc repro curry`")
+    assert (tmp_path / "data" / "release" / MANIFEST).read_bytes() == before
+
+
+def test_a_shard_set_a_newer_prefpipe_wrote_is_refused_in_one_line(tmp_path):
+    folder = _pairs_set(tmp_path / "pairs", format=FORMAT + 1, prefpipe_version="9.0.0")
+    with pytest.raises(SourceError, match=r"written by a newer prefpipe \(9\.0\.0, output format 2.*pip install -U"):
+        read_table(folder, "pairs")
+
+
+def test_audit_refuses_a_release_an_older_prefpipe_wrote_in_one_line(tmp_path, capsys):
+    from pipeline.cli import main as cli
+
+    release = tmp_path / "release"
+    _pairs_set(release / "pugc")
+    (release / MANIFEST).write_text(json.dumps({"table": "release", "prefpipe_version": "0.1.0", "files": [
+        {"path": "pugc/part-00000-of-00001.parquet", "rows": 3, "sha256": ""}]}))
+    assert cli(["audit", str(release)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{release / MANIFEST}: written by an older prefpipe (0.1.0" in err, err
