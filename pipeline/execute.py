@@ -26,7 +26,7 @@ whichever comes first. A killed run resumes with the batches no file covers; a f
 fingerprint no longer match is cleared (the fingerprint covers the caller's params, the step function,
 its keyword arguments, the engine config, its weights' identity, the code and the versions of the libraries
 that compute results: ``step_fingerprint``; other weights, code or libraries than the files were written with,
-as ``written_by.json`` records them, are said in one warning), and so is one that cannot be read back whole (cut
+as ``computed_with.json`` records them, are said in one warning), and so is one that cannot be read back whole (cut
 short, or a page whose CRC fails): a warning names it and its rows are computed again.
 
 This module is the driver, the local backend and the checkpoints; the Ray backend (``ray_init``,
@@ -186,7 +186,7 @@ def step_fingerprint(ck: Checkpoint, fn: Callable[..., Any], fn_kwargs: dict[str
 class _Store:
     """A step's checkpoint folder: ``chunk-<start>-<end>-<hash>.parquet`` per finished run of batches."""
 
-    def __init__(self, ck: Checkpoint, table: pa.Table, batch_size: int, fp: str, written_by: dict):
+    def __init__(self, ck: Checkpoint, table: pa.Table, batch_size: int, fp: str, computed_with: dict):
         self.dir, self.fp, self.table = Path(ck.dir), fp, table
         self.dir.mkdir(parents=True, exist_ok=True)
         self.done: dict[int, tuple[int, pa.Table]] = {}
@@ -207,8 +207,8 @@ class _Store:
                 dropped += m is not None
                 (shutil.rmtree if path.is_dir() else os.remove)(path)
         if dropped and not self.done:
-            _say_why_started_over(self.dir, written_by)
-        write_json_atomic(written_by, self.dir / RECORD_FILE)
+            _say_why_started_over(self.dir, computed_with)
+        write_json_atomic(computed_with, self.dir / RECORD_FILE)
 
     def pending(self) -> list[tuple[int, int]]:
         spans, pos = [], 0
@@ -228,7 +228,7 @@ class _Store:
         return pq.read_table(self.dir / name)
 
 
-RECORD_FILE = "written_by.json"  # what the checkpoint files were computed with: code, libraries, model weights
+RECORD_FILE = "computed_with.json"  # what the checkpoint files were computed with: code, libraries, model weights
 
 
 def _say_why_started_over(folder: Path, now: dict) -> None:
@@ -248,7 +248,7 @@ def _say_why_started_over(folder: Path, now: dict) -> None:
     if "model" in now and before.get("identity") != now["identity"]:
         changed.append(f"the weights of model {now['model']} ({before.get('identity')}, now {now['identity']})")
     if before.get("code") != now["code"]:
-        changed.append("the code (prefpipe upgraded, or its files or the step's edited)")
+        changed.append("the code (an upgrade, or an edit of pipeline/ or of the step's package)")
     old_libs = before.get("libraries") if isinstance(before.get("libraries"), dict) else {}
     libs = [f"{name} {old_libs.get(name)} -> {version}" for name, version in sorted(now["libraries"].items())
             if old_libs.get(name) != version]
@@ -299,10 +299,10 @@ def map_batches(
     if n == 0:
         return None
     identity = model_identity(engine) if engine is not None else None  # once: the fingerprint and RECORD_FILE
-    written_by = {"code": step_code(fn), "libraries": _library_versions(),
+    computed_with = {"code": step_code(fn), "libraries": _library_versions(),
                   **({"model": engine.model, "identity": identity} if engine is not None else {})}
     store = (_Store(checkpoint, table, batch_size, step_fingerprint(checkpoint, fn, fn_kwargs, engine, identity),
-                    written_by) if checkpoint is not None else None)
+                    computed_with) if checkpoint is not None else None)
     spans = store.pending() if store is not None else [(0, n)]
     pieces = {s: done for s, (_, done) in store.done.items()} if store is not None else {}
     # The engine loads the commit the identity names (resolved here, once per process: Ray actors get it too).

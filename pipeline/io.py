@@ -300,14 +300,13 @@ def _current(manifest: dict[str, Any], where: Path) -> dict[str, Any]:
         return manifest
     version = manifest.get("prefpipe_version", "unknown")
     if isinstance(got, int) and not isinstance(got, bool) and got > FORMAT:
-        raise SourceError(f"{where}: written by a newer prefpipe ({version}, output format {got}; this is prefpipe "
-                          f"{package_version()}, format {FORMAT}): upgrade prefpipe (`pip install -U prefpipe`), or "
-                          "rebuild the folder with this one: run the stage that writes it again (`dvc repro -f`)")
+        raise SourceError(f"{where}: written by a newer prefpipe ({version}, output format {got}; this one reads "
+                          f"format {FORMAT}): upgrade prefpipe (`pip install -U prefpipe`), or rebuild it with this "
+                          "version (`dvc repro`; without DVC, `prefpipe run` the stage that writes it)")
     which = f"format {got!r}" if got is not None else "no output format recorded"
-    raise SourceError(f"{where}: written by an older prefpipe ({version}, {which}; this one writes format {FORMAT}), "
-                      "so it may lack what this version's readers rely on: rebuild it with this version: "
-                      "`dvc repro`, or `prefpipe run <stage>` for the stage that writes it (`dvc repro -f` if DVC "
-                      "says it is up to date)")
+    raise SourceError(f"{where}: written by an older prefpipe ({version}, {which}; this one writes format {FORMAT}) "
+                      "and may lack what this one reads: rebuild it with this version (`dvc repro`; without DVC, "
+                      "`prefpipe run` the stage that writes it)")
 
 
 def shard_files(path: str | Path) -> list[Path]:
