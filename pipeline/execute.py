@@ -300,7 +300,7 @@ def map_batches(
         return None
     identity = model_identity(engine) if engine is not None else None  # once: the fingerprint and RECORD_FILE
     computed_with = {"code": step_code(fn), "libraries": _library_versions(),
-                  **({"model": engine.model, "identity": identity} if engine is not None else {})}
+                     **({"model": engine.model, "identity": identity} if engine is not None else {})}
     store = (_Store(checkpoint, table, batch_size, step_fingerprint(checkpoint, fn, fn_kwargs, engine, identity),
                     computed_with) if checkpoint is not None else None)
     spans = store.pending() if store is not None else [(0, n)]

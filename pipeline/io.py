@@ -274,7 +274,8 @@ def _write_shard(path: Path, schema: pa.Schema, groups: Iterator[pa.Table], rows
 
 def read_manifest(path: str | Path) -> dict[str, Any] | None:
     """The shard set's manifest, None when it has none; SourceError naming it when it is not one (a copy or a
-    write cut short, a hand edit): every reader of the set would fail on it with a traceback."""
+    write cut short, a hand edit): every reader of the set would fail on it with a traceback; and when another
+    version of prefpipe wrote it (its format is not ``FORMAT``: ``_current``)."""
     m = Path(path) / MANIFEST
     if not m.exists():
         return None
@@ -296,10 +297,10 @@ def _current(manifest: dict[str, Any], where: Path) -> dict[str, Any]:
     wrote it and what to do: outputs of another version may lack what this one's readers rely on (a lineage key,
     a column) and must not be read as current."""
     got = manifest.get("format")
-    if got == FORMAT:
+    if type(got) is int and got == FORMAT:  # not ``true``, which equals 1
         return manifest
     version = manifest.get("prefpipe_version", "unknown")
-    if isinstance(got, int) and not isinstance(got, bool) and got > FORMAT:
+    if type(got) is int and got > FORMAT:
         raise SourceError(f"{where}: written by a newer prefpipe ({version}, output format {got}; this one reads "
                           f"format {FORMAT}): upgrade prefpipe (`pip install -U prefpipe`), or rebuild it with this "
                           "version (`dvc repro`; without DVC, `prefpipe run` the stage that writes it)")
