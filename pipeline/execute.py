@@ -24,9 +24,10 @@ With a checkpoint, the driver writes finished results as they arrive: a file per
 batches, once it covers ``execution.checkpoint_rows`` input rows or ``FLUSH_SECONDS`` have passed,
 whichever comes first. A killed run resumes with the batches no file covers; a file whose rows or
 fingerprint no longer match is cleared (the fingerprint covers the caller's params, the step function,
-its keyword arguments, the engine config, its weights' identity and the code: ``step_fingerprint``; other
-weights are said in one warning), and so is one that cannot be read back whole (cut short,
-or a page whose CRC fails): a warning names it and its rows are computed again.
+its keyword arguments, the engine config, its weights' identity, the code and the versions of the libraries
+that compute results: ``step_fingerprint``; other weights, code or libraries than the files were written with,
+as ``computed_with.json`` records them, are said in one warning), and so is one that cannot be read back whole (cut
+short, or a page whose CRC fails): a warning names it and its rows are computed again.
 
 This module is the driver, the local backend and the checkpoints; the Ray backend (``ray_init``,
 ``engine_pools``, ``stream_ray``) is ``pipeline.execute_ray``, and what both share (``Step``, ``Block``)
@@ -36,6 +37,7 @@ is ``pipeline.execute_step``.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import json
 import logging
 import os
@@ -126,6 +128,25 @@ def _code_version(*dirs: Path) -> str:
     return h.hexdigest()
 
 
+# The distributions whose versions can change a step's results (model numerics, structured decoding, hashing,
+# vector search, the tables a step computes on): a resume after one is upgraded starts the step over instead
+# of mixing rows computed before the upgrade with rows computed after it.
+RESULT_LIBRARIES = ("torch", "transformers", "tokenizers", "vllm", "xgrammar", "gguf", "numpy", "scipy",
+                    "faiss-cpu", "rensa", "polars", "pyarrow")
+
+
+@functools.cache
+def _library_versions() -> dict[str, str | None]:
+    """{distribution: installed version, None when absent} of ``RESULT_LIBRARIES``."""
+    versions: dict[str, str | None] = {}
+    for name in RESULT_LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
@@ -135,22 +156,28 @@ def _plain(value: Any) -> Any:
                     "fingerprinted; pass str, numbers, lists, dicts or pydantic models")
 
 
-def step_fingerprint(ck: Checkpoint, fn: Callable[..., Any], fn_kwargs: dict[str, Any], engine: LLM | None,
-                     identity: str | None) -> str:
-    """What a checkpoint file must have been computed with to be reused: the caller's fingerprint (params),
-    the step's keyword arguments (prompt templates, settings), the engine config and ``identity``, its
-    weights' (``model_identity``: a folder re-trained in place keeps its name), and the code of the step's
-    package and of ``pipeline/`` (modules, templates and probes: rows computed before an edit of them must
-    not be mixed with rows computed after it)."""
+def step_code(fn: Callable[..., Any]) -> str:
+    """The hash of the code of the step ``fn``: every file of its package and of ``pipeline/`` (``_code_version``)."""
     module = sys.modules.get(getattr(getattr(fn, "func", fn), "__module__", ""))  # functools.partial: its func
     dirs = [Path(__file__).resolve().parent]
     if module is not None and getattr(module, "__file__", None):
         dirs.append(Path(module.__file__).resolve().parent)
+    return _code_version(*sorted(set(dirs)))
+
+
+def step_fingerprint(ck: Checkpoint, fn: Callable[..., Any], fn_kwargs: dict[str, Any], engine: LLM | None,
+                     identity: str | None) -> str:
+    """What a checkpoint file must have been computed with to be reused: the caller's fingerprint (params),
+    the step's keyword arguments (prompt templates, settings), the engine config and ``identity``, its
+    weights' (``model_identity``: a folder re-trained in place keeps its name), the code of the step's
+    package and of ``pipeline/`` (modules, templates and probes: rows computed before an edit of them, or an
+    upgrade of prefpipe, must not be mixed with rows computed after it: ``step_code``) and the versions of
+    ``RESULT_LIBRARIES`` (an upgraded torch or vllm moves model scores)."""
     # Less the placement keys (a rerun on a resized cluster keeps its files) and, with no revision, that key
     # (the fingerprints checkpoints had before it existed).
     config = engine.model_dump(mode="json", exclude=PLACEMENT_KEYS | ({"revision"} if engine.revision is None else set())) \
         if engine is not None else None
-    payload = [ck.fingerprint, fn_kwargs, config, _code_version(*sorted(set(dirs)))]
+    payload = [ck.fingerprint, fn_kwargs, config, step_code(fn), _library_versions()]
     if engine is not None:  # the weights, not only their name (pipeline/llm/identity.py)
         payload.append(identity)
     return xxhash.xxh3_128(json.dumps(payload, sort_keys=True, default=_plain).encode()).hexdigest()
@@ -159,15 +186,13 @@ def step_fingerprint(ck: Checkpoint, fn: Callable[..., Any], fn_kwargs: dict[str
 class _Store:
     """A step's checkpoint folder: ``chunk-<start>-<end>-<hash>.parquet`` per finished run of batches."""
 
-    def __init__(self, ck: Checkpoint, table: pa.Table, batch_size: int, fp: str, model: dict | None = None):
+    def __init__(self, ck: Checkpoint, table: pa.Table, batch_size: int, fp: str, computed_with: dict):
         self.dir, self.fp, self.table = Path(ck.dir), fp, table
         self.dir.mkdir(parents=True, exist_ok=True)
         self.done: dict[int, tuple[int, pa.Table]] = {}
-        n, last = table.num_rows, 0
-        entries = sorted(self.dir.iterdir(), key=lambda p: p.name)
-        _say_if_model_changed(self.dir, entries, model)
-        for path in entries:
-            if path.name == MODEL_FILE:
+        n, last, dropped = table.num_rows, 0, 0
+        for path in sorted(self.dir.iterdir(), key=lambda p: p.name):
+            if path.name == RECORD_FILE:
                 continue
             m = _NAME.fullmatch(path.name)
             s, e = (int(m[1]), int(m[2])) if m else (-1, -1)
@@ -179,10 +204,11 @@ class _Store:
                 self.done[s], last = (e, done), e
                 log.info("resume: %s already done", path)
             else:
+                dropped += m is not None
                 (shutil.rmtree if path.is_dir() else os.remove)(path)
-
-        if model is not None:
-            write_json_atomic(model, self.dir / MODEL_FILE)
+        if dropped and not self.done:
+            _say_why_started_over(self.dir, computed_with)
+        write_json_atomic(computed_with, self.dir / RECORD_FILE)
 
     def pending(self) -> list[tuple[int, int]]:
         spans, pos = [], 0
@@ -202,20 +228,35 @@ class _Store:
         return pq.read_table(self.dir / name)
 
 
-MODEL_FILE = "model.json"  # the engine's model and weights identity the checkpoint files were computed with
+RECORD_FILE = "computed_with.json"  # what the checkpoint files were computed with: code, libraries, model weights
 
 
-def _say_if_model_changed(folder: Path, entries: list[Path], model: dict | None) -> None:
-    """One warning when the checkpoint files in ``folder`` were computed with other weights than ``model``'s
-    (``{"model", "identity"}``): their fingerprints no longer match, and the step starts over."""
+def _say_why_started_over(folder: Path, now: dict) -> None:
+    """One warning when none of the checkpoint files in ``folder`` can be reused because they were written
+    with other model weights, code or library versions than ``now`` (``{"code", "libraries"}``, and
+    ``{"model", "identity"}`` for an engine step) or by a prefpipe that kept no record of them (a version
+    before ``RECORD_FILE``): the step starts over. A change of params or input rows alone is not said."""
     try:
-        before = json.loads((folder / MODEL_FILE).read_text())
+        before = json.loads((folder / RECORD_FILE).read_text())
     except (OSError, ValueError):
+        before = None
+    if not isinstance(before, dict):
+        log.warning("%s: these checkpoints were written by an older prefpipe, which did not record its code "
+                    "and libraries; starting the step over", folder)
         return
-    chunks = any(_NAME.fullmatch(p.name) for p in entries)
-    if model is not None and chunks and isinstance(before, dict) and before.get("identity") != model["identity"]:
-        log.warning("%s: the weights of model %s changed since these checkpoints were written (%s, now %s); "
-                    "starting the step over", folder, model["model"], before.get("identity"), model["identity"])
+    changed = []
+    if "model" in now and before.get("identity") != now["identity"]:
+        changed.append(f"the weights of model {now['model']} ({before.get('identity')}, now {now['identity']})")
+    if before.get("code") != now["code"]:
+        changed.append("the code (an upgrade, or an edit of pipeline/ or of the step's package)")
+    old_libs = before.get("libraries") if isinstance(before.get("libraries"), dict) else {}
+    libs = [f"{name} {old_libs.get(name)} -> {version}" for name, version in sorted(now["libraries"].items())
+            if old_libs.get(name) != version]
+    if libs:
+        changed.append(f"the libraries ({', '.join(libs)})")
+    if changed:
+        log.warning("%s: %s changed since these checkpoints were written; starting the step over",
+                    folder, "; ".join(changed))
 
 
 def _read_chunk(path: Path) -> pa.Table | None:
@@ -257,10 +298,11 @@ def map_batches(
     n = table.num_rows
     if n == 0:
         return None
-    identity = model_identity(engine) if engine is not None else None  # once: the fingerprint and model.json
-    model = {"model": engine.model, "identity": identity} if engine is not None else None
-    store = (_Store(checkpoint, table, batch_size, step_fingerprint(checkpoint, fn, fn_kwargs, engine, identity), model)
-             if checkpoint is not None else None)
+    identity = model_identity(engine) if engine is not None else None  # once: the fingerprint and RECORD_FILE
+    computed_with = {"code": step_code(fn), "libraries": _library_versions(),
+                     **({"model": engine.model, "identity": identity} if engine is not None else {})}
+    store = (_Store(checkpoint, table, batch_size, step_fingerprint(checkpoint, fn, fn_kwargs, engine, identity),
+                    computed_with) if checkpoint is not None else None)
     spans = store.pending() if store is not None else [(0, n)]
     pieces = {s: done for s, (_, done) in store.done.items()} if store is not None else {}
     # The engine loads the commit the identity names (resolved here, once per process: Ray actors get it too).

@@ -5,7 +5,7 @@ Writing produces a deterministic shard set::
     data/ingest/conversations/
         part-00000-of-00002.parquet
         part-00001-of-00002.parquet
-        _manifest.json      rows, sha256 per file, schema, params fingerprint, package version
+        _manifest.json      rows, sha256 per file, schema, params fingerprint, package version, FORMAT
 
 Rows are sorted by the table's id columns, files are zstd Parquet with byte-sized row groups, and
 the whole folder is written next to its destination and renamed into place, so a reader never sees
@@ -13,6 +13,9 @@ half a shard set and identical inputs give byte-identical files. ``ShardWriter``
 from a stream of tables in bounded memory (sorted runs spilled to disk, then merged); ``write_shards``
 is the same writer given one table, so both paths give the same bytes (the runs' merge is
 ``pipeline.runmerge``). Publishing a folder by rename and the other atomic file helpers are ``pipeline.files``.
+
+Every manifest records ``FORMAT``, and ``read_manifest`` refuses a set of another format in one line: a set an
+older prefpipe wrote (before an upgrade) or a newer one (a downgrade) is rebuilt, never read as current.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ from pipeline.records import ID_COLUMNS, SCHEMAS, SchemaError, check_table, row_
 from pipeline.runmerge import merge_sorted_runs
 
 MANIFEST = "_manifest.json"
+# What the outputs of this prefpipe hold. Bump it when what a stage writes changes in a way that a reader depends
+# on (a column, a lineage key such as ``written_by``, a manifest key): every set written before is then refused by
+# name (``read_manifest``) instead of read as current. Every stage lists this file among its deps in dvc.yaml, so
+# a bump makes `dvc repro` rebuild them all. 1: the first format recorded (sets without one are older).
+FORMAT = 1
 
 
 # --- shard sets ----------------------------------------------------------------------------------
@@ -209,6 +217,7 @@ class ShardWriter:
                 "schema": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in self.schema],
                 "fingerprint": self.fingerprint,
                 "prefpipe_version": package_version(),
+                "format": FORMAT,
                 **(self.extra or {}),
             }
             if self.write_manifest:
@@ -265,7 +274,8 @@ def _write_shard(path: Path, schema: pa.Schema, groups: Iterator[pa.Table], rows
 
 def read_manifest(path: str | Path) -> dict[str, Any] | None:
     """The shard set's manifest, None when it has none; SourceError naming it when it is not one (a copy or a
-    write cut short, a hand edit): every reader of the set would fail on it with a traceback."""
+    write cut short, a hand edit): every reader of the set would fail on it with a traceback; and when another
+    version of prefpipe wrote it (its format is not ``FORMAT``: ``_current``)."""
     m = Path(path) / MANIFEST
     if not m.exists():
         return None
@@ -276,10 +286,28 @@ def read_manifest(path: str | Path) -> dict[str, Any] | None:
     else:
         files = manifest.get("files") if isinstance(manifest, dict) else None
         if isinstance(files, list) and all(isinstance(f, dict) and isinstance(f.get("path"), str) for f in files):
-            return manifest
+            return _current(manifest, m)
         why = "not a shard set manifest (no list of files)"
     raise SourceError(f"{m}: {why}; it was cut short or edited: run the stage that writes this folder again "
                       "(`dvc repro`)")
+
+
+def _current(manifest: dict[str, Any], where: Path) -> dict[str, Any]:
+    """``manifest`` (at ``where``) when this prefpipe wrote its format (``FORMAT``); else SourceError saying who
+    wrote it and what to do: outputs of another version may lack what this one's readers rely on (a lineage key,
+    a column) and must not be read as current."""
+    got = manifest.get("format")
+    if type(got) is int and got == FORMAT:  # not ``true``, which equals 1
+        return manifest
+    version = manifest.get("prefpipe_version", "unknown")
+    if type(got) is int and got > FORMAT:
+        raise SourceError(f"{where}: written by a newer prefpipe ({version}, output format {got}; this one reads "
+                          f"format {FORMAT}): upgrade prefpipe (`pip install -U prefpipe`), or rebuild it with this "
+                          "version (`dvc repro`; without DVC, `prefpipe run` the stage that writes it)")
+    which = f"format {got!r}" if got is not None else "no output format recorded"
+    raise SourceError(f"{where}: written by an older prefpipe ({version}, {which}; this one writes format {FORMAT}) "
+                      "and may lack what this one reads: rebuild it with this version (`dvc repro`; without DVC, "
+                      "`prefpipe run` the stage that writes it)")
 
 
 def shard_files(path: str | Path) -> list[Path]:

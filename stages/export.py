@@ -82,7 +82,7 @@ from pipeline.dedup import (
     turn_texts,
 )
 from pipeline.files import file_sha256, package_version, replace_dir, write_json_atomic
-from pipeline.io import MANIFEST
+from pipeline.io import FORMAT, MANIFEST
 from pipeline.metrics import counted, say, write_metrics
 from pipeline.records import SCHEMAS
 from pipeline.split_leaks import quoted_test_turns, turns_overlapping
@@ -324,6 +324,7 @@ def publish_folder(cfg: Export, root: Path, tmp: Path, out_dir: Path, files: lis
         "configs": stats["rows"],
         "fingerprint": fp,
         "prefpipe_version": package_version(),
+        "format": FORMAT,
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     if not report["passed"]:

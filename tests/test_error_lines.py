@@ -159,6 +159,7 @@ def test_audit_of_a_release_file_with_a_column_of_another_type_fails_in_one_line
     import json
 
     from pipeline.cli import main as cli
+    from pipeline.io import FORMAT
 
     messages = [{"role": "user", "content": "hi"}]
     row = {"pair_id": "0123456789abcdef", "prompt": messages, "chosen": [{"role": "assistant", "content": "a"}],
@@ -167,7 +168,7 @@ def test_audit_of_a_release_file_with_a_column_of_another_type_fails_in_one_line
     (tmp_path / "rel" / "pugc").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist([row]), tmp_path / "rel" / "pugc" / "train-00000-of-00001.parquet")
     (tmp_path / "rel" / "_manifest.json").write_text(json.dumps(
-        {"table": "release", "files": [{"path": "pugc/train-00000-of-00001.parquet", "rows": 1, "sha256": ""}]}))
+        {"table": "release", "format": FORMAT, "files": [{"path": "pugc/train-00000-of-00001.parquet", "rows": 1, "sha256": ""}]}))
     assert cli(["audit", str(tmp_path / "rel")]) == 2
     typ = "int64" if column == "pair_id" else "string"
     assert capsys.readouterr().err == (

@@ -15,7 +15,7 @@ import pytest
 
 import pipeline.llm
 from pipeline.config import Sampling
-from pipeline.execute import MODEL_FILE, Checkpoint, map_batches
+from pipeline.execute import RECORD_FILE, Checkpoint, map_batches
 from pipeline.llm import identity, resolve_model
 from pipeline.llm.identity import folder_identity, hub_commit, model_identities, model_identity
 from tests.llm_configs import execution_config, llm_config
@@ -71,7 +71,7 @@ def test_weights_overwritten_between_a_killed_step_and_its_resume_start_the_step
     assert resumed.equals(clean)  # every row from the new weights, none from the old
     said = [r.getMessage() for r in caplog.records if "changed since these checkpoints" in r.getMessage()]
     assert len(said) == 1 and str(folder) in said[0] and "starting the step over" in said[0]
-    assert json.loads((ck_dir / MODEL_FILE).read_text())["identity"] == model_identity(cfg)
+    assert json.loads((ck_dir / RECORD_FILE).read_text())["identity"] == model_identity(cfg)
 
     # The same weights again (copied anew: other modification times): every checkpoint is reused.
     _install(resolve_model("tiny@1"), folder)
