@@ -362,11 +362,21 @@ def _logs_above_bars():
         yield
 
 
+def _unencodable_shown_escaped() -> None:
+    """Characters the terminal's or pipe's encoding cannot hold (``LANG=C`` without UTF-8, ``PYTHONIOENCODING=ascii``,
+    a cp1252 console) print escaped (``\\xbf``), as Python's stderr prints them; on stdout they raised
+    ``UnicodeEncodeError`` (`prefpipe inspect` of any row with a non-ASCII letter died with a traceback)."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):  # a TextIOWrapper; a caller's replacement stream is left alone
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
     from pipeline.config import ParamsError
     from pipeline.io import SourceError, StageError
     from pipeline.outputs import os_error_line
 
+    _unencodable_shown_escaped()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
