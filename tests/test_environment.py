@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import run_tree
 from tests.export_fixtures import TOPICS, pair, write_method
@@ -23,8 +24,8 @@ HOSTILE = {**ASCII_LOCALE, "TZ": "Pacific/Kiritimati", "PYTHONHASHSEED": "random
 
 
 def _cli(args: list[str], cwd: Path, root: Path, env: dict[str, str], umask: int = 0o022, encoding: str = "utf-8"):
-    code = f"import os, sys; os.umask({umask:#o}); from pipeline import cli; sys.exit(cli.main({args!r}))"
-    return run_tree([sys.executable, "-c", code], cwd=cwd, timeout=120, encoding=encoding,
+    code = f"import os, sys; os.umask({umask:#o}); from pipeline import cli; sys.exit(cli.main(sys.argv[1:]))"
+    return run_tree([sys.executable, "-c", code, *args], cwd=cwd, timeout=120, encoding=encoding,
                     env={**os.environ, "PYTHONPATH": str(root), **env})
 
 
@@ -72,3 +73,30 @@ def test_ingest_writes_the_same_bytes_whatever_the_environment(tmp_path, root):
     assert _digests(odd / "data" / "ingest") == _digests(plain / "data" / "ingest")
     assert _modes(plain / "data" / "ingest") == {("dir", 0o755), ("file", 0o644)}
     assert _modes(odd / "data" / "ingest") == {("dir", 0o700), ("file", 0o600)}
+
+
+def test_a_source_path_this_python_cannot_name_says_to_turn_on_utf8_mode(tmp_path, root):
+    """Under a non-UTF-8 Python an existing `pösts.jsonl` was "no such file", which sent the user looking for it."""
+    project = _project(root, tmp_path / "p")
+    shutil.copy(project / "data" / "samples" / "posts.jsonl", project / "pösts.jsonl")
+    data = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+    data["ingest"]["sources"][1]["path"] = "pösts.jsonl"
+    (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    assert _cli(["run", "ingest"], project, root, {}).returncode == 0  # a UTF-8 Python reads it
+    proc = _cli(["run", "ingest"], project, root, ASCII_LOCALE)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "prefpipe: ingest.sources[1].path: p\\xf6sts.jsonl: no such file, folder or matching glob (paths are relative "
+        "to the project root); this Python's file system encoding (ascii) cannot name it: run with PYTHONUTF8=1 "
+        "(Python's UTF-8 mode) or in a UTF-8 locale"]
+
+
+def test_inspect_of_a_path_this_python_cannot_name_is_one_line(tmp_path, root):
+    """A non-UTF-8 Python decodes `dätä` in argv into surrogates, which pyarrow refused with a UnicodeEncodeError."""
+    write_method(tmp_path / "dätä", "pugc", [pair("p0", TOPICS[0], "pugc")])
+    proc = _cli(["inspect", str(tmp_path / "dätä" / "data" / "pugc" / "pairs")], tmp_path, root, ASCII_LOCALE)
+    assert proc.returncode == 1, proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("prefpipe: ") and "d\\udcc3\\udca4t\\udcc3\\udca4" in line, line
+    assert line.endswith(": cannot be opened; this Python's file system encoding (ascii) cannot name it: run with "
+                         "PYTHONUTF8=1 (Python's UTF-8 mode) or in a UTF-8 locale"), line
