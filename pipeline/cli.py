@@ -364,9 +364,13 @@ def _logs_above_bars():
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.config import ParamsError
+    from pipeline.errors import printable, unnameable
     from pipeline.io import SourceError, StageError
     from pipeline.outputs import os_error_line
 
+    for stream in (sys.stdout, sys.stderr):  # what the terminal's encoding lacks (LANG=C, a cp1252 console) prints
+        if hasattr(stream, "reconfigure"):  # escaped (\xbf), as on stderr; inspect died with UnicodeEncodeError
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -377,6 +381,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (SourceError, StageError) as e:  # bad input or too many rejects: a message, not a traceback
         print(f"prefpipe: {e}", file=sys.stderr)
+        return 1
+    except UnicodeEncodeError as e:  # a path this Python cannot name (an argv path pyarrow gets as surrogates)
+        hint = unnameable(e.object) if isinstance(e.object, str) else ""
+        if not hint:
+            raise
+        print(f"prefpipe: {printable(e.object)}: cannot be opened{hint}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `prefpipe inspect ... | head`: the reader left; not an error (Python docs' recipe)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

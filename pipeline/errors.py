@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import os
 import re
+import sys
 
 
 def os_reason(e: OSError) -> str:
@@ -17,6 +19,27 @@ def os_reason(e: OSError) -> str:
     if not e.errno:
         return str(e) or type(e).__name__
     return f"{e.strerror or e}, {errno.errorcode.get(e.errno, e.errno)}"
+
+
+UTF8_MODE = "run with PYTHONUTF8=1 (Python's UTF-8 mode) or in a UTF-8 locale"
+
+
+def unnameable(path: str) -> str:
+    """``"; ..."`` when this Python cannot name ``path`` on disk (a non-UTF-8 locale with UTF-8 mode off: Python's
+    file system encoding lacks a letter of it, so Python sees no such file; or ``path`` came from argv as surrogates,
+    which pyarrow refuses), else "".
+
+    >>> unnameable("data/pösts.jsonl")
+    ''
+    >>> unnameable("data/p\\udcc3\\udcb6sts.jsonl").startswith("; this Python's file system encoding")
+    True
+    """
+    try:
+        os.fsencode(path)
+        path.encode("utf-8")
+    except UnicodeError:
+        return f"; this Python's file system encoding ({sys.getfilesystemencoding()}) cannot name it: {UTF8_MODE}"
+    return ""
 
 
 def printable(text: str) -> str:

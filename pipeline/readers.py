@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from pipeline import limits, parquetpages
 from pipeline.encodings import binary_as_text, decoded, encoding_error, has_binary
-from pipeline.errors import SourceError, one_line, os_reason
+from pipeline.errors import SourceError, one_line, os_reason, unnameable
 from pipeline.globs import dirs_below, glob_paths
 from pipeline.hub_source import HF_PREFIX, hub_rows
 from pipeline.rawrows import UNREADABLE, RawRow, cannot_read, numbered, open_binary
@@ -82,7 +82,7 @@ def _expand_paths(path: str) -> list[Path]:
         brackets = (f"; [ ] in a glob are wildcards: write a literal [ as [[] (e.g. {path.replace('[', '[[]')})"
                     if glob.has_magic(path) and "[" in path else "")
         raise SourceError(f"{path}: no such file, folder or matching glob (paths are relative to the project root)"
-                          f"{brackets}")
+                          f"{brackets}{unnameable(path)}")
     return files
 
 
