@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -30,9 +31,8 @@ def _available_stages() -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
     from pipeline.dvcdeps import undeclared_inputs
-    from pipeline.execute_ray import engine_pools
     from pipeline.metrics import say
-    from pipeline.outputs import discard_staged, name_path
+    from pipeline.outputs import run_lock
 
     available = _available_stages()
     if args.stage not in available:
@@ -45,7 +45,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         say(line)
     module = importlib.import_module(f"stages.{args.stage}")
     made = first_missing(output_folder(module))  # the topmost folder the write check will make, if any
-    out = prepare_outputs(args.stage, module)
+    with run_lock(args.stage, output_folder(module)):  # one run of a stage at a time, from its recovery to its commit
+        return _run_stage(args.stage, module, params, made)
+
+
+def _run_stage(stage: str, module, params, made: Path | None) -> int:
+    from pipeline.execute_ray import engine_pools
+    from pipeline.outputs import discard_staged, name_path
+
+    out = prepare_outputs(stage, module)
     wall, cpu = time.perf_counter(), time.process_time()
     try:
         with engine_pools():  # on Ray, engine steps with the same engine config share one actor pool
@@ -65,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     # Wall and CPU seconds (all threads of this process; not Ray workers): on a shared machine the gap
     # between them is time spent waiting for a core.
-    print(f"{args.stage}: done in {time.perf_counter() - wall:.0f} s wall, {time.process_time() - cpu:.0f} s CPU")
+    print(f"{stage}: done in {time.perf_counter() - wall:.0f} s wall, {time.process_time() - cpu:.0f} s CPU")
     return 0
 
 
@@ -364,13 +372,14 @@ def _logs_above_bars():
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.config import ParamsError
+    from pipeline.files import Terminated, terminate_raises
     from pipeline.io import SourceError, StageError
     from pipeline.outputs import os_error_line
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        with _logs_above_bars():
+        with terminate_raises(), _logs_above_bars():
             return args.func(args)
     except ParamsError as e:
         print(f"prefpipe: {e}", file=sys.stderr)
@@ -381,9 +390,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `prefpipe inspect ... | head`: the reader left; not an error (Python docs' recipe)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:  # Ctrl-C: one line saying what the interrupted command left
-        print(INTERRUPTED.get(args.command, f"prefpipe {args.command}: interrupted; run it again"), file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: one line saying what the interrupted command left
+        line = INTERRUPTED.get(args.command, f"prefpipe {args.command}: interrupted; run it again")
+        if isinstance(e, Terminated):  # the shell's codes: 128 + the signal's number
+            print(line.replace("interrupted", "terminated (SIGTERM)", 1), file=sys.stderr)
+            return 128 + signal.SIGTERM
+        print(line, file=sys.stderr)
+        return 128 + signal.SIGINT
     except OSError as e:  # disk full, read-only, no permission: one line naming the path and what to do
         line = os_error_line(e)
         if line is None:

@@ -24,8 +24,12 @@ finishes the swap (rolled forward). ``recover`` does this, and also removes the 
 interrupted run leaves (``.<name>.tmp-*`` of a ``ShardWriter`` spill or ``write_json_atomic``,
 ``.<name>.old-*`` of ``replace_dir``); ``stage_outputs`` and ``pipeline.cli`` call it when a stage
 starts. A stage that publishes its folder whole (export: ``replace_dir`` of a folder built beside it) and
-was killed between the two renames has its old folder renamed back (``.<name>.old-*``). It assumes one
-run of a stage at a time (``dvc repro`` holds a repository lock). ``pending_commits`` names the sibling
+was killed between the two renames has its old folder renamed back (``.<name>.old-*``). One run of a
+stage at a time: ``run_lock`` (a ``filelock`` lock on ``.prefpipe/locks/STAGE.lock``, held by ``pipeline.cli``
+for the whole run, released by the OS when its process dies, even by ``kill -9``) makes a second run fail at once
+in one line; without it the second run's ``recover`` took the first run's staging folder for an interrupted
+run's and removed it (``dvc repro`` holds a repository lock, but a direct ``prefpipe run`` does not take it).
+``pending_commits`` names the sibling
 output folders that a killed run left half swapped in (a journal and no run to finish it): ``pipeline.cli``
 refuses to start a stage that could read them.
 
@@ -48,12 +52,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from pipeline.errors import StageError, os_reason
 from pipeline.files import ctrl_c_after
 
 log = logging.getLogger(__name__)
 
 STAGING, BACKUP, JOURNAL = ".staging", ".backup", ".commit.json"
+LOCK_ROOT = Path(".prefpipe/locks")  # beside .prefpipe/checkpoints: one lock file per stage
 # Left by an interrupted ShardWriter, write_json_atomic or replace_dir: ".<name>.tmp-1a2b3c4d"
 STALE = re.compile(r"^\..+\.(tmp|old)-[0-9a-f]{8}$")
 
@@ -296,3 +303,22 @@ def stage_outputs(out_dir: str | Path) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
         name_path(e, out_dir)
         raise
+
+
+@contextmanager
+def run_lock(stage: str, out_dir: str | Path | None = None) -> Iterator[None]:
+    """Hold the lock of ``stage`` for the block, or raise ``OutputError`` at once if another run holds it (a
+    second terminal, a ``dvc repro`` beside a direct ``prefpipe run``). The lock is an OS file lock, so a run
+    killed by any signal releases it: a lock file left on disk holds nothing."""
+    LOCK_ROOT.mkdir(parents=True, exist_ok=True)
+    path = LOCK_ROOT / f"{stage}.lock"
+    lock = FileLock(path, blocking=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise OutputError(f"{out_dir or stage}: another run of {stage} is writing it (it holds {path}); wait for "
+                          f"that run to finish, or stop it, then run {stage} again") from None
+    try:
+        yield
+    finally:
+        lock.release()
