@@ -51,12 +51,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_stage(stage: str, module, params, made: Path | None) -> int:
     from pipeline.execute_ray import engine_pools
-    from pipeline.outputs import discard_staged, name_path
+    from pipeline.outputs import discard_staged, name_path, reading
 
     out = prepare_outputs(stage, module)
+    # what the stage can read (the other stages' folders) is not swapped until it swaps its own outputs in
+    inputs = sorted(p for p in Path(out).parent.iterdir() if p.is_dir() and p.name != Path(out).name) if out else []
     wall, cpu = time.perf_counter(), time.process_time()
     try:
-        with engine_pools():  # on Ray, engine steps with the same engine config share one actor pool
+        with reading(inputs), engine_pools():  # on Ray, engine steps with the same engine config share one actor pool
             module.main(params)
     except BaseException as e:
         if out is not None:
@@ -216,16 +218,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from pipeline.outputs import reading
+
+    release = Path(args.path)
+    if not release.is_dir():
+        print(f"prefpipe audit: {release}: not a folder; build the release with `dvc repro export`", file=sys.stderr)
+        return 2
+    with reading([release]):  # export does not swap a new release in while it is audited
+        return _audit(args, release)
+
+
+def _audit(args: argparse.Namespace, release: Path) -> int:
     from pipeline.audit import audit_release, summary_lines
     from pipeline.config import load_params
     from pipeline.errors import SourceError, StageError
     from pipeline.metrics import counted
     from pipeline.release_folder import release_problem
 
-    release = Path(args.path)
-    if not release.is_dir():
-        print(f"prefpipe audit: {release}: not a folder; build the release with `dvc repro export`", file=sys.stderr)
-        return 2
     try:
         problem = release_problem(release)  # an empty or mistyped folder must not "pass"
     except SourceError as e:  # its _manifest.json cut short or edited: not audited (exit 1 is for violations)

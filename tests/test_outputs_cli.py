@@ -18,7 +18,7 @@ import yaml
 from pipeline import cli
 from pipeline import outputs as po
 from pipeline.outputs import recover, stage_outputs
-from tests.conftest import run_tree
+from tests.conftest import popen_tree, run_tree
 from tests.output_sets import Killed, _read_only, snapshot, write_set
 
 
@@ -242,3 +242,55 @@ def test_sigterm_is_one_line_and_exit_143_and_leaves_one_whole_version(project, 
     assert not any(k.startswith(".") for k in left)  # no staging folder, backup or journal
     assert cli.main(["run", "ingest"]) == 0
     assert (left == old) if where == "commit" else (left == snapshot(project / "data" / "ingest") != old)
+
+
+READER_RUN = """
+import sys, time
+from pathlib import Path
+import stages.wildfeedback
+from pipeline import cli
+
+def main(params):  # a stage reading two ingest tables, the second after `go`
+    tables = Path("data/ingest")
+    Path("read").write_bytes((tables / "conversations/_manifest.json").read_bytes())
+    Path("ready").touch()
+    while not Path("go").exists():
+        time.sleep(0.01)
+    with Path("read").open("ab") as f:
+        f.write((tables / "prompts/_manifest.json").read_bytes())
+
+stages.wildfeedback.main = main
+sys.exit(cli.main(["run", "wildfeedback"]))
+"""
+
+
+def test_an_upstream_stage_swaps_its_outputs_in_only_once_no_stage_reads_them(project, root):
+    # A stage (or export, or audit) started by hand while its upstream stage committed read one table of the old
+    # version and the next of the new one: ingest swapped its tables in under a reader in mid-run.
+    data = yaml.safe_load((project / "params.yaml").read_text())
+    shipped = data["execution"]["target_shard_bytes"]
+    data["execution"]["target_shard_bytes"] = 300  # the old version: other manifests
+    (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert cli.main(["run", "ingest"]) == 0
+    old = snapshot(project / "data" / "ingest")
+    data["execution"]["target_shard_bytes"] = shipped
+    (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    (project / "reader_run.py").write_text(READER_RUN)
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    with popen_tree([sys.executable, "reader_run.py"], cwd=project, env=env, text=True, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE) as reader:
+        while not (project / "ready").exists():  # the reader has read one table and waits for `go`
+            assert reader.poll() is None, reader.communicate()
+            time.sleep(0.01)
+        with popen_tree([sys.executable, "-m", "pipeline.cli", "run", "ingest"], cwd=project, env=env, text=True,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE) as writer:
+            first = writer.stderr.readline()  # the writer's first word: it waits, or (before) it had swapped in
+            (project / "go").touch()
+            _, rest = writer.communicate(timeout=60)
+        _, reader_err = reader.communicate(timeout=60)
+    assert first == "WARNING pipeline.outputs: data/ingest: waiting for the runs reading it to finish before " \
+                    "swapping in the new outputs\n", first + rest
+    assert reader.returncode == 0 and writer.returncode == 0, reader_err + rest
+    assert (project / "read").read_bytes() == old["conversations/_manifest.json"] + old["prompts/_manifest.json"]
+    new = snapshot(project / "data" / "ingest")
+    assert new != old and not any(k.startswith(".") for k in new)
