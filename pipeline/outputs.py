@@ -65,7 +65,7 @@ from pipeline.files import ctrl_c_after
 log = logging.getLogger(__name__)
 
 STAGING, BACKUP, JOURNAL = ".staging", ".backup", ".commit.json"
-LOCK_ROOT = Path(".prefpipe/locks")  # beside .prefpipe/checkpoints: one lock file per stage
+LOCK_ROOT = Path(".prefpipe/locks")  # beside .prefpipe/checkpoints: STAGE.lock (run_lock), NAME.swap.lock (reading)
 # Left by an interrupted ShardWriter, write_json_atomic or replace_dir: ".<name>.tmp-1a2b3c4d"
 STALE = re.compile(r"^\..+\.(tmp|old)-[0-9a-f]{8}$")
 

@@ -1,5 +1,6 @@
 """A stage's outputs through the command line: a stage does not start on half-swapped outputs, OS errors (EROFS,
-EACCES, ENOSPC, a real EFBIG) are one line before any model work, kill -9 during a spill leaves the old tables."""
+EACCES, ENOSPC, a real EFBIG) are one line before any model work, kill -9 during a spill leaves the old tables, a
+second run of a stage fails in one line, SIGTERM is one line and exit 143, and a swap waits for its readers."""
 
 from __future__ import annotations
 
