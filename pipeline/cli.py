@@ -30,7 +30,7 @@ def _available_stages() -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
-    from pipeline.dvcdeps import undeclared_inputs
+    from pipeline.dvcdeps import elsewhere, undeclared_inputs
     from pipeline.metrics import say
     from pipeline.outputs import run_lock
 
@@ -77,17 +77,6 @@ def _run_stage(stage: str, module, params, made: Path | None) -> int:
     # between them is time spent waiting for a core.
     print(f"{stage}: done in {time.perf_counter() - wall:.0f} s wall, {time.process_time() - cpu:.0f} s CPU")
     return 0
-
-
-def elsewhere(params: str) -> list[str]:
-    """A line when ``--params`` lies in another DVC project's root than the current folder, whose data paths
-    are then read from the wrong place (`cd data && prefpipe run curry --params ../params.yaml` said
-    "data/ingest/prompts: not found; run the stage that writes it first")."""
-    folder, here = Path(params).resolve().parent, Path.cwd().resolve()
-    if folder == here or not (folder / "dvc.yaml").is_file() or (here / "dvc.yaml").is_file():
-        return []
-    return [f"prefpipe: {params} lies in the project {folder}, but prefpipe runs in {here}, where the data paths "
-            f"in it are read from; run from {folder} (as dvc repro does)"]
 
 
 def output_folder(module) -> Path | None:
@@ -400,12 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: one line saying what the interrupted command left
-        line = INTERRUPTED.get(args.command, f"prefpipe {args.command}: interrupted; run it again")
-        if isinstance(e, Terminated):  # the shell's codes: 128 + the signal's number
-            print(line.replace("interrupted", "terminated (SIGTERM)", 1), file=sys.stderr)
-            return 128 + signal.SIGTERM
-        print(line, file=sys.stderr)
-        return 128 + signal.SIGINT
+        line, term = INTERRUPTED.get(args.command, f"prefpipe {args.command}: interrupted; run it again"), isinstance(e, Terminated)
+        print(line.replace("interrupted", "terminated (SIGTERM)", 1) if term else line, file=sys.stderr)
+        return 128 + (signal.SIGTERM if term else signal.SIGINT)  # the shell's codes: 143, 130
     except OSError as e:  # disk full, read-only, no permission: one line naming the path and what to do
         line = os_error_line(e)
         if line is None:
