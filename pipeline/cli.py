@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -29,10 +30,9 @@ def _available_stages() -> list[str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.config import load_params
-    from pipeline.dvcdeps import undeclared_inputs
-    from pipeline.execute_ray import engine_pools
+    from pipeline.dvcdeps import elsewhere, undeclared_inputs
     from pipeline.metrics import say
-    from pipeline.outputs import discard_staged, name_path
+    from pipeline.outputs import run_lock
 
     available = _available_stages()
     if args.stage not in available:
@@ -45,10 +45,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         say(line)
     module = importlib.import_module(f"stages.{args.stage}")
     made = first_missing(output_folder(module))  # the topmost folder the write check will make, if any
-    out = prepare_outputs(args.stage, module)
+    with run_lock(args.stage, output_folder(module)):  # one run of a stage at a time, from its recovery to its commit
+        return _run_stage(args.stage, module, params, made)
+
+
+def _run_stage(stage: str, module, params, made: Path | None) -> int:
+    from pipeline.execute_ray import engine_pools
+    from pipeline.outputs import discard_staged, name_path, reading
+
+    out = prepare_outputs(stage, module)
+    # what the stage can read (the other stages' folders) is not swapped until it swaps its own outputs in
+    inputs = sorted(p for p in Path(out).parent.iterdir() if p.is_dir() and p.name != Path(out).name) if out else []
     wall, cpu = time.perf_counter(), time.process_time()
     try:
-        with engine_pools():  # on Ray, engine steps with the same engine config share one actor pool
+        with reading(inputs), engine_pools():  # on Ray, engine steps with the same engine config share one actor pool
             module.main(params)
     except BaseException as e:
         if out is not None:
@@ -65,19 +75,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     # Wall and CPU seconds (all threads of this process; not Ray workers): on a shared machine the gap
     # between them is time spent waiting for a core.
-    print(f"{args.stage}: done in {time.perf_counter() - wall:.0f} s wall, {time.process_time() - cpu:.0f} s CPU")
+    print(f"{stage}: done in {time.perf_counter() - wall:.0f} s wall, {time.process_time() - cpu:.0f} s CPU")
     return 0
-
-
-def elsewhere(params: str) -> list[str]:
-    """A line when ``--params`` lies in another DVC project's root than the current folder, whose data paths
-    are then read from the wrong place (`cd data && prefpipe run curry --params ../params.yaml` said
-    "data/ingest/prompts: not found; run the stage that writes it first")."""
-    folder, here = Path(params).resolve().parent, Path.cwd().resolve()
-    if folder == here or not (folder / "dvc.yaml").is_file() or (here / "dvc.yaml").is_file():
-        return []
-    return [f"prefpipe: {params} lies in the project {folder}, but prefpipe runs in {here}, where the data paths "
-            f"in it are read from; run from {folder} (as dvc repro does)"]
 
 
 def output_folder(module) -> Path | None:
@@ -208,16 +207,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from pipeline.outputs import reading
+
+    release = Path(args.path)
+    if not release.is_dir():
+        print(f"prefpipe audit: {release}: not a folder; build the release with `dvc repro export`", file=sys.stderr)
+        return 2
+    with reading([release]):  # export does not swap a new release in while it is audited
+        return _audit(args, release)
+
+
+def _audit(args: argparse.Namespace, release: Path) -> int:
     from pipeline.audit import audit_release, summary_lines
     from pipeline.config import load_params
     from pipeline.errors import SourceError, StageError
     from pipeline.metrics import counted
     from pipeline.release_folder import release_problem
 
-    release = Path(args.path)
-    if not release.is_dir():
-        print(f"prefpipe audit: {release}: not a folder; build the release with `dvc repro export`", file=sys.stderr)
-        return 2
     try:
         problem = release_problem(release)  # an empty or mistyped folder must not "pass"
     except SourceError as e:  # its _manifest.json cut short or edited: not audited (exit 1 is for violations)
@@ -365,6 +371,7 @@ def _logs_above_bars():
 def main(argv: list[str] | None = None) -> int:
     from pipeline.config import ParamsError
     from pipeline.errors import printable, unnameable
+    from pipeline.files import Terminated, terminate_raises
     from pipeline.io import SourceError, StageError
     from pipeline.outputs import os_error_line
 
@@ -374,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        with _logs_above_bars():
+        with terminate_raises(), _logs_above_bars():
             return args.func(args)
     except ParamsError as e:
         print(f"prefpipe: {e}", file=sys.stderr)
@@ -391,9 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `prefpipe inspect ... | head`: the reader left; not an error (Python docs' recipe)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:  # Ctrl-C: one line saying what the interrupted command left
-        print(INTERRUPTED.get(args.command, f"prefpipe {args.command}: interrupted; run it again"), file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: one line saying what the interrupted command left
+        line, term = INTERRUPTED.get(args.command, f"prefpipe {args.command}: interrupted; run it again"), isinstance(e, Terminated)
+        print(line.replace("interrupted", "terminated (SIGTERM)", 1) if term else line, file=sys.stderr)
+        return 128 + (signal.SIGTERM if term else signal.SIGINT)  # the shell's codes: 143, 130
     except OSError as e:  # disk full, read-only, no permission: one line naming the path and what to do
         line = os_error_line(e)
         if line is None:

@@ -6,6 +6,7 @@ params.yaml: a source added to ``ingest.sources`` (the shipped ones lie in ``dat
 model folder a model stage's roles name (re-trained in place, it keeps its name and every params key), and a
 folder of one's own named by a key of ``INPUT_KEYS`` (a shard set DOVE, Curry-DPO or the export reads).
 ``prefpipe run`` names each one no dep covers (``undeclared_inputs``), before the stage starts.
+It also says when ``--params`` lies in another DVC project than the folder it runs in (``elsewhere``).
 """
 
 from __future__ import annotations
@@ -92,3 +93,14 @@ def undeclared_inputs(stage: str, params) -> list[str]:
                   if undeclared(stage, [path])]
     return [f"{stage}: {what} is not among the {stage} stage's deps in dvc.yaml, so `dvc repro` will not rerun "
             f"{stage} when it changes; add it (or a folder above it) under stages.{stage}.deps" for what in lines]
+
+
+def elsewhere(params: str) -> list[str]:
+    """A line when ``--params`` lies in another DVC project's root than the current folder, whose data paths
+    are then read from the wrong place (`cd data && prefpipe run curry --params ../params.yaml` said
+    "data/ingest/prompts: not found; run the stage that writes it first")."""
+    folder, here = Path(params).resolve().parent, Path.cwd().resolve()
+    if folder == here or not (folder / "dvc.yaml").is_file() or (here / "dvc.yaml").is_file():
+        return []
+    return [f"prefpipe: {params} lies in the project {folder}, but prefpipe runs in {here}, where the data paths "
+            f"in it are read from; run from {folder} (as dvc repro does)"]

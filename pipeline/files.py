@@ -42,21 +42,48 @@ def package_version() -> str:
         return "0+unknown"
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what SLURM, Kubernetes and ``kill`` send before SIGKILL), raised like Ctrl-C where
+    ``pipeline.cli`` turns it into an exception, so the same clean-up runs (``terminate_raises``)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
 @contextmanager
-def ctrl_c_after() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) until the block ends, then raise it: a swap of a few renames is not left halfway
-    (only the main thread can; elsewhere the block runs as is)."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+def terminate_raises() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` in the block (in the main thread; a SIGTERM set to be ignored stays so):
+    the finished batches of a model step are checkpointed and the staging folder removed, as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
         yield
         return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+@contextmanager
+def ctrl_c_after() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, then deliver the first one to its own handler: a
+    swap of a few renames is not left halfway (only the main thread can; elsewhere the block runs as is)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    held = {sig: handler for sig, handler in previous.items() if handler is not None and handler != signal.SIG_IGN}
+    for sig in held:
+        signal.signal(sig, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in held.items():
+            signal.signal(sig, handler)
     if caught:
-        raise KeyboardInterrupt
+        signal.raise_signal(caught[0])
 
 
 def replace_dir(src: Path, dst: Path) -> None:

@@ -24,8 +24,16 @@ finishes the swap (rolled forward). ``recover`` does this, and also removes the 
 interrupted run leaves (``.<name>.tmp-*`` of a ``ShardWriter`` spill or ``write_json_atomic``,
 ``.<name>.old-*`` of ``replace_dir``); ``stage_outputs`` and ``pipeline.cli`` call it when a stage
 starts. A stage that publishes its folder whole (export: ``replace_dir`` of a folder built beside it) and
-was killed between the two renames has its old folder renamed back (``.<name>.old-*``). It assumes one
-run of a stage at a time (``dvc repro`` holds a repository lock). ``pending_commits`` names the sibling
+was killed between the two renames has its old folder renamed back (``.<name>.old-*``). One run of a
+stage at a time: ``run_lock`` (a ``filelock`` lock on ``.prefpipe/locks/STAGE.lock``, held by ``pipeline.cli``
+for the whole run, released by the OS when its process dies, even by ``kill -9``) makes a second run fail at once
+in one line; without it the second run's ``recover`` took the first run's staging folder for an interrupted
+run's and removed it (``dvc repro`` holds a repository lock, but a direct ``prefpipe run`` does not take it).
+A run also holds a shared lock on each sibling output folder (``data/*``: what a stage can read) until it
+swaps its own outputs in (``reading``), and a swap takes its folder's lock exclusively (``publishing``): a
+swap waits for the runs reading that folder to finish (one warning says so), and a reader never sees the
+swap halfway (one table new, the next old; or a manifest old and its shards new). A run releases what it
+read before waiting to swap, so two runs never wait for each other. ``pending_commits`` names the sibling
 output folders that a killed run left half swapped in (a journal and no run to finish it): ``pipeline.cli``
 refuses to start a stage that could read them.
 
@@ -38,6 +46,7 @@ on model steps.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -45,8 +54,10 @@ import re
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from pipeline.errors import StageError, os_reason
 from pipeline.files import ctrl_c_after
@@ -54,6 +65,7 @@ from pipeline.files import ctrl_c_after
 log = logging.getLogger(__name__)
 
 STAGING, BACKUP, JOURNAL = ".staging", ".backup", ".commit.json"
+LOCK_ROOT = Path(".prefpipe/locks")  # beside .prefpipe/checkpoints: STAGE.lock (run_lock), NAME.swap.lock (reading)
 # Left by an interrupted ShardWriter, write_json_atomic or replace_dir: ".<name>.tmp-1a2b3c4d"
 STALE = re.compile(r"^\..+\.(tmp|old)-[0-9a-f]{8}$")
 
@@ -199,7 +211,7 @@ def commit_outputs(out_dir: str | Path) -> list[str]:
     except BaseException:  # a full disk: nothing was swapped, and no half-written journal is left either
         tmp.unlink(missing_ok=True)
         raise
-    with ctrl_c_after():
+    with publishing(out_dir), ctrl_c_after():
         os.replace(tmp, out_dir / JOURNAL)
         _fsync_dir(out_dir)
         _roll_forward(out_dir, names)
@@ -296,3 +308,77 @@ def stage_outputs(out_dir: str | Path) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
         name_path(e, out_dir)
         raise
+
+
+@contextmanager
+def run_lock(stage: str, out_dir: str | Path | None = None) -> Iterator[None]:
+    """Hold the lock of ``stage`` for the block, or raise ``OutputError`` at once if another run holds it (a
+    second terminal, a ``dvc repro`` beside a direct ``prefpipe run``). The lock is an OS file lock, so a run
+    killed by any signal releases it: a lock file left on disk holds nothing. A run that fails where there was
+    no ``.prefpipe`` folder (started from the wrong folder) leaves none."""
+    fresh = not LOCK_ROOT.parent.exists()
+    LOCK_ROOT.mkdir(parents=True, exist_ok=True)
+    path = LOCK_ROOT / f"{stage}.lock"
+    lock = FileLock(path, blocking=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise OutputError(f"{out_dir or stage}: another run of {stage} is writing it (it holds {path}); wait for "
+                          f"that run to finish, or stop it, then run {stage} again") from None
+    try:
+        yield
+    except BaseException:
+        lock.release()
+        if fresh:
+            with suppress(OSError):  # a folder holding checkpoints stays
+                for p in LOCK_ROOT.iterdir():
+                    p.unlink()
+                LOCK_ROOT.rmdir()
+                LOCK_ROOT.parent.rmdir()
+        raise
+    lock.release()
+
+
+_READING: list[int] = []  # descriptors of the shared locks this process holds on the folders it reads
+
+
+def _swap_lock(folder: Path) -> int:
+    LOCK_ROOT.mkdir(parents=True, exist_ok=True)
+    return os.open(LOCK_ROOT / f"{folder.name}.swap.lock", os.O_RDWR | os.O_CREAT, 0o644)
+
+
+def _release_reading() -> None:
+    while _READING:
+        os.close(_READING.pop())  # closing the descriptor releases its lock
+
+
+@contextmanager
+def reading(folders: list[Path]) -> Iterator[None]:
+    """Hold a shared lock on each of ``folders`` until the block ends or this process swaps its own outputs in
+    (``publishing``): none of them is swapped meanwhile. Waits for a swap in progress (a few renames)."""
+    try:
+        for folder in folders:
+            fd = _swap_lock(folder)
+            _READING.append(fd)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        _release_reading()
+
+
+@contextmanager
+def publishing(out_dir: str | Path) -> Iterator[None]:
+    """Hold ``out_dir``'s lock exclusively for the block (its swap), once no run reading it holds it. The
+    folders this process read are released first: a writer that waits holds nothing its readers wait for."""
+    out_dir = Path(out_dir)
+    _release_reading()
+    fd = _swap_lock(out_dir)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("%s: waiting for the runs reading it to finish before swapping in the new outputs", out_dir)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

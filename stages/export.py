@@ -84,6 +84,7 @@ from pipeline.dedup import (
 from pipeline.files import file_sha256, package_version, replace_dir, write_json_atomic
 from pipeline.io import FORMAT, MANIFEST
 from pipeline.metrics import counted, say, write_metrics
+from pipeline.outputs import publishing
 from pipeline.records import SCHEMAS
 from pipeline.split_leaks import quoted_test_turns, turns_overlapping
 from pipeline.train_first import trained_first
@@ -333,7 +334,8 @@ def publish_folder(cfg: Export, root: Path, tmp: Path, out_dir: Path, files: lis
         raise ExportError(f"the release fails its audit; {out_dir} is left as it was and the candidate is in "
                           f"{rejected} (`prefpipe audit {rejected}` repeats the check):\n"
                           + "\n".join(audit.summary_lines(report)))
-    replace_dir(tmp, out_dir)
+    with publishing(out_dir):  # once no run reading the release holds it (pipeline/outputs.py)
+        replace_dir(tmp, out_dir)
     return stats
 
 

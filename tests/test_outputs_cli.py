@@ -1,5 +1,6 @@
 """A stage's outputs through the command line: a stage does not start on half-swapped outputs, OS errors (EROFS,
-EACCES, ENOSPC, a real EFBIG) are one line before any model work, kill -9 during a spill leaves the old tables."""
+EACCES, ENOSPC, a real EFBIG) are one line before any model work, kill -9 during a spill leaves the old tables, a
+second run of a stage fails in one line, SIGTERM is one line and exit 143, and a swap waits for its readers."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ import yaml
 from pipeline import cli
 from pipeline import outputs as po
 from pipeline.outputs import recover, stage_outputs
-from tests.conftest import run_tree
+from tests.conftest import popen_tree, run_tree
 from tests.output_sets import Killed, _read_only, snapshot, write_set
 
 
@@ -154,3 +156,142 @@ def test_a_read_only_output_folder_fails_the_stage_before_any_work(project, monk
     assert cli.main(["run", "ingest"]) == 1
     assert capsys.readouterr().err == (f"prefpipe: cannot write data/ingest/prompts: Permission denied (EACCES); "
                                        f"{po.ADVICE[errno.EACCES]}\n")
+
+
+# --- two runs at once, SIGTERM ---------------------------------------------------------------------------------
+# The child runs ingest and, at HOOK, touches `ready` and waits for `go`: the parent acts at that moment.
+HELD_RUN = """
+import os, sys, time
+from pathlib import Path
+from pipeline import cli, outputs
+
+def hold():
+    Path("ready").touch()
+    while not Path("go").exists():
+        time.sleep(0.01)
+
+real_commit, real_rename = outputs.commit_outputs, os.rename
+if sys.argv[1] == "commit":  # before the commit: the tables are staged, nothing swapped in
+    outputs.commit_outputs = lambda out: (hold(), real_commit(out))[1]
+else:  # between the renames of the swap: the journal written, one table swapped in
+    def rename(src, dst):  # os.rename everywhere: hold as the old documents table moves aside
+        if Path(dst).parent.name == ".backup" and Path(dst).name == "documents":
+            hold()
+        real_rename(src, dst)
+    outputs.os.rename = rename
+sys.exit(cli.main(["run", "ingest"]))
+"""
+
+
+def _held_run(project: Path, root: Path, where: str):
+    """The child ingest, started and waiting at ``where`` (``commit`` or ``swap``) once this returns."""
+    (project / "held_run.py").write_text(HELD_RUN)
+    proc = subprocess.Popen([sys.executable, "held_run.py", where], cwd=project, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(root)})
+    while not (project / "ready").exists():  # a file handshake: the child is at `where`
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
+    return proc
+
+
+def _finish(project: Path, proc: subprocess.Popen) -> tuple[int, str]:
+    (project / "go").touch()
+    _, err = proc.communicate(timeout=60)
+    return proc.returncode, err
+
+
+def test_a_second_run_of_a_stage_fails_in_one_line_and_the_first_one_commits_whole(project, root, capsys):
+    # A second terminal (or `dvc repro` beside a direct `prefpipe run`): the second run took the first one's
+    # staging folder for an interrupted run's and removed it; the first then failed with a traceback (and had
+    # the second not finished first, both wrote into one staging folder and the first commit swapped in a mix).
+    assert cli.main(["run", "ingest"]) == 0
+    clean = snapshot(project / "data" / "ingest")
+    first = _held_run(project, root, "commit")
+    try:
+        assert cli.main(["run", "ingest"]) == 1
+        assert capsys.readouterr().err == ("prefpipe: data/ingest: another run of ingest is writing it (it holds "
+                                           ".prefpipe/locks/ingest.lock); wait for that run to finish, or stop it, "
+                                           "then run ingest again\n")
+    finally:
+        code, err = _finish(project, first)
+    assert code == 0, err
+    assert snapshot(project / "data" / "ingest") == clean  # one whole run's tables, no staging left
+    assert cli.main(["run", "ingest"]) == 0  # the lock went with the run
+
+
+@pytest.mark.parametrize("where", ["commit", "swap"])
+def test_sigterm_is_one_line_and_exit_143_and_leaves_one_whole_version(project, root, where):
+    # SLURM and Kubernetes send SIGTERM, then SIGKILL after a grace period: the process died at once (exit -15),
+    # with no message, its staging folder left, a model step's finished batches not checkpointed, and mid-swap a
+    # journal and mixed tables until the next start. Before the commit: the old tables; during the swap (held
+    # until it is done, as Ctrl-C is): the new ones.
+    data = yaml.safe_load((project / "params.yaml").read_text())
+    shipped = data["execution"]["target_shard_bytes"]
+    data["execution"]["target_shard_bytes"] = 300  # the old version: other files, one shard per few rows
+    (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert cli.main(["run", "ingest"]) == 0
+    old = snapshot(project / "data" / "ingest")
+    data["execution"]["target_shard_bytes"] = shipped
+    (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = _held_run(project, root, where)
+    proc.send_signal(signal.SIGTERM)
+    code, err = _finish(project, proc)
+    assert code == 143, err
+    assert err.splitlines() == ["prefpipe: terminated (SIGTERM); a stage's outputs change only when it finishes, "
+                                "and the finished batches of its model steps are checkpointed: run it again to resume"]
+    left = snapshot(project / "data" / "ingest")
+    assert not any(k.startswith(".") for k in left)  # no staging folder, backup or journal
+    assert cli.main(["run", "ingest"]) == 0
+    assert (left == old) if where == "commit" else (left == snapshot(project / "data" / "ingest") != old)
+
+
+READER_RUN = """
+import sys, time
+from pathlib import Path
+import stages.wildfeedback
+from pipeline import cli
+
+def main(params):  # a stage reading two ingest tables, the second after `go`
+    tables = Path("data/ingest")
+    Path("read").write_bytes((tables / "conversations/_manifest.json").read_bytes())
+    Path("ready").touch()
+    while not Path("go").exists():
+        time.sleep(0.01)
+    with Path("read").open("ab") as f:
+        f.write((tables / "prompts/_manifest.json").read_bytes())
+
+stages.wildfeedback.main = main
+sys.exit(cli.main(["run", "wildfeedback"]))
+"""
+
+
+def test_an_upstream_stage_swaps_its_outputs_in_only_once_no_stage_reads_them(project, root):
+    # A stage (or export, or audit) started by hand while its upstream stage committed read one table of the old
+    # version and the next of the new one: ingest swapped its tables in under a reader in mid-run.
+    data = yaml.safe_load((project / "params.yaml").read_text())
+    shipped = data["execution"]["target_shard_bytes"]
+    data["execution"]["target_shard_bytes"] = 300  # the old version: other manifests
+    (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert cli.main(["run", "ingest"]) == 0
+    old = snapshot(project / "data" / "ingest")
+    data["execution"]["target_shard_bytes"] = shipped
+    (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    (project / "reader_run.py").write_text(READER_RUN)
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    with popen_tree([sys.executable, "reader_run.py"], cwd=project, env=env, text=True, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE) as reader:
+        while not (project / "ready").exists():  # the reader has read one table and waits for `go`
+            assert reader.poll() is None, reader.communicate()
+            time.sleep(0.01)
+        with popen_tree([sys.executable, "-m", "pipeline.cli", "run", "ingest"], cwd=project, env=env, text=True,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE) as writer:
+            first = writer.stderr.readline()  # the writer's first word: it waits, or (before) it had swapped in
+            (project / "go").touch()
+            _, rest = writer.communicate(timeout=60)
+        _, reader_err = reader.communicate(timeout=60)
+    assert first == "WARNING pipeline.outputs: data/ingest: waiting for the runs reading it to finish before " \
+                    "swapping in the new outputs\n", first + rest
+    assert reader.returncode == 0 and writer.returncode == 0, reader_err + rest
+    assert (project / "read").read_bytes() == old["conversations/_manifest.json"] + old["prompts/_manifest.json"]
+    new = snapshot(project / "data" / "ingest")
+    assert new != old and not any(k.startswith(".") for k in new)
