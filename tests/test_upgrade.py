@@ -125,7 +125,7 @@ def test_export_refuses_a_method_folder_an_older_prefpipe_wrote_and_keeps_the_ol
 
 def test_a_shard_set_a_newer_prefpipe_wrote_is_refused_in_one_line(tmp_path):
     folder = _pairs_set(tmp_path / "pairs", format=FORMAT + 1, prefpipe_version="9.0.0")
-    with pytest.raises(SourceError, match=r"written by a newer prefpipe \(9\.0\.0, output format 2.*pip install -U"):
+    with pytest.raises(SourceError, match=r"written by a newer prefpipe \(9\.0\.0, output format 2.*`git pull`, then `pip install -e \.`"):
         read_table(folder, "pairs")
 
 
