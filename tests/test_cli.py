@@ -52,9 +52,9 @@ def _warned(out: str) -> list[str]:
 AUDIT_HELP = {"identical": "identical sides", "unprintable_text": "unprintable text",
               "control_token_text": "chat control strings", "empty_config": "empty configs", "pii": "PII",
               "prompt_in_both_splits": "split", "seed_in_test": "split", "held_out_in_train": "held-out leaks",
-              "contaminated": "evaluation-set overlap", "cut_off_chosen": "cut-off", "unprompted_acknowledgement":
-              "off-context chosen", "looping_chosen": "looping", "chosen_scored_lower": "scores ranking chosen lower",
-              "malformed_dialogue": "malformed dialogues"}
+              "contaminated": "evaluation-set overlap", "cut_off_chosen": "cut-off",
+              "unprompted_acknowledgement": "off-context chosen", "looping_chosen": "looping",
+              "chosen_scored_lower": "scores ranking chosen lower", "malformed_dialogue": "malformed dialogues"}
 
 
 def test_the_help_names_every_check_the_audit_runs(capsys):
@@ -65,7 +65,8 @@ def test_the_help_names_every_check_the_audit_runs(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert not [check for check, words in AUDIT_HELP.items() if words not in out]
+    unnamed = [check for check, words in AUDIT_HELP.items() if words not in out]
+    assert not unnamed, f"`prefpipe --help` does not name the audit checks {unnamed}"
 
 
 def test_a_source_dvc_yaml_does_not_list_as_an_ingest_dep_is_named_when_ingest_runs(tmp_path, monkeypatch, capsys):
