@@ -318,9 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--width", type=_at_least(1), default=400, help="characters per row shown (default 400)")
     ins.set_defaults(func=cmd_inspect)
 
-    aud = sub.add_parser("audit", parents=[verbose], help="check a release folder: identical sides, empty configs, PII, split and "
-                         "held-out leaks, cut-off, looping or off-context chosen answers, scores ranking chosen "
-                         "lower, malformed dialogues (exit 1 on any violation)")
+    aud = sub.add_parser("audit", parents=[verbose], help="check a release folder: identical sides, unprintable text, chat control "
+                         "strings, empty configs, PII, split and held-out leaks, evaluation-set overlap, cut-off, "
+                         "looping or off-context chosen answers, scores ranking chosen lower, malformed dialogues "
+                         "(exit 1 on any violation)")
     aud.add_argument("path", nargs="?", default="data/release", help="the release folder (default data/release)")
     aud.add_argument("--params", default=None,
                      help="project params (export.methods, held_out, pii_kinds; default ROOT/params.yaml); "

@@ -302,8 +302,9 @@ def _current(manifest: dict[str, Any], where: Path) -> dict[str, Any]:
     version = manifest.get("prefpipe_version", "unknown")
     if type(got) is int and got > FORMAT:
         raise SourceError(f"{where}: written by a newer prefpipe ({version}, output format {got}; this one reads "
-                          f"format {FORMAT}): upgrade prefpipe (`pip install -U prefpipe`), or rebuild it with this "
-                          "version (`dvc repro`; without DVC, `prefpipe run` the stage that writes it)")
+                          f"format {FORMAT}): upgrade prefpipe (in its checkout: `git pull`, then `pip install -e .`), "
+                          "or rebuild it with this version (`dvc repro`; without DVC, `prefpipe run` the stage that "
+                          "writes it)")
     which = f"format {got!r}" if got is not None else "no output format recorded"
     raise SourceError(f"{where}: written by an older prefpipe ({version}, {which}; this one writes format {FORMAT}) "
                       "and may lack what this one reads: rebuild it with this version (`dvc repro`; without DVC, "

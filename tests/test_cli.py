@@ -48,6 +48,27 @@ def _warned(out: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith("WARNING ") and "deps in dvc.yaml" in line]
 
 
+# each audit check and the words `prefpipe --help` names it by
+AUDIT_HELP = {"identical": "identical sides", "unprintable_text": "unprintable text",
+              "control_token_text": "chat control strings", "empty_config": "empty configs", "pii": "PII",
+              "prompt_in_both_splits": "split", "seed_in_test": "split", "held_out_in_train": "held-out leaks",
+              "contaminated": "evaluation-set overlap", "cut_off_chosen": "cut-off",
+              "unprompted_acknowledgement": "off-context chosen", "looping_chosen": "looping",
+              "chosen_scored_lower": "scores ranking chosen lower", "malformed_dialogue": "malformed dialogues"}
+
+
+def test_the_help_names_every_check_the_audit_runs(capsys):
+    """It named ten of fourteen: not the unprintable text, chat control string or evaluation-set checks."""
+    from pipeline.audit import CHECKS
+
+    assert set(AUDIT_HELP) == set(CHECKS), "a check was added or renamed: say how the help names it"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    unnamed = [check for check, words in AUDIT_HELP.items() if words not in out]
+    assert not unnamed, f"`prefpipe --help` does not name the audit checks {unnamed}"
+
+
 def test_a_source_dvc_yaml_does_not_list_as_an_ingest_dep_is_named_when_ingest_runs(tmp_path, monkeypatch, capsys):
     """A source added to params.yaml outside the ingest stage's deps: `dvc repro` said "Data and pipelines are
     up to date" after its file changed (measured with a local JSONL source), and nothing said why."""

