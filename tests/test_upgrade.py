@@ -123,6 +123,15 @@ def test_export_refuses_a_method_folder_an_older_prefpipe_wrote_and_keeps_the_ol
     assert (tmp_path / "data" / "release" / MANIFEST).read_bytes() == before
 
 
+@pytest.mark.parametrize("got", [FORMAT - 1, True, str(FORMAT), float(FORMAT)], ids=["older", "true", "text", "float"])
+def test_a_shard_set_of_any_other_recorded_format_is_refused_as_older(tmp_path, got):
+    # Only this version's integer is current: the set of the format before a bump, and a hand-edited manifest whose
+    # format merely equals it (true == 1, "1", 1.0), are rebuilt, never read.
+    folder = _pairs_set(tmp_path / "pairs", format=got)
+    with pytest.raises(SourceError, match="written by an older prefpipe .*" + re.escape(f"format {got!r}")):
+        read_table(folder, "pairs")
+
+
 def test_a_shard_set_a_newer_prefpipe_wrote_is_refused_in_one_line(tmp_path):
     folder = _pairs_set(tmp_path / "pairs", format=FORMAT + 1, prefpipe_version="9.0.0")
     with pytest.raises(SourceError, match=r"written by a newer prefpipe \(9\.0\.0, output format 2.*`git pull`, then `pip install -e \.`"):
