@@ -430,16 +430,22 @@ def test_a_stage_table_is_refused_its_texts_are_neither_redacted_nor_decontamina
     assert hub.calls == [] and "would upload" not in capsys.readouterr().out
 
 
-def test_a_candidate_that_failed_its_audit_is_refused(tmp_path, hub):
+@pytest.mark.parametrize("audit", ["failed", "no verdict", "verdict as text", "not an object", "not json"])
+def test_a_candidate_that_failed_its_audit_is_refused(tmp_path, hub, audit):
     """Export leaves a release failing its audit (PII found, a held-out prompt in train) in data/.release.rejected,
-    manifest and all: publishing that folder uploaded what the audit stopped."""
+    manifest and all: publishing that folder uploaded what the audit stopped. Only an audit.json saying
+    ``"passed": true`` lets a release go (one edited to drop or reword the verdict, or cut short, does not)."""
     standard_methods(tmp_path)
     release = tmp_path / "data" / "release"
     build_release(export_cfg(), tmp_path, release, "fp")
     rejected = tmp_path / "data" / ".release.rejected"
     release.rename(rejected)
     report = json.loads((rejected / "audit.json").read_text())
-    (rejected / "audit.json").write_text(json.dumps({**report, "passed": False}))
+    verdictless = {k: v for k, v in report.items() if k != "passed"}
+    (rejected / "audit.json").write_text({
+        "failed": json.dumps({**report, "passed": False}), "no verdict": json.dumps(verdictless),
+        "verdict as text": json.dumps({**report, "passed": "true"}), "not an object": "[]",
+        "not json": json.dumps(report)[:100]}[audit])
     manifest = json.loads((rejected / "_manifest.json").read_text())
     for f in manifest["other_files"]:
         if f["path"] == "audit.json":

@@ -5,6 +5,7 @@ second run of a stage fails in one line, SIGTERM is one line and exit 143, and a
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import signal
@@ -295,3 +296,61 @@ def test_an_upstream_stage_swaps_its_outputs_in_only_once_no_stage_reads_them(pr
     assert (project / "read").read_bytes() == old["conversations/_manifest.json"] + old["prompts/_manifest.json"]
     new = snapshot(project / "data" / "ingest")
     assert new != old and not any(k.startswith(".") for k in new)
+
+
+# --- who holds the swap locks ----------------------------------------------------------------------------------
+
+
+def _held(folder: Path) -> bool:
+    """Whether an open lock holds ``folder``'s swap lock: an exclusive try through a descriptor of its own fails
+    (flock locks belong to open files, so this also sees the locks of this very process)."""
+    po.LOCK_ROOT.mkdir(parents=True, exist_ok=True)
+    fd = os.open(po.LOCK_ROOT / f"{folder.name}.swap.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def test_a_run_lets_go_of_what_it_read_before_it_swaps_its_own_outputs_in(tmp_path, monkeypatch):
+    # Two runs each reading the other's folder (a stage and export, a stage and audit) would each wait for the
+    # other to finish before swapping: neither would.
+    monkeypatch.chdir(tmp_path)
+    read, own = Path("data/ingest"), Path("data/pugc")
+    with po.reading([read]):
+        assert _held(read) and not _held(own)
+        with po.publishing(own):
+            assert _held(own) and not _held(read)
+    assert not _held(read) and not _held(own)
+
+
+def test_audit_holds_the_release_against_a_swap_while_it_reads_it(tmp_path, monkeypatch):
+    from pipeline import cli_read
+
+    monkeypatch.chdir(tmp_path)
+    release = tmp_path / "data" / "release"
+    release.mkdir(parents=True)
+    seen = []
+    monkeypatch.setattr(cli_read, "_audit", lambda args, folder: seen.append(_held(folder)) or 0)
+    assert cli.main(["audit", str(release)]) == 0 and seen == [True]
+    assert not _held(release)
+
+
+def test_export_swaps_the_release_in_holding_its_lock(tmp_path, monkeypatch):
+    from stages import export
+    from tests.export_fixtures import build, standard_methods
+
+    standard_methods(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    real, seen = export.replace_dir, []
+
+    def swap(src, dst):
+        seen.append((Path(dst).name, _held(Path(dst))))
+        real(src, dst)
+
+    monkeypatch.setattr(export, "replace_dir", swap)
+    build(tmp_path)
+    assert seen == [("release", True)] and not _held(tmp_path / "data" / "release")

@@ -290,10 +290,12 @@ def test_an_address_percent_encoded_in_a_url_is_redacted_and_the_url_around_it_s
     """A link pasted from a mail or a web form carries the address percent-encoded (``%40`` for ``@``): a
     password-reset or unsubscribe URL names its user."""
     texts = ["reset it at https://acme.com/reset?email=ann.lee%40example.org&uid=7 please",
-             "https://x.io/unsubscribe?to=Bob%2Bnews%40Mail.Example.NET", "width: 50%40px.png"]
+             "https://x.io/unsubscribe?to=Bob%2Bnews%40Mail.Example.NET", "width: 50%40px.png",
+             "https://cdn.x.io/img/logo%402x.avif"]  # a retina image, as icon@2x: its domain starts after the %40
     out, counts = redact(pl.Series(texts), ["email"])
     assert out.to_list() == ["reset it at https://acme.com/reset?email=[REDACTED_EMAIL]&uid=7 please",
-                             "https://x.io/unsubscribe?to=[REDACTED_EMAIL]", "width: 50%40px.png"]
+                             "https://x.io/unsubscribe?to=[REDACTED_EMAIL]", "width: 50%40px.png",
+                             "https://cdn.x.io/img/logo%402x.avif"]
     assert counts == {"email": 2}
 
 
