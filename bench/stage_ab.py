@@ -8,6 +8,12 @@ of the child process), peak RSS, and the md5 of every file the stage wrote (the 
     python bench/stage_ab.py --base main --n 200000 --stages ingest wildfeedback --rounds 2
     python bench/stage_ab.py --smoke      # 2,000 conversations, ingest, HEAD against this checkout (checks the bench runs)
     python bench/stage_ab.py --base main --n 200000 --stages ingest --parquet   # the log as a Parquet source
+    python bench/stage_ab.py --base 8a30086 --n 1000000 --stages ingest --hostile --skip details.json _manifest.json
+
+``--hostile``: every conversation is rejected with a reason of its own (``toxic`` is a distinct string, half of
+them an e-mail address), ``ingest.max_reject_fraction`` 1.0: the cost of a million distinct reject reasons
+(their PII redaction in ``top_reasons``). ``--skip``: files left out of the outputs compared (a base before the
+reasons were redacted writes another details.json; one before manifests recorded ``format``, other manifests).
 """
 
 from __future__ import annotations
@@ -52,10 +58,35 @@ def as_parquet(repo: Path) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def hostile(repo: Path) -> None:
+    """Every record of the log rejected, each with a reason of its own: ``toxic`` holds a distinct string (letters
+    only: ``reason_key`` turns digits into N), every other one an e-mail address."""
+    import json
+
+    import yaml
+
+    def letters(i: int) -> str:
+        return "".join(chr(97 + int(d)) for d in str(i))
+
+    log = repo / "log.jsonl"
+    with open(log) as f, open(repo / "hostile.jsonl", "w") as out:
+        for i, line in enumerate(f):
+            rec = json.loads(line)
+            rec["toxic"] = f"{letters(i)}@example.org" if i % 2 else f"maybe {letters(i)} perhaps"
+            out.write(json.dumps(rec) + "\n")
+    (repo / "hostile.jsonl").replace(log)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["ingest"]["max_reject_fraction"] = 1.0
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+SKIP: set[str] = set()  # file names left out of the digest (--skip)
+
+
 def digest(folder: Path) -> str:
-    """One md5 over every file under ``folder`` (names and bytes, in name order)."""
+    """One md5 over every file under ``folder`` (names and bytes, in name order), less ``SKIP``."""
     h = hashlib.md5()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in SKIP):
         h.update(str(f.relative_to(folder)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()
@@ -84,12 +115,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--smoke", action="store_true", help="2,000 conversations, ingest, one round against HEAD")
     ap.add_argument("--parquet", action="store_true", help="the log as a Parquet file (ingest's Parquet reader)")
+    ap.add_argument("--hostile", action="store_true", help="every conversation rejected with a reason of its own")
+    ap.add_argument("--skip", nargs="+", default=[], help="file names left out of the outputs compared")
     args = ap.parse_args()
     if args.smoke:
         args.base, args.n, args.stages, args.rounds = "HEAD", 2000, ["ingest"], 1
     with tempfile.TemporaryDirectory() as tmp:
         codes = {"base": checkout(args.base, Path(tmp) / "base"), "this": ROOT}
         repo = prepare(args.n, Path(tmp))
+        if args.hostile:
+            hostile(repo)
+        SKIP.update(args.skip)
         if args.parquet:
             as_parquet(repo)
         for sub in ("pipeline", "stages"):  # the copy's own code must not shadow PYTHONPATH (cwd comes first)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -12,7 +13,7 @@ import yaml
 from pipeline import cli
 from pipeline.config import Params
 from pipeline.io import SourceError, read_manifest, read_table, verify_shards
-from stages.ingest import TABLES, IngestError, reason_key, run
+from stages.ingest import TABLES, IngestError, reason_key, run, top_reasons
 
 
 def with_ingest(params: Params, sources: list[dict], max_reject_fraction: float = 1.0,
@@ -413,3 +414,14 @@ def test_reject_reasons_that_quote_a_value_redact_its_personal_data(params, tmp_
         assert email not in text and "bob@example.net" not in text and key not in text, text
         assert "carol" not in text, text  # the value is cut at 60 characters: never inside the address
     assert "2 x toxic is '[REDACTED_EMAIL]', expected true or false" in str(failed.value)
+
+
+def test_top_reasons_merge_across_redaction_batches(monkeypatch):
+    """Reasons are redacted ``REASON_BATCH`` at a time (a hostile source's million distinct reasons held ~220 MiB
+    at once): reasons alike but for their PII count as one across batches, ties rank by text as before."""
+    import stages.ingest as ingest
+
+    reasons = Counter({"toxic is 'a@example.org'": 1, "b": 2, "toxic is 'b@example.net'": 1, "a": 2,
+                       "toxic is 'c@example.com'": 1, "z": 1, "toxic is 'd@example.de'": 1})
+    monkeypatch.setattr(ingest, "REASON_BATCH", 2)
+    assert top_reasons(reasons) == [["toxic is '[REDACTED_EMAIL]'", 4], ["a", 2], ["b", 2], ["z", 1]]
