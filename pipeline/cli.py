@@ -132,7 +132,6 @@ def prepare_outputs(stage: str, module) -> Path | None:
     return out
 
 
-# What to do about a Parquet file inspect cannot read.
 def cmd_publish(args: argparse.Namespace) -> int:
     from pipeline.hub import PublishError, publish
 

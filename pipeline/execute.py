@@ -133,17 +133,25 @@ def _code_version(*dirs: Path) -> str:
 # of mixing rows computed before the upgrade with rows computed after it.
 RESULT_LIBRARIES = ("torch", "transformers", "tokenizers", "vllm", "xgrammar", "gguf", "numpy", "scipy",
                     "faiss-cpu", "rensa", "polars", "pyarrow")
+# Counted by release series (major.minor): their patch releases fix bugs and keep what a step computes with them,
+# and polars ships them often, so a job that reinstalls its environment before resuming would otherwise redo hours
+# of model calls. The model libraries count by full version: a vllm, torch or tokenizers patch release can move
+# scores or token ids.
+SERIES_ONLY = frozenset({"numpy", "scipy", "faiss-cpu", "polars", "pyarrow"})
 
 
 @functools.cache
 def _library_versions() -> dict[str, str | None]:
-    """{distribution: installed version, None when absent} of ``RESULT_LIBRARIES``."""
+    """{distribution: installed version (``SERIES_ONLY``: its major.minor), None when absent} of
+    ``RESULT_LIBRARIES``."""
     versions: dict[str, str | None] = {}
     for name in RESULT_LIBRARIES:
         try:
-            versions[name] = importlib.metadata.version(name)
+            version = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
+            continue
+        versions[name] = ".".join(version.split(".")[:2]) if name in SERIES_ONLY else version
     return versions
 
 

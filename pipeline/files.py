@@ -66,7 +66,7 @@ def terminate_raises() -> Iterator[None]:
 
 
 @contextmanager
-def ctrl_c_after() -> Iterator[None]:
+def interrupts_held() -> Iterator[None]:
     """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends, then deliver the first one to its own handler: a
     swap of a few renames is not left halfway (only the main thread can; elsewhere the block runs as is)."""
     if threading.current_thread() is not threading.main_thread():
@@ -91,7 +91,7 @@ def replace_dir(src: Path, dst: Path) -> None:
     between the two renames takes effect after the second (a kill there: ``pipeline.outputs.recover``)."""
     old, done = None, False
     try:
-        with ctrl_c_after():
+        with interrupts_held():
             if dst.exists():
                 old = dst.parent / f".{dst.name}.old-{uuid.uuid4().hex[:8]}"
                 os.rename(dst, old)

@@ -60,7 +60,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from pipeline.errors import StageError, os_reason
-from pipeline.files import ctrl_c_after
+from pipeline.files import interrupts_held
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def commit_outputs(out_dir: str | Path) -> list[str]:
     except BaseException:  # a full disk: nothing was swapped, and no half-written journal is left either
         tmp.unlink(missing_ok=True)
         raise
-    with publishing(out_dir), ctrl_c_after():
+    with publishing(out_dir), interrupts_held():
         os.replace(tmp, out_dir / JOURNAL)
         _fsync_dir(out_dir)
         _roll_forward(out_dir, names)

@@ -339,6 +339,19 @@ def test_audit_holds_the_release_against_a_swap_while_it_reads_it(tmp_path, monk
     assert not _held(release)
 
 
+def test_audit_of_a_release_outside_the_project_leaves_no_lock_folder_behind(tmp_path, monkeypatch):
+    # `cd ~/Downloads && prefpipe audit some-release` left a .prefpipe/locks folder there, a lock no export takes.
+    from pipeline import cli_read
+
+    here, release = tmp_path / "here", tmp_path / "downloads" / "release"
+    here.mkdir()
+    release.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    monkeypatch.setattr(cli_read, "_audit", lambda args, folder: 0)
+    assert cli.main(["audit", str(release)]) == 0 and cli.main(["audit", "../downloads/release"]) == 0
+    assert list(here.iterdir()) == [] and list(release.parent.iterdir()) == [release]
+
+
 def test_export_swaps_the_release_in_holding_its_lock(tmp_path, monkeypatch):
     from stages import export
     from tests.export_fixtures import build, standard_methods

@@ -47,6 +47,23 @@ def test_checkpoints_written_before_a_library_upgrade_are_not_reused(tmp_path, m
     assert calls == []
 
 
+@pytest.mark.parametrize(("library", "resumes"), [("polars", True), ("pyarrow", True), ("numpy", True),
+                                                    ("torch", False), ("tokenizers", False)])
+def test_a_patch_release_of_a_table_library_resumes_one_of_a_model_library_starts_over(tmp_path, monkeypatch,
+                                                                                      library, resumes):
+    # A job that reinstalls its environment before resuming picked up a polars patch release (they come weekly)
+    # and redid every model call of the step; a torch or tokenizers patch release can move scores or token ids.
+    monkeypatch.setattr(execute, "_library_versions", execute._library_versions.__wrapped__)
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "7.3.1" if name == library else real(name))
+    ck = Checkpoint(tmp_path / "ck", fingerprint="params")
+    map_batches(_input(), shout, execution=_execution(), checkpoint=ck)
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "7.3.2" if name == library else real(name))
+    calls = []
+    map_batches(_input(), _counted(calls), execution=_execution(), checkpoint=ck)
+    assert (calls == []) is resumes, calls
+
+
 def test_checkpoints_written_by_other_code_are_dropped_with_one_line_saying_so(tmp_path, monkeypatch, caplog):
     ck = Checkpoint(tmp_path / "ck", fingerprint="params")
     map_batches(_input(), shout, execution=_execution(), checkpoint=ck)
