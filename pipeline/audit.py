@@ -99,7 +99,7 @@ NGRAM, THRESHOLD = 13, 0.5  # a train user turn overlapping a test one (no param
 CHECKS = {
     "identical": "chosen equals rejected (whitespace normalised, case folded, sentence punctuation aside)",
     "unprintable_text": "a message holds a control character or a bidi override, or shows nothing",
-    "control_token_text": "a message holds the text of a chat-template control token (pipeline.checks.CONTROL_TOKEN)",
+    "control_token_text": "a message holds the text of a chat-template control token (pipeline.encodings.CONTROL_TOKEN)",
     "empty_config": "an enabled method has pairs in data/<method>/pairs but none in its release config",
     "pii": "personal data or a secret in a released string",
     "prompt_in_both_splits": "a prompt, a dialogue's first user turn, or a user turn of a test prompt (of at least "

@@ -34,7 +34,7 @@ REASONS = {
                         "nothing (white space, zero-width marks or U+FFFD only)",
     # No control string itself (nor a "|"): the sentence goes into the card's Markdown table.
     "control_token_text": "a message holds the text of a chat-template control token (ChatML, Llama, Mistral, Gemma: "
-                          "pipeline.checks.CONTROL_TOKEN), which a trainer's tokenizer would read as that token",
+                          "pipeline.encodings.CONTROL_TOKEN), which a trainer's tokenizer would read as that token",
     "identical": "chosen equals rejected (whitespace normalised, case folded, sentence punctuation aside; DOVE: both prompts too)",
     "unprompted_acknowledgement": "chosen reacts to feedback its prompt's last user turn does not give, or opens "
                                   "as a revision of a version the prompt neither holds nor asks for",
