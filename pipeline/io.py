@@ -330,6 +330,19 @@ def _must_exist(path: Path, key: str | None = None) -> None:
         raise SourceError(f"{where}{path}: not found; run the stage that writes it first (`dvc repro`){fix}")
 
 
+def _no_shards(path: Path, key: str | None = None) -> SourceError:
+    """The error for a folder with neither shards nor a manifest: a write that never happened, or (Curry-DPO's
+    ``level=N`` folders) a tree of shard sets, not one; ``key`` as in ``_must_exist``."""
+    where = f"{key}: " if key else ""
+    fix = f", or correct {key} in params.yaml" if key else ""
+    subsets = sorted(d.name for d in path.glob("*/") if (d / MANIFEST).is_file()) if path.is_dir() else []
+    if subsets:
+        return SourceError(f"{where}{path}: holds shard sets in sub-folders ({', '.join(subsets)}), not one of its "
+                           f"own: read one of them{fix}")
+    return SourceError(f"{where}{path}: holds no Parquet shards and no {MANIFEST}; run the stage that writes "
+                       f"it (`dvc repro`){fix}")
+
+
 def read_table(path: str | Path, name: str | None = None, columns: list[str] | None = None,
                key: str | None = None) -> pa.Table:
     """Read a shard set (or a single Parquet file) into one table; an absent folder is an error that says
@@ -341,13 +354,7 @@ def read_table(path: str | Path, name: str | None = None, columns: list[str] | N
     if not files:  # an empty shard set still has its manifest; a bare folder is a write that never happened
         if name is not None and path.is_dir() and read_manifest(path) is not None:
             return SCHEMAS[name].empty_table()
-        fix = f", or correct {key} in params.yaml" if key else ""
-        subsets = sorted(d.name for d in path.glob("*/") if (d / MANIFEST).is_file()) if path.is_dir() else []
-        if subsets:  # Curry-DPO's level=N folders: a tree of shard sets, not one
-            raise SourceError(f"{where}{path}: holds shard sets in sub-folders ({', '.join(subsets)}), not one of its "
-                              f"own: read one of them{fix}")
-        raise SourceError(f"{where}{path}: holds no Parquet shards and no {MANIFEST}; run the stage that writes "
-                          f"it (`dvc repro`){fix}")
+        raise _no_shards(path, key)
     tables = []
     for f in files:  # the file that cannot be read is named, not only its folder
         try:
@@ -371,8 +378,7 @@ def iter_batches(path: str | Path, batch_size: int = 65_536, columns: list[str] 
     _must_exist(Path(path))
     files = shard_files(path)
     if not files and read_manifest(path) is None:
-        raise SourceError(f"{path}: holds no Parquet shards and no {MANIFEST}; run the stage that writes it "
-                          "(`dvc repro`)")
+        raise _no_shards(Path(path))
     for f in files:
         try:  # a shard a copy or a write left out or cut short: one line, as read_table says it
             yield from pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=columns)

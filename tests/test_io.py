@@ -311,6 +311,16 @@ def test_a_bare_folder_is_an_error_not_an_empty_input(tmp_path):
         list(pio.iter_batches(tmp_path / "prompts"))
 
 
+def test_a_tree_of_shard_sets_is_named_by_every_reader(tmp_path):
+    """A folder holding only shard sets in sub-folders (Curry-DPO's level=N) says so, streamed or read whole."""
+    for level in ("level=0", "level=1"):
+        (tmp_path / "pairs" / level).mkdir(parents=True)
+        (tmp_path / "pairs" / level / "_manifest.json").write_text("{}")
+    for read in (lambda p: read_table(p, "pairs"), lambda p: list(pio.iter_batches(p))):
+        with pytest.raises(SourceError, match=r"holds shard sets in sub-folders \(level=0, level=1\)"):
+            read(tmp_path / "pairs")
+
+
 def test_hub_id_fails_clearly_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SourceError) as err:
