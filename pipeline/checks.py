@@ -336,8 +336,7 @@ def unprintable_text(cols: list[str]) -> pl.Expr:
     can answer so (ingest rejects such input messages, but not a NUL or an override inside a text); export drops such
     pairs, the audit checks that none is left."""
     content = pl.element().struct.field("content")
-    bad = content.str.contains(UNPRINTABLE) | shows_nothing(content)
-    return pl.any_horizontal([pl.col(c).list.eval(bad).list.any() for c in cols]).fill_null(False)
+    return _any_message(cols, content.str.contains(UNPRINTABLE) | shows_nothing(content))
 
 
 def control_token_text(cols: list[str]) -> pl.Expr:
@@ -346,7 +345,12 @@ def control_token_text(cols: list[str]) -> pl.Expr:
     trainer that renders the chat template to text and tokenizes it (TRL's DPO and SFT trainers do) turns it into
     the real special token: a forged turn or an early end of the chosen answer. Export drops such pairs; none of
     the 9,813 real records read here holds one."""
-    held = pl.element().struct.field("content").str.contains(CONTROL_TOKEN)
+    return _any_message(cols, pl.element().struct.field("content").str.contains(CONTROL_TOKEN))
+
+
+def _any_message(cols: list[str], held: pl.Expr) -> pl.Expr:
+    """True where a message of a message-list column in ``cols`` satisfies ``held`` (an expression on
+    ``pl.element()``, one message); a null list or message counts as none."""
     return pl.any_horizontal([pl.col(c).list.eval(held).list.any() for c in cols]).fill_null(False)
 
 

@@ -37,14 +37,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"prefpipe: {path}: no Parquet files{fix}", file=sys.stderr)
         return 2
     manifest = read_manifest(path) if path.is_dir() else None
-    rows = 0
+    rows, schemas = 0, {}  # one schema block per distinct schema (a release's DOVE config has prompts per side)
     for f in files:
         if manifest and not f.exists():  # a shard deleted, or a copy or `dvc pull` cut short
             print(f"prefpipe: {f}: missing (its folder's _manifest.json lists it); the folder is incomplete: rebuild "
                   "it (`dvc repro`) or fetch it again (`dvc pull`)", file=sys.stderr)
             return 2
         try:
-            rows += pq.ParquetFile(f).metadata.num_rows
+            pf = pq.ParquetFile(f)  # each footer read once: its rows and its schema
+            rows += pf.metadata.num_rows
+            schemas.setdefault(pf.schema_arrow.remove_metadata(), []).append(f)
         except (pa.ArrowException, OSError) as e:
             print(f"prefpipe: {unreadable_parquet(f, e, INSPECT_FIX)}", file=sys.stderr)
             return 2
@@ -61,9 +63,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(f"rows:   {rows} in all files; per config: {per}")
     else:
         print(f"rows:   {rows}")
-    schemas: dict = {}
-    for f in files:  # one block per distinct schema (a release's DOVE config has prompts per side)
-        schemas.setdefault(pq.read_schema(f).remove_metadata(), []).append(f)
     for schema, where in schemas.items():
         more = f" and {counted(len(where) - 1, 'more file')}" if len(where) > 1 else ""
         print("schema:" if len(schemas) == 1 else f"schema of {where[0].relative_to(path) if path.is_dir() else where[0]}"

@@ -60,7 +60,7 @@ import ipaddress
 import math
 import unicodedata
 from collections import Counter
-from functools import lru_cache, partial
+from functools import cache, lru_cache, partial
 
 import numpy as np
 import phonenumbers
@@ -243,6 +243,7 @@ _CN_MOBILE = regex.compile(r"1[3-9]\d(?:\d{8}|( |-)\d{4}\1\d{4})")
 _MOBILE = (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
 
 
+@cache  # read per candidate, per region: the metadata lookup once per region
 def _trunk(region: str) -> str:
     """The national (trunk) prefix dialled before a number of ``region`` inside it: 0 in most regions, 8 in Russia;
     "" for North America (its 1 is written in the NANP form, which ``_NANP`` checks)."""
@@ -270,7 +271,7 @@ def _phone_ok(text: str, regions: tuple[str, ...]) -> bool:
             return phonenumbers.number_type(phonenumbers.parse(text, "CN")) in _MOBILE
         if "." not in text and regex.search(r"[\s\-()/]", text):
             return any(phonenumbers.is_valid_number(phonenumbers.parse(text, r))
-                       for r in regions if _trunk(r) and text.startswith(_trunk(r)))
+                       for r in regions if (prefix := _trunk(r)) and text.startswith(prefix))
     except phonenumbers.NumberParseException:
         return False
     return False
