@@ -263,7 +263,8 @@ def _trunk(region: str) -> str:
 def _phone_ok(text: str, regions: tuple[str, ...]) -> bool:
     """A number written internationally (+ or 00) valid in its country; or a national number written as
     people write them, valid in one of ``regions``: North American ``(415) 555-2671`` / ``415-555-2671``; with the
-    region's trunk prefix and separators (``020 7946 0958``, ``030/123456``, Russian ``8 916 123-45-67``); or a
+    region's trunk prefix and separators (``020 7946 0958``, ``030/123456``, ``(02) 9876 5432``, Russian
+    ``8 916 123-45-67``); or a
     Chinese mobile number, dialled without the trunk 0 (``13800138000``, ``138 0013 8000``). Full-width digits
     are read as digits."""
     text = narrow(text).translate(_DASHES)
@@ -281,7 +282,7 @@ def _phone_ok(text: str, regions: tuple[str, ...]) -> bool:
             return phonenumbers.is_valid_number(phonenumbers.parse(text, "FR"))
         if "." not in text and regex.search(r"[\s\-()/]", text):
             return any(phonenumbers.is_valid_number(phonenumbers.parse(text, r))
-                       for r in regions if (prefix := _trunk(r)) and text.startswith(prefix))
+                       for r in regions if (prefix := _trunk(r)) and text.lstrip("(").startswith(prefix))
     except phonenumbers.NumberParseException:
         return False
     return False
