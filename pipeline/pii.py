@@ -344,9 +344,10 @@ DETECTORS: list[Detector] = [
     Detector("url_password", r"(?i)\b(?P<keep>[a-z][a-z0-9+.\-]*://[^\s:/@'\"<>]*:)(?P<pii>[^\s/@'\"<>]+)@",
              "[REDACTED_PASSWORD]", _url_password),
     # a person's account folder in a path: /home/<name>, /Users/<name> (not inside a URL's path: not after a word character, '.' or '-'),
-    # C:\Users\<name> (escaped or not), a name of up to four words when a separator follows it (C:\Users\Ann Lee\);
+    # C:\Users\<name> (escaped or not) and as WSL, Git Bash, Cygwin write it (/mnt/c/Users/, /c/Users/, /cygdrive/c/Users/),
+    # a name of up to four words when a separator follows it (C:\Users\Ann Lee\);
     # the folder above and below stay
-    Detector("home_path", r"(?P<keep>(?:(?:^|[^\w.\-])(?:(?:/mnt|/cygdrive)?/[A-Za-z])?/(?:home|Users)/|\b[A-Za-z]:(?:\\{1,2}|/)(?:Users|Documents and Settings)"
+    Detector("home_path", r"(?P<keep>(?:(?:^|[^\w.\-])(?:/home/|(?:(?:/mnt|/cygdrive)?/[A-Za-z])?/Users/)|\b[A-Za-z]:(?:\\{1,2}|/)(?:Users|Documents and Settings)"
              r"(?:\\{1,2}|/)))(?P<pii>[^\\/\s'\"<>:|?*`,;]+(?:(?: [^\\/\s'\"<>:|?*`,;]+){1,3}(?:\\{1,2}|/))?)",
              "[REDACTED_USER]", _home_user),
     Detector("email", rf"(?i)(?P<pii>(?:{_L})(?:[@＠]|%40|{_ATREF}|{_AT})[\p{{L}}\p{{N}}\-]+(?:{_DOT}[\p{{L}}\p{{N}}\-]+)*{_DOT}"
