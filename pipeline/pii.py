@@ -353,7 +353,8 @@ DETECTORS: list[Detector] = [
     Detector("email", rf"(?i)(?P<pii>(?:{_L})(?:[@＠]|%40|{_ATREF}|{_AT})[\p{{L}}\p{{N}}\-]+(?:{_DOT}[\p{{L}}\p{{N}}\-]+)*{_DOT}"
              rf"(?:[^\W\d_{_NOSPACE}]{{2,}}|[{_NOSPACE}]{{2,}}))(?:\b|{_EDGE})",
              "[REDACTED_EMAIL]", _email),
-    Detector("iban", rf"\b(?P<pii>[A-Z]{{2}}\d{{2}}(?:[ {_SPACES}]?[A-Z0-9]){{11,30}})\b", "[REDACTED_IBAN]", _iban),
+    Detector("iban", rf"(?:\b|{_EDGE})(?P<pii>[A-Z]{{2}}\d{{2}}(?:[ {_SPACES}]?[A-Z0-9]){{11,30}})(?:\b|{_EDGE})",
+             "[REDACTED_IBAN]", _iban),
     Detector("cn_resident_id", rf"(?:^|[^\w.．]|{_EDGE})(?P<pii>\d{{17}}[\dXxＸｘ])(?:\b|{_EDGE})", "[REDACTED_ID]",
              _cn_resident_id),
     # digits after an IBAN's "DE89 " are its account number (an IBAN that failed its check), not a card

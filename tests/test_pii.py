@@ -318,7 +318,8 @@ def test_numbers_grouped_with_unicode_spaces_and_dashes_and_as_people_write_them
     group digits with no-break or narrow no-break spaces (``+33 1 23 45 67 89``, an IBAN), word processors turn a
     hyphen into an en dash, Americans write the country's 1 (``1-800-424-4010``), France writes dots
     (``01.23.45.67.89``), Britain, Germany and Australia put the trunk prefix and area code in brackets (``(020) 7946 0958``), web pages hide an address's ``@`` as ``&#64;``, and WSL and Git Bash write Windows home
-    folders as ``/mnt/c/Users/<name>`` and ``/c/Users/<name>``. On main every one of these stayed."""
+    folders as ``/mnt/c/Users/<name>`` and ``/c/Users/<name>``; an IBAN written into Chinese text had no word
+    boundary. On main every one of these stayed."""
     cases = [
         ("tél : +33\u00a01\u00a023\u00a045\u00a067\u00a089", "tél : [REDACTED_PHONE]"),
         ("tél : 01\u202f23\u202f45\u202f67\u202f89", "tél : [REDACTED_PHONE]"),
@@ -328,6 +329,7 @@ def test_numbers_grouped_with_unicode_spaces_and_dashes_and_as_people_write_them
         ("office (020) 7946 0958, Sydney (02) 9876 5432", "office [REDACTED_PHONE], Sydney [REDACTED_PHONE]"),
         ("card 4111\u00a01111\u00a01111\u00a01111 exp 12/27", "card [REDACTED_CREDIT_CARD] exp 12/27"),
         ("IBAN DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000 EUR", "IBAN [REDACTED_IBAN] EUR"),
+        ("我的IBAN是DE89370400440532013000，谢谢", "我的IBAN是[REDACTED_IBAN]，谢谢"),
         ("write to ann.lee&#64;example.org or bo&#x40;example.org", "write to [REDACTED_EMAIL] or [REDACTED_EMAIL]"),
         ("/mnt/c/Users/AnnLee/app.py and /c/Users/AnnLee/x", "/mnt/c/Users/[REDACTED_USER]/app.py and /c/Users/[REDACTED_USER]/x"),
     ]
