@@ -9,7 +9,9 @@ per *distinct* candidate the pattern found:
   its country; a national number must be valid in one of ``PHONE_REGIONS`` and written with separators and
   its region's trunk prefix (``020 7946 0958``, Russian ``8 916 123-45-67``) or in the North American form
   (``(415) 555-2671``); a Chinese mobile number, dialled without a trunk prefix, is 11 digits from 13-19 that
-  libphonenumber types as mobile (``13800138000``, ``138 0013 8000``). A number glued to a Latin letter or digit
+  libphonenumber types as mobile (``13800138000``, ``138 0013 8000``); North American ones also with their
+  leading 1 (``1-800-424-4010``), French ones in dotted pairs (``01.23.45.67.89``); groups may be separated by
+  no-break or thin spaces and en dashes (as cards and IBANs by no-break spaces). A number glued to a Latin letter or digit
   (``abb14208324033b1``, a hash) is not one. Dates and other plain digit runs are left alone.
 - credit cards: 13-19 digits starting like a card network (2-6) that pass the Luhn check.
 - IPv4: four octets <= 255, not a netmask (``255.255.255.0``), not part of a longer dotted number
@@ -155,7 +157,7 @@ FILE_EXTENSIONS = {"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "pd
 
 
 def _email(m: regex.Match) -> tuple[int, int] | None:
-    domain = compiled(rf"@|%40|{_AT}").split(narrow(m.group("pii")).lower(), maxsplit=1)[-1]
+    domain = compiled(rf"@|%40|{_ATREF}|{_AT}").split(narrow(m.group("pii")).lower(), maxsplit=1)[-1]
     labels = compiled(_DOT).split(domain)
     if labels[-1] in FILE_EXTENSIONS or (labels[0][:-1].isdigit() and labels[0].endswith("x")):
         return None
@@ -224,7 +226,7 @@ def _iban(m: regex.Match) -> tuple[int, int] | None:
     ``DE89 3704 0044 0532 0130 00 EUR`` loses the IBAN and keeps " EUR"."""
     s = m.group("pii")
     for end in range(len(s), 14, -1):
-        if s[end - 1] != " " and stdnum_iban.is_valid(s[:end]):
+        if not s[end - 1].isspace() and stdnum_iban.is_valid(narrow(s[:end])):
             return (0, end)
     return None
 
@@ -237,7 +239,13 @@ def _cn_resident_id(m: regex.Match) -> tuple[int, int] | None:
 
 
 _DATE = regex.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
-_NANP = regex.compile(r"(?:\(\d{3}\)\s?|\d{3}[ .\-])\d{3}[ .\-]\d{4}")
+# North American numbers, also with the country's 1 before them as Americans write it (``1-800-424-4010``)
+_NANP = regex.compile(r"(?:1[ .\-]?)?(?:\(\d{3}\)\s?|\d{3}[ .\-])\d{3}[ .\-]\d{4}")
+# French numbers as France writes them, in pairs with dots (``01.23.45.67.89``); other dotted digits stay
+_FR_DOTS = regex.compile(r"0[1-9](?:\.\d\d){4}")
+# dashes typed or autocorrected between digit groups (hyphen, non-breaking hyphen, figure dash, en dash, minus);
+# NFKC (``narrow``) already makes no-break, narrow no-break, figure and thin spaces plain spaces
+_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2212", "-"))
 # a Chinese mobile number as people write it, without the trunk 0: 11 digits from 13-19, bare or grouped 3-4-4
 _CN_MOBILE = regex.compile(r"1[3-9]\d(?:\d{8}|( |-)\d{4}\1\d{4})")
 _MOBILE = (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
@@ -255,10 +263,11 @@ def _trunk(region: str) -> str:
 def _phone_ok(text: str, regions: tuple[str, ...]) -> bool:
     """A number written internationally (+ or 00) valid in its country; or a national number written as
     people write them, valid in one of ``regions``: North American ``(415) 555-2671`` / ``415-555-2671``; with the
-    region's trunk prefix and separators (``020 7946 0958``, ``030/123456``, Russian ``8 916 123-45-67``); or a
+    region's trunk prefix and separators (``020 7946 0958``, ``030/123456``, ``(02) 9876 5432``, Russian
+    ``8 916 123-45-67``); or a
     Chinese mobile number, dialled without the trunk 0 (``13800138000``, ``138 0013 8000``). Full-width digits
     are read as digits."""
-    text = narrow(text)
+    text = narrow(text).translate(_DASHES)
     if not 7 <= sum(c.isdigit() for c in text) <= 15 or _DATE.fullmatch(text):
         return False
     try:
@@ -269,9 +278,11 @@ def _phone_ok(text: str, regions: tuple[str, ...]) -> bool:
             return any(phonenumbers.is_valid_number(phonenumbers.parse(text, r)) for r in ("US", "CA"))
         if "CN" in regions and _CN_MOBILE.fullmatch(text):
             return phonenumbers.number_type(phonenumbers.parse(text, "CN")) in _MOBILE
+        if "FR" in regions and _FR_DOTS.fullmatch(text):
+            return phonenumbers.is_valid_number(phonenumbers.parse(text, "FR"))
         if "." not in text and regex.search(r"[\s\-()/]", text):
             return any(phonenumbers.is_valid_number(phonenumbers.parse(text, r))
-                       for r in regions if (prefix := _trunk(r)) and text.startswith(prefix))
+                       for r in regions if (prefix := _trunk(r)) and text.lstrip("(").startswith(prefix))
     except phonenumbers.NumberParseException:
         return False
     return False
@@ -289,12 +300,16 @@ _B64 = r"[A-Za-z0-9_\-]"
 # "010-1234-5678로"): their letters are word characters to ``\b`` and ``\w``, yet end a number or an address.
 _NOSPACE = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}"
 _EDGE = rf"[{_NOSPACE}]"
+# no-break, narrow no-break, figure and thin spaces (French typography groups digits with them; web pages and
+# word processors put them in phone numbers and IBANs) and the dashes ``_DASHES`` reads as hyphens
+_SPACES, _DASH = r"\u00a0\u202f\u2007\u2009", r"\u2010-\u2013\u2212"
 # an e-mail's local part: letters, digits and ._%+- of the spaced scripts, or a run of one spaceless script's
 # letters ("用户@例子.广告"), so an address written into Chinese text does not take the words before it
 _L = rf"(?:[^\W{_NOSPACE}]|[.%+\-．％＋－])+|[{_NOSPACE}]+"
 # full-width forms (Chinese and Japanese input methods type ＋, －, （）, ．, ＠ and the ideographic space): the
 # patterns take them beside their ASCII forms, and the validators read them through ``narrow``
 _AT = r"\s*(?:\[\s*at\s*\]|\(\s*at\s*\)|\{\s*at\s*\}|<\s*at\s*>)\s*"
+_ATREF = r"&\#0*64;|&\#[xX]0*40;|&commat;"  # "@" as an HTML character reference: web pages hide addresses so
 _DOT = r"(?:[.．]|\s*(?:\[\s*dot\s*\]|\(\s*dot\s*\)|\{\s*dot\s*\}|<\s*dot\s*>)\s*)"
 
 DETECTORS: list[Detector] = [
@@ -329,19 +344,21 @@ DETECTORS: list[Detector] = [
     Detector("url_password", r"(?i)\b(?P<keep>[a-z][a-z0-9+.\-]*://[^\s:/@'\"<>]*:)(?P<pii>[^\s/@'\"<>]+)@",
              "[REDACTED_PASSWORD]", _url_password),
     # a person's account folder in a path: /home/<name>, /Users/<name> (not inside a URL's path: not after a word character, '.' or '-'),
-    # C:\Users\<name> (escaped or not), a name of up to four words when a separator follows it (C:\Users\Ann Lee\);
+    # C:\Users\<name> (escaped or not) and as WSL, Git Bash, Cygwin write it (/mnt/c/Users/, /c/Users/, /cygdrive/c/Users/),
+    # a name of up to four words when a separator follows it (C:\Users\Ann Lee\);
     # the folder above and below stay
-    Detector("home_path", r"(?P<keep>(?:(?:^|[^\w.\-])/(?:home|Users)/|\b[A-Za-z]:(?:\\{1,2}|/)(?:Users|Documents and Settings)"
+    Detector("home_path", r"(?P<keep>(?:(?:^|[^\w.\-])(?:/home/|(?:(?:/mnt|/cygdrive)?/[A-Za-z])?/Users/)|\b[A-Za-z]:(?:\\{1,2}|/)(?:Users|Documents and Settings)"
              r"(?:\\{1,2}|/)))(?P<pii>[^\\/\s'\"<>:|?*`,;]+(?:(?: [^\\/\s'\"<>:|?*`,;]+){1,3}(?:\\{1,2}|/))?)",
              "[REDACTED_USER]", _home_user),
-    Detector("email", rf"(?i)(?P<pii>(?:{_L})(?:[@＠]|%40|{_AT})[\p{{L}}\p{{N}}\-]+(?:{_DOT}[\p{{L}}\p{{N}}\-]+)*{_DOT}"
+    Detector("email", rf"(?i)(?P<pii>(?:{_L})(?:[@＠]|%40|{_ATREF}|{_AT})[\p{{L}}\p{{N}}\-]+(?:{_DOT}[\p{{L}}\p{{N}}\-]+)*{_DOT}"
              rf"(?:[^\W\d_{_NOSPACE}]{{2,}}|[{_NOSPACE}]{{2,}}))(?:\b|{_EDGE})",
              "[REDACTED_EMAIL]", _email),
-    Detector("iban", r"\b(?P<pii>[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30})\b", "[REDACTED_IBAN]", _iban),
+    Detector("iban", rf"(?:\b|{_EDGE})(?P<pii>[A-Z]{{2}}\d{{2}}(?:[ {_SPACES}]?[A-Z0-9]){{11,30}})(?:\b|{_EDGE})",
+             "[REDACTED_IBAN]", _iban),
     Detector("cn_resident_id", rf"(?:^|[^\w.．]|{_EDGE})(?P<pii>\d{{17}}[\dXxＸｘ])(?:\b|{_EDGE})", "[REDACTED_ID]",
              _cn_resident_id),
     # digits after an IBAN's "DE89 " are its account number (an IBAN that failed its check), not a card
-    Detector("credit_card", rf"(?P<iban>\b[A-Z]{{2}}\d{{2}})?(?:^|[^\w.．]|{_EDGE})(?P<pii>\d(?:[ \-－\u3000]?\d){{12,18}})(?:\b|{_EDGE})",
+    Detector("credit_card", rf"(?P<iban>\b[A-Z]{{2}}\d{{2}})?(?:^|[^\w.．]|{_EDGE})(?P<pii>\d(?:[ \-－\u3000{_SPACES}]?\d){{12,18}})(?:\b|{_EDGE})",
              "[REDACTED_CREDIT_CARD]", _card),
     Detector("ipv6", rf"(?:^|[^\w:.]|{_EDGE})(?P<pii>\[?(?:[0-9A-Fa-f]{{0,4}}:){{2,7}}[0-9A-Fa-f.]*(?:%[0-9A-Za-z]+)?\]?)",
              "[REDACTED_IP]", _ipv6),
@@ -350,7 +367,7 @@ DETECTORS: list[Detector] = [
     Detector("ipv4", rf"(?:(?P<word>\p{{L}}+)\.?[ \t]+)?(?:^|\b|{_EDGE})(?P<pii>\d+\.\d+\.\d+\.\d+)(?P<tail>\.\d)?(?:\b|{_EDGE})",
              "[REDACTED_IP]", _ipv4, needs=r"\d+\.\d+\.\d+\.\d+"),
     # a Latin letter or digit right after the number is captured (``glued``), so the validator can reject it
-    Detector("phone", rf"(?:^|[^\w.+/\-．＋／－]|{_EDGE})(?P<pii>(?:[+＋]|\b[0０]{{2}})?[(（]?\d[\d \t\u3000.\-()/－（）]{{5,24}}"
+    Detector("phone", rf"(?:^|[^\w.+/\-．＋／－]|{_EDGE})(?P<pii>(?:[+＋]|\b[0０]{{2}})?[(（]?\d[\d \t\u3000{_SPACES}.\-()/－（）{_DASH}]{{5,24}}"
              rf"\d[)）]?)(?P<glued>[A-Za-z0-9_])?", "[REDACTED_PHONE]", _phone),
 ]
 KINDS = [d.kind for d in DETECTORS]

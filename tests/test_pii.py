@@ -311,3 +311,33 @@ def test_an_account_folder_with_a_space_is_redacted_whole():
                              "/Users/[REDACTED_USER]/Library", "ssh into /home/[REDACTED_USER] and run it",
                              r"C:\Users\Public\Documents\setup.exe"]
     assert counts == {"home_path": 5}
+
+
+def test_numbers_grouped_with_unicode_spaces_and_dashes_and_as_people_write_them_are_redacted():
+    """Found by fuzzing the redactor with formats real logs hold (docs/pii.md): French typography and web pages
+    group digits with no-break or narrow no-break spaces (``+33 1 23 45 67 89``, an IBAN), word processors turn a
+    hyphen into an en dash, Americans write the country's 1 (``1-800-424-4010``), France writes dots
+    (``01.23.45.67.89``), Britain, Germany and Australia put the trunk prefix and area code in brackets (``(020) 7946 0958``), web pages hide an address's ``@`` as ``&#64;``, and WSL and Git Bash write Windows home
+    folders as ``/mnt/c/Users/<name>`` and ``/c/Users/<name>``; an IBAN written into Chinese text had no word
+    boundary. On main every one of these stayed."""
+    cases = [
+        ("tél : +33\u00a01\u00a023\u00a045\u00a067\u00a089", "tél : [REDACTED_PHONE]"),
+        ("tél : 01\u202f23\u202f45\u202f67\u202f89", "tél : [REDACTED_PHONE]"),
+        ("call (415) 555\u20132671 now", "call [REDACTED_PHONE] now"),
+        ("call 1-415-555-2671 or 1 (415) 555-2671", "call [REDACTED_PHONE] or [REDACTED_PHONE]"),
+        ("appelez le 01.23.45.67.89 svp", "appelez le [REDACTED_PHONE] svp"),
+        ("office (020) 7946 0958, Sydney (02) 9876 5432", "office [REDACTED_PHONE], Sydney [REDACTED_PHONE]"),
+        ("card 4111\u00a01111\u00a01111\u00a01111 exp 12/27", "card [REDACTED_CREDIT_CARD] exp 12/27"),
+        ("IBAN DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000 EUR", "IBAN [REDACTED_IBAN] EUR"),
+        ("我的IBAN是DE89370400440532013000，谢谢", "我的IBAN是[REDACTED_IBAN]，谢谢"),
+        ("write to ann.lee&#64;example.org or bo&#x40;example.org", "write to [REDACTED_EMAIL] or [REDACTED_EMAIL]"),
+        ("/mnt/c/Users/AnnLee/app.py and /c/Users/AnnLee/x", "/mnt/c/Users/[REDACTED_USER]/app.py and /c/Users/[REDACTED_USER]/x"),
+    ]
+    out, _ = redact(pl.Series([t for t, _ in cases]), KINDS)
+    assert out.to_list() == [r for _, r in cases]
+    # near-misses of the new forms (the real sets' en dashes and no-break spaces are these): year and formula
+    # ranges, a thousands separator, dotted digits not in French pairs, a date, and /Users/ inside a URL's path
+    stay = ["the Old Kingdom (around 2686\u20132181 BC)", "|1\u22123|=2 and 4\u22121=3", "77\u00a0469,48 BYN",
+            "release 12.34.56.78.90", "on 01.02.2023 at 10.30", "https://example.com/a/Users/bob/x",
+            "icon&#64;2x.png", "a 1-23-4567 part number"]
+    assert redact(pl.Series(stay), KINDS)[0].to_list() == stay
