@@ -42,6 +42,40 @@ RE_ENCODE = "re-encode the file as UTF-8 (Latin-1 or Windows-1252 text: `iconv -
 REWRITE_UTF8 = "rewrite the file with that column's text as UTF-8"  # a Parquet string column: no tool re-encodes it
 
 
+# Files that are not text at all, by their first bytes: compressed streams, archives and columnar formats, named as
+# a text file (``.jsonl``, ``.csv``, ...). Read as text, a gzip stream was hundreds of "invalid UTF-8 ... re-encode the
+# file as UTF-8 (Latin-1 ...)" rejects, one per chance line break in its bytes, none of them naming the cause.
+_MAGIC = [(b"\x1f\x8b", "gzip-compressed data", "name it with .gz at the end (e.g. {stem}.gz), which is read through gzip"),
+          (b"\x28\xb5\x2f\xfd", "Zstandard-compressed data", "decompress it (`zstd -d`) or recompress it with gzip"),
+          (b"\xfd7zXZ\x00", "xz-compressed data", "decompress it (`xz -d`) or recompress it with gzip"),
+          (b"BZh", "bzip2-compressed data", "decompress it (`bunzip2`) or recompress it with gzip"),
+          (b"PK\x03\x04", "a zip archive", "unzip it and point the path at the files it holds"),
+          (b"PAR1", "a Parquet file", "name it .parquet"),
+          (b"ARROW1", "an Arrow IPC (Feather) file", "write it as Parquet (`pyarrow.parquet.write_table`)"),
+          (b"\xff\xff\xff\xff", "an Arrow IPC stream (a `datasets` save_to_disk shard?)",
+           "write it as Parquet (`datasets.load_from_disk(folder).to_parquet(...)`)")]
+
+
+def _binary_after(magic: bytes, rest: bytes) -> bool:
+    """Whether what follows a magic that text could start with too ("BZh", "PAR1", "ARROW1") is no text: bzip2's
+    block header, or a control byte (a Parquet page header, Arrow's padding)."""
+    if magic == b"BZh":
+        return rest[1:7] == b"1AY&SY"
+    return magic not in (b"PAR1", b"ARROW1") or (rest[:1] < b" " and rest[:1] not in b"\t\n\r")
+
+
+def binary_file_error(head: bytes, name: str) -> str | None:
+    """Why a file named ``name`` as text (JSON lines, JSON, CSV, XML; after gzip where it ends in .gz) whose first
+    bytes (after any gzip) are ``head`` is no text at all, saying what it is and what to do, or None."""
+    for magic, what, todo in _MAGIC:
+        if head.startswith(magic) and _binary_after(magic, head[len(magic):]):
+            if magic == b"\x1f\x8b" and name.lower().endswith(".gz"):
+                todo = "it was compressed twice: gunzip it once"
+            return (f"the file is {what}, not text (its first bytes say so); none of it is read: "
+                    + todo.format(stem=name))
+    return None
+
+
 def encoding_error(f: IO[bytes]) -> str | None:
     """Why the text file open as ``f`` (at its start) is not UTF-8, judged from its first bytes, or None."""
     head = f.read(256)

@@ -17,6 +17,7 @@ here (Parquet, Stack Exchange XML); what they share (``RawRow``, damaged-file er
 from __future__ import annotations
 
 import glob
+import io
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -26,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import limits, parquetpages
-from pipeline.encodings import binary_as_text, decoded, encoding_error, has_binary
+from pipeline.encodings import binary_as_text, binary_file_error, decoded, encoding_error, has_binary
 from pipeline.errors import SourceError, one_line, os_reason, unnameable
 from pipeline.globs import dirs_below, glob_paths
 from pipeline.hub_source import HF_PREFIX, hub_rows
@@ -333,13 +334,25 @@ READERS = {
 }
 
 
+# Data in a form no reader takes, and what to do (a glob of the folder's other files, as for a README.md, was the
+# advice: for a ``datasets`` save_to_disk folder, ``**/*.json``, its dataset_info.json and state.json).
+_IPC = ("Arrow IPC files (a `datasets` save_to_disk folder, polars write_ipc, Feather) are not read: write the data as "
+        "Parquet (`datasets.load_from_disk(folder).to_parquet('data.parquet')`, `pl.read_ipc(file).write_parquet(...)`) "
+        "and point the path at that")
+_PACKED = "only .gz is decompressed: decompress the file ({tool}) or recompress it with gzip"
+NOT_READ = {".arrow": _IPC, ".feather": _IPC, ".ipc": _IPC, ".zst": _PACKED.format(tool="`zstd -d`"),
+            ".bz2": _PACKED.format(tool="`bunzip2`"), ".xz": _PACKED.format(tool="`xz -d`"),
+            ".zip": "unzip it and point the path at the files it holds"}
+
+
 # --- a source --------------------------------------------------------------------------------------
 
 
 def _encoding_error(path: Path) -> str | None:
     try:
         with open_binary(path) as f:
-            return encoding_error(f)
+            head = f.read(256)
+        return binary_file_error(head, path.name) or encoding_error(io.BytesIO(head))
     except UNREADABLE as e:  # the reader reports it
         if cannot_read(e):
             raise
@@ -363,12 +376,14 @@ def source_files(path: str) -> list[Path]:
     """The files of a local source (``expand_paths``), each of a type a reader knows, or SourceError
     naming the first that is not (a README.md or LICENSE in a dataset folder), before any is read."""
     files = expand_paths(path)
+    if unknown := [f for f in files if _suffix(f) not in READERS]:  # data in a form not read first: its advice
+        file = next((f for f in unknown if _suffix(f) in NOT_READ), unknown[0])
+        known = next((f for f in files if _suffix(f) in READERS), None)  # the suggested glob matches its name
+        hint = (f"; {NOT_READ[_suffix(file)]}" if _suffix(file) in NOT_READ else
+                f"; point the path at the data files only, e.g. {_data_glob(path, known)}" if known else "")
+        raise SourceError(f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} "
+                          f"(optionally .gz, but for .parquet){hint}")
     for file in files:
-        if _suffix(file) not in READERS:
-            known = next((f for f in files if _suffix(f) in READERS), None)  # the suggested glob matches its name
-            hint = f"; point the path at the data files only, e.g. {_data_glob(path, known)}" if known else ""
-            raise SourceError(f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} "
-                              f"(optionally .gz, but for .parquet){hint}")
         if _suffix(file) == ".parquet" and file.suffix.lower() == ".gz":  # read by row group, which needs to seek
             raise SourceError(f"{file}: a gzipped Parquet file cannot be read by row group: gunzip it (Parquet "
                               "compresses its pages itself)")

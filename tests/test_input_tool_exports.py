@@ -1,0 +1,114 @@
+"""Files as other tools write them, fed to ingest as they come: compressed or columnar data under a text file's name,
+Arrow IPC files (``datasets`` save_to_disk, polars, Feather) and other compressions. Each was a reject per chance line
+or a wrong suggestion; each test failed on the code before its fix.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import zipfile
+
+import pyarrow as pa
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.errors import SourceError
+from pipeline.readers import source_files
+from tests.input_cases import A, U, _ingest, _lines
+
+RECORDS = [{"conversation_id": f"c{i}", "conversation": [U, A]} for i in range(40)]
+TEXT = _lines(*RECORDS).encode()
+
+
+def _parquet_bytes() -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(RECORDS), sink)
+    return sink.getvalue()
+
+
+def _ipc_stream_bytes() -> bytes:  # as ``datasets`` writes its data-00000-of-00001.arrow shards
+    sink = io.BytesIO()
+    table = pa.Table.from_pylist(RECORDS)
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def _feather_bytes() -> bytes:
+    sink = io.BytesIO()
+    feather.write_feather(pa.Table.from_pylist(RECORDS), sink)
+    return sink.getvalue()
+
+
+def _zip_bytes() -> bytes:
+    sink = io.BytesIO()
+    with zipfile.ZipFile(sink, "w") as z:
+        z.writestr("chats.jsonl", TEXT)
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize(("name", "data", "says"), [
+    ("chats.jsonl", lambda: gzip.compress(TEXT), "gzip-compressed data, not text (its first bytes say so); none of "
+                                                 "it is read: name it with .gz at the end (e.g. chats.jsonl.gz)"),
+    ("chats.csv", lambda: gzip.compress(b"id,text\na,b\n"), "gzip-compressed data, not text"),
+    ("chats.jsonl.gz", lambda: gzip.compress(gzip.compress(TEXT)), "it was compressed twice: gunzip it once"),
+    ("chats.jsonl", lambda: bz2.compress(TEXT), "bzip2-compressed data, not text"),
+    ("chats.json", lambda: lzma.compress(TEXT), "xz-compressed data, not text"),
+    ("chats.jsonl", lambda: b"\x28\xb5\x2f\xfd" + bytes(range(256)), "Zstandard-compressed data, not text"),
+    ("chats.jsonl", _zip_bytes, "a zip archive, not text"),
+    ("chats.jsonl", _parquet_bytes, "a Parquet file, not text (its first bytes say so); none of it is read: name it "
+                                    ".parquet"),
+    ("chats.json", _feather_bytes, "an Arrow IPC (Feather) file, not text"),
+    ("chats.jsonl", _ipc_stream_bytes, "an Arrow IPC stream (a `datasets` save_to_disk shard?), not text"),
+])
+def test_compressed_or_columnar_data_named_as_text_is_one_reject_saying_what_it_is(tmp_path, name, data, says):
+    """A gzip stream named .jsonl was 300-odd rejects, one per chance line break in its bytes, each "invalid UTF-8 ...
+    re-encode the file as UTF-8 (Latin-1 or Windows-1252 text ...)": a cause it does not have and a fix that cannot
+    work. Now one reject, from the file's first bytes (after gzip where the name ends in .gz)."""
+    (tmp_path / name).write_bytes(data())
+    res = _ingest(tmp_path / name, "wildchat", "conversations")
+    assert len(res.rejects) == 1 and not res.rows.get("conversations")
+    assert res.rejects[0]["reason"].startswith(f"{name}:1: the file is ") and says in res.rejects[0]["reason"]
+
+
+@pytest.mark.parametrize("header", ["PAR1", "BZh", "ARROW1 text", "PK"])
+def test_text_that_starts_like_a_magic_number_is_read_as_text(tmp_path, header):
+    """Only the bytes that follow a magic that text could start with make it one: a CSV column named "PAR1" is text."""
+    (tmp_path / "d.csv").write_text(f"{header},text\nd1,hello\n")
+    res = _ingest(tmp_path / "d.csv", "documents", "documents")
+    assert not res.rejects and [d["text"] for d in res.rows["documents"]] == ["hello"]
+
+
+def test_a_datasets_save_to_disk_folder_fails_saying_to_write_parquet_not_to_read_its_json(tmp_path):
+    """``Dataset.save_to_disk`` writes Arrow stream shards beside dataset_info.json and state.json: the failure
+    suggested the glob ``folder/**/*.json``, which reads those two metadata files as the data. It says now how to
+    write the data as Parquet, whichever file of the folder sorts first (a README.md)."""
+    import datasets
+
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_list(RECORDS).save_to_disk(str(folder))
+    (folder / "README.md").write_text("# card\n")
+    with pytest.raises(SourceError) as e:
+        source_files(str(folder))
+    message = str(e.value)
+    assert "\n" not in message and ".arrow: unknown file type '.arrow'" in message
+    assert "Arrow IPC files (a `datasets` save_to_disk folder, polars write_ipc, Feather) are not read" in message
+    assert "datasets.load_from_disk(folder).to_parquet('data.parquet')" in message and "*.json" not in message
+
+
+@pytest.mark.parametrize(("name", "says"), [
+    ("chats.feather", "Arrow IPC files"), ("chats.arrow", "Arrow IPC files"),
+    ("chats.jsonl.zst", "only .gz is decompressed: decompress the file (`zstd -d`) or recompress it with gzip"),
+    ("chats.jsonl.bz2", "(`bunzip2`)"), ("chats.jsonl.xz", "(`xz -d`)"), ("chats.zip", "unzip it")])
+def test_a_file_of_a_format_not_read_says_how_to_convert_it(tmp_path, name, says):
+    """It said only "unknown file type '.zst'", or, beside a file that is read, to point the path at a glob of that
+    one's type (leaving the data out)."""
+    (tmp_path / name).write_bytes(b"\x28\xb5\x2f\xfd data")
+    (tmp_path / "other.jsonl").write_bytes(TEXT)
+    with pytest.raises(SourceError) as e:
+        source_files(str(tmp_path))
+    assert says in str(e.value) and "**" not in str(e.value)
