@@ -1,6 +1,7 @@
 """Files as other tools write them, fed to ingest as they come: compressed or columnar data under a text file's name,
-Arrow IPC files (``datasets`` save_to_disk, polars, Feather) and other compressions. Each was a reject per chance line
-or a wrong suggestion; each test failed on the code before its fix.
+Arrow IPC files (``datasets`` save_to_disk, polars, Feather) and other compressions, pandas' ``to_json()`` tables, and
+a null message inside a Parquet list. Each was a reject per chance line, a wrong suggestion or a reason that named no
+cause; each test failed on the code before its fix.
 """
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import json
 import lzma
 import zipfile
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
@@ -112,3 +115,35 @@ def test_a_file_of_a_format_not_read_says_how_to_convert_it(tmp_path, name, says
     with pytest.raises(SourceError) as e:
         source_files(str(tmp_path))
     assert says in str(e.value) and "**" not in str(e.value)
+
+
+@pytest.mark.parametrize(("orient", "says"), [
+    (None, "holding 2 objects with the same 40 keys each (a table by column or by row index, as pandas `to_json()` "
+           "writes by default), not a list of records: write it with `df.to_json(path, orient='records', lines=True)`"),
+    ("index", "holding 40 objects with the same 2 keys each"),
+    ("split", "holding a table of 40 rows as lists under 'data' (pandas `to_json(orient='split')`), not a list of "
+              "records"),
+])
+def test_a_pandas_to_json_table_is_named_with_the_orient_that_writes_records(tmp_path, orient, says):
+    """``df.to_json(path)`` writes a column's values keyed by row number: the whole file was one reject, "messages is
+    dict, expected a list of messages", or "missing field" for orient='split', never saying the file is a table."""
+    pd.DataFrame(RECORDS).to_json(tmp_path / "t.json", **({"orient": orient} if orient else {}))
+    res = _ingest(tmp_path / "t.json", "wildchat", "conversations")
+    assert len(res.rejects) == 1 and says in res.rejects[0]["reason"]
+    pd.DataFrame(RECORDS).to_json(tmp_path / "t.json", orient="records")  # what it says to write is read
+    assert _ingest(tmp_path / "t.json", "wildchat", "conversations").metrics["accepted"] == 40
+
+
+def test_one_record_whose_fields_are_objects_gets_no_table_hint(tmp_path):
+    (tmp_path / "r.json").write_text(json.dumps({"a": {"x": 1}, "b": {"y": 2}}))
+    assert "pandas" not in _ingest(tmp_path / "r.json", "wildchat", "conversations").rejects[0]["reason"]
+
+
+def test_a_null_message_in_a_parquet_list_is_named_null_not_nonetype(tmp_path):
+    """A null struct in a Parquet list of messages said "conversation[1] is NoneType", Python's name for it."""
+    struct = pa.struct([("role", pa.string()), ("content", pa.string())])
+    pq.write_table(pa.table({"conversation_id": ["a"], "conversation": pa.array([[U, None, A]], pa.list_(struct))}),
+                   tmp_path / "n.parquet")
+    assert [r["reason"] for r in _ingest(tmp_path / "n.parquet", "wildchat", "conversations").rejects] == [
+        "n.parquet:1: conversation[1] is null, expected an object with role and content: a message is missing there; "
+        "write it, or drop the conversation"]
