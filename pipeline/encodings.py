@@ -199,6 +199,23 @@ def _as_text(t: pa.DataType) -> pa.DataType:
     return t
 
 
+def field_named_twice(schema: pa.Schema) -> str | None:
+    """The first struct field, at any depth, whose struct names it twice, as ``column.field`` (``[]`` for a list's
+    element: ``conversation[].content``), or None. Arrow cannot make such a struct a dict, so each row of the file was
+    a reject saying its column "holds a value Python cannot represent", and told to drop the column."""
+    def twice(t: pa.DataType, at: str) -> str | None:
+        if pa.types.is_struct(t):
+            names = [t.field(i).name for i in range(t.num_fields)]
+            if dup := next((n for n in names if names.count(n) > 1), None):
+                return f"{at}.{dup}"
+            return next((f for i in range(t.num_fields) if (f := twice(t.field(i).type, f"{at}.{names[i]}"))), None)
+        if pa.types.is_dictionary(t):
+            return twice(t.value_type, at)
+        inner = [t.field(i).type for i in range(t.num_fields)]  # a list's element, a map's key and item
+        return next((f for u in inner if (f := twice(u, f"{at}[]"))), None)
+    return next((f for name, t in zip(schema.names, schema.types, strict=True) if (f := twice(t, name))), None)
+
+
 def has_binary(schema: pa.Schema) -> bool:
     """Whether a column of ``schema`` holds binary values (``binary_as_text`` reads them as text)."""
     return any(_as_text(t) != t for t in schema.types)

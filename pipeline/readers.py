@@ -27,7 +27,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import limits, parquetpages
-from pipeline.encodings import binary_as_text, binary_file_error, decoded, encoding_error, has_binary
+from pipeline.encodings import (
+    binary_as_text,
+    binary_file_error,
+    decoded,
+    encoding_error,
+    field_named_twice,
+    has_binary,
+)
 from pipeline.errors import SourceError, one_line, os_reason, unnameable
 from pipeline.globs import dirs_below, glob_paths
 from pipeline.hub_source import HF_PREFIX, hub_rows
@@ -222,6 +229,11 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
         yield RawRow(str(path), 1, error=f"the file names column(s) {twice} twice (a row keeps the last one only): "
                                          "rename them so each column has its own name; none of the file is read",
                      records=max(sum(sizes), 1))
+        return
+    if field := field_named_twice(pf.schema_arrow):  # a struct of it: every row was a reject saying to drop the column
+        yield RawRow(str(path), 1, error=f"the field {field} is named twice in its struct (a record would keep one of "
+                                         "them only): rename them so each field has its own name; none of the file is "
+                                         "read", records=max(sum(sizes), 1))
         return
     limit = max_record_bytes or 1 << 30
     binary = has_binary(pf.schema_arrow)

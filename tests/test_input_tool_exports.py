@@ -21,6 +21,7 @@ import pytest
 
 from pipeline.errors import SourceError
 from pipeline.readers import source_files
+from tests.adapter_sources import run_source
 from tests.input_cases import A, U, _ingest, _lines
 
 RECORDS = [{"conversation_id": f"c{i}", "conversation": [U, A]} for i in range(40)]
@@ -147,3 +148,20 @@ def test_a_null_message_in_a_parquet_list_is_named_null_not_nonetype(tmp_path):
     assert [r["reason"] for r in _ingest(tmp_path / "n.parquet", "wildchat", "conversations").rejects] == [
         "n.parquet:1: conversation[1] is null, expected an object with role and content: a message is missing there; "
         "write it, or drop the conversation"]
+
+
+def test_a_parquet_struct_that_names_a_field_twice_is_one_reject_naming_it(tmp_path):
+    """A list of structs with two ``content`` fields (a join or rename gone wrong upstream) made each row a reject,
+    "column 'conversation' holds a value Python cannot represent (ValueError: ...); drop that column": as a column
+    named twice, the file is one reject standing for all of its rows, naming the field."""
+    fields = [pa.field("role", pa.string()), pa.field("content", pa.string()), pa.field("content", pa.string())]
+    turns = pa.StructArray.from_arrays([pa.array(["user", "assistant"] * 3), pa.array(["q", "a"] * 3),
+                                        pa.array(["", "other"] * 3)], fields=fields)
+    pq.write_table(pa.table({"conversation_id": ["a", "b", "c"],
+                             "conversation": pa.ListArray.from_arrays(pa.array([0, 2, 4, 6]), turns)}),
+                   tmp_path / "d.parquet")
+    res = run_source(tmp_path / "d.parquet", "wildchat", "conversations")
+    assert [r["reason"] for r in res.rejects] == [
+        "d.parquet:1: the field conversation[].content is named twice in its struct (a record would keep one of them "
+        "only): rename them so each field has its own name; none of the file is read"]
+    assert (res.metrics["rows_in"], res.metrics["rejected"]) == (3, 3)
