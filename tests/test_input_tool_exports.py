@@ -165,3 +165,16 @@ def test_a_parquet_struct_that_names_a_field_twice_is_one_reject_naming_it(tmp_p
         "d.parquet:1: the field conversation[].content is named twice in its struct (a record would keep one of them "
         "only): rename them so each field has its own name; none of the file is read"]
     assert (res.metrics["rows_in"], res.metrics["rejected"]) == (3, 3)
+
+
+@pytest.mark.parametrize(("name", "body"), [("x.csv", "sep=,\r\nid,text\r\nd1,hello\r\n"),
+                                            ("x.tsv", "SEP=\t\nid\ttext\nd1\thello\n")])
+def test_excels_sep_line_before_the_header_is_read_as_the_separator_it_names(tmp_path, name, body):
+    """A first line ``sep=,`` (written for Excel, which reads the separator from it) was taken for the header: each
+    row a "missing field 'text'" reject. It names the file's own separator: the header is the next line. One naming
+    another separator is the one-column header it always was (``sep=;``: "separated by ';', not by commas")."""
+    (tmp_path / name).write_text(body)
+    res = _ingest(tmp_path / name, "documents", "documents")
+    assert not res.rejects and [d["text"] for d in res.rows["documents"]] == ["hello"]
+    (tmp_path / "s.csv").write_text("sep=;\nid;text\nd1;hello\n")
+    assert "separated by ';', not by commas" in _ingest(tmp_path / "s.csv", "documents", "documents").rejects[0]["reason"]
