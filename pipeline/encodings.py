@@ -7,8 +7,10 @@ field holding bytes that are not UTF-8 makes its row an error row, as a JSON lin
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator
+import zoneinfo
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import pyarrow as pa
@@ -147,9 +149,34 @@ MAPS = "strict"
 
 def python_values(data: pa.RecordBatch | pa.Array | pa.ChunkedArray) -> list[Any]:
     """``data.to_pylist()``, a map column as dicts (``MAPS``). pyarrow takes a slower path for every column once
-    ``maps_as_pydicts`` is given (7x: 0.2 -> 1.5 s for 200k conversations), so it is given only where a map is."""
+    ``maps_as_pydicts`` is given (7x: 0.2 -> 1.5 s for 200k conversations), so it is given only where a map is.
+    A timestamp in a time zone this machine's zone database does not know is the same instant in UTC (``_in_utc``)."""
     schema_types = [f.type for f in data.schema] if isinstance(data, pa.RecordBatch) else [data.type]
+    if any(_in_utc(t) != t for t in schema_types):
+        data = (data.cast(pa.schema([f.with_type(_in_utc(f.type)) for f in data.schema]))
+                if isinstance(data, pa.RecordBatch) else data.cast(_in_utc(data.type)))
     return data.to_pylist(maps_as_pydicts=MAPS) if any(map(_holds_map, schema_types)) else data.to_pylist()
+
+
+@functools.cache
+def _zone_known(tz: str) -> bool:
+    """Whether pyarrow can make a Python time zone of ``tz``: a fixed offset, or a name the zone database holds."""
+    if re.fullmatch(r"[+-]\d\d:\d\d", tz):
+        return True
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _in_utc(t: pa.DataType) -> pa.DataType:
+    """``t`` with each timestamp whose zone is not known here (a name newer than, or missing from, this machine's
+    zone database, as on a slim container without tzdata) in UTC as the offset +00:00, which needs no database: its
+    rows were each a reject, "column 'ts' holds a value Python cannot represent (ArrowInvalid: The zoneinfo module or
+    pytz package must be installed.)", whether or not the record's fields were read from it."""
+    return _leaves(t, lambda u: pa.timestamp(u.unit, "+00:00")
+                   if pa.types.is_timestamp(u) and u.tz and not _zone_known(u.tz) else u)
 
 
 def _holds_map(t: pa.DataType) -> bool:
@@ -184,19 +211,22 @@ _TEXT_OF = {pa.binary(): pa.string(), pa.large_binary(): pa.large_string(), pa.b
 
 def _as_text(t: pa.DataType) -> pa.DataType:
     """``t`` with every binary type in it (at any depth: a list of structs of messages) the string type of its width."""
-    if t in _TEXT_OF:
-        return _TEXT_OF[t]
+    return _leaves(t, lambda u: _TEXT_OF.get(u, u))
+
+
+def _leaves(t: pa.DataType, leaf: Callable[[pa.DataType], pa.DataType]) -> pa.DataType:
+    """``t`` with ``leaf`` applied to every type in it that holds no other (at any depth)."""
     if pa.types.is_dictionary(t):
-        return pa.dictionary(t.index_type, _as_text(t.value_type), t.ordered)
+        return pa.dictionary(t.index_type, _leaves(t.value_type, leaf), t.ordered)
     if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return (pa.list_ if pa.types.is_list(t) else pa.large_list)(t.value_field.with_type(_as_text(t.value_type)))
+        return (pa.list_ if pa.types.is_list(t) else pa.large_list)(t.value_field.with_type(_leaves(t.value_type, leaf)))
     if pa.types.is_fixed_size_list(t):
-        return pa.list_(t.value_field.with_type(_as_text(t.value_type)), t.list_size)
+        return pa.list_(t.value_field.with_type(_leaves(t.value_type, leaf)), t.list_size)
     if pa.types.is_map(t):
-        return pa.map_(t.key_field.with_type(_as_text(t.key_type)), t.item_field.with_type(_as_text(t.item_type)))
+        return pa.map_(t.key_field.with_type(_leaves(t.key_type, leaf)), t.item_field.with_type(_leaves(t.item_type, leaf)))
     if pa.types.is_struct(t):
-        return pa.struct([t.field(i).with_type(_as_text(t.field(i).type)) for i in range(t.num_fields)])
-    return t
+        return pa.struct([t.field(i).with_type(_leaves(t.field(i).type, leaf)) for i in range(t.num_fields)])
+    return leaf(t)
 
 
 def field_named_twice(schema: pa.Schema) -> str | None:

@@ -178,3 +178,27 @@ def test_excels_sep_line_before_the_header_is_read_as_the_separator_it_names(tmp
     assert not res.rejects and [d["text"] for d in res.rows["documents"]] == ["hello"]
     (tmp_path / "s.csv").write_text("sep=;\nid;text\nd1;hello\n")
     assert "separated by ';', not by commas" in _ingest(tmp_path / "s.csv", "documents", "documents").rejects[0]["reason"]
+
+
+def test_a_timestamp_in_a_zone_this_machine_does_not_know_is_read_as_the_same_instant_in_utc(tmp_path):
+    """A zone the zone database here lacks (newer than it, or none at all: a slim container without tzdata, where
+    every named zone is unknown) made each row a reject, "column 'ts' holds a value Python cannot represent
+    (ArrowInvalid: The zoneinfo module or pytz package must be installed.)", though no field was read from it. Known
+    zones and fixed offsets read as before."""
+    import datetime
+
+    from pipeline.readers import iter_records
+
+    when = datetime.datetime(2024, 1, 1, 12, tzinfo=datetime.UTC)
+    msg = pa.struct([("role", pa.string()), ("content", pa.string()), ("at", pa.timestamp("us", tz="Mars/Olympus"))])
+    pq.write_table(pa.table({
+        "conversation_id": ["a", "b"],
+        "conversation": pa.array([[{**U, "at": when}, {**A, "at": None}]] * 2, pa.list_(msg)),
+        "ts": pa.array([when, None], pa.timestamp("us", tz="Mars/Olympus")),
+        "tokyo": pa.array([when, when], pa.timestamp("us", tz="Asia/Tokyo"))}), tmp_path / "t.parquet")
+    res = _ingest(tmp_path / "t.parquet", "wildchat", "conversations")
+    assert not res.rejects and res.metrics["accepted"] == 2
+    row = next(iter_records(str(tmp_path / "t.parquet"))).value
+    assert row["ts"] == when and row["ts"].utcoffset() == datetime.timedelta(0)
+    assert row["conversation"][0]["at"] == when
+    assert row["tokyo"] == when and str(row["tokyo"].tzinfo) == "Asia/Tokyo"
