@@ -166,7 +166,12 @@ def _data_wrapper(value: object) -> bool:
 def _wrapped_records(value: object) -> str:
     """For a .json file that is one object (not ``{"data": [...]}``) holding a list of objects under a key, what a
     reject of it should add: ``{"examples": [...]}`` was one record with a 'missing field' reason, its records
-    never named."""
+    never named. An array of arrays (rows without their column names, as pandas ``to_json(orient='values')`` writes
+    them) says so: each row was a reject, "record is list, expected a JSON object", the cause and fix unsaid."""
+    if isinstance(value, list) and value and all(isinstance(row, list) for row in value) \
+            and any(not isinstance(v, dict) for v in value[0]):  # not lists of messages, each a conversation
+        return (f"; the file is an array of {len(value)} arrays, rows without their column names (pandas "
+                "`to_json(orient='values')`): write records, `df.to_json(path, orient='records', lines=True)`")
     if not isinstance(value, dict):
         return ""
     if frame := _pandas_frame(value):

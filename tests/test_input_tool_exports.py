@@ -135,6 +135,18 @@ def test_a_pandas_to_json_table_is_named_with_the_orient_that_writes_records(tmp
     assert _ingest(tmp_path / "t.json", "wildchat", "conversations").metrics["accepted"] == 40
 
 
+def test_a_pandas_values_array_says_its_rows_lack_their_column_names(tmp_path):
+    """``to_json(orient='values')`` writes each row as an array: each was a reject, "record is list, expected a JSON
+    object", not saying why. An array of message lists (each a conversation) is not such a table."""
+    pd.DataFrame(RECORDS).to_json(tmp_path / "t.json", orient="values")
+    reasons = [r["reason"] for r in _ingest(tmp_path / "t.json", "wildchat", "conversations").rejects]
+    assert len(reasons) == 40 and reasons[0] == (
+        "t.json:1: record is list, expected a JSON object; the file is an array of 40 arrays, rows without their column "
+        "names (pandas `to_json(orient='values')`): write records, `df.to_json(path, orient='records', lines=True)`")
+    (tmp_path / "m.json").write_text(json.dumps([[U, A], [U, A]]))
+    assert "pandas" not in _ingest(tmp_path / "m.json", "wildchat", "conversations").rejects[0]["reason"]
+
+
 def test_one_record_whose_fields_are_objects_gets_no_table_hint(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps({"a": {"x": 1}, "b": {"y": 2}}))
     assert "pandas" not in _ingest(tmp_path / "r.json", "wildchat", "conversations").rejects[0]["reason"]
