@@ -28,12 +28,15 @@ import pyarrow.parquet as pq
 
 from pipeline import limits, parquetpages
 from pipeline.encodings import (
+    Columns,
     binary_as_text,
     binary_file_error,
     decoded,
     encoding_error,
     field_named_twice,
     has_binary,
+    json_columns,
+    json_values,
 )
 from pipeline.errors import SourceError, one_line, os_reason, unnameable
 from pipeline.globs import dirs_below, glob_paths
@@ -236,7 +239,7 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
                                          "read", records=max(sum(sizes), 1))
         return
     limit = max_record_bytes or 1 << 30
-    binary = has_binary(pf.schema_arrow)
+    binary = Columns(has_binary(pf.schema_arrow), json_columns(pf))
     run: list[tuple[int, int, int, Plan]] = []  # row groups to read in one batch: (group, rows, first row, plan)
     run_rows = run_bytes = 0
     first = 1  # row number of the group's first row
@@ -266,7 +269,7 @@ Plan = tuple[int, str | None, int] | Exception  # limits.group_plan's, or why th
 
 
 def _read_run(pf: pq.ParquetFile, path: Path, run: list[tuple[int, int, int, Plan]], limit: int,
-              binary: bool) -> Iterator[RawRow]:
+              binary: Columns) -> Iterator[RawRow]:
     """The rows of consecutive row groups that each fit in one batch and together in ``limit`` bytes, read in one
     batch: a file written with row groups of a row or a few was read a group at a time, at about 0.1 ms each (1M
     rows: minutes). Where the batch cannot be decoded, each group is read on its own, so a bad one costs its rows
@@ -287,21 +290,23 @@ def _read_run(pf: pq.ParquetFile, path: Path, run: list[tuple[int, int, int, Pla
 
 
 def _batch_rows(path: Path, batches: Iterable[pa.RecordBatch], first: int, limit: int,
-                binary: bool) -> Iterator[RawRow]:
+                binary: Columns) -> Iterator[RawRow]:
     """The rows of ``batches`` of a Parquet file, numbered from ``first``."""
     i = first
     for batch in batches:
-        if binary:  # text a writer stored as binary
+        if binary.binary:  # text a writer stored as binary
             batch, left = binary_as_text(batch)
         for rec, error, preview in limits.sized_rows(batch, limit):
-            if binary and left and rec is not None:
+            if binary.binary and left and rec is not None:
                 rec = {k: decoded(v) if k in left else v for k, v in rec.items()}
+            if binary.json and rec is not None:
+                rec, error = json_values(rec, binary.json)
             yield RawRow(str(path), i, value=rec, error=error, raw=preview)
             i += 1
 
 
 def _read_group(pf: pq.ParquetFile, path: Path, g: int, size: int, first: int, plan: Plan, limit: int,
-                binary: bool) -> Iterator[RawRow]:
+                binary: Columns) -> Iterator[RawRow]:
     """The rows of row group ``g`` (``size`` rows from row ``first``) in batches as ``plan`` says, or the error row
     of what cannot be read (``plan`` refuses it or is an exception, or a batch cannot be decoded)."""
     i = first - 1

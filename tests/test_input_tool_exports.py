@@ -214,3 +214,20 @@ def test_a_timestamp_in_a_zone_this_machine_does_not_know_is_read_as_the_same_in
     assert row["ts"] == when and row["ts"].utcoffset() == datetime.timedelta(0)
     assert row["conversation"][0]["at"] == when
     assert row["tokyo"] == when and str(row["tokyo"].tzinfo) == "Asia/Tokyo"
+
+
+@pytest.mark.parametrize("store_schema", [True, False])  # False: no Arrow schema in the file, as DuckDB writes it
+def test_a_parquet_column_typed_json_is_read_as_the_json_it_holds(tmp_path, store_schema):
+    """A JSON column (Parquet's JSON logical type: DuckDB, BigQuery; Arrow's ``pa.json_()``) holding the messages was
+    read as their JSON text: a reject, "conversation is str, expected a list of messages; ... write the file as JSON
+    lines or Parquet" (it is Parquet). Its values are parsed; one that is not JSON is a reject naming the column."""
+    texts = [json.dumps([U, A]), json.dumps([U, A]), "[{'role': 'user'}]", None]
+    pq.write_table(pa.table({"conversation_id": ["a", "b", "c", "d"], "conversation": pa.array(texts, pa.json_()),
+                             "model": pa.array(['"m1"', '"m2"', '"m3"', '"m4"'], pa.json_())}),
+                   tmp_path / "j.parquet", store_schema=store_schema)
+    res = _ingest(tmp_path / "j.parquet", "wildchat", "conversations")
+    assert [(c["model"], c["messages"]) for c in res.rows["conversations"]] == [("m1", [U, A]), ("m2", [U, A])]
+    assert [r["reason"] for r in res.rejects] == [
+        "j.parquet:3: column 'conversation' is typed JSON but holds invalid JSON: Expecting property name enclosed in "
+        "double quotes at column 3: write the column's values as JSON text",
+        "j.parquet:4: field 'conversation' is null: the record has no 'messages' or 'conversation'"]
