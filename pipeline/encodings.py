@@ -7,11 +7,16 @@ field holding bytes that are not UTF-8 makes its row an error row, as a JSON lin
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator
-from typing import IO, Any
+import zoneinfo
+from collections.abc import Callable, Iterator
+from typing import IO, Any, NamedTuple
 
 import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.jsontext import parse_json
 
 # A character that shows: not white space, a control character, a zero-width / direction / joiner mark (the bidi
 # embeddings, overrides and isolates, U+061C, U+180E), a Hangul filler, which renders blank, or U+FFFD, which stands
@@ -40,6 +45,40 @@ _UTF8 = {"utf-8", "utf8", "us-ascii", "ascii"}
 # What to do about a line or row whose bytes are not UTF-8 (most often a file saved as Latin-1 / Windows-1252).
 RE_ENCODE = "re-encode the file as UTF-8 (Latin-1 or Windows-1252 text: `iconv -f WINDOWS-1252 -t UTF-8`)"
 REWRITE_UTF8 = "rewrite the file with that column's text as UTF-8"  # a Parquet string column: no tool re-encodes it
+
+
+# Files that are not text at all, by their first bytes: compressed streams, archives and columnar formats, named as
+# a text file (``.jsonl``, ``.csv``, ...). Read as text, a gzip stream was hundreds of "invalid UTF-8 ... re-encode the
+# file as UTF-8 (Latin-1 ...)" rejects, one per chance line break in its bytes, none of them naming the cause.
+_MAGIC = [(b"\x1f\x8b", "gzip-compressed data", "name it with .gz at the end (e.g. {stem}.gz), which is read through gzip"),
+          (b"\x28\xb5\x2f\xfd", "Zstandard-compressed data", "decompress it (`zstd -d`) or recompress it with gzip"),
+          (b"\xfd7zXZ\x00", "xz-compressed data", "decompress it (`xz -d`) or recompress it with gzip"),
+          (b"BZh", "bzip2-compressed data", "decompress it (`bunzip2`) or recompress it with gzip"),
+          (b"PK\x03\x04", "a zip archive", "unzip it and point the path at the files it holds"),
+          (b"PAR1", "a Parquet file", "name it .parquet"),
+          (b"ARROW1", "an Arrow IPC (Feather) file", "write it as Parquet (`pyarrow.parquet.write_table`)"),
+          (b"\xff\xff\xff\xff", "an Arrow IPC stream (a `datasets` save_to_disk shard?)",
+           "write it as Parquet (`datasets.load_from_disk(folder).to_parquet(...)`)")]
+
+
+def _binary_after(magic: bytes, rest: bytes) -> bool:
+    """Whether what follows a magic that text could start with too ("BZh", "PAR1", "ARROW1") is no text: bzip2's
+    block header, or a control byte (a Parquet page header, Arrow's padding)."""
+    if magic == b"BZh":
+        return rest[1:7] == b"1AY&SY"
+    return magic not in (b"PAR1", b"ARROW1") or (rest[:1] < b" " and rest[:1] not in b"\t\n\r")
+
+
+def binary_file_error(head: bytes, name: str) -> str | None:
+    """Why a file named ``name`` as text (JSON lines, JSON, CSV, XML; after gzip where it ends in .gz) whose first
+    bytes (after any gzip) are ``head`` is no text at all, saying what it is and what to do, or None."""
+    for magic, what, todo in _MAGIC:
+        if head.startswith(magic) and _binary_after(magic, head[len(magic):]):
+            if magic == b"\x1f\x8b" and name.lower().endswith(".gz"):
+                todo = "it was compressed twice: gunzip it once"
+            return (f"the file is {what}, not text (its first bytes say so); none of it is read: "
+                    + todo.format(stem=name))
+    return None
 
 
 def encoding_error(f: IO[bytes]) -> str | None:
@@ -113,9 +152,34 @@ MAPS = "strict"
 
 def python_values(data: pa.RecordBatch | pa.Array | pa.ChunkedArray) -> list[Any]:
     """``data.to_pylist()``, a map column as dicts (``MAPS``). pyarrow takes a slower path for every column once
-    ``maps_as_pydicts`` is given (7x: 0.2 -> 1.5 s for 200k conversations), so it is given only where a map is."""
+    ``maps_as_pydicts`` is given (7x: 0.2 -> 1.5 s for 200k conversations), so it is given only where a map is.
+    A timestamp in a time zone this machine's zone database does not know is the same instant in UTC (``_in_utc``)."""
     schema_types = [f.type for f in data.schema] if isinstance(data, pa.RecordBatch) else [data.type]
+    if any(_in_utc(t) != t for t in schema_types):
+        data = (data.cast(pa.schema([f.with_type(_in_utc(f.type)) for f in data.schema]))
+                if isinstance(data, pa.RecordBatch) else data.cast(_in_utc(data.type)))
     return data.to_pylist(maps_as_pydicts=MAPS) if any(map(_holds_map, schema_types)) else data.to_pylist()
+
+
+@functools.cache
+def _zone_known(tz: str) -> bool:
+    """Whether pyarrow can make a Python time zone of ``tz``: a fixed offset, or a name the zone database holds."""
+    if re.fullmatch(r"[+-]\d\d:\d\d", tz):
+        return True
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _in_utc(t: pa.DataType) -> pa.DataType:
+    """``t`` with each timestamp whose zone is not known here (a name newer than, or missing from, this machine's
+    zone database, as on a slim container without tzdata) in UTC as the offset +00:00, which needs no database: its
+    rows were each a reject, "column 'ts' holds a value Python cannot represent (ArrowInvalid: The zoneinfo module or
+    pytz package must be installed.)", whether or not the record's fields were read from it."""
+    return _leaves(t, lambda u: pa.timestamp(u.unit, "+00:00")
+                   if pa.types.is_timestamp(u) and u.tz and not _zone_known(u.tz) else u)
 
 
 def _holds_map(t: pa.DataType) -> bool:
@@ -150,19 +214,68 @@ _TEXT_OF = {pa.binary(): pa.string(), pa.large_binary(): pa.large_string(), pa.b
 
 def _as_text(t: pa.DataType) -> pa.DataType:
     """``t`` with every binary type in it (at any depth: a list of structs of messages) the string type of its width."""
-    if t in _TEXT_OF:
-        return _TEXT_OF[t]
+    return _leaves(t, lambda u: _TEXT_OF.get(u, u))
+
+
+def _leaves(t: pa.DataType, leaf: Callable[[pa.DataType], pa.DataType]) -> pa.DataType:
+    """``t`` with ``leaf`` applied to every type in it that holds no other (at any depth)."""
     if pa.types.is_dictionary(t):
-        return pa.dictionary(t.index_type, _as_text(t.value_type), t.ordered)
+        return pa.dictionary(t.index_type, _leaves(t.value_type, leaf), t.ordered)
     if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return (pa.list_ if pa.types.is_list(t) else pa.large_list)(t.value_field.with_type(_as_text(t.value_type)))
+        return (pa.list_ if pa.types.is_list(t) else pa.large_list)(t.value_field.with_type(_leaves(t.value_type, leaf)))
     if pa.types.is_fixed_size_list(t):
-        return pa.list_(t.value_field.with_type(_as_text(t.value_type)), t.list_size)
+        return pa.list_(t.value_field.with_type(_leaves(t.value_type, leaf)), t.list_size)
     if pa.types.is_map(t):
-        return pa.map_(t.key_field.with_type(_as_text(t.key_type)), t.item_field.with_type(_as_text(t.item_type)))
+        return pa.map_(t.key_field.with_type(_leaves(t.key_type, leaf)), t.item_field.with_type(_leaves(t.item_type, leaf)))
     if pa.types.is_struct(t):
-        return pa.struct([t.field(i).with_type(_as_text(t.field(i).type)) for i in range(t.num_fields)])
-    return t
+        return pa.struct([t.field(i).with_type(_leaves(t.field(i).type, leaf)) for i in range(t.num_fields)])
+    return leaf(t)
+
+
+def field_named_twice(schema: pa.Schema) -> str | None:
+    """The first struct field, at any depth, whose struct names it twice, as ``column.field`` (``[]`` for a list's
+    element: ``conversation[].content``), or None. Arrow cannot make such a struct a dict, so each row of the file was
+    a reject saying its column "holds a value Python cannot represent", and told to drop the column."""
+    def twice(t: pa.DataType, at: str) -> str | None:
+        if pa.types.is_struct(t):
+            names = [t.field(i).name for i in range(t.num_fields)]
+            if dup := next((n for n in names if names.count(n) > 1), None):
+                return f"{at}.{dup}"
+            return next((f for i in range(t.num_fields) if (f := twice(t.field(i).type, f"{at}.{names[i]}"))), None)
+        if pa.types.is_dictionary(t):
+            return twice(t.value_type, at)
+        inner = [t.field(i).type for i in range(t.num_fields)]  # a list's element, a map's key and item
+        return next((f for u in inner if (f := twice(u, f"{at}[]"))), None)
+    return next((f for name, t in zip(schema.names, schema.types, strict=True) if (f := twice(t, name))), None)
+
+
+class Columns(NamedTuple):
+    """What a Parquet file's rows need after ``to_pylist``: binary columns read as text (``has_binary``), and the
+    top-level columns typed JSON (``json_columns``) parsed."""
+
+    binary: bool
+    json: frozenset[str]
+
+
+def json_columns(pf: pq.ParquetFile) -> frozenset[str]:
+    """The top-level columns of ``pf`` typed JSON (Parquet's JSON logical type, as DuckDB and BigQuery write a JSON
+    column; Arrow's ``arrow.json``): each value is JSON text, which was taken for the text itself, so that messages
+    in such a column were a reject, "conversation is str ... write the file as JSON lines or Parquet"."""
+    arrow = {f.name for f in pf.schema_arrow if getattr(f.type, "extension_name", None) == "arrow.json"}
+    columns = (pf.schema.column(i) for i in range(len(pf.schema)))
+    return frozenset(arrow | {c.path for c in columns if str(c.logical_type) == "JSON" and "." not in c.path})
+
+
+def json_values(rec: dict[str, Any], names: frozenset[str]) -> tuple[dict[str, Any] | None, str | None]:
+    """``rec`` with the JSON text of its columns ``names`` parsed, or ``(None, reason)`` naming the first that does not
+    parse (a null stays null)."""
+    for name in names & rec.keys():
+        if isinstance(rec[name], str):
+            value, error = parse_json(rec[name])
+            if error:
+                return None, f"column {name!r} is typed JSON but holds {error}: write the column's values as JSON text"
+            rec[name] = value
+    return rec, None
 
 
 def has_binary(schema: pa.Schema) -> bool:

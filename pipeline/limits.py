@@ -27,7 +27,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.encodings import UNCONVERTIBLE, batch_rows
+from pipeline.encodings import UNCONVERTIBLE, batch_rows, python_values
 from pipeline.jsontext import preview_of
 from pipeline.parquetpages import DELTA_BYTE_ARRAY, DICTIONARY_ENCODINGS, DICTIONARY_PAGE, Chunk, Page
 from pipeline.rawrows import open_binary
@@ -307,7 +307,7 @@ def sized_rows(batch: pa.RecordBatch, limit: int) -> Iterator[tuple[dict[str, An
             yield from ((rec, error, "") for rec, error in batch_rows(row))
             continue
         try:
-            preview = preview_of(_head(row).to_pylist()[0])
+            preview = preview_of(python_values(_head(row))[0])
         except UNCONVERTIBLE:  # a value Python cannot hold (a timestamp past year 9999) besides its long text
             preview = ""
         yield None, over_limit(limit), preview

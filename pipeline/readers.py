@@ -17,6 +17,7 @@ here (Parquet, Stack Exchange XML); what they share (``RawRow``, damaged-file er
 from __future__ import annotations
 
 import glob
+import io
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -26,7 +27,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import limits, parquetpages
-from pipeline.encodings import binary_as_text, decoded, encoding_error, has_binary
+from pipeline.encodings import (
+    Columns,
+    binary_as_text,
+    binary_file_error,
+    decoded,
+    encoding_error,
+    field_named_twice,
+    has_binary,
+    json_columns,
+    json_values,
+)
 from pipeline.errors import SourceError, one_line, os_reason, unnameable
 from pipeline.globs import dirs_below, glob_paths
 from pipeline.hub_source import HF_PREFIX, hub_rows
@@ -222,8 +233,13 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
                                          "rename them so each column has its own name; none of the file is read",
                      records=max(sum(sizes), 1))
         return
+    if field := field_named_twice(pf.schema_arrow):  # a struct of it: every row was a reject saying to drop the column
+        yield RawRow(str(path), 1, error=f"the field {field} is named twice in its struct (a record would keep one of "
+                                         "them only): rename them so each field has its own name; none of the file is "
+                                         "read", records=max(sum(sizes), 1))
+        return
     limit = max_record_bytes or 1 << 30
-    binary = has_binary(pf.schema_arrow)
+    binary = Columns(has_binary(pf.schema_arrow), json_columns(pf))
     run: list[tuple[int, int, int, Plan]] = []  # row groups to read in one batch: (group, rows, first row, plan)
     run_rows = run_bytes = 0
     first = 1  # row number of the group's first row
@@ -253,7 +269,7 @@ Plan = tuple[int, str | None, int] | Exception  # limits.group_plan's, or why th
 
 
 def _read_run(pf: pq.ParquetFile, path: Path, run: list[tuple[int, int, int, Plan]], limit: int,
-              binary: bool) -> Iterator[RawRow]:
+              binary: Columns) -> Iterator[RawRow]:
     """The rows of consecutive row groups that each fit in one batch and together in ``limit`` bytes, read in one
     batch: a file written with row groups of a row or a few was read a group at a time, at about 0.1 ms each (1M
     rows: minutes). Where the batch cannot be decoded, each group is read on its own, so a bad one costs its rows
@@ -274,21 +290,23 @@ def _read_run(pf: pq.ParquetFile, path: Path, run: list[tuple[int, int, int, Pla
 
 
 def _batch_rows(path: Path, batches: Iterable[pa.RecordBatch], first: int, limit: int,
-                binary: bool) -> Iterator[RawRow]:
+                binary: Columns) -> Iterator[RawRow]:
     """The rows of ``batches`` of a Parquet file, numbered from ``first``."""
     i = first
     for batch in batches:
-        if binary:  # text a writer stored as binary
+        if binary.binary:  # text a writer stored as binary
             batch, left = binary_as_text(batch)
         for rec, error, preview in limits.sized_rows(batch, limit):
-            if binary and left and rec is not None:
+            if binary.binary and left and rec is not None:
                 rec = {k: decoded(v) if k in left else v for k, v in rec.items()}
+            if binary.json and rec is not None:
+                rec, error = json_values(rec, binary.json)
             yield RawRow(str(path), i, value=rec, error=error, raw=preview)
             i += 1
 
 
 def _read_group(pf: pq.ParquetFile, path: Path, g: int, size: int, first: int, plan: Plan, limit: int,
-                binary: bool) -> Iterator[RawRow]:
+                binary: Columns) -> Iterator[RawRow]:
     """The rows of row group ``g`` (``size`` rows from row ``first``) in batches as ``plan`` says, or the error row
     of what cannot be read (``plan`` refuses it or is an exception, or a batch cannot be decoded)."""
     i = first - 1
@@ -333,13 +351,25 @@ READERS = {
 }
 
 
+# Data in a form no reader takes, and what to do (a glob of the folder's other files, as for a README.md, was the
+# advice: for a ``datasets`` save_to_disk folder, ``**/*.json``, its dataset_info.json and state.json).
+_IPC = ("Arrow IPC files (a `datasets` save_to_disk folder, polars write_ipc, Feather) are not read: write the data as "
+        "Parquet (`datasets.load_from_disk(folder).to_parquet('data.parquet')`, `pl.read_ipc(file).write_parquet(...)`) "
+        "and point the path at that")
+_PACKED = "only .gz is decompressed: decompress the file ({tool}) or recompress it with gzip"
+NOT_READ = {".arrow": _IPC, ".feather": _IPC, ".ipc": _IPC, ".zst": _PACKED.format(tool="`zstd -d`"),
+            ".bz2": _PACKED.format(tool="`bunzip2`"), ".xz": _PACKED.format(tool="`xz -d`"),
+            ".zip": "unzip it and point the path at the files it holds"}
+
+
 # --- a source --------------------------------------------------------------------------------------
 
 
 def _encoding_error(path: Path) -> str | None:
     try:
         with open_binary(path) as f:
-            return encoding_error(f)
+            head = f.read(256)
+        return binary_file_error(head, path.name) or encoding_error(io.BytesIO(head))
     except UNREADABLE as e:  # the reader reports it
         if cannot_read(e):
             raise
@@ -363,12 +393,14 @@ def source_files(path: str) -> list[Path]:
     """The files of a local source (``expand_paths``), each of a type a reader knows, or SourceError
     naming the first that is not (a README.md or LICENSE in a dataset folder), before any is read."""
     files = expand_paths(path)
+    if unknown := [f for f in files if _suffix(f) not in READERS]:  # data in a form not read first: its advice
+        file = next((f for f in unknown if _suffix(f) in NOT_READ), unknown[0])
+        known = next((f for f in files if _suffix(f) in READERS), None)  # the suggested glob matches its name
+        hint = (f"; {NOT_READ[_suffix(file)]}" if _suffix(file) in NOT_READ else
+                f"; point the path at the data files only, e.g. {_data_glob(path, known)}" if known else "")
+        raise SourceError(f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} "
+                          f"(optionally .gz, but for .parquet){hint}")
     for file in files:
-        if _suffix(file) not in READERS:
-            known = next((f for f in files if _suffix(f) in READERS), None)  # the suggested glob matches its name
-            hint = f"; point the path at the data files only, e.g. {_data_glob(path, known)}" if known else ""
-            raise SourceError(f"{file}: unknown file type {_suffix(file)!r}; expected one of {sorted(READERS)} "
-                              f"(optionally .gz, but for .parquet){hint}")
         if _suffix(file) == ".parquet" and file.suffix.lower() == ".gz":  # read by row group, which needs to seek
             raise SourceError(f"{file}: a gzipped Parquet file cannot be read by row group: gunzip it (Parquet "
                               "compresses its pages itself)")

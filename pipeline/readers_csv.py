@@ -47,6 +47,9 @@ def iter_csv(path: Path, max_record_bytes: int | None = None, delimiter: str = "
                             not "".join(reader.fieldnames).strip():  # blank lines before it (the csv module skips
                         reader.fieldnames = None  # them between rows): the header was read as a row of no columns
                         lines.start_row()
+                    if reader.fieldnames and delimiter.join(reader.fieldnames).lower() == f"sep={delimiter}":
+                        reader.fieldnames = None  # Excel's "sep=," line, naming the separator (every row was a
+                        lines.start_row()  # "missing field" reject): the header is the next line
                     if reader.fieldnames and lines.over:
                         raise limits.RowTooLong(f"over max_record_bytes={limit}")
                     if reader.fieldnames and reader.fieldnames.count("") > 1:  # Excel's empty columns ("id,text,,"):

@@ -166,9 +166,17 @@ def _data_wrapper(value: object) -> bool:
 def _wrapped_records(value: object) -> str:
     """For a .json file that is one object (not ``{"data": [...]}``) holding a list of objects under a key, what a
     reject of it should add: ``{"examples": [...]}`` was one record with a 'missing field' reason, its records
-    never named."""
+    never named. An array of arrays (rows without their column names, as pandas ``to_json(orient='values')`` writes
+    them) says so: each row was a reject, "record is list, expected a JSON object", the cause and fix unsaid."""
+    if isinstance(value, list) and value and all(isinstance(row, list) for row in value) \
+            and any(not isinstance(v, dict) for v in value[0]):  # not lists of messages, each a conversation
+        return (f"; the file is an array of {len(value)} arrays, rows without their column names (pandas "
+                "`to_json(orient='values')`): write records, `df.to_json(path, orient='records', lines=True)`")
     if not isinstance(value, dict):
         return ""
+    if frame := _pandas_frame(value):
+        return (f"; the file is one JSON object holding {frame}, not a list of records: write it with "
+                "`df.to_json(path, orient='records', lines=True)`, one record a line")
     lists = [(len(v), k) for k, v in value.items()  # of objects, not of messages (a record's own conversation)
              if isinstance(v, list) and v and isinstance(v[0], dict) and not {"role", "from"} & set(v[0])]
     if not lists:
@@ -176,6 +184,20 @@ def _wrapped_records(value: object) -> str:
     n, key = max(lists)
     return (f"; the file is one JSON object whose {key!r} holds a list of {n} objects: if they are the records, "
             f"write them as the file's array, or as JSON lines (`jq -c '.[{json.dumps(key)}][]'`)")
+
+
+def _pandas_frame(value: dict) -> str:
+    """What table a .json object is, as pandas' ``to_json()`` writes a DataFrame without ``orient='records'``, or "":
+    by default one object per column keyed by row number ({"id": {"0": ..., "1": ...}, ...}; orient 'index' the other
+    way round), or its rows as lists ('split'). Taken for one record, its rows were one reject, "messages is dict"."""
+    if {"columns", "data"} <= value.keys() and isinstance(value["data"], list) and value["data"] \
+            and all(isinstance(row, list) for row in value["data"]):
+        return f"a table of {len(value['data'])} rows as lists under 'data' (pandas `to_json(orient='split')`)"
+    inner = {tuple(v) if isinstance(v, dict) else None for v in value.values()}
+    if len(value) > 1 and len(inner) == 1 and (keys := inner.pop()):
+        return (f"{len(value)} objects with the same {len(keys)} keys each (a table by column or by row index, as "
+                "pandas `to_json()` writes by default)")
+    return ""
 
 
 def _broken_data_wrapper(text: str) -> bool:

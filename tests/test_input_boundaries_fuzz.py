@@ -98,11 +98,13 @@ def test_a_parquet_file_naming_a_column_twice_is_one_reject(tmp_path):
         "column has its own name; none of the file is read"]
 
 
-def test_a_parquet_struct_naming_a_field_twice_rejects_its_rows_naming_the_column(tmp_path):
+def test_a_parquet_struct_naming_a_field_twice_is_a_reject_naming_the_field(tmp_path):
+    """Was a reject of each row, "column 'meta' holds a value Python cannot represent"; now one for the file, as a
+    column named twice (tests/test_input_tool_exports.py)."""
     meta = pa.StructArray.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["x", "x"])
     pq.write_table(pa.table({"id": ["p1"], "text": ["hi"], "meta": meta}), tmp_path / "t.parquet")
     res = _ingest(tmp_path / "t.parquet")
-    assert res.rejects[0]["reason"].startswith("t.parquet:1: column 'meta' holds a value Python cannot represent")
+    assert res.rejects[0]["reason"].startswith("t.parquet:1: the field meta.x is named twice in its struct")
 
 
 DUP = '{"id": "p1", "text": "first", "meta": {"a": 1, "a": 2}, "text": "second"}'

@@ -23,7 +23,9 @@ from tests.test_ingest import with_ingest
 
 @pytest.mark.parametrize("stray", ["README.md", "LICENSE", "part-0.jsonl.zst"])
 def test_a_file_no_reader_knows_fails_before_any_work_naming_the_key(params, tmp_path, stray):
-    """Was: the stage read every earlier source, then stopped at the stray file (an HF snapshot's README.md)."""
+    """Was: the stage read every earlier source, then stopped at the stray file (an HF snapshot's README.md). A
+    compressed shard is data, not a stray: it says to decompress it, not to leave it out with a glob of the others
+    (tests/test_input_tool_exports.py)."""
     (tmp_path / "ok").mkdir()
     (tmp_path / "ok" / "p.jsonl").write_text(_lines({"id": "p1", "prompt": "Hi?"}))
     (tmp_path / "set").mkdir()
@@ -35,7 +37,8 @@ def test_a_file_no_reader_knows_fails_before_any_work_naming_the_key(params, tmp
         run(p, tmp_path / "out")
     msg = str(err.value)
     assert msg.startswith("ingest.sources[1].path: ") and f"{stray}: unknown file type" in msg
-    assert f"e.g. {tmp_path / 'set' / '**' / '*.jsonl'}" in msg and "\n" not in msg
+    advice = "decompress the file (`zstd -d`)" if stray.endswith(".zst") else f"e.g. {tmp_path / 'set' / '**' / '*.jsonl'}"
+    assert advice in msg and "\n" not in msg
     assert not (tmp_path / "out").exists()
 
 

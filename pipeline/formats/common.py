@@ -184,6 +184,9 @@ def to_messages(value: Any, what: str = "messages", *, role_key: str = "role", c
         raise BadRecord(f"{what} is empty")
     out = []
     for i, m in enumerate(value):
+        if m is None:  # a null in the list (a Parquet list of structs, JSON): it said "is NoneType"
+            raise BadRecord(f"{what}[{i}] is null, expected an object with role and content: a message is missing "
+                            "there; write it, or drop the conversation")
         if not isinstance(m, dict):
             raise BadRecord(f"{what}[{i}] is {type(m).__name__}, expected an object with role and content")
         role = _first(m, role_key, "from", "role")
