@@ -1,5 +1,5 @@
 """Parquet files written with tiny row groups: ``iter_parquet`` reading several small row groups per batch
-(bounded by max_record_bytes, ``readers._read_run``) against the reader before it, which read one row group per
+(bounded by max_record_bytes, ``readers_parquet._read_run``) against the reader before it, which read one row group per
 ``iter_batches`` call (main at 0843f3b, verbatim below), side by side in one process, alternating, the rows
 compared value for value (row numbers, values, reject reasons).
 

@@ -10,8 +10,8 @@ cannot be opened at all (no such file, unknown type, an unreachable ``hf://`` se
 stream that breaks off (a rerun reads it whole), raises ``SourceError``, with one line naming it.
 Whatever the bytes, reading holds about ``max_record_bytes`` at a time (``pipeline.limits``).
 
-The readers of each format live in ``readers_json.py`` (JSON lines, JSON), ``readers_csv.py`` (CSV, TSV) and
-here (Parquet, Stack Exchange XML); what they share (``RawRow``, damaged-file error rows) in ``rawrows.py``.
+The readers of each format live in ``readers_json.py`` (JSON lines, JSON), ``readers_csv.py`` (CSV, TSV),
+``readers_parquet.py`` (Parquet) and here (Stack Exchange XML); what they share (``RawRow``, damaged-file error rows) in ``rawrows.py``.
 """
 
 from __future__ import annotations
@@ -20,30 +20,20 @@ import glob
 import io
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from pipeline import limits, parquetpages
 from pipeline.encodings import (
-    Columns,
-    binary_as_text,
     binary_file_error,
-    decoded,
     encoding_error,
-    field_named_twice,
-    has_binary,
-    json_columns,
-    json_values,
 )
-from pipeline.errors import SourceError, one_line, os_reason, unnameable
+from pipeline.errors import SourceError, os_reason, unnameable
 from pipeline.globs import dirs_below, glob_paths
 from pipeline.hub_source import HF_PREFIX, hub_rows
 from pipeline.rawrows import UNREADABLE, RawRow, cannot_read, numbered, open_binary
 from pipeline.readers_csv import iter_csv, iter_tsv
 from pipeline.readers_json import iter_json, iter_jsonl
+from pipeline.readers_parquet import iter_parquet
 from pipeline.xmlrows import xml_rows
 
 # --- files ---------------------------------------------------------------------------------------
@@ -206,126 +196,7 @@ def _ending(path: Path) -> str:
     return "".join(path.suffixes[-2:]) if path.suffix.lower() == ".gz" else path.suffix
 
 
-# --- formats (JSON lines, JSON and CSV: readers_json.py, readers_csv.py) ---------------------------
-
-
-def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
-    """Rows of a Parquet file, a row group at a time, in batches of about ``max_record_bytes`` decoded (by its
-    page headers, ``limits.group_plan``); consecutive row groups that fit in one batch together are read as one
-    (``_read_run``). A row group that cannot be read within that bound or cannot be
-    decoded is one error row naming how many of its rows are lost, and reading goes on with the next; a file
-    whose footer cannot be read is one error row; an empty file (0 bytes) holds no record, as any other empty file."""
-    if path.stat().st_size == 0:  # was "not a readable Parquet file", a reject of a record that never was
-        return
-    try:
-        pf = pq.ParquetFile(path, page_checksum_verification=True)  # where the writer stored page CRCs
-        meta = pf.metadata
-        sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-        names = pf.schema_arrow.names
-    except (pa.ArrowException, OSError) as e:
-        if cannot_read(e):
-            raise
-        yield RawRow(str(path), 1, error=f"not a readable Parquet file ({one_line(e)}); none of it is read: write it "
-                                         "again, or copy it whole if it was cut short")
-        return
-    if twice := sorted({c for c in names if names.count(c) > 1}):  # a row as a dict would keep the last one only
-        yield RawRow(str(path), 1, error=f"the file names column(s) {twice} twice (a row keeps the last one only): "
-                                         "rename them so each column has its own name; none of the file is read",
-                     records=max(sum(sizes), 1))
-        return
-    if field := field_named_twice(pf.schema_arrow):  # a struct of it: every row was a reject saying to drop the column
-        yield RawRow(str(path), 1, error=f"the field {field} is named twice in its struct (a record would keep one of "
-                                         "them only): rename them so each field has its own name; none of the file is "
-                                         "read", records=max(sum(sizes), 1))
-        return
-    limit = max_record_bytes or 1 << 30
-    binary = Columns(has_binary(pf.schema_arrow), json_columns(pf))
-    run: list[tuple[int, int, int, Plan]] = []  # row groups to read in one batch: (group, rows, first row, plan)
-    run_rows = run_bytes = 0
-    first = 1  # row number of the group's first row
-    with open(path, "rb") as f:  # the page headers
-        for g, size in enumerate(sizes):
-            try:
-                plan: Plan = limits.group_plan(parquetpages.row_group_chunks(f, meta.row_group(g)), size, limit,
-                                               lambda chunk: parquetpages.longest_entry(f, chunk), g)
-            except (pa.ArrowException, OSError, ValueError) as e:
-                if cannot_read(e):
-                    raise
-                plan = e
-            whole = not isinstance(plan, Exception) and plan[1] is None and plan[0] >= size  # in one batch
-            if run and (not whole or run_rows + size > limits.PARQUET_BATCH_ROWS or run_bytes + plan[2] > limit):
-                yield from _read_run(pf, path, run, limit, binary)
-                run, run_rows, run_bytes = [], 0, 0
-            if whole:
-                run.append((g, size, first, plan))
-                run_rows, run_bytes = run_rows + size, run_bytes + plan[2]
-            else:
-                yield from _read_group(pf, path, g, size, first, plan, limit, binary)
-            first += size
-        yield from _read_run(pf, path, run, limit, binary)
-
-
-Plan = tuple[int, str | None, int] | Exception  # limits.group_plan's, or why the group's page headers cannot be read
-
-
-def _read_run(pf: pq.ParquetFile, path: Path, run: list[tuple[int, int, int, Plan]], limit: int,
-              binary: Columns) -> Iterator[RawRow]:
-    """The rows of consecutive row groups that each fit in one batch and together in ``limit`` bytes, read in one
-    batch: a file written with row groups of a row or a few was read a group at a time, at about 0.1 ms each (1M
-    rows: minutes). Where the batch cannot be decoded, each group is read on its own, so a bad one costs its rows
-    only; the rows, their numbers and their rejects are those of reading each group on its own."""
-    if len(run) == 1:
-        yield from _read_group(pf, path, *run[0], limit, binary)
-        return
-    try:  # a batch's rows are Python values at once (``batch_rows``): listed, they hold no more than that
-        rows = list(_batch_rows(path, pf.iter_batches(batch_size=sum(r[1] for r in run), row_groups=[r[0] for r in run]),
-                                run[0][2], limit, binary))
-    except (pa.ArrowException, OSError, ValueError) as e:
-        if cannot_read(e):
-            raise
-        for group in run:
-            yield from _read_group(pf, path, *group, limit, binary)
-        return
-    yield from rows
-
-
-def _batch_rows(path: Path, batches: Iterable[pa.RecordBatch], first: int, limit: int,
-                binary: Columns) -> Iterator[RawRow]:
-    """The rows of ``batches`` of a Parquet file, numbered from ``first``."""
-    i = first
-    for batch in batches:
-        if binary.binary:  # text a writer stored as binary
-            batch, left = binary_as_text(batch)
-        for rec, error, preview in limits.sized_rows(batch, limit):
-            if binary.binary and left and rec is not None:
-                rec = {k: decoded(v) if k in left else v for k, v in rec.items()}
-            if binary.json and rec is not None:
-                rec, error = json_values(rec, binary.json)
-            yield RawRow(str(path), i, value=rec, error=error, raw=preview)
-            i += 1
-
-
-def _read_group(pf: pq.ParquetFile, path: Path, g: int, size: int, first: int, plan: Plan, limit: int,
-                binary: Columns) -> Iterator[RawRow]:
-    """The rows of row group ``g`` (``size`` rows from row ``first``) in batches as ``plan`` says, or the error row
-    of what cannot be read (``plan`` refuses it or is an exception, or a batch cannot be decoded)."""
-    i = first - 1
-    try:
-        if isinstance(plan, Exception):
-            raise plan
-        rows, refusal, _ = plan
-        if refusal:
-            yield RawRow(str(path), first, error=refusal, records=max(size, 1))
-            return
-        for row in _batch_rows(path, pf.iter_batches(batch_size=rows, row_groups=[g]), first, limit, binary):
-            i += 1
-            yield row
-    except (pa.ArrowException, OSError, ValueError) as e:
-        if cannot_read(e):
-            raise
-        lost = first + size - 1 - i
-        yield RawRow(str(path), i + 1, error=f"Parquet row group {g} cannot be decoded ({lost} of its {size} "
-                                             f"rows lost; {one_line(e)})", records=max(lost, 1))
+# --- formats (JSON lines, JSON, CSV, Parquet: readers_json/_csv/_parquet.py) ---------------------------
 
 
 def iter_xml_rows(path: Path, max_record_bytes: int | None = None) -> Iterator[RawRow]:
