@@ -84,11 +84,12 @@ class OutputError(StageError):
 
 
 def _errno(e: OSError) -> int | None:
-    """The error number; Arrow may give it only inside its message ("... [errno 28] No space left on device")."""
+    """The error number; Arrow may give it only inside its message ("... [errno 28] No space left on device"), and
+    Polars (Rust's I/O error) only there ("No space left on device (os error 28)", from ``write_ndjson``)."""
     if e.errno is not None:
         return e.errno
-    found = re.search(r"\[errno (\d+)\]", " ".join(map(str, e.args)), re.I)
-    return int(found.group(1)) if found else None
+    found = re.search(r"\[errno (\d+)\]|\(os error (\d+)\)", " ".join(map(str, e.args)), re.I)
+    return int(found.group(1) or found.group(2)) if found else None
 
 
 def name_path(e: OSError, path: Path) -> None:
