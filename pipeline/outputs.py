@@ -72,7 +72,8 @@ STALE = re.compile(r"^\..+\.(tmp|old)-[0-9a-f]{8}$")
 ADVICE = {
     errno.ENOSPC: "the disk is full: free some space (or move data/ to a larger disk) and run the stage again",
     errno.EDQUOT: "the disk quota is used up: free some space and run the stage again",
-    errno.EFBIG: "a file grew past the file system's or the process's size limit (`ulimit -f`)",
+    errno.EFBIG: "a file grew past the file system's or the process's size limit (`ulimit -f`): raise it "
+                 "(`ulimit -f unlimited`) or move data/ to a file system that allows larger files, and run the stage again",
     errno.EROFS: "the file system is read-only: run from a writable checkout, or remount it read-write",
     errno.EACCES: "no permission to write there: fix the folder's owner or permissions, or run as its owner",
     errno.EPERM: "the operation is not permitted there: fix the folder's owner or permissions",
