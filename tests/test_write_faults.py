@@ -4,6 +4,7 @@ temporary behind and names the file or folder it was writing, not the stage's ou
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +29,10 @@ except OSError as e:
 """
 
 
-def _limited(body: str, here: Path) -> str:
-    script = LIMITED.format(body="\n".join("    " + line for line in body.strip().splitlines()))
-    proc = subprocess.run([sys.executable, "-c", script, str(here)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+def _limited(body: str, here: Path, limit: int = 50_000) -> str:
+    script = LIMITED.format(body="\n".join("    " + line for line in body.strip().splitlines())).replace("50_000", str(limit))
+    proc = subprocess.run([sys.executable, "-c", script, str(here)], capture_output=True, text=True, timeout=300,
+                          cwd=here, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 
@@ -63,3 +65,22 @@ map_batches(rows, noise, execution=execution_config(batch_size=40, checkpoint_ro
 """, tmp_path)
     assert line == f"cannot write {tmp_path / 'ck'}: File too large (EFBIG); {ADVICE[errno.EFBIG]}"
     assert [p.name for p in (tmp_path / "ck").iterdir()] == ["computed_with.json"]
+
+
+def test_an_audit_report_cut_short_by_a_full_disk_keeps_the_last_report(tmp_path):
+    """`prefpipe audit --json` on a full disk (a 64 kB tmpfs) left an empty report.json where the last one was."""
+    from stages.export import build_release
+    from tests.export_fixtures import export_cfg, standard_methods
+
+    standard_methods(tmp_path)
+    build_release(export_cfg(), tmp_path, tmp_path / "data" / "release", "fp")
+    (tmp_path / "elsewhere").mkdir()  # no params.yaml: the release's own checks
+    last = tmp_path / "elsewhere" / "report.json"
+    last.write_text('{"passed": true}\n')
+    out = _limited("""
+from pipeline.cli import main
+print(main(["audit", str(here.parent / "data" / "release"), "--json", "report.json"]))
+""", tmp_path / "elsewhere", limit=1000)
+    assert out.splitlines()[-1] == "2", out
+    assert last.read_text() == '{"passed": true}\n'
+    assert sorted(p.name for p in last.parent.iterdir()) == ["report.json"]
