@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
+import uuid
 from pathlib import Path
 
 INSPECT_FIX = "if a stage wrote it, rebuild it with `dvc repro`"
@@ -100,7 +102,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def _audit(args: argparse.Namespace, release: Path) -> int:
     from pipeline.audit import audit_release, summary_lines
     from pipeline.config import load_params
-    from pipeline.errors import SourceError, StageError
+    from pipeline.errors import SourceError, StageError, os_reason
+    from pipeline.files import left_out
     from pipeline.metrics import counted
     from pipeline.release_folder import release_problem
 
@@ -137,11 +140,15 @@ def _audit(args: argparse.Namespace, release: Path) -> int:
           + ("passed" if report["passed"] else "FAILED"))
     for line in summary_lines(report):
         print(line)
-    if args.json:
+    if args.json:  # whole or not at all: a full disk left a report cut short (or empty) in place of the last one
+        out = Path(args.json)
+        tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
-            Path(args.json).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+            tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, out)
         except OSError as e:
-            print(f"prefpipe audit: --json {args.json}: cannot write it ({e.strerror or e}); write the "
-                  "report elsewhere", file=sys.stderr)
+            left_out(tmp, e, out)
+            print(f"prefpipe audit: --json {args.json}: cannot write it ({os_reason(e)}); free some space or write "
+                  "the report elsewhere", file=sys.stderr)
             return 2
     return 0 if report["passed"] else 1

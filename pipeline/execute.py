@@ -60,7 +60,7 @@ from pipeline.config import LLM, PLACEMENT_KEYS, Execution, fingerprint
 from pipeline.errors import EngineError, ModelLoadError, StageError
 from pipeline.execute_ray import stream_ray
 from pipeline.execute_step import Block, Step, concat_outputs, to_ipc
-from pipeline.files import write_json_atomic
+from pipeline.files import left_out, write_json_atomic
 from pipeline.llm.identity import model_identity, pinned, record_ref
 
 log = logging.getLogger(__name__)
@@ -229,10 +229,14 @@ class _Store:
     def write(self, start: int, end: int, out: pa.Table | None) -> pa.Table:
         name = f"chunk-{start:012d}-{end:012d}-{_rows_hash(self.table, start, end, self.fp)}.parquet"
         tmp = self.dir / f".{name}.{uuid.uuid4().hex[:8]}"
-        pq.write_table(out if out is not None else pa.table({}), tmp, write_page_checksum=True)
-        with open(tmp, "rb") as f:  # on disk before it is named done, so a power cut cannot leave it empty
-            os.fsync(f.fileno())
-        os.replace(tmp, self.dir / name)
+        try:
+            pq.write_table(out if out is not None else pa.table({}), tmp, write_page_checksum=True)
+            with open(tmp, "rb") as f:  # on disk before it is named done, so a power cut cannot leave it empty
+                os.fsync(f.fileno())
+            os.replace(tmp, self.dir / name)
+        except BaseException as e:
+            left_out(tmp, e, self.dir)  # a full disk names this folder, not the stage's output folder
+            raise
         return pq.read_table(self.dir / name)
 
 

@@ -128,5 +128,21 @@ def write_json_atomic(obj: Any, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException as e:
+        left_out(tmp, e, path)
+        raise
+
+
+def left_out(tmp: Path, e: BaseException, path: str | Path) -> None:
+    """After a write to ``tmp`` (the temporary of ``path``) failed: remove what it left, which a full disk needs
+    back (a ``.computed_with.json.tmp-*`` stayed in a model step's checkpoints), and give an OSError that names no
+    file (a failed write does not) ``path``, so the one line says where, not the stage's output folder."""
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
+    if isinstance(e, OSError) and e.filename is None:
+        e.filename = str(path)

@@ -72,7 +72,8 @@ STALE = re.compile(r"^\..+\.(tmp|old)-[0-9a-f]{8}$")
 ADVICE = {
     errno.ENOSPC: "the disk is full: free some space (or move data/ to a larger disk) and run the stage again",
     errno.EDQUOT: "the disk quota is used up: free some space and run the stage again",
-    errno.EFBIG: "a file grew past the file system's or the process's size limit (`ulimit -f`)",
+    errno.EFBIG: "a file grew past the file system's or the process's size limit (`ulimit -f`): raise it "
+                 "(`ulimit -f unlimited`) or move data/ to a file system that allows larger files, and run the stage again",
     errno.EROFS: "the file system is read-only: run from a writable checkout, or remount it read-write",
     errno.EACCES: "no permission to write there: fix the folder's owner or permissions, or run as its owner",
     errno.EPERM: "the operation is not permitted there: fix the folder's owner or permissions",
@@ -84,11 +85,12 @@ class OutputError(StageError):
 
 
 def _errno(e: OSError) -> int | None:
-    """The error number; Arrow may give it only inside its message ("... [errno 28] No space left on device")."""
+    """The error number; Arrow may give it only inside its message ("... [errno 28] No space left on device"), and
+    Polars (Rust's I/O error) only there ("No space left on device (os error 28)", from ``write_ndjson``)."""
     if e.errno is not None:
         return e.errno
-    found = re.search(r"\[errno (\d+)\]", " ".join(map(str, e.args)), re.I)
-    return int(found.group(1)) if found else None
+    found = re.search(r"\[errno (\d+)\]|\(os error (\d+)\)", " ".join(map(str, e.args)), re.I)
+    return int(found.group(1) or found.group(2)) if found else None
 
 
 def name_path(e: OSError, path: Path) -> None:

@@ -322,3 +322,29 @@ def test_a_full_disk_while_writing_the_journal_leaves_nothing_behind(old, monkey
     with pytest.raises(OSError), stage_outputs(old) as staged:
         write_set(staged, "new")
     assert snapshot(old) == before
+
+
+
+# A real fault, not a mock: writes past 50 kB fail with EFBIG (SIGXFSZ ignored, as Python does by default).
+POLARS_PAST_LIMIT = """
+import resource, signal, sys
+import polars as pl
+from pipeline.outputs import os_error_line, stage_outputs
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+try:
+    with stage_outputs(sys.argv[1]) as out:
+        pl.DataFrame({"text": ["x" * 100_000]}).write_ndjson(out / "removed.jsonl")
+except OSError as e:
+    print(os_error_line(e))
+"""
+
+
+def test_a_polars_write_past_a_real_file_size_limit_is_one_line(old):
+    """Polars (Rust's I/O error) gives the errno only in its text, "(os error 27)": export's removed.jsonl on a full
+    disk (the samples on a small tmpfs) was a 30-line traceback where Arrow's and Python's writes were one line."""
+    before = snapshot(old)
+    proc = subprocess.run([sys.executable, "-c", POLARS_PAST_LIMIT, str(old)], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).parents[1])
+    assert proc.stdout.strip() == f"cannot write {old}: File too large (EFBIG); {po.ADVICE[errno.EFBIG]}", proc.stderr
+    assert snapshot(old) == before

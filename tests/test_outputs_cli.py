@@ -117,7 +117,8 @@ def test_a_real_file_size_limit_is_one_line(project, root):
     err = proc.stderr
     assert proc.returncode == 1, err
     assert err.splitlines() == ["prefpipe: cannot write data/ingest: File too large (EFBIG); a file grew past the file "
-                                "system's or the process's size limit (`ulimit -f`)"], err
+                                "system's or the process's size limit (`ulimit -f`): raise it (`ulimit -f unlimited`) "
+                                "or move data/ to a file system that allows larger files, and run the stage again"], err
     assert not (project / "data" / "ingest" / po.STAGING).exists()
 
 
