@@ -59,7 +59,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from pipeline.errors import StageError, os_reason
+from pipeline.errors import StageError, os_reason, printable
 from pipeline.files import interrupts_held
 
 log = logging.getLogger(__name__)
@@ -100,12 +100,37 @@ def name_path(e: OSError, path: Path) -> None:
         e.errno, e.strerror, e.filename = code, e.strerror or os.strerror(code), str(path)
 
 
+def user_path(path: str | Path) -> str:
+    """The output a user knows for a path this code writes through: ``.staging/`` left out, a temporary
+    (``.<name>.tmp-1a2b3c4d``) named as the ``<name>`` it becomes, and one of the commit's own files (the journal,
+    the write check) as its folder. A full disk writing metrics.json said ``data/ingest/.staging/metrics.json``, a
+    read-only one ``data/ingest/.staging/.rejects.tmp-cc1c83b3`` or ``data/ingest/.write-check.tmp-d5b5f46d``.
+
+    >>> user_path("data/ingest/.staging/.rejects.tmp-cc1c83b3/part-00000.parquet")
+    'data/ingest/rejects'
+    >>> user_path("data/ingest/.commit.json.tmp-9636b7a5"), user_path("data/pugc/.staging/metrics.json")
+    ('data/ingest', 'data/pugc/metrics.json')
+    """
+    parts: list[str] = []
+    for part in Path(path).parts:
+        if part in (STAGING, BACKUP):
+            continue
+        if STALE.match(part):
+            name = part[1:part.rindex(".", 0, -9)]
+            if f".{name}" not in (JOURNAL, ".write-check"):
+                parts.append(name)
+            break
+        parts.append(part)
+    return str(Path(*parts)) if parts else str(path)
+
+
 def os_error_line(e: OSError, where: str | Path | None = None) -> str | None:
-    """One line for an OSError a user can fix (disk full, read-only, no permission), else None."""
+    """One line for an OSError a user can fix (disk full, read-only, no permission), else None; it names the output
+    the user knows (``user_path``), not the staging folder or temporary it was written through."""
     code = _errno(e)
     if code not in ADVICE:
         return None
-    path = e.filename or where or "(unknown path)"
+    path = printable(user_path(e.filename or where)) if (e.filename or where) else "(unknown path)"
     return f"cannot write {path}: {os.strerror(code)} ({errno.errorcode[code]}); {ADVICE[code]}"
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from pipeline import outputs as po
@@ -293,6 +294,39 @@ def test_a_read_only_output_folder_fails_the_commit_before_any_swap(old, monkeyp
     assert os_error_line(err.value) == (f"cannot write {old / 'rejects'}: Permission denied (EACCES); "
                                         f"{po.ADVICE[errno.EACCES]}")
     assert snapshot(old) == before  # no journal, no staging, the old tables
+
+
+
+def test_a_file_system_turned_read_only_mid_run_names_the_table_not_its_temporary(old, monkeypatch):
+    """A remount read-only while ingest streamed its tables (data/ on a tmpfs, `mount -o remount,ro` after the first
+    source) said `cannot write data/ingest/.staging/.rejects.tmp-cc1c83b3`: the line names the table."""
+    from pipeline.io import ShardWriter
+
+    before, real_mkdir = snapshot(old), os.mkdir
+    with pytest.raises(OSError) as err, stage_outputs(old) as staged:
+        def read_only(path, *args, **kwargs):  # what the kernel says once the file system is read-only
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+        monkeypatch.setattr(os, "mkdir", read_only)
+        with ShardWriter(staged / "rejects", spill_bytes=1) as w:
+            w.write(pa.table({"id": ["a", "b"]}))
+    monkeypatch.setattr(os, "mkdir", real_mkdir)
+    assert os_error_line(err.value) == f"cannot write {old / 'rejects'}: Read-only file system (EROFS); {po.ADVICE[errno.EROFS]}"
+    assert snapshot(old) == before
+
+
+def test_an_output_folder_made_read_only_is_named_not_the_write_check_probe(tmp_path, monkeypatch):
+    """`prefpipe run ingest` on a read-only data/ingest said `cannot write data/ingest/.write-check.tmp-d5b5f46d`."""
+    out = tmp_path / "ingest"
+    out.mkdir()
+
+    def refuse(path, *args, **kwargs):  # open() of a new file in a folder without write permission (not as root)
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(po, "open", refuse, raising=False)
+    with pytest.raises(OutputError) as err:
+        check_writable(out)
+    assert str(err.value) == f"cannot write {out}: Permission denied (EACCES); {po.ADVICE[errno.EACCES]}"
 
 
 def test_a_stale_temporary_that_cannot_be_removed_is_named_whole(old, monkeypatch):
