@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 
 import pyarrow as pa
@@ -241,3 +242,55 @@ def test_a_stage_run_from_the_wrong_folder_leaves_no_folder_behind(root, tmp_pat
     monkeypatch.chdir(tmp_path / "data")
     assert cli.main(["run", stage, "--params", "../params.yaml"]) == 1
     assert list((tmp_path / "data").iterdir()) == []
+
+
+# File names a user's file system allows: a byte that is not UTF-8 (Python names it with a surrogate, \udcff) and a
+# line break. Each was read as a JSON lines file would be; where one was not, the stage failed or lost its one line.
+BAD_NAME, NL_NAME = os.fsdecode(b"bad\xffname"), "new\nline"
+
+
+def test_an_empty_file_named_with_a_non_utf8_byte_or_a_line_break_is_listed_escaped(params, tmp_path, capsys):
+    """An empty `bad\\xffname.jsonl` failed the stage as it wrote details.json (the whole JSON printed as a path
+    `cannot be opened`), and `new\\nline.jsonl` split its warning in two lines: both are listed as reasons name files."""
+    data = tmp_path / "set"
+    data.mkdir()
+    (data / "a.jsonl").write_text('{"id": "a", "prompt": "hi?"}\n')
+    for name in (BAD_NAME, NL_NAME):
+        (data / f"{name}.jsonl").write_bytes(b"")
+    metrics = run(with_ingest(params, [{"name": "s", "kind": "prompts", "path": str(data), "format": "prompts"}]),
+                  tmp_path / "out")
+    listed = ["bad\\udcffname.jsonl", "new\\nline.jsonl"]
+    assert metrics["sources"]["s"]["empty_files"] == listed
+    assert json.loads((tmp_path / "out" / "details.json").read_text())["sources"]["s"]["empty_files"] == listed
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("WARNING")] == [
+        f"WARNING ingest: source 's': {name} holds no records (an empty file?)" for name in listed]
+
+
+def test_a_parquet_file_named_with_a_non_utf8_byte_is_read(params, tmp_path):
+    """Was `prefpipe: .../bad\\udcffname.parquet: cannot be opened; this Python's file system encoding (utf-8)
+    cannot name it: run with PYTHONUTF8=1`, in UTF-8 mode already: pyarrow refuses a name that is not UTF-8, where
+    the same rows as JSON lines were read."""
+    data = tmp_path / "set"
+    data.mkdir()
+    pq.write_table(pa.table({"id": ["q1", "q2"], "prompt": ["hi?", None]}), data / "tmp.parquet")
+    os.rename(data / "tmp.parquet", data / f"{BAD_NAME}.parquet")
+    metrics = run(with_ingest(params, [{"name": "s", "kind": "prompts", "path": str(data), "format": "prompts"}]),
+                  tmp_path / "out")["sources"]["s"]
+    assert (metrics["accepted"], metrics["rejected"]) == (1, 1)
+    reasons = pq.read_table(tmp_path / "out" / "rejects").column("reason").to_pylist()
+    assert reasons == ["bad\\udcffname.parquet:2: field 'prompt' is null: the record has no 'text' or 'prompt' or "
+                       "'instruction' or 'question' or 'turns'"]
+
+
+def test_a_source_error_naming_a_file_with_a_line_break_is_one_line(params, tmp_path, monkeypatch, capsys):
+    """A named pipe (or a stray README) called `new\\nline` in a source folder printed its error on two lines."""
+    data = tmp_path / "set"
+    data.mkdir()
+    (data / "a.jsonl").write_text('{"id": "a", "prompt": "hi?"}\n')
+    os.mkfifo(data / f"{NL_NAME}.jsonl")
+    (tmp_path / "params.yaml").write_text(_params_yaml(params, str(data)))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "ingest"]) == 1
+    assert capsys.readouterr().err == (f"prefpipe: ingest.sources[0].path: {data}/new\\nline.jsonl: not a regular "
+                                       "file (a pipe, socket or device); a source is read more than once, so write the "
+                                       "data to a file and point the path at it\n")
