@@ -83,8 +83,17 @@ def _expand_paths(path: str) -> list[Path]:
         brackets = (f"; [ ] in a glob are wildcards: write a literal [ as [[] (e.g. {path.replace('[', '[[]')})"
                     if glob.has_magic(path) and "[" in path else "")
         raise SourceError(f"{path}: no such file, folder or matching glob (paths are relative to the project root)"
-                          f"{brackets}{unnameable(path)}")
+                          f"{brackets}{_unexpanded(path)}{unnameable(path)}")
     return files
+
+
+def _unexpanded(path: str) -> str:
+    """``"; ..."`` when ``path`` starts with ``~`` or names a ``$VARIABLE``, which a shell would expand and a params
+    file does not (``~/data/x.jsonl`` was "no such file" with the file there), giving the path to write instead."""
+    full = os.path.expandvars(os.path.expanduser(path))
+    if full == path:
+        return ""
+    return f"; ~ and $VARIABLES are not expanded in params.yaml: write the path out ({full})"
 
 
 def is_glob(path: str) -> bool:

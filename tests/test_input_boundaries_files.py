@@ -294,3 +294,18 @@ def test_a_source_error_naming_a_file_with_a_line_break_is_one_line(params, tmp_
     assert capsys.readouterr().err == (f"prefpipe: ingest.sources[0].path: {data}/new\\nline.jsonl: not a regular "
                                        "file (a pipe, socket or device); a source is read more than once, so write the "
                                        "data to a file and point the path at it\n")
+
+
+@pytest.mark.parametrize("written", ["~/set/a.jsonl", "$HOME/set/a.jsonl", "~/set/*.jsonl"])
+def test_a_path_a_shell_would_expand_says_to_write_it_out(params, tmp_path, monkeypatch, written):
+    """`path: ~/data/a.jsonl` was 'no such file, folder or matching glob' with the file right there: a params file
+    is no shell, and the line did not say so."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "a.jsonl").write_text('{"id": "a", "prompt": "hi?"}\n')
+    with pytest.raises(SourceError) as err:
+        run(with_ingest(params, [{"name": "s", "kind": "prompts", "path": written, "format": "prompts"}]), tmp_path / "out")
+    full = written.replace("~", str(tmp_path)).replace("$HOME", str(tmp_path))
+    assert str(err.value) == (f"ingest.sources[0].path: {written}: no such file, folder or matching glob (paths are "
+                              f"relative to the project root); ~ and $VARIABLES are not expanded in params.yaml: write "
+                              f"the path out ({full})")
