@@ -49,8 +49,25 @@ def expand_paths(path: str) -> list[Path]:
 
 
 def _unreadable(e: OSError, where: str | Path, lost: str = "") -> str:
+    if isinstance(e, PermissionError) and (folder := _unsearchable(Path(where))) is not None:
+        return (f"{where}: cannot be read ({os_reason(e)}){lost}: the folder {folder} may be listed but not searched "
+                f"(no x permission); make it searchable (chmod +x {folder}) and run again")
     return (f"{where}: cannot be read ({os_reason(e)}){lost}; make it readable (its permissions, owner "
             "or disk) and run again")
+
+
+def _unsearchable(path: Path) -> Path | None:
+    """The folder above ``path`` that a non-root user may list but not search (r without x): its files' names are
+    seen, but none can be opened, and "make it readable" named a file whose permissions are not at fault. Reading a
+    path's status needs search permission on the folders above it only, so the first that fails is below it."""
+    for p in [*reversed(path.parents[:-1]), path]:
+        try:
+            os.stat(p)
+        except PermissionError:
+            return p.parent
+        except OSError:
+            return None
+    return None
 
 
 def _expand_paths(path: str) -> list[Path]:

@@ -4,6 +4,7 @@ hung, failed with a message that named the wrong thing, or left data out without
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import json
@@ -309,3 +310,25 @@ def test_a_path_a_shell_would_expand_says_to_write_it_out(params, tmp_path, monk
     assert str(err.value) == (f"ingest.sources[0].path: {written}: no such file, folder or matching glob (paths are "
                               f"relative to the project root); ~ and $VARIABLES are not expanded in params.yaml: write "
                               f"the path out ({full})")
+
+
+def test_a_folder_that_may_be_listed_but_not_searched_is_named_not_its_file(params, tmp_path, monkeypatch):
+    """A sub-folder with r but no x (chmod 600; seen as a user with its capabilities dropped: root ignores it) said
+    `sub/c.jsonl: cannot be read (Permission denied); make it readable`, and chmod on that file fails too."""
+    data = tmp_path / "set"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.jsonl").write_text('{"id": "a", "prompt": "hi?"}\n')
+    (data / "sub" / "c.jsonl").write_text('{"id": "c", "prompt": "hi?"}\n')
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):  # what the kernel does for a caller that is not root: sub's names, no status
+        if str(path).startswith(f"{data / 'sub'}{os.sep}"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    with pytest.raises(SourceError) as err:
+        run(with_ingest(params, [{"name": "s", "kind": "prompts", "path": str(data), "format": "prompts"}]), tmp_path / "out")
+    assert str(err.value) == (f"ingest.sources[0].path: {data / 'sub' / 'c.jsonl'}: cannot be read (Permission denied, "
+                              f"EACCES): the folder {data / 'sub'} may be listed but not searched (no x permission); make "
+                              f"it searchable (chmod +x {data / 'sub'}) and run again")
