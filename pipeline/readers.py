@@ -20,6 +20,7 @@ import glob
 import io
 import os
 import re
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,8 +101,30 @@ def _expand_paths(path: str) -> list[Path]:
         brackets = (f"; [ ] in a glob are wildcards: write a literal [ as [[] (e.g. {path.replace('[', '[[]')})"
                     if glob.has_magic(path) and "[" in path else "")
         raise SourceError(f"{path}: no such file, folder or matching glob (paths are relative to the project root)"
-                          f"{brackets}{_unexpanded(path)}{unnameable(path)}")
+                          f"{brackets}{_unexpanded(path)}{_other_form(path)}{unnameable(path)}")
     return files
+
+
+def _other_form(path: str) -> str:
+    """``"; ..."`` when a folder or file on the way to ``path`` is there under the same name in another Unicode form
+    (``café`` written as e + a combining accent, NFD, as macOS writes names; params.yaml holds the one-letter é, NFC):
+    the line printed the very name the user sees on disk and said there was no such file."""
+    here = Path(path)
+    at = Path(here.anchor or ".")
+    for part in here.parts[1 if here.anchor else 0:]:
+        if glob.has_magic(part) or (at / part).exists():
+            at = at / part
+            continue
+        try:
+            same = [e.name for e in os.scandir(at) if unicodedata.normalize("NFC", e.name) == unicodedata.normalize("NFC", part)]
+        except OSError:
+            return ""
+        if not same:
+            return ""
+        return (f"; {at / same[0]} is there, its name in another Unicode form (accents as separate marks or not, "
+                "as macOS and Linux write them): write both in one form (`convmv -f utf8 -t utf8 --nfc --notest NAME` "
+                "renames a file to the form typed on Linux)")
+    return ""
 
 
 def _unexpanded(path: str) -> str:

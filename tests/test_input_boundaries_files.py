@@ -9,6 +9,7 @@ import gzip
 import io
 import json
 import os
+import unicodedata
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -332,3 +333,20 @@ def test_a_folder_that_may_be_listed_but_not_searched_is_named_not_its_file(para
     assert str(err.value) == (f"ingest.sources[0].path: {data / 'sub' / 'c.jsonl'}: cannot be read (Permission denied, "
                               f"EACCES): the folder {data / 'sub'} may be listed but not searched (no x permission); make "
                               f"it searchable (chmod +x {data / 'sub'}) and run again")
+
+
+@pytest.mark.parametrize("on_disk", ["données/a.jsonl", "set/café.jsonl"])
+def test_a_name_on_disk_in_another_unicode_form_is_pointed_at(params, tmp_path, on_disk):
+    """A folder copied from macOS names `données` with e and a combining accent (NFD); params.yaml typed on Linux holds
+    é (NFC): 'no such file, folder or matching glob' printed the very name the user saw on disk."""
+    nfd = tmp_path / unicodedata.normalize("NFD", on_disk)
+    nfd.parent.mkdir(parents=True)
+    nfd.write_text('{"id": "a", "prompt": "hi?"}\n')
+    typed = tmp_path / unicodedata.normalize("NFC", on_disk)
+    with pytest.raises(SourceError) as err:
+        run(with_ingest(params, [{"name": "s", "kind": "prompts", "path": str(typed), "format": "prompts"}]), tmp_path / "out")
+    there = tmp_path / unicodedata.normalize("NFD", on_disk.split("/")[0] if on_disk.startswith("d") else on_disk)
+    assert str(err.value) == (f"ingest.sources[0].path: {typed}: no such file, folder or matching glob (paths are "
+                              f"relative to the project root); {there} is there, its name in another Unicode form "
+                              "(accents as separate marks or not, as macOS and Linux write them): write both in one "
+                              "form (`convmv -f utf8 -t utf8 --nfc --notest NAME` renames a file to the form typed on Linux)")
