@@ -101,15 +101,11 @@ def name_path(e: OSError, path: Path) -> None:
 
 
 def user_path(path: str | Path) -> str:
-    """The output a user knows for a path this code writes through: ``.staging/`` left out, a temporary
-    (``.<name>.tmp-1a2b3c4d``) named as the ``<name>`` it becomes, and one of the commit's own files (the journal,
-    the write check) as its folder. A full disk writing metrics.json said ``data/ingest/.staging/metrics.json``, a
-    read-only one ``data/ingest/.staging/.rejects.tmp-cc1c83b3`` or ``data/ingest/.write-check.tmp-d5b5f46d``.
+    """The output a user knows for a path written through ``.staging/`` or a temporary (``.<name>.tmp-1a2b3c4d``, named
+    as ``<name>``; the journal's and the write check's as their folder): a full disk said ``.staging/metrics.json``.
 
-    >>> user_path("data/ingest/.staging/.rejects.tmp-cc1c83b3/part-00000.parquet")
-    'data/ingest/rejects'
-    >>> user_path("data/ingest/.commit.json.tmp-9636b7a5"), user_path("data/pugc/.staging/metrics.json")
-    ('data/ingest', 'data/pugc/metrics.json')
+    >>> user_path("data/ingest/.staging/.rejects.tmp-cc1c83b3/part-0.parquet"), user_path("d/.commit.json.tmp-9636b7a5")
+    ('data/ingest/rejects', 'd')
     """
     parts: list[str] = []
     for part in Path(path).parts:
@@ -186,9 +182,10 @@ def _remove_stale(p: Path) -> None:
     log.warning("%s: removing %s, left by an interrupted run", p.parent, p.name)
     try:
         _remove(p)
-    except OSError as e:
-        raise OutputError(f"{p}: left by an interrupted run and cannot be removed ({os_reason(e)}); make it writable "
-                          f"(chmod -R u+w {p}) or remove it by hand, then run the stage again") from None
+    except OSError as e:  # on a read-only file system chmod fails too: say what is read-only
+        fix = (ADVICE[errno.EROFS] if _errno(e) == errno.EROFS else
+               f"make it writable (chmod -R u+w {p}) or remove it by hand, then run the stage again")
+        raise OutputError(f"{p}: left by an interrupted run and cannot be removed ({os_reason(e)}); {fix}") from None
 
 
 def _fsync_dir(path: Path) -> None:

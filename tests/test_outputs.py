@@ -345,6 +345,22 @@ def test_a_stale_temporary_that_cannot_be_removed_is_named_whole(old, monkeypatc
                               f"make it writable (chmod -R u+w {stale}) or remove it by hand, then run the stage again")
 
 
+
+def test_a_staging_folder_left_on_a_file_system_now_read_only_says_so_not_chmod(old, monkeypatch):
+    """A run stopped by a remount read-only leaves its .staging/ (it cannot be removed); the next start said to
+    `chmod -R u+w` it, which a read-only file system refuses as well."""
+    (old / po.STAGING / "pairs").mkdir(parents=True)
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(po.shutil, "rmtree", read_only)
+    with pytest.raises(OutputError) as err:
+        recover(old)
+    assert str(err.value) == (f"{old / po.STAGING}: left by an interrupted run and cannot be removed (Read-only file "
+                              f"system, EROFS); {po.ADVICE[errno.EROFS]}")
+
+
 def test_a_full_disk_while_writing_the_journal_leaves_nothing_behind(old, monkeypatch):
     """Was a '.commit.json.tmp-*' left in the output folder (seen with data/ on a small tmpfs)."""
     before = snapshot(old)
