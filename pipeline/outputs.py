@@ -103,10 +103,14 @@ def name_path(e: OSError, path: Path) -> None:
 def user_path(path: str | Path) -> str:
     """The output a user knows for a path written through ``.staging/`` or a temporary (``.<name>.tmp-1a2b3c4d``, named
     as ``<name>``; the journal's and the write check's as their folder): a full disk said ``.staging/metrics.json``.
+    Only the part below the working folder (the project root) is looked at: a project in ``~/.backup/`` keeps it.
 
     >>> user_path("data/ingest/.staging/.rejects.tmp-cc1c83b3/part-0.parquet"), user_path("d/.commit.json.tmp-9636b7a5")
     ('data/ingest/rejects', 'd')
     """
+    if Path(path).is_absolute():
+        with suppress(OSError, ValueError):  # below the project root: the folders above it stay as they are
+            return str(Path.cwd() / user_path(Path(path).relative_to(Path.cwd())))
     parts: list[str] = []
     for part in Path(path).parts:
         if part in (STAGING, BACKUP):

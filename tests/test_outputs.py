@@ -329,6 +329,18 @@ def test_an_output_folder_made_read_only_is_named_not_the_write_check_probe(tmp_
     assert str(err.value) == f"cannot write {out}: Permission denied (EACCES); {po.ADVICE[errno.EACCES]}"
 
 
+
+def test_a_project_below_a_folder_named_like_the_staging_folder_keeps_its_path(tmp_path, monkeypatch):
+    """Only what lies below the project root is read as staging or a temporary: a checkout in ~/.backup/ is named so."""
+    project = tmp_path / po.BACKUP / "proj"
+    project.mkdir(parents=True)
+    monkeypatch.chdir(project)
+    for written, named in ((project / "data" / "ingest", project / "data" / "ingest"),
+                           (project / "data" / "ingest" / po.STAGING / "metrics.json", project / "data" / "ingest" / "metrics.json")):
+        assert os_error_line(OSError(errno.EROFS, os.strerror(errno.EROFS), str(written))) == (
+            f"cannot write {named}: Read-only file system (EROFS); {po.ADVICE[errno.EROFS]}")
+
+
 def test_a_stale_temporary_that_cannot_be_removed_is_named_whole(old, monkeypatch):
     """Was 'prefpipe: cannot write part-0.parquet: Permission denied': rmtree names a file without its folder,
     left where the export's old release had a read-only sub-folder."""
