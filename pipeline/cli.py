@@ -252,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as e:
         print(f"prefpipe: {e}", file=sys.stderr)
         return 2
-    except (SourceError, StageError) as e:  # bad input or too many rejects: a message, not a traceback
+    except SourceError as e:  # bad input: one line, whatever the file names it quotes hold (a line break)
+        print(f"prefpipe: {printable(str(e))}", file=sys.stderr)
+        return 1
+    except StageError as e:  # too many rejects (a line per source and reason), or what a stage cannot do
         print(f"prefpipe: {e}", file=sys.stderr)
         return 1
     except UnicodeEncodeError as e:  # a path this Python cannot name (an argv path pyarrow gets as surrogates)

@@ -59,7 +59,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from pipeline.errors import StageError, os_reason
+from pipeline.errors import StageError, os_reason, printable
 from pipeline.files import interrupts_held
 
 log = logging.getLogger(__name__)
@@ -100,12 +100,37 @@ def name_path(e: OSError, path: Path) -> None:
         e.errno, e.strerror, e.filename = code, e.strerror or os.strerror(code), str(path)
 
 
+def user_path(path: str | Path) -> str:
+    """The output a user knows for a path written through ``.staging/`` or a temporary (``.<name>.tmp-1a2b3c4d``, named
+    as ``<name>``; the journal's and the write check's as their folder): a full disk said ``.staging/metrics.json``.
+    Only the part below the working folder (the project root) is looked at: a project in ``~/.backup/`` keeps it.
+
+    >>> user_path("data/ingest/.staging/.rejects.tmp-cc1c83b3/part-0.parquet"), user_path("d/.commit.json.tmp-9636b7a5")
+    ('data/ingest/rejects', 'd')
+    """
+    if Path(path).is_absolute():
+        with suppress(OSError, ValueError):  # below the project root: the folders above it stay as they are
+            return str(Path.cwd() / user_path(Path(path).relative_to(Path.cwd())))
+    parts: list[str] = []
+    for part in Path(path).parts:
+        if part in (STAGING, BACKUP):
+            continue
+        if STALE.match(part):
+            name = part[1:part.rindex(".", 0, -9)]
+            if f".{name}" not in (JOURNAL, ".write-check"):
+                parts.append(name)
+            break
+        parts.append(part)
+    return str(Path(*parts)) if parts else str(path)
+
+
 def os_error_line(e: OSError, where: str | Path | None = None) -> str | None:
-    """One line for an OSError a user can fix (disk full, read-only, no permission), else None."""
+    """One line for an OSError a user can fix (disk full, read-only, no permission), else None; it names the output
+    the user knows (``user_path``), not the staging folder or temporary it was written through."""
     code = _errno(e)
     if code not in ADVICE:
         return None
-    path = e.filename or where or "(unknown path)"
+    path = printable(user_path(e.filename or where)) if (e.filename or where) else "(unknown path)"
     return f"cannot write {path}: {os.strerror(code)} ({errno.errorcode[code]}); {ADVICE[code]}"
 
 
@@ -161,9 +186,10 @@ def _remove_stale(p: Path) -> None:
     log.warning("%s: removing %s, left by an interrupted run", p.parent, p.name)
     try:
         _remove(p)
-    except OSError as e:
-        raise OutputError(f"{p}: left by an interrupted run and cannot be removed ({os_reason(e)}); make it writable "
-                          f"(chmod -R u+w {p}) or remove it by hand, then run the stage again") from None
+    except OSError as e:  # on a read-only file system chmod fails too: say what is read-only
+        fix = (ADVICE[errno.EROFS] if _errno(e) == errno.EROFS else
+               f"make it writable (chmod -R u+w {p}) or remove it by hand, then run the stage again")
+        raise OutputError(f"{p}: left by an interrupted run and cannot be removed ({os_reason(e)}); {fix}") from None
 
 
 def _fsync_dir(path: Path) -> None:

@@ -20,6 +20,7 @@ import glob
 import io
 import os
 import re
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,8 +50,25 @@ def expand_paths(path: str) -> list[Path]:
 
 
 def _unreadable(e: OSError, where: str | Path, lost: str = "") -> str:
+    if isinstance(e, PermissionError) and (folder := _unsearchable(Path(where))) is not None:
+        return (f"{where}: cannot be read ({os_reason(e)}){lost}: the folder {folder} may be listed but not searched "
+                f"(no x permission); make it searchable (chmod +x {folder}) and run again")
     return (f"{where}: cannot be read ({os_reason(e)}){lost}; make it readable (its permissions, owner "
             "or disk) and run again")
+
+
+def _unsearchable(path: Path) -> Path | None:
+    """The folder above ``path`` that a non-root user may list but not search (r without x): its files' names are
+    seen, but none can be opened, and "make it readable" named a file whose permissions are not at fault. Reading a
+    path's status needs search permission on the folders above it only, so the first that fails is below it."""
+    for p in [*reversed(path.parents[:-1]), path]:
+        try:
+            os.stat(p)
+        except PermissionError:
+            return p.parent
+        except OSError:
+            return None
+    return None
 
 
 def _expand_paths(path: str) -> list[Path]:
@@ -83,8 +101,39 @@ def _expand_paths(path: str) -> list[Path]:
         brackets = (f"; [ ] in a glob are wildcards: write a literal [ as [[] (e.g. {path.replace('[', '[[]')})"
                     if glob.has_magic(path) and "[" in path else "")
         raise SourceError(f"{path}: no such file, folder or matching glob (paths are relative to the project root)"
-                          f"{brackets}{unnameable(path)}")
+                          f"{brackets}{_unexpanded(path)}{_other_form(path)}{unnameable(path)}")
     return files
+
+
+def _other_form(path: str) -> str:
+    """``"; ..."`` when a folder or file on the way to ``path`` is there under the same name in another Unicode form
+    (``café`` written as e + a combining accent, NFD, as macOS writes names; params.yaml holds the one-letter é, NFC):
+    the line printed the very name the user sees on disk and said there was no such file."""
+    here = Path(path)
+    at = Path(here.anchor or ".")
+    for part in here.parts[1 if here.anchor else 0:]:
+        if glob.has_magic(part) or (at / part).exists():
+            at = at / part
+            continue
+        try:
+            same = [e.name for e in os.scandir(at) if unicodedata.normalize("NFC", e.name) == unicodedata.normalize("NFC", part)]
+        except OSError:
+            return ""
+        if not same:
+            return ""
+        return (f"; {at / same[0]} is there, its name in another Unicode form (accents as separate marks or not, "
+                "as macOS and Linux write them): write both in one form (`convmv -f utf8 -t utf8 --nfc --notest NAME` "
+                "renames a file to the form typed on Linux)")
+    return ""
+
+
+def _unexpanded(path: str) -> str:
+    """``"; ..."`` when ``path`` starts with ``~`` or names a ``$VARIABLE``, which a shell would expand and a params
+    file does not (``~/data/x.jsonl`` was "no such file" with the file there), giving the path to write instead."""
+    full = os.path.expandvars(os.path.expanduser(path))
+    if full == path:
+        return ""
+    return f"; ~ and $VARIABLES are not expanded in params.yaml: write the path out ({full})"
 
 
 def is_glob(path: str) -> bool:

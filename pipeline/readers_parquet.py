@@ -3,6 +3,7 @@ time within ``max_record_bytes`` decoded, planned from the page headers (``pipel
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -31,8 +32,15 @@ def iter_parquet(path: Path, max_record_bytes: int | None = None) -> Iterator[Ra
     whose footer cannot be read is one error row; an empty file (0 bytes) holds no record, as any other empty file."""
     if path.stat().st_size == 0:  # was "not a readable Parquet file", a reject of a record that never was
         return
+    # Opened by its bytes: pyarrow refuses a str name that is not UTF-8 (a byte Python holds as a surrogate,
+    # bad\udcff.parquet), which failed the stage where a JSON lines, CSV or XML file so named is read.
+    with pa.OSFile(os.fsencode(path)) as source:
+        yield from _iter_parquet(path, source, max_record_bytes)
+
+
+def _iter_parquet(path: Path, source: pa.NativeFile, max_record_bytes: int | None) -> Iterator[RawRow]:
     try:
-        pf = pq.ParquetFile(path, page_checksum_verification=True)  # where the writer stored page CRCs
+        pf = pq.ParquetFile(source, page_checksum_verification=True)  # where the writer stored page CRCs
         meta = pf.metadata
         sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
         names = pf.schema_arrow.names

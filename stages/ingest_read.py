@@ -92,7 +92,8 @@ def read_source(src: Source, max_record_bytes: int,
                 empty_files: list[str] | None = None) -> Iterator[Kept | dict[str, Any]]:
     """Every record of ``src`` in input order: adapted and validated (``Kept``), or a reject row.
 
-    Files that hold no record are appended to ``empty_files``, relative to the source like reasons.
+    Files that hold no record are appended to ``empty_files``, relative to the source and escaped like reasons (a
+    name that is not UTF-8, ``bad\\udcffname.jsonl``, failed writing details.json; a line break split the warning).
     """
     base = _base_dir(src.path) if not src.path.startswith(HF_PREFIX) else None
     empty: list[str] = []
@@ -125,4 +126,4 @@ def read_source(src: Source, max_record_bytes: int,
             continue
         yield Kept(n, where, preview, rows, adapted.skipped, adapted.facts)
     if empty_files is not None:
-        empty_files += [os.path.relpath(f, base) if base is not None else f for f in empty]
+        empty_files += [printable(os.path.relpath(f, base) if base is not None else f) for f in empty]

@@ -4,9 +4,12 @@ hung, failed with a message that named the wrong thing, or left data out without
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
+import json
 import os
+import unicodedata
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -241,3 +244,109 @@ def test_a_stage_run_from_the_wrong_folder_leaves_no_folder_behind(root, tmp_pat
     monkeypatch.chdir(tmp_path / "data")
     assert cli.main(["run", stage, "--params", "../params.yaml"]) == 1
     assert list((tmp_path / "data").iterdir()) == []
+
+
+# File names a user's file system allows: a byte that is not UTF-8 (Python names it with a surrogate, \udcff) and a
+# line break. Each was read as a JSON lines file would be; where one was not, the stage failed or lost its one line.
+BAD_NAME, NL_NAME = os.fsdecode(b"bad\xffname"), "new\nline"
+
+
+def test_an_empty_file_named_with_a_non_utf8_byte_or_a_line_break_is_listed_escaped(params, tmp_path, capsys):
+    """An empty `bad\\xffname.jsonl` failed the stage as it wrote details.json (the whole JSON printed as a path
+    `cannot be opened`), and `new\\nline.jsonl` split its warning in two lines: both are listed as reasons name files."""
+    data = tmp_path / "set"
+    data.mkdir()
+    (data / "a.jsonl").write_text('{"id": "a", "prompt": "hi?"}\n')
+    for name in (BAD_NAME, NL_NAME):
+        (data / f"{name}.jsonl").write_bytes(b"")
+    metrics = run(with_ingest(params, [{"name": "s", "kind": "prompts", "path": str(data), "format": "prompts"}]),
+                  tmp_path / "out")
+    listed = ["bad\\udcffname.jsonl", "new\\nline.jsonl"]
+    assert metrics["sources"]["s"]["empty_files"] == listed
+    assert json.loads((tmp_path / "out" / "details.json").read_text())["sources"]["s"]["empty_files"] == listed
+    assert [line for line in capsys.readouterr().out.splitlines() if line.startswith("WARNING")] == [
+        f"WARNING ingest: source 's': {name} holds no records (an empty file?)" for name in listed]
+
+
+def test_a_parquet_file_named_with_a_non_utf8_byte_is_read(params, tmp_path):
+    """Was `prefpipe: .../bad\\udcffname.parquet: cannot be opened; this Python's file system encoding (utf-8)
+    cannot name it: run with PYTHONUTF8=1`, in UTF-8 mode already: pyarrow refuses a name that is not UTF-8, where
+    the same rows as JSON lines were read."""
+    data = tmp_path / "set"
+    data.mkdir()
+    pq.write_table(pa.table({"id": ["q1", "q2"], "prompt": ["hi?", None]}), data / "tmp.parquet")
+    os.rename(data / "tmp.parquet", data / f"{BAD_NAME}.parquet")
+    metrics = run(with_ingest(params, [{"name": "s", "kind": "prompts", "path": str(data), "format": "prompts"}]),
+                  tmp_path / "out")["sources"]["s"]
+    assert (metrics["accepted"], metrics["rejected"]) == (1, 1)
+    reasons = pq.read_table(tmp_path / "out" / "rejects").column("reason").to_pylist()
+    assert reasons == ["bad\\udcffname.parquet:2: field 'prompt' is null: the record has no 'text' or 'prompt' or "
+                       "'instruction' or 'question' or 'turns'"]
+
+
+def test_a_source_error_naming_a_file_with_a_line_break_is_one_line(params, tmp_path, monkeypatch, capsys):
+    """A named pipe (or a stray README) called `new\\nline` in a source folder printed its error on two lines."""
+    data = tmp_path / "set"
+    data.mkdir()
+    (data / "a.jsonl").write_text('{"id": "a", "prompt": "hi?"}\n')
+    os.mkfifo(data / f"{NL_NAME}.jsonl")
+    (tmp_path / "params.yaml").write_text(_params_yaml(params, str(data)))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "ingest"]) == 1
+    assert capsys.readouterr().err == (f"prefpipe: ingest.sources[0].path: {data}/new\\nline.jsonl: not a regular "
+                                       "file (a pipe, socket or device); a source is read more than once, so write the "
+                                       "data to a file and point the path at it\n")
+
+
+@pytest.mark.parametrize("written", ["~/set/a.jsonl", "$HOME/set/a.jsonl", "~/set/*.jsonl"])
+def test_a_path_a_shell_would_expand_says_to_write_it_out(params, tmp_path, monkeypatch, written):
+    """`path: ~/data/a.jsonl` was 'no such file, folder or matching glob' with the file right there: a params file
+    is no shell, and the line did not say so."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "a.jsonl").write_text('{"id": "a", "prompt": "hi?"}\n')
+    with pytest.raises(SourceError) as err:
+        run(with_ingest(params, [{"name": "s", "kind": "prompts", "path": written, "format": "prompts"}]), tmp_path / "out")
+    full = written.replace("~", str(tmp_path)).replace("$HOME", str(tmp_path))
+    assert str(err.value) == (f"ingest.sources[0].path: {written}: no such file, folder or matching glob (paths are "
+                              f"relative to the project root); ~ and $VARIABLES are not expanded in params.yaml: write "
+                              f"the path out ({full})")
+
+
+def test_a_folder_that_may_be_listed_but_not_searched_is_named_not_its_file(params, tmp_path, monkeypatch):
+    """A sub-folder with r but no x (chmod 600; seen as a user with its capabilities dropped: root ignores it) said
+    `sub/c.jsonl: cannot be read (Permission denied); make it readable`, and chmod on that file fails too."""
+    data = tmp_path / "set"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.jsonl").write_text('{"id": "a", "prompt": "hi?"}\n')
+    (data / "sub" / "c.jsonl").write_text('{"id": "c", "prompt": "hi?"}\n')
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):  # what the kernel does for a caller that is not root: sub's names, no status
+        if str(path).startswith(f"{data / 'sub'}{os.sep}"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    with pytest.raises(SourceError) as err:
+        run(with_ingest(params, [{"name": "s", "kind": "prompts", "path": str(data), "format": "prompts"}]), tmp_path / "out")
+    assert str(err.value) == (f"ingest.sources[0].path: {data / 'sub' / 'c.jsonl'}: cannot be read (Permission denied, "
+                              f"EACCES): the folder {data / 'sub'} may be listed but not searched (no x permission); make "
+                              f"it searchable (chmod +x {data / 'sub'}) and run again")
+
+
+@pytest.mark.parametrize("on_disk", ["données/a.jsonl", "set/café.jsonl"])
+def test_a_name_on_disk_in_another_unicode_form_is_pointed_at(params, tmp_path, on_disk):
+    """A folder copied from macOS names `données` with e and a combining accent (NFD); params.yaml typed on Linux holds
+    é (NFC): 'no such file, folder or matching glob' printed the very name the user saw on disk."""
+    nfd = tmp_path / unicodedata.normalize("NFD", on_disk)
+    nfd.parent.mkdir(parents=True)
+    nfd.write_text('{"id": "a", "prompt": "hi?"}\n')
+    typed = tmp_path / unicodedata.normalize("NFC", on_disk)
+    with pytest.raises(SourceError) as err:
+        run(with_ingest(params, [{"name": "s", "kind": "prompts", "path": str(typed), "format": "prompts"}]), tmp_path / "out")
+    there = tmp_path / unicodedata.normalize("NFD", on_disk.split("/")[0] if on_disk.startswith("d") else on_disk)
+    assert str(err.value) == (f"ingest.sources[0].path: {typed}: no such file, folder or matching glob (paths are "
+                              f"relative to the project root); {there} is there, its name in another Unicode form "
+                              "(accents as separate marks or not, as macOS and Linux write them): write both in one "
+                              "form (`convmv -f utf8 -t utf8 --nfc --notest NAME` renames a file to the form typed on Linux)")

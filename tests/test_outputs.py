@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from pipeline import outputs as po
@@ -295,6 +296,51 @@ def test_a_read_only_output_folder_fails_the_commit_before_any_swap(old, monkeyp
     assert snapshot(old) == before  # no journal, no staging, the old tables
 
 
+
+def test_a_file_system_turned_read_only_mid_run_names_the_table_not_its_temporary(old, monkeypatch):
+    """A remount read-only while ingest streamed its tables (data/ on a tmpfs, `mount -o remount,ro` after the first
+    source) said `cannot write data/ingest/.staging/.rejects.tmp-cc1c83b3`: the line names the table."""
+    from pipeline.io import ShardWriter
+
+    before, real_mkdir = snapshot(old), os.mkdir
+    with pytest.raises(OSError) as err, stage_outputs(old) as staged:
+        def read_only(path, *args, **kwargs):  # what the kernel says once the file system is read-only
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+        monkeypatch.setattr(os, "mkdir", read_only)
+        with ShardWriter(staged / "rejects", spill_bytes=1) as w:
+            w.write(pa.table({"id": ["a", "b"]}))
+    monkeypatch.setattr(os, "mkdir", real_mkdir)
+    assert os_error_line(err.value) == f"cannot write {old / 'rejects'}: Read-only file system (EROFS); {po.ADVICE[errno.EROFS]}"
+    assert snapshot(old) == before
+
+
+def test_an_output_folder_made_read_only_is_named_not_the_write_check_probe(tmp_path, monkeypatch):
+    """`prefpipe run ingest` on a read-only data/ingest said `cannot write data/ingest/.write-check.tmp-d5b5f46d`."""
+    out = tmp_path / "ingest"
+    out.mkdir()
+
+    def refuse(path, *args, **kwargs):  # open() of a new file in a folder without write permission (not as root)
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(po, "open", refuse, raising=False)
+    with pytest.raises(OutputError) as err:
+        check_writable(out)
+    assert str(err.value) == f"cannot write {out}: Permission denied (EACCES); {po.ADVICE[errno.EACCES]}"
+
+
+
+def test_a_project_below_a_folder_named_like_the_staging_folder_keeps_its_path(tmp_path, monkeypatch):
+    """Only what lies below the project root is read as staging or a temporary: a checkout in ~/.backup/ is named so."""
+    project = tmp_path / po.BACKUP / "proj"
+    project.mkdir(parents=True)
+    monkeypatch.chdir(project)
+    for written, named in ((project / "data" / "ingest", project / "data" / "ingest"),
+                           (project / "data" / "ingest" / po.STAGING / "metrics.json", project / "data" / "ingest" / "metrics.json")):
+        assert os_error_line(OSError(errno.EROFS, os.strerror(errno.EROFS), str(written))) == (
+            f"cannot write {named}: Read-only file system (EROFS); {po.ADVICE[errno.EROFS]}")
+
+
 def test_a_stale_temporary_that_cannot_be_removed_is_named_whole(old, monkeypatch):
     """Was 'prefpipe: cannot write part-0.parquet: Permission denied': rmtree names a file without its folder,
     left where the export's old release had a read-only sub-folder."""
@@ -309,6 +355,22 @@ def test_a_stale_temporary_that_cannot_be_removed_is_named_whole(old, monkeypatc
         recover(old)
     assert str(err.value) == (f"{stale}: left by an interrupted run and cannot be removed (Permission denied, EACCES); "
                               f"make it writable (chmod -R u+w {stale}) or remove it by hand, then run the stage again")
+
+
+
+def test_a_staging_folder_left_on_a_file_system_now_read_only_says_so_not_chmod(old, monkeypatch):
+    """A run stopped by a remount read-only leaves its .staging/ (it cannot be removed); the next start said to
+    `chmod -R u+w` it, which a read-only file system refuses as well."""
+    (old / po.STAGING / "pairs").mkdir(parents=True)
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(po.shutil, "rmtree", read_only)
+    with pytest.raises(OutputError) as err:
+        recover(old)
+    assert str(err.value) == (f"{old / po.STAGING}: left by an interrupted run and cannot be removed (Read-only file "
+                              f"system, EROFS); {po.ADVICE[errno.EROFS]}")
 
 
 def test_a_full_disk_while_writing_the_journal_leaves_nothing_behind(old, monkeypatch):

@@ -84,3 +84,16 @@ print(main(["audit", str(here.parent / "data" / "release"), "--json", "report.js
     assert out.splitlines()[-1] == "2", out
     assert last.read_text() == '{"passed": true}\n'
     assert sorted(p.name for p in last.parent.iterdir()) == ["report.json"]
+
+
+def test_a_full_disk_writing_a_stage_metrics_names_the_output_not_the_staging_folder(tmp_path):
+    """A full disk as ingest wrote its metrics said `cannot write data/ingest/.staging/metrics.json`: a folder the user
+    never made, gone by the time they look. The line names the output the stage was writing."""
+    line = _limited("""
+from pipeline.files import write_json_atomic
+from pipeline.outputs import stage_outputs
+with stage_outputs(here / "ingest") as out:
+    write_json_atomic({"rows": ["x" * 100] * 1000}, out / "metrics.json")
+""", tmp_path)
+    assert line == f"cannot write {tmp_path / 'ingest' / 'metrics.json'}: File too large (EFBIG); {ADVICE[errno.EFBIG]}"
+    assert list((tmp_path / "ingest").iterdir()) == []  # nothing staged is left, no temporary
