@@ -32,6 +32,12 @@ def test_normalise_folds_case_punctuation_and_spacing():
     assert normalise(pl.Series(["  Hello,   WORLD!! (ok) "])).to_list() == ["hello world ok"]
 
 
+def test_normalise_decodes_only_whole_html_references():
+    """An unknown name that starts like a legacy one stays as written: html.unescape read "&copyright;" as "©right;"."""
+    texts = pl.Series(["&copyright; 2024", "&notit; here", "&amp; &not; &notin; &#39;x&#x27;", "&ampfoo;"])
+    assert normalise(texts).to_list() == ["copyright 2024", "notit here", "x", "ampfoo"]
+
+
 def _normalise_everywhere(texts):
     """``normalise`` as one chain over every row (NFKC on ASCII rows too): what the row-wise fast path must equal."""
     return (texts.str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\p{Cf}+", "")
