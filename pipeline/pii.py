@@ -261,12 +261,11 @@ def _trunk(region: str) -> str:
 
 @lru_cache(maxsize=1 << 16)  # export redacts every batch twice (two passes): validate once
 def _phone_ok(text: str, regions: tuple[str, ...]) -> bool:
-    """A number written internationally (+ or 00) valid in its country; or a national number written as
-    people write them, valid in one of ``regions``: North American ``(415) 555-2671`` / ``415-555-2671``; with the
-    region's trunk prefix and separators (``020 7946 0958``, ``030/123456``, ``(02) 9876 5432``, Russian
-    ``8 916 123-45-67``); or a
-    Chinese mobile number, dialled without the trunk 0 (``13800138000``, ``138 0013 8000``). Full-width digits
-    are read as digits."""
+    """A number written internationally (+ or 00) valid in its country; or a national number written as people
+    write them, valid in one of ``regions``: North American ``(415) 555-2671`` / ``1-415-555-2671``; French in dotted
+    pairs (``01.23.45.67.89``); with the region's trunk prefix and separators (``020 7946 0958``, ``030/123456``,
+    ``(02) 9876 5432``, Russian ``8 916 123-45-67``); or a Chinese mobile number, dialled without the trunk 0
+    (``13800138000``, ``138 0013 8000``). Full-width digits are read as digits, typographic dashes as hyphens."""
     text = narrow(text).translate(_DASHES)
     if not 7 <= sum(c.isdigit() for c in text) <= 15 or _DATE.fullmatch(text):
         return False
@@ -309,7 +308,8 @@ _L = rf"(?:[^\W{_NOSPACE}]|[.%+\-．％＋－])+|[{_NOSPACE}]+"
 # full-width forms (Chinese and Japanese input methods type ＋, －, （）, ．, ＠ and the ideographic space): the
 # patterns take them beside their ASCII forms, and the validators read them through ``narrow``
 _AT = r"\s*(?:\[\s*at\s*\]|\(\s*at\s*\)|\{\s*at\s*\}|<\s*at\s*>)\s*"
-_ATREF = r"&\#0*64;|&\#[xX]0*40;|&commat;"  # "@" as an HTML character reference: web pages hide addresses so
+# "@" as an HTML character reference (&#64;, &#x40;, &commat;), as web pages write an address to hide it from scrapers
+_ATREF = r"&\#0*64;|&\#[xX]0*40;|&commat;"
 _DOT = r"(?:[.．]|\s*(?:\[\s*dot\s*\]|\(\s*dot\s*\)|\{\s*dot\s*\}|<\s*dot\s*>)\s*)"
 
 DETECTORS: list[Detector] = [
