@@ -132,5 +132,9 @@ def _replace_validated(s: pl.Series, d: Detector, validate: Callable) -> tuple[p
         text, n = _rewrite(row, cands, repl, rx)
         new.append(text)
         count += n
+    # Matches do not overlap, and a pattern bounded by a character (no look-around in Rust's regex) takes it: the
+    # one between two ("DE89...和DE89...", "卡号4111...和4111...") ended the first, and the second was not seen.
+    # The rewritten rows are scanned again until nothing more is found; a marker holds nothing a pattern takes.
+    again, more = _replace_validated(pl.Series(new, dtype=pl.String), d, validate)
     idx = pl.Series(np.flatnonzero(hit.to_numpy()))
-    return s.scatter(idx, pl.Series(new, dtype=pl.String)), count
+    return s.scatter(idx, again), count + more
