@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
-import uuid
 from pathlib import Path
 
 INSPECT_FIX = "if a stage wrote it, rebuild it with `dvc repro`"
@@ -103,7 +101,7 @@ def _audit(args: argparse.Namespace, release: Path) -> int:
     from pipeline.audit import audit_release, summary_lines
     from pipeline.config import load_params
     from pipeline.errors import SourceError, StageError, os_reason
-    from pipeline.files import left_out
+    from pipeline.files import write_json_atomic
     from pipeline.metrics import counted
     from pipeline.release_folder import release_problem
 
@@ -141,13 +139,9 @@ def _audit(args: argparse.Namespace, release: Path) -> int:
     for line in summary_lines(report):
         print(line)
     if args.json:  # whole or not at all: a full disk left a report cut short (or empty) in place of the last one
-        out = Path(args.json)
-        tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
-            tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, out)
+            write_json_atomic(report, args.json)
         except OSError as e:
-            left_out(tmp, e, out)
             print(f"prefpipe audit: --json {args.json}: cannot write it ({os_reason(e)}); free some space or write "
                   "the report elsewhere", file=sys.stderr)
             return 2

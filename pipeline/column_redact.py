@@ -127,10 +127,15 @@ def _replace_validated(s: pl.Series, d: Detector, validate: Callable) -> tuple[p
     if not repl:
         return s, 0
     hit = found.list.eval(pl.element().is_in(list(repl))).list.any().fill_null(False)
-    count, new = 0, []
-    for row, cands in zip(s.filter(hit).to_list(), found.filter(hit).to_list(), strict=True):
+    count, new, rows = 0, [], s.filter(hit).to_list()
+    for row, cands in zip(rows, found.filter(hit).to_list(), strict=True):
         text, n = _rewrite(row, cands, repl, rx)
         new.append(text)
         count += n
+    # Matches do not overlap, and a pattern bounded by a character (no look-around in Rust's regex) takes it: the
+    # one between two ("DE89...和DE89...", "卡号4111...和4111...") ended the first, and the second was not seen.
+    # The rewritten rows are scanned again until nothing more is found (or nothing changes: a marker the pattern takes).
+    again, more = (_replace_validated(pl.Series(new, dtype=pl.String), d, validate) if new != rows
+                   else (pl.Series(new, dtype=pl.String), 0))
     idx = pl.Series(np.flatnonzero(hit.to_numpy()))
-    return s.scatter(idx, pl.Series(new, dtype=pl.String)), count
+    return s.scatter(idx, again), count + more

@@ -11,12 +11,9 @@ import functools
 import re
 import zoneinfo
 from collections.abc import Callable, Iterator
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
-
-from pipeline.jsontext import parse_json
 
 # A character that shows: not white space, a control character, a zero-width / direction / joiner mark (the bidi
 # embeddings, overrides and isolates, U+061C, U+180E), a Hangul filler, which renders blank, or U+FFFD, which stands
@@ -230,52 +227,6 @@ def _leaves(t: pa.DataType, leaf: Callable[[pa.DataType], pa.DataType]) -> pa.Da
     if pa.types.is_struct(t):
         return pa.struct([t.field(i).with_type(_leaves(t.field(i).type, leaf)) for i in range(t.num_fields)])
     return leaf(t)
-
-
-def field_named_twice(schema: pa.Schema) -> str | None:
-    """The first struct field, at any depth, whose struct names it twice, as ``column.field`` (``[]`` for a list's
-    element: ``conversation[].content``), or None. Arrow cannot make such a struct a dict, so each row of the file was
-    a reject saying its column "holds a value Python cannot represent", and told to drop the column."""
-    def twice(t: pa.DataType, at: str) -> str | None:
-        if pa.types.is_struct(t):
-            names = [t.field(i).name for i in range(t.num_fields)]
-            if dup := next((n for n in names if names.count(n) > 1), None):
-                return f"{at}.{dup}"
-            return next((f for i in range(t.num_fields) if (f := twice(t.field(i).type, f"{at}.{names[i]}"))), None)
-        if pa.types.is_dictionary(t):
-            return twice(t.value_type, at)
-        inner = [t.field(i).type for i in range(t.num_fields)]  # a list's element, a map's key and item
-        return next((f for u in inner if (f := twice(u, f"{at}[]"))), None)
-    return next((f for name, t in zip(schema.names, schema.types, strict=True) if (f := twice(t, name))), None)
-
-
-class Columns(NamedTuple):
-    """What a Parquet file's rows need after ``to_pylist``: binary columns read as text (``has_binary``), and the
-    top-level columns typed JSON (``json_columns``) parsed."""
-
-    binary: bool
-    json: frozenset[str]
-
-
-def json_columns(pf: pq.ParquetFile) -> frozenset[str]:
-    """The top-level columns of ``pf`` typed JSON (Parquet's JSON logical type, as DuckDB and BigQuery write a JSON
-    column; Arrow's ``arrow.json``): each value is JSON text, which was taken for the text itself, so that messages
-    in such a column were a reject, "conversation is str ... write the file as JSON lines or Parquet"."""
-    arrow = {f.name for f in pf.schema_arrow if getattr(f.type, "extension_name", None) == "arrow.json"}
-    columns = (pf.schema.column(i) for i in range(len(pf.schema)))
-    return frozenset(arrow | {c.path for c in columns if str(c.logical_type) == "JSON" and "." not in c.path})
-
-
-def json_values(rec: dict[str, Any], names: frozenset[str]) -> tuple[dict[str, Any] | None, str | None]:
-    """``rec`` with the JSON text of its columns ``names`` parsed, or ``(None, reason)`` naming the first that does not
-    parse (a null stays null)."""
-    for name in names & rec.keys():
-        if isinstance(rec[name], str):
-            value, error = parse_json(rec[name])
-            if error:
-                return None, f"column {name!r} is typed JSON but holds {error}: write the column's values as JSON text"
-            rec[name] = value
-    return rec, None
 
 
 def has_binary(schema: pa.Schema) -> bool:

@@ -243,9 +243,10 @@ _DATE = regex.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d
 _NANP = regex.compile(r"(?:1[ .\-]?)?(?:\(\d{3}\)\s?|\d{3}[ .\-])\d{3}[ .\-]\d{4}")
 # French numbers as France writes them, in pairs with dots (``01.23.45.67.89``); other dotted digits stay
 _FR_DOTS = regex.compile(r"0[1-9](?:\.\d\d){4}")
-# dashes typed or autocorrected between digit groups (hyphen, non-breaking hyphen, figure dash, en dash, minus);
-# NFKC (``narrow``) already makes no-break, narrow no-break, figure and thin spaces plain spaces
-_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2212", "-"))
+# dashes typed or autocorrected between digit groups (hyphen, non-breaking hyphen, figure dash, en dash, minus), in
+# the phone pattern; NFKC (``narrow``) already makes no-break, narrow no-break, figure and thin spaces plain spaces
+_DASH = "\u2010\u2011\u2012\u2013\u2212"
+_DASHES = str.maketrans(dict.fromkeys(_DASH, "-"))
 # a Chinese mobile number as people write it, without the trunk 0: 11 digits from 13-19, bare or grouped 3-4-4
 _CN_MOBILE = regex.compile(r"1[3-9]\d(?:\d{8}|( |-)\d{4}\1\d{4})")
 _MOBILE = (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
@@ -261,12 +262,11 @@ def _trunk(region: str) -> str:
 
 @lru_cache(maxsize=1 << 16)  # export redacts every batch twice (two passes): validate once
 def _phone_ok(text: str, regions: tuple[str, ...]) -> bool:
-    """A number written internationally (+ or 00) valid in its country; or a national number written as
-    people write them, valid in one of ``regions``: North American ``(415) 555-2671`` / ``415-555-2671``; with the
-    region's trunk prefix and separators (``020 7946 0958``, ``030/123456``, ``(02) 9876 5432``, Russian
-    ``8 916 123-45-67``); or a
-    Chinese mobile number, dialled without the trunk 0 (``13800138000``, ``138 0013 8000``). Full-width digits
-    are read as digits."""
+    """A number written internationally (+ or 00) valid in its country; or a national number written as people
+    write them, valid in one of ``regions``: North American ``(415) 555-2671`` / ``1-415-555-2671``; French in dotted
+    pairs (``01.23.45.67.89``); with the region's trunk prefix and separators (``020 7946 0958``, ``030/123456``,
+    ``(02) 9876 5432``, Russian ``8 916 123-45-67``); or a Chinese mobile number, dialled without the trunk 0
+    (``13800138000``, ``138 0013 8000``). Full-width digits are read as digits, typographic dashes as hyphens."""
     text = narrow(text).translate(_DASHES)
     if not 7 <= sum(c.isdigit() for c in text) <= 15 or _DATE.fullmatch(text):
         return False
@@ -300,16 +300,16 @@ _B64 = r"[A-Za-z0-9_\-]"
 # "010-1234-5678로"): their letters are word characters to ``\b`` and ``\w``, yet end a number or an address.
 _NOSPACE = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Thai}"
 _EDGE = rf"[{_NOSPACE}]"
-# no-break, narrow no-break, figure and thin spaces (French typography groups digits with them; web pages and
-# word processors put them in phone numbers and IBANs) and the dashes ``_DASHES`` reads as hyphens
-_SPACES, _DASH = r"\u00a0\u202f\u2007\u2009", r"\u2010-\u2013\u2212"
+# no-break, narrow no-break, figure, thin spaces: French digit groups; web pages put them in phones and IBANs
+_SPACES = r"\u00a0\u202f\u2007\u2009"
 # an e-mail's local part: letters, digits and ._%+- of the spaced scripts, or a run of one spaceless script's
 # letters ("用户@例子.广告"), so an address written into Chinese text does not take the words before it
 _L = rf"(?:[^\W{_NOSPACE}]|[.%+\-．％＋－])+|[{_NOSPACE}]+"
 # full-width forms (Chinese and Japanese input methods type ＋, －, （）, ．, ＠ and the ideographic space): the
 # patterns take them beside their ASCII forms, and the validators read them through ``narrow``
 _AT = r"\s*(?:\[\s*at\s*\]|\(\s*at\s*\)|\{\s*at\s*\}|<\s*at\s*>)\s*"
-_ATREF = r"&\#0*64;|&\#[xX]0*40;|&commat;"  # "@" as an HTML character reference: web pages hide addresses so
+# "@" as an HTML character reference (&#64;, &#x40;, &commat;), as web pages write an address to hide it from scrapers
+_ATREF = r"&\#0*64;|&\#[xX]0*40;|&commat;"
 _DOT = r"(?:[.．]|\s*(?:\[\s*dot\s*\]|\(\s*dot\s*\)|\{\s*dot\s*\}|<\s*dot\s*>)\s*)"
 
 DETECTORS: list[Detector] = [

@@ -15,6 +15,7 @@ every machine and release::
 from __future__ import annotations
 
 import html
+import html.entities
 import re
 
 import numpy as np
@@ -66,7 +67,7 @@ def _normalised(texts: pl.Series) -> pl.Series:
     return texts.str.to_lowercase().str.replace_all(r"[^\p{L}\p{M}\p{N}]+", " ").str.strip_chars()
 
 
-# An HTML character reference, with its semicolon (``&amp;``, ``&#39;``, ``&#x27;``, ``&nbsp;``); ``html.unescape``
+# An HTML character reference, with its semicolon (``&amp;``, ``&#39;``, ``&#x27;``, ``&nbsp;``); ``_unescape``
 # decodes it (an unknown name stays as written).
 ENTITY = r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
 _ENTITY = re.compile(ENTITY)
@@ -76,7 +77,11 @@ INVISIBLE = r"[\p{Cf}\p{Default_Ignorable_Code_Point}]+"
 
 
 def _unescape(m: re.Match) -> str:
-    return html.unescape(m.group())
+    """The character a reference stands for: a number as ``html.unescape`` reads it, a name only when HTML5 has it
+    whole (``html.unescape`` reads the start of an unknown name that begins with a legacy one: "&copyright;" was
+    "©right;", so the key lost "copyright")."""
+    ref = m.group()
+    return html.unescape(ref) if ref[1] == "#" else html.entities.html5.get(ref[1:], ref)
 
 
 def non_ascii(texts: pl.Series) -> pl.Series:

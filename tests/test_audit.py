@@ -331,6 +331,22 @@ def test_cli_exits_non_zero_on_violations(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err.startswith(f"prefpipe audit: --json {tmp_path}: cannot write it (")
 
 
+def test_an_audit_report_interrupted_as_it_is_written_leaves_no_temporary(tmp_path, capsys, monkeypatch):
+    """Ctrl-C between writing --json's temporary and renaming it left a hidden .a.json.tmp-* beside the report."""
+    monkeypatch.chdir(tmp_path)
+    rel = tmp_path / "release"
+    put(rel, "pugc", "train", [pair("same", TOPICS[0], "pugc", chosen="A", rejected="B")])
+    (tmp_path / "out").mkdir()
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.replace", interrupted)
+    assert cli(["audit", str(rel), "--json", str(tmp_path / "out" / "a.json")]) != 0
+    assert "interrupted" in capsys.readouterr().err
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 def test_export_does_not_publish_a_release_that_fails_its_audit(tmp_path):
     standard_methods(tmp_path)
     release = tmp_path / "data" / "release"

@@ -341,3 +341,13 @@ def test_numbers_grouped_with_unicode_spaces_and_dashes_and_as_people_write_them
             "release 12.34.56.78.90", "on 01.02.2023 at 10.30", "https://example.com/a/Users/bob/x",
             "icon&#64;2x.png", "a 1-23-4567 part number"]
     assert redact(pl.Series(stay), KINDS)[0].to_list() == stay
+
+
+def test_two_numbers_with_one_chinese_character_between_are_both_redacted():
+    """The character ending the first match was not there to start the second: "和DE89..." stayed."""
+    texts = pl.Series(["IBAN是DE89370400440532013000和GB82WEST12345698765432。",
+                       "卡号4111111111111111和5500005555555559", "身份证11010519491231002X和11010519491231002X和11010519491231002X"])
+    out, counts = redact(texts, ["iban", "credit_card", "cn_resident_id"])
+    assert out.to_list() == ["IBAN是[REDACTED_IBAN]和[REDACTED_IBAN]。", "卡号[REDACTED_CREDIT_CARD]和[REDACTED_CREDIT_CARD]",
+                             "身份证[REDACTED_ID]和[REDACTED_ID]和[REDACTED_ID]"]
+    assert counts == {"iban": 2, "credit_card": 2, "cn_resident_id": 3}

@@ -11,7 +11,10 @@ from xxhash import xxh3_64_intdigest
 
 from pipeline.ids import stable_hash64
 from pipeline.text import (
+    _ENTITY,
     _P,
+    INVISIBLE,
+    _unescape,
     connected_components,
     is_ascii,
     minhash,
@@ -32,17 +35,25 @@ def test_normalise_folds_case_punctuation_and_spacing():
     assert normalise(pl.Series(["  Hello,   WORLD!! (ok) "])).to_list() == ["hello world ok"]
 
 
+def test_normalise_decodes_only_whole_html_references():
+    """An unknown name that starts like a legacy one stays as written: html.unescape read "&copyright;" as "©right;"."""
+    texts = pl.Series(["&copyright; 2024", "&notit; here", "&amp; &not; &notin; &#39;x&#x27;", "&ampfoo;"])
+    assert normalise(texts).to_list() == ["copyright 2024", "notit here", "x", "ampfoo"]
+
+
 def _normalise_everywhere(texts):
-    """``normalise`` as one chain over every row (NFKC on ASCII rows too): what the row-wise fast path must equal."""
-    return (texts.str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\p{Cf}+", "")
+    """``normalise`` as one chain over every row (references and NFKC on every row too): what the row-wise fast
+    paths must equal."""
+    texts = texts.map_elements(lambda t: _ENTITY.sub(_unescape, t), return_dtype=pl.String)
+    return (texts.str.normalize("NFKC").str.to_lowercase().str.replace_all(INVISIBLE, "")
             .str.replace_all(r"[^\p{L}\p{M}\p{N}]+", " ").str.strip_chars())
 
 
 def test_normalise_folds_only_non_ascii_rows_with_the_same_keys():
     rng = random.Random(7)
-    alphabet = ("aZ09 ,.!?\t\n-_'" + "\u00adé\u0301\u200b\u200d\ufeffＡｂ１！ﬁ①²" + "ΣσςİIı" + "मेरीक्षि" + "用写。，")
+    alphabet = ("aZ09 ,.!?\t\n-_'" + "\u00adé\u0301\u200b\u200d\ufeff\ufe0f\u034fＡｂ１！ﬁ①²" + "ΣσςİIı" + "मेरीक्षि" + "用写。，")
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(20_000)]
-    texts += ["Hello, World!", "ΟΔΥΣΣΕΥΣ ΣΑΣ", "İstanbul", "x\u200bΣ", "", None]
+    texts += ["Hello, World!", "ΟΔΥΣΣΕΥΣ ΣΑΣ", "İstanbul", "x\u200bΣ", "What&#39;s &nbsp;new", "&amp;&copyright;", "", None]
     rng.shuffle(texts)
     s = pl.Series(texts, dtype=pl.String)
     want = _normalise_everywhere(s)
