@@ -247,7 +247,8 @@ def _say_why_started_over(folder: Path, now: dict) -> None:
     """One warning when none of the checkpoint files in ``folder`` can be reused because they were written
     with other model weights, code or library versions than ``now`` (``{"code", "libraries"}``, and
     ``{"model", "identity"}`` for an engine step) or by a prefpipe that kept no record of them (a version
-    before ``RECORD_FILE``): the step starts over. A change of params or input rows alone is not said."""
+    before ``RECORD_FILE``): the step starts over. A change of params or input rows alone is not said, nor is
+    another model named in params (``llm.model: tiny`` became ``smollm2``): only new weights under the same name."""
     try:
         before = json.loads((folder / RECORD_FILE).read_text())
     except (OSError, ValueError):
@@ -257,7 +258,8 @@ def _say_why_started_over(folder: Path, now: dict) -> None:
                     "and libraries; starting the step over", folder)
         return
     changed = []
-    if "model" in now and before.get("identity") != now["identity"]:
+    swapped = before.get("model") not in (None, now.get("model"))  # another model named: a params change, not said
+    if "model" in now and not swapped and before.get("identity") != now["identity"]:
         changed.append(f"the weights of model {now['model']} ({before.get('identity')}, now {now['identity']})")
     if before.get("code") != now["code"]:
         changed.append("the code (an upgrade, or an edit of pipeline/ or of the step's package)")

@@ -415,3 +415,25 @@ def test_the_command_that_runs_the_reliability_tests_runs_every_test_file_the_pa
     named = set(re.findall(r"\b(test_\w+\.py)\b", page))
     missed = sorted(f for f in named if not any(fnmatch.fnmatch(f"tests/{f}", p) for p in patterns))
     assert not missed, f"docs/reliability.md's `pytest ...` command does not run {missed}"
+
+
+def test_the_way_back_from_the_smollm2_experiment_restores_the_outputs_too():
+    """After `dvc exp run -S llm.model=smollm2`, `git checkout params.yaml dvc.lock` alone left data/ as the SmolLM2
+    run wrote it: `prefpipe inspect data/release` still showed its 39 pairs, not the samples run's 165. Each place that
+    gives the way back names `dvc checkout` with it."""
+    said = 0
+    for doc in GUIDE:
+        flat = re.sub(r"\s+", " ", text(doc))
+        for m in re.finditer(r"`git checkout params\.yaml dvc\.lock[^`]*`", flat):
+            if "returns to the samples run" in flat[m.end():m.end() + 40]:
+                said += 1
+                assert "dvc checkout" in m.group(0), f"{doc}: {m.group(0)} leaves data/ as the experiment wrote it"
+    assert said >= 2
+
+
+def test_the_training_page_says_data_dir_names_one_config():
+    """`load_dataset("parquet", data_dir="data/release")`, a plausible slip for the snippet's `data/release/all`,
+    read every config as one table: each pair of `all` twice (190 rows, 129 pair ids on the samples release
+    without DOVE's rows), and nothing said so. The page warns where it shows the snippet."""
+    flat = re.sub(r"\s+", " ", text("docs/training.md"))
+    assert '`data_dir="data/release"` reads every config' in flat and "comes twice" in flat

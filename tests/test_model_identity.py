@@ -151,3 +151,21 @@ def test_the_release_names_the_weights_each_stage_ran_without_a_local_folders_pa
     assert model_reports(tmp_path, ["pugc", "curry"]) == {"pugc": {
         "judge": {"model": "local:sft", "identity": "local:0123456789abcdef"},
         "policy": {"model": "tiny", "identity": "tiny:784f991e5e1e"}}}
+
+
+def test_another_model_named_in_params_is_not_said_to_have_changed_its_weights(tmp_path, caplog):
+    """`dvc exp run -S llm.model=smollm2` after the samples run: the step's checkpoints were the tiny model's.
+    That is a params change the user made, not weights changed under a name: it said "the weights of model
+    smollm2 (tiny:..., now smollm2:...) changed". The same name with new weights is still said."""
+    from pipeline.execute import _say_why_started_over
+
+    libs = {"torch": "2.13.0"}
+    (tmp_path / RECORD_FILE).write_text(json.dumps(
+        {"code": "c", "libraries": libs, "model": "tiny", "identity": "tiny:d85f222e16ed"}))
+    with caplog.at_level(logging.WARNING, logger="pipeline.execute"):
+        _say_why_started_over(tmp_path, {"code": "c", "libraries": libs, "model": "smollm2",
+                                         "identity": "smollm2:80843d27dd91"})
+        assert not [r for r in caplog.records if "changed since" in r.getMessage()]
+        _say_why_started_over(tmp_path, {"code": "c", "libraries": libs, "model": "tiny", "identity": "tiny:0123"})
+    said = [r.getMessage() for r in caplog.records if "changed since" in r.getMessage()]
+    assert len(said) == 1 and "the weights of model tiny (tiny:d85f222e16ed, now tiny:0123)" in said[0]
