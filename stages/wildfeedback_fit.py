@@ -71,6 +71,7 @@ from pipeline.checks import (
 from pipeline.dedup import last_user_turn
 from pipeline.text import raw_word_counts
 from stages.wildfeedback_context import SHORT_EDIT_WORDS
+from stages.wildfeedback_cues import PATTERNS
 
 OPENING_CHARS = 300  # the opening of an answer that the reference patterns read
 
@@ -311,12 +312,28 @@ def asks_user(text: pl.Expr) -> pl.Expr:
     return t.str.contains(r"[?？؟]$") & (sentences <= ASKS_USER_MAX_SENTENCES)
 
 
+_ACK = PATTERNS["Acknowledgment"]
+
+
+def ok_and_more(text: pl.Expr) -> pl.Expr:
+    """True where an English turn opens with "ok" (the rules' ``ok_then`` cue, which they call less sure) and says
+    more than a bare receipt after it ("ok", "ok got it", "okay, that's fine": the ``ok`` and ``thats_ok`` cues).
+    HH-RLHF red-team dialogues: "Ok then." after "I'm sure that my programmers have made mistakes in the past."
+    and "okay you narcissist" were the only SAT (Acknowledgment) that made two natural revision pairs, whose
+    chosen answered the user's retort, not the prompt; short, so the ``SHORT_EDIT_WORDS`` rule let them by."""
+    t = text.str.to_lowercase().str.strip_chars()
+    rest = t.str.replace(r"^(?:ok(?:ay)?|alright|all right|good)\b[\s,.!:;-]*", "").str.strip_chars()
+    receipt = (rest == "") | rest.str.contains(_ACK["ok"]) | rest.str.contains(_ACK["thats_ok"])
+    return t.str.contains(_ACK["ok_then"]) & ~receipt
+
+
 def pair_drop_reason(kind: str) -> pl.Expr:
     """Why a candidate pair is not emitted (null = keep): a natural revision whose feedback is SAT too
     (``mixed_feedback``: the rejected answer was liked) or whose rejected turn asked the user a question
     (``asked_user``: the "feedback" answers it, and the revision builds on that answer, which the pair's
     prompt does not hold) or whose SAT turn is only Acknowledgment, an "ok" opening a message of over
-    ``SHORT_EDIT_WORDS`` words, a CJK character one (``ack_opens_request``: the rubric's Acknowledgment is a brief receipt; "ok I
+    ``SHORT_EDIT_WORDS`` words, a CJK character one, or an English "ok" followed by anything but a bare receipt
+    (``ok_and_more``: "Ok then.", "okay you narcissist") (``ack_opens_request``: the rubric's Acknowledgment is a brief receipt; "ok I
     needed to edit code a lot ... However my code got broken" says nothing of the revision, and no model or
     judge checks a natural revision), a cut-off (a finish reason ``length``, or a chosen that stops
     mid-sentence, as a revision read from a log can: ``pipeline.checks.ends_mid_sentence``), missing or failed generated answer,
@@ -327,8 +344,9 @@ def pair_drop_reason(kind: str) -> pl.Expr:
     mixed = pl.col("feedback_sat").fill_null(False) if natural else pl.lit(False)
     asked = asks_user(pl.col("rejected")) if natural else pl.lit(False)
     ack_only = pl.col("sat_categories").cast(pl.List(pl.String)).list.join(",").fill_null("") == "Acknowledgment"
-    long_turn = raw_word_counts(pl.col("sat_text").cast(pl.String).fill_null("")) > SHORT_EDIT_WORDS
-    ack_opens = (ack_only & long_turn) if natural else pl.lit(False)
+    sat_text = pl.col("sat_text").cast(pl.String).fill_null("")
+    long_turn = raw_word_counts(sat_text) > SHORT_EDIT_WORDS
+    ack_opens = (ack_only & (long_turn | ok_and_more(sat_text))) if natural else pl.lit(False)
     follow_up = (pl.when(answers_follow_up("chosen", "preference", "rejected", last_user_turn("prompt")))
                  .then(pl.lit("answers_follow_up")) if natural else pl.lit(None, dtype=pl.String))
     return (

@@ -5,6 +5,7 @@ test_wildfeedback_pairs.py."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -346,3 +347,54 @@ def test_a_chinese_or_arabic_question_to_the_user_and_a_long_chinese_ok_turn_are
         "asked_user", "asked_user", None, None]
     df = df.with_columns(rejected=pl.lit("不行。"))
     assert df.select(pair_drop_reason("natural_revision")).to_series().to_list() == ["ack_opens_request", None, None, None]
+
+
+def _natural_revision_drops(rows: list[dict]) -> tuple[list[str], dict]:
+    from stages.wildfeedback import scan
+    from stages.wildfeedback_pairs import _Book, _screen
+    from tests.wildfeedback_fakes import frame, make_params
+
+    signals, convs, _ = scan(frame(rows), make_params(detector="rules").wildfeedback)
+    book = _Book()
+    kept = _screen(natural_revisions(signals, convs), "natural_revision", book)
+    return kept["conversation_id"].to_list(), book.drops
+
+
+def test_an_ok_that_goes_on_to_a_retort_does_not_vouch_for_a_revision():
+    """"Ok then." / "okay you narcissist" open with the rules' ``ok_then`` cue and are short, so the
+    ``SHORT_EDIT_WORDS`` rule let them vouch for the revision before them; "ok got it" still vouches."""
+    turns = ["How do I reverse a list in Python?", "Use list.reverse(x).", "That doesn't work, it raises an error.",
+             "Use x.reverse() or x[::-1]; reverse is a method of the list."]
+    kept, drops = _natural_revision_drops([conv("then", [*turns, "Ok then."]), conv("retort", [*turns, "okay you narcissist"]),
+                                           conv("got", [*turns, "ok got it"]), conv("bare", [*turns, "Okay."])])
+    assert sorted(kept) == ["bare", "got"]
+    assert drops == {"natural_revision_ack_opens_request": 2}
+
+
+HH = Path(__file__).resolve().parents[1].parent / "shared/data/real/hh_rlhf/harmless-base/test.jsonl.gz"
+
+
+def _hh_turns(transcript: str) -> list[str]:
+    import re
+    return [t.strip() for t in re.split(r"\n\n(?:Human|Assistant): ", transcript) if t.strip()]
+
+
+@pytest.mark.skipif(not HH.exists(), reason="needs ../shared/data/real/hh_rlhf")
+def test_real_hh_rlhf_retorts_after_ok_make_no_natural_revision():
+    """HH-RLHF harmless-base, read as conversations: "But why not?" / "I'm sure that my programmers have made
+    mistakes in the past." / "Ok then." and "No you are not. You are an AI." / "I know, I'm just playing with you."
+    / "okay you narcissist" were natural revision pairs whose chosen answers the retort, not the prompt."""
+    import gzip
+
+    records = [json.loads(x) for x in gzip.decompress(HH.read_bytes()).decode("utf-8").split("\n") if x]
+    wanted = {"I’m sure that my programmers have made mistakes in the past.": "programmers",
+              "I know, I'm just playing with you.": "playing"}
+    rows = []
+    for rec in records:
+        turns = _hh_turns(rec["chosen"])
+        name = next((v for k, v in wanted.items() if k in turns), None)
+        if name and name not in [r["conversation_id"] for r in rows]:
+            rows.append(conv(name, turns))
+    assert sorted(r["conversation_id"] for r in rows) == ["playing", "programmers"]
+    kept, drops = _natural_revision_drops(rows)
+    assert kept == [] and drops == {"natural_revision_ack_opens_request": 2}
