@@ -313,17 +313,23 @@ def asks_user(text: pl.Expr) -> pl.Expr:
 
 
 _ACK = PATTERNS["Acknowledgment"]
+# What may follow the "ok" and still be a receipt of the answer, not a retort: the samples' "Good, that's what I
+# wanted." vouches for the formal rewrite before it.
+_APPROVES = (r"^(?:that|this|it)(?:'?s| is| was)? (?:exactly |just )?(?:what i (?:wanted|needed|meant|asked for|was looking for)"
+             r"|(?:much )?better|perfect|great|fine|right|correct)\b|^(?:that|this|it) (?:works|helps|makes sense)\b")
 
 
 def ok_and_more(text: pl.Expr) -> pl.Expr:
     """True where an English turn opens with "ok" (the rules' ``ok_then`` cue, which they call less sure) and says
-    more than a bare receipt after it ("ok", "ok got it", "okay, that's fine": the ``ok`` and ``thats_ok`` cues).
+    more than a bare receipt after it ("ok", "ok got it", "okay, that's fine": the ``ok`` and ``thats_ok`` cues; "good,
+    that's what I wanted", "ok that works": ``_APPROVES``).
     HH-RLHF red-team dialogues: "Ok then." after "I'm sure that my programmers have made mistakes in the past."
     and "okay you narcissist" were the only SAT (Acknowledgment) that made two natural revision pairs, whose
     chosen answered the user's retort, not the prompt; short, so the ``SHORT_EDIT_WORDS`` rule let them by."""
     t = text.str.to_lowercase().str.strip_chars()
     rest = t.str.replace(r"^(?:ok(?:ay)?|alright|all right|good)\b[\s,.!:;-]*", "").str.strip_chars()
-    receipt = (rest == "") | rest.str.contains(_ACK["ok"]) | rest.str.contains(_ACK["thats_ok"])
+    receipt = ((rest == "") | rest.str.contains(_ACK["ok"]) | rest.str.contains(_ACK["thats_ok"])
+               | rest.str.contains(_APPROVES))
     return t.str.contains(_ACK["ok_then"]) & ~receipt
 
 

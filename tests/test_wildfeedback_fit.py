@@ -366,8 +366,10 @@ def test_an_ok_that_goes_on_to_a_retort_does_not_vouch_for_a_revision():
     turns = ["How do I reverse a list in Python?", "Use list.reverse(x).", "That doesn't work, it raises an error.",
              "Use x.reverse() or x[::-1]; reverse is a method of the list."]
     kept, drops = _natural_revision_drops([conv("then", [*turns, "Ok then."]), conv("retort", [*turns, "okay you narcissist"]),
-                                           conv("got", [*turns, "ok got it"]), conv("bare", [*turns, "Okay."])])
-    assert sorted(kept) == ["bare", "got"]
+                                           conv("got", [*turns, "ok got it"]), conv("bare", [*turns, "Okay."]),
+                                           conv("wanted", [*turns, "Good, that's what I wanted."]),
+                                           conv("works", [*turns, "ok that works now"])])
+    assert sorted(kept) == ["bare", "got", "wanted", "works"]
     assert drops == {"natural_revision_ack_opens_request": 2}
 
 
