@@ -169,7 +169,7 @@ def _wrapped_records(value: object) -> str:
     never named. An array of arrays (rows without their column names, as pandas ``to_json(orient='values')`` writes
     them) says so: each row was a reject, "record is list, expected a JSON object", the cause and fix unsaid."""
     if isinstance(value, list) and value and all(isinstance(row, list) for row in value) \
-            and any(not isinstance(v, dict) for v in value[0]):  # not lists of messages, each a conversation
+            and not any(isinstance(v, dict) for row in value for v in row):  # not lists of messages (a null among them)
         return (f"; the file is an array of {len(value)} arrays, rows without their column names (pandas "
                 "`to_json(orient='values')`): write records, `df.to_json(path, orient='records', lines=True)`")
     if not isinstance(value, dict):

@@ -145,6 +145,8 @@ def test_a_pandas_values_array_says_its_rows_lack_their_column_names(tmp_path):
         "names (pandas `to_json(orient='values')`): write records, `df.to_json(path, orient='records', lines=True)`")
     (tmp_path / "m.json").write_text(json.dumps([[U, A], [U, A]]))
     assert "pandas" not in _ingest(tmp_path / "m.json", "wildchat", "conversations").rejects[0]["reason"]
+    (tmp_path / "n.json").write_text(json.dumps([[None, A], [U, A]]))  # a null message in the first conversation
+    assert all("pandas" not in r["reason"] for r in _ingest(tmp_path / "n.json", "wildchat", "conversations").rejects)
 
 
 def test_one_record_whose_fields_are_objects_gets_no_table_hint(tmp_path):
