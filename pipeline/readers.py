@@ -74,16 +74,18 @@ def _unsearchable(path: Path) -> Path | None:
 def _expand_paths(path: str) -> list[Path]:
     p = Path(path)
     if p.is_dir():
-        below = list(p.rglob("*"))
+        # names starting with _ or . are left out, and so is what is below such a folder, as pyarrow.dataset's
+        # ignore_prefixes and a glob's ** do (a `huggingface-cli download --local-dir` folder's .cache/ of locks)
+        below = [f for f in p.rglob("*") if not any(n.startswith(("_", ".")) for n in f.relative_to(p).parts)]
         _all_listable([p, *(f for f in below if f.is_dir() and not f.is_symlink())])
-        found = [f for f in below if not f.name.startswith(("_", "."))]
+        found = below
         _no_broken_links(found)
         _no_special_files(found)
         _no_linked_folders(p, found)
         files = sorted(f for f in found if f.is_file())
         if not files:
-            raise SourceError(f"{path}: the folder holds no data files (names starting with _ or . are left out); "
-                              "put the source's files in it, or point the path at them")
+            raise SourceError(f"{path}: the folder holds no data files (names starting with _ or ., and what is below "
+                              "such a folder, are left out); put the source's files in it, or point the path at them")
     elif is_glob(path):
         _all_listable(_glob_dirs(path))
         looped: dict[Path, bool] = {}

@@ -45,7 +45,7 @@ def test_an_empty_folder_says_it_holds_no_data_files(params, tmp_path, monkeypat
     assert cli.main(["run", "ingest", "--params", "params.yaml"]) == 1
     err = capsys.readouterr().err
     assert err == (f"prefpipe: ingest.sources[0].path: {tmp_path / 'set'}: the folder holds no data files (names "
-                   "starting with _ or . are left out); put the source's files in it, or point the path at them\n")
+                   "starting with _ or ., and what is below such a folder, are left out); put the source's files in it, or point the path at them\n")
 
 
 def _params_yaml(params, path: str, fmt: str = "prompts", kind: str = "prompts") -> str:
@@ -350,3 +350,24 @@ def test_a_name_on_disk_in_another_unicode_form_is_pointed_at(params, tmp_path, 
                               f"relative to the project root); {there} is there, its name in another Unicode form "
                               "(accents as separate marks or not, as macOS and Linux write them): write both in one "
                               "form (`convmv -f utf8 -t utf8 --nfc --notest NAME` renames a file to the form typed on Linux)")
+
+
+def test_a_file_below_a_hidden_or_underscore_folder_of_a_source_folder_is_left_out(params, tmp_path):
+    """``huggingface-cli download --local-dir`` writes ``.cache/huggingface/download/<file>.lock`` and ``.metadata``
+    beside the data: a folder source failed on them ("unknown file type '.lock'"), though ``pyarrow.dataset`` leaves
+    out what is below a folder whose name starts with . or _ (files so named already were), and a glob's ``**`` does
+    not look into a folder whose name starts with ".". A glob is the user's own choice: it still reads ``_tmp/``."""
+    folder = tmp_path / "set"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "train.jsonl").write_text('{"id": "a", "text": "hi"}\n{"id": "b", "text": "ho"}\n')
+    cache = folder / ".cache" / "huggingface" / "download" / "data"
+    cache.mkdir(parents=True)
+    (cache / "train.jsonl.lock").write_text("")
+    (cache / "train.jsonl.metadata").write_text("abc\n")
+    (folder / "_tmp").mkdir()
+    (folder / "_tmp" / "partial.jsonl").write_text('{"id": "c", "text": "half"}\n')
+    p = with_ingest(params, [{"name": "s", "kind": "prompts", "path": str(folder), "format": "prompts"}])
+    assert run(p, tmp_path / "out")["sources"]["s"]["rows_in"] == 2
+    glob_p = with_ingest(params, [{"name": "s", "kind": "prompts", "path": str(folder / "**" / "*.jsonl"),
+                                   "format": "prompts"}])
+    assert run(glob_p, tmp_path / "out")["sources"]["s"]["rows_in"] == 3
