@@ -113,10 +113,30 @@ def replace_validated(s: pl.Series, d: Detector, validate: Callable) -> tuple[pl
 
 
 def _replace_validated(s: pl.Series, d: Detector, validate: Callable) -> tuple[pl.Series, int]:
+    # Matches do not overlap, and a pattern bounded by a character (no look-around in Rust's regex) takes it: the
+    # one between two ("DE89...和DE89...", "卡号4111...和4111...") ended the first, and the second was not seen.
+    # The rewritten rows are scanned again until nothing more is found (or nothing changes: a marker the pattern
+    # takes). A loop, not recursion: numbers written back to back ("+44 20 7946 0958+44 20 7946 0958...") give up
+    # one a pass, and 1,200 of them in one message passed Python's recursion limit.
+    count, at, rows = 0, np.arange(len(s)), s
+    while (done := _replace_pass(rows, d, validate)) is not None:
+        hit, new, n = done
+        same = new == rows.filter(pl.Series(hit)).to_list()
+        count, at = count + n, at[hit]
+        s = s.scatter(pl.Series(at), pl.Series(new, dtype=pl.String))  # in place: ``rows`` may be ``s``
+        if same:
+            break
+        rows = pl.Series(new, dtype=pl.String)
+    return s, count
+
+
+def _replace_pass(s: pl.Series, d: Detector, validate: Callable) -> tuple[np.ndarray, list[str], int] | None:
+    """One scan of ``s``: the rows holding an accepted candidate (a mask), those rows rewritten, and the number
+    replaced; None where none holds one."""
     found = s.str.extract_all(d.pattern)
     candidates = found.explode().drop_nulls().unique().to_list()
     if not candidates:
-        return s, 0
+        return None
     rx = compiled(d.pattern)
     repl = {}
     for c in candidates:  # once per distinct candidate
@@ -125,17 +145,11 @@ def _replace_validated(s: pl.Series, d: Detector, validate: Callable) -> tuple[p
         if r is not None:
             repl[c] = r
     if not repl:
-        return s, 0
+        return None
     hit = found.list.eval(pl.element().is_in(list(repl))).list.any().fill_null(False)
-    count, new, rows = 0, [], s.filter(hit).to_list()
-    for row, cands in zip(rows, found.filter(hit).to_list(), strict=True):
+    count, new = 0, []
+    for row, cands in zip(s.filter(hit).to_list(), found.filter(hit).to_list(), strict=True):
         text, n = _rewrite(row, cands, repl, rx)
         new.append(text)
         count += n
-    # Matches do not overlap, and a pattern bounded by a character (no look-around in Rust's regex) takes it: the
-    # one between two ("DE89...和DE89...", "卡号4111...和4111...") ended the first, and the second was not seen.
-    # The rewritten rows are scanned again until nothing more is found (or nothing changes: a marker the pattern takes).
-    again, more = (_replace_validated(pl.Series(new, dtype=pl.String), d, validate) if new != rows
-                   else (pl.Series(new, dtype=pl.String), 0))
-    idx = pl.Series(np.flatnonzero(hit.to_numpy()))
-    return s.scatter(idx, again), count + more
+    return hit.to_numpy(), new, count

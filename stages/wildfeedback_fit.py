@@ -317,19 +317,25 @@ _ACK = PATTERNS["Acknowledgment"]
 # wanted." vouches for the formal rewrite before it.
 _APPROVES = (r"^(?:that|this|it)(?:'?s| is| was)? (?:exactly |just )?(?:what i (?:wanted|needed|meant|asked for|was looking for)"
              r"|(?:much )?better|perfect|great|fine|right|correct)\b|^(?:that|this|it) (?:works|helps|makes sense)\b")
+# A bare word or two of approval or understanding after the "ok" ("ok cool", "okay perfect", "ok, I understand",
+# "ok it's good now"): the rules call these Acknowledgment only, and they vouch as "ok got it" does.
+_APPROVAL_WORDS = (r"^(?:(?:very |so |really )?(?:cool|nice|great|perfect|awesome|excellent|fine|good|lovely|wonderful|"
+                   r"amazing|brilliant|understood|noted|makes sense|sounds good|looks good|i (?:see|understand|get it)|"
+                   r"that'?s it|it'?s (?:good|fine|great|perfect|better) now)[\s,.!]*)+$")
 
 
 def ok_and_more(text: pl.Expr) -> pl.Expr:
     """True where an English turn opens with "ok" (the rules' ``ok_then`` cue, which they call less sure) and says
     more than a bare receipt after it ("ok", "ok got it", "okay, that's fine": the ``ok`` and ``thats_ok`` cues; "good,
-    that's what I wanted", "ok that works": ``_APPROVES``).
+    that's what I wanted", "ok that works": ``_APPROVES``; "ok cool", "okay perfect", "ok, I understand":
+    ``_APPROVAL_WORDS``).
     HH-RLHF red-team dialogues: "Ok then." after "I'm sure that my programmers have made mistakes in the past."
     and "okay you narcissist" were the only SAT (Acknowledgment) that made two natural revision pairs, whose
     chosen answered the user's retort, not the prompt; short, so the ``SHORT_EDIT_WORDS`` rule let them by."""
     t = text.str.to_lowercase().str.strip_chars()
     rest = t.str.replace(r"^(?:ok(?:ay)?|alright|all right|good)\b[\s,.!:;-]*", "").str.strip_chars()
     receipt = ((rest == "") | rest.str.contains(_ACK["ok"]) | rest.str.contains(_ACK["thats_ok"])
-               | rest.str.contains(_APPROVES))
+               | rest.str.contains(_APPROVES) | rest.str.contains(_APPROVAL_WORDS))
     return t.str.contains(_ACK["ok_then"]) & ~receipt
 
 

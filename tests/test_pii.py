@@ -351,3 +351,11 @@ def test_two_numbers_with_one_chinese_character_between_are_both_redacted():
     assert out.to_list() == ["IBAN是[REDACTED_IBAN]和[REDACTED_IBAN]。", "卡号[REDACTED_CREDIT_CARD]和[REDACTED_CREDIT_CARD]",
                              "身份证[REDACTED_ID]和[REDACTED_ID]和[REDACTED_ID]"]
     assert counts == {"iban": 2, "credit_card": 2, "cn_resident_id": 3}
+
+
+def test_numbers_written_back_to_back_are_all_redacted_without_recursion():
+    """Each scan gives up one number of a run written without separators, so the re-scan was one recursion level
+    per number: 1,200 of them (a 19 kB message) raised RecursionError and export stopped."""
+    texts = pl.Series(["call " + "+44 20 7946 0958" * 1200, "none here"])
+    out, counts = redact(texts, ["phone"])
+    assert out.to_list() == ["call " + "[REDACTED_PHONE]" * 1200, "none here"] and counts["phone"] == 1200

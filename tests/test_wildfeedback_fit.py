@@ -400,3 +400,15 @@ def test_real_hh_rlhf_retorts_after_ok_make_no_natural_revision():
     assert sorted(r["conversation_id"] for r in rows) == ["playing", "programmers"]
     kept, drops = _natural_revision_drops(rows)
     assert kept == [] and drops == {"natural_revision_ack_opens_request": 2}
+
+
+def test_an_ok_that_goes_on_to_a_word_of_approval_still_vouches_for_a_revision():
+    """"ok cool", "okay perfect", "ok, I understand", "ok it's good now": the rules call them Acknowledgment only,
+    and ``ok_and_more`` read the word after the "ok" as a retort, so the revision before them was dropped."""
+    turns = ["How do I reverse a list in Python?", "Use list.reverse(x).", "That doesn't work, it raises an error.",
+             "Use x.reverse() or x[::-1]; reverse is a method of the list."]
+    sats = {"cool": "ok cool", "perfect": "okay perfect", "understand": "ok, I understand", "now": "ok it's good now",
+            "then": "Ok then."}
+    kept, drops = _natural_revision_drops([conv(k, [*turns, v]) for k, v in sats.items()])
+    assert sorted(kept) == ["cool", "now", "perfect", "understand"]
+    assert drops == {"natural_revision_ack_opens_request": 1}
