@@ -107,15 +107,9 @@ def turn_key_lists(turns: pl.DataFrame, height: int) -> pl.Series:
 
 
 def prompt_keys(df: pl.DataFrame, col: str) -> pl.DataFrame:
-    """Per row: ``_text`` (the normalised prompt text of ``col``), ``_key`` (its stable uint64 hash) and ``_last``
-    (the normalised last user turn: the request the pair answers; ``Signatures``)."""
-    if df.height:
-        both = df.select(normalise(text_of(col)).alias("t"), normalise(last_user_turn(col)).fill_null("").alias("l"))
-        text, last = both["t"], both["l"]
-    else:
-        text, last = pl.Series([], dtype=pl.String), pl.Series([], dtype=pl.String)
-    return pl.DataFrame({"_key": stable_hash64(text), "_text": text, "_last": last},
-                        schema={"_key": pl.UInt64, "_text": pl.String, "_last": pl.String})
+    """Per row: ``_text`` (the normalised prompt text of ``col``) and ``_key`` (its stable uint64 hash)."""
+    text = df.select(normalise(text_of(col)))[:, 0] if df.height else pl.Series([], dtype=pl.String)
+    return pl.DataFrame({"_key": stable_hash64(text), "_text": text}, schema={"_key": pl.UInt64, "_text": pl.String})
 
 
 def text_hash(col: str) -> pl.Expr:
@@ -146,50 +140,29 @@ class Signatures:
     原唱" were one word and two: of the WildChat sample's 394 distinct CJK user turns 12 have a near-duplicate,
     9 of them unseen so.
 
-    A second signature per prompt is that of its last user turn (``lasts``; the whole text where none is given):
-    two prompts are near-duplicates only when their whole texts and their last user turns both are. Multi-turn
-    prompts that share an opening request and a long answer but end on different requests ("Write an article on
-    Quantum Gravity" + the article + "Can you summarize that article?" / "... is there experimental evidence for
-    string theory?") shared over 80% of their shingles, and export kept one of them: 2 of the 2 near-duplicate
-    removals of a release built from OpenAssistant's en_100 trees were such prompts. A one-turn prompt's last turn
-    is its text, so its signature is reused, not computed again.
-
-    Memory is 2 x ``num_perm`` x 8 bytes per distinct prompt, not the prompt texts.
+    Memory is ``num_perm`` x 8 bytes per distinct prompt, not the prompt texts.
     """
 
     def __init__(self, shingle: int, num_perm: int) -> None:
         self.shingle, self.num_perm = shingle, num_perm
         self.index: dict[int, int] = {}
         self.sig = np.zeros((0, num_perm), dtype=np.uint64)  # grows by doubling; rows [0, len(index)) used
-        self.last = np.zeros((0, num_perm), dtype=np.uint64)  # the last user turn's signature, same rows
 
-    def _hash(self, texts: pl.Series) -> np.ndarray:
-        return minhash(ngram_hashes(cjk_words(texts), self.shingle), len(texts), self.num_perm)
-
-    def add(self, keys: pl.Series, texts: pl.Series, lasts: pl.Series | None = None) -> None:
-        new = pl.DataFrame({"k": keys, "t": texts, "l": texts if lasts is None else lasts})
-        new = new.unique("k", keep="first", maintain_order=True)
+    def add(self, keys: pl.Series, texts: pl.Series) -> None:
+        new = pl.DataFrame({"k": keys, "t": texts}).unique("k", keep="first", maintain_order=True)
         new = new.filter(pl.Series([k not in self.index for k in new["k"].to_list()], dtype=pl.Boolean))
         if new.height == 0:
             return
         start, end = len(self.index), len(self.index) + new.height
         if end > len(self.sig):
-            size = max(end, 2 * len(self.sig))
-            self.sig, self.last = (np.concatenate([a[:start], np.zeros((size - start, self.num_perm), np.uint64)])
-                                   for a in (self.sig, self.last))
-        self.sig[start:end] = whole = self._hash(new["t"])
-        other = (new["l"] != new["t"]).to_numpy()
-        last = whole.copy()
-        if other.any():
-            last[other] = self._hash(new["l"].filter(pl.Series(other)))
-        self.last[start:end] = last
+            grown = np.zeros((max(end, 2 * len(self.sig)), self.num_perm), dtype=np.uint64)
+            grown[:start] = self.sig[:start]
+            self.sig = grown
+        self.sig[start:end] = minhash(ngram_hashes(cjk_words(new["t"]), self.shingle), new.height, self.num_perm)
         self.index.update((k, start + i) for i, k in enumerate(new["k"].to_list()))
 
     def matrix(self, keys: pl.Series) -> np.ndarray:
         return self.sig[[self.index[k] for k in keys.to_list()]]
-
-    def last_matrix(self, keys: pl.Series) -> np.ndarray:
-        return self.last[[self.index[k] for k in keys.to_list()]]
 
 
 def _confidence() -> pl.Expr:
@@ -200,11 +173,7 @@ def _clusters(keys: pl.Series, signatures: Signatures, bands: int, threshold: fl
     """``_key`` -> ``_cluster`` (a member key) for distinct prompt ``keys``: exact keys are one node, MinHash +
     LSH join near-duplicates."""
     nodes = keys.unique().sort()
-    whole = near_duplicate_groups(signatures.matrix(nodes), bands, threshold)
-    last = near_duplicate_groups(signatures.last_matrix(nodes), bands, threshold)
-    # a group is the rows sharing both labels; it is named by its first row (the smallest key)
-    both = pl.DataFrame({"w": whole, "l": last}).with_row_index("i")
-    labels = both.select(pl.col("i").min().over("w", "l"))[:, 0].to_numpy()
+    labels = near_duplicate_groups(signatures.matrix(nodes), bands, threshold)
     return pl.DataFrame({"_key": nodes, "_cluster": nodes.to_numpy()[labels]})
 
 

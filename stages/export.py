@@ -208,7 +208,7 @@ def scan(cfg: Export, inputs: dict[str, Path], evals: pl.DataFrame, batch_rows: 
             prompts = prompt_keys(df, "prompt")
             tt = turn_texts(df, "prompt", dc.min_words)  # once: turn keys, test candidates, seed turns
             pairs.append(light := light_pairs(df, prompts["_key"], tt))
-            sigs.add(prompts["_key"], prompts["_text"], prompts["_last"])
+            sigs.add(prompts["_key"], prompts["_text"])
             texts.append(test_candidates(tt, light["_open"], cfg))
             seeds.append(tt.filter(light["_first"].gather(tt["_r"])).drop("_r"))
         prompts = prompts.select("_key", "_text").unique("_key", keep="first", maintain_order=True).sort("_key")

@@ -12,7 +12,7 @@ from pipeline.text import raw_word_counts
 from stages.export import light_pairs
 from stages.export_split import LEAVES
 from stages.pugc_prefilter import minhash_step, quality_filter
-from tests.export_fixtures import pair
+from tests.export_fixtures import build, msg, pair, removed, write_method
 from tests.pugc_fakes import docs_frame, make_params, reasons
 
 # 109 characters, no space: one whitespace "word", 8 once punctuation is folded
@@ -59,3 +59,20 @@ def test_near_duplicate_chinese_prompts_keep_one():
     assert len(_kept(["对你的感觉原唱？", "对你的感觉 原唱？"])) == 1
     assert len(_kept([CHINESE_POST, CHINESE_POST.replace("上个月", "上周")])) == 1
     assert _kept(["请写一首关于猫的诗", "请写一首关于狗的诗"]) == ["p0", "p1"]  # another animal, another prompt
+
+
+
+def test_a_multi_turn_prompt_asked_again_with_a_typo_in_its_short_last_request_is_a_near_duplicate(tmp_path):
+    """A last-user-turn signature required on top of the whole prompt's (tried and reverted, bench/README.md) kept
+    290 of 315 such real WildChat prompts apart: one changed word leaves a short turn no 5-word shingle in common."""
+    opening = ("Write a short story about a lighthouse keeper who finds a message in a bottle that was sent by his own "
+               "grandfather fifty years ago, and describe how the keeper decides to answer it.")
+    answer = " ".join(["The keeper climbed the stairs at dusk, as he had every night for thirty years."] * 12)
+    rows = []
+    for i, last in enumerate(["Now make the ending happier please", "Now make the endingg happier please"]):
+        row = pair(f"p{i}", opening, "pugc", confidence=0.9 - i / 10)
+        row["prompt"] = [*row["prompt"], *msg("assistant", answer), *msg("user", last)]
+        rows.append(row)
+    write_method(tmp_path, "pugc", rows)
+    release, stats = build(tmp_path, methods=["pugc"], test_fraction=0.0)
+    assert removed(release).select("pair_id", "reason").rows() == [("p1", "duplicate_prompt_near")]
