@@ -76,9 +76,8 @@ def _expand_paths(path: str) -> list[Path]:
     if p.is_dir():
         # names starting with _ or . are left out, and so is what is below such a folder, as pyarrow.dataset's
         # ignore_prefixes and a glob's ** do (a `huggingface-cli download --local-dir` folder's .cache/ of locks)
-        below = [f for f in p.rglob("*") if not any(n.startswith(("_", ".")) for n in f.relative_to(p).parts)]
-        _all_listable([p, *(f for f in below if f.is_dir() and not f.is_symlink())])
-        found = below
+        found = [f for f in p.rglob("*") if not any(n.startswith(("_", ".")) for n in f.relative_to(p).parts)]
+        _all_listable([p, *(f for f in found if f.is_dir() and not f.is_symlink())])
         _no_broken_links(found)
         _no_special_files(found)
         _no_linked_folders(p, found)

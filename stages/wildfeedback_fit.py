@@ -313,29 +313,28 @@ def asks_user(text: pl.Expr) -> pl.Expr:
 
 
 _ACK = PATTERNS["Acknowledgment"]
-# What may follow the "ok" and still be a receipt of the answer, not a retort: the samples' "Good, that's what I
-# wanted." vouches for the formal rewrite before it.
+# What may follow the "ok" and still be a receipt of the answer, not a retort: an approval of it ("Good, that's what
+# I wanted.", the samples' wc-0021, vouches for the formal rewrite before it; "ok that works") or a bare word or two
+# of approval or understanding ("ok cool", "okay perfect", "ok, I understand", "ok it's good now"), which the rules
+# call Acknowledgment only and which vouch as "ok got it" does.
 _APPROVES = (r"^(?:that|this|it)(?:'?s| is| was)? (?:exactly |just )?(?:what i (?:wanted|needed|meant|asked for|was looking for)"
-             r"|(?:much )?better|perfect|great|fine|right|correct)\b|^(?:that|this|it) (?:works|helps|makes sense)\b")
-# A bare word or two of approval or understanding after the "ok" ("ok cool", "okay perfect", "ok, I understand",
-# "ok it's good now"): the rules call these Acknowledgment only, and they vouch as "ok got it" does.
-_APPROVAL_WORDS = (r"^(?:(?:very |so |really )?(?:cool|nice|great|perfect|awesome|excellent|fine|good|lovely|wonderful|"
-                   r"amazing|brilliant|understood|noted|makes sense|sounds good|looks good|i (?:see|understand|get it)|"
-                   r"that'?s it|it'?s (?:good|fine|great|perfect|better) now)[\s,.!]*)+$")
+             r"|(?:much )?better|perfect|great|fine|right|correct)\b|^(?:that|this|it) (?:works|helps|makes sense)\b"
+             r"|^(?:(?:very |so |really )?(?:cool|nice|great|perfect|awesome|excellent|fine|good|lovely|wonderful|"
+             r"amazing|brilliant|understood|noted|makes sense|sounds good|looks good|i (?:see|understand|get it)|"
+             r"that'?s it|it'?s (?:good|fine|great|perfect|better) now)[\s,.!]*)+$")
 
 
 def ok_and_more(text: pl.Expr) -> pl.Expr:
     """True where an English turn opens with "ok" (the rules' ``ok_then`` cue, which they call less sure) and says
     more than a bare receipt after it ("ok", "ok got it", "okay, that's fine": the ``ok`` and ``thats_ok`` cues; "good,
-    that's what I wanted", "ok that works": ``_APPROVES``; "ok cool", "okay perfect", "ok, I understand":
-    ``_APPROVAL_WORDS``).
+    that's what I wanted", "ok that works", "ok cool", "ok, I understand": ``_APPROVES``).
     HH-RLHF red-team dialogues: "Ok then." after "I'm sure that my programmers have made mistakes in the past."
     and "okay you narcissist" were the only SAT (Acknowledgment) that made two natural revision pairs, whose
     chosen answered the user's retort, not the prompt; short, so the ``SHORT_EDIT_WORDS`` rule let them by."""
     t = text.str.to_lowercase().str.strip_chars()
     rest = t.str.replace(r"^(?:ok(?:ay)?|alright|all right|good)\b[\s,.!:;-]*", "").str.strip_chars()
     receipt = ((rest == "") | rest.str.contains(_ACK["ok"]) | rest.str.contains(_ACK["thats_ok"])
-               | rest.str.contains(_APPROVES) | rest.str.contains(_APPROVAL_WORDS))
+               | rest.str.contains(_APPROVES))
     return t.str.contains(_ACK["ok_then"]) & ~receipt
 
 
@@ -344,8 +343,8 @@ def pair_drop_reason(kind: str) -> pl.Expr:
     (``mixed_feedback``: the rejected answer was liked) or whose rejected turn asked the user a question
     (``asked_user``: the "feedback" answers it, and the revision builds on that answer, which the pair's
     prompt does not hold) or whose SAT turn is only Acknowledgment, an "ok" opening a message of over
-    ``SHORT_EDIT_WORDS`` words, a CJK character one, or an English "ok" followed by anything but a bare receipt
-    (``ok_and_more``: "Ok then.", "okay you narcissist") (``ack_opens_request``: the rubric's Acknowledgment is a brief receipt; "ok I
+    ``SHORT_EDIT_WORDS`` words, a CJK character one, or an English "ok" followed by anything but a receipt
+    (``ok_and_more``: "Ok then.", "okay you narcissist"; ``ack_opens_request``: the rubric's Acknowledgment is a brief receipt; "ok I
     needed to edit code a lot ... However my code got broken" says nothing of the revision, and no model or
     judge checks a natural revision), a cut-off (a finish reason ``length``, or a chosen that stops
     mid-sentence, as a revision read from a log can: ``pipeline.checks.ends_mid_sentence``), missing or failed generated answer,
