@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -241,13 +242,27 @@ def main(argv: list[str] | None = None) -> int:
     args = argparse.Namespace(command=None)
     try:  # Ctrl-C or SIGTERM, from the first import to the end: one line saying what the command left
         with terminate_raises():
-            return _main(argv, args)
+            code = _main(argv, args)
     except KeyboardInterrupt as e:  # SIGTERM in the imports used to end the run silently (exit -15), Ctrl-C with
         command = args.command or _command(argv)  # a 25-line traceback through pydantic (~0.4 s of each start)
         line = INTERRUPTED.get(command, f"prefpipe {command or ''}: interrupted; run it again".replace(" :", ":"))
         term = isinstance(e, Terminated)
         print(line.replace("interrupted", "terminated (SIGTERM)", 1) if term else line, file=sys.stderr)
-        return 128 + (signal.SIGTERM if term else signal.SIGINT)  # the shell's codes: 143, 130
+        code = 128 + (signal.SIGTERM if term else signal.SIGINT)  # the shell's codes: 143, 130
+    if argv is None:  # the program (`prefpipe`, `python -m pipeline.cli`), not a caller in the same process
+        _finished()
+    return code
+
+
+def _finished() -> None:
+    """The command is over: Ctrl-C and SIGTERM are ignored from now on, so its exit code stands. The interpreter's
+    teardown takes a while (1.4 s after PUGC's `done` line on the samples: torch's memory freed), and a signal there
+    killed a stage that had committed its outputs (exit -15 or -2, no line; Python has put the default handlers back by
+    then, so no handler of ours can run), and DVC took it for failed: the next `dvc repro` ran it again whole, its
+    checkpoints already cleared. A teardown that hangs is ended by SIGKILL."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 def _command(argv: list[str] | None) -> str | None:

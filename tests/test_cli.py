@@ -254,3 +254,29 @@ def test_ctrl_c_or_sigterm_while_a_run_starts_is_one_line(tmp_path, sig, code, s
                           text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
     assert (proc.returncode, proc.stdout) == (code, ""), proc.stderr
     assert proc.stderr.startswith(said) and proc.stderr.count("\n") == 1, proc.stderr
+
+
+_FINISHED = """
+import signal, sys
+
+sys.argv = ["prefpipe", "run", "no_such_stage"]
+from pipeline.cli import main
+code = main()
+signal.raise_signal(signal.{sig})  # after main() returned: the interpreter's teardown
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_after_a_command_finished_keeps_its_exit_code(tmp_path, sig):
+    """bench/killfuzz.py: a signal in the ~1.4 s of teardown after a stage's `done` line killed it (exit -15 or -2,
+    no line), so `dvc repro` took a stage that had committed its outputs for failed and ran it again whole."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-c", _FINISHED.format(sig=sig)], cwd=tmp_path, capture_output=True,
+                          text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert proc.returncode == 2, proc.stderr  # the unknown stage's code, the command's own result
+    assert proc.stderr.startswith("prefpipe: unknown stage 'no_such_stage'") and "Traceback" not in proc.stderr
