@@ -20,7 +20,8 @@ folders first and ``metrics*.json`` last; then the journal, backup and staging f
 meanwhile is held until the swap is done). A crash
 (``kill -9``, power cut) at any point leaves either no journal, and the next start discards the
 staging folder (rolled back: the old outputs were never touched), or a journal, and the next start
-finishes the swap (rolled forward). ``recover`` does this, and also removes the temporaries an
+finishes the swap (rolled forward; unless what it swapped in was put back since, by ``dvc checkout`` or DVC's run
+cache: discarded). ``recover`` does this, and also removes the temporaries an
 interrupted run leaves (``.<name>.tmp-*`` of a ``ShardWriter`` spill or ``write_json_atomic``,
 ``.<name>.old-*`` of ``replace_dir``); ``stage_outputs`` and ``pipeline.cli`` call it when a stage
 starts. A stage that publishes its folder whole (export: ``replace_dir`` of a folder built beside it) and
@@ -279,9 +280,8 @@ def pending_commits(out_dir: str | Path) -> list[Path]:
 
 
 def _stale(journal: Path) -> bool:
-    """A journal whose outputs were put back whole since: its swapped-in entries replaced (``_replaced_since``), or
-    every entry holding what the journal was swapping in (``dvc repro`` restored that very run from DVC's run cache,
-    and does not run the stage, so refusing sent the user round in a circle). The stage's next start drops it."""
+    """A journal whose outputs were put back whole since: its swapped-in entries replaced (``_replaced_since``), or every
+    entry holding what it was swapping in (DVC's run cache restored that very run, and `dvc repro` skips the stage)."""
     try:
         entry = json.loads(journal.read_text(encoding="utf-8"))
         holds, folder = entry.get("holds"), journal.parent
