@@ -56,10 +56,17 @@ def copy_tree(dst: Path, built: Path | None) -> Path:
     return dst
 
 
-def b_params(proj: Path) -> None:
+def b_params(proj: Path, sets: list[str]) -> None:
     p = yaml.safe_load((proj / "params.yaml").read_text())
     p["execution"].update(target_shard_bytes=300, row_group_bytes=60, checkpoint_rows=4)
     p["export"]["split_salt"] = "killfuzz"
+    for item in sets:  # KEY.PATH=VALUE (YAML): a change that moves more of a stage's outputs (dove.seed=1)
+        key, value = item.split("=", 1)
+        *parents, last = key.split(".")
+        node = p
+        for k in parents:
+            node = node[k]
+        node[last] = yaml.safe_load(value)
     (proj / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
 
 
@@ -257,6 +264,7 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=20, help="kills per stage (3/5 SIGKILL, the rest SIGTERM/SIGINT)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, help="write every kill's record here")
+    ap.add_argument("--set", action="append", default=[], help="another params change for version B: KEY.PATH=VALUE")
     ap.add_argument("--smoke", action="store_true", help="ingest only, built in the scratch copy, 3 kills")
     args = ap.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
@@ -268,7 +276,7 @@ def main() -> None:
         args.points = 3
         if run(proj, "ingest", tmp / "a.log")[0]:
             raise SystemExit((tmp / "a.log").read_text())
-    b_params(proj)
+    b_params(proj, args.set)
     rng = random.Random(args.seed)
     results = []
     for stage in stages:
