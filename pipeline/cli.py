@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -235,19 +236,53 @@ def _logs_above_bars():
 
 
 def main(argv: list[str] | None = None) -> int:
+    # pipeline.files imports the standard library only: its handler is in force before _main's slow imports
+    from pipeline.files import Terminated, terminate_raises
+
+    args = argparse.Namespace(command=None)
+    try:  # Ctrl-C or SIGTERM, from the first import to the end: one line saying what the command left
+        with terminate_raises():
+            code = _main(argv, args)
+    except KeyboardInterrupt as e:  # SIGTERM in the imports used to end the run silently (exit -15), Ctrl-C with
+        command = args.command or _command(argv)  # a 25-line traceback through pydantic (~0.4 s of each start)
+        line = INTERRUPTED.get(command, f"prefpipe {command or ''}: interrupted; run it again".replace(" :", ":"))
+        term = isinstance(e, Terminated)
+        print(line.replace("interrupted", "terminated (SIGTERM)", 1) if term else line, file=sys.stderr)
+        code = 128 + (signal.SIGTERM if term else signal.SIGINT)  # the shell's codes: 143, 130
+    if argv is None:  # the program (`prefpipe`, `python -m pipeline.cli`), not a caller in the same process
+        _finished()
+    return code
+
+
+def _finished() -> None:
+    """The command is over: Ctrl-C and SIGTERM are ignored from now on, so its exit code stands. The interpreter's
+    teardown takes a while (1.4 s after PUGC's `done` line on the samples: torch's memory freed), and a signal there
+    killed a stage that had committed its outputs (exit -15 or -2, no line; Python has put the default handlers back by
+    then, so no handler of ours can run), and DVC took it for failed: the next `dvc repro` ran it again whole, its
+    checkpoints already cleared. A teardown that hangs is ended by SIGKILL."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def _command(argv: list[str] | None) -> str | None:
+    """The command named on the command line, before it is parsed: its first word that is not an option."""
+    return next((a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")), None)
+
+
+def _main(argv: list[str] | None, parsed: argparse.Namespace) -> int:
     from pipeline.config import ParamsError
     from pipeline.errors import printable, unnameable
-    from pipeline.files import Terminated, terminate_raises
     from pipeline.io import SourceError, StageError
     from pipeline.outputs import os_error_line
 
     for stream in (sys.stdout, sys.stderr):  # what the terminal's encoding lacks (LANG=C, a cp1252 console) prints
         if hasattr(stream, "reconfigure"):  # escaped (\xbf), as on stderr; inspect died with UnicodeEncodeError
             stream.reconfigure(errors="backslashreplace")
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv, namespace=parsed)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        with terminate_raises(), _logs_above_bars():
+        with _logs_above_bars():
             return args.func(args)
     except ParamsError as e:
         print(f"prefpipe: {e}", file=sys.stderr)
@@ -267,10 +302,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `prefpipe inspect ... | head`: the reader left; not an error (Python docs' recipe)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: one line saying what the interrupted command left
-        line, term = INTERRUPTED.get(args.command, f"prefpipe {args.command}: interrupted; run it again"), isinstance(e, Terminated)
-        print(line.replace("interrupted", "terminated (SIGTERM)", 1) if term else line, file=sys.stderr)
-        return 128 + (signal.SIGTERM if term else signal.SIGINT)  # the shell's codes: 143, 130
     except OSError as e:  # disk full, read-only, no permission: one line naming the path and what to do
         line = os_error_line(e)
         if line is None:

@@ -33,6 +33,19 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def folder_digest(path: Path) -> str:
+    """What an output holds, cheaply: a file's sha256; a folder's file names and sizes, and the sha256 of its JSON
+    files (each shard set's ``_manifest.json`` holds its shards' sha256). Not an inode number: a folder removed and
+    copied back (``dvc checkout``) often gets the same one."""
+    if not path.is_dir() or path.is_symlink():
+        return file_sha256(path) if path.is_file() else "-"
+    h = sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            h.update(f"{p.relative_to(path)}\0{p.stat().st_size}\0{file_sha256(p) if p.suffix == '.json' else ''}\0".encode())
+    return h.hexdigest()
+
+
 def package_version() -> str:
     try:
         from importlib.metadata import version

@@ -20,7 +20,8 @@ folders first and ``metrics*.json`` last; then the journal, backup and staging f
 meanwhile is held until the swap is done). A crash
 (``kill -9``, power cut) at any point leaves either no journal, and the next start discards the
 staging folder (rolled back: the old outputs were never touched), or a journal, and the next start
-finishes the swap (rolled forward). ``recover`` does this, and also removes the temporaries an
+finishes the swap (rolled forward; unless what it swapped in was put back since, by ``dvc checkout`` or DVC's run
+cache: discarded). ``recover`` does this, and also removes the temporaries an
 interrupted run leaves (``.<name>.tmp-*`` of a ``ShardWriter`` spill or ``write_json_atomic``,
 ``.<name>.old-*`` of ``replace_dir``); ``stage_outputs`` and ``pipeline.cli`` call it when a stage
 starts. A stage that publishes its folder whole (export: ``replace_dir`` of a folder built beside it) and
@@ -57,7 +58,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from pipeline.errors import os_reason
-from pipeline.files import interrupts_held
+from pipeline.files import folder_digest, interrupts_held
 from pipeline.output_errors import (  # noqa: F401 (re-exported: the stages and pipeline.cli import them from here)
     ADVICE,
     BACKUP,
@@ -175,7 +176,8 @@ def commit_outputs(out_dir: str | Path) -> list[str]:
     tmp = out_dir / f"{JOURNAL}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"names": names}, f)
+            # what each entry holds: a swapped-in entry replaced since (dvc checkout) tells ``recover`` it is stale
+            json.dump({"names": names, "holds": {n: folder_digest(out_dir / STAGING / n) for n in names}}, f)
             f.flush()
             os.fsync(f.fileno())
     except BaseException:  # a full disk: nothing was swapped, and no half-written journal is left either
@@ -216,15 +218,47 @@ def recover(out_dir: str | Path) -> None:
     journal = out_dir / JOURNAL
     if journal.exists():
         try:
-            names = json.loads(journal.read_text(encoding="utf-8"))["names"]
+            entry = json.loads(journal.read_text(encoding="utf-8"))
+            names = entry["names"]
         except (ValueError, KeyError, TypeError) as e:
             raise OutputError(f"{journal}: unreadable commit journal ({e}); remove it and {out_dir / STAGING}, "
                               "then run the stage again") from None
-        log.warning("%s: finishing the commit an interrupted run started (%s)", out_dir, ", ".join(names))
-        _roll_forward(out_dir, names)
+        replaced = _replaced_since(out_dir, entry)
+        if replaced:
+            log.warning("%s: an interrupted run was swapping in its outputs, and %s has been replaced or removed since "
+                        "(dvc checkout, DVC's run cache); keeping what is there and discarding the rest of that run's "
+                        "outputs", out_dir, ", ".join(replaced))
+            _discard_journal(out_dir, names)
+        else:
+            log.warning("%s: finishing the commit an interrupted run started (%s)", out_dir, ", ".join(names))
+            _roll_forward(out_dir, names)
     for p in sorted(out_dir.iterdir()):
         if p.name in (STAGING, BACKUP) or STALE.match(p.name):
             _remove_stale(p)
+
+
+def _replaced_since(out_dir: Path, entry: dict) -> list[str]:
+    """The entries a killed swap had put in place that are no longer the ones it put there: something else (``dvc
+    checkout``, ``dvc repro`` restoring the stage from its run cache or removing its outputs before the command) has
+    replaced them since, so rolling the journal forward would mix its outputs with theirs. A journal that does not
+    say what they held (an older prefpipe's) names none."""
+    holds = entry.get("holds") if isinstance(entry, dict) else None
+    if not isinstance(holds, dict):
+        return []
+    swapped = [n for n in entry["names"] if n in holds and not os.path.lexists(out_dir / STAGING / n)]
+    return [n for n in swapped if not os.path.lexists(out_dir / n) or folder_digest(out_dir / n) != holds[n]]
+
+
+def _discard_journal(out_dir: Path, names: list[str]) -> None:
+    """Drop a stale journal and what its swap had left to do; an entry the kill caught between its two renames
+    (moved to the backup, its new one not yet in place) gets its old one back."""
+    staging, backup = out_dir / STAGING, out_dir / BACKUP
+    for name in names:
+        if os.path.lexists(staging / name) and not os.path.lexists(out_dir / name) and os.path.lexists(backup / name):
+            os.rename(backup / name, out_dir / name)
+    (out_dir / JOURNAL).unlink()
+    shutil.rmtree(backup, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def discard_staged(out_dir: str | Path) -> None:
@@ -241,7 +275,20 @@ def pending_commits(out_dir: str | Path) -> list[Path]:
     parent = out_dir.parent
     if not parent.is_dir():
         return []
-    return sorted(j.parent for j in parent.glob(f"*/{JOURNAL}") if j.parent.resolve() != out_dir.resolve())
+    return sorted(j.parent for j in parent.glob(f"*/{JOURNAL}")
+                  if j.parent.resolve() != out_dir.resolve() and not _stale(j))
+
+
+def _stale(journal: Path) -> bool:
+    """A journal whose outputs were put back whole since: its swapped-in entries replaced (``_replaced_since``), or every
+    entry holding what it was swapping in (DVC's run cache restored that very run, and `dvc repro` skips the stage)."""
+    try:
+        entry = json.loads(journal.read_text(encoding="utf-8"))
+        holds, folder = entry.get("holds"), journal.parent
+        return bool(_replaced_since(folder, entry)) or isinstance(holds, dict) and all(
+            os.path.lexists(folder / n) and folder_digest(folder / n) == holds.get(n) for n in entry["names"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def begin_outputs(out_dir: str | Path) -> Path:

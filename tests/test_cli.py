@@ -223,3 +223,60 @@ def test_a_warning_logged_under_a_progress_bar_starts_its_own_line(monkeypatch, 
     err = capsys.readouterr().err
     line = next(seg for seg in err.replace("\r", "\n").split("\n") if "connection failed" in seg)
     assert line == "WARNING pipeline.llm: connection failed; retry 1 of 6"  # was "pugc score:  50%|...]WARNING ..."
+
+
+# --- Ctrl-C and SIGTERM while a command starts ------------------------------------------------------
+
+_STARTING = """
+import signal, sys, types
+
+class Importing(types.ModuleType):  # main()'s first slow import (pydantic models: ~0.4 s of every start)
+    def __getattr__(self, name):
+        signal.raise_signal(signal.{sig})  # as a Ctrl-C or `kill` while it is imported would
+
+sys.modules["pipeline.config"] = Importing("pipeline.config")
+from pipeline.cli import main
+sys.exit(main(["run", "curry"]))
+"""
+
+
+@pytest.mark.parametrize("sig,code,said", [("SIGINT", 130, "prefpipe: interrupted; "),
+                                           ("SIGTERM", 143, "prefpipe: terminated (SIGTERM); ")])
+def test_ctrl_c_or_sigterm_while_a_run_starts_is_one_line(tmp_path, sig, code, said):
+    """bench/killfuzz.py: Ctrl-C in the first ~0.4 s of a run printed a 25-line traceback through pydantic, and
+    SIGTERM there ended it silently (exit -15): the handlers came after main()'s imports."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-c", _STARTING.format(sig=sig)], cwd=tmp_path, capture_output=True,
+                          text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert (proc.returncode, proc.stdout) == (code, ""), proc.stderr
+    assert proc.stderr.startswith(said) and proc.stderr.count("\n") == 1, proc.stderr
+
+
+_FINISHED = """
+import signal, sys
+
+sys.argv = ["prefpipe", "run", "no_such_stage"]
+from pipeline.cli import main
+code = main()
+signal.raise_signal(signal.{sig})  # after main() returned: the interpreter's teardown
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_after_a_command_finished_keeps_its_exit_code(tmp_path, sig):
+    """bench/killfuzz.py: a signal in the ~1.4 s of teardown after a stage's `done` line killed it (exit -15 or -2,
+    no line), so `dvc repro` took a stage that had committed its outputs for failed and ran it again whole."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-c", _FINISHED.format(sig=sig)], cwd=tmp_path, capture_output=True,
+                          text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert proc.returncode == 2, proc.stderr  # the unknown stage's code, the command's own result
+    assert proc.stderr.startswith("prefpipe: unknown stage 'no_such_stage'") and "Traceback" not in proc.stderr
