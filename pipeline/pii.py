@@ -234,8 +234,11 @@ def _iban(m: regex.Match) -> tuple[int, int] | None:
 def _cn_resident_id(m: regex.Match) -> tuple[int, int] | None:
     """A Chinese resident identity number when its region, birth date and check character are valid
     (python-stdnum ``cn.ric``): an 18-digit order number or snowflake id fails its birth date or, 10 times in 11,
-    its check character."""
-    return _span(m) if stdnum_cn_ric.is_valid(narrow(m.group("pii"))) else None
+    its check character (a region python-stdnum cannot place, ``411111111111111111``, raises KeyError: no id)."""
+    try:
+        return _span(m) if stdnum_cn_ric.is_valid(narrow(m.group("pii"))) else None
+    except KeyError:
+        return None
 
 
 _DATE = regex.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")

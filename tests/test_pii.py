@@ -381,3 +381,11 @@ def test_twenty_thousand_numbers_back_to_back_take_two_scans_not_one_each(monkey
     assert out.to_list() == ["call " + "[REDACTED_PHONE]" * 20_000, "none here",
                              "卡号[REDACTED_CREDIT_CARD]和[REDACTED_CREDIT_CARD]"]
     assert counts == {"phone": 20_000, "credit_card": 2}
+
+
+def test_an_eighteen_digit_run_python_stdnum_cannot_place_is_no_id_and_no_crash():
+    """python-stdnum's ``cn.ric`` raised KeyError('county') on 411111111111111111 (4111... as test cards start), and
+    the whole redaction stopped; found by feeding glued-together cards and numbers to ``redact``."""
+    texts = pl.Series(["order 411111111111111111 shipped", "身份证11010519491231002X"])
+    out, counts = redact(texts, ["cn_resident_id"])
+    assert out.to_list() == ["order 411111111111111111 shipped", "身份证[REDACTED_ID]"] and counts["cn_resident_id"] == 1
