@@ -389,3 +389,12 @@ def test_an_eighteen_digit_run_python_stdnum_cannot_place_is_no_id_and_no_crash(
     texts = pl.Series(["order 411111111111111111 shipped", "身份证11010519491231002X"])
     out, counts = redact(texts, ["cn_resident_id"])
     assert out.to_list() == ["order 411111111111111111 shipped", "身份证[REDACTED_ID]"] and counts["cn_resident_id"] == 1
+
+
+def test_a_phone_number_percent_encoded_in_a_query_string_is_redacted():
+    """``?phone=%2B33612345678``: the "B" of "%2B" glued the number to a letter, so it escaped as e-mails in
+    ``%40`` once did. Too short or glued to a letter, it stays."""
+    texts = ["https://x.com/cb?phone=%2B33612345678&lang=fr", "tel=%2b14155552671", "id=%2B1234", "%2B33612345678b"]
+    out, counts = redact(pl.Series(texts), ["phone"])
+    assert out.to_list() == ["https://x.com/cb?phone=[REDACTED_PHONE]&lang=fr", "tel=[REDACTED_PHONE]", "id=%2B1234",
+                             "%2B33612345678b"] and counts["phone"] == 2
