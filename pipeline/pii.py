@@ -234,8 +234,11 @@ def _iban(m: regex.Match) -> tuple[int, int] | None:
 def _cn_resident_id(m: regex.Match) -> tuple[int, int] | None:
     """A Chinese resident identity number when its region, birth date and check character are valid
     (python-stdnum ``cn.ric``): an 18-digit order number or snowflake id fails its birth date or, 10 times in 11,
-    its check character."""
-    return _span(m) if stdnum_cn_ric.is_valid(narrow(m.group("pii"))) else None
+    its check character (a region python-stdnum cannot place, ``411111111111111111``, raises KeyError: no id)."""
+    try:
+        return _span(m) if stdnum_cn_ric.is_valid(narrow(m.group("pii"))) else None
+    except KeyError:
+        return None
 
 
 _DATE = regex.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
@@ -268,6 +271,7 @@ def _phone_ok(text: str, regions: tuple[str, ...]) -> bool:
     ``(02) 9876 5432``, Russian ``8 916 123-45-67``); or a Chinese mobile number, dialled without the trunk 0
     (``13800138000``, ``138 0013 8000``). Full-width digits are read as digits, typographic dashes as hyphens."""
     text = narrow(text).translate(_DASHES)
+    text = "+" + text[3:] if text[:3] in ("%2B", "%2b") else text  # percent-encoded in a URL's query: ?tel=%2B336...
     if not 7 <= sum(c.isdigit() for c in text) <= 15 or _DATE.fullmatch(text):
         return False
     try:
@@ -367,7 +371,7 @@ DETECTORS: list[Detector] = [
     Detector("ipv4", rf"(?:(?P<word>\p{{L}}+)\.?[ \t]+)?(?:^|\b|{_EDGE})(?P<pii>\d+\.\d+\.\d+\.\d+)(?P<tail>\.\d)?(?:\b|{_EDGE})",
              "[REDACTED_IP]", _ipv4, needs=r"\d+\.\d+\.\d+\.\d+"),
     # a Latin letter or digit right after the number is captured (``glued``), so the validator can reject it
-    Detector("phone", rf"(?:^|[^\w.+/\-．＋／－]|{_EDGE})(?P<pii>(?:[+＋]|\b[0０]{{2}})?[(（]?\d[\d \t\u3000{_SPACES}.\-()/－（）{_DASH}]{{5,24}}"
+    Detector("phone", rf"(?:^|[^\w.+/\-．＋／－]|{_EDGE})(?P<pii>(?:[+＋]|%2[Bb]|\b[0０]{{2}})?[(（]?\d[\d \t\u3000{_SPACES}.\-()/－（）{_DASH}]{{5,24}}"
              rf"\d[)）]?)(?P<glued>[A-Za-z0-9_])?", "[REDACTED_PHONE]", _phone),
 ]
 KINDS = [d.kind for d in DETECTORS]

@@ -4,6 +4,7 @@ kind, JSON values, phone regions."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import polars as pl
 import pytest
@@ -359,3 +360,41 @@ def test_numbers_written_back_to_back_are_all_redacted_without_recursion():
     texts = pl.Series(["call " + "+44 20 7946 0958" * 1200, "none here"])
     out, counts = redact(texts, ["phone"])
     assert out.to_list() == ["call " + "[REDACTED_PHONE]" * 1200, "none here"] and counts["phone"] == 1200
+
+
+def test_twenty_thousand_numbers_back_to_back_take_two_scans_not_one_each(monkeypatch):
+    """Each scan of the whole row gave up one number of a back-to-back run: n numbers were n scans of the row
+    (3,000 took ~10 s, a hostile record stalled ingest). The numbers behind a replacement are now replaced in the
+    same scan; the second scan finds nothing. Scans are counted, not timed: a third one fails."""
+    from pipeline import column_redact
+    scans, one_scan = Counter(), column_redact._replace_pass
+
+    def counted(s, d, validate):
+        scans[d.kind] += 1
+        assert scans[d.kind] <= 2, f"a third {d.kind} scan of the same rows: a back-to-back run given up one a scan"
+        return one_scan(s, d, validate)
+
+    monkeypatch.setattr(column_redact, "_replace_pass", counted)
+    run = "+44 20 7946 0958" * 20_000
+    out, counts = redact(pl.Series(["call " + run, "none here", "卡号4111111111111111和5500005555555559"]),
+                         ["phone", "credit_card"])
+    assert out.to_list() == ["call " + "[REDACTED_PHONE]" * 20_000, "none here",
+                             "卡号[REDACTED_CREDIT_CARD]和[REDACTED_CREDIT_CARD]"]
+    assert counts == {"phone": 20_000, "credit_card": 2}
+
+
+def test_an_eighteen_digit_run_python_stdnum_cannot_place_is_no_id_and_no_crash():
+    """python-stdnum's ``cn.ric`` raised KeyError('county') on 411111111111111111 (4111... as test cards start), and
+    the whole redaction stopped; found by feeding glued-together cards and numbers to ``redact``."""
+    texts = pl.Series(["order 411111111111111111 shipped", "身份证11010519491231002X"])
+    out, counts = redact(texts, ["cn_resident_id"])
+    assert out.to_list() == ["order 411111111111111111 shipped", "身份证[REDACTED_ID]"] and counts["cn_resident_id"] == 1
+
+
+def test_a_phone_number_percent_encoded_in_a_query_string_is_redacted():
+    """``?phone=%2B33612345678``: the "B" of "%2B" glued the number to a letter, so it escaped as e-mails in
+    ``%40`` once did. Too short or glued to a letter, it stays."""
+    texts = ["https://x.com/cb?phone=%2B33612345678&lang=fr", "tel=%2b14155552671", "id=%2B1234", "%2B33612345678b"]
+    out, counts = redact(pl.Series(texts), ["phone"])
+    assert out.to_list() == ["https://x.com/cb?phone=[REDACTED_PHONE]&lang=fr", "tel=[REDACTED_PHONE]", "id=%2B1234",
+                             "%2B33612345678b"] and counts["phone"] == 2
