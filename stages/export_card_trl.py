@@ -45,6 +45,36 @@ trainer.train()
 ```'''
 
 
+OTHER_TRAINERS = (
+    "**Other TRL trainers** (TRL 1.16). `ORPOTrainer` and `CPOTrainer` (`trl.experimental`) take a conditional "
+    "config as `DPOTrainer` does. `RewardTrainer` reads a `margin` column as a margin the reward gap must exceed: "
+    "this release's `margin` is a score gap on each method's own scale, null for a method without scores (a batch "
+    "holding a null stops it), so drop the column. `KTOTrainer` unpairs the rows itself, every chosen before every "
+    "rejected, and its default sampler reads them in order, so its batches hold one label each; a prompt's chosen "
+    "repeats in each of its Curry-DPO pairs, and with Curry-DPO's `pairing: all` a response is chosen in one pair "
+    "and rejected in another. Unpair first, keep each (prompt, completion) once, and only when every pair gives "
+    "it the same label, then shuffle:\n")
+
+OTHER_SNIPPET = '''```python
+import json
+from trl import KTOConfig, KTOTrainer, RewardConfig, RewardTrainer
+from trl.data_utils import unpair_preference_dataset
+
+train = load_dataset(REPO, "all", split="train")
+trainer = RewardTrainer(model="your/sft-model", args=RewardConfig(output_dir="rm"),
+                        train_dataset=train.remove_columns("margin"))  # TRL's `margin` is not this one
+trainer.train()
+
+kto = unpair_preference_dataset(train)  # prompt / completion / label
+labels = {}  # (prompt, completion) -> (its first row, the labels its pairs give it)
+for i, r in enumerate(kto.select_columns(["prompt", "completion", "label"])):
+    labels.setdefault(json.dumps([r["prompt"], r["completion"]]), (i, set()))[1].add(r["label"])
+kto = kto.select(sorted(i for i, given in labels.values() if len(given) == 1)).shuffle(seed=0)
+trainer = KTOTrainer(model="your/sft-model", args=KTOConfig(output_dir="kto"), train_dataset=kto)
+trainer.train()
+```'''
+
+
 def training_part(stats: dict[str, Any], repo: str) -> list[str]:
     """The card's "Training on it with TRL" section: a paragraph (and snippet) for each config the release holds
     and none for one it does not, so no snippet asks ``load_dataset`` for a config the front matter leaves out;
@@ -52,6 +82,8 @@ def training_part(stats: dict[str, Any], repo: str) -> list[str]:
     held = {c for c, splits in stats["rows"].items() if splits}
     trained = {c for c, splits in stats["rows"].items() if splits.get("train")}
     parts = ["## Training on it with TRL\n", TRAIN_SNIPPET.format(repo=repo, all=ALL_LINES if "all" in trained else "") + "\n"]
+    if "all" in trained:
+        parts += [OTHER_TRAINERS, OTHER_SNIPPET + "\n"]
     if "selfie" in held:
         parts.append(
             "`label_smoothing` and `noisy` come from Selfie/SPA: a trainer that supports per-example label "
