@@ -345,3 +345,39 @@ def test_the_cards_reward_and_kto_snippet_trains_each_completion_once_with_one_l
     batches = [set(kto["label"][i:i + 4]) for i in range(0, len(kto), 4)]
     assert sum(len(b) == 2 for b in batches) > len(batches) / 2
     assert seen["kto_out"].global_step == 2
+
+
+@pytest.mark.e2e
+def test_the_docs_prompt_filter_keeps_orpo_off_rows_whose_prompt_fills_max_length(tmp_path):
+    """ORPOTrainer (and CPOTrainer) cut the completion, never the prompt: a row whose prompt alone fills
+    `max_length` trained on an empty completion, and from that step on the loss was NaN, logged as 0.0 (15 of the
+    samples release's 61 `all` train rows at max_length=96). docs/training.md's filter drops exactly such rows."""
+    import math
+
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    from pipeline.llm.tiny import resolve_model
+
+    line = re.search(r"`(train\.filter\(lambda r: .*apply_chat_template.*\))`", guide_text()).group(1)
+    long_prompt = "Please plan my week in detail: " + " ".join(f"task {i} needs care." for i in range(60))
+    rows = [pair(f"pugc{i}", t, "pugc") for i, t in enumerate(TOPICS[:5])] + [pair("long", long_prompt, "pugc")]
+    write_method(tmp_path, "pugc", rows)
+    release, _ = build(tmp_path, methods=["pugc"], test_fraction=0.0)
+    train = datasets.load_dataset("parquet", data_dir=str(release / "pugc"), split="train",
+                                  cache_dir=str(tmp_path / "hf-cache"))
+    path = resolve_model("tiny")
+    tok = AutoTokenizer.from_pretrained(path)
+    fits = eval(line.replace("1024", "160"), {"train": train, "tok": tok})  # noqa: S307 - the docs' own line
+    assert sorted(train["pair_id"]) != sorted(fits["pair_id"]) and len(fits) == len(train) - 1
+    assert long_prompt not in [r["prompt"][0]["content"] for r in fits]
+
+    args = ORPOConfig(output_dir=str(tmp_path / "orpo"), max_steps=3, per_device_train_batch_size=2, max_length=160,
+                      logging_steps=1, report_to=[], save_strategy="no", use_cpu=True, seed=0)
+    trainer = ORPOTrainer(model=AutoModelForCausalLM.from_pretrained(path), args=args, train_dataset=fits,
+                          processing_class=tok)
+    assert all(any(x != -100 for x in labels) for labels in trainer.train_dataset["chosen_labels"])
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 3 and all(math.isfinite(v) and v > 0 for v in losses)
