@@ -72,7 +72,7 @@ def _audit_passed(path: Path) -> bool:
         return False
 
 
-# the repo id the card's training snippets load (stages/export_card.py TRAIN_SNIPPET, export.card.repo_id)
+# the repo id the card's training snippets load (stages/export_card_trl.py TRAIN_SNIPPET, export.card.repo_id)
 _CARD_REPO = re.compile(r'^REPO = "([^"]*)"', re.M)
 
 

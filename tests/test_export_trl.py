@@ -4,6 +4,7 @@ training snippets ask only for the configs and rows the release holds."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -266,3 +267,117 @@ def test_dpo_trainer_reads_a_method_configs_dialogue_prompt_whole(tmp_path):
                                                                           add_generation_prompt=True))
     assert tok.decode(row["chosen_ids"]).startswith(first["chosen"][0]["content"])
     assert trainer.train().global_step == 1
+
+
+@pytest.mark.e2e
+def test_the_cards_reward_and_kto_snippet_trains_each_completion_once_with_one_label(tmp_path, monkeypatch):
+    """TRL's RewardTrainer reads a `margin` column as the margin its reward gap must exceed: given `all` as is, it
+    trained on each method's score gaps (a first loss of 1.31 here, where the margin-free loss is about 0.69) and
+    stopped at the first batch holding a WildFeedback row, whose margin is null ("must be real number, not
+    NoneType"). KTOTrainer unpairs `all` itself, every chosen first, and reads it in order: 30 of the samples
+    release's 31 batches of 4 held one label; a Curry-DPO chosen came once per level, and under `pairing: all` a
+    response was desirable in one pair and undesirable in another. The card's snippet trains both on all rows."""
+    import json
+
+    import datasets
+    from trl import KTOConfig, KTOTrainer, RewardConfig, RewardTrainer
+
+    from pipeline.llm.tiny import resolve_model
+    from tests import export_fixtures as fx
+
+    standard_methods(tmp_path)
+    write_method(tmp_path, "wildfeedback", [pair(f"wf{i}", f"Which {c} houseplant survives a dark winter flat?",
+                                                 "wildfeedback", margin=None, confidence=None)
+                                            for i, c in enumerate(("small", "hardy", "cheap"))])
+    prompt = "For my class project number {i}, {t} Please answer with concrete examples, numbers and a short summary."
+    both = [pair(f"curry2-{i}", prompt.format(i=i, t=fx.broken(t.lower(), "(really)")), "curry", level=2,
+                 chosen=f"weak answer 0 {i}", rejected=f"worse answer {i}") for i, t in enumerate(TOPICS[:4])]
+    write_method(tmp_path, "curry", both, sub="level=2")  # `pairing: all`: level 0's rejected is chosen here
+    release = tmp_path / "data" / "release"
+    build_release(export_cfg(test_fraction=0.0, methods=["wildfeedback", "pugc", "selfie", "curry"]), tmp_path,
+                  release, "fp-others")
+
+    def load(*args, **kwargs):
+        return datasets.load_dataset(*args, **kwargs, cache_dir=str(tmp_path / "hf-cache"))
+
+    train = load(str(release), "all", split="train")
+    given: dict[str, set] = {}
+    for r in train:
+        for side, label in (("chosen", True), ("rejected", False)):
+            given.setdefault(json.dumps([r["prompt"], r[side]]), set()).add(label)
+    assert None in train["margin"] and len(given) < 2 * len(train)  # the case: nulls, repeated completions
+    assert sum(len(v) == 2 for v in given.values()) == 4
+
+    code = card_block((release / "README.md").read_text(encoding="utf-8"), "import json")
+    imports = "from trl import KTOConfig, KTOTrainer, RewardConfig, RewardTrainer\n"
+    assert imports in code
+    seen: dict[str, Any] = {}
+
+    class Reward(RewardTrainer):
+        def train(self, *args, **kwargs):
+            seen["rm"] = self.train_dataset
+            seen["rm_out"] = super().train(*args, **kwargs)
+            seen["rm_loss"] = [h["loss"] for h in self.state.log_history if "loss" in h]
+            return seen["rm_out"]
+
+    class Kto(KTOTrainer):
+        def train(self, *args, **kwargs):
+            seen["kto"] = self.train_dataset
+            seen["kto_out"] = super().train(*args, **kwargs)
+            return seen["kto_out"]
+
+    def config(cls, **more):
+        return lambda **kwargs: cls(**kwargs, **more, per_device_train_batch_size=4, logging_steps=1, report_to=[],
+                                    save_strategy="no", use_cpu=True, seed=0)
+
+    monkeypatch.chdir(tmp_path)
+    exec(code.replace(imports, "").replace('"your/sft-model"', repr(str(resolve_model("tiny")))),  # noqa: S102
+         {"REPO": str(release), "load_dataset": load, "RewardTrainer": Reward, "KTOTrainer": Kto,
+          "RewardConfig": config(RewardConfig, num_train_epochs=1), "KTOConfig": config(KTOConfig, max_steps=2)})
+    assert "margin" not in seen["rm"].column_names and len(seen["rm"]) == len(train)
+    assert seen["rm_out"].global_step == -(-len(train) // 4)  # every batch, the null-margin rows' too
+    assert seen["rm_loss"][0] < 0.9
+
+    kto = seen["kto"]
+    keys = [json.dumps([p, c]) for p, c in zip(kto["prompt"], kto["completion"], strict=True)]
+    assert sorted(keys) == sorted(k for k, v in given.items() if len(v) == 1)  # each once, none with two labels
+    assert all(kto["label"][i] in given[k] for i, k in enumerate(keys))
+    batches = [set(kto["label"][i:i + 4]) for i in range(0, len(kto), 4)]
+    assert sum(len(b) == 2 for b in batches) > len(batches) / 2
+    assert seen["kto_out"].global_step == 2
+
+
+@pytest.mark.e2e
+def test_the_docs_prompt_filter_keeps_orpo_off_rows_whose_prompt_fills_max_length(tmp_path):
+    """ORPOTrainer (and CPOTrainer) cut the completion, never the prompt: a row whose prompt alone fills
+    `max_length` trained on an empty completion, and from that step on the loss was NaN, logged as 0.0 (15 of the
+    samples release's 61 `all` train rows at max_length=96). docs/training.md's filter drops exactly such rows."""
+    import math
+
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    from pipeline.llm.tiny import resolve_model
+
+    line = re.search(r"`(train\.filter\(lambda r: .*apply_chat_template.*\))`", guide_text()).group(1)
+    long_prompt = "Please plan my week in detail: " + " ".join(f"task {i} needs care." for i in range(60))
+    rows = [pair(f"pugc{i}", t, "pugc") for i, t in enumerate(TOPICS[:5])] + [pair("long", long_prompt, "pugc")]
+    write_method(tmp_path, "pugc", rows)
+    release, _ = build(tmp_path, methods=["pugc"], test_fraction=0.0)
+    train = datasets.load_dataset("parquet", data_dir=str(release / "pugc"), split="train",
+                                  cache_dir=str(tmp_path / "hf-cache"))
+    path = resolve_model("tiny")
+    tok = AutoTokenizer.from_pretrained(path)
+    fits = eval(line.replace("1024", "160"), {"train": train, "tok": tok})  # noqa: S307 - the docs' own line
+    assert sorted(train["pair_id"]) != sorted(fits["pair_id"]) and len(fits) == len(train) - 1
+    assert long_prompt not in [r["prompt"][0]["content"] for r in fits]
+
+    args = ORPOConfig(output_dir=str(tmp_path / "orpo"), max_steps=3, per_device_train_batch_size=2, max_length=160,
+                      logging_steps=1, report_to=[], save_strategy="no", use_cpu=True, seed=0)
+    trainer = ORPOTrainer(model=AutoModelForCausalLM.from_pretrained(path), args=args, train_dataset=fits,
+                          processing_class=tok)
+    assert all(any(x != -100 for x in labels) for labels in trainer.train_dataset["chosen_labels"])
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == 3 and all(math.isfinite(v) and v > 0 for v in losses)
